@@ -1,0 +1,704 @@
+//! One direction of a connection: the producer and consumer halves of a
+//! circular buffer of data segments, driven by the control segment.
+//!
+//! Protocol (N data segments of S bytes; `head`/`tail` are sequence numbers,
+//! the segment index is `seq % N`; segments `tail..=head` are in use):
+//! - The producer appends into segment `head` and publishes each append by
+//!   storing the segment's `end` (Release). Small writes coalesce there.
+//! - When `head` is full (`end == S`) and more bytes wait, the producer opens
+//!   segment `head + 1` if `head + 1 - tail < N`: it resets that segment's
+//!   `end`/`last`, then publishes `head` (Release). A segment is therefore
+//!   sealed — its `end` final — exactly when `head` has moved past it.
+//! - The consumer reads `begin..end` of segment `tail` (reads may take part of
+//!   a segment). When `begin == end` and `head != tail`, it re-loads `end`
+//!   (final now) and, if drained, resets `begin` and publishes `tail + 1`
+//!   (Release), which hands the segment back to the producer.
+//!
+//! Every word is loaded from shared memory once per use and checked against
+//! the private geometry; a violation marks the connection reset.
+
+use crate::data::DataArea;
+use crate::layout::{
+    ChannelControl, Geometry, SegmentControl, WaitLine, WAIT_DOORBELL, WAIT_FUTEX,
+};
+use crate::sync::{fence, AtomicU32, Ordering};
+use crate::wait::{Doorbell, Parker, WaitPolicy};
+use crate::RingError;
+use std::io::{IoSlice, IoSliceMut};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// What keeps a channel's memory mapped (a memfd mapping, or heap memory).
+pub(crate) type Keep = Arc<dyn Send + Sync>;
+
+/// Pointers into one channel's control and data, with the private geometry.
+pub(crate) struct Channel {
+    ctl: NonNull<ChannelControl>,
+    segs: NonNull<SegmentControl>,
+    reset: NonNull<AtomicU32>,
+    /// The other direction's wait line, so a reset wakes its waiters too.
+    sibling: Option<NonNull<WaitLine>>,
+    data: DataArea,
+    geo: Geometry,
+    parker: Arc<Parker>,
+    _keep: Keep,
+}
+
+// SAFETY: the pointers refer to memory kept alive by `_keep` and accessed only
+// through atomics or raw copies; nothing is tied to the creating thread.
+unsafe impl Send for Channel {}
+
+impl Channel {
+    /// # Safety
+    /// `ctl`, `segs` (N entries), `reset` and `sibling` must point at memory
+    /// that `keep` keeps mapped, and `data` must cover `geo.channel_bytes()`.
+    pub(crate) unsafe fn new(
+        ctl: NonNull<ChannelControl>,
+        segs: NonNull<SegmentControl>,
+        reset: NonNull<AtomicU32>,
+        sibling: Option<NonNull<WaitLine>>,
+        data: DataArea,
+        geo: Geometry,
+        parker: Arc<Parker>,
+        keep: Keep,
+    ) -> Self {
+        Channel {
+            ctl,
+            segs,
+            reset,
+            sibling,
+            data,
+            geo,
+            parker,
+            _keep: keep,
+        }
+    }
+
+    #[inline]
+    fn ctl(&self) -> &ChannelControl {
+        // SAFETY: valid for our lifetime (constructor contract); only atomics
+        // are reached through it, so concurrent peer writes are fine.
+        unsafe { self.ctl.as_ref() }
+    }
+
+    #[inline]
+    fn seg(&self, seq: u32) -> &SegmentControl {
+        let i = (seq % self.geo.segment_count) as usize;
+        // SAFETY: i < N and the array has N entries (constructor contract).
+        unsafe { &*self.segs.as_ptr().add(i) }
+    }
+
+    #[inline]
+    fn data_at(&self, seq: u32, off: u32) -> usize {
+        (seq % self.geo.segment_count) as usize * self.geo.segment_bytes as usize + off as usize
+    }
+
+    #[inline]
+    fn is_reset(&self) -> bool {
+        // SAFETY: as ctl().
+        unsafe { self.reset.as_ref() }.load(Ordering::Acquire) != 0
+    }
+
+    /// Writes the initial control state (begin/end/last zero, length, next).
+    /// Only the side that initialises a channel calls this, before `ready`.
+    pub(crate) fn initialise(&self) {
+        let n = self.geo.segment_count;
+        let ctl = self.ctl();
+        ctl.producer.head.store(0, Ordering::Relaxed);
+        ctl.producer.closed.store(0, Ordering::Relaxed);
+        ctl.consumer.tail.store(0, Ordering::Relaxed);
+        ctl.consumer.closed.store(0, Ordering::Relaxed);
+        ctl.wait.writer_waiting.store(0, Ordering::Relaxed);
+        ctl.wait.reader_waiting.store(0, Ordering::Relaxed);
+        for i in 0..n {
+            let s = self.seg(i);
+            s.begin.store(0, Ordering::Relaxed);
+            s.end.store(0, Ordering::Relaxed);
+            s.length.store(self.geo.segment_bytes, Ordering::Relaxed);
+            s.next.store((i + 1) % n, Ordering::Relaxed);
+            s.last.store(0, Ordering::Relaxed);
+        }
+        // SYNC POINT: Release pairs with the Acquire in `is_ready`; whoever
+        // sees READY sees the whole initial state.
+        ctl.wait.ready.store(crate::layout::CHANNEL_READY, Ordering::Release);
+    }
+
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ctl().wait.ready.load(Ordering::Acquire) == crate::layout::CHANNEL_READY
+    }
+
+    /// Checks the per-segment links an initialiser wrote (claim 88's circle).
+    pub(crate) fn check_links(&self) -> Result<(), &'static str> {
+        let n = self.geo.segment_count;
+        for i in 0..n {
+            let s = self.seg(i);
+            if s.length.load(Ordering::Relaxed) != self.geo.segment_bytes {
+                return Err("segment length differs from header");
+            }
+            if s.next.load(Ordering::Relaxed) != (i + 1) % n {
+                return Err("segment links do not form the circular buffer");
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the connection reset and wakes every waiter we know of: futex
+    /// sleepers on both directions, and the peer through `doorbell` if any
+    /// waiter asked for one.
+    pub(crate) fn mark_reset(&self, doorbell: &Option<Arc<dyn Doorbell>>) {
+        // SAFETY: as ctl().
+        unsafe { self.reset.as_ref() }.store(1, Ordering::Release);
+        // SYNC POINT: Dekker with `arm` on either side, as in wake_reader.
+        fence(Ordering::SeqCst);
+        // SAFETY: constructor contract: the sibling is kept alive by `_keep`.
+        let sibling = self.sibling.map(|s| unsafe { s.as_ref() });
+        let mut ring = false;
+        for w in [Some(&self.ctl().wait), sibling].into_iter().flatten() {
+            for word in [&w.reader_waiting, &w.writer_waiting] {
+                let bits = word.swap(0, Ordering::Relaxed);
+                if bits & WAIT_FUTEX != 0 {
+                    self.parker.wake(word);
+                }
+                ring |= bits & WAIT_DOORBELL != 0;
+            }
+        }
+        if let (true, Some(d)) = (ring, doorbell) {
+            d.ring();
+        }
+    }
+
+    #[cold]
+    fn corrupt(&self, what: &'static str) -> RingError {
+        self.mark_reset(&None);
+        RingError::Corrupt(what)
+    }
+
+    /// Clears a waiting flag the other side set and wakes it the way it asked.
+    #[inline]
+    fn wake(&self, word: &AtomicU32, doorbell: &Option<Arc<dyn Doorbell>>) {
+        // Cheap check first: the flag's line is rarely written, so this load
+        // normally hits the cache and we skip the RMW.
+        if word.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let bits = word.swap(0, Ordering::Relaxed);
+        if bits & WAIT_FUTEX != 0 {
+            self.parker.wake(word);
+        }
+        if bits & WAIT_DOORBELL != 0 {
+            if let Some(d) = doorbell {
+                d.ring();
+            }
+        }
+    }
+}
+
+/// How a waiter will sleep, which decides how the other side wakes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitKind {
+    /// On the channel's futex word (the ring's own blocking calls).
+    Futex,
+    /// In poll/epoll on a kernel fd: the other side rings its [`Doorbell`].
+    Doorbell,
+}
+
+impl WaitKind {
+    fn bits(self) -> u32 {
+        match self {
+            WaitKind::Futex => WAIT_FUTEX,
+            WaitKind::Doorbell => WAIT_DOORBELL,
+        }
+    }
+}
+
+/// The writing half of a channel.
+pub struct Producer {
+    ch: Channel,
+    doorbell: Option<Arc<dyn Doorbell>>,
+}
+
+/// The reading half of a channel.
+pub struct Consumer {
+    ch: Channel,
+    doorbell: Option<Arc<dyn Doorbell>>,
+}
+
+impl Producer {
+    pub(crate) fn new(ch: Channel) -> Self {
+        Producer { ch, doorbell: None }
+    }
+
+    /// The doorbell rung when the consumer waits in poll/epoll and data arrives.
+    pub fn set_doorbell(&mut self, d: Arc<dyn Doorbell>) {
+        self.doorbell = Some(d);
+    }
+
+    /// Bytes of the data area per direction.
+    pub fn capacity(&self) -> usize {
+        self.ch.geo.channel_bytes()
+    }
+
+    /// Writes as much of `buf` as fits without blocking.
+    pub fn write(&mut self, buf: &[u8]) -> Result<usize, RingError> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    /// Writes as much of `bufs` as fits without blocking; `WouldBlock` if
+    /// nothing fit. One wake-up check per call, however many slices.
+    pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, RingError> {
+        let ch = &self.ch;
+        if ch.is_reset() {
+            return Err(RingError::Reset);
+        }
+        let ctl = ch.ctl();
+        if ctl.consumer.closed.load(Ordering::Relaxed) != 0
+            || ctl.producer.closed.load(Ordering::Relaxed) != 0
+        {
+            return Err(RingError::Closed);
+        }
+        let mut src = Source::new(bufs);
+        if src.is_empty() {
+            return Ok(0);
+        }
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let mut head = ctl.producer.head.load(Ordering::Relaxed);
+        let mut end = ch.seg(head).end.load(Ordering::Relaxed);
+        if end > s {
+            return Err(ch.corrupt("producer end beyond segment"));
+        }
+        let mut written = 0usize;
+        loop {
+            if end == s {
+                // SYNC POINT: Acquire pairs with the consumer's Release store of
+                // `tail`: its reads of the segment we are about to reuse happen
+                // before our writes into it.
+                let tail = ctl.consumer.tail.load(Ordering::Acquire);
+                let used = head.wrapping_sub(tail);
+                if used >= n {
+                    return Err(ch.corrupt("tail out of range"));
+                }
+                if used + 1 >= n {
+                    break; // every segment holds unread data
+                }
+                head = head.wrapping_add(1);
+                let seg = ch.seg(head);
+                seg.last.store(0, Ordering::Relaxed);
+                seg.end.store(0, Ordering::Relaxed);
+                // SYNC POINT: Release pairs with the consumer's Acquire load of
+                // `head`: it sees the previous segment's final `end` and this
+                // segment's reset `end` before it moves on.
+                ctl.producer.head.store(head, Ordering::Release);
+                end = 0;
+            }
+            let n_copied = src.copy_into(&ch.data, ch.data_at(head, end), (s - end) as usize);
+            end += n_copied as u32;
+            written += n_copied;
+            // SYNC POINT: Release pairs with the consumer's Acquire load of
+            // `end`: the bytes just copied are visible before the new end.
+            ch.seg(head).end.store(end, Ordering::Release);
+            if src.is_empty() {
+                break;
+            }
+        }
+        if written == 0 {
+            return Err(RingError::WouldBlock);
+        }
+        self.wake_reader();
+        Ok(written)
+    }
+
+    /// After publishing: wake the consumer if it flagged that it waits.
+    #[inline]
+    fn wake_reader(&self) {
+        // SYNC POINT (Dekker with `Consumer::arm`): our stores of `end`/`head`
+        // /`closed`, this SeqCst fence, then the load of `reader_waiting`; the
+        // consumer stores `reader_waiting`, fences, then loads `end`/`head`.
+        // The two SeqCst fences are totally ordered, so either we see its flag
+        // or it sees our data — never neither (no lost wake-up).
+        fence(Ordering::SeqCst);
+        self.ch.wake(&self.ch.ctl().wait.reader_waiting, &self.doorbell);
+    }
+
+    /// Free bytes right now (space in the open segment plus free segments).
+    pub fn free_bytes(&self) -> Result<usize, RingError> {
+        let ch = &self.ch;
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let head = ch.ctl().producer.head.load(Ordering::Relaxed);
+        let end = ch.seg(head).end.load(Ordering::Relaxed);
+        let tail = ch.ctl().consumer.tail.load(Ordering::Acquire);
+        let used = head.wrapping_sub(tail);
+        if end > s || used >= n {
+            return Err(ch.corrupt("producer indices out of range"));
+        }
+        Ok((s - end) as usize + (n - 1 - used) as usize * s as usize)
+    }
+
+    fn writable_now(&self) -> bool {
+        self.ch.is_reset()
+            || self.ch.ctl().consumer.closed.load(Ordering::Relaxed) != 0
+            || self.free_bytes().map_or(true, |f| f > 0)
+    }
+
+    /// Announces that the caller is about to wait for room, then re-checks.
+    /// Returns true if room (or an error condition) is already there, in
+    /// which case the caller must not sleep. With `WaitKind::Doorbell` the
+    /// consumer will ring this side's doorbell when it frees a segment.
+    pub fn arm(&self, how: WaitKind) -> bool {
+        let w = &self.ch.ctl().wait.writer_waiting;
+        w.fetch_or(how.bits(), Ordering::Relaxed);
+        // SYNC POINT: Dekker with `Consumer::wake_writer` (see wake_reader).
+        fence(Ordering::SeqCst);
+        self.writable_now()
+    }
+
+    /// Writes all of `buf`, waiting for room as `policy` says.
+    pub fn write_all(&mut self, buf: &[u8], policy: &WaitPolicy) -> Result<(), RingError> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.write(&buf[done..]) {
+                Ok(k) => done += k,
+                Err(RingError::WouldBlock) => self.wait_writable(policy)?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Blocks until there is room, an error, or the policy gives up.
+    pub fn wait_writable(&self, policy: &WaitPolicy) -> Result<(), RingError> {
+        if policy.spin_until(|| self.writable_now()) {
+            return Ok(());
+        }
+        let w = &self.ch.ctl().wait.writer_waiting;
+        loop {
+            if self.arm(WaitKind::Futex) {
+                return Ok(());
+            }
+            let slice = policy.next_slice()?;
+            // Sleep only while our flag is still up: the waker clears it first.
+            let armed = w.load(Ordering::Relaxed);
+            if armed & WAIT_FUTEX != 0 {
+                self.ch.parker.wait(w, armed, slice);
+            }
+            if self.writable_now() {
+                return Ok(());
+            }
+            if !policy.peer_alive() {
+                return Err(RingError::PeerGone);
+            }
+        }
+    }
+
+    /// End of stream: the consumer reads EOF once it drained what was written.
+    pub fn close(&mut self) {
+        // SYNC POINT: Release pairs with the consumer's Acquire load of
+        // `closed` at the start of a read: all data is visible once EOF is.
+        self.ch.ctl().producer.closed.store(1, Ordering::Release);
+        self.wake_reader();
+    }
+
+    /// Declares the connection reset (ECONNRESET at the peer).
+    pub fn reset(&self) {
+        self.ch.mark_reset(&self.doorbell);
+    }
+
+    /// True once the consumer closed its end (writes would fail with EPIPE).
+    pub fn peer_closed(&self) -> bool {
+        self.ch.ctl().consumer.closed.load(Ordering::Relaxed) != 0
+    }
+}
+
+impl Consumer {
+    pub(crate) fn new(ch: Channel) -> Self {
+        Consumer { ch, doorbell: None }
+    }
+
+    /// The doorbell rung when the producer waits in poll/epoll and room appears.
+    pub fn set_doorbell(&mut self, d: Arc<dyn Doorbell>) {
+        self.doorbell = Some(d);
+    }
+
+    /// Reads what is there, without blocking. `Ok(0)` is end of stream (for a
+    /// non-empty `buf`); `WouldBlock` means empty but still open.
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, RingError> {
+        self.read_vectored(&mut [IoSliceMut::new(buf)])
+    }
+
+    pub fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> Result<usize, RingError> {
+        self.consume(bufs, false)
+    }
+
+    /// Like `read`, leaving the bytes in the ring (MSG_PEEK).
+    pub fn peek(&mut self, buf: &mut [u8]) -> Result<usize, RingError> {
+        self.consume(&mut [IoSliceMut::new(buf)], true)
+    }
+
+    fn consume(&mut self, bufs: &mut [IoSliceMut<'_>], peek: bool) -> Result<usize, RingError> {
+        let ch = &self.ch;
+        if ch.is_reset() {
+            return Err(RingError::Reset);
+        }
+        let ctl = ch.ctl();
+        // SYNC POINT: Acquire pairs with the producer's Release store of
+        // `closed`, made after its last publish: if it is set now, an empty
+        // ring below really is the end of the stream.
+        let closed = ctl.producer.closed.load(Ordering::Acquire) != 0;
+        let mut dst = Sink::new(bufs);
+        let want = dst.remaining();
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let mut tail = ctl.consumer.tail.load(Ordering::Relaxed);
+        let mut begin = ch.seg(tail).begin.load(Ordering::Relaxed);
+        let mut copied = 0usize;
+        let mut freed = false;
+        let mut idle_hops = 0u32;
+        loop {
+            let seg = ch.seg(tail);
+            // SYNC POINT: Acquire pairs with the producer's Release store of
+            // `end` after copying: the bytes before `end` are visible.
+            let end = seg.end.load(Ordering::Acquire);
+            if end > s || begin > end {
+                return Err(ch.corrupt("segment begin/end out of range"));
+            }
+            if begin < end {
+                if copied == want {
+                    break;
+                }
+                let k = dst.copy_from(&ch.data, ch.data_at(tail, begin), (end - begin) as usize);
+                begin += k as u32;
+                copied += k;
+                idle_hops = 0;
+                continue;
+            }
+            // Drained as far as published. Sealed (head moved on)?
+            // SYNC POINT: Acquire pairs with the producer's Release store of
+            // `head`, made after the final `end` of this segment.
+            let head = ctl.producer.head.load(Ordering::Acquire);
+            let used = head.wrapping_sub(tail);
+            if used >= n {
+                return Err(ch.corrupt("head out of range"));
+            }
+            if used == 0 {
+                break; // the open segment, and nothing more in it
+            }
+            let end = seg.end.load(Ordering::Acquire);
+            if end > s || end < begin {
+                return Err(ch.corrupt("sealed segment end out of range"));
+            }
+            if end != begin {
+                continue; // bytes appended just before sealing
+            }
+            idle_hops += 1;
+            if idle_hops > n {
+                break; // a producer racing `head` forward cannot keep us here
+            }
+            if !peek {
+                seg.begin.store(0, Ordering::Relaxed);
+                // SYNC POINT: Release pairs with the producer's Acquire load of
+                // `tail`: our reads of this segment happen before its reuse.
+                ctl.consumer.tail.store(tail.wrapping_add(1), Ordering::Release);
+                freed = true;
+            }
+            tail = tail.wrapping_add(1);
+            begin = 0;
+        }
+        if !peek {
+            ch.seg(tail).begin.store(begin, Ordering::Relaxed);
+        }
+        if freed {
+            self.wake_writer();
+        }
+        if copied == 0 && want > 0 {
+            return if closed {
+                Ok(0)
+            } else {
+                Err(RingError::WouldBlock)
+            };
+        }
+        Ok(copied)
+    }
+
+    #[inline]
+    fn wake_writer(&self) {
+        // SYNC POINT (Dekker with `Producer::arm`): our Release of `tail`,
+        // this fence, then the load of `writer_waiting`; see wake_reader.
+        fence(Ordering::SeqCst);
+        self.ch.wake(&self.ch.ctl().wait.writer_waiting, &self.doorbell);
+    }
+
+    /// Unread bytes (FIONREAD).
+    pub fn available(&self) -> Result<usize, RingError> {
+        let ch = &self.ch;
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let ctl = ch.ctl();
+        let tail = ctl.consumer.tail.load(Ordering::Relaxed);
+        let mut begin = ch.seg(tail).begin.load(Ordering::Relaxed);
+        let head = ctl.producer.head.load(Ordering::Acquire);
+        let used = head.wrapping_sub(tail);
+        if used >= n {
+            return Err(ch.corrupt("head out of range"));
+        }
+        let mut total = 0usize;
+        for k in 0..=used {
+            let end = ch.seg(tail.wrapping_add(k)).end.load(Ordering::Acquire);
+            if end > s || end < begin {
+                return Err(ch.corrupt("segment begin/end out of range"));
+            }
+            total += (end - begin) as usize;
+            begin = 0;
+        }
+        Ok(total)
+    }
+
+    /// True when a read would not block: data, end of stream, or reset.
+    pub fn readable_now(&self) -> bool {
+        let ch = &self.ch;
+        ch.is_reset()
+            || ch.ctl().producer.closed.load(Ordering::Acquire) != 0
+            || self.available().map_or(true, |a| a > 0)
+    }
+
+    /// Announces that the caller is about to wait for data, then re-checks.
+    /// Returns true if a read would already not block, in which case the
+    /// caller must not sleep. With `WaitKind::Doorbell` the producer rings
+    /// this side's doorbell on its next publish.
+    pub fn arm(&self, how: WaitKind) -> bool {
+        let w = &self.ch.ctl().wait.reader_waiting;
+        w.fetch_or(how.bits(), Ordering::Relaxed);
+        // SYNC POINT: Dekker with `Producer::wake_reader`.
+        fence(Ordering::SeqCst);
+        self.readable_now()
+    }
+
+    /// Reads at least one byte (or EOF), waiting as `policy` says.
+    pub fn read_blocking(&mut self, buf: &mut [u8], policy: &WaitPolicy) -> Result<usize, RingError> {
+        loop {
+            match self.read(buf) {
+                Err(RingError::WouldBlock) => self.wait_readable(policy)?,
+                r => return r,
+            }
+        }
+    }
+
+    /// Blocks until a read would not block, or the policy gives up.
+    pub fn wait_readable(&self, policy: &WaitPolicy) -> Result<(), RingError> {
+        if policy.spin_until(|| self.readable_now()) {
+            return Ok(());
+        }
+        let w = &self.ch.ctl().wait.reader_waiting;
+        loop {
+            if self.arm(WaitKind::Futex) {
+                return Ok(());
+            }
+            let slice = policy.next_slice()?;
+            // Sleep only while our flag is still up: the waker clears it first.
+            let armed = w.load(Ordering::Relaxed);
+            if armed & WAIT_FUTEX != 0 {
+                self.ch.parker.wait(w, armed, slice);
+            }
+            if self.readable_now() {
+                return Ok(());
+            }
+            if !policy.peer_alive() {
+                return Err(RingError::PeerGone);
+            }
+        }
+    }
+
+    /// This side reads no more: the producer's writes fail with EPIPE.
+    pub fn close(&mut self) {
+        self.ch.ctl().consumer.closed.store(1, Ordering::Release);
+        self.wake_writer();
+    }
+
+    /// Declares the connection reset (ECONNRESET at the peer).
+    pub fn reset(&self) {
+        self.ch.mark_reset(&self.doorbell);
+    }
+
+    /// True once the producer closed (EOF after the data drains).
+    pub fn peer_closed(&self) -> bool {
+        self.ch.ctl().producer.closed.load(Ordering::Acquire) != 0
+    }
+}
+
+/// A cursor over the caller's source slices.
+struct Source<'a, 'b> {
+    bufs: &'a [IoSlice<'b>],
+    idx: usize,
+    off: usize,
+}
+
+impl<'a, 'b> Source<'a, 'b> {
+    fn new(bufs: &'a [IoSlice<'b>]) -> Self {
+        let mut s = Source { bufs, idx: 0, off: 0 };
+        s.skip_empty();
+        s
+    }
+
+    fn skip_empty(&mut self) {
+        while self.idx < self.bufs.len() && self.off >= self.bufs[self.idx].len() {
+            self.idx += 1;
+            self.off = 0;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.idx >= self.bufs.len()
+    }
+
+    /// Copies up to `room` bytes to `at` in the data area; returns how many.
+    fn copy_into(&mut self, data: &DataArea, mut at: usize, mut room: usize) -> usize {
+        let mut done = 0;
+        while room > 0 && !self.is_empty() {
+            let b = &self.bufs[self.idx][self.off..];
+            let k = b.len().min(room);
+            data.copy_in(at, &b[..k]);
+            at += k;
+            room -= k;
+            done += k;
+            self.off += k;
+            self.skip_empty();
+        }
+        done
+    }
+}
+
+/// A cursor over the caller's destination slices.
+struct Sink<'a, 'b> {
+    bufs: &'a mut [IoSliceMut<'b>],
+    idx: usize,
+    off: usize,
+}
+
+impl<'a, 'b> Sink<'a, 'b> {
+    fn new(bufs: &'a mut [IoSliceMut<'b>]) -> Self {
+        Sink { bufs, idx: 0, off: 0 }
+    }
+
+    fn remaining(&self) -> usize {
+        self.bufs[self.idx.min(self.bufs.len())..]
+            .iter()
+            .map(|b| b.len())
+            .fold(0usize, usize::saturating_add)
+            - self.off
+    }
+
+    /// Copies up to `avail` bytes from `at`; returns how many.
+    fn copy_from(&mut self, data: &DataArea, mut at: usize, mut avail: usize) -> usize {
+        let mut done = 0;
+        while avail > 0 && self.idx < self.bufs.len() {
+            let b = &mut self.bufs[self.idx][self.off..];
+            let k = b.len().min(avail);
+            data.copy_out(at, &mut b[..k]);
+            at += k;
+            avail -= k;
+            done += k;
+            self.off += k;
+            if self.off >= self.bufs[self.idx].len() {
+                self.idx += 1;
+                self.off = 0;
+            }
+        }
+        done
+    }
+}

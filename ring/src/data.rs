@@ -1,0 +1,84 @@
+//! Byte copies into and out of a channel's data area.
+//!
+//! The data area is shared with a peer that may write it concurrently, so no
+//! `&[u8]` over it is ever formed: bytes move only through raw-pointer copies.
+//! Under loom every byte is a tracked cell instead, so the model checker
+//! flags any read of data that the ring's atomics did not order after its
+//! write.
+
+/// One channel's data area: `len` bytes, offsets checked by the caller
+/// against its private geometry before every copy.
+pub(crate) struct DataArea {
+    #[cfg(not(loom))]
+    base: *mut u8,
+    #[cfg(loom)]
+    cells: *const loom::cell::UnsafeCell<u8>,
+    len: usize,
+}
+
+// SAFETY: DataArea is a pointer into a mapping kept alive by the owner of the
+// Producer/Consumer holding it; copies are raw and never form references.
+unsafe impl Send for DataArea {}
+
+impl DataArea {
+    /// # Safety
+    /// `base..base+len` must stay mapped, readable and writable for the life
+    /// of the returned value.
+    #[cfg(not(loom))]
+    pub(crate) unsafe fn new(base: *mut u8, len: usize) -> Self {
+        DataArea { base, len }
+    }
+
+    /// # Safety
+    /// `cells` must point at `len` cells that outlive the returned value.
+    #[cfg(loom)]
+    pub(crate) unsafe fn new(cells: *const loom::cell::UnsafeCell<u8>, len: usize) -> Self {
+        DataArea { cells, len }
+    }
+
+    /// Copies `src` to `offset`. The caller guarantees `offset + src.len() <= len`;
+    /// this is re-checked so a logic error cannot become an out-of-bounds write.
+    #[inline]
+    pub(crate) fn copy_in(&self, offset: usize, src: &[u8]) {
+        let Some(end) = offset.checked_add(src.len()) else {
+            return;
+        };
+        if end > self.len {
+            return;
+        }
+        #[cfg(not(loom))]
+        // SAFETY: offset..end is inside the mapping (checked above; the mapping
+        // outlives self by construction). The peer may write the same bytes
+        // concurrently, which only garbles data it sent to itself; a raw copy
+        // forms no reference, so Rust's aliasing rules are not involved.
+        unsafe {
+            core::ptr::copy_nonoverlapping(src.as_ptr(), self.base.add(offset), src.len());
+        }
+        #[cfg(loom)]
+        for (i, b) in src.iter().enumerate() {
+            // SAFETY: index is in bounds (checked above); the cells outlive self.
+            unsafe { (*self.cells.add(offset + i)).with_mut(|p| *p = *b) };
+        }
+    }
+
+    /// Copies `dst.len()` bytes from `offset` into `dst`; bounds as `copy_in`.
+    #[inline]
+    pub(crate) fn copy_out(&self, offset: usize, dst: &mut [u8]) {
+        let Some(end) = offset.checked_add(dst.len()) else {
+            return;
+        };
+        if end > self.len {
+            return;
+        }
+        #[cfg(not(loom))]
+        // SAFETY: as in copy_in; `dst` is a distinct private buffer.
+        unsafe {
+            core::ptr::copy_nonoverlapping(self.base.add(offset), dst.as_mut_ptr(), dst.len());
+        }
+        #[cfg(loom)]
+        for (i, b) in dst.iter_mut().enumerate() {
+            // SAFETY: index is in bounds (checked above); the cells outlive self.
+            *b = unsafe { (*self.cells.add(offset + i)).with(|p| *p) };
+        }
+    }
+}

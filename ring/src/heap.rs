@@ -1,0 +1,76 @@
+//! A single channel in heap memory: for unit tests, property tests and loom
+//! models, which exercise the exact protocol code without a memfd.
+
+use crate::channel::{Channel, Consumer, Producer};
+use crate::data::DataArea;
+use crate::layout::{ChannelControl, ConsumerLine, Geometry, ProducerLine, SegmentControl, WaitLine};
+use crate::sync::AtomicU32;
+use crate::wait::Parker;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+#[cfg(loom)]
+type Cell = loom::cell::UnsafeCell<u8>;
+#[cfg(not(loom))]
+type Cell = core::cell::UnsafeCell<u8>;
+
+struct HeapChannel {
+    ctl: ChannelControl,
+    reset: AtomicU32,
+    segs: Box<[SegmentControl]>,
+    data: Box<[Cell]>,
+}
+
+// SAFETY: the control fields are atomics; the data cells are only accessed
+// through DataArea copies ordered by the ring protocol (which loom checks).
+unsafe impl Sync for HeapChannel {}
+// SAFETY: as above; nothing is tied to a thread.
+unsafe impl Send for HeapChannel {}
+
+fn a() -> AtomicU32 {
+    AtomicU32::new(0)
+}
+
+/// A fresh, initialised channel in heap memory.
+pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
+    let n = geo.segment_count as usize;
+    let hc = Arc::new(HeapChannel {
+        ctl: ChannelControl {
+            producer: ProducerLine { head: a(), closed: a() },
+            consumer: ConsumerLine { tail: a(), closed: a() },
+            wait: WaitLine { writer_waiting: a(), reader_waiting: a(), ready: a() },
+        },
+        reset: a(),
+        segs: (0..n)
+            .map(|_| SegmentControl { begin: a(), end: a(), length: a(), next: a(), last: a() })
+            .collect(),
+        data: (0..geo.channel_bytes()).map(|_| Cell::new(0)).collect(),
+    });
+    let parker = Arc::new(Parker::default());
+    let make = || {
+        let keep: Arc<dyn Send + Sync> = hc.clone();
+        #[cfg(not(loom))]
+        let base = hc.data.as_ptr().cast::<u8>().cast_mut();
+        #[cfg(loom)]
+        let base = hc.data.as_ptr();
+        // SAFETY: the cells live in `hc`, kept alive by `keep`; UnsafeCell
+        // makes writing through the derived pointer sound.
+        let data = unsafe { DataArea::new(base, geo.channel_bytes()) };
+        // SAFETY: every pointer refers into `hc`, which `keep` holds.
+        unsafe {
+            Channel::new(
+                NonNull::from(&hc.ctl),
+                NonNull::new_unchecked(hc.segs.as_ptr().cast_mut()),
+                NonNull::from(&hc.reset),
+                None,
+                data,
+                geo,
+                parker.clone(),
+                keep,
+            )
+        }
+    };
+    let p = make();
+    p.initialise();
+    (Producer::new(p), Consumer::new(make()))
+}

@@ -1,0 +1,246 @@
+//! The shared-memory layout of a connection segment.
+//!
+//! ```text
+//! offset 0       SegmentHeader            magic, version (written last), geometry, reset word
+//! 64             ChannelControl[0]        connector -> acceptor   (claim 85 "first portion")
+//! 64 + 192       ChannelControl[1]        acceptor -> connector
+//! 448            SegmentControl[0][N]     per data segment of channel 0 (claim 85 "second portions")
+//! 448 + 32N      SegmentControl[1][N]     per data segment of channel 1
+//! page-aligned   data[0]: N * S bytes     the circular buffer of data segments, channel 0
+//!                data[1]: N * S bytes     channel 1
+//! ```
+//!
+//! Every field is a fixed-width atomic so the layout is identical in 32- and
+//! 64-bit processes. Everything here lives in memory the peer can write at any
+//! moment: code that reads it loads each word once and range-checks it.
+
+use crate::sync::{AtomicU32, AtomicU64};
+
+/// Marker for types that may be placed in memory shared with a peer process.
+///
+/// # Safety
+///
+/// An implementor must be `#[repr(C)]`, contain only fixed-width atomics (no
+/// `usize`, pointers, references or `Drop` types), and accept every bit
+/// pattern as a valid value, because a hostile peer may write anything into
+/// it at any moment. Its size and alignment must not depend on the target's
+/// pointer width.
+pub unsafe trait SharedLayout: Sized {}
+
+/// `"SHMNETR1"` as a little-endian u64.
+pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMNETR1");
+/// Bumped whenever the layout or protocol changes incompatibly.
+pub const LAYOUT_VERSION: u32 = 1;
+/// Value of [`ChannelControl::ready`] once a side has initialised the channel.
+pub const CHANNEL_READY: u32 = 0x5245_4459; // "READ"Y
+
+pub const CACHE_LINE: usize = 64;
+const PAGE: usize = 4096;
+
+/// Smallest and largest data segment, in bytes.
+pub const MIN_SEGMENT_BYTES: u32 = 64;
+pub const MAX_SEGMENT_BYTES: u32 = 16 << 20;
+/// Fewest and most data segments per channel. Two is the least that lets the
+/// producer fill one segment while the consumer drains the other.
+pub const MIN_SEGMENTS: u32 = 2;
+pub const MAX_SEGMENTS: u32 = 4096;
+/// Upper bound on one channel's data area, so every offset fits in a u32.
+pub const MAX_CHANNEL_BYTES: u64 = 1 << 30;
+
+/// The segment header: identifies the segment and its geometry.
+#[repr(C, align(64))]
+pub struct SegmentHeader {
+    pub magic: AtomicU64,
+    /// [`LAYOUT_VERSION`]; stored last, with Release, by the creator.
+    pub version: AtomicU32,
+    /// N: data segments per channel.
+    pub segment_count: AtomicU32,
+    /// S: bytes per data segment.
+    pub segment_bytes: AtomicU32,
+    /// Non-zero once either side declared the connection reset.
+    pub reset: AtomicU32,
+    /// Size of the whole mapping, checked against the file size on attach.
+    pub total_bytes: AtomicU64,
+}
+
+/// Fields written by the producer of a channel (its own cache line).
+#[repr(C, align(64))]
+pub struct ProducerLine {
+    /// Sequence number of the data segment holding the most recently written
+    /// data (claim 85, "first field"). Segment index = head mod N.
+    pub head: AtomicU32,
+    /// Non-zero once the producer will write no more (shutdown(SHUT_WR) or
+    /// close): the consumer sees end-of-stream after draining.
+    pub closed: AtomicU32,
+}
+
+/// Fields written by the consumer of a channel (its own cache line).
+#[repr(C, align(64))]
+pub struct ConsumerLine {
+    /// Sequence number of the data segment holding the earliest written, not
+    /// yet read data (claim 85, "second field").
+    pub tail: AtomicU32,
+    /// Non-zero once the consumer will read no more: writes fail with EPIPE.
+    pub closed: AtomicU32,
+}
+
+/// The waiting flags of claim 86, on a line of their own because they are
+/// written rarely (only around sleeping) but read on every publish.
+#[repr(C, align(64))]
+pub struct WaitLine {
+    /// The producer waits for room (claim 86, "third field"). Bits: [`WAIT_FUTEX`], [`WAIT_DOORBELL`].
+    pub writer_waiting: AtomicU32,
+    /// The consumer waits for data (claim 86, "fourth field").
+    pub reader_waiting: AtomicU32,
+    /// [`CHANNEL_READY`] once the channel's initialiser finished; written last.
+    pub ready: AtomicU32,
+}
+
+/// A waiter sleeps on the futex word itself.
+pub const WAIT_FUTEX: u32 = 1;
+/// A waiter sleeps in poll/epoll on a kernel fd: ring its doorbell.
+pub const WAIT_DOORBELL: u32 = 2;
+
+/// The control segment of one direction (claims 85-86).
+#[repr(C)]
+pub struct ChannelControl {
+    pub producer: ProducerLine,
+    pub consumer: ConsumerLine,
+    pub wait: WaitLine,
+}
+
+/// Control of one data segment (claim 85 "second portion", claims 87-88).
+#[repr(C, align(32))]
+pub struct SegmentControl {
+    /// Offset of the first unread byte in the segment; consumer-owned.
+    pub begin: AtomicU32,
+    /// Offset one past the last written byte; producer-owned.
+    pub end: AtomicU32,
+    /// Capacity of the data segment in bytes; set at initialisation, checked
+    /// on attach, never trusted afterwards (each side keeps its own copy).
+    pub length: AtomicU32,
+    /// Index of the next data segment in the circular buffer; as `length`.
+    pub next: AtomicU32,
+    /// Non-zero when the segment holds the last fragment of a message
+    /// (message boundaries for datagram sockets; streams ignore it).
+    pub last: AtomicU32,
+}
+
+// SAFETY: all five types are repr(C), hold only AtomicU32/AtomicU64 (for which
+// every bit pattern is valid) plus alignment padding, and have no Drop.
+unsafe impl SharedLayout for SegmentHeader {}
+// SAFETY: as above.
+unsafe impl SharedLayout for ChannelControl {}
+// SAFETY: as above.
+unsafe impl SharedLayout for SegmentControl {}
+// SAFETY: as above.
+unsafe impl SharedLayout for ProducerLine {}
+// SAFETY: as above.
+unsafe impl SharedLayout for ConsumerLine {}
+
+#[cfg(not(loom))]
+const _: () = {
+    // The layout must be the same for every process that maps a segment.
+    assert!(core::mem::size_of::<SegmentHeader>() == 64);
+    assert!(core::mem::size_of::<ChannelControl>() == 3 * CACHE_LINE);
+    assert!(core::mem::size_of::<SegmentControl>() == 32);
+};
+
+/// Where everything is, derived from (N, S) alone. Each side computes its own
+/// copy from validated numbers and never re-reads geometry from shared memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// N, data segments per channel.
+    pub segment_count: u32,
+    /// S, bytes per data segment.
+    pub segment_bytes: u32,
+}
+
+impl Geometry {
+    /// Validates a geometry; the same checks guard values read from a peer.
+    pub fn new(segment_count: u32, segment_bytes: u32) -> Result<Self, &'static str> {
+        if !(MIN_SEGMENTS..=MAX_SEGMENTS).contains(&segment_count) {
+            return Err("segment count out of range");
+        }
+        if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&segment_bytes) {
+            return Err("segment size out of range");
+        }
+        if segment_bytes % CACHE_LINE as u32 != 0 {
+            return Err("segment size not a multiple of 64");
+        }
+        if u64::from(segment_count) * u64::from(segment_bytes) > MAX_CHANNEL_BYTES {
+            return Err("channel larger than 1 GiB");
+        }
+        Ok(Geometry {
+            segment_count,
+            segment_bytes,
+        })
+    }
+
+    /// A geometry for `ring_bytes` per direction: segments of up to 64 KiB,
+    /// at least [`MIN_SEGMENTS`] of them.
+    pub fn for_ring_bytes(ring_bytes: u64) -> Result<Self, &'static str> {
+        let ring = ring_bytes.clamp(2 * u64::from(MIN_SEGMENT_BYTES), MAX_CHANNEL_BYTES);
+        let seg = (ring / 16).clamp(4096, 64 << 10).min(ring / 2);
+        let seg = (seg / CACHE_LINE as u64 * CACHE_LINE as u64) as u32;
+        let count = (ring / u64::from(seg)).min(u64::from(MAX_SEGMENTS)) as u32;
+        Geometry::new(count, seg)
+    }
+
+    /// Bytes of one channel's circular buffer.
+    pub fn channel_bytes(&self) -> usize {
+        self.segment_count as usize * self.segment_bytes as usize
+    }
+
+    pub fn channel_offset(&self, channel: usize) -> usize {
+        CACHE_LINE + channel * core::mem::size_of::<ChannelControl>()
+    }
+
+    pub fn segment_control_offset(&self, channel: usize) -> usize {
+        CACHE_LINE
+            + 2 * core::mem::size_of::<ChannelControl>()
+            + channel * self.segment_count as usize * core::mem::size_of::<SegmentControl>()
+    }
+
+    pub fn data_offset(&self, channel: usize) -> usize {
+        round_up(self.segment_control_offset(2), PAGE) + channel * self.channel_bytes()
+    }
+
+    /// Size of the whole mapping.
+    pub fn total_bytes(&self) -> usize {
+        round_up(self.data_offset(2), PAGE)
+    }
+}
+
+fn round_up(n: usize, to: usize) -> usize {
+    n.div_ceil(to) * to
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn geometry_bounds() {
+        assert!(Geometry::new(1, 4096).is_err());
+        assert!(Geometry::new(16, 100).is_err());
+        assert!(Geometry::new(4097, 4096).is_err());
+        assert!(Geometry::new(4096, 16 << 20).is_err());
+        let g = Geometry::new(16, 65536).unwrap();
+        assert_eq!(g.channel_bytes(), 1 << 20);
+        assert_eq!(g.data_offset(0) % 4096, 0);
+        assert_eq!(g.total_bytes(), g.data_offset(0) + 2 * (1 << 20));
+    }
+
+    #[test]
+    fn geometry_for_ring_bytes() {
+        let g = Geometry::for_ring_bytes(1 << 20).unwrap();
+        assert_eq!((g.segment_count, g.segment_bytes), (16, 65536));
+        let g = Geometry::for_ring_bytes(64 << 10).unwrap();
+        assert_eq!((g.segment_count, g.segment_bytes), (16, 4096));
+        let g = Geometry::for_ring_bytes(1).unwrap();
+        assert!(g.segment_count >= 2);
+        let g = Geometry::for_ring_bytes(u64::MAX).unwrap();
+        assert!(g.channel_bytes() as u64 <= MAX_CHANNEL_BYTES);
+    }
+}

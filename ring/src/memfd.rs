@@ -1,0 +1,40 @@
+//! The backend: sealed memfds and their mappings. All system calls of the
+//! crate live here (rustix's linux_raw backend: no libc, errno untouched).
+
+use crate::AttachError;
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{MemfdFlags, SealFlags};
+
+/// Seals every connection segment carries: a peer can never shrink the file
+/// under the other side (SIGBUS), grow it, or lift the seals.
+pub(crate) const SEALS: SealFlags = SealFlags::SHRINK
+    .union(SealFlags::GROW)
+    .union(SealFlags::SEAL);
+
+/// Creates a memfd of `size` bytes (zero-filled by the kernel), sealed.
+pub(crate) fn create_sealed(name: &str, size: u64) -> Result<OwnedFd, AttachError> {
+    let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+    rustix::fs::ftruncate(&fd, size)?;
+    rustix::fs::fcntl_add_seals(&fd, SEALS)?;
+    Ok(fd)
+}
+
+/// Checks a peer's fd carries our seals and returns its size.
+pub(crate) fn sealed_size(fd: BorrowedFd<'_>) -> Result<u64, AttachError> {
+    let seals = rustix::fs::fcntl_get_seals(fd)?;
+    if !seals.contains(SEALS) {
+        return Err(AttachError::Invalid("memfd not sealed against shrinking"));
+    }
+    let st = rustix::fs::fstat(fd)?;
+    u64::try_from(st.st_size).map_err(|_| AttachError::Invalid("negative file size"))
+}
+
+/// Maps `len` bytes of `fd` shared, read-write.
+pub(crate) fn map(fd: &OwnedFd, len: usize, populate: bool) -> Result<memmap2::MmapRaw, AttachError> {
+    let mut opts = memmap2::MmapOptions::new();
+    opts.len(len);
+    if populate {
+        opts.populate();
+    }
+    Ok(opts.map_raw(std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd()))?)
+}

@@ -1,0 +1,204 @@
+//! A connection segment: one sealed memfd holding both directions of a
+//! connection (header, two control segments, two circular buffers).
+//!
+//! The connecting side creates it and initialises its own direction (claim
+//! 83 c'); the accepting side attaches to the fd it received, validates
+//! everything, and initialises the other direction (claim 82 d-f).
+
+use crate::channel::{Channel, Consumer, Producer};
+use crate::data::DataArea;
+use crate::layout::{
+    ChannelControl, Geometry, SegmentControl, SegmentHeader, LAYOUT_VERSION, MAGIC,
+};
+use crate::memfd;
+use crate::sync::{AtomicU32, Ordering};
+use crate::wait::Parker;
+use crate::{AttachError, Doorbell};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// Which end of the connection a process holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Created the segment; transmits on channel 0.
+    Connector,
+    /// Attached to it; transmits on channel 1.
+    Acceptor,
+}
+
+struct Mapping {
+    raw: memmap2::MmapRaw,
+}
+
+/// A mapped connection segment.
+pub struct Segment {
+    map: Arc<Mapping>,
+    fd: OwnedFd,
+    geo: Geometry,
+    role: Role,
+}
+
+/// One side's pair of halves: `tx` writes to the peer, `rx` reads from it.
+pub struct Endpoint {
+    pub tx: Producer,
+    pub rx: Consumer,
+}
+
+impl Endpoint {
+    /// Installs the doorbell that wakes the peer (both halves use it).
+    pub fn set_doorbell(&mut self, d: Arc<dyn Doorbell>) {
+        self.tx.set_doorbell(d.clone());
+        self.rx.set_doorbell(d);
+    }
+
+    /// Declares the connection reset; both sides see ECONNRESET.
+    pub fn reset(&self) {
+        self.tx.reset();
+    }
+}
+
+impl Segment {
+    /// Creates a segment and initialises the connector's direction.
+    pub fn create(geo: Geometry) -> Result<Segment, AttachError> {
+        let total = geo.total_bytes();
+        let fd = memfd::create_sealed("shmnet-conn", total as u64)?;
+        let raw = memfd::map(&fd, total, false)?;
+        let seg = Segment {
+            map: Arc::new(Mapping { raw }),
+            fd,
+            geo,
+            role: Role::Connector,
+        };
+        let h = seg.header();
+        h.magic.store(MAGIC, Ordering::Relaxed);
+        h.segment_count.store(geo.segment_count, Ordering::Relaxed);
+        h.segment_bytes.store(geo.segment_bytes, Ordering::Relaxed);
+        h.total_bytes.store(total as u64, Ordering::Relaxed);
+        h.reset.store(0, Ordering::Relaxed);
+        seg.channel(0).initialise();
+        // SYNC POINT: the version is written last, with Release; `attach`
+        // loads it with Acquire first, so it sees every field above.
+        h.version.store(LAYOUT_VERSION, Ordering::Release);
+        Ok(seg)
+    }
+
+    /// Attaches to a peer's segment: checks seals, size, magic, version and
+    /// geometry, then initialises the acceptor's direction.
+    pub fn attach(fd: OwnedFd) -> Result<Segment, AttachError> {
+        let size = memfd::sealed_size(fd.as_fd())?;
+        if size < core::mem::size_of::<SegmentHeader>() as u64 {
+            return Err(AttachError::Invalid("segment smaller than its header"));
+        }
+        let hdr_len = core::mem::size_of::<SegmentHeader>();
+        let probe = memfd::map(&fd, hdr_len, false)?;
+        // SAFETY: the mapping is at least a header long, page-aligned, and
+        // SegmentHeader is SharedLayout (any bit pattern valid, atomics only).
+        let h = unsafe { &*probe.as_ptr().cast::<SegmentHeader>() };
+        if h.version.load(Ordering::Acquire) != LAYOUT_VERSION {
+            return Err(AttachError::Invalid("layout version mismatch"));
+        }
+        if h.magic.load(Ordering::Relaxed) != MAGIC {
+            return Err(AttachError::Invalid("bad magic"));
+        }
+        let geo = Geometry::new(
+            h.segment_count.load(Ordering::Relaxed),
+            h.segment_bytes.load(Ordering::Relaxed),
+        )
+        .map_err(AttachError::Invalid)?;
+        let total = geo.total_bytes();
+        if h.total_bytes.load(Ordering::Relaxed) != total as u64 || size != total as u64 {
+            return Err(AttachError::Invalid("size does not match geometry"));
+        }
+        drop(probe);
+        let raw = memfd::map(&fd, total, false)?;
+        let seg = Segment {
+            map: Arc::new(Mapping { raw }),
+            fd,
+            geo,
+            role: Role::Acceptor,
+        };
+        let ch0 = seg.channel(0);
+        if !ch0.is_ready() {
+            return Err(AttachError::NotReady);
+        }
+        ch0.check_links().map_err(AttachError::Invalid)?;
+        seg.channel(1).initialise();
+        Ok(seg)
+    }
+
+    /// The memfd, to hand to the peer (SCM_RIGHTS).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.geo
+    }
+
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// This side's halves. The connector must wait until the acceptor has
+    /// initialised its direction ("connected"), else `NotReady`.
+    pub fn endpoint(&self) -> Result<Endpoint, AttachError> {
+        let (tx, rx) = match self.role {
+            Role::Connector => (0, 1),
+            Role::Acceptor => (1, 0),
+        };
+        let (tx, rx) = (self.channel(tx), self.channel(rx));
+        if !tx.is_ready() || !rx.is_ready() {
+            return Err(AttachError::NotReady);
+        }
+        Ok(Endpoint {
+            tx: Producer::new(tx),
+            rx: Consumer::new(rx),
+        })
+    }
+
+    /// True when both directions are initialised.
+    pub fn is_connected(&self) -> bool {
+        self.channel(0).is_ready() && self.channel(1).is_ready()
+    }
+
+    /// Whether either side declared the connection reset.
+    pub fn is_reset(&self) -> bool {
+        self.header().reset.load(Ordering::Acquire) != 0
+    }
+
+    fn base(&self) -> *mut u8 {
+        self.map.raw.as_mut_ptr()
+    }
+
+    fn header(&self) -> &SegmentHeader {
+        // SAFETY: offset 0 of a mapping of geo.total_bytes() >= 64 bytes,
+        // page-aligned; SharedLayout type; lives as long as self.
+        unsafe { &*self.base().cast::<SegmentHeader>() }
+    }
+
+    fn at<T>(&self, off: usize) -> NonNull<T> {
+        debug_assert!(off + core::mem::size_of::<T>() <= self.geo.total_bytes());
+        // SAFETY: every offset passed comes from self.geo, whose layout keeps
+        // it inside the mapping; the mapping base is non-null.
+        unsafe { NonNull::new_unchecked(self.base().add(off).cast::<T>()) }
+    }
+
+    fn channel(&self, c: usize) -> Channel {
+        let geo = self.geo;
+        let ctl: NonNull<ChannelControl> = self.at(geo.channel_offset(c));
+        let sib: NonNull<ChannelControl> = self.at(geo.channel_offset(1 - c));
+        // SAFETY: `wait` is a field of the ChannelControl at `sib`.
+        let sib_wait = unsafe { NonNull::new_unchecked(core::ptr::addr_of_mut!((*sib.as_ptr()).wait)) };
+        let reset: NonNull<AtomicU32> =
+            // SAFETY: `reset` is a field of the header at offset 0.
+            unsafe { NonNull::new_unchecked(core::ptr::addr_of_mut!((*self.base().cast::<SegmentHeader>()).reset)) };
+        let segs: NonNull<SegmentControl> = self.at(geo.segment_control_offset(c));
+        // SAFETY: the data area of channel c lies inside the mapping, which
+        // `keep` below keeps alive as long as the channel.
+        let data = unsafe { DataArea::new(self.at::<u8>(geo.data_offset(c)).as_ptr(), geo.channel_bytes()) };
+        let keep: Arc<dyn Send + Sync> = self.map.clone();
+        // SAFETY: all pointers are inside the mapping that `keep` holds.
+        unsafe { Channel::new(ctl, segs, reset, Some(sib_wait), data, geo, Arc::new(Parker::default()), keep) }
+    }
+}

@@ -1,0 +1,146 @@
+//! Sleeping and waking across processes without a shared lock.
+//!
+//! A waiter announces itself in its channel's waiting flag (claim 86), then
+//! re-checks the ring, then sleeps on the flag word with a futex that is *not*
+//! `FUTEX_PRIVATE` (so it works across processes mapping the same memfd). The
+//! other side, after publishing, reads the flag and wakes only if it is set.
+//! Waiters that sleep in poll/epoll instead (the interposer) set
+//! [`WAIT_DOORBELL`](crate::layout::WAIT_DOORBELL) and get their [`Doorbell`]
+//! rung. The argument that no wake-up is lost is in docs/architecture.md and
+//! is model-checked by the loom tests.
+
+use crate::sync::AtomicU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A kernel-pollable signal for the other side, rung when it flagged that it
+/// waits in poll/epoll (for instance a byte written to a socket it polls).
+pub trait Doorbell: Send + Sync {
+    /// Wake the other side; must not block and must be cheap to call twice.
+    fn ring(&self);
+}
+
+/// How a blocking call waits.
+#[derive(Clone)]
+pub struct WaitPolicy {
+    /// Busy-poll the ring this long before sleeping; zero disables spinning.
+    pub spin: Duration,
+    /// Give up with `TimedOut` at this instant.
+    pub deadline: Option<Instant>,
+    /// Called whenever a sleep slice ends without a wake-up; returning false
+    /// ends the wait with `PeerGone`. This is how a survivor notices a peer
+    /// that died without closing (the interposer uses its kernel fd instead).
+    pub liveness: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
+    /// Longest single sleep, so `deadline` and `liveness` are honoured.
+    pub slice: Duration,
+}
+
+impl Default for WaitPolicy {
+    fn default() -> Self {
+        WaitPolicy {
+            spin: Duration::from_micros(50),
+            deadline: None,
+            liveness: None,
+            slice: Duration::from_millis(50),
+        }
+    }
+}
+
+impl WaitPolicy {
+    /// No spinning: sleep at once (the "blocking" mode of the benchmark).
+    pub fn blocking() -> Self {
+        WaitPolicy {
+            spin: Duration::ZERO,
+            ..Self::default()
+        }
+    }
+
+    /// Spin up to `spin` calling `ready`; true if it became ready.
+    pub(crate) fn spin_until(&self, mut ready: impl FnMut() -> bool) -> bool {
+        if self.spin.is_zero() {
+            return false;
+        }
+        let start = Instant::now();
+        loop {
+            for _ in 0..64 {
+                if ready() {
+                    return true;
+                }
+                crate::sync::spin_hint();
+            }
+            if start.elapsed() >= self.spin {
+                return false;
+            }
+        }
+    }
+
+    /// The timeout for the next sleep, or Err once the deadline passed.
+    pub(crate) fn next_slice(&self) -> Result<Duration, crate::RingError> {
+        match self.deadline {
+            None => Ok(self.slice),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    Err(crate::RingError::TimedOut)
+                } else {
+                    Ok(left.min(self.slice))
+                }
+            }
+        }
+    }
+
+    pub(crate) fn peer_alive(&self) -> bool {
+        self.liveness.as_ref().is_none_or(|f| f())
+    }
+}
+
+/// Sleeps on and wakes a futex word shared between processes.
+///
+/// Under loom a futex is modelled exactly: "sleep only if the word still
+/// holds the expected value" is checked under the same mutex the waker takes.
+#[derive(Default)]
+pub(crate) struct Parker {
+    #[cfg(loom)]
+    lock: loom::sync::Mutex<()>,
+    #[cfg(loom)]
+    cond: loom::sync::Condvar,
+}
+
+impl Parker {
+    /// Sleeps while `*word == expected`, at most `timeout` (spurious returns allowed).
+    #[cfg(not(loom))]
+    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, timeout: Duration) {
+        let ts = rustix::thread::futex::Timespec {
+            tv_sec: timeout.as_secs() as _,
+            tv_nsec: timeout.subsec_nanos() as _,
+        };
+        // Shared (no FUTEX_PRIVATE_FLAG): the word lives in a MAP_SHARED memfd.
+        // EAGAIN (value changed), EINTR and ETIMEDOUT all mean "re-check".
+        let _ = rustix::thread::futex::wait(
+            word,
+            rustix::thread::futex::Flags::empty(),
+            expected,
+            Some(&ts),
+        );
+    }
+
+    /// Wakes every sleeper on `word`.
+    #[cfg(not(loom))]
+    pub(crate) fn wake(&self, word: &AtomicU32) {
+        let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, _timeout: Duration) {
+        let guard = self.lock.lock().unwrap();
+        if word.load(crate::sync::Ordering::SeqCst) == expected {
+            drop(self.cond.wait(guard).unwrap());
+        }
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn wake(&self, _word: &AtomicU32) {
+        drop(self.lock.lock().unwrap());
+        self.cond.notify_all();
+    }
+}
