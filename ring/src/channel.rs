@@ -123,11 +123,13 @@ impl Channel {
         ctl.wait.ready.store(crate::layout::CHANNEL_READY, Ordering::Release);
     }
 
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn is_ready(&self) -> bool {
         self.ctl().wait.ready.load(Ordering::Acquire) == crate::layout::CHANNEL_READY
     }
 
     /// Checks the per-segment links an initialiser wrote (claim 88's circle).
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn check_links(&self) -> Result<(), &'static str> {
         let n = self.geo.segment_count;
         for i in 0..n {

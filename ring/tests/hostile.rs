@@ -1,0 +1,206 @@
+//! A hostile peer: whatever it writes into the shared pages, the other side
+//! gets errors — never a panic, an out-of-bounds access or a hang.
+#![cfg(not(loom))]
+
+mod common;
+use common::*;
+use proptest::prelude::*;
+use shmnet_ring::layout::{Geometry, LAYOUT_VERSION};
+use shmnet_ring::{AttachError, Endpoint, RingError, Segment, WaitPolicy};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// Our own writable view of a segment, as the peer has it.
+struct View {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl View {
+    fn new(fd: &impl AsRawFd, len: usize) -> View {
+        // SAFETY: a fresh shared mapping of a file at least `len` long.
+        let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+        };
+        assert_ne!(ptr, libc::MAP_FAILED);
+        View { ptr: ptr.cast(), len }
+    }
+    fn put_u32(&self, off: usize, v: u32) {
+        assert!(off + 4 <= self.len);
+        // SAFETY: in bounds and 4-aligned; a volatile store stands in for a
+        // peer process writing the page (it is not a Rust object of ours).
+        unsafe { std::ptr::write_volatile(self.ptr.add(off).cast::<u32>(), v) };
+    }
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        // SAFETY: unmapping our own mapping.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// Both ends of a fresh connection in this process.
+fn pair(geo: Geometry) -> (Segment, Segment, Endpoint, Endpoint) {
+    let a = Segment::create(geo).unwrap();
+    let b = Segment::attach(dup(&a.fd())).unwrap();
+    let (ea, eb) = (a.endpoint().unwrap(), b.endpoint().unwrap());
+    (a, b, ea, eb)
+}
+
+/// One round of every operation, with sanity checks on what comes back.
+/// Returns whether any operation reported corruption.
+fn exercise(ep: &mut Endpoint, buf: &mut [u8]) -> bool {
+    let quick = WaitPolicy {
+        spin: Duration::ZERO,
+        deadline: Some(Instant::now() + Duration::from_millis(1)),
+        slice: Duration::from_micros(200),
+        liveness: None,
+    };
+    let len = buf.len();
+    let mut corrupt = false;
+    let mut note = |r: &Result<usize, RingError>, max: usize| match r {
+        Ok(k) => assert!(*k <= max),
+        Err(RingError::Corrupt(_)) => corrupt = true,
+        Err(_) => {}
+    };
+    note(&ep.tx.write(&buf[..len / 2]), len / 2);
+    note(&ep.rx.read(buf), len);
+    note(&ep.rx.peek(&mut buf[..len / 3]), len / 3);
+    note(&ep.rx.available(), 2 * ep.tx.capacity());
+    note(&ep.tx.free_bytes(), ep.tx.capacity());
+    let _ = ep.rx.readable_now();
+    note(&ep.rx.read_blocking(buf, &quick), len);
+    note(&ep.tx.write_all(&buf[..7], &quick).map(|()| 0), 0);
+    corrupt
+}
+
+#[test]
+fn scribbling_peer_process_gets_errors_not_crashes() {
+    let geo = Geometry::new(4, 256).unwrap();
+    let (a, _b, mut ea, mut eb) = pair(geo);
+    let ctl_end = geo.data_offset(0);
+    let fd = dup(&a.fd());
+    let scribbler = fork_child(move || {
+        let v = View::new(&fd, ctl_end);
+        let mut s = Stream::new(99);
+        let mut w = [0u8; 8];
+        loop {
+            s.fill(&mut w);
+            let x = u64::from_le_bytes(w);
+            // Skip the header (magic/version/geometry are read only at attach,
+            // and the reset word would just stop everything).
+            let off = 64 + (x as usize % ((ctl_end - 64) / 4)) * 4;
+            let plausible = [0, 1, 2, 3, 4, 5, 63, 64, 255, 256, 257, u32::MAX, u32::MAX - 1];
+            let val = if x >> 60 < 14 { plausible[(x >> 32) as usize % plausible.len()] } else { (x >> 32) as u32 };
+            v.put_u32(off, val);
+            // Slow enough that many rounds run on a merely odd ring rather
+            // than one wrecked beyond use.
+            std::thread::sleep(Duration::from_micros(20));
+        }
+    });
+    let me = View::new(&a.fd(), ctl_end);
+    let mut buf = vec![0u8; 700];
+    let mut corrupt = 0u32;
+    let start = Instant::now();
+    for i in 0..20_000u32 {
+        let ep = if i % 2 == 0 { &mut ea } else { &mut eb };
+        corrupt += u32::from(exercise(ep, &mut buf));
+        // Keep the rings in play: clear the reset word and the closed flags
+        // (header +16; per channel, producer line +4 and consumer line +68).
+        me.put_u32(16, 0);
+        for c in 0..2 {
+            me.put_u32(geo.channel_offset(c) + 4, 0);
+            me.put_u32(geo.channel_offset(c) + 68, 0);
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "operations stalled");
+    }
+    // SAFETY: killing our own child.
+    unsafe { libc::kill(scribbler, libc::SIGKILL) };
+    wait_child(scribbler, Duration::from_secs(10));
+    assert!(corrupt > 0, "the scribbler never produced a detected violation");
+    eprintln!("{corrupt} of 20000 rounds detected corruption");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Arbitrary contents of both control segments (and the reset word):
+    /// every operation on both sides returns, without panicking.
+    #[test]
+    fn arbitrary_control_segment_contents(words in prop::collection::vec(any::<u32>(), 160), fill in any::<bool>()) {
+        let geo = Geometry::new(4, 64).unwrap();
+        let (a, _b, mut ea, mut eb) = pair(geo);
+        let mut buf = vec![0u8; 300];
+        if fill {
+            let _ = ea.tx.write(&buf[..200]);
+            let _ = eb.tx.write(&buf[..100]);
+        }
+        let ctl_end = geo.data_offset(0);
+        let v = View::new(&a.fd(), ctl_end);
+        let region = (geo.segment_control_offset(2) - 64) / 4;
+        for (i, w) in words.iter().take(region).enumerate() {
+            v.put_u32(64 + 4 * i, *w);
+        }
+        v.put_u32(16, words[0] & 1);
+        for _ in 0..3 {
+            let _ = exercise(&mut ea, &mut buf);
+            let _ = exercise(&mut eb, &mut buf);
+        }
+    }
+}
+
+fn memfd(size: u64, seal: bool) -> OwnedFd {
+    // SAFETY: plain memfd_create with a static name.
+    let fd = unsafe { libc::memfd_create(c"t".as_ptr(), libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC) };
+    assert!(fd >= 0);
+    // SAFETY: we own this fresh fd.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: plain calls on our own fd.
+    unsafe {
+        assert_eq!(libc::ftruncate(fd.as_raw_fd(), size as i64), 0);
+        if seal {
+            let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+            assert_eq!(libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals), 0);
+        }
+    }
+    fd
+}
+
+fn invalid(r: Result<Segment, AttachError>) -> String {
+    match r {
+        Err(AttachError::Invalid(w)) => w.to_string(),
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("attach accepted a bad segment"),
+    }
+}
+
+#[test]
+fn attach_rejects_bad_segments() {
+    let geo = Geometry::new(4, 4096).unwrap();
+    // Not sealed: the peer could shrink it under us (SIGBUS).
+    assert!(invalid(Segment::attach(memfd(geo.total_bytes() as u64, false))).contains("sealed"));
+    // All zeroes: no version.
+    assert!(invalid(Segment::attach(memfd(geo.total_bytes() as u64, true))).contains("version"));
+    // Too small for a header.
+    assert!(invalid(Segment::attach(memfd(16, true))).contains("smaller"));
+
+    // A real segment whose header we then spoil, field by field.
+    let spoil = |off: usize, val: u32| {
+        let seg = Segment::create(geo).unwrap();
+        let v = View::new(&seg.fd(), 64);
+        v.put_u32(off, val);
+        invalid(Segment::attach(dup(&seg.fd())))
+    };
+    assert!(spoil(0, 0).contains("magic"));
+    assert!(spoil(8, LAYOUT_VERSION + 1).contains("version"));
+    assert!(spoil(12, 1).contains("count"));
+    assert!(spoil(12, 8).contains("size"));
+    assert!(spoil(16 - 0, 100).contains("segment size"));
+    assert!(spoil(24, 12345).contains("size"));
+    // A channel whose segment links are broken.
+    let seg = Segment::create(geo).unwrap();
+    let v = View::new(&seg.fd(), geo.data_offset(0));
+    v.put_u32(geo.segment_control_offset(0) + 12, 3);
+    assert!(invalid(Segment::attach(dup(&seg.fd()))).contains("circular"));
+}
