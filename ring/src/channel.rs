@@ -48,29 +48,32 @@ pub(crate) struct Channel {
 // through atomics or raw copies; nothing is tied to the creating thread.
 unsafe impl Send for Channel {}
 
+/// The pieces a channel is made of, for [`Channel::new`].
+pub(crate) struct ChannelParts {
+    pub ctl: NonNull<ChannelControl>,
+    pub segs: NonNull<SegmentControl>,
+    pub reset: NonNull<AtomicU32>,
+    pub sibling: Option<NonNull<WaitLine>>,
+    pub data: DataArea,
+    pub geo: Geometry,
+    pub parker: Arc<Parker>,
+    pub keep: Keep,
+}
+
 impl Channel {
     /// # Safety
     /// `ctl`, `segs` (N entries), `reset` and `sibling` must point at memory
     /// that `keep` keeps mapped, and `data` must cover `geo.channel_bytes()`.
-    pub(crate) unsafe fn new(
-        ctl: NonNull<ChannelControl>,
-        segs: NonNull<SegmentControl>,
-        reset: NonNull<AtomicU32>,
-        sibling: Option<NonNull<WaitLine>>,
-        data: DataArea,
-        geo: Geometry,
-        parker: Arc<Parker>,
-        keep: Keep,
-    ) -> Self {
+    pub(crate) unsafe fn new(p: ChannelParts) -> Self {
         Channel {
-            ctl,
-            segs,
-            reset,
-            sibling,
-            data,
-            geo,
-            parker,
-            _keep: keep,
+            ctl: p.ctl,
+            segs: p.segs,
+            reset: p.reset,
+            sibling: p.sibling,
+            data: p.data,
+            geo: p.geo,
+            parker: p.parker,
+            _keep: p.keep,
         }
     }
 
@@ -120,7 +123,9 @@ impl Channel {
         }
         // SYNC POINT: Release pairs with the Acquire in `is_ready`; whoever
         // sees READY sees the whole initial state.
-        ctl.wait.ready.store(crate::layout::CHANNEL_READY, Ordering::Release);
+        ctl.wait
+            .ready
+            .store(crate::layout::CHANNEL_READY, Ordering::Release);
     }
 
     #[cfg_attr(loom, allow(dead_code))]
@@ -318,7 +323,8 @@ impl Producer {
         // The two SeqCst fences are totally ordered, so either we see its flag
         // or it sees our data — never neither (no lost wake-up).
         fence(Ordering::SeqCst);
-        self.ch.wake(&self.ch.ctl().wait.reader_waiting, &self.doorbell);
+        self.ch
+            .wake(&self.ch.ctl().wait.reader_waiting, &self.doorbell);
     }
 
     /// Free bytes right now (space in the open segment plus free segments).
@@ -497,7 +503,9 @@ impl Consumer {
                 seg.begin.store(0, Ordering::Relaxed);
                 // SYNC POINT: Release pairs with the producer's Acquire load of
                 // `tail`: our reads of this segment happen before its reuse.
-                ctl.consumer.tail.store(tail.wrapping_add(1), Ordering::Release);
+                ctl.consumer
+                    .tail
+                    .store(tail.wrapping_add(1), Ordering::Release);
                 freed = true;
             }
             tail = tail.wrapping_add(1);
@@ -524,7 +532,8 @@ impl Consumer {
         // SYNC POINT (Dekker with `Producer::arm`): our Release of `tail`,
         // this fence, then the load of `writer_waiting`; see wake_reader.
         fence(Ordering::SeqCst);
-        self.ch.wake(&self.ch.ctl().wait.writer_waiting, &self.doorbell);
+        self.ch
+            .wake(&self.ch.ctl().wait.writer_waiting, &self.doorbell);
     }
 
     /// Unread bytes (FIONREAD).
@@ -572,7 +581,11 @@ impl Consumer {
     }
 
     /// Reads at least one byte (or EOF), waiting as `policy` says.
-    pub fn read_blocking(&mut self, buf: &mut [u8], policy: &WaitPolicy) -> Result<usize, RingError> {
+    pub fn read_blocking(
+        &mut self,
+        buf: &mut [u8],
+        policy: &WaitPolicy,
+    ) -> Result<usize, RingError> {
         loop {
             match self.read(buf) {
                 Err(RingError::WouldBlock) => self.wait_readable(policy)?,
@@ -632,7 +645,11 @@ struct Source<'a, 'b> {
 
 impl<'a, 'b> Source<'a, 'b> {
     fn new(bufs: &'a [IoSlice<'b>]) -> Self {
-        let mut s = Source { bufs, idx: 0, off: 0 };
+        let mut s = Source {
+            bufs,
+            idx: 0,
+            off: 0,
+        };
         s.skip_empty();
         s
     }
@@ -674,7 +691,11 @@ struct Sink<'a, 'b> {
 
 impl<'a, 'b> Sink<'a, 'b> {
     fn new(bufs: &'a mut [IoSliceMut<'b>]) -> Self {
-        Sink { bufs, idx: 0, off: 0 }
+        Sink {
+            bufs,
+            idx: 0,
+            off: 0,
+        }
     }
 
     fn remaining(&self) -> usize {

@@ -1,9 +1,11 @@
 //! A single channel in heap memory: for unit tests, property tests and loom
 //! models, which exercise the exact protocol code without a memfd.
 
-use crate::channel::{Channel, Consumer, Producer};
+use crate::channel::{Channel, ChannelParts, Consumer, Producer};
 use crate::data::DataArea;
-use crate::layout::{ChannelControl, ConsumerLine, Geometry, ProducerLine, SegmentControl, WaitLine};
+use crate::layout::{
+    ChannelControl, ConsumerLine, Geometry, ProducerLine, SegmentControl, WaitLine,
+};
 use crate::sync::AtomicU32;
 use crate::wait::Parker;
 use std::ptr::NonNull;
@@ -36,13 +38,29 @@ pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
     let n = geo.segment_count as usize;
     let hc = Arc::new(HeapChannel {
         ctl: ChannelControl {
-            producer: ProducerLine { head: a(), closed: a() },
-            consumer: ConsumerLine { tail: a(), closed: a() },
-            wait: WaitLine { writer_waiting: a(), reader_waiting: a(), ready: a() },
+            producer: ProducerLine {
+                head: a(),
+                closed: a(),
+            },
+            consumer: ConsumerLine {
+                tail: a(),
+                closed: a(),
+            },
+            wait: WaitLine {
+                writer_waiting: a(),
+                reader_waiting: a(),
+                ready: a(),
+            },
         },
         reset: a(),
         segs: (0..n)
-            .map(|_| SegmentControl { begin: a(), end: a(), length: a(), next: a(), last: a() })
+            .map(|_| SegmentControl {
+                begin: a(),
+                end: a(),
+                length: a(),
+                next: a(),
+                last: a(),
+            })
             .collect(),
         data: (0..geo.channel_bytes()).map(|_| Cell::new(0)).collect(),
     });
@@ -58,16 +76,16 @@ pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
         let data = unsafe { DataArea::new(base, geo.channel_bytes()) };
         // SAFETY: every pointer refers into `hc`, which `keep` holds.
         unsafe {
-            Channel::new(
-                NonNull::from(&hc.ctl),
-                NonNull::new_unchecked(hc.segs.as_ptr().cast_mut()),
-                NonNull::from(&hc.reset),
-                None,
+            Channel::new(ChannelParts {
+                ctl: NonNull::from(&hc.ctl),
+                segs: NonNull::new_unchecked(hc.segs.as_ptr().cast_mut()),
+                reset: NonNull::from(&hc.reset),
+                sibling: None,
                 data,
                 geo,
-                parker.clone(),
+                parker: parker.clone(),
                 keep,
-            )
+            })
         }
     };
     let p = make();

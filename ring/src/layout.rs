@@ -165,7 +165,7 @@ impl Geometry {
         if !(MIN_SEGMENT_BYTES..=MAX_SEGMENT_BYTES).contains(&segment_bytes) {
             return Err("segment size out of range");
         }
-        if segment_bytes % CACHE_LINE as u32 != 0 {
+        if !segment_bytes.is_multiple_of(CACHE_LINE as u32) {
             return Err("segment size not a multiple of 64");
         }
         if u64::from(segment_count) * u64::from(segment_bytes) > MAX_CHANNEL_BYTES {

@@ -30,7 +30,11 @@ pub(crate) fn sealed_size(fd: BorrowedFd<'_>) -> Result<u64, AttachError> {
 }
 
 /// Maps `len` bytes of `fd` shared, read-write.
-pub(crate) fn map(fd: &OwnedFd, len: usize, populate: bool) -> Result<memmap2::MmapRaw, AttachError> {
+pub(crate) fn map(
+    fd: &OwnedFd,
+    len: usize,
+    populate: bool,
+) -> Result<memmap2::MmapRaw, AttachError> {
     let mut opts = memmap2::MmapOptions::new();
     opts.len(len);
     if populate {

@@ -5,7 +5,7 @@
 //! 83 c'); the accepting side attaches to the fd it received, validates
 //! everything, and initialises the other direction (claim 82 d-f).
 
-use crate::channel::{Channel, Consumer, Producer};
+use crate::channel::{Channel, ChannelParts, Consumer, Producer};
 use crate::data::DataArea;
 use crate::layout::{
     ChannelControl, Geometry, SegmentControl, SegmentHeader, LAYOUT_VERSION, MAGIC,
@@ -189,16 +189,33 @@ impl Segment {
         let ctl: NonNull<ChannelControl> = self.at(geo.channel_offset(c));
         let sib: NonNull<ChannelControl> = self.at(geo.channel_offset(1 - c));
         // SAFETY: `wait` is a field of the ChannelControl at `sib`.
-        let sib_wait = unsafe { NonNull::new_unchecked(core::ptr::addr_of_mut!((*sib.as_ptr()).wait)) };
+        let sib_wait =
+            unsafe { NonNull::new_unchecked(core::ptr::addr_of_mut!((*sib.as_ptr()).wait)) };
         let reset: NonNull<AtomicU32> =
             // SAFETY: `reset` is a field of the header at offset 0.
             unsafe { NonNull::new_unchecked(core::ptr::addr_of_mut!((*self.base().cast::<SegmentHeader>()).reset)) };
         let segs: NonNull<SegmentControl> = self.at(geo.segment_control_offset(c));
         // SAFETY: the data area of channel c lies inside the mapping, which
         // `keep` below keeps alive as long as the channel.
-        let data = unsafe { DataArea::new(self.at::<u8>(geo.data_offset(c)).as_ptr(), geo.channel_bytes()) };
+        let data = unsafe {
+            DataArea::new(
+                self.at::<u8>(geo.data_offset(c)).as_ptr(),
+                geo.channel_bytes(),
+            )
+        };
         let keep: Arc<dyn Send + Sync> = self.map.clone();
         // SAFETY: all pointers are inside the mapping that `keep` holds.
-        unsafe { Channel::new(ctl, segs, reset, Some(sib_wait), data, geo, Arc::new(Parker::default()), keep) }
+        unsafe {
+            Channel::new(ChannelParts {
+                ctl,
+                segs,
+                reset,
+                sibling: Some(sib_wait),
+                data,
+                geo,
+                parker: Arc::new(Parker::default()),
+                keep,
+            })
+        }
     }
 }

@@ -127,7 +127,11 @@ impl Parker {
     /// Wakes every sleeper on `word`.
     #[cfg(not(loom))]
     pub(crate) fn wake(&self, word: &AtomicU32) {
-        let _ = rustix::thread::futex::wake(word, rustix::thread::futex::Flags::empty(), i32::MAX as u32);
+        let _ = rustix::thread::futex::wake(
+            word,
+            rustix::thread::futex::Flags::empty(),
+            i32::MAX as u32,
+        );
     }
 
     #[cfg(loom)]

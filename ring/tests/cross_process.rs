@@ -20,7 +20,12 @@ fn policy() -> WaitPolicy {
 
 /// Sends `total` pseudo-random bytes from `seed`; returns their CRC32.
 fn send(tx: &mut shmnet_ring::Producer, seed: u64, total: usize, chunk: usize) -> u32 {
-    let (mut s, mut crc, mut buf, p) = (Stream::new(seed), crc32fast::Hasher::new(), vec![0u8; chunk], policy());
+    let (mut s, mut crc, mut buf, p) = (
+        Stream::new(seed),
+        crc32fast::Hasher::new(),
+        vec![0u8; chunk],
+        policy(),
+    );
     let mut left = total;
     while left > 0 {
         let k = left.min(chunk);
@@ -34,7 +39,12 @@ fn send(tx: &mut shmnet_ring::Producer, seed: u64, total: usize, chunk: usize) -
 
 /// Receives until EOF; returns (bytes, CRC32).
 fn recv(rx: &mut shmnet_ring::Consumer) -> (usize, u32) {
-    let (mut crc, mut buf, mut n, p) = (crc32fast::Hasher::new(), vec![0u8; 1 << 16], 0usize, policy());
+    let (mut crc, mut buf, mut n, p) = (
+        crc32fast::Hasher::new(),
+        vec![0u8; 1 << 16],
+        0usize,
+        policy(),
+    );
     loop {
         let k = rx.read_blocking(&mut buf, &p).unwrap();
         if k == 0 {

@@ -5,7 +5,17 @@
 mod common;
 use common::*;
 use proptest::prelude::*;
-use shmnet_ring::layout::{Geometry, LAYOUT_VERSION};
+use shmnet_ring::layout::{
+    ChannelControl, ConsumerLine, Geometry, ProducerLine, SegmentControl, SegmentHeader,
+    LAYOUT_VERSION,
+};
+use std::mem::offset_of;
+
+const RESET: usize = offset_of!(SegmentHeader, reset);
+const PRODUCER_CLOSED: usize =
+    offset_of!(ChannelControl, producer) + offset_of!(ProducerLine, closed);
+const CONSUMER_CLOSED: usize =
+    offset_of!(ChannelControl, consumer) + offset_of!(ConsumerLine, closed);
 use shmnet_ring::{AttachError, Endpoint, RingError, Segment, WaitPolicy};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -20,10 +30,20 @@ impl View {
     fn new(fd: &impl AsRawFd, len: usize) -> View {
         // SAFETY: a fresh shared mapping of a file at least `len` long.
         let ptr = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd.as_raw_fd(), 0)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
         };
         assert_ne!(ptr, libc::MAP_FAILED);
-        View { ptr: ptr.cast(), len }
+        View {
+            ptr: ptr.cast(),
+            len,
+        }
     }
     fn put_u32(&self, off: usize, v: u32) {
         assert!(off + 4 <= self.len);
@@ -91,8 +111,26 @@ fn scribbling_peer_process_gets_errors_not_crashes() {
             // Skip the header (magic/version/geometry are read only at attach,
             // and the reset word would just stop everything).
             let off = 64 + (x as usize % ((ctl_end - 64) / 4)) * 4;
-            let plausible = [0, 1, 2, 3, 4, 5, 63, 64, 255, 256, 257, u32::MAX, u32::MAX - 1];
-            let val = if x >> 60 < 14 { plausible[(x >> 32) as usize % plausible.len()] } else { (x >> 32) as u32 };
+            let plausible = [
+                0,
+                1,
+                2,
+                3,
+                4,
+                5,
+                63,
+                64,
+                255,
+                256,
+                257,
+                u32::MAX,
+                u32::MAX - 1,
+            ];
+            let val = if x >> 60 < 14 {
+                plausible[(x >> 32) as usize % plausible.len()]
+            } else {
+                (x >> 32) as u32
+            };
             v.put_u32(off, val);
             // Slow enough that many rounds run on a merely odd ring rather
             // than one wrecked beyond use.
@@ -106,19 +144,24 @@ fn scribbling_peer_process_gets_errors_not_crashes() {
     for i in 0..20_000u32 {
         let ep = if i % 2 == 0 { &mut ea } else { &mut eb };
         corrupt += u32::from(exercise(ep, &mut buf));
-        // Keep the rings in play: clear the reset word and the closed flags
-        // (header +16; per channel, producer line +4 and consumer line +68).
-        me.put_u32(16, 0);
+        // Keep the rings in play: clear the reset word and the closed flags.
+        me.put_u32(RESET, 0);
         for c in 0..2 {
-            me.put_u32(geo.channel_offset(c) + 4, 0);
-            me.put_u32(geo.channel_offset(c) + 68, 0);
+            me.put_u32(geo.channel_offset(c) + PRODUCER_CLOSED, 0);
+            me.put_u32(geo.channel_offset(c) + CONSUMER_CLOSED, 0);
         }
-        assert!(start.elapsed() < Duration::from_secs(120), "operations stalled");
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "operations stalled"
+        );
     }
     // SAFETY: killing our own child.
     unsafe { libc::kill(scribbler, libc::SIGKILL) };
     wait_child(scribbler, Duration::from_secs(10));
-    assert!(corrupt > 0, "the scribbler never produced a detected violation");
+    assert!(
+        corrupt > 0,
+        "the scribbler never produced a detected violation"
+    );
     eprintln!("{corrupt} of 20000 rounds detected corruption");
 }
 
@@ -142,7 +185,7 @@ proptest! {
         for (i, w) in words.iter().take(region).enumerate() {
             v.put_u32(64 + 4 * i, *w);
         }
-        v.put_u32(16, words[0] & 1);
+        v.put_u32(RESET, words[0] & 1);
         for _ in 0..3 {
             let _ = exercise(&mut ea, &mut buf);
             let _ = exercise(&mut eb, &mut buf);
@@ -152,7 +195,8 @@ proptest! {
 
 fn memfd(size: u64, seal: bool) -> OwnedFd {
     // SAFETY: plain memfd_create with a static name.
-    let fd = unsafe { libc::memfd_create(c"t".as_ptr(), libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC) };
+    let fd =
+        unsafe { libc::memfd_create(c"t".as_ptr(), libc::MFD_ALLOW_SEALING | libc::MFD_CLOEXEC) };
     assert!(fd >= 0);
     // SAFETY: we own this fresh fd.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -193,14 +237,17 @@ fn attach_rejects_bad_segments() {
         invalid(Segment::attach(dup(&seg.fd())))
     };
     assert!(spoil(0, 0).contains("magic"));
-    assert!(spoil(8, LAYOUT_VERSION + 1).contains("version"));
-    assert!(spoil(12, 1).contains("count"));
-    assert!(spoil(12, 8).contains("size"));
-    assert!(spoil(16 - 0, 100).contains("segment size"));
-    assert!(spoil(24, 12345).contains("size"));
+    assert!(spoil(offset_of!(SegmentHeader, version), LAYOUT_VERSION + 1).contains("version"));
+    assert!(spoil(offset_of!(SegmentHeader, segment_count), 1).contains("count"));
+    assert!(spoil(offset_of!(SegmentHeader, segment_count), 8).contains("size"));
+    assert!(spoil(offset_of!(SegmentHeader, segment_bytes), 100).contains("segment size"));
+    assert!(spoil(offset_of!(SegmentHeader, total_bytes), 12345).contains("size"));
     // A channel whose segment links are broken.
     let seg = Segment::create(geo).unwrap();
     let v = View::new(&seg.fd(), geo.data_offset(0));
-    v.put_u32(geo.segment_control_offset(0) + 12, 3);
+    v.put_u32(
+        geo.segment_control_offset(0) + offset_of!(SegmentControl, next),
+        3,
+    );
     assert!(invalid(Segment::attach(dup(&seg.fd()))).contains("circular"));
 }

@@ -11,7 +11,9 @@ fn geo(n: u32, s: u32) -> Geometry {
 }
 
 fn pattern(start: usize, len: usize) -> Vec<u8> {
-    (start..start + len).map(|i| (i * 131 % 251) as u8).collect()
+    (start..start + len)
+        .map(|i| (i * 131 % 251) as u8)
+        .collect()
 }
 
 #[test]
@@ -51,13 +53,17 @@ fn vectored_io_and_peek() {
     let (mut p, mut c) = heap_channel(geo(4, 64));
     let a = pattern(0, 50);
     let b = pattern(50, 90);
-    let n = p.write_vectored(&[IoSlice::new(&a), IoSlice::new(&[]), IoSlice::new(&b)]).unwrap();
+    let n = p
+        .write_vectored(&[IoSlice::new(&a), IoSlice::new(&[]), IoSlice::new(&b)])
+        .unwrap();
     assert_eq!(n, 140);
     let mut peeked = vec![0u8; 100];
     assert_eq!(c.peek(&mut peeked).unwrap(), 100);
     assert_eq!(peeked, pattern(0, 100));
     let (mut x, mut y) = (vec![0u8; 70], vec![0u8; 100]);
-    let n = c.read_vectored(&mut [IoSliceMut::new(&mut x), IoSliceMut::new(&mut y)]).unwrap();
+    let n = c
+        .read_vectored(&mut [IoSliceMut::new(&mut x), IoSliceMut::new(&mut y)])
+        .unwrap();
     assert_eq!(n, 140);
     assert_eq!(x, pattern(0, 70));
     assert_eq!(&y[..70], &pattern(70, 70)[..]);
@@ -130,7 +136,10 @@ fn blocking_read_times_out() {
         deadline: Some(Instant::now() + Duration::from_millis(20)),
         ..WaitPolicy::blocking()
     };
-    assert_eq!(c.read_blocking(&mut [0; 4], &policy), Err(RingError::TimedOut));
+    assert_eq!(
+        c.read_blocking(&mut [0; 4], &policy),
+        Err(RingError::TimedOut)
+    );
 }
 
 #[derive(Debug, Clone)]

@@ -28,7 +28,11 @@ pub fn wait_child(pid: libc::pid_t, limit: Duration) -> i32 {
         // SAFETY: plain waitpid on our own child.
         let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
         if r == pid {
-            return if libc::WIFEXITED(status) { libc::WEXITSTATUS(status) } else { -libc::WTERMSIG(status) };
+            return if libc::WIFEXITED(status) {
+                libc::WEXITSTATUS(status)
+            } else {
+                -libc::WTERMSIG(status)
+            };
         }
         if start.elapsed() > limit {
             // SAFETY: killing our own child.
@@ -57,7 +61,10 @@ pub fn connect_when_ready(seg: &Segment, limit: Duration) -> Endpoint {
         if let Ok(ep) = seg.endpoint() {
             return ep;
         }
-        assert!(start.elapsed() < limit, "acceptor never initialised its direction");
+        assert!(
+            start.elapsed() < limit,
+            "acceptor never initialised its direction"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
 }

@@ -1,0 +1,46 @@
+# libshmnet: build, test, benchmark, demo. See README.md.
+CARGO ?= cargo
+LOOM_TARGET := target/loom
+BENCH_DIR := target/bench
+
+.PHONY: all build deps test fmt-check clippy unit loom bench demo clean
+
+all: build
+
+## Release artifacts: target/release/libshmnet.so
+build:
+	$(CARGO) build --release --workspace
+
+deps:
+	@scripts/install-deps.sh
+
+## Everything CI runs: formatting, lints, unit/property/cross-process tests, loom models.
+test: deps fmt-check clippy unit loom
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --profile ci
+
+# loom swaps the ring's atomics for model-checked ones (cfg loom), so it
+# builds into its own target dir.
+loom:
+	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(LOOM_TARGET) \
+		$(CARGO) test -p shmnet-ring --test loom --release
+
+## Ring vs Unix socketpair vs TCP loopback, medians and ratios.
+bench: deps
+	@mkdir -p $(BENCH_DIR)
+	$(CARGO) bench -p shmnet-ring --bench ringbench | tee $(BENCH_DIR)/ring.md
+
+## The main job: a short side-by-side run.
+demo: deps
+	$(CARGO) build --release --workspace
+	$(CARGO) bench -p shmnet-ring --bench ringbench -- --demo
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what `make demo` and `make test` need beyond the Rust toolchain,
+# on a fresh Debian machine (run as root, or with sudo available).
+# Idempotent: installs only what is missing.
+set -euo pipefail
+
+need_apt=()
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+
+if [ ${#need_apt[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "install-deps: apt-get install -y ${need_apt[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need_apt[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "install-deps: no Rust toolchain found; install one with rustup (https://rustup.rs)" >&2
+  exit 1
+fi
+# fmt and clippy run in `make test`.
+if command -v rustup >/dev/null 2>&1; then
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+  done
+fi
