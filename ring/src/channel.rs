@@ -19,7 +19,7 @@
 
 use crate::data::DataArea;
 use crate::layout::{
-    ChannelControl, Geometry, SegmentControl, WaitLine, WAIT_DOORBELL, WAIT_FUTEX,
+    ChannelControl, Geometry, SegmentBegin, SegmentControl, WaitLine, WAIT_DOORBELL, WAIT_FUTEX,
 };
 use crate::sync::{fence, AtomicU32, Ordering};
 use crate::wait::{Doorbell, Parker, WaitPolicy};
@@ -35,6 +35,7 @@ pub(crate) type Keep = Arc<dyn Send + Sync>;
 pub(crate) struct Channel {
     ctl: NonNull<ChannelControl>,
     segs: NonNull<SegmentControl>,
+    begins: NonNull<SegmentBegin>,
     reset: NonNull<AtomicU32>,
     /// The other direction's wait line, so a reset wakes its waiters too.
     sibling: Option<NonNull<WaitLine>>,
@@ -52,6 +53,7 @@ unsafe impl Send for Channel {}
 pub(crate) struct ChannelParts {
     pub ctl: NonNull<ChannelControl>,
     pub segs: NonNull<SegmentControl>,
+    pub begins: NonNull<SegmentBegin>,
     pub reset: NonNull<AtomicU32>,
     pub sibling: Option<NonNull<WaitLine>>,
     pub data: DataArea,
@@ -62,12 +64,13 @@ pub(crate) struct ChannelParts {
 
 impl Channel {
     /// # Safety
-    /// `ctl`, `segs` (N entries), `reset` and `sibling` must point at memory
+    /// `ctl`, `segs` and `begins` (N entries each), `reset` and `sibling` must point at memory
     /// that `keep` keeps mapped, and `data` must cover `geo.channel_bytes()`.
     pub(crate) unsafe fn new(p: ChannelParts) -> Self {
         Channel {
             ctl: p.ctl,
             segs: p.segs,
+            begins: p.begins,
             reset: p.reset,
             sibling: p.sibling,
             data: p.data,
@@ -89,6 +92,14 @@ impl Channel {
         let i = (seq % self.geo.segment_count) as usize;
         // SAFETY: i < N and the array has N entries (constructor contract).
         unsafe { &*self.segs.as_ptr().add(i) }
+    }
+
+    /// The consumer-owned `begin` of segment `seq`.
+    #[inline]
+    fn begin(&self, seq: u32) -> &AtomicU32 {
+        let i = (seq % self.geo.segment_count) as usize;
+        // SAFETY: i < N and the array has N entries (constructor contract).
+        unsafe { &(*self.begins.as_ptr().add(i)).begin }
     }
 
     #[inline]
@@ -115,7 +126,7 @@ impl Channel {
         ctl.wait.reader_waiting.store(0, Ordering::Relaxed);
         for i in 0..n {
             let s = self.seg(i);
-            s.begin.store(0, Ordering::Relaxed);
+            self.begin(i).store(0, Ordering::Relaxed);
             s.end.store(0, Ordering::Relaxed);
             s.length.store(self.geo.segment_bytes, Ordering::Relaxed);
             s.next.store((i + 1) % n, Ordering::Relaxed);
@@ -455,7 +466,7 @@ impl Consumer {
         let want = dst.remaining();
         let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
         let mut tail = ctl.consumer.tail.load(Ordering::Relaxed);
-        let mut begin = ch.seg(tail).begin.load(Ordering::Relaxed);
+        let mut begin = ch.begin(tail).load(Ordering::Relaxed);
         let mut copied = 0usize;
         let mut freed = false;
         let mut idle_hops = 0u32;
@@ -500,7 +511,7 @@ impl Consumer {
                 break; // a producer racing `head` forward cannot keep us here
             }
             if !peek {
-                seg.begin.store(0, Ordering::Relaxed);
+                ch.begin(tail).store(0, Ordering::Relaxed);
                 // SYNC POINT: Release pairs with the producer's Acquire load of
                 // `tail`: our reads of this segment happen before its reuse.
                 ctl.consumer
@@ -512,7 +523,7 @@ impl Consumer {
             begin = 0;
         }
         if !peek {
-            ch.seg(tail).begin.store(begin, Ordering::Relaxed);
+            ch.begin(tail).store(begin, Ordering::Relaxed);
         }
         if freed {
             self.wake_writer();
@@ -542,7 +553,7 @@ impl Consumer {
         let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
         let ctl = ch.ctl();
         let tail = ctl.consumer.tail.load(Ordering::Relaxed);
-        let mut begin = ch.seg(tail).begin.load(Ordering::Relaxed);
+        let mut begin = ch.begin(tail).load(Ordering::Relaxed);
         let head = ctl.producer.head.load(Ordering::Acquire);
         let used = head.wrapping_sub(tail);
         if used >= n {

@@ -4,7 +4,7 @@
 use crate::channel::{Channel, ChannelParts, Consumer, Producer};
 use crate::data::DataArea;
 use crate::layout::{
-    ChannelControl, ConsumerLine, Geometry, ProducerLine, SegmentControl, WaitLine,
+    ChannelControl, ConsumerLine, Geometry, ProducerLine, SegmentBegin, SegmentControl, WaitLine,
 };
 use crate::sync::AtomicU32;
 use crate::wait::Parker;
@@ -20,6 +20,7 @@ struct HeapChannel {
     ctl: ChannelControl,
     reset: AtomicU32,
     segs: Box<[SegmentControl]>,
+    begins: Box<[SegmentBegin]>,
     data: Box<[Cell]>,
 }
 
@@ -55,13 +56,13 @@ pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
         reset: a(),
         segs: (0..n)
             .map(|_| SegmentControl {
-                begin: a(),
                 end: a(),
                 length: a(),
                 next: a(),
                 last: a(),
             })
             .collect(),
+        begins: (0..n).map(|_| SegmentBegin { begin: a() }).collect(),
         data: (0..geo.channel_bytes()).map(|_| Cell::new(0)).collect(),
     });
     let parker = Arc::new(Parker::default());
@@ -79,6 +80,7 @@ pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
             Channel::new(ChannelParts {
                 ctl: NonNull::from(&hc.ctl),
                 segs: NonNull::new_unchecked(hc.segs.as_ptr().cast_mut()),
+                begins: NonNull::new_unchecked(hc.begins.as_ptr().cast_mut()),
                 reset: NonNull::from(&hc.reset),
                 sibling: None,
                 data,

@@ -4,8 +4,10 @@
 //! offset 0       SegmentHeader            magic, version (written last), geometry, reset word
 //! 64             ChannelControl[0]        connector -> acceptor   (claim 85 "first portion")
 //! 64 + 192       ChannelControl[1]        acceptor -> connector
-//! 448            SegmentControl[0][N]     per data segment of channel 0 (claim 85 "second portions")
-//! 448 + 32N      SegmentControl[1][N]     per data segment of channel 1
+//! 448            SegmentControl[0][N]     end, length, next, last per data segment (producer side)
+//!                SegmentControl[1][N]
+//!                SegmentBegin[0][N]       begin per data segment (consumer side)
+//!                SegmentBegin[1][N]
 //! page-aligned   data[0]: N * S bytes     the circular buffer of data segments, channel 0
 //!                data[1]: N * S bytes     channel 1
 //! ```
@@ -30,7 +32,7 @@ pub unsafe trait SharedLayout: Sized {}
 /// `"SHMNETR1"` as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMNETR1");
 /// Bumped whenever the layout or protocol changes incompatibly.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Value of [`ChannelControl::ready`] once a side has initialised the channel.
 pub const CHANNEL_READY: u32 = 0x5245_4459; // "READ"Y
 
@@ -109,11 +111,13 @@ pub struct ChannelControl {
     pub wait: WaitLine,
 }
 
-/// Control of one data segment (claim 85 "second portion", claims 87-88).
-#[repr(C, align(32))]
+/// Control of one data segment (claim 85 "second portion", claims 87-88),
+/// the producer's part. The consumer's part, `begin`, is [`SegmentBegin`]:
+/// the two live in separate arrays so that words written by different sides
+/// never share a cache line (the consumer storing `begin` on every read
+/// would otherwise steal the line the producer stores `end` into).
+#[repr(C, align(16))]
 pub struct SegmentControl {
-    /// Offset of the first unread byte in the segment; consumer-owned.
-    pub begin: AtomicU32,
     /// Offset one past the last written byte; producer-owned.
     pub end: AtomicU32,
     /// Capacity of the data segment in bytes; set at initialisation, checked
@@ -126,13 +130,22 @@ pub struct SegmentControl {
     pub last: AtomicU32,
 }
 
-// SAFETY: all five types are repr(C), hold only AtomicU32/AtomicU64 (for which
+/// The consumer's part of a segment's control: offset of the first unread
+/// byte in the segment (claim 85 "first field" of the second portion).
+#[repr(C)]
+pub struct SegmentBegin {
+    pub begin: AtomicU32,
+}
+
+// SAFETY: all six types are repr(C), hold only AtomicU32/AtomicU64 (for which
 // every bit pattern is valid) plus alignment padding, and have no Drop.
 unsafe impl SharedLayout for SegmentHeader {}
 // SAFETY: as above.
 unsafe impl SharedLayout for ChannelControl {}
 // SAFETY: as above.
 unsafe impl SharedLayout for SegmentControl {}
+// SAFETY: as above.
+unsafe impl SharedLayout for SegmentBegin {}
 // SAFETY: as above.
 unsafe impl SharedLayout for ProducerLine {}
 // SAFETY: as above.
@@ -143,7 +156,8 @@ const _: () = {
     // The layout must be the same for every process that maps a segment.
     assert!(core::mem::size_of::<SegmentHeader>() == 64);
     assert!(core::mem::size_of::<ChannelControl>() == 3 * CACHE_LINE);
-    assert!(core::mem::size_of::<SegmentControl>() == 32);
+    assert!(core::mem::size_of::<SegmentControl>() == 16);
+    assert!(core::mem::size_of::<SegmentBegin>() == 4);
 };
 
 /// Where everything is, derived from (N, S) alone. Each side computes its own
@@ -196,14 +210,34 @@ impl Geometry {
         CACHE_LINE + channel * core::mem::size_of::<ChannelControl>()
     }
 
+    /// Where channel `channel`'s SegmentControl array starts (`2` = past both).
     pub fn segment_control_offset(&self, channel: usize) -> usize {
         CACHE_LINE
             + 2 * core::mem::size_of::<ChannelControl>()
-            + channel * self.segment_count as usize * core::mem::size_of::<SegmentControl>()
+            + channel * self.control_array_bytes()
+    }
+
+    /// Where channel `channel`'s SegmentBegin array starts (`2` = past both).
+    pub fn segment_begin_offset(&self, channel: usize) -> usize {
+        self.segment_control_offset(2) + channel * self.begin_array_bytes()
+    }
+
+    fn control_array_bytes(&self) -> usize {
+        round_up(
+            self.segment_count as usize * core::mem::size_of::<SegmentControl>(),
+            CACHE_LINE,
+        )
+    }
+
+    fn begin_array_bytes(&self) -> usize {
+        round_up(
+            self.segment_count as usize * core::mem::size_of::<SegmentBegin>(),
+            CACHE_LINE,
+        )
     }
 
     pub fn data_offset(&self, channel: usize) -> usize {
-        round_up(self.segment_control_offset(2), PAGE) + channel * self.channel_bytes()
+        round_up(self.segment_begin_offset(2), PAGE) + channel * self.channel_bytes()
     }
 
     /// Size of the whole mapping.

@@ -8,7 +8,7 @@
 use crate::channel::{Channel, ChannelParts, Consumer, Producer};
 use crate::data::DataArea;
 use crate::layout::{
-    ChannelControl, Geometry, SegmentControl, SegmentHeader, LAYOUT_VERSION, MAGIC,
+    ChannelControl, Geometry, SegmentBegin, SegmentControl, SegmentHeader, LAYOUT_VERSION, MAGIC,
 };
 use crate::memfd;
 use crate::sync::{AtomicU32, Ordering};
@@ -195,6 +195,7 @@ impl Segment {
             // SAFETY: `reset` is a field of the header at offset 0.
             unsafe { NonNull::new_unchecked(core::ptr::addr_of_mut!((*self.base().cast::<SegmentHeader>()).reset)) };
         let segs: NonNull<SegmentControl> = self.at(geo.segment_control_offset(c));
+        let begins: NonNull<SegmentBegin> = self.at(geo.segment_begin_offset(c));
         // SAFETY: the data area of channel c lies inside the mapping, which
         // `keep` below keeps alive as long as the channel.
         let data = unsafe {
@@ -209,6 +210,7 @@ impl Segment {
             Channel::new(ChannelParts {
                 ctl,
                 segs,
+                begins,
                 reset,
                 sibling: Some(sib_wait),
                 data,

@@ -32,6 +32,7 @@ pub struct WaitPolicy {
     /// that died without closing (the interposer uses its kernel fd instead).
     pub liveness: Option<Arc<dyn Fn() -> bool + Send + Sync>>,
     /// Longest single sleep, so `deadline` and `liveness` are honoured.
+    /// With neither set, a sleep is not bounded (no timer to arm).
     pub slice: Duration,
 }
 
@@ -74,16 +75,18 @@ impl WaitPolicy {
         }
     }
 
-    /// The timeout for the next sleep, or Err once the deadline passed.
-    pub(crate) fn next_slice(&self) -> Result<Duration, crate::RingError> {
+    /// The timeout for the next sleep (None: unbounded), or Err once the
+    /// deadline passed.
+    pub(crate) fn next_slice(&self) -> Result<Option<Duration>, crate::RingError> {
         match self.deadline {
-            None => Ok(self.slice),
+            None if self.liveness.is_none() => Ok(None),
+            None => Ok(Some(self.slice)),
             Some(d) => {
                 let left = d.saturating_duration_since(Instant::now());
                 if left.is_zero() {
                     Err(crate::RingError::TimedOut)
                 } else {
-                    Ok(left.min(self.slice))
+                    Ok(Some(left.min(self.slice)))
                 }
             }
         }
@@ -109,18 +112,18 @@ pub(crate) struct Parker {
 impl Parker {
     /// Sleeps while `*word == expected`, at most `timeout` (spurious returns allowed).
     #[cfg(not(loom))]
-    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, timeout: Duration) {
-        let ts = rustix::thread::futex::Timespec {
-            tv_sec: timeout.as_secs() as _,
-            tv_nsec: timeout.subsec_nanos() as _,
-        };
+    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+        let ts = timeout.map(|t| rustix::thread::futex::Timespec {
+            tv_sec: t.as_secs() as _,
+            tv_nsec: t.subsec_nanos() as _,
+        });
         // Shared (no FUTEX_PRIVATE_FLAG): the word lives in a MAP_SHARED memfd.
         // EAGAIN (value changed), EINTR and ETIMEDOUT all mean "re-check".
         let _ = rustix::thread::futex::wait(
             word,
             rustix::thread::futex::Flags::empty(),
             expected,
-            Some(&ts),
+            ts.as_ref(),
         );
     }
 
@@ -135,7 +138,7 @@ impl Parker {
     }
 
     #[cfg(loom)]
-    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, _timeout: Duration) {
+    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, _timeout: Option<Duration>) {
         let guard = self.lock.lock().unwrap();
         if word.load(crate::sync::Ordering::SeqCst) == expected {
             drop(self.cond.wait(guard).unwrap());

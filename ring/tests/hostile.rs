@@ -181,7 +181,7 @@ proptest! {
         }
         let ctl_end = geo.data_offset(0);
         let v = View::new(&a.fd(), ctl_end);
-        let region = (geo.segment_control_offset(2) - 64) / 4;
+        let region = (geo.segment_begin_offset(2) - 64) / 4;
         for (i, w) in words.iter().take(region).enumerate() {
             v.put_u32(64 + 4 * i, *w);
         }

@@ -1,0 +1,73 @@
+//! The per-thread re-entry guard.
+//!
+//! While a thread runs library code, every hooked call it makes (from std, the
+//! allocator, dlsym, our own helpers) must go straight to libc, or we would
+//! recurse into ourselves. The flag is a `const`-initialised `Cell` without a
+//! destructor: it needs no lazy registration, never allocates, and stays
+//! usable while pthread key destructors run at thread exit (where
+//! destructor-bearing thread-locals are already gone). `try_with` covers the
+//! remaining "TLS unavailable" case by treating it as nested.
+#![forbid(unsafe_code)]
+
+use std::cell::Cell;
+use std::marker::PhantomData;
+
+thread_local! {
+    static INSIDE: Cell<bool> = const { Cell::new(false) };
+    /// Name of the outermost hooked call, for the panic line.
+    static CALL: Cell<&'static str> = const { Cell::new("") };
+}
+
+/// Proof that this thread is inside the library; leaving drops it.
+///
+/// Not `Send`: the flag belongs to the thread that set it.
+pub(crate) struct Inside {
+    _thread_bound: PhantomData<*const ()>,
+}
+
+/// Enter the library for the hooked call `call`; `None` when this thread is
+/// already inside (nested call) or its TLS is unavailable.
+pub(crate) fn enter(call: &'static str) -> Option<Inside> {
+    let first = INSIDE.try_with(|inside| !inside.replace(true)).ok()?;
+    if !first {
+        return None;
+    }
+    let _ = CALL.try_with(|c| c.set(call));
+    Some(Inside {
+        _thread_bound: PhantomData,
+    })
+}
+
+/// The outermost hooked call this thread is in ("" when none).
+pub(crate) fn current_call() -> &'static str {
+    CALL.try_with(Cell::get).unwrap_or("")
+}
+
+impl Drop for Inside {
+    fn drop(&mut self) {
+        let _ = INSIDE.try_with(|inside| inside.set(false));
+        let _ = CALL.try_with(|c| c.set(""));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_enter_is_refused_until_exit() {
+        let outer = enter("read").expect("first entry");
+        assert_eq!(current_call(), "read");
+        assert!(enter("write").is_none());
+        drop(outer);
+        assert_eq!(current_call(), "");
+        assert!(enter("write").is_some());
+    }
+
+    #[test]
+    fn flag_is_per_thread() {
+        let _outer = enter("read").expect("first entry");
+        let other = std::thread::spawn(|| enter("write").is_some());
+        assert!(other.join().unwrap());
+    }
+}

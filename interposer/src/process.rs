@@ -1,0 +1,64 @@
+//! Process lifecycle: one-time initialisation, fork handlers, vfork.
+#![forbid(unsafe_code)]
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use libc::pid_t;
+
+use crate::hooks::{self, real, Action};
+use crate::{config, sys};
+
+static STARTED: AtomicBool = AtomicBool::new(false);
+
+/// First-use initialisation (also run by the constructor): panic hook,
+/// configuration, fork handlers. Runs inside the re-entry guard. A thread
+/// that finds it started by another goes on; everything it needs is lazy.
+pub(crate) fn init() {
+    if STARTED.load(Ordering::Acquire) || STARTED.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    hooks::install_panic_hook();
+    let _ = config::get();
+    let rc = sys::register_atfork(prepare, parent, child);
+    if rc != 0 {
+        log!(
+            warn,
+            "pthread_atfork failed (errno {rc}); fork safety not guaranteed"
+        );
+    }
+}
+
+/// vfork is exported as fork (the table's `vfork` entry resolves libc's
+/// `fork`). A vfork child shares the parent's memory, so hooks it runs
+/// (python's child calls close_range and dup2 before exec) would edit the
+/// parent's fd table and state; with fork they edit the child's copy. The
+/// cost is copying page tables; callers of vfork already restrict the child
+/// to async-signal-safe calls, which a fork child requires too.
+pub(crate) fn vfork() -> Action<pid_t> {
+    log!(debug, "vfork() runs as fork()");
+    Action::Pass
+}
+
+/// Before fork, in the forking thread.
+extern "C" fn prepare() {
+    // The child must never need dlsym (its loader lock may be held by a
+    // thread that does not exist in the child).
+    real::resolve_all();
+    // Later: take, in one fixed order, every lock the data path owns
+    // (listener registry, slab free list), so no lock is copied into the
+    // child while held by a thread that does not exist there.
+}
+
+/// After fork, in the parent.
+extern "C" fn parent() {
+    // Later: release what `prepare` took.
+}
+
+/// After fork, in the child (single-threaded from here).
+extern "C" fn child() {
+    // Later: release what `prepare` took; then mark every connection in the
+    // fd table as shared by two processes (the rings are MAP_SHARED and
+    // single-producer/single-consumer: serialise per direction across
+    // processes or enforce single ownership), and reset per-process state
+    // (cached pid, rendezvous client state).
+}

@@ -1,0 +1,220 @@
+//! The unsafe backend: every raw libc/ABI contact that is not a hook.
+//!
+//! Like rustix's backend module, this is where `unsafe` lives so the socket
+//! logic above it can stay safe: errno access, `dlsym`, decoding C socket
+//! addresses, `pthread_atfork`, and a publish-once cell for lazily built
+//! globals.
+#![allow(unsafe_code)]
+
+use core::ffi::{c_int, c_void, CStr};
+use core::marker::PhantomData;
+use core::ptr;
+use core::sync::atomic::{AtomicPtr, Ordering};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// The calling thread's `errno`.
+pub(crate) fn errno() -> c_int {
+    // SAFETY: __errno_location always returns a valid pointer to the calling
+    // thread's errno (glibc allocates it in static TLS).
+    unsafe { *libc::__errno_location() }
+}
+
+/// Set the calling thread's `errno`.
+pub(crate) fn set_errno(value: c_int) {
+    // SAFETY: as in `errno`; the pointer is valid and thread-local, so no
+    // other thread can race this write.
+    unsafe { *libc::__errno_location() = value }
+}
+
+/// Look `name` up in the objects loaded after us (normally libc).
+///
+/// Returns null when it is missing. Saves and restores errno: dlsym may set
+/// it, and the first call of a hook resolves its symbol in the middle of a
+/// pass-through call whose errno belongs to the caller.
+pub(crate) fn dlsym_next(name: &CStr) -> *mut c_void {
+    let saved = errno();
+    // SAFETY: `name` is a valid NUL-terminated string; RTLD_NEXT is a valid
+    // pseudo-handle for dlsym called from a loaded object.
+    let found = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr()) };
+    set_errno(saved);
+    found
+}
+
+/// Decode a C socket address into a Rust one (IPv4/IPv6 only).
+///
+/// # Safety
+/// `addr` must be null or point to at least `len` readable bytes, which is
+/// exactly what `bind(2)`/`connect(2)` already require of their caller.
+pub(crate) unsafe fn socket_addr(
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+) -> Option<SocketAddr> {
+    let len = usize::try_from(len).ok()?;
+    if addr.is_null() || len < core::mem::size_of::<libc::sa_family_t>() {
+        return None;
+    }
+    // SAFETY: at least sizeof(sa_family_t) bytes are readable (checked above);
+    // read_unaligned because C callers may pass any alignment.
+    let family = unsafe { ptr::read_unaligned(addr.cast::<libc::sa_family_t>()) };
+    match c_int::from(family) {
+        libc::AF_INET if len >= core::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: family and length say this is a complete sockaddr_in.
+            let sin = unsafe { ptr::read_unaligned(addr.cast::<libc::sockaddr_in>()) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)).into())
+        }
+        libc::AF_INET6 if len >= core::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: family and length say this is a complete sockaddr_in6.
+            let sin6 = unsafe { ptr::read_unaligned(addr.cast::<libc::sockaddr_in6>()) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            let flow = u32::from_be(sin6.sin6_flowinfo);
+            Some(SocketAddrV6::new(ip, port, flow, sin6.sin6_scope_id).into())
+        }
+        _ => None,
+    }
+}
+
+/// Register fork handlers; returns 0 or an errno value.
+pub(crate) fn register_atfork(
+    prepare: extern "C" fn(),
+    parent: extern "C" fn(),
+    child: extern "C" fn(),
+) -> c_int {
+    // SAFETY: the handlers are plain `extern "C" fn()` with 'static lifetime
+    // (this library is never unloaded while the process runs: LD_PRELOAD).
+    unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) }
+}
+
+/// A value built lazily and published once, without locks.
+///
+/// Unlike `OnceLock`, nothing ever waits: racing initialisers each build a
+/// value, one wins the compare-exchange, the others drop theirs. So a hook
+/// that runs while another thread initialises, in a signal handler, or in a
+/// child forked mid-initialisation can never block on it. Published values
+/// are leaked on purpose (they live as long as the process).
+pub(crate) struct Publish<T> {
+    ptr: AtomicPtr<T>,
+    // Handing out &T across threads requires what a static of T would.
+    _owns: PhantomData<T>,
+}
+
+impl<T> Publish<T> {
+    pub(crate) const fn new() -> Self {
+        Self {
+            ptr: AtomicPtr::new(ptr::null_mut()),
+            _owns: PhantomData,
+        }
+    }
+
+    /// The published value, if any.
+    pub(crate) fn get(&self) -> Option<&'static T> {
+        let p = self.ptr.load(Ordering::Acquire);
+        // SAFETY: a non-null pointer came from Box::into_raw in `publish` and
+        // is never freed, so it is valid for 'static; Acquire pairs with the
+        // Release in `publish`, so the pointee is fully initialised.
+        unsafe { p.as_ref() }
+    }
+
+    /// Publish `value` unless another value already was; returns the
+    /// published value and whether it is ours.
+    pub(crate) fn publish(&self, value: T) -> (&'static T, bool) {
+        let fresh = Box::into_raw(Box::new(value));
+        match self
+            .ptr
+            .compare_exchange(ptr::null_mut(), fresh, Ordering::AcqRel, Ordering::Acquire)
+        {
+            // SAFETY: `fresh` is now published and never freed (see `get`).
+            Ok(_) => (unsafe { &*fresh }, true),
+            Err(winner) => {
+                // SAFETY: `fresh` was never shared; reclaim it. `winner` is a
+                // published pointer, valid for 'static as in `get`.
+                unsafe {
+                    drop(Box::from_raw(fresh));
+                    (&*winner, false)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errno_roundtrip() {
+        set_errno(libc::EXDEV);
+        assert_eq!(errno(), libc::EXDEV);
+        set_errno(0);
+    }
+
+    #[test]
+    fn dlsym_keeps_errno() {
+        set_errno(libc::EXDEV);
+        assert!(dlsym_next(c"no_such_symbol_shmnet").is_null());
+        assert_eq!(errno(), libc::EXDEV);
+        assert!(!dlsym_next(c"write").is_null());
+    }
+
+    #[test]
+    fn decodes_inet_addresses() {
+        let v4: SocketAddr = "127.0.0.9:8080".parse().unwrap();
+        let v6: SocketAddr = "[::1]:443".parse().unwrap();
+        for want in [v4, v6] {
+            let (storage, len) = to_c(want);
+            // SAFETY: storage holds `len` initialised bytes.
+            let got = unsafe { socket_addr(ptr::addr_of!(storage).cast(), len) };
+            assert_eq!(got, Some(want));
+            // SAFETY: a shorter length is still readable; must be refused.
+            let short = unsafe { socket_addr(ptr::addr_of!(storage).cast(), 4) };
+            assert_eq!(short, None);
+        }
+        // SAFETY: null is explicitly allowed.
+        assert_eq!(unsafe { socket_addr(ptr::null(), 16) }, None);
+    }
+
+    fn to_c(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+        // SAFETY: all-zero is a valid sockaddr_storage.
+        let mut st: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+        let len = match addr {
+            SocketAddr::V4(a) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: a.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from(*a.ip()).to_be(),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+                unsafe { ptr::write(ptr::addr_of_mut!(st).cast(), sin) };
+                core::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(a) => {
+                let sin6 = libc::sockaddr_in6 {
+                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                    sin6_port: a.port().to_be(),
+                    sin6_flowinfo: 0,
+                    sin6_addr: libc::in6_addr {
+                        s6_addr: a.ip().octets(),
+                    },
+                    sin6_scope_id: 0,
+                };
+                // SAFETY: as above, for sockaddr_in6.
+                unsafe { ptr::write(ptr::addr_of_mut!(st).cast(), sin6) };
+                core::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        (st, len as libc::socklen_t)
+    }
+
+    #[test]
+    fn publish_once() {
+        let cell: Publish<u32> = Publish::new();
+        assert!(cell.get().is_none());
+        assert_eq!(cell.publish(1), (&1, true));
+        assert_eq!(cell.publish(2), (&1, false));
+        assert_eq!(cell.get(), Some(&1));
+    }
+}

@@ -1,0 +1,156 @@
+//! Configuration from the environment as programs see it: an invalid value
+//! gives exactly one `libshmnet:` line and the program runs normally;
+//! logging goes where SHMNET_LOG_FILE says and never into the program.
+
+mod common;
+
+use common::{py, run, run_clean, tmpdir};
+
+/// A loopback TCP echo inside one process.
+const ECHO: &str = r#"
+import socket, threading
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(1)
+def serve():
+    conn, _ = srv.accept()
+    while (data := conn.recv(4096)):
+        conn.sendall(data)
+    conn.close()
+t = threading.Thread(target=serve); t.start()
+c = socket.create_connection(srv.getsockname())
+c.sendall(b"hello" * 1000)
+c.shutdown(socket.SHUT_WR)
+got = b""
+while (data := c.recv(4096)):
+    got += data
+t.join()
+assert got == b"hello" * 1000
+print("ok")
+"#;
+
+#[test]
+fn invalid_values_print_one_line_and_pass_through() {
+    let missing_dir = tmpdir("cfg").join("no/such/dir/log");
+    let missing_dir = missing_dir.to_str().unwrap();
+    // (the bad variable, its value, other variables set alongside)
+    type Vars = &'static [(&'static str, &'static str)];
+    let cases: Vec<(&str, &str, Vars)> = vec![
+        ("SHMNET_PARTITIONS", "foo", &[]),
+        ("SHMNET_PARTITIONS", "foo", &[("SHMNET_LOG", "trace")]),
+        ("SHMNET_PARTITIONS", "127.0.0.0/33", &[]),
+        ("SHMNET_RING_BYTES", "12X", &[]),
+        ("SHMNET_RING_BYTES", "1K", &[]),
+        ("SHMNET_FALLBACK", "maybe", &[]),
+        ("SHMNET_SPIN_US", "-5", &[]),
+        ("SHMNET_LOG", "loud", &[]),
+        ("SHMNET_DIR", "relative/dir", &[]),
+        ("SHMNET_LOG_FILE", missing_dir, &[("SHMNET_LOG", "debug")]),
+    ];
+    for (var, value, others) in cases {
+        let out = run(py(ECHO, &[]).env(var, value).envs(others.iter().copied()));
+        let case = format!("{var}={value} with {others:?}");
+        assert!(
+            out.status.success(),
+            "{case}: {}\n{}",
+            out.status,
+            out.stderr
+        );
+        assert_eq!(out.stdout, "ok\n", "{case}");
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{case}: stderr:\n{}", out.stderr);
+        assert!(
+            lines[0].starts_with(&format!("libshmnet: {var}: ")),
+            "{case}: {}",
+            lines[0]
+        );
+        assert!(
+            lines[0].ends_with("; passing all sockets through"),
+            "{}",
+            lines[0]
+        );
+    }
+}
+
+#[test]
+fn valid_values_are_silent() {
+    let out = run_clean(py(ECHO, &[]).envs([
+        ("SHMNET_PARTITIONS", " 127.77.0.0/16, ::1/128 ,127.1.2.3"),
+        ("SHMNET_FALLBACK", "never"),
+        ("SHMNET_RING_BYTES", "256K"),
+        ("SHMNET_SPIN_US", "0"),
+        ("SHMNET_LOG", "off"),
+        ("SHMNET_DIR", "/tmp/shmnet-test-unused"),
+    ]));
+    assert_eq!(out, "ok\n");
+}
+
+const PARTITION_PEERS: &str = r#"
+import socket
+def pair(host):
+    srv = socket.socket(); srv.bind((host, 0)); srv.listen(1)
+    c = socket.create_connection(srv.getsockname())
+    conn, _ = srv.accept()
+    c.sendall(b"ping"); assert conn.recv(4) == b"ping"
+    print(host, srv.getsockname()[1])
+pair("127.77.0.1")
+pair("127.0.0.1")
+"#;
+
+#[test]
+fn debug_log_goes_to_the_log_file_and_names_partition_addresses() {
+    let log = tmpdir("log").join("shmnet.log");
+    let out = run_clean(py(PARTITION_PEERS, &[]).envs([
+        ("SHMNET_PARTITIONS", "127.77.0.0/16"),
+        ("SHMNET_LOG", "debug"),
+        ("SHMNET_LOG_FILE", log.to_str().unwrap()),
+    ]));
+    let port = out.lines().next().unwrap().split(' ').nth(1).unwrap();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.lines().all(|l| l.starts_with("libshmnet: ")), "{text}");
+    let partition = format!("partition address 127.77.0.1:{port}");
+    assert!(
+        text.contains("bind(fd") && text.contains(&partition),
+        "{text}"
+    );
+    assert!(!text.contains("partition address 127.0.0.1"), "{text}");
+    assert!(
+        !text.contains("trace"),
+        "debug must not include trace lines"
+    );
+}
+
+#[test]
+fn log_without_file_goes_to_stderr_only() {
+    let out = run(py(PARTITION_PEERS, &[]).env("SHMNET_LOG", "debug"));
+    assert!(out.status.success(), "{}", out.stderr);
+    assert!(out.stdout.starts_with("127.77.0.1 "), "{}", out.stdout);
+    assert!(!out.stdout.contains("libshmnet"));
+    assert!(out.stderr.lines().count() >= 3, "{}", out.stderr);
+    assert!(
+        out.stderr.lines().all(|l| l.starts_with("libshmnet: ")),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("connect(fd"), "{}", out.stderr);
+}
+
+#[test]
+fn trace_logs_every_call_without_recursing() {
+    let log = tmpdir("trace").join("trace.log");
+    // Writes to stderr are hooked too; logging them must not loop.
+    let out = run(py(
+        "import os\nos.write(2, b'to stderr\\n')\nprint('done')",
+        &[],
+    )
+    .envs([
+        ("SHMNET_LOG", "trace"),
+        ("SHMNET_LOG_FILE", log.to_str().unwrap()),
+    ]));
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(
+        (out.stdout.as_str(), out.stderr.as_str()),
+        ("done\n", "to stderr\n")
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("] write(2, "), "{text}");
+    assert!(text.contains(") = 10 (errno"), "{text}");
+}
