@@ -123,7 +123,10 @@ impl Channel {
         ctl.consumer.tail.store(0, Ordering::Relaxed);
         ctl.consumer.closed.store(0, Ordering::Relaxed);
         ctl.wait.writer_waiting.store(0, Ordering::Relaxed);
-        ctl.wait.reader_waiting.store(0, Ordering::Relaxed);
+        // A fresh reader counts as waiting in poll/epoll: the first publish
+        // rings its doorbell, so an application that polls before its first
+        // read (or before it even accepted) is woken by that first data.
+        ctl.wait.reader_waiting.store(WAIT_DOORBELL, Ordering::Relaxed);
         for i in 0..n {
             let s = self.seg(i);
             self.begin(i).store(0, Ordering::Relaxed);
@@ -450,6 +453,11 @@ impl Consumer {
     /// Like `read`, leaving the bytes in the ring (MSG_PEEK).
     pub fn peek(&mut self, buf: &mut [u8]) -> Result<usize, RingError> {
         self.consume(&mut [IoSliceMut::new(buf)], true)
+    }
+
+    /// Like `read_vectored`, leaving the bytes in the ring (MSG_PEEK).
+    pub fn peek_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> Result<usize, RingError> {
+        self.consume(bufs, true)
     }
 
     fn consume(&mut self, bufs: &mut [IoSliceMut<'_>], peek: bool) -> Result<usize, RingError> {

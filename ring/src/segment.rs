@@ -143,18 +143,38 @@ impl Segment {
     /// This side's halves. The connector must wait until the acceptor has
     /// initialised its direction ("connected"), else `NotReady`.
     pub fn endpoint(&self) -> Result<Endpoint, AttachError> {
-        let (tx, rx) = match self.role {
-            Role::Connector => (0, 1),
-            Role::Acceptor => (1, 0),
-        };
-        let (tx, rx) = (self.channel(tx), self.channel(rx));
-        if !tx.is_ready() || !rx.is_ready() {
+        Ok(Endpoint {
+            tx: self.producer()?,
+            rx: self.consumer()?,
+        })
+    }
+
+    /// This side's writing half alone: usable as soon as this side's
+    /// direction is initialised (a connector may queue data before the
+    /// acceptor has answered, as TCP queues data before accept).
+    pub fn producer(&self) -> Result<Producer, AttachError> {
+        let ch = self.channel(self.tx_channel());
+        if !ch.is_ready() {
             return Err(AttachError::NotReady);
         }
-        Ok(Endpoint {
-            tx: Producer::new(tx),
-            rx: Consumer::new(rx),
-        })
+        Ok(Producer::new(ch))
+    }
+
+    /// This side's reading half alone: usable once the peer's direction is
+    /// initialised (for a connector: after the acceptor said "connected").
+    pub fn consumer(&self) -> Result<Consumer, AttachError> {
+        let ch = self.channel(1 - self.tx_channel());
+        if !ch.is_ready() {
+            return Err(AttachError::NotReady);
+        }
+        Ok(Consumer::new(ch))
+    }
+
+    fn tx_channel(&self) -> usize {
+        match self.role {
+            Role::Connector => 0,
+            Role::Acceptor => 1,
+        }
     }
 
     /// True when both directions are initialised.
