@@ -9,7 +9,7 @@ use core::ffi::{c_int, c_uint};
 
 use crate::fdtable::{self, Handle};
 use crate::hooks::{real, Action};
-use crate::log;
+use crate::{log, options, registry, sys};
 
 /// The kernel closes the fd even when close() reports EINTR/EIO on Linux,
 /// so the entry is released first.
@@ -21,9 +21,12 @@ pub(crate) fn close(fd: c_int) -> Action<c_int> {
     Action::Pass
 }
 
-/// A dup of an fd of ours must share its state (data path).
+/// A dup of an fd of ours shares its socket.
 pub(crate) fn dup(fd: c_int) -> Action<c_int> {
-    Action::for_fd("dup", fd)
+    let Some(sock) = registry::get(fd) else {
+        return Action::Pass;
+    };
+    options::share(rustix::io::dup(sys::borrow_fd(fd)), sock)
 }
 
 pub(crate) fn dup2(old: c_int, new: c_int) -> Action<c_int> {
@@ -55,10 +58,8 @@ fn replace_target(
     new: c_int,
     real_call: impl FnOnce() -> c_int,
 ) -> Action<c_int> {
-    if fdtable::is_owned(old) {
-        return Action::for_fd(call, old);
-    }
-    if old == new || !fdtable::is_owned(new) && !log::is_log_fd(new) {
+    let source = registry::get(old);
+    if old == new || (source.is_none() && !fdtable::is_owned(new) && !log::is_log_fd(new)) {
         return Action::Pass;
     }
     let result = real_call();
@@ -66,6 +67,14 @@ fn replace_target(
         log::forget_fd(new);
         if let Some(handle) = fdtable::table().remove(new) {
             release(new, handle);
+        }
+        if let Some(sock) = source {
+            if registry::insert(new, sock).is_err() {
+                log!(
+                    error,
+                    "{call}({old}, {new}): fd beyond the table; the copy is not emulated"
+                );
+            }
         }
     }
     Action::Raw(result)
@@ -81,9 +90,9 @@ pub(crate) fn close_range(first: c_uint, last: c_uint, flags: c_int) -> Action<c
     Action::Pass
 }
 
-/// Drop this fd's reference to its per-socket state. Placeholder: the data
-/// path releases the slab slot here (the last reference signals EOF to the
-/// peer).
+/// Drops this fd's reference to its socket; the last reference in the
+/// process tells the peer (see `Connection`'s Drop).
 fn release(fd: c_int, handle: Handle) {
     log!(debug, "fd {fd} closed, releasing {handle:?}");
+    drop(registry::release(handle));
 }

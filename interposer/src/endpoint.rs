@@ -1,17 +1,33 @@
-//! Endpoints: creating, naming, listening, accepting, connecting, shutting.
+//! Endpoints: naming, listening, accepting, connecting, shutting down.
 //!
-//! The data path plugs in here: `bind`/`connect` naming a partition address
-//! turn a kernel TCP socket into an emulated one (rendezvous listener or
-//! shared-memory connection); for now they only recognise such addresses.
+//! `bind`/`connect` naming a partition address turn the application's
+//! kernel TCP socket into an emulated one: its fd number is re-pointed
+//! (dup3) at a Unix-domain socket — the listener's rendezvous, or the
+//! connection to the peer process — so it stays a real kernel object, and
+//! no kernel TCP socket ever exists for the virtual address.
+//!
+//! Under `SHMNET_FALLBACK=tcp` (the default) listeners stay kernel TCP
+//! listeners for now (dual listeners arrive with the loopback-acceleration
+//! work), so a preloaded client falls back to a kernel connect when no
+//! shared-memory listener exists.
 #![deny(unsafe_code)]
 
 use core::ffi::c_int;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
+use std::sync::Arc;
 
 use libc::{sockaddr, socklen_t};
+use rustix::io::Errno;
 
+use crate::config::{self, Fallback};
 use crate::hooks::Action;
-use crate::{config, sys};
+use crate::socket::{Connection, Listener, Options, Socket};
+use crate::{registry, rendezvous, sys};
+
+fn fail<R>(e: Errno) -> Action<R> {
+    Action::Fail(e.raw_os_error())
+}
 
 /// An AF_INET/AF_INET6 stream socket stays a kernel socket until bind or
 /// connect names a partition address; so does everything else, forever.
@@ -24,56 +40,271 @@ pub(crate) fn socketpair(_d: c_int, _t: c_int, _p: c_int, _sv: *mut c_int) -> Ac
     Action::Pass
 }
 
-pub(crate) fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c_int> {
-    if let Some(target) = partition_target(addr, len) {
-        log!(debug, "bind(fd {fd}) to partition address {target}: no shared-memory listener yet, kernel bind");
+/// The partition address `addr` names, if the library diverts it from this
+/// kernel socket: a TCP socket of the address's family.
+fn diverted(
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+) -> Option<(&'static config::Config, SocketAddr)> {
+    let config = config::get()?;
+    #[allow(unsafe_code)]
+    // SAFETY: bind(2)/connect(2) require `len` readable bytes at `addr` (or
+    // null, which is checked); we only read them.
+    let target = unsafe { sys::socket_addr(addr, len) }?;
+    if !config.is_partition_ip(target.ip()) {
+        return None;
     }
-    Action::for_fd("bind", fd)
+    let sock = sys::borrow_fd(fd);
+    let ty = rustix::net::sockopt::socket_type(sock).ok()?;
+    let domain = rustix::net::sockopt::socket_domain(sock).ok()?;
+    let family_ok = match target {
+        SocketAddr::V4(_) => domain == rustix::net::AddressFamily::INET,
+        SocketAddr::V6(_) => domain == rustix::net::AddressFamily::INET6,
+    };
+    (ty == rustix::net::SocketType::STREAM && family_ok).then_some((config, target))
+}
+
+/// Re-points the application's fd number at `sock`, keeping the fd's
+/// close-on-exec flag and its non-blocking mode.
+fn adopt(fd: c_int, sock: &OwnedFd) -> Result<(), Errno> {
+    let app = sys::borrow_fd(fd);
+    let cloexec = rustix::io::fcntl_getfd(app)?.contains(rustix::io::FdFlags::CLOEXEC);
+    let nonblock = rustix::fs::fcntl_getfl(app)?.contains(rustix::fs::OFlags::NONBLOCK);
+    if nonblock {
+        let fl = rustix::fs::fcntl_getfl(sock)?;
+        rustix::fs::fcntl_setfl(sock, fl | rustix::fs::OFlags::NONBLOCK)?;
+    }
+    sys::dup_onto(sock.as_fd(), fd, cloexec)
+}
+
+fn unix_socket() -> Result<OwnedFd, Errno> {
+    rustix::net::socket_with(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+}
+
+pub(crate) fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c_int> {
+    if registry::get(fd).is_some() {
+        return fail(Errno::INVAL); // already bound
+    }
+    let Some((config, target)) = diverted(fd, addr, len) else {
+        return Action::Pass;
+    };
+    if config.fallback != Fallback::Never {
+        return Action::Pass;
+    }
+    match bind_listener(fd, config, target) {
+        Ok(()) => Action::Done(0),
+        Err(e) => fail(e),
+    }
+}
+
+fn bind_listener(fd: c_int, config: &config::Config, target: SocketAddr) -> Result<(), Errno> {
+    let reservation = if target.port() == 0 {
+        rendezvous::reserve_ephemeral(&config.dir, target.ip())?
+    } else {
+        rendezvous::reserve(&config.dir, target)?
+    };
+    let path = rendezvous::socket_path(&config.dir, reservation.addr);
+    let sock = unix_socket()?;
+    let name = rustix::net::SocketAddrUnix::new(&path).inspect_err(|_| {
+        log!(
+            error,
+            "rendezvous path {} is too long for a Unix socket; shorten SHMNET_DIR",
+            path.display()
+        );
+    })?;
+    // We hold the reservation, so a file at `path` is a stale rendezvous of
+    // a process that died: replace it.
+    let _ = std::fs::remove_file(&path);
+    rustix::net::bind(&sock, &name)?;
+    adopt(fd, &sock)?;
+    log!(
+        debug,
+        "fd {fd}: listener bound to {} at {}",
+        reservation.addr,
+        path.display()
+    );
+    let listener = Listener::new(reservation, path, Options::default());
+    registry::insert(fd, Arc::new(Socket::Listener(listener))).map_err(|()| Errno::MFILE)
 }
 
 pub(crate) fn listen(fd: c_int, _backlog: c_int) -> Action<c_int> {
-    Action::for_fd("listen", fd)
+    match registry::get(fd).as_deref() {
+        None => Action::Pass,
+        Some(Socket::Listener(l)) => {
+            l.listening
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            Action::Pass // the real listen(2), on the rendezvous socket
+        }
+        Some(Socket::Stream(_)) => fail(Errno::INVAL),
+    }
 }
 
-pub(crate) fn accept(fd: c_int, _addr: *mut sockaddr, _len: *mut socklen_t) -> Action<c_int> {
-    Action::for_fd("accept", fd)
+pub(crate) fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
+    accept4(fd, addr, len, 0)
 }
 
 pub(crate) fn accept4(
     fd: c_int,
-    _addr: *mut sockaddr,
-    _len: *mut socklen_t,
-    _flags: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
 ) -> Action<c_int> {
-    Action::for_fd("accept4", fd)
+    let sock = match registry::get(fd) {
+        None => return Action::Pass,
+        Some(s) => s,
+    };
+    let Socket::Listener(listener) = &*sock else {
+        return fail(Errno::INVAL);
+    };
+    if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
+        return fail(Errno::INVAL);
+    }
+    let mut sflags = rustix::net::SocketFlags::empty();
+    if flags & libc::SOCK_NONBLOCK != 0 {
+        sflags |= rustix::net::SocketFlags::NONBLOCK;
+    }
+    if flags & libc::SOCK_CLOEXEC != 0 {
+        sflags |= rustix::net::SocketFlags::CLOEXEC;
+    }
+    loop {
+        // The real accept on the rendezvous socket: blocking or not as the
+        // application set the listener, interrupted by signals as usual.
+        let conn = match rustix::net::accept_with(sys::borrow_fd(fd), sflags) {
+            Ok(c) => c,
+            Err(e) => return fail(e),
+        };
+        let connection = match listener.handshake(conn.as_fd()) {
+            Ok(c) => c,
+            Err(e) => {
+                log!(
+                    warn,
+                    "accept on {}: handshake failed ({e}); dropping it",
+                    listener.local
+                );
+                continue;
+            }
+        };
+        let peer = connection.peer;
+        let raw = conn.as_raw_fd();
+        if registry::insert(raw, Arc::new(Socket::Stream(connection))).is_err() {
+            return fail(Errno::MFILE); // dropping `conn` closes it
+        }
+        let raw = conn.into_raw_fd(); // the application's now
+        #[allow(unsafe_code)]
+        // SAFETY: accept(2) requires `addr`/`len` to be null or valid.
+        unsafe {
+            sys::put_socket_addr(peer, addr, len)
+        };
+        log!(debug, "fd {fd}: accepted {peer} as fd {raw}");
+        return Action::Done(raw);
+    }
+}
+
+/// The local name of a connecting socket that was not bound: the loopback
+/// address of its family, as the kernel picks for a loopback destination.
+fn local_ip_for(peer: &SocketAddr) -> IpAddr {
+    match peer {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    }
 }
 
 pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c_int> {
-    if let Some(target) = partition_target(addr, len) {
-        log!(debug, "connect(fd {fd}) to partition address {target}: no shared-memory path yet, kernel connect");
+    let bound = match registry::get(fd) {
+        None => None,
+        Some(s) => match &*s {
+            Socket::Stream(_) => return fail(Errno::ISCONN),
+            Socket::Listener(l) if l.listening.load(std::sync::atomic::Ordering::Relaxed) => {
+                return fail(Errno::INVAL)
+            }
+            Socket::Listener(_) => Some(s.clone()),
+        },
+    };
+    let Some((config, target)) = diverted(fd, addr, len) else {
+        return if bound.is_some() {
+            fail(Errno::NETUNREACH)
+        } else {
+            Action::Pass
+        };
+    };
+    let path = rendezvous::socket_path(&config.dir, target);
+    // Under the tcp fallback a destination without a rendezvous goes to the
+    // kernel; under `never` it is refused.
+    if config.fallback != Fallback::Never && bound.is_none() && !path.exists() {
+        return Action::Pass;
     }
-    Action::for_fd("connect", fd)
+    let local = match bound.as_deref() {
+        Some(Socket::Listener(l)) => match l.reservation.lock().take() {
+            Some(r) => r,
+            None => return fail(Errno::INVAL),
+        },
+        _ => match rendezvous::reserve_ephemeral(&config.dir, local_ip_for(&target)) {
+            Ok(r) => r,
+            Err(e) => return fail(e),
+        },
+    };
+    match Connection::connect(&path, local, target, config.ring_bytes) {
+        Ok((sock, conn)) => {
+            if let Err(e) = adopt(fd, &sock) {
+                return fail(e);
+            }
+            log!(
+                debug,
+                "fd {fd}: connected {} -> {target} through shared memory",
+                conn.local
+            );
+            if registry::insert(fd, Arc::new(Socket::Stream(conn))).is_err() {
+                return fail(Errno::MFILE);
+            }
+            Action::Done(0)
+        }
+        Err(Errno::CONNREFUSED) if config.fallback != Fallback::Never && bound.is_none() => {
+            Action::Pass
+        }
+        Err(e) => fail(e),
+    }
 }
 
-pub(crate) fn shutdown(fd: c_int, _how: c_int) -> Action<c_int> {
-    Action::for_fd("shutdown", fd)
+pub(crate) fn shutdown(fd: c_int, how: c_int) -> Action<c_int> {
+    match registry::get(fd).as_deref() {
+        None => Action::Pass,
+        Some(Socket::Stream(c)) => match c.shutdown(how) {
+            Ok(()) => Action::Done(0),
+            Err(e) => fail(e),
+        },
+        Some(Socket::Listener(_)) => fail(Errno::NOTCONN),
+    }
 }
 
-pub(crate) fn getsockname(fd: c_int, _a: *mut sockaddr, _l: *mut socklen_t) -> Action<c_int> {
-    Action::for_fd("getsockname", fd)
+pub(crate) fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
+    let Some(sock) = registry::get(fd) else {
+        return Action::Pass;
+    };
+    put_name(sock.local(), addr, len)
 }
 
-pub(crate) fn getpeername(fd: c_int, _a: *mut sockaddr, _l: *mut socklen_t) -> Action<c_int> {
-    Action::for_fd("getpeername", fd)
+pub(crate) fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
+    match registry::get(fd).as_deref() {
+        None => Action::Pass,
+        Some(Socket::Stream(c)) => put_name(c.peer, addr, len),
+        Some(Socket::Listener(_)) => fail(Errno::NOTCONN),
+    }
 }
 
-/// The IPv4/IPv6 address in `addr` if it is in a partition (and the library
-/// is enabled).
-fn partition_target(addr: *const sockaddr, len: socklen_t) -> Option<SocketAddr> {
-    let config = config::get()?;
+fn put_name(name: SocketAddr, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
+    if addr.is_null() || len.is_null() {
+        return fail(Errno::FAULT);
+    }
     #[allow(unsafe_code)]
-    // SAFETY: bind(2)/connect(2) require the caller to pass `len` readable
-    // bytes at `addr` (or null, which is checked); we only read them.
-    let target = unsafe { sys::socket_addr(addr, len) }?;
-    config.is_partition_ip(target.ip()).then_some(target)
+    // SAFETY: getsockname(2)/getpeername(2) require valid `addr`/`len`.
+    unsafe {
+        sys::put_socket_addr(name, addr, len)
+    };
+    Action::Done(0)
 }

@@ -33,28 +33,11 @@ pub(crate) enum Action<R> {
     /// Not ours: call the real function with the caller's arguments.
     Pass,
     /// Emulated success: return this, errno restored to the caller's.
-    #[allow(dead_code)] // the data path's answer; unused while all passes
     Done(R),
     /// Emulated failure: return -1 with this errno.
     Fail(c_int),
     /// The logic called libc itself: return this with errno as libc left it.
     Raw(R),
-}
-
-impl<R> Action<R> {
-    /// The decision for a call on `fd` that the data path will emulate:
-    /// pass through unless the fd is ours. Until the data path exists, an fd
-    /// of ours fails with EOPNOTSUPP — never a fall back to the kernel
-    /// object behind it, where the bytes would go to the wrong place.
-    pub(crate) fn for_fd(call: &str, fd: c_int) -> Action<R> {
-        match fdtable::table().get(fd) {
-            None => Action::Pass,
-            Some(handle) => {
-                log!(error, "{call}(fd {fd}): {handle:?} has no data path yet");
-                Action::Fail(libc::EOPNOTSUPP)
-            }
-        }
-    }
 }
 
 /// Return types of hooked functions, and how each spells failure.

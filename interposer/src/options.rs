@@ -1,42 +1,185 @@
 //! Socket options and fd modes (getsockopt/setsockopt, fcntl, ioctl).
 //!
-//! On an emulated connection these will answer like TCP (SO_ERROR, SO_TYPE,
-//! TCP_NODELAY, O_NONBLOCK via F_SETFL or FIONBIO, FIONREAD from the ring).
-#![forbid(unsafe_code)]
+//! An emulated socket answers like TCP: SO_TYPE, SO_DOMAIN, SO_PROTOCOL,
+//! SO_ACCEPTCONN, SO_ERROR, SO_RCVBUF/SO_SNDBUF from the ring; options the
+//! application sets are remembered and read back (SO_RCVTIMEO/SO_SNDTIMEO
+//! also bound our blocking waits). O_NONBLOCK (F_SETFL, FIONBIO) is set on
+//! the real kernel object behind the fd, where the data path reads it.
+#![deny(unsafe_code)]
 
 use core::ffi::{c_int, c_ulong, c_void};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use libc::socklen_t;
 
 use crate::hooks::Action;
+use crate::registry;
+use crate::socket::Socket;
+use crate::sys;
+
+fn put(value: *mut c_void, len: *mut socklen_t, bytes: &[u8]) -> Action<c_int> {
+    #[allow(unsafe_code)]
+    // SAFETY: getsockopt(2) requires `len` valid and `value` valid for `*len` bytes.
+    match unsafe { sys::put_opt(value, len, bytes) } {
+        Ok(()) => Action::Done(0),
+        Err(e) => Action::Fail(e),
+    }
+}
+
+fn put_int(value: *mut c_void, len: *mut socklen_t, v: c_int) -> Action<c_int> {
+    put(value, len, &v.to_ne_bytes())
+}
 
 pub(crate) fn getsockopt(
     fd: c_int,
-    _level: c_int,
-    _name: c_int,
-    _value: *mut c_void,
-    _len: *mut socklen_t,
+    level: c_int,
+    name: c_int,
+    value: *mut c_void,
+    len: *mut socklen_t,
 ) -> Action<c_int> {
-    Action::for_fd("getsockopt", fd)
+    let Some(sock) = registry::get(fd) else {
+        return Action::Pass;
+    };
+    let opts = sock.options();
+    let stream = match &*sock {
+        Socket::Stream(c) => Some(c),
+        Socket::Listener(_) => None,
+    };
+    let ring = stream.map_or(1 << 20, |c| c.ring_bytes()) as c_int;
+    match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_TYPE) => put_int(value, len, libc::SOCK_STREAM),
+        (libc::SOL_SOCKET, libc::SO_DOMAIN) => put_int(value, len, sock.family()),
+        (libc::SOL_SOCKET, libc::SO_PROTOCOL) => put_int(value, len, libc::IPPROTO_TCP),
+        (libc::SOL_SOCKET, libc::SO_ERROR) => put_int(
+            value,
+            len,
+            stream.map_or(0, |c| c.error.swap(0, Ordering::Relaxed)),
+        ),
+        (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => {
+            let listening = match &*sock {
+                Socket::Listener(l) => l.listening.load(Ordering::Relaxed),
+                Socket::Stream(_) => false,
+            };
+            put_int(value, len, c_int::from(listening))
+        }
+        (libc::SOL_SOCKET, libc::SO_RCVBUF | libc::SO_SNDBUF) => {
+            // Like the kernel, report the effective size (a set value is
+            // doubled there; here the ring's size is what holds data).
+            put_int(
+                value,
+                len,
+                opts.get_int(level, name)
+                    .map_or(ring, |v| v.saturating_mul(2)),
+            )
+        }
+        (libc::SOL_SOCKET, libc::SO_RCVTIMEO | libc::SO_SNDTIMEO) => put(
+            value,
+            len,
+            &opts.get(level, name).unwrap_or_else(|| vec![0u8; 16]),
+        ),
+        (libc::SOL_SOCKET, libc::SO_LINGER) => put(
+            value,
+            len,
+            &opts.get(level, name).unwrap_or_else(|| vec![0u8; 8]),
+        ),
+        (libc::IPPROTO_TCP | libc::IPPROTO_IP | libc::IPPROTO_IPV6, _) | (libc::SOL_SOCKET, _) => {
+            match opts.get(level, name) {
+                Some(v) => put(value, len, &v),
+                None if level == libc::IPPROTO_TCP && name == libc::TCP_MAXSEG => {
+                    put_int(value, len, 65483)
+                }
+                None if level == libc::IPPROTO_TCP && name == libc::TCP_INFO => {
+                    Action::Fail(libc::EOPNOTSUPP)
+                }
+                None if level == libc::SOL_SOCKET => Action::Pass,
+                None => put_int(value, len, 0),
+            }
+        }
+        _ => Action::Fail(libc::ENOPROTOOPT),
+    }
 }
 
 pub(crate) fn setsockopt(
     fd: c_int,
-    _level: c_int,
-    _name: c_int,
-    _value: *const c_void,
-    _len: socklen_t,
+    level: c_int,
+    name: c_int,
+    value: *const c_void,
+    len: socklen_t,
 ) -> Action<c_int> {
-    Action::for_fd("setsockopt", fd)
+    let Some(sock) = registry::get(fd) else {
+        return Action::Pass;
+    };
+    if len > 0 && value.is_null() {
+        return Action::Fail(libc::EFAULT);
+    }
+    let n = (len as usize).min(256);
+    #[allow(unsafe_code)]
+    // SAFETY: setsockopt(2) requires `value` valid for `len` bytes of reads.
+    let bytes = unsafe { sys::in_buf(value, n) };
+    match level {
+        libc::SOL_SOCKET | libc::IPPROTO_TCP | libc::IPPROTO_IP | libc::IPPROTO_IPV6 => {
+            sock.options().set(level, name, bytes);
+            Action::Done(0)
+        }
+        _ => Action::Fail(libc::ENOPROTOOPT),
+    }
 }
 
-/// `fcntl` and `fcntl64` (one function in glibc under two names). The
-/// variadic argument arrives as one register-sized value; commands that take
-/// none see garbage there, which the real fcntl ignores too.
-pub(crate) fn fcntl(fd: c_int, _cmd: c_int, _arg: c_ulong) -> Action<c_int> {
-    Action::for_fd("fcntl", fd)
+/// `fcntl` and `fcntl64`. F_DUPFD/F_DUPFD_CLOEXEC of an fd of ours share
+/// its socket; everything else acts on the real object behind the fd.
+pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> Action<c_int> {
+    if cmd != libc::F_DUPFD && cmd != libc::F_DUPFD_CLOEXEC {
+        return Action::Pass;
+    }
+    let Some(sock) = registry::get(fd) else {
+        return Action::Pass;
+    };
+    let min = c_int::try_from(arg).unwrap_or(c_int::MAX);
+    let new = if cmd == libc::F_DUPFD_CLOEXEC {
+        rustix::io::fcntl_dupfd_cloexec(sys::borrow_fd(fd), min)
+    } else {
+        // rustix has no plain F_DUPFD; dup then clear close-on-exec.
+        rustix::io::fcntl_dupfd_cloexec(sys::borrow_fd(fd), min)
+            .and_then(|f| rustix::io::fcntl_setfd(&f, rustix::io::FdFlags::empty()).map(|()| f))
+    };
+    share(new, sock)
 }
 
-pub(crate) fn ioctl(fd: c_int, _request: c_ulong, _arg: c_ulong) -> Action<c_int> {
-    Action::for_fd("ioctl", fd)
+/// Registers a new fd that refers to the same socket.
+pub(crate) fn share(
+    new: rustix::io::Result<std::os::fd::OwnedFd>,
+    sock: Arc<Socket>,
+) -> Action<c_int> {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    match new {
+        Ok(f) => {
+            if registry::insert(f.as_raw_fd(), sock).is_err() {
+                return Action::Fail(libc::EMFILE);
+            }
+            Action::Done(f.into_raw_fd())
+        }
+        Err(e) => Action::Fail(e.raw_os_error()),
+    }
+}
+
+/// FIONREAD counts the ring's bytes; FIONBIO and the rest act on the real
+/// object behind the fd.
+pub(crate) fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> Action<c_int> {
+    if request != libc::FIONREAD as c_ulong {
+        return Action::Pass;
+    }
+    let Some(sock) = registry::get(fd) else {
+        return Action::Pass;
+    };
+    let n = match &*sock {
+        Socket::Stream(c) => c.available(),
+        Socket::Listener(_) => return Action::Fail(libc::EINVAL),
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: ioctl(FIONREAD) requires `arg` to point at an int.
+    match unsafe { sys::put_int(arg as *mut c_int, c_int::try_from(n).unwrap_or(c_int::MAX)) } {
+        Ok(()) => Action::Done(0),
+        Err(e) => Action::Fail(e),
+    }
 }

@@ -44,21 +44,21 @@ extern "C" fn prepare() {
     // The child must never need dlsym (its loader lock may be held by a
     // thread that does not exist in the child).
     real::resolve_all();
-    // Later: take, in one fixed order, every lock the data path owns
-    // (listener registry, slab free list), so no lock is copied into the
-    // child while held by a thread that does not exist there.
+    // Hold the socket registry's lock across the fork, so the child never
+    // inherits it locked by a thread that does not exist there.
+    crate::registry::before_fork();
 }
 
 /// After fork, in the parent.
 extern "C" fn parent() {
-    // Later: release what `prepare` took.
+    crate::registry::after_fork_parent();
 }
 
 /// After fork, in the child (single-threaded from here).
 extern "C" fn child() {
-    // Later: release what `prepare` took; then mark every connection in the
-    // fd table as shared by two processes (the rings are MAP_SHARED and
-    // single-producer/single-consumer: serialise per direction across
-    // processes or enforce single ownership), and reset per-process state
-    // (cached pid, rendezvous client state).
+    // Releases the lock and bumps the fork generation, which marks every
+    // existing socket as shared with the parent: neither process alone may
+    // then announce EOF or remove a rendezvous name on close. (Using one
+    // connection from both processes at once is not serialised yet.)
+    crate::registry::after_fork_child();
 }

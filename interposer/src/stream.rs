@@ -1,97 +1,234 @@
-//! Stream data: the calls the shared-memory rings will serve.
-//!
-//! Each takes the caller's arguments unchanged so the data path can slot in
-//! per call; today an fd that is not ours passes through.
-#![forbid(unsafe_code)]
+//! Stream data on emulated connections: every read and write call, the
+//! fortified variants included, goes through `recv`/`send` here.
+#![deny(unsafe_code)]
 
 use core::ffi::{c_int, c_void};
+use std::io::{IoSlice, IoSliceMut};
 
 use libc::{iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use rustix::io::Errno;
 
 use crate::hooks::Action;
+use crate::socket::Socket;
+use crate::sys;
+use crate::{fdtable, registry};
 
-pub(crate) fn read(fd: c_int, _buf: *mut c_void, _count: size_t) -> Action<ssize_t> {
-    Action::for_fd("read", fd)
+fn iov_count(cnt: c_int) -> Result<usize, Errno> {
+    usize::try_from(cnt)
+        .ok()
+        .filter(|&n| n <= libc::UIO_MAXIOV as usize)
+        .ok_or(Errno::INVAL)
 }
 
-pub(crate) fn write(fd: c_int, _buf: *const c_void, _count: size_t) -> Action<ssize_t> {
-    Action::for_fd("write", fd)
+/// The shared body of the single-buffer receive calls.
+fn recv_buf(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> Action<ssize_t> {
+    if !fdtable::is_owned(fd) {
+        return Action::Pass; // the pass-through fast path: one atomic load
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: read(2)/recv(2) require `buf` valid for `len` bytes of writes.
+    let b = unsafe { sys::out_buf(buf, len) };
+    recv_slices(fd, flags, &mut [IoSliceMut::new(b)])
 }
 
-pub(crate) fn send(fd: c_int, _b: *const c_void, _n: size_t, _flags: c_int) -> Action<ssize_t> {
-    Action::for_fd("send", fd)
+/// The shared body of the single-buffer send calls.
+fn send_buf(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> Action<ssize_t> {
+    if !fdtable::is_owned(fd) {
+        return Action::Pass;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: write(2)/send(2) require `buf` valid for `len` bytes of reads.
+    let b = unsafe { sys::in_buf(buf, len) };
+    send_slices(fd, flags, &[IoSlice::new(b)])
 }
 
-pub(crate) fn recv(fd: c_int, _b: *mut c_void, _n: size_t, _flags: c_int) -> Action<ssize_t> {
-    Action::for_fd("recv", fd)
+fn send_slices(fd: c_int, flags: c_int, bufs: &[IoSlice<'_>]) -> Action<ssize_t> {
+    let Some(sock) = registry::get(fd) else {
+        return Action::Pass;
+    };
+    let Socket::Stream(conn) = &*sock else {
+        return Action::Fail(libc::ENOTCONN);
+    };
+    match conn.send(bufs, flags) {
+        Ok(n) => Action::Done(n as ssize_t),
+        Err(Errno::PIPE) => {
+            if flags & libc::MSG_NOSIGNAL == 0 {
+                sys::raise_sigpipe();
+            }
+            Action::Fail(libc::EPIPE)
+        }
+        Err(e) => Action::Fail(e.raw_os_error()),
+    }
 }
 
+fn recv_slices(fd: c_int, flags: c_int, bufs: &mut [IoSliceMut<'_>]) -> Action<ssize_t> {
+    let Some(sock) = registry::get(fd) else {
+        return Action::Pass;
+    };
+    let Socket::Stream(conn) = &*sock else {
+        return Action::Fail(libc::ENOTCONN);
+    };
+    match conn.recv(bufs, flags) {
+        Ok(n) => Action::Done(n as ssize_t),
+        Err(e) => Action::Fail(e.raw_os_error()),
+    }
+}
+
+pub(crate) fn read(fd: c_int, buf: *mut c_void, count: size_t) -> Action<ssize_t> {
+    recv_buf(fd, buf, count, 0)
+}
+
+pub(crate) fn write(fd: c_int, buf: *const c_void, count: size_t) -> Action<ssize_t> {
+    send_buf(fd, buf, count, 0)
+}
+
+pub(crate) fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> Action<ssize_t> {
+    send_buf(fd, buf, n, flags)
+}
+
+pub(crate) fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> Action<ssize_t> {
+    recv_buf(fd, buf, n, flags)
+}
+
+/// On a connected TCP socket the destination address is ignored.
 pub(crate) fn sendto(
     fd: c_int,
-    _buf: *const c_void,
-    _len: size_t,
-    _flags: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
     _addr: *const sockaddr,
     _addrlen: socklen_t,
 ) -> Action<ssize_t> {
-    Action::for_fd("sendto", fd)
+    send_buf(fd, buf, len, flags)
 }
 
+/// TCP reports no source address: `*addrlen` becomes 0.
 pub(crate) fn recvfrom(
     fd: c_int,
-    _buf: *mut c_void,
-    _len: size_t,
-    _flags: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
     _addr: *mut sockaddr,
-    _addrlen: *mut socklen_t,
+    addrlen: *mut socklen_t,
 ) -> Action<ssize_t> {
-    Action::for_fd("recvfrom", fd)
+    let r = recv_buf(fd, buf, len, flags);
+    if matches!(r, Action::Done(_)) {
+        #[allow(unsafe_code)]
+        // SAFETY: recvfrom(2) requires `addrlen` null or valid.
+        unsafe {
+            sys::clear_len(addrlen)
+        };
+    }
+    r
 }
 
-pub(crate) fn readv(fd: c_int, _iov: *const iovec, _iovcnt: c_int) -> Action<ssize_t> {
-    Action::for_fd("readv", fd)
+pub(crate) fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> Action<ssize_t> {
+    if !fdtable::is_owned(fd) {
+        return Action::Pass;
+    }
+    let n = match iov_count(iovcnt) {
+        Ok(n) => n,
+        Err(e) => return Action::Fail(e.raw_os_error()),
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: readv(2) requires `iovcnt` valid iovecs with writable buffers.
+    let bufs = unsafe { sys::out_iovecs(iov, n) };
+    recv_slices(fd, 0, bufs)
 }
 
-pub(crate) fn writev(fd: c_int, _iov: *const iovec, _iovcnt: c_int) -> Action<ssize_t> {
-    Action::for_fd("writev", fd)
+pub(crate) fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> Action<ssize_t> {
+    if !fdtable::is_owned(fd) {
+        return Action::Pass;
+    }
+    let n = match iov_count(iovcnt) {
+        Ok(n) => n,
+        Err(e) => return Action::Fail(e.raw_os_error()),
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: writev(2) requires `iovcnt` valid iovecs with readable buffers.
+    let bufs = unsafe { sys::in_iovecs(iov, n) };
+    send_slices(fd, 0, bufs)
 }
 
-pub(crate) fn sendmsg(fd: c_int, _msg: *const msghdr, _flags: c_int) -> Action<ssize_t> {
-    Action::for_fd("sendmsg", fd)
+pub(crate) fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Action<ssize_t> {
+    if !fdtable::is_owned(fd) {
+        return Action::Pass;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: sendmsg(2) requires a valid msghdr.
+    let Some((iov, cnt)) = (unsafe { sys::msg_iov_in(msg) }) else {
+        return Action::Fail(libc::EFAULT);
+    };
+    if cnt > libc::UIO_MAXIOV as usize {
+        return Action::Fail(libc::EMSGSIZE);
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the msghdr's iovecs, valid as sendmsg(2) requires.
+    let bufs = unsafe { sys::in_iovecs(iov, cnt) };
+    send_slices(fd, flags, bufs)
 }
 
-pub(crate) fn recvmsg(fd: c_int, _msg: *mut msghdr, _flags: c_int) -> Action<ssize_t> {
-    Action::for_fd("recvmsg", fd)
+pub(crate) fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> Action<ssize_t> {
+    if !fdtable::is_owned(fd) {
+        return Action::Pass;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: recvmsg(2) requires a valid msghdr.
+    let Some((iov, cnt)) = (unsafe { sys::msg_parts(msg) }) else {
+        return Action::Fail(libc::EFAULT);
+    };
+    if cnt > libc::UIO_MAXIOV as usize {
+        return Action::Fail(libc::EMSGSIZE);
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the msghdr's iovecs, valid as recvmsg(2) requires.
+    let bufs = unsafe { sys::out_iovecs(iov, cnt) };
+    let r = recv_slices(fd, flags, bufs);
+    if matches!(r, Action::Done(_)) {
+        #[allow(unsafe_code)]
+        // SAFETY: as above.
+        unsafe {
+            sys::msg_clear_out(msg)
+        };
+    }
+    r
 }
 
-// The fortified variants. glibc's `__read_chk` calls `__chk_fail()` (abort
-// with "*** buffer overflow detected ***") when `nbytes > buflen`, before
-// any I/O; pass-through keeps that by calling the real `__read_chk`. On an
-// fd of ours the data path must check first the same way (calling the real
-// `__*_chk` when the check fails gives the identical abort).
+// The fortified variants. glibc's `__read_chk` aborts ("buffer overflow
+// detected") when `nbytes > buflen`, before any I/O; passing such a call
+// through to the real `__read_chk` keeps that abort for our fds too.
 
-pub(crate) fn read_chk(fd: c_int, _b: *mut c_void, _n: size_t, _buflen: size_t) -> Action<ssize_t> {
-    Action::for_fd("__read_chk", fd)
+pub(crate) fn read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> Action<ssize_t> {
+    if n > buflen {
+        return Action::Pass;
+    }
+    recv_buf(fd, buf, n, 0)
 }
 
 pub(crate) fn recv_chk(
     fd: c_int,
-    _buf: *mut c_void,
-    _len: size_t,
-    _buflen: size_t,
-    _flags: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
 ) -> Action<ssize_t> {
-    Action::for_fd("__recv_chk", fd)
+    if len > buflen {
+        return Action::Pass;
+    }
+    recv_buf(fd, buf, len, flags)
 }
 
 pub(crate) fn recvfrom_chk(
     fd: c_int,
-    _buf: *mut c_void,
-    _len: size_t,
-    _buflen: size_t,
-    _flags: c_int,
-    _addr: *mut sockaddr,
-    _addrlen: *mut socklen_t,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
 ) -> Action<ssize_t> {
-    Action::for_fd("__recvfrom_chk", fd)
+    if len > buflen {
+        return Action::Pass;
+    }
+    recvfrom(fd, buf, len, flags, addr, addrlen)
 }

@@ -138,6 +138,254 @@ impl<T> Publish<T> {
     }
 }
 
+/// Borrow an fd number the caller handed us for the duration of one call.
+///
+/// Another thread may close it meanwhile; the kernel then answers EBADF (or
+/// acts on a reused number, exactly as the caller's own call would have).
+pub(crate) fn borrow_fd(fd: c_int) -> std::os::fd::BorrowedFd<'static> {
+    // SAFETY: `fd` is not -1 for calls that reach the data path (it is in
+    // the fd table); the BorrowedFd never closes it.
+    unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }
+}
+
+/// The caller's buffer as a slice (empty for a null or zero-length one).
+///
+/// # Safety
+/// `ptr` must be null or valid for reads of `len` bytes for the call, as
+/// write(2)/send(2) require of their caller.
+pub(crate) unsafe fn in_buf<'a>(ptr: *const c_void, len: usize) -> &'a [u8] {
+    if ptr.is_null() || len == 0 {
+        return &[];
+    }
+    // SAFETY: the caller's contract above.
+    unsafe { core::slice::from_raw_parts(ptr.cast::<u8>(), len) }
+}
+
+/// The caller's buffer as a mutable slice (empty for null or zero length).
+///
+/// # Safety
+/// `ptr` must be null or valid for writes of `len` bytes for the call, as
+/// read(2)/recv(2) require; nothing else may access it meanwhile.
+pub(crate) unsafe fn out_buf<'a>(ptr: *mut c_void, len: usize) -> &'a mut [u8] {
+    if ptr.is_null() || len == 0 {
+        return &mut [];
+    }
+    // SAFETY: the caller's contract above.
+    unsafe { core::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) }
+}
+
+/// C iovecs as `IoSlice`s, which std guarantees to be ABI-compatible with
+/// `struct iovec` on Unix (no copy, no allocation).
+///
+/// # Safety
+/// `iov` must point to `cnt` iovecs whose buffers are readable, as
+/// writev(2) requires; `cnt` is checked to be in 0..=IOV_MAX by the caller.
+pub(crate) unsafe fn in_iovecs<'a>(
+    iov: *const libc::iovec,
+    cnt: usize,
+) -> &'a [std::io::IoSlice<'a>] {
+    if iov.is_null() || cnt == 0 {
+        return &[];
+    }
+    // SAFETY: layout-compatible types (std docs of IoSlice); caller contract.
+    unsafe { core::slice::from_raw_parts(iov.cast::<std::io::IoSlice<'a>>(), cnt) }
+}
+
+/// C iovecs as `IoSliceMut`s (see `in_iovecs`).
+///
+/// # Safety
+/// As `in_iovecs`, with the buffers writable as readv(2) requires.
+pub(crate) unsafe fn out_iovecs<'a>(
+    iov: *const libc::iovec,
+    cnt: usize,
+) -> &'a mut [std::io::IoSliceMut<'a>] {
+    if iov.is_null() || cnt == 0 {
+        return &mut [];
+    }
+    // SAFETY: layout-compatible types (std docs of IoSliceMut); the iovec
+    // array itself is only read by us (IoSliceMut::advance is never used).
+    unsafe {
+        core::slice::from_raw_parts_mut(iov.cast_mut().cast::<std::io::IoSliceMut<'a>>(), cnt)
+    }
+}
+
+/// Writes `addr` to a caller's (sockaddr*, socklen_t*) pair the way the
+/// kernel does: truncated to the caller's length, which is then set to the
+/// full length. A null `out` is allowed (accept(fd, NULL, NULL)).
+///
+/// # Safety
+/// `out`/`len` null, or `len` valid for read/write and `out` valid for
+/// `*len` bytes of writes, as accept(2)/getsockname(2) require.
+pub(crate) unsafe fn put_socket_addr(
+    addr: SocketAddr,
+    out: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+) {
+    if out.is_null() || len.is_null() {
+        return;
+    }
+    let mut storage = zeroed_storage();
+    let full = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            core::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo().to_be(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            core::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    // SAFETY: caller contract: `len` is readable and writable.
+    let room = unsafe { ptr::read_unaligned(len) } as usize;
+    let n = room.min(full);
+    // SAFETY: `out` has room for `room >= n` bytes; storage has `full >= n`.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            (&storage as *const libc::sockaddr_storage).cast::<u8>(),
+            out.cast::<u8>(),
+            n,
+        );
+        ptr::write_unaligned(len, full as libc::socklen_t);
+    }
+}
+
+/// Sets `*len = 0` if `len` is non-null (TCP's recvfrom reports no address).
+///
+/// # Safety
+/// `len` null or valid for writes.
+pub(crate) unsafe fn clear_len(len: *mut libc::socklen_t) {
+    if !len.is_null() {
+        // SAFETY: caller contract.
+        unsafe { ptr::write_unaligned(len, 0) };
+    }
+}
+
+/// Copies `bytes` to a getsockopt result buffer, truncated to `*len`,
+/// and sets `*len` to what was copied (as the kernel does for ints).
+///
+/// # Safety
+/// `len` valid for read/write and `value` for `*len` bytes of writes.
+pub(crate) unsafe fn put_opt(
+    value: *mut c_void,
+    len: *mut libc::socklen_t,
+    bytes: &[u8],
+) -> Result<(), c_int> {
+    if value.is_null() || len.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: caller contract.
+    let room = unsafe { ptr::read_unaligned(len) } as usize;
+    let n = room.min(bytes.len());
+    // SAFETY: `value` has room for `room >= n` bytes.
+    unsafe {
+        ptr::copy_nonoverlapping(bytes.as_ptr(), value.cast::<u8>(), n);
+        ptr::write_unaligned(len, n as libc::socklen_t);
+    }
+    Ok(())
+}
+
+/// Reads a msghdr's iovec list and clears its name/control lengths and
+/// flags, as TCP's recvmsg does (no address, no ancillary data).
+///
+/// # Safety
+/// `msg` must be a valid msghdr as recvmsg(2) requires.
+pub(crate) unsafe fn msg_parts(msg: *mut libc::msghdr) -> Option<(*const libc::iovec, usize)> {
+    if msg.is_null() {
+        return None;
+    }
+    // SAFETY: caller contract.
+    let m = unsafe { &mut *msg };
+    Some((m.msg_iov.cast_const(), m.msg_iovlen))
+}
+
+/// After an emulated recvmsg: no peer address, no control data, no flags.
+///
+/// # Safety
+/// As `msg_parts`.
+pub(crate) unsafe fn msg_clear_out(msg: *mut libc::msghdr) {
+    // SAFETY: caller contract.
+    let m = unsafe { &mut *msg };
+    m.msg_namelen = 0;
+    m.msg_controllen = 0;
+    m.msg_flags = 0;
+}
+
+/// The iovecs of a msghdr given to sendmsg.
+///
+/// # Safety
+/// `msg` must be a valid msghdr as sendmsg(2) requires.
+pub(crate) unsafe fn msg_iov_in(msg: *const libc::msghdr) -> Option<(*const libc::iovec, usize)> {
+    if msg.is_null() {
+        return None;
+    }
+    // SAFETY: caller contract.
+    let m = unsafe { &*msg };
+    Some((m.msg_iov.cast_const(), m.msg_iovlen))
+}
+
+/// Stores an int through a caller's pointer (ioctl FIONREAD).
+///
+/// # Safety
+/// `p` null or valid for writes of an int.
+pub(crate) unsafe fn put_int(p: *mut c_int, v: c_int) -> Result<(), c_int> {
+    if p.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: caller contract.
+    unsafe { ptr::write_unaligned(p, v) };
+    Ok(())
+}
+
+/// Sends SIGPIPE to the calling thread, as a write to a closed TCP
+/// connection does without MSG_NOSIGNAL.
+pub(crate) fn raise_sigpipe() {
+    // SAFETY: pthread_kill on the calling thread with a valid signal.
+    unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGPIPE) };
+}
+
+fn zeroed_storage() -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is a plain C struct; all-zero is a valid value.
+    unsafe { core::mem::zeroed() }
+}
+
+/// Makes fd number `target` refer to `src`'s open file (dup3), keeping
+/// `target`'s close-on-exec setting as the caller asks.
+pub(crate) fn dup_onto(
+    src: std::os::fd::BorrowedFd<'_>,
+    target: c_int,
+    cloexec: bool,
+) -> rustix::io::Result<()> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: `target` is an fd the application handed us (its socket); the
+    // ManuallyDrop makes sure we never close it, dup3 only replaces it.
+    let mut t = core::mem::ManuallyDrop::new(unsafe { std::os::fd::OwnedFd::from_raw_fd(target) });
+    let flags = if cloexec {
+        rustix::io::DupFlags::CLOEXEC
+    } else {
+        rustix::io::DupFlags::empty()
+    };
+    rustix::io::dup3(src, &mut t, flags)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

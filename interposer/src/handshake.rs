@@ -1,0 +1,233 @@
+//! The connect handshake of seed 000 claims 82-83, over the rendezvous.
+//!
+//! 1. The connector creates the connection segment (a sealed memfd holding
+//!    both directions) and initialises its own direction.
+//! 2. It connects to the listener's rendezvous socket and sends a connect
+//!    message carrying its virtual address and, as SCM_RIGHTS, the memfd —
+//!    the "memory location" of its data area.
+//! 3. The listener matches it (the kernel queues it on the listener it was
+//!    addressed to), maps the segment, initialises its direction and answers
+//!    "connected" with its own virtual address.
+//!
+//! The connector does not wait for the answer in connect(): like TCP, whose
+//! connect completes from the listen backlog before accept, it may queue
+//! data at once; it reads the answer before its first read.
+//!
+//! Messages are 32 bytes, little-endian:
+//! `magic u32 | version u16 | kind u16 | family u16 | port u16 | status u32 | ip [u8; 16]`.
+//! Everything the peer sends is validated; a bad message is a refused or
+//! reset connection, never a crash.
+#![deny(unsafe_code)]
+
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::os::fd::{BorrowedFd, OwnedFd};
+
+use rustix::io::Errno;
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags,
+};
+
+pub(crate) const LEN: usize = 32;
+const MAGIC: u32 = u32::from_le_bytes(*b"SHMH");
+const VERSION: u16 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Connect = 1,
+    Connected = 2,
+    Refused = 3,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Message {
+    pub kind: Kind,
+    pub addr: SocketAddr,
+    pub status: u32,
+}
+
+impl Message {
+    pub(crate) fn encode(&self) -> [u8; LEN] {
+        let mut b = [0u8; LEN];
+        b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        b[4..6].copy_from_slice(&VERSION.to_le_bytes());
+        b[6..8].copy_from_slice(&(self.kind as u16).to_le_bytes());
+        let (family, ip) = match self.addr.ip() {
+            IpAddr::V4(ip) => (4u16, ip.to_ipv6_mapped().octets()),
+            IpAddr::V6(ip) => (6u16, ip.octets()),
+        };
+        b[8..10].copy_from_slice(&family.to_le_bytes());
+        b[10..12].copy_from_slice(&self.addr.port().to_le_bytes());
+        b[12..16].copy_from_slice(&self.status.to_le_bytes());
+        b[16..32].copy_from_slice(&ip);
+        b
+    }
+
+    pub(crate) fn decode(b: &[u8; LEN]) -> Result<Message, &'static str> {
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        if u32::from_le_bytes([b[0], b[1], b[2], b[3]]) != MAGIC {
+            return Err("bad magic");
+        }
+        if u16_at(4) != VERSION {
+            return Err("unsupported version");
+        }
+        let kind = match u16_at(6) {
+            1 => Kind::Connect,
+            2 => Kind::Connected,
+            3 => Kind::Refused,
+            _ => return Err("unknown message kind"),
+        };
+        let mut raw = [0u8; 16];
+        raw.copy_from_slice(&b[16..32]);
+        let v6 = Ipv6Addr::from(raw);
+        let ip = match u16_at(8) {
+            4 => IpAddr::V4(v6.to_ipv4_mapped().ok_or("IPv4 address not mapped")?),
+            6 => IpAddr::V6(v6),
+            _ => return Err("unknown address family"),
+        };
+        let status = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
+        Ok(Message {
+            kind,
+            addr: SocketAddr::new(ip, u16_at(10)),
+            status,
+        })
+    }
+}
+
+/// Sends `msg`, with `fd` attached as SCM_RIGHTS if given.
+pub(crate) fn send(
+    sock: BorrowedFd<'_>,
+    msg: &Message,
+    fd: Option<BorrowedFd<'_>>,
+) -> Result<(), Errno> {
+    let bytes = msg.encode();
+    let iov = [IoSlice::new(&bytes)];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds;
+    if let Some(fd) = fd {
+        fds = [fd];
+        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+            return Err(Errno::NOBUFS);
+        }
+    }
+    let sent = rustix::net::sendmsg(sock, &iov, &mut control, SendFlags::NOSIGNAL)?;
+    if sent != LEN {
+        return Err(Errno::PROTO);
+    }
+    Ok(())
+}
+
+/// Receives one message without blocking (EAGAIN if none is complete yet),
+/// and the fd attached to it, if any. Extra fds are closed.
+pub(crate) fn recv(sock: BorrowedFd<'_>) -> Result<(Message, Option<OwnedFd>), Errno> {
+    // Peek first so a partial message is left in place (a 32-byte message
+    // on a stream socket is normally whole, but need not be).
+    let mut peek = [0u8; LEN];
+    let (n, _) = rustix::net::recv(sock, &mut peek, RecvFlags::PEEK | RecvFlags::DONTWAIT)?;
+    if n == 0 {
+        return Err(Errno::CONNRESET);
+    }
+    if n < LEN {
+        return Err(Errno::AGAIN);
+    }
+    let mut bytes = [0u8; LEN];
+    let mut iov = [IoSliceMut::new(&mut bytes)];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = rustix::net::recvmsg(
+        sock,
+        &mut iov,
+        &mut control,
+        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut passed = None;
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            for fd in fds {
+                // Keep the first; dropping any others closes them.
+                passed.get_or_insert(fd);
+            }
+        }
+    }
+    if got.bytes != LEN {
+        return Err(Errno::PROTO);
+    }
+    let msg = Message::decode(&bytes).map_err(|_| Errno::PROTO)?;
+    Ok((msg, passed))
+}
+
+/// Waits until `sock` is readable, at most `ms` milliseconds (-1: forever).
+pub(crate) fn wait_readable(
+    sock: BorrowedFd<'_>,
+    timeout: Option<std::time::Duration>,
+) -> Result<bool, Errno> {
+    let mut fds = [rustix::event::PollFd::new(
+        &sock,
+        rustix::event::PollFlags::IN,
+    )];
+    let ts = timeout.map(|t| rustix::time::Timespec {
+        tv_sec: t.as_secs() as _,
+        tv_nsec: t.subsec_nanos() as _,
+    });
+    let n = rustix::event::poll(&mut fds, ts.as_ref())?;
+    Ok(n > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn messages_round_trip_and_garbage_is_rejected() {
+        for addr in ["127.77.0.1:8080", "[::1]:443", "127.0.0.1:0"] {
+            let m = Message {
+                kind: Kind::Connect,
+                addr: addr.parse().unwrap(),
+                status: 0,
+            };
+            assert_eq!(Message::decode(&m.encode()), Ok(m));
+        }
+        let good = Message {
+            kind: Kind::Connected,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            status: 0,
+        }
+        .encode();
+        for (i, v) in [(0, 0u8), (4, 9), (6, 9), (8, 5)] {
+            let mut bad = good;
+            bad[i] = v;
+            assert!(Message::decode(&bad).is_err(), "byte {i}");
+        }
+        let mut bad = good;
+        bad[8] = 4;
+        bad[16] = 1; // family 4 with a non-mapped address
+        assert!(Message::decode(&bad).is_err());
+    }
+
+    #[test]
+    fn fds_travel_with_messages() {
+        let (a, b) = rustix::net::socketpair(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap();
+        let m = Message {
+            kind: Kind::Connect,
+            addr: "127.77.0.9:5".parse().unwrap(),
+            status: 0,
+        };
+        assert_eq!(recv(b.as_fd()).unwrap_err(), Errno::AGAIN);
+        send(a.as_fd(), &m, Some(a.as_fd())).unwrap();
+        let (got, fd) = recv(b.as_fd()).unwrap();
+        assert_eq!(got, m);
+        assert!(fd.is_some());
+        drop(a);
+        assert_eq!(recv(b.as_fd()).unwrap_err(), Errno::CONNRESET);
+    }
+}

@@ -1,0 +1,128 @@
+//! Per-socket state behind the fd table: a slab of `Arc<Socket>` slots,
+//! each fd of ours holding one slot (dups hold clones of the same Arc).
+//!
+//! The fd table answers "is this fd ours?" with one atomic load; only then
+//! is the slab consulted, under a process-private read lock. A signal
+//! handler that interrupts a thread inside the library never gets here (the
+//! re-entry guard fails such a call with EIO), so the lock cannot deadlock
+//! against its own thread. Fork: `prepare` takes the lock so no other thread
+//! holds it at the fork; `parent` and `child` release it.
+#![deny(unsafe_code)]
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::fdtable::{self, Handle, InsertError};
+use crate::socket::Socket;
+
+struct Slot {
+    generation: u32,
+    socket: Option<Arc<Socket>>,
+}
+
+struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+static SLAB: RwLock<Slab> = RwLock::new(Slab {
+    slots: Vec::new(),
+    free: Vec::new(),
+});
+
+/// Bumped in both processes at every fork: state created before a fork is
+/// shared with another process, and must not announce EOF or unlink its
+/// rendezvous when one of the two closes it.
+static FORK_GENERATION: AtomicU32 = AtomicU32::new(0);
+
+pub(crate) fn fork_generation() -> u32 {
+    FORK_GENERATION.load(Ordering::Relaxed)
+}
+
+/// The socket behind `fd`, if it is ours.
+#[inline]
+pub(crate) fn get(fd: RawFd) -> Option<Arc<Socket>> {
+    let handle = fdtable::table().get(fd)?;
+    let slab = SLAB.read();
+    let slot = slab.slots.get(handle.index() as usize)?;
+    if slot.generation != handle.generation() {
+        return None;
+    }
+    slot.socket.clone()
+}
+
+/// Makes `fd` refer to `socket`. An fd that was ours already (a number the
+/// kernel reused after a close we did not see) is released first.
+pub(crate) fn insert(fd: RawFd, socket: Arc<Socket>) -> Result<(), ()> {
+    let handle = {
+        let mut slab = SLAB.write();
+        let index = match slab.free.pop() {
+            Some(i) => i,
+            None => {
+                let i = u32::try_from(slab.slots.len()).map_err(|_| ())?;
+                slab.slots.push(Slot {
+                    generation: 0,
+                    socket: None,
+                });
+                i
+            }
+        };
+        let slot = &mut slab.slots[index as usize];
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.socket = Some(socket);
+        Handle::new(index, slot.generation).ok_or(())?
+    };
+    match fdtable::table().insert(fd, handle) {
+        Ok(()) => Ok(()),
+        Err(InsertError::Occupied(_)) => {
+            if let Ok(Some(old)) = fdtable::table().replace(fd, handle) {
+                drop(release(old));
+            }
+            Ok(())
+        }
+        Err(InsertError::OutOfRange) => {
+            drop(release(handle));
+            Err(())
+        }
+    }
+}
+
+/// Frees the slot behind `handle` and returns what it held.
+pub(crate) fn release(handle: Handle) -> Option<Arc<Socket>> {
+    let mut slab = SLAB.write();
+    let index = handle.index();
+    let slot = slab.slots.get_mut(index as usize)?;
+    if slot.generation != handle.generation() {
+        return None;
+    }
+    let socket = slot.socket.take();
+    slot.generation = slot.generation.wrapping_add(1);
+    slab.free.push(index);
+    socket
+}
+
+/// Fork handlers (see the module docs).
+pub(crate) fn before_fork() {
+    core::mem::forget(SLAB.write());
+}
+
+pub(crate) fn after_fork_parent() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    unlock_after_fork();
+}
+
+pub(crate) fn after_fork_child() {
+    FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
+    unlock_after_fork();
+}
+
+#[allow(unsafe_code)]
+fn unlock_after_fork() {
+    // SAFETY: `before_fork` took the write lock in this thread and leaked
+    // the guard; this is the matching release (in the child, the only
+    // thread, which inherited the locked state).
+    unsafe { SLAB.force_unlock_write() };
+}

@@ -1,0 +1,80 @@
+//! Names in the partition network, kept in `SHMNET_DIR`.
+//!
+//! An address:port is *reserved* by holding an `flock` on
+//! `<dir>/tcp4-<ip>-<port>.lock` (the kernel drops it when the last fd of
+//! the holder closes, so a crashed process never leaves a port taken). A
+//! listener's rendezvous is the Unix-domain socket `<dir>/tcp4-<ip>-<port>`
+//! next to it; only the holder of the lock may (re)bind that path, so a
+//! stale socket file left by a crash is simply replaced.
+#![deny(unsafe_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
+
+/// A held reservation of one address:port.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    _lock: OwnedFd,
+    pub addr: SocketAddr,
+}
+
+/// Kernel TCP's default ephemeral range (net.ipv4.ip_local_port_range).
+const EPHEMERAL: std::ops::RangeInclusive<u16> = 32768..=60999;
+
+fn stem(addr: SocketAddr) -> String {
+    match addr.ip() {
+        IpAddr::V4(ip) => format!("tcp4-{ip}-{}", addr.port()),
+        IpAddr::V6(ip) => format!("tcp6-{ip}-{}", addr.port()),
+    }
+}
+
+/// The rendezvous socket path of a listener on `addr`.
+pub(crate) fn socket_path(dir: &Path, addr: SocketAddr) -> PathBuf {
+    dir.join(stem(addr))
+}
+
+/// Reserves `addr` (port non-zero): EADDRINUSE if another socket holds it.
+pub(crate) fn reserve(dir: &Path, addr: SocketAddr) -> Result<Reservation, Errno> {
+    crate::config::ensure_private_dir(dir)
+        .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::ACCESS))?;
+    let path = dir.join(format!("{}.lock", stem(addr)));
+    let lock = rustix::fs::open(
+        &path,
+        OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Reservation { _lock: lock, addr }),
+        Err(Errno::WOULDBLOCK) => Err(Errno::ADDRINUSE),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reserves a free ephemeral port on `ip` (bind to port 0, or a connecting
+/// socket's local name). EADDRNOTAVAIL when the whole range is taken.
+pub(crate) fn reserve_ephemeral(dir: &Path, ip: IpAddr) -> Result<Reservation, Errno> {
+    let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
+    let start = seed() % span;
+    for k in 0..span {
+        let port = EPHEMERAL.start() + ((start + k) % span) as u16;
+        match reserve(dir, SocketAddr::new(ip, port)) {
+            Ok(r) => return Ok(r),
+            Err(Errno::ADDRINUSE) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Errno::ADDRNOTAVAIL)
+}
+
+/// A cheap varying start for the port scan (pid and clock), so concurrent
+/// processes rarely probe the same ports.
+fn seed() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    t ^ std::process::id().wrapping_mul(2_654_435_761)
+}
