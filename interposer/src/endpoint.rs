@@ -41,11 +41,13 @@ pub(crate) fn socketpair(_d: c_int, _t: c_int, _p: c_int, _sv: *mut c_int) -> Ac
 }
 
 /// The partition address `addr` names, if the library diverts it from this
-/// kernel socket: a TCP socket of the address's family.
+/// socket: a kernel TCP socket of the address's family, or one of ours
+/// (`family` given: a socket that was bound but never listened).
 fn diverted(
     fd: c_int,
     addr: *const sockaddr,
     len: socklen_t,
+    family: Option<c_int>,
 ) -> Option<(&'static config::Config, SocketAddr)> {
     let config = config::get()?;
     #[allow(unsafe_code)]
@@ -55,14 +57,21 @@ fn diverted(
     if !config.is_partition_ip(target.ip()) {
         return None;
     }
-    let sock = sys::borrow_fd(fd);
-    let ty = rustix::net::sockopt::socket_type(sock).ok()?;
-    let domain = rustix::net::sockopt::socket_domain(sock).ok()?;
-    let family_ok = match target {
-        SocketAddr::V4(_) => domain == rustix::net::AddressFamily::INET,
-        SocketAddr::V6(_) => domain == rustix::net::AddressFamily::INET6,
+    let family = match family {
+        Some(f) => f,
+        None => {
+            let sock = sys::borrow_fd(fd);
+            if rustix::net::sockopt::socket_type(sock).ok()? != rustix::net::SocketType::STREAM {
+                return None;
+            }
+            match rustix::net::sockopt::socket_domain(sock).ok()? {
+                rustix::net::AddressFamily::INET => libc::AF_INET,
+                rustix::net::AddressFamily::INET6 => libc::AF_INET6,
+                _ => return None,
+            }
+        }
     };
-    (ty == rustix::net::SocketType::STREAM && family_ok).then_some((config, target))
+    (family == crate::socket::family_of(&target)).then_some((config, target))
 }
 
 /// Re-points the application's fd number at `sock`, keeping the fd's
@@ -91,10 +100,14 @@ pub(crate) fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c
     if registry::get(fd).is_some() {
         return fail(Errno::INVAL); // already bound
     }
-    let Some((config, target)) = diverted(fd, addr, len) else {
+    let Some((config, target)) = diverted(fd, addr, len, None) else {
         return Action::Pass;
     };
     if config.fallback != Fallback::Never {
+        log!(
+            debug,
+            "bind(fd {fd}) to partition address {target}: kernel listener (tcp fallback mode)"
+        );
         return Action::Pass;
     }
     match bind_listener(fd, config, target) {
@@ -110,6 +123,7 @@ fn bind_listener(fd: c_int, config: &config::Config, target: SocketAddr) -> Resu
         rendezvous::reserve(&config.dir, target)?
     };
     let path = rendezvous::socket_path(&config.dir, reservation.addr);
+    let opts = Options::snapshot(sys::borrow_fd(fd));
     let sock = unix_socket()?;
     let name = rustix::net::SocketAddrUnix::new(&path).inspect_err(|_| {
         log!(
@@ -129,7 +143,7 @@ fn bind_listener(fd: c_int, config: &config::Config, target: SocketAddr) -> Resu
         reservation.addr,
         path.display()
     );
-    let listener = Listener::new(reservation, path, Options::default());
+    let listener = Listener::new(reservation, path, opts);
     registry::insert(fd, Arc::new(Socket::Listener(listener))).map_err(|()| Errno::MFILE)
 }
 
@@ -226,7 +240,8 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
             Socket::Listener(_) => Some(s.clone()),
         },
     };
-    let Some((config, target)) = diverted(fd, addr, len) else {
+    let family = bound.as_deref().map(Socket::family);
+    let Some((config, target)) = diverted(fd, addr, len, family) else {
         return if bound.is_some() {
             fail(Errno::NETUNREACH)
         } else {
@@ -237,6 +252,7 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
     // Under the tcp fallback a destination without a rendezvous goes to the
     // kernel; under `never` it is refused.
     if config.fallback != Fallback::Never && bound.is_none() && !path.exists() {
+        log!(debug, "connect(fd {fd}) to partition address {target}: no shared-memory listener, kernel connect");
         return Action::Pass;
     }
     let local = match bound.as_deref() {
@@ -249,7 +265,11 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
             Err(e) => return fail(e),
         },
     };
-    match Connection::connect(&path, local, target, config.ring_bytes) {
+    let opts = match bound.as_deref() {
+        Some(s) => s.options().snapshot_copy(),
+        None => Options::snapshot(sys::borrow_fd(fd)),
+    };
+    match Connection::connect(&path, local, target, config.ring_bytes, opts) {
         Ok((sock, conn)) => {
             if let Err(e) = adopt(fd, &sock) {
                 return fail(e);

@@ -227,7 +227,8 @@ mod tests {
         let (got, fd) = recv(b.as_fd()).unwrap();
         assert_eq!(got, m);
         assert!(fd.is_some());
-        drop(a);
+        drop((fd, a)); // the passed fd was a copy of `a`: both must go
+
         assert_eq!(recv(b.as_fd()).unwrap_err(), Errno::CONNRESET);
     }
 }

@@ -35,10 +35,76 @@ pub(crate) struct Options {
 }
 
 impl Options {
+    /// The options a kernel TCP socket carries into emulation (set by the
+    /// application before bind/connect turned it into an emulated one).
+    pub(crate) fn snapshot(fd: BorrowedFd<'_>) -> Options {
+        use rustix::net::sockopt as so;
+        let o = Options::default();
+        let int = |v: bool| i32::from(v).to_ne_bytes();
+        if let Ok(v) = so::tcp_nodelay(fd) {
+            o.set(libc::IPPROTO_TCP, libc::TCP_NODELAY, &int(v));
+        }
+        if let Ok(v) = so::socket_keepalive(fd) {
+            o.set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, &int(v));
+        }
+        if let Ok(v) = so::socket_reuseaddr(fd) {
+            o.set(libc::SOL_SOCKET, libc::SO_REUSEADDR, &int(v));
+        }
+        if let Ok(v) = so::socket_reuseport(fd) {
+            o.set(libc::SOL_SOCKET, libc::SO_REUSEPORT, &int(v));
+        }
+        if let Ok(d) = so::tcp_keepidle(fd) {
+            o.set(
+                libc::IPPROTO_TCP,
+                libc::TCP_KEEPIDLE,
+                &(d.as_secs() as i32).to_ne_bytes(),
+            );
+        }
+        if let Ok(d) = so::tcp_keepintvl(fd) {
+            o.set(
+                libc::IPPROTO_TCP,
+                libc::TCP_KEEPINTVL,
+                &(d.as_secs() as i32).to_ne_bytes(),
+            );
+        }
+        if let Ok(v) = so::tcp_keepcnt(fd) {
+            o.set(
+                libc::IPPROTO_TCP,
+                libc::TCP_KEEPCNT,
+                &(v as i32).to_ne_bytes(),
+            );
+        }
+        for (name, id) in [
+            (libc::SO_RCVTIMEO, so::Timeout::Recv),
+            (libc::SO_SNDTIMEO, so::Timeout::Send),
+        ] {
+            if let Ok(Some(d)) = so::socket_timeout(fd, id) {
+                let mut tv = [0u8; 16];
+                tv[..8].copy_from_slice(&(d.as_secs() as i64).to_ne_bytes());
+                tv[8..].copy_from_slice(&i64::from(d.subsec_micros()).to_ne_bytes());
+                o.set(libc::SOL_SOCKET, name, &tv);
+            }
+        }
+        if let Ok(Some(d)) = so::socket_linger(fd) {
+            let mut l = [0u8; 8];
+            l[..4].copy_from_slice(&1i32.to_ne_bytes());
+            l[4..].copy_from_slice(&(d.as_secs() as i32).to_ne_bytes());
+            o.set(libc::SOL_SOCKET, libc::SO_LINGER, &l);
+        }
+        o
+    }
+
     pub(crate) fn set(&self, level: i32, name: i32, value: &[u8]) {
         let mut v = self.values.lock();
         v.retain(|(l, n, _)| (*l, *n) != (level, name));
         v.push((level, name, value.to_vec()));
+    }
+
+    /// A copy (a bound socket's options carried into its connection).
+    pub(crate) fn snapshot_copy(&self) -> Options {
+        Options {
+            values: Mutex::new(self.values.lock().clone()),
+        }
     }
 
     pub(crate) fn get(&self, level: i32, name: i32) -> Option<Vec<u8>> {
@@ -171,15 +237,20 @@ impl Listener {
         let seg = Segment::attach(memfd).map_err(|e| refuse(&e.to_string()))?;
         let bell = Bell::new(conn)?;
         let connection = Connection::new(seg, self.local, msg.addr, bell, None, true)?;
-        handshake::send(
-            conn,
-            &Message {
-                kind: Kind::Connected,
-                addr: self.local,
-                status: 0,
-            },
-            None,
-        )?;
+        // A connector that already closed (its data and EOF are in the ring)
+        // cannot take the answer; like TCP, accept still returns it.
+        let answer = Message {
+            kind: Kind::Connected,
+            addr: self.local,
+            status: 0,
+        };
+        if let Err(e) = handshake::send(conn, &answer, None) {
+            log!(
+                debug,
+                "accept on {}: peer gone before the answer ({e})",
+                self.local
+            );
+        }
         Ok(connection)
     }
 }
@@ -326,6 +397,7 @@ impl Connection {
         local: Reservation,
         peer: SocketAddr,
         ring_bytes: usize,
+        opts: Options,
     ) -> Result<(OwnedFd, Connection), Errno> {
         let sock = rustix::net::socket_with(
             rustix::net::AddressFamily::UNIX,
@@ -356,7 +428,8 @@ impl Connection {
             Some(seg.fd()),
         )?;
         let bell = Bell::new(sock.as_fd())?;
-        let conn = Connection::new(seg, me, peer, bell, Some(local), false)?;
+        let mut conn = Connection::new(seg, me, peer, bell, Some(local), false)?;
+        conn.opts = opts;
         Ok((sock, conn))
     }
 

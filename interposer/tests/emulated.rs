@@ -1,0 +1,2001 @@
+//! Issue 3 end to end: TCP connections between two preloaded programs on a
+//! partition address travel through shared memory, byte-exact.
+//!
+//! Every test runs real programs with `SHMNET_FALLBACK=never` and a private
+//! `SHMNET_DIR`, on its own virtual address 127.77.N.1 (port 18000+N) inside
+//! `SHMNET_PARTITIONS=127.77.0.0/16` (IPv6: `::1/128`, its own port), and
+//! proves the kernel carried nothing: while a listener or connection is up,
+//! no kernel TCP socket (/proc/net/tcp, /proc/net/tcp6) uses the port or an
+//! address in 127.77.N.0/24, and a plain (non-preloaded) client connecting
+//! to the virtual address:port gets ECONNREFUSED. Bytes are compared by
+//! sha256 computed by the sending and the receiving program.
+//!
+//! Python helpers talk to the test on stdout (`listening PORT`, `sha LABEL
+//! LEN HEX`, ...) and wait on stdin at `pause(tag)` until the test writes
+//! `go`, which is when the test looks at the kernel's sockets. Every wait is
+//! bounded; children are killed when a test fails, and each python helper
+//! also arms `alarm(50)`.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{preloaded, py, tmpdir, wait_deadline};
+
+/// Deadline for one expected line, or for a program to finish.
+const WAIT: Duration = Duration::from_secs(20);
+/// A survivor must notice its peer's death within this.
+const DEATH_NOTICED: Duration = Duration::from_secs(5);
+const V4_PARTITIONS: &str = "127.77.0.0/16";
+const MIB: usize = 1 << 20;
+
+// ---------------------------------------------------------------------------
+// Python side
+
+/// Helpers every script starts with (after common::PRELUDE). argv: HOST PORT
+/// [ARGS...].
+const EMU: &str = r#"
+import ctypes, errno, fcntl, hashlib, os, random, select, signal, socket, struct, termios, threading, time
+signal.alarm(50)  # a hung helper never outlives its test
+HOST, PORT, ARGS = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+FAM = socket.AF_INET6 if ":" in HOST else socket.AF_INET
+_out = threading.Lock()
+def say(*words):
+    with _out:
+        sys.stdout.write(" ".join(str(w) for w in words) + "\n")
+        sys.stdout.flush()
+def pause(tag):
+    """Tell the test `tag`; it inspects the kernel, then writes go."""
+    say(tag)
+    line = sys.stdin.readline()
+    if line.strip() != "go":
+        sys.exit(f"pause {tag}: got {line!r} instead of go")
+def blob(seed, n):
+    return random.Random(seed).randbytes(n)
+def report(label, data):
+    say("sha", label, len(data), hashlib.sha256(data).hexdigest())
+class Hasher:
+    def __init__(self):
+        self.h, self.n = hashlib.sha256(), 0
+    def add(self, b):
+        self.h.update(b)
+        self.n += len(b)
+    def report(self, label):
+        say("sha", label, self.n, self.h.hexdigest())
+def recv_exact(s, n):
+    buf = bytearray()
+    while len(buf) < n:
+        chunk = s.recv(min(n - len(buf), 1 << 16))
+        if not chunk:
+            raise EOFError(f"EOF after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+def recv_to_eof(s):
+    h = Hasher()
+    while (chunk := s.recv(1 << 16)):
+        h.add(chunk)
+    return h
+def listener(host=None, port=None, backlog=16):
+    host = HOST if host is None else host
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s.bind((host, PORT if port is None else port))
+    s.listen(backlog)
+    say("listening", s.getsockname()[1])
+    return s
+def connect(host=None, port=None):
+    return socket.create_connection((HOST if host is None else host, PORT if port is None else port))
+def errname(f):
+    try:
+        f()
+    except OSError as e:
+        return errno.errorcode.get(e.errno, str(e.errno))
+    return "ok"
+def fionread(s):
+    return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+def ep(addr):
+    return f"{addr[0]}/{addr[1]}"
+def names(s):
+    say("names", ep(s.getsockname()), ep(s.getpeername()), s.getsockopt(socket.SOL_SOCKET, socket.SO_DOMAIN))
+def small_server_side(conn, seed=100):
+    report("c2s", recv_exact(conn, 65536))
+    reply = blob(seed + 1, 65536)
+    conn.sendall(reply)
+    report("s2c", reply)
+    assert conn.recv(1) == b"", "the client closes after reading"
+def small_client_side(c, seed=100):
+    data = blob(seed, 65536)
+    c.sendall(data)
+    report("c2s", data)
+    report("s2c", recv_exact(c, 65536))
+    c.close()
+"#;
+
+/// Accept one connection, pause, then read to EOF with recv() and answer
+/// with sendall(). ARGS: C2S_LEN S2C_LEN.
+const SERVER_SENDALL: &str = r#"
+srv = listener()
+conn, _ = srv.accept()
+pause("accepted")
+names(conn)
+h = Hasher()
+while (chunk := conn.recv(65536)):
+    h.add(chunk)
+h.report("c2s")
+data = blob(2, int(ARGS[1]))
+conn.sendall(data)
+report("s2c", data)
+conn.close()
+"#;
+
+const CLIENT_SENDALL: &str = r#"
+c = connect()
+names(c)
+data = blob(1, int(ARGS[0]))
+c.sendall(data)
+report("c2s", data)
+c.shutdown(socket.SHUT_WR)
+h, buf = Hasher(), bytearray(65536)
+while (k := c.recv_into(buf)):
+    h.add(buf[:k])
+h.report("s2c")
+c.close()
+"#;
+
+/// Length-prefixed request read through makefile(); the reply goes out with
+/// sendmsg() of two buffers at a time and comes in through recvmsg() and
+/// recvmsg_into(). ARGS: C2S_LEN S2C_LEN.
+const SERVER_MSG: &str = r#"
+srv = listener()
+conn, _ = srv.accept()
+pause("accepted")
+r = conn.makefile("rb")
+n = struct.unpack("!Q", r.read(8))[0]
+data = r.read(n)
+report("c2s", data)
+out = blob(4, int(ARGS[1]))
+view, off = memoryview(struct.pack("!Q", len(out)) + out), 0
+while off < len(view):
+    off += conn.sendmsg([view[off:off + 1000], view[off + 1000:off + 100000]])
+report("s2c", out)
+assert r.read(1) == b"", "the client closes after reading"
+"#;
+
+const CLIENT_MSG: &str = r#"
+c = connect()
+w = c.makefile("wb")
+data = blob(3, int(ARGS[0]))
+w.write(struct.pack("!Q", len(data)))
+w.write(data)
+w.flush()
+report("c2s", data)
+got, bufs, flip = bytearray(), [bytearray(4096), bytearray(60000)], 0
+while len(got) < 8 or len(got) < 8 + struct.unpack("!Q", got[:8])[0]:
+    if flip:
+        msg, anc, flags, _ = c.recvmsg(65536)
+        k = len(msg)
+        got += msg
+    else:
+        k, anc, flags, _ = c.recvmsg_into(bufs)
+        got += (bytes(bufs[0]) + bytes(bufs[1]))[:k]
+    flip ^= 1
+    assert k > 0, f"EOF after {len(got)} bytes"
+    assert flags == 0 and not anc, (flags, anc)
+assert len(got) == 8 + struct.unpack("!Q", got[:8])[0], "bytes past the reply"
+report("s2c", bytes(got[8:]))
+w.close()
+c.close()
+"#;
+
+/// Both directions at once: a thread writes (write/writev) while the main
+/// thread reads (read/readv). ARGS: ROLE MY_LEN.
+const DUPLEX: &str = r#"
+role = ARGS[0]
+if role == "server":
+    srv = listener()
+    conn, _ = srv.accept()
+    pause("accepted")
+else:
+    conn = connect()
+fd = conn.fileno()
+mine, theirs = ("s2c", "c2s") if role == "server" else ("c2s", "s2c")
+data = blob(5 if role == "server" else 6, int(ARGS[1]))
+def send():
+    view, off, flip = memoryview(data), 0, 0
+    while off < len(view):
+        if flip:
+            off += os.write(fd, view[off:off + 200000])
+        else:
+            off += os.writev(fd, [view[off:off + 3000], view[off + 3000:off + 90000]])
+        flip ^= 1
+    conn.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=send)
+t.start()
+h, flip, a, b = Hasher(), 0, bytearray(5000), bytearray(70000)
+while True:
+    if flip:
+        chunk = os.read(fd, 100000)
+    else:
+        k = os.readv(fd, [a, b])
+        chunk = (bytes(a) + bytes(b))[:k]
+    flip ^= 1
+    if not chunk:
+        break
+    h.add(chunk)
+t.join()
+h.report(theirs)
+report(mine, data)
+"#;
+
+const SERVER_SEQ: &str = r#"
+srv = listener()
+up, down = Hasher(), Hasher()
+for i in range(100):
+    conn, _ = srv.accept()
+    if i == 50:
+        pause("accepted")
+    got = bytearray()
+    while (chunk := conn.recv(65536)):
+        got += chunk
+    up.add(got)
+    reply = blob(10000 + i, 100 + 37 * i)
+    conn.sendall(hashlib.sha256(got).digest() + reply)
+    down.add(reply)
+    conn.close()
+up.report("c2s")
+down.report("s2c")
+"#;
+
+const CLIENT_SEQ: &str = r#"
+up, down = Hasher(), Hasher()
+for i in range(100):
+    c = connect()
+    msg = blob(i, 1 + 997 * i)
+    c.sendall(msg)
+    c.shutdown(socket.SHUT_WR)
+    up.add(msg)
+    got = bytearray()
+    while (chunk := c.recv(65536)):
+        got += chunk
+    assert got[:32] == hashlib.sha256(msg).digest(), f"connection {i}: the server got other bytes"
+    down.add(bytes(got[32:]))
+    c.close()
+up.report("c2s")
+down.report("s2c")
+"#;
+
+const SERVER_THREADED: &str = r#"
+import socketserver
+class Handler(socketserver.BaseRequestHandler):
+    def handle(self):
+        s = self.request
+        ident, n = struct.unpack("!IQ", recv_exact(s, 12))
+        data = recv_exact(s, n)
+        report(f"c2s-{ident}", data)
+        reply = blob(1000 + ident, 300000 + ident)
+        s.sendall(hashlib.sha256(data).digest() + reply)
+        report(f"s2c-{ident}", reply)
+        assert s.recv(1) == b"", "the client closes after reading"
+class Server(socketserver.ThreadingTCPServer):
+    request_queue_size = 32
+    block_on_close = True
+with Server((HOST, PORT), Handler) as srv:
+    say("listening", srv.server_address[1])
+    for _ in range(16):
+        srv.handle_request()
+"#;
+
+const CLIENT_THREADS: &str = r#"
+N = 16
+connected, start = threading.Barrier(N + 1), threading.Barrier(N + 1)
+errors, locals_ = [], {}
+def worker(i):
+    try:
+        s = connect()
+        locals_[i] = s.getsockname()
+        connected.wait(20)
+        start.wait(20)
+        data = blob(i, 200000 + 1000 * i)
+        s.sendall(struct.pack("!IQ", i, len(data)) + data)
+        report(f"c2s-{i}", data)
+        assert recv_exact(s, 32) == hashlib.sha256(data).digest(), f"{i}: server got other bytes"
+        report(f"s2c-{i}", recv_exact(s, 300000 + i))
+        s.close()
+    except Exception as e:
+        errors.append(f"thread {i}: {e!r}")
+        connected.abort()
+        start.abort()
+threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(N)]
+for t in threads:
+    t.start()
+connected.wait(30)
+pause("connected")
+start.wait(30)
+for t in threads:
+    t.join(30)
+if errors:
+    sys.exit("\n".join(errors))
+assert len(set(locals_.values())) == N, f"local names collide: {locals_}"
+"#;
+
+/// Sends a fixed 1 MiB block forever (killed by the test). ARGS: ROLE.
+const SENDER_FOREVER: &str = r#"
+if ARGS[0] == "server":
+    srv = listener()
+    conn, _ = srv.accept()
+    pause("accepted")
+else:
+    conn = connect()
+block = blob(7, 1 << 20)
+while True:
+    conn.sendall(block)
+"#;
+
+/// Reads and checks SENDER_FOREVER's stream until EOF or reset. ARGS: ROLE.
+const READER_SURVIVOR: &str = r#"
+if ARGS[0] == "server":
+    srv = listener()
+    conn, _ = srv.accept()
+    pause("accepted")
+else:
+    conn = connect()
+block = blob(7, 1 << 20)
+twice, got, told = block + block, 0, False
+try:
+    while True:
+        chunk = conn.recv(1 << 16)
+        if not chunk:
+            say("result eof", got)
+            break
+        off = got % len(block)
+        assert chunk == twice[off:off + len(chunk)], f"corrupt stream at byte {got}"
+        got += len(chunk)
+        if not told and got >= 2 << 20:
+            say("reading", got)
+            told = True
+except ConnectionResetError:
+    say("result reset", got)
+"#;
+
+/// Accepts, then never touches the connection again (killed by the test).
+const IDLE_SERVER: &str = r#"
+srv = listener()
+conn, _ = srv.accept()
+pause("accepted")
+pause("idle")
+"#;
+
+const BLOCKED_READER: &str = r#"
+c = connect()
+say("blocking")
+try:
+    r = c.recv(100)
+    say("result", "eof" if r == b"" else f"data-{len(r)}")
+except ConnectionResetError:
+    say("result reset")
+"#;
+
+const BLOCKED_WRITER: &str = r#"
+c = connect()
+say("sending")
+block = blob(8, 1 << 20)
+try:
+    while True:
+        c.sendall(block)
+except (BrokenPipeError, ConnectionResetError) as e:
+    say("result", type(e).__name__)
+"#;
+
+const SERVER_SMALL: &str = r#"
+srv = listener()
+conn, _ = srv.accept()
+pause("accepted")
+small_server_side(conn)
+"#;
+
+const CLIENT_SMALL: &str = "small_client_side(connect())\n";
+
+const SERVER_CONFLICT: &str = r#"
+def bind_listen(reuse):
+    b = socket.socket(FAM)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
+    try:
+        e = errname(lambda: b.bind((HOST, PORT)))
+        if e != "ok":
+            return "bind:" + e
+        return "listen:" + errname(lambda: b.listen(4))
+    finally:
+        b.close()
+a = socket.socket(FAM)
+a.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+a.bind((HOST, PORT))
+a.listen(4)
+say("listening", a.getsockname()[1])
+if ARGS[0] == "first":
+    say("same-process", bind_listen(0), bind_listen(1))
+    pause("ready")
+    conn, _ = a.accept()
+    pause("accepted")
+    small_server_side(conn)
+"#;
+
+const OTHER_BIND: &str = r#"
+def bind_listen(reuse):
+    b = socket.socket(FAM)
+    b.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, reuse)
+    e = errname(lambda: b.bind((HOST, PORT)))
+    if e != "ok":
+        return "bind:" + e
+    return "listen:" + errname(lambda: b.listen(4))
+say("other-process", bind_listen(0), bind_listen(1))
+"#;
+
+const CONNECT_REFUSED: &str = r#"
+s = socket.socket(FAM)
+say("blocking", errname(lambda: s.connect((HOST, PORT))))
+s2 = socket.socket(FAM)
+s2.setblocking(False)
+r = s2.connect_ex((HOST, PORT))
+if r == errno.EINPROGRESS:
+    p = select.poll()
+    p.register(s2, select.POLLOUT)
+    p.poll(10000)
+    r = s2.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+say("nonblocking", errno.errorcode.get(r, str(r)))
+s3 = socket.socket(FAM)
+say("unused-port", errname(lambda: s3.connect((HOST, PORT + 500))))
+"#;
+
+const SERVER_PORT0: &str = r#"
+srv = listener(port=0)
+other = socket.socket(FAM)
+other.bind((HOST, 0))
+other.listen(1)
+say("second-port", other.getsockname()[1])
+conn, _ = srv.accept()
+pause("accepted")
+small_server_side(conn)
+"#;
+
+const SERVER_NAMES: &str = r#"
+srv = listener()
+say("listener", ep(srv.getsockname()), errname(srv.getpeername))
+conns = []
+for i in range(3):
+    conn, peer = srv.accept()
+    conns.append(conn)
+    say("accepted", i, ep(peer), ep(conn.getpeername()), ep(conn.getsockname()))
+for c in conns:
+    assert c.recv(1) == b"", "the client closes"
+"#;
+
+const CLIENT_NAMES: &str = r#"
+cs = [connect() for _ in range(3)]
+for i, c in enumerate(cs):
+    say("conn", i, ep(c.getsockname()), ep(c.getpeername()))
+pause("connected")
+for c in cs:
+    c.close()
+"#;
+
+/// ARGS: BIND_HOST_A BIND_HOST_B BIND_PORT_B
+const CLIENT_BOUND: &str = r#"
+a = socket.socket(FAM)
+a.bind((ARGS[0], 0))
+a.connect((HOST, PORT))
+say("conn", 0, ep(a.getsockname()), ep(a.getpeername()))
+b = socket.socket(FAM)
+b.bind((ARGS[1], int(ARGS[2])))
+b.connect((HOST, PORT))
+say("conn", 1, ep(b.getsockname()), ep(b.getpeername()))
+pause("connected")
+a.close()
+b.close()
+"#;
+
+const SERVER_PEEK: &str = r#"
+srv = listener()
+conn, _ = srv.accept()
+pause("accepted")
+first = conn.recv(5, socket.MSG_PEEK)
+assert first and b"hello"[:len(first)] == first, first
+deadline = time.monotonic() + 10
+while len(conn.recv(64, socket.MSG_PEEK)) < 11:
+    assert time.monotonic() < deadline, "the 11 bytes never all arrived"
+    time.sleep(0.005)
+assert conn.recv(64, socket.MSG_PEEK) == b"hello world", "peeking twice"
+assert conn.recv(6) == b"hello "
+assert conn.recv(64, socket.MSG_PEEK) == b"world"
+buf = bytearray(5)
+assert conn.recv_into(buf, 5, socket.MSG_PEEK) == 5 and buf == b"world"
+assert conn.recv(5) == b"world"
+say("peek ok")
+conn.sendall(b"A")
+paced = conn.recv(200000, socket.MSG_WAITALL)
+assert len(paced) == 200000, f"MSG_WAITALL returned {len(paced)} of 200000 bytes"
+report("waitall-paced", paced)
+conn.sendall(b"B")
+big = conn.recv(int(ARGS[0]), socket.MSG_WAITALL)
+assert len(big) == int(ARGS[0]), f"MSG_WAITALL returned {len(big)} of {ARGS[0]} bytes"
+report("waitall-big", big)
+conn.sendall(b"C")
+tail = conn.recv(1000, socket.MSG_WAITALL)
+report("waitall-eof", tail)
+conn.close()
+"#;
+
+const CLIENT_PEEK: &str = r#"
+c = connect()
+c.sendall(b"hello world")
+assert c.recv(1) == b"A"
+paced = blob(14, 200000)
+for off in range(0, len(paced), 10000):
+    c.sendall(paced[off:off + 10000])
+    time.sleep(0.01)
+report("waitall-paced", paced)
+assert c.recv(1) == b"B"
+big = blob(15, int(ARGS[0]))
+c.sendall(big)
+report("waitall-big", big)
+assert c.recv(1) == b"C"
+tail = blob(16, 300)
+c.sendall(tail)
+report("waitall-eof", tail)
+c.shutdown(socket.SHUT_WR)
+assert c.recv(1) == b"", "the server closes"
+c.close()
+"#;
+
+const SERVER_NONBLOCK: &str = r#"
+def eagain(what, f):
+    try:
+        f()
+    except BlockingIOError as e:
+        assert e.errno == errno.EAGAIN, (what, e)
+        return
+    sys.exit(f"{what}: no EAGAIN")
+srv = socket.socket(FAM)
+srv.bind((HOST, PORT))
+srv.listen(4)
+srv.setblocking(False)
+eagain("accept on a non-blocking listener with no client", srv.accept)
+srv.setblocking(True)
+say("listening", srv.getsockname()[1])
+p = select.poll()
+p.register(srv, select.POLLIN)
+assert p.poll(20000), "poll: the listener never became readable"
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.accept4(srv.fileno(), None, None, socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+assert fd >= 0, os.strerror(ctypes.get_errno())
+conn = socket.socket(FAM, socket.SOCK_STREAM, 0, fd)
+pause("accepted")
+fl = fcntl.fcntl(fd, fcntl.F_GETFL)
+assert fl & os.O_NONBLOCK, "accept4(SOCK_NONBLOCK) shows in F_GETFL"
+assert fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC, "accept4(SOCK_CLOEXEC)"
+eagain("recv after accept4(SOCK_NONBLOCK)", lambda: conn.recv(10))
+fcntl.fcntl(fd, fcntl.F_SETFL, fl & ~os.O_NONBLOCK)
+assert not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK, "F_SETFL cleared O_NONBLOCK"
+eagain("recv(MSG_DONTWAIT) on a blocking socket", lambda: conn.recv(10, socket.MSG_DONTWAIT))
+eagain("recv(MSG_DONTWAIT|MSG_PEEK)", lambda: conn.recv(10, socket.MSG_DONTWAIT | socket.MSG_PEEK))
+assert fionread(conn) == 0, f"FIONREAD {fionread(conn)} on an empty connection"
+fcntl.fcntl(fd, fcntl.F_SETFL, fl | os.O_NONBLOCK)
+eagain("read() with O_NONBLOCK set by fcntl", lambda: os.read(fd, 10))
+fcntl.fcntl(fd, fcntl.F_SETFL, fl & ~os.O_NONBLOCK)
+conn.setblocking(False)  # CPython: ioctl(FIONBIO)
+assert fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK, "FIONBIO shows in F_GETFL"
+eagain("recv after FIONBIO", lambda: conn.recv(10))
+conn.setblocking(True)
+assert not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK
+say("eagain ok")
+conn.sendall(b"1")  # the client answers with 1000 bytes
+deadline = time.monotonic() + 10
+while fionread(conn) < 1000:
+    assert time.monotonic() < deadline, f"FIONREAD stuck at {fionread(conn)}"
+    time.sleep(0.005)
+assert fionread(conn) == 1000, f"FIONREAD {fionread(conn)}, expected 1000"
+p = select.poll()
+p.register(conn, select.POLLIN)
+assert p.poll(5000), "poll: no POLLIN with 1000 bytes readable"
+assert len(conn.recv(10, socket.MSG_PEEK)) == 10
+assert fionread(conn) == 1000, "MSG_PEEK consumed bytes"
+report("fionread", recv_exact(conn, 1000))
+assert fionread(conn) == 0
+conn.setblocking(False)
+chunk, h = blob(17, 65536), Hasher()
+while True:
+    try:
+        k = conn.send(chunk)
+    except BlockingIOError:
+        break
+    h.add(chunk[:k])
+    if h.n > 1 << 30:
+        sys.exit("no EAGAIN after 1 GiB nobody read")
+say("filled", h.n)
+eagain("sendmsg on a full connection", lambda: conn.sendmsg([chunk]))
+conn.setblocking(True)
+eagain("send(MSG_DONTWAIT) on a full connection", lambda: conn.send(chunk, socket.MSG_DONTWAIT))
+h.report("fill")
+conn.shutdown(socket.SHUT_WR)
+assert conn.recv(1) == b"", "the client closes"
+"#;
+
+const CLIENT_NONBLOCK: &str = r#"
+c = connect()
+assert c.recv(1) == b"1"
+data = blob(16, 1000)
+c.sendall(data)
+report("fionread", data)
+pause("wait-fill")
+recv_to_eof(c).report("fill")
+c.close()
+"#;
+
+const SERVER_SHUTDOWN: &str = r#"
+srv = listener()
+conn, _ = srv.accept()
+pause("accepted")
+recv_to_eof(conn).report("c2s")
+assert conn.recv(10) == b"", "EOF stays EOF"
+reply = blob(21, 1 << 20)
+conn.sendall(reply)
+d = os.dup(conn.fileno())
+conn.close()
+tail = b"written through a dup after closing the original"
+os.write(d, tail)
+report("s2c", reply + tail)
+os.close(d)
+second, _ = srv.accept()
+second.sendall(b"a")
+assert second.recv(10) == b"", "the peer's SHUT_RDWR is EOF here"
+say("rdwr eof")
+second.close()
+"#;
+
+const CLIENT_SHUTDOWN: &str = r#"
+c = connect()
+up = blob(20, 1 << 20)
+c.sendall(up)
+report("c2s", up)
+c.shutdown(socket.SHUT_WR)
+assert errname(lambda: c.send(b"x")) == "EPIPE", "send after SHUT_WR"
+recv_to_eof(c).report("s2c")
+assert c.recv(10) == b"", "EOF stays EOF"
+c.close()
+c2 = connect()
+assert c2.recv(1) == b"a", "accepted"
+c2.shutdown(socket.SHUT_RDWR)
+assert c2.recv(10) == b"", "recv after SHUT_RDWR"
+say("rdwr done")
+"#;
+
+const SERVER_EPIPE: &str = r#"
+srv = listener()
+conn, _ = srv.accept()
+pause("accepted")
+assert conn.recv(10) == b"bye"
+conn.sendall(b"k")
+assert conn.recv(10) == b"", "the client closed"
+assert signal.getsignal(signal.SIGPIPE) == signal.SIG_IGN, "python ignores SIGPIPE"
+deadline = time.monotonic() + 5
+while True:
+    try:
+        conn.send(b"y" * 1000)
+    except BrokenPipeError:
+        break
+    assert time.monotonic() < deadline, "no EPIPE within 5 s of the peer closing"
+    time.sleep(0.01)
+say("epipe ignored")
+pipes = []
+signal.signal(signal.SIGPIPE, lambda *a: pipes.append(1))
+def epipe(what, f):
+    try:
+        f()
+    except BrokenPipeError:
+        return
+    sys.exit(f"{what}: no EPIPE")
+epipe("send", lambda: conn.send(b"z"))
+time.sleep(0.1)
+assert pipes, "send without MSG_NOSIGNAL raised no SIGPIPE"
+pipes.clear()
+epipe("send(MSG_NOSIGNAL)", lambda: conn.send(b"z", socket.MSG_NOSIGNAL))
+epipe("sendmsg(MSG_NOSIGNAL)", lambda: conn.sendmsg([b"z"], [], socket.MSG_NOSIGNAL))
+time.sleep(0.1)
+assert not pipes, "MSG_NOSIGNAL raised SIGPIPE"
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+epipe("send(MSG_NOSIGNAL) with SIGPIPE at SIG_DFL", lambda: conn.send(b"z", socket.MSG_NOSIGNAL))
+say("epipe ok")
+"#;
+
+const CLIENT_BYE: &str = r#"
+c = connect()
+c.sendall(b"bye")
+assert c.recv(1) == b"k"
+c.close()
+"#;
+
+/// Listens, but accepts only when the test says so.
+const SERVER_LATE_ACCEPT: &str = r#"
+srv = listener()
+pause("before-accept")
+conn, _ = srv.accept()
+say("accepted")
+recv_to_eof(conn).report("c2s")
+"#;
+
+const CLIENT_SEND_CLOSE: &str = r#"
+c = connect()
+data = blob(40, 100000)
+c.sendall(data)
+report("c2s", data)
+c.close()
+"#;
+
+const OPTIONS: &str = r#"
+S, T = socket.SOL_SOCKET, socket.IPPROTO_TCP
+bad = []
+def want(who, name, got, expected):
+    if got != expected:
+        bad.append(f"{who} {name}: {got!r}, expected {expected!r}")
+def check_common(s, who, acceptconn):
+    want(who, "SO_TYPE", s.getsockopt(S, socket.SO_TYPE), socket.SOCK_STREAM)
+    want(who, "SO_DOMAIN", s.getsockopt(S, socket.SO_DOMAIN), FAM)
+    want(who, "SO_PROTOCOL", s.getsockopt(S, socket.SO_PROTOCOL), socket.IPPROTO_TCP)
+    want(who, "SO_ACCEPTCONN", s.getsockopt(S, socket.SO_ACCEPTCONN), acceptconn)
+    want(who, "SO_ERROR", s.getsockopt(S, socket.SO_ERROR), 0)
+def check_conn(s, who):
+    check_common(s, who, 0)
+    for name in ("SO_RCVBUF", "SO_SNDBUF"):
+        v = s.getsockopt(S, getattr(socket, name))
+        if v <= 0:
+            bad.append(f"{who} {name}: {v}")
+    for on in (1, 0, 1):
+        s.setsockopt(T, socket.TCP_NODELAY, on)
+        want(who, f"TCP_NODELAY after setting {on}", bool(s.getsockopt(T, socket.TCP_NODELAY)), bool(on))
+    for on in (1, 0):
+        s.setsockopt(S, socket.SO_KEEPALIVE, on)
+        want(who, f"SO_KEEPALIVE after setting {on}", bool(s.getsockopt(S, socket.SO_KEEPALIVE)), bool(on))
+    s.setsockopt(S, socket.SO_REUSEADDR, 1)
+    want(who, "SO_REUSEADDR", bool(s.getsockopt(S, socket.SO_REUSEADDR)), True)
+    s.setsockopt(T, socket.TCP_KEEPIDLE, 77)
+    want(who, "TCP_KEEPIDLE", s.getsockopt(T, socket.TCP_KEEPIDLE), 77)
+    s.setsockopt(S, socket.SO_LINGER, struct.pack("ii", 1, 5))
+    want(who, "SO_LINGER", struct.unpack("ii", s.getsockopt(S, socket.SO_LINGER, 8)), (1, 5))
+    s.setsockopt(S, socket.SO_LINGER, struct.pack("ii", 0, 0))  # l_linger stays 5 in Linux
+    want(who, "SO_LINGER off", struct.unpack("ii", s.getsockopt(S, socket.SO_LINGER, 8))[0], 0)
+    s.setsockopt(S, socket.SO_RCVBUF, 1 << 18)
+    s.setsockopt(S, socket.SO_SNDBUF, 1 << 18)
+def done(who):
+    if bad:
+        sys.exit(f"{who}: socket options unlike TCP:\n" + "\n".join(bad))
+    say("opts ok")
+if ARGS[0] == "server":
+    lst = socket.socket(FAM)
+    lst.setsockopt(S, socket.SO_REUSEADDR, 1)  # set before bind
+    lst.bind((HOST, PORT))
+    lst.listen(4)
+    check_common(lst, "listener", 1)
+    want("listener", "SO_REUSEADDR set before bind", bool(lst.getsockopt(S, socket.SO_REUSEADDR)), True)
+    say("listening", lst.getsockname()[1])
+    conn, _ = lst.accept()
+    pause("accepted")
+    check_conn(conn, "accepted")
+    small_server_side(conn)
+    done("server")
+else:
+    c = socket.socket(FAM)
+    c.setsockopt(T, socket.TCP_NODELAY, 1)  # set before connect
+    c.connect((HOST, PORT))
+    want("client", "TCP_NODELAY set before connect", bool(c.getsockopt(T, socket.TCP_NODELAY)), True)
+    check_conn(c, "client")
+    small_client_side(c)
+    done("client")
+"#;
+
+/// With SHMNET_PARTITIONS invalid: a kernel listener on 127.0.0.1 and one on
+/// HOST:PORT (would be a partition address).
+const SERVER_BAD_CONFIG: &str = r#"
+k = socket.socket()
+k.bind(("127.0.0.1", 0))
+k.listen(4)
+v = socket.socket()
+v.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT of an earlier run
+v.bind((HOST, PORT))
+v.listen(4)
+say("listening", k.getsockname()[1])
+conn, _ = v.accept()  # the test's own plain client
+conn.sendall(recv_exact(conn, 5))
+assert conn.recv(1) == b"", "the plain client closes first"
+conn.close()
+conn, _ = k.accept()  # a preloaded client
+small_server_side(conn)
+"#;
+
+/// ARGS: PORT on 127.0.0.1
+const CLIENT_LOOPBACK_SMALL: &str = "small_client_side(connect(\"127.0.0.1\", int(ARGS[0])))\n";
+
+/// An emulated and a kernel connection served side by side by threads.
+const SERVER_MIXED: &str = r#"
+e = listener()
+k = socket.socket()
+k.bind(("127.0.0.1", 0))
+k.listen(4)
+say("kernel-port", k.getsockname()[1])
+ce, _ = e.accept()
+ck, _ = k.accept()
+pause("accepted")
+def serve(name, conn, seed):
+    recv_to_eof(conn).report(f"c2s-{name}")
+    reply = blob(seed, 1 << 20)
+    conn.sendall(reply)
+    report(f"s2c-{name}", reply)
+    conn.close()
+ts = [threading.Thread(target=serve, args=a) for a in (("emu", ce, 201), ("kernel", ck, 202))]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+"#;
+
+/// ARGS: KERNEL_PORT
+const CLIENT_MIXED: &str = r#"
+ce = connect()
+ck = connect("127.0.0.1", int(ARGS[0]))
+assert ck.getpeername()[:2] == ("127.0.0.1", int(ARGS[0]))
+def run(name, conn, seed):
+    data = blob(seed, (1 << 20) + seed)
+    view = memoryview(data)
+    for off in range(0, len(data), 65536):  # interleaves with the other thread
+        conn.sendall(view[off:off + 65536])
+    report(f"c2s-{name}", data)
+    conn.shutdown(socket.SHUT_WR)
+    recv_to_eof(conn).report(f"s2c-{name}")
+    conn.close()
+ts = [threading.Thread(target=run, args=a) for a in (("emu", ce, 101), ("kernel", ck, 102))]
+for t in ts:
+    t.start()
+for t in ts:
+    t.join()
+"#;
+
+/// `python3 -m http.server --bind HOST --directory ARGS[0] PORT`, under
+/// EMU's alarm.
+const HTTP_SERVER: &str = r#"
+import runpy
+sys.argv = ["http.server", "--bind", HOST, "--directory", ARGS[0], str(PORT)]
+runpy.run_module("http.server", run_name="__main__", alter_sys=True)
+"#;
+
+const SERVER_REBIND: &str = r#"
+a = listener()
+pause("first")
+a.close()
+b = socket.socket(FAM)
+b.bind((HOST, PORT))
+b.listen(4)
+say("rebound")
+pause("idle")
+"#;
+
+const CLIENT_CONNECT_ONCE: &str = r#"
+s = socket.socket(FAM)
+say("connect", errname(lambda: s.connect((HOST, PORT))))
+"#;
+
+// ---------------------------------------------------------------------------
+// The kernel's view
+
+const TIME_WAIT: u8 = 0x06;
+
+/// One row of /proc/net/tcp{,6}.
+struct KernelSocket {
+    state: u8,
+    local: SocketAddr,
+    remote: SocketAddr,
+}
+
+impl fmt::Display for KernelSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            0x01 => "ESTABLISHED",
+            0x02 => "SYN_SENT",
+            0x03 => "SYN_RECV",
+            0x04 => "FIN_WAIT1",
+            0x05 => "FIN_WAIT2",
+            0x06 => "TIME_WAIT",
+            0x07 => "CLOSE",
+            0x08 => "CLOSE_WAIT",
+            0x09 => "LAST_ACK",
+            0x0A => "LISTEN",
+            0x0B => "CLOSING",
+            _ => "?",
+        };
+        write!(f, "{state:<11} {} -> {}", self.local, self.remote)
+    }
+}
+
+/// "0100007F:1F90" (IPv4) or 32 hex digits ":" port (IPv6), each 32-bit word
+/// in host byte order.
+fn parse_proc_endpoint(text: &str) -> Option<SocketAddr> {
+    let (addr, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |i: usize| {
+        u32::from_str_radix(addr.get(8 * i..8 * i + 8)?, 16)
+            .ok()
+            .map(u32::to_ne_bytes)
+    };
+    let ip = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                bytes[4 * i..4 * i + 4].copy_from_slice(&word(i)?);
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Every TCP socket in this network namespace.
+fn kernel_tcp_sockets() -> Vec<KernelSocket> {
+    let mut all = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            assert!(file.ends_with('6'), "cannot read {file}");
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let parsed = (|| {
+                Some(KernelSocket {
+                    local: parse_proc_endpoint(f.get(1)?)?,
+                    remote: parse_proc_endpoint(f.get(2)?)?,
+                    state: u8::from_str_radix(f.get(3)?, 16).ok()?,
+                })
+            })();
+            all.push(parsed.unwrap_or_else(|| panic!("unparsable {file} line: {line}")));
+        }
+    }
+    all
+}
+
+// ---------------------------------------------------------------------------
+// The test's network: address, port, environment
+
+struct Net {
+    dir: PathBuf,
+    host: IpAddr,
+    port: u16,
+    partitions: &'static str,
+}
+
+impl Net {
+    /// 127.77.`n`.1, port 18000+`n`, in 127.77.0.0/16.
+    fn v4(name: &str, n: u8) -> Net {
+        assert!(n > 0, "127.77.0.0/24 belongs to config_env.rs");
+        Net {
+            dir: tmpdir(name),
+            host: IpAddr::V4(Ipv4Addr::new(127, 77, n, 1)),
+            port: 18000 + u16::from(n),
+            partitions: V4_PARTITIONS,
+        }
+    }
+
+    /// ::1 in ::1/128.
+    fn v6(name: &str, port: u16) -> Net {
+        Net {
+            dir: tmpdir(name),
+            host: IpAddr::V6(Ipv6Addr::LOCALHOST),
+            port,
+            partitions: "::1/128",
+        }
+    }
+
+    fn env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        cmd.env("SHMNET_PARTITIONS", self.partitions)
+            .env("SHMNET_FALLBACK", "never")
+            .env("SHMNET_DIR", &self.dir)
+    }
+
+    /// Preloaded python running EMU + `body` with argv HOST PORT `extra`.
+    fn script(&self, body: &str, port: u16, extra: &[&str]) -> Command {
+        let mut args = vec![self.host.to_string(), port.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cmd = py(&format!("{EMU}{body}"), &args);
+        self.env(&mut cmd);
+        cmd
+    }
+
+    fn spawn(&self, name: &str, body: &str, extra: &[&str]) -> Proc {
+        self.spawn_port(name, body, self.port, extra)
+    }
+
+    fn spawn_port(&self, name: &str, body: &str, port: u16, extra: &[&str]) -> Proc {
+        Proc::spawn(name, &mut self.script(body, port, extra))
+    }
+
+    /// Whether `ip` is in this test's 127.77.N.0/24 (IPv4 tests only).
+    fn in_test_net(&self, ip: IpAddr) -> bool {
+        let IpAddr::V4(host) = self.host else {
+            return false;
+        };
+        let ip = match ip {
+            IpAddr::V4(v4) => v4,
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4,
+                None => return false,
+            },
+        };
+        ip.octets()[..3] == host.octets()[..3]
+    }
+
+    /// Live kernel TCP sockets (TIME_WAIT leftovers of earlier runs aside)
+    /// on an address of this test's /24, or on `port` when the test owns a
+    /// fixed port (a port picked by port-0 binds may be anyone's elsewhere).
+    fn kernel_sockets(&self, port: u16) -> Vec<String> {
+        let fixed = self.port != 0;
+        kernel_tcp_sockets()
+            .into_iter()
+            .filter(|k| k.state != TIME_WAIT)
+            .filter(|k| {
+                [k.local, k.remote]
+                    .iter()
+                    .any(|a| (fixed && a.port() == port) || self.in_test_net(a.ip()))
+            })
+            .map(|k| k.to_string())
+            .collect()
+    }
+
+    /// The proof that shared memory, not the kernel, carries this test's
+    /// connections: no kernel TCP socket for them, and a plain client is
+    /// refused at the virtual address.
+    fn assert_shm_only(&self, port: u16, when: &str) {
+        let found = self.kernel_sockets(port);
+        assert!(
+            found.is_empty(),
+            "{when}: kernel TCP sockets exist for virtual {}:{port} (SHMNET_FALLBACK=never: \
+             nothing may go through the kernel):\n{}",
+            self.host,
+            found.join("\n")
+        );
+        let addr = SocketAddr::new(self.host, port);
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
+            Ok(_) => panic!(
+                "{when}: a plain (non-preloaded) client connected to {addr} through kernel TCP"
+            ),
+            Err(e) => panic!("{when}: plain connect to {addr}: want ECONNREFUSED, got {e}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Programs under test
+
+/// A running program: stdout read line by line, stdin for `go`, killed
+/// (SIGKILL) and reaped when dropped.
+struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: mpsc::Receiver<String>,
+    stderr: Option<thread::JoinHandle<String>>,
+    seen: Vec<String>,
+}
+
+impl Proc {
+    fn spawn(name: &str, cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {name} {cmd:?}: {e}"));
+        let (tx, lines) = mpsc::channel();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut err = child.stderr.take().unwrap();
+        let stderr = Some(thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = err.read_to_end(&mut buf);
+            String::from_utf8_lossy(&buf).into_owned()
+        }));
+        Proc {
+            name: name.to_string(),
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stderr,
+            seen: Vec::new(),
+        }
+    }
+
+    fn take_stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// Kill it and fail the test with everything it said.
+    fn fail(&mut self, msg: &str) -> ! {
+        let _ = self.child.kill();
+        let status = self.child.wait();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(line);
+        }
+        let stderr = self.take_stderr();
+        panic!(
+            "{}: {msg}\nexit: {status:?}\nstdout:\n{}\nstderr:\n{stderr}",
+            self.name,
+            self.seen.join("\n")
+        );
+    }
+
+    /// The next line starting with `prefix` (others are kept for
+    /// `shas`/`lines_with`), within `timeout`.
+    fn expect_within(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("no {prefix:?} line within {timeout:?}"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.fail(&format!("exited before saying {prefix:?}"))
+                }
+            }
+        }
+    }
+
+    fn expect(&mut self, prefix: &str) -> String {
+        self.expect_within(prefix, WAIT)
+    }
+
+    /// The port of its `listening PORT` line.
+    fn listening(&mut self) -> u16 {
+        let line = self.expect("listening");
+        line.split(' ')
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| self.fail(&format!("bad line {line:?}")))
+    }
+
+    /// Let it past its current `pause`.
+    fn go(&mut self) {
+        let ok = self
+            .stdin
+            .as_mut()
+            .is_some_and(|s| s.write_all(b"go\n").and_then(|()| s.flush()).is_ok());
+        if !ok {
+            self.fail("cannot write go to its stdin");
+        }
+    }
+
+    /// Wait for a successful exit within WAIT; returns its stderr.
+    fn finish(&mut self) -> String {
+        self.stdin.take();
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => self.fail("did not finish in time"),
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        match wait_deadline(&mut self.child, left.max(Duration::from_secs(1))) {
+            Some(status) if status.success() => self.take_stderr(),
+            Some(status) => self.fail(&format!("failed: {status}")),
+            None => self.fail("did not exit in time"),
+        }
+    }
+
+    /// `finish`, and nothing on stderr (no libshmnet line, no traceback).
+    fn finish_clean(&mut self) {
+        let stderr = self.finish();
+        assert!(stderr.is_empty(), "{} stderr:\n{stderr}", self.name);
+    }
+
+    /// SIGKILL now.
+    fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Lines seen so far that start with `prefix`, split into words.
+    fn lines_with(&self, prefix: &str) -> Vec<Vec<String>> {
+        self.seen
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| l.split(' ').map(str::to_string).collect())
+            .collect()
+    }
+
+    /// `sha LABEL LEN HEX` lines: label → (len, hex).
+    fn shas(&self) -> HashMap<String, (usize, String)> {
+        let mut map = HashMap::new();
+        for w in self.lines_with("sha ") {
+            let len = w[2].parse().expect("sha length");
+            let old = map.insert(w[1].clone(), (len, w[3].clone()));
+            assert!(old.is_none(), "{}: two sha lines for {}", self.name, w[1]);
+        }
+        map
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// For each (label, length): both programs saw exactly those bytes.
+fn assert_same_bytes(a: &Proc, b: &Proc, labels: &[(&str, usize)]) {
+    let (sa, sb) = (a.shas(), b.shas());
+    for (label, len) in labels {
+        let x = sa
+            .get(*label)
+            .unwrap_or_else(|| panic!("{} reported no sha for {label}: {:?}", a.name, a.seen));
+        let y = sb
+            .get(*label)
+            .unwrap_or_else(|| panic!("{} reported no sha for {label}: {:?}", b.name, b.seen));
+        assert_eq!(x.0, *len, "{label}: {} handled {} bytes", a.name, x.0);
+        assert_eq!(y.0, *len, "{label}: {} handled {} bytes", b.name, y.0);
+        assert_eq!(
+            x.1, y.1,
+            "{label}: sha256 differs between {} and {}",
+            a.name, b.name
+        );
+    }
+}
+
+/// The usual flow: server listens (check), client connects, server accepts
+/// and pauses (check), both run to completion, sha256s compared.
+fn exchange(net: &Net, server: &str, client: &str, extra: &[&str], labels: &[(&str, usize)]) {
+    let mut srv = net.spawn("server", server, extra);
+    let port = srv.listening();
+    net.assert_shm_only(port, "server listening");
+    let mut cli = net.spawn_port("client", client, port, extra);
+    srv.expect("accepted");
+    net.assert_shm_only(port, "connection established");
+    srv.go();
+    cli.finish_clean();
+    srv.finish_clean();
+    assert_same_bytes(&srv, &cli, labels);
+}
+
+/// Both ends' `names LOCAL PEER SO_DOMAIN` lines agree with each other and
+/// with the server's virtual address.
+fn assert_names(net: &Net, srv: &Proc, cli: &Proc, domain: i32) {
+    let (s, c) = (&srv.lines_with("names ")[0], &cli.lines_with("names ")[0]);
+    let server = format!("{}/{}", net.host, net.port);
+    assert_eq!(s[1], server, "server getsockname");
+    assert_eq!(c[2], server, "client getpeername");
+    assert_eq!(s[2], c[1], "server getpeername == client getsockname");
+    assert!(!c[1].ends_with("/0"), "client has a port: {}", c[1]);
+    assert_eq!(s[3], domain.to_string(), "server SO_DOMAIN");
+    assert_eq!(c[3], domain.to_string(), "client SO_DOMAIN");
+}
+
+// ---------------------------------------------------------------------------
+// 1. blocking bulk transfers
+
+#[test]
+fn sendall_recv_recv_into_4mib_each_way() {
+    let net = Net::v4("bulk-sendall", 1);
+    let (up, down) = (4 * MIB + 123, 5 * MIB + 7);
+    let sizes = [up.to_string(), down.to_string()];
+    let extra = [sizes[0].as_str(), sizes[1].as_str()];
+    let mut srv = net.spawn("server", SERVER_SENDALL, &extra);
+    let port = srv.listening();
+    net.assert_shm_only(port, "server listening");
+    let mut cli = net.spawn("client", CLIENT_SENDALL, &extra);
+    srv.expect("accepted");
+    net.assert_shm_only(port, "connection established");
+    srv.go();
+    cli.finish_clean();
+    srv.finish_clean();
+    assert_same_bytes(&srv, &cli, &[("c2s", up), ("s2c", down)]);
+    assert_names(&net, &srv, &cli, libc::AF_INET);
+}
+
+#[test]
+fn makefile_sendmsg_recvmsg_4mib_each_way() {
+    let net = Net::v4("bulk-msg", 2);
+    let (up, down) = (4 * MIB + 1001, 4 * MIB + 999);
+    let sizes = [up.to_string(), down.to_string()];
+    exchange(
+        &net,
+        SERVER_MSG,
+        CLIENT_MSG,
+        &[&sizes[0], &sizes[1]],
+        &[("c2s", up), ("s2c", down)],
+    );
+}
+
+#[test]
+fn full_duplex_read_write_readv_writev_6mib_each_way() {
+    let net = Net::v4("bulk-duplex", 3);
+    let (up, down) = (6 * MIB + 11, 6 * MIB + 13);
+    let mut srv = net.spawn("server", DUPLEX, &["server", &down.to_string()]);
+    let port = srv.listening();
+    net.assert_shm_only(port, "server listening");
+    let mut cli = net.spawn("client", DUPLEX, &["client", &up.to_string()]);
+    srv.expect("accepted");
+    net.assert_shm_only(port, "connection established");
+    srv.go();
+    cli.finish_clean();
+    srv.finish_clean();
+    assert_same_bytes(&srv, &cli, &[("c2s", up), ("s2c", down)]);
+}
+
+#[test]
+fn ipv6_loopback_4mib_each_way() {
+    let net = Net::v6("bulk-v6", 18608);
+    let (up, down) = (4 * MIB + 5, 4 * MIB + 77);
+    let sizes = [up.to_string(), down.to_string()];
+    let extra = [sizes[0].as_str(), sizes[1].as_str()];
+    let mut srv = net.spawn("server", SERVER_SENDALL, &extra);
+    let port = srv.listening();
+    net.assert_shm_only(port, "server listening");
+    let mut cli = net.spawn("client", CLIENT_SENDALL, &extra);
+    srv.expect("accepted");
+    net.assert_shm_only(port, "connection established");
+    srv.go();
+    cli.finish_clean();
+    srv.finish_clean();
+    assert_same_bytes(&srv, &cli, &[("c2s", up), ("s2c", down)]);
+    assert_names(&net, &srv, &cli, libc::AF_INET6);
+}
+
+// ---------------------------------------------------------------------------
+// 2. curl against python's http.server
+
+#[test]
+fn curl_downloads_from_http_server_twenty_times() {
+    let net = Net::v4("http", 4);
+    let www = net.dir.join("www");
+    std::fs::create_dir(&www).unwrap();
+    let blob: Vec<u8> = (0..(3u32 << 20) + 77)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(www.join("blob.bin"), &blob).unwrap();
+    let host = net.host.to_string();
+    let mut server = Proc::spawn(
+        "http.server",
+        net.script(HTTP_SERVER, net.port, &[www.to_str().unwrap()])
+            .env("PYTHONUNBUFFERED", "1"),
+    );
+    // "Serving HTTP on 127.77.4.1 port 18004 (http://127.77.4.1:18004/) ..."
+    let banner = server.expect("Serving HTTP");
+    assert!(
+        banner.contains(&format!("on {host} port {} ", net.port)),
+        "{banner}"
+    );
+    net.assert_shm_only(net.port, "http.server listening");
+    let url = format!("http://{host}:{}/blob.bin", net.port);
+
+    // curl without the preload cannot reach the virtual address (exit 7).
+    let plain = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "-o", "/dev/null", &url])
+        .env_remove("LD_PRELOAD")
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl");
+    assert_eq!(
+        plain.status.code(),
+        Some(7),
+        "plain curl: {}",
+        String::from_utf8_lossy(&plain.stderr)
+    );
+
+    let curl = |out: &PathBuf, extra: &[&str]| {
+        let mut cmd = preloaded("curl");
+        cmd.args(["-sS", "--max-time", "20"])
+            .args(extra)
+            .arg("-o")
+            .arg(out)
+            .arg(&url);
+        net.env(&mut cmd);
+        cmd
+    };
+    for i in 0..20 {
+        let out = net.dir.join(format!("out{i}"));
+        if i == 10 {
+            // A slow download, to look at the kernel while bytes flow.
+            let mut slow = Proc::spawn("curl", &mut curl(&out, &["--limit-rate", "2M"]));
+            thread::sleep(Duration::from_millis(400));
+            net.assert_shm_only(net.port, "during a download");
+            slow.finish_clean();
+        } else {
+            Proc::spawn("curl", &mut curl(&out, &[])).finish_clean();
+        }
+        assert!(std::fs::read(&out).unwrap() == blob, "download {i} differs");
+    }
+    net.assert_shm_only(net.port, "after the downloads");
+    server.kill9();
+    let log = server.take_stderr();
+    assert!(!log.contains("libshmnet"), "server stderr: {log}");
+    assert_eq!(
+        log.matches("\"GET /blob.bin HTTP/1.1\" 200").count(),
+        20,
+        "server log:\n{log}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 3. many connections
+
+#[test]
+fn hundred_sequential_connections() {
+    let net = Net::v4("seq", 5);
+    let up: usize = (0..100).map(|i| 1 + 997 * i).sum();
+    let down: usize = (0..100).map(|i| 100 + 37 * i).sum();
+    exchange(
+        &net,
+        SERVER_SEQ,
+        CLIENT_SEQ,
+        &[],
+        &[("c2s", up), ("s2c", down)],
+    );
+}
+
+#[test]
+fn sixteen_concurrent_connections_from_threads() {
+    let net = Net::v4("threads", 6);
+    let mut srv = net.spawn("server", SERVER_THREADED, &[]);
+    let port = srv.listening();
+    net.assert_shm_only(port, "server listening");
+    let mut cli = net.spawn("client", CLIENT_THREADS, &[]);
+    cli.expect("connected");
+    net.assert_shm_only(port, "16 connections established");
+    cli.go();
+    cli.finish_clean();
+    srv.finish_clean();
+    let labels: Vec<(String, usize)> = (0..16)
+        .flat_map(|i| {
+            [
+                (format!("c2s-{i}"), 200_000 + 1000 * i),
+                (format!("s2c-{i}"), 300_000 + i),
+            ]
+        })
+        .collect();
+    let labels: Vec<(&str, usize)> = labels.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+    assert_same_bytes(&srv, &cli, &labels);
+}
+
+// ---------------------------------------------------------------------------
+// 4. a peer killed with SIGKILL
+
+/// Server and client connect; once the client says `busy` (it is inside
+/// recv or send) the server is killed, and the client must report
+/// `result ...` within DEATH_NOTICED. Returns the result line.
+fn kill_server_while_client_busy(
+    net: &Net,
+    server_body: &str,
+    server_args: &[&str],
+    client_body: &str,
+    client_args: &[&str],
+    busy: &str,
+) -> String {
+    let mut server = net.spawn("server", server_body, server_args);
+    let port = server.listening();
+    net.assert_shm_only(port, "server listening");
+    let mut client = net.spawn("client", client_body, client_args);
+    server.expect("accepted");
+    net.assert_shm_only(port, "connection established");
+    server.go();
+    client.expect(busy);
+    thread::sleep(Duration::from_millis(300)); // well inside recv/send now
+    net.assert_shm_only(port, "mid-transfer, before the kill");
+    let killed = Instant::now();
+    server.kill9();
+    let result = client.expect_within("result", WAIT);
+    let took = killed.elapsed();
+    assert!(
+        took < DEATH_NOTICED,
+        "the client noticed the server's death only after {took:?}: {result}"
+    );
+    client.finish_clean();
+    result
+}
+
+#[test]
+fn server_killed_mid_transfer_client_sees_eof() {
+    let net = Net::v4("kill-server", 7);
+    let result = kill_server_while_client_busy(
+        &net,
+        SENDER_FOREVER,
+        &["server"],
+        READER_SURVIVOR,
+        &["client"],
+        "reading",
+    );
+    assert!(
+        result.starts_with("result eof") || result.starts_with("result reset"),
+        "{result}"
+    );
+}
+
+#[test]
+fn client_killed_mid_transfer_server_sees_eof() {
+    let net = Net::v4("kill-client", 8);
+    let mut server = net.spawn("server", READER_SURVIVOR, &["server"]);
+    let port = server.listening();
+    net.assert_shm_only(port, "server listening");
+    let mut client = net.spawn("client", SENDER_FOREVER, &["client"]);
+    server.expect("accepted");
+    net.assert_shm_only(port, "connection established");
+    server.go();
+    server.expect("reading");
+    net.assert_shm_only(port, "mid-transfer, before the kill");
+    let killed = Instant::now();
+    client.kill9();
+    let result = server.expect_within("result", WAIT);
+    let took = killed.elapsed();
+    assert!(took < DEATH_NOTICED, "noticed after {took:?}: {result}");
+    assert!(
+        result.starts_with("result eof") || result.starts_with("result reset"),
+        "{result}"
+    );
+    server.finish_clean();
+}
+
+#[test]
+fn idle_peer_killed_wakes_a_blocked_reader() {
+    let net = Net::v4("kill-idle-reader", 22);
+    let result =
+        kill_server_while_client_busy(&net, IDLE_SERVER, &[], BLOCKED_READER, &[], "blocking");
+    assert!(
+        result == "result eof" || result == "result reset",
+        "{result}"
+    );
+}
+
+#[test]
+fn reader_killed_fails_a_writer_blocked_on_a_full_connection() {
+    let net = Net::v4("kill-idle-writer", 23);
+    let result =
+        kill_server_while_client_busy(&net, IDLE_SERVER, &[], BLOCKED_WRITER, &[], "sending");
+    assert!(
+        result == "result BrokenPipeError" || result == "result ConnectionResetError",
+        "{result}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 5. addresses: conflicts, refusals, port 0, names
+
+#[test]
+fn bind_conflict_is_eaddrinuse_in_the_same_and_another_process() {
+    let net = Net::v4("conflict", 9);
+    let mut srv = net.spawn("server", SERVER_CONFLICT, &["first"]);
+    let port = srv.listening();
+    net.assert_shm_only(port, "server listening");
+    let same = srv.expect("same-process");
+    srv.expect("ready");
+    assert_eq!(
+        same, "same-process bind:EADDRINUSE bind:EADDRINUSE",
+        "a second bind (without, with SO_REUSEADDR) in the listener's process"
+    );
+    let mut other = net.spawn("other", OTHER_BIND, &[]);
+    let line = other.expect("other-process");
+    other.finish_clean();
+    assert_eq!(
+        line, "other-process bind:EADDRINUSE bind:EADDRINUSE",
+        "a bind (without, with SO_REUSEADDR) in another process"
+    );
+    // The failed binds left the listener working.
+    srv.go();
+    let mut cli = net.spawn("client", CLIENT_SMALL, &[]);
+    srv.expect("accepted");
+    net.assert_shm_only(port, "connection established");
+    srv.go();
+    cli.finish_clean();
+    srv.finish_clean();
+    assert_same_bytes(&srv, &cli, &[("c2s", 65536), ("s2c", 65536)]);
+}
+
+#[test]
+fn address_is_free_again_after_close_and_after_sigkill() {
+    let net = Net::v4("rebind", 21);
+    let mut first = net.spawn("first server", SERVER_REBIND, &[]);
+    let port = first.listening();
+    first.expect("first");
+    net.assert_shm_only(port, "first listener");
+    first.go();
+    first.expect("rebound"); // closed, then bound and listening again
+    first.expect("idle");
+    net.assert_shm_only(port, "listener bound again");
+    first.kill9();
+    // A dead listener refuses (its rendezvous is stale), without hanging...
+    let mut probe = net.spawn("probe", CLIENT_CONNECT_ONCE, &[]);
+    assert_eq!(probe.expect("connect"), "connect ECONNREFUSED");
+    probe.finish_clean();
+    // ...and its address can be bound again, as with kernel TCP.
+    exchange(
+        &net,
+        SERVER_SMALL,
+        CLIENT_SMALL,
+        &[],
+        &[("c2s", 65536), ("s2c", 65536)],
+    );
+}
+
+#[test]
+fn connect_without_shm_listener_is_econnrefused_never_kernel() {
+    let net = Net::v4("refused", 10);
+    // A kernel listener on the very address: never-mode must not reach it.
+    let decoy = TcpListener::bind(SocketAddr::new(net.host, net.port)).expect("decoy listener");
+    decoy.set_nonblocking(true).unwrap();
+    let mut cli = net.spawn("client", CONNECT_REFUSED, &[]);
+    let blocking = cli.expect("blocking");
+    let nonblocking = cli.expect("nonblocking");
+    let unused = cli.expect("unused-port");
+    cli.finish_clean();
+    match decoy.accept() {
+        Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+        other => panic!("a connection reached the kernel listener: {other:?}"),
+    }
+    assert_eq!(blocking, "blocking ECONNREFUSED", "connect()");
+    assert_eq!(
+        nonblocking, "nonblocking ECONNREFUSED",
+        "non-blocking connect()"
+    );
+    assert_eq!(unused, "unused-port ECONNREFUSED");
+}
+
+#[test]
+fn bind_port_zero_gets_a_free_port_a_client_can_connect_to() {
+    let net = Net {
+        port: 0,
+        ..Net::v4("port0", 11)
+    };
+    let mut srv = net.spawn("server", SERVER_PORT0, &[]);
+    let port = srv.listening();
+    assert_ne!(port, 0, "getsockname after bind to port 0");
+    let second: u16 = srv
+        .expect("second-port")
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        second != 0 && second != port,
+        "two port-0 binds: {port} and {second}"
+    );
+    net.assert_shm_only(port, "server listening");
+    net.assert_shm_only(second, "second listener");
+    let mut cli = net.spawn_port("client", CLIENT_SMALL, port, &[]);
+    srv.expect("accepted");
+    net.assert_shm_only(port, "connection established");
+    srv.go();
+    cli.finish_clean();
+    srv.finish_clean();
+    assert_same_bytes(&srv, &cli, &[("c2s", 65536), ("s2c", 65536)]);
+}
+
+/// Server lines `accepted I ACCEPT_PEER GETPEERNAME GETSOCKNAME` against
+/// client lines `conn I GETSOCKNAME GETPEERNAME`.
+fn assert_accepted_names(net: &Net, srv: &Proc, cli: &Proc) -> Vec<String> {
+    let server = format!("{}/{}", net.host, net.port);
+    let mut client_locals = BTreeSet::new();
+    for c in cli.lines_with("conn ") {
+        assert_eq!(c[3], server, "client getpeername");
+        assert!(
+            !c[2].ends_with("/0"),
+            "client getsockname has a port: {}",
+            c[2]
+        );
+        client_locals.insert(c[2].clone());
+    }
+    let mut server_peers = BTreeSet::new();
+    for s in srv.lines_with("accepted ") {
+        assert_eq!(s[2], s[3], "accept()'s address == getpeername()");
+        assert_eq!(s[4], server, "accepted connection's getsockname");
+        server_peers.insert(s[2].clone());
+    }
+    assert_eq!(
+        client_locals.len(),
+        cli.lines_with("conn ").len(),
+        "distinct client names"
+    );
+    assert_eq!(
+        client_locals, server_peers,
+        "server's peers == clients' local names"
+    );
+    client_locals.into_iter().collect()
+}
+
+#[test]
+fn names_are_the_virtual_addresses() {
+    let net = Net::v4("names", 12);
+    let mut srv = net.spawn("server", SERVER_NAMES, &[]);
+    let port = srv.listening();
+    net.assert_shm_only(port, "server listening");
+    let listener = srv.expect("listener");
+    assert_eq!(
+        listener,
+        format!("listener {}/{} ENOTCONN", net.host, net.port),
+        "listener getsockname, getpeername"
+    );
+    let mut cli = net.spawn("client", CLIENT_NAMES, &[]);
+    cli.expect("connected");
+    for _ in 0..3 {
+        srv.expect("accepted");
+    }
+    net.assert_shm_only(port, "3 connections established");
+    cli.go();
+    cli.finish_clean();
+    srv.finish_clean();
+    let locals = assert_accepted_names(&net, &srv, &cli);
+    assert_eq!(locals.len(), 3);
+}
+
+#[test]
+fn client_bound_to_a_partition_address_is_the_servers_peer() {
+    let net = Net::v4("client-bind", 13);
+    let mut srv = net.spawn("server", SERVER_NAMES, &[]);
+    let port = srv.listening();
+    net.assert_shm_only(port, "server listening");
+    let mut cli = net.spawn(
+        "client",
+        CLIENT_BOUND,
+        &["127.77.13.2", "127.77.13.3", "18113"],
+    );
+    cli.expect("connected");
+    net.assert_shm_only(port, "2 connections established");
+    cli.go();
+    cli.finish_clean();
+    // The server waits for 3 connections: a third one lets it finish.
+    let mut third = net.spawn("client", "connect().close()\n", &[]);
+    third.finish_clean();
+    srv.finish_clean();
+    let conns = cli.lines_with("conn ");
+    assert!(
+        conns[0][2].starts_with("127.77.13.2/") && !conns[0][2].ends_with("/0"),
+        "{:?}",
+        conns[0]
+    );
+    assert_eq!(conns[1][2], "127.77.13.3/18113");
+    let peers: BTreeSet<String> = srv
+        .lines_with("accepted ")
+        .iter()
+        .map(|s| s[2].clone())
+        .collect();
+    assert!(
+        peers.contains(&conns[0][2]) && peers.contains(&conns[1][2]),
+        "server's peers {peers:?}, clients {conns:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// 6. stream semantics
+
+#[test]
+fn msg_peek_and_msg_waitall() {
+    let net = Net::v4("peek", 14);
+    let big = 3 * MIB + 5;
+    exchange(
+        &net,
+        SERVER_PEEK,
+        CLIENT_PEEK,
+        &[&big.to_string()],
+        &[
+            ("waitall-paced", 200_000),
+            ("waitall-big", big),
+            ("waitall-eof", 300),
+        ],
+    );
+}
+
+#[test]
+fn nonblocking_eagain_fionread_and_full_connection() {
+    let net = Net::v4("nonblock", 15);
+    let mut srv = net.spawn("server", SERVER_NONBLOCK, &[]);
+    let port = srv.listening();
+    net.assert_shm_only(port, "server listening");
+    let mut cli = net.spawn("client", CLIENT_NONBLOCK, &[]);
+    srv.expect("accepted");
+    net.assert_shm_only(port, "connection established");
+    srv.go();
+    srv.expect("eagain ok");
+    let filled: usize = srv
+        .expect("filled")
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(filled > 0, "nothing could be written before EAGAIN");
+    cli.expect("wait-fill");
+    net.assert_shm_only(port, "connection full");
+    cli.go();
+    cli.finish_clean();
+    srv.finish_clean();
+    assert_same_bytes(&srv, &cli, &[("fionread", 1000), ("fill", filled)]);
+}
+
+#[test]
+fn shutdown_half_close_and_close_of_the_last_reference() {
+    let net = Net::v4("shutdown", 16);
+    exchange(
+        &net,
+        SERVER_SHUTDOWN,
+        CLIENT_SHUTDOWN,
+        &[],
+        &[
+            ("c2s", MIB),
+            (
+                "s2c",
+                MIB + "written through a dup after closing the original".len(),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn write_after_peer_closed_is_epipe_with_and_without_msg_nosignal() {
+    let net = Net::v4("epipe", 17);
+    let mut srv = net.spawn("server", SERVER_EPIPE, &[]);
+    let port = srv.listening();
+    net.assert_shm_only(port, "server listening");
+    let mut cli = net.spawn("client", CLIENT_BYE, &[]);
+    srv.expect("accepted");
+    net.assert_shm_only(port, "connection established");
+    srv.go();
+    cli.finish_clean();
+    srv.expect("epipe ok");
+    srv.finish_clean();
+}
+
+#[test]
+fn connection_closed_before_accept_still_delivers_its_bytes_and_eof() {
+    let net = Net::v4("late-accept", 24);
+    let mut srv = net.spawn("server", SERVER_LATE_ACCEPT, &[]);
+    let port = srv.listening();
+    srv.expect("before-accept");
+    net.assert_shm_only(port, "server listening");
+    // As with a kernel backlog: connect, send and close complete (and the
+    // client exits) before the server calls accept.
+    let mut cli = net.spawn("client", CLIENT_SEND_CLOSE, &[]);
+    cli.finish_clean();
+    net.assert_shm_only(port, "connection queued");
+    srv.go();
+    srv.finish_clean();
+    assert_same_bytes(&srv, &cli, &[("c2s", 100_000)]);
+}
+
+// ---------------------------------------------------------------------------
+// 7. socket options
+
+#[test]
+fn socket_options_answer_like_tcp() {
+    let net = Net::v4("options", 18);
+    let mut srv = net.spawn("server", OPTIONS, &["server"]);
+    let port = srv.listening();
+    net.assert_shm_only(port, "server listening");
+    let mut cli = net.spawn("client", OPTIONS, &["client"]);
+    srv.expect("accepted");
+    net.assert_shm_only(port, "connection established");
+    srv.go();
+    cli.finish_clean();
+    srv.finish_clean();
+    assert!(srv.seen.iter().any(|l| l == "opts ok"));
+    assert!(cli.seen.iter().any(|l| l == "opts ok"));
+    assert_same_bytes(&srv, &cli, &[("c2s", 65536), ("s2c", 65536)]);
+}
+
+// ---------------------------------------------------------------------------
+// 9, 10. what stays in the kernel
+
+#[test]
+fn bad_partitions_in_never_mode_pass_everything_to_the_kernel() {
+    let net = Net::v4("bad-config", 19);
+    let bad = |cmd: &mut Command| {
+        cmd.env("SHMNET_PARTITIONS", "garbage");
+    };
+    let mut cmd = net.script(SERVER_BAD_CONFIG, net.port, &[]);
+    bad(&mut cmd);
+    let mut srv = Proc::spawn("server", &mut cmd);
+    let kport = srv.listening();
+    // The would-be partition address is an ordinary kernel listener...
+    let listening = |addr: SocketAddr| {
+        kernel_tcp_sockets()
+            .iter()
+            .any(|k| k.state == 0x0A && k.local == addr)
+    };
+    let virt = SocketAddr::new(net.host, net.port);
+    assert!(listening(virt), "no kernel listener on {virt}");
+    assert!(listening(SocketAddr::from(([127, 0, 0, 1], kport))));
+    // ...that a plain client reaches.
+    let mut plain =
+        TcpStream::connect_timeout(&virt, Duration::from_secs(5)).expect("plain connect");
+    plain.set_read_timeout(Some(WAIT)).unwrap();
+    plain.write_all(b"hello").unwrap();
+    let mut back = [0u8; 5];
+    plain.read_exact(&mut back).unwrap();
+    assert_eq!(&back, b"hello");
+    drop(plain);
+    // A preloaded client with the same bad variable talks TCP on 127.0.0.1.
+    let mut cmd = net.script(CLIENT_LOOPBACK_SMALL, net.port, &[&kport.to_string()]);
+    bad(&mut cmd);
+    let mut cli = Proc::spawn("client", &mut cmd);
+    for p in [&mut cli, &mut srv] {
+        let stderr = p.finish();
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{} stderr:\n{stderr}", p.name);
+        assert!(
+            lines[0].starts_with("libshmnet: SHMNET_PARTITIONS"),
+            "{}: {}",
+            p.name,
+            lines[0]
+        );
+    }
+    assert_same_bytes(&srv, &cli, &[("c2s", 65536), ("s2c", 65536)]);
+}
+
+#[test]
+fn kernel_tcp_on_127_0_0_1_alongside_an_emulated_connection() {
+    let net = Net::v4("mixed", 20);
+    let mut srv = net.spawn("server", SERVER_MIXED, &[]);
+    let port = srv.listening();
+    let kport: u16 = srv
+        .expect("kernel-port")
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    net.assert_shm_only(port, "server listening");
+    let mut cli = net.spawn("client", CLIENT_MIXED, &[&kport.to_string()]);
+    srv.expect("accepted");
+    net.assert_shm_only(port, "both connections established");
+    // Both ends of the 127.0.0.1 connection are kernel sockets (in whatever
+    // state the client's sending has brought them to).
+    let on_kport = kernel_tcp_sockets()
+        .iter()
+        .filter(|k| k.state != 0x0A && k.state != TIME_WAIT)
+        .filter(|k| k.local.port() == kport || k.remote.port() == kport)
+        .count();
+    assert_eq!(on_kport, 2, "the 127.0.0.1 connection is kernel TCP");
+    srv.go();
+    cli.finish_clean();
+    srv.finish_clean();
+    assert_same_bytes(
+        &srv,
+        &cli,
+        &[
+            ("c2s-emu", MIB + 101),
+            ("s2c-emu", MIB),
+            ("c2s-kernel", MIB + 102),
+            ("s2c-kernel", MIB),
+        ],
+    );
+}
