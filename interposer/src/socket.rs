@@ -488,10 +488,8 @@ impl Connection {
             return Ok(0);
         }
         let mut total = 0usize;
-        let deadline = self
-            .opts
-            .timeout(libc::SO_RCVTIMEO)
-            .map(|t| Instant::now() + t);
+        // SO_RCVTIMEO, looked up only once a call would block.
+        let mut deadline: Option<Option<Instant>> = None;
         loop {
             let r = with_rest_mut(bufs, total, |b| {
                 if peek {
@@ -526,6 +524,11 @@ impl Connection {
                     if self.spin_until(|| rx.readable_now()) {
                         continue;
                     }
+                    let deadline = *deadline.get_or_insert_with(|| {
+                        self.opts
+                            .timeout(libc::SO_RCVTIMEO)
+                            .map(|t| Instant::now() + t)
+                    });
                     let left = match deadline {
                         Some(d) => match d.saturating_duration_since(Instant::now()) {
                             l if l.is_zero() => {

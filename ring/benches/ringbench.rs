@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 enum Kind {
     RingSpin,
     RingBlock,
+    /// The default wait policy: spin up to 50 us, then sleep.
+    Ring,
     Unix,
     Tcp,
 }
@@ -24,6 +26,7 @@ impl Kind {
         match self {
             Kind::RingSpin => "ring (spinning)",
             Kind::RingBlock => "ring (blocking, spin 0)",
+            Kind::Ring => "ring (spin 50 us, then sleep)",
             Kind::Unix => "Unix socketpair",
             Kind::Tcp => "TCP loopback",
         }
@@ -93,16 +96,16 @@ fn connected(
     child: impl FnOnce(Box<dyn ReadWrite>),
 ) -> (Box<dyn ReadWrite>, libc::pid_t) {
     match kind {
-        Kind::RingSpin | Kind::RingBlock => {
-            let policy = if kind == Kind::RingSpin {
-                WaitPolicy {
+        Kind::RingSpin | Kind::RingBlock | Kind::Ring => {
+            let policy = match kind {
+                Kind::RingSpin => WaitPolicy {
                     spin: Duration::from_secs(1),
                     ..WaitPolicy::default()
-                }
-            } else {
-                WaitPolicy::blocking()
+                },
+                Kind::RingBlock => WaitPolicy::blocking(),
+                _ => WaitPolicy::default(),
             };
-            let geo = Geometry::for_ring_bytes(1 << 20).unwrap();
+            let geo = Geometry::for_ring_bytes(RING_BYTES.load(Ordering::Relaxed) as u64).unwrap();
             let seg = Segment::create(geo).unwrap();
             let fd = seg.fd().try_clone_to_owned().unwrap();
             let p2 = policy.clone();
@@ -140,6 +143,9 @@ fn connected(
         }
     }
 }
+
+/// Ring size per direction for the ring transports (the sizes table varies it).
+static RING_BYTES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1 << 20);
 
 trait ReadWrite: Read + Write {}
 impl<T: Read + Write> ReadWrite for T {}
@@ -257,7 +263,35 @@ fn main() {
     }
     if stream_on {
         streaming(runs, scale, has("--ring-only"));
+        ring_sizes(runs, scale);
     }
+}
+
+/// Streaming throughput by ring size: the evidence for SHMNET_RING_BYTES'
+/// default.
+fn ring_sizes(runs: usize, scale: usize) {
+    println!(
+        "\n## Ring size per direction vs streaming throughput (ring, {runs} run(s), median)\n"
+    );
+    println!("| ring bytes | 1 KiB writes GB/s | 64 KiB writes GB/s |");
+    println!("|---:|---:|---:|");
+    for ring in [256usize << 10, 1 << 20, 4 << 20] {
+        RING_BYTES.store(ring, Ordering::Relaxed);
+        let bw = |write: usize| {
+            median(
+                (0..runs)
+                    .map(|_| stream(Kind::Ring, write, (1 << 30) / scale))
+                    .collect(),
+            )
+        };
+        println!(
+            "| {} KiB | {:.2} | {:.2} |",
+            ring >> 10,
+            bw(1024) / 1e9,
+            bw(65536) / 1e9
+        );
+    }
+    RING_BYTES.store(1 << 20, Ordering::Relaxed);
 }
 
 fn round_trips(runs: usize, scale: usize) {
@@ -304,7 +338,7 @@ fn streaming(runs: usize, scale: usize, ring_only: bool) {
         let bw = |k: Kind, total: usize| {
             median((0..runs).map(|_| stream(k, write, total / scale)).collect())
         };
-        let ring = bw(Kind::RingBlock, ring_total);
+        let ring = bw(Kind::Ring, ring_total);
         let (unix, tcp) = if ring_only {
             (f64::NAN, f64::NAN)
         } else {

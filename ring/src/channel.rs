@@ -126,7 +126,9 @@ impl Channel {
         // A fresh reader counts as waiting in poll/epoll: the first publish
         // rings its doorbell, so an application that polls before its first
         // read (or before it even accepted) is woken by that first data.
-        ctl.wait.reader_waiting.store(WAIT_DOORBELL, Ordering::Relaxed);
+        ctl.wait
+            .reader_waiting
+            .store(WAIT_DOORBELL, Ordering::Relaxed);
         for i in 0..n {
             let s = self.seg(i);
             self.begin(i).store(0, Ordering::Relaxed);
