@@ -24,7 +24,7 @@ use core::ffi::{c_int, c_uint, c_ulong, c_void};
 use core::fmt;
 use std::panic::{self, AssertUnwindSafe};
 
-use libc::{iovec, msghdr, pid_t, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{iovec, msghdr, off_t, pid_t, size_t, sockaddr, socklen_t, ssize_t};
 
 use crate::{descriptor, endpoint, fdtable, guard, options, process, stream, sys};
 
@@ -301,6 +301,13 @@ interpose! {
         => stream::read_chk, owner fd;
     fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int)
         -> ssize_t => stream::recv_chk, owner fd;
+    // sendfile from a file to an emulated socket must not reach the kernel
+    // object behind the fd (the bytes would bypass the ring). glibc's
+    // sendfile64 is the same function; a program imports one of the names.
+    fn sendfile(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t
+        => stream::sendfile, owner out_fd;
+    fn sendfile64(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t
+        => stream::sendfile, owner out_fd;
     fn __recvfrom_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int,
                       addr: *mut sockaddr, addrlen: *mut socklen_t) -> ssize_t
         => stream::recvfrom_chk, owner fd;

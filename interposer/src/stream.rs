@@ -5,7 +5,7 @@
 use core::ffi::{c_int, c_void};
 use std::io::{IoSlice, IoSliceMut};
 
-use libc::{iovec, msghdr, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
 use rustix::io::Errno;
 
 use crate::hooks::Action;
@@ -231,4 +231,74 @@ pub(crate) fn recvfrom_chk(
         return Action::Pass;
     }
     recvfrom(fd, buf, len, flags, addr, addrlen)
+}
+
+/// sendfile(2) to an emulated socket: the file's bytes go through the ring
+/// (read from `in_fd` at `*offset`, or at its file position when `offset`
+/// is null, as the kernel does), up to `count`; returns what was sent.
+pub(crate) fn sendfile(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: size_t,
+) -> Action<ssize_t> {
+    let Some(sock) = registry::get(out_fd) else {
+        return Action::Pass;
+    };
+    let Socket::Stream(conn) = &*sock else {
+        return Action::Fail(libc::ENOTCONN);
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: sendfile(2) requires `offset` null or valid for read/write.
+    let mut pos = match unsafe { sys::get_off(offset) } {
+        Ok(p) => p,
+        Err(e) => return Action::Fail(e),
+    };
+    let file = sys::borrow_fd(in_fd);
+    let mut buf = vec![0u8; count.min(64 << 10)];
+    let mut sent = 0usize;
+    while sent < count {
+        let want = (count - sent).min(buf.len());
+        let got = match pos {
+            Some(p) => rustix::io::pread(file, &mut buf[..want], p),
+            None => rustix::io::read(file, &mut buf[..want]),
+        };
+        let got = match got {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if sent == 0 => return Action::Fail(e.raw_os_error()),
+            Err(_) => break,
+        };
+        // Blocking or not as the socket is; a short send ends the call.
+        match conn.send(&[IoSlice::new(&buf[..got])], 0) {
+            Ok(n) => {
+                sent += n;
+                if let Some(p) = pos.as_mut() {
+                    *p += n as u64;
+                } else if n < got {
+                    // Give back what the ring did not take.
+                    let back = (got - n) as i64;
+                    let _ = rustix::fs::seek(file, rustix::fs::SeekFrom::Current(-back));
+                }
+                if n < got {
+                    break;
+                }
+            }
+            Err(e) if sent == 0 => {
+                if e == Errno::PIPE {
+                    sys::raise_sigpipe();
+                }
+                return Action::Fail(e.raw_os_error());
+            }
+            Err(_) => break,
+        }
+    }
+    if let Some(p) = pos {
+        #[allow(unsafe_code)]
+        // SAFETY: as above.
+        unsafe {
+            sys::put_off(offset, p)
+        };
+    }
+    Action::Done(sent as ssize_t)
 }

@@ -386,6 +386,28 @@ pub(crate) fn dup_onto(
     rustix::io::dup3(src, &mut t, flags)
 }
 
+/// A sendfile offset: None for a null pointer (use the file position).
+///
+/// # Safety
+/// `p` null or valid for reads.
+pub(crate) unsafe fn get_off(p: *mut libc::off_t) -> Result<Option<u64>, c_int> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: caller contract.
+    let v = unsafe { ptr::read_unaligned(p) };
+    u64::try_from(v).map(Some).map_err(|_| libc::EINVAL)
+}
+
+/// Stores a sendfile offset back.
+///
+/// # Safety
+/// `p` valid for writes (it was non-null for `get_off`).
+pub(crate) unsafe fn put_off(p: *mut libc::off_t, v: u64) {
+    // SAFETY: caller contract.
+    unsafe { ptr::write_unaligned(p, v as libc::off_t) };
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

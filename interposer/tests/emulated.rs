@@ -1324,6 +1324,41 @@ fn sendall_recv_recv_into_4mib_each_way() {
     assert_names(&net, &srv, &cli, libc::AF_INET);
 }
 
+/// The server answers with socket.sendfile() (os.sendfile: the kernel's
+/// sendfile(2) must not carry the file past the ring), twice: from an
+/// offset and from the file position. ARGS: LEN.
+const SERVER_SENDFILE: &str = r#"
+import tempfile
+srv = listener()
+conn, _ = srv.accept()
+pause("accepted")
+data = blob(7, int(ARGS[0]))
+with tempfile.TemporaryFile() as f:
+    f.write(data)
+    f.flush()
+    f.seek(0)
+    sent = conn.sendfile(f, offset=1000)
+    assert sent == len(data) - 1000, sent
+    f.seek(0)
+    assert os.sendfile(conn.fileno(), f.fileno(), None, 1000) == 1000
+report("s2c", data[1000:] + data[:1000])
+conn.close()
+"#;
+
+const CLIENT_TO_EOF: &str = r#"
+c = connect()
+recv_to_eof(c).report("s2c")
+c.close()
+"#;
+
+#[test]
+fn sendfile_goes_through_the_ring() {
+    let net = Net::v4("sendfile", 25);
+    let len = 3 * MIB + 17;
+    let n = len.to_string();
+    exchange(&net, SERVER_SENDFILE, CLIENT_TO_EOF, &[&n], &[("s2c", len)]);
+}
+
 #[test]
 fn makefile_sendmsg_recvmsg_4mib_each_way() {
     let net = Net::v4("bulk-msg", 2);
