@@ -279,16 +279,24 @@ impl Bell {
         Ok(Arc::new(Bell { fd }))
     }
 
-    /// Reads and discards pending doorbell bytes; true if the peer hung up.
-    fn drain(&self) -> bool {
+    /// Reads and discards pending doorbell bytes. Returns whether the peer
+    /// hung up, and whether a byte other than a doorbell came: data that the
+    /// peer wrote past the library (stdio on the socket, a raw syscall),
+    /// which the ring cannot put back in order.
+    fn drain(&self) -> (bool, bool) {
         let mut buf = [0u8; 64];
+        let mut foreign = false;
         loop {
             match rustix::net::recv(&self.fd, &mut buf, RecvFlags::DONTWAIT) {
-                Ok((0, _)) => return true,
-                Ok((n, _)) if n < buf.len() => return false,
-                Ok(_) => continue,
+                Ok((0, _)) => return (true, foreign),
+                Ok((n, _)) => {
+                    foreign |= buf[..n].iter().any(|&b| b != DOORBELL);
+                    if n < buf.len() {
+                        return (false, foreign);
+                    }
+                }
                 Err(Errno::INTR) => continue,
-                Err(_) => return false,
+                Err(_) => return (false, foreign),
             }
         }
     }
@@ -324,9 +332,16 @@ impl Bell {
 impl Doorbell for Bell {
     fn ring(&self) {
         // A full socket buffer means bytes are already pending: enough.
-        let _ = rustix::net::send(&self.fd, &[1], SendFlags::DONTWAIT | SendFlags::NOSIGNAL);
+        let _ = rustix::net::send(
+            &self.fd,
+            &[DOORBELL],
+            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+        );
     }
 }
+
+/// The byte a doorbell rings with.
+const DOORBELL: u8 = 1;
 
 /// One side of an emulated TCP connection.
 pub(crate) struct Connection {
@@ -507,7 +522,18 @@ impl Connection {
                     }
                 }
                 Err(RingError::WouldBlock) => {
-                    let hung_up = self.bell.drain();
+                    let (hung_up, foreign) = self.bell.drain();
+                    if foreign {
+                        log!(
+                            error,
+                            "{} -> {}: the peer wrote data past libshmnet (stdio or a raw syscall \
+                             on the socket); resetting the connection rather than losing it silently",
+                            self.peer,
+                            self.local
+                        );
+                        rx.reset();
+                        return Err(Errno::CONNRESET);
+                    }
                     if rx.arm(WaitKind::Doorbell) {
                         continue;
                     }

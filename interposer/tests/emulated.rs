@@ -1359,6 +1359,43 @@ fn sendfile_goes_through_the_ring() {
     exchange(&net, SERVER_SENDFILE, CLIENT_TO_EOF, &[&n], &[("s2c", len)]);
 }
 
+/// C stdio on a socket writes through glibc-internal calls that no
+/// LD_PRELOAD can hook, straight into the kernel object behind the fd. The
+/// receiver must fail loudly (ECONNRESET), never drop the bytes silently.
+const SERVER_EXPECT_RESET: &str = r#"
+srv = listener()
+conn, _ = srv.accept()
+pause("accepted")
+try:
+    got = conn.recv(100)
+    say("got", len(got))
+except ConnectionResetError:
+    say("reset")
+"#;
+
+const CLIENT_STDIO: &str = r#"
+c = connect()
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fdopen.restype = ctypes.c_void_p
+f = libc.fdopen(os.dup(c.fileno()), b"w")
+libc.fputs(b"written with stdio\n", ctypes.c_void_p(f))
+libc.fflush(ctypes.c_void_p(f))
+time.sleep(1)
+"#;
+
+#[test]
+fn data_written_past_the_library_is_a_reset_not_a_silent_loss() {
+    let net = Net::v4("stdio", 26);
+    let mut srv = net.spawn("server", SERVER_EXPECT_RESET, &[]);
+    srv.listening();
+    let mut cli = net.spawn("client", CLIENT_STDIO, &[]);
+    srv.expect("accepted");
+    srv.go();
+    srv.finish_clean();
+    cli.finish_clean();
+    assert!(srv.seen.iter().any(|l| l == "reset"), "{:?}", srv.seen);
+}
+
 #[test]
 fn makefile_sendmsg_recvmsg_4mib_each_way() {
     let net = Net::v4("bulk-msg", 2);
