@@ -37,10 +37,12 @@ bench: deps
 	@mkdir -p $(BENCH_DIR)
 	$(CARGO) bench -p shmnet-ring --bench ringbench | tee $(BENCH_DIR)/ring.md
 
-## The main job: a short side-by-side run.
+## The main job: real programs over the emulated network, then the rings
+## side by side with Unix sockets and TCP loopback.
 demo: deps
 	$(CARGO) build --release --workspace
-	$(CARGO) bench -p shmnet-ring --bench ringbench -- --demo
+	scripts/demo.sh target/release/libshmnet.so
+	$(CARGO) bench -p shmnet-ring --bench ringbench -- --demo --rtt
 
 clean:
 	$(CARGO) clean
