@@ -16,6 +16,7 @@ use core::ffi::c_int;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::sync::Arc;
+use std::time::Duration;
 
 use libc::{sockaddr, socklen_t};
 use rustix::io::Errno;
@@ -186,6 +187,11 @@ pub(crate) fn accept4(
     if flags & libc::SOCK_CLOEXEC != 0 {
         sflags |= rustix::net::SocketFlags::CLOEXEC;
     }
+    // How long a connector may take to send its connect message (it does so
+    // right after connecting): short for an event loop's non-blocking accept.
+    let nonblocking = rustix::fs::fcntl_getfl(sys::borrow_fd(fd))
+        .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+    let patience = Duration::from_millis(if nonblocking { 50 } else { 2000 });
     loop {
         // The real accept on the rendezvous socket: blocking or not as the
         // application set the listener, interrupted by signals as usual.
@@ -193,7 +199,7 @@ pub(crate) fn accept4(
             Ok(c) => c,
             Err(e) => return fail(e),
         };
-        let connection = match listener.handshake(conn.as_fd()) {
+        let connection = match listener.handshake(conn.as_fd(), patience) {
             Ok(c) => c,
             Err(e) => {
                 log!(
@@ -269,7 +275,9 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
         Some(s) => s.options().snapshot_copy(),
         None => Options::snapshot(sys::borrow_fd(fd)),
     };
-    match Connection::connect(&path, local, target, config.ring_bytes, opts) {
+    let nonblocking = rustix::fs::fcntl_getfl(sys::borrow_fd(fd))
+        .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+    match Connection::connect(&path, local, target, config.ring_bytes, opts, nonblocking) {
         Ok((sock, conn)) => {
             if let Err(e) = adopt(fd, &sock) {
                 return fail(e);

@@ -6,12 +6,15 @@
 //!    message carrying its virtual address and, as SCM_RIGHTS, the memfd —
 //!    the "memory location" of its data area.
 //! 3. The listener matches it (the kernel queues it on the listener it was
-//!    addressed to), maps the segment, initialises its direction and answers
-//!    "connected" with its own virtual address.
+//!    addressed to), maps the segment and initialises its direction. That
+//!    direction's `ready` word is the "connected" indication (claim 82 g):
+//!    it travels through the shared memory itself, so no byte on the Unix
+//!    connection ever makes the connector's fd look readable without data.
+//!    A refused connection is closed (the connector sees a hang-up).
 //!
-//! The connector does not wait for the answer in connect(): like TCP, whose
-//! connect completes from the listen backlog before accept, it may queue
-//! data at once; it reads the answer before its first read.
+//! The connector does not wait in connect(): like TCP, whose connect
+//! completes from the listen backlog before accept, it may queue data at
+//! once; its first read finds the acceptor's direction ready, or waits.
 //!
 //! Messages are 32 bytes, little-endian:
 //! `magic u32 | version u16 | kind u16 | family u16 | port u16 | status u32 | ip [u8; 16]`.
@@ -37,8 +40,6 @@ const VERSION: u16 = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Connect = 1,
-    Connected = 2,
-    Refused = 3,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,8 +76,6 @@ impl Message {
         }
         let kind = match u16_at(6) {
             1 => Kind::Connect,
-            2 => Kind::Connected,
-            3 => Kind::Refused,
             _ => return Err("unknown message kind"),
         };
         let mut raw = [0u8; 16];
@@ -120,9 +119,44 @@ pub(crate) fn send(
     Ok(())
 }
 
-/// Receives one message without blocking (EAGAIN if none is complete yet),
-/// and the fd attached to it, if any. Extra fds are closed.
-pub(crate) fn recv(sock: BorrowedFd<'_>) -> Result<(Message, Option<OwnedFd>), Errno> {
+/// Receives one message, waiting at most `patience` for it to arrive.
+/// EINTR does not end the wait; a partial message is waited out with short
+/// naps (poll would report it readable at once: no busy loop).
+pub(crate) fn recv_within(
+    sock: BorrowedFd<'_>,
+    patience: std::time::Duration,
+) -> Result<(Message, Option<OwnedFd>), Errno> {
+    let deadline = std::time::Instant::now() + patience;
+    loop {
+        let partial = match try_recv(sock) {
+            Err(Errno::AGAIN) => false,
+            Err(Errno::INPROGRESS) => true,
+            r => return r,
+        };
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(Errno::TIMEDOUT);
+        }
+        let r = if partial {
+            let nap = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 1_000_000,
+            };
+            rustix::event::poll(&mut [], Some(&nap)).map(|_| true)
+        } else {
+            wait_readable(sock, Some(left))
+        };
+        match r {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Receives one message without blocking (EAGAIN if none is there,
+/// EINPROGRESS if only part of one is), and the fd attached to it, if any.
+/// Extra fds are closed.
+pub(crate) fn try_recv(sock: BorrowedFd<'_>) -> Result<(Message, Option<OwnedFd>), Errno> {
     // Peek first so a partial message is left in place (a 32-byte message
     // on a stream socket is normally whole, but need not be).
     let mut peek = [0u8; LEN];
@@ -131,7 +165,7 @@ pub(crate) fn recv(sock: BorrowedFd<'_>) -> Result<(Message, Option<OwnedFd>), E
         return Err(Errno::CONNRESET);
     }
     if n < LEN {
-        return Err(Errno::AGAIN);
+        return Err(Errno::INPROGRESS);
     }
     let mut bytes = [0u8; LEN];
     let mut iov = [IoSliceMut::new(&mut bytes)];
@@ -192,7 +226,7 @@ mod tests {
             assert_eq!(Message::decode(&m.encode()), Ok(m));
         }
         let good = Message {
-            kind: Kind::Connected,
+            kind: Kind::Connect,
             addr: "127.0.0.1:1".parse().unwrap(),
             status: 0,
         }
@@ -222,13 +256,13 @@ mod tests {
             addr: "127.77.0.9:5".parse().unwrap(),
             status: 0,
         };
-        assert_eq!(recv(b.as_fd()).unwrap_err(), Errno::AGAIN);
+        assert_eq!(try_recv(b.as_fd()).unwrap_err(), Errno::AGAIN);
         send(a.as_fd(), &m, Some(a.as_fd())).unwrap();
-        let (got, fd) = recv(b.as_fd()).unwrap();
+        let (got, fd) = try_recv(b.as_fd()).unwrap();
         assert_eq!(got, m);
         assert!(fd.is_some());
         drop((fd, a)); // the passed fd was a copy of `a`: both must go
 
-        assert_eq!(recv(b.as_fd()).unwrap_err(), Errno::CONNRESET);
+        assert_eq!(try_recv(b.as_fd()).unwrap_err(), Errno::CONNRESET);
     }
 }

@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags};
 use shmnet_ring::{
-    Consumer, Doorbell, Geometry, Producer, RingError, Segment, WaitKind, WaitPolicy,
+    Consumer, Doorbell, Geometry, Producer, RingError, RoomWaiter, Segment, WaitKind, WaitPolicy,
 };
 
 use crate::handshake::{self, Kind, Message};
@@ -197,34 +197,22 @@ impl Listener {
     }
 
     /// Finishes the handshake on a rendezvous connection `conn` that
-    /// accept(2) returned: reads the connect message, maps the segment,
-    /// initialises our direction, answers "connected".
-    pub(crate) fn handshake(&self, conn: BorrowedFd<'_>) -> Result<Connection, Errno> {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let (msg, memfd) = loop {
-            match handshake::recv(conn) {
-                Ok(got) => break got,
-                Err(Errno::AGAIN) => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        return Err(Errno::TIMEDOUT);
-                    }
-                    handshake::wait_readable(conn, Some(left))?;
-                }
-                Err(e) => return Err(e),
-            }
-        };
+    /// accept(2) returned: reads the connect message, maps the segment and
+    /// initialises our direction (claim 82 b-f). The connector learns that it
+    /// is connected from that direction's `ready` word, not from a message,
+    /// so nothing spurious ever makes its fd readable; a refused connection
+    /// is simply closed.
+    ///
+    /// The connector sends its message right after connecting, so it is
+    /// normally queued already; we wait for it at most `patience`.
+    pub(crate) fn handshake(
+        &self,
+        conn: BorrowedFd<'_>,
+        patience: Duration,
+    ) -> Result<Connection, Errno> {
+        let (msg, memfd) = handshake::recv_within(conn, patience)?;
         let refuse = |why: &str| {
             log!(warn, "refusing a connection to {}: {why}", self.local);
-            let _ = handshake::send(
-                conn,
-                &Message {
-                    kind: Kind::Refused,
-                    addr: self.local,
-                    status: libc::ECONNREFUSED as u32,
-                },
-                None,
-            );
             Errno::CONNABORTED
         };
         if msg.kind != Kind::Connect {
@@ -236,22 +224,7 @@ impl Listener {
         let memfd = memfd.ok_or_else(|| refuse("no shared memory attached"))?;
         let seg = Segment::attach(memfd).map_err(|e| refuse(&e.to_string()))?;
         let bell = Bell::new(conn)?;
-        let connection = Connection::new(seg, self.local, msg.addr, bell, None, true)?;
-        // A connector that already closed (its data and EOF are in the ring)
-        // cannot take the answer; like TCP, accept still returns it.
-        let answer = Message {
-            kind: Kind::Connected,
-            addr: self.local,
-            status: 0,
-        };
-        if let Err(e) = handshake::send(conn, &answer, None) {
-            log!(
-                debug,
-                "accept on {}: peer gone before the answer ({e})",
-                self.local
-            );
-        }
-        Ok(connection)
+        Connection::new(seg, self.local, msg.addr, bell, None)
     }
 }
 
@@ -273,31 +246,62 @@ pub(crate) struct Bell {
     fd: OwnedFd,
 }
 
+/// The byte a doorbell rings with.
+const DOORBELL: u8 = 1;
+
+/// What is waiting on our end of the Unix connection.
+struct Pending {
+    /// Doorbell bytes queued (at most a small buffer's worth is looked at).
+    bytes: usize,
+    /// The peer's end is closed and nothing is queued.
+    hung_up: bool,
+    /// A byte that is not a doorbell: data the peer wrote past the library
+    /// (stdio on the socket, a raw syscall), which the ring cannot put back
+    /// in order.
+    foreign: bool,
+}
+
 impl Bell {
     fn new(conn: BorrowedFd<'_>) -> Result<Arc<Bell>, Errno> {
         let fd = rustix::io::fcntl_dupfd_cloexec(conn, 3)?;
         Ok(Arc::new(Bell { fd }))
     }
 
-    /// Reads and discards pending doorbell bytes. Returns whether the peer
-    /// hung up, and whether a byte other than a doorbell came: data that the
-    /// peer wrote past the library (stdio on the socket, a raw syscall),
-    /// which the ring cannot put back in order.
-    fn drain(&self) -> (bool, bool) {
+    /// Looks at the queued bytes without taking them.
+    fn peek(&self) -> Pending {
         let mut buf = [0u8; 64];
-        let mut foreign = false;
         loop {
-            match rustix::net::recv(&self.fd, &mut buf, RecvFlags::DONTWAIT) {
-                Ok((0, _)) => return (true, foreign),
-                Ok((n, _)) => {
-                    foreign |= buf[..n].iter().any(|&b| b != DOORBELL);
-                    if n < buf.len() {
-                        return (false, foreign);
-                    }
-                }
+            return match rustix::net::recv(
+                &self.fd,
+                &mut buf,
+                RecvFlags::PEEK | RecvFlags::DONTWAIT,
+            ) {
+                Ok((0, _)) => Pending {
+                    bytes: 0,
+                    hung_up: true,
+                    foreign: false,
+                },
+                Ok((n, _)) => Pending {
+                    bytes: n,
+                    hung_up: false,
+                    foreign: buf[..n].iter().any(|&b| b != DOORBELL),
+                },
                 Err(Errno::INTR) => continue,
-                Err(_) => return (false, foreign),
-            }
+                Err(_) => Pending {
+                    bytes: 0,
+                    hung_up: false,
+                    foreign: false,
+                },
+            };
+        }
+    }
+
+    /// Takes exactly `n` queued bytes (ones `peek` saw).
+    fn consume(&self, n: usize) {
+        let mut buf = [0u8; 64];
+        let n = n.min(buf.len());
+        if n > 0 {
+            let _ = rustix::net::recv(&self.fd, &mut buf[..n], RecvFlags::DONTWAIT);
         }
     }
 
@@ -340,22 +344,31 @@ impl Doorbell for Bell {
     }
 }
 
-/// The byte a doorbell rings with.
-const DOORBELL: u8 = 1;
+/// The receive side's state, under one lock.
+struct Rx {
+    /// The connector's receive half exists once the acceptor initialised
+    /// its direction.
+    consumer: Option<Consumer>,
+    /// Doorbell bytes may be queued although our flag is armed (we re-armed
+    /// and found data before taking them).
+    maybe_pending: bool,
+}
 
 /// One side of an emulated TCP connection.
 pub(crate) struct Connection {
     pub local: SocketAddr,
     pub peer: SocketAddr,
     seg: Segment,
+    /// Held only while copying: a writer waiting for room sleeps on `room`.
     tx: Mutex<Producer>,
-    /// The connector's receive half exists once the acceptor answered.
-    rx: Mutex<Option<Consumer>>,
+    room: RoomWaiter,
+    /// Held only while copying; a reader sleeps in poll without it.
+    rx: Mutex<Rx>,
     bell: Arc<Bell>,
     _port: Option<Reservation>,
     fork_generation: u32,
     shut_rd: AtomicBool,
-    shut_wr: AtomicBool,
+    shut_wr: Arc<AtomicBool>,
     /// SO_ERROR: an error to report once.
     pub error: AtomicI32,
     spin: Duration,
@@ -367,6 +380,23 @@ fn ring_errno(e: RingError) -> Errno {
     Errno::from_raw_os_error(e.errno())
 }
 
+/// `now + t`, or no deadline when that overflows (a huge SO_RCVTIMEO is
+/// "forever" for the kernel too).
+fn deadline_after(t: Option<Duration>) -> Option<Instant> {
+    t.and_then(|t| Instant::now().checked_add(t))
+}
+
+/// Time left until `deadline`; Err(AGAIN) once it passed (SO_*TIMEO expiry).
+fn time_left(deadline: Option<Instant>) -> Result<Option<Duration>, Errno> {
+    match deadline {
+        None => Ok(None),
+        Some(d) => match d.saturating_duration_since(Instant::now()) {
+            l if l.is_zero() => Err(Errno::AGAIN),
+            l => Ok(Some(l)),
+        },
+    }
+}
+
 impl Connection {
     fn new(
         seg: Segment,
@@ -374,216 +404,272 @@ impl Connection {
         peer: SocketAddr,
         bell: Arc<Bell>,
         port: Option<Reservation>,
-        accepted: bool,
     ) -> Result<Connection, Errno> {
         let mut tx = seg.producer().map_err(|_| Errno::PROTO)?;
         tx.set_doorbell(bell.clone());
-        let rx = if accepted {
-            let mut rx = seg.consumer().map_err(|_| Errno::PROTO)?;
-            rx.set_doorbell(bell.clone());
-            Some(rx)
-        } else {
-            None
-        };
+        let room = tx.room_waiter();
         let spin = crate::config::get()
             .map_or(Duration::ZERO, |c| Duration::from_micros(c.spin_us.into()));
-        Ok(Connection {
+        let conn = Connection {
             local,
             peer,
             seg,
             tx: Mutex::new(tx),
-            rx: Mutex::new(rx),
+            room,
+            rx: Mutex::new(Rx {
+                consumer: None,
+                maybe_pending: false,
+            }),
             bell,
             _port: port,
             fork_generation: registry::fork_generation(),
             shut_rd: AtomicBool::new(false),
-            shut_wr: AtomicBool::new(false),
+            shut_wr: Arc::new(AtomicBool::new(false)),
             error: AtomicI32::new(0),
             spin,
             opts: Options::default(),
-        })
+        };
+        // The acceptor's receive half is ready at once; the connector's once
+        // the acceptor initialised its direction (see `receiver`).
+        conn.receiver(&mut conn.rx.lock());
+        Ok(conn)
     }
 
     /// The connecting side: creates the segment, connects to the listener's
-    /// rendezvous at `path` and sends the connect message. Returns the Unix
-    /// connection (to become the application's fd) and the connection.
+    /// rendezvous at `path` and sends the connect message (claim 83). Returns
+    /// the Unix connection (to become the application's fd) and the
+    /// connection. `nonblocking`: a full listen backlog is EAGAIN at once
+    /// instead of a wait (bounded by `timeout`, SO_SNDTIMEO).
     pub(crate) fn connect(
         path: &std::path::Path,
         local: Reservation,
         peer: SocketAddr,
         ring_bytes: usize,
         opts: Options,
+        nonblocking: bool,
     ) -> Result<(OwnedFd, Connection), Errno> {
         let sock = rustix::net::socket_with(
             rustix::net::AddressFamily::UNIX,
             rustix::net::SocketType::STREAM,
-            rustix::net::SocketFlags::CLOEXEC,
+            rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
             None,
         )?;
         let addr = rustix::net::SocketAddrUnix::new(path)?;
-        match rustix::net::connect(&sock, &addr) {
-            Ok(()) => {}
-            // No rendezvous, or nobody listening on it: no listener.
-            Err(Errno::NOENT | Errno::CONNREFUSED) => return Err(Errno::CONNREFUSED),
-            Err(e) => return Err(e),
+        // A full listen backlog: the kernel's TCP retries its SYN for about
+        // two minutes; so do we (or SO_SNDTIMEO), unless non-blocking.
+        let deadline = deadline_after(Some(
+            opts.timeout(libc::SO_SNDTIMEO)
+                .unwrap_or(Duration::from_secs(127)),
+        ));
+        let mut pause = Duration::from_micros(100);
+        loop {
+            match rustix::net::connect(&sock, &addr) {
+                Ok(()) => break,
+                // No rendezvous, or nobody listening on it: no listener.
+                Err(Errno::NOENT | Errno::CONNREFUSED) => return Err(Errno::CONNREFUSED),
+                Err(Errno::AGAIN) if !nonblocking => {
+                    let left = time_left(deadline).map_err(|_| Errno::TIMEDOUT)?;
+                    let nap = left.map_or(pause, |l| l.min(pause));
+                    // An interruptible sleep: a signal ends connect with EINTR.
+                    let ts = rustix::event::Timespec {
+                        tv_sec: nap.as_secs() as _,
+                        tv_nsec: nap.subsec_nanos() as _,
+                    };
+                    rustix::event::poll(&mut [], Some(&ts))?;
+                    pause = (pause * 2).min(Duration::from_millis(20));
+                }
+                Err(e) => return Err(e),
+            }
         }
+        let fl = rustix::fs::fcntl_getfl(&sock)?;
+        rustix::fs::fcntl_setfl(&sock, fl - rustix::fs::OFlags::NONBLOCK)?;
         let geo = Geometry::for_ring_bytes(ring_bytes as u64).map_err(|_| Errno::INVAL)?;
         let seg = Segment::create(geo).map_err(|e| {
             log!(warn, "cannot create a connection segment: {e}");
             Errno::NOBUFS
         })?;
         let me = local.addr;
-        handshake::send(
-            sock.as_fd(),
-            &Message {
-                kind: Kind::Connect,
-                addr: me,
-                status: 0,
-            },
-            Some(seg.fd()),
-        )?;
+        let hello = Message {
+            kind: Kind::Connect,
+            addr: me,
+            status: 0,
+        };
+        // The listener went away between connect and send: refused.
+        handshake::send(sock.as_fd(), &hello, Some(seg.fd())).map_err(|_| Errno::CONNREFUSED)?;
         let bell = Bell::new(sock.as_fd())?;
-        let mut conn = Connection::new(seg, me, peer, bell, Some(local), false)?;
+        let mut conn = Connection::new(seg, me, peer, bell, Some(local))?;
         conn.opts = opts;
         Ok((sock, conn))
     }
 
-    /// The receive half, reading the acceptor's answer first if needed.
-    fn receiver<'a>(
-        &self,
-        slot: &'a mut Option<Consumer>,
-        nonblocking: bool,
-    ) -> Result<&'a mut Consumer, Errno> {
-        if slot.is_none() {
-            let deadline = self
-                .opts
-                .timeout(libc::SO_RCVTIMEO)
-                .map(|t| Instant::now() + t);
-            let msg = loop {
-                match handshake::recv(self.bell.fd.as_fd()) {
-                    Ok((msg, _)) => break msg,
-                    Err(Errno::AGAIN) if !nonblocking => {
-                        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-                        if left.is_some_and(|l| l.is_zero()) {
-                            return Err(Errno::AGAIN);
-                        }
-                        self.bell.wait(left)?;
-                    }
-                    Err(Errno::AGAIN) => return Err(Errno::AGAIN),
-                    Err(_) => return Err(Errno::CONNRESET),
-                }
-            };
-            if msg.kind != Kind::Connected {
-                return Err(Errno::CONNREFUSED);
+    /// The receive half, if the peer's direction is initialised.
+    fn receiver<'a>(&self, rx: &'a mut Rx) -> Option<&'a mut Consumer> {
+        if rx.consumer.is_none() {
+            if let Ok(mut c) = self.seg.consumer() {
+                c.set_doorbell(self.bell.clone());
+                rx.consumer = Some(c);
             }
-            let mut rx = self.seg.consumer().map_err(|_| Errno::CONNRESET)?;
-            rx.set_doorbell(self.bell.clone());
-            *slot = Some(rx);
         }
-        slot.as_mut().ok_or(Errno::CONNRESET)
+        rx.consumer.as_mut()
+    }
+
+    /// After the ring was seen empty: take the doorbell bytes that were rung
+    /// for data already read, so the fd stops looking readable — but only
+    /// after re-arming our flag and re-checking the ring, and only the bytes
+    /// seen before re-arming (a byte rung after that is for new data and must
+    /// stay). Returns whether data arrived meanwhile; Err for a hang-up with
+    /// an empty ring (`Ok(0)` to the caller) or for foreign bytes.
+    fn settle(&self, rx: &mut Consumer, maybe_pending: &mut bool) -> Result<bool, Settled> {
+        let pending = self.bell.peek();
+        if pending.foreign {
+            log!(
+                error,
+                "{} -> {}: the peer wrote data past libshmnet (stdio or a raw syscall on the \
+                 socket); resetting the connection rather than losing it silently",
+                self.peer,
+                self.local
+            );
+            rx.reset();
+            return Err(Settled::Foreign);
+        }
+        if rx.arm(WaitKind::Doorbell) {
+            *maybe_pending |= pending.bytes > 0;
+            return Ok(true);
+        }
+        self.bell.consume(pending.bytes);
+        *maybe_pending = false;
+        if pending.hung_up {
+            return Err(Settled::HungUp);
+        }
+        Ok(false)
     }
 
     /// recv(2) and friends: MSG_PEEK, MSG_WAITALL, MSG_DONTWAIT; blocking
-    /// unless the fd is non-blocking.
+    /// unless the fd is non-blocking. The receive lock is held only while
+    /// copying; a blocked reader sleeps in poll on the fd, where a doorbell
+    /// byte, a hang-up or a local SHUT_RD wakes it.
     pub(crate) fn recv(&self, bufs: &mut [IoSliceMut<'_>], flags: i32) -> Result<usize, Errno> {
         let want = bufs
             .iter()
             .map(|b| b.len())
             .fold(0usize, usize::saturating_add);
-        if self.shut_rd.load(Ordering::Relaxed) {
-            return Ok(0);
-        }
         let peek = flags & libc::MSG_PEEK != 0;
         let waitall = flags & libc::MSG_WAITALL != 0 && !peek;
         let dontwait = flags & libc::MSG_DONTWAIT != 0;
-        let mut slot = self.rx.lock();
-        let nonblocking = dontwait || (slot.is_none() && self.bell.nonblocking());
-        let rx = self.receiver(&mut slot, nonblocking)?;
-        if want == 0 {
-            return Ok(0);
-        }
         let mut total = 0usize;
         // SO_RCVTIMEO, looked up only once a call would block.
         let mut deadline: Option<Option<Instant>> = None;
         loop {
-            let r = with_rest_mut(bufs, total, |b| {
-                if peek {
-                    rx.peek_vectored(b)
-                } else {
-                    rx.read_vectored(b)
-                }
-            });
-            match r {
-                Ok(0) => return Ok(total),
-                Ok(n) => {
-                    total += n;
-                    if !waitall || total >= want {
-                        return Ok(total);
+            if self.shut_rd.load(Ordering::Relaxed) {
+                return Ok(total);
+            }
+            let step = {
+                let mut guard = self.rx.lock();
+                let Rx {
+                    consumer,
+                    maybe_pending,
+                } = &mut *guard;
+                let rx = match consumer {
+                    Some(rx) => Some(rx),
+                    None => {
+                        if let Ok(mut c) = self.seg.consumer() {
+                            c.set_doorbell(self.bell.clone());
+                            *consumer = Some(c);
+                        }
+                        consumer.as_mut()
                     }
-                }
-                Err(RingError::WouldBlock) => {
-                    let (hung_up, foreign) = self.bell.drain();
-                    if foreign {
-                        log!(
-                            error,
-                            "{} -> {}: the peer wrote data past libshmnet (stdio or a raw syscall \
-                             on the socket); resetting the connection rather than losing it silently",
-                            self.peer,
-                            self.local
-                        );
-                        rx.reset();
-                        return Err(Errno::CONNRESET);
+                };
+                match rx {
+                    // The acceptor has not initialised its direction yet: no
+                    // data can exist. A hang-up means it refused us.
+                    None => {
+                        if self.bell.peek().hung_up {
+                            return if total > 0 {
+                                Ok(total)
+                            } else {
+                                Err(Errno::CONNRESET)
+                            };
+                        }
+                        Step::Wait
                     }
-                    if rx.arm(WaitKind::Doorbell) {
-                        continue;
-                    }
-                    if hung_up {
-                        return Ok(total); // the peer process is gone: end of stream
-                    }
-                    if dontwait || self.bell.nonblocking() {
-                        return if total > 0 {
-                            Ok(total)
-                        } else {
-                            Err(Errno::AGAIN)
-                        };
-                    }
-                    if self.spin_until(|| rx.readable_now()) {
-                        continue;
-                    }
-                    let deadline = *deadline.get_or_insert_with(|| {
-                        self.opts
-                            .timeout(libc::SO_RCVTIMEO)
-                            .map(|t| Instant::now() + t)
-                    });
-                    let left = match deadline {
-                        Some(d) => match d.saturating_duration_since(Instant::now()) {
-                            l if l.is_zero() => {
+                    Some(rx) => {
+                        if want == 0 {
+                            return Ok(0);
+                        }
+                        let r = with_rest_mut(bufs, total, |b| {
+                            if peek {
+                                rx.peek_vectored(b)
+                            } else {
+                                rx.read_vectored(b)
+                            }
+                        });
+                        match r {
+                            Ok(0) => return Ok(total),
+                            Ok(n) => {
+                                total += n;
+                                // Emptied the ring? Then drop the doorbell bytes of
+                                // the data just read, or a poller would see the fd
+                                // readable with nothing to read.
+                                if !peek
+                                    && rx.available() == Ok(0)
+                                    && (*maybe_pending || !rx.is_armed(WaitKind::Doorbell))
+                                {
+                                    let _ = self.settle(rx, maybe_pending);
+                                }
+                                if !waitall || total >= want {
+                                    return Ok(total);
+                                }
+                                Step::Again
+                            }
+                            Err(RingError::WouldBlock) => match self.settle(rx, maybe_pending) {
+                                Ok(true) => Step::Again,
+                                Ok(false) => Step::Wait,
+                                Err(Settled::HungUp) => return Ok(total),
+                                Err(Settled::Foreign) => return Err(Errno::CONNRESET),
+                            },
+                            Err(e) => {
                                 return if total > 0 {
                                     Ok(total)
                                 } else {
-                                    Err(Errno::AGAIN)
+                                    Err(ring_errno(e))
                                 }
                             }
-                            l => Some(l),
-                        },
-                        None => None,
-                    };
-                    match self.bell.wait(left) {
-                        Ok(_) => {}
-                        Err(Errno::INTR) if total == 0 => return Err(Errno::INTR),
-                        Err(Errno::INTR) => return Ok(total),
-                        Err(e) => return Err(e),
+                        }
                     }
                 }
-                Err(e) => {
+            };
+            if let Step::Wait = step {
+                if dontwait || self.bell.nonblocking() {
                     return if total > 0 {
                         Ok(total)
                     } else {
-                        Err(ring_errno(e))
+                        Err(Errno::AGAIN)
                     };
+                }
+                if self.spin_until(|| self.readable_hint()) {
+                    continue;
+                }
+                let d = *deadline
+                    .get_or_insert_with(|| deadline_after(self.opts.timeout(libc::SO_RCVTIMEO)));
+                let left = match time_left(d) {
+                    Ok(l) => l,
+                    Err(e) => return if total > 0 { Ok(total) } else { Err(e) },
+                };
+                match self.bell.wait(left) {
+                    Ok(_) => {}
+                    Err(Errno::INTR) if total == 0 => return Err(Errno::INTR),
+                    Err(Errno::INTR) => return Ok(total),
+                    Err(e) => return Err(e),
                 }
             }
         }
+    }
+
+    /// Cheap "might a read succeed now?" for spinning, without the lock
+    /// being held across the spin.
+    fn readable_hint(&self) -> bool {
+        let rx = self.rx.lock();
+        rx.consumer.as_ref().is_some_and(|c| c.readable_now())
     }
 
     fn spin_until(&self, mut ready: impl FnMut() -> bool) -> bool {
@@ -605,23 +691,29 @@ impl Connection {
     }
 
     /// send(2) and friends. Blocking sends return once everything is in the
-    /// ring; a closed peer is EPIPE (the caller raises SIGPIPE).
+    /// ring; a closed peer is EPIPE (the caller raises SIGPIPE). The send
+    /// lock is held only while copying; a blocked writer sleeps on the ring's
+    /// futex, in slices that check for hang-up and a local SHUT_WR.
     pub(crate) fn send(&self, bufs: &[IoSlice<'_>], flags: i32) -> Result<usize, Errno> {
-        if self.shut_wr.load(Ordering::Relaxed) {
-            return Err(Errno::PIPE);
-        }
         let want = bufs
             .iter()
             .map(|b| b.len())
             .fold(0usize, usize::saturating_add);
-        if want == 0 {
-            return Ok(0);
-        }
         let dontwait = flags & libc::MSG_DONTWAIT != 0;
-        let mut tx = self.tx.lock();
         let mut total = 0usize;
+        let mut deadline: Option<Option<Instant>> = None;
         loop {
-            let r = with_rest(bufs, total, |b| tx.write_vectored(b));
+            if self.shut_wr.load(Ordering::Relaxed) {
+                return if total > 0 {
+                    Ok(total)
+                } else {
+                    Err(Errno::PIPE)
+                };
+            }
+            if want == 0 {
+                return Ok(0);
+            }
+            let r = with_rest(bufs, total, |b| self.tx.lock().write_vectored(b));
             match r {
                 Ok(n) => {
                     total += n;
@@ -638,16 +730,19 @@ impl Connection {
                         };
                     }
                     let bell = self.bell.clone();
+                    let shut = self.shut_wr.clone();
+                    let d = *deadline.get_or_insert_with(|| {
+                        deadline_after(self.opts.timeout(libc::SO_SNDTIMEO))
+                    });
                     let policy = WaitPolicy {
                         spin: self.spin,
-                        deadline: self
-                            .opts
-                            .timeout(libc::SO_SNDTIMEO)
-                            .map(|t| Instant::now() + t),
-                        liveness: Some(Arc::new(move || !bell.hung_up())),
+                        deadline: d,
+                        liveness: Some(Arc::new(move || {
+                            !shut.load(Ordering::Relaxed) && !bell.hung_up()
+                        })),
                         slice: Duration::from_millis(10),
                     };
-                    match tx.wait_writable(&policy) {
+                    match self.room.wait(&policy) {
                         Ok(()) => {}
                         Err(RingError::TimedOut) => {
                             return if total > 0 {
@@ -685,9 +780,10 @@ impl Connection {
 
     /// FIONREAD.
     pub(crate) fn available(&self) -> usize {
-        let slot = self.rx.lock();
-        slot.as_ref()
-            .and_then(|rx| rx.available().ok())
+        let rx = self.rx.lock();
+        rx.consumer
+            .as_ref()
+            .and_then(|c| c.available().ok())
             .unwrap_or(0)
     }
 
@@ -698,11 +794,14 @@ impl Connection {
             libc::SHUT_RDWR => (true, true),
             _ => return Err(Errno::INVAL),
         };
-        if rd {
-            self.shut_rd.store(true, Ordering::Relaxed);
-        }
         if wr && !self.shut_wr.swap(true, Ordering::Relaxed) {
             self.tx.lock().close();
+            self.room.wake(); // a writer of ours asleep for room: EPIPE now
+        }
+        if rd && !self.shut_rd.swap(true, Ordering::Relaxed) {
+            // Wakes a reader of ours asleep in poll on the fd (it sees POLLIN
+            // and then SHUT_RD); the peer's doorbells to us fail harmlessly.
+            let _ = rustix::net::shutdown(&self.bell.fd, rustix::net::Shutdown::Read);
         }
         Ok(())
     }
@@ -711,6 +810,16 @@ impl Connection {
     pub(crate) fn ring_bytes(&self) -> usize {
         self.seg.geometry().channel_bytes()
     }
+}
+
+enum Step {
+    Again,
+    Wait,
+}
+
+enum Settled {
+    HungUp,
+    Foreign,
 }
 
 impl Drop for Connection {
@@ -724,7 +833,7 @@ impl Drop for Connection {
             return;
         }
         self.tx.get_mut().close();
-        if let Some(rx) = self.rx.get_mut() {
+        if let Some(rx) = &self.rx.get_mut().consumer {
             rx.close();
         }
     }

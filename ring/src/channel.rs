@@ -32,6 +32,7 @@ use std::sync::Arc;
 pub(crate) type Keep = Arc<dyn Send + Sync>;
 
 /// Pointers into one channel's control and data, with the private geometry.
+#[derive(Clone)]
 pub(crate) struct Channel {
     ctl: NonNull<ChannelControl>,
     segs: NonNull<SegmentControl>,
@@ -413,8 +414,18 @@ impl Producer {
         }
     }
 
+    /// A handle that can wait for room (and be woken) without holding the
+    /// producer, so a writer can sleep while another thread keeps access to
+    /// the producer (shutdown, a non-blocking writer).
+    pub fn room_waiter(&self) -> RoomWaiter {
+        RoomWaiter(Producer {
+            ch: self.ch.clone(),
+            doorbell: self.doorbell.clone(),
+        })
+    }
+
     /// End of stream: the consumer reads EOF once it drained what was written.
-    pub fn close(&mut self) {
+    pub fn close(&self) {
         // SYNC POINT: Release pairs with the consumer's Acquire load of
         // `closed` at the start of a read: all data is visible once EOF is.
         self.ch.ctl().producer.closed.store(1, Ordering::Release);
@@ -641,7 +652,7 @@ impl Consumer {
     }
 
     /// This side reads no more: the producer's writes fail with EPIPE.
-    pub fn close(&mut self) {
+    pub fn close(&self) {
         self.ch.ctl().consumer.closed.store(1, Ordering::Release);
         self.wake_writer();
     }
@@ -651,9 +662,38 @@ impl Consumer {
         self.ch.mark_reset(&self.doorbell);
     }
 
+    /// Whether this reader's waiting flag still holds `how` (not yet cleared
+    /// by a wake-up from the producer).
+    pub fn is_armed(&self, how: WaitKind) -> bool {
+        self.ch.ctl().wait.reader_waiting.load(Ordering::Relaxed) & how.bits() != 0
+    }
+
     /// True once the producer closed (EOF after the data drains).
     pub fn peer_closed(&self) -> bool {
         self.ch.ctl().producer.closed.load(Ordering::Acquire) != 0
+    }
+}
+
+/// Waits for room on a channel without holding its [`Producer`] (see
+/// [`Producer::room_waiter`]); it cannot write.
+pub struct RoomWaiter(Producer);
+
+// SAFETY: a RoomWaiter exposes only `wait` and `wake`, which reach the
+// channel through atomics, the futex and the doorbell (Send + Sync); it can
+// never write, so sharing it between threads cannot break the single-producer
+// discipline that keeps `Producer` itself !Sync.
+unsafe impl Sync for RoomWaiter {}
+
+impl RoomWaiter {
+    /// As [`Producer::wait_writable`].
+    pub fn wait(&self, policy: &WaitPolicy) -> Result<(), RingError> {
+        self.0.wait_writable(policy)
+    }
+
+    /// Wakes this process's writers asleep on the channel's futex (they
+    /// re-check their conditions, e.g. a local shutdown).
+    pub fn wake(&self) {
+        self.0.ch.parker.wake(&self.0.ch.ctl().wait.writer_waiting);
     }
 }
 

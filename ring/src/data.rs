@@ -8,6 +8,7 @@
 
 /// One channel's data area: `len` bytes, offsets checked by the caller
 /// against its private geometry before every copy.
+#[derive(Clone)]
 pub(crate) struct DataArea {
     #[cfg(not(loom))]
     base: *mut u8,

@@ -30,7 +30,7 @@ mod segment;
 mod sync;
 mod wait;
 
-pub use channel::{Consumer, Producer, WaitKind};
+pub use channel::{Consumer, Producer, RoomWaiter, WaitKind};
 pub use error::{AttachError, RingError};
 pub use heap::heap_channel;
 pub use layout::Geometry;

@@ -80,7 +80,7 @@ fn eof_after_drain_and_epipe_after_reader_close() {
     assert_eq!(c.read(&mut buf).unwrap(), 0);
     assert_eq!(c.read(&mut buf).unwrap(), 0);
 
-    let (mut p, mut c) = heap_channel(geo(2, 64));
+    let (mut p, c) = heap_channel(geo(2, 64));
     c.close();
     assert_eq!(p.write(b"x"), Err(RingError::Closed));
     assert_eq!(RingError::Closed.errno(), libc::EPIPE);

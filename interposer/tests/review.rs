@@ -1,0 +1,112 @@
+//! Regressions for defects a review of the data path found (scripts in
+//! tests/py/, each run preloaded in `SHMNET_FALLBACK=never` mode on its own
+//! 127.77.9.x address): every one hung, lost data or misreported before
+//! its fix.
+
+mod common;
+
+use common::{preloaded, python, run, tmpdir};
+
+/// Runs tests/py/`name`.py preloaded and returns its stdout (stderr shown
+/// on failure).
+fn script(name: &str, args: &[&str]) -> String {
+    let path = format!("{}/tests/py/{name}.py", env!("CARGO_MANIFEST_DIR"));
+    let dir = tmpdir(name);
+    let out = run(preloaded(python())
+        .arg(path)
+        .args(args)
+        .env("SHMNET_PARTITIONS", "127.77.0.0/16")
+        .env("SHMNET_FALLBACK", "never")
+        .env("SHMNET_DIR", &dir));
+    assert!(
+        out.status.success(),
+        "{name}: {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
+/// A level-triggered poller reading small pieces must never sleep while the
+/// ring holds data (the doorbell bytes were once taken before re-arming).
+#[test]
+fn poll_reader_never_misses_data_left_in_the_ring() {
+    let out = script("lost", &["3000"]);
+    assert!(out.contains("client: all rounds ok"), "{out}");
+}
+
+/// select() must not report an emulated socket readable when there is
+/// nothing to read (no in-band handshake bytes, no stale doorbells): a
+/// select-then-blocking-recv loop would hang.
+#[test]
+fn no_spurious_readability_before_data_or_after_it_was_read() {
+    let out = script("spurious", &[]);
+    assert!(
+        out.contains("select says readable before any data was sent: False"),
+        "{out}"
+    );
+    assert!(out.contains("reply: b'reply:ping'"), "{out}");
+    assert!(
+        out.contains("select readable after the reply was fully read (nothing pending): False"),
+        "{out}"
+    );
+}
+
+/// shutdown() from another thread returns at once and ends a blocked send
+/// (EPIPE) or a blocked recv (EOF), as for TCP.
+#[test]
+fn shutdown_from_another_thread_wakes_blocked_calls() {
+    let out = script("shut", &["send"]);
+    assert!(out.contains("shutdown() returned within 3s: True"), "{out}");
+    assert!(out.contains("send raised BrokenPipeError"), "{out}");
+    let out = script("shut", &["recv"]);
+    assert!(out.contains("shutdown() returned within 3s: True"), "{out}");
+    assert!(out.contains("recv returned b''"), "{out}");
+}
+
+/// A thread blocked in recv must not block another thread's non-blocking
+/// recv or FIONREAD on the same socket.
+#[test]
+fn nonblocking_calls_do_not_wait_behind_a_blocked_reader() {
+    let out = script("dontwait", &[]);
+    assert!(
+        out.contains("recv(MSG_DONTWAIT) -> BlockingIOError"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ioctl(FIONREAD) -> b'\\x00\\x00\\x00\\x00'"),
+        "{out}"
+    );
+}
+
+/// A busy interval timer (EINTR everywhere) must not break the handshake.
+#[test]
+fn signals_during_accept_and_connect_lose_no_connection() {
+    let out = script("eintr", &[]);
+    assert!(out.contains("client: 0 of 400 connections failed"), "{out}");
+}
+
+/// A local process that connects to a rendezvous and sends half a message
+/// must not stall (or spin) an event loop's non-blocking accept.
+#[test]
+fn partial_handshake_does_not_stall_nonblocking_accept() {
+    let out = script("hostile", &[]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("non-blocking accept() took"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let secs: f64 = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|s| s.trim_end_matches(',').trim_end_matches('s').parse().ok())
+        .unwrap_or(99.0);
+    assert!(secs < 1.0, "{line}");
+}
+
+/// A huge SO_RCVTIMEO means "forever", not a panic.
+#[test]
+fn huge_receive_timeout_is_forever() {
+    let out = script("rcvtimeo", &[]);
+    assert!(out.contains("recv -> b'hi'"), "{out}");
+}
