@@ -47,6 +47,7 @@ pub(crate) fn reserve(dir: &Path, addr: SocketAddr) -> Result<Reservation, Errno
         OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::RUSR | Mode::WUSR,
     )?;
+    let lock = crate::socket::out_of_the_way(lock);
     match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(Reservation { _lock: lock, addr }),
         Err(Errno::WOULDBLOCK) => Err(Errno::ADDRINUSE),

@@ -263,7 +263,7 @@ struct Pending {
 
 impl Bell {
     fn new(conn: BorrowedFd<'_>) -> Result<Arc<Bell>, Errno> {
-        let fd = rustix::io::fcntl_dupfd_cloexec(conn, 3)?;
+        let fd = rustix::io::fcntl_dupfd_cloexec(conn, internal_fd_floor())?;
         Ok(Arc::new(Bell { fd }))
     }
 
@@ -349,9 +349,9 @@ struct Rx {
     /// The connector's receive half exists once the acceptor initialised
     /// its direction.
     consumer: Option<Consumer>,
-    /// Doorbell bytes may be queued although our flag is armed (we re-armed
-    /// and found data before taking them).
-    maybe_pending: bool,
+    /// Doorbell bytes taken so far (wrapping); the ring counts the ones
+    /// rung, so `rung - taken` are queued or on their way.
+    taken: u32,
 }
 
 /// One side of an emulated TCP connection.
@@ -373,6 +373,31 @@ pub(crate) struct Connection {
     pub error: AtomicI32,
     spin: Duration,
     pub opts: Options,
+}
+
+/// The lowest number for the library's own fds (doorbells, reservations):
+/// half the fd limit (at most 4096), so they stay out of the dense low range
+/// that programs size their tables by (wrk's event loop holds 3 fds per
+/// connection; an fd of ours among them made its connects fail).
+pub(crate) fn internal_fd_floor() -> i32 {
+    use std::sync::atomic::AtomicI32;
+    static FLOOR: AtomicI32 = AtomicI32::new(0);
+    let f = FLOOR.load(Ordering::Relaxed);
+    if f > 0 {
+        return f;
+    }
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(1024);
+    let f = (limit / 2).clamp(3, 4096) as i32;
+    FLOOR.store(f, Ordering::Relaxed);
+    f
+}
+
+/// Moves one of the library's own fds to `internal_fd_floor()` or above
+/// (keeps it where it is if that fails).
+pub(crate) fn out_of_the_way(fd: OwnedFd) -> OwnedFd {
+    rustix::io::fcntl_dupfd_cloexec(&fd, internal_fd_floor()).unwrap_or(fd)
 }
 
 /// What a failed data call turns into.
@@ -418,7 +443,7 @@ impl Connection {
             room,
             rx: Mutex::new(Rx {
                 consumer: None,
-                maybe_pending: false,
+                taken: 0,
             }),
             bell,
             _port: port,
@@ -484,7 +509,7 @@ impl Connection {
         let fl = rustix::fs::fcntl_getfl(&sock)?;
         rustix::fs::fcntl_setfl(&sock, fl - rustix::fs::OFlags::NONBLOCK)?;
         let geo = Geometry::for_ring_bytes(ring_bytes as u64).map_err(|_| Errno::INVAL)?;
-        let seg = Segment::create(geo).map_err(|e| {
+        let mut seg = Segment::create(geo).map_err(|e| {
             log!(warn, "cannot create a connection segment: {e}");
             Errno::NOBUFS
         })?;
@@ -495,7 +520,8 @@ impl Connection {
             status: 0,
         };
         // The listener went away between connect and send: refused.
-        handshake::send(sock.as_fd(), &hello, Some(seg.fd())).map_err(|_| Errno::CONNREFUSED)?;
+        handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(|_| Errno::CONNREFUSED)?;
+        seg.forget_fd(); // the acceptor has its copy
         let bell = Bell::new(sock.as_fd())?;
         let mut conn = Connection::new(seg, me, peer, bell, Some(local))?;
         conn.opts = opts;
@@ -516,10 +542,15 @@ impl Connection {
     /// After the ring was seen empty: take the doorbell bytes that were rung
     /// for data already read, so the fd stops looking readable — but only
     /// after re-arming our flag and re-checking the ring, and only the bytes
-    /// seen before re-arming (a byte rung after that is for new data and must
-    /// stay). Returns whether data arrived meanwhile; Err for a hang-up with
-    /// an empty ring (`Ok(0)` to the caller) or for foreign bytes.
-    fn settle(&self, rx: &mut Consumer, maybe_pending: &mut bool) -> Result<bool, Settled> {
+    /// rung before re-arming (a byte rung after that is for new data and must
+    /// stay). A byte counted but not yet arrived (the producer is between
+    /// counting and sending it) is waited for briefly, so it cannot make the
+    /// fd readable later with nothing to read. Returns whether data arrived
+    /// meanwhile; Err for a hang-up with an empty ring (end of stream) or for
+    /// foreign bytes.
+    fn settle(&self, rx: &mut Consumer, taken: &mut u32) -> Result<bool, Settled> {
+        // The count is peer-written: a bounded hint, never a loop bound.
+        let owed = (rx.doorbells_rung().wrapping_sub(*taken) as usize).min(64);
         let pending = self.bell.peek();
         if pending.foreign {
             log!(
@@ -533,11 +564,17 @@ impl Connection {
             return Err(Settled::Foreign);
         }
         if rx.arm(WaitKind::Doorbell) {
-            *maybe_pending |= pending.bytes > 0;
             return Ok(true);
         }
-        self.bell.consume(pending.bytes);
-        *maybe_pending = false;
+        let mut here = pending.bytes;
+        let start = Instant::now();
+        while here < owed && !pending.hung_up && start.elapsed() < Duration::from_micros(200) {
+            std::thread::yield_now();
+            here = self.bell.peek().bytes;
+        }
+        let take = here.min(owed);
+        self.bell.consume(take);
+        *taken = taken.wrapping_add(take as u32);
         if pending.hung_up {
             return Err(Settled::HungUp);
         }
@@ -565,10 +602,7 @@ impl Connection {
             }
             let step = {
                 let mut guard = self.rx.lock();
-                let Rx {
-                    consumer,
-                    maybe_pending,
-                } = &mut *guard;
+                let Rx { consumer, taken } = &mut *guard;
                 let rx = match consumer {
                     Some(rx) => Some(rx),
                     None => {
@@ -610,18 +644,16 @@ impl Connection {
                                 // Emptied the ring? Then drop the doorbell bytes of
                                 // the data just read, or a poller would see the fd
                                 // readable with nothing to read.
-                                if !peek
-                                    && rx.available() == Ok(0)
-                                    && (*maybe_pending || !rx.is_armed(WaitKind::Doorbell))
+                                if !peek && rx.available() == Ok(0) && rx.doorbells_rung() != *taken
                                 {
-                                    let _ = self.settle(rx, maybe_pending);
+                                    let _ = self.settle(rx, taken);
                                 }
                                 if !waitall || total >= want {
                                     return Ok(total);
                                 }
                                 Step::Again
                             }
-                            Err(RingError::WouldBlock) => match self.settle(rx, maybe_pending) {
+                            Err(RingError::WouldBlock) => match self.settle(rx, taken) {
                                 Ok(true) => Step::Again,
                                 Ok(false) => Step::Wait,
                                 Err(Settled::HungUp) => return Ok(total),

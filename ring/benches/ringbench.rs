@@ -107,7 +107,7 @@ fn connected(
             };
             let geo = Geometry::for_ring_bytes(RING_BYTES.load(Ordering::Relaxed) as u64).unwrap();
             let seg = Segment::create(geo).unwrap();
-            let fd = seg.fd().try_clone_to_owned().unwrap();
+            let fd = seg.fd().unwrap().try_clone_to_owned().unwrap();
             let p2 = policy.clone();
             let pid = fork(move || {
                 let s = Segment::attach(fd).unwrap();

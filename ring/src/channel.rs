@@ -124,6 +124,8 @@ impl Channel {
         ctl.consumer.tail.store(0, Ordering::Relaxed);
         ctl.consumer.closed.store(0, Ordering::Relaxed);
         ctl.wait.writer_waiting.store(0, Ordering::Relaxed);
+        ctl.wait.reader_rings.store(0, Ordering::Relaxed);
+        ctl.wait.writer_rings.store(0, Ordering::Relaxed);
         // A fresh reader counts as waiting in poll/epoll: the first publish
         // rings its doorbell, so an application that polls before its first
         // read (or before it even accepted) is woken by that first data.
@@ -199,13 +201,27 @@ impl Channel {
 
     /// Clears a waiting flag the other side set and wakes it the way it asked.
     #[inline]
-    fn wake(&self, word: &AtomicU32, doorbell: &Option<Arc<dyn Doorbell>>) {
+    ///
+    /// A doorbell ring is counted in `rings` *before* the flag is cleared
+    /// and the doorbell rung, so a waiter that sees its flag cleared also
+    /// sees the count, and can account for a ring still on its way (the
+    /// interposer takes exactly the doorbell bytes that were rung for data it
+    /// has read, and none that are still in flight are left to make its fd
+    /// look readable later).
+    fn wake(&self, word: &AtomicU32, rings: &AtomicU32, doorbell: &Option<Arc<dyn Doorbell>>) {
         // Cheap check first: the flag's line is rarely written, so this load
         // normally hits the cache and we skip the RMW.
-        if word.load(Ordering::Relaxed) == 0 {
+        let seen = word.load(Ordering::Relaxed);
+        if seen == 0 {
             return;
         }
-        let bits = word.swap(0, Ordering::Relaxed);
+        if seen & WAIT_DOORBELL != 0 && doorbell.is_some() {
+            rings.fetch_add(1, Ordering::Relaxed);
+        }
+        // SYNC POINT: Release orders the count above before the cleared
+        // flag; a waiter loading the flag with Acquire and finding it clear
+        // then sees the count.
+        let bits = word.swap(0, Ordering::Release);
         if bits & WAIT_FUTEX != 0 {
             self.parker.wake(word);
         }
@@ -213,6 +229,10 @@ impl Channel {
             if let Some(d) = doorbell {
                 d.ring();
             }
+        } else if seen & WAIT_DOORBELL != 0 && doorbell.is_some() {
+            // Counted a ring that a concurrent reset (the only other writer
+            // that clears flags) took over: undo the count.
+            rings.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -340,8 +360,11 @@ impl Producer {
         // The two SeqCst fences are totally ordered, so either we see its flag
         // or it sees our data — never neither (no lost wake-up).
         fence(Ordering::SeqCst);
-        self.ch
-            .wake(&self.ch.ctl().wait.reader_waiting, &self.doorbell);
+        self.ch.wake(
+            &self.ch.ctl().wait.reader_waiting,
+            &self.ch.ctl().wait.reader_rings,
+            &self.doorbell,
+        );
     }
 
     /// Free bytes right now (space in the open segment plus free segments).
@@ -564,8 +587,11 @@ impl Consumer {
         // SYNC POINT (Dekker with `Producer::arm`): our Release of `tail`,
         // this fence, then the load of `writer_waiting`; see wake_reader.
         fence(Ordering::SeqCst);
-        self.ch
-            .wake(&self.ch.ctl().wait.writer_waiting, &self.doorbell);
+        self.ch.wake(
+            &self.ch.ctl().wait.writer_waiting,
+            &self.ch.ctl().wait.writer_rings,
+            &self.doorbell,
+        );
     }
 
     /// Unread bytes (FIONREAD).
@@ -660,6 +686,12 @@ impl Consumer {
     /// Declares the connection reset (ECONNRESET at the peer).
     pub fn reset(&self) {
         self.ch.mark_reset(&self.doorbell);
+    }
+
+    /// How many times the producer has rung this reader's doorbell (a
+    /// wrapping count, written by the peer: use it only as a bounded hint).
+    pub fn doorbells_rung(&self) -> u32 {
+        self.ch.ctl().wait.reader_rings.load(Ordering::Acquire)
     }
 
     /// Whether this reader's waiting flag still holds `how` (not yet cleared

@@ -51,6 +51,8 @@ pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
                 writer_waiting: a(),
                 reader_waiting: a(),
                 ready: a(),
+                reader_rings: a(),
+                writer_rings: a(),
             },
         },
         reset: a(),

@@ -32,7 +32,7 @@ pub unsafe trait SharedLayout: Sized {}
 /// `"SHMNETR1"` as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMNETR1");
 /// Bumped whenever the layout or protocol changes incompatibly.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Value of [`ChannelControl::ready`] once a side has initialised the channel.
 pub const CHANNEL_READY: u32 = 0x5245_4459; // "READ"Y
 
@@ -96,6 +96,11 @@ pub struct WaitLine {
     pub reader_waiting: AtomicU32,
     /// [`CHANNEL_READY`] once the channel's initialiser finished; written last.
     pub ready: AtomicU32,
+    /// Doorbell rings for the reader so far (wrapping): lets a reader take
+    /// exactly the doorbell signals that were meant for data it has read.
+    pub reader_rings: AtomicU32,
+    /// Doorbell rings for the writer so far (wrapping).
+    pub writer_rings: AtomicU32,
 }
 
 /// A waiter sleeps on the futex word itself.

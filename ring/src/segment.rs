@@ -34,7 +34,9 @@ struct Mapping {
 /// A mapped connection segment.
 pub struct Segment {
     map: Arc<Mapping>,
-    fd: OwnedFd,
+    /// The memfd, kept by the creator until handed to the peer; the mapping
+    /// does not need it.
+    fd: Option<OwnedFd>,
     geo: Geometry,
     role: Role,
 }
@@ -66,7 +68,7 @@ impl Segment {
         let raw = memfd::map(&fd, total, false)?;
         let seg = Segment {
             map: Arc::new(Mapping { raw }),
-            fd,
+            fd: Some(fd),
             geo,
             role: Role::Connector,
         };
@@ -114,7 +116,7 @@ impl Segment {
         let raw = memfd::map(&fd, total, false)?;
         let seg = Segment {
             map: Arc::new(Mapping { raw }),
-            fd,
+            fd: None,
             geo,
             role: Role::Acceptor,
         };
@@ -127,9 +129,16 @@ impl Segment {
         Ok(seg)
     }
 
-    /// The memfd, to hand to the peer (SCM_RIGHTS).
-    pub fn fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+    /// The memfd, to hand to the peer (SCM_RIGHTS): the creator's, until
+    /// [`forget_fd`](Self::forget_fd). An attached segment has none.
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|f| f.as_fd())
+    }
+
+    /// Closes the memfd once the peer has its copy: the mapping stays, and a
+    /// process with many connections does not spend an fd on each.
+    pub fn forget_fd(&mut self) {
+        self.fd = None;
     }
 
     pub fn geometry(&self) -> Geometry {

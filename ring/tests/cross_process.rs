@@ -58,7 +58,7 @@ fn recv(rx: &mut shmnet_ring::Consumer) -> (usize, u32) {
 #[test]
 fn one_gib_with_checksum() {
     let seg = Segment::create(geo_default()).unwrap();
-    let fd = dup(&seg.fd());
+    let fd = dup(&seg.fd().unwrap());
     let child = fork_child(move || {
         let s = Segment::attach(fd).unwrap();
         let mut ep = s.endpoint().unwrap();
@@ -80,7 +80,7 @@ fn one_gib_with_checksum() {
 fn both_directions_at_once() {
     const EACH: usize = 256 << 20;
     let seg = Segment::create(geo_default()).unwrap();
-    let fd = dup(&seg.fd());
+    let fd = dup(&seg.fd().unwrap());
     let child = fork_child(move || {
         let s = Segment::attach(fd).unwrap();
         let ep = s.endpoint().unwrap();
@@ -130,7 +130,7 @@ fn both_directions_at_once() {
 fn eof_and_reset_are_seen_by_the_peer() {
     // EOF: the child writes a little and closes its direction.
     let seg = Segment::create(geo_default()).unwrap();
-    let fd = dup(&seg.fd());
+    let fd = dup(&seg.fd().unwrap());
     let child = fork_child(move || {
         let s = Segment::attach(fd).unwrap();
         let mut ep = s.endpoint().unwrap();
@@ -153,7 +153,7 @@ fn eof_and_reset_are_seen_by_the_peer() {
 
     // Reset: the child resets while we are blocked reading.
     let seg = Segment::create(geo_default()).unwrap();
-    let fd = dup(&seg.fd());
+    let fd = dup(&seg.fd().unwrap());
     let child = fork_child(move || {
         let s = Segment::attach(fd).unwrap();
         let ep = s.endpoint().unwrap();
@@ -171,7 +171,7 @@ fn eof_and_reset_are_seen_by_the_peer() {
 #[test]
 fn killed_peer_is_detected_not_waited_for() {
     let seg = Segment::create(geo_default()).unwrap();
-    let fd = dup(&seg.fd());
+    let fd = dup(&seg.fd().unwrap());
     let child = fork_child(move || {
         let s = Segment::attach(fd).unwrap();
         let mut ep = s.endpoint().unwrap();

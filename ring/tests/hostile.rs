@@ -63,7 +63,7 @@ impl Drop for View {
 /// Both ends of a fresh connection in this process.
 fn pair(geo: Geometry) -> (Segment, Segment, Endpoint, Endpoint) {
     let a = Segment::create(geo).unwrap();
-    let b = Segment::attach(dup(&a.fd())).unwrap();
+    let b = Segment::attach(dup(&a.fd().unwrap())).unwrap();
     let (ea, eb) = (a.endpoint().unwrap(), b.endpoint().unwrap());
     (a, b, ea, eb)
 }
@@ -100,7 +100,7 @@ fn scribbling_peer_process_gets_errors_not_crashes() {
     let geo = Geometry::new(4, 256).unwrap();
     let (a, _b, mut ea, mut eb) = pair(geo);
     let ctl_end = geo.data_offset(0);
-    let fd = dup(&a.fd());
+    let fd = dup(&a.fd().unwrap());
     let scribbler = fork_child(move || {
         let v = View::new(&fd, ctl_end);
         let mut s = Stream::new(99);
@@ -137,7 +137,7 @@ fn scribbling_peer_process_gets_errors_not_crashes() {
             std::thread::sleep(Duration::from_micros(20));
         }
     });
-    let me = View::new(&a.fd(), ctl_end);
+    let me = View::new(&a.fd().unwrap(), ctl_end);
     let mut buf = vec![0u8; 700];
     let mut corrupt = 0u32;
     let start = Instant::now();
@@ -180,7 +180,7 @@ proptest! {
             let _ = eb.tx.write(&buf[..100]);
         }
         let ctl_end = geo.data_offset(0);
-        let v = View::new(&a.fd(), ctl_end);
+        let v = View::new(&a.fd().unwrap(), ctl_end);
         let region = (geo.segment_begin_offset(2) - 64) / 4;
         for (i, w) in words.iter().take(region).enumerate() {
             v.put_u32(64 + 4 * i, *w);
@@ -232,9 +232,9 @@ fn attach_rejects_bad_segments() {
     // A real segment whose header we then spoil, field by field.
     let spoil = |off: usize, val: u32| {
         let seg = Segment::create(geo).unwrap();
-        let v = View::new(&seg.fd(), 64);
+        let v = View::new(&seg.fd().unwrap(), 64);
         v.put_u32(off, val);
-        invalid(Segment::attach(dup(&seg.fd())))
+        invalid(Segment::attach(dup(&seg.fd().unwrap())))
     };
     assert!(spoil(0, 0).contains("magic"));
     assert!(spoil(offset_of!(SegmentHeader, version), LAYOUT_VERSION + 1).contains("version"));
@@ -244,10 +244,10 @@ fn attach_rejects_bad_segments() {
     assert!(spoil(offset_of!(SegmentHeader, total_bytes), 12345).contains("size"));
     // A channel whose segment links are broken.
     let seg = Segment::create(geo).unwrap();
-    let v = View::new(&seg.fd(), geo.data_offset(0));
+    let v = View::new(&seg.fd().unwrap(), geo.data_offset(0));
     v.put_u32(
         geo.segment_control_offset(0) + offset_of!(SegmentControl, next),
         3,
     );
-    assert!(invalid(Segment::attach(dup(&seg.fd()))).contains("circular"));
+    assert!(invalid(Segment::attach(dup(&seg.fd().unwrap()))).contains("circular"));
 }
