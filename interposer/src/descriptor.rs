@@ -1,15 +1,26 @@
-//! Descriptor lifetime: close, dup, dup2, dup3, close_range.
+//! Descriptor lifetime: close, dup, dup2, dup3, close_range, closefrom,
+//! fclose, and the stale-entry check after every call that creates an fd.
 //!
 //! These keep the fd table (and the log file's fd) in step with the
 //! kernel's descriptor table. The app-visible fd of an emulated socket is
 //! always a real kernel object, so the real call always runs too.
+//!
+//! Closes we cannot see: glibc closes internally, past our `close` export
+//! (`__close_nocancel` in fclose, `close_range` inside closefrom, closes in
+//! other libc functions), and so does a raw `syscall(SYS_close)`. The fd
+//! number then stays marked as ours while the kernel may hand it out again,
+//! and calls on the new file would go into the old connection's ring. The
+//! common ways in are hooked (`fclose`, `closefrom`); for the rest, every
+//! hooked call that creates an fd checks the number it got back ([`fresh`]):
+//! if the table still marks it, the entry is stale and is released.
 #![deny(unsafe_code)]
 
 use core::ffi::{c_int, c_uint};
+use std::panic::{self, AssertUnwindSafe};
 
 use crate::fdtable::{self, Handle};
 use crate::hooks::{real, Action};
-use crate::{log, options, registry, sys};
+use crate::{guard, log, options, registry, sys};
 
 /// The kernel closes the fd even when close() reports EINTR/EIO on Linux,
 /// so the entry is released first.
@@ -90,9 +101,148 @@ pub(crate) fn close_range(first: c_uint, last: c_uint, flags: c_int) -> Action<c
     Action::Pass
 }
 
+/// glibc's closefrom closes with an internal close_range (past our export).
+pub(crate) fn closefrom(lowfd: c_int) -> Action<()> {
+    let first = c_uint::try_from(lowfd).unwrap_or(0);
+    log::forget_fd_range(first, c_uint::MAX);
+    fdtable::table().remove_range(first, c_uint::MAX, release);
+    Action::Pass
+}
+
+/// fclose closes the stream's fd with glibc's internal close: release the
+/// entry first, as `close` does (the fd is closed even if the flush fails).
+/// `fd` is `fileno(fp)`, read before the real fclose (-1 for a stream
+/// without an fd).
+pub(crate) fn fclose_fd(fd: c_int) -> Action<c_int> {
+    close(fd)
+}
+
+/// Calls that create fds and are otherwise none of our business: the real
+/// call runs (`Action::Pass`); the export then checks what it created with
+/// [`fresh`] (see the entries' `fresh` clauses in `hooks`).
+macro_rules! creates_fds {
+    ($($name:ident($($ty:ty),*);)*) => {
+        $(
+            pub(crate) fn $name($(_: $ty),*) -> Action<c_int> {
+                Action::Pass
+            }
+        )*
+    };
+}
+
+creates_fds! {
+    open(*const core::ffi::c_char, c_int, c_uint);
+    openat(c_int, *const core::ffi::c_char, c_int, c_uint);
+    open_2(*const core::ffi::c_char, c_int);
+    openat_2(c_int, *const core::ffi::c_char, c_int);
+    creat(*const core::ffi::c_char, libc::mode_t);
+    mkstemp(*mut core::ffi::c_char);
+    mkostemp(*mut core::ffi::c_char, c_int);
+    pipe(*mut c_int);
+    pipe2(*mut c_int, c_int);
+    eventfd(c_uint, c_int);
+    epoll_create(c_int);
+    epoll_create1(c_int);
+    inotify_init();
+    inotify_init1(c_int);
+    memfd_create(*const core::ffi::c_char, c_uint);
+    timerfd_create(c_int, c_int);
+    signalfd(c_int, *const libc::sigset_t, c_int);
+}
+
+/// A hooked call passed through and returned `fd` as a new descriptor. If
+/// the fd table still marks that number as ours, the close that freed it
+/// went past us (see the module docs) and the entry is stale: release it,
+/// so the new object is not taken for the old socket. Runs after the real
+/// call, outside `dispatch`'s guard; a nested call (our own code creating
+/// an fd) skips the check, and the next outer call on the number makes it.
+/// The fast path is one atomic load; errno stays as libc set it.
+#[inline]
+pub(crate) fn fresh(fd: c_int) {
+    if fdtable::is_owned(fd) {
+        stale(fd);
+    }
+}
+
+/// `fresh` for fcntl: only F_DUPFD and F_DUPFD_CLOEXEC return an fd (the
+/// other commands return flags, counts, owners...).
+#[inline]
+pub(crate) fn fresh_if_dup(result: c_int, cmd: c_int) {
+    if cmd == libc::F_DUPFD || cmd == libc::F_DUPFD_CLOEXEC {
+        fresh(result);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn stale(fd: c_int) {
+    let Some(_inside) = guard::enter("stale fd check") else {
+        return;
+    };
+    let saved = sys::errno();
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
+        if let Some(handle) = fdtable::table().remove(fd) {
+            log!(
+                debug,
+                "fd {fd} was closed past libshmnet (a libc-internal close or a raw \
+                 syscall) and the kernel reused it; releasing the stale {handle:?}"
+            );
+            drop(registry::release(handle));
+        }
+    }));
+    if let Err(payload) = outcome {
+        core::mem::forget(payload); // the panic hook wrote the line
+    }
+    sys::set_errno(saved);
+}
+
 /// Drops this fd's reference to its socket; the last reference in the
 /// process tells the peer (see `Connection`'s Drop).
 fn release(fd: c_int, handle: Handle) {
     log!(debug, "fd {fd} closed, releasing {handle:?}");
     drop(registry::release(handle));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handle no slab slot matches: releasing it finds nothing to drop.
+    fn fake() -> Handle {
+        Handle::new(u32::MAX - 1, 7).unwrap()
+    }
+
+    #[test]
+    fn fresh_releases_a_stale_entry_and_keeps_errno() {
+        let fd = 5000;
+        fdtable::table().insert(fd, fake()).unwrap();
+        sys::set_errno(libc::EXDEV);
+        fresh(fd);
+        assert!(!fdtable::is_owned(fd));
+        assert_eq!(sys::errno(), libc::EXDEV);
+        fresh(-1); // failed calls return -1: nothing to look at
+        assert_eq!(sys::errno(), libc::EXDEV);
+    }
+
+    #[test]
+    fn fcntl_results_are_fds_only_for_dupfd() {
+        let fd = 5001;
+        fdtable::table().insert(fd, fake()).unwrap();
+        fresh_if_dup(fd, libc::F_GETFL); // a flags word that equals the fd
+        assert!(fdtable::is_owned(fd));
+        fresh_if_dup(fd, libc::F_DUPFD_CLOEXEC);
+        assert!(!fdtable::is_owned(fd));
+    }
+
+    #[test]
+    fn closefrom_forgets_the_range() {
+        for fd in [5002, 5003] {
+            fdtable::table().insert(fd, fake()).unwrap();
+        }
+        assert!(matches!(closefrom(5003), Action::Pass));
+        assert!(fdtable::is_owned(5002));
+        assert!(!fdtable::is_owned(5003));
+        assert!(matches!(fclose_fd(5002), Action::Pass));
+        assert!(!fdtable::is_owned(5002));
+    }
 }

@@ -20,12 +20,15 @@
 //! pass-through `read` is not treated as nested.
 #![allow(unsafe_code)]
 
-use core::ffi::{c_int, c_uint, c_ulong, c_void};
+use core::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
 use core::fmt;
 use std::panic::{self, AssertUnwindSafe};
 
-use libc::{iovec, msghdr, off_t, pid_t, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{
+    iovec, mode_t, msghdr, off_t, pid_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t, FILE,
+};
 
+use crate::descriptor::{fresh, fresh_if_dup};
 use crate::{descriptor, endpoint, fdtable, guard, options, process, stream, sys};
 
 /// What the logic decided for one call.
@@ -51,6 +54,11 @@ impl CRet for c_int {
 
 impl CRet for ssize_t {
     const FAILED: Self = -1;
+}
+
+/// `void` functions (closefrom) cannot fail.
+impl CRet for () {
+    const FAILED: Self = ();
 }
 
 /// The body of every export (see the module docs).
@@ -163,16 +171,22 @@ pub(crate) fn install_panic_hook() {
 /// Generates, from one list: the table of real functions with a typed
 /// wrapper each (`real::name`), and the `#[no_mangle]` export of each.
 ///
-/// Entry: `fn name(args) -> ret [= "libc_symbol"] => logic::fn [, owner fd];`
+/// Entry: `fn name(args) -> ret [= "libc_symbol"] => logic::fn [, owner fd]
+/// [, fresh check];`
 /// `; arg: ty` after the fixed arguments marks a C variadic tail (fcntl,
-/// ioctl): the export takes it as one fixed register-sized argument, which
-/// is how x86_64 and aarch64 pass it, and the real function is called as a
-/// variadic. `owner fd` names the argument that may be an fd we own.
+/// ioctl, open): the export takes it as one fixed register-sized argument,
+/// which is how x86_64 and aarch64 pass it, and the real function is called
+/// as a variadic. `owner fd` names the argument that may be an fd we own.
+/// `fresh check` marks a call that creates fds: `check` (a function or
+/// closure over the arguments) gets the real call's return value whenever
+/// the real function ran with the caller's arguments (pass-through) and
+/// releases stale fd-table entries for the fds it created
+/// (`descriptor::fresh`).
 macro_rules! interpose {
     ($(
         $(#[$doc:meta])*
         fn $name:ident($($arg:ident: $ty:ty),* $(; $va:ident: $vty:ty)?) -> $ret:ty
-            $(= $sym:literal)? => $logic:path $(, owner $owner:ident)?;
+            $(= $sym:literal)? => $logic:path $(, owner $owner:ident)? $(, fresh $fresh:expr)?;
     )*) => {
         /// The real libc functions: one table, typed wrappers.
         pub(crate) mod real {
@@ -230,9 +244,13 @@ macro_rules! interpose {
                     interpose!(@owner $($owner)?),
                     |f| fmt_args(f, &[$(&$arg as &dyn fmt::Debug,)* $(&$va)?]),
                     || $logic($($arg,)* $($va)?),
-                    // SAFETY: the caller's arguments, unchanged, to the real
-                    // function of the same prototype.
-                    || unsafe { real::$name($($arg,)* $($va)?) },
+                    || {
+                        // SAFETY: the caller's arguments, unchanged, to the
+                        // real function of the same prototype.
+                        let result = unsafe { real::$name($($arg,)* $($va)?) };
+                        $(($fresh)(result);)?
+                        result
+                    },
                 )
             }
         )*
@@ -261,15 +279,18 @@ macro_rules! interpose {
 
 interpose! {
     // Endpoints.
-    fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int => endpoint::socket;
+    fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int => endpoint::socket,
+        fresh fresh;
     fn socketpair(domain: c_int, ty: c_int, protocol: c_int, sv: *mut c_int) -> c_int
-        => endpoint::socketpair;
+        => endpoint::socketpair,
+        // SAFETY: socketpair(2) succeeded, so it stored two fds at `sv`.
+        fresh |r| unsafe { fresh_pair(r, sv) };
     fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int => endpoint::bind, owner fd;
     fn listen(fd: c_int, backlog: c_int) -> c_int => endpoint::listen, owner fd;
     fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
-        => endpoint::accept, owner fd;
+        => endpoint::accept, owner fd, fresh fresh;
     fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int
-        => endpoint::accept4, owner fd;
+        => endpoint::accept4, owner fd, fresh fresh;
     fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int
         => endpoint::connect, owner fd;
     fn shutdown(fd: c_int, how: c_int) -> c_int => endpoint::shutdown, owner fd;
@@ -317,24 +338,106 @@ interpose! {
                   len: *mut socklen_t) -> c_int => options::getsockopt, owner fd;
     fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void,
                   len: socklen_t) -> c_int => options::setsockopt, owner fd;
-    fn fcntl(fd: c_int, cmd: c_int; arg: c_ulong) -> c_int => options::fcntl, owner fd;
+    fn fcntl(fd: c_int, cmd: c_int; arg: c_ulong) -> c_int => options::fcntl, owner fd,
+        fresh |r| fresh_if_dup(r, cmd);
     // glibc's LFS name for the same function (nginx, redis, python import it).
-    fn fcntl64(fd: c_int, cmd: c_int; arg: c_ulong) -> c_int => options::fcntl, owner fd;
+    fn fcntl64(fd: c_int, cmd: c_int; arg: c_ulong) -> c_int => options::fcntl, owner fd,
+        fresh |r| fresh_if_dup(r, cmd);
     fn ioctl(fd: c_int, request: c_ulong; arg: c_ulong) -> c_int => options::ioctl, owner fd;
 
     // Descriptors.
     fn close(fd: c_int) -> c_int => descriptor::close, owner fd;
-    fn dup(fd: c_int) -> c_int => descriptor::dup, owner fd;
-    fn dup2(old: c_int, new: c_int) -> c_int => descriptor::dup2, owner old;
-    fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int => descriptor::dup3, owner old;
+    fn dup(fd: c_int) -> c_int => descriptor::dup, owner fd, fresh fresh;
+    fn dup2(old: c_int, new: c_int) -> c_int => descriptor::dup2, owner old, fresh fresh;
+    fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int => descriptor::dup3, owner old,
+        fresh fresh;
     fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int
         => descriptor::close_range;
+    // glibc closes these past our close export (internal close_range,
+    // __close_nocancel).
+    fn closefrom(lowfd: c_int) -> () => descriptor::closefrom;
+    fn fclose(stream: *mut FILE) -> c_int => fclose_stream;
+
+    // Calls that create fds: each checks the fd it got for a stale entry
+    // (a number the kernel reused after a close we did not see). open and
+    // openat are variadic (the mode); the *64 names are glibc aliases, the
+    // __*_2 names what _FORTIFY_SOURCE compiles open/openat into.
+    fn open(path: *const c_char, flags: c_int; mode: c_uint) -> c_int => descriptor::open,
+        fresh fresh;
+    fn open64(path: *const c_char, flags: c_int; mode: c_uint) -> c_int => descriptor::open,
+        fresh fresh;
+    fn openat(dir: c_int, path: *const c_char, flags: c_int; mode: c_uint) -> c_int
+        => descriptor::openat, fresh fresh;
+    fn openat64(dir: c_int, path: *const c_char, flags: c_int; mode: c_uint) -> c_int
+        => descriptor::openat, fresh fresh;
+    fn __open_2(path: *const c_char, flags: c_int) -> c_int => descriptor::open_2,
+        fresh fresh;
+    fn __open64_2(path: *const c_char, flags: c_int) -> c_int => descriptor::open_2,
+        fresh fresh;
+    fn __openat_2(dir: c_int, path: *const c_char, flags: c_int) -> c_int
+        => descriptor::openat_2, fresh fresh;
+    fn __openat64_2(dir: c_int, path: *const c_char, flags: c_int) -> c_int
+        => descriptor::openat_2, fresh fresh;
+    fn creat(path: *const c_char, mode: mode_t) -> c_int => descriptor::creat, fresh fresh;
+    fn creat64(path: *const c_char, mode: mode_t) -> c_int => descriptor::creat, fresh fresh;
+    fn mkstemp(template: *mut c_char) -> c_int => descriptor::mkstemp, fresh fresh;
+    fn mkstemp64(template: *mut c_char) -> c_int => descriptor::mkstemp, fresh fresh;
+    fn mkostemp(template: *mut c_char, flags: c_int) -> c_int => descriptor::mkostemp,
+        fresh fresh;
+    fn mkostemp64(template: *mut c_char, flags: c_int) -> c_int => descriptor::mkostemp,
+        fresh fresh;
+    fn pipe(fds: *mut c_int) -> c_int => descriptor::pipe,
+        // SAFETY: pipe(2) succeeded, so it stored two fds at `fds`.
+        fresh |r| unsafe { fresh_pair(r, fds) };
+    fn pipe2(fds: *mut c_int, flags: c_int) -> c_int => descriptor::pipe2,
+        // SAFETY: pipe2(2) succeeded, so it stored two fds at `fds`.
+        fresh |r| unsafe { fresh_pair(r, fds) };
+    fn eventfd(initval: c_uint, flags: c_int) -> c_int => descriptor::eventfd, fresh fresh;
+    fn epoll_create(size: c_int) -> c_int => descriptor::epoll_create, fresh fresh;
+    fn epoll_create1(flags: c_int) -> c_int => descriptor::epoll_create1, fresh fresh;
+    fn inotify_init() -> c_int => descriptor::inotify_init, fresh fresh;
+    fn inotify_init1(flags: c_int) -> c_int => descriptor::inotify_init1, fresh fresh;
+    fn memfd_create(name: *const c_char, flags: c_uint) -> c_int
+        => descriptor::memfd_create, fresh fresh;
+    fn timerfd_create(clock: c_int, flags: c_int) -> c_int => descriptor::timerfd_create,
+        fresh fresh;
+    fn signalfd(fd: c_int, mask: *const sigset_t, flags: c_int) -> c_int
+        => descriptor::signalfd, fresh fresh;
 
     // Processes. vfork runs as fork: a vfork child shares our memory, so its
     // hooks would corrupt the parent's tables, and no function can wrap a
     // real vfork and return into the child (it would clobber the parent's
     // stack frame).
     fn vfork() -> pid_t = "fork" => process::vfork;
+}
+
+/// fclose's logic: the stream's fd, read before the real fclose closes it
+/// (past our close export), is released like a closed fd.
+fn fclose_stream(stream: *mut FILE) -> Action<c_int> {
+    if stream.is_null() || fdtable::table().is_empty() {
+        return Action::Pass;
+    }
+    // SAFETY: fclose(3) requires `stream` to be an open stream, which is
+    // all fileno(3) needs; it only reads it (a bad one is the caller's UB,
+    // exactly as in the fclose it is about to make).
+    let fd = unsafe { libc::fileno(stream) };
+    descriptor::fclose_fd(fd)
+}
+
+/// `fresh` for the two fds a successful pipe/pipe2/socketpair stored.
+///
+/// # Safety
+/// `fds` must be where the call that returned `result` stored its two fds
+/// (only read when `result` is 0, i.e. it succeeded).
+unsafe fn fresh_pair(result: c_int, fds: *const c_int) {
+    if result != 0 || fds.is_null() {
+        return;
+    }
+    // SAFETY: the call succeeded, so it wrote two ints at `fds`, which the
+    // caller gave it for exactly that.
+    let (a, b) = unsafe { (fds.read_unaligned(), fds.add(1).read_unaligned()) };
+    fresh(a);
+    fresh(b);
 }
 
 /// Runs when the library is loaded: warm up (config, symbols, fork handlers)

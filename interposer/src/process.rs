@@ -44,8 +44,8 @@ extern "C" fn prepare() {
     // The child must never need dlsym (its loader lock may be held by a
     // thread that does not exist in the child).
     real::resolve_all();
-    // Hold the socket registry's lock across the fork, so the child never
-    // inherits it locked by a thread that does not exist there.
+    // Hold the socket registry's lock across the fork, so that no thread is
+    // in the middle of changing the registry when the process is copied.
     crate::registry::before_fork();
 }
 
@@ -56,9 +56,11 @@ extern "C" fn parent() {
 
 /// After fork, in the child (single-threaded from here).
 extern "C" fn child() {
-    // Releases the lock and bumps the fork generation, which marks every
-    // existing socket as shared with the parent: neither process alone may
-    // then announce EOF or remove a rendezvous name on close. (Using one
-    // connection from both processes at once is not serialised yet.)
+    // Bumps the fork generation, which marks every existing socket as
+    // shared with the parent: neither process alone may then announce EOF
+    // or remove a rendezvous name on close. (Using one connection from both
+    // processes at once is not serialised yet.) Then resets the registry's
+    // lock and every socket's locks to unlocked: threads of the parent may
+    // have held or waited on them at the fork, and they do not exist here.
     crate::registry::after_fork_child();
 }

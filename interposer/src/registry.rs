@@ -5,17 +5,22 @@
 //! is the slab consulted, under a process-private read lock. A signal
 //! handler that interrupts a thread inside the library never gets here (the
 //! re-entry guard fails such a call with EIO), so the lock cannot deadlock
-//! against its own thread. Fork: `prepare` takes the lock so no other thread
-//! holds it at the fork; `parent` and `child` release it.
+//! against its own thread.
+//!
+//! Fork: `prepare` takes the write lock so that no thread is in the middle
+//! of changing the slab when the process is copied; `parent` releases it.
+//! The child resets it to unlocked (the lock is a `lock::RwLock`, one atomic
+//! word with no wait queue, so threads that were waiting on it in the
+//! parent leave nothing behind), then resets every live socket's own locks,
+//! which threads absent from the child may have held.
 #![deny(unsafe_code)]
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-use parking_lot::RwLock;
-
 use crate::fdtable::{self, Handle, InsertError};
+use crate::lock::RwLock;
 use crate::socket::Socket;
 
 struct Slot {
@@ -104,25 +109,30 @@ pub(crate) fn release(handle: Handle) -> Option<Arc<Socket>> {
     socket
 }
 
+/// Calls `f` on every socket an fd of ours refers to (a socket that several
+/// fds share, after dup, is visited once per fd), under the read lock: `f`
+/// must not call back into the registry. Meant for the atfork child
+/// handler, after the lock was reset.
+pub(crate) fn for_each_socket(mut f: impl FnMut(&Arc<Socket>)) {
+    let slab = SLAB.read();
+    for socket in slab.slots.iter().filter_map(|slot| slot.socket.as_ref()) {
+        f(socket);
+    }
+}
+
 /// Fork handlers (see the module docs).
 pub(crate) fn before_fork() {
-    core::mem::forget(SLAB.write());
+    SLAB.hold_for_fork();
 }
 
 pub(crate) fn after_fork_parent() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-    unlock_after_fork();
+    SLAB.release_fork_hold();
 }
 
+/// In the child, single-threaded: the slab lock, then each socket's locks.
 pub(crate) fn after_fork_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
-    unlock_after_fork();
-}
-
-#[allow(unsafe_code)]
-fn unlock_after_fork() {
-    // SAFETY: `before_fork` took the write lock in this thread and leaked
-    // the guard; this is the matching release (in the child, the only
-    // thread, which inherited the locked state).
-    unsafe { SLAB.force_unlock_write() };
+    SLAB.reset_after_fork();
+    for_each_socket(|sock| sock.reset_locks_after_fork());
 }

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use parking_lot::Mutex;
+use crate::lock::Mutex;
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags};
 use shmnet_ring::{
@@ -143,6 +143,25 @@ pub(crate) enum Socket {
 }
 
 impl Socket {
+    /// In a forked child (single-threaded, after the registry lock was
+    /// reset): a lock held by a parent thread at the fork would stay locked
+    /// forever here. The ring state such a thread was changing is shared
+    /// memory and stays consistent word by word; what it had not published
+    /// yet is simply not there.
+    pub(crate) fn reset_locks_after_fork(&self) {
+        match self {
+            Socket::Listener(l) => {
+                l.reservation.reset_after_fork();
+                l.opts.values.reset_after_fork();
+            }
+            Socket::Stream(c) => {
+                c.tx.reset_after_fork();
+                c.rx.reset_after_fork();
+                c.opts.values.reset_after_fork();
+            }
+        }
+    }
+
     pub(crate) fn family(&self) -> i32 {
         match self {
             Socket::Listener(l) => family_of(&l.local),

@@ -1,0 +1,492 @@
+//! Descriptor bookkeeping that must survive what programs really do:
+//!
+//! - fork while other threads are busy on an emulated socket: the child's
+//!   first registry write (close, close_range, bind) must not hang on a lock
+//!   inherited from threads that do not exist in the child;
+//! - closes that bypass our `close` export (fclose's internal close,
+//!   closefrom's internal close_range, a raw `syscall(SYS_close)`): the old
+//!   connection must be released, and a new file, pipe, socket... that the
+//!   kernel gives the same number must never be taken for it (its bytes
+//!   going into the old connection's ring).
+//!
+//! Every program runs preloaded with `SHMNET_FALLBACK=never`, a private
+//! `SHMNET_DIR`, on its own virtual addresses 127.77.200.N in
+//! 127.77.0.0/16; every wait is bounded (helpers arm `alarm()`, the C
+//! program kills a hung child after 5 s, `common::run` kills at 90 s).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{preloaded, py, run, tmpdir};
+
+const PARTITIONS: &str = "127.77.0.0/16";
+
+fn emulated<'a>(cmd: &'a mut Command, dir: &Path) -> &'a mut Command {
+    cmd.env("SHMNET_PARTITIONS", PARTITIONS)
+        .env("SHMNET_FALLBACK", "never")
+        .env("SHMNET_DIR", dir)
+}
+
+fn build_c(name: &str) -> PathBuf {
+    let src = format!("{}/tests/c/{name}.c", env!("CARGO_MANIFEST_DIR"));
+    let exe = tmpdir(name).join(name);
+    let out = Command::new("cc")
+        .args(["-O2", "-Wall", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("a C compiler (cc) is needed: scripts/install-deps.sh installs gcc");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+/// Three threads call getsockname/getsockopt on an emulated listener in a
+/// loop while the main thread forks 1500 times; each child closes the
+/// listener (close, or close_range like python's subprocess child), binds,
+/// listens on and closes a listener of its own, and must exit 0 within 5 s.
+/// The parent's listener keeps its name and still accepts a connection.
+#[test]
+fn fork_while_threads_use_an_emulated_socket() {
+    let exe = build_c("forkbusy");
+    let dir = tmpdir("fds-fork");
+    let out = run(emulated(&mut preloaded(&exe), &dir).args([
+        "127.77.200.1",
+        "18201",
+        "127.77.200.2",
+        "18202",
+        "1500",
+    ]));
+    assert!(
+        out.status.success() && out.stdout == "ok 1500\n",
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+}
+
+const SUBPROCESS: &str = r#"
+import os, signal, socket, subprocess, threading
+def hung(*_):
+    # A child hung before exec hangs Popen() itself: kill our children (so
+    # none keeps the test's pipes open) and fail.
+    me = str(os.getpid())
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[1] == me:
+                    os.kill(int(pid), signal.SIGKILL)
+        except OSError:
+            pass
+    print("hung", flush=True)
+    os._exit(2)
+signal.signal(signal.SIGALRM, hung)
+signal.alarm(40)
+host, port, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+srv = socket.socket()
+srv.bind((host, port))
+srv.listen(4)
+stop = False
+def hammer():
+    while not stop:
+        srv.getsockname()
+        srv.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+threads = [threading.Thread(target=hammer) for _ in range(3)]
+for t in threads:
+    t.start()
+for _ in range(rounds):
+    subprocess.run(["true"], check=True, timeout=10)
+stop = True
+for t in threads:
+    t.join()
+assert srv.getsockname() == (host, port), srv.getsockname()
+print("ok", rounds, flush=True)
+"#;
+
+/// python's subprocess (vfork, run as fork; close_range in the child) while
+/// threads are busy on an emulated listener.
+#[test]
+fn subprocess_while_threads_use_an_emulated_socket() {
+    let dir = tmpdir("fds-subprocess");
+    let out = run(emulated(
+        &mut py(SUBPROCESS, &["127.77.200.3", "18203", "300"]),
+        &dir,
+    ));
+    assert!(
+        out.status.success() && out.stdout == "ok 300\n",
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// Python side of the stale-entry tests. argv: HOST PORT TMPDIR. Each case
+/// prints `ok NAME` or `FAIL NAME: why`; the last line is `done N`.
+const STALE: &str = r#"
+import ctypes, errno, fcntl, os, platform, select, signal, socket, struct
+signal.alarm(60)
+HOST, PORT, TMP = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.fdopen.restype = ctypes.c_void_p
+libc.fdopen.argtypes = [ctypes.c_int, ctypes.c_char_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+libc.closefrom.restype = None
+libc.close_range.argtypes = [ctypes.c_uint, ctypes.c_uint, ctypes.c_int]
+SYS_close = {"x86_64": 3, "aarch64": 57}[platform.machine()]
+RDWR_NEW = os.O_RDWR | os.O_CREAT | os.O_TRUNC
+
+srv = socket.socket()
+srv.bind((HOST, PORT))
+srv.listen(16)
+kl = socket.socket()  # a kernel listener (not a partition address)
+kl.bind(("127.0.0.1", 0))
+kl.listen(16)
+pending = [socket.create_connection(kl.getsockname()) for _ in range(2)]
+dfd = os.open(TMP, os.O_RDONLY | os.O_DIRECTORY)
+with open(os.path.join(TMP, "FILE"), "wb") as f:
+    f.write(b"FILE")
+ffd = os.open(os.path.join(TMP, "FILE"), os.O_RDWR)
+
+class Fail(Exception):
+    pass
+
+def expect(cond, what):
+    if not cond:
+        raise Fail(what)
+
+def connection():
+    """An emulated connection; the server sends OLD, which is what a read
+    on the client's stale fd number would return."""
+    c = socket.create_connection((HOST, PORT))
+    conn, _ = srv.accept()
+    conn.sendall(b"OLD")
+    return c, conn
+
+def path(name):
+    return os.path.join(TMP, name).encode()
+
+def file_checks(n, readable=True):
+    expect(os.write(n, b"NEW") == 3, "short write")
+    size = os.fstat(n).st_size
+    expect(size == 3, f"{size} bytes on disk after writing 3 (they went elsewhere)")
+    if readable:
+        os.lseek(n, 0, os.SEEK_SET)
+        got = os.read(n, 10)
+        expect(got == b"NEW", f"read back {got!r}")
+
+def would_block(n, size):
+    try:
+        got = os.read(n, size)
+    except BlockingIOError:
+        return
+    raise Fail(f"read returned {got!r}, not EAGAIN")
+
+def fails_with(err, f):
+    try:
+        r = f()
+    except OSError as e:
+        expect(e.errno == err, f"{e!r}, not {errno.errorcode[err]}")
+        return
+    raise Fail(f"returned {r!r}, not {errno.errorcode[err]}")
+
+def peer_sees_eof(conn):
+    conn.settimeout(3)
+    try:
+        got = conn.recv(100)
+    except socket.timeout:
+        raise Fail("the peer still sees a live connection")
+    expect(got == b"", f"the peer received {got!r}")
+
+def close_all(things):
+    for t in things:
+        try:
+            t.close() if hasattr(t, "close") else os.close(t)
+        except OSError:
+            pass
+
+passed = []
+def case(name):
+    def run(body):
+        opened = []
+        try:
+            c, conn = connection()
+            opened.append(conn)
+            fd = c.detach()
+            libc.syscall(SYS_close, fd)  # a close libshmnet does not see
+            body(fd, opened)
+            peer_sees_eof(conn)
+            print("ok", name, flush=True)
+            passed.append(name)
+        except Exception as e:
+            print("FAIL", name + ":", repr(e), flush=True)
+        close_all(opened)
+    return run
+
+def same(fd, n, opened, what="the new fd"):
+    opened.append(n)
+    expect(n == fd, f"{what} is {n}, not the freed number {fd}")
+    return n
+
+# Files.
+@case("open64")
+def _(fd, o):
+    file_checks(same(fd, os.open(path("a"), RDWR_NEW, 0o600), o))
+
+@case("open")
+def _(fd, o):
+    file_checks(same(fd, libc.open(path("b"), RDWR_NEW, 0o600), o))
+
+@case("openat64")
+def _(fd, o):
+    file_checks(same(fd, os.open("c", RDWR_NEW, 0o600, dir_fd=dfd), o))
+
+@case("openat")
+def _(fd, o):
+    file_checks(same(fd, libc.openat(dfd, b"d", RDWR_NEW, 0o600), o))
+
+@case("__open_2")
+def _(fd, o):
+    file_checks(same(fd, libc.__open_2(path("FILE"), os.O_RDWR | os.O_TRUNC), o))
+
+@case("__openat64_2")
+def _(fd, o):
+    file_checks(same(fd, libc.__openat64_2(dfd, b"FILE", os.O_RDWR | os.O_TRUNC), o))
+
+@case("creat")
+def _(fd, o):
+    file_checks(same(fd, libc.creat(path("e"), 0o600), o), readable=False)
+
+@case("creat64")
+def _(fd, o):
+    file_checks(same(fd, libc.creat64(path("f"), 0o600), o), readable=False)
+
+@case("mkstemp")
+def _(fd, o):
+    file_checks(same(fd, libc.mkstemp(ctypes.create_string_buffer(path("g-XXXXXX"))), o))
+
+@case("mkostemp")
+def _(fd, o):
+    template = ctypes.create_string_buffer(path("h-XXXXXX"))
+    file_checks(same(fd, libc.mkostemp(template, os.O_CLOEXEC), o))
+
+@case("memfd_create")
+def _(fd, o):
+    file_checks(same(fd, os.memfd_create("stale"), o))
+
+# Duplicates of a file (ffd holds FILE).
+def reads_file(n):
+    os.lseek(n, 0, os.SEEK_SET)
+    got = os.read(n, 10)
+    expect(got in (b"FILE", b"NEW", b""), f"read {got!r} from a copy of the file")
+
+@case("dup")
+def _(fd, o):
+    reads_file(same(fd, libc.dup(ffd), o))
+
+@case("fcntl F_DUPFD_CLOEXEC")
+def _(fd, o):
+    reads_file(same(fd, os.dup(ffd), o))
+
+@case("fcntl F_DUPFD")
+def _(fd, o):
+    reads_file(same(fd, fcntl.fcntl(ffd, fcntl.F_DUPFD, 0), o))
+
+@case("dup2")
+def _(fd, o):
+    reads_file(same(fd, os.dup2(ffd, fd), o))
+
+@case("dup3")
+def _(fd, o):
+    reads_file(same(fd, os.dup2(ffd, fd, inheritable=False), o))
+
+# Pipes and sockets.
+@case("pipe")
+def _(fd, o):
+    fds = (ctypes.c_int * 2)()
+    expect(libc.pipe(fds) == 0, "pipe failed")
+    o.append(fds[1])
+    r = same(fd, fds[0], o, "the read end")
+    os.write(fds[1], b"NEW")
+    got = os.read(r, 10)
+    expect(got == b"NEW", f"read {got!r} from the pipe")
+
+@case("pipe2")
+def _(fd, o):
+    r, w = os.pipe()
+    o.append(w)
+    same(fd, r, o, "the read end")
+    os.write(w, b"NEW")
+    got = os.read(r, 10)
+    expect(got == b"NEW", f"read {got!r} from the pipe")
+
+@case("socketpair")
+def _(fd, o):
+    a, b = socket.socketpair()
+    o.extend([a, b])
+    b.settimeout(3)
+    expect(a.fileno() == fd, f"socketpair gave {a.fileno()}, not {fd}")
+    expect(os.write(fd, b"NEW") == 3, "short write")
+    got = b.recv(10)
+    expect(got == b"NEW", f"the other end received {got!r}")
+    b.sendall(b"BACK")
+    got = os.read(fd, 10)
+    expect(got == b"BACK", f"read {got!r}")
+
+@case("socket")
+def _(fd, o):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    o.append(s)
+    expect(s.fileno() == fd, f"socket() gave {s.fileno()}, not {fd}")
+    s.bind(("127.0.0.1", 0))
+    expect(s.getsockname()[0] == "127.0.0.1", f"getsockname {s.getsockname()}")
+
+def accepted(fd, o, accept):
+    kc = pending.pop(0)  # connected up front: accept creates the only new fd
+    o.append(kc)
+    n = same(fd, accept(), o, "the accepted fd")
+    kc.sendall(b"NEW")
+    got = os.read(n, 10)
+    expect(got == b"NEW", f"read {got!r} from the accepted connection")
+
+@case("accept")
+def _(fd, o):
+    accepted(fd, o, lambda: libc.accept(kl.fileno(), None, None))
+
+@case("accept4")
+def _(fd, o):
+    accepted(fd, o, lambda: kl._accept()[0])
+
+# Event objects.
+@case("eventfd")
+def _(fd, o):
+    n = same(fd, os.eventfd(0), o)
+    os.write(n, struct.pack("Q", 7))
+    got = os.read(n, 8)
+    expect(got == struct.pack("Q", 7), f"eventfd read {got!r}")
+
+@case("epoll_create1")
+def _(fd, o):
+    ep = select.epoll()
+    o.append(ep)
+    expect(ep.fileno() == fd, f"epoll gave {ep.fileno()}, not {fd}")
+    fails_with(errno.EINVAL, lambda: os.write(fd, b"NEW"))
+
+@case("epoll_create")
+def _(fd, o):
+    n = same(fd, libc.epoll_create(1), o)
+    fails_with(errno.EINVAL, lambda: os.write(n, b"NEW"))
+
+@case("timerfd_create")
+def _(fd, o):
+    n = same(fd, libc.timerfd_create(1, os.O_NONBLOCK), o)  # CLOCK_MONOTONIC
+    would_block(n, 8)
+
+@case("signalfd")
+def _(fd, o):
+    mask = ctypes.create_string_buffer(128)  # empty sigset_t
+    n = same(fd, libc.signalfd(-1, mask, os.O_NONBLOCK), o)
+    would_block(n, 128)
+
+@case("inotify_init1")
+def _(fd, o):
+    would_block(same(fd, libc.inotify_init1(os.O_NONBLOCK), o), 4096)
+
+# errno: exactly what libc set, through the stale-entry release too.
+@case("errno")
+def _(fd, o):
+    ctypes.set_errno(errno.EXDEV)
+    n = same(fd, libc.open(path("FILE"), os.O_RDWR), o)
+    expect(ctypes.get_errno() == errno.EXDEV, f"errno {ctypes.get_errno()} after a successful open")
+    expect(libc.open(path("missing/x"), os.O_RDONLY) == -1, "open of a missing file")
+    expect(ctypes.get_errno() == errno.ENOENT, f"errno {ctypes.get_errno()}, not ENOENT")
+    file_checks(n)
+
+# Closes past our close export: the connection itself must be released
+# (the peer sees EOF at once), then a file reusing the number is a file.
+def closed_past_us(name, close):
+    opened = []
+    try:
+        c, conn = connection()
+        opened.append(conn)
+        fd = close(c)
+        peer_sees_eof(conn)
+        file_checks(same(fd, os.open(path("z"), RDWR_NEW, 0o600), opened))
+        print("ok", name, flush=True)
+        passed.append(name)
+    except Exception as e:
+        print("FAIL", name + ":", repr(e), flush=True)
+    close_all(opened)
+
+def by_fclose(c):
+    fd = c.detach()
+    f = libc.fdopen(fd, b"r+")
+    expect(f, "fdopen failed")
+    expect(libc.fclose(f) == 0, "fclose failed")
+    return fd
+
+# Above every other fd of the process, the library's own included (they sit
+# from min(limit/2, 4096) up): closefrom(HIGH) closes only HIGH.
+import resource
+HIGH = min(resource.getrlimit(resource.RLIMIT_NOFILE)[0], 1 << 16) - 1
+def moved_high(c):
+    os.dup2(c.fileno(), HIGH)
+    c.close()
+
+closed_past_us("fclose", by_fclose)
+
+def closefrom_case(name, close):
+    conn = None
+    try:
+        c, conn = connection()
+        moved_high(c)
+        close()
+        peer_sees_eof(conn)
+        n = fcntl.fcntl(ffd, fcntl.F_DUPFD, HIGH)
+        try:
+            expect(n == HIGH, f"F_DUPFD gave {n}, not {HIGH}")
+            reads_file(n)
+        finally:
+            os.close(n)
+        print("ok", name, flush=True)
+        passed.append(name)
+    except Exception as e:
+        print("FAIL", name + ":", repr(e), flush=True)
+    if conn:
+        conn.close()
+
+closefrom_case("closefrom", lambda: libc.closefrom(HIGH))
+closefrom_case("close_range", lambda: libc.close_range(HIGH, 0xFFFFFFFF, 0))
+
+print("done", len(passed), flush=True)
+"#;
+
+/// Every stale-entry case (see `STALE`); a case that fails prints why.
+#[test]
+fn fd_numbers_closed_past_the_library_are_not_taken_for_sockets() {
+    let dir = tmpdir("fds-stale");
+    let work = tmpdir("fds-stale-files");
+    let out = run(emulated(
+        &mut py(STALE, &["127.77.200.10", "18210", work.to_str().unwrap()]),
+        &dir,
+    ));
+    let failed: Vec<&str> = out
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("FAIL"))
+        .collect();
+    assert!(
+        out.status.success() && failed.is_empty() && out.stdout.ends_with("done 32\n"),
+        "{}\nfailed cases:\n{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        failed.join("\n"),
+        out.stdout,
+        out.stderr
+    );
+}
