@@ -25,6 +25,12 @@ use crate::{guard, log, options, registry, sys};
 /// The kernel closes the fd even when close() reports EINTR/EIO on Linux,
 /// so the entry is released first.
 pub(crate) fn close(fd: c_int) -> Action<c_int> {
+    if fdtable::is_internal(fd) {
+        // One of ours (a doorbell, a port reservation), not the caller's:
+        // to the application it does not exist.
+        log!(debug, "close({fd}): an fd of the library itself; left open");
+        return Action::Fail(libc::EBADF);
+    }
     log::forget_fd(fd);
     if let Some(handle) = fdtable::table().remove(fd) {
         release(fd, handle);
@@ -98,7 +104,46 @@ pub(crate) fn close_range(first: c_uint, last: c_uint, flags: c_int) -> Action<c
         log::forget_fd_range(first, last);
         fdtable::table().remove_range(first, last, release);
     }
-    Action::Pass
+    // Releasing sockets above may have closed internal fds; the rest must
+    // survive: split the real call around them.
+    match around_internal(first, last, |a, b| {
+        #[allow(unsafe_code)]
+        // SAFETY: close_range takes integers only.
+        unsafe {
+            real::close_range(a, b, flags)
+        }
+    }) {
+        Some(r) => Action::Raw(r),
+        None => Action::Pass,
+    }
+}
+
+/// Runs `call` on the sub-ranges of `first..=last` that hold none of the
+/// library's own fds; None if there are none in range (call it whole).
+fn around_internal(
+    first: c_uint,
+    last: c_uint,
+    mut call: impl FnMut(c_uint, c_uint) -> c_int,
+) -> Option<c_int> {
+    let ours = fdtable::internal_in(first, last);
+    if ours.is_empty() {
+        return None;
+    }
+    let mut next = first;
+    for fd in ours {
+        let fd = fd as c_uint;
+        if fd > next {
+            let r = call(next, fd - 1);
+            if r < 0 {
+                return Some(r);
+            }
+        }
+        next = fd + 1;
+    }
+    if next <= last && next != 0 {
+        return Some(call(next, last));
+    }
+    Some(0)
 }
 
 /// glibc's closefrom closes with an internal close_range (past our export).
@@ -106,7 +151,17 @@ pub(crate) fn closefrom(lowfd: c_int) -> Action<()> {
     let first = c_uint::try_from(lowfd).unwrap_or(0);
     log::forget_fd_range(first, c_uint::MAX);
     fdtable::table().remove_range(first, c_uint::MAX, release);
-    Action::Pass
+    // As close_range: keep the library's own fds.
+    match around_internal(first, c_uint::MAX, |a, b| {
+        #[allow(unsafe_code)]
+        // SAFETY: close_range takes integers only.
+        unsafe {
+            real::close_range(a, b, 0)
+        }
+    }) {
+        Some(_) => Action::Done(()),
+        None => Action::Pass,
+    }
 }
 
 /// fclose closes the stream's fd with glibc's internal close: release the

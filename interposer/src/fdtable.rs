@@ -184,6 +184,53 @@ pub fn is_owned(fd: RawFd) -> bool {
     TABLE.get(fd).is_some()
 }
 
+/// The library's own fds (doorbells, port reservations): a bitmap, so that
+/// an application closing "every fd" (a daemon's `for fd in 3..max: close`,
+/// `closefrom`, `close_range`) cannot close them behind our back — which
+/// would later make us close an unrelated fd that reused the number.
+static INTERNAL: [AtomicU64; CAPACITY / 64] = [const { AtomicU64::new(0) }; CAPACITY / 64];
+
+fn internal_bit(fd: RawFd) -> Option<(&'static AtomicU64, u64)> {
+    let i = usize::try_from(fd).ok().filter(|&i| i < CAPACITY)?;
+    Some((&INTERNAL[i / 64], 1u64 << (i % 64)))
+}
+
+/// Marks or unmarks `fd` as one of the library's own.
+pub fn set_internal(fd: RawFd, on: bool) {
+    if let Some((word, bit)) = internal_bit(fd) {
+        if on {
+            word.fetch_or(bit, Ordering::AcqRel);
+        } else {
+            word.fetch_and(!bit, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Whether `fd` is one of the library's own.
+#[inline]
+pub fn is_internal(fd: RawFd) -> bool {
+    internal_bit(fd).is_some_and(|(word, bit)| word.load(Ordering::Acquire) & bit != 0)
+}
+
+/// The library's own fds in `first..=last`, in order (skips empty words).
+pub fn internal_in(first: u32, last: u32) -> Vec<RawFd> {
+    let mut out = Vec::new();
+    let end = (last as usize).min(CAPACITY - 1);
+    let mut i = first as usize;
+    while i <= end {
+        let word = INTERNAL[i / 64].load(Ordering::Acquire);
+        if word == 0 {
+            i = (i / 64 + 1) * 64;
+            continue;
+        }
+        if word & (1u64 << (i % 64)) != 0 {
+            out.push(i as RawFd);
+        }
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,5 +301,22 @@ mod tests {
             assert_eq!(winners, 1);
         }
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn internal_fds_are_found_in_ranges() {
+        set_internal(5000, true);
+        set_internal(5063, true);
+        set_internal(5064, true);
+        assert!(is_internal(5063) && !is_internal(5001));
+        assert_eq!(internal_in(4990, 5070), vec![5000, 5063, 5064]);
+        assert_eq!(internal_in(5001, 5063), vec![5063]);
+        for fd in [5000, 5063, 5064] {
+            set_internal(fd, false);
+        }
+        assert!(internal_in(0, u32::MAX)
+            .iter()
+            .all(|&fd| !(5000..=5064).contains(&fd)));
+        assert!(!is_internal(-1) && !is_internal(1 << 20));
     }
 }

@@ -9,7 +9,7 @@
 #![deny(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::OwnedFd;
+
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{FlockOperation, Mode, OFlags};
@@ -18,7 +18,7 @@ use rustix::io::Errno;
 /// A held reservation of one address:port.
 #[derive(Debug)]
 pub(crate) struct Reservation {
-    _lock: OwnedFd,
+    _lock: crate::socket::InternalFd,
     pub addr: SocketAddr,
 }
 
@@ -47,7 +47,7 @@ pub(crate) fn reserve(dir: &Path, addr: SocketAddr) -> Result<Reservation, Errno
         OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
         Mode::RUSR | Mode::WUSR,
     )?;
-    let lock = crate::socket::out_of_the_way(lock);
+    let lock = crate::socket::InternalFd::new(lock);
     match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(Reservation { _lock: lock, addr }),
         Err(Errno::WOULDBLOCK) => Err(Errno::ADDRINUSE),

@@ -262,7 +262,7 @@ impl Drop for Listener {
 /// in poll/epoll on its end. Holds its own dup of the connection, so it
 /// outlives whatever the application does with its fd number.
 pub(crate) struct Bell {
-    fd: OwnedFd,
+    fd: InternalFd,
 }
 
 /// The byte a doorbell rings with.
@@ -282,7 +282,7 @@ struct Pending {
 
 impl Bell {
     fn new(conn: BorrowedFd<'_>) -> Result<Arc<Bell>, Errno> {
-        let fd = rustix::io::fcntl_dupfd_cloexec(conn, internal_fd_floor())?;
+        let fd = InternalFd::new(rustix::io::fcntl_dupfd_cloexec(conn, internal_fd_floor())?);
         Ok(Arc::new(Bell { fd }))
     }
 
@@ -413,10 +413,40 @@ pub(crate) fn internal_fd_floor() -> i32 {
     f
 }
 
-/// Moves one of the library's own fds to `internal_fd_floor()` or above
-/// (keeps it where it is if that fails).
-pub(crate) fn out_of_the_way(fd: OwnedFd) -> OwnedFd {
-    rustix::io::fcntl_dupfd_cloexec(&fd, internal_fd_floor()).unwrap_or(fd)
+/// One of the library's own fds, kept at `internal_fd_floor()` or above and
+/// marked in the fd table, so the application's close/close_range/closefrom
+/// cannot take it from us (see `fdtable::set_internal`).
+#[derive(Debug)]
+pub(crate) struct InternalFd(OwnedFd);
+
+impl InternalFd {
+    /// Takes `fd`, moving it up out of the application's range if it is not
+    /// there already (keeps it where it is if that fails).
+    pub(crate) fn new(fd: OwnedFd) -> InternalFd {
+        use std::os::fd::AsRawFd;
+        let fd = if fd.as_raw_fd() >= internal_fd_floor() {
+            fd
+        } else {
+            rustix::io::fcntl_dupfd_cloexec(&fd, internal_fd_floor()).unwrap_or(fd)
+        };
+        crate::fdtable::set_internal(fd.as_raw_fd(), true);
+        InternalFd(fd)
+    }
+}
+
+impl AsFd for InternalFd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.as_fd()
+    }
+}
+
+impl Drop for InternalFd {
+    fn drop(&mut self) {
+        use std::os::fd::AsRawFd;
+        // Unmarked first: the close that follows goes through our own close
+        // hook, which must let it pass.
+        crate::fdtable::set_internal(self.0.as_raw_fd(), false);
+    }
 }
 
 /// What a failed data call turns into.

@@ -490,3 +490,55 @@ fn fd_numbers_closed_past_the_library_are_not_taken_for_sockets() {
         out.stderr
     );
 }
+
+/// A process that closes "every other fd" (a daemon's close loop, then
+/// closefrom, then close_range) must keep its emulated connection and
+/// listener working: the library's own fds (doorbells, port reservations)
+/// are not the application's to close. argv: HOST PORT.
+const CLOSE_ALL_BUT: &str = r#"
+import ctypes, os, socket, resource, subprocess
+signal_alarm = __import__("signal").alarm(60)
+HOST, PORT = sys.argv[1], int(sys.argv[2])
+libc = ctypes.CDLL(None, use_errno=True)
+srv = socket.socket(); srv.bind((HOST, PORT)); srv.listen(4)
+c = socket.create_connection((HOST, PORT))
+conn, _ = srv.accept()
+keep = {0, 1, 2, srv.fileno(), c.fileno(), conn.fileno()}
+limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+for fd in range(3, min(limit, 65536)):
+    if fd not in keep:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+top = max(keep) + 1
+libc.closefrom(top)
+libc.close_range(top, 0xFFFFFFFF, 0)
+for i in range(3):
+    c.sendall(b"ping %d" % i)
+    assert conn.recv(100) == b"ping %d" % i
+    conn.sendall(b"pong %d" % i)
+    assert c.recv(100) == b"pong %d" % i
+# the port is still reserved: another process cannot bind it
+code = f"import socket; s=socket.socket(); s.bind(({HOST!r}, {PORT}))"
+r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+assert "Address already in use" in r.stderr, r.stderr
+c.close(); conn.close(); srv.close()
+print("ok")
+"#;
+
+#[test]
+fn closing_every_other_fd_leaves_the_library_its_own() {
+    let dir = tmpdir("fds-close-all");
+    let out = run(emulated(
+        &mut py(CLOSE_ALL_BUT, &["127.77.200.4", "18204"]),
+        &dir,
+    ));
+    assert!(
+        out.status.success() && out.stdout == "ok\n",
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+}
