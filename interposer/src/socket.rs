@@ -753,22 +753,8 @@ impl Connection {
         rx.consumer.as_ref().is_some_and(|c| c.readable_now())
     }
 
-    fn spin_until(&self, mut ready: impl FnMut() -> bool) -> bool {
-        if self.spin.is_zero() {
-            return false;
-        }
-        let start = Instant::now();
-        loop {
-            for _ in 0..64 {
-                if ready() {
-                    return true;
-                }
-                core::hint::spin_loop();
-            }
-            if start.elapsed() >= self.spin {
-                return false;
-            }
-        }
+    fn spin_until(&self, ready: impl FnMut() -> bool) -> bool {
+        shmnet_ring::spin_until(self.spin, ready)
     }
 
     /// send(2) and friends. Blocking sends return once everything is in the

@@ -193,6 +193,38 @@ impl Channel {
         }
     }
 
+    /// The blocking wait of either side: spin as `policy` says, then
+    /// announce (`arm`, which re-checks) and sleep on the futex word `flag`
+    /// until `ready`, a deadline, or a dead peer.
+    fn wait_until(
+        &self,
+        flag: &AtomicU32,
+        policy: &WaitPolicy,
+        arm: impl Fn() -> bool,
+        ready: impl Fn() -> bool,
+    ) -> Result<(), RingError> {
+        if policy.spin_until(&ready) {
+            return Ok(());
+        }
+        loop {
+            if arm() {
+                return Ok(());
+            }
+            let slice = policy.next_slice()?;
+            // Sleep only while our flag is still up: the waker clears it first.
+            let armed = flag.load(Ordering::Relaxed);
+            if armed & WAIT_FUTEX != 0 {
+                self.parker.wait(flag, armed, slice);
+            }
+            if ready() {
+                return Ok(());
+            }
+            if !policy.peer_alive() {
+                return Err(RingError::PeerGone);
+            }
+        }
+    }
+
     #[cold]
     fn corrupt(&self, what: &'static str) -> RingError {
         self.mark_reset(&None);
@@ -414,27 +446,12 @@ impl Producer {
 
     /// Blocks until there is room, an error, or the policy gives up.
     pub fn wait_writable(&self, policy: &WaitPolicy) -> Result<(), RingError> {
-        if policy.spin_until(|| self.writable_now()) {
-            return Ok(());
-        }
-        let w = &self.ch.ctl().wait.writer_waiting;
-        loop {
-            if self.arm(WaitKind::Futex) {
-                return Ok(());
-            }
-            let slice = policy.next_slice()?;
-            // Sleep only while our flag is still up: the waker clears it first.
-            let armed = w.load(Ordering::Relaxed);
-            if armed & WAIT_FUTEX != 0 {
-                self.ch.parker.wait(w, armed, slice);
-            }
-            if self.writable_now() {
-                return Ok(());
-            }
-            if !policy.peer_alive() {
-                return Err(RingError::PeerGone);
-            }
-        }
+        self.ch.wait_until(
+            &self.ch.ctl().wait.writer_waiting,
+            policy,
+            || self.arm(WaitKind::Futex),
+            || self.writable_now(),
+        )
     }
 
     /// A handle that can wait for room (and be woken) without holding the
@@ -654,27 +671,12 @@ impl Consumer {
 
     /// Blocks until a read would not block, or the policy gives up.
     pub fn wait_readable(&self, policy: &WaitPolicy) -> Result<(), RingError> {
-        if policy.spin_until(|| self.readable_now()) {
-            return Ok(());
-        }
-        let w = &self.ch.ctl().wait.reader_waiting;
-        loop {
-            if self.arm(WaitKind::Futex) {
-                return Ok(());
-            }
-            let slice = policy.next_slice()?;
-            // Sleep only while our flag is still up: the waker clears it first.
-            let armed = w.load(Ordering::Relaxed);
-            if armed & WAIT_FUTEX != 0 {
-                self.ch.parker.wait(w, armed, slice);
-            }
-            if self.readable_now() {
-                return Ok(());
-            }
-            if !policy.peer_alive() {
-                return Err(RingError::PeerGone);
-            }
-        }
+        self.ch.wait_until(
+            &self.ch.ctl().wait.reader_waiting,
+            policy,
+            || self.arm(WaitKind::Futex),
+            || self.readable_now(),
+        )
     }
 
     /// This side reads no more: the producer's writes fail with EPIPE.

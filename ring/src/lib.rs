@@ -36,4 +36,4 @@ pub use heap::heap_channel;
 pub use layout::Geometry;
 #[cfg(not(loom))]
 pub use segment::{Endpoint, Role, Segment};
-pub use wait::{Doorbell, WaitPolicy};
+pub use wait::{spin_until, Doorbell, WaitPolicy};

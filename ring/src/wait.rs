@@ -57,22 +57,8 @@ impl WaitPolicy {
     }
 
     /// Spin up to `spin` calling `ready`; true if it became ready.
-    pub(crate) fn spin_until(&self, mut ready: impl FnMut() -> bool) -> bool {
-        if self.spin.is_zero() {
-            return false;
-        }
-        let start = Instant::now();
-        loop {
-            for _ in 0..64 {
-                if ready() {
-                    return true;
-                }
-                crate::sync::spin_hint();
-            }
-            if start.elapsed() >= self.spin {
-                return false;
-            }
-        }
+    pub(crate) fn spin_until(&self, ready: impl FnMut() -> bool) -> bool {
+        spin_until(self.spin, ready)
     }
 
     /// The timeout for the next sleep (None: unbounded), or Err once the
@@ -94,6 +80,26 @@ impl WaitPolicy {
 
     pub(crate) fn peer_alive(&self) -> bool {
         self.liveness.as_ref().is_none_or(|f| f())
+    }
+}
+
+/// Busy-polls `ready` for up to `budget` (zero: not at all); true if it
+/// became true. The clock is read every 64 polls, not every poll.
+pub fn spin_until(budget: Duration, mut ready: impl FnMut() -> bool) -> bool {
+    if budget.is_zero() {
+        return false;
+    }
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if ready() {
+                return true;
+            }
+            crate::sync::spin_hint();
+        }
+        if start.elapsed() >= budget {
+            return false;
+        }
     }
 }
 
