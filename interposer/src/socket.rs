@@ -599,7 +599,7 @@ impl Connection {
     /// foreign bytes.
     fn settle(&self, rx: &mut Consumer, taken: &mut u32) -> Result<bool, Settled> {
         // The count is peer-written: a bounded hint, never a loop bound.
-        let owed = (rx.doorbells_rung().wrapping_sub(*taken) as usize).min(64);
+        let owed = (self.rung(rx).wrapping_sub(*taken) as usize).min(64);
         let pending = self.bell.peek();
         if pending.foreign {
             log!(
@@ -628,6 +628,13 @@ impl Connection {
             return Err(Settled::HungUp);
         }
         Ok(false)
+    }
+
+    /// Doorbell bytes the peer has sent us so far: rings for data (as the
+    /// producer of our receive ring) and for room (as the consumer of our
+    /// send ring, when we waited for POLLOUT). Wrapping.
+    fn rung(&self, rx: &Consumer) -> u32 {
+        rx.doorbells_rung().wrapping_add(self.room.doorbells_rung())
     }
 
     /// recv(2) and friends: MSG_PEEK, MSG_WAITALL, MSG_DONTWAIT; blocking
@@ -693,8 +700,7 @@ impl Connection {
                                 // Emptied the ring? Then drop the doorbell bytes of
                                 // the data just read, or a poller would see the fd
                                 // readable with nothing to read.
-                                if !peek && rx.available() == Ok(0) && rx.doorbells_rung() != *taken
-                                {
+                                if !peek && rx.available() == Ok(0) && self.rung(rx) != *taken {
                                     let _ = self.settle(rx, taken);
                                 }
                                 if !waitall || total >= want {
@@ -790,11 +796,18 @@ impl Connection {
                 }
                 Err(RingError::WouldBlock) => {
                     if dontwait || self.bell.nonblocking() {
-                        return if total > 0 {
-                            Ok(total)
-                        } else {
-                            Err(Errno::AGAIN)
-                        };
+                        if total > 0 {
+                            return Ok(total);
+                        }
+                        // The application will wait for POLLOUT/EPOLLOUT:
+                        // ask the reader to ring our doorbell when it frees
+                        // room (the byte wakes epoll on our fd; edge-triggered
+                        // IN|OUT registrations see OUT). Room already there
+                        // after arming: write again.
+                        if self.tx.lock().arm(WaitKind::Doorbell) {
+                            continue;
+                        }
+                        return Err(Errno::AGAIN);
                     }
                     let bell = self.bell.clone();
                     let shut = self.shut_wr.clone();

@@ -110,3 +110,13 @@ fn huge_receive_timeout_is_forever() {
     let out = script("rcvtimeo", &[]);
     assert!(out.contains("recv -> b'hi'"), "{out}");
 }
+
+/// A non-blocking writer that filled the connection and waits for EPOLLOUT
+/// (edge-triggered, IN|OUT as nginx registers) is woken as soon as the
+/// reader frees room: the reader rings the writer's doorbell, instead of the
+/// writer waiting until the reader happens to drain the ring.
+#[test]
+fn epoll_writer_is_woken_when_room_is_freed() {
+    let out = script("pollout", &[]);
+    assert!(out.contains("bytes ok: True"), "{out}");
+}

@@ -724,6 +724,13 @@ impl RoomWaiter {
         self.0.wait_writable(policy)
     }
 
+    /// How many times the consumer has rung this writer's doorbell (room
+    /// freed while the writer waited in poll/epoll); a wrapping count written
+    /// by the peer: use it only as a bounded hint.
+    pub fn doorbells_rung(&self) -> u32 {
+        self.0.ch.ctl().wait.writer_rings.load(Ordering::Acquire)
+    }
+
     /// Wakes this process's writers asleep on the channel's futex (they
     /// re-check their conditions, e.g. a local shutdown).
     pub fn wake(&self) {
