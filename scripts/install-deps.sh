@@ -9,6 +9,10 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+# interposer/tests/servers.rs: nginx (in /usr/sbin, not on every user's PATH)
+# and wrk, both run preloaded. sha256sum (coreutils) is always there.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
+command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""

@@ -391,6 +391,8 @@ pub(crate) struct Connection {
     /// SO_ERROR: an error to report once.
     pub error: AtomicI32,
     spin: Duration,
+    /// Blocking sends up to this size go into the ring whole.
+    atomic_send: usize,
     pub opts: Options,
 }
 
@@ -481,6 +483,7 @@ impl Connection {
     ) -> Result<Connection, Errno> {
         let mut tx = seg.producer().map_err(|_| Errno::PROTO)?;
         tx.set_doorbell(bell.clone());
+        let ring_bytes = seg.geometry().channel_bytes();
         let room = tx.room_waiter();
         let spin = crate::config::get()
             .map_or(Duration::ZERO, |c| Duration::from_micros(c.spin_us.into()));
@@ -501,6 +504,7 @@ impl Connection {
             shut_wr: Arc::new(AtomicBool::new(false)),
             error: AtomicI32::new(0),
             spin,
+            atomic_send: (ring_bytes / 2).min(64 << 10),
             opts: Options::default(),
         };
         // The acceptor's receive half is ready at once; the connector's once
@@ -786,7 +790,23 @@ impl Connection {
             if want == 0 {
                 return Ok(0);
             }
-            let r = with_rest(bufs, total, |b| self.tx.lock().write_vectored(b));
+            let r = {
+                let mut tx = self.tx.lock();
+                // A small blocking send goes into the ring whole, as small
+                // TCP writes do in practice: two threads writing framed
+                // messages on one connection must not interleave them. So
+                // when it does not fit, wait for room for all of it.
+                if total == 0
+                    && want <= self.atomic_send
+                    && !dontwait
+                    && tx.free_bytes().is_ok_and(|f| f < want)
+                    && !self.bell.nonblocking()
+                {
+                    Err(RingError::WouldBlock)
+                } else {
+                    with_rest(bufs, total, |b| tx.write_vectored(b))
+                }
+            };
             match r {
                 Ok(n) => {
                     total += n;
@@ -822,7 +842,12 @@ impl Connection {
                         })),
                         slice: Duration::from_millis(10),
                     };
-                    match self.room.wait(&policy) {
+                    let need = if total == 0 && want <= self.atomic_send {
+                        want
+                    } else {
+                        1
+                    };
+                    match self.room.wait_for_room(need, &policy) {
                         Ok(()) => {}
                         Err(RingError::TimedOut) => {
                             return if total > 0 {

@@ -413,10 +413,35 @@ impl Producer {
         Ok((s - end) as usize + (n - 1 - used) as usize * s as usize)
     }
 
+    /// True when a write would not block. Also called through a
+    /// [`RoomWaiter`] while another thread of ours writes, so `head` may move
+    /// under it: an inconsistent snapshot is not corruption here, only a
+    /// reason to let the writer (which checks strictly) try.
     fn writable_now(&self) -> bool {
-        self.ch.is_reset()
-            || self.ch.ctl().consumer.closed.load(Ordering::Relaxed) != 0
-            || self.free_bytes().map_or(true, |f| f > 0)
+        let ch = &self.ch;
+        if ch.is_reset() || ch.ctl().consumer.closed.load(Ordering::Relaxed) != 0 {
+            return true;
+        }
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let head = ch.ctl().producer.head.load(Ordering::Relaxed);
+        let end = ch.seg(head).end.load(Ordering::Relaxed);
+        let tail = ch.ctl().consumer.tail.load(Ordering::Acquire);
+        let used = head.wrapping_sub(tail);
+        used >= n || end > s || end < s || used + 1 < n
+    }
+
+    /// Free bytes, or None for an inconsistent snapshot (see `writable_now`).
+    fn free_bytes_lenient(&self) -> Option<usize> {
+        let ch = &self.ch;
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let head = ch.ctl().producer.head.load(Ordering::Relaxed);
+        let end = ch.seg(head).end.load(Ordering::Relaxed);
+        let tail = ch.ctl().consumer.tail.load(Ordering::Acquire);
+        let used = head.wrapping_sub(tail);
+        if end > s || used >= n {
+            return None;
+        }
+        Some((s - end) as usize + (n - 1 - used) as usize * s as usize)
     }
 
     /// Announces that the caller is about to wait for room, then re-checks.
@@ -722,6 +747,25 @@ impl RoomWaiter {
     /// As [`Producer::wait_writable`].
     pub fn wait(&self, policy: &WaitPolicy) -> Result<(), RingError> {
         self.0.wait_writable(policy)
+    }
+
+    /// As `wait`, but until at least `bytes` are free (or an error
+    /// condition): a writer that wants its message to go in whole.
+    pub fn wait_for_room(&self, bytes: usize, policy: &WaitPolicy) -> Result<(), RingError> {
+        let p = &self.0;
+        let flag = &p.ch.ctl().wait.writer_waiting;
+        let ready = || {
+            p.ch.is_reset()
+                || p.ch.ctl().consumer.closed.load(Ordering::Relaxed) != 0
+                || p.free_bytes_lenient().is_none_or(|f| f >= bytes)
+        };
+        let arm = || {
+            flag.fetch_or(WAIT_FUTEX, Ordering::Relaxed);
+            // SYNC POINT: Dekker with `Consumer::wake_writer`, as in `Producer::arm`.
+            fence(Ordering::SeqCst);
+            ready()
+        };
+        p.ch.wait_until(flag, policy, arm, ready)
     }
 
     /// How many times the consumer has rung this writer's doorbell (room
