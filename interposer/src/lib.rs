@@ -27,6 +27,7 @@ pub mod fdtable;
 mod guard;
 mod handshake;
 mod hooks;
+mod inherit;
 mod lock;
 mod options;
 mod process;

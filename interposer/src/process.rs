@@ -18,7 +18,10 @@ pub(crate) fn init() {
         return;
     }
     hooks::install_panic_hook();
-    let _ = config::get();
+    if let Some(config) = config::get() {
+        // After an exec: sockets the previous program image emulated.
+        crate::inherit::adopt(config);
+    }
     let rc = sys::register_atfork(prepare, parent, child);
     if rc != 0 {
         log!(

@@ -215,6 +215,21 @@ impl Listener {
         }
     }
 
+    /// A listener inherited across exec: its rendezvous socket is open
+    /// and listening; the reservation is taken again if its holder is gone.
+    pub(crate) fn inherited(local: SocketAddr, path: PathBuf, dir: &std::path::Path) -> Listener {
+        Listener {
+            local,
+            reservation: Mutex::new(crate::rendezvous::reserve(dir, local).ok()),
+            path,
+            // Another process (the one that exec'd us, or its parent) may
+            // still listen on it: never remove the name on close.
+            fork_generation: registry::fork_generation().wrapping_sub(1),
+            opts: Options::default(),
+            listening: AtomicBool::new(true),
+        }
+    }
+
     /// Finishes the handshake on a rendezvous connection `conn` that
     /// accept(2) returned: reads the connect message, maps the segment and
     /// initialises our direction (claim 82 b-f). The connector learns that it

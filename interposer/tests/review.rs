@@ -120,3 +120,42 @@ fn epoll_writer_is_woken_when_room_is_freed() {
     let out = script("pollout", &[]);
     assert!(out.contains("bytes ok: True"), "{out}");
 }
+
+/// exec with emulated sockets open: an inherited listener is adopted and
+/// keeps accepting through shared memory (inetd-style); an inherited
+/// connection reads as closed with one `libshmnet:` line saying why — never
+/// doorbell bytes handed to the program as data.
+#[test]
+fn exec_adopts_listeners_and_refuses_connections_loudly() {
+    let path = format!("{}/tests/py/exec_inherit.py", env!("CARGO_MANIFEST_DIR"));
+    let dir = tmpdir("exec_inherit");
+    let out = run(preloaded(python())
+        .arg(path)
+        .env("SHMNET_PARTITIONS", "127.77.0.0/16")
+        .env("SHMNET_FALLBACK", "never")
+        .env("SHMNET_DIR", &dir));
+    assert!(
+        out.status.success(),
+        "{:?}\n{}\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        out.stdout.contains("inherited connection reads: b''"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("client got: b'echo: hello after exec'"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stderr
+            .lines()
+            .any(|l| l.starts_with("libshmnet: ") && l.contains("inherited across exec")),
+        "{}",
+        out.stderr
+    );
+}

@@ -1,0 +1,128 @@
+//! Emulated sockets inherited across exec.
+//!
+//! exec drops the library's state while the application's fds stay open. A
+//! freshly loaded library therefore looks once, at start-up, for fds that are
+//! rendezvous objects of `SHMNET_DIR`:
+//! - a listener (a listening Unix socket bound to `tcp4-<ip>-<port>`) is
+//!   adopted: its name says its virtual address, and accept works as before
+//!   (inetd-style servers, `socat EXEC:`);
+//! - a connection cannot be re-attached yet (its ring is not reachable from
+//!   the fd alone), so its fd number is pointed at a closed socket: the
+//!   program reads end-of-stream and gets EPIPE on writes, and one
+//!   `libshmnet:` line says why — rather than reading doorbell bytes as data.
+#![deny(unsafe_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::socket::{Listener, Socket};
+use crate::{registry, sys};
+
+/// What a rendezvous file name says: `tcp4-127.77.0.1-8080`.
+pub(crate) fn parse_name(name: &str) -> Option<SocketAddr> {
+    let rest = name
+        .strip_prefix("tcp4-")
+        .or_else(|| name.strip_prefix("tcp6-"))?;
+    let (ip, port) = rest.rsplit_once('-')?;
+    let ip: IpAddr = ip.parse().ok()?;
+    let v4 = name.starts_with("tcp4-");
+    (ip.is_ipv4() == v4).then_some(SocketAddr::new(ip, port.parse().ok()?))
+}
+
+/// The rendezvous path behind a Unix socket address, if it is one of ours.
+fn ours(
+    config: &Config,
+    addr: Option<rustix::net::SocketAddrAny>,
+) -> Option<(PathBuf, SocketAddr)> {
+    let unix = rustix::net::SocketAddrUnix::try_from(addr?).ok()?;
+    let path = Path::new(std::ffi::OsStr::from_bytes(unix.path_bytes()?)).to_path_buf();
+    if path.parent()? != config.dir {
+        return None;
+    }
+    let virt = parse_name(path.file_name()?.to_str()?)?;
+    Some((path, virt))
+}
+
+/// Scans the open fds once, at start-up (see the module docs).
+pub(crate) fn adopt(config: &Config) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for fd in fds {
+        let sock = sys::borrow_fd(fd);
+        if rustix::net::sockopt::socket_domain(sock).ok() != Some(rustix::net::AddressFamily::UNIX)
+        {
+            continue;
+        }
+        let local = ours(config, rustix::net::getsockname(sock).ok());
+        let listening = rustix::net::sockopt::socket_acceptconn(sock).unwrap_or(false);
+        match (local, listening) {
+            (Some((path, virt)), true) => {
+                let listener = Listener::inherited(virt, path, &config.dir);
+                log!(debug, "fd {fd}: adopted the inherited listener of {virt}");
+                let _ = registry::insert(fd, Arc::new(Socket::Listener(listener)));
+            }
+            (Some((_, virt)), false) => poison(fd, sock, virt),
+            (None, _) => {
+                if let Some((_, virt)) = ours(config, rustix::net::getpeername(sock).ok().flatten())
+                {
+                    poison(fd, sock, virt);
+                }
+            }
+        }
+    }
+}
+
+/// Points `fd` at a socket whose peer is closed (EOF on read, EPIPE on write).
+fn poison(fd: i32, sock: BorrowedFd<'_>, virt: SocketAddr) {
+    crate::log::always(format_args!(
+        "fd {fd}: an emulated connection ({virt}) inherited across exec cannot be used \
+         yet; it reads as closed"
+    ));
+    let Ok((dead, peer)) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    ) else {
+        return;
+    };
+    drop(peer);
+    let cloexec =
+        rustix::io::fcntl_getfd(sock).is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
+    let _ = sys::dup_onto(dead.as_fd(), fd, cloexec);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_name;
+
+    #[test]
+    fn rendezvous_names_parse_back_to_addresses() {
+        assert_eq!(
+            parse_name("tcp4-127.77.0.1-8080"),
+            Some("127.77.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(
+            parse_name("tcp6-::1-443"),
+            Some("[::1]:443".parse().unwrap())
+        );
+        for bad in [
+            "tcp4-::1-1",
+            "tcp6-127.0.0.1-1",
+            "tcp4-127.0.0.1",
+            "tcp4-x-1",
+            "udp4-127.0.0.1-1",
+            "tcp4-127.0.0.1-99999",
+        ] {
+            assert_eq!(parse_name(bad), None, "{bad}");
+        }
+    }
+}
