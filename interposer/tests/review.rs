@@ -159,3 +159,25 @@ fn exec_adopts_listeners_and_refuses_connections_loudly() {
         out.stderr
     );
 }
+
+/// Reservations and rendezvous names are removed when released: SHMNET_DIR
+/// does not fill up with a lock file per ephemeral port ever used.
+#[test]
+fn shmnet_dir_is_left_empty_after_everything_closed() {
+    let dir = tmpdir("leftovers");
+    let script = "import os, socket, sys\n\
+        s = socket.socket(); s.bind(('127.77.9.12', 19012)); s.listen(8)\n\
+        for i in range(20):\n\
+        \x20   c = socket.create_connection(('127.77.9.12', 19012)); a, _ = s.accept()\n\
+        \x20   c.sendall(b'x'); assert a.recv(1) == b'x'; c.close(); a.close()\n\
+        s.close()\n\
+        print(sorted(os.listdir(sys.argv[1])))\n";
+    let out = run(preloaded(python())
+        .args(["-c", script])
+        .arg(&dir)
+        .env("SHMNET_PARTITIONS", "127.77.0.0/16")
+        .env("SHMNET_FALLBACK", "never")
+        .env("SHMNET_DIR", &dir));
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stdout.trim(), "[]", "left in SHMNET_DIR");
+}
