@@ -524,7 +524,7 @@ impl Connection {
         };
         // The acceptor's receive half is ready at once; the connector's once
         // the acceptor initialised its direction (see `receiver`).
-        conn.receiver(&mut conn.rx.lock());
+        conn.receiver(&mut conn.rx.lock().consumer);
         Ok(conn)
     }
 
@@ -596,15 +596,16 @@ impl Connection {
         Ok((sock, conn))
     }
 
-    /// The receive half, if the peer's direction is initialised.
-    fn receiver<'a>(&self, rx: &'a mut Rx) -> Option<&'a mut Consumer> {
-        if rx.consumer.is_none() {
+    /// The receive half, once the peer's direction is initialised (at once
+    /// for the acceptor; for the connector, once the acceptor attached).
+    fn receiver<'a>(&self, slot: &'a mut Option<Consumer>) -> Option<&'a mut Consumer> {
+        if slot.is_none() {
             if let Ok(mut c) = self.seg.consumer() {
                 c.set_doorbell(self.bell.clone());
-                rx.consumer = Some(c);
+                *slot = Some(c);
             }
         }
-        rx.consumer.as_mut()
+        slot.as_mut()
     }
 
     /// After the ring was seen empty: take the doorbell bytes that were rung
@@ -678,17 +679,7 @@ impl Connection {
             let step = {
                 let mut guard = self.rx.lock();
                 let Rx { consumer, taken } = &mut *guard;
-                let rx = match consumer {
-                    Some(rx) => Some(rx),
-                    None => {
-                        if let Ok(mut c) = self.seg.consumer() {
-                            c.set_doorbell(self.bell.clone());
-                            *consumer = Some(c);
-                        }
-                        consumer.as_mut()
-                    }
-                };
-                match rx {
+                match self.receiver(consumer) {
                     // The acceptor has not initialised its direction yet: no
                     // data can exist. A hang-up means it refused us.
                     None => {
