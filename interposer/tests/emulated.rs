@@ -19,16 +19,14 @@
 mod common;
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{preloaded, py, tmpdir, wait_deadline};
+use common::{kernel_tcp_sockets, preloaded, py, tmpdir, Background as Proc, LISTEN, TIME_WAIT};
 
 /// Deadline for one expected line, or for a program to finish.
 const WAIT: Duration = Duration::from_secs(20);
@@ -889,85 +887,6 @@ say("connect", errname(lambda: s.connect((HOST, PORT))))
 "#;
 
 // ---------------------------------------------------------------------------
-// The kernel's view
-
-const TIME_WAIT: u8 = 0x06;
-
-/// One row of /proc/net/tcp{,6}.
-struct KernelSocket {
-    state: u8,
-    local: SocketAddr,
-    remote: SocketAddr,
-}
-
-impl fmt::Display for KernelSocket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.state {
-            0x01 => "ESTABLISHED",
-            0x02 => "SYN_SENT",
-            0x03 => "SYN_RECV",
-            0x04 => "FIN_WAIT1",
-            0x05 => "FIN_WAIT2",
-            0x06 => "TIME_WAIT",
-            0x07 => "CLOSE",
-            0x08 => "CLOSE_WAIT",
-            0x09 => "LAST_ACK",
-            0x0A => "LISTEN",
-            0x0B => "CLOSING",
-            _ => "?",
-        };
-        write!(f, "{state:<11} {} -> {}", self.local, self.remote)
-    }
-}
-
-/// "0100007F:1F90" (IPv4) or 32 hex digits ":" port (IPv6), each 32-bit word
-/// in host byte order.
-fn parse_proc_endpoint(text: &str) -> Option<SocketAddr> {
-    let (addr, port) = text.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |i: usize| {
-        u32::from_str_radix(addr.get(8 * i..8 * i + 8)?, 16)
-            .ok()
-            .map(u32::to_ne_bytes)
-    };
-    let ip = match addr.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
-        32 => {
-            let mut bytes = [0u8; 16];
-            for i in 0..4 {
-                bytes[4 * i..4 * i + 4].copy_from_slice(&word(i)?);
-            }
-            IpAddr::V6(Ipv6Addr::from(bytes))
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
-/// Every TCP socket in this network namespace.
-fn kernel_tcp_sockets() -> Vec<KernelSocket> {
-    let mut all = Vec::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            assert!(file.ends_with('6'), "cannot read {file}");
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let parsed = (|| {
-                Some(KernelSocket {
-                    local: parse_proc_endpoint(f.get(1)?)?,
-                    remote: parse_proc_endpoint(f.get(2)?)?,
-                    state: u8::from_str_radix(f.get(3)?, 16).ok()?,
-                })
-            })();
-            all.push(parsed.unwrap_or_else(|| panic!("unparsable {file} line: {line}")));
-        }
-    }
-    all
-}
-
-// ---------------------------------------------------------------------------
 // The test's network: address, port, environment
 
 struct Net {
@@ -1020,7 +939,7 @@ impl Net {
     }
 
     fn spawn_port(&self, name: &str, body: &str, port: u16, extra: &[&str]) -> Proc {
-        Proc::spawn(name, &mut self.script(body, port, extra))
+        spawn(name, &mut self.script(body, port, extra))
     }
 
     /// Whether `ip` is in this test's 127.77.N.0/24 (IPv4 tests only).
@@ -1081,99 +1000,14 @@ impl Net {
 // ---------------------------------------------------------------------------
 // Programs under test
 
-/// A running program: stdout read line by line, stdin for `go`, killed
-/// (SIGKILL) and reaped when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: mpsc::Receiver<String>,
-    stderr: Option<thread::JoinHandle<String>>,
-    seen: Vec<String>,
+/// A running program (`common::Background`): stdout read line by line, stdin
+/// piped for `go`, WAIT for its waits, killed (SIGKILL) and reaped when
+/// dropped.
+fn spawn(name: &str, cmd: &mut Command) -> Proc {
+    Proc::start(name, cmd.stdin(Stdio::piped()), WAIT, false)
 }
 
 impl Proc {
-    fn spawn(name: &str, cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name} {cmd:?}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut err = child.stderr.take().unwrap();
-        let stderr = Some(thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = err.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        }));
-        Proc {
-            name: name.to_string(),
-            stdin: child.stdin.take(),
-            child,
-            lines,
-            stderr,
-            seen: Vec::new(),
-        }
-    }
-
-    fn take_stderr(&mut self) -> String {
-        self.stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default()
-    }
-
-    /// Kill it and fail the test with everything it said.
-    fn fail(&mut self, msg: &str) -> ! {
-        let _ = self.child.kill();
-        let status = self.child.wait();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-            self.seen.push(line);
-        }
-        let stderr = self.take_stderr();
-        panic!(
-            "{}: {msg}\nexit: {status:?}\nstdout:\n{}\nstderr:\n{stderr}",
-            self.name,
-            self.seen.join("\n")
-        );
-    }
-
-    /// The next line starting with `prefix` (others are kept for
-    /// `shas`/`lines_with`), within `timeout`.
-    fn expect_within(&mut self, prefix: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.starts_with(prefix) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    self.fail(&format!("no {prefix:?} line within {timeout:?}"))
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.fail(&format!("exited before saying {prefix:?}"))
-                }
-            }
-        }
-    }
-
-    fn expect(&mut self, prefix: &str) -> String {
-        self.expect_within(prefix, WAIT)
-    }
-
     /// The port of its `listening PORT` line.
     fn listening(&mut self) -> u16 {
         let line = self.expect("listening");
@@ -1181,58 +1015,6 @@ impl Proc {
             .nth(1)
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| self.fail(&format!("bad line {line:?}")))
-    }
-
-    /// Let it past its current `pause`.
-    fn go(&mut self) {
-        let ok = self
-            .stdin
-            .as_mut()
-            .is_some_and(|s| s.write_all(b"go\n").and_then(|()| s.flush()).is_ok());
-        if !ok {
-            self.fail("cannot write go to its stdin");
-        }
-    }
-
-    /// Wait for a successful exit within WAIT; returns its stderr.
-    fn finish(&mut self) -> String {
-        self.stdin.take();
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => self.fail("did not finish in time"),
-            }
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match wait_deadline(&mut self.child, left.max(Duration::from_secs(1))) {
-            Some(status) if status.success() => self.take_stderr(),
-            Some(status) => self.fail(&format!("failed: {status}")),
-            None => self.fail("did not exit in time"),
-        }
-    }
-
-    /// `finish`, and nothing on stderr (no libshmnet line, no traceback).
-    fn finish_clean(&mut self) {
-        let stderr = self.finish();
-        assert!(stderr.is_empty(), "{} stderr:\n{stderr}", self.name);
-    }
-
-    /// SIGKILL now.
-    fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Lines seen so far that start with `prefix`, split into words.
-    fn lines_with(&self, prefix: &str) -> Vec<Vec<String>> {
-        self.seen
-            .iter()
-            .filter(|l| l.starts_with(prefix))
-            .map(|l| l.split(' ').map(str::to_string).collect())
-            .collect()
     }
 
     /// `sha LABEL LEN HEX` lines: label → (len, hex).
@@ -1244,13 +1026,6 @@ impl Proc {
             assert!(old.is_none(), "{}: two sha lines for {}", self.name, w[1]);
         }
         map
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -1458,7 +1233,7 @@ fn curl_downloads_from_http_server_twenty_times() {
         .collect();
     std::fs::write(www.join("blob.bin"), &blob).unwrap();
     let host = net.host.to_string();
-    let mut server = Proc::spawn(
+    let mut server = spawn(
         "http.server",
         net.script(HTTP_SERVER, net.port, &[www.to_str().unwrap()])
             .env("PYTHONUNBUFFERED", "1"),
@@ -1500,18 +1275,17 @@ fn curl_downloads_from_http_server_twenty_times() {
         let out = net.dir.join(format!("out{i}"));
         if i == 10 {
             // A slow download, to look at the kernel while bytes flow.
-            let mut slow = Proc::spawn("curl", &mut curl(&out, &["--limit-rate", "2M"]));
+            let mut slow = spawn("curl", &mut curl(&out, &["--limit-rate", "2M"]));
             thread::sleep(Duration::from_millis(400));
             net.assert_shm_only(net.port, "during a download");
             slow.finish_clean();
         } else {
-            Proc::spawn("curl", &mut curl(&out, &[])).finish_clean();
+            spawn("curl", &mut curl(&out, &[])).finish_clean();
         }
         assert!(std::fs::read(&out).unwrap() == blob, "download {i} differs");
     }
     net.assert_shm_only(net.port, "after the downloads");
-    server.kill9();
-    let log = server.take_stderr();
+    let log = server.kill();
     assert!(!log.contains("libshmnet"), "server stderr: {log}");
     assert_eq!(
         log.matches("\"GET /blob.bin HTTP/1.1\" 200").count(),
@@ -1995,13 +1769,13 @@ fn bad_partitions_in_never_mode_pass_everything_to_the_kernel() {
     };
     let mut cmd = net.script(SERVER_BAD_CONFIG, net.port, &[]);
     bad(&mut cmd);
-    let mut srv = Proc::spawn("server", &mut cmd);
+    let mut srv = spawn("server", &mut cmd);
     let kport = srv.listening();
     // The would-be partition address is an ordinary kernel listener...
     let listening = |addr: SocketAddr| {
         kernel_tcp_sockets()
             .iter()
-            .any(|k| k.state == 0x0A && k.local == addr)
+            .any(|k| k.state == LISTEN && k.local == addr)
     };
     let virt = SocketAddr::new(net.host, net.port);
     assert!(listening(virt), "no kernel listener on {virt}");
@@ -2018,7 +1792,7 @@ fn bad_partitions_in_never_mode_pass_everything_to_the_kernel() {
     // A preloaded client with the same bad variable talks TCP on 127.0.0.1.
     let mut cmd = net.script(CLIENT_LOOPBACK_SMALL, net.port, &[&kport.to_string()]);
     bad(&mut cmd);
-    let mut cli = Proc::spawn("client", &mut cmd);
+    let mut cli = spawn("client", &mut cmd);
     for p in [&mut cli, &mut srv] {
         let stderr = p.finish();
         let lines: Vec<&str> = stderr.lines().collect();
@@ -2053,7 +1827,7 @@ fn kernel_tcp_on_127_0_0_1_alongside_an_emulated_connection() {
     // state the client's sending has brought them to).
     let on_kport = kernel_tcp_sockets()
         .iter()
-        .filter(|k| k.state != 0x0A && k.state != TIME_WAIT)
+        .filter(|k| k.state != LISTEN && k.state != TIME_WAIT)
         .filter(|k| k.local.port() == kport || k.remote.port() == kport)
         .count();
     assert_eq!(on_kport, 2, "the 127.0.0.1 connection is kernel TCP");

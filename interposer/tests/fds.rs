@@ -16,10 +16,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{preloaded, py, run, tmpdir};
+use common::{build_c, preloaded, py, run, tmpdir};
 
 const PARTITIONS: &str = "127.77.0.0/16";
 
@@ -29,23 +29,6 @@ fn emulated<'a>(cmd: &'a mut Command, dir: &Path) -> &'a mut Command {
         .env("SHMNET_DIR", dir)
 }
 
-fn build_c(name: &str) -> PathBuf {
-    let src = format!("{}/tests/c/{name}.c", env!("CARGO_MANIFEST_DIR"));
-    let exe = tmpdir(name).join(name);
-    let out = Command::new("cc")
-        .args(["-O2", "-Wall", "-pthread", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .output()
-        .expect("a C compiler (cc) is needed: scripts/install-deps.sh installs gcc");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
-
 /// Three threads call getsockname/getsockopt on an emulated listener in a
 /// loop while the main thread forks 1500 times; each child closes the
 /// listener (close, or close_range like python's subprocess child), binds,
@@ -53,7 +36,7 @@ fn build_c(name: &str) -> PathBuf {
 /// The parent's listener keeps its name and still accepts a connection.
 #[test]
 fn fork_while_threads_use_an_emulated_socket() {
-    let exe = build_c("forkbusy");
+    let exe = build_c("forkbusy", &["-O2", "-Wall", "-pthread"]);
     let dir = tmpdir("fds-fork");
     let out = run(emulated(&mut preloaded(&exe), &dir).args([
         "127.77.200.1",

@@ -6,31 +6,16 @@
 mod common;
 
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
 use std::process::Command;
 
-use common::{preloaded, run, tmpdir};
-
-fn build() -> PathBuf {
-    let src = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/c/fortified.c");
-    let exe = tmpdir("fortify").join("fortified");
-    let out = Command::new("cc")
-        .args(["-O2", "-D_FORTIFY_SOURCE=2", "-D_FILE_OFFSET_BITS=64", "-o"])
-        .arg(&exe)
-        .arg(src)
-        .output()
-        .expect("a C compiler (cc) is needed: scripts/install-deps.sh installs gcc");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    exe
-}
+use common::{build_c, preloaded, run, tmpdir};
 
 #[test]
 fn fortified_calls_are_hooked_and_checked() {
-    let exe = build();
+    let exe = build_c(
+        "fortified",
+        &["-O2", "-D_FORTIFY_SOURCE=2", "-D_FILE_OFFSET_BITS=64"],
+    );
     let imports = Command::new("nm")
         .args(["-D", "--undefined-only"])
         .arg(&exe)

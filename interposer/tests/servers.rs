@@ -25,17 +25,19 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
+use std::io::{ErrorKind, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{preloaded, py, run, run_clean, tmpdir};
+use common::{
+    drain, kernel_tcp_sockets, kill_group, preloaded, py, reap_group, run, run_clean, tmpdir,
+    Background as Proc, TIME_WAIT,
+};
 
 /// Deadline for an expected line, or for a helper to finish.
 const WAIT: Duration = Duration::from_secs(60);
@@ -53,92 +55,6 @@ const TWO_WRITERS: &str = include_str!("servers/two_writers.py");
 /// (wrk's rate and read errors, server statistics) show in `make test`.
 fn note(msg: &str) {
     let _ = writeln!(std::io::stderr(), "servers.rs: {msg}");
-}
-
-/// Send `sig` to process group `pgid`.
-fn kill_group(pgid: u32, sig: libc::c_int) {
-    let pgid = libc::pid_t::try_from(pgid).expect("pid fits pid_t");
-    // SAFETY: kill(2) takes plain integers and has no memory-safety
-    // preconditions; callers only name a group whose leader they have not
-    // reaped yet, so the id cannot have been reused.
-    unsafe { libc::kill(-pgid, sig) };
-}
-
-/// Wait until `leader` has exited (a zombie: its process-group id stays
-/// reserved until it is reaped) or `deadline` passes, SIGKILL whatever is
-/// left of its group, and reap it. None: it was still running at the
-/// deadline.
-fn reap_group(leader: &mut Child, deadline: Instant) -> Option<ExitStatus> {
-    let pid = leader.id();
-    let mut exited = false;
-    while !exited && Instant::now() < deadline {
-        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        // "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
-        let state = state.rsplit_once(") ").map_or("", |(_, rest)| rest);
-        exited = state.starts_with('Z') || state.is_empty();
-        if !exited {
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-    kill_group(pid, libc::SIGKILL);
-    let status = leader.wait().expect("wait");
-    exited.then_some(status)
-}
-
-// ---------------------------------------------------------------------------
-// The kernel's view
-
-const TIME_WAIT: u8 = 0x06;
-
-/// "0100007F:1F90" (IPv4) or 32 hex digits ":" port (IPv6), each 32-bit word
-/// in host byte order.
-fn parse_proc_endpoint(text: &str) -> Option<SocketAddr> {
-    let (addr, port) = text.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |i: usize| {
-        u32::from_str_radix(addr.get(8 * i..8 * i + 8)?, 16)
-            .ok()
-            .map(u32::to_ne_bytes)
-    };
-    let ip = match addr.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
-        32 => {
-            let mut bytes = [0u8; 16];
-            for i in 0..4 {
-                bytes[4 * i..4 * i + 4].copy_from_slice(&word(i)?);
-            }
-            IpAddr::V6(Ipv6Addr::from(bytes))
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
-/// Every kernel TCP socket in this network namespace but TIME_WAIT
-/// leftovers: (state, local, remote).
-fn kernel_tcp_sockets() -> Vec<(u8, SocketAddr, SocketAddr)> {
-    let mut all = Vec::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            assert!(file.ends_with('6'), "cannot read {file}");
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let parsed = (|| {
-                Some((
-                    u8::from_str_radix(f.get(3)?, 16).ok()?,
-                    parse_proc_endpoint(f.get(1)?)?,
-                    parse_proc_endpoint(f.get(2)?)?,
-                ))
-            })();
-            let row = parsed.unwrap_or_else(|| panic!("unparsable {file} line: {line}"));
-            if row.0 != TIME_WAIT {
-                all.push(row);
-            }
-        }
-    }
-    all
 }
 
 // ---------------------------------------------------------------------------
@@ -196,8 +112,9 @@ impl Net {
         };
         kernel_tcp_sockets()
             .into_iter()
-            .filter(|(_, l, r)| ours(l) || ours(r))
-            .map(|(state, l, r)| format!("state {state:#04x} {l} -> {r}"))
+            .filter(|k| k.state != TIME_WAIT)
+            .filter(|k| ours(&k.local) || ours(&k.remote))
+            .map(|k| format!("state {:#04x} {} -> {}", k.state, k.local, k.remote))
             .collect()
     }
 
@@ -228,186 +145,11 @@ impl Net {
 // ---------------------------------------------------------------------------
 // Helper programs
 
-/// A running program in its own process group: stdout read line by line;
-/// the whole group is SIGKILLed and the leader reaped when dropped.
-struct Proc {
-    name: String,
-    child: Child,
-    reaped: bool,
-    lines: mpsc::Receiver<String>,
-    stderr: Option<thread::JoinHandle<String>>,
-    seen: Vec<String>,
-}
-
-impl Proc {
-    fn spawn(name: &str, cmd: &mut Command) -> Proc {
-        let mut child = cmd
-            .process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {name} {cmd:?}: {e}"));
-        let (tx, lines) = mpsc::channel();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut err = child.stderr.take().unwrap();
-        let stderr = Some(thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = err.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        }));
-        Proc {
-            name: name.to_string(),
-            child,
-            reaped: false,
-            lines,
-            stderr,
-            seen: Vec::new(),
-        }
-    }
-
-    /// SIGKILL the group (leader not reaped yet) and reap the leader.
-    fn kill(&mut self) {
-        if !self.reaped {
-            kill_group(self.child.id(), libc::SIGKILL);
-            let _ = self.child.wait();
-            self.reaped = true;
-        }
-    }
-
-    fn take_stderr(&mut self) -> String {
-        self.stderr
-            .take()
-            .map(|h| h.join().unwrap_or_default())
-            .unwrap_or_default()
-    }
-
-    /// Kill it and fail the test with everything it said.
-    fn fail(&mut self, msg: &str) -> ! {
-        self.kill();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-            self.seen.push(line);
-        }
-        let stderr = self.take_stderr();
-        panic!(
-            "{}: {msg}\nstdout:\n{}\nstderr:\n{stderr}",
-            self.name,
-            self.seen.join("\n")
-        );
-    }
-
-    /// The next line starting with `prefix` (others are kept for
-    /// `lines_with`), within WAIT.
-    fn expect(&mut self, prefix: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.starts_with(prefix) {
-                        return line;
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    self.fail(&format!("no {prefix:?} line within {WAIT:?}"))
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.fail(&format!("exited before saying {prefix:?}"))
-                }
-            }
-        }
-    }
-
-    /// Read stdout to its end and reap the program within WAIT: its exit
-    /// status (None: killed at the deadline) and stderr.
-    fn finish(&mut self) -> (Option<ExitStatus>, String) {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => self.seen.push(line),
-                Err(RecvTimeoutError::Disconnected) => break,
-                Err(RecvTimeoutError::Timeout) => {
-                    self.kill();
-                    return (None, self.take_stderr());
-                }
-            }
-        }
-        let status = reap_group(
-            &mut self.child,
-            deadline.max(Instant::now() + Duration::from_secs(1)),
-        );
-        self.reaped = true;
-        (status, self.take_stderr())
-    }
-
-    /// `finish`, then a description of what went wrong: None for exit 0
-    /// with nothing on stderr (no libshmnet line, no traceback).
-    fn finish_problem(&mut self) -> Option<String> {
-        match self.finish() {
-            (Some(s), stderr) if s.success() && stderr.is_empty() => None,
-            (status, stderr) => Some(self.describe(status, &stderr)),
-        }
-    }
-
-    fn describe(&self, status: Option<ExitStatus>, stderr: &str) -> String {
-        let status = status.map_or(format!("still running after {WAIT:?}, killed"), |s| {
-            s.to_string()
-        });
-        format!(
-            "{}: {status}\nstdout:\n{}\nstderr:\n{stderr}",
-            self.name,
-            self.seen.join("\n")
-        )
-    }
-
-    /// Kill it (if still running) and describe it, for a failure report.
-    fn kill_and_describe(&mut self) -> String {
-        let status = if self.reaped {
-            None
-        } else {
-            self.child.try_wait().ok().flatten()
-        };
-        self.kill();
-        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
-            self.seen.push(line);
-        }
-        let stderr = self.take_stderr();
-        self.describe(status, &stderr)
-    }
-
-    /// `finish`, requiring exit 0 and nothing on stderr (no libshmnet line,
-    /// no traceback).
-    fn finish_clean(&mut self) {
-        match self.finish() {
-            (Some(s), stderr) if s.success() && stderr.is_empty() => {}
-            (Some(s), stderr) => self.fail(&format!("exit {s}, stderr:\n{stderr}")),
-            (None, stderr) => self.fail(&format!("did not exit in time, stderr:\n{stderr}")),
-        }
-    }
-
-    /// Lines seen so far that start with `prefix`, split into words.
-    fn lines_with(&self, prefix: &str) -> Vec<Vec<String>> {
-        self.seen
-            .iter()
-            .filter(|l| l.starts_with(prefix))
-            .map(|l| l.split(' ').map(str::to_string).collect())
-            .collect()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A running program (`common::Background`) in its own process group:
+/// stdout read line by line, WAIT for its waits; the whole group is
+/// SIGKILLed and the leader reaped when dropped.
+fn spawn(name: &str, cmd: &mut Command) -> Proc {
+    Proc::start(name, cmd.stdin(Stdio::null()), WAIT, true)
 }
 
 // ---------------------------------------------------------------------------
@@ -535,12 +277,7 @@ impl Nginx {
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-        let mut err = child.stderr.take().unwrap();
-        let stderr = Some(thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = err.read_to_end(&mut buf);
-            String::from_utf8_lossy(&buf).into_owned()
-        }));
+        let stderr = Some(drain(child.stderr.take().unwrap()));
         let mut nginx = Nginx {
             child,
             reaped: false,
@@ -731,7 +468,7 @@ fn nginx_serves_curl_and_wrk_over_shared_memory() {
             let o = out.to_str().unwrap();
             if file == "big.bin" && i == 10 {
                 // A slow download, to look at the kernel while bytes flow.
-                let mut slow = Proc::spawn(
+                let mut slow = spawn(
                     "curl --limit-rate",
                     &mut curl(&["--limit-rate", "16M", "-o", o, &url]),
                 );
@@ -849,7 +586,7 @@ fn echo_test(name: &str, n: u8, server: &str) {
     };
     let mut cmd = net.script(server, &["20"]);
     ring(&mut cmd);
-    let mut srv = Proc::spawn(name, &mut cmd);
+    let mut srv = spawn(name, &mut cmd);
     srv.expect("listening");
     net.assert_shm_only("echo server listening");
     let mut clients: Vec<Proc> = (0..2)
@@ -857,7 +594,7 @@ fn echo_test(name: &str, n: u8, server: &str) {
             let seed = k.to_string();
             let mut cmd = net.script(ECHO_CLIENT, &["10", "50", &seed]);
             ring(&mut cmd);
-            Proc::spawn(&format!("echo clients {k}"), &mut cmd)
+            spawn(&format!("echo clients {k}"), &mut cmd)
         })
         .collect();
     thread::sleep(Duration::from_millis(300));
@@ -911,7 +648,7 @@ fn epoll_edge_triggered_echo_server_with_20_concurrent_clients() {
 #[test]
 fn prefork_children_share_one_listener() {
     let net = Net::new("srv-prefork", 4);
-    let mut srv = Proc::spawn("prefork server", &mut net.script(PREFORK, &["2"]));
+    let mut srv = spawn("prefork server", &mut net.script(PREFORK, &["2"]));
     srv.expect("listening");
     let kids: BTreeSet<String> = srv
         .expect("children")
@@ -921,7 +658,7 @@ fn prefork_children_share_one_listener() {
         .collect();
     assert_eq!(kids.len(), 2, "{:?}", srv.seen);
     net.assert_shm_only("prefork server listening");
-    let mut cli = Proc::spawn(
+    let mut cli = spawn(
         "prefork client",
         &mut net.script(PREFORK_CLIENT, &["40", "2"]),
     );
@@ -1003,16 +740,16 @@ fn one_connection_written_from_two_threads() {
     };
     let mut cmd = net.script(TWO_WRITERS, &["recv"]);
     ring(&mut cmd);
-    let mut rx = Proc::spawn("receiver", &mut cmd);
+    let mut rx = spawn("receiver", &mut cmd);
     rx.expect("listening");
     net.assert_shm_only("receiver listening");
     let mut cmd = net.script(TWO_WRITERS, &["send"]);
     ring(&mut cmd);
-    let mut tx = Proc::spawn("two writer threads", &mut cmd);
+    let mut tx = spawn("two writer threads", &mut cmd);
     rx.expect("accepted");
     net.assert_shm_only("two writers connected");
-    let (tx_status, tx_err) = tx.finish();
-    let (rx_status, rx_err) = rx.finish();
+    let (tx_status, tx_err) = tx.finish_status();
+    let (rx_status, rx_err) = rx.finish_status();
     let short: Vec<String> = tx
         .lines_with("sent ")
         .iter()

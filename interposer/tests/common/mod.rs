@@ -4,11 +4,15 @@
 //! and the test fails with whatever it printed.
 #![allow(dead_code)] // each test binary uses a subset
 
-use std::io::{BufRead, BufReader, Read};
+use std::fmt;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, OnceLock};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -87,7 +91,8 @@ pub struct Output {
     pub stderr: String,
 }
 
-fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
+/// A thread reading `r` to its end, lossily as UTF-8.
+pub fn drain(mut r: impl Read + Send + 'static) -> thread::JoinHandle<String> {
     thread::spawn(move || {
         let mut buf = Vec::new();
         let _ = r.read_to_end(&mut buf);
@@ -145,21 +150,172 @@ pub fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus>
     }
 }
 
-/// A background program (a server) killed when dropped, whose stdout is
-/// read line by line.
+/// Compile tests/c/`name`.c with `cc FLAGS -o EXE SRC` into a fresh tmpdir.
+pub fn build_c(name: &str, flags: &[&str]) -> PathBuf {
+    let src = format!("{}/tests/c/{name}.c", env!("CARGO_MANIFEST_DIR"));
+    let exe = tmpdir(name).join(name);
+    let out = Command::new("cc")
+        .args(flags)
+        .arg("-o")
+        .arg(&exe)
+        .arg(&src)
+        .output()
+        .expect("a C compiler (cc) is needed: scripts/install-deps.sh installs gcc");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    exe
+}
+
+// ---------------------------------------------------------------------------
+// The kernel's view: /proc/net/tcp{,6}
+
+pub const TIME_WAIT: u8 = 0x06;
+pub const LISTEN: u8 = 0x0A;
+
+/// One row of /proc/net/tcp{,6}.
+pub struct KernelSocket {
+    pub state: u8,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+}
+
+impl fmt::Display for KernelSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match self.state {
+            0x01 => "ESTABLISHED",
+            0x02 => "SYN_SENT",
+            0x03 => "SYN_RECV",
+            0x04 => "FIN_WAIT1",
+            0x05 => "FIN_WAIT2",
+            0x06 => "TIME_WAIT",
+            0x07 => "CLOSE",
+            0x08 => "CLOSE_WAIT",
+            0x09 => "LAST_ACK",
+            0x0A => "LISTEN",
+            0x0B => "CLOSING",
+            _ => "?",
+        };
+        write!(f, "{state:<11} {} -> {}", self.local, self.remote)
+    }
+}
+
+/// "0100007F:1F90" (IPv4) or 32 hex digits ":" port (IPv6), each 32-bit word
+/// in host byte order.
+fn parse_proc_endpoint(text: &str) -> Option<SocketAddr> {
+    let (addr, port) = text.split_once(':')?;
+    let port = u16::from_str_radix(port, 16).ok()?;
+    let word = |i: usize| {
+        u32::from_str_radix(addr.get(8 * i..8 * i + 8)?, 16)
+            .ok()
+            .map(u32::to_ne_bytes)
+    };
+    let ip = match addr.len() {
+        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
+        32 => {
+            let mut bytes = [0u8; 16];
+            for i in 0..4 {
+                bytes[4 * i..4 * i + 4].copy_from_slice(&word(i)?);
+            }
+            IpAddr::V6(Ipv6Addr::from(bytes))
+        }
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+/// Every TCP socket in this network namespace (TIME_WAIT ones included).
+pub fn kernel_tcp_sockets() -> Vec<KernelSocket> {
+    let mut all = Vec::new();
+    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            assert!(file.ends_with('6'), "cannot read {file}");
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let parsed = (|| {
+                Some(KernelSocket {
+                    local: parse_proc_endpoint(f.get(1)?)?,
+                    remote: parse_proc_endpoint(f.get(2)?)?,
+                    state: u8::from_str_radix(f.get(3)?, 16).ok()?,
+                })
+            })();
+            all.push(parsed.unwrap_or_else(|| panic!("unparsable {file} line: {line}")));
+        }
+    }
+    all
+}
+
+// ---------------------------------------------------------------------------
+// Background programs
+
+/// Send `sig` to process group `pgid`.
+pub fn kill_group(pgid: u32, sig: libc::c_int) {
+    let pgid = libc::pid_t::try_from(pgid).expect("pid fits pid_t");
+    // SAFETY: kill(2) takes plain integers and has no memory-safety
+    // preconditions; callers only name a group whose leader they have not
+    // reaped yet, so the id cannot have been reused.
+    unsafe { libc::kill(-pgid, sig) };
+}
+
+/// Wait until `leader` has exited (a zombie: its process-group id stays
+/// reserved until it is reaped) or `deadline` passes, SIGKILL whatever is
+/// left of its group, and reap it. None: it was still running at the
+/// deadline.
+pub fn reap_group(leader: &mut Child, deadline: Instant) -> Option<ExitStatus> {
+    let pid = leader.id();
+    let mut exited = false;
+    while !exited && Instant::now() < deadline {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
+        let state = state.rsplit_once(") ").map_or("", |(_, rest)| rest);
+        exited = state.starts_with('Z') || state.is_empty();
+        if !exited {
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+    kill_group(pid, libc::SIGKILL);
+    let status = leader.wait().expect("wait");
+    exited.then_some(status)
+}
+
+/// A running program (a server, a client): stdout read line by line (every
+/// line kept in `seen`), stderr collected, stdin kept when the command
+/// pipes it (for `go`). Killed (SIGKILL; its whole process group when
+/// started with `group`) and reaped when dropped. `timeout` bounds every
+/// wait that takes none.
 pub struct Background {
+    pub name: String,
     child: Child,
+    group: bool,
+    reaped: bool,
+    timeout: Duration,
+    stdin: Option<ChildStdin>,
     lines: mpsc::Receiver<String>,
     stderr: Option<thread::JoinHandle<String>>,
+    pub seen: Vec<String>,
 }
 
 impl Background {
+    /// `cmd` as "background program", with `TIMEOUT`.
     pub fn spawn(cmd: &mut Command) -> Background {
+        Background::start("background program", cmd, TIMEOUT, false)
+    }
+
+    /// `cmd` with stdout and stderr piped; in its own process group if
+    /// `group`.
+    pub fn start(name: &str, cmd: &mut Command, timeout: Duration, group: bool) -> Background {
+        if group {
+            cmd.process_group(0);
+        }
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+            .unwrap_or_else(|e| panic!("spawn {name} {cmd:?}: {e}"));
         let (tx, lines) = mpsc::channel();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         thread::spawn(move || {
@@ -171,54 +327,217 @@ impl Background {
         });
         let stderr = Some(drain(child.stderr.take().unwrap()));
         Background {
+            name: name.to_string(),
+            stdin: child.stdin.take(),
             child,
+            group,
+            reaped: false,
+            timeout,
             lines,
             stderr,
+            seen: Vec::new(),
         }
     }
 
-    /// The next stdout line, within `TIMEOUT`.
+    /// SIGKILL it (its group, leader not reaped yet) and reap it, unless
+    /// already reaped; its exit status when reaped now.
+    pub fn kill9(&mut self) -> Option<ExitStatus> {
+        if self.reaped {
+            return None;
+        }
+        if self.group {
+            kill_group(self.child.id(), libc::SIGKILL);
+        } else {
+            let _ = self.child.kill();
+        }
+        self.reaped = true;
+        self.child.wait().ok()
+    }
+
+    /// Kill it now; returns its stderr.
+    pub fn kill(&mut self) -> String {
+        self.kill9();
+        self.take_stderr()
+    }
+
+    fn take_stderr(&mut self) -> String {
+        self.stderr
+            .take()
+            .map(|h| h.join().unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// Kill it, read what is left of its stdout.
+    fn kill_and_drain(&mut self) -> Option<ExitStatus> {
+        let status = self.kill9();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(200)) {
+            self.seen.push(line);
+        }
+        status
+    }
+
+    /// Kill it and fail the test with everything it said.
+    pub fn fail(&mut self, msg: &str) -> ! {
+        let status = self.kill_and_drain();
+        let stderr = self.take_stderr();
+        panic!(
+            "{}: {msg}\nexit: {status:?}\nstdout:\n{}\nstderr:\n{stderr}",
+            self.name,
+            self.seen.join("\n")
+        );
+    }
+
+    /// The next stdout line, within `timeout`.
     pub fn line(&mut self) -> String {
-        match self.lines.recv_timeout(TIMEOUT) {
-            Ok(line) => line,
-            Err(e) => {
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-                let stderr = self.stderr.take().map(|h| h.join().unwrap());
-                panic!("no line from background program ({e}); stderr:\n{stderr:?}");
+        match self.lines.recv_timeout(self.timeout) {
+            Ok(line) => {
+                self.seen.push(line.clone());
+                line
+            }
+            Err(e) => self.fail(&format!("no line ({e})")),
+        }
+    }
+
+    /// The next line starting with `prefix` (others are kept in `seen`),
+    /// within `timeout`.
+    pub fn expect_within(&mut self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.starts_with(prefix) {
+                        return line;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.fail(&format!("no {prefix:?} line within {timeout:?}"))
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.fail(&format!("exited before saying {prefix:?}"))
+                }
             }
         }
     }
 
-    /// Wait for a clean exit within `TIMEOUT`; returns stderr.
-    pub fn finish(mut self) -> String {
-        let status = wait_deadline(&mut self.child, TIMEOUT);
-        let stderr = self
-            .stderr
-            .take()
-            .map(|h| h.join().unwrap())
-            .unwrap_or_default();
-        assert!(
-            status.is_some_and(|s| s.success()),
-            "background program: {status:?}\nstderr:\n{stderr}"
-        );
-        stderr
+    /// `expect_within` its `timeout`.
+    pub fn expect(&mut self, prefix: &str) -> String {
+        self.expect_within(prefix, self.timeout)
     }
 
-    /// Kill it now; returns its stderr.
-    pub fn kill(mut self) -> String {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.stderr
-            .take()
-            .map(|h| h.join().unwrap())
-            .unwrap_or_default()
+    /// Let it past its current `pause`.
+    pub fn go(&mut self) {
+        let ok = self
+            .stdin
+            .as_mut()
+            .is_some_and(|s| s.write_all(b"go\n").and_then(|()| s.flush()).is_ok());
+        if !ok {
+            self.fail("cannot write go to its stdin");
+        }
+    }
+
+    /// Close its stdin, read stdout to its end and reap it within its
+    /// `timeout` (at least 1 s for the reaping); a group's leftovers are
+    /// SIGKILLed. Err: what missed the deadline (it is then killed).
+    fn wait_exit(&mut self) -> Result<ExitStatus, &'static str> {
+        self.stdin.take();
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => self.seen.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    self.kill9();
+                    return Err("did not finish in time");
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        let left = left.max(Duration::from_secs(1));
+        let status = if self.group {
+            reap_group(&mut self.child, Instant::now() + left)
+        } else {
+            wait_deadline(&mut self.child, left)
+        };
+        self.reaped = true;
+        status.ok_or("did not exit in time")
+    }
+
+    /// Wait for a successful exit within its `timeout`; returns its stderr.
+    pub fn finish(&mut self) -> String {
+        match self.wait_exit() {
+            Ok(status) if status.success() => self.take_stderr(),
+            Ok(status) => self.fail(&format!("failed: {status}")),
+            Err(msg) => self.fail(msg),
+        }
+    }
+
+    /// `finish`, and nothing on stderr (no libshmnet line, no traceback).
+    pub fn finish_clean(&mut self) {
+        let stderr = self.finish();
+        assert!(
+            stderr.is_empty(),
+            "{} stderr:\n{stderr}\nstdout:\n{}",
+            self.name,
+            self.seen.join("\n")
+        );
+    }
+
+    /// Read stdout to its end and reap it within its `timeout`: its exit
+    /// status (None: killed at the deadline) and stderr.
+    pub fn finish_status(&mut self) -> (Option<ExitStatus>, String) {
+        let status = self.wait_exit().ok();
+        (status, self.take_stderr())
+    }
+
+    /// `finish_status`, then a description of what went wrong: None for
+    /// exit 0 with nothing on stderr (no libshmnet line, no traceback).
+    pub fn finish_problem(&mut self) -> Option<String> {
+        match self.finish_status() {
+            (Some(s), stderr) if s.success() && stderr.is_empty() => None,
+            (status, stderr) => Some(self.describe(status, &stderr)),
+        }
+    }
+
+    /// Its name, `status`, everything it printed and `stderr`.
+    pub fn describe(&self, status: Option<ExitStatus>, stderr: &str) -> String {
+        let status = status.map_or(
+            format!("still running after {:?}, killed", self.timeout),
+            |s| s.to_string(),
+        );
+        format!(
+            "{}: {status}\nstdout:\n{}\nstderr:\n{stderr}",
+            self.name,
+            self.seen.join("\n")
+        )
+    }
+
+    /// Kill it (if still running) and describe it, for a failure report.
+    pub fn kill_and_describe(&mut self) -> String {
+        let status = if self.reaped {
+            None
+        } else {
+            self.child.try_wait().ok().flatten()
+        };
+        self.kill_and_drain();
+        let stderr = self.take_stderr();
+        self.describe(status, &stderr)
+    }
+
+    /// Lines seen so far that start with `prefix`, split into words.
+    pub fn lines_with(&self, prefix: &str) -> Vec<Vec<String>> {
+        self.seen
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .map(|l| l.split(' ').map(str::to_string).collect())
+            .collect()
     }
 }
 
 impl Drop for Background {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.kill9();
     }
 }
