@@ -32,10 +32,13 @@ loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(LOOM_TARGET) \
 		$(CARGO) test -p shmnet-ring --test loom --release
 
-## Ring vs Unix socketpair vs TCP loopback, medians and ratios.
+## Ring vs Unix socketpair vs TCP loopback, medians and ratios; then
+## nginx + wrk over shared memory vs kernel TCP.
 bench: deps
 	@mkdir -p $(BENCH_DIR)
+	$(CARGO) build --release --workspace
 	$(CARGO) bench -p shmnet-ring --bench ringbench | tee $(BENCH_DIR)/ring.md
+	scripts/bench-nginx.sh target/release/libshmnet.so 5 | tee $(BENCH_DIR)/nginx.md
 
 ## The main job: real programs over the emulated network, then the rings
 ## side by side with Unix sockets and TCP loopback.
