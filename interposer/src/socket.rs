@@ -805,7 +805,7 @@ impl Connection {
                 if total == 0
                     && want <= self.atomic_send
                     && !dontwait
-                    && tx.free_bytes().is_ok_and(|f| f < want)
+                    && !tx.fits(want)
                     && !self.bell.nonblocking()
                 {
                     Err(RingError::WouldBlock)

@@ -209,21 +209,8 @@ pub(crate) unsafe fn out_iovecs<'a>(
     }
 }
 
-/// Writes `addr` to a caller's (sockaddr*, socklen_t*) pair the way the
-/// kernel does: truncated to the caller's length, which is then set to the
-/// full length. A null `out` is allowed (accept(fd, NULL, NULL)).
-///
-/// # Safety
-/// `out`/`len` null, or `len` valid for read/write and `out` valid for
-/// `*len` bytes of writes, as accept(2)/getsockname(2) require.
-pub(crate) unsafe fn put_socket_addr(
-    addr: SocketAddr,
-    out: *mut libc::sockaddr,
-    len: *mut libc::socklen_t,
-) {
-    if out.is_null() || len.is_null() {
-        return;
-    }
+/// A Rust socket address as a C `sockaddr_storage` and its length.
+pub(crate) fn encode_socket_addr(addr: SocketAddr) -> (libc::sockaddr_storage, usize) {
     let mut storage = zeroed_storage();
     let full = match addr {
         SocketAddr::V4(a) => {
@@ -254,6 +241,25 @@ pub(crate) unsafe fn put_socket_addr(
             core::mem::size_of::<libc::sockaddr_in6>()
         }
     };
+    (storage, full)
+}
+
+/// Writes `addr` to a caller's (sockaddr*, socklen_t*) pair the way the
+/// kernel does: truncated to the caller's length, which is then set to the
+/// full length. A null `out` is allowed (accept(fd, NULL, NULL)).
+///
+/// # Safety
+/// `out`/`len` null, or `len` valid for read/write and `out` valid for
+/// `*len` bytes of writes, as accept(2)/getsockname(2) require.
+pub(crate) unsafe fn put_socket_addr(
+    addr: SocketAddr,
+    out: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+) {
+    if out.is_null() || len.is_null() {
+        return;
+    }
+    let (storage, full) = encode_socket_addr(addr);
     // SAFETY: caller contract: `len` is readable and writable.
     let room = unsafe { ptr::read_unaligned(len) } as usize;
     let n = room.min(full);
@@ -445,37 +451,7 @@ mod tests {
     }
 
     fn to_c(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
-        // SAFETY: all-zero is a valid sockaddr_storage.
-        let mut st: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
-        let len = match addr {
-            SocketAddr::V4(a) => {
-                let sin = libc::sockaddr_in {
-                    sin_family: libc::AF_INET as libc::sa_family_t,
-                    sin_port: a.port().to_be(),
-                    sin_addr: libc::in_addr {
-                        s_addr: u32::from(*a.ip()).to_be(),
-                    },
-                    sin_zero: [0; 8],
-                };
-                // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
-                unsafe { ptr::write(ptr::addr_of_mut!(st).cast(), sin) };
-                core::mem::size_of::<libc::sockaddr_in>()
-            }
-            SocketAddr::V6(a) => {
-                let sin6 = libc::sockaddr_in6 {
-                    sin6_family: libc::AF_INET6 as libc::sa_family_t,
-                    sin6_port: a.port().to_be(),
-                    sin6_flowinfo: 0,
-                    sin6_addr: libc::in6_addr {
-                        s6_addr: a.ip().octets(),
-                    },
-                    sin6_scope_id: 0,
-                };
-                // SAFETY: as above, for sockaddr_in6.
-                unsafe { ptr::write(ptr::addr_of_mut!(st).cast(), sin6) };
-                core::mem::size_of::<libc::sockaddr_in6>()
-            }
-        };
+        let (st, len) = super::encode_socket_addr(addr);
         (st, len as libc::socklen_t)
     }
 

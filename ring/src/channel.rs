@@ -399,6 +399,20 @@ impl Producer {
         );
     }
 
+    /// Whether `len` bytes fit right now. Looks only at our own open segment
+    /// when that suffices (the common case), so it does not read the
+    /// consumer's cache line on every small write.
+    pub fn fits(&self, len: usize) -> bool {
+        let ch = &self.ch;
+        let head = ch.ctl().producer.head.load(Ordering::Relaxed);
+        let end = ch.seg(head).end.load(Ordering::Relaxed);
+        let s = ch.geo.segment_bytes;
+        if end <= s && (s - end) as usize >= len {
+            return true;
+        }
+        self.free_bytes().is_ok_and(|f| f >= len)
+    }
+
     /// Free bytes right now (space in the open segment plus free segments).
     pub fn free_bytes(&self) -> Result<usize, RingError> {
         let ch = &self.ch;

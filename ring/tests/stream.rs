@@ -182,6 +182,7 @@ proptest! {
                 Op::Write(len) => {
                     let free = p.free_bytes().unwrap();
                     prop_assert!(free <= cap - in_ring);
+                    prop_assert_eq!(p.fits(len), len <= free);
                     match p.write(&pattern(sent, len)) {
                         Ok(k) => { prop_assert_eq!(k, len.min(free)); sent += k; }
                         Err(RingError::WouldBlock) => prop_assert!(free == 0 && len > 0),
