@@ -362,7 +362,19 @@ impl Bell {
     }
 
     /// Waits for a doorbell byte or hang-up; Err(INTR) on a signal.
+    ///
+    /// Without a timeout this is a blocking `recv(MSG_PEEK)` of one byte,
+    /// so the kernel applies its own signal rules: restarted under
+    /// SA_RESTART, EINTR otherwise — exactly what the application's recv on
+    /// a kernel socket would do. (Only called when the fd is blocking.)
     fn wait(&self, timeout: Option<Duration>) -> Result<bool, Errno> {
+        if timeout.is_none() {
+            let mut one = [0u8; 1];
+            return match rustix::net::recv(&self.fd, &mut one, RecvFlags::PEEK) {
+                Ok(_) | Err(Errno::AGAIN) => Ok(true),
+                Err(e) => Err(e),
+            };
+        }
         handshake::wait_readable(self.fd.as_fd(), timeout)
     }
 }

@@ -181,3 +181,24 @@ fn shmnet_dir_is_left_empty_after_everything_closed() {
     assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(out.stdout.trim(), "[]", "left in SHMNET_DIR");
 }
+
+/// A blocking recv interrupted by a signal behaves as on a kernel socket:
+/// restarted under SA_RESTART (it returns the data that arrives later),
+/// EINTR without it.
+#[test]
+fn blocking_recv_follows_sa_restart() {
+    let exe = common::build_c("restart", &["-O2", "-pthread"]);
+    for (mode, addr, want) in [
+        ("restart", "127.77.9.13", "recv 5 signals 1"),
+        ("interrupt", "127.77.9.14", "recv -1 EINTR signals 1"),
+    ] {
+        let dir = tmpdir(mode);
+        let out = run(preloaded(&exe)
+            .args([mode, addr])
+            .env("SHMNET_PARTITIONS", "127.77.0.0/16")
+            .env("SHMNET_FALLBACK", "never")
+            .env("SHMNET_DIR", &dir));
+        assert!(out.status.success(), "{mode}: {}", out.stderr);
+        assert_eq!(out.stdout.trim(), want, "{mode}");
+    }
+}
