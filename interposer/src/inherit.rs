@@ -49,6 +49,11 @@ fn ours(
 
 /// Scans the open fds once, at start-up (see the module docs).
 pub(crate) fn adopt(config: &Config) {
+    // No rendezvous directory yet: nothing can have been inherited, and
+    // most preloaded programs start this way — skip the scan.
+    if !config.dir.is_dir() {
+        return;
+    }
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return;
     };
