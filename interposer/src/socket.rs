@@ -13,7 +13,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -276,18 +276,41 @@ impl Drop for Listener {
 /// The doorbell: one byte sent on the Unix connection wakes a peer asleep
 /// in poll/epoll on its end. Holds its own dup of the connection, so it
 /// outlives whatever the application does with its fd number.
+///
+/// The same connection carries write-space: a writer that finds the ring
+/// full sends "filler" bytes until its own end stops being writable (the
+/// kernel's test for a Unix stream socket is `wmem <= sndbuf / 4`), and the
+/// reader takes them when it frees room. Freeing their buffers raises the
+/// kernel's write-space event on the writer's end, so POLLOUT/EPOLLOUT —
+/// level- or edge-triggered, alone or with EPOLLIN — follow the ring.
+/// Filler and doorbell bytes are the same byte and counted together: a
+/// reader may take any byte that was counted, and keeps one while its ring
+/// holds data so that it stays readable.
 pub(crate) struct Bell {
     fd: InternalFd,
+    /// Bytes taken from our end so far (doorbells and fillers; wrapping).
+    /// The peer counts the bytes it sends, so `sent - taken` are queued or
+    /// on their way.
+    taken: AtomicU32,
+    /// A byte that was not a doorbell was taken while freeing room.
+    foreign: AtomicBool,
+    /// Filler bytes that make our end unwritable (a quarter of its send
+    /// buffer, plus one).
+    fill_bytes: usize,
 }
 
 /// The byte a doorbell rings with.
 const DOORBELL: u8 = 1;
 
+/// Send buffer of the Unix connection: the kernel doubles the value set, so
+/// 32 KiB, unwritable above 8 KiB in flight. A doorbell byte costs 768
+/// bytes of that, so a few pending doorbells never make a writer with room
+/// look unwritable, and one filler send (8 KiB) makes it so.
+const BELL_SNDBUF: usize = 16 << 10;
+
 /// What is waiting on our end of the Unix connection.
 struct Pending {
-    /// Doorbell bytes queued (at most a small buffer's worth is looked at).
-    bytes: usize,
-    /// The peer's end is closed and nothing is queued.
+    /// The peer's end is closed (or shut for writing) and nothing is queued.
     hung_up: bool,
     /// A byte that is not a doorbell: data the peer wrote past the library
     /// (stdio on the socket, a raw syscall), which the ring cannot put back
@@ -298,7 +321,23 @@ struct Pending {
 impl Bell {
     fn new(conn: BorrowedFd<'_>) -> Result<Arc<Bell>, Errno> {
         let fd = InternalFd::new(rustix::io::fcntl_dupfd_cloexec(conn, internal_fd_floor())?);
-        Ok(Arc::new(Bell { fd }))
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(&fd, BELL_SNDBUF);
+        let sndbuf = rustix::net::sockopt::socket_send_buffer_size(&fd).unwrap_or(BELL_SNDBUF * 2);
+        Ok(Arc::new(Bell {
+            fd,
+            taken: AtomicU32::new(0),
+            foreign: AtomicBool::new(false),
+            fill_bytes: sndbuf / 4 + 1,
+        }))
+    }
+
+    fn taken(&self) -> u32 {
+        self.taken.load(Ordering::Relaxed)
+    }
+
+    /// Bytes queued on our end.
+    fn queued(&self) -> usize {
+        rustix::io::ioctl_fionread(&self.fd).map_or(0, |n| n as usize)
     }
 
     /// Looks at the queued bytes without taking them.
@@ -311,18 +350,15 @@ impl Bell {
                 RecvFlags::PEEK | RecvFlags::DONTWAIT,
             ) {
                 Ok((0, _)) => Pending {
-                    bytes: 0,
                     hung_up: true,
                     foreign: false,
                 },
                 Ok((n, _)) => Pending {
-                    bytes: n,
                     hung_up: false,
                     foreign: buf[..n].iter().any(|&b| b != DOORBELL),
                 },
                 Err(Errno::INTR) => continue,
                 Err(_) => Pending {
-                    bytes: 0,
                     hung_up: false,
                     foreign: false,
                 },
@@ -330,13 +366,31 @@ impl Bell {
         }
     }
 
-    /// Takes exactly `n` queued bytes (ones `peek` saw).
-    fn consume(&self, n: usize) {
-        let mut buf = [0u8; 64];
-        let n = n.min(buf.len());
-        if n > 0 {
-            let _ = rustix::net::recv(&self.fd, &mut buf[..n], RecvFlags::DONTWAIT);
+    /// Takes up to `n` queued bytes; returns how many it took, and whether
+    /// it met the end of the stream.
+    fn take(&self, n: usize) -> (usize, bool) {
+        let mut buf = [0u8; 8192];
+        let mut got = 0;
+        while got < n {
+            let want = (n - got).min(buf.len());
+            match rustix::net::recv(&self.fd, &mut buf[..want], RecvFlags::DONTWAIT) {
+                Ok((0, _)) => return (self.took(got), true),
+                Ok((k, _)) => {
+                    if buf[..k].iter().any(|&b| b != DOORBELL) {
+                        self.foreign.store(true, Ordering::Relaxed);
+                    }
+                    got += k;
+                }
+                Err(Errno::INTR) => {}
+                Err(_) => break,
+            }
         }
+        (self.took(got), false)
+    }
+
+    fn took(&self, n: usize) -> usize {
+        self.taken.fetch_add(n as u32, Ordering::Relaxed);
+        n
     }
 
     /// True once the peer's end is closed (its process may be gone).
@@ -354,6 +408,53 @@ impl Bell {
                 .revents()
                 .intersects(rustix::event::PollFlags::HUP | rustix::event::PollFlags::ERR),
             Err(_) => false,
+        }
+    }
+
+    /// Whether the kernel reports our end writable right now.
+    fn kernel_writable(&self) -> bool {
+        let mut fds = [rustix::event::PollFd::new(
+            &self.fd,
+            rustix::event::PollFlags::OUT,
+        )];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        rustix::event::poll(&mut fds, Some(&zero)).is_ok_and(|n| n > 0)
+    }
+
+    /// Makes our end unwritable until the reader frees room (see the type's
+    /// docs): filler bytes, then one byte of its own so that the reader,
+    /// which keeps the last queued byte, frees every filler buffer. Counted
+    /// in `tx` before they are sent; what could not be sent is taken back.
+    fn fill(&self, tx: &Producer) {
+        static FILLER: [u8; 8192] = [DOORBELL; 8192];
+        if !self.kernel_writable() {
+            return; // unwritable already: filler from before is still queued
+        }
+        let total = self.fill_bytes + 1;
+        tx.note_filler(total as u32);
+        let mut sent = 0;
+        let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
+        while sent < self.fill_bytes {
+            let k = (self.fill_bytes - sent).min(FILLER.len());
+            match rustix::net::send(&self.fd, &FILLER[..k], flags) {
+                Ok(n) => sent += n,
+                Err(Errno::INTR) => {}
+                Err(_) => break,
+            }
+        }
+        loop {
+            match rustix::net::send(&self.fd, &[DOORBELL], flags) {
+                Ok(n) => sent += n,
+                Err(Errno::INTR) => continue,
+                Err(_) => {}
+            }
+            break;
+        }
+        if sent < total {
+            tx.unnote_filler((total - sent) as u32);
         }
     }
 
@@ -380,13 +481,38 @@ impl Bell {
 }
 
 impl Doorbell for Bell {
-    fn ring(&self) {
-        // A full socket buffer means bytes are already pending: enough.
-        let _ = rustix::net::send(
-            &self.fd,
-            &[DOORBELL],
-            SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
-        );
+    fn ring(&self) -> bool {
+        loop {
+            return match rustix::net::send(
+                &self.fd,
+                &[DOORBELL],
+                SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+            ) {
+                Ok(n) => n == 1,
+                Err(Errno::INTR) => continue,
+                Err(e) => {
+                    log!(debug, "doorbell not rung: {e}");
+                    false
+                }
+            };
+        }
+    }
+}
+
+/// The consumer's side of write-space: when it frees room while the writer
+/// waits in poll/epoll, it takes the writer's filler (all queued bytes but
+/// the last, which keeps our end readable while the ring holds data; the
+/// writer sent a single byte after its filler, so every filler buffer is
+/// freed and the writer's end becomes writable).
+struct RoomBell(Arc<Bell>);
+
+impl Doorbell for RoomBell {
+    fn ring(&self) -> bool {
+        let q = self.0.queued();
+        if q > 1 {
+            self.0.take(q - 1);
+        }
+        true
     }
 }
 
@@ -395,10 +521,11 @@ struct Rx {
     /// The connector's receive half exists once the acceptor initialised
     /// its direction.
     consumer: Option<Consumer>,
-    /// Doorbell bytes taken so far (wrapping); the ring counts the ones
-    /// rung, so `rung - taken` are queued or on their way.
-    taken: u32,
 }
+
+/// How long a reader that emptied its ring waits for a doorbell byte that
+/// was counted but is not there yet (see `Connection::settle`).
+const SETTLE_PATIENCE: Duration = Duration::from_millis(100);
 
 /// One side of an emulated TCP connection.
 pub(crate) struct Connection {
@@ -520,10 +647,7 @@ impl Connection {
             seg,
             tx: Mutex::new(tx),
             room,
-            rx: Mutex::new(Rx {
-                consumer: None,
-                taken: 0,
-            }),
+            rx: Mutex::new(Rx { consumer: None }),
             bell,
             _port: port,
             fork_generation: registry::fork_generation(),
@@ -613,27 +737,34 @@ impl Connection {
     fn receiver<'a>(&self, slot: &'a mut Option<Consumer>) -> Option<&'a mut Consumer> {
         if slot.is_none() {
             if let Ok(mut c) = self.seg.consumer() {
-                c.set_doorbell(self.bell.clone());
+                c.set_doorbell(Arc::new(RoomBell(self.bell.clone())));
                 *slot = Some(c);
             }
         }
         slot.as_mut()
     }
 
-    /// After the ring was seen empty: take the doorbell bytes that were rung
-    /// for data already read, so the fd stops looking readable — but only
-    /// after re-arming our flag and re-checking the ring, and only the bytes
-    /// rung before re-arming (a byte rung after that is for new data and must
-    /// stay). A byte counted but not yet arrived (the producer is between
-    /// counting and sending it) is waited for briefly, so it cannot make the
-    /// fd readable later with nothing to read. Returns whether data arrived
-    /// meanwhile; Err for a hang-up with an empty ring (end of stream) or for
-    /// foreign bytes.
-    fn settle(&self, rx: &mut Consumer, taken: &mut u32) -> Result<bool, Settled> {
-        // The count is peer-written: a bounded hint, never a loop bound.
-        let owed = (self.rung(rx).wrapping_sub(*taken) as usize).min(64);
+    /// After the ring was seen empty: take the bytes the peer sent for data
+    /// already read (doorbells, fillers), so that the fd stops looking
+    /// readable — but only after re-arming our flag and re-checking the
+    /// ring, and only the bytes counted before re-arming (a byte rung after
+    /// that is for new data and must stay; if data arrived, nothing is
+    /// taken, so the fd stays readable).
+    ///
+    /// A producer publishes data and only then counts and rings; a reader
+    /// can consume the data in between. So first we wait until the producer
+    /// is outside its write (`wait_producer_idle`: a short yield, then a
+    /// futex sleep, so a descheduled producer gets the CPU): from then on,
+    /// every ring for data already read is counted. A byte counted but not
+    /// arrived yet is waited for too. Otherwise it would make the fd
+    /// readable later with nothing to read, which an event loop like wrk's
+    /// counts as an error.
+    ///
+    /// Returns whether data arrived meanwhile; Err for a hang-up with an
+    /// empty ring (end of stream) or for foreign bytes.
+    fn settle(&self, rx: &mut Consumer) -> Result<bool, Settled> {
         let pending = self.bell.peek();
-        if pending.foreign {
+        if pending.foreign || self.bell.foreign.load(Ordering::Relaxed) {
             log!(
                 error,
                 "{} -> {}: the peer wrote data past libshmnet (stdio or a raw syscall on the \
@@ -644,29 +775,69 @@ impl Connection {
             rx.reset();
             return Err(Settled::Foreign);
         }
+        let start = Instant::now();
+        if !rx.wait_producer_idle(SETTLE_PATIENCE) {
+            log!(
+                debug,
+                "{} <- {}: producer busy for {SETTLE_PATIENCE:?}",
+                self.local,
+                self.peer
+            );
+        }
+        let mut owed = self.owed(rx);
         if rx.arm(WaitKind::Doorbell) {
             return Ok(true);
         }
-        let mut here = pending.bytes;
-        let start = Instant::now();
-        while here < owed && !pending.hung_up && start.elapsed() < Duration::from_micros(200) {
-            std::thread::yield_now();
-            here = self.bell.peek().bytes;
+        let mut hung_up = pending.hung_up;
+        while owed > 0 && !hung_up {
+            let (got, eof) = self.bell.take(owed);
+            hung_up = eof;
+            // A ring the producer took back (it could not send it) is no
+            // longer owed.
+            owed = (owed - got).min(self.owed(rx));
+            if owed == 0 || hung_up || rx.readable_now() {
+                break;
+            }
+            let waited = start.elapsed();
+            if waited >= SETTLE_PATIENCE {
+                log!(
+                    debug,
+                    "{} <- {}: {owed} doorbell bytes never came",
+                    self.local,
+                    self.peer
+                );
+                break;
+            }
+            if waited < Duration::from_micros(20) {
+                std::thread::yield_now();
+            } else {
+                let _ =
+                    handshake::wait_readable(self.bell.fd.as_fd(), Some(Duration::from_millis(1)));
+            }
         }
-        let take = here.min(owed);
-        self.bell.consume(take);
-        *taken = taken.wrapping_add(take as u32);
-        if pending.hung_up {
+        if hung_up && self.bell.queued() == 0 {
             return Err(Settled::HungUp);
+        }
+        if crate::log::enabled(crate::log::Level::Debug) && !rx.readable_now() {
+            let q = self.bell.queued();
+            if q > 0 {
+                log!(
+                    debug,
+                    "{} <- {}: readable with an empty ring: {q} bytes queued, owed {}",
+                    self.local,
+                    self.peer,
+                    self.owed(rx),
+                );
+            }
         }
         Ok(false)
     }
 
-    /// Doorbell bytes the peer has sent us so far: rings for data (as the
-    /// producer of our receive ring) and for room (as the consumer of our
-    /// send ring, when we waited for POLLOUT). Wrapping.
-    fn rung(&self, rx: &Consumer) -> u32 {
-        rx.doorbells_rung().wrapping_add(self.room.doorbells_rung())
+    /// Bytes the peer sent us that we have not taken: doorbells for data
+    /// and fillers from its writes. Peer-written: a bounded hint, never a
+    /// loop bound.
+    fn owed(&self, rx: &Consumer) -> usize {
+        (rx.doorbells_rung().wrapping_sub(self.bell.taken()) as usize).min(1 << 20)
     }
 
     /// recv(2) and friends: MSG_PEEK, MSG_WAITALL, MSG_DONTWAIT; blocking
@@ -690,7 +861,7 @@ impl Connection {
             }
             let step = {
                 let mut guard = self.rx.lock();
-                let Rx { consumer, taken } = &mut *guard;
+                let Rx { consumer } = &mut *guard;
                 match self.receiver(consumer) {
                     // The acceptor has not initialised its direction yet: no
                     // data can exist. A hang-up means it refused us.
@@ -722,15 +893,18 @@ impl Connection {
                                 // Emptied the ring? Then drop the doorbell bytes of
                                 // the data just read, or a poller would see the fd
                                 // readable with nothing to read.
-                                if !peek && rx.available() == Ok(0) && self.rung(rx) != *taken {
-                                    let _ = self.settle(rx, taken);
+                                if !peek
+                                    && rx.available() == Ok(0)
+                                    && (self.owed(rx) > 0 || rx.producer_busy())
+                                {
+                                    let _ = self.settle(rx);
                                 }
                                 if !waitall || total >= want {
                                     return Ok(total);
                                 }
                                 Step::Again
                             }
-                            Err(RingError::WouldBlock) => match self.settle(rx, taken) {
+                            Err(RingError::WouldBlock) => match self.settle(rx) {
                                 Ok(true) => Step::Again,
                                 Ok(false) => Step::Wait,
                                 Err(Settled::HungUp) => return Ok(total),
@@ -838,11 +1012,15 @@ impl Connection {
                             return Ok(total);
                         }
                         // The application will wait for POLLOUT/EPOLLOUT:
-                        // ask the reader to ring our doorbell when it frees
-                        // room (the byte wakes epoll on our fd; edge-triggered
-                        // IN|OUT registrations see OUT). Room already there
-                        // after arming: write again.
-                        if self.tx.lock().arm(WaitKind::Doorbell) {
+                        // make our end unwritable with filler, then ask the
+                        // reader to take it when it frees room (see `Bell`).
+                        // In that order, so that whoever clears the flag
+                        // finds the filler queued. Room already there after
+                        // arming: write again (the filler goes with the next
+                        // room freed, or when the reader drains the ring).
+                        let tx = self.tx.lock();
+                        self.bell.fill(&tx);
+                        if tx.arm(WaitKind::Doorbell) {
                             continue;
                         }
                         return Err(Errno::AGAIN);
@@ -859,6 +1037,7 @@ impl Connection {
                             !shut.load(Ordering::Relaxed) && !bell.hung_up()
                         })),
                         slice: Duration::from_millis(10),
+                        interruptible: true,
                     };
                     let need = if total == 0 && want <= self.atomic_send {
                         want
@@ -867,6 +1046,14 @@ impl Connection {
                     };
                     match self.room.wait_for_room(need, &policy) {
                         Ok(()) => {}
+                        // As the kernel: a partial write returns its count;
+                        // else EINTR, or a restart under SA_RESTART.
+                        Err(RingError::Interrupted) if total > 0 => return Ok(total),
+                        Err(RingError::Interrupted) => {
+                            if !crate::sys::interrupted_call_restarts() {
+                                return Err(Errno::INTR);
+                            }
+                        }
                         Err(RingError::TimedOut) => {
                             return if total > 0 {
                                 Ok(total)
@@ -920,6 +1107,10 @@ impl Connection {
         if wr && !self.shut_wr.swap(true, Ordering::Relaxed) {
             self.tx.lock().close();
             self.room.wake(); // a writer of ours asleep for room: EPIPE now
+                              // The kernel's half-close too, after the ring's end-of-stream
+                              // (and its doorbell): the peer's poll/epoll then see
+                              // POLLRDHUP/EPOLLRDHUP, as for a TCP FIN.
+            let _ = rustix::net::shutdown(&self.bell.fd, rustix::net::Shutdown::Write);
         }
         if rd && !self.shut_rd.swap(true, Ordering::Relaxed) {
             // Wakes a reader of ours asleep in poll on the fd (it sees POLLIN

@@ -361,6 +361,37 @@ pub(crate) unsafe fn put_int(p: *mut c_int, v: c_int) -> Result<(), c_int> {
     Ok(())
 }
 
+/// After a blocking wait of ours was interrupted by a signal whose handler
+/// ran: would the kernel have restarted the call (SA_RESTART)? We cannot
+/// tell which signal it was, so: restart unless some signal that this
+/// thread does not block has a handler installed without SA_RESTART (then
+/// EINTR, which such a program expects; Python installs its handlers so).
+/// glibc's internal SIGCANCEL/SIGSETXID (32, 33) are ignored.
+pub(crate) fn interrupted_call_restarts() -> bool {
+    // SAFETY: sigset_t is plain data; pthread_sigmask and sigaction with a
+    // null new action only read the current state into our locals.
+    unsafe {
+        let mut mask: libc::sigset_t = core::mem::zeroed();
+        if libc::pthread_sigmask(libc::SIG_SETMASK, ptr::null(), &mut mask) != 0 {
+            return true;
+        }
+        for sig in 1..=libc::SIGRTMAX() {
+            if sig == 32 || sig == 33 || libc::sigismember(&mask, sig) == 1 {
+                continue;
+            }
+            let mut old: libc::sigaction = core::mem::zeroed();
+            if libc::sigaction(sig, ptr::null(), &mut old) != 0 {
+                continue;
+            }
+            let caught = old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN;
+            if caught && old.sa_flags & libc::SA_RESTART == 0 {
+                return false;
+            }
+        }
+        true
+    }
+}
+
 /// Sends SIGPIPE to the calling thread, as a write to a closed TCP
 /// connection does without MSG_NOSIGNAL.
 pub(crate) fn raise_sigpipe() {

@@ -19,7 +19,8 @@
 
 use crate::data::DataArea;
 use crate::layout::{
-    ChannelControl, Geometry, SegmentBegin, SegmentControl, WaitLine, WAIT_DOORBELL, WAIT_FUTEX,
+    ChannelControl, Geometry, SegmentBegin, SegmentControl, WaitLine, BUSY, BUSY_WAITER,
+    WAIT_DOORBELL, WAIT_FUTEX,
 };
 use crate::sync::{fence, AtomicU32, Ordering};
 use crate::wait::{Doorbell, Parker, WaitPolicy};
@@ -121,6 +122,7 @@ impl Channel {
         let ctl = self.ctl();
         ctl.producer.head.store(0, Ordering::Relaxed);
         ctl.producer.closed.store(0, Ordering::Relaxed);
+        ctl.producer.busy.store(0, Ordering::Relaxed);
         ctl.consumer.tail.store(0, Ordering::Relaxed);
         ctl.consumer.closed.store(0, Ordering::Relaxed);
         ctl.wait.writer_waiting.store(0, Ordering::Relaxed);
@@ -213,8 +215,12 @@ impl Channel {
             let slice = policy.next_slice()?;
             // Sleep only while our flag is still up: the waker clears it first.
             let armed = flag.load(Ordering::Relaxed);
-            if armed & WAIT_FUTEX != 0 {
-                self.parker.wait(flag, armed, slice);
+            if armed & WAIT_FUTEX != 0
+                && self.parker.wait(flag, armed, slice)
+                && policy.interruptible
+                && !ready()
+            {
+                return Err(RingError::Interrupted);
             }
             if ready() {
                 return Ok(());
@@ -240,15 +246,23 @@ impl Channel {
     /// interposer takes exactly the doorbell bytes that were rung for data it
     /// has read, and none that are still in flight are left to make its fd
     /// look readable later).
-    fn wake(&self, word: &AtomicU32, rings: &AtomicU32, doorbell: &Option<Arc<dyn Doorbell>>) {
+    fn wake(
+        &self,
+        word: &AtomicU32,
+        rings: Option<&AtomicU32>,
+        doorbell: &Option<Arc<dyn Doorbell>>,
+    ) {
         // Cheap check first: the flag's line is rarely written, so this load
         // normally hits the cache and we skip the RMW.
         let seen = word.load(Ordering::Relaxed);
         if seen == 0 {
             return;
         }
-        if seen & WAIT_DOORBELL != 0 && doorbell.is_some() {
-            rings.fetch_add(1, Ordering::Relaxed);
+        let counted = seen & WAIT_DOORBELL != 0 && doorbell.is_some();
+        if counted {
+            if let Some(r) = rings {
+                r.fetch_add(1, Ordering::Relaxed);
+            }
         }
         // SYNC POINT: Release orders the count above before the cleared
         // flag; a waiter loading the flag with Acquire and finding it clear
@@ -257,14 +271,14 @@ impl Channel {
         if bits & WAIT_FUTEX != 0 {
             self.parker.wake(word);
         }
-        if bits & WAIT_DOORBELL != 0 {
-            if let Some(d) = doorbell {
-                d.ring();
+        // A ring that was counted but not sent (the doorbell failed, or a
+        // concurrent reset, the only other writer that clears flags, took
+        // the flag over) is taken back, so the waiter does not wait for it.
+        let sent = bits & WAIT_DOORBELL != 0 && doorbell.as_ref().is_some_and(|d| d.ring());
+        if counted && !sent {
+            if let Some(r) = rings {
+                r.fetch_sub(1, Ordering::Relaxed);
             }
-        } else if seen & WAIT_DOORBELL != 0 && doorbell.is_some() {
-            // Counted a ring that a concurrent reset (the only other writer
-            // that clears flags) took over: undo the count.
-            rings.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -321,7 +335,26 @@ impl Producer {
 
     /// Writes as much of `bufs` as fits without blocking; `WouldBlock` if
     /// nothing fit. One wake-up check per call, however many slices.
+    ///
+    /// The producer is marked busy from before it publishes until after it
+    /// rang the consumer's doorbell, so that a consumer that read the data
+    /// can wait until the ring for it is counted (`wait_producer_idle`).
     pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, RingError> {
+        // SYNC POINT: this store comes before the Release stores that
+        // publish the data, so a consumer that Acquire-loaded the data sees
+        // the producer busy (or, later, idle again after the ring).
+        self.ch.ctl().producer.busy.store(BUSY, Ordering::Relaxed);
+        let r = self.write_and_wake(bufs);
+        // SYNC POINT: Release orders the ring's count before the word reads
+        // idle; a swap so that a sleeper's mark is never missed.
+        let busy = &self.ch.ctl().producer.busy;
+        if busy.swap(0, Ordering::Release) == BUSY_WAITER {
+            self.ch.parker.wake(busy);
+        }
+        r
+    }
+
+    fn write_and_wake(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, RingError> {
         let ch = &self.ch;
         if ch.is_reset() {
             return Err(RingError::Reset);
@@ -394,7 +427,7 @@ impl Producer {
         fence(Ordering::SeqCst);
         self.ch.wake(
             &self.ch.ctl().wait.reader_waiting,
-            &self.ch.ctl().wait.reader_rings,
+            Some(&self.ch.ctl().wait.reader_rings),
             &self.doorbell,
         );
     }
@@ -501,6 +534,26 @@ impl Producer {
             ch: self.ch.clone(),
             doorbell: self.doorbell.clone(),
         })
+    }
+
+    /// Counts `n` filler bytes about to be sent on the doorbell connection
+    /// (before sending, so the consumer never meets a byte it cannot account
+    /// for); `unnote_filler` takes back the ones that could not be sent.
+    pub fn note_filler(&self, n: u32) {
+        self.ch
+            .ctl()
+            .wait
+            .writer_rings
+            .fetch_add(n, Ordering::Release);
+    }
+
+    /// See [`Producer::note_filler`].
+    pub fn unnote_filler(&self, n: u32) {
+        self.ch
+            .ctl()
+            .wait
+            .writer_rings
+            .fetch_sub(n, Ordering::Release);
     }
 
     /// End of stream: the consumer reads EOF once it drained what was written.
@@ -643,11 +696,8 @@ impl Consumer {
         // SYNC POINT (Dekker with `Producer::arm`): our Release of `tail`,
         // this fence, then the load of `writer_waiting`; see wake_reader.
         fence(Ordering::SeqCst);
-        self.ch.wake(
-            &self.ch.ctl().wait.writer_waiting,
-            &self.ch.ctl().wait.writer_rings,
-            &self.doorbell,
-        );
+        self.ch
+            .wake(&self.ch.ctl().wait.writer_waiting, None, &self.doorbell);
     }
 
     /// Unread bytes (FIONREAD).
@@ -694,6 +744,46 @@ impl Consumer {
         self.readable_now()
     }
 
+    /// True while the producer is inside a write (it may be about to ring
+    /// for data this consumer has already read).
+    pub fn producer_busy(&self) -> bool {
+        self.ch.ctl().producer.busy.load(Ordering::Acquire) != 0
+    }
+
+    /// Waits, at most `patience`, until the producer is outside a write:
+    /// then every doorbell ring for data this consumer has read is counted
+    /// in [`Consumer::doorbells_rung`] (and sent). Yields for a few
+    /// microseconds, then sleeps on the word's futex, so that a producer
+    /// that was descheduled mid-write gets the CPU. Returns false on timeout.
+    #[cfg(not(loom))]
+    pub fn wait_producer_idle(&self, patience: std::time::Duration) -> bool {
+        use std::time::{Duration, Instant};
+        let busy = &self.ch.ctl().producer.busy;
+        let start = Instant::now();
+        loop {
+            // SYNC POINT: Acquire pairs with the producer's Release swap.
+            let b = busy.load(Ordering::Acquire);
+            if b == 0 {
+                return true;
+            }
+            let waited = start.elapsed();
+            if waited >= patience {
+                return false;
+            }
+            if waited < Duration::from_micros(5) {
+                std::thread::yield_now();
+                continue;
+            }
+            if b == BUSY {
+                let _ =
+                    busy.compare_exchange(BUSY, BUSY_WAITER, Ordering::Relaxed, Ordering::Relaxed);
+            }
+            self.ch
+                .parker
+                .wait(busy, BUSY_WAITER, Some(Duration::from_millis(1)));
+        }
+    }
+
     /// Reads at least one byte (or EOF), waiting as `policy` says.
     pub fn read_blocking(
         &mut self,
@@ -729,10 +819,14 @@ impl Consumer {
         self.ch.mark_reset(&self.doorbell);
     }
 
-    /// How many times the producer has rung this reader's doorbell (a
-    /// wrapping count, written by the peer: use it only as a bounded hint).
+    /// Bytes the producer has sent on the doorbell connection so far: its
+    /// doorbell rings plus its filler bytes (see [`Producer::note_filler`]).
+    /// A wrapping count written by the peer: use it only as a bounded hint.
     pub fn doorbells_rung(&self) -> u32 {
-        self.ch.ctl().wait.reader_rings.load(Ordering::Acquire)
+        let w = &self.ch.ctl().wait;
+        w.reader_rings
+            .load(Ordering::Acquire)
+            .wrapping_add(w.writer_rings.load(Ordering::Acquire))
     }
 
     /// Whether this reader's waiting flag still holds `how` (not yet cleared
@@ -780,13 +874,6 @@ impl RoomWaiter {
             ready()
         };
         p.ch.wait_until(flag, policy, arm, ready)
-    }
-
-    /// How many times the consumer has rung this writer's doorbell (room
-    /// freed while the writer waited in poll/epoll); a wrapping count written
-    /// by the peer: use it only as a bounded hint.
-    pub fn doorbells_rung(&self) -> u32 {
-        self.0.ch.ctl().wait.writer_rings.load(Ordering::Acquire)
     }
 
     /// Wakes this process's writers asleep on the channel's futex (they

@@ -19,6 +19,8 @@ pub enum RingError {
     TimedOut,
     /// A blocking call's liveness probe reported the peer gone (ECONNRESET).
     PeerGone,
+    /// A signal interrupted an interruptible wait (EINTR).
+    Interrupted,
 }
 
 impl RingError {
@@ -31,6 +33,7 @@ impl RingError {
                 rustix::io::Errno::CONNRESET.raw_os_error()
             }
             RingError::TimedOut => rustix::io::Errno::TIMEDOUT.raw_os_error(),
+            RingError::Interrupted => rustix::io::Errno::INTR.raw_os_error(),
         }
     }
 }
@@ -44,6 +47,7 @@ impl fmt::Display for RingError {
             RingError::Corrupt(what) => write!(f, "shared memory corrupt: {what}"),
             RingError::TimedOut => f.write_str("timed out"),
             RingError::PeerGone => f.write_str("peer process gone"),
+            RingError::Interrupted => f.write_str("interrupted by a signal"),
         }
     }
 }

@@ -42,6 +42,7 @@ pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
             producer: ProducerLine {
                 head: a(),
                 closed: a(),
+                busy: a(),
             },
             consumer: ConsumerLine {
                 tail: a(),

@@ -32,7 +32,7 @@ pub unsafe trait SharedLayout: Sized {}
 /// `"SHMNETR1"` as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMNETR1");
 /// Bumped whenever the layout or protocol changes incompatibly.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Value of [`ChannelControl::ready`] once a side has initialised the channel.
 pub const CHANNEL_READY: u32 = 0x5245_4459; // "READ"Y
 
@@ -74,7 +74,17 @@ pub struct ProducerLine {
     /// Non-zero once the producer will write no more (shutdown(SHUT_WR) or
     /// close): the consumer sees end-of-stream after draining.
     pub closed: AtomicU32,
+    /// Non-zero while the producer is inside a write: between publishing
+    /// data and having rung the consumer's doorbell for it (see
+    /// `Consumer::wait_producer_idle`). [`BUSY_WAITER`] marks a consumer
+    /// asleep on it.
+    pub busy: AtomicU32,
 }
+
+/// `ProducerLine::busy`: inside a write.
+pub const BUSY: u32 = 1;
+/// `ProducerLine::busy`: inside a write, and a consumer sleeps on the word.
+pub const BUSY_WAITER: u32 = 3;
 
 /// Fields written by the consumer of a channel (its own cache line).
 #[repr(C, align(64))]
@@ -99,7 +109,10 @@ pub struct WaitLine {
     /// Doorbell rings for the reader so far (wrapping): lets a reader take
     /// exactly the doorbell signals that were meant for data it has read.
     pub reader_rings: AtomicU32,
-    /// Doorbell rings for the writer so far (wrapping).
+    /// Filler bytes the writer sent on its doorbell connection while it
+    /// waited for room (wrapping): a reader takes them to raise the writer's
+    /// write-space event (see the interposer's `Bell::fill`), and counts them
+    /// with `reader_rings` as bytes it may take.
     pub writer_rings: AtomicU32,
 }
 

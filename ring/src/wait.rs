@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 /// waits in poll/epoll (for instance a byte written to a socket it polls).
 pub trait Doorbell: Send + Sync {
     /// Wake the other side; must not block and must be cheap to call twice.
-    fn ring(&self);
+    /// Returns false when the signal could not be sent (the count of rings
+    /// kept in shared memory is then taken back).
+    fn ring(&self) -> bool;
 }
 
 /// How a blocking call waits.
@@ -34,6 +36,10 @@ pub struct WaitPolicy {
     /// Longest single sleep, so `deadline` and `liveness` are honoured.
     /// With neither set, a sleep is not bounded (no timer to arm).
     pub slice: Duration,
+    /// A signal that interrupts a sleep ends the wait with `Interrupted`
+    /// (the caller decides between EINTR and a restart) instead of being
+    /// absorbed.
+    pub interruptible: bool,
 }
 
 impl Default for WaitPolicy {
@@ -43,6 +49,7 @@ impl Default for WaitPolicy {
             deadline: None,
             liveness: None,
             slice: Duration::from_millis(50),
+            interruptible: false,
         }
     }
 }
@@ -116,21 +123,23 @@ pub(crate) struct Parker {
 }
 
 impl Parker {
-    /// Sleeps while `*word == expected`, at most `timeout` (spurious returns allowed).
+    /// Sleeps while `*word == expected`, at most `timeout` (spurious returns
+    /// allowed). Returns true when a signal interrupted the sleep.
     #[cfg(not(loom))]
-    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) {
+    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, timeout: Option<Duration>) -> bool {
         let ts = timeout.map(|t| rustix::thread::futex::Timespec {
             tv_sec: t.as_secs() as _,
             tv_nsec: t.subsec_nanos() as _,
         });
         // Shared (no FUTEX_PRIVATE_FLAG): the word lives in a MAP_SHARED memfd.
-        // EAGAIN (value changed), EINTR and ETIMEDOUT all mean "re-check".
-        let _ = rustix::thread::futex::wait(
+        // EAGAIN (value changed) and ETIMEDOUT mean "re-check"; EINTR is
+        // reported, for callers that must return it.
+        rustix::thread::futex::wait(
             word,
             rustix::thread::futex::Flags::empty(),
             expected,
             ts.as_ref(),
-        );
+        ) == Err(rustix::io::Errno::INTR)
     }
 
     /// Wakes every sleeper on `word`.
@@ -144,11 +153,12 @@ impl Parker {
     }
 
     #[cfg(loom)]
-    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, _timeout: Option<Duration>) {
+    pub(crate) fn wait(&self, word: &AtomicU32, expected: u32, _timeout: Option<Duration>) -> bool {
         let guard = self.lock.lock().unwrap();
         if word.load(crate::sync::Ordering::SeqCst) == expected {
             drop(self.cond.wait(guard).unwrap());
         }
+        false
     }
 
     #[cfg(loom)]

@@ -76,6 +76,7 @@ fn exercise(ep: &mut Endpoint, buf: &mut [u8]) -> bool {
         deadline: Some(Instant::now() + Duration::from_millis(1)),
         slice: Duration::from_micros(200),
         liveness: None,
+        interruptible: false,
     };
     let len = buf.len();
     let mut corrupt = false;
