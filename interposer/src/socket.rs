@@ -13,7 +13,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -288,10 +288,12 @@ impl Drop for Listener {
 /// holds data so that it stays readable.
 pub(crate) struct Bell {
     fd: InternalFd,
-    /// Bytes taken from our end so far (doorbells and fillers; wrapping).
-    /// The peer counts the bytes it sends, so `sent - taken` are queued or
-    /// on their way.
-    taken: AtomicU32,
+    /// Bytes taken from our end so far (doorbells and fillers; wrapping),
+    /// kept in the segment (processes sharing the connection after fork
+    /// must agree on it); set once the receive half is attached. The peer
+    /// counts the bytes it sends, so `sent - taken` are queued or on their
+    /// way.
+    taken: std::sync::OnceLock<shmnet_ring::TakenCount>,
     /// A byte that was not a doorbell was taken while freeing room.
     foreign: AtomicBool,
     /// Filler bytes that make our end unwritable (a quarter of its send
@@ -325,14 +327,14 @@ impl Bell {
         let sndbuf = rustix::net::sockopt::socket_send_buffer_size(&fd).unwrap_or(BELL_SNDBUF * 2);
         Ok(Arc::new(Bell {
             fd,
-            taken: AtomicU32::new(0),
+            taken: std::sync::OnceLock::new(),
             foreign: AtomicBool::new(false),
             fill_bytes: sndbuf / 4 + 1,
         }))
     }
 
     fn taken(&self) -> u32 {
-        self.taken.load(Ordering::Relaxed)
+        self.taken.get().map_or(0, |t| t.get())
     }
 
     /// Bytes queued on our end.
@@ -389,7 +391,9 @@ impl Bell {
     }
 
     fn took(&self, n: usize) -> usize {
-        self.taken.fetch_add(n as u32, Ordering::Relaxed);
+        if let Some(t) = self.taken.get() {
+            t.add(n as u32);
+        }
         n
     }
 
@@ -732,12 +736,19 @@ impl Connection {
         Ok((sock, conn))
     }
 
+    /// Whether another process shares this connection (a fork since it was
+    /// made): then each direction is also serialised across processes.
+    fn shared(&self) -> bool {
+        self.fork_generation != registry::fork_generation()
+    }
+
     /// The receive half, once the peer's direction is initialised (at once
     /// for the acceptor; for the connector, once the acceptor attached).
     fn receiver<'a>(&self, slot: &'a mut Option<Consumer>) -> Option<&'a mut Consumer> {
         if slot.is_none() {
             if let Ok(mut c) = self.seg.consumer() {
                 c.set_doorbell(Arc::new(RoomBell(self.bell.clone())));
+                let _ = self.bell.taken.set(c.taken_count());
                 *slot = Some(c);
             }
         }
@@ -879,6 +890,9 @@ impl Connection {
                         if want == 0 {
                             return Ok(0);
                         }
+                        // Shared with another process since a fork: our
+                        // process's lock is not enough.
+                        let _side = self.shared().then(|| rx.lock_side());
                         let r = with_rest_mut(bufs, total, |b| {
                             if peek {
                                 rx.peek_vectored(b)
@@ -984,6 +998,7 @@ impl Connection {
             }
             let r = {
                 let mut tx = self.tx.lock();
+                let _side = self.shared().then(|| tx.lock_side());
                 // A small blocking send goes into the ring whole, as small
                 // TCP writes do in practice: two threads writing framed
                 // messages on one connection must not interleave them. So
@@ -1019,6 +1034,7 @@ impl Connection {
                         // arming: write again (the filler goes with the next
                         // room freed, or when the reader drains the ring).
                         let tx = self.tx.lock();
+                        let _side = self.shared().then(|| tx.lock_side());
                         self.bell.fill(&tx);
                         if tx.arm(WaitKind::Doorbell) {
                             continue;
@@ -1143,11 +1159,15 @@ impl Drop for Connection {
         // for its reads, EPIPE for its writes). Otherwise the kernel's
         // hang-up on the Unix connection tells it when the last process
         // closes.
-        if self.fork_generation != registry::fork_generation() {
+        if self.shared() {
             return;
         }
         self.tx.get_mut().close();
-        if let Some(rx) = &self.rx.get_mut().consumer {
+        // The connector's receive half may never have been attached (it
+        // never read): attach it now, or the peer's writes would go on
+        // succeeding into a ring nobody reads.
+        let mut rx = std::mem::take(&mut self.rx.get_mut().consumer);
+        if let Some(rx) = self.receiver(&mut rx) {
             rx.close();
         }
     }

@@ -83,7 +83,11 @@ impl Channel {
     }
 
     #[inline]
-    fn ctl(&self) -> &ChannelControl {
+    pub(crate) fn parker(&self) -> &Parker {
+        &self.parker
+    }
+
+    pub(crate) fn ctl(&self) -> &ChannelControl {
         // SAFETY: valid for our lifetime (constructor contract); only atomics
         // are reached through it, so concurrent peer writes are fine.
         unsafe { self.ctl.as_ref() }
@@ -123,6 +127,9 @@ impl Channel {
         ctl.producer.head.store(0, Ordering::Relaxed);
         ctl.producer.closed.store(0, Ordering::Relaxed);
         ctl.producer.busy.store(0, Ordering::Relaxed);
+        ctl.producer.lock.store(0, Ordering::Relaxed);
+        ctl.consumer.lock.store(0, Ordering::Relaxed);
+        ctl.consumer.taken.store(0, Ordering::Relaxed);
         ctl.consumer.tail.store(0, Ordering::Relaxed);
         ctl.consumer.closed.store(0, Ordering::Relaxed);
         ctl.wait.writer_waiting.store(0, Ordering::Relaxed);
@@ -536,6 +543,13 @@ impl Producer {
         })
     }
 
+    /// Serialises this side's writers across processes (see `sidelock`);
+    /// only needed once the connection is shared by a fork.
+    #[cfg(not(loom))]
+    pub fn lock_side(&self) -> crate::sidelock::SideGuard {
+        crate::sidelock::acquire(self.ch.clone(), true)
+    }
+
     /// Counts `n` filler bytes about to be sent on the doorbell connection
     /// (before sending, so the consumer never meets a byte it cannot account
     /// for); `unnote_filler` takes back the ones that could not be sent.
@@ -744,6 +758,20 @@ impl Consumer {
         self.readable_now()
     }
 
+    /// Serialises this side's readers across processes (see `sidelock`);
+    /// only needed once the connection is shared by a fork.
+    #[cfg(not(loom))]
+    pub fn lock_side(&self) -> crate::sidelock::SideGuard {
+        crate::sidelock::acquire(self.ch.clone(), false)
+    }
+
+    /// The count of doorbell and filler bytes this side has taken, in
+    /// shared memory so that processes sharing the side after fork agree on
+    /// what is still owed.
+    pub fn taken_count(&self) -> TakenCount {
+        TakenCount(self.ch.clone())
+    }
+
     /// True while the producer is inside a write (it may be about to ring
     /// for data this consumer has already read).
     pub fn producer_busy(&self) -> bool {
@@ -838,6 +866,25 @@ impl Consumer {
     /// True once the producer closed (EOF after the data drains).
     pub fn peer_closed(&self) -> bool {
         self.ch.ctl().producer.closed.load(Ordering::Acquire) != 0
+    }
+}
+
+/// See [`Consumer::taken_count`].
+pub struct TakenCount(Channel);
+
+// SAFETY: only an atomic in the mapped segment (kept alive by the channel)
+// is reached through it.
+unsafe impl Sync for TakenCount {}
+
+impl TakenCount {
+    /// Bytes taken so far (wrapping).
+    pub fn get(&self) -> u32 {
+        self.0.ctl().consumer.taken.load(Ordering::Relaxed)
+    }
+
+    /// Counts `n` more bytes taken.
+    pub fn add(&self, n: u32) {
+        self.0.ctl().consumer.taken.fetch_add(n, Ordering::Relaxed);
     }
 }
 

@@ -43,10 +43,13 @@ pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
                 head: a(),
                 closed: a(),
                 busy: a(),
+                lock: a(),
             },
             consumer: ConsumerLine {
                 tail: a(),
                 closed: a(),
+                lock: a(),
+                taken: a(),
             },
             wait: WaitLine {
                 writer_waiting: a(),

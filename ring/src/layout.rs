@@ -79,6 +79,9 @@ pub struct ProducerLine {
     /// `Consumer::wait_producer_idle`). [`BUSY_WAITER`] marks a consumer
     /// asleep on it.
     pub busy: AtomicU32,
+    /// Serialises writers in several processes of this side after fork
+    /// (holder's pid; see `sidelock`).
+    pub lock: AtomicU32,
 }
 
 /// `ProducerLine::busy`: inside a write.
@@ -94,6 +97,11 @@ pub struct ConsumerLine {
     pub tail: AtomicU32,
     /// Non-zero once the consumer will read no more: writes fail with EPIPE.
     pub closed: AtomicU32,
+    /// Serialises readers in several processes of this side after fork.
+    pub lock: AtomicU32,
+    /// Doorbell and filler bytes the consumer side has taken (wrapping), so
+    /// that processes sharing this side after fork agree on what is owed.
+    pub taken: AtomicU32,
 }
 
 /// The waiting flags of claim 86, on a line of their own because they are

@@ -14,7 +14,9 @@
 //! The peer may write anything into the shared pages at any time: every
 //! value read from them is checked, and a violation is an error
 //! ([`RingError::Corrupt`]) that resets the connection — never a panic or an
-//! out-of-bounds access. No lock is ever shared between processes.
+//! out-of-bounds access. No lock is ever shared with the peer; processes of
+//! one side that share a connection after fork serialise on a lock of their
+//! own side's line ([`SideGuard`]), which a dead holder cannot keep.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
@@ -27,13 +29,17 @@ pub mod layout;
 mod memfd;
 #[cfg(not(loom))]
 mod segment;
+#[cfg(not(loom))]
+mod sidelock;
 mod sync;
 mod wait;
 
-pub use channel::{Consumer, Producer, RoomWaiter, WaitKind};
+pub use channel::{Consumer, Producer, RoomWaiter, TakenCount, WaitKind};
 pub use error::{AttachError, RingError};
 pub use heap::heap_channel;
 pub use layout::Geometry;
 #[cfg(not(loom))]
 pub use segment::{Endpoint, Role, Segment};
+#[cfg(not(loom))]
+pub use sidelock::SideGuard;
 pub use wait::{spin_until, Doorbell, WaitPolicy};
