@@ -329,6 +329,11 @@ interpose! {
         => stream::sendfile, owner out_fd;
     fn sendfile64(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t
         => stream::sendfile, owner out_fd;
+    // splice between a pipe and an emulated socket, either way (the kernel
+    // object behind our fd must never see the bytes).
+    fn splice(fd_in: c_int, off_in: *mut libc::loff_t, fd_out: c_int,
+              off_out: *mut libc::loff_t, len: size_t, flags: c_uint) -> ssize_t
+        => stream::splice, owner fd_out;
     fn __recvfrom_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int,
                       addr: *mut sockaddr, addrlen: *mut socklen_t) -> ssize_t
         => stream::recvfrom_chk, owner fd;

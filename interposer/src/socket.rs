@@ -1026,71 +1026,20 @@ impl Connection {
                         if total > 0 {
                             return Ok(total);
                         }
-                        // The application will wait for POLLOUT/EPOLLOUT:
-                        // make our end unwritable with filler, then ask the
-                        // reader to take it when it frees room (see `Bell`).
-                        // In that order, so that whoever clears the flag
-                        // finds the filler queued. Room already there after
-                        // arming: write again (the filler goes with the next
-                        // room freed, or when the reader drains the ring).
-                        let tx = self.tx.lock();
-                        let _side = self.shared().then(|| tx.lock_side());
-                        self.bell.fill(&tx);
-                        if tx.arm(WaitKind::Doorbell) {
+                        if self.await_pollout() {
                             continue;
                         }
                         return Err(Errno::AGAIN);
                     }
-                    let bell = self.bell.clone();
-                    let shut = self.shut_wr.clone();
-                    let d = *deadline.get_or_insert_with(|| {
-                        deadline_after(self.opts.timeout(libc::SO_SNDTIMEO))
-                    });
-                    let policy = WaitPolicy {
-                        spin: self.spin,
-                        deadline: d,
-                        liveness: Some(Arc::new(move || {
-                            !shut.load(Ordering::Relaxed) && !bell.hung_up()
-                        })),
-                        slice: Duration::from_millis(10),
-                        interruptible: true,
-                    };
                     let need = if total == 0 && want <= self.atomic_send {
                         want
                     } else {
                         1
                     };
-                    match self.room.wait_for_room(need, &policy) {
+                    match self.wait_room(need, total > 0, &mut deadline) {
                         Ok(()) => {}
-                        // As the kernel: a partial write returns its count;
-                        // else EINTR, or a restart under SA_RESTART.
-                        Err(RingError::Interrupted) if total > 0 => return Ok(total),
-                        Err(RingError::Interrupted) => {
-                            if !crate::sys::interrupted_call_restarts() {
-                                return Err(Errno::INTR);
-                            }
-                        }
-                        Err(RingError::TimedOut) => {
-                            return if total > 0 {
-                                Ok(total)
-                            } else {
-                                Err(Errno::AGAIN)
-                            };
-                        }
-                        Err(RingError::PeerGone) => {
-                            return if total > 0 {
-                                Ok(total)
-                            } else {
-                                Err(Errno::PIPE)
-                            };
-                        }
-                        Err(e) => {
-                            return if total > 0 {
-                                Ok(total)
-                            } else {
-                                Err(ring_errno(e))
-                            }
-                        }
+                        Err(_) if total > 0 => return Ok(total),
+                        Err(e) => return Err(e),
                     }
                 }
                 Err(e) => {
@@ -1101,6 +1050,85 @@ impl Connection {
                     }
                 }
             }
+        }
+    }
+
+    /// A non-blocking write found the ring full and the application will
+    /// wait for POLLOUT/EPOLLOUT: make our end unwritable with filler, then
+    /// ask the reader to take it when it frees room (see `Bell`). In that
+    /// order, so that whoever clears the flag finds the filler queued.
+    /// Returns true when room is already there after arming (write again;
+    /// the filler goes with the next room freed, or when the reader drains
+    /// the ring).
+    fn await_pollout(&self) -> bool {
+        let tx = self.tx.lock();
+        let _side = self.shared().then(|| tx.lock_side());
+        self.bell.fill(&tx);
+        tx.arm(WaitKind::Doorbell)
+    }
+
+    /// A blocking write waits until `need` bytes are free: asleep on the
+    /// ring's futex, in slices that check for hang-up and a local SHUT_WR.
+    /// A signal ends the wait with EINTR, or restarts it under SA_RESTART
+    /// (see `sys::interrupted_call_restarts`) unless the write is `partial`;
+    /// SO_SNDTIMEO with EAGAIN.
+    fn wait_room(
+        &self,
+        need: usize,
+        partial: bool,
+        deadline: &mut Option<Option<Instant>>,
+    ) -> Result<(), Errno> {
+        let bell = self.bell.clone();
+        let shut = self.shut_wr.clone();
+        let d =
+            *deadline.get_or_insert_with(|| deadline_after(self.opts.timeout(libc::SO_SNDTIMEO)));
+        let policy = WaitPolicy {
+            spin: self.spin,
+            deadline: d,
+            liveness: Some(Arc::new(move || {
+                !shut.load(Ordering::Relaxed) && !bell.hung_up()
+            })),
+            slice: Duration::from_millis(10),
+            interruptible: true,
+        };
+        loop {
+            return match self.room.wait_for_room(need, &policy) {
+                Ok(()) => Ok(()),
+                // A write that moved bytes already returns their count.
+                Err(RingError::Interrupted)
+                    if !partial && crate::sys::interrupted_call_restarts() =>
+                {
+                    continue
+                }
+                Err(RingError::Interrupted) => Err(Errno::INTR),
+                Err(RingError::TimedOut) => Err(Errno::AGAIN),
+                Err(RingError::PeerGone) => Err(Errno::PIPE),
+                Err(e) => Err(ring_errno(e)),
+            };
+        }
+    }
+
+    /// Free bytes in the send ring, waiting (as a write would) while there
+    /// are none; for splice, which must not take more from its pipe than
+    /// the ring can hold.
+    pub(crate) fn room(&self, dontwait: bool) -> Result<usize, Errno> {
+        let mut deadline = None;
+        loop {
+            if self.shut_wr.load(Ordering::Relaxed) {
+                return Err(Errno::PIPE);
+            }
+            match self.tx.lock().free_bytes() {
+                Ok(0) => {}
+                Ok(n) => return Ok(n),
+                Err(e) => return Err(ring_errno(e)),
+            }
+            if dontwait || self.bell.nonblocking() {
+                if self.await_pollout() {
+                    continue;
+                }
+                return Err(Errno::AGAIN);
+            }
+            self.wait_room(1, false, &mut deadline)?;
         }
     }
 

@@ -302,3 +302,86 @@ pub(crate) fn sendfile(
     }
     Action::Done(sent as ssize_t)
 }
+
+/// splice(2) with an emulated connection on one end: through a bounce
+/// buffer. Into the connection, only what the ring can take is read from
+/// the pipe (a pipe cannot be given bytes back); out of it, the bytes are
+/// peeked, written to the pipe, and only what the pipe took is consumed.
+pub(crate) fn splice(
+    fd_in: c_int,
+    off_in: *mut libc::loff_t,
+    fd_out: c_int,
+    off_out: *mut libc::loff_t,
+    len: size_t,
+    flags: core::ffi::c_uint,
+) -> Action<ssize_t> {
+    let (sock_in, sock_out) = (registry::get(fd_in), registry::get(fd_out));
+    if sock_in.is_none() && sock_out.is_none() {
+        return Action::Pass;
+    }
+    if sock_in.is_some() && sock_out.is_some() {
+        return Action::Fail(libc::EINVAL); // the kernel needs a pipe on one end
+    }
+    let nonblock = flags & libc::SPLICE_F_NONBLOCK != 0;
+    let mut buf = vec![0u8; len.min(64 << 10)];
+    if let Some(sock) = sock_out {
+        let Socket::Stream(conn) = &*sock else {
+            return Action::Fail(libc::ENOTCONN);
+        };
+        if !off_in.is_null() || !off_out.is_null() {
+            return Action::Fail(libc::ESPIPE); // pipe and socket have no offsets
+        }
+        let dontwait = if nonblock { libc::MSG_DONTWAIT } else { 0 };
+        // Wait (as send would) until the ring has room, then read no more
+        // than that from the pipe.
+        let room = match conn.room(dontwait != 0) {
+            Ok(r) => r.min(buf.len()),
+            Err(e) => return Action::Fail(e.raw_os_error()),
+        };
+        let pipe = sys::borrow_fd(fd_in);
+        let got = match rustix::io::read(pipe, &mut buf[..room]) {
+            Ok(n) => n,
+            Err(e) => return Action::Fail(e.raw_os_error()),
+        };
+        if got == 0 {
+            return Action::Done(0);
+        }
+        return match conn.send(&[IoSlice::new(&buf[..got])], libc::MSG_NOSIGNAL) {
+            Ok(n) => Action::Done(n as ssize_t),
+            Err(e) => {
+                if e == Errno::PIPE {
+                    sys::raise_sigpipe();
+                }
+                Action::Fail(e.raw_os_error())
+            }
+        };
+    }
+    let Some(sock) = sock_in else {
+        return Action::Pass;
+    };
+    let Socket::Stream(conn) = &*sock else {
+        return Action::Fail(libc::ENOTCONN);
+    };
+    if !off_in.is_null() || !off_out.is_null() {
+        return Action::Fail(libc::ESPIPE);
+    }
+    let peek = libc::MSG_PEEK | if nonblock { libc::MSG_DONTWAIT } else { 0 };
+    let got = match conn.recv(&mut [IoSliceMut::new(&mut buf)], peek) {
+        Ok(n) => n,
+        Err(e) => return Action::Fail(e.raw_os_error()),
+    };
+    if got == 0 {
+        return Action::Done(0);
+    }
+    let pipe = sys::borrow_fd(fd_out);
+    let put = match rustix::io::write(pipe, &buf[..got]) {
+        Ok(n) => n,
+        Err(e) => return Action::Fail(e.raw_os_error()),
+    };
+    // Consume exactly what the pipe took (it is there: we peeked it).
+    let mut sink = vec![0u8; put];
+    match conn.recv(&mut [IoSliceMut::new(&mut sink)], libc::MSG_DONTWAIT) {
+        Ok(_) => Action::Done(put as ssize_t),
+        Err(e) => Action::Fail(e.raw_os_error()),
+    }
+}

@@ -94,6 +94,31 @@ static void case_splice(struct peer *p) {
     say("ok splice bytes=%d", FILE_BYTES);
 }
 
+/* splice connection -> pipe (blocking), 3 MiB written by the peer; the
+ * pipe's bytes are checked against the peer's stream. */
+static void case_splice_out(struct peer *p) {
+    int pp[2];
+    check(pipe(pp) == 0, "pipe");
+    peer_send(p, 'W', FILE_BYTES);
+    static char buf[65536];
+    size_t got = 0;
+    while (got < FILE_BYTES) {
+        ssize_t n = splice(p->fd, NULL, pp[1], NULL, 65536, SPLICE_F_MOVE);
+        check(n > 0, "splice connection -> pipe after %zu bytes", got);
+        ssize_t left = n;
+        while (left > 0) {
+            ssize_t r = read(pp[0], buf, (size_t)left);
+            check(r > 0, "read pipe");
+            uint64_t bad;
+            check(stream_check(&p->down, buf, (size_t)r, &bad) == 0, "byte %llu differs", (unsigned long long)bad);
+            left -= r;
+        }
+        got += (size_t)n;
+    }
+    expect_down_hash(p, peer_reply(p));
+    say("ok splice-out bytes=%d", FILE_BYTES);
+}
+
 static uint64_t rng = 0x12345678;
 static size_t rnd(size_t n) {
     rng = splitmix(rng);
@@ -228,6 +253,7 @@ int main(int argc, char **argv) {
     checkpoint();
     if (!strcmp(g_case, "sendfile")) case_sendfile(&p);
     else if (!strcmp(g_case, "splice")) case_splice(&p);
+    else if (!strcmp(g_case, "splice-out")) case_splice_out(&p);
     else if (!strcmp(g_case, "iovmax")) case_iovmax(&p);
     else if (!strcmp(g_case, "cork")) case_cork(&p);
     else fail("unknown case");
