@@ -61,6 +61,16 @@ impl Handle {
     fn from_raw(raw: u64) -> Option<Handle> {
         NonZeroU64::new(raw).map(Handle)
     }
+
+    /// The handle as one word (never 0), for lock-free parking.
+    pub fn raw(self) -> u64 {
+        self.0.get()
+    }
+
+    /// The inverse of [`Handle::raw`]; `None` for 0.
+    pub fn from_raw_parts(raw: u64) -> Option<Handle> {
+        Handle::from_raw(raw)
+    }
 }
 
 /// The fd is negative or not below the table's capacity.

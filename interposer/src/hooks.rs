@@ -29,7 +29,7 @@ use libc::{
 };
 
 use crate::descriptor::{fresh, fresh_if_dup};
-use crate::{descriptor, endpoint, fdtable, guard, options, process, stream, sys};
+use crate::{descriptor, endpoint, fdtable, guard, options, process, registry, stream, sys};
 
 /// What the logic decided for one call.
 pub(crate) enum Action<R> {
@@ -71,7 +71,18 @@ pub(crate) fn dispatch<R: CRet>(
     real: impl FnOnce() -> R,
 ) -> R {
     let Some(inside) = guard::enter(call) else {
-        if owned_fd.is_some_and(fdtable::is_owned) {
+        // Nested: a signal handler interrupted this thread inside the
+        // library (or our own code called a hooked function).
+        if let Some(fd) = owned_fd.filter(|&fd| fdtable::is_owned(fd)) {
+            if call == "close" {
+                // Closing must work (no leaked fd), and must neither wait
+                // for a lock nor free memory here: see `defer_release`.
+                if let Some(handle) = fdtable::table().remove(fd) {
+                    registry::defer_release(handle);
+                }
+                return real();
+            }
+            // A data call could need the lock the interrupted frame holds.
             sys::set_errno(libc::EIO);
             return R::FAILED;
         }
@@ -80,6 +91,7 @@ pub(crate) fn dispatch<R: CRet>(
     let saved = sys::errno();
     let decided = panic::catch_unwind(AssertUnwindSafe(|| {
         process::init();
+        registry::release_deferred();
         logic()
     }));
     drop(inside);

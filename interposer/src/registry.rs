@@ -16,7 +16,7 @@
 #![deny(unsafe_code)]
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::fdtable::{self, Handle, InsertError};
@@ -91,6 +91,45 @@ pub(crate) fn insert(fd: RawFd, socket: Arc<Socket>) -> Result<(), ()> {
         Err(InsertError::OutOfRange) => {
             drop(release(handle));
             Err(())
+        }
+    }
+}
+
+/// Handles whose fds were closed from a signal handler that interrupted
+/// the library (see `defer_release`); 0 is an empty slot.
+static DEFERRED: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+static DEFERRED_ANY: AtomicBool = AtomicBool::new(false);
+
+/// For a close() made by a signal handler while its thread was inside the
+/// library: the fd is already no longer ours (the fd table entry is gone),
+/// but dropping the socket there could free memory inside an interrupted
+/// malloc or wait for a lock the interrupted frame holds. So the slot is
+/// parked here, allocation- and lock-free, and released by the next hooked
+/// call made outside any handler. If the parking lot is full, the socket is
+/// leaked (with a log line) rather than risked.
+pub(crate) fn defer_release(handle: Handle) {
+    let raw = handle.raw();
+    for slot in &DEFERRED {
+        if slot
+            .compare_exchange(0, raw, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            DEFERRED_ANY.store(true, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// Releases what `defer_release` parked; one load when there is nothing.
+#[inline]
+pub(crate) fn release_deferred() {
+    if !DEFERRED_ANY.load(Ordering::Acquire) {
+        return;
+    }
+    DEFERRED_ANY.store(false, Ordering::Relaxed);
+    for slot in &DEFERRED {
+        if let Some(h) = Handle::from_raw_parts(slot.swap(0, Ordering::AcqRel)) {
+            drop(release(h));
         }
     }
 }
