@@ -29,7 +29,9 @@ use libc::{
 };
 
 use crate::descriptor::{fresh, fresh_if_dup};
-use crate::{descriptor, endpoint, fdtable, guard, options, process, registry, stream, sys};
+use crate::{
+    descriptor, endpoint, fdtable, guard, options, process, readiness, registry, stream, sys,
+};
 
 /// What the logic decided for one call.
 pub(crate) enum Action<R> {
@@ -341,6 +343,9 @@ interpose! {
         => stream::sendfile, owner out_fd;
     fn sendfile64(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t
         => stream::sendfile, owner out_fd;
+    // Readiness is the kernel's; only EPOLLET registrations are noted.
+    fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> c_int
+        => readiness::epoll_ctl, owner fd;
     // splice between a pipe and an emulated socket, either way (the kernel
     // object behind our fd must never see the bytes).
     fn splice(fd_in: c_int, off_in: *mut libc::loff_t, fd_out: c_int,

@@ -31,6 +31,7 @@ mod inherit;
 mod lock;
 mod options;
 mod process;
+mod readiness;
 mod real;
 mod registry;
 mod rendezvous;

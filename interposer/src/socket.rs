@@ -546,6 +546,8 @@ pub(crate) struct Connection {
     fork_generation: u32,
     shut_rd: AtomicBool,
     shut_wr: Arc<AtomicBool>,
+    /// Registered with EPOLLET somewhere (see `readiness`).
+    edge: AtomicBool,
     /// SO_ERROR: an error to report once.
     pub error: AtomicI32,
     spin: Duration,
@@ -656,6 +658,7 @@ impl Connection {
             _port: port,
             fork_generation: registry::fork_generation(),
             shut_rd: AtomicBool::new(false),
+            edge: AtomicBool::new(false),
             shut_wr: Arc::new(AtomicBool::new(false)),
             error: AtomicI32::new(0),
             spin,
@@ -748,6 +751,9 @@ impl Connection {
         if slot.is_none() {
             if let Ok(mut c) = self.seg.consumer() {
                 c.set_doorbell(Arc::new(RoomBell(self.bell.clone())));
+                if self.edge.load(Ordering::Relaxed) {
+                    c.set_edge_triggered();
+                }
                 let _ = self.bell.taken.set(c.taken_count());
                 *slot = Some(c);
             }
@@ -1129,6 +1135,17 @@ impl Connection {
                 return Err(Errno::AGAIN);
             }
             self.wait_room(1, false, &mut deadline)?;
+        }
+    }
+
+    /// The application registered this connection with EPOLLET: every
+    /// arrival of data must be a new edge (see `readiness`).
+    pub(crate) fn set_edge_triggered(&self) {
+        if !self.edge.swap(true, Ordering::Relaxed) {
+            let mut rx = self.rx.lock();
+            if let Some(c) = self.receiver(&mut rx.consumer) {
+                c.set_edge_triggered();
+            }
         }
     }
 

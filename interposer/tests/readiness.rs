@@ -281,9 +281,6 @@ fn epoll_edge_triggered_once_per_arrival() {
 /// EPOLLET: data arriving while earlier data is still unread is a new edge
 /// for kernel TCP (every arriving segment wakes the socket).
 #[test]
-#[ignore = "no new edge: the reader's doorbell flag is re-armed only by a read \
-            that finds the ring empty, so a second arrival while data is unread \
-            rings nothing (5 of 5 missed; kernel TCP reports all 5)"]
 fn epoll_edge_triggered_new_data_while_unread() {
     let lines = epoll_case("et_more", 3);
     compare_with_kernel("epoll et_more", &lines, &kernel_case("epoll", "et_more"));

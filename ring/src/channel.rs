@@ -20,7 +20,7 @@
 use crate::data::DataArea;
 use crate::layout::{
     ChannelControl, Geometry, SegmentBegin, SegmentControl, WaitLine, BUSY, BUSY_WAITER,
-    WAIT_DOORBELL, WAIT_FUTEX,
+    EDGE_BACKLOG, WAIT_DOORBELL, WAIT_EDGE, WAIT_FUTEX,
 };
 use crate::sync::{fence, AtomicU32, Ordering};
 use crate::wait::{Doorbell, Parker, WaitPolicy};
@@ -265,7 +265,21 @@ impl Channel {
         if seen == 0 {
             return;
         }
-        let counted = seen & WAIT_DOORBELL != 0 && doorbell.is_some();
+        let mut edge = false;
+        if seen & WAIT_EDGE != 0 {
+            // An edge-triggered reader: ring for this publish too, unless
+            // it has EDGE_BACKLOG bytes untaken already (it then has edges
+            // it has not acted on, and more bytes would only make our end
+            // look unwritable).
+            let w = &self.ctl().wait;
+            let sent = w
+                .reader_rings
+                .load(Ordering::Relaxed)
+                .wrapping_add(w.writer_rings.load(Ordering::Relaxed));
+            let untaken = sent.wrapping_sub(self.ctl().consumer.taken.load(Ordering::Relaxed));
+            edge = untaken < EDGE_BACKLOG;
+        }
+        let counted = (edge || seen & WAIT_DOORBELL != 0) && doorbell.is_some();
         if counted {
             if let Some(r) = rings {
                 r.fetch_add(1, Ordering::Relaxed);
@@ -274,14 +288,16 @@ impl Channel {
         // SYNC POINT: Release orders the count above before the cleared
         // flag; a waiter loading the flag with Acquire and finding it clear
         // then sees the count.
-        let bits = word.swap(0, Ordering::Release);
+        // The edge bit stays (the reader set it once, at registration).
+        let bits = word.fetch_and(WAIT_EDGE, Ordering::Release);
         if bits & WAIT_FUTEX != 0 {
             self.parker.wake(word);
         }
         // A ring that was counted but not sent (the doorbell failed, or a
         // concurrent reset, the only other writer that clears flags, took
         // the flag over) is taken back, so the waiter does not wait for it.
-        let sent = bits & WAIT_DOORBELL != 0 && doorbell.as_ref().is_some_and(|d| d.ring());
+        let sent =
+            (edge || bits & WAIT_DOORBELL != 0) && doorbell.as_ref().is_some_and(|d| d.ring());
         if counted && !sent {
             if let Some(r) = rings {
                 r.fetch_sub(1, Ordering::Relaxed);
@@ -810,6 +826,16 @@ impl Consumer {
                 .parker
                 .wait(busy, BUSY_WAITER, Some(Duration::from_millis(1)));
         }
+    }
+
+    /// The reader is registered edge-triggered: from now on every publish
+    /// rings (see [`WAIT_EDGE`](crate::layout::WAIT_EDGE)).
+    pub fn set_edge_triggered(&self) {
+        self.ch
+            .ctl()
+            .wait
+            .reader_waiting
+            .fetch_or(WAIT_EDGE, Ordering::Relaxed);
     }
 
     /// Reads at least one byte (or EOF), waiting as `policy` says.

@@ -128,6 +128,13 @@ pub struct WaitLine {
 pub const WAIT_FUTEX: u32 = 1;
 /// A waiter sleeps in poll/epoll on a kernel fd: ring its doorbell.
 pub const WAIT_DOORBELL: u32 = 2;
+/// The reader is registered edge-triggered (EPOLLET): ring its doorbell for
+/// every publish, not only the first after it waited, so that each arrival
+/// of data is a new edge as with kernel TCP. Never cleared by the producer;
+/// at most [`EDGE_BACKLOG`] such bytes are left untaken.
+pub const WAIT_EDGE: u32 = 4;
+/// See [`WAIT_EDGE`].
+pub const EDGE_BACKLOG: u32 = 4;
 
 /// The control segment of one direction (claims 85-86).
 #[repr(C)]
