@@ -83,6 +83,7 @@ impl Channel {
     }
 
     #[inline]
+    #[cfg(not(loom))]
     pub(crate) fn parker(&self) -> &Parker {
         &self.parker
     }
