@@ -6,10 +6,12 @@
 //! connection to the peer process — so it stays a real kernel object, and
 //! no kernel TCP socket ever exists for the virtual address.
 //!
-//! Under `SHMNET_FALLBACK=tcp` (the default) listeners stay kernel TCP
-//! listeners for now (dual listeners arrive with the loopback-acceleration
-//! work), so a preloaded client falls back to a kernel connect when no
-//! shared-memory listener exists.
+//! Under `SHMNET_FALLBACK=tcp` (the default) bind is the kernel's, and
+//! listen makes a dual listener (`dual`): the kernel TCP listener plus a
+//! rendezvous, behind one fd. A preloaded client connects through shared
+//! memory when it finds a rendezvous for its destination, and otherwise —
+//! or when that fails — with a kernel connect on the same socket; each
+//! outcome is counted (`stats`).
 #![deny(unsafe_code)]
 
 use core::ffi::c_int;
@@ -24,7 +26,7 @@ use rustix::io::Errno;
 use crate::config::{self, Fallback};
 use crate::hooks::Action;
 use crate::socket::{Connection, Listener, Options, Socket};
-use crate::{registry, rendezvous, sys};
+use crate::{registry, rendezvous, stats, sys};
 
 fn fail<R>(e: Errno) -> Action<R> {
     Action::Fail(e.raw_os_error())
@@ -148,9 +150,13 @@ fn bind_listener(fd: c_int, config: &config::Config, target: SocketAddr) -> Resu
     registry::insert(fd, Arc::new(Socket::Listener(listener))).map_err(|()| Errno::MFILE)
 }
 
-pub(crate) fn listen(fd: c_int, _backlog: c_int) -> Action<c_int> {
+pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
     match registry::get(fd).as_deref() {
-        None => Action::Pass,
+        None => match config::get() {
+            Some(c) if c.fallback == Fallback::Tcp => crate::dual::listen(fd, backlog, c),
+            _ => Action::Pass,
+        },
+        Some(Socket::Dual(d)) => d.relisten(backlog),
         Some(Socket::Listener(l)) => {
             l.listening
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -174,8 +180,10 @@ pub(crate) fn accept4(
         None => return Action::Pass,
         Some(s) => s,
     };
-    let Socket::Listener(listener) = &*sock else {
-        return fail(Errno::INVAL);
+    let listener = match &*sock {
+        Socket::Listener(l) => l,
+        Socket::Dual(d) => return d.accept(fd, addr, len, flags),
+        Socket::Stream(_) => return fail(Errno::INVAL),
     };
     if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
         return fail(Errno::INVAL);
@@ -231,6 +239,11 @@ pub(crate) fn accept4(
 fn local_ip_for(peer: &SocketAddr) -> IpAddr {
     match peer {
         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        // An IPv4 destination on an IPv6 socket: the kernel's source is
+        // IPv4 too, seen through the mapping.
+        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some() => {
+            IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped())
+        }
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
     }
 }
@@ -240,6 +253,7 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
         None => None,
         Some(s) => match &*s {
             Socket::Stream(_) => return fail(Errno::ISCONN),
+            Socket::Dual(_) => return fail(Errno::INVAL),
             Socket::Listener(l) if l.listening.load(std::sync::atomic::Ordering::Relaxed) => {
                 return fail(Errno::INVAL)
             }
@@ -254,12 +268,27 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
             Action::Pass
         };
     };
-    let path = rendezvous::socket_path(&config.dir, target);
-    // Under the tcp fallback a destination without a rendezvous goes to the
-    // kernel; under `never` it is refused.
-    if config.fallback != Fallback::Never && bound.is_none() && !path.exists() {
-        log!(debug, "connect(fd {fd}) to partition address {target}: no shared-memory listener, kernel connect");
-        return Action::Pass;
+    // Under `never`, and for a socket bound through us, the one rendezvous
+    // of the address; under `tcp`, any listener that accepts for it.
+    let tcp_mode = config.fallback != Fallback::Never && bound.is_none();
+    let mut paths = if tcp_mode {
+        rendezvous::candidates(target)
+            .iter()
+            .map(|stem| config.dir.join(stem))
+            .filter(|p| p.exists())
+            .collect::<Vec<_>>()
+    } else {
+        vec![rendezvous::socket_path(&config.dir, target)]
+    };
+    if tcp_mode && paths.is_empty() {
+        // Listeners sharing a port (SO_REUSEPORT) after the first one.
+        paths = rendezvous::candidates(target)
+            .iter()
+            .flat_map(|stem| rendezvous::alternates(&config.dir, stem))
+            .collect();
+    }
+    if tcp_mode && paths.is_empty() {
+        return fallback(fd, config, target, stats::Outcome::NoListener);
     }
     let local = match bound.as_deref() {
         Some(Socket::Listener(l)) => match l.reservation.lock().take() {
@@ -268,6 +297,10 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
         },
         _ => match rendezvous::reserve_ephemeral(&config.dir, local_ip_for(&target)) {
             Ok(r) => r,
+            Err(e) if tcp_mode => {
+                log!(debug, "connect(fd {fd}) to {target}: no local name ({e})");
+                return fallback(fd, config, target, stats::Outcome::Resources);
+            }
             Err(e) => return fail(e),
         },
     };
@@ -277,7 +310,7 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
     };
     let nonblocking = rustix::fs::fcntl_getfl(sys::borrow_fd(fd))
         .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
-    match Connection::connect(&path, local, target, config.ring_bytes, opts, nonblocking) {
+    match Connection::connect(&paths, local, target, config.ring_bytes, opts, nonblocking) {
         Ok((sock, conn)) => {
             if let Err(e) = adopt(fd, &sock) {
                 return fail(e);
@@ -290,13 +323,50 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
             if registry::insert(fd, Arc::new(Socket::Stream(conn))).is_err() {
                 return fail(Errno::MFILE);
             }
+            if tcp_mode {
+                stats::count(stats::Outcome::Shm);
+            }
             Action::Done(0)
         }
-        Err(Errno::CONNREFUSED) if config.fallback != Fallback::Never && bound.is_none() => {
-            Action::Pass
+        Err(e) if tcp_mode => {
+            log!(
+                debug,
+                "connect(fd {fd}) to {target} through shared memory failed: {e}"
+            );
+            let why = match e {
+                Errno::NOBUFS | Errno::NOMEM | Errno::MFILE | Errno::NFILE => {
+                    stats::Outcome::Resources
+                }
+                _ => stats::Outcome::Refused,
+            };
+            fallback(fd, config, target, why)
         }
         Err(e) => fail(e),
     }
+}
+
+/// `SHMNET_FALLBACK=tcp`: the kernel connect on the application's own
+/// socket (untouched so far: options, non-blocking mode and EINPROGRESS are
+/// the kernel's) — but only to an address of this host; a partition
+/// address elsewhere without a shared-memory listener is refused, so that
+/// no packet ever leaves the host on the library's account.
+fn fallback(
+    fd: c_int,
+    config: &config::Config,
+    target: SocketAddr,
+    why: stats::Outcome,
+) -> Action<c_int> {
+    if !sys::is_local_address(target.ip()) {
+        log!(
+            debug,
+            "connect(fd {fd}) to {target}: no shared-memory listener, and not a local address"
+        );
+        return fail(Errno::CONNREFUSED);
+    }
+    let _ = config;
+    log!(debug, "connect(fd {fd}) to {target}: kernel TCP ({why:?})");
+    stats::count(why);
+    Action::Pass
 }
 
 pub(crate) fn shutdown(fd: c_int, how: c_int) -> Action<c_int> {
@@ -307,6 +377,17 @@ pub(crate) fn shutdown(fd: c_int, how: c_int) -> Action<c_int> {
             Err(e) => fail(e),
         },
         Some(Socket::Listener(_)) => fail(Errno::NOTCONN),
+        Some(Socket::Dual(d)) => match rustix::net::shutdown(
+            d.tcp(),
+            match how {
+                libc::SHUT_RD => rustix::net::Shutdown::Read,
+                libc::SHUT_WR => rustix::net::Shutdown::Write,
+                _ => rustix::net::Shutdown::Both,
+            },
+        ) {
+            Ok(()) => Action::Done(0),
+            Err(e) => fail(e),
+        },
     }
 }
 
@@ -314,6 +395,13 @@ pub(crate) fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
+    if let Socket::Dual(d) = &*sock {
+        // The kernel listener's own answer (the port it picked for port 0).
+        return match sys::local_name(d.tcp()) {
+            Some(name) => put_name(name, addr, len),
+            None => fail(Errno::NOTSOCK),
+        };
+    }
     put_name(sock.local(), addr, len)
 }
 
@@ -321,7 +409,7 @@ pub(crate) fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -
     match registry::get(fd).as_deref() {
         None => Action::Pass,
         Some(Socket::Stream(c)) => put_name(c.peer, addr, len),
-        Some(Socket::Listener(_)) => fail(Errno::NOTCONN),
+        Some(Socket::Listener(_) | Socket::Dual(_)) => fail(Errno::NOTCONN),
     }
 }
 

@@ -16,8 +16,12 @@
 //! completes from the listen backlog before accept, it may queue data at
 //! once; its first read finds the acceptor's direction ready, or waits.
 //!
-//! Messages are 32 bytes, little-endian:
-//! `magic u32 | version u16 | kind u16 | family u16 | port u16 | status u32 | ip [u8; 16]`.
+//! Messages are 52 bytes, little-endian:
+//! `magic u32 | version u16 | kind u16 | family u16 | port u16 | status u32 |
+//! ip [u8; 16] | dest family u16 | dest port u16 | dest ip [u8; 16]` — the
+//! connector's address, then the address it connected to (a wildcard
+//! listener learns from it which of its addresses is the connection's
+//! local one).
 //! Everything the peer sends is validated; a bad message is a refused or
 //! reset connection, never a crash.
 #![deny(unsafe_code)]
@@ -33,9 +37,9 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-pub(crate) const LEN: usize = 32;
+pub(crate) const LEN: usize = 52;
 const MAGIC: u32 = u32::from_le_bytes(*b"SHMH");
-const VERSION: u16 = 1;
+const VERSION: u16 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -47,6 +51,29 @@ pub(crate) struct Message {
     pub kind: Kind,
     pub addr: SocketAddr,
     pub status: u32,
+    pub dest: SocketAddr,
+}
+
+fn put_addr(b: &mut [u8], addr: SocketAddr) {
+    let (family, ip) = match addr.ip() {
+        IpAddr::V4(ip) => (4u16, ip.to_ipv6_mapped().octets()),
+        IpAddr::V6(ip) => (6u16, ip.octets()),
+    };
+    b[0..2].copy_from_slice(&family.to_le_bytes());
+    b[2..4].copy_from_slice(&addr.port().to_le_bytes());
+    b[4..20].copy_from_slice(&ip);
+}
+
+fn get_addr(b: &[u8]) -> Result<SocketAddr, &'static str> {
+    let mut raw = [0u8; 16];
+    raw.copy_from_slice(&b[4..20]);
+    let v6 = Ipv6Addr::from(raw);
+    let ip = match u16::from_le_bytes([b[0], b[1]]) {
+        4 => IpAddr::V4(v6.to_ipv4_mapped().ok_or("IPv4 address not mapped")?),
+        6 => IpAddr::V6(v6),
+        _ => return Err("unknown address family"),
+    };
+    Ok(SocketAddr::new(ip, u16::from_le_bytes([b[2], b[3]])))
 }
 
 impl Message {
@@ -55,14 +82,13 @@ impl Message {
         b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         b[4..6].copy_from_slice(&VERSION.to_le_bytes());
         b[6..8].copy_from_slice(&(self.kind as u16).to_le_bytes());
-        let (family, ip) = match self.addr.ip() {
-            IpAddr::V4(ip) => (4u16, ip.to_ipv6_mapped().octets()),
-            IpAddr::V6(ip) => (6u16, ip.octets()),
-        };
-        b[8..10].copy_from_slice(&family.to_le_bytes());
-        b[10..12].copy_from_slice(&self.addr.port().to_le_bytes());
+        // family | port | status | ip, as version 1 had it.
+        let mut a = [0u8; 20];
+        put_addr(&mut a, self.addr);
+        b[8..12].copy_from_slice(&a[0..4]);
         b[12..16].copy_from_slice(&self.status.to_le_bytes());
-        b[16..32].copy_from_slice(&ip);
+        b[16..32].copy_from_slice(&a[4..20]);
+        put_addr(&mut b[32..52], self.dest);
         b
     }
 
@@ -78,19 +104,15 @@ impl Message {
             1 => Kind::Connect,
             _ => return Err("unknown message kind"),
         };
-        let mut raw = [0u8; 16];
-        raw.copy_from_slice(&b[16..32]);
-        let v6 = Ipv6Addr::from(raw);
-        let ip = match u16_at(8) {
-            4 => IpAddr::V4(v6.to_ipv4_mapped().ok_or("IPv4 address not mapped")?),
-            6 => IpAddr::V6(v6),
-            _ => return Err("unknown address family"),
-        };
+        let mut a = [0u8; 20];
+        a[0..4].copy_from_slice(&b[8..12]);
+        a[4..20].copy_from_slice(&b[16..32]);
         let status = u32::from_le_bytes([b[12], b[13], b[14], b[15]]);
         Ok(Message {
             kind,
-            addr: SocketAddr::new(ip, u16_at(10)),
+            addr: get_addr(&a)?,
             status,
+            dest: get_addr(&b[32..52])?,
         })
     }
 }
@@ -222,6 +244,7 @@ mod tests {
                 kind: Kind::Connect,
                 addr: addr.parse().unwrap(),
                 status: 0,
+                dest: "[::1]:7".parse().unwrap(),
             };
             assert_eq!(Message::decode(&m.encode()), Ok(m));
         }
@@ -229,9 +252,10 @@ mod tests {
             kind: Kind::Connect,
             addr: "127.0.0.1:1".parse().unwrap(),
             status: 0,
+            dest: "127.0.0.2:2".parse().unwrap(),
         }
         .encode();
-        for (i, v) in [(0, 0u8), (4, 9), (6, 9), (8, 5)] {
+        for (i, v) in [(0, 0u8), (4, 9), (6, 9), (8, 5), (32, 5)] {
             let mut bad = good;
             bad[i] = v;
             assert!(Message::decode(&bad).is_err(), "byte {i}");
@@ -255,6 +279,7 @@ mod tests {
             kind: Kind::Connect,
             addr: "127.77.0.9:5".parse().unwrap(),
             status: 0,
+            dest: "127.77.0.1:80".parse().unwrap(),
         };
         assert_eq!(try_recv(b.as_fd()).unwrap_err(), Errno::AGAIN);
         send(a.as_fd(), &m, Some(a.as_fd())).unwrap();

@@ -22,6 +22,7 @@ mod log;
 
 pub mod config;
 mod descriptor;
+mod dual;
 mod endpoint;
 pub mod fdtable;
 mod guard;
@@ -36,5 +37,6 @@ mod real;
 mod registry;
 mod rendezvous;
 mod socket;
+mod stats;
 mod stream;
 mod sys;

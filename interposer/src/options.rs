@@ -8,6 +8,7 @@
 #![deny(unsafe_code)]
 
 use core::ffi::{c_int, c_ulong, c_void};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -41,10 +42,18 @@ pub(crate) fn getsockopt(
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
+    if let Socket::Dual(d) = &*sock {
+        // The kernel listener answers for itself.
+        #[allow(unsafe_code)]
+        // SAFETY: getsockopt(2)'s contract for `value`/`len` is the caller's.
+        return Action::Raw(unsafe {
+            crate::hooks::real::getsockopt(d.tcp().as_raw_fd(), level, name, value, len)
+        });
+    }
     let opts = sock.options();
     let stream = match &*sock {
         Socket::Stream(c) => Some(c),
-        Socket::Listener(_) => None,
+        Socket::Listener(_) | Socket::Dual(_) => None,
     };
     let ring = stream.map_or(1 << 20, |c| c.ring_bytes()) as c_int;
     match (level, name) {
@@ -59,7 +68,7 @@ pub(crate) fn getsockopt(
         (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => {
             let listening = match &*sock {
                 Socket::Listener(l) => l.listening.load(Ordering::Relaxed),
-                Socket::Stream(_) => false,
+                Socket::Stream(_) | Socket::Dual(_) => false,
             };
             put_int(value, len, c_int::from(listening))
         }
@@ -110,6 +119,13 @@ pub(crate) fn setsockopt(
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
+    if let Socket::Dual(d) = &*sock {
+        #[allow(unsafe_code)]
+        // SAFETY: setsockopt(2)'s contract for `value`/`len` is the caller's.
+        return Action::Raw(unsafe {
+            crate::hooks::real::setsockopt(d.tcp().as_raw_fd(), level, name, value, len)
+        });
+    }
     if len > 0 && value.is_null() {
         return Action::Fail(libc::EFAULT);
     }
@@ -174,7 +190,7 @@ pub(crate) fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> Action<c_int> 
     };
     let n = match &*sock {
         Socket::Stream(c) => c.available(),
-        Socket::Listener(_) => return Action::Fail(libc::EINVAL),
+        Socket::Listener(_) | Socket::Dual(_) => return Action::Fail(libc::EINVAL),
     };
     #[allow(unsafe_code)]
     // SAFETY: ioctl(FIONREAD) requires `arg` to point at an int.

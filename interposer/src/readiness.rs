@@ -6,7 +6,10 @@
 //! waits. Edge-triggered epoll reports every arrival of data on a TCP
 //! socket, also while older data is unread; the ring rings its reader only
 //! on the first publish after the reader waited. So `epoll_ctl` registering
-//! a connection with EPOLLET tells the ring to ring on every publish.
+//! a connection with EPOLLET tells the ring to ring on every publish. And a
+//! dual listener (an epoll instance behind the application's fd, see
+//! `dual`) cannot take EPOLLEXCLUSIVE, which is dropped from its
+//! registrations.
 #![deny(unsafe_code)]
 
 use core::ffi::c_int;
@@ -31,10 +34,24 @@ pub(crate) fn epoll_ctl(
     // SAFETY: epoll_ctl(2) requires `event` valid for reads for ADD and MOD
     // (null is checked).
     let events = unsafe { sys::epoll_events(event) };
-    if let (Socket::Stream(conn), Some(ev)) = (&*sock, events) {
-        if ev & libc::EPOLLET as u32 != 0 {
+    match (&*sock, events) {
+        (Socket::Stream(conn), Some(ev)) if ev & libc::EPOLLET as u32 != 0 => {
             conn.set_edge_triggered();
         }
+        // A dual listener's fd is an epoll instance, which cannot be added
+        // with EPOLLEXCLUSIVE (nginx asks for it): without it, every waiter
+        // is woken and all but one accept() get EAGAIN.
+        (Socket::Dual(_), Some(ev)) if ev & libc::EPOLLEXCLUSIVE as u32 != 0 => {
+            #[allow(unsafe_code)]
+            // SAFETY: `event` is valid (we just read it); the copy we pass
+            // is a valid epoll_event.
+            let mut copy = unsafe { sys::epoll_event_copy(event) };
+            copy.events &= !(libc::EPOLLEXCLUSIVE as u32);
+            #[allow(unsafe_code)]
+            // SAFETY: the real epoll_ctl with the caller's fds and our copy.
+            return Action::Raw(unsafe { crate::hooks::real::epoll_ctl(_epfd, op, fd, &mut copy) });
+        }
+        _ => {}
     }
     Action::Pass
 }

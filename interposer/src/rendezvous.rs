@@ -57,9 +57,18 @@ pub(crate) fn socket_path(dir: &Path, addr: SocketAddr) -> PathBuf {
 
 /// Reserves `addr` (port non-zero): EADDRINUSE if another socket holds it.
 pub(crate) fn reserve(dir: &Path, addr: SocketAddr) -> Result<Reservation, Errno> {
+    reserve_named(dir, &stem(addr), addr)
+}
+
+/// Reserves the name `stem` (the rendezvous of `addr`).
+pub(crate) fn reserve_named(
+    dir: &Path,
+    stem: &str,
+    addr: SocketAddr,
+) -> Result<Reservation, Errno> {
     crate::config::ensure_private_dir(dir)
         .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::ACCESS))?;
-    let path = dir.join(format!("{}.lock", stem(addr)));
+    let path = dir.join(format!("{stem}.lock"));
     for _ in 0..8 {
         let lock = rustix::fs::open(
             &path,
@@ -113,4 +122,69 @@ fn seed() -> u32 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     t ^ std::process::id().wrapping_mul(2_654_435_761)
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (::ffff:a.b.c.d) written as the
+/// IPv4 address it maps.
+pub(crate) fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
+            None => addr,
+        },
+        IpAddr::V4(_) => addr,
+    }
+}
+
+/// The rendezvous name of a dual listener (`SHMNET_FALLBACK=tcp`: a kernel
+/// TCP listener that also accepts shared-memory connections) bound to
+/// `local`: as a listener's (`tcp4-IP-PORT`, `tcp6-IP-PORT`), the wildcard
+/// included; an IPv6 wildcard listener that does not accept IPv4
+/// (IPV6_V6ONLY) is `tcp6only-::-PORT`, so IPv4 connectors skip it.
+pub(crate) fn dual_stem(local: SocketAddr, v6only: bool) -> String {
+    match local.ip() {
+        IpAddr::V6(ip) if v6only && ip.is_unspecified() => {
+            format!("tcp6only-{ip}-{}", local.port())
+        }
+        _ => stem(unmapped(local)),
+    }
+}
+
+/// The rendezvous names a connection to `target` may find a listener at,
+/// in order: a listener on that very address, then wildcard listeners on
+/// its port (0.0.0.0 for IPv4; [::] for both, when dual-stack).
+pub(crate) fn candidates(target: SocketAddr) -> Vec<String> {
+    let t = unmapped(target);
+    let port = t.port();
+    match t.ip() {
+        IpAddr::V4(_) => vec![
+            stem(t),
+            format!("tcp4-0.0.0.0-{port}"),
+            format!("tcp6-::-{port}"),
+        ],
+        IpAddr::V6(_) => vec![
+            stem(t),
+            format!("tcp6-::-{port}"),
+            format!("tcp6only-::-{port}"),
+        ],
+    }
+}
+
+/// Further rendezvous of `stem`: listeners that share a port with the one
+/// that holds the name (SO_REUSEPORT in several processes) are named
+/// `STEM.PID`. Only looked for when the name itself leads nowhere.
+pub(crate) fn alternates(dir: &Path, stem: &str) -> Vec<PathBuf> {
+    let prefix = format!("{stem}.");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(&prefix) && !n.ends_with(".lock"))
+        })
+        .map(|e| e.path())
+        .collect()
 }

@@ -140,6 +140,9 @@ impl Options {
 pub(crate) enum Socket {
     Listener(Listener),
     Stream(Connection),
+    /// A kernel TCP listener that also accepts shared-memory connections
+    /// (`SHMNET_FALLBACK=tcp`).
+    Dual(crate::dual::DualListener),
 }
 
 impl Socket {
@@ -159,6 +162,7 @@ impl Socket {
                 c.rx.reset_after_fork();
                 c.opts.values.reset_after_fork();
             }
+            Socket::Dual(d) => d.reset_after_fork(),
         }
     }
 
@@ -166,6 +170,7 @@ impl Socket {
         match self {
             Socket::Listener(l) => family_of(&l.local),
             Socket::Stream(c) => family_of(&c.local),
+            Socket::Dual(d) => family_of(&d.local),
         }
     }
 
@@ -173,6 +178,7 @@ impl Socket {
         match self {
             Socket::Listener(l) => &l.opts,
             Socket::Stream(c) => &c.opts,
+            Socket::Dual(d) => &d.opts,
         }
     }
 
@@ -180,6 +186,7 @@ impl Socket {
         match self {
             Socket::Listener(l) => l.local,
             Socket::Stream(c) => c.local,
+            Socket::Dual(d) => d.local,
         }
     }
 }
@@ -244,22 +251,58 @@ impl Listener {
         conn: BorrowedFd<'_>,
         patience: Duration,
     ) -> Result<Connection, Errno> {
-        let (msg, memfd) = handshake::recv_within(conn, patience)?;
-        let refuse = |why: &str| {
-            log!(warn, "refusing a connection to {}: {why}", self.local);
-            Errno::CONNABORTED
-        };
-        if msg.kind != Kind::Connect {
-            return Err(refuse("not a connect message"));
+        accept_handshake(conn, self.local, false, patience)
+    }
+}
+
+/// The accepting side of the handshake (see `Listener::handshake`) for a
+/// listener on `listening`. A `wildcard` listener (a dual listener, which
+/// may be bound to 0.0.0.0 or [::]) takes the connection's local address
+/// from the message, and an IPv6 one accepts IPv4 connectors under their
+/// IPv4-mapped addresses, as a dual-stack kernel socket does.
+pub(crate) fn accept_handshake(
+    conn: BorrowedFd<'_>,
+    listening: SocketAddr,
+    wildcard: bool,
+    patience: Duration,
+) -> Result<Connection, Errno> {
+    let (msg, memfd) = handshake::recv_within(conn, patience)?;
+    let refuse = |why: &str| {
+        log!(warn, "refusing a connection to {listening}: {why}");
+        Errno::CONNABORTED
+    };
+    if msg.kind != Kind::Connect {
+        return Err(refuse("not a connect message"));
+    }
+    let (local, peer) = if wildcard {
+        let v6 = listening.is_ipv6();
+        match (as_family(msg.dest, v6), as_family(msg.addr, v6)) {
+            (Some(l), Some(p)) => (l, p),
+            _ => return Err(refuse("address family differs")),
         }
-        if family_of(&msg.addr) != family_of(&self.local) {
+    } else {
+        if family_of(&msg.addr) != family_of(&listening) {
             return Err(refuse("address family differs"));
         }
-        let memfd = memfd.ok_or_else(|| refuse("no shared memory attached"))?;
-        let seg = Segment::attach(memfd).map_err(|e| refuse(&e.to_string()))?;
-        let bell = Bell::new(conn)?;
-        Connection::new(seg, self.local, msg.addr, bell, None)
-    }
+        (listening, msg.addr)
+    };
+    let memfd = memfd.ok_or_else(|| refuse("no shared memory attached"))?;
+    let seg = Segment::attach(memfd).map_err(|e| refuse(&e.to_string()))?;
+    let bell = Bell::new(conn)?;
+    Connection::new(seg, local, peer, bell, None)
+}
+
+/// `addr` in the family of an IPv6 (`v6`) or IPv4 socket: IPv4 addresses
+/// map into IPv6 (::ffff:a.b.c.d), mapped ones back; None for an IPv6
+/// address on an IPv4 socket.
+pub(crate) fn as_family(addr: SocketAddr, v6: bool) -> Option<SocketAddr> {
+    use std::net::IpAddr;
+    let ip = match (addr.ip(), v6) {
+        (IpAddr::V4(ip), true) => IpAddr::V6(ip.to_ipv6_mapped()),
+        (IpAddr::V6(ip), false) => IpAddr::V4(ip.to_ipv4_mapped()?),
+        (ip, _) => ip,
+    };
+    Some(SocketAddr::new(ip, addr.port()))
 }
 
 impl Drop for Listener {
@@ -677,20 +720,27 @@ impl Connection {
     /// connection. `nonblocking`: a full listen backlog is EAGAIN at once
     /// instead of a wait (bounded by `timeout`, SO_SNDTIMEO).
     pub(crate) fn connect(
-        path: &std::path::Path,
+        paths: &[PathBuf],
         local: Reservation,
         peer: SocketAddr,
         ring_bytes: usize,
         opts: Options,
         nonblocking: bool,
     ) -> Result<(OwnedFd, Connection), Errno> {
+        // The segment first: the acceptor waits for our message from the
+        // moment it accepts, so nothing slow may come between connect and
+        // send.
+        let geo = Geometry::for_ring_bytes(ring_bytes as u64).map_err(|_| Errno::INVAL)?;
+        let mut seg = Segment::create(geo).map_err(|e| {
+            log!(warn, "cannot create a connection segment: {e}");
+            Errno::NOBUFS
+        })?;
         let sock = rustix::net::socket_with(
             rustix::net::AddressFamily::UNIX,
             rustix::net::SocketType::STREAM,
             rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
             None,
         )?;
-        let addr = rustix::net::SocketAddrUnix::new(path)?;
         // A full listen backlog: the kernel's TCP retries its SYN for about
         // two minutes; so do we (or SO_SNDTIMEO), unless non-blocking.
         let deadline = deadline_after(Some(
@@ -698,11 +748,20 @@ impl Connection {
                 .unwrap_or(Duration::from_secs(127)),
         ));
         let mut pause = Duration::from_micros(100);
+        let mut paths = paths.iter();
+        let mut addr = match paths.next() {
+            Some(p) => rustix::net::SocketAddrUnix::new(p.as_path())?,
+            None => return Err(Errno::CONNREFUSED),
+        };
         loop {
             match rustix::net::connect(&sock, &addr) {
                 Ok(()) => break,
-                // No rendezvous, or nobody listening on it: no listener.
-                Err(Errno::NOENT | Errno::CONNREFUSED) => return Err(Errno::CONNREFUSED),
+                // No rendezvous, or nobody listening on it: the next one, or
+                // no listener.
+                Err(Errno::NOENT | Errno::CONNREFUSED) => match paths.next() {
+                    Some(p) => addr = rustix::net::SocketAddrUnix::new(p.as_path())?,
+                    None => return Err(Errno::CONNREFUSED),
+                },
                 Err(Errno::AGAIN) if !nonblocking => {
                     let left = time_left(deadline).map_err(|_| Errno::TIMEDOUT)?;
                     let nap = left.map_or(pause, |l| l.min(pause));
@@ -719,16 +778,12 @@ impl Connection {
         }
         let fl = rustix::fs::fcntl_getfl(&sock)?;
         rustix::fs::fcntl_setfl(&sock, fl - rustix::fs::OFlags::NONBLOCK)?;
-        let geo = Geometry::for_ring_bytes(ring_bytes as u64).map_err(|_| Errno::INVAL)?;
-        let mut seg = Segment::create(geo).map_err(|e| {
-            log!(warn, "cannot create a connection segment: {e}");
-            Errno::NOBUFS
-        })?;
         let me = local.addr;
         let hello = Message {
             kind: Kind::Connect,
             addr: me,
             status: 0,
+            dest: peer,
         };
         // The listener went away between connect and send: refused.
         handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(|_| Errno::CONNREFUSED)?;
@@ -1069,7 +1124,12 @@ impl Connection {
     fn await_pollout(&self) -> bool {
         let tx = self.tx.lock();
         let _side = self.shared().then(|| tx.lock_side());
-        self.bell.fill(&tx);
+        // Only while the ring is still full (see `Producer::while_full`):
+        // filler sent after the reader emptied the ring and settled would
+        // make its fd readable with nothing to read.
+        if tx.while_full(|tx| self.bell.fill(tx)).is_none() {
+            return true;
+        }
         tx.arm(WaitKind::Doorbell)
     }
 

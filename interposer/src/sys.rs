@@ -405,6 +405,76 @@ pub(crate) unsafe fn epoll_events(ev: *const libc::epoll_event) -> Option<u32> {
     Some(unsafe { ptr::read_unaligned(ptr::addr_of!((*ev).events)) })
 }
 
+/// The local name of an IPv4/IPv6 socket (getsockname), if it has one.
+pub(crate) fn local_name(sock: std::os::fd::BorrowedFd<'_>) -> Option<SocketAddr> {
+    use std::os::fd::AsRawFd;
+    let mut storage = zeroed_storage();
+    let mut len = core::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage`/`len` are valid for getsockname to fill.
+    let r = unsafe {
+        libc::getsockname(
+            sock.as_raw_fd(),
+            ptr::addr_of_mut!(storage).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: the kernel wrote `len` bytes of a sockaddr into `storage`.
+    unsafe { socket_addr(ptr::addr_of!(storage).cast(), len) }
+}
+
+/// Whether `ip` is one of this host's addresses: loopback, or assigned to
+/// one of its interfaces (getifaddrs).
+pub(crate) fn is_local_address(ip: std::net::IpAddr) -> bool {
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    if ip.is_loopback() {
+        return true;
+    }
+    let mut list: *mut libc::ifaddrs = ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return false;
+    }
+    let mut found = false;
+    let mut cur = list;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points at a sockaddr of its family's size.
+            let len = match c_int::from(unsafe { (*ifa.ifa_addr).sa_family }) {
+                libc::AF_INET => core::mem::size_of::<libc::sockaddr_in>(),
+                libc::AF_INET6 => core::mem::size_of::<libc::sockaddr_in6>(),
+                _ => 0,
+            };
+            if len > 0 {
+                // SAFETY: as above, `len` bytes are there.
+                if let Some(a) = unsafe { socket_addr(ifa.ifa_addr, len as libc::socklen_t) } {
+                    found |= a.ip() == ip;
+                }
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: the list from getifaddrs, freed once.
+    unsafe { libc::freeifaddrs(list) };
+    found
+}
+
+/// A copy of a caller's `struct epoll_event`.
+///
+/// # Safety
+/// `ev` must be valid for reading one `epoll_event`.
+pub(crate) unsafe fn epoll_event_copy(ev: *const libc::epoll_event) -> libc::epoll_event {
+    // SAFETY: valid per the contract; unaligned (the struct is packed).
+    unsafe { ptr::read_unaligned(ev) }
+}
+
 /// Sends SIGPIPE to the calling thread, as a write to a closed TCP
 /// connection does without MSG_NOSIGNAL.
 pub(crate) fn raise_sigpipe() {

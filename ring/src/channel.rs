@@ -567,6 +567,28 @@ impl Producer {
         crate::sidelock::acquire(self.ch.clone(), true)
     }
 
+    /// Runs `fill` (sending filler on the doorbell connection) while the
+    /// ring is full, marked busy so that a consumer settling meanwhile
+    /// waits for the filler's count; None (and `fill` not run) when there
+    /// is room after all.
+    ///
+    /// SYNC POINT: busy is stored, then a SeqCst fence, then the ring is
+    /// checked; the consumer stores `tail`, fences (in
+    /// `wait_producer_idle`), then loads busy. Either we see the room it
+    /// freed (and send no filler), or it sees us busy (and waits until the
+    /// filler is counted, so it takes it with the rest).
+    #[cfg(not(loom))]
+    pub fn while_full<R>(&self, fill: impl FnOnce(&Self) -> R) -> Option<R> {
+        let busy = &self.ch.ctl().producer.busy;
+        busy.store(BUSY, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+        let r = (!self.writable_now()).then(|| fill(self));
+        if busy.swap(0, Ordering::Release) == BUSY_WAITER {
+            self.ch.parker.wake(busy);
+        }
+        r
+    }
+
     /// Counts `n` filler bytes about to be sent on the doorbell connection
     /// (before sending, so the consumer never meets a byte it cannot account
     /// for); `unnote_filler` takes back the ones that could not be sent.
@@ -805,6 +827,9 @@ impl Consumer {
         use std::time::{Duration, Instant};
         let busy = &self.ch.ctl().producer.busy;
         let start = Instant::now();
+        // SYNC POINT: Dekker with `Producer::while_full` (our `tail` stores
+        // before, its busy store and ring check there).
+        fence(Ordering::SeqCst);
         loop {
             // SYNC POINT: Acquire pairs with the producer's Release swap.
             let b = busy.load(Ordering::Acquire);

@@ -1,0 +1,312 @@
+//! The default mode (issue 5): no SHMNET_PARTITIONS or SHMNET_FALLBACK, so
+//! the library accelerates loopback TCP (127.0.0.0/8, ::1) between two
+//! preloaded programs and leaves every other pair on kernel TCP, per
+//! connection. Each test has its own SHMNET_DIR, and lets the kernel pick
+//! its ports (loopback addresses only).
+//!
+//! Proof of the path taken: while a transfer is paused half-way, a
+//! shared-memory pair has no ESTABLISHED kernel TCP connection on the port
+//! (only the dual listener's LISTEN socket), a TCP pair has one; and the
+//! per-process counters in SHMNET_DIR/stats-PID say shm, or which fallback.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+const PAIR: &str = include_str!("loopback/pair.py");
+const ESTABLISHED: u8 = 0x01;
+
+struct Env {
+    dir: PathBuf,
+}
+
+impl Env {
+    fn new(name: &str) -> Env {
+        Env { dir: tmpdir(name) }
+    }
+
+    fn shm_dir(&self) -> PathBuf {
+        self.dir.join("shm")
+    }
+
+    /// pair.py preloaded, in the default mode (only SHMNET_DIR set).
+    fn pre(&self, args: &[&str]) -> Command {
+        let mut cmd = py(PAIR, args);
+        cmd.env("SHMNET_DIR", self.shm_dir());
+        cmd
+    }
+
+    /// pair.py without the library.
+    fn plain(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(python());
+        cmd.arg("-c").arg(PAIR).args(args).stdin(Stdio::null());
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("SHMNET_") || key == "LD_PRELOAD" {
+                cmd.env_remove(key);
+            }
+        }
+        cmd
+    }
+
+    /// The counters of every process that wrote some, summed.
+    fn stats(&self) -> HashMap<String, u64> {
+        let mut sum = HashMap::new();
+        let Ok(entries) = std::fs::read_dir(self.shm_dir()) else {
+            return sum;
+        };
+        for e in entries.filter_map(Result::ok) {
+            if !e.file_name().to_string_lossy().starts_with("stats-") {
+                continue;
+            }
+            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+            for kv in text.split_whitespace() {
+                if let Some((k, v)) = kv.split_once('=') {
+                    *sum.entry(k.to_string()).or_insert(0) += v.parse::<u64>().unwrap_or(0);
+                }
+            }
+        }
+        sum
+    }
+}
+
+fn start(name: &str, cmd: &mut Command) -> Background {
+    Background::start(name, cmd, Duration::from_secs(60), false)
+}
+
+/// A server (`pre` or plain) on `host`; its port.
+fn server(env: &Env, preloaded: bool, host: &str, n: usize) -> (Background, u16) {
+    let n = n.to_string();
+    let args = ["server", host, &n];
+    let mut cmd = if preloaded {
+        env.pre(&args)
+    } else {
+        env.plain(&args)
+    };
+    let mut srv = start(
+        if preloaded {
+            "preloaded server"
+        } else {
+            "plain server"
+        },
+        &mut cmd,
+    );
+    let port = srv.expect("port ")[5..].parse().unwrap();
+    (srv, port)
+}
+
+/// Kernel TCP connections on `port` (either end), as text.
+fn established_on(port: u16) -> Vec<String> {
+    kernel_tcp_sockets()
+        .iter()
+        .filter(|s| s.state == ESTABLISHED && (s.local.port() == port || s.remote.port() == port))
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// One client of 8 MiB, paused half-way: returns the ESTABLISHED kernel
+/// connections seen on `port` meanwhile.
+fn paused_client(env: &Env, preloaded: bool, host: &str, port: u16, id: &str) -> Vec<String> {
+    let p = port.to_string();
+    let args = ["client", host, &p, "8388608", id, "pause"];
+    let mut cmd = if preloaded {
+        env.pre(&args)
+    } else {
+        env.plain(&args)
+    };
+    let mut c = start("client", &mut cmd);
+    c.expect("in-flight");
+    let seen = established_on(port);
+    c.expect("ok ");
+    c.finish_clean();
+    seen
+}
+
+#[test]
+fn preloaded_pair_on_loopback_uses_shared_memory() {
+    let env = Env::new("lo-both");
+    let (mut srv, port) = server(&env, true, "127.0.0.1", 1);
+    let tcp = paused_client(&env, true, "127.0.0.1", port, "both");
+    assert!(
+        tcp.is_empty(),
+        "a kernel TCP connection carried it: {tcp:?}"
+    );
+    srv.expect("served both 8388616");
+    srv.finish_clean();
+    let s = env.stats();
+    assert_eq!(
+        (s.get("shm"), s.get("accepted_shm")),
+        (Some(&1), Some(&1)),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn plain_client_reaches_preloaded_server_over_tcp() {
+    let env = Env::new("lo-plain-client");
+    let (mut srv, port) = server(&env, true, "127.0.0.1", 1);
+    let tcp = paused_client(&env, false, "127.0.0.1", port, "plain");
+    assert!(
+        !tcp.is_empty(),
+        "no kernel TCP connection while a plain client sent"
+    );
+    srv.expect("served plain 8388616");
+    srv.finish_clean();
+    assert_eq!(env.stats().get("accepted_shm").copied().unwrap_or(0), 0);
+}
+
+#[test]
+fn preloaded_client_falls_back_to_plain_server() {
+    let env = Env::new("lo-plain-server");
+    let (mut srv, port) = server(&env, false, "127.0.0.1", 1);
+    let tcp = paused_client(&env, true, "127.0.0.1", port, "fallbk");
+    assert!(
+        !tcp.is_empty(),
+        "no kernel TCP connection to a plain server"
+    );
+    srv.expect("served fallbk 8388616");
+    srv.finish_clean();
+    let s = env.stats();
+    assert_eq!(s.get("fallback_no_listener"), Some(&1), "{s:?}");
+    assert_eq!(s.get("shm").copied().unwrap_or(0), 0, "{s:?}");
+}
+
+/// ::1, a dual-stack [::] listener reached over IPv4 and over an
+/// IPv4-mapped address: all through shared memory, with the names a kernel
+/// dual-stack socket reports.
+#[test]
+fn ipv6_loopback_and_ipv4_mapped() {
+    let env = Env::new("lo-v6");
+    let (mut srv, port) = server(&env, true, "::1", 1);
+    assert!(paused_client(&env, true, "::1", port, "v6").is_empty());
+    srv.expect("served v6 8388616 ::1");
+    srv.finish_clean();
+
+    let (mut srv, port) = server(&env, true, "::", 2);
+    let p = port.to_string();
+    let mut c = start(
+        "v4 client",
+        &mut env.pre(&["client", "127.0.0.1", &p, "100000", "v4"]),
+    );
+    assert_eq!(c.expect("ok "), "ok v4 127.0.0.1 127.0.0.1");
+    c.finish_clean();
+    let mut c = start(
+        "mapped client",
+        &mut env.pre(&["client", "::ffff:127.0.0.1", &p, "100000", "mapped"]),
+    );
+    assert_eq!(
+        c.expect("ok "),
+        "ok mapped ::ffff:127.0.0.1 ::ffff:127.0.0.1"
+    );
+    c.finish_clean();
+    srv.expect("served v4 100008 ::ffff:127.0.0.1");
+    srv.expect("served mapped 100008 ::ffff:127.0.0.1");
+    srv.finish_clean();
+    let s = env.stats();
+    assert_eq!(
+        (s.get("shm"), s.get("accepted_shm")),
+        (Some(&3), Some(&3)),
+        "{s:?}"
+    );
+}
+
+/// A wildcard listener serving plain and preloaded clients at once.
+#[test]
+fn wildcard_listener_serves_plain_and_preloaded_clients_under_load() {
+    let env = Env::new("lo-wild");
+    let (mut srv, port) = server(&env, true, "0.0.0.0", 24);
+    let p = port.to_string();
+    let mut clients: Vec<Background> = (0..24)
+        .map(|i| {
+            let id = format!("c{i:02}");
+            let args = ["client", "127.0.0.1", &p, "2000000", &id];
+            let mut cmd = if i % 2 == 0 {
+                env.pre(&args)
+            } else {
+                env.plain(&args)
+            };
+            start(&id, &mut cmd)
+        })
+        .collect();
+    for c in &mut clients {
+        c.expect("ok ");
+        c.finish_clean();
+    }
+    for _ in 0..24 {
+        srv.expect("served ");
+    }
+    srv.finish_clean();
+    let s = env.stats();
+    assert_eq!(
+        (s.get("shm"), s.get("accepted_shm")),
+        (Some(&12), Some(&12)),
+        "{s:?}"
+    );
+}
+
+/// Two preloaded processes listening on one port with SO_REUSEPORT:
+/// plain and preloaded clients, each connection accepted exactly once.
+#[test]
+fn reuseport_two_processes_accept_each_connection_once() {
+    let env = Env::new("lo-reuseport");
+    let mut a = start(
+        "server A",
+        &mut env.pre(&["server", "127.0.0.1", "0", "0", "reuseport"]),
+    );
+    let port: u16 = a.expect("port ")[5..].parse().unwrap();
+    let p = port.to_string();
+    let mut b = start(
+        "server B",
+        &mut env.pre(&["server", "127.0.0.1", "0", &p, "reuseport"]),
+    );
+    b.expect("port ");
+    let ids: Vec<String> = (0..40).map(|i| format!("r{i:02}")).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let args = ["client", "127.0.0.1", &p, "10000", id.as_str()];
+        let mut cmd = if i % 2 == 0 {
+            env.pre(&args)
+        } else {
+            env.plain(&args)
+        };
+        let mut c = start(id, &mut cmd);
+        c.expect("ok ");
+        c.finish_clean();
+    }
+    a.finish_clean();
+    b.finish_clean();
+    let mut served: Vec<String> = a
+        .lines_with("served ")
+        .into_iter()
+        .chain(b.lines_with("served "))
+        .map(|w| w[1].clone())
+        .collect();
+    served.sort();
+    assert_eq!(served, ids, "served by A: {:?}\nby B: {:?}", a.seen, b.seen);
+    let s = env.stats();
+    assert_eq!(
+        (s.get("shm"), s.get("accepted_shm")),
+        (Some(&20), Some(&20)),
+        "{s:?}"
+    );
+}
+
+/// A port a kernel listener holds is EADDRINUSE for a preloaded bind, as
+/// without the library.
+#[test]
+fn port_taken_by_a_kernel_listener_is_eaddrinuse() {
+    let env = Env::new("lo-inuse");
+    let (mut srv, port) = server(&env, false, "127.0.0.1", 0);
+    let script = format!(
+        "import socket, errno\ns = socket.socket()\ntry:\n    s.bind(('127.0.0.1', {port}))\n    \
+         print('bound')\nexcept OSError as e:\n    print('error', errno.errorcode[e.errno])\n"
+    );
+    let mut cmd = py(&script, &[]);
+    cmd.env("SHMNET_DIR", env.shm_dir());
+    let out = run(&mut cmd);
+    assert_eq!(out.stdout.trim(), "error EADDRINUSE", "{}", out.stderr);
+    srv.kill();
+}
