@@ -32,13 +32,21 @@ loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(LOOM_TARGET) \
 		$(CARGO) test -p shmnet-ring --test loom --release
 
-## Ring vs Unix socketpair vs TCP loopback, medians and ratios; then
-## nginx + wrk over shared memory vs kernel TCP.
+## Socket benchmarks through the real LD_PRELOAD path (docs/benchmarks.md):
+## tests/bench/sockbench.c preloaded (emulated) vs plain Unix and TCP loopback,
+## and nginx + wrk; prints medians, ratios and the issue 6 targets, writes
+## $(BENCH_DIR)/results.json and chart.svg. BENCH_ARGS passes options to
+## scripts/bench.py (e.g. BENCH_ARGS="--runs 3 --no-nginx"). The ring-level
+## benchmark stays `cargo bench -p shmnet-ring --bench ringbench`.
+BENCH_LIB = $(or $(CARGO_TARGET_DIR),target)/release/libshmnet.so
+BENCH_PYTHON ?= /usr/bin/python3
+BENCH_ARGS ?=
 bench: deps
+	@test -x $(BENCH_PYTHON) || { echo "make bench: needs Debian's python3 at $(BENCH_PYTHON) (apt-get install -y python3)" >&2; exit 1; }
 	@mkdir -p $(BENCH_DIR)
-	$(CARGO) build --release --workspace
-	$(CARGO) bench -p shmnet-ring --bench ringbench | tee $(BENCH_DIR)/ring.md
-	scripts/bench-nginx.sh target/release/libshmnet.so 5 | tee $(BENCH_DIR)/nginx.md
+	$(CARGO) build --release -p shmnet-interposer
+	$(CC) -O2 -Wall -o $(BENCH_DIR)/sockbench tests/bench/sockbench.c
+	$(BENCH_PYTHON) scripts/bench.py --lib $(BENCH_LIB) --out $(BENCH_DIR) $(BENCH_ARGS)
 
 ## The main job: real programs over the emulated network, then the rings
 ## side by side with Unix sockets and TCP loopback.

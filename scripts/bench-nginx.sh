@@ -1,14 +1,39 @@
 #!/usr/bin/env bash
-# nginx + wrk requests/s: preloaded on the emulated network vs plain kernel
-# TCP on 127.0.0.1, in the same run (a markdown table on stdout).
-# Usage: scripts/bench-nginx.sh [path/to/libshmnet.so] [seconds]
+# Usage: scripts/bench-nginx.sh [--runs N] [--secs S] [--json FILE] [path/to/libshmnet.so] [seconds]
+#
+# nginx (2 workers, sendfile) + wrk -t2 -c50 requests/s for a 1 KiB and a
+# 1 MiB file: both preloaded on the emulated network (127.77.90.1, private
+# SHMNET_DIR, SHMNET_FALLBACK=never) vs both plain on kernel TCP
+# (127.0.0.1), runs interleaved. Prints every run and a markdown table of
+# medians; --json FILE also writes the runs as JSON lines
+# ({"transport","file","run","req_per_s","transfer_bytes_per_s","socket_errors","non_2xx"}).
+# Defaults: 1 run of 5 s, target/release/libshmnet.so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LIB=$(realpath "${1:-target/release/libshmnet.so}")
-SECS=${2:-5}
+
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+RUNS=1 SECS=5 JSON="" POS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) [ $# -ge 2 ] || usage; RUNS=$2; shift 2 ;;
+    --secs) [ $# -ge 2 ] || usage; SECS=$2; shift 2 ;;
+    --json) [ $# -ge 2 ] || usage; JSON=$2; shift 2 ;;
+    -h|--help) usage ;;
+    -*) echo "bench-nginx: unknown option $1" >&2; usage ;;
+    *) POS+=("$1"); shift ;;
+  esac
+done
+[ ${#POS[@]} -le 2 ] || usage
+LIB=${POS[0]:-target/release/libshmnet.so}
+[ ${#POS[@]} -lt 2 ] || SECS=${POS[1]}
+[[ "$RUNS" =~ ^[1-9][0-9]*$ && "$SECS" =~ ^[1-9][0-9]*$ ]] || { echo "bench-nginx: --runs and --secs take whole numbers >= 1" >&2; exit 2; }
+[ -f "$LIB" ] || { echo "bench-nginx: $LIB not found; build it with 'make'" >&2; exit 1; }
+LIB=$(realpath "$LIB")
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v wrk >/dev/null && [ -x "$NGINX" ] || { echo "bench-nginx: needs nginx and wrk (scripts/install-deps.sh)" >&2; exit 1; }
+[ -z "$JSON" ] || : > "$JSON" || { echo "bench-nginx: cannot write $JSON" >&2; exit 1; }
 
+ADDR=127.77.90.1 SHM_PORT=8080
 WORK=$(mktemp -d /tmp/shmnet-bench.XXXXXX)
 chmod 755 "$WORK"
 cleanup() { for p in "$WORK"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done; sleep 0.3; rm -rf "$WORK"; }
@@ -17,7 +42,8 @@ mkdir -p "$WORK/www" "$WORK/dir" "$WORK/logs"
 head -c 1024 /dev/urandom > "$WORK/www/1k"
 head -c $((1 << 20)) /dev/urandom > "$WORK/www/1m"
 chmod -R a+rX "$WORK/www"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+PY=$([ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3)   # Debian's, not a pyenv shim
+PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 
 conf() { # name listen
   cat > "$WORK/$1.conf" <<CONF
@@ -34,24 +60,54 @@ http {
 }
 CONF
 }
-conf shm 127.77.0.1:8080
+conf shm $ADDR:$SHM_PORT
 conf tcp 127.0.0.1:$PORT
-shm=(env LD_PRELOAD="$LIB" SHMNET_PARTITIONS=127.77.0.0/16 SHMNET_FALLBACK=never SHMNET_DIR="$WORK/dir")
-"${shm[@]}" "$NGINX" -c "$WORK/shm.conf" -p "$WORK" 2>/dev/null
-"$NGINX" -c "$WORK/tcp.conf" -p "$WORK" 2>/dev/null
-sleep 0.5
+shm=(env LD_PRELOAD="$LIB" SHMNET_PARTITIONS=127.77.90.0/24 SHMNET_FALLBACK=never SHMNET_DIR="$WORK/dir")
+"${shm[@]}" "$NGINX" -c "$WORK/shm.conf" -p "$WORK" 2>"$WORK/logs/shm.start" || { echo "bench-nginx: nginx (preloaded) failed to start:" >&2; cat "$WORK/logs/shm.start" >&2; exit 1; }
+"$NGINX" -c "$WORK/tcp.conf" -p "$WORK" 2>"$WORK/logs/tcp.start" || { echo "bench-nginx: nginx failed to start:" >&2; cat "$WORK/logs/tcp.start" >&2; exit 1; }
+ready=""
+for _ in $(seq 50); do
+  if [ -S "$WORK/dir/tcp4-$ADDR-$SHM_PORT" ] && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then ready=1; break; fi
+  sleep 0.1
+done
+[ -n "$ready" ] || { echo "bench-nginx: the nginx servers did not come up in 5 s (logs: $WORK/logs)" >&2; cat "$WORK"/logs/*.log >&2; exit 1; }
 
+# One wrk run; prints "req_per_s transfer_bytes_per_s socket_errors non_2xx".
 rate() { # url [preload...]
   local url=$1; shift
-  "$@" wrk -t2 -c50 -d"${SECS}s" "$url" 2>&1 | awk '/Requests\/sec/ {print $2} /Socket errors/ {print "errors:", $0 > "/dev/stderr"}'
+  local out
+  out=$("$@" wrk -t2 -c50 -d"${SECS}s" "$url" 2>&1) || { echo "bench-nginx: wrk failed on $url:" >&2; echo "$out" >&2; exit 1; }
+  echo "$out" | awk '
+    function bytes(s,  n, u) { n = s + 0; u = s; sub(/^[0-9.]+/, "", u)
+      return n * (u ~ /^K/ ? 1024 : u ~ /^M/ ? 1048576 : u ~ /^G/ ? 1073741824 : 1) }
+    /Requests\/sec/ { r = $2 } /Transfer\/sec/ { t = bytes($2) }
+    /Socket errors/ { gsub(/,/, ""); e = $4 + $6 + $8 + $10 }
+    /Non-2xx or 3xx/ { n = $NF }
+    END { if (r == "") exit 1; printf "%s %.0f %d %d\n", r, t, e, n }' \
+    || { echo "bench-nginx: no Requests/sec in wrk output for $url:" >&2; echo "$out" >&2; exit 1; }
 }
+
+echo "## nginx (2 workers, sendfile) + wrk -t2 -c50 -d${SECS}s, requests/s, $RUNS run(s)"
 echo
-echo "## nginx (2 workers) + wrk -t2 -c50 -d${SECS}s, requests/s"
+declare -A all
+for run in $(seq "$RUNS"); do
+  for f in 1k 1m; do
+    for t in shm tcp; do
+      if [ $t = shm ]; then r=$(rate "http://$ADDR:$SHM_PORT/$f" "${shm[@]}")
+      else r=$(rate "http://127.0.0.1:$PORT/$f" env); fi
+      read -r rps xfer errs non2xx <<<"$r"
+      echo "run $run: $t $f $rps req/s, socket errors $errs, non-2xx $non2xx"
+      all[$t.$f]+="$rps "
+      [ -z "$JSON" ] || printf '{"transport":"%s","file":"%s","run":%d,"req_per_s":%s,"transfer_bytes_per_s":%s,"socket_errors":%d,"non_2xx":%d}\n' \
+        "$t" "$f" "$run" "$rps" "$xfer" "$errs" "$non2xx" >> "$JSON"
+    done
+  done
+done
+median() { tr ' ' '\n' | grep . | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 echo
 echo "| file | shared memory (preloaded) | kernel TCP (plain) | ratio |"
 echo "|---|---:|---:|---:|"
 for f in 1k 1m; do
-  s=$(rate "http://127.77.0.1:8080/$f" "${shm[@]}")
-  t=$(rate "http://127.0.0.1:$PORT/$f" env)
+  s=$(median <<<"${all[shm.$f]}") t=$(median <<<"${all[tcp.$f]}")
   printf '| %s | %.0f | %.0f | %.2fx |\n' "$f" "$s" "$t" "$(echo "$s $t" | awk '{print $1/$2}')"
 done

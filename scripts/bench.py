@@ -1,0 +1,604 @@
+#!/usr/bin/python3
+"""Usage: scripts/bench.py [--lib PATH] [--sockbench PATH] [--out DIR] [--runs N]
+                          [--secs S] [--nginx-secs S] [--spin-us US] [--no-nginx]
+                          [--note TEXT]
+
+The socket-level benchmark behind `make bench` (issue 6): every figure is
+measured through ordinary socket programs, the emulated ones through the real
+LD_PRELOAD path. tests/bench/sockbench.c (rtt, stream, connrate, floor) runs
+preloaded on the emulated network (127.77.90.1, SHMNET_FALLBACK=never, a
+private SHMNET_DIR per run) and plain over Unix stream sockets and TCP
+loopback; scripts/bench-nginx.sh measures nginx + wrk. Runs are interleaved
+(run 1 of every case, then run 2, ...) and medians are reported.
+
+Prints markdown tables (medians, ratios, issue 6 targets met/missed) and
+writes DIR/results.json, DIR/bench.md and DIR/chart.svg (default target/bench).
+Exits 1 if any run failed (hang, wrong bytes, crash): the failing command is
+printed so it can be rerun by hand.
+
+Only the Python standard library is used.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EMU_ADDR = "127.77.90.1"
+EMU_PARTITIONS = "127.77.90.0/24"
+
+# transport key -> (label, how it runs)
+TRANSPORTS = {
+    "floor": "raw shared memory (floor)",
+    "shm": "emulated (spin {spin})",
+    "shm0": "emulated (SHMNET_SPIN_US=0)",
+    "unix": "Unix stream socket",
+    "tcp": "TCP loopback",
+}
+COLORS = {"floor": "#7f7f7f", "shm": "#d62728", "shm0": "#ff7f0e", "unix": "#1f77b4", "tcp": "#2ca02c"}
+# The issue 6 figures are 64 B and 4 KiB round trips and 64 B, 1 KiB and 64 KiB
+# writes; the sizes between are there for the chart.
+RTT_SIZES = [64, 1024, 4096, 16384]
+STREAM_SIZES = [64, 1024, 4096, 16384, 65536]
+
+
+def fail(msg):
+    sys.stderr.write("bench: " + msg + "\n")
+    sys.exit(1)
+
+
+def parse_args():
+    p = argparse.ArgumentParser(usage=" ".join(__doc__.split("\n\n")[0][len("Usage: "):].split()),
+                                description="libshmnet socket benchmarks (make bench)")
+    p.add_argument("--lib", default=os.path.join(ROOT, "target/release/libshmnet.so"))
+    p.add_argument("--sockbench", default=None, help="default: OUT/sockbench")
+    p.add_argument("--out", default=os.path.join(ROOT, "target/bench"))
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--secs", type=float, default=0.5, help="timed part of each socket run")
+    p.add_argument("--nginx-secs", type=int, default=3, help="wrk duration per run")
+    p.add_argument("--spin-us", default=None,
+                   help="SHMNET_SPIN_US for the spinning emulated runs (default: unset, the library default)")
+    p.add_argument("--no-nginx", action="store_true")
+    p.add_argument("--note", default="", help="free text stored in results.json and printed (e.g. which build)")
+    a = p.parse_args()
+    a.sockbench = a.sockbench or os.path.join(a.out, "sockbench")
+    if a.runs < 1 or a.secs <= 0:
+        fail("--runs must be >= 1 and --secs > 0")
+    for path, what in ((a.lib, "libshmnet.so (build it with 'make')"),
+                       (a.sockbench, "sockbench (cc -O2 -o target/bench/sockbench tests/bench/sockbench.c)")):
+        if not os.path.isfile(path):
+            fail(f"{path} not found: {what}")
+    a.lib = os.path.abspath(a.lib)
+    a.sockbench = os.path.abspath(a.sockbench)
+    return a
+
+
+def default_spin():
+    # docs/configuration.md: SHMNET_SPIN_US defaults to 50.
+    return "50 us, default"
+
+
+class Runner:
+    def __init__(self, args, tmp):
+        self.args = args
+        self.tmp = tmp
+        self.failures = []
+        self.count = 0
+
+    def command(self, transport, mode, size, secs, extra=()):
+        """Returns (env additions, argv) for one sockbench run."""
+        argv = [self.args.sockbench, mode, "--size", str(size), "--secs", str(secs), *extra]
+        env = {}
+        if transport in ("shm", "shm0"):
+            self.count += 1
+            # Not created here: libshmnet creates it, which proves the run
+            # went through the library (a bad setting would silently
+            # measure kernel TCP on 127.77.90.1 instead).
+            d = os.path.join(self.tmp, f"dir{self.count}")
+            env = {"LD_PRELOAD": self.args.lib, "SHMNET_FALLBACK": "never",
+                   "SHMNET_PARTITIONS": EMU_PARTITIONS, "SHMNET_DIR": d}
+            if transport == "shm0":
+                env["SHMNET_SPIN_US"] = "0"
+            elif self.args.spin_us is not None:
+                env["SHMNET_SPIN_US"] = str(self.args.spin_us)
+            argv += ["--tcp", EMU_ADDR]
+        elif transport == "unix":
+            argv += ["--unix", os.path.join(self.tmp, "unix.sock")]
+        elif transport == "tcp":
+            argv += ["--tcp", "127.0.0.1"]
+        return env, argv
+
+    def run(self, transport, mode, size, secs=None, extra=()):
+        secs = self.args.secs if secs is None else secs
+        if transport == "floor":
+            mode = "floor"
+        env, argv = self.command(transport, mode, size, secs, extra)
+        full_env = {k: v for k, v in os.environ.items()
+                    if not k.startswith("SHMNET_") and k != "LD_PRELOAD"}
+        full_env.update(env)
+        # A command line to rerun by hand (the temporary directory is gone by then).
+        shown = ("mkdir -p /tmp/sockbench-repro && "
+                 + " ".join([f"{k}={v}" for k, v in env.items()] + argv).replace(self.tmp, "/tmp/sockbench-repro"))
+        limit = secs + 40
+        try:
+            p = subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=limit)
+        except subprocess.TimeoutExpired as e:
+            err = (e.stderr or b"")
+            err = err.decode(errors="replace") if isinstance(err, bytes) else err
+            return self.failed(shown, f"hung: no result after {limit:.0f} s. {err.strip()}")
+        if p.returncode != 0:
+            why = f"signal {-p.returncode}" if p.returncode < 0 else f"exit status {p.returncode}"
+            return self.failed(shown, f"{why}: {p.stderr.strip()}")
+        if "libshmnet:" in p.stderr:
+            return self.failed(shown, f"libshmnet complained: {p.stderr.strip()}")
+        if "SHMNET_DIR" in env and not os.path.isdir(env["SHMNET_DIR"]):
+            return self.failed(shown, "libshmnet never created SHMNET_DIR: the run did not go "
+                                      "through the library (is LD_PRELOAD working?)")
+        try:
+            return json.loads(p.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            return self.failed(shown, f"unreadable output {p.stdout!r} {p.stderr.strip()}")
+
+    def failed(self, shown, why):
+        self.failures.append({"command": shown, "error": why})
+        sys.stderr.write(f"bench: FAILED: {shown}\n       {why}\n")
+        return None
+
+
+def med(values):
+    v = [x for x in values if x is not None]
+    return statistics.median(v) if v else None
+
+
+def fmt(x, digits=2):
+    if x is None:
+        return "FAILED"
+    if abs(x) >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}f}"
+
+
+def ratio(a, b):
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def fx(x):
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def measure_sockets(args, runner):
+    """All socket figures; returns {key: [values per run]} and the raw results."""
+    cases = []  # (key, transport, mode, size, field)
+    for size in RTT_SIZES:
+        for t in ("floor", "shm", "shm0", "unix", "tcp"):
+            cases.append((f"rtt/{t}/{size}", t, "rtt", size, "rtt_us"))
+    cases.append(("rtt/floor/0", "floor", "floor", 0, "rtt_us"))
+    for size in STREAM_SIZES:
+        for t in ("shm", "unix", "tcp"):
+            cases.append((f"stream/{t}/{size}", t, "stream", size, "gbps"))
+    for t in ("shm", "unix", "tcp"):
+        cases.append((f"connrate/{t}", t, "connrate", 64, "per_s"))
+
+    # Correctness first (not timed): the emulated stream with every byte checked.
+    for size in STREAM_SIZES:
+        r = runner.run("shm", "stream", size, secs=0.2, extra=("--verify",))
+        print(f"check: emulated stream of {size} B writes, every byte verified: "
+              + ("ok" if r else "FAILED"), flush=True)
+
+    values = {c[0]: [] for c in cases}
+    raw = {c[0]: [] for c in cases}
+    start = time.monotonic()
+    for run in range(1, args.runs + 1):
+        for key, t, mode, size, field in cases:
+            r = runner.run(t, mode, size)
+            raw[key].append(r)
+            values[key].append(None if r is None else r[field])
+        print(f"socket run {run}/{args.runs} done ({time.monotonic() - start:.0f} s)", flush=True)
+    return values, raw
+
+
+def measure_nginx(args, out):
+    path = os.path.join(out, "nginx.jsonl")
+    cmd = [os.path.join(ROOT, "scripts/bench-nginx.sh"), "--runs", str(args.runs),
+           "--secs", str(args.nginx_secs), "--json", path, args.lib]
+    print("$ " + " ".join(cmd), flush=True)
+    p = subprocess.run(cmd, text=True, capture_output=True)
+    with open(os.path.join(out, "nginx.md"), "w") as f:
+        f.write(p.stdout)
+    if p.returncode != 0:
+        sys.stderr.write(p.stdout + p.stderr)
+        return None, f"scripts/bench-nginx.sh failed (exit {p.returncode}): {p.stderr.strip()}"
+    rows = [json.loads(line) for line in open(path) if line.strip()]
+    return rows, None
+
+
+def build_results(args, values, raw, nginx_rows, nginx_error, runner, elapsed):
+    m = {k: med(v) for k, v in values.items()}
+    r = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "library": args.lib,
+        "commit": git_head(),
+        "note": args.note,
+        "runs": args.runs,
+        "secs_per_run": args.secs,
+        "spin_us": args.spin_us if args.spin_us is not None else "default (50)",
+        "emulated": {"address": EMU_ADDR, "SHMNET_PARTITIONS": EMU_PARTITIONS,
+                     "SHMNET_FALLBACK": "never"},
+        "units": {"rtt": "us per round trip", "stream": "GB/s (1e9 bytes/s)",
+                  "connrate": "connections/s", "nginx": "requests/s"},
+        "medians": m,
+        "runs_values": values,
+        "raw": raw,
+        "failures": runner.failures,
+        "seconds": round(elapsed, 1),
+    }
+    writes = {}
+    for size in STREAM_SIZES:
+        g = m.get(f"stream/shm/{size}")
+        writes[str(size)] = None if g is None else g * 1e9 / size
+    r["emulated_writes_per_s"] = writes
+    if nginx_rows is not None:
+        ng = {}
+        for t in ("shm", "tcp"):
+            for f in ("1k", "1m"):
+                rs = [x for x in nginx_rows if x["transport"] == t and x["file"] == f]
+                ng[f"{t}/{f}"] = {"median": med([x["req_per_s"] for x in rs]),
+                                  "runs": [x["req_per_s"] for x in rs],
+                                  "socket_errors": sum(x["socket_errors"] for x in rs),
+                                  "non_2xx": sum(x["non_2xx"] for x in rs)}
+        r["nginx"] = ng
+    else:
+        r["nginx"] = {"error": nginx_error}
+    r["targets"] = targets(m, r)
+    return r
+
+
+def paired(r, a, b):
+    """Per-run ratios a/b (both measured within the same interleaved run)."""
+    va, vb = r["runs_values"].get(a, []), r["runs_values"].get(b, [])
+    return [x / y for x, y in zip(va, vb) if x is not None and y]
+
+
+def spread(ratios):
+    return f" (per run {min(ratios):.2f}x - {max(ratios):.2f}x)" if len(ratios) > 1 else ""
+
+
+def targets(m, r):
+    floor, floor0 = m.get("rtt/floor/64"), m.get("rtt/floor/0")
+    spin, spin0 = m.get("rtt/shm/64"), m.get("rtt/shm0/64")
+    unix, tcp = m.get("rtt/unix/64"), m.get("rtt/tcp/64")
+    s64k = ratio(m.get("stream/shm/65536"), m.get("stream/tcp/65536"))
+    w64 = r["emulated_writes_per_s"].get("64")
+    conn = ratio(m.get("connrate/shm"), m.get("connrate/tcp"))
+    ng = r.get("nginx", {})
+
+    def ngr(f):
+        try:
+            return ratio(ng[f"shm/{f}"]["median"], ng[f"tcp/{f}"]["median"])
+        except (KeyError, TypeError):
+            return None
+
+    def t(name, value, ok, shown):
+        return {"target": name, "value": value, "met": None if value is None else bool(ok),
+                "figure": shown}
+
+    v1, v1b = ratio(spin, floor), ratio(tcp, spin)
+    def ngp(f):
+        try:
+            return [x / y for x, y in zip(ng[f"shm/{f}"]["runs"], ng[f"tcp/{f}"]["runs"]) if y]
+        except (KeyError, TypeError):
+            return []
+
+    w64s = [g * 1e9 / 64 for g in r["runs_values"].get("stream/shm/64", []) if g is not None]
+    out = [
+        t("64 B RTT, spinning <= 2x raw floor", v1, v1 is not None and v1 <= 2,
+          f"{fx(v1)} the 64 B-message floor{spread(paired(r, 'rtt/shm/64', 'rtt/floor/64'))}; "
+          f"{fx(ratio(spin, floor0))} the flag-only floor"),
+        t("64 B RTT, spinning >= 50x better than TCP", v1b, v1b is not None and v1b >= 50,
+          f"TCP / emulated = {fx(v1b)}{spread(paired(r, 'rtt/tcp/64', 'rtt/shm/64'))}"),
+        t("64 B RTT, SHMNET_SPIN_US=0 <= Unix", ratio(spin0, unix),
+          spin0 is not None and unix is not None and spin0 <= unix,
+          f"{fmt(spin0)} us vs {fmt(unix)} us = {fx(ratio(spin0, unix))}"
+          f"{spread(paired(r, 'rtt/shm0/64', 'rtt/unix/64'))}"),
+        t("64 KiB streaming >= 5x TCP", s64k, s64k is not None and s64k >= 5,
+          fx(s64k) + spread(paired(r, "stream/shm/65536", "stream/tcp/65536"))),
+        t("64 B writes >= 20 M/s", w64, w64 is not None and w64 >= 20e6,
+          "-" if w64 is None else f"{w64 / 1e6:.1f} M/s"
+          + (f" (per run {min(w64s) / 1e6:.1f} - {max(w64s) / 1e6:.1f} M/s)" if len(w64s) > 1 else "")),
+        t("connections/s >= TCP", conn, conn is not None and conn >= 1,
+          fx(conn) + spread(paired(r, "connrate/shm", "connrate/tcp"))),
+        t("nginx 1 KiB >= 1.3x TCP", ngr("1k"), (ngr("1k") or 0) >= 1.3, fx(ngr("1k")) + spread(ngp("1k"))),
+        t("nginx 1 MiB >= 2x TCP", ngr("1m"), (ngr("1m") or 0) >= 2, fx(ngr("1m")) + spread(ngp("1m"))),
+    ]
+    return out
+
+
+def report(r, spin_label):
+    m = r["medians"]
+    L = []
+    L.append(f"# libshmnet benchmarks ({r['date']}, {r['runs']} runs per figure, medians)")
+    L.append("")
+    L.append(f"Machine: {r['machine']}. Shared, noisy VM: compare ratios within one run.")
+    L.append(f"Load average (1, 5, 15 min) before: {r['loadavg_before']}, after: {r['loadavg_after']} "
+             "(after includes the benchmark's own load).")
+    L.append(f"Library: {r['library']} (work tree {r['commit'] or 'unknown: not a git checkout'}){'; ' + r['note'] if r['note'] else ''}.")
+    L.append(f"Emulated = sockbench preloaded with libshmnet.so on {EMU_ADDR} "
+             f"(SHMNET_FALLBACK=never, private SHMNET_DIR); Unix/TCP = same program, plain.")
+    L.append("")
+    L.append("## Ping-pong round trip (us)")
+    L.append("")
+    L.append("| transport | " + " | ".join(size_label(z) for z in RTT_SIZES)
+             + " | 64 B vs floor | 64 B: TCP / this | 4 KiB: TCP / this |")
+    L.append("|---|" + "---:|" * (len(RTT_SIZES) + 3))
+    for t in ("floor", "shm", "shm0", "unix", "tcp"):
+        a, b = m.get(f"rtt/{t}/64"), m.get(f"rtt/{t}/4096")
+        L.append(f"| {TRANSPORTS[t].format(spin=spin_label)} | "
+                 + " | ".join(fmt(m.get(f"rtt/{t}/{z}")) for z in RTT_SIZES) + " | "
+                 f"{fx(ratio(a, m.get('rtt/floor/64')))} | {fx(ratio(m.get('rtt/tcp/64'), a))} | "
+                 f"{fx(ratio(m.get('rtt/tcp/4096'), b))} |")
+    L.append("")
+    L.append(f"(floor: two processes, a shared buffer and a flag word per direction, "
+             f"each message copied in and out; flag only, no payload: {fmt(m.get('rtt/floor/0'), 3)} us)")
+    L.append("")
+    L.append(f"## Streaming, one connection (GB/s; emulated: spin {spin_label})")
+    L.append("")
+    L.append("| write size | emulated | Unix | TCP | emulated writes/s | emulated / TCP | emulated / Unix |")
+    L.append("|---:|---:|---:|---:|---:|---:|---:|")
+    for size in STREAM_SIZES:
+        e, u, t = (m.get(f"stream/{x}/{size}") for x in ("shm", "unix", "tcp"))
+        w = r["emulated_writes_per_s"][str(size)]
+        L.append(f"| {size_label(size)} | {fmt(e)} | {fmt(u)} | {fmt(t)} | "
+                 f"{'-' if w is None else f'{w / 1e6:.2f} M'} | {fx(ratio(e, t))} | {fx(ratio(e, u))} |")
+    L.append("")
+    L.append("## Connections (connect, 1-byte request, 1-byte reply, close)")
+    L.append("")
+    L.append("| transport | connections/s | vs TCP |")
+    L.append("|---|---:|---:|")
+    for t in ("shm", "unix", "tcp"):
+        c = m.get(f"connrate/{t}")
+        label = "emulated" if t == "shm" else TRANSPORTS[t]
+        L.append(f"| {label} | {fmt(c)} | {fx(ratio(c, m.get('connrate/tcp')))} |")
+    L.append("")
+    ng = r["nginx"]
+    if "error" in ng:
+        if ng["error"]:
+            L.append(f"## nginx + wrk: FAILED ({ng['error']})")
+            L.append("")
+    else:
+        L.append("## nginx (2 workers, sendfile) + wrk -t2 -c50 (requests/s)")
+        L.append("")
+        L.append("| file | emulated (preloaded) | kernel TCP | ratio | wrk socket errors (emulated / TCP, all runs) |")
+        L.append("|---|---:|---:|---:|---:|")
+        for f, name in (("1k", "1 KiB"), ("1m", "1 MiB")):
+            s, t = ng[f"shm/{f}"], ng[f"tcp/{f}"]
+            L.append(f"| {name} | {fmt(s['median'])} | {fmt(t['median'])} | "
+                     f"{fx(ratio(s['median'], t['median']))} | {s['socket_errors']} / {t['socket_errors']} |")
+        L.append("")
+    L.append("## Issue 6 targets")
+    L.append("")
+    L.append("Met/missed is judged on the medians; the per-run ratios (both sides measured in the")
+    L.append("same interleaved run) show how stable the verdict is on this machine.")
+    L.append("")
+    L.append("| target | this run | |")
+    L.append("|---|---|---|")
+    for t in r["targets"]:
+        status = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
+        L.append(f"| {t['target']} | {t['figure']} | {status} |")
+    if r["failures"]:
+        L.append("")
+        L.append(f"## FAILED runs ({len(r['failures'])})")
+        L.append("")
+        for f in r["failures"]:
+            L.append(f"- `{f['command']}`: {f['error']}")
+    return "\n".join(L) + "\n"
+
+
+# ---------------------------------------------------------------- chart (SVG)
+
+def esc(s):
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def log_ticks(lo, hi):
+    import math
+    a, b = math.floor(math.log10(lo)), math.ceil(math.log10(hi))
+    return [10.0 ** e for e in range(a, b + 1)]
+
+
+def tick_label(v):
+    if v >= 1e6:
+        return f"{v / 1e6:g}M"
+    if v >= 1e3:
+        return f"{v / 1e3:g}k"
+    return f"{v:g}"
+
+
+def size_label(s):
+    return f"{s // 1024} KiB" if s >= 1024 else f"{s} B"
+
+
+def line_panel(x0, y0, w, h, title, ylabel, xs, series):
+    """series: [(label, color, [y or None per x])]; log-log axes."""
+    import math
+    ys = [y for _, _, v in series for y in v if y]
+    out = [f'<text x="{x0 + w / 2}" y="{y0 - 10}" text-anchor="middle" font-weight="bold">{esc(title)}</text>']
+    if not ys:
+        return out + [f'<text x="{x0 + w / 2}" y="{y0 + h / 2}" text-anchor="middle">no data</text>']
+    ticks = log_ticks(min(ys), max(ys))
+    lo, hi = math.log10(ticks[0]), math.log10(ticks[-1])
+    if hi == lo:
+        hi = lo + 1
+    lx = [math.log2(x) for x in xs]
+    pad = 0.4
+
+    def px(i):
+        return x0 + (lx[i] - lx[0] + pad) / (lx[-1] - lx[0] + 2 * pad) * w
+
+    def py(y):
+        return y0 + h - (math.log10(y) - lo) / (hi - lo) * h
+
+    out.append(f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#444"/>')
+    for t in ticks:
+        yy = py(t)
+        out.append(f'<line x1="{x0}" y1="{yy:.1f}" x2="{x0 + w}" y2="{yy:.1f}" stroke="#ddd"/>')
+        out.append(f'<text x="{x0 - 6}" y="{yy + 4:.1f}" text-anchor="end" font-size="11">{tick_label(t)}</text>')
+    for i, x in enumerate(xs):
+        out.append(f'<text x="{px(i):.1f}" y="{y0 + h + 16}" text-anchor="middle" font-size="11">{size_label(x)}</text>')
+    out.append(f'<text x="{x0 + w / 2}" y="{y0 + h + 34}" text-anchor="middle" font-size="11">message / write size</text>')
+    out.append(f'<text transform="translate({x0 - 46},{y0 + h / 2}) rotate(-90)" text-anchor="middle" font-size="11">{esc(ylabel)}</text>')
+    for k, (label, color, v) in enumerate(series):
+        pts = [(px(i), py(y)) for i, y in enumerate(v) if y]
+        if len(pts) > 1:
+            out.append(f'<polyline fill="none" stroke="{color}" stroke-width="2" points="'
+                       + " ".join(f"{a:.1f},{b:.1f}" for a, b in pts) + '"/>')
+        for a, b in pts:
+            out.append(f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3.5" fill="{color}"/>')
+        ly = y0 + 14 + 15 * k
+        out.append(f'<line x1="{x0 + w + 12}" y1="{ly - 4}" x2="{x0 + w + 30}" y2="{ly - 4}" stroke="{color}" stroke-width="2"/>')
+        out.append(f'<text x="{x0 + w + 34}" y="{ly}" font-size="11">{esc(label)}</text>')
+    return out
+
+
+def bar_panel(x0, y0, w, h, title, groups, series, per_group=False):
+    """groups: [name]; series: [(label, color, [value per group])]; linear axis from 0
+    (per_group: each group scaled to its own maximum; the bars carry their values)."""
+    vals = [y for _, _, v in series for y in v if y]
+    out = [f'<text x="{x0 + w / 2}" y="{y0 - 10}" text-anchor="middle" font-weight="bold">{esc(title)}</text>']
+    if not vals:
+        return out + [f'<text x="{x0 + w / 2}" y="{y0 + h / 2}" text-anchor="middle">no data</text>']
+    top = max(vals) * 1.15
+    out.append(f'<rect x="{x0}" y="{y0}" width="{w}" height="{h}" fill="none" stroke="#444"/>')
+    gw = w / len(groups)
+    bw = gw * 0.7 / len(series)
+    for g, name in enumerate(groups):
+        out.append(f'<text x="{x0 + gw * (g + 0.5):.1f}" y="{y0 + h + 16}" text-anchor="middle" font-size="11">{esc(name)}</text>')
+        for k, (label, color, v) in enumerate(series):
+            y = v[g]
+            if not y:
+                continue
+            bx = x0 + gw * g + gw * 0.15 + bw * k
+            gtop = max((v2[g] or 0) for _, _, v2 in series) * 1.15 if per_group else top
+            bh = y / gtop * h
+            out.append(f'<rect x="{bx:.1f}" y="{y0 + h - bh:.1f}" width="{bw - 2:.1f}" height="{bh:.1f}" fill="{color}"/>')
+            out.append(f'<text x="{bx + bw / 2 - 1:.1f}" y="{y0 + h - bh - 3:.1f}" text-anchor="middle" font-size="10">{tick_label(round(y, -2) if y >= 1000 else round(y))}</text>')
+    for k, (label, color, _) in enumerate(series):
+        ly = y0 + 14 + 15 * k
+        out.append(f'<rect x="{x0 + w + 12}" y="{ly - 9}" width="12" height="10" fill="{color}"/>')
+        out.append(f'<text x="{x0 + w + 28}" y="{ly}" font-size="11">{esc(label)}</text>')
+    return out
+
+
+def chart(r, spin_label):
+    m = r["medians"]
+    W, H = 1100, 760
+    s = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
+         f'font-family="sans-serif" font-size="13">',
+         f'<rect width="{W}" height="{H}" fill="white"/>',
+         f'<text x="{W / 2}" y="24" text-anchor="middle" font-size="16" font-weight="bold">'
+         f'libshmnet: emulated TCP (LD_PRELOAD) vs Unix sockets vs TCP loopback</text>',
+         f'<text x="{W / 2}" y="42" text-anchor="middle" font-size="11" fill="#555">'
+         f'{esc(r["date"])}, medians of {r["runs"]} runs, {esc(r["machine"])} (shared, noisy VM)</text>']
+    rtt_series = [(TRANSPORTS[t].format(spin=spin_label), COLORS[t],
+                   [m.get(f"rtt/{t}/{z}") for z in RTT_SIZES])
+                  for t in ("floor", "shm", "shm0", "unix", "tcp")]
+    s += line_panel(90, 90, 260, 250, "Ping-pong round trip (lower is better)", "us per round trip",
+                    RTT_SIZES, rtt_series)
+    st_series = [(("emulated" if t == "shm" else TRANSPORTS[t]), COLORS[t],
+                  [m.get(f"stream/{t}/{z}") for z in STREAM_SIZES]) for t in ("shm", "unix", "tcp")]
+    s += line_panel(640, 90, 300, 250, "Streaming throughput (higher is better)", "GB/s",
+                    STREAM_SIZES, st_series)
+    conn = [(("emulated" if t == "shm" else TRANSPORTS[t]), COLORS[t], [m.get(f"connrate/{t}")])
+            for t in ("shm", "unix", "tcp")]
+    s += bar_panel(90, 450, 260, 250, "Connections per second", ["connect+request+close"], conn)
+    ng = r["nginx"]
+    if "error" not in ng:
+        ngs = [("emulated (preloaded)", COLORS["shm"], [ng["shm/1k"]["median"], ng["shm/1m"]["median"]]),
+               ("kernel TCP", COLORS["tcp"], [ng["tcp/1k"]["median"], ng["tcp/1m"]["median"]])]
+        s += bar_panel(640, 450, 300, 250, "nginx + wrk requests/s (each file to its own scale)",
+                       ["1 KiB file", "1 MiB file"], ngs, per_group=True)
+    s.append("</svg>")
+    return "\n".join(s) + "\n"
+
+
+# ---------------------------------------------------------------- context
+
+def machine():
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = "?"
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1048576:.0f} GiB"
+    except OSError:
+        pass
+    return f"{os.cpu_count()} vCPU {cpu}, {mem}, Linux {platform.release()}"
+
+
+def loadavg():
+    try:
+        return [float(x) for x in open("/proc/loadavg").read().split()[:3]]
+    except (OSError, ValueError):
+        return [0.0, 0.0, 0.0]
+
+
+def git_head():
+    try:
+        # Read-only; "-dirty" when the work tree has uncommitted changes.
+        return subprocess.run(["git", "-C", ROOT, "describe", "--always", "--dirty"], capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def main():
+    args = parse_args()
+    os.makedirs(args.out, exist_ok=True)
+    spin_label = default_spin() if args.spin_us is None else f"{args.spin_us} us"
+    load_before = loadavg()
+    if load_before[0] > 0.7:
+        print(f"bench: warning: load average {load_before[0]:.2f} before starting: something else "
+              "is running, and with 2 vCPUs the figures will be unreliable", flush=True)
+    start = time.monotonic()
+    tmp = tempfile.mkdtemp(prefix="shmnet-sockbench.", dir="/tmp")
+    try:
+        runner = Runner(args, tmp)
+        values, raw = measure_sockets(args, runner)
+        nginx_rows, nginx_error = (None, "") if args.no_nginx else measure_nginx(args, args.out)
+        if nginx_error:
+            runner.failures.append({"command": "scripts/bench-nginx.sh", "error": nginx_error})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    r = build_results(args, values, raw, nginx_rows, nginx_error, runner, time.monotonic() - start)
+    r["loadavg_before"], r["loadavg_after"] = load_before, loadavg()
+    text = report(r, spin_label)
+    print()
+    print(text)
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(r, f, indent=1)
+    with open(os.path.join(args.out, "bench.md"), "w") as f:
+        f.write(text)
+    with open(os.path.join(args.out, "chart.svg"), "w") as f:
+        f.write(chart(r, spin_label))
+    print(f"wrote {args.out}/results.json, bench.md, chart.svg ({r['seconds']:.0f} s)")
+    if runner.failures:
+        fail(f"{len(runner.failures)} run(s) failed; see above")
+
+
+if __name__ == "__main__":
+    main()
