@@ -144,6 +144,12 @@ fn make(fd: c_int, local: SocketAddr, backlog: c_int, config: &Config) -> Result
     )?);
     let fl = rustix::fs::fcntl_getfl(&tcp)?;
     let nonblock_app = fl.contains(rustix::fs::OFlags::NONBLOCK);
+    let cloexec = rustix::io::fcntl_getfd(app)?.contains(rustix::io::FdFlags::CLOEXEC);
+    if !cloexec {
+        // Inherited across exec with the application's fd, so that the
+        // program exec'd finds the listener behind it (see `inherit`).
+        rustix::io::fcntl_setfd(&tcp, rustix::io::FdFlags::empty())?;
+    }
     let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
     epoll::add(
         &ep,
@@ -160,7 +166,6 @@ fn make(fd: c_int, local: SocketAddr, backlog: c_int, config: &Config) -> Result
     // The listeners themselves never block us; the app's fd (the epoll
     // instance) carries the application's O_NONBLOCK from here on.
     rustix::fs::fcntl_setfl(&tcp, fl | rustix::fs::OFlags::NONBLOCK)?;
-    let cloexec = rustix::io::fcntl_getfd(app)?.contains(rustix::io::FdFlags::CLOEXEC);
     if nonblock_app {
         let efl = rustix::fs::fcntl_getfl(&ep)?;
         rustix::fs::fcntl_setfl(&ep, efl | rustix::fs::OFlags::NONBLOCK)?;
@@ -190,6 +195,16 @@ impl DualListener {
     /// In a forked child: a parent thread may have held the pending list.
     pub(crate) fn reset_after_fork(&self) {
         self.pending.reset_after_fork();
+    }
+
+    /// See `options::mirror_cloexec`.
+    pub(crate) fn set_cloexec(&self, cloexec: bool) {
+        let flags = if cloexec {
+            rustix::io::FdFlags::CLOEXEC
+        } else {
+            rustix::io::FdFlags::empty()
+        };
+        let _ = rustix::io::fcntl_setfd(&self.tcp, flags);
     }
 
     /// The kernel TCP listener, for the calls that go to it.

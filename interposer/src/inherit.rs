@@ -6,6 +6,10 @@
 //! - a listener (a listening Unix socket bound to `tcp4-<ip>-<port>`) is
 //!   adopted: its name says its virtual address, and accept works as before
 //!   (inetd-style servers, `socat EXEC:`);
+//! - a dual listener (`dual`: an epoll instance in front of a kernel TCP
+//!   listener, which is inherited with it when the application's fd was)
+//!   becomes a dual listener again: the kernel listener goes back onto the
+//!   fd number, and gets a new rendezvous;
 //! - a connection cannot be re-attached yet (its ring is not reachable from
 //!   the fd alone), so its fd number is pointed at a closed socket: the
 //!   program reads end-of-stream and gets EPIPE on writes, and one
@@ -62,6 +66,10 @@ pub(crate) fn adopt(config: &Config) {
         .collect();
     for fd in fds {
         let sock = sys::borrow_fd(fd);
+        if is_epoll(fd) {
+            dual_listener(config, fd);
+            continue;
+        }
         if rustix::net::sockopt::socket_domain(sock).ok() != Some(rustix::net::AddressFamily::UNIX)
         {
             continue;
@@ -83,6 +91,62 @@ pub(crate) fn adopt(config: &Config) {
             }
         }
     }
+}
+
+fn is_epoll(fd: i32) -> bool {
+    std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|t| t.as_os_str().as_bytes() == b"anon_inode:[eventpoll]")
+}
+
+/// An inherited epoll instance holding a listening TCP socket is a dual
+/// listener of the program that exec'd us (or a program's own epoll set
+/// that happens to watch a listener: then the fd is left alone unless the
+/// listener is its only entry).
+fn dual_listener(config: &Config, fd: i32) {
+    let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")) else {
+        return;
+    };
+    let targets: Vec<i32> = info
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("tfd:")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let [tcp] = targets[..] else {
+        return;
+    };
+    let t = sys::borrow_fd(tcp);
+    let inet = matches!(
+        rustix::net::sockopt::socket_domain(t),
+        Ok(rustix::net::AddressFamily::INET | rustix::net::AddressFamily::INET6)
+    );
+    if !inet || !rustix::net::sockopt::socket_acceptconn(t).unwrap_or(false) {
+        return;
+    }
+    let app = sys::borrow_fd(fd);
+    let cloexec =
+        rustix::io::fcntl_getfd(app).is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
+    // The application's blocking mode was the epoll instance's.
+    let nonblock =
+        rustix::fs::fcntl_getfl(app).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+    if let Ok(fl) = rustix::fs::fcntl_getfl(t) {
+        let fl = if nonblock {
+            fl | rustix::fs::OFlags::NONBLOCK
+        } else {
+            fl - rustix::fs::OFlags::NONBLOCK
+        };
+        let _ = rustix::fs::fcntl_setfl(t, fl);
+    }
+    if sys::dup_onto(t, fd, cloexec).is_err() {
+        return;
+    }
+    sys::close_inherited(tcp);
+    log!(debug, "fd {fd}: an inherited dual listener, made again");
+    let _ = crate::dual::listen(fd, libc::SOMAXCONN, config);
 }
 
 /// Points `fd` at a socket whose peer is closed (EOF on read, EPIPE on write).

@@ -145,6 +145,10 @@ pub(crate) fn setsockopt(
 /// `fcntl` and `fcntl64`. F_DUPFD/F_DUPFD_CLOEXEC of an fd of ours share
 /// its socket; everything else acts on the real object behind the fd.
 pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> Action<c_int> {
+    if cmd == libc::F_SETFD {
+        mirror_cloexec(fd, arg as c_int & libc::FD_CLOEXEC != 0);
+        return Action::Pass;
+    }
     if cmd != libc::F_DUPFD && cmd != libc::F_DUPFD_CLOEXEC {
         return Action::Pass;
     }
@@ -160,6 +164,14 @@ pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> Action<c_int> {
             .and_then(|f| rustix::io::fcntl_setfd(&f, rustix::io::FdFlags::empty()).map(|()| f))
     };
     share(new, sock)
+}
+
+/// A dual listener's kernel listener goes across exec exactly when the
+/// application's fd does (set_inheritable, F_SETFD, FIOCLEX/FIONCLEX).
+fn mirror_cloexec(fd: c_int, cloexec: bool) {
+    if let Some(Socket::Dual(d)) = registry::get(fd).as_deref() {
+        d.set_cloexec(cloexec);
+    }
 }
 
 /// Registers a new fd that refers to the same socket.
@@ -182,6 +194,10 @@ pub(crate) fn share(
 /// FIONREAD counts the ring's bytes; FIONBIO and the rest act on the real
 /// object behind the fd.
 pub(crate) fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> Action<c_int> {
+    if request == libc::FIOCLEX as c_ulong || request == libc::FIONCLEX as c_ulong {
+        mirror_cloexec(fd, request == libc::FIOCLEX as c_ulong);
+        return Action::Pass;
+    }
     if request != libc::FIONREAD as c_ulong {
         return Action::Pass;
     }

@@ -475,6 +475,14 @@ pub(crate) unsafe fn epoll_event_copy(ev: *const libc::epoll_event) -> libc::epo
     unsafe { ptr::read_unaligned(ev) }
 }
 
+/// Closes an fd inherited across exec that nothing in this process owns
+/// (a dual listener's kernel listener, after it was moved onto the
+/// application's fd number).
+pub(crate) fn close_inherited(fd: c_int) {
+    // SAFETY: closing a plain fd number; no Rust object owns it.
+    unsafe { libc::close(fd) };
+}
+
 /// Sends SIGPIPE to the calling thread, as a write to a closed TCP
 /// connection does without MSG_NOSIGNAL.
 pub(crate) fn raise_sigpipe() {

@@ -130,7 +130,11 @@ fn log_without_file_goes_to_stderr_only() {
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("through shared memory"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("through shared memory"),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -310,3 +310,188 @@ fn port_taken_by_a_kernel_listener_is_eaddrinuse() {
     assert_eq!(out.stdout.trim(), "error EADDRINUSE", "{}", out.stderr);
     srv.kill();
 }
+
+/// A listener inherited across exec (servers that re-exec themselves, or
+/// hand their listener to a program they run) keeps working: the exec'd
+/// program finds the kernel listener on its fd and a new rendezvous.
+#[test]
+fn dual_listener_inherited_across_exec() {
+    let env = Env::new("lo-exec");
+    let child = "import socket, sys, hashlib\n\
+        s = socket.socket(fileno=int(sys.argv[1]))\n\
+        print('port', s.getsockname()[1], flush=True)\n\
+        for i in range(2):\n    \
+            c, a = s.accept()\n    \
+            h = hashlib.sha256()\n    \
+            while (b := c.recv(65536)):\n        h.update(b)\n    \
+            c.sendall(h.hexdigest().encode()); c.close()\n    \
+            print('served', i, flush=True)\n";
+    let parent = format!(
+        "import os, socket, sys\n\
+         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)\n\
+         s.set_inheritable(True)\n\
+         os.execv(sys.executable, [sys.executable, '-c', {child:?}, str(s.fileno())])\n"
+    );
+    let mut cmd = py(&parent, &[]);
+    cmd.env("SHMNET_DIR", env.shm_dir());
+    let mut srv = start("exec'd server", &mut cmd);
+    let port = srv.expect("port ")[5..].to_string();
+    for (pre, id) in [(true, "pre"), (false, "plain")] {
+        let args = ["client", "127.0.0.1", port.as_str(), "300000", id];
+        let mut cmd = if pre {
+            env.pre(&args)
+        } else {
+            env.plain(&args)
+        };
+        let mut c = start(id, &mut cmd);
+        c.expect("ok ");
+        c.finish_clean();
+    }
+    srv.expect("served 1");
+    srv.finish_clean();
+    let s = env.stats();
+    assert_eq!(
+        (s.get("shm"), s.get("accepted_shm")),
+        (Some(&1), Some(&1)),
+        "{s:?}"
+    );
+}
+
+/// A free loopback port (the kernel's pick; free again once returned).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn sha256_of(path: &std::path::Path) -> String {
+    let out = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .to_string()
+}
+
+/// curl, preloaded or not, downloading `url` to `to`; panics on failure.
+fn curl(env: &Env, pre: bool, url: &str, to: &std::path::Path) {
+    let mut cmd = if pre {
+        let mut c = preloaded("curl");
+        c.env("SHMNET_DIR", env.shm_dir());
+        c
+    } else {
+        let mut c = Command::new("curl");
+        c.env_remove("LD_PRELOAD");
+        c
+    };
+    let out = cmd
+        .args(["-sS", "--max-time", "20", "-o"])
+        .arg(to)
+        .arg(url)
+        .stdin(Stdio::null())
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "curl {url} (preloaded: {pre}): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// nginx (master and 2 workers, edge-triggered epoll with EPOLLEXCLUSIVE,
+/// sendfile) preloaded on 127.0.0.1 in the default mode: preloaded curl
+/// goes through shared memory, plain curl through kernel TCP, to the same
+/// listener; python's http.server without the library serves a preloaded
+/// curl over kernel TCP (fallback counted).
+#[test]
+fn nginx_and_curl_mixed_pairs() {
+    let env = Env::new("lo-nginx");
+    let prefix = env.dir.join("nginx");
+    let www = prefix.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::create_dir_all(prefix.join("tmp")).unwrap();
+    let file = www.join("f.bin");
+    let data: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&file, &data).unwrap();
+    let want = sha256_of(&file);
+    let port = free_port();
+    let conf = format!(
+        "user root;\nworker_processes 2;\ndaemon off;\nmaster_process on;\npid nginx.pid;\n\
+         error_log stderr warn;\nevents {{ worker_connections 256; }}\n\
+         http {{ access_log off; sendfile on; default_type application/octet-stream;\n\
+         client_body_temp_path tmp/body; proxy_temp_path tmp/proxy; fastcgi_temp_path tmp/fastcgi;\n\
+         uwsgi_temp_path tmp/uwsgi; scgi_temp_path tmp/scgi;\n\
+         server {{ listen 127.0.0.1:{port}; root www; }} }}\n"
+    );
+    std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
+    let nginx_bin = ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
+        .iter()
+        .find(|p| std::path::Path::new(p).is_file())
+        .expect("nginx is not installed: scripts/install-deps.sh installs it");
+    let mut cmd = preloaded(nginx_bin);
+    cmd.env("SHMNET_DIR", env.shm_dir())
+        .arg("-p")
+        .arg(format!("{}/", prefix.display()))
+        .args(["-c", "nginx.conf", "-e", "stderr"]);
+    let mut nginx = Background::start("nginx", &mut cmd, Duration::from_secs(60), true);
+    let url = format!("http://127.0.0.1:{port}/f.bin");
+    let got = env.dir.join("got.bin");
+    // Up when a plain curl gets through.
+    let up = (0..100).any(|_| {
+        std::thread::sleep(Duration::from_millis(50));
+        Command::new("curl")
+            .env_remove("LD_PRELOAD")
+            .args(["-sf", "--max-time", "2", "-o", "/dev/null", &url])
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    assert!(up, "nginx did not come up:\n{}", nginx.kill());
+    for i in 0..6 {
+        let pre = i % 2 == 0;
+        let _ = std::fs::remove_file(&got);
+        curl(&env, pre, &url, &got);
+        assert_eq!(
+            sha256_of(&got),
+            want,
+            "download {i} (preloaded: {pre}) differs"
+        );
+    }
+    let s = env.stats();
+    let log = nginx.kill();
+    assert!(
+        !log.contains("[alert]") && !log.contains("[emerg]") && !log.contains("libshmnet"),
+        "nginx: {log}"
+    );
+    assert_eq!(
+        (s.get("shm"), s.get("accepted_shm")),
+        (Some(&3), Some(&3)),
+        "{s:?}"
+    );
+
+    // A plain server: a preloaded curl falls back to kernel TCP.
+    let mut srv = Command::new(python());
+    srv.env_remove("LD_PRELOAD")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", "0"])
+        .current_dir(&www);
+    let mut srv = Background::start("http.server", &mut srv, Duration::from_secs(60), false);
+    let line = srv.expect("Serving HTTP");
+    let port = line
+        .split("port ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .expect("http.server port")
+        .to_string();
+    let _ = std::fs::remove_file(&got);
+    curl(&env, true, &format!("http://127.0.0.1:{port}/f.bin"), &got);
+    assert_eq!(sha256_of(&got), want);
+    srv.kill();
+    let s = env.stats();
+    assert_eq!(s.get("fallback_no_listener"), Some(&1), "{s:?}");
+}
