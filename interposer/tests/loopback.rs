@@ -495,3 +495,45 @@ fn nginx_and_curl_mixed_pairs() {
     let s = env.stats();
     assert_eq!(s.get("fallback_no_listener"), Some(&1), "{s:?}");
 }
+
+/// A preloaded client's fallback is the kernel's own connect on the same
+/// socket: non-blocking (EINPROGRESS, then POLLOUT and SO_ERROR 0), with
+/// the options set before it; a closed port is ECONNREFUSED via SO_ERROR.
+#[test]
+fn fallback_keeps_nonblocking_connect_and_options() {
+    let env = Env::new("lo-nbfallback");
+    let (mut srv, port) = server(&env, false, "127.0.0.1", 1);
+    let closed = free_port();
+    let script = format!(
+        "import socket, select, errno\n\
+         def attempt(port):\n    \
+             c = socket.socket()\n    \
+             c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)\n    \
+             c.setblocking(False)\n    \
+             r = c.connect_ex(('127.0.0.1', port))\n    \
+             select.select([], [c], [], 5)\n    \
+             e = c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)\n    \
+             nd = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)\n    \
+             print(errno.errorcode.get(r, r), errno.errorcode.get(e, e), nd, flush=True)\n    \
+             return c\n\
+         c = attempt({port})\n\
+         c.setblocking(True)\n\
+         c.sendall(b'nb______' + b'x' * 1000); c.shutdown(socket.SHUT_WR)\n\
+         print('digest', len(c.recv(100)))\n\
+         attempt({closed})\n"
+    );
+    let mut cmd = py(&script, &[]);
+    cmd.env("SHMNET_DIR", env.shm_dir());
+    let out = run(&mut cmd);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        ["EINPROGRESS 0 1", "digest 64", "EINPROGRESS ECONNREFUSED 1"],
+        "{}",
+        out.stderr
+    );
+    srv.expect("served nb 1008");
+    srv.finish_clean();
+    let s = env.stats();
+    assert_eq!(s.get("fallback_no_listener"), Some(&2), "{s:?}");
+}
