@@ -585,4 +585,15 @@ mod tests {
         assert_eq!(cell.publish(2), (&1, false));
         assert_eq!(cell.get(), Some(&1));
     }
+
+    /// Fallback to kernel TCP only ever targets this host. (No socket is
+    /// made here: 2001:db8::/32 is the documentation prefix, on no
+    /// interface of a test machine.)
+    #[test]
+    fn local_addresses_are_loopback_or_an_interfaces() {
+        for local in ["127.0.0.1", "127.77.3.4", "::1", "::ffff:127.0.0.1"] {
+            assert!(is_local_address(local.parse().unwrap()), "{local}");
+        }
+        assert!(!is_local_address("2001:db8::1".parse().unwrap()));
+    }
 }
