@@ -149,6 +149,10 @@ pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> Action<c_int> {
         mirror_cloexec(fd, arg as c_int & libc::FD_CLOEXEC != 0);
         return Action::Pass;
     }
+    if cmd == libc::F_SETFL {
+        forget_nonblocking(fd);
+        return Action::Pass;
+    }
     if cmd != libc::F_DUPFD && cmd != libc::F_DUPFD_CLOEXEC {
         return Action::Pass;
     }
@@ -174,6 +178,13 @@ fn mirror_cloexec(fd: c_int, cloexec: bool) {
     }
 }
 
+/// A connection remembers O_NONBLOCK; the application just changed it.
+fn forget_nonblocking(fd: c_int) {
+    if let Some(Socket::Stream(c)) = registry::get(fd).as_deref() {
+        c.forget_nonblocking();
+    }
+}
+
 /// Registers a new fd that refers to the same socket.
 pub(crate) fn share(
     new: rustix::io::Result<std::os::fd::OwnedFd>,
@@ -194,6 +205,10 @@ pub(crate) fn share(
 /// FIONREAD counts the ring's bytes; FIONBIO and the rest act on the real
 /// object behind the fd.
 pub(crate) fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> Action<c_int> {
+    if request == libc::FIONBIO as c_ulong {
+        forget_nonblocking(fd);
+        return Action::Pass;
+    }
     if request == libc::FIOCLEX as c_ulong || request == libc::FIONCLEX as c_ulong {
         mirror_cloexec(fd, request == libc::FIOCLEX as c_ulong);
         return Action::Pass;

@@ -511,19 +511,39 @@ impl Bell {
 
     /// Waits for a doorbell byte or hang-up; Err(INTR) on a signal.
     ///
-    /// Without a timeout this is a blocking `recv(MSG_PEEK)` of one byte,
-    /// so the kernel applies its own signal rules: restarted under
-    /// SA_RESTART, EINTR otherwise — exactly what the application's recv on
-    /// a kernel socket would do. (Only called when the fd is blocking.)
-    fn wait(&self, timeout: Option<Duration>) -> Result<bool, Errno> {
+    /// Without a timeout this is a blocking `recv` of one byte, so the
+    /// kernel applies its own signal rules: restarted under SA_RESTART,
+    /// EINTR otherwise — exactly what the application's recv on a kernel
+    /// socket would do. (Only called when the fd is blocking.) The byte is
+    /// taken (and counted): it was rung for data the caller is about to
+    /// read, so no settling is needed afterwards.
+    fn wait(&self, timeout: Option<Duration>) -> Result<Woke, Errno> {
         if timeout.is_none() {
             let mut one = [0u8; 1];
-            return match rustix::net::recv(&self.fd, &mut one, RecvFlags::PEEK) {
-                Ok(_) | Err(Errno::AGAIN) => Ok(true),
+            // Not before the receive half is attached: the byte could not
+            // be counted as taken yet.
+            let flags = if self.taken.get().is_some() {
+                RecvFlags::empty()
+            } else {
+                RecvFlags::PEEK
+            };
+            return match rustix::net::recv(&self.fd, &mut one, flags) {
+                Ok((0, _)) => Ok(Woke::HungUp),
+                Ok(_) => {
+                    if flags.is_empty() {
+                        if one[0] != DOORBELL {
+                            self.foreign.store(true, Ordering::Relaxed);
+                        }
+                        self.took(1);
+                    }
+                    Ok(Woke::Rung)
+                }
+                // Made non-blocking meanwhile (by another process).
+                Err(Errno::AGAIN) => Ok(Woke::Rung),
                 Err(e) => Err(e),
             };
         }
-        handshake::wait_readable(self.fd.as_fd(), timeout)
+        handshake::wait_readable(self.fd.as_fd(), timeout).map(|_| Woke::Rung)
     }
 }
 
@@ -544,6 +564,14 @@ impl Doorbell for Bell {
             };
         }
     }
+}
+
+/// Why `Bell::wait` returned.
+enum Woke {
+    /// A doorbell (or the deadline, or a spurious wake-up): look again.
+    Rung,
+    /// The peer's end is closed, or ours shut for reading.
+    HungUp,
 }
 
 /// The consumer's side of write-space: when it frees room while the writer
@@ -591,6 +619,8 @@ pub(crate) struct Connection {
     shut_wr: Arc<AtomicBool>,
     /// Registered with EPOLLET somewhere (see `readiness`).
     edge: AtomicBool,
+    /// O_NONBLOCK: 0 unknown, 1 blocking, 2 non-blocking (`nonblocking`).
+    nonblock: std::sync::atomic::AtomicU8,
     /// SO_ERROR: an error to report once.
     pub error: AtomicI32,
     spin: Duration,
@@ -702,6 +732,7 @@ impl Connection {
             fork_generation: registry::fork_generation(),
             shut_rd: AtomicBool::new(false),
             edge: AtomicBool::new(false),
+            nonblock: std::sync::atomic::AtomicU8::new(0),
             shut_wr: Arc::new(AtomicBool::new(false)),
             error: AtomicI32::new(0),
             spin,
@@ -794,6 +825,28 @@ impl Connection {
         Ok((sock, conn))
     }
 
+    /// Whether the fd is non-blocking (O_NONBLOCK of the open file),
+    /// remembered between calls: the fcntl hooks forget it when the
+    /// application changes it. Looked up every time once another process
+    /// shares the file (it may change the flag past us).
+    fn nonblocking(&self) -> bool {
+        match self.nonblock.load(Ordering::Relaxed) {
+            1 if !self.shared() => false,
+            2 if !self.shared() => true,
+            _ => {
+                let nb = self.bell.nonblocking();
+                self.nonblock
+                    .store(if nb { 2 } else { 1 }, Ordering::Relaxed);
+                nb
+            }
+        }
+    }
+
+    /// The application changed O_NONBLOCK (F_SETFL, FIONBIO).
+    pub(crate) fn forget_nonblocking(&self) {
+        self.nonblock.store(0, Ordering::Relaxed);
+    }
+
     /// Whether another process shares this connection (a fork since it was
     /// made): then each direction is also serialised across processes.
     fn shared(&self) -> bool {
@@ -834,8 +887,17 @@ impl Connection {
     ///
     /// Returns whether data arrived meanwhile; Err for a hang-up with an
     /// empty ring (end of stream) or for foreign bytes.
-    fn settle(&self, rx: &mut Consumer) -> Result<bool, Settled> {
-        let pending = self.bell.peek();
+    fn settle(&self, rx: &mut Consumer, check_peer: bool) -> Result<bool, Settled> {
+        // Looking at what is queued (a system call) tells a hang-up and
+        // foreign bytes; a blocking reader learns both from its wait instead.
+        let pending = if check_peer {
+            self.bell.peek()
+        } else {
+            Pending {
+                hung_up: false,
+                foreign: false,
+            }
+        };
         if pending.foreign || self.bell.foreign.load(Ordering::Relaxed) {
             log!(
                 error,
@@ -848,7 +910,7 @@ impl Connection {
             return Err(Settled::Foreign);
         }
         let start = Instant::now();
-        if !rx.wait_producer_idle(SETTLE_PATIENCE) {
+        if !rx.wait_producer_idle(SETTLE_PATIENCE, || !self.bell.hung_up()) {
             log!(
                 debug,
                 "{} <- {}: producer busy for {SETTLE_PATIENCE:?}",
@@ -927,6 +989,10 @@ impl Connection {
         let mut total = 0usize;
         // SO_RCVTIMEO, looked up only once a call would block.
         let mut deadline: Option<Option<Instant>> = None;
+        // Whether this call may block, looked up once it would.
+        let mut blocking: Option<bool> = None;
+        let mut spun = false;
+        let mut hung_up = false;
         loop {
             if self.shut_rd.load(Ordering::Relaxed) {
                 return Ok(total);
@@ -968,23 +1034,40 @@ impl Connection {
                                 // Emptied the ring? Then drop the doorbell bytes of
                                 // the data just read, or a poller would see the fd
                                 // readable with nothing to read.
-                                if !peek
-                                    && rx.available() == Ok(0)
-                                    && (self.owed(rx) > 0 || rx.producer_busy())
-                                {
-                                    let _ = self.settle(rx);
+                                // (A producer still inside its write can only
+                                // ring for it if our flag is up; a flag seen
+                                // down was cleared by a ring already counted.)
+                                if !peek && rx.available() == Ok(0) {
+                                    let armed = rx.is_armed(WaitKind::Doorbell);
+                                    if self.owed(rx) > 0 || (armed && rx.producer_busy()) {
+                                        let _ = self.settle(rx, false);
+                                    }
                                 }
                                 if !waitall || total >= want {
                                     return Ok(total);
                                 }
                                 Step::Again
                             }
-                            Err(RingError::WouldBlock) => match self.settle(rx) {
-                                Ok(true) => Step::Again,
-                                Ok(false) => Step::Wait,
-                                Err(Settled::HungUp) => return Ok(total),
-                                Err(Settled::Foreign) => return Err(Errno::CONNRESET),
-                            },
+                            Err(RingError::WouldBlock) => {
+                                let block = *blocking
+                                    .get_or_insert_with(|| !dontwait && !self.nonblocking());
+                                if hung_up {
+                                    return Ok(total); // the peer is gone, the ring empty
+                                }
+                                if block && !spun && !self.spin.is_zero() {
+                                    // Spin before settling: a reader that
+                                    // never raised its flag costs neither
+                                    // side a system call.
+                                    Step::Spin
+                                } else {
+                                    match self.settle(rx, !block) {
+                                        Ok(true) => Step::Again,
+                                        Ok(false) => Step::Wait,
+                                        Err(Settled::HungUp) => return Ok(total),
+                                        Err(Settled::Foreign) => return Err(Errno::CONNRESET),
+                                    }
+                                }
+                            }
                             Err(e) => {
                                 return if total > 0 {
                                     Ok(total)
@@ -996,16 +1079,18 @@ impl Connection {
                     }
                 }
             };
+            if let Step::Spin = step {
+                spun = true;
+                self.spin_until(|| self.readable_hint());
+                continue;
+            }
             if let Step::Wait = step {
-                if dontwait || self.bell.nonblocking() {
+                if !*blocking.get_or_insert_with(|| !dontwait && !self.nonblocking()) {
                     return if total > 0 {
                         Ok(total)
                     } else {
                         Err(Errno::AGAIN)
                     };
-                }
-                if self.spin_until(|| self.readable_hint()) {
-                    continue;
                 }
                 let d = *deadline
                     .get_or_insert_with(|| deadline_after(self.opts.timeout(libc::SO_RCVTIMEO)));
@@ -1014,7 +1099,8 @@ impl Connection {
                     Err(e) => return if total > 0 { Ok(total) } else { Err(e) },
                 };
                 match self.bell.wait(left) {
-                    Ok(_) => {}
+                    Ok(Woke::Rung) => {}
+                    Ok(Woke::HungUp) => hung_up = true,
                     Err(Errno::INTR) if total == 0 => return Err(Errno::INTR),
                     Err(Errno::INTR) => return Ok(total),
                     Err(e) => return Err(e),
@@ -1068,7 +1154,7 @@ impl Connection {
                     && want <= self.atomic_send
                     && !dontwait
                     && !tx.fits(want)
-                    && !self.bell.nonblocking()
+                    && !self.nonblocking()
                 {
                     Err(RingError::WouldBlock)
                 } else {
@@ -1083,7 +1169,7 @@ impl Connection {
                     }
                 }
                 Err(RingError::WouldBlock) => {
-                    if dontwait || self.bell.nonblocking() {
+                    if dontwait || self.nonblocking() {
                         if total > 0 {
                             return Ok(total);
                         }
@@ -1188,7 +1274,7 @@ impl Connection {
                 Ok(n) => return Ok(n),
                 Err(e) => return Err(ring_errno(e)),
             }
-            if dontwait || self.bell.nonblocking() {
+            if dontwait || self.nonblocking() {
                 if self.await_pollout() {
                     continue;
                 }
@@ -1249,6 +1335,7 @@ impl Connection {
 
 enum Step {
     Again,
+    Spin,
     Wait,
 }
 

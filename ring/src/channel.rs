@@ -822,8 +822,14 @@ impl Consumer {
     /// in [`Consumer::doorbells_rung`] (and sent). Yields for a few
     /// microseconds, then sleeps on the word's futex, so that a producer
     /// that was descheduled mid-write gets the CPU. Returns false on timeout.
+    /// `alive` is asked between sleeps: a producer that died inside a write
+    /// stays "busy" forever.
     #[cfg(not(loom))]
-    pub fn wait_producer_idle(&self, patience: std::time::Duration) -> bool {
+    pub fn wait_producer_idle(
+        &self,
+        patience: std::time::Duration,
+        mut alive: impl FnMut() -> bool,
+    ) -> bool {
         use std::time::{Duration, Instant};
         let busy = &self.ch.ctl().producer.busy;
         let start = Instant::now();
@@ -851,6 +857,9 @@ impl Consumer {
             self.ch
                 .parker
                 .wait(busy, BUSY_WAITER, Some(Duration::from_millis(1)));
+            if !alive() {
+                return false;
+            }
         }
     }
 
@@ -912,7 +921,10 @@ impl Consumer {
     /// Whether this reader's waiting flag still holds `how` (not yet cleared
     /// by a wake-up from the producer).
     pub fn is_armed(&self, how: WaitKind) -> bool {
-        self.ch.ctl().wait.reader_waiting.load(Ordering::Relaxed) & how.bits() != 0
+        // SYNC POINT: Acquire pairs with the producer's Release swap that
+        // clears the flag after counting a ring: a flag seen down comes
+        // with the count.
+        self.ch.ctl().wait.reader_waiting.load(Ordering::Acquire) & how.bits() != 0
     }
 
     /// True once the producer closed (EOF after the data drains).
