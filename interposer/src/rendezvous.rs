@@ -66,8 +66,27 @@ pub(crate) fn reserve_named(
     stem: &str,
     addr: SocketAddr,
 ) -> Result<Reservation, Errno> {
-    crate::config::ensure_private_dir(dir)
-        .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::ACCESS))?;
+    match try_reserve(dir, stem, addr) {
+        // The directory was removed since we checked it: make it again.
+        Err(Errno::NOENT) => {
+            DIR_CHECKED.store(false, std::sync::atomic::Ordering::Relaxed);
+            try_reserve(dir, stem, addr)
+        }
+        r => r,
+    }
+}
+
+/// SHMNET_DIR was found (or made) private to us once: connecting does not
+/// check it again on every reservation (mkdir and stat per connect).
+static DIR_CHECKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn try_reserve(dir: &Path, stem: &str, addr: SocketAddr) -> Result<Reservation, Errno> {
+    use std::sync::atomic::Ordering;
+    if !DIR_CHECKED.load(Ordering::Relaxed) {
+        crate::config::ensure_private_dir(dir)
+            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::ACCESS))?;
+        DIR_CHECKED.store(true, Ordering::Relaxed);
+    }
     let path = dir.join(format!("{stem}.lock"));
     for _ in 0..8 {
         let lock = rustix::fs::open(

@@ -53,27 +53,8 @@ impl Options {
         if let Ok(v) = so::socket_reuseport(fd) {
             o.set(libc::SOL_SOCKET, libc::SO_REUSEPORT, &int(v));
         }
-        if let Ok(d) = so::tcp_keepidle(fd) {
-            o.set(
-                libc::IPPROTO_TCP,
-                libc::TCP_KEEPIDLE,
-                &(d.as_secs() as i32).to_ne_bytes(),
-            );
-        }
-        if let Ok(d) = so::tcp_keepintvl(fd) {
-            o.set(
-                libc::IPPROTO_TCP,
-                libc::TCP_KEEPINTVL,
-                &(d.as_secs() as i32).to_ne_bytes(),
-            );
-        }
-        if let Ok(v) = so::tcp_keepcnt(fd) {
-            o.set(
-                libc::IPPROTO_TCP,
-                libc::TCP_KEEPCNT,
-                &(v as i32).to_ne_bytes(),
-            );
-        }
+        // (Not the keepalive timers: each option is a system call on the
+        // connect path, and programs set those after connecting.)
         for (name, id) in [
             (libc::SO_RCVTIMEO, so::Timeout::Recv),
             (libc::SO_SNDTIMEO, so::Timeout::Send),
