@@ -80,13 +80,19 @@ pub(crate) fn reserve_named(
 /// check it again on every reservation (mkdir and stat per connect).
 static DIR_CHECKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-fn try_reserve(dir: &Path, stem: &str, addr: SocketAddr) -> Result<Reservation, Errno> {
+/// `config::ensure_private_dir`, once per process (see `DIR_CHECKED`).
+pub(crate) fn ensure_dir(dir: &Path) -> Result<(), Errno> {
     use std::sync::atomic::Ordering;
     if !DIR_CHECKED.load(Ordering::Relaxed) {
         crate::config::ensure_private_dir(dir)
             .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::ACCESS))?;
         DIR_CHECKED.store(true, Ordering::Relaxed);
     }
+    Ok(())
+}
+
+fn try_reserve(dir: &Path, stem: &str, addr: SocketAddr) -> Result<Reservation, Errno> {
+    ensure_dir(dir)?;
     let path = dir.join(format!("{stem}.lock"));
     for _ in 0..8 {
         let lock = rustix::fs::open(

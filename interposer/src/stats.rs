@@ -53,7 +53,39 @@ fn bump(i: usize) {
         .collect::<Vec<_>>()
         .join(" ");
     let path = config.dir.join(format!("stats-{}", std::process::id()));
-    if crate::config::ensure_private_dir(&config.dir).is_ok() {
+    if crate::rendezvous::ensure_dir(&config.dir).is_ok() {
+        static PRUNED: std::sync::Once = std::sync::Once::new();
+        PRUNED.call_once(|| prune(&config.dir));
         let _ = std::fs::write(path, line + "\n");
+    }
+}
+
+/// Every process that connects leaves its counters behind (they are read
+/// after it exits); the first count of each process removes those of
+/// processes that are gone and were last written over ten minutes ago, so
+/// the directory does not grow without bound.
+fn prune(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(600);
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("stats-"))
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let gone = rustix::process::Pid::from_raw(pid)
+            .is_some_and(|p| rustix::process::test_kill_process(p) == Err(rustix::io::Errno::SRCH));
+        let stale = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t < old);
+        if gone && stale {
+            let _ = std::fs::remove_file(e.path());
+        }
     }
 }
