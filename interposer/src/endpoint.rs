@@ -295,7 +295,7 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
             Some(r) => r,
             None => return fail(Errno::INVAL),
         },
-        _ => match rendezvous::reserve_ephemeral(&config.dir, local_ip_for(&target)) {
+        _ => match rendezvous::connecting_name(&config.dir, local_ip_for(&target)) {
             Ok(r) => r,
             Err(e) if tcp_mode => {
                 log!(debug, "connect(fd {fd}) to {target}: no local name ({e})");

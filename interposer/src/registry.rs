@@ -174,4 +174,5 @@ pub(crate) fn after_fork_child() {
     FORK_GENERATION.fetch_add(1, Ordering::Relaxed);
     SLAB.reset_after_fork();
     for_each_socket(|sock| sock.reset_locks_after_fork());
+    crate::rendezvous::after_fork_child();
 }

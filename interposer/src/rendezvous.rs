@@ -23,9 +23,10 @@ use rustix::io::Errno;
 /// A held reservation of one address:port.
 #[derive(Debug)]
 pub(crate) struct Reservation {
-    /// Closed (releasing the lock) after `drop` removed the file.
-    _lock: crate::socket::InternalFd,
-    path: PathBuf,
+    /// Closed (releasing the lock) after `drop` removed the file; None for
+    /// a connecting socket's port, taken from a block this process holds.
+    _lock: Option<crate::socket::InternalFd>,
+    path: Option<PathBuf>,
     fork_generation: u32,
     pub addr: SocketAddr,
 }
@@ -34,8 +35,150 @@ impl Drop for Reservation {
     fn drop(&mut self) {
         // Only if no fork happened since: a forked copy of the lock fd
         // means another process may still hold the reservation.
-        if self.fork_generation == crate::registry::fork_generation() {
-            let _ = rustix::fs::unlink(&self.path);
+        if let Some(path) = &self.path {
+            if self.fork_generation == crate::registry::fork_generation() {
+                let _ = rustix::fs::unlink(path);
+            }
+        }
+    }
+}
+
+/// Connecting sockets take their local ports from blocks of `BLOCK`
+/// ports, one lock file per block (`tcp4-IP-bFIRST.lock`) held by this
+/// process: a connect costs no file of its own (open, flock, unlink and an
+/// fd per connection before; connections/s and the library's fd budget
+/// both gain). A used-up block is let go; its ports may still name live
+/// connections, and a later holder may hand them out again, which only
+/// makes two connections' local names equal. A port bound on its own
+/// (bind) is skipped; binding a port of a block another process holds is
+/// EADDRINUSE.
+const BLOCK: u16 = 64;
+
+struct Block {
+    ip: IpAddr,
+    next: u16,
+    end: u16,
+    _lock: crate::socket::InternalFd,
+    path: PathBuf,
+}
+
+impl Block {
+    /// Lets the block go, removing its file first (under the lock, as a
+    /// reservation does), so that SHMNET_DIR empties when we are done.
+    fn retire(self) {
+        let _ = rustix::fs::unlink(&self.path);
+    }
+}
+
+static BLOCKS: crate::lock::Mutex<Vec<Block>> = crate::lock::Mutex::new(Vec::new());
+
+fn block_name(ip: IpAddr, first: u16) -> String {
+    match ip {
+        IpAddr::V4(ip) => format!("tcp4-{ip}-b{first}.lock"),
+        IpAddr::V6(ip) => format!("tcp6-{ip}-b{first}.lock"),
+    }
+}
+
+fn block_of(port: u16) -> Option<u16> {
+    EPHEMERAL
+        .contains(&port)
+        .then(|| EPHEMERAL.start() + (port - EPHEMERAL.start()) / BLOCK * BLOCK)
+}
+
+/// The local name of a connecting socket on `ip` (see `BLOCK`).
+pub(crate) fn connecting_name(dir: &Path, ip: IpAddr) -> Result<Reservation, Errno> {
+    ensure_dir(dir)?;
+    let mut blocks = BLOCKS.lock();
+    for _ in 0..4 {
+        if let Some(b) = blocks.iter_mut().find(|b| b.ip == ip) {
+            while b.next < b.end {
+                let addr = SocketAddr::new(ip, b.next);
+                b.next += 1;
+                let own = dir.join(format!("{}.lock", stem(addr)));
+                if rustix::fs::access(&own, rustix::fs::Access::EXISTS).is_err() {
+                    return Ok(Reservation {
+                        _lock: None,
+                        path: None,
+                        fork_generation: crate::registry::fork_generation(),
+                        addr,
+                    });
+                }
+            }
+            if let Some(i) = blocks.iter().position(|b| b.ip == ip) {
+                blocks.swap_remove(i).retire();
+            }
+        }
+        blocks.push(take_block(dir, ip)?);
+        static AT_EXIT: std::sync::Once = std::sync::Once::new();
+        AT_EXIT.call_once(|| crate::sys::at_exit(retire_blocks));
+    }
+    reserve_ephemeral(dir, ip)
+}
+
+fn take_block(dir: &Path, ip: IpAddr) -> Result<Block, Errno> {
+    let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start() + 1) / u32::from(BLOCK);
+    let start = seed() % span;
+    for k in 0..span {
+        let first = EPHEMERAL.start() + ((start + k) % span) as u16 * BLOCK;
+        let lock = rustix::fs::open(
+            dir.join(block_name(ip, first)),
+            OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::RUSR | Mode::WUSR,
+        )?;
+        let lock = crate::socket::InternalFd::new(lock);
+        match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => {}
+            Err(Errno::WOULDBLOCK) => continue,
+            Err(e) => return Err(e),
+        }
+        // Its holder may have removed the file between our open and our
+        // lock (see `reserve_named`): then try the next block.
+        let path = dir.join(block_name(ip, first));
+        let held = rustix::fs::fstat(&lock)?;
+        match rustix::fs::lstat(&path) {
+            Ok(now) if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino) => {
+                return Ok(Block {
+                    ip,
+                    next: first,
+                    end: first + BLOCK,
+                    _lock: lock,
+                    path,
+                });
+            }
+            _ => continue,
+        }
+    }
+    Err(Errno::ADDRNOTAVAIL)
+}
+
+/// Whether another holder's block covers `addr`'s port.
+fn in_held_block(dir: &Path, addr: SocketAddr) -> bool {
+    let Some(first) = block_of(addr.port()) else {
+        return false;
+    };
+    let Ok(f) = rustix::fs::open(
+        dir.join(block_name(addr.ip(), first)),
+        OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    ) else {
+        return false; // never taken
+    };
+    rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive) == Err(Errno::WOULDBLOCK)
+}
+
+/// In a forked child: the blocks are the parent's (the lock is on the open
+/// file both share), so the child takes its own.
+pub(crate) fn after_fork_child() {
+    BLOCKS.reset_after_fork();
+    BLOCKS.lock().clear();
+}
+
+/// At exit: remove our block files (the kernel drops the locks anyway).
+extern "C" fn retire_blocks() {
+    // A thread may hold the list at exit: then leave the files.
+    if let Some(mut blocks) = BLOCKS.try_lock() {
+        for b in blocks.drain(..) {
+            b.retire();
         }
     }
 }
@@ -93,6 +236,9 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), Errno> {
 
 fn try_reserve(dir: &Path, stem: &str, addr: SocketAddr) -> Result<Reservation, Errno> {
     ensure_dir(dir)?;
+    if in_held_block(dir, addr) {
+        return Err(Errno::ADDRINUSE);
+    }
     let path = dir.join(format!("{stem}.lock"));
     for _ in 0..8 {
         let lock = rustix::fs::open(
@@ -112,8 +258,8 @@ fn try_reserve(dir: &Path, stem: &str, addr: SocketAddr) -> Result<Reservation, 
         match rustix::fs::lstat(&path) {
             Ok(now) if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino) => {
                 return Ok(Reservation {
-                    _lock: lock,
-                    path,
+                    _lock: Some(lock),
+                    path: Some(path),
                     fork_generation: crate::registry::fork_generation(),
                     addr,
                 });

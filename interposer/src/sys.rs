@@ -483,6 +483,12 @@ pub(crate) fn close_inherited(fd: c_int) {
     unsafe { libc::close(fd) };
 }
 
+/// Registers `f` to run at normal process exit (atexit(3)).
+pub(crate) fn at_exit(f: extern "C" fn()) {
+    // SAFETY: `f` is a plain function with no arguments, as atexit wants.
+    unsafe { libc::atexit(f) };
+}
+
 /// Sends SIGPIPE to the calling thread, as a write to a closed TCP
 /// connection does without MSG_NOSIGNAL.
 pub(crate) fn raise_sigpipe() {
