@@ -321,9 +321,16 @@ impl DualListener {
             }
         }
         // A blocking accept waits a little for a late message; an event
-        // loop's non-blocking one never does.
-        let patience = if nonblocking {
+        // loop's non-blocking one parks it instead (below) — unless other
+        // processes share this listener (a forked server): the epoll
+        // instance is theirs too, and they would be woken for a connection
+        // only this process can complete. Then it waits a little too.
+        let shared = self.fork_generation != registry::fork_generation();
+        let park = nonblocking && !shared;
+        let patience = if park {
             Duration::ZERO
+        } else if nonblocking {
+            Duration::from_millis(20)
         } else {
             Duration::from_secs(2)
         };
@@ -335,7 +342,7 @@ impl DualListener {
             crate::descriptor::fresh(conn.as_raw_fd());
             match accept_handshake(conn.as_fd(), self.local, true, patience) {
                 Ok(c) => return self.finish(conn, c, addr, len, flags),
-                Err(Errno::TIMEDOUT) if nonblocking => {
+                Err(Errno::TIMEDOUT) if park => {
                     if epoll::add(
                         &self.epoll,
                         &conn,

@@ -171,6 +171,15 @@ impl<const N: usize> Table<N> {
         }
     }
 
+    /// Whether any fd still refers to `handle` (a scan: for rare paths).
+    pub fn refers(&self, handle: Handle) -> bool {
+        self.owned.load(Ordering::Relaxed) > 0
+            && self
+                .entries
+                .iter()
+                .any(|e| e.load(Ordering::Relaxed) == handle.0.get())
+    }
+
     /// Number of fds that are ours.
     pub fn len(&self) -> usize {
         self.owned.load(Ordering::Relaxed)

@@ -80,6 +80,15 @@ pub(crate) fn dispatch<R: CRet>(
                 // Closing must work (no leaked fd), and must neither wait
                 // for a lock nor free memory here: see `defer_release`.
                 if let Some(handle) = fdtable::table().remove(fd) {
+                    // The peer must see the close now: the thread this
+                    // handler interrupted may be waiting for the peer's
+                    // answer to it. Shut the socket down (a kernel call,
+                    // no lock) when no other fd of ours refers to it; the
+                    // ring's own flags follow with the deferred release.
+                    if !fdtable::table().refers(handle) {
+                        let _ =
+                            rustix::net::shutdown(sys::borrow_fd(fd), rustix::net::Shutdown::Both);
+                    }
                     registry::defer_release(handle);
                 }
                 return real();

@@ -492,33 +492,20 @@ impl Bell {
 
     /// Waits for a doorbell byte or hang-up; Err(INTR) on a signal.
     ///
-    /// Without a timeout this is a blocking `recv` of one byte, so the
-    /// kernel applies its own signal rules: restarted under SA_RESTART,
-    /// EINTR otherwise — exactly what the application's recv on a kernel
-    /// socket would do. (Only called when the fd is blocking.) The byte is
-    /// taken (and counted): it was rung for data the caller is about to
-    /// read, so no settling is needed afterwards.
+    /// Without a timeout this is a blocking `recv(MSG_PEEK)` of one byte,
+    /// so the kernel applies its own signal rules: restarted under
+    /// SA_RESTART, EINTR otherwise — exactly what the application's recv on
+    /// a kernel socket would do. (Only called when the fd is blocking.) The
+    /// byte stays queued: the read that follows may leave data in the ring
+    /// (a short buffer, MSG_PEEK), and then the fd must stay readable; it is
+    /// taken when the ring is emptied. (Taking it here lost readability
+    /// after such reads; a review reproduced it.)
     fn wait(&self, timeout: Option<Duration>) -> Result<Woke, Errno> {
         if timeout.is_none() {
             let mut one = [0u8; 1];
-            // Not before the receive half is attached: the byte could not
-            // be counted as taken yet.
-            let flags = if self.taken.get().is_some() {
-                RecvFlags::empty()
-            } else {
-                RecvFlags::PEEK
-            };
-            return match rustix::net::recv(&self.fd, &mut one, flags) {
+            return match rustix::net::recv(&self.fd, &mut one, RecvFlags::PEEK) {
                 Ok((0, _)) => Ok(Woke::HungUp),
-                Ok(_) => {
-                    if flags.is_empty() {
-                        if one[0] != DOORBELL {
-                            self.foreign.store(true, Ordering::Relaxed);
-                        }
-                        self.took(1);
-                    }
-                    Ok(Woke::Rung)
-                }
+                Ok(_) => Ok(Woke::Rung),
                 // Made non-blocking meanwhile (by another process).
                 Err(Errno::AGAIN) => Ok(Woke::Rung),
                 Err(e) => Err(e),
@@ -1025,7 +1012,7 @@ impl Connection {
                                 // ring for it if our flag is up; a flag seen
                                 // down was cleared by a ring already counted.)
                                 if !peek && rx.available() == Ok(0) {
-                                    let armed = rx.is_armed(WaitKind::Doorbell);
+                                    let armed = rx.may_ring();
                                     if self.owed(rx) > 0 || (armed && rx.producer_busy()) {
                                         let _ = self.settle(rx, false);
                                     }

@@ -339,6 +339,10 @@ pub(crate) fn splice(
             Err(e) => return Action::Fail(e.raw_os_error()),
         };
         let pipe = sys::borrow_fd(fd_in);
+        // SPLICE_F_NONBLOCK covers the pipe too: an empty one is EAGAIN.
+        if nonblock && !pipe_ready(pipe, rustix::event::PollFlags::IN) {
+            return Action::Fail(libc::EAGAIN);
+        }
         let got = match rustix::io::read(pipe, &mut buf[..room]) {
             Ok(n) => n,
             Err(e) => return Action::Fail(e.raw_os_error()),
@@ -365,6 +369,18 @@ pub(crate) fn splice(
     if !off_in.is_null() || !off_out.is_null() {
         return Action::Fail(libc::ESPIPE);
     }
+    let pipe = sys::borrow_fd(fd_out);
+    // Non-blocking: no more than the pipe has room for (a write of that
+    // much does not block); a full pipe is EAGAIN.
+    if nonblock {
+        let cap = rustix::pipe::fcntl_getpipe_size(pipe).unwrap_or(buf.len());
+        let queued = rustix::io::ioctl_fionread(pipe).map_or(0, |n| n as usize);
+        let space = cap.saturating_sub(queued);
+        if space == 0 {
+            return Action::Fail(libc::EAGAIN);
+        }
+        buf.truncate(space.min(buf.len()));
+    }
     let peek = libc::MSG_PEEK | if nonblock { libc::MSG_DONTWAIT } else { 0 };
     let got = match conn.recv(&mut [IoSliceMut::new(&mut buf)], peek) {
         Ok(n) => n,
@@ -373,7 +389,6 @@ pub(crate) fn splice(
     if got == 0 {
         return Action::Done(0);
     }
-    let pipe = sys::borrow_fd(fd_out);
     let put = match rustix::io::write(pipe, &buf[..got]) {
         Ok(n) => n,
         Err(e) => return Action::Fail(e.raw_os_error()),
@@ -384,4 +399,14 @@ pub(crate) fn splice(
         Ok(_) => Action::Done(put as ssize_t),
         Err(e) => Action::Fail(e.raw_os_error()),
     }
+}
+
+/// Whether `pipe` is ready for `what` right now (poll with no wait).
+fn pipe_ready(pipe: std::os::fd::BorrowedFd<'_>, what: rustix::event::PollFlags) -> bool {
+    let mut fds = [rustix::event::PollFd::new(&pipe, what)];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut fds, Some(&zero)).is_ok_and(|n| n > 0)
 }
