@@ -964,6 +964,9 @@ impl Connection {
         let mut blocking: Option<bool> = None;
         let mut spun = false;
         let mut hung_up = false;
+        // Woken once already in this call: if the ring is still empty, look
+        // at what woke us (a hang-up, or bytes that are not doorbells).
+        let mut woken = false;
         loop {
             if self.shut_rd.load(Ordering::Relaxed) {
                 return Ok(total);
@@ -1045,7 +1048,7 @@ impl Connection {
                                     // 6 M/s); asleep, it reads in bulk.
                                     Step::Spin
                                 } else {
-                                    match self.settle(rx, !block) {
+                                    match self.settle(rx, !block || woken) {
                                         Ok(true) => Step::Again,
                                         Ok(false) => Step::Wait,
                                         Err(Settled::HungUp) => return Ok(total),
@@ -1083,6 +1086,7 @@ impl Connection {
                     Ok(l) => l,
                     Err(e) => return if total > 0 { Ok(total) } else { Err(e) },
                 };
+                woken = true;
                 match self.bell.wait(left) {
                     Ok(Woke::Rung) => {}
                     Ok(Woke::HungUp) => hung_up = true,
