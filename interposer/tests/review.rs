@@ -220,3 +220,38 @@ fn blocking_recv_follows_sa_restart() {
         assert_eq!(out.stdout.trim(), want, "{mode}");
     }
 }
+
+/// After a blocking recv that waited, the fd stays pollable: a short read
+/// or a MSG_PEEK leaves it readable, and the next message wakes select
+/// (the woken reader once took its doorbell byte in the wait, losing both).
+#[test]
+fn fd_stays_pollable_after_a_blocking_recv_waited() {
+    let out = script("after_wait", &[]);
+    assert!(out.contains("a: 10 readable True rest 90"), "{out}");
+    assert!(out.contains("b: 10 readable True True"), "{out}");
+    assert!(out.contains("c: 100 next message readable True"), "{out}");
+}
+
+/// splice with SPLICE_F_NONBLOCK never blocks on the pipe side.
+#[test]
+fn splice_nonblock_is_eagain_on_the_pipe_side() {
+    let out = script("splice_nonblock", &[]);
+    assert!(out.contains("empty pipe -> socket: EAGAIN fast"), "{out}");
+    assert!(out.contains("socket -> full pipe: EAGAIN fast"), "{out}");
+}
+
+/// close() from a signal handler while the thread is blocked in recv on
+/// another connection: the peer sees the close at once (it answers the
+/// blocked recv only then).
+#[test]
+fn close_from_a_signal_handler_reaches_the_peer_at_once() {
+    let exe = common::build_c("sigclose", &["-O1"]);
+    let dir = tmpdir("sigclose");
+    let out = run(preloaded(&exe)
+        .env("SHMNET_PARTITIONS", "127.77.0.0/16")
+        .env("SHMNET_FALLBACK", "never")
+        .env("SHMNET_DIR", &dir));
+    assert!(out.status.success(), "{}\n{}", out.stdout, out.stderr);
+    let all = format!("{}{}", out.stdout, out.stderr);
+    assert!(all.contains("returned 2"), "{all}");
+}
