@@ -920,6 +920,13 @@ impl Consumer {
 
     /// Whether this reader's waiting flag still holds `how` (not yet cleared
     /// by a wake-up from the producer).
+    /// Whether the producer may ring this reader's doorbell for its next
+    /// publish: the flag is up, or the reader is edge-triggered (which the
+    /// producer rings for every publish). Acquire, as `is_armed`.
+    pub fn may_ring(&self) -> bool {
+        self.ch.ctl().wait.reader_waiting.load(Ordering::Acquire) & (WAIT_DOORBELL | WAIT_EDGE) != 0
+    }
+
     pub fn is_armed(&self, how: WaitKind) -> bool {
         // SYNC POINT: Acquire pairs with the producer's Release swap that
         // clears the flag after counting a ring: a flag seen down comes
