@@ -120,17 +120,11 @@ fn take_block(dir: &Path, ip: IpAddr) -> Result<Block, Errno> {
     let start = seed() % span;
     for k in 0..span {
         let first = EPHEMERAL.start() + ((start + k) % span) as u16 * BLOCK;
-        let lock = rustix::fs::open(
-            dir.join(block_name(ip, first)),
-            OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::RUSR | Mode::WUSR,
-        )?;
-        let lock = crate::socket::InternalFd::new(lock);
-        match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
+        let lock = match lock_file(&dir.join(block_name(ip, first))) {
+            Ok(l) => l,
             Err(Errno::WOULDBLOCK) => continue,
             Err(e) => return Err(e),
-        }
+        };
         // Its holder may have removed the file between our open and our
         // lock (see `reserve_named`): then try the next block.
         let path = dir.join(block_name(ip, first));
@@ -241,17 +235,11 @@ fn try_reserve(dir: &Path, stem: &str, addr: SocketAddr) -> Result<Reservation, 
     }
     let path = dir.join(format!("{stem}.lock"));
     for _ in 0..8 {
-        let lock = rustix::fs::open(
-            &path,
-            OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::RUSR | Mode::WUSR,
-        )?;
-        let lock = crate::socket::InternalFd::new(lock);
-        match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
-            Ok(()) => {}
+        let lock = match lock_file(&path) {
+            Ok(l) => l,
             Err(Errno::WOULDBLOCK) => return Err(Errno::ADDRINUSE),
             Err(e) => return Err(e),
-        }
+        };
         // The previous holder may have removed the file between our open
         // and our lock: then we hold a lock nobody else can see. Retry.
         let held = rustix::fs::fstat(&lock)?;
@@ -358,4 +346,17 @@ pub(crate) fn alternates(dir: &Path, stem: &str) -> Vec<PathBuf> {
         })
         .map(|e| e.path())
         .collect()
+}
+
+/// Opens (creating) the lock file at `path` and takes its exclusive flock
+/// without waiting: WOULDBLOCK when another holder has it.
+fn lock_file(path: &Path) -> Result<crate::socket::InternalFd, Errno> {
+    let lock = rustix::fs::open(
+        path,
+        OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    let lock = crate::socket::InternalFd::new(lock);
+    rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive)?;
+    Ok(lock)
 }

@@ -53,6 +53,15 @@ impl Env {
         cmd
     }
 
+    /// pair.py, preloaded (`pre`) or not.
+    fn pair(&self, pre: bool, args: &[&str]) -> Command {
+        if pre {
+            self.pre(args)
+        } else {
+            self.plain(args)
+        }
+    }
+
     /// The counters of every process that wrote some, summed.
     fn stats(&self) -> HashMap<String, u64> {
         let mut sum = HashMap::new();
@@ -82,11 +91,7 @@ fn start(name: &str, cmd: &mut Command) -> Background {
 fn server(env: &Env, preloaded: bool, host: &str, n: usize) -> (Background, u16) {
     let n = n.to_string();
     let args = ["server", host, &n];
-    let mut cmd = if preloaded {
-        env.pre(&args)
-    } else {
-        env.plain(&args)
-    };
+    let mut cmd = env.pair(preloaded, &args);
     let mut srv = start(
         if preloaded {
             "preloaded server"
@@ -113,11 +118,7 @@ fn established_on(port: u16) -> Vec<String> {
 fn paused_client(env: &Env, preloaded: bool, host: &str, port: u16, id: &str) -> Vec<String> {
     let p = port.to_string();
     let args = ["client", host, &p, "8388608", id, "pause"];
-    let mut cmd = if preloaded {
-        env.pre(&args)
-    } else {
-        env.plain(&args)
-    };
+    let mut cmd = env.pair(preloaded, &args);
     let mut c = start("client", &mut cmd);
     c.expect("in-flight");
     let seen = established_on(port);
@@ -224,11 +225,7 @@ fn wildcard_listener_serves_plain_and_preloaded_clients_under_load() {
         .map(|i| {
             let id = format!("c{i:02}");
             let args = ["client", "127.0.0.1", &p, "2000000", &id];
-            let mut cmd = if i % 2 == 0 {
-                env.pre(&args)
-            } else {
-                env.plain(&args)
-            };
+            let mut cmd = env.pair(i % 2 == 0, &args);
             start(&id, &mut cmd)
         })
         .collect();
@@ -267,11 +264,7 @@ fn reuseport_two_processes_accept_each_connection_once() {
     let ids: Vec<String> = (0..40).map(|i| format!("r{i:02}")).collect();
     for (i, id) in ids.iter().enumerate() {
         let args = ["client", "127.0.0.1", &p, "10000", id.as_str()];
-        let mut cmd = if i % 2 == 0 {
-            env.pre(&args)
-        } else {
-            env.plain(&args)
-        };
+        let mut cmd = env.pair(i % 2 == 0, &args);
         let mut c = start(id, &mut cmd);
         c.expect("ok ");
         c.finish_clean();
@@ -338,11 +331,7 @@ fn dual_listener_inherited_across_exec() {
     let port = srv.expect("port ")[5..].to_string();
     for (pre, id) in [(true, "pre"), (false, "plain")] {
         let args = ["client", "127.0.0.1", port.as_str(), "300000", id];
-        let mut cmd = if pre {
-            env.pre(&args)
-        } else {
-            env.plain(&args)
-        };
+        let mut cmd = env.pair(pre, &args);
         let mut c = start(id, &mut cmd);
         c.expect("ok ");
         c.finish_clean();
