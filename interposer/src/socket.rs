@@ -591,6 +591,8 @@ pub(crate) struct Connection {
     nonblock: std::sync::atomic::AtomicU8,
     /// This side wrote since it last read (see `recv`'s spinning).
     replied: AtomicBool,
+    /// The producer's busy word did not clear within the patience once.
+    busy_stuck: AtomicBool,
     /// SO_ERROR: an error to report once.
     pub error: AtomicI32,
     spin: Duration,
@@ -704,6 +706,7 @@ impl Connection {
             edge: AtomicBool::new(false),
             nonblock: std::sync::atomic::AtomicU8::new(0),
             replied: AtomicBool::new(false),
+            busy_stuck: AtomicBool::new(false),
             shut_wr: Arc::new(AtomicBool::new(false)),
             error: AtomicI32::new(0),
             spin,
@@ -881,7 +884,15 @@ impl Connection {
             return Err(Settled::Foreign);
         }
         let start = Instant::now();
-        if !rx.wait_producer_idle(SETTLE_PATIENCE, || !self.bell.hung_up()) {
+        // A producer that died inside a write (SIGKILL) leaves the word
+        // busy for good; once it has been seen stuck, it is not waited for
+        // again until it reads idle (another process of that side wrote).
+        if !rx.producer_busy() {
+            self.busy_stuck.store(false, Ordering::Relaxed);
+        } else if !self.busy_stuck.load(Ordering::Relaxed)
+            && !rx.wait_producer_idle(SETTLE_PATIENCE, || !self.bell.hung_up())
+        {
+            self.busy_stuck.store(true, Ordering::Relaxed);
             log!(
                 debug,
                 "{} <- {}: producer busy for {SETTLE_PATIENCE:?}",
