@@ -1298,6 +1298,46 @@ impl Connection {
         }
     }
 
+    /// sendfile's copy: `fill` reads the file straight into the ring (see
+    /// `Producer::write_from`), at most `max` bytes; blocking or not as a
+    /// send is. Ok(0): `fill` gave nothing (end of file, or its error).
+    pub(crate) fn send_from(
+        &self,
+        max: usize,
+        dontwait: bool,
+        mut fill: impl FnMut(*mut u8, usize) -> usize,
+    ) -> Result<usize, Errno> {
+        let mut deadline = None;
+        loop {
+            if self.shut_wr.load(Ordering::Relaxed) {
+                return Err(Errno::PIPE);
+            }
+            let r = {
+                let mut tx = self.tx.lock();
+                let _side = self.shared().then(|| tx.lock_side());
+                tx.write_from(max, &mut fill)
+            };
+            match r {
+                Ok(n) => {
+                    if n > 0 && !self.replied.load(Ordering::Relaxed) {
+                        self.replied.store(true, Ordering::Relaxed);
+                    }
+                    return Ok(n);
+                }
+                Err(RingError::WouldBlock) => {
+                    if dontwait || self.nonblocking() {
+                        if self.await_pollout() {
+                            continue;
+                        }
+                        return Err(Errno::AGAIN);
+                    }
+                    self.wait_room(1, false, &mut deadline)?;
+                }
+                Err(e) => return Err(ring_errno(e)),
+            }
+        }
+    }
+
     /// FIONREAD.
     pub(crate) fn available(&self) -> usize {
         let rx = self.rx.lock();

@@ -254,35 +254,33 @@ pub(crate) fn sendfile(
         Ok(p) => p,
         Err(e) => return Action::Fail(e),
     };
-    let file = sys::borrow_fd(in_fd);
-    let mut buf = vec![0u8; count.min(64 << 10)];
+    // The file is read straight into the ring: one copy, as the kernel's
+    // sendfile makes one into a socket buffer.
     let mut sent = 0usize;
+    let mut failed: Option<c_int> = None;
     while sent < count {
-        let want = (count - sent).min(buf.len());
-        let got = match pos {
-            Some(p) => rustix::io::pread(file, &mut buf[..want], p),
-            None => rustix::io::read(file, &mut buf[..want]),
-        };
-        let got = match got {
+        let mut off = pos;
+        let r = conn.send_from(count - sent, false, |dst, len| {
+            #[allow(unsafe_code)]
+            // SAFETY: the ring hands us `len` writable bytes at `dst`.
+            match unsafe { sys::read_into(in_fd, dst, len, off) } {
+                Ok(k) => {
+                    if let Some(o) = off.as_mut() {
+                        *o += k as u64;
+                    }
+                    k
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    0
+                }
+            }
+        });
+        match r {
             Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if sent == 0 => return Action::Fail(e.raw_os_error()),
-            Err(_) => break,
-        };
-        // Blocking or not as the socket is; a short send ends the call.
-        match conn.send(&[IoSlice::new(&buf[..got])], 0) {
             Ok(n) => {
                 sent += n;
-                if let Some(p) = pos.as_mut() {
-                    *p += n as u64;
-                } else if n < got {
-                    // Give back what the ring did not take.
-                    let back = (got - n) as i64;
-                    let _ = rustix::fs::seek(file, rustix::fs::SeekFrom::Current(-back));
-                }
-                if n < got {
-                    break;
-                }
+                pos = off;
             }
             Err(e) if sent == 0 => {
                 if e == Errno::PIPE {
@@ -291,6 +289,11 @@ pub(crate) fn sendfile(
                 return Action::Fail(e.raw_os_error());
             }
             Err(_) => break,
+        }
+    }
+    if sent == 0 {
+        if let Some(e) = failed {
+            return Action::Fail(e);
         }
     }
     if let Some(p) = pos {

@@ -483,6 +483,32 @@ pub(crate) fn close_inherited(fd: c_int) {
     unsafe { libc::close(fd) };
 }
 
+/// read(2) or, with an offset, pread(2) of up to `len` bytes from `fd`
+/// into `dst` (raw system calls: no hook, and no Rust reference is formed
+/// over `dst`, which may be shared memory). Err: the errno.
+///
+/// # Safety
+/// `dst` must be valid for writes of `len` bytes.
+pub(crate) unsafe fn read_into(
+    fd: c_int,
+    dst: *mut u8,
+    len: usize,
+    offset: Option<u64>,
+) -> Result<usize, c_int> {
+    // SAFETY: the caller guarantees `dst`/`len`; the kernel checks `fd`.
+    let r = unsafe {
+        match offset {
+            Some(off) => libc::syscall(libc::SYS_pread64, fd, dst, len, off as libc::off_t),
+            None => libc::syscall(libc::SYS_read, fd, dst, len),
+        }
+    };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r as usize)
+    }
+}
+
 /// Registers `f` to run at normal process exit (atexit(3)).
 pub(crate) fn at_exit(f: extern "C" fn()) {
     // SAFETY: `f` is a plain function with no arguments, as atexit wants.

@@ -379,6 +379,49 @@ impl Producer {
     }
 
     fn write_and_wake(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, RingError> {
+        let mut src = Source::new(bufs);
+        if src.is_empty() {
+            return Ok(0);
+        }
+        self.fill_and_wake(&mut src)
+    }
+
+    /// Writes up to `max` bytes that `fill` produces straight into the ring,
+    /// with no buffer in between (sendfile reads the file into the ring).
+    /// `fill(dst, len)` must write at most `len` bytes at `dst` (read(2),
+    /// pread(2)) and return how many; fewer than asked ends the write (end
+    /// of file, an error the closure keeps). The bytes are published as
+    /// `write` publishes, and the consumer is woken the same way.
+    /// `WouldBlock` when the ring is full.
+    #[cfg(not(loom))]
+    pub fn write_from(
+        &mut self,
+        max: usize,
+        fill: impl FnMut(*mut u8, usize) -> usize,
+    ) -> Result<usize, RingError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let mut src = FnSource {
+            fill,
+            left: max,
+            done: false,
+        };
+        // SYNC POINT: as in `write_vectored`.
+        self.ch.ctl().producer.busy.store(BUSY, Ordering::Relaxed);
+        let r = self.fill_and_wake(&mut src);
+        let busy = &self.ch.ctl().producer.busy;
+        if busy.swap(0, Ordering::Release) == BUSY_WAITER {
+            self.ch.parker.wake(busy);
+        }
+        match r {
+            // The first fill gave nothing: end of file, not a full ring.
+            Err(RingError::WouldBlock) if src.done => Ok(0),
+            r => r,
+        }
+    }
+
+    fn fill_and_wake(&mut self, src: &mut impl Fill) -> Result<usize, RingError> {
         let ch = &self.ch;
         if ch.is_reset() {
             return Err(RingError::Reset);
@@ -388,10 +431,6 @@ impl Producer {
             || ctl.producer.closed.load(Ordering::Relaxed) != 0
         {
             return Err(RingError::Closed);
-        }
-        let mut src = Source::new(bufs);
-        if src.is_empty() {
-            return Ok(0);
         }
         let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
         let mut head = ctl.producer.head.load(Ordering::Relaxed);
@@ -423,13 +462,13 @@ impl Producer {
                 ctl.producer.head.store(head, Ordering::Release);
                 end = 0;
             }
-            let n_copied = src.copy_into(&ch.data, ch.data_at(head, end), (s - end) as usize);
+            let n_copied = src.fill(&ch.data, ch.data_at(head, end), (s - end) as usize);
             end += n_copied as u32;
             written += n_copied;
             // SYNC POINT: Release pairs with the consumer's Acquire load of
             // `end`: the bytes just copied are visible before the new end.
             ch.seg(head).end.store(end, Ordering::Release);
-            if src.is_empty() {
+            if src.finished() {
                 break;
             }
         }
@@ -998,6 +1037,53 @@ impl RoomWaiter {
     /// re-check their conditions, e.g. a local shutdown).
     pub fn wake(&self) {
         self.0.ch.parker.wake(&self.0.ch.ctl().wait.writer_waiting);
+    }
+}
+
+/// Where a write's bytes come from.
+trait Fill {
+    /// Puts up to `room` bytes at `at` in the data area; returns how many.
+    fn fill(&mut self, data: &DataArea, at: usize, room: usize) -> usize;
+    /// Nothing more to write.
+    fn finished(&self) -> bool;
+}
+
+impl Fill for Source<'_, '_> {
+    fn fill(&mut self, data: &DataArea, at: usize, room: usize) -> usize {
+        self.copy_into(data, at, room)
+    }
+
+    fn finished(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+/// `Producer::write_from`'s source: a closure writing into the ring.
+#[cfg(not(loom))]
+struct FnSource<F> {
+    fill: F,
+    left: usize,
+    done: bool,
+}
+
+#[cfg(not(loom))]
+impl<F: FnMut(*mut u8, usize) -> usize> Fill for FnSource<F> {
+    fn fill(&mut self, data: &DataArea, at: usize, room: usize) -> usize {
+        let want = room.min(self.left);
+        let Some(dst) = data.raw_at(at, want) else {
+            self.done = true;
+            return 0;
+        };
+        let got = (self.fill)(dst, want).min(want);
+        self.left -= got;
+        if got < want {
+            self.done = true;
+        }
+        got
+    }
+
+    fn finished(&self) -> bool {
+        self.done || self.left == 0
     }
 }
 

@@ -37,6 +37,15 @@ impl DataArea {
         DataArea { cells, len }
     }
 
+    /// A raw pointer to `len` bytes at `offset`, for a system call to write
+    /// into (read/pread straight into the ring); None when out of bounds.
+    #[cfg(not(loom))]
+    pub(crate) fn raw_at(&self, offset: usize, len: usize) -> Option<*mut u8> {
+        let end = offset.checked_add(len)?;
+        // SAFETY: offset <= end <= self.len: inside the mapping.
+        (end <= self.len).then(|| unsafe { self.base.add(offset) })
+    }
+
     /// Copies `src` to `offset`. The caller guarantees `offset + src.len() <= len`;
     /// this is re-checked so a logic error cannot become an out-of-bounds write.
     #[inline]
