@@ -16,6 +16,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
@@ -26,6 +27,9 @@ pub(crate) struct Reservation {
     /// Closed (releasing the lock) after `drop` removed the file; None for
     /// a connecting socket's port, taken from a block this process holds.
     _lock: Option<crate::socket::InternalFd>,
+    /// The block a connecting socket's port came from: held while any of
+    /// its ports names a live connection.
+    _block: Option<Arc<BlockHold>>,
     path: Option<PathBuf>,
     fork_generation: u32,
     pub addr: SocketAddr,
@@ -47,27 +51,37 @@ impl Drop for Reservation {
 /// ports, one lock file per block (`tcp4-IP-bFIRST.lock`) held by this
 /// process: a connect costs no file of its own (open, flock, unlink and an
 /// fd per connection before; connections/s and the library's fd budget
-/// both gain). A used-up block is let go; its ports may still name live
-/// connections, and a later holder may hand them out again, which only
-/// makes two connections' local names equal. A port bound on its own
-/// (bind) is skipped; binding a port of a block another process holds is
-/// EADDRINUSE.
-const BLOCK: u16 = 64;
+/// both gain). A used-up block is held until the last connection named
+/// from it is gone, so no other process hands out its ports meanwhile. A
+/// port bound on its own (bind) is skipped; binding a port of a block
+/// another process holds is EADDRINUSE. When every block is held (some
+/// 1700 processes with connections), connecting sockets reserve single
+/// ports as before.
+const BLOCK: u16 = 16;
+
+/// A held block: its lock, released (and its file removed, under the
+/// lock) when the last user lets go — unless a fork happened since, when
+/// the other process may still use it.
+#[derive(Debug)]
+pub(crate) struct BlockHold {
+    _lock: crate::socket::InternalFd,
+    path: PathBuf,
+    fork_generation: u32,
+}
+
+impl Drop for BlockHold {
+    fn drop(&mut self) {
+        if self.fork_generation == crate::registry::fork_generation() {
+            let _ = rustix::fs::unlink(&self.path);
+        }
+    }
+}
 
 struct Block {
     ip: IpAddr,
     next: u16,
     end: u16,
-    _lock: crate::socket::InternalFd,
-    path: PathBuf,
-}
-
-impl Block {
-    /// Lets the block go, removing its file first (under the lock, as a
-    /// reservation does), so that SHMNET_DIR empties when we are done.
-    fn retire(self) {
-        let _ = rustix::fs::unlink(&self.path);
-    }
+    hold: Arc<BlockHold>,
 }
 
 static BLOCKS: crate::lock::Mutex<Vec<Block>> = crate::lock::Mutex::new(Vec::new());
@@ -98,21 +112,29 @@ pub(crate) fn connecting_name(dir: &Path, ip: IpAddr) -> Result<Reservation, Err
                 if rustix::fs::access(&own, rustix::fs::Access::EXISTS).is_err() {
                     return Ok(Reservation {
                         _lock: None,
+                        _block: Some(b.hold.clone()),
                         path: None,
                         fork_generation: crate::registry::fork_generation(),
                         addr,
                     });
                 }
             }
+            // Used up: no more names from it (its hold lives on in the
+            // reservations of its live connections).
             if let Some(i) = blocks.iter().position(|b| b.ip == ip) {
-                blocks.swap_remove(i).retire();
+                blocks.swap_remove(i);
             }
         }
-        blocks.push(take_block(dir, ip)?);
+        match take_block(dir, ip) {
+            Ok(b) => blocks.push(b),
+            Err(Errno::ADDRNOTAVAIL) => break,
+            Err(e) => return Err(e),
+        }
         static AT_EXIT: std::sync::Once = std::sync::Once::new();
         AT_EXIT.call_once(|| crate::sys::at_exit(retire_blocks));
     }
-    reserve_ephemeral(dir, ip)
+    drop(blocks);
+    reserve_ephemeral_ports(dir, ip, false)
 }
 
 fn take_block(dir: &Path, ip: IpAddr) -> Result<Block, Errno> {
@@ -135,8 +157,11 @@ fn take_block(dir: &Path, ip: IpAddr) -> Result<Block, Errno> {
                     ip,
                     next: first,
                     end: first + BLOCK,
-                    _lock: lock,
-                    path,
+                    hold: Arc::new(BlockHold {
+                        _lock: lock,
+                        path,
+                        fork_generation: crate::registry::fork_generation(),
+                    }),
                 });
             }
             _ => continue,
@@ -167,13 +192,12 @@ pub(crate) fn after_fork_child() {
     BLOCKS.lock().clear();
 }
 
-/// At exit: remove our block files (the kernel drops the locks anyway).
+/// At exit: let our blocks go (a block still naming a live connection
+/// stays; the kernel drops its lock anyway).
 extern "C" fn retire_blocks() {
     // A thread may hold the list at exit: then leave the files.
     if let Some(mut blocks) = BLOCKS.try_lock() {
-        for b in blocks.drain(..) {
-            b.retire();
-        }
+        blocks.clear();
     }
 }
 
@@ -195,6 +219,11 @@ pub(crate) fn socket_path(dir: &Path, addr: SocketAddr) -> PathBuf {
 /// Reserves `addr` (port non-zero): EADDRINUSE if another socket holds it.
 pub(crate) fn reserve(dir: &Path, addr: SocketAddr) -> Result<Reservation, Errno> {
     reserve_named(dir, &stem(addr), addr)
+}
+
+/// As `reserve`, without looking at blocks (every one is held).
+fn reserve_outside_blocks(dir: &Path, addr: SocketAddr) -> Result<Reservation, Errno> {
+    try_reserve_checked(dir, &stem(addr), addr, false)
 }
 
 /// Reserves the name `stem` (the rendezvous of `addr`).
@@ -229,8 +258,17 @@ pub(crate) fn ensure_dir(dir: &Path) -> Result<(), Errno> {
 }
 
 fn try_reserve(dir: &Path, stem: &str, addr: SocketAddr) -> Result<Reservation, Errno> {
+    try_reserve_checked(dir, stem, addr, true)
+}
+
+fn try_reserve_checked(
+    dir: &Path,
+    stem: &str,
+    addr: SocketAddr,
+    blocks: bool,
+) -> Result<Reservation, Errno> {
     ensure_dir(dir)?;
-    if in_held_block(dir, addr) {
+    if blocks && in_held_block(dir, addr) {
         return Err(Errno::ADDRINUSE);
     }
     let path = dir.join(format!("{stem}.lock"));
@@ -247,6 +285,7 @@ fn try_reserve(dir: &Path, stem: &str, addr: SocketAddr) -> Result<Reservation, 
             Ok(now) if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino) => {
                 return Ok(Reservation {
                     _lock: Some(lock),
+                    _block: None,
                     path: Some(path),
                     fork_generation: crate::registry::fork_generation(),
                     addr,
@@ -261,11 +300,21 @@ fn try_reserve(dir: &Path, stem: &str, addr: SocketAddr) -> Result<Reservation, 
 /// Reserves a free ephemeral port on `ip` (bind to port 0, or a connecting
 /// socket's local name). EADDRNOTAVAIL when the whole range is taken.
 pub(crate) fn reserve_ephemeral(dir: &Path, ip: IpAddr) -> Result<Reservation, Errno> {
+    reserve_ephemeral_ports(dir, ip, true)
+}
+
+fn reserve_ephemeral_ports(dir: &Path, ip: IpAddr, blocks: bool) -> Result<Reservation, Errno> {
     let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
     let start = seed() % span;
     for k in 0..span {
         let port = EPHEMERAL.start() + ((start + k) % span) as u16;
-        match reserve(dir, SocketAddr::new(ip, port)) {
+        let addr = SocketAddr::new(ip, port);
+        let r = if blocks {
+            reserve(dir, addr)
+        } else {
+            reserve_outside_blocks(dir, addr)
+        };
+        match r {
             Ok(r) => return Ok(r),
             Err(Errno::ADDRINUSE) => continue,
             Err(e) => return Err(e),

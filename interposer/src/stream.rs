@@ -248,17 +248,43 @@ pub(crate) fn sendfile(
     let Socket::Stream(conn) = &*sock else {
         return Action::Fail(libc::ENOTCONN);
     };
+    // As the kernel: the source must be a file that can be mapped (a
+    // regular file or a block device), never a pipe or a socket (reading
+    // one of ours raw would take its doorbell bytes as data).
+    let size = match rustix::fs::fstat(sys::borrow_fd(in_fd)) {
+        Ok(st) => {
+            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+            if !matches!(
+                kind,
+                rustix::fs::FileType::RegularFile | rustix::fs::FileType::BlockDevice
+            ) {
+                return Action::Fail(libc::EINVAL);
+            }
+            (kind == rustix::fs::FileType::RegularFile).then_some(st.st_size as u64)
+        }
+        Err(e) => return Action::Fail(e.raw_os_error()),
+    };
     #[allow(unsafe_code)]
     // SAFETY: sendfile(2) requires `offset` null or valid for read/write.
     let mut pos = match unsafe { sys::get_off(offset) } {
         Ok(p) => p,
         Err(e) => return Action::Fail(e),
     };
+    // At the end of the file: 0, whatever the socket's state (the kernel
+    // reads before it writes).
+    let at = pos
+        .or_else(|| rustix::fs::seek(sys::borrow_fd(in_fd), rustix::fs::SeekFrom::Current(0)).ok());
+    if count == 0 || matches!((at, size), (Some(a), Some(s)) if a >= s) {
+        return Action::Done(0);
+    }
     // The file is read straight into the ring: one copy, as the kernel's
     // sendfile makes one into a socket buffer.
     let mut sent = 0usize;
     let mut failed: Option<c_int> = None;
-    while sent < count {
+    // The file ran out (a short read): stop, rather than wait for ring room
+    // for bytes that are not there.
+    let mut ended = false;
+    while sent < count && !ended {
         let mut off = pos;
         let r = conn.send_from(count - sent, false, |dst, len| {
             #[allow(unsafe_code)]
@@ -268,10 +294,14 @@ pub(crate) fn sendfile(
                     if let Some(o) = off.as_mut() {
                         *o += k as u64;
                     }
+                    if k < len {
+                        ended = true;
+                    }
                     k
                 }
                 Err(e) => {
                     failed = Some(e);
+                    ended = true;
                     0
                 }
             }
