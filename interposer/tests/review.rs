@@ -255,3 +255,21 @@ fn close_from_a_signal_handler_reaches_the_peer_at_once() {
     let all = format!("{}{}", out.stdout, out.stderr);
     assert!(all.contains("returned 2"), "{all}");
 }
+
+/// sendfile: a pipe as the source is EINVAL (reading one of our sockets raw
+/// once sent its doorbell bytes as data), a count past the end of the file
+/// returns at once, and end of file is 0 even on a full non-blocking ring.
+#[test]
+fn sendfile_sources_and_end_of_file_as_the_kernel() {
+    let out = script("sendfile_edges", &[]);
+    assert!(out.contains("pipe: EINVAL"), "{out}");
+    assert!(out.contains("short file: 100000 fast"), "{out}");
+    assert!(out.contains("eof, full ring: 0"), "{out}");
+}
+
+/// 4 processes x 40 live connections: 160 distinct local names.
+#[test]
+fn live_connections_never_share_a_local_name() {
+    let out = script("local_names", &[]);
+    assert!(out.contains("connections 160 distinct 160"), "{out}");
+}
