@@ -7,6 +7,8 @@
 //! other lines. A holder that dies holding it (SIGKILL mid-write) is noticed
 //! by its waiters, which then take it over: the ring stays consistent word
 //! by word (what the dead process had not published is simply not there).
+//! The peer never takes the word, but it can write it: a word held past
+//! `PATIENCE` resets the connection rather than hanging the caller.
 //!
 //! Threads of one process are serialised by the process's own mutex first,
 //! so the word only ever arbitrates between processes; it is taken only when
@@ -50,12 +52,20 @@ pub(crate) fn acquire(ch: Channel, producer: bool) -> SideGuard {
     SideGuard { ch, producer }
 }
 
-/// The acquisition loop; returns once the lock is ours.
+/// The longest a lock of our side is legitimately held (a write, or a
+/// read that settles its doorbell bytes: milliseconds). The word lives in
+/// memory the peer can write: a peer that plants a live pid in it would
+/// hold us forever, so past this the connection is reset instead.
+const PATIENCE: Duration = Duration::from_secs(5);
+
+/// The acquisition loop; returns once the lock is ours, or once the
+/// channel was reset after `PATIENCE` (every call on it then fails).
 fn lock(ch: &Channel, producer: bool) {
     let word = word(ch, producer);
     let parker = ch.parker();
     let me = std::process::id() & !WAITERS;
     let mut spins = 0u32;
+    let start = std::time::Instant::now();
     loop {
         // SYNC POINT: Acquire pairs with the Release of the previous
         // holder's unlock: its ring updates happen before ours.
@@ -88,6 +98,10 @@ fn lock(ch: &Channel, producer: bool) {
             continue;
         }
         parker.wait(word, seen | WAITERS, Some(SLICE));
+        if start.elapsed() >= PATIENCE {
+            ch.mark_reset(&None);
+            return;
+        }
     }
 }
 

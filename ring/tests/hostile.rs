@@ -252,3 +252,23 @@ fn attach_rejects_bad_segments() {
     );
     assert!(invalid(Segment::attach(dup(&seg.fd().unwrap()))).contains("circular"));
 }
+
+/// The lock that serialises one side's processes after fork lives where the
+/// peer can write: a live pid planted there (here 1, init) must reset the
+/// connection after the lock's patience, not hold the writer forever.
+#[test]
+fn planted_side_lock_resets_instead_of_hanging() {
+    const LOCK: usize = offset_of!(ChannelControl, producer) + offset_of!(ProducerLine, lock);
+    let geo = Geometry::for_ring_bytes(64 << 10).unwrap();
+    let (a, _b, mut ea, _eb) = pair(geo);
+    let v = View::new(&a.fd().unwrap(), geo.data_offset(0));
+    for ch in 0..2 {
+        v.put_u32(geo.channel_offset(ch) + LOCK, 1);
+    }
+    let start = Instant::now();
+    let guard = ea.tx.lock_side();
+    let waited = start.elapsed();
+    assert!(waited < Duration::from_secs(30), "held {waited:?}");
+    assert_eq!(ea.tx.write(b"x"), Err(RingError::Reset));
+    drop(guard);
+}
