@@ -62,6 +62,16 @@ impl Env {
         }
     }
 
+    /// `n` connections went through shared memory, by both ends' counts.
+    fn assert_shm(&self, n: u64) {
+        let s = self.stats();
+        assert_eq!(
+            (s.get("shm"), s.get("accepted_shm")),
+            (Some(&n), Some(&n)),
+            "{s:?}"
+        );
+    }
+
     /// The counters of every process that wrote some, summed.
     fn stats(&self) -> HashMap<String, u64> {
         let mut sum = HashMap::new();
@@ -138,12 +148,7 @@ fn preloaded_pair_on_loopback_uses_shared_memory() {
     );
     srv.expect("served both 8388616");
     srv.finish_clean();
-    let s = env.stats();
-    assert_eq!(
-        (s.get("shm"), s.get("accepted_shm")),
-        (Some(&1), Some(&1)),
-        "{s:?}"
-    );
+    env.assert_shm(1);
 }
 
 #[test]
@@ -207,12 +212,7 @@ fn ipv6_loopback_and_ipv4_mapped() {
     srv.expect("served v4 100008 ::ffff:127.0.0.1");
     srv.expect("served mapped 100008 ::ffff:127.0.0.1");
     srv.finish_clean();
-    let s = env.stats();
-    assert_eq!(
-        (s.get("shm"), s.get("accepted_shm")),
-        (Some(&3), Some(&3)),
-        "{s:?}"
-    );
+    env.assert_shm(3);
 }
 
 /// A wildcard listener serving plain and preloaded clients at once.
@@ -237,12 +237,7 @@ fn wildcard_listener_serves_plain_and_preloaded_clients_under_load() {
         srv.expect("served ");
     }
     srv.finish_clean();
-    let s = env.stats();
-    assert_eq!(
-        (s.get("shm"), s.get("accepted_shm")),
-        (Some(&12), Some(&12)),
-        "{s:?}"
-    );
+    env.assert_shm(12);
 }
 
 /// Two preloaded processes listening on one port with SO_REUSEPORT:
@@ -279,12 +274,7 @@ fn reuseport_two_processes_accept_each_connection_once() {
         .collect();
     served.sort();
     assert_eq!(served, ids, "served by A: {:?}\nby B: {:?}", a.seen, b.seen);
-    let s = env.stats();
-    assert_eq!(
-        (s.get("shm"), s.get("accepted_shm")),
-        (Some(&20), Some(&20)),
-        "{s:?}"
-    );
+    env.assert_shm(20);
 }
 
 /// A port a kernel listener holds is EADDRINUSE for a preloaded bind, as
@@ -338,12 +328,7 @@ fn dual_listener_inherited_across_exec() {
     }
     srv.expect("served 1");
     srv.finish_clean();
-    let s = env.stats();
-    assert_eq!(
-        (s.get("shm"), s.get("accepted_shm")),
-        (Some(&1), Some(&1)),
-        "{s:?}"
-    );
+    env.assert_shm(1);
 }
 
 /// A free loopback port (the kernel's pick; free again once returned).
