@@ -43,6 +43,20 @@ pub(crate) fn current_call() -> &'static str {
     CALL.try_with(Cell::get).unwrap_or("")
 }
 
+/// Runs `f` (a blocking call into libc) as if this thread were outside the
+/// library, so that a signal handler interrupting it may use our sockets.
+/// `f` must hold no lock of ours and call nothing hooked.
+pub(crate) fn suspended<R>(f: impl FnOnce() -> R) -> R {
+    let call = current_call();
+    let was = INSIDE
+        .try_with(|inside| inside.replace(false))
+        .unwrap_or(false);
+    let r = f();
+    let _ = INSIDE.try_with(|inside| inside.set(was));
+    let _ = CALL.try_with(|c| c.set(call));
+    r
+}
+
 impl Drop for Inside {
     fn drop(&mut self) {
         let _ = INSIDE.try_with(|inside| inside.set(false));

@@ -30,7 +30,8 @@ use libc::{
 
 use crate::descriptor::{fresh, fresh_if_dup};
 use crate::{
-    descriptor, endpoint, fdtable, guard, options, process, readiness, registry, stream, sys,
+    descriptor, endpoint, fdtable, guard, options, polling, process, readiness, registry, stream,
+    sys,
 };
 
 /// What the logic decided for one call.
@@ -189,6 +190,14 @@ pub(crate) fn install_panic_hook() {
             guard::current_call()
         ));
     }));
+}
+
+/// A new epoll fd: also forget any set `readiness` knew under its number.
+fn fresh_epoll(fd: c_int) {
+    fresh(fd);
+    if fd >= 0 {
+        readiness::forget(fd);
+    }
 }
 
 /// Generates, from one list: the table of real functions with a typed
@@ -355,6 +364,25 @@ interpose! {
     // Readiness is the kernel's; only EPOLLET registrations are noted.
     fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> c_int
         => readiness::epoll_ctl, owner fd;
+    // Waits look at the rings before the kernel, and spin (`polling`).
+    fn poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int) -> c_int
+        => polling::poll;
+    fn __poll_chk(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int, fdslen: size_t)
+        -> c_int => polling::poll_chk;
+    fn ppoll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: *const libc::timespec,
+        mask: *const sigset_t) -> c_int => polling::ppoll;
+    fn __ppoll_chk(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: *const libc::timespec,
+        mask: *const sigset_t, fdslen: size_t) -> c_int => polling::ppoll_chk;
+    fn select(nfds: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set,
+        timeout: *mut libc::timeval) -> c_int => polling::select;
+    fn pselect(nfds: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set,
+        timeout: *const libc::timespec, mask: *const sigset_t) -> c_int => polling::pselect;
+    fn epoll_wait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int)
+        -> c_int => polling::epoll_wait;
+    fn epoll_pwait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int,
+        mask: *const sigset_t) -> c_int => polling::epoll_pwait;
+    fn epoll_pwait2(epfd: c_int, events: *mut libc::epoll_event, max: c_int,
+        timeout: *const libc::timespec, mask: *const sigset_t) -> c_int => polling::epoll_pwait2;
     // splice between a pipe and an emulated socket, either way (the kernel
     // object behind our fd must never see the bytes).
     fn splice(fd_in: c_int, off_in: *mut libc::loff_t, fd_out: c_int,
@@ -424,8 +452,8 @@ interpose! {
         // SAFETY: pipe2(2) succeeded, so it stored two fds at `fds`.
         fresh |r| unsafe { fresh_pair(r, fds) };
     fn eventfd(initval: c_uint, flags: c_int) -> c_int => descriptor::eventfd, fresh fresh;
-    fn epoll_create(size: c_int) -> c_int => descriptor::epoll_create, fresh fresh;
-    fn epoll_create1(flags: c_int) -> c_int => descriptor::epoll_create1, fresh fresh;
+    fn epoll_create(size: c_int) -> c_int => descriptor::epoll_create, fresh fresh_epoll;
+    fn epoll_create1(flags: c_int) -> c_int => descriptor::epoll_create1, fresh fresh_epoll;
     fn inotify_init() -> c_int => descriptor::inotify_init, fresh fresh;
     fn inotify_init1(flags: c_int) -> c_int => descriptor::inotify_init1, fresh fresh;
     fn memfd_create(name: *const c_char, flags: c_uint) -> c_int

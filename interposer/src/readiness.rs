@@ -1,47 +1,230 @@
 //! Readiness is the kernel's: an emulated fd is a real Unix socket whose
 //! readability (doorbell bytes) and writability (filler bytes) follow the
-//! ring, so poll/select/epoll are not emulated (docs/architecture.md).
+//! ring (docs/architecture.md). Two things the kernel cannot learn from
+//! those bytes alone are noted here, at `epoll_ctl`:
 //!
-//! One thing the kernel cannot learn from those bytes alone is how a reader
-//! waits. Edge-triggered epoll reports every arrival of data on a TCP
-//! socket, also while older data is unread; the ring rings its reader only
-//! on the first publish after the reader waited. So `epoll_ctl` registering
-//! a connection with EPOLLET tells the ring to ring on every publish. And a
-//! dual listener (an epoll instance behind the application's fd, see
+//! - Which connections an epoll set holds. A reader raises its flag lazily
+//!   (`Connection::lazy`), which poll and select make up for by looking at
+//!   the ring (`polling`); epoll_wait cannot, so a connection added to a set
+//!   turns eager (`Connection::watch`). Data that came while it was lazy
+//!   has no doorbell byte: the set is told about it here ("pending") until
+//!   the ring is drained, and `polling` reports it.
+//! - How a reader waits. Edge-triggered epoll reports every arrival of data
+//!   on a TCP socket, also while older data is unread; the ring rings its
+//!   reader only on the first publish after the reader waited. So EPOLLET
+//!   tells the ring to ring on every publish.
+//!
+//! A dual listener (an epoll instance behind the application's fd, see
 //! `dual`) cannot take EPOLLEXCLUSIVE, which is dropped from its
 //! registrations.
 #![deny(unsafe_code)]
 
 use core::ffi::c_int;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
 use crate::hooks::Action;
+use crate::lock::Mutex;
 use crate::socket::Socket;
 use crate::{registry, sys};
 
+/// A connection in an epoll set.
+struct Member {
+    fd: c_int,
+    events: u32,
+    data: u64,
+    socket: Weak<Socket>,
+    /// Data was in the ring with no doorbell byte when it joined.
+    pending: bool,
+}
+
+/// The epoll sets that hold connections: (epfd, members). Few, short.
+static SETS: Mutex<Vec<(c_int, Vec<Member>)>> = Mutex::new(Vec::new());
+/// Entries in SETS, so epoll_wait on other sets never takes the lock.
+static SET_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether `epfd` holds connections (spinning in epoll_wait is for those).
+pub(crate) fn holds_connections(epfd: c_int) -> bool {
+    SET_COUNT.load(Ordering::Relaxed) > 0 && SETS.lock().iter().any(|(e, _)| *e == epfd)
+}
+
+/// `fd` is a new fd (epoll_create, or any fd that may reuse a closed epoll
+/// fd's number): forget what was known under that number.
+pub(crate) fn forget(fd: c_int) {
+    if SET_COUNT.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let mut sets = SETS.lock();
+    sets.retain(|(e, _)| *e != fd);
+    SET_COUNT.store(sets.len(), Ordering::Relaxed);
+}
+
+/// Events for members that joined with data no doorbell announced, while
+/// their ring still holds data; members whose ring was drained (or whose
+/// fd is gone) stop being pending. An EPOLLONESHOT member is reported once
+/// and disabled, an EPOLLET member once: the kernel reports what comes
+/// after, since the flag is up.
+pub(crate) fn pending_events(epfd: c_int) -> Vec<libc::epoll_event> {
+    let mut out = Vec::new();
+    if SET_COUNT.load(Ordering::Relaxed) == 0 {
+        return out;
+    }
+    let mut disable = Vec::new();
+    {
+        let mut sets = SETS.lock();
+        let Some((_, members)) = sets.iter_mut().find(|(e, _)| *e == epfd) else {
+            return out;
+        };
+        for m in members.iter_mut().filter(|m| m.pending) {
+            let live = m
+                .socket
+                .upgrade()
+                .filter(|s| registry::get(m.fd).is_some_and(|now| Arc::ptr_eq(&now, s)));
+            let readable = match live.as_deref() {
+                Some(Socket::Stream(conn)) => conn.ring_readable(),
+                _ => false,
+            };
+            let wanted = m.events & (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
+            if !readable || wanted == 0 {
+                m.pending = false;
+                continue;
+            }
+            out.push(libc::epoll_event {
+                events: wanted,
+                u64: m.data,
+            });
+            if m.events & (libc::EPOLLONESHOT | libc::EPOLLET) as u32 != 0 {
+                m.pending = false;
+            }
+            if m.events & libc::EPOLLONESHOT as u32 != 0 {
+                disable.push((m.fd, m.data));
+            }
+        }
+    }
+    for (fd, data) in disable {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLONESHOT as u32,
+            u64: data,
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: the real epoll_ctl with the caller's fds and our event.
+        unsafe {
+            crate::hooks::real::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd, &mut ev)
+        };
+    }
+    out
+}
+
+/// The set's entry, created if needed.
+fn note(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: Option<libc::epoll_event>,
+    sock: &Arc<Socket>,
+    pending: bool,
+) {
+    let mut sets = SETS.lock();
+    if op == libc::EPOLL_CTL_DEL {
+        if let Some((_, members)) = sets.iter_mut().find(|(e, _)| *e == epfd) {
+            members.retain(|m| m.fd != fd);
+        }
+        sets.retain(|(_, m)| !m.is_empty());
+        SET_COUNT.store(sets.len(), Ordering::Relaxed);
+        return;
+    }
+    let Some(ev) = ev else { return };
+    let i = match sets.iter().position(|(e, _)| *e == epfd) {
+        Some(i) => i,
+        None => {
+            sets.push((epfd, Vec::new()));
+            sets.len() - 1
+        }
+    };
+    let members = &mut sets[i].1;
+    // Stale entries: fds closed, or reused by something else.
+    members.retain(|m| {
+        m.fd != fd
+            && m.socket
+                .upgrade()
+                .is_some_and(|s| registry::get(m.fd).is_some_and(|now| Arc::ptr_eq(&now, &s)))
+    });
+    members.push(Member {
+        fd,
+        events: ev.events,
+        data: ev.u64,
+        socket: Arc::downgrade(sock),
+        pending,
+    });
+    SET_COUNT.store(sets.len(), Ordering::Relaxed);
+}
+
+/// In a forked child: a thread of the parent may have held the lock.
+pub(crate) fn after_fork_child() {
+    SETS.reset_after_fork();
+}
+
 pub(crate) fn epoll_ctl(
-    _epfd: c_int,
+    epfd: c_int,
     op: c_int,
     fd: c_int,
     event: *mut libc::epoll_event,
 ) -> Action<c_int> {
-    if op != libc::EPOLL_CTL_ADD && op != libc::EPOLL_CTL_MOD {
-        return Action::Pass;
-    }
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
+    let conn = match &*sock {
+        Socket::Stream(conn) => conn,
+        Socket::Dual(_) => return dual_ctl(epfd, op, fd, event),
+        Socket::Listener(_) => return Action::Pass,
+    };
+    let ev = match op {
+        libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => {
+            #[allow(unsafe_code)]
+            // SAFETY: epoll_ctl(2) requires `event` valid for reads for ADD
+            // and MOD (null is checked).
+            let Some(ev) = (unsafe { sys::epoll_events(event) }).map(|_| {
+                #[allow(unsafe_code)]
+                // SAFETY: as above, `event` is valid and not null.
+                unsafe {
+                    sys::epoll_event_copy(event)
+                }
+            }) else {
+                return Action::Pass;
+            };
+            if ev.events & libc::EPOLLET as u32 != 0 {
+                conn.set_edge_triggered();
+            }
+            Some(ev)
+        }
+        libc::EPOLL_CTL_DEL => None,
+        _ => return Action::Pass,
+    };
+    // Eager from before the kernel knows the fd, so no publish can slip
+    // between (the flag is up when `watch` returns).
+    let pending = ev.is_some() && conn.watch();
+    #[allow(unsafe_code)]
+    // SAFETY: the real epoll_ctl with the caller's arguments.
+    let r = unsafe { crate::hooks::real::epoll_ctl(epfd, op, fd, event) };
+    if r == 0 {
+        note(epfd, op, fd, ev, &sock, pending);
+    }
+    Action::Raw(r)
+}
+
+/// A dual listener's fd is an epoll instance, which cannot be added with
+/// EPOLLEXCLUSIVE (nginx asks for it): without it, every waiter is woken
+/// and all but one accept() get EAGAIN.
+fn dual_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> Action<c_int> {
+    if op != libc::EPOLL_CTL_ADD && op != libc::EPOLL_CTL_MOD {
+        return Action::Pass;
+    }
     #[allow(unsafe_code)]
     // SAFETY: epoll_ctl(2) requires `event` valid for reads for ADD and MOD
     // (null is checked).
     let events = unsafe { sys::epoll_events(event) };
-    match (&*sock, events) {
-        (Socket::Stream(conn), Some(ev)) if ev & libc::EPOLLET as u32 != 0 => {
-            conn.set_edge_triggered();
-        }
-        // A dual listener's fd is an epoll instance, which cannot be added
-        // with EPOLLEXCLUSIVE (nginx asks for it): without it, every waiter
-        // is woken and all but one accept() get EAGAIN.
-        (Socket::Dual(_), Some(ev)) if ev & libc::EPOLLEXCLUSIVE as u32 != 0 => {
+    match events {
+        Some(ev) if ev & libc::EPOLLEXCLUSIVE as u32 != 0 => {
             #[allow(unsafe_code)]
             // SAFETY: `event` is valid (we just read it); the copy we pass
             // is a valid epoll_event.
@@ -49,9 +232,8 @@ pub(crate) fn epoll_ctl(
             copy.events &= !(libc::EPOLLEXCLUSIVE as u32);
             #[allow(unsafe_code)]
             // SAFETY: the real epoll_ctl with the caller's fds and our copy.
-            return Action::Raw(unsafe { crate::hooks::real::epoll_ctl(_epfd, op, fd, &mut copy) });
+            Action::Raw(unsafe { crate::hooks::real::epoll_ctl(epfd, op, fd, &mut copy) })
         }
-        _ => {}
+        _ => Action::Pass,
     }
-    Action::Pass
 }

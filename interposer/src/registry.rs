@@ -175,4 +175,5 @@ pub(crate) fn after_fork_child() {
     SLAB.reset_after_fork();
     for_each_socket(|sock| sock.reset_locks_after_fork());
     crate::rendezvous::after_fork_child();
+    crate::readiness::after_fork_child();
 }

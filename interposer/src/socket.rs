@@ -513,6 +513,36 @@ impl Bell {
         }
         handshake::wait_readable(self.fd.as_fd(), timeout).map(|_| Woke::Rung)
     }
+
+    /// A lazy reader's sleep (see `Connection::lazy`): a blocking recv that
+    /// takes the bytes it wakes on, so a wake-up costs one system call, as
+    /// on a kernel socket. Leaving the fd unreadable while the ring may
+    /// still hold data (a short read) is fine for a lazy reader: poll and
+    /// select look at the ring first, and joining an epoll set turns the
+    /// reader eager (`Connection::watch`). Err(INTR) on a signal, with the
+    /// kernel's own SA_RESTART rules when there is no timeout.
+    fn wait_taking(&self, timeout: Option<Duration>) -> Result<Woke, Errno> {
+        let mut flags = RecvFlags::empty();
+        if timeout.is_some() {
+            handshake::wait_readable(self.fd.as_fd(), timeout)?;
+            flags = RecvFlags::DONTWAIT;
+        }
+        let mut buf = [0u8; 64];
+        match rustix::net::recv(&self.fd, &mut buf, flags) {
+            Ok((0, _)) => Ok(Woke::HungUp),
+            Ok((n, _)) => {
+                if buf[..n].iter().any(|&b| b != DOORBELL) {
+                    self.foreign.store(true, Ordering::Relaxed);
+                }
+                self.took(n);
+                Ok(Woke::Rung)
+            }
+            // Nothing queued after a timed wait, or made non-blocking
+            // meanwhile (by another process).
+            Err(Errno::AGAIN) => Ok(Woke::Rung),
+            Err(e) => Err(e),
+        }
+    }
 }
 
 impl Doorbell for Bell {
@@ -587,6 +617,9 @@ pub(crate) struct Connection {
     shut_wr: Arc<AtomicBool>,
     /// Registered with EPOLLET somewhere (see `readiness`).
     edge: AtomicBool,
+    /// Added to an epoll set: from then on the kernel alone reports its
+    /// readiness, so the reader keeps its flag up (see `lazy`).
+    watched: AtomicBool,
     /// O_NONBLOCK: 0 unknown, 1 blocking, 2 non-blocking (`nonblocking`).
     nonblock: std::sync::atomic::AtomicU8,
     /// This side wrote since it last read (see `recv`'s spinning).
@@ -704,6 +737,7 @@ impl Connection {
             fork_generation: registry::fork_generation(),
             shut_rd: AtomicBool::new(false),
             edge: AtomicBool::new(false),
+            watched: AtomicBool::new(false),
             nonblock: std::sync::atomic::AtomicU8::new(0),
             replied: AtomicBool::new(false),
             busy_stuck: AtomicBool::new(false),
@@ -827,6 +861,75 @@ impl Connection {
         self.fork_generation != registry::fork_generation()
     }
 
+    /// Whether the reader raises its flag only when it is about to sleep
+    /// (a blocking read, poll or select: all in this library, which look at
+    /// the ring before they trust the kernel), instead of whenever the ring
+    /// is empty. Then a reader that finds data, or spins until it comes,
+    /// costs neither side a system call. An epoll set is waited on without
+    /// us knowing which fds it holds, so once the connection is in one
+    /// (`watch`), or shared with another process, its flag stays up after
+    /// every read that empties the ring and the kernel's readiness is exact.
+    fn lazy(&self) -> bool {
+        !self.watched.load(Ordering::Relaxed) && !self.shared()
+    }
+
+    /// The application adds this connection to an epoll set. Returns true
+    /// when data is already in the ring with no doorbell byte queued for it
+    /// (it came while the reader was lazy): the kernel will not report it,
+    /// so `readiness` reports it in epoll_wait until the ring is drained.
+    pub(crate) fn watch(&self) -> bool {
+        if self.watched.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        let mut guard = self.rx.lock();
+        let Some(rx) = self.receiver(&mut guard.consumer) else {
+            return false;
+        };
+        let _side = self.shared().then(|| rx.lock_side());
+        let readable = rx.readable_now() || matches!(self.settle(rx, true), Ok(true));
+        // Up either way: the next publish rings.
+        rx.arm(WaitKind::Doorbell);
+        readable && self.bell.queued() == 0
+    }
+
+    /// poll/select are about to wait for this connection to become
+    /// readable: true if it is already (data, end of stream, a reset);
+    /// otherwise its flag is up when this returns, so the next publish
+    /// rings and the kernel wakes the waiter.
+    pub(crate) fn poll_readable(&self) -> bool {
+        if self.shut_rd.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut guard = self.rx.lock();
+        match self.receiver(&mut guard.consumer) {
+            // Not attached yet: the acceptor's initial flag is up (see
+            // `Channel::initialise`), so its first data rings.
+            None => false,
+            Some(rx) => rx.readable_now() || rx.arm(WaitKind::Doorbell),
+        }
+    }
+
+    /// The kernel reported this connection readable (poll/select): false
+    /// when that came from doorbell bytes of data already read (a lazy
+    /// reader leaves them queued), in which case they are taken now so the
+    /// next wait does not return at once. A hang-up, foreign bytes, or
+    /// bytes we cannot account for are reported as readable: the read that
+    /// follows tells the application what happened.
+    pub(crate) fn really_readable(&self) -> bool {
+        let mut guard = self.rx.lock();
+        let Some(rx) = self.receiver(&mut guard.consumer) else {
+            return true;
+        };
+        if rx.readable_now() || self.shut_rd.load(Ordering::Relaxed) {
+            return true;
+        }
+        let _side = self.shared().then(|| rx.lock_side());
+        match self.settle(rx, true) {
+            Ok(false) => self.bell.queued() > 0,
+            _ => true,
+        }
+    }
+
     /// The receive half, once the peer's direction is initialised (at once
     /// for the acceptor; for the connector, once the acceptor attached).
     fn receiver<'a>(&self, slot: &'a mut Option<Consumer>) -> Option<&'a mut Consumer> {
@@ -873,15 +976,7 @@ impl Connection {
             }
         };
         if pending.foreign || self.bell.foreign.load(Ordering::Relaxed) {
-            log!(
-                error,
-                "{} -> {}: the peer wrote data past libshmnet (stdio or a raw syscall on the \
-                 socket); resetting the connection rather than losing it silently",
-                self.peer,
-                self.local
-            );
-            rx.reset();
-            return Err(Settled::Foreign);
+            return Err(self.reset_foreign(rx));
         }
         let start = Instant::now();
         // A producer that died inside a write (SIGKILL) leaves the word
@@ -947,6 +1042,19 @@ impl Connection {
             }
         }
         Ok(false)
+    }
+
+    /// The peer wrote past the ring: reset rather than lose data silently.
+    fn reset_foreign(&self, rx: &Consumer) -> Settled {
+        log!(
+            error,
+            "{} -> {}: the peer wrote data past libshmnet (stdio or a raw syscall on the \
+             socket); resetting the connection rather than losing it silently",
+            self.peer,
+            self.local
+        );
+        rx.reset();
+        Settled::Foreign
     }
 
     /// Bytes the peer sent us that we have not taken: doorbells for data
@@ -1025,7 +1133,7 @@ impl Connection {
                                 // (A producer still inside its write can only
                                 // ring for it if our flag is up; a flag seen
                                 // down was cleared by a ring already counted.)
-                                if !peek && rx.available() == Ok(0) {
+                                if !peek && !self.lazy() && rx.available() == Ok(0) {
                                     let armed = rx.may_ring();
                                     if self.owed(rx) > 0 || (armed && rx.producer_busy()) {
                                         let _ = self.settle(rx, false);
@@ -1042,10 +1150,12 @@ impl Connection {
                                 if hung_up {
                                     return Ok(total); // the peer is gone, the ring empty
                                 }
+                                let lazy = block && self.lazy();
                                 if block
                                     && !spun
                                     && !self.spin.is_zero()
                                     && self.replied.load(Ordering::Relaxed)
+                                    && crate::polling::spin_helps()
                                 {
                                     // Spin before settling: a reader that
                                     // never raised its flag costs neither
@@ -1058,6 +1168,19 @@ impl Connection {
                                     // lines every time (64 B writes: 17 ->
                                     // 6 M/s); asleep, it reads in bulk.
                                     Step::Spin
+                                } else if lazy {
+                                    // About to sleep: only now raise the
+                                    // flag (see `lazy`); the sleep takes the
+                                    // doorbell byte it wakes on.
+                                    if self.bell.foreign.load(Ordering::Relaxed) {
+                                        self.reset_foreign(rx);
+                                        return Err(Errno::CONNRESET);
+                                    }
+                                    if rx.arm(WaitKind::Doorbell) {
+                                        Step::Again
+                                    } else {
+                                        Step::Sleep
+                                    }
                                 } else {
                                     match self.settle(rx, !block || woken) {
                                         Ok(true) => Step::Again,
@@ -1080,10 +1203,10 @@ impl Connection {
             };
             if let Step::Spin = step {
                 spun = true;
-                self.spin_until(|| self.readable_hint());
+                self.spin_until(|| self.ring_readable());
                 continue;
             }
-            if let Step::Wait = step {
+            if let Step::Wait | Step::Sleep = step {
                 if !*blocking.get_or_insert_with(|| !dontwait && !self.nonblocking()) {
                     return if total > 0 {
                         Ok(total)
@@ -1098,7 +1221,12 @@ impl Connection {
                     Err(e) => return if total > 0 { Ok(total) } else { Err(e) },
                 };
                 woken = true;
-                match self.bell.wait(left) {
+                let woke = if let Step::Sleep = step {
+                    self.bell.wait_taking(left)
+                } else {
+                    self.bell.wait(left)
+                };
+                match woke {
                     Ok(Woke::Rung) => {}
                     Ok(Woke::HungUp) => hung_up = true,
                     Err(Errno::INTR) if total == 0 => return Err(Errno::INTR),
@@ -1111,7 +1239,7 @@ impl Connection {
 
     /// Cheap "might a read succeed now?" for spinning, without the lock
     /// being held across the spin.
-    fn readable_hint(&self) -> bool {
+    pub(crate) fn ring_readable(&self) -> bool {
         let rx = self.rx.lock();
         rx.consumer.as_ref().is_some_and(|c| c.readable_now())
     }
@@ -1379,7 +1507,10 @@ impl Connection {
 enum Step {
     Again,
     Spin,
+    /// Sleep until a doorbell byte is queued (left for the read to take).
     Wait,
+    /// Sleep taking the doorbell byte (a lazy reader, see `lazy`).
+    Sleep,
 }
 
 enum Settled {

@@ -568,6 +568,87 @@ pub(crate) unsafe fn put_off(p: *mut libc::off_t, v: u64) {
     unsafe { ptr::write_unaligned(p, v as libc::off_t) };
 }
 
+/// The caller's pollfd array.
+///
+/// # Safety
+/// poll(2)'s contract: `fds` valid for reads and writes of `n` entries
+/// when `n > 0`, and not otherwise accessed meanwhile.
+pub(crate) unsafe fn pollfds<'a>(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+) -> Option<&'a mut [libc::pollfd]> {
+    if fds.is_null() || n == 0 || n > (1 << 20) {
+        return None;
+    }
+    // SAFETY: valid for `n` entries per the contract.
+    Some(unsafe { core::slice::from_raw_parts_mut(fds, n as usize) })
+}
+
+/// The caller's epoll_event array (epoll_event is packed: only whole
+/// copies in and out, never references to its fields).
+///
+/// # Safety
+/// epoll_wait(2)'s contract: `events` valid for writes of `n` entries.
+pub(crate) unsafe fn epoll_out<'a>(
+    events: *mut libc::epoll_event,
+    n: c_int,
+) -> Option<&'a mut [libc::epoll_event]> {
+    if events.is_null() || n <= 0 {
+        return None;
+    }
+    // SAFETY: valid for `n` entries per the contract.
+    Some(unsafe { core::slice::from_raw_parts_mut(events, n as usize) })
+}
+
+/// One of select's fd sets, if given.
+///
+/// # Safety
+/// select(2)'s contract: `set` null or valid for reads and writes.
+pub(crate) unsafe fn fd_set_mut<'a>(set: *mut libc::fd_set) -> Option<&'a mut libc::fd_set> {
+    // SAFETY: per the contract.
+    unsafe { set.as_mut() }
+}
+
+/// FD_ISSET, for `fd` in 0..FD_SETSIZE.
+pub(crate) fn fd_isset(fd: c_int, set: &libc::fd_set) -> bool {
+    debug_assert!((0..libc::FD_SETSIZE as c_int).contains(&fd));
+    // SAFETY: a valid set and an fd below FD_SETSIZE.
+    unsafe { libc::FD_ISSET(fd, set) }
+}
+
+/// FD_SET / FD_CLR, for `fd` in 0..FD_SETSIZE.
+pub(crate) fn fd_mark(fd: c_int, set: &mut libc::fd_set, on: bool) {
+    debug_assert!((0..libc::FD_SETSIZE as c_int).contains(&fd));
+    // SAFETY: a valid set and an fd below FD_SETSIZE.
+    unsafe {
+        if on {
+            libc::FD_SET(fd, set)
+        } else {
+            libc::FD_CLR(fd, set)
+        }
+    }
+}
+
+/// A timeout argument (timespec or timeval), if given.
+///
+/// # Safety
+/// `t` null or valid for reads.
+pub(crate) unsafe fn read_opt<T: Copy>(t: *const T) -> Option<T> {
+    // SAFETY: per the contract.
+    unsafe { t.as_ref().copied() }
+}
+
+/// Writes select's remaining time back, as Linux does.
+///
+/// # Safety
+/// `t` null or valid for writes.
+pub(crate) unsafe fn write_opt<T>(t: *mut T, value: T) {
+    // SAFETY: per the contract.
+    if let Some(t) = unsafe { t.as_mut() } {
+        *t = value;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

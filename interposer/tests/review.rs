@@ -10,11 +10,16 @@ use common::{preloaded, python, run, tmpdir};
 /// Runs tests/py/`name`.py preloaded and returns its stdout (stderr shown
 /// on failure).
 fn script(name: &str, args: &[&str]) -> String {
+    script_env(name, args, &[])
+}
+
+fn script_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
     let path = format!("{}/tests/py/{name}.py", env!("CARGO_MANIFEST_DIR"));
     let dir = tmpdir(name);
     let out = run(preloaded(python())
         .arg(path)
         .args(args)
+        .envs(env.iter().copied())
         .env("SHMNET_PARTITIONS", "127.77.0.0/16")
         .env("SHMNET_FALLBACK", "never")
         .env("SHMNET_DIR", &dir));
@@ -272,4 +277,26 @@ fn sendfile_sources_and_end_of_file_as_the_kernel() {
 fn live_connections_never_share_a_local_name() {
     let out = script("local_names", &[]);
     assert!(out.contains("connections 160 distinct 160"), "{out}");
+}
+
+/// A reader raises its flag only when it waits: poll, select and epoll
+/// (joining with data already in the ring: level-triggered, EPOLLET,
+/// EPOLLONESHOT) still report data no doorbell announced, and never wake
+/// for doorbell bytes of data already read.
+#[test]
+fn lazy_readers_stay_pollable() {
+    // Spinning (the default) finds data on the rings; without it, only the
+    // look at the rings before the kernel does.
+    for spin in ["50", "0"] {
+        let out = script_env("lazy", &[], &[("SHMNET_SPIN_US", spin)]);
+        assert!(
+            out.contains("lt: True 10 True 90 True True"),
+            "{spin}: {out}"
+        );
+        assert!(out.contains("et: True True True 101"), "{spin}: {out}");
+        assert!(out.contains("oneshot: True True True 101"), "{spin}: {out}");
+        assert!(out.contains("poll: True True 100 True"), "{spin}: {out}");
+        assert!(out.contains("mixed: [True]"), "{spin}: {out}");
+        assert!(out.contains("pingpong: 2000"), "{spin}: {out}");
+    }
 }
