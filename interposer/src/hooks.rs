@@ -361,7 +361,7 @@ interpose! {
         => stream::sendfile, owner out_fd;
     fn sendfile64(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t
         => stream::sendfile, owner out_fd;
-    // Readiness is the kernel's; only EPOLLET registrations are noted.
+    // Which connections an epoll set holds, and EPOLLET (`readiness`).
     fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> c_int
         => readiness::epoll_ctl, owner fd;
     // Waits look at the rings before the kernel, and spin (`polling`).

@@ -655,7 +655,7 @@ fn epoll_set(
     let Some(out) = (unsafe { sys::epoll_out(events, max) }) else {
         return Action::Pass;
     };
-    let pending = readiness::pending_events(epfd);
+    let pending = readiness::pending_events(epfd, out.len());
     if !pending.is_empty() {
         let room = out.len().saturating_sub(pending.len());
         let mut n = 0usize;

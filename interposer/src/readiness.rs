@@ -61,10 +61,10 @@ pub(crate) fn forget(fd: c_int) {
 
 /// Events for members that joined with data no doorbell announced, while
 /// their ring still holds data; members whose ring was drained (or whose
-/// fd is gone) stop being pending. An EPOLLONESHOT member is reported once
+/// fd is gone) stop being pending. At most `max` (the caller's room). An EPOLLONESHOT member is reported once
 /// and disabled, an EPOLLET member once: the kernel reports what comes
 /// after, since the flag is up.
-pub(crate) fn pending_events(epfd: c_int) -> Vec<libc::epoll_event> {
+pub(crate) fn pending_events(epfd: c_int, max: usize) -> Vec<libc::epoll_event> {
     let mut out = Vec::new();
     if SET_COUNT.load(Ordering::Relaxed) == 0 {
         return out;
@@ -76,6 +76,9 @@ pub(crate) fn pending_events(epfd: c_int) -> Vec<libc::epoll_event> {
             return out;
         };
         for m in members.iter_mut().filter(|m| m.pending) {
+            if out.len() >= max {
+                break;
+            }
             let live = m
                 .socket
                 .upgrade()
