@@ -31,6 +31,7 @@ mod hooks;
 mod inherit;
 mod lock;
 mod options;
+mod pool;
 mod process;
 mod readiness;
 mod real;
