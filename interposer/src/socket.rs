@@ -725,7 +725,6 @@ impl Connection {
         let mut tx = seg.producer().map_err(|_| Errno::PROTO)?;
         tx.set_doorbell(bell.clone());
         let ring_bytes = seg.geometry().channel_bytes();
-        let acceptor = seg.role() == shmnet_ring::Role::Acceptor;
         let room = tx.room_waiter();
         let spin = crate::config::get()
             .map_or(Duration::ZERO, |c| Duration::from_micros(c.spin_us.into()));
@@ -742,10 +741,7 @@ impl Connection {
             shut_rd: AtomicBool::new(false),
             edge: AtomicBool::new(false),
             nonblock: std::sync::atomic::AtomicU8::new(0),
-            // An acceptor's first read: the connector has just connected
-            // and its request is normally on its way, so that read spins
-            // briefly before it sleeps (as after a reply of ours).
-            replied: AtomicBool::new(acceptor),
+            replied: AtomicBool::new(false),
             busy_stuck: AtomicBool::new(false),
             shut_wr: Arc::new(AtomicBool::new(false)),
             error: AtomicI32::new(0),
