@@ -310,11 +310,7 @@ impl DualListener {
                         let _ = epoll::delete(&self.epoll, &conn);
                         match done {
                             Ok(c) => return self.finish(conn, c, addr, len, flags),
-                            Err(e) => log!(
-                                warn,
-                                "accept on {}: handshake failed ({e}); dropping it",
-                                self.local
-                            ),
+                            Err(e) => crate::socket::handshake_failed(self.local, e),
                         }
                     }
                 }
@@ -354,11 +350,7 @@ impl DualListener {
                         self.pending.lock().push(conn);
                     }
                 }
-                Err(e) => log!(
-                    warn,
-                    "accept on {}: handshake failed ({e}); dropping it",
-                    self.local
-                ),
+                Err(e) => crate::socket::handshake_failed(self.local, e),
             }
         }
     }

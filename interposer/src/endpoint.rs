@@ -210,11 +210,7 @@ pub(crate) fn accept4(
         let connection = match listener.handshake(conn.as_fd(), patience) {
             Ok(c) => c,
             Err(e) => {
-                log!(
-                    warn,
-                    "accept on {}: handshake failed ({e}); dropping it",
-                    listener.local
-                );
+                crate::socket::handshake_failed(listener.local, e);
                 continue;
             }
         };

@@ -16,12 +16,21 @@
 //! completes from the listen backlog before accept, it may queue data at
 //! once; its first read finds the acceptor's direction ready, or waits.
 //!
-//! Messages are 52 bytes, little-endian:
+//! Reuse (see `pool`): a connector holding a segment it shared with an
+//! acceptor process before, now released on both sides, sends a `Reuse`
+//! message naming it (its key) instead of a new memfd, and waits in
+//! connect for a one-byte verdict: [`ACCEPTED`] (the acceptor claimed and
+//! re-initialised it) or [`DECLINED`] (another process accepted, or it no
+//! longer keeps the segment); then it sends a fresh `Connect` on the same
+//! Unix connection. The verdict is read inside connect, so it never reaches
+//! the application.
+//!
+//! Messages are 60 bytes, little-endian:
 //! `magic u32 | version u16 | kind u16 | family u16 | port u16 | status u32 |
-//! ip [u8; 16] | dest family u16 | dest port u16 | dest ip [u8; 16]` — the
-//! connector's address, then the address it connected to (a wildcard
-//! listener learns from it which of its addresses is the connection's
-//! local one).
+//! ip [u8; 16] | dest family u16 | dest port u16 | dest ip [u8; 16] |
+//! key u64` — the connector's address, then the address it connected to (a
+//! wildcard listener learns from it which of its addresses is the
+//! connection's local one), then the segment's key (see `pool`).
 //! Everything the peer sends is validated; a bad message is a refused or
 //! reset connection, never a crash.
 #![deny(unsafe_code)]
@@ -37,13 +46,21 @@ use rustix::net::{
     SendAncillaryMessage, SendFlags,
 };
 
-pub(crate) const LEN: usize = 52;
+pub(crate) const LEN: usize = 60;
 const MAGIC: u32 = u32::from_le_bytes(*b"SHMH");
-const VERSION: u16 = 2;
+const VERSION: u16 = 3;
+
+/// Verdict byte on a `Reuse` message: the acceptor took the segment.
+pub(crate) const ACCEPTED: u8 = b'Y';
+/// Verdict byte on a `Reuse` message: send a new segment instead.
+pub(crate) const DECLINED: u8 = b'N';
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
+    /// A new segment, attached as SCM_RIGHTS.
     Connect = 1,
+    /// A segment the two processes shared before, named by its key.
+    Reuse = 2,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,6 +69,8 @@ pub(crate) struct Message {
     pub addr: SocketAddr,
     pub status: u32,
     pub dest: SocketAddr,
+    /// The connector's name for the segment (see `pool`).
+    pub key: u64,
 }
 
 fn put_addr(b: &mut [u8], addr: SocketAddr) {
@@ -89,6 +108,7 @@ impl Message {
         b[12..16].copy_from_slice(&self.status.to_le_bytes());
         b[16..32].copy_from_slice(&a[4..20]);
         put_addr(&mut b[32..52], self.dest);
+        b[52..60].copy_from_slice(&self.key.to_le_bytes());
         b
     }
 
@@ -102,6 +122,7 @@ impl Message {
         }
         let kind = match u16_at(6) {
             1 => Kind::Connect,
+            2 => Kind::Reuse,
             _ => return Err("unknown message kind"),
         };
         let mut a = [0u8; 20];
@@ -113,6 +134,7 @@ impl Message {
             addr: get_addr(&a)?,
             status,
             dest: get_addr(&b[32..52])?,
+            key: u64::from_le_bytes([b[52], b[53], b[54], b[55], b[56], b[57], b[58], b[59]]),
         })
     }
 }
@@ -227,6 +249,49 @@ pub(crate) fn try_recv(sock: BorrowedFd<'_>) -> Result<(Message, Option<OwnedFd>
     Ok((msg, passed))
 }
 
+/// Acceptor: answers a `Reuse` message (a byte the connector reads inside
+/// connect, never the application).
+pub(crate) fn send_verdict(sock: BorrowedFd<'_>, verdict: u8) -> Result<(), Errno> {
+    let sent = rustix::net::send(sock, &[verdict], SendFlags::NOSIGNAL | SendFlags::DONTWAIT)?;
+    if sent != 1 {
+        return Err(Errno::PROTO);
+    }
+    Ok(())
+}
+
+/// Connector: waits for the verdict on a `Reuse` message: yields for up to
+/// `spin` (the acceptor normally answers within microseconds of waking),
+/// then sleeps in poll until `patience` has passed. `Ok(None)`: no answer
+/// in time. EOF is an error (ECONNREFUSED): nobody will take it.
+pub(crate) fn recv_verdict(
+    sock: BorrowedFd<'_>,
+    spin: std::time::Duration,
+    patience: std::time::Duration,
+) -> Result<Option<u8>, Errno> {
+    let start = std::time::Instant::now();
+    loop {
+        let mut b = [0u8; 1];
+        match rustix::net::recv(sock, &mut b, RecvFlags::DONTWAIT) {
+            Ok((1, _)) => return Ok(Some(b[0])),
+            Ok(_) => return Err(Errno::CONNREFUSED),
+            Err(Errno::AGAIN | Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+        let waited = start.elapsed();
+        if waited >= patience {
+            return Ok(None);
+        }
+        if waited < spin {
+            std::thread::yield_now();
+            continue;
+        }
+        match wait_readable(sock, Some(patience - waited)) {
+            Ok(_) | Err(Errno::INTR) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Waits until `sock` is readable, at most `ms` milliseconds (-1: forever).
 pub(crate) fn wait_readable(
     sock: BorrowedFd<'_>,
@@ -257,6 +322,7 @@ mod tests {
                 addr: addr.parse().unwrap(),
                 status: 0,
                 dest: "[::1]:7".parse().unwrap(),
+                key: 0x0123_4567_89ab_cdef,
             };
             assert_eq!(Message::decode(&m.encode()), Ok(m));
         }
@@ -265,6 +331,7 @@ mod tests {
             addr: "127.0.0.1:1".parse().unwrap(),
             status: 0,
             dest: "127.0.0.2:2".parse().unwrap(),
+            key: 7,
         }
         .encode();
         for (i, v) in [(0, 0u8), (4, 9), (6, 9), (8, 5), (32, 5)] {
@@ -292,6 +359,7 @@ mod tests {
             addr: "127.77.0.9:5".parse().unwrap(),
             status: 0,
             dest: "127.77.0.1:80".parse().unwrap(),
+            key: 1,
         };
         assert_eq!(try_recv(b.as_fd()).unwrap_err(), Errno::AGAIN);
         send(a.as_fd(), &m, Some(a.as_fd())).unwrap();

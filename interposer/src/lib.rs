@@ -32,6 +32,7 @@ mod inherit;
 mod lock;
 mod options;
 mod polling;
+mod pool;
 mod process;
 mod readiness;
 mod real;

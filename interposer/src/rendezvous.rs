@@ -190,6 +190,8 @@ fn in_held_block(dir: &Path, addr: SocketAddr) -> bool {
 pub(crate) fn after_fork_child() {
     BLOCKS.reset_after_fork();
     BLOCKS.lock().clear();
+    // Kept connection segments are mapped by the parent too.
+    crate::pool::after_fork_child();
 }
 
 /// At exit: let our blocks go (a block still naming a live connection

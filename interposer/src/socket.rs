@@ -25,6 +25,7 @@ use shmnet_ring::{
 };
 
 use crate::handshake::{self, Kind, Message};
+use crate::pool;
 use crate::registry;
 use crate::rendezvous::Reservation;
 
@@ -241,19 +242,51 @@ impl Listener {
 /// may be bound to 0.0.0.0 or [::]) takes the connection's local address
 /// from the message, and an IPv6 one accepts IPv4 connectors under their
 /// IPv4-mapped addresses, as a dual-stack kernel socket does.
+///
+/// ECONNABORTED: already logged (or routine), see `handshake_failed`.
 pub(crate) fn accept_handshake(
     conn: BorrowedFd<'_>,
     listening: SocketAddr,
     wildcard: bool,
     patience: Duration,
 ) -> Result<Connection, Errno> {
-    let (msg, memfd) = handshake::recv_within(conn, patience)?;
+    let generation = registry::fork_generation();
+    let (mut msg, mut memfd) = handshake::recv_within(conn, patience)?;
     let refuse = |why: &str| {
         log!(warn, "refusing a connection to {listening}: {why}");
         Errno::CONNABORTED
     };
-    if msg.kind != Kind::Connect {
-        return Err(refuse("not a connect message"));
+    // The connector's pid, as the kernel recorded it at connect: what a
+    // kept segment is paired with (see `pool`).
+    let peer_pid = rustix::net::sockopt::socket_peercred(conn)
+        .ok()
+        .map(|c| c.pid.as_raw_nonzero().get() as u32);
+    let mut reused = None;
+    if msg.kind == Kind::Reuse {
+        match peer_pid.and_then(|pid| pool::claim(pid, msg.key)) {
+            Some(found) => {
+                handshake::send_verdict(conn, handshake::ACCEPTED)?;
+                reused = Some(found);
+            }
+            None => {
+                // Not one of ours (another process took the connection, or
+                // we no longer keep it): the connector sends a new one.
+                // A connector that gave up waiting withdrew its offer and
+                // hung up: routine (see `pool`), not worth a warning.
+                let withdrawn = |_| {
+                    log!(
+                        debug,
+                        "accept on {listening}: the connector withdrew its reuse offer"
+                    );
+                    Errno::CONNABORTED
+                };
+                handshake::send_verdict(conn, handshake::DECLINED).map_err(withdrawn)?;
+                (msg, memfd) = handshake::recv_within(conn, patience).map_err(withdrawn)?;
+                if msg.kind != Kind::Connect {
+                    return Err(refuse("a second reuse offer"));
+                }
+            }
+        }
     }
     let (local, peer) = if wildcard {
         let v6 = listening.is_ipv6();
@@ -267,15 +300,42 @@ pub(crate) fn accept_handshake(
         }
         (listening, msg.addr)
     };
-    let memfd = memfd.ok_or_else(|| refuse("no shared memory attached"))?;
-    let seg = Segment::attach(memfd).map_err(|e| refuse(&e.to_string()))?;
+    let (seg, ticket) = match reused {
+        Some((seg, ticket)) => (seg, Some(ticket)),
+        None => {
+            let memfd = memfd.ok_or_else(|| refuse("no shared memory attached"))?;
+            let seg = Segment::attach(memfd).map_err(|e| refuse(&e.to_string()))?;
+            let ticket = peer_pid.map(|peer_pid| pool::Ticket {
+                key: msg.key,
+                generation,
+                side: pool::Side::Acceptor { peer_pid },
+            });
+            (seg, ticket)
+        }
+    };
     let bell = Bell::new(conn)?;
-    Connection::new(seg, local, peer, bell, None)
+    Connection::new(seg, local, peer, bell, None, ticket)
 }
 
 /// `addr` in the family of an IPv6 (`v6`) or IPv4 socket: IPv4 addresses
 /// map into IPv6 (::ffff:a.b.c.d), mapped ones back; None for an IPv6
 /// address on an IPv4 socket.
+/// An accepted rendezvous connection whose handshake failed is dropped:
+/// a warning, unless `accept_handshake` already said why (ECONNABORTED).
+pub(crate) fn handshake_failed(local: SocketAddr, e: Errno) {
+    if e == Errno::CONNABORTED {
+        log!(
+            debug,
+            "accept on {local}: handshake failed ({e}); dropping it"
+        );
+    } else {
+        log!(
+            warn,
+            "accept on {local}: handshake failed ({e}); dropping it"
+        );
+    }
+}
+
 pub(crate) fn as_family(addr: SocketAddr, v6: bool) -> Option<SocketAddr> {
     use std::net::IpAddr;
     let ip = match (addr.ip(), v6) {
@@ -632,6 +692,8 @@ pub(crate) struct Connection {
     /// Blocking sends up to this size go into the ring whole.
     atomic_send: usize,
     pub opts: Options,
+    /// How to keep the segment for reuse once this connection is gone.
+    pool_ticket: Option<pool::Ticket>,
 }
 
 /// The lowest number for the library's own fds (doorbells, reservations):
@@ -718,6 +780,7 @@ impl Connection {
         peer: SocketAddr,
         bell: Arc<Bell>,
         port: Option<Reservation>,
+        pool_ticket: Option<pool::Ticket>,
     ) -> Result<Connection, Errno> {
         let mut tx = seg.producer().map_err(|_| Errno::PROTO)?;
         tx.set_doorbell(bell.clone());
@@ -746,6 +809,7 @@ impl Connection {
             spin,
             atomic_send: (ring_bytes / 2).min(64 << 10),
             opts: Options::default(),
+            pool_ticket,
         };
         // The acceptor's receive half is ready at once; the connector's once
         // the acceptor initialised its direction (see `receiver`).
@@ -766,14 +830,105 @@ impl Connection {
         opts: Options,
         nonblocking: bool,
     ) -> Result<(OwnedFd, Connection), Errno> {
-        // The segment first: the acceptor waits for our message from the
-        // moment it accepts, so nothing slow may come between connect and
-        // send.
+        let generation = registry::fork_generation();
         let geo = Geometry::for_ring_bytes(ring_bytes as u64).map_err(|_| Errno::INVAL)?;
-        let mut seg = Segment::create(geo).map_err(|e| {
-            log!(warn, "cannot create a connection segment: {e}");
-            Errno::NOBUFS
-        })?;
+        let fresh = || {
+            Segment::create(geo).map_err(|e| {
+                log!(warn, "cannot create a connection segment: {e}");
+                Errno::NOBUFS
+            })
+        };
+        let me = local.addr;
+        let mut hello = Message {
+            kind: Kind::Connect,
+            addr: me,
+            status: 0,
+            dest: peer,
+            key: 0,
+        };
+        // A segment shared with the acceptor process before, if we keep one
+        // for this address (see `pool`); else a new one. Either comes first:
+        // the acceptor waits for our message from the moment it accepts, so
+        // nothing slow may come between connect and send.
+        let (mut seg, reuse) = match pool::offer_for(peer) {
+            Some((seg, ticket)) => (seg, Some(ticket.key)),
+            None => (fresh()?, None),
+        };
+        hello.key = reuse.unwrap_or_else(pool::new_key);
+        let mut sock = Self::dial(paths, &opts, nonblocking)?;
+        let bell;
+        if reuse.is_some() {
+            hello.kind = Kind::Reuse;
+            handshake::send(sock.as_fd(), &hello, None).map_err(|_| Errno::CONNREFUSED)?;
+            // Set up our end while the acceptor wakes up.
+            rustix::io::ioctl_fionbio(&sock, false)?;
+            let mut early = Some(Bell::new(sock.as_fd())?);
+            // The verdict comes once the application accepts: normally
+            // within microseconds. An acceptor that does not accept until we
+            // do something else gets a fresh connection after a short wait.
+            let patience = Duration::from_micros(if nonblocking { 500 } else { 2000 });
+            let spin = Duration::from_micros(100);
+            let verdict = match handshake::recv_verdict(sock.as_fd(), spin, patience)? {
+                None if seg.withdraw() => None,
+                // Claimed just now: the acceptor sends its answer next.
+                None => handshake::recv_verdict(sock.as_fd(), spin, Duration::from_secs(1))?,
+                v => v,
+            };
+            match verdict {
+                Some(handshake::ACCEPTED) => {}
+                Some(_) => {
+                    // Declined: a new segment, on the same connection.
+                    seg = fresh()?;
+                    hello.kind = Kind::Connect;
+                    hello.key = pool::new_key();
+                    handshake::send(sock.as_fd(), &hello, seg.fd())
+                        .map_err(|_| Errno::CONNREFUSED)?;
+                    seg.forget_fd();
+                }
+                None => {
+                    // Withdrawn: this connection is abandoned (the acceptor
+                    // declines it if it ever looks); a new one.
+                    log!(
+                        debug,
+                        "connect to {peer}: reuse offer unanswered; fresh segment"
+                    );
+                    pool::cool_down();
+                    seg = fresh()?;
+                    hello.kind = Kind::Connect;
+                    hello.key = pool::new_key();
+                    early = None;
+                    sock = Self::dial(paths, &opts, nonblocking)?;
+                    handshake::send(sock.as_fd(), &hello, seg.fd())
+                        .map_err(|_| Errno::CONNREFUSED)?;
+                    seg.forget_fd();
+                    rustix::io::ioctl_fionbio(&sock, false)?;
+                }
+            }
+            bell = match early {
+                Some(b) => b,
+                None => Bell::new(sock.as_fd())?,
+            };
+        } else {
+            // The listener went away between connect and send: refused.
+            handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(|_| Errno::CONNREFUSED)?;
+            seg.forget_fd(); // the acceptor has its copy
+            rustix::io::ioctl_fionbio(&sock, false)?;
+            bell = Bell::new(sock.as_fd())?;
+        }
+        let ticket = pool::Ticket {
+            key: hello.key,
+            generation,
+            side: pool::Side::Connector { dest: peer },
+        };
+        let mut conn = Connection::new(seg, me, peer, bell, Some(local), Some(ticket))?;
+        conn.opts = opts;
+        Ok((sock, conn))
+    }
+
+    /// Connects a new non-blocking Unix socket to the first rendezvous in
+    /// `paths` that has a listener. `nonblocking`: a full listen backlog is
+    /// EAGAIN at once instead of a wait (bounded by SO_SNDTIMEO).
+    fn dial(paths: &[PathBuf], opts: &Options, nonblocking: bool) -> Result<OwnedFd, Errno> {
         let sock = rustix::net::socket_with(
             rustix::net::AddressFamily::UNIX,
             rustix::net::SocketType::STREAM,
@@ -794,7 +949,7 @@ impl Connection {
         };
         loop {
             match rustix::net::connect(&sock, &addr) {
-                Ok(()) => break,
+                Ok(()) => return Ok(sock),
                 // No rendezvous, or nobody listening on it: the next one, or
                 // no listener.
                 Err(Errno::NOENT | Errno::CONNREFUSED) => match paths.next() {
@@ -815,22 +970,6 @@ impl Connection {
                 Err(e) => return Err(e),
             }
         }
-        let fl = rustix::fs::fcntl_getfl(&sock)?;
-        rustix::fs::fcntl_setfl(&sock, fl - rustix::fs::OFlags::NONBLOCK)?;
-        let me = local.addr;
-        let hello = Message {
-            kind: Kind::Connect,
-            addr: me,
-            status: 0,
-            dest: peer,
-        };
-        // The listener went away between connect and send: refused.
-        handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(|_| Errno::CONNREFUSED)?;
-        seg.forget_fd(); // the acceptor has its copy
-        let bell = Bell::new(sock.as_fd())?;
-        let mut conn = Connection::new(seg, me, peer, bell, Some(local))?;
-        conn.opts = opts;
-        Ok((sock, conn))
     }
 
     /// Whether the fd is non-blocking (O_NONBLOCK of the open file),
@@ -1535,6 +1674,10 @@ impl Drop for Connection {
         let mut rx = std::mem::take(&mut self.rx.get_mut().consumer);
         if let Some(rx) = self.receiver(&mut rx) {
             rx.close();
+        }
+        drop(rx);
+        if let Some(ticket) = self.pool_ticket {
+            pool::put(self.seg.share(), ticket);
         }
     }
 }

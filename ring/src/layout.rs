@@ -32,7 +32,7 @@ pub unsafe trait SharedLayout: Sized {}
 /// `"SHMNETR1"` as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMNETR1");
 /// Bumped whenever the layout or protocol changes incompatibly.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// Value of [`ChannelControl::ready`] once a side has initialised the channel.
 pub const CHANNEL_READY: u32 = 0x5245_4459; // "READ"Y
 
@@ -63,7 +63,25 @@ pub struct SegmentHeader {
     pub reset: AtomicU32,
     /// Size of the whole mapping, checked against the file size on attach.
     pub total_bytes: AtomicU64,
+    /// Reuse between the same two processes (see `Segment::offer`): the
+    /// connector stores [`OFFERED`] before proposing the segment again; the
+    /// acceptor takes it with a CAS to [`CLAIMED`], a connector that gave up
+    /// waiting with a CAS to [`WITHDRAWN`]. Whoever wins decides.
+    pub claim: AtomicU32,
+    /// Per role (connector, acceptor): non-zero once that side's connection
+    /// on the segment is gone, so its next use may re-initialise it.
+    pub released: [AtomicU32; 2],
+    /// The pid of the process that accepted (written by it: a hint, used
+    /// only to skip reuse within one process).
+    pub acceptor_pid: AtomicU32,
 }
+
+/// [`SegmentHeader::claim`]: the connector proposes the segment again.
+pub const OFFERED: u32 = 1;
+/// [`SegmentHeader::claim`]: the acceptor took the proposal.
+pub const CLAIMED: u32 = 2;
+/// [`SegmentHeader::claim`]: the connector withdrew it before an answer.
+pub const WITHDRAWN: u32 = 3;
 
 /// Fields written by the producer of a channel (its own cache line).
 #[repr(C, align(64))]

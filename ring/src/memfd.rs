@@ -42,3 +42,45 @@ pub(crate) fn map(
     }
     Ok(opts.map_raw(std::os::fd::AsRawFd::as_raw_fd(&fd.as_fd()))?)
 }
+
+/// The fields of a segment header, as read from the file.
+pub(crate) struct HeaderCopy {
+    pub magic: u64,
+    pub version: u32,
+    pub segment_count: u32,
+    pub segment_bytes: u32,
+    pub total_bytes: u64,
+}
+
+/// Reads a segment header from the start of `fd` (one pread: no mapping).
+pub(crate) fn read_header(fd: BorrowedFd<'_>) -> Result<HeaderCopy, AttachError> {
+    use crate::layout::SegmentHeader;
+    use core::mem::offset_of;
+    let mut b = [0u8; core::mem::size_of::<SegmentHeader>()];
+    let mut got = 0;
+    while got < b.len() {
+        match rustix::io::pread(fd, &mut b[got..], got as u64) {
+            Ok(0) => return Err(AttachError::Invalid("segment smaller than its header")),
+            Ok(n) => got += n,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let u32_at = |o: usize| {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(&b[o..o + 4]);
+        u32::from_ne_bytes(w)
+    };
+    let u64_at = |o: usize| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&b[o..o + 8]);
+        u64::from_ne_bytes(w)
+    };
+    Ok(HeaderCopy {
+        magic: u64_at(offset_of!(SegmentHeader, magic)),
+        version: u32_at(offset_of!(SegmentHeader, version)),
+        segment_count: u32_at(offset_of!(SegmentHeader, segment_count)),
+        segment_bytes: u32_at(offset_of!(SegmentHeader, segment_bytes)),
+        total_bytes: u64_at(offset_of!(SegmentHeader, total_bytes)),
+    })
+}

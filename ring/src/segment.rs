@@ -8,7 +8,8 @@
 use crate::channel::{Channel, ChannelParts, Consumer, Producer};
 use crate::data::DataArea;
 use crate::layout::{
-    ChannelControl, Geometry, SegmentBegin, SegmentControl, SegmentHeader, LAYOUT_VERSION, MAGIC,
+    ChannelControl, Geometry, SegmentBegin, SegmentControl, SegmentHeader, CLAIMED, LAYOUT_VERSION,
+    MAGIC, OFFERED, WITHDRAWN,
 };
 use crate::memfd;
 use crate::sync::{AtomicU32, Ordering};
@@ -78,6 +79,7 @@ impl Segment {
         h.segment_bytes.store(geo.segment_bytes, Ordering::Relaxed);
         h.total_bytes.store(total as u64, Ordering::Relaxed);
         h.reset.store(0, Ordering::Relaxed);
+        h.claim.store(0, Ordering::Relaxed);
         seg.channel(0).initialise();
         // SYNC POINT: the version is written last, with Release; `attach`
         // loads it with Acquire first, so it sees every field above.
@@ -92,27 +94,23 @@ impl Segment {
         if size < core::mem::size_of::<SegmentHeader>() as u64 {
             return Err(AttachError::Invalid("segment smaller than its header"));
         }
-        let hdr_len = core::mem::size_of::<SegmentHeader>();
-        let probe = memfd::map(&fd, hdr_len, false)?;
-        // SAFETY: the mapping is at least a header long, page-aligned, and
-        // SegmentHeader is SharedLayout (any bit pattern valid, atomics only).
-        let h = unsafe { &*probe.as_ptr().cast::<SegmentHeader>() };
-        if h.version.load(Ordering::Acquire) != LAYOUT_VERSION {
+        // The header is read with one pread, not through a probe mapping:
+        // a map, a page fault and an unmap less per accepted connection.
+        // The peer may still change it; the checked geometry is our copy,
+        // and the mapped header is checked again below.
+        let hdr = memfd::read_header(fd.as_fd())?;
+        if hdr.version != LAYOUT_VERSION {
             return Err(AttachError::Invalid("layout version mismatch"));
         }
-        if h.magic.load(Ordering::Relaxed) != MAGIC {
+        if hdr.magic != MAGIC {
             return Err(AttachError::Invalid("bad magic"));
         }
-        let geo = Geometry::new(
-            h.segment_count.load(Ordering::Relaxed),
-            h.segment_bytes.load(Ordering::Relaxed),
-        )
-        .map_err(AttachError::Invalid)?;
+        let geo =
+            Geometry::new(hdr.segment_count, hdr.segment_bytes).map_err(AttachError::Invalid)?;
         let total = geo.total_bytes();
-        if h.total_bytes.load(Ordering::Relaxed) != total as u64 || size != total as u64 {
+        if hdr.total_bytes != total as u64 || size != total as u64 {
             return Err(AttachError::Invalid("size does not match geometry"));
         }
-        drop(probe);
         let raw = memfd::map(&fd, total, false)?;
         let seg = Segment {
             map: Arc::new(Mapping { raw }),
@@ -120,13 +118,138 @@ impl Segment {
             geo,
             role: Role::Acceptor,
         };
+        if seg.header().version.load(Ordering::Acquire) != LAYOUT_VERSION {
+            return Err(AttachError::Invalid("layout version mismatch"));
+        }
         let ch0 = seg.channel(0);
         if !ch0.is_ready() {
             return Err(AttachError::NotReady);
         }
         ch0.check_links().map_err(AttachError::Invalid)?;
+        seg.header().acceptor_pid.store(
+            rustix::process::getpid().as_raw_nonzero().get() as u32,
+            Ordering::Relaxed,
+        );
         seg.channel(1).initialise();
         Ok(seg)
+    }
+
+    /// Another handle on the same mapping (without the memfd): what a pool
+    /// keeps of a segment whose connection is being dropped.
+    pub fn share(&self) -> Segment {
+        Segment {
+            map: self.map.clone(),
+            fd: None,
+            geo: self.geo,
+            role: self.role,
+        }
+    }
+
+    /// True when this handle is the only one left in this process: no
+    /// producer, consumer or doorbell count of an earlier connection still
+    /// reaches the mapping.
+    pub fn is_sole_handle(&self) -> bool {
+        Arc::strong_count(&self.map) == 1
+    }
+
+    /// Records that this side's connection on the segment is gone (its
+    /// halves closed): the peer may re-initialise it for a new connection
+    /// between the same two processes.
+    pub fn release(&self) {
+        // SYNC POINT: Release: our last ring updates happen before the
+        // peer's re-initialisation, which loads the flag with Acquire.
+        self.header().released[self.role as usize].store(1, Ordering::Release);
+    }
+
+    /// Whether the peer's connection on the segment is gone (see
+    /// [`release`](Self::release)). Written by the peer: a lie only spoils
+    /// connections between the two of us.
+    pub fn peer_released(&self) -> bool {
+        self.header().released[1 - self.role as usize].load(Ordering::Acquire) != 0
+    }
+
+    /// The pid the acceptor wrote on attach (a hint from shared memory).
+    pub fn acceptor_pid(&self) -> u32 {
+        self.header().acceptor_pid.load(Ordering::Relaxed)
+    }
+
+    /// Whether at most the first data segment of each direction was ever
+    /// written (few resident pages): worth keeping for reuse. A hint from
+    /// shared memory, only used to decide whether to keep the segment.
+    pub fn lightly_used(&self) -> bool {
+        (0..2).all(|c| {
+            let ctl: NonNull<ChannelControl> = self.at(self.geo.channel_offset(c));
+            // SAFETY: inside the mapping, SharedLayout type.
+            unsafe { ctl.as_ref() }
+                .producer
+                .head
+                .load(Ordering::Relaxed)
+                == 0
+        })
+    }
+
+    /// Connector: re-initialises our direction of a segment whose last
+    /// connection (with the same acceptor process) is gone on both sides,
+    /// and marks it offered. Fails unless this is the only handle here and
+    /// the peer released it.
+    pub fn offer(&self) -> Result<(), AttachError> {
+        if self.role != Role::Connector || !self.is_sole_handle() || !self.peer_released() {
+            return Err(AttachError::NotReady);
+        }
+        let h = self.header();
+        h.released[0].store(0, Ordering::Relaxed);
+        h.reset.store(0, Ordering::Relaxed);
+        self.unready(0);
+        self.channel(0).initialise();
+        // SYNC POINT: Release after the initialisation; the acceptor's CAS
+        // in `claim` acquires it.
+        h.claim.store(OFFERED, Ordering::Release);
+        Ok(())
+    }
+
+    /// Connector: withdraws an offer the acceptor has not answered. False
+    /// when the acceptor claimed it first (it is then ours to use).
+    pub fn withdraw(&self) -> bool {
+        self.header()
+            .claim
+            .compare_exchange(OFFERED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// Acceptor: takes a segment the connector offered again (see
+    /// [`offer`](Self::offer)), checks its direction and re-initialises
+    /// ours. Fails if the offer was withdrawn, this process still uses the
+    /// segment, or the connector's direction is not sound.
+    pub fn claim(&self) -> Result<(), AttachError> {
+        if self.role != Role::Acceptor || !self.is_sole_handle() {
+            return Err(AttachError::NotReady);
+        }
+        let h = self.header();
+        if h.claim
+            .compare_exchange(OFFERED, CLAIMED, Ordering::AcqRel, Ordering::Acquire)
+            .is_err()
+        {
+            return Err(AttachError::Invalid("offer withdrawn"));
+        }
+        let ch0 = self.channel(0);
+        if !ch0.is_ready() {
+            return Err(AttachError::NotReady);
+        }
+        ch0.check_links().map_err(AttachError::Invalid)?;
+        h.released[1].store(0, Ordering::Relaxed);
+        self.unready(1);
+        self.channel(1).initialise();
+        Ok(())
+    }
+
+    /// Clears channel `c`'s ready word before it is initialised again.
+    fn unready(&self, c: usize) {
+        let ctl: NonNull<ChannelControl> = self.at(self.geo.channel_offset(c));
+        // SAFETY: inside the mapping, SharedLayout type.
+        unsafe { ctl.as_ref() }
+            .wait
+            .ready
+            .store(0, Ordering::Relaxed);
     }
 
     /// The memfd, to hand to the peer (SCM_RIGHTS): the creator's, until

@@ -1,0 +1,297 @@
+//! Reuse of connection segments between the same two processes (`pool`):
+//! byte-exact data on every reused connection, reuse actually happening,
+//! a forked server (whose children must never get a segment the parent
+//! shared), an acceptor that does not answer the offer in time, and a
+//! forged offer from a process that never shared the segment.
+//!
+//! Addresses: 127.77.230.1 onwards, inside SHMNET_PARTITIONS=127.77.230.0/24,
+//! `SHMNET_FALLBACK=never`, a private SHMNET_DIR per test.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::{py, run, tmpdir};
+
+const PARTITIONS: &str = "127.77.230.0/24";
+
+fn env<'a>(cmd: &'a mut Command, dir: &Path) -> &'a mut Command {
+    cmd.env("SHMNET_PARTITIONS", PARTITIONS)
+        .env("SHMNET_FALLBACK", "never")
+        .env("SHMNET_DIR", dir)
+}
+
+/// Python helpers: `segs()` is the set of connection segments this process
+/// maps (inode numbers of memfd:shmnet-conn in /proc/self/maps).
+const HELPERS: &str = r#"
+import os, socket, sys, time, hashlib, signal
+signal.alarm(60)
+def segs():
+    out = set()
+    for l in open('/proc/self/maps'):
+        if 'shmnet-conn' in l:
+            out.add(l.split()[4])
+    return out
+def recv_all(s):
+    b = b''
+    while True:
+        d = s.recv(65536)
+        if not d:
+            return b
+        b += d
+def payload(i):
+    return hashlib.sha256(str(i).encode()).digest() * (1 + i % 7)
+"#;
+
+/// Echo server: each connection carries one length-prefixed message,
+/// echoed reversed; `quit` ends the process. With `fork_at` > 0 it forks
+/// after that many connections, and both processes go on accepting.
+const SERVER: &str = r#"
+host, port, fork_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((host, port))
+l.listen(64)
+print('listening', flush=True)
+served = 0
+forked = None
+while True:
+    if served == fork_at and fork_at > 0 and forked is None:
+        forked = os.fork()
+    c, _ = l.accept()
+    hdr = b''
+    while len(hdr) < 4:
+        d = c.recv(4 - len(hdr))
+        if not d:
+            break
+        hdr += d
+    want = int.from_bytes(hdr, 'big') if len(hdr) == 4 else 0
+    body = b''
+    while len(body) < want:
+        d = c.recv(want - len(body))
+        if not d:
+            break
+        body += d
+    c.sendall(body[::-1])
+    c.close()
+    served += 1
+    if body == b'quit':
+        break
+l.close()
+if forked:
+    os.waitpid(forked, 0)
+"#;
+
+/// Client: `n` sequential connections, each sends payload(i) and checks
+/// the reversed echo; records the segments it maps after each close (one
+/// kept segment, the same again and again, is reuse). Then `quits`
+/// connections saying quit.
+const CLIENT: &str = r#"
+host, port, n, quits = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+def connect():
+    for attempt in range(200):
+        try:
+            return socket.create_connection((host, port))
+        except ConnectionRefusedError:
+            time.sleep(0.05)
+    sys.exit('no listener')
+def call(p):
+    s = connect()
+    s.sendall(len(p).to_bytes(4, 'big') + p)
+    got = recv_all(s)
+    s.close()
+    return got
+seen = []
+for i in range(n):
+    p = payload(i)
+    got = call(p)
+    if got != p[::-1]:
+        sys.exit('connection %d: wrong echo (%d bytes, want %d)' % (i, len(got), len(p)))
+    # Let the server's close land before the next connect (reuse needs both
+    # sides released; a fresh segment is also correct, just slower).
+    time.sleep(0.01)
+    seen.append(frozenset(segs()))
+for q in range(quits):
+    if call(b'quit') != b'tiuq':
+        sys.exit('quit %d: wrong echo' % q)
+kept = [s for s in seen if len(s) == 1]
+reused = sum(1 for a, b in zip(kept, kept[1:]) if a == b)
+print('ok', n, 'reused', reused, flush=True)
+"#;
+
+fn server(dir: &Path, host: &str, port: u16, fork_at: usize) -> common::Background {
+    let body = format!("{HELPERS}{SERVER}");
+    let mut cmd = py(&body, &[host, &port.to_string(), &fork_at.to_string()]);
+    env(&mut cmd, dir);
+    let mut bg = common::Background::spawn(&mut cmd);
+    bg.expect("listening");
+    bg
+}
+
+fn client(dir: &Path, host: &str, port: u16, n: usize, quits: usize) -> String {
+    let body = format!("{HELPERS}{CLIENT}");
+    let mut cmd = py(
+        &body,
+        &[host, &port.to_string(), &n.to_string(), &quits.to_string()],
+    );
+    env(&mut cmd, dir);
+    let out = run(&mut cmd);
+    assert!(
+        out.status.success(),
+        "client: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
+fn reused(out: &str) -> usize {
+    let words: Vec<&str> = out.split_whitespace().collect();
+    let i = words.iter().position(|w| *w == "reused").expect(out);
+    words[i + 1].parse().expect(out)
+}
+
+#[test]
+fn sequential_connections_reuse_one_segment_byte_exact() {
+    let dir = tmpdir("reuse-seq");
+    let mut srv = server(&dir, "127.77.230.1", 18230, 0);
+    let out = client(&dir, "127.77.230.1", 18230, 30, 1);
+    srv.finish_clean();
+    // 30 connections, one client and one server process: the kept segment
+    // must have carried most of them (not all: a connect may come before
+    // the server's close released the last one).
+    assert!(reused(&out) >= 10, "too little reuse: {out}");
+}
+
+#[test]
+fn forked_server_children_never_get_the_parents_segments() {
+    // The server forks after 5 connections; from then on the parent and
+    // its child both accept. Segments shared before the fork are dropped
+    // by both; every later connection, whichever process accepts it, must
+    // be byte-exact (a declined offer falls back to a fresh segment).
+    let dir = tmpdir("reuse-fork");
+    let mut srv = server(&dir, "127.77.230.2", 18231, 5);
+    // Two quits: one for each server process (whichever accepts it).
+    let out = client(&dir, "127.77.230.2", 18231, 40, 2);
+    srv.finish();
+    assert!(out.starts_with("ok"), "{out}");
+}
+
+#[test]
+fn unanswered_offer_is_withdrawn_and_the_connection_made_fresh() {
+    // A server that accepts the next connection only after the client
+    // spoke on another one: the client's offer of the kept segment cannot
+    // be answered while it waits in connect. It must withdraw it and
+    // connect with a fresh segment; the server then sees exactly one
+    // connection, byte-exact.
+    let dir = tmpdir("reuse-withdraw");
+    let server_body = format!(
+        "{HELPERS}{}",
+        r#"
+host, port = sys.argv[1], int(sys.argv[2])
+l = socket.socket()
+l.bind((host, port))
+l.listen(16)
+print('listening', flush=True)
+ctl, _ = l.accept()
+a, _ = l.accept()
+a.sendall(recv_all(a)[::-1]); a.close()
+# The client now connects again (offering the segment of `a`) and then
+# says 'go' on ctl; we accept only after that.
+assert ctl.recv(2) == b'go'
+b, _ = l.accept()
+data = b.recv(100)
+b.sendall(data[::-1]); b.close()
+l.settimeout(0.5)
+try:
+    extra, _ = l.accept()
+    sys.exit('an extra connection was accepted')
+except socket.timeout:
+    pass
+print('served', flush=True)
+"#
+    );
+    let mut cmd = py(&server_body, &["127.77.230.3", "18232"]);
+    env(&mut cmd, &dir);
+    let mut srv = common::Background::spawn(&mut cmd);
+    srv.expect("listening");
+    let client_body = format!(
+        "{HELPERS}{}",
+        r#"
+host, port = sys.argv[1], int(sys.argv[2])
+ctl = socket.create_connection((host, port))
+a = socket.create_connection((host, port))
+a.sendall(b'first'); a.shutdown(socket.SHUT_WR)
+assert recv_all(a) == b'tsrif'
+a.close()
+time.sleep(0.2)
+b = socket.create_connection((host, port))
+ctl.sendall(b'go')
+b.sendall(b'second')
+assert b.recv(100) == b'dnoces'
+print('ok', flush=True)
+"#
+    );
+    let mut cmd = py(&client_body, &["127.77.230.3", "18232"]);
+    env(&mut cmd, &dir);
+    let out = run(&mut cmd);
+    assert!(
+        out.status.success() && out.stdout.contains("ok"),
+        "client: {}\n{}\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    srv.expect("served");
+    srv.finish();
+}
+
+#[test]
+fn forged_reuse_offer_is_declined() {
+    // A process that never shared a segment with the server (a plain,
+    // non-preloaded one speaking the handshake on the rendezvous) offers
+    // keys: the server must decline each, and go on serving.
+    let dir = tmpdir("reuse-forged");
+    let mut srv = server(&dir, "127.77.230.4", 18233, 0);
+    // A real client first, so the server keeps a segment.
+    let out = client(&dir, "127.77.230.4", 18233, 1, 0);
+    assert!(out.starts_with("ok"), "{out}");
+    let rendezvous = dir.join("tcp4-127.77.230.4-18233");
+    let forger = r#"
+import socket, struct, sys
+path = sys.argv[1]
+def addr(ip, port):
+    return struct.pack('<HH', 4, port), bytes(10) + b'\xff\xff' + socket.inet_aton(ip)
+for key in range(1, 9):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+    fam_port, ip = addr('127.0.0.1', 40000)
+    dfam_port, dip = addr('127.77.230.4', 18233)
+    msg = b'SHMH' + struct.pack('<HH', 3, 2) + fam_port + struct.pack('<I', 0) + ip + dfam_port + dip + struct.pack('<Q', key)
+    assert len(msg) == 60
+    s.sendall(msg)
+    v = s.recv(1)
+    if v != b'N':
+        sys.exit('key %d: verdict %r' % (key, v))
+    s.close()
+print('declined', flush=True)
+"#;
+    let mut cmd = Command::new(common::python());
+    cmd.arg("-c")
+        .arg(forger)
+        .arg(&rendezvous)
+        .env_remove("LD_PRELOAD");
+    let out = run(&mut cmd);
+    assert!(
+        out.status.success() && out.stdout.contains("declined"),
+        "forger: {}\n{}\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    let out = client(&dir, "127.77.230.4", 18233, 1, 1);
+    assert!(out.starts_with("ok"), "{out}");
+    srv.finish();
+}
