@@ -32,6 +32,7 @@ pub(crate) fn close(fd: c_int) -> Action<c_int> {
         return Action::Fail(libc::EBADF);
     }
     log::forget_fd(fd);
+    crate::readiness::forget(fd);
     if let Some(handle) = fdtable::table().remove(fd) {
         release(fd, handle);
     }
@@ -82,6 +83,7 @@ fn replace_target(
     let result = real_call();
     if result >= 0 {
         log::forget_fd(new);
+        crate::readiness::forget(new);
         if let Some(handle) = fdtable::table().remove(new) {
             release(new, handle);
         }
@@ -217,6 +219,9 @@ pub(crate) fn fresh(fd: c_int) {
     if fdtable::is_owned(fd) {
         stale(fd);
     }
+    // An epoll set known under this number is gone (dup2 onto it, or a
+    // close we did not see).
+    crate::readiness::forget(fd);
 }
 
 /// `fresh` for fcntl: only F_DUPFD and F_DUPFD_CLOEXEC return an fd (the

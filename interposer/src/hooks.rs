@@ -192,14 +192,6 @@ pub(crate) fn install_panic_hook() {
     }));
 }
 
-/// A new epoll fd: also forget any set `readiness` knew under its number.
-fn fresh_epoll(fd: c_int) {
-    fresh(fd);
-    if fd >= 0 {
-        readiness::forget(fd);
-    }
-}
-
 /// Generates, from one list: the table of real functions with a typed
 /// wrapper each (`real::name`), and the `#[no_mangle]` export of each.
 ///
@@ -452,8 +444,8 @@ interpose! {
         // SAFETY: pipe2(2) succeeded, so it stored two fds at `fds`.
         fresh |r| unsafe { fresh_pair(r, fds) };
     fn eventfd(initval: c_uint, flags: c_int) -> c_int => descriptor::eventfd, fresh fresh;
-    fn epoll_create(size: c_int) -> c_int => descriptor::epoll_create, fresh fresh_epoll;
-    fn epoll_create1(flags: c_int) -> c_int => descriptor::epoll_create1, fresh fresh_epoll;
+    fn epoll_create(size: c_int) -> c_int => descriptor::epoll_create, fresh fresh;
+    fn epoll_create1(flags: c_int) -> c_int => descriptor::epoll_create1, fresh fresh;
     fn inotify_init() -> c_int => descriptor::inotify_init, fresh fresh;
     fn inotify_init1(flags: c_int) -> c_int => descriptor::inotify_init1, fresh fresh;
     fn memfd_create(name: *const c_char, flags: c_uint) -> c_int

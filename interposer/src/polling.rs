@@ -6,17 +6,24 @@
 //! queued. poll and select therefore look at the rings first and raise the
 //! flags, and only then ask the kernel; readability the kernel reports for
 //! bytes of data already read is taken back (`Connection::really_readable`).
+//! A reader of ours asleep taking doorbell bytes in another thread could
+//! take the byte a poller waits for: the poller then sleeps in short slices
+//! and looks at the rings between them (`Connection::add_waiter`).
 //! Connections in an epoll set are eager, so the kernel's answer is exact,
-//! except for data that came before they joined (`readiness`).
+//! except for data that came before they joined (`readiness::pending`).
 //!
 //! Speed: before sleeping in the kernel, a wait spins for up to
 //! `SHMNET_SPIN_US` — on the rings, and with zero-timeout calls for the
-//! kernel's fds — when spinning can help (`spin_helps`): a wake-up from
-//! sleep costs tens of microseconds on a VM, a spin that sees the data
-//! well under one.
+//! kernel's fds — when spinning can help (`spin_helps`, and a connection in
+//! the set awaits a reply): a wake-up from sleep costs tens of
+//! microseconds on a VM, a spin that sees the data well under one.
+//!
+//! The spin and the looks at the rings run inside the library (a signal
+//! handler that interrupts them and uses an emulated socket gets EIO, as
+//! everywhere in the library); the sleep in the kernel does not.
 #![deny(unsafe_code)]
 
-use core::ffi::c_int;
+use core::ffi::{c_int, c_ulong};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,12 +31,15 @@ use std::time::{Duration, Instant};
 use libc::{epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
 
 use crate::hooks::{real, Action};
-use crate::socket::Socket;
+use crate::socket::{Connection, Socket};
 use crate::{guard, readiness, registry, sys};
 
 const POLL_IN: i16 = libc::POLLIN | libc::POLLRDNORM;
 /// Readiness the ring cannot take back: the read will report it.
 const POLL_FINAL: i16 = libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP | libc::POLLNVAL;
+/// The longest sleep while a reader of ours may take the byte a waiter
+/// needs (see the module docs).
+const SLICE: Duration = Duration::from_millis(1);
 
 /// How long a call may wait.
 #[derive(Clone, Copy)]
@@ -47,8 +57,38 @@ impl Limit {
         }
     }
 
-    fn duration(d: Option<Duration>) -> Limit {
+    fn after(d: Option<Duration>) -> Limit {
         d.map_or(Limit::Forever, |d| Limit::Until(Instant::now() + d))
+    }
+
+    /// A timespec argument; None when the kernel would refuse it (the
+    /// real call then says EINVAL).
+    fn timespec(ts: Option<timespec>) -> Option<Limit> {
+        match ts {
+            None => Some(Limit::Forever),
+            Some(t) if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) => None,
+            Some(t) => Some(Limit::after(Some(Duration::new(
+                t.tv_sec as u64,
+                t.tv_nsec as u32,
+            )))),
+        }
+    }
+
+    /// select's timeval, normalised as the kernel does (tv_usec may exceed
+    /// a second); None when the kernel would refuse it.
+    #[allow(clippy::unnecessary_cast)] // time_t and suseconds_t vary by target
+    fn timeval(tv: Option<timeval>) -> Option<Limit> {
+        let Some(t) = tv else {
+            return Some(Limit::Forever);
+        };
+        let sec = (t.tv_sec as i64).checked_add(t.tv_usec as i64 / 1_000_000)?;
+        let usec = t.tv_usec as i64 % 1_000_000;
+        if sec < 0 || usec < 0 {
+            return None;
+        }
+        Some(Limit::after(Some(
+            Duration::from_secs(sec as u64) + Duration::from_micros(usec as u64),
+        )))
     }
 
     fn left(self) -> Option<Duration> {
@@ -60,6 +100,18 @@ impl Limit {
 
     fn now(self) -> bool {
         self.left().is_some_and(|d| d.is_zero())
+    }
+
+    /// This limit, or `SLICE` from now if sooner and `sliced`.
+    fn sliced(self, sliced: bool) -> Limit {
+        if !sliced {
+            return self;
+        }
+        let slice = Instant::now() + SLICE;
+        match self {
+            Limit::Until(t) if t <= slice => self,
+            _ => Limit::Until(slice),
+        }
     }
 
     /// Milliseconds for poll/epoll_wait, rounded up (as the kernel does).
@@ -78,13 +130,6 @@ impl Limit {
     }
 }
 
-fn ts_duration(ts: timespec) -> Duration {
-    Duration::new(
-        ts.tv_sec.max(0) as u64,
-        ts.tv_nsec.clamp(0, 999_999_999) as u32,
-    )
-}
-
 /// A count the real call returned: errno as libc left it on failure, the
 /// caller's on success (our own calls on the way may have changed it).
 fn result(n: c_int) -> Action<c_int> {
@@ -101,7 +146,8 @@ fn spin_budget() -> Duration {
 
 /// Whether spinning can help: not when more threads are runnable than
 /// there are CPUs (a spinner would then take the CPU from the thread it
-/// waits for). Looked up in /proc/loadavg at most every 10 ms.
+/// waits for). Looked up in /proc/loadavg at most every 10 ms. (That count
+/// is the whole host's; the CPUs are those this process may use.)
 pub(crate) fn spin_helps() -> bool {
     static CHECKED: AtomicU64 = AtomicU64::new(0);
     static VERDICT: AtomicBool = AtomicBool::new(true);
@@ -112,10 +158,7 @@ pub(crate) fn spin_helps() -> bool {
         return VERDICT.load(Ordering::Relaxed);
     }
     CHECKED.store(now, Ordering::Relaxed);
-    let verdict = match (runnable_threads(), cpus()) {
-        (Some(r), c) => r <= c,
-        (None, _) => true,
-    };
+    let verdict = runnable_threads().is_none_or(|r| r <= cpus());
     VERDICT.store(verdict, Ordering::Relaxed);
     verdict
 }
@@ -141,45 +184,103 @@ fn cpus() -> usize {
     *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-/// The connections among `fds` (by position) that a read could wait for.
-fn connections<'a>(fds: impl Iterator<Item = (usize, c_int)> + 'a) -> Vec<(usize, Arc<Socket>)> {
-    fds.filter_map(|(i, fd)| {
-        registry::get(fd)
-            .filter(|s| matches!(**s, Socket::Stream(_)))
-            .map(|s| (i, s))
-    })
-    .collect()
+/// What a spin found.
+enum Spun {
+    /// A ring has data: answer without sleeping.
+    Rings,
+    /// The kernel answered (a count after filtering, or -1).
+    Kernel(c_int),
+    /// Nothing within the budget (or no spinning): sleep.
+    Nothing,
 }
 
-fn conn(s: &Socket) -> &crate::socket::Connection {
-    match s {
-        Socket::Stream(c) => c,
-        _ => unreachable!("connections() keeps only streams"),
-    }
-}
-
-/// Spins until `ready` (checked on the rings, cheap) or `kernel` (a
-/// zero-timeout call, every few rounds) says so, for the spin budget.
-fn spin(limit: Limit, mut ready: impl FnMut() -> bool, mut kernel: impl FnMut() -> bool) -> bool {
+/// Spins while it can help and `worth` says so (a connection awaits a
+/// reply), until `ready` (a look at the rings, cheap) or `kernel` (a
+/// zero-timeout call, every few rounds; Some when it has an answer).
+fn spin(
+    limit: Limit,
+    worth: bool,
+    mut ready: impl FnMut() -> bool,
+    mut kernel: impl FnMut(u32) -> Option<c_int>,
+) -> Spun {
     let budget = spin_budget();
-    if budget.is_zero() || limit.now() || !spin_helps() {
-        return false;
+    if !worth || budget.is_zero() || limit.now() || !spin_helps() {
+        return Spun::Nothing;
     }
     let budget = limit.left().map_or(budget, |l| l.min(budget));
     let start = Instant::now();
+    let mut round = 0u32;
     loop {
         for _ in 0..16 {
             if ready() {
-                return true;
+                return Spun::Rings;
             }
             core::hint::spin_loop();
         }
-        if kernel() {
-            return true;
+        round = round.wrapping_add(1);
+        if let Some(n) = kernel(round) {
+            return Spun::Kernel(n);
         }
         if start.elapsed() >= budget {
-            return false;
+            return Spun::Nothing;
         }
+    }
+}
+
+/// The connections a wait covers, counted as waiters on them while it
+/// lasts (see `Connection::add_waiter`).
+struct Waiting {
+    conns: Vec<(usize, Arc<Socket>)>,
+    /// A reader of ours sleeps taking doorbell bytes on one of them.
+    sliced: bool,
+}
+
+impl Waiting {
+    /// The connections among `fds` (by position) that a read could wait for.
+    fn new(fds: impl Iterator<Item = (usize, c_int)>) -> Waiting {
+        let conns: Vec<_> = fds
+            .filter_map(|(i, fd)| {
+                registry::get(fd)
+                    .filter(|s| matches!(**s, Socket::Stream(_)))
+                    .map(|s| (i, s))
+            })
+            .collect();
+        let mut sliced = false;
+        for (_, s) in &conns {
+            sliced |= conn(s).add_waiter();
+        }
+        Waiting { conns, sliced }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (usize, &Connection)> {
+        self.conns.iter().map(|(i, s)| (*i, conn(s)))
+    }
+
+    /// Positions of connections readable now (their flags up otherwise).
+    fn readable(&self) -> Vec<usize> {
+        self.iter()
+            .filter(|(_, c)| c.poll_readable())
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    fn awaits_reply(&self) -> bool {
+        self.iter().any(|(_, c)| c.awaits_reply())
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        for (_, s) in &self.conns {
+            conn(s).remove_waiter();
+        }
+    }
+}
+
+fn conn(s: &Socket) -> &Connection {
+    match s {
+        Socket::Stream(c) => c,
+        _ => unreachable!("Waiting keeps only streams"),
     }
 }
 
@@ -215,10 +316,11 @@ pub(crate) fn ppoll(
 ) -> Action<c_int> {
     #[allow(unsafe_code)]
     // SAFETY: ppoll(2)'s contract for `fds`/`nfds` and `timeout`.
-    let (Some(set), timeout) = (unsafe { (sys::pollfds(fds, nfds), sys::read_opt(timeout)) }) else {
-        return Action::Pass;
-    };
-    poll_set(set, Limit::duration(timeout.map(ts_duration)), Some(mask))
+    let (set, timeout) = unsafe { (sys::pollfds(fds, nfds), sys::read_opt(timeout)) };
+    match (set, Limit::timespec(timeout)) {
+        (Some(set), Some(limit)) => poll_set(set, limit, Some(mask)),
+        _ => Action::Pass,
+    }
 }
 
 pub(crate) fn ppoll_chk(
@@ -256,87 +358,87 @@ fn real_poll(set: &mut [pollfd], limit: Option<Limit>, mask: Option<*const sigse
 }
 
 fn poll_set(set: &mut [pollfd], limit: Limit, mask: Option<*const sigset_t>) -> Action<c_int> {
-    let conns = connections(
+    let waiting = Waiting::new(
         set.iter()
             .enumerate()
             .filter(|(_, p)| p.fd >= 0 && p.events & POLL_IN != 0)
             .map(|(i, p)| (i, p.fd)),
     );
-    if conns.is_empty() {
+    if waiting.conns.is_empty() {
         return Action::Pass;
     }
-    let only_rings = conns.len() == set.len() && set.iter().all(|p| p.events & !POLL_IN == 0);
-    let mut ready: Vec<usize> = conns
-        .iter()
-        .filter(|(_, s)| conn(s).poll_readable())
-        .map(|(i, _)| *i)
-        .collect();
-    if ready.is_empty() {
-        let mut kernel_n = 0;
-        let mut rounds = 0u32;
-        let spun = spin(
-            limit,
-            || {
-                ready.extend(
-                    conns
-                        .iter()
-                        .filter(|(_, s)| conn(s).ring_readable())
-                        .map(|(i, _)| *i),
-                );
-                !ready.is_empty()
-            },
-            || {
-                rounds += 1;
-                // A set of connections alone: the kernel is asked rarely
-                // (hang-ups, errors); with other fds, every round.
-                if only_rings && !rounds.is_multiple_of(8) {
-                    return false;
-                }
-                kernel_n = real_poll(set, None, None);
-                kernel_n < 0 || (kernel_n > 0 && filter_poll(set, &conns, kernel_n) > 0)
-            },
-        );
-        if spun && ready.is_empty() {
-            return if kernel_n < 0 {
-                Action::Raw(kernel_n)
-            } else {
-                Action::Done(filter_poll(set, &conns, kernel_n))
-            };
+    let only_rings =
+        waiting.conns.len() == set.len() && set.iter().all(|p| p.events & !POLL_IN == 0);
+    let mut first = true;
+    loop {
+        let mut ready = waiting.readable();
+        if ready.is_empty() && first {
+            first = false;
+            let spun = spin(
+                limit,
+                waiting.awaits_reply(),
+                || {
+                    ready.extend(
+                        waiting
+                            .iter()
+                            .filter(|(_, c)| c.ring_readable())
+                            .map(|(i, _)| i),
+                    );
+                    !ready.is_empty()
+                },
+                |round| {
+                    // A set of connections alone: the kernel is asked rarely
+                    // (hang-ups, errors); with other fds, every round.
+                    if only_rings && !round.is_multiple_of(8) {
+                        return None;
+                    }
+                    let n = real_poll(set, None, None);
+                    let n = if n > 0 {
+                        filter_poll(set, &waiting, n)
+                    } else {
+                        n
+                    };
+                    (n != 0).then_some(n)
+                },
+            );
+            if let Spun::Kernel(n) = spun {
+                return result(n);
+            }
         }
-    }
-    if !ready.is_empty() {
-        let n = real_poll(set, None, None);
+        if !ready.is_empty() {
+            let n = real_poll(set, None, None);
+            if n < 0 {
+                return Action::Raw(n);
+            }
+            let mut n = filter_poll(set, &waiting, n);
+            for i in ready {
+                let p = &mut set[i];
+                if p.revents == 0 {
+                    n += 1;
+                }
+                p.revents |= p.events & POLL_IN;
+            }
+            return Action::Done(n);
+        }
+        let n = guard::suspended(|| real_poll(set, Some(limit.sliced(waiting.sliced)), mask));
         if n < 0 {
             return Action::Raw(n);
         }
-        let mut n = filter_poll(set, &conns, n);
-        for i in ready {
-            let p = &mut set[i];
-            if p.revents == 0 {
-                n += 1;
-            }
-            p.revents |= p.events & POLL_IN;
-        }
-        return Action::Done(n);
-    }
-    loop {
-        let n = guard::suspended(|| real_poll(set, Some(limit), mask));
-        if n <= 0 {
-            return result(n);
-        }
-        let n = filter_poll(set, &conns, n);
+        let n = filter_poll(set, &waiting, n);
         if n > 0 || limit.now() {
             return Action::Done(n);
         }
+        // Nothing after all (bytes of data already read, or a slice ran
+        // out): look at the rings again, and wait on.
     }
 }
 
 /// Takes back readability the kernel reported for doorbell bytes of data
 /// already read; returns the new count of fds with events.
-fn filter_poll(set: &mut [pollfd], conns: &[(usize, Arc<Socket>)], mut n: c_int) -> c_int {
-    for (i, s) in conns {
-        let p = &mut set[*i];
-        if p.revents & POLL_IN != 0 && p.revents & POLL_FINAL == 0 && !conn(s).really_readable() {
+fn filter_poll(set: &mut [pollfd], waiting: &Waiting, mut n: c_int) -> c_int {
+    for (i, c) in waiting.iter() {
+        let p = &mut set[i];
+        if p.revents & POLL_IN != 0 && p.revents & POLL_FINAL == 0 && !c.really_readable() {
             p.revents &= !POLL_IN;
             if p.revents == 0 {
                 n -= 1;
@@ -358,11 +460,10 @@ pub(crate) fn select(
     #[allow(unsafe_code)]
     // SAFETY: select(2)'s contract: `timeout` null or valid.
     let t = unsafe { sys::read_opt(timeout) };
-    let limit = Limit::duration(t.map(|t| {
-        Duration::from_secs(t.tv_sec.max(0) as u64)
-            + Duration::from_micros(t.tv_usec.clamp(0, 999_999) as u64)
-    }));
-    let result = select_sets(nfds, r, w, e, limit, None);
+    let Some(limit) = Limit::timeval(t) else {
+        return Action::Pass;
+    };
+    let result = select_sets(nfds, [r, w, e], limit, None);
     if !matches!(result, Action::Pass) {
         // Linux writes the time left back.
         let left = limit.left().unwrap_or_default();
@@ -392,14 +493,25 @@ pub(crate) fn pselect(
     #[allow(unsafe_code)]
     // SAFETY: pselect(2)'s contract: `timeout` null or valid.
     let t = unsafe { sys::read_opt(timeout) };
-    select_sets(
-        nfds,
-        r,
-        w,
-        e,
-        Limit::duration(t.map(ts_duration)),
-        Some(mask),
-    )
+    match Limit::timespec(t) {
+        Some(limit) => select_sets(nfds, [r, w, e], limit, Some(mask)),
+        None => Action::Pass,
+    }
+}
+
+const WORD_BITS: usize = c_ulong::BITS as usize;
+
+fn bit(words: &[c_ulong], fd: usize) -> bool {
+    words[fd / WORD_BITS] & (1 << (fd % WORD_BITS)) != 0
+}
+
+fn set_bit(words: &mut [c_ulong], fd: usize, on: bool) {
+    let mask: c_ulong = 1 << (fd % WORD_BITS);
+    if on {
+        words[fd / WORD_BITS] |= mask;
+    } else {
+        words[fd / WORD_BITS] &= !mask;
+    }
 }
 
 /// select's three sets: the caller's (written with the result) and what
@@ -407,31 +519,27 @@ pub(crate) fn pselect(
 struct Sets {
     nfds: c_int,
     out: [*mut fd_set; 3],
-    asked: [Option<fd_set>; 3],
+    asked: [Option<Vec<c_ulong>>; 3],
 }
 
 impl Sets {
-    fn restore(&self) {
-        for (p, a) in self.out.iter().zip(&self.asked) {
-            if let Some(a) = a {
-                #[allow(unsafe_code)]
-                // SAFETY: select(2)'s contract: given sets are valid.
-                if let Some(o) = unsafe { sys::fd_set_mut(*p) } {
-                    *o = *a;
-                }
-            }
+    /// The caller's set `i` as words (its memory, not ours: `&self` only
+    /// holds the pointer select was given).
+    #[allow(clippy::mut_from_ref)]
+    fn words(&self, i: usize) -> Option<&mut [c_ulong]> {
+        #[allow(unsafe_code)]
+        // SAFETY: select(2)'s contract: a given set is valid for `nfds`
+        // bits, and nothing else refers to it while this call runs.
+        unsafe {
+            sys::fd_words(self.out[i], self.nfds)
         }
     }
 
-    /// The caller's read set. (Its memory, not ours: `&self` only holds
-    /// the pointer select was given.)
-    #[allow(clippy::mut_from_ref)]
-    fn read_set(&self) -> Option<&mut fd_set> {
-        #[allow(unsafe_code)]
-        // SAFETY: select(2)'s contract: a given set is valid, and nothing
-        // else refers to it while this call runs.
-        unsafe {
-            sys::fd_set_mut(self.out[0])
+    fn restore(&self) {
+        for (i, asked) in self.asked.iter().enumerate() {
+            if let (Some(a), Some(o)) = (asked, self.words(i)) {
+                o.copy_from_slice(a);
+            }
         }
     }
 
@@ -468,12 +576,11 @@ impl Sets {
 
     /// Takes back readability of connections whose ring is empty (see
     /// `filter_poll`); returns the new count.
-    fn filter(&self, conns: &[(usize, Arc<Socket>)], mut n: c_int) -> c_int {
-        let Some(r) = self.read_set() else { return n };
-        for (fd, s) in conns {
-            let fd = *fd as c_int;
-            if sys::fd_isset(fd, r) && !conn(s).really_readable() {
-                sys::fd_mark(fd, r, false);
+    fn filter(&self, waiting: &Waiting, mut n: c_int) -> c_int {
+        let Some(r) = self.words(0) else { return n };
+        for (fd, c) in waiting.iter() {
+            if bit(r, fd) && !c.really_readable() {
+                set_bit(r, fd, false);
                 n -= 1;
             }
         }
@@ -483,85 +590,73 @@ impl Sets {
 
 fn select_sets(
     nfds: c_int,
-    r: *mut fd_set,
-    w: *mut fd_set,
-    e: *mut fd_set,
+    out: [*mut fd_set; 3],
     limit: Limit,
     mask: Option<*const sigset_t>,
 ) -> Action<c_int> {
-    let top = nfds.clamp(0, libc::FD_SETSIZE as c_int);
     #[allow(unsafe_code)]
-    // SAFETY: select(2)'s contract: each set null or valid.
-    let asked = unsafe { [r, w, e].map(|p| sys::fd_set_mut(p).map(|s| *s)) };
-    let Some(reads) = asked[0] else {
+    // SAFETY: select(2)'s contract: each set null or valid for `nfds` bits.
+    let asked = out.map(|p| unsafe { sys::fd_words(p, nfds) }.map(|w| w.to_vec()));
+    let Some(reads) = &asked[0] else {
         return Action::Pass;
     };
-    let conns = connections(
-        (0..top)
-            .filter(|&fd| sys::fd_isset(fd, &reads))
-            .map(|fd| (fd as usize, fd)),
+    let waiting = Waiting::new(
+        (0..nfds.max(0) as usize)
+            .filter(|&fd| bit(reads, fd))
+            .map(|fd| (fd, fd as c_int)),
     );
-    if conns.is_empty() {
+    if waiting.conns.is_empty() {
         return Action::Pass;
     }
-    let sets = Sets {
-        nfds,
-        out: [r, w, e],
-        asked,
-    };
-    let mut ready: Vec<c_int> = conns
-        .iter()
-        .filter(|(_, s)| conn(s).poll_readable())
-        .map(|(fd, _)| *fd as c_int)
-        .collect();
-    if ready.is_empty() {
-        let mut kernel_n = 0;
-        let spun = spin(
-            limit,
-            || {
-                ready.extend(
-                    conns
-                        .iter()
-                        .filter(|(_, s)| conn(s).ring_readable())
-                        .map(|(fd, _)| *fd as c_int),
-                );
-                !ready.is_empty()
-            },
-            || {
-                kernel_n = sets.real(None, None);
-                kernel_n < 0 || (kernel_n > 0 && sets.filter(&conns, kernel_n) > 0)
-            },
-        );
-        if spun && ready.is_empty() {
-            return if kernel_n < 0 {
-                Action::Raw(kernel_n)
-            } else {
-                Action::Done(sets.filter(&conns, kernel_n))
-            };
+    let sets = Sets { nfds, out, asked };
+    let mut first = true;
+    loop {
+        let mut ready = waiting.readable();
+        if ready.is_empty() && first {
+            first = false;
+            let spun = spin(
+                limit,
+                waiting.awaits_reply(),
+                || {
+                    ready.extend(
+                        waiting
+                            .iter()
+                            .filter(|(_, c)| c.ring_readable())
+                            .map(|(fd, _)| fd),
+                    );
+                    !ready.is_empty()
+                },
+                |_| {
+                    let n = sets.real(None, None);
+                    let n = if n > 0 { sets.filter(&waiting, n) } else { n };
+                    (n != 0).then_some(n)
+                },
+            );
+            if let Spun::Kernel(n) = spun {
+                return result(n);
+            }
         }
-    }
-    if !ready.is_empty() {
-        let n = sets.real(None, None);
+        if !ready.is_empty() {
+            let n = sets.real(None, None);
+            if n < 0 {
+                return Action::Raw(n);
+            }
+            let mut n = sets.filter(&waiting, n);
+            if let Some(r) = sets.words(0) {
+                for fd in ready {
+                    if !bit(r, fd) {
+                        set_bit(r, fd, true);
+                        n += 1;
+                    }
+                }
+            }
+            return Action::Done(n);
+        }
+        let n = guard::suspended(|| sets.real(Some(limit.sliced(waiting.sliced)), mask));
         if n < 0 {
             return Action::Raw(n);
         }
-        let mut n = sets.filter(&conns, n);
-        if let Some(rs) = sets.read_set() {
-            for fd in ready {
-                if !sys::fd_isset(fd, rs) {
-                    sys::fd_mark(fd, rs, true);
-                    n += 1;
-                }
-            }
-        }
-        return Action::Done(n);
-    }
-    loop {
-        let n = guard::suspended(|| sets.real(Some(limit), mask));
-        if n <= 0 {
-            return result(n);
-        }
-        let n = sets.filter(&conns, n);
+        let n = sets.filter(&waiting, n);
         if n > 0 || limit.now() {
             return Action::Done(n);
         }
@@ -599,14 +694,10 @@ pub(crate) fn epoll_pwait2(
     #[allow(unsafe_code)]
     // SAFETY: epoll_pwait2(2)'s contract: `timeout` null or valid.
     let t = unsafe { sys::read_opt(timeout) };
-    epoll_set(
-        epfd,
-        events,
-        max,
-        Limit::duration(t.map(ts_duration)),
-        Some(mask),
-        true,
-    )
+    match Limit::timespec(t) {
+        Some(limit) => epoll_set(epfd, events, max, limit, Some(mask), true),
+        None => Action::Pass,
+    }
 }
 
 fn real_epoll(
@@ -626,17 +717,30 @@ fn real_epoll(
             (Some(l), None) => real::epoll_wait(epfd, p, n, l.left_ms()),
             (Some(l), Some(m)) if pwait2 => {
                 let ts = l.left_ts();
-                real::epoll_pwait2(
-                    epfd,
-                    p,
-                    n,
-                    ts.as_ref().map_or(core::ptr::null(), |t| t as *const _),
-                    m,
-                )
+                let t = ts.as_ref().map_or(core::ptr::null(), |t| t as *const _);
+                real::epoll_pwait2(epfd, p, n, t, m)
             }
             (Some(l), Some(m)) => real::epoll_pwait(epfd, p, n, l.left_ms(), m),
         }
     }
+}
+
+/// The kernel's events (the first `n` of `out`) with the pending ones
+/// merged in: a member the kernel reported too gets its events or-ed.
+fn merge(out: &mut [epoll_event], mut n: usize, pending: Vec<epoll_event>) -> c_int {
+    let room = out.len();
+    for ev in pending {
+        let data = ev.u64;
+        match out[..n].iter_mut().find(|o| ({ o.u64 }) == data) {
+            Some(o) => o.events |= ev.events,
+            None if n < room => {
+                out[n] = ev;
+                n += 1;
+            }
+            None => {}
+        }
+    }
+    n as c_int
 }
 
 fn epoll_set(
@@ -655,38 +759,42 @@ fn epoll_set(
     let Some(out) = (unsafe { sys::epoll_out(events, max) }) else {
         return Action::Pass;
     };
-    let pending = readiness::pending_events(epfd, out.len());
-    if !pending.is_empty() {
-        let room = out.len().saturating_sub(pending.len());
-        let mut n = 0usize;
-        if room > 0 {
-            let k = real_epoll(epfd, &mut out[..room], None, None, false);
-            if k < 0 {
-                return Action::Raw(k);
+    let mut first = true;
+    loop {
+        // Room for the kernel's events too (one at least, when there is
+        // more than one slot).
+        let pending = readiness::pending(epfd, (out.len() - 1).max(1));
+        if !pending.events.is_empty() {
+            let room = out.len() - pending.events.len();
+            let mut n = 0;
+            if room > 0 {
+                n = real_epoll(epfd, &mut out[..room], None, None, false);
+                if n < 0 {
+                    return Action::Raw(n);
+                }
             }
-            n = k as usize;
+            return Action::Done(merge(out, n as usize, pending.events));
         }
-        for ev in pending {
-            let data = ev.u64;
-            if n < out.len() && !out[..n].iter().any(|o| ({ o.u64 }) == data) {
-                out[n] = ev;
-                n += 1;
+        if first {
+            first = false;
+            let worth = spin_budget() > Duration::ZERO && readiness::awaits_reply(epfd);
+            let spun = spin(
+                limit,
+                worth,
+                || false,
+                |_| {
+                    let n = real_epoll(epfd, out, None, None, false);
+                    (n != 0).then_some(n)
+                },
+            );
+            if let Spun::Kernel(n) = spun {
+                return result(n);
             }
         }
-        return Action::Done(n as c_int);
+        let lim = limit.sliced(pending.watch_closely);
+        let n = guard::suspended(|| real_epoll(epfd, out, Some(lim), mask, pwait2));
+        if n != 0 || !pending.watch_closely || limit.now() {
+            return result(n);
+        }
     }
-    let mut n = 0;
-    if spin(
-        limit,
-        || false,
-        || {
-            n = real_epoll(epfd, out, None, None, false);
-            n != 0
-        },
-    ) {
-        return result(n);
-    }
-    result(guard::suspended(|| {
-        real_epoll(epfd, out, Some(limit), mask, pwait2)
-    }))
 }

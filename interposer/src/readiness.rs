@@ -34,8 +34,10 @@ struct Member {
     events: u32,
     data: u64,
     socket: Weak<Socket>,
-    /// Data was in the ring with no doorbell byte when it joined.
+    /// The kernel may not report data in its ring (`Connection::watch`).
     pending: bool,
+    /// Reported once since the last ADD/MOD (EPOLLET, EPOLLONESHOT).
+    reported: bool,
 }
 
 /// The epoll sets that hold connections: (epfd, members). Few, short.
@@ -48,8 +50,8 @@ pub(crate) fn holds_connections(epfd: c_int) -> bool {
     SET_COUNT.load(Ordering::Relaxed) > 0 && SETS.lock().iter().any(|(e, _)| *e == epfd)
 }
 
-/// `fd` is a new fd (epoll_create, or any fd that may reuse a closed epoll
-/// fd's number): forget what was known under that number.
+/// `fd` was closed, or is a new fd (which may reuse a closed epoll fd's
+/// number): forget the set known under that number.
 pub(crate) fn forget(fd: c_int) {
     if SET_COUNT.load(Ordering::Relaxed) == 0 {
         return;
@@ -59,61 +61,72 @@ pub(crate) fn forget(fd: c_int) {
     SET_COUNT.store(sets.len(), Ordering::Relaxed);
 }
 
-/// Events for members that joined with data no doorbell announced, while
-/// their ring still holds data; members whose ring was drained (or whose
-/// fd is gone) stop being pending. At most `max` (the caller's room). An EPOLLONESHOT member is reported once
-/// and disabled, an EPOLLET member once: the kernel reports what comes
-/// after, since the flag is up.
-pub(crate) fn pending_events(epfd: c_int, max: usize) -> Vec<libc::epoll_event> {
-    let mut out = Vec::new();
+/// What `pending` found for one epoll set.
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// EPOLLIN for members whose ring holds data the kernel may not report.
+    pub events: Vec<libc::epoll_event>,
+    /// A member's reader is asleep taking doorbell bytes: data it leaves in
+    /// the ring would have no byte, so a waiter must look again soon.
+    pub watch_closely: bool,
+}
+
+/// Members that joined with data no doorbell announced, or while a reader
+/// slept taking bytes (`Connection::watch`), are reported while their ring
+/// holds data; a member stops being pending once its ring is drained and
+/// no taker is left (from then on the kernel reports it). At most `max`
+/// events (the caller's room). EPOLLET and EPOLLONESHOT members are
+/// reported once per ADD/MOD (a one-shot member is then disabled, as the
+/// kernel does).
+pub(crate) fn pending(epfd: c_int, max: usize) -> Pending {
+    let mut out = Pending::default();
     if SET_COUNT.load(Ordering::Relaxed) == 0 {
         return out;
     }
-    let mut disable = Vec::new();
-    {
-        let mut sets = SETS.lock();
-        let Some((_, members)) = sets.iter_mut().find(|(e, _)| *e == epfd) else {
-            return out;
+    let mut sets = SETS.lock();
+    let Some((_, members)) = sets.iter_mut().find(|(e, _)| *e == epfd) else {
+        return out;
+    };
+    for m in members.iter_mut().filter(|m| m.pending) {
+        let live = m
+            .socket
+            .upgrade()
+            .filter(|s| registry::get(m.fd).is_some_and(|now| Arc::ptr_eq(&now, s)));
+        let Some(Socket::Stream(conn)) = live.as_deref() else {
+            m.pending = false;
+            continue;
         };
-        for m in members.iter_mut().filter(|m| m.pending) {
-            if out.len() >= max {
-                break;
-            }
-            let live = m
-                .socket
-                .upgrade()
-                .filter(|s| registry::get(m.fd).is_some_and(|now| Arc::ptr_eq(&now, s)));
-            let readable = match live.as_deref() {
-                Some(Socket::Stream(conn)) => conn.ring_readable(),
-                _ => false,
-            };
-            let wanted = m.events & (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
-            if !readable || wanted == 0 {
-                m.pending = false;
-                continue;
-            }
-            out.push(libc::epoll_event {
-                events: wanted,
-                u64: m.data,
-            });
-            if m.events & (libc::EPOLLONESHOT | libc::EPOLLET) as u32 != 0 {
-                m.pending = false;
-            }
-            if m.events & libc::EPOLLONESHOT as u32 != 0 {
-                disable.push((m.fd, m.data));
-            }
+        let taking = conn.taking();
+        let readable = conn.ring_readable();
+        out.watch_closely |= taking;
+        if !readable {
+            m.pending = taking;
+            continue;
         }
-    }
-    for (fd, data) in disable {
-        let mut ev = libc::epoll_event {
-            events: libc::EPOLLONESHOT as u32,
-            u64: data,
-        };
-        #[allow(unsafe_code)]
-        // SAFETY: the real epoll_ctl with the caller's fds and our event.
-        unsafe {
-            crate::hooks::real::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd, &mut ev)
-        };
+        let wanted = m.events & (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
+        if wanted == 0 || m.reported || out.events.len() >= max {
+            continue;
+        }
+        if m.events & libc::EPOLLONESHOT as u32 != 0 {
+            // Disabled before it is reported, so a thread asleep in the
+            // kernel cannot get it as well once a doorbell comes.
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLONESHOT as u32,
+                u64: m.data,
+            };
+            #[allow(unsafe_code)]
+            // SAFETY: the real epoll_ctl with the caller's fds and our event.
+            unsafe {
+                crate::hooks::real::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, m.fd, &mut ev)
+            };
+        }
+        if m.events & (libc::EPOLLONESHOT | libc::EPOLLET) as u32 != 0 {
+            m.reported = true;
+        }
+        out.events.push(libc::epoll_event {
+            events: wanted,
+            u64: m.data,
+        });
     }
     out
 }
@@ -158,8 +171,26 @@ fn note(
         data: ev.u64,
         socket: Arc::downgrade(sock),
         pending,
+        reported: false,
     });
     SET_COUNT.store(sets.len(), Ordering::Relaxed);
+}
+
+/// Whether a connection in `epfd` wrote since it last read (an answer is
+/// probably on its way: a wait may spin).
+pub(crate) fn awaits_reply(epfd: c_int) -> bool {
+    if SET_COUNT.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    let sets = SETS.lock();
+    let Some((_, members)) = sets.iter().find(|(e, _)| *e == epfd) else {
+        return false;
+    };
+    members.iter().any(|m| {
+        m.socket
+            .upgrade()
+            .is_some_and(|s| matches!(&*s, Socket::Stream(c) if c.awaits_reply()))
+    })
 }
 
 /// In a forked child: a thread of the parent may have held the lock.

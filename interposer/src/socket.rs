@@ -13,7 +13,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -680,6 +680,12 @@ pub(crate) struct Connection {
     /// Added to an epoll set: from then on the kernel alone reports its
     /// readiness, so the reader keeps its flag up (see `lazy`).
     watched: AtomicBool,
+    /// Threads of ours in a hooked poll/select that may sleep in the kernel
+    /// on this fd: they need its doorbell bytes, so no reader takes them
+    /// in its sleep meanwhile (`begin_taking`).
+    waiters: AtomicU32,
+    /// Threads asleep in a taking wait (`Step::Sleep`) on this connection.
+    takers: AtomicU32,
     /// O_NONBLOCK: 0 unknown, 1 blocking, 2 non-blocking (`nonblocking`).
     nonblock: std::sync::atomic::AtomicU8,
     /// This side wrote since it last read (see `recv`'s spinning).
@@ -801,6 +807,8 @@ impl Connection {
             shut_rd: AtomicBool::new(false),
             edge: AtomicBool::new(false),
             watched: AtomicBool::new(false),
+            waiters: AtomicU32::new(0),
+            takers: AtomicU32::new(0),
             nonblock: std::sync::atomic::AtomicU8::new(0),
             replied: AtomicBool::new(false),
             busy_stuck: AtomicBool::new(false),
@@ -1012,23 +1020,66 @@ impl Connection {
         !self.watched.load(Ordering::Relaxed) && !self.shared()
     }
 
-    /// The application adds this connection to an epoll set. Returns true
-    /// when data is already in the ring with no doorbell byte queued for it
-    /// (it came while the reader was lazy): the kernel will not report it,
-    /// so `readiness` reports it in epoll_wait until the ring is drained.
+    /// The application adds this connection to an epoll set (ADD or MOD).
+    /// Returns true when the kernel may not report data in the ring: data
+    /// that came while the reader was lazy has no doorbell byte queued, and
+    /// a reader asleep in a taking wait may take the byte of data it then
+    /// leaves in the ring. `readiness` reports such data in epoll_wait
+    /// until the ring is drained and no taker is left.
     pub(crate) fn watch(&self) -> bool {
-        if self.watched.swap(true, Ordering::Relaxed) {
-            return false;
-        }
+        // SYNC POINT: SeqCst, Dekker with `begin_taking` (its takers
+        // increment, then its load of `watched`): a reader either sees
+        // `watched` and does not take, or we see it in `takers`.
+        let first = !self.watched.swap(true, Ordering::SeqCst);
+        let taking = self.takers.load(Ordering::SeqCst) > 0;
         let mut guard = self.rx.lock();
         let Some(rx) = self.receiver(&mut guard.consumer) else {
-            return false;
+            return taking;
         };
         let _side = self.shared().then(|| rx.lock_side());
-        let readable = rx.readable_now() || matches!(self.settle(rx, true), Ok(true));
+        // The first time, take stale bytes (eager from now on, step 3).
+        let readable = rx.readable_now() || (first && matches!(self.settle(rx, true), Ok(true)));
         // Up either way: the next publish rings.
         rx.arm(WaitKind::Doorbell);
-        readable && self.bell.queued() == 0
+        taking || (readable && self.bell.queued() == 0)
+    }
+
+    /// Whether a reader is asleep in a taking wait right now.
+    pub(crate) fn taking(&self) -> bool {
+        self.takers.load(Ordering::SeqCst) > 0
+    }
+
+    /// A lazy reader is about to sleep taking its doorbell byte: only if no
+    /// one else may be waiting on the kernel for that byte (a poller of
+    /// ours, an epoll set). False: sleep as an eager reader would.
+    fn begin_taking(&self) -> Option<Taker<'_>> {
+        // SYNC POINT: SeqCst, Dekker with `add_waiter` and `watch`.
+        self.takers.fetch_add(1, Ordering::SeqCst);
+        let taker = Taker(&self.takers);
+        if self.watched.load(Ordering::SeqCst) || self.waiters.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        Some(taker)
+    }
+
+    /// A hooked poll/select will wait on this fd. Returns whether a reader
+    /// is asleep taking doorbell bytes (then the kernel may never report
+    /// this fd: the waiter sleeps in short slices and looks at the ring).
+    /// Undo with `remove_waiter`.
+    pub(crate) fn add_waiter(&self) -> bool {
+        // SYNC POINT: SeqCst, Dekker with `begin_taking`.
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        self.takers.load(Ordering::SeqCst) > 0
+    }
+
+    pub(crate) fn remove_waiter(&self) {
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// This side wrote since it last read: an answer is probably on its
+    /// way, so a wait for it may spin.
+    pub(crate) fn awaits_reply(&self) -> bool {
+        self.replied.load(Ordering::Relaxed)
     }
 
     /// poll/select are about to wait for this connection to become
@@ -1229,6 +1280,8 @@ impl Connection {
             if self.shut_rd.load(Ordering::Relaxed) {
                 return Ok(total);
             }
+            // Counted in `takers` while set (see `begin_taking`).
+            let mut taker = None;
             let step = {
                 let mut guard = self.rx.lock();
                 let Rx { consumer } = &mut *guard;
@@ -1307,10 +1360,12 @@ impl Connection {
                                     // lines every time (64 B writes: 17 ->
                                     // 6 M/s); asleep, it reads in bulk.
                                     Step::Spin
-                                } else if lazy {
+                                } else if let Some(t) = lazy.then(|| self.begin_taking()).flatten()
+                                {
                                     // About to sleep: only now raise the
                                     // flag (see `lazy`); the sleep takes the
                                     // doorbell byte it wakes on.
+                                    taker = Some(t);
                                     if self.bell.foreign.load(Ordering::Relaxed) {
                                         self.reset_foreign(rx);
                                         return Err(Errno::CONNRESET);
@@ -1361,7 +1416,9 @@ impl Connection {
                 };
                 woken = true;
                 let woke = if let Step::Sleep = step {
-                    self.bell.wait_taking(left)
+                    let woke = self.bell.wait_taking(left);
+                    drop(taker.take());
+                    woke
                 } else {
                     self.bell.wait(left)
                 };
@@ -1640,6 +1697,15 @@ impl Connection {
     /// Capacity of the receive ring (SO_RCVBUF/SO_SNDBUF answers).
     pub(crate) fn ring_bytes(&self) -> usize {
         self.seg.geometry().channel_bytes()
+    }
+}
+
+/// A reader counted in `Connection::takers`; uncounted when dropped.
+struct Taker<'a>(&'a AtomicU32);
+
+impl Drop for Taker<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 

@@ -6,7 +6,7 @@
 //! globals.
 #![allow(unsafe_code)]
 
-use core::ffi::{c_int, c_void, CStr};
+use core::ffi::{c_int, c_ulong, c_void, CStr};
 use core::marker::PhantomData;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
@@ -600,33 +600,24 @@ pub(crate) unsafe fn epoll_out<'a>(
     Some(unsafe { core::slice::from_raw_parts_mut(events, n as usize) })
 }
 
-/// One of select's fd sets, if given.
+/// One of select's fd sets, if given, as the words that hold bits
+/// 0..nfds: Linux takes `nfds` above FD_SETSIZE with a larger set the
+/// caller allocated (Ruby does), so the set is not read as an `fd_set`.
 ///
 /// # Safety
-/// select(2)'s contract: `set` null or valid for reads and writes.
-pub(crate) unsafe fn fd_set_mut<'a>(set: *mut libc::fd_set) -> Option<&'a mut libc::fd_set> {
-    // SAFETY: per the contract.
-    unsafe { set.as_mut() }
-}
-
-/// FD_ISSET, for `fd` in 0..FD_SETSIZE.
-pub(crate) fn fd_isset(fd: c_int, set: &libc::fd_set) -> bool {
-    debug_assert!((0..libc::FD_SETSIZE as c_int).contains(&fd));
-    // SAFETY: a valid set and an fd below FD_SETSIZE.
-    unsafe { libc::FD_ISSET(fd, set) }
-}
-
-/// FD_SET / FD_CLR, for `fd` in 0..FD_SETSIZE.
-pub(crate) fn fd_mark(fd: c_int, set: &mut libc::fd_set, on: bool) {
-    debug_assert!((0..libc::FD_SETSIZE as c_int).contains(&fd));
-    // SAFETY: a valid set and an fd below FD_SETSIZE.
-    unsafe {
-        if on {
-            libc::FD_SET(fd, set)
-        } else {
-            libc::FD_CLR(fd, set)
-        }
+/// select(2)'s contract: `set` null or valid for reads and writes of
+/// `nfds` bits (rounded up to whole words).
+pub(crate) unsafe fn fd_words<'a>(
+    set: *mut libc::fd_set,
+    nfds: c_int,
+) -> Option<&'a mut [c_ulong]> {
+    if set.is_null() || nfds <= 0 {
+        return None;
     }
+    let words = (nfds as usize).div_ceil(c_ulong::BITS as usize);
+    // SAFETY: valid for that many words per the contract; fd_set is an
+    // array of longs.
+    Some(unsafe { core::slice::from_raw_parts_mut(set.cast::<c_ulong>(), words) })
 }
 
 /// A timeout argument (timespec or timeval), if given.

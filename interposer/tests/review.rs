@@ -300,3 +300,72 @@ fn lazy_readers_stay_pollable() {
         assert!(out.contains("pingpong: 2000"), "{spin}: {out}");
     }
 }
+
+/// Defects a review of lazy readers found (tests/py/lazy_races.py; every
+/// expected line is what kernel TCP prints).
+#[test]
+fn lazy_readers_in_epoll_sets_and_beside_other_waiters() {
+    let out = script("lazy_races", &[]);
+    for line in [
+        "A ['IN|OUT'] []",
+        "I [['IN|OUT'], ['IN|OUT'], ['IN|OUT']]",
+        "B ['IN']",
+        "C ['OUT'] ['IN']",
+        "D ['IN'] 10 ['IN']",
+        "E ['IN']",
+        "F ['IN'] ['IN']",
+        "race poll lost 0 epoll lost 0 later lost 0",
+        "overcount odd 0",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+}
+
+/// Runs tests/c/`name`.c (built with -pthread) preloaded.
+fn c_program(name: &str) -> String {
+    let exe = common::build_c(name, &["-O1", "-pthread"]);
+    let dir = tmpdir(name);
+    let out = run(preloaded(&exe)
+        .env("SHMNET_PARTITIONS", "127.77.0.0/16")
+        .env("SHMNET_FALLBACK", "never")
+        .env("SHMNET_DIR", &dir));
+    assert!(
+        out.status.success(),
+        "{name}: {}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
+/// select with nfds above FD_SETSIZE and a larger set (Linux takes it):
+/// an fd at 1500 wakes it, a connection at 1600 is seen.
+#[test]
+fn select_beyond_fd_setsize() {
+    let out = c_program("bigsel");
+    assert_eq!(out.matches("n=1 pipe set=1").count(), 5, "{out}");
+    let out = c_program("bigsel2");
+    assert!(out.contains("select n=1"), "{out}");
+}
+
+/// Timeouts as the kernel takes them: tv_usec past a second is normalised,
+/// negative or out-of-range values are EINVAL.
+#[test]
+fn select_and_ppoll_timeouts_as_the_kernel() {
+    let out = c_program("seltv");
+    let waited: f64 = out
+        .split("select {0,1200000}: n=0 took=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(waited > 1.1, "{out}");
+    assert!(
+        out.contains("select {-1,0}: n=-1 errno=Invalid argument"),
+        "{out}"
+    );
+    assert!(
+        out.contains("ppoll {0,1500000000}: n=-1 errno=Invalid argument"),
+        "{out}"
+    );
+}
