@@ -1149,16 +1149,19 @@ impl Connection {
                 // A small blocking send goes into the ring whole, as small
                 // TCP writes do in practice: two threads writing framed
                 // messages on one connection must not interleave them. So
-                // when it does not fit, wait for room for all of it.
-                if total == 0
-                    && want <= self.atomic_send
-                    && !dontwait
-                    && !tx.fits(want)
-                    && !self.nonblocking()
-                {
-                    Err(RingError::WouldBlock)
+                // when it does not fit, wait for room for all of it. (A
+                // non-blocking fd writes what fits: asked only when it did
+                // not fit, since after a fork that costs an fcntl.)
+                let need = if total == 0 && want <= self.atomic_send && !dontwait {
+                    want
                 } else {
-                    with_rest(bufs, total, |b| tx.write_vectored(b))
+                    0
+                };
+                match with_rest(bufs, total, |b| tx.write_vectored_min(b, need)) {
+                    Err(RingError::WouldBlock) if need > 0 && self.nonblocking() => {
+                        with_rest(bufs, total, |b| tx.write_vectored(b))
+                    }
+                    r => r,
                 }
             };
             match r {
