@@ -1125,12 +1125,60 @@ impl Connection {
     /// lock is held only while copying; a blocked writer sleeps on the ring's
     /// futex, in slices that check for hang-up and a local SHUT_WR.
     pub(crate) fn send(&self, bufs: &[IoSlice<'_>], flags: i32) -> Result<usize, Errno> {
+        self.send_rest(bufs, flags, 0)
+    }
+
+    /// The first attempt of a send, made without waiting for anything: no
+    /// lock that is not free at once, no side lock (a connection shared
+    /// after fork), no wait for room. For the caller that holds the
+    /// registry's read lock instead of a reference (`registry::with`).
+    /// What it cannot finish, `send_rest` does.
+    pub(crate) fn try_send(&self, bufs: &[IoSlice<'_>], flags: i32) -> FastSend {
+        let want = bufs
+            .iter()
+            .map(|b| b.len())
+            .fold(0usize, usize::saturating_add);
+        if want == 0 || self.shut_wr.load(Ordering::Relaxed) || self.shared() {
+            return FastSend::Slow;
+        }
+        let Some(mut tx) = self.tx.try_lock() else {
+            return FastSend::Slow;
+        };
+        // As in `send_rest`: a small blocking send goes in whole or waits.
+        let need = if want <= self.atomic_send && flags & libc::MSG_DONTWAIT == 0 {
+            want
+        } else {
+            0
+        };
+        match tx.write_vectored_min(bufs, need) {
+            Ok(n) => {
+                drop(tx);
+                if !self.replied.load(Ordering::Relaxed) {
+                    self.replied.store(true, Ordering::Relaxed);
+                }
+                if n >= want {
+                    FastSend::Done(n)
+                } else {
+                    FastSend::Partial(n)
+                }
+            }
+            Err(_) => FastSend::Slow,
+        }
+    }
+
+    /// `send`, after the first `total` bytes of `bufs` were sent already
+    /// (by `try_send`).
+    pub(crate) fn send_rest(
+        &self,
+        bufs: &[IoSlice<'_>],
+        flags: i32,
+        mut total: usize,
+    ) -> Result<usize, Errno> {
         let want = bufs
             .iter()
             .map(|b| b.len())
             .fold(0usize, usize::saturating_add);
         let dontwait = flags & libc::MSG_DONTWAIT != 0;
-        let mut total = 0usize;
         let mut deadline: Option<Option<Instant>> = None;
         loop {
             if self.shut_wr.load(Ordering::Relaxed) {
@@ -1377,6 +1425,16 @@ impl Connection {
     pub(crate) fn ring_bytes(&self) -> usize {
         self.seg.geometry().channel_bytes()
     }
+}
+
+/// What [`Connection::try_send`] did.
+pub(crate) enum FastSend {
+    /// Sent everything: the call's result.
+    Done(usize),
+    /// Sent this much; the rest needs `send_rest` (it may wait).
+    Partial(usize),
+    /// Nothing sent: do the whole send with `send_rest` (errors included).
+    Slow,
 }
 
 enum Step {
