@@ -1138,7 +1138,14 @@ impl Connection {
             .iter()
             .map(|b| b.len())
             .fold(0usize, usize::saturating_add);
-        if want == 0 || self.shut_wr.load(Ordering::Relaxed) || self.shared() {
+        // Only small sends: a large copy would hold the registry's read
+        // lock (and so close and fork) for microseconds, to save two
+        // atomic operations it does not notice.
+        if want == 0
+            || want > FAST_SEND_MAX
+            || self.shut_wr.load(Ordering::Relaxed)
+            || self.shared()
+        {
             return FastSend::Slow;
         }
         let Some(mut tx) = self.tx.try_lock() else {
@@ -1426,6 +1433,9 @@ impl Connection {
         self.seg.geometry().channel_bytes()
     }
 }
+
+/// The largest send [`Connection::try_send`] attempts.
+const FAST_SEND_MAX: usize = 4096;
 
 /// What [`Connection::try_send`] did.
 pub(crate) enum FastSend {
