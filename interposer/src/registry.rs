@@ -59,6 +59,24 @@ pub(crate) fn get(fd: RawFd) -> Option<Arc<Socket>> {
     slot.socket.clone()
 }
 
+/// Runs `f` on the socket behind `fd` under the registry's read lock,
+/// without taking a reference on it (no `Arc` clone: two atomic
+/// read-modify-writes fewer than [`get`]). The lock holds off `close` and
+/// `fork` while `f` runs, so `f` must be short and must not block: the data
+/// path's first, non-blocking attempt. `None` when the fd is not ours, or
+/// when the lock is not free at once (a writer holds or waits for it):
+/// then ask [`get`].
+#[inline]
+pub(crate) fn with<R>(fd: RawFd, f: impl FnOnce(&Socket) -> R) -> Option<R> {
+    let handle = fdtable::table().get(fd)?;
+    let slab = SLAB.try_read()?;
+    let slot = slab.slots.get(handle.index() as usize)?;
+    if slot.generation != handle.generation() {
+        return None;
+    }
+    Some(f(slot.socket.as_deref()?))
+}
+
 /// Makes `fd` refer to `socket`. An fd that was ours already (a number the
 /// kernel reused after a close we did not see) is released first.
 pub(crate) fn insert(fd: RawFd, socket: Arc<Socket>) -> Result<(), ()> {

@@ -1449,12 +1449,67 @@ impl Connection {
     /// lock is held only while copying; a blocked writer sleeps on the ring's
     /// futex, in slices that check for hang-up and a local SHUT_WR.
     pub(crate) fn send(&self, bufs: &[IoSlice<'_>], flags: i32) -> Result<usize, Errno> {
+        self.send_rest(bufs, flags, 0)
+    }
+
+    /// The first attempt of a send, made without waiting for anything: no
+    /// lock that is not free at once, no side lock (a connection shared
+    /// after fork), no wait for room. For the caller that holds the
+    /// registry's read lock instead of a reference (`registry::with`).
+    /// What it cannot finish, `send_rest` does.
+    pub(crate) fn try_send(&self, bufs: &[IoSlice<'_>], flags: i32) -> FastSend {
+        let want = bufs
+            .iter()
+            .map(|b| b.len())
+            .fold(0usize, usize::saturating_add);
+        // Only small sends: a large copy would hold the registry's read
+        // lock (and so close and fork) for microseconds, to save two
+        // atomic operations it does not notice.
+        if want == 0
+            || want > FAST_SEND_MAX
+            || self.shut_wr.load(Ordering::Relaxed)
+            || self.shared()
+        {
+            return FastSend::Slow;
+        }
+        let Some(mut tx) = self.tx.try_lock() else {
+            return FastSend::Slow;
+        };
+        // As in `send_rest`: a small blocking send goes in whole or waits.
+        let need = if want <= self.atomic_send && flags & libc::MSG_DONTWAIT == 0 {
+            want
+        } else {
+            0
+        };
+        match tx.write_vectored_min(bufs, need) {
+            Ok(n) => {
+                drop(tx);
+                if !self.replied.load(Ordering::Relaxed) {
+                    self.replied.store(true, Ordering::Relaxed);
+                }
+                if n >= want {
+                    FastSend::Done(n)
+                } else {
+                    FastSend::Partial(n)
+                }
+            }
+            Err(_) => FastSend::Slow,
+        }
+    }
+
+    /// `send`, after the first `total` bytes of `bufs` were sent already
+    /// (by `try_send`).
+    pub(crate) fn send_rest(
+        &self,
+        bufs: &[IoSlice<'_>],
+        flags: i32,
+        mut total: usize,
+    ) -> Result<usize, Errno> {
         let want = bufs
             .iter()
             .map(|b| b.len())
             .fold(0usize, usize::saturating_add);
         let dontwait = flags & libc::MSG_DONTWAIT != 0;
-        let mut total = 0usize;
         let mut deadline: Option<Option<Instant>> = None;
         loop {
             if self.shut_wr.load(Ordering::Relaxed) {
@@ -1473,16 +1528,19 @@ impl Connection {
                 // A small blocking send goes into the ring whole, as small
                 // TCP writes do in practice: two threads writing framed
                 // messages on one connection must not interleave them. So
-                // when it does not fit, wait for room for all of it.
-                if total == 0
-                    && want <= self.atomic_send
-                    && !dontwait
-                    && !tx.fits(want)
-                    && !self.nonblocking()
-                {
-                    Err(RingError::WouldBlock)
+                // when it does not fit, wait for room for all of it. (A
+                // non-blocking fd writes what fits: asked only when it did
+                // not fit, since after a fork that costs an fcntl.)
+                let need = if total == 0 && want <= self.atomic_send && !dontwait {
+                    want
                 } else {
-                    with_rest(bufs, total, |b| tx.write_vectored(b))
+                    0
+                };
+                match with_rest(bufs, total, |b| tx.write_vectored_min(b, need)) {
+                    Err(RingError::WouldBlock) if need > 0 && self.nonblocking() => {
+                        with_rest(bufs, total, |b| tx.write_vectored(b))
+                    }
+                    r => r,
                 }
             };
             match r {
@@ -1707,6 +1765,19 @@ impl Drop for Taker<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
+}
+
+/// The largest send [`Connection::try_send`] attempts.
+const FAST_SEND_MAX: usize = 4096;
+
+/// What [`Connection::try_send`] did.
+pub(crate) enum FastSend {
+    /// Sent everything: the call's result.
+    Done(usize),
+    /// Sent this much; the rest needs `send_rest` (it may wait).
+    Partial(usize),
+    /// Nothing sent: do the whole send with `send_rest` (errors included).
+    Slow,
 }
 
 enum Step {

@@ -101,6 +101,16 @@ impl Channel {
         unsafe { &*self.segs.as_ptr().add(i) }
     }
 
+    /// Segment control by index (`idx < N`, as `SegAt` guarantees; a larger
+    /// one is reduced rather than trusted).
+    #[inline]
+    fn seg_at(&self, idx: u32) -> &SegmentControl {
+        let n = self.geo.segment_count;
+        let i = if idx < n { idx } else { idx % n } as usize;
+        // SAFETY: i < N and the array has N entries (constructor contract).
+        unsafe { &*self.segs.as_ptr().add(i) }
+    }
+
     /// The consumer-owned `begin` of segment `seq`.
     #[inline]
     fn begin(&self, seq: u32) -> &AtomicU32 {
@@ -329,6 +339,40 @@ impl WaitKind {
 pub struct Producer {
     ch: Channel,
     doorbell: Option<Arc<dyn Doorbell>>,
+    /// `head` as last seen, and `head % N`: the open segment's index
+    /// without a division per write. Private, so always consistent; `head`
+    /// itself is still loaded from shared memory on every write (after a
+    /// fork another process may have moved it).
+    at: SegAt,
+}
+
+/// A sequence number and its segment index (`seq % N`).
+#[derive(Clone, Copy)]
+struct SegAt {
+    seq: u32,
+    idx: u32,
+}
+
+impl SegAt {
+    /// The index of `seq`, from the cache when it is the same segment.
+    #[inline]
+    fn index(&mut self, seq: u32, n: u32) -> u32 {
+        if seq != self.seq || self.idx >= n {
+            self.seq = seq;
+            self.idx = seq % n;
+        }
+        self.idx
+    }
+
+    /// As `index`, without updating the cache.
+    #[inline]
+    fn peek(&self, seq: u32, n: u32) -> u32 {
+        if seq == self.seq && self.idx < n {
+            self.idx
+        } else {
+            seq % n
+        }
+    }
 }
 
 /// The reading half of a channel.
@@ -339,7 +383,11 @@ pub struct Consumer {
 
 impl Producer {
     pub(crate) fn new(ch: Channel) -> Self {
-        Producer { ch, doorbell: None }
+        Producer {
+            ch,
+            doorbell: None,
+            at: SegAt { seq: 0, idx: 0 },
+        }
     }
 
     /// The doorbell rung when the consumer waits in poll/epoll and data arrives.
@@ -364,26 +412,25 @@ impl Producer {
     /// rang the consumer's doorbell, so that a consumer that read the data
     /// can wait until the ring for it is counted (`wait_producer_idle`).
     pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, RingError> {
-        // SYNC POINT: this store comes before the Release stores that
-        // publish the data, so a consumer that Acquire-loaded the data sees
-        // the producer busy (or, later, idle again after the ring).
-        self.ch.ctl().producer.busy.store(BUSY, Ordering::Relaxed);
-        let r = self.write_and_wake(bufs);
-        // SYNC POINT: Release orders the ring's count before the word reads
-        // idle; a swap so that a sleeper's mark is never missed.
-        let busy = &self.ch.ctl().producer.busy;
-        if busy.swap(0, Ordering::Release) == BUSY_WAITER {
-            self.ch.parker.wake(busy);
-        }
-        r
+        self.write_vectored_min(bufs, 0)
     }
 
-    fn write_and_wake(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, RingError> {
+    /// As `write_vectored`, but writes nothing (`WouldBlock`) unless at
+    /// least `need` bytes are free: a small message goes in whole or not at
+    /// all. `need == 0` is `write_vectored`. Same as checking [`fits`]
+    /// first, without loading the ring's indices twice.
+    ///
+    /// [`fits`]: Producer::fits
+    pub fn write_vectored_min(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        need: usize,
+    ) -> Result<usize, RingError> {
         let mut src = Source::new(bufs);
         if src.is_empty() {
             return Ok(0);
         }
-        self.fill_and_wake(&mut src)
+        self.fill_and_wake(&mut src, need)
     }
 
     /// Writes up to `max` bytes that `fill` produces straight into the ring,
@@ -407,21 +454,51 @@ impl Producer {
             left: max,
             done: false,
         };
-        // SYNC POINT: as in `write_vectored`.
-        self.ch.ctl().producer.busy.store(BUSY, Ordering::Relaxed);
-        let r = self.fill_and_wake(&mut src);
-        let busy = &self.ch.ctl().producer.busy;
-        if busy.swap(0, Ordering::Release) == BUSY_WAITER {
-            self.ch.parker.wake(busy);
-        }
-        match r {
+        match self.fill_and_wake(&mut src, 0) {
             // The first fill gave nothing: end of file, not a full ring.
             Err(RingError::WouldBlock) if src.done => Ok(0),
             r => r,
         }
     }
 
-    fn fill_and_wake(&mut self, src: &mut impl Fill) -> Result<usize, RingError> {
+    /// Marks the producer outside a write, waking a consumer asleep on the
+    /// word (`wait_producer_idle`).
+    #[inline]
+    fn set_idle(&self) {
+        // SYNC POINT: Release orders the ring's count (made before, in
+        // `wake_reader`) before the word reads idle; a swap so that a
+        // sleeper's mark is never missed.
+        let busy = &self.ch.ctl().producer.busy;
+        if busy.swap(0, Ordering::Release) == BUSY_WAITER {
+            self.ch.parker.wake(busy);
+        }
+    }
+
+    /// Copies and publishes (marked busy, see `write_vectored`), then wakes
+    /// the consumer if it waits.
+    fn fill_and_wake(&mut self, src: &mut impl Fill, need: usize) -> Result<usize, RingError> {
+        // SYNC POINT: this store comes before the Release stores that
+        // publish the data, so a consumer that Acquire-loaded the data sees
+        // the producer busy (or, later, idle again after the ring).
+        self.ch.ctl().producer.busy.store(BUSY, Ordering::Relaxed);
+        match self.fill(src, need) {
+            Ok(written) => {
+                self.wake_reader();
+                self.set_idle();
+                Ok(written)
+            }
+            Err(e) => {
+                self.set_idle();
+                Err(e)
+            }
+        }
+    }
+
+    /// Copies from `src` into the ring and publishes each append; returns
+    /// the bytes written (`WouldBlock` for none, or for fewer free than
+    /// `need`).
+    #[inline]
+    fn fill(&mut self, src: &mut impl Fill, need: usize) -> Result<usize, RingError> {
         let ch = &self.ch;
         if ch.is_reset() {
             return Err(RingError::Reset);
@@ -434,9 +511,24 @@ impl Producer {
         }
         let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
         let mut head = ctl.producer.head.load(Ordering::Relaxed);
-        let mut end = ch.seg(head).end.load(Ordering::Relaxed);
+        let mut idx = self.at.index(head, n);
+        let mut end = ch.seg_at(idx).end.load(Ordering::Relaxed);
         if end > s {
             return Err(ch.corrupt("producer end beyond segment"));
+        }
+        // All or nothing: the common case (room in the open segment) needs
+        // no look at the consumer's line.
+        if need > (s - end) as usize {
+            // SYNC POINT: Acquire as below, before reusing freed segments.
+            let tail = ctl.consumer.tail.load(Ordering::Acquire);
+            let used = head.wrapping_sub(tail);
+            if used >= n {
+                return Err(ch.corrupt("tail out of range"));
+            }
+            let free = (s - end) as usize + (n - 1 - used) as usize * s as usize;
+            if free < need {
+                return Err(RingError::WouldBlock);
+            }
         }
         let mut written = 0usize;
         loop {
@@ -453,7 +545,8 @@ impl Producer {
                     break; // every segment holds unread data
                 }
                 head = head.wrapping_add(1);
-                let seg = ch.seg(head);
+                idx = self.at.index(head, n);
+                let seg = ch.seg_at(idx);
                 seg.last.store(0, Ordering::Relaxed);
                 seg.end.store(0, Ordering::Relaxed);
                 // SYNC POINT: Release pairs with the consumer's Acquire load of
@@ -462,12 +555,13 @@ impl Producer {
                 ctl.producer.head.store(head, Ordering::Release);
                 end = 0;
             }
-            let n_copied = src.fill(&ch.data, ch.data_at(head, end), (s - end) as usize);
+            let at = idx as usize * s as usize + end as usize;
+            let n_copied = src.fill(&ch.data, at, (s - end) as usize);
             end += n_copied as u32;
             written += n_copied;
             // SYNC POINT: Release pairs with the consumer's Acquire load of
             // `end`: the bytes just copied are visible before the new end.
-            ch.seg(head).end.store(end, Ordering::Release);
+            ch.seg_at(idx).end.store(end, Ordering::Release);
             if src.finished() {
                 break;
             }
@@ -475,7 +569,6 @@ impl Producer {
         if written == 0 {
             return Err(RingError::WouldBlock);
         }
-        self.wake_reader();
         Ok(written)
     }
 
@@ -500,8 +593,9 @@ impl Producer {
     /// consumer's cache line on every small write.
     pub fn fits(&self, len: usize) -> bool {
         let ch = &self.ch;
+        let n = ch.geo.segment_count;
         let head = ch.ctl().producer.head.load(Ordering::Relaxed);
-        let end = ch.seg(head).end.load(Ordering::Relaxed);
+        let end = ch.seg_at(self.at.peek(head, n)).end.load(Ordering::Relaxed);
         let s = ch.geo.segment_bytes;
         if end <= s && (s - end) as usize >= len {
             return true;
@@ -596,6 +690,7 @@ impl Producer {
         RoomWaiter(Producer {
             ch: self.ch.clone(),
             doorbell: self.doorbell.clone(),
+            at: self.at,
         })
     }
 
