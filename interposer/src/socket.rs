@@ -690,6 +690,8 @@ pub(crate) struct Connection {
     nonblock: std::sync::atomic::AtomicU8,
     /// This side wrote since it last read (see `recv`'s spinning).
     replied: AtomicBool,
+    /// When a pure consumer last made a small read (see `streaming`).
+    small_read: std::sync::atomic::AtomicU64,
     /// The producer's busy word did not clear within the patience once.
     busy_stuck: AtomicBool,
     /// SO_ERROR: an error to report once.
@@ -811,6 +813,7 @@ impl Connection {
             takers: AtomicU32::new(0),
             nonblock: std::sync::atomic::AtomicU8::new(0),
             replied: AtomicBool::new(false),
+            small_read: std::sync::atomic::AtomicU64::new(0),
             busy_stuck: AtomicBool::new(false),
             shut_wr: Arc::new(AtomicBool::new(false)),
             error: AtomicI32::new(0),
@@ -1076,6 +1079,16 @@ impl Connection {
         self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
+    /// A pure consumer's small read: true when its previous small read was
+    /// moments ago (it is keeping up with a stream of small writes, not
+    /// waking for sporadic messages, whose latency a pause would add to).
+    fn streaming(&self) -> bool {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let now = EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1;
+        let last = self.small_read.swap(now, Ordering::Relaxed);
+        last != 0 && now.saturating_sub(last) < STREAMING_GAP.as_nanos() as u64
+    }
+
     /// This side wrote since it last read: an answer is probably on its
     /// way, so a wait for it may spin.
     pub(crate) fn awaits_reply(&self) -> bool {
@@ -1216,6 +1229,13 @@ impl Connection {
                     handshake::wait_readable(self.bell.fd.as_fd(), Some(Duration::from_millis(1)));
             }
         }
+        // Look again after taking: a producer that found our flag up while
+        // our end was full of bytes could not ring (EAGAIN), and its ring
+        // cleared the flag; the bytes we took were the only sign of its
+        // data. (Lazy readers leave bytes queued, so an end can fill.)
+        if rx.readable_now() {
+            return Ok(true);
+        }
         if hung_up && self.bell.queued() == 0 {
             return Err(Settled::HungUp);
         }
@@ -1272,6 +1292,7 @@ impl Connection {
         // Whether this call may block, looked up once it would.
         let mut blocking: Option<bool> = None;
         let mut spun = false;
+        let mut gathered = false;
         let mut hung_up = false;
         // Woken once already in this call: if the ring is still empty, look
         // at what woke us (a hang-up, or bytes that are not doorbells).
@@ -1316,7 +1337,8 @@ impl Connection {
                             Ok(0) => return Ok(total),
                             Ok(n) => {
                                 total += n;
-                                if !peek && self.replied.load(Ordering::Relaxed) {
+                                let answered = self.replied.load(Ordering::Relaxed);
+                                if !peek && answered {
                                     self.replied.store(false, Ordering::Relaxed);
                                 }
                                 // Emptied the ring? Then drop the doorbell bytes of
@@ -1330,15 +1352,49 @@ impl Connection {
                                     if self.owed(rx) > 0 || (armed && rx.producer_busy()) {
                                         let _ = self.settle(rx, false);
                                     }
+                                } else if !peek
+                                    && self.lazy()
+                                    && self.owed(rx) >= STALE_BYTES
+                                    && self.waiters.load(Ordering::SeqCst) == 0
+                                {
+                                    // A lazy reader leaves the bytes of data it
+                                    // read queued; before they fill our end
+                                    // (the producer's rings would fail), take
+                                    // those counted so far: their data was
+                                    // read, or is in the ring, which a lazy
+                                    // reader looks at before it sleeps.
+                                    let owed = self.owed(rx);
+                                    self.bell.take(owed);
                                 }
-                                if !waitall || total >= want {
+                                if !waitall
+                                    && total < GATHER_BELOW
+                                    && total < want
+                                    && !gathered
+                                    && !peek
+                                    && !answered
+                                    && !self.spin.is_zero()
+                                    && self.lazy()
+                                    && self.streaming()
+                                    && !dontwait
+                                    && !self.nonblocking()
+                                {
+                                    // A blocking consumer keeping up with a
+                                    // stream of small writes: let the writer
+                                    // add more before reading on, rather than
+                                    // take its cache lines write by write.
+                                    Step::Gather
+                                } else if !waitall || total >= want {
                                     return Ok(total);
+                                } else {
+                                    Step::Again
                                 }
-                                Step::Again
                             }
                             Err(RingError::WouldBlock) => {
                                 let block = *blocking
                                     .get_or_insert_with(|| !dontwait && !self.nonblocking());
+                                if total > 0 && !waitall {
+                                    return Ok(total); // after a gather
+                                }
                                 if hung_up {
                                     return Ok(total); // the peer is gone, the ring empty
                                 }
@@ -1395,6 +1451,14 @@ impl Connection {
                     }
                 }
             };
+            if let Step::Gather = step {
+                gathered = true;
+                let until = Instant::now() + GATHER_PAUSE;
+                while Instant::now() < until {
+                    core::hint::spin_loop();
+                }
+                continue;
+            }
             if let Step::Spin = step {
                 spun = true;
                 self.spin_until(|| self.ring_readable());
@@ -1780,8 +1844,21 @@ pub(crate) enum FastSend {
     Slow,
 }
 
+/// Doorbell bytes a lazy reader leaves queued before it takes them (an end
+/// fills at about 40: each costs 768 bytes of the peer's 32 KiB).
+const STALE_BYTES: usize = 16;
+
+/// A blocking stream consumer that read less than this (see `Step::Gather`)
+/// pauses once for `GATHER_PAUSE` and reads on.
+const GATHER_BELOW: usize = 16384;
+const GATHER_PAUSE: Duration = Duration::from_micros(10);
+/// Small reads this close together are a stream (see `streaming`).
+const STREAMING_GAP: Duration = Duration::from_micros(50);
+
 enum Step {
     Again,
+    /// Pause briefly, then read more into the rest of the buffer.
+    Gather,
     Spin,
     /// Sleep until a doorbell byte is queued (left for the read to take).
     Wait,
