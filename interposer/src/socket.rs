@@ -690,8 +690,11 @@ pub(crate) struct Connection {
     nonblock: std::sync::atomic::AtomicU8,
     /// This side wrote since it last read (see `recv`'s spinning).
     replied: AtomicBool,
-    /// When a pure consumer last made a small read (see `streaming`).
-    small_read: std::sync::atomic::AtomicU64,
+    /// When a pure consumer last read (see `note_read`).
+    last_read: std::sync::atomic::AtomicU64,
+    /// Its last read was large (a stream of large writes: `watch_ring`;
+    /// small ones are gathered instead).
+    bulk: AtomicBool,
     /// The producer's busy word did not clear within the patience once.
     busy_stuck: AtomicBool,
     /// SO_ERROR: an error to report once.
@@ -813,7 +816,8 @@ impl Connection {
             takers: AtomicU32::new(0),
             nonblock: std::sync::atomic::AtomicU8::new(0),
             replied: AtomicBool::new(false),
-            small_read: std::sync::atomic::AtomicU64::new(0),
+            last_read: std::sync::atomic::AtomicU64::new(0),
+            bulk: AtomicBool::new(false),
             busy_stuck: AtomicBool::new(false),
             shut_wr: Arc::new(AtomicBool::new(false)),
             error: AtomicI32::new(0),
@@ -1079,14 +1083,34 @@ impl Connection {
         self.waiters.fetch_sub(1, Ordering::SeqCst);
     }
 
-    /// A pure consumer's small read: true when its previous small read was
-    /// moments ago (it is keeping up with a stream of small writes, not
-    /// waking for sporadic messages, whose latency a pause would add to).
-    fn streaming(&self) -> bool {
-        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-        let now = EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1;
-        let last = self.small_read.swap(now, Ordering::Relaxed);
+    /// A pure consumer read: true when its previous read was moments ago
+    /// (it is keeping up with a stream, not waking for sporadic messages,
+    /// whose latency a pause would add to).
+    fn note_read(&self) -> bool {
+        let now = clock_ns();
+        let last = self.last_read.swap(now, Ordering::Relaxed);
         last != 0 && now.saturating_sub(last) < STREAMING_GAP.as_nanos() as u64
+    }
+
+    /// A pure consumer read moments ago: the writer is likely mid-stream.
+    fn read_recently(&self) -> bool {
+        let last = self.last_read.load(Ordering::Relaxed);
+        last != 0 && clock_ns().saturating_sub(last) < STREAMING_GAP.as_nanos() as u64
+    }
+
+    /// A pure consumer that found the ring empty in the middle of a
+    /// stream: looks at the ring every couple of microseconds (pausing on
+    /// nothing shared in between, so the writer keeps its cache lines) for
+    /// up to the spin budget, rather than sleep and cost the writer a
+    /// doorbell and itself a wake-up.
+    fn watch_ring(&self) {
+        let start = Instant::now();
+        loop {
+            pause(WATCH_PAUSE);
+            if self.ring_readable() || start.elapsed() >= self.spin {
+                return;
+            }
+        }
     }
 
     /// This side wrote since it last read: an answer is probably on its
@@ -1341,6 +1365,12 @@ impl Connection {
                                 if !peek && answered {
                                     self.replied.store(false, Ordering::Relaxed);
                                 }
+                                let consumer = !peek && !answered && !self.spin.is_zero();
+                                let streaming = consumer && self.note_read();
+                                if consumer && !gathered {
+                                    // Large before any gathering: large writes.
+                                    self.bulk.store(total >= GATHER_BELOW, Ordering::Relaxed);
+                                }
                                 // Emptied the ring? Then drop the doorbell bytes of
                                 // the data just read, or a poller would see the fd
                                 // readable with nothing to read.
@@ -1370,11 +1400,8 @@ impl Connection {
                                     && total < GATHER_BELOW
                                     && total < want
                                     && !gathered
-                                    && !peek
-                                    && !answered
-                                    && !self.spin.is_zero()
+                                    && streaming
                                     && self.lazy()
-                                    && self.streaming()
                                     && !dontwait
                                     && !self.nonblocking()
                                 {
@@ -1416,6 +1443,14 @@ impl Connection {
                                     // lines every time (64 B writes: 17 ->
                                     // 6 M/s); asleep, it reads in bulk.
                                     Step::Spin
+                                } else if block
+                                    && !spun
+                                    && !self.spin.is_zero()
+                                    && self.bulk.load(Ordering::Relaxed)
+                                    && self.read_recently()
+                                    && crate::polling::spin_helps()
+                                {
+                                    Step::Watch
                                 } else if let Some(t) = lazy.then(|| self.begin_taking()).flatten()
                                 {
                                     // About to sleep: only now raise the
@@ -1453,10 +1488,12 @@ impl Connection {
             };
             if let Step::Gather = step {
                 gathered = true;
-                let until = Instant::now() + GATHER_PAUSE;
-                while Instant::now() < until {
-                    core::hint::spin_loop();
-                }
+                pause(GATHER_PAUSE);
+                continue;
+            }
+            if let Step::Watch = step {
+                spun = true;
+                self.watch_ring();
                 continue;
             }
             if let Step::Spin = step {
@@ -1852,13 +1889,34 @@ const STALE_BYTES: usize = 16;
 /// pauses once for `GATHER_PAUSE` and reads on.
 const GATHER_BELOW: usize = 16384;
 const GATHER_PAUSE: Duration = Duration::from_micros(10);
-/// Small reads this close together are a stream (see `streaming`).
+/// How often `watch_ring` looks.
+const WATCH_PAUSE: Duration = Duration::from_micros(2);
+
+/// Waits `d` without touching shared memory, yielding the CPU all along:
+/// if the writer we wait for was scheduled on this CPU, it runs meanwhile
+/// (a spin would starve it until the scheduler moved one of us).
+fn pause(d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        std::thread::yield_now();
+    }
+}
+
+/// Nanoseconds on a process-wide monotonic clock (never 0).
+fn clock_ns() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+/// Reads this close together are a stream (see `note_read`).
 const STREAMING_GAP: Duration = Duration::from_micros(50);
 
 enum Step {
     Again,
     /// Pause briefly, then read more into the rest of the buffer.
     Gather,
+    /// Look at the ring now and then for a while (`watch_ring`).
+    Watch,
     Spin,
     /// Sleep until a doorbell byte is queued (left for the read to take).
     Wait,
