@@ -385,6 +385,14 @@ pub(crate) struct Bell {
     fill_bytes: usize,
 }
 
+/// An error on our end of the Unix connection that means the peer's end is
+/// gone: the kernel reports ECONNRESET once when a process closes (or
+/// exits) with bytes unread on its end — doorbells a lazy reader left,
+/// not data. The ring's own state then tells end of stream from a reset.
+fn peer_gone(e: Errno) -> bool {
+    e == Errno::CONNRESET || e == Errno::PIPE
+}
+
 /// The byte a doorbell rings with.
 const DOORBELL: u8 = 1;
 
@@ -444,8 +452,8 @@ impl Bell {
                     foreign: buf[..n].iter().any(|&b| b != DOORBELL),
                 },
                 Err(Errno::INTR) => continue,
-                Err(_) => Pending {
-                    hung_up: false,
+                Err(e) => Pending {
+                    hung_up: peer_gone(e),
                     foreign: false,
                 },
             };
@@ -468,7 +476,7 @@ impl Bell {
                     got += k;
                 }
                 Err(Errno::INTR) => {}
-                Err(_) => break,
+                Err(e) => return (self.took(got), peer_gone(e)),
             }
         }
         (self.took(got), false)
@@ -568,6 +576,7 @@ impl Bell {
                 Ok(_) => Ok(Woke::Rung),
                 // Made non-blocking meanwhile (by another process).
                 Err(Errno::AGAIN) => Ok(Woke::Rung),
+                Err(e) if peer_gone(e) => Ok(Woke::HungUp),
                 Err(e) => Err(e),
             };
         }
@@ -600,6 +609,7 @@ impl Bell {
             // Nothing queued after a timed wait, or made non-blocking
             // meanwhile (by another process).
             Err(Errno::AGAIN) => Ok(Woke::Rung),
+            Err(e) if peer_gone(e) => Ok(Woke::HungUp),
             Err(e) => Err(e),
         }
     }
@@ -1061,9 +1071,14 @@ impl Connection {
     /// ours, an epoll set). False: sleep as an eager reader would.
     fn begin_taking(&self) -> Option<Taker<'_>> {
         // SYNC POINT: SeqCst, Dekker with `add_waiter` and `watch`.
-        self.takers.fetch_add(1, Ordering::SeqCst);
+        let others = self.takers.fetch_add(1, Ordering::SeqCst);
         let taker = Taker(&self.takers);
-        if self.watched.load(Ordering::SeqCst) || self.waiters.load(Ordering::SeqCst) > 0 {
+        // One taker at a time: two would both wake for one byte, and the
+        // one that found it taken would sleep on in the kernel.
+        if others > 0
+            || self.watched.load(Ordering::SeqCst)
+            || self.waiters.load(Ordering::SeqCst) > 0
+        {
             return None;
         }
         Some(taker)
@@ -1402,6 +1417,7 @@ impl Connection {
                                     && !gathered
                                     && streaming
                                     && self.lazy()
+                                    && crate::polling::spin_helps()
                                     && !dontwait
                                     && !self.nonblocking()
                                 {
@@ -1516,16 +1532,32 @@ impl Connection {
                     Err(e) => return if total > 0 { Ok(total) } else { Err(e) },
                 };
                 woken = true;
+                let mut sliced = false;
                 let woke = if let Step::Sleep = step {
                     let woke = self.bell.wait_taking(left);
                     drop(taker.take());
                     woke
                 } else {
+                    // Counted as a waiter, so no other thread of ours
+                    // starts taking the bytes we wait for; one already
+                    // taking may take ours: then sleep in slices and look
+                    // at the ring between them.
+                    let waiter = WaiterGuard::new(self);
+                    sliced = waiter.sliced;
+                    let left = if sliced {
+                        Some(left.map_or(WAIT_SLICE, |l| l.min(WAIT_SLICE)))
+                    } else {
+                        left
+                    };
                     self.bell.wait(left)
                 };
                 match woke {
                     Ok(Woke::Rung) => {}
                     Ok(Woke::HungUp) => hung_up = true,
+                    // Our own slicing turned a restartable wait into a
+                    // timed one: restart it as the kernel would have.
+                    Err(Errno::INTR)
+                        if sliced && d.is_none() && crate::sys::interrupted_call_restarts() => {}
                     Err(Errno::INTR) if total == 0 => return Err(Errno::INTR),
                     Err(Errno::INTR) => return Ok(total),
                     Err(e) => return Err(e),
@@ -1859,6 +1891,30 @@ impl Connection {
     }
 }
 
+/// A blocking reader's sleep while a taker may take its byte.
+const WAIT_SLICE: Duration = Duration::from_millis(1);
+
+/// A reader asleep on the kernel alone, counted as a waiter while it is
+/// (see `Connection::add_waiter`).
+struct WaiterGuard<'a> {
+    conn: &'a Connection,
+    /// A taker was there: sleep in slices.
+    sliced: bool,
+}
+
+impl<'a> WaiterGuard<'a> {
+    fn new(conn: &'a Connection) -> WaiterGuard<'a> {
+        let sliced = conn.add_waiter();
+        WaiterGuard { conn, sliced }
+    }
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.conn.remove_waiter();
+    }
+}
+
 /// A reader counted in `Connection::takers`; uncounted when dropped.
 struct Taker<'a>(&'a AtomicU32);
 
@@ -1892,13 +1948,16 @@ const GATHER_PAUSE: Duration = Duration::from_micros(10);
 /// How often `watch_ring` looks.
 const WATCH_PAUSE: Duration = Duration::from_micros(2);
 
-/// Waits `d` without touching shared memory, yielding the CPU all along:
-/// if the writer we wait for was scheduled on this CPU, it runs meanwhile
-/// (a spin would starve it until the scheduler moved one of us).
+/// Waits about `d` without touching shared memory.
 fn pause(d: Duration) {
     let until = Instant::now() + d;
+    // One yield: a writer scheduled on this CPU runs now. If that took the
+    // whole pause (someone else had the CPU), stop; otherwise spin on
+    // nothing shared, so the data already read is not held back by
+    // another scheduler round.
+    std::thread::yield_now();
     while Instant::now() < until {
-        std::thread::yield_now();
+        core::hint::spin_loop();
     }
 }
 

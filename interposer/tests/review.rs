@@ -369,3 +369,27 @@ fn select_and_ppoll_timeouts_as_the_kernel() {
         "{out}"
     );
 }
+
+/// Two threads blocked in recv on one connection each get their message
+/// (one reader at a time may take doorbell bytes in its sleep).
+#[test]
+fn two_blocked_readers_each_get_a_message() {
+    let out = script("two_readers", &["127.77.9.91"]);
+    assert!(out.contains("b'A'") && out.contains("b'B'"), "{out}");
+    assert!(out.contains("then b''"), "{out}");
+}
+
+/// A peer process that exits (no close) after writing: its data, then EOF,
+/// as over TCP (doorbell bytes it left unread made the kernel report
+/// ECONNRESET on our end of the Unix connection).
+#[test]
+fn peer_exit_without_close_is_end_of_stream() {
+    for mode in ["late", "early"] {
+        let out = script("exit_unread", &["127.77.9.92", mode]);
+        assert!(out.contains(&format!("{mode} recv1 b'B'")), "{out}");
+        assert!(out.contains("recv2 b''"), "{out}");
+    }
+    let out = c_program("exit_server");
+    assert!(out.contains("reply: 5"), "{out}");
+    assert!(out.contains("after server exit: read=0"), "{out}");
+}
