@@ -151,8 +151,9 @@ fn spin_budget() -> Duration {
 pub(crate) fn spin_helps() -> bool {
     static CHECKED: AtomicU64 = AtomicU64::new(0);
     static VERDICT: AtomicBool = AtomicBool::new(true);
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let now = START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+    // The coarse clock (a few ns, tick resolution) is enough for "10 ms".
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    let now = (t.tv_sec as u64) * 1000 + (t.tv_nsec as u64) / 1_000_000 + 1;
     let last = CHECKED.load(Ordering::Relaxed);
     if last != 0 && now.saturating_sub(last) < 10 {
         return VERDICT.load(Ordering::Relaxed);

@@ -700,6 +700,9 @@ pub(crate) struct Connection {
     nonblock: std::sync::atomic::AtomicU8,
     /// This side wrote since it last read (see `recv`'s spinning).
     replied: AtomicBool,
+    /// A lock-free look at the receive ring, for spinning (set with the
+    /// receive half).
+    probe: std::sync::OnceLock<shmnet_ring::Probe>,
     /// When a pure consumer last read (see `note_read`).
     last_read: std::sync::atomic::AtomicU64,
     /// Its last read was large (a stream of large writes: `watch_ring`;
@@ -826,6 +829,7 @@ impl Connection {
             takers: AtomicU32::new(0),
             nonblock: std::sync::atomic::AtomicU8::new(0),
             replied: AtomicBool::new(false),
+            probe: std::sync::OnceLock::new(),
             last_read: std::sync::atomic::AtomicU64::new(0),
             bulk: AtomicBool::new(false),
             busy_stuck: AtomicBool::new(false),
@@ -1182,6 +1186,7 @@ impl Connection {
                     c.set_edge_triggered();
                 }
                 let _ = self.bell.taken.set(c.taken_count());
+                let _ = self.probe.set(c.probe());
                 *slot = Some(c);
             }
         }
@@ -1514,7 +1519,17 @@ impl Connection {
             }
             if let Step::Spin = step {
                 spun = true;
-                self.spin_until(|| self.ring_readable());
+                // Mostly the one word a publish writes (no lock, one
+                // shared line); every 32nd look the whole ring (closed,
+                // a later segment).
+                let mut looks = 0u32;
+                self.spin_until(|| {
+                    looks = looks.wrapping_add(1);
+                    match self.probe.get() {
+                        Some(p) if !looks.is_multiple_of(32) => p.maybe_readable(),
+                        _ => self.ring_readable(),
+                    }
+                });
                 continue;
             }
             if let Step::Wait | Step::Sleep = step {

@@ -945,6 +945,11 @@ impl Consumer {
         TakenCount(self.ch.clone())
     }
 
+    /// A lock-free look at this consumer's ring for spinning (see [`Probe`]).
+    pub fn probe(&self) -> Probe {
+        Probe(self.ch.clone())
+    }
+
     /// True while the producer is inside a write (it may be about to ring
     /// for data this consumer has already read).
     pub fn producer_busy(&self) -> bool {
@@ -1071,6 +1076,29 @@ impl Consumer {
     /// True once the producer closed (EOF after the data drains).
     pub fn peer_closed(&self) -> bool {
         self.ch.ctl().producer.closed.load(Ordering::Acquire) != 0
+    }
+}
+
+/// See [`Consumer::probe`].
+pub struct Probe(Channel);
+
+// SAFETY: only atomics in the mapped segment (kept alive by the channel)
+// are read through it.
+unsafe impl Sync for Probe {}
+
+impl Probe {
+    /// A cheap "might a read find data?" for spinning, without the
+    /// consumer's lock: one load of the `end` of the segment the consumer
+    /// reads (the word a publish writes), compared with its `begin`. May say
+    /// false while data waits in a later segment (this one was sealed and
+    /// drained) or the ring closed: a spinner also asks
+    /// [`Consumer::readable_now`] now and then. Peer-written values are only
+    /// compared.
+    pub fn maybe_readable(&self) -> bool {
+        let ch = &self.0;
+        let tail = ch.ctl().consumer.tail.load(Ordering::Relaxed);
+        let begin = ch.begin(tail).load(Ordering::Relaxed);
+        ch.seg(tail).end.load(Ordering::Relaxed) != begin
     }
 }
 

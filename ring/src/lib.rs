@@ -34,7 +34,7 @@ mod sidelock;
 mod sync;
 mod wait;
 
-pub use channel::{Consumer, Producer, RoomWaiter, TakenCount, WaitKind};
+pub use channel::{Consumer, Probe, Producer, RoomWaiter, TakenCount, WaitKind};
 pub use error::{AttachError, RingError};
 pub use heap::heap_channel;
 pub use layout::Geometry;
