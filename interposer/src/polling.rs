@@ -145,8 +145,8 @@ fn spin_budget() -> Duration {
 }
 
 /// Whether spinning can help: not when more threads are runnable than
-/// there are CPUs (a spinner would then take the CPU from the thread it
-/// waits for). Looked up in /proc/loadavg at most every 10 ms. (That count
+/// there are CPUs, nor when this process was preempted lately (a spinner
+/// would then take the CPU from the thread it waits for). Looked up in /proc/loadavg at most every 10 ms. (That count
 /// is the whole host's; the CPUs are those this process may use.)
 pub(crate) fn spin_helps() -> bool {
     static CHECKED: AtomicU64 = AtomicU64::new(0);
@@ -159,7 +159,13 @@ pub(crate) fn spin_helps() -> bool {
         return VERDICT.load(Ordering::Relaxed);
     }
     CHECKED.store(now, Ordering::Relaxed);
-    let verdict = runnable_threads().is_none_or(|r| r <= cpus());
+    // Preempted twice since the last look: the CPUs are contended (a snapshot of
+    // the run queue misses threads that run in short bursts, like a web
+    // server's workers and its load generator).
+    static PREEMPTED: AtomicU64 = AtomicU64::new(0);
+    let preempted = sys::involuntary_switches();
+    let contended = preempted.saturating_sub(PREEMPTED.swap(preempted, Ordering::Relaxed)) >= 2;
+    let verdict = !contended && runnable_threads().is_none_or(|r| r <= cpus());
     VERDICT.store(verdict, Ordering::Relaxed);
     verdict
 }
@@ -778,7 +784,11 @@ fn epoll_set(
         }
         if first {
             first = false;
-            let worth = spin_budget() > Duration::ZERO && readiness::awaits_reply(epfd);
+            // Cheapest first: walking the members takes the table's lock.
+            let worth = spin_budget() > Duration::ZERO
+                && !limit.now()
+                && spin_helps()
+                && readiness::awaits_reply(epfd);
             let spun = spin(
                 limit,
                 worth,

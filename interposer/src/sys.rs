@@ -640,6 +640,15 @@ pub(crate) unsafe fn write_opt<T>(t: *mut T, value: T) {
     }
 }
 
+/// This process's involuntary context switches so far (getrusage).
+pub(crate) fn involuntary_switches() -> u64 {
+    // SAFETY: an all-zero rusage is valid; getrusage writes into it.
+    let mut ru: libc::rusage = unsafe { core::mem::zeroed() };
+    // SAFETY: RUSAGE_SELF and a valid out pointer.
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    ru.ru_nivcsw.max(0) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
