@@ -291,6 +291,89 @@ fn conn(s: &Socket) -> &Connection {
     }
 }
 
+/// What poll and select share: fds the kernel fills in, among which are
+/// the connections of a `Waiting`.
+trait KernelSet {
+    /// The real call: a zero timeout (None), or until `limit` with the
+    /// caller's signal mask. Starts from what the caller asked each time.
+    fn real(&mut self, limit: Option<Limit>, mask: Option<*const sigset_t>) -> c_int;
+    /// Takes back readability the kernel reported for doorbell bytes of
+    /// data already read (`Connection::really_readable`); the new count.
+    fn filter(&mut self, waiting: &Waiting, n: c_int) -> c_int;
+    /// Reports the connection at `key` readable; true if that adds an
+    /// entry to the count.
+    fn mark_readable(&mut self, key: usize) -> bool;
+    /// Whether spin round `round` asks the kernel too.
+    fn ask_kernel(&self, _round: u32) -> bool {
+        true
+    }
+}
+
+/// The wait of poll and select: look at the rings (raising flags), spin,
+/// then sleep in the kernel, taking back readability of connections whose
+/// ring turns out empty and waiting on if nothing else is left.
+fn wait_set(
+    set: &mut impl KernelSet,
+    waiting: &Waiting,
+    limit: Limit,
+    mask: Option<*const sigset_t>,
+) -> Action<c_int> {
+    let mut first = true;
+    loop {
+        let mut ready = waiting.readable();
+        if ready.is_empty() && first {
+            first = false;
+            let spun = spin(
+                limit,
+                waiting.awaits_reply(),
+                || {
+                    ready.extend(
+                        waiting
+                            .iter()
+                            .filter(|(_, c)| c.ring_readable())
+                            .map(|(k, _)| k),
+                    );
+                    !ready.is_empty()
+                },
+                |round| {
+                    if !set.ask_kernel(round) {
+                        return None;
+                    }
+                    let n = set.real(None, None);
+                    let n = if n > 0 { set.filter(waiting, n) } else { n };
+                    (n != 0).then_some(n)
+                },
+            );
+            if let Spun::Kernel(n) = spun {
+                return result(n);
+            }
+        }
+        if !ready.is_empty() {
+            let n = set.real(None, None);
+            if n < 0 {
+                return Action::Raw(n);
+            }
+            let mut n = set.filter(waiting, n);
+            for k in ready {
+                if set.mark_readable(k) {
+                    n += 1;
+                }
+            }
+            return Action::Done(n);
+        }
+        let n = guard::suspended(|| set.real(Some(limit.sliced(waiting.sliced)), mask));
+        if n < 0 {
+            return Action::Raw(n);
+        }
+        let n = set.filter(waiting, n);
+        if n > 0 || limit.now() {
+            return Action::Done(n);
+        }
+        // Nothing after all (bytes of data already read, or a slice ran
+        // out): look at the rings again, and wait on.
+    }
+}
+
 // ---- poll, ppoll ----
 
 pub(crate) fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> Action<c_int> {
@@ -364,9 +447,47 @@ fn real_poll(set: &mut [pollfd], limit: Option<Limit>, mask: Option<*const sigse
     }
 }
 
-fn poll_set(set: &mut [pollfd], limit: Limit, mask: Option<*const sigset_t>) -> Action<c_int> {
+/// The caller's pollfd array.
+struct PollSet<'a> {
+    fds: &'a mut [pollfd],
+    /// Only connections, only POLLIN: the kernel is asked rarely while
+    /// spinning (for hang-ups, errors); with other fds, every round.
+    only_rings: bool,
+}
+
+impl KernelSet for PollSet<'_> {
+    fn real(&mut self, limit: Option<Limit>, mask: Option<*const sigset_t>) -> c_int {
+        real_poll(self.fds, limit, mask)
+    }
+
+    fn filter(&mut self, waiting: &Waiting, mut n: c_int) -> c_int {
+        for (i, c) in waiting.iter() {
+            let p = &mut self.fds[i];
+            if p.revents & POLL_IN != 0 && p.revents & POLL_FINAL == 0 && !c.really_readable() {
+                p.revents &= !POLL_IN;
+                if p.revents == 0 {
+                    n -= 1;
+                }
+            }
+        }
+        n
+    }
+
+    fn mark_readable(&mut self, i: usize) -> bool {
+        let p = &mut self.fds[i];
+        let added = p.revents == 0;
+        p.revents |= p.events & POLL_IN;
+        added
+    }
+
+    fn ask_kernel(&self, round: u32) -> bool {
+        !self.only_rings || round.is_multiple_of(8)
+    }
+}
+
+fn poll_set(fds: &mut [pollfd], limit: Limit, mask: Option<*const sigset_t>) -> Action<c_int> {
     let waiting = Waiting::new(
-        set.iter()
+        fds.iter()
             .enumerate()
             .filter(|(_, p)| p.fd >= 0 && p.events & POLL_IN != 0)
             .map(|(i, p)| (i, p.fd)),
@@ -375,84 +496,8 @@ fn poll_set(set: &mut [pollfd], limit: Limit, mask: Option<*const sigset_t>) -> 
         return Action::Pass;
     }
     let only_rings =
-        waiting.conns.len() == set.len() && set.iter().all(|p| p.events & !POLL_IN == 0);
-    let mut first = true;
-    loop {
-        let mut ready = waiting.readable();
-        if ready.is_empty() && first {
-            first = false;
-            let spun = spin(
-                limit,
-                waiting.awaits_reply(),
-                || {
-                    ready.extend(
-                        waiting
-                            .iter()
-                            .filter(|(_, c)| c.ring_readable())
-                            .map(|(i, _)| i),
-                    );
-                    !ready.is_empty()
-                },
-                |round| {
-                    // A set of connections alone: the kernel is asked rarely
-                    // (hang-ups, errors); with other fds, every round.
-                    if only_rings && !round.is_multiple_of(8) {
-                        return None;
-                    }
-                    let n = real_poll(set, None, None);
-                    let n = if n > 0 {
-                        filter_poll(set, &waiting, n)
-                    } else {
-                        n
-                    };
-                    (n != 0).then_some(n)
-                },
-            );
-            if let Spun::Kernel(n) = spun {
-                return result(n);
-            }
-        }
-        if !ready.is_empty() {
-            let n = real_poll(set, None, None);
-            if n < 0 {
-                return Action::Raw(n);
-            }
-            let mut n = filter_poll(set, &waiting, n);
-            for i in ready {
-                let p = &mut set[i];
-                if p.revents == 0 {
-                    n += 1;
-                }
-                p.revents |= p.events & POLL_IN;
-            }
-            return Action::Done(n);
-        }
-        let n = guard::suspended(|| real_poll(set, Some(limit.sliced(waiting.sliced)), mask));
-        if n < 0 {
-            return Action::Raw(n);
-        }
-        let n = filter_poll(set, &waiting, n);
-        if n > 0 || limit.now() {
-            return Action::Done(n);
-        }
-        // Nothing after all (bytes of data already read, or a slice ran
-        // out): look at the rings again, and wait on.
-    }
-}
-
-/// Takes back readability the kernel reported for doorbell bytes of data
-/// already read; returns the new count of fds with events.
-fn filter_poll(set: &mut [pollfd], waiting: &Waiting, mut n: c_int) -> c_int {
-    for (i, c) in waiting.iter() {
-        let p = &mut set[i];
-        if p.revents & POLL_IN != 0 && p.revents & POLL_FINAL == 0 && !c.really_readable() {
-            p.revents &= !POLL_IN;
-            if p.revents == 0 {
-                n -= 1;
-            }
-        }
-    }
-    n
+        waiting.conns.len() == fds.len() && fds.iter().all(|p| p.events & !POLL_IN == 0);
+    wait_set(&mut PollSet { fds, only_rings }, &waiting, limit, mask)
 }
 
 // ---- select, pselect ----
@@ -550,7 +595,7 @@ impl Sets {
         }
     }
 
-    fn real(&self, limit: Option<Limit>, mask: Option<*const sigset_t>) -> c_int {
+    fn call(&self, limit: Option<Limit>, mask: Option<*const sigset_t>) -> c_int {
         self.restore();
         let [r, w, e] = self.out;
         #[allow(unsafe_code)]
@@ -581,9 +626,9 @@ impl Sets {
         }
     }
 
-    /// Takes back readability of connections whose ring is empty (see
-    /// `filter_poll`); returns the new count.
-    fn filter(&self, waiting: &Waiting, mut n: c_int) -> c_int {
+    /// Clears the read bit of connections whose ring is empty (see
+    /// `KernelSet::filter`); the new count.
+    fn take_back(&self, waiting: &Waiting, mut n: c_int) -> c_int {
         let Some(r) = self.words(0) else { return n };
         for (fd, c) in waiting.iter() {
             if bit(r, fd) && !c.really_readable() {
@@ -615,57 +660,26 @@ fn select_sets(
     if waiting.conns.is_empty() {
         return Action::Pass;
     }
-    let sets = Sets { nfds, out, asked };
-    let mut first = true;
-    loop {
-        let mut ready = waiting.readable();
-        if ready.is_empty() && first {
-            first = false;
-            let spun = spin(
-                limit,
-                waiting.awaits_reply(),
-                || {
-                    ready.extend(
-                        waiting
-                            .iter()
-                            .filter(|(_, c)| c.ring_readable())
-                            .map(|(fd, _)| fd),
-                    );
-                    !ready.is_empty()
-                },
-                |_| {
-                    let n = sets.real(None, None);
-                    let n = if n > 0 { sets.filter(&waiting, n) } else { n };
-                    (n != 0).then_some(n)
-                },
-            );
-            if let Spun::Kernel(n) = spun {
-                return result(n);
+    let mut sets = Sets { nfds, out, asked };
+    wait_set(&mut sets, &waiting, limit, mask)
+}
+
+impl KernelSet for Sets {
+    fn real(&mut self, limit: Option<Limit>, mask: Option<*const sigset_t>) -> c_int {
+        self.call(limit, mask)
+    }
+
+    fn filter(&mut self, waiting: &Waiting, n: c_int) -> c_int {
+        self.take_back(waiting, n)
+    }
+
+    fn mark_readable(&mut self, fd: usize) -> bool {
+        match self.words(0) {
+            Some(r) if !bit(r, fd) => {
+                set_bit(r, fd, true);
+                true
             }
-        }
-        if !ready.is_empty() {
-            let n = sets.real(None, None);
-            if n < 0 {
-                return Action::Raw(n);
-            }
-            let mut n = sets.filter(&waiting, n);
-            if let Some(r) = sets.words(0) {
-                for fd in ready {
-                    if !bit(r, fd) {
-                        set_bit(r, fd, true);
-                        n += 1;
-                    }
-                }
-            }
-            return Action::Done(n);
-        }
-        let n = guard::suspended(|| sets.real(Some(limit.sliced(waiting.sliced)), mask));
-        if n < 0 {
-            return Action::Raw(n);
-        }
-        let n = sets.filter(&waiting, n);
-        if n > 0 || limit.now() {
-            return Action::Done(n);
+            _ => false,
         }
     }
 }
