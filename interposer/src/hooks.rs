@@ -30,8 +30,8 @@ use libc::{
 
 use crate::descriptor::{fresh, fresh_if_dup};
 use crate::{
-    descriptor, endpoint, fdtable, guard, options, polling, process, readiness, registry, stream,
-    sys,
+    descriptor, endpoint, epoll, fdtable, guard, options, polling, process, readiness, registry,
+    stream, sys,
 };
 
 /// What the logic decided for one call.
@@ -370,11 +370,11 @@ interpose! {
     fn pselect(nfds: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set,
         timeout: *const libc::timespec, mask: *const sigset_t) -> c_int => polling::pselect;
     fn epoll_wait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int)
-        -> c_int => polling::epoll_wait;
+        -> c_int => epoll::epoll_wait;
     fn epoll_pwait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int,
-        mask: *const sigset_t) -> c_int => polling::epoll_pwait;
+        mask: *const sigset_t) -> c_int => epoll::epoll_pwait;
     fn epoll_pwait2(epfd: c_int, events: *mut libc::epoll_event, max: c_int,
-        timeout: *const libc::timespec, mask: *const sigset_t) -> c_int => polling::epoll_pwait2;
+        timeout: *const libc::timespec, mask: *const sigset_t) -> c_int => epoll::epoll_pwait2;
     // splice between a pipe and an emulated socket, either way (the kernel
     // object behind our fd must never see the bytes).
     fn splice(fd_in: c_int, off_in: *mut libc::loff_t, fd_out: c_int,

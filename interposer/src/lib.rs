@@ -24,6 +24,7 @@ pub mod config;
 mod descriptor;
 mod dual;
 mod endpoint;
+mod epoll;
 pub mod fdtable;
 mod guard;
 mod handshake;

@@ -1,5 +1,5 @@
-//! Adaptive polling: poll, ppoll, select, pselect and epoll_wait on sets
-//! that hold emulated connections.
+//! Adaptive polling: poll, ppoll, select and pselect on sets that hold
+//! emulated connections, and the spinning they share with `epoll`.
 //!
 //! Readiness: a lazy reader (`Connection::lazy`) keeps its flag down while
 //! it is not waiting, so its ring can hold data with no doorbell byte
@@ -10,7 +10,8 @@
 //! take the byte a poller waits for: the poller then sleeps in short slices
 //! and looks at the rings between them (`Connection::add_waiter`).
 //! Connections in an epoll set are eager, so the kernel's answer is exact,
-//! except for data that came before they joined (`readiness::pending`).
+//! except for data that came before they joined (`readiness::pending`,
+//! reported by `epoll`).
 //!
 //! Speed: before sleeping in the kernel, a wait spins for up to
 //! `SHMNET_SPIN_US` — on the rings, and with zero-timeout calls for the
@@ -28,11 +29,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use libc::{epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
+use libc::{fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
 
 use crate::hooks::{real, Action};
 use crate::socket::{Connection, Socket};
-use crate::{guard, readiness, registry, sys};
+use crate::{guard, registry, sys};
 
 const POLL_IN: i16 = libc::POLLIN | libc::POLLRDNORM;
 /// Readiness the ring cannot take back: the read will report it.
@@ -43,13 +44,13 @@ const SLICE: Duration = Duration::from_millis(1);
 
 /// How long a call may wait.
 #[derive(Clone, Copy)]
-enum Limit {
+pub(crate) enum Limit {
     Forever,
     Until(Instant),
 }
 
 impl Limit {
-    fn ms(ms: c_int) -> Limit {
+    pub(crate) fn ms(ms: c_int) -> Limit {
         if ms < 0 {
             Limit::Forever
         } else {
@@ -63,7 +64,7 @@ impl Limit {
 
     /// A timespec argument; None when the kernel would refuse it (the
     /// real call then says EINVAL).
-    fn timespec(ts: Option<timespec>) -> Option<Limit> {
+    pub(crate) fn timespec(ts: Option<timespec>) -> Option<Limit> {
         match ts {
             None => Some(Limit::Forever),
             Some(t) if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) => None,
@@ -98,12 +99,12 @@ impl Limit {
         }
     }
 
-    fn now(self) -> bool {
+    pub(crate) fn now(self) -> bool {
         self.left().is_some_and(|d| d.is_zero())
     }
 
     /// This limit, or `SLICE` from now if sooner and `sliced`.
-    fn sliced(self, sliced: bool) -> Limit {
+    pub(crate) fn sliced(self, sliced: bool) -> Limit {
         if !sliced {
             return self;
         }
@@ -115,14 +116,14 @@ impl Limit {
     }
 
     /// Milliseconds for poll/epoll_wait, rounded up (as the kernel does).
-    fn left_ms(self) -> c_int {
+    pub(crate) fn left_ms(self) -> c_int {
         match self.left() {
             None => -1,
             Some(d) => d.as_nanos().div_ceil(1_000_000).min(c_int::MAX as u128) as c_int,
         }
     }
 
-    fn left_ts(self) -> Option<timespec> {
+    pub(crate) fn left_ts(self) -> Option<timespec> {
         self.left().map(|d| timespec {
             tv_sec: d.as_secs() as _,
             tv_nsec: d.subsec_nanos() as _,
@@ -132,7 +133,7 @@ impl Limit {
 
 /// A count the real call returned: errno as libc left it on failure, the
 /// caller's on success (our own calls on the way may have changed it).
-fn result(n: c_int) -> Action<c_int> {
+pub(crate) fn result(n: c_int) -> Action<c_int> {
     if n < 0 {
         Action::Raw(n)
     } else {
@@ -140,7 +141,7 @@ fn result(n: c_int) -> Action<c_int> {
     }
 }
 
-fn spin_budget() -> Duration {
+pub(crate) fn spin_budget() -> Duration {
     crate::config::get().map_or(Duration::ZERO, |c| Duration::from_micros(c.spin_us.into()))
 }
 
@@ -192,7 +193,7 @@ fn cpus() -> usize {
 }
 
 /// What a spin found.
-enum Spun {
+pub(crate) enum Spun {
     /// A ring has data: answer without sleeping.
     Rings,
     /// The kernel answered (a count after filtering, or -1).
@@ -204,7 +205,7 @@ enum Spun {
 /// Spins while it can help and `worth` says so (a connection awaits a
 /// reply), until `ready` (a look at the rings, cheap) or `kernel` (a
 /// zero-timeout call, every few rounds; Some when it has an answer).
-fn spin(
+pub(crate) fn spin(
     limit: Limit,
     worth: bool,
     mut ready: impl FnMut() -> bool,
@@ -680,146 +681,6 @@ impl KernelSet for Sets {
                 true
             }
             _ => false,
-        }
-    }
-}
-
-// ---- epoll_wait, epoll_pwait, epoll_pwait2 ----
-
-pub(crate) fn epoll_wait(
-    epfd: c_int,
-    events: *mut epoll_event,
-    max: c_int,
-    timeout: c_int,
-) -> Action<c_int> {
-    epoll_set(epfd, events, max, Limit::ms(timeout), None, false)
-}
-
-pub(crate) fn epoll_pwait(
-    epfd: c_int,
-    events: *mut epoll_event,
-    max: c_int,
-    timeout: c_int,
-    mask: *const sigset_t,
-) -> Action<c_int> {
-    epoll_set(epfd, events, max, Limit::ms(timeout), Some(mask), false)
-}
-
-pub(crate) fn epoll_pwait2(
-    epfd: c_int,
-    events: *mut epoll_event,
-    max: c_int,
-    timeout: *const timespec,
-    mask: *const sigset_t,
-) -> Action<c_int> {
-    #[allow(unsafe_code)]
-    // SAFETY: epoll_pwait2(2)'s contract: `timeout` null or valid.
-    let t = unsafe { sys::read_opt(timeout) };
-    match Limit::timespec(t) {
-        Some(limit) => epoll_set(epfd, events, max, limit, Some(mask), true),
-        None => Action::Pass,
-    }
-}
-
-fn real_epoll(
-    epfd: c_int,
-    out: &mut [epoll_event],
-    limit: Option<Limit>,
-    mask: Option<*const sigset_t>,
-    pwait2: bool,
-) -> c_int {
-    let (p, n) = (out.as_mut_ptr(), out.len() as c_int);
-    #[allow(unsafe_code)]
-    // SAFETY: `out` is (a prefix of) the caller's array; epfd and mask are
-    // the caller's.
-    unsafe {
-        match (limit, mask) {
-            (None, _) => real::epoll_wait(epfd, p, n, 0),
-            (Some(l), None) => real::epoll_wait(epfd, p, n, l.left_ms()),
-            (Some(l), Some(m)) if pwait2 => {
-                let ts = l.left_ts();
-                let t = ts.as_ref().map_or(core::ptr::null(), |t| t as *const _);
-                real::epoll_pwait2(epfd, p, n, t, m)
-            }
-            (Some(l), Some(m)) => real::epoll_pwait(epfd, p, n, l.left_ms(), m),
-        }
-    }
-}
-
-/// The kernel's events (the first `n` of `out`) with the pending ones
-/// merged in: a member the kernel reported too gets its events or-ed.
-fn merge(out: &mut [epoll_event], mut n: usize, pending: Vec<epoll_event>) -> c_int {
-    let room = out.len();
-    for ev in pending {
-        let data = ev.u64;
-        match out[..n].iter_mut().find(|o| ({ o.u64 }) == data) {
-            Some(o) => o.events |= ev.events,
-            None if n < room => {
-                out[n] = ev;
-                n += 1;
-            }
-            None => {}
-        }
-    }
-    n as c_int
-}
-
-fn epoll_set(
-    epfd: c_int,
-    events: *mut epoll_event,
-    max: c_int,
-    limit: Limit,
-    mask: Option<*const sigset_t>,
-    pwait2: bool,
-) -> Action<c_int> {
-    if !readiness::holds_connections(epfd) {
-        return Action::Pass;
-    }
-    #[allow(unsafe_code)]
-    // SAFETY: epoll_wait(2)'s contract for `events`/`max`.
-    let Some(out) = (unsafe { sys::epoll_out(events, max) }) else {
-        return Action::Pass;
-    };
-    let mut first = true;
-    loop {
-        // Room for the kernel's events too (one at least, when there is
-        // more than one slot).
-        let pending = readiness::pending(epfd, (out.len() - 1).max(1));
-        if !pending.events.is_empty() {
-            let room = out.len() - pending.events.len();
-            let mut n = 0;
-            if room > 0 {
-                n = real_epoll(epfd, &mut out[..room], None, None, false);
-                if n < 0 {
-                    return Action::Raw(n);
-                }
-            }
-            return Action::Done(merge(out, n as usize, pending.events));
-        }
-        if first {
-            first = false;
-            // Cheapest first: walking the members takes the table's lock.
-            let worth = spin_budget() > Duration::ZERO
-                && !limit.now()
-                && spin_helps()
-                && readiness::awaits_reply(epfd);
-            let spun = spin(
-                limit,
-                worth,
-                || false,
-                |_| {
-                    let n = real_epoll(epfd, out, None, None, false);
-                    (n != 0).then_some(n)
-                },
-            );
-            if let Spun::Kernel(n) = spun {
-                return result(n);
-            }
-        }
-        let lim = limit.sliced(pending.watch_closely);
-        let n = guard::suspended(|| real_epoll(epfd, out, Some(lim), mask, pwait2));
-        if n != 0 || !pending.watch_closely || limit.now() {
-            return result(n);
         }
     }
 }
