@@ -828,7 +828,9 @@ impl Connection {
             waiters: AtomicU32::new(0),
             takers: AtomicU32::new(0),
             nonblock: std::sync::atomic::AtomicU8::new(0),
-            replied: AtomicBool::new(false),
+            // A new connection expects traffic soon (a request after
+            // connect, a greeting after accept): its first read may spin.
+            replied: AtomicBool::new(true),
             probe: std::sync::OnceLock::new(),
             last_read: std::sync::atomic::AtomicU64::new(0),
             bulk: AtomicBool::new(false),
