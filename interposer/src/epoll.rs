@@ -139,8 +139,10 @@ fn epoll_set(
                     (n != 0).then_some(n)
                 },
             );
-            if let Spun::Kernel(n) = spun {
-                return result(n);
+            match spun {
+                Spun::Kernel(n) => return result(n),
+                Spun::TimedOut => readiness::no_reply_soon(epfd),
+                _ => {}
             }
         }
         let lim = limit.sliced(pending.watch_closely);

@@ -159,13 +159,23 @@ pub(crate) fn spin_helps() -> bool {
     if last != 0 && now.saturating_sub(last) < 10 {
         return VERDICT.load(Ordering::Relaxed);
     }
-    CHECKED.store(now, Ordering::Relaxed);
-    // Preempted twice since the last look: the CPUs are contended (a snapshot of
-    // the run queue misses threads that run in short bursts, like a web
-    // server's workers and its load generator).
+    // One thread looks again; the others use the verdict meanwhile.
+    if CHECKED
+        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return VERDICT.load(Ordering::Relaxed);
+    }
+    // Preempted twice since the last look, 10 - 20 ms ago: the CPUs are
+    // contended (a snapshot of the run queue misses threads that run in
+    // short bursts, like a web server's workers and its load generator).
+    // An older baseline (no wait for a while, or the first look) only
+    // becomes the new one.
     static PREEMPTED: AtomicU64 = AtomicU64::new(0);
     let preempted = sys::involuntary_switches();
-    let contended = preempted.saturating_sub(PREEMPTED.swap(preempted, Ordering::Relaxed)) >= 2;
+    let before = PREEMPTED.swap(preempted, Ordering::Relaxed);
+    let recent = last != 0 && now.saturating_sub(last) <= 20;
+    let contended = recent && preempted.saturating_sub(before) >= 2;
     let verdict = !contended && runnable_threads().is_none_or(|r| r <= cpus());
     VERDICT.store(verdict, Ordering::Relaxed);
     verdict
@@ -198,8 +208,11 @@ pub(crate) enum Spun {
     Rings,
     /// The kernel answered (a count after filtering, or -1).
     Kernel(c_int),
-    /// Nothing within the budget (or no spinning): sleep.
+    /// No spinning (it could not help, or nobody awaits a reply): sleep.
     Nothing,
+    /// The whole budget went by without an answer: sleep, and do not spin
+    /// for these connections again until they write (`no_reply_soon`).
+    TimedOut,
 }
 
 /// Spins while it can help and `worth` says so (a connection awaits a
@@ -230,7 +243,7 @@ pub(crate) fn spin(
             return Spun::Kernel(n);
         }
         if start.elapsed() >= budget {
-            return Spun::Nothing;
+            return Spun::TimedOut;
         }
     }
 }
@@ -345,8 +358,10 @@ fn wait_set(
                     (n != 0).then_some(n)
                 },
             );
-            if let Spun::Kernel(n) = spun {
-                return result(n);
+            match spun {
+                Spun::Kernel(n) => return result(n),
+                Spun::TimedOut => waiting.iter().for_each(|(_, c)| c.no_reply_soon()),
+                _ => {}
             }
         }
         if !ready.is_empty() {

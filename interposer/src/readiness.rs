@@ -193,6 +193,21 @@ pub(crate) fn awaits_reply(epfd: c_int) -> bool {
     })
 }
 
+/// A wait on `epfd` spun its whole budget for nothing: its connections
+/// stop counting as awaiting a reply until they write again.
+pub(crate) fn no_reply_soon(epfd: c_int) {
+    let sets = SETS.lock();
+    if let Some((_, members)) = sets.iter().find(|(e, _)| *e == epfd) {
+        for m in members {
+            if let Some(s) = m.socket.upgrade() {
+                if let Socket::Stream(c) = &*s {
+                    c.no_reply_soon();
+                }
+            }
+        }
+    }
+}
+
 /// In a forked child: a thread of the parent may have held the lock.
 pub(crate) fn after_fork_child() {
     SETS.reset_after_fork();

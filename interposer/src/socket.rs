@@ -1134,6 +1134,15 @@ impl Connection {
         }
     }
 
+    /// A wait spun its whole budget and no answer came: do not spin for
+    /// this connection again until it writes (an idle connection, or a
+    /// peer that answers slowly, would cost a spin on every wait).
+    pub(crate) fn no_reply_soon(&self) {
+        if self.replied.load(Ordering::Relaxed) {
+            self.replied.store(false, Ordering::Relaxed);
+        }
+    }
+
     /// This side wrote since it last read: an answer is probably on its
     /// way, so a wait for it may spin.
     pub(crate) fn awaits_reply(&self) -> bool {
@@ -1525,13 +1534,16 @@ impl Connection {
                 // shared line); every 32nd look the whole ring (closed,
                 // a later segment).
                 let mut looks = 0u32;
-                self.spin_until(|| {
+                let answered = self.spin_until(|| {
                     looks = looks.wrapping_add(1);
                     match self.probe.get() {
                         Some(p) if !looks.is_multiple_of(32) => p.maybe_readable(),
                         _ => self.ring_readable(),
                     }
                 });
+                if !answered {
+                    self.no_reply_soon();
+                }
                 continue;
             }
             if let Step::Wait | Step::Sleep = step {
