@@ -99,19 +99,19 @@ fn epoll_set(
     mask: Option<*const sigset_t>,
     pwait2: bool,
 ) -> Action<c_int> {
-    if !readiness::holds_connections(epfd) {
-        return Action::Pass;
-    }
     #[allow(unsafe_code)]
     // SAFETY: epoll_wait(2)'s contract for `events`/`max`.
     let Some(out) = (unsafe { sys::epoll_out(events, max) }) else {
         return Action::Pass;
     };
+    // Room for the kernel's events too (one at least, when there is more
+    // than one slot).
+    let most = (out.len() - 1).max(1);
+    let Some(mut pending) = readiness::pending(epfd, most) else {
+        return Action::Pass; // no connection in this set
+    };
     let mut first = true;
     loop {
-        // Room for the kernel's events too (one at least, when there is
-        // more than one slot).
-        let pending = readiness::pending(epfd, (out.len() - 1).max(1));
         if !pending.events.is_empty() {
             let room = out.len() - pending.events.len();
             let mut n = 0;
@@ -150,5 +150,6 @@ fn epoll_set(
         if n != 0 || !pending.watch_closely || limit.now() {
             return result(n);
         }
+        pending = readiness::pending(epfd, most).unwrap_or_default();
     }
 }

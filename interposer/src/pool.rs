@@ -124,27 +124,8 @@ pub(crate) fn offer_for(dest: SocketAddr) -> Option<(Segment, Ticket)> {
     {
         return None;
     }
-    let generation = registry::fork_generation();
-    let mut stale = Vec::new();
-    let found = {
-        let mut pool = POOL.lock();
-        let mut i = 0;
-        let mut found = None;
-        while i < pool.len() {
-            let e = &pool[i];
-            if e.ticket.generation != generation {
-                stale.push(pool.swap_remove(i));
-                continue;
-            }
-            if e.ticket.side == (Side::Connector { dest }) && e.seg.offer().is_ok() {
-                found = Some(pool.swap_remove(i));
-                break;
-            }
-            i += 1;
-        }
-        found
-    };
-    drop(stale);
+    let found =
+        take_first(|e| e.ticket.side == (Side::Connector { dest }) && e.seg.offer().is_ok());
     found.map(|e| (e.seg, e.ticket))
 }
 
@@ -152,27 +133,8 @@ pub(crate) fn offer_for(dest: SocketAddr) -> Option<(Segment, Ticket)> {
 /// re-initialised on our side. A segment found but not claimable (the
 /// offer was withdrawn, the connector's direction is unsound) is dropped.
 pub(crate) fn claim(peer_pid: u32, key: u64) -> Option<(Segment, Ticket)> {
-    let generation = registry::fork_generation();
-    let mut stale = Vec::new();
-    let found = {
-        let mut pool = POOL.lock();
-        let mut i = 0;
-        let mut found = None;
-        while i < pool.len() {
-            let e = &pool[i];
-            if e.ticket.generation != generation {
-                stale.push(pool.swap_remove(i));
-                continue;
-            }
-            if e.ticket.key == key && e.ticket.side == (Side::Acceptor { peer_pid }) {
-                found = Some(pool.swap_remove(i));
-                break;
-            }
-            i += 1;
-        }
-        found
-    };
-    drop(stale);
+    let found =
+        take_first(|e| e.ticket.key == key && e.ticket.side == (Side::Acceptor { peer_pid }));
     let e = found?;
     match e.seg.claim() {
         Ok(()) => Some((e.seg, e.ticket)),
@@ -181,6 +143,31 @@ pub(crate) fn claim(peer_pid: u32, key: u64) -> Option<(Segment, Ticket)> {
             None
         }
     }
+}
+
+/// Removes and returns the first kept segment `wanted` accepts; entries
+/// mapped before a fork are dropped on the way (unmapped outside the lock).
+fn take_first(mut wanted: impl FnMut(&Entry) -> bool) -> Option<Entry> {
+    let generation = registry::fork_generation();
+    let mut stale = Vec::new();
+    let found = {
+        let mut pool = POOL.lock();
+        let mut found = None;
+        let mut i = 0;
+        while i < pool.len() {
+            if pool[i].ticket.generation != generation {
+                stale.push(pool.swap_remove(i));
+            } else if wanted(&pool[i]) {
+                found = Some(pool.swap_remove(i));
+                break;
+            } else {
+                i += 1;
+            }
+        }
+        found
+    };
+    drop(stale);
+    found
 }
 
 /// An offer went unanswered: make fresh segments for a while.

@@ -45,11 +45,6 @@ static SETS: Mutex<Vec<(c_int, Vec<Member>)>> = Mutex::new(Vec::new());
 /// Entries in SETS, so epoll_wait on other sets never takes the lock.
 static SET_COUNT: AtomicUsize = AtomicUsize::new(0);
 
-/// Whether `epfd` holds connections (spinning in epoll_wait is for those).
-pub(crate) fn holds_connections(epfd: c_int) -> bool {
-    SET_COUNT.load(Ordering::Relaxed) > 0 && SETS.lock().iter().any(|(e, _)| *e == epfd)
-}
-
 /// `fd` was closed, or is a new fd (which may reuse a closed epoll fd's
 /// number): forget the set known under that number.
 pub(crate) fn forget(fd: c_int) {
@@ -78,15 +73,14 @@ pub(crate) struct Pending {
 /// events (the caller's room). EPOLLET and EPOLLONESHOT members are
 /// reported once per ADD/MOD (a one-shot member is then disabled, as the
 /// kernel does).
-pub(crate) fn pending(epfd: c_int, max: usize) -> Pending {
-    let mut out = Pending::default();
+/// None when `epfd` holds no connection (epoll_wait then passes through).
+pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
     if SET_COUNT.load(Ordering::Relaxed) == 0 {
-        return out;
+        return None;
     }
+    let mut out = Pending::default();
     let mut sets = SETS.lock();
-    let Some((_, members)) = sets.iter_mut().find(|(e, _)| *e == epfd) else {
-        return out;
-    };
+    let (_, members) = sets.iter_mut().find(|(e, _)| *e == epfd)?;
     for m in members.iter_mut().filter(|m| m.pending) {
         let live = m
             .socket
@@ -128,7 +122,7 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Pending {
             u64: m.data,
         });
     }
-    out
+    Some(out)
 }
 
 /// The set's entry, created if needed.
@@ -229,18 +223,13 @@ pub(crate) fn epoll_ctl(
     };
     let ev = match op {
         libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => {
+            if event.is_null() {
+                return Action::Pass; // the kernel's EFAULT
+            }
             #[allow(unsafe_code)]
             // SAFETY: epoll_ctl(2) requires `event` valid for reads for ADD
-            // and MOD (null is checked).
-            let Some(ev) = (unsafe { sys::epoll_events(event) }).map(|_| {
-                #[allow(unsafe_code)]
-                // SAFETY: as above, `event` is valid and not null.
-                unsafe {
-                    sys::epoll_event_copy(event)
-                }
-            }) else {
-                return Action::Pass;
-            };
+            // and MOD, and it is not null.
+            let ev = unsafe { sys::epoll_event_copy(event) };
             if ev.events & libc::EPOLLET as u32 != 0 {
                 conn.set_edge_triggered();
             }
