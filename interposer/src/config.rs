@@ -45,8 +45,14 @@ pub struct Config {
     pub partitions: Vec<IpNet>,
     /// `SHMNET_FALLBACK`.
     pub fallback: Fallback,
-    /// `SHMNET_DIR`: rendezvous directory (absolute).
-    pub dir: PathBuf,
+    /// `SHMNET_DIR` when set (absolute); else the per-user default, worked
+    /// out when it is used (see [`Config::default_dir`]).
+    pub dir: Option<PathBuf>,
+    /// `XDG_RUNTIME_DIR` when set and absolute (the default directory's
+    /// parent, if it belongs to the user who asks).
+    pub runtime_dir: Option<PathBuf>,
+    /// `SHMNET_ALLOW`: peers admitted besides the same uid and root.
+    pub allow: crate::policy::Allow,
     /// `SHMNET_RING_BYTES`: ring capacity per direction.
     pub ring_bytes: usize,
     /// `SHMNET_SPIN_US`: spin budget before sleeping, in microseconds.
@@ -80,12 +86,8 @@ fn invalid(var: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
-    /// Build from a variable lookup (the environment, or a test's map) and
-    /// the real user id (for the default directory).
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Option<OsString>,
-        uid: u32,
-    ) -> Result<Config, ConfigError> {
+    /// Build from a variable lookup (the environment, or a test's map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> Result<Config, ConfigError> {
         // Empty counts as unset; non-UTF-8 is an error except for paths.
         let text = |var: &'static str| -> Result<Option<String>, ConfigError> {
             match lookup(var) {
@@ -121,14 +123,20 @@ impl Config {
         };
 
         let dir = match path("SHMNET_DIR") {
-            Some(dir) if dir.is_absolute() => dir,
+            Some(dir) if dir.is_absolute() => Some(dir),
             Some(dir) => {
                 return Err(invalid(
                     "SHMNET_DIR",
                     format!("{:?} is not an absolute path", dir),
                 ))
             }
-            None => default_dir(path("XDG_RUNTIME_DIR"), uid),
+            None => None,
+        };
+        let runtime_dir = path("XDG_RUNTIME_DIR").filter(|d| d.is_absolute());
+
+        let allow = match text("SHMNET_ALLOW")? {
+            None => crate::policy::Allow::default(),
+            Some(v) => crate::policy::Allow::parse(&v).map_err(|p| invalid("SHMNET_ALLOW", p))?,
         };
 
         let ring_bytes = match text("SHMNET_RING_BYTES")? {
@@ -160,6 +168,8 @@ impl Config {
             partitions,
             fallback,
             dir,
+            runtime_dir,
+            allow,
             ring_bytes,
             spin_us,
             log_level,
@@ -218,10 +228,22 @@ pub fn parse_ring_bytes(value: &str) -> Result<usize, String> {
     }
 }
 
-fn default_dir(xdg_runtime_dir: Option<PathBuf>, uid: u32) -> PathBuf {
-    match xdg_runtime_dir {
-        Some(dir) if dir.is_absolute() => dir.join("shmnet"),
-        _ => PathBuf::from(format!("/tmp/shmnet-{uid}")),
+impl Config {
+    /// `SHMNET_DIR` for a process running as `euid`: the explicit one, else
+    /// `$XDG_RUNTIME_DIR/shmnet` when `runtime_dir_is_ours` (that directory
+    /// belongs to `euid`: a program that switched user must not use the
+    /// runtime directory of the user it was), else `/tmp/shmnet-<euid>`.
+    pub fn default_dir(&self, euid: u32, runtime_dir_is_ours: bool) -> PathBuf {
+        match (&self.dir, &self.runtime_dir) {
+            (Some(dir), _) => dir.clone(),
+            (None, Some(run)) if runtime_dir_is_ours => run.join("shmnet"),
+            _ => PathBuf::from(format!("/tmp/shmnet-{euid}")),
+        }
+    }
+
+    /// Transitional: the directory for the current effective uid.
+    pub fn dir_path(&self) -> PathBuf {
+        self.default_dir(rustix::process::geteuid().as_raw(), false)
     }
 }
 
@@ -281,8 +303,7 @@ pub fn is_partition(addr: &SocketAddr) -> bool {
 
 #[cold]
 fn load() -> &'static Loaded {
-    let uid = rustix::process::getuid().as_raw();
-    let parsed = Config::from_lookup(|k| std::env::var_os(k), uid).and_then(|config| {
+    let parsed = Config::from_lookup(|k| std::env::var_os(k)).and_then(|config| {
         let file = match &config.log_file {
             None => None,
             Some(path) => Some(log::open_file(path).map_err(|e| {
@@ -326,7 +347,7 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), OsString::from(v)))
             .collect();
-        Config::from_lookup(|k| map.get(k).cloned(), 1000)
+        Config::from_lookup(|k| map.get(k).cloned())
     }
 
     #[test]
@@ -334,7 +355,12 @@ mod tests {
         let c = cfg(&[]).unwrap();
         assert_eq!(c.partitions, parse_partitions(DEFAULT_PARTITIONS).unwrap());
         assert_eq!(c.fallback, Fallback::Tcp);
-        assert_eq!(c.dir, PathBuf::from("/tmp/shmnet-1000"));
+        assert_eq!(c.dir, None);
+        assert_eq!(
+            c.default_dir(1000, false),
+            PathBuf::from("/tmp/shmnet-1000")
+        );
+        assert_eq!(c.allow, crate::policy::Allow::default());
         assert_eq!(c.ring_bytes, DEFAULT_RING_BYTES);
         assert_eq!(c.spin_us, DEFAULT_SPIN_US);
         assert_eq!(c.log_level, None);
@@ -344,11 +370,13 @@ mod tests {
     #[test]
     fn dir_prefers_xdg_runtime_dir_then_explicit() {
         let c = cfg(&[("XDG_RUNTIME_DIR", "/run/user/7")]).unwrap();
-        assert_eq!(c.dir, PathBuf::from("/run/user/7/shmnet"));
+        assert_eq!(c.default_dir(7, true), PathBuf::from("/run/user/7/shmnet"));
+        // A program that switched user does not use the old user's one.
+        assert_eq!(c.default_dir(8, false), PathBuf::from("/tmp/shmnet-8"));
         let c = cfg(&[("XDG_RUNTIME_DIR", "relative")]).unwrap();
-        assert_eq!(c.dir, PathBuf::from("/tmp/shmnet-1000"));
+        assert_eq!(c.default_dir(1000, true), PathBuf::from("/tmp/shmnet-1000"));
         let c = cfg(&[("XDG_RUNTIME_DIR", "/run/x"), ("SHMNET_DIR", "/srv/s")]).unwrap();
-        assert_eq!(c.dir, PathBuf::from("/srv/s"));
+        assert_eq!(c.default_dir(3, true), PathBuf::from("/srv/s"));
         let e = cfg(&[("SHMNET_DIR", "rel/dir")]).unwrap_err();
         assert_eq!(e.var, "SHMNET_DIR");
     }
@@ -397,6 +425,7 @@ mod tests {
             ("SHMNET_RING_BYTES", "99999999999999999999M", "not a size"),
             ("SHMNET_SPIN_US", "-5", "whole number"),
             ("SHMNET_LOG", "loud", "off|error"),
+            ("SHMNET_ALLOW", "no-such-user-here", "no user"),
         ] {
             let e = cfg(&[(var, value)]).unwrap_err();
             assert_eq!(e.var, var, "{value}");

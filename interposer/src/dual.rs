@@ -118,12 +118,14 @@ fn make(fd: c_int, local: SocketAddr, backlog: c_int, config: &Config) -> Result
     let app = sys::borrow_fd(fd);
     let v6only = local.is_ipv6() && rustix::net::sockopt::ipv6_v6only(app).unwrap_or(false);
     let stem = rendezvous::dual_stem(local, v6only);
-    let (name, path) = match rendezvous::reserve_named(&config.dir, &stem, local) {
-        Ok(r) => (Some(r), config.dir.join(&stem)),
+    let (name, path) = match rendezvous::reserve_named(&config.dir_path(), &stem, local) {
+        Ok(r) => (Some(r), config.dir_path().join(&stem)),
         // Another live listener shares the port (SO_REUSEPORT).
         Err(Errno::ADDRINUSE) => (
             None,
-            config.dir.join(format!("{stem}.{}", std::process::id())),
+            config
+                .dir_path()
+                .join(format!("{stem}.{}", std::process::id())),
         ),
         Err(e) => return Err(e),
     };

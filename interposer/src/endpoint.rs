@@ -121,11 +121,11 @@ pub(crate) fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c
 
 fn bind_listener(fd: c_int, config: &config::Config, target: SocketAddr) -> Result<(), Errno> {
     let reservation = if target.port() == 0 {
-        rendezvous::reserve_ephemeral(&config.dir, target.ip())?
+        rendezvous::reserve_ephemeral(&config.dir_path(), target.ip())?
     } else {
-        rendezvous::reserve(&config.dir, target)?
+        rendezvous::reserve(&config.dir_path(), target)?
     };
-    let path = rendezvous::socket_path(&config.dir, reservation.addr);
+    let path = rendezvous::socket_path(&config.dir_path(), reservation.addr);
     let opts = Options::snapshot(sys::borrow_fd(fd));
     let sock = unix_socket()?;
     let name = rustix::net::SocketAddrUnix::new(&path).inspect_err(|_| {
@@ -270,17 +270,17 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
     let mut paths = if tcp_mode {
         rendezvous::candidates(target)
             .iter()
-            .map(|stem| config.dir.join(stem))
+            .map(|stem| config.dir_path().join(stem))
             .filter(|p| p.exists())
             .collect::<Vec<_>>()
     } else {
-        vec![rendezvous::socket_path(&config.dir, target)]
+        vec![rendezvous::socket_path(&config.dir_path(), target)]
     };
     if tcp_mode && paths.is_empty() {
         // Listeners sharing a port (SO_REUSEPORT) after the first one.
         paths = rendezvous::candidates(target)
             .iter()
-            .flat_map(|stem| rendezvous::alternates(&config.dir, stem))
+            .flat_map(|stem| rendezvous::alternates(&config.dir_path(), stem))
             .collect();
     }
     if tcp_mode && paths.is_empty() {
@@ -291,7 +291,7 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
             Some(r) => r,
             None => return fail(Errno::INVAL),
         },
-        _ => match rendezvous::connecting_name(&config.dir, local_ip_for(&target)) {
+        _ => match rendezvous::connecting_name(&config.dir_path(), local_ip_for(&target)) {
             Ok(r) => r,
             Err(e) if tcp_mode => {
                 log!(debug, "connect(fd {fd}) to {target}: no local name ({e})");

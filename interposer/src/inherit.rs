@@ -44,7 +44,7 @@ fn ours(
 ) -> Option<(PathBuf, SocketAddr)> {
     let unix = rustix::net::SocketAddrUnix::try_from(addr?).ok()?;
     let path = Path::new(std::ffi::OsStr::from_bytes(unix.path_bytes()?)).to_path_buf();
-    if path.parent()? != config.dir {
+    if path.parent()? != config.dir_path() {
         return None;
     }
     let virt = parse_name(path.file_name()?.to_str()?)?;
@@ -55,7 +55,7 @@ fn ours(
 pub(crate) fn adopt(config: &Config) {
     // No rendezvous directory yet: nothing can have been inherited, and
     // most preloaded programs start this way — skip the scan.
-    if !config.dir.is_dir() {
+    if !config.dir_path().is_dir() {
         return;
     }
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
@@ -78,7 +78,7 @@ pub(crate) fn adopt(config: &Config) {
         let listening = rustix::net::sockopt::socket_acceptconn(sock).unwrap_or(false);
         match (local, listening) {
             (Some((path, virt)), true) => {
-                let listener = Listener::inherited(virt, path, &config.dir);
+                let listener = Listener::inherited(virt, path, &config.dir_path());
                 log!(debug, "fd {fd}: adopted the inherited listener of {virt}");
                 let _ = registry::insert(fd, Arc::new(Socket::Listener(listener)));
             }

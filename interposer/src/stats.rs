@@ -52,10 +52,12 @@ fn bump(i: usize) {
         .map(|(n, c)| format!("{n}={}", c.load(Ordering::Relaxed)))
         .collect::<Vec<_>>()
         .join(" ");
-    let path = config.dir.join(format!("stats-{}", std::process::id()));
-    if crate::rendezvous::ensure_dir(&config.dir).is_ok() {
+    let path = config
+        .dir_path()
+        .join(format!("stats-{}", std::process::id()));
+    if crate::rendezvous::ensure_dir(&config.dir_path()).is_ok() {
         static PRUNED: std::sync::Once = std::sync::Once::new();
-        PRUNED.call_once(|| prune(&config.dir));
+        PRUNED.call_once(|| prune(&config.dir_path()));
         let _ = std::fs::write(path, line + "\n");
     }
 }

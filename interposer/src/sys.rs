@@ -466,6 +466,29 @@ pub(crate) fn is_local_address(ip: std::net::IpAddr) -> bool {
     found
 }
 
+/// SO_PEERGROUPS: the supplementary groups of a Unix socket's peer into
+/// `buf`; the count, or None (not a Unix socket, too many groups, an old
+/// kernel). A raw system call: no hook, errno untouched.
+pub(crate) fn peer_groups(sock: std::os::fd::BorrowedFd<'_>, buf: &mut [u32]) -> Option<usize> {
+    use std::os::fd::AsRawFd;
+    let mut len = core::mem::size_of_val(buf) as libc::socklen_t;
+    let saved = errno();
+    // SAFETY: `buf` is valid for `len` bytes of writes and `len` for a
+    // socklen_t; the kernel writes at most `len` bytes and updates `len`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getsockopt,
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERGROUPS,
+            buf.as_mut_ptr(),
+            &mut len,
+        )
+    };
+    set_errno(saved);
+    (r == 0).then(|| (len as usize / 4).min(buf.len()))
+}
+
 /// A copy of a caller's `struct epoll_event`.
 ///
 /// # Safety

@@ -4,6 +4,9 @@
 //! and the test fails with whatever it printed.
 #![allow(dead_code)] // each test binary uses a subset
 
+pub mod host;
+pub mod stats;
+
 use std::fmt;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

@@ -1,0 +1,2 @@
+//! Netlink queries of this network namespace (stub: being written).
+#![deny(unsafe_code)]

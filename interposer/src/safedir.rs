@@ -1,0 +1,2 @@
+//! The rendezvous directory, opened once and verified (stub: being written).
+#![deny(unsafe_code)]

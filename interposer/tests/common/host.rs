@@ -1,0 +1,1 @@
+//! Test hosts: users, network namespaces, mount namespaces (stub: being written).

@@ -1,0 +1,1 @@
+//! Reading the counters of docs/counters.md (stub: being written).
