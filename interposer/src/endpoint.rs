@@ -16,16 +16,17 @@
 
 use core::ffi::c_int;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
-use std::time::Duration;
 
 use libc::{sockaddr, socklen_t};
 use rustix::io::Errno;
 
 use crate::config::{self, Fallback};
 use crate::hooks::Action;
-use crate::socket::{Connection, Listener, Options, Socket};
+use crate::listener::Bound;
+use crate::lookup::{DialError, Found};
+use crate::socket::{Connection, InternalFd, Options, Socket};
 use crate::{registry, rendezvous, stats, sys};
 
 fn fail<R>(e: Errno) -> Action<R> {
@@ -113,55 +114,49 @@ pub(crate) fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c
         );
         return Action::Pass;
     }
-    match bind_listener(fd, config, target) {
+    match bind_emulated(fd, target) {
         Ok(()) => Action::Done(0),
         Err(e) => fail(e),
     }
 }
 
-fn bind_listener(fd: c_int, config: &config::Config, target: SocketAddr) -> Result<(), Errno> {
-    let reservation = if target.port() == 0 {
-        rendezvous::reserve_ephemeral(&config.dir_path(), target.ip())?
-    } else {
-        rendezvous::reserve(&config.dir_path(), target)?
-    };
-    let path = rendezvous::socket_path(&config.dir_path(), reservation.addr);
+/// Emulated mode: reserves the address's name and puts a Unix socket bound
+/// to it on the application's fd. A loopback address is named in this
+/// network namespace; any other partition address in SHMNET_DIR (the
+/// emulated network across namespaces).
+fn bind_emulated(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
+    if !crate::lookup::may_bind(target.port()) {
+        return Err(Errno::ACCESS); // as the kernel, for a privileged port
+    }
     let opts = Options::snapshot(sys::borrow_fd(fd));
-    let sock = unix_socket()?;
-    let name = rustix::net::SocketAddrUnix::new(&path).inspect_err(|_| {
-        log!(
-            error,
-            "rendezvous path {} is too long for a Unix socket; shorten SHMNET_DIR",
-            path.display()
-        );
-    })?;
-    // We hold the reservation, so a file at `path` is a stale rendezvous of
-    // a process that died: replace it.
-    let _ = std::fs::remove_file(&path);
-    rustix::net::bind(&sock, &name)?;
+    let bound = if rendezvous::is_loopback(target.ip()) {
+        let reservation = rendezvous::reserve_local(target)?;
+        Bound::new(reservation, None, opts)
+    } else {
+        let dir = crate::safedir::get().map_err(|_| Errno::ACCESS)?;
+        let reservation = rendezvous::reserve_host(dir, target)?;
+        let sock = unix_socket()?;
+        if let Some(name) = reservation.host() {
+            name.bind(&sock)?;
+        }
+        Bound::new(reservation, Some(InternalFd::new(sock)), opts)
+    };
+    let Some(sock) = bound.socket() else {
+        return Err(Errno::INVAL);
+    };
     adopt(fd, &sock)?;
-    log!(
-        debug,
-        "fd {fd}: listener bound to {} at {}",
-        reservation.addr,
-        path.display()
-    );
-    let listener = Listener::new(reservation, path, opts);
-    registry::insert(fd, Arc::new(Socket::Listener(listener))).map_err(|()| Errno::MFILE)
+    log!(debug, "fd {fd}: bound to {}", bound.local);
+    registry::insert(fd, Arc::new(Socket::Bound(bound))).map_err(|()| Errno::MFILE)
 }
 
 pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
     match registry::get(fd).as_deref() {
         None => match config::get() {
-            Some(c) if c.fallback == Fallback::Tcp => crate::dual::listen(fd, backlog, c),
+            Some(c) if c.fallback == Fallback::Tcp => crate::listener::listen_tcp(fd, backlog, c),
             _ => Action::Pass,
         },
-        Some(Socket::Dual(d)) => d.relisten(backlog),
-        Some(Socket::Listener(l)) => {
-            l.listening
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-            Action::Pass // the real listen(2), on the rendezvous socket
-        }
+        Some(Socket::Listener(l)) => l.relisten(backlog),
+        Some(Socket::Bound(b)) => crate::listener::listen_emulated(fd, b, backlog),
         Some(Socket::Stream(_)) => fail(Errno::INVAL),
     }
 }
@@ -176,64 +171,18 @@ pub(crate) fn accept4(
     len: *mut socklen_t,
     flags: c_int,
 ) -> Action<c_int> {
-    let sock = match registry::get(fd) {
-        None => return Action::Pass,
-        Some(s) => s,
-    };
-    let listener = match &*sock {
-        Socket::Listener(l) => l,
-        Socket::Dual(d) => return d.accept(fd, addr, len, flags),
-        Socket::Stream(_) => return fail(Errno::INVAL),
-    };
-    if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
-        return fail(Errno::INVAL);
-    }
-    let mut sflags = rustix::net::SocketFlags::empty();
-    if flags & libc::SOCK_NONBLOCK != 0 {
-        sflags |= rustix::net::SocketFlags::NONBLOCK;
-    }
-    if flags & libc::SOCK_CLOEXEC != 0 {
-        sflags |= rustix::net::SocketFlags::CLOEXEC;
-    }
-    // How long a connector may take to send its connect message (it does so
-    // right after connecting): short for an event loop's non-blocking accept.
-    let nonblocking = rustix::fs::fcntl_getfl(sys::borrow_fd(fd))
-        .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
-    let patience = Duration::from_millis(if nonblocking { 50 } else { 2000 });
-    loop {
-        // The real accept on the rendezvous socket: blocking or not as the
-        // application set the listener, interrupted by signals as usual.
-        let conn = match rustix::net::accept_with(sys::borrow_fd(fd), sflags) {
-            Ok(c) => c,
-            Err(e) => return fail(e),
-        };
-        let connection = match listener.handshake(conn.as_fd(), patience) {
-            Ok(c) => c,
-            Err(e) => {
-                crate::socket::handshake_failed(listener.local, e);
-                continue;
-            }
-        };
-        let peer = connection.peer;
-        let raw = conn.as_raw_fd();
-        if registry::insert(raw, Arc::new(Socket::Stream(connection))).is_err() {
-            return fail(Errno::MFILE); // dropping `conn` closes it
-        }
-        let raw = conn.into_raw_fd(); // the application's now
-        #[allow(unsafe_code)]
-        // SAFETY: accept(2) requires `addr`/`len` to be null or valid.
-        unsafe {
-            sys::put_socket_addr(peer, addr, len)
-        };
-        log!(debug, "fd {fd}: accepted {peer} as fd {raw}");
-        return Action::Done(raw);
+    match registry::get(fd).as_deref() {
+        None => Action::Pass,
+        Some(Socket::Listener(l)) => l.accept(fd, addr, len, flags),
+        Some(Socket::Bound(_) | Socket::Stream(_)) => fail(Errno::INVAL),
     }
 }
 
-/// The local name of a connecting socket that was not bound: the loopback
-/// address of its family, as the kernel picks for a loopback destination.
+/// The local name of a connecting socket that was not bound: the address
+/// our route to the destination leaves from (the kernel's choice of source
+/// address), loopback when it is local or there is none.
 fn local_ip_for(peer: &SocketAddr) -> IpAddr {
-    match peer {
+    let loopback = match peer {
         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
         // An IPv4 destination on an IPv6 socket: the kernel's source is
         // IPv4 too, seen through the mapping.
@@ -241,6 +190,17 @@ fn local_ip_for(peer: &SocketAddr) -> IpAddr {
             IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped())
         }
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    };
+    if rendezvous::is_loopback(peer.ip()) {
+        return loopback;
+    }
+    match crate::netlink::route(rendezvous::unmapped(*peer).ip()) {
+        Ok(r) => match (r.prefsrc, peer) {
+            (Some(IpAddr::V4(src)), SocketAddr::V6(_)) => IpAddr::V6(src.to_ipv6_mapped()),
+            (Some(src), _) => src,
+            (None, _) => loopback,
+        },
+        Err(_) => loopback,
     }
 }
 
@@ -249,11 +209,8 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
         None => None,
         Some(s) => match &*s {
             Socket::Stream(_) => return fail(Errno::ISCONN),
-            Socket::Dual(_) => return fail(Errno::INVAL),
-            Socket::Listener(l) if l.listening.load(std::sync::atomic::Ordering::Relaxed) => {
-                return fail(Errno::INVAL)
-            }
-            Socket::Listener(_) => Some(s.clone()),
+            Socket::Listener(_) => return fail(Errno::INVAL),
+            Socket::Bound(_) => Some(s.clone()),
         },
     };
     let family = bound.as_deref().map(Socket::family);
@@ -264,41 +221,29 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
             Action::Pass
         };
     };
-    // Under `never`, and for a socket bound through us, the one rendezvous
-    // of the address; under `tcp`, any listener that accepts for it.
     let tcp_mode = config.fallback != Fallback::Never && bound.is_none();
-    let mut paths = if tcp_mode {
-        rendezvous::candidates(target)
-            .iter()
-            .map(|stem| config.dir_path().join(stem))
-            .filter(|p| p.exists())
-            .collect::<Vec<_>>()
-    } else {
-        vec![rendezvous::socket_path(&config.dir_path(), target)]
-    };
-    if tcp_mode && paths.is_empty() {
-        // Listeners sharing a port (SO_REUSEPORT) after the first one.
-        paths = rendezvous::candidates(target)
-            .iter()
-            .flat_map(|stem| rendezvous::alternates(&config.dir_path(), stem))
-            .collect();
-    }
-    if tcp_mode && paths.is_empty() {
-        return fallback(fd, config, target, stats::Outcome::NoListener);
-    }
     let local = match bound.as_deref() {
-        Some(Socket::Listener(l)) => match l.reservation.lock().take() {
+        Some(Socket::Bound(b)) => match b.reservation.lock().take() {
             Some(r) => r,
             None => return fail(Errno::INVAL),
         },
-        _ => match rendezvous::connecting_name(&config.dir_path(), local_ip_for(&target)) {
+        _ => match rendezvous::connecting_name(local_ip_for(&target)) {
             Ok(r) => r,
             Err(e) if tcp_mode => {
                 log!(debug, "connect(fd {fd}) to {target}: no local name ({e})");
-                return fallback(fd, config, target, stats::Outcome::Resources);
+                return fallback(fd, target, stats::Outcome::Resources);
             }
             Err(e) => return fail(e),
         },
+    };
+    let found = match crate::lookup::find(config, target, local.addr) {
+        Found::Listener(t) => t,
+        Found::None(why) if tcp_mode => return fallback(fd, target, why),
+        Found::None(stats::Outcome::Dir) => return fail(Errno::CONNREFUSED),
+        Found::None(why) => {
+            log!(debug, "connect(fd {fd}) to {target}: {why:?}");
+            return fail(Errno::CONNREFUSED);
+        }
     };
     let opts = match bound.as_deref() {
         Some(s) => s.options().snapshot_copy(),
@@ -306,7 +251,9 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
     };
     let nonblocking = rustix::fs::fcntl_getfl(sys::borrow_fd(fd))
         .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
-    match Connection::connect(&paths, local, target, config.ring_bytes, opts, nonblocking) {
+    let timeout = opts.timeout(libc::SO_SNDTIMEO);
+    let dial = || found.dial(config, nonblocking, timeout);
+    match Connection::connect(&dial, local, target, config.ring_bytes, opts, nonblocking) {
         Ok((sock, conn)) => {
             if let Err(e) = adopt(fd, &sock) {
                 return fail(e);
@@ -325,41 +272,50 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
             Action::Done(0)
         }
         Err(e) if tcp_mode => {
-            log!(
-                debug,
-                "connect(fd {fd}) to {target} through shared memory failed: {e}"
-            );
             let why = match e {
-                Errno::NOBUFS | Errno::NOMEM | Errno::MFILE | Errno::NFILE => {
+                DialError::NoListener => stats::Outcome::NoListener,
+                DialError::Policy => stats::Outcome::Policy,
+                DialError::Refused => stats::Outcome::Refused,
+                DialError::Os(Errno::NOBUFS | Errno::NOMEM | Errno::MFILE | Errno::NFILE) => {
                     stats::Outcome::Resources
                 }
-                _ => stats::Outcome::Refused,
+                DialError::Os(e) => {
+                    log!(
+                        debug,
+                        "connect(fd {fd}) to {target} through shared memory failed: {e}"
+                    );
+                    stats::Outcome::Refused
+                }
             };
-            fallback(fd, config, target, why)
+            fallback(fd, target, why)
         }
-        Err(e) => fail(e),
+        Err(DialError::Os(e)) => fail(e),
+        Err(DialError::Policy) => {
+            crate::log::always(format_args!(
+                "connect to {target}: refused, the listener's user and ours do not admit each \
+                 other (SHMNET_ALLOW, docs/security.md)"
+            ));
+            fail(Errno::CONNREFUSED)
+        }
+        Err(DialError::NoListener | DialError::Refused) => fail(Errno::CONNREFUSED),
     }
 }
 
 /// `SHMNET_FALLBACK=tcp`: the kernel connect on the application's own
 /// socket (untouched so far: options, non-blocking mode and EINPROGRESS are
-/// the kernel's) — but only to an address of this host; a partition
-/// address elsewhere without a shared-memory listener is refused, so that
-/// no packet ever leaves the host on the library's account.
-fn fallback(
-    fd: c_int,
-    config: &config::Config,
-    target: SocketAddr,
-    why: stats::Outcome,
-) -> Action<c_int> {
-    if !sys::is_local_address(target.ip()) {
+/// the kernel's) — but only to an address of this network namespace or of
+/// a neighbouring one on this host (behind a veth): a partition address
+/// elsewhere without a shared-memory listener is refused, so that no
+/// packet ever leaves the host on the library's account.
+fn fallback(fd: c_int, target: SocketAddr, why: stats::Outcome) -> Action<c_int> {
+    let ip = rendezvous::unmapped(target).ip();
+    if !(crate::netlink::is_local(ip) || crate::lookup::neighbour(ip).is_some()) {
         log!(
             debug,
-            "connect(fd {fd}) to {target}: no shared-memory listener, and not a local address"
+            "connect(fd {fd}) to {target}: no shared-memory listener, and not an address of this host"
         );
         return fail(Errno::CONNREFUSED);
     }
-    let _ = config;
     log!(debug, "connect(fd {fd}) to {target}: kernel TCP ({why:?})");
     stats::count(why);
     Action::Pass
@@ -372,18 +328,21 @@ pub(crate) fn shutdown(fd: c_int, how: c_int) -> Action<c_int> {
             Ok(()) => Action::Done(0),
             Err(e) => fail(e),
         },
-        Some(Socket::Listener(_)) => fail(Errno::NOTCONN),
-        Some(Socket::Dual(d)) => match rustix::net::shutdown(
-            d.tcp(),
-            match how {
-                libc::SHUT_RD => rustix::net::Shutdown::Read,
-                libc::SHUT_WR => rustix::net::Shutdown::Write,
-                _ => rustix::net::Shutdown::Both,
+        Some(Socket::Listener(l)) => match l.tcp() {
+            Some(tcp) => match rustix::net::shutdown(
+                tcp,
+                match how {
+                    libc::SHUT_RD => rustix::net::Shutdown::Read,
+                    libc::SHUT_WR => rustix::net::Shutdown::Write,
+                    _ => rustix::net::Shutdown::Both,
+                },
+            ) {
+                Ok(()) => Action::Done(0),
+                Err(e) => fail(e),
             },
-        ) {
-            Ok(()) => Action::Done(0),
-            Err(e) => fail(e),
+            None => fail(Errno::NOTCONN),
         },
+        Some(Socket::Bound(_)) => fail(Errno::NOTCONN),
     }
 }
 
@@ -391,12 +350,14 @@ pub(crate) fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
-    if let Socket::Dual(d) = &*sock {
-        // The kernel listener's own answer (the port it picked for port 0).
-        return match sys::local_name(d.tcp()) {
-            Some(name) => put_name(name, addr, len),
-            None => fail(Errno::NOTSOCK),
-        };
+    if let Socket::Listener(l) = &*sock {
+        if let Some(tcp) = l.tcp() {
+            // The kernel listener's own answer (the port it picked for port 0).
+            return match sys::local_name(tcp) {
+                Some(name) => put_name(name, addr, len),
+                None => fail(Errno::NOTSOCK),
+            };
+        }
     }
     put_name(sock.local(), addr, len)
 }
@@ -405,7 +366,7 @@ pub(crate) fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -
     match registry::get(fd).as_deref() {
         None => Action::Pass,
         Some(Socket::Stream(c)) => put_name(c.peer, addr, len),
-        Some(Socket::Listener(_) | Socket::Dual(_)) => fail(Errno::NOTCONN),
+        Some(Socket::Listener(_) | Socket::Bound(_)) => fail(Errno::NOTCONN),
     }
 }
 

@@ -48,7 +48,8 @@ use rustix::net::{
 
 pub(crate) const LEN: usize = 60;
 const MAGIC: u32 = u32::from_le_bytes(*b"SHMH");
-const VERSION: u16 = 3;
+/// Bumped with the rendezvous names (`rendezvous::PREFIX`).
+const VERSION: u16 = 4;
 
 /// Verdict byte on a `Reuse` message: the acceptor took the segment.
 pub(crate) const ACCEPTED: u8 = b'Y';
@@ -163,52 +164,6 @@ pub(crate) fn send(
     Ok(())
 }
 
-/// How long an acceptor yields for a connect message before sleeping.
-const SPIN: std::time::Duration = std::time::Duration::from_micros(50);
-
-/// Receives one message, waiting at most `patience` for it to arrive.
-/// EINTR does not end the wait; a partial message is waited out with short
-/// naps (poll would report it readable at once: no busy loop).
-pub(crate) fn recv_within(
-    sock: BorrowedFd<'_>,
-    patience: std::time::Duration,
-) -> Result<(Message, Option<OwnedFd>), Errno> {
-    let start = std::time::Instant::now();
-    let deadline = start + patience;
-    loop {
-        let partial = match try_recv(sock) {
-            Err(Errno::AGAIN) => false,
-            Err(Errno::INPROGRESS) => true,
-            r => return r,
-        };
-        // The connector sends right after connecting, and accept woke on
-        // the connect: the message is microseconds away. Yielding for it
-        // saves a sleep and a wake-up per connection.
-        let waited = start.elapsed();
-        if waited < SPIN.min(patience) {
-            std::thread::yield_now();
-            continue;
-        }
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
-            return Err(Errno::TIMEDOUT);
-        }
-        let r = if partial {
-            let nap = rustix::event::Timespec {
-                tv_sec: 0,
-                tv_nsec: 1_000_000,
-            };
-            rustix::event::poll(&mut [], Some(&nap)).map(|_| true)
-        } else {
-            wait_readable(sock, Some(left))
-        };
-        match r {
-            Ok(_) | Err(Errno::INTR) => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
 /// Receives one message without blocking (EAGAIN if none is there,
 /// EINPROGRESS if only part of one is), and the fd attached to it, if any.
 /// Extra fds are closed.
@@ -247,6 +202,57 @@ pub(crate) fn try_recv(sock: BorrowedFd<'_>) -> Result<(Message, Option<OwnedFd>
     }
     let msg = Message::decode(&bytes).map_err(|_| Errno::PROTO)?;
     Ok((msg, passed))
+}
+
+/// Sends `bytes` with `fd` attached (SCM_RIGHTS), without waiting.
+pub(crate) fn send_with_fd(
+    sock: BorrowedFd<'_>,
+    bytes: &[u8],
+    fd: BorrowedFd<'_>,
+) -> Result<(), Errno> {
+    let iov = [IoSlice::new(bytes)];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [fd];
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(Errno::NOBUFS);
+    }
+    let sent = rustix::net::sendmsg(
+        sock,
+        &iov,
+        &mut control,
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+    )?;
+    if sent != bytes.len() {
+        return Err(Errno::PROTO);
+    }
+    Ok(())
+}
+
+/// Receives one datagram into `buf` without waiting, with the first fd
+/// attached to it (any others are closed): the byte count and the fd.
+pub(crate) fn recv_with_fd(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> Result<(usize, Option<OwnedFd>), Errno> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = rustix::net::recvmsg(
+        sock,
+        &mut iov,
+        &mut control,
+        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut passed = None;
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            for fd in fds {
+                passed.get_or_insert(fd);
+            }
+        }
+    }
+    Ok((got.bytes, passed))
 }
 
 /// Acceptor: answers a `Reuse` message (a byte the connector reads inside

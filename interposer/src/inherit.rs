@@ -1,113 +1,114 @@
 //! Emulated sockets inherited across exec.
 //!
 //! exec drops the library's state while the application's fds stay open. A
-//! freshly loaded library therefore looks once, at start-up, for fds that are
-//! rendezvous objects of `SHMNET_DIR`:
-//! - a listener (a listening Unix socket bound to `tcp4-<ip>-<port>`) is
-//!   adopted: its name says its virtual address, and accept works as before
-//!   (inetd-style servers, `socat EXEC:`);
-//! - a dual listener (`dual`: an epoll instance in front of a kernel TCP
-//!   listener, which is inherited with it when the application's fd was)
-//!   becomes a dual listener again: the kernel listener goes back onto the
-//!   fd number, and gets a new rendezvous;
+//! freshly loaded library therefore looks once, at start-up, for fds that
+//! are rendezvous objects of ours (abstract names under
+//! `rendezvous::PREFIX`):
+//! - a listener (an epoll instance in front of a listening Unix socket
+//!   named after an emulated address, which goes across exec with the
+//!   application's fd) is made again: inetd-style servers and `socat
+//!   EXEC:` keep accepting;
+//! - a default-mode listener (an epoll instance in front of a kernel TCP
+//!   listener, inherited with it) becomes one again: the kernel listener
+//!   goes back onto the fd number, and gets a new rendezvous;
+//! - a socket bound to an emulated address, not listening, is bound again;
 //! - a connection cannot be re-attached yet (its ring is not reachable from
 //!   the fd alone), so its fd number is pointed at a closed socket: the
 //!   program reads end-of-stream and gets EPIPE on writes, and one
 //!   `libshmnet:` line says why — rather than reading doorbell bytes as data.
+//!
+//! Listeners of non-local partition addresses (names in SHMNET_DIR, bound
+//! through a /proc/self/fd path) are not recognised after exec.
 #![deny(unsafe_code)]
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::socket::{Listener, Socket};
+use crate::listener::Bound;
+use crate::rendezvous;
+use crate::socket::{InternalFd, Options, Socket};
 use crate::{registry, sys};
 
-/// What a rendezvous file name says: `tcp4-127.77.0.1-8080`.
-pub(crate) fn parse_name(name: &str) -> Option<SocketAddr> {
-    let rest = name
-        .strip_prefix("tcp4-")
-        .or_else(|| name.strip_prefix("tcp6-"))?;
-    let (ip, port) = rest.rsplit_once('-')?;
-    let ip: IpAddr = ip.parse().ok()?;
-    let v4 = name.starts_with("tcp4-");
-    (ip.is_ipv4() == v4).then_some(SocketAddr::new(ip, port.parse().ok()?))
-}
-
-/// The rendezvous path behind a Unix socket address, if it is one of ours.
-fn ours(
-    config: &Config,
-    addr: Option<rustix::net::SocketAddrAny>,
-) -> Option<(PathBuf, SocketAddr)> {
+/// The name of an abstract Unix socket address of ours.
+fn our_name(addr: Option<rustix::net::SocketAddrAny>) -> Option<Vec<u8>> {
     let unix = rustix::net::SocketAddrUnix::try_from(addr?).ok()?;
-    let path = Path::new(std::ffi::OsStr::from_bytes(unix.path_bytes()?)).to_path_buf();
-    if path.parent()? != config.dir_path() {
-        return None;
-    }
-    let virt = parse_name(path.file_name()?.to_str()?)?;
-    Some((path, virt))
+    let name = unix.abstract_name()?;
+    name.starts_with(rendezvous::PREFIX.as_bytes())
+        .then(|| name.to_vec())
 }
 
 /// Scans the open fds once, at start-up (see the module docs).
 pub(crate) fn adopt(config: &Config) {
-    // No rendezvous directory yet: nothing can have been inherited, and
-    // most preloaded programs start this way — skip the scan.
-    if !config.dir_path().is_dir() {
-        return;
-    }
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return;
     };
-    let fds: Vec<i32> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+    let fds: Vec<(i32, Vec<u8>)> = dir
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            // Only sockets and epoll instances can be ours: one readlink
+            // each tells, before any socket call.
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((fd, target.as_os_str().as_bytes().to_vec()))
+        })
         .collect();
-    for fd in fds {
-        let sock = sys::borrow_fd(fd);
-        if is_epoll(fd) {
-            dual_listener(config, fd);
+    for (fd, target) in fds {
+        if fd <= 2 && !target.starts_with(b"socket:") {
             continue;
         }
-        if rustix::net::sockopt::socket_domain(sock).ok() != Some(rustix::net::AddressFamily::UNIX)
-        {
-            continue;
-        }
-        let local = ours(config, rustix::net::getsockname(sock).ok());
-        let listening = rustix::net::sockopt::socket_acceptconn(sock).unwrap_or(false);
-        match (local, listening) {
-            (Some((path, virt)), true) => {
-                let listener = Listener::inherited(virt, path, &config.dir_path());
-                log!(debug, "fd {fd}: adopted the inherited listener of {virt}");
-                let _ = registry::insert(fd, Arc::new(Socket::Listener(listener)));
-            }
-            (Some((_, virt)), false) => poison(fd, sock, virt),
-            (None, _) => {
-                if let Some((_, virt)) = ours(config, rustix::net::getpeername(sock).ok().flatten())
-                {
-                    poison(fd, sock, virt);
-                }
-            }
+        if target == b"anon_inode:[eventpoll]" {
+            listener(config, fd);
+        } else if target.starts_with(b"socket:") {
+            socket(fd);
         }
     }
 }
 
-fn is_epoll(fd: i32) -> bool {
-    std::fs::read_link(format!("/proc/self/fd/{fd}"))
-        .is_ok_and(|t| t.as_os_str().as_bytes() == b"anon_inode:[eventpoll]")
+fn socket(fd: i32) {
+    let sock = sys::borrow_fd(fd);
+    if rustix::net::sockopt::socket_domain(sock).ok() != Some(rustix::net::AddressFamily::UNIX) {
+        return;
+    }
+    if let Some(name) = our_name(rustix::net::getsockname(sock).ok()) {
+        match rendezvous::parse_addr_name(&name) {
+            // Bound, not listening (listening ones sit behind an epoll
+            // instance): bound again.
+            Some(addr) if !rustix::net::sockopt::socket_acceptconn(sock).unwrap_or(false) => {
+                bound(fd, sock, addr)
+            }
+            // An accepted connection carries its listener's name.
+            _ => poison(fd, sock, &name),
+        }
+    } else if let Some(name) = our_name(rustix::net::getpeername(sock).ok().flatten()) {
+        poison(fd, sock, &name);
+    }
 }
 
-/// An inherited epoll instance holding a listening TCP socket is a dual
-/// listener of the program that exec'd us (or a program's own epoll set
-/// that happens to watch a listener: then the fd is left alone unless the
-/// listener is its only entry).
-fn dual_listener(config: &Config, fd: i32) {
-    let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")) else {
+fn bound(fd: i32, sock: BorrowedFd<'_>, addr: SocketAddr) {
+    let Ok(copy) = InternalFd::dup(sock) else {
         return;
     };
-    let targets: Vec<i32> = info
-        .lines()
+    let b = Bound::new(
+        rendezvous::Reservation::of_socket(addr, copy),
+        None,
+        Options::default(),
+    );
+    log!(
+        debug,
+        "fd {fd}: adopted the inherited socket bound to {addr}"
+    );
+    let _ = registry::insert(fd, Arc::new(Socket::Bound(b)));
+}
+
+/// The members of the epoll instance `fd` (from /proc/self/fdinfo).
+fn members(fd: i32) -> Vec<i32> {
+    let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")) else {
+        return Vec::new();
+    };
+    info.lines()
         .filter_map(|l| {
             l.strip_prefix("tfd:")?
                 .split_whitespace()
@@ -115,16 +116,18 @@ fn dual_listener(config: &Config, fd: i32) {
                 .parse()
                 .ok()
         })
-        .collect();
-    let [tcp] = targets[..] else {
+        .collect()
+}
+
+/// An inherited epoll instance is one of our listeners if its members say
+/// so (a program's own epoll set that happens to watch a listener is left
+/// alone unless that listener is its only member).
+fn listener(config: &Config, fd: i32) {
+    let [first, ..] = members(fd)[..] else {
         return;
     };
-    let t = sys::borrow_fd(tcp);
-    let inet = matches!(
-        rustix::net::sockopt::socket_domain(t),
-        Ok(rustix::net::AddressFamily::INET | rustix::net::AddressFamily::INET6)
-    );
-    if !inet || !rustix::net::sockopt::socket_acceptconn(t).unwrap_or(false) {
+    let t = sys::borrow_fd(first);
+    if !rustix::net::sockopt::socket_acceptconn(t).unwrap_or(false) {
         return;
     }
     let app = sys::borrow_fd(fd);
@@ -133,27 +136,64 @@ fn dual_listener(config: &Config, fd: i32) {
     // The application's blocking mode was the epoll instance's.
     let nonblock =
         rustix::fs::fcntl_getfl(app).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
-    if let Ok(fl) = rustix::fs::fcntl_getfl(t) {
+    match rustix::net::sockopt::socket_domain(t) {
+        Ok(rustix::net::AddressFamily::INET | rustix::net::AddressFamily::INET6) => {
+            if members(fd).len() != 1 {
+                return;
+            }
+            set_nonblock(t, nonblock);
+            if sys::dup_onto(t, fd, cloexec).is_err() {
+                return;
+            }
+            sys::close_inherited(first);
+            log!(debug, "fd {fd}: an inherited listener, made again");
+            let _ = crate::listener::listen_tcp(fd, libc::SOMAXCONN, config);
+        }
+        Ok(rustix::net::AddressFamily::UNIX) => {
+            let Some(addr) = our_name(rustix::net::getsockname(t).ok())
+                .and_then(|n| rendezvous::parse_addr_name(&n))
+            else {
+                return;
+            };
+            // Bound again from its socket, then listening again (a new
+            // epoll instance and parking queue replace the old ones).
+            let Ok(copy) = InternalFd::dup(t) else {
+                return;
+            };
+            set_nonblock(t, nonblock);
+            if sys::dup_onto(t, fd, cloexec).is_err() {
+                return;
+            }
+            sys::close_inherited(first);
+            let b = Bound::new(
+                rendezvous::Reservation::of_socket(addr, copy),
+                None,
+                Options::default(),
+            );
+            log!(debug, "fd {fd}: adopted the inherited listener of {addr}");
+            let _ = crate::listener::listen_emulated(fd, &b, libc::SOMAXCONN);
+        }
+        _ => {}
+    }
+}
+
+fn set_nonblock(sock: BorrowedFd<'_>, nonblock: bool) {
+    if let Ok(fl) = rustix::fs::fcntl_getfl(sock) {
         let fl = if nonblock {
             fl | rustix::fs::OFlags::NONBLOCK
         } else {
             fl - rustix::fs::OFlags::NONBLOCK
         };
-        let _ = rustix::fs::fcntl_setfl(t, fl);
+        let _ = rustix::fs::fcntl_setfl(sock, fl);
     }
-    if sys::dup_onto(t, fd, cloexec).is_err() {
-        return;
-    }
-    sys::close_inherited(tcp);
-    log!(debug, "fd {fd}: an inherited dual listener, made again");
-    let _ = crate::dual::listen(fd, libc::SOMAXCONN, config);
 }
 
 /// Points `fd` at a socket whose peer is closed (EOF on read, EPIPE on write).
-fn poison(fd: i32, sock: BorrowedFd<'_>, virt: SocketAddr) {
+fn poison(fd: i32, sock: BorrowedFd<'_>, name: &[u8]) {
     crate::log::always(format_args!(
-        "fd {fd}: an emulated connection ({virt}) inherited across exec cannot be used \
-         yet; it reads as closed"
+        "fd {fd}: an emulated connection (to {}) inherited across exec cannot be used \
+         yet; it reads as closed",
+        String::from_utf8_lossy(name)
     ));
     let Ok((dead, peer)) = rustix::net::socketpair(
         rustix::net::AddressFamily::UNIX,
@@ -167,31 +207,4 @@ fn poison(fd: i32, sock: BorrowedFd<'_>, virt: SocketAddr) {
     let cloexec =
         rustix::io::fcntl_getfd(sock).is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
     let _ = sys::dup_onto(dead.as_fd(), fd, cloexec);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_name;
-
-    #[test]
-    fn rendezvous_names_parse_back_to_addresses() {
-        assert_eq!(
-            parse_name("tcp4-127.77.0.1-8080"),
-            Some("127.77.0.1:8080".parse().unwrap())
-        );
-        assert_eq!(
-            parse_name("tcp6-::1-443"),
-            Some("[::1]:443".parse().unwrap())
-        );
-        for bad in [
-            "tcp4-::1-1",
-            "tcp6-127.0.0.1-1",
-            "tcp4-127.0.0.1",
-            "tcp4-x-1",
-            "udp4-127.0.0.1-1",
-            "tcp4-127.0.0.1-99999",
-        ] {
-            assert_eq!(parse_name(bad), None, "{bad}");
-        }
-    }
 }

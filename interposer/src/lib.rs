@@ -22,7 +22,6 @@ mod log;
 
 pub mod config;
 mod descriptor;
-mod dual;
 mod endpoint;
 mod epoll;
 pub mod fdtable;
@@ -30,7 +29,9 @@ mod guard;
 mod handshake;
 mod hooks;
 mod inherit;
+mod listener;
 mod lock;
+mod lookup;
 mod netlink;
 mod options;
 mod policy;

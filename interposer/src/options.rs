@@ -42,18 +42,18 @@ pub(crate) fn getsockopt(
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
-    if let Socket::Dual(d) = &*sock {
+    if let Some(tcp) = kernel_listener(&sock) {
         // The kernel listener answers for itself.
         #[allow(unsafe_code)]
         // SAFETY: getsockopt(2)'s contract for `value`/`len` is the caller's.
         return Action::Raw(unsafe {
-            crate::hooks::real::getsockopt(d.tcp().as_raw_fd(), level, name, value, len)
+            crate::hooks::real::getsockopt(tcp, level, name, value, len)
         });
     }
     let opts = sock.options();
     let stream = match &*sock {
         Socket::Stream(c) => Some(c),
-        Socket::Listener(_) | Socket::Dual(_) => None,
+        Socket::Listener(_) | Socket::Bound(_) => None,
     };
     let ring = stream.map_or(1 << 20, |c| c.ring_bytes()) as c_int;
     match (level, name) {
@@ -66,10 +66,7 @@ pub(crate) fn getsockopt(
             stream.map_or(0, |c| c.error.swap(0, Ordering::Relaxed)),
         ),
         (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => {
-            let listening = match &*sock {
-                Socket::Listener(l) => l.listening.load(Ordering::Relaxed),
-                Socket::Stream(_) | Socket::Dual(_) => false,
-            };
+            let listening = matches!(&*sock, Socket::Listener(_));
             put_int(value, len, c_int::from(listening))
         }
         (libc::SOL_SOCKET, libc::SO_RCVBUF | libc::SO_SNDBUF) => {
@@ -119,11 +116,11 @@ pub(crate) fn setsockopt(
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
-    if let Socket::Dual(d) = &*sock {
+    if let Some(tcp) = kernel_listener(&sock) {
         #[allow(unsafe_code)]
         // SAFETY: setsockopt(2)'s contract for `value`/`len` is the caller's.
         return Action::Raw(unsafe {
-            crate::hooks::real::setsockopt(d.tcp().as_raw_fd(), level, name, value, len)
+            crate::hooks::real::setsockopt(tcp, level, name, value, len)
         });
     }
     if len > 0 && value.is_null() {
@@ -170,11 +167,19 @@ pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> Action<c_int> {
     share(new, sock)
 }
 
-/// A dual listener's kernel listener goes across exec exactly when the
-/// application's fd does (set_inheritable, F_SETFD, FIOCLEX/FIONCLEX).
+/// A listener's parts go across exec exactly when the application's fd
+/// does (set_inheritable, F_SETFD, FIOCLEX/FIONCLEX).
 fn mirror_cloexec(fd: c_int, cloexec: bool) {
-    if let Some(Socket::Dual(d)) = registry::get(fd).as_deref() {
-        d.set_cloexec(cloexec);
+    if let Some(Socket::Listener(l)) = registry::get(fd).as_deref() {
+        l.set_cloexec(cloexec);
+    }
+}
+
+/// A default-mode listener's kernel TCP listener, which answers for it.
+fn kernel_listener(sock: &Socket) -> Option<c_int> {
+    match sock {
+        Socket::Listener(l) => l.tcp().map(|t| t.as_raw_fd()),
+        _ => None,
     }
 }
 
@@ -221,7 +226,7 @@ pub(crate) fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> Action<c_int> 
     };
     let n = match &*sock {
         Socket::Stream(c) => c.available(),
-        Socket::Listener(_) | Socket::Dual(_) => return Action::Fail(libc::EINVAL),
+        Socket::Listener(_) | Socket::Bound(_) => return Action::Fail(libc::EINVAL),
     };
     #[allow(unsafe_code)]
     // SAFETY: ioctl(FIONREAD) requires `arg` to point at an int.

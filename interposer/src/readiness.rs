@@ -218,8 +218,8 @@ pub(crate) fn epoll_ctl(
     };
     let conn = match &*sock {
         Socket::Stream(conn) => conn,
-        Socket::Dual(_) => return dual_ctl(epfd, op, fd, event),
-        Socket::Listener(_) => return Action::Pass,
+        Socket::Listener(_) => return listener_ctl(epfd, op, fd, event),
+        Socket::Bound(_) => return Action::Pass,
     };
     let ev = match op {
         libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => {
@@ -250,10 +250,10 @@ pub(crate) fn epoll_ctl(
     Action::Raw(r)
 }
 
-/// A dual listener's fd is an epoll instance, which cannot be added with
+/// A listener's fd is an epoll instance, which cannot be added with
 /// EPOLLEXCLUSIVE (nginx asks for it): without it, every waiter is woken
 /// and all but one accept() get EAGAIN.
-fn dual_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> Action<c_int> {
+fn listener_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> Action<c_int> {
     if op != libc::EPOLL_CTL_ADD && op != libc::EPOLL_CTL_MOD {
         return Action::Pass;
     }

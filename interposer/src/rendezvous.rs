@@ -1,97 +1,193 @@
-//! Names in the partition network, kept in `SHMNET_DIR`.
+//! Names in the partition network: where a listener can be found, and
+//! how an address:port is reserved (docs/security.md, "Names").
 //!
-//! An address:port is *reserved* by holding an `flock` on
-//! `<dir>/tcp4-<ip>-<port>.lock` (the kernel drops it when the last fd of
-//! the holder closes, so a crashed process never leaves a port taken). A
-//! listener's rendezvous is the Unix-domain socket `<dir>/tcp4-<ip>-<port>`
-//! next to it; only the holder of the lock may (re)bind that path, so a
-//! stale socket file left by a crash is simply replaced.
+//! Local names are *abstract* Unix socket names, which the kernel scopes
+//! per network namespace, needs no directory for, and removes when the last
+//! socket holding one closes: a killed process leaves nothing behind, and
+//! nobody can replace a name while its holder lives. Binding one is the
+//! reservation ("first binder wins", EADDRINUSE otherwise):
+//! - `shmnet.4/tcp/c<cookie>`: the rendezvous of a dual listener, named
+//!   after its kernel TCP listener's socket cookie (a connector asks the
+//!   kernel which TCP listener it would reach, then comes here);
+//! - `shmnet.4/tcp/<ip>:<port>`: an emulated listener on a loopback
+//!   partition address (or a socket bound there to connect from);
+//! - `shmnet.4/tcp/<ip>:<first>+16`: a block of ports for connecting
+//!   sockets (one name, not one per connection);
+//! - `<name>/allow/<who>`: policy hints (see `policy`).
 //!
-//! The holder removes its lock file when it lets go (while still holding the
-//! lock), so files do not pile up; a reserver therefore checks, once locked,
-//! that the path still names the file it locked (else it locked a removed
-//! file and tries again).
+//! Partition addresses that are not local to this namespace are found in
+//! `SHMNET_DIR` instead (`HostName`): a Unix socket `tcp4-<ip>-<port>`
+//! reserved by an `flock` on `tcp4-<ip>-<port>.lock`, all through the
+//! verified directory descriptor of `safedir`.
 #![deny(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
-
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 
 use rustix::fs::{FlockOperation, Mode, OFlags};
 use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+use crate::safedir::Dir;
+use crate::socket::InternalFd;
+
+/// Every abstract name starts with this; the number is the handshake's
+/// version, so incompatible builds never meet.
+pub(crate) const PREFIX: &str = "shmnet.4/tcp/";
+
+/// The rendezvous of a dual listener whose kernel TCP socket has `cookie`.
+pub(crate) fn cookie_name(cookie: u64) -> String {
+    format!("{PREFIX}c{cookie:x}")
+}
+
+/// The name of an emulated address:port (IPv4-mapped written as IPv4, so
+/// both families meet).
+pub(crate) fn addr_name(addr: SocketAddr) -> String {
+    format!("{PREFIX}{}", unmapped(addr))
+}
+
+fn block_name(ip: IpAddr, first: u16) -> String {
+    format!(
+        "{PREFIX}{}+{BLOCK}",
+        SocketAddr::new(unmapped_ip(ip), first)
+    )
+}
+
+/// A policy hint next to a listener's name (`u1000`, `g33`, `any`).
+pub(crate) fn hint_name(name: &str, hint: &str) -> String {
+    format!("{name}/allow/{hint}")
+}
+
+/// The address an emulated listener's name says (inherited across exec).
+pub(crate) fn parse_addr_name(name: &[u8]) -> Option<SocketAddr> {
+    let rest = std::str::from_utf8(name).ok()?.strip_prefix(PREFIX)?;
+    rest.parse().ok()
+}
+
+fn unix_socket(ty: SocketType) -> Result<OwnedFd, Errno> {
+    rustix::net::socket_with(AddressFamily::UNIX, ty, SocketFlags::CLOEXEC, None)
+}
+
+/// A new socket of type `ty` bound to the abstract `name`: the name's
+/// reservation. EADDRINUSE while anybody in this namespace holds it.
+pub(crate) fn bind_abstract(name: &str, ty: SocketType) -> Result<OwnedFd, Errno> {
+    let sock = unix_socket(ty)?;
+    rustix::net::bind(&sock, &SocketAddrUnix::new_abstract_name(name.as_bytes())?)?;
+    Ok(sock)
+}
+
+/// Whether some socket is bound to the abstract `name`: a datagram socket
+/// connects to a datagram name, and gets EPROTOTYPE from a stream one.
+pub(crate) fn abstract_exists(name: &str) -> bool {
+    let Ok(probe) = unix_socket(SocketType::DGRAM) else {
+        return false;
+    };
+    let Ok(addr) = SocketAddrUnix::new_abstract_name(name.as_bytes()) else {
+        return false;
+    };
+    matches!(
+        rustix::net::connect(&probe, &addr),
+        Ok(()) | Err(Errno::PROTOTYPE)
+    )
+}
 
 /// A held reservation of one address:port.
 #[derive(Debug)]
 pub(crate) struct Reservation {
-    /// Closed (releasing the lock) after `drop` removed the file; None for
-    /// a connecting socket's port, taken from a block this process holds.
-    _lock: Option<crate::socket::InternalFd>,
-    /// The block a connecting socket's port came from: held while any of
-    /// its ports names a live connection.
-    _block: Option<Arc<BlockHold>>,
-    path: Option<PathBuf>,
-    fork_generation: u32,
     pub addr: SocketAddr,
+    _hold: Hold,
 }
 
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        // Only if no fork happened since: a forked copy of the lock fd
-        // means another process may still hold the reservation.
-        if let Some(path) = &self.path {
-            if self.fork_generation == crate::registry::fork_generation() {
-                let _ = rustix::fs::unlink(path);
-            }
+#[derive(Debug)]
+enum Hold {
+    /// A socket bound to the address's abstract name (an emulated bind):
+    /// the listener's own rendezvous socket, once it listens.
+    Name(#[allow(dead_code)] InternalFd),
+    /// A port of a block this process holds (a connecting socket).
+    Block(#[allow(dead_code)] Arc<InternalFd>),
+    /// A name in SHMNET_DIR (a partition address that is not local).
+    Host(#[allow(dead_code)] HostName),
+}
+
+impl Reservation {
+    /// The bound socket of an emulated bind: becomes the listener's
+    /// rendezvous (the name stays held by it).
+    pub(crate) fn into_socket(self) -> Option<InternalFd> {
+        match self._hold {
+            Hold::Name(fd) => Some(fd),
+            _ => None,
         }
     }
+
+    /// The reservation an inherited socket bound to `addr`'s name holds.
+    pub(crate) fn of_socket(addr: SocketAddr, sock: InternalFd) -> Reservation {
+        Reservation {
+            addr,
+            _hold: Hold::Name(sock),
+        }
+    }
+
+    pub(crate) fn socket(&self) -> Option<&InternalFd> {
+        match &self._hold {
+            Hold::Name(fd) => Some(fd),
+            _ => None,
+        }
+    }
+}
+
+/// Reserves the loopback (namespace-local) address `addr` for an emulated
+/// bind: a stream socket bound to its name. Port 0 picks a free ephemeral
+/// port. A port inside a block another socket holds is EADDRINUSE, as the
+/// kernel refuses a port an ephemeral connection uses.
+pub(crate) fn reserve_local(addr: SocketAddr) -> Result<Reservation, Errno> {
+    if addr.port() != 0 {
+        return reserve_local_port(addr);
+    }
+    let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
+    let start = seed() % span;
+    for k in 0..span {
+        let port = EPHEMERAL.start() + ((start + k) % span) as u16;
+        match reserve_local_port(SocketAddr::new(addr.ip(), port)) {
+            Err(Errno::ADDRINUSE) => continue,
+            r => return r,
+        }
+    }
+    Err(Errno::ADDRNOTAVAIL)
+}
+
+fn reserve_local_port(addr: SocketAddr) -> Result<Reservation, Errno> {
+    let sock = bind_abstract(&addr_name(addr), SocketType::STREAM)?;
+    // The name first, then the block: a block taker checks its ports after
+    // taking the block, so one of the two always sees the other.
+    if let Some(first) = block_of(addr.port()) {
+        if abstract_exists(&block_name(addr.ip(), first)) {
+            return Err(Errno::ADDRINUSE);
+        }
+    }
+    Ok(Reservation {
+        addr,
+        _hold: Hold::Name(InternalFd::new(sock)),
+    })
 }
 
 /// Connecting sockets take their local ports from blocks of `BLOCK`
-/// ports, one lock file per block (`tcp4-IP-bFIRST.lock`) held by this
-/// process: a connect costs no file of its own (open, flock, unlink and an
-/// fd per connection before; connections/s and the library's fd budget
-/// both gain). A used-up block is held until the last connection named
-/// from it is gone, so no other process hands out its ports meanwhile. A
-/// port bound on its own (bind) is skipped; binding a port of a block
-/// another process holds is EADDRINUSE. When every block is held (some
-/// 1700 processes with connections), connecting sockets reserve single
-/// ports as before.
+/// ports, one name per block held by this process (a socket bound to
+/// it): a connect costs no name of its own. A used-up block is held until
+/// the last connection named from it is gone, so no other process hands
+/// out its ports meanwhile.
 const BLOCK: u16 = 16;
 
-/// A held block: its lock, released (and its file removed, under the
-/// lock) when the last user lets go — unless a fork happened since, when
-/// the other process may still use it.
-#[derive(Debug)]
-pub(crate) struct BlockHold {
-    _lock: crate::socket::InternalFd,
-    path: PathBuf,
-    fork_generation: u32,
-}
-
-impl Drop for BlockHold {
-    fn drop(&mut self) {
-        if self.fork_generation == crate::registry::fork_generation() {
-            let _ = rustix::fs::unlink(&self.path);
-        }
-    }
-}
+/// Kernel TCP's default ephemeral range (net.ipv4.ip_local_port_range).
+const EPHEMERAL: std::ops::RangeInclusive<u16> = 32768..=60999;
 
 struct Block {
     ip: IpAddr,
-    next: u16,
-    end: u16,
-    hold: Arc<BlockHold>,
+    free: Vec<u16>,
+    hold: Arc<InternalFd>,
 }
 
 static BLOCKS: crate::lock::Mutex<Vec<Block>> = crate::lock::Mutex::new(Vec::new());
-
-fn block_name(ip: IpAddr, first: u16) -> String {
-    match ip {
-        IpAddr::V4(ip) => format!("tcp4-{ip}-b{first}.lock"),
-        IpAddr::V6(ip) => format!("tcp6-{ip}-b{first}.lock"),
-    }
-}
 
 fn block_of(port: u16) -> Option<u16> {
     EPHEMERAL
@@ -100,229 +196,58 @@ fn block_of(port: u16) -> Option<u16> {
 }
 
 /// The local name of a connecting socket on `ip` (see `BLOCK`).
-pub(crate) fn connecting_name(dir: &Path, ip: IpAddr) -> Result<Reservation, Errno> {
-    ensure_dir(dir)?;
+pub(crate) fn connecting_name(ip: IpAddr) -> Result<Reservation, Errno> {
     let mut blocks = BLOCKS.lock();
     for _ in 0..4 {
-        if let Some(b) = blocks.iter_mut().find(|b| b.ip == ip) {
-            while b.next < b.end {
-                let addr = SocketAddr::new(ip, b.next);
-                b.next += 1;
-                let own = dir.join(format!("{}.lock", stem(addr)));
-                if rustix::fs::access(&own, rustix::fs::Access::EXISTS).is_err() {
-                    return Ok(Reservation {
-                        _lock: None,
-                        _block: Some(b.hold.clone()),
-                        path: None,
-                        fork_generation: crate::registry::fork_generation(),
-                        addr,
-                    });
-                }
-            }
-            // Used up: no more names from it (its hold lives on in the
-            // reservations of its live connections).
-            if let Some(i) = blocks.iter().position(|b| b.ip == ip) {
-                blocks.swap_remove(i);
-            }
-        }
-        match take_block(dir, ip) {
-            Ok(b) => blocks.push(b),
-            Err(Errno::ADDRNOTAVAIL) => break,
-            Err(e) => return Err(e),
-        }
-        static AT_EXIT: std::sync::Once = std::sync::Once::new();
-        AT_EXIT.call_once(|| crate::sys::at_exit(retire_blocks));
-    }
-    drop(blocks);
-    reserve_ephemeral_ports(dir, ip, false)
-}
-
-fn take_block(dir: &Path, ip: IpAddr) -> Result<Block, Errno> {
-    let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start() + 1) / u32::from(BLOCK);
-    let start = seed() % span;
-    for k in 0..span {
-        let first = EPHEMERAL.start() + ((start + k) % span) as u16 * BLOCK;
-        let lock = match lock_file(&dir.join(block_name(ip, first))) {
-            Ok(l) => l,
-            Err(Errno::WOULDBLOCK) => continue,
-            Err(e) => return Err(e),
-        };
-        // Its holder may have removed the file between our open and our
-        // lock (see `reserve_named`): then try the next block.
-        let path = dir.join(block_name(ip, first));
-        let held = rustix::fs::fstat(&lock)?;
-        match rustix::fs::lstat(&path) {
-            Ok(now) if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino) => {
-                return Ok(Block {
-                    ip,
-                    next: first,
-                    end: first + BLOCK,
-                    hold: Arc::new(BlockHold {
-                        _lock: lock,
-                        path,
-                        fork_generation: crate::registry::fork_generation(),
-                    }),
+        if let Some(i) = blocks.iter().position(|b| b.ip == ip) {
+            let b = &mut blocks[i];
+            if let Some(port) = b.free.pop() {
+                return Ok(Reservation {
+                    addr: SocketAddr::new(ip, port),
+                    _hold: Hold::Block(b.hold.clone()),
                 });
             }
-            _ => continue,
+            // Used up: its hold lives on in its connections' reservations.
+            blocks.swap_remove(i);
         }
+        blocks.push(take_block(ip)?);
     }
     Err(Errno::ADDRNOTAVAIL)
 }
 
-/// Whether another holder's block covers `addr`'s port.
-fn in_held_block(dir: &Path, addr: SocketAddr) -> bool {
-    let Some(first) = block_of(addr.port()) else {
-        return false;
-    };
-    let Ok(f) = rustix::fs::open(
-        dir.join(block_name(addr.ip(), first)),
-        OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-    ) else {
-        return false; // never taken
-    };
-    rustix::fs::flock(&f, FlockOperation::NonBlockingLockExclusive) == Err(Errno::WOULDBLOCK)
+fn take_block(ip: IpAddr) -> Result<Block, Errno> {
+    let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start() + 1) / u32::from(BLOCK);
+    let start = seed() % span;
+    for k in 0..span {
+        let first = EPHEMERAL.start() + ((start + k) % span) as u16 * BLOCK;
+        let hold = match bind_abstract(&block_name(ip, first), SocketType::DGRAM) {
+            Ok(h) => h,
+            Err(Errno::ADDRINUSE) => continue,
+            Err(e) => return Err(e),
+        };
+        // Ports bound on their own before we took the block are skipped.
+        let mut free: Vec<u16> = (first..first + BLOCK)
+            .rev()
+            .filter(|p| !abstract_exists(&addr_name(SocketAddr::new(ip, *p))))
+            .collect();
+        free.shrink_to_fit();
+        return Ok(Block {
+            ip,
+            free,
+            hold: Arc::new(InternalFd::new(hold)),
+        });
+    }
+    Err(Errno::ADDRNOTAVAIL)
 }
 
-/// In a forked child: the blocks are the parent's (the lock is on the open
-/// file both share), so the child takes its own.
+/// In a forked child: the blocks' names are held by the parent's sockets
+/// too (the child has copies), and its free ports are the parent's to hand
+/// out, so the child takes its own.
 pub(crate) fn after_fork_child() {
     BLOCKS.reset_after_fork();
     BLOCKS.lock().clear();
     // Kept connection segments are mapped by the parent too.
     crate::pool::after_fork_child();
-}
-
-/// At exit: let our blocks go (a block still naming a live connection
-/// stays; the kernel drops its lock anyway).
-extern "C" fn retire_blocks() {
-    // A thread may hold the list at exit: then leave the files.
-    if let Some(mut blocks) = BLOCKS.try_lock() {
-        blocks.clear();
-    }
-}
-
-/// Kernel TCP's default ephemeral range (net.ipv4.ip_local_port_range).
-const EPHEMERAL: std::ops::RangeInclusive<u16> = 32768..=60999;
-
-fn stem(addr: SocketAddr) -> String {
-    match addr.ip() {
-        IpAddr::V4(ip) => format!("tcp4-{ip}-{}", addr.port()),
-        IpAddr::V6(ip) => format!("tcp6-{ip}-{}", addr.port()),
-    }
-}
-
-/// The rendezvous socket path of a listener on `addr`.
-pub(crate) fn socket_path(dir: &Path, addr: SocketAddr) -> PathBuf {
-    dir.join(stem(addr))
-}
-
-/// Reserves `addr` (port non-zero): EADDRINUSE if another socket holds it.
-pub(crate) fn reserve(dir: &Path, addr: SocketAddr) -> Result<Reservation, Errno> {
-    reserve_named(dir, &stem(addr), addr)
-}
-
-/// As `reserve`, without looking at blocks (every one is held).
-fn reserve_outside_blocks(dir: &Path, addr: SocketAddr) -> Result<Reservation, Errno> {
-    try_reserve_checked(dir, &stem(addr), addr, false)
-}
-
-/// Reserves the name `stem` (the rendezvous of `addr`).
-pub(crate) fn reserve_named(
-    dir: &Path,
-    stem: &str,
-    addr: SocketAddr,
-) -> Result<Reservation, Errno> {
-    match try_reserve(dir, stem, addr) {
-        // The directory was removed since we checked it: make it again.
-        Err(Errno::NOENT) => {
-            DIR_CHECKED.store(false, std::sync::atomic::Ordering::Relaxed);
-            try_reserve(dir, stem, addr)
-        }
-        r => r,
-    }
-}
-
-/// SHMNET_DIR was found (or made) private to us once: connecting does not
-/// check it again on every reservation (mkdir and stat per connect).
-static DIR_CHECKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// `config::ensure_private_dir`, once per process (see `DIR_CHECKED`).
-pub(crate) fn ensure_dir(dir: &Path) -> Result<(), Errno> {
-    use std::sync::atomic::Ordering;
-    if !DIR_CHECKED.load(Ordering::Relaxed) {
-        crate::config::ensure_private_dir(dir)
-            .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::ACCESS))?;
-        DIR_CHECKED.store(true, Ordering::Relaxed);
-    }
-    Ok(())
-}
-
-fn try_reserve(dir: &Path, stem: &str, addr: SocketAddr) -> Result<Reservation, Errno> {
-    try_reserve_checked(dir, stem, addr, true)
-}
-
-fn try_reserve_checked(
-    dir: &Path,
-    stem: &str,
-    addr: SocketAddr,
-    blocks: bool,
-) -> Result<Reservation, Errno> {
-    ensure_dir(dir)?;
-    if blocks && in_held_block(dir, addr) {
-        return Err(Errno::ADDRINUSE);
-    }
-    let path = dir.join(format!("{stem}.lock"));
-    for _ in 0..8 {
-        let lock = match lock_file(&path) {
-            Ok(l) => l,
-            Err(Errno::WOULDBLOCK) => return Err(Errno::ADDRINUSE),
-            Err(e) => return Err(e),
-        };
-        // The previous holder may have removed the file between our open
-        // and our lock: then we hold a lock nobody else can see. Retry.
-        let held = rustix::fs::fstat(&lock)?;
-        match rustix::fs::lstat(&path) {
-            Ok(now) if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino) => {
-                return Ok(Reservation {
-                    _lock: Some(lock),
-                    _block: None,
-                    path: Some(path),
-                    fork_generation: crate::registry::fork_generation(),
-                    addr,
-                });
-            }
-            _ => continue,
-        }
-    }
-    Err(Errno::ADDRINUSE)
-}
-
-/// Reserves a free ephemeral port on `ip` (bind to port 0, or a connecting
-/// socket's local name). EADDRNOTAVAIL when the whole range is taken.
-pub(crate) fn reserve_ephemeral(dir: &Path, ip: IpAddr) -> Result<Reservation, Errno> {
-    reserve_ephemeral_ports(dir, ip, true)
-}
-
-fn reserve_ephemeral_ports(dir: &Path, ip: IpAddr, blocks: bool) -> Result<Reservation, Errno> {
-    let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
-    let start = seed() % span;
-    for k in 0..span {
-        let port = EPHEMERAL.start() + ((start + k) % span) as u16;
-        let addr = SocketAddr::new(ip, port);
-        let r = if blocks {
-            reserve(dir, addr)
-        } else {
-            reserve_outside_blocks(dir, addr)
-        };
-        match r {
-            Ok(r) => return Ok(r),
-            Err(Errno::ADDRINUSE) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(Errno::ADDRNOTAVAIL)
 }
 
 /// A cheap varying start for the port scan (pid and clock), so concurrent
@@ -334,80 +259,228 @@ fn seed() -> u32 {
     t ^ std::process::id().wrapping_mul(2_654_435_761)
 }
 
+fn unmapped_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
 /// `addr` with an IPv4-mapped IPv6 address (::ffff:a.b.c.d) written as the
 /// IPv4 address it maps.
 pub(crate) fn unmapped(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => SocketAddr::new(IpAddr::V4(v4), addr.port()),
-            None => addr,
-        },
-        IpAddr::V4(_) => addr,
+    SocketAddr::new(unmapped_ip(addr.ip()), addr.port())
+}
+
+/// Whether `ip` is a loopback address (IPv4-mapped ones included): always
+/// local to the namespace, so always named in the abstract namespace.
+pub(crate) fn is_loopback(ip: IpAddr) -> bool {
+    unmapped_ip(ip).is_loopback()
+}
+
+// ---------------------------------------------------------------------------
+// Names in SHMNET_DIR, for partition addresses that are not local.
+
+/// The file name of a listener on `addr` in SHMNET_DIR: `tcp4-IP-PORT`,
+/// `tcp6-IP-PORT`; the wildcard of a dual-stack IPv6 listener is `tcp6-::`.
+pub(crate) fn host_stem(addr: SocketAddr) -> String {
+    let a = unmapped(addr);
+    match a.ip() {
+        IpAddr::V4(ip) => format!("tcp4-{ip}-{}", a.port()),
+        IpAddr::V6(ip) => format!("tcp6-{ip}-{}", a.port()),
     }
 }
 
-/// The rendezvous name of a dual listener (`SHMNET_FALLBACK=tcp`: a kernel
-/// TCP listener that also accepts shared-memory connections) bound to
-/// `local`: as a listener's (`tcp4-IP-PORT`, `tcp6-IP-PORT`), the wildcard
-/// included; an IPv6 wildcard listener that does not accept IPv4
-/// (IPV6_V6ONLY) is `tcp6only-::-PORT`, so IPv4 connectors skip it.
-pub(crate) fn dual_stem(local: SocketAddr, v6only: bool) -> String {
-    match local.ip() {
-        IpAddr::V6(ip) if v6only && ip.is_unspecified() => {
-            format!("tcp6only-{ip}-{}", local.port())
-        }
-        _ => stem(unmapped(local)),
-    }
-}
-
-/// The rendezvous names a connection to `target` may find a listener at,
-/// in order: a listener on that very address, then wildcard listeners on
-/// its port (0.0.0.0 for IPv4; [::] for both, when dual-stack).
-pub(crate) fn candidates(target: SocketAddr) -> Vec<String> {
+/// The names in SHMNET_DIR a connection to `target` may find a listener
+/// at: that very address, then the wildcards of its port.
+pub(crate) fn host_candidates(target: SocketAddr) -> Vec<String> {
     let t = unmapped(target);
     let port = t.port();
+    let mut c = vec![host_stem(t)];
     match t.ip() {
-        IpAddr::V4(_) => vec![
-            stem(t),
-            format!("tcp4-0.0.0.0-{port}"),
-            format!("tcp6-::-{port}"),
-        ],
-        IpAddr::V6(_) => vec![
-            stem(t),
-            format!("tcp6-::-{port}"),
-            format!("tcp6only-::-{port}"),
-        ],
+        IpAddr::V4(_) => {
+            c.push(format!("tcp4-0.0.0.0-{port}"));
+            c.push(format!("tcp6-::-{port}"));
+        }
+        IpAddr::V6(_) => c.push(format!("tcp6-::-{port}")),
+    }
+    c
+}
+
+/// A name held in SHMNET_DIR: the lock file's flock, and the socket file
+/// next to it, both removed when it is released (unless a fork happened
+/// since: the other process may still hold it).
+#[derive(Debug)]
+pub(crate) struct HostName {
+    dir: Arc<Dir>,
+    stem: String,
+    _lock: InternalFd,
+    fork_generation: u32,
+}
+
+impl HostName {
+    /// Reserves `stem` in `dir`: EADDRINUSE if another holder has it.
+    pub(crate) fn reserve(dir: Arc<Dir>, stem: &str) -> Result<HostName, Errno> {
+        let lock_name = format!("{stem}.lock");
+        for _ in 0..8 {
+            let lock = dir.open(
+                &lock_name,
+                OFlags::CREATE | OFlags::RDWR,
+                Mode::RUSR | Mode::WUSR,
+            )?;
+            let lock = InternalFd::new(lock);
+            match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(Errno::WOULDBLOCK) => return Err(Errno::ADDRINUSE),
+                Err(e) => return Err(e),
+            }
+            // The previous holder may have removed the file between our
+            // open and our lock: then we hold a lock nobody else can see.
+            let held = rustix::fs::fstat(&lock)?;
+            match dir.stat(&lock_name) {
+                Ok(now) if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino) => {
+                    // Ours now: a socket file left by a holder that died
+                    // is replaced.
+                    let _ = dir.unlink(stem);
+                    return Ok(HostName {
+                        dir,
+                        stem: stem.to_string(),
+                        _lock: lock,
+                        fork_generation: crate::registry::fork_generation(),
+                    });
+                }
+                _ => continue,
+            }
+        }
+        Err(Errno::ADDRINUSE)
+    }
+
+    /// Binds `sock` to the name's socket file.
+    pub(crate) fn bind(&self, sock: impl AsFd) -> Result<(), Errno> {
+        let path = self.dir.socket_path(&self.stem)?;
+        rustix::net::bind(sock, &SocketAddrUnix::new(path.as_path())?)
+    }
+
+    /// Binds a datagram socket at `<stem>.allow-<hint>` (see `policy`).
+    pub(crate) fn bind_hint(&self, hint: &str) -> Result<InternalFd, Errno> {
+        let name = format!("{}.allow-{hint}", self.stem);
+        let _ = self.dir.unlink(&name);
+        let sock = unix_socket(SocketType::DGRAM)?;
+        let path = self.dir.socket_path(&name)?;
+        rustix::net::bind(&sock, &SocketAddrUnix::new(path.as_path())?)?;
+        Ok(InternalFd::new(sock))
     }
 }
 
-/// Further rendezvous of `stem`: listeners that share a port with the one
-/// that holds the name (SO_REUSEPORT in several processes) are named
-/// `STEM.PID`. Only looked for when the name itself leads nowhere.
-pub(crate) fn alternates(dir: &Path, stem: &str) -> Vec<PathBuf> {
-    let prefix = format!("{stem}.");
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(&prefix) && !n.ends_with(".lock"))
-        })
-        .map(|e| e.path())
-        .collect()
+impl Drop for HostName {
+    fn drop(&mut self) {
+        if self.fork_generation == crate::registry::fork_generation() {
+            let _ = self.dir.unlink(&self.stem);
+            let _ = self.dir.unlink(&format!("{}.lock", self.stem));
+        }
+    }
 }
 
-/// Opens (creating) the lock file at `path` and takes its exclusive flock
-/// without waiting: WOULDBLOCK when another holder has it.
-fn lock_file(path: &Path) -> Result<crate::socket::InternalFd, Errno> {
-    let lock = rustix::fs::open(
-        path,
-        OFlags::CREATE | OFlags::RDWR | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::RUSR | Mode::WUSR,
-    )?;
-    let lock = crate::socket::InternalFd::new(lock);
-    rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive)?;
-    Ok(lock)
+/// Whether a hint `<stem>.allow-<hint>` exists in `dir` (a datagram socket
+/// is bound there: a probe connects to it).
+pub(crate) fn host_hint_exists(dir: &Dir, stem: &str, hint: &str) -> bool {
+    let Ok(path) = dir.socket_path(&format!("{stem}.allow-{hint}")) else {
+        return false;
+    };
+    let (Ok(probe), Ok(addr)) = (
+        unix_socket(SocketType::DGRAM),
+        SocketAddrUnix::new(path.as_path()),
+    ) else {
+        return false;
+    };
+    rustix::net::connect(&probe, &addr).is_ok()
+}
+
+/// Reserves the non-local partition address `addr` (an emulated bind) in
+/// SHMNET_DIR; port 0 picks a free ephemeral port.
+pub(crate) fn reserve_host(dir: Arc<Dir>, addr: SocketAddr) -> Result<Reservation, Errno> {
+    let one = |addr: SocketAddr| {
+        HostName::reserve(dir.clone(), &host_stem(addr)).map(|h| Reservation {
+            addr,
+            _hold: Hold::Host(h),
+        })
+    };
+    if addr.port() != 0 {
+        return one(addr);
+    }
+    let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
+    let start = seed() % span;
+    for k in 0..span {
+        let port = EPHEMERAL.start() + ((start + k) % span) as u16;
+        match one(SocketAddr::new(addr.ip(), port)) {
+            Err(Errno::ADDRINUSE) => continue,
+            r => return r,
+        }
+    }
+    Err(Errno::ADDRNOTAVAIL)
+}
+
+impl Reservation {
+    /// The name in SHMNET_DIR, for a host-scope reservation.
+    pub(crate) fn host(&self) -> Option<&HostName> {
+        match &self._hold {
+            Hold::Host(h) => Some(h),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(cookie_name(0x1f2), "shmnet.4/tcp/c1f2");
+        let a: SocketAddr = "[::ffff:127.77.0.1]:8080".parse().unwrap();
+        assert_eq!(addr_name(a), "shmnet.4/tcp/127.77.0.1:8080");
+        assert_eq!(
+            addr_name("[::1]:80".parse().unwrap()),
+            "shmnet.4/tcp/[::1]:80"
+        );
+        assert_eq!(
+            parse_addr_name(b"shmnet.4/tcp/127.77.0.1:8080"),
+            Some("127.77.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(parse_addr_name(b"shmnet.4/tcp/c1f2"), None);
+        assert_eq!(parse_addr_name(b"other/127.0.0.1:1"), None);
+        assert_eq!(
+            block_name("127.0.0.1".parse().unwrap(), 32768),
+            "shmnet.4/tcp/127.0.0.1:32768+16"
+        );
+        assert_eq!(
+            host_candidates("10.211.0.1:80".parse().unwrap()),
+            vec!["tcp4-10.211.0.1-80", "tcp4-0.0.0.0-80", "tcp6-::-80"]
+        );
+    }
+
+    #[test]
+    fn abstract_names_are_exclusive_and_released_on_close() {
+        let name = format!("{PREFIX}test-{}", std::process::id());
+        assert!(!abstract_exists(&name));
+        let held = bind_abstract(&name, SocketType::STREAM).unwrap();
+        assert!(abstract_exists(&name));
+        assert_eq!(
+            bind_abstract(&name, SocketType::DGRAM).unwrap_err(),
+            Errno::ADDRINUSE
+        );
+        drop(held);
+        assert!(!abstract_exists(&name));
+    }
+
+    #[test]
+    fn a_port_of_a_held_block_is_taken() {
+        let ip: IpAddr = "127.77.250.1".parse().unwrap();
+        let r = connecting_name(ip).unwrap();
+        let again = reserve_local(r.addr).unwrap_err();
+        assert_eq!(again, Errno::ADDRINUSE);
+        // Ports bound on their own are skipped by a new block.
+        let bound = reserve_local(SocketAddr::new(ip, 0)).unwrap();
+        assert!(abstract_exists(&addr_name(bound.addr)));
+    }
 }

@@ -12,7 +12,6 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +24,7 @@ use shmnet_ring::{
 };
 
 use crate::handshake::{self, Kind, Message};
+use crate::lookup::DialError;
 use crate::pool;
 use crate::registry;
 use crate::rendezvous::Reservation;
@@ -104,7 +104,13 @@ impl Options {
         Some(i32::from_ne_bytes(raw))
     }
 
-    fn timeout(&self, name: i32) -> Option<Duration> {
+    /// In a forked child: a parent thread may have held the lock.
+    pub(crate) fn reset_after_fork(&self) {
+        self.values.reset_after_fork();
+    }
+
+    /// SO_RCVTIMEO/SO_SNDTIMEO as set, if non-zero.
+    pub(crate) fn timeout(&self, name: i32) -> Option<Duration> {
         let b = self.get(libc::SOL_SOCKET, name)?;
         if b.len() < 16 {
             return None;
@@ -120,11 +126,11 @@ impl Options {
 /// What an fd of ours is (always behind an Arc, so variant sizes do not matter).
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Socket {
-    Listener(Listener),
+    /// Bound to an emulated partition address, not listening yet.
+    Bound(crate::listener::Bound),
+    /// Listening, in either mode (see `listener`).
+    Listener(crate::listener::Listener),
     Stream(Connection),
-    /// A kernel TCP listener that also accepts shared-memory connections
-    /// (`SHMNET_FALLBACK=tcp`).
-    Dual(crate::dual::DualListener),
 }
 
 impl Socket {
@@ -135,40 +141,33 @@ impl Socket {
     /// yet is simply not there.
     pub(crate) fn reset_locks_after_fork(&self) {
         match self {
-            Socket::Listener(l) => {
-                l.reservation.reset_after_fork();
-                l.opts.values.reset_after_fork();
-            }
+            Socket::Bound(b) => b.reset_after_fork(),
             Socket::Stream(c) => {
                 c.tx.reset_after_fork();
                 c.rx.reset_after_fork();
-                c.opts.values.reset_after_fork();
+                c.opts.reset_after_fork();
             }
-            Socket::Dual(d) => d.reset_after_fork(),
+            Socket::Listener(l) => l.reset_after_fork(),
         }
     }
 
     pub(crate) fn family(&self) -> i32 {
-        match self {
-            Socket::Listener(l) => family_of(&l.local),
-            Socket::Stream(c) => family_of(&c.local),
-            Socket::Dual(d) => family_of(&d.local),
-        }
+        family_of(&self.local())
     }
 
     pub(crate) fn options(&self) -> &Options {
         match self {
-            Socket::Listener(l) => &l.opts,
+            Socket::Bound(b) => &b.opts,
             Socket::Stream(c) => &c.opts,
-            Socket::Dual(d) => &d.opts,
+            Socket::Listener(l) => &l.opts,
         }
     }
 
     pub(crate) fn local(&self) -> SocketAddr {
         match self {
-            Socket::Listener(l) => l.local,
+            Socket::Bound(b) => b.local,
             Socket::Stream(c) => c.local,
-            Socket::Dual(d) => d.local,
+            Socket::Listener(l) => l.local,
         }
     }
 }
@@ -180,162 +179,9 @@ pub(crate) fn family_of(addr: &SocketAddr) -> i32 {
     }
 }
 
-/// A socket bound to a partition address: its rendezvous socket is bound
-/// (and, after listen(), listening) at `path`.
-pub(crate) struct Listener {
-    pub local: SocketAddr,
-    /// Taken by connect() on a socket that was bound but never listened.
-    pub(crate) reservation: Mutex<Option<Reservation>>,
-    path: PathBuf,
-    fork_generation: u32,
-    pub opts: Options,
-    pub listening: AtomicBool,
-}
-
-impl Listener {
-    pub(crate) fn new(reservation: Reservation, path: PathBuf, opts: Options) -> Listener {
-        Listener {
-            local: reservation.addr,
-            reservation: Mutex::new(Some(reservation)),
-            path,
-            fork_generation: registry::fork_generation(),
-            opts,
-            listening: AtomicBool::new(false),
-        }
-    }
-
-    /// A listener inherited across exec: its rendezvous socket is open
-    /// and listening; the reservation is taken again if its holder is gone.
-    pub(crate) fn inherited(local: SocketAddr, path: PathBuf, dir: &std::path::Path) -> Listener {
-        Listener {
-            local,
-            reservation: Mutex::new(crate::rendezvous::reserve(dir, local).ok()),
-            path,
-            // Another process (the one that exec'd us, or its parent) may
-            // still listen on it: never remove the name on close.
-            fork_generation: registry::fork_generation().wrapping_sub(1),
-            opts: Options::default(),
-            listening: AtomicBool::new(true),
-        }
-    }
-
-    /// Finishes the handshake on a rendezvous connection `conn` that
-    /// accept(2) returned: reads the connect message, maps the segment and
-    /// initialises our direction (claim 82 b-f). The connector learns that it
-    /// is connected from that direction's `ready` word, not from a message,
-    /// so nothing spurious ever makes its fd readable; a refused connection
-    /// is simply closed.
-    ///
-    /// The connector sends its message right after connecting, so it is
-    /// normally queued already; we wait for it at most `patience`.
-    pub(crate) fn handshake(
-        &self,
-        conn: BorrowedFd<'_>,
-        patience: Duration,
-    ) -> Result<Connection, Errno> {
-        accept_handshake(conn, self.local, false, patience)
-    }
-}
-
-/// The accepting side of the handshake (see `Listener::handshake`) for a
-/// listener on `listening`. A `wildcard` listener (a dual listener, which
-/// may be bound to 0.0.0.0 or [::]) takes the connection's local address
-/// from the message, and an IPv6 one accepts IPv4 connectors under their
-/// IPv4-mapped addresses, as a dual-stack kernel socket does.
-///
-/// ECONNABORTED: already logged (or routine), see `handshake_failed`.
-pub(crate) fn accept_handshake(
-    conn: BorrowedFd<'_>,
-    listening: SocketAddr,
-    wildcard: bool,
-    patience: Duration,
-) -> Result<Connection, Errno> {
-    let generation = registry::fork_generation();
-    let (mut msg, mut memfd) = handshake::recv_within(conn, patience)?;
-    let refuse = |why: &str| {
-        log!(warn, "refusing a connection to {listening}: {why}");
-        Errno::CONNABORTED
-    };
-    // The connector's pid, as the kernel recorded it at connect: what a
-    // kept segment is paired with (see `pool`).
-    let peer_pid = rustix::net::sockopt::socket_peercred(conn)
-        .ok()
-        .map(|c| c.pid.as_raw_nonzero().get() as u32);
-    let mut reused = None;
-    if msg.kind == Kind::Reuse {
-        match peer_pid.and_then(|pid| pool::claim(pid, msg.key)) {
-            Some(found) => {
-                handshake::send_verdict(conn, handshake::ACCEPTED)?;
-                reused = Some(found);
-            }
-            None => {
-                // Not one of ours (another process took the connection, or
-                // we no longer keep it): the connector sends a new one.
-                // A connector that gave up waiting withdrew its offer and
-                // hung up: routine (see `pool`), not worth a warning.
-                let withdrawn = |_| {
-                    log!(
-                        debug,
-                        "accept on {listening}: the connector withdrew its reuse offer"
-                    );
-                    Errno::CONNABORTED
-                };
-                handshake::send_verdict(conn, handshake::DECLINED).map_err(withdrawn)?;
-                (msg, memfd) = handshake::recv_within(conn, patience).map_err(withdrawn)?;
-                if msg.kind != Kind::Connect {
-                    return Err(refuse("a second reuse offer"));
-                }
-            }
-        }
-    }
-    let (local, peer) = if wildcard {
-        let v6 = listening.is_ipv6();
-        match (as_family(msg.dest, v6), as_family(msg.addr, v6)) {
-            (Some(l), Some(p)) => (l, p),
-            _ => return Err(refuse("address family differs")),
-        }
-    } else {
-        if family_of(&msg.addr) != family_of(&listening) {
-            return Err(refuse("address family differs"));
-        }
-        (listening, msg.addr)
-    };
-    let (seg, ticket) = match reused {
-        Some((seg, ticket)) => (seg, Some(ticket)),
-        None => {
-            let memfd = memfd.ok_or_else(|| refuse("no shared memory attached"))?;
-            let seg = Segment::attach(memfd).map_err(|e| refuse(&e.to_string()))?;
-            let ticket = peer_pid.map(|peer_pid| pool::Ticket {
-                key: msg.key,
-                generation,
-                side: pool::Side::Acceptor { peer_pid },
-            });
-            (seg, ticket)
-        }
-    };
-    let bell = Bell::new(conn)?;
-    Connection::new(seg, local, peer, bell, None, ticket)
-}
-
 /// `addr` in the family of an IPv6 (`v6`) or IPv4 socket: IPv4 addresses
 /// map into IPv6 (::ffff:a.b.c.d), mapped ones back; None for an IPv6
 /// address on an IPv4 socket.
-/// An accepted rendezvous connection whose handshake failed is dropped:
-/// a warning, unless `accept_handshake` already said why (ECONNABORTED).
-pub(crate) fn handshake_failed(local: SocketAddr, e: Errno) {
-    if e == Errno::CONNABORTED {
-        log!(
-            debug,
-            "accept on {local}: handshake failed ({e}); dropping it"
-        );
-    } else {
-        log!(
-            warn,
-            "accept on {local}: handshake failed ({e}); dropping it"
-        );
-    }
-}
-
 pub(crate) fn as_family(addr: SocketAddr, v6: bool) -> Option<SocketAddr> {
     use std::net::IpAddr;
     let ip = match (addr.ip(), v6) {
@@ -344,17 +190,6 @@ pub(crate) fn as_family(addr: SocketAddr, v6: bool) -> Option<SocketAddr> {
         (ip, _) => ip,
     };
     Some(SocketAddr::new(ip, addr.port()))
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        // Only the process that bound it, and only if it has not forked
-        // since (else another process may still be listening), removes the
-        // rendezvous name.
-        if self.fork_generation == registry::fork_generation() {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
 }
 
 /// The doorbell: one byte sent on the Unix connection wakes a peer asleep
@@ -413,8 +248,8 @@ struct Pending {
 }
 
 impl Bell {
-    fn new(conn: BorrowedFd<'_>) -> Result<Arc<Bell>, Errno> {
-        let fd = InternalFd::new(rustix::io::fcntl_dupfd_cloexec(conn, internal_fd_floor())?);
+    pub(crate) fn new(conn: BorrowedFd<'_>) -> Result<Arc<Bell>, Errno> {
+        let fd = InternalFd::dup(conn)?;
         let _ = rustix::net::sockopt::set_socket_send_buffer_size(&fd, BELL_SNDBUF);
         let sndbuf = rustix::net::sockopt::socket_send_buffer_size(&fd).unwrap_or(BELL_SNDBUF * 2);
         Ok(Arc::new(Bell {
@@ -725,18 +560,13 @@ pub(crate) struct Connection {
 /// that programs size their tables by (wrk's event loop holds 3 fds per
 /// connection; an fd of ours among them made its connects fail).
 pub(crate) fn internal_fd_floor() -> i32 {
-    use std::sync::atomic::AtomicI32;
-    static FLOOR: AtomicI32 = AtomicI32::new(0);
-    let f = FLOOR.load(Ordering::Relaxed);
-    if f > 0 {
-        return f;
-    }
+    // Looked up every time: a program may lower its limit after start
+    // (nginx's worker_rlimit_nofile), and fds at or above the limit cannot
+    // be made.
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .unwrap_or(1024);
-    let f = (limit / 2).clamp(3, 4096) as i32;
-    FLOOR.store(f, Ordering::Relaxed);
-    f
+    (limit / 2).clamp(3, 4096) as i32
 }
 
 /// One of the library's own fds, kept at `internal_fd_floor()` or above and
@@ -750,13 +580,24 @@ impl InternalFd {
     /// there already (keeps it where it is if that fails).
     pub(crate) fn new(fd: OwnedFd) -> InternalFd {
         use std::os::fd::AsRawFd;
-        let fd = if fd.as_raw_fd() >= internal_fd_floor() {
+        let floor = internal_fd_floor();
+        let fd = if fd.as_raw_fd() >= floor {
             fd
         } else {
-            rustix::io::fcntl_dupfd_cloexec(&fd, internal_fd_floor()).unwrap_or(fd)
+            rustix::io::fcntl_dupfd_cloexec(&fd, floor).unwrap_or(fd)
         };
         crate::fdtable::set_internal(fd.as_raw_fd(), true);
         InternalFd(fd)
+    }
+
+    /// A copy of `fd` of our own (up out of the application's range when
+    /// there is room there).
+    pub(crate) fn dup(fd: BorrowedFd<'_>) -> Result<InternalFd, Errno> {
+        let copy = match rustix::io::fcntl_dupfd_cloexec(fd, internal_fd_floor()) {
+            Err(Errno::INVAL | Errno::MFILE) => rustix::io::fcntl_dupfd_cloexec(fd, 0)?,
+            r => r?,
+        };
+        Ok(InternalFd::new(copy))
     }
 }
 
@@ -773,6 +614,38 @@ impl Drop for InternalFd {
         // hook, which must let it pass.
         crate::fdtable::set_internal(self.0.as_raw_fd(), false);
     }
+}
+
+/// A new connection segment, unless it cannot be made: the kernel's errno
+/// for running out of fds or memory (the caller falls back to kernel TCP
+/// in the default mode), ENOBUFS otherwise. Its memfd is sized with
+/// ftruncate, which raises SIGXFSZ — killing a C program — when the file
+/// would exceed RLIMIT_FSIZE: so that limit is looked at first, every
+/// time (a program may lower it).
+fn new_segment(geo: Geometry) -> Result<Segment, Errno> {
+    let size = geo.total_bytes() as u64;
+    if let Some(limit) = rustix::process::getrlimit(rustix::process::Resource::Fsize).current {
+        if limit < size {
+            log!(
+                info,
+                "no connection segment: RLIMIT_FSIZE ({limit} bytes) is below its {size} bytes"
+            );
+            return Err(Errno::NOBUFS);
+        }
+    }
+    Segment::create(geo).map_err(|e| {
+        let errno = match &e {
+            shmnet_ring::AttachError::Os(io) => {
+                match io.raw_os_error().map(Errno::from_raw_os_error) {
+                    Some(e @ (Errno::MFILE | Errno::NFILE | Errno::NOMEM)) => e,
+                    _ => Errno::NOBUFS,
+                }
+            }
+            _ => Errno::NOBUFS,
+        };
+        log!(warn, "cannot create a connection segment: {e}");
+        errno
+    })
 }
 
 /// What a failed data call turns into.
@@ -798,7 +671,7 @@ fn time_left(deadline: Option<Instant>) -> Result<Option<Duration>, Errno> {
 }
 
 impl Connection {
-    fn new(
+    pub(crate) fn new(
         seg: Segment,
         local: SocketAddr,
         peer: SocketAddr,
@@ -849,26 +722,20 @@ impl Connection {
     }
 
     /// The connecting side: creates the segment, connects to the listener's
-    /// rendezvous at `path` and sends the connect message (claim 83). Returns
-    /// the Unix connection (to become the application's fd) and the
-    /// connection. `nonblocking`: a full listen backlog is EAGAIN at once
-    /// instead of a wait (bounded by `timeout`, SO_SNDTIMEO).
+    /// rendezvous with `dial` (which also checks whom it reached) and sends
+    /// the connect message (claim 83). Returns the Unix connection (to
+    /// become the application's fd) and the connection.
     pub(crate) fn connect(
-        paths: &[PathBuf],
+        dial: &dyn Fn() -> Result<OwnedFd, DialError>,
         local: Reservation,
         peer: SocketAddr,
         ring_bytes: usize,
         opts: Options,
         nonblocking: bool,
-    ) -> Result<(OwnedFd, Connection), Errno> {
+    ) -> Result<(OwnedFd, Connection), DialError> {
         let generation = registry::fork_generation();
         let geo = Geometry::for_ring_bytes(ring_bytes as u64).map_err(|_| Errno::INVAL)?;
-        let fresh = || {
-            Segment::create(geo).map_err(|e| {
-                log!(warn, "cannot create a connection segment: {e}");
-                Errno::NOBUFS
-            })
-        };
+        let fresh = || new_segment(geo);
         let me = local.addr;
         let mut hello = Message {
             kind: Kind::Connect,
@@ -879,18 +746,19 @@ impl Connection {
         };
         // A segment shared with the acceptor process before, if we keep one
         // for this address (see `pool`); else a new one. Either comes first:
-        // the acceptor waits for our message from the moment it accepts, so
-        // nothing slow may come between connect and send.
+        // a listener that sees our connection before our message parks it,
+        // so nothing slow may come between connect and send.
         let (mut seg, reuse) = match pool::offer_for(peer) {
             Some((seg, ticket)) => (seg, Some(ticket.key)),
             None => (fresh()?, None),
         };
         hello.key = reuse.unwrap_or_else(pool::new_key);
-        let mut sock = Self::dial(paths, &opts, nonblocking)?;
+        let mut sock = dial()?;
+        let refused = |_| DialError::Os(Errno::CONNREFUSED);
         let bell;
         if reuse.is_some() {
             hello.kind = Kind::Reuse;
-            handshake::send(sock.as_fd(), &hello, None).map_err(|_| Errno::CONNREFUSED)?;
+            handshake::send(sock.as_fd(), &hello, None).map_err(refused)?;
             // Set up our end while the acceptor wakes up.
             rustix::io::ioctl_fionbio(&sock, false)?;
             let mut early = Some(Bell::new(sock.as_fd())?);
@@ -912,8 +780,7 @@ impl Connection {
                     seg = fresh()?;
                     hello.kind = Kind::Connect;
                     hello.key = pool::new_key();
-                    handshake::send(sock.as_fd(), &hello, seg.fd())
-                        .map_err(|_| Errno::CONNREFUSED)?;
+                    handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(refused)?;
                     seg.forget_fd();
                 }
                 None => {
@@ -928,9 +795,8 @@ impl Connection {
                     hello.kind = Kind::Connect;
                     hello.key = pool::new_key();
                     early = None;
-                    sock = Self::dial(paths, &opts, nonblocking)?;
-                    handshake::send(sock.as_fd(), &hello, seg.fd())
-                        .map_err(|_| Errno::CONNREFUSED)?;
+                    sock = dial()?;
+                    handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(refused)?;
                     seg.forget_fd();
                     rustix::io::ioctl_fionbio(&sock, false)?;
                 }
@@ -941,7 +807,7 @@ impl Connection {
             };
         } else {
             // The listener went away between connect and send: refused.
-            handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(|_| Errno::CONNREFUSED)?;
+            handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(refused)?;
             seg.forget_fd(); // the acceptor has its copy
             rustix::io::ioctl_fionbio(&sock, false)?;
             bell = Bell::new(sock.as_fd())?;
@@ -954,53 +820,6 @@ impl Connection {
         let mut conn = Connection::new(seg, me, peer, bell, Some(local), Some(ticket))?;
         conn.opts = opts;
         Ok((sock, conn))
-    }
-
-    /// Connects a new non-blocking Unix socket to the first rendezvous in
-    /// `paths` that has a listener. `nonblocking`: a full listen backlog is
-    /// EAGAIN at once instead of a wait (bounded by SO_SNDTIMEO).
-    fn dial(paths: &[PathBuf], opts: &Options, nonblocking: bool) -> Result<OwnedFd, Errno> {
-        let sock = rustix::net::socket_with(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::STREAM,
-            rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
-            None,
-        )?;
-        // A full listen backlog: the kernel's TCP retries its SYN for about
-        // two minutes; so do we (or SO_SNDTIMEO), unless non-blocking.
-        let deadline = deadline_after(Some(
-            opts.timeout(libc::SO_SNDTIMEO)
-                .unwrap_or(Duration::from_secs(127)),
-        ));
-        let mut pause = Duration::from_micros(100);
-        let mut paths = paths.iter();
-        let mut addr = match paths.next() {
-            Some(p) => rustix::net::SocketAddrUnix::new(p.as_path())?,
-            None => return Err(Errno::CONNREFUSED),
-        };
-        loop {
-            match rustix::net::connect(&sock, &addr) {
-                Ok(()) => return Ok(sock),
-                // No rendezvous, or nobody listening on it: the next one, or
-                // no listener.
-                Err(Errno::NOENT | Errno::CONNREFUSED) => match paths.next() {
-                    Some(p) => addr = rustix::net::SocketAddrUnix::new(p.as_path())?,
-                    None => return Err(Errno::CONNREFUSED),
-                },
-                Err(Errno::AGAIN) if !nonblocking => {
-                    let left = time_left(deadline).map_err(|_| Errno::TIMEDOUT)?;
-                    let nap = left.map_or(pause, |l| l.min(pause));
-                    // An interruptible sleep: a signal ends connect with EINTR.
-                    let ts = rustix::event::Timespec {
-                        tv_sec: nap.as_secs() as _,
-                        tv_nsec: nap.subsec_nanos() as _,
-                    };
-                    rustix::event::poll(&mut [], Some(&ts))?;
-                    pause = (pause * 2).min(Duration::from_millis(20));
-                }
-                Err(e) => return Err(e),
-            }
-        }
     }
 
     /// Whether the fd is non-blocking (O_NONBLOCK of the open file),

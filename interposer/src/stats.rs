@@ -20,20 +20,28 @@ pub(crate) enum Outcome {
     Refused,
     /// Kernel TCP: no resources for a connection segment (memfd, mmap, fds).
     Resources,
+    /// Kernel TCP: the users' policy.
+    Policy,
+    /// Kernel TCP: SHMNET_DIR unusable.
+    Dir,
 }
+pub(crate) fn refused_policy() {}
+pub(crate) fn dropped_handshake() {}
 
-const NAMES: [&str; 5] = [
+const NAMES: [&str; 7] = [
     "shm",
     "fallback_no_listener",
     "fallback_refused",
     "fallback_resources",
+    "fallback_policy",
+    "fallback_dir",
     "accepted_shm",
 ];
-static COUNTS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
+static COUNTS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
 
 /// A dual listener accepted a shared-memory connection.
 pub(crate) fn accepted_shm() {
-    bump(4);
+    bump(6);
 }
 
 /// Counts `o` and rewrites this process's stats file.
@@ -55,7 +63,7 @@ fn bump(i: usize) {
     let path = config
         .dir_path()
         .join(format!("stats-{}", std::process::id()));
-    if crate::rendezvous::ensure_dir(&config.dir_path()).is_ok() {
+    if crate::safedir::get().is_ok() {
         static PRUNED: std::sync::Once = std::sync::Once::new();
         PRUNED.call_once(|| prune(&config.dir_path()));
         let _ = std::fs::write(path, line + "\n");

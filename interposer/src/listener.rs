@@ -1,0 +1,1091 @@
+//! Listeners, in both modes: the application's listening fd is an epoll
+//! instance holding everything a connection can arrive through.
+//!
+//! ```text
+//!   app fd N ──> epoll instance ─┬─> kernel TCP listener     (default mode: plain clients)
+//!                                ├─> rendezvous socket(s)    (preloaded clients)
+//!                                └─> parked rendezvous connections, one-shot
+//! ```
+//!
+//! One kernel object, readable when any of them has something, so the
+//! application's single poll/epoll/select registration and its one accept
+//! loop see every kind. Everything else a default-mode listener is asked
+//! (getsockname, getsockopt, setsockopt, listen again, shutdown) goes to
+//! its kernel TCP listener, so the answers and the port space are the
+//! kernel's.
+//!
+//! **accept never waits for a connector** (docs/security.md). A rendezvous
+//! connection is visible before its connect message arrives; one whose
+//! message is not there yet is *parked*: registered one-shot in the epoll
+//! instance (it wakes the application when the message arrives, or when it
+//! hangs up) and sent into a queue (a datagram socket pair carrying its fd),
+//! from which every process sharing the listener (a forked server) can take
+//! it — a parked connection kept in one process's memory would be invisible
+//! to the others, and the one-shot registration keeps its readability from
+//! waking anyone again once it has been seen. At most `PARKED_MAX` are
+//! parked; one idle for `PARK_PATIENCE` is dropped at the next look, one
+//! that sends a short message, garbage or hangs up at once.
+#![deny(unsafe_code)]
+
+use core::ffi::c_int;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use libc::{sockaddr, socklen_t};
+use rustix::event::epoll;
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use shmnet_ring::Segment;
+
+use crate::config::Config;
+use crate::handshake::{self, Kind};
+use crate::hooks::Action;
+use crate::lock::Mutex;
+use crate::policy::Peer;
+use crate::rendezvous::{self, HostName, Reservation};
+use crate::socket::{as_family, family_of, Bell, Connection, InternalFd, Options, Socket};
+use crate::{pool, registry, stats, sys};
+
+/// Parked connections per listener.
+const PARKED_MAX: usize = 64;
+/// How long a rendezvous connection may take to send its connect message
+/// (a connector sends it right after connecting: microseconds, unless it is
+/// descheduled or stopped).
+const PARK_PATIENCE: Duration = Duration::from_secs(2);
+
+/// epoll data of the instance's members.
+const TCP: u64 = 0;
+const RENDEZVOUS: u64 = 1;
+const PARKED: u64 = 2;
+
+/// Where a rendezvous connection came from: the namespace's abstract
+/// names (the connector is in our network namespace), or SHMNET_DIR (it
+/// may be in another one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Scope {
+    Local = 0,
+    Host = 1,
+}
+
+/// A socket bound to an emulated partition address (`SHMNET_FALLBACK=never`)
+/// that has not listened yet: it holds the address's name; listen() makes
+/// it a listener, connect() a connection from that address.
+pub(crate) struct Bound {
+    pub local: SocketAddr,
+    pub(crate) reservation: Mutex<Option<Reservation>>,
+    /// The socket bound at the name in SHMNET_DIR (a non-local address);
+    /// for a local one, the reservation's own socket.
+    host_sock: Mutex<Option<InternalFd>>,
+    pub opts: Options,
+}
+
+impl Bound {
+    pub(crate) fn new(
+        reservation: Reservation,
+        host_sock: Option<InternalFd>,
+        opts: Options,
+    ) -> Bound {
+        Bound {
+            local: reservation.addr,
+            reservation: Mutex::new(Some(reservation)),
+            host_sock: Mutex::new(host_sock),
+            opts,
+        }
+    }
+
+    pub(crate) fn reset_after_fork(&self) {
+        self.reservation.reset_after_fork();
+        self.host_sock.reset_after_fork();
+        self.opts.reset_after_fork();
+    }
+
+    /// The socket holding the name (the application's fd is a dup of it).
+    pub(crate) fn socket(&self) -> Option<OwnedFd> {
+        if let Some(s) = self.host_sock.lock().as_ref() {
+            return dup_owned(s).ok();
+        }
+        self.reservation
+            .lock()
+            .as_ref()
+            .and_then(|r| r.socket().and_then(|s| dup_owned(s).ok()))
+    }
+}
+
+struct Rendezvous {
+    fd: InternalFd,
+    scope: Scope,
+    /// A name in SHMNET_DIR (removed with the listener), or the
+    /// reservation of an emulated address.
+    _name: Option<HostName>,
+    _reservation: Option<Reservation>,
+}
+
+pub(crate) struct Listener {
+    /// The bound address (the wildcard, for a default-mode listener bound
+    /// to it).
+    pub local: SocketAddr,
+    /// The kernel TCP listener (default mode).
+    tcp: Option<InternalFd>,
+    rendezvous: Vec<Rendezvous>,
+    /// Policy hints (see `policy`): held, never read.
+    _hints: Vec<InternalFd>,
+    /// Our own reference to the epoll instance behind the application's fd.
+    epoll: InternalFd,
+    parking: Parking,
+    /// The effective uid that listened: whom the policy speaks for.
+    owner: u32,
+    /// Which kind accept() tries first next time (neither starves).
+    shm_first: AtomicBool,
+    /// Options of an emulated listener (a default-mode one asks its
+    /// kernel listener).
+    pub opts: Options,
+    refusal_logged: AtomicBool,
+}
+
+fn fail<R>(e: Errno) -> Action<R> {
+    Action::Fail(e.raw_os_error())
+}
+
+fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+fn stream_listener(sock: &OwnedFd, backlog: c_int) -> Result<(), Errno> {
+    let fl = rustix::fs::fcntl_getfl(sock)?;
+    rustix::fs::fcntl_setfl(sock, fl | rustix::fs::OFlags::NONBLOCK)?;
+    rustix::net::listen(sock, backlog)
+}
+
+/// listen(2) under `SHMNET_FALLBACK=tcp`: the real listen, then, for an
+/// IPv4/IPv6 stream socket bound to a partition address or the wildcard,
+/// the listener. Not being able to make the shared-memory half is not an
+/// error for the application (plain TCP still works): it is logged.
+pub(crate) fn listen_tcp(fd: c_int, backlog: c_int, config: &Config) -> Action<c_int> {
+    let sock = sys::borrow_fd(fd);
+    let is_tcp = rustix::net::sockopt::socket_type(sock) == Ok(SocketType::STREAM)
+        && matches!(
+            rustix::net::sockopt::socket_domain(sock),
+            Ok(AddressFamily::INET | AddressFamily::INET6)
+        );
+    if !is_tcp {
+        return Action::Pass;
+    }
+    if let Err(e) = rustix::net::listen(sock, backlog) {
+        return fail(e);
+    }
+    let Some(local) = sys::local_name(sock) else {
+        return Action::Done(0);
+    };
+    if !(config.is_partition_ip(local.ip()) || local.ip().is_unspecified()) {
+        return Action::Done(0);
+    }
+    if let Err(e) = make_dual(fd, local, backlog, config) {
+        log!(
+            warn,
+            "listen on {local}: no shared-memory listener ({e}); kernel TCP only"
+        );
+    }
+    Action::Done(0)
+}
+
+fn make_dual(fd: c_int, local: SocketAddr, backlog: c_int, config: &Config) -> Result<(), Errno> {
+    let app = sys::borrow_fd(fd);
+    // Connectors accept our rendezvous only from the kernel listener's
+    // owner (SO_PEERCRED of the rendezvous is whoever listens on it, now).
+    let owner = euid();
+    let tcp_owner = rustix::fs::fstat(app)?.st_uid;
+    if tcp_owner != owner {
+        log!(
+            info,
+            "listen on {local}: the socket belongs to uid {tcp_owner} but uid {owner} listens: \
+             kernel TCP only"
+        );
+        return Err(Errno::PERM);
+    }
+    let cookie = rustix::net::sockopt::socket_cookie(app)?;
+    let name = rendezvous::cookie_name(cookie);
+    let sock = rendezvous::bind_abstract(&name, SocketType::STREAM)?;
+    stream_listener(&sock, backlog)?;
+    let mut hints = bind_hints(&name, config);
+    let mut rv = vec![Rendezvous {
+        fd: InternalFd::new(sock),
+        scope: Scope::Local,
+        _name: None,
+        _reservation: None,
+    }];
+    let v6only = local.is_ipv6() && rustix::net::sockopt::ipv6_v6only(app).unwrap_or(false);
+    for stem in host_stems(local, v6only, config) {
+        match host_rendezvous(&stem, backlog, config, &mut hints) {
+            Ok(r) => rv.push(r),
+            Err(e) => log!(
+                debug,
+                "listen on {local}: no rendezvous {stem} in SHMNET_DIR ({e})"
+            ),
+        }
+    }
+    let tcp = InternalFd::dup(app)?;
+    let fl = rustix::fs::fcntl_getfl(&tcp)?;
+    // The listeners themselves never block us; the app's fd (the epoll
+    // instance) carries the application's O_NONBLOCK from here on.
+    rustix::fs::fcntl_setfl(&tcp, fl | rustix::fs::OFlags::NONBLOCK)?;
+    let nonblocking = fl.contains(rustix::fs::OFlags::NONBLOCK);
+    let listener = assemble(
+        fd,
+        local,
+        Some(tcp),
+        rv,
+        hints,
+        Options::default(),
+        nonblocking,
+        owner,
+    )?;
+    log!(
+        debug,
+        "fd {fd}: listener on {local} (kernel TCP and {name})"
+    );
+    registry::insert(fd, Arc::new(Socket::Listener(listener))).map_err(|()| Errno::MFILE)
+}
+
+/// The names in SHMNET_DIR a default-mode listener on `local` takes, for
+/// clients in other network namespaces: its partition address if that is
+/// not loopback, or, for the wildcard, each such address of this namespace.
+fn host_stems(local: SocketAddr, v6only: bool, config: &Config) -> Vec<String> {
+    if !config.partitions.iter().any(|n| !n.addr().is_loopback()) {
+        return Vec::new(); // loopback partitions only (the default)
+    }
+    let ips: Vec<std::net::IpAddr> = if local.ip().is_unspecified() {
+        sys::local_addresses()
+            .into_iter()
+            .filter(|ip| match (local, ip) {
+                (SocketAddr::V4(_), std::net::IpAddr::V4(_)) => true,
+                (SocketAddr::V6(_), std::net::IpAddr::V6(_)) => true,
+                (SocketAddr::V6(_), std::net::IpAddr::V4(_)) => !v6only,
+                _ => false,
+            })
+            .collect()
+    } else {
+        vec![local.ip()]
+    };
+    ips.into_iter()
+        .filter(|ip| !rendezvous::is_loopback(*ip) && config.is_partition_ip(*ip))
+        .map(|ip| rendezvous::host_stem(SocketAddr::new(ip, local.port())))
+        .collect()
+}
+
+fn host_rendezvous(
+    stem: &str,
+    backlog: c_int,
+    config: &Config,
+    hints: &mut Vec<InternalFd>,
+) -> Result<Rendezvous, Errno> {
+    let dir = crate::safedir::get()?;
+    let name = HostName::reserve(dir, stem)?;
+    let sock = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    name.bind(&sock)?;
+    stream_listener(&sock, backlog)?;
+    for h in config.allow.hints() {
+        if let Ok(fd) = name.bind_hint(&h) {
+            hints.push(fd);
+        }
+    }
+    Ok(Rendezvous {
+        fd: InternalFd::new(sock),
+        scope: Scope::Host,
+        _name: Some(name),
+        _reservation: None,
+    })
+}
+
+/// Binds the policy's hint names next to the abstract `name`. A hint
+/// somebody else already holds says the same thing (or lies to no effect:
+/// the listener decides), so failures are ignored.
+fn bind_hints(name: &str, config: &Config) -> Vec<InternalFd> {
+    config
+        .allow
+        .hints()
+        .iter()
+        .filter_map(|h| {
+            rendezvous::bind_abstract(&rendezvous::hint_name(name, h), SocketType::DGRAM).ok()
+        })
+        .map(InternalFd::new)
+        .collect()
+}
+
+/// listen(2) on a socket bound to an emulated partition address.
+pub(crate) fn listen_emulated(fd: c_int, bound: &Bound, backlog: c_int) -> Action<c_int> {
+    let Some(config) = crate::config::get() else {
+        return fail(Errno::INVAL);
+    };
+    let Some(reservation) = bound.reservation.lock().take() else {
+        return fail(Errno::INVAL); // connected meanwhile
+    };
+    let host = bound.host_sock.lock().take();
+    let app = sys::borrow_fd(fd);
+    let nonblocking =
+        rustix::fs::fcntl_getfl(app).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+    let made = (|| {
+        let (rv, hints) = match host {
+            Some(sock) => {
+                let mut hints = Vec::new();
+                stream_listener(&dup_owned(&sock)?, backlog)?;
+                if let Some(h) = reservation.host() {
+                    for hint in config.allow.hints() {
+                        if let Ok(fd) = h.bind_hint(&hint) {
+                            hints.push(fd);
+                        }
+                    }
+                }
+                (
+                    Rendezvous {
+                        fd: sock,
+                        scope: Scope::Host,
+                        _name: None,
+                        _reservation: Some(reservation),
+                    },
+                    hints,
+                )
+            }
+            None => {
+                let name = rendezvous::addr_name(reservation.addr);
+                let Some(sock) = reservation.into_socket() else {
+                    return Err(Errno::INVAL);
+                };
+                stream_listener(&dup_owned(&sock)?, backlog)?;
+                (
+                    Rendezvous {
+                        fd: sock,
+                        scope: Scope::Local,
+                        _name: None,
+                        _reservation: None,
+                    },
+                    bind_hints(&name, config),
+                )
+            }
+        };
+        assemble(
+            fd,
+            bound.local,
+            None,
+            vec![rv],
+            hints,
+            bound.opts.snapshot_copy(),
+            nonblocking,
+            euid(),
+        )
+    })();
+    match made {
+        Ok(listener) => {
+            log!(debug, "fd {fd}: listening on {}", listener.local);
+            match registry::insert(fd, Arc::new(Socket::Listener(listener))) {
+                Ok(()) => Action::Done(0),
+                Err(()) => fail(Errno::MFILE),
+            }
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// A second owned fd for the same socket (the O_NONBLOCK and listen()
+/// apply to the open file both share).
+fn dup_owned(fd: &InternalFd) -> Result<OwnedFd, Errno> {
+    rustix::io::fcntl_dupfd_cloexec(fd, 0)
+}
+
+/// Builds the epoll instance and the parking queue, and puts the instance
+/// on the application's fd number (keeping its close-on-exec flag).
+#[allow(clippy::too_many_arguments)]
+fn assemble(
+    fd: c_int,
+    local: SocketAddr,
+    tcp: Option<InternalFd>,
+    rendezvous: Vec<Rendezvous>,
+    hints: Vec<InternalFd>,
+    opts: Options,
+    nonblocking: bool,
+    owner: u32,
+) -> Result<Listener, Errno> {
+    let app = sys::borrow_fd(fd);
+    let cloexec = rustix::io::fcntl_getfd(app)?.contains(rustix::io::FdFlags::CLOEXEC);
+    let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+    if let Some(tcp) = &tcp {
+        epoll::add(
+            &ep,
+            tcp,
+            epoll::EventData::new_u64(TCP),
+            epoll::EventFlags::IN,
+        )?;
+    }
+    for r in &rendezvous {
+        epoll::add(
+            &ep,
+            &r.fd,
+            epoll::EventData::new_u64(RENDEZVOUS),
+            epoll::EventFlags::IN,
+        )?;
+    }
+    if nonblocking {
+        let efl = rustix::fs::fcntl_getfl(&ep)?;
+        rustix::fs::fcntl_setfl(&ep, efl | rustix::fs::OFlags::NONBLOCK)?;
+    }
+    let parking = Parking::new()?;
+    sys::dup_onto(ep.as_fd(), fd, cloexec)?;
+    let listener = Listener {
+        local,
+        tcp,
+        rendezvous,
+        _hints: hints,
+        epoll: InternalFd::new(ep),
+        parking,
+        owner,
+        shm_first: AtomicBool::new(true),
+        opts,
+        refusal_logged: AtomicBool::new(false),
+    };
+    // Across exec, what the listener is made of goes with the
+    // application's fd (see `inherit`).
+    listener.set_cloexec(cloexec);
+    Ok(listener)
+}
+
+/// What an accepted rendezvous connection has sent so far.
+enum Arrival {
+    /// Nothing yet.
+    Empty,
+    /// A whole connect message.
+    Complete,
+    /// A short message, end of stream, an error: never a connection.
+    Bad,
+}
+
+fn arrival(conn: BorrowedFd<'_>) -> Arrival {
+    let mut peek = [0u8; handshake::LEN];
+    match rustix::net::recv(
+        conn,
+        &mut peek,
+        rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+    ) {
+        Err(Errno::AGAIN | Errno::INTR) => Arrival::Empty,
+        // A connector sends its message in one piece: a part of one is a
+        // peer that is not one of ours (and would keep us readable).
+        Ok((n, _)) if n == handshake::LEN => Arrival::Complete,
+        _ => Arrival::Bad,
+    }
+}
+
+/// Where a parked connection's handshake stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Waiting for the connect message.
+    New = 0,
+    /// Its reuse offer was declined: waiting for a fresh Connect.
+    Declined = 1,
+}
+
+/// The outcome of a handshake on a connection whose message is there.
+enum Step {
+    Done(Connection),
+    /// More is to come (a declined reuse offer is followed by a Connect).
+    Pending(State),
+    Dropped,
+}
+
+impl Listener {
+    /// The kernel TCP listener, for the calls that go to it.
+    pub(crate) fn tcp(&self) -> Option<BorrowedFd<'_>> {
+        self.tcp.as_ref().map(|t| t.as_fd())
+    }
+
+    /// In a forked child: a parent thread may have held a lock.
+    pub(crate) fn reset_after_fork(&self) {
+        self.opts.reset_after_fork();
+    }
+
+    /// What the listener is made of follows the application fd's
+    /// close-on-exec flag (set_inheritable, F_SETFD, FIOCLEX/FIONCLEX), so
+    /// that a program exec'd finds it behind the fd (see `inherit`).
+    pub(crate) fn set_cloexec(&self, cloexec: bool) {
+        let flags = if cloexec {
+            rustix::io::FdFlags::CLOEXEC
+        } else {
+            rustix::io::FdFlags::empty()
+        };
+        if let Some(tcp) = &self.tcp {
+            let _ = rustix::io::fcntl_setfd(tcp, flags);
+        } else {
+            for r in &self.rendezvous {
+                let _ = rustix::io::fcntl_setfd(&r.fd, flags);
+            }
+        }
+    }
+
+    /// listen(2) again (a new backlog): every half.
+    pub(crate) fn relisten(&self, backlog: c_int) -> Action<c_int> {
+        for r in &self.rendezvous {
+            let _ = rustix::net::listen(&r.fd, backlog);
+        }
+        match &self.tcp {
+            Some(tcp) => match rustix::net::listen(tcp, backlog) {
+                Ok(()) => Action::Done(0),
+                Err(e) => fail(e),
+            },
+            None => Action::Done(0),
+        }
+    }
+
+    /// accept4(2): a connection from any half; blocking unless the
+    /// application's fd is non-blocking, with SO_RCVTIMEO as the kernel's
+    /// accept honours it, and signals as for a restartable call.
+    pub(crate) fn accept(
+        &self,
+        fd: c_int,
+        addr: *mut sockaddr,
+        len: *mut socklen_t,
+        flags: c_int,
+    ) -> Action<c_int> {
+        if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
+            return fail(Errno::INVAL);
+        }
+        let app = sys::borrow_fd(fd);
+        let nonblocking =
+            rustix::fs::fcntl_getfl(app).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+        let timeout = match &self.tcp {
+            Some(tcp) => {
+                rustix::net::sockopt::socket_timeout(tcp, rustix::net::sockopt::Timeout::Recv)
+                    .ok()
+                    .flatten()
+            }
+            None => self.opts.timeout(libc::SO_RCVTIMEO),
+        };
+        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+        loop {
+            match self.step(addr, len, flags) {
+                Err(Errno::AGAIN) => {}
+                Ok(fd) => return Action::Done(fd),
+                Err(e) => return fail(e),
+            }
+            if nonblocking {
+                return fail(Errno::AGAIN);
+            }
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                    Some(l) if !l.is_zero() => Some(l),
+                    _ => return fail(Errno::AGAIN),
+                },
+            };
+            match crate::handshake::wait_readable(app, left) {
+                Ok(_) => {}
+                Err(Errno::INTR) if sys::interrupted_call_restarts() => {}
+                Err(e) => return fail(e),
+            }
+        }
+    }
+
+    /// One look at every half, without waiting.
+    fn step(&self, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> Result<c_int, Errno> {
+        let ready = self.ready();
+        let shm_first = self.shm_first.fetch_xor(true, Ordering::Relaxed);
+        for shm in [shm_first, !shm_first] {
+            if shm {
+                if let Some((conn, c)) = self.accept_shm(&ready)? {
+                    return self.finish(conn, c, addr, len, flags);
+                }
+            } else if ready.tcp {
+                match self.accept_tcp(addr, len, flags) {
+                    Err(Errno::AGAIN) => {}
+                    r => return r,
+                }
+            }
+        }
+        Err(Errno::AGAIN)
+    }
+
+    /// Which members have something, from the instance itself (one system
+    /// call; it also consumes the one-shot events of parked connections,
+    /// which is what keeps them from waking anyone twice).
+    fn ready(&self) -> Ready {
+        let mut buf: Vec<epoll::Event> = Vec::with_capacity(32);
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut ready = Ready::default();
+        match epoll::wait(&self.epoll, &mut buf, Some(&zero)) {
+            Ok(_) => {
+                for ev in &buf {
+                    match ev.data.u64() {
+                        TCP => ready.tcp = true,
+                        RENDEZVOUS => ready.rendezvous = true,
+                        _ => ready.parked = true,
+                    }
+                }
+            }
+            // Cannot tell: look at everything.
+            Err(_) => {
+                ready.tcp = true;
+                ready.rendezvous = true;
+                ready.parked = true;
+            }
+        }
+        ready
+    }
+
+    fn accept_tcp(
+        &self,
+        addr: *mut sockaddr,
+        len: *mut socklen_t,
+        flags: c_int,
+    ) -> Result<c_int, Errno> {
+        let Some(tcp) = &self.tcp else {
+            return Err(Errno::AGAIN);
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: accept4(2)'s contract for `addr`/`len` is the caller's.
+        let fd = unsafe { crate::hooks::real::accept4(tcp.as_fd().as_raw_fd(), addr, len, flags) };
+        if fd < 0 {
+            return Err(Errno::from_raw_os_error(sys::errno()));
+        }
+        crate::descriptor::fresh(fd);
+        Ok(fd)
+    }
+
+    /// A shared-memory connection whose handshake is complete, if one is
+    /// there: parked ones first (their message has arrived), then new ones.
+    fn accept_shm(&self, ready: &Ready) -> Result<Option<(OwnedFd, Connection)>, Errno> {
+        if ready.parked || self.parking.sweep_due() {
+            if let Some(found) = self.unpark(true) {
+                return Ok(Some(found));
+            }
+        }
+        if !ready.rendezvous {
+            return Ok(None);
+        }
+        for r in &self.rendezvous {
+            loop {
+                let conn = match rustix::net::accept_with(
+                    &r.fd,
+                    SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+                ) {
+                    Ok(c) => c,
+                    Err(Errno::AGAIN | Errno::CONNABORTED | Errno::INTR) => break,
+                    Err(e) if r.scope == Scope::Host => {
+                        log!(debug, "accept on {}: {e}", self.local);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
+                crate::descriptor::fresh(conn.as_raw_fd());
+                match arrival(conn.as_fd()) {
+                    Arrival::Complete => match self.handshake(conn.as_fd(), r.scope, State::New) {
+                        Step::Done(c) => return Ok(Some((conn, c))),
+                        Step::Pending(state) => self.park(conn, r.scope, state),
+                        Step::Dropped => {}
+                    },
+                    Arrival::Empty => self.park(conn, r.scope, State::New),
+                    Arrival::Bad => self.dropped("a short message or none"),
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// Looks at every parked connection: with `take`, returns the first
+    /// whose handshake completes; puts the others back (re-armed if their
+    /// message is there, so that they wake the application again); drops
+    /// the idle-too-long and the bad ones, and the oldest beyond
+    /// `PARKED_MAX`.
+    fn unpark(&self, take: bool) -> Option<(OwnedFd, Connection)> {
+        let now = monotonic_ms();
+        let mut found = None;
+        let mut kept: Vec<(Record, OwnedFd, bool)> = Vec::new();
+        self.parking.swept(now);
+        while let Some((rec, conn)) = self.parking.pop() {
+            let scope = rec.scope;
+            match arrival(conn.as_fd()) {
+                Arrival::Complete if take && found.is_none() => {
+                    match self.handshake(conn.as_fd(), scope, rec.state) {
+                        Step::Done(c) => found = Some((conn, c)),
+                        Step::Pending(state) => kept.push((Record { state, ..rec }, conn, true)),
+                        Step::Dropped => {}
+                    }
+                }
+                Arrival::Complete => kept.push((rec, conn, true)),
+                Arrival::Empty if rec.deadline_ms <= now => self.dropped("idle"),
+                Arrival::Empty => kept.push((rec, conn, false)),
+                Arrival::Bad => self.dropped("a short message or none"),
+            }
+        }
+        // Over the bound: the oldest go first (they had the most time).
+        kept.sort_by_key(|(rec, _, _)| std::cmp::Reverse(rec.deadline_ms));
+        while kept.len() > PARKED_MAX {
+            drop(kept.pop());
+            self.dropped("too many parked");
+        }
+        for (rec, conn, rearm) in kept {
+            self.requeue(conn, rec, rearm);
+        }
+        found
+    }
+
+    /// Parks `conn` (see the module docs), armed: a new one was never
+    /// registered, and a declined reuse offer's event was consumed.
+    fn park(&self, conn: OwnedFd, scope: Scope, state: State) {
+        let rec = Record {
+            state,
+            scope,
+            deadline_ms: monotonic_ms() + PARK_PATIENCE.as_millis() as u64,
+        };
+        if self.parking.len_hint() >= PARKED_MAX {
+            // Sweep first, so an idle crowd cannot keep newcomers out.
+            let none = self.unpark(false);
+            debug_assert!(none.is_none());
+        }
+        self.requeue(conn, rec, true);
+    }
+
+    fn requeue(&self, conn: OwnedFd, rec: Record, arm: bool) {
+        if arm {
+            let flags =
+                epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
+            let data = epoll::EventData::new_u64(PARKED);
+            let armed = match epoll::add(&self.epoll, &conn, data, flags) {
+                Err(Errno::EXIST) => epoll::modify(&self.epoll, &conn, data, flags),
+                r => r,
+            };
+            if armed.is_err() {
+                self.dropped("cannot watch it");
+                return;
+            }
+        }
+        if self.parking.push(conn.as_fd(), rec).is_err() {
+            self.dropped("the parking queue is full");
+        }
+    }
+
+    fn dropped(&self, why: &str) {
+        log!(
+            debug,
+            "accept on {}: dropping a rendezvous connection ({why})",
+            self.local
+        );
+        stats::dropped_handshake();
+    }
+
+    /// The handshake on a rendezvous connection whose message is there:
+    /// who is asking (the kernel's word), whether they may, then the
+    /// segment (seed 000 claims 82-83 b-f).
+    fn handshake(&self, conn: BorrowedFd<'_>, scope: Scope, state: State) -> Step {
+        let Some(peer) = Peer::of(conn) else {
+            self.dropped("no credentials");
+            return Step::Dropped;
+        };
+        let Some(config) = crate::config::get() else {
+            return Step::Dropped;
+        };
+        let me = euid();
+        if !(config.allow.admits(self.owner, &peer) || config.allow.admits(me, &peer)) {
+            self.refuse(&peer);
+            return Step::Dropped;
+        }
+        let (msg, memfd) = match handshake::try_recv(conn) {
+            Ok(m) => m,
+            Err(e) => {
+                self.dropped(&format!("unreadable message: {e}"));
+                return Step::Dropped;
+            }
+        };
+        let bad = |why: &str| {
+            log!(warn, "refusing a connection to {}: {why}", self.local);
+            stats::dropped_handshake();
+            Step::Dropped
+        };
+        if !plausible_source(msg.addr, scope, &peer, config) {
+            return bad(&format!("{} is not an address of the connector", msg.addr));
+        }
+        let generation = registry::fork_generation();
+        let reused = match (msg.kind, state) {
+            (Kind::Reuse, State::New) => match pool::claim(peer.pid, msg.key) {
+                Some(found) => {
+                    if handshake::send_verdict(conn, handshake::ACCEPTED).is_err() {
+                        return Step::Dropped;
+                    }
+                    Some(found)
+                }
+                None => {
+                    // Not one of ours (another process took the connection,
+                    // or we no longer keep it): the connector sends a new
+                    // one. One that gave up waiting withdrew its offer and
+                    // hung up: routine (see `pool`).
+                    if handshake::send_verdict(conn, handshake::DECLINED).is_err() {
+                        log!(
+                            debug,
+                            "accept on {}: the connector withdrew its reuse offer",
+                            self.local
+                        );
+                        return Step::Dropped;
+                    }
+                    return Step::Pending(State::Declined);
+                }
+            },
+            (Kind::Reuse, State::Declined) => return bad("a second reuse offer"),
+            (Kind::Connect, _) => None,
+        };
+        let (local, peer_addr) = if self.tcp.is_some() {
+            // A default-mode listener may be bound to the wildcard: the
+            // connection's local address is the one the connector asked
+            // for; an IPv6 one takes IPv4 connectors as IPv4-mapped.
+            let v6 = self.local.is_ipv6();
+            match (as_family(msg.dest, v6), as_family(msg.addr, v6)) {
+                (Some(l), Some(p)) => (l, p),
+                _ => return bad("address family differs"),
+            }
+        } else {
+            if family_of(&msg.addr) != family_of(&self.local) {
+                return bad("address family differs");
+            }
+            (self.local, msg.addr)
+        };
+        let (seg, ticket) = match reused {
+            Some((seg, ticket)) => (seg, Some(ticket)),
+            None => {
+                let Some(memfd) = memfd else {
+                    return bad("no shared memory attached");
+                };
+                let seg = match Segment::attach(memfd) {
+                    Ok(s) => s,
+                    Err(e) => return bad(&e.to_string()),
+                };
+                let ticket = pool::Ticket {
+                    key: msg.key,
+                    generation,
+                    side: pool::Side::Acceptor { peer_pid: peer.pid },
+                };
+                (seg, (peer.pid != 0).then_some(ticket))
+            }
+        };
+        let made = Bell::new(conn)
+            .and_then(|bell| Connection::new(seg, local, peer_addr, bell, None, ticket));
+        match made {
+            Ok(c) => Step::Done(c),
+            Err(e) => {
+                log!(
+                    warn,
+                    "accept on {}: cannot set up the connection ({e})",
+                    self.local
+                );
+                Step::Dropped
+            }
+        }
+    }
+
+    fn refuse(&self, peer: &Peer) {
+        stats::refused_policy();
+        let first = !self.refusal_logged.swap(true, Ordering::Relaxed);
+        if first {
+            crate::log::always(format_args!(
+                "refusing a shared-memory connection to {} from uid {} (pid {}): this listener \
+                 (uid {}) admits its own uid, root and SHMNET_ALLOW",
+                self.local, peer.uid, peer.pid, self.owner
+            ));
+        } else {
+            log!(
+                debug,
+                "refusing a connection to {} from uid {}",
+                self.local,
+                peer.uid
+            );
+        }
+    }
+
+    /// Hands an accepted shared-memory connection to the application, with
+    /// the flags of its accept4 call.
+    fn finish(
+        &self,
+        conn: OwnedFd,
+        connection: Connection,
+        addr: *mut sockaddr,
+        len: *mut socklen_t,
+        flags: c_int,
+    ) -> Result<c_int, Errno> {
+        if flags & libc::SOCK_NONBLOCK == 0 {
+            let fl = rustix::fs::fcntl_getfl(&conn)?;
+            rustix::fs::fcntl_setfl(&conn, fl - rustix::fs::OFlags::NONBLOCK)?;
+        }
+        if flags & libc::SOCK_CLOEXEC == 0 {
+            rustix::io::fcntl_setfd(&conn, rustix::io::FdFlags::empty())?;
+        }
+        let peer = connection.peer;
+        if registry::insert(conn.as_raw_fd(), Arc::new(Socket::Stream(connection))).is_err() {
+            return Err(Errno::MFILE);
+        }
+        let raw = conn.into_raw_fd();
+        let peer = as_family(peer, self.local.is_ipv6()).unwrap_or(peer);
+        #[allow(unsafe_code)]
+        // SAFETY: accept(2) requires `addr`/`len` to be null or valid.
+        unsafe {
+            sys::put_socket_addr(peer, addr, len)
+        };
+        log!(
+            debug,
+            "accept on {}: {peer} over shared memory, fd {raw}",
+            self.local
+        );
+        stats::accepted_shm();
+        Ok(raw)
+    }
+}
+
+/// Whether a connector could really have `addr` as its address: one of
+/// this namespace's (it reached a name of our namespace), a partition
+/// address (the emulated network's addresses are nobody's), or, through
+/// SHMNET_DIR in the default mode, an address routed to the connector's
+/// namespace — so that a server's address checks mean what they say.
+fn plausible_source(addr: SocketAddr, scope: Scope, peer: &Peer, config: &Config) -> bool {
+    let ip = addr.ip();
+    if config.fallback == crate::config::Fallback::Never {
+        return rendezvous::is_loopback(ip) || config.is_partition_ip(ip);
+    }
+    match scope {
+        Scope::Local => crate::netlink::is_local(ip),
+        Scope::Host => {
+            let route = match crate::netlink::route(ip) {
+                Ok(r) if r.kind == crate::netlink::RouteKind::Unicast => r,
+                _ => return false,
+            };
+            let link = crate::netlink::link_netnsid(route.oif).ok().flatten();
+            let theirs = crate::netlink::netnsid_of_pid(peer.pid).ok().flatten();
+            link.is_some() && link == theirs
+        }
+    }
+}
+
+#[derive(Default)]
+struct Ready {
+    tcp: bool,
+    rendezvous: bool,
+    parked: bool,
+}
+
+fn monotonic_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
+}
+
+/// A parked connection's record, sent with its fd.
+#[derive(Clone, Copy, Debug)]
+struct Record {
+    state: State,
+    scope: Scope,
+    /// CLOCK_MONOTONIC, milliseconds: the same clock in every process.
+    deadline_ms: u64,
+}
+
+impl Record {
+    const LEN: usize = 16;
+
+    fn encode(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[0] = self.state as u8;
+        b[1] = self.scope as u8;
+        b[8..16].copy_from_slice(&self.deadline_ms.to_le_bytes());
+        b
+    }
+
+    /// Only the processes sharing the listener write the queue; still,
+    /// nothing read from it is trusted further than this.
+    fn decode(b: &[u8; Self::LEN]) -> Option<Record> {
+        let state = match b[0] {
+            0 => State::New,
+            1 => State::Declined,
+            _ => return None,
+        };
+        let scope = match b[1] {
+            0 => Scope::Local,
+            1 => Scope::Host,
+            _ => return None,
+        };
+        let mut d = [0u8; 8];
+        d.copy_from_slice(&b[8..16]);
+        Some(Record {
+            state,
+            scope,
+            deadline_ms: u64::from_le_bytes(d),
+        })
+    }
+}
+
+/// The queue of parked connections: a datagram socket pair, each datagram
+/// a `Record` with the connection's fd attached. Shared by every process
+/// that shares the listener (it is inherited with it).
+struct Parking {
+    tx: InternalFd,
+    rx: InternalFd,
+    /// Pushed minus popped in this process: a hint for when to sweep.
+    count: AtomicU32,
+    last_sweep_ms: AtomicU64,
+}
+
+impl Parking {
+    fn new() -> Result<Parking, Errno> {
+        let (tx, rx) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        Ok(Parking {
+            tx: InternalFd::new(tx),
+            rx: InternalFd::new(rx),
+            count: AtomicU32::new(0),
+            last_sweep_ms: AtomicU64::new(monotonic_ms()),
+        })
+    }
+
+    fn len_hint(&self) -> usize {
+        self.count.load(Ordering::Relaxed) as usize
+    }
+
+    /// A look for idle ones is due: something is parked and the last look
+    /// was a while ago (an idle one never wakes anybody).
+    fn sweep_due(&self) -> bool {
+        self.len_hint() > 0
+            && monotonic_ms().saturating_sub(self.last_sweep_ms.load(Ordering::Relaxed))
+                >= PARK_PATIENCE.as_millis() as u64
+    }
+
+    fn swept(&self, now: u64) {
+        self.last_sweep_ms.store(now, Ordering::Relaxed);
+    }
+
+    fn push(&self, conn: BorrowedFd<'_>, rec: Record) -> Result<(), Errno> {
+        handshake::send_with_fd(self.tx.as_fd(), &rec.encode(), conn)?;
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn pop(&self) -> Option<(Record, OwnedFd)> {
+        loop {
+            let mut b = [0u8; Record::LEN];
+            let (n, fd) = match handshake::recv_with_fd(self.rx.as_fd(), &mut b) {
+                Ok(got) => got,
+                Err(Errno::INTR) => continue,
+                Err(_) => return None,
+            };
+            let _ = self
+                .count
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+            match (n == Record::LEN, Record::decode(&b), fd) {
+                (true, Some(rec), Some(fd)) => return Some((rec, fd)),
+                _ => continue, // not ours to trust: dropped (closing its fd)
+            }
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! The connecting side's questions before it commits a connection to
+//! shared memory (docs/security.md, "The bar"): which listener would the
+//! kernel connect us to, where is its rendezvous, and may we meet it?
+//!
+//! - Default mode, a destination of this network namespace: the kernel
+//!   says which TCP listener a SYN from us would reach (`netlink::
+//!   tcp_listener`); its rendezvous is named after that socket's cookie and
+//!   must have been opened by that socket's owner.
+//! - Default mode, a partition address of another namespace: only through
+//!   a link whose peer namespace is the listener's (a veth), found in
+//!   SHMNET_DIR.
+//! - Emulated mode: the address's name, abstract for loopback addresses,
+//!   in SHMNET_DIR otherwise; a port below `ip_unprivileged_port_start`
+//!   only from a privileged listener.
+//!
+//! Then the users' policy, both ways (`policy`).
+#![deny(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+use crate::config::Config;
+use crate::policy::{self, Peer};
+use crate::rendezvous;
+use crate::safedir::Dir;
+use crate::stats::Outcome;
+
+/// Where a listener's rendezvous is.
+pub(crate) enum Name {
+    /// An abstract name of this network namespace.
+    Local(String),
+    /// Socket files in SHMNET_DIR: the first of these that answers.
+    Host { dir: Arc<Dir>, stems: Vec<String> },
+}
+
+/// What the listener reached must be.
+#[derive(Default)]
+pub(crate) struct Expect {
+    /// The owner of the kernel TCP listener we would otherwise reach.
+    uid: Option<u32>,
+    /// The namespace our route to the destination leads into.
+    netnsid: Option<i32>,
+    /// A privileged port (emulated mode): a privileged listener.
+    privileged: bool,
+}
+
+pub(crate) struct Target {
+    pub name: Name,
+    expect: Expect,
+}
+
+/// The outcome of looking.
+pub(crate) enum Found {
+    Listener(Target),
+    /// No shared-memory listener, or none we may use: kernel TCP (default
+    /// mode), or fail with the errno (emulated mode).
+    None(Outcome),
+}
+
+fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// Finds where `target`'s listener is; `from` is our (virtual) address.
+pub(crate) fn find(config: &Config, target: SocketAddr, from: SocketAddr) -> Found {
+    let tcp_mode = config.fallback != crate::config::Fallback::Never;
+    let ip = target.ip();
+    if tcp_mode && crate::netlink::is_local(ip) {
+        let info = match crate::netlink::tcp_listener(target, from) {
+            Ok(Some(info)) => info,
+            Ok(None) => return Found::None(Outcome::NoListener),
+            Err(e) => {
+                log!(
+                    debug,
+                    "connect to {target}: cannot ask the kernel for its listener ({e})"
+                );
+                return Found::None(Outcome::Refused);
+            }
+        };
+        let name = rendezvous::cookie_name(info.cookie);
+        // Decided before dialing where it can be: a refused connector
+        // costs the listener nothing.
+        let me = euid();
+        let mine = config.allow.admits_uid(me, info.uid) || !config.allow.gids.is_empty();
+        if !mine || !admitted_by(&Hints::Local(&name), me, info.uid) {
+            return Found::None(Outcome::Policy);
+        }
+        return Found::Listener(Target {
+            name: Name::Local(name),
+            expect: Expect {
+                uid: Some(info.uid),
+                ..Expect::default()
+            },
+        });
+    }
+    if !tcp_mode && rendezvous::is_loopback(ip) {
+        return Found::Listener(Target {
+            name: Name::Local(rendezvous::addr_name(target)),
+            expect: Expect {
+                privileged: privileged_port(target.port()),
+                ..Expect::default()
+            },
+        });
+    }
+    // Not in this namespace: SHMNET_DIR.
+    let mut expect = Expect {
+        privileged: !tcp_mode && privileged_port(target.port()),
+        ..Expect::default()
+    };
+    if tcp_mode {
+        match neighbour(ip) {
+            Some(id) => expect.netnsid = Some(id),
+            None => return Found::None(Outcome::NoListener),
+        }
+    }
+    let dir = match crate::safedir::get() {
+        Ok(d) => d,
+        Err(_) => return Found::None(Outcome::Dir),
+    };
+    let stems = if tcp_mode {
+        rendezvous::host_candidates(target)
+    } else {
+        vec![rendezvous::host_stem(target)]
+    };
+    Found::Listener(Target {
+        name: Name::Host { dir, stems },
+        expect,
+    })
+}
+
+/// The id of the network namespace our route to `ip` leads into, when it
+/// leaves through a link to another namespace of this host (a veth).
+pub(crate) fn neighbour(ip: std::net::IpAddr) -> Option<i32> {
+    let route = crate::netlink::route(ip).ok()?;
+    if route.kind != crate::netlink::RouteKind::Unicast {
+        return None;
+    }
+    crate::netlink::link_netnsid(route.oif).ok().flatten()
+}
+
+/// Why a dial did not give a usable rendezvous connection.
+pub(crate) enum DialError {
+    /// Nobody listens there.
+    NoListener,
+    /// Somebody listens, but not whom we require (logged).
+    Refused,
+    /// The policy, theirs or ours, says no (logged in the emulated mode).
+    Policy,
+    Os(Errno),
+}
+
+impl From<Errno> for DialError {
+    fn from(e: Errno) -> DialError {
+        DialError::Os(e)
+    }
+}
+
+impl Target {
+    /// Connects a new Unix socket to the rendezvous and checks whom it
+    /// reached. `nonblocking`: a full listen backlog is EAGAIN at once
+    /// instead of a wait (bounded by `timeout`: SO_SNDTIMEO, else about
+    /// two minutes, as kernel TCP retries its SYN).
+    pub(crate) fn dial(
+        &self,
+        config: &Config,
+        nonblocking: bool,
+        timeout: Option<Duration>,
+    ) -> Result<OwnedFd, DialError> {
+        let (sock, hints) = match &self.name {
+            Name::Local(name) => (
+                connect_to(
+                    &SocketAddrUnix::new_abstract_name(name.as_bytes())?,
+                    nonblocking,
+                    timeout,
+                )?,
+                Hints::Local(name),
+            ),
+            Name::Host { dir, stems } => {
+                let mut found = None;
+                for stem in stems {
+                    let path = dir.socket_path(stem)?;
+                    match connect_to(&SocketAddrUnix::new(path.as_path())?, nonblocking, timeout) {
+                        Ok(s) => {
+                            found = Some((s, stem));
+                            break;
+                        }
+                        Err(DialError::NoListener) => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+                let Some((s, stem)) = found else {
+                    return Err(DialError::NoListener);
+                };
+                (s, Hints::Host(dir, stem))
+            }
+        };
+        self.verify(sock.as_fd(), config, &hints)?;
+        Ok(sock)
+    }
+
+    fn verify(
+        &self,
+        sock: BorrowedFd<'_>,
+        config: &Config,
+        hints: &Hints<'_>,
+    ) -> Result<(), DialError> {
+        let Some(peer) = Peer::of(sock) else {
+            return Err(DialError::Refused);
+        };
+        if let Some(uid) = self.expect.uid {
+            if peer.uid != uid {
+                crate::log::always(format_args!(
+                    "a shared-memory rendezvous was opened by uid {} (pid {}), but the kernel's \
+                     TCP listener belongs to uid {uid}: using kernel TCP",
+                    peer.uid, peer.pid
+                ));
+                return Err(DialError::Refused);
+            }
+        }
+        if let Some(id) = self.expect.netnsid {
+            if crate::netlink::netnsid_of_pid(peer.pid).ok().flatten() != Some(id) {
+                log!(
+                    info,
+                    "the rendezvous answering in SHMNET_DIR (pid {}) is not in the network \
+                     namespace our route leads to: not using it",
+                    peer.pid
+                );
+                return Err(DialError::Refused);
+            }
+        }
+        if self.expect.privileged && !privileged(&peer) {
+            crate::log::always(format_args!(
+                "refusing to connect: a privileged port is held by uid {} (pid {}), which \
+                 may not bind it",
+                peer.uid, peer.pid
+            ));
+            return Err(DialError::Refused);
+        }
+        let me = euid();
+        if !config.allow.admits(me, &peer) {
+            log!(
+                info,
+                "not meeting a listener of uid {} over shared memory: SHMNET_ALLOW does not \
+                 name it",
+                peer.uid
+            );
+            return Err(DialError::Policy);
+        }
+        if !admitted_by(hints, me, peer.uid) {
+            return Err(DialError::Policy);
+        }
+        Ok(())
+    }
+}
+
+/// Where a listener's policy hints are.
+enum Hints<'a> {
+    Local(&'a str),
+    Host(&'a Dir, &'a str),
+}
+
+/// Whether a listener of `owner` admits us (see docs/security.md): its own
+/// uid and root always; anybody else if the listener bound a hint naming
+/// them (a forged hint only lets us try: the listener decides).
+fn admitted_by(hints: &Hints<'_>, me: u32, owner: u32) -> bool {
+    if me == owner || me == 0 {
+        return true;
+    }
+    let gid = rustix::process::getegid().as_raw();
+    let groups: Vec<u32> = rustix::process::getgroups()
+        .map(|g| g.iter().map(|g| g.as_raw()).collect())
+        .unwrap_or_default();
+    policy::hints_for(me, gid, &groups)
+        .iter()
+        .any(|h| match hints {
+            Hints::Local(name) => rendezvous::abstract_exists(&rendezvous::hint_name(name, h)),
+            Hints::Host(dir, stem) => rendezvous::host_hint_exists(dir, stem, h),
+        })
+}
+
+/// Connects a new non-blocking Unix stream socket to `addr`, waiting (in
+/// short interruptible naps) while the listen backlog is full, unless
+/// `nonblocking`.
+fn connect_to(
+    addr: &SocketAddrUnix,
+    nonblocking: bool,
+    timeout: Option<Duration>,
+) -> Result<OwnedFd, DialError> {
+    let sock = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    let deadline =
+        std::time::Instant::now().checked_add(timeout.unwrap_or(Duration::from_secs(127)));
+    let mut pause = Duration::from_micros(100);
+    loop {
+        match rustix::net::connect(&sock, addr) {
+            Ok(()) => return Ok(sock),
+            Err(Errno::NOENT | Errno::CONNREFUSED) => return Err(DialError::NoListener),
+            Err(Errno::AGAIN) if !nonblocking => {
+                let left = deadline
+                    .map(|d| d.saturating_duration_since(std::time::Instant::now()))
+                    .unwrap_or(pause);
+                if left.is_zero() {
+                    return Err(DialError::Os(Errno::TIMEDOUT));
+                }
+                let nap = left.min(pause);
+                // An interruptible sleep: a signal ends connect with EINTR.
+                let ts = rustix::event::Timespec {
+                    tv_sec: nap.as_secs() as _,
+                    tv_nsec: nap.subsec_nanos() as _,
+                };
+                rustix::event::poll(&mut [], Some(&ts))?;
+                pause = (pause * 2).min(Duration::from_millis(20));
+            }
+            Err(e) => return Err(DialError::Os(e)),
+        }
+    }
+}
+
+/// The lowest port an unprivileged process may bind, in this namespace.
+fn unprivileged_port_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1024)
+}
+
+pub(crate) fn privileged_port(port: u16) -> bool {
+    port != 0 && port < unprivileged_port_start()
+}
+
+/// Whether `peer` may bind a privileged port: root, or CAP_NET_BIND_SERVICE
+/// in its effective set now (the kernel asks at bind time; this is as
+/// close as another process can look).
+fn privileged(peer: &Peer) -> bool {
+    peer.uid == 0 || (peer.pid != 0 && may_bind_privileged(&format!("/proc/{}/status", peer.pid)))
+}
+
+/// Whether the process whose status file is `status` has
+/// CAP_NET_BIND_SERVICE (bit 10) effective.
+pub(crate) fn may_bind_privileged(status: &str) -> bool {
+    const CAP_NET_BIND_SERVICE: u32 = 10;
+    std::fs::read_to_string(status)
+        .ok()
+        .and_then(|s| {
+            let caps = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+            u64::from_str_radix(caps.trim(), 16).ok()
+        })
+        .is_some_and(|caps| caps & (1 << CAP_NET_BIND_SERVICE) != 0)
+}
+
+/// Whether this process may bind a privileged emulated port.
+pub(crate) fn may_bind(port: u16) -> bool {
+    !privileged_port(port) || euid() == 0 || may_bind_privileged("/proc/self/status")
+}
