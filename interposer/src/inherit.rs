@@ -72,18 +72,24 @@ fn socket(fd: i32) {
     if rustix::net::sockopt::socket_domain(sock).ok() != Some(rustix::net::AddressFamily::UNIX) {
         return;
     }
-    if let Some(name) = our_name(rustix::net::getsockname(sock).ok()) {
-        match rendezvous::parse_addr_name(&name) {
-            // Bound, not listening (listening ones sit behind an epoll
-            // instance): bound again.
-            Some(addr) if !rustix::net::sockopt::socket_acceptconn(sock).unwrap_or(false) => {
-                bound(fd, sock, addr)
+    let local = our_name(rustix::net::getsockname(sock).ok());
+    match rustix::net::getpeername(sock) {
+        // A connection: an accepted one carries its listener's name, a
+        // connecting one has it as its peer.
+        Ok(peer) => {
+            if let Some(name) = local.or_else(|| our_name(peer)) {
+                poison(fd, sock, &name);
             }
-            // An accepted connection carries its listener's name.
-            _ => poison(fd, sock, &name),
         }
-    } else if let Some(name) = our_name(rustix::net::getpeername(sock).ok().flatten()) {
-        poison(fd, sock, &name);
+        // Bound, not listening (listening ones sit behind an epoll
+        // instance): bound again.
+        Err(_) => {
+            if let Some(addr) = local.as_deref().and_then(rendezvous::parse_addr_name) {
+                if !rustix::net::sockopt::socket_acceptconn(sock).unwrap_or(false) {
+                    bound(fd, sock, addr);
+                }
+            }
+        }
     }
 }
 

@@ -490,6 +490,7 @@ enum State {
 }
 
 /// The outcome of a handshake on a connection whose message is there.
+#[allow(clippy::large_enum_variant)] // one lives at a time, on the stack
 enum Step {
     Done(Connection),
     /// More is to come (a declined reuse offer is followed by a Connect).

@@ -20,7 +20,6 @@
 //! per process, reopened after a fork so a child never reads replies meant
 //! for its parent. Replies are parsed as untrusted bytes: every length is
 //! checked, a malformed one is `EPROTO`, nothing panics.
-#![allow(dead_code)] // callers land with issue 11's connector
 #![deny(unsafe_code)]
 
 use core::mem::MaybeUninit;
@@ -131,12 +130,20 @@ pub(crate) struct Route {
 /// only the server's TIME_WAIT, which a real SYN may take over. A `from`
 /// with port 0 never matches an established socket, but then an
 /// SO_REUSEPORT group's member is the one port 0 hashes to, not
-/// necessarily the one the real SYN will reach.
+/// necessarily the one the real SYN will reach. So `from`'s port is asked
+/// first (it spreads connectors over a group as the kernel would), and
+/// port 0 when that 4-tuple is taken.
 pub(crate) fn tcp_listener(
     to: SocketAddr,
     from: SocketAddr,
 ) -> Result<Option<TcpListenerInfo>, Errno> {
-    Ok(tcp_lookup(to, from)?
+    let found = match tcp_lookup(to, from)? {
+        Some((state, _)) if state != TCP_LISTEN && from.port() != 0 => {
+            tcp_lookup(to, SocketAddr::new(from.ip(), 0))?
+        }
+        found => found,
+    };
+    Ok(found
         .filter(|&(state, _)| state == TCP_LISTEN)
         .map(|(_, info)| info))
 }
@@ -824,7 +831,12 @@ mod tests {
             info.cookie,
             rustix::net::sockopt::socket_cookie(&server).unwrap()
         );
-        assert_eq!(tcp_listener(to, from), Ok(None));
+        // tcp_listener asks again from port 0, which finds the listener.
+        let again = tcp_listener(to, from).unwrap().expect("listener found");
+        assert_eq!(
+            again.cookie,
+            rustix::net::sockopt::socket_cookie(&l).unwrap()
+        );
         // Another source port reaches the listener.
         let listener = tcp_listener(to, FROM).unwrap().expect("listener found");
         assert_eq!(
@@ -853,7 +865,7 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(1));
         }
-        assert_eq!(tcp_listener(to, from), Ok(None));
+        assert!(tcp_listener(to, from).unwrap().is_some());
         assert!(tcp_listener(to, FROM).unwrap().is_some());
     }
 

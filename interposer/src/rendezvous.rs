@@ -77,8 +77,9 @@ pub(crate) fn bind_abstract(name: &str, ty: SocketType) -> Result<OwnedFd, Errno
     Ok(sock)
 }
 
-/// Whether some socket is bound to the abstract `name`: a datagram socket
-/// connects to a datagram name, and gets EPROTOTYPE from a stream one.
+/// Whether a datagram socket is bound to the abstract `name` (a block, a
+/// policy hint): a datagram socket connects to it. (A stream name answers
+/// ECONNREFUSED like a free one: see `name_taken`.)
 pub(crate) fn abstract_exists(name: &str) -> bool {
     let Ok(probe) = unix_socket(SocketType::DGRAM) else {
         return false;
@@ -86,10 +87,15 @@ pub(crate) fn abstract_exists(name: &str) -> bool {
     let Ok(addr) = SocketAddrUnix::new_abstract_name(name.as_bytes()) else {
         return false;
     };
-    matches!(
-        rustix::net::connect(&probe, &addr),
-        Ok(()) | Err(Errno::PROTOTYPE)
-    )
+    rustix::net::connect(&probe, &addr).is_ok()
+}
+
+/// Whether a stream socket holds the abstract `name` (abstract names are
+/// per socket type): a bind says, where connecting would queue a
+/// connection on a listener. For the instant the probe holds a free name,
+/// a bind of it elsewhere fails.
+fn name_taken(name: &str) -> bool {
+    matches!(bind_abstract(name, SocketType::STREAM), Err(Errno::ADDRINUSE))
 }
 
 /// A held reservation of one address:port.
@@ -228,7 +234,7 @@ fn take_block(ip: IpAddr) -> Result<Block, Errno> {
         // Ports bound on their own before we took the block are skipped.
         let mut free: Vec<u16> = (first..first + BLOCK)
             .rev()
-            .filter(|p| !abstract_exists(&addr_name(SocketAddr::new(ip, *p))))
+            .filter(|p| !name_taken(&addr_name(SocketAddr::new(ip, *p))))
             .collect();
         free.shrink_to_fit();
         return Ok(Block {
@@ -462,14 +468,22 @@ mod tests {
     #[test]
     fn abstract_names_are_exclusive_and_released_on_close() {
         let name = format!("{PREFIX}test-{}", std::process::id());
-        assert!(!abstract_exists(&name));
+        assert!(!name_taken(&name));
         let held = bind_abstract(&name, SocketType::STREAM).unwrap();
-        assert!(abstract_exists(&name));
+        assert!(name_taken(&name));
+        assert!(
+            !abstract_exists(&name),
+            "a stream name is not a datagram one"
+        );
         assert_eq!(
-            bind_abstract(&name, SocketType::DGRAM).unwrap_err(),
+            bind_abstract(&name, SocketType::STREAM).unwrap_err(),
             Errno::ADDRINUSE
         );
         drop(held);
+        assert!(!name_taken(&name));
+        let hint = bind_abstract(&name, SocketType::DGRAM).unwrap();
+        assert!(abstract_exists(&name));
+        drop(hint);
         assert!(!abstract_exists(&name));
     }
 
@@ -481,6 +495,6 @@ mod tests {
         assert_eq!(again, Errno::ADDRINUSE);
         // Ports bound on their own are skipped by a new block.
         let bound = reserve_local(SocketAddr::new(ip, 0)).unwrap();
-        assert!(abstract_exists(&addr_name(bound.addr)));
+        assert!(name_taken(&addr_name(bound.addr)));
     }
 }

@@ -106,12 +106,12 @@ fn debug_log_goes_to_the_log_file_and_names_partition_addresses() {
     let port = out.lines().next().unwrap().split(' ').nth(1).unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.lines().all(|l| l.starts_with("libshmnet: ")), "{text}");
-    let partition = format!("dual listener on 127.77.0.1:{port}");
+    let partition = format!("listener on 127.77.0.1:{port} (kernel TCP");
     assert!(
         text.contains("bind(fd") && text.contains(&partition),
         "{text}"
     );
-    assert!(!text.contains("dual listener on 127.0.0.1"), "{text}");
+    assert!(!text.contains("listener on 127.0.0.1"), "{text}");
     assert!(
         !text.contains("trace"),
         "debug must not include trace lines"

@@ -258,10 +258,11 @@ fn forged_reuse_offer_is_declined() {
     // A real client first, so the server keeps a segment.
     let out = client(&dir, "127.77.230.4", 18233, 1, 0);
     assert!(out.starts_with("ok"), "{out}");
-    let rendezvous = dir.join("tcp4-127.77.230.4-18233");
+    // Its rendezvous: an abstract name (docs/security.md, "Names").
+    let rendezvous = "shmnet.4/tcp/127.77.230.4:18233";
     let forger = r#"
 import socket, struct, sys
-path = sys.argv[1]
+path = b'\0' + sys.argv[1].encode()
 def addr(ip, port):
     return struct.pack('<HH', 4, port), bytes(10) + b'\xff\xff' + socket.inet_aton(ip)
 for key in range(1, 9):
@@ -269,7 +270,7 @@ for key in range(1, 9):
     s.connect(path)
     fam_port, ip = addr('127.0.0.1', 40000)
     dfam_port, dip = addr('127.77.230.4', 18233)
-    msg = b'SHMH' + struct.pack('<HH', 3, 2) + fam_port + struct.pack('<I', 0) + ip + dfam_port + dip + struct.pack('<Q', key)
+    msg = b'SHMH' + struct.pack('<HH', 4, 2) + fam_port + struct.pack('<I', 0) + ip + dfam_port + dip + struct.pack('<Q', key)
     assert len(msg) == 60
     s.sendall(msg)
     v = s.recv(1)
@@ -281,7 +282,7 @@ print('declined', flush=True)
     let mut cmd = Command::new(common::python());
     cmd.arg("-c")
         .arg(forger)
-        .arg(&rendezvous)
+        .arg(rendezvous)
         .env_remove("LD_PRELOAD");
     let out = run(&mut cmd);
     assert!(

@@ -165,10 +165,11 @@ fn exec_adopts_listeners_and_refuses_connections_loudly() {
     );
 }
 
-/// Reservations and rendezvous names are removed when released: SHMNET_DIR
-/// does not fill up with a lock file per ephemeral port ever used.
+/// Names on the emulated network's loopback addresses are abstract (the
+/// kernel drops them with their sockets): SHMNET_DIR holds nothing but the
+/// counters, while the program runs and after, however many ports it used.
 #[test]
-fn shmnet_dir_is_left_empty_after_everything_closed() {
+fn shmnet_dir_holds_only_counters() {
     let dir = tmpdir("leftovers");
     let script = "import os, socket, sys\n\
         s = socket.socket(); s.bind(('127.77.9.12', 19012)); s.listen(8)\n\
@@ -176,7 +177,7 @@ fn shmnet_dir_is_left_empty_after_everything_closed() {
         \x20   c = socket.create_connection(('127.77.9.12', 19012)); a, _ = s.accept()\n\
         \x20   c.sendall(b'x'); assert a.recv(1) == b'x'; c.close(); a.close()\n\
         s.close()\n\
-        print(sorted(os.listdir(sys.argv[1])))\n";
+        print(sorted(os.listdir(sys.argv[1])) if os.path.isdir(sys.argv[1]) else [])\n";
     let out = run(preloaded(python())
         .args(["-c", script])
         .arg(&dir)
@@ -184,9 +185,6 @@ fn shmnet_dir_is_left_empty_after_everything_closed() {
         .env("SHMNET_FALLBACK", "never")
         .env("SHMNET_DIR", &dir));
     assert!(out.status.success(), "{}", out.stderr);
-    // While it lives, a process that connected holds the lock file of one
-    // block of local ports (rendezvous.rs, BLOCK); nothing else is left,
-    // and at exit that goes too.
     let names: Vec<&str> = out
         .stdout
         .trim()
@@ -195,13 +193,17 @@ fn shmnet_dir_is_left_empty_after_everything_closed() {
         .filter(|n| !n.is_empty())
         .collect();
     assert!(
-        names.len() <= 1 && names.iter().all(|n| n.starts_with("'tcp4-127.0.0.1-b")),
+        names.iter().all(|n| n.starts_with("'stats-")),
         "left in SHMNET_DIR while running: {names:?}"
     );
     let after: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(Result::ok)
-        .collect();
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name())
+                .filter(|n| !n.to_string_lossy().starts_with("stats-"))
+                .collect()
+        })
+        .unwrap_or_default();
     assert!(after.is_empty(), "left in SHMNET_DIR after exit: {after:?}");
 }
 
