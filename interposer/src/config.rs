@@ -304,9 +304,11 @@ pub fn is_partition(addr: &SocketAddr) -> bool {
 #[cold]
 fn load() -> &'static Loaded {
     let parsed = Config::from_lookup(|k| std::env::var_os(k)).and_then(|config| {
-        let file = match &config.log_file {
-            None => None,
-            Some(path) => Some(log::open_file(path).map_err(|e| {
+        // Only when logging is on: an unread FIFO or a dead NFS mount
+        // named there must not matter to a program that logs nothing.
+        let file = match (&config.log_file, config.log_level) {
+            (None, _) | (_, None) => None,
+            (Some(path), Some(_)) => Some(log::open_file(path).map_err(|e| {
                 invalid(
                     "SHMNET_LOG_FILE",
                     format!("cannot open {}: {e}", path.display()),

@@ -178,10 +178,11 @@ pub(crate) fn accept4(
     }
 }
 
-/// The local name of a connecting socket that was not bound: the address
-/// our route to the destination leaves from (the kernel's choice of source
-/// address), loopback when it is local or there is none.
-fn local_ip_for(peer: &SocketAddr) -> IpAddr {
+/// The local name of a connecting socket that was not bound: loopback on
+/// the emulated network and for local destinations; otherwise (a partition
+/// address behind a veth, default mode) the address our route to it leaves
+/// from, as the kernel would choose.
+fn local_ip_for(peer: &SocketAddr, routed: bool) -> IpAddr {
     let loopback = match peer {
         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
         // An IPv4 destination on an IPv6 socket: the kernel's source is
@@ -191,7 +192,7 @@ fn local_ip_for(peer: &SocketAddr) -> IpAddr {
         }
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
     };
-    if rendezvous::is_loopback(peer.ip()) {
+    if !routed || rendezvous::is_loopback(peer.ip()) {
         return loopback;
     }
     match crate::netlink::route(rendezvous::unmapped(*peer).ip()) {
@@ -227,7 +228,7 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
             Some(r) => r,
             None => return fail(Errno::INVAL),
         },
-        _ => match rendezvous::connecting_name(local_ip_for(&target)) {
+        _ => match rendezvous::connecting_name(local_ip_for(&target, tcp_mode)) {
             Ok(r) => r,
             Err(e) if tcp_mode => {
                 log!(debug, "connect(fd {fd}) to {target}: no local name ({e})");

@@ -74,10 +74,14 @@ pub(crate) fn enabled(level: Level) -> bool {
     level as u8 <= MAX_LEVEL.load(Ordering::Relaxed)
 }
 
-/// Open `SHMNET_LOG_FILE` for appending (created 0600, close-on-exec).
+/// Open `SHMNET_LOG_FILE` for appending (created 0600, close-on-exec),
+/// non-blocking: opening a FIFO nobody reads must not hang the program
+/// before main() (it fails with ENXIO instead), and a full pipe drops lines
+/// rather than stalling the call that logs.
 pub(crate) fn open_file(path: &std::path::Path) -> rustix::io::Result<OwnedFd> {
     use rustix::fs::{Mode, OFlags};
-    let flags = OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::CLOEXEC;
+    let flags =
+        OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NONBLOCK;
     rustix::fs::open(path, flags, Mode::RUSR | Mode::WUSR)
 }
 
