@@ -626,10 +626,13 @@ fn new_segment(geo: Geometry) -> Result<Segment, Errno> {
     let size = geo.total_bytes() as u64;
     if let Some(limit) = rustix::process::getrlimit(rustix::process::Resource::Fsize).current {
         if limit < size {
-            log!(
-                info,
-                "no connection segment: RLIMIT_FSIZE ({limit} bytes) is below its {size} bytes"
-            );
+            static SAID: AtomicBool = AtomicBool::new(false);
+            if !SAID.swap(true, Ordering::Relaxed) {
+                crate::log::always(format_args!(
+                    "no shared-memory connections: RLIMIT_FSIZE ({limit} bytes) is below a \
+                     connection segment's {size} bytes (ulimit -f)"
+                ));
+            }
             return Err(Errno::NOBUFS);
         }
     }
