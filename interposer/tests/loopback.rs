@@ -74,22 +74,7 @@ impl Env {
 
     /// The counters of every process that wrote some, summed.
     fn stats(&self) -> HashMap<String, u64> {
-        let mut sum = HashMap::new();
-        let Ok(entries) = std::fs::read_dir(self.shm_dir()) else {
-            return sum;
-        };
-        for e in entries.filter_map(Result::ok) {
-            if !e.file_name().to_string_lossy().starts_with("stats-") {
-                continue;
-            }
-            let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-            for kv in text.split_whitespace() {
-                if let Some((k, v)) = kv.split_once('=') {
-                    *sum.entry(k.to_string()).or_insert(0) += v.parse::<u64>().unwrap_or(0);
-                }
-            }
-        }
-        sum
+        common::stats::read(&self.shm_dir())
     }
 }
 
