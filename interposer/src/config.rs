@@ -13,7 +13,7 @@
 use std::ffi::OsString;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use ipnet::IpNet;
 
@@ -240,40 +240,6 @@ impl Config {
             _ => PathBuf::from(format!("/tmp/shmnet-{euid}")),
         }
     }
-
-    /// Transitional: the directory for the current effective uid.
-    pub fn dir_path(&self) -> PathBuf {
-        self.default_dir(rustix::process::geteuid().as_raw(), false)
-    }
-}
-
-/// Create `dir` (and missing parents) mode 0700, or check an existing one:
-/// it must be a real directory (not a symlink) owned by us, and is narrowed
-/// to 0700 if it is more open. Rendezvous sockets live there, so another
-/// user must not be able to pre-create or enter it.
-pub fn ensure_private_dir(dir: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    match std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-    {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    let meta = std::fs::symlink_metadata(dir)?;
-    let uid = rustix::process::geteuid().as_raw();
-    if !meta.is_dir() || meta.uid() != uid {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!("{} is not a directory owned by uid {uid}", dir.display()),
-        ));
-    }
-    if meta.mode() & 0o077 != 0 {
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
-    }
-    Ok(())
 }
 
 enum Loaded {
@@ -465,23 +431,5 @@ mod tests {
         assert!(c.is_partition_ip("::ffff:127.77.3.4".parse().unwrap()));
         assert!(!c.is_partition_ip("127.0.0.1".parse().unwrap()));
         assert!(!c.is_partition_ip("::1".parse().unwrap()));
-    }
-
-    #[test]
-    fn private_dir_is_created_0700_and_narrowed() {
-        use std::os::unix::fs::PermissionsExt;
-        let base = std::env::temp_dir().join(format!("shmnet-dir-{}", std::process::id()));
-        let dir = base.join("a/b");
-        let _ = std::fs::remove_dir_all(&base);
-        ensure_private_dir(&dir).unwrap();
-        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode(&dir), 0o700);
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        ensure_private_dir(&dir).unwrap();
-        assert_eq!(mode(&dir), 0o700);
-        let link = base.join("link");
-        std::os::unix::fs::symlink(&dir, &link).unwrap();
-        assert!(ensure_private_dir(&link).is_err());
-        let _ = std::fs::remove_dir_all(&base);
     }
 }

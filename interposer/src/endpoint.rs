@@ -133,7 +133,7 @@ fn bind_emulated(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
         let reservation = rendezvous::reserve_local(target)?;
         Bound::new(reservation, None, opts)
     } else {
-        let dir = crate::safedir::get().map_err(|_| Errno::ACCESS)?;
+        let dir = crate::safedir::checked().map_err(|_| Errno::ACCESS)?;
         let reservation = rendezvous::reserve_host(dir, target)?;
         let sock = unix_socket()?;
         if let Some(name) = reservation.host() {

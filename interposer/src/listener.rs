@@ -281,7 +281,7 @@ fn host_rendezvous(
     config: &Config,
     hints: &mut Vec<InternalFd>,
 ) -> Result<Rendezvous, Errno> {
-    let dir = crate::safedir::get()?;
+    let dir = crate::safedir::checked()?;
     let name = HostName::reserve(dir, stem)?;
     let sock = rustix::net::socket_with(
         AddressFamily::UNIX,

@@ -118,7 +118,7 @@ pub(crate) fn find(config: &Config, target: SocketAddr, from: SocketAddr) -> Fou
             None => return Found::None(Outcome::NoListener),
         }
     }
-    let dir = match crate::safedir::get() {
+    let dir = match crate::safedir::checked() {
         Ok(d) => d,
         Err(_) => return Found::None(Outcome::Dir),
     };

@@ -95,7 +95,10 @@ pub(crate) fn abstract_exists(name: &str) -> bool {
 /// connection on a listener. For the instant the probe holds a free name,
 /// a bind of it elsewhere fails.
 fn name_taken(name: &str) -> bool {
-    matches!(bind_abstract(name, SocketType::STREAM), Err(Errno::ADDRINUSE))
+    matches!(
+        bind_abstract(name, SocketType::STREAM),
+        Err(Errno::ADDRINUSE)
+    )
 }
 
 /// A held reservation of one address:port.

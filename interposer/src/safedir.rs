@@ -51,7 +51,6 @@ const RETRY: Duration = Duration::from_secs(1);
 pub(crate) struct Dir {
     fd: InternalFd,
     path: PathBuf,
-    owner: u32,
     dev: u64,
     ino: u64,
     euid: u32,
@@ -66,9 +65,16 @@ pub(crate) fn get() -> Result<Arc<Dir>, Errno> {
 /// Looks whether the directory [`get`] returns was removed or replaced
 /// (its descriptor's `st_nlink` is 0, or its path now names something
 /// else); if so, the next [`get`] opens and verifies the path again.
-#[allow(dead_code)] // the rendezvous code calls it after ENOENT (being wired)
 pub(crate) fn refresh() {
     CACHE.refresh();
+}
+
+/// [`get`] after [`refresh`]: for the rendezvous in the directory, where a
+/// directory removed and recreated meanwhile (by whoever) must be looked
+/// at again before anything in it is trusted. Two system calls.
+pub(crate) fn checked() -> Result<Arc<Dir>, Errno> {
+    refresh();
+    get()
 }
 
 /// `SHMNET_DIR` for `euid`: the configured one, else the default for
@@ -108,7 +114,6 @@ impl Dir {
         Ok(Dir {
             fd: InternalFd::new(fd),
             path: path.to_path_buf(),
-            owner: st.st_uid,
             dev,
             ino,
             euid,
@@ -119,7 +124,6 @@ impl Dir {
     /// in the directory: `/proc/self/fd/<N>/<name>`, which reaches the
     /// verified directory even if its path was renamed or replaced.
     /// ENAMETOOLONG when it does not fit `sun_path`.
-    #[allow(dead_code)] // the rendezvous code uses it (being wired)
     pub(crate) fn socket_path(&self, name: &str) -> Result<PathBuf, Errno> {
         check_name(name)?;
         let path = format!("/proc/self/fd/{}/{name}", self.fd.as_fd().as_raw_fd());
@@ -148,7 +152,6 @@ impl Dir {
     }
 
     /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
-    #[allow(dead_code)] // the rendezvous code uses it (being wired)
     pub(crate) fn stat(&self, name: &str) -> Result<Stat, Errno> {
         check_name(name)?;
         rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
@@ -174,12 +177,6 @@ impl Dir {
     /// The path the directory was opened at (for messages).
     pub(crate) fn path(&self) -> &Path {
         &self.path
-    }
-
-    /// The directory's owner: the effective uid or root.
-    #[allow(dead_code)] // the rendezvous code uses it (being wired)
-    pub(crate) fn owner(&self) -> u32 {
-        self.owner
     }
 
     /// The effective uid the directory was opened for.
@@ -561,7 +558,7 @@ mod tests {
         let dir = Dir::at(&path, euid()).unwrap();
         assert_eq!(mode(&path), 0o700);
         assert_eq!(mode(&b.join("a/b")), 0o700);
-        assert_eq!((dir.owner(), dir.euid()), (euid(), euid()));
+        assert_eq!(dir.euid(), euid());
         assert_eq!(dir.path(), path);
         let _ = std::fs::remove_dir_all(&b);
     }

@@ -52,10 +52,8 @@ pub(crate) enum Outcome {
     /// Kernel TCP: no resources for a connection segment (memfd, mmap, fds).
     Resources = 3,
     /// Kernel TCP: the two sides' policies do not admit each other.
-    #[allow(dead_code)] // counted by the policy code (being wired)
     Policy = 4,
     /// Kernel TCP: `SHMNET_DIR` was needed and refused.
-    #[allow(dead_code)] // counted by the rendezvous code (being wired)
     Dir = 5,
 }
 
@@ -87,13 +85,11 @@ pub(crate) fn accepted_shm() {
 }
 
 /// A listener closed a connection whose connector its policy does not admit.
-#[allow(dead_code)] // the policy code calls it (being wired)
 pub(crate) fn refused_policy() {
     bump(REFUSED_POLICY);
 }
 
 /// A listener dropped a parked connection (garbage, hang-up or idle).
-#[allow(dead_code)] // the parking code calls it (being wired)
 pub(crate) fn dropped_handshake() {
     bump(DROPPED_HANDSHAKES);
 }
