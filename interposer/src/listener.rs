@@ -384,6 +384,7 @@ pub(crate) fn listen_emulated(fd: c_int, bound: &Bound, backlog: c_int) -> Actio
     match made {
         Ok(listener) => {
             log!(debug, "fd {fd}: listening on {}", listener.local);
+            stats::open_early();
             match registry::insert(fd, Arc::new(Socket::Listener(listener))) {
                 Ok(()) => Action::Done(0),
                 Err(()) => fail(Errno::MFILE),

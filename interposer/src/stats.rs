@@ -563,6 +563,14 @@ impl fmt::Display for TableError {
 // ---------------------------------------------------------------------------
 // This process's counts
 
+/// Opens the counters now, not at the first count: a server calls this as
+/// it listens, so that workers it forks after dropping privileges (nginx's
+/// `user nobody;`) count into the mapping they inherit, where they could
+/// not open the directory themselves.
+pub(crate) fn open_early() {
+    let _ = global_table();
+}
+
 /// The process-global table: opened on first need, at most one attempt a
 /// second while it cannot be.
 fn global_table() -> Option<&'static Table> {
