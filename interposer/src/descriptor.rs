@@ -33,6 +33,7 @@ pub(crate) fn close(fd: c_int) -> Action<c_int> {
     }
     log::forget_fd(fd);
     crate::readiness::forget(fd);
+    crate::carry::forget(fd);
     if let Some(handle) = fdtable::table().remove(fd) {
         release(fd, handle);
     }
@@ -222,6 +223,7 @@ pub(crate) fn fresh(fd: c_int) {
     // An epoll set known under this number is gone (dup2 onto it, or a
     // close we did not see).
     crate::readiness::forget(fd);
+    crate::carry::forget(fd);
 }
 
 /// `fresh` for fcntl: only F_DUPFD and F_DUPFD_CLOEXEC return an fd (the

@@ -146,7 +146,9 @@ fn bind_emulated(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
     };
     adopt(fd, &sock)?;
     log!(debug, "fd {fd}: bound to {}", bound.local);
-    registry::insert(fd, Arc::new(Socket::Bound(bound))).map_err(|()| Errno::MFILE)
+    registry::insert(fd, Arc::new(Socket::Bound(bound))).map_err(|()| Errno::MFILE)?;
+    crate::carry::replay(fd, true);
+    Ok(())
 }
 
 pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
@@ -219,6 +221,7 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
         return if bound.is_some() {
             fail(Errno::NETUNREACH)
         } else {
+            crate::carry::done(fd);
             Action::Pass
         };
     };
@@ -267,6 +270,7 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
             if registry::insert(fd, Arc::new(Socket::Stream(conn))).is_err() {
                 return fail(Errno::MFILE);
             }
+            crate::carry::replay(fd, false);
             if tcp_mode {
                 stats::count(stats::Outcome::Shm);
             }
@@ -319,6 +323,7 @@ fn fallback(fd: c_int, target: SocketAddr, why: stats::Outcome) -> Action<c_int>
     }
     log!(debug, "connect(fd {fd}) to {target}: kernel TCP ({why:?})");
     stats::count(why);
+    crate::carry::done(fd);
     Action::Pass
 }
 

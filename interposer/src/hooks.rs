@@ -304,7 +304,7 @@ macro_rules! interpose {
 interpose! {
     // Endpoints.
     fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int => endpoint::socket,
-        fresh fresh;
+        fresh |r| { fresh(r); crate::carry::socket_made(r, domain, ty) };
     fn socketpair(domain: c_int, ty: c_int, protocol: c_int, sv: *mut c_int) -> c_int
         => endpoint::socketpair,
         // SAFETY: socketpair(2) succeeded, so it stored two fds at `sv`.

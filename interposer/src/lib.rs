@@ -20,6 +20,7 @@
 #[macro_use]
 mod log;
 
+mod carry;
 pub mod config;
 mod descriptor;
 mod endpoint;

@@ -177,16 +177,22 @@ pub(crate) fn listen_tcp(fd: c_int, backlog: c_int, config: &Config) -> Action<c
         return fail(e);
     }
     let Some(local) = sys::local_name(sock) else {
+        crate::carry::done(fd);
         return Action::Done(0);
     };
     if !(config.is_partition_ip(local.ip()) || local.ip().is_unspecified()) {
+        crate::carry::done(fd);
         return Action::Done(0);
     }
-    if let Err(e) = make_dual(fd, local, backlog, config) {
-        log!(
-            warn,
-            "listen on {local}: no shared-memory listener ({e}); kernel TCP only"
-        );
+    match make_dual(fd, local, backlog, config) {
+        Ok(()) => crate::carry::replay(fd, false),
+        Err(e) => {
+            crate::carry::done(fd);
+            log!(
+                warn,
+                "listen on {local}: no shared-memory listener ({e}); kernel TCP only"
+            );
+        }
     }
     Action::Done(0)
 }
@@ -386,7 +392,10 @@ pub(crate) fn listen_emulated(fd: c_int, bound: &Bound, backlog: c_int) -> Actio
             log!(debug, "fd {fd}: listening on {}", listener.local);
             stats::open_early();
             match registry::insert(fd, Arc::new(Socket::Listener(listener))) {
-                Ok(()) => Action::Done(0),
+                Ok(()) => {
+                    crate::carry::replay(fd, false);
+                    Action::Done(0)
+                }
                 Err(()) => fail(Errno::MFILE),
             }
         }

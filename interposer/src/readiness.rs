@@ -214,7 +214,7 @@ pub(crate) fn epoll_ctl(
     event: *mut libc::epoll_event,
 ) -> Action<c_int> {
     let Some(sock) = registry::get(fd) else {
-        return Action::Pass;
+        return fresh_ctl(epfd, op, fd, event);
     };
     let conn = match &*sock {
         Socket::Stream(conn) => conn,
@@ -246,6 +246,28 @@ pub(crate) fn epoll_ctl(
     let r = unsafe { crate::hooks::real::epoll_ctl(epfd, op, fd, event) };
     if r == 0 {
         note(epfd, op, fd, ev, &sock, pending);
+    }
+    Action::Raw(r)
+}
+
+/// A socket that may still be re-pointed (`carry`): its registrations are
+/// noted.
+fn fresh_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> Action<c_int> {
+    if !crate::carry::is_fresh(fd) {
+        return Action::Pass;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the real epoll_ctl with the caller's arguments.
+    let r = unsafe { crate::hooks::real::epoll_ctl(epfd, op, fd, event) };
+    if r == 0 {
+        let ev = (op != libc::EPOLL_CTL_DEL && !event.is_null()).then(|| {
+            #[allow(unsafe_code)]
+            // SAFETY: the kernel just read it (ADD/MOD succeeded).
+            unsafe {
+                sys::epoll_event_copy(event)
+            }
+        });
+        crate::carry::epoll_ctl(epfd, op, fd, ev);
     }
     Action::Raw(r)
 }

@@ -194,4 +194,5 @@ pub(crate) fn after_fork_child() {
     for_each_socket(|sock| sock.reset_locks_after_fork());
     crate::rendezvous::after_fork_child();
     crate::readiness::after_fork_child();
+    crate::carry::after_fork_child();
 }

@@ -1248,6 +1248,23 @@ impl Connection {
                                     // reader looks at before it sleeps.
                                     let owed = self.owed(rx);
                                     self.bell.take(owed);
+                                } else if !peek
+                                    && self.edge.load(Ordering::Relaxed)
+                                    && self.owed(rx) >= EDGE_BYTES
+                                    && self.waiters.load(Ordering::SeqCst) == 0
+                                {
+                                    // An edge-triggered reader need not read
+                                    // until EAGAIN (nginx reads what FIONREAD
+                                    // says and waits for the next edge), so
+                                    // the ring may never empty for it to
+                                    // settle; but its producer stops ringing
+                                    // with `EDGE_BACKLOG` bytes untaken, and
+                                    // the next edge would never come. Bytes
+                                    // counted so far are for data read or
+                                    // still in the ring, which such a reader
+                                    // was told about by an edge already.
+                                    let owed = self.owed(rx);
+                                    self.bell.take(owed);
                                 }
                                 if !waitall
                                     && total < GATHER_BELOW
@@ -1704,11 +1721,11 @@ impl Connection {
         }
     }
 
-    /// FIONREAD.
+    /// FIONREAD (a connector that has not read yet attaches its receive
+    /// half here: data may be waiting).
     pub(crate) fn available(&self) -> usize {
-        let rx = self.rx.lock();
-        rx.consumer
-            .as_ref()
+        let mut rx = self.rx.lock();
+        self.receiver(&mut rx.consumer)
             .and_then(|c| c.available().ok())
             .unwrap_or(0)
     }
@@ -1791,6 +1808,11 @@ pub(crate) enum FastSend {
 /// Doorbell bytes a lazy reader leaves queued before it takes them (an end
 /// fills at about 40: each costs 768 bytes of the peer's 32 KiB).
 const STALE_BYTES: usize = 16;
+
+/// An edge-triggered reader takes its doorbell bytes once this many are
+/// queued: below the producer's cap (`shmnet_ring`'s EDGE_BACKLOG, 4), so
+/// that edges keep coming however it reads.
+const EDGE_BYTES: usize = 2;
 
 /// A blocking stream consumer that read less than this (see `Step::Gather`)
 /// pauses once for `GATHER_PAUSE` and reads on.

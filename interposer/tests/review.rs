@@ -109,6 +109,20 @@ fn partial_handshake_does_not_stall_nonblocking_accept() {
     assert!(secs < 1.0, "{line}");
 }
 
+/// nginx's proxy habits (issue 11): an upstream socket registered in epoll
+/// before connect keeps its registration, and an edge-triggered reader that
+/// reads what FIONREAD says (never until EAGAIN) keeps getting edges, with
+/// the writer blocked on a full ring. Before, the first was never reported
+/// again, and the second stalled once four doorbell bytes were left.
+#[test]
+fn epoll_registration_before_connect_and_fionread_driven_edges() {
+    let out = script("edge_fionread", &[]);
+    assert!(
+        out.contains(&format!("bytes {} crc ok True", 8 << 20)),
+        "{out}"
+    );
+}
+
 /// A huge SO_RCVTIMEO means "forever", not a panic.
 #[test]
 fn huge_receive_timeout_is_forever() {
