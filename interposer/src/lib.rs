@@ -35,6 +35,7 @@ mod lock;
 mod lookup;
 mod netlink;
 mod options;
+mod parking;
 mod policy;
 mod polling;
 mod pool;
