@@ -60,6 +60,6 @@ for who in preloaded plain; do
   out=$(timeout 60 "${run[@]}" -s -o "$WORK/got" -w '%{speed_download} %{time_total}' "http://127.0.0.1:$DPORT/blob")
   printf '%-34s %12.0f %10s %s\n' "curl $who -> 127.0.0.1" "$(echo "$out" | awk '{print $1/1e6}')" "$(echo "$out" | awk '{print $2}')" "$(sha256sum < "$WORK/got" | cut -c1-16)"
 done
-echo "   how each connect went (SHMNET_DIR/stats-PID of each process):"
-for f in "$DEF_DIR"/stats-*; do echo "     $(basename "$f"): $(cat "$f")"; done
+echo "   how each connect went (the counters in SHMNET_DIR, docs/counters.md):"
+"$PY" "$(dirname "$0")/shmnet-counters" "$DEF_DIR" | sed 's/^/     /'
 echo "   (the preloaded curl: shm=1; the server: accepted_shm=1; the plain curl went over kernel TCP to the same listener)"
