@@ -749,11 +749,11 @@ impl Listener {
     /// who is asking (the kernel's word), whether they may, then the
     /// segment (seed 000 claims 82-83 b-f).
     fn handshake(&self, conn: BorrowedFd<'_>, scope: Scope, state: State) -> Step {
-        let Some(peer) = Peer::of(conn) else {
-            self.dropped("no credentials");
+        let Some(config) = crate::config::get() else {
             return Step::Dropped;
         };
-        let Some(config) = crate::config::get() else {
+        let Some(peer) = Peer::of(conn, &config.allow) else {
+            self.dropped("no credentials");
             return Step::Dropped;
         };
         let me = euid();

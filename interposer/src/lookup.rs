@@ -209,7 +209,7 @@ impl Target {
         config: &Config,
         hints: &Hints<'_>,
     ) -> Result<(), DialError> {
-        let Some(peer) = Peer::of(sock) else {
+        let Some(peer) = Peer::of(sock, &config.allow) else {
             return Err(DialError::Refused);
         };
         if let Some(uid) = self.expect.uid {

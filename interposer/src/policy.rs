@@ -29,10 +29,15 @@ pub(crate) struct Peer {
 impl Peer {
     /// The credentials of the other end of a connected Unix socket: the
     /// connector's for an accepted socket, the listener's (as of its
-    /// listen()) for a connecting one.
-    pub(crate) fn of(sock: BorrowedFd<'_>) -> Option<Peer> {
+    /// listen()) for a connecting one. Its supplementary groups only when
+    /// `allow` has group entries (a system call saved otherwise).
+    pub(crate) fn of(sock: BorrowedFd<'_>, allow: &Allow) -> Option<Peer> {
         let cred = rustix::net::sockopt::socket_peercred(sock).ok()?;
-        let groups = peer_groups(sock);
+        let groups = if allow.gids.is_empty() {
+            Vec::new()
+        } else {
+            peer_groups(sock)
+        };
         Some(Peer {
             pid: cred.pid.as_raw_nonzero().get() as u32,
             uid: cred.uid.as_raw(),
