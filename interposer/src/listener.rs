@@ -584,7 +584,13 @@ impl Listener {
             tv_nsec: 0,
         };
         let mut ready = Ready::default();
-        match epoll::wait(&self.epoll, &mut buf, Some(&zero)) {
+        // (A Vec is a buffer of its *length* to rustix: its spare capacity
+        // is what epoll_wait may fill.)
+        match epoll::wait(
+            &self.epoll,
+            rustix::buffer::spare_capacity(&mut buf),
+            Some(&zero),
+        ) {
             Ok(_) => {
                 for ev in &buf {
                     match ev.data.u64() {

@@ -123,6 +123,63 @@ fn epoll_registration_before_connect_and_fionread_driven_edges() {
     );
 }
 
+/// A listener whose parked connections were handed over is quiet again
+/// (their one-shot events are consumed): a postmaster-like select + accept
+/// + fork server with pgbench-like clients, in both modes. Before, the
+/// listener stayed readable, accept spun inside the library (PostgreSQL:
+/// unreaped children, `pg_ctl stop` failed).
+#[test]
+fn listener_is_quiet_after_parked_connections_were_accepted() {
+    let exe = common::build_c("forkaccept", &["-O2"]);
+    let seq = format!("{}/tests/py/seq_clients.py", env!("CARGO_MANIFEST_DIR"));
+    for (host, port, emulated) in [("127.77.9.32", 19032, true), ("127.0.0.1", 0, false)] {
+        let port = if port == 0 {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        } else {
+            port
+        };
+        let dir = tmpdir("forkaccept");
+        let set = |c: &mut std::process::Command| {
+            c.env("SHMNET_DIR", &dir);
+            if emulated {
+                c.env("SHMNET_PARTITIONS", "127.77.0.0/16")
+                    .env("SHMNET_FALLBACK", "never");
+            }
+        };
+        let mut srv = preloaded(&exe);
+        srv.args([host, &port.to_string(), "5"]);
+        set(&mut srv);
+        let mut srv = common::Background::start(
+            "forkaccept",
+            &mut srv,
+            std::time::Duration::from_secs(30),
+            false,
+        );
+        srv.expect("ready");
+        let mut cli = preloaded(python());
+        cli.arg(&seq)
+            .args([host, &port.to_string(), "2", "25", "1", "4"]);
+        set(&mut cli);
+        let cli = std::thread::spawn(move || run(&mut cli));
+        let line = srv.expect("accepted ");
+        assert_eq!(
+            line, "accepted 50 slow 0 readable_after 0",
+            "emulated: {emulated}"
+        );
+        let out = cli.join().unwrap();
+        assert!(
+            out.stdout.contains("clients 50"),
+            "{}\n{}",
+            out.stdout,
+            out.stderr
+        );
+    }
+}
+
 /// A huge SO_RCVTIMEO means "forever", not a panic.
 #[test]
 fn huge_receive_timeout_is_forever() {
