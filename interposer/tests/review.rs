@@ -124,8 +124,8 @@ fn epoll_registration_before_connect_and_fionread_driven_edges() {
 }
 
 /// A listener whose parked connections were handed over is quiet again
-/// (their one-shot events are consumed): a postmaster-like select + accept
-/// + fork server with pgbench-like clients, in both modes. Before, the
+/// (their one-shot events are consumed): a postmaster-like server (select,
+/// accept, fork) with pgbench-like clients, in both modes. Before, the
 /// listener stayed readable, accept spun inside the library (PostgreSQL:
 /// unreaped children, `pg_ctl stop` failed).
 #[test]
