@@ -271,9 +271,7 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
                 return fail(Errno::MFILE);
             }
             crate::carry::replay(fd, false);
-            if tcp_mode {
-                stats::count(stats::Outcome::Shm);
-            }
+            stats::count(stats::Outcome::Shm);
             Action::Done(0)
         }
         Err(e) if tcp_mode => {
@@ -296,10 +294,21 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
         }
         Err(DialError::Os(e)) => fail(e),
         Err(DialError::Policy) => {
-            crate::log::always(format_args!(
-                "connect to {target}: refused, the listener's user and ours do not admit each \
-                 other (SHMNET_ALLOW, docs/security.md)"
-            ));
+            // Once per process: a client retrying in a loop must not fill
+            // its log (nginx: 180 000 lines in 10 s).
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                crate::log::always(format_args!(
+                    "connect to {target}: refused, the listener's SHMNET_ALLOW does not admit \
+                     uid {} (docs/security.md; said once)",
+                    rustix::process::geteuid().as_raw()
+                ));
+            } else {
+                log!(
+                    debug,
+                    "connect to {target}: refused by the listener's policy"
+                );
+            }
             fail(Errno::CONNREFUSED)
         }
         Err(DialError::NoListener | DialError::Refused) => fail(Errno::CONNREFUSED),

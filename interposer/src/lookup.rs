@@ -13,7 +13,9 @@
 //!   in SHMNET_DIR otherwise; a port below `ip_unprivileged_port_start`
 //!   only from a privileged listener.
 //!
-//! Then the users' policy, both ways (`policy`).
+//! Then the listener's users' policy, which its hint names announce
+//! (`policy`): whom a connector reaches is the kernel's rule, whether it is
+//! served is the listener's.
 #![deny(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -83,11 +85,9 @@ pub(crate) fn find(config: &Config, target: SocketAddr, from: SocketAddr) -> Fou
             }
         };
         let name = rendezvous::cookie_name(info.cookie);
-        // Decided before dialing where it can be: a refused connector
-        // costs the listener nothing.
-        let me = euid();
-        let mine = config.allow.admits_uid(me, info.uid) || !config.allow.gids.is_empty();
-        if !mine || !admitted_by(&Hints::Local(&name), me, info.uid) {
+        // Decided before dialing: a refused connector costs the listener
+        // nothing.
+        if !admitted_by(&Hints::Local(&name), euid(), info.uid) {
             return Found::None(Outcome::Policy);
         }
         return Found::Listener(Target {
@@ -241,17 +241,9 @@ impl Target {
             ));
             return Err(DialError::Refused);
         }
-        let me = euid();
-        if !config.allow.admits(me, &peer) {
-            log!(
-                info,
-                "not meeting a listener of uid {} over shared memory: SHMNET_ALLOW does not \
-                 name it",
-                peer.uid
-            );
-            return Err(DialError::Policy);
-        }
-        if !admitted_by(hints, me, peer.uid) {
+        // Whom we reach is the kernel's rule (above); whether we are served
+        // is the listener's policy, which its hints announce.
+        if !admitted_by(hints, euid(), peer.uid) {
             return Err(DialError::Policy);
         }
         Ok(())

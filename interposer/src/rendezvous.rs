@@ -316,6 +316,10 @@ pub(crate) fn host_candidates(target: SocketAddr) -> Vec<String> {
     c
 }
 
+/// Socket files in SHMNET_DIR: rw for all (whoever can enter the directory
+/// may connect; who is served is the listener's policy).
+const SOCKET_MODE: Mode = Mode::from_raw_mode(0o666);
+
 /// A name held in SHMNET_DIR: the lock file's flock, and the socket file
 /// next to it, both removed when it is released (unless a fork happened
 /// since: the other process may still hold it).
@@ -364,10 +368,13 @@ impl HostName {
         Err(Errno::ADDRINUSE)
     }
 
-    /// Binds `sock` to the name's socket file.
+    /// Binds `sock` to the name's socket file, connectable by anyone who
+    /// may enter the directory (connect(2) needs write permission on it;
+    /// the listener's policy decides whom it serves).
     pub(crate) fn bind(&self, sock: impl AsFd) -> Result<(), Errno> {
         let path = self.dir.socket_path(&self.stem)?;
-        rustix::net::bind(sock, &SocketAddrUnix::new(path.as_path())?)
+        rustix::net::bind(sock, &SocketAddrUnix::new(path.as_path())?)?;
+        self.dir.chmod(&self.stem, SOCKET_MODE)
     }
 
     /// Binds a datagram socket at `<stem>.allow-<hint>` (see `policy`).
@@ -377,6 +384,7 @@ impl HostName {
         let sock = unix_socket(SocketType::DGRAM)?;
         let path = self.dir.socket_path(&name)?;
         rustix::net::bind(&sock, &SocketAddrUnix::new(path.as_path())?)?;
+        self.dir.chmod(&name, SOCKET_MODE)?;
         Ok(InternalFd::new(sock))
     }
 }

@@ -11,7 +11,7 @@
 //! A directory is accepted when it is a real directory (not a symlink),
 //! owned by the effective uid or by root, and not writable by group or
 //! others unless it has the sticky bit (like `/tmp`). A missing one is
-//! created mode 0700 (with missing parents); an existing one is never
+//! created mode 0700 (its parent must exist); an existing one is never
 //! chmod-ed: narrowing a directory an administrator shared on purpose locks
 //! the other users out.
 //!
@@ -146,6 +146,14 @@ impl Dir {
     }
 
     /// `unlinkat(dir, name, 0)`.
+    /// Sets the mode of `name` (a socket file we just bound: anyone who
+    /// can enter the directory may connect to it; who is served is the
+    /// listener's policy, decided from the kernel's credentials).
+    pub(crate) fn chmod(&self, name: &str, mode: Mode) -> Result<(), Errno> {
+        check_name(name)?;
+        rustix::fs::chmodat(&self.fd, name, mode, AtFlags::empty())
+    }
+
     pub(crate) fn unlink(&self, name: &str) -> Result<(), Errno> {
         check_name(name)?;
         rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())
@@ -217,7 +225,7 @@ const DIR_FLAGS: OFlags = OFlags::RDONLY
     .union(OFlags::CLOEXEC);
 
 /// Opens `path` as a directory without following a symlink in its last
-/// component, creating it (and missing parents) mode 0700 if missing.
+/// component, creating it mode 0700 if missing (its parent must exist).
 fn open_or_create(path: &Path) -> Result<OwnedFd, Problem> {
     let (parent, name) = match (path.parent(), path.file_name()) {
         (Some(parent), Some(name)) => (parent, name),
@@ -231,11 +239,10 @@ fn open_or_create(path: &Path) -> Result<OwnedFd, Problem> {
         parent
     };
     let parent_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    // The parent must exist: a mistyped SHMNET_DIR must not make a tree
+    // of directories (as root, anywhere).
     let parent_fd = match rustix::fs::open(parent, parent_flags, Mode::empty()) {
-        Err(Errno::NOENT) => {
-            create_all(parent).map_err(Problem::Create)?;
-            rustix::fs::open(parent, parent_flags, Mode::empty())
-        }
+        Err(Errno::NOENT) => return Err(Problem::Create(Errno::NOENT)),
         other => other,
     }
     .map_err(Problem::Open)?;
@@ -264,26 +271,6 @@ fn open_or_create(path: &Path) -> Result<OwnedFd, Problem> {
         }
         e => Problem::Open(e),
     })
-}
-
-/// `mkdir -p -m 0700 path` (following symlinks in the existing part: only
-/// the directory's own last component must not be one).
-fn create_all(path: &Path) -> Result<(), Errno> {
-    match rustix::fs::mkdir(path, Mode::RWXU) {
-        Ok(()) | Err(Errno::EXIST) => Ok(()),
-        Err(Errno::NOENT) => {
-            let parent = path.parent().ok_or(Errno::NOENT)?;
-            if parent.as_os_str().is_empty() {
-                return Err(Errno::NOENT);
-            }
-            create_all(parent)?;
-            match rustix::fs::mkdir(path, Mode::RWXU) {
-                Ok(()) | Err(Errno::EXIST) => Ok(()),
-                Err(e) => Err(e),
-            }
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// Why a directory was refused.
@@ -552,14 +539,17 @@ mod tests {
     }
 
     #[test]
-    fn missing_directory_is_created_0700_with_parents() {
+    fn missing_directory_is_created_0700_but_not_its_parents() {
         let b = base("create");
-        let path = b.join("a/b/shm");
+        let path = b.join("shm");
         let dir = Dir::at(&path, euid()).unwrap();
         assert_eq!(mode(&path), 0o700);
-        assert_eq!(mode(&b.join("a/b")), 0o700);
         assert_eq!(dir.euid(), euid());
         assert_eq!(dir.path(), path);
+        let deep = b.join("a/b/shm");
+        let e = Dir::at(&deep, euid()).unwrap_err();
+        assert!(e.to_string().contains("cannot be created"), "{e}");
+        assert!(!b.join("a").exists());
         let _ = std::fs::remove_dir_all(&b);
     }
 

@@ -1472,6 +1472,63 @@ fn veth_namespaces_meet_over_shared_memory() {
     }
 }
 
+/// Across namespaces, other users (found by trying real programs): a
+/// listener in A of user U that allows V serves V's client in B over shared
+/// memory, and W's falls back to kernel TCP as the policy says. Before, the
+/// socket file in SHMNET_DIR was 0755, so V got EACCES and fell back too
+/// (counted `fallback_refused`). All share one root-owned sticky directory.
+#[test]
+fn veth_namespaces_other_users_meet_when_allowed() {
+    if skip_unless_root("veth_namespaces_other_users_meet_when_allowed") {
+        return;
+    }
+    let (u, v, w) = (TestUser::create(), TestUser::create(), TestUser::create());
+    let (a, b) = Netns::pair_with_veth(10);
+    let shared = OpenDir::new("veth-users", 0o1777);
+    let ip = Netns::veth_addr(10, 1).to_string();
+    let drop = |user: &TestUser| format!("{}:{}", user.uid(), user.gid());
+    let env = |cmd: &mut Command| {
+        cmd.env("SHMNET_PARTITIONS", "10.211.0.0/16")
+            .env("SHMNET_DIR", shared.path());
+    };
+    let mut cmd = a.py(NET, &["--drop", &drop(&u), "server", &ip, "0", "0", "U"]);
+    env(&mut cmd);
+    cmd.env("SHMNET_ALLOW", v.name());
+    let mut srv = start("server in A (user U, allows V)", &mut cmd);
+    let (port, _) = port_pid(&mut srv);
+    for (user, key) in [(&v, "shm"), (&w, "fallback_policy")] {
+        let before = count(&stats(shared.path()), key);
+        let mut cmd = b.py(
+            NET,
+            &[
+                "--drop",
+                &drop(user),
+                "client",
+                &ip,
+                &port.to_string(),
+                "1048576",
+            ],
+        );
+        env(&mut cmd);
+        let out = run(&mut cmd);
+        assert!(
+            out.stdout.starts_with("ok U "),
+            "client of {}: {}\n{}",
+            user.name(),
+            out.stdout,
+            out.stderr
+        );
+        let s = stats(shared.path());
+        assert_eq!(
+            count(&s, key),
+            before + 1,
+            "client of {}: counters {s:?} (want {key} one more)",
+            user.name()
+        );
+    }
+    srv.kill();
+}
+
 // ---------------------------------------------------------------------------
 // 10. Containers of one pod
 
