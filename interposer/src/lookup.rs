@@ -317,12 +317,21 @@ fn connect_to(
     }
 }
 
-/// The lowest port an unprivileged process may bind, in this namespace.
+/// The lowest port an unprivileged process may bind, in this namespace:
+/// read once per process (three system calls; connect asks every time).
 fn unprivileged_port_start() -> u16 {
-    std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static START: AtomicU32 = AtomicU32::new(u32::MAX);
+    let known = START.load(Ordering::Relaxed);
+    if known != u32::MAX {
+        return known as u16;
+    }
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
         .ok()
         .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(1024)
+        .unwrap_or(1024);
+    START.store(u32::from(start), Ordering::Relaxed);
+    start
 }
 
 pub(crate) fn privileged_port(port: u16) -> bool {
