@@ -215,6 +215,13 @@ fn make_dual(fd: c_int, local: SocketAddr, backlog: c_int, config: &Config) -> R
     for stem in host_stems(local, v6only, config) {
         match host_rendezvous(&stem, backlog, config, &mut hints) {
             Ok(r) => rv.push(r),
+            // Somebody holds our name there: clients in other namespaces
+            // will not find us (they use kernel TCP, or a listener they
+            // trust — see lookup.rs).
+            Err(Errno::ADDRINUSE) => crate::log::always(format_args!(
+                "listen on {local}: {stem} in SHMNET_DIR is held by another process; \
+                 clients in other network namespaces will use kernel TCP"
+            )),
             Err(e) => log!(
                 debug,
                 "listen on {local}: no rendezvous {stem} in SHMNET_DIR ({e})"
@@ -933,7 +940,10 @@ fn plausible_source(addr: SocketAddr, scope: Scope, peer: &Peer, config: &Config
                 _ => return false,
             };
             let link = crate::netlink::link_netnsid(route.oif).ok().flatten();
-            let theirs = crate::netlink::netnsid_of_pid(peer.pid).ok().flatten();
+            let theirs = match peer.pid {
+                0 => None,
+                pid => crate::netlink::netnsid_of_pid(pid).ok().flatten(),
+            };
             link.is_some() && link == theirs
         }
     }

@@ -109,7 +109,7 @@ pub(crate) fn find(config: &Config, target: SocketAddr, from: SocketAddr) -> Fou
     }
     // Not in this namespace: SHMNET_DIR.
     let mut expect = Expect {
-        privileged: !tcp_mode && privileged_port(target.port()),
+        privileged: privileged_port(target.port()),
         ..Expect::default()
     };
     if tcp_mode {
@@ -183,6 +183,17 @@ impl Target {
             Name::Host { dir, stems } => {
                 let mut found = None;
                 for stem in stems {
+                    // Whoever made the socket file listens there (checked
+                    // again below, from the kernel's credentials): one we
+                    // would not use is not even dialed.
+                    let distrusted = self.expect.netnsid.is_some()
+                        && config.allow.gids.is_empty()
+                        && dir
+                            .stat(stem)
+                            .is_ok_and(|st| !config.allow.admits_uid(euid(), st.st_uid));
+                    if distrusted {
+                        return Err(DialError::Policy);
+                    }
                     let path = dir.socket_path(stem)?;
                     match connect_to(&SocketAddrUnix::new(path.as_path())?, nonblocking, timeout) {
                         Ok(s) => {
@@ -223,7 +234,11 @@ impl Target {
             }
         }
         if let Some(id) = self.expect.netnsid {
-            if crate::netlink::netnsid_of_pid(peer.pid).ok().flatten() != Some(id) {
+            let theirs = match peer.pid {
+                0 => None, // not visible from our pid namespace: cannot tell
+                pid => crate::netlink::netnsid_of_pid(pid).ok().flatten(),
+            };
+            if theirs != Some(id) {
                 log!(
                     info,
                     "the rendezvous answering in SHMNET_DIR (pid {}) is not in the network \
@@ -232,6 +247,21 @@ impl Target {
                 );
                 return Err(DialError::Refused);
             }
+        }
+        if self.expect.netnsid.is_some() && !config.allow.admits(euid(), &peer) {
+            // Another namespace's kernel listener cannot be asked about
+            // (no inet_diag across namespaces): whoever may write
+            // SHMNET_DIR could stand in for it. So here, unlike on this
+            // namespace's loopback, the connector trusts only its own user,
+            // root, and those its SHMNET_ALLOW names.
+            log!(
+                info,
+                "not using a rendezvous in SHMNET_DIR opened by uid {} (pid {}): \
+                 SHMNET_ALLOW does not name it",
+                peer.uid,
+                peer.pid
+            );
+            return Err(DialError::Policy);
         }
         if self.expect.privileged && !privileged(&peer) {
             crate::log::always(format_args!(
@@ -258,7 +288,9 @@ enum Hints<'a> {
 
 /// Whether a listener of `owner` admits us (see docs/security.md): its own
 /// uid and root always; anybody else if the listener bound a hint naming
-/// them (a forged hint only lets us try: the listener decides).
+/// them — a hint another user bound does not count (it could only make us
+/// try and be refused after connect had returned, with no way back to
+/// kernel TCP).
 fn admitted_by(hints: &Hints<'_>, me: u32, owner: u32) -> bool {
     if me == owner || me == 0 {
         return true;
@@ -270,8 +302,8 @@ fn admitted_by(hints: &Hints<'_>, me: u32, owner: u32) -> bool {
     policy::hints_for(me, gid, &groups)
         .iter()
         .any(|h| match hints {
-            Hints::Local(name) => rendezvous::abstract_exists(&rendezvous::hint_name(name, h)),
-            Hints::Host(dir, stem) => rendezvous::host_hint_exists(dir, stem, h),
+            Hints::Local(name) => rendezvous::hint_held_by(&rendezvous::hint_name(name, h), owner),
+            Hints::Host(dir, stem) => rendezvous::host_hint_held_by(dir, stem, h, owner),
         })
 }
 
@@ -338,27 +370,19 @@ pub(crate) fn privileged_port(port: u16) -> bool {
     port != 0 && port < unprivileged_port_start()
 }
 
-/// Whether `peer` may bind a privileged port: root, or CAP_NET_BIND_SERVICE
-/// in its effective set now (the kernel asks at bind time; this is as
-/// close as another process can look).
+/// Whether `peer` may hold a privileged port: root (in our user
+/// namespace), as the credentials the kernel took when it listened say. A
+/// capability cannot be checked from outside: another process's CapEff is
+/// relative to its own user namespace (root in one made with `unshare -Ur`
+/// has them all) and is today's, not the listen()-time one (a process may
+/// exec a setuid program after it listened).
 fn privileged(peer: &Peer) -> bool {
-    peer.uid == 0 || (peer.pid != 0 && may_bind_privileged(&format!("/proc/{}/status", peer.pid)))
+    peer.uid == 0
 }
 
-/// Whether the process whose status file is `status` has
-/// CAP_NET_BIND_SERVICE (bit 10) effective.
-pub(crate) fn may_bind_privileged(status: &str) -> bool {
-    const CAP_NET_BIND_SERVICE: u32 = 10;
-    std::fs::read_to_string(status)
-        .ok()
-        .and_then(|s| {
-            let caps = s.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
-            u64::from_str_radix(caps.trim(), 16).ok()
-        })
-        .is_some_and(|caps| caps & (1 << CAP_NET_BIND_SERVICE) != 0)
-}
-
-/// Whether this process may bind a privileged emulated port.
+/// Whether this process may bind a privileged emulated port: only root, as
+/// connectors will require (see `privileged`) — EACCES at bind rather than
+/// a listener nobody may reach.
 pub(crate) fn may_bind(port: u16) -> bool {
-    !privileged_port(port) || euid() == 0 || may_bind_privileged("/proc/self/status")
+    !privileged_port(port) || euid() == 0
 }

@@ -54,6 +54,14 @@ const AF_INET6: u8 = 10;
 const IPPROTO_TCP: u8 = 6;
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
+const AF_UNIX: u8 = 1;
+/// `sizeof(struct unix_diag_req)`, `sizeof(struct unix_diag_msg)`.
+const UNIX_DIAG_REQ_LEN: usize = 24;
+const UNIX_DIAG_MSG_LEN: usize = 16;
+const UDIAG_SHOW_PEER: u32 = 0x04;
+const UDIAG_SHOW_UID: u32 = 0x40;
+const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_UID: u16 = 7;
 /// `sizeof(struct inet_diag_req_v2)`.
 const DIAG_REQ_LEN: usize = 56;
 /// `sizeof(struct inet_diag_msg)`.
@@ -341,6 +349,57 @@ pub(crate) fn link_netnsid(ifindex: u32) -> Result<Option<i32>, Errno> {
             Ok(())
         })?;
         finish(answer, found)
+    })
+}
+
+/// The owner (the uid that made it, as our user namespace sees it) of the
+/// Unix socket `sock` is connected to: two unix_diag exact lookups, ours
+/// for our peer's inode, then that inode's uid (UDIAG_SHOW_UID, Linux
+/// 5.3). A datagram socket connected to a name has the name's holder as
+/// its peer; this is how a connector tells who bound a policy hint.
+pub(crate) fn unix_peer_owner(sock: BorrowedFd<'_>) -> Result<Option<u32>, Errno> {
+    let ours = u32::try_from(rustix::fs::fstat(sock)?.st_ino).map_err(|_| Errno::OVERFLOW)?;
+    let Some(peer) = unix_diag(ours, UDIAG_SHOW_PEER, UNIX_DIAG_PEER)? else {
+        return Ok(None);
+    };
+    unix_diag(peer, UDIAG_SHOW_UID, UNIX_DIAG_UID)
+}
+
+/// One unix_diag exact lookup of the socket with inode `ino`: the u32 of
+/// attribute `attr` (asked for with `show`), if the reply has it.
+fn unix_diag(ino: u32, show: u32, attr: u16) -> Result<Option<u32>, Errno> {
+    DIAG.run(|fd| {
+        let seq = next_seq();
+        let mut req = [0u8; NLMSG_HDRLEN + UNIX_DIAG_REQ_LEN];
+        put_header(&mut req, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, seq);
+        let r = &mut req[NLMSG_HDRLEN..];
+        r[0] = AF_UNIX;
+        // udiag_states: all; the inode; what to show; no cookie check.
+        r[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+        r[8..12].copy_from_slice(&ino.to_ne_bytes());
+        r[12..16].copy_from_slice(&show.to_ne_bytes());
+        r[16..24].copy_from_slice(&[0xff; 8]);
+
+        let mut buf = [MaybeUninit::uninit(); REPLY_BUF];
+        let mut found = None;
+        let answer = exchange(fd, &req, seq, &mut buf, |ty, payload| {
+            if ty != SOCK_DIAG_BY_FAMILY || u32_at(payload, 4)? != ino {
+                return Err(Errno::PROTO);
+            }
+            let mut value = None;
+            for a in Attrs::new(payload.get(UNIX_DIAG_MSG_LEN..).ok_or(Errno::PROTO)?) {
+                let (ty, data) = a?;
+                if ty == attr {
+                    value = Some(u32_at(data, 0)?);
+                }
+            }
+            found = Some(value);
+            Ok(())
+        })?;
+        match answer {
+            Err(Errno::NOENT) => Ok(Ok(None)),
+            answer => finish(answer, found),
+        }
     })
 }
 

@@ -32,16 +32,16 @@ impl Peer {
     /// listen()) for a connecting one. Its supplementary groups only when
     /// `allow` has group entries (a system call saved otherwise).
     pub(crate) fn of(sock: BorrowedFd<'_>, allow: &Allow) -> Option<Peer> {
-        let cred = rustix::net::sockopt::socket_peercred(sock).ok()?;
+        let (pid, uid, gid) = crate::sys::peer_cred(sock)?;
         let groups = if allow.gids.is_empty() {
             Vec::new()
         } else {
             peer_groups(sock)
         };
         Some(Peer {
-            pid: cred.pid.as_raw_nonzero().get() as u32,
-            uid: cred.uid.as_raw(),
-            gid: cred.gid.as_raw(),
+            pid,
+            uid,
+            gid,
             groups,
         })
     }

@@ -81,13 +81,24 @@ pub(crate) fn bind_abstract(name: &str, ty: SocketType) -> Result<OwnedFd, Errno
 /// policy hint): a datagram socket connects to it. (A stream name answers
 /// ECONNREFUSED like a free one: see `name_taken`.)
 pub(crate) fn abstract_exists(name: &str) -> bool {
-    let Ok(probe) = unix_socket(SocketType::DGRAM) else {
-        return false;
-    };
-    let Ok(addr) = SocketAddrUnix::new_abstract_name(name.as_bytes()) else {
-        return false;
-    };
-    rustix::net::connect(&probe, &addr).is_ok()
+    abstract_probe(name).is_some()
+}
+
+/// A datagram socket connected to the datagram socket bound at the
+/// abstract `name`, if one is.
+fn abstract_probe(name: &str) -> Option<OwnedFd> {
+    let probe = unix_socket(SocketType::DGRAM).ok()?;
+    let addr = SocketAddrUnix::new_abstract_name(name.as_bytes()).ok()?;
+    rustix::net::connect(&probe, &addr).ok()?;
+    Some(probe)
+}
+
+/// Whether the datagram name `name` (a policy hint) is held by a socket
+/// `owner` made: anybody may bind any abstract name, so a hint counts only
+/// if the listener's own user bound it (unix_diag says who).
+pub(crate) fn hint_held_by(name: &str, owner: u32) -> bool {
+    abstract_probe(name)
+        .is_some_and(|p| crate::netlink::unix_peer_owner(p.as_fd()) == Ok(Some(owner)))
 }
 
 /// Whether a stream socket holds the abstract `name` (abstract names are
@@ -398,10 +409,16 @@ impl Drop for HostName {
     }
 }
 
-/// Whether a hint `<stem>.allow-<hint>` exists in `dir` (a datagram socket
-/// is bound there: a probe connects to it).
-pub(crate) fn host_hint_exists(dir: &Dir, stem: &str, hint: &str) -> bool {
-    let Ok(path) = dir.socket_path(&format!("{stem}.allow-{hint}")) else {
+/// Whether a hint `<stem>.allow-<hint>` exists in `dir`, made by `owner`
+/// (a datagram socket is bound there: a probe connects to it).
+pub(crate) fn host_hint_held_by(dir: &Dir, stem: &str, hint: &str, owner: u32) -> bool {
+    let name = format!("{stem}.allow-{hint}");
+    // In a shared (sticky) directory, whoever made the file first owns it:
+    // a hint counts only if the listener's own user made it.
+    if !dir.stat(&name).is_ok_and(|st| st.st_uid == owner) {
+        return false;
+    }
+    let Ok(path) = dir.socket_path(&name) else {
         return false;
     };
     let (Ok(probe), Ok(addr)) = (

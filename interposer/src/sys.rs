@@ -459,6 +459,36 @@ pub(crate) fn local_addresses() -> Vec<std::net::IpAddr> {
     found
 }
 
+/// SO_PEERCRED of a Unix socket: (pid, uid, gid) of the peer as the kernel
+/// recorded them, the pid 0 when the peer is in a pid namespace we cannot
+/// see (rustix's typed answer cannot hold a pid 0). A raw system call: no
+/// hook, errno untouched.
+pub(crate) fn peer_cred(sock: std::os::fd::BorrowedFd<'_>) -> Option<(u32, u32, u32)> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+    let mut len = core::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    let saved = errno();
+    // SAFETY: `cred` is valid for `len` bytes of writes and `len` for a
+    // socklen_t; the kernel writes at most `len` bytes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getsockopt,
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            ptr::addr_of_mut!(cred),
+            &mut len,
+        )
+    };
+    set_errno(saved);
+    (r == 0 && len as usize == core::mem::size_of::<libc::ucred>())
+        .then(|| (cred.pid.max(0) as u32, cred.uid, cred.gid))
+}
+
 /// SO_PEERGROUPS: the supplementary groups of a Unix socket's peer into
 /// `buf`; the count, or None (not a Unix socket, too many groups, an old
 /// kernel). A raw system call: no hook, errno untouched.

@@ -1474,9 +1474,11 @@ fn veth_namespaces_meet_over_shared_memory() {
 
 /// Across namespaces, other users (found by trying real programs): a
 /// listener in A of user U that allows V serves V's client in B over shared
-/// memory, and W's falls back to kernel TCP as the policy says. Before, the
-/// socket file in SHMNET_DIR was 0755, so V got EACCES and fell back too
-/// (counted `fallback_refused`). All share one root-owned sticky directory.
+/// memory (V names U too: across namespaces the kernel cannot vouch for the
+/// listener, so a connector trusts only users it names), and W's falls
+/// back to kernel TCP. Before, the socket file in SHMNET_DIR was 0755, so V
+/// got EACCES and fell back too (counted `fallback_refused`). All share one
+/// root-owned sticky directory.
 #[test]
 fn veth_namespaces_other_users_meet_when_allowed() {
     if skip_unless_root("veth_namespaces_other_users_meet_when_allowed") {
@@ -1510,6 +1512,7 @@ fn veth_namespaces_other_users_meet_when_allowed() {
             ],
         );
         env(&mut cmd);
+        cmd.env("SHMNET_ALLOW", u.name());
         let out = run(&mut cmd);
         assert!(
             out.stdout.starts_with("ok U "),
@@ -1527,6 +1530,50 @@ fn veth_namespaces_other_users_meet_when_allowed() {
         );
     }
     srv.kill();
+}
+
+/// A shared SHMNET_DIR does not let its other users stand in for a
+/// listener of another namespace (found by review): user W takes the name
+/// of 10.211.11.1:P first (an emulated listener of its own), then root's
+/// kernel listener serves that address in the default mode; root's client
+/// in B (default settings) must reach root's server (over kernel TCP), not
+/// W's. Before, the connector checked only the namespace: W got the
+/// connection.
+#[test]
+fn veth_shared_directory_does_not_let_another_user_stand_in() {
+    if skip_unless_root("veth_shared_directory_does_not_let_another_user_stand_in") {
+        return;
+    }
+    let w = TestUser::create();
+    let (a, b) = Netns::pair_with_veth(11);
+    let shared = OpenDir::new("veth-squat", 0o1777);
+    let ip = Netns::veth_addr(11, 1).to_string();
+    let port = "18211";
+    let drop = format!("{}:{}", w.uid(), w.gid());
+    let mut cmd = a.py(NET, &["--drop", &drop, "server", &ip, port, "0", "W"]);
+    cmd.env("SHMNET_PARTITIONS", "10.211.0.0/16")
+        .env("SHMNET_FALLBACK", "never")
+        .env("SHMNET_DIR", shared.path())
+        .env("SHMNET_ALLOW", "*");
+    let mut squatter = start("W's emulated listener in A", &mut cmd);
+    port_pid(&mut squatter);
+    let mut cmd = a.py(NET, &["server", &ip, port, "0", "R"]);
+    cmd.env("SHMNET_PARTITIONS", "10.211.0.0/16")
+        .env("SHMNET_DIR", shared.path());
+    let mut real = start("root's server in A", &mut cmd);
+    port_pid(&mut real);
+    let mut cmd = b.py(NET, &["client", &ip, port, "65536"]);
+    cmd.env("SHMNET_PARTITIONS", "10.211.0.0/16")
+        .env("SHMNET_DIR", shared.path());
+    let out = run(&mut cmd);
+    assert!(
+        out.stdout.starts_with("ok R "),
+        "root's client reached {:?} (want root's server, R)\n{}",
+        out.stdout,
+        out.stderr
+    );
+    squatter.kill();
+    real.kill();
 }
 
 // ---------------------------------------------------------------------------
