@@ -691,6 +691,147 @@ fn other_users_are_refused_unless_allowed_emulated() {
     );
 }
 
+/// A policy hint counts only if the listener's user bound it (found by
+/// review): root's listener admits nobody else; user W binds the hint that
+/// would admit everyone next to its name; V's client (default settings)
+/// must still use kernel TCP (`fallback_policy`), not try shared memory
+/// and be reset by the listener after connect returned.
+#[test]
+fn forged_policy_hint_is_ignored_default_mode() {
+    if skip_unless_root("forged_policy_hint_is_ignored_default_mode") {
+        return;
+    }
+    let (v, w) = (TestUser::create(), TestUser::create());
+    let base = OpenDir::new("forged-hint", 0o755);
+    let vdir = base.join("v");
+    dir_of(&vdir, &v, 0o700);
+    let mut cmd = py(NET, &["server", "127.0.0.1", "0", "0", "R"]);
+    default_mode(&mut cmd, &base.join("root"));
+    let mut srv = start("root's server", &mut cmd);
+    let (port, pid) = port_pid(&mut srv);
+    let name = abstract_names_of(pid)
+        .into_iter()
+        .find(|n| n.starts_with("@shmnet.4/tcp/c"))
+        .expect("the server's rendezvous name");
+    let hint = format!("{}/allow/any", &name[1..]);
+    let forge = "import socket, sys, time\n\
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
+        s.bind(b'\\0' + sys.argv[1].encode())\n\
+        print('bound', flush=True)\n\
+        time.sleep(60)\n";
+    let mut cmd = scrubbed(user_python());
+    cmd.args(["-c", forge, &hint]);
+    as_user(&mut cmd, &w);
+    let mut forger = start("W's forged hint", &mut cmd);
+    forger.expect("bound");
+    let mut cmd = user_py(NET, &["client", "127.0.0.1", &port.to_string(), "300000"]);
+    default_mode(&mut cmd, &vdir);
+    as_user(&mut cmd, &v);
+    let (out, err) = run_ok("client (user V)", &mut cmd);
+    let s = stats(&vdir);
+    assert!(
+        out.starts_with("ok R ") && count(&s, "fallback_policy") == 1,
+        "V's client with a forged hint in place: {out}{err}\ncounters {s:?} \
+         (want ok R over kernel TCP, fallback_policy=1)"
+    );
+    forger.kill();
+    srv.kill();
+}
+
+/// Emulated privileged ports need root as the connector sees it (found by
+/// review): user W, root in a user namespace of its own (`unshare -Ur`,
+/// same network namespace), binds 127.77.154.1:80; root's client must be
+/// refused (ECONNREFUSED and a `libshmnet:` line). Before, W's full set of
+/// capabilities in its own namespace passed the check.
+#[test]
+fn user_namespace_root_cannot_hold_a_privileged_emulated_port() {
+    if skip_unless_root("user_namespace_root_cannot_hold_a_privileged_emulated_port") {
+        return;
+    }
+    let w = TestUser::create();
+    let parts = "127.77.154.0/24";
+    let dir = OpenDir::new("userns80", 0o1777);
+    let mut cmd = scrubbed("unshare");
+    cmd.args(["-Ur", "--"])
+        .arg("env")
+        .arg(format!("LD_PRELOAD={}", common::lib().display()))
+        .arg(user_python())
+        .args([
+            "-c",
+            &format!("{PRELUDE}{NET}"),
+            "server",
+            "127.77.154.1",
+            "80",
+            "0",
+            "W",
+        ]);
+    emulated(&mut cmd, parts, dir.path());
+    as_user(&mut cmd, &w);
+    let mut srv = start("W's server, root of its own user namespace", &mut cmd);
+    port_pid(&mut srv);
+    let mut cmd = py(NET, &["client", "127.77.154.1", "80", "1000"]);
+    emulated(&mut cmd, parts, dir.path());
+    let out = run(&mut cmd);
+    assert!(
+        out.stdout.trim() == "error ECONNREFUSED" && !libshmnet_lines(&out.stderr).is_empty(),
+        "root's client to W's port 80 (want ECONNREFUSED and a libshmnet: line): {}{}",
+        out.stdout,
+        out.stderr
+    );
+    srv.kill();
+}
+
+/// A server in a pid namespace of its own (a container's), a client in the
+/// host's, one network namespace: the kernel reports the peer's pid as 0,
+/// which used to make every connection fail (reset, or ECONNREFUSED in
+/// the emulated mode). Both modes must work.
+#[test]
+fn peer_in_another_pid_namespace() {
+    if skip_unless_root("peer_in_another_pid_namespace") {
+        return;
+    }
+    let dir = tmpdir("iso-pidns");
+    for (host, emu) in [("127.0.0.1", false), ("127.77.155.1", true)] {
+        let mut cmd = scrubbed("unshare");
+        cmd.args(["--pid", "--fork", "--kill-child", "--"])
+            .arg("env")
+            .arg(format!("LD_PRELOAD={}", common::lib().display()))
+            .arg(python())
+            .args([
+                "-c",
+                &format!("{PRELUDE}{NET}"),
+                "server",
+                host,
+                "0",
+                "0",
+                "P",
+            ]);
+        if emu {
+            emulated(&mut cmd, "127.77.155.0/24", &dir);
+        } else {
+            default_mode(&mut cmd, &dir);
+        }
+        let mut srv = start("server in its own pid namespace", &mut cmd);
+        let (port, _) = port_pid(&mut srv);
+        let mut cmd = py(NET, &["client", host, &port.to_string(), "300000"]);
+        if emu {
+            emulated(&mut cmd, "127.77.155.0/24", &dir);
+        } else {
+            default_mode(&mut cmd, &dir);
+        }
+        let out = run(&mut cmd);
+        assert!(
+            out.stdout.starts_with("ok P "),
+            "client (emulated: {emu}): {}{}",
+            out.stdout,
+            out.stderr
+        );
+        srv.kill();
+    }
+    let s = stats(&dir);
+    assert!(count(&s, "shm") >= 2, "counters {s:?} (want shm for both)");
+}
+
 fn nginx_bin() -> PathBuf {
     ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
         .iter()
