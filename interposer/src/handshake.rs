@@ -197,6 +197,10 @@ pub(crate) fn try_recv(sock: BorrowedFd<'_>) -> Result<(Message, Option<OwnedFd>
             }
         }
     }
+    if got.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+        // The memfd did not fit in this process's fd table: lost.
+        return Err(Errno::MFILE);
+    }
     if got.bytes != LEN {
         return Err(Errno::PROTO);
     }
@@ -251,6 +255,9 @@ pub(crate) fn recv_with_fd(
                 passed.get_or_insert(fd);
             }
         }
+    }
+    if passed.is_none() && got.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+        return Err(Errno::MFILE);
     }
     Ok((got.bytes, passed))
 }

@@ -58,6 +58,9 @@ const PARKED_MAX: usize = 64;
 const TCP: u64 = 0;
 const RENDEZVOUS: u64 = 1;
 const PARKED: u64 = 2;
+/// The parking queue itself, watched (level-triggered) only while the
+/// process has no fd to take a parked connection with.
+const QUEUE: u64 = 3;
 
 /// A socket bound to an emulated partition address (`SHMNET_FALLBACK=never`)
 /// that has not listened yet: it holds the address's name; listen() makes
@@ -128,6 +131,8 @@ pub(crate) struct Listener {
     owner: u32,
     /// Which kind accept() tries first next time (neither starves).
     shm_first: AtomicBool,
+    /// The parking queue is a member (see `QUEUE`).
+    queue_watched: AtomicBool,
     /// Options of an emulated listener (a default-mode one asks its
     /// kernel listener).
     pub opts: Options,
@@ -452,6 +457,7 @@ fn assemble(
         parking,
         owner,
         shm_first: AtomicBool::new(true),
+        queue_watched: AtomicBool::new(false),
         opts,
         refusal_logged: AtomicBool::new(false),
     };
@@ -468,6 +474,9 @@ enum Step {
     /// More is to come (a declined reuse offer is followed by a Connect).
     Pending(State),
     Dropped,
+    /// Untouched: taking its message needs fds the process does not have
+    /// (the kernel's accept says EMFILE and leaves the connection queued).
+    NoRoom,
 }
 
 impl Listener {
@@ -603,6 +612,10 @@ impl Listener {
                     match ev.data.u64() {
                         TCP => ready.tcp = true,
                         RENDEZVOUS => ready.rendezvous = true,
+                        QUEUE => {
+                            ready.parked = true;
+                            self.queue_watched.store(true, Ordering::Relaxed);
+                        }
                         _ => ready.parked = true,
                     }
                 }
@@ -640,7 +653,7 @@ impl Listener {
     /// there: parked ones first (their message has arrived), then new ones.
     fn accept_shm(&self, ready: &Ready) -> Result<Option<(OwnedFd, Connection)>, Errno> {
         if ready.parked || self.parking.sweep_due() {
-            if let Some(found) = self.unpark(true) {
+            if let Some(found) = self.unpark(true)? {
                 return Ok(Some(found));
             }
         }
@@ -667,6 +680,10 @@ impl Listener {
                         Step::Done(c) => return Ok(Some((conn, c))),
                         Step::Pending(state) => self.park(conn, r.scope, state),
                         Step::Dropped => {}
+                        Step::NoRoom => {
+                            self.park(conn, r.scope, State::New);
+                            return Err(Errno::MFILE);
+                        }
                     },
                     Arrival::Empty => self.park(conn, r.scope, State::New),
                     Arrival::Bad => self.dropped("a short message or none"),
@@ -677,41 +694,71 @@ impl Listener {
     }
 
     /// Looks at every parked connection: with `take`, returns the first
-    /// whose handshake completes; puts the others back (re-armed if their
-    /// message is there, so that they wake the application again); drops
+    /// whose handshake completes; puts the others back, re-armed (an event
+    /// of theirs may have been consumed: a wake-up must not be lost); drops
     /// the idle-too-long and the bad ones, and the oldest beyond
-    /// `PARKED_MAX`.
-    fn unpark(&self, take: bool) -> Option<(OwnedFd, Connection)> {
+    /// `PARKED_MAX`. EMFILE (with `take`): one is waiting but the process
+    /// has no fds for it, as the kernel's accept would say.
+    fn unpark(&self, take: bool) -> Result<Option<(OwnedFd, Connection)>, Errno> {
+        // A parked fd popped without room is lost (the kernel drops what
+        // it cannot install). Until there is room, the queue keeps the
+        // instance readable, as a kernel listener stays readable while its
+        // accept says EMFILE (the event that woke us was consumed).
+        if !sys::room_for_fds(self.epoll.as_fd(), 1) {
+            if self.parking.len_hint() == 0 {
+                return Ok(None);
+            }
+            let watch = epoll::add(
+                &self.epoll,
+                self.parking.queue(),
+                epoll::EventData::new_u64(QUEUE),
+                epoll::EventFlags::IN,
+            );
+            if watch.is_ok() {
+                self.queue_watched.store(true, Ordering::Relaxed);
+            }
+            return if take { Err(Errno::MFILE) } else { Ok(None) };
+        }
+        if self.queue_watched.swap(false, Ordering::Relaxed) {
+            let _ = epoll::delete(&self.epoll, self.parking.queue());
+        }
         let now = monotonic_ms();
         let mut found = None;
-        let mut kept: Vec<(Record, OwnedFd, bool)> = Vec::new();
+        let mut full = false;
+        let mut kept: Vec<(Record, OwnedFd)> = Vec::new();
         self.parking.swept(now);
         while let Some((rec, conn)) = self.parking.pop() {
             let scope = rec.scope;
             match arrival(conn.as_fd()) {
-                Arrival::Complete if take && found.is_none() => {
+                Arrival::Complete if take && found.is_none() && !full => {
                     match self.handshake(conn.as_fd(), scope, rec.state) {
                         Step::Done(c) => found = Some((conn, c)),
-                        Step::Pending(state) => kept.push((Record { state, ..rec }, conn, true)),
+                        Step::Pending(state) => kept.push((Record { state, ..rec }, conn)),
                         Step::Dropped => {}
+                        Step::NoRoom => {
+                            full = true;
+                            kept.push((rec, conn));
+                        }
                     }
                 }
-                Arrival::Complete => kept.push((rec, conn, true)),
                 Arrival::Empty if rec.deadline_ms <= now => self.dropped("idle"),
-                Arrival::Empty => kept.push((rec, conn, false)),
+                Arrival::Complete | Arrival::Empty => kept.push((rec, conn)),
                 Arrival::Bad => self.dropped("a short message or none"),
             }
         }
         // Over the bound: the oldest go first (they had the most time).
-        kept.sort_by_key(|(rec, _, _)| std::cmp::Reverse(rec.deadline_ms));
+        kept.sort_by_key(|(rec, _)| std::cmp::Reverse(rec.deadline_ms));
         while kept.len() > PARKED_MAX {
             drop(kept.pop());
             self.dropped("too many parked");
         }
-        for (rec, conn, rearm) in kept {
-            self.requeue(conn, rec, rearm);
+        for (rec, conn) in kept {
+            self.requeue(conn, rec);
         }
-        found
+        match found {
+            None if full => Err(Errno::MFILE),
+            found => Ok(found),
+        }
     }
 
     /// Parks `conn` (see the module docs), armed: a new one was never
@@ -725,24 +772,25 @@ impl Listener {
         if self.parking.len_hint() >= PARKED_MAX {
             // Sweep first, so an idle crowd cannot keep newcomers out.
             let none = self.unpark(false);
-            debug_assert!(none.is_none());
+            debug_assert!(none.is_ok_and(|n| n.is_none()));
         }
-        self.requeue(conn, rec, true);
+        self.requeue(conn, rec);
     }
 
-    fn requeue(&self, conn: OwnedFd, rec: Record, arm: bool) {
-        if arm {
-            let flags =
-                epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
-            let data = epoll::EventData::new_u64(PARKED);
-            let armed = match epoll::add(&self.epoll, &conn, data, flags) {
-                Err(Errno::EXIST) => epoll::modify(&self.epoll, &conn, data, flags),
-                r => r,
-            };
-            if armed.is_err() {
-                self.dropped("cannot watch it");
-                return;
-            }
+    /// Puts `conn` in the queue, armed one-shot in the listener's instance.
+    /// (A registration is keyed by fd number too: one made under a number
+    /// the fd had before it last went through the queue stays, disarmed
+    /// once it fired, until the connection is closed for good.)
+    fn requeue(&self, conn: OwnedFd, rec: Record) {
+        let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
+        let data = epoll::EventData::new_u64(PARKED);
+        let armed = match epoll::add(&self.epoll, &conn, data, flags) {
+            Err(Errno::EXIST) => epoll::modify(&self.epoll, &conn, data, flags),
+            r => r,
+        };
+        if armed.is_err() {
+            self.dropped("cannot watch it");
+            return;
         }
         if self.parking.push(conn.as_fd(), rec).is_err() {
             self.dropped("the parking queue is full");
@@ -756,6 +804,19 @@ impl Listener {
             self.local
         );
         stats::dropped_handshake();
+    }
+
+    /// Whether a default-mode connector's destination (which becomes the
+    /// connection's local address) names this listener: its port, and its
+    /// address, or one of the namespace's when bound to the wildcard.
+    fn serves(&self, dest: SocketAddr) -> bool {
+        let (dest, local) = (rendezvous::unmapped(dest), rendezvous::unmapped(self.local));
+        dest.port() == local.port()
+            && if local.ip().is_unspecified() {
+                crate::netlink::is_local(dest.ip())
+            } else {
+                dest.ip() == local.ip()
+            }
     }
 
     /// The handshake on a rendezvous connection whose message is there:
@@ -774,6 +835,10 @@ impl Listener {
             self.refuse(&peer);
             return Step::Dropped;
         }
+        // The message brings a memfd, and the doorbell is a copy of `conn`.
+        if !sys::room_for_fds(conn, 2) {
+            return Step::NoRoom;
+        }
         let (msg, memfd) = match handshake::try_recv(conn) {
             Ok(m) => m,
             Err(e) => {
@@ -788,6 +853,15 @@ impl Listener {
         };
         if !plausible_source(msg.addr, scope, &peer, config) {
             return bad(&format!("{} is not an address of the connector", msg.addr));
+        }
+        // A port below ip_unprivileged_port_start is root's, as on kernel
+        // TCP (servers trust such source ports: rlogin-style checks).
+        let port = msg.addr.port();
+        if port == 0 || (crate::lookup::privileged_port(port) && peer.uid != 0) {
+            return bad(&format!("source port {port} from uid {}", peer.uid));
+        }
+        if self.tcp.is_some() && !self.serves(msg.dest) {
+            return bad(&format!("{} is not this listener's address", msg.dest));
         }
         let generation = registry::fork_generation();
         let reused = match (msg.kind, state) {

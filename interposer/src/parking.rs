@@ -138,6 +138,11 @@ impl Parking {
         })
     }
 
+    /// The receiving end: readable while anything is queued.
+    pub(crate) fn queue(&self) -> BorrowedFd<'_> {
+        self.rx.as_fd()
+    }
+
     pub(crate) fn len_hint(&self) -> usize {
         self.count.load(Ordering::Relaxed) as usize
     }

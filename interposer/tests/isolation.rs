@@ -832,6 +832,53 @@ fn peer_in_another_pid_namespace() {
     assert!(count(&s, "shm") >= 2, "counters {s:?} (want shm for both)");
 }
 
+/// A connector the policy admits still cannot claim what the kernel would
+/// not give it (found by review): a privileged source port (servers trust
+/// those) or a destination other than the listener's own address (it
+/// becomes the connection's local address). Each forged message is
+/// refused with a `libshmnet:` line naming it; a real client is served.
+#[test]
+fn forged_source_port_and_destination_are_refused() {
+    if skip_unless_root("forged_source_port_and_destination_are_refused") {
+        return;
+    }
+    // A user of its own: root may have any source port.
+    let u = TestUser::create();
+    let base = OpenDir::new("forged-addr", 0o755);
+    let dir = base.join("u");
+    dir_of(&dir, &u, 0o700);
+    let mut cmd = user_py(NET, &["server", "127.0.0.1", "0", "1", "F"]);
+    default_mode(&mut cmd, &dir).env("SHMNET_LOG", "warn");
+    let mut srv = start("server", as_user(&mut cmd, &u));
+    let (port, pid) = port_pid(&mut srv);
+    let names: Vec<String> = abstract_names_of(pid)
+        .into_iter()
+        .filter(|n| n.starts_with("@shmnet.4/tcp/c"))
+        .collect();
+    assert_eq!(names.len(), 1, "the server's rendezvous names: {names:?}");
+    for (src, dest) in [(22, port), (40000, port.wrapping_add(1))] {
+        let mut cmd = scrubbed(user_python());
+        cmd.arg("-c")
+            .arg(RAW)
+            .args(["forge", &src.to_string(), &dest.to_string(), &names[0]]);
+        let (out, _) = run_ok("forger", as_user(&mut cmd, &u));
+        assert_eq!(out.trim(), "forged closed");
+    }
+    let mut cmd = user_py(NET, &["client", "127.0.0.1", &port.to_string(), "100000"]);
+    default_mode(&mut cmd, &dir);
+    let (out, err) = run_ok("client", as_user(&mut cmd, &u));
+    assert!(out.starts_with("ok F "), "{out}{err}");
+    let err = srv.kill();
+    let lines = libshmnet_lines(&err);
+    assert!(
+        lines.iter().any(|l| l.contains("source port 22 "))
+            && lines
+                .iter()
+                .any(|l| l.contains("is not this listener's address")),
+        "server's stderr:\n{err}"
+    );
+}
+
 fn nginx_bin() -> PathBuf {
     ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
         .iter()
@@ -1374,6 +1421,105 @@ fn out_of_fds_is_emfile_emulated() {
         out.stderr
     );
     srv.kill();
+}
+
+/// A server out of fds, then with one (room for the rendezvous
+/// connection, none for its memfd), then none again (found by review):
+/// each accept says EMFILE and the listener stays readable while the
+/// connection waits, as the kernel's does; with fds freed, the next accept
+/// returns it, bytes intact. Before, the memfd was dropped by the kernel
+/// and the connection lost; a parked connection's wake-up could be lost
+/// and a blocking accept then waited forever.
+const FULL_SERVER: &str = r#"
+import socket, sys, os, resource, select, hashlib
+host = sys.argv[1]
+l = socket.socket()
+l.bind((host, 0))
+l.listen(8)
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, hard))
+spare = []
+try:
+    while True:
+        spare.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+print("port", l.getsockname()[1], "pid", os.getpid(), flush=True)
+for step in ["none", "close", "none", "open", "none", "free"]:
+    if step == "close":
+        os.close(spare.pop())
+    elif step == "open":
+        spare.append(os.open("/dev/null", os.O_RDONLY))
+    elif step == "free":
+        for _ in range(16):
+            os.close(spare.pop())
+    r, _, _ = select.select([l], [], [], 5)
+    try:
+        c, _ = l.accept()
+        print(step, "r" if r else "-", "ok", flush=True)
+        break
+    except OSError as e:
+        print(step, "r" if r else "-", "EMFILE" if e.errno == 24 else e.errno, flush=True)
+h = hashlib.sha256()
+while True:
+    b = c.recv(65536)
+    if not b:
+        break
+    h.update(b)
+c.sendall(h.hexdigest().encode())
+c.close()
+print("done", flush=True)
+"#;
+
+const HASH_CLIENT: &str = r#"
+import socket, sys, hashlib, os
+data = os.urandom(300000)
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.sendall(data)
+s.shutdown(socket.SHUT_WR)
+got = b""
+while True:
+    b = s.recv(100)
+    if not b:
+        break
+    got += b
+print("ok" if got.decode() == hashlib.sha256(data).hexdigest() else "bad " + got.decode())
+"#;
+
+#[test]
+fn accept_without_fds_for_the_handshake_is_emfile() {
+    let dir = tmpdir("iso-accept-emfile");
+    for (host, emu) in [("127.0.0.1", false), ("127.77.159.1", true)] {
+        let mode = |cmd: &mut Command| {
+            if emu {
+                emulated(cmd, "127.77.159.0/24", &dir);
+            } else {
+                default_mode(cmd, &dir);
+            }
+        };
+        let mut cmd = preloaded(python());
+        cmd.args(["-c", FULL_SERVER, host]);
+        mode(&mut cmd);
+        let mut srv = start("server out of fds", &mut cmd);
+        let (port, _) = port_pid(&mut srv);
+        let mut cmd = preloaded(python());
+        cmd.args(["-c", HASH_CLIENT, host, &port.to_string()]);
+        mode(&mut cmd);
+        let (out, err) = run_ok("client", &mut cmd);
+        assert_eq!(out.trim(), "ok", "client (emulated: {emu}): {err}");
+        srv.expect("done");
+        let seen = srv.seen.join("\n");
+        assert!(
+            seen.ends_with(
+                "none r EMFILE\nclose r EMFILE\nnone r EMFILE\nopen r EMFILE\n\
+                 none r EMFILE\nfree r ok\ndone"
+            ),
+            "server (emulated: {emu}):\n{seen}"
+        );
+        srv.kill();
+    }
+    let s = stats(&dir);
+    assert!(count(&s, "shm") >= 2, "counters {s:?} (want shm for both)");
 }
 
 // ---------------------------------------------------------------------------

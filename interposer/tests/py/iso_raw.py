@@ -18,6 +18,10 @@
 #   makes each symlink LINK -> TARGET, prints `listening`; counts the
 #   connections it gets (accepting nothing that would answer) until `go` on
 #   stdin, then prints `accepted K` and exits.
+# forge SRC_PORT DEST_PORT NAME...: sends one well-formed connect message
+#   claiming 127.0.0.1:SRC_PORT as its address and 127.0.0.1:DEST_PORT as
+#   its destination (no segment attached), waits (at most 10 s) for the
+#   listener to close: prints `forged closed` or `forged open`.
 import os, select, signal, socket, struct, sys, time
 
 signal.alarm(100)
@@ -81,6 +85,22 @@ if MODE == "squat":
             sys.stdin.readline()
             break
     print("accepted", got, flush=True)
+    sys.exit(0)
+
+if MODE == "forge":
+    src, dest, names = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+    u, _ = open_one(names)
+    lo = bytes(10) + b"\xff\xff" + bytes([127, 0, 0, 1])
+    msg = b"SHMH" + struct.pack("<HHHH", 4, 1, 4, src) + bytes(4) + lo
+    msg += struct.pack("<HH", 4, dest) + lo + bytes(8)
+    assert len(msg) == 60
+    u.sendall(msg)
+    u.settimeout(10)
+    try:
+        closed = u.recv(100) == b""
+    except OSError:
+        closed = False
+    print("forged", "closed" if closed else "open", flush=True)
     sys.exit(0)
 
 n, names = int(sys.argv[2]), sys.argv[3:]
