@@ -169,6 +169,23 @@ pub(crate) use __log;
 
 const LINE_MAX: usize = 512;
 
+/// Whether `len` more bytes fit in `fd` under RLIMIT_FSIZE: writing past it
+/// raises SIGXFSZ, which kills the program (a line we drop kills nobody).
+fn fits(fd: BorrowedFd<'_>, len: usize) -> bool {
+    let Some(limit) = rustix::process::getrlimit(rustix::process::Resource::Fsize).current else {
+        return true;
+    };
+    match rustix::fs::fstat(fd) {
+        Ok(st)
+            if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                == rustix::fs::FileType::RegularFile =>
+        {
+            (st.st_size as u64).saturating_add(len as u64) <= limit
+        }
+        _ => true,
+    }
+}
+
 /// A fixed-size line buffer; overlong lines are cut and marked with "...".
 struct Line {
     buf: [u8; LINE_MAX],
@@ -195,6 +212,9 @@ impl Line {
         }
         self.buf[self.len] = b'\n';
         self.len += 1;
+        if !fits(fd, self.len) {
+            return;
+        }
         let mut rest = &self.buf[..self.len];
         while !rest.is_empty() {
             match rustix::io::write(fd, rest) {

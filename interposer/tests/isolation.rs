@@ -1350,6 +1350,33 @@ fn small_file_size_limit_falls_back_default_mode() {
     srv.kill();
 }
 
+/// A log file at RLIMIT_FSIZE (found by review): the log line that would
+/// cross it is dropped, not written (SIGXFSZ would kill the program).
+#[test]
+fn log_file_at_the_file_size_limit_does_not_kill() {
+    let exe = limits_exe();
+    let dir = tmpdir("iso-fsize-log");
+    let shm = dir.join("shm");
+    let log = dir.join("full.log");
+    std::fs::write(&log, vec![b'.'; 4096]).unwrap();
+    let (mut srv, port) = echo_server(|c| default_mode(c, &shm), "127.0.0.1", "0");
+    let mut cmd = preloaded(&exe);
+    cmd.args(["fsize", "127.0.0.1", &port.to_string()])
+        .env("SHMNET_LOG", "debug")
+        .env("SHMNET_LOG_FILE", &log);
+    let out = run(default_mode(&mut cmd, &shm));
+    assert!(
+        out.status.success() && out.stdout == "ok\n",
+        "client with RLIMIT_FSIZE 4096 and a full log file: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    let text = std::fs::read(&log).unwrap();
+    assert!(text.ends_with(b"\n"), "the log ends with a whole line");
+    srv.kill();
+}
+
 /// Defect 6, RLIMIT_FSIZE 4096 in the emulated mode (127.77.156.1):
 /// connect fails with ENOBUFS and a `libshmnet:` line; the program lives on.
 #[test]
