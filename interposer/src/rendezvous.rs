@@ -340,6 +340,8 @@ pub(crate) struct HostName {
     stem: String,
     _lock: InternalFd,
     fork_generation: u32,
+    /// Policy hints bound next to it: removed with it.
+    hints: crate::lock::Mutex<Vec<String>>,
 }
 
 impl HostName {
@@ -371,6 +373,7 @@ impl HostName {
                         stem: stem.to_string(),
                         _lock: lock,
                         fork_generation: crate::registry::fork_generation(),
+                        hints: crate::lock::Mutex::new(Vec::new()),
                     });
                 }
                 _ => continue,
@@ -395,6 +398,7 @@ impl HostName {
         let sock = unix_socket(SocketType::DGRAM)?;
         let path = self.dir.socket_path(&name)?;
         rustix::net::bind(&sock, &SocketAddrUnix::new(path.as_path())?)?;
+        self.hints.lock().push(name.clone());
         self.dir.chmod(&name, SOCKET_MODE)?;
         Ok(InternalFd::new(sock))
     }
@@ -404,6 +408,9 @@ impl Drop for HostName {
     fn drop(&mut self) {
         if self.fork_generation == crate::registry::fork_generation() {
             let _ = self.dir.unlink(&self.stem);
+            for hint in self.hints.lock().drain(..) {
+                let _ = self.dir.unlink(&hint);
+            }
             let _ = self.dir.unlink(&format!("{}.lock", self.stem));
         }
     }

@@ -1846,6 +1846,45 @@ fn veth_namespaces_other_users_meet_when_allowed() {
     srv.kill();
 }
 
+/// A listener in SHMNET_DIR (an address behind a veth) that closes leaves
+/// none of its files behind, its policy hints included (found by review:
+/// `<name>.allow-*` stayed).
+#[test]
+fn veth_closed_listener_leaves_no_files() {
+    if skip_unless_root("veth_closed_listener_leaves_no_files") {
+        return;
+    }
+    let (a, b) = Netns::pair_with_veth(12);
+    let shm = tmpdir("iso-veth-files").join("shm");
+    let ip = Netns::veth_addr(12, 1).to_string();
+    let env = |cmd: &mut Command| {
+        cmd.env("SHMNET_PARTITIONS", "10.211.0.0/16")
+            .env("SHMNET_DIR", &shm)
+            .env("SHMNET_ALLOW", "*");
+    };
+    let mut cmd = a.py(NET, &["server", &ip, "0", "1", "A"]);
+    env(&mut cmd);
+    let mut srv = start("server in A", &mut cmd);
+    let (port, _) = port_pid(&mut srv);
+    let named = |e: &String| e.contains("allow") || e.starts_with("tcp");
+    let during: Vec<String> = entries(&shm).into_iter().filter(named).collect();
+    assert!(
+        during.iter().any(|e| e.contains(".allow-")),
+        "a policy hint while listening: {during:?}"
+    );
+    let mut cmd = b.py(NET, &["client", &ip, &port.to_string(), "100000"]);
+    env(&mut cmd);
+    let (out, err) = run_ok("client in B", &mut cmd);
+    assert!(out.starts_with("ok A "), "{out}{err}");
+    srv.expect("done");
+    srv.finish();
+    let left: Vec<String> = entries(&shm).into_iter().filter(named).collect();
+    assert!(
+        left.is_empty(),
+        "left behind: {left:?} (during: {during:?})"
+    );
+}
+
 /// A shared SHMNET_DIR does not let its other users stand in for a
 /// listener of another namespace (found by review): user W takes the name
 /// of 10.211.11.1:P first (an emulated listener of its own), then root's
