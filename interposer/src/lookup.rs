@@ -20,6 +20,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -225,11 +226,17 @@ impl Target {
         };
         if let Some(uid) = self.expect.uid {
             if peer.uid != uid {
-                crate::log::always(format_args!(
-                    "a shared-memory rendezvous was opened by uid {} (pid {}), but the kernel's \
-                     TCP listener belongs to uid {uid}: using kernel TCP",
-                    peer.uid, peer.pid
-                ));
+                // Once per process (a squatter would otherwise fill the
+                // log of every client that connects; it costs them only
+                // the acceleration, see docs/security.md).
+                static SAID: AtomicBool = AtomicBool::new(false);
+                if !SAID.swap(true, Ordering::Relaxed) {
+                    crate::log::always(format_args!(
+                        "a shared-memory rendezvous was opened by uid {} (pid {}), but the \
+                         kernel's TCP listener belongs to uid {uid}: using kernel TCP",
+                        peer.uid, peer.pid
+                    ));
+                }
                 return Err(DialError::Refused);
             }
         }
@@ -264,11 +271,14 @@ impl Target {
             return Err(DialError::Policy);
         }
         if self.expect.privileged && !privileged(&peer) {
-            crate::log::always(format_args!(
-                "refusing to connect: a privileged port is held by uid {} (pid {}), which \
-                 may not bind it",
-                peer.uid, peer.pid
-            ));
+            static SAID: AtomicBool = AtomicBool::new(false);
+            if !SAID.swap(true, Ordering::Relaxed) {
+                crate::log::always(format_args!(
+                    "refusing to connect: a privileged port is held by uid {} (pid {}), which \
+                     may not bind it",
+                    peer.uid, peer.pid
+                ));
+            }
             return Err(DialError::Refused);
         }
         // Whom we reach is the kernel's rule (above); whether we are served
