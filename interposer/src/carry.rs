@@ -123,6 +123,32 @@ pub(crate) fn replay(fd: c_int, keep: bool) {
     }
 }
 
+/// `fd` is about to be re-pointed: its noted registrations are taken off
+/// the object it names now. A registration belongs to the (number, file)
+/// pair: where that file outlives the re-pointing (a bound socket's name,
+/// which the library keeps), it would stay in the set, reporting the old
+/// object under a number whose EPOLL_CTL_DEL no longer reaches it.
+pub(crate) fn detach(fd: c_int) {
+    if !is_fresh(fd) {
+        return;
+    }
+    let sets: Vec<c_int> = NOTED
+        .lock()
+        .iter()
+        .filter(|(f, _, _)| *f == fd)
+        .map(|(_, e, _)| *e)
+        .collect();
+    for epfd in sets {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        #[allow(unsafe_code)]
+        // SAFETY: the real epoll_ctl with plain fds and a valid event (the
+        // kernel ignores it for DEL).
+        unsafe {
+            crate::hooks::real::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, &mut ev)
+        };
+    }
+}
+
 /// The socket is no longer fresh (it connected through the kernel, or
 /// listens): its registrations are the kernel's own.
 pub(crate) fn done(fd: c_int) {

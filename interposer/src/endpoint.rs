@@ -88,6 +88,7 @@ fn adopt(fd: c_int, sock: &OwnedFd) -> Result<(), Errno> {
         let fl = rustix::fs::fcntl_getfl(sock)?;
         rustix::fs::fcntl_setfl(sock, fl | rustix::fs::OFlags::NONBLOCK)?;
     }
+    crate::carry::detach(fd);
     sys::dup_onto(sock.as_fd(), fd, cloexec)
 }
 

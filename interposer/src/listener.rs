@@ -447,6 +447,7 @@ fn assemble(
         rustix::fs::fcntl_setfl(&ep, efl | rustix::fs::OFlags::NONBLOCK)?;
     }
     let parking = Parking::new()?;
+    crate::carry::detach(fd);
     sys::dup_onto(ep.as_fd(), fd, cloexec)?;
     let listener = Listener {
         local,

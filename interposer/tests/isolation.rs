@@ -879,6 +879,44 @@ fn forged_source_port_and_destination_are_refused() {
     );
 }
 
+/// An epoll registration made before bind and listen (emulated) is
+/// carried onto the listener once (found by review): the bound socket's
+/// object, which the library keeps, stayed registered under the same
+/// number, so each connection was reported twice and the application's
+/// EPOLL_CTL_DEL could not remove it.
+#[test]
+fn registration_before_bind_is_carried_once_emulated() {
+    let script = r#"
+import socket, select, sys
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket()
+ep = select.epoll()
+ep.register(s.fileno(), select.EPOLLIN | select.EPOLLOUT)
+s.bind((host, port))
+s.listen(8)
+a = ep.poll(0.2)
+ep.unregister(s.fileno())
+b = ep.poll(0.2)
+c = socket.socket()
+c.connect((host, port))
+ep.register(s.fileno(), select.EPOLLIN)
+d = ep.poll(1)
+print(len(a), len(b), len(d))
+"#;
+    let dir = tmpdir("iso-carry-once");
+    let mut cmd = preloaded(python());
+    cmd.args(["-c", script, "127.77.161.1", "18161"]);
+    let (out, err) = run_ok(
+        "epoll before bind",
+        emulated(&mut cmd, "127.77.161.0/24", &dir),
+    );
+    assert_eq!(
+        out.trim(),
+        "0 0 1",
+        "events after listen, after DEL, after connect: {err}"
+    );
+}
+
 fn nginx_bin() -> PathBuf {
     ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
         .iter()
