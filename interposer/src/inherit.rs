@@ -129,7 +129,18 @@ fn members(fd: i32) -> Vec<i32> {
 /// so (a program's own epoll set that happens to watch a listener is left
 /// alone unless that listener is its only member).
 fn listener(config: &Config, fd: i32) {
-    let [first, ..] = members(fd)[..] else {
+    let all = members(fd);
+    // A default-mode listener's kernel listener, else the first listening
+    // member (parked connections may be members too).
+    let inet = all.iter().copied().find(|&m| {
+        matches!(
+            rustix::net::sockopt::socket_domain(sys::borrow_fd(m)),
+            Ok(rustix::net::AddressFamily::INET | rustix::net::AddressFamily::INET6)
+        )
+    });
+    let listening = |m: i32| rustix::net::sockopt::socket_acceptconn(sys::borrow_fd(m));
+    let first = inet.or_else(|| all.iter().copied().find(|&m| listening(m).unwrap_or(false)));
+    let Some(first) = first else {
         return;
     };
     let t = sys::borrow_fd(first);
@@ -144,16 +155,23 @@ fn listener(config: &Config, fd: i32) {
         rustix::fs::fcntl_getfl(app).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
     match rustix::net::sockopt::socket_domain(t) {
         Ok(rustix::net::AddressFamily::INET | rustix::net::AddressFamily::INET6) => {
-            if members(fd).len() != 1 {
+            // Ours only if the instance also holds the rendezvous named
+            // after this kernel listener's cookie: a program's own epoll
+            // set watching a listener must not be taken for one of ours.
+            let Some(rv) = cookie_rendezvous(fd, t) else {
                 return;
-            }
+            };
+            let Ok(rv_copy) = InternalFd::dup(sys::borrow_fd(rv)) else {
+                return;
+            };
             set_nonblock(t, nonblock);
             if sys::dup_onto(t, fd, cloexec).is_err() {
                 return;
             }
             sys::close_inherited(first);
+            sys::close_inherited(rv);
             log!(debug, "fd {fd}: an inherited listener, made again");
-            let _ = crate::listener::listen_tcp(fd, libc::SOMAXCONN, config);
+            let _ = crate::listener::listen_tcp_with(fd, libc::SOMAXCONN, config, Some(rv_copy));
         }
         Ok(rustix::net::AddressFamily::UNIX) => {
             let Some(addr) = our_name(rustix::net::getsockname(t).ok())
@@ -181,6 +199,19 @@ fn listener(config: &Config, fd: i32) {
         }
         _ => {}
     }
+}
+
+/// The member of epoll instance `fd` that is the listening rendezvous
+/// named after kernel listener `tcp`'s cookie.
+fn cookie_rendezvous(fd: i32, tcp: BorrowedFd<'_>) -> Option<i32> {
+    let cookie = rustix::net::sockopt::socket_cookie(tcp).ok()?;
+    let want = rendezvous::cookie_name(cookie);
+    members(fd).into_iter().find(|&m| {
+        let u = sys::borrow_fd(m);
+        rustix::net::sockopt::socket_domain(u).ok() == Some(rustix::net::AddressFamily::UNIX)
+            && rustix::net::sockopt::socket_acceptconn(u).unwrap_or(false)
+            && our_name(rustix::net::getsockname(u).ok()).as_deref() == Some(want.as_bytes())
+    })
 }
 
 fn set_nonblock(sock: BorrowedFd<'_>, nonblock: bool) {

@@ -158,6 +158,18 @@ fn stream_listener(sock: &OwnedFd, backlog: c_int) -> Result<(), Errno> {
 /// the listener. Not being able to make the shared-memory half is not an
 /// error for the application (plain TCP still works): it is logged.
 pub(crate) fn listen_tcp(fd: c_int, backlog: c_int, config: &Config) -> Action<c_int> {
+    listen_tcp_with(fd, backlog, config, None)
+}
+
+/// `listen_tcp`, keeping `inherited` (the rendezvous of this kernel
+/// listener, inherited across exec: it still holds the name, maybe shared
+/// with the process that exec'd us) instead of binding a new one.
+pub(crate) fn listen_tcp_with(
+    fd: c_int,
+    backlog: c_int,
+    config: &Config,
+    inherited: Option<InternalFd>,
+) -> Action<c_int> {
     let sock = sys::borrow_fd(fd);
     let is_tcp = rustix::net::sockopt::socket_type(sock) == Ok(SocketType::STREAM)
         && matches!(
@@ -178,7 +190,7 @@ pub(crate) fn listen_tcp(fd: c_int, backlog: c_int, config: &Config) -> Action<c
         crate::carry::done(fd);
         return Action::Done(0);
     }
-    match make_dual(fd, local, backlog, config) {
+    match make_dual(fd, local, backlog, config, inherited) {
         Ok(()) => crate::carry::replay(fd, false),
         Err(e) => {
             crate::carry::done(fd);
@@ -191,7 +203,13 @@ pub(crate) fn listen_tcp(fd: c_int, backlog: c_int, config: &Config) -> Action<c
     Action::Done(0)
 }
 
-fn make_dual(fd: c_int, local: SocketAddr, backlog: c_int, config: &Config) -> Result<(), Errno> {
+fn make_dual(
+    fd: c_int,
+    local: SocketAddr,
+    backlog: c_int,
+    config: &Config,
+    inherited: Option<InternalFd>,
+) -> Result<(), Errno> {
     let app = sys::borrow_fd(fd);
     // Connectors accept our rendezvous only from the kernel listener's
     // owner (SO_PEERCRED of the rendezvous is whoever listens on it, now).
@@ -207,11 +225,17 @@ fn make_dual(fd: c_int, local: SocketAddr, backlog: c_int, config: &Config) -> R
     }
     let cookie = rustix::net::sockopt::socket_cookie(app)?;
     let name = rendezvous::cookie_name(cookie);
-    let sock = rendezvous::bind_abstract(&name, SocketType::STREAM)?;
-    stream_listener(&sock, backlog)?;
+    let sock = match inherited {
+        Some(sock) => sock,
+        None => {
+            let sock = rendezvous::bind_abstract(&name, SocketType::STREAM)?;
+            stream_listener(&sock, backlog)?;
+            InternalFd::new(sock)
+        }
+    };
     let mut hints = bind_hints(&name, config);
     let mut rv = vec![Rendezvous {
-        fd: InternalFd::new(sock),
+        fd: sock,
         scope: Scope::Local,
         _name: None,
         _reservation: None,
@@ -502,8 +526,11 @@ impl Listener {
         };
         if let Some(tcp) = &self.tcp {
             let _ = rustix::io::fcntl_setfd(tcp, flags);
-        } else {
-            for r in &self.rendezvous {
+        }
+        // The rendezvous of this namespace goes too: the exec'd program
+        // recognises its listener by it (see `inherit`), and keeps its name.
+        for r in &self.rendezvous {
+            if self.tcp.is_none() || r.scope == Scope::Local {
                 let _ = rustix::io::fcntl_setfd(&r.fd, flags);
             }
         }

@@ -316,6 +316,88 @@ fn dual_listener_inherited_across_exec() {
     env.assert_shm(1);
 }
 
+/// A program's own epoll set, inherited across exec, that watches only a
+/// kernel TCP listener is left alone (found by review): the library took
+/// it for one of its listeners and put the kernel listener on its fd
+/// number. The parent runs without the library and execs a preloaded
+/// child; the child's epoll fd must still be an epoll set reporting the
+/// listener.
+#[test]
+fn programs_own_inherited_epoll_set_is_left_alone() {
+    let env = Env::new("lo-exec-epoll");
+    let child = "import os, select, socket, sys\n\
+        ep, lf = int(sys.argv[1]), int(sys.argv[2])\n\
+        kind = os.readlink(f'/proc/self/fd/{ep}')\n\
+        s = socket.socket(fileno=lf)\n\
+        c = socket.create_connection(s.getsockname())\n\
+        e = select.epoll.fromfd(ep)\n\
+        print(kind, e.poll(2), flush=True)\n";
+    let parent = format!(
+        "import os, select, socket, sys\n\
+         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)\n\
+         e = select.epoll(); e.register(s.fileno(), select.EPOLLIN)\n\
+         s.set_inheritable(True); os.set_inheritable(e.fileno(), True)\n\
+         env = dict(os.environ, LD_PRELOAD=sys.argv[1])\n\
+         os.execve(sys.executable, [sys.executable, '-c', {child:?}, \
+         str(e.fileno()), str(s.fileno())], env)\n"
+    );
+    let mut cmd = common::host::scrubbed(python());
+    cmd.arg("-c")
+        .arg(&parent)
+        .arg(common::lib())
+        .env("SHMNET_DIR", env.shm_dir());
+    let out = run(&mut cmd);
+    assert!(
+        out.stdout.starts_with("anon_inode:[eventpoll] [(") && out.stdout.contains(", 1)]"),
+        "{}{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// A default-mode listener shared by a process and a program it forks and
+/// execs keeps shared memory in both (found by review): the exec'd
+/// program recognises the listener by its rendezvous (inherited with it)
+/// and keeps it. Before, the name was still the parent's, so the exec'd
+/// program listened on kernel TCP only.
+#[test]
+fn dual_listener_shared_with_an_exec_d_child() {
+    let env = Env::new("lo-exec-fork");
+    let child = "import socket, sys, hashlib\n\
+        s = socket.socket(fileno=int(sys.argv[1]))\n\
+        print('child ready', flush=True)\n\
+        c, a = s.accept()\n\
+        h = hashlib.sha256()\n\
+        while (b := c.recv(65536)):\n    h.update(b)\n\
+        c.sendall(h.hexdigest().encode()); c.close()\n\
+        print('child served', flush=True)\n";
+    let parent = format!(
+        "import os, socket, sys, time\n\
+         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)\n\
+         s.set_inheritable(True)\n\
+         pid = os.fork()\n\
+         if pid == 0:\n    \
+             os.execv(sys.executable, [sys.executable, '-c', {child:?}, str(s.fileno())])\n\
+         print('port', s.getsockname()[1], flush=True)\n\
+         os.waitpid(pid, 0)\n\
+         print('parent done', flush=True)\n"
+    );
+    let mut cmd = py(&parent, &[]);
+    cmd.env("SHMNET_DIR", env.shm_dir())
+        .env("SHMNET_LOG", "warn");
+    let mut srv = start("forking server", &mut cmd);
+    let port = srv.expect("port ")[5..].to_string();
+    srv.expect("child ready");
+    let args = ["client", "127.0.0.1", port.as_str(), "300000", "c"];
+    let mut c = start("client", &mut env.pre(&args));
+    c.expect("ok ");
+    c.finish_clean();
+    srv.expect("child served");
+    srv.expect("parent done");
+    srv.finish_clean();
+    env.assert_shm(1);
+}
+
 /// A free loopback port (the kernel's pick; free again once returned).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
