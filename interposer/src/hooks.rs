@@ -460,6 +460,12 @@ interpose! {
     // real vfork and return into the child (it would clobber the parent's
     // stack frame).
     fn vfork() -> pid_t = "fork" => process::vfork;
+    // Namespaces: netlink sockets and /proc/sys/net answer for the network
+    // namespace they were opened in.
+    fn setns(fd: c_int, nstype: c_int) -> c_int => process::setns,
+        fresh |r| process::moved_namespace(r, nstype == 0 || nstype == libc::CLONE_NEWNET);
+    fn unshare(flags: c_int) -> c_int => process::unshare,
+        fresh |r| process::moved_namespace(r, flags & libc::CLONE_NEWNET != 0);
 }
 
 /// fclose's logic: the stream's fd, read before the real fclose closes it

@@ -362,9 +362,7 @@ fn connect_to(
 /// The lowest port an unprivileged process may bind, in this namespace:
 /// read once per process (three system calls; connect asks every time).
 fn unprivileged_port_start() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static START: AtomicU32 = AtomicU32::new(u32::MAX);
-    let known = START.load(Ordering::Relaxed);
+    let known = PORT_START.load(Ordering::Relaxed);
     if known != u32::MAX {
         return known as u16;
     }
@@ -372,8 +370,15 @@ fn unprivileged_port_start() -> u16 {
         .ok()
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(1024);
-    START.store(u32::from(start), Ordering::Relaxed);
+    PORT_START.store(u32::from(start), Ordering::Relaxed);
     start
+}
+
+static PORT_START: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(u32::MAX);
+
+/// Another network namespace: its own ip_unprivileged_port_start.
+pub(crate) fn namespace_changed() {
+    PORT_START.store(u32::MAX, Ordering::Relaxed);
 }
 
 pub(crate) fn privileged_port(port: u16) -> bool {

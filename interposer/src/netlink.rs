@@ -466,6 +466,18 @@ struct Conn {
     /// Sockets from before a fork are shared with the other process, which
     /// could read our replies (or we its): each side opens its own.
     generation: u32,
+    /// A netlink socket answers for the network namespace it was made in.
+    namespace_epoch: u32,
+}
+
+/// Bumped when the process (a thread of it) changes network namespace.
+static NAMESPACE_EPOCH: AtomicU32 = AtomicU32::new(0);
+
+/// setns/unshare moved the calling thread to another network namespace:
+/// sockets made before answer for the old one. (Threads of one process in
+/// different namespaces share these sockets: a known gap.)
+pub(crate) fn namespace_changed() {
+    NAMESPACE_EPOCH.fetch_add(1, Ordering::AcqRel);
 }
 
 static ROUTE: Channel = Channel::new(None);
@@ -512,7 +524,12 @@ impl Channel {
         let mut failure = Errno::IO;
         for _ in 0..2 {
             let conn = match slot.take() {
-                Some(conn) if conn.generation == generation => slot.insert(conn),
+                Some(conn)
+                    if conn.generation == generation
+                        && conn.namespace_epoch == NAMESPACE_EPOCH.load(Ordering::Acquire) =>
+                {
+                    slot.insert(conn)
+                }
                 _ => slot.insert(Conn::open(self.protocol, generation)?),
             };
             match op(conn.fd.as_fd()) {
@@ -529,6 +546,7 @@ impl Channel {
 
 impl Conn {
     fn open(protocol: Option<Protocol>, generation: u32) -> Result<Conn, Errno> {
+        let namespace_epoch = NAMESPACE_EPOCH.load(Ordering::Acquire);
         let fd = rustix::net::socket_with(
             AddressFamily::NETLINK,
             SocketType::RAW,
@@ -541,6 +559,7 @@ impl Conn {
         Ok(Conn {
             fd: InternalFd::new(fd),
             generation,
+            namespace_epoch,
         })
     }
 }

@@ -67,3 +67,22 @@ extern "C" fn child() {
     // have held or waited on them at the fork, and they do not exist here.
     crate::registry::after_fork_child();
 }
+
+/// setns(2)/unshare(2): passed through; what the library learnt about the
+/// network namespace is forgotten once the call succeeds (`moved_namespace`).
+pub(crate) fn setns(_fd: libc::c_int, _nstype: libc::c_int) -> Action<libc::c_int> {
+    Action::Pass
+}
+
+pub(crate) fn unshare(_flags: libc::c_int) -> Action<libc::c_int> {
+    Action::Pass
+}
+
+/// After a successful setns or unshare that may have changed the network
+/// namespace (setns with nstype 0 may, too).
+pub(crate) fn moved_namespace(result: libc::c_int, may_be_net: bool) {
+    if result == 0 && may_be_net {
+        crate::netlink::namespace_changed();
+        crate::lookup::namespace_changed();
+    }
+}
