@@ -78,11 +78,26 @@ pub(crate) fn enabled(level: Level) -> bool {
 /// non-blocking: opening a FIFO nobody reads must not hang the program
 /// before main() (it fails with ENXIO instead), and a full pipe drops lines
 /// rather than stalling the call that logs.
+///
+/// A symlink is followed only if it belongs to the effective uid or root:
+/// one planted by another user in a shared directory (/tmp) must not make
+/// us append to a file of ours it points at (ELOOP otherwise).
 pub(crate) fn open_file(path: &std::path::Path) -> rustix::io::Result<OwnedFd> {
     use rustix::fs::{Mode, OFlags};
     let flags =
         OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NONBLOCK;
-    rustix::fs::open(path, flags, Mode::RUSR | Mode::WUSR)
+    let mode = Mode::RUSR | Mode::WUSR;
+    match rustix::fs::open(path, flags | OFlags::NOFOLLOW, mode) {
+        Err(rustix::io::Errno::LOOP) => {
+            let link = rustix::fs::lstat(path)?;
+            let euid = rustix::process::geteuid().as_raw();
+            if link.st_uid != euid && link.st_uid != 0 {
+                return Err(rustix::io::Errno::LOOP);
+            }
+            rustix::fs::open(path, flags, mode)
+        }
+        r => r,
+    }
 }
 
 /// Route log lines to `fd` from now on.

@@ -341,6 +341,13 @@ impl fmt::Display for Refusal {
 // ---------------------------------------------------------------------------
 // The cache
 
+fn transient(errno: Errno) -> bool {
+    matches!(
+        errno,
+        Errno::MFILE | Errno::NFILE | Errno::NOMEM | Errno::INTR | Errno::AGAIN
+    )
+}
+
 struct Failed {
     euid: u32,
     errno: Errno,
@@ -390,10 +397,20 @@ impl Cache {
         // the first one stored wins, the other's descriptor is closed.
         let opened = locate(euid).and_then(|path| {
             Dir::at(&path, euid).map_err(|refusal| {
-                warn_once(format_args!("{refusal}"));
-                refusal.errno()
+                let errno = refusal.errno();
+                // Out of fds or memory is the process's state, not the
+                // directory's: neither said nor remembered.
+                if !transient(errno) {
+                    warn_once(format_args!("{refusal}"));
+                }
+                errno
             })
         });
+        if let Err(errno) = opened {
+            if transient(errno) {
+                return Err(errno);
+            }
+        }
         let mut stale = None;
         let result = {
             let mut state = self.state.write();
@@ -691,6 +708,21 @@ mod tests {
         let other = cache.get(me + 1, &|_| Ok(b.join("other")));
         assert_eq!(other.is_ok(), me == 0);
         drop((first, second, third));
+        let _ = std::fs::remove_dir_all(&b);
+    }
+
+    #[test]
+    fn running_out_of_fds_is_not_remembered() {
+        let b = base("emfile");
+        let path = b.join("shm");
+        let cache = Cache::new();
+        let me = euid();
+        assert_eq!(
+            cache.get(me, &|_| Err(Errno::MFILE)).unwrap_err(),
+            Errno::MFILE
+        );
+        // At once, not a second later: the process's fds, not the directory.
+        cache.get(me, &|_| Ok(path.clone())).unwrap();
         let _ = std::fs::remove_dir_all(&b);
     }
 

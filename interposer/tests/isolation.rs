@@ -1647,6 +1647,54 @@ fn accept_without_fds_for_the_handshake_is_emfile() {
 // ---------------------------------------------------------------------------
 // 7. Logging never blocks
 
+/// SHMNET_LOG_FILE naming a symlink another user planted is not followed (found by review: root's program appended its
+/// lines to the file the link pointed at): one `libshmnet:` line says
+/// why, the program runs. A link of the program's own user is followed.
+#[test]
+fn log_file_symlink_of_another_user_is_not_followed() {
+    if skip_unless_root("log_file_symlink_of_another_user_is_not_followed") {
+        return;
+    }
+    let w = TestUser::create();
+    let shared = OpenDir::new("log-link", 0o1777);
+    let target = shared.path().join("roots-file");
+    std::fs::write(&target, "root's\n").unwrap();
+    // In a directory of W's (the kernel's protected_symlinks covers only
+    // sticky world-writable ones).
+    let wdir = shared.path().join("w");
+    dir_of(&wdir, &w, 0o755);
+    let theirs = wdir.join("theirs.log");
+    let mut ln = Command::new("ln");
+    ln.arg("-s").arg(&target).arg(&theirs);
+    let st = as_user(&mut ln, &w).status().expect("ln");
+    assert!(st.success());
+    let mine = shared.path().join("mine.log");
+    std::os::unix::fs::symlink(&target, &mine).unwrap();
+    for (link, followed) in [(&theirs, false), (&mine, true)] {
+        let mut cmd = preloaded(python());
+        cmd.args(["-c", "print(1)"])
+            .env("SHMNET_LOG", "debug")
+            .env("SHMNET_LOG_FILE", link);
+        let out = run(&mut cmd);
+        let grew = std::fs::read_to_string(&target).unwrap() != "root's\n";
+        assert!(
+            out.status.success() && out.stdout == "1\n" && grew == followed,
+            "link {link:?} (followed: {followed}, target grew: {grew}): {}\n{}",
+            out.stdout,
+            out.stderr
+        );
+        if !followed {
+            assert!(
+                libshmnet_lines(&out.stderr)
+                    .iter()
+                    .any(|l| l.contains("SHMNET_LOG_FILE")),
+                "{}",
+                out.stderr
+            );
+        }
+    }
+}
+
 /// Defect 7: SHMNET_LOG_FILE naming a FIFO nobody reads. `python3 -c
 /// 'print(1)'` finishes (within 10 s: it used to hang before main) with
 /// logging off, and with SHMNET_LOG=debug, where one `libshmnet:` line
