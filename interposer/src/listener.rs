@@ -771,6 +771,13 @@ impl Listener {
                 }
                 Arrival::Empty if rec.deadline_ms <= now => self.dropped("idle"),
                 Arrival::Complete | Arrival::Empty => kept.push((rec, conn)),
+                // A connector that offered reuse and gave up waiting for
+                // our answer hangs up: routine (see `pool`), not a fault.
+                Arrival::Bad if rec.state == State::Declined => log!(
+                    debug,
+                    "accept on {}: the connector withdrew its reuse offer",
+                    self.local
+                ),
                 Arrival::Bad => self.dropped("a short message or none"),
             }
         }
@@ -863,8 +870,17 @@ impl Listener {
             self.refuse(&peer);
             return Step::Dropped;
         }
-        // The message brings a memfd, and the doorbell is a copy of `conn`.
-        if !sys::room_for_fds(conn, 2) {
+        // The doorbell is a copy of `conn` (made first: it is needed anyway)
+        // and the message brings a memfd, which needs room of its own.
+        let bell = match Bell::new(conn) {
+            Ok(bell) => bell,
+            Err(Errno::MFILE | Errno::NFILE) => return Step::NoRoom,
+            Err(e) => {
+                self.dropped(&format!("no doorbell: {e}"));
+                return Step::Dropped;
+            }
+        };
+        if !sys::room_for_fds(conn, 1) {
             return Step::NoRoom;
         }
         let (msg, memfd) = match handshake::try_recv(conn) {
@@ -952,8 +968,7 @@ impl Listener {
                 (seg, (peer.pid != 0).then_some(ticket))
             }
         };
-        let made = Bell::new(conn)
-            .and_then(|bell| Connection::new(seg, local, peer_addr, bell, None, ticket));
+        let made = Connection::new(seg, local, peer_addr, bell, None, ticket);
         match made {
             Ok(c) => Step::Done(c),
             Err(e) => {

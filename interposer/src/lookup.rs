@@ -309,12 +309,60 @@ fn admitted_by(hints: &Hints<'_>, me: u32, owner: u32) -> bool {
     let groups: Vec<u32> = rustix::process::getgroups()
         .map(|g| g.iter().map(|g| g.as_raw()).collect())
         .unwrap_or_default();
-    policy::hints_for(me, gid, &groups)
-        .iter()
-        .any(|h| match hints {
-            Hints::Local(name) => rendezvous::hint_held_by(&rendezvous::hint_name(name, h), owner),
-            Hints::Host(dir, stem) => rendezvous::host_hint_held_by(dir, stem, h, owner),
-        })
+    let ask = || {
+        policy::hints_for(me, gid, &groups)
+            .iter()
+            .any(|h| match hints {
+                Hints::Local(name) => {
+                    rendezvous::hint_held_by(&rendezvous::hint_name(name, h), owner)
+                }
+                Hints::Host(dir, stem) => rendezvous::host_hint_held_by(dir, stem, h, owner),
+            })
+    };
+    match hints {
+        // A cookie names one kernel listener for the life of the system,
+        // and its hints are bound once, at listen: what they say about us
+        // cannot change, so it is asked once (two netlink round trips).
+        Hints::Local(name) => {
+            let key = format!("{name}|{owner}|{me}|{gid}|{groups:?}");
+            if let Some(known) = HINT_VERDICTS.get(&key) {
+                return known;
+            }
+            let verdict = ask();
+            HINT_VERDICTS.put(key, verdict);
+            verdict
+        }
+        Hints::Host(..) => ask(),
+    }
+}
+
+/// Verdicts of `admitted_by` on default-mode listeners (see there).
+static HINT_VERDICTS: Verdicts = Verdicts::new();
+
+struct Verdicts(crate::lock::Mutex<Vec<(String, bool)>>);
+
+impl Verdicts {
+    const MAX: usize = 64;
+
+    const fn new() -> Verdicts {
+        Verdicts(crate::lock::Mutex::new(Vec::new()))
+    }
+
+    /// (Never waits: a lock held at a fork by a thread that is gone here
+    /// only costs the cache.)
+    fn get(&self, key: &str) -> Option<bool> {
+        let v = self.0.try_lock()?;
+        v.iter().find(|(k, _)| k == key).map(|(_, b)| *b)
+    }
+
+    fn put(&self, key: String, verdict: bool) {
+        if let Some(mut v) = self.0.try_lock() {
+            if v.len() >= Self::MAX {
+                v.remove(0);
+            }
+            v.push((key, verdict));
+        }
+    }
 }
 
 /// Connects a new non-blocking Unix stream socket to `addr`, waiting (in
