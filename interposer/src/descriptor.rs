@@ -89,6 +89,7 @@ fn replace_target(
             release(new, handle);
         }
         if let Some(sock) = source {
+            crate::options::inheritable_copy(new, &sock);
             if registry::insert(new, sock).is_err() {
                 log!(
                     error,

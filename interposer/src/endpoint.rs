@@ -89,7 +89,7 @@ fn adopt(fd: c_int, sock: &OwnedFd) -> Result<(), Errno> {
         rustix::fs::fcntl_setfl(sock, fl | rustix::fs::OFlags::NONBLOCK)?;
     }
     crate::carry::detach(fd);
-    sys::dup_onto(sock.as_fd(), fd, cloexec)
+    sys::dup_onto(sock.as_fd(), fd, cloexec).inspect_err(|_| crate::carry::replay(fd, true))
 }
 
 fn unix_socket() -> Result<OwnedFd, Errno> {

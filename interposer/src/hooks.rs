@@ -463,7 +463,7 @@ interpose! {
     // Namespaces: netlink sockets and /proc/sys/net answer for the network
     // namespace they were opened in.
     fn setns(fd: c_int, nstype: c_int) -> c_int => process::setns,
-        fresh |r| process::moved_namespace(r, nstype == 0 || nstype == libc::CLONE_NEWNET);
+        fresh |r| process::moved_namespace(r, nstype == 0 || nstype & libc::CLONE_NEWNET != 0);
     fn unshare(flags: c_int) -> c_int => process::unshare,
         fresh |r| process::moved_namespace(r, flags & libc::CLONE_NEWNET != 0);
 }

@@ -109,18 +109,22 @@ fn bound(fd: i32, sock: BorrowedFd<'_>, addr: SocketAddr) {
     let _ = registry::insert(fd, Arc::new(Socket::Bound(b)));
 }
 
-/// The members of the epoll instance `fd` (from /proc/self/fdinfo).
+/// The members of the epoll instance `fd` (from /proc/self/fdinfo) that
+/// this process holds under the number they were registered with: a
+/// registration names the fd number of the process that made it, which
+/// here may be another file (or none), so the file's inode must match too.
 fn members(fd: i32) -> Vec<i32> {
     let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")) else {
         return Vec::new();
     };
     info.lines()
         .filter_map(|l| {
-            l.strip_prefix("tfd:")?
-                .split_whitespace()
-                .next()?
-                .parse()
-                .ok()
+            let mut words = l.strip_prefix("tfd:")?.split_whitespace();
+            let tfd: i32 = words.next()?.parse().ok()?;
+            let ino = words.find_map(|w| w.strip_prefix("ino:"))?;
+            let ino = u64::from_str_radix(ino, 16).ok()?;
+            let st = rustix::fs::fstat(sys::borrow_fd(tfd)).ok()?;
+            (st.st_ino as u64 == ino).then_some(tfd)
         })
         .collect()
 }
@@ -130,23 +134,32 @@ fn members(fd: i32) -> Vec<i32> {
 /// alone unless that listener is its only member).
 fn listener(config: &Config, fd: i32) {
     let all = members(fd);
-    // A default-mode listener's kernel listener, else the first listening
-    // member (parked connections may be members too).
-    let inet = all.iter().copied().find(|&m| {
+    let listening =
+        |m: i32| rustix::net::sockopt::socket_acceptconn(sys::borrow_fd(m)).unwrap_or(false);
+    let inet = |m: i32| {
         matches!(
             rustix::net::sockopt::socket_domain(sys::borrow_fd(m)),
             Ok(rustix::net::AddressFamily::INET | rustix::net::AddressFamily::INET6)
         )
-    });
-    let listening = |m: i32| rustix::net::sockopt::socket_acceptconn(sys::borrow_fd(m));
-    let first = inet.or_else(|| all.iter().copied().find(|&m| listening(m).unwrap_or(false)));
-    let Some(first) = first else {
-        return;
+    };
+    // A default-mode listener: a kernel listener with the rendezvous named
+    // after its cookie beside it (a program's own epoll set watching a
+    // listener has no such thing). Else an emulated one: a listening Unix
+    // socket of ours (parked connections may be members too).
+    let dual = all
+        .iter()
+        .copied()
+        .filter(|&m| inet(m) && listening(m))
+        .find_map(|m| Some((m, cookie_rendezvous(&all, sys::borrow_fd(m))?)));
+    let first = match dual {
+        Some((m, _)) => m,
+        None if all.iter().any(|&m| inet(m)) => return,
+        None => match all.iter().copied().find(|&m| listening(m)) {
+            Some(m) => m,
+            None => return,
+        },
     };
     let t = sys::borrow_fd(first);
-    if !rustix::net::sockopt::socket_acceptconn(t).unwrap_or(false) {
-        return;
-    }
     let app = sys::borrow_fd(fd);
     let cloexec =
         rustix::io::fcntl_getfd(app).is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
@@ -155,10 +168,7 @@ fn listener(config: &Config, fd: i32) {
         rustix::fs::fcntl_getfl(app).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
     match rustix::net::sockopt::socket_domain(t) {
         Ok(rustix::net::AddressFamily::INET | rustix::net::AddressFamily::INET6) => {
-            // Ours only if the instance also holds the rendezvous named
-            // after this kernel listener's cookie: a program's own epoll
-            // set watching a listener must not be taken for one of ours.
-            let Some(rv) = cookie_rendezvous(fd, t) else {
+            let Some((_, rv)) = dual else {
                 return;
             };
             let Ok(rv_copy) = InternalFd::dup(sys::borrow_fd(rv)) else {
@@ -201,12 +211,12 @@ fn listener(config: &Config, fd: i32) {
     }
 }
 
-/// The member of epoll instance `fd` that is the listening rendezvous
+/// The one of `members` that is the listening rendezvous
 /// named after kernel listener `tcp`'s cookie.
-fn cookie_rendezvous(fd: i32, tcp: BorrowedFd<'_>) -> Option<i32> {
+fn cookie_rendezvous(members: &[i32], tcp: BorrowedFd<'_>) -> Option<i32> {
     let cookie = rustix::net::sockopt::socket_cookie(tcp).ok()?;
     let want = rendezvous::cookie_name(cookie);
-    members(fd).into_iter().find(|&m| {
+    members.iter().copied().find(|&m| {
         let u = sys::borrow_fd(m);
         rustix::net::sockopt::socket_domain(u).ok() == Some(rustix::net::AddressFamily::UNIX)
             && rustix::net::sockopt::socket_acceptconn(u).unwrap_or(false)

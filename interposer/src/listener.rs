@@ -133,6 +133,11 @@ pub(crate) struct Listener {
     shm_first: AtomicBool,
     /// The parking queue is a member (see `QUEUE`).
     queue_watched: AtomicBool,
+    /// An IPv6 default-mode listener with IPV6_V6ONLY: no IPv4 peers.
+    v6only: bool,
+    /// The network namespace it listens in (`netlink::in_namespace`): the
+    /// process may move to another one later.
+    namespace: u32,
     /// Options of an emulated listener (a default-mode one asks its
     /// kernel listener).
     pub opts: Options,
@@ -179,8 +184,13 @@ pub(crate) fn listen_tcp_with(
     if !is_tcp {
         return Action::Pass;
     }
-    if let Err(e) = rustix::net::listen(sock, backlog) {
-        return fail(e);
+    // An inherited listener listens already: its backlog is the process
+    // that made it's (a program it runs must not change it).
+    let adopting = inherited.is_some();
+    if !adopting {
+        if let Err(e) = rustix::net::listen(sock, backlog) {
+            return fail(e);
+        }
     }
     let Some(local) = sys::local_name(sock) else {
         crate::carry::done(fd);
@@ -210,6 +220,7 @@ fn make_dual(
     config: &Config,
     inherited: Option<InternalFd>,
 ) -> Result<(), Errno> {
+    let adopting = inherited.is_some();
     let app = sys::borrow_fd(fd);
     // Connectors accept our rendezvous only from the kernel listener's
     // owner (SO_PEERCRED of the rendezvous is whoever listens on it, now).
@@ -247,6 +258,8 @@ fn make_dual(
             // Somebody holds our name there: clients in other namespaces
             // will not find us (they use kernel TCP, or a listener they
             // trust — see lookup.rs).
+            // (Adopting after exec, the process we came from holds it.)
+            Err(Errno::ADDRINUSE) if adopting => {}
             Err(Errno::ADDRINUSE) => crate::log::always(format_args!(
                 "listen on {local}: {stem} in SHMNET_DIR is held by another process; \
                  clients in other network namespaces will use kernel TCP"
@@ -263,7 +276,7 @@ fn make_dual(
     // instance) carries the application's O_NONBLOCK from here on.
     rustix::fs::fcntl_setfl(&tcp, fl | rustix::fs::OFlags::NONBLOCK)?;
     let nonblocking = fl.contains(rustix::fs::OFlags::NONBLOCK);
-    let listener = assemble(
+    let mut listener = assemble(
         fd,
         local,
         Some(tcp),
@@ -273,6 +286,7 @@ fn make_dual(
         nonblocking,
         owner,
     )?;
+    listener.v6only = v6only;
     log!(
         debug,
         "fd {fd}: listener on {local} (kernel TCP and {name})"
@@ -472,7 +486,7 @@ fn assemble(
     }
     let parking = Parking::new()?;
     crate::carry::detach(fd);
-    sys::dup_onto(ep.as_fd(), fd, cloexec)?;
+    sys::dup_onto(ep.as_fd(), fd, cloexec).inspect_err(|_| crate::carry::replay(fd, true))?;
     let listener = Listener {
         local,
         tcp,
@@ -483,6 +497,8 @@ fn assemble(
         owner,
         shm_first: AtomicBool::new(true),
         queue_watched: AtomicBool::new(false),
+        v6only: false,
+        namespace: crate::netlink::namespace_epoch(),
         opts,
         refusal_logged: AtomicBool::new(false),
     };
@@ -500,8 +516,9 @@ enum Step {
     Pending(State),
     Dropped,
     /// Untouched: taking its message needs fds the process does not have
-    /// (the kernel's accept says EMFILE and leaves the connection queued).
-    NoRoom,
+    /// (the kernel's accept says EMFILE, or ENFILE, and leaves the
+    /// connection queued).
+    NoRoom(Errno),
 }
 
 impl Listener {
@@ -602,7 +619,10 @@ impl Listener {
     /// One look at every half, without waiting.
     fn step(&self, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> Result<c_int, Errno> {
         let ready = self.ready();
-        let shm_first = self.shm_first.fetch_xor(true, Ordering::Relaxed);
+        // A parked connection's one-shot event, once consumed, must be
+        // acted on now: returning a kernel connection first would leave it
+        // disarmed, and nobody woken for it (a blocking accept waited on).
+        let shm_first = self.shm_first.fetch_xor(true, Ordering::Relaxed) || ready.parked;
         for shm in [shm_first, !shm_first] {
             if shm {
                 if let Some((conn, c)) = self.accept_shm(&ready)? {
@@ -696,6 +716,11 @@ impl Listener {
                 ) {
                     Ok(c) => c,
                     Err(Errno::AGAIN | Errno::CONNABORTED | Errno::INTR) => break,
+                    // Out of fds or memory: the kernel's answer, whichever
+                    // rendezvous (a SHMNET_DIR one said EAGAIN, and spun).
+                    Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
+                        return Err(e)
+                    }
                     Err(e) if r.scope == Scope::Host => {
                         log!(debug, "accept on {}: {e}", self.local);
                         break;
@@ -708,9 +733,9 @@ impl Listener {
                         Step::Done(c) => return Ok(Some((conn, c))),
                         Step::Pending(state) => self.park(conn, r.scope, state),
                         Step::Dropped => {}
-                        Step::NoRoom => {
+                        Step::NoRoom(e) => {
                             self.park(conn, r.scope, State::New);
-                            return Err(Errno::MFILE);
+                            return Err(e);
                         }
                     },
                     Arrival::Empty => self.park(conn, r.scope, State::New),
@@ -732,10 +757,9 @@ impl Listener {
         // it cannot install). Until there is room, the queue keeps the
         // instance readable, as a kernel listener stays readable while its
         // accept says EMFILE (the event that woke us was consumed).
-        if !sys::room_for_fds(self.epoll.as_fd(), 1) {
-            if self.parking.len_hint() == 0 {
-                return Ok(None);
-            }
+        // (Whether anything is queued this process cannot tell: another
+        // process sharing the listener may have parked it.)
+        if let Err(e) = sys::room_for_fds(self.epoll.as_fd(), 1) {
             let watch = epoll::add(
                 &self.epoll,
                 self.parking.queue(),
@@ -745,32 +769,37 @@ impl Listener {
             if watch.is_ok() {
                 self.queue_watched.store(true, Ordering::Relaxed);
             }
-            return if take { Err(Errno::MFILE) } else { Ok(None) };
+            return if take { Err(e) } else { Ok(None) };
         }
         if self.queue_watched.swap(false, Ordering::Relaxed) {
             let _ = epoll::delete(&self.epoll, self.parking.queue());
         }
         let now = monotonic_ms();
         let mut found = None;
-        let mut full = false;
-        let mut kept: Vec<(Record, OwnedFd)> = Vec::new();
+        let mut full = None;
+        let mut kept: Vec<(Record, OwnedFd, bool)> = Vec::new();
         self.parking.swept(now);
         while let Some((rec, conn)) = self.parking.pop() {
             let scope = rec.scope;
             match arrival(conn.as_fd()) {
-                Arrival::Complete if take && found.is_none() && !full => {
+                Arrival::Complete if take && found.is_none() && full.is_none() => {
                     match self.handshake(conn.as_fd(), scope, rec.state) {
                         Step::Done(c) => found = Some((conn, c)),
-                        Step::Pending(state) => kept.push((Record { state, ..rec }, conn)),
+                        Step::Pending(state) => kept.push((Record { state, ..rec }, conn, true)),
                         Step::Dropped => {}
-                        Step::NoRoom => {
-                            full = true;
-                            kept.push((rec, conn));
+                        Step::NoRoom(e) => {
+                            full = Some(e);
+                            kept.push((rec, conn, true));
                         }
                     }
                 }
                 Arrival::Empty if rec.deadline_ms <= now => self.dropped("idle"),
-                Arrival::Complete | Arrival::Empty => kept.push((rec, conn)),
+                // Its event may have been consumed (by `ready`, here or in
+                // another process sharing the listener): armed again. An
+                // empty one's registration has not fired (it fires only
+                // when data or a hang-up arrives): left as it is.
+                Arrival::Complete => kept.push((rec, conn, true)),
+                Arrival::Empty => kept.push((rec, conn, false)),
                 // A connector that offered reuse and gave up waiting for
                 // our answer hangs up: routine (see `pool`), not a fault.
                 Arrival::Bad if rec.state == State::Declined => log!(
@@ -782,17 +811,17 @@ impl Listener {
             }
         }
         // Over the bound: the oldest go first (they had the most time).
-        kept.sort_by_key(|(rec, _)| std::cmp::Reverse(rec.deadline_ms));
+        kept.sort_by_key(|(rec, _, _)| std::cmp::Reverse(rec.deadline_ms));
         while kept.len() > PARKED_MAX {
             drop(kept.pop());
             self.dropped("too many parked");
         }
-        for (rec, conn) in kept {
-            self.requeue(conn, rec);
+        for (rec, conn, arm) in kept {
+            self.requeue(conn, rec, arm);
         }
-        match found {
-            None if full => Err(Errno::MFILE),
-            found => Ok(found),
+        match (found, full) {
+            (None, Some(e)) => Err(e),
+            (found, _) => Ok(found),
         }
     }
 
@@ -809,23 +838,26 @@ impl Listener {
             let none = self.unpark(false);
             debug_assert!(none.is_ok_and(|n| n.is_none()));
         }
-        self.requeue(conn, rec);
+        self.requeue(conn, rec, true);
     }
 
-    /// Puts `conn` in the queue, armed one-shot in the listener's instance.
-    /// (A registration is keyed by fd number too: one made under a number
-    /// the fd had before it last went through the queue stays, disarmed
-    /// once it fired, until the connection is closed for good.)
-    fn requeue(&self, conn: OwnedFd, rec: Record) {
-        let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
-        let data = epoll::EventData::new_u64(PARKED);
-        let armed = match epoll::add(&self.epoll, &conn, data, flags) {
-            Err(Errno::EXIST) => epoll::modify(&self.epoll, &conn, data, flags),
-            r => r,
-        };
-        if armed.is_err() {
-            self.dropped("cannot watch it");
-            return;
+    /// Puts `conn` in the queue, armed one-shot in the listener's instance
+    /// if `arm`. (A registration is keyed by fd number too: one made under
+    /// a number the fd had before it last went through the queue stays,
+    /// disarmed once it fired, until the connection is closed for good.)
+    fn requeue(&self, conn: OwnedFd, rec: Record, arm: bool) {
+        if arm {
+            let flags =
+                epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
+            let data = epoll::EventData::new_u64(PARKED);
+            let armed = match epoll::add(&self.epoll, &conn, data, flags) {
+                Err(Errno::EXIST) => epoll::modify(&self.epoll, &conn, data, flags),
+                r => r,
+            };
+            if armed.is_err() {
+                self.dropped("cannot watch it");
+                return;
+            }
         }
         if self.parking.push(conn.as_fd(), rec).is_err() {
             self.dropped("the parking queue is full");
@@ -845,6 +877,9 @@ impl Listener {
     /// connection's local address) names this listener: its port, and its
     /// address, or one of the namespace's when bound to the wildcard.
     fn serves(&self, dest: SocketAddr) -> bool {
+        if self.v6only && rendezvous::unmapped(dest).is_ipv4() {
+            return false;
+        }
         let (dest, local) = (rendezvous::unmapped(dest), rendezvous::unmapped(self.local));
         dest.port() == local.port()
             && if local.ip().is_unspecified() {
@@ -874,14 +909,14 @@ impl Listener {
         // and the message brings a memfd, which needs room of its own.
         let bell = match Bell::new(conn) {
             Ok(bell) => bell,
-            Err(Errno::MFILE | Errno::NFILE) => return Step::NoRoom,
+            Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOMEM)) => return Step::NoRoom(e),
             Err(e) => {
                 self.dropped(&format!("no doorbell: {e}"));
                 return Step::Dropped;
             }
         };
-        if !sys::room_for_fds(conn, 1) {
-            return Step::NoRoom;
+        if let Err(e) = sys::room_for_fds(conn, 1) {
+            return Step::NoRoom(e);
         }
         let (msg, memfd) = match handshake::try_recv(conn) {
             Ok(m) => m,
@@ -895,16 +930,24 @@ impl Listener {
             stats::dropped_handshake();
             Step::Dropped
         };
-        if !plausible_source(msg.addr, scope, &peer, config) {
+        let here = |f: &dyn Fn() -> bool| crate::netlink::in_namespace(self.namespace, f);
+        if !here(&|| plausible_source(msg.addr, scope, &peer, config)) {
             return bad(&format!("{} is not an address of the connector", msg.addr));
         }
         // A port below ip_unprivileged_port_start is root's, as on kernel
-        // TCP (servers trust such source ports: rlogin-style checks).
+        // TCP (servers trust such source ports: rlogin-style checks) —
+        // except the library's own ephemeral ones (32768-60999, whatever
+        // the namespace's ip_local_port_range: a start raised into them
+        // would refuse every connector).
         let port = msg.addr.port();
-        if port == 0 || (crate::lookup::privileged_port(port) && peer.uid != 0) {
+        let privileged = crate::lookup::privileged_port(port) && !rendezvous::is_ephemeral(port);
+        if port == 0 || (privileged && peer.uid != 0) {
             return bad(&format!("source port {port} from uid {}", peer.uid));
         }
-        if self.tcp.is_some() && !self.serves(msg.dest) {
+        if self.v6only && rendezvous::unmapped(msg.addr).is_ipv4() {
+            return bad("an IPv4 peer on an IPV6_V6ONLY listener");
+        }
+        if self.tcp.is_some() && !here(&|| self.serves(msg.dest)) {
             return bad(&format!("{} is not this listener's address", msg.dest));
         }
         let generation = registry::fork_generation();

@@ -455,6 +455,8 @@ type Attempt<T> = Result<Result<T, Errno>, Errno>;
 struct Channel {
     protocol: Option<Protocol>,
     cached: Mutex<Option<Conn>>,
+    /// Sockets of namespaces the process has left (`namespace_changed`).
+    retired: Mutex<Vec<Conn>>,
     /// The fork generation in which the lock was last taken: a child finds
     /// the lock word as a parent thread left it at the fork, and a lock taken
     /// in an earlier generation may never be released here.
@@ -474,13 +476,44 @@ struct Conn {
 static NAMESPACE_EPOCH: AtomicU32 = AtomicU32::new(0);
 
 /// setns/unshare moved the calling thread to another network namespace:
-/// sockets made before answer for the old one. (Threads of one process in
+/// sockets made before answer for the old one; they are kept for the
+/// listeners made there (see `in_namespace`). (Threads of one process in
 /// different namespaces share these sockets: a known gap.)
 pub(crate) fn namespace_changed() {
+    ROUTE.retire();
+    DIAG.retire();
     NAMESPACE_EPOCH.fetch_add(1, Ordering::AcqRel);
 }
 
+/// Before a call that may change the network namespace: a socket of the
+/// current one, for its listeners to ask about it later.
+pub(crate) fn keep_namespace() {
+    let _ = ROUTE.run(|_| Ok(Ok(())));
+}
+
+/// Which network namespace the process is in, as far as we know (see
+/// `namespace_changed`).
+pub(crate) fn namespace_epoch() -> u32 {
+    NAMESPACE_EPOCH.load(Ordering::Acquire)
+}
+
+std::thread_local! {
+    static ASKING_FOR: core::cell::Cell<Option<u32>> = const { core::cell::Cell::new(None) };
+}
+
+/// Runs `f` with every query answered for the namespace of `epoch` (a
+/// listener's, made before the process moved): with a socket kept from
+/// then, or not at all (EHOSTUNREACH).
+pub(crate) fn in_namespace<T>(epoch: u32, f: impl FnOnce() -> T) -> T {
+    let before = ASKING_FOR.with(|a| a.replace(Some(epoch)));
+    let r = f();
+    ASKING_FOR.with(|a| a.set(before));
+    r
+}
+
 static ROUTE: Channel = Channel::new(None);
+/// Namespaces left behind whose sockets are kept.
+const RETIRED_MAX: usize = 4;
 static DIAG: Channel = Channel::new(Some(netlink::SOCK_DIAG));
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
@@ -494,12 +527,18 @@ impl Channel {
         Channel {
             protocol,
             cached: Mutex::new(None),
+            retired: Mutex::new(Vec::new()),
             holder: AtomicU32::new(0),
         }
     }
 
     fn run<T>(&self, op: impl FnMut(BorrowedFd<'_>) -> Attempt<T>) -> Result<T, Errno> {
         let generation = registry::fork_generation();
+        if let Some(epoch) = ASKING_FOR.with(|a| a.get()) {
+            if epoch != namespace_epoch() {
+                return self.run_retired(epoch, generation, op);
+            }
+        }
         let mut guard = match self.cached.try_lock() {
             Some(guard) => guard,
             // Possibly held at a fork by a thread that does not exist here:
@@ -511,6 +550,49 @@ impl Channel {
         };
         self.holder.store(generation, Ordering::Relaxed);
         self.attempts(&mut guard, generation, op)
+    }
+
+    /// `op` on a socket of an earlier namespace: one try (no new one can
+    /// be made there).
+    fn run_retired<T>(
+        &self,
+        epoch: u32,
+        generation: u32,
+        mut op: impl FnMut(BorrowedFd<'_>) -> Attempt<T>,
+    ) -> Result<T, Errno> {
+        let Some(mut retired) = self.retired.try_lock() else {
+            return Err(Errno::AGAIN);
+        };
+        let Some(i) = retired
+            .iter()
+            .position(|c| c.namespace_epoch == epoch && c.generation == generation)
+        else {
+            return Err(Errno::HOSTUNREACH);
+        };
+        match op(retired[i].fd.as_fd()) {
+            Ok(answer) => answer,
+            Err(e) => {
+                retired.remove(i);
+                Err(e)
+            }
+        }
+    }
+
+    /// The cached socket joins the retired ones (the process moves to
+    /// another namespace).
+    fn retire(&self) {
+        let Some(mut cached) = self.cached.try_lock() else {
+            return;
+        };
+        if let Some(conn) = cached.take() {
+            let Some(mut retired) = self.retired.try_lock() else {
+                return;
+            };
+            if retired.len() >= RETIRED_MAX {
+                retired.remove(0);
+            }
+            retired.push(conn);
+        }
     }
 
     /// `op` on the cached socket, then once more on a fresh one if the

@@ -175,6 +175,19 @@ fn mirror_cloexec(fd: c_int, cloexec: bool) {
     }
 }
 
+/// `fd`, a new copy of `sock`'s fd (dup, dup2, F_DUPFD), goes across exec:
+/// then so must the listener's parts (a supervisor dup2()s a listener onto
+/// fd 3 for the program it runs, as socket activation does).
+pub(crate) fn inheritable_copy(fd: c_int, sock: &Socket) {
+    if let Socket::Listener(l) = sock {
+        let cloexec = rustix::io::fcntl_getfd(sys::borrow_fd(fd))
+            .map_or(true, |f| f.contains(rustix::io::FdFlags::CLOEXEC));
+        if !cloexec {
+            l.set_cloexec(false);
+        }
+    }
+}
+
 /// A default-mode listener's kernel TCP listener, which answers for it.
 fn kernel_listener(sock: &Socket) -> Option<c_int> {
     match sock {
@@ -198,6 +211,7 @@ pub(crate) fn share(
     use std::os::fd::{AsRawFd, IntoRawFd};
     match new {
         Ok(f) => {
+            inheritable_copy(f.as_raw_fd(), &sock);
             if registry::insert(f.as_raw_fd(), sock).is_err() {
                 return Action::Fail(libc::EMFILE);
             }

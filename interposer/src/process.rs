@@ -70,11 +70,17 @@ extern "C" fn child() {
 
 /// setns(2)/unshare(2): passed through; what the library learnt about the
 /// network namespace is forgotten once the call succeeds (`moved_namespace`).
-pub(crate) fn setns(_fd: libc::c_int, _nstype: libc::c_int) -> Action<libc::c_int> {
+pub(crate) fn setns(_fd: libc::c_int, nstype: libc::c_int) -> Action<libc::c_int> {
+    if nstype == 0 || nstype & libc::CLONE_NEWNET != 0 {
+        crate::netlink::keep_namespace();
+    }
     Action::Pass
 }
 
-pub(crate) fn unshare(_flags: libc::c_int) -> Action<libc::c_int> {
+pub(crate) fn unshare(flags: libc::c_int) -> Action<libc::c_int> {
+    if flags & libc::CLONE_NEWNET != 0 {
+        crate::netlink::keep_namespace();
+    }
     Action::Pass
 }
 
@@ -84,5 +90,6 @@ pub(crate) fn moved_namespace(result: libc::c_int, may_be_net: bool) {
     if result == 0 && may_be_net {
         crate::netlink::namespace_changed();
         crate::lookup::namespace_changed();
+        crate::rendezvous::namespace_changed();
     }
 }

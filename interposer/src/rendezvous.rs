@@ -201,6 +201,11 @@ const BLOCK: u16 = 16;
 /// Kernel TCP's default ephemeral range (net.ipv4.ip_local_port_range).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 32768..=60999;
 
+/// Whether `port` is one the library hands out to connecting sockets.
+pub(crate) fn is_ephemeral(port: u16) -> bool {
+    EPHEMERAL.contains(&port)
+}
+
 struct Block {
     ip: IpAddr,
     free: Vec<u16>,
@@ -268,6 +273,14 @@ pub(crate) fn after_fork_child() {
     BLOCKS.lock().clear();
     // Kept connection segments are mapped by the parent too.
     crate::pool::after_fork_child();
+}
+
+/// Another network namespace: port blocks are names in the old one's
+/// abstract namespace, so the new one's ports are reserved afresh.
+pub(crate) fn namespace_changed() {
+    if let Some(mut blocks) = BLOCKS.try_lock() {
+        blocks.clear();
+    }
 }
 
 /// A cheap varying start for the port scan (pid and clock), so concurrent

@@ -521,23 +521,24 @@ pub(crate) unsafe fn epoll_event_copy(ev: *const libc::epoll_event) -> libc::epo
     unsafe { ptr::read_unaligned(ev) }
 }
 
-/// Closes an fd inherited across exec that nothing in this process owns
-/// (a dual listener's kernel listener, after it was moved onto the
-/// application's fd number).
 /// Whether the process could open `n` more fds now (by making `n` copies
 /// of `any` and closing them): an fd passed with SCM_RIGHTS to a process
 /// without room is dropped by the kernel, its connection lost with it.
-pub(crate) fn room_for_fds(any: std::os::fd::BorrowedFd<'_>, n: usize) -> bool {
+/// The errno the kernel gave if not (EMFILE, ENFILE, ENOMEM).
+pub(crate) fn room_for_fds(
+    any: std::os::fd::BorrowedFd<'_>,
+    n: usize,
+) -> Result<(), rustix::io::Errno> {
     let mut held = Vec::with_capacity(n);
     for _ in 0..n {
-        match rustix::io::fcntl_dupfd_cloexec(any, 0) {
-            Ok(fd) => held.push(fd),
-            Err(_) => return false,
-        }
+        held.push(rustix::io::fcntl_dupfd_cloexec(any, 0)?);
     }
-    true
+    Ok(())
 }
 
+/// Closes an fd inherited across exec that nothing in this process owns
+/// (a dual listener's kernel listener, after it was moved onto the
+/// application's fd number).
 pub(crate) fn close_inherited(fd: c_int) {
     // SAFETY: closing a plain fd number; no Rust object owns it.
     unsafe { libc::close(fd) };

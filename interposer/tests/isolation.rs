@@ -1593,6 +1593,103 @@ c.close()
 print("done", flush=True)
 "#;
 
+/// A listener shared by two processes (fork): A parks a connection whose
+/// message has not arrived; B has no fd left when it arrives. B's accept
+/// says EMFILE (found by review: EAGAIN, and the event that would have
+/// woken A was consumed, so A never saw the connection).
+const SIBLINGS: &str = r#"
+import os, resource, select, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+s.setblocking(False)
+print("port", s.getsockname()[1], "pid", os.getpid(), flush=True)
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.read(r, 1)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    spare = []
+    try:
+        while True:
+            spare.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        pass
+    print("B full", flush=True)
+    ready, _, _ = select.select([s], [], [], 10)
+    try:
+        s.accept()
+        print("B ok", flush=True)
+    except OSError as e:
+        print("B", "readable" if ready else "-", "EMFILE" if e.errno == 24 else e.errno, flush=True)
+    os._exit(0)
+sys.stdin.readline()
+try:
+    s.accept()
+    print("A ok", flush=True)
+except BlockingIOError:
+    print("A parked", flush=True)
+os.write(w, b"x")
+os.waitpid(pid, 0)
+print("done", flush=True)
+"#;
+
+#[test]
+fn forked_sibling_without_fds_says_emfile() {
+    let dir = tmpdir("iso-siblings");
+    let mut cmd = py(SIBLINGS, &[]);
+    let mut srv = start_piped("forked server", default_mode(&mut cmd, &dir));
+    let (port, pid) = port_pid(&mut srv);
+    let name = abstract_names_of(pid)
+        .into_iter()
+        .find(|n| n.starts_with("@shmnet.4/tcp/c"))
+        .expect("the server's rendezvous name");
+    let p = port.to_string();
+    let mut raw_cmd = raw(&["forge-later", "40000", &p, &name]);
+    let mut forger = start_piped("forger", raw_cmd.stdin(Stdio::piped()));
+    forger.expect("connected");
+    srv.go();
+    assert_eq!(srv.expect("A "), "A parked");
+    srv.expect("B full");
+    forger.go();
+    assert_eq!(srv.expect("B "), "B readable EMFILE");
+    srv.expect("done");
+    forger.kill();
+}
+
+/// The same on the emulated network across namespaces (found by review):
+/// a listener whose rendezvous is in SHMNET_DIR said EAGAIN when out of
+/// fds, while poll said readable (an event loop spun). Server in A on
+/// 10.211.14.1, client in B.
+#[test]
+fn accept_without_fds_is_emfile_across_namespaces() {
+    if skip_unless_root("accept_without_fds_is_emfile_across_namespaces") {
+        return;
+    }
+    let (a, b) = Netns::pair_with_veth(14);
+    let shm = tmpdir("iso-accept-emfile-ns").join("shm");
+    let ip = Netns::veth_addr(14, 1).to_string();
+    let mut cmd = a.preloaded(python());
+    cmd.args(["-c", FULL_SERVER, &ip]);
+    emulated(&mut cmd, "10.211.0.0/16", &shm);
+    let mut srv = start("server in A, out of fds", &mut cmd);
+    let (port, _) = port_pid(&mut srv);
+    let mut cmd = b.preloaded(python());
+    cmd.args(["-c", HASH_CLIENT, &ip, &port.to_string()]);
+    emulated(&mut cmd, "10.211.0.0/16", &shm);
+    let (out, err) = run_ok("client in B", &mut cmd);
+    assert_eq!(out.trim(), "ok", "client: {err}");
+    srv.expect("done");
+    let seen = srv.seen.join("\n");
+    assert!(
+        seen.ends_with(
+            "none r EMFILE\nclose r EMFILE\nnone r EMFILE\nopen r EMFILE\n\
+             none r EMFILE\nfree r ok\ndone"
+        ),
+        "server:\n{seen}"
+    );
+}
+
 const HASH_CLIENT: &str = r#"
 import socket, sys, hashlib, os
 data = os.urandom(300000)
@@ -2026,6 +2123,165 @@ fn veth_closed_listener_leaves_no_files() {
         left.is_empty(),
         "left behind: {left:?} (during: {during:?})"
     );
+}
+
+/// A server that moves to a network namespace of its own after it
+/// listened (a sandbox: bind, then unshare the network) keeps serving
+/// over shared memory (found by review): its listener asked the new
+/// namespace whether a connector's address was routed to it, and reset
+/// the connection. Server in A on 10.211.13.1, client in B.
+#[test]
+fn veth_listener_keeps_its_namespace_after_unshare() {
+    if skip_unless_root("veth_listener_keeps_its_namespace_after_unshare") {
+        return;
+    }
+    let (a, b) = Netns::pair_with_veth(13);
+    let shm = tmpdir("iso-veth-unshare").join("shm");
+    let ip = Netns::veth_addr(13, 1).to_string();
+    let env = |cmd: &mut Command| {
+        cmd.env("SHMNET_PARTITIONS", "10.211.0.0/16")
+            .env("SHMNET_DIR", &shm);
+    };
+    let server = r#"
+import ctypes, hashlib, os, socket, sys
+s = socket.socket()
+s.bind((sys.argv[1], 0))
+s.listen(8)
+print("port", s.getsockname()[1], "pid", os.getpid(), flush=True)
+def serve():
+    c, _ = s.accept()
+    h = hashlib.sha256()
+    while (b := c.recv(65536)):
+        h.update(b)
+    c.sendall(("S " + h.hexdigest()).encode())
+    c.close()
+serve()
+if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:
+    sys.exit(f"unshare: errno {ctypes.get_errno()}")
+print("unshared", flush=True)
+serve()
+serve()
+print("done", flush=True)
+"#;
+    let mut cmd = a.py(server, &[&ip]);
+    env(&mut cmd);
+    let mut srv = start("server in A", &mut cmd);
+    let (port, _) = port_pid(&mut srv);
+    for (ns, when) in [(&b, "B before"), (&a, "A after"), (&b, "B after")] {
+        if when == "A after" {
+            srv.expect("unshared");
+        }
+        let mut cmd = ns.py(NET, &["client", &ip, &port.to_string(), "100000"]);
+        env(&mut cmd);
+        let (out, err) = run_ok("client", &mut cmd);
+        assert!(
+            out.starts_with("ok S "),
+            "client in {when} unshare: {out}{err}"
+        );
+    }
+    srv.expect("done");
+    let s = stats(&shm);
+    assert_eq!(
+        (count(&s, "shm"), count(&s, "fallback_refused")),
+        (2, 1),
+        "counters {s:?}"
+    );
+}
+
+/// Programs a server runs (system(), popen) inherit its listener if it is
+/// not close-on-exec, as C programs' sockets are by default; preloaded,
+/// they adopt it quietly (found by review: each printed a `libshmnet:`
+/// line, its SHMNET_DIR name being held by the server) and leave its
+/// backlog alone. The server then still serves a client of B over shared
+/// memory.
+#[test]
+fn veth_programs_a_server_runs_stay_quiet() {
+    if skip_unless_root("veth_programs_a_server_runs_stay_quiet") {
+        return;
+    }
+    let (a, b) = Netns::pair_with_veth(15);
+    let shm = tmpdir("iso-veth-system").join("shm");
+    let ip = Netns::veth_addr(15, 1).to_string();
+    let env = |cmd: &mut Command| {
+        cmd.env("SHMNET_PARTITIONS", "127.0.0.0/8,10.211.0.0/16")
+            .env("SHMNET_DIR", &shm);
+    };
+    let server = r#"
+import hashlib, os, socket, sys
+s = socket.socket()
+s.bind(("0.0.0.0", 0))
+s.listen(8)
+s.set_inheritable(True)
+for _ in range(3):
+    os.system("true")
+print("port", s.getsockname()[1], "pid", os.getpid(), flush=True)
+c, _ = s.accept()
+h = hashlib.sha256()
+while (b := c.recv(65536)):
+    h.update(b)
+c.sendall(("S " + h.hexdigest()).encode())
+c.close()
+print("done", flush=True)
+"#;
+    let mut cmd = a.py(server, &[]);
+    env(&mut cmd);
+    let mut srv = start("server in A", &mut cmd);
+    let (port, _) = port_pid(&mut srv);
+    let mut cmd = b.py(NET, &["client", &ip, &port.to_string(), "100000"]);
+    env(&mut cmd);
+    let (out, err) = run_ok("client in B", &mut cmd);
+    assert!(out.starts_with("ok S "), "{out}{err}");
+    srv.expect("done");
+    let err = srv.finish();
+    assert!(libshmnet_lines(&err).is_empty(), "stderr:\n{err}");
+    assert_eq!(count(&stats(&shm), "shm"), 1);
+}
+
+/// With ip_unprivileged_port_start raised into the library's ephemeral
+/// ports (32768-60999; the kernel allows it when ip_local_port_range starts
+/// above it), connections of other users than root still work (found by
+/// review: the listener took the connector's virtual source port for a
+/// privileged one and reset about a quarter of them). 12 clients, each a
+/// process of its own (each takes its own block of ports).
+#[test]
+fn raised_unprivileged_port_start_keeps_connections() {
+    if skip_unless_root("raised_unprivileged_port_start_keeps_connections") {
+        return;
+    }
+    let ns = Netns::create();
+    for (key, value) in [
+        ("net.ipv4.ip_local_port_range", "40000 60999"),
+        ("net.ipv4.ip_unprivileged_port_start", "40000"),
+    ] {
+        let st = ns
+            .cmd("sysctl")
+            .args(["-qw", &format!("{key}={value}")])
+            .status()
+            .expect("sysctl");
+        assert!(st.success(), "sysctl {key}");
+    }
+    let u = TestUser::create();
+    let base = OpenDir::new("port-start", 0o755);
+    let dir = base.join("u");
+    dir_of(&dir, &u, 0o700);
+    let drop = format!("{}:{}", u.uid(), u.gid());
+    let mut cmd = ns.py(
+        NET,
+        &["--drop", &drop, "server", "127.0.0.1", "41000", "0", "P"],
+    );
+    default_mode(&mut cmd, &dir);
+    let mut srv = start("server", &mut cmd);
+    port_pid(&mut srv);
+    for i in 0..12 {
+        let args = ["--drop", &drop, "client", "127.0.0.1", "41000", "10000"];
+        let mut cmd = ns.py(NET, &args);
+        default_mode(&mut cmd, &dir);
+        let (out, err) = run_ok("client", &mut cmd);
+        assert!(out.starts_with("ok P "), "client {i}: {out}{err}");
+    }
+    let s = stats(&dir);
+    assert_eq!(count(&s, "shm"), 12, "counters {s:?}");
+    srv.kill();
 }
 
 /// A shared SHMNET_DIR does not let its other users stand in for a

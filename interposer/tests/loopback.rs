@@ -398,6 +398,40 @@ fn dual_listener_shared_with_an_exec_d_child() {
     env.assert_shm(1);
 }
 
+/// A listener handed to an exec'd program by dup2 onto a fixed number
+/// (socket activation, supervisors) keeps working (found by review): the
+/// copy dup2 makes goes across exec, and so must the listener's parts,
+/// which stayed close-on-exec (the program got ENOTSOCK).
+#[test]
+fn listener_dup2_to_an_exec_d_program() {
+    let env = Env::new("lo-exec-dup2");
+    let child = "import socket, hashlib\n\
+        s = socket.socket(fileno=9)\n\
+        print('port', s.getsockname()[1], flush=True)\n\
+        c, a = s.accept()\n\
+        h = hashlib.sha256()\n\
+        while (b := c.recv(65536)):\n    h.update(b)\n\
+        c.sendall(h.hexdigest().encode()); c.close()\n\
+        print('served', flush=True)\n";
+    let parent = format!(
+        "import os, socket, sys\n\
+         s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)\n\
+         os.dup2(s.fileno(), 9)\n\
+         os.execv(sys.executable, [sys.executable, '-c', {child:?}])\n"
+    );
+    let mut cmd = py(&parent, &[]);
+    cmd.env("SHMNET_DIR", env.shm_dir());
+    let mut srv = start("exec'd server", &mut cmd);
+    let port = srv.expect("port ")[5..].to_string();
+    let args = ["client", "127.0.0.1", port.as_str(), "300000", "c"];
+    let mut c = start("client", &mut env.pre(&args));
+    c.expect("ok ");
+    c.finish_clean();
+    srv.expect("served");
+    srv.finish_clean();
+    env.assert_shm(1);
+}
+
 /// A free loopback port (the kernel's pick; free again once returned).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -18,6 +18,8 @@
 #   makes each symlink LINK -> TARGET, prints `listening`; counts the
 #   connections it gets (accepting nothing that would answer) until `go` on
 #   stdin, then prints `accepted K` and exits.
+# forge-later SRC_PORT DEST_PORT NAME...: as forge, but connects first,
+#   prints `connected`, and sends only after `go` on stdin.
 # forge SRC_PORT DEST_PORT NAME...: sends one well-formed connect message
 #   claiming 127.0.0.1:SRC_PORT as its address and 127.0.0.1:DEST_PORT as
 #   its destination (no segment attached), waits (at most 10 s) for the
@@ -87,9 +89,12 @@ if MODE == "squat":
     print("accepted", got, flush=True)
     sys.exit(0)
 
-if MODE == "forge":
+if MODE in ("forge", "forge-later"):
     src, dest, names = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
     u, _ = open_one(names)
+    if MODE == "forge-later":
+        print("connected", flush=True)
+        sys.stdin.readline()
     lo = bytes(10) + b"\xff\xff" + bytes([127, 0, 0, 1])
     msg = b"SHMH" + struct.pack("<HHHH", 4, 1, 4, src) + bytes(4) + lo
     msg += struct.pack("<HH", 4, dest) + lo + bytes(8)
