@@ -67,7 +67,8 @@ shm=(env LD_PRELOAD="$LIB" SHMNET_PARTITIONS=127.77.90.0/24 SHMNET_FALLBACK=neve
 "$NGINX" -c "$WORK/tcp.conf" -p "$WORK" 2>"$WORK/logs/tcp.start" || { echo "bench-nginx: nginx failed to start:" >&2; cat "$WORK/logs/tcp.start" >&2; exit 1; }
 ready=""
 for _ in $(seq 50); do
-  if [ -S "$WORK/dir/tcp4-$ADDR-$SHM_PORT" ] && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then ready=1; break; fi
+  # The emulated listener's rendezvous: an abstract Unix name (docs/security.md).
+  if grep -q " @shmnet.4/tcp/$ADDR:$SHM_PORT\$" /proc/net/unix && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then ready=1; break; fi
   sleep 0.1
 done
 [ -n "$ready" ] || { echo "bench-nginx: the nginx servers did not come up in 5 s (logs: $WORK/logs)" >&2; cat "$WORK"/logs/*.log >&2; exit 1; }
