@@ -28,7 +28,8 @@ echo "== An emulated network: http.server on $ADDR:$PORT, curl, both preloaded (
 PIDS+=($!)
 (cd "$WORK/www" && exec "$PY" -m http.server --bind 127.0.0.1 "$TCP_PORT" >/dev/null 2>&1) &
 PIDS+=($!)
-for _ in $(seq 50); do [ -S "$WORK/dir/tcp4-$ADDR-$PORT" ] && break; sleep 0.1; done
+# Up when its rendezvous, an abstract Unix name (docs/security.md), is bound.
+for _ in $(seq 50); do grep -q " @shmnet.4/tcp/$ADDR:$PORT\$" /proc/net/unix && break; sleep 0.1; done
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$TCP_PORT/" && break; sleep 0.1; done
 
 echo "   kernel TCP sockets on port $PORT: $(ss -Htan exclude time-wait "( sport = :$PORT or dport = :$PORT )" | wc -l) (none: the listener is a rendezvous in shared memory)"
