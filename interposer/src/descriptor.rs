@@ -263,7 +263,9 @@ fn stale(fd: c_int) {
 /// process tells the peer (see `Connection`'s Drop).
 fn release(fd: c_int, handle: Handle) {
     log!(debug, "fd {fd} closed, releasing {handle:?}");
-    drop(registry::release(handle));
+    if let Some(sock) = registry::release(handle) {
+        crate::options::closed_copy(&sock);
+    }
 }
 
 #[cfg(test)]

@@ -619,23 +619,37 @@ impl Listener {
     /// One look at every half, without waiting.
     fn step(&self, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> Result<c_int, Errno> {
         let ready = self.ready();
-        // A parked connection's one-shot event, once consumed, must be
-        // acted on now: returning a kernel connection first would leave it
-        // disarmed, and nobody woken for it (a blocking accept waited on).
-        let shm_first = self.shm_first.fetch_xor(true, Ordering::Relaxed) || ready.parked;
+        let shm_first = self.shm_first.fetch_xor(true, Ordering::Relaxed);
+        // Out of fds for a shared-memory connection: a kernel one may still
+        // be taken (it needs fewer); else the kernel's errno.
+        let mut no_room = None;
         for shm in [shm_first, !shm_first] {
             if shm {
-                if let Some((conn, c)) = self.accept_shm(&ready)? {
-                    return self.finish(conn, c, addr, len, flags);
+                match self.accept_shm(&ready) {
+                    Ok(Some((conn, c))) => return self.finish(conn, c, addr, len, flags),
+                    Ok(None) => {}
+                    Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOMEM | Errno::NOBUFS)) => {
+                        no_room = Some(e)
+                    }
+                    Err(e) => return Err(e),
                 }
             } else if ready.tcp {
                 match self.accept_tcp(addr, len, flags) {
                     Err(Errno::AGAIN) => {}
+                    Ok(fd) => {
+                        if ready.parked && !shm_first {
+                            // A parked connection's one-shot event was
+                            // consumed and not acted on: armed again, or
+                            // nobody would be woken for it.
+                            let _ = self.unpark(false);
+                        }
+                        return Ok(fd);
+                    }
                     r => return r,
                 }
             }
         }
-        Err(Errno::AGAIN)
+        Err(no_room.unwrap_or(Errno::AGAIN))
     }
 
     /// Which members have something, from the instance itself (one system
@@ -753,53 +767,40 @@ impl Listener {
     /// `PARKED_MAX`. EMFILE (with `take`): one is waiting but the process
     /// has no fds for it, as the kernel's accept would say.
     fn unpark(&self, take: bool) -> Result<Option<(OwnedFd, Connection)>, Errno> {
-        // A parked fd popped without room is lost (the kernel drops what
-        // it cannot install). Until there is room, the queue keeps the
-        // instance readable, as a kernel listener stays readable while its
-        // accept says EMFILE (the event that woke us was consumed).
-        // (Whether anything is queued this process cannot tell: another
-        // process sharing the listener may have parked it.)
-        if let Err(e) = sys::room_for_fds(self.epoll.as_fd(), 1) {
-            let watch = epoll::add(
-                &self.epoll,
-                self.parking.queue(),
-                epoll::EventData::new_u64(QUEUE),
-                epoll::EventFlags::IN,
-            );
-            if watch.is_ok() {
-                self.queue_watched.store(true, Ordering::Relaxed);
-            }
-            return if take { Err(e) } else { Ok(None) };
-        }
-        if self.queue_watched.swap(false, Ordering::Relaxed) {
-            let _ = epoll::delete(&self.epoll, self.parking.queue());
-        }
         let now = monotonic_ms();
         let mut found = None;
         let mut full = None;
-        let mut kept: Vec<(Record, OwnedFd, bool)> = Vec::new();
+        let mut kept: Vec<(Record, OwnedFd)> = Vec::new();
         self.parking.swept(now);
-        while let Some((rec, conn)) = self.parking.pop() {
+        loop {
+            // A parked fd popped without room is lost (the kernel drops
+            // what it cannot install): room is checked before each one (the
+            // ones held meanwhile take fds too).
+            if let Err(e) = sys::room_for_fds(self.epoll.as_fd(), 1) {
+                full = Some(e);
+                break;
+            }
+            let Some((rec, conn)) = self.parking.pop() else {
+                break;
+            };
             let scope = rec.scope;
             match arrival(conn.as_fd()) {
                 Arrival::Complete if take && found.is_none() && full.is_none() => {
                     match self.handshake(conn.as_fd(), scope, rec.state) {
                         Step::Done(c) => found = Some((conn, c)),
-                        Step::Pending(state) => kept.push((Record { state, ..rec }, conn, true)),
+                        Step::Pending(state) => kept.push((Record { state, ..rec }, conn)),
                         Step::Dropped => {}
                         Step::NoRoom(e) => {
                             full = Some(e);
-                            kept.push((rec, conn, true));
+                            kept.push((rec, conn));
                         }
                     }
                 }
                 Arrival::Empty if rec.deadline_ms <= now => self.dropped("idle"),
-                // Its event may have been consumed (by `ready`, here or in
-                // another process sharing the listener): armed again. An
-                // empty one's registration has not fired (it fires only
-                // when data or a hang-up arrives): left as it is.
-                Arrival::Complete => kept.push((rec, conn, true)),
-                Arrival::Empty => kept.push((rec, conn, false)),
+                // Armed again, empty ones too: an event of theirs may have
+                // been consumed by another thread or process (`ready`) while
+                // we held them, their message arriving meanwhile.
+                Arrival::Complete | Arrival::Empty => kept.push((rec, conn)),
                 // A connector that offered reuse and gave up waiting for
                 // our answer hangs up: routine (see `pool`), not a fault.
                 Arrival::Bad if rec.state == State::Declined => log!(
@@ -811,16 +812,39 @@ impl Listener {
             }
         }
         // Over the bound: the oldest go first (they had the most time).
-        kept.sort_by_key(|(rec, _, _)| std::cmp::Reverse(rec.deadline_ms));
+        kept.sort_by_key(|(rec, _)| std::cmp::Reverse(rec.deadline_ms));
         while kept.len() > PARKED_MAX {
             drop(kept.pop());
             self.dropped("too many parked");
         }
-        for (rec, conn, arm) in kept {
-            self.requeue(conn, rec, arm);
+        for (rec, conn) in kept {
+            self.requeue(conn, rec);
+        }
+        match full {
+            // Until there is room, the queue keeps the instance readable,
+            // as a kernel listener stays readable while its accept says
+            // EMFILE (the event that woke us was consumed). (Whether
+            // anything is queued this process cannot tell: another process
+            // sharing the listener may have parked it.)
+            Some(_) => {
+                let watch = epoll::add(
+                    &self.epoll,
+                    self.parking.queue(),
+                    epoll::EventData::new_u64(QUEUE),
+                    epoll::EventFlags::IN,
+                );
+                if watch.is_ok() || watch == Err(Errno::EXIST) {
+                    self.queue_watched.store(true, Ordering::Relaxed);
+                }
+            }
+            None => {
+                if self.queue_watched.swap(false, Ordering::Relaxed) {
+                    let _ = epoll::delete(&self.epoll, self.parking.queue());
+                }
+            }
         }
         match (found, full) {
-            (None, Some(e)) => Err(e),
+            (None, Some(e)) if take => Err(e),
             (found, _) => Ok(found),
         }
     }
@@ -838,26 +862,24 @@ impl Listener {
             let none = self.unpark(false);
             debug_assert!(none.is_ok_and(|n| n.is_none()));
         }
-        self.requeue(conn, rec, true);
+        self.requeue(conn, rec);
     }
 
-    /// Puts `conn` in the queue, armed one-shot in the listener's instance
-    /// if `arm`. (A registration is keyed by fd number too: one made under
-    /// a number the fd had before it last went through the queue stays,
-    /// disarmed once it fired, until the connection is closed for good.)
-    fn requeue(&self, conn: OwnedFd, rec: Record, arm: bool) {
-        if arm {
-            let flags =
-                epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
-            let data = epoll::EventData::new_u64(PARKED);
-            let armed = match epoll::add(&self.epoll, &conn, data, flags) {
-                Err(Errno::EXIST) => epoll::modify(&self.epoll, &conn, data, flags),
-                r => r,
-            };
-            if armed.is_err() {
-                self.dropped("cannot watch it");
-                return;
-            }
+    /// Puts `conn` in the queue, armed one-shot in the listener's instance.
+    /// (A registration is keyed by fd number too: one made under a number
+    /// the fd had before it last went through the queue stays, disarmed
+    /// once it fired, until the connection is closed for good; the extra
+    /// wake-ups they may give are harmless.)
+    fn requeue(&self, conn: OwnedFd, rec: Record) {
+        let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
+        let data = epoll::EventData::new_u64(PARKED);
+        let armed = match epoll::add(&self.epoll, &conn, data, flags) {
+            Err(Errno::EXIST) => epoll::modify(&self.epoll, &conn, data, flags),
+            r => r,
+        };
+        if armed.is_err() {
+            self.dropped("cannot watch it");
+            return;
         }
         if self.parking.push(conn.as_fd(), rec).is_err() {
             self.dropped("the parking queue is full");

@@ -454,9 +454,7 @@ type Attempt<T> = Result<Result<T, Errno>, Errno>;
 /// One cached netlink socket of a protocol.
 struct Channel {
     protocol: Option<Protocol>,
-    cached: Mutex<Option<Conn>>,
-    /// Sockets of namespaces the process has left (`namespace_changed`).
-    retired: Mutex<Vec<Conn>>,
+    cached: Mutex<Sockets>,
     /// The fork generation in which the lock was last taken: a child finds
     /// the lock word as a parent thread left it at the fork, and a lock taken
     /// in an earlier generation may never be released here.
@@ -526,93 +524,82 @@ impl Channel {
     const fn new(protocol: Option<Protocol>) -> Channel {
         Channel {
             protocol,
-            cached: Mutex::new(None),
-            retired: Mutex::new(Vec::new()),
+            cached: Mutex::new(Sockets {
+                current: None,
+                retired: Vec::new(),
+            }),
             holder: AtomicU32::new(0),
         }
     }
 
-    fn run<T>(&self, op: impl FnMut(BorrowedFd<'_>) -> Attempt<T>) -> Result<T, Errno> {
-        let generation = registry::fork_generation();
-        if let Some(epoch) = ASKING_FOR.with(|a| a.get()) {
-            if epoch != namespace_epoch() {
-                return self.run_retired(epoch, generation, op);
-            }
-        }
-        let mut guard = match self.cached.try_lock() {
+    /// The sockets, locked; None if the lock may be held by a thread that
+    /// does not exist here (taken before a fork): never wait for it.
+    fn sockets(&self, generation: u32) -> Option<crate::lock::MutexGuard<'_, Sockets>> {
+        let guard = match self.cached.try_lock() {
             Some(guard) => guard,
-            // Possibly held at a fork by a thread that does not exist here:
-            // never wait for it; a socket of our own serves this call.
-            None if self.holder.load(Ordering::Relaxed) != generation => {
-                return self.attempts(&mut None, generation, op)
-            }
+            None if self.holder.load(Ordering::Relaxed) != generation => return None,
             None => self.cached.lock(),
         };
         self.holder.store(generation, Ordering::Relaxed);
-        self.attempts(&mut guard, generation, op)
+        Some(guard)
     }
 
-    /// `op` on a socket of an earlier namespace: one try (no new one can
-    /// be made there).
-    fn run_retired<T>(
-        &self,
-        epoch: u32,
-        generation: u32,
-        mut op: impl FnMut(BorrowedFd<'_>) -> Attempt<T>,
-    ) -> Result<T, Errno> {
-        let Some(mut retired) = self.retired.try_lock() else {
-            return Err(Errno::AGAIN);
+    fn run<T>(&self, op: impl FnMut(BorrowedFd<'_>) -> Attempt<T>) -> Result<T, Errno> {
+        let generation = registry::fork_generation();
+        let asking = ASKING_FOR
+            .with(|a| a.get())
+            .filter(|&e| e != namespace_epoch());
+        let Some(mut sockets) = self.sockets(generation) else {
+            return match asking {
+                Some(_) => Err(Errno::AGAIN),
+                // A socket of our own serves this call.
+                None => self.attempts(&mut None, &mut Vec::new(), generation, op),
+            };
         };
-        let Some(i) = retired
-            .iter()
-            .position(|c| c.namespace_epoch == epoch && c.generation == generation)
-        else {
-            return Err(Errno::HOSTUNREACH);
-        };
-        match op(retired[i].fd.as_fd()) {
-            Ok(answer) => answer,
-            Err(e) => {
-                retired.remove(i);
-                Err(e)
-            }
+        let Sockets { current, retired } = &mut *sockets;
+        match asking {
+            Some(epoch) => run_retired(retired, epoch, generation, op),
+            None => self.attempts(current, retired, generation, op),
         }
     }
 
-    /// The cached socket joins the retired ones (the process moves to
+    /// The current socket joins the retired ones (the process moves to
     /// another namespace).
     fn retire(&self) {
-        let Some(mut cached) = self.cached.try_lock() else {
+        let Some(mut sockets) = self.sockets(registry::fork_generation()) else {
             return;
         };
-        if let Some(conn) = cached.take() {
-            let Some(mut retired) = self.retired.try_lock() else {
-                return;
-            };
-            if retired.len() >= RETIRED_MAX {
-                retired.remove(0);
-            }
-            retired.push(conn);
+        if let Some(conn) = sockets.current.take() {
+            keep_retired(&mut sockets.retired, conn);
         }
     }
 
-    /// `op` on the cached socket, then once more on a fresh one if the
+    /// `op` on the current socket, then once more on a fresh one if the
     /// first failed.
     fn attempts<T>(
         &self,
         slot: &mut Option<Conn>,
+        retired: &mut Vec<Conn>,
         generation: u32,
         mut op: impl FnMut(BorrowedFd<'_>) -> Attempt<T>,
     ) -> Result<T, Errno> {
         let mut failure = Errno::IO;
         for _ in 0..2 {
+            let epoch = namespace_epoch();
             let conn = match slot.take() {
-                Some(conn)
-                    if conn.generation == generation
-                        && conn.namespace_epoch == NAMESPACE_EPOCH.load(Ordering::Acquire) =>
-                {
+                Some(conn) if conn.generation == generation && conn.namespace_epoch == epoch => {
                     slot.insert(conn)
                 }
-                _ => slot.insert(Conn::open(self.protocol, generation)?),
+                stale => {
+                    let fresh = Conn::open(self.protocol, generation)?;
+                    // Of a namespace left behind (not retired in time):
+                    // kept for its listeners. (Of a fork: closed, after the
+                    // new one is made, which so never takes its number.)
+                    if let Some(old) = stale.filter(|c| c.generation == generation) {
+                        keep_retired(retired, old);
+                    }
+                    slot.insert(fresh)
+                }
             };
             match op(conn.fd.as_fd()) {
                 Ok(answer) => return answer,
@@ -623,6 +610,42 @@ impl Channel {
             }
         }
         Err(failure)
+    }
+}
+
+/// The sockets of a protocol: the current namespace's, and those of
+/// namespaces the process has left (`namespace_changed`), for their
+/// listeners.
+struct Sockets {
+    current: Option<Conn>,
+    retired: Vec<Conn>,
+}
+
+fn keep_retired(retired: &mut Vec<Conn>, conn: Conn) {
+    if retired.len() >= RETIRED_MAX {
+        retired.remove(0);
+    }
+    retired.push(conn);
+}
+
+/// `op` on a socket of an earlier namespace: one try (no new one can be
+/// made there; a failed one is kept, the next query may succeed). Not
+/// across a fork: the other process could read our replies.
+fn run_retired<T>(
+    retired: &[Conn],
+    epoch: u32,
+    generation: u32,
+    mut op: impl FnMut(BorrowedFd<'_>) -> Attempt<T>,
+) -> Result<T, Errno> {
+    let Some(conn) = retired
+        .iter()
+        .find(|c| c.namespace_epoch == epoch && c.generation == generation)
+    else {
+        return Err(Errno::HOSTUNREACH);
+    };
+    match op(conn.fd.as_fd()) {
+        Ok(answer) => answer,
+        Err(e) => Err(e),
     }
 }
 
@@ -1269,7 +1292,7 @@ mod tests {
     fn cached_fd(ch: &Channel) -> Option<i32> {
         use std::os::fd::AsRawFd;
         let guard = ch.cached.try_lock()?;
-        guard.as_ref().map(|c| c.fd.as_fd().as_raw_fd())
+        guard.current.as_ref().map(|c| c.fd.as_fd().as_raw_fd())
     }
 
     /// Namespaces (and the veth between them) deleted on drop, a sleeper

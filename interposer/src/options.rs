@@ -167,12 +167,37 @@ pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> Action<c_int> {
     share(new, sock)
 }
 
-/// A listener's parts go across exec exactly when the application's fd
-/// does (set_inheritable, F_SETFD, FIOCLEX/FIONCLEX).
+/// The application is setting `fd`'s close-on-exec flag (set_inheritable,
+/// F_SETFD, FIOCLEX/FIONCLEX): see `refresh_cloexec`.
 fn mirror_cloexec(fd: c_int, cloexec: bool) {
-    if let Some(Socket::Listener(l)) = registry::get(fd).as_deref() {
-        l.set_cloexec(cloexec);
+    if let Some(sock) = registry::get(fd) {
+        refresh_cloexec(&sock, Some((fd, cloexec)));
     }
+}
+
+/// A listener's parts go across exec exactly when one of the application's
+/// fds for it does (its other fds looked at as they are, `changing` as it
+/// is about to be). A scan of the fd table: only when a listener's fd is
+/// made, closed or has its flag set.
+pub(crate) fn refresh_cloexec(sock: &Arc<Socket>, changing: Option<(c_int, bool)>) {
+    let Socket::Listener(l) = &**sock else {
+        return;
+    };
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .map_or(crate::fdtable::CAPACITY, |n| n as usize)
+        .min(crate::fdtable::CAPACITY);
+    let inheritable = |fd: c_int| match changing {
+        Some((changed, cloexec)) if changed == fd => !cloexec,
+        _ => rustix::io::fcntl_getfd(sys::borrow_fd(fd))
+            .is_ok_and(|f| !f.contains(rustix::io::FdFlags::CLOEXEC)),
+    };
+    let any = (0..limit as c_int).any(|fd| {
+        crate::fdtable::table().get(fd).is_some()
+            && registry::get(fd).is_some_and(|s| Arc::ptr_eq(&s, sock))
+            && inheritable(fd)
+    });
+    l.set_cloexec(!any);
 }
 
 /// `fd`, a new copy of `sock`'s fd (dup, dup2, F_DUPFD), goes across exec:
@@ -185,6 +210,14 @@ pub(crate) fn inheritable_copy(fd: c_int, sock: &Socket) {
         if !cloexec {
             l.set_cloexec(false);
         }
+    }
+}
+
+/// A listener's fd was closed while others remain: its parts stay
+/// inheritable only if one of those is (see `refresh_cloexec`).
+pub(crate) fn closed_copy(sock: &Arc<Socket>) {
+    if matches!(**sock, Socket::Listener(_)) && Arc::strong_count(sock) > 1 {
+        refresh_cloexec(sock, None);
     }
 }
 

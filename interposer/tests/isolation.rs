@@ -1690,6 +1690,90 @@ fn accept_without_fds_is_emfile_across_namespaces() {
     );
 }
 
+/// Three parked connections whose messages arrive while the server has one
+/// fd left (found by review): accept says EMFILE and all three wait; once
+/// fds are freed each is looked at (here refused: the forged messages
+/// bring no segment). Before, every parked one was taken off the queue
+/// with room for one: the kernel dropped the others, their connectors
+/// were reset and nothing said so.
+const PARK_THREE: &str = r#"
+import os, resource, socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+s.setblocking(False)
+print("port", s.getsockname()[1], "pid", os.getpid(), flush=True)
+sys.stdin.readline()
+try:
+    s.accept()
+    print("accepted?!", flush=True)
+except BlockingIOError:
+    print("parked", flush=True)
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+spare = []
+try:
+    while True:
+        spare.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+os.close(spare.pop())
+print("full", flush=True)
+sys.stdin.readline()
+time.sleep(0.2)
+try:
+    s.accept()
+    print("accept ok?!", flush=True)
+except OSError as e:
+    print("accept", "EMFILE" if e.errno == 24 else e.errno, flush=True)
+for _ in range(16):
+    os.close(spare.pop())
+try:
+    s.accept()
+except BlockingIOError:
+    pass
+print("done", flush=True)
+"#;
+
+#[test]
+fn parked_connections_wait_while_fds_run_out() {
+    let dir = tmpdir("iso-park-three");
+    let mut cmd = py(PARK_THREE, &[]);
+    default_mode(&mut cmd, &dir).env("SHMNET_LOG", "warn");
+    let mut srv = start_piped("server", &mut cmd);
+    let (port, pid) = port_pid(&mut srv);
+    let name = abstract_names_of(pid)
+        .into_iter()
+        .find(|n| n.starts_with("@shmnet.4/tcp/c"))
+        .expect("the server's rendezvous name");
+    let p = port.to_string();
+    let mut forgers: Vec<Background> = (0..3)
+        .map(|_| {
+            let mut cmd = raw(&["forge-later", "40000", &p, &name]);
+            let mut f = start_piped("forger", cmd.stdin(Stdio::piped()));
+            f.expect("connected");
+            f
+        })
+        .collect();
+    srv.go();
+    assert_eq!(srv.expect("parked"), "parked");
+    srv.expect("full");
+    for f in &mut forgers {
+        f.go();
+    }
+    srv.go();
+    assert_eq!(srv.expect("accept"), "accept EMFILE");
+    srv.expect("done");
+    for f in &mut forgers {
+        assert_eq!(f.expect("forged"), "forged closed");
+    }
+    let err = srv.kill();
+    let refused = libshmnet_lines(&err)
+        .iter()
+        .filter(|l| l.contains("no shared memory attached"))
+        .count();
+    assert_eq!(refused, 3, "server's stderr:\n{err}");
+}
+
 const HASH_CLIENT: &str = r#"
 import socket, sys, hashlib, os
 data = os.urandom(300000)

@@ -432,6 +432,29 @@ fn listener_dup2_to_an_exec_d_program() {
     env.assert_shm(1);
 }
 
+/// A listener's parts go across exec only while one of its fds does
+/// (found by review): an inheritable copy made and closed again left them
+/// inheritable, so every program run later held the server's kernel
+/// listener and rendezvous (and kept the port bound after the server).
+#[test]
+fn closed_inheritable_copy_leaks_nothing_into_programs_run_later() {
+    let env = Env::new("lo-exec-leak");
+    let script = "import os, socket\n\
+        s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(8)\n\
+        os.dup2(s.fileno(), 10)\n\
+        os.close(10)\n\
+        os.system('ls -l /proc/self/fd | grep -c socket')\n";
+    let mut cmd = py(script, &[]);
+    cmd.env("SHMNET_DIR", env.shm_dir());
+    let out = run(&mut cmd);
+    assert_eq!(
+        out.stdout.trim(),
+        "0",
+        "sockets in a program run later: {}",
+        out.stderr
+    );
+}
+
 /// A free loopback port (the kernel's pick; free again once returned).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
