@@ -636,16 +636,15 @@ impl Listener {
             } else if ready.tcp {
                 match self.accept_tcp(addr, len, flags) {
                     Err(Errno::AGAIN) => {}
-                    Ok(fd) => {
+                    r => {
                         if ready.parked && !shm_first {
                             // A parked connection's one-shot event was
                             // consumed and not acted on: armed again, or
                             // nobody would be woken for it.
                             let _ = self.unpark(false);
                         }
-                        return Ok(fd);
+                        return r;
                     }
-                    r => return r,
                 }
             }
         }
@@ -670,6 +669,12 @@ impl Listener {
             Some(&zero),
         ) {
             Ok(_) => {
+                if buf.len() == buf.capacity() {
+                    // More may be pending than we read: look at the
+                    // listening members too.
+                    ready.tcp = true;
+                    ready.rendezvous = true;
+                }
                 for ev in &buf {
                     match ev.data.u64() {
                         TCP => ready.tcp = true,
@@ -770,7 +775,8 @@ impl Listener {
         let now = monotonic_ms();
         let mut found = None;
         let mut full = None;
-        let mut kept: Vec<(Record, OwnedFd)> = Vec::new();
+        // (Whether its message is there.)
+        let mut kept: Vec<(Record, OwnedFd, bool)> = Vec::new();
         self.parking.swept(now);
         loop {
             // A parked fd popped without room is lost (the kernel drops
@@ -788,11 +794,11 @@ impl Listener {
                 Arrival::Complete if take && found.is_none() && full.is_none() => {
                     match self.handshake(conn.as_fd(), scope, rec.state) {
                         Step::Done(c) => found = Some((conn, c)),
-                        Step::Pending(state) => kept.push((Record { state, ..rec }, conn)),
+                        Step::Pending(state) => kept.push((Record { state, ..rec }, conn, false)),
                         Step::Dropped => {}
                         Step::NoRoom(e) => {
                             full = Some(e);
-                            kept.push((rec, conn));
+                            kept.push((rec, conn, true));
                         }
                     }
                 }
@@ -800,7 +806,8 @@ impl Listener {
                 // Armed again, empty ones too: an event of theirs may have
                 // been consumed by another thread or process (`ready`) while
                 // we held them, their message arriving meanwhile.
-                Arrival::Complete | Arrival::Empty => kept.push((rec, conn)),
+                Arrival::Complete => kept.push((rec, conn, true)),
+                Arrival::Empty => kept.push((rec, conn, false)),
                 // A connector that offered reuse and gave up waiting for
                 // our answer hangs up: routine (see `pool`), not a fault.
                 Arrival::Bad if rec.state == State::Declined => log!(
@@ -811,13 +818,20 @@ impl Listener {
                 Arrival::Bad => self.dropped("a short message or none"),
             }
         }
-        // Over the bound: the oldest go first (they had the most time).
-        kept.sort_by_key(|(rec, _)| std::cmp::Reverse(rec.deadline_ms));
-        while kept.len() > PARKED_MAX {
-            drop(kept.pop());
-            self.dropped("too many parked");
-        }
-        for (rec, conn) in kept {
+        // Over the bound: the oldest of those still waiting for their
+        // message go first (they had the most time). Whole ones are never
+        // dropped: they are served by the next accepts.
+        kept.sort_by_key(|(rec, _, _)| rec.deadline_ms);
+        let mut excess = kept.len().saturating_sub(PARKED_MAX);
+        kept.retain(|(_, _, whole)| {
+            if excess > 0 && !whole {
+                excess -= 1;
+                self.dropped("too many parked");
+                return false;
+            }
+            true
+        });
+        for (rec, conn, _) in kept {
             self.requeue(conn, rec);
         }
         match full {
@@ -865,24 +879,32 @@ impl Listener {
         self.requeue(conn, rec);
     }
 
-    /// Puts `conn` in the queue, armed one-shot in the listener's instance.
-    /// (A registration is keyed by fd number too: one made under a number
-    /// the fd had before it last went through the queue stays, disarmed
-    /// once it fired, until the connection is closed for good; the extra
-    /// wake-ups they may give are harmless.)
+    /// Puts `conn` in the queue, then arms it one-shot in the listener's
+    /// instance: in this order, so that no other thread or process can
+    /// consume its event before it is in the queue to be found. (A
+    /// registration is keyed by fd number too: one made under a number the
+    /// fd had before it last went through the queue stays, disarmed once it
+    /// fired, until the connection is closed for good; the extra wake-ups
+    /// they may give are harmless.)
     fn requeue(&self, conn: OwnedFd, rec: Record) {
+        if self.parking.push(conn.as_fd(), rec).is_err() {
+            self.dropped("the parking queue is full");
+            return;
+        }
         let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
         let data = epoll::EventData::new_u64(PARKED);
         let armed = match epoll::add(&self.epoll, &conn, data, flags) {
             Err(Errno::EXIST) => epoll::modify(&self.epoll, &conn, data, flags),
             r => r,
         };
-        if armed.is_err() {
-            self.dropped("cannot watch it");
-            return;
-        }
-        if self.parking.push(conn.as_fd(), rec).is_err() {
-            self.dropped("the parking queue is full");
+        if let Err(e) = armed {
+            // Queued but unwatched: found by the next look (at most
+            // PARK_PATIENCE later).
+            log!(
+                debug,
+                "accept on {}: a parked connection unwatched ({e})",
+                self.local
+            );
         }
     }
 

@@ -1774,6 +1774,76 @@ fn parked_connections_wait_while_fds_run_out() {
     assert_eq!(refused, 3, "server's stderr:\n{err}");
 }
 
+/// accept tries the kernel listener first and says EMFILE after its look
+/// consumed a parked connection's event (found by review): the parked one
+/// was never looked at again (the listener not readable for it). Here the
+/// parked connection (a forged message, refused once looked at) must be
+/// looked at once fds are free.
+const KERNEL_FIRST_EMFILE: &str = r#"
+import os, resource, select, socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+s.setblocking(False)
+print("port", s.getsockname()[1], "pid", os.getpid(), flush=True)
+sys.stdin.readline()
+try:
+    s.accept()
+except BlockingIOError:
+    print("parked", flush=True)
+resource.setrlimit(resource.RLIMIT_NOFILE, (128, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+spare = []
+try:
+    while True:
+        spare.append(os.open("/dev/null", os.O_RDONLY))
+except OSError:
+    pass
+print("full", flush=True)
+sys.stdin.readline()
+time.sleep(0.3)
+try:
+    s.accept()
+except OSError as e:
+    print("accept", e.errno, flush=True)
+for _ in range(16):
+    os.close(spare.pop())
+kept = []
+for _ in range(4):
+    if select.select([s], [], [], 1)[0]:
+        try:
+            kept.append(s.accept())
+        except BlockingIOError:
+            pass
+print("done", flush=True)
+time.sleep(1)
+"#;
+
+#[test]
+fn parked_connection_is_looked_at_after_a_kernel_emfile() {
+    let dir = tmpdir("iso-kernel-emfile");
+    let mut cmd = py(KERNEL_FIRST_EMFILE, &[]);
+    let mut srv = start_piped("server", default_mode(&mut cmd, &dir));
+    let (port, pid) = port_pid(&mut srv);
+    let name = abstract_names_of(pid)
+        .into_iter()
+        .find(|n| n.starts_with("@shmnet.4/tcp/c"))
+        .expect("the server's rendezvous name");
+    let p = port.to_string();
+    let mut raw_cmd = raw(&["forge-later", "40000", &p, &name]);
+    let mut forger = start_piped("forger", raw_cmd.stdin(Stdio::piped()));
+    forger.expect("connected");
+    srv.go();
+    srv.expect("parked");
+    srv.expect("full");
+    let _kernel = std::net::TcpStream::connect(("127.0.0.1", port)).expect("kernel connect");
+    forger.go();
+    srv.go();
+    assert_eq!(srv.expect("accept"), "accept 24");
+    srv.expect("done");
+    assert_eq!(forger.expect("forged"), "forged closed");
+    srv.kill();
+}
+
 const HASH_CLIENT: &str = r#"
 import socket, sys, hashlib, os
 data = os.urandom(300000)
