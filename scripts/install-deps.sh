@@ -8,6 +8,11 @@ need_apt=()
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v ss >/dev/null 2>&1 || need_apt+=(iproute2)
+# interposer/tests/isolation.rs: sysctl in a test's network namespace,
+# unshare (util-linux), useradd (passwd).
+command -v sysctl >/dev/null 2>&1 || need_apt+=(procps)
+command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
+command -v useradd >/dev/null 2>&1 || need_apt+=(passwd)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 # interposer/tests/servers.rs: nginx (in /usr/sbin, not on every user's PATH)
 # and wrk, both run preloaded. sha256sum (coreutils) is always there.
