@@ -48,7 +48,7 @@ use crate::parking::{
 };
 use crate::policy::Peer;
 use crate::rendezvous::{self, HostName, Reservation};
-use crate::socket::{as_family, family_of, Bell, Connection, InternalFd, Options, Socket};
+use crate::socket::{as_family, Bell, Connection, InternalFd, Options, Socket};
 use crate::{pool, registry, stats, sys};
 
 /// Parked connections per listener.
@@ -1032,10 +1032,14 @@ impl Listener {
                 _ => return bad("address family differs"),
             }
         } else {
-            if family_of(&msg.addr) != family_of(&self.local) {
-                return bad("address family differs");
+            // An IPv4 address and its IPv4-mapped form name one emulated
+            // address (as one kernel socket): an IPv6 listener on
+            // ::ffff:a.b.c.d sees IPv4 peers mapped, an IPv4 one sees
+            // mapped peers as IPv4.
+            match as_family(msg.addr, self.local.is_ipv6()) {
+                Some(p) => (self.local, p),
+                None => return bad("address family differs"),
             }
-            (self.local, msg.addr)
         };
         let (seg, ticket) = match reused {
             Some((seg, ticket)) => (seg, Some(ticket)),

@@ -1845,3 +1845,62 @@ fn kernel_tcp_on_127_0_0_1_alongside_an_emulated_connection() {
         ],
     );
 }
+
+/// An IPv4 address and its IPv4-mapped IPv6 form are one emulated address,
+/// as one kernel socket serves both (a Java server binds `::ffff:a.b.c.d`
+/// on an AF_INET6 socket): every pairing of the two families meets, bytes
+/// intact, each end seeing the other in its own family. Before, the
+/// listener reset connectors of the other family.
+#[test]
+fn ipv4_and_ipv4_mapped_addresses_meet() {
+    const SERVER: &str = "import socket, sys\n\
+        fam = getattr(socket, sys.argv[1])\n\
+        s = socket.socket(fam); s.bind((sys.argv[2], int(sys.argv[3]))); s.listen(4)\n\
+        print('listening', flush=True)\n\
+        c, a = s.accept(); d = c.recv(100)\n\
+        c.sendall(b'echo ' + d)\n\
+        print('peer', a[0], flush=True)\n";
+    const CLIENT: &str = "import socket, sys\n\
+        c = socket.socket(getattr(socket, sys.argv[1])); c.connect((sys.argv[2], int(sys.argv[3])))\n\
+        c.sendall(b'hello'); print(c.recv(100).decode(), c.getpeername()[0])\n";
+    let dir = tmpdir("emu-mapped");
+    let v4 = "127.77.181.1";
+    let mapped = "::ffff:127.77.181.1";
+    let cases = [
+        ("AF_INET6", mapped, "AF_INET", v4, "::ffff:127.0.0.1", v4),
+        ("AF_INET", v4, "AF_INET6", mapped, "127.0.0.1", mapped),
+        (
+            "AF_INET6",
+            mapped,
+            "AF_INET6",
+            mapped,
+            "::ffff:127.0.0.1",
+            mapped,
+        ),
+    ];
+    for (i, (sf, sa, cf, ca, peer_seen, server_seen)) in cases.into_iter().enumerate() {
+        let port = (18181 + i).to_string();
+        let env = |cmd: &mut Command| {
+            cmd.env("SHMNET_FALLBACK", "never")
+                .env("SHMNET_PARTITIONS", "127.77.181.0/24")
+                .env("SHMNET_DIR", dir.join("shm"));
+        };
+        let mut cmd = preloaded(common::python());
+        cmd.args(["-c", SERVER, sf, sa, &port]);
+        env(&mut cmd);
+        let mut srv = Proc::start("server", &mut cmd, WAIT, false);
+        srv.expect("listening");
+        let mut cmd = preloaded(common::python());
+        cmd.args(["-c", CLIENT, cf, ca, &port]);
+        env(&mut cmd);
+        let out = common::run(&mut cmd);
+        assert_eq!(
+            out.stdout.trim(),
+            format!("echo hello {server_seen}"),
+            "{sf} server on {sa}, {cf} client to {ca}: {}",
+            out.stderr
+        );
+        assert_eq!(srv.expect("peer"), format!("peer {peer_seen}"));
+        srv.finish_clean();
+    }
+}
