@@ -96,7 +96,19 @@ pub(crate) fn getsockopt(
                     put_int(value, len, 65483)
                 }
                 None if level == libc::IPPROTO_TCP && name == libc::TCP_INFO => {
-                    Action::Fail(libc::EOPNOTSUPP)
+                    match tcp_info(sock.family(), stream.is_some()) {
+                        Some(info) => put(value, len, &info),
+                        None => Action::Fail(libc::EOPNOTSUPP),
+                    }
+                }
+                // No IP options on an emulated connection: the kernel
+                // answers with length 0 (sshd refuses a connection that
+                // has some).
+                None if level == libc::IPPROTO_IP && name == libc::IP_OPTIONS => {
+                    put(value, len, &[])
+                }
+                None if level == libc::IPPROTO_TCP && name == libc::TCP_CONGESTION => {
+                    put(value, len, &congestion_control())
                 }
                 None if level == libc::SOL_SOCKET => Action::Pass,
                 None => put_int(value, len, 0),
@@ -104,6 +116,66 @@ pub(crate) fn getsockopt(
         }
         _ => Action::Fail(libc::ENOPROTOOPT),
     }
+}
+
+/// `struct tcp_info` as the kernel would give it for an established
+/// loopback connection with nothing lost: the kernel's own for a fresh
+/// socket of `family` (its size and defaults are this kernel's), with the
+/// state ESTABLISHED (1) when `connected` and loopback's segment sizes.
+/// (Round-trip times and byte counts are not kept yet: zero.)
+fn tcp_info(family: c_int, connected: bool) -> Option<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let af = if family == libc::AF_INET6 {
+        rustix::net::AddressFamily::INET6
+    } else {
+        rustix::net::AddressFamily::INET
+    };
+    let probe = rustix::net::socket_with(
+        af,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .ok()?;
+    let mut info = vec![0u8; 512];
+    let mut len = info.len() as socklen_t;
+    #[allow(unsafe_code)]
+    // SAFETY: `info` is valid for `len` bytes; `len` is a valid socklen_t.
+    let r = unsafe {
+        crate::hooks::real::getsockopt(
+            probe.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    info.truncate(len as usize);
+    if connected && info.len() >= 88 {
+        info[0] = 1; // tcpi_state: TCP_ESTABLISHED
+        let mut put_u32 = |at: usize, v: u32| info[at..at + 4].copy_from_slice(&v.to_ne_bytes());
+        put_u32(16, 65483); // tcpi_snd_mss
+        put_u32(20, 65483); // tcpi_rcv_mss
+        put_u32(60, 65535); // tcpi_pmtu
+        put_u32(80, 10); // tcpi_snd_cwnd
+        put_u32(84, 65483); // tcpi_advmss
+    }
+    Some(info)
+}
+
+/// TCP_CONGESTION: the namespace's default algorithm, as a new connection
+/// gets it (16 bytes, NUL-padded, as the kernel copies it).
+fn congestion_control() -> Vec<u8> {
+    let name = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .unwrap_or_else(|_| "cubic".to_string());
+    let mut out = vec![0u8; 16];
+    let name = name.trim().as_bytes();
+    let n = name.len().min(15);
+    out[..n].copy_from_slice(&name[..n]);
+    out
 }
 
 pub(crate) fn setsockopt(

@@ -1904,3 +1904,41 @@ fn ipv4_and_ipv4_mapped_addresses_meet() {
         srv.finish_clean();
     }
 }
+
+/// Options an emulated connection answers as the kernel does for an
+/// established loopback one (issue 12.6, in part), compared option by
+/// option with a kernel TCP connection in the same process: IP_OPTIONS has
+/// length 0 (sshd aborts on any), TCP_CONGESTION is the algorithm's name,
+/// TCP_INFO is the kernel's size with state ESTABLISHED and no
+/// retransmits (iperf3 printed an error every interval).
+#[test]
+fn socket_options_read_as_on_kernel_tcp() {
+    const SCRIPT: &str = "import socket, struct, sys\n\
+        def pair(host):\n    \
+            l = socket.socket(); l.bind((host, 0)); l.listen(1)\n    \
+            c = socket.create_connection(l.getsockname()); a, _ = l.accept()\n    \
+            return c, a, l\n\
+        def answers(s):\n    \
+            ipo = s.getsockopt(socket.IPPROTO_IP, socket.IP_OPTIONS, 40)\n    \
+            cc = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)\n    \
+            info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 512)\n    \
+            return (len(ipo), cc, len(info), info[0], info[2], struct.unpack_from('I', info, 100)[0])\n\
+        k = pair('127.0.0.1')\n\
+        e = pair(sys.argv[1])\n\
+        for i in (0, 1):\n    \
+            print(answers(k[i]) == answers(e[i]), answers(k[i]), answers(e[i]))\n";
+    let dir = tmpdir("emu-sockopts");
+    let mut cmd = preloaded(common::python());
+    cmd.args(["-c", SCRIPT, "127.77.182.1"])
+        .env("SHMNET_FALLBACK", "never")
+        .env("SHMNET_PARTITIONS", "127.77.182.0/24")
+        .env("SHMNET_DIR", dir.join("shm"));
+    let out = common::run(&mut cmd);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert!(
+        lines.len() == 2 && lines.iter().all(|l| l.starts_with("True ")),
+        "kernel answers vs emulated (connector, acceptor):\n{}{}",
+        out.stdout,
+        out.stderr
+    );
+}
