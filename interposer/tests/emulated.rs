@@ -1942,3 +1942,50 @@ fn socket_options_read_as_on_kernel_tcp() {
         out.stderr
     );
 }
+
+/// A Java server (openjdk's HttpServer, `java File.java`) on the emulated
+/// network, reached by a preloaded curl over IPv4 (issue 12.4): Java binds
+/// an AF_INET6 socket to the IPv4-mapped address. 1 MiB, bytes checked,
+/// both ends counted over shared memory. Skipped (said on stderr) where no
+/// `java` is installed.
+#[test]
+fn java_http_server_reached_by_curl_over_ipv4() {
+    let java = ["/usr/bin/java", "/usr/local/bin/java"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists());
+    let Some(java) = java else {
+        eprintln!("java_http_server_reached_by_curl_over_ipv4: no java installed; skipped");
+        return;
+    };
+    let dir = tmpdir("emu-java");
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/java/HttpSrv.java");
+    let env = |cmd: &mut Command| {
+        cmd.env("SHMNET_FALLBACK", "never")
+            .env("SHMNET_PARTITIONS", "127.77.185.0/24")
+            .env("SHMNET_DIR", dir.join("shm"));
+    };
+    let mut cmd = preloaded(&java);
+    cmd.arg(&src).args(["127.77.185.1", "18185"]);
+    env(&mut cmd);
+    let mut srv = Proc::start("java server", &mut cmd, Duration::from_secs(60), false);
+    srv.expect("listening");
+    let body = dir.join("body");
+    let mut cmd = preloaded("curl");
+    cmd.args(["-s", "-o"])
+        .arg(&body)
+        .args(["-w", "%{http_code}", "http://127.77.185.1:18185/"]);
+    env(&mut cmd);
+    let out = common::run(&mut cmd);
+    assert_eq!(out.stdout, "200", "curl: {}", out.stderr);
+    let got = std::fs::read(&body).unwrap();
+    assert_eq!(got.len(), 1 << 20);
+    assert!(got.iter().enumerate().all(|(i, &b)| b == (i * 31) as u8));
+    let s = common::stats::read(&dir.join("shm"));
+    assert_eq!(
+        (s.get("shm"), s.get("accepted_shm")),
+        (Some(&1), Some(&1)),
+        "{s:?}"
+    );
+    srv.kill();
+}
