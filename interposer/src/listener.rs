@@ -782,7 +782,7 @@ impl Listener {
             // A parked fd popped without room is lost (the kernel drops
             // what it cannot install): room is checked before each one (the
             // ones held meanwhile take fds too).
-            if let Err(e) = sys::room_for_fds(self.epoll.as_fd(), 1) {
+            if let Err(e) = sys::room_for_fd(self.epoll.as_fd()) {
                 full = Some(e);
                 break;
             }
@@ -959,7 +959,7 @@ impl Listener {
                 return Step::Dropped;
             }
         };
-        if let Err(e) = sys::room_for_fds(conn, 1) {
+        if let Err(e) = sys::room_for_fd(conn) {
             return Step::NoRoom(e);
         }
         let (msg, memfd) = match handshake::try_recv(conn) {

@@ -643,10 +643,7 @@ fn run_retired<T>(
     else {
         return Err(Errno::HOSTUNREACH);
     };
-    match op(conn.fd.as_fd()) {
-        Ok(answer) => answer,
-        Err(e) => Err(e),
-    }
+    op(conn.fd.as_fd())?
 }
 
 impl Conn {
@@ -1287,12 +1284,13 @@ mod tests {
         assert_eq!(byte, [1], "the child's lookup");
     }
 
-    /// The cached socket's fd; None also when another thread (or, in a
-    /// child, a thread of the parent) holds it.
-    fn cached_fd(ch: &Channel) -> Option<i32> {
-        use std::os::fd::AsRawFd;
+    /// The cached socket, by inode (an fd number may be reused by another
+    /// socket once a concurrent test's socket is closed); None also when
+    /// another thread (or, in a child, a thread of the parent) holds it.
+    fn cached_fd(ch: &Channel) -> Option<u64> {
         let guard = ch.cached.try_lock()?;
-        guard.current.as_ref().map(|c| c.fd.as_fd().as_raw_fd())
+        let conn = guard.current.as_ref()?;
+        rustix::fs::fstat(conn.fd.as_fd()).ok().map(|st| st.st_ino)
     }
 
     /// Namespaces (and the veth between them) deleted on drop, a sleeper

@@ -464,52 +464,64 @@ pub(crate) fn local_addresses() -> Vec<std::net::IpAddr> {
 /// see (rustix's typed answer cannot hold a pid 0). A raw system call: no
 /// hook, errno untouched.
 pub(crate) fn peer_cred(sock: std::os::fd::BorrowedFd<'_>) -> Option<(u32, u32, u32)> {
-    use std::os::fd::AsRawFd;
     let mut cred = libc::ucred {
         pid: 0,
         uid: u32::MAX,
         gid: u32::MAX,
     };
     let mut len = core::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` is valid for `len` bytes of writes.
+    let ok = unsafe {
+        raw_getsockopt(
+            sock,
+            libc::SO_PEERCRED,
+            ptr::addr_of_mut!(cred).cast(),
+            &mut len,
+        )
+    };
+    (ok && len as usize == core::mem::size_of::<libc::ucred>())
+        .then(|| (cred.pid.max(0) as u32, cred.uid, cred.gid))
+}
+
+/// getsockopt(SOL_SOCKET, `name`) as a raw system call: no hook, errno
+/// untouched. Whether it succeeded.
+///
+/// # Safety
+/// `value` must be valid for `*len` bytes of writes.
+unsafe fn raw_getsockopt(
+    sock: std::os::fd::BorrowedFd<'_>,
+    name: c_int,
+    value: *mut c_void,
+    len: &mut libc::socklen_t,
+) -> bool {
+    use std::os::fd::AsRawFd;
     let saved = errno();
-    // SAFETY: `cred` is valid for `len` bytes of writes and `len` for a
-    // socklen_t; the kernel writes at most `len` bytes.
+    // SAFETY: `value` is valid for `*len` bytes (the caller's contract) and
+    // `len` for a socklen_t; the kernel writes at most `*len` bytes there
+    // and updates `len`.
     let r = unsafe {
         libc::syscall(
             libc::SYS_getsockopt,
             sock.as_raw_fd(),
             libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            ptr::addr_of_mut!(cred),
-            &mut len,
+            name,
+            value,
+            ptr::from_mut(len),
         )
     };
     set_errno(saved);
-    (r == 0 && len as usize == core::mem::size_of::<libc::ucred>())
-        .then(|| (cred.pid.max(0) as u32, cred.uid, cred.gid))
+    r == 0
 }
 
 /// SO_PEERGROUPS: the supplementary groups of a Unix socket's peer into
 /// `buf`; the count, or None (not a Unix socket, too many groups, an old
 /// kernel). A raw system call: no hook, errno untouched.
 pub(crate) fn peer_groups(sock: std::os::fd::BorrowedFd<'_>, buf: &mut [u32]) -> Option<usize> {
-    use std::os::fd::AsRawFd;
     let mut len = core::mem::size_of_val(buf) as libc::socklen_t;
-    let saved = errno();
-    // SAFETY: `buf` is valid for `len` bytes of writes and `len` for a
-    // socklen_t; the kernel writes at most `len` bytes and updates `len`.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_getsockopt,
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERGROUPS,
-            buf.as_mut_ptr(),
-            &mut len,
-        )
-    };
-    set_errno(saved);
-    (r == 0).then(|| (len as usize / 4).min(buf.len()))
+    // SAFETY: `buf` is valid for `len` bytes of writes.
+    let ok =
+        unsafe { raw_getsockopt(sock, libc::SO_PEERGROUPS, buf.as_mut_ptr().cast(), &mut len) };
+    ok.then(|| (len as usize / 4).min(buf.len()))
 }
 
 /// A copy of a caller's `struct epoll_event`.
@@ -521,19 +533,12 @@ pub(crate) unsafe fn epoll_event_copy(ev: *const libc::epoll_event) -> libc::epo
     unsafe { ptr::read_unaligned(ev) }
 }
 
-/// Whether the process could open `n` more fds now (by making `n` copies
-/// of `any` and closing them): an fd passed with SCM_RIGHTS to a process
-/// without room is dropped by the kernel, its connection lost with it.
-/// The errno the kernel gave if not (EMFILE, ENFILE, ENOMEM).
-pub(crate) fn room_for_fds(
-    any: std::os::fd::BorrowedFd<'_>,
-    n: usize,
-) -> Result<(), rustix::io::Errno> {
-    let mut held = Vec::with_capacity(n);
-    for _ in 0..n {
-        held.push(rustix::io::fcntl_dupfd_cloexec(any, 0)?);
-    }
-    Ok(())
+/// Whether the process could open one more fd now (by making a copy of
+/// `any` and closing it): an fd passed with SCM_RIGHTS to a process without
+/// room is dropped by the kernel, its connection lost with it. The errno
+/// the kernel gave if not (EMFILE, ENFILE, ENOMEM).
+pub(crate) fn room_for_fd(any: std::os::fd::BorrowedFd<'_>) -> Result<(), rustix::io::Errno> {
+    rustix::io::fcntl_dupfd_cloexec(any, 0).map(drop)
 }
 
 /// Closes an fd inherited across exec that nothing in this process owns

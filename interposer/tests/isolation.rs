@@ -195,6 +195,21 @@ fn raw(args: &[&str]) -> Command {
     cmd
 }
 
+/// The default-mode rendezvous of the one listener of process `pid`
+/// (`@shmnet.4/tcp/c<cookie>`, docs/security.md), its hints left out.
+fn cookie_rendezvous_of(pid: u32) -> String {
+    let names: Vec<String> = abstract_names_of(pid)
+        .into_iter()
+        .filter(|n| n.starts_with("@shmnet.4/tcp/c") && !n.contains("/allow/"))
+        .collect();
+    assert_eq!(
+        names.len(),
+        1,
+        "the rendezvous names of pid {pid}: {names:?}"
+    );
+    names.into_iter().next().unwrap()
+}
+
 /// The rendezvous a hostile program would connect to: `abstract` names
 /// (`@...`, docs/security.md) first, then `old_path`, the socket file a
 /// library from before docs/security.md used (so the test shows the defect
@@ -709,10 +724,7 @@ fn forged_policy_hint_is_ignored_default_mode() {
     default_mode(&mut cmd, &base.join("root"));
     let mut srv = start("root's server", &mut cmd);
     let (port, pid) = port_pid(&mut srv);
-    let name = abstract_names_of(pid)
-        .into_iter()
-        .find(|n| n.starts_with("@shmnet.4/tcp/c"))
-        .expect("the server's rendezvous name");
+    let name = cookie_rendezvous_of(pid);
     let hint = format!("{}/allow/any", &name[1..]);
     let forge = "import socket, sys, time\n\
         s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)\n\
@@ -851,11 +863,7 @@ fn forged_source_port_and_destination_are_refused() {
     default_mode(&mut cmd, &dir).env("SHMNET_LOG", "warn");
     let mut srv = start("server", as_user(&mut cmd, &u));
     let (port, pid) = port_pid(&mut srv);
-    let names: Vec<String> = abstract_names_of(pid)
-        .into_iter()
-        .filter(|n| n.starts_with("@shmnet.4/tcp/c"))
-        .collect();
-    assert_eq!(names.len(), 1, "the server's rendezvous names: {names:?}");
+    let names = [cookie_rendezvous_of(pid)];
     for (src, dest) in [(22, port), (40000, port.wrapping_add(1))] {
         let mut cmd = scrubbed(user_python());
         cmd.arg("-c")
@@ -1640,10 +1648,7 @@ fn forked_sibling_without_fds_says_emfile() {
     let mut cmd = py(SIBLINGS, &[]);
     let mut srv = start_piped("forked server", default_mode(&mut cmd, &dir));
     let (port, pid) = port_pid(&mut srv);
-    let name = abstract_names_of(pid)
-        .into_iter()
-        .find(|n| n.starts_with("@shmnet.4/tcp/c"))
-        .expect("the server's rendezvous name");
+    let name = cookie_rendezvous_of(pid);
     let p = port.to_string();
     let mut raw_cmd = raw(&["forge-later", "40000", &p, &name]);
     let mut forger = start_piped("forger", raw_cmd.stdin(Stdio::piped()));
@@ -1741,10 +1746,7 @@ fn parked_connections_wait_while_fds_run_out() {
     default_mode(&mut cmd, &dir).env("SHMNET_LOG", "warn");
     let mut srv = start_piped("server", &mut cmd);
     let (port, pid) = port_pid(&mut srv);
-    let name = abstract_names_of(pid)
-        .into_iter()
-        .find(|n| n.starts_with("@shmnet.4/tcp/c"))
-        .expect("the server's rendezvous name");
+    let name = cookie_rendezvous_of(pid);
     let p = port.to_string();
     let mut forgers: Vec<Background> = (0..3)
         .map(|_| {
@@ -1824,10 +1826,7 @@ fn parked_connection_is_looked_at_after_a_kernel_emfile() {
     let mut cmd = py(KERNEL_FIRST_EMFILE, &[]);
     let mut srv = start_piped("server", default_mode(&mut cmd, &dir));
     let (port, pid) = port_pid(&mut srv);
-    let name = abstract_names_of(pid)
-        .into_iter()
-        .find(|n| n.starts_with("@shmnet.4/tcp/c"))
-        .expect("the server's rendezvous name");
+    let name = cookie_rendezvous_of(pid);
     let p = port.to_string();
     let mut raw_cmd = raw(&["forge-later", "40000", &p, &name]);
     let mut forger = start_piped("forger", raw_cmd.stdin(Stdio::piped()));
