@@ -18,6 +18,14 @@ command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
 # and wrk, both run preloaded. sha256sum (coreutils) is always there.
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
+# interposer/tests/programs.rs (issue 12): sshd/ssh, iperf3, socat and a JDK
+# (java File.java), each run preloaded in both modes.
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)
+command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
+command -v iperf3 >/dev/null 2>&1 || need_apt+=(iperf3)
+command -v socat >/dev/null 2>&1 || need_apt+=(socat)
+command -v java >/dev/null 2>&1 || need_apt+=(default-jdk-headless)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
