@@ -226,6 +226,13 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
             Action::Pass
         };
     };
+    // A kernel socket connecting or connected already (it fell back to
+    // kernel TCP, or went elsewhere first): the kernel answers a second
+    // connect (EALREADY, EISCONN, or 0 once a non-blocking one completed:
+    // APR asks that way), and the connection stays the kernel's.
+    if bound.is_none() && sys::tcp_in_use(sys::borrow_fd(fd)) == Some(true) {
+        return Action::Pass;
+    }
     let tcp_mode = config.fallback != Fallback::Never && bound.is_none();
     let local = match bound.as_deref() {
         Some(Socket::Bound(b)) => match b.reservation.lock().take() {

@@ -474,6 +474,7 @@ pub(crate) fn peer_cred(sock: std::os::fd::BorrowedFd<'_>) -> Option<(u32, u32, 
     let ok = unsafe {
         raw_getsockopt(
             sock,
+            libc::SOL_SOCKET,
             libc::SO_PEERCRED,
             ptr::addr_of_mut!(cred).cast(),
             &mut len,
@@ -483,13 +484,14 @@ pub(crate) fn peer_cred(sock: std::os::fd::BorrowedFd<'_>) -> Option<(u32, u32, 
         .then(|| (cred.pid.max(0) as u32, cred.uid, cred.gid))
 }
 
-/// getsockopt(SOL_SOCKET, `name`) as a raw system call: no hook, errno
+/// getsockopt(`level`, `name`) as a raw system call: no hook, errno
 /// untouched. Whether it succeeded.
 ///
 /// # Safety
 /// `value` must be valid for `*len` bytes of writes.
 unsafe fn raw_getsockopt(
     sock: std::os::fd::BorrowedFd<'_>,
+    level: c_int,
     name: c_int,
     value: *mut c_void,
     len: &mut libc::socklen_t,
@@ -503,7 +505,7 @@ unsafe fn raw_getsockopt(
         libc::syscall(
             libc::SYS_getsockopt,
             sock.as_raw_fd(),
-            libc::SOL_SOCKET,
+            level,
             name,
             value,
             ptr::from_mut(len),
@@ -519,9 +521,38 @@ unsafe fn raw_getsockopt(
 pub(crate) fn peer_groups(sock: std::os::fd::BorrowedFd<'_>, buf: &mut [u32]) -> Option<usize> {
     let mut len = core::mem::size_of_val(buf) as libc::socklen_t;
     // SAFETY: `buf` is valid for `len` bytes of writes.
-    let ok =
-        unsafe { raw_getsockopt(sock, libc::SO_PEERGROUPS, buf.as_mut_ptr().cast(), &mut len) };
+    let ok = unsafe {
+        raw_getsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_PEERGROUPS,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
     ok.then(|| (len as usize / 4).min(buf.len()))
+}
+
+/// Whether a kernel TCP socket has left the CLOSE state (connecting,
+/// connected, listening, closing): tcpi_state, the first byte of TCP_INFO.
+/// None for what is not a TCP socket. A raw system call: no hook, errno
+/// untouched.
+pub(crate) fn tcp_in_use(sock: std::os::fd::BorrowedFd<'_>) -> Option<bool> {
+    const TCP_CLOSE: u8 = 7;
+    let mut state = 0u8;
+    let mut len = 1 as libc::socklen_t;
+    // SAFETY: `state` is valid for `len` (1) byte of writes; the kernel
+    // copies min(len, sizeof(struct tcp_info)).
+    let ok = unsafe {
+        raw_getsockopt(
+            sock,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            ptr::addr_of_mut!(state).cast(),
+            &mut len,
+        )
+    };
+    (ok && len == 1).then_some(state != TCP_CLOSE)
 }
 
 /// A copy of a caller's `struct epoll_event`.

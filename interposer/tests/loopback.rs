@@ -635,3 +635,51 @@ fn fallback_keeps_nonblocking_connect_and_options() {
     let s = env.stats();
     assert_eq!(s.get("fallback_no_listener"), Some(&2), "{s:?}");
 }
+
+/// Issue 12.1: a second connect() on a socket that fell back to kernel TCP
+/// is the kernel's: EALREADY while in progress, 0 once (APR learns the
+/// result of a non-blocking connect that way), then EISCONN; the socket
+/// stays the kernel connection the program registered with epoll (DEL
+/// finds it), and its bytes arrive. A connect to a preloaded server on the
+/// connected socket is EISCONN too, not a shared-memory connection put
+/// over it.
+#[test]
+fn second_connect_on_a_fallen_back_socket_is_the_kernels() {
+    let env = Env::new("lo-reconnect");
+    let (mut srv, port) = server(&env, false, "127.0.0.1", 1);
+    let (mut pre, pre_port) = server(&env, true, "127.0.0.1", 0);
+    let script = format!(
+        "import socket, select, errno\n\
+         name = lambda r: errno.errorcode.get(r, r)\n\
+         c = socket.socket()\n\
+         c.setblocking(False)\n\
+         ep = select.epoll()\n\
+         first = name(c.connect_ex(('127.0.0.1', {port})))\n\
+         ep.register(c.fileno(), select.EPOLLOUT)\n\
+         ep.poll(5)\n\
+         second = name(c.connect_ex(('127.0.0.1', {port})))\n\
+         third = name(c.connect_ex(('127.0.0.1', {port})))\n\
+         other = name(c.connect_ex(('127.0.0.1', {pre_port})))\n\
+         ep.unregister(c.fileno())\n\
+         print(first, second, third, other, flush=True)\n\
+         c.setblocking(True)\n\
+         c.sendall(b'nb______' + b'x' * 1000); c.shutdown(socket.SHUT_WR)\n\
+         print('digest', len(c.recv(100)))\n"
+    );
+    let mut cmd = py(&script, &[]);
+    cmd.env("SHMNET_DIR", env.shm_dir());
+    let out = run(&mut cmd);
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        ["EINPROGRESS 0 EISCONN EISCONN", "digest 64"],
+        "{}",
+        out.stderr
+    );
+    srv.expect("served nb 1008");
+    srv.finish_clean();
+    pre.kill();
+    let s = env.stats();
+    assert_eq!(s.get("fallback_no_listener"), Some(&1), "{s:?}");
+    assert_eq!(s.get("shm"), Some(&0), "{s:?}");
+}
