@@ -62,6 +62,34 @@ const PARKED: u64 = 2;
 /// process has no fd to take a parked connection with.
 const QUEUE: u64 = 3;
 
+/// How long one accept waits, in all, for the message of connections it
+/// takes from a rendezvous before parking them. The kernel's listener is
+/// readable only once a connection is established; ours as soon as the
+/// connector's connect() queued it, a few microseconds before its message
+/// (sent right after) arrives — so without a short wait, an accept just
+/// after epoll said readable would often say EAGAIN (servers log an error
+/// per EAGAIN: memcached). Bounded, so that a connector that never sends
+/// costs an accept at most this, once.
+const ARRIVAL_PATIENCE: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// What is left of `ARRIVAL_PATIENCE` in one accept.
+struct Patience(std::time::Duration);
+
+impl Patience {
+    /// Waits (sleeping, not spinning: on a busy machine the connector may
+    /// need our CPU) for `conn` to become readable, from what is left;
+    /// whether it did.
+    fn wait(&mut self, conn: BorrowedFd<'_>) -> bool {
+        if self.0.is_zero() {
+            return false;
+        }
+        let start = std::time::Instant::now();
+        let ready = crate::handshake::wait_readable(conn, Some(self.0)).unwrap_or(false);
+        self.0 = self.0.saturating_sub(start.elapsed());
+        ready
+    }
+}
+
 /// A socket bound to an emulated partition address (`SHMNET_FALLBACK=never`)
 /// that has not listened yet: it holds the address's name; listen() makes
 /// it a listener, connect() a connection from that address.
@@ -719,6 +747,7 @@ impl Listener {
     /// A shared-memory connection whose handshake is complete, if one is
     /// there: parked ones first (their message has arrived), then new ones.
     fn accept_shm(&self, ready: &Ready) -> Result<Option<(OwnedFd, Connection)>, Errno> {
+        let mut patience = Patience(ARRIVAL_PATIENCE);
         if ready.parked || self.parking.sweep_due() {
             if let Some(found) = self.unpark(true)? {
                 return Ok(Some(found));
@@ -747,18 +776,42 @@ impl Listener {
                     Err(e) => return Err(e),
                 };
                 crate::descriptor::fresh(conn.as_raw_fd());
-                match arrival(conn.as_fd()) {
-                    Arrival::Complete => match self.handshake(conn.as_fd(), r.scope, State::New) {
-                        Step::Done(c) => return Ok(Some((conn, c))),
-                        Step::Pending(state) => self.park(conn, r.scope, state),
-                        Step::Dropped => {}
-                        Step::NoRoom(e) => {
-                            self.park(conn, r.scope, State::New);
-                            return Err(e);
+                let mut state = State::New;
+                loop {
+                    match arrival(conn.as_fd()) {
+                        Arrival::Complete => match self.handshake(conn.as_fd(), r.scope, state) {
+                            Step::Done(c) => return Ok(Some((conn, c))),
+                            // Declined: the connector sends a fresh Connect
+                            // at once.
+                            Step::Pending(next) if patience.wait(conn.as_fd()) => state = next,
+                            Step::Pending(next) => {
+                                self.park(conn, r.scope, next);
+                                break;
+                            }
+                            Step::Dropped => break,
+                            Step::NoRoom(e) => {
+                                self.park(conn, r.scope, state);
+                                return Err(e);
+                            }
+                        },
+                        Arrival::Empty if patience.wait(conn.as_fd()) => {}
+                        Arrival::Empty => {
+                            self.park(conn, r.scope, state);
+                            break;
                         }
-                    },
-                    Arrival::Empty => self.park(conn, r.scope, State::New),
-                    Arrival::Bad => self.dropped("a short message or none"),
+                        Arrival::Bad if state == State::Declined => {
+                            log!(
+                                debug,
+                                "accept on {}: the connector withdrew its reuse offer",
+                                self.local
+                            );
+                            break;
+                        }
+                        Arrival::Bad => {
+                            self.dropped("a short message or none");
+                            break;
+                        }
+                    }
                 }
             }
         }
