@@ -180,10 +180,21 @@ fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
 
-fn stream_listener(sock: &OwnedFd, backlog: c_int) -> Result<(), Errno> {
+/// A rendezvous listens with the largest backlog the namespace allows
+/// (net.core.somaxconn, 4096 by default), whatever the application asked
+/// for. Kernel TCP keeps a connector whose SYN found the accept queue full
+/// trying (SYN retries), so every client of a briefly stalled server
+/// connects in the end; a Unix connect to a full queue fails at once
+/// (EAGAIN) instead. A queue as deep as the kernel permits anyone is the
+/// kernel's behaviour for a listener that asked for it — connectors
+/// complete at once and wait in the queue, as TCP's do when there is room.
+/// (The application's backlog stays on its kernel TCP listener.)
+const RENDEZVOUS_BACKLOG: c_int = c_int::MAX;
+
+fn stream_listener(sock: &OwnedFd) -> Result<(), Errno> {
     let fl = rustix::fs::fcntl_getfl(sock)?;
     rustix::fs::fcntl_setfl(sock, fl | rustix::fs::OFlags::NONBLOCK)?;
-    rustix::net::listen(sock, backlog)
+    rustix::net::listen(sock, RENDEZVOUS_BACKLOG)
 }
 
 /// listen(2) under `SHMNET_FALLBACK=tcp`: the real listen, then, for an
@@ -228,7 +239,7 @@ pub(crate) fn listen_tcp_with(
         crate::carry::done(fd);
         return Action::Done(0);
     }
-    match make_dual(fd, local, backlog, config, inherited) {
+    match make_dual(fd, local, config, inherited) {
         Ok(()) => crate::carry::replay(fd, false),
         Err(e) => {
             crate::carry::done(fd);
@@ -244,7 +255,6 @@ pub(crate) fn listen_tcp_with(
 fn make_dual(
     fd: c_int,
     local: SocketAddr,
-    backlog: c_int,
     config: &Config,
     inherited: Option<InternalFd>,
 ) -> Result<(), Errno> {
@@ -268,7 +278,7 @@ fn make_dual(
         Some(sock) => sock,
         None => {
             let sock = rendezvous::bind_abstract(&name, SocketType::STREAM)?;
-            stream_listener(&sock, backlog)?;
+            stream_listener(&sock)?;
             InternalFd::new(sock)
         }
     };
@@ -281,7 +291,7 @@ fn make_dual(
     }];
     let v6only = local.is_ipv6() && rustix::net::sockopt::ipv6_v6only(app).unwrap_or(false);
     for stem in host_stems(local, v6only, config) {
-        match host_rendezvous(&stem, backlog, config, &mut hints) {
+        match host_rendezvous(&stem, config, &mut hints) {
             Ok(r) => rv.push(r),
             // Somebody holds our name there: clients in other namespaces
             // will not find us (they use kernel TCP, or a listener they
@@ -350,7 +360,6 @@ fn host_stems(local: SocketAddr, v6only: bool, config: &Config) -> Vec<String> {
 
 fn host_rendezvous(
     stem: &str,
-    backlog: c_int,
     config: &Config,
     hints: &mut Vec<InternalFd>,
 ) -> Result<Rendezvous, Errno> {
@@ -363,7 +372,7 @@ fn host_rendezvous(
         None,
     )?;
     name.bind(&sock)?;
-    stream_listener(&sock, backlog)?;
+    stream_listener(&sock)?;
     for h in config.allow.hints() {
         if let Ok(fd) = name.bind_hint(&h) {
             hints.push(fd);
@@ -393,7 +402,8 @@ fn bind_hints(name: &str, config: &Config) -> Vec<InternalFd> {
 }
 
 /// listen(2) on a socket bound to an emulated partition address.
-pub(crate) fn listen_emulated(fd: c_int, bound: &Bound, backlog: c_int) -> Action<c_int> {
+/// (The backlog is the rendezvous's own: `RENDEZVOUS_BACKLOG`.)
+pub(crate) fn listen_emulated(fd: c_int, bound: &Bound, _backlog: c_int) -> Action<c_int> {
     let Some(config) = crate::config::get() else {
         return fail(Errno::INVAL);
     };
@@ -408,7 +418,7 @@ pub(crate) fn listen_emulated(fd: c_int, bound: &Bound, backlog: c_int) -> Actio
         let (rv, hints) = match host {
             Some(sock) => {
                 let mut hints = Vec::new();
-                stream_listener(&dup_owned(&sock)?, backlog)?;
+                stream_listener(&dup_owned(&sock)?)?;
                 if let Some(h) = reservation.host() {
                     for hint in config.allow.hints() {
                         if let Ok(fd) = h.bind_hint(&hint) {
@@ -431,7 +441,7 @@ pub(crate) fn listen_emulated(fd: c_int, bound: &Bound, backlog: c_int) -> Actio
                 let Some(sock) = reservation.into_socket() else {
                     return Err(Errno::INVAL);
                 };
-                stream_listener(&dup_owned(&sock)?, backlog)?;
+                stream_listener(&dup_owned(&sock)?)?;
                 (
                     Rendezvous {
                         fd: sock,
@@ -583,9 +593,6 @@ impl Listener {
 
     /// listen(2) again (a new backlog): every half.
     pub(crate) fn relisten(&self, backlog: c_int) -> Action<c_int> {
-        for r in &self.rendezvous {
-            let _ = rustix::net::listen(&r.fd, backlog);
-        }
         match &self.tcp {
             Some(tcp) => match rustix::net::listen(tcp, backlog) {
                 Ok(()) => Action::Done(0),
