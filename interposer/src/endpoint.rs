@@ -131,7 +131,12 @@ fn bind_emulated(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
     }
     let opts = Options::snapshot(sys::borrow_fd(fd));
     let bound = if rendezvous::is_loopback(target.ip()) {
-        let reservation = rendezvous::reserve_local(target)?;
+        let reservation = match rendezvous::reserve_local(target) {
+            Err(Errno::ADDRINUSE) if crate::listener::reuses_port(&opts) => {
+                crate::listener::join_reuseport_group(target).ok_or(Errno::ADDRINUSE)?
+            }
+            r => r?,
+        };
         Bound::new(reservation, None, opts)
     } else {
         let dir = crate::safedir::checked().map_err(|_| Errno::ACCESS)?;

@@ -25,6 +25,11 @@
 //! Unix connection. The verdict is read inside connect, so it never reaches
 //! the application.
 //!
+//! Join (see `listener::join_reuseport_group`): a process binding an
+//! emulated address with SO_REUSEPORT that another process of its user
+//! holds sends a `Join` message; the holder answers with one carrying its
+//! rendezvous socket, and the group shares one queue.
+//!
 //! Messages are 60 bytes, little-endian:
 //! `magic u32 | version u16 | kind u16 | family u16 | port u16 | status u32 |
 //! ip [u8; 16] | dest family u16 | dest port u16 | dest ip [u8; 16] |
@@ -62,6 +67,10 @@ pub(crate) enum Kind {
     Connect = 1,
     /// A segment the two processes shared before, named by its key.
     Reuse = 2,
+    /// Not a connection: a process of the listener's user binding the same
+    /// address with SO_REUSEPORT asks for the group's rendezvous socket;
+    /// the answer is a `Join` message with it attached (`listener`).
+    Join = 3,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +133,7 @@ impl Message {
         let kind = match u16_at(6) {
             1 => Kind::Connect,
             2 => Kind::Reuse,
+            3 => Kind::Join,
             _ => return Err("unknown message kind"),
         };
         let mut a = [0u8; 20];

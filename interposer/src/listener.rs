@@ -100,6 +100,8 @@ pub(crate) struct Bound {
     /// for a local one, the reservation's own socket.
     host_sock: Mutex<Option<InternalFd>>,
     pub opts: Options,
+    /// The effective uid that bound (an SO_REUSEPORT group is one user's).
+    owner: u32,
 }
 
 impl Bound {
@@ -113,6 +115,7 @@ impl Bound {
             reservation: Mutex::new(Some(reservation)),
             host_sock: Mutex::new(host_sock),
             opts,
+            owner: euid(),
         }
     }
 
@@ -399,6 +402,110 @@ fn bind_hints(name: &str, config: &Config) -> Vec<InternalFd> {
         })
         .map(InternalFd::new)
         .collect()
+}
+
+/// Whether SO_REUSEPORT was set on a socket before it became ours.
+pub(crate) fn reuses_port(opts: &Options) -> bool {
+    opts.get_int(libc::SOL_SOCKET, libc::SO_REUSEPORT)
+        .is_some_and(|v| v != 0)
+}
+
+/// An emulated bind with SO_REUSEPORT to an address a socket of this
+/// process holds, bound with SO_REUSEPORT too and by the same effective
+/// uid (the kernel's rule for a group): the new member shares the holder's
+/// rendezvous socket, so the group is one queue — every member's accept
+/// takes from it, whoever is free first (nginx's `listen ... reuseport`:
+/// the master binds one socket per worker, each worker accepts on its
+/// own). The name stays held while any member is open.
+pub(crate) fn join_reuseport_group(target: SocketAddr) -> Option<Reservation> {
+    let me = euid();
+    let mut found = None;
+    registry::for_each_socket(|s| {
+        if found.is_some() {
+            return;
+        }
+        found = match &**s {
+            Socket::Bound(b) if b.local == target && b.owner == me && reuses_port(&b.opts) => b
+                .reservation
+                .lock()
+                .as_ref()
+                .and_then(|r| r.socket())
+                .and_then(|fd| dup_owned(fd).ok()),
+            Socket::Listener(l)
+                if l.tcp.is_none()
+                    && l.local == target
+                    && l.owner == me
+                    && reuses_port(&l.opts) =>
+            {
+                l.rendezvous
+                    .iter()
+                    .find(|r| r.scope == Scope::Local)
+                    .and_then(|r| dup_owned(&r.fd).ok())
+            }
+            _ => None,
+        };
+    });
+    let fd = match found {
+        Some(fd) => fd,
+        None => join_remote(target, me)?,
+    };
+    Some(Reservation::of_socket(target, InternalFd::new(fd)))
+}
+
+/// How long a bind waits for another process's member of an SO_REUSEPORT
+/// group to answer (it answers inside its next accept).
+const JOIN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `join_reuseport_group` with a member in another process: asks it over
+/// its rendezvous (`Kind::Join`) for the rendezvous socket itself. Only a
+/// listening member answers, only to its own user, and what comes back
+/// must be a listening Unix stream socket bound to the address's name.
+fn join_remote(target: SocketAddr, me: u32) -> Option<OwnedFd> {
+    let name = rendezvous::addr_name(target);
+    let sock = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .ok()?;
+    let addr = rustix::net::SocketAddrUnix::new_abstract_name(name.as_bytes()).ok()?;
+    rustix::net::connect(&sock, &addr).ok()?;
+    if sys::peer_cred(sock.as_fd()).map(|(_, uid, _)| uid) != Some(me) {
+        return None;
+    }
+    let ask = handshake::Message {
+        kind: Kind::Join,
+        addr: target,
+        status: 0,
+        dest: target,
+        key: 0,
+    };
+    handshake::send(sock.as_fd(), &ask, None).ok()?;
+    let deadline = std::time::Instant::now() + JOIN_PATIENCE;
+    let (answer, fd) = loop {
+        match handshake::try_recv(sock.as_fd()) {
+            Ok(got) => break got,
+            Err(Errno::AGAIN | Errno::INPROGRESS) => {}
+            Err(_) => return None,
+        }
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            crate::log::always(format_args!(
+                "bind to {target} with SO_REUSEPORT: the process holding it did not answer                  within {JOIN_PATIENCE:?} (it answers in accept); EADDRINUSE"
+            ));
+            return None;
+        }
+        let _ = crate::handshake::wait_readable(sock.as_fd(), Some(left));
+    };
+    let fd = fd.filter(|_| answer.kind == Kind::Join)?;
+    let named = rustix::net::getsockname(&fd).ok().and_then(|a| {
+        let unix = rustix::net::SocketAddrUnix::try_from(a).ok()?;
+        Some(unix.abstract_name()? == name.as_bytes())
+    });
+    let listening = rustix::net::sockopt::socket_acceptconn(&fd).unwrap_or(false)
+        && rustix::net::sockopt::socket_type(&fd) == Ok(SocketType::STREAM);
+    (named == Some(true) && listening).then_some(fd)
 }
 
 /// listen(2) on a socket bound to an emulated partition address.
@@ -968,6 +1075,35 @@ impl Listener {
         }
     }
 
+    /// A `Kind::Join` (see `join_reuseport_group`): our rendezvous socket
+    /// for a process of our own user binding our address with
+    /// SO_REUSEPORT, if we were bound with it too; otherwise nothing (the
+    /// joiner's bind says EADDRINUSE).
+    fn answer_join(&self, conn: BorrowedFd<'_>, peer: &Peer, msg: &handshake::Message) {
+        let ours = self.tcp.is_none()
+            && peer.uid == self.owner
+            && reuses_port(&self.opts)
+            && msg.addr == self.local;
+        let rv = self.rendezvous.iter().find(|r| r.scope == Scope::Local);
+        match rv.filter(|_| ours) {
+            Some(rv) => {
+                let _ = handshake::send(conn, msg, Some(rv.fd.as_fd()));
+                log!(
+                    debug,
+                    "listen on {}: pid {} joined the SO_REUSEPORT group",
+                    self.local,
+                    peer.pid
+                );
+            }
+            None => log!(
+                debug,
+                "listen on {}: a join from uid {} refused",
+                self.local,
+                peer.uid
+            ),
+        }
+    }
+
     fn dropped(&self, why: &str) {
         log!(
             debug,
@@ -1029,6 +1165,10 @@ impl Listener {
                 return Step::Dropped;
             }
         };
+        if msg.kind == Kind::Join {
+            self.answer_join(conn, &peer, &msg);
+            return Step::Dropped;
+        }
         let bad = |why: &str| {
             log!(warn, "refusing a connection to {}: {why}", self.local);
             stats::dropped_handshake();
@@ -1081,6 +1221,7 @@ impl Listener {
             },
             (Kind::Reuse, State::Declined) => return bad("a second reuse offer"),
             (Kind::Connect, _) => None,
+            (Kind::Join, _) => return Step::Dropped, // answered above
         };
         let (local, peer_addr) = if self.tcp.is_some() {
             // A default-mode listener may be bound to the wildcard: the

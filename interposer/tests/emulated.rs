@@ -2001,3 +2001,101 @@ fn java_http_server_reached_by_curl_over_ipv4() {
     );
     srv.kill();
 }
+
+/// Issue 12.5: SO_REUSEPORT on an emulated address. A second bind with
+/// SO_REUSEPORT was EADDRINUSE (nginx `listen ... reuseport` did not
+/// start). Now the members of a group share one queue, whoever is free
+/// first accepting: two processes binding the port (the second learns the
+/// queue from the first inside its accept), and one process binding two
+/// sockets and forking a worker for each (nginx's master and workers).
+/// Every member serves; a bind without SO_REUSEPORT is still EADDRINUSE.
+#[test]
+fn reuseport_group_spreads_connections_over_its_members() {
+    const MEMBER: &str = r#"
+def member(tag, s, deadline):
+    s.settimeout(0.5)
+    n = 0
+    while time.time() < deadline:
+        try:
+            c, _ = s.accept()
+        except socket.timeout:
+            continue
+        c.sendall(tag.encode()); c.close(); n += 1
+    say("served", tag, n)
+def reuse_socket():
+    s = socket.socket(FAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((HOST, PORT))
+    return s
+role = ARGS[0]
+if role == "one":
+    s = reuse_socket(); s.listen(16)
+    say("listening", PORT)
+    member(ARGS[1], s, time.time() + float(ARGS[2]))
+elif role == "two":
+    a, b = reuse_socket(), reuse_socket()
+    a.listen(16); b.listen(16)
+    plain = socket.socket(FAM)
+    try:
+        plain.bind((HOST, PORT)); say("plain bind", "ok")
+    except OSError as e:
+        say("plain bind", errno.errorcode[e.errno])
+    say("listening", PORT)
+    deadline = time.time() + float(ARGS[1])
+    kids = []
+    for tag, s in (("X", a), ("Y", b)):
+        pid = os.fork()
+        if pid == 0:
+            member(tag, s, deadline); os._exit(0)
+        kids.append(pid)
+    a.close(); b.close()
+    for k in kids:
+        os.waitpid(k, 0)
+else:
+    got = {}
+    for i in range(int(ARGS[1])):
+        c = socket.create_connection((HOST, PORT)); t = c.recv(8).decode()
+        got[t] = got.get(t, 0) + 1; c.close()
+    say("got", *sorted(f"{k}={v}" for k, v in got.items()))
+"#;
+    let net = Net::v4("reuseport", 27);
+    let served = |p: &Proc, tag: &str| -> u32 {
+        p.lines_with("served ")
+            .iter()
+            .find(|w| w[1] == tag)
+            .map(|w| w[2].parse().unwrap())
+            .unwrap_or_else(|| panic!("no served line for {tag}: {:?}", p.seen))
+    };
+    // Two processes.
+    let mut a = net.spawn("member A", MEMBER, &["one", "A", "4"]);
+    a.listening();
+    let mut b = net.spawn("member B", MEMBER, &["one", "B", "4"]);
+    b.listening();
+    net.assert_shm_only(net.port, "two members listening");
+    let mut cli = net.spawn("client", MEMBER, &["client", "60"]);
+    let got = cli.expect("got ");
+    cli.finish_clean();
+    a.finish_clean();
+    b.finish_clean();
+    let (na, nb) = (served(&a, "A"), served(&b, "B"));
+    assert_eq!(na + nb, 60, "{got}");
+    assert!(
+        na > 0 && nb > 0,
+        "both members serve: A {na}, B {nb} ({got})"
+    );
+    // One process, two sockets, a worker each.
+    let mut m = net.spawn("master", MEMBER, &["two", "4"]);
+    assert_eq!(m.expect("plain bind"), "plain bind EADDRINUSE");
+    m.listening();
+    net.assert_shm_only(net.port, "one process's two members listening");
+    let mut cli = net.spawn("client", MEMBER, &["client", "60"]);
+    let got = cli.expect("got ");
+    cli.finish_clean();
+    m.finish_clean();
+    let (nx, ny) = (served(&m, "X"), served(&m, "Y"));
+    assert_eq!(nx + ny, 60, "{got}");
+    assert!(
+        nx > 0 && ny > 0,
+        "both workers serve: X {nx}, Y {ny} ({got})"
+    );
+}
