@@ -70,7 +70,7 @@ const QUEUE: u64 = 3;
 /// after epoll said readable would often say EAGAIN (servers log an error
 /// per EAGAIN: memcached). Bounded, so that a connector that never sends
 /// costs an accept at most this, once.
-const ARRIVAL_PATIENCE: std::time::Duration = std::time::Duration::from_millis(1);
+const ARRIVAL_PATIENCE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// What is left of `ARRIVAL_PATIENCE` in one accept.
 struct Patience(std::time::Duration);
@@ -660,6 +660,9 @@ enum Step {
     /// More is to come (a declined reuse offer is followed by a Connect).
     Pending(State),
     Dropped,
+    /// The connector gave up waiting for our answer to its reuse offer and
+    /// hung up: it dials again at once (see `pool`).
+    Withdrawn,
     /// Untouched: taking its message needs fds the process does not have
     /// (the kernel's accept says EMFILE, or ENFILE, and leaves the
     /// connection queued).
@@ -871,12 +874,19 @@ impl Listener {
             return Ok(None);
         }
         for r in &self.rendezvous {
+            // A connector that withdrew a reuse offer dials again at once:
+            // its new connection is worth the wait as its message is.
+            let mut redial = false;
             loop {
                 let conn = match rustix::net::accept_with(
                     &r.fd,
                     SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
                 ) {
                     Ok(c) => c,
+                    Err(Errno::AGAIN) if redial && patience.wait(r.fd.as_fd()) => {
+                        redial = false;
+                        continue;
+                    }
                     Err(Errno::AGAIN | Errno::CONNABORTED | Errno::INTR) => break,
                     // Out of fds or memory: the kernel's answer, whichever
                     // rendezvous (a SHMNET_DIR one said EAGAIN, and spun).
@@ -903,6 +913,10 @@ impl Listener {
                                 break;
                             }
                             Step::Dropped => break,
+                            Step::Withdrawn => {
+                                redial = true;
+                                break;
+                            }
                             Step::NoRoom(e) => {
                                 self.park(conn, r.scope, state);
                                 return Err(e);
@@ -919,6 +933,7 @@ impl Listener {
                                 "accept on {}: the connector withdrew its reuse offer",
                                 self.local
                             );
+                            redial = true;
                             break;
                         }
                         Arrival::Bad => {
@@ -962,7 +977,7 @@ impl Listener {
                     match self.handshake(conn.as_fd(), scope, rec.state) {
                         Step::Done(c) => found = Some((conn, c)),
                         Step::Pending(state) => kept.push((Record { state, ..rec }, conn, false)),
-                        Step::Dropped => {}
+                        Step::Dropped | Step::Withdrawn => {}
                         Step::NoRoom(e) => {
                             full = Some(e);
                             kept.push((rec, conn, true));
@@ -1214,7 +1229,7 @@ impl Listener {
                             "accept on {}: the connector withdrew its reuse offer",
                             self.local
                         );
-                        return Step::Dropped;
+                        return Step::Withdrawn;
                     }
                     return Step::Pending(State::Declined);
                 }
