@@ -2008,7 +2008,9 @@ fn java_http_server_reached_by_curl_over_ipv4() {
 /// first accepting: two processes binding the port (the second learns the
 /// queue from the first inside its accept), and one process binding two
 /// sockets and forking a worker for each (nginx's master and workers).
-/// Every member serves; a bind without SO_REUSEPORT is still EADDRINUSE.
+/// A member busy with a connection leaves the next to the others, so every
+/// member serves (one queue spreads by who is free, where the kernel
+/// hashes); a bind without SO_REUSEPORT is still EADDRINUSE.
 #[test]
 fn reuseport_group_spreads_connections_over_its_members() {
     const MEMBER: &str = r#"
@@ -2021,6 +2023,7 @@ def member(tag, s, deadline):
         except socket.timeout:
             continue
         c.sendall(tag.encode()); c.close(); n += 1
+        time.sleep(0.02)  # busy: the next connection is another member's
     say("served", tag, n)
 def reuse_socket():
     s = socket.socket(FAM)
