@@ -73,8 +73,10 @@ const CARRIER_PREFIX: &str = "shmnet.4/exec/";
 
 /// A fd found at start-up that takes part in a connection's re-attachment.
 enum Found {
-    /// A connection, with the name of ours on it.
-    Connection(Vec<u8>),
+    /// A connected Unix stream socket, with the name of ours on it if it
+    /// has one (a connection to a listener in SHMNET_DIR has a path: it is
+    /// one of ours only if a carrier names it).
+    Connection(Option<Vec<u8>>),
     /// A carrier, for the connection socket with this cookie.
     Carrier(u64),
 }
@@ -126,7 +128,7 @@ fn socket(fd: i32) -> Option<Found> {
     match rustix::net::getpeername(sock) {
         // A connection: an accepted one carries its listener's name, a
         // connecting one has it as its peer.
-        Ok(peer) => local.or_else(|| our_name(peer)).map(Found::Connection),
+        Ok(peer) => Some(Found::Connection(local.or_else(|| our_name(peer)))),
         // Bound, not listening (listening ones sit behind an epoll
         // instance): bound again.
         Err(_) => {
@@ -313,11 +315,21 @@ fn read_carrier(carrier: BorrowedFd<'_>) -> Result<(Identity, OwnedFd), String> 
 
 /// Re-attaches the connections among the inherited fds, or points them at
 /// a closed socket (see the module docs); closes carriers left over.
-fn connections(conns: Vec<(i32, Vec<u8>)>, carriers: Vec<(i32, u64)>) {
+fn connections(conns: Vec<(i32, Option<Vec<u8>>)>, carriers: Vec<(i32, u64)>) {
     // One connection may be behind several fds (dup2 onto 0 and 1).
     let mut groups: Vec<(Option<u64>, Vec<i32>, Vec<u8>)> = Vec::new();
     for (fd, name) in conns {
         let cookie = rustix::net::sockopt::socket_cookie(sys::borrow_fd(fd)).ok();
+        // A socket without a name of ours is ours only if a carrier says so.
+        let Some(name) = name.or_else(|| {
+            let c = cookie?;
+            carriers
+                .iter()
+                .any(|&(_, k)| k == c)
+                .then(|| b"a partition address".to_vec())
+        }) else {
+            continue;
+        };
         match groups
             .iter_mut()
             .find(|g| cookie.is_some() && g.0 == cookie)
@@ -386,8 +398,14 @@ fn reattach(
         return Err("its carrier names another socket".into());
     }
     // Whom the kernel says this end is: an accepted socket has its
-    // listener's name, a connecting one has it as its peer.
-    let role = if our_name(rustix::net::getsockname(app).ok()).is_some() {
+    // listener's name (ours, or a path in SHMNET_DIR), a connecting one
+    // has it as its peer (its own name, if any, is an autobind one).
+    let local = rustix::net::getsockname(app).ok();
+    let named = our_name(local.clone()).is_some()
+        || local
+            .and_then(|a| SocketAddrUnix::try_from(a).ok())
+            .is_some_and(|u| u.path().is_some_and(|p| !p.to_bytes().is_empty()));
+    let role = if named {
         Role::Acceptor
     } else {
         Role::Connector
