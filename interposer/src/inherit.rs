@@ -12,24 +12,52 @@
 //!   listener, inherited with it) becomes one again: the kernel listener
 //!   goes back onto the fd number, and gets a new rendezvous;
 //! - a socket bound to an emulated address, not listening, is bound again;
-//! - a connection cannot be re-attached yet (its ring is not reachable from
-//!   the fd alone), so its fd number is pointed at a closed socket: the
-//!   program reads end-of-stream and gets EPIPE on writes, and one
-//!   `libshmnet:` line says why — rather than reading doorbell bytes as data.
+//! - a connection (a Unix stream socket whose own or peer name is ours) is
+//!   re-attached: its segment and all ring state are in shared memory, and
+//!   what the previous image leaves for the next is a *carrier* — a
+//!   datagram socket bound to `shmnet.4/exec/<cookie>.<nonce>`, named after
+//!   the connection socket's cookie (unique for the life of the system),
+//!   holding one queued message: the connection's identity (role,
+//!   addresses, the socket's cookie and inode) with the segment's memfd
+//!   attached. A connection has one while any of the application's fds
+//!   for it is inheritable (`Connection::set_cloexec`, as a listener's
+//!   parts). The exec'd library finds it among its own fds (never by
+//!   looking a name up: another user could bind one), reads it with
+//!   MSG_PEEK (it stays for a further exec), checks it against what the
+//!   kernel says of the socket (cookie, inode, which end has the
+//!   rendezvous name, an emulated address in that name, a privileged
+//!   source port against the peer's uid), maps the segment again with
+//!   every check a fresh attach makes (`Segment::reattach`), and goes on as
+//!   a connection shared with another process (the program that exec'd may
+//!   have forked and kept its copy: sidelocks, EOF by the kernel's
+//!   hang-up). A connection that cannot be re-attached (no carrier, a
+//!   check failed, a set-user-ID program: AT_SECURE) has its fd number
+//!   pointed at a closed socket: the program reads end-of-stream and gets
+//!   EPIPE on writes, and one `libshmnet:` line says why — rather than
+//!   reading doorbell bytes as data.
 //!
 //! Listeners of non-local partition addresses (names in SHMNET_DIR, bound
 //! through a /proc/self/fd path) are not recognised after exec.
 #![deny(unsafe_code)]
 
-use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::mem::MaybeUninit;
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
+
+use rustix::io::Errno;
+use rustix::net::{
+    RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
+    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketType,
+};
+use shmnet_ring::{Role, Segment};
 
 use crate::config::Config;
 use crate::listener::Bound;
 use crate::rendezvous;
-use crate::socket::{InternalFd, Options, Socket};
+use crate::socket::{Bell, Connection, InternalFd, Options, Socket};
 use crate::{registry, sys};
 
 /// The name of an abstract Unix socket address of ours.
@@ -38,6 +66,19 @@ fn our_name(addr: Option<rustix::net::SocketAddrAny>) -> Option<Vec<u8>> {
     let name = unix.abstract_name()?;
     name.starts_with(rendezvous::PREFIX.as_bytes())
         .then(|| name.to_vec())
+}
+
+/// Carriers' names: `<PREFIX><cookie>.<nonce>` (hex).
+const CARRIER_PREFIX: &str = "shmnet.4/exec/";
+
+/// A fd found at start-up that takes part in a connection's re-attachment.
+enum Found {
+    /// A connected Unix stream socket, with the name of ours on it if it
+    /// has one (a connection to a listener in SHMNET_DIR has a path: it is
+    /// one of ours only if a carrier names it).
+    Connection(Option<Vec<u8>>),
+    /// A carrier, for the connection socket with this cookie.
+    Carrier(u64),
 }
 
 /// Scans the open fds once, at start-up (see the module docs).
@@ -55,6 +96,8 @@ pub(crate) fn adopt(config: &Config) {
             Some((fd, target.as_os_str().as_bytes().to_vec()))
         })
         .collect();
+    let mut conns = Vec::new();
+    let mut carriers = Vec::new();
     for (fd, target) in fds {
         if fd <= 2 && !target.starts_with(b"socket:") {
             continue;
@@ -62,25 +105,30 @@ pub(crate) fn adopt(config: &Config) {
         if target == b"anon_inode:[eventpoll]" {
             listener(config, fd);
         } else if target.starts_with(b"socket:") {
-            socket(fd);
+            match socket(fd) {
+                Some(Found::Connection(name)) => conns.push((fd, name)),
+                Some(Found::Carrier(cookie)) => carriers.push((fd, cookie)),
+                None => {}
+            }
         }
     }
+    connections(conns, carriers);
 }
 
-fn socket(fd: i32) {
+fn socket(fd: i32) -> Option<Found> {
     let sock = sys::borrow_fd(fd);
     if rustix::net::sockopt::socket_domain(sock).ok() != Some(rustix::net::AddressFamily::UNIX) {
-        return;
+        return None;
     }
-    let local = our_name(rustix::net::getsockname(sock).ok());
+    let name = rustix::net::getsockname(sock).ok();
+    if rustix::net::sockopt::socket_type(sock).ok() == Some(SocketType::DGRAM) {
+        return carrier_cookie(name).map(Found::Carrier);
+    }
+    let local = our_name(name);
     match rustix::net::getpeername(sock) {
         // A connection: an accepted one carries its listener's name, a
         // connecting one has it as its peer.
-        Ok(peer) => {
-            if let Some(name) = local.or_else(|| our_name(peer)) {
-                poison(fd, sock, &name);
-            }
-        }
+        Ok(peer) => Some(Found::Connection(local.or_else(|| our_name(peer)))),
         // Bound, not listening (listening ones sit behind an epoll
         // instance): bound again.
         Err(_) => {
@@ -89,8 +137,311 @@ fn socket(fd: i32) {
                     bound(fd, sock, addr);
                 }
             }
+            None
         }
     }
+}
+
+/// The cookie a carrier's name is for.
+fn carrier_cookie(addr: Option<rustix::net::SocketAddrAny>) -> Option<u64> {
+    let unix = SocketAddrUnix::try_from(addr?).ok()?;
+    let rest = unix
+        .abstract_name()?
+        .strip_prefix(CARRIER_PREFIX.as_bytes())?;
+    let cookie = std::str::from_utf8(rest).ok()?.split('.').next()?;
+    u64::from_str_radix(cookie, 16).ok()
+}
+
+/// What a carrier's message says of its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    role: Role,
+    local: SocketAddr,
+    peer: SocketAddr,
+    /// SO_COOKIE and inode of the connection's Unix socket.
+    cookie: u64,
+    inode: u64,
+}
+
+const MAGIC: &[u8; 8] = b"SHMNETX1";
+const IDENTITY_LEN: usize = 64;
+
+fn put_addr(b: &mut [u8], addr: SocketAddr) {
+    match addr.ip() {
+        IpAddr::V4(ip) => {
+            b[0] = 4;
+            b[1..5].copy_from_slice(&ip.octets());
+        }
+        IpAddr::V6(ip) => {
+            b[0] = 6;
+            b[1..17].copy_from_slice(&ip.octets());
+        }
+    }
+    b[17..19].copy_from_slice(&addr.port().to_le_bytes());
+}
+
+fn get_addr(b: &[u8]) -> Option<SocketAddr> {
+    let port = u16::from_le_bytes([b[17], b[18]]);
+    let ip: IpAddr = match b[0] {
+        4 => <[u8; 4]>::try_from(&b[1..5]).ok()?.into(),
+        6 => <[u8; 16]>::try_from(&b[1..17]).ok()?.into(),
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip, port))
+}
+
+impl Identity {
+    fn encode(&self) -> [u8; IDENTITY_LEN] {
+        let mut b = [0u8; IDENTITY_LEN];
+        b[..8].copy_from_slice(MAGIC);
+        b[8] = match self.role {
+            Role::Connector => 0,
+            Role::Acceptor => 1,
+        };
+        put_addr(&mut b[9..28], self.local);
+        put_addr(&mut b[28..47], self.peer);
+        b[48..56].copy_from_slice(&self.cookie.to_le_bytes());
+        b[56..64].copy_from_slice(&self.inode.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8; IDENTITY_LEN]) -> Option<Identity> {
+        if &b[..8] != MAGIC {
+            return None;
+        }
+        let u64_at = |o: usize| u64::from_le_bytes(b[o..o + 8].try_into().unwrap_or_default());
+        Some(Identity {
+            role: match b[8] {
+                0 => Role::Connector,
+                1 => Role::Acceptor,
+                _ => return None,
+            },
+            local: get_addr(&b[9..28])?,
+            peer: get_addr(&b[28..47])?,
+            cookie: u64_at(48),
+            inode: u64_at(56),
+        })
+    }
+}
+
+/// An unpredictable name part, so nobody can take a carrier's name before
+/// us (the cookie alone can be guessed).
+fn nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    // std's RandomState is keyed from getrandom; the pid and a count keep
+    // a forked child's names apart from its parent's.
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(COUNT.fetch_add(1, Ordering::Relaxed));
+    h.write_u32(std::process::id());
+    h.finish()
+}
+
+/// A carrier for the connection on Unix socket `sock` (see the module
+/// docs): close-on-exec until the caller says otherwise.
+pub(crate) fn make_carrier(
+    sock: BorrowedFd<'_>,
+    memfd: BorrowedFd<'_>,
+    role: Role,
+    local: SocketAddr,
+    peer: SocketAddr,
+) -> Result<InternalFd, Errno> {
+    let cookie = rustix::net::sockopt::socket_cookie(sock)?;
+    let inode = rustix::fs::fstat(sock)?.st_ino as u64;
+    let name = format!("{CARRIER_PREFIX}{cookie:x}.{:x}", nonce());
+    let carrier = rendezvous::bind_abstract(&name, SocketType::DGRAM)?;
+    let bytes = Identity {
+        role,
+        local,
+        peer,
+        cookie,
+        inode,
+    }
+    .encode();
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    let fds = [memfd];
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(Errno::NOBUFS);
+    }
+    // To itself: the message waits in its own queue.
+    let sent = rustix::net::sendmsg_addr(
+        &carrier,
+        &SocketAddrUnix::new_abstract_name(name.as_bytes())?,
+        &[IoSlice::new(&bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+    )?;
+    if sent != bytes.len() {
+        return Err(Errno::PROTO);
+    }
+    Ok(InternalFd::new(carrier))
+}
+
+/// A carrier's message and memfd, left queued (MSG_PEEK) for a program
+/// exec'd after this one.
+fn read_carrier(carrier: BorrowedFd<'_>) -> Result<(Identity, OwnedFd), String> {
+    let mut bytes = [0u8; IDENTITY_LEN];
+    let mut iov = [IoSliceMut::new(&mut bytes)];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = rustix::net::recvmsg(
+        carrier,
+        &mut iov,
+        &mut control,
+        RecvFlags::PEEK | RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+    )
+    .map_err(|e| format!("its carrier is empty ({e})"))?;
+    let mut memfd = None;
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            for fd in fds {
+                memfd.get_or_insert(fd);
+            }
+        }
+    }
+    let memfd = memfd.ok_or("its carrier holds no shared memory (no room for an fd?)")?;
+    if got.bytes != IDENTITY_LEN
+        || got
+            .flags
+            .intersects(rustix::net::ReturnFlags::TRUNC | rustix::net::ReturnFlags::CTRUNC)
+    {
+        return Err("its carrier's message is malformed".into());
+    }
+    let id = Identity::decode(&bytes).ok_or("its carrier's message is malformed")?;
+    Ok((id, memfd))
+}
+
+/// Re-attaches the connections among the inherited fds, or points them at
+/// a closed socket (see the module docs); closes carriers left over.
+fn connections(conns: Vec<(i32, Option<Vec<u8>>)>, carriers: Vec<(i32, u64)>) {
+    // One connection may be behind several fds (dup2 onto 0 and 1).
+    let mut groups: Vec<(Option<u64>, Vec<i32>, Vec<u8>)> = Vec::new();
+    for (fd, name) in conns {
+        let cookie = rustix::net::sockopt::socket_cookie(sys::borrow_fd(fd)).ok();
+        // A socket without a name of ours is ours only if a carrier says so.
+        let Some(name) = name.or_else(|| {
+            let c = cookie?;
+            carriers
+                .iter()
+                .any(|&(_, k)| k == c)
+                .then(|| b"a partition address".to_vec())
+        }) else {
+            continue;
+        };
+        match groups
+            .iter_mut()
+            .find(|g| cookie.is_some() && g.0 == cookie)
+        {
+            Some(g) => g.1.push(fd),
+            None => groups.push((cookie, vec![fd], name)),
+        }
+    }
+    let mut used = vec![false; carriers.len()];
+    let secure = sys::secure_exec();
+    for (cookie, fds, name) in groups {
+        let mut why = String::from("no carrier came with it");
+        let mut done = None;
+        if secure {
+            why = "this program runs set-user-ID or with gained privileges (AT_SECURE), and                    does not take a connection's shared memory from its caller"
+                .into();
+        } else if let Some(cookie) = cookie {
+            for (i, &(_, c)) in carriers.iter().enumerate() {
+                if c != cookie {
+                    continue;
+                }
+                match reattach(fds[0], &name, cookie, sys::borrow_fd(carriers[i].0)) {
+                    Ok(sock) => {
+                        used[i] = true;
+                        sys::close_inherited(carriers[i].0);
+                        done = Some(sock);
+                        break;
+                    }
+                    Err(e) => why = e,
+                }
+            }
+        }
+        match done {
+            Some(sock) => {
+                for &fd in &fds {
+                    log!(
+                        debug,
+                        "fd {fd}: the connection (to {}) inherited across exec, re-attached",
+                        String::from_utf8_lossy(&name)
+                    );
+                    let _ = registry::insert(fd, sock.clone());
+                }
+            }
+            None => poison(&fds, &name, &why),
+        }
+    }
+    for (i, &(fd, _)) in carriers.iter().enumerate() {
+        if !used[i] {
+            sys::close_inherited(fd);
+        }
+    }
+}
+
+/// The connection on app fd `fd` (whose socket has `cookie` and our name
+/// `name`) from `carrier`; Err says why not.
+fn reattach(
+    fd: i32,
+    name: &[u8],
+    cookie: u64,
+    carrier: BorrowedFd<'_>,
+) -> Result<Arc<Socket>, String> {
+    let app = sys::borrow_fd(fd);
+    let (id, memfd) = read_carrier(carrier)?;
+    let inode = rustix::fs::fstat(app).map_err(|e| e.to_string())?.st_ino as u64;
+    if id.cookie != cookie || id.inode != inode {
+        return Err("its carrier names another socket".into());
+    }
+    // Whom the kernel says this end is: an accepted socket has its
+    // listener's name (ours, or a path in SHMNET_DIR), a connecting one
+    // has it as its peer (its own name, if any, is an autobind one).
+    let local = rustix::net::getsockname(app).ok();
+    let named = our_name(local.clone()).is_some()
+        || local
+            .and_then(|a| SocketAddrUnix::try_from(a).ok())
+            .is_some_and(|u| u.path().is_some_and(|p| !p.to_bytes().is_empty()));
+    let role = if named {
+        Role::Acceptor
+    } else {
+        Role::Connector
+    };
+    if role != id.role {
+        return Err("its carrier says the other end".into());
+    }
+    // An emulated listener's name is its address: the end that has it
+    // must agree.
+    if let Some(addr) = rendezvous::parse_addr_name(name) {
+        let said = match role {
+            Role::Acceptor => id.local,
+            Role::Connector => id.peer,
+        };
+        let (a, b) = (rendezvous::unmapped(addr), rendezvous::unmapped(said));
+        if a.ip() != b.ip() || a.port() != b.port() {
+            return Err(format!("its carrier says {said}, its name {addr}"));
+        }
+    }
+    // A source port below ip_unprivileged_port_start is root's (accept
+    // checks the same, servers trust such ports).
+    if role == Role::Acceptor {
+        let port = id.peer.port();
+        let privileged = crate::lookup::privileged_port(port) && !rendezvous::is_ephemeral(port);
+        let root = sys::peer_cred(app).is_some_and(|(_, uid, _)| uid == 0);
+        if port == 0 || (privileged && !root) {
+            return Err(format!("its carrier says source port {port}"));
+        }
+    }
+    let seg = Segment::reattach(memfd, role).map_err(|e| format!("its shared memory: {e}"))?;
+    let bell = Bell::new(app).map_err(|e| e.to_string())?;
+    // Kept, inheritable as the fds that brought it, for a further exec.
+    let keep = InternalFd::dup(carrier).map_err(|e| e.to_string())?;
+    rustix::io::fcntl_setfd(&keep, rustix::io::FdFlags::empty()).map_err(|e| e.to_string())?;
+    let conn = Connection::adopt(seg, id.local, id.peer, bell, keep).map_err(|e| e.to_string())?;
+    Ok(Arc::new(Socket::Stream(conn)))
 }
 
 fn bound(fd: i32, sock: BorrowedFd<'_>, addr: SocketAddr) {
@@ -235,11 +586,15 @@ fn set_nonblock(sock: BorrowedFd<'_>, nonblock: bool) {
     }
 }
 
-/// Points `fd` at a socket whose peer is closed (EOF on read, EPIPE on write).
-fn poison(fd: i32, sock: BorrowedFd<'_>, name: &[u8]) {
+/// Points `fds` at a socket whose peer is closed (EOF on read, EPIPE on write).
+fn poison(fds: &[i32], name: &[u8], why: &str) {
     crate::log::always(format_args!(
-        "fd {fd}: an emulated connection (to {}) inherited across exec cannot be used \
-         yet; it reads as closed",
+        "fd {}: an emulated connection (to {}) inherited across exec cannot be re-attached \
+         ({why}); it reads as closed",
+        fds.iter()
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
         String::from_utf8_lossy(name)
     ));
     let Ok((dead, peer)) = rustix::net::socketpair(
@@ -251,7 +606,9 @@ fn poison(fd: i32, sock: BorrowedFd<'_>, name: &[u8]) {
         return;
     };
     drop(peer);
-    let cloexec =
-        rustix::io::fcntl_getfd(sock).is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
-    let _ = sys::dup_onto(dead.as_fd(), fd, cloexec);
+    for &fd in fds {
+        let cloexec = rustix::io::fcntl_getfd(sys::borrow_fd(fd))
+            .is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
+        let _ = sys::dup_onto(dead.as_fd(), fd, cloexec);
+    }
 }

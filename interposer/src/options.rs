@@ -247,14 +247,14 @@ fn mirror_cloexec(fd: c_int, cloexec: bool) {
     }
 }
 
-/// A listener's parts go across exec exactly when one of the application's
-/// fds for it does (its other fds looked at as they are, `changing` as it
-/// is about to be). A scan of the fd table: only when a listener's fd is
-/// made, closed or has its flag set.
+/// A listener's parts (a connection's carrier) go across exec exactly when
+/// one of the application's fds for it does (its other fds looked at as
+/// they are, `changing` as it is about to be). A scan of the fd table: only
+/// when such an fd is made, closed or has its flag set.
 pub(crate) fn refresh_cloexec(sock: &Arc<Socket>, changing: Option<(c_int, bool)>) {
-    let Socket::Listener(l) = &**sock else {
+    if matches!(**sock, Socket::Bound(_)) {
         return;
-    };
+    }
     let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
         .current
         .map_or(crate::fdtable::CAPACITY, |n| n as usize)
@@ -269,26 +269,27 @@ pub(crate) fn refresh_cloexec(sock: &Arc<Socket>, changing: Option<(c_int, bool)
             && registry::get(fd).is_some_and(|s| Arc::ptr_eq(&s, sock))
             && inheritable(fd)
     });
-    l.set_cloexec(!any);
+    sock.set_cloexec(!any);
 }
 
 /// `fd`, a new copy of `sock`'s fd (dup, dup2, F_DUPFD), goes across exec:
 /// then so must the listener's parts (a supervisor dup2()s a listener onto
-/// fd 3 for the program it runs, as socket activation does).
+/// fd 3 for the program it runs, as socket activation does), or the
+/// connection's carrier (a forked child dup2()s it onto 0 and 1).
 pub(crate) fn inheritable_copy(fd: c_int, sock: &Socket) {
-    if let Socket::Listener(l) = sock {
+    if !matches!(sock, Socket::Bound(_)) {
         let cloexec = rustix::io::fcntl_getfd(sys::borrow_fd(fd))
             .map_or(true, |f| f.contains(rustix::io::FdFlags::CLOEXEC));
         if !cloexec {
-            l.set_cloexec(false);
+            sock.set_cloexec(false);
         }
     }
 }
 
-/// A listener's fd was closed while others remain: its parts stay
-/// inheritable only if one of those is (see `refresh_cloexec`).
+/// A listener's or connection's fd was closed while others remain: its
+/// parts stay inheritable only if one of those is (see `refresh_cloexec`).
 pub(crate) fn closed_copy(sock: &Arc<Socket>) {
-    if matches!(**sock, Socket::Listener(_)) && Arc::strong_count(sock) > 1 {
+    if !matches!(**sock, Socket::Bound(_)) && Arc::strong_count(sock) > 1 {
         refresh_cloexec(sock, None);
     }
 }

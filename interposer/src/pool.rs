@@ -39,6 +39,7 @@ use shmnet_ring::Segment;
 
 use crate::lock::Mutex;
 use crate::registry;
+use crate::socket::InternalFd;
 
 /// Which side kept a segment, and for whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,18 @@ pub(crate) struct Ticket {
 struct Entry {
     seg: Segment,
     ticket: Ticket,
+    /// Its memfd, if the connection kept one (for exec): handed out with it.
+    memfd: Option<InternalFd>,
+}
+
+impl Entry {
+    fn into_parts(self) -> (Segment, Ticket) {
+        let mut seg = self.seg;
+        if let Some(fd) = self.memfd {
+            seg.set_fd(fd.into_owned());
+        }
+        (seg, self.ticket)
+    }
 }
 
 /// Segments kept, both sides together. A pooled segment that carried at
@@ -87,7 +100,7 @@ pub(crate) fn new_key() -> u64 {
 /// Keeps `seg`, whose connection is gone on this side, for reuse: marks
 /// it released for the peer. Dropped instead if a fork happened since it
 /// was mapped, or it was used for much data.
-pub(crate) fn put(seg: Segment, ticket: Ticket) {
+pub(crate) fn put(seg: Segment, ticket: Ticket, memfd: Option<InternalFd>) {
     if ticket.generation != registry::fork_generation() || !seg.lightly_used() {
         return;
     }
@@ -104,7 +117,7 @@ pub(crate) fn put(seg: Segment, ticket: Ticket) {
     seg.release();
     let evicted = {
         let mut pool = POOL.lock();
-        pool.push(Entry { seg, ticket });
+        pool.push(Entry { seg, ticket, memfd });
         if pool.len() > CAPACITY {
             Some(pool.remove(0))
         } else {
@@ -126,7 +139,7 @@ pub(crate) fn offer_for(dest: SocketAddr) -> Option<(Segment, Ticket)> {
     }
     let found =
         take_first(|e| e.ticket.side == (Side::Connector { dest }) && e.seg.offer().is_ok());
-    found.map(|e| (e.seg, e.ticket))
+    found.map(Entry::into_parts)
 }
 
 /// Acceptor: the kept segment `peer_pid` named `key`, claimed and
@@ -137,7 +150,7 @@ pub(crate) fn claim(peer_pid: u32, key: u64) -> Option<(Segment, Ticket)> {
         take_first(|e| e.ticket.key == key && e.ticket.side == (Side::Acceptor { peer_pid }));
     let e = found?;
     match e.seg.claim() {
-        Ok(()) => Some((e.seg, e.ticket)),
+        Ok(()) => Some(e.into_parts()),
         Err(err) => {
             log!(debug, "segment {key} of pid {peer_pid} not reused: {err}");
             None

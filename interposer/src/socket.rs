@@ -146,6 +146,7 @@ impl Socket {
                 c.tx.reset_after_fork();
                 c.rx.reset_after_fork();
                 c.opts.reset_after_fork();
+                c.carry.reset_after_fork();
             }
             Socket::Listener(l) => l.reset_after_fork(),
         }
@@ -153,6 +154,17 @@ impl Socket {
 
     pub(crate) fn family(&self) -> i32 {
         family_of(&self.local())
+    }
+
+    /// What goes across exec with the application's fds follows their
+    /// close-on-exec flag (see `options::refresh_cloexec`): a listener's
+    /// parts, a connection's carrier.
+    pub(crate) fn set_cloexec(&self, cloexec: bool) {
+        match self {
+            Socket::Listener(l) => l.set_cloexec(cloexec),
+            Socket::Stream(c) => c.set_cloexec(cloexec),
+            Socket::Bound(_) => {}
+        }
     }
 
     pub(crate) fn options(&self) -> &Options {
@@ -518,6 +530,11 @@ pub(crate) struct Connection {
     bell: Arc<Bell>,
     _port: Option<Reservation>,
     fork_generation: u32,
+    /// Re-attached after exec: another process may hold the connection
+    /// too (the parent of a forked-then-exec'd child), as after fork.
+    inherited: bool,
+    /// What a program exec'd with this connection needs (see `inherit`).
+    carry: Mutex<Carry>,
     shut_rd: AtomicBool,
     shut_wr: Arc<AtomicBool>,
     /// Registered with EPOLLET somewhere (see `readiness`).
@@ -555,6 +572,17 @@ pub(crate) struct Connection {
     pool_ticket: Option<pool::Ticket>,
 }
 
+/// The segment's memfd and, while one of the application's fds for the
+/// connection goes across exec, the carrier that takes it there
+/// (`inherit::make_carrier`).
+#[derive(Default)]
+struct Carry {
+    memfd: Option<InternalFd>,
+    carrier: Option<InternalFd>,
+    /// The carrier is inheritable (not close-on-exec).
+    inheritable: bool,
+}
+
 /// The lowest number for the library's own fds (doorbells, reservations):
 /// half the fd limit (at most 4096), so they stay out of the dense low range
 /// that programs size their tables by (wrk's event loop holds 3 fds per
@@ -573,7 +601,7 @@ pub(crate) fn internal_fd_floor() -> i32 {
 /// marked in the fd table, so the application's close/close_range/closefrom
 /// cannot take it from us (see `fdtable::set_internal`).
 #[derive(Debug)]
-pub(crate) struct InternalFd(OwnedFd);
+pub(crate) struct InternalFd(Option<OwnedFd>);
 
 impl InternalFd {
     /// Takes `fd`, moving it up out of the application's range if it is not
@@ -587,7 +615,33 @@ impl InternalFd {
             rustix::io::fcntl_dupfd_cloexec(&fd, floor).unwrap_or(fd)
         };
         crate::fdtable::set_internal(fd.as_raw_fd(), true);
-        InternalFd(fd)
+        InternalFd(Some(fd))
+    }
+
+    /// Takes `fd` only if it can live at `internal_fd_floor()` or above
+    /// (moved there if need be): for fds kept just in case (a segment's
+    /// memfd, for exec), which must not take the application's low numbers.
+    pub(crate) fn new_high(fd: OwnedFd) -> Option<InternalFd> {
+        use std::os::fd::AsRawFd;
+        let floor = internal_fd_floor();
+        if fd.as_raw_fd() >= floor {
+            return Some(InternalFd::new(fd));
+        }
+        rustix::io::fcntl_dupfd_cloexec(&fd, floor)
+            .ok()
+            .map(InternalFd::new)
+    }
+
+    /// The fd, no longer marked as the library's (to hand to an owner that
+    /// closes it as a plain fd).
+    pub(crate) fn into_owned(mut self) -> OwnedFd {
+        use std::os::fd::AsRawFd;
+        let fd = self
+            .0
+            .take()
+            .expect("an InternalFd holds its fd until dropped");
+        crate::fdtable::set_internal(fd.as_raw_fd(), false);
+        fd
     }
 
     /// A copy of `fd` of our own (up out of the application's range when
@@ -603,7 +657,10 @@ impl InternalFd {
 
 impl AsFd for InternalFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
+        self.0
+            .as_ref()
+            .expect("an InternalFd holds its fd until dropped")
+            .as_fd()
     }
 }
 
@@ -612,7 +669,9 @@ impl Drop for InternalFd {
         use std::os::fd::AsRawFd;
         // Unmarked first: the close that follows goes through our own close
         // hook, which must let it pass.
-        crate::fdtable::set_internal(self.0.as_raw_fd(), false);
+        if let Some(fd) = &self.0 {
+            crate::fdtable::set_internal(fd.as_raw_fd(), false);
+        }
     }
 }
 
@@ -682,6 +741,41 @@ impl Connection {
         port: Option<Reservation>,
         pool_ticket: Option<pool::Ticket>,
     ) -> Result<Connection, Errno> {
+        Connection::build(seg, local, peer, bell, port, pool_ticket, Carry::default())
+    }
+
+    /// A connection inherited across exec, on its segment mapped again
+    /// (`Segment::reattach`) and the carrier it came with (inheritable, as
+    /// the application's fds that brought it). Treated as shared with
+    /// another process: the program that exec'd may have forked first and
+    /// kept its copy.
+    pub(crate) fn adopt(
+        seg: Segment,
+        local: SocketAddr,
+        peer: SocketAddr,
+        bell: Arc<Bell>,
+        carrier: InternalFd,
+    ) -> Result<Connection, Errno> {
+        let carry = Carry {
+            memfd: None,
+            carrier: Some(carrier),
+            inheritable: true,
+        };
+        Connection::build(seg, local, peer, bell, None, None, carry)
+    }
+
+    fn build(
+        mut seg: Segment,
+        local: SocketAddr,
+        peer: SocketAddr,
+        bell: Arc<Bell>,
+        port: Option<Reservation>,
+        pool_ticket: Option<pool::Ticket>,
+        mut carry: Carry,
+    ) -> Result<Connection, Errno> {
+        let inherited = carry.carrier.is_some();
+        // Kept for exec (`set_cloexec`), where there is room for it.
+        carry.memfd = seg.take_fd().and_then(InternalFd::new_high);
         let mut tx = seg.producer().map_err(|_| Errno::PROTO)?;
         tx.set_doorbell(bell.clone());
         let ring_bytes = seg.geometry().channel_bytes();
@@ -698,6 +792,8 @@ impl Connection {
             bell,
             _port: port,
             fork_generation: registry::fork_generation(),
+            inherited,
+            carry: Mutex::new(carry),
             shut_rd: AtomicBool::new(false),
             edge: AtomicBool::new(false),
             watched: AtomicBool::new(false),
@@ -784,7 +880,6 @@ impl Connection {
                     hello.kind = Kind::Connect;
                     hello.key = pool::new_key();
                     handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(refused)?;
-                    seg.forget_fd();
                 }
                 None => {
                     // Withdrawn: this connection is abandoned (the acceptor
@@ -800,7 +895,6 @@ impl Connection {
                     early = None;
                     sock = dial()?;
                     handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(refused)?;
-                    seg.forget_fd();
                     rustix::io::ioctl_fionbio(&sock, false)?;
                 }
             }
@@ -811,7 +905,6 @@ impl Connection {
         } else {
             // The listener went away between connect and send: refused.
             handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(refused)?;
-            seg.forget_fd(); // the acceptor has its copy
             rustix::io::ioctl_fionbio(&sock, false)?;
             bell = Bell::new(sock.as_fd())?;
         }
@@ -850,7 +943,53 @@ impl Connection {
     /// Whether another process shares this connection (a fork since it was
     /// made): then each direction is also serialised across processes.
     fn shared(&self) -> bool {
-        self.fork_generation != registry::fork_generation()
+        self.inherited || self.fork_generation != registry::fork_generation()
+    }
+
+    /// Follows the application's fds' close-on-exec flag (see
+    /// `Socket::set_cloexec`): an inheritable connection has a carrier, made
+    /// the first time, which a program exec'd finds beside the fd. Without
+    /// one (no memfd kept, no room, a name taken) the exec'd program reads
+    /// the connection as closed, as before.
+    pub(crate) fn set_cloexec(&self, cloexec: bool) {
+        let mut carry = self.carry.lock();
+        // (Inheritable only ever with a carrier.)
+        if carry.inheritable != cloexec {
+            return;
+        }
+        if !cloexec && carry.carrier.is_none() {
+            let Some(memfd) = &carry.memfd else {
+                return;
+            };
+            match crate::inherit::make_carrier(
+                self.bell.fd.as_fd(),
+                memfd.as_fd(),
+                self.seg.role(),
+                self.local,
+                self.peer,
+            ) {
+                Ok(c) => carry.carrier = Some(c),
+                Err(e) => {
+                    log!(
+                        debug,
+                        "{} -> {}: no carrier for exec: {e}",
+                        self.local,
+                        self.peer
+                    );
+                    return;
+                }
+            }
+        }
+        if let Some(c) = &carry.carrier {
+            let flags = if cloexec {
+                rustix::io::FdFlags::CLOEXEC
+            } else {
+                rustix::io::FdFlags::empty()
+            };
+            if rustix::io::fcntl_setfd(c, flags).is_ok() {
+                carry.inheritable = !cloexec;
+            }
+        }
     }
 
     /// Whether the reader raises its flag only when it is about to sleep
@@ -1881,7 +2020,8 @@ impl Drop for Connection {
         }
         drop(rx);
         if let Some(ticket) = self.pool_ticket {
-            pool::put(self.seg.share(), ticket);
+            let memfd = self.carry.get_mut().memfd.take();
+            pool::put(self.seg.share(), ticket, memfd);
         }
     }
 }

@@ -572,6 +572,15 @@ pub(crate) fn room_for_fd(any: std::os::fd::BorrowedFd<'_>) -> Result<(), rustix
     rustix::io::fcntl_dupfd_cloexec(any, 0).map(drop)
 }
 
+/// Whether this program image runs in secure-execution mode (AT_SECURE:
+/// set-user-ID or set-group-ID, or capabilities gained at exec): the fds it
+/// inherited come from a less privileged caller.
+pub(crate) fn secure_exec() -> bool {
+    // SAFETY: getauxval reads the auxiliary vector the kernel gave this
+    // process; no pointer is passed.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
 /// Closes an fd inherited across exec that nothing in this process owns
 /// (a dual listener's kernel listener, after it was moved onto the
 /// application's fd number).

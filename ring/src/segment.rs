@@ -35,8 +35,9 @@ struct Mapping {
 /// A mapped connection segment.
 pub struct Segment {
     map: Arc<Mapping>,
-    /// The memfd, kept by the creator until handed to the peer; the mapping
-    /// does not need it.
+    /// The memfd: the mapping does not need it, but a process that goes
+    /// on to exec hands it to the program it runs (see `reattach`), so it
+    /// is kept until taken (`take_fd`).
     fd: Option<OwnedFd>,
     geo: Geometry,
     role: Role,
@@ -90,31 +91,10 @@ impl Segment {
     /// Attaches to a peer's segment: checks seals, size, magic, version and
     /// geometry, then initialises the acceptor's direction.
     pub fn attach(fd: OwnedFd) -> Result<Segment, AttachError> {
-        let size = memfd::sealed_size(fd.as_fd())?;
-        if size < core::mem::size_of::<SegmentHeader>() as u64 {
-            return Err(AttachError::Invalid("segment smaller than its header"));
-        }
-        // The header is read with one pread, not through a probe mapping:
-        // a map, a page fault and an unmap less per accepted connection.
-        // The peer may still change it; the checked geometry is our copy,
-        // and the mapped header is checked again below.
-        let hdr = memfd::read_header(fd.as_fd())?;
-        if hdr.version != LAYOUT_VERSION {
-            return Err(AttachError::Invalid("layout version mismatch"));
-        }
-        if hdr.magic != MAGIC {
-            return Err(AttachError::Invalid("bad magic"));
-        }
-        let geo =
-            Geometry::new(hdr.segment_count, hdr.segment_bytes).map_err(AttachError::Invalid)?;
-        let total = geo.total_bytes();
-        if hdr.total_bytes != total as u64 || size != total as u64 {
-            return Err(AttachError::Invalid("size does not match geometry"));
-        }
-        let raw = memfd::map(&fd, total, false)?;
+        let (geo, raw) = Self::check_and_map(&fd)?;
         let seg = Segment {
             map: Arc::new(Mapping { raw }),
-            fd: None,
+            fd: Some(fd),
             geo,
             role: Role::Acceptor,
         };
@@ -131,6 +111,66 @@ impl Segment {
             Ordering::Relaxed,
         );
         seg.channel(1).initialise();
+        Ok(seg)
+    }
+
+    /// The checks every attach makes of a peer's memfd (seals, size,
+    /// magic, version, geometry), then its mapping.
+    fn check_and_map(fd: &OwnedFd) -> Result<(Geometry, memmap2::MmapRaw), AttachError> {
+        let size = memfd::sealed_size(fd.as_fd())?;
+        if size < core::mem::size_of::<SegmentHeader>() as u64 {
+            return Err(AttachError::Invalid("segment smaller than its header"));
+        }
+        // The header is read with one pread, not through a probe mapping:
+        // a map, a page fault and an unmap less per accepted connection.
+        // The peer may still change it; the checked geometry is our copy,
+        // and the mapped header is checked again by the caller.
+        let hdr = memfd::read_header(fd.as_fd())?;
+        if hdr.version != LAYOUT_VERSION {
+            return Err(AttachError::Invalid("layout version mismatch"));
+        }
+        if hdr.magic != MAGIC {
+            return Err(AttachError::Invalid("bad magic"));
+        }
+        let geo =
+            Geometry::new(hdr.segment_count, hdr.segment_bytes).map_err(AttachError::Invalid)?;
+        let total = geo.total_bytes();
+        if hdr.total_bytes != total as u64 || size != total as u64 {
+            return Err(AttachError::Invalid("size does not match geometry"));
+        }
+        Ok((geo, memfd::map(fd, total, false)?))
+    }
+
+    /// Maps again, as `role`, a segment this side was using before: a
+    /// program exec'd with a connection goes on where the previous program
+    /// image left it. Nothing is initialised; everything `attach` checks is
+    /// checked again (the peer may have rewritten any of it), and our own
+    /// direction must be initialised already, the peer's too for an
+    /// acceptor (a connector's may come later, as after connect).
+    pub fn reattach(fd: OwnedFd, role: Role) -> Result<Segment, AttachError> {
+        let (geo, raw) = Self::check_and_map(&fd)?;
+        let seg = Segment {
+            map: Arc::new(Mapping { raw }),
+            fd: Some(fd),
+            geo,
+            role,
+        };
+        if seg.header().version.load(Ordering::Acquire) != LAYOUT_VERSION {
+            return Err(AttachError::Invalid("layout version mismatch"));
+        }
+        let tx = seg.channel(seg.tx_channel());
+        if !tx.is_ready() {
+            return Err(AttachError::Invalid("our direction was never initialised"));
+        }
+        tx.check_links().map_err(AttachError::Invalid)?;
+        let rx = seg.channel(1 - seg.tx_channel());
+        if rx.is_ready() {
+            rx.check_links().map_err(AttachError::Invalid)?;
+        } else if role == Role::Acceptor {
+            return Err(AttachError::Invalid(
+                "the connector's direction is not ready",
+            ));
+        }
         Ok(seg)
     }
 
@@ -252,8 +292,8 @@ impl Segment {
             .store(0, Ordering::Relaxed);
     }
 
-    /// The memfd, to hand to the peer (SCM_RIGHTS): the creator's, until
-    /// [`forget_fd`](Self::forget_fd). An attached segment has none.
+    /// The memfd, to hand to the peer (SCM_RIGHTS), until
+    /// [`forget_fd`](Self::forget_fd) or [`take_fd`](Self::take_fd).
     pub fn fd(&self) -> Option<BorrowedFd<'_>> {
         self.fd.as_ref().map(|f| f.as_fd())
     }
@@ -262,6 +302,17 @@ impl Segment {
     /// process with many connections does not spend an fd on each.
     pub fn forget_fd(&mut self) {
         self.fd = None;
+    }
+
+    /// Takes the memfd (to keep it elsewhere: see [`reattach`](Self::reattach)).
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.fd.take()
+    }
+
+    /// Gives back a memfd taken with [`take_fd`](Self::take_fd) from this
+    /// segment (a kept segment handed out again).
+    pub fn set_fd(&mut self, fd: OwnedFd) {
+        self.fd = Some(fd);
     }
 
     pub fn geometry(&self) -> Geometry {

@@ -272,3 +272,51 @@ fn planted_side_lock_resets_instead_of_hanging() {
     assert_eq!(ea.tx.write(b"x"), Err(RingError::Reset));
     drop(guard);
 }
+
+/// A side that maps its segment again (a program exec'd with the
+/// connection) continues both streams where the previous mapping left
+/// them, bytes already in the ring included; and gets the same checks a
+/// fresh attach does, since the peer may have rewritten anything.
+#[test]
+fn reattach_continues_and_checks_again() {
+    use shmnet_ring::Role;
+    let geo = Geometry::new(4, 4096).unwrap();
+    let (mut a, mut b, mut ea, mut eb) = pair(geo);
+    ea.tx.write(b"before ").unwrap();
+    eb.tx.write(b"to the connector").unwrap();
+    let mut buf = [0u8; 64];
+    assert_eq!(ea.rx.read(&mut buf[..3]).unwrap(), 3);
+    // The acceptor and the connector each map the segment again (their
+    // memfds kept: a connector's until handed over, an acceptor's from attach).
+    let fa = a.take_fd().unwrap();
+    let fb = b.take_fd().unwrap();
+    drop((a, b, ea, eb));
+    let a2 = Segment::reattach(dup(&fa), Role::Connector).unwrap();
+    let b2 = Segment::reattach(dup(&fb), Role::Acceptor).unwrap();
+    let (mut ea, mut eb) = (a2.endpoint().unwrap(), b2.endpoint().unwrap());
+    ea.tx.write(b"after").unwrap();
+    let n = eb.rx.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"before after");
+    let n = ea.rx.read(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"the connector");
+
+    // The acceptor's direction is required of an acceptor, and of either
+    // side its own; broken links are refused as on attach.
+    let fresh = Segment::create(geo).unwrap();
+    assert!(Segment::reattach(dup(&fresh.fd().unwrap()), Role::Connector).is_ok());
+    assert!(
+        invalid(Segment::reattach(dup(&fresh.fd().unwrap()), Role::Acceptor))
+            .contains("initialised")
+    );
+    let v = View::new(&fa, geo.data_offset(0));
+    v.put_u32(
+        geo.segment_control_offset(1) + offset_of!(SegmentControl, next),
+        3,
+    );
+    assert!(invalid(Segment::reattach(dup(&fa), Role::Connector)).contains("circular"));
+    assert!(invalid(Segment::reattach(
+        memfd(geo.total_bytes() as u64, false),
+        Role::Connector
+    ))
+    .contains("sealed"));
+}

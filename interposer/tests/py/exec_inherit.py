@@ -1,5 +1,5 @@
 # exec with emulated sockets open: an inherited listener keeps accepting
-# (inetd-style), an inherited connection reads as closed (never doorbell
+# (inetd-style), an inherited connection is re-attached (never doorbell
 # bytes as data). argv: [stage fd...]
 import os, socket, sys, time
 ADDR = ("127.77.9.11", 19011)

@@ -1,0 +1,290 @@
+//! Connections inherited across exec (issue 12.7): the exec'd program
+//! re-attaches them and continues both byte streams where the previous
+//! program image left them, bytes already in the rings included — inetd
+//! and sshd style (fork, dup2 onto stdin/stdout, exec), a program that
+//! execs itself, socat `EXEC:`; in both modes. What goes across exec
+//! follows the fds' close-on-exec flag.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::{kernel_tcp_sockets, preloaded, python, run, tmpdir, Background, LISTEN};
+
+const EMULATED: &str = "127.77.0.0/16";
+
+fn script(name: &str) -> String {
+    format!("{}/tests/py/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A preloaded python running `script` in emulated mode (`emulated`) or in
+/// the default mode.
+fn py_in(emulated: bool, name: &str, args: &[&str]) -> std::process::Command {
+    let mut cmd = preloaded(python());
+    cmd.arg(script(name)).args(args);
+    if emulated {
+        cmd.env("SHMNET_PARTITIONS", EMULATED)
+            .env("SHMNET_FALLBACK", "never");
+    }
+    cmd
+}
+
+/// The proof that shared memory carried a connection to `port`: the
+/// kernel has no TCP socket on it but a listener (none at all for an
+/// emulated address), no TIME_WAIT left by a connection either.
+fn no_kernel_connection(port: u16, emulated: bool) {
+    let on_port: Vec<String> = kernel_tcp_sockets()
+        .into_iter()
+        .filter(|k| k.local.port() == port || k.remote.port() == port)
+        .filter(|k| emulated || k.state != LISTEN)
+        .map(|k| k.to_string())
+        .collect();
+    assert!(
+        on_port.is_empty(),
+        "kernel TCP sockets on port {port}: {on_port:?}"
+    );
+}
+
+fn port_of(line: &str) -> u16 {
+    line.split(' ')
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("port")
+}
+
+/// The inetd/sshd pattern: the server accepts, forks, dup2()s the
+/// connection onto stdin and stdout and execs `sh -c 'head -c N |
+/// sha256sum > OUT && exec python3 -c WRITER'`. The client's first 200 000
+/// bytes sit in the ring when the server forks; the exec'd programs read
+/// all 3 MB (digest compared) and write 2.5 MB back (digest compared). The
+/// server closes its copy (sshd, inetd) or keeps it until the child is done
+/// (a supervisor). Before: the exec'd program read a closed socket.
+fn forked_child_execs(host: &str, emulated: bool, keep: &str) {
+    let (n_in, n_out, early) = ("3000000", "2500000", "200000");
+    let dir = tmpdir("exec_child");
+    let out = dir.join("digest");
+    let out_s = out.to_str().unwrap();
+    let mut srv = Background::spawn(&mut py_in(
+        emulated,
+        "exec_serve.py",
+        &[host, keep, n_in, n_out, early, out_s],
+    ));
+    let port = port_of(&srv.expect("port"));
+    let cli = run(&mut py_in(
+        emulated,
+        "exec_client.py",
+        &[host, &port.to_string(), n_in, early, n_out],
+    ));
+    let queued = srv.expect("queued");
+    assert_eq!(queued, format!("queued {early}"), "{}", cli.stderr);
+    assert_eq!(srv.expect("child"), "child 0");
+    srv.finish_clean();
+    assert!(
+        cli.status.success() && cli.stderr.is_empty(),
+        "{:?}\n{}\n{}",
+        cli.status,
+        cli.stdout,
+        cli.stderr
+    );
+    let sent = cli.stdout.lines().next().unwrap_or_default();
+    let digest = std::fs::read_to_string(&out).unwrap_or_default();
+    assert_eq!(
+        sent.strip_prefix("sent "),
+        digest.split(' ').next(),
+        "the exec'd program read other bytes"
+    );
+    assert!(
+        cli.stdout.contains(&format!("got {n_out} True")),
+        "{}",
+        cli.stdout
+    );
+    no_kernel_connection(port, emulated);
+}
+
+#[test]
+fn forked_child_execs_emulated_parent_closes() {
+    forked_child_execs("127.77.12.1", true, "close");
+}
+
+#[test]
+fn forked_child_execs_emulated_parent_keeps() {
+    forked_child_execs("127.77.12.2", true, "keep");
+}
+
+#[test]
+fn forked_child_execs_loopback_parent_closes() {
+    forked_child_execs("127.0.0.1", false, "close");
+}
+
+#[test]
+fn forked_child_execs_loopback_ipv6_parent_keeps() {
+    forked_child_execs("::1", false, "keep");
+}
+
+/// The connecting end execs itself: the server's greeting (in the client's
+/// ring, unread) and the client's first bytes (in the server's) are there
+/// at exec; the new image sends the rest, shuts down and reads everything
+/// the server answers.
+fn program_execs_itself(host: &str, emulated: bool) {
+    let mut srv = Background::spawn(&mut py_in(
+        emulated,
+        "exec_hash_server.py",
+        &[host, "1000000"],
+    ));
+    let port = port_of(&srv.expect("port"));
+    let cli = run(&mut py_in(
+        emulated,
+        "exec_self.py",
+        &["start", host, &port.to_string(), "2500000", "300000"],
+    ));
+    assert_eq!(srv.expect("served"), "served");
+    srv.finish_clean();
+    assert!(
+        cli.status.success() && cli.stderr.is_empty(),
+        "{:?}\n{}\n{}",
+        cli.status,
+        cli.stdout,
+        cli.stderr
+    );
+    assert_eq!(
+        cli.stdout,
+        "queued 6\ngreeting True\ndigest True\nstream 1000000 True\n"
+    );
+    no_kernel_connection(port, emulated);
+}
+
+#[test]
+fn program_execs_itself_emulated() {
+    program_execs_itself("127.77.12.3", true);
+}
+
+#[test]
+fn program_execs_itself_loopback() {
+    program_execs_itself("127.0.0.1", false);
+}
+
+/// socat, preloaded, serving with `fork` and `EXEC:cat` (socat relays
+/// through a socket pair; the exec'd cat inherits the connection unused)
+/// and `EXEC:cat,nofork` (cat gets the connection itself): a preloaded
+/// client's 4 MiB come back intact. Before, `nofork` gave cat a closed
+/// socket.
+fn socat_exec(host: &str, emulated: bool) {
+    if std::process::Command::new("socat")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .status()
+        .is_err()
+    {
+        eprintln!("socat not installed: skipped");
+        return;
+    }
+    let echo = r#"
+import hashlib, os, socket, sys, threading
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+d = os.urandom(4 << 20)
+def w():
+    c.sendall(d)
+    c.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=w)
+t.start()
+h, n = hashlib.sha256(), 0
+while True:
+    b = c.recv(65536)
+    if not b:
+        break
+    h.update(b)
+    n += len(b)
+t.join()
+print(n, h.digest() == hashlib.sha256(d).digest())
+"#;
+    for (i, exec) in ["EXEC:cat", "EXEC:cat,nofork"].iter().enumerate() {
+        let port = 19470 + i as u16 + if emulated { 0 } else { 10 };
+        let mut cmd = preloaded("socat");
+        if emulated {
+            cmd.env("SHMNET_PARTITIONS", EMULATED)
+                .env("SHMNET_FALLBACK", "never");
+        }
+        cmd.arg(format!("TCP-LISTEN:{port},bind={host},fork,reuseaddr"))
+            .arg(exec);
+        let mut socat = Background::start("socat", &mut cmd, Duration::from_secs(60), true);
+        let mut outcome = None;
+        for _ in 0..100 {
+            let mut c = preloaded(python());
+            c.args(["-c", echo, host, &port.to_string()]);
+            if emulated {
+                c.env("SHMNET_PARTITIONS", EMULATED)
+                    .env("SHMNET_FALLBACK", "never");
+            }
+            let out = run(&mut c);
+            // socat may not listen yet: connection refused, try again.
+            if out.stderr.contains("ConnectionRefused") {
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+            outcome = Some(out);
+            break;
+        }
+        let out = outcome.unwrap_or_else(|| socat.fail("never listened"));
+        let round_trips = out.stdout.clone();
+        if !(out.status.success() && out.stderr.is_empty() && round_trips == "4194304 True\n") {
+            let d = socat.kill_and_describe();
+            panic!("{exec}: {round_trips}\n{}\n{d}", out.stderr);
+        }
+        no_kernel_connection(port, emulated);
+        let stderr = socat.kill();
+        assert!(!stderr.contains("libshmnet:"), "{exec}: {stderr}");
+    }
+}
+
+#[test]
+fn socat_exec_emulated() {
+    socat_exec("127.77.12.4", true);
+}
+
+#[test]
+fn socat_exec_loopback() {
+    socat_exec("127.0.0.1", false);
+}
+
+/// A connection's carrier goes across exec exactly while one of its fds
+/// does: not for accept's close-on-exec fd, with an inheritable dup2 copy,
+/// not once that copy is close-on-exec again or closed, and with
+/// subprocess's pass_fds; the segment's memfd never goes by itself (a
+/// program run without the library lists what it inherited). A connection
+/// that reaches a program without its carrier (posix_spawn's dup2 runs
+/// inside glibc) reads as closed, with one `libshmnet:` line.
+#[test]
+fn carrier_follows_close_on_exec() {
+    let out = run(&mut py_in(
+        true,
+        "exec_cloexec.py",
+        &["127.77.12.5", &script("exec_lister.py")],
+    ));
+    assert!(
+        out.status.success(),
+        "{:?}\n{}\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(
+        out.stdout,
+        "cloexec carriers 0 memfds 0 \n\
+         dup2 carriers 1 memfds 0 \n\
+         set_cloexec carriers 0 memfds 0 \n\
+         closed_copy carriers 0 memfds 0 \n\
+         pass_fds carriers 1 memfds 0 \n\
+         spawned reads b'' 0\n",
+        "{}",
+        out.stderr
+    );
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(
+        lines.len() == 1
+            && lines[0].starts_with("libshmnet: fd 0: ")
+            && lines[0].contains("no carrier"),
+        "{}",
+        out.stderr
+    );
+}
