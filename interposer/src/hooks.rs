@@ -399,7 +399,9 @@ interpose! {
     // Descriptors.
     fn close(fd: c_int) -> c_int => descriptor::close, owner fd;
     fn dup(fd: c_int) -> c_int => descriptor::dup, owner fd, fresh fresh;
-    fn dup2(old: c_int, new: c_int) -> c_int => descriptor::dup2, owner old, fresh fresh;
+    // dup2(fd, fd) returns fd and changes nothing: not a fresh fd.
+    fn dup2(old: c_int, new: c_int) -> c_int => descriptor::dup2, owner old,
+        fresh |r| if r != old { fresh(r) };
     fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int => descriptor::dup3, owner old,
         fresh fresh;
     fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int

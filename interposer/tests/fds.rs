@@ -525,3 +525,28 @@ fn closing_every_other_fd_leaves_the_library_its_own() {
         out.stderr
     );
 }
+
+/// dup2(fd, fd) changes nothing (the kernel returns fd): an emulated
+/// connection stays one (found by review: the hook took the returned
+/// number for a fresh fd and released the connection), and dup2 of a
+/// connection onto another number still shares it.
+#[test]
+fn dup2_onto_itself_keeps_an_emulated_connection() {
+    const BODY: &str = r#"
+import os, socket, signal
+signal.alarm(20)
+host, port = "127.77.200.9", 18209
+srv = socket.socket(); srv.bind((host, port)); srv.listen(4)
+c = socket.create_connection((host, port)); a, _ = srv.accept()
+fd = c.fileno()
+assert os.dup2(fd, fd) == fd
+c.sendall(b"same fd"); assert a.recv(100) == b"same fd"
+a.sendall(b"back"); assert c.recv(100) == b"back"
+os.dup2(fd, 60)
+os.write(60, b"via 60"); assert a.recv(100) == b"via 60"
+print("ok", flush=True)
+"#;
+    let dir = tmpdir("fds-dup2-self");
+    let out = run(emulated(&mut py(BODY, &[]), &dir));
+    assert_eq!(out.stdout, "ok\n", "{}\n{}", out.status, out.stderr);
+}
