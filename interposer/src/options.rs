@@ -627,9 +627,21 @@ fn stream_info(fresh: &[u8], c: &crate::socket::Connection) -> Vec<u8> {
         .ok()
         .and_then(|t| t.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    let space = rmem_max.max(core_max).max(1);
-    let wscale = (63 - space.leading_zeros()).saturating_sub(15).min(14) as u8;
-    info[ti::WSCALE] = wscale | (wscale << 4);
+    let scale = |space: u64| {
+        (63 - space.max(1).leading_zeros())
+            .saturating_sub(15)
+            .min(14) as u8
+    };
+    let space = rmem_max.max(core_max);
+    // Ours is limited by a window clamp set before the handshake (an
+    // accepted socket's, from its listener); the peer's taken as the
+    // default.
+    let clamp = c
+        .opts
+        .get_int(libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP)
+        .filter(|&v| v > 0 && !p.connector)
+        .map_or(u64::MAX, |v| v as u64);
+    info[ti::WSCALE] = scale(space) | (scale(space.min(clamp)) << 4);
     let adv = adv_mss(c.peer);
     let snd_mss = mss(c.peer, p.connector) as u32;
     let sent = p.sent;

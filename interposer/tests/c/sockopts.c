@@ -261,6 +261,40 @@ static void state_of(const char *state, int fd) {
            (int)len, rc == 0 ? info[0] : 0);
 }
 
+/* Writes n bytes on `from` and reads them all on `to`. */
+static void move(int from, int to, char *buf, int n) {
+    int sent = 0, got = 0;
+    while (got < n) {
+        if (sent < n) {
+            int k = send(from, buf + sent, n - sent > 16384 ? 16384 : n - sent, MSG_DONTWAIT);
+            if (k > 0)
+                sent += k;
+        }
+        char in[16384];
+        int k = recv(to, in, sizeof in, MSG_DONTWAIT);
+        if (k > 0)
+            got += k;
+        else if (k == 0)
+            die("early EOF");
+    }
+}
+
+/* TCP_INFO's counters: state, retransmits, cwnd, unacked, bytes acked,
+ * received and sent, notsent. */
+static void counters(const char *state, int fd) {
+    unsigned char info[512];
+    socklen_t len = sizeof info;
+    memset(info, 0, sizeof info);
+    int rc = getsockopt(fd, IPPROTO_TCP, TCP_INFO, info, &len);
+    /* offsets in linux/tcp.h's struct tcp_info (glibc's is older) */
+    unsigned u32(int at) { unsigned v; memcpy(&v, info + at, 4); return v; }
+    unsigned long long u64(int at) { unsigned long long v; memcpy(&v, info + at, 8); return v; }
+    printf("%s rc=%d state=%u total_retrans=%u cwnd=%u unacked=%u bytes_acked=%llu "
+           "bytes_received=%llu bytes_sent=%llu notsent=%u\n",
+           state, rc, info[0], u32(100), u32(80), u32(24), u64(120), u64(128), u64(200),
+           u32(144));
+}
+
 static void drain_eof(int fd) {
     char buf[256];
     while (read(fd, buf, sizeof buf) > 0)
@@ -328,6 +362,18 @@ int main(int argc, char **argv) {
     drain_eof(c4);
     usleep(20000);
     state_of("peer-closed", c4);
+
+    /* Byte counters after 100000 bytes one way and 70000 the other, all
+     * read. */
+    int c5, a5;
+    connect_to(l, &c5, &a5, 0);
+    static char big[100000];
+    memset(big, 'y', sizeof big);
+    move(c5, a5, big, 100000);
+    move(a5, c5, big, 70000);
+    usleep(50000);
+    counters("counters-conn", c5);
+    counters("counters-acc", a5);
     fflush(stdout);
     return 0;
 }
