@@ -1326,6 +1326,7 @@ impl Listener {
             rustix::io::fcntl_setfd(&conn, rustix::io::FdFlags::empty())?;
         }
         let peer = connection.peer;
+        crate::options::inherit(&self.opts, &connection.opts);
         if registry::insert(conn.as_raw_fd(), Arc::new(Socket::Stream(connection))).is_err() {
             return Err(Errno::MFILE);
         }

@@ -82,6 +82,12 @@ impl Options {
         v.push((level, name, value.to_vec()));
     }
 
+    /// Every option set, oldest first (replayed onto a kernel socket to
+    /// answer as the kernel would: see `options`).
+    pub(crate) fn entries(&self) -> Vec<(i32, i32, Vec<u8>)> {
+        self.values.lock().clone()
+    }
+
     /// A copy (a bound socket's options carried into its connection).
     pub(crate) fn snapshot_copy(&self) -> Options {
         Options {
@@ -1892,10 +1898,43 @@ impl Connection {
         Ok(())
     }
 
-    /// Capacity of the receive ring (SO_RCVBUF/SO_SNDBUF answers).
-    pub(crate) fn ring_bytes(&self) -> usize {
-        self.seg.geometry().channel_bytes()
+    /// The connection's progress as TCP_INFO reports it (read-only looks
+    /// at the ring positions; see `options`).
+    pub(crate) fn progress(&self) -> Progress {
+        let (sent, acked) = {
+            let tx = self.tx.lock();
+            (tx.written_total(), tx.consumed_total())
+        };
+        let (received, peer_done) = {
+            let mut rx = self.rx.lock();
+            match self.receiver(&mut rx.consumer) {
+                Some(c) => (c.consumed_total(), c.producer_closed()),
+                None => (0, false),
+            }
+        };
+        Progress {
+            sent,
+            acked,
+            received,
+            connector: self.seg.role() == shmnet_ring::Role::Connector,
+            shut_wr: self.shut_wr.load(Ordering::Relaxed),
+            peer_done,
+        }
     }
+}
+
+/// See `Connection::progress`.
+pub(crate) struct Progress {
+    /// Bytes written into our ring, and of those read by the peer.
+    pub sent: u64,
+    pub acked: u64,
+    /// Bytes we read from the peer's ring.
+    pub received: u64,
+    /// This side connected (the other accepted).
+    pub connector: bool,
+    /// We shut down writing (or closed); the peer did (or is gone).
+    pub shut_wr: bool,
+    pub peer_done: bool,
 }
 
 /// A blocking reader's sleep while a taker may take its byte.

@@ -244,6 +244,14 @@ pub(crate) fn encode_socket_addr(addr: SocketAddr) -> (libc::sockaddr_storage, u
     (storage, full)
 }
 
+/// `addr` as the bytes of its C sockaddr (SO_PEERNAME's answer).
+pub(crate) fn socket_addr_bytes(addr: SocketAddr) -> Vec<u8> {
+    let (storage, n) = encode_socket_addr(addr);
+    // SAFETY: `storage` is plain data of at least `n` bytes, all initialised
+    // (zeroed, then written).
+    unsafe { core::slice::from_raw_parts(ptr::from_ref(&storage).cast::<u8>(), n) }.to_vec()
+}
+
 /// Writes `addr` to a caller's (sockaddr*, socklen_t*) pair the way the
 /// kernel does: truncated to the caller's length, which is then set to the
 /// full length. A null `out` is allowed (accept(fd, NULL, NULL)).
@@ -307,6 +315,90 @@ pub(crate) unsafe fn put_opt(
         ptr::write_unaligned(len, n as libc::socklen_t);
     }
     Ok(())
+}
+
+/// The room a getsockopt(2) caller offers: `*len` as the kernel reads it
+/// (an int: negative lengths stay negative).
+///
+/// # Safety
+/// `len` must be null or valid for reading a socklen_t.
+pub(crate) unsafe fn opt_room(len: *const libc::socklen_t) -> Result<c_int, c_int> {
+    if len.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: caller contract.
+    Ok(unsafe { ptr::read_unaligned(len) } as c_int)
+}
+
+/// getsockopt(2) on a socket of the library's own, as a raw system call
+/// (the kernel checks `value`/`len`: EFAULT for bad pointers). The
+/// caller's errno is left alone; the error is returned.
+///
+/// # Safety
+/// `value`/`len` as getsockopt(2) takes them: bad pointers make the call
+/// fail with EFAULT, never fault here.
+pub(crate) unsafe fn sockopt_get(
+    sock: std::os::fd::BorrowedFd<'_>,
+    level: c_int,
+    name: c_int,
+    value: *mut c_void,
+    len: *mut libc::socklen_t,
+) -> Result<(), c_int> {
+    use std::os::fd::AsRawFd;
+    let saved = errno();
+    // SAFETY: a system call; the kernel validates the pointers.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_getsockopt,
+            sock.as_raw_fd(),
+            level,
+            name,
+            value,
+            len,
+        )
+    };
+    let e = errno();
+    set_errno(saved);
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// setsockopt(2) on a socket of the library's own, as a raw system call;
+/// the caller's errno is left alone.
+pub(crate) fn sockopt_set(
+    sock: std::os::fd::BorrowedFd<'_>,
+    level: c_int,
+    name: c_int,
+    value: &[u8],
+) -> Result<(), c_int> {
+    use std::os::fd::AsRawFd;
+    let saved = errno();
+    let ptr = if value.is_empty() {
+        ptr::null()
+    } else {
+        value.as_ptr()
+    };
+    // SAFETY: `ptr` is null (length 0) or valid for `value.len()` bytes.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_setsockopt,
+            sock.as_raw_fd(),
+            level,
+            name,
+            ptr,
+            value.len() as libc::socklen_t,
+        )
+    };
+    let e = errno();
+    set_errno(saved);
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(e)
+    }
 }
 
 /// Reads a msghdr's iovec list and clears its name/control lengths and

@@ -88,6 +88,34 @@ impl Channel {
         &self.parker
     }
 
+    /// Bytes written into the channel since it was initialised: segments
+    /// are only left full, so `head * S + end(head)` (a lenient snapshot of
+    /// shared words, for statistics: TCP_INFO).
+    pub(crate) fn written_total(&self) -> u64 {
+        let s = self.geo.segment_bytes;
+        let head = self.ctl().producer.head.load(Ordering::Acquire);
+        let end = self.seg(head).end.load(Ordering::Acquire).min(s);
+        u64::from(head) * u64::from(s) + u64::from(end)
+    }
+
+    /// Bytes the consumer has taken out since the channel was initialised
+    /// (`tail * S + begin(tail)`; lenient, as `written_total`).
+    pub(crate) fn consumed_total(&self) -> u64 {
+        let s = self.geo.segment_bytes;
+        let ctl = self.ctl();
+        let mut tail = ctl.consumer.tail.load(Ordering::Acquire);
+        for _ in 0..4 {
+            let begin = self.begin(tail).load(Ordering::Acquire).min(s);
+            let again = ctl.consumer.tail.load(Ordering::Acquire);
+            if again == tail {
+                let total = u64::from(tail) * u64::from(s) + u64::from(begin);
+                return total.min(self.written_total());
+            }
+            tail = again;
+        }
+        u64::from(tail) * u64::from(s)
+    }
+
     pub(crate) fn ctl(&self) -> &ChannelControl {
         // SAFETY: valid for our lifetime (constructor contract); only atomics
         // are reached through it, so concurrent peer writes are fine.
@@ -760,6 +788,16 @@ impl Producer {
     pub fn peer_closed(&self) -> bool {
         self.ch.ctl().consumer.closed.load(Ordering::Relaxed) != 0
     }
+
+    /// Bytes written since the channel was initialised (statistics).
+    pub fn written_total(&self) -> u64 {
+        self.ch.written_total()
+    }
+
+    /// Bytes of ours the consumer has read (statistics).
+    pub fn consumed_total(&self) -> u64 {
+        self.ch.consumed_total()
+    }
 }
 
 impl Consumer {
@@ -909,6 +947,22 @@ impl Consumer {
             begin = 0;
         }
         Ok(total)
+    }
+
+    /// Bytes read since the channel was initialised (statistics).
+    pub fn consumed_total(&self) -> u64 {
+        self.ch.consumed_total()
+    }
+
+    /// Bytes the producer has written (statistics).
+    pub fn written_total(&self) -> u64 {
+        self.ch.written_total()
+    }
+
+    /// True once the producer will write no more (its end of stream, read
+    /// or not yet), or the connection was reset.
+    pub fn producer_closed(&self) -> bool {
+        self.ch.is_reset() || self.ch.ctl().producer.closed.load(Ordering::Acquire) != 0
     }
 
     /// True when a read would not block: data, end of stream, or reset.
