@@ -19,6 +19,9 @@ pub(crate) fn init() {
     }
     hooks::install_panic_hook();
     if let Some(config) = config::get() {
+        // Under a seccomp filter already (exec'd into one): the sandboxed
+        // data path from the start.
+        crate::sandbox::detect();
         // After an exec: sockets the previous program image emulated.
         crate::inherit::adopt(config);
     }
