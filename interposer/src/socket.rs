@@ -736,7 +736,7 @@ pub(crate) fn internal_fd_floor() -> i32 {
 /// marked in the fd table, so the application's close/close_range/closefrom
 /// cannot take it from us (see `fdtable::set_internal`).
 #[derive(Debug)]
-pub(crate) struct InternalFd(OwnedFd);
+pub(crate) struct InternalFd(Option<OwnedFd>);
 
 impl InternalFd {
     /// Takes `fd`, moving it up out of the application's range if it is not
@@ -750,7 +750,7 @@ impl InternalFd {
             rustix::io::fcntl_dupfd_cloexec(&fd, floor).unwrap_or(fd)
         };
         crate::fdtable::set_internal(fd.as_raw_fd(), true);
-        InternalFd(fd)
+        InternalFd(Some(fd))
     }
 
     /// A copy of `fd` of our own (up out of the application's range when
@@ -766,16 +766,26 @@ impl InternalFd {
 
 impl AsFd for InternalFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0.as_fd()
+        // Some until dropped.
+        match &self.0 {
+            Some(fd) => fd.as_fd(),
+            None => unreachable!("an InternalFd is used after its drop"),
+        }
     }
 }
 
 impl Drop for InternalFd {
     fn drop(&mut self) {
         use std::os::fd::AsRawFd;
-        // Unmarked first: the close that follows goes through our own close
-        // hook, which must let it pass.
-        crate::fdtable::set_internal(self.0.as_raw_fd(), false);
+        if let Some(fd) = self.0.take() {
+            // Unmarked first: the close that follows goes through our own
+            // close hook, which must let it pass.
+            crate::fdtable::set_internal(fd.as_raw_fd(), false);
+            // Closed with close(2) alone: std's OwnedFd drop, built with
+            // debug assertions, asks fcntl(F_GETFD) first, which a sandbox
+            // filter kills for.
+            crate::sys::close_fd(fd);
+        }
     }
 }
 

@@ -680,6 +680,14 @@ pub(crate) unsafe fn read_into(
     }
 }
 
+/// Closes `fd` with close(2) and nothing else (see `socket::InternalFd`).
+pub(crate) fn close_fd(fd: std::os::fd::OwnedFd) {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: we own the fd (into_raw_fd gave up the OwnedFd), so closing
+    // it cannot close anyone else's.
+    unsafe { libc::close(fd.into_raw_fd()) };
+}
+
 /// Sends SIGPIPE to the calling thread, as a write to a closed TCP
 /// connection does without MSG_NOSIGNAL.
 pub(crate) fn raise_sigpipe() {
