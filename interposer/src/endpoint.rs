@@ -98,7 +98,10 @@ fn sandboxed(fd: c_int, addr: *const sockaddr, len: socklen_t, call: &str) -> Ac
         return Action::Pass;
     }
     if config.fallback != Fallback::Never && rendezvous::unmapped(target).ip().is_loopback() {
-        log!(debug, "{call}(fd {fd}) to {target} in a sandbox: kernel TCP");
+        log!(
+            debug,
+            "{call}(fd {fd}) to {target} in a sandbox: kernel TCP"
+        );
         if call == "connect" {
             crate::carry::done(fd);
         }

@@ -32,7 +32,7 @@
 #![deny(unsafe_code)]
 
 use core::ffi::{c_int, c_ulong};
-use core::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 use crate::hooks::Action;
 use crate::socket::Socket;
@@ -127,6 +127,18 @@ fn prepare() {
         }
     });
     NO_RESTART.store(sys::signals_without_restart(), Ordering::Relaxed);
+    // A log line into a regular file past RLIMIT_FSIZE would raise
+    // SIGXFSZ: lines are written only if one of the longest would fit
+    // now (a pipe or terminal: always).
+    let fits = crate::log::fits_now(crate::log::destination(), crate::log::LINE_MAX);
+    MAY_LOG.store(fits, Ordering::Relaxed);
+}
+
+static MAY_LOG: AtomicBool = AtomicBool::new(false);
+
+/// Whether a sandboxed process writes log lines (see `prepare`).
+pub(crate) fn may_log() -> bool {
+    MAY_LOG.load(Ordering::Relaxed)
 }
 
 /// At start-up (from `process::init`): a program exec'd under a filter.

@@ -613,7 +613,9 @@ impl Bell {
         loop {
             return match crate::sys::poll_fd(self.fd.as_fd(), libc::POLLIN | libc::POLLRDHUP, ms) {
                 Ok(_) => Ok(()),
-                Err(Errno::INTR) if timeout.is_none() && crate::sys::interrupted_call_restarts() => {
+                Err(Errno::INTR)
+                    if timeout.is_none() && crate::sys::interrupted_call_restarts() =>
+                {
                     continue
                 }
                 Err(e) => Err(e),

@@ -447,7 +447,9 @@ pub(crate) fn poll_fd(
             tv_sec: (timeout_ms / 1000) as _,
             tv_nsec: ((timeout_ms % 1000) * 1_000_000) as _,
         });
-        let tp = ts.as_ref().map_or(ptr::null(), |t| t as *const libc::timespec);
+        let tp = ts
+            .as_ref()
+            .map_or(ptr::null(), |t| t as *const libc::timespec);
         // SAFETY: one valid pollfd; a valid or null timespec; no mask.
         unsafe {
             libc::syscall(

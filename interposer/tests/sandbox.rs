@@ -126,13 +126,25 @@ fn echo_test(name: &str, n: u8, mode: Mode, server_forks: bool, client_sandboxed
             .lines()
             .find(|l| l.starts_with(&format!("client {i} ")))
             .unwrap_or_else(|| panic!("{name}: no client {i} line:\n{}", out.stdout));
-        assert!(client.contains(&format!("bytes={want} ")) || client.ends_with(&format!("bytes={want}")),
-            "{name}: {client}");
+        assert!(
+            client.contains(&format!("bytes={want} "))
+                || client.ends_with(&format!("bytes={want}")),
+            "{name}: {client}"
+        );
         let (c_sent, c_recv) = hashes(client);
         let (s_sent, s_recv) = hashes(&server_lines[i - 1]);
-        assert_eq!(c_sent, s_recv, "{name}: connection {i}: server got other bytes");
-        assert_eq!(s_sent, s_recv, "{name}: connection {i}: server echoed other bytes");
-        assert_eq!(c_recv, c_sent, "{name}: connection {i}: client got other bytes back");
+        assert_eq!(
+            c_sent, s_recv,
+            "{name}: connection {i}: server got other bytes"
+        );
+        assert_eq!(
+            s_sent, s_recv,
+            "{name}: connection {i}: server echoed other bytes"
+        );
+        assert_eq!(
+            c_recv, c_sent,
+            "{name}: connection {i}: client got other bytes back"
+        );
     }
     for err in [&out.stderr, &server_err] {
         assert!(!err.contains("libshmnet"), "{name}: {err}");

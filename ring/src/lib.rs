@@ -26,9 +26,9 @@ mod error;
 mod heap;
 pub mod layout;
 #[cfg(not(loom))]
-mod restrict;
-#[cfg(not(loom))]
 mod memfd;
+#[cfg(not(loom))]
+mod restrict;
 #[cfg(not(loom))]
 mod segment;
 #[cfg(not(loom))]
