@@ -78,6 +78,39 @@ fn diverted(
     (family == crate::socket::family_of(&target)).then_some((config, target))
 }
 
+/// bind or connect of a kernel socket in a sandboxed process (`sandbox`):
+/// a shared-memory connection or an emulated address needs socket(),
+/// memfds and fd passing, which a sandbox filter refuses (or kills for).
+/// A loopback address in the default mode goes to the kernel, as a
+/// fallback would (to this host only); any other partition address fails
+/// with EACCES. Nothing here makes a system call.
+fn sandboxed(fd: c_int, addr: *const sockaddr, len: socklen_t, call: &str) -> Action<c_int> {
+    let Some(config) = config::get() else {
+        return Action::Pass;
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: bind(2)/connect(2) require `len` readable bytes at `addr` (or
+    // null, which is checked); we only read them.
+    let Some(target) = (unsafe { sys::socket_addr(addr, len) }) else {
+        return Action::Pass;
+    };
+    if !config.is_partition_ip(target.ip()) {
+        return Action::Pass;
+    }
+    if config.fallback != Fallback::Never && rendezvous::unmapped(target).ip().is_loopback() {
+        log!(
+            debug,
+            "{call}(fd {fd}) to {target} in a sandbox: kernel TCP"
+        );
+        if call == "connect" {
+            crate::carry::done(fd);
+        }
+        return Action::Pass;
+    }
+    log!(debug, "{call}(fd {fd}) to {target} in a sandbox: EACCES");
+    fail(Errno::ACCESS)
+}
+
 /// Re-points the application's fd number at `sock`, keeping the fd's
 /// close-on-exec flag and its non-blocking mode.
 fn adopt(fd: c_int, sock: &OwnedFd) -> Result<(), Errno> {
@@ -104,6 +137,9 @@ fn unix_socket() -> Result<OwnedFd, Errno> {
 pub(crate) fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c_int> {
     if registry::get(fd).is_some() {
         return fail(Errno::INVAL); // already bound
+    }
+    if crate::sandbox::active() {
+        return sandboxed(fd, addr, len, "bind");
     }
     let Some((config, target)) = diverted(fd, addr, len, None) else {
         return Action::Pass;
@@ -158,6 +194,15 @@ fn bind_emulated(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
 }
 
 pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
+    if crate::sandbox::active() {
+        // A shared-memory listener needs a rendezvous socket and an epoll
+        // set: outside a sandbox. A kernel socket listens as it would.
+        return match registry::get(fd).as_deref() {
+            None => Action::Pass,
+            Some(Socket::Listener(l)) => l.relisten(backlog),
+            Some(_) => fail(Errno::ACCESS),
+        };
+    }
     match registry::get(fd).as_deref() {
         None => match config::get() {
             Some(c) if c.fallback == Fallback::Tcp => crate::listener::listen_tcp(fd, backlog, c),
@@ -181,6 +226,9 @@ pub(crate) fn accept4(
 ) -> Action<c_int> {
     match registry::get(fd).as_deref() {
         None => Action::Pass,
+        // Taking a connection needs recvmsg with fds, mmap of its segment
+        // and new fds: outside a sandbox.
+        Some(Socket::Listener(_)) if crate::sandbox::active() => fail(Errno::ACCESS),
         Some(Socket::Listener(l)) => l.accept(fd, addr, len, flags),
         Some(Socket::Bound(_) | Socket::Stream(_)) => fail(Errno::INVAL),
     }
@@ -214,6 +262,13 @@ fn local_ip_for(peer: &SocketAddr, routed: bool) -> IpAddr {
 }
 
 pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c_int> {
+    if crate::sandbox::active() {
+        return match registry::get(fd).as_deref() {
+            None => sandboxed(fd, addr, len, "connect"),
+            Some(Socket::Stream(_)) => fail(Errno::ISCONN),
+            Some(_) => fail(Errno::ACCESS),
+        };
+    }
     let bound = match registry::get(fd) {
         None => None,
         Some(s) => match &*s {

@@ -31,7 +31,7 @@ use libc::{
 use crate::descriptor::{fresh, fresh_if_dup};
 use crate::{
     descriptor, endpoint, epoll, fdtable, guard, options, polling, process, readiness, registry,
-    stream, sys,
+    sandbox, stream, sys,
 };
 
 /// What the logic decided for one call.
@@ -197,10 +197,10 @@ pub(crate) fn install_panic_hook() {
 ///
 /// Entry: `fn name(args) -> ret [= "libc_symbol"] => logic::fn [, owner fd]
 /// [, fresh check];`
-/// `; arg: ty` after the fixed arguments marks a C variadic tail (fcntl,
-/// ioctl, open): the export takes it as one fixed register-sized argument,
-/// which is how x86_64 and aarch64 pass it, and the real function is called
-/// as a variadic. `owner fd` names the argument that may be an fd we own.
+/// `; arg: ty, ...` after the fixed arguments marks a C variadic tail
+/// (fcntl, ioctl, open: one argument; prctl: four): the export takes each
+/// as a fixed register-sized argument, which is how x86_64 and aarch64 pass
+/// them, and the real function is called as a variadic. `owner fd` names the argument that may be an fd we own.
 /// `fresh check` marks a call that creates fds: `check` (a function or
 /// closure over the arguments) gets the real call's return value whenever
 /// the real function ran with the caller's arguments (pass-through) and
@@ -209,7 +209,7 @@ pub(crate) fn install_panic_hook() {
 macro_rules! interpose {
     ($(
         $(#[$doc:meta])*
-        fn $name:ident($($arg:ident: $ty:ty),* $(; $va:ident: $vty:ty)?) -> $ret:ty
+        fn $name:ident($($arg:ident: $ty:ty),* $(; $($va:ident: $vty:ty),+)?) -> $ret:ty
             $(= $sym:literal)? => $logic:path $(, owner $owner:ident)? $(, fresh $fresh:expr)?;
     )*) => {
         /// The real libc functions: one table, typed wrappers.
@@ -236,8 +236,8 @@ macro_rules! interpose {
                 ///
                 /// # Safety
                 /// The C function's own contract for these arguments.
-                pub(crate) unsafe fn $name($($arg: $ty,)* $($va: $vty)?) -> $ret {
-                    type Real = interpose!(@fnty ($($ty),*) ($($vty)?) -> $ret);
+                pub(crate) unsafe fn $name($($arg: $ty,)* $($($va: $vty),+)?) -> $ret {
+                    type Real = interpose!(@fnty ($($ty),*) ($($($vty),+)?) -> $ret);
                     match TABLE.$name.get() {
                         Some(f) => {
                             // SAFETY: dlsym returned the address of the libc
@@ -245,7 +245,7 @@ macro_rules! interpose {
                             // spells out.
                             let f = unsafe { core::mem::transmute::<*mut c_void, Real>(f) };
                             // SAFETY: forwarded under the caller's contract.
-                            unsafe { f($($arg,)* $($va)?) }
+                            unsafe { f($($arg,)* $($($va),+)?) }
                         }
                         None => {
                             sys::set_errno(libc::ENOSYS);
@@ -262,16 +262,16 @@ macro_rules! interpose {
             /// # Safety
             /// Called from C under the libc function's contract.
             #[cfg_attr(not(test), no_mangle)]
-            pub unsafe extern "C" fn $name($($arg: $ty,)* $($va: $vty)?) -> $ret {
+            pub unsafe extern "C" fn $name($($arg: $ty,)* $($($va: $vty),+)?) -> $ret {
                 dispatch(
                     stringify!($name),
                     interpose!(@owner $($owner)?),
-                    |f| fmt_args(f, &[$(&$arg as &dyn fmt::Debug,)* $(&$va)?]),
-                    || $logic($($arg,)* $($va)?),
+                    |f| fmt_args(f, &[$(&$arg as &dyn fmt::Debug,)* $($(&$va as &dyn fmt::Debug),+)?]),
+                    || $logic($($arg,)* $($($va),+)?),
                     || {
                         // SAFETY: the caller's arguments, unchanged, to the
                         // real function of the same prototype.
-                        let result = unsafe { real::$name($($arg,)* $($va)?) };
+                        let result = unsafe { real::$name($($arg,)* $($($va),+)?) };
                         $(($fresh)(result);)?
                         result
                     },
@@ -296,7 +296,7 @@ macro_rules! interpose {
         }
     };
     (@fnty ($($ty:ty),*) () -> $ret:ty) => { unsafe extern "C" fn($($ty),*) -> $ret };
-    (@fnty ($($ty:ty),*) ($vty:ty) -> $ret:ty) => { unsafe extern "C" fn($($ty,)* ...) -> $ret };
+    (@fnty ($($ty:ty),*) ($($vty:ty),+) -> $ret:ty) => { unsafe extern "C" fn($($ty,)* ...) -> $ret };
     (@owner) => { None };
     (@owner $fd:ident) => { Some($fd) };
 }
@@ -468,6 +468,10 @@ interpose! {
         fresh |r| process::moved_namespace(r, nstype == 0 || nstype & libc::CLONE_NEWNET != 0);
     fn unshare(flags: c_int) -> c_int => process::unshare,
         fresh |r| process::moved_namespace(r, flags & libc::CLONE_NEWNET != 0);
+    // PR_SET_SECCOMP: from then on the data path keeps to the calls a
+    // sandbox allows (`sandbox`).
+    fn prctl(option: c_int; a2: c_ulong, a3: c_ulong, a4: c_ulong, a5: c_ulong) -> c_int
+        => sandbox::prctl, fresh |r| sandbox::prctl_done(r, option);
 }
 
 /// fclose's logic: the stream's fd, read before the real fclose closes it

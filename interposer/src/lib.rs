@@ -45,6 +45,7 @@ mod real;
 mod registry;
 mod rendezvous;
 mod safedir;
+mod sandbox;
 mod socket;
 mod stats;
 mod stream;

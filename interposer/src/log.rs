@@ -132,7 +132,7 @@ pub(crate) fn forget_fd_range(first: u32, last: u32) {
     }
 }
 
-fn destination() -> BorrowedFd<'static> {
+pub(crate) fn destination() -> BorrowedFd<'static> {
     match FILE.get() {
         Some(file) if !FILE_LOST.load(Ordering::Acquire) => file.as_fd(),
         _ => rustix::stdio::stderr(),
@@ -142,9 +142,14 @@ fn destination() -> BorrowedFd<'static> {
 /// Emit a `log!` line if `level` is enabled (use the macro).
 pub(crate) fn emit(level: Level, args: fmt::Arguments<'_>) {
     let pid = rustix::process::getpid().as_raw_nonzero();
-    let tid = rustix::thread::gettid().as_raw_nonzero();
     let mut line = Line::new();
-    let _ = write!(line, "libshmnet: {} [{pid}/{tid}] {args}", level.name());
+    if crate::sandbox::active() {
+        // gettid is outside sandbox filters (getpid is in).
+        let _ = write!(line, "libshmnet: {} [{pid}/-] {args}", level.name());
+    } else {
+        let tid = rustix::thread::gettid().as_raw_nonzero();
+        let _ = write!(line, "libshmnet: {} [{pid}/{tid}] {args}", level.name());
+    }
     line.send(destination());
 }
 
@@ -182,11 +187,23 @@ macro_rules! __log {
 }
 pub(crate) use __log;
 
-const LINE_MAX: usize = 512;
+pub(crate) const LINE_MAX: usize = 512;
 
 /// Whether `len` more bytes fit in `fd` under RLIMIT_FSIZE: writing past it
 /// raises SIGXFSZ, which kills the program (a line we drop kills nobody).
 fn fits(fd: BorrowedFd<'_>, len: usize) -> bool {
+    // Sandboxed: getrlimit and fstat are outside the filter (OpenSSH's
+    // sandbox sets RLIMIT_FSIZE to 0 just before it): decided once before
+    // the filter went on.
+    if crate::sandbox::active() {
+        return crate::sandbox::may_log();
+    }
+    fits_now(fd, len)
+}
+
+/// `fits` asked of the kernel; for lines of up to `LINE_MAX` bytes when
+/// `len` is `LINE_MAX`.
+pub(crate) fn fits_now(fd: BorrowedFd<'_>, len: usize) -> bool {
     let Some(limit) = rustix::process::getrlimit(rustix::process::Resource::Fsize).current else {
         return true;
     };

@@ -284,11 +284,17 @@ impl Bell {
 
     /// Bytes queued on our end.
     fn queued(&self) -> usize {
+        if crate::sandbox::active() {
+            return self.queued_sandboxed();
+        }
         rustix::io::ioctl_fionread(&self.fd).map_or(0, |n| n as usize)
     }
 
     /// Looks at the queued bytes without taking them.
     fn peek(&self) -> Pending {
+        if crate::sandbox::active() {
+            return self.peek_sandboxed();
+        }
         let mut buf = [0u8; 64];
         loop {
             return match rustix::net::recv(
@@ -316,6 +322,9 @@ impl Bell {
     /// Takes up to `n` queued bytes; returns how many it took, and whether
     /// it met the end of the stream.
     fn take(&self, n: usize) -> (usize, bool) {
+        if crate::sandbox::active() {
+            return self.take_sandboxed(n);
+        }
         let mut buf = [0u8; 8192];
         let mut got = 0;
         while got < n {
@@ -344,6 +353,9 @@ impl Bell {
 
     /// True once the peer's end is closed (its process may be gone).
     fn hung_up(&self) -> bool {
+        if crate::sandbox::active() {
+            return self.poll_now(0) & (libc::POLLHUP | libc::POLLERR) != 0;
+        }
         let mut fds = [rustix::event::PollFd::new(
             &self.fd,
             rustix::event::PollFlags::empty(),
@@ -362,6 +374,9 @@ impl Bell {
 
     /// Whether the kernel reports our end writable right now.
     fn kernel_writable(&self) -> bool {
+        if crate::sandbox::active() {
+            return self.room_for_write();
+        }
         let mut fds = [rustix::event::PollFd::new(
             &self.fd,
             rustix::event::PollFlags::OUT,
@@ -385,17 +400,16 @@ impl Bell {
         let total = self.fill_bytes + 1;
         tx.note_filler(total as u32);
         let mut sent = 0;
-        let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
         while sent < self.fill_bytes {
             let k = (self.fill_bytes - sent).min(FILLER.len());
-            match rustix::net::send(&self.fd, &FILLER[..k], flags) {
+            match self.send_bytes(&FILLER[..k]) {
                 Ok(n) => sent += n,
                 Err(Errno::INTR) => {}
                 Err(_) => break,
             }
         }
         loop {
-            match rustix::net::send(&self.fd, &[DOORBELL], flags) {
+            match self.send_bytes(&[DOORBELL]) {
                 Ok(n) => sent += n,
                 Err(Errno::INTR) => continue,
                 Err(_) => {}
@@ -422,6 +436,9 @@ impl Bell {
     /// taken when the ring is emptied. (Taking it here lost readability
     /// after such reads; a review reproduced it.)
     fn wait(&self, timeout: Option<Duration>) -> Result<Woke, Errno> {
+        if timeout.is_none() && crate::sandbox::active() {
+            return self.wait_sandboxed();
+        }
         if timeout.is_none() {
             let mut one = [0u8; 1];
             return match rustix::net::recv(&self.fd, &mut one, RecvFlags::PEEK) {
@@ -445,12 +462,24 @@ impl Bell {
     /// kernel's own SA_RESTART rules when there is no timeout.
     fn wait_taking(&self, timeout: Option<Duration>) -> Result<Woke, Errno> {
         let mut flags = RecvFlags::empty();
-        if timeout.is_some() {
+        if crate::sandbox::active() {
+            // No blocking recv (nor MSG_DONTWAIT): poll, then a read that
+            // finds bytes (or the end) waiting.
+            self.wait_readable_sandboxed(timeout)?;
+        } else if timeout.is_some() {
             handshake::wait_readable(self.fd.as_fd(), timeout)?;
             flags = RecvFlags::DONTWAIT;
         }
         let mut buf = [0u8; 64];
-        match rustix::net::recv(&self.fd, &mut buf, flags) {
+        let got = if crate::sandbox::active() {
+            if self.poll_now(libc::POLLIN) == 0 {
+                return Ok(Woke::Rung); // the wait timed out
+            }
+            rustix::io::read(&self.fd, &mut buf).map(|n| (n, ()))
+        } else {
+            rustix::net::recv(&self.fd, &mut buf, flags).map(|(n, _)| (n, ()))
+        };
+        match got {
             Ok((0, _)) => Ok(Woke::HungUp),
             Ok((n, _)) => {
                 if buf[..n].iter().any(|&b| b != DOORBELL) {
@@ -470,6 +499,9 @@ impl Bell {
 
 impl Doorbell for Bell {
     fn ring(&self) -> bool {
+        if crate::sandbox::active() {
+            return self.ring_sandboxed();
+        }
         loop {
             return match rustix::net::send(
                 &self.fd,
@@ -484,6 +516,139 @@ impl Doorbell for Bell {
                 }
             };
         }
+    }
+}
+
+/// The doorbell in a sandboxed process (see `sandbox`): read, write and
+/// the poll system call only. A write never blocks (a zero-timeout poll
+/// for room first: the fd may be blocking, and it shares O_NONBLOCK with
+/// the application's) and never goes to a closed peer (SIGPIPE: no
+/// MSG_NOSIGNAL); a read only follows a poll that found bytes or the end.
+/// Without FIONREAD or MSG_PEEK, the bytes queued are what the peer
+/// counted and we did not take.
+impl Bell {
+    /// revents of a zero-timeout poll for `events` (0 on error).
+    fn poll_now(&self, events: i16) -> i16 {
+        crate::sys::poll_fd(self.fd.as_fd(), events, 0).unwrap_or(0)
+    }
+
+    /// Room for a write that cannot block, and the peer's end is open.
+    /// Unwritable (a quarter of the send buffer in flight) means bytes of
+    /// ours are queued at the peer, which keep its end readable anyway.
+    fn room_for_write(&self) -> bool {
+        let r = self.poll_now(libc::POLLOUT);
+        r & libc::POLLOUT != 0 && r & (libc::POLLHUP | libc::POLLERR) == 0
+    }
+
+    /// Sends bytes on our end: `send(MSG_DONTWAIT | MSG_NOSIGNAL)`, or in a
+    /// sandbox `write` (the caller made sure of room and an open peer).
+    fn send_bytes(&self, bytes: &[u8]) -> Result<usize, Errno> {
+        if crate::sandbox::active() {
+            return rustix::io::write(&self.fd, bytes);
+        }
+        rustix::net::send(&self.fd, bytes, SendFlags::DONTWAIT | SendFlags::NOSIGNAL)
+    }
+
+    fn ring_sandboxed(&self) -> bool {
+        if !self.room_for_write() {
+            return false; // counted back by the producer
+        }
+        loop {
+            return match rustix::io::write(&self.fd, &[DOORBELL]) {
+                Ok(n) => n == 1,
+                Err(Errno::INTR) => continue,
+                Err(e) => {
+                    log!(debug, "doorbell not rung: {e}");
+                    false
+                }
+            };
+        }
+    }
+
+    /// The peer's end is shut (or in error): nothing more can come.
+    fn peer_shut(&self, revents: i16) -> bool {
+        revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    }
+
+    fn queued_sandboxed(&self) -> usize {
+        let r = self.poll_now(libc::POLLIN | libc::POLLRDHUP);
+        if r & libc::POLLIN == 0 {
+            return 0;
+        }
+        if self.peer_shut(r) {
+            // Readable may only mean the end: take what is there (no ring
+            // can follow), and then nothing is queued.
+            self.take_sandboxed(usize::MAX);
+            return 0;
+        }
+        let owed = self
+            .taken
+            .get()
+            .map_or(1, |t| t.rung().wrapping_sub(t.get()) as usize);
+        owed.clamp(1, 1 << 20)
+    }
+
+    fn peek_sandboxed(&self) -> Pending {
+        let r = self.poll_now(libc::POLLIN | libc::POLLRDHUP);
+        Pending {
+            hung_up: self.peer_shut(r) && self.queued_sandboxed() == 0,
+            // Seen when the bytes are taken (no MSG_PEEK).
+            foreign: false,
+        }
+    }
+
+    fn take_sandboxed(&self, n: usize) -> (usize, bool) {
+        let mut buf = [0u8; 8192];
+        let mut got = 0;
+        while got < n {
+            if self.poll_now(libc::POLLIN) == 0 {
+                break;
+            }
+            let want = (n - got).min(buf.len());
+            match rustix::io::read(&self.fd, &mut buf[..want]) {
+                Ok(0) => return (self.took(got), true),
+                Ok(k) => {
+                    if buf[..k].iter().any(|&b| b != DOORBELL) {
+                        self.foreign.store(true, Ordering::Relaxed);
+                    }
+                    got += k;
+                }
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => break,
+                Err(e) => return (self.took(got), peer_gone(e)),
+            }
+        }
+        (self.took(got), false)
+    }
+
+    /// Sleeps in poll until bytes or the end are queued (or `timeout`); a
+    /// signal restarts the wait when the kernel would restart a blocking
+    /// recv (SA_RESTART; poll itself never restarts after a handler).
+    fn wait_readable_sandboxed(&self, timeout: Option<Duration>) -> Result<(), Errno> {
+        let ms = timeout.map_or(-1, |t| {
+            t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
+        });
+        loop {
+            return match crate::sys::poll_fd(self.fd.as_fd(), libc::POLLIN | libc::POLLRDHUP, ms) {
+                Ok(_) => Ok(()),
+                Err(Errno::INTR)
+                    if timeout.is_none() && crate::sys::interrupted_call_restarts() =>
+                {
+                    continue
+                }
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// `wait` without a timeout: the byte stays queued (see `wait`).
+    fn wait_sandboxed(&self) -> Result<Woke, Errno> {
+        self.wait_readable_sandboxed(None)?;
+        let r = self.poll_now(libc::POLLIN | libc::POLLRDHUP);
+        if self.peer_shut(r) && self.queued_sandboxed() == 0 {
+            return Ok(Woke::HungUp);
+        }
+        Ok(Woke::Rung)
     }
 }
 
@@ -663,20 +828,25 @@ impl InternalFd {
 
 impl AsFd for InternalFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        self.0
-            .as_ref()
-            .expect("an InternalFd holds its fd until dropped")
-            .as_fd()
+        // Some until dropped.
+        match &self.0 {
+            Some(fd) => fd.as_fd(),
+            None => unreachable!("an InternalFd is used after its drop"),
+        }
     }
 }
 
 impl Drop for InternalFd {
     fn drop(&mut self) {
         use std::os::fd::AsRawFd;
-        // Unmarked first: the close that follows goes through our own close
-        // hook, which must let it pass.
-        if let Some(fd) = &self.0 {
+        if let Some(fd) = self.0.take() {
+            // Unmarked first: the close that follows goes through our own
+            // close hook, which must let it pass.
             crate::fdtable::set_internal(fd.as_raw_fd(), false);
+            // Closed with close(2) alone: std's OwnedFd drop, built with
+            // debug assertions, asks fcntl(F_GETFD) first, which a sandbox
+            // filter kills for.
+            crate::sys::close_fd(fd);
         }
     }
 }
@@ -932,6 +1102,9 @@ impl Connection {
         match self.nonblock.load(Ordering::Relaxed) {
             1 if !self.shared() => false,
             2 if !self.shared() => true,
+            // Sandboxed: no fcntl; what was remembered before the filter
+            // went on (`remember_nonblocking`), or blocking, the default.
+            v if crate::sandbox::active() => v == 2,
             _ => {
                 let nb = self.bell.nonblocking();
                 self.nonblock
@@ -939,6 +1112,14 @@ impl Connection {
                 nb
             }
         }
+    }
+
+    /// Looks O_NONBLOCK up now, for `nonblocking` to use once it cannot
+    /// (before a seccomp filter goes on).
+    pub(crate) fn remember_nonblocking(&self) {
+        let nb = self.bell.nonblocking();
+        self.nonblock
+            .store(if nb { 2 } else { 1 }, Ordering::Relaxed);
     }
 
     /// The application changed O_NONBLOCK (F_SETFL, FIONBIO).
@@ -1245,7 +1426,7 @@ impl Connection {
                 break;
             }
             if waited < Duration::from_micros(20) {
-                std::thread::yield_now();
+                crate::sandbox::yield_cpu();
             } else {
                 let _ =
                     handshake::wait_readable(self.bell.fd.as_fd(), Some(Duration::from_millis(1)));
@@ -1305,6 +1486,11 @@ impl Connection {
             .iter()
             .map(|b| b.len())
             .fold(0usize, usize::saturating_add);
+        // SECCOMP_MODE_STRICT: only read and write are left, and a read of
+        // the ring may need to wait or take doorbell bytes (`sandbox`).
+        if crate::sandbox::strict() {
+            return Err(Errno::ACCESS);
+        }
         let peek = flags & libc::MSG_PEEK != 0;
         let waitall = flags & libc::MSG_WAITALL != 0 && !peek;
         let dontwait = flags & libc::MSG_DONTWAIT != 0;
@@ -1615,6 +1801,7 @@ impl Connection {
             || want > FAST_SEND_MAX
             || self.shut_wr.load(Ordering::Relaxed)
             || self.shared()
+            || crate::sandbox::strict()
         {
             return FastSend::Slow;
         }
@@ -1655,6 +1842,9 @@ impl Connection {
             .iter()
             .map(|b| b.len())
             .fold(0usize, usize::saturating_add);
+        if crate::sandbox::strict() {
+            return Err(Errno::ACCESS); // see `recv`
+        }
         let dontwait = flags & libc::MSG_DONTWAIT != 0;
         let mut deadline: Option<Option<Instant>> = None;
         loop {
@@ -2006,7 +2196,7 @@ fn pause(d: Duration) {
     // whole pause (someone else had the CPU), stop; otherwise spin on
     // nothing shared, so the data already read is not held back by
     // another scheduler round.
-    std::thread::yield_now();
+    crate::sandbox::yield_cpu();
     while Instant::now() < until {
         core::hint::spin_loop();
     }

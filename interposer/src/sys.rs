@@ -460,28 +460,104 @@ pub(crate) unsafe fn put_int(p: *mut c_int, v: c_int) -> Result<(), c_int> {
 /// EINTR, which such a program expects; Python installs its handlers so).
 /// glibc's internal SIGCANCEL/SIGSETXID (32, 33) are ignored.
 pub(crate) fn interrupted_call_restarts() -> bool {
-    // SAFETY: sigset_t is plain data; pthread_sigmask and sigaction with a
-    // null new action only read the current state into our locals.
+    // Sandboxed: sigaction is outside the filter; the dispositions were
+    // taken before it went on.
+    if crate::sandbox::active() {
+        return crate::sandbox::interrupted_call_restarts();
+    }
+    signals_without_restart() & !blocked_signals() == 0
+}
+
+/// Signals this thread blocks (bit `n - 1` for signal `n`; all of them if
+/// the mask cannot be read). rt_sigprocmask only: allowed in sandboxes.
+pub(crate) fn blocked_signals() -> u64 {
+    // SAFETY: sigset_t is plain data; pthread_sigmask with a null new set
+    // only reads the current mask into our local.
     unsafe {
         let mut mask: libc::sigset_t = core::mem::zeroed();
         if libc::pthread_sigmask(libc::SIG_SETMASK, ptr::null(), &mut mask) != 0 {
-            return true;
+            return !0;
         }
-        for sig in 1..=libc::SIGRTMAX() {
-            if sig == 32 || sig == 33 || libc::sigismember(&mask, sig) == 1 {
-                continue;
+        let mut bits = 0u64;
+        for sig in 1..=libc::SIGRTMAX().min(64) {
+            if libc::sigismember(&mask, sig) == 1 {
+                bits |= 1 << (sig - 1);
             }
+        }
+        bits
+    }
+}
+
+/// Signals with a handler installed without SA_RESTART (bit `n - 1` for
+/// signal `n`). glibc's internal SIGCANCEL/SIGSETXID (32, 33) are left out.
+pub(crate) fn signals_without_restart() -> u64 {
+    let mut bits = 0u64;
+    for sig in 1..=libc::SIGRTMAX().min(64) {
+        if sig == 32 || sig == 33 {
+            continue;
+        }
+        // SAFETY: sigaction is plain data; a null new action only reads the
+        // current one into our local.
+        let old = unsafe {
             let mut old: libc::sigaction = core::mem::zeroed();
             if libc::sigaction(sig, ptr::null(), &mut old) != 0 {
                 continue;
             }
-            let caught = old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN;
-            if caught && old.sa_flags & libc::SA_RESTART == 0 {
-                return false;
-            }
+            old
+        };
+        let caught = old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN;
+        if caught && old.sa_flags & libc::SA_RESTART == 0 {
+            bits |= 1 << (sig - 1);
         }
-        true
     }
+    bits
+}
+
+/// poll(2) on one fd: its revents (0 on timeout). `timeout_ms` as poll's
+/// (-1: no limit). The `poll` system call itself (not ppoll, which rustix
+/// and some libcs use, and which sandbox filters such as OpenSSH's do not
+/// allow), made with syscall(2): not a cancellation point, and not our own
+/// `poll` export.
+pub(crate) fn poll_fd(
+    fd: std::os::fd::BorrowedFd<'_>,
+    events: i16,
+    timeout_ms: c_int,
+) -> Result<i16, rustix::io::Errno> {
+    use std::os::fd::AsRawFd;
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    // SAFETY: one valid pollfd, nfds 1; the kernel writes only `revents`.
+    let n = unsafe { libc::syscall(libc::SYS_poll, &mut p as *mut libc::pollfd, 1, timeout_ms) };
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "x86")))]
+    let n = {
+        // No poll system call here: ppoll, which filters there must allow.
+        let ts = (timeout_ms >= 0).then(|| libc::timespec {
+            tv_sec: (timeout_ms / 1000) as _,
+            tv_nsec: ((timeout_ms % 1000) * 1_000_000) as _,
+        });
+        let tp = ts
+            .as_ref()
+            .map_or(ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: one valid pollfd; a valid or null timespec; no mask.
+        unsafe {
+            libc::syscall(
+                libc::SYS_ppoll,
+                &mut p as *mut libc::pollfd,
+                1,
+                tp,
+                ptr::null::<libc::sigset_t>(),
+                0,
+            )
+        }
+    };
+    if n < 0 {
+        return Err(rustix::io::Errno::from_raw_os_error(errno()));
+    }
+    Ok(if n == 0 { 0 } else { p.revents })
 }
 
 /// The `events` of a caller's `struct epoll_event` (packed on x86-64), or
@@ -707,9 +783,22 @@ pub(crate) unsafe fn read_into(
     }
 }
 
+/// Closes `fd` with close(2) and nothing else (see `socket::InternalFd`).
+pub(crate) fn close_fd(fd: std::os::fd::OwnedFd) {
+    use std::os::fd::IntoRawFd;
+    // SAFETY: we own the fd (into_raw_fd gave up the OwnedFd), so closing
+    // it cannot close anyone else's.
+    unsafe { libc::close(fd.into_raw_fd()) };
+}
+
 /// Sends SIGPIPE to the calling thread, as a write to a closed TCP
 /// connection does without MSG_NOSIGNAL.
 pub(crate) fn raise_sigpipe() {
+    // Sandboxed: tgkill is outside the filter; the call fails with EPIPE
+    // alone (docs/compatibility.md).
+    if crate::sandbox::active() {
+        return;
+    }
     // SAFETY: pthread_kill on the calling thread with a valid signal.
     unsafe { libc::pthread_kill(libc::pthread_self(), libc::SIGPIPE) };
 }

@@ -1040,7 +1040,7 @@ impl Consumer {
                 return false;
             }
             if waited < Duration::from_micros(5) {
-                std::thread::yield_now();
+                crate::restrict::yield_cpu();
                 continue;
             }
             if b == BUSY {
@@ -1172,6 +1172,15 @@ impl TakenCount {
     /// Counts `n` more bytes taken.
     pub fn add(&self, n: u32) {
         self.0.ctl().consumer.taken.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Bytes the producer counted for this consumer (doorbells and filler,
+    /// wrapping; as [`Consumer::doorbells_rung`]). Peer-written: a hint.
+    pub fn rung(&self) -> u32 {
+        let w = &self.0.ctl().wait;
+        w.reader_rings
+            .load(Ordering::Acquire)
+            .wrapping_add(w.writer_rings.load(Ordering::Acquire))
     }
 }
 

@@ -28,6 +28,8 @@ pub mod layout;
 #[cfg(not(loom))]
 mod memfd;
 #[cfg(not(loom))]
+mod restrict;
+#[cfg(not(loom))]
 mod segment;
 #[cfg(not(loom))]
 mod sidelock;
@@ -38,6 +40,8 @@ pub use channel::{Consumer, Probe, Producer, RoomWaiter, TakenCount, WaitKind};
 pub use error::{AttachError, RingError};
 pub use heap::heap_channel;
 pub use layout::Geometry;
+#[cfg(not(loom))]
+pub use restrict::{set_syscalls_restricted, syscalls_restricted, yield_cpu};
 #[cfg(not(loom))]
 pub use segment::{Endpoint, Role, Segment};
 #[cfg(not(loom))]

@@ -1,0 +1,200 @@
+//! Sandboxed processes (docs/architecture.md, "Sandboxed processes"): a
+//! program that installs a seccomp filter like OpenSSH's pre-authentication
+//! child (read, write, poll, futex, clocks, sleeps, memory, close,
+//! shutdown; open/stat denied with EACCES; anything else kills the process)
+//! keeps streaming over shared memory with read/write/poll.
+//!
+//! `tests/c/seccomp_echo.c` does the work: two connections per run, the
+//! first echoed with blocking read/write (random-sized chunks, so both
+//! sides sleep and wake on doorbells), the second non-blocking, full
+//! duplex with poll, a few MiB each way (rings fill: POLLOUT through
+//! filler); sha256 compared across the ends. Run in the emulated mode
+//! (127.77.245.N) and the default mode (127.0.245.N), with the server
+//! sandboxed after accept (alone, or in a child forked after accept, whose
+//! connections are then shared with the parent, as sshd's are), and the
+//! client sandboxed too. The counters prove shared memory carried both
+//! connections. A SECCOMP_MODE_STRICT client gets EACCES from data calls
+//! instead of being killed.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use common::{build_c, preloaded, run, tmpdir, Background, TIMEOUT};
+
+fn echo() -> &'static Path {
+    static EXE: OnceLock<PathBuf> = OnceLock::new();
+    EXE.get_or_init(|| build_c("seccomp_echo", &["-O2", "-Wall"]))
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    /// SHMNET_FALLBACK=never on 127.77.245.`n`.
+    Emulated,
+    /// The default mode on 127.0.245.`n`.
+    Default,
+}
+
+struct Net {
+    addr: String,
+    mode: Mode,
+    dir: PathBuf,
+}
+
+impl Net {
+    fn new(name: &str, n: u8, mode: Mode) -> Net {
+        let addr = match mode {
+            Mode::Emulated => format!("127.77.245.{n}"),
+            Mode::Default => format!("127.0.245.{n}"),
+        };
+        let dir = tmpdir(name);
+        std::fs::create_dir_all(dir.join("shm")).unwrap();
+        Net { addr, mode, dir }
+    }
+
+    fn command(&self) -> Command {
+        let mut cmd = preloaded(echo());
+        cmd.env("SHMNET_DIR", self.dir.join("shm"));
+        if let Mode::Emulated = self.mode {
+            cmd.env("SHMNET_PARTITIONS", "127.77.245.0/24")
+                .env("SHMNET_FALLBACK", "never");
+        }
+        cmd
+    }
+
+    fn server(&self, sandboxed: bool, forked: bool, mib: u32) -> (Background, String) {
+        let mut cmd = self.command();
+        cmd.args(["server", &self.addr])
+            .arg(u8::from(sandboxed).to_string())
+            .arg(u8::from(forked).to_string())
+            .arg(mib.to_string());
+        let mut srv = Background::start("seccomp_echo server", &mut cmd, TIMEOUT, false);
+        let port = srv.expect("port ")[5..].trim().to_string();
+        (srv, port)
+    }
+
+    /// Both connections went over shared memory: the client's connects and
+    /// the server's accepts are counted as such.
+    fn assert_shm(&self, what: &str) {
+        let c = common::stats::read(&self.dir.join("shm"));
+        assert_eq!(
+            (c.get("shm").copied(), c.get("accepted_shm").copied()),
+            (Some(2), Some(2)),
+            "{what}: counters {c:?}"
+        );
+    }
+}
+
+/// "NAME N sent=HEX recv=HEX ..." -> (sent, recv) in that order of the
+/// line's own keys.
+fn hashes(line: &str) -> (String, String) {
+    let get = |key: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
+            .to_string()
+    };
+    (get("sent="), get("recv="))
+}
+
+fn echo_test(name: &str, n: u8, mode: Mode, server_forks: bool, client_sandboxed: bool) {
+    let net = Net::new(name, n, mode);
+    let mib = 4;
+    let (mut srv, port) = net.server(true, server_forks, mib);
+    let mut cmd = net.command();
+    cmd.args(["client", &net.addr, &port])
+        .arg(u8::from(client_sandboxed).to_string())
+        .arg(mib.to_string());
+    let out = run(&mut cmd);
+    let server_lines: Vec<String> = ["server 1", "server 2", "done"]
+        .iter()
+        .map(|p| srv.expect(p))
+        .collect();
+    let server_err = srv.finish();
+    assert!(
+        out.status.success() && out.stdout.contains("done"),
+        "{name}: client {}\nstdout:\n{}\nstderr:\n{}\nserver stderr:\n{server_err}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    for (i, want) in [(1, (mib as usize) << 19), (2, (mib as usize) << 20)] {
+        let client = out
+            .stdout
+            .lines()
+            .find(|l| l.starts_with(&format!("client {i} ")))
+            .unwrap_or_else(|| panic!("{name}: no client {i} line:\n{}", out.stdout));
+        assert!(
+            client.contains(&format!("bytes={want} "))
+                || client.ends_with(&format!("bytes={want}")),
+            "{name}: {client}"
+        );
+        let (c_sent, c_recv) = hashes(client);
+        let (s_sent, s_recv) = hashes(&server_lines[i - 1]);
+        assert_eq!(
+            c_sent, s_recv,
+            "{name}: connection {i}: server got other bytes"
+        );
+        assert_eq!(
+            s_sent, s_recv,
+            "{name}: connection {i}: server echoed other bytes"
+        );
+        assert_eq!(
+            c_recv, c_sent,
+            "{name}: connection {i}: client got other bytes back"
+        );
+    }
+    for err in [&out.stderr, &server_err] {
+        assert!(!err.contains("libshmnet"), "{name}: {err}");
+    }
+    net.assert_shm(name);
+}
+
+#[test]
+fn sandboxed_server_emulated() {
+    echo_test("sbx-server-emu", 1, Mode::Emulated, false, false);
+}
+
+#[test]
+fn sandboxed_server_default_mode() {
+    echo_test("sbx-server-def", 2, Mode::Default, false, false);
+}
+
+#[test]
+fn sandboxed_forked_server_and_client_emulated() {
+    echo_test("sbx-both-emu", 3, Mode::Emulated, true, true);
+}
+
+#[test]
+fn sandboxed_forked_server_and_client_default_mode() {
+    echo_test("sbx-both-def", 4, Mode::Default, true, true);
+}
+
+#[test]
+fn sandboxed_client_emulated() {
+    echo_test("sbx-client-emu", 5, Mode::Emulated, false, true);
+}
+
+/// SECCOMP_MODE_STRICT leaves read, write, exit and sigreturn: waiting on a
+/// ring is impossible, so data calls on a shared-memory connection fail
+/// with EACCES — the process is not killed.
+#[test]
+fn strict_mode_fails_data_calls_without_killing() {
+    let net = Net::new("sbx-strict", 6, Mode::Emulated);
+    let (mut srv, port) = net.server(false, false, 1);
+    let mut cmd = net.command();
+    cmd.args(["strict", &net.addr, &port]);
+    let out = run(&mut cmd);
+    assert!(
+        out.status.success() && out.stdout.contains("strict ok"),
+        "strict client {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    srv.expect("done");
+    srv.finish();
+    net.assert_shm("strict");
+}
