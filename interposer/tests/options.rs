@@ -361,3 +361,29 @@ fn iperf3_default_mode_reads_tcp_info() {
     );
     eprintln!("{out}");
 }
+
+/// getsockopt with wrong buffers, as on kernel TCP: a null value with
+/// length 0 succeeds, a bad value or length pointer is EFAULT (found by
+/// review: EFAULT for the first, and the program killed by SIGSEGV for
+/// the second, on an emulated socket).
+#[test]
+fn bad_option_buffers_are_efault_not_a_crash() {
+    let exe = build_c("optfault", &["-O1", "-Wall"]);
+    let kernel = common::run(
+        std::process::Command::new(&exe).args(["127.0.0.1", &spare_port().to_string()]),
+    );
+    let dir = tmpdir("opt-fault");
+    let mut cmd = preloaded(&exe);
+    cmd.args(["127.77.187.1", "18187"])
+        .env("SHMNET_PARTITIONS", "127.77.187.0/24")
+        .env("SHMNET_FALLBACK", "never")
+        .env("SHMNET_DIR", dir.join("shm"));
+    let emulated = common::run(&mut cmd);
+    assert_eq!(
+        kernel.stdout,
+        "null-value-len-0 0\nbad-value Bad address\nbad-len Bad address\nnull-len Bad address\n",
+        "{}",
+        kernel.stderr
+    );
+    assert_eq!(emulated.stdout, kernel.stdout, "{}", emulated.stderr);
+}
