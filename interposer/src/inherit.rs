@@ -344,7 +344,7 @@ fn connections(conns: Vec<(i32, Option<Vec<u8>>)>, carriers: Vec<(i32, u64)>) {
         let mut why = String::from("no carrier came with it");
         let mut done = None;
         if secure {
-            why = "this program runs set-user-ID or with gained privileges (AT_SECURE), and                    does not take a connection's shared memory from its caller"
+            why = "this program runs set-user-ID or with gained privileges (AT_SECURE), and does not take a connection's shared memory from its caller"
                 .into();
         } else if let Some(cookie) = cookie {
             for (i, &(_, c)) in carriers.iter().enumerate() {

@@ -419,34 +419,43 @@ pub(crate) fn reuses_port(opts: &Options) -> bool {
 /// own). The name stays held while any member is open.
 pub(crate) fn join_reuseport_group(target: SocketAddr) -> Option<Reservation> {
     let me = euid();
-    let mut found = None;
+    let same = |local: SocketAddr| rendezvous::unmapped(local) == rendezvous::unmapped(target);
+    // The holder may be a socket of this process: its rendezvous is shared
+    // if it may be (it reuses the port too, and is ours), and if not the
+    // answer is EADDRINUSE at once (asking ourselves would wait for an
+    // accept this thread is not in).
+    let mut local: Option<Option<OwnedFd>> = None;
     registry::for_each_socket(|s| {
-        if found.is_some() {
+        if local.is_some() {
             return;
         }
-        found = match &**s {
-            Socket::Bound(b) if b.local == target && b.owner == me && reuses_port(&b.opts) => b
-                .reservation
-                .lock()
-                .as_ref()
-                .and_then(|r| r.socket())
-                .and_then(|fd| dup_owned(fd).ok()),
-            Socket::Listener(l)
-                if l.tcp.is_none()
-                    && l.local == target
-                    && l.owner == me
-                    && reuses_port(&l.opts) =>
-            {
-                l.rendezvous
-                    .iter()
-                    .find(|r| r.scope == Scope::Local)
-                    .and_then(|r| dup_owned(&r.fd).ok())
-            }
+        local = match &**s {
+            Socket::Bound(b) if same(b.local) => Some(
+                (b.owner == me && reuses_port(&b.opts))
+                    .then(|| {
+                        b.reservation
+                            .lock()
+                            .as_ref()
+                            .and_then(|r| r.socket())
+                            .and_then(|fd| dup_owned(fd).ok())
+                    })
+                    .flatten(),
+            ),
+            Socket::Listener(l) if l.tcp.is_none() && same(l.local) => Some(
+                (l.owner == me && reuses_port(&l.opts))
+                    .then(|| {
+                        l.rendezvous
+                            .iter()
+                            .find(|r| r.scope == Scope::Local)
+                            .and_then(|r| dup_owned(&r.fd).ok())
+                    })
+                    .flatten(),
+            ),
             _ => None,
         };
     });
-    let fd = match found {
-        Some(fd) => fd,
+    let fd = match local {
+        Some(found) => found?,
         None => join_remote(target, me)?,
     };
     Some(Reservation::of_socket(target, InternalFd::new(fd)))
@@ -471,8 +480,11 @@ fn join_remote(target: SocketAddr, me: u32) -> Option<OwnedFd> {
     .ok()?;
     let addr = rustix::net::SocketAddrUnix::new_abstract_name(name.as_bytes()).ok()?;
     rustix::net::connect(&sock, &addr).ok()?;
-    if sys::peer_cred(sock.as_fd()).map(|(_, uid, _)| uid) != Some(me) {
-        return None;
+    // (Not ourselves: that holder was looked for in the registry.)
+    let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+    match sys::peer_cred(sock.as_fd()) {
+        Some((holder, uid, _)) if uid == me && holder != pid => {}
+        _ => return None,
     }
     let ask = handshake::Message {
         kind: Kind::Join,
@@ -492,7 +504,7 @@ fn join_remote(target: SocketAddr, me: u32) -> Option<OwnedFd> {
         let left = deadline.saturating_duration_since(std::time::Instant::now());
         if left.is_zero() {
             crate::log::always(format_args!(
-                "bind to {target} with SO_REUSEPORT: the process holding it did not answer                  within {JOIN_PATIENCE:?} (it answers in accept); EADDRINUSE"
+                "bind to {target} with SO_REUSEPORT: the process holding it did not answer within {JOIN_PATIENCE:?} (it answers in accept); EADDRINUSE"
             ));
             return None;
         }
@@ -1098,7 +1110,7 @@ impl Listener {
         let ours = self.tcp.is_none()
             && peer.uid == self.owner
             && reuses_port(&self.opts)
-            && msg.addr == self.local;
+            && rendezvous::unmapped(msg.addr) == rendezvous::unmapped(self.local);
         let rv = self.rendezvous.iter().find(|r| r.scope == Scope::Local);
         match rv.filter(|_| ours) {
             Some(rv) => {

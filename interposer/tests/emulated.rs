@@ -2102,3 +2102,44 @@ else:
         "both workers serve: X {nx}, Y {ny} ({got})"
     );
 }
+
+/// SO_REUSEPORT binds against a member in the same process, as the kernel
+/// answers them (found by review): over a listener without SO_REUSEPORT,
+/// EADDRINUSE at once (it waited 1 s asking itself to answer in accept);
+/// an IPv4-mapped IPv6 member next to an IPv4 one joins the group, and a
+/// connection reaches the group.
+#[test]
+fn reuseport_binds_in_one_process_answer_at_once() {
+    const BODY: &str = r#"
+def rp(fam=socket.AF_INET, reuse=True):
+    s = socket.socket(fam)
+    if reuse:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return s
+def attempt(label, s, addr):
+    t0 = time.time()
+    try:
+        s.bind(addr); r = "ok"
+    except OSError as e:
+        r = errno.errorcode[e.errno]
+    say(label, r, "slow" if time.time() - t0 > 0.5 else "fast")
+h = rp(reuse=False); h.bind((HOST, PORT)); h.listen(8)
+attempt("over-plain", rp(), (HOST, PORT))
+m1 = rp(); m1.bind((HOST, PORT + 1)); m1.listen(8)
+m2 = rp(socket.AF_INET6)
+attempt("mapped", m2, ("::ffff:" + HOST, PORT + 1))
+m2.listen(8)
+c = socket.create_connection((HOST, PORT + 1))
+r, _, _ = select.select([m1, m2], [], [], 5)
+a, _ = r[0].accept()
+c.sendall(b"x"); say("reached", a.recv(1).decode())
+"#;
+    let net = Net::v4("reuseport-local", 28);
+    let out = common::run(&mut net.script(BODY, net.port, &[]));
+    assert_eq!(
+        out.stdout,
+        "over-plain EADDRINUSE fast\nmapped ok fast\nreached x\n",
+        "{}",
+        out.stderr
+    );
+}
