@@ -14,7 +14,9 @@
 //! its kernel TCP listener, so the answers and the port space are the
 //! kernel's.
 //!
-//! **accept never waits for a connector** (docs/security.md). A rendezvous
+//! **accept never waits long for a connector** (docs/security.md: at
+//! most `ARRIVAL_PATIENCE` per call, for admitted connectors, within a
+//! share of the listener's time, `WAIT_SHARE_US_PER_MS`). A rendezvous
 //! connection is visible before its connect message arrives; one whose
 //! message is not there yet is *parked*: registered one-shot in the epoll
 //! instance (it wakes the application when the message arrives, or when it
@@ -72,20 +74,35 @@ const QUEUE: u64 = 3;
 /// costs an accept at most this, once.
 const ARRIVAL_PATIENCE: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// The waiting for late messages a listener may do, in microseconds per
+/// millisecond (2%): a connector of an admitted user that connects and
+/// stays silent cannot make a server spend more of its time in accept
+/// than this; waits are a few microseconds when connectors are only late.
+const WAIT_SHARE_US_PER_MS: u64 = 20;
+/// The most of that saved up (ten full waits).
+const WAIT_BUDGET_MAX_US: u64 = 20_000;
+
+/// The most connections one accept takes from a rendezvous (parking or
+/// dropping the ones it cannot return): a flood of connectors must not keep
+/// a single accept call busy.
+const TAKEN_MAX: usize = 64;
+
 /// What is left of `ARRIVAL_PATIENCE` in one accept.
-struct Patience(std::time::Duration);
+struct Patience {
+    left: std::time::Duration,
+}
 
 impl Patience {
     /// Waits (sleeping, not spinning: on a busy machine the connector may
     /// need our CPU) for `conn` to become readable, from what is left;
     /// whether it did.
     fn wait(&mut self, conn: BorrowedFd<'_>) -> bool {
-        if self.0.is_zero() {
+        if self.left.is_zero() {
             return false;
         }
         let start = std::time::Instant::now();
-        let ready = crate::handshake::wait_readable(conn, Some(self.0)).unwrap_or(false);
-        self.0 = self.0.saturating_sub(start.elapsed());
+        let ready = crate::handshake::wait_readable(conn, Some(self.left)).unwrap_or(false);
+        self.left = self.left.saturating_sub(start.elapsed());
         ready
     }
 }
@@ -173,6 +190,11 @@ pub(crate) struct Listener {
     /// kernel listener).
     pub opts: Options,
     refusal_logged: AtomicBool,
+    /// Waiting for late messages (`ARRIVAL_PATIENCE`) left to this
+    /// listener, in microseconds, and when it was last refilled
+    /// (CLOCK_MONOTONIC ms): see `WAIT_SHARE`.
+    wait_budget_us: std::sync::atomic::AtomicU64,
+    budget_at_ms: std::sync::atomic::AtomicU64,
 }
 
 fn fail<R>(e: Errno) -> Action<R> {
@@ -658,6 +680,8 @@ fn assemble(
         namespace: crate::netlink::namespace_epoch(),
         opts,
         refusal_logged: AtomicBool::new(false),
+        wait_budget_us: std::sync::atomic::AtomicU64::new(WAIT_BUDGET_MAX_US),
+        budget_at_ms: std::sync::atomic::AtomicU64::new(monotonic_ms()),
     };
     // Across exec, what the listener is made of goes with the
     // application's fd (see `inherit`).
@@ -876,7 +900,29 @@ impl Listener {
     /// A shared-memory connection whose handshake is complete, if one is
     /// there: parked ones first (their message has arrived), then new ones.
     fn accept_shm(&self, ready: &Ready) -> Result<Option<(OwnedFd, Connection)>, Errno> {
-        let mut patience = Patience(ARRIVAL_PATIENCE);
+        // (Threads and processes sharing the listener race on the budget:
+        // each may overdraw it by one wait, which is fine.)
+        let now = monotonic_ms();
+        let since = now.saturating_sub(self.budget_at_ms.swap(now, Ordering::Relaxed));
+        let budget = (self.wait_budget_us.load(Ordering::Relaxed)
+            + since.saturating_mul(WAIT_SHARE_US_PER_MS))
+        .min(WAIT_BUDGET_MAX_US);
+        let allowed = ARRIVAL_PATIENCE.min(std::time::Duration::from_micros(budget));
+        let mut patience = Patience { left: allowed };
+        let found = self.accept_new(ready, &mut patience);
+        let spent = allowed.saturating_sub(patience.left).as_micros() as u64;
+        self.wait_budget_us
+            .store(budget.saturating_sub(spent), Ordering::Relaxed);
+        found
+    }
+
+    /// `accept_shm` after the parked connections: new ones, from the
+    /// rendezvous.
+    fn accept_new(
+        &self,
+        ready: &Ready,
+        patience: &mut Patience,
+    ) -> Result<Option<(OwnedFd, Connection)>, Errno> {
         if ready.parked || self.parking.sweep_due() {
             if let Some(found) = self.unpark(true)? {
                 return Ok(Some(found));
@@ -885,11 +931,17 @@ impl Listener {
         if !ready.rendezvous {
             return Ok(None);
         }
+        let mut taken = 0;
         for r in &self.rendezvous {
             // A connector that withdrew a reuse offer dials again at once:
             // its new connection is worth the wait as its message is.
             let mut redial = false;
             loop {
+                if taken >= TAKEN_MAX {
+                    // The rest stay queued: the listener stays readable.
+                    return Ok(None);
+                }
+                taken += 1;
                 let conn = match rustix::net::accept_with(
                     &r.fd,
                     SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
@@ -934,6 +986,10 @@ impl Listener {
                                 return Err(e);
                             }
                         },
+                        // Only for a connector the policy admits (the
+                        // kernel vouches for who connected before any
+                        // message): others are refused now.
+                        Arrival::Empty if !self.admits(conn.as_fd()) => break,
                         Arrival::Empty if patience.wait(conn.as_fd()) => {}
                         Arrival::Empty => {
                             self.park(conn, r.scope, state);
@@ -966,6 +1022,11 @@ impl Listener {
     /// `PARKED_MAX`. EMFILE (with `take`): one is waiting but the process
     /// has no fds for it, as the kernel's accept would say.
     fn unpark(&self, take: bool) -> Result<Option<(OwnedFd, Connection)>, Errno> {
+        self.unpark_to(take, PARKED_MAX)
+    }
+
+    /// `unpark`, keeping at most `bound` of those still waiting.
+    fn unpark_to(&self, take: bool, bound: usize) -> Result<Option<(OwnedFd, Connection)>, Errno> {
         let now = monotonic_ms();
         let mut found = None;
         let mut full = None;
@@ -1016,7 +1077,7 @@ impl Listener {
         // message go first (they had the most time). Whole ones are never
         // dropped: they are served by the next accepts.
         kept.sort_by_key(|(rec, _, _)| rec.deadline_ms);
-        let mut excess = kept.len().saturating_sub(PARKED_MAX);
+        let mut excess = kept.len().saturating_sub(bound);
         kept.retain(|(_, _, whole)| {
             if excess > 0 && !whole {
                 excess -= 1;
@@ -1066,8 +1127,10 @@ impl Listener {
             deadline_ms: monotonic_ms() + PARK_PATIENCE.as_millis() as u64,
         };
         if self.parking.len_hint() >= PARKED_MAX {
-            // Sweep first, so an idle crowd cannot keep newcomers out.
-            let none = self.unpark(false);
+            // Sweep first, so an idle crowd cannot keep newcomers out; down
+            // to three quarters, so that a flood of silent connectors costs
+            // one sweep per sixteen of them, not one each.
+            let none = self.unpark_to(false, PARKED_MAX - PARKED_MAX / 4);
             debug_assert!(none.is_ok_and(|n| n.is_none()));
         }
         self.requeue(conn, rec);
@@ -1299,6 +1362,23 @@ impl Listener {
                 Step::Dropped
             }
         }
+    }
+
+    /// Whether the policy admits whoever connected `conn` (refused and
+    /// counted if not: the caller drops it).
+    fn admits(&self, conn: BorrowedFd<'_>) -> bool {
+        let Some(config) = crate::config::get() else {
+            return false;
+        };
+        let Some(peer) = Peer::of(conn, &config.allow) else {
+            self.dropped("no credentials");
+            return false;
+        };
+        if config.allow.admits(self.owner, &peer) || config.allow.admits(euid(), &peer) {
+            return true;
+        }
+        self.refuse(&peer);
+        false
     }
 
     fn refuse(&self, peer: &Peer) {

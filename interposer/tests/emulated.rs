@@ -2137,8 +2137,7 @@ c.sendall(b"x"); say("reached", a.recv(1).decode())
     let net = Net::v4("reuseport-local", 28);
     let out = common::run(&mut net.script(BODY, net.port, &[]));
     assert_eq!(
-        out.stdout,
-        "over-plain EADDRINUSE fast\nmapped ok fast\nreached x\n",
+        out.stdout, "over-plain EADDRINUSE fast\nmapped ok fast\nreached x\n",
         "{}",
         out.stderr
     );
