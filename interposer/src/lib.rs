@@ -46,6 +46,7 @@ mod registry;
 mod rendezvous;
 mod safedir;
 mod sandbox;
+mod seccomp_filter;
 mod socket;
 mod stats;
 mod stream;

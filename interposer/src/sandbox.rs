@@ -77,7 +77,7 @@ fn set(level: u8) {
 pub(crate) fn prctl(
     option: c_int,
     mode: c_ulong,
-    _a3: c_ulong,
+    prog: c_ulong,
     _a4: c_ulong,
     _a5: c_ulong,
 ) -> Action<c_int> {
@@ -86,7 +86,16 @@ pub(crate) fn prctl(
     }
     let level = match mode as u32 {
         libc::SECCOMP_MODE_STRICT => STRICT,
-        libc::SECCOMP_MODE_FILTER => FILTER,
+        libc::SECCOMP_MODE_FILTER if filter_restricts_us(prog as usize as *const u8) => FILTER,
+        libc::SECCOMP_MODE_FILTER => {
+            // Nothing the library calls is refused (a denylist of
+            // dangerous calls, an allow-all filter): nothing changes.
+            log!(
+                debug,
+                "prctl(PR_SET_SECCOMP): the filter allows the library's calls"
+            );
+            return Action::Pass;
+        }
         _ => return Action::Pass, // the kernel says EINVAL
     };
     prepare();
@@ -96,6 +105,39 @@ pub(crate) fn prctl(
         PENDING.store(before | 0x80, Ordering::Relaxed);
     }
     Action::Pass
+}
+
+/// Whether the `struct sock_fprog` at `prog` (the application's own
+/// argument) refuses a call the library makes (`seccomp_filter`); true
+/// when it cannot be read or followed (the kernel will say EFAULT or
+/// EINVAL for a bad one anyway).
+fn filter_restricts_us(prog: *const u8) -> bool {
+    // struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+    let mut head = [0u8; 16];
+    if sys::user_read(prog, &mut head).is_err() {
+        return true;
+    }
+    let len = usize::from(u16::from_ne_bytes([head[0], head[1]]));
+    let mut at = [0u8; 8];
+    at.copy_from_slice(&head[8..16]);
+    let filter = usize::from_ne_bytes(at) as *const u8;
+    // BPF_MAXINSNS.
+    if len == 0 || len > 4096 {
+        return true;
+    }
+    let mut raw = vec![0u8; len * 8];
+    if sys::user_read(filter, &mut raw).is_err() {
+        return true;
+    }
+    let insns: Vec<crate::seccomp_filter::Insn> = raw
+        .chunks_exact(8)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            crate::seccomp_filter::Insn::from_bytes(&b)
+        })
+        .collect();
+    crate::seccomp_filter::restricts_library(&insns)
 }
 
 /// The level before a PR_SET_SECCOMP in progress (high bit: one is).

@@ -321,6 +321,15 @@ pub(crate) unsafe fn put_opt(
     user_copy(n.as_ptr(), len.cast::<u8>(), 4)
 }
 
+/// Reads `buf.len()` bytes at the caller's `from`: EFAULT for a bad
+/// address (see `user_copy`).
+pub(crate) fn user_read(from: *const u8, buf: &mut [u8]) -> Result<(), c_int> {
+    if from.is_null() {
+        return Err(libc::EFAULT);
+    }
+    user_copy(from, buf.as_mut_ptr(), buf.len())
+}
+
 /// Copies `n` bytes between the caller's memory and ours as the kernel
 /// does with a system call's pointers: a bad address is EFAULT, not a
 /// fault in the program (process_vm_readv/writev on ourselves). In a
