@@ -12,7 +12,7 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -743,29 +743,74 @@ pub(crate) struct Connection {
     pool_ticket: Option<pool::Ticket>,
 }
 
-/// The segment's memfd and, while one of the application's fds for the
-/// connection goes across exec, the carrier that takes it there
-/// (`inherit::make_carrier`).
+/// The segment's memfd and the carrier that takes it across exec
+/// (`inherit::make_carrier`), made only when an exec may follow while one
+/// of the application's fds for the connection is inheritable
+/// (`Connection::ready_for_exec`): nothing at connect or accept.
 #[derive(Default)]
 struct Carry {
     memfd: Option<InternalFd>,
     carrier: Option<InternalFd>,
     /// The carrier is inheritable (not close-on-exec).
     inheritable: bool,
+    /// One of the application's fds for the connection is inheritable, as
+    /// last told (`Connection::set_cloexec`).
+    wanted: bool,
+}
+
+/// RLIMIT_NOFILE's soft limit as last seen: 0 not looked up yet,
+/// `u64::MAX` unlimited, else the limit plus one (a limit of 0 exists).
+static NOFILE: AtomicU64 = AtomicU64::new(0);
+
+/// RLIMIT_NOFILE's soft limit (None: unlimited). Looked up once and then
+/// kept: the `setrlimit`/`prlimit` hooks tell it when this process changes
+/// it (nginx's worker_rlimit_nofile lowers it after start), so the fd
+/// floor never costs a system call per fd. A change made past those hooks
+/// (another process's prlimit on us, a raw system call) is noticed when a
+/// move to the floor fails with EINVAL (`InternalFd`).
+pub(crate) fn nofile_limit() -> Option<u64> {
+    match NOFILE.load(Ordering::Relaxed) {
+        0 => {
+            let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+            set_nofile_limit(Some(limit));
+            limit
+        }
+        u64::MAX => None,
+        n => Some(n - 1),
+    }
+}
+
+/// The process's RLIMIT_NOFILE soft limit is now `limit` (None for
+/// unlimited), or unknown (`None` outer: looked up at the next need).
+pub(crate) fn set_nofile_limit(limit: Option<Option<u64>>) {
+    let v = match limit {
+        None => 0,
+        Some(None) => u64::MAX,
+        Some(Some(n)) => n.saturating_add(1).min(u64::MAX - 1),
+    };
+    NOFILE.store(v, Ordering::Relaxed);
 }
 
 /// The lowest number for the library's own fds (doorbells, reservations):
 /// half the fd limit (at most 4096), so they stay out of the dense low range
 /// that programs size their tables by (wrk's event loop holds 3 fds per
-/// connection; an fd of ours among them made its connects fail).
+/// connection; an fd of ours among them made its connects fail). Follows
+/// the limit as the program changes it (`nofile_limit`): fds at or above
+/// the limit cannot be made.
 pub(crate) fn internal_fd_floor() -> i32 {
-    // Looked up every time: a program may lower its limit after start
-    // (nginx's worker_rlimit_nofile), and fds at or above the limit cannot
-    // be made.
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(1024);
+    let limit = nofile_limit().unwrap_or(1024);
     (limit / 2).clamp(3, 4096) as i32
+}
+
+/// F_DUPFD_CLOEXEC to `floor` or above; an EINVAL (the floor is at or
+/// above the limit: it was lowered past our hooks) makes the limit looked
+/// up again.
+fn dup_high(fd: BorrowedFd<'_>, floor: i32) -> Result<OwnedFd, Errno> {
+    rustix::io::fcntl_dupfd_cloexec(fd, floor).inspect_err(|e| {
+        if *e == Errno::INVAL {
+            set_nofile_limit(None);
+        }
+    })
 }
 
 /// One of the library's own fds, kept at `internal_fd_floor()` or above and
@@ -783,7 +828,7 @@ impl InternalFd {
         let fd = if fd.as_raw_fd() >= floor {
             fd
         } else {
-            rustix::io::fcntl_dupfd_cloexec(&fd, floor).unwrap_or(fd)
+            dup_high(fd.as_fd(), floor).unwrap_or(fd)
         };
         crate::fdtable::set_internal(fd.as_raw_fd(), true);
         InternalFd(Some(fd))
@@ -798,9 +843,7 @@ impl InternalFd {
         if fd.as_raw_fd() >= floor {
             return Some(InternalFd::new(fd));
         }
-        rustix::io::fcntl_dupfd_cloexec(&fd, floor)
-            .ok()
-            .map(InternalFd::new)
+        dup_high(fd.as_fd(), floor).ok().map(InternalFd::new)
     }
 
     /// The fd, no longer marked as the library's (to hand to an owner that
@@ -818,7 +861,7 @@ impl InternalFd {
     /// A copy of `fd` of our own (up out of the application's range when
     /// there is room there).
     pub(crate) fn dup(fd: BorrowedFd<'_>) -> Result<InternalFd, Errno> {
-        let copy = match rustix::io::fcntl_dupfd_cloexec(fd, internal_fd_floor()) {
+        let copy = match dup_high(fd, internal_fd_floor()) {
             Err(Errno::INVAL | Errno::MFILE) => rustix::io::fcntl_dupfd_cloexec(fd, 0)?,
             r => r?,
         };
@@ -936,6 +979,7 @@ impl Connection {
             memfd: None,
             carrier: Some(carrier),
             inheritable: true,
+            wanted: true,
         };
         Connection::build(seg, local, peer, bell, None, None, carry)
     }
@@ -950,8 +994,14 @@ impl Connection {
         mut carry: Carry,
     ) -> Result<Connection, Errno> {
         let inherited = carry.carrier.is_some();
-        // Kept for exec (`set_cloexec`), where there is room for it.
-        carry.memfd = seg.take_fd().and_then(InternalFd::new_high);
+        // Kept for a carrier (`ready_for_exec`), where there is room for
+        // it; an inherited connection has its carrier already, which holds
+        // the segment.
+        if inherited {
+            seg.forget_fd();
+        } else {
+            carry.memfd = seg.take_fd().and_then(InternalFd::new_high);
+        }
         let mut tx = seg.producer().map_err(|_| Errno::PROTO)?;
         tx.set_doorbell(bell.clone());
         let ring_bytes = seg.geometry().channel_bytes();
@@ -1134,48 +1184,63 @@ impl Connection {
     }
 
     /// Follows the application's fds' close-on-exec flag (see
-    /// `Socket::set_cloexec`): an inheritable connection has a carrier, made
-    /// the first time, which a program exec'd finds beside the fd. Without
-    /// one (no memfd kept, no room, a name taken) the exec'd program reads
-    /// the connection as closed, as before.
+    /// `Socket::set_cloexec`): remembered, and followed by the carrier if
+    /// there is one. None is made here: carriers cost ~10 system calls, and
+    /// most inheritable connections (a C server's accept without
+    /// SOCK_CLOEXEC) never see an exec; `ready_for_exec` makes it before
+    /// anything that may exec (fork, posix_spawn, system, popen, the exec
+    /// family).
     pub(crate) fn set_cloexec(&self, cloexec: bool) {
         let mut carry = self.carry.lock();
-        // (Inheritable only ever with a carrier.)
-        if carry.inheritable != cloexec {
-            return;
-        }
-        if !cloexec && carry.carrier.is_none() {
-            let Some(memfd) = &carry.memfd else {
-                return;
-            };
-            match crate::inherit::make_carrier(
-                self.bell.fd.as_fd(),
-                memfd.as_fd(),
-                self.seg.role(),
-                self.local,
-                self.peer,
-            ) {
-                Ok(c) => carry.carrier = Some(c),
-                Err(e) => {
-                    log!(
-                        debug,
-                        "{} -> {}: no carrier for exec: {e}",
-                        self.local,
-                        self.peer
-                    );
-                    return;
+        carry.wanted = !cloexec;
+        match &carry.carrier {
+            Some(c) if carry.inheritable == cloexec => {
+                let flags = if cloexec {
+                    rustix::io::FdFlags::CLOEXEC
+                } else {
+                    rustix::io::FdFlags::empty()
+                };
+                if rustix::io::fcntl_setfd(c, flags).is_ok() {
+                    carry.inheritable = !cloexec;
                 }
             }
+            Some(_) => {}
+            // Told under the lock: see `inherit::before_exec`.
+            None if !cloexec && carry.memfd.is_some() => crate::inherit::carrier_wanted(),
+            None => {}
         }
-        if let Some(c) = &carry.carrier {
-            let flags = if cloexec {
-                rustix::io::FdFlags::CLOEXEC
-            } else {
-                rustix::io::FdFlags::empty()
-            };
-            if rustix::io::fcntl_setfd(c, flags).is_ok() {
-                carry.inheritable = !cloexec;
+    }
+
+    /// An exec may follow: an inheritable connection gets its carrier
+    /// (inheritable), which a program exec'd finds beside the fd. Without
+    /// one (no memfd kept, no room, a name taken) the exec'd program reads
+    /// the connection as closed, as before.
+    pub(crate) fn ready_for_exec(&self) {
+        let mut carry = self.carry.lock();
+        if !carry.wanted || carry.carrier.is_some() {
+            return;
+        }
+        let Some(memfd) = &carry.memfd else {
+            return;
+        };
+        match crate::inherit::make_carrier(
+            self.bell.fd.as_fd(),
+            memfd.as_fd(),
+            self.seg.role(),
+            self.local,
+            self.peer,
+        ) {
+            Ok(c) => {
+                carry.inheritable =
+                    rustix::io::fcntl_setfd(&c, rustix::io::FdFlags::empty()).is_ok();
+                carry.carrier = Some(c);
             }
+            Err(e) => log!(
+                debug,
+                "{} -> {}: no carrier for exec: {e}",
+                self.local,
+                self.peer
+            ),
         }
     }
 
