@@ -701,9 +701,12 @@ pub(crate) struct Connection {
     bell: Arc<Bell>,
     _port: Option<Reservation>,
     fork_generation: u32,
-    /// Re-attached after exec: another process may hold the connection
-    /// too (the parent of a forked-then-exec'd child), as after fork.
-    inherited: bool,
+    /// Another process may hold the connection too, as after fork: it was
+    /// re-attached after exec (the parent of a forked-then-exec'd child may
+    /// have kept it), or it got an inheritable carrier before a program was
+    /// run (posix_spawn, system and popen make a child without fork's
+    /// handlers, which would have marked it shared).
+    exec_shared: AtomicBool,
     /// What a program exec'd with this connection needs (see `inherit`).
     carry: Mutex<Carry>,
     shut_rd: AtomicBool,
@@ -1018,7 +1021,7 @@ impl Connection {
             bell,
             _port: port,
             fork_generation: registry::fork_generation(),
-            inherited,
+            exec_shared: AtomicBool::new(inherited),
             carry: Mutex::new(carry),
             shut_rd: AtomicBool::new(false),
             edge: AtomicBool::new(false),
@@ -1177,10 +1180,12 @@ impl Connection {
         self.nonblock.store(0, Ordering::Relaxed);
     }
 
-    /// Whether another process shares this connection (a fork since it was
-    /// made): then each direction is also serialised across processes.
+    /// Whether another process may share this connection (a fork since it
+    /// was made, or `exec_shared`): then each direction is also serialised
+    /// across processes.
     fn shared(&self) -> bool {
-        self.inherited || self.fork_generation != registry::fork_generation()
+        self.exec_shared.load(Ordering::Relaxed)
+            || self.fork_generation != registry::fork_generation()
     }
 
     /// Follows the application's fds' close-on-exec flag (see
@@ -1234,6 +1239,11 @@ impl Connection {
                 carry.inheritable =
                     rustix::io::fcntl_setfd(&c, rustix::io::FdFlags::empty()).is_ok();
                 carry.carrier = Some(c);
+                // From now on a program run from here may hold the
+                // connection (and later ones too, as the carrier follows
+                // the flag): no EOF on our last close, each direction
+                // serialised across processes.
+                self.exec_shared.store(true, Ordering::Relaxed);
             }
             Err(e) => log!(
                 debug,
