@@ -519,20 +519,23 @@ interpose! {
         fresh |r| process::rlimit_set(pid, resource, unsafe { soft_limit(r, new) });
 }
 
-/// The two layouts of a resource limit.
+/// The two layouts of a resource limit: the soft limit, None for
+/// unlimited.
 trait SoftLimit {
-    fn soft(&self) -> u64;
+    fn soft(&self) -> Option<u64>;
 }
 
 impl SoftLimit for libc::rlimit {
-    fn soft(&self) -> u64 {
-        self.rlim_cur as u64
+    // rlim_t is u64 on the 64-bit targets, u32 on others.
+    #[allow(clippy::useless_conversion)]
+    fn soft(&self) -> Option<u64> {
+        (self.rlim_cur != libc::RLIM_INFINITY).then(|| u64::from(self.rlim_cur))
     }
 }
 
 impl SoftLimit for libc::rlimit64 {
-    fn soft(&self) -> u64 {
-        self.rlim_cur as u64
+    fn soft(&self) -> Option<u64> {
+        (self.rlim_cur != libc::RLIM64_INFINITY).then_some(self.rlim_cur)
     }
 }
 
@@ -549,8 +552,7 @@ unsafe fn soft_limit<T: SoftLimit>(result: c_int, rlim: *const T) -> Option<Opti
     }
     // SAFETY: the caller's contract; read_unaligned asks nothing of the
     // caller's alignment.
-    let soft = unsafe { rlim.read_unaligned() }.soft();
-    Some((soft != libc::RLIM_INFINITY as u64).then_some(soft))
+    Some(unsafe { rlim.read_unaligned() }.soft())
 }
 
 /// The real execl, execlp and execle, called by their trampolines.

@@ -189,7 +189,7 @@ pub(crate) fn rlimit_set(pid: pid_t, resource: u32, soft: Option<Option<u64>>) {
     let Some(soft) = soft else {
         return;
     };
-    if resource != libc::RLIMIT_NOFILE as u32 {
+    if resource != libc::RLIMIT_NOFILE {
         return;
     }
     // Another pid (maybe ours by number): looked up again when needed.

@@ -752,7 +752,7 @@ pub(crate) struct Connection {
 /// (`Connection::ready_for_exec`): nothing at connect or accept.
 #[derive(Default)]
 struct Carry {
-    memfd: Option<InternalFd>,
+    memfd: Option<KeptMemfd>,
     carrier: Option<InternalFd>,
     /// The carrier is inheritable (not close-on-exec).
     inheritable: bool,
@@ -837,18 +837,6 @@ impl InternalFd {
         InternalFd(Some(fd))
     }
 
-    /// Takes `fd` only if it can live at `internal_fd_floor()` or above
-    /// (moved there if need be): for fds kept just in case (a segment's
-    /// memfd, for exec), which must not take the application's low numbers.
-    pub(crate) fn new_high(fd: OwnedFd) -> Option<InternalFd> {
-        use std::os::fd::AsRawFd;
-        let floor = internal_fd_floor();
-        if fd.as_raw_fd() >= floor {
-            return Some(InternalFd::new(fd));
-        }
-        dup_high(fd.as_fd(), floor).ok().map(InternalFd::new)
-    }
-
     /// The fd, no longer marked as the library's (to hand to an owner that
     /// closes it as a plain fd).
     pub(crate) fn into_owned(mut self) -> OwnedFd {
@@ -893,6 +881,72 @@ impl Drop for InternalFd {
             // debug assertions, asks fcntl(F_GETFD) first, which a sandbox
             // filter kills for.
             crate::sys::close_fd(fd);
+        }
+    }
+}
+
+/// A segment's memfd kept for a carrier (`Connection::ready_for_exec`): it
+/// cannot be had later (the mapping gives no fd back without
+/// CAP_CHECKPOINT_RESTORE), so every connection keeps one — where it fits:
+/// at `internal_fd_floor()` or above (never one of the application's low
+/// numbers), and while the kept memfds fill at most half of the room
+/// between the floor and the fd limit, so that doorbells, which must have
+/// an fd, keep the other half (at the default limit of 1024: 256 kept
+/// memfds). A connection without one reads as closed after exec.
+pub(crate) struct KeptMemfd(Option<InternalFd>);
+
+/// Memfds kept now (`KeptMemfd`), in connections and in the pool.
+static KEPT_MEMFDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl KeptMemfd {
+    pub(crate) fn new(fd: OwnedFd) -> Option<KeptMemfd> {
+        use std::os::fd::AsRawFd;
+        let floor = internal_fd_floor();
+        let room = nofile_limit()
+            .unwrap_or(1024)
+            .saturating_sub(floor as u64)
+            .min(crate::fdtable::CAPACITY as u64) as usize;
+        if KEPT_MEMFDS.fetch_add(1, Ordering::Relaxed) >= room / 2 {
+            KEPT_MEMFDS.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let kept = if fd.as_raw_fd() >= floor {
+            Some(InternalFd::new(fd))
+        } else {
+            // The low fd is closed here (dropped).
+            dup_high(fd.as_fd(), floor).ok().map(InternalFd::new)
+        };
+        if kept.is_none() {
+            KEPT_MEMFDS.fetch_sub(1, Ordering::Relaxed);
+        }
+        kept.map(|fd| KeptMemfd(Some(fd)))
+    }
+
+    /// The fd, no longer counted nor marked as the library's.
+    pub(crate) fn into_owned(mut self) -> OwnedFd {
+        let fd = self
+            .0
+            .take()
+            .expect("a KeptMemfd holds its fd until dropped");
+        KEPT_MEMFDS.fetch_sub(1, Ordering::Relaxed);
+        fd.into_owned()
+    }
+}
+
+impl AsFd for KeptMemfd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // Some until dropped or given away.
+        match &self.0 {
+            Some(fd) => fd.as_fd(),
+            None => unreachable!("a KeptMemfd is used after it gave its fd away"),
+        }
+    }
+}
+
+impl Drop for KeptMemfd {
+    fn drop(&mut self) {
+        if self.0.take().is_some() {
+            KEPT_MEMFDS.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -1003,7 +1057,7 @@ impl Connection {
         if inherited {
             seg.forget_fd();
         } else {
-            carry.memfd = seg.take_fd().and_then(InternalFd::new_high);
+            carry.memfd = seg.take_fd().and_then(KeptMemfd::new);
         }
         let mut tx = seg.producer().map_err(|_| Errno::PROTO)?;
         tx.set_doorbell(bell.clone());
