@@ -2422,3 +2422,25 @@ fn with_rest<R>(bufs: &[IoSlice<'_>], mut skip: usize, f: impl FnOnce(&[IoSlice<
     }
     f(&rest)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fd floor follows what the rlimit hooks report, without a
+    /// system call; "unknown" is looked up again.
+    #[test]
+    fn nofile_limit_is_kept_and_followed() {
+        set_nofile_limit(Some(Some(64)));
+        assert_eq!((nofile_limit(), internal_fd_floor()), (Some(64), 32));
+        set_nofile_limit(Some(Some(0)));
+        assert_eq!((nofile_limit(), internal_fd_floor()), (Some(0), 3));
+        set_nofile_limit(Some(Some(1 << 20)));
+        assert_eq!(internal_fd_floor(), 4096);
+        set_nofile_limit(Some(None));
+        assert_eq!(nofile_limit(), None);
+        set_nofile_limit(None);
+        let real = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        assert_eq!(nofile_limit(), real);
+    }
+}
