@@ -113,16 +113,19 @@ fn sandboxed(fd: c_int, addr: *const sockaddr, len: socklen_t, call: &str) -> Ac
 
 /// Re-points the application's fd number at `sock`, keeping the fd's
 /// close-on-exec flag and its non-blocking mode.
-fn adopt(fd: c_int, sock: &OwnedFd) -> Result<(), Errno> {
+/// Puts `sock` on the application's fd number `fd` with its flags
+/// (`nonblock`: the application's O_NONBLOCK, looked up by the caller);
+/// says whether the fd is close-on-exec.
+fn adopt(fd: c_int, sock: &OwnedFd, nonblock: bool) -> Result<bool, Errno> {
     let app = sys::borrow_fd(fd);
     let cloexec = rustix::io::fcntl_getfd(app)?.contains(rustix::io::FdFlags::CLOEXEC);
-    let nonblock = rustix::fs::fcntl_getfl(app)?.contains(rustix::fs::OFlags::NONBLOCK);
     if nonblock {
         let fl = rustix::fs::fcntl_getfl(sock)?;
         rustix::fs::fcntl_setfl(sock, fl | rustix::fs::OFlags::NONBLOCK)?;
     }
     crate::carry::detach(fd);
-    sys::dup_onto(sock.as_fd(), fd, cloexec).inspect_err(|_| crate::carry::replay(fd, true))
+    sys::dup_onto(sock.as_fd(), fd, cloexec).inspect_err(|_| crate::carry::replay(fd, true))?;
+    Ok(cloexec)
 }
 
 fn unix_socket() -> Result<OwnedFd, Errno> {
@@ -186,7 +189,9 @@ fn bind_emulated(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
     let Some(sock) = bound.socket() else {
         return Err(Errno::INVAL);
     };
-    adopt(fd, &sock)?;
+    let nonblock =
+        rustix::fs::fcntl_getfl(sys::borrow_fd(fd))?.contains(rustix::fs::OFlags::NONBLOCK);
+    adopt(fd, &sock, nonblock)?;
     log!(debug, "fd {fd}: bound to {}", bound.local);
     registry::insert(fd, Arc::new(Socket::Bound(bound))).map_err(|()| Errno::MFILE)?;
     crate::carry::replay(fd, true);
@@ -327,15 +332,20 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
     let dial = || found.dial(config, nonblocking, timeout);
     match Connection::connect(&dial, local, target, config.ring_bytes, opts, nonblocking) {
         Ok((sock, conn)) => {
-            if let Err(e) = adopt(fd, &sock) {
-                return fail(e);
-            }
+            let cloexec = match adopt(fd, &sock, nonblocking) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
             log!(
                 debug,
                 "fd {fd}: connected {} -> {target} through shared memory",
                 conn.local
             );
-            if registry::insert(fd, Arc::new(Socket::Stream(conn))).is_err() {
+            let conn = Arc::new(Socket::Stream(conn));
+            if !cloexec {
+                conn.set_cloexec(false);
+            }
+            if registry::insert(fd, conn).is_err() {
                 return fail(Errno::MFILE);
             }
             crate::carry::replay(fd, false);

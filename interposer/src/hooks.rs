@@ -59,6 +59,11 @@ impl CRet for ssize_t {
     const FAILED: Self = -1;
 }
 
+/// popen.
+impl CRet for *mut FILE {
+    const FAILED: Self = core::ptr::null_mut();
+}
+
 /// `void` functions (closefrom) cannot fail.
 impl CRet for () {
     const FAILED: Self = ();
@@ -472,6 +477,248 @@ interpose! {
     // sandbox allows (`sandbox`).
     fn prctl(option: c_int; a2: c_ulong, a3: c_ulong, a4: c_ulong, a5: c_ulong) -> c_int
         => sandbox::prctl, fresh |r| sandbox::prctl_done(r, option);
+    // Running a program: connections whose fds go across exec get their
+    // carriers first (`process::exec`). Each entry point, since glibc's
+    // execl/execvp/system/popen/posix_spawn exec through its internal
+    // execve; the variadic execl, execlp and execle are trampolines below.
+    fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char)
+        -> c_int => process::execve;
+    fn execv(path: *const c_char, argv: *const *const c_char) -> c_int => process::execv;
+    fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int => process::execv;
+    fn execvpe(file: *const c_char, argv: *const *const c_char, envp: *const *const c_char)
+        -> c_int => process::execve;
+    fn fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int
+        => process::fexecve;
+    fn execveat(dirfd: c_int, path: *const c_char, argv: *const *const c_char,
+        envp: *const *const c_char, flags: c_int) -> c_int => process::execveat;
+    fn posix_spawn(pid: *mut pid_t, path: *const c_char,
+        actions: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t,
+        argv: *const *mut c_char, envp: *const *mut c_char) -> c_int => process::posix_spawn;
+    fn posix_spawnp(pid: *mut pid_t, file: *const c_char,
+        actions: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t,
+        argv: *const *mut c_char, envp: *const *mut c_char) -> c_int => process::posix_spawn;
+    fn system(command: *const c_char) -> c_int => process::system;
+    fn popen(command: *const c_char, mode: *const c_char) -> *mut FILE => process::popen;
+    // RLIMIT_NOFILE places the library's own fds (`socket::nofile_limit`):
+    // followed here rather than looked up for every fd. glibc's setrlimit
+    // calls its internal prlimit64: each name is hooked.
+    fn setrlimit(resource: c_uint, rlim: *const libc::rlimit) -> c_int => process::setrlimit,
+        // SAFETY: setrlimit(2) succeeded, so `rlim` was valid to read.
+        fresh |r| process::rlimit_set(0, resource, unsafe { soft_limit(r, rlim) });
+    fn setrlimit64(resource: c_uint, rlim: *const libc::rlimit64) -> c_int
+        => process::setrlimit,
+        // SAFETY: as for setrlimit.
+        fresh |r| process::rlimit_set(0, resource, unsafe { soft_limit(r, rlim) });
+    fn prlimit(pid: pid_t, resource: c_uint, new: *const libc::rlimit, old: *mut libc::rlimit)
+        -> c_int => process::prlimit,
+        // SAFETY: prlimit(2) succeeded, so `new` was null or valid to read.
+        fresh |r| process::rlimit_set(pid, resource, unsafe { soft_limit(r, new) });
+    fn prlimit64(pid: pid_t, resource: c_uint, new: *const libc::rlimit64,
+        old: *mut libc::rlimit64) -> c_int => process::prlimit,
+        // SAFETY: as for prlimit.
+        fresh |r| process::rlimit_set(pid, resource, unsafe { soft_limit(r, new) });
+}
+
+/// The two layouts of a resource limit: the soft limit, None for
+/// unlimited.
+trait SoftLimit {
+    fn soft(&self) -> Option<u64>;
+}
+
+impl SoftLimit for libc::rlimit {
+    // rlim_t is u64 on the 64-bit targets, u32 on others.
+    #[allow(clippy::useless_conversion)]
+    fn soft(&self) -> Option<u64> {
+        (self.rlim_cur != libc::RLIM_INFINITY).then(|| u64::from(self.rlim_cur))
+    }
+}
+
+impl SoftLimit for libc::rlimit64 {
+    fn soft(&self) -> Option<u64> {
+        (self.rlim_cur != libc::RLIM64_INFINITY).then_some(self.rlim_cur)
+    }
+}
+
+/// The soft limit a successful set/prlimit call (`result` 0) set from
+/// `rlim`: Some(None) for unlimited, None when it set nothing (failed, or
+/// a null `rlim`: prlimit only reading).
+///
+/// # Safety
+/// When `result` is 0, `rlim` must be null or valid for reading a `T`
+/// (the call just read it).
+unsafe fn soft_limit<T: SoftLimit>(result: c_int, rlim: *const T) -> Option<Option<u64>> {
+    if result != 0 || rlim.is_null() {
+        return None;
+    }
+    // SAFETY: the caller's contract; read_unaligned asks nothing of the
+    // caller's alignment.
+    Some(unsafe { rlim.read_unaligned() }.soft())
+}
+
+/// The real execl, execlp and execle, called by their trampolines.
+static VARIADIC_EXECS: [crate::real::LazySym; 3] = [
+    crate::real::LazySym::new(c"execl"),
+    crate::real::LazySym::new(c"execlp"),
+    crate::real::LazySym::new(c"execle"),
+];
+
+/// Resolves the real variadic exec functions (fork's prepare handler: a
+/// child must never need dlsym).
+pub(crate) fn resolve_variadic_execs() {
+    for sym in &VARIADIC_EXECS {
+        let _ = sym.get();
+    }
+}
+
+/// What a variadic exec whose libc function is missing returns.
+extern "C" fn exec_missing() -> c_int {
+    sys::set_errno(libc::ENOSYS);
+    -1
+}
+
+/// Called by the execl/execlp/execle trampolines (`which`: 0, 1, 2) with
+/// the caller's arguments saved: readies the connections for exec as the
+/// other exec hooks do, leaves errno as it was, and returns the real
+/// function, which the trampoline jumps to with the arguments untouched.
+/// (A C-variadic function cannot be written, nor its arguments forwarded,
+/// in stable Rust.)
+extern "C" fn before_variadic_exec(which: usize) -> *const c_void {
+    let saved = sys::errno();
+    if let Some(_inside) = guard::enter("execl") {
+        let _ = panic::catch_unwind(|| {
+            process::init();
+            registry::release_deferred();
+            crate::inherit::before_exec();
+        });
+    }
+    sys::set_errno(saved);
+    VARIADIC_EXECS
+        .get(which)
+        .and_then(crate::real::LazySym::get)
+        .map_or(exec_missing as *const c_void, |f| f.cast_const())
+}
+
+/// The body of a trampoline for a variadic exec function: saves the
+/// argument registers (and %al, the count of vector registers a variadic
+/// call sets), calls `before_variadic_exec`, restores them and jumps to the
+/// real function, whose stack arguments (a long argument list) are where
+/// the caller put them.
+#[cfg(target_arch = "x86_64")]
+macro_rules! exec_trampoline {
+    ($which:literal) => {
+        core::arch::naked_asm!(
+            ".cfi_startproc",
+            "endbr64",
+            // Entry: %rsp is 8 past a 16-byte boundary; seven pushes
+            // align it for the call.
+            "push rdi",
+            ".cfi_adjust_cfa_offset 8",
+            "push rsi",
+            ".cfi_adjust_cfa_offset 8",
+            "push rdx",
+            ".cfi_adjust_cfa_offset 8",
+            "push rcx",
+            ".cfi_adjust_cfa_offset 8",
+            "push r8",
+            ".cfi_adjust_cfa_offset 8",
+            "push r9",
+            ".cfi_adjust_cfa_offset 8",
+            "push rax",
+            ".cfi_adjust_cfa_offset 8",
+            concat!("mov edi, ", $which),
+            "call {prepare}",
+            "mov r11, rax",
+            "pop rax",
+            ".cfi_adjust_cfa_offset -8",
+            "pop r9",
+            ".cfi_adjust_cfa_offset -8",
+            "pop r8",
+            ".cfi_adjust_cfa_offset -8",
+            "pop rcx",
+            ".cfi_adjust_cfa_offset -8",
+            "pop rdx",
+            ".cfi_adjust_cfa_offset -8",
+            "pop rsi",
+            ".cfi_adjust_cfa_offset -8",
+            "pop rdi",
+            ".cfi_adjust_cfa_offset -8",
+            "jmp r11",
+            ".cfi_endproc",
+            prepare = sym before_variadic_exec,
+        )
+    };
+}
+
+/// aarch64: the arguments are in x0-x7 (variadic ones too, on Linux), the
+/// rest on the stack; x16 is free for the jump.
+#[cfg(target_arch = "aarch64")]
+macro_rules! exec_trampoline {
+    ($which:literal) => {
+        core::arch::naked_asm!(
+            ".cfi_startproc",
+            "hint #34", // bti c
+            "stp x29, x30, [sp, #-80]!",
+            ".cfi_def_cfa_offset 80",
+            ".cfi_offset x29, -80",
+            ".cfi_offset x30, -72",
+            "mov x29, sp",
+            "stp x0, x1, [sp, #16]",
+            "stp x2, x3, [sp, #32]",
+            "stp x4, x5, [sp, #48]",
+            "stp x6, x7, [sp, #64]",
+            concat!("mov x0, #", $which),
+            "bl {prepare}",
+            "mov x16, x0",
+            "ldp x6, x7, [sp, #64]",
+            "ldp x4, x5, [sp, #48]",
+            "ldp x2, x3, [sp, #32]",
+            "ldp x0, x1, [sp, #16]",
+            "ldp x29, x30, [sp], #80",
+            ".cfi_def_cfa_offset 0",
+            "br x16",
+            ".cfi_endproc",
+            prepare = sym before_variadic_exec,
+        )
+    };
+}
+
+/// `execl(path, arg, ..., NULL)`: see `exec_trampoline`. Declared without
+/// parameters: a naked function's body sees the caller's registers and
+/// stack as they were.
+///
+/// # Safety
+/// Called from C under execl's contract; nothing is read here.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg_attr(not(test), no_mangle)]
+#[unsafe(naked)]
+pub unsafe extern "C" fn execl() -> c_int {
+    // SAFETY: the trampoline keeps every argument register and the stack
+    // as the caller left them, and calls a function of the C ABI.
+    exec_trampoline!("0")
+}
+
+/// `execlp(file, arg, ..., NULL)`: see `execl`.
+///
+/// # Safety
+/// As `execl`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg_attr(not(test), no_mangle)]
+#[unsafe(naked)]
+pub unsafe extern "C" fn execlp() -> c_int {
+    // SAFETY: as in `execl`.
+    exec_trampoline!("1")
+}
+
+/// `execle(path, arg, ..., NULL, envp)`: see `execl`.
+///
+/// # Safety
+/// As `execl`.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+#[cfg_attr(not(test), no_mangle)]
+#[unsafe(naked)]
+pub unsafe extern "C" fn execle() -> c_int {
+    // SAFETY: as in `execl`.
+    exec_trampoline!("2")
 }
 
 /// fclose's logic: the stream's fd, read before the real fclose closes it

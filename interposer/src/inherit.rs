@@ -19,9 +19,12 @@
 //!   the connection socket's cookie (unique for the life of the system),
 //!   holding one queued message: the connection's identity (role,
 //!   addresses, the socket's cookie and inode) with the segment's memfd
-//!   attached. A connection has one while any of the application's fds
-//!   for it is inheritable (`Connection::set_cloexec`, as a listener's
-//!   parts). The exec'd library finds it among its own fds (never by
+//!   attached. A connection whose fd may go across exec (one of the
+//!   application's fds for it is inheritable: `Connection::set_cloexec`)
+//!   gets one only when an exec may follow — fork's prepare handler,
+//!   posix_spawn, system, popen and the exec family call `before_exec` —
+//!   and it then follows the fds' flag, as a listener's parts do. The
+//!   exec'd library finds it among its own fds (never by
 //!   looking a name up: another user could bind one), reads it with
 //!   MSG_PEEK (it stays for a further exec), checks it against what the
 //!   kernel says of the socket (cookie, inode, which end has the
@@ -45,6 +48,7 @@ use std::mem::MaybeUninit;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use rustix::io::Errno;
@@ -228,7 +232,7 @@ impl Identity {
 /// us (the cookie alone can be guessed).
 fn nonce() -> u64 {
     use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::atomic::AtomicU64;
     static COUNT: AtomicU64 = AtomicU64::new(0);
     // std's RandomState is keyed from getrandom; the pid and a count keep
     // a forked child's names apart from its parent's.
@@ -236,6 +240,43 @@ fn nonce() -> u64 {
     h.write_u64(COUNT.fetch_add(1, Ordering::Relaxed));
     h.write_u32(std::process::id());
     h.finish()
+}
+
+/// A connection may lack the carrier it wants (one of its fds became
+/// inheritable since the last `before_exec`): spares a process that forks
+/// often the walk over its sockets when nothing changed.
+static PENDING: AtomicBool = AtomicBool::new(false);
+
+/// Told by `Connection::set_cloexec`, under the connection's lock, when it
+/// wants a carrier it does not have.
+pub(crate) fn carrier_wanted() {
+    PENDING.store(true, Ordering::Release);
+}
+
+/// Something that may exec is about to happen (fork's prepare handler,
+/// posix_spawn, system, popen, the exec family): every connection with an
+/// inheritable fd gets its carrier now (`Connection::ready_for_exec`).
+/// The flag is cleared before the walk: a connection that wants one after
+/// the walk looked at it sets the flag again (its lock orders the two).
+pub(crate) fn before_exec() {
+    if !PENDING.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    if crate::sandbox::active() {
+        // socket() and bind() are outside a sandbox's filter: no carriers.
+        return;
+    }
+    let mut conns = Vec::new();
+    registry::for_each_socket(|s| {
+        if matches!(**s, Socket::Stream(_)) {
+            conns.push(s.clone());
+        }
+    });
+    for s in &conns {
+        if let Socket::Stream(c) = &**s {
+            c.ready_for_exec();
+        }
+    }
 }
 
 /// A carrier for the connection on Unix socket `sock` (see the module

@@ -1419,7 +1419,11 @@ impl Listener {
         }
         let peer = connection.peer;
         crate::options::inherit(&self.opts, &connection.opts);
-        if registry::insert(conn.as_raw_fd(), Arc::new(Socket::Stream(connection))).is_err() {
+        let sock = Arc::new(Socket::Stream(connection));
+        if flags & libc::SOCK_CLOEXEC == 0 {
+            sock.set_cloexec(false);
+        }
+        if registry::insert(conn.as_raw_fd(), sock).is_err() {
             return Err(Errno::MFILE);
         }
         let raw = conn.into_raw_fd();

@@ -841,16 +841,16 @@ fn mirror_cloexec(fd: c_int, cloexec: bool) {
     }
 }
 
-/// A listener's parts (a connection's carrier) go across exec exactly when
-/// one of the application's fds for it does (its other fds looked at as
-/// they are, `changing` as it is about to be). A scan of the fd table: only
-/// when such an fd is made, closed or has its flag set.
+/// A listener's parts (a connection's carrier, once it has one) go across
+/// exec exactly when one of the application's fds for it does (its other
+/// fds looked at as they are, `changing` as it is about to be). A scan of
+/// the fd table: only when a copy of such an fd is closed or has its flag
+/// set.
 pub(crate) fn refresh_cloexec(sock: &Arc<Socket>, changing: Option<(c_int, bool)>) {
     if matches!(**sock, Socket::Bound(_)) {
         return;
     }
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
+    let limit = crate::socket::nofile_limit()
         .map_or(crate::fdtable::CAPACITY, |n| n as usize)
         .min(crate::fdtable::CAPACITY);
     let inheritable = |fd: c_int| match changing {
@@ -869,7 +869,8 @@ pub(crate) fn refresh_cloexec(sock: &Arc<Socket>, changing: Option<(c_int, bool)
 /// `fd`, a new copy of `sock`'s fd (dup, dup2, F_DUPFD), goes across exec:
 /// then so must the listener's parts (a supervisor dup2()s a listener onto
 /// fd 3 for the program it runs, as socket activation does), or the
-/// connection's carrier (a forked child dup2()s it onto 0 and 1).
+/// connection's carrier (a forked child dup2()s it onto 0 and 1: made
+/// before its exec, `inherit::before_exec`).
 pub(crate) fn inheritable_copy(fd: c_int, sock: &Socket) {
     if !matches!(sock, Socket::Bound(_)) {
         let cloexec = rustix::io::fcntl_getfd(sys::borrow_fd(fd))

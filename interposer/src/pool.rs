@@ -39,7 +39,7 @@ use shmnet_ring::Segment;
 
 use crate::lock::Mutex;
 use crate::registry;
-use crate::socket::InternalFd;
+use crate::socket::KeptMemfd;
 
 /// Which side kept a segment, and for whom.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,7 +65,7 @@ struct Entry {
     seg: Segment,
     ticket: Ticket,
     /// Its memfd, if the connection kept one (for exec): handed out with it.
-    memfd: Option<InternalFd>,
+    memfd: Option<KeptMemfd>,
 }
 
 impl Entry {
@@ -100,7 +100,7 @@ pub(crate) fn new_key() -> u64 {
 /// Keeps `seg`, whose connection is gone on this side, for reuse: marks
 /// it released for the peer. Dropped instead if a fork happened since it
 /// was mapped, or it was used for much data.
-pub(crate) fn put(seg: Segment, ticket: Ticket, memfd: Option<InternalFd>) {
+pub(crate) fn put(seg: Segment, ticket: Ticket, memfd: Option<KeptMemfd>) {
     if ticket.generation != registry::fork_generation() || !seg.lightly_used() {
         return;
     }

@@ -3,7 +3,9 @@
 
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use libc::pid_t;
+use core::ffi::{c_char, c_int};
+
+use libc::{pid_t, FILE};
 
 use crate::hooks::{self, real, Action};
 use crate::{config, sys};
@@ -44,9 +46,19 @@ pub(crate) fn vfork() -> Action<pid_t> {
 
 /// Before fork, in the forking thread.
 extern "C" fn prepare() {
+    // A forked child usually execs (sshd, inetd, socat): connections with
+    // an inheritable fd get their carriers here, so a child that execs
+    // past our hooks (a raw system call) still takes them along. Inside
+    // the guard, as a hook: fork() itself is not one (vfork's hook passes
+    // it on after leaving the guard); not when fork was called from inside
+    // the library.
+    if let Some(_inside) = crate::guard::enter("fork") {
+        let _ = std::panic::catch_unwind(crate::inherit::before_exec);
+    }
     // The child must never need dlsym (its loader lock may be held by a
     // thread that does not exist in the child).
     real::resolve_all();
+    hooks::resolve_variadic_execs();
     // Hold the socket registry's lock across the fork, so that no thread is
     // in the middle of changing the registry when the process is copied.
     crate::registry::before_fork();
@@ -92,4 +104,95 @@ pub(crate) fn moved_namespace(result: libc::c_int, may_be_net: bool) {
         crate::lookup::namespace_changed();
         crate::rendezvous::namespace_changed();
     }
+}
+
+/// Every way of running a program (the exec family, posix_spawn, system,
+/// popen; fork through its prepare handler): connections whose fds go
+/// across exec get their carriers first (`inherit::before_exec`). glibc's
+/// system, popen and posix_spawn exec inside libc, past any exec hook, and
+/// execl/execvp and the like call glibc's internal execve: so each entry
+/// point is hooked. Then the real call, unchanged.
+pub(crate) fn exec<R>() -> Action<R> {
+    crate::inherit::before_exec();
+    Action::Pass
+}
+
+pub(crate) fn execve(
+    _path: *const c_char,
+    _argv: *const *const c_char,
+    _envp: *const *const c_char,
+) -> Action<c_int> {
+    exec()
+}
+
+pub(crate) fn execv(_path: *const c_char, _argv: *const *const c_char) -> Action<c_int> {
+    exec()
+}
+
+pub(crate) fn fexecve(
+    _fd: c_int,
+    _argv: *const *const c_char,
+    _envp: *const *const c_char,
+) -> Action<c_int> {
+    exec()
+}
+
+pub(crate) fn execveat(
+    _dirfd: c_int,
+    _path: *const c_char,
+    _argv: *const *const c_char,
+    _envp: *const *const c_char,
+    _flags: c_int,
+) -> Action<c_int> {
+    exec()
+}
+
+pub(crate) fn posix_spawn(
+    _pid: *mut pid_t,
+    _path: *const c_char,
+    _actions: *const libc::posix_spawn_file_actions_t,
+    _attr: *const libc::posix_spawnattr_t,
+    _argv: *const *mut c_char,
+    _envp: *const *mut c_char,
+) -> Action<c_int> {
+    exec()
+}
+
+pub(crate) fn system(_command: *const c_char) -> Action<c_int> {
+    exec()
+}
+
+pub(crate) fn popen(_command: *const c_char, _mode: *const c_char) -> Action<*mut FILE> {
+    exec()
+}
+
+/// setrlimit/setrlimit64/prlimit/prlimit64 pass through; RLIMIT_NOFILE,
+/// which places the library's own fds, is followed afterwards
+/// (`rlimit_set`).
+pub(crate) fn setrlimit<T>(_resource: u32, _rlim: *const T) -> Action<c_int> {
+    Action::Pass
+}
+
+pub(crate) fn prlimit<T>(
+    _pid: pid_t,
+    _resource: u32,
+    _new: *const T,
+    _old: *mut T,
+) -> Action<c_int> {
+    Action::Pass
+}
+
+/// After a call that set `resource` of process `pid` (0: this one) to a
+/// soft limit `soft` (None: unlimited), read from the call's argument
+/// (outer None: it set nothing, or failed).
+pub(crate) fn rlimit_set(pid: pid_t, resource: u32, soft: Option<Option<u64>>) {
+    let Some(soft) = soft else {
+        return;
+    };
+    if resource != libc::RLIMIT_NOFILE {
+        return;
+    }
+    // Another pid (maybe ours by number): looked up again when needed.
+    let known = (pid == 0).then_some(soft);
+    crate::socket::set_nofile_limit(known);
 }

@@ -80,12 +80,6 @@ pub(crate) fn with<R>(fd: RawFd, f: impl FnOnce(&Socket) -> R) -> Option<R> {
 /// Makes `fd` refer to `socket`. An fd that was ours already (a number the
 /// kernel reused after a close we did not see) is released first.
 pub(crate) fn insert(fd: RawFd, socket: Arc<Socket>) -> Result<(), ()> {
-    // A connection whose fd goes across exec (accept without SOCK_CLOEXEC,
-    // a socket made without it, a dup) gets its carrier now: exec itself
-    // is not seen (posix_spawn, system).
-    if matches!(*socket, Socket::Stream(_)) {
-        crate::options::inheritable_copy(fd, &socket);
-    }
     let handle = {
         let mut slab = SLAB.write();
         let index = match slab.free.pop() {

@@ -12,7 +12,7 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -701,9 +701,12 @@ pub(crate) struct Connection {
     bell: Arc<Bell>,
     _port: Option<Reservation>,
     fork_generation: u32,
-    /// Re-attached after exec: another process may hold the connection
-    /// too (the parent of a forked-then-exec'd child), as after fork.
-    inherited: bool,
+    /// Another process may hold the connection too, as after fork: it was
+    /// re-attached after exec (the parent of a forked-then-exec'd child may
+    /// have kept it), or it got an inheritable carrier before a program was
+    /// run (posix_spawn, system and popen make a child without fork's
+    /// handlers, which would have marked it shared).
+    exec_shared: AtomicBool,
     /// What a program exec'd with this connection needs (see `inherit`).
     carry: Mutex<Carry>,
     shut_rd: AtomicBool,
@@ -743,29 +746,74 @@ pub(crate) struct Connection {
     pool_ticket: Option<pool::Ticket>,
 }
 
-/// The segment's memfd and, while one of the application's fds for the
-/// connection goes across exec, the carrier that takes it there
-/// (`inherit::make_carrier`).
+/// The segment's memfd and the carrier that takes it across exec
+/// (`inherit::make_carrier`), made only when an exec may follow while one
+/// of the application's fds for the connection is inheritable
+/// (`Connection::ready_for_exec`): nothing at connect or accept.
 #[derive(Default)]
 struct Carry {
-    memfd: Option<InternalFd>,
+    memfd: Option<KeptMemfd>,
     carrier: Option<InternalFd>,
     /// The carrier is inheritable (not close-on-exec).
     inheritable: bool,
+    /// One of the application's fds for the connection is inheritable, as
+    /// last told (`Connection::set_cloexec`).
+    wanted: bool,
+}
+
+/// RLIMIT_NOFILE's soft limit as last seen: 0 not looked up yet,
+/// `u64::MAX` unlimited, else the limit plus one (a limit of 0 exists).
+static NOFILE: AtomicU64 = AtomicU64::new(0);
+
+/// RLIMIT_NOFILE's soft limit (None: unlimited). Looked up once and then
+/// kept: the `setrlimit`/`prlimit` hooks tell it when this process changes
+/// it (nginx's worker_rlimit_nofile lowers it after start), so the fd
+/// floor never costs a system call per fd. A change made past those hooks
+/// (another process's prlimit on us, a raw system call) is noticed when a
+/// move to the floor fails with EINVAL (`InternalFd`).
+pub(crate) fn nofile_limit() -> Option<u64> {
+    match NOFILE.load(Ordering::Relaxed) {
+        0 => {
+            let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+            set_nofile_limit(Some(limit));
+            limit
+        }
+        u64::MAX => None,
+        n => Some(n - 1),
+    }
+}
+
+/// The process's RLIMIT_NOFILE soft limit is now `limit` (None for
+/// unlimited), or unknown (`None` outer: looked up at the next need).
+pub(crate) fn set_nofile_limit(limit: Option<Option<u64>>) {
+    let v = match limit {
+        None => 0,
+        Some(None) => u64::MAX,
+        Some(Some(n)) => n.saturating_add(1).min(u64::MAX - 1),
+    };
+    NOFILE.store(v, Ordering::Relaxed);
 }
 
 /// The lowest number for the library's own fds (doorbells, reservations):
 /// half the fd limit (at most 4096), so they stay out of the dense low range
 /// that programs size their tables by (wrk's event loop holds 3 fds per
-/// connection; an fd of ours among them made its connects fail).
+/// connection; an fd of ours among them made its connects fail). Follows
+/// the limit as the program changes it (`nofile_limit`): fds at or above
+/// the limit cannot be made.
 pub(crate) fn internal_fd_floor() -> i32 {
-    // Looked up every time: a program may lower its limit after start
-    // (nginx's worker_rlimit_nofile), and fds at or above the limit cannot
-    // be made.
-    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-        .current
-        .unwrap_or(1024);
+    let limit = nofile_limit().unwrap_or(1024);
     (limit / 2).clamp(3, 4096) as i32
+}
+
+/// F_DUPFD_CLOEXEC to `floor` or above; an EINVAL (the floor is at or
+/// above the limit: it was lowered past our hooks) makes the limit looked
+/// up again.
+fn dup_high(fd: BorrowedFd<'_>, floor: i32) -> Result<OwnedFd, Errno> {
+    rustix::io::fcntl_dupfd_cloexec(fd, floor).inspect_err(|e| {
+        if *e == Errno::INVAL {
+            set_nofile_limit(None);
+        }
+    })
 }
 
 /// One of the library's own fds, kept at `internal_fd_floor()` or above and
@@ -783,24 +831,10 @@ impl InternalFd {
         let fd = if fd.as_raw_fd() >= floor {
             fd
         } else {
-            rustix::io::fcntl_dupfd_cloexec(&fd, floor).unwrap_or(fd)
+            dup_high(fd.as_fd(), floor).unwrap_or(fd)
         };
         crate::fdtable::set_internal(fd.as_raw_fd(), true);
         InternalFd(Some(fd))
-    }
-
-    /// Takes `fd` only if it can live at `internal_fd_floor()` or above
-    /// (moved there if need be): for fds kept just in case (a segment's
-    /// memfd, for exec), which must not take the application's low numbers.
-    pub(crate) fn new_high(fd: OwnedFd) -> Option<InternalFd> {
-        use std::os::fd::AsRawFd;
-        let floor = internal_fd_floor();
-        if fd.as_raw_fd() >= floor {
-            return Some(InternalFd::new(fd));
-        }
-        rustix::io::fcntl_dupfd_cloexec(&fd, floor)
-            .ok()
-            .map(InternalFd::new)
     }
 
     /// The fd, no longer marked as the library's (to hand to an owner that
@@ -818,7 +852,7 @@ impl InternalFd {
     /// A copy of `fd` of our own (up out of the application's range when
     /// there is room there).
     pub(crate) fn dup(fd: BorrowedFd<'_>) -> Result<InternalFd, Errno> {
-        let copy = match rustix::io::fcntl_dupfd_cloexec(fd, internal_fd_floor()) {
+        let copy = match dup_high(fd, internal_fd_floor()) {
             Err(Errno::INVAL | Errno::MFILE) => rustix::io::fcntl_dupfd_cloexec(fd, 0)?,
             r => r?,
         };
@@ -847,6 +881,72 @@ impl Drop for InternalFd {
             // debug assertions, asks fcntl(F_GETFD) first, which a sandbox
             // filter kills for.
             crate::sys::close_fd(fd);
+        }
+    }
+}
+
+/// A segment's memfd kept for a carrier (`Connection::ready_for_exec`): it
+/// cannot be had later (the mapping gives no fd back without
+/// CAP_CHECKPOINT_RESTORE), so every connection keeps one — where it fits:
+/// at `internal_fd_floor()` or above (never one of the application's low
+/// numbers), and while the kept memfds fill at most half of the room
+/// between the floor and the fd limit, so that doorbells, which must have
+/// an fd, keep the other half (at the default limit of 1024: 256 kept
+/// memfds). A connection without one reads as closed after exec.
+pub(crate) struct KeptMemfd(Option<InternalFd>);
+
+/// Memfds kept now (`KeptMemfd`), in connections and in the pool.
+static KEPT_MEMFDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+impl KeptMemfd {
+    pub(crate) fn new(fd: OwnedFd) -> Option<KeptMemfd> {
+        use std::os::fd::AsRawFd;
+        let floor = internal_fd_floor();
+        let room = nofile_limit()
+            .unwrap_or(1024)
+            .saturating_sub(floor as u64)
+            .min(crate::fdtable::CAPACITY as u64) as usize;
+        if KEPT_MEMFDS.fetch_add(1, Ordering::Relaxed) >= room / 2 {
+            KEPT_MEMFDS.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        }
+        let kept = if fd.as_raw_fd() >= floor {
+            Some(InternalFd::new(fd))
+        } else {
+            // The low fd is closed here (dropped).
+            dup_high(fd.as_fd(), floor).ok().map(InternalFd::new)
+        };
+        if kept.is_none() {
+            KEPT_MEMFDS.fetch_sub(1, Ordering::Relaxed);
+        }
+        kept.map(|fd| KeptMemfd(Some(fd)))
+    }
+
+    /// The fd, no longer counted nor marked as the library's.
+    pub(crate) fn into_owned(mut self) -> OwnedFd {
+        let fd = self
+            .0
+            .take()
+            .expect("a KeptMemfd holds its fd until dropped");
+        KEPT_MEMFDS.fetch_sub(1, Ordering::Relaxed);
+        fd.into_owned()
+    }
+}
+
+impl AsFd for KeptMemfd {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // Some until dropped or given away.
+        match &self.0 {
+            Some(fd) => fd.as_fd(),
+            None => unreachable!("a KeptMemfd is used after it gave its fd away"),
+        }
+    }
+}
+
+impl Drop for KeptMemfd {
+    fn drop(&mut self) {
+        if self.0.take().is_some() {
+            KEPT_MEMFDS.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -936,6 +1036,7 @@ impl Connection {
             memfd: None,
             carrier: Some(carrier),
             inheritable: true,
+            wanted: true,
         };
         Connection::build(seg, local, peer, bell, None, None, carry)
     }
@@ -950,8 +1051,14 @@ impl Connection {
         mut carry: Carry,
     ) -> Result<Connection, Errno> {
         let inherited = carry.carrier.is_some();
-        // Kept for exec (`set_cloexec`), where there is room for it.
-        carry.memfd = seg.take_fd().and_then(InternalFd::new_high);
+        // Kept for a carrier (`ready_for_exec`), where there is room for
+        // it; an inherited connection has its carrier already, which holds
+        // the segment.
+        if inherited {
+            seg.forget_fd();
+        } else {
+            carry.memfd = seg.take_fd().and_then(KeptMemfd::new);
+        }
         let mut tx = seg.producer().map_err(|_| Errno::PROTO)?;
         tx.set_doorbell(bell.clone());
         let ring_bytes = seg.geometry().channel_bytes();
@@ -968,7 +1075,7 @@ impl Connection {
             bell,
             _port: port,
             fork_generation: registry::fork_generation(),
-            inherited,
+            exec_shared: AtomicBool::new(inherited),
             carry: Mutex::new(carry),
             shut_rd: AtomicBool::new(false),
             edge: AtomicBool::new(false),
@@ -1127,55 +1234,77 @@ impl Connection {
         self.nonblock.store(0, Ordering::Relaxed);
     }
 
-    /// Whether another process shares this connection (a fork since it was
-    /// made): then each direction is also serialised across processes.
+    /// Whether another process may share this connection (a fork since it
+    /// was made, or `exec_shared`): then each direction is also serialised
+    /// across processes.
     fn shared(&self) -> bool {
-        self.inherited || self.fork_generation != registry::fork_generation()
+        self.exec_shared.load(Ordering::Relaxed)
+            || self.fork_generation != registry::fork_generation()
     }
 
     /// Follows the application's fds' close-on-exec flag (see
-    /// `Socket::set_cloexec`): an inheritable connection has a carrier, made
-    /// the first time, which a program exec'd finds beside the fd. Without
-    /// one (no memfd kept, no room, a name taken) the exec'd program reads
-    /// the connection as closed, as before.
+    /// `Socket::set_cloexec`): remembered, and followed by the carrier if
+    /// there is one. None is made here: carriers cost ~10 system calls, and
+    /// most inheritable connections (a C server's accept without
+    /// SOCK_CLOEXEC) never see an exec; `ready_for_exec` makes it before
+    /// anything that may exec (fork, posix_spawn, system, popen, the exec
+    /// family).
     pub(crate) fn set_cloexec(&self, cloexec: bool) {
         let mut carry = self.carry.lock();
-        // (Inheritable only ever with a carrier.)
-        if carry.inheritable != cloexec {
-            return;
-        }
-        if !cloexec && carry.carrier.is_none() {
-            let Some(memfd) = &carry.memfd else {
-                return;
-            };
-            match crate::inherit::make_carrier(
-                self.bell.fd.as_fd(),
-                memfd.as_fd(),
-                self.seg.role(),
-                self.local,
-                self.peer,
-            ) {
-                Ok(c) => carry.carrier = Some(c),
-                Err(e) => {
-                    log!(
-                        debug,
-                        "{} -> {}: no carrier for exec: {e}",
-                        self.local,
-                        self.peer
-                    );
-                    return;
+        carry.wanted = !cloexec;
+        match &carry.carrier {
+            Some(c) if carry.inheritable == cloexec => {
+                let flags = if cloexec {
+                    rustix::io::FdFlags::CLOEXEC
+                } else {
+                    rustix::io::FdFlags::empty()
+                };
+                if rustix::io::fcntl_setfd(c, flags).is_ok() {
+                    carry.inheritable = !cloexec;
                 }
             }
+            Some(_) => {}
+            // Told under the lock: see `inherit::before_exec`.
+            None if !cloexec && carry.memfd.is_some() => crate::inherit::carrier_wanted(),
+            None => {}
         }
-        if let Some(c) = &carry.carrier {
-            let flags = if cloexec {
-                rustix::io::FdFlags::CLOEXEC
-            } else {
-                rustix::io::FdFlags::empty()
-            };
-            if rustix::io::fcntl_setfd(c, flags).is_ok() {
-                carry.inheritable = !cloexec;
+    }
+
+    /// An exec may follow: an inheritable connection gets its carrier
+    /// (inheritable), which a program exec'd finds beside the fd. Without
+    /// one (no memfd kept, no room, a name taken) the exec'd program reads
+    /// the connection as closed, as before.
+    pub(crate) fn ready_for_exec(&self) {
+        let mut carry = self.carry.lock();
+        if !carry.wanted || carry.carrier.is_some() {
+            return;
+        }
+        let Some(memfd) = &carry.memfd else {
+            return;
+        };
+        match crate::inherit::make_carrier(
+            self.bell.fd.as_fd(),
+            memfd.as_fd(),
+            self.seg.role(),
+            self.local,
+            self.peer,
+        ) {
+            Ok(c) => {
+                carry.inheritable =
+                    rustix::io::fcntl_setfd(&c, rustix::io::FdFlags::empty()).is_ok();
+                carry.carrier = Some(c);
+                // From now on a program run from here may hold the
+                // connection (and later ones too, as the carrier follows
+                // the flag): no EOF on our last close, each direction
+                // serialised across processes.
+                self.exec_shared.store(true, Ordering::Relaxed);
             }
+            Err(e) => log!(
+                debug,
+                "{} -> {}: no carrier for exec: {e}",
+                self.local,
+                self.peer
+            ),
         }
     }
 
@@ -2292,4 +2421,26 @@ fn with_rest<R>(bufs: &[IoSlice<'_>], mut skip: usize, f: impl FnOnce(&[IoSlice<
         skip = 0;
     }
     f(&rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fd floor follows what the rlimit hooks report, without a
+    /// system call; "unknown" is looked up again.
+    #[test]
+    fn nofile_limit_is_kept_and_followed() {
+        set_nofile_limit(Some(Some(64)));
+        assert_eq!((nofile_limit(), internal_fd_floor()), (Some(64), 32));
+        set_nofile_limit(Some(Some(0)));
+        assert_eq!((nofile_limit(), internal_fd_floor()), (Some(0), 3));
+        set_nofile_limit(Some(Some(1 << 20)));
+        assert_eq!(internal_fd_floor(), 4096);
+        set_nofile_limit(Some(None));
+        assert_eq!(nofile_limit(), None);
+        set_nofile_limit(None);
+        let real = rustix::process::getrlimit(rustix::process::Resource::Nofile).current;
+        assert_eq!(nofile_limit(), real);
+    }
 }

@@ -127,6 +127,17 @@ fn forked_child_execs_loopback_ipv6_parent_keeps() {
 /// at exec; the new image sends the rest, shuts down and reads everything
 /// the server answers.
 fn program_execs_itself(host: &str, emulated: bool) {
+    program_runs_itself(host, emulated, "execv");
+}
+
+/// As `program_execs_itself`, the new image run `how` (see
+/// tests/py/exec_self.py): a libc exec function called directly, or a
+/// child made by posix_spawn, subprocess, system or popen (no fork
+/// handler runs there) or by fork with a raw execve (no exec hook sees
+/// it), the first image closing its copy as the child starts. The
+/// connection's carrier is made only then, by the hook of that call or by
+/// fork's handler.
+fn program_runs_itself(host: &str, emulated: bool, how: &str) {
     let mut srv = Background::spawn(&mut py_in(
         emulated,
         "exec_hash_server.py",
@@ -136,20 +147,20 @@ fn program_execs_itself(host: &str, emulated: bool) {
     let cli = run(&mut py_in(
         emulated,
         "exec_self.py",
-        &["start", host, &port.to_string(), "2500000", "300000"],
+        &["start", host, &port.to_string(), "2500000", "300000", how],
     ));
     assert_eq!(srv.expect("served"), "served");
     srv.finish_clean();
     assert!(
         cli.status.success() && cli.stderr.is_empty(),
-        "{:?}\n{}\n{}",
+        "{how}: {:?}\n{}\n{}",
         cli.status,
         cli.stdout,
         cli.stderr
     );
     assert_eq!(
-        cli.stdout,
-        "queued 6\ngreeting True\ndigest True\nstream 1000000 True\n"
+        cli.stdout, "queued 6\ngreeting True\ndigest True\nstream 1000000 True\n",
+        "{how}"
     );
     no_kernel_connection(port, emulated);
 }
@@ -162,6 +173,61 @@ fn program_execs_itself_emulated() {
 #[test]
 fn program_execs_itself_loopback() {
     program_execs_itself("127.0.0.1", false);
+}
+
+#[test]
+fn program_execs_itself_with_execl_execlp_execle() {
+    for (i, how) in ["execl", "execlp", "execle"].iter().enumerate() {
+        program_runs_itself(&format!("127.77.12.{}", 10 + i), true, how);
+    }
+}
+
+#[test]
+fn program_execs_itself_with_execvp_execvpe_fexecve_execveat() {
+    for (i, how) in ["execvp", "execvpe", "fexecve", "execveat"]
+        .iter()
+        .enumerate()
+    {
+        program_runs_itself(&format!("127.77.12.{}", 13 + i), true, how);
+    }
+}
+
+#[test]
+fn posix_spawn_with_an_inheritable_fd_emulated() {
+    program_runs_itself("127.77.12.17", true, "posix_spawn");
+    program_runs_itself("127.77.12.18", true, "posix_spawnp");
+}
+
+#[test]
+fn posix_spawn_with_an_inheritable_fd_loopback() {
+    program_runs_itself("127.0.0.1", false, "posix_spawn");
+}
+
+/// subprocess with close_fds=False runs posix_spawn (asserted in the
+/// script); with pass_fds it (v)forks, makes the close-on-exec fd
+/// inheritable in the child and execs there.
+#[test]
+fn subprocess_with_close_fds_false_and_pass_fds() {
+    program_runs_itself("127.77.12.19", true, "subprocess");
+    program_runs_itself("127.77.12.20", true, "pass_fds");
+}
+
+/// system() and popen(): glibc runs /bin/sh through its internal
+/// posix_spawn; the (preloaded) shell re-attaches the connection and
+/// passes it on to the program it runs.
+#[test]
+fn system_and_popen() {
+    program_runs_itself("127.77.12.21", true, "system");
+    program_runs_itself("127.77.12.22", true, "popen");
+}
+
+/// The carrier made by fork's prepare handler: the child execs with a raw
+/// system call, which no hook sees.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn forked_child_execs_past_the_hooks() {
+    program_runs_itself("127.77.12.23", true, "fork_raw");
+    program_runs_itself("127.0.0.1", false, "fork_raw");
 }
 
 /// socat, preloaded, serving with `fork` and `EXEC:cat` (socat relays

@@ -1507,15 +1507,28 @@ fn small_file_size_limit_is_enobufs_emulated() {
 
 /// Defect 6, RLIMIT_NOFILE lowered from 4096 to 64 after a first connect:
 /// all 11 connections (the first used again after the change) go over
-/// shared memory (`shm` 11) and carry their bytes.
+/// shared memory (`shm` 11) and carry their bytes. The library keeps the
+/// limit it saw: the setrlimit hook tells it of the change.
 #[test]
 fn lowered_fd_limit_keeps_shared_memory() {
+    lowered_fd_limit("nofile");
+}
+
+/// The same, the limit lowered past the hooks (a raw prlimit64): the
+/// first move of a library fd to the old floor fails with EINVAL and the
+/// limit is looked up again.
+#[test]
+fn fd_limit_lowered_past_the_hooks_keeps_shared_memory() {
+    lowered_fd_limit("nofile_raw");
+}
+
+fn lowered_fd_limit(mode: &str) {
     let exe = limits_exe();
-    let shm = tmpdir("iso-nofile").join("shm");
+    let shm = tmpdir(&format!("iso-{mode}")).join("shm");
     let (mut srv, port) = echo_server(|c| default_mode(c, &shm), "127.0.0.1", "0");
     let p = port.to_string();
     let out = run(default_mode(
-        preloaded(&exe).args(["nofile", "127.0.0.1", &p]),
+        preloaded(&exe).args([mode, "127.0.0.1", &p]),
         &shm,
     ));
     assert!(

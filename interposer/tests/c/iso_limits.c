@@ -12,6 +12,9 @@
  *     exchanges on the first connection again; 10 times connect, exchange,
  *     close; the first connection once more. Prints `ok 11` or the step
  *     that failed.
+ *   iso_limits nofile_raw HOST PORT
+ *     The same, lowering the limit with a raw prlimit64 system call, which
+ *     the library's setrlimit/prlimit hooks do not see.
  *   iso_limits emfile HOST PORT
  *     RLIMIT_NOFILE 128; connects once and exchanges (the process has
  *     connected before, as a busy one has); makes a socket, then opens
@@ -30,6 +33,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static struct sockaddr_in target;
@@ -95,6 +99,14 @@ static int fsize(void) {
     return 0;
 }
 
+/* RLIMIT_NOFILE's soft limit set past libc (and any hook of it). */
+static int set_nofile_raw(rlim_t soft) {
+    struct rlimit r;
+    if (getrlimit(RLIMIT_NOFILE, &r) != 0) return -1;
+    r.rlim_cur = soft;
+    return (int)syscall(SYS_prlimit64, 0, RLIMIT_NOFILE, &r, NULL);
+}
+
 static int nofile(int argc, char **argv) {
     if (argc < 5) {
         if (set_limit(RLIMIT_NOFILE, 4096) != 0) return perror("setrlimit"), 2;
@@ -105,7 +117,9 @@ static int nofile(int argc, char **argv) {
     int first = dial();
     if (first < 0) return printf("first connect %s\n", ename(-first)), 0;
     if (exchange(first) != 0) return printf("bad first exchange\n"), 0;
-    if (set_limit(RLIMIT_NOFILE, 64) != 0) return perror("setrlimit 64"), 2;
+    int lowered = strcmp(argv[1], "nofile_raw") == 0 ? set_nofile_raw(64)
+                                                     : set_limit(RLIMIT_NOFILE, 64);
+    if (lowered != 0) return perror("setrlimit 64"), 2;
     if (exchange(first) != 0) return printf("bad first exchange after lowering\n"), 0;
     for (int i = 0; i < 10; i++) {
         int s = dial();
@@ -156,7 +170,8 @@ int main(int argc, char **argv) {
     target.sin_port = htons((uint16_t)atoi(argv[3]));
     if (inet_pton(AF_INET, argv[2], &target.sin_addr) != 1) return 2;
     if (strcmp(argv[1], "fsize") == 0) return fsize();
-    if (strcmp(argv[1], "nofile") == 0) return nofile(argc, argv);
+    if (strcmp(argv[1], "nofile") == 0 || strcmp(argv[1], "nofile_raw") == 0)
+        return nofile(argc, argv);
     if (strcmp(argv[1], "emfile") == 0) return emfile();
     return 2;
 }
