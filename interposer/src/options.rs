@@ -847,7 +847,9 @@ fn mirror_cloexec(fd: c_int, cloexec: bool) {
 /// the fd table: only when a copy of such an fd is closed or has its flag
 /// set.
 pub(crate) fn refresh_cloexec(sock: &Arc<Socket>, changing: Option<(c_int, bool)>) {
-    if matches!(**sock, Socket::Bound(_)) {
+    // A sandboxed process makes no carriers (`inherit::before_exec`), and
+    // may be killed for the fcntl this needs (found by review).
+    if matches!(**sock, Socket::Bound(_)) || crate::sandbox::active() {
         return;
     }
     let limit = crate::socket::nofile_limit()
@@ -872,7 +874,7 @@ pub(crate) fn refresh_cloexec(sock: &Arc<Socket>, changing: Option<(c_int, bool)
 /// connection's carrier (a forked child dup2()s it onto 0 and 1: made
 /// before its exec, `inherit::before_exec`).
 pub(crate) fn inheritable_copy(fd: c_int, sock: &Socket) {
-    if !matches!(sock, Socket::Bound(_)) {
+    if !matches!(sock, Socket::Bound(_)) && !crate::sandbox::active() {
         let cloexec = rustix::io::fcntl_getfd(sys::borrow_fd(fd))
             .map_or(true, |f| f.contains(rustix::io::FdFlags::CLOEXEC));
         if !cloexec {

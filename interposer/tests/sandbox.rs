@@ -198,3 +198,43 @@ fn strict_mode_fails_data_calls_without_killing() {
     srv.finish();
     net.assert_shm("strict");
 }
+
+/// Calls a filter allows must not get the process killed for the library's
+/// sake (found by review), in both modes: getsockopt (answered from memory:
+/// no replica socket), dup and close of a second fd for a connection (no
+/// close-on-exec bookkeeping: it needs fcntl); and a filter that refuses
+/// none of the library's calls (allow-all, on a worker thread) changes
+/// nothing for the unfiltered main thread — it connects, accepts and
+/// binds over shared memory as before (the filter program is evaluated).
+#[test]
+fn calls_a_filter_allows_never_kill_and_harmless_filters_change_nothing() {
+    let exe = build_c("seccomp_calls", &["-O1", "-Wall", "-pthread"]);
+    for (i, mode) in [Mode::Emulated, Mode::Default].into_iter().enumerate() {
+        let net = Net::new("sbx-calls", 20 + i as u8, mode);
+        for (k, case) in ["getsockopt", "dup", "closedup", "allowall"]
+            .iter()
+            .enumerate()
+        {
+            let mut cmd = preloaded(&exe);
+            cmd.env("SHMNET_DIR", net.dir.join("shm"));
+            if let Mode::Emulated = net.mode {
+                cmd.env("SHMNET_PARTITIONS", "127.77.245.0/24")
+                    .env("SHMNET_FALLBACK", "never");
+            }
+            let port = (18460 + 10 * i + 2 * k).to_string();
+            let out = run(cmd.args([*case, net.addr.as_str(), port.as_str()]));
+            let want = if *case == "allowall" {
+                "connect ok\naccept ok\nbind ok\n"
+            } else {
+                "survived\n"
+            };
+            assert_eq!(
+                (out.status.code(), out.stdout.as_str()),
+                (Some(0), want),
+                "{case} ({}): {}",
+                net.addr,
+                out.stderr
+            );
+        }
+    }
+}
