@@ -191,6 +191,15 @@ fn excuse(key: &str, k: &str, k2: Option<&str>, e: &str) -> Option<String> {
 fn compare(host: &str, partition: &str) -> (Vec<String>, usize) {
     let exe = build_c("sockopts", &["-O1", "-Wall"]);
     let plain = || {
+        // The kernel caches what it learnt of a destination (reordering,
+        // cwnd, ssthresh: `ip tcp_metrics`) and starts the next connection
+        // from it, so earlier traffic to the address (iperf3) changes its
+        // answers: forgotten first (root; nothing to forget is fine).
+        let _ = Command::new("ip")
+            .args(["tcp_metrics", "delete", host])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         let mut cmd = Command::new(&exe);
         cmd.arg(host).env_remove("LD_PRELOAD").stdin(Stdio::null());
         let out = common::run(&mut cmd);
