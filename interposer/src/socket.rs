@@ -889,10 +889,13 @@ impl Drop for InternalFd {
 /// cannot be had later (the mapping gives no fd back without
 /// CAP_CHECKPOINT_RESTORE), so every connection keeps one — where it fits:
 /// at `internal_fd_floor()` or above (never one of the application's low
-/// numbers), and while the kept memfds fill at most half of the room
+/// numbers), and while the kept memfds fill at most a quarter of the room
 /// between the floor and the fd limit, so that doorbells, which must have
-/// an fd, keep the other half (at the default limit of 1024: 256 kept
-/// memfds). A connection without one reads as closed after exec.
+/// an fd, keep the rest (at the default limit of 1024: 128 kept memfds,
+/// and a process holds 384 connections where it held 512 before memfds
+/// were kept; python makes its sockets close-on-exec and inheritable only
+/// to pass them, so that flag says nothing at creation). A connection
+/// without one reads as closed after exec.
 pub(crate) struct KeptMemfd(Option<InternalFd>);
 
 /// Memfds kept now (`KeptMemfd`), in connections and in the pool.
@@ -906,7 +909,7 @@ impl KeptMemfd {
             .unwrap_or(1024)
             .saturating_sub(floor as u64)
             .min(crate::fdtable::CAPACITY as u64) as usize;
-        if KEPT_MEMFDS.fetch_add(1, Ordering::Relaxed) >= room / 2 {
+        if KEPT_MEMFDS.fetch_add(1, Ordering::Relaxed) >= room / 4 {
             KEPT_MEMFDS.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
