@@ -14,10 +14,10 @@
 //! - a socket bound to an emulated address, not listening, is bound again;
 //! - a connection (a Unix stream socket whose own or peer name is ours) is
 //!   re-attached: its segment and all ring state are in shared memory, and
-//!   what the previous image leaves for the next is a *carrier* — a
-//!   datagram socket bound to `shmnet.4/exec/<cookie>.<nonce>`, named after
-//!   the connection socket's cookie (unique for the life of the system),
-//!   holding one queued message: the connection's identity (role,
+//!   what the previous image leaves for the next is a *carrier* — an
+//!   unnamed datagram socket (one end of a pair whose other end is closed
+//!   once the message is in, so nobody else can write to it) holding one
+//!   queued message: the connection's identity (role,
 //!   addresses, the socket's cookie and inode) with the segment's memfd
 //!   attached. A connection whose fd may go across exec (one of the
 //!   application's fds for it is inheritable: `Connection::set_cloexec`)
@@ -72,9 +72,6 @@ fn our_name(addr: Option<rustix::net::SocketAddrAny>) -> Option<Vec<u8>> {
         .then(|| name.to_vec())
 }
 
-/// Carriers' names: `<PREFIX><cookie>.<nonce>` (hex).
-const CARRIER_PREFIX: &str = "shmnet.4/exec/";
-
 /// A fd found at start-up that takes part in a connection's re-attachment.
 enum Found {
     /// A connected Unix stream socket, with the name of ours on it if it
@@ -126,7 +123,7 @@ fn socket(fd: i32) -> Option<Found> {
     }
     let name = rustix::net::getsockname(sock).ok();
     if rustix::net::sockopt::socket_type(sock).ok() == Some(SocketType::DGRAM) {
-        return carrier_cookie(name).map(Found::Carrier);
+        return carrier_cookie(sock, name).map(Found::Carrier);
     }
     let local = our_name(name);
     match rustix::net::getpeername(sock) {
@@ -146,14 +143,27 @@ fn socket(fd: i32) -> Option<Found> {
     }
 }
 
-/// The cookie a carrier's name is for.
-fn carrier_cookie(addr: Option<rustix::net::SocketAddrAny>) -> Option<u64> {
-    let unix = SocketAddrUnix::try_from(addr?).ok()?;
-    let rest = unix
-        .abstract_name()?
-        .strip_prefix(CARRIER_PREFIX.as_bytes())?;
-    let cookie = std::str::from_utf8(rest).ok()?.split('.').next()?;
-    u64::from_str_radix(cookie, 16).ok()
+/// The cookie of the connection a carrier is for: an unnamed datagram
+/// socket whose first queued message (peeked, without its fd) is a
+/// carrier's. Everything it says is checked against the kernel's view of
+/// the connection before use (`reattach`).
+fn carrier_cookie(sock: BorrowedFd<'_>, name: Option<rustix::net::SocketAddrAny>) -> Option<u64> {
+    // (An unnamed address may not even parse as a Unix one.)
+    let named = name
+        .and_then(|a| SocketAddrUnix::try_from(a).ok())
+        .is_some_and(|u| {
+            u.path().is_some_and(|p| !p.to_bytes().is_empty())
+                || u.abstract_name().is_some_and(|n| !n.is_empty())
+        });
+    if named {
+        return None;
+    }
+    let mut bytes = [0u8; IDENTITY_LEN];
+    let (n, _) = rustix::net::recv(sock, &mut bytes, RecvFlags::PEEK | RecvFlags::DONTWAIT).ok()?;
+    if n != IDENTITY_LEN {
+        return None;
+    }
+    Identity::decode(&bytes).map(|id| id.cookie)
 }
 
 /// What a carrier's message says of its connection.
@@ -228,20 +238,6 @@ impl Identity {
     }
 }
 
-/// An unpredictable name part, so nobody can take a carrier's name before
-/// us (the cookie alone can be guessed).
-fn nonce() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    use std::sync::atomic::AtomicU64;
-    static COUNT: AtomicU64 = AtomicU64::new(0);
-    // std's RandomState is keyed from getrandom; the pid and a count keep
-    // a forked child's names apart from its parent's.
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(COUNT.fetch_add(1, Ordering::Relaxed));
-    h.write_u32(std::process::id());
-    h.finish()
-}
-
 /// A connection may lack the carrier it wants (one of its fds became
 /// inheritable since the last `before_exec`): spares a process that forks
 /// often the walk over its sockets when nothing changed.
@@ -290,8 +286,15 @@ pub(crate) fn make_carrier(
 ) -> Result<InternalFd, Errno> {
     let cookie = rustix::net::sockopt::socket_cookie(sock)?;
     let inode = rustix::fs::fstat(sock)?.st_ino as u64;
-    let name = format!("{CARRIER_PREFIX}{cookie:x}.{:x}", nonce());
-    let carrier = rendezvous::bind_abstract(&name, SocketType::DGRAM)?;
+    // An unnamed pair, whose sending end is closed once the message is in:
+    // nobody else can put a datagram in front of it (a named one could be
+    // written to by any user who read its name in /proc/net/unix).
+    let (carrier, sender) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        SocketType::DGRAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )?;
     let bytes = Identity {
         role,
         local,
@@ -306,14 +309,14 @@ pub(crate) fn make_carrier(
     if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
         return Err(Errno::NOBUFS);
     }
-    // To itself: the message waits in its own queue.
-    let sent = rustix::net::sendmsg_addr(
-        &carrier,
-        &SocketAddrUnix::new_abstract_name(name.as_bytes())?,
+    // The message waits in the carrier's queue.
+    let sent = rustix::net::sendmsg(
+        &sender,
         &[IoSlice::new(&bytes)],
         &mut control,
         SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
     )?;
+    drop(sender);
     if sent != bytes.len() {
         return Err(Errno::PROTO);
     }

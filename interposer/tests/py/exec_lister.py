@@ -1,11 +1,7 @@
 # Run without the library: counts the carriers and segment memfds of
-# libshmnet among this process's fds.
-import os
-names = {}
-for line in open("/proc/net/unix").read().splitlines()[1:]:
-    f = line.split()
-    if len(f) >= 8:
-        names[f[6]] = f[7]
+# libshmnet among this process's fds (a carrier: an unnamed datagram
+# socket whose first queued message starts with the carrier magic).
+import os, socket
 carriers = memfds = 0
 for fd in os.listdir("/proc/self/fd"):
     try:
@@ -14,6 +10,18 @@ for fd in os.listdir("/proc/self/fd"):
         continue
     if "shmnet-conn" in t:
         memfds += 1
-    if t.startswith("socket:[") and names.get(t[8:-1], "").startswith("@shmnet.4/exec/"):
-        carriers += 1
+    if not t.startswith("socket:["):
+        continue
+    try:
+        s = socket.socket(fileno=int(fd))
+    except OSError:
+        continue
+    try:
+        if s.family == socket.AF_UNIX and s.type == socket.SOCK_DGRAM and not s.getsockname():
+            if s.recv(64, socket.MSG_PEEK | socket.MSG_DONTWAIT).startswith(b"SHMNETX1"):
+                carriers += 1
+    except OSError:
+        pass
+    finally:
+        s.detach()
 print("carriers", carriers, "memfds", memfds)
