@@ -1,6 +1,7 @@
 # What of a connection goes across exec follows its fds' close-on-exec
 # flag. A program run without the library lists what it inherited of
-# ours: carriers (sockets named shmnet.4/exec/...) and segment memfds.
+# ours: carriers (unnamed datagram sockets holding a carrier message) and
+# segment memfds.
 # argv: host lister
 import os, socket, subprocess, sys
 host, lister = sys.argv[1], sys.argv[2]
