@@ -756,26 +756,36 @@ pub(crate) fn peer_groups(sock: std::os::fd::BorrowedFd<'_>, buf: &mut [u32]) ->
     ok.then(|| (len as usize / 4).min(buf.len()))
 }
 
-/// Whether a kernel TCP socket has left the CLOSE state (connecting,
-/// connected, listening, closing): tcpi_state, the first byte of TCP_INFO.
-/// None for what is not a TCP socket. A raw system call: no hook, errno
-/// untouched.
+/// Whether a kernel TCP socket is or was in use: it has left the CLOSE
+/// state (connecting, connected, listening, closing), or it is back in it
+/// after a connection that was established (reset: the kernel still
+/// answers a connect with EISCONN) — tcpi_bytes_acked counts the SYN once
+/// it was acknowledged, which a failed connect's was not (a connect may
+/// be tried again then). None for what is not a TCP socket. A raw system
+/// call: no hook, errno untouched.
 pub(crate) fn tcp_in_use(sock: std::os::fd::BorrowedFd<'_>) -> Option<bool> {
     const TCP_CLOSE: u8 = 7;
-    let mut state = 0u8;
-    let mut len = 1 as libc::socklen_t;
-    // SAFETY: `state` is valid for `len` (1) byte of writes; the kernel
-    // copies min(len, sizeof(struct tcp_info)).
+    // struct tcp_info up to tcpi_bytes_acked (u64 at 120).
+    let mut info = [0u8; 128];
+    let mut len = info.len() as libc::socklen_t;
+    // SAFETY: `info` is valid for `len` bytes of writes; the kernel copies
+    // min(len, sizeof(struct tcp_info)).
     let ok = unsafe {
         raw_getsockopt(
             sock,
             libc::IPPROTO_TCP,
             libc::TCP_INFO,
-            ptr::addr_of_mut!(state).cast(),
+            info.as_mut_ptr().cast(),
             &mut len,
         )
     };
-    (ok && len == 1).then_some(state != TCP_CLOSE)
+    if !ok || len < 1 {
+        return None;
+    }
+    let mut acked = [0u8; 8];
+    acked.copy_from_slice(&info[120..128]);
+    let was_connected = len as usize >= 128 && u64::from_ne_bytes(acked) > 0;
+    Some(info[0] != TCP_CLOSE || was_connected)
 }
 
 /// A copy of a caller's `struct epoll_event`.

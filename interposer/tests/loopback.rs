@@ -729,3 +729,41 @@ fn accept_after_readable_finds_the_connection() {
     let s = env.stats();
     assert_eq!(s.get("accepted_shm"), Some(&100), "{s:?}");
 }
+
+/// A kernel connection reset by its peer is back in the CLOSE state, but
+/// the kernel still answers a connect on it with EISCONN: a connect to a
+/// preloaded listener is not diverted onto it either (found by review:
+/// it became a shared-memory connection over the dead one).
+#[test]
+fn connect_after_a_reset_is_eisconn() {
+    let env = Env::new("lo-reset");
+    let reset = "import socket, struct\n\
+        s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen(4)\n\
+        print('port', s.getsockname()[1], flush=True)\n\
+        c, _ = s.accept(); c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack('ii', 1, 0))\n\
+        c.send(b'x'); c.close()\n";
+    let mut plain = Command::new(python());
+    plain.arg("-c").arg(reset).env_remove("LD_PRELOAD");
+    let mut rst = start("resetting server", &mut plain);
+    let rst_port = rst.expect("port ")[5..].to_string();
+    let (mut pre, pre_port) = server(&env, true, "127.0.0.1", 0);
+    let script = format!(
+        "import socket, errno\n\
+         c = socket.create_connection(('127.0.0.1', {rst_port}))\n\
+         c.recv(10)\n\
+         try:\n    c.recv(10)\n\
+         except OSError as e:\n    print('recv', errno.errorcode[e.errno])\n\
+         r = c.connect_ex(('127.0.0.1', {pre_port}))\n\
+         print('connect', errno.errorcode.get(r, r), flush=True)\n"
+    );
+    let mut cmd = py(&script, &[]);
+    cmd.env("SHMNET_DIR", env.shm_dir());
+    let out = run(&mut cmd);
+    assert_eq!(
+        out.stdout, "recv ECONNRESET\nconnect EISCONN\n",
+        "{}",
+        out.stderr
+    );
+    rst.finish_clean();
+    pre.kill();
+}
