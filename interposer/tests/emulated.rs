@@ -1967,7 +1967,7 @@ fn java_http_server_reached_by_curl_over_ipv4() {
         .map(PathBuf::from)
         .find(|p| p.exists());
     let Some(java) = java else {
-        eprintln!("java_http_server_reached_by_curl_over_ipv4: no java installed; skipped");
+        common::missing_program("java_http_server_reached_by_curl_over_ipv4", "java");
         return;
     };
     let dir = tmpdir("emu-java");

@@ -242,7 +242,7 @@ fn socat_exec(host: &str, emulated: bool) {
         .status()
         .is_err()
     {
-        eprintln!("socat not installed: skipped");
+        common::missing_program("socat tests", "socat");
         return;
     }
     let echo = r#"

@@ -274,7 +274,7 @@ fn spare_port() -> u16 {
 fn iperf3(host: &str, port: u16, env: &[(&str, String)]) -> (String, HashMap<String, u64>) {
     let iperf = std::path::Path::new("/usr/bin/iperf3");
     if !iperf.exists() {
-        eprintln!("iperf3 not installed: skipped");
+        common::missing_program("iperf3 tests", "iperf3");
         return (String::new(), HashMap::new());
     }
     let p = port.to_string();

@@ -100,10 +100,7 @@ fn programs(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
     if missing.is_empty() {
         Some(found.into_iter().flatten().collect())
     } else {
-        note(&format!(
-            "{test}: skipped: {} not installed (scripts/install-deps.sh installs them)",
-            missing.join(", ")
-        ));
+        common::missing_program(test, &missing.join(", "));
         None
     }
 }

@@ -544,3 +544,14 @@ impl Drop for Background {
         self.kill9();
     }
 }
+
+/// A program a test needs is missing: as root (CI, where
+/// scripts/install-deps.sh has run) that is a failure — a silent skip
+/// would hide a missing install step; otherwise the test is skipped with
+/// a line saying so.
+pub fn missing_program(test: &str, what: &str) {
+    if host::is_root() {
+        panic!("{test}: {what} is not installed (scripts/install-deps.sh installs it)");
+    }
+    eprintln!("{test}: skipped: {what} is not installed (scripts/install-deps.sh installs it)");
+}
