@@ -511,12 +511,23 @@ interpose! {
         fresh |r| process::rlimit_set(0, resource, unsafe { soft_limit(r, rlim) });
     fn prlimit(pid: pid_t, resource: c_uint, new: *const libc::rlimit, old: *mut libc::rlimit)
         -> c_int => process::prlimit,
-        // SAFETY: prlimit(2) succeeded, so `new` was null or valid to read.
-        fresh |r| process::rlimit_set(pid, resource, unsafe { soft_limit(r, new) });
+        // (`new` may be `old` too, already overwritten with the old limit:
+        // then the limit is looked up again when needed.)
+        fresh |r| process::rlimit_set(
+            if core::ptr::eq(new, old) { -1 } else { pid },
+            resource,
+            // SAFETY: prlimit(2) succeeded, so `new` was null or valid to
+            // read.
+            unsafe { soft_limit(r, new) },
+        );
     fn prlimit64(pid: pid_t, resource: c_uint, new: *const libc::rlimit64,
         old: *mut libc::rlimit64) -> c_int => process::prlimit,
-        // SAFETY: as for prlimit.
-        fresh |r| process::rlimit_set(pid, resource, unsafe { soft_limit(r, new) });
+        fresh |r| process::rlimit_set(
+            if core::ptr::eq(new, old) { -1 } else { pid },
+            resource,
+            // SAFETY: as for prlimit.
+            unsafe { soft_limit(r, new) },
+        );
 }
 
 /// The two layouts of a resource limit: the soft limit, None for

@@ -64,6 +64,20 @@ use crate::rendezvous;
 use crate::socket::{Bell, Connection, InternalFd, Options, Socket};
 use crate::{registry, sys};
 
+/// A path name whose last part is a SHMNET_DIR rendezvous of ours
+/// (`rendezvous::host_stem`: `tcp4-<ip>-<port>`, `tcp6-<ip>-<port>`).
+fn host_name(addr: Option<rustix::net::SocketAddrAny>) -> Option<Vec<u8>> {
+    let unix = rustix::net::SocketAddrUnix::try_from(addr?).ok()?;
+    let path = unix.path()?.to_bytes().to_vec();
+    let last = path.rsplit(|b| *b == b'/').next()?;
+    let text = std::str::from_utf8(last).ok()?;
+    let rest = text
+        .strip_prefix("tcp4-")
+        .or_else(|| text.strip_prefix("tcp6-"))?;
+    let (ip, port) = rest.rsplit_once('-')?;
+    (ip.parse::<IpAddr>().is_ok() && port.parse::<u16>().is_ok()).then_some(path)
+}
+
 /// The name of an abstract Unix socket address of ours.
 fn our_name(addr: Option<rustix::net::SocketAddrAny>) -> Option<Vec<u8>> {
     let unix = rustix::net::SocketAddrUnix::try_from(addr?).ok()?;
@@ -125,11 +139,19 @@ fn socket(fd: i32) -> Option<Found> {
     if rustix::net::sockopt::socket_type(sock).ok() == Some(SocketType::DGRAM) {
         return carrier_cookie(sock, name).map(Found::Carrier);
     }
-    let local = our_name(name);
+    let local = our_name(name.clone());
     match rustix::net::getpeername(sock) {
         // A connection: an accepted one carries its listener's name, a
-        // connecting one has it as its peer.
-        Ok(peer) => Some(Found::Connection(local.or_else(|| our_name(peer)))),
+        // connecting one has it as its peer (a listener in SHMNET_DIR: a
+        // path whose last part is a host stem of ours). Any other Unix
+        // socket is the application's, whatever a carrier may say.
+        Ok(peer) => {
+            let ours = local
+                .or_else(|| our_name(peer.clone()))
+                .or_else(|| host_name(name))
+                .or_else(|| host_name(peer))?;
+            Some(Found::Connection(Some(ours)))
+        }
         // Bound, not listening (listening ones sit behind an epoll
         // instance): bound again.
         Err(_) => {
@@ -156,6 +178,16 @@ fn carrier_cookie(sock: BorrowedFd<'_>, name: Option<rustix::net::SocketAddrAny>
                 || u.abstract_name().is_some_and(|n| !n.is_empty())
         });
     if named {
+        return None;
+    }
+    // Made by us or by root before the exec (a pair records its maker):
+    // another user's pair is never taken for one, nor even peeked. Nor
+    // is a socket whose owner set SO_PEEK_OFF (a peek would move it).
+    let me = rustix::process::geteuid().as_raw();
+    if !sys::peer_cred(sock).is_some_and(|(_, uid, _)| uid == me || uid == 0) {
+        return None;
+    }
+    if sys::peek_offset(sock) != Some(-1) {
         return None;
     }
     let mut bytes = [0u8; IDENTITY_LEN];
@@ -364,14 +396,7 @@ fn connections(conns: Vec<(i32, Option<Vec<u8>>)>, carriers: Vec<(i32, u64)>) {
     let mut groups: Vec<(Option<u64>, Vec<i32>, Vec<u8>)> = Vec::new();
     for (fd, name) in conns {
         let cookie = rustix::net::sockopt::socket_cookie(sys::borrow_fd(fd)).ok();
-        // A socket without a name of ours is ours only if a carrier says so.
-        let Some(name) = name.or_else(|| {
-            let c = cookie?;
-            carriers
-                .iter()
-                .any(|&(_, k)| k == c)
-                .then(|| b"a partition address".to_vec())
-        }) else {
+        let Some(name) = name else {
             continue;
         };
         match groups
@@ -383,6 +408,7 @@ fn connections(conns: Vec<(i32, Option<Vec<u8>>)>, carriers: Vec<(i32, u64)>) {
         }
     }
     let mut used = vec![false; carriers.len()];
+    let mut matched = vec![false; carriers.len()];
     let secure = sys::secure_exec();
     for (cookie, fds, name) in groups {
         let mut why = String::from("no carrier came with it");
@@ -390,11 +416,15 @@ fn connections(conns: Vec<(i32, Option<Vec<u8>>)>, carriers: Vec<(i32, u64)>) {
         if secure {
             why = "this program runs set-user-ID or with gained privileges (AT_SECURE), and does not take a connection's shared memory from its caller"
                 .into();
+            for (i, &(_, c)) in carriers.iter().enumerate() {
+                matched[i] |= cookie == Some(c);
+            }
         } else if let Some(cookie) = cookie {
             for (i, &(_, c)) in carriers.iter().enumerate() {
                 if c != cookie {
                     continue;
                 }
+                matched[i] = true;
                 match reattach(fds[0], &name, cookie, sys::borrow_fd(carriers[i].0)) {
                     Ok(sock) => {
                         used[i] = true;
@@ -420,8 +450,11 @@ fn connections(conns: Vec<(i32, Option<Vec<u8>>)>, carriers: Vec<(i32, u64)>) {
             None => poison(&fds, &name, &why),
         }
     }
+    // Carriers of connections that could not be re-attached go; one that
+    // names no connection here may be the application's own datagram
+    // socket that looks like one (review): left alone.
     for (i, &(fd, _)) in carriers.iter().enumerate() {
-        if !used[i] {
+        if matched[i] && !used[i] {
             sys::close_inherited(fd);
         }
     }

@@ -502,10 +502,10 @@ fn join_remote(target: SocketAddr, me: u32) -> Option<OwnedFd> {
     .ok()?;
     let addr = rustix::net::SocketAddrUnix::new_abstract_name(name.as_bytes()).ok()?;
     rustix::net::connect(&sock, &addr).ok()?;
-    // (Not ourselves: that holder was looked for in the registry.)
-    let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
+    // (A holder of ours was looked for in the registry; the pid that
+    // listened may be ours and the holder a child that kept the socket.)
     match sys::peer_cred(sock.as_fd()) {
-        Some((holder, uid, _)) if uid == me && holder != pid => {}
+        Some((_, uid, _)) if uid == me => {}
         _ => return None,
     }
     let ask = handshake::Message {
@@ -938,7 +938,22 @@ impl Listener {
             let mut redial = false;
             loop {
                 if taken >= TAKEN_MAX {
-                    // The rest stay queued: the listener stays readable.
+                    // The rest stay queued and the listener readable; a new
+                    // edge for edge-triggered waiters (one that accepts
+                    // until EAGAIN gets none for what was signalled
+                    // already): the rendezvous registered again queues a
+                    // fresh event when it is ready.
+                    let data = epoll::EventData::new_u64(RENDEZVOUS);
+                    if epoll::delete(&self.epoll, &r.fd).is_ok() {
+                        let add = || epoll::add(&self.epoll, &r.fd, data, epoll::EventFlags::IN);
+                        if let Err(e) = add().or_else(|_| add()) {
+                            crate::log::always(format_args!(
+                                "accept on {}: the rendezvous could not be watched again \
+                                 ({e}): shared-memory connectors wait for the next accept",
+                                self.local
+                            ));
+                        }
+                    }
                     return Ok(None);
                 }
                 taken += 1;

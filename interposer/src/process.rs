@@ -182,9 +182,10 @@ pub(crate) fn prlimit<T>(
     Action::Pass
 }
 
-/// After a call that set `resource` of process `pid` (0: this one) to a
-/// soft limit `soft` (None: unlimited), read from the call's argument
-/// (outer None: it set nothing, or failed).
+/// After a call that set `resource` of process `pid` (0: this one; -1:
+/// unknown, looked up again when needed) to a soft limit `soft` (None:
+/// unlimited), read from the call's argument (outer None: it set nothing,
+/// or failed).
 pub(crate) fn rlimit_set(pid: pid_t, resource: u32, soft: Option<Option<u64>>) {
     let Some(soft) = soft else {
         return;

@@ -108,20 +108,59 @@ fn run(prog: &[Insn], data: &[u32; 16]) -> Option<u32> {
 /// arguments like its own where filters look at them.
 fn library_calls() -> Vec<(i64, [u64; 6])> {
     let rw = (libc::PROT_READ | libc::PROT_WRITE) as u64;
-    let unix_stream = [
-        libc::AF_UNIX as u64,
-        (libc::SOCK_STREAM | libc::SOCK_CLOEXEC) as u64,
-        0,
-        0,
-        0,
-        0,
-    ];
+    let cloexec = libc::SOCK_CLOEXEC as u64;
+    let nonblock = libc::SOCK_NONBLOCK as u64;
     let mut calls = vec![
-        (libc::SYS_socket, unix_stream),
         (libc::SYS_mmap, [0, 4096, rw, libc::MAP_SHARED as u64, 3, 0]),
         (libc::SYS_mprotect, [0, 4096, rw, 0, 0, 0]),
     ];
+    // The sockets it makes: rendezvous, parking and carriers (Unix stream
+    // and datagram), netlink (route, sock_diag), probes (TCP, both
+    // families).
+    let unix = libc::AF_UNIX as u64;
+    let netlink = libc::AF_NETLINK as u64;
+    let raw = libc::SOCK_RAW as u64;
+    for (domain, ty, proto) in [
+        (unix, libc::SOCK_STREAM as u64, 0),
+        (unix, libc::SOCK_DGRAM as u64, 0),
+        (netlink, raw, libc::NETLINK_ROUTE as u64),
+        (netlink, raw, libc::NETLINK_SOCK_DIAG as u64),
+        (libc::AF_INET as u64, libc::SOCK_STREAM as u64, 0),
+        (libc::AF_INET6 as u64, libc::SOCK_STREAM as u64, 0),
+    ] {
+        for flags in [0, cloexec, cloexec | nonblock] {
+            calls.push((libc::SYS_socket, [domain, ty | flags, proto, 0, 0, 0]));
+        }
+    }
+    for ty in [libc::SOCK_STREAM as u64, libc::SOCK_DGRAM as u64] {
+        for flags in [0, cloexec, cloexec | nonblock] {
+            calls.push((libc::SYS_socketpair, [unix, ty | flags, 0, 0, 0, 0]));
+        }
+    }
     for nr in [
+        libc::SYS_pread64,
+        libc::SYS_pwrite64,
+        libc::SYS_lseek,
+        libc::SYS_statx,
+        libc::SYS_unlinkat,
+        libc::SYS_mkdirat,
+        libc::SYS_renameat2,
+        libc::SYS_linkat,
+        libc::SYS_flock,
+        libc::SYS_getrandom,
+        libc::SYS_getuid,
+        libc::SYS_getgid,
+        libc::SYS_prctl,
+        libc::SYS_madvise,
+        libc::SYS_mremap,
+        libc::SYS_fchown,
+        libc::SYS_fstatfs,
+        libc::SYS_sendmmsg,
+        libc::SYS_recvmmsg,
+        libc::SYS_setns,
+        libc::SYS_process_vm_readv,
+        libc::SYS_sched_getaffinity,
+        libc::SYS_rt_sigreturn,
         libc::SYS_connect,
         libc::SYS_bind,
         libc::SYS_listen,

@@ -1302,12 +1302,17 @@ impl Connection {
                 // serialised across processes.
                 self.exec_shared.store(true, Ordering::Relaxed);
             }
-            Err(e) => log!(
-                debug,
-                "{} -> {}: no carrier for exec: {e}",
-                self.local,
-                self.peer
-            ),
+            Err(e) => {
+                log!(
+                    debug,
+                    "{} -> {}: no carrier for exec: {e}",
+                    self.local,
+                    self.peer
+                );
+                // Asked for again before the next exec (an fd may be free
+                // by then).
+                crate::inherit::carrier_wanted();
+            }
         }
     }
 

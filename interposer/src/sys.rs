@@ -756,6 +756,24 @@ pub(crate) fn peer_groups(sock: std::os::fd::BorrowedFd<'_>, buf: &mut [u32]) ->
     ok.then(|| (len as usize / 4).min(buf.len()))
 }
 
+/// SO_PEEK_OFF of a socket (-1: off, the default). A raw system call: no
+/// hook, errno untouched.
+pub(crate) fn peek_offset(sock: std::os::fd::BorrowedFd<'_>) -> Option<c_int> {
+    let mut v: c_int = 0;
+    let mut len = core::mem::size_of::<c_int>() as libc::socklen_t;
+    // SAFETY: `v` is valid for `len` bytes of writes.
+    let ok = unsafe {
+        raw_getsockopt(
+            sock,
+            libc::SOL_SOCKET,
+            libc::SO_PEEK_OFF,
+            ptr::addr_of_mut!(v).cast(),
+            &mut len,
+        )
+    };
+    ok.then_some(v)
+}
+
 /// Whether a kernel TCP socket is or was in use: it has left the CLOSE
 /// state (connecting, connected, listening, closing), or it is back in it
 /// after a connection that was established (reset: the kernel still

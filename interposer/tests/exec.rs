@@ -354,3 +354,18 @@ fn carrier_follows_close_on_exec() {
         out.stderr
     );
 }
+
+/// Something shaped like a carrier that is not ours changes nothing across
+/// exec (found by review): a plain Unix stream socket named in a forged
+/// carrier message keeps its kernel bytes, the datagram socket holding the
+/// message stays open, and a socket with SO_PEEK_OFF is not peeked at.
+#[test]
+fn forged_carrier_and_peek_offset_are_left_alone() {
+    let mut cmd = py_in(true, "exec_forged.py", &[]);
+    let out = common::run(&mut cmd);
+    assert_eq!(
+        out.stdout, "stream kernel data\ndatagram open\npeek first datagram\n",
+        "{}",
+        out.stderr
+    );
+}
