@@ -64,13 +64,22 @@ use crate::rendezvous;
 use crate::socket::{Bell, Connection, InternalFd, Options, Socket};
 use crate::{registry, sys};
 
-/// A path name whose last part is a SHMNET_DIR rendezvous of ours
-/// (`rendezvous::host_stem`: `tcp4-<ip>-<port>`, `tcp6-<ip>-<port>`).
+/// A SHMNET_DIR rendezvous of ours, by the name the kernel reports for
+/// it: the library binds through the directory's descriptor, so it is
+/// always `/proc/self/fd/<n>/<stem>` (`rendezvous::host_stem`:
+/// `tcp4-<ip>-<port>`, `tcp6-<ip>-<port>`) — an application's own socket
+/// at some `.../tcp4-...` path is not taken for one (review).
 fn host_name(addr: Option<rustix::net::SocketAddrAny>) -> Option<Vec<u8>> {
     let unix = rustix::net::SocketAddrUnix::try_from(addr?).ok()?;
     let path = unix.path()?.to_bytes().to_vec();
-    let last = path.rsplit(|b| *b == b'/').next()?;
-    let text = std::str::from_utf8(last).ok()?;
+    let rest = std::str::from_utf8(&path)
+        .ok()?
+        .strip_prefix("/proc/self/fd/")?;
+    let (fd, last) = rest.split_once('/')?;
+    if fd.is_empty() || !fd.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let text = last;
     let rest = text
         .strip_prefix("tcp4-")
         .or_else(|| text.strip_prefix("tcp6-"))?;
@@ -183,8 +192,11 @@ fn carrier_cookie(sock: BorrowedFd<'_>, name: Option<rustix::net::SocketAddrAny>
     // Made by us or by root before the exec (a pair records its maker):
     // another user's pair is never taken for one, nor even peeked. Nor
     // is a socket whose owner set SO_PEEK_OFF (a peek would move it).
+    // (Not when we are the overflow uid of a user namespace: every
+    // unmapped user looks like that.)
     let me = rustix::process::geteuid().as_raw();
-    if !sys::peer_cred(sock).is_some_and(|(_, uid, _)| uid == me || uid == 0) {
+    let overflow = me == 65534;
+    if !sys::peer_cred(sock).is_some_and(|(_, uid, _)| (uid == me && !overflow) || uid == 0) {
         return None;
     }
     if sys::peek_offset(sock) != Some(-1) {
@@ -355,6 +367,16 @@ pub(crate) fn make_carrier(
     Ok(InternalFd::new(carrier))
 }
 
+/// Whether `fd` holds a carrier whole: its message and one of our segment
+/// memfds (by name: an application's look-alike is left alone).
+fn whole_carrier(fd: BorrowedFd<'_>) -> bool {
+    use std::os::fd::AsRawFd;
+    read_carrier(fd).is_ok_and(|(_, memfd)| {
+        std::fs::read_link(format!("/proc/self/fd/{}", memfd.as_raw_fd()))
+            .is_ok_and(|t| t.to_string_lossy().starts_with("/memfd:shmnet-conn"))
+    })
+}
+
 /// A carrier's message and memfd, left queued (MSG_PEEK) for a program
 /// exec'd after this one.
 fn read_carrier(carrier: BorrowedFd<'_>) -> Result<(Identity, OwnedFd), String> {
@@ -455,6 +477,12 @@ fn connections(conns: Vec<(i32, Option<Vec<u8>>)>, carriers: Vec<(i32, u64)>) {
     // socket that looks like one (review): left alone.
     for (i, &(fd, _)) in carriers.iter().enumerate() {
         if matched[i] && !used[i] {
+            sys::close_inherited(fd);
+        } else if !used[i] && whole_carrier(sys::borrow_fd(fd)) {
+            // A whole carrier (its maker ours or root, its message and a
+            // memfd) whose connection's fd went past our hooks
+            // (posix_spawn's close action, a raw close): it would hold the
+            // segment in flight for nothing.
             sys::close_inherited(fd);
         }
     }

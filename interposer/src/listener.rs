@@ -190,6 +190,9 @@ pub(crate) struct Listener {
     /// kernel listener).
     pub opts: Options,
     refusal_logged: AtomicBool,
+    /// A rendezvous could not be registered again in the instance (see
+    /// `accept_new`): every accept looks at it, and tries again.
+    unwatched: AtomicBool,
     /// Waiting for late messages (`ARRIVAL_PATIENCE`) left to this
     /// listener, in microseconds, and when it was last refilled
     /// (CLOCK_MONOTONIC ms): see `WAIT_SHARE`.
@@ -680,6 +683,7 @@ fn assemble(
         namespace: crate::netlink::namespace_epoch(),
         opts,
         refusal_logged: AtomicBool::new(false),
+        unwatched: AtomicBool::new(false),
         wait_budget_us: std::sync::atomic::AtomicU64::new(WAIT_BUDGET_MAX_US),
         budget_at_ms: std::sync::atomic::AtomicU64::new(monotonic_ms()),
     };
@@ -842,6 +846,19 @@ impl Listener {
             tv_nsec: 0,
         };
         let mut ready = Ready::default();
+        if self.unwatched.load(Ordering::Relaxed) {
+            ready.rendezvous = true;
+            let data = epoll::EventData::new_u64(RENDEZVOUS);
+            let again = self.rendezvous.iter().all(|r| {
+                match epoll::add(&self.epoll, &r.fd, data, epoll::EventFlags::IN) {
+                    Ok(()) | Err(Errno::EXIST) => true,
+                    Err(_) => false,
+                }
+            });
+            if again {
+                self.unwatched.store(false, Ordering::Relaxed);
+            }
+        }
         // (A Vec is a buffer of its *length* to rustix: its spare capacity
         // is what epoll_wait may fill.)
         match epoll::wait(
@@ -944,15 +961,12 @@ impl Listener {
                     // already): the rendezvous registered again queues a
                     // fresh event when it is ready.
                     let data = epoll::EventData::new_u64(RENDEZVOUS);
-                    if epoll::delete(&self.epoll, &r.fd).is_ok() {
-                        let add = || epoll::add(&self.epoll, &r.fd, data, epoll::EventFlags::IN);
-                        if let Err(e) = add().or_else(|_| add()) {
-                            crate::log::always(format_args!(
-                                "accept on {}: the rendezvous could not be watched again \
-                                 ({e}): shared-memory connectors wait for the next accept",
-                                self.local
-                            ));
-                        }
+                    if epoll::delete(&self.epoll, &r.fd).is_ok()
+                        && epoll::add(&self.epoll, &r.fd, data, epoll::EventFlags::IN).is_err()
+                    {
+                        // (ENOSPC, ENOMEM) Looked at by every accept, and
+                        // registered again, until that works (`ready`).
+                        self.unwatched.store(true, Ordering::Relaxed);
                     }
                     return Ok(None);
                 }

@@ -1309,9 +1309,15 @@ impl Connection {
                     self.local,
                     self.peer
                 );
-                // Asked for again before the next exec (an fd may be free
-                // by then).
-                crate::inherit::carrier_wanted();
+                // Asked for again before the next exec when it may work
+                // then (an fd or memory freed); not for lasting refusals
+                // (ETOOMANYREFS), which would cost every fork a retry.
+                if matches!(
+                    e,
+                    Errno::MFILE | Errno::NFILE | Errno::NOMEM | Errno::NOBUFS
+                ) {
+                    crate::inherit::carrier_wanted();
+                }
             }
         }
     }

@@ -6,7 +6,9 @@
  *   dup         the same plus dup: dup of the connection, then a read;
  *   closedup    the same: close of a second fd for the connection;
  *   allowall    an allow-all filter on a worker thread: the unfiltered
- *               main thread then connects, accepts and binds as before.
+ *               main thread then connects, accepts and binds as before;
+ *   denyunused  a denylist of calls the library never makes (setns,
+ *               process_vm_readv), on this thread: the same.
  * Prints `survived` (or the main thread's results), exit 0. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -45,6 +47,19 @@ static void allow_list(int extra) {
     install(f, sizeof f / sizeof f[0]);
 }
 
+/* A hardening denylist: EPERM for setns and process_vm_readv, which the
+ * library never calls; everything else allowed. */
+static void deny_unused(void) {
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_setns, 1, 0),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_process_vm_readv, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | EPERM),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+    };
+    install(f, sizeof f / sizeof f[0]);
+}
+
 static void *allow_all(void *arg) {
     (void)arg;
     struct sock_filter f[] = {BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW)};
@@ -61,10 +76,14 @@ int main(int argc, char **argv) {
     int one = 1;
     setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, 4);
     if (bind(l, (void *)&a, sizeof a) || listen(l, 8)) { perror("bind/listen"); return 1; }
-    if (!strcmp(mode, "allowall")) {
-        pthread_t t;
-        pthread_create(&t, NULL, allow_all, NULL);
-        pthread_join(t, NULL);
+    if (!strcmp(mode, "allowall") || !strcmp(mode, "denyunused")) {
+        if (!strcmp(mode, "allowall")) {
+            pthread_t t;
+            pthread_create(&t, NULL, allow_all, NULL);
+            pthread_join(t, NULL);
+        } else {
+            deny_unused();
+        }
         int c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         int r = connect(c, (void *)&a, sizeof a);
         printf("connect %s\n", r ? strerror(errno) : "ok");
