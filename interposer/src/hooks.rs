@@ -215,7 +215,7 @@ macro_rules! interpose {
     ($(
         $(#[$doc:meta])*
         fn $name:ident($($arg:ident: $ty:ty),* $(; $($va:ident: $vty:ty),+)?) -> $ret:ty
-            $(= $sym:literal)? => $logic:path $(, owner $owner:ident)? $(, fresh $fresh:expr)?;
+            $(= $sym:literal)? => $logic:path $(, owner $owner:expr)? $(, fresh $fresh:expr)?;
     )*) => {
         /// The real libc functions: one table, typed wrappers.
         pub(crate) mod real {
@@ -303,7 +303,7 @@ macro_rules! interpose {
     (@fnty ($($ty:ty),*) () -> $ret:ty) => { unsafe extern "C" fn($($ty),*) -> $ret };
     (@fnty ($($ty:ty),*) ($($vty:ty),+) -> $ret:ty) => { unsafe extern "C" fn($($ty,)* ...) -> $ret };
     (@owner) => { None };
-    (@owner $fd:ident) => { Some($fd) };
+    (@owner $fd:expr) => { Some($fd) };
 }
 
 interpose! {
@@ -381,10 +381,13 @@ interpose! {
     fn epoll_pwait2(epfd: c_int, events: *mut libc::epoll_event, max: c_int,
         timeout: *const libc::timespec, mask: *const sigset_t) -> c_int => epoll::epoll_pwait2;
     // splice between a pipe and an emulated socket, either way (the kernel
-    // object behind our fd must never see the bytes).
+    // object behind our fd must never see the bytes); either end may be
+    // ours (called nested, e.g. from a signal handler: EIO, not libc's
+    // splice reading doorbell bytes as data).
     fn splice(fd_in: c_int, off_in: *mut libc::loff_t, fd_out: c_int,
               off_out: *mut libc::loff_t, len: size_t, flags: c_uint) -> ssize_t
-        => stream::splice, owner fd_out;
+        => stream::splice,
+        owner if fdtable::is_owned(fd_in) { fd_in } else { fd_out };
     fn __recvfrom_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int,
                       addr: *mut sockaddr, addrlen: *mut socklen_t) -> ssize_t
         => stream::recvfrom_chk, owner fd;

@@ -550,3 +550,19 @@ print("ok", flush=True)
     let out = run(emulated(&mut py(BODY, &[]), &dir));
     assert_eq!(out.stdout, "ok\n", "{}\n{}", out.status, out.stderr);
 }
+
+/// splice from an emulated socket in a signal handler that interrupted
+/// this thread inside the library: EIO, as for read and recv there — not
+/// libc's splice reading the doorbell byte behind the fd as data (the hook
+/// looked only at splice's output fd to tell whether the call was ours).
+#[test]
+fn nested_splice_from_an_emulated_socket_is_eio() {
+    let exe = build_c("splice_nested", &["-O1", "-Wall"]);
+    let dir = tmpdir("fds-splice-nested");
+    let out = run(emulated(&mut preloaded(&exe), &dir).args(["127.77.200.11", "18211"]));
+    assert_eq!(
+        out.stdout, "splice -1 EIO\nrecv -1 EINTR\n",
+        "{}\n{}",
+        out.status, out.stderr
+    );
+}
