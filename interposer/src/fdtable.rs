@@ -7,16 +7,16 @@
 //! describes).
 //!
 //! # Slot design
-//! An entry is 0 (not ours) or a [`Handle`]: a slab index plus a generation.
-//! Per-socket state will live in a preallocated slab whose slots are never
-//! unmapped, only recycled with a bumped generation and a refcount. A reader
-//! does: `h = get(fd)`, take a reference on `slab[h.index]`, then check the
-//! slot's generation is still `h.generation` (else drop the reference and
-//! treat the fd as closed). So a racing `close()` can make a reader see a
-//! stale generation, never freed memory. An `AtomicPtr` to an `Arc` would not
-//! do: loading the pointer and incrementing the count are two steps that a
-//! concurrent last `drop` can fall between (that needs hazard pointers or
-//! epochs, i.e. more machinery on the signal path).
+//! An entry is 0 (not ours) or a [`Handle`]: a slot index plus a generation
+//! into the registry's slab (`registry.rs`: `Arc<Socket>` slots under a
+//! process-private read-write lock, recycled with a bumped generation). A
+//! reader does `h = get(fd)`, then under the slab's read lock checks the
+//! slot's generation is still `h.generation` and clones its `Arc` (else
+//! the fd is treated as closed). So a racing `close()` can make a reader
+//! see a stale generation, never freed memory. An `AtomicPtr` to an `Arc`
+//! here would not do: loading the pointer and incrementing the count are
+//! two steps that a concurrent last `drop` can fall between (that needs
+//! hazard pointers or epochs, i.e. more machinery on the signal path).
 //!
 //! # Large fds
 //! The table covers fds below [`CAPACITY`] (1<<16; 512 KiB of zeroed .bss,
@@ -28,8 +28,10 @@
 //! # Stale entries
 //! glibc-internal closes (`fclose` on an `fdopen`ed socket,
 //! `__close_nocancel`) bypass our hooks, so an fd number can be reused by a
-//! non-socket while still marked here. The data path must confirm identity
-//! (e.g. compare the fd's st_dev/st_ino with the slab slot's) before acting.
+//! non-socket while still marked here. Every hooked call that creates fds
+//! (open, socket, pipe, dup, accept...) releases a stale entry under the
+//! number it returns (`descriptor::fresh`), and `fclose`, `closefrom` and
+//! `close_range` are hooked for the closes glibc makes past `close`.
 #![forbid(unsafe_code)]
 
 use core::num::NonZeroU64;

@@ -73,8 +73,9 @@ extern "C" fn parent() {
 extern "C" fn child() {
     // Bumps the fork generation, which marks every existing socket as
     // shared with the parent: neither process alone may then announce EOF
-    // or remove a rendezvous name on close. (Using one connection from both
-    // processes at once is not serialised yet.) Then resets the registry's
+    // or remove a rendezvous name on close, and each direction of a
+    // connection is serialised across the processes by its side lock in
+    // the segment (`shmnet_ring::sidelock`). Then resets the registry's
     // lock and every socket's locks to unlocked: threads of the parent may
     // have held or waited on them at the fork, and they do not exist here.
     crate::registry::after_fork_child();

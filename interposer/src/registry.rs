@@ -124,7 +124,8 @@ static DEFERRED_ANY: AtomicBool = AtomicBool::new(false);
 /// malloc or wait for a lock the interrupted frame holds. So the slot is
 /// parked here, allocation- and lock-free, and released by the next hooked
 /// call made outside any handler. If the parking lot is full, the socket is
-/// leaked (with a log line) rather than risked.
+/// leaked rather than risked, and counted: the next call outside a handler
+/// writes the line (a handler cannot).
 pub(crate) fn defer_release(handle: Handle) {
     let raw = handle.raw();
     for slot in &DEFERRED {
@@ -136,7 +137,12 @@ pub(crate) fn defer_release(handle: Handle) {
             return;
         }
     }
+    LEAKED.fetch_add(1, Ordering::Relaxed);
+    DEFERRED_ANY.store(true, Ordering::Release);
 }
+
+/// Sockets `defer_release` had no room for.
+static LEAKED: AtomicU32 = AtomicU32::new(0);
 
 /// Releases what `defer_release` parked; one load when there is nothing.
 #[inline]
@@ -145,6 +151,15 @@ pub(crate) fn release_deferred() {
         return;
     }
     DEFERRED_ANY.store(false, Ordering::Relaxed);
+    let leaked = LEAKED.swap(0, Ordering::Relaxed);
+    if leaked > 0 {
+        log!(
+            warn,
+            "{leaked} socket(s) closed from signal handlers while the library was busy could \
+             not be released (more than {} at once): their memory is leaked",
+            DEFERRED.len()
+        );
+    }
     for slot in &DEFERRED {
         if let Some(h) = Handle::from_raw_parts(slot.swap(0, Ordering::AcqRel)) {
             drop(release(h));
