@@ -708,7 +708,7 @@ pub(crate) fn peer_cred(sock: std::os::fd::BorrowedFd<'_>) -> Option<(u32, u32, 
 }
 
 /// getsockopt(`level`, `name`) as a raw system call: no hook, errno
-/// untouched. Whether it succeeded.
+/// untouched. Whether it succeeded (`sockopt_get`).
 ///
 /// # Safety
 /// `value` must be valid for `*len` bytes of writes.
@@ -719,23 +719,9 @@ unsafe fn raw_getsockopt(
     value: *mut c_void,
     len: &mut libc::socklen_t,
 ) -> bool {
-    use std::os::fd::AsRawFd;
-    let saved = errno();
     // SAFETY: `value` is valid for `*len` bytes (the caller's contract) and
-    // `len` for a socklen_t; the kernel writes at most `*len` bytes there
-    // and updates `len`.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_getsockopt,
-            sock.as_raw_fd(),
-            level,
-            name,
-            value,
-            ptr::from_mut(len),
-        )
-    };
-    set_errno(saved);
-    r == 0
+    // `len` for a socklen_t.
+    unsafe { sockopt_get(sock, level, name, value, ptr::from_mut(len)) }.is_ok()
 }
 
 /// SO_PEERGROUPS: the supplementary groups of a Unix socket's peer into

@@ -360,48 +360,11 @@ impl Drop for Net {
 // ---------------------------------------------------------------------------
 // Files
 
-/// A pseudo-random file of `len` bytes (xorshift64*), readable by all.
-fn write_random_file(path: &Path, len: usize, seed: u64) {
-    let mut x = seed | 1;
-    let mut data = Vec::with_capacity(len + 8);
-    while data.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        data.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    data.truncate(len);
-    std::fs::write(path, data).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
-}
-
-/// sha256 of each file, by sha256sum(1).
-fn sha256(files: &[PathBuf]) -> Vec<String> {
-    let out = Command::new("sha256sum")
-        .args(files)
-        .env_remove("LD_PRELOAD")
-        .stdin(Stdio::null())
-        .output()
-        .expect("sha256sum (coreutils)");
-    assert!(
-        out.status.success(),
-        "sha256sum: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let sums: Vec<String> = text
-        .lines()
-        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
-        .collect();
-    assert_eq!(sums.len(), files.len(), "sha256sum output:\n{text}");
-    sums
-}
-
 /// Every file in `outs` has `want`'s sha256.
 fn assert_sha256(what: &str, want: &Path, outs: &[PathBuf]) {
     let mut all = vec![want.to_path_buf()];
     all.extend_from_slice(outs);
-    let sums = sha256(&all);
+    let sums = common::sha256_files(&all);
     let bad: Vec<String> = outs
         .iter()
         .zip(&sums[1..])
@@ -709,7 +672,7 @@ fn sshd_test(test: &str, n: u8, mode: Mode, how: Sshd) {
     }
     std::fs::copy(d.join("client_key.pub"), d.join("authorized_keys")).unwrap();
     let data = d.join("data.bin");
-    write_random_file(&data, SSH_BYTES, 12);
+    common::write_random_file(&data, SSH_BYTES, 12);
     let config = format!(
         "ListenAddress {host}:{port}\n\
          HostKey {dir}/host_key\n\
@@ -881,7 +844,7 @@ fn nginx_reuseport_test(test: &str, n: u8, mode: Mode) {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let file = www.join("file.bin");
-    write_random_file(&file, 256 << 10, 5);
+    common::write_random_file(&file, 256 << 10, 5);
     // As root, nginx's workers drop to `nobody`, who must reach www/.
     let traversable = www
         .ancestors()

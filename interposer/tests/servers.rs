@@ -202,47 +202,11 @@ fn others_can_traverse(dir: &Path) -> bool {
         .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
 }
 
-/// A pseudo-random file of `len` bytes (xorshift64*).
-fn write_random_file(path: &Path, len: usize, seed: u64) {
-    let mut x = seed | 1;
-    let mut data = Vec::with_capacity(len + 8);
-    while data.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        data.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    data.truncate(len);
-    std::fs::write(path, data).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
-}
-
-/// sha256 of each file, by sha256sum(1).
-fn sha256(files: &[PathBuf]) -> Vec<String> {
-    let out = Command::new("sha256sum")
-        .args(files)
-        .stdin(Stdio::null())
-        .output()
-        .expect("sha256sum (coreutils)");
-    assert!(
-        out.status.success(),
-        "sha256sum: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    let sums: Vec<String> = text
-        .lines()
-        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
-        .collect();
-    assert_eq!(sums.len(), files.len(), "sha256sum output:\n{text}");
-    sums
-}
-
 /// Every file in `outs` has `want`'s sha256; the outputs are then removed.
 fn assert_sha256(what: &str, want: &Path, outs: &[PathBuf]) {
     let mut all = vec![want.to_path_buf()];
     all.extend_from_slice(outs);
-    let sums = sha256(&all);
+    let sums = common::sha256_files(&all);
     for (out, sum) in outs.iter().zip(&sums[1..]) {
         let len = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
         assert_eq!(
@@ -401,8 +365,8 @@ fn nginx_serves_curl_and_wrk_over_shared_memory() {
     }
     let small = www.join("small.bin");
     let big = www.join("big.bin");
-    write_random_file(&small, 1024, 1);
-    write_random_file(&big, 16 << 20, 2);
+    common::write_random_file(&small, 1024, 1);
+    common::write_random_file(&big, 16 << 20, 2);
 
     // Run as root, nginx drops its workers to its default user (`nobody`),
     // which must be able to reach www/; if it cannot, the workers stay root.

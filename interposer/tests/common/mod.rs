@@ -555,3 +555,41 @@ pub fn missing_program(test: &str, what: &str) {
     }
     eprintln!("{test}: skipped: {what} is not installed (scripts/install-deps.sh installs it)");
 }
+
+/// A pseudo-random file of `len` bytes (xorshift64*), readable by all.
+pub fn write_random_file(path: &Path, len: usize, seed: u64) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut x = seed | 1;
+    let mut data = Vec::with_capacity(len + 8);
+    while data.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        data.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
+    }
+    data.truncate(len);
+    std::fs::write(path, data).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
+}
+
+/// sha256 of each file, by sha256sum(1) (not preloaded).
+pub fn sha256_files(files: &[PathBuf]) -> Vec<String> {
+    let out = Command::new("sha256sum")
+        .args(files)
+        .env_remove("LD_PRELOAD")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("sha256sum (coreutils)");
+    assert!(
+        out.status.success(),
+        "sha256sum: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let sums: Vec<String> = text
+        .lines()
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(sums.len(), files.len(), "sha256sum output:\n{text}");
+    sums
+}
