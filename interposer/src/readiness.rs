@@ -137,7 +137,10 @@ fn note(
     let mut sets = SETS.lock();
     if op == libc::EPOLL_CTL_DEL {
         if let Some((_, members)) = sets.iter_mut().find(|(e, _)| *e == epfd) {
-            members.retain(|m| m.fd != fd);
+            // (An fd is a member once; the order does not matter.)
+            if let Some(i) = members.iter().position(|m| m.fd == fd) {
+                members.swap_remove(i);
+            }
         }
         sets.retain(|(_, m)| !m.is_empty());
         SET_COUNT.store(sets.len(), Ordering::Relaxed);
