@@ -236,6 +236,9 @@ pub(crate) struct Bell {
     /// Filler bytes that make our end unwritable (a quarter of its send
     /// buffer, plus one).
     fill_bytes: usize,
+    /// The connection's last reference in this process is going
+    /// (`Drop for Connection`): in a sandbox, no more rings.
+    closing: AtomicBool,
 }
 
 /// An error on our end of the Unix connection that means the peer's end is
@@ -275,6 +278,7 @@ impl Bell {
             taken: std::sync::OnceLock::new(),
             foreign: AtomicBool::new(false),
             fill_bytes: sndbuf / 4 + 1,
+            closing: AtomicBool::new(false),
         }))
     }
 
@@ -550,6 +554,12 @@ impl Bell {
     }
 
     fn ring_sandboxed(&self) -> bool {
+        // Our last close: the kernel's hang-up, when our end closes right
+        // after, wakes the peer; a write here could meet a peer that closed
+        // a moment before and raise SIGPIPE (seen in sandbox.rs).
+        if self.closing.load(Ordering::Relaxed) {
+            return false;
+        }
         if !self.room_for_write() {
             return false; // counted back by the producer
         }
@@ -2382,6 +2392,7 @@ impl Drop for Connection {
         if self.shared() {
             return;
         }
+        self.bell.closing.store(true, Ordering::Relaxed);
         self.tx.get_mut().close();
         // The connector's receive half may never have been attached (it
         // never read): attach it now, or the peer's writes would go on
