@@ -593,14 +593,15 @@ fn get_u32(info: &[u8], at: usize) -> u32 {
 /// backlog, tcpi_sacked, is not known here: 0).
 fn listener_info(fresh: &[u8]) -> Vec<u8> {
     let mut info = vec![0u8; fresh.len()];
-    info[ti::STATE] = 10; // TCP_LISTEN
+    if let Some(state) = info.get_mut(ti::STATE) {
+        *state = 10; // TCP_LISTEN
+    }
     for at in [ti::SND_CWND, ti::REORDERING] {
         put_u32(&mut info, at, get_u32(fresh, at));
     }
     for at in [ti::PACING_RATE, ti::MAX_PACING_RATE] {
-        if let (Some(dst), Some(src)) = (info.get(at..at + 8).map(|_| at), fresh.get(at..at + 8)) {
-            let src = src.to_vec();
-            info[dst..dst + 8].copy_from_slice(&src);
+        if let (Some(dst), Some(src)) = (info.get_mut(at..at + 8), fresh.get(at..at + 8)) {
+            dst.copy_from_slice(src);
         }
     }
     info

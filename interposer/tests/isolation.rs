@@ -146,21 +146,6 @@ fn run_ok(what: &str, cmd: &mut Command) -> (String, String) {
     (out.stdout, out.stderr)
 }
 
-/// A pseudo-random file of `len` bytes (xorshift64*), readable by anyone.
-fn random_file(path: &Path, len: usize, seed: u64) {
-    let mut x = seed | 1;
-    let mut data = Vec::with_capacity(len + 8);
-    while data.len() < len {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        data.extend_from_slice(&x.wrapping_mul(0x2545_f491_4f6c_dd1d).to_le_bytes());
-    }
-    data.truncate(len);
-    std::fs::write(path, data).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).unwrap();
-}
-
 fn sha256_of(path: &Path) -> String {
     let out = Command::new("sha256sum")
         .arg(path)
@@ -1034,7 +1019,7 @@ fn nginx_workers_of_another_user_reach_an_emulated_upstream() {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let file = www.join("f.bin");
-    random_file(&file, 3 << 20, 152);
+    common::write_random_file(&file, 3 << 20, 152);
     let want = sha256_of(&file);
 
     let mut up = preloaded(python());
@@ -2135,7 +2120,7 @@ fn veth_namespaces_meet_over_shared_memory() {
     let dir = tmpdir("iso-veth");
     let shm = dir.join("shm");
     let file = dir.join("16m.bin");
-    random_file(&file, 16 << 20, 9);
+    common::write_random_file(&file, 16 << 20, 9);
     let want = format!("got {} {}", 16 << 20, sha256_of(&file));
     let env = |cmd: &mut Command| {
         cmd.env("SHMNET_PARTITIONS", "10.211.0.0/16")
