@@ -1,0 +1,242 @@
+//! Descriptor lifetime: close, dup, dup2, dup3, close_range, closefrom,
+//! fclose, and the stale-entry check after every call that creates an fd.
+//!
+//! These keep the fd table (and the log file's fd) in step with the
+//! kernel's descriptor table. The app-visible fd of an emulated socket is
+//! always a real kernel object, so the real call always runs too.
+//!
+//! Closes we cannot see: glibc closes internally, past our `close` export
+//! (`__close_nocancel` in fclose, `close_range` inside closefrom, closes in
+//! other libc functions), and so does a raw `syscall(SYS_close)`. The fd
+//! number then stays marked as ours while the kernel may hand it out again,
+//! and calls on the new file would go into the old connection's ring. The
+//! common ways in are hooked (`fclose`, `closefrom`); for the rest, every
+//! hooked call that creates an fd checks the number it got back ([`fresh`]):
+//! if the table still marks it, the entry is stale and is released.
+#![deny(unsafe_code)]
+
+use core::ffi::{c_int, c_uint};
+
+use crate::calls::options;
+use crate::platform::fdtable::{self, Handle};
+use crate::platform::real::{self, Action};
+use crate::platform::{log, sys};
+use crate::sockets::registry;
+
+/// The kernel closes the fd even when close() reports EINTR/EIO on Linux,
+/// so the entry is released first.
+pub(crate) fn close(fd: c_int) -> Action<c_int> {
+    if fdtable::is_internal(fd) {
+        // One of ours (a doorbell, a port reservation), not the caller's:
+        // to the application it does not exist.
+        log!(debug, "close({fd}): an fd of the library itself; left open");
+        return Action::Fail(libc::EBADF);
+    }
+    log::forget_fd(fd);
+    crate::sockets::readiness::forget(fd);
+    crate::sockets::carry::forget(fd);
+    if let Some(handle) = fdtable::table().remove(fd) {
+        release(fd, handle);
+    }
+    Action::Pass
+}
+
+/// A dup of an fd of ours shares its socket.
+pub(crate) fn dup(fd: c_int) -> Action<c_int> {
+    let Some(sock) = registry::get(fd) else {
+        return Action::Pass;
+    };
+    options::share(rustix::io::dup(sys::borrow_fd(fd)), sock)
+}
+
+pub(crate) fn dup2(old: c_int, new: c_int) -> Action<c_int> {
+    replace_target("dup2", old, new, || {
+        #[allow(unsafe_code)]
+        // SAFETY: dup2 takes two integers; no memory is passed.
+        unsafe {
+            real::dup2(old, new)
+        }
+    })
+}
+
+pub(crate) fn dup3(old: c_int, new: c_int, flags: c_int) -> Action<c_int> {
+    replace_target("dup3", old, new, || {
+        #[allow(unsafe_code)]
+        // SAFETY: dup3 takes three integers; no memory is passed.
+        unsafe {
+            real::dup3(old, new, flags)
+        }
+    })
+}
+
+/// dup2/dup3 close `new` only if they succeed (a bad `old` leaves it open),
+/// so when `new` is ours or our log file the real call runs here and the
+/// entry is released after success.
+fn replace_target(
+    call: &str,
+    old: c_int,
+    new: c_int,
+    real_call: impl FnOnce() -> c_int,
+) -> Action<c_int> {
+    let source = registry::get(old);
+    if old == new || (source.is_none() && !fdtable::is_owned(new) && !log::is_log_fd(new)) {
+        return Action::Pass;
+    }
+    let result = real_call();
+    if result >= 0 {
+        log::forget_fd(new);
+        crate::sockets::readiness::forget(new);
+        if let Some(handle) = fdtable::table().remove(new) {
+            release(new, handle);
+        }
+        if let Some(sock) = source {
+            crate::calls::options::inheritable_copy(new, &sock);
+            if registry::insert(new, sock).is_err() {
+                log!(
+                    error,
+                    "{call}({old}, {new}): fd beyond the table; the copy is not emulated"
+                );
+            }
+        }
+    }
+    Action::Raw(result)
+}
+
+/// Python's subprocess child calls `close_range(3, ~0U, 0)` before exec.
+/// With CLOSE_RANGE_CLOEXEC nothing is closed now (exec drops our state).
+pub(crate) fn close_range(first: c_uint, last: c_uint, flags: c_int) -> Action<c_int> {
+    if (flags as c_uint) & libc::CLOSE_RANGE_CLOEXEC == 0 {
+        log::forget_fd_range(first, last);
+        fdtable::table().remove_range(first, last, release);
+    }
+    // Releasing sockets above may have closed internal fds; the rest must
+    // survive: split the real call around them.
+    match around_internal(first, last, |a, b| {
+        #[allow(unsafe_code)]
+        // SAFETY: close_range takes integers only.
+        unsafe {
+            real::close_range(a, b, flags)
+        }
+    }) {
+        Some(r) => Action::Raw(r),
+        None => Action::Pass,
+    }
+}
+
+/// Runs `call` on the sub-ranges of `first..=last` that hold none of the
+/// library's own fds; None if there are none in range (call it whole).
+fn around_internal(
+    first: c_uint,
+    last: c_uint,
+    mut call: impl FnMut(c_uint, c_uint) -> c_int,
+) -> Option<c_int> {
+    let ours = fdtable::internal_in(first, last);
+    if ours.is_empty() {
+        return None;
+    }
+    let mut next = first;
+    for fd in ours {
+        let fd = fd as c_uint;
+        if fd > next {
+            let r = call(next, fd - 1);
+            if r < 0 {
+                return Some(r);
+            }
+        }
+        next = fd + 1;
+    }
+    if next <= last && next != 0 {
+        return Some(call(next, last));
+    }
+    Some(0)
+}
+
+/// glibc's closefrom closes with an internal close_range (past our export).
+pub(crate) fn closefrom(lowfd: c_int) -> Action<()> {
+    let first = c_uint::try_from(lowfd).unwrap_or(0);
+    log::forget_fd_range(first, c_uint::MAX);
+    fdtable::table().remove_range(first, c_uint::MAX, release);
+    // As close_range: keep the library's own fds.
+    match around_internal(first, c_uint::MAX, |a, b| {
+        #[allow(unsafe_code)]
+        // SAFETY: close_range takes integers only.
+        unsafe {
+            real::close_range(a, b, 0)
+        }
+    }) {
+        Some(_) => Action::Done(()),
+        None => Action::Pass,
+    }
+}
+
+/// fclose closes the stream's fd with glibc's internal close: release the
+/// entry first, as `close` does (the fd is closed even if the flush fails).
+/// `fd` is `fileno(fp)`, read before the real fclose (-1 for a stream
+/// without an fd).
+pub(crate) fn fclose_fd(fd: c_int) -> Action<c_int> {
+    close(fd)
+}
+
+/// Calls that create fds and are otherwise none of our business: the real
+/// call runs (`Action::Pass`); the export then checks what it created with
+/// [`fresh`] (see the entries' `fresh` clauses in `hooks`).
+macro_rules! creates_fds {
+    ($($name:ident($($ty:ty),*);)*) => {
+        $(
+            pub(crate) fn $name($(_: $ty),*) -> Action<c_int> {
+                Action::Pass
+            }
+        )*
+    };
+}
+
+creates_fds! {
+    open(*const core::ffi::c_char, c_int, c_uint);
+    openat(c_int, *const core::ffi::c_char, c_int, c_uint);
+    open_2(*const core::ffi::c_char, c_int);
+    openat_2(c_int, *const core::ffi::c_char, c_int);
+    creat(*const core::ffi::c_char, libc::mode_t);
+    mkstemp(*mut core::ffi::c_char);
+    mkostemp(*mut core::ffi::c_char, c_int);
+    pipe(*mut c_int);
+    pipe2(*mut c_int, c_int);
+    eventfd(c_uint, c_int);
+    epoll_create(c_int);
+    epoll_create1(c_int);
+    inotify_init();
+    inotify_init1(c_int);
+    memfd_create(*const core::ffi::c_char, c_uint);
+    timerfd_create(c_int, c_int);
+    signalfd(c_int, *const libc::sigset_t, c_int);
+}
+
+/// Drops this fd's reference to its socket; the last reference in the
+/// process tells the peer (see `Connection`'s Drop).
+fn release(fd: c_int, handle: Handle) {
+    log!(debug, "fd {fd} closed, releasing {handle:?}");
+    if let Some(sock) = registry::release(handle) {
+        crate::calls::options::closed_copy(&sock);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A handle no slab slot matches: releasing it finds nothing to drop.
+    fn fake() -> Handle {
+        Handle::new(u32::MAX - 1, 7).unwrap()
+    }
+
+    #[test]
+    fn closefrom_forgets_the_range() {
+        for fd in [5002, 5003] {
+            fdtable::table().insert(fd, fake()).unwrap();
+        }
+        assert!(matches!(closefrom(5003), Action::Pass));
+        assert!(fdtable::is_owned(5002));
+        assert!(!fdtable::is_owned(5003));
+        assert!(matches!(fclose_fd(5002), Action::Pass));
+        assert!(!fdtable::is_owned(5002));
+    }
+}

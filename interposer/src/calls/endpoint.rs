@@ -1,0 +1,484 @@
+//! Endpoints: naming, listening, accepting, connecting, shutting down.
+//!
+//! `bind`/`connect` naming a partition address turn the application's
+//! kernel TCP socket into an emulated one: its fd number is re-pointed
+//! (dup3) at a Unix-domain socket — the listener's rendezvous, or the
+//! connection to the peer process — so it stays a real kernel object, and
+//! no kernel TCP socket ever exists for the virtual address.
+//!
+//! Under `SHMNET_FALLBACK=tcp` (the default) bind is the kernel's, and
+//! listen makes a dual listener (`dual`): the kernel TCP listener plus a
+//! rendezvous, behind one fd. A preloaded client connects through shared
+//! memory when it finds a rendezvous for its destination, and otherwise —
+//! or when that fails — with a kernel connect on the same socket; each
+//! outcome is counted (`stats`).
+#![deny(unsafe_code)]
+
+use core::ffi::c_int;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use libc::{sockaddr, socklen_t};
+use rustix::io::Errno;
+
+use crate::platform::config::{self, Fallback};
+use crate::platform::internal_fd::InternalFd;
+use crate::platform::real::Action;
+use crate::platform::{stats, sys};
+use crate::sockets::listener::Bound;
+use crate::sockets::registry;
+use crate::sockets::socket::{Connection, Options, Socket};
+use crate::transport::lookup::{DialError, Found};
+use crate::transport::rendezvous;
+
+fn fail<R>(e: Errno) -> Action<R> {
+    Action::Fail(e.raw_os_error())
+}
+
+/// An AF_INET/AF_INET6 stream socket stays a kernel socket until bind or
+/// connect names a partition address; so does everything else, forever.
+pub(crate) fn socket(_domain: c_int, _ty: c_int, _protocol: c_int) -> Action<c_int> {
+    Action::Pass
+}
+
+/// Socket pairs are AF_UNIX: never emulated.
+pub(crate) fn socketpair(_d: c_int, _t: c_int, _p: c_int, _sv: *mut c_int) -> Action<c_int> {
+    Action::Pass
+}
+
+/// The partition address `addr` names, if the library diverts it from this
+/// socket: a kernel TCP socket of the address's family, or one of ours
+/// (`family` given: a socket that was bound but never listened).
+fn diverted(
+    fd: c_int,
+    addr: *const sockaddr,
+    len: socklen_t,
+    family: Option<c_int>,
+) -> Option<(&'static config::Config, SocketAddr)> {
+    let config = config::get()?;
+    #[allow(unsafe_code)]
+    // SAFETY: bind(2)/connect(2) require `len` readable bytes at `addr` (or
+    // null, which is checked); we only read them.
+    let target = unsafe { sys::socket_addr(addr, len) }?;
+    if !config.is_partition_ip(target.ip()) {
+        return None;
+    }
+    let family = match family {
+        Some(f) => f,
+        None => {
+            let sock = sys::borrow_fd(fd);
+            if rustix::net::sockopt::socket_type(sock).ok()? != rustix::net::SocketType::STREAM {
+                return None;
+            }
+            match rustix::net::sockopt::socket_domain(sock).ok()? {
+                rustix::net::AddressFamily::INET => libc::AF_INET,
+                rustix::net::AddressFamily::INET6 => libc::AF_INET6,
+                _ => return None,
+            }
+        }
+    };
+    (family == crate::sockets::socket::family_of(&target)).then_some((config, target))
+}
+
+/// bind or connect of a kernel socket in a sandboxed process (`sandbox`):
+/// a shared-memory connection or an emulated address needs socket(),
+/// memfds and fd passing, which a sandbox filter refuses (or kills for).
+/// A loopback address in the default mode goes to the kernel, as a
+/// fallback would (to this host only); any other partition address fails
+/// with EACCES. Nothing here makes a system call.
+fn sandboxed(fd: c_int, addr: *const sockaddr, len: socklen_t, call: &str) -> Action<c_int> {
+    let Some(config) = config::get() else {
+        return Action::Pass;
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: bind(2)/connect(2) require `len` readable bytes at `addr` (or
+    // null, which is checked); we only read them.
+    let Some(target) = (unsafe { sys::socket_addr(addr, len) }) else {
+        return Action::Pass;
+    };
+    if !config.is_partition_ip(target.ip()) {
+        return Action::Pass;
+    }
+    if config.fallback != Fallback::Never && rendezvous::unmapped(target).ip().is_loopback() {
+        log!(
+            debug,
+            "{call}(fd {fd}) to {target} in a sandbox: kernel TCP"
+        );
+        if call == "connect" {
+            crate::sockets::carry::done(fd);
+        }
+        return Action::Pass;
+    }
+    log!(debug, "{call}(fd {fd}) to {target} in a sandbox: EACCES");
+    fail(Errno::ACCESS)
+}
+
+/// Re-points the application's fd number at `sock`, keeping the fd's
+/// close-on-exec flag and its non-blocking mode.
+/// Puts `sock` on the application's fd number `fd` with its flags
+/// (`nonblock`: the application's O_NONBLOCK, looked up by the caller);
+/// says whether the fd is close-on-exec.
+fn adopt(fd: c_int, sock: &OwnedFd, nonblock: bool) -> Result<bool, Errno> {
+    let app = sys::borrow_fd(fd);
+    let cloexec = rustix::io::fcntl_getfd(app)?.contains(rustix::io::FdFlags::CLOEXEC);
+    if nonblock {
+        let fl = rustix::fs::fcntl_getfl(sock)?;
+        rustix::fs::fcntl_setfl(sock, fl | rustix::fs::OFlags::NONBLOCK)?;
+    }
+    crate::sockets::carry::detach(fd);
+    sys::dup_onto(sock.as_fd(), fd, cloexec)
+        .inspect_err(|_| crate::sockets::carry::replay(fd, true))?;
+    Ok(cloexec)
+}
+
+fn unix_socket() -> Result<OwnedFd, Errno> {
+    rustix::net::socket_with(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+}
+
+pub(crate) fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c_int> {
+    if registry::get(fd).is_some() {
+        return fail(Errno::INVAL); // already bound
+    }
+    if crate::platform::sandbox::active() {
+        return sandboxed(fd, addr, len, "bind");
+    }
+    let Some((config, target)) = diverted(fd, addr, len, None) else {
+        return Action::Pass;
+    };
+    if config.fallback != Fallback::Never {
+        log!(
+            debug,
+            "bind(fd {fd}) to partition address {target}: kernel listener (tcp fallback mode)"
+        );
+        return Action::Pass;
+    }
+    match bind_emulated(fd, target) {
+        Ok(()) => Action::Done(0),
+        Err(e) => fail(e),
+    }
+}
+
+/// Emulated mode: reserves the address's name and puts a Unix socket bound
+/// to it on the application's fd. A loopback address is named in this
+/// network namespace; any other partition address in SHMNET_DIR (the
+/// emulated network across namespaces).
+fn bind_emulated(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
+    if !crate::transport::lookup::may_bind(target.port()) {
+        return Err(Errno::ACCESS); // as the kernel, for a privileged port
+    }
+    let opts = Options::snapshot(sys::borrow_fd(fd));
+    let bound = if rendezvous::is_loopback(target.ip()) {
+        let reservation = match rendezvous::reserve_local(target) {
+            Err(Errno::ADDRINUSE) if crate::sockets::listener::reuses_port(&opts) => {
+                crate::sockets::listener::join_reuseport_group(target).ok_or(Errno::ADDRINUSE)?
+            }
+            r => r?,
+        };
+        Bound::new(reservation, None, opts)
+    } else {
+        let dir = crate::platform::safedir::checked().map_err(|_| Errno::ACCESS)?;
+        let reservation = rendezvous::reserve_host(dir, target)?;
+        let sock = unix_socket()?;
+        if let Some(name) = reservation.host() {
+            name.bind(&sock)?;
+        }
+        Bound::new(reservation, Some(InternalFd::new(sock)), opts)
+    };
+    let Some(sock) = bound.socket() else {
+        return Err(Errno::INVAL);
+    };
+    let nonblock =
+        rustix::fs::fcntl_getfl(sys::borrow_fd(fd))?.contains(rustix::fs::OFlags::NONBLOCK);
+    adopt(fd, &sock, nonblock)?;
+    log!(debug, "fd {fd}: bound to {}", bound.local);
+    registry::insert(fd, Arc::new(Socket::Bound(bound))).map_err(|()| Errno::MFILE)?;
+    crate::sockets::carry::replay(fd, true);
+    Ok(())
+}
+
+pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
+    if crate::platform::sandbox::active() {
+        // A shared-memory listener needs a rendezvous socket and an epoll
+        // set: outside a sandbox. A kernel socket listens as it would.
+        return match registry::get(fd).as_deref() {
+            None => Action::Pass,
+            Some(Socket::Listener(l)) => l.relisten(backlog),
+            Some(_) => fail(Errno::ACCESS),
+        };
+    }
+    match registry::get(fd).as_deref() {
+        None => match config::get() {
+            Some(c) if c.fallback == Fallback::Tcp => {
+                crate::sockets::listener::listen_tcp(fd, backlog, c)
+            }
+            _ => Action::Pass,
+        },
+        Some(Socket::Listener(l)) => l.relisten(backlog),
+        Some(Socket::Bound(b)) => crate::sockets::listener::listen_emulated(fd, b, backlog),
+        Some(Socket::Stream(_)) => fail(Errno::INVAL),
+    }
+}
+
+pub(crate) fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
+    accept4(fd, addr, len, 0)
+}
+
+pub(crate) fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> Action<c_int> {
+    match registry::get(fd).as_deref() {
+        None => Action::Pass,
+        // Taking a connection needs recvmsg with fds, mmap of its segment
+        // and new fds: outside a sandbox.
+        Some(Socket::Listener(_)) if crate::platform::sandbox::active() => fail(Errno::ACCESS),
+        Some(Socket::Listener(l)) => l.accept(fd, addr, len, flags),
+        Some(Socket::Bound(_) | Socket::Stream(_)) => fail(Errno::INVAL),
+    }
+}
+
+/// The local name of a connecting socket that was not bound: loopback on
+/// the emulated network and for local destinations; otherwise (a partition
+/// address behind a veth, default mode) the address our route to it leaves
+/// from, as the kernel would choose.
+fn local_ip_for(peer: &SocketAddr, routed: bool) -> IpAddr {
+    let loopback = match peer {
+        SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        // An IPv4 destination on an IPv6 socket: the kernel's source is
+        // IPv4 too, seen through the mapping.
+        SocketAddr::V6(v6) if v6.ip().to_ipv4_mapped().is_some() => {
+            IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped())
+        }
+        SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
+    };
+    if !routed || rendezvous::is_loopback(peer.ip()) {
+        return loopback;
+    }
+    match crate::platform::netlink::route(rendezvous::unmapped(*peer).ip()) {
+        Ok(r) => match (r.prefsrc, peer) {
+            (Some(IpAddr::V4(src)), SocketAddr::V6(_)) => IpAddr::V6(src.to_ipv6_mapped()),
+            (Some(src), _) => src,
+            (None, _) => loopback,
+        },
+        Err(_) => loopback,
+    }
+}
+
+pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c_int> {
+    if crate::platform::sandbox::active() {
+        return match registry::get(fd).as_deref() {
+            None => sandboxed(fd, addr, len, "connect"),
+            Some(Socket::Stream(_)) => fail(Errno::ISCONN),
+            Some(_) => fail(Errno::ACCESS),
+        };
+    }
+    let bound = match registry::get(fd) {
+        None => None,
+        Some(s) => match &*s {
+            Socket::Stream(_) => return fail(Errno::ISCONN),
+            Socket::Listener(_) => return fail(Errno::INVAL),
+            Socket::Bound(_) => Some(s.clone()),
+        },
+    };
+    let family = bound.as_deref().map(Socket::family);
+    let Some((config, target)) = diverted(fd, addr, len, family) else {
+        return if bound.is_some() {
+            fail(Errno::NETUNREACH)
+        } else {
+            crate::sockets::carry::done(fd);
+            Action::Pass
+        };
+    };
+    // A kernel socket connecting or connected already (it fell back to
+    // kernel TCP, or went elsewhere first): the kernel answers a second
+    // connect (EALREADY, EISCONN, or 0 once a non-blocking one completed:
+    // APR asks that way), and the connection stays the kernel's.
+    if bound.is_none() && sys::tcp_in_use(sys::borrow_fd(fd)) == Some(true) {
+        return Action::Pass;
+    }
+    let tcp_mode = config.fallback != Fallback::Never && bound.is_none();
+    let local = match bound.as_deref() {
+        Some(Socket::Bound(b)) => match b.reservation.lock().take() {
+            Some(r) => r,
+            None => return fail(Errno::INVAL),
+        },
+        _ => match rendezvous::connecting_name(local_ip_for(&target, tcp_mode)) {
+            Ok(r) => r,
+            Err(e) if tcp_mode => {
+                log!(debug, "connect(fd {fd}) to {target}: no local name ({e})");
+                return fallback(fd, target, stats::Outcome::Resources);
+            }
+            Err(e) => return fail(e),
+        },
+    };
+    let found = match crate::transport::lookup::find(config, target, local.addr) {
+        Found::Listener(t) => t,
+        Found::None(why) if tcp_mode => return fallback(fd, target, why),
+        Found::None(stats::Outcome::Dir) => return fail(Errno::CONNREFUSED),
+        Found::None(why) => {
+            log!(debug, "connect(fd {fd}) to {target}: {why:?}");
+            return fail(Errno::CONNREFUSED);
+        }
+    };
+    let opts = match bound.as_deref() {
+        Some(s) => s.options().snapshot_copy(),
+        None => Options::snapshot(sys::borrow_fd(fd)),
+    };
+    let nonblocking = rustix::fs::fcntl_getfl(sys::borrow_fd(fd))
+        .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+    let timeout = opts.timeout(libc::SO_SNDTIMEO);
+    let dial = || found.dial(config, nonblocking, timeout);
+    match Connection::connect(&dial, local, target, config.ring_bytes, opts, nonblocking) {
+        Ok((sock, conn)) => {
+            let cloexec = match adopt(fd, &sock, nonblocking) {
+                Ok(c) => c,
+                Err(e) => return fail(e),
+            };
+            log!(
+                debug,
+                "fd {fd}: connected {} -> {target} through shared memory",
+                conn.local
+            );
+            let conn = Arc::new(Socket::Stream(conn));
+            if !cloexec {
+                conn.set_cloexec(false);
+            }
+            if registry::insert(fd, conn).is_err() {
+                return fail(Errno::MFILE);
+            }
+            crate::sockets::carry::replay(fd, false);
+            stats::count(stats::Outcome::Shm);
+            Action::Done(0)
+        }
+        Err(e) if tcp_mode => {
+            let why = match e {
+                DialError::NoListener => stats::Outcome::NoListener,
+                DialError::Policy => stats::Outcome::Policy,
+                DialError::Refused => stats::Outcome::Refused,
+                DialError::Os(Errno::NOBUFS | Errno::NOMEM | Errno::MFILE | Errno::NFILE) => {
+                    stats::Outcome::Resources
+                }
+                DialError::Os(e) => {
+                    log!(
+                        debug,
+                        "connect(fd {fd}) to {target} through shared memory failed: {e}"
+                    );
+                    stats::Outcome::Refused
+                }
+            };
+            fallback(fd, target, why)
+        }
+        Err(DialError::Os(e)) => fail(e),
+        Err(DialError::Policy) => {
+            // Once per process: a client retrying in a loop must not fill
+            // its log (nginx: 180 000 lines in 10 s).
+            static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+            if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                crate::platform::log::always(format_args!(
+                    "connect to {target}: refused, the listener's SHMNET_ALLOW does not admit \
+                     uid {} (docs/security.md; said once)",
+                    rustix::process::geteuid().as_raw()
+                ));
+            } else {
+                log!(
+                    debug,
+                    "connect to {target}: refused by the listener's policy"
+                );
+            }
+            fail(Errno::CONNREFUSED)
+        }
+        Err(DialError::NoListener | DialError::Refused) => fail(Errno::CONNREFUSED),
+    }
+}
+
+/// `SHMNET_FALLBACK=tcp`: the kernel connect on the application's own
+/// socket (untouched so far: options, non-blocking mode and EINPROGRESS are
+/// the kernel's) — but only to an address of this network namespace or of
+/// a neighbouring one on this host (behind a veth): a partition address
+/// elsewhere without a shared-memory listener is refused, so that no
+/// packet ever leaves the host on the library's account.
+fn fallback(fd: c_int, target: SocketAddr, why: stats::Outcome) -> Action<c_int> {
+    let ip = rendezvous::unmapped(target).ip();
+    if !(crate::platform::netlink::is_local(ip)
+        || crate::transport::lookup::neighbour(ip).is_some())
+    {
+        log!(
+            debug,
+            "connect(fd {fd}) to {target}: no shared-memory listener, and not an address of this host"
+        );
+        return fail(Errno::CONNREFUSED);
+    }
+    log!(debug, "connect(fd {fd}) to {target}: kernel TCP ({why:?})");
+    stats::count(why);
+    crate::sockets::carry::done(fd);
+    Action::Pass
+}
+
+pub(crate) fn shutdown(fd: c_int, how: c_int) -> Action<c_int> {
+    match registry::get(fd).as_deref() {
+        None => Action::Pass,
+        Some(Socket::Stream(c)) => match c.shutdown(how) {
+            Ok(()) => Action::Done(0),
+            Err(e) => fail(e),
+        },
+        Some(Socket::Listener(l)) => match l.tcp() {
+            Some(tcp) => match rustix::net::shutdown(
+                tcp,
+                match how {
+                    libc::SHUT_RD => rustix::net::Shutdown::Read,
+                    libc::SHUT_WR => rustix::net::Shutdown::Write,
+                    _ => rustix::net::Shutdown::Both,
+                },
+            ) {
+                Ok(()) => Action::Done(0),
+                Err(e) => fail(e),
+            },
+            None => fail(Errno::NOTCONN),
+        },
+        Some(Socket::Bound(_)) => fail(Errno::NOTCONN),
+    }
+}
+
+pub(crate) fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
+    let Some(sock) = registry::get(fd) else {
+        return Action::Pass;
+    };
+    if let Socket::Listener(l) = &*sock {
+        if let Some(tcp) = l.tcp() {
+            // The kernel listener's own answer (the port it picked for port 0).
+            return match sys::local_name(tcp) {
+                Some(name) => put_name(name, addr, len),
+                None => fail(Errno::NOTSOCK),
+            };
+        }
+    }
+    put_name(sock.local(), addr, len)
+}
+
+pub(crate) fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
+    match registry::get(fd).as_deref() {
+        None => Action::Pass,
+        Some(Socket::Stream(c)) => put_name(c.peer, addr, len),
+        Some(Socket::Listener(_) | Socket::Bound(_)) => fail(Errno::NOTCONN),
+    }
+}
+
+fn put_name(name: SocketAddr, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
+    if addr.is_null() || len.is_null() {
+        return fail(Errno::FAULT);
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: getsockname(2)/getpeername(2) require valid `addr`/`len`.
+    unsafe {
+        sys::put_socket_addr(name, addr, len)
+    };
+    Action::Done(0)
+}

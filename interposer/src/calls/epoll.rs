@@ -1,0 +1,156 @@
+//! epoll_wait, epoll_pwait and epoll_pwait2 on sets that hold emulated
+//! connections (`readiness` knows which): data that came before a
+//! connection joined is merged into the kernel's events (`merge`), and a
+//! wait spins before it sleeps, as `polling` explains.
+#![deny(unsafe_code)]
+
+use core::ffi::c_int;
+use std::time::Duration;
+
+use libc::{epoll_event, sigset_t, timespec};
+
+use crate::platform::real::{self, Action};
+use crate::platform::{guard, sys};
+use crate::sockets::polling::{result, spin, spin_budget, spin_helps, Limit, Spun};
+use crate::sockets::readiness;
+
+pub(crate) fn epoll_wait(
+    epfd: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> Action<c_int> {
+    epoll_set(epfd, events, max, Limit::ms(timeout), None, false)
+}
+
+pub(crate) fn epoll_pwait(
+    epfd: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const sigset_t,
+) -> Action<c_int> {
+    epoll_set(epfd, events, max, Limit::ms(timeout), Some(mask), false)
+}
+
+pub(crate) fn epoll_pwait2(
+    epfd: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: *const timespec,
+    mask: *const sigset_t,
+) -> Action<c_int> {
+    #[allow(unsafe_code)]
+    // SAFETY: epoll_pwait2(2)'s contract: `timeout` null or valid.
+    let t = unsafe { sys::read_opt(timeout) };
+    match Limit::timespec(t) {
+        Some(limit) => epoll_set(epfd, events, max, limit, Some(mask), true),
+        None => Action::Pass,
+    }
+}
+
+fn real_epoll(
+    epfd: c_int,
+    out: &mut [epoll_event],
+    limit: Option<Limit>,
+    mask: Option<*const sigset_t>,
+    pwait2: bool,
+) -> c_int {
+    let (p, n) = (out.as_mut_ptr(), out.len() as c_int);
+    #[allow(unsafe_code)]
+    // SAFETY: `out` is (a prefix of) the caller's array; epfd and mask are
+    // the caller's.
+    unsafe {
+        match (limit, mask) {
+            (None, _) => real::epoll_wait(epfd, p, n, 0),
+            (Some(l), None) => real::epoll_wait(epfd, p, n, l.left_ms()),
+            (Some(l), Some(m)) if pwait2 => {
+                let ts = l.left_ts();
+                let t = ts.as_ref().map_or(core::ptr::null(), |t| t as *const _);
+                real::epoll_pwait2(epfd, p, n, t, m)
+            }
+            (Some(l), Some(m)) => real::epoll_pwait(epfd, p, n, l.left_ms(), m),
+        }
+    }
+}
+
+/// The kernel's events (the first `n` of `out`) with the pending ones
+/// merged in: a member the kernel reported too gets its events or-ed.
+fn merge(out: &mut [epoll_event], mut n: usize, pending: Vec<epoll_event>) -> c_int {
+    let room = out.len();
+    for ev in pending {
+        let data = ev.u64;
+        match out[..n].iter_mut().find(|o| ({ o.u64 }) == data) {
+            Some(o) => o.events |= ev.events,
+            None if n < room => {
+                out[n] = ev;
+                n += 1;
+            }
+            None => {}
+        }
+    }
+    n as c_int
+}
+
+fn epoll_set(
+    epfd: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    limit: Limit,
+    mask: Option<*const sigset_t>,
+    pwait2: bool,
+) -> Action<c_int> {
+    #[allow(unsafe_code)]
+    // SAFETY: epoll_wait(2)'s contract for `events`/`max`.
+    let Some(out) = (unsafe { sys::epoll_out(events, max) }) else {
+        return Action::Pass;
+    };
+    // Room for the kernel's events too (one at least, when there is more
+    // than one slot).
+    let most = (out.len() - 1).max(1);
+    let Some(mut pending) = readiness::pending(epfd, most) else {
+        return Action::Pass; // no connection in this set
+    };
+    let mut first = true;
+    loop {
+        if !pending.events.is_empty() {
+            let room = out.len() - pending.events.len();
+            let mut n = 0;
+            if room > 0 {
+                n = real_epoll(epfd, &mut out[..room], None, None, false);
+                if n < 0 {
+                    return Action::Raw(n);
+                }
+            }
+            return Action::Done(merge(out, n as usize, pending.events));
+        }
+        if first {
+            first = false;
+            // Cheapest first: walking the members takes the table's lock.
+            let worth = spin_budget() > Duration::ZERO
+                && !limit.now()
+                && spin_helps()
+                && readiness::awaits_reply(epfd);
+            let spun = spin(
+                limit,
+                worth,
+                || false,
+                |_| {
+                    let n = real_epoll(epfd, out, None, None, false);
+                    (n != 0).then_some(n)
+                },
+            );
+            match spun {
+                Spun::Kernel(n) => return result(n),
+                Spun::TimedOut => readiness::no_reply_soon(epfd),
+                _ => {}
+            }
+        }
+        let lim = limit.sliced(pending.watch_closely);
+        let n = guard::suspended(|| real_epoll(epfd, out, Some(lim), mask, pwait2));
+        if n != 0 || !pending.watch_closely || limit.now() {
+            return result(n);
+        }
+        pending = readiness::pending(epfd, most).unwrap_or_default();
+    }
+}

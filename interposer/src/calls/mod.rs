@@ -1,0 +1,10 @@
+//! What each hooked call does, one module per call family; each function
+//! returns an `Action` for `abi::dispatch`.
+
+pub(crate) mod descriptor;
+pub(crate) mod endpoint;
+pub(crate) mod epoll;
+pub(crate) mod options;
+pub(crate) mod process;
+pub(crate) mod sandbox;
+pub(crate) mod stream;

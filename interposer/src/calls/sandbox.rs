@@ -1,0 +1,122 @@
+//! The `prctl(PR_SET_SECCOMP)` hook: a process sandboxing itself turns on
+//! the restricted data path (`platform::sandbox`, which says what changes).
+#![deny(unsafe_code)]
+
+use core::ffi::{c_int, c_ulong};
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use crate::platform::real::Action;
+use crate::platform::{sandbox, sys};
+use crate::sockets::registry;
+use crate::sockets::socket::Socket;
+
+/// The `prctl` hook's logic: before PR_SET_SECCOMP goes to the kernel,
+/// take what the data path will no longer be allowed to look up, and turn
+/// the flag on. Everything else passes through untouched.
+pub(crate) fn prctl(
+    option: c_int,
+    mode: c_ulong,
+    prog: c_ulong,
+    _a4: c_ulong,
+    _a5: c_ulong,
+) -> Action<c_int> {
+    if option != libc::PR_SET_SECCOMP {
+        return Action::Pass;
+    }
+    let level = match mode as u32 {
+        libc::SECCOMP_MODE_STRICT => sandbox::STRICT,
+        libc::SECCOMP_MODE_FILTER if filter_restricts_us(prog as usize as *const u8) => {
+            sandbox::FILTER
+        }
+        libc::SECCOMP_MODE_FILTER => {
+            // Nothing the library calls is refused (a denylist of
+            // dangerous calls, an allow-all filter): nothing changes.
+            log!(
+                debug,
+                "prctl(PR_SET_SECCOMP): the filter allows the library's calls"
+            );
+            return Action::Pass;
+        }
+        _ => return Action::Pass, // the kernel says EINVAL
+    };
+    prepare();
+    let before = sandbox::level();
+    if level > before {
+        sandbox::set_level(level);
+        PENDING.store(before | 0x80, Ordering::Relaxed);
+    }
+    Action::Pass
+}
+
+/// Whether the `struct sock_fprog` at `prog` (the application's own
+/// argument) refuses a call the library makes (`seccomp_filter`); true
+/// when it cannot be read or followed (the kernel will say EFAULT or
+/// EINVAL for a bad one anyway).
+fn filter_restricts_us(prog: *const u8) -> bool {
+    // struct sock_fprog { unsigned short len; struct sock_filter *filter; }
+    let mut head = [0u8; 16];
+    if sys::user_read(prog, &mut head).is_err() {
+        return true;
+    }
+    let len = usize::from(u16::from_ne_bytes([head[0], head[1]]));
+    let mut at = [0u8; 8];
+    at.copy_from_slice(&head[8..16]);
+    let filter = usize::from_ne_bytes(at) as *const u8;
+    // BPF_MAXINSNS.
+    if len == 0 || len > 4096 {
+        return true;
+    }
+    let mut raw = vec![0u8; len * 8];
+    if sys::user_read(filter, &mut raw).is_err() {
+        return true;
+    }
+    let insns: Vec<crate::platform::seccomp_filter::Insn> = raw
+        .chunks_exact(8)
+        .map(|c| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            crate::platform::seccomp_filter::Insn::from_bytes(&b)
+        })
+        .collect();
+    crate::platform::seccomp_filter::restricts_library(&insns)
+}
+
+/// The level before a PR_SET_SECCOMP in progress (high bit: one is).
+static PENDING: AtomicU8 = AtomicU8::new(0);
+
+/// After the real prctl: a refused PR_SET_SECCOMP (no seccomp in the
+/// kernel, no NO_NEW_PRIVS, a bad program) leaves the process as it was.
+pub(crate) fn prctl_done(result: c_int, option: c_int) {
+    if option != libc::PR_SET_SECCOMP {
+        return;
+    }
+    let pending = PENDING.swap(0, Ordering::Relaxed);
+    if result != 0 && pending & 0x80 != 0 {
+        sandbox::set_level(pending & !0x80);
+    }
+}
+
+/// Done while every call is still allowed: resolve the real functions
+/// (dlsym may open files) and rustix's vDSO, remember O_NONBLOCK of every
+/// connection and which signals interrupt a wait for good.
+fn prepare() {
+    crate::platform::real::resolve_all();
+    // rustix finds the vDSO on first use, through prctl(PR_GET_AUXV) and
+    // /proc/self/auxv: both outside a filter, so now (spin_helps reads the
+    // coarse clock).
+    let _ = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    let _ = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    registry::for_each_socket(|s| {
+        if let Socket::Stream(c) = &**s {
+            c.remember_nonblocking();
+        }
+    });
+    // A log line into a regular file past RLIMIT_FSIZE would raise
+    // SIGXFSZ: lines are written only if one of the longest would fit
+    // now (a pipe or terminal: always).
+    let fits = crate::platform::log::fits_now(
+        crate::platform::log::destination(),
+        crate::platform::log::LINE_MAX,
+    );
+    sandbox::remember(sys::signals_without_restart(), fits);
+}

@@ -1,0 +1,25 @@
+//! The process's services, below every socket concept: system calls, the
+//! real libc functions, locks, logging, configuration, policy, counters,
+//! the fork generation, the library's own fds, netlink and the safe
+//! directory.
+
+#[macro_use]
+pub(crate) mod log;
+#[macro_use]
+mod symbols;
+
+pub mod config;
+pub mod fdtable;
+pub(crate) mod fork;
+pub(crate) mod guard;
+pub(crate) mod internal_fd;
+pub(crate) mod lazysym;
+pub(crate) mod lock;
+pub(crate) mod netlink;
+pub(crate) mod policy;
+pub(crate) mod real;
+pub(crate) mod safedir;
+pub(crate) mod sandbox;
+pub(crate) mod seccomp_filter;
+pub(crate) mod stats;
+pub(crate) mod sys;

@@ -1,0 +1,141 @@
+//! The real libc functions: one table of lazily resolved symbols
+//! (`lazysym`), made from the hooked-symbol list (`symbols`), with a typed
+//! wrapper each (`real::close(...)`), and the decision type every call's
+//! logic returns (`Action`).
+#![allow(unsafe_code)]
+#![allow(dead_code)]
+
+use core::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
+use core::fmt;
+
+use libc::{
+    iovec, mode_t, msghdr, off_t, pid_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t, FILE,
+};
+
+use crate::platform::lazysym::LazySym;
+use crate::platform::sys;
+
+/// What the logic decided for one call.
+pub(crate) enum Action<R> {
+    /// Not ours: call the real function with the caller's arguments.
+    Pass,
+    /// Emulated success: return this, errno restored to the caller's.
+    Done(R),
+    /// Emulated failure: return -1 with this errno.
+    Fail(c_int),
+    /// The logic called libc itself: return this with errno as libc left it.
+    Raw(R),
+}
+
+/// Return types of hooked functions, and how each spells failure.
+pub(crate) trait CRet: Copy + fmt::Debug {
+    const FAILED: Self;
+}
+
+impl CRet for c_int {
+    const FAILED: Self = -1;
+}
+
+impl CRet for ssize_t {
+    const FAILED: Self = -1;
+}
+
+/// popen.
+impl CRet for *mut FILE {
+    const FAILED: Self = core::ptr::null_mut();
+}
+
+/// `void` functions (closefrom) cannot fail.
+impl CRet for () {
+    const FAILED: Self = ();
+}
+
+/// Expands the symbol list into the table and its wrappers.
+macro_rules! real_functions {
+    ($(
+        $(#[$doc:meta])*
+        fn $name:ident($($arg:ident: $ty:ty),* $(; $($va:ident: $vty:ty),+)?) -> $ret:ty
+            $(= $sym:literal)? => $logic:path $(, owner $owner:expr)? $(, fresh $fresh:expr)?;
+    )*) => {
+
+            struct Table {
+                $($name: LazySym,)*
+            }
+
+            static TABLE: Table = Table {
+                $($name: LazySym::new(real_functions!(@cname $name $($sym)?)),)*
+            };
+
+            /// Resolve every symbol now (before fork, before a sandbox).
+            pub(crate) fn resolve_all() {
+                $(let _ = TABLE.$name.get();)*
+                resolve_variadic_execs();
+            }
+
+            $(
+                /// Calls the real function, or fails with ENOSYS if libc lacks it.
+                ///
+                /// # Safety
+                /// The C function's own contract for these arguments.
+                pub(crate) unsafe fn $name($($arg: $ty,)* $($($va: $vty),+)?) -> $ret {
+                    type Real = real_functions!(@fnty ($($ty),*) ($($($vty),+)?) -> $ret);
+                    match TABLE.$name.get() {
+                        Some(f) => {
+                            // SAFETY: dlsym returned the address of the libc
+                            // function of this name, whose C prototype `Real`
+                            // spells out.
+                            let f = unsafe { core::mem::transmute::<*mut c_void, Real>(f) };
+                            // SAFETY: forwarded under the caller's contract.
+                            unsafe { f($($arg,)* $($($va),+)?) }
+                        }
+                        None => {
+                            sys::set_errno(libc::ENOSYS);
+                            <$ret as CRet>::FAILED
+                        }
+                    }
+                }
+            )*
+    };
+    (@cname $name:ident) => {
+        const {
+            match core::ffi::CStr::from_bytes_with_nul(concat!(stringify!($name), "\0").as_bytes()) {
+                Ok(name) => name,
+                Err(_) => panic!("symbol name contains NUL"),
+            }
+        }
+    };
+    (@cname $name:ident $sym:literal) => {
+        const {
+            match core::ffi::CStr::from_bytes_with_nul(concat!($sym, "\0").as_bytes()) {
+                Ok(name) => name,
+                Err(_) => panic!("symbol name contains NUL"),
+            }
+        }
+    };
+    (@fnty ($($ty:ty),*) () -> $ret:ty) => { unsafe extern "C" fn($($ty),*) -> $ret };
+    (@fnty ($($ty:ty),*) ($($vty:ty),+) -> $ret:ty) => { unsafe extern "C" fn($($ty,)* ...) -> $ret };
+    (@owner) => { None };
+    (@owner $fd:expr) => { Some($fd) };
+}
+
+hooked_symbols!(real_functions);
+
+/// The real execl, execlp and execle, called by their trampolines.
+static VARIADIC_EXECS: [LazySym; 3] = [
+    LazySym::new(c"execl"),
+    LazySym::new(c"execlp"),
+    LazySym::new(c"execle"),
+];
+
+/// Resolves the real variadic exec functions (fork's prepare handler: a
+/// child must never need dlsym).
+fn resolve_variadic_execs() {
+    for sym in &VARIADIC_EXECS {
+        let _ = sym.get();
+    }
+}
+
+/// The real execl (0), execlp (1) or execle (2), if libc has it.
+pub(crate) fn variadic_exec(which: usize) -> Option<*mut c_void> {
+    VARIADIC_EXECS.get(which).and_then(LazySym::get)
+}

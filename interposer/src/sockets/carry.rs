@@ -1,0 +1,163 @@
+//! epoll registrations of a socket made before it became one of ours.
+//!
+//! bind (emulated), connect and listen re-point the application's fd
+//! number at another kernel object (dup3). An epoll registration belongs
+//! to the open file, not the number: when the old file goes, the kernel
+//! drops it. Event loops register a socket before they connect it (nginx
+//! adds an upstream socket, then connects it non-blocking), and such a
+//! socket would never be reported again. So the registrations of a fresh
+//! IPv4/IPv6 stream socket are noted here (a bit per fd says which
+//! sockets are fresh: one atomic load on every other epoll_ctl), and
+//! replayed onto the new object when the number is re-pointed.
+#![deny(unsafe_code)]
+
+use core::ffi::c_int;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use crate::platform::fdtable::CAPACITY;
+use crate::platform::lock::Mutex;
+
+/// Fresh IPv4/IPv6 stream sockets: made by socket(), not yet listening or
+/// connected through us.
+static FRESH: [AtomicU64; CAPACITY / 64] = [const { AtomicU64::new(0) }; CAPACITY / 64];
+
+/// (fd, epfd, event) registrations of fresh sockets.
+static NOTED: Mutex<Vec<(c_int, c_int, libc::epoll_event)>> = Mutex::new(Vec::new());
+/// Entries in NOTED, so that every new fd does not take the lock.
+static NOTED_COUNT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+fn bit(fd: c_int) -> Option<(&'static AtomicU64, u64)> {
+    let i = usize::try_from(fd).ok().filter(|&i| i < CAPACITY)?;
+    Some((&FRESH[i / 64], 1u64 << (i % 64)))
+}
+
+pub(crate) fn is_fresh(fd: c_int) -> bool {
+    bit(fd).is_some_and(|(w, b)| w.load(Ordering::Acquire) & b != 0)
+}
+
+/// socket() made `fd`: note its registrations if it is an IPv4/IPv6
+/// stream socket.
+pub(crate) fn socket_made(fd: c_int, domain: c_int, ty: c_int) {
+    let stream = ty & 0xf == libc::SOCK_STREAM;
+    if fd >= 0 && stream && (domain == libc::AF_INET || domain == libc::AF_INET6) {
+        if let Some((w, b)) = bit(fd) {
+            w.fetch_or(b, Ordering::AcqRel);
+        }
+    }
+}
+
+/// `fd` is closed or a new object: nothing noted for it stands (nor for
+/// an epoll set that had its number).
+pub(crate) fn forget(fd: c_int) {
+    if let Some((w, b)) = bit(fd) {
+        if w.load(Ordering::Relaxed) & b != 0 {
+            w.fetch_and(!b, Ordering::AcqRel);
+        }
+    }
+    if NOTED_COUNT.load(Ordering::Relaxed) > 0 {
+        let mut noted = NOTED.lock();
+        noted.retain(|(f, e, _)| *f != fd && *e != fd);
+        NOTED_COUNT.store(noted.len(), Ordering::Relaxed);
+    }
+}
+
+/// The application's epoll_ctl on `fd` (after the kernel accepted it).
+pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: Option<libc::epoll_event>) {
+    if !is_fresh(fd) {
+        return;
+    }
+    let mut noted = NOTED.lock();
+    noted.retain(|(f, e, _)| !(*f == fd && *e == epfd));
+    if let (libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD, Some(ev)) = (op, ev) {
+        noted.push((fd, epfd, ev));
+    }
+    NOTED_COUNT.store(noted.len(), Ordering::Relaxed);
+}
+
+/// `fd` now refers to one of our objects: its registrations are made again
+/// (through our own epoll_ctl logic, as the application's call would have
+/// gone). `keep`: the socket is still fresh (bound, not yet listening or
+/// connected: it will be re-pointed again).
+pub(crate) fn replay(fd: c_int, keep: bool) {
+    if !is_fresh(fd) {
+        return;
+    }
+    let mine: Vec<(c_int, libc::epoll_event)> = {
+        let mut noted = NOTED.lock();
+        let mine = noted
+            .iter()
+            .filter(|(f, _, _)| *f == fd)
+            .map(|(_, e, ev)| (*e, *ev))
+            .collect();
+        if !keep {
+            noted.retain(|(f, _, _)| *f != fd);
+            NOTED_COUNT.store(noted.len(), Ordering::Relaxed);
+        }
+        mine
+    };
+    if !keep {
+        if let Some((w, b)) = bit(fd) {
+            w.fetch_and(!b, Ordering::AcqRel);
+        }
+    }
+    for (epfd, mut ev) in mine {
+        let r = match crate::sockets::readiness::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) {
+            crate::platform::real::Action::Raw(r) | crate::platform::real::Action::Done(r) => r,
+            crate::platform::real::Action::Fail(_) => -1,
+            crate::platform::real::Action::Pass => {
+                // (A listener's epoll instance cannot take EPOLLEXCLUSIVE.)
+                ev.events &= !(libc::EPOLLEXCLUSIVE as u32);
+                #[allow(unsafe_code)]
+                // SAFETY: the real epoll_ctl with a valid event of ours.
+                unsafe {
+                    crate::platform::real::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev)
+                }
+            }
+        };
+        if r != 0 {
+            log!(
+                debug,
+                "fd {fd}: its registration in epoll set {epfd} could not be carried over"
+            );
+        }
+    }
+}
+
+/// `fd` is about to be re-pointed: its noted registrations are taken off
+/// the object it names now. A registration belongs to the (number, file)
+/// pair: where that file outlives the re-pointing (a bound socket's name,
+/// which the library keeps), it would stay in the set, reporting the old
+/// object under a number whose EPOLL_CTL_DEL no longer reaches it.
+pub(crate) fn detach(fd: c_int) {
+    if !is_fresh(fd) {
+        return;
+    }
+    let sets: Vec<c_int> = NOTED
+        .lock()
+        .iter()
+        .filter(|(f, _, _)| *f == fd)
+        .map(|(_, e, _)| *e)
+        .collect();
+    for epfd in sets {
+        let mut ev = libc::epoll_event { events: 0, u64: 0 };
+        #[allow(unsafe_code)]
+        // SAFETY: the real epoll_ctl with plain fds and a valid event (the
+        // kernel ignores it for DEL).
+        unsafe {
+            crate::platform::real::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, &mut ev)
+        };
+    }
+}
+
+/// The socket is no longer fresh (it connected through the kernel, or
+/// listens): its registrations are the kernel's own.
+pub(crate) fn done(fd: c_int) {
+    if is_fresh(fd) {
+        forget(fd);
+    }
+}
+
+/// In a forked child: a parent thread may have held the lock.
+pub(crate) fn after_fork_child() {
+    NOTED.reset_after_fork();
+}

@@ -1,0 +1,12 @@
+//! The emulated sockets: the socket kinds and their state (`socket`,
+//! `listener`), the registry behind the fd table, readiness for epoll and
+//! the polling engine, and what crosses exec (`inherit`, `carry`).
+
+pub(crate) mod carry;
+pub(crate) mod inherit;
+pub(crate) mod listener;
+pub(crate) mod polling;
+pub(crate) mod readiness;
+pub(crate) mod registry;
+pub(crate) mod socket;
+pub(crate) mod stale;

@@ -1,0 +1,320 @@
+//! Readiness is the kernel's: an emulated fd is a real Unix socket whose
+//! readability (doorbell bytes) and writability (filler bytes) follow the
+//! ring (docs/architecture.md). Two things the kernel cannot learn from
+//! those bytes alone are noted here, at `epoll_ctl`:
+//!
+//! - Which connections an epoll set holds. A reader raises its flag lazily
+//!   (`Connection::lazy`), which poll and select make up for by looking at
+//!   the ring (`polling`); epoll_wait cannot, so a connection added to a set
+//!   turns eager (`Connection::watch`). Data that came while it was lazy
+//!   has no doorbell byte: the set is told about it here ("pending") until
+//!   the ring is drained, and `polling` reports it.
+//! - How a reader waits. Edge-triggered epoll reports every arrival of data
+//!   on a TCP socket, also while older data is unread; the ring rings its
+//!   reader only on the first publish after the reader waited. So EPOLLET
+//!   tells the ring to ring on every publish.
+//!
+//! A dual listener (an epoll instance behind the application's fd, see
+//! `dual`) cannot take EPOLLEXCLUSIVE, which is dropped from its
+//! registrations.
+#![deny(unsafe_code)]
+
+use core::ffi::c_int;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use crate::platform::lock::Mutex;
+use crate::platform::real::Action;
+use crate::platform::sys;
+use crate::sockets::registry;
+use crate::sockets::socket::Socket;
+
+/// A connection in an epoll set.
+struct Member {
+    fd: c_int,
+    events: u32,
+    data: u64,
+    socket: Weak<Socket>,
+    /// The kernel may not report data in its ring (`Connection::watch`).
+    pending: bool,
+    /// Reported once since the last ADD/MOD (EPOLLET, EPOLLONESHOT).
+    reported: bool,
+}
+
+/// The epoll sets that hold connections: (epfd, members). Few, short.
+static SETS: Mutex<Vec<(c_int, Vec<Member>)>> = Mutex::new(Vec::new());
+/// Entries in SETS, so epoll_wait on other sets never takes the lock.
+static SET_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// `fd` was closed, or is a new fd (which may reuse a closed epoll fd's
+/// number): forget the set known under that number.
+pub(crate) fn forget(fd: c_int) {
+    if SET_COUNT.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let mut sets = SETS.lock();
+    sets.retain(|(e, _)| *e != fd);
+    SET_COUNT.store(sets.len(), Ordering::Relaxed);
+}
+
+/// What `pending` found for one epoll set.
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// EPOLLIN for members whose ring holds data the kernel may not report.
+    pub events: Vec<libc::epoll_event>,
+    /// A member's reader is asleep taking doorbell bytes: data it leaves in
+    /// the ring would have no byte, so a waiter must look again soon.
+    pub watch_closely: bool,
+}
+
+/// Members that joined with data no doorbell announced, or while a reader
+/// slept taking bytes (`Connection::watch`), are reported while their ring
+/// holds data; a member stops being pending once its ring is drained and
+/// no taker is left (from then on the kernel reports it). At most `max`
+/// events (the caller's room). EPOLLET and EPOLLONESHOT members are
+/// reported once per ADD/MOD (a one-shot member is then disabled, as the
+/// kernel does).
+/// None when `epfd` holds no connection (epoll_wait then passes through).
+pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
+    if SET_COUNT.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let mut out = Pending::default();
+    let mut sets = SETS.lock();
+    let (_, members) = sets.iter_mut().find(|(e, _)| *e == epfd)?;
+    for m in members.iter_mut().filter(|m| m.pending) {
+        let live = m
+            .socket
+            .upgrade()
+            .filter(|s| registry::get(m.fd).is_some_and(|now| Arc::ptr_eq(&now, s)));
+        let Some(Socket::Stream(conn)) = live.as_deref() else {
+            m.pending = false;
+            continue;
+        };
+        let taking = conn.taking();
+        let readable = conn.ring_readable();
+        out.watch_closely |= taking;
+        if !readable {
+            m.pending = taking;
+            continue;
+        }
+        let wanted = m.events & (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
+        if wanted == 0 || m.reported || out.events.len() >= max {
+            continue;
+        }
+        if m.events & libc::EPOLLONESHOT as u32 != 0 {
+            // Disabled before it is reported, so a thread asleep in the
+            // kernel cannot get it as well once a doorbell comes.
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLONESHOT as u32,
+                u64: m.data,
+            };
+            #[allow(unsafe_code)]
+            // SAFETY: the real epoll_ctl with the caller's fds and our event.
+            unsafe {
+                crate::platform::real::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, m.fd, &mut ev)
+            };
+        }
+        if m.events & (libc::EPOLLONESHOT | libc::EPOLLET) as u32 != 0 {
+            m.reported = true;
+        }
+        out.events.push(libc::epoll_event {
+            events: wanted,
+            u64: m.data,
+        });
+    }
+    Some(out)
+}
+
+/// The set's entry, created if needed.
+fn note(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: Option<libc::epoll_event>,
+    sock: &Arc<Socket>,
+    pending: bool,
+) {
+    let mut sets = SETS.lock();
+    if op == libc::EPOLL_CTL_DEL {
+        if let Some((_, members)) = sets.iter_mut().find(|(e, _)| *e == epfd) {
+            // (An fd is a member once; the order does not matter.)
+            if let Some(i) = members.iter().position(|m| m.fd == fd) {
+                members.swap_remove(i);
+            }
+        }
+        sets.retain(|(_, m)| !m.is_empty());
+        SET_COUNT.store(sets.len(), Ordering::Relaxed);
+        return;
+    }
+    let Some(ev) = ev else { return };
+    let i = match sets.iter().position(|(e, _)| *e == epfd) {
+        Some(i) => i,
+        None => {
+            sets.push((epfd, Vec::new()));
+            sets.len() - 1
+        }
+    };
+    let members = &mut sets[i].1;
+    let member = Member {
+        fd,
+        events: ev.events,
+        data: ev.u64,
+        socket: Arc::downgrade(sock),
+        pending,
+        reported: false,
+    };
+    // The fd's own entry is replaced in place: an event loop makes several
+    // epoll_ctl calls per request, and checking every member on each one
+    // made them cost O(connections) (issue 14: 38% of a client's time at
+    // 200 connections).
+    if let Some(m) = members.iter_mut().find(|m| m.fd == fd) {
+        *m = member;
+    } else {
+        // Stale entries (fds closed past us, or reused by something else)
+        // are swept when the set has doubled since the last sweep:
+        // amortised O(1) per call.
+        if members.len() >= 2 * SWEPT_LEN.load(Ordering::Relaxed).max(16) {
+            members.retain(|m| {
+                m.socket
+                    .upgrade()
+                    .is_some_and(|s| registry::get(m.fd).is_some_and(|now| Arc::ptr_eq(&now, &s)))
+            });
+            SWEPT_LEN.store(members.len(), Ordering::Relaxed);
+        }
+        members.push(member);
+    }
+    SET_COUNT.store(sets.len(), Ordering::Relaxed);
+}
+
+/// Members left after the last sweep of stale ones (see `note`; one value
+/// for all sets: a bound, not an exact count).
+static SWEPT_LEN: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether a connection in `epfd` wrote since it last read (an answer is
+/// probably on its way: a wait may spin).
+pub(crate) fn awaits_reply(epfd: c_int) -> bool {
+    if SET_COUNT.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    let sets = SETS.lock();
+    let Some((_, members)) = sets.iter().find(|(e, _)| *e == epfd) else {
+        return false;
+    };
+    members.iter().any(|m| {
+        m.socket
+            .upgrade()
+            .is_some_and(|s| matches!(&*s, Socket::Stream(c) if c.awaits_reply()))
+    })
+}
+
+/// A wait on `epfd` spun its whole budget for nothing: its connections
+/// stop counting as awaiting a reply until they write again.
+pub(crate) fn no_reply_soon(epfd: c_int) {
+    let sets = SETS.lock();
+    if let Some((_, members)) = sets.iter().find(|(e, _)| *e == epfd) {
+        for m in members {
+            if let Some(s) = m.socket.upgrade() {
+                if let Socket::Stream(c) = &*s {
+                    c.no_reply_soon();
+                }
+            }
+        }
+    }
+}
+
+/// In a forked child: a thread of the parent may have held the lock.
+pub(crate) fn after_fork_child() {
+    SETS.reset_after_fork();
+}
+
+pub(crate) fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    event: *mut libc::epoll_event,
+) -> Action<c_int> {
+    let Some(sock) = registry::get(fd) else {
+        return fresh_ctl(epfd, op, fd, event);
+    };
+    let conn = match &*sock {
+        Socket::Stream(conn) => conn,
+        Socket::Listener(_) => return listener_ctl(epfd, op, fd, event),
+        Socket::Bound(_) => return Action::Pass,
+    };
+    let ev = match op {
+        libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => {
+            if event.is_null() {
+                return Action::Pass; // the kernel's EFAULT
+            }
+            #[allow(unsafe_code)]
+            // SAFETY: epoll_ctl(2) requires `event` valid for reads for ADD
+            // and MOD, and it is not null.
+            let ev = unsafe { sys::epoll_event_copy(event) };
+            if ev.events & libc::EPOLLET as u32 != 0 {
+                conn.set_edge_triggered();
+            }
+            Some(ev)
+        }
+        libc::EPOLL_CTL_DEL => None,
+        _ => return Action::Pass,
+    };
+    // Eager from before the kernel knows the fd, so no publish can slip
+    // between (the flag is up when `watch` returns).
+    let pending = ev.is_some() && conn.watch();
+    #[allow(unsafe_code)]
+    // SAFETY: the real epoll_ctl with the caller's arguments.
+    let r = unsafe { crate::platform::real::epoll_ctl(epfd, op, fd, event) };
+    if r == 0 {
+        note(epfd, op, fd, ev, &sock, pending);
+    }
+    Action::Raw(r)
+}
+
+/// A socket that may still be re-pointed (`carry`): its registrations are
+/// noted.
+fn fresh_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> Action<c_int> {
+    if !crate::sockets::carry::is_fresh(fd) {
+        return Action::Pass;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: the real epoll_ctl with the caller's arguments.
+    let r = unsafe { crate::platform::real::epoll_ctl(epfd, op, fd, event) };
+    if r == 0 {
+        let ev = (op != libc::EPOLL_CTL_DEL && !event.is_null()).then(|| {
+            #[allow(unsafe_code)]
+            // SAFETY: the kernel just read it (ADD/MOD succeeded).
+            unsafe {
+                sys::epoll_event_copy(event)
+            }
+        });
+        crate::sockets::carry::epoll_ctl(epfd, op, fd, ev);
+    }
+    Action::Raw(r)
+}
+
+/// A listener's fd is an epoll instance, which cannot be added with
+/// EPOLLEXCLUSIVE (nginx asks for it): without it, every waiter is woken
+/// and all but one accept() get EAGAIN.
+fn listener_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> Action<c_int> {
+    if op != libc::EPOLL_CTL_ADD && op != libc::EPOLL_CTL_MOD {
+        return Action::Pass;
+    }
+    #[allow(unsafe_code)]
+    // SAFETY: epoll_ctl(2) requires `event` valid for reads for ADD and MOD
+    // (null is checked).
+    let events = unsafe { sys::epoll_events(event) };
+    match events {
+        Some(ev) if ev & libc::EPOLLEXCLUSIVE as u32 != 0 => {
+            #[allow(unsafe_code)]
+            // SAFETY: `event` is valid (we just read it); the copy we pass
+            // is a valid epoll_event.
+            let mut copy = unsafe { sys::epoll_event_copy(event) };
+            copy.events &= !(libc::EPOLLEXCLUSIVE as u32);
+            #[allow(unsafe_code)]
+            // SAFETY: the real epoll_ctl with the caller's fds and our copy.
+            Action::Raw(unsafe { crate::platform::real::epoll_ctl(epfd, op, fd, &mut copy) })
+        }
+        _ => Action::Pass,
+    }
+}

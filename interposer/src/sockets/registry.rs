@@ -1,0 +1,199 @@
+//! Per-socket state behind the fd table: a slab of `Arc<Socket>` slots,
+//! each fd of ours holding one slot (dups hold clones of the same Arc).
+//!
+//! The fd table answers "is this fd ours?" with one atomic load; only then
+//! is the slab consulted, under a process-private read lock. A signal
+//! handler that interrupts a thread inside the library never gets here (the
+//! re-entry guard fails such a call with EIO), so the lock cannot deadlock
+//! against its own thread.
+//!
+//! Fork: `prepare` takes the write lock so that no thread is in the middle
+//! of changing the slab when the process is copied; `parent` releases it.
+//! The child resets it to unlocked (the lock is a `lock::RwLock`, one atomic
+//! word with no wait queue, so threads that were waiting on it in the
+//! parent leave nothing behind), then resets every live socket's own locks,
+//! which threads absent from the child may have held.
+#![deny(unsafe_code)]
+
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crate::platform::fdtable::{self, Handle, InsertError};
+use crate::platform::lock::RwLock;
+use crate::sockets::socket::Socket;
+
+struct Slot {
+    generation: u32,
+    socket: Option<Arc<Socket>>,
+}
+
+struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+static SLAB: RwLock<Slab> = RwLock::new(Slab {
+    slots: Vec::new(),
+    free: Vec::new(),
+});
+
+/// The socket behind `fd`, if it is ours.
+#[inline]
+pub(crate) fn get(fd: RawFd) -> Option<Arc<Socket>> {
+    let handle = fdtable::table().get(fd)?;
+    let slab = SLAB.read();
+    let slot = slab.slots.get(handle.index() as usize)?;
+    if slot.generation != handle.generation() {
+        return None;
+    }
+    slot.socket.clone()
+}
+
+/// Runs `f` on the socket behind `fd` under the registry's read lock,
+/// without taking a reference on it (no `Arc` clone: two atomic
+/// read-modify-writes fewer than [`get`]). The lock holds off `close` and
+/// `fork` while `f` runs, so `f` must be short and must not block: the data
+/// path's first, non-blocking attempt. `None` when the fd is not ours, or
+/// when the lock is not free at once (a writer holds or waits for it):
+/// then ask [`get`].
+#[inline]
+pub(crate) fn with<R>(fd: RawFd, f: impl FnOnce(&Socket) -> R) -> Option<R> {
+    let handle = fdtable::table().get(fd)?;
+    let slab = SLAB.try_read()?;
+    let slot = slab.slots.get(handle.index() as usize)?;
+    if slot.generation != handle.generation() {
+        return None;
+    }
+    Some(f(slot.socket.as_deref()?))
+}
+
+/// Makes `fd` refer to `socket`. An fd that was ours already (a number the
+/// kernel reused after a close we did not see) is released first.
+pub(crate) fn insert(fd: RawFd, socket: Arc<Socket>) -> Result<(), ()> {
+    let handle = {
+        let mut slab = SLAB.write();
+        let index = match slab.free.pop() {
+            Some(i) => i,
+            None => {
+                let i = u32::try_from(slab.slots.len()).map_err(|_| ())?;
+                slab.slots.push(Slot {
+                    generation: 0,
+                    socket: None,
+                });
+                i
+            }
+        };
+        let slot = &mut slab.slots[index as usize];
+        slot.generation = slot.generation.wrapping_add(1);
+        slot.socket = Some(socket);
+        Handle::new(index, slot.generation).ok_or(())?
+    };
+    match fdtable::table().insert(fd, handle) {
+        Ok(()) => Ok(()),
+        Err(InsertError::Occupied(_)) => {
+            if let Ok(Some(old)) = fdtable::table().replace(fd, handle) {
+                drop(release(old));
+            }
+            Ok(())
+        }
+        Err(InsertError::OutOfRange) => {
+            drop(release(handle));
+            Err(())
+        }
+    }
+}
+
+/// Handles whose fds were closed from a signal handler that interrupted
+/// the library (see `defer_release`); 0 is an empty slot.
+static DEFERRED: [AtomicU64; 64] = [const { AtomicU64::new(0) }; 64];
+static DEFERRED_ANY: AtomicBool = AtomicBool::new(false);
+
+/// For a close() made by a signal handler while its thread was inside the
+/// library: the fd is already no longer ours (the fd table entry is gone),
+/// but dropping the socket there could free memory inside an interrupted
+/// malloc or wait for a lock the interrupted frame holds. So the slot is
+/// parked here, allocation- and lock-free, and released by the next hooked
+/// call made outside any handler. If the parking lot is full, the socket is
+/// leaked rather than risked, and counted: the next call outside a handler
+/// writes the line (a handler cannot).
+pub(crate) fn defer_release(handle: Handle) {
+    let raw = handle.raw();
+    for slot in &DEFERRED {
+        if slot
+            .compare_exchange(0, raw, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            DEFERRED_ANY.store(true, Ordering::Release);
+            return;
+        }
+    }
+    LEAKED.fetch_add(1, Ordering::Relaxed);
+    DEFERRED_ANY.store(true, Ordering::Release);
+}
+
+/// Sockets `defer_release` had no room for.
+static LEAKED: AtomicU32 = AtomicU32::new(0);
+
+/// Releases what `defer_release` parked; one load when there is nothing.
+#[inline]
+pub(crate) fn release_deferred() {
+    if !DEFERRED_ANY.load(Ordering::Acquire) {
+        return;
+    }
+    DEFERRED_ANY.store(false, Ordering::Relaxed);
+    let leaked = LEAKED.swap(0, Ordering::Relaxed);
+    if leaked > 0 {
+        log!(
+            warn,
+            "{leaked} socket(s) closed from signal handlers while the library was busy could \
+             not be released (more than {} at once): their memory is leaked",
+            DEFERRED.len()
+        );
+    }
+    for slot in &DEFERRED {
+        if let Some(h) = Handle::from_raw_parts(slot.swap(0, Ordering::AcqRel)) {
+            drop(release(h));
+        }
+    }
+}
+
+/// Frees the slot behind `handle` and returns what it held.
+pub(crate) fn release(handle: Handle) -> Option<Arc<Socket>> {
+    let mut slab = SLAB.write();
+    let index = handle.index();
+    let slot = slab.slots.get_mut(index as usize)?;
+    if slot.generation != handle.generation() {
+        return None;
+    }
+    let socket = slot.socket.take();
+    slot.generation = slot.generation.wrapping_add(1);
+    slab.free.push(index);
+    socket
+}
+
+/// Calls `f` on every socket an fd of ours refers to (a socket that several
+/// fds share, after dup, is visited once per fd), under the read lock: `f`
+/// must not call back into the registry. Meant for the atfork child
+/// handler, after the lock was reset.
+pub(crate) fn for_each_socket(mut f: impl FnMut(&Arc<Socket>)) {
+    let slab = SLAB.read();
+    for socket in slab.slots.iter().filter_map(|slot| slot.socket.as_ref()) {
+        f(socket);
+    }
+}
+
+/// Fork handlers (see the module docs).
+pub(crate) fn before_fork() {
+    SLAB.hold_for_fork();
+}
+
+pub(crate) fn after_fork_parent() {
+    SLAB.release_fork_hold();
+}
+
+/// In the child, single-threaded: the slab lock, then each socket's locks.
+pub(crate) fn after_fork_child() {
+    SLAB.reset_after_fork();
+    for_each_socket(|sock| sock.reset_locks_after_fork());
+}

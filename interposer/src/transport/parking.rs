@@ -1,0 +1,185 @@
+//! Parked rendezvous connections (see `listener`): those accepted before
+//! their connect message arrived wait here, their fds in a queue every
+//! process sharing the listener can take them from, registered one-shot in
+//! the listener's epoll instance so that the message's arrival wakes the
+//! application once.
+#![deny(unsafe_code)]
+
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
+
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+
+use crate::platform::internal_fd::InternalFd;
+use crate::transport::handshake;
+
+/// How long a rendezvous connection may take to send its connect message
+/// (a connector sends it right after connecting: microseconds, unless it is
+/// descheduled or stopped).
+pub(crate) const PARK_PATIENCE: Duration = Duration::from_secs(2);
+
+/// Where a rendezvous connection came from: the namespace's abstract
+/// names (the connector is in our network namespace), or SHMNET_DIR (it
+/// may be in another one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Scope {
+    Local = 0,
+    Host = 1,
+}
+
+/// What an accepted rendezvous connection has sent so far.
+pub(crate) enum Arrival {
+    /// Nothing yet.
+    Empty,
+    /// A whole connect message.
+    Complete,
+    /// A short message, end of stream, an error: never a connection.
+    Bad,
+}
+
+pub(crate) fn arrival(conn: BorrowedFd<'_>) -> Arrival {
+    let mut peek = [0u8; handshake::LEN];
+    match rustix::net::recv(
+        conn,
+        &mut peek,
+        rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT,
+    ) {
+        Err(Errno::AGAIN | Errno::INTR) => Arrival::Empty,
+        // A connector sends its message in one piece: a part of one is a
+        // peer that is not one of ours (and would keep us readable).
+        Ok((n, _)) if n == handshake::LEN => Arrival::Complete,
+        _ => Arrival::Bad,
+    }
+}
+
+/// Where a parked connection's handshake stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum State {
+    /// Waiting for the connect message.
+    New = 0,
+    /// Its reuse offer was declined: waiting for a fresh Connect.
+    Declined = 1,
+}
+
+pub(crate) fn monotonic_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
+}
+
+/// A parked connection's record, sent with its fd.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Record {
+    pub state: State,
+    pub scope: Scope,
+    /// CLOCK_MONOTONIC, milliseconds: the same clock in every process.
+    pub deadline_ms: u64,
+}
+
+impl Record {
+    const LEN: usize = 16;
+
+    fn encode(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[0] = self.state as u8;
+        b[1] = self.scope as u8;
+        b[8..16].copy_from_slice(&self.deadline_ms.to_le_bytes());
+        b
+    }
+
+    /// Only the processes sharing the listener write the queue; still,
+    /// nothing read from it is trusted further than this.
+    fn decode(b: &[u8; Self::LEN]) -> Option<Record> {
+        let state = match b[0] {
+            0 => State::New,
+            1 => State::Declined,
+            _ => return None,
+        };
+        let scope = match b[1] {
+            0 => Scope::Local,
+            1 => Scope::Host,
+            _ => return None,
+        };
+        let mut d = [0u8; 8];
+        d.copy_from_slice(&b[8..16]);
+        Some(Record {
+            state,
+            scope,
+            deadline_ms: u64::from_le_bytes(d),
+        })
+    }
+}
+
+/// The queue of parked connections: a datagram socket pair, each datagram
+/// a `Record` with the connection's fd attached. Shared by every process
+/// that shares the listener (it is inherited with it).
+pub(crate) struct Parking {
+    tx: InternalFd,
+    rx: InternalFd,
+    /// Pushed minus popped in this process: a hint for when to sweep.
+    count: AtomicU32,
+    last_sweep_ms: AtomicU64,
+}
+
+impl Parking {
+    pub(crate) fn new() -> Result<Parking, Errno> {
+        let (tx, rx) = rustix::net::socketpair(
+            AddressFamily::UNIX,
+            SocketType::DGRAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        Ok(Parking {
+            tx: InternalFd::new(tx),
+            rx: InternalFd::new(rx),
+            count: AtomicU32::new(0),
+            last_sweep_ms: AtomicU64::new(monotonic_ms()),
+        })
+    }
+
+    /// The receiving end: readable while anything is queued.
+    pub(crate) fn queue(&self) -> BorrowedFd<'_> {
+        self.rx.as_fd()
+    }
+
+    pub(crate) fn len_hint(&self) -> usize {
+        self.count.load(Ordering::Relaxed) as usize
+    }
+
+    /// A look for idle ones is due: something is parked and the last look
+    /// was a while ago (an idle one never wakes anybody).
+    pub(crate) fn sweep_due(&self) -> bool {
+        self.len_hint() > 0
+            && monotonic_ms().saturating_sub(self.last_sweep_ms.load(Ordering::Relaxed))
+                >= PARK_PATIENCE.as_millis() as u64
+    }
+
+    pub(crate) fn swept(&self, now: u64) {
+        self.last_sweep_ms.store(now, Ordering::Relaxed);
+    }
+
+    pub(crate) fn push(&self, conn: BorrowedFd<'_>, rec: Record) -> Result<(), Errno> {
+        handshake::send_with_fd(self.tx.as_fd(), &rec.encode(), conn)?;
+        self.count.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn pop(&self) -> Option<(Record, OwnedFd)> {
+        loop {
+            let mut b = [0u8; Record::LEN];
+            let (n, fd) = match handshake::recv_with_fd(self.rx.as_fd(), &mut b) {
+                Ok(got) => got,
+                Err(Errno::INTR) => continue,
+                Err(_) => return None,
+            };
+            let _ = self
+                .count
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+            match (n == Record::LEN, Record::decode(&b), fd) {
+                (true, Some(rec), Some(fd)) => return Some((rec, fd)),
+                _ => continue, // not ours to trust: dropped (closing its fd)
+            }
+        }
+    }
+}

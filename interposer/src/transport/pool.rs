@@ -1,0 +1,195 @@
+//! Reuse of connection segments between the same two processes.
+//!
+//! A fresh segment costs memfd_create, ftruncate, seals, an mmap on each
+//! side, a page fault per touched page on each side, then munmap on each
+//! side and the memfd's teardown — more than a kernel TCP connection costs
+//! in all. Short connections between the same two processes (a client
+//! calling a server again and again) reuse the segment of an earlier one
+//! instead, once both sides are done with it.
+//!
+//! A segment may only carry a new connection once no one else can reach
+//! it: peers are hostile, and memory one of them can still write into must
+//! never carry another process's data. Reusing a segment between the two
+//! processes that already share it keeps that true:
+//!
+//! - The connector keeps a segment whose connection it dropped (`Drop for
+//!   Connection`, `put`) under the address it connected to; the acceptor
+//!   keeps it under the connector's pid (SO_PEERCRED of the rendezvous
+//!   connection, which the kernel vouches for) and the connector's key for
+//!   it. Each side keeps it only if no fork happened since it mapped it (a
+//!   child maps it too), and drops it from the pool at the next fork (child
+//!   and parent).
+//! - The connector offers it again only when this process holds no other
+//!   handle on it and the acceptor flagged its side released (in the
+//!   segment: a lie there only spoils connections between the two of
+//!   them). The acceptor claims it only if it holds it for that pid and key
+//!   — so only the very process that accepted it before can take it: a
+//!   third process that learnt the key (or was handed the memfd by a
+//!   hostile peer) has another pid and another set of segments.
+//! - Connect waits for the verdict (`handshake`); a declined offer falls
+//!   back to a fresh segment on the same Unix connection, and an offer the
+//!   acceptor does not answer in time is withdrawn (a CAS on the segment's
+//!   claim word decides against a late claim) and the segment dropped.
+#![deny(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use shmnet_ring::Segment;
+
+use crate::platform::internal_fd::KeptMemfd;
+use crate::platform::lock::Mutex;
+
+/// Which side kept a segment, and for whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// We connected to `dest`.
+    Connector { dest: SocketAddr },
+    /// We accepted from the process `peer_pid`.
+    Acceptor { peer_pid: u32 },
+}
+
+/// What a connection remembers of its segment, to return it to the pool.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    /// The connector's name for the segment.
+    pub key: u64,
+    /// Fork generation when this process mapped the segment (or took it
+    /// from the pool, which checked it).
+    pub generation: u32,
+    pub side: Side,
+}
+
+struct Entry {
+    seg: Segment,
+    ticket: Ticket,
+    /// Its memfd, if the connection kept one (for exec): handed out with it.
+    memfd: Option<KeptMemfd>,
+}
+
+impl Entry {
+    fn into_parts(self) -> (Segment, Ticket) {
+        let mut seg = self.seg;
+        if let Some(fd) = self.memfd {
+            seg.set_fd(fd.into_owned());
+        }
+        (seg, self.ticket)
+    }
+}
+
+/// Segments kept, both sides together. A pooled segment that carried at
+/// most its first data segment each way holds a few pages.
+const CAPACITY: usize = 16;
+
+static POOL: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+/// Connects left to make without offering a segment, after an offer went
+/// unanswered (an acceptor that does not accept until the connector does
+/// something else would make every connect wait).
+static COOLDOWN: AtomicU32 = AtomicU32::new(0);
+const COOLDOWN_CONNECTS: u32 = 64;
+
+/// A key for a new segment: unique within this process (the acceptor pairs
+/// it with our pid).
+pub(crate) fn new_key() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Keeps `seg`, whose connection is gone on this side, for reuse: marks
+/// it released for the peer. Dropped instead if a fork happened since it
+/// was mapped, or it was used for much data.
+pub(crate) fn put(seg: Segment, ticket: Ticket, memfd: Option<KeptMemfd>) {
+    if ticket.generation != crate::platform::fork::generation() || !seg.lightly_used() {
+        return;
+    }
+    // An acceptor in this very process would have to answer our offer
+    // while we wait in connect: a single thread that connects, then
+    // accepts, would wait for nothing. Connections within one process
+    // always get fresh segments.
+    let me = std::process::id();
+    match ticket.side {
+        Side::Connector { .. } if seg.acceptor_pid() == me => return,
+        Side::Acceptor { peer_pid } if peer_pid == me => return,
+        _ => {}
+    }
+    seg.release();
+    let evicted = {
+        let mut pool = POOL.lock();
+        pool.push(Entry { seg, ticket, memfd });
+        if pool.len() > CAPACITY {
+            Some(pool.remove(0))
+        } else {
+            None
+        }
+    };
+    drop(evicted); // unmapped outside the lock
+}
+
+/// Connector: a kept segment for `dest` that both sides released, offered
+/// (re-initialised on our side) and ready to be named in a `Reuse`
+/// message; with its ticket.
+pub(crate) fn offer_for(dest: SocketAddr) -> Option<(Segment, Ticket)> {
+    if COOLDOWN
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1))
+        .is_ok()
+    {
+        return None;
+    }
+    let found =
+        take_first(|e| e.ticket.side == (Side::Connector { dest }) && e.seg.offer().is_ok());
+    found.map(Entry::into_parts)
+}
+
+/// Acceptor: the kept segment `peer_pid` named `key`, claimed and
+/// re-initialised on our side. A segment found but not claimable (the
+/// offer was withdrawn, the connector's direction is unsound) is dropped.
+pub(crate) fn claim(peer_pid: u32, key: u64) -> Option<(Segment, Ticket)> {
+    let found =
+        take_first(|e| e.ticket.key == key && e.ticket.side == (Side::Acceptor { peer_pid }));
+    let e = found?;
+    match e.seg.claim() {
+        Ok(()) => Some(e.into_parts()),
+        Err(err) => {
+            log!(debug, "segment {key} of pid {peer_pid} not reused: {err}");
+            None
+        }
+    }
+}
+
+/// Removes and returns the first kept segment `wanted` accepts; entries
+/// mapped before a fork are dropped on the way (unmapped outside the lock).
+fn take_first(mut wanted: impl FnMut(&Entry) -> bool) -> Option<Entry> {
+    let generation = crate::platform::fork::generation();
+    let mut stale = Vec::new();
+    let found = {
+        let mut pool = POOL.lock();
+        let mut found = None;
+        let mut i = 0;
+        while i < pool.len() {
+            if pool[i].ticket.generation != generation {
+                stale.push(pool.swap_remove(i));
+            } else if wanted(&pool[i]) {
+                found = Some(pool.swap_remove(i));
+                break;
+            } else {
+                i += 1;
+            }
+        }
+        found
+    };
+    drop(stale);
+    found
+}
+
+/// An offer went unanswered: make fresh segments for a while.
+pub(crate) fn cool_down() {
+    COOLDOWN.store(COOLDOWN_CONNECTS, Ordering::Relaxed);
+}
+
+/// In the child after fork: nothing kept is ours alone any more.
+pub(crate) fn after_fork_child() {
+    POOL.reset_after_fork();
+    POOL.lock().clear();
+    COOLDOWN.store(0, Ordering::Relaxed);
+}

@@ -1,0 +1,547 @@
+//! Names in the partition network: where a listener can be found, and
+//! how an address:port is reserved (docs/security.md, "Names").
+//!
+//! Local names are *abstract* Unix socket names, which the kernel scopes
+//! per network namespace, needs no directory for, and removes when the last
+//! socket holding one closes: a killed process leaves nothing behind, and
+//! nobody can replace a name while its holder lives. Binding one is the
+//! reservation ("first binder wins", EADDRINUSE otherwise):
+//! - `shmnet.4/tcp/c<cookie>`: the rendezvous of a dual listener, named
+//!   after its kernel TCP listener's socket cookie (a connector asks the
+//!   kernel which TCP listener it would reach, then comes here);
+//! - `shmnet.4/tcp/<ip>:<port>`: an emulated listener on a loopback
+//!   partition address (or a socket bound there to connect from);
+//! - `shmnet.4/tcp/<ip>:<first>+16`: a block of ports for connecting
+//!   sockets (one name, not one per connection);
+//! - `<name>/allow/<who>`: policy hints (see `policy`).
+//!
+//! Partition addresses that are not local to this namespace are found in
+//! `SHMNET_DIR` instead (`HostName`): a Unix socket `tcp4-<ip>-<port>`
+//! reserved by an `flock` on `tcp4-<ip>-<port>.lock`, all through the
+//! verified directory descriptor of `safedir`.
+#![deny(unsafe_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::Arc;
+
+use rustix::fs::{FlockOperation, Mode, OFlags};
+use rustix::io::Errno;
+use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
+
+use crate::platform::internal_fd::InternalFd;
+use crate::platform::safedir::Dir;
+
+/// Every abstract name starts with this; the number is the handshake's
+/// version, so incompatible builds never meet.
+pub(crate) const PREFIX: &str = "shmnet.4/tcp/";
+
+/// The rendezvous of a dual listener whose kernel TCP socket has `cookie`.
+pub(crate) fn cookie_name(cookie: u64) -> String {
+    format!("{PREFIX}c{cookie:x}")
+}
+
+/// The name of an emulated address:port (IPv4-mapped written as IPv4, so
+/// both families meet).
+pub(crate) fn addr_name(addr: SocketAddr) -> String {
+    format!("{PREFIX}{}", unmapped(addr))
+}
+
+fn block_name(ip: IpAddr, first: u16) -> String {
+    format!(
+        "{PREFIX}{}+{BLOCK}",
+        SocketAddr::new(unmapped_ip(ip), first)
+    )
+}
+
+/// A policy hint next to a listener's name (`u1000`, `g33`, `any`).
+pub(crate) fn hint_name(name: &str, hint: &str) -> String {
+    format!("{name}/allow/{hint}")
+}
+
+/// The address an emulated listener's name says (inherited across exec).
+pub(crate) fn parse_addr_name(name: &[u8]) -> Option<SocketAddr> {
+    let rest = std::str::from_utf8(name).ok()?.strip_prefix(PREFIX)?;
+    rest.parse().ok()
+}
+
+fn unix_socket(ty: SocketType) -> Result<OwnedFd, Errno> {
+    rustix::net::socket_with(AddressFamily::UNIX, ty, SocketFlags::CLOEXEC, None)
+}
+
+/// A new socket of type `ty` bound to the abstract `name`: the name's
+/// reservation. EADDRINUSE while anybody in this namespace holds it.
+pub(crate) fn bind_abstract(name: &str, ty: SocketType) -> Result<OwnedFd, Errno> {
+    let sock = unix_socket(ty)?;
+    rustix::net::bind(&sock, &SocketAddrUnix::new_abstract_name(name.as_bytes())?)?;
+    Ok(sock)
+}
+
+/// Whether a datagram socket is bound to the abstract `name` (a block, a
+/// policy hint): a datagram socket connects to it. (A stream name answers
+/// ECONNREFUSED like a free one: see `name_taken`.)
+pub(crate) fn abstract_exists(name: &str) -> bool {
+    abstract_probe(name).is_some()
+}
+
+/// A datagram socket connected to the datagram socket bound at the
+/// abstract `name`, if one is.
+fn abstract_probe(name: &str) -> Option<OwnedFd> {
+    let probe = unix_socket(SocketType::DGRAM).ok()?;
+    let addr = SocketAddrUnix::new_abstract_name(name.as_bytes()).ok()?;
+    rustix::net::connect(&probe, &addr).ok()?;
+    Some(probe)
+}
+
+/// Whether the datagram name `name` (a policy hint) is held by a socket
+/// `owner` made: anybody may bind any abstract name, so a hint counts only
+/// if the listener's own user bound it (unix_diag says who).
+pub(crate) fn hint_held_by(name: &str, owner: u32) -> bool {
+    abstract_probe(name)
+        .is_some_and(|p| crate::platform::netlink::unix_peer_owner(p.as_fd()) == Ok(Some(owner)))
+}
+
+/// Whether a stream socket holds the abstract `name` (abstract names are
+/// per socket type): a bind says, where connecting would queue a
+/// connection on a listener. For the instant the probe holds a free name,
+/// a bind of it elsewhere fails.
+fn name_taken(name: &str) -> bool {
+    matches!(
+        bind_abstract(name, SocketType::STREAM),
+        Err(Errno::ADDRINUSE)
+    )
+}
+
+/// A held reservation of one address:port.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    pub addr: SocketAddr,
+    _hold: Hold,
+}
+
+#[derive(Debug)]
+enum Hold {
+    /// A socket bound to the address's abstract name (an emulated bind):
+    /// the listener's own rendezvous socket, once it listens.
+    Name(#[allow(dead_code)] InternalFd),
+    /// A port of a block this process holds (a connecting socket).
+    Block(#[allow(dead_code)] Arc<InternalFd>),
+    /// A name in SHMNET_DIR (a partition address that is not local).
+    Host(#[allow(dead_code)] HostName),
+}
+
+impl Reservation {
+    /// The bound socket of an emulated bind: becomes the listener's
+    /// rendezvous (the name stays held by it).
+    pub(crate) fn into_socket(self) -> Option<InternalFd> {
+        match self._hold {
+            Hold::Name(fd) => Some(fd),
+            _ => None,
+        }
+    }
+
+    /// The reservation an inherited socket bound to `addr`'s name holds.
+    pub(crate) fn of_socket(addr: SocketAddr, sock: InternalFd) -> Reservation {
+        Reservation {
+            addr,
+            _hold: Hold::Name(sock),
+        }
+    }
+
+    pub(crate) fn socket(&self) -> Option<&InternalFd> {
+        match &self._hold {
+            Hold::Name(fd) => Some(fd),
+            _ => None,
+        }
+    }
+}
+
+/// Reserves the loopback (namespace-local) address `addr` for an emulated
+/// bind: a stream socket bound to its name. Port 0 picks a free ephemeral
+/// port. A port inside a block another socket holds is EADDRINUSE, as the
+/// kernel refuses a port an ephemeral connection uses.
+pub(crate) fn reserve_local(addr: SocketAddr) -> Result<Reservation, Errno> {
+    if addr.port() != 0 {
+        return reserve_local_port(addr);
+    }
+    let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
+    let start = seed() % span;
+    for k in 0..span {
+        let port = EPHEMERAL.start() + ((start + k) % span) as u16;
+        match reserve_local_port(SocketAddr::new(addr.ip(), port)) {
+            Err(Errno::ADDRINUSE) => continue,
+            r => return r,
+        }
+    }
+    Err(Errno::ADDRNOTAVAIL)
+}
+
+fn reserve_local_port(addr: SocketAddr) -> Result<Reservation, Errno> {
+    let sock = bind_abstract(&addr_name(addr), SocketType::STREAM)?;
+    // The name first, then the block: a block taker checks its ports after
+    // taking the block, so one of the two always sees the other.
+    if let Some(first) = block_of(addr.port()) {
+        if abstract_exists(&block_name(addr.ip(), first)) {
+            return Err(Errno::ADDRINUSE);
+        }
+    }
+    Ok(Reservation {
+        addr,
+        _hold: Hold::Name(InternalFd::new(sock)),
+    })
+}
+
+/// Connecting sockets take their local ports from blocks of `BLOCK`
+/// ports, one name per block held by this process (a socket bound to
+/// it): a connect costs no name of its own. A used-up block is held until
+/// the last connection named from it is gone, so no other process hands
+/// out its ports meanwhile.
+const BLOCK: u16 = 16;
+
+/// Kernel TCP's default ephemeral range (net.ipv4.ip_local_port_range).
+const EPHEMERAL: std::ops::RangeInclusive<u16> = 32768..=60999;
+
+/// Whether `port` is one the library hands out to connecting sockets.
+pub(crate) fn is_ephemeral(port: u16) -> bool {
+    EPHEMERAL.contains(&port)
+}
+
+struct Block {
+    ip: IpAddr,
+    free: Vec<u16>,
+    hold: Arc<InternalFd>,
+}
+
+static BLOCKS: crate::platform::lock::Mutex<Vec<Block>> =
+    crate::platform::lock::Mutex::new(Vec::new());
+
+fn block_of(port: u16) -> Option<u16> {
+    EPHEMERAL
+        .contains(&port)
+        .then(|| EPHEMERAL.start() + (port - EPHEMERAL.start()) / BLOCK * BLOCK)
+}
+
+/// The local name of a connecting socket on `ip` (see `BLOCK`).
+pub(crate) fn connecting_name(ip: IpAddr) -> Result<Reservation, Errno> {
+    let mut blocks = BLOCKS.lock();
+    for _ in 0..4 {
+        if let Some(i) = blocks.iter().position(|b| b.ip == ip) {
+            let b = &mut blocks[i];
+            if let Some(port) = b.free.pop() {
+                return Ok(Reservation {
+                    addr: SocketAddr::new(ip, port),
+                    _hold: Hold::Block(b.hold.clone()),
+                });
+            }
+            // Used up: its hold lives on in its connections' reservations.
+            blocks.swap_remove(i);
+        }
+        blocks.push(take_block(ip)?);
+    }
+    Err(Errno::ADDRNOTAVAIL)
+}
+
+fn take_block(ip: IpAddr) -> Result<Block, Errno> {
+    let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start() + 1) / u32::from(BLOCK);
+    let start = seed() % span;
+    for k in 0..span {
+        let first = EPHEMERAL.start() + ((start + k) % span) as u16 * BLOCK;
+        let hold = match bind_abstract(&block_name(ip, first), SocketType::DGRAM) {
+            Ok(h) => h,
+            Err(Errno::ADDRINUSE) => continue,
+            Err(e) => return Err(e),
+        };
+        // Ports bound on their own before we took the block are skipped.
+        let mut free: Vec<u16> = (first..first + BLOCK)
+            .rev()
+            .filter(|p| !name_taken(&addr_name(SocketAddr::new(ip, *p))))
+            .collect();
+        free.shrink_to_fit();
+        return Ok(Block {
+            ip,
+            free,
+            hold: Arc::new(InternalFd::new(hold)),
+        });
+    }
+    Err(Errno::ADDRNOTAVAIL)
+}
+
+/// In a forked child: the blocks' names are held by the parent's sockets
+/// too (the child has copies), and its free ports are the parent's to hand
+/// out, so the child takes its own.
+pub(crate) fn after_fork_child() {
+    BLOCKS.reset_after_fork();
+    BLOCKS.lock().clear();
+}
+
+/// Another network namespace: port blocks are names in the old one's
+/// abstract namespace, so the new one's ports are reserved afresh.
+pub(crate) fn namespace_changed() {
+    if let Some(mut blocks) = BLOCKS.try_lock() {
+        blocks.clear();
+    }
+}
+
+/// A cheap varying start for the port scan (pid and clock), so concurrent
+/// processes rarely probe the same ports.
+fn seed() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    t ^ std::process::id().wrapping_mul(2_654_435_761)
+}
+
+fn unmapped_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// `addr` with an IPv4-mapped IPv6 address (::ffff:a.b.c.d) written as the
+/// IPv4 address it maps.
+pub(crate) fn unmapped(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(unmapped_ip(addr.ip()), addr.port())
+}
+
+/// Whether `ip` is a loopback address (IPv4-mapped ones included): always
+/// local to the namespace, so always named in the abstract namespace.
+pub(crate) fn is_loopback(ip: IpAddr) -> bool {
+    unmapped_ip(ip).is_loopback()
+}
+
+// ---------------------------------------------------------------------------
+// Names in SHMNET_DIR, for partition addresses that are not local.
+
+/// The file name of a listener on `addr` in SHMNET_DIR: `tcp4-IP-PORT`,
+/// `tcp6-IP-PORT`; the wildcard of a dual-stack IPv6 listener is `tcp6-::`.
+pub(crate) fn host_stem(addr: SocketAddr) -> String {
+    let a = unmapped(addr);
+    match a.ip() {
+        IpAddr::V4(ip) => format!("tcp4-{ip}-{}", a.port()),
+        IpAddr::V6(ip) => format!("tcp6-{ip}-{}", a.port()),
+    }
+}
+
+/// The names in SHMNET_DIR a connection to `target` may find a listener
+/// at: that very address, then the wildcards of its port.
+pub(crate) fn host_candidates(target: SocketAddr) -> Vec<String> {
+    let t = unmapped(target);
+    let port = t.port();
+    let mut c = vec![host_stem(t)];
+    match t.ip() {
+        IpAddr::V4(_) => {
+            c.push(format!("tcp4-0.0.0.0-{port}"));
+            c.push(format!("tcp6-::-{port}"));
+        }
+        IpAddr::V6(_) => c.push(format!("tcp6-::-{port}")),
+    }
+    c
+}
+
+/// Socket files in SHMNET_DIR: rw for all (whoever can enter the directory
+/// may connect; who is served is the listener's policy).
+const SOCKET_MODE: Mode = Mode::from_raw_mode(0o666);
+
+/// A name held in SHMNET_DIR: the lock file's flock, and the socket file
+/// next to it, both removed when it is released (unless a fork happened
+/// since: the other process may still hold it).
+#[derive(Debug)]
+pub(crate) struct HostName {
+    dir: Arc<Dir>,
+    stem: String,
+    _lock: InternalFd,
+    fork_generation: u32,
+    /// Policy hints bound next to it: removed with it.
+    hints: crate::platform::lock::Mutex<Vec<String>>,
+}
+
+impl HostName {
+    /// Reserves `stem` in `dir`: EADDRINUSE if another holder has it.
+    pub(crate) fn reserve(dir: Arc<Dir>, stem: &str) -> Result<HostName, Errno> {
+        let lock_name = format!("{stem}.lock");
+        for _ in 0..8 {
+            let lock = dir.open(
+                &lock_name,
+                OFlags::CREATE | OFlags::RDWR,
+                Mode::RUSR | Mode::WUSR,
+            )?;
+            let lock = InternalFd::new(lock);
+            match rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => {}
+                Err(Errno::WOULDBLOCK) => return Err(Errno::ADDRINUSE),
+                Err(e) => return Err(e),
+            }
+            // The previous holder may have removed the file between our
+            // open and our lock: then we hold a lock nobody else can see.
+            let held = rustix::fs::fstat(&lock)?;
+            match dir.stat(&lock_name) {
+                Ok(now) if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino) => {
+                    // Ours now: a socket file left by a holder that died
+                    // is replaced.
+                    let _ = dir.unlink(stem);
+                    return Ok(HostName {
+                        dir,
+                        stem: stem.to_string(),
+                        _lock: lock,
+                        fork_generation: crate::platform::fork::generation(),
+                        hints: crate::platform::lock::Mutex::new(Vec::new()),
+                    });
+                }
+                _ => continue,
+            }
+        }
+        Err(Errno::ADDRINUSE)
+    }
+
+    /// Binds `sock` to the name's socket file, connectable by anyone who
+    /// may enter the directory (connect(2) needs write permission on it;
+    /// the listener's policy decides whom it serves).
+    pub(crate) fn bind(&self, sock: impl AsFd) -> Result<(), Errno> {
+        let path = self.dir.socket_path(&self.stem)?;
+        rustix::net::bind(sock, &SocketAddrUnix::new(path.as_path())?)?;
+        self.dir.chmod(&self.stem, SOCKET_MODE)
+    }
+
+    /// Binds a datagram socket at `<stem>.allow-<hint>` (see `policy`).
+    pub(crate) fn bind_hint(&self, hint: &str) -> Result<InternalFd, Errno> {
+        let name = format!("{}.allow-{hint}", self.stem);
+        let _ = self.dir.unlink(&name);
+        let sock = unix_socket(SocketType::DGRAM)?;
+        let path = self.dir.socket_path(&name)?;
+        rustix::net::bind(&sock, &SocketAddrUnix::new(path.as_path())?)?;
+        self.hints.lock().push(name.clone());
+        self.dir.chmod(&name, SOCKET_MODE)?;
+        Ok(InternalFd::new(sock))
+    }
+}
+
+impl Drop for HostName {
+    fn drop(&mut self) {
+        if self.fork_generation == crate::platform::fork::generation() {
+            let _ = self.dir.unlink(&self.stem);
+            for hint in self.hints.lock().drain(..) {
+                let _ = self.dir.unlink(&hint);
+            }
+            let _ = self.dir.unlink(&format!("{}.lock", self.stem));
+        }
+    }
+}
+
+/// Whether a hint `<stem>.allow-<hint>` exists in `dir`, made by `owner`
+/// (a datagram socket is bound there: a probe connects to it).
+pub(crate) fn host_hint_held_by(dir: &Dir, stem: &str, hint: &str, owner: u32) -> bool {
+    let name = format!("{stem}.allow-{hint}");
+    // In a shared (sticky) directory, whoever made the file first owns it:
+    // a hint counts only if the listener's own user made it.
+    if !dir.stat(&name).is_ok_and(|st| st.st_uid == owner) {
+        return false;
+    }
+    let Ok(path) = dir.socket_path(&name) else {
+        return false;
+    };
+    let (Ok(probe), Ok(addr)) = (
+        unix_socket(SocketType::DGRAM),
+        SocketAddrUnix::new(path.as_path()),
+    ) else {
+        return false;
+    };
+    rustix::net::connect(&probe, &addr).is_ok()
+}
+
+/// Reserves the non-local partition address `addr` (an emulated bind) in
+/// SHMNET_DIR; port 0 picks a free ephemeral port.
+pub(crate) fn reserve_host(dir: Arc<Dir>, addr: SocketAddr) -> Result<Reservation, Errno> {
+    let one = |addr: SocketAddr| {
+        HostName::reserve(dir.clone(), &host_stem(addr)).map(|h| Reservation {
+            addr,
+            _hold: Hold::Host(h),
+        })
+    };
+    if addr.port() != 0 {
+        return one(addr);
+    }
+    let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
+    let start = seed() % span;
+    for k in 0..span {
+        let port = EPHEMERAL.start() + ((start + k) % span) as u16;
+        match one(SocketAddr::new(addr.ip(), port)) {
+            Err(Errno::ADDRINUSE) => continue,
+            r => return r,
+        }
+    }
+    Err(Errno::ADDRNOTAVAIL)
+}
+
+impl Reservation {
+    /// The name in SHMNET_DIR, for a host-scope reservation.
+    pub(crate) fn host(&self) -> Option<&HostName> {
+        match &self._hold {
+            Hold::Host(h) => Some(h),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert_eq!(cookie_name(0x1f2), "shmnet.4/tcp/c1f2");
+        let a: SocketAddr = "[::ffff:127.77.0.1]:8080".parse().unwrap();
+        assert_eq!(addr_name(a), "shmnet.4/tcp/127.77.0.1:8080");
+        assert_eq!(
+            addr_name("[::1]:80".parse().unwrap()),
+            "shmnet.4/tcp/[::1]:80"
+        );
+        assert_eq!(
+            parse_addr_name(b"shmnet.4/tcp/127.77.0.1:8080"),
+            Some("127.77.0.1:8080".parse().unwrap())
+        );
+        assert_eq!(parse_addr_name(b"shmnet.4/tcp/c1f2"), None);
+        assert_eq!(parse_addr_name(b"other/127.0.0.1:1"), None);
+        assert_eq!(
+            block_name("127.0.0.1".parse().unwrap(), 32768),
+            "shmnet.4/tcp/127.0.0.1:32768+16"
+        );
+        assert_eq!(
+            host_candidates("10.211.0.1:80".parse().unwrap()),
+            vec!["tcp4-10.211.0.1-80", "tcp4-0.0.0.0-80", "tcp6-::-80"]
+        );
+    }
+
+    #[test]
+    fn abstract_names_are_exclusive_and_released_on_close() {
+        let name = format!("{PREFIX}test-{}", std::process::id());
+        assert!(!name_taken(&name));
+        let held = bind_abstract(&name, SocketType::STREAM).unwrap();
+        assert!(name_taken(&name));
+        assert!(
+            !abstract_exists(&name),
+            "a stream name is not a datagram one"
+        );
+        assert_eq!(
+            bind_abstract(&name, SocketType::STREAM).unwrap_err(),
+            Errno::ADDRINUSE
+        );
+        drop(held);
+        assert!(!name_taken(&name));
+        let hint = bind_abstract(&name, SocketType::DGRAM).unwrap();
+        assert!(abstract_exists(&name));
+        drop(hint);
+        assert!(!abstract_exists(&name));
+    }
+
+    #[test]
+    fn a_port_of_a_held_block_is_taken() {
+        let ip: IpAddr = "127.77.250.1".parse().unwrap();
+        let r = connecting_name(ip).unwrap();
+        let again = reserve_local(r.addr).unwrap_err();
+        assert_eq!(again, Errno::ADDRINUSE);
+        // Ports bound on their own are skipped by a new block.
+        let bound = reserve_local(SocketAddr::new(ip, 0)).unwrap();
+        assert!(name_taken(&addr_name(bound.addr)));
+    }
+}
