@@ -30,19 +30,31 @@ fn py_in(emulated: bool, name: &str, args: &[&str]) -> std::process::Command {
     cmd
 }
 
-/// The proof that shared memory carried a connection to `port`: the
-/// kernel has no TCP socket on it but a listener (none at all for an
-/// emulated address), no TIME_WAIT left by a connection either.
-fn no_kernel_connection(host: &str, port: u16, emulated: bool) {
+/// The kernel TCP sockets on `host`:`port` (listeners only for an emulated
+/// address, where there must be none at all).
+fn kernel_sockets_on(host: &str, port: u16, emulated: bool) -> Vec<String> {
     let ip: std::net::IpAddr = host.parse().expect("test host");
     let ours = |a: &std::net::SocketAddr| a.port() == port && a.ip() == ip;
-    let on_port: Vec<String> = kernel_tcp_sockets()
+    kernel_tcp_sockets()
         .into_iter()
         // (Another program's connection may use our port number towards
         // another address: not ours.)
         .filter(|k| ours(&k.local) || ours(&k.remote))
         .filter(|k| emulated || k.state != LISTEN)
         .map(|k| k.to_string())
+        .collect()
+}
+
+/// The proof that shared memory carried a connection to `port`: the
+/// kernel has no TCP socket on it but a listener (none at all for an
+/// emulated address), no TIME_WAIT left by a connection either, beyond
+/// those in `before`: a client-side TIME_WAIT of another test's
+/// connection outlives its server by a minute, and our server may be given
+/// that port (seen under make test's parallel load).
+fn no_kernel_connection(host: &str, port: u16, emulated: bool, before: &[String]) {
+    let on_port: Vec<String> = kernel_sockets_on(host, port, emulated)
+        .into_iter()
+        .filter(|k| !before.contains(k))
         .collect();
     assert!(
         on_port.is_empty(),
@@ -75,6 +87,7 @@ fn forked_child_execs(host: &str, emulated: bool, keep: &str) {
         &[host, keep, n_in, n_out, early, out_s],
     ));
     let port = port_of(&srv.expect("port"));
+    let before = kernel_sockets_on(host, port, emulated);
     let cli = run(&mut py_in(
         emulated,
         "exec_client.py",
@@ -103,7 +116,7 @@ fn forked_child_execs(host: &str, emulated: bool, keep: &str) {
         "{}",
         cli.stdout
     );
-    no_kernel_connection(host, port, emulated);
+    no_kernel_connection(host, port, emulated, &before);
 }
 
 #[test]
@@ -148,6 +161,7 @@ fn program_runs_itself(host: &str, emulated: bool, how: &str) {
         &[host, "1000000"],
     ));
     let port = port_of(&srv.expect("port"));
+    let before = kernel_sockets_on(host, port, emulated);
     let cli = run(&mut py_in(
         emulated,
         "exec_self.py",
@@ -166,7 +180,7 @@ fn program_runs_itself(host: &str, emulated: bool, how: &str) {
         cli.stdout, "queued 6\ngreeting True\ndigest True\nstream 1000000 True\n",
         "{how}"
     );
-    no_kernel_connection(host, port, emulated);
+    no_kernel_connection(host, port, emulated, &before);
 }
 
 #[test]
@@ -270,6 +284,7 @@ print(n, h.digest() == hashlib.sha256(d).digest())
 "#;
     for (i, exec) in ["EXEC:cat", "EXEC:cat,nofork"].iter().enumerate() {
         let port = 19470 + i as u16 + if emulated { 0 } else { 10 };
+        let before = kernel_sockets_on(host, port, emulated);
         let mut cmd = preloaded("socat");
         if emulated {
             cmd.env("SHMNET_PARTITIONS", EMULATED)
@@ -301,7 +316,7 @@ print(n, h.digest() == hashlib.sha256(d).digest())
             let d = socat.kill_and_describe();
             panic!("{exec}: {round_trips}\n{}\n{d}", out.stderr);
         }
-        no_kernel_connection(host, port, emulated);
+        no_kernel_connection(host, port, emulated, &before);
         let stderr = socat.kill();
         assert!(!stderr.contains("libshmnet:"), "{exec}: {stderr}");
     }
