@@ -128,7 +128,7 @@ fn adopt(fd: c_int, sock: &OwnedFd, nonblock: bool) -> Result<bool, Errno> {
     }
     crate::sockets::carry::detach(fd);
     sys::dup_onto(sock.as_fd(), fd, cloexec)
-        .inspect_err(|_| crate::sockets::carry::replay(fd, true))?;
+        .inspect_err(|_| crate::sockets::readiness::replay_carried(fd, true))?;
     Ok(cloexec)
 }
 
@@ -198,7 +198,7 @@ fn bind_emulated(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
     adopt(fd, &sock, nonblock)?;
     log!(debug, "fd {fd}: bound to {}", bound.local);
     registry::insert(fd, Arc::new(Socket::Bound(bound))).map_err(|()| Errno::MFILE)?;
-    crate::sockets::carry::replay(fd, true);
+    crate::sockets::readiness::replay_carried(fd, true);
     Ok(())
 }
 
@@ -354,7 +354,7 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
             if registry::insert(fd, conn).is_err() {
                 return fail(Errno::MFILE);
             }
-            crate::sockets::carry::replay(fd, false);
+            crate::sockets::readiness::replay_carried(fd, false);
             stats::count(stats::Outcome::Shm);
             Action::Done(0)
         }

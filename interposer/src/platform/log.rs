@@ -281,6 +281,28 @@ impl fmt::Write for Line {
     }
 }
 
+/// One `libshmnet:` line per panic, naming the hooked call; installed in
+/// this library's own copy of std, so the host's hook is untouched. (Not in
+/// unit tests, where it would replace the test harness's hook.)
+pub(crate) fn install_panic_hook() {
+    if cfg!(test) {
+        return;
+    }
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .copied()
+            .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
+            .unwrap_or("(non-text payload)");
+        let (file, line) = info.location().map_or(("?", 0), |l| (l.file(), l.line()));
+        always(format_args!(
+            "panic in {}(): {msg} at {file}:{line}; the call fails with EIO",
+            crate::platform::guard::current_call()
+        ));
+    }));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,26 +340,4 @@ mod tests {
         let _ = std::fs::remove_file(&path);
         assert_eq!(text, "libshmnet: hello 0\nlibshmnet: hello 1\n");
     }
-}
-
-/// One `libshmnet:` line per panic, naming the hooked call; installed in
-/// this library's own copy of std, so the host's hook is untouched. (Not in
-/// unit tests, where it would replace the test harness's hook.)
-pub(crate) fn install_panic_hook() {
-    if cfg!(test) {
-        return;
-    }
-    std::panic::set_hook(Box::new(|info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<&str>()
-            .copied()
-            .or_else(|| info.payload().downcast_ref::<String>().map(String::as_str))
-            .unwrap_or("(non-text payload)");
-        let (file, line) = info.location().map_or(("?", 0), |l| (l.file(), l.line()));
-        always(format_args!(
-            "panic in {}(): {msg} at {file}:{line}; the call fails with EIO",
-            crate::platform::guard::current_call()
-        ));
-    }));
 }

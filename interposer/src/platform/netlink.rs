@@ -1402,7 +1402,7 @@ mod tests {
             .arg(exe)
             .args([
                 "--exact",
-                "netlink::tests::veth_check_inside_namespace",
+                "platform::netlink::tests::veth_check_inside_namespace",
                 "--nocapture",
                 "--ignored",
             ])

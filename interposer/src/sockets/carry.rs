@@ -74,13 +74,13 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: Option<libc::epol
     NOTED_COUNT.store(noted.len(), Ordering::Relaxed);
 }
 
-/// `fd` now refers to one of our objects: its registrations are made again
-/// (through our own epoll_ctl logic, as the application's call would have
-/// gone). `keep`: the socket is still fresh (bound, not yet listening or
-/// connected: it will be re-pointed again).
-pub(crate) fn replay(fd: c_int, keep: bool) {
+/// `fd` now refers to one of our objects: its noted registrations, to be
+/// made again (`readiness::replay_carried`). `keep`: the socket is still
+/// fresh (bound, not yet listening or connected: it will be re-pointed
+/// again), so they stay noted.
+pub(crate) fn take(fd: c_int, keep: bool) -> Vec<(c_int, libc::epoll_event)> {
     if !is_fresh(fd) {
-        return;
+        return Vec::new();
     }
     let mine: Vec<(c_int, libc::epoll_event)> = {
         let mut noted = NOTED.lock();
@@ -100,27 +100,7 @@ pub(crate) fn replay(fd: c_int, keep: bool) {
             w.fetch_and(!b, Ordering::AcqRel);
         }
     }
-    for (epfd, mut ev) in mine {
-        let r = match crate::sockets::readiness::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) {
-            crate::platform::real::Action::Raw(r) | crate::platform::real::Action::Done(r) => r,
-            crate::platform::real::Action::Fail(_) => -1,
-            crate::platform::real::Action::Pass => {
-                // (A listener's epoll instance cannot take EPOLLEXCLUSIVE.)
-                ev.events &= !(libc::EPOLLEXCLUSIVE as u32);
-                #[allow(unsafe_code)]
-                // SAFETY: the real epoll_ctl with a valid event of ours.
-                unsafe {
-                    crate::platform::real::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev)
-                }
-            }
-        };
-        if r != 0 {
-            log!(
-                debug,
-                "fd {fd}: its registration in epoll set {epfd} could not be carried over"
-            );
-        }
-    }
+    mine
 }
 
 /// `fd` is about to be re-pointed: its noted registrations are taken off

@@ -272,7 +272,7 @@ pub(crate) fn listen_tcp_with(
         return Action::Done(0);
     }
     match make_dual(fd, local, config, inherited) {
-        Ok(()) => crate::sockets::carry::replay(fd, false),
+        Ok(()) => crate::sockets::readiness::replay_carried(fd, false),
         Err(e) => {
             crate::sockets::carry::done(fd);
             log!(
@@ -618,7 +618,7 @@ pub(crate) fn listen_emulated(fd: c_int, bound: &Bound, _backlog: c_int) -> Acti
             stats::open_early();
             match registry::insert(fd, Arc::new(Socket::Listener(listener))) {
                 Ok(()) => {
-                    crate::sockets::carry::replay(fd, false);
+                    crate::sockets::readiness::replay_carried(fd, false);
                     Action::Done(0)
                 }
                 Err(()) => fail(Errno::MFILE),
@@ -673,7 +673,7 @@ fn assemble(
     let parking = Parking::new()?;
     crate::sockets::carry::detach(fd);
     sys::dup_onto(ep.as_fd(), fd, cloexec)
-        .inspect_err(|_| crate::sockets::carry::replay(fd, true))?;
+        .inspect_err(|_| crate::sockets::readiness::replay_carried(fd, true))?;
     let listener = Listener {
         local,
         tcp,

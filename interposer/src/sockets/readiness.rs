@@ -318,3 +318,32 @@ fn listener_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event
         _ => Action::Pass,
     }
 }
+
+/// `fd` now refers to one of our objects: the registrations noted while it
+/// was a fresh kernel socket (`carry`) are made again, through our own
+/// epoll_ctl logic, as the application's call would have gone. `keep`:
+/// the socket is still fresh (bound, not yet listening or connected).
+pub(crate) fn replay_carried(fd: c_int, keep: bool) {
+    let mine = crate::sockets::carry::take(fd, keep);
+    for (epfd, mut ev) in mine {
+        let r = match epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) {
+            crate::platform::real::Action::Raw(r) | crate::platform::real::Action::Done(r) => r,
+            crate::platform::real::Action::Fail(_) => -1,
+            crate::platform::real::Action::Pass => {
+                // (A listener's epoll instance cannot take EPOLLEXCLUSIVE.)
+                ev.events &= !(libc::EPOLLEXCLUSIVE as u32);
+                #[allow(unsafe_code)]
+                // SAFETY: the real epoll_ctl with a valid event of ours.
+                unsafe {
+                    crate::platform::real::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev)
+                }
+            }
+        };
+        if r != 0 {
+            log!(
+                debug,
+                "fd {fd}: its registration in epoll set {epfd} could not be carried over"
+            );
+        }
+    }
+}
