@@ -15,7 +15,7 @@ use common::{kernel_tcp_sockets, preloaded, python, run, tmpdir, Background, LIS
 const EMULATED: &str = "127.77.0.0/16";
 
 fn script(name: &str) -> String {
-    format!("{}/tests/py/{name}", env!("CARGO_MANIFEST_DIR"))
+    common::helper(&format!("py/{name}")).display().to_string()
 }
 
 /// A preloaded python running `script` in emulated mode (`emulated`) or in
@@ -148,7 +148,7 @@ fn program_execs_itself(host: &str, emulated: bool) {
 }
 
 /// As `program_execs_itself`, the new image run `how` (see
-/// tests/py/exec_self.py): a libc exec function called directly, or a
+/// tests/helpers/py/exec_self.py): a libc exec function called directly, or a
 /// child made by posix_spawn, subprocess, system or popen (no fork
 /// handler runs there) or by fork with a raw execve (no exec hook sees
 /// it), the first image closing its copy as the child starts. The

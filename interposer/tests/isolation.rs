@@ -5,10 +5,10 @@
 //! namespace borders (a veth pair; containers of one pod).
 //!
 //! Every test runs real programs with the built library preloaded: the
-//! python helpers in tests/py/iso_*.py (`iso_net.py`: servers and clients
+//! python helpers in tests/helpers/py/iso_*.py (`iso_net.py`: servers and clients
 //! that check every byte with sha256 or an echo; `iso_raw.py`: a hostile
 //! program that is never preloaded; `iso_accept.py`: an epoll server) and
-//! tests/c/iso_limits.c. Where a test says shared memory carried the bytes
+//! tests/helpers/c/iso_limits.c. Where a test says shared memory carried the bytes
 //! it proves it: the counters (`common::stats`), or no ESTABLISHED kernel
 //! TCP socket on the port (in every namespace involved) while a transfer
 //! is paused half-way — or, in the emulated mode, no kernel socket at all.
@@ -38,9 +38,9 @@ use common::{
     Background, KernelSocket, PRELUDE,
 };
 
-const NET: &str = include_str!("py/iso_net.py");
-const RAW: &str = include_str!("py/iso_raw.py");
-const ACCEPT: &str = include_str!("py/iso_accept.py");
+const NET: &str = include_str!("helpers/py/iso_net.py");
+const RAW: &str = include_str!("helpers/py/iso_raw.py");
+const ACCEPT: &str = include_str!("helpers/py/iso_accept.py");
 
 /// Deadline for an expected line, or for a helper to finish.
 const WAIT: Duration = Duration::from_secs(60);

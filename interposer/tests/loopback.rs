@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use common::*;
 
-const PAIR: &str = include_str!("loopback/pair.py");
+const PAIR: &str = include_str!("helpers/py/loopback_pair.py");
 const ESTABLISHED: u8 = 0x01;
 
 struct Env {
@@ -707,7 +707,7 @@ fn second_connect_on_a_fallen_back_socket_is_the_kernels() {
 #[test]
 fn accept_after_readable_finds_the_connection() {
     let env = Env::new("lo-eagain");
-    let script = include_str!("loopback/accept_eagain.py");
+    let script = include_str!("helpers/py/accept_eagain.py");
     for emulated in [false, true] {
         let mut cmd = py(script, &["127.0.0.1", "50"]);
         cmd.env("SHMNET_DIR", env.shm_dir());

@@ -68,10 +68,10 @@ const FALLBACKS: [&str; 5] = [
     "fallback_dir",
 ];
 
-const STALL_SERVER: &str = include_str!("programs/stall_server.py");
-const STALL_CLIENTS: &str = include_str!("programs/stall_clients.py");
-const ACCEPT_LOOP: &str = include_str!("programs/accept_loop.py");
-const SEQ_CLIENT: &str = include_str!("programs/seq_client.py");
+const STALL_SERVER: &str = include_str!("helpers/py/stall_server.py");
+const STALL_CLIENTS: &str = include_str!("helpers/py/stall_clients.py");
+const ACCEPT_LOOP: &str = include_str!("helpers/py/accept_loop.py");
+const SEQ_CLIENT: &str = include_str!("helpers/py/seq_client.py");
 
 /// A line on the test's real stderr (libtest does not capture it).
 fn note(msg: &str) {
@@ -573,15 +573,15 @@ enum Sshd {
     Stock,
     /// `sshd -r`: the forked child serves the connection without exec.
     NoRexec,
-    /// `sshd -r` with tests/programs/no_seccomp.c preloaded after the
+    /// `sshd -r` with tests/helpers/c/no_seccomp.c preloaded after the
     /// library: the pre-authentication child runs unfiltered (a diagnosis:
     /// everything but exec and the filter).
     NoRexecNoSandbox,
 }
 
-/// tests/programs/no_seccomp.c built as a shared object in `dir`.
+/// tests/helpers/c/no_seccomp.c built as a shared object in `dir`.
 fn no_seccomp_shim(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/no_seccomp.c");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/c/no_seccomp.c");
     let so = dir.join("no_seccomp.so");
     let out = Command::new("cc")
         .args(["-shared", "-fPIC", "-O2", "-o"])

@@ -5,7 +5,7 @@
 //! non-blocking connect, sendfile/splice/writev/readv/TCP_CORK, spawning
 //! programs with connections open, descriptor flags, and signals.
 //!
-//! The C programs are in tests/c/readiness/ (rd.h explains their protocol:
+//! The C programs are in tests/helpers/c/readiness/ (rd.h explains their protocol:
 //! a forked peer process driven over a socketpair, every byte checked
 //! against a deterministic stream and an FNV checksum). Each test runs one
 //! CASE of one program preloaded with `SHMNET_FALLBACK=never`, a private
@@ -24,12 +24,11 @@
 
 mod common;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io::{ErrorKind, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use common::{kernel_tcp_sockets, preloaded, py, run, tmpdir, Background};
@@ -45,30 +44,12 @@ fn note(msg: &str) {
     let _ = writeln!(std::io::stderr(), "readiness.rs: {msg}");
 }
 
-/// tests/c/readiness/`name`.c, compiled once per test binary.
+/// tests/helpers/c/readiness/`name`.c, compiled once per test binary.
 fn program(name: &'static str) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<&'static str, PathBuf>>> = OnceLock::new();
-    let mut built = BUILT.get_or_init(Default::default).lock().unwrap();
-    if let Some(exe) = built.get(name) {
-        return exe.clone();
-    }
-    let src_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/readiness");
-    let exe = tmpdir(&format!("readiness-{name}")).join(name);
-    let out = Command::new("cc")
-        .args(["-std=gnu11", "-O2", "-Wall", "-Wextra", "-pthread", "-I"])
-        .arg(&src_dir)
-        .arg("-o")
-        .arg(&exe)
-        .arg(src_dir.join(format!("{name}.c")))
-        .output()
-        .expect("a C compiler (cc) is needed: scripts/install-deps.sh installs gcc");
-    assert!(
-        out.status.success(),
-        "cc {name}.c:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    built.insert(name, exe.clone());
-    exe
+    common::build_c(
+        &format!("readiness/{name}"),
+        &["-std=gnu11", "-O2", "-Wall", "-Wextra", "-pthread"],
+    )
 }
 
 /// One test's emulated network: virtual host 127.77.`group`.`host` in the

@@ -1,5 +1,5 @@
 //! Regressions for defects a review of the data path found (scripts in
-//! tests/py/, each run preloaded in `SHMNET_FALLBACK=never` mode on its own
+//! tests/helpers/py/, each run preloaded in `SHMNET_FALLBACK=never` mode on its own
 //! 127.77.9.x address): every one hung, lost data or misreported before
 //! its fix.
 
@@ -7,14 +7,14 @@ mod common;
 
 use common::{preloaded, python, run, tmpdir};
 
-/// Runs tests/py/`name`.py preloaded and returns its stdout (stderr shown
+/// Runs tests/helpers/py/`name`.py preloaded and returns its stdout (stderr shown
 /// on failure).
 fn script(name: &str, args: &[&str]) -> String {
     script_env(name, args, &[])
 }
 
 fn script_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
-    let path = format!("{}/tests/py/{name}.py", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/helpers/py/{name}.py", env!("CARGO_MANIFEST_DIR"));
     let dir = tmpdir(name);
     let out = run(preloaded(python())
         .arg(path)
@@ -131,7 +131,7 @@ fn epoll_registration_before_connect_and_fionread_driven_edges() {
 #[test]
 fn listener_is_quiet_after_parked_connections_were_accepted() {
     let exe = common::build_c("forkaccept", &["-O2"]);
-    let seq = format!("{}/tests/py/seq_clients.py", env!("CARGO_MANIFEST_DIR"));
+    let seq = format!("{}/tests/helpers/py/seq_clients.py", env!("CARGO_MANIFEST_DIR"));
     for (host, port, emulated) in [("127.77.9.32", 19032, true), ("127.0.0.1", 0, false)] {
         let port = if port == 0 {
             std::net::TcpListener::bind("127.0.0.1:0")
@@ -204,7 +204,7 @@ fn epoll_writer_is_woken_when_room_is_freed() {
 /// doorbell bytes handed to the program as data.
 #[test]
 fn exec_adopts_listeners_and_connections() {
-    let path = format!("{}/tests/py/exec_inherit.py", env!("CARGO_MANIFEST_DIR"));
+    let path = format!("{}/tests/helpers/py/exec_inherit.py", env!("CARGO_MANIFEST_DIR"));
     let dir = tmpdir("exec_inherit");
     let out = run(preloaded(python())
         .arg(path)
@@ -369,7 +369,7 @@ fn lazy_readers_stay_pollable() {
     }
 }
 
-/// Defects a review of lazy readers found (tests/py/lazy_races.py; every
+/// Defects a review of lazy readers found (tests/helpers/py/lazy_races.py; every
 /// expected line is what kernel TCP prints).
 #[test]
 fn lazy_readers_in_epoll_sets_and_beside_other_waiters() {
@@ -389,7 +389,7 @@ fn lazy_readers_in_epoll_sets_and_beside_other_waiters() {
     }
 }
 
-/// Runs tests/c/`name`.c (built with -pthread) preloaded.
+/// Runs tests/helpers/c/`name`.c (built with -pthread) preloaded.
 fn c_program(name: &str) -> String {
     let exe = common::build_c(name, &["-O1", "-pthread"]);
     let dir = tmpdir(name);

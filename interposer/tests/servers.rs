@@ -43,14 +43,14 @@ use common::{
 const WAIT: Duration = Duration::from_secs(60);
 const PARTITIONS: &str = "127.77.0.0/16";
 
-const NGINX_CONF: &str = include_str!("servers/nginx.conf");
-const ECHO_LT: &str = include_str!("servers/echo_lt.py");
-const ECHO_ET: &str = include_str!("servers/echo_et.py");
-const ECHO_CLIENT: &str = include_str!("servers/echo_client.py");
-const PREFORK: &str = include_str!("servers/prefork.py");
-const PREFORK_CLIENT: &str = include_str!("servers/prefork_client.py");
-const TWO_WRITERS: &str = include_str!("servers/two_writers.py");
-const FORK_WRITERS: &str = include_str!("servers/fork_writers.py");
+const NGINX_CONF: &str = include_str!("helpers/conf/nginx.conf");
+const ECHO_LT: &str = include_str!("helpers/py/echo_lt.py");
+const ECHO_ET: &str = include_str!("helpers/py/echo_et.py");
+const ECHO_CLIENT: &str = include_str!("helpers/py/echo_client.py");
+const PREFORK: &str = include_str!("helpers/py/prefork.py");
+const PREFORK_CLIENT: &str = include_str!("helpers/py/prefork_client.py");
+const TWO_WRITERS: &str = include_str!("helpers/py/two_writers.py");
+const FORK_WRITERS: &str = include_str!("helpers/py/fork_writers.py");
 
 /// A line on the test's real stderr: libtest does not capture it, so figures
 /// (wrk's rate and read errors, server statistics) show in `make test`.

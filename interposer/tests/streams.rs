@@ -1,14 +1,16 @@
-//! Issue 3 end to end: TCP connections between two preloaded programs on a
-//! partition address travel through shared memory, byte-exact.
+//! TCP streams between preloaded programs on the emulated network travel
+//! through shared memory, byte-exact, with the socket semantics programs
+//! rely on: bulk transfers with every send/receive call, many connections,
+//! a peer killed mid-transfer, bind/connect errors, the names each end
+//! sees, peek, non-blocking calls, shutdown, what stays on kernel TCP, and
+//! SO_REUSEPORT groups.
 //!
-//! Every test runs real programs with `SHMNET_FALLBACK=never` and a private
-//! `SHMNET_DIR`, on its own virtual address 127.77.N.1 (port 18000+N) inside
-//! `SHMNET_PARTITIONS=127.77.0.0/16` (IPv6: `::1/128`, its own port), and
-//! proves the kernel carried nothing: while a listener or connection is up,
-//! no kernel TCP socket (/proc/net/tcp, /proc/net/tcp6) uses the port or an
-//! address in 127.77.N.0/24, and a plain (non-preloaded) client connecting
-//! to the virtual address:port gets ECONNREFUSED. Bytes are compared by
-//! sha256 computed by the sending and the receiving program.
+//! Every test runs real programs with `SHMNET_FALLBACK=never` on an address
+//! and port `common::Net` hands out, and proves the kernel carried nothing
+//! (`Net::assert_shm_only`: no kernel TCP socket in the test's /24 or on
+//! its port, and a plain client is refused at the virtual address:port).
+//! Bytes are compared by sha256 computed by the sending and the receiving
+//! program.
 //!
 //! Python helpers talk to the test on stdout (`listening PORT`, `sha LABEL
 //! LEN HEX`, ...) and wait on stdin at `pause(tag)` until the test writes
@@ -20,19 +22,18 @@ mod common;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{kernel_tcp_sockets, preloaded, py, tmpdir, Background as Proc, LISTEN, TIME_WAIT};
+use common::{kernel_tcp_sockets, preloaded, py, Background as Proc, Net, LISTEN, TIME_WAIT};
 
 /// Deadline for one expected line, or for a program to finish.
 const WAIT: Duration = Duration::from_secs(20);
 /// A survivor must notice its peer's death within this.
 const DEATH_NOTICED: Duration = Duration::from_secs(5);
-const V4_PARTITIONS: &str = "127.77.0.0/16";
 const MIB: usize = 1 << 20;
 
 // ---------------------------------------------------------------------------
@@ -899,44 +900,17 @@ say("connect", errname(lambda: s.connect((HOST, PORT))))
 "#;
 
 // ---------------------------------------------------------------------------
-// The test's network: address, port, environment
+// The test's network (common::Net)
 
-struct Net {
-    dir: PathBuf,
-    host: IpAddr,
-    port: u16,
-    partitions: &'static str,
+/// Python programs on a test's `common::Net`.
+trait Scripts {
+    /// Preloaded python running EMU + `body` with argv HOST PORT `extra`.
+    fn script(&self, body: &str, port: u16, extra: &[&str]) -> Command;
+    fn spawn(&self, name: &str, body: &str, extra: &[&str]) -> Proc;
+    fn spawn_port(&self, name: &str, body: &str, port: u16, extra: &[&str]) -> Proc;
 }
 
-impl Net {
-    /// 127.77.`n`.1, port 18000+`n`, in 127.77.0.0/16.
-    fn v4(name: &str, n: u8) -> Net {
-        assert!(n > 0, "127.77.0.0/24 belongs to config_env.rs");
-        Net {
-            dir: tmpdir(name),
-            host: IpAddr::V4(Ipv4Addr::new(127, 77, n, 1)),
-            port: 18000 + u16::from(n),
-            partitions: V4_PARTITIONS,
-        }
-    }
-
-    /// ::1 in ::1/128.
-    fn v6(name: &str, port: u16) -> Net {
-        Net {
-            dir: tmpdir(name),
-            host: IpAddr::V6(Ipv6Addr::LOCALHOST),
-            port,
-            partitions: "::1/128",
-        }
-    }
-
-    fn env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
-        cmd.env("SHMNET_PARTITIONS", self.partitions)
-            .env("SHMNET_FALLBACK", "never")
-            .env("SHMNET_DIR", &self.dir)
-    }
-
-    /// Preloaded python running EMU + `body` with argv HOST PORT `extra`.
+impl Scripts for Net {
     fn script(&self, body: &str, port: u16, extra: &[&str]) -> Command {
         let mut args = vec![self.host.to_string(), port.to_string()];
         args.extend(extra.iter().map(|s| s.to_string()));
@@ -952,60 +926,6 @@ impl Net {
 
     fn spawn_port(&self, name: &str, body: &str, port: u16, extra: &[&str]) -> Proc {
         spawn(name, &mut self.script(body, port, extra))
-    }
-
-    /// Whether `ip` is in this test's 127.77.N.0/24 (IPv4 tests only).
-    fn in_test_net(&self, ip: IpAddr) -> bool {
-        let IpAddr::V4(host) = self.host else {
-            return false;
-        };
-        let ip = match ip {
-            IpAddr::V4(v4) => v4,
-            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => v4,
-                None => return false,
-            },
-        };
-        ip.octets()[..3] == host.octets()[..3]
-    }
-
-    /// Live kernel TCP sockets (TIME_WAIT leftovers of earlier runs aside)
-    /// on an address of this test's /24, or on `port` when the test owns a
-    /// fixed port (a port picked by port-0 binds may be anyone's elsewhere).
-    fn kernel_sockets(&self, port: u16) -> Vec<String> {
-        let fixed = self.port != 0;
-        kernel_tcp_sockets()
-            .into_iter()
-            .filter(|k| k.state != TIME_WAIT)
-            .filter(|k| {
-                [k.local, k.remote]
-                    .iter()
-                    .any(|a| (fixed && a.port() == port) || self.in_test_net(a.ip()))
-            })
-            .map(|k| k.to_string())
-            .collect()
-    }
-
-    /// The proof that shared memory, not the kernel, carries this test's
-    /// connections: no kernel TCP socket for them, and a plain client is
-    /// refused at the virtual address.
-    fn assert_shm_only(&self, port: u16, when: &str) {
-        let found = self.kernel_sockets(port);
-        assert!(
-            found.is_empty(),
-            "{when}: kernel TCP sockets exist for virtual {}:{port} (SHMNET_FALLBACK=never: \
-             nothing may go through the kernel):\n{}",
-            self.host,
-            found.join("\n")
-        );
-        let addr = SocketAddr::new(self.host, port);
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
-            Ok(_) => panic!(
-                "{when}: a plain (non-preloaded) client connected to {addr} through kernel TCP"
-            ),
-            Err(e) => panic!("{when}: plain connect to {addr}: want ECONNREFUSED, got {e}"),
-        }
     }
 }
 
@@ -1090,11 +1010,11 @@ fn assert_names(net: &Net, srv: &Proc, cli: &Proc, domain: i32) {
 }
 
 // ---------------------------------------------------------------------------
-// 1. blocking bulk transfers
+// Blocking bulk transfers
 
 #[test]
 fn sendall_recv_recv_into_4mib_each_way() {
-    let net = Net::v4("bulk-sendall", 1);
+    let net = Net::emulated("bulk-sendall");
     let (up, down) = (4 * MIB + 123, 5 * MIB + 7);
     let sizes = [up.to_string(), down.to_string()];
     let extra = [sizes[0].as_str(), sizes[1].as_str()];
@@ -1140,7 +1060,7 @@ c.close()
 
 #[test]
 fn sendfile_goes_through_the_ring() {
-    let net = Net::v4("sendfile", 25);
+    let net = Net::emulated("sendfile");
     let len = 3 * MIB + 17;
     let n = len.to_string();
     exchange(&net, SERVER_SENDFILE, CLIENT_TO_EOF, &[&n], &[("s2c", len)]);
@@ -1172,7 +1092,7 @@ time.sleep(1)
 
 #[test]
 fn data_written_past_the_library_is_a_reset_not_a_silent_loss() {
-    let net = Net::v4("stdio", 26);
+    let net = Net::emulated("stdio");
     let mut srv = net.spawn("server", SERVER_EXPECT_RESET, &[]);
     srv.listening();
     let mut cli = net.spawn("client", CLIENT_STDIO, &[]);
@@ -1185,7 +1105,7 @@ fn data_written_past_the_library_is_a_reset_not_a_silent_loss() {
 
 #[test]
 fn makefile_sendmsg_recvmsg_4mib_each_way() {
-    let net = Net::v4("bulk-msg", 2);
+    let net = Net::emulated("bulk-msg");
     let (up, down) = (4 * MIB + 1001, 4 * MIB + 999);
     let sizes = [up.to_string(), down.to_string()];
     exchange(
@@ -1199,7 +1119,7 @@ fn makefile_sendmsg_recvmsg_4mib_each_way() {
 
 #[test]
 fn full_duplex_read_write_readv_writev_6mib_each_way() {
-    let net = Net::v4("bulk-duplex", 3);
+    let net = Net::emulated("bulk-duplex");
     let (up, down) = (6 * MIB + 11, 6 * MIB + 13);
     let mut srv = net.spawn("server", DUPLEX, &["server", &down.to_string()]);
     let port = srv.listening();
@@ -1215,7 +1135,7 @@ fn full_duplex_read_write_readv_writev_6mib_each_way() {
 
 #[test]
 fn ipv6_loopback_4mib_each_way() {
-    let net = Net::v6("bulk-v6", 18608);
+    let net = Net::emulated_v6("bulk-v6");
     let (up, down) = (4 * MIB + 5, 4 * MIB + 77);
     let sizes = [up.to_string(), down.to_string()];
     let extra = [sizes[0].as_str(), sizes[1].as_str()];
@@ -1233,11 +1153,11 @@ fn ipv6_loopback_4mib_each_way() {
 }
 
 // ---------------------------------------------------------------------------
-// 2. curl against python's http.server
+// curl against python's http.server
 
 #[test]
 fn curl_downloads_from_http_server_twenty_times() {
-    let net = Net::v4("http", 4);
+    let net = Net::emulated("http");
     let www = net.dir.join("www");
     std::fs::create_dir(&www).unwrap();
     let blob: Vec<u8> = (0..(3u32 << 20) + 77)
@@ -1250,7 +1170,7 @@ fn curl_downloads_from_http_server_twenty_times() {
         net.script(HTTP_SERVER, net.port, &[www.to_str().unwrap()])
             .env("PYTHONUNBUFFERED", "1"),
     );
-    // "Serving HTTP on 127.77.4.1 port 18004 (http://127.77.4.1:18004/) ..."
+    // "Serving HTTP on HOST port PORT (http://HOST:PORT/) ..."
     let banner = server.expect("Serving HTTP");
     assert!(
         banner.contains(&format!("on {host} port {} ", net.port)),
@@ -1307,11 +1227,11 @@ fn curl_downloads_from_http_server_twenty_times() {
 }
 
 // ---------------------------------------------------------------------------
-// 3. many connections
+// Many connections
 
 #[test]
 fn hundred_sequential_connections() {
-    let net = Net::v4("seq", 5);
+    let net = Net::emulated("seq");
     let up: usize = (0..100).map(|i| 1 + 997 * i).sum();
     let down: usize = (0..100).map(|i| 100 + 37 * i).sum();
     exchange(
@@ -1325,7 +1245,7 @@ fn hundred_sequential_connections() {
 
 #[test]
 fn sixteen_concurrent_connections_from_threads() {
-    let net = Net::v4("threads", 6);
+    let net = Net::emulated("threads");
     let mut srv = net.spawn("server", SERVER_THREADED, &[]);
     let port = srv.listening();
     net.assert_shm_only(port, "server listening");
@@ -1348,7 +1268,7 @@ fn sixteen_concurrent_connections_from_threads() {
 }
 
 // ---------------------------------------------------------------------------
-// 4. a peer killed with SIGKILL
+// A peer killed with SIGKILL
 
 /// Server and client connect; once the client says `busy` (it is inside
 /// recv or send) the server is killed, and the client must report
@@ -1385,7 +1305,7 @@ fn kill_server_while_client_busy(
 
 #[test]
 fn server_killed_mid_transfer_client_sees_eof() {
-    let net = Net::v4("kill-server", 7);
+    let net = Net::emulated("kill-server");
     let result = kill_server_while_client_busy(
         &net,
         SENDER_FOREVER,
@@ -1402,7 +1322,7 @@ fn server_killed_mid_transfer_client_sees_eof() {
 
 #[test]
 fn client_killed_mid_transfer_server_sees_eof() {
-    let net = Net::v4("kill-client", 8);
+    let net = Net::emulated("kill-client");
     let mut server = net.spawn("server", READER_SURVIVOR, &["server"]);
     let port = server.listening();
     net.assert_shm_only(port, "server listening");
@@ -1426,7 +1346,7 @@ fn client_killed_mid_transfer_server_sees_eof() {
 
 #[test]
 fn idle_peer_killed_wakes_a_blocked_reader() {
-    let net = Net::v4("kill-idle-reader", 22);
+    let net = Net::emulated("kill-idle-reader");
     let result =
         kill_server_while_client_busy(&net, IDLE_SERVER, &[], BLOCKED_READER, &[], "blocking");
     assert!(
@@ -1437,7 +1357,7 @@ fn idle_peer_killed_wakes_a_blocked_reader() {
 
 #[test]
 fn reader_killed_fails_a_writer_blocked_on_a_full_connection() {
-    let net = Net::v4("kill-idle-writer", 23);
+    let net = Net::emulated("kill-idle-writer");
     let result =
         kill_server_while_client_busy(&net, IDLE_SERVER, &[], BLOCKED_WRITER, &[], "sending");
     assert!(
@@ -1447,11 +1367,11 @@ fn reader_killed_fails_a_writer_blocked_on_a_full_connection() {
 }
 
 // ---------------------------------------------------------------------------
-// 5. addresses: conflicts, refusals, port 0, names
+// Addresses: conflicts, refusals, port 0, names
 
 #[test]
 fn bind_conflict_is_eaddrinuse_in_the_same_and_another_process() {
-    let net = Net::v4("conflict", 9);
+    let net = Net::emulated("conflict");
     let mut srv = net.spawn("server", SERVER_CONFLICT, &["first"]);
     let port = srv.listening();
     net.assert_shm_only(port, "server listening");
@@ -1481,7 +1401,7 @@ fn bind_conflict_is_eaddrinuse_in_the_same_and_another_process() {
 
 #[test]
 fn address_is_free_again_after_close_and_after_sigkill() {
-    let net = Net::v4("rebind", 21);
+    let net = Net::emulated("rebind");
     let mut first = net.spawn("first server", SERVER_REBIND, &[]);
     let port = first.listening();
     first.expect("first");
@@ -1507,7 +1427,7 @@ fn address_is_free_again_after_close_and_after_sigkill() {
 
 #[test]
 fn connect_without_shm_listener_is_econnrefused_never_kernel() {
-    let net = Net::v4("refused", 10);
+    let net = Net::emulated("refused");
     // A kernel listener on the very address: never-mode must not reach it.
     let decoy = TcpListener::bind(SocketAddr::new(net.host, net.port)).expect("decoy listener");
     decoy.set_nonblocking(true).unwrap();
@@ -1530,10 +1450,8 @@ fn connect_without_shm_listener_is_econnrefused_never_kernel() {
 
 #[test]
 fn bind_port_zero_gets_a_free_port_a_client_can_connect_to() {
-    let net = Net {
-        port: 0,
-        ..Net::v4("port0", 11)
-    };
+    let mut net = Net::emulated("port0");
+    net.port = 0;
     let mut srv = net.spawn("server", SERVER_PORT0, &[]);
     let port = srv.listening();
     assert_ne!(port, 0, "getsockname after bind to port 0");
@@ -1593,7 +1511,7 @@ fn assert_accepted_names(net: &Net, srv: &Proc, cli: &Proc) -> Vec<String> {
 
 #[test]
 fn names_are_the_virtual_addresses() {
-    let net = Net::v4("names", 12);
+    let net = Net::emulated("names");
     let mut srv = net.spawn("server", SERVER_NAMES, &[]);
     let port = srv.listening();
     net.assert_shm_only(port, "server listening");
@@ -1618,15 +1536,12 @@ fn names_are_the_virtual_addresses() {
 
 #[test]
 fn client_bound_to_a_partition_address_is_the_servers_peer() {
-    let net = Net::v4("client-bind", 13);
+    let net = Net::emulated("client-bind");
     let mut srv = net.spawn("server", SERVER_NAMES, &[]);
     let port = srv.listening();
     net.assert_shm_only(port, "server listening");
-    let mut cli = net.spawn(
-        "client",
-        CLIENT_BOUND,
-        &["127.77.13.2", "127.77.13.3", "18113"],
-    );
+    let (a, b, bport) = (net.ip(2).to_string(), net.ip(3).to_string(), net.port_str());
+    let mut cli = net.spawn("client", CLIENT_BOUND, &[&a, &b, &bport]);
     cli.expect("connected");
     net.assert_shm_only(port, "2 connections established");
     cli.go();
@@ -1637,11 +1552,11 @@ fn client_bound_to_a_partition_address_is_the_servers_peer() {
     srv.finish_clean();
     let conns = cli.lines_with("conn ");
     assert!(
-        conns[0][2].starts_with("127.77.13.2/") && !conns[0][2].ends_with("/0"),
+        conns[0][2].starts_with(&format!("{a}/")) && !conns[0][2].ends_with("/0"),
         "{:?}",
         conns[0]
     );
-    assert_eq!(conns[1][2], "127.77.13.3/18113");
+    assert_eq!(conns[1][2], format!("{b}/{bport}"));
     let peers: BTreeSet<String> = srv
         .lines_with("accepted ")
         .iter()
@@ -1654,11 +1569,11 @@ fn client_bound_to_a_partition_address_is_the_servers_peer() {
 }
 
 // ---------------------------------------------------------------------------
-// 6. stream semantics
+// Stream semantics
 
 #[test]
 fn msg_peek_and_msg_waitall() {
-    let net = Net::v4("peek", 14);
+    let net = Net::emulated("peek");
     let big = 3 * MIB + 5;
     exchange(
         &net,
@@ -1675,7 +1590,7 @@ fn msg_peek_and_msg_waitall() {
 
 #[test]
 fn nonblocking_eagain_fionread_and_full_connection() {
-    let net = Net::v4("nonblock", 15);
+    let net = Net::emulated("nonblock");
     let mut srv = net.spawn("server", SERVER_NONBLOCK, &[]);
     let port = srv.listening();
     net.assert_shm_only(port, "server listening");
@@ -1702,7 +1617,7 @@ fn nonblocking_eagain_fionread_and_full_connection() {
 
 #[test]
 fn shutdown_half_close_and_close_of_the_last_reference() {
-    let net = Net::v4("shutdown", 16);
+    let net = Net::emulated("shutdown");
     exchange(
         &net,
         SERVER_SHUTDOWN,
@@ -1720,7 +1635,7 @@ fn shutdown_half_close_and_close_of_the_last_reference() {
 
 #[test]
 fn write_after_peer_closed_is_epipe_with_and_without_msg_nosignal() {
-    let net = Net::v4("epipe", 17);
+    let net = Net::emulated("epipe");
     let mut srv = net.spawn("server", SERVER_EPIPE, &[]);
     let port = srv.listening();
     net.assert_shm_only(port, "server listening");
@@ -1735,7 +1650,7 @@ fn write_after_peer_closed_is_epipe_with_and_without_msg_nosignal() {
 
 #[test]
 fn connection_closed_before_accept_still_delivers_its_bytes_and_eof() {
-    let net = Net::v4("late-accept", 24);
+    let net = Net::emulated("late-accept");
     let mut srv = net.spawn("server", SERVER_LATE_ACCEPT, &[]);
     let port = srv.listening();
     srv.expect("before-accept");
@@ -1751,11 +1666,11 @@ fn connection_closed_before_accept_still_delivers_its_bytes_and_eof() {
 }
 
 // ---------------------------------------------------------------------------
-// 7. socket options
+// Socket options
 
 #[test]
 fn socket_options_answer_like_tcp() {
-    let net = Net::v4("options", 18);
+    let net = Net::emulated("options");
     let mut srv = net.spawn("server", OPTIONS, &["server"]);
     let port = srv.listening();
     net.assert_shm_only(port, "server listening");
@@ -1771,11 +1686,11 @@ fn socket_options_answer_like_tcp() {
 }
 
 // ---------------------------------------------------------------------------
-// 9, 10. what stays in the kernel
+// What stays in the kernel
 
 #[test]
 fn bad_partitions_in_never_mode_pass_everything_to_the_kernel() {
-    let net = Net::v4("bad-config", 19);
+    let net = Net::emulated("bad-config");
     let bad = |cmd: &mut Command| {
         cmd.env("SHMNET_PARTITIONS", "garbage");
     };
@@ -1821,7 +1736,7 @@ fn bad_partitions_in_never_mode_pass_everything_to_the_kernel() {
 
 #[test]
 fn kernel_tcp_on_127_0_0_1_alongside_an_emulated_connection() {
-    let net = Net::v4("mixed", 20);
+    let net = Net::emulated("mixed");
     let mut srv = net.spawn("server", SERVER_MIXED, &[]);
     let port = srv.listening();
     let kport: u16 = srv
@@ -1875,9 +1790,10 @@ fn ipv4_and_ipv4_mapped_addresses_meet() {
     const CLIENT: &str = "import socket, sys\n\
         c = socket.socket(getattr(socket, sys.argv[1])); c.connect((sys.argv[2], int(sys.argv[3])))\n\
         c.sendall(b'hello'); print(c.recv(100).decode(), c.getpeername()[0])\n";
-    let dir = tmpdir("emu-mapped");
-    let v4 = "127.77.181.1";
-    let mapped = "::ffff:127.77.181.1";
+    let net = Net::emulated("emu-mapped");
+    let v4 = net.host_str();
+    let mapped = format!("::ffff:{v4}");
+    let (v4, mapped) = (v4.as_str(), mapped.as_str());
     let cases = [
         ("AF_INET6", mapped, "AF_INET", v4, "::ffff:127.0.0.1", v4),
         ("AF_INET", v4, "AF_INET6", mapped, "127.0.0.1", mapped),
@@ -1891,11 +1807,9 @@ fn ipv4_and_ipv4_mapped_addresses_meet() {
         ),
     ];
     for (i, (sf, sa, cf, ca, peer_seen, server_seen)) in cases.into_iter().enumerate() {
-        let port = (18181 + i).to_string();
+        let port = (net.port + i as u16).to_string();
         let env = |cmd: &mut Command| {
-            cmd.env("SHMNET_FALLBACK", "never")
-                .env("SHMNET_PARTITIONS", "127.77.181.0/24")
-                .env("SHMNET_DIR", dir.join("shm"));
+            net.env(cmd);
         };
         let mut cmd = preloaded(common::python());
         cmd.args(["-c", SERVER, sf, sa, &port]);
@@ -1939,12 +1853,10 @@ fn socket_options_read_as_on_kernel_tcp() {
         e = pair(sys.argv[1])\n\
         for i in (0, 1):\n    \
             print(answers(k[i]) == answers(e[i]), answers(k[i]), answers(e[i]))\n";
-    let dir = tmpdir("emu-sockopts");
+    let net = Net::emulated("emu-sockopts");
     let mut cmd = preloaded(common::python());
-    cmd.args(["-c", SCRIPT, "127.77.182.1"])
-        .env("SHMNET_FALLBACK", "never")
-        .env("SHMNET_PARTITIONS", "127.77.182.0/24")
-        .env("SHMNET_DIR", dir.join("shm"));
+    cmd.args(["-c", SCRIPT, &net.host_str()]);
+    net.env(&mut cmd);
     let out = common::run(&mut cmd);
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert!(
@@ -1970,15 +1882,14 @@ fn java_http_server_reached_by_curl_over_ipv4() {
         common::missing_program("java_http_server_reached_by_curl_over_ipv4", "java");
         return;
     };
-    let dir = tmpdir("emu-java");
-    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/java/HttpSrv.java");
+    let net = Net::emulated("emu-java");
+    let dir = &net.dir;
+    let src = common::helper("java/HttpSrv.java");
     let env = |cmd: &mut Command| {
-        cmd.env("SHMNET_FALLBACK", "never")
-            .env("SHMNET_PARTITIONS", "127.77.185.0/24")
-            .env("SHMNET_DIR", dir.join("shm"));
+        net.env(cmd);
     };
     let mut cmd = preloaded(&java);
-    cmd.arg(&src).args(["127.77.185.1", "18185"]);
+    cmd.arg(&src).args([net.host_str(), net.port_str()]);
     env(&mut cmd);
     let mut srv = Proc::start("java server", &mut cmd, Duration::from_secs(60), false);
     srv.expect("listening");
@@ -1986,14 +1897,15 @@ fn java_http_server_reached_by_curl_over_ipv4() {
     let mut cmd = preloaded("curl");
     cmd.args(["-s", "-o"])
         .arg(&body)
-        .args(["-w", "%{http_code}", "http://127.77.185.1:18185/"]);
+        .args(["-w", "%{http_code}"])
+        .arg(format!("http://{}:{}/", net.host, net.port));
     env(&mut cmd);
     let out = common::run(&mut cmd);
     assert_eq!(out.stdout, "200", "curl: {}", out.stderr);
     let got = std::fs::read(&body).unwrap();
     assert_eq!(got.len(), 1 << 20);
     assert!(got.iter().enumerate().all(|(i, &b)| b == (i * 31) as u8));
-    let s = common::stats::read(&dir.join("shm"));
+    let s = common::stats::read(&net.shm_dir());
     assert_eq!(
         (s.get("shm"), s.get("accepted_shm")),
         (Some(&1), Some(&1)),
@@ -2061,7 +1973,7 @@ else:
         got[t] = got.get(t, 0) + 1; c.close()
     say("got", *sorted(f"{k}={v}" for k, v in got.items()))
 "#;
-    let net = Net::v4("reuseport", 27);
+    let net = Net::emulated("reuseport");
     let served = |p: &Proc, tag: &str| -> u32 {
         p.lines_with("served ")
             .iter()
@@ -2134,7 +2046,7 @@ r, _, _ = select.select([m1, m2], [], [], 5)
 a, _ = r[0].accept()
 c.sendall(b"x"); say("reached", a.recv(1).decode())
 "#;
-    let net = Net::v4("reuseport-local", 28);
+    let net = Net::emulated("reuseport-local");
     let out = common::run(&mut net.script(BODY, net.port, &[]));
     assert_eq!(
         out.stdout, "over-plain EADDRINUSE fast\nmapped ok fast\nreached x\n",
