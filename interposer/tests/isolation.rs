@@ -34,8 +34,8 @@ use common::host::{
     user_python, Netns, OpenDir, TestUser,
 };
 use common::{
-    build_c, drain, kernel_tcp_sockets, preloaded, py, python, run, tmpdir, wait_deadline,
-    Background, KernelSocket, PRELUDE,
+    build_c, drain, emulated_script, kernel_tcp_sockets, preloaded, py, python, run, tmpdir,
+    wait_deadline, Background, KernelSocket, PRELUDE,
 };
 
 const NET: &str = include_str!("helpers/py/iso_net.py");
@@ -2523,4 +2523,24 @@ fn containers_of_one_pod_meet_over_shared_memory() {
         "kernel TCP connections during the transfer: {tcp:?}; server counters {s:?} \
          (want accepted_shm=1)"
     );
+}
+
+// ---------------------------------------------------------------------------
+// A half-written handshake in an event loop
+
+/// A local process that connects to a rendezvous and sends half a message
+/// must not stall (or spin) an event loop's non-blocking accept.
+#[test]
+fn partial_handshake_does_not_stall_nonblocking_accept() {
+    let out = emulated_script("hostile", &[], &[]);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("non-blocking accept() took"))
+        .unwrap_or_else(|| panic!("{out}"));
+    let secs: f64 = line
+        .split_whitespace()
+        .nth(3)
+        .and_then(|s| s.trim_end_matches(',').trim_end_matches('s').parse().ok())
+        .unwrap_or(99.0);
+    assert!(secs < 1.0, "{line}");
 }

@@ -28,7 +28,10 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{kernel_tcp_sockets, preloaded, py, Background as Proc, Net, LISTEN, TIME_WAIT};
+use common::{
+    emulated_c, emulated_script, kernel_tcp_sockets, preloaded, py, Background as Proc, Net,
+    LISTEN, TIME_WAIT,
+};
 
 /// Deadline for one expected line, or for a program to finish.
 const WAIT: Duration = Duration::from_secs(20);
@@ -2053,4 +2056,48 @@ c.sendall(b"x"); say("reached", a.recv(1).decode())
         "{}",
         out.stderr
     );
+}
+
+// ---------------------------------------------------------------------------
+// Peer exit, local names, sendfile and splice edges
+
+/// A peer process that exits (no close) after writing: its data, then EOF,
+/// as over TCP (doorbell bytes it left unread made the kernel report
+/// ECONNRESET on our end of the Unix connection).
+#[test]
+fn peer_exit_without_close_is_end_of_stream() {
+    for mode in ["late", "early"] {
+        let out = emulated_script("exit_unread", &[mode], &[]);
+        assert!(out.contains(&format!("{mode} recv1 b'B'")), "{out}");
+        assert!(out.contains("recv2 b''"), "{out}");
+    }
+    let out = emulated_c("exit_server", &["-O1", "-pthread"], &[]);
+    assert!(out.contains("reply: 5"), "{out}");
+    assert!(out.contains("after server exit: read=0"), "{out}");
+}
+
+/// 4 processes x 40 live connections: 160 distinct local names.
+#[test]
+fn live_connections_never_share_a_local_name() {
+    let out = emulated_script("local_names", &[], &[]);
+    assert!(out.contains("connections 160 distinct 160"), "{out}");
+}
+
+/// sendfile: a pipe as the source is EINVAL (reading one of our sockets raw
+/// once sent its doorbell bytes as data), a count past the end of the file
+/// returns at once, and end of file is 0 even on a full non-blocking ring.
+#[test]
+fn sendfile_sources_and_end_of_file_as_the_kernel() {
+    let out = emulated_script("sendfile_edges", &[], &[]);
+    assert!(out.contains("pipe: EINVAL"), "{out}");
+    assert!(out.contains("short file: 100000 fast"), "{out}");
+    assert!(out.contains("eof, full ring: 0"), "{out}");
+}
+
+/// splice with SPLICE_F_NONBLOCK never blocks on the pipe side.
+#[test]
+fn splice_nonblock_is_eagain_on_the_pipe_side() {
+    let out = emulated_script("splice_nonblock", &[], &[]);
+    assert!(out.contains("empty pipe -> socket: EAGAIN fast"), "{out}");
+    assert!(out.contains("socket -> full pipe: EAGAIN fast"), "{out}");
 }

@@ -234,7 +234,9 @@ impl KernelWatch {
 pub fn assert_plain_client_refused(addr: SocketAddr, when: &str) {
     match TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
         Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
-        Ok(_) => panic!("{when}: a plain (non-preloaded) client connected to {addr} over kernel TCP"),
+        Ok(_) => {
+            panic!("{when}: a plain (non-preloaded) client connected to {addr} over kernel TCP")
+        }
         Err(e) => panic!("{when}: plain connect to {addr}: want ECONNREFUSED, got {e}"),
     }
 }

@@ -10,15 +10,15 @@ pub mod net;
 pub mod stats;
 
 pub use kernel::{kernel_tcp_sockets, KernelSocket, ESTABLISHED, LISTEN, TIME_WAIT};
-pub use net::Net;
+pub use net::{emulated_c, emulated_script, Net};
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -134,6 +134,20 @@ pub fn run_clean(cmd: &mut Command) -> String {
     assert!(
         out.status.success() && out.stderr.is_empty(),
         "{cmd:?}: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
+/// Run to completion within `TIMEOUT`; require exit 0 and return stdout
+/// (`what`, the status and both outputs are shown on failure).
+pub fn stdout_of(what: &str, cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{what}: {}\nstdout:\n{}\nstderr:\n{}",
         out.status,
         out.stdout,
         out.stderr

@@ -24,7 +24,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 
 use super::kernel::{assert_plain_client_refused, KernelWatch, Scope};
-use super::tmpdir;
+use super::{build_c, preloaded, py_file, stdout_of, tmpdir};
 
 /// SHMNET_PARTITIONS of every emulated-network test (IPv4).
 pub const EMULATED: &str = "127.64.0.0/10";
@@ -195,4 +195,41 @@ impl Net {
     pub fn watch(&self, port: u16) -> KernelWatch {
         KernelWatch::new(self.scope(port))
     }
+
+    /// `cmd` on this emulated network (`env`), its address also in
+    /// TEST_HOST and TEST_PORT, where the helper programs take it from.
+    pub fn helper_env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        self.env(cmd)
+            .env("TEST_HOST", self.host_str())
+            .env("TEST_PORT", self.port_str())
+    }
+
+    /// Preloaded tests/helpers/py/`name`.py `args` on this network.
+    pub fn py_helper(&self, name: &str, args: &[&str]) -> Command {
+        let mut cmd = py_file(&format!("{name}.py"), args);
+        self.helper_env(&mut cmd);
+        cmd
+    }
+
+    /// tests/helpers/c/`name`.c built with `flags`, preloaded on this
+    /// network.
+    pub fn c_helper(&self, name: &str, flags: &[&str]) -> Command {
+        let mut cmd = preloaded(build_c(name, flags));
+        self.helper_env(&mut cmd);
+        cmd
+    }
+}
+
+/// Runs tests/helpers/py/`name`.py `args` preloaded on a fresh emulated
+/// network, with `env` added; requires exit 0 and returns its stdout.
+pub fn emulated_script(name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let net = Net::emulated(name);
+    stdout_of(name, net.py_helper(name, args).envs(env.iter().copied()))
+}
+
+/// tests/helpers/c/`name`.c built with `flags`, run with `args` preloaded
+/// on a fresh emulated network; requires exit 0 and returns its stdout.
+pub fn emulated_c(name: &str, flags: &[&str], args: &[&str]) -> String {
+    let net = Net::emulated(name);
+    stdout_of(name, net.c_helper(name, flags).args(args))
 }

@@ -4,12 +4,15 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 int main(int argc, char **argv) {
-    const char *ip = argc > 1 ? argv[1] : "127.77.9.93";
+    (void)argc, (void)argv;
+    const char *ip = getenv("TEST_HOST");
+    if (!ip) { fprintf(stderr, "exit_server: TEST_HOST names the address\n"); return 2; }
     struct sockaddr_in a = {.sin_family = AF_INET};
     inet_pton(AF_INET, ip, &a.sin_addr);
     int ls = socket(AF_INET, SOCK_STREAM, 0), one = 1;

@@ -1,10 +1,11 @@
 /* A blocking recv interrupted by a signal: with SA_RESTART it goes on and
  * returns the data that arrives later; without, it fails with EINTR — as
- * for kernel TCP. argv[1]: "restart" or "interrupt"; argv[2]: address. */
+ * for kernel TCP. argv[1]: "restart" or "interrupt"; argv[2]: address; TEST_PORT: port. */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -25,7 +26,9 @@ static void *late_sender(void *arg) {
 int main(int argc, char **argv) {
     if (argc < 3) return 2;
     int restart = strcmp(argv[1], "restart") == 0;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(19013)};
+    const char *port = getenv("TEST_PORT");
+    if (!port) { fprintf(stderr, "restart: TEST_PORT names the port\n"); return 2; }
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(port))};
     inet_pton(AF_INET, argv[2], &a.sin_addr);
     int l = socket(AF_INET, SOCK_STREAM, 0);
     if (bind(l, (void *)&a, sizeof a) || listen(l, 4)) { perror("listen"); return 3; }

@@ -13,8 +13,10 @@
 static int Y;
 static void on_alarm(int s) { (void)s; close(Y); }
 int main(int argc, char **argv) {
-  const char *ip = argc > 1 ? argv[1] : "127.77.9.62";
-  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(19062)};
+  (void)argc, (void)argv;
+  const char *ip = getenv("TEST_HOST"), *port = getenv("TEST_PORT");
+  if (!ip || !port) { fprintf(stderr, "sigclose: TEST_HOST and TEST_PORT name the address\n"); return 2; }
+  struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(port))};
   inet_pton(AF_INET, ip, &a.sin_addr);
   int ls = socket(AF_INET, SOCK_STREAM, 0), one = 1;
   setsockopt(ls, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);

@@ -2,8 +2,8 @@
 # (a) a short read leaves data: select() says readable;
 # (b) a blocking MSG_PEEK: select() says readable, and again after more data;
 # (c) everything was read: select() wakes for the next message.
-import socket, threading, time, select
-ADDR = ("127.77.9.60", 19060)
+import socket, threading, time, select, os
+ADDR = (os.environ["TEST_HOST"], int(os.environ["TEST_PORT"]))
 ls = socket.socket(); ls.bind(ADDR); ls.listen(4)
 
 def pair():

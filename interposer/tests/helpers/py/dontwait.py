@@ -1,5 +1,5 @@
 import os, sys, socket, threading, time, fcntl, termios
-ADDR = ("127.77.9.3", 19003)
+ADDR = (os.environ["TEST_HOST"], int(os.environ["TEST_PORT"]))
 srv = socket.socket(); srv.bind(ADDR); srv.listen(4)
 c = socket.create_connection(ADDR)
 conn, _ = srv.accept()

@@ -6,7 +6,7 @@
 #    and waits for the next edge (which must come however many doorbell
 #    bytes it left untaken).
 import array, fcntl, os, select, socket, sys, termios, time, zlib
-ADDR = ("127.77.9.30", 19030)
+ADDR = (os.environ["TEST_HOST"], int(os.environ["TEST_PORT"]))
 N = 8 << 20
 srv = socket.socket(); srv.bind(ADDR); srv.listen(1)
 pid = os.fork()

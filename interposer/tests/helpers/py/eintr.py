@@ -1,5 +1,5 @@
 import os, socket, signal, time, sys
-ADDR = ("127.77.9.9", 19009)
+ADDR = (os.environ["TEST_HOST"], int(os.environ["TEST_PORT"]))
 N = 400
 srv = socket.socket(); srv.bind(ADDR); srv.listen(64)
 pid = os.fork()

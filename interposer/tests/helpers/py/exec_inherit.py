@@ -2,7 +2,7 @@
 # (inetd-style), an inherited connection is re-attached (never doorbell
 # bytes as data). argv: [stage fd...]
 import os, socket, sys, time
-ADDR = ("127.77.9.11", 19011)
+ADDR = (os.environ["TEST_HOST"], int(os.environ["TEST_PORT"]))
 stage = sys.argv[1] if len(sys.argv) > 1 else "start"
 if stage == "start":
     srv = socket.socket(); srv.bind(ADDR); srv.listen(4)

@@ -1,7 +1,7 @@
 # Peer sends data then the process exits (os._exit: no close()); we read afterwards.
 import socket, time, sys, os
-addr = (sys.argv[1] if len(sys.argv) > 1 else '127.77.96.1', 0)
-mode = sys.argv[2] if len(sys.argv) > 2 else 'late'
+addr = (os.environ['TEST_HOST'], 0)
+mode = sys.argv[1]
 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind(addr); ls.listen(4); port = ls.getsockname()[1]
 pid = os.fork()

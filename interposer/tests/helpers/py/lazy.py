@@ -3,7 +3,7 @@
 # connection joining an epoll set must be reported (level-triggered until
 # drained, edge-triggered and one-shot once), without spurious wake-ups.
 import os, select, socket, threading, time
-ADDR = ("127.77.9.70", 19070)
+ADDR = (os.environ["TEST_HOST"], int(os.environ["TEST_PORT"]))
 ls = socket.socket(); ls.bind(ADDR); ls.listen(8)
 
 def lazy_pair():

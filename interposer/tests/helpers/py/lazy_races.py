@@ -7,13 +7,13 @@
 #   blocking recv of the same connection;
 # - poll's count equals the entries it filled (CPython walks its array by it).
 import os, select, socket, sys, threading, time
-HOST = os.environ.get("HOST", "127.77.9.80")
+HOST, PORT = os.environ["TEST_HOST"], int(os.environ["TEST_PORT"])
 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-ls.bind((HOST, 19080)); ls.listen(64)
+ls.bind((HOST, PORT)); ls.listen(64)
 E = select
 
 def pair():
-    c = socket.create_connection((HOST, 19080)); s, _ = ls.accept(); return c, s
+    c = socket.create_connection((HOST, PORT)); s, _ = ls.accept(); return c, s
 
 def lazy_pair(n=100):
     """c did a blocking recv once (flag now down), then s sent n bytes."""

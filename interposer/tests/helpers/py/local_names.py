@@ -1,7 +1,7 @@
 # Live connections from several processes never share a local name (the
 # ports come from per-process blocks of 16, held while any is in use).
 import os, socket, sys, time
-ADDR = ("127.77.9.64", 19064)
+ADDR = (os.environ["TEST_HOST"], int(os.environ["TEST_PORT"]))
 KIDS, PER = 4, 40
 ls = socket.socket(); ls.bind(ADDR); ls.listen(256)
 pids = []

@@ -1,5 +1,5 @@
 import os, sys, socket, select, time, fcntl, termios, struct
-ADDR = ("127.77.9.1", 19001)
+ADDR = (os.environ["TEST_HOST"], int(os.environ["TEST_PORT"]))
 ROUNDS = int(sys.argv[1]) if len(sys.argv) > 1 else 20000
 MSG = 8192
 srv = socket.socket(); srv.bind(ADDR); srv.listen(4)

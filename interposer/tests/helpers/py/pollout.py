@@ -2,7 +2,7 @@
 # nginx registers) on a full connection must be woken as soon as the reader
 # frees room — not only when the reader happens to drain the ring.
 import os, select, socket, sys, time, hashlib, threading
-ADDR = ("127.77.9.10", 19010)
+ADDR = (os.environ["TEST_HOST"], int(os.environ["TEST_PORT"]))
 TOTAL = 8 << 20
 srv = socket.socket(); srv.bind(ADDR); srv.listen(4)
 c = socket.create_connection(ADDR)

@@ -1,5 +1,5 @@
 import os, socket, struct, threading, time
-ADDR = ("127.77.9.7", 19007)
+ADDR = (os.environ["TEST_HOST"], int(os.environ["TEST_PORT"]))
 srv = socket.socket(); srv.bind(ADDR); srv.listen(4)
 c = socket.create_connection(ADDR); conn, _ = srv.accept()
 c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 2**63-1, 0))  # "effectively infinite"

@@ -3,7 +3,7 @@
 # (no wait for ring room); at the end of the file, 0 even when the ring is
 # full and the socket non-blocking.
 import os, socket, time, errno, tempfile
-ADDR = ("127.77.9.63", 19063)
+ADDR = (os.environ["TEST_HOST"], int(os.environ["TEST_PORT"]))
 ls = socket.socket(); ls.bind(ADDR); ls.listen(4)
 c = socket.create_connection(ADDR); s, _ = ls.accept()
 r, w = os.pipe(); os.write(w, b"p" * 10)

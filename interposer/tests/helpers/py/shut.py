@@ -1,5 +1,5 @@
 import os, sys, socket, threading, time
-ADDR = ("127.77.9.2", 19002)
+ADDR = (os.environ["TEST_HOST"], int(os.environ["TEST_PORT"]))
 mode = sys.argv[1]
 srv = socket.socket(); srv.bind(ADDR); srv.listen(4)
 c = socket.create_connection(ADDR)

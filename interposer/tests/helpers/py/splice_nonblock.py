@@ -1,7 +1,7 @@
 # splice(SPLICE_F_NONBLOCK) is EAGAIN at once when the pipe side would
 # block: an empty pipe into the connection, a full pipe out of it.
 import os, socket, time, errno
-ADDR = ("127.77.9.61", 19061)
+ADDR = (os.environ["TEST_HOST"], int(os.environ["TEST_PORT"]))
 ls = socket.socket(); ls.bind(ADDR); ls.listen(4)
 c = socket.create_connection(ADDR); s, _ = ls.accept()
 def attempt(what, *a):

@@ -1,5 +1,5 @@
 import os, socket, select, threading, time
-ADDR = ("127.77.9.5", 19005)
+ADDR = (os.environ["TEST_HOST"], int(os.environ["TEST_PORT"]))
 srv = socket.socket(); srv.bind(ADDR); srv.listen(4)
 def server():
     conn, _ = srv.accept()

@@ -2,7 +2,7 @@
 # 0.5 s later: each thread gets one (a lazy reader once took the only
 # doorbell byte from under the other, which then slept on in the kernel).
 import socket, threading, time, sys, os
-addr = (sys.argv[1] if len(sys.argv) > 1 else '127.77.96.1', 0)
+addr = (os.environ['TEST_HOST'], 0)
 ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind(addr); ls.listen(4); port = ls.getsockname()[1]
 pid = os.fork()

@@ -10,7 +10,7 @@ mod common;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{kernel_tcp_sockets, preloaded, python, run, tmpdir, Background, LISTEN};
+use common::{kernel_tcp_sockets, preloaded, python, run, tmpdir, Background, Net, LISTEN};
 
 const EMULATED: &str = "127.77.0.0/16";
 
@@ -388,5 +388,37 @@ fn forged_carrier_and_peek_offset_are_left_alone() {
         out.stdout, "stream kernel data\npath app data\ndatagram open\npeek first datagram\n",
         "{}",
         out.stderr
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Listeners and connections adopted across exec
+
+/// exec with emulated sockets open: an inherited listener is adopted and
+/// keeps accepting through shared memory (inetd-style); an inherited
+/// connection is re-attached and reads the bytes queued before the exec
+/// (before issue 12.7 it read as closed, with a `libshmnet:` line) — never
+/// doorbell bytes handed to the program as data.
+#[test]
+fn exec_adopts_listeners_and_connections() {
+    let net = Net::emulated("exec_inherit");
+    let out = run(&mut net.py_helper("exec_inherit", &[]));
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{:?}\n{}\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        out.stdout
+            .contains("inherited connection reads: b'queued before exec'"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("client got: b'echo: hello after exec'"),
+        "{}",
+        out.stdout
     );
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{py, run, run_clean, tmpdir};
+use common::{preloaded, py, python, run, run_clean, tmpdir, Net};
 
 /// A loopback TCP echo inside one process.
 const ECHO: &str = r#"
@@ -157,4 +157,50 @@ fn trace_logs_every_call_without_recursing() {
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.contains("] write(2, "), "{text}");
     assert!(text.contains(") = 10 (errno"), "{text}");
+}
+
+// ---------------------------------------------------------------------------
+// What SHMNET_DIR holds
+
+/// Names on the emulated network's loopback addresses are abstract (the
+/// kernel drops them with their sockets): SHMNET_DIR holds nothing but the
+/// counters, while the program runs and after, however many ports it used.
+#[test]
+fn shmnet_dir_holds_only_counters() {
+    let net = Net::emulated("leftovers");
+    let dir = net.shm_dir();
+    let script = "import os, socket, sys\n\
+        addr = (sys.argv[2], int(sys.argv[3]))\n\
+        s = socket.socket(); s.bind(addr); s.listen(8)\n\
+        for i in range(20):\n\
+        \x20   c = socket.create_connection(addr); a, _ = s.accept()\n\
+        \x20   c.sendall(b'x'); assert a.recv(1) == b'x'; c.close(); a.close()\n\
+        s.close()\n\
+        print(sorted(os.listdir(sys.argv[1])) if os.path.isdir(sys.argv[1]) else [])\n";
+    let out = run(net
+        .env(&mut preloaded(python()))
+        .args(["-c", script])
+        .arg(&dir)
+        .args([net.host_str(), net.port_str()]));
+    assert!(out.status.success(), "{}", out.stderr);
+    let names: Vec<&str> = out
+        .stdout
+        .trim()
+        .trim_matches(|c| c == '[' || c == ']')
+        .split(", ")
+        .filter(|n| !n.is_empty())
+        .collect();
+    assert!(
+        names.iter().all(|n| n.starts_with("'stats-")),
+        "left in SHMNET_DIR while running: {names:?}"
+    );
+    let after: Vec<_> = std::fs::read_dir(&dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name())
+                .filter(|n| !n.to_string_lossy().starts_with("stats-"))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(after.is_empty(), "left in SHMNET_DIR after exit: {after:?}");
 }
