@@ -91,22 +91,24 @@ def pair(host):
     conn, _ = srv.accept()
     c.sendall(b"ping"); assert conn.recv(4) == b"ping"
     print(host, srv.getsockname()[1])
-pair("127.77.0.1")
+pair(sys.argv[1])
 pair("127.0.0.1")
 "#;
 
 #[test]
 fn debug_log_goes_to_the_log_file_and_names_partition_addresses() {
-    let log = tmpdir("log").join("shmnet.log");
-    let out = run_clean(py(PARTITION_PEERS, &[]).envs([
-        ("SHMNET_PARTITIONS", "127.77.0.0/16"),
+    let net = Net::emulated("log");
+    let log = net.dir.join("shmnet.log");
+    let host = net.host_str();
+    let out = run_clean(py(PARTITION_PEERS, &[&host]).envs([
+        ("SHMNET_PARTITIONS", net.partitions.as_str()),
         ("SHMNET_LOG", "debug"),
         ("SHMNET_LOG_FILE", log.to_str().unwrap()),
     ]));
     let port = out.lines().next().unwrap().split(' ').nth(1).unwrap();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(text.lines().all(|l| l.starts_with("libshmnet: ")), "{text}");
-    let partition = format!("listener on 127.77.0.1:{port} (kernel TCP");
+    let partition = format!("listener on {host}:{port} (kernel TCP");
     assert!(
         text.contains("bind(fd") && text.contains(&partition),
         "{text}"
@@ -120,9 +122,14 @@ fn debug_log_goes_to_the_log_file_and_names_partition_addresses() {
 
 #[test]
 fn log_without_file_goes_to_stderr_only() {
-    let out = run(py(PARTITION_PEERS, &[]).env("SHMNET_LOG", "debug"));
+    let host = Net::emulated("log-stderr").host_str();
+    let out = run(py(PARTITION_PEERS, &[&host]).env("SHMNET_LOG", "debug"));
     assert!(out.status.success(), "{}", out.stderr);
-    assert!(out.stdout.starts_with("127.77.0.1 "), "{}", out.stdout);
+    assert!(
+        out.stdout.starts_with(&format!("{host} ")),
+        "{}",
+        out.stdout
+    );
     assert!(!out.stdout.contains("libshmnet"));
     assert!(out.stderr.lines().count() >= 3, "{}", out.stderr);
     assert!(

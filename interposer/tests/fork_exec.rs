@@ -1,18 +1,20 @@
-//! Connections inherited across exec (issue 12.7): the exec'd program
+//! Connections inherited across fork and exec: the exec'd program
 //! re-attaches them and continues both byte streams where the previous
 //! program image left them, bytes already in the rings included — inetd
 //! and sshd style (fork, dup2 onto stdin/stdout, exec), a program that
 //! execs itself, socat `EXEC:`; in both modes. What goes across exec
-//! follows the fds' close-on-exec flag.
+//! follows the fds' close-on-exec flag. Emulated hosts are handed out by
+//! `common::Net`; default-mode servers listen on 127.0.0.1 or ::1 on a
+//! port the kernel picks.
 
 mod common;
 
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{kernel_tcp_sockets, preloaded, python, run, tmpdir, Background, Net, LISTEN};
-
-const EMULATED: &str = "127.77.0.0/16";
+use common::kernel::{KernelWatch, Scope};
+use common::net::{spare_port, EMULATED};
+use common::{preloaded, python, run, tmpdir, Background, Net};
 
 fn script(name: &str) -> String {
     common::helper(&format!("py/{name}")).display().to_string()
@@ -30,36 +32,22 @@ fn py_in(emulated: bool, name: &str, args: &[&str]) -> std::process::Command {
     cmd
 }
 
-/// The kernel TCP sockets on `host`:`port` (listeners only for an emulated
-/// address, where there must be none at all).
-fn kernel_sockets_on(host: &str, port: u16, emulated: bool) -> Vec<String> {
-    let ip: std::net::IpAddr = host.parse().expect("test host");
-    let ours = |a: &std::net::SocketAddr| a.port() == port && a.ip() == ip;
-    kernel_tcp_sockets()
-        .into_iter()
-        // (Another program's connection may use our port number towards
-        // another address: not ours.)
-        .filter(|k| ours(&k.local) || ours(&k.remote))
-        .filter(|k| emulated || k.state != LISTEN)
-        .map(|k| k.to_string())
-        .collect()
+/// A virtual host of the emulated network for one test (`common::Net`).
+fn emu(test: &str) -> String {
+    Net::emulated(test).host_str()
 }
 
-/// The proof that shared memory carried a connection to `port`: the
-/// kernel has no TCP socket on it but a listener (none at all for an
-/// emulated address), no TIME_WAIT left by a connection either, beyond
-/// those in `before`: a client-side TIME_WAIT of another test's
-/// connection outlives its server by a minute, and our server may be given
-/// that port (seen under make test's parallel load).
-fn no_kernel_connection(host: &str, port: u16, emulated: bool, before: &[String]) {
-    let on_port: Vec<String> = kernel_sockets_on(host, port, emulated)
-        .into_iter()
-        .filter(|k| !before.contains(k))
-        .collect();
-    assert!(
-        on_port.is_empty(),
-        "kernel TCP sockets on port {port}: {on_port:?}"
-    );
+/// The proof that shared memory carried a connection to `host`:`port`,
+/// made before the client runs: the kernel gets no TCP socket on it but a
+/// listener (none at all for an emulated address), no TIME_WAIT left by a
+/// connection either (`common::kernel`: what was there before is not held
+/// against the test).
+fn proof(host: &str, port: u16, emulated: bool) -> KernelWatch {
+    KernelWatch::new(Scope::Endpoint {
+        host: host.parse().expect("test host"),
+        port,
+        listeners: emulated,
+    })
 }
 
 fn port_of(line: &str) -> u16 {
@@ -87,7 +75,7 @@ fn forked_child_execs(host: &str, emulated: bool, keep: &str) {
         &[host, keep, n_in, n_out, early, out_s],
     ));
     let port = port_of(&srv.expect("port"));
-    let before = kernel_sockets_on(host, port, emulated);
+    let before = proof(host, port, emulated);
     let cli = run(&mut py_in(
         emulated,
         "exec_client.py",
@@ -116,17 +104,17 @@ fn forked_child_execs(host: &str, emulated: bool, keep: &str) {
         "{}",
         cli.stdout
     );
-    no_kernel_connection(host, port, emulated, &before);
+    before.assert_none("after the client ran");
 }
 
 #[test]
 fn forked_child_execs_emulated_parent_closes() {
-    forked_child_execs("127.77.12.1", true, "close");
+    forked_child_execs(&emu("exec-child-closes"), true, "close");
 }
 
 #[test]
 fn forked_child_execs_emulated_parent_keeps() {
-    forked_child_execs("127.77.12.2", true, "keep");
+    forked_child_execs(&emu("exec-child-keeps"), true, "keep");
 }
 
 #[test]
@@ -161,7 +149,7 @@ fn program_runs_itself(host: &str, emulated: bool, how: &str) {
         &[host, "1000000"],
     ));
     let port = port_of(&srv.expect("port"));
-    let before = kernel_sockets_on(host, port, emulated);
+    let before = proof(host, port, emulated);
     let cli = run(&mut py_in(
         emulated,
         "exec_self.py",
@@ -180,12 +168,12 @@ fn program_runs_itself(host: &str, emulated: bool, how: &str) {
         cli.stdout, "queued 6\ngreeting True\ndigest True\nstream 1000000 True\n",
         "{how}"
     );
-    no_kernel_connection(host, port, emulated, &before);
+    before.assert_none("after the client ran");
 }
 
 #[test]
 fn program_execs_itself_emulated() {
-    program_execs_itself("127.77.12.3", true);
+    program_execs_itself(&emu("exec-self"), true);
 }
 
 #[test]
@@ -195,25 +183,22 @@ fn program_execs_itself_loopback() {
 
 #[test]
 fn program_execs_itself_with_execl_execlp_execle() {
-    for (i, how) in ["execl", "execlp", "execle"].iter().enumerate() {
-        program_runs_itself(&format!("127.77.12.{}", 10 + i), true, how);
+    for how in ["execl", "execlp", "execle"] {
+        program_runs_itself(&emu(how), true, how);
     }
 }
 
 #[test]
 fn program_execs_itself_with_execvp_execvpe_fexecve_execveat() {
-    for (i, how) in ["execvp", "execvpe", "fexecve", "execveat"]
-        .iter()
-        .enumerate()
-    {
-        program_runs_itself(&format!("127.77.12.{}", 13 + i), true, how);
+    for how in ["execvp", "execvpe", "fexecve", "execveat"] {
+        program_runs_itself(&emu(how), true, how);
     }
 }
 
 #[test]
 fn posix_spawn_with_an_inheritable_fd_emulated() {
-    program_runs_itself("127.77.12.17", true, "posix_spawn");
-    program_runs_itself("127.77.12.18", true, "posix_spawnp");
+    program_runs_itself(&emu("posix_spawn"), true, "posix_spawn");
+    program_runs_itself(&emu("posix_spawnp"), true, "posix_spawnp");
 }
 
 #[test]
@@ -226,8 +211,8 @@ fn posix_spawn_with_an_inheritable_fd_loopback() {
 /// inheritable in the child and execs there.
 #[test]
 fn subprocess_with_close_fds_false_and_pass_fds() {
-    program_runs_itself("127.77.12.19", true, "subprocess");
-    program_runs_itself("127.77.12.20", true, "pass_fds");
+    program_runs_itself(&emu("subprocess"), true, "subprocess");
+    program_runs_itself(&emu("pass_fds"), true, "pass_fds");
 }
 
 /// system() and popen(): glibc runs /bin/sh through its internal
@@ -235,8 +220,8 @@ fn subprocess_with_close_fds_false_and_pass_fds() {
 /// passes it on to the program it runs.
 #[test]
 fn system_and_popen() {
-    program_runs_itself("127.77.12.21", true, "system");
-    program_runs_itself("127.77.12.22", true, "popen");
+    program_runs_itself(&emu("system"), true, "system");
+    program_runs_itself(&emu("popen"), true, "popen");
 }
 
 /// The carrier made by fork's prepare handler: the child execs with a raw
@@ -244,7 +229,7 @@ fn system_and_popen() {
 #[cfg(target_arch = "x86_64")]
 #[test]
 fn forked_child_execs_past_the_hooks() {
-    program_runs_itself("127.77.12.23", true, "fork_raw");
+    program_runs_itself(&emu("fork_raw"), true, "fork_raw");
     program_runs_itself("127.0.0.1", false, "fork_raw");
 }
 
@@ -283,8 +268,14 @@ t.join()
 print(n, h.digest() == hashlib.sha256(d).digest())
 "#;
     for (i, exec) in ["EXEC:cat", "EXEC:cat,nofork"].iter().enumerate() {
-        let port = 19470 + i as u16 + if emulated { 0 } else { 10 };
-        let before = kernel_sockets_on(host, port, emulated);
+        // A port of the test's own: the emulated host's (virtual, any
+        // will do), or one the kernel says is free on the loopback.
+        let port = if emulated {
+            16384 + i as u16
+        } else {
+            spare_port(host.parse().expect("test host"))
+        };
+        let before = proof(host, port, emulated);
         let mut cmd = preloaded("socat");
         if emulated {
             cmd.env("SHMNET_PARTITIONS", EMULATED)
@@ -316,7 +307,7 @@ print(n, h.digest() == hashlib.sha256(d).digest())
             let d = socat.kill_and_describe();
             panic!("{exec}: {round_trips}\n{}\n{d}", out.stderr);
         }
-        no_kernel_connection(host, port, emulated, &before);
+        before.assert_none("after the client ran");
         let stderr = socat.kill();
         assert!(!stderr.contains("libshmnet:"), "{exec}: {stderr}");
     }
@@ -324,7 +315,7 @@ print(n, h.digest() == hashlib.sha256(d).digest())
 
 #[test]
 fn socat_exec_emulated() {
-    socat_exec("127.77.12.4", true);
+    socat_exec(&emu("socat"), true);
 }
 
 #[test]
@@ -344,7 +335,7 @@ fn carrier_follows_close_on_exec() {
     let out = run(&mut py_in(
         true,
         "exec_cloexec.py",
-        &["127.77.12.5", &script("exec_lister.py")],
+        &[&emu("exec-lister"), &script("exec_lister.py")],
     ));
     assert!(
         out.status.success(),
@@ -397,7 +388,7 @@ fn forged_carrier_and_peek_offset_are_left_alone() {
 /// exec with emulated sockets open: an inherited listener is adopted and
 /// keeps accepting through shared memory (inetd-style); an inherited
 /// connection is re-attached and reads the bytes queued before the exec
-/// (before issue 12.7 it read as closed, with a `libshmnet:` line) — never
+/// (it once read as closed, with a `libshmnet:` line) — never
 /// doorbell bytes handed to the program as data.
 #[test]
 fn exec_adopts_listeners_and_connections() {

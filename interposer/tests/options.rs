@@ -1,5 +1,5 @@
-//! Socket options of emulated sockets against kernel TCP, option by option
-//! (issue 12.6), and iperf3, which reads TCP_INFO every interval, in both
+//! Socket options of emulated sockets against kernel TCP, option by option,
+//! and iperf3, which reads TCP_INFO every interval, in both
 //! modes.
 //!
 //! tests/helpers/c/sockopts.c dumps every option getsockopt accepts at SOL_SOCKET,

@@ -583,7 +583,7 @@ fn no_spurious_readability_before_data_or_after_it_was_read() {
     );
 }
 
-/// nginx's proxy habits (issue 11): an upstream socket registered in epoll
+/// nginx's proxy habits: an upstream socket registered in epoll
 /// before connect keeps its registration, and an edge-triggered reader that
 /// reads what FIONREAD says (never until EAGAIN) keeps getting edges, with
 /// the writer blocked on a full ring. Before, the first was never reported

@@ -1835,7 +1835,7 @@ fn ipv4_and_ipv4_mapped_addresses_meet() {
 }
 
 /// Options an emulated connection answers as the kernel does for an
-/// established loopback one (issue 12.6, in part), compared option by
+/// established loopback one (in part), compared option by
 /// option with a kernel TCP connection in the same process: IP_OPTIONS has
 /// length 0 (sshd aborts on any), TCP_CONGESTION is the algorithm's name,
 /// TCP_INFO is the kernel's size with state ESTABLISHED and no
@@ -1871,7 +1871,7 @@ fn socket_options_read_as_on_kernel_tcp() {
 }
 
 /// A Java server (openjdk's HttpServer, `java File.java`) on the emulated
-/// network, reached by a preloaded curl over IPv4 (issue 12.4): Java binds
+/// network, reached by a preloaded curl over IPv4: Java binds
 /// an AF_INET6 socket to the IPv4-mapped address. 1 MiB, bytes checked,
 /// both ends counted over shared memory. Skipped (said on stderr) where no
 /// `java` is installed.
@@ -1917,7 +1917,7 @@ fn java_http_server_reached_by_curl_over_ipv4() {
     srv.kill();
 }
 
-/// Issue 12.5: SO_REUSEPORT on an emulated address. A second bind with
+/// SO_REUSEPORT on an emulated address. A second bind with
 /// SO_REUSEPORT was EADDRINUSE (nginx `listen ... reuseport` did not
 /// start). Now the members of a group share one queue, whoever is free
 /// first accepting: two processes binding the port (the second learns the

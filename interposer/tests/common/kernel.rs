@@ -137,11 +137,29 @@ pub enum Scope {
     /// connection with an end at `host` (None: any address) : `port`. A
     /// listener may well exist (the dual listener keeps one).
     Established { host: Option<IpAddr>, port: u16 },
+    /// Any kernel socket with an end at `host`:`port`, in any state
+    /// (TIME_WAIT too: evidence after the connection closed); a listener
+    /// only if `listeners` (the emulated network must have none, a
+    /// default-mode listener keeps one).
+    Endpoint {
+        host: IpAddr,
+        port: u16,
+        listeners: bool,
+    },
     /// Nothing counts (the kernel-TCP baseline of a test).
     Nothing,
 }
 
 impl Scope {
+    /// The sockets among `all` (a table read elsewhere: another network
+    /// namespace's) that count, as text.
+    pub fn found_in(&self, all: &[KernelSocket]) -> Vec<String> {
+        all.iter()
+            .filter(|k| self.matches(k))
+            .map(ToString::to_string)
+            .collect()
+    }
+
     fn matches(&self, k: &KernelSocket) -> bool {
         match *self {
             Scope::Emulated { host, len, port } => {
@@ -153,6 +171,11 @@ impl Scope {
             Scope::Established { host, port } => {
                 k.state == ESTABLISHED && k.has_end(host, Some(port))
             }
+            Scope::Endpoint {
+                host,
+                port,
+                listeners,
+            } => (listeners || k.state != LISTEN) && k.has_end(Some(host), Some(port)),
             Scope::Nothing => false,
         }
     }

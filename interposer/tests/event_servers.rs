@@ -1,22 +1,21 @@
-//! Issue 4's harness: unmodified event-driven servers and their clients over
-//! the emulated network.
+//! Unmodified event-driven servers and their clients over the emulated
+//! network, and sockets shared between threads and processes:
 //!
-//! 1. nginx (master + 2 workers, edge-triggered epoll, accept4, sendfile;
-//!    as root the workers drop to `nobody`) serves a 1 KiB and a 16 MiB file
-//!    to curl (sequential and `--parallel`) and to wrk.
-//! 2. A level-triggered `selectors.EpollSelector` echo server and 20
-//!    concurrent clients exchanging random-size frames.
-//! 3. The same with raw `select.epoll`, EPOLLET, read/write until EAGAIN.
-//! 4. A prefork server: two forked children accepting on one listener.
-//! 5. One connection written from two threads at once.
+//! - nginx (master + 2 workers, edge-triggered epoll, accept4, sendfile;
+//!   as root the workers drop to `nobody`) serves a 1 KiB and a 16 MiB file
+//!   to curl (sequential and `--parallel`) and to wrk;
+//! - a level-triggered `selectors.EpollSelector` echo server and 20
+//!   concurrent clients exchanging random-size frames, and the same with
+//!   raw `select.epoll`, EPOLLET, read/write until EAGAIN;
+//! - a prefork server: two forked children accepting on one listener;
+//! - one connection written from two threads, and from two processes after
+//!   fork.
 //!
-//! Every program runs preloaded with `SHMNET_PARTITIONS=127.77.0.0/16`,
-//! `SHMNET_FALLBACK=never`, `SHMNET_LOG=error` and a private `SHMNET_DIR`;
-//! test N uses the virtual address 127.77.210.N, port 18300+N. Each test
-//! proves the kernel carried nothing: while its server runs, no kernel TCP
-//! socket (/proc/net/tcp, /proc/net/tcp6) uses its address or port, and a
-//! plain (non-preloaded) client gets ECONNREFUSED there. The python helpers
-//! and nginx.conf live in tests/servers/. Every wait is bounded (helpers arm
+//! Every program runs preloaded on the emulated network (`common::Net`:
+//! `SHMNET_FALLBACK=never`, the address and port it hands out), with
+//! `SHMNET_LOG=error`. Each test proves the kernel carried nothing
+//! (`Net::assert_shm_only`) while its server runs. The python helpers and
+//! nginx.conf live in tests/helpers/. Every wait is bounded (helpers arm
 //! `alarm(100)`), and every child is killed and reaped on success and
 //! failure: each runs in its own process group, killed as a group when the
 //! test is done with it (nginx first gets SIGTERM, so its master reaps its
@@ -25,8 +24,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{ErrorKind, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -35,13 +33,11 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    drain, kernel_tcp_sockets, kill_group, preloaded, py, reap_group, run, run_clean, tmpdir,
-    Background as Proc, TIME_WAIT,
+    drain, kill_group, preloaded, py, reap_group, run, run_clean, Background as Proc, Net,
 };
 
 /// Deadline for an expected line, or for a helper to finish.
 const WAIT: Duration = Duration::from_secs(60);
-const PARTITIONS: &str = "127.77.0.0/16";
 
 const NGINX_CONF: &str = include_str!("helpers/conf/nginx.conf");
 const ECHO_LT: &str = include_str!("helpers/py/echo_lt.py");
@@ -55,37 +51,27 @@ const FORK_WRITERS: &str = include_str!("helpers/py/fork_writers.py");
 /// A line on the test's real stderr: libtest does not capture it, so figures
 /// (wrk's rate and read errors, server statistics) show in `make test`.
 fn note(msg: &str) {
-    let _ = writeln!(std::io::stderr(), "servers.rs: {msg}");
+    let _ = writeln!(std::io::stderr(), "event_servers.rs: {msg}");
 }
 
 // ---------------------------------------------------------------------------
 // The test's network
 
-struct Net {
-    dir: PathBuf,
-    host: Ipv4Addr,
-    port: u16,
+/// The emulated network of a test (`common::Net`) as these tests use it.
+trait Servers {
+    fn env_logged<'a>(&self, cmd: &'a mut Command) -> &'a mut Command;
+    fn script(&self, src: &str, extra: &[&str]) -> Command;
+    fn url(&self, file: &str) -> String;
+    fn assert_shm(&self, when: &str);
 }
 
-impl Net {
-    /// 127.77.210.`n`, port 18300+`n`, a fresh tmpdir; SHMNET_DIR is its
-    /// `shm` subdirectory.
-    fn new(name: &str, n: u8) -> Net {
-        Net {
-            dir: tmpdir(name),
-            host: Ipv4Addr::new(127, 77, 210, n),
-            port: 18300 + u16::from(n),
-        }
-    }
-
-    /// The emulated network's environment. `SHMNET_LOG=error` makes the
-    /// library's own error reports (a connection reset over foreign bytes,
-    /// say) show on stderr, which every test requires to stay empty.
-    fn env<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
-        cmd.env("SHMNET_PARTITIONS", PARTITIONS)
-            .env("SHMNET_FALLBACK", "never")
-            .env("SHMNET_DIR", self.dir.join("shm"))
-            .env("SHMNET_LOG", "error")
+impl Servers for Net {
+    /// The emulated network's environment and `SHMNET_LOG=error`, which
+    /// makes the library's own error reports (a connection reset over
+    /// foreign bytes, say) show on stderr, which every test requires to
+    /// stay empty.
+    fn env_logged<'a>(&self, cmd: &'a mut Command) -> &'a mut Command {
+        self.env(cmd).env("SHMNET_LOG", "error")
     }
 
     /// Preloaded python running `src` with argv HOST PORT `extra`.
@@ -94,7 +80,7 @@ impl Net {
         let mut args = vec![host.as_str(), port.as_str()];
         args.extend_from_slice(extra);
         let mut cmd = py(src, &args);
-        self.env(&mut cmd);
+        self.env_logged(&mut cmd);
         cmd
     }
 
@@ -102,44 +88,9 @@ impl Net {
         format!("http://{}:{}/{file}", self.host, self.port)
     }
 
-    /// Live kernel TCP sockets on this test's address or port.
-    fn kernel_sockets(&self) -> Vec<String> {
-        let ours = |a: &SocketAddr| {
-            let ip = match a.ip() {
-                IpAddr::V4(v4) => Some(v4),
-                IpAddr::V6(v6) => v6.to_ipv4_mapped(),
-            };
-            a.port() == self.port || ip == Some(self.host)
-        };
-        kernel_tcp_sockets()
-            .into_iter()
-            .filter(|k| k.state != TIME_WAIT)
-            .filter(|k| ours(&k.local) || ours(&k.remote))
-            .map(|k| format!("state {:#04x} {} -> {}", k.state, k.local, k.remote))
-            .collect()
-    }
-
-    /// The proof that shared memory, not the kernel, carries this test's
-    /// connections: no kernel TCP socket for them, and a plain client is
-    /// refused at the virtual address.
-    fn assert_shm_only(&self, when: &str) {
-        let found = self.kernel_sockets();
-        assert!(
-            found.is_empty(),
-            "{when}: kernel TCP sockets exist for virtual {}:{} (SHMNET_FALLBACK=never: \
-             nothing may go through the kernel):\n{}",
-            self.host,
-            self.port,
-            found.join("\n")
-        );
-        let addr = SocketAddr::new(IpAddr::V4(self.host), self.port);
-        match TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
-            Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
-            Ok(_) => panic!(
-                "{when}: a plain (non-preloaded) client connected to {addr} through kernel TCP"
-            ),
-            Err(e) => panic!("{when}: plain connect to {addr}: want ECONNREFUSED, got {e}"),
-        }
+    /// `Net::assert_shm_only` on the test's own port.
+    fn assert_shm(&self, when: &str) {
+        self.assert_shm_only(self.port, when);
     }
 }
 
@@ -154,7 +105,7 @@ fn spawn(name: &str, cmd: &mut Command) -> Proc {
 }
 
 // ---------------------------------------------------------------------------
-// 1. nginx + curl + wrk
+// nginx + curl + wrk
 
 /// The nginx binary (/usr/sbin is not on every user's PATH).
 fn nginx_bin() -> PathBuf {
@@ -234,7 +185,7 @@ impl Nginx {
     /// Start it on `prefix` and wait until its pid file and 2 workers exist.
     fn start(net: &Net, prefix: &Path) -> Nginx {
         let mut cmd = preloaded(nginx_bin());
-        net.env(&mut cmd)
+        net.env_logged(&mut cmd)
             .arg("-p")
             .arg(format!("{}/", prefix.display()))
             .args(["-c", "nginx.conf", "-e", "stderr"])
@@ -355,7 +306,7 @@ fn parse_wrk(text: &str) -> Option<WrkResult> {
 
 #[test]
 fn nginx_serves_curl_and_wrk_over_shared_memory() {
-    let net = Net::new("srv-nginx", 1);
+    let net = Net::emulated("srv-nginx");
     let prefix = net.dir.join("nginx");
     let www = prefix.join("www");
     std::fs::create_dir_all(&www).unwrap();
@@ -393,7 +344,7 @@ fn nginx_serves_curl_and_wrk_over_shared_memory() {
             "nginx workers did not drop root: {workers:?}"
         );
     }
-    net.assert_shm_only("nginx listening");
+    net.assert_shm("nginx listening");
 
     // curl without the preload cannot reach the virtual address (exit 7).
     let plain = Command::new("curl")
@@ -418,7 +369,7 @@ fn nginx_serves_curl_and_wrk_over_shared_memory() {
 
     let curl = |args: &[&str]| {
         let mut cmd = preloaded("curl");
-        net.env(&mut cmd)
+        net.env_logged(&mut cmd)
             .args(["-sS", "--no-progress-meter", "--fail", "--max-time", "60"])
             .args(args);
         cmd
@@ -438,7 +389,7 @@ fn nginx_serves_curl_and_wrk_over_shared_memory() {
                     &mut curl(&["--limit-rate", "16M", "-o", o, &url]),
                 );
                 thread::sleep(Duration::from_millis(300));
-                net.assert_shm_only("during a 16 MiB download");
+                net.assert_shm("during a 16 MiB download");
                 slow.finish_clean();
             } else {
                 run_clean(&mut curl(&["-o", o, &url]));
@@ -475,7 +426,7 @@ fn nginx_serves_curl_and_wrk_over_shared_memory() {
 
     // wrk: 2 threads, 50 connections, 3 s.
     let mut wrk = preloaded("wrk");
-    net.env(&mut wrk).args([
+    net.env_logged(&mut wrk).args([
         "-t2",
         "-c50",
         "-d3s",
@@ -515,7 +466,7 @@ fn nginx_serves_curl_and_wrk_over_shared_memory() {
         out.stdout
     );
 
-    net.assert_shm_only("after wrk, nginx still up");
+    net.assert_shm("after wrk, nginx still up");
     let after = nginx.workers();
     let log = nginx.stop();
     assert_eq!(
@@ -531,13 +482,13 @@ fn nginx_serves_curl_and_wrk_over_shared_memory() {
 }
 
 // ---------------------------------------------------------------------------
-// 2, 3. Event-driven echo servers
+// Event-driven echo servers
 
 /// `server` (an echo server script) and 20 client connections from two
 /// processes, 50 frames of 1 B..64 KiB each, with 64 KiB rings so that the
 /// server's sends come up short and it has to wait for writability.
-fn echo_test(name: &str, n: u8, server: &str) {
-    let net = Net::new(name, n);
+fn echo_test(name: &str, server: &str) {
+    let net = Net::emulated(name);
     let ring = |cmd: &mut Command| {
         cmd.env("SHMNET_RING_BYTES", "64K");
     };
@@ -545,7 +496,7 @@ fn echo_test(name: &str, n: u8, server: &str) {
     ring(&mut cmd);
     let mut srv = spawn(name, &mut cmd);
     srv.expect("listening");
-    net.assert_shm_only("echo server listening");
+    net.assert_shm("echo server listening");
     let mut clients: Vec<Proc> = (0..2)
         .map(|k| {
             let seed = k.to_string();
@@ -555,7 +506,7 @@ fn echo_test(name: &str, n: u8, server: &str) {
         })
         .collect();
     thread::sleep(Duration::from_millis(300));
-    net.assert_shm_only("echo clients connected");
+    net.assert_shm("echo clients connected");
     for c in &mut clients {
         if let Some(problem) = c.finish_problem() {
             panic!("{problem}\n\n{}", srv.kill_and_describe());
@@ -589,22 +540,22 @@ fn echo_test(name: &str, n: u8, server: &str) {
 /// bytes buffered and EVENT_WRITE registered until they drain.
 #[test]
 fn epoll_level_triggered_echo_server_with_20_concurrent_clients() {
-    echo_test("srv-echo-lt", 2, ECHO_LT);
+    echo_test("srv-echo-lt", ECHO_LT);
 }
 
 /// select.epoll with EPOLLIN|EPOLLOUT|EPOLLET registered once; reads and
 /// writes until EAGAIN. A lost edge shows as the server's `stuck` line.
 #[test]
 fn epoll_edge_triggered_echo_server_with_20_concurrent_clients() {
-    echo_test("srv-echo-et", 3, ECHO_ET);
+    echo_test("srv-echo-et", ECHO_ET);
 }
 
 // ---------------------------------------------------------------------------
-// 4. Prefork
+// Prefork
 
 #[test]
 fn prefork_children_share_one_listener() {
-    let net = Net::new("srv-prefork", 4);
+    let net = Net::emulated("srv-prefork");
     let mut srv = spawn("prefork server", &mut net.script(PREFORK, &["2"]));
     srv.expect("listening");
     let kids: BTreeSet<String> = srv
@@ -614,7 +565,7 @@ fn prefork_children_share_one_listener() {
         .map(String::from)
         .collect();
     assert_eq!(kids.len(), 2, "{:?}", srv.seen);
-    net.assert_shm_only("prefork server listening");
+    net.assert_shm("prefork server listening");
     let mut cli = spawn(
         "prefork client",
         &mut net.script(PREFORK_CLIENT, &["40", "2"]),
@@ -680,7 +631,7 @@ fn prefork_children_share_one_listener() {
 }
 
 // ---------------------------------------------------------------------------
-// 5. Two writer threads, one connection
+// Two writer threads, one connection
 
 /// Two threads write 2000 frames each (1 B..4 KiB, each with one blocking
 /// send() loop) on one connection with 64 KiB rings; the receiver requires
@@ -691,7 +642,7 @@ fn prefork_children_share_one_listener() {
 /// threads' intact byte streams from damaged or lost bytes.
 #[test]
 fn one_connection_written_from_two_threads() {
-    let net = Net::new("srv-two-writers", 5);
+    let net = Net::emulated("srv-two-writers");
     let ring = |cmd: &mut Command| {
         cmd.env("SHMNET_RING_BYTES", "64K");
     };
@@ -699,12 +650,12 @@ fn one_connection_written_from_two_threads() {
     ring(&mut cmd);
     let mut rx = spawn("receiver", &mut cmd);
     rx.expect("listening");
-    net.assert_shm_only("receiver listening");
+    net.assert_shm("receiver listening");
     let mut cmd = net.script(TWO_WRITERS, &["send"]);
     ring(&mut cmd);
     let mut tx = spawn("two writer threads", &mut cmd);
     rx.expect("accepted");
-    net.assert_shm_only("two writers connected");
+    net.assert_shm("two writers connected");
     let (tx_status, tx_err) = tx.finish_status();
     let (rx_status, rx_err) = rx.finish_status();
     let short: Vec<String> = tx
@@ -747,7 +698,7 @@ fn one_connection_written_from_two_threads() {
 }
 
 // ---------------------------------------------------------------------------
-// 6. Two writer processes, one connection (after fork)
+// Two writer processes, one connection (after fork)
 
 /// Parent and child write 30000 small frames each on the connection they
 /// share after fork. Without the cross-process lock on each side of a ring,
@@ -755,7 +706,7 @@ fn one_connection_written_from_two_threads() {
 /// here: a frame lost or overwritten in 3 runs of 4).
 #[test]
 fn one_connection_written_from_two_processes_after_fork() {
-    let net = Net::new("srv-fork-writers", 6);
+    let net = Net::emulated("srv-fork-writers");
     let mut rx = spawn("receiver", &mut net.script(FORK_WRITERS, &["recv"]));
     rx.expect("listening");
     let mut tx = spawn(
