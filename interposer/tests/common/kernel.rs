@@ -29,9 +29,9 @@ impl KernelSocket {
     /// Whether either end is `ip` (an IPv4-mapped IPv6 address counts as
     /// its IPv4 address) on `port` (any port if None).
     pub fn has_end(&self, ip: Option<IpAddr>, port: Option<u16>) -> bool {
-        [self.local, self.remote].iter().any(|a| {
-            port.map_or(true, |p| a.port() == p) && ip.map_or(true, |ip| same_ip(a.ip(), ip))
-        })
+        [self.local, self.remote]
+            .iter()
+            .any(|a| port.is_none_or(|p| a.port() == p) && ip.is_none_or(|ip| same_ip(a.ip(), ip)))
     }
 }
 
