@@ -7,7 +7,7 @@ use super::*;
 use crate::platform::real::Action;
 use crate::platform::sys;
 use crate::sockets::registry;
-use crate::sockets::socket::{Options, Socket};
+use crate::sockets::socket::{Connection, Options, Socket};
 use core::ffi::{c_int, c_void};
 use libc::socklen_t;
 use std::os::fd::{AsFd, OwnedFd};
@@ -87,6 +87,9 @@ pub(crate) fn int(v: c_int) -> Vec<u8> {
     v.to_ne_bytes().to_vec()
 }
 
+/// An answer: the option's bytes and how a short buffer takes them.
+type Answer = Option<(Vec<u8>, Fit)>;
+
 pub(crate) fn getsockopt(
     fd: c_int,
     level: c_int,
@@ -105,113 +108,18 @@ pub(crate) fn getsockopt(
             crate::platform::real::getsockopt(tcp, level, name, value, len)
         });
     }
-    let family = sock.family();
     let opts = sock.options();
     let stream = match &*sock {
         Socket::Stream(c) => Some(c),
         Socket::Listener(_) | Socket::Bound(_) => None,
     };
     // Answers that need no replica.
-    match (level, name) {
-        (libc::SOL_SOCKET, libc::SO_TYPE) => {
-            return deliver(value, len, &int(libc::SOCK_STREAM), Fit::Truncate)
-        }
-        (libc::SOL_SOCKET, libc::SO_DOMAIN) => {
-            return deliver(value, len, &int(family), Fit::Truncate)
-        }
-        (libc::SOL_SOCKET, libc::SO_PROTOCOL) => {
-            return deliver(value, len, &int(libc::IPPROTO_TCP), Fit::Truncate)
-        }
-        (libc::SOL_SOCKET, libc::SO_ERROR) => {
-            let e = stream.map_or(0, |c| c.error.swap(0, Ordering::Relaxed));
-            return deliver(value, len, &int(e), Fit::Truncate);
-        }
-        (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => {
-            let listening = matches!(&*sock, Socket::Listener(_));
-            return deliver(value, len, &int(c_int::from(listening)), Fit::Truncate);
-        }
-        _ => {}
+    let answer = by_kind(&sock, level, name)
+        .or_else(|| stream.and_then(|c| by_connection(c, sock.family(), opts, level, name)));
+    if let Some((bytes, fit)) = answer {
+        return deliver(value, len, &bytes, fit);
     }
-    match (level, name) {
-        // What the kernel reads there for TCP is the local port (inet_num).
-        (libc::IPPROTO_IP, IP_PROTOCOL) => {
-            return deliver(
-                value,
-                len,
-                &int(c_int::from(sock.local().port())),
-                Fit::IpInt,
-            )
-        }
-        // A socket bound to an IPv6 address (not IPv4-mapped) is IPv6-only
-        // (an accepted one as its listener; a connector was not bound).
-        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY)
-            if family == libc::AF_INET6 && stream.is_none_or(|c| !c.progress().connector) =>
-        {
-            if let std::net::IpAddr::V6(ip) = sock.local().ip() {
-                if !ip.is_unspecified() && ip.to_ipv4_mapped().is_none() {
-                    return deliver(value, len, &int(1), Fit::Unsigned);
-                }
-            }
-        }
-        _ => {}
-    }
-    if let Some(c) = stream {
-        let acceptor = || !c.progress().connector;
-        match (level, name) {
-            (libc::IPPROTO_IPV6, libc::IPV6_ADDRFORM) if family == libc::AF_INET6 => {
-                return deliver(value, len, &int(libc::AF_INET6), Fit::Unsigned);
-            }
-            // An accepted socket takes these from the SYN that made it:
-            // its hop limit and the loopback interface.
-            (libc::IPPROTO_IP, libc::IP_MULTICAST_TTL)
-                if family == libc::AF_INET && opts.get(level, name).is_none() && acceptor() =>
-            {
-                return deliver(value, len, &int(64), Fit::IpInt);
-            }
-            (libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS)
-                if family == libc::AF_INET6 && opts.get(level, name).is_none() && acceptor() =>
-            {
-                return deliver(value, len, &int(64), Fit::Unsigned);
-            }
-            (libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF)
-                if family == libc::AF_INET6 && opts.get(level, name).is_none() && acceptor() =>
-            {
-                return deliver(value, len, &int(loopback_index()), Fit::Unsigned);
-            }
-            (libc::SOL_SOCKET, SO_PEERNAME) => {
-                let peer = crate::sockets::socket::as_family(c.peer, family == libc::AF_INET6)
-                    .unwrap_or(c.peer);
-                return deliver(value, len, &sys::socket_addr_bytes(peer), Fit::PeerName);
-            }
-            (libc::SOL_SOCKET, SO_INCOMING_CPU) if opts.get(level, name).is_none() => {
-                // The CPU that last handled the connection's traffic.
-                let cpu = rustix::thread::sched_getcpu() as c_int;
-                return deliver(value, len, &int(cpu), Fit::Truncate);
-            }
-            (libc::IPPROTO_IP, libc::IP_MTU) => {
-                return deliver(value, len, &int(path_mtu(Some(c.peer))), Fit::IpInt);
-            }
-            (libc::IPPROTO_IPV6, libc::IPV6_MTU) if family == libc::AF_INET6 => {
-                return deliver(value, len, &int(path_mtu(Some(c.peer))), Fit::Unsigned);
-            }
-            (libc::IPPROTO_IPV6, IPV6_PATHMTU) if family == libc::AF_INET6 => {
-                // struct ip6_mtuinfo: an empty sockaddr_in6, then the MTU.
-                let mut info = vec![0u8; 32];
-                info[28..].copy_from_slice(&(path_mtu(Some(c.peer)) as u32).to_ne_bytes());
-                return deliver(value, len, &info, Fit::Whole { unsigned: true });
-            }
-            (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
-                let mss = mss(c.peer, c.progress().connector);
-                let mss = match opts.get_int(level, name) {
-                    Some(user) if user > 0 => mss.min(user),
-                    _ => mss,
-                };
-                return deliver(value, len, &int(mss), Fit::Truncate);
-            }
-            _ => {}
-        }
-    }
-    let rep = replica(family, opts);
+    let rep = replica(sock.family(), opts);
     let Some(fresh) = rep.as_ref() else {
         if crate::platform::sandbox::active() {
             return match opts.get(level, name) {
@@ -221,75 +129,7 @@ pub(crate) fn getsockopt(
         }
         return Action::Fail(libc::ENOBUFS);
     };
-    let answer = match (level, name) {
-        (libc::SOL_SOCKET, SO_COOKIE) => {
-            // The kernel gives each socket one cookie: ours is the first
-            // replica's, kept (and never replayed).
-            let cookie = opts.get(level, name).unwrap_or_else(|| {
-                let mut c = [0u8; 8];
-                let _ = replica_bytes(&rep, level, name, &mut c);
-                opts.set(level, name, &c);
-                c.to_vec()
-            });
-            Some((cookie, Fit::Whole { unsigned: false }))
-        }
-        (libc::SOL_SOCKET, libc::SO_SNDBUF) if stream.is_some() => {
-            Some((int(sndbuf(&rep, opts)), Fit::Truncate))
-        }
-        (libc::SOL_SOCKET, SO_MEMINFO) if stream.is_some() => {
-            let mut mem = [0u8; 64];
-            replica_bytes(&rep, level, name, &mut mem).map(|n| {
-                let mut mem = mem[..n].to_vec();
-                if mem.len() >= 16 {
-                    mem[12..16].copy_from_slice(&(sndbuf(&rep, opts) as u32).to_ne_bytes());
-                }
-                (mem, Fit::Truncate)
-            })
-        }
-        (libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP)
-            if stream.is_some() && opts.get(level, name).is_none() =>
-        {
-            // The kernel's clamp for a connection: the window its receive
-            // buffer allows (half of it).
-            let rcvbuf = replica_int(&rep, libc::SOL_SOCKET, libc::SO_RCVBUF).unwrap_or(131072);
-            Some((int(rcvbuf / 2), Fit::Truncate))
-        }
-        (libc::IPPROTO_TCP, TCP_CC_INFO) if stream.is_some() => {
-            let mut cc = [0u8; 64];
-            replica_bytes(&rep, level, name, &mut cc).map(|n| {
-                let mut cc = cc[..n].to_vec();
-                let mut algo = [0u8; 16];
-                let bbr = replica_bytes(&rep, level, libc::TCP_CONGESTION, &mut algo)
-                    .is_some_and(|k| algo[..k].starts_with(b"bbr\0"));
-                if bbr && cc.len() == 20 {
-                    // struct tcp_bbr_info: bw (2 words), min_rtt, pacing
-                    // and cwnd gains (1.0 in 8.8 fixed point once the
-                    // connector's BBR ran its first round).
-                    let connector = stream.is_some_and(|c| c.progress().connector);
-                    let gain = if connector { 256 } else { 0 };
-                    put_u32(&mut cc, 8, RTT_US);
-                    put_u32(&mut cc, 12, gain);
-                    put_u32(&mut cc, 16, gain);
-                }
-                (cc, Fit::Truncate)
-            })
-        }
-        (libc::IPPROTO_TCP, libc::TCP_INFO) => match &*sock {
-            Socket::Bound(_) => None,
-            Socket::Listener(_) => {
-                let mut base = [0u8; 512];
-                replica_bytes(&rep, level, name, &mut base)
-                    .map(|n| (listener_info(&base[..n]), Fit::Truncate))
-            }
-            Socket::Stream(c) => {
-                let mut base = [0u8; 512];
-                replica_bytes(&rep, level, name, &mut base)
-                    .map(|n| (stream_info(&base[..n], c), Fit::Truncate))
-            }
-        },
-        _ => None,
-    };
-    if let Some((bytes, fit)) = answer {
+    if let Some((bytes, fit)) = by_replica(&sock, &rep, level, name) {
         return deliver(value, len, &bytes, fit);
     }
     #[allow(unsafe_code)]
@@ -301,6 +141,181 @@ pub(crate) fn getsockopt(
         pktinfo(&sock, value, len);
     }
     Action::Done(0)
+}
+
+/// What any emulated socket answers from its kind, family and name.
+fn by_kind(sock: &Socket, level: c_int, name: c_int) -> Answer {
+    let family = sock.family();
+    let connector = match sock {
+        Socket::Stream(c) => c.progress().connector,
+        Socket::Listener(_) | Socket::Bound(_) => false,
+    };
+    let answer = match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_TYPE) => (int(libc::SOCK_STREAM), Fit::Truncate),
+        (libc::SOL_SOCKET, libc::SO_DOMAIN) => (int(family), Fit::Truncate),
+        (libc::SOL_SOCKET, libc::SO_PROTOCOL) => (int(libc::IPPROTO_TCP), Fit::Truncate),
+        (libc::SOL_SOCKET, libc::SO_ERROR) => {
+            let e = match sock {
+                Socket::Stream(c) => c.error.swap(0, Ordering::Relaxed),
+                Socket::Listener(_) | Socket::Bound(_) => 0,
+            };
+            (int(e), Fit::Truncate)
+        }
+        (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => {
+            let listening = matches!(sock, Socket::Listener(_));
+            (int(c_int::from(listening)), Fit::Truncate)
+        }
+        // What the kernel reads there for TCP is the local port (inet_num).
+        (libc::IPPROTO_IP, IP_PROTOCOL) => (int(c_int::from(sock.local().port())), Fit::IpInt),
+        // A socket bound to an IPv6 address (not IPv4-mapped) is IPv6-only
+        // (an accepted one as its listener; a connector was not bound).
+        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) if family == libc::AF_INET6 && !connector => {
+            match sock.local().ip() {
+                std::net::IpAddr::V6(ip)
+                    if !ip.is_unspecified() && ip.to_ipv4_mapped().is_none() =>
+                {
+                    (int(1), Fit::Unsigned)
+                }
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some(answer)
+}
+
+/// What a connection answers from its own state (its peer, its role).
+fn by_connection(
+    c: &Connection,
+    family: c_int,
+    opts: &Options,
+    level: c_int,
+    name: c_int,
+) -> Answer {
+    let acceptor = !c.progress().connector;
+    let unset = opts.get(level, name).is_none();
+    let v6 = family == libc::AF_INET6;
+    let answer = match (level, name) {
+        (libc::IPPROTO_IPV6, libc::IPV6_ADDRFORM) if v6 => (int(libc::AF_INET6), Fit::Unsigned),
+        // An accepted socket takes these from the SYN that made it:
+        // its hop limit and the loopback interface.
+        (libc::IPPROTO_IP, libc::IP_MULTICAST_TTL) if !v6 && unset && acceptor => {
+            (int(64), Fit::IpInt)
+        }
+        (libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS) if v6 && unset && acceptor => {
+            (int(64), Fit::Unsigned)
+        }
+        (libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF) if v6 && unset && acceptor => {
+            (int(loopback_index()), Fit::Unsigned)
+        }
+        (libc::SOL_SOCKET, SO_PEERNAME) => {
+            let peer = crate::sockets::socket::as_family(c.peer, v6).unwrap_or(c.peer);
+            (sys::socket_addr_bytes(peer), Fit::PeerName)
+        }
+        (libc::SOL_SOCKET, SO_INCOMING_CPU) if unset => {
+            // The CPU that last handled the connection's traffic.
+            (int(rustix::thread::sched_getcpu() as c_int), Fit::Truncate)
+        }
+        (libc::IPPROTO_IP, libc::IP_MTU) => (int(path_mtu(Some(c.peer))), Fit::IpInt),
+        (libc::IPPROTO_IPV6, libc::IPV6_MTU) if v6 => (int(path_mtu(Some(c.peer))), Fit::Unsigned),
+        (libc::IPPROTO_IPV6, IPV6_PATHMTU) if v6 => {
+            // struct ip6_mtuinfo: an empty sockaddr_in6, then the MTU.
+            let mut info = vec![0u8; 32];
+            info[28..].copy_from_slice(&(path_mtu(Some(c.peer)) as u32).to_ne_bytes());
+            (info, Fit::Whole { unsigned: true })
+        }
+        (libc::IPPROTO_TCP, libc::TCP_MAXSEG) => {
+            let mss = mss(c.peer, c.progress().connector);
+            let mss = match opts.get_int(level, name) {
+                Some(user) if user > 0 => mss.min(user),
+                _ => mss,
+            };
+            (int(mss), Fit::Truncate)
+        }
+        _ => return None,
+    };
+    Some(answer)
+}
+
+/// What the replica's answer becomes for this socket (its cookie, a
+/// connection's buffers and TCP state).
+fn by_replica(sock: &Socket, rep: &Option<OwnedFd>, level: c_int, name: c_int) -> Answer {
+    let opts = sock.options();
+    let stream = match sock {
+        Socket::Stream(c) => Some(c),
+        Socket::Listener(_) | Socket::Bound(_) => None,
+    };
+    match (level, name) {
+        (libc::SOL_SOCKET, SO_COOKIE) => {
+            // The kernel gives each socket one cookie: ours is the first
+            // replica's, kept (and never replayed).
+            let cookie = opts.get(level, name).unwrap_or_else(|| {
+                let mut c = [0u8; 8];
+                let _ = replica_bytes(rep, level, name, &mut c);
+                opts.set(level, name, &c);
+                c.to_vec()
+            });
+            Some((cookie, Fit::Whole { unsigned: false }))
+        }
+        (libc::SOL_SOCKET, libc::SO_SNDBUF) if stream.is_some() => {
+            Some((int(sndbuf(rep, opts)), Fit::Truncate))
+        }
+        (libc::SOL_SOCKET, SO_MEMINFO) if stream.is_some() => {
+            let mut mem = [0u8; 64];
+            replica_bytes(rep, level, name, &mut mem).map(|n| {
+                let mut mem = mem[..n].to_vec();
+                if mem.len() >= 16 {
+                    mem[12..16].copy_from_slice(&(sndbuf(rep, opts) as u32).to_ne_bytes());
+                }
+                (mem, Fit::Truncate)
+            })
+        }
+        (libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP)
+            if stream.is_some() && opts.get(level, name).is_none() =>
+        {
+            // The kernel's clamp for a connection: the window its receive
+            // buffer allows (half of it).
+            let rcvbuf = replica_int(rep, libc::SOL_SOCKET, libc::SO_RCVBUF).unwrap_or(131072);
+            Some((int(rcvbuf / 2), Fit::Truncate))
+        }
+        (libc::IPPROTO_TCP, TCP_CC_INFO) if stream.is_some() => {
+            let connector = stream.is_some_and(|c| c.progress().connector);
+            cc_info(rep, level, name, connector)
+        }
+        (libc::IPPROTO_TCP, libc::TCP_INFO) => {
+            let mut base = [0u8; 512];
+            match sock {
+                Socket::Bound(_) => None,
+                Socket::Listener(_) => replica_bytes(rep, level, name, &mut base)
+                    .map(|n| (listener_info(&base[..n]), Fit::Truncate)),
+                Socket::Stream(c) => replica_bytes(rep, level, name, &mut base)
+                    .map(|n| (stream_info(&base[..n], c), Fit::Truncate)),
+            }
+        }
+        _ => None,
+    }
+}
+
+/// TCP_CC_INFO as the replica's, with BBR's round-trip and gains as a
+/// loopback connection's.
+fn cc_info(rep: &Option<OwnedFd>, level: c_int, name: c_int, connector: bool) -> Answer {
+    let mut cc = [0u8; 64];
+    replica_bytes(rep, level, name, &mut cc).map(|n| {
+        let mut cc = cc[..n].to_vec();
+        let mut algo = [0u8; 16];
+        let bbr = replica_bytes(rep, level, libc::TCP_CONGESTION, &mut algo)
+            .is_some_and(|k| algo[..k].starts_with(b"bbr\0"));
+        if bbr && cc.len() == 20 {
+            // struct tcp_bbr_info: bw (2 words), min_rtt, pacing
+            // and cwnd gains (1.0 in 8.8 fixed point once the
+            // connector's BBR ran its first round).
+            let gain = if connector { 256 } else { 0 };
+            put_u32(&mut cc, 8, RTT_US);
+            put_u32(&mut cc, 12, gain);
+            put_u32(&mut cc, 16, gain);
+        }
+        (cc, Fit::Truncate)
+    })
 }
 
 /// IP_PKTOPTIONS as the replica wrote it into the caller's buffer: with
