@@ -92,29 +92,8 @@ pub(crate) fn setsockopt(
     #[allow(unsafe_code)]
     // SAFETY: setsockopt(2) requires `value` valid for `len` bytes of reads.
     let bytes = unsafe { sys::in_buf(value, n) };
-    let stream = matches!(&*sock, Socket::Stream(_));
-    match (level, name) {
-        // Common flags: the kernel takes any int.
-        (libc::SOL_SOCKET, libc::SO_KEEPALIVE | libc::SO_REUSEADDR | libc::SO_REUSEPORT)
-        | (libc::IPPROTO_TCP, libc::TCP_NODELAY | libc::TCP_CORK) => {
-            if bytes.len() < 4 {
-                return Action::Fail(libc::EINVAL);
-            }
-            sock.options().set(level, name, bytes);
-            return Action::Done(0);
-        }
-        // Only before bind (inet_num set): ours are all bound.
-        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) if sock.family() == libc::AF_INET6 => {
-            return Action::Fail(libc::EINVAL);
-        }
-        // Only on a closed or listening socket.
-        (libc::IPPROTO_TCP, libc::TCP_FASTOPEN) if stream => {
-            return Action::Fail(libc::EINVAL);
-        }
-        // No upper-layer protocol (kernel TLS) over shared memory: as a
-        // kernel without the module.
-        (libc::IPPROTO_TCP, TCP_ULP) if stream => return Action::Fail(libc::ENOENT),
-        _ => {}
+    if let Some(done) = set_without_replica(&sock, level, name, bytes) {
+        return done;
     }
     let Some(rep) = replica(sock.family(), sock.options()) else {
         if crate::platform::sandbox::active() && n == len as usize {
@@ -149,6 +128,38 @@ pub(crate) fn setsockopt(
     }
     sock.options().set(level, name, bytes);
     Action::Done(0)
+}
+
+/// The options decided without asking a replica: the common flags (the
+/// kernel takes any int) and those the socket's state refuses.
+fn set_without_replica(
+    sock: &Socket,
+    level: c_int,
+    name: c_int,
+    bytes: &[u8],
+) -> Option<Action<c_int>> {
+    let stream = matches!(sock, Socket::Stream(_));
+    Some(match (level, name) {
+        // Common flags: the kernel takes any int.
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE | libc::SO_REUSEADDR | libc::SO_REUSEPORT)
+        | (libc::IPPROTO_TCP, libc::TCP_NODELAY | libc::TCP_CORK) => {
+            if bytes.len() < 4 {
+                return Some(Action::Fail(libc::EINVAL));
+            }
+            sock.options().set(level, name, bytes);
+            Action::Done(0)
+        }
+        // Only before bind (inet_num set): ours are all bound.
+        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) if sock.family() == libc::AF_INET6 => {
+            Action::Fail(libc::EINVAL)
+        }
+        // Only on a closed or listening socket.
+        (libc::IPPROTO_TCP, libc::TCP_FASTOPEN) if stream => Action::Fail(libc::EINVAL),
+        // No upper-layer protocol (kernel TLS) over shared memory: as a
+        // kernel without the module.
+        (libc::IPPROTO_TCP, TCP_ULP) if stream => Action::Fail(libc::ENOENT),
+        _ => return None,
+    })
 }
 
 /// `fcntl` and `fcntl64`. F_DUPFD/F_DUPFD_CLOEXEC of an fd of ours share

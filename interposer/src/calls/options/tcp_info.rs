@@ -83,6 +83,33 @@ pub(crate) fn listener_info(fresh: &[u8]) -> Vec<u8> {
 /// not timed, so a typical loopback value.
 pub(crate) const RTT_US: u32 = 25;
 
+/// tcpi_snd_wscale | tcpi_rcv_wscale << 4: the scale this kernel's largest
+/// receive buffer needs, ours limited by a window clamp set before the
+/// handshake (an accepted socket's, from its listener); the peer's taken
+/// as the default.
+fn wscale(c: &crate::sockets::socket::Connection, connector: bool) -> u8 {
+    let rmem_max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem")
+        .ok()
+        .and_then(|t| t.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .unwrap_or(6 << 20);
+    let core_max = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+        .ok()
+        .and_then(|t| t.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    let scale = |space: u64| {
+        (63 - space.max(1).leading_zeros())
+            .saturating_sub(15)
+            .min(14) as u8
+    };
+    let space = rmem_max.max(core_max);
+    let clamp = c
+        .opts
+        .get_int(libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP)
+        .filter(|&v| v > 0 && !connector)
+        .map_or(u64::MAX, |v| v as u64);
+    scale(space) | (scale(space.min(clamp)) << 4)
+}
+
 /// TCP_INFO of a connection: a fresh kernel socket's (its size, this
 /// kernel's defaults) with what an established loopback connection with
 /// nothing lost has — window scaling, timestamps and SACK, loopback's MSS
@@ -103,29 +130,7 @@ pub(crate) fn stream_info(fresh: &[u8], c: &crate::sockets::socket::Connection) 
         (true, true) => 7,   // CLOSE (after TIME_WAIT or LAST_ACK)
     };
     info[ti::OPTIONS] = 7; // timestamps, SACK, window scaling
-    let rmem_max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem")
-        .ok()
-        .and_then(|t| t.split_whitespace().nth(2)?.parse::<u64>().ok())
-        .unwrap_or(6 << 20);
-    let core_max = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
-        .ok()
-        .and_then(|t| t.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    let scale = |space: u64| {
-        (63 - space.max(1).leading_zeros())
-            .saturating_sub(15)
-            .min(14) as u8
-    };
-    let space = rmem_max.max(core_max);
-    // Ours is limited by a window clamp set before the handshake (an
-    // accepted socket's, from its listener); the peer's taken as the
-    // default.
-    let clamp = c
-        .opts
-        .get_int(libc::IPPROTO_TCP, libc::TCP_WINDOW_CLAMP)
-        .filter(|&v| v > 0 && !p.connector)
-        .map_or(u64::MAX, |v| v as u64);
-    info[ti::WSCALE] = scale(space) | (scale(space.min(clamp)) << 4);
+    info[ti::WSCALE] = wscale(c, p.connector);
     let adv = adv_mss(c.peer);
     let snd_mss = mss(c.peer, p.connector) as u32;
     let sent = p.sent;
