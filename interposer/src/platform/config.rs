@@ -85,6 +85,37 @@ fn invalid(var: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+fn parse_fallback(v: &str) -> Result<Fallback, ConfigError> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "tcp" => Ok(Fallback::Tcp),
+        "never" => Ok(Fallback::Never),
+        _ => Err(invalid(
+            "SHMNET_FALLBACK",
+            format!("{v:?} is neither \"tcp\" nor \"never\""),
+        )),
+    }
+}
+
+fn absolute_dir(dir: PathBuf) -> Result<PathBuf, ConfigError> {
+    if dir.is_absolute() {
+        Ok(dir)
+    } else {
+        Err(invalid(
+            "SHMNET_DIR",
+            format!("{:?} is not an absolute path", dir),
+        ))
+    }
+}
+
+fn parse_spin_us(v: &str) -> Result<u32, ConfigError> {
+    v.trim().parse::<u32>().map_err(|e| {
+        invalid(
+            "SHMNET_SPIN_US",
+            format!("{v:?} is not a whole number of microseconds: {e}"),
+        )
+    })
+}
+
 impl Config {
     /// Build from a variable lookup (the environment, or a test's map).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<OsString>) -> Result<Config, ConfigError> {
@@ -110,28 +141,10 @@ impl Config {
 
         let fallback = match text("SHMNET_FALLBACK")? {
             None => Fallback::Tcp,
-            Some(v) => match v.trim().to_ascii_lowercase().as_str() {
-                "tcp" => Fallback::Tcp,
-                "never" => Fallback::Never,
-                _ => {
-                    return Err(invalid(
-                        "SHMNET_FALLBACK",
-                        format!("{v:?} is neither \"tcp\" nor \"never\""),
-                    ))
-                }
-            },
+            Some(v) => parse_fallback(&v)?,
         };
 
-        let dir = match path("SHMNET_DIR") {
-            Some(dir) if dir.is_absolute() => Some(dir),
-            Some(dir) => {
-                return Err(invalid(
-                    "SHMNET_DIR",
-                    format!("{:?} is not an absolute path", dir),
-                ))
-            }
-            None => None,
-        };
+        let dir = path("SHMNET_DIR").map(absolute_dir).transpose()?;
         let runtime_dir = path("XDG_RUNTIME_DIR").filter(|d| d.is_absolute());
 
         let allow = match text("SHMNET_ALLOW")? {
@@ -148,14 +161,8 @@ impl Config {
 
         let spin_us = match text("SHMNET_SPIN_US")? {
             None => DEFAULT_SPIN_US,
-            Some(v) => v.trim().parse::<u32>().map_err(|e| {
-                invalid(
-                    "SHMNET_SPIN_US",
-                    format!("{v:?} is not a whole number of microseconds: {e}"),
-                )
-            })?,
+            Some(v) => parse_spin_us(&v)?,
         };
-
         let log_level = match text("SHMNET_LOG")? {
             None => None,
             Some(v) => Level::parse(&v).map_err(|()| {
