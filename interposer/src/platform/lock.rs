@@ -57,7 +57,8 @@ impl Backoff {
             }
             self.step += 1;
         } else {
-            std::thread::yield_now();
+            // Not sched_yield itself: a seccomp sandbox may refuse it.
+            crate::platform::sandbox::yield_cpu();
         }
     }
 }

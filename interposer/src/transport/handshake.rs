@@ -305,7 +305,7 @@ pub(crate) fn recv_verdict(
             return Ok(None);
         }
         if waited < spin {
-            std::thread::yield_now();
+            crate::platform::sandbox::yield_cpu();
             continue;
         }
         match wait_readable(sock, Some(patience - waited)) {
