@@ -33,7 +33,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    drain, kill_group, preloaded, py, reap_group, run, run_clean, Background as Proc, Net,
+    children_of, drain, kill_group, nginx_bin, preloaded, py, reap_group, run, run_clean,
+    Background as Proc, Net,
 };
 
 /// Deadline for an expected line, or for a helper to finish.
@@ -106,45 +107,6 @@ fn spawn(name: &str, cmd: &mut Command) -> Proc {
 
 // ---------------------------------------------------------------------------
 // nginx + curl + wrk
-
-/// The nginx binary (/usr/sbin is not on every user's PATH).
-fn nginx_bin() -> PathBuf {
-    let on_path = Command::new("sh")
-        .args(["-c", "command -v nginx"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    on_path
-        .into_iter()
-        .chain(["/usr/sbin/nginx", "/usr/local/sbin/nginx"].map(PathBuf::from))
-        .find(|p| p.is_file())
-        .expect("nginx is not installed: scripts/install-deps.sh installs it")
-}
-
-fn proc_status_field(pid: u32, field: &str) -> Option<String> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = text.lines().find(|l| l.starts_with(field))?;
-    Some(line[field.len()..].trim().to_string())
-}
-
-/// Children of `parent` (from /proc/PID/status PPid), with their real uid.
-fn children_of(parent: u32) -> Vec<(u32, u32)> {
-    let mut kids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        if proc_status_field(pid, "PPid:").and_then(|p| p.parse().ok()) == Some(parent) {
-            let uid = proc_status_field(pid, "Uid:")
-                .and_then(|u| u.split_whitespace().next()?.parse().ok())
-                .unwrap_or(u32::MAX);
-            kids.push((pid, uid));
-        }
-    }
-    kids.sort_unstable();
-    kids
-}
 
 /// Whether every directory from / down to `dir` lets others through (the
 /// workers of an nginx started as root run as `nobody`).

@@ -38,8 +38,8 @@ use common::host::{
 };
 use common::kernel::{KernelWatch, Scope};
 use common::{
-    build_c, drain, emulated_script, kernel_tcp_sockets, preloaded, py, python, run, tmpdir,
-    wait_deadline, Background, KernelSocket, PRELUDE,
+    build_c, children_of, drain, emulated_script, kernel_tcp_sockets, nginx_bin, preloaded, py,
+    python, run, tmpdir, wait_deadline, Background, KernelSocket, PRELUDE,
 };
 
 const NET: &str = include_str!("helpers/py/iso_net.py");
@@ -951,36 +951,6 @@ print(a, roundtrip(), flush=True)
         (2, 2),
         "counters {s:?}"
     );
-}
-
-fn nginx_bin() -> PathBuf {
-    ["/usr/sbin/nginx", "/usr/local/sbin/nginx"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .expect("nginx is not installed: scripts/install-deps.sh installs it")
-}
-
-/// (pid, real uid) of the children of `parent`.
-fn children_of(parent: u32) -> Vec<(u32, u32)> {
-    let field = |pid: u32, name: &str| -> Option<String> {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-        let line = text.lines().find(|l| l.starts_with(name))?;
-        Some(line[name.len()..].trim().to_string())
-    };
-    let mut kids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
-            continue;
-        };
-        if field(pid, "PPid:").and_then(|p| p.parse().ok()) == Some(parent) {
-            let uid = field(pid, "Uid:")
-                .and_then(|u| u.split_whitespace().next()?.parse().ok())
-                .unwrap_or(u32::MAX);
-            kids.push((pid, uid));
-        }
-    }
-    kids
 }
 
 /// Defect 3 with nginx: a master started as root with `user U;` workers,
