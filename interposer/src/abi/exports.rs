@@ -28,6 +28,7 @@ use libc::{
     iovec, mode_t, msghdr, off_t, pid_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t, FILE,
 };
 
+use super::decode;
 use crate::calls::{descriptor, endpoint, epoll, options, process, sandbox, stream};
 use crate::platform::real::{self, Action, CRet};
 use crate::platform::{fdtable, guard, sys};

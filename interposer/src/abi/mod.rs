@@ -2,4 +2,5 @@
 //! symbol list (`platform::symbols`), each running `dispatch`, and the
 //! exec trampolines.
 
+pub(crate) mod decode;
 pub(crate) mod exports;

@@ -2,45 +2,34 @@
 //! fortified variants included, goes through `recv`/`send` here.
 #![deny(unsafe_code)]
 
-use core::ffi::{c_int, c_void};
+use core::ffi::c_int;
 use std::io::{IoSlice, IoSliceMut};
 
-use libc::{iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{size_t, ssize_t};
 use rustix::io::Errno;
 
 use crate::platform::fdtable;
 use crate::platform::real::Action;
-use crate::platform::sys;
+use crate::platform::sys::{
+    self, FileOffset, InBuf, InIovecs, InMsg, OutBuf, OutIovecs, OutLen, OutMsg,
+};
 use crate::sockets::registry;
 use crate::sockets::socket::{Connection, FastSend, Socket};
 
-fn iov_count(cnt: c_int) -> Result<usize, Errno> {
-    usize::try_from(cnt)
-        .ok()
-        .filter(|&n| n <= libc::UIO_MAXIOV as usize)
-        .ok_or(Errno::INVAL)
-}
-
 /// The shared body of the single-buffer receive calls.
-fn recv_buf(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> Action<ssize_t> {
+fn recv_buf(fd: c_int, buf: OutBuf<'_>, flags: c_int) -> Action<ssize_t> {
     if !fdtable::is_owned(fd) {
         return Action::Pass; // the pass-through fast path: one atomic load
     }
-    #[allow(unsafe_code)]
-    // SAFETY: read(2)/recv(2) require `buf` valid for `len` bytes of writes.
-    let b = unsafe { sys::out_buf(buf, len) };
-    recv_slices(fd, flags, &mut [IoSliceMut::new(b)])
+    recv_slices(fd, flags, &mut [IoSliceMut::new(buf.bytes())])
 }
 
 /// The shared body of the single-buffer send calls.
-fn send_buf(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> Action<ssize_t> {
+fn send_buf(fd: c_int, buf: InBuf<'_>, flags: c_int) -> Action<ssize_t> {
     if !fdtable::is_owned(fd) {
         return Action::Pass;
     }
-    #[allow(unsafe_code)]
-    // SAFETY: write(2)/send(2) require `buf` valid for `len` bytes of reads.
-    let b = unsafe { sys::in_buf(buf, len) };
-    send_slices(fd, flags, &[IoSlice::new(b)])
+    send_slices(fd, flags, &[IoSlice::new(buf.bytes())])
 }
 
 fn send_slices(fd: c_int, flags: c_int, bufs: &[IoSlice<'_>]) -> Action<ssize_t> {
@@ -91,122 +80,99 @@ fn recv_slices(fd: c_int, flags: c_int, bufs: &mut [IoSliceMut<'_>]) -> Action<s
     }
 }
 
-pub(crate) fn read(fd: c_int, buf: *mut c_void, count: size_t) -> Action<ssize_t> {
-    recv_buf(fd, buf, count, 0)
+pub(crate) fn read(fd: c_int, buf: OutBuf<'_>) -> Action<ssize_t> {
+    recv_buf(fd, buf, 0)
 }
 
-pub(crate) fn write(fd: c_int, buf: *const c_void, count: size_t) -> Action<ssize_t> {
-    send_buf(fd, buf, count, 0)
+pub(crate) fn write(fd: c_int, buf: InBuf<'_>) -> Action<ssize_t> {
+    send_buf(fd, buf, 0)
 }
 
-pub(crate) fn send(fd: c_int, buf: *const c_void, n: size_t, flags: c_int) -> Action<ssize_t> {
-    send_buf(fd, buf, n, flags)
+/// send, and sendto: on a connected TCP socket the destination address is
+/// ignored.
+pub(crate) fn send(fd: c_int, buf: InBuf<'_>, flags: c_int) -> Action<ssize_t> {
+    send_buf(fd, buf, flags)
 }
 
-pub(crate) fn recv(fd: c_int, buf: *mut c_void, n: size_t, flags: c_int) -> Action<ssize_t> {
-    recv_buf(fd, buf, n, flags)
-}
-
-/// On a connected TCP socket the destination address is ignored.
-pub(crate) fn sendto(
-    fd: c_int,
-    buf: *const c_void,
-    len: size_t,
-    flags: c_int,
-    _addr: *const sockaddr,
-    _addrlen: socklen_t,
-) -> Action<ssize_t> {
-    send_buf(fd, buf, len, flags)
+pub(crate) fn recv(fd: c_int, buf: OutBuf<'_>, flags: c_int) -> Action<ssize_t> {
+    recv_buf(fd, buf, flags)
 }
 
 /// TCP reports no source address: `*addrlen` becomes 0.
 pub(crate) fn recvfrom(
     fd: c_int,
-    buf: *mut c_void,
-    len: size_t,
+    buf: OutBuf<'_>,
     flags: c_int,
-    _addr: *mut sockaddr,
-    addrlen: *mut socklen_t,
+    addrlen: OutLen<'_>,
 ) -> Action<ssize_t> {
-    let r = recv_buf(fd, buf, len, flags);
+    let r = recv_buf(fd, buf, flags);
     if matches!(r, Action::Done(_)) {
-        #[allow(unsafe_code)]
-        // SAFETY: recvfrom(2) requires `addrlen` null or valid.
-        unsafe {
-            sys::clear_len(addrlen)
-        };
+        addrlen.clear();
     }
     r
 }
 
-pub(crate) fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> Action<ssize_t> {
-    if !fdtable::is_owned(fd) {
-        return Action::Pass;
-    }
-    let n = match iov_count(iovcnt) {
-        Ok(n) => n,
-        Err(e) => return Action::Fail(e.raw_os_error()),
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: readv(2) requires `iovcnt` valid iovecs with writable buffers.
-    let bufs = unsafe { sys::out_iovecs(iov, n) };
-    recv_slices(fd, 0, bufs)
+fn iov_count(cnt: c_int) -> Result<usize, Errno> {
+    usize::try_from(cnt)
+        .ok()
+        .filter(|&n| n <= libc::UIO_MAXIOV as usize)
+        .ok_or(Errno::INVAL)
 }
 
-pub(crate) fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> Action<ssize_t> {
+/// readv: `iovcnt` as the caller gave it (checked here, as the kernel
+/// does: EINVAL outside 0..=UIO_MAXIOV).
+pub(crate) fn readv(fd: c_int, iov: OutIovecs<'_>, iovcnt: c_int) -> Action<ssize_t> {
     if !fdtable::is_owned(fd) {
         return Action::Pass;
     }
-    let n = match iov_count(iovcnt) {
-        Ok(n) => n,
-        Err(e) => return Action::Fail(e.raw_os_error()),
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: writev(2) requires `iovcnt` valid iovecs with readable buffers.
-    let bufs = unsafe { sys::in_iovecs(iov, n) };
-    send_slices(fd, 0, bufs)
+    if let Err(e) = iov_count(iovcnt) {
+        return Action::Fail(e.raw_os_error());
+    }
+    match iov.slices() {
+        Some(bufs) => recv_slices(fd, 0, bufs),
+        None => Action::Fail(libc::EINVAL),
+    }
 }
 
-pub(crate) fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Action<ssize_t> {
+pub(crate) fn writev(fd: c_int, iov: InIovecs<'_>, iovcnt: c_int) -> Action<ssize_t> {
     if !fdtable::is_owned(fd) {
         return Action::Pass;
     }
-    #[allow(unsafe_code)]
-    // SAFETY: sendmsg(2) requires a valid msghdr.
-    let Some((iov, cnt)) = (unsafe { sys::msg_iov_in(msg) }) else {
+    if let Err(e) = iov_count(iovcnt) {
+        return Action::Fail(e.raw_os_error());
+    }
+    match iov.slices() {
+        Some(bufs) => send_slices(fd, 0, bufs),
+        None => Action::Fail(libc::EINVAL),
+    }
+}
+
+pub(crate) fn sendmsg(fd: c_int, msg: InMsg<'_>, flags: c_int) -> Action<ssize_t> {
+    if !fdtable::is_owned(fd) {
+        return Action::Pass;
+    }
+    let Some(iov) = msg.iovecs() else {
         return Action::Fail(libc::EFAULT);
     };
-    if cnt > libc::UIO_MAXIOV as usize {
-        return Action::Fail(libc::EMSGSIZE);
+    match iov.slices() {
+        Some(bufs) => send_slices(fd, flags, bufs),
+        None => Action::Fail(libc::EMSGSIZE),
     }
-    #[allow(unsafe_code)]
-    // SAFETY: the msghdr's iovecs, valid as sendmsg(2) requires.
-    let bufs = unsafe { sys::in_iovecs(iov, cnt) };
-    send_slices(fd, flags, bufs)
 }
 
-pub(crate) fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> Action<ssize_t> {
+pub(crate) fn recvmsg(fd: c_int, msg: OutMsg<'_>, flags: c_int) -> Action<ssize_t> {
     if !fdtable::is_owned(fd) {
         return Action::Pass;
     }
-    #[allow(unsafe_code)]
-    // SAFETY: recvmsg(2) requires a valid msghdr.
-    let Some((iov, cnt)) = (unsafe { sys::msg_parts(msg) }) else {
+    let Some(iov) = msg.iovecs() else {
         return Action::Fail(libc::EFAULT);
     };
-    if cnt > libc::UIO_MAXIOV as usize {
+    let Some(bufs) = iov.slices() else {
         return Action::Fail(libc::EMSGSIZE);
-    }
-    #[allow(unsafe_code)]
-    // SAFETY: the msghdr's iovecs, valid as recvmsg(2) requires.
-    let bufs = unsafe { sys::out_iovecs(iov, cnt) };
+    };
     let r = recv_slices(fd, flags, bufs);
     if matches!(r, Action::Done(_)) {
-        #[allow(unsafe_code)]
-        // SAFETY: as above.
-        unsafe {
-            sys::msg_clear_out(msg)
-        };
+        msg.clear_out();
     }
     r
 }
@@ -215,16 +181,16 @@ pub(crate) fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> Action<ssize
 // detected") when `nbytes > buflen`, before any I/O; passing such a call
 // through to the real `__read_chk` keeps that abort for our fds too.
 
-pub(crate) fn read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> Action<ssize_t> {
+pub(crate) fn read_chk(fd: c_int, buf: OutBuf<'_>, n: size_t, buflen: size_t) -> Action<ssize_t> {
     if n > buflen {
         return Action::Pass;
     }
-    recv_buf(fd, buf, n, 0)
+    recv_buf(fd, buf, 0)
 }
 
 pub(crate) fn recv_chk(
     fd: c_int,
-    buf: *mut c_void,
+    buf: OutBuf<'_>,
     len: size_t,
     buflen: size_t,
     flags: c_int,
@@ -232,22 +198,21 @@ pub(crate) fn recv_chk(
     if len > buflen {
         return Action::Pass;
     }
-    recv_buf(fd, buf, len, flags)
+    recv_buf(fd, buf, flags)
 }
 
 pub(crate) fn recvfrom_chk(
     fd: c_int,
-    buf: *mut c_void,
+    buf: OutBuf<'_>,
     len: size_t,
     buflen: size_t,
     flags: c_int,
-    addr: *mut sockaddr,
-    addrlen: *mut socklen_t,
+    addrlen: OutLen<'_>,
 ) -> Action<ssize_t> {
     if len > buflen {
         return Action::Pass;
     }
-    recvfrom(fd, buf, len, flags, addr, addrlen)
+    recvfrom(fd, buf, flags, addrlen)
 }
 
 /// sendfile(2) to an emulated socket: the file's bytes go through the ring
@@ -256,7 +221,7 @@ pub(crate) fn recvfrom_chk(
 pub(crate) fn sendfile(
     out_fd: c_int,
     in_fd: c_int,
-    offset: *mut off_t,
+    offset: FileOffset<'_>,
     count: size_t,
 ) -> Action<ssize_t> {
     let Some(sock) = registry::get(out_fd) else {
@@ -269,9 +234,7 @@ pub(crate) fn sendfile(
         Ok(size) => size,
         Err(e) => return Action::Fail(e),
     };
-    #[allow(unsafe_code)]
-    // SAFETY: sendfile(2) requires `offset` null or valid for read/write.
-    let mut pos = match unsafe { sys::get_off(offset) } {
+    let mut pos = match offset.get() {
         Ok(p) => p,
         Err(e) => return Action::Fail(e),
     };
@@ -297,11 +260,7 @@ pub(crate) fn sendfile(
         }
     }
     if let Some(p) = pos {
-        #[allow(unsafe_code)]
-        // SAFETY: as above.
-        unsafe {
-            sys::put_off(offset, p)
-        };
+        offset.put(p);
     }
     Action::Done(sent as ssize_t)
 }

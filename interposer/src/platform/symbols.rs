@@ -44,35 +44,35 @@ macro_rules! hooked_symbols {
         => endpoint::getpeername, owner fd;
 
     // Stream data.
-    fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t => stream::read, owner fd;
-    fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t => stream::write, owner fd;
+    fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t => decode::read, owner fd;
+    fn write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t => decode::write, owner fd;
     fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> ssize_t
-        => stream::send, owner fd;
+        => decode::send, owner fd;
     fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> ssize_t
-        => stream::recv, owner fd;
+        => decode::recv, owner fd;
     fn sendto(fd: c_int, buf: *const c_void, len: size_t, flags: c_int,
-              addr: *const sockaddr, addrlen: socklen_t) -> ssize_t => stream::sendto, owner fd;
+              addr: *const sockaddr, addrlen: socklen_t) -> ssize_t => decode::sendto, owner fd;
     fn recvfrom(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int,
                 addr: *mut sockaddr, addrlen: *mut socklen_t) -> ssize_t
-        => stream::recvfrom, owner fd;
-    fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t => stream::readv, owner fd;
-    fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t => stream::writev, owner fd;
+        => decode::recvfrom, owner fd;
+    fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t => decode::readv, owner fd;
+    fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> ssize_t => decode::writev, owner fd;
     fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> ssize_t
-        => stream::sendmsg, owner fd;
+        => decode::sendmsg, owner fd;
     fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t
-        => stream::recvmsg, owner fd;
+        => decode::recvmsg, owner fd;
     // _FORTIFY_SOURCE variants: without them fortified programs bypass us.
     fn __read_chk(fd: c_int, buf: *mut c_void, nbytes: size_t, buflen: size_t) -> ssize_t
-        => stream::read_chk, owner fd;
+        => decode::read_chk, owner fd;
     fn __recv_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int)
-        -> ssize_t => stream::recv_chk, owner fd;
+        -> ssize_t => decode::recv_chk, owner fd;
     // sendfile from a file to an emulated socket must not reach the kernel
     // object behind the fd (the bytes would bypass the ring). glibc's
     // sendfile64 is the same function; a program imports one of the names.
     fn sendfile(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t
-        => stream::sendfile, owner out_fd;
+        => decode::sendfile, owner out_fd;
     fn sendfile64(out_fd: c_int, in_fd: c_int, offset: *mut off_t, count: size_t) -> ssize_t
-        => stream::sendfile, owner out_fd;
+        => decode::sendfile, owner out_fd;
     // Which connections an epoll set holds, and EPOLLET (`readiness`).
     fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> c_int
         => readiness::epoll_ctl, owner fd;
@@ -105,7 +105,7 @@ macro_rules! hooked_symbols {
         owner if fdtable::is_owned(fd_in) { fd_in } else { fd_out };
     fn __recvfrom_chk(fd: c_int, buf: *mut c_void, len: size_t, buflen: size_t, flags: c_int,
                       addr: *mut sockaddr, addrlen: *mut socklen_t) -> ssize_t
-        => stream::recvfrom_chk, owner fd;
+        => decode::recvfrom_chk, owner fd;
 
     // Options and modes.
     fn getsockopt(fd: c_int, level: c_int, name: c_int, value: *mut c_void,

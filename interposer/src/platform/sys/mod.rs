@@ -13,6 +13,8 @@ use core::marker::PhantomData;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
+mod caller;
+pub(crate) use caller::*;
 mod user;
 pub(crate) use user::*;
 mod sockaddr;

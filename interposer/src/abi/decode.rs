@@ -1,0 +1,128 @@
+//! Argument decoding: each hooked call whose arguments point into the
+//! caller's memory gets its pointers wrapped here, under that call's C
+//! contract, into the typed handles of `platform::sys::caller`, so that
+//! the logic in `calls` holds no raw pointer it could misuse and needs no
+//! `unsafe`. A handle makes a slice only when the logic asks for one (after
+//! it decided the fd is ours): wrapping a pointer costs nothing.
+#![allow(unsafe_code)]
+
+use core::ffi::{c_int, c_void};
+
+use libc::{iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
+
+use crate::calls::stream;
+use crate::platform::real::Action;
+use crate::platform::sys::{FileOffset, InBuf, InIovecs, InMsg, OutBuf, OutIovecs, OutLen, OutMsg};
+
+/// An iovec count as the caller gave it (the logic checks the range).
+fn count(cnt: c_int) -> usize {
+    usize::try_from(cnt).unwrap_or(usize::MAX)
+}
+
+pub(crate) fn read(fd: c_int, buf: *mut c_void, count: size_t) -> Action<ssize_t> {
+    // SAFETY: read(2): `buf` writable for `count` bytes.
+    stream::read(fd, unsafe { OutBuf::new(buf, count) })
+}
+
+pub(crate) fn write(fd: c_int, buf: *const c_void, count: size_t) -> Action<ssize_t> {
+    // SAFETY: write(2): `buf` readable for `count` bytes.
+    stream::write(fd, unsafe { InBuf::new(buf, count) })
+}
+
+pub(crate) fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> Action<ssize_t> {
+    // SAFETY: send(2): `buf` readable for `len` bytes.
+    stream::send(fd, unsafe { InBuf::new(buf, len) }, flags)
+}
+
+pub(crate) fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> Action<ssize_t> {
+    // SAFETY: recv(2): `buf` writable for `len` bytes.
+    stream::recv(fd, unsafe { OutBuf::new(buf, len) }, flags)
+}
+
+/// On a connected TCP socket the destination address is ignored.
+pub(crate) fn sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    _addr: *const sockaddr,
+    _addrlen: socklen_t,
+) -> Action<ssize_t> {
+    // SAFETY: sendto(2): `buf` readable for `len` bytes.
+    stream::send(fd, unsafe { InBuf::new(buf, len) }, flags)
+}
+
+pub(crate) fn recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    _addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> Action<ssize_t> {
+    // SAFETY: recvfrom(2): `buf` writable for `len` bytes, `addrlen` null
+    // or writable.
+    let (buf, addrlen) = unsafe { (OutBuf::new(buf, len), OutLen::new(addrlen)) };
+    stream::recvfrom(fd, buf, flags, addrlen)
+}
+
+pub(crate) fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> Action<ssize_t> {
+    // SAFETY: readv(2): `iovcnt` iovecs with writable buffers.
+    stream::readv(fd, unsafe { OutIovecs::new(iov, count(iovcnt)) }, iovcnt)
+}
+
+pub(crate) fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> Action<ssize_t> {
+    // SAFETY: writev(2): `iovcnt` iovecs with readable buffers.
+    stream::writev(fd, unsafe { InIovecs::new(iov, count(iovcnt)) }, iovcnt)
+}
+
+pub(crate) fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Action<ssize_t> {
+    // SAFETY: sendmsg(2): a valid msghdr.
+    stream::sendmsg(fd, unsafe { InMsg::new(msg) }, flags)
+}
+
+pub(crate) fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> Action<ssize_t> {
+    // SAFETY: recvmsg(2): a valid msghdr.
+    stream::recvmsg(fd, unsafe { OutMsg::new(msg) }, flags)
+}
+
+pub(crate) fn read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> Action<ssize_t> {
+    // SAFETY: __read_chk: read(2)'s contract for `buf` and `n` (the logic
+    // passes `n > buflen` through, to glibc's abort).
+    stream::read_chk(fd, unsafe { OutBuf::new(buf, n) }, n, buflen)
+}
+
+pub(crate) fn recv_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+) -> Action<ssize_t> {
+    // SAFETY: __recv_chk: recv(2)'s contract (as read_chk).
+    stream::recv_chk(fd, unsafe { OutBuf::new(buf, len) }, len, buflen, flags)
+}
+
+pub(crate) fn recvfrom_chk(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    buflen: size_t,
+    flags: c_int,
+    _addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> Action<ssize_t> {
+    // SAFETY: __recvfrom_chk: recvfrom(2)'s contract (as read_chk).
+    let (buf, addrlen) = unsafe { (OutBuf::new(buf, len), OutLen::new(addrlen)) };
+    stream::recvfrom_chk(fd, buf, len, buflen, flags, addrlen)
+}
+
+pub(crate) fn sendfile(
+    out_fd: c_int,
+    in_fd: c_int,
+    offset: *mut off_t,
+    count: size_t,
+) -> Action<ssize_t> {
+    // SAFETY: sendfile(2): `offset` null or readable and writable.
+    stream::sendfile(out_fd, in_fd, unsafe { FileOffset::new(offset) }, count)
+}
