@@ -6,13 +6,15 @@
 //! it decided the fd is ours): wrapping a pointer costs nothing.
 #![allow(unsafe_code)]
 
-use core::ffi::{c_int, c_void};
+use core::ffi::{c_int, c_ulong, c_void};
 
 use libc::{iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
 
-use crate::calls::stream;
+use crate::calls::{options, stream};
 use crate::platform::real::Action;
-use crate::platform::sys::{FileOffset, InBuf, InIovecs, InMsg, OutBuf, OutIovecs, OutLen, OutMsg};
+use crate::platform::sys::{
+    FileOffset, InBuf, InIovecs, InMsg, IntOut, OptIn, OptOut, OutBuf, OutIovecs, OutLen, OutMsg,
+};
 
 /// An iovec count as the caller gave it (the logic checks the range).
 fn count(cnt: c_int) -> usize {
@@ -125,4 +127,34 @@ pub(crate) fn sendfile(
 ) -> Action<ssize_t> {
     // SAFETY: sendfile(2): `offset` null or readable and writable.
     stream::sendfile(out_fd, in_fd, unsafe { FileOffset::new(offset) }, count)
+}
+
+pub(crate) fn getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *mut c_void,
+    len: *mut socklen_t,
+) -> Action<c_int> {
+    // SAFETY: getsockopt(2): `len` valid, `value` writable for `*len` bytes.
+    options::getsockopt(fd, level, name, unsafe { OptOut::new(value, len) })
+}
+
+pub(crate) fn setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    value: *const c_void,
+    len: socklen_t,
+) -> Action<c_int> {
+    // SAFETY: setsockopt(2): `value` readable for `len` bytes.
+    options::setsockopt(fd, level, name, unsafe { OptIn::new(value, len) })
+}
+
+pub(crate) fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> Action<c_int> {
+    // SAFETY: ioctl(2) with FIONREAD: `arg` points at an int. (Other
+    // requests' arguments are not looked at.)
+    let fionread = (request == libc::FIONREAD as c_ulong)
+        .then(|| unsafe { IntOut::new(arg as usize as *mut c_int) });
+    options::ioctl(fd, request, fionread)
 }

@@ -109,15 +109,15 @@ macro_rules! hooked_symbols {
 
     // Options and modes.
     fn getsockopt(fd: c_int, level: c_int, name: c_int, value: *mut c_void,
-                  len: *mut socklen_t) -> c_int => options::getsockopt, owner fd;
+                  len: *mut socklen_t) -> c_int => decode::getsockopt, owner fd;
     fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void,
-                  len: socklen_t) -> c_int => options::setsockopt, owner fd;
+                  len: socklen_t) -> c_int => decode::setsockopt, owner fd;
     fn fcntl(fd: c_int, cmd: c_int; arg: c_ulong) -> c_int => options::fcntl, owner fd,
         fresh |r| fresh_if_dup(r, cmd);
     // glibc's LFS name for the same function (nginx, redis, python import it).
     fn fcntl64(fd: c_int, cmd: c_int; arg: c_ulong) -> c_int => options::fcntl, owner fd,
         fresh |r| fresh_if_dup(r, cmd);
-    fn ioctl(fd: c_int, request: c_ulong; arg: c_ulong) -> c_int => options::ioctl, owner fd;
+    fn ioctl(fd: c_int, request: c_ulong; arg: c_ulong) -> c_int => decode::ioctl, owner fd;
 
     // Descriptors.
     fn close(fd: c_int) -> c_int => descriptor::close, owner fd;

@@ -5,11 +5,10 @@
 
 use super::*;
 use crate::platform::real::Action;
-use crate::platform::sys;
+use crate::platform::sys::{self, OptOut};
 use crate::sockets::registry;
 use crate::sockets::socket::{Connection, Options, Socket};
-use core::ffi::{c_int, c_void};
-use libc::socklen_t;
+use core::ffi::c_int;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
@@ -33,15 +32,8 @@ pub(crate) enum Fit {
     PeerName,
 }
 
-pub(crate) fn deliver(
-    value: *mut c_void,
-    len: *mut socklen_t,
-    bytes: &[u8],
-    fit: Fit,
-) -> Action<c_int> {
-    #[allow(unsafe_code)]
-    // SAFETY: getsockopt(2) requires `len` null or valid.
-    let room = match unsafe { sys::opt_room(len) } {
+pub(crate) fn deliver(out: &OptOut<'_>, bytes: &[u8], fit: Fit) -> Action<c_int> {
+    let room = match out.room() {
         Ok(r) => r,
         Err(e) => return Action::Fail(e),
     };
@@ -75,9 +67,7 @@ pub(crate) fn deliver(
             room as usize
         }
     };
-    #[allow(unsafe_code)]
-    // SAFETY: getsockopt(2) requires `value` valid for `*len` >= n bytes.
-    match unsafe { sys::put_opt(value, len, &bytes[..n]) } {
+    match out.put(&bytes[..n]) {
         Ok(()) => Action::Done(0),
         Err(e) => Action::Fail(e),
     }
@@ -94,19 +84,17 @@ pub(crate) fn getsockopt(
     fd: c_int,
     level: c_int,
     name: c_int,
-    value: *mut c_void,
-    len: *mut socklen_t,
+    mut out: OptOut<'_>,
 ) -> Action<c_int> {
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
     if let Some(tcp) = kernel_listener(&sock) {
         // The kernel listener answers for itself.
-        #[allow(unsafe_code)]
-        // SAFETY: getsockopt(2)'s contract for `value`/`len` is the caller's.
-        return Action::Raw(unsafe {
-            crate::platform::real::getsockopt(tcp, level, name, value, len)
-        });
+        return match out.answer_from(sys::borrow_fd(tcp), level, name) {
+            Ok(()) => Action::Done(0),
+            Err(e) => Action::Fail(e),
+        };
     }
     let opts = sock.options();
     let stream = match &*sock {
@@ -117,28 +105,27 @@ pub(crate) fn getsockopt(
     let answer = by_kind(&sock, level, name)
         .or_else(|| stream.and_then(|c| by_connection(c, sock.family(), opts, level, name)));
     if let Some((bytes, fit)) = answer {
-        return deliver(value, len, &bytes, fit);
+        return deliver(&out, &bytes, fit);
     }
     let rep = replica(sock.family(), opts);
     let Some(fresh) = rep.as_ref() else {
         if crate::platform::sandbox::active() {
             return match opts.get(level, name) {
-                Some(v) => deliver(value, len, &v, Fit::Truncate),
+                Some(v) => deliver(&out, &v, Fit::Truncate),
                 None => Action::Fail(libc::ENOPROTOOPT),
             };
         }
         return Action::Fail(libc::ENOBUFS);
     };
     if let Some((bytes, fit)) = by_replica(&sock, &rep, level, name) {
-        return deliver(value, len, &bytes, fit);
+        return deliver(&out, &bytes, fit);
     }
-    #[allow(unsafe_code)]
-    // SAFETY: the caller's buffer goes to the kernel, which checks it.
-    if let Err(e) = unsafe { sys::sockopt_get(fresh.as_fd(), level, name, value, len) } {
+    // The caller's buffer goes to the kernel, which checks it.
+    if let Err(e) = out.answer_from(fresh.as_fd(), level, name) {
         return Action::Fail(e);
     }
     if (level, name) == (libc::IPPROTO_IP, libc::IP_PKTOPTIONS) {
-        pktinfo(&sock, value, len);
+        pktinfo(&sock, out.buffer());
     }
     Action::Done(0)
 }
@@ -321,15 +308,7 @@ fn cc_info(rep: &Option<OwnedFd>, level: c_int, name: c_int, connector: bool) ->
 /// IP_PKTOPTIONS as the replica wrote it into the caller's buffer: with
 /// IP_PKTINFO on, a cmsg holding the socket's own address (the replica's
 /// is 0.0.0.0) and, on an accepted socket, the interface it came in on.
-pub(crate) fn pktinfo(sock: &Socket, value: *mut c_void, len: *mut socklen_t) {
-    #[allow(unsafe_code)]
-    // SAFETY: the kernel just wrote `*len` there (the call succeeded).
-    let Ok(n) = (unsafe { sys::opt_room(len) }) else {
-        return;
-    };
-    #[allow(unsafe_code)]
-    // SAFETY: the kernel wrote `n` bytes at `value`, the caller's buffer.
-    let out = unsafe { sys::out_buf(value, n.max(0) as usize) };
+pub(crate) fn pktinfo(sock: &Socket, out: &mut [u8]) {
     if out.len() < 28 || get_u32(out, 12) != libc::IP_PKTINFO as u32 {
         return;
     }

@@ -25,14 +25,12 @@
 //! the fd, where the data path reads it.
 #![deny(unsafe_code)]
 
-use core::ffi::{c_int, c_ulong, c_void};
+use core::ffi::{c_int, c_ulong};
 use std::os::fd::{AsFd, AsRawFd};
 use std::sync::Arc;
 
-use libc::socklen_t;
-
 use crate::platform::real::Action;
-use crate::platform::sys;
+use crate::platform::sys::{self, IntOut, OptIn};
 use crate::sockets::registry;
 use crate::sockets::socket::Socket;
 
@@ -58,16 +56,11 @@ const IPV6_PATHMTU: c_int = 61;
 const IP_PROTOCOL: c_int = 52;
 const TCP_CC_INFO: c_int = 26;
 
-pub(crate) fn setsockopt(
-    fd: c_int,
-    level: c_int,
-    name: c_int,
-    value: *const c_void,
-    len: socklen_t,
-) -> Action<c_int> {
+pub(crate) fn setsockopt(fd: c_int, level: c_int, name: c_int, value: OptIn<'_>) -> Action<c_int> {
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
+    let len = value.len();
     if (len as c_int) < 0 {
         return Action::Fail(libc::EINVAL);
     }
@@ -75,23 +68,18 @@ pub(crate) fn setsockopt(
         return Action::Fail(libc::EFAULT);
     }
     if let Some(tcp) = kernel_listener(&sock) {
-        #[allow(unsafe_code)]
-        // SAFETY: setsockopt(2)'s contract for `value`/`len` is the caller's.
-        let r = unsafe { crate::platform::real::setsockopt(tcp, level, name, value, len) };
-        if r == 0 && (len as usize) <= REPLAY_CAP {
+        if let Err(e) = value.to_kernel(sys::borrow_fd(tcp), level, name) {
+            return Action::Fail(e);
+        }
+        if (len as usize) <= REPLAY_CAP {
             // Remembered for the connections it accepts over shared memory
             // (the kernel's accepted sockets inherit them).
-            #[allow(unsafe_code)]
-            // SAFETY: the kernel just read `len` bytes there.
-            let bytes = unsafe { sys::in_buf(value, len as usize) };
-            sock.options().set(level, name, bytes);
+            sock.options().set(level, name, value.bytes(len as usize));
         }
-        return Action::Raw(r);
+        return Action::Done(0);
     }
     let n = (len as usize).min(REPLAY_CAP);
-    #[allow(unsafe_code)]
-    // SAFETY: setsockopt(2) requires `value` valid for `len` bytes of reads.
-    let bytes = unsafe { sys::in_buf(value, n) };
+    let bytes = value.bytes(n);
     if let Some(done) = set_without_replica(&sock, level, name, bytes) {
         return done;
     }
@@ -107,14 +95,10 @@ pub(crate) fn setsockopt(
         sys::sockopt_set(rep.as_fd(), level, name, bytes)
     } else {
         // Too long to keep: the kernel checks it, it is not replayed.
-        #[allow(unsafe_code)]
-        // SAFETY: setsockopt(2)'s contract for `value`/`len` is the caller's.
-        let r =
-            unsafe { crate::platform::real::setsockopt(rep.as_raw_fd(), level, name, value, len) };
-        if r == 0 {
-            return Action::Done(0);
+        match value.to_kernel(rep.as_fd(), level, name) {
+            Ok(()) => return Action::Done(0),
+            Err(e) => Err(e),
         }
-        Err(sys::errno())
     };
     if let Err(e) = tried {
         return Action::Fail(e);
@@ -283,7 +267,8 @@ pub(crate) fn share(
 
 /// FIONREAD counts the ring's bytes; FIONBIO and the rest act on the real
 /// object behind the fd.
-pub(crate) fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> Action<c_int> {
+/// `ioctl`; `fionread` is FIONREAD's argument (None for other requests).
+pub(crate) fn ioctl(fd: c_int, request: c_ulong, fionread: Option<IntOut<'_>>) -> Action<c_int> {
     if request == libc::FIONBIO as c_ulong {
         forget_nonblocking(fd);
         return Action::Pass;
@@ -292,9 +277,9 @@ pub(crate) fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> Action<c_int> 
         mirror_cloexec(fd, request == libc::FIOCLEX as c_ulong);
         return Action::Pass;
     }
-    if request != libc::FIONREAD as c_ulong {
+    let Some(arg) = fionread else {
         return Action::Pass;
-    }
+    };
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
@@ -302,9 +287,7 @@ pub(crate) fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> Action<c_int> 
         Socket::Stream(c) => c.available(),
         Socket::Listener(_) | Socket::Bound(_) => return Action::Fail(libc::EINVAL),
     };
-    #[allow(unsafe_code)]
-    // SAFETY: ioctl(FIONREAD) requires `arg` to point at an int.
-    match unsafe { sys::put_int(arg as *mut c_int, c_int::try_from(n).unwrap_or(c_int::MAX)) } {
+    match arg.put(c_int::try_from(n).unwrap_or(c_int::MAX)) {
         Ok(()) => Action::Done(0),
         Err(e) => Action::Fail(e),
     }

@@ -7,7 +7,6 @@ use super::*;
 use crate::platform::sys;
 use crate::sockets::socket::Options;
 use core::ffi::c_int;
-use libc::socklen_t;
 use std::os::fd::{AsFd, OwnedFd};
 
 /// The most bytes of an option value remembered for replay (options
@@ -71,13 +70,7 @@ pub(crate) fn replica_bytes(
     name: c_int,
     buf: &mut [u8],
 ) -> Option<usize> {
-    let rep = rep.as_ref()?;
-    let mut len = buf.len() as socklen_t;
-    #[allow(unsafe_code)]
-    // SAFETY: `buf` is valid for `len` bytes and `len` for a socklen_t.
-    unsafe { sys::sockopt_get(rep.as_fd(), level, name, buf.as_mut_ptr().cast(), &mut len) }
-        .ok()?;
-    Some(len as usize)
+    sys::sockopt_get_into(rep.as_ref()?.as_fd(), level, name, buf).ok()
 }
 
 pub(crate) fn was_set(opts: &Options, level: c_int, names: &[c_int]) -> bool {

@@ -85,6 +85,55 @@ pub(crate) unsafe fn sockopt_get(
     }
 }
 
+/// getsockopt(2) on a socket of the library's own into `buf`: the length
+/// the kernel stored, or the errno (the caller's errno is left alone).
+pub(crate) fn sockopt_get_into(
+    sock: std::os::fd::BorrowedFd<'_>,
+    level: c_int,
+    name: c_int,
+    buf: &mut [u8],
+) -> Result<usize, c_int> {
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: `buf` is valid for writes of `len` bytes, `len` for a
+    // socklen_t.
+    unsafe { sockopt_get(sock, level, name, buf.as_mut_ptr().cast(), &mut len) }?;
+    Ok(len as usize)
+}
+
+/// setsockopt(2) with a caller's buffer, as a raw system call (the kernel
+/// checks it: EFAULT for a bad pointer); the caller's errno is left alone.
+///
+/// # Safety
+/// `value`/`len` as setsockopt(2) takes them.
+pub(crate) unsafe fn sockopt_set_raw(
+    sock: std::os::fd::BorrowedFd<'_>,
+    level: c_int,
+    name: c_int,
+    value: *const c_void,
+    len: libc::socklen_t,
+) -> Result<(), c_int> {
+    use std::os::fd::AsRawFd;
+    let saved = errno();
+    // SAFETY: a system call; the kernel validates the pointer.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_setsockopt,
+            sock.as_raw_fd(),
+            level,
+            name,
+            value,
+            len,
+        )
+    };
+    let e = errno();
+    set_errno(saved);
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
 /// setsockopt(2) on a socket of the library's own, as a raw system call;
 /// the caller's errno is left alone.
 pub(crate) fn sockopt_set(
