@@ -28,11 +28,12 @@ use libc::{
     iovec, mode_t, msghdr, off_t, pid_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t, FILE,
 };
 
-use crate::calls::{descriptor, endpoint, epoll, options, process, sandbox, stream};
+use crate::calls::iomux::{epoll, poll, select};
+use crate::calls::{descriptor, endpoint, options, process, sandbox, stream};
 use crate::platform::real::{self, Action, CRet};
 use crate::platform::{fdtable, guard, sys};
 use crate::sockets::stale::{fresh, fresh_if_dup};
-use crate::sockets::{polling, readiness, registry};
+use crate::sockets::{readiness, registry};
 
 /// The body of every export (see the module docs).
 #[inline(always)]
