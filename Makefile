@@ -36,7 +36,8 @@ loom:
 ## tests/bench/sockbench.c preloaded (emulated) vs plain Unix and TCP loopback,
 ## and nginx + wrk; prints medians, ratios and the issue 6 targets, writes
 ## $(BENCH_DIR)/results.json and chart.svg. BENCH_ARGS passes options to
-## scripts/bench.py (e.g. BENCH_ARGS="--runs 3 --no-nginx"). The ring-level
+## scripts/bench.py (e.g. BENCH_ARGS="--runs 3 --no-nginx"; A/B against another
+## build, interleaved in the same run: BENCH_ARGS="--compare before.so"). The ring-level
 ## benchmark stays `cargo bench -p shmnet-ring --bench ringbench`.
 BENCH_LIB = $(or $(CARGO_TARGET_DIR),target)/release/libshmnet.so
 BENCH_PYTHON ?= /usr/bin/python3

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Usage: scripts/bench-nginx.sh [--runs N] [--secs S] [--json FILE] [path/to/libshmnet.so] [seconds]
+# Usage: scripts/bench-nginx.sh [--runs N] [--secs S] [--json FILE] [--compare OTHER.so]
+#                               [path/to/libshmnet.so] [seconds]
 #
 # nginx (2 workers, sendfile) + wrk -t2 -c50 requests/s for a 1 KiB and a
 # 1 MiB file: both preloaded on the emulated network (127.77.90.1, private
@@ -7,17 +8,21 @@
 # (127.0.0.1), runs interleaved. Prints every run and a markdown table of
 # medians; --json FILE also writes the runs as JSON lines
 # ({"transport","file","run","req_per_s","transfer_bytes_per_s","socket_errors","non_2xx"}).
+# --compare OTHER.so: a third nginx, preloaded with OTHER.so (port 8081, its
+# own SHMNET_DIR), measured next to the first in every run (transport "cmp";
+# which of the two goes first alternates from run to run).
 # Defaults: 1 run of 5 s, target/release/libshmnet.so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-RUNS=1 SECS=5 JSON="" POS=()
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+RUNS=1 SECS=5 JSON="" CMP="" POS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) [ $# -ge 2 ] || usage; RUNS=$2; shift 2 ;;
     --secs) [ $# -ge 2 ] || usage; SECS=$2; shift 2 ;;
     --json) [ $# -ge 2 ] || usage; JSON=$2; shift 2 ;;
+    --compare) [ $# -ge 2 ] || usage; CMP=$2; shift 2 ;;
     -h|--help) usage ;;
     -*) echo "bench-nginx: unknown option $1" >&2; usage ;;
     *) POS+=("$1"); shift ;;
@@ -29,16 +34,20 @@ LIB=${POS[0]:-target/release/libshmnet.so}
 [[ "$RUNS" =~ ^[1-9][0-9]*$ && "$SECS" =~ ^[1-9][0-9]*$ ]] || { echo "bench-nginx: --runs and --secs take whole numbers >= 1" >&2; exit 2; }
 [ -f "$LIB" ] || { echo "bench-nginx: $LIB not found; build it with 'make'" >&2; exit 1; }
 LIB=$(realpath "$LIB")
+if [ -n "$CMP" ]; then
+  [ -f "$CMP" ] || { echo "bench-nginx: --compare $CMP not found" >&2; exit 1; }
+  CMP=$(realpath "$CMP")
+fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v wrk >/dev/null && [ -x "$NGINX" ] || { echo "bench-nginx: needs nginx and wrk (scripts/install-deps.sh)" >&2; exit 1; }
 [ -z "$JSON" ] || : > "$JSON" || { echo "bench-nginx: cannot write $JSON" >&2; exit 1; }
 
-ADDR=127.77.90.1 SHM_PORT=8080
+ADDR=127.77.90.1 SHM_PORT=8080 CMP_PORT=8081
 WORK=$(mktemp -d /tmp/shmnet-bench.XXXXXX)
 chmod 755 "$WORK"
 cleanup() { for p in "$WORK"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done; sleep 0.3; rm -rf "$WORK"; }
 trap cleanup EXIT
-mkdir -p "$WORK/www" "$WORK/dir" "$WORK/logs"
+mkdir -p "$WORK/www" "$WORK/dir" "$WORK/dir-cmp" "$WORK/logs"
 head -c 1024 /dev/urandom > "$WORK/www/1k"
 head -c $((1 << 20)) /dev/urandom > "$WORK/www/1m"
 chmod -R a+rX "$WORK/www"
@@ -64,11 +73,18 @@ conf shm $ADDR:$SHM_PORT
 conf tcp 127.0.0.1:$PORT
 shm=(env LD_PRELOAD="$LIB" SHMNET_PARTITIONS=127.77.90.0/24 SHMNET_FALLBACK=never SHMNET_DIR="$WORK/dir")
 "${shm[@]}" "$NGINX" -c "$WORK/shm.conf" -p "$WORK" 2>"$WORK/logs/shm.start" || { echo "bench-nginx: nginx (preloaded) failed to start:" >&2; cat "$WORK/logs/shm.start" >&2; exit 1; }
+if [ -n "$CMP" ]; then
+  conf cmp $ADDR:$CMP_PORT
+  cmp=(env LD_PRELOAD="$CMP" SHMNET_PARTITIONS=127.77.90.0/24 SHMNET_FALLBACK=never SHMNET_DIR="$WORK/dir-cmp")
+  "${cmp[@]}" "$NGINX" -c "$WORK/cmp.conf" -p "$WORK" 2>"$WORK/logs/cmp.start" || { echo "bench-nginx: nginx (preloaded with $CMP) failed to start:" >&2; cat "$WORK/logs/cmp.start" >&2; exit 1; }
+fi
 "$NGINX" -c "$WORK/tcp.conf" -p "$WORK" 2>"$WORK/logs/tcp.start" || { echo "bench-nginx: nginx failed to start:" >&2; cat "$WORK/logs/tcp.start" >&2; exit 1; }
 ready=""
 for _ in $(seq 50); do
   # The emulated listener's rendezvous: an abstract Unix name (docs/security.md).
-  if grep -q " @shmnet.4/tcp/$ADDR:$SHM_PORT\$" /proc/net/unix && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; then ready=1; break; fi
+  # (The other library may be of another protocol version: any shmnet.N.)
+  if grep -q " @shmnet.4/tcp/$ADDR:$SHM_PORT\$" /proc/net/unix && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null \
+     && { [ -z "$CMP" ] || grep -Eq " @shmnet\.[0-9]+/tcp/$ADDR:$CMP_PORT\$" /proc/net/unix; }; then ready=1; break; fi
   sleep 0.1
 done
 [ -n "$ready" ] || { echo "bench-nginx: the nginx servers did not come up in 5 s (logs: $WORK/logs)" >&2; cat "$WORK"/logs/*.log >&2; exit 1; }
@@ -92,9 +108,13 @@ echo "## nginx (2 workers, sendfile) + wrk -t2 -c50 -d${SECS}s, requests/s, $RUN
 echo
 declare -A all
 for run in $(seq "$RUNS"); do
+  order="shm tcp"
+  # --compare: the two libraries back to back, the first alternating by run.
+  [ -z "$CMP" ] || { [ $((run % 2)) = 1 ] && order="cmp shm tcp" || order="shm cmp tcp"; }
   for f in 1k 1m; do
-    for t in shm tcp; do
+    for t in $order; do
       if [ $t = shm ]; then r=$(rate "http://$ADDR:$SHM_PORT/$f" "${shm[@]}")
+      elif [ $t = cmp ]; then r=$(rate "http://$ADDR:$CMP_PORT/$f" "${cmp[@]}")
       else r=$(rate "http://127.0.0.1:$PORT/$f" env); fi
       read -r rps xfer errs non2xx <<<"$r"
       echo "run $run: $t $f $rps req/s, socket errors $errs, non-2xx $non2xx"
@@ -112,3 +132,12 @@ for f in 1k 1m; do
   s=$(median <<<"${all[shm.$f]}") t=$(median <<<"${all[tcp.$f]}")
   printf '| %s | %.0f | %.0f | %.2fx |\n' "$f" "$s" "$t" "$(echo "$s $t" | awk '{print $1/$2}')"
 done
+if [ -n "$CMP" ]; then
+  echo
+  echo "| file | --compare $(basename "$CMP") (preloaded) | $(basename "$LIB") (preloaded) | ratio |"
+  echo "|---|---:|---:|---:|"
+  for f in 1k 1m; do
+    c=$(median <<<"${all[cmp.$f]}") s=$(median <<<"${all[shm.$f]}")
+    printf '| %s | %.0f | %.0f | %.2fx |\n' "$f" "$c" "$s" "$(echo "$s $c" | awk '{print $1/$2}')"
+  done
+fi

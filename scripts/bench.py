@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Usage: scripts/bench.py [--lib PATH] [--sockbench PATH] [--out DIR] [--runs N]
                           [--secs S] [--nginx-secs S] [--spin-us US] [--no-nginx]
-                          [--note TEXT]
+                          [--note TEXT] [--compare OTHER.so [--compare-name NAME] [--name NAME]]
 
 The socket-level benchmark behind `make bench` (issue 6): every figure is
 measured through ordinary socket programs, the emulated ones through the real
@@ -15,6 +15,16 @@ Prints markdown tables (medians, ratios, issue 6 targets met/missed) and
 writes DIR/results.json, DIR/bench.md and DIR/chart.svg (default target/bench).
 Exits 1 if any run failed (hang, wrong bytes, crash): the failing command is
 printed so it can be rerun by hand.
+
+--compare OTHER.so (A/B, e.g. before/after a refactor): every emulated figure
+(sockbench preloaded, nginx preloaded) is measured for both libraries in the
+same invocation, back to back within each run (OTHER first in odd runs, --lib
+first in even runs), baselines (floor, Unix, TCP) once per run as without it.
+The report for --lib is printed as usual, followed by a side-by-side table:
+each figure's median and min - max over the runs for both libraries, the
+ratio --lib / OTHER, the per-run ratios (each pair measured back to back) and
+in how many runs --lib was the better one. results.json gets a "compare"
+section.
 
 Only the Python standard library is used.
 """
@@ -43,6 +53,7 @@ TRANSPORTS = {
     "unix": "Unix stream socket",
     "tcp": "TCP loopback",
 }
+EMULATED = ("shm", "shm0")  # the transports that go through libshmnet.so
 COLORS = {"floor": "#7f7f7f", "shm": "#d62728", "shm0": "#ff7f0e", "unix": "#1f77b4", "tcp": "#2ca02c"}
 # The issue 6 figures are 64 B and 4 KiB round trips and 64 B, 1 KiB and 64 KiB
 # writes; the sizes between are there for the chart.
@@ -68,6 +79,11 @@ def parse_args():
                    help="SHMNET_SPIN_US for the spinning emulated runs (default: unset, the library default)")
     p.add_argument("--no-nginx", action="store_true")
     p.add_argument("--note", default="", help="free text stored in results.json and printed (e.g. which build)")
+    p.add_argument("--compare", default=None, metavar="OTHER.so",
+                   help="also measure every emulated figure with this library, interleaved run by run")
+    p.add_argument("--compare-name", default=None,
+                   help="label of --compare in the tables (default: its file name without .so)")
+    p.add_argument("--name", default=None, help="label of --lib in the comparison (default: 'current')")
     a = p.parse_args()
     a.sockbench = a.sockbench or os.path.join(a.out, "sockbench")
     if a.runs < 1 or a.secs <= 0:
@@ -78,6 +94,16 @@ def parse_args():
             fail(f"{path} not found: {what}")
     a.lib = os.path.abspath(a.lib)
     a.sockbench = os.path.abspath(a.sockbench)
+    if a.compare is not None:
+        if not os.path.isfile(a.compare):
+            fail(f"--compare {a.compare} not found")
+        a.compare = os.path.abspath(a.compare)
+        a.compare_name = a.compare_name or os.path.basename(a.compare).removesuffix(".so")
+        a.name = a.name or "current"
+        if a.compare_name == a.name:
+            fail(f"--compare-name and --name are both '{a.name}': give them different labels")
+    elif a.compare_name is not None or a.name is not None:
+        fail("--compare-name and --name only go with --compare")
     return a
 
 
@@ -93,8 +119,8 @@ class Runner:
         self.failures = []
         self.count = 0
 
-    def command(self, transport, mode, size, secs, extra=()):
-        """Returns (env additions, argv) for one sockbench run."""
+    def command(self, transport, mode, size, secs, extra=(), lib=None):
+        """Returns (env additions, argv) for one sockbench run (lib: default --lib)."""
         argv = [self.args.sockbench, mode, "--size", str(size), "--secs", str(secs), *extra]
         env = {}
         if transport in ("shm", "shm0"):
@@ -103,7 +129,7 @@ class Runner:
             # went through the library (a bad setting would silently
             # measure kernel TCP on 127.77.90.1 instead).
             d = os.path.join(self.tmp, f"dir{self.count}")
-            env = {"LD_PRELOAD": self.args.lib, "SHMNET_FALLBACK": "never",
+            env = {"LD_PRELOAD": lib or self.args.lib, "SHMNET_FALLBACK": "never",
                    "SHMNET_PARTITIONS": EMU_PARTITIONS, "SHMNET_DIR": d}
             if transport == "shm0":
                 env["SHMNET_SPIN_US"] = "0"
@@ -116,11 +142,11 @@ class Runner:
             argv += ["--tcp", "127.0.0.1"]
         return env, argv
 
-    def run(self, transport, mode, size, secs=None, extra=()):
+    def run(self, transport, mode, size, secs=None, extra=(), lib=None):
         secs = self.args.secs if secs is None else secs
         if transport == "floor":
             mode = "floor"
-        env, argv = self.command(transport, mode, size, secs, extra)
+        env, argv = self.command(transport, mode, size, secs, extra, lib)
         full_env = {k: v for k, v in os.environ.items()
                     if not k.startswith("SHMNET_") and k != "LD_PRELOAD"}
         full_env.update(env)
@@ -188,27 +214,42 @@ def measure_sockets(args, runner):
         cases.append((f"connrate/{t}", t, "connrate", 64, "per_s"))
 
     # Correctness first (not timed): the emulated stream with every byte checked.
-    for size in STREAM_SIZES:
-        r = runner.run("shm", "stream", size, secs=0.2, extra=("--verify",))
-        print(f"check: emulated stream of {size} B writes, every byte verified: "
-              + ("ok" if r else "FAILED"), flush=True)
+    for lib in ([args.compare] if args.compare else []) + [None]:
+        for size in STREAM_SIZES:
+            r = runner.run("shm", "stream", size, secs=0.2, extra=("--verify",), lib=lib)
+            print(f"check: emulated stream of {size} B writes, every byte verified: "
+                  + ("ok" if r else "FAILED")
+                  + ("" if not args.compare else f" ({args.compare_name if lib else args.name})"), flush=True)
 
     values = {c[0]: [] for c in cases}
     raw = {c[0]: [] for c in cases}
+    # --compare: the other library's values of the emulated cases, same keys.
+    cmp_values = {c[0]: [] for c in cases if c[1] in EMULATED}
+    cmp_raw = {k: [] for k in cmp_values}
     start = time.monotonic()
     for run in range(1, args.runs + 1):
         for key, t, mode, size, field in cases:
+            if args.compare and t in EMULATED:
+                # Back to back, the first alternating by run (A B, B A, ...).
+                for lib in ((args.compare, None) if run % 2 else (None, args.compare)):
+                    r = runner.run(t, mode, size, lib=lib)
+                    (cmp_raw if lib else raw)[key].append(r)
+                    (cmp_values if lib else values)[key].append(None if r is None else r[field])
+                continue
             r = runner.run(t, mode, size)
             raw[key].append(r)
             values[key].append(None if r is None else r[field])
         print(f"socket run {run}/{args.runs} done ({time.monotonic() - start:.0f} s)", flush=True)
+    if args.compare:
+        return values, raw, cmp_values, cmp_raw
     return values, raw
 
 
 def measure_nginx(args, out):
     path = os.path.join(out, "nginx.jsonl")
     cmd = [os.path.join(ROOT, "scripts/bench-nginx.sh"), "--runs", str(args.runs),
-           "--secs", str(args.nginx_secs), "--json", path, args.lib]
+           "--secs", str(args.nginx_secs), "--json", path,
+           *(["--compare", args.compare] if args.compare else []), args.lib]
     print("$ " + " ".join(cmd), flush=True)
     p = subprocess.run(cmd, text=True, capture_output=True)
     with open(os.path.join(out, "nginx.md"), "w") as f:
@@ -241,25 +282,155 @@ def build_results(args, values, raw, nginx_rows, nginx_error, runner, elapsed):
         "failures": runner.failures,
         "seconds": round(elapsed, 1),
     }
-    writes = {}
-    for size in STREAM_SIZES:
-        g = m.get(f"stream/shm/{size}")
-        writes[str(size)] = None if g is None else g * 1e9 / size
-    r["emulated_writes_per_s"] = writes
+    r["emulated_writes_per_s"] = writes_per_s(m)
     if nginx_rows is not None:
-        ng = {}
-        for t in ("shm", "tcp"):
-            for f in ("1k", "1m"):
-                rs = [x for x in nginx_rows if x["transport"] == t and x["file"] == f]
-                ng[f"{t}/{f}"] = {"median": med([x["req_per_s"] for x in rs]),
-                                  "runs": [x["req_per_s"] for x in rs],
-                                  "socket_errors": sum(x["socket_errors"] for x in rs),
-                                  "non_2xx": sum(x["non_2xx"] for x in rs)}
-        r["nginx"] = ng
+        r["nginx"] = nginx_summary(nginx_rows, "shm")
     else:
         r["nginx"] = {"error": nginx_error}
     r["targets"] = targets(m, r)
     return r
+
+
+def writes_per_s(m):
+    writes = {}
+    for size in STREAM_SIZES:
+        g = m.get(f"stream/shm/{size}")
+        writes[str(size)] = None if g is None else g * 1e9 / size
+    return writes
+
+
+def nginx_summary(nginx_rows, emulated):
+    """{"shm/1k": ..., "tcp/1k": ...}; "shm" from the rows of transport `emulated`."""
+    ng = {}
+    for t in (emulated, "tcp"):
+        for f in ("1k", "1m"):
+            rs = [x for x in nginx_rows if x["transport"] == t and x["file"] == f]
+            ng[f"{'shm' if t == emulated else t}/{f}"] = {
+                "median": med([x["req_per_s"] for x in rs]),
+                "runs": [x["req_per_s"] for x in rs],
+                "socket_errors": sum(x["socket_errors"] for x in rs),
+                "non_2xx": sum(x["non_2xx"] for x in rs)}
+    return ng
+
+
+# ---------------------------------------------------------------- --compare
+
+def file_id(path):
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return {"path": path, "sha256": h.hexdigest(), "bytes": os.path.getsize(path),
+            "modified": datetime.datetime.fromtimestamp(os.path.getmtime(path)).astimezone()
+            .isoformat(timespec="seconds")}
+
+
+def compare_figures():
+    """(key, label, unit, lower_is_better) of every emulated figure."""
+    out = [(f"rtt/shm/{z}", f"RTT {size_label(z)}, spinning", "us", True) for z in RTT_SIZES]
+    out += [(f"rtt/shm0/{z}", f"RTT {size_label(z)}, SHMNET_SPIN_US=0", "us", True) for z in RTT_SIZES]
+    out += [(f"stream/shm/{z}", f"stream, {size_label(z)} writes", "GB/s", False) for z in STREAM_SIZES]
+    out.append(("connrate/shm", "connections", "/s", False))
+    out += [(f"nginx/{f}", f"nginx {name} file", "req/s", False) for f, name in (("1k", "1 KiB"), ("1m", "1 MiB"))]
+    return out
+
+
+def compare_results(args, r, cmp_values, cmp_raw, nginx_rows):
+    """The "compare" section: A = --compare (args.compare_name), B = --lib (args.name)."""
+    # The other library's results, as build_results would give them: its
+    # emulated runs with this invocation's baselines.
+    values = dict(r["runs_values"])
+    values.update(cmp_values)
+    m = {k: med(v) for k, v in values.items()}
+    o = {"runs_values": values, "emulated_writes_per_s": writes_per_s(m)}
+    o["nginx"] = nginx_summary(nginx_rows, "cmp") if nginx_rows is not None else dict(r["nginx"])
+    o["targets"] = targets(m, o)
+    rows = []
+    for key, label, unit, lower in compare_figures():
+        if key.startswith("nginx/"):
+            f = key.split("/")[1]
+            try:
+                a, b = o["nginx"][f"shm/{f}"]["runs"], r["nginx"][f"shm/{f}"]["runs"]
+            except (KeyError, TypeError):
+                continue
+        else:
+            a, b = cmp_values.get(key, []), r["runs_values"].get(key, [])
+        pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
+        av, bv = [x for x in a if x is not None], [y for y in b if y is not None]
+        rows.append({"key": key, "figure": label, "unit": unit, "lower_is_better": lower,
+                     "a_runs": a, "b_runs": b,
+                     "a_median": med(a), "a_min": min(av, default=None), "a_max": max(av, default=None),
+                     "b_median": med(b), "b_min": min(bv, default=None), "b_max": max(bv, default=None),
+                     "ratio": ratio(med(b), med(a)),
+                     "pair_ratios": [y / x for x, y in pairs if x],
+                     "b_better_runs": sum(1 for x, y in pairs if (y < x if lower else y > x)),
+                     "pairs": len(pairs)})
+    return {"a": {"name": args.compare_name, **file_id(args.compare)},
+            "b": {"name": args.name, **file_id(args.lib)},
+            "order": "each emulated figure measured for both libraries back to back in every run; "
+                     "a first in odd runs, b first in even runs; baselines once per run",
+            "ratio": "b / a",
+            "table": rows,
+            "a_medians": {k: med(v) for k, v in cmp_values.items()},
+            "a_runs_values": cmp_values, "a_raw": cmp_raw,
+            "a_nginx": o["nginx"], "a_targets": o["targets"]}
+
+
+def compare_report(r):
+    c = r["compare"]
+    a, b = c["a"]["name"], c["b"]["name"]
+    L = [f"## Same run, interleaved: {a} vs {b} ({r['runs']} runs)", ""]
+    for side in ("a", "b"):
+        x = c[side]
+        L.append(f"- {x['name']}: {x['path']} (sha256 {x['sha256'][:12]}, {x['bytes']:,} bytes, "
+                 f"built {x['modified']})")
+    if c["a"]["sha256"] == c["b"]["sha256"]:
+        L.append("- the two files are identical: every difference below is noise")
+    L.append("")
+    L.append("Every emulated figure was measured for both libraries back to back in each run "
+             f"({a} first in odd runs, {b} first in even runs); the baselines above once per run. "
+             f"Median (min - max over the runs); ratio = {b} / {a} of the medians; per run = the "
+             f"ratios of the back-to-back pairs, min - max; better = runs in which {b} was better "
+             "(lower RTT, higher rate). A per-run range that straddles 1.00x is noise at this many runs.")
+    L.append("")
+    L.append(f"| figure | unit | {a} | {b} | {b} / {a} | per run | {b} better |")
+    L.append("|---|---|---:|---:|---:|---:|---:|")
+
+    def mm(x, lo, hi):
+        if x is None:
+            return "FAILED"
+        return fmt(x) if lo == hi else f"{fmt(x)} ({fmt(lo)} - {fmt(hi)})"
+
+    steady = []
+    for row in c["table"]:
+        pr = row["pair_ratios"]
+        per = "-" if not pr else (f"{min(pr):.2f}x" if len(pr) == 1 else f"{min(pr):.2f}x - {max(pr):.2f}x")
+        unit = row["unit"] + (", lower is better" if row["lower_is_better"] else "")
+        L.append(f"| {row['figure']} | {unit} | {mm(row['a_median'], row['a_min'], row['a_max'])} | "
+                 f"{mm(row['b_median'], row['b_min'], row['b_max'])} | {fx(row['ratio'])} | {per} | "
+                 f"{row['b_better_runs']}/{row['pairs']} |")
+        if len(pr) >= 3 and row["b_better_runs"] in (0, row["pairs"]):
+            steady.append(f"{row['figure']} ({'better' if row['b_better_runs'] else 'worse'}, {fx(row['ratio'])})")
+    L.append("")
+    chance = f"with {r['runs']} runs, noise alone does this to about 1 figure in {2 ** (r['runs'] - 1)}"
+    if r["runs"] < 3:
+        L.append("(Fewer than 3 runs: too few to tell a change from noise.)")
+    elif steady:
+        L.append(f"Same direction in every run ({chance}; a real change also shows as a per-run range "
+                 "clear of 1.00x that holds up in a second invocation): " + "; ".join(steady) + ".")
+    else:
+        L.append(f"No figure has {b} better, or worse, in every run ({chance}).")
+    L.append("")
+    L.append(f"Issue 6 targets for both (each against this invocation's baselines):")
+    L.append("")
+    L.append(f"| target | {a} | {b} |")
+    L.append("|---|---|---|")
+    for ta, tb in zip(c["a_targets"], r["targets"]):
+        def v(t):
+            return t["figure"] + ("" if t["met"] is None else (" (met)" if t["met"] else " (MISSED)"))
+        L.append(f"| {ta['target']} | {v(ta)} | {v(tb)} |")
+    return L
 
 
 def paired(r, a, b):
@@ -331,6 +502,9 @@ def report(r, spin_label):
     L.append(f"Load average (1, 5, 15 min) before: {r['loadavg_before']}, after: {r['loadavg_after']} "
              "(after includes the benchmark's own load).")
     L.append(f"Library: {r['library']} (work tree {r['commit'] or 'unknown: not a git checkout'}){'; ' + r['note'] if r['note'] else ''}.")
+    if "compare" in r:
+        L.append(f"Compared with {r['compare']['a']['path']} in the same runs (last section); the tables "
+                 f"before it are {r['compare']['b']['name']}'s.")
     L.append(f"Emulated = sockbench preloaded with libshmnet.so on {EMU_ADDR} "
              f"(SHMNET_FALLBACK=never, private SHMNET_DIR); Unix/TCP = same program, plain.")
     L.append("")
@@ -393,6 +567,9 @@ def report(r, spin_label):
     for t in r["targets"]:
         status = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
         L.append(f"| {t['target']} | {t['figure']} | {status} |")
+    if "compare" in r:
+        L.append("")
+        L += compare_report(r)
     if r["failures"]:
         L.append("")
         L.append(f"## FAILED runs ({len(r['failures'])})")
@@ -578,13 +755,18 @@ def main():
     tmp = tempfile.mkdtemp(prefix="shmnet-sockbench.", dir="/tmp")
     try:
         runner = Runner(args, tmp)
-        values, raw = measure_sockets(args, runner)
+        if args.compare:
+            values, raw, cmp_values, cmp_raw = measure_sockets(args, runner)
+        else:
+            values, raw = measure_sockets(args, runner)
         nginx_rows, nginx_error = (None, "") if args.no_nginx else measure_nginx(args, args.out)
         if nginx_error:
             runner.failures.append({"command": "scripts/bench-nginx.sh", "error": nginx_error})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     r = build_results(args, values, raw, nginx_rows, nginx_error, runner, time.monotonic() - start)
+    if args.compare:
+        r["compare"] = compare_results(args, r, cmp_values, cmp_raw, nginx_rows)
     r["loadavg_before"], r["loadavg_after"] = load_before, loadavg()
     text = report(r, spin_label)
     print()

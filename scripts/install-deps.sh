@@ -14,11 +14,11 @@ command -v sysctl >/dev/null 2>&1 || need_apt+=(procps)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v useradd >/dev/null 2>&1 || need_apt+=(passwd)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
-# interposer/tests/servers.rs: nginx (in /usr/sbin, not on every user's PATH)
+# interposer/tests/event_servers.rs: nginx (in /usr/sbin, not on every user's PATH)
 # and wrk, both run preloaded. sha256sum (coreutils) is always there.
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)
 command -v wrk >/dev/null 2>&1 || need_apt+=(wrk)
-# interposer/tests/programs.rs (issue 12): sshd/ssh, iperf3, socat and a JDK
+# interposer/tests/programs.rs: sshd/ssh, iperf3, socat and a JDK
 # (java File.java), each run preloaded in both modes.
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 command -v ssh >/dev/null 2>&1 || need_apt+=(openssh-client)

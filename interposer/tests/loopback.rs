@@ -1,4 +1,4 @@
-//! The default mode (issue 5): no SHMNET_PARTITIONS or SHMNET_FALLBACK, so
+//! The default mode: no SHMNET_PARTITIONS or SHMNET_FALLBACK, so
 //! the library accelerates loopback TCP (127.0.0.0/8, ::1) between two
 //! preloaded programs and leaves every other pair on kernel TCP, per
 //! connection. Each test has its own SHMNET_DIR, and lets the kernel pick
@@ -16,10 +16,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use common::kernel::{KernelWatch, Scope};
 use common::*;
 
-const PAIR: &str = include_str!("loopback/pair.py");
-const ESTABLISHED: u8 = 0x01;
+const PAIR: &str = include_str!("helpers/py/loopback_pair.py");
 
 struct Env {
     dir: PathBuf,
@@ -99,24 +99,16 @@ fn server(env: &Env, preloaded: bool, host: &str, n: usize) -> (Background, u16)
     (srv, port)
 }
 
-/// Kernel TCP connections on `port` (either end), as text.
-fn established_on(port: u16) -> Vec<String> {
-    kernel_tcp_sockets()
-        .iter()
-        .filter(|s| s.state == ESTABLISHED && (s.local.port() == port || s.remote.port() == port))
-        .map(|s| s.to_string())
-        .collect()
-}
-
 /// One client of 8 MiB, paused half-way: returns the ESTABLISHED kernel
 /// connections seen on `port` meanwhile.
 fn paused_client(env: &Env, preloaded: bool, host: &str, port: u16, id: &str) -> Vec<String> {
     let p = port.to_string();
     let args = ["client", host, &p, "8388608", id, "pause"];
     let mut cmd = env.pair(preloaded, &args);
+    let proof = KernelWatch::new(Scope::Established { host: None, port });
     let mut c = start("client", &mut cmd);
     c.expect("in-flight");
-    let seen = established_on(port);
+    let seen = proof.found();
     c.expect("ok ");
     c.finish_clean();
     seen
@@ -261,7 +253,7 @@ fn reuseport_two_processes_accept_each_connection_once() {
     served.sort();
     assert_eq!(served, ids, "served by A: {:?}\nby B: {:?}", a.seen, b.seen);
     env.assert_shm(20);
-    // Issue 12.5: shared-memory connectors are spread over the group as
+    // Shared-memory connectors are spread over the group as
     // the kernel spreads SYNs (its hash of the connector's port), so both
     // serve some of the 20 (all to one: a chance of 2 in a million).
     let preloaded_served = |p: &Background| {
@@ -651,7 +643,7 @@ fn fallback_keeps_nonblocking_connect_and_options() {
     assert_eq!(s.get("fallback_no_listener"), Some(&2), "{s:?}");
 }
 
-/// Issue 12.1: a second connect() on a socket that fell back to kernel TCP
+/// Regression: a second connect() on a socket that fell back to kernel TCP
 /// is the kernel's: EALREADY while in progress, 0 once (APR learns the
 /// result of a non-blocking connect that way), then EISCONN; the socket
 /// stays the kernel connection the program registered with epoll (DEL
@@ -699,7 +691,7 @@ fn second_connect_on_a_fallen_back_socket_is_the_kernels() {
     assert_eq!(s.get("shm"), Some(&0), "{s:?}");
 }
 
-/// Issue 12.2: accept() right after epoll said the listener is readable
+/// Regression: accept() right after epoll said the listener is readable
 /// finds the connection, in both modes — not EAGAIN because the
 /// connector's message was a few microseconds behind its connect (39 and
 /// 44 of 50 before, server and client on one CPU). A connector preempted for over a millisecond between the two
@@ -707,7 +699,7 @@ fn second_connect_on_a_fallen_back_socket_is_the_kernels() {
 #[test]
 fn accept_after_readable_finds_the_connection() {
     let env = Env::new("lo-eagain");
-    let script = include_str!("loopback/accept_eagain.py");
+    let script = include_str!("helpers/py/accept_eagain.py");
     for emulated in [false, true] {
         let mut cmd = py(script, &["127.0.0.1", "50"]);
         cmd.env("SHMNET_DIR", env.shm_dir());

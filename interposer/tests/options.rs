@@ -1,8 +1,8 @@
-//! Socket options of emulated sockets against kernel TCP, option by option
-//! (issue 12.6), and iperf3, which reads TCP_INFO every interval, in both
+//! Socket options of emulated sockets against kernel TCP, option by option,
+//! and iperf3, which reads TCP_INFO every interval, in both
 //! modes.
 //!
-//! tests/c/sockopts.c dumps every option getsockopt accepts at SOL_SOCKET,
+//! tests/helpers/c/sockopts.c dumps every option getsockopt accepts at SOL_SOCKET,
 //! IPPROTO_TCP, IPPROTO_IP and IPPROTO_IPV6 (names scanned numerically),
 //! with buffers of 512, 0, 1 and 3 bytes and a negative length, for a bound
 //! socket, a listener, both ends of a connection, the same after a list of

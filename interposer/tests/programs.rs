@@ -1,4 +1,4 @@
-//! Issue 12: real programs that broke, each run in the emulated mode
+//! Third-party programs that once broke, each run in the emulated mode
 //! (`SHMNET_FALLBACK=never`, virtual address 127.77.240.N, port 18400+N),
 //! in the default mode (loopback acceleration, 127.0.240.N on a port the
 //! kernel says is free) and, as the baseline that proves the test itself,
@@ -50,15 +50,15 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::kernel::Scope;
 use common::{
     host::is_root, kernel_tcp_sockets, kill_group, preloaded, py, python, reap_group, tmpdir,
-    wait_deadline, Background, TIME_WAIT,
+    wait_deadline, Background,
 };
 
 /// Deadline for a program, or an expected line.
 const WAIT: Duration = Duration::from_secs(60);
 const PARTITIONS: &str = "127.77.0.0/16";
-const ESTABLISHED: u8 = 0x01;
 /// The connection fallbacks of docs/counters.md (counted by connectors).
 const FALLBACKS: [&str; 5] = [
     "fallback_no_listener",
@@ -68,10 +68,10 @@ const FALLBACKS: [&str; 5] = [
     "fallback_dir",
 ];
 
-const STALL_SERVER: &str = include_str!("programs/stall_server.py");
-const STALL_CLIENTS: &str = include_str!("programs/stall_clients.py");
-const ACCEPT_LOOP: &str = include_str!("programs/accept_loop.py");
-const SEQ_CLIENT: &str = include_str!("programs/seq_client.py");
+const STALL_SERVER: &str = include_str!("helpers/py/stall_server.py");
+const STALL_CLIENTS: &str = include_str!("helpers/py/stall_clients.py");
+const ACCEPT_LOOP: &str = include_str!("helpers/py/accept_loop.py");
+const SEQ_CLIENT: &str = include_str!("helpers/py/seq_client.py");
 
 /// A line on the test's real stderr (libtest does not capture it).
 fn note(msg: &str) {
@@ -131,22 +131,22 @@ impl Proof {
     /// the virtual address or port (emulated), an ESTABLISHED connection
     /// to or from the server's address:port (default); none (kernel).
     fn violations(self) -> Vec<String> {
-        let v4 = |a: &SocketAddr| match a.ip() {
-            IpAddr::V4(v4) => Some(v4),
-            IpAddr::V6(v6) => v6.to_ipv4_mapped(),
+        let scope = match self.mode {
+            Mode::Emulated => Scope::Emulated {
+                host: IpAddr::V4(self.host),
+                len: 32,
+                port: Some(self.port),
+            },
+            Mode::Default => Scope::Established {
+                host: Some(IpAddr::V4(self.host)),
+                port: self.port,
+            },
+            Mode::Kernel => Scope::Nothing,
         };
-        let ours = |a: &SocketAddr| a.port() == self.port || v4(a) == Some(self.host);
-        let is_server = |a: &SocketAddr| a.port() == self.port && v4(a) == Some(self.host);
-        kernel_tcp_sockets()
+        scope
+            .found_in(&kernel_tcp_sockets())
             .into_iter()
-            .filter(|k| match self.mode {
-                Mode::Emulated => k.state != TIME_WAIT && (ours(&k.local) || ours(&k.remote)),
-                Mode::Default => {
-                    k.state == ESTABLISHED && (is_server(&k.local) || is_server(&k.remote))
-                }
-                Mode::Kernel => false,
-            })
-            .map(|k| k.to_string())
+            .filter(|k| !k.starts_with("TIME_WAIT"))
             .collect()
     }
 }
@@ -560,7 +560,7 @@ fn start(name: &str, cmd: &mut Command) -> Background {
 }
 
 // ---------------------------------------------------------------------------
-// 1. sshd
+// Sshd
 
 const SSH_BYTES: usize = 64 << 20;
 
@@ -573,15 +573,15 @@ enum Sshd {
     Stock,
     /// `sshd -r`: the forked child serves the connection without exec.
     NoRexec,
-    /// `sshd -r` with tests/programs/no_seccomp.c preloaded after the
+    /// `sshd -r` with tests/helpers/c/no_seccomp.c preloaded after the
     /// library: the pre-authentication child runs unfiltered (a diagnosis:
     /// everything but exec and the filter).
     NoRexecNoSandbox,
 }
 
-/// tests/programs/no_seccomp.c built as a shared object in `dir`.
+/// tests/helpers/c/no_seccomp.c built as a shared object in `dir`.
 fn no_seccomp_shim(dir: &Path) -> PathBuf {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/programs/no_seccomp.c");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers/c/no_seccomp.c");
     let so = dir.join("no_seccomp.so");
     let out = Command::new("cc")
         .args(["-shared", "-fPIC", "-O2", "-o"])
@@ -826,7 +826,7 @@ fn sshd_without_reexec_or_sandbox_streams_64_mib_default_mode() {
 }
 
 // ---------------------------------------------------------------------------
-// 2. nginx, 2 workers, listen ... reuseport
+// Nginx, 2 workers, listen ... reuseport
 
 const NGINX_REQUESTS: usize = 200;
 
@@ -981,7 +981,7 @@ fn nginx_reuseport_two_workers_both_serve_kernel_tcp() {
 }
 
 // ---------------------------------------------------------------------------
-// 3. A stalled event loop, backlog 64, 300 clients
+// A stalled event loop, backlog 64, 300 clients
 
 const STALL_CLIENTS_N: u64 = 300;
 /// The stalled server's listen backlog. With 16 the kernel-TCP baseline
@@ -1075,7 +1075,7 @@ fn stalled_server_300_threaded_clients_kernel_tcp() {
 }
 
 // ---------------------------------------------------------------------------
-// 4. accept() after epoll said readable
+// Accept() after epoll said readable
 
 const SEQ_CONNECTS: u64 = 50;
 

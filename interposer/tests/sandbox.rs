@@ -4,7 +4,7 @@
 //! shutdown; open/stat denied with EACCES; anything else kills the process)
 //! keeps streaming over shared memory with read/write/poll.
 //!
-//! `tests/c/seccomp_echo.c` does the work: two connections per run, the
+//! `tests/helpers/c/seccomp_echo.c` does the work: two connections per run, the
 //! first echoed with blocking read/write (random-sized chunks, so both
 //! sides sleep and wake on doorbells), the second non-blocking, full
 //! duplex with poll, a few MiB each way (rings fill: POLLOUT through

@@ -12,7 +12,7 @@ use crate::platform::fdtable;
 use crate::platform::real::Action;
 use crate::platform::sys;
 use crate::sockets::registry;
-use crate::sockets::socket::{FastSend, Socket};
+use crate::sockets::socket::{Connection, FastSend, Socket};
 
 fn iov_count(cnt: c_int) -> Result<usize, Errno> {
     usize::try_from(cnt)
@@ -265,21 +265,9 @@ pub(crate) fn sendfile(
     let Socket::Stream(conn) = &*sock else {
         return Action::Fail(libc::ENOTCONN);
     };
-    // As the kernel: the source must be a file that can be mapped (a
-    // regular file or a block device), never a pipe or a socket (reading
-    // one of ours raw would take its doorbell bytes as data).
-    let size = match rustix::fs::fstat(sys::borrow_fd(in_fd)) {
-        Ok(st) => {
-            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
-            if !matches!(
-                kind,
-                rustix::fs::FileType::RegularFile | rustix::fs::FileType::BlockDevice
-            ) {
-                return Action::Fail(libc::EINVAL);
-            }
-            (kind == rustix::fs::FileType::RegularFile).then_some(st.st_size as u64)
-        }
-        Err(e) => return Action::Fail(e.raw_os_error()),
+    let size = match mappable_size(in_fd) {
+        Ok(size) => size,
+        Err(e) => return Action::Fail(e),
     };
     #[allow(unsafe_code)]
     // SAFETY: sendfile(2) requires `offset` null or valid for read/write.
@@ -294,6 +282,55 @@ pub(crate) fn sendfile(
     if count == 0 || matches!((at, size), (Some(a), Some(s)) if a >= s) {
         return Action::Done(0);
     }
+    let (sent, failed) = match copy_file(conn, in_fd, count, &mut pos) {
+        Ok(done) => done,
+        Err(e) => {
+            if e == Errno::PIPE {
+                sys::raise_sigpipe();
+            }
+            return Action::Fail(e.raw_os_error());
+        }
+    };
+    if sent == 0 {
+        if let Some(e) = failed {
+            return Action::Fail(e);
+        }
+    }
+    if let Some(p) = pos {
+        #[allow(unsafe_code)]
+        // SAFETY: as above.
+        unsafe {
+            sys::put_off(offset, p)
+        };
+    }
+    Action::Done(sent as ssize_t)
+}
+
+/// As the kernel: the source of sendfile must be a file that can be mapped
+/// (a regular file or a block device), never a pipe or a socket (reading
+/// one of ours raw would take its doorbell bytes as data). Its size, for a
+/// regular file.
+fn mappable_size(in_fd: c_int) -> Result<Option<u64>, c_int> {
+    let st = rustix::fs::fstat(sys::borrow_fd(in_fd)).map_err(|e| e.raw_os_error())?;
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    if !matches!(
+        kind,
+        rustix::fs::FileType::RegularFile | rustix::fs::FileType::BlockDevice
+    ) {
+        return Err(libc::EINVAL);
+    }
+    Ok((kind == rustix::fs::FileType::RegularFile).then_some(st.st_size as u64))
+}
+
+/// Up to `count` bytes of `in_fd` (from `*pos`, or its file position)
+/// into the connection: what was sent and the read error that stopped it,
+/// or the connection's error when nothing was sent.
+fn copy_file(
+    conn: &Connection,
+    in_fd: c_int,
+    count: usize,
+    pos: &mut Option<u64>,
+) -> Result<(usize, Option<c_int>), Errno> {
     // The file is read straight into the ring: one copy, as the kernel's
     // sendfile makes one into a socket buffer.
     let mut sent = 0usize;
@@ -302,7 +339,7 @@ pub(crate) fn sendfile(
     // for bytes that are not there.
     let mut ended = false;
     while sent < count && !ended {
-        let mut off = pos;
+        let mut off = *pos;
         let r = conn.send_from(count - sent, false, |dst, len| {
             #[allow(unsafe_code)]
             // SAFETY: the ring hands us `len` writable bytes at `dst`.
@@ -327,30 +364,13 @@ pub(crate) fn sendfile(
             Ok(0) => break,
             Ok(n) => {
                 sent += n;
-                pos = off;
+                *pos = off;
             }
-            Err(e) if sent == 0 => {
-                if e == Errno::PIPE {
-                    sys::raise_sigpipe();
-                }
-                return Action::Fail(e.raw_os_error());
-            }
+            Err(e) if sent == 0 => return Err(e),
             Err(_) => break,
         }
     }
-    if sent == 0 {
-        if let Some(e) = failed {
-            return Action::Fail(e);
-        }
-    }
-    if let Some(p) = pos {
-        #[allow(unsafe_code)]
-        // SAFETY: as above.
-        unsafe {
-            sys::put_off(offset, p)
-        };
-    }
-    Action::Done(sent as ssize_t)
+    Ok((sent, failed))
 }
 
 /// splice(2) with an emulated connection on one end: through a bounce
@@ -373,53 +393,69 @@ pub(crate) fn splice(
         return Action::Fail(libc::EINVAL); // the kernel needs a pipe on one end
     }
     let nonblock = flags & libc::SPLICE_F_NONBLOCK != 0;
-    let mut buf = vec![0u8; len.min(64 << 10)];
-    if let Some(sock) = sock_out {
-        let Socket::Stream(conn) = &*sock else {
-            return Action::Fail(libc::ENOTCONN);
-        };
-        if !off_in.is_null() || !off_out.is_null() {
-            return Action::Fail(libc::ESPIPE); // pipe and socket have no offsets
-        }
-        let dontwait = if nonblock { libc::MSG_DONTWAIT } else { 0 };
-        // Wait (as send would) until the ring has room, then read no more
-        // than that from the pipe.
-        let room = match conn.room(dontwait != 0) {
-            Ok(r) => r.min(buf.len()),
-            Err(e) => return Action::Fail(e.raw_os_error()),
-        };
-        let pipe = sys::borrow_fd(fd_in);
-        // SPLICE_F_NONBLOCK covers the pipe too: an empty one is EAGAIN.
-        if nonblock && !pipe_ready(pipe, rustix::event::PollFlags::IN) {
-            return Action::Fail(libc::EAGAIN);
-        }
-        let got = match rustix::io::read(pipe, &mut buf[..room]) {
-            Ok(n) => n,
-            Err(e) => return Action::Fail(e.raw_os_error()),
-        };
-        if got == 0 {
-            return Action::Done(0);
-        }
-        return match conn.send(&[IoSlice::new(&buf[..got])], libc::MSG_NOSIGNAL) {
-            Ok(n) => Action::Done(n as ssize_t),
-            Err(e) => {
-                if e == Errno::PIPE {
-                    sys::raise_sigpipe();
-                }
-                Action::Fail(e.raw_os_error())
-            }
-        };
-    }
-    let Some(sock) = sock_in else {
-        return Action::Pass;
-    };
-    let Socket::Stream(conn) = &*sock else {
-        return Action::Fail(libc::ENOTCONN);
-    };
     if !off_in.is_null() || !off_out.is_null() {
-        return Action::Fail(libc::ESPIPE);
+        // Pipe and socket have no offsets (checked after the socket's kind).
+        let sock = sock_in.as_ref().or(sock_out.as_ref());
+        if sock.is_some_and(|s| matches!(&**s, Socket::Stream(_))) {
+            return Action::Fail(libc::ESPIPE);
+        }
     }
-    let pipe = sys::borrow_fd(fd_out);
+    let buf = vec![0u8; len.min(64 << 10)];
+    match (sock_in, sock_out) {
+        (None, Some(sock)) => match &*sock {
+            Socket::Stream(conn) => splice_into(conn, sys::borrow_fd(fd_in), nonblock, buf),
+            _ => Action::Fail(libc::ENOTCONN),
+        },
+        (Some(sock), None) => match &*sock {
+            Socket::Stream(conn) => splice_out_of(conn, sys::borrow_fd(fd_out), nonblock, buf),
+            _ => Action::Fail(libc::ENOTCONN),
+        },
+        _ => Action::Pass,
+    }
+}
+
+/// splice from a pipe into a connection: wait (as send would) until the
+/// ring has room, then read no more than that from the pipe.
+fn splice_into(
+    conn: &Connection,
+    pipe: std::os::fd::BorrowedFd<'_>,
+    nonblock: bool,
+    mut buf: Vec<u8>,
+) -> Action<ssize_t> {
+    let room = match conn.room(nonblock) {
+        Ok(r) => r.min(buf.len()),
+        Err(e) => return Action::Fail(e.raw_os_error()),
+    };
+    // SPLICE_F_NONBLOCK covers the pipe too: an empty one is EAGAIN.
+    if nonblock && !pipe_ready(pipe, rustix::event::PollFlags::IN) {
+        return Action::Fail(libc::EAGAIN);
+    }
+    let got = match rustix::io::read(pipe, &mut buf[..room]) {
+        Ok(n) => n,
+        Err(e) => return Action::Fail(e.raw_os_error()),
+    };
+    if got == 0 {
+        return Action::Done(0);
+    }
+    match conn.send(&[IoSlice::new(&buf[..got])], libc::MSG_NOSIGNAL) {
+        Ok(n) => Action::Done(n as ssize_t),
+        Err(e) => {
+            if e == Errno::PIPE {
+                sys::raise_sigpipe();
+            }
+            Action::Fail(e.raw_os_error())
+        }
+    }
+}
+
+/// splice from a connection into a pipe: the bytes are peeked, written to
+/// the pipe, and only what the pipe took is consumed.
+fn splice_out_of(
+    conn: &Connection,
+    pipe: std::os::fd::BorrowedFd<'_>,
+    nonblock: bool,
+    mut buf: Vec<u8>,
+) -> Action<ssize_t> {
     // Non-blocking: no more than the pipe has room for (a write of that
     // much does not block); a full pipe is EAGAIN.
     if nonblock {

@@ -439,51 +439,7 @@ pub fn private_tmp(program: impl AsRef<OsStr>, preload: bool) -> Command {
 // ---------------------------------------------------------------------------
 // The kernel's view as text
 
-/// "0100007F:1F90" (IPv4) or 32 hex digits ":" port (IPv6), each 32-bit
-/// word in host byte order.
-fn parse_endpoint(text: &str) -> Option<std::net::SocketAddr> {
-    use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-    let (addr, port) = text.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |i: usize| {
-        u32::from_str_radix(addr.get(8 * i..8 * i + 8)?, 16)
-            .ok()
-            .map(u32::to_ne_bytes)
-    };
-    let ip = match addr.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
-        32 => {
-            let mut bytes = [0u8; 16];
-            for i in 0..4 {
-                bytes[4 * i..4 * i + 4].copy_from_slice(&word(i)?);
-            }
-            IpAddr::V6(Ipv6Addr::from(bytes))
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
-/// The rows of /proc/net/tcp and/or /proc/net/tcp6 text (header lines,
-/// wherever they are, skipped).
-pub fn parse_proc_net_tcp(text: &str) -> Vec<KernelSocket> {
-    let mut all = Vec::new();
-    for line in text.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        if f.is_empty() || f.get(1) == Some(&"local_address") {
-            continue;
-        }
-        let parsed = (|| {
-            Some(KernelSocket {
-                local: parse_endpoint(f.get(1)?)?,
-                remote: parse_endpoint(f.get(2)?)?,
-                state: u8::from_str_radix(f.get(3)?, 16).ok()?,
-            })
-        })();
-        all.push(parsed.unwrap_or_else(|| panic!("unparsable /proc/net/tcp line: {line}")));
-    }
-    all
-}
+pub use super::kernel::parse_proc_net_tcp;
 
 /// Abstract Unix socket names (`@name`, as /proc/net/unix prints them)
 /// bound by sockets that process `pid` holds, from /proc/PID/fd and the

@@ -2,20 +2,24 @@
 //!
 //! Every wait is bounded: a program still running at its deadline is killed
 //! and the test fails with whatever it printed.
-#![allow(dead_code)] // each test binary uses a subset
+#![allow(dead_code, unused_imports)] // each test binary uses a subset
 
 pub mod host;
+pub mod kernel;
+pub mod net;
 pub mod stats;
 
-use std::fmt;
+pub use kernel::{kernel_tcp_sockets, KernelSocket, ESTABLISHED, LISTEN, TIME_WAIT};
+pub use net::{emulated_c, emulated_script, Net};
+
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -137,6 +141,20 @@ pub fn run_clean(cmd: &mut Command) -> String {
     out.stdout
 }
 
+/// Run to completion within `TIMEOUT`; require exit 0 and return stdout
+/// (`what`, the status and both outputs are shown on failure).
+pub fn stdout_of(what: &str, cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{what}: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    out.stdout
+}
+
 /// Wait for exit until `timeout`; on timeout kill, reap and return None.
 pub fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let deadline = Instant::now() + timeout;
@@ -153,12 +171,36 @@ pub fn wait_deadline(child: &mut Child, timeout: Duration) -> Option<ExitStatus>
     }
 }
 
-/// Compile tests/c/`name`.c with `cc FLAGS -o EXE SRC` into a fresh tmpdir.
+// ---------------------------------------------------------------------------
+// Helper programs: tests/helpers/{c,py,java,conf}
+
+/// tests/helpers/`rel`.
+pub fn helper(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/helpers")
+        .join(rel)
+}
+
+/// tests/helpers/c/`name`.c (`name` may have a folder: "readiness/poll")
+/// compiled with `cc FLAGS -I<its folder> -o EXE SRC`, once per test
+/// binary and set of flags.
 pub fn build_c(name: &str, flags: &[&str]) -> PathBuf {
-    let src = format!("{}/tests/c/{name}.c", env!("CARGO_MANIFEST_DIR"));
-    let exe = tmpdir(name).join(name);
+    static BUILT: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let key = format!("{name} {flags:?}");
+    let mut built = BUILT
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(exe) = built.get(&key) {
+        return exe.clone();
+    }
+    let src = helper(&format!("c/{name}.c"));
+    let base = name.rsplit('/').next().unwrap_or(name);
+    let exe = tmpdir(&format!("cc-{base}")).join(base);
     let out = Command::new("cc")
         .args(flags)
+        .arg("-I")
+        .arg(src.parent().expect("source folder"))
         .arg("-o")
         .arg(&exe)
         .arg(&src)
@@ -166,90 +208,20 @@ pub fn build_c(name: &str, flags: &[&str]) -> PathBuf {
         .expect("a C compiler (cc) is needed: scripts/install-deps.sh installs gcc");
     assert!(
         out.status.success(),
-        "{}",
+        "cc {}:\n{}",
+        src.display(),
         String::from_utf8_lossy(&out.stderr)
     );
+    built.insert(key, exe.clone());
     exe
 }
 
-// ---------------------------------------------------------------------------
-// The kernel's view: /proc/net/tcp{,6}
-
-pub const TIME_WAIT: u8 = 0x06;
-pub const LISTEN: u8 = 0x0A;
-
-/// One row of /proc/net/tcp{,6}.
-pub struct KernelSocket {
-    pub state: u8,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-}
-
-impl fmt::Display for KernelSocket {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = match self.state {
-            0x01 => "ESTABLISHED",
-            0x02 => "SYN_SENT",
-            0x03 => "SYN_RECV",
-            0x04 => "FIN_WAIT1",
-            0x05 => "FIN_WAIT2",
-            0x06 => "TIME_WAIT",
-            0x07 => "CLOSE",
-            0x08 => "CLOSE_WAIT",
-            0x09 => "LAST_ACK",
-            0x0A => "LISTEN",
-            0x0B => "CLOSING",
-            _ => "?",
-        };
-        write!(f, "{state:<11} {} -> {}", self.local, self.remote)
-    }
-}
-
-/// "0100007F:1F90" (IPv4) or 32 hex digits ":" port (IPv6), each 32-bit word
-/// in host byte order.
-fn parse_proc_endpoint(text: &str) -> Option<SocketAddr> {
-    let (addr, port) = text.split_once(':')?;
-    let port = u16::from_str_radix(port, 16).ok()?;
-    let word = |i: usize| {
-        u32::from_str_radix(addr.get(8 * i..8 * i + 8)?, 16)
-            .ok()
-            .map(u32::to_ne_bytes)
-    };
-    let ip = match addr.len() {
-        8 => IpAddr::V4(Ipv4Addr::from(word(0)?)),
-        32 => {
-            let mut bytes = [0u8; 16];
-            for i in 0..4 {
-                bytes[4 * i..4 * i + 4].copy_from_slice(&word(i)?);
-            }
-            IpAddr::V6(Ipv6Addr::from(bytes))
-        }
-        _ => return None,
-    };
-    Some(SocketAddr::new(ip, port))
-}
-
-/// Every TCP socket in this network namespace (TIME_WAIT ones included).
-pub fn kernel_tcp_sockets() -> Vec<KernelSocket> {
-    let mut all = Vec::new();
-    for file in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(file) else {
-            assert!(file.ends_with('6'), "cannot read {file}");
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let parsed = (|| {
-                Some(KernelSocket {
-                    local: parse_proc_endpoint(f.get(1)?)?,
-                    remote: parse_proc_endpoint(f.get(2)?)?,
-                    state: u8::from_str_radix(f.get(3)?, 16).ok()?,
-                })
-            })();
-            all.push(parsed.unwrap_or_else(|| panic!("unparsable {file} line: {line}")));
-        }
-    }
-    all
+/// Preloaded `python3 tests/helpers/py/NAME args...` (the script is run
+/// from its file, so it is not given `PRELUDE`).
+pub fn py_file(name: &str, args: &[&str]) -> Command {
+    let mut cmd = preloaded(python());
+    cmd.arg(helper(&format!("py/{name}"))).args(args);
+    cmd
 }
 
 // ---------------------------------------------------------------------------

@@ -1,0 +1,186 @@
+//! Socket addresses: decoding the caller's sockaddr, encoding ours into the
+//! caller's buffer with the kernel's truncation rule, and the addresses of
+//! this host.
+#![allow(unsafe_code)]
+
+use core::ffi::c_int;
+use core::ptr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// Decode a C socket address into a Rust one (IPv4/IPv6 only).
+///
+/// # Safety
+/// `addr` must be null or point to at least `len` readable bytes, which is
+/// exactly what `bind(2)`/`connect(2)` already require of their caller.
+pub(crate) unsafe fn socket_addr(
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+) -> Option<SocketAddr> {
+    let len = usize::try_from(len).ok()?;
+    if addr.is_null() || len < core::mem::size_of::<libc::sa_family_t>() {
+        return None;
+    }
+    // SAFETY: at least sizeof(sa_family_t) bytes are readable (checked above);
+    // read_unaligned because C callers may pass any alignment.
+    let family = unsafe { ptr::read_unaligned(addr.cast::<libc::sa_family_t>()) };
+    match c_int::from(family) {
+        libc::AF_INET if len >= core::mem::size_of::<libc::sockaddr_in>() => {
+            // SAFETY: family and length say this is a complete sockaddr_in.
+            let sin = unsafe { ptr::read_unaligned(addr.cast::<libc::sockaddr_in>()) };
+            let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+            Some(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)).into())
+        }
+        libc::AF_INET6 if len >= core::mem::size_of::<libc::sockaddr_in6>() => {
+            // SAFETY: family and length say this is a complete sockaddr_in6.
+            let sin6 = unsafe { ptr::read_unaligned(addr.cast::<libc::sockaddr_in6>()) };
+            let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+            let port = u16::from_be(sin6.sin6_port);
+            let flow = u32::from_be(sin6.sin6_flowinfo);
+            Some(SocketAddrV6::new(ip, port, flow, sin6.sin6_scope_id).into())
+        }
+        _ => None,
+    }
+}
+
+/// A Rust socket address as a C `sockaddr_storage` and its length.
+pub(crate) fn encode_socket_addr(addr: SocketAddr) -> (libc::sockaddr_storage, usize) {
+    let mut storage = zeroed_storage();
+    let full = match addr {
+        SocketAddr::V4(a) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: a.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from(*a.ip()).to_be(),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in.
+            unsafe { ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            core::mem::size_of::<libc::sockaddr_in>()
+        }
+        SocketAddr::V6(a) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: a.port().to_be(),
+                sin6_flowinfo: a.flowinfo().to_be(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: a.ip().octets(),
+                },
+                sin6_scope_id: a.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than and aligned for sockaddr_in6.
+            unsafe { ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            core::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, full)
+}
+
+/// `addr` as the bytes of its C sockaddr (SO_PEERNAME's answer).
+pub(crate) fn socket_addr_bytes(addr: SocketAddr) -> Vec<u8> {
+    let (storage, n) = encode_socket_addr(addr);
+    // SAFETY: `storage` is plain data of at least `n` bytes, all initialised
+    // (zeroed, then written).
+    unsafe { core::slice::from_raw_parts(ptr::from_ref(&storage).cast::<u8>(), n) }.to_vec()
+}
+
+/// Writes `addr` to a caller's (sockaddr*, socklen_t*) pair the way the
+/// kernel does: truncated to the caller's length, which is then set to the
+/// full length. A null `out` is allowed (accept(fd, NULL, NULL)).
+///
+/// # Safety
+/// `out`/`len` null, or `len` valid for read/write and `out` valid for
+/// `*len` bytes of writes, as accept(2)/getsockname(2) require.
+pub(crate) unsafe fn put_socket_addr(
+    addr: SocketAddr,
+    out: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+) {
+    if out.is_null() || len.is_null() {
+        return;
+    }
+    let (storage, full) = encode_socket_addr(addr);
+    // SAFETY: caller contract: `len` is readable and writable.
+    let room = unsafe { ptr::read_unaligned(len) } as usize;
+    let n = room.min(full);
+    // SAFETY: `out` has room for `room >= n` bytes; storage has `full >= n`.
+    unsafe {
+        ptr::copy_nonoverlapping(
+            (&storage as *const libc::sockaddr_storage).cast::<u8>(),
+            out.cast::<u8>(),
+            n,
+        );
+        ptr::write_unaligned(len, full as libc::socklen_t);
+    }
+}
+
+/// Sets `*len = 0` if `len` is non-null (TCP's recvfrom reports no address).
+///
+/// # Safety
+/// `len` null or valid for writes.
+pub(crate) unsafe fn clear_len(len: *mut libc::socklen_t) {
+    if !len.is_null() {
+        // SAFETY: caller contract.
+        unsafe { ptr::write_unaligned(len, 0) };
+    }
+}
+
+/// The local name of an IPv4/IPv6 socket (getsockname), if it has one.
+pub(crate) fn local_name(sock: std::os::fd::BorrowedFd<'_>) -> Option<SocketAddr> {
+    use std::os::fd::AsRawFd;
+    let mut storage = zeroed_storage();
+    let mut len = core::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+    // SAFETY: `storage`/`len` are valid for getsockname to fill.
+    let r = unsafe {
+        libc::getsockname(
+            sock.as_raw_fd(),
+            ptr::addr_of_mut!(storage).cast(),
+            &mut len,
+        )
+    };
+    if r != 0 {
+        return None;
+    }
+    // SAFETY: the kernel wrote `len` bytes of a sockaddr into `storage`.
+    unsafe { socket_addr(ptr::addr_of!(storage).cast(), len) }
+}
+
+/// The addresses assigned to this network namespace's interfaces
+/// (getifaddrs), loopback ones included.
+pub(crate) fn local_addresses() -> Vec<std::net::IpAddr> {
+    let mut list: *mut libc::ifaddrs = ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, freed below with freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    let mut cur = list;
+    while !cur.is_null() {
+        // SAFETY: `cur` is a node of the list getifaddrs returned.
+        let ifa = unsafe { &*cur };
+        if !ifa.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points at a sockaddr of its family's size.
+            let len = match c_int::from(unsafe { (*ifa.ifa_addr).sa_family }) {
+                libc::AF_INET => core::mem::size_of::<libc::sockaddr_in>(),
+                libc::AF_INET6 => core::mem::size_of::<libc::sockaddr_in6>(),
+                _ => 0,
+            };
+            if len > 0 {
+                // SAFETY: as above, `len` bytes are there.
+                if let Some(a) = unsafe { socket_addr(ifa.ifa_addr, len as libc::socklen_t) } {
+                    found.push(a.ip());
+                }
+            }
+        }
+        cur = ifa.ifa_next;
+    }
+    // SAFETY: the list from getifaddrs, freed once.
+    unsafe { libc::freeifaddrs(list) };
+    found
+}
+
+fn zeroed_storage() -> libc::sockaddr_storage {
+    // SAFETY: sockaddr_storage is a plain C struct; all-zero is a valid value.
+    unsafe { core::mem::zeroed() }
+}

@@ -1,0 +1,314 @@
+//! The caller's memory: buffers, iovecs, msghdrs, pollfd and epoll arrays,
+//! fd_sets, option values and offsets, read and written as the C contract
+//! of each call allows (and through process_vm_* where a bad pointer must
+//! be EFAULT, not a crash).
+#![allow(unsafe_code)]
+
+use super::*;
+use core::ffi::{c_int, c_ulong, c_void};
+use core::ptr;
+
+/// The caller's buffer as a slice (empty for a null or zero-length one).
+///
+/// # Safety
+/// `ptr` must be null or valid for reads of `len` bytes for the call, as
+/// write(2)/send(2) require of their caller.
+pub(crate) unsafe fn in_buf<'a>(ptr: *const c_void, len: usize) -> &'a [u8] {
+    if ptr.is_null() || len == 0 {
+        return &[];
+    }
+    // SAFETY: the caller's contract above.
+    unsafe { core::slice::from_raw_parts(ptr.cast::<u8>(), len) }
+}
+
+/// The caller's buffer as a mutable slice (empty for null or zero length).
+///
+/// # Safety
+/// `ptr` must be null or valid for writes of `len` bytes for the call, as
+/// read(2)/recv(2) require; nothing else may access it meanwhile.
+pub(crate) unsafe fn out_buf<'a>(ptr: *mut c_void, len: usize) -> &'a mut [u8] {
+    if ptr.is_null() || len == 0 {
+        return &mut [];
+    }
+    // SAFETY: the caller's contract above.
+    unsafe { core::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) }
+}
+
+/// C iovecs as `IoSlice`s, which std guarantees to be ABI-compatible with
+/// `struct iovec` on Unix (no copy, no allocation).
+///
+/// # Safety
+/// `iov` must point to `cnt` iovecs whose buffers are readable, as
+/// writev(2) requires; `cnt` is checked to be in 0..=IOV_MAX by the caller.
+pub(crate) unsafe fn in_iovecs<'a>(
+    iov: *const libc::iovec,
+    cnt: usize,
+) -> &'a [std::io::IoSlice<'a>] {
+    if iov.is_null() || cnt == 0 {
+        return &[];
+    }
+    // SAFETY: layout-compatible types (std docs of IoSlice); caller contract.
+    unsafe { core::slice::from_raw_parts(iov.cast::<std::io::IoSlice<'a>>(), cnt) }
+}
+
+/// C iovecs as `IoSliceMut`s (see `in_iovecs`).
+///
+/// # Safety
+/// As `in_iovecs`, with the buffers writable as readv(2) requires.
+pub(crate) unsafe fn out_iovecs<'a>(
+    iov: *const libc::iovec,
+    cnt: usize,
+) -> &'a mut [std::io::IoSliceMut<'a>] {
+    if iov.is_null() || cnt == 0 {
+        return &mut [];
+    }
+    // SAFETY: layout-compatible types (std docs of IoSliceMut); the iovec
+    // array itself is only read by us (IoSliceMut::advance is never used).
+    unsafe {
+        core::slice::from_raw_parts_mut(iov.cast_mut().cast::<std::io::IoSliceMut<'a>>(), cnt)
+    }
+}
+
+/// Reads `buf.len()` bytes at the caller's `from`: EFAULT for a bad
+/// address (see `user_copy`).
+pub(crate) fn user_read(from: *const u8, buf: &mut [u8]) -> Result<(), c_int> {
+    if from.is_null() {
+        return Err(libc::EFAULT);
+    }
+    user_copy(from, buf.as_mut_ptr(), buf.len())
+}
+
+/// Copies `n` bytes between the caller's memory and ours as the kernel
+/// does with a system call's pointers: a bad address is EFAULT, not a
+/// fault in the program (process_vm_readv/writev on ourselves). In a
+/// sandboxed process (no such calls) a plain copy.
+pub(crate) fn user_copy(from: *const u8, to: *mut u8, n: usize) -> Result<(), c_int> {
+    if n == 0 {
+        return Ok(());
+    }
+    if crate::platform::sandbox::active() {
+        // SAFETY: the caller's pointers, as the call's contract has them.
+        unsafe { ptr::copy_nonoverlapping(from, to, n) };
+        return Ok(());
+    }
+    let local = libc::iovec {
+        iov_base: from.cast_mut().cast(),
+        iov_len: n,
+    };
+    let remote = libc::iovec {
+        iov_base: to.cast(),
+        iov_len: n,
+    };
+    let saved = errno();
+    // SAFETY: process_vm_writev reads `local` and writes `remote` in our
+    // own address space, checking both like any system call's pointers.
+    let done = unsafe { libc::process_vm_writev(libc::getpid(), &local, 1, &remote, 1, 0) };
+    let err = errno();
+    set_errno(saved);
+    match done {
+        d if d == n as isize => Ok(()),
+        d if d >= 0 => Err(libc::EFAULT),
+        _ if err == libc::ENOSYS || err == libc::EPERM => {
+            // No cross-memory calls here (a seccomp profile): trust the
+            // pointers, as before.
+            // SAFETY: the caller's pointers, as the call's contract has them.
+            unsafe { ptr::copy_nonoverlapping(from, to, n) };
+            Ok(())
+        }
+        _ => Err(libc::EFAULT),
+    }
+}
+
+/// Reads a msghdr's iovec list and clears its name/control lengths and
+/// flags, as TCP's recvmsg does (no address, no ancillary data).
+///
+/// # Safety
+/// `msg` must be a valid msghdr as recvmsg(2) requires.
+pub(crate) unsafe fn msg_parts(msg: *mut libc::msghdr) -> Option<(*const libc::iovec, usize)> {
+    if msg.is_null() {
+        return None;
+    }
+    // SAFETY: caller contract.
+    let m = unsafe { &mut *msg };
+    Some((m.msg_iov.cast_const(), m.msg_iovlen))
+}
+
+/// After an emulated recvmsg: no peer address, no control data, no flags.
+///
+/// # Safety
+/// As `msg_parts`.
+pub(crate) unsafe fn msg_clear_out(msg: *mut libc::msghdr) {
+    // SAFETY: caller contract.
+    let m = unsafe { &mut *msg };
+    m.msg_namelen = 0;
+    m.msg_controllen = 0;
+    m.msg_flags = 0;
+}
+
+/// The iovecs of a msghdr given to sendmsg.
+///
+/// # Safety
+/// `msg` must be a valid msghdr as sendmsg(2) requires.
+pub(crate) unsafe fn msg_iov_in(msg: *const libc::msghdr) -> Option<(*const libc::iovec, usize)> {
+    if msg.is_null() {
+        return None;
+    }
+    // SAFETY: caller contract.
+    let m = unsafe { &*msg };
+    Some((m.msg_iov.cast_const(), m.msg_iovlen))
+}
+
+/// Stores an int through a caller's pointer (ioctl FIONREAD).
+///
+/// # Safety
+/// `p` null or valid for writes of an int.
+pub(crate) unsafe fn put_int(p: *mut c_int, v: c_int) -> Result<(), c_int> {
+    if p.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: caller contract.
+    unsafe { ptr::write_unaligned(p, v) };
+    Ok(())
+}
+
+/// The `events` of a caller's `struct epoll_event` (packed on x86-64), or
+/// None for a null pointer.
+///
+/// # Safety
+/// `ev` must be null or valid for reading one `epoll_event`.
+pub(crate) unsafe fn epoll_events(ev: *const libc::epoll_event) -> Option<u32> {
+    if ev.is_null() {
+        return None;
+    }
+    // SAFETY: valid per the contract; read unaligned (the struct is packed).
+    Some(unsafe { ptr::read_unaligned(ptr::addr_of!((*ev).events)) })
+}
+
+/// A copy of a caller's `struct epoll_event`.
+///
+/// # Safety
+/// `ev` must be valid for reading one `epoll_event`.
+pub(crate) unsafe fn epoll_event_copy(ev: *const libc::epoll_event) -> libc::epoll_event {
+    // SAFETY: valid per the contract; unaligned (the struct is packed).
+    unsafe { ptr::read_unaligned(ev) }
+}
+
+/// read(2) or, with an offset, pread(2) of up to `len` bytes from `fd`
+/// into `dst` (raw system calls: no hook, and no Rust reference is formed
+/// over `dst`, which may be shared memory). Err: the errno.
+///
+/// # Safety
+/// `dst` must be valid for writes of `len` bytes.
+pub(crate) unsafe fn read_into(
+    fd: c_int,
+    dst: *mut u8,
+    len: usize,
+    offset: Option<u64>,
+) -> Result<usize, c_int> {
+    // SAFETY: the caller guarantees `dst`/`len`; the kernel checks `fd`.
+    let r = unsafe {
+        match offset {
+            Some(off) => libc::syscall(libc::SYS_pread64, fd, dst, len, off as libc::off_t),
+            None => libc::syscall(libc::SYS_read, fd, dst, len),
+        }
+    };
+    if r < 0 {
+        Err(errno())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// A sendfile offset: None for a null pointer (use the file position).
+///
+/// # Safety
+/// `p` null or valid for reads.
+pub(crate) unsafe fn get_off(p: *mut libc::off_t) -> Result<Option<u64>, c_int> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: caller contract.
+    let v = unsafe { ptr::read_unaligned(p) };
+    u64::try_from(v).map(Some).map_err(|_| libc::EINVAL)
+}
+
+/// Stores a sendfile offset back.
+///
+/// # Safety
+/// `p` valid for writes (it was non-null for `get_off`).
+pub(crate) unsafe fn put_off(p: *mut libc::off_t, v: u64) {
+    // SAFETY: caller contract.
+    unsafe { ptr::write_unaligned(p, v as libc::off_t) };
+}
+
+/// The caller's pollfd array.
+///
+/// # Safety
+/// poll(2)'s contract: `fds` valid for reads and writes of `n` entries
+/// when `n > 0`, and not otherwise accessed meanwhile.
+pub(crate) unsafe fn pollfds<'a>(
+    fds: *mut libc::pollfd,
+    n: libc::nfds_t,
+) -> Option<&'a mut [libc::pollfd]> {
+    if fds.is_null() || n == 0 || n > (1 << 20) {
+        return None;
+    }
+    // SAFETY: valid for `n` entries per the contract.
+    Some(unsafe { core::slice::from_raw_parts_mut(fds, n as usize) })
+}
+
+/// The caller's epoll_event array (epoll_event is packed: only whole
+/// copies in and out, never references to its fields).
+///
+/// # Safety
+/// epoll_wait(2)'s contract: `events` valid for writes of `n` entries.
+pub(crate) unsafe fn epoll_out<'a>(
+    events: *mut libc::epoll_event,
+    n: c_int,
+) -> Option<&'a mut [libc::epoll_event]> {
+    if events.is_null() || n <= 0 {
+        return None;
+    }
+    // SAFETY: valid for `n` entries per the contract.
+    Some(unsafe { core::slice::from_raw_parts_mut(events, n as usize) })
+}
+
+/// One of select's fd sets, if given, as the words that hold bits
+/// 0..nfds: Linux takes `nfds` above FD_SETSIZE with a larger set the
+/// caller allocated (Ruby does), so the set is not read as an `fd_set`.
+///
+/// # Safety
+/// select(2)'s contract: `set` null or valid for reads and writes of
+/// `nfds` bits (rounded up to whole words).
+pub(crate) unsafe fn fd_words<'a>(
+    set: *mut libc::fd_set,
+    nfds: c_int,
+) -> Option<&'a mut [c_ulong]> {
+    if set.is_null() || nfds <= 0 {
+        return None;
+    }
+    let words = (nfds as usize).div_ceil(c_ulong::BITS as usize);
+    // SAFETY: valid for that many words per the contract; fd_set is an
+    // array of longs.
+    Some(unsafe { core::slice::from_raw_parts_mut(set.cast::<c_ulong>(), words) })
+}
+
+/// A timeout argument (timespec or timeval), if given.
+///
+/// # Safety
+/// `t` null or valid for reads.
+pub(crate) unsafe fn read_opt<T: Copy>(t: *const T) -> Option<T> {
+    // SAFETY: per the contract.
+    unsafe { t.as_ref().copied() }
+}
+
+/// Writes select's remaining time back, as Linux does.
+///
+/// # Safety
+/// `t` null or valid for writes.
+pub(crate) unsafe fn write_opt<T>(t: *mut T, value: T) {
+    // SAFETY: per the contract.
+    if let Some(t) = unsafe { t.as_mut() } {
+        *t = value;
+    }
+}
