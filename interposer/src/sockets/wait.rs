@@ -121,7 +121,7 @@ impl Limit {
 
 /// A count the real call returned: errno as libc left it on failure, the
 /// caller's on success (our own calls on the way may have changed it).
-pub(crate) fn result(n: c_int) -> Action<c_int> {
+fn result(n: c_int) -> Action<c_int> {
     if n < 0 {
         Action::Raw(n)
     } else {
