@@ -15,7 +15,6 @@ const LAYERS: [&str; 5] = ["abi", "calls", "sockets", "transport", "platform"];
 const KNOWN_CYCLES: &[&[&str]] = &[&[
     "sockets::inherit",
     "sockets::listener",
-    "sockets::polling",
     "sockets::readiness",
     "sockets::registry",
     "sockets::socket",

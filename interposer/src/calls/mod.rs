@@ -3,7 +3,7 @@
 
 pub(crate) mod descriptor;
 pub(crate) mod endpoint;
-pub(crate) mod epoll;
+pub(crate) mod iomux;
 pub(crate) mod options;
 pub(crate) mod process;
 pub(crate) mod sandbox;

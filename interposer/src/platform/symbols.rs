@@ -76,19 +76,19 @@ macro_rules! hooked_symbols {
     // Which connections an epoll set holds, and EPOLLET (`readiness`).
     fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> c_int
         => readiness::epoll_ctl, owner fd;
-    // Waits look at the rings before the kernel, and spin (`polling`).
+    // Waits look at the rings before the kernel, and spin (`calls::iomux`).
     fn poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int) -> c_int
-        => polling::poll;
+        => poll::poll;
     fn __poll_chk(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int, fdslen: size_t)
-        -> c_int => polling::poll_chk;
+        -> c_int => poll::poll_chk;
     fn ppoll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: *const libc::timespec,
-        mask: *const sigset_t) -> c_int => polling::ppoll;
+        mask: *const sigset_t) -> c_int => poll::ppoll;
     fn __ppoll_chk(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: *const libc::timespec,
-        mask: *const sigset_t, fdslen: size_t) -> c_int => polling::ppoll_chk;
+        mask: *const sigset_t, fdslen: size_t) -> c_int => poll::ppoll_chk;
     fn select(nfds: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set,
-        timeout: *mut libc::timeval) -> c_int => polling::select;
+        timeout: *mut libc::timeval) -> c_int => select::select;
     fn pselect(nfds: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set,
-        timeout: *const libc::timespec, mask: *const sigset_t) -> c_int => polling::pselect;
+        timeout: *const libc::timespec, mask: *const sigset_t) -> c_int => select::pselect;
     fn epoll_wait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int)
         -> c_int => epoll::epoll_wait;
     fn epoll_pwait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int,

@@ -1,12 +1,13 @@
 //! The emulated sockets: the socket kinds and their state (`socket`,
-//! `listener`), the registry behind the fd table, readiness for epoll and
-//! the polling engine, and what crosses exec (`inherit`, `carry`).
+//! `listener`), the registry behind the fd table, readiness for epoll, the
+//! wait engine that poll, select and epoll share (`wait`), and what
+//! crosses exec (`inherit`, `carry`).
 
 pub(crate) mod carry;
 pub(crate) mod inherit;
 pub(crate) mod listener;
-pub(crate) mod polling;
 pub(crate) mod readiness;
 pub(crate) mod registry;
 pub(crate) mod socket;
 pub(crate) mod stale;
+pub(crate) mod wait;

@@ -5,10 +5,11 @@
 //!
 //! - Which connections an epoll set holds. A reader raises its flag lazily
 //!   (`Connection::lazy`), which poll and select make up for by looking at
-//!   the ring (`polling`); epoll_wait cannot, so a connection added to a set
-//!   turns eager (`Connection::watch`). Data that came while it was lazy
-//!   has no doorbell byte: the set is told about it here ("pending") until
-//!   the ring is drained, and `polling` reports it.
+//!   the ring (`calls::iomux`); epoll_wait cannot, so a connection added to
+//!   a set turns eager (`Connection::watch`). Data that came while it was
+//!   lazy has no doorbell byte: the set is told about it here ("pending")
+//!   until the ring is drained, and epoll_wait (`calls::iomux::epoll`)
+//!   reports it.
 //! - How a reader waits. Edge-triggered epoll reports every arrival of data
 //!   on a TCP socket, also while older data is unread; the ring rings its
 //!   reader only on the first publish after the reader waited. So EPOLLET

@@ -1598,7 +1598,7 @@ impl Connection {
                                     && !gathered
                                     && streaming
                                     && self.lazy()
-                                    && crate::sockets::polling::spin_helps()
+                                    && crate::sockets::wait::spin_helps()
                                     && !dontwait
                                     && !self.nonblocking()
                                 {
@@ -1627,7 +1627,7 @@ impl Connection {
                                     && !spun
                                     && !self.spin.is_zero()
                                     && self.replied.load(Ordering::Relaxed)
-                                    && crate::sockets::polling::spin_helps()
+                                    && crate::sockets::wait::spin_helps()
                                 {
                                     // Spin before settling: a reader that
                                     // never raised its flag costs neither
@@ -1645,7 +1645,7 @@ impl Connection {
                                     && !self.spin.is_zero()
                                     && self.bulk.load(Ordering::Relaxed)
                                     && self.read_recently()
-                                    && crate::sockets::polling::spin_helps()
+                                    && crate::sockets::wait::spin_helps()
                                 {
                                     Step::Watch
                                 } else if let Some(t) = lazy.then(|| self.begin_taking()).flatten()

@@ -1,18 +1,18 @@
 //! epoll_wait, epoll_pwait and epoll_pwait2 on sets that hold emulated
 //! connections (`readiness` knows which): data that came before a
 //! connection joined is merged into the kernel's events (`merge`), and a
-//! wait spins before it sleeps, as `polling` explains.
+//! wait spins before it sleeps, as `sockets::wait` explains. (epoll_ctl is
+//! `readiness::epoll_ctl`, see `iomux`.)
 #![deny(unsafe_code)]
 
 use core::ffi::c_int;
-use std::time::Duration;
 
 use libc::{epoll_event, sigset_t, timespec};
 
 use crate::platform::real::{self, Action};
-use crate::platform::{guard, sys};
-use crate::sockets::polling::{result, spin, spin_budget, spin_helps, Limit, Spun};
-use crate::sockets::readiness;
+use crate::platform::sys;
+use crate::sockets::readiness::{self, Pending};
+use crate::sockets::wait::{may_spin, wait, Limit, WaitSet};
 
 pub(crate) fn epoll_wait(
     epfd: c_int,
@@ -43,10 +43,9 @@ pub(crate) fn epoll_pwait2(
     #[allow(unsafe_code)]
     // SAFETY: epoll_pwait2(2)'s contract: `timeout` null or valid.
     let t = unsafe { sys::read_opt(timeout) };
-    match Limit::timespec(t) {
-        Some(limit) => epoll_set(epfd, events, max, limit, Some(mask), true),
-        None => Action::Pass,
-    }
+    Limit::timespec(t).map_or(Action::Pass, |limit| {
+        epoll_set(epfd, events, max, limit, Some(mask), true)
+    })
 }
 
 fn real_epoll(
@@ -92,6 +91,60 @@ fn merge(out: &mut [epoll_event], mut n: usize, pending: Vec<epoll_event>) -> c_
     n as c_int
 }
 
+/// An epoll set that holds connections, and the caller's events array.
+struct EpollSet<'a> {
+    epfd: c_int,
+    out: &'a mut [epoll_event],
+    /// The most pending events to report (see `epoll_set`).
+    most: usize,
+    pending: Pending,
+    pwait2: bool,
+}
+
+impl WaitSet for EpollSet<'_> {
+    fn found(&self) -> bool {
+        !self.pending.events.is_empty()
+    }
+
+    fn look(&mut self) {
+        self.pending = readiness::pending(self.epfd, self.most).unwrap_or_default();
+    }
+
+    fn worth_spinning(&self, limit: Limit) -> bool {
+        // Cheapest first: walking the members takes the table's lock.
+        may_spin(limit) && readiness::awaits_reply(self.epfd)
+    }
+
+    fn no_reply_soon(&self) {
+        readiness::no_reply_soon(self.epfd);
+    }
+
+    fn real(&mut self, limit: Option<Limit>, mask: Option<*const sigset_t>) -> c_int {
+        real_epoll(self.epfd, self.out, limit, mask, self.pwait2)
+    }
+
+    fn answer(&mut self) -> Action<c_int> {
+        let room = self.out.len() - self.pending.events.len();
+        let mut n = 0;
+        if room > 0 {
+            n = real_epoll(self.epfd, &mut self.out[..room], None, None, false);
+            if n < 0 {
+                return Action::Raw(n);
+            }
+        }
+        let pending = std::mem::take(&mut self.pending.events);
+        Action::Done(merge(self.out, n as usize, pending))
+    }
+
+    fn sliced(&self) -> bool {
+        self.pending.watch_closely
+    }
+
+    fn empty_stands(&self) -> bool {
+        !self.pending.watch_closely
+    }
+}
+
 fn epoll_set(
     epfd: c_int,
     events: *mut epoll_event,
@@ -108,49 +161,15 @@ fn epoll_set(
     // Room for the kernel's events too (one at least, when there is more
     // than one slot).
     let most = (out.len() - 1).max(1);
-    let Some(mut pending) = readiness::pending(epfd, most) else {
+    let Some(pending) = readiness::pending(epfd, most) else {
         return Action::Pass; // no connection in this set
     };
-    let mut first = true;
-    loop {
-        if !pending.events.is_empty() {
-            let room = out.len() - pending.events.len();
-            let mut n = 0;
-            if room > 0 {
-                n = real_epoll(epfd, &mut out[..room], None, None, false);
-                if n < 0 {
-                    return Action::Raw(n);
-                }
-            }
-            return Action::Done(merge(out, n as usize, pending.events));
-        }
-        if first {
-            first = false;
-            // Cheapest first: walking the members takes the table's lock.
-            let worth = spin_budget() > Duration::ZERO
-                && !limit.now()
-                && spin_helps()
-                && readiness::awaits_reply(epfd);
-            let spun = spin(
-                limit,
-                worth,
-                || false,
-                |_| {
-                    let n = real_epoll(epfd, out, None, None, false);
-                    (n != 0).then_some(n)
-                },
-            );
-            match spun {
-                Spun::Kernel(n) => return result(n),
-                Spun::TimedOut => readiness::no_reply_soon(epfd),
-                _ => {}
-            }
-        }
-        let lim = limit.sliced(pending.watch_closely);
-        let n = guard::suspended(|| real_epoll(epfd, out, Some(lim), mask, pwait2));
-        if n != 0 || !pending.watch_closely || limit.now() {
-            return result(n);
-        }
-        pending = readiness::pending(epfd, most).unwrap_or_default();
-    }
+    let mut set = EpollSet {
+        epfd,
+        out,
+        most,
+        pending,
+        pwait2,
+    };
+    wait(&mut set, limit, mask)
 }

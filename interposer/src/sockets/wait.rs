@@ -1,0 +1,324 @@
+//! The wait engine that poll, select and epoll_wait share (their sets are
+//! in `calls::iomux`): how long a call may wait (`Limit`), whether spinning
+//! can help (`spin_helps`, which a `Connection`'s reads ask too), and the
+//! wait itself (`wait`): look for readiness the kernel may not know of,
+//! spin, then sleep in the kernel, over any `WaitSet`.
+//!
+//! Speed: before sleeping in the kernel, a wait spins for up to
+//! `SHMNET_SPIN_US` — on the rings, and with zero-timeout calls for the
+//! kernel's fds — when spinning can help (`spin_helps`, and a connection in
+//! the set awaits a reply): a wake-up from sleep costs tens of
+//! microseconds on a VM, a spin that sees the data well under one.
+//!
+//! The spin and the looks at the rings run inside the library (a signal
+//! handler that interrupts them and uses an emulated socket gets EIO, as
+//! everywhere in the library); the sleep in the kernel does not.
+//!
+//! This module knows no socket: `socket` depends on it, not the reverse.
+#![deny(unsafe_code)]
+
+use core::ffi::c_int;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use libc::{sigset_t, timespec, timeval};
+
+use crate::platform::real::Action;
+use crate::platform::{guard, sys};
+
+/// The longest sleep while a reader of ours may take the byte a waiter
+/// needs (see `calls::iomux`).
+const SLICE: Duration = Duration::from_millis(1);
+
+/// How long a call may wait.
+#[derive(Clone, Copy)]
+pub(crate) enum Limit {
+    Forever,
+    Until(Instant),
+}
+
+impl Limit {
+    pub(crate) fn ms(ms: c_int) -> Limit {
+        if ms < 0 {
+            Limit::Forever
+        } else {
+            Limit::Until(Instant::now() + Duration::from_millis(ms as u64))
+        }
+    }
+
+    fn after(d: Option<Duration>) -> Limit {
+        d.map_or(Limit::Forever, |d| Limit::Until(Instant::now() + d))
+    }
+
+    /// A timespec argument; None when the kernel would refuse it (the
+    /// real call then says EINVAL).
+    pub(crate) fn timespec(ts: Option<timespec>) -> Option<Limit> {
+        match ts {
+            None => Some(Limit::Forever),
+            Some(t) if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) => None,
+            Some(t) => Some(Limit::after(Some(Duration::new(
+                t.tv_sec as u64,
+                t.tv_nsec as u32,
+            )))),
+        }
+    }
+
+    /// select's timeval, normalised as the kernel does (tv_usec may exceed
+    /// a second); None when the kernel would refuse it.
+    #[allow(clippy::unnecessary_cast)] // time_t and suseconds_t vary by target
+    pub(crate) fn timeval(tv: Option<timeval>) -> Option<Limit> {
+        let Some(t) = tv else {
+            return Some(Limit::Forever);
+        };
+        let sec = (t.tv_sec as i64).checked_add(t.tv_usec as i64 / 1_000_000)?;
+        let usec = t.tv_usec as i64 % 1_000_000;
+        if sec < 0 || usec < 0 {
+            return None;
+        }
+        Some(Limit::after(Some(
+            Duration::from_secs(sec as u64) + Duration::from_micros(usec as u64),
+        )))
+    }
+
+    pub(crate) fn left(self) -> Option<Duration> {
+        match self {
+            Limit::Forever => None,
+            Limit::Until(t) => Some(t.saturating_duration_since(Instant::now())),
+        }
+    }
+
+    pub(crate) fn now(self) -> bool {
+        self.left().is_some_and(|d| d.is_zero())
+    }
+
+    /// This limit, or `SLICE` from now if sooner and `sliced`.
+    pub(crate) fn sliced(self, sliced: bool) -> Limit {
+        if !sliced {
+            return self;
+        }
+        let slice = Instant::now() + SLICE;
+        match self {
+            Limit::Until(t) if t <= slice => self,
+            _ => Limit::Until(slice),
+        }
+    }
+
+    /// Milliseconds for poll/epoll_wait, rounded up (as the kernel does).
+    pub(crate) fn left_ms(self) -> c_int {
+        match self.left() {
+            None => -1,
+            Some(d) => d.as_nanos().div_ceil(1_000_000).min(c_int::MAX as u128) as c_int,
+        }
+    }
+
+    pub(crate) fn left_ts(self) -> Option<timespec> {
+        self.left().map(|d| timespec {
+            tv_sec: d.as_secs() as _,
+            tv_nsec: d.subsec_nanos() as _,
+        })
+    }
+}
+
+/// A count the real call returned: errno as libc left it on failure, the
+/// caller's on success (our own calls on the way may have changed it).
+fn result(n: c_int) -> Action<c_int> {
+    if n < 0 {
+        Action::Raw(n)
+    } else {
+        Action::Done(n)
+    }
+}
+
+fn spin_budget() -> Duration {
+    crate::platform::config::get()
+        .map_or(Duration::ZERO, |c| Duration::from_micros(c.spin_us.into()))
+}
+
+/// Whether a wait may spin at all: there is a budget and time left, and
+/// spinning can help.
+pub(crate) fn may_spin(limit: Limit) -> bool {
+    !spin_budget().is_zero() && !limit.now() && spin_helps()
+}
+
+/// Whether spinning can help: not when more threads are runnable than
+/// there are CPUs, nor when this process was preempted lately (a spinner
+/// would then take the CPU from the thread it waits for). Looked up in /proc/loadavg at most every 10 ms. (That count
+/// is the whole host's; the CPUs are those this process may use.)
+pub(crate) fn spin_helps() -> bool {
+    static CHECKED: AtomicU64 = AtomicU64::new(0);
+    static VERDICT: AtomicBool = AtomicBool::new(true);
+    // The coarse clock (a few ns, tick resolution) is enough for "10 ms".
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    let now = (t.tv_sec as u64) * 1000 + (t.tv_nsec as u64) / 1_000_000 + 1;
+    let last = CHECKED.load(Ordering::Relaxed);
+    // Sandboxed: /proc and getrusage are outside the filter; the last
+    // verdict stands.
+    if (last != 0 && now.saturating_sub(last) < 10) || crate::platform::sandbox::active() {
+        return VERDICT.load(Ordering::Relaxed);
+    }
+    // One thread looks again; the others use the verdict meanwhile.
+    if CHECKED
+        .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+        .is_err()
+    {
+        return VERDICT.load(Ordering::Relaxed);
+    }
+    // Preempted twice since the last look, 10 - 20 ms ago: the CPUs are
+    // contended (a snapshot of the run queue misses threads that run in
+    // short bursts, like a web server's workers and its load generator).
+    // An older baseline (no wait for a while, or the first look) only
+    // becomes the new one.
+    static PREEMPTED: AtomicU64 = AtomicU64::new(0);
+    let preempted = sys::involuntary_switches();
+    let before = PREEMPTED.swap(preempted, Ordering::Relaxed);
+    let recent = last != 0 && now.saturating_sub(last) <= 20;
+    let contended = recent && preempted.saturating_sub(before) >= 2;
+    let verdict = !contended && runnable_threads().is_none_or(|r| r <= cpus());
+    VERDICT.store(verdict, Ordering::Relaxed);
+    verdict
+}
+
+/// Runnable threads on the machine now (the 4th field of /proc/loadavg,
+/// "running/total"), counting this one.
+fn runnable_threads() -> Option<usize> {
+    let fd = rustix::fs::open(
+        "/proc/loadavg",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .ok()?;
+    let mut buf = [0u8; 128];
+    let n = rustix::io::read(&fd, &mut buf).ok()?;
+    let text = core::str::from_utf8(&buf[..n]).ok()?;
+    let field = text.split_whitespace().nth(3)?;
+    field.split('/').next()?.parse().ok()
+}
+
+fn cpus() -> usize {
+    static CPUS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *CPUS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// What a call waits on: the kernel's fds (filled in by the real call),
+/// among which are emulated connections whose readiness the kernel may not
+/// know of (data no doorbell byte announced).
+pub(crate) trait WaitSet {
+    /// The last look (made when the set was made, then by `look`) found
+    /// readiness the kernel may not report.
+    fn found(&self) -> bool;
+    /// Looks again, after a sleep that ended with nothing.
+    fn look(&mut self);
+    /// A look at the rings while spinning (cheap); true when one has data
+    /// (`found` is then true).
+    fn rings_ready(&mut self) -> bool {
+        false
+    }
+    /// Whether a spin is worth it: a connection in the set awaits a reply.
+    fn worth_spinning(&self, limit: Limit) -> bool;
+    /// A spin went its whole budget without an answer: the set's
+    /// connections stop counting as awaiting a reply until they write.
+    fn no_reply_soon(&self);
+    /// The real call: a zero timeout (None), or until `limit` with the
+    /// caller's signal mask. Starts from what the caller asked each time.
+    fn real(&mut self, limit: Option<Limit>, mask: Option<*const sigset_t>) -> c_int;
+    /// Takes back readability the kernel reported for doorbell bytes of
+    /// data already read (`Connection::really_readable`); the new count.
+    fn filter(&mut self, n: c_int) -> c_int {
+        n
+    }
+    /// Whether spin round `round` asks the kernel too.
+    fn ask_kernel(&self, _round: u32) -> bool {
+        true
+    }
+    /// The answer once `found`: the kernel's, without waiting, with what
+    /// the look found added.
+    fn answer(&mut self) -> Action<c_int>;
+    /// A reader of ours may take the byte a waiter needs: sleep in slices
+    /// (`SLICE`) and look between them.
+    fn sliced(&self) -> bool;
+    /// Whether an empty answer from a sleep stands (otherwise the set looks
+    /// again and waits on).
+    fn empty_stands(&self) -> bool;
+}
+
+/// What a spin found.
+enum Spun {
+    /// A ring has data: answer without sleeping.
+    Rings,
+    /// The kernel answered (a count after filtering, or -1).
+    Kernel(c_int),
+    /// No spinning (it could not help, or nobody awaits a reply): sleep.
+    Nothing,
+    /// The whole budget went by without an answer: sleep, and do not spin
+    /// for these connections again until they write (`no_reply_soon`).
+    TimedOut,
+}
+
+/// Spins while it can help and `worth` says so (a connection awaits a
+/// reply), until the set's rings are ready (a look, cheap) or the kernel
+/// answers (a zero-timeout call, every few rounds).
+fn spin(limit: Limit, worth: bool, set: &mut impl WaitSet) -> Spun {
+    if !worth || !may_spin(limit) {
+        return Spun::Nothing;
+    }
+    let budget = spin_budget();
+    let budget = limit.left().map_or(budget, |l| l.min(budget));
+    let start = Instant::now();
+    let mut round = 0u32;
+    loop {
+        for _ in 0..16 {
+            if set.rings_ready() {
+                return Spun::Rings;
+            }
+            core::hint::spin_loop();
+        }
+        round = round.wrapping_add(1);
+        if set.ask_kernel(round) {
+            let n = set.real(None, None);
+            let n = if n > 0 { set.filter(n) } else { n };
+            if n != 0 {
+                return Spun::Kernel(n);
+            }
+        }
+        if start.elapsed() >= budget {
+            return Spun::TimedOut;
+        }
+    }
+}
+
+/// The wait: answer at once if the set's look found readiness, else spin,
+/// then sleep in the kernel; an answer the set takes back, or an empty one
+/// that does not stand, makes it look again and wait on.
+pub(crate) fn wait(
+    set: &mut impl WaitSet,
+    limit: Limit,
+    mask: Option<*const sigset_t>,
+) -> Action<c_int> {
+    let mut first = true;
+    loop {
+        if !set.found() && first {
+            first = false;
+            let worth = set.worth_spinning(limit);
+            match spin(limit, worth, set) {
+                Spun::Kernel(n) => return result(n),
+                Spun::TimedOut => set.no_reply_soon(),
+                _ => {}
+            }
+        }
+        if set.found() {
+            return set.answer();
+        }
+        let sliced = limit.sliced(set.sliced());
+        let n = guard::suspended(|| set.real(Some(sliced), mask));
+        if n < 0 {
+            return Action::Raw(n);
+        }
+        let n = set.filter(n);
+        if n > 0 || limit.now() || set.empty_stands() {
+            return Action::Done(n);
+        }
+        // Nothing after all (bytes of data already read, or a slice ran
+        // out): look again, and wait on.
+        set.look();
+    }
+}
