@@ -12,14 +12,15 @@ const LAYERS: [&str; 5] = ["abi", "calls", "sockets", "transport", "platform"];
 
 /// Module-level cycles not yet broken, each as the sorted list of its
 /// modules (a strongly connected component). This list may only shrink.
+/// (What remains: `socket` -> `polling` -> `registry` -> `socket`; and
+/// `socket` <-> `listener`, as the `Socket` enum holds a `Listener` while
+/// the listener's connections, their `Bell` and `Options` are in
+/// `socket` too.)
 const KNOWN_CYCLES: &[&[&str]] = &[&[
-    "sockets::inherit",
     "sockets::listener",
     "sockets::polling",
-    "sockets::readiness",
     "sockets::registry",
     "sockets::socket",
-    "sockets::stale",
 ]];
 
 fn rank(layer: &str) -> Option<usize> {

@@ -6,11 +6,12 @@
 //!
 //! - `abi`: the `#[no_mangle]` exports, made from one symbol list, and
 //!   `dispatch` (re-entry guard, errno, panics), the exec trampolines;
-//! - `calls`: one module per call family (endpoint, stream, options,
-//!   descriptor, process, epoll, sandbox): what each hooked call does;
+//! - `calls`: one module per call family (endpoint, listen, stream,
+//!   options, descriptor, process, exec, epoll, sandbox): what each hooked
+//!   call does;
 //! - `sockets`: the emulated socket kinds (`socket`: connections and the
 //!   options store; `listener`), the registry behind the fd table,
-//!   readiness and polling, and what goes across exec (`inherit`, `carry`);
+//!   readiness and polling, and what goes across exec (`carrier`, `carry`);
 //! - `transport`: how two processes find each other and set a connection
 //!   up: rendezvous, handshake, lookup, parking, the segment pool;
 //! - `platform`: the process's services: system calls (`sys`), the real

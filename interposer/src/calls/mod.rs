@@ -4,6 +4,8 @@
 pub(crate) mod descriptor;
 pub(crate) mod endpoint;
 pub(crate) mod epoll;
+pub(crate) mod exec;
+pub(crate) mod listen;
 pub(crate) mod options;
 pub(crate) mod process;
 pub(crate) mod sandbox;

@@ -1,9 +1,10 @@
 //! The emulated sockets: the socket kinds and their state (`socket`,
 //! `listener`), the registry behind the fd table, readiness for epoll and
-//! the polling engine, and what crosses exec (`inherit`, `carry`).
+//! the polling engine, and what crosses exec (`carrier`) or a re-pointed fd
+//! (`carry`).
 
+pub(crate) mod carrier;
 pub(crate) mod carry;
-pub(crate) mod inherit;
 pub(crate) mod listener;
 pub(crate) mod polling;
 pub(crate) mod readiness;
