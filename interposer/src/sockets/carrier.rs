@@ -29,7 +29,7 @@ use crate::platform::sys;
 /// The cookie of the connection a carrier is for: an unnamed datagram
 /// socket whose first queued message (peeked, without its fd) is a
 /// carrier's. Everything it says is checked against the kernel's view of
-/// the connection before use (`calls::exec`).
+/// the connection before use (`calls::exec`'s `reattach`).
 pub(crate) fn carrier_cookie(
     sock: BorrowedFd<'_>,
     name: Option<rustix::net::SocketAddrAny>,

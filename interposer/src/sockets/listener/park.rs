@@ -1,5 +1,5 @@
-//! The listener's parking queue (see the module docs and
-//! `transport::parking`): parking a connection whose message is late,
+//! The listener's parking queue (see `sockets::listener`'s module docs
+//! and `transport::parking`): parking a connection whose message is late,
 //! and looking at the parked ones again.
 #![deny(unsafe_code)]
 
@@ -126,8 +126,8 @@ impl Listener {
         }
     }
 
-    /// Parks `conn` (see the module docs), armed: a new one was never
-    /// registered, and a declined reuse offer's event was consumed.
+    /// Parks `conn` (see the listener's module docs), armed: a new one was
+    /// never registered, and a declined reuse offer's event was consumed.
     pub(super) fn park(&self, conn: OwnedFd, scope: Scope, state: State) {
         let rec = Record {
             state,
