@@ -32,7 +32,8 @@
 //! puts it behind the application's fd. Its accept path: `accept` (one
 //! look at every member, waiting as the kernel's accept would),
 //! `patience` (how long it waits for a late message), `admission` (the
-//! handshake, and who may connect), `park` (the parking queue).
+//! handshake, and who may connect), `park` (the parking queue). And
+//! `bound`: a socket bound to an emulated address, not yet listening.
 #![deny(unsafe_code)]
 
 mod accept;
