@@ -6,11 +6,13 @@
 //!
 //! - `abi`: the `#[no_mangle]` exports, made from one symbol list, and
 //!   `dispatch` (re-entry guard, errno, panics), the exec trampolines;
-//! - `calls`: one module per call family (endpoint, stream, options,
-//!   descriptor, process, iomux, sandbox): what each hooked call does;
+//! - `calls`: one module per call family (endpoint, listen, stream,
+//!   options, descriptor, process, exec, iomux, sandbox): what each hooked
+//!   call does;
 //! - `sockets`: the emulated socket kinds (`socket`: connections and the
 //!   options store; `listener`), the registry behind the fd table,
-//!   readiness and the wait engine (`wait`), and what goes across exec (`inherit`, `carry`);
+//!   readiness and the wait engine (`wait`), and what goes across exec
+//!   (`carrier`) or a re-pointed fd (`carry`);
 //! - `transport`: how two processes find each other and set a connection
 //!   up: rendezvous, handshake, lookup, parking, the segment pool;
 //! - `platform`: the process's services: system calls (`sys`), the real

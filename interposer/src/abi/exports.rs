@@ -233,7 +233,7 @@ extern "C" fn before_variadic_exec(which: usize) -> *const c_void {
         let _ = panic::catch_unwind(|| {
             process::init();
             registry::release_deferred();
-            crate::sockets::inherit::before_exec();
+            crate::calls::exec::before_exec();
         });
     }
     sys::set_errno(saved);

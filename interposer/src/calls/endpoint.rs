@@ -16,7 +16,7 @@
 
 use core::ffi::c_int;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::sync::Arc;
 
 use libc::{sockaddr, socklen_t};
@@ -26,9 +26,9 @@ use crate::platform::config::{self, Fallback};
 use crate::platform::internal_fd::InternalFd;
 use crate::platform::real::Action;
 use crate::platform::{stats, sys};
-use crate::sockets::listener::Bound;
+use crate::sockets::listener::{Accepted, Bound, Listener};
 use crate::sockets::registry;
-use crate::sockets::socket::{Connection, Options, Socket};
+use crate::sockets::socket::{as_family, Connection, Options, Socket};
 use crate::transport::lookup::{DialError, Found};
 use crate::transport::rendezvous;
 
@@ -176,7 +176,7 @@ fn bind_emulated(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
     let bound = if rendezvous::is_loopback(target.ip()) {
         let reservation = match rendezvous::reserve_local(target) {
             Err(Errno::ADDRINUSE) if crate::sockets::listener::reuses_port(&opts) => {
-                crate::sockets::listener::join_reuseport_group(target).ok_or(Errno::ADDRINUSE)?
+                crate::calls::listen::join_reuseport_group(target).ok_or(Errno::ADDRINUSE)?
             }
             r => r?,
         };
@@ -215,12 +215,12 @@ pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
     match registry::get(fd).as_deref() {
         None => match config::get() {
             Some(c) if c.fallback == Fallback::Tcp => {
-                crate::sockets::listener::listen_tcp(fd, backlog, c)
+                crate::calls::listen::listen_tcp(fd, backlog, c)
             }
             _ => Action::Pass,
         },
         Some(Socket::Listener(l)) => l.relisten(backlog),
-        Some(Socket::Bound(b)) => crate::sockets::listener::listen_emulated(fd, b, backlog),
+        Some(Socket::Bound(b)) => crate::calls::listen::listen_emulated(fd, b, backlog),
         Some(Socket::Stream(_)) => fail(Errno::INVAL),
     }
 }
@@ -240,9 +240,56 @@ pub(crate) fn accept4(
         // Taking a connection needs recvmsg with fds, mmap of its segment
         // and new fds: outside a sandbox.
         Some(Socket::Listener(_)) if crate::platform::sandbox::active() => fail(Errno::ACCESS),
-        Some(Socket::Listener(l)) => l.accept(fd, addr, len, flags),
+        Some(Socket::Listener(l)) => match l.accept(fd, addr, len, flags) {
+            Ok(Accepted::Tcp(conn)) => {
+                crate::sockets::stale::fresh(conn);
+                Action::Done(conn)
+            }
+            Ok(Accepted::Shm(conn, c)) => match hand_out(l, conn, c, addr, len, flags) {
+                Ok(conn) => Action::Done(conn),
+                Err(e) => fail(e),
+            },
+            Err(e) => fail(e),
+        },
         Some(Socket::Bound(_) | Socket::Stream(_)) => fail(Errno::INVAL),
     }
+}
+
+/// Hands a shared-memory connection `l` accepted to the application: its
+/// fd number checked for a stale entry (the kernel may have reused a
+/// number closed past us: `stale`) and registered as the connection, its
+/// peer's address written.
+fn hand_out(
+    l: &Listener,
+    conn: OwnedFd,
+    connection: Connection,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> Result<c_int, Errno> {
+    crate::sockets::stale::fresh(conn.as_raw_fd());
+    let peer = connection.peer;
+    let sock = Arc::new(Socket::Stream(connection));
+    if flags & libc::SOCK_CLOEXEC == 0 {
+        sock.set_cloexec(false);
+    }
+    if registry::insert(conn.as_raw_fd(), sock).is_err() {
+        return Err(Errno::MFILE);
+    }
+    let raw = conn.into_raw_fd();
+    let peer = as_family(peer, l.local.is_ipv6()).unwrap_or(peer);
+    #[allow(unsafe_code)]
+    // SAFETY: accept(2) requires `addr`/`len` to be null or valid.
+    unsafe {
+        sys::put_socket_addr(peer, addr, len)
+    };
+    log!(
+        debug,
+        "accept on {}: {peer} over shared memory, fd {raw}",
+        l.local
+    );
+    stats::accepted_shm();
+    Ok(raw)
 }
 
 /// The local name of a connecting socket that was not bound: loopback on

@@ -3,7 +3,9 @@
 
 pub(crate) mod descriptor;
 pub(crate) mod endpoint;
+pub(crate) mod exec;
 pub(crate) mod iomux;
+pub(crate) mod listen;
 pub(crate) mod options;
 pub(crate) mod process;
 pub(crate) mod sandbox;

@@ -22,7 +22,7 @@ pub(crate) fn init() {
     crate::platform::log::install_panic_hook();
     if let Some(config) = config::get() {
         // After an exec: sockets the previous program image emulated.
-        crate::sockets::inherit::adopt(config);
+        crate::calls::exec::adopt(config);
     }
     let rc = sys::register_atfork(prepare, parent, child);
     if rc != 0 {
@@ -53,7 +53,7 @@ extern "C" fn prepare() {
     // it on after leaving the guard); not when fork was called from inside
     // the library.
     if let Some(_inside) = crate::platform::guard::enter("fork") {
-        let _ = std::panic::catch_unwind(crate::sockets::inherit::before_exec);
+        let _ = std::panic::catch_unwind(crate::calls::exec::before_exec);
     }
     // The child must never need dlsym (its loader lock may be held by a
     // thread that does not exist in the child).
@@ -115,12 +115,12 @@ pub(crate) fn moved_namespace(result: libc::c_int, may_be_net: bool) {
 
 /// Every way of running a program (the exec family, posix_spawn, system,
 /// popen; fork through its prepare handler): connections whose fds go
-/// across exec get their carriers first (`inherit::before_exec`). glibc's
+/// across exec get their carriers first (`exec::before_exec`). glibc's
 /// system, popen and posix_spawn exec inside libc, past any exec hook, and
 /// execl/execvp and the like call glibc's internal execve: so each entry
 /// point is hooked. Then the real call, unchanged.
 pub(crate) fn exec<R>() -> Action<R> {
-    crate::sockets::inherit::before_exec();
+    crate::calls::exec::before_exec();
     Action::Pass
 }
 

@@ -1,10 +1,10 @@
 //! The emulated sockets: the socket kinds and their state (`socket`,
 //! `listener`), the registry behind the fd table, readiness for epoll, the
 //! wait engine that poll, select and epoll share (`wait`), and what
-//! crosses exec (`inherit`, `carry`).
+//! crosses exec (`carrier`) or a re-pointed fd (`carry`).
 
+pub(crate) mod carrier;
 pub(crate) mod carry;
-pub(crate) mod inherit;
 pub(crate) mod listener;
 pub(crate) mod readiness;
 pub(crate) mod registry;

@@ -752,7 +752,7 @@ pub(crate) struct Connection {
     /// run (posix_spawn, system and popen make a child without fork's
     /// handlers, which would have marked it shared).
     exec_shared: AtomicBool,
-    /// What a program exec'd with this connection needs (see `inherit`).
+    /// What a program exec'd with this connection needs (see `calls::exec`).
     carry: Mutex<Carry>,
     shut_rd: AtomicBool,
     shut_wr: Arc<AtomicBool>,
@@ -792,7 +792,7 @@ pub(crate) struct Connection {
 }
 
 /// The segment's memfd and the carrier that takes it across exec
-/// (`inherit::make_carrier`), made only when an exec may follow while one
+/// (`carrier::make_carrier`), made only when an exec may follow while one
 /// of the application's fds for the connection is inheritable
 /// (`Connection::ready_for_exec`): nothing at connect or accept.
 #[derive(Default)]
@@ -1119,8 +1119,8 @@ impl Connection {
                 }
             }
             Some(_) => {}
-            // Told under the lock: see `inherit::before_exec`.
-            None if !cloexec && carry.memfd.is_some() => crate::sockets::inherit::carrier_wanted(),
+            // Told under the lock: see `calls::exec::before_exec`.
+            None if !cloexec && carry.memfd.is_some() => crate::sockets::carrier::carrier_wanted(),
             None => {}
         }
     }
@@ -1137,7 +1137,7 @@ impl Connection {
         let Some(memfd) = &carry.memfd else {
             return;
         };
-        match crate::sockets::inherit::make_carrier(
+        match crate::sockets::carrier::make_carrier(
             self.bell.fd.as_fd(),
             memfd.as_fd(),
             self.seg.role(),
@@ -1168,7 +1168,7 @@ impl Connection {
                     e,
                     Errno::MFILE | Errno::NFILE | Errno::NOMEM | Errno::NOBUFS
                 ) {
-                    crate::sockets::inherit::carrier_wanted();
+                    crate::sockets::carrier::carrier_wanted();
                 }
             }
         }

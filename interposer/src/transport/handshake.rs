@@ -25,7 +25,7 @@
 //! Unix connection. The verdict is read inside connect, so it never reaches
 //! the application.
 //!
-//! Join (see `listener::join_reuseport_group`): a process binding an
+//! Join (see `calls::listen::join_reuseport_group`): a process binding an
 //! emulated address with SO_REUSEPORT that another process of its user
 //! holds sends a `Join` message; the holder answers with one carrying its
 //! rendezvous socket, and the group shares one queue.

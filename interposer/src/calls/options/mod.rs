@@ -188,7 +188,7 @@ fn mirror_cloexec(fd: c_int, cloexec: bool) {
 /// the fd table: only when a copy of such an fd is closed or has its flag
 /// set.
 pub(crate) fn refresh_cloexec(sock: &Arc<Socket>, changing: Option<(c_int, bool)>) {
-    // A sandboxed process makes no carriers (`inherit::before_exec`), and
+    // A sandboxed process makes no carriers (`exec::before_exec`), and
     // may be killed for the fcntl this needs (found by review).
     if matches!(**sock, Socket::Bound(_)) || crate::platform::sandbox::active() {
         return;
@@ -213,7 +213,7 @@ pub(crate) fn refresh_cloexec(sock: &Arc<Socket>, changing: Option<(c_int, bool)
 /// then so must the listener's parts (a supervisor dup2()s a listener onto
 /// fd 3 for the program it runs, as socket activation does), or the
 /// connection's carrier (a forked child dup2()s it onto 0 and 1: made
-/// before its exec, `inherit::before_exec`).
+/// before its exec, `exec::before_exec`).
 pub(crate) fn inheritable_copy(fd: c_int, sock: &Socket) {
     if !matches!(sock, Socket::Bound(_)) && !crate::platform::sandbox::active() {
         let cloexec = rustix::io::fcntl_getfd(sys::borrow_fd(fd))

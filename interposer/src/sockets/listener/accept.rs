@@ -1,0 +1,370 @@
+//! accept4(2) on a listener: one look at every member (`step`), kernel
+//! TCP and shared memory in turn, waiting as the kernel's accept would;
+//! new rendezvous connections taken as far as their handshake goes now.
+//! What it takes goes back to the caller (`Accepted`), who registers it.
+#![deny(unsafe_code)]
+
+use core::ffi::c_int;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
+
+use libc::{sockaddr, socklen_t};
+use rustix::event::epoll;
+use rustix::io::Errno;
+use rustix::net::SocketFlags;
+
+use crate::platform::sys;
+use crate::sockets::socket::Connection;
+use crate::transport::parking::{arrival, Arrival, Scope, State};
+
+use super::admission::Step;
+use super::patience::Patience;
+use super::{Listener, Rendezvous, QUEUE, RENDEZVOUS, TCP};
+
+/// The most connections one accept takes from a rendezvous (parking or
+/// dropping the ones it cannot return): a flood of connectors must not keep
+/// a single accept call busy.
+const TAKEN_MAX: usize = 64;
+
+/// A connection accept took, for the caller to hand out: it checks the
+/// new fd number against stale fd-table entries (`sockets::stale`), and
+/// registers a shared-memory connection under it.
+#[allow(clippy::large_enum_variant)] // one lives at a time, on the stack
+pub(crate) enum Accepted {
+    /// A kernel TCP connection: the fd the real accept4 returned (it wrote
+    /// the peer's address).
+    Tcp(c_int),
+    /// A shared-memory connection, its fd's flags those of the accept4
+    /// call.
+    Shm(OwnedFd, Connection),
+}
+
+/// How far a new rendezvous connection got (`settle`).
+#[allow(clippy::large_enum_variant)] // one lives at a time, on the stack
+enum Taken {
+    /// Its handshake is complete.
+    Accepted(OwnedFd, Connection),
+    /// Parked, or dropped.
+    Gone,
+    /// The connector withdrew its reuse offer: it dials again at once.
+    Redial,
+    /// Parked: taking its message needs fds the process does not have.
+    NoRoom(Errno),
+}
+
+impl Listener {
+    /// accept4(2): a connection from any half; blocking unless the
+    /// application's fd is non-blocking, with SO_RCVTIMEO as the kernel's
+    /// accept honours it, and signals as for a restartable call. What it
+    /// took goes to the caller, who hands it out (`Accepted`).
+    pub(crate) fn accept(
+        &self,
+        fd: c_int,
+        addr: *mut sockaddr,
+        len: *mut socklen_t,
+        flags: c_int,
+    ) -> Result<Accepted, Errno> {
+        if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
+            return Err(Errno::INVAL);
+        }
+        let app = sys::borrow_fd(fd);
+        let nonblocking =
+            rustix::fs::fcntl_getfl(app).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+        let timeout = match &self.tcp {
+            Some(tcp) => {
+                rustix::net::sockopt::socket_timeout(tcp, rustix::net::sockopt::Timeout::Recv)
+                    .ok()
+                    .flatten()
+            }
+            None => self.opts.timeout(libc::SO_RCVTIMEO),
+        };
+        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+        loop {
+            match self.step(addr, len, flags) {
+                Err(Errno::AGAIN) => {}
+                r => return r,
+            }
+            if nonblocking {
+                return Err(Errno::AGAIN);
+            }
+            let left = match deadline {
+                None => None,
+                Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
+                    Some(l) if !l.is_zero() => Some(l),
+                    _ => return Err(Errno::AGAIN),
+                },
+            };
+            match crate::transport::handshake::wait_readable(app, left) {
+                Ok(_) => {}
+                Err(Errno::INTR) if sys::interrupted_call_restarts() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One look at every half, without waiting.
+    fn step(
+        &self,
+        addr: *mut sockaddr,
+        len: *mut socklen_t,
+        flags: c_int,
+    ) -> Result<Accepted, Errno> {
+        let ready = self.ready();
+        let shm_first = self.shm_first.fetch_xor(true, Ordering::Relaxed);
+        // Out of fds for a shared-memory connection: a kernel one may still
+        // be taken (it needs fewer); else the kernel's errno.
+        let mut no_room = None;
+        for shm in [shm_first, !shm_first] {
+            if shm {
+                match self.accept_shm(&ready) {
+                    Ok(Some((conn, c))) => return self.finish(conn, c, flags),
+                    Ok(None) => {}
+                    Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOMEM | Errno::NOBUFS)) => {
+                        no_room = Some(e)
+                    }
+                    Err(e) => return Err(e),
+                }
+            } else if ready.tcp {
+                match self.accept_tcp(addr, len, flags) {
+                    Err(Errno::AGAIN) => {}
+                    r => {
+                        if ready.parked && !shm_first {
+                            // A parked connection's one-shot event was
+                            // consumed and not acted on: armed again, or
+                            // nobody would be woken for it.
+                            let _ = self.unpark(false);
+                        }
+                        return r.map(Accepted::Tcp);
+                    }
+                }
+            }
+        }
+        Err(no_room.unwrap_or(Errno::AGAIN))
+    }
+
+    /// Which members have something, from the instance itself (one system
+    /// call; it also consumes the one-shot events of parked connections,
+    /// which is what keeps them from waking anyone twice).
+    fn ready(&self) -> Ready {
+        let mut buf: Vec<epoll::Event> = Vec::with_capacity(32);
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let mut ready = Ready::default();
+        if self.unwatched.load(Ordering::Relaxed) {
+            ready.rendezvous = true;
+            let data = epoll::EventData::new_u64(RENDEZVOUS);
+            let again = self.rendezvous.iter().all(|r| {
+                match epoll::add(&self.epoll, &r.fd, data, epoll::EventFlags::IN) {
+                    Ok(()) | Err(Errno::EXIST) => true,
+                    Err(_) => false,
+                }
+            });
+            if again {
+                self.unwatched.store(false, Ordering::Relaxed);
+            }
+        }
+        // (A Vec is a buffer of its *length* to rustix: its spare capacity
+        // is what epoll_wait may fill.)
+        match epoll::wait(
+            &self.epoll,
+            rustix::buffer::spare_capacity(&mut buf),
+            Some(&zero),
+        ) {
+            Ok(_) => {
+                if buf.len() == buf.capacity() {
+                    // More may be pending than we read: look at the
+                    // listening members too.
+                    ready.tcp = true;
+                    ready.rendezvous = true;
+                }
+                for ev in &buf {
+                    match ev.data.u64() {
+                        TCP => ready.tcp = true,
+                        RENDEZVOUS => ready.rendezvous = true,
+                        QUEUE => {
+                            ready.parked = true;
+                            self.queue_watched.store(true, Ordering::Relaxed);
+                        }
+                        _ => ready.parked = true,
+                    }
+                }
+            }
+            // Cannot tell: look at everything.
+            Err(_) => {
+                ready.tcp = true;
+                ready.rendezvous = true;
+                ready.parked = true;
+            }
+        }
+        ready
+    }
+
+    fn accept_tcp(
+        &self,
+        addr: *mut sockaddr,
+        len: *mut socklen_t,
+        flags: c_int,
+    ) -> Result<c_int, Errno> {
+        let Some(tcp) = &self.tcp else {
+            return Err(Errno::AGAIN);
+        };
+        #[allow(unsafe_code)]
+        // SAFETY: accept4(2)'s contract for `addr`/`len` is the caller's.
+        let fd =
+            unsafe { crate::platform::real::accept4(tcp.as_fd().as_raw_fd(), addr, len, flags) };
+        if fd < 0 {
+            return Err(Errno::from_raw_os_error(sys::errno()));
+        }
+        Ok(fd)
+    }
+
+    /// `accept_shm` after the parked connections: new ones, from the
+    /// rendezvous.
+    pub(super) fn accept_new(
+        &self,
+        ready: &Ready,
+        patience: &mut Patience,
+    ) -> Result<Option<(OwnedFd, Connection)>, Errno> {
+        if ready.parked || self.parking.sweep_due() {
+            if let Some(found) = self.unpark(true)? {
+                return Ok(Some(found));
+            }
+        }
+        if !ready.rendezvous {
+            return Ok(None);
+        }
+        let mut taken = 0;
+        for r in &self.rendezvous {
+            // A connector that withdrew a reuse offer dials again at once:
+            // its new connection is worth the wait as its message is.
+            let mut redial = false;
+            loop {
+                if taken >= TAKEN_MAX {
+                    self.rearm(r);
+                    return Ok(None);
+                }
+                taken += 1;
+                let conn = match rustix::net::accept_with(
+                    &r.fd,
+                    SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+                ) {
+                    Ok(c) => c,
+                    Err(Errno::AGAIN) if redial && patience.wait(r.fd.as_fd()) => {
+                        redial = false;
+                        continue;
+                    }
+                    Err(Errno::AGAIN | Errno::CONNABORTED | Errno::INTR) => break,
+                    // Out of fds or memory: the kernel's answer, whichever
+                    // rendezvous (a SHMNET_DIR one said EAGAIN, and spun).
+                    Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
+                        return Err(e)
+                    }
+                    Err(e) if r.scope == Scope::Host => {
+                        log!(debug, "accept on {}: {e}", self.local);
+                        break;
+                    }
+                    Err(e) => return Err(e),
+                };
+                match self.settle(conn, r.scope, patience) {
+                    Taken::Accepted(conn, c) => return Ok(Some((conn, c))),
+                    Taken::Gone => {}
+                    Taken::Redial => redial = true,
+                    Taken::NoRoom(e) => return Err(e),
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// After `TAKEN_MAX`: the rest stay queued and the listener readable; a
+    /// new edge for edge-triggered waiters (one that accepts until EAGAIN
+    /// gets none for what was signalled already): the rendezvous registered
+    /// again queues a fresh event when it is ready.
+    fn rearm(&self, r: &Rendezvous) {
+        let data = epoll::EventData::new_u64(RENDEZVOUS);
+        if epoll::delete(&self.epoll, &r.fd).is_ok()
+            && epoll::add(&self.epoll, &r.fd, data, epoll::EventFlags::IN).is_err()
+        {
+            // (ENOSPC, ENOMEM) Looked at by every accept, and
+            // registered again, until that works (`ready`).
+            self.unwatched.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// A new rendezvous connection's handshake, as far as it goes now:
+    /// waiting (from `patience`) for a late message, parking the
+    /// connection if it stays late, dropping it if anything is wrong.
+    fn settle(&self, conn: OwnedFd, scope: Scope, patience: &mut Patience) -> Taken {
+        let mut state = State::New;
+        loop {
+            match arrival(conn.as_fd()) {
+                Arrival::Complete => match self.handshake(conn.as_fd(), scope, state) {
+                    Step::Done(c) => return Taken::Accepted(conn, c),
+                    // Declined: the connector sends a fresh Connect
+                    // at once.
+                    Step::Pending(next) if patience.wait(conn.as_fd()) => state = next,
+                    Step::Pending(next) => {
+                        self.park(conn, scope, next);
+                        return Taken::Gone;
+                    }
+                    Step::Dropped => return Taken::Gone,
+                    Step::Withdrawn => return Taken::Redial,
+                    Step::NoRoom(e) => {
+                        self.park(conn, scope, state);
+                        return Taken::NoRoom(e);
+                    }
+                },
+                // Only for a connector the policy admits (the
+                // kernel vouches for who connected before any
+                // message): others are refused now.
+                Arrival::Empty if !self.admits(conn.as_fd()) => return Taken::Gone,
+                Arrival::Empty if patience.wait(conn.as_fd()) => {}
+                Arrival::Empty => {
+                    self.park(conn, scope, state);
+                    return Taken::Gone;
+                }
+                Arrival::Bad if state == State::Declined => {
+                    log!(
+                        debug,
+                        "accept on {}: the connector withdrew its reuse offer",
+                        self.local
+                    );
+                    return Taken::Redial;
+                }
+                Arrival::Bad => {
+                    self.dropped("a short message or none");
+                    return Taken::Gone;
+                }
+            }
+        }
+    }
+
+    /// An accepted shared-memory connection with the flags of its accept4
+    /// call and the listener's inheritable options, for the caller to
+    /// hand to the application (`calls::endpoint::accept4`).
+    fn finish(
+        &self,
+        conn: OwnedFd,
+        connection: Connection,
+        flags: c_int,
+    ) -> Result<Accepted, Errno> {
+        if flags & libc::SOCK_NONBLOCK == 0 {
+            let fl = rustix::fs::fcntl_getfl(&conn)?;
+            rustix::fs::fcntl_setfl(&conn, fl - rustix::fs::OFlags::NONBLOCK)?;
+        }
+        if flags & libc::SOCK_CLOEXEC == 0 {
+            rustix::io::fcntl_setfd(&conn, rustix::io::FdFlags::empty())?;
+        }
+        crate::sockets::socket::inherit_options(&self.opts, &connection.opts);
+        Ok(Accepted::Shm(conn, connection))
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Ready {
+    pub(super) tcp: bool,
+    pub(super) rendezvous: bool,
+    pub(super) parked: bool,
+}

@@ -1,0 +1,354 @@
+//! Admission: the handshake on a rendezvous connection whose connect
+//! message is there (who is asking, by the kernel's word; whether the
+//! policy admits them; whether what they say of themselves is
+//! plausible; then the segment), and the answer to an SO_REUSEPORT join.
+#![deny(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::Ordering;
+
+use rustix::io::Errno;
+use shmnet_ring::Segment;
+
+use crate::platform::config::Config;
+use crate::platform::policy::Peer;
+use crate::platform::{stats, sys};
+use crate::sockets::socket::{as_family, Bell, Connection};
+use crate::transport::handshake::{self, Kind};
+use crate::transport::parking::{Scope, State};
+use crate::transport::pool;
+use crate::transport::rendezvous;
+
+use super::{euid, reuses_port, Listener};
+
+/// The outcome of a handshake on a connection whose message is there.
+#[allow(clippy::large_enum_variant)] // one lives at a time, on the stack
+pub(super) enum Step {
+    Done(Connection),
+    /// More is to come (a declined reuse offer is followed by a Connect).
+    Pending(State),
+    Dropped,
+    /// The connector gave up waiting for our answer to its reuse offer and
+    /// hung up: it dials again at once (see `pool`).
+    Withdrawn,
+    /// Untouched: taking its message needs fds the process does not have
+    /// (the kernel's accept says EMFILE, or ENFILE, and leaves the
+    /// connection queued).
+    NoRoom(Errno),
+}
+
+impl Listener {
+    /// A `Kind::Join` (see `calls::listen::join_reuseport_group`): our
+    /// rendezvous socket for a process of our own user binding our address
+    /// with SO_REUSEPORT, if we were bound with it too; otherwise nothing
+    /// (the joiner's bind says EADDRINUSE).
+    fn answer_join(&self, conn: BorrowedFd<'_>, peer: &Peer, msg: &handshake::Message) {
+        let ours = self.tcp.is_none()
+            && peer.uid == self.owner
+            && reuses_port(&self.opts)
+            && rendezvous::unmapped(msg.addr) == rendezvous::unmapped(self.local);
+        match self.local_rendezvous().filter(|_| ours) {
+            Some(rv) => {
+                let _ = handshake::send(conn, msg, Some(rv.as_fd()));
+                log!(
+                    debug,
+                    "listen on {}: pid {} joined the SO_REUSEPORT group",
+                    self.local,
+                    peer.pid
+                );
+            }
+            None => log!(
+                debug,
+                "listen on {}: a join from uid {} refused",
+                self.local,
+                peer.uid
+            ),
+        }
+    }
+
+    pub(super) fn dropped(&self, why: &str) {
+        log!(
+            debug,
+            "accept on {}: dropping a rendezvous connection ({why})",
+            self.local
+        );
+        stats::dropped_handshake();
+    }
+
+    /// Whether a default-mode connector's destination (which becomes the
+    /// connection's local address) names this listener: its port, and its
+    /// address, or one of the namespace's when bound to the wildcard.
+    fn serves(&self, dest: SocketAddr) -> bool {
+        if self.v6only && rendezvous::unmapped(dest).is_ipv4() {
+            return false;
+        }
+        let (dest, local) = (rendezvous::unmapped(dest), rendezvous::unmapped(self.local));
+        dest.port() == local.port()
+            && if local.ip().is_unspecified() {
+                crate::platform::netlink::is_local(dest.ip())
+            } else {
+                dest.ip() == local.ip()
+            }
+    }
+
+    /// The handshake on a rendezvous connection whose message is there:
+    /// who is asking (the kernel's word), whether they may, then the
+    /// segment (seed 000 claims 82-83 b-f).
+    pub(super) fn handshake(&self, conn: BorrowedFd<'_>, scope: Scope, state: State) -> Step {
+        let Some(config) = crate::platform::config::get() else {
+            return Step::Dropped;
+        };
+        let Some(peer) = Peer::of(conn, &config.allow) else {
+            self.dropped("no credentials");
+            return Step::Dropped;
+        };
+        let me = euid();
+        if !(config.allow.admits(self.owner, &peer) || config.allow.admits(me, &peer)) {
+            self.refuse(&peer);
+            return Step::Dropped;
+        }
+        // The doorbell is a copy of `conn` (made first: it is needed anyway)
+        // and the message brings a memfd, which needs room of its own.
+        let bell = match Bell::new(conn) {
+            Ok(bell) => bell,
+            Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOMEM)) => return Step::NoRoom(e),
+            Err(e) => {
+                self.dropped(&format!("no doorbell: {e}"));
+                return Step::Dropped;
+            }
+        };
+        if let Err(e) = sys::room_for_fd(conn) {
+            return Step::NoRoom(e);
+        }
+        let (msg, memfd) = match handshake::try_recv(conn) {
+            Ok(m) => m,
+            Err(e) => {
+                self.dropped(&format!("unreadable message: {e}"));
+                return Step::Dropped;
+            }
+        };
+        if msg.kind == Kind::Join {
+            self.answer_join(conn, &peer, &msg);
+            return Step::Dropped;
+        }
+        if let Err(why) = self.vet(&msg, scope, &peer, config) {
+            return self.bad(&why);
+        }
+        let generation = crate::platform::fork::generation();
+        let reused = match self.reuse(conn, &msg, &peer, state) {
+            Ok(reused) => reused,
+            Err(step) => return step,
+        };
+        let Some((local, peer_addr)) = self.addresses(&msg) else {
+            return self.bad("address family differs");
+        };
+        let (seg, ticket) = match reused {
+            Some((seg, ticket)) => (seg, Some(ticket)),
+            None => match attach(memfd, &msg, &peer, generation) {
+                Ok(made) => made,
+                Err(why) => return self.bad(&why),
+            },
+        };
+        let made = Connection::new(seg, local, peer_addr, bell, None, ticket);
+        match made {
+            Ok(c) => Step::Done(c),
+            Err(e) => {
+                log!(
+                    warn,
+                    "accept on {}: cannot set up the connection ({e})",
+                    self.local
+                );
+                Step::Dropped
+            }
+        }
+    }
+
+    /// A connector whose message does not hold up (`why`): refused.
+    fn bad(&self, why: &str) -> Step {
+        log!(warn, "refusing a connection to {}: {why}", self.local);
+        stats::dropped_handshake();
+        Step::Dropped
+    }
+
+    /// Whether what the connector says of itself (its address, its source
+    /// port) is plausible, and names this listener; Err says why not.
+    fn vet(
+        &self,
+        msg: &handshake::Message,
+        scope: Scope,
+        peer: &Peer,
+        config: &Config,
+    ) -> Result<(), String> {
+        let here = |f: &dyn Fn() -> bool| crate::platform::netlink::in_namespace(self.namespace, f);
+        if !here(&|| plausible_source(msg.addr, scope, peer, config)) {
+            return Err(format!("{} is not an address of the connector", msg.addr));
+        }
+        // A port below ip_unprivileged_port_start is root's, as on kernel
+        // TCP (servers trust such source ports: rlogin-style checks) —
+        // except the library's own ephemeral ones (32768-60999, whatever
+        // the namespace's ip_local_port_range: a start raised into them
+        // would refuse every connector).
+        let port = msg.addr.port();
+        let privileged =
+            crate::transport::lookup::privileged_port(port) && !rendezvous::is_ephemeral(port);
+        if port == 0 || (privileged && peer.uid != 0) {
+            return Err(format!("source port {port} from uid {}", peer.uid));
+        }
+        if self.v6only && rendezvous::unmapped(msg.addr).is_ipv4() {
+            return Err("an IPv4 peer on an IPV6_V6ONLY listener".into());
+        }
+        if self.tcp.is_some() && !here(&|| self.serves(msg.dest)) {
+            return Err(format!("{} is not this listener's address", msg.dest));
+        }
+        Ok(())
+    }
+
+    /// A reuse offer (`Kind::Reuse`) answered: the pooled segment it names
+    /// if this process keeps it, none for a `Connect`; Err is how the
+    /// handshake stands when it goes no further now (never `Done`).
+    #[allow(clippy::result_large_err)] // one lives at a time, on the stack
+    fn reuse(
+        &self,
+        conn: BorrowedFd<'_>,
+        msg: &handshake::Message,
+        peer: &Peer,
+        state: State,
+    ) -> Result<Option<(Segment, pool::Ticket)>, Step> {
+        match (msg.kind, state) {
+            (Kind::Reuse, State::New) => match pool::claim(peer.pid, msg.key) {
+                Some(found) => {
+                    if handshake::send_verdict(conn, handshake::ACCEPTED).is_err() {
+                        return Err(Step::Dropped);
+                    }
+                    Ok(Some(found))
+                }
+                None => {
+                    // Not one of ours (another process took the connection,
+                    // or we no longer keep it): the connector sends a new
+                    // one. One that gave up waiting withdrew its offer and
+                    // hung up: routine (see `pool`).
+                    if handshake::send_verdict(conn, handshake::DECLINED).is_err() {
+                        log!(
+                            debug,
+                            "accept on {}: the connector withdrew its reuse offer",
+                            self.local
+                        );
+                        return Err(Step::Withdrawn);
+                    }
+                    Err(Step::Pending(State::Declined))
+                }
+            },
+            (Kind::Reuse, State::Declined) => Err(self.bad("a second reuse offer")),
+            (Kind::Connect, _) => Ok(None),
+            (Kind::Join, _) => Err(Step::Dropped), // answered above
+        }
+    }
+
+    /// The connection's local and peer addresses, in the listener's
+    /// family; None if the connector's cannot be.
+    fn addresses(&self, msg: &handshake::Message) -> Option<(SocketAddr, SocketAddr)> {
+        if self.tcp.is_some() {
+            // A default-mode listener may be bound to the wildcard: the
+            // connection's local address is the one the connector asked
+            // for; an IPv6 one takes IPv4 connectors as IPv4-mapped.
+            let v6 = self.local.is_ipv6();
+            match (as_family(msg.dest, v6), as_family(msg.addr, v6)) {
+                (Some(l), Some(p)) => Some((l, p)),
+                _ => None,
+            }
+        } else {
+            // An IPv4 address and its IPv4-mapped form name one emulated
+            // address (as one kernel socket): an IPv6 listener on
+            // ::ffff:a.b.c.d sees IPv4 peers mapped, an IPv4 one sees
+            // mapped peers as IPv4.
+            let p = as_family(msg.addr, self.local.is_ipv6())?;
+            Some((self.local, p))
+        }
+    }
+
+    /// Whether the policy admits whoever connected `conn` (refused and
+    /// counted if not: the caller drops it).
+    pub(super) fn admits(&self, conn: BorrowedFd<'_>) -> bool {
+        let Some(config) = crate::platform::config::get() else {
+            return false;
+        };
+        let Some(peer) = Peer::of(conn, &config.allow) else {
+            self.dropped("no credentials");
+            return false;
+        };
+        if config.allow.admits(self.owner, &peer) || config.allow.admits(euid(), &peer) {
+            return true;
+        }
+        self.refuse(&peer);
+        false
+    }
+
+    fn refuse(&self, peer: &Peer) {
+        stats::refused_policy();
+        let first = !self.refusal_logged.swap(true, Ordering::Relaxed);
+        if first {
+            crate::platform::log::always(format_args!(
+                "refusing a shared-memory connection to {} from uid {} (pid {}): this listener \
+                 (uid {}) admits its own uid, root and SHMNET_ALLOW",
+                self.local, peer.uid, peer.pid, self.owner
+            ));
+        } else {
+            log!(
+                debug,
+                "refusing a connection to {} from uid {}",
+                self.local,
+                peer.uid
+            );
+        }
+    }
+}
+
+/// Whether a connector could really have `addr` as its address: one of
+/// this namespace's (it reached a name of our namespace), a partition
+/// address (the emulated network's addresses are nobody's), or, through
+/// SHMNET_DIR in the default mode, an address routed to the connector's
+/// namespace — so that a server's address checks mean what they say.
+fn plausible_source(addr: SocketAddr, scope: Scope, peer: &Peer, config: &Config) -> bool {
+    let ip = addr.ip();
+    if config.fallback == crate::platform::config::Fallback::Never {
+        return rendezvous::is_loopback(ip) || config.is_partition_ip(ip);
+    }
+    match scope {
+        Scope::Local => crate::platform::netlink::is_local(ip),
+        Scope::Host => {
+            let route = match crate::platform::netlink::route(ip) {
+                Ok(r) if r.kind == crate::platform::netlink::RouteKind::Unicast => r,
+                _ => return false,
+            };
+            let link = crate::platform::netlink::link_netnsid(route.oif)
+                .ok()
+                .flatten();
+            let theirs = match peer.pid {
+                0 => None,
+                pid => crate::platform::netlink::netnsid_of_pid(pid).ok().flatten(),
+            };
+            link.is_some() && link == theirs
+        }
+    }
+}
+
+/// A new connection's segment, from the memfd its message brought, and its
+/// pool ticket; Err says why not.
+fn attach(
+    memfd: Option<OwnedFd>,
+    msg: &handshake::Message,
+    peer: &Peer,
+    generation: u32,
+) -> Result<(Segment, Option<pool::Ticket>), String> {
+    let Some(memfd) = memfd else {
+        return Err("no shared memory attached".into());
+    };
+    let seg = Segment::attach(memfd).map_err(|e| e.to_string())?;
+    let ticket = pool::Ticket {
+        key: msg.key,
+        generation,
+        side: pool::Side::Acceptor { peer_pid: peer.pid },
+    };
+    Ok((seg, (peer.pid != 0).then_some(ticket)))
+}

@@ -1,0 +1,292 @@
+//! Listeners, in both modes: the application's listening fd is an epoll
+//! instance holding everything a connection can arrive through.
+//!
+//! ```text
+//!   app fd N ──> epoll instance ─┬─> kernel TCP listener     (default mode: plain clients)
+//!                                ├─> rendezvous socket(s)    (preloaded clients)
+//!                                └─> parked rendezvous connections, one-shot
+//! ```
+//!
+//! One kernel object, readable when any of them has something, so the
+//! application's single poll/epoll/select registration and its one accept
+//! loop see every kind. Everything else a default-mode listener is asked
+//! (getsockname, getsockopt, setsockopt, listen again, shutdown) goes to
+//! its kernel TCP listener, so the answers and the port space are the
+//! kernel's.
+//!
+//! **accept never waits long for a connector** (docs/security.md: at
+//! most `ARRIVAL_PATIENCE` per call, for admitted connectors, within a
+//! share of the listener's time, `WAIT_SHARE_US_PER_MS`). A rendezvous
+//! connection is visible before its connect message arrives; one whose
+//! message is not there yet is *parked*: registered one-shot in the epoll
+//! instance (it wakes the application when the message arrives, or when it
+//! hangs up) and sent into a queue (a datagram socket pair carrying its fd),
+//! from which every process sharing the listener (a forked server) can take
+//! it — a parked connection kept in one process's memory would be invisible
+//! to the others, and the one-shot registration keeps its readability from
+//! waking anyone again once it has been seen. At most `PARKED_MAX` are
+//! parked; one idle for `PARK_PATIENCE` is dropped at the next look, one
+//! that sends a short message, garbage or hangs up at once.
+//!
+//! Here the listener itself; `calls::listen` makes one (listen(2)) and
+//! puts it behind the application's fd. Its accept path: `accept` (one
+//! look at every member, waiting as the kernel's accept would),
+//! `patience` (how long it waits for a late message), `admission` (the
+//! handshake, and who may connect), `park` (the parking queue). And
+//! `bound`: a socket bound to an emulated address, not yet listening.
+#![deny(unsafe_code)]
+
+mod accept;
+mod admission;
+mod bound;
+mod park;
+mod patience;
+
+pub(crate) use accept::Accepted;
+pub(crate) use bound::Bound;
+
+use core::ffi::c_int;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::AtomicBool;
+
+use rustix::event::epoll;
+use rustix::io::Errno;
+
+use crate::platform::internal_fd::InternalFd;
+use crate::platform::real::Action;
+use crate::sockets::socket::Options;
+use crate::transport::parking::{monotonic_ms, Parking, Scope};
+use crate::transport::rendezvous::{HostName, Reservation};
+
+/// epoll data of the instance's members.
+const TCP: u64 = 0;
+const RENDEZVOUS: u64 = 1;
+const PARKED: u64 = 2;
+/// The parking queue itself, watched (level-triggered) only while the
+/// process has no fd to take a parked connection with.
+const QUEUE: u64 = 3;
+
+/// A listening Unix socket through which connectors reach the listener.
+pub(crate) struct Rendezvous {
+    fd: InternalFd,
+    scope: Scope,
+    /// A name in SHMNET_DIR (removed with the listener), or the
+    /// reservation of an emulated address.
+    _name: Option<HostName>,
+    _reservation: Option<Reservation>,
+}
+
+pub(crate) struct Listener {
+    /// The bound address (the wildcard, for a default-mode listener bound
+    /// to it).
+    pub local: SocketAddr,
+    /// The kernel TCP listener (default mode).
+    tcp: Option<InternalFd>,
+    rendezvous: Vec<Rendezvous>,
+    /// Policy hints (see `policy`): held, never read.
+    _hints: Vec<InternalFd>,
+    /// Our own reference to the epoll instance behind the application's fd.
+    epoll: InternalFd,
+    parking: Parking,
+    /// The effective uid that listened: whom the policy speaks for.
+    owner: u32,
+    /// Which kind accept() tries first next time (neither starves).
+    shm_first: AtomicBool,
+    /// The parking queue is a member (see `QUEUE`).
+    queue_watched: AtomicBool,
+    /// An IPv6 default-mode listener with IPV6_V6ONLY: no IPv4 peers.
+    v6only: bool,
+    /// The network namespace it listens in (`netlink::in_namespace`): the
+    /// process may move to another one later.
+    namespace: u32,
+    /// Options of an emulated listener (a default-mode one asks its
+    /// kernel listener).
+    pub opts: Options,
+    refusal_logged: AtomicBool,
+    /// A rendezvous could not be registered again in the instance (see
+    /// `accept_new`): every accept looks at it, and tries again.
+    unwatched: AtomicBool,
+    /// Waiting for late messages (`ARRIVAL_PATIENCE`) left to this
+    /// listener, in microseconds, and when it was last refilled
+    /// (CLOCK_MONOTONIC ms): see `WAIT_SHARE`.
+    wait_budget_us: std::sync::atomic::AtomicU64,
+    budget_at_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Rendezvous {
+    /// A rendezvous of this network namespace (an abstract name).
+    pub(crate) fn local(fd: InternalFd) -> Rendezvous {
+        Rendezvous {
+            fd,
+            scope: Scope::Local,
+            _name: None,
+            _reservation: None,
+        }
+    }
+
+    /// A rendezvous in SHMNET_DIR, holding its name there.
+    pub(crate) fn named(fd: InternalFd, name: HostName) -> Rendezvous {
+        Rendezvous {
+            fd,
+            scope: Scope::Host,
+            _name: Some(name),
+            _reservation: None,
+        }
+    }
+
+    /// A rendezvous in SHMNET_DIR bound to an emulated address, holding its
+    /// reservation.
+    pub(crate) fn reserved(fd: InternalFd, reservation: Reservation) -> Rendezvous {
+        Rendezvous {
+            fd,
+            scope: Scope::Host,
+            _name: None,
+            _reservation: Some(reservation),
+        }
+    }
+}
+
+/// What a listener is made of (see `Listener`'s fields).
+pub(crate) struct Parts {
+    pub local: SocketAddr,
+    pub tcp: Option<InternalFd>,
+    pub rendezvous: Vec<Rendezvous>,
+    pub hints: Vec<InternalFd>,
+    pub opts: Options,
+    pub owner: u32,
+    pub v6only: bool,
+}
+
+fn fail<R>(e: Errno) -> Action<R> {
+    Action::Fail(e.raw_os_error())
+}
+
+fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+impl Listener {
+    /// Builds the epoll instance around the listening members, and the
+    /// parking queue; the instance is non-blocking if the application's
+    /// fd was (`nonblocking`). `calls::listen` puts the instance on the
+    /// application's fd number.
+    pub(crate) fn new(parts: Parts, nonblocking: bool) -> Result<Listener, Errno> {
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        if let Some(tcp) = &parts.tcp {
+            epoll::add(
+                &ep,
+                tcp,
+                epoll::EventData::new_u64(TCP),
+                epoll::EventFlags::IN,
+            )?;
+        }
+        for r in &parts.rendezvous {
+            epoll::add(
+                &ep,
+                &r.fd,
+                epoll::EventData::new_u64(RENDEZVOUS),
+                epoll::EventFlags::IN,
+            )?;
+        }
+        if nonblocking {
+            let efl = rustix::fs::fcntl_getfl(&ep)?;
+            rustix::fs::fcntl_setfl(&ep, efl | rustix::fs::OFlags::NONBLOCK)?;
+        }
+        let parking = Parking::new()?;
+        Ok(Listener {
+            local: parts.local,
+            tcp: parts.tcp,
+            rendezvous: parts.rendezvous,
+            _hints: parts.hints,
+            epoll: InternalFd::new(ep),
+            parking,
+            owner: parts.owner,
+            shm_first: AtomicBool::new(true),
+            queue_watched: AtomicBool::new(false),
+            v6only: parts.v6only,
+            namespace: crate::platform::netlink::namespace_epoch(),
+            opts: parts.opts,
+            refusal_logged: AtomicBool::new(false),
+            unwatched: AtomicBool::new(false),
+            wait_budget_us: std::sync::atomic::AtomicU64::new(patience::WAIT_BUDGET_MAX_US),
+            budget_at_ms: std::sync::atomic::AtomicU64::new(monotonic_ms()),
+        })
+    }
+
+    /// The epoll instance (the application's fd is a copy of it).
+    pub(crate) fn instance(&self) -> BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
+
+    /// The kernel TCP listener, for the calls that go to it.
+    pub(crate) fn tcp(&self) -> Option<BorrowedFd<'_>> {
+        self.tcp.as_ref().map(|t| t.as_fd())
+    }
+
+    /// This listener's rendezvous socket for a process of `uid` joining
+    /// its SO_REUSEPORT group (see `calls::listen::join_reuseport_group`):
+    /// only if `uid` listened, with SO_REUSEPORT.
+    pub(crate) fn group_socket(&self, uid: u32) -> Option<OwnedFd> {
+        (self.owner == uid && reuses_port(&self.opts))
+            .then(|| self.local_rendezvous().and_then(|fd| dup_owned(fd).ok()))
+            .flatten()
+    }
+
+    /// The rendezvous of this network namespace.
+    fn local_rendezvous(&self) -> Option<&InternalFd> {
+        self.rendezvous
+            .iter()
+            .find(|r| r.scope == Scope::Local)
+            .map(|r| &r.fd)
+    }
+
+    /// In a forked child: a parent thread may have held a lock.
+    pub(crate) fn reset_after_fork(&self) {
+        self.opts.reset_after_fork();
+    }
+
+    /// What the listener is made of follows the application fd's
+    /// close-on-exec flag (set_inheritable, F_SETFD, FIOCLEX/FIONCLEX), so
+    /// that a program exec'd finds it behind the fd (see `calls::exec`).
+    pub(crate) fn set_cloexec(&self, cloexec: bool) {
+        let flags = if cloexec {
+            rustix::io::FdFlags::CLOEXEC
+        } else {
+            rustix::io::FdFlags::empty()
+        };
+        if let Some(tcp) = &self.tcp {
+            let _ = rustix::io::fcntl_setfd(tcp, flags);
+        }
+        // The rendezvous of this namespace goes too: the exec'd program
+        // recognises its listener by it (see `calls::exec`), and keeps its name.
+        for r in &self.rendezvous {
+            if self.tcp.is_none() || r.scope == Scope::Local {
+                let _ = rustix::io::fcntl_setfd(&r.fd, flags);
+            }
+        }
+    }
+
+    /// listen(2) again (a new backlog): every half.
+    pub(crate) fn relisten(&self, backlog: c_int) -> Action<c_int> {
+        match &self.tcp {
+            Some(tcp) => match rustix::net::listen(tcp, backlog) {
+                Ok(()) => Action::Done(0),
+                Err(e) => fail(e),
+            },
+            None => Action::Done(0),
+        }
+    }
+}
+
+/// Whether SO_REUSEPORT was set on a socket before it became ours.
+pub(crate) fn reuses_port(opts: &Options) -> bool {
+    opts.get_int(libc::SOL_SOCKET, libc::SO_REUSEPORT)
+        .is_some_and(|v| v != 0)
+}
+
+/// A second owned fd for the same socket (the O_NONBLOCK and listen()
+/// apply to the open file both share).
+pub(crate) fn dup_owned(fd: &InternalFd) -> Result<OwnedFd, Errno> {
+    rustix::io::fcntl_dupfd_cloexec(fd, 0)
+}
