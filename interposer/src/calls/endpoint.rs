@@ -26,9 +26,11 @@ use crate::platform::config::{self, Fallback};
 use crate::platform::internal_fd::InternalFd;
 use crate::platform::real::Action;
 use crate::platform::{stats, sys};
+use crate::sockets::conn::Connection;
 use crate::sockets::listener::Bound;
+use crate::sockets::options_store::Options;
 use crate::sockets::registry;
-use crate::sockets::socket::{Connection, Options, Socket};
+use crate::sockets::socket::Socket;
 use crate::transport::lookup::{DialError, Found};
 use crate::transport::rendezvous;
 

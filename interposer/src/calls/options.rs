@@ -34,15 +34,16 @@ use libc::socklen_t;
 
 use crate::platform::real::Action;
 use crate::platform::sys;
+use crate::sockets::options_store::Options;
 use crate::sockets::registry;
-use crate::sockets::socket::{Options, Socket};
+use crate::sockets::socket::Socket;
 
 // Option names the libc crate may not have.
 const SO_ATTACH_BPF: c_int = 50;
 const SO_ATTACH_REUSEPORT_CBPF: c_int = 51;
 const SO_ATTACH_REUSEPORT_EBPF: c_int = 52;
 const SO_DETACH_REUSEPORT_BPF: c_int = 68;
-use crate::sockets::socket::SO_COOKIE;
+use crate::sockets::options_store::SO_COOKIE;
 const SO_MEMINFO: c_int = 55;
 const SO_INCOMING_CPU: c_int = 49;
 const SO_PEERNAME: c_int = 28;
@@ -590,7 +591,7 @@ const RTT_US: u32 = 25;
 /// its state after shutdowns, bytes sent (written into the ring), acked
 /// (read by the peer: the ring is the window in flight) and received (read
 /// by us), segments estimated from them, never a retransmission.
-fn stream_info(fresh: &[u8], c: &crate::sockets::socket::Connection) -> Vec<u8> {
+fn stream_info(fresh: &[u8], c: &crate::sockets::conn::Connection) -> Vec<u8> {
     let p = c.progress();
     let mut info = fresh.to_vec();
     if info.len() < 104 {

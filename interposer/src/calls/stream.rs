@@ -11,8 +11,9 @@ use rustix::io::Errno;
 use crate::platform::fdtable;
 use crate::platform::real::Action;
 use crate::platform::sys;
+use crate::sockets::conn::FastSend;
 use crate::sockets::registry;
-use crate::sockets::socket::{FastSend, Socket};
+use crate::sockets::socket::Socket;
 
 fn iov_count(cnt: c_int) -> Result<usize, Errno> {
     usize::try_from(cnt)

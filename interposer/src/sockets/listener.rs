@@ -47,8 +47,10 @@ use crate::platform::lock::Mutex;
 use crate::platform::policy::Peer;
 use crate::platform::real::Action;
 use crate::platform::{stats, sys};
+use crate::sockets::conn::{Bell, Connection};
+use crate::sockets::options_store::Options;
 use crate::sockets::registry;
-use crate::sockets::socket::{as_family, Bell, Connection, Options, Socket};
+use crate::sockets::socket::{as_family, Socket};
 use crate::transport::handshake::{self, Kind};
 use crate::transport::parking::{
     arrival, monotonic_ms, Arrival, Parking, Record, Scope, State, PARK_PATIENCE,
@@ -1454,7 +1456,7 @@ impl Listener {
             rustix::io::fcntl_setfd(&conn, rustix::io::FdFlags::empty())?;
         }
         let peer = connection.peer;
-        crate::sockets::socket::inherit_options(&self.opts, &connection.opts);
+        crate::sockets::options_store::inherit_options(&self.opts, &connection.opts);
         let sock = Arc::new(Socket::Stream(connection));
         if flags & libc::SOCK_CLOEXEC == 0 {
             sock.set_cloexec(false);

@@ -33,8 +33,9 @@ use libc::{fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
 
 use crate::platform::real::{self, Action};
 use crate::platform::{guard, sys};
+use crate::sockets::conn::Connection;
 use crate::sockets::registry;
-use crate::sockets::socket::{Connection, Socket};
+use crate::sockets::socket::Socket;
 
 const POLL_IN: i16 = libc::POLLIN | libc::POLLRDNORM;
 /// Readiness the ring cannot take back: the read will report it.
