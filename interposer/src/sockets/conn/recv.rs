@@ -348,14 +348,17 @@ impl Connection {
             }
             Err(e) => return Err(End::Short(ring_errno(e))),
         };
+        // Settling looks at what is queued when the call cannot block or a
+        // wait woke it (a blocking reader learns it from its wait).
+        let check_peer = !facts.blocking || call.woken;
         match self.choose(facts) {
             Phase::Done => Err(End::Read),
             Phase::Read => Ok(Next::Read),
             Phase::Gather => Ok(Next::Gather),
             Phase::Spin => Ok(Next::Spin),
             Phase::Watch => Ok(Next::Watch),
-            Phase::Sleep => self.ready_to_sleep(call, rx, taker),
-            Phase::Settle => self.settle_turn(call, rx),
+            Phase::Sleep => self.ready_to_sleep(rx, taker, check_peer),
+            Phase::Settle => self.settle_turn(rx, check_peer),
         }
     }
 
@@ -418,12 +421,12 @@ impl Connection {
     /// on the kernel for that byte, it settles instead.
     fn ready_to_sleep<'a>(
         &'a self,
-        call: &Call,
         rx: &mut Consumer,
         taker: &mut Option<Taker<'a>>,
+        check_peer: bool,
     ) -> Result<Next, End> {
         let Some(t) = self.begin_taking() else {
-            return self.settle_turn(call, rx);
+            return self.settle_turn(rx, check_peer);
         };
         *taker = Some(t);
         if self.bell.foreign.load(Ordering::Relaxed) {
@@ -437,11 +440,9 @@ impl Connection {
         })
     }
 
-    /// `Phase::Settle`: looks at what is queued when the call cannot block
-    /// or a wait woke it.
-    fn settle_turn(&self, call: &Call, rx: &mut Consumer) -> Result<Next, End> {
-        let blocking = call.blocking.unwrap_or(false);
-        match self.settle(rx, !blocking || call.woken) {
+    /// `Phase::Settle`: read again if data came meanwhile, else wait.
+    fn settle_turn(&self, rx: &mut Consumer, check_peer: bool) -> Result<Next, End> {
+        match self.settle(rx, check_peer) {
             Ok(true) => Ok(Next::Read),
             Ok(false) => Ok(Next::Wait),
             Err(Settled::HungUp) => Err(End::Read),
