@@ -25,10 +25,13 @@ use rustix::io::Errno;
 use crate::platform::config::{self, Fallback};
 use crate::platform::internal_fd::InternalFd;
 use crate::platform::real::Action;
+use crate::platform::sys::as_family;
 use crate::platform::{stats, sys};
+use crate::sockets::conn::Connection;
 use crate::sockets::listener::{Accepted, Bound, Listener};
+use crate::sockets::options_store::Options;
 use crate::sockets::registry;
-use crate::sockets::socket::{as_family, Connection, Options, Socket};
+use crate::sockets::socket::Socket;
 use crate::transport::lookup::{DialError, Found};
 use crate::transport::rendezvous;
 
@@ -78,7 +81,7 @@ fn diverted(
             }
         }
     };
-    (family == crate::sockets::socket::family_of(&target)).then_some((config, target))
+    (family == sys::family_of(&target)).then_some((config, target))
 }
 
 /// bind or connect of a kernel socket in a sandboxed process (`sandbox`):

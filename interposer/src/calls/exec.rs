@@ -58,9 +58,11 @@ use crate::platform::config::Config;
 use crate::platform::internal_fd::InternalFd;
 use crate::platform::sys;
 use crate::sockets::carrier::{carrier_cookie, read_carrier, whole_carrier};
+use crate::sockets::conn::{Bell, Connection};
 use crate::sockets::listener::Bound;
+use crate::sockets::options_store::Options;
 use crate::sockets::registry;
-use crate::sockets::socket::{Bell, Connection, Options, Socket};
+use crate::sockets::socket::Socket;
 use crate::transport::rendezvous;
 
 /// A SHMNET_DIR rendezvous of ours, by the name the kernel reports for

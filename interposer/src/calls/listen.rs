@@ -18,8 +18,9 @@ use crate::platform::internal_fd::InternalFd;
 use crate::platform::real::Action;
 use crate::platform::{stats, sys};
 use crate::sockets::listener::{dup_owned, Bound, Listener, Parts, Rendezvous};
+use crate::sockets::options_store::Options;
 use crate::sockets::registry;
-use crate::sockets::socket::{Options, Socket};
+use crate::sockets::socket::Socket;
 use crate::transport::handshake::{self, Kind};
 use crate::transport::rendezvous::{self, HostName, Reservation};
 

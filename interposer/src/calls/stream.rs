@@ -13,8 +13,9 @@ use crate::platform::real::Action;
 use crate::platform::sys::{
     self, FileOffset, InBuf, InIovecs, InMsg, OutBuf, OutIovecs, OutLen, OutMsg,
 };
+use crate::sockets::conn::{Connection, FastSend};
 use crate::sockets::registry;
-use crate::sockets::socket::{Connection, FastSend, Socket};
+use crate::sockets::socket::Socket;
 
 /// The shared body of the single-buffer receive calls.
 fn recv_buf(fd: c_int, buf: OutBuf<'_>, flags: c_int) -> Action<ssize_t> {

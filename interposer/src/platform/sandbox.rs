@@ -9,7 +9,7 @@
 //! What changes (docs/architecture.md, "Sandboxed processes"): doorbells
 //! are rung with `write` after a zero-timeout `poll` for room (never a
 //! blocking write, never one that would raise SIGPIPE) and taken with
-//! `read` only when `poll` says bytes are there (`socket::Bell`);
+//! `read` only when `poll` says bytes are there (`conn::Bell`);
 //! O_NONBLOCK and the signal dispositions that decide EINTR or restart are
 //! remembered from just before the filter went on (no fcntl, no
 //! sigaction); yields become a zero nanosleep (`shmnet_ring::yield_cpu`);

@@ -1,11 +1,14 @@
-//! The emulated sockets: the socket kinds and their state (`socket`,
-//! `listener`), the registry behind the fd table, readiness for epoll, the
-//! wait engine that poll, select and epoll share (`wait`), and what
-//! crosses exec (`carrier`) or a re-pointed fd (`carry`).
+//! The emulated sockets: the socket kinds (`socket`) and their state
+//! (`conn`, `listener`, the options store `options_store`), the registry
+//! behind the fd table, readiness for epoll, the wait engine that poll,
+//! select and epoll share (`wait`), and what crosses exec (`carrier`) or a
+//! re-pointed fd (`carry`).
 
 pub(crate) mod carrier;
 pub(crate) mod carry;
+pub(crate) mod conn;
 pub(crate) mod listener;
+pub(crate) mod options_store;
 pub(crate) mod readiness;
 pub(crate) mod registry;
 pub(crate) mod socket;

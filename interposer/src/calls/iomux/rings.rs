@@ -10,8 +10,9 @@ use std::sync::Arc;
 use libc::sigset_t;
 
 use crate::platform::real::Action;
+use crate::sockets::conn::Connection;
 use crate::sockets::registry;
-use crate::sockets::socket::{Connection, Socket};
+use crate::sockets::socket::Socket;
 use crate::sockets::wait::{Limit, WaitSet};
 
 /// The connections a wait covers, counted as waiters on them while it

@@ -6,8 +6,10 @@
 use super::*;
 use crate::platform::real::Action;
 use crate::platform::sys::{self, OptOut};
+use crate::sockets::conn::Connection;
+use crate::sockets::options_store::Options;
 use crate::sockets::registry;
-use crate::sockets::socket::{Connection, Options, Socket};
+use crate::sockets::socket::Socket;
 use core::ffi::c_int;
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
@@ -196,7 +198,7 @@ fn by_connection(
             (int(loopback_index()), Fit::Unsigned)
         }
         (libc::SOL_SOCKET, SO_PEERNAME) => {
-            let peer = crate::sockets::socket::as_family(c.peer, v6).unwrap_or(c.peer);
+            let peer = sys::as_family(c.peer, v6).unwrap_or(c.peer);
             (sys::socket_addr_bytes(peer), Fit::PeerName)
         }
         (libc::SOL_SOCKET, SO_INCOMING_CPU) if unset => {

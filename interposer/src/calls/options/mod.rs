@@ -46,7 +46,7 @@ const SO_ATTACH_BPF: c_int = 50;
 const SO_ATTACH_REUSEPORT_CBPF: c_int = 51;
 const SO_ATTACH_REUSEPORT_EBPF: c_int = 52;
 const SO_DETACH_REUSEPORT_BPF: c_int = 68;
-use crate::sockets::socket::SO_COOKIE;
+use crate::sockets::options_store::SO_COOKIE;
 const SO_MEMINFO: c_int = 55;
 const SO_INCOMING_CPU: c_int = 49;
 const SO_PEERNAME: c_int = 28;

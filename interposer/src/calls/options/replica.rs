@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::platform::sys;
-use crate::sockets::socket::Options;
+use crate::sockets::options_store::Options;
 use core::ffi::c_int;
 use std::os::fd::{AsFd, OwnedFd};
 

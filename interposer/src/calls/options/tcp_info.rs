@@ -87,7 +87,7 @@ pub(crate) const RTT_US: u32 = 25;
 /// receive buffer needs, ours limited by a window clamp set before the
 /// handshake (an accepted socket's, from its listener); the peer's taken
 /// as the default.
-fn wscale(c: &crate::sockets::socket::Connection, connector: bool) -> u8 {
+fn wscale(c: &crate::sockets::conn::Connection, connector: bool) -> u8 {
     let rmem_max = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_rmem")
         .ok()
         .and_then(|t| t.split_whitespace().nth(2)?.parse::<u64>().ok())
@@ -117,7 +117,7 @@ fn wscale(c: &crate::sockets::socket::Connection, connector: bool) -> u8 {
 /// its state after shutdowns, bytes sent (written into the ring), acked
 /// (read by the peer: the ring is the window in flight) and received (read
 /// by us), segments estimated from them, never a retransmission.
-pub(crate) fn stream_info(fresh: &[u8], c: &crate::sockets::socket::Connection) -> Vec<u8> {
+pub(crate) fn stream_info(fresh: &[u8], c: &crate::sockets::conn::Connection) -> Vec<u8> {
     let p = c.progress();
     let mut info = fresh.to_vec();
     if info.len() < 104 {

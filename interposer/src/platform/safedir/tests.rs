@@ -2,8 +2,7 @@ use super::*;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
 fn base(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("shmnet-safedir-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("shmnet-safedir-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir

@@ -184,3 +184,23 @@ fn zeroed_storage() -> libc::sockaddr_storage {
     // SAFETY: sockaddr_storage is a plain C struct; all-zero is a valid value.
     unsafe { core::mem::zeroed() }
 }
+
+pub(crate) fn family_of(addr: &SocketAddr) -> i32 {
+    match addr {
+        SocketAddr::V4(_) => libc::AF_INET,
+        SocketAddr::V6(_) => libc::AF_INET6,
+    }
+}
+
+/// `addr` in the family of an IPv6 (`v6`) or IPv4 socket: IPv4 addresses
+/// map into IPv6 (::ffff:a.b.c.d), mapped ones back; None for an IPv6
+/// address on an IPv4 socket.
+pub(crate) fn as_family(addr: SocketAddr, v6: bool) -> Option<SocketAddr> {
+    use std::net::IpAddr;
+    let ip = match (addr.ip(), v6) {
+        (IpAddr::V4(ip), true) => IpAddr::V6(ip.to_ipv6_mapped()),
+        (IpAddr::V6(ip), false) => IpAddr::V4(ip.to_ipv4_mapped()?),
+        (ip, _) => ip,
+    };
+    Some(SocketAddr::new(ip, addr.port()))
+}

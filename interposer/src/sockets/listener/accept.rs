@@ -14,7 +14,7 @@ use rustix::io::Errno;
 use rustix::net::SocketFlags;
 
 use crate::platform::sys;
-use crate::sockets::socket::Connection;
+use crate::sockets::conn::Connection;
 use crate::transport::parking::{arrival, Arrival, Scope, State};
 
 use super::admission::Step;
@@ -357,7 +357,7 @@ impl Listener {
         if flags & libc::SOCK_CLOEXEC == 0 {
             rustix::io::fcntl_setfd(&conn, rustix::io::FdFlags::empty())?;
         }
-        crate::sockets::socket::inherit_options(&self.opts, &connection.opts);
+        crate::sockets::options_store::inherit_options(&self.opts, &connection.opts);
         Ok(Accepted::Shm(conn, connection))
     }
 }

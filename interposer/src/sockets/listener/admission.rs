@@ -13,8 +13,9 @@ use shmnet_ring::Segment;
 
 use crate::platform::config::Config;
 use crate::platform::policy::Peer;
+use crate::platform::sys::as_family;
 use crate::platform::{stats, sys};
-use crate::sockets::socket::{as_family, Bell, Connection};
+use crate::sockets::conn::{Bell, Connection};
 use crate::transport::handshake::{self, Kind};
 use crate::transport::parking::{Scope, State};
 use crate::transport::pool;

@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 
 use crate::platform::internal_fd::InternalFd;
 use crate::platform::lock::Mutex;
-use crate::sockets::socket::Options;
+use crate::sockets::options_store::Options;
 use crate::transport::rendezvous::Reservation;
 
 use super::{dup_owned, euid, reuses_port};

@@ -55,7 +55,7 @@ use rustix::io::Errno;
 
 use crate::platform::internal_fd::InternalFd;
 use crate::platform::real::Action;
-use crate::sockets::socket::Options;
+use crate::sockets::options_store::Options;
 use crate::transport::parking::{monotonic_ms, Parking, Scope};
 use crate::transport::rendezvous::{HostName, Reservation};
 

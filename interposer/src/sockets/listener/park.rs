@@ -10,7 +10,7 @@ use rustix::event::epoll;
 use rustix::io::Errno;
 
 use crate::platform::sys;
-use crate::sockets::socket::Connection;
+use crate::sockets::conn::Connection;
 use crate::transport::parking::{
     arrival, monotonic_ms, Arrival, Record, Scope, State, PARK_PATIENCE,
 };

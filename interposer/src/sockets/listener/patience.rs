@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use rustix::io::Errno;
 
-use crate::sockets::socket::Connection;
+use crate::sockets::conn::Connection;
 use crate::transport::parking::monotonic_ms;
 
 use super::accept::Ready;

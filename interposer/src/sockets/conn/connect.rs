@@ -1,0 +1,177 @@
+//! The connecting side's setup: the connection segment (a fresh one, or
+//! one kept for reuse with the same acceptor, `pool`), the handshake on the
+//! listener's rendezvous, and the doorbell.
+#![deny(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustix::io::Errno;
+use shmnet_ring::{Geometry, Segment};
+
+use crate::sockets::options_store::Options;
+use crate::transport::handshake::{self, Kind, Message};
+use crate::transport::lookup::DialError;
+use crate::transport::pool;
+use crate::transport::rendezvous::Reservation;
+
+use super::{Bell, Connection};
+
+/// A new connection segment, unless it cannot be made: the kernel's errno
+/// for running out of fds or memory (the caller falls back to kernel TCP
+/// in the default mode), ENOBUFS otherwise. Its memfd is sized with
+/// ftruncate, which raises SIGXFSZ — killing a C program — when the file
+/// would exceed RLIMIT_FSIZE: so that limit is looked at first, every
+/// time (a program may lower it).
+fn new_segment(geo: Geometry) -> Result<Segment, Errno> {
+    let size = geo.total_bytes() as u64;
+    if let Some(limit) = rustix::process::getrlimit(rustix::process::Resource::Fsize).current {
+        if limit < size {
+            static SAID: AtomicBool = AtomicBool::new(false);
+            if !SAID.swap(true, Ordering::Relaxed) {
+                crate::platform::log::always(format_args!(
+                    "no shared-memory connections: RLIMIT_FSIZE ({limit} bytes) is below a \
+                     connection segment's {size} bytes (ulimit -f)"
+                ));
+            }
+            return Err(Errno::NOBUFS);
+        }
+    }
+    Segment::create(geo).map_err(|e| {
+        let errno = match &e {
+            shmnet_ring::AttachError::Os(io) => {
+                match io.raw_os_error().map(Errno::from_raw_os_error) {
+                    Some(e @ (Errno::MFILE | Errno::NFILE | Errno::NOMEM)) => e,
+                    _ => Errno::NOBUFS,
+                }
+            }
+            _ => Errno::NOBUFS,
+        };
+        log!(warn, "cannot create a connection segment: {e}");
+        errno
+    })
+}
+
+impl Connection {
+    /// The connecting side: creates the segment, connects to the listener's
+    /// rendezvous with `dial` (which also checks whom it reached) and sends
+    /// the connect message (claim 83). Returns the Unix connection (to
+    /// become the application's fd) and the connection.
+    pub(crate) fn connect(
+        dial: &dyn Fn() -> Result<OwnedFd, DialError>,
+        local: Reservation,
+        peer: SocketAddr,
+        ring_bytes: usize,
+        opts: Options,
+        nonblocking: bool,
+    ) -> Result<(OwnedFd, Connection), DialError> {
+        let generation = crate::platform::fork::generation();
+        let geo = Geometry::for_ring_bytes(ring_bytes as u64).map_err(|_| Errno::INVAL)?;
+        let me = local.addr;
+        let mut hello = Message {
+            kind: Kind::Connect,
+            addr: me,
+            status: 0,
+            dest: peer,
+            key: 0,
+        };
+        // A segment shared with the acceptor process before, if we keep one
+        // for this address (see `pool`); else a new one. Either comes first:
+        // a listener that sees our connection before our message parks it,
+        // so nothing slow may come between connect and send.
+        let (seg, reuse) = match pool::offer_for(peer) {
+            Some((seg, ticket)) => (seg, Some(ticket.key)),
+            None => (new_segment(geo)?, None),
+        };
+        hello.key = reuse.unwrap_or_else(pool::new_key);
+        let sock = dial()?;
+        let (sock, seg, bell) = if reuse.is_some() {
+            offer_reuse(dial, sock, seg, &mut hello, geo, nonblocking)?
+        } else {
+            // The listener went away between connect and send: refused.
+            handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(refused)?;
+            rustix::io::ioctl_fionbio(&sock, false)?;
+            let bell = Bell::new(sock.as_fd())?;
+            (sock, seg, bell)
+        };
+        let ticket = pool::Ticket {
+            key: hello.key,
+            generation,
+            side: pool::Side::Connector { dest: peer },
+        };
+        let mut conn = Connection::new(seg, me, peer, bell, Some(local), Some(ticket))?;
+        conn.opts = opts;
+        Ok((sock, conn))
+    }
+}
+
+/// The handshake's refusal: the listener went away between connect and
+/// send.
+fn refused(_: Errno) -> DialError {
+    DialError::Os(Errno::CONNREFUSED)
+}
+
+/// Offers the acceptor a segment we shared with it before (`Kind::Reuse`)
+/// on `sock` and waits for its verdict: accepted, the offered segment;
+/// declined, a fresh one on the same connection; unanswered, a fresh one on
+/// a new connection. Returns the connection, its segment and its doorbell.
+fn offer_reuse(
+    dial: &dyn Fn() -> Result<OwnedFd, DialError>,
+    mut sock: OwnedFd,
+    mut seg: Segment,
+    hello: &mut Message,
+    geo: Geometry,
+    nonblocking: bool,
+) -> Result<(OwnedFd, Segment, Arc<Bell>), DialError> {
+    hello.kind = Kind::Reuse;
+    handshake::send(sock.as_fd(), hello, None).map_err(refused)?;
+    // Set up our end while the acceptor wakes up.
+    rustix::io::ioctl_fionbio(&sock, false)?;
+    let mut early = Some(Bell::new(sock.as_fd())?);
+    // The verdict comes once the application accepts: normally within
+    // microseconds. An acceptor that does not accept until we do something
+    // else gets a fresh connection after a short wait.
+    let patience = Duration::from_micros(if nonblocking { 500 } else { 2000 });
+    let spin = Duration::from_micros(100);
+    let verdict = match handshake::recv_verdict(sock.as_fd(), spin, patience)? {
+        None if seg.withdraw() => None,
+        // Claimed just now: the acceptor sends its answer next.
+        None => handshake::recv_verdict(sock.as_fd(), spin, Duration::from_secs(1))?,
+        v => v,
+    };
+    match verdict {
+        Some(handshake::ACCEPTED) => {}
+        Some(_) => {
+            // Declined: a new segment, on the same connection.
+            seg = new_segment(geo)?;
+            hello.kind = Kind::Connect;
+            hello.key = pool::new_key();
+            handshake::send(sock.as_fd(), hello, seg.fd()).map_err(refused)?;
+        }
+        None => {
+            // Withdrawn: this connection is abandoned (the acceptor
+            // declines it if it ever looks); a new one.
+            log!(
+                debug,
+                "connect to {}: reuse offer unanswered; fresh segment",
+                hello.dest
+            );
+            pool::cool_down();
+            seg = new_segment(geo)?;
+            hello.kind = Kind::Connect;
+            hello.key = pool::new_key();
+            early = None;
+            sock = dial()?;
+            handshake::send(sock.as_fd(), hello, seg.fd()).map_err(refused)?;
+            rustix::io::ioctl_fionbio(&sock, false)?;
+        }
+    }
+    let bell = match early {
+        Some(b) => b,
+        None => Bell::new(sock.as_fd())?,
+    };
+    Ok((sock, seg, bell))
+}

@@ -1,0 +1,498 @@
+//! The doorbell (`Bell`): our dup of the Unix connection behind the
+//! application's fd, on which the peer's doorbell and filler bytes arrive
+//! and ours leave; `RoomBell`, the consumer's side of write-space. The
+//! protocol is docs/architecture.md's "The readiness protocol".
+#![deny(unsafe_code)]
+
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::platform::internal_fd::InternalFd;
+use rustix::io::Errno;
+use rustix::net::{RecvFlags, SendFlags};
+use shmnet_ring::{Doorbell, Producer};
+
+use crate::transport::handshake;
+
+/// The doorbell: one byte sent on the Unix connection wakes a peer asleep
+/// in poll/epoll on its end. Holds its own dup of the connection, so it
+/// outlives whatever the application does with its fd number.
+///
+/// The same connection carries write-space: a writer that finds the ring
+/// full sends "filler" bytes until its own end stops being writable (the
+/// kernel's test for a Unix stream socket is `wmem <= sndbuf / 4`), and the
+/// reader takes them when it frees room. Freeing their buffers raises the
+/// kernel's write-space event on the writer's end, so POLLOUT/EPOLLOUT —
+/// level- or edge-triggered, alone or with EPOLLIN — follow the ring.
+/// Filler and doorbell bytes are the same byte and counted together: a
+/// reader may take any byte that was counted, and keeps one while its ring
+/// holds data so that it stays readable.
+pub(crate) struct Bell {
+    pub(super) fd: InternalFd,
+    /// Bytes taken from our end so far (doorbells and fillers; wrapping),
+    /// kept in the segment (processes sharing the connection after fork
+    /// must agree on it); set once the receive half is attached. The peer
+    /// counts the bytes it sends, so `sent - taken` are queued or on their
+    /// way.
+    pub(super) taken: std::sync::OnceLock<shmnet_ring::TakenCount>,
+    /// A byte that was not a doorbell was taken while freeing room.
+    pub(super) foreign: AtomicBool,
+    /// Filler bytes that make our end unwritable (a quarter of its send
+    /// buffer, plus one).
+    fill_bytes: usize,
+    /// The connection's last reference in this process is going
+    /// (`Drop for Connection`): in a sandbox, no more rings.
+    pub(super) closing: AtomicBool,
+}
+
+/// An error on our end of the Unix connection that means the peer's end is
+/// gone: the kernel reports ECONNRESET once when a process closes (or
+/// exits) with bytes unread on its end — doorbells a lazy reader left,
+/// not data. The ring's own state then tells end of stream from a reset.
+fn peer_gone(e: Errno) -> bool {
+    e == Errno::CONNRESET || e == Errno::PIPE
+}
+
+/// The byte a doorbell rings with.
+const DOORBELL: u8 = 1;
+
+/// Send buffer of the Unix connection: the kernel doubles the value set, so
+/// 32 KiB, unwritable above 8 KiB in flight. A doorbell byte costs 768
+/// bytes of that, so a few pending doorbells never make a writer with room
+/// look unwritable, and one filler send (8 KiB) makes it so.
+const BELL_SNDBUF: usize = 16 << 10;
+
+/// What is waiting on our end of the Unix connection.
+pub(super) struct Pending {
+    /// The peer's end is closed (or shut for writing) and nothing is queued.
+    pub(super) hung_up: bool,
+    /// A byte that is not a doorbell: data the peer wrote past the library
+    /// (stdio on the socket, a raw syscall), which the ring cannot put back
+    /// in order.
+    pub(super) foreign: bool,
+}
+
+impl Bell {
+    pub(crate) fn new(conn: BorrowedFd<'_>) -> Result<Arc<Bell>, Errno> {
+        let fd = InternalFd::dup(conn)?;
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(&fd, BELL_SNDBUF);
+        let sndbuf = rustix::net::sockopt::socket_send_buffer_size(&fd).unwrap_or(BELL_SNDBUF * 2);
+        Ok(Arc::new(Bell {
+            fd,
+            taken: std::sync::OnceLock::new(),
+            foreign: AtomicBool::new(false),
+            fill_bytes: sndbuf / 4 + 1,
+            closing: AtomicBool::new(false),
+        }))
+    }
+
+    pub(super) fn taken(&self) -> u32 {
+        self.taken.get().map_or(0, |t| t.get())
+    }
+
+    /// Bytes queued on our end.
+    pub(super) fn queued(&self) -> usize {
+        if crate::platform::sandbox::active() {
+            return self.queued_sandboxed();
+        }
+        rustix::io::ioctl_fionread(&self.fd).map_or(0, |n| n as usize)
+    }
+
+    /// Looks at the queued bytes without taking them.
+    pub(super) fn peek(&self) -> Pending {
+        if crate::platform::sandbox::active() {
+            return self.peek_sandboxed();
+        }
+        let mut buf = [0u8; 64];
+        loop {
+            return match rustix::net::recv(
+                &self.fd,
+                &mut buf,
+                RecvFlags::PEEK | RecvFlags::DONTWAIT,
+            ) {
+                Ok((0, _)) => Pending {
+                    hung_up: true,
+                    foreign: false,
+                },
+                Ok((n, _)) => Pending {
+                    hung_up: false,
+                    foreign: buf[..n].iter().any(|&b| b != DOORBELL),
+                },
+                Err(Errno::INTR) => continue,
+                Err(e) => Pending {
+                    hung_up: peer_gone(e),
+                    foreign: false,
+                },
+            };
+        }
+    }
+
+    /// Takes up to `n` queued bytes; returns how many it took, and whether
+    /// it met the end of the stream.
+    pub(super) fn take(&self, n: usize) -> (usize, bool) {
+        if crate::platform::sandbox::active() {
+            return self.take_sandboxed(n);
+        }
+        let mut buf = [0u8; 8192];
+        let mut got = 0;
+        while got < n {
+            let want = (n - got).min(buf.len());
+            match rustix::net::recv(&self.fd, &mut buf[..want], RecvFlags::DONTWAIT) {
+                Ok((0, _)) => return (self.took(got), true),
+                Ok((k, _)) => {
+                    if buf[..k].iter().any(|&b| b != DOORBELL) {
+                        self.foreign.store(true, Ordering::Relaxed);
+                    }
+                    got += k;
+                }
+                Err(Errno::INTR) => {}
+                Err(e) => return (self.took(got), peer_gone(e)),
+            }
+        }
+        (self.took(got), false)
+    }
+
+    fn took(&self, n: usize) -> usize {
+        if let Some(t) = self.taken.get() {
+            t.add(n as u32);
+        }
+        n
+    }
+
+    /// True once the peer's end is closed (its process may be gone).
+    pub(super) fn hung_up(&self) -> bool {
+        if crate::platform::sandbox::active() {
+            return self.poll_now(0) & (libc::POLLHUP | libc::POLLERR) != 0;
+        }
+        let mut fds = [rustix::event::PollFd::new(
+            &self.fd,
+            rustix::event::PollFlags::empty(),
+        )];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        match rustix::event::poll(&mut fds, Some(&zero)) {
+            Ok(_) => fds[0]
+                .revents()
+                .intersects(rustix::event::PollFlags::HUP | rustix::event::PollFlags::ERR),
+            Err(_) => false,
+        }
+    }
+
+    /// Whether the kernel reports our end writable right now.
+    fn kernel_writable(&self) -> bool {
+        if crate::platform::sandbox::active() {
+            return self.room_for_write();
+        }
+        let mut fds = [rustix::event::PollFd::new(
+            &self.fd,
+            rustix::event::PollFlags::OUT,
+        )];
+        let zero = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        rustix::event::poll(&mut fds, Some(&zero)).is_ok_and(|n| n > 0)
+    }
+
+    /// Makes our end unwritable until the reader frees room (see the type's
+    /// docs): filler bytes, then one byte of its own so that the reader,
+    /// which keeps the last queued byte, frees every filler buffer. Counted
+    /// in `tx` before they are sent; what could not be sent is taken back.
+    pub(super) fn fill(&self, tx: &Producer) {
+        static FILLER: [u8; 8192] = [DOORBELL; 8192];
+        if !self.kernel_writable() {
+            return; // unwritable already: filler from before is still queued
+        }
+        let total = self.fill_bytes + 1;
+        tx.note_filler(total as u32);
+        let mut sent = 0;
+        while sent < self.fill_bytes {
+            let k = (self.fill_bytes - sent).min(FILLER.len());
+            match self.send_bytes(&FILLER[..k]) {
+                Ok(n) => sent += n,
+                Err(Errno::INTR) => {}
+                Err(_) => break,
+            }
+        }
+        loop {
+            match self.send_bytes(&[DOORBELL]) {
+                Ok(n) => sent += n,
+                Err(Errno::INTR) => continue,
+                Err(_) => {}
+            }
+            break;
+        }
+        if sent < total {
+            tx.unnote_filler((total - sent) as u32);
+        }
+    }
+
+    pub(super) fn nonblocking(&self) -> bool {
+        rustix::fs::fcntl_getfl(&self.fd).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK))
+    }
+
+    /// Waits for a doorbell byte or hang-up; Err(INTR) on a signal.
+    ///
+    /// Without a timeout this is a blocking `recv(MSG_PEEK)` of one byte,
+    /// so the kernel applies its own signal rules: restarted under
+    /// SA_RESTART, EINTR otherwise — exactly what the application's recv on
+    /// a kernel socket would do. (Only called when the fd is blocking.) The
+    /// byte stays queued: the read that follows may leave data in the ring
+    /// (a short buffer, MSG_PEEK), and then the fd must stay readable; it is
+    /// taken when the ring is emptied. (Taking it here lost readability
+    /// after such reads; a review reproduced it.)
+    pub(super) fn wait(&self, timeout: Option<Duration>) -> Result<Woke, Errno> {
+        if timeout.is_none() && crate::platform::sandbox::active() {
+            return self.wait_sandboxed();
+        }
+        if timeout.is_none() {
+            let mut one = [0u8; 1];
+            return match rustix::net::recv(&self.fd, &mut one, RecvFlags::PEEK) {
+                Ok((0, _)) => Ok(Woke::HungUp),
+                Ok(_) => Ok(Woke::Rung),
+                // Made non-blocking meanwhile (by another process).
+                Err(Errno::AGAIN) => Ok(Woke::Rung),
+                Err(e) if peer_gone(e) => Ok(Woke::HungUp),
+                Err(e) => Err(e),
+            };
+        }
+        handshake::wait_readable(self.fd.as_fd(), timeout).map(|_| Woke::Rung)
+    }
+
+    /// A lazy reader's sleep (see `Connection::lazy`): a blocking recv that
+    /// takes the bytes it wakes on, so a wake-up costs one system call, as
+    /// on a kernel socket. Leaving the fd unreadable while the ring may
+    /// still hold data (a short read) is fine for a lazy reader: poll and
+    /// select look at the ring first, and joining an epoll set turns the
+    /// reader eager (`Connection::watch`). Err(INTR) on a signal, with the
+    /// kernel's own SA_RESTART rules when there is no timeout.
+    pub(super) fn wait_taking(&self, timeout: Option<Duration>) -> Result<Woke, Errno> {
+        let mut flags = RecvFlags::empty();
+        if crate::platform::sandbox::active() {
+            // No blocking recv (nor MSG_DONTWAIT): poll, then a read that
+            // finds bytes (or the end) waiting.
+            self.wait_readable_sandboxed(timeout)?;
+        } else if timeout.is_some() {
+            handshake::wait_readable(self.fd.as_fd(), timeout)?;
+            flags = RecvFlags::DONTWAIT;
+        }
+        let mut buf = [0u8; 64];
+        let got = if crate::platform::sandbox::active() {
+            if self.poll_now(libc::POLLIN) == 0 {
+                return Ok(Woke::Rung); // the wait timed out
+            }
+            rustix::io::read(&self.fd, &mut buf).map(|n| (n, ()))
+        } else {
+            rustix::net::recv(&self.fd, &mut buf, flags).map(|(n, _)| (n, ()))
+        };
+        match got {
+            Ok((0, _)) => Ok(Woke::HungUp),
+            Ok((n, _)) => {
+                if buf[..n].iter().any(|&b| b != DOORBELL) {
+                    self.foreign.store(true, Ordering::Relaxed);
+                }
+                self.took(n);
+                Ok(Woke::Rung)
+            }
+            // Nothing queued after a timed wait, or made non-blocking
+            // meanwhile (by another process).
+            Err(Errno::AGAIN) => Ok(Woke::Rung),
+            Err(e) if peer_gone(e) => Ok(Woke::HungUp),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Doorbell for Bell {
+    fn ring(&self) -> bool {
+        if crate::platform::sandbox::active() {
+            return self.ring_sandboxed();
+        }
+        loop {
+            return match rustix::net::send(
+                &self.fd,
+                &[DOORBELL],
+                SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+            ) {
+                Ok(n) => n == 1,
+                Err(Errno::INTR) => continue,
+                Err(e) => {
+                    log!(debug, "doorbell not rung: {e}");
+                    false
+                }
+            };
+        }
+    }
+}
+
+/// The doorbell in a sandboxed process (see `sandbox`): read, write and
+/// the poll system call only. A write never blocks (a zero-timeout poll
+/// for room first: the fd may be blocking, and it shares O_NONBLOCK with
+/// the application's) and never goes to a closed peer (SIGPIPE: no
+/// MSG_NOSIGNAL); a read only follows a poll that found bytes or the end.
+/// Without FIONREAD or MSG_PEEK, the bytes queued are what the peer
+/// counted and we did not take.
+impl Bell {
+    /// revents of a zero-timeout poll for `events` (0 on error).
+    fn poll_now(&self, events: i16) -> i16 {
+        crate::platform::sys::poll_fd(self.fd.as_fd(), events, 0).unwrap_or(0)
+    }
+
+    /// Room for a write that cannot block, and the peer's end is open.
+    /// Unwritable (a quarter of the send buffer in flight) means bytes of
+    /// ours are queued at the peer, which keep its end readable anyway.
+    fn room_for_write(&self) -> bool {
+        let r = self.poll_now(libc::POLLOUT);
+        r & libc::POLLOUT != 0 && r & (libc::POLLHUP | libc::POLLERR) == 0
+    }
+
+    /// Sends bytes on our end: `send(MSG_DONTWAIT | MSG_NOSIGNAL)`, or in a
+    /// sandbox `write` (the caller made sure of room and an open peer).
+    fn send_bytes(&self, bytes: &[u8]) -> Result<usize, Errno> {
+        if crate::platform::sandbox::active() {
+            return rustix::io::write(&self.fd, bytes);
+        }
+        rustix::net::send(&self.fd, bytes, SendFlags::DONTWAIT | SendFlags::NOSIGNAL)
+    }
+
+    fn ring_sandboxed(&self) -> bool {
+        // Our last close: the kernel's hang-up, when our end closes right
+        // after, wakes the peer; a write here could meet a peer that closed
+        // a moment before and raise SIGPIPE (seen in sandbox.rs).
+        if self.closing.load(Ordering::Relaxed) {
+            return false;
+        }
+        if !self.room_for_write() {
+            return false; // counted back by the producer
+        }
+        loop {
+            return match rustix::io::write(&self.fd, &[DOORBELL]) {
+                Ok(n) => n == 1,
+                Err(Errno::INTR) => continue,
+                Err(e) => {
+                    log!(debug, "doorbell not rung: {e}");
+                    false
+                }
+            };
+        }
+    }
+
+    /// The peer's end is shut (or in error): nothing more can come.
+    fn peer_shut(&self, revents: i16) -> bool {
+        revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    }
+
+    fn queued_sandboxed(&self) -> usize {
+        let r = self.poll_now(libc::POLLIN | libc::POLLRDHUP);
+        if r & libc::POLLIN == 0 {
+            return 0;
+        }
+        if self.peer_shut(r) {
+            // Readable may only mean the end: take what is there (no ring
+            // can follow), and then nothing is queued.
+            self.take_sandboxed(usize::MAX);
+            return 0;
+        }
+        let owed = self
+            .taken
+            .get()
+            .map_or(1, |t| t.rung().wrapping_sub(t.get()) as usize);
+        owed.clamp(1, 1 << 20)
+    }
+
+    fn peek_sandboxed(&self) -> Pending {
+        let r = self.poll_now(libc::POLLIN | libc::POLLRDHUP);
+        Pending {
+            hung_up: self.peer_shut(r) && self.queued_sandboxed() == 0,
+            // Seen when the bytes are taken (no MSG_PEEK).
+            foreign: false,
+        }
+    }
+
+    fn take_sandboxed(&self, n: usize) -> (usize, bool) {
+        let mut buf = [0u8; 8192];
+        let mut got = 0;
+        while got < n {
+            if self.poll_now(libc::POLLIN) == 0 {
+                break;
+            }
+            let want = (n - got).min(buf.len());
+            match rustix::io::read(&self.fd, &mut buf[..want]) {
+                Ok(0) => return (self.took(got), true),
+                Ok(k) => {
+                    if buf[..k].iter().any(|&b| b != DOORBELL) {
+                        self.foreign.store(true, Ordering::Relaxed);
+                    }
+                    got += k;
+                }
+                Err(Errno::INTR) => {}
+                Err(Errno::AGAIN) => break,
+                Err(e) => return (self.took(got), peer_gone(e)),
+            }
+        }
+        (self.took(got), false)
+    }
+
+    /// Sleeps in poll until bytes or the end are queued (or `timeout`); a
+    /// signal restarts the wait when the kernel would restart a blocking
+    /// recv (SA_RESTART; poll itself never restarts after a handler).
+    fn wait_readable_sandboxed(&self, timeout: Option<Duration>) -> Result<(), Errno> {
+        let ms = timeout.map_or(-1, |t| {
+            t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
+        });
+        loop {
+            return match crate::platform::sys::poll_fd(
+                self.fd.as_fd(),
+                libc::POLLIN | libc::POLLRDHUP,
+                ms,
+            ) {
+                Ok(_) => Ok(()),
+                Err(Errno::INTR)
+                    if timeout.is_none() && crate::platform::sys::interrupted_call_restarts() =>
+                {
+                    continue
+                }
+                Err(e) => Err(e),
+            };
+        }
+    }
+
+    /// `wait` without a timeout: the byte stays queued (see `wait`).
+    fn wait_sandboxed(&self) -> Result<Woke, Errno> {
+        self.wait_readable_sandboxed(None)?;
+        let r = self.poll_now(libc::POLLIN | libc::POLLRDHUP);
+        if self.peer_shut(r) && self.queued_sandboxed() == 0 {
+            return Ok(Woke::HungUp);
+        }
+        Ok(Woke::Rung)
+    }
+}
+
+/// Why `Bell::wait` returned.
+pub(super) enum Woke {
+    /// A doorbell (or the deadline, or a spurious wake-up): look again.
+    Rung,
+    /// The peer's end is closed, or ours shut for reading.
+    HungUp,
+}
+
+/// The consumer's side of write-space: when it frees room while the writer
+/// waits in poll/epoll, it takes the writer's filler (all queued bytes but
+/// the last, which keeps our end readable while the ring holds data; the
+/// writer sent a single byte after its filler, so every filler buffer is
+/// freed and the writer's end becomes writable).
+pub(super) struct RoomBell(pub(super) Arc<Bell>);
+
+impl Doorbell for RoomBell {
+    fn ring(&self) -> bool {
+        let q = self.0.queued();
+        if q > 1 {
+            self.0.take(q - 1);
+        }
+        true
+    }
+}

@@ -1,0 +1,186 @@
+//! Readiness for poll, select and epoll (docs/architecture.md, "Lazy and
+//! eager readers", "Several waiters in one process", "Edge-triggered
+//! readers"): whether the reader keeps its flag up (eager) or raises it
+//! only before it sleeps (lazy), the waiters and takers of the doorbell
+//! bytes, and edge-triggered registration.
+#![deny(unsafe_code)]
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use shmnet_ring::WaitKind;
+
+use super::Connection;
+
+/// Who waits on a connection's fd, and how the kernel reports it.
+#[derive(Default)]
+pub(super) struct Readiness {
+    /// Registered with EPOLLET somewhere (see `readiness`).
+    pub(super) edge: AtomicBool,
+    /// Added to an epoll set: from then on the kernel alone reports its
+    /// readiness, so the reader keeps its flag up (see `lazy`).
+    watched: AtomicBool,
+    /// Threads of ours in a hooked poll/select that may sleep in the kernel
+    /// on this fd: they need its doorbell bytes, so no reader takes them
+    /// in its sleep meanwhile (`begin_taking`).
+    pub(super) waiters: AtomicU32,
+    /// Threads asleep in a taking wait (`Phase::Sleep`) on this connection.
+    takers: AtomicU32,
+}
+
+impl Connection {
+    /// Whether the reader raises its flag only when it is about to sleep
+    /// (a blocking read, poll or select: all in this library, which look at
+    /// the ring before they trust the kernel), instead of whenever the ring
+    /// is empty. Then a reader that finds data, or spins until it comes,
+    /// costs neither side a system call. An epoll set is waited on without
+    /// us knowing which fds it holds, so once the connection is in one
+    /// (`watch`), or shared with another process, its flag stays up after
+    /// every read that empties the ring and the kernel's readiness is exact.
+    pub(super) fn lazy(&self) -> bool {
+        !self.ready.watched.load(Ordering::Relaxed) && !self.shared()
+    }
+
+    /// The application adds this connection to an epoll set (ADD or MOD).
+    /// Returns true when the kernel may not report data in the ring: data
+    /// that came while the reader was lazy has no doorbell byte queued, and
+    /// a reader asleep in a taking wait may take the byte of data it then
+    /// leaves in the ring. `readiness` reports such data in epoll_wait
+    /// until the ring is drained and no taker is left.
+    pub(crate) fn watch(&self) -> bool {
+        // SYNC POINT: SeqCst, Dekker with `begin_taking` (its takers
+        // increment, then its load of `watched`): a reader either sees
+        // `watched` and does not take, or we see it in `takers`.
+        let first = !self.ready.watched.swap(true, Ordering::SeqCst);
+        let taking = self.ready.takers.load(Ordering::SeqCst) > 0;
+        let mut guard = self.rx.lock();
+        let Some(rx) = self.receiver(&mut guard.consumer) else {
+            return taking;
+        };
+        let _side = self.shared().then(|| rx.lock_side());
+        // The first time, take stale bytes (eager from now on, step 3).
+        let readable = rx.readable_now() || (first && matches!(self.settle(rx, true), Ok(true)));
+        // Up either way: the next publish rings.
+        rx.arm(WaitKind::Doorbell);
+        taking || (readable && self.bell.queued() == 0)
+    }
+
+    /// Whether a reader is asleep in a taking wait right now.
+    pub(crate) fn taking(&self) -> bool {
+        self.ready.takers.load(Ordering::SeqCst) > 0
+    }
+
+    /// A lazy reader is about to sleep taking its doorbell byte: only if no
+    /// one else may be waiting on the kernel for that byte (a poller of
+    /// ours, an epoll set). False: sleep as an eager reader would.
+    pub(super) fn begin_taking(&self) -> Option<Taker<'_>> {
+        // SYNC POINT: SeqCst, Dekker with `add_waiter` and `watch`.
+        let others = self.ready.takers.fetch_add(1, Ordering::SeqCst);
+        let taker = Taker(&self.ready.takers);
+        // One taker at a time: two would both wake for one byte, and the
+        // one that found it taken would sleep on in the kernel.
+        if others > 0
+            || self.ready.watched.load(Ordering::SeqCst)
+            || self.ready.waiters.load(Ordering::SeqCst) > 0
+        {
+            return None;
+        }
+        Some(taker)
+    }
+
+    /// A hooked poll/select will wait on this fd. Returns whether a reader
+    /// is asleep taking doorbell bytes (then the kernel may never report
+    /// this fd: the waiter sleeps in short slices and looks at the ring).
+    /// Undo with `remove_waiter`.
+    pub(crate) fn add_waiter(&self) -> bool {
+        // SYNC POINT: SeqCst, Dekker with `begin_taking`.
+        self.ready.waiters.fetch_add(1, Ordering::SeqCst);
+        self.ready.takers.load(Ordering::SeqCst) > 0
+    }
+
+    pub(crate) fn remove_waiter(&self) {
+        self.ready.waiters.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// poll/select are about to wait for this connection to become
+    /// readable: true if it is already (data, end of stream, a reset);
+    /// otherwise its flag is up when this returns, so the next publish
+    /// rings and the kernel wakes the waiter.
+    pub(crate) fn poll_readable(&self) -> bool {
+        if self.shut_rd.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut guard = self.rx.lock();
+        match self.receiver(&mut guard.consumer) {
+            // Not attached yet: the acceptor's initial flag is up (see
+            // `Channel::initialise`), so its first data rings.
+            None => false,
+            Some(rx) => rx.readable_now() || rx.arm(WaitKind::Doorbell),
+        }
+    }
+
+    /// The kernel reported this connection readable (poll/select): false
+    /// when that came from doorbell bytes of data already read (a lazy
+    /// reader leaves them queued), in which case they are taken now so the
+    /// next wait does not return at once. A hang-up, foreign bytes, or
+    /// bytes we cannot account for are reported as readable: the read that
+    /// follows tells the application what happened.
+    pub(crate) fn really_readable(&self) -> bool {
+        let mut guard = self.rx.lock();
+        let Some(rx) = self.receiver(&mut guard.consumer) else {
+            return true;
+        };
+        if rx.readable_now() || self.shut_rd.load(Ordering::Relaxed) {
+            return true;
+        }
+        let _side = self.shared().then(|| rx.lock_side());
+        match self.settle(rx, true) {
+            Ok(false) => self.bell.queued() > 0,
+            _ => true,
+        }
+    }
+
+    /// The application registered this connection with EPOLLET: every
+    /// arrival of data must be a new edge (see `readiness`).
+    pub(crate) fn set_edge_triggered(&self) {
+        if !self.ready.edge.swap(true, Ordering::Relaxed) {
+            let mut rx = self.rx.lock();
+            if let Some(c) = self.receiver(&mut rx.consumer) {
+                c.set_edge_triggered();
+            }
+        }
+    }
+}
+
+/// A blocking reader's sleep while a taker may take its byte.
+pub(super) const WAIT_SLICE: Duration = Duration::from_millis(1);
+
+/// A reader asleep on the kernel alone, counted as a waiter while it is
+/// (see `Connection::add_waiter`).
+pub(super) struct WaiterGuard<'a> {
+    conn: &'a Connection,
+    /// A taker was there: sleep in slices.
+    pub(super) sliced: bool,
+}
+
+impl<'a> WaiterGuard<'a> {
+    pub(super) fn new(conn: &'a Connection) -> WaiterGuard<'a> {
+        let sliced = conn.add_waiter();
+        WaiterGuard { conn, sliced }
+    }
+}
+
+impl Drop for WaiterGuard<'_> {
+    fn drop(&mut self) {
+        self.conn.remove_waiter();
+    }
+}
+
+/// A reader counted in `Connection::takers`; uncounted when dropped.
+pub(super) struct Taker<'a>(&'a AtomicU32);
+
+impl Drop for Taker<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,323 @@
+//! The data calls' sending side: send and its first attempt without
+//! waiting (`try_send`), splice's and sendfile's (`room`, `send_from`),
+//! and a writer's waits for room, blocking (on the ring's futex) or not
+//! (POLLOUT through filler bytes: docs/architecture.md, "Writers: POLLOUT
+//! that follows the ring").
+#![deny(unsafe_code)]
+
+use std::io::IoSlice;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rustix::io::Errno;
+use shmnet_ring::{RingError, WaitKind, WaitPolicy};
+
+use super::{deadline_after, ring_errno, Connection};
+
+/// The largest send [`Connection::try_send`] attempts.
+const FAST_SEND_MAX: usize = 4096;
+
+/// What [`Connection::try_send`] did.
+pub(crate) enum FastSend {
+    /// Sent everything: the call's result.
+    Done(usize),
+    /// Sent this much; the rest needs `send_rest` (it may wait).
+    Partial(usize),
+    /// Nothing sent: do the whole send with `send_rest` (errors included).
+    Slow,
+}
+
+impl Connection {
+    /// send(2) and friends. Blocking sends return once everything is in the
+    /// ring; a closed peer is EPIPE (the caller raises SIGPIPE). The send
+    /// lock is held only while copying; a blocked writer sleeps on the ring's
+    /// futex, in slices that check for hang-up and a local SHUT_WR.
+    pub(crate) fn send(&self, bufs: &[IoSlice<'_>], flags: i32) -> Result<usize, Errno> {
+        self.send_rest(bufs, flags, 0)
+    }
+
+    /// The first attempt of a send, made without waiting for anything: no
+    /// lock that is not free at once, no side lock (a connection shared
+    /// after fork), no wait for room. For the caller that holds the
+    /// registry's read lock instead of a reference (`registry::with`).
+    /// What it cannot finish, `send_rest` does.
+    pub(crate) fn try_send(&self, bufs: &[IoSlice<'_>], flags: i32) -> FastSend {
+        let want = bufs
+            .iter()
+            .map(|b| b.len())
+            .fold(0usize, usize::saturating_add);
+        // Only small sends: a large copy would hold the registry's read
+        // lock (and so close and fork) for microseconds, to save two
+        // atomic operations it does not notice.
+        if want == 0
+            || want > FAST_SEND_MAX
+            || self.shut_wr.load(Ordering::Relaxed)
+            || self.shared()
+            || crate::platform::sandbox::strict()
+        {
+            return FastSend::Slow;
+        }
+        let Some(mut tx) = self.tx.try_lock() else {
+            return FastSend::Slow;
+        };
+        // As in `send_rest`: a small blocking send goes in whole or waits.
+        let need = if want <= self.atomic_send && flags & libc::MSG_DONTWAIT == 0 {
+            want
+        } else {
+            0
+        };
+        match tx.write_vectored_min(bufs, need) {
+            Ok(n) => {
+                drop(tx);
+                self.note_wrote();
+                if n >= want {
+                    FastSend::Done(n)
+                } else {
+                    FastSend::Partial(n)
+                }
+            }
+            Err(_) => FastSend::Slow,
+        }
+    }
+
+    /// `send`, after the first `total` bytes of `bufs` were sent already
+    /// (by `try_send`).
+    pub(crate) fn send_rest(
+        &self,
+        bufs: &[IoSlice<'_>],
+        flags: i32,
+        mut total: usize,
+    ) -> Result<usize, Errno> {
+        let want = bufs
+            .iter()
+            .map(|b| b.len())
+            .fold(0usize, usize::saturating_add);
+        if crate::platform::sandbox::strict() {
+            return Err(Errno::ACCESS); // see `recv`
+        }
+        let dontwait = flags & libc::MSG_DONTWAIT != 0;
+        let mut deadline: Option<Option<Instant>> = None;
+        loop {
+            if self.shut_wr.load(Ordering::Relaxed) {
+                return if total > 0 {
+                    Ok(total)
+                } else {
+                    Err(Errno::PIPE)
+                };
+            }
+            if want == 0 {
+                return Ok(0);
+            }
+            let r = self.write_some(bufs, total, want, dontwait);
+            match r {
+                Ok(n) => {
+                    total += n;
+                    self.note_wrote();
+                    if total >= want {
+                        return Ok(total);
+                    }
+                }
+                Err(RingError::WouldBlock) => {
+                    if dontwait || self.nonblocking() {
+                        if total > 0 {
+                            return Ok(total);
+                        }
+                        if self.await_pollout() {
+                            continue;
+                        }
+                        return Err(Errno::AGAIN);
+                    }
+                    let need = if total == 0 && want <= self.atomic_send {
+                        want
+                    } else {
+                        1
+                    };
+                    match self.wait_room(need, total > 0, &mut deadline) {
+                        Ok(()) => {}
+                        Err(_) if total > 0 => return Ok(total),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) => {
+                    return if total > 0 {
+                        Ok(total)
+                    } else {
+                        Err(ring_errno(e))
+                    }
+                }
+            }
+        }
+    }
+
+    /// One copy into the ring of what is left of `bufs` after `total`
+    /// bytes, under the send lock.
+    fn write_some(
+        &self,
+        bufs: &[IoSlice<'_>],
+        total: usize,
+        want: usize,
+        dontwait: bool,
+    ) -> Result<usize, RingError> {
+        let mut tx = self.tx.lock();
+        let _side = self.shared().then(|| tx.lock_side());
+        // A small blocking send goes into the ring whole, as small TCP
+        // writes do in practice: two threads writing framed messages on one
+        // connection must not interleave them. So when it does not fit,
+        // wait for room for all of it. (A non-blocking fd writes what fits:
+        // asked only when it did not fit, since after a fork that costs an
+        // fcntl.)
+        let need = if total == 0 && want <= self.atomic_send && !dontwait {
+            want
+        } else {
+            0
+        };
+        match with_rest(bufs, total, |b| tx.write_vectored_min(b, need)) {
+            Err(RingError::WouldBlock) if need > 0 && self.nonblocking() => {
+                with_rest(bufs, total, |b| tx.write_vectored(b))
+            }
+            r => r,
+        }
+    }
+
+    /// A non-blocking write found the ring full and the application will
+    /// wait for POLLOUT/EPOLLOUT: make our end unwritable with filler, then
+    /// ask the reader to take it when it frees room (see `Bell`). In that
+    /// order, so that whoever clears the flag finds the filler queued.
+    /// Returns true when room is already there after arming (write again;
+    /// the filler goes with the next room freed, or when the reader drains
+    /// the ring).
+    fn await_pollout(&self) -> bool {
+        let tx = self.tx.lock();
+        let _side = self.shared().then(|| tx.lock_side());
+        // Only while the ring is still full (see `Producer::while_full`):
+        // filler sent after the reader emptied the ring and settled would
+        // make its fd readable with nothing to read.
+        if tx.while_full(|tx| self.bell.fill(tx)).is_none() {
+            return true;
+        }
+        tx.arm(WaitKind::Doorbell)
+    }
+
+    /// A blocking write waits until `need` bytes are free: asleep on the
+    /// ring's futex, in slices that check for hang-up and a local SHUT_WR.
+    /// A signal ends the wait with EINTR, or restarts it under SA_RESTART
+    /// (see `sys::interrupted_call_restarts`) unless the write is `partial`;
+    /// SO_SNDTIMEO with EAGAIN.
+    fn wait_room(
+        &self,
+        need: usize,
+        partial: bool,
+        deadline: &mut Option<Option<Instant>>,
+    ) -> Result<(), Errno> {
+        let bell = self.bell.clone();
+        let shut = self.shut_wr.clone();
+        let d =
+            *deadline.get_or_insert_with(|| deadline_after(self.opts.timeout(libc::SO_SNDTIMEO)));
+        let policy = WaitPolicy {
+            spin: self.pacing.spin,
+            deadline: d,
+            liveness: Some(Arc::new(move || {
+                !shut.load(Ordering::Relaxed) && !bell.hung_up()
+            })),
+            slice: Duration::from_millis(10),
+            interruptible: true,
+        };
+        loop {
+            return match self.room.wait_for_room(need, &policy) {
+                Ok(()) => Ok(()),
+                // A write that moved bytes already returns their count.
+                Err(RingError::Interrupted)
+                    if !partial && crate::platform::sys::interrupted_call_restarts() =>
+                {
+                    continue
+                }
+                Err(RingError::Interrupted) => Err(Errno::INTR),
+                Err(RingError::TimedOut) => Err(Errno::AGAIN),
+                Err(RingError::PeerGone) => Err(Errno::PIPE),
+                Err(e) => Err(ring_errno(e)),
+            };
+        }
+    }
+
+    /// Free bytes in the send ring, waiting (as a write would) while there
+    /// are none; for splice, which must not take more from its pipe than
+    /// the ring can hold.
+    pub(crate) fn room(&self, dontwait: bool) -> Result<usize, Errno> {
+        let mut deadline = None;
+        loop {
+            if self.shut_wr.load(Ordering::Relaxed) {
+                return Err(Errno::PIPE);
+            }
+            match self.tx.lock().free_bytes() {
+                Ok(0) => {}
+                Ok(n) => return Ok(n),
+                Err(e) => return Err(ring_errno(e)),
+            }
+            if dontwait || self.nonblocking() {
+                if self.await_pollout() {
+                    continue;
+                }
+                return Err(Errno::AGAIN);
+            }
+            self.wait_room(1, false, &mut deadline)?;
+        }
+    }
+
+    /// sendfile's copy: `fill` reads the file straight into the ring (see
+    /// `Producer::write_from`), at most `max` bytes; blocking or not as a
+    /// send is. Ok(0): `fill` gave nothing (end of file, or its error).
+    pub(crate) fn send_from(
+        &self,
+        max: usize,
+        dontwait: bool,
+        mut fill: impl FnMut(*mut u8, usize) -> usize,
+    ) -> Result<usize, Errno> {
+        let mut deadline = None;
+        loop {
+            if self.shut_wr.load(Ordering::Relaxed) {
+                return Err(Errno::PIPE);
+            }
+            let r = {
+                let mut tx = self.tx.lock();
+                let _side = self.shared().then(|| tx.lock_side());
+                tx.write_from(max, &mut fill)
+            };
+            match r {
+                Ok(n) => {
+                    if n > 0 {
+                        self.note_wrote();
+                    }
+                    return Ok(n);
+                }
+                Err(RingError::WouldBlock) => {
+                    if dontwait || self.nonblocking() {
+                        if self.await_pollout() {
+                            continue;
+                        }
+                        return Err(Errno::AGAIN);
+                    }
+                    self.wait_room(1, false, &mut deadline)?;
+                }
+                Err(e) => return Err(ring_errno(e)),
+            }
+        }
+    }
+}
+
+/// As `with_rest_mut`, for source buffers.
+fn with_rest<R>(bufs: &[IoSlice<'_>], mut skip: usize, f: impl FnOnce(&[IoSlice<'_>]) -> R) -> R {
+    if skip == 0 {
+        return f(bufs);
+    }
+    let mut rest = Vec::with_capacity(bufs.len());
+    for b in bufs {
+        if skip >= b.len() {
+            skip -= b.len();
+            continue;
+        }
+        rest.push(IoSlice::new(&b[skip..]));
+        skip = 0;
+    }
+    f(&rest)
+}
