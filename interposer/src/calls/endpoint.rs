@@ -387,47 +387,66 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
     let timeout = opts.timeout(libc::SO_SNDTIMEO);
     let dial = || found.dial(config, nonblocking, timeout);
     match Connection::connect(&dial, local, target, config.ring_bytes, opts, nonblocking) {
-        Ok((sock, conn)) => {
-            let cloexec = match adopt(fd, &sock, nonblocking) {
-                Ok(c) => c,
-                Err(e) => return fail(e),
-            };
+        Ok((sock, conn)) => connected(fd, &sock, conn, nonblocking, target),
+        Err(e) if tcp_mode => fallback(fd, target, dial_outcome(fd, target, e)),
+        Err(e) => dial_failed(target, e),
+    }
+}
+
+/// connect(2) succeeded over shared memory: the connection takes the fd.
+fn connected(
+    fd: c_int,
+    sock: &OwnedFd,
+    conn: Connection,
+    nonblocking: bool,
+    target: SocketAddr,
+) -> Action<c_int> {
+    let cloexec = match adopt(fd, sock, nonblocking) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    log!(
+        debug,
+        "fd {fd}: connected {} -> {target} through shared memory",
+        conn.local
+    );
+    let conn = Arc::new(Socket::Stream(conn));
+    if !cloexec {
+        conn.set_cloexec(false);
+    }
+    if registry::insert(fd, conn).is_err() {
+        return fail(Errno::MFILE);
+    }
+    crate::sockets::readiness::replay_carried(fd, false);
+    stats::count(stats::Outcome::Shm);
+    Action::Done(0)
+}
+
+/// Why a shared-memory connect failed, as the default mode counts it
+/// before it falls back to kernel TCP.
+fn dial_outcome(fd: c_int, target: SocketAddr, e: DialError) -> stats::Outcome {
+    match e {
+        DialError::NoListener => stats::Outcome::NoListener,
+        DialError::Policy => stats::Outcome::Policy,
+        DialError::Refused => stats::Outcome::Refused,
+        DialError::Os(Errno::NOBUFS | Errno::NOMEM | Errno::MFILE | Errno::NFILE) => {
+            stats::Outcome::Resources
+        }
+        DialError::Os(e) => {
             log!(
                 debug,
-                "fd {fd}: connected {} -> {target} through shared memory",
-                conn.local
+                "connect(fd {fd}) to {target} through shared memory failed: {e}"
             );
-            let conn = Arc::new(Socket::Stream(conn));
-            if !cloexec {
-                conn.set_cloexec(false);
-            }
-            if registry::insert(fd, conn).is_err() {
-                return fail(Errno::MFILE);
-            }
-            crate::sockets::readiness::replay_carried(fd, false);
-            stats::count(stats::Outcome::Shm);
-            Action::Done(0)
+            stats::Outcome::Refused
         }
-        Err(e) if tcp_mode => {
-            let why = match e {
-                DialError::NoListener => stats::Outcome::NoListener,
-                DialError::Policy => stats::Outcome::Policy,
-                DialError::Refused => stats::Outcome::Refused,
-                DialError::Os(Errno::NOBUFS | Errno::NOMEM | Errno::MFILE | Errno::NFILE) => {
-                    stats::Outcome::Resources
-                }
-                DialError::Os(e) => {
-                    log!(
-                        debug,
-                        "connect(fd {fd}) to {target} through shared memory failed: {e}"
-                    );
-                    stats::Outcome::Refused
-                }
-            };
-            fallback(fd, target, why)
-        }
-        Err(DialError::Os(e)) => fail(e),
-        Err(DialError::Policy) => {
+    }
+}
+
+/// A failed shared-memory connect in the emulated mode: the kernel's errno.
+fn dial_failed(target: SocketAddr, e: DialError) -> Action<c_int> {
+    match e {
+        DialError::Os(e) => fail(e),
+        DialError::Policy => {
             // Once per process: a client retrying in a loop must not fill
             // its log (nginx: 180 000 lines in 10 s).
             static SAID: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -445,7 +464,7 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
             }
             fail(Errno::CONNREFUSED)
         }
-        Err(DialError::NoListener | DialError::Refused) => fail(Errno::CONNREFUSED),
+        DialError::NoListener | DialError::Refused => fail(Errno::CONNREFUSED),
     }
 }
 

@@ -135,7 +135,8 @@ pub(crate) fn getsockopt(
 /// What any emulated socket answers from its kind, family and name.
 fn by_kind(sock: &Socket, level: c_int, name: c_int) -> Answer {
     let family = sock.family();
-    let connector = match sock {
+    // (Looked at only where needed: it takes the connection's locks.)
+    let connector = || match sock {
         Socket::Stream(c) => c.progress().connector,
         Socket::Listener(_) | Socket::Bound(_) => false,
     };
@@ -158,7 +159,7 @@ fn by_kind(sock: &Socket, level: c_int, name: c_int) -> Answer {
         (libc::IPPROTO_IP, IP_PROTOCOL) => (int(c_int::from(sock.local().port())), Fit::IpInt),
         // A socket bound to an IPv6 address (not IPv4-mapped) is IPv6-only
         // (an accepted one as its listener; a connector was not bound).
-        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) if family == libc::AF_INET6 && !connector => {
+        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) if family == libc::AF_INET6 && !connector() => {
             match sock.local().ip() {
                 std::net::IpAddr::V6(ip)
                     if !ip.is_unspecified() && ip.to_ipv4_mapped().is_none() =>
@@ -181,27 +182,28 @@ fn by_connection(
     level: c_int,
     name: c_int,
 ) -> Answer {
-    let acceptor = !c.progress().connector;
-    let unset = opts.get(level, name).is_none();
+    // (Looked at only where needed: they take locks.)
+    let acceptor = || !c.progress().connector;
+    let unset = || opts.get(level, name).is_none();
     let v6 = family == libc::AF_INET6;
     let answer = match (level, name) {
         (libc::IPPROTO_IPV6, libc::IPV6_ADDRFORM) if v6 => (int(libc::AF_INET6), Fit::Unsigned),
         // An accepted socket takes these from the SYN that made it:
         // its hop limit and the loopback interface.
-        (libc::IPPROTO_IP, libc::IP_MULTICAST_TTL) if !v6 && unset && acceptor => {
+        (libc::IPPROTO_IP, libc::IP_MULTICAST_TTL) if !v6 && unset() && acceptor() => {
             (int(64), Fit::IpInt)
         }
-        (libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS) if v6 && unset && acceptor => {
+        (libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_HOPS) if v6 && unset() && acceptor() => {
             (int(64), Fit::Unsigned)
         }
-        (libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF) if v6 && unset && acceptor => {
+        (libc::IPPROTO_IPV6, libc::IPV6_MULTICAST_IF) if v6 && unset() && acceptor() => {
             (int(loopback_index()), Fit::Unsigned)
         }
         (libc::SOL_SOCKET, SO_PEERNAME) => {
             let peer = sys::as_family(c.peer, v6).unwrap_or(c.peer);
             (sys::socket_addr_bytes(peer), Fit::PeerName)
         }
-        (libc::SOL_SOCKET, SO_INCOMING_CPU) if unset => {
+        (libc::SOL_SOCKET, SO_INCOMING_CPU) if unset() => {
             // The CPU that last handled the connection's traffic.
             (int(rustix::thread::sched_getcpu() as c_int), Fit::Truncate)
         }
