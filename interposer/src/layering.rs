@@ -54,8 +54,8 @@ fn strip_comments_and_literals(text: &str) -> String {
         if rest.starts_with("//") {
             let end = rest.find('\n').unwrap_or(rest.len());
             i += end;
-        } else if rest.starts_with("/*") {
-            let end = rest[2..].find("*/").map_or(rest.len(), |e| e + 4);
+        } else if let Some(inner) = rest.strip_prefix("/*") {
+            let end = inner.find("*/").map_or(rest.len(), |e| e + 4);
             out.extend(rest[..end].chars().filter(|&c| c == '\n'));
             i += end;
         } else if let Some(len) = literal_len(rest) {

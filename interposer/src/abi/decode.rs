@@ -10,10 +10,11 @@ use core::ffi::{c_int, c_ulong, c_void};
 
 use libc::{iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
 
-use crate::calls::{options, stream};
+use crate::calls::{endpoint, options, stream};
 use crate::platform::real::Action;
 use crate::platform::sys::{
-    FileOffset, InBuf, InIovecs, InMsg, IntOut, OptIn, OptOut, OutBuf, OutIovecs, OutLen, OutMsg,
+    AddrIn, AddrOut, FileOffset, InBuf, InIovecs, InMsg, IntOut, OptIn, OptOut, OutBuf, OutIovecs,
+    OutLen, OutMsg,
 };
 
 /// An iovec count as the caller gave it (the logic checks the range).
@@ -157,4 +158,39 @@ pub(crate) fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> Action<c_int> 
     let fionread = (request == libc::FIONREAD as c_ulong)
         .then(|| unsafe { IntOut::new(arg as usize as *mut c_int) });
     options::ioctl(fd, request, fionread)
+}
+
+pub(crate) fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c_int> {
+    // SAFETY: bind(2): `addr` readable for `len` bytes.
+    endpoint::bind(fd, unsafe { AddrIn::new(addr, len) })
+}
+
+pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c_int> {
+    // SAFETY: connect(2): `addr` readable for `len` bytes.
+    endpoint::connect(fd, unsafe { AddrIn::new(addr, len) })
+}
+
+pub(crate) fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
+    // SAFETY: accept(2): `addr`/`len` null or valid.
+    endpoint::accept4(fd, unsafe { AddrOut::new(addr, len) }, 0)
+}
+
+pub(crate) fn accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> Action<c_int> {
+    // SAFETY: accept4(2): `addr`/`len` null or valid.
+    endpoint::accept4(fd, unsafe { AddrOut::new(addr, len) }, flags)
+}
+
+pub(crate) fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
+    // SAFETY: getsockname(2): `addr`/`len` valid (null is EFAULT).
+    endpoint::getsockname(fd, unsafe { AddrOut::new(addr, len) })
+}
+
+pub(crate) fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
+    // SAFETY: getpeername(2): `addr`/`len` valid (null is EFAULT).
+    endpoint::getpeername(fd, unsafe { AddrOut::new(addr, len) })
 }

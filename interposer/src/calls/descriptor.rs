@@ -50,23 +50,11 @@ pub(crate) fn dup(fd: c_int) -> Action<c_int> {
 }
 
 pub(crate) fn dup2(old: c_int, new: c_int) -> Action<c_int> {
-    replace_target("dup2", old, new, || {
-        #[allow(unsafe_code)]
-        // SAFETY: dup2 takes two integers; no memory is passed.
-        unsafe {
-            real::dup2(old, new)
-        }
-    })
+    replace_target("dup2", old, new, || real::ints::dup2(old, new))
 }
 
 pub(crate) fn dup3(old: c_int, new: c_int, flags: c_int) -> Action<c_int> {
-    replace_target("dup3", old, new, || {
-        #[allow(unsafe_code)]
-        // SAFETY: dup3 takes three integers; no memory is passed.
-        unsafe {
-            real::dup3(old, new, flags)
-        }
-    })
+    replace_target("dup3", old, new, || real::ints::dup3(old, new, flags))
 }
 
 /// dup2/dup3 close `new` only if they succeed (a bad `old` leaves it open),
@@ -111,13 +99,7 @@ pub(crate) fn close_range(first: c_uint, last: c_uint, flags: c_int) -> Action<c
     }
     // Releasing sockets above may have closed internal fds; the rest must
     // survive: split the real call around them.
-    match around_internal(first, last, |a, b| {
-        #[allow(unsafe_code)]
-        // SAFETY: close_range takes integers only.
-        unsafe {
-            real::close_range(a, b, flags)
-        }
-    }) {
+    match around_internal(first, last, |a, b| real::ints::close_range(a, b, flags)) {
         Some(r) => Action::Raw(r),
         None => Action::Pass,
     }
@@ -157,13 +139,7 @@ pub(crate) fn closefrom(lowfd: c_int) -> Action<()> {
     log::forget_fd_range(first, c_uint::MAX);
     fdtable::table().remove_range(first, c_uint::MAX, release);
     // As close_range: keep the library's own fds.
-    match around_internal(first, c_uint::MAX, |a, b| {
-        #[allow(unsafe_code)]
-        // SAFETY: close_range takes integers only.
-        unsafe {
-            real::close_range(a, b, 0)
-        }
-    }) {
+    match around_internal(first, c_uint::MAX, |a, b| real::ints::close_range(a, b, 0)) {
         Some(_) => Action::Done(()),
         None => Action::Pass,
     }

@@ -19,13 +19,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
 use std::sync::Arc;
 
-use libc::{sockaddr, socklen_t};
 use rustix::io::Errno;
 
 use crate::platform::config::{self, Fallback};
 use crate::platform::internal_fd::InternalFd;
 use crate::platform::real::Action;
-use crate::platform::sys::as_family;
+use crate::platform::sys::{as_family, AddrIn, AddrOut};
 use crate::platform::{stats, sys};
 use crate::sockets::conn::Connection;
 use crate::sockets::listener::{Accepted, Bound, Listener};
@@ -55,15 +54,11 @@ pub(crate) fn socketpair(_d: c_int, _t: c_int, _p: c_int, _sv: *mut c_int) -> Ac
 /// (`family` given: a socket that was bound but never listened).
 fn diverted(
     fd: c_int,
-    addr: *const sockaddr,
-    len: socklen_t,
+    addr: AddrIn<'_>,
     family: Option<c_int>,
 ) -> Option<(&'static config::Config, SocketAddr)> {
     let config = config::get()?;
-    #[allow(unsafe_code)]
-    // SAFETY: bind(2)/connect(2) require `len` readable bytes at `addr` (or
-    // null, which is checked); we only read them.
-    let target = unsafe { sys::socket_addr(addr, len) }?;
+    let target = addr.get()?;
     if !config.is_partition_ip(target.ip()) {
         return None;
     }
@@ -90,14 +85,11 @@ fn diverted(
 /// A loopback address in the default mode goes to the kernel, as a
 /// fallback would (to this host only); any other partition address fails
 /// with EACCES. Nothing here makes a system call.
-fn sandboxed(fd: c_int, addr: *const sockaddr, len: socklen_t, call: &str) -> Action<c_int> {
+fn sandboxed(fd: c_int, addr: AddrIn<'_>, call: &str) -> Action<c_int> {
     let Some(config) = config::get() else {
         return Action::Pass;
     };
-    #[allow(unsafe_code)]
-    // SAFETY: bind(2)/connect(2) require `len` readable bytes at `addr` (or
-    // null, which is checked); we only read them.
-    let Some(target) = (unsafe { sys::socket_addr(addr, len) }) else {
+    let Some(target) = addr.get() else {
         return Action::Pass;
     };
     if !config.is_partition_ip(target.ip()) {
@@ -144,14 +136,14 @@ fn unix_socket() -> Result<OwnedFd, Errno> {
     )
 }
 
-pub(crate) fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c_int> {
+pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
     if registry::get(fd).is_some() {
         return fail(Errno::INVAL); // already bound
     }
     if crate::platform::sandbox::active() {
-        return sandboxed(fd, addr, len, "bind");
+        return sandboxed(fd, addr, "bind");
     }
-    let Some((config, target)) = diverted(fd, addr, len, None) else {
+    let Some((config, target)) = diverted(fd, addr, None) else {
         return Action::Pass;
     };
     if config.fallback != Fallback::Never {
@@ -228,27 +220,18 @@ pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
     }
 }
 
-pub(crate) fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
-    accept4(fd, addr, len, 0)
-}
-
-pub(crate) fn accept4(
-    fd: c_int,
-    addr: *mut sockaddr,
-    len: *mut socklen_t,
-    flags: c_int,
-) -> Action<c_int> {
+pub(crate) fn accept4(fd: c_int, peer: AddrOut<'_>, flags: c_int) -> Action<c_int> {
     match registry::get(fd).as_deref() {
         None => Action::Pass,
         // Taking a connection needs recvmsg with fds, mmap of its segment
         // and new fds: outside a sandbox.
         Some(Socket::Listener(_)) if crate::platform::sandbox::active() => fail(Errno::ACCESS),
-        Some(Socket::Listener(l)) => match l.accept(fd, addr, len, flags) {
+        Some(Socket::Listener(l)) => match l.accept(fd, peer, flags) {
             Ok(Accepted::Tcp(conn)) => {
                 crate::sockets::stale::fresh(conn);
                 Action::Done(conn)
             }
-            Ok(Accepted::Shm(conn, c)) => match hand_out(l, conn, c, addr, len, flags) {
+            Ok(Accepted::Shm(conn, c)) => match hand_out(l, conn, c, peer, flags) {
                 Ok(conn) => Action::Done(conn),
                 Err(e) => fail(e),
             },
@@ -266,8 +249,7 @@ fn hand_out(
     l: &Listener,
     conn: OwnedFd,
     connection: Connection,
-    addr: *mut sockaddr,
-    len: *mut socklen_t,
+    peer_out: AddrOut<'_>,
     flags: c_int,
 ) -> Result<c_int, Errno> {
     crate::sockets::stale::fresh(conn.as_raw_fd());
@@ -281,11 +263,7 @@ fn hand_out(
     }
     let raw = conn.into_raw_fd();
     let peer = as_family(peer, l.local.is_ipv6()).unwrap_or(peer);
-    #[allow(unsafe_code)]
-    // SAFETY: accept(2) requires `addr`/`len` to be null or valid.
-    unsafe {
-        sys::put_socket_addr(peer, addr, len)
-    };
+    peer_out.put(peer);
     log!(
         debug,
         "accept on {}: {peer} over shared memory, fd {raw}",
@@ -322,10 +300,10 @@ fn local_ip_for(peer: &SocketAddr, routed: bool) -> IpAddr {
     }
 }
 
-pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c_int> {
+pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
     if crate::platform::sandbox::active() {
         return match registry::get(fd).as_deref() {
-            None => sandboxed(fd, addr, len, "connect"),
+            None => sandboxed(fd, addr, "connect"),
             Some(Socket::Stream(_)) => fail(Errno::ISCONN),
             Some(_) => fail(Errno::ACCESS),
         };
@@ -339,7 +317,7 @@ pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Actio
         },
     };
     let family = bound.as_deref().map(Socket::family);
-    let Some((config, target)) = diverted(fd, addr, len, family) else {
+    let Some((config, target)) = diverted(fd, addr, family) else {
         return if bound.is_some() {
             fail(Errno::NETUNREACH)
         } else {
@@ -516,7 +494,7 @@ pub(crate) fn shutdown(fd: c_int, how: c_int) -> Action<c_int> {
     }
 }
 
-pub(crate) fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
+pub(crate) fn getsockname(fd: c_int, out: AddrOut<'_>) -> Action<c_int> {
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
@@ -524,30 +502,26 @@ pub(crate) fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -
         if let Some(tcp) = l.tcp() {
             // The kernel listener's own answer (the port it picked for port 0).
             return match sys::local_name(tcp) {
-                Some(name) => put_name(name, addr, len),
+                Some(name) => put_name(name, out),
                 None => fail(Errno::NOTSOCK),
             };
         }
     }
-    put_name(sock.local(), addr, len)
+    put_name(sock.local(), out)
 }
 
-pub(crate) fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
+pub(crate) fn getpeername(fd: c_int, out: AddrOut<'_>) -> Action<c_int> {
     match registry::get(fd).as_deref() {
         None => Action::Pass,
-        Some(Socket::Stream(c)) => put_name(c.peer, addr, len),
+        Some(Socket::Stream(c)) => put_name(c.peer, out),
         Some(Socket::Listener(_) | Socket::Bound(_)) => fail(Errno::NOTCONN),
     }
 }
 
-fn put_name(name: SocketAddr, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
-    if addr.is_null() || len.is_null() {
+fn put_name(name: SocketAddr, out: AddrOut<'_>) -> Action<c_int> {
+    if out.is_null() {
         return fail(Errno::FAULT);
     }
-    #[allow(unsafe_code)]
-    // SAFETY: getsockname(2)/getpeername(2) require valid `addr`/`len`.
-    unsafe {
-        sys::put_socket_addr(name, addr, len)
-    };
+    out.put(name);
     Action::Done(0)
 }

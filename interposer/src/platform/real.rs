@@ -139,3 +139,24 @@ fn resolve_variadic_execs() {
 pub(crate) fn variadic_exec(which: usize) -> Option<*mut c_void> {
     VARIADIC_EXECS.get(which).and_then(LazySym::get)
 }
+
+/// The real functions that take integers only, as safe calls (no memory
+/// crosses: the C contract asks nothing of the caller).
+pub(crate) mod ints {
+    use core::ffi::{c_int, c_uint};
+
+    pub(crate) fn dup2(old: c_int, new: c_int) -> c_int {
+        // SAFETY: dup2 takes two integers; no memory is passed.
+        unsafe { super::dup2(old, new) }
+    }
+
+    pub(crate) fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int {
+        // SAFETY: dup3 takes three integers; no memory is passed.
+        unsafe { super::dup3(old, new, flags) }
+    }
+
+    pub(crate) fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
+        // SAFETY: close_range takes integers only.
+        unsafe { super::close_range(first, last, flags) }
+    }
+}

@@ -29,19 +29,19 @@ macro_rules! hooked_symbols {
         => endpoint::socketpair,
         // SAFETY: socketpair(2) succeeded, so it stored two fds at `sv`.
         fresh |r| unsafe { fresh_pair(r, sv) };
-    fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int => endpoint::bind, owner fd;
+    fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int => decode::bind, owner fd;
     fn listen(fd: c_int, backlog: c_int) -> c_int => endpoint::listen, owner fd;
     fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
-        => endpoint::accept, owner fd, fresh fresh;
+        => decode::accept, owner fd, fresh fresh;
     fn accept4(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t, flags: c_int) -> c_int
-        => endpoint::accept4, owner fd, fresh fresh;
+        => decode::accept4, owner fd, fresh fresh;
     fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int
-        => endpoint::connect, owner fd;
+        => decode::connect, owner fd;
     fn shutdown(fd: c_int, how: c_int) -> c_int => endpoint::shutdown, owner fd;
     fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
-        => endpoint::getsockname, owner fd;
+        => decode::getsockname, owner fd;
     fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> c_int
-        => endpoint::getpeername, owner fd;
+        => decode::getpeername, owner fd;
 
     // Stream data.
     fn read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t => decode::read, owner fd;

@@ -375,3 +375,100 @@ impl IntOut<'_> {
         unsafe { super::put_int(self.p, v) }
     }
 }
+
+/// A socket address the caller gives (bind, connect).
+#[derive(Clone, Copy)]
+pub(crate) struct AddrIn<'call> {
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+    _call: PhantomData<&'call ()>,
+}
+
+impl AddrIn<'_> {
+    /// # Safety
+    /// bind(2)/connect(2)'s contract: `addr` null or valid for reads of
+    /// `len` bytes.
+    pub(crate) unsafe fn new<'call>(
+        addr: *const libc::sockaddr,
+        len: libc::socklen_t,
+    ) -> AddrIn<'call> {
+        AddrIn {
+            addr,
+            len,
+            _call: PhantomData,
+        }
+    }
+
+    /// The IPv4 or IPv6 address it holds (None: another family, too
+    /// short, null).
+    pub(crate) fn get(&self) -> Option<std::net::SocketAddr> {
+        // SAFETY: the constructor's contract.
+        unsafe { super::socket_addr(self.addr, self.len) }
+    }
+}
+
+/// Where the call stores a socket address and its length (accept,
+/// getsockname, getpeername).
+#[derive(Clone, Copy)]
+pub(crate) struct AddrOut<'call> {
+    addr: *mut libc::sockaddr,
+    len: *mut libc::socklen_t,
+    _call: PhantomData<&'call ()>,
+}
+
+impl AddrOut<'_> {
+    /// # Safety
+    /// accept(2)/getsockname(2)'s contract: each pointer null or valid, and
+    /// `addr` writable for `*len` bytes.
+    pub(crate) unsafe fn new<'call>(
+        addr: *mut libc::sockaddr,
+        len: *mut libc::socklen_t,
+    ) -> AddrOut<'call> {
+        AddrOut {
+            addr,
+            len,
+            _call: PhantomData,
+        }
+    }
+
+    /// Whether either pointer is null (nothing is stored then).
+    pub(crate) fn is_null(&self) -> bool {
+        self.addr.is_null() || self.len.is_null()
+    }
+
+    /// Stores `name`, truncated to the room `*len` gives, and its full
+    /// length, as the kernel does.
+    pub(crate) fn put(&self, name: std::net::SocketAddr) {
+        // SAFETY: the constructor's contract.
+        unsafe { super::put_socket_addr(name, self.addr, self.len) }
+    }
+
+    /// accept4(2) on the kernel listener `sock`, storing the peer's
+    /// address here: a raw system call (the kernel checks the pointers).
+    /// The new fd, or the errno (the caller's errno is left alone).
+    pub(crate) fn accept4(
+        &self,
+        sock: std::os::fd::BorrowedFd<'_>,
+        flags: c_int,
+    ) -> Result<c_int, c_int> {
+        use std::os::fd::AsRawFd;
+        let saved = super::errno();
+        // SAFETY: a system call; the kernel validates the caller's pointers.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_accept4,
+                sock.as_raw_fd(),
+                self.addr,
+                self.len,
+                flags,
+            )
+        };
+        let e = super::errno();
+        super::set_errno(saved);
+        if r < 0 {
+            Err(e)
+        } else {
+            Ok(r as c_int)
+        }
+    }
+}

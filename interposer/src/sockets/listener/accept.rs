@@ -5,15 +5,14 @@
 #![deny(unsafe_code)]
 
 use core::ffi::c_int;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
-use libc::{sockaddr, socklen_t};
 use rustix::event::epoll;
 use rustix::io::Errno;
 use rustix::net::SocketFlags;
 
-use crate::platform::sys;
+use crate::platform::sys::{self, AddrOut};
 use crate::sockets::conn::Connection;
 use crate::transport::parking::{arrival, Arrival, Scope, State};
 
@@ -60,8 +59,7 @@ impl Listener {
     pub(crate) fn accept(
         &self,
         fd: c_int,
-        addr: *mut sockaddr,
-        len: *mut socklen_t,
+        peer: AddrOut<'_>,
         flags: c_int,
     ) -> Result<Accepted, Errno> {
         if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
@@ -80,7 +78,7 @@ impl Listener {
         };
         let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
         loop {
-            match self.step(addr, len, flags) {
+            match self.step(peer, flags) {
                 Err(Errno::AGAIN) => {}
                 r => return r,
             }
@@ -103,12 +101,7 @@ impl Listener {
     }
 
     /// One look at every half, without waiting.
-    fn step(
-        &self,
-        addr: *mut sockaddr,
-        len: *mut socklen_t,
-        flags: c_int,
-    ) -> Result<Accepted, Errno> {
+    fn step(&self, peer: AddrOut<'_>, flags: c_int) -> Result<Accepted, Errno> {
         let ready = self.ready();
         let shm_first = self.shm_first.fetch_xor(true, Ordering::Relaxed);
         // Out of fds for a shared-memory connection: a kernel one may still
@@ -125,7 +118,7 @@ impl Listener {
                     Err(e) => return Err(e),
                 }
             } else if ready.tcp {
-                match self.accept_tcp(addr, len, flags) {
+                match self.accept_tcp(peer, flags) {
                     Err(Errno::AGAIN) => {}
                     r => {
                         if ready.parked && !shm_first {
@@ -201,23 +194,14 @@ impl Listener {
         ready
     }
 
-    fn accept_tcp(
-        &self,
-        addr: *mut sockaddr,
-        len: *mut socklen_t,
-        flags: c_int,
-    ) -> Result<c_int, Errno> {
+    /// A connection from the kernel listener, its peer's address stored
+    /// where the caller asked.
+    fn accept_tcp(&self, peer: AddrOut<'_>, flags: c_int) -> Result<c_int, Errno> {
         let Some(tcp) = &self.tcp else {
             return Err(Errno::AGAIN);
         };
-        #[allow(unsafe_code)]
-        // SAFETY: accept4(2)'s contract for `addr`/`len` is the caller's.
-        let fd =
-            unsafe { crate::platform::real::accept4(tcp.as_fd().as_raw_fd(), addr, len, flags) };
-        if fd < 0 {
-            return Err(Errno::from_raw_os_error(sys::errno()));
-        }
-        Ok(fd)
+        peer.accept4(tcp.as_fd(), flags)
+            .map_err(Errno::from_raw_os_error)
     }
 
     /// `accept_shm` after the parked connections: new ones, from the
