@@ -230,7 +230,7 @@ pub(crate) struct Bell {
     /// must agree on it); set once the receive half is attached. The peer
     /// counts the bytes it sends, so `sent - taken` are queued or on their
     /// way.
-    taken: std::sync::OnceLock<shmnet_ring::TakenCount>,
+    taken: std::sync::OnceLock<shmnet_ring::notify::TakenCount>,
     /// A byte that was not a doorbell was taken while freeing room.
     foreign: AtomicBool,
     /// Filler bytes that make our end unwritable (a quarter of its send
@@ -402,7 +402,7 @@ impl Bell {
             return; // unwritable already: filler from before is still queued
         }
         let total = self.fill_bytes + 1;
-        tx.note_filler(total as u32);
+        tx.notify().note_filler(total as u32);
         let mut sent = 0;
         while sent < self.fill_bytes {
             let k = (self.fill_bytes - sent).min(FILLER.len());
@@ -421,7 +421,7 @@ impl Bell {
             break;
         }
         if sent < total {
-            tx.unnote_filler((total - sent) as u32);
+            tx.notify().unnote_filler((total - sent) as u32);
         }
     }
 
@@ -1495,9 +1495,9 @@ impl Connection {
             if let Ok(mut c) = self.seg.consumer() {
                 c.set_doorbell(Arc::new(RoomBell(self.bell.clone())));
                 if self.edge.load(Ordering::Relaxed) {
-                    c.set_edge_triggered();
+                    c.notify().set_edge_triggered();
                 }
-                let _ = self.bell.taken.set(c.taken_count());
+                let _ = self.bell.taken.set(c.notify().taken_count());
                 let _ = self.probe.set(c.probe());
                 *slot = Some(c);
             }
@@ -1541,10 +1541,12 @@ impl Connection {
         // A producer that died inside a write (SIGKILL) leaves the word
         // busy for good; once it has been seen stuck, it is not waited for
         // again until it reads idle (another process of that side wrote).
-        if !rx.producer_busy() {
+        if !rx.notify().producer_busy() {
             self.busy_stuck.store(false, Ordering::Relaxed);
         } else if !self.busy_stuck.load(Ordering::Relaxed)
-            && !rx.wait_producer_idle(SETTLE_PATIENCE, || !self.bell.hung_up())
+            && !rx
+                .notify()
+                .wait_producer_idle(SETTLE_PATIENCE, || !self.bell.hung_up())
         {
             self.busy_stuck.store(true, Ordering::Relaxed);
             log!(
@@ -1627,7 +1629,7 @@ impl Connection {
     /// and fillers from its writes. Peer-written: a bounded hint, never a
     /// loop bound.
     fn owed(&self, rx: &Consumer) -> usize {
-        (rx.doorbells_rung().wrapping_sub(self.bell.taken()) as usize).min(1 << 20)
+        (rx.notify().doorbells_rung().wrapping_sub(self.bell.taken()) as usize).min(1 << 20)
     }
 
     /// recv(2) and friends: MSG_PEEK, MSG_WAITALL, MSG_DONTWAIT; blocking
@@ -1715,8 +1717,8 @@ impl Connection {
                                 // ring for it if our flag is up; a flag seen
                                 // down was cleared by a ring already counted.)
                                 if !peek && !self.lazy() && rx.available() == Ok(0) {
-                                    let armed = rx.may_ring();
-                                    if self.owed(rx) > 0 || (armed && rx.producer_busy()) {
+                                    let armed = rx.notify().may_ring();
+                                    if self.owed(rx) > 0 || (armed && rx.notify().producer_busy()) {
                                         let _ = self.settle(rx, false);
                                     }
                                 } else if !peek
@@ -2087,7 +2089,7 @@ impl Connection {
         // Only while the ring is still full (see `Producer::while_full`):
         // filler sent after the reader emptied the ring and settled would
         // make its fd readable with nothing to read.
-        if tx.while_full(|tx| self.bell.fill(tx)).is_none() {
+        if tx.notify().while_full(|tx| self.bell.fill(tx)).is_none() {
             return true;
         }
         tx.arm(WaitKind::Doorbell)
@@ -2164,7 +2166,7 @@ impl Connection {
         if !self.edge.swap(true, Ordering::Relaxed) {
             let mut rx = self.rx.lock();
             if let Some(c) = self.receiver(&mut rx.consumer) {
-                c.set_edge_triggered();
+                c.notify().set_edge_triggered();
             }
         }
     }
