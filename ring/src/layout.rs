@@ -33,7 +33,7 @@ pub unsafe trait SharedLayout: Sized {}
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMNETR1");
 /// Bumped whenever the layout or protocol changes incompatibly.
 pub const LAYOUT_VERSION: u32 = 5;
-/// Value of [`ChannelControl::ready`] once a side has initialised the channel.
+/// Value of [`WaitLine::ready`] once a side has initialised the channel.
 pub const CHANNEL_READY: u32 = 0x5245_4459; // "READ"Y
 
 /// The cache line every shared structure is aligned to, so that words

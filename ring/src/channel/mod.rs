@@ -21,9 +21,11 @@ mod consumer;
 mod cursor;
 pub mod notify;
 mod producer;
+mod room;
 
 pub use consumer::{Consumer, Probe};
-pub use producer::{Producer, RoomWaiter};
+pub use producer::Producer;
+pub use room::RoomWaiter;
 
 use crate::data::{DataArea, Keep};
 use crate::layout::{
@@ -363,7 +365,8 @@ impl Channel {
     }
 }
 
-/// How a waiter will sleep, which decides how the other side wakes it.
+/// How a waiter will sleep, which decides how the other side wakes it (see
+/// [`Producer::arm`] and [`Consumer::arm`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WaitKind {
     /// On the channel's futex word (the ring's own blocking calls).

@@ -1,12 +1,12 @@
-//! The writing half of a channel: [`Producer`], and [`RoomWaiter`], which
-//! waits for room without holding it.
+//! The writing half of a channel: [`Producer`].
 
 #[cfg(not(loom))]
 use super::cursor::FnSource;
 use super::cursor::{Fill, Source};
 use super::notify::ProducerNotify;
+use super::RoomWaiter;
 use super::{Channel, WaitKind};
-use crate::layout::{BUSY, BUSY_WAITER, WAIT_FUTEX};
+use crate::layout::{BUSY, BUSY_WAITER};
 use crate::sync::{fence, Ordering};
 use crate::wait::{Doorbell, WaitPolicy};
 use crate::RingError;
@@ -406,7 +406,7 @@ impl Producer {
     }
 
     /// Free bytes, or None for an inconsistent snapshot (see `writable_now`).
-    fn free_bytes_lenient(&self) -> Option<usize> {
+    pub(super) fn free_bytes_lenient(&self) -> Option<usize> {
         let ch = &self.ch;
         let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
         let head = ch.ctl().producer.head.load(Ordering::Relaxed);
@@ -583,47 +583,5 @@ impl Producer {
     /// Bytes of ours the consumer has read (statistics).
     pub fn consumed_total(&self) -> u64 {
         self.ch.consumed_total()
-    }
-}
-
-/// Waits for room on a channel without holding its [`Producer`] (see
-/// [`Producer::room_waiter`], which has an example); it cannot write.
-pub struct RoomWaiter(Producer);
-
-// SAFETY: a RoomWaiter exposes only `wait` and `wake`, which reach the
-// channel through atomics, the futex and the doorbell (Send + Sync); it can
-// never write, so sharing it between threads cannot break the single-producer
-// discipline that keeps `Producer` itself !Sync.
-unsafe impl Sync for RoomWaiter {}
-
-impl RoomWaiter {
-    /// As [`Producer::wait_writable`].
-    pub fn wait(&self, policy: &WaitPolicy) -> Result<(), RingError> {
-        self.0.wait_writable(policy)
-    }
-
-    /// As `wait`, but until at least `bytes` are free (or an error
-    /// condition): a writer that wants its message to go in whole.
-    pub fn wait_for_room(&self, bytes: usize, policy: &WaitPolicy) -> Result<(), RingError> {
-        let p = &self.0;
-        let flag = &p.ch.ctl().wait.writer_waiting;
-        let ready = || {
-            p.ch.is_reset()
-                || p.ch.ctl().consumer.closed.load(Ordering::Relaxed) != 0
-                || p.free_bytes_lenient().is_none_or(|f| f >= bytes)
-        };
-        let arm = || {
-            flag.fetch_or(WAIT_FUTEX, Ordering::Relaxed);
-            // SYNC POINT: Dekker with `Consumer::wake_writer`, as in `Producer::arm`.
-            fence(Ordering::SeqCst);
-            ready()
-        };
-        p.ch.wait_until(flag, policy, arm, ready)
-    }
-
-    /// Wakes this process's writers asleep on the channel's futex (they
-    /// re-check their conditions, e.g. a local shutdown).
-    pub fn wake(&self) {
-        self.0.ch.parker.wake(&self.0.ch.ctl().wait.writer_waiting);
     }
 }
