@@ -16,6 +16,14 @@
 //!
 //! Every word is loaded from shared memory once per use and checked against
 //! the private geometry; a violation marks the connection reset.
+//!
+//! Files: this one holds [`Channel`] (the pointers, checks, initialisation,
+//! reset, the blocking wait and the wake-up of the other side) and
+//! [`WaitKind`]; `producer.rs` the writing half, `consumer.rs` the reading
+//! half and [`Probe`], `room.rs` [`RoomWaiter`], `cursor.rs` the copies
+//! between the caller's buffers and the data area, and `notify.rs` the
+//! doorbell bookkeeping only a poll/epoll waiter needs (public as
+//! `shmnet_ring::notify`).
 
 mod consumer;
 mod cursor;
