@@ -6,6 +6,10 @@
 //! flags any read of data that the ring's atomics did not order after its
 //! write.
 
+/// What keeps a channel's memory mapped (a memfd mapping, or heap memory):
+/// every handle that reaches into it holds one.
+pub(crate) type Keep = std::sync::Arc<dyn Send + Sync>;
+
 /// One channel's data area: `len` bytes, offsets checked by the caller
 /// against its private geometry before every copy.
 #[derive(Clone)]

@@ -25,6 +25,13 @@ pub enum RingError {
 
 impl RingError {
     /// The errno a kernel TCP socket reports in the same situation.
+    ///
+    /// ```
+    /// use shmnet_ring::RingError;
+    ///
+    /// assert_eq!(RingError::WouldBlock.errno(), libc::EAGAIN);
+    /// assert_eq!(RingError::Corrupt("head out of range").errno(), libc::ECONNRESET);
+    /// ```
     pub fn errno(self) -> i32 {
         match self {
             RingError::WouldBlock => rustix::io::Errno::AGAIN.raw_os_error(),

@@ -34,7 +34,24 @@ fn a() -> AtomicU32 {
     AtomicU32::new(0)
 }
 
-/// A fresh, initialised channel in heap memory.
+/// A fresh, initialised channel in heap memory: one direction's
+/// [`Producer`] and [`Consumer`], for threads of one process (tests, models,
+/// examples). The protocol code is the same as over a [`Segment`]'s shared
+/// memory; the memory lives until both halves (and every handle taken from
+/// them) are dropped.
+///
+/// ```
+/// use shmnet_ring::{heap_channel, Geometry};
+///
+/// let (mut tx, mut rx) = heap_channel(Geometry::new(4, 1024)?);
+/// std::thread::spawn(move || tx.write(b"from a thread")).join().unwrap()?;
+/// let mut buf = [0u8; 32];
+/// let n = rx.read(&mut buf)?;
+/// assert_eq!(&buf[..n], b"from a thread");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// [`Segment`]: crate::Segment
 pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
     let n = geo.segment_count as usize;
     let hc = Arc::new(HeapChannel {

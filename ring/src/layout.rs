@@ -33,18 +33,22 @@ pub unsafe trait SharedLayout: Sized {}
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMNETR1");
 /// Bumped whenever the layout or protocol changes incompatibly.
 pub const LAYOUT_VERSION: u32 = 5;
-/// Value of [`ChannelControl::ready`] once a side has initialised the channel.
+/// Value of [`WaitLine::ready`] once a side has initialised the channel.
 pub const CHANNEL_READY: u32 = 0x5245_4459; // "READ"Y
 
+/// The cache line every shared structure is aligned to, so that words
+/// written by different sides never share a line.
 pub const CACHE_LINE: usize = 64;
 const PAGE: usize = 4096;
 
-/// Smallest and largest data segment, in bytes.
+/// Smallest data segment, in bytes.
 pub const MIN_SEGMENT_BYTES: u32 = 64;
+/// Largest data segment, in bytes.
 pub const MAX_SEGMENT_BYTES: u32 = 16 << 20;
-/// Fewest and most data segments per channel. Two is the least that lets the
+/// Fewest data segments per channel. Two is the least that lets the
 /// producer fill one segment while the consumer drains the other.
 pub const MIN_SEGMENTS: u32 = 2;
+/// Most data segments per channel.
 pub const MAX_SEGMENTS: u32 = 4096;
 /// Upper bound on one channel's data area, so every offset fits in a u32.
 pub const MAX_CHANNEL_BYTES: u64 = 1 << 30;
@@ -52,6 +56,7 @@ pub const MAX_CHANNEL_BYTES: u64 = 1 << 30;
 /// The segment header: identifies the segment and its geometry.
 #[repr(C, align(64))]
 pub struct SegmentHeader {
+    /// [`MAGIC`].
     pub magic: AtomicU64,
     /// [`LAYOUT_VERSION`]; stored last, with Release, by the creator.
     pub version: AtomicU32,
@@ -157,8 +162,11 @@ pub const EDGE_BACKLOG: u32 = 4;
 /// The control segment of one direction (claims 85-86).
 #[repr(C)]
 pub struct ChannelControl {
+    /// Written by the producer.
     pub producer: ProducerLine,
+    /// Written by the consumer.
     pub consumer: ConsumerLine,
+    /// Waiting flags and ring counts, written by both around sleeping.
     pub wait: WaitLine,
 }
 
@@ -185,6 +193,7 @@ pub struct SegmentControl {
 /// byte in the segment (claim 85 "first field" of the second portion).
 #[repr(C)]
 pub struct SegmentBegin {
+    /// Offset of the first unread byte; consumer-owned.
     pub begin: AtomicU32,
 }
 
@@ -223,6 +232,16 @@ pub struct Geometry {
 
 impl Geometry {
     /// Validates a geometry; the same checks guard values read from a peer.
+    ///
+    /// ```
+    /// use shmnet_ring::Geometry;
+    ///
+    /// let geo = Geometry::new(16, 4096)?; // 16 segments of 4 KiB
+    /// assert_eq!(geo.channel_bytes(), 64 << 10);
+    /// assert!(Geometry::new(1, 4096).is_err()); // fewer than two segments
+    /// assert!(Geometry::new(16, 100).is_err()); // not a multiple of 64
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn new(segment_count: u32, segment_bytes: u32) -> Result<Self, &'static str> {
         if !(MIN_SEGMENTS..=MAX_SEGMENTS).contains(&segment_count) {
             return Err("segment count out of range");
@@ -244,6 +263,14 @@ impl Geometry {
 
     /// A geometry for `ring_bytes` per direction: segments of up to 64 KiB,
     /// at least [`MIN_SEGMENTS`] of them.
+    ///
+    /// ```
+    /// use shmnet_ring::Geometry;
+    ///
+    /// let geo = Geometry::for_ring_bytes(1 << 20)?;
+    /// assert_eq!((geo.segment_count, geo.segment_bytes), (16, 64 << 10));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn for_ring_bytes(ring_bytes: u64) -> Result<Self, &'static str> {
         let ring = ring_bytes.clamp(2 * u64::from(MIN_SEGMENT_BYTES), MAX_CHANNEL_BYTES);
         let seg = (ring / 16).clamp(4096, 64 << 10).min(ring / 2);
@@ -257,6 +284,7 @@ impl Geometry {
         self.segment_count as usize * self.segment_bytes as usize
     }
 
+    /// Where channel `channel`'s [`ChannelControl`] starts.
     pub fn channel_offset(&self, channel: usize) -> usize {
         CACHE_LINE + channel * core::mem::size_of::<ChannelControl>()
     }
@@ -287,6 +315,8 @@ impl Geometry {
         )
     }
 
+    /// Where channel `channel`'s data area starts (page-aligned; `2` = past
+    /// both).
     pub fn data_offset(&self, channel: usize) -> usize {
         round_up(self.segment_begin_offset(2), PAGE) + channel * self.channel_bytes()
     }

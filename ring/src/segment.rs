@@ -32,7 +32,34 @@ struct Mapping {
     raw: memmap2::MmapRaw,
 }
 
-/// A mapped connection segment.
+/// A mapped connection segment: a sealed memfd holding both directions of
+/// one connection.
+///
+/// The connecting side [`create`](Self::create)s it and hands the memfd to
+/// the accepting side (SCM_RIGHTS), which [`attach`](Self::attach)es to it;
+/// each side then takes its [`Endpoint`]. The acceptor checks everything it
+/// maps: a segment from a hostile peer is refused, or, once attached, can
+/// only reset the connection.
+///
+/// # Example
+///
+/// ```
+/// use shmnet_ring::{AttachError, Geometry, Role, Segment};
+///
+/// let connector = Segment::create(Geometry::new(4, 4096)?)?;
+/// // The connector may queue data before the acceptor answered...
+/// connector.producer()?.write(b"early")?;
+/// // ...but has nothing to read from yet.
+/// assert!(matches!(connector.consumer(), Err(AttachError::NotReady)));
+///
+/// let acceptor = Segment::attach(connector.fd().unwrap().try_clone_to_owned()?)?;
+/// assert_eq!(acceptor.role(), Role::Acceptor);
+/// assert!(connector.is_connected());
+/// let mut buf = [0u8; 8];
+/// let n = acceptor.endpoint()?.rx.read(&mut buf)?;
+/// assert_eq!(&buf[..n], b"early");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Segment {
     map: Arc<Mapping>,
     /// The memfd: the mapping does not need it, but a process that goes
@@ -43,9 +70,12 @@ pub struct Segment {
     role: Role,
 }
 
-/// One side's pair of halves: `tx` writes to the peer, `rx` reads from it.
+/// One side's pair of halves: `tx` writes to the peer, `rx` reads from it
+/// (see [`Segment::endpoint`]).
 pub struct Endpoint {
+    /// Writes to the peer.
     pub tx: Producer,
+    /// Reads what the peer wrote.
     pub rx: Consumer,
 }
 
@@ -315,10 +345,12 @@ impl Segment {
         self.fd = Some(fd);
     }
 
+    /// The segment's geometry (this side's checked copy).
     pub fn geometry(&self) -> Geometry {
         self.geo
     }
 
+    /// Which end of the connection this handle is.
     pub fn role(&self) -> Role {
         self.role
     }

@@ -15,8 +15,11 @@
 //! the connection is shared (forked since it was made), so an unshared
 //! connection pays nothing.
 
-use crate::channel::Channel;
+use crate::data::Keep;
 use crate::sync::{AtomicU32, Ordering};
+use crate::wait::Parker;
+use std::ptr::NonNull;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Set in the word while a process sleeps on it.
@@ -25,31 +28,56 @@ pub const WAITERS: u32 = 1 << 31;
 /// How long a waiter sleeps before checking that the holder still lives.
 const SLICE: Duration = Duration::from_millis(10);
 
-/// Held until dropped (it keeps the segment mapped meanwhile).
-pub struct SideGuard {
-    ch: Channel,
-    producer: bool,
+/// A side's lock word, with the parker its waiters sleep on and what keeps
+/// the word mapped: all a lock needs of a channel. Contract: `word` stays
+/// mapped as long as `_keep` lives.
+pub(crate) struct LockWord {
+    /// The producer's or the consumer's `lock` word in the control segment.
+    pub word: NonNull<AtomicU32>,
+    /// Where its waiters sleep.
+    pub parker: Arc<Parker>,
+    /// Keeps `word` mapped.
+    pub _keep: Keep,
 }
+
+/// This side's lock of a channel, held for this process until dropped; it
+/// keeps the segment mapped meanwhile. Taken with
+/// [`Producer::lock_side`](crate::Producer::lock_side) or
+/// [`Consumer::lock_side`](crate::Consumer::lock_side).
+///
+/// Processes that share one side of a connection after fork must not write
+/// (or read) it at once: they would copy into the same segment and publish
+/// over each other. The lock word lives in the side's own control line and
+/// holds the holder's pid; a holder that dies holding it is noticed by its
+/// waiters, which take it over. The peer never takes it but can write it:
+/// a word held for more than 5 seconds resets the connection instead of
+/// hanging the caller.
+pub struct SideGuard {
+    lock: LockWord,
+}
+
+// SAFETY: the word is an atomic in memory that `lock._keep` keeps mapped
+// (Send + Sync), and the parker is Send + Sync; nothing is tied to the
+// thread that took the lock (the word holds the process's pid).
+unsafe impl Send for SideGuard {}
 
 impl SideGuard {
     fn word(&self) -> &AtomicU32 {
-        word(&self.ch, self.producer)
+        // SAFETY: `_keep` keeps the word mapped as long as self (the
+        // `LockWord` contract); it is only reached as an atomic.
+        unsafe { self.lock.word.as_ref() }
     }
 }
 
-fn word(ch: &Channel, producer: bool) -> &AtomicU32 {
-    if producer {
-        &ch.ctl().producer.lock
-    } else {
-        &ch.ctl().consumer.lock
+/// Takes the lock word `lock` for this process. `on_stuck` runs when the
+/// word stayed held past `PATIENCE` (it resets the connection; the guard
+/// is then returned without the lock, and every call on the channel fails).
+pub(crate) fn acquire(lock: LockWord, on_stuck: impl FnOnce()) -> SideGuard {
+    let guard = SideGuard { lock };
+    if !take(guard.word(), &guard.lock.parker) {
+        on_stuck();
     }
-}
-
-/// Takes the producer's (`producer`) or the consumer's lock of `ch` for
-/// this process.
-pub(crate) fn acquire(ch: Channel, producer: bool) -> SideGuard {
-    lock(&ch, producer);
-    SideGuard { ch, producer }
+    guard
 }
 
 /// The longest a lock of our side is legitimately held (a write, or a
@@ -58,11 +86,9 @@ pub(crate) fn acquire(ch: Channel, producer: bool) -> SideGuard {
 /// hold us forever, so past this the connection is reset instead.
 const PATIENCE: Duration = Duration::from_secs(5);
 
-/// The acquisition loop; returns once the lock is ours, or once the
-/// channel was reset after `PATIENCE` (every call on it then fails).
-fn lock(ch: &Channel, producer: bool) {
-    let word = word(ch, producer);
-    let parker = ch.parker();
+/// The acquisition loop; true once the lock is ours, false once `PATIENCE`
+/// ran out (the caller then resets the channel).
+fn take(word: &AtomicU32, parker: &Parker) -> bool {
     let me = std::process::id() & !WAITERS;
     let mut spins = 0u32;
     let start = std::time::Instant::now();
@@ -70,7 +96,7 @@ fn lock(ch: &Channel, producer: bool) {
         // SYNC POINT: Acquire pairs with the Release of the previous
         // holder's unlock: its ring updates happen before ours.
         let seen = match word.compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed) {
-            Ok(_) => return,
+            Ok(_) => return true,
             Err(seen) => seen,
         };
         let holder = seen & !WAITERS;
@@ -81,7 +107,7 @@ fn lock(ch: &Channel, producer: bool) {
                 .compare_exchange(seen, me, Ordering::Acquire, Ordering::Relaxed)
                 .is_ok()
             {
-                return;
+                return true;
             }
             continue;
         }
@@ -99,8 +125,7 @@ fn lock(ch: &Channel, producer: bool) {
         }
         parker.wait(word, seen | WAITERS, Some(SLICE));
         if start.elapsed() >= PATIENCE {
-            ch.mark_reset(&None);
-            return;
+            return false;
         }
     }
 }
@@ -109,7 +134,7 @@ impl Drop for SideGuard {
     fn drop(&mut self) {
         // SYNC POINT: Release publishes our ring updates to the next holder.
         if self.word().swap(0, Ordering::Release) & WAITERS != 0 {
-            self.ch.parker().wake(self.word());
+            self.lock.parker.wake(self.word());
         }
     }
 }

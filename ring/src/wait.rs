@@ -15,6 +15,32 @@ use std::time::{Duration, Instant};
 
 /// A kernel-pollable signal for the other side, rung when it flagged that it
 /// waits in poll/epoll (for instance a byte written to a socket it polls).
+///
+/// Installed with [`Producer::set_doorbell`](crate::Producer::set_doorbell)
+/// (rung when data arrives for a waiting reader) and
+/// [`Consumer::set_doorbell`](crate::Consumer::set_doorbell) (rung when room
+/// appears for a waiting writer). The module [`notify`](crate::notify) has a
+/// complete example.
+///
+/// ```
+/// use shmnet_ring::Doorbell;
+/// use std::os::unix::net::UnixStream;
+///
+/// /// One byte on a Unix socket the other side polls.
+/// struct SocketBell(UnixStream);
+///
+/// impl Doorbell for SocketBell {
+///     fn ring(&self) -> bool {
+///         use std::io::Write;
+///         (&self.0).write(&[1]).is_ok_and(|n| n == 1)
+///     }
+/// }
+///
+/// let (ours, theirs) = UnixStream::pair()?;
+/// theirs.set_nonblocking(true)?;
+/// assert!(SocketBell(ours).ring());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait Doorbell: Send + Sync {
     /// Wake the other side; must not block and must be cheap to call twice.
     /// Returns false when the signal could not be sent (the count of rings
@@ -22,7 +48,26 @@ pub trait Doorbell: Send + Sync {
     fn ring(&self) -> bool;
 }
 
-/// How a blocking call waits.
+/// How a blocking call waits: spin, then sleep on the futex in slices
+/// until a deadline, a dead peer, or (optionally) a signal.
+///
+/// ```
+/// use shmnet_ring::{heap_channel, Geometry, RingError, WaitPolicy};
+/// use std::sync::Arc;
+/// use std::time::{Duration, Instant};
+///
+/// let (_tx, mut rx) = heap_channel(Geometry::new(2, 64)?);
+/// let policy = WaitPolicy {
+///     spin: Duration::from_micros(20),
+///     deadline: Some(Instant::now() + Duration::from_millis(20)),
+///     // A survivor notices a peer that died without closing.
+///     liveness: Some(Arc::new(|| true)),
+///     ..WaitPolicy::default()
+/// };
+/// let mut buf = [0u8; 8];
+/// assert_eq!(rx.read_blocking(&mut buf, &policy), Err(RingError::TimedOut));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Clone)]
 pub struct WaitPolicy {
     /// Busy-poll the ring this long before sleeping; zero disables spinning.
@@ -92,6 +137,18 @@ impl WaitPolicy {
 
 /// Busy-polls `ready` for up to `budget` (zero: not at all); true if it
 /// became true. The clock is read every 64 polls, not every poll.
+///
+/// ```
+/// use shmnet_ring::spin_until;
+/// use std::time::Duration;
+///
+/// let mut polls = 0;
+/// assert!(spin_until(Duration::from_millis(10), || {
+///     polls += 1;
+///     polls == 100
+/// }));
+/// assert!(!spin_until(Duration::ZERO, || true)); // zero: not at all
+/// ```
 pub fn spin_until(budget: Duration, mut ready: impl FnMut() -> bool) -> bool {
     if budget.is_zero() {
         return false;

@@ -36,7 +36,7 @@ pub(crate) struct Bell {
     /// must agree on it); set once the receive half is attached. The peer
     /// counts the bytes it sends, so `sent - taken` are queued or on their
     /// way.
-    pub(super) taken: std::sync::OnceLock<shmnet_ring::TakenCount>,
+    pub(super) taken: std::sync::OnceLock<shmnet_ring::notify::TakenCount>,
     /// A byte that was not a doorbell was taken while freeing room.
     pub(super) foreign: AtomicBool,
     /// Filler bytes that make our end unwritable (a quarter of its send
@@ -208,7 +208,7 @@ impl Bell {
             return; // unwritable already: filler from before is still queued
         }
         let total = self.fill_bytes + 1;
-        tx.note_filler(total as u32);
+        tx.notify().note_filler(total as u32);
         let mut sent = 0;
         while sent < self.fill_bytes {
             let k = (self.fill_bytes - sent).min(FILLER.len());
@@ -227,7 +227,7 @@ impl Bell {
             break;
         }
         if sent < total {
-            tx.unnote_filler((total - sent) as u32);
+            tx.notify().unnote_filler((total - sent) as u32);
         }
     }
 

@@ -251,9 +251,9 @@ impl Connection {
             if let Ok(mut c) = self.seg.consumer() {
                 c.set_doorbell(Arc::new(RoomBell(self.bell.clone())));
                 if self.ready.edge.load(Ordering::Relaxed) {
-                    c.set_edge_triggered();
+                    c.notify().set_edge_triggered();
                 }
-                let _ = self.bell.taken.set(c.taken_count());
+                let _ = self.bell.taken.set(c.notify().taken_count());
                 let _ = self.probe.set(c.probe());
                 *slot = Some(c);
             }

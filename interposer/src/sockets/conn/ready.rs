@@ -146,7 +146,7 @@ impl Connection {
         if !self.ready.edge.swap(true, Ordering::Relaxed) {
             let mut rx = self.rx.lock();
             if let Some(c) = self.receiver(&mut rx.consumer) {
-                c.set_edge_triggered();
+                c.notify().set_edge_triggered();
             }
         }
     }

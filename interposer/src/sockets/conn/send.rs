@@ -193,7 +193,7 @@ impl Connection {
         // Only while the ring is still full (see `Producer::while_full`):
         // filler sent after the reader emptied the ring and settled would
         // make its fd readable with nothing to read.
-        if tx.while_full(|tx| self.bell.fill(tx)).is_none() {
+        if tx.notify().while_full(|tx| self.bell.fill(tx)).is_none() {
             return true;
         }
         tx.arm(WaitKind::Doorbell)

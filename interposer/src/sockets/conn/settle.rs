@@ -107,10 +107,12 @@ impl Connection {
     /// until it reads idle (another process of that side wrote).
     fn wait_producer_idle(&self, rx: &Consumer) {
         let stuck = &self.pacing.busy_stuck;
-        if !rx.producer_busy() {
+        if !rx.notify().producer_busy() {
             stuck.store(false, Ordering::Relaxed);
         } else if !stuck.load(Ordering::Relaxed)
-            && !rx.wait_producer_idle(SETTLE_PATIENCE, || !self.bell.hung_up())
+            && !rx
+                .notify()
+                .wait_producer_idle(SETTLE_PATIENCE, || !self.bell.hung_up())
         {
             stuck.store(true, Ordering::Relaxed);
             log!(
@@ -172,7 +174,7 @@ impl Connection {
     /// and fillers from its writes. Peer-written: a bounded hint, never a
     /// loop bound.
     pub(super) fn owed(&self, rx: &Consumer) -> usize {
-        (rx.doorbells_rung().wrapping_sub(self.bell.taken()) as usize).min(1 << 20)
+        (rx.notify().doorbells_rung().wrapping_sub(self.bell.taken()) as usize).min(1 << 20)
     }
 
     /// After a read (not a peek) that got data: the doorbell bytes of the
@@ -185,8 +187,8 @@ impl Connection {
         // flag is up; a flag seen down was cleared by a ring already
         // counted.)
         if !self.lazy() && rx.available() == Ok(0) {
-            let armed = rx.may_ring();
-            if self.owed(rx) > 0 || (armed && rx.producer_busy()) {
+            let armed = rx.notify().may_ring();
+            if self.owed(rx) > 0 || (armed && rx.notify().producer_busy()) {
                 let _ = self.settle(rx, false);
             }
         } else if self.lazy()

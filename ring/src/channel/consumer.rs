@@ -1,0 +1,444 @@
+//! The reading half of a channel: [`Consumer`], and [`Probe`], a lock-free
+//! look for spinning.
+
+use super::cursor::Sink;
+use super::notify::ConsumerNotify;
+use super::{Channel, WaitKind};
+use crate::layout::SegmentControl;
+use crate::sync::{fence, Ordering};
+use crate::wait::{Doorbell, WaitPolicy};
+use crate::RingError;
+use std::io::IoSliceMut;
+use std::sync::Arc;
+
+/// The reading half of a channel: non-blocking stream reads and peeks
+/// (`read*`, `peek*`), what is there to read, closing, reset, and blocking
+/// reads that spin then sleep as a [`WaitPolicy`] says.
+///
+/// There is one consumer per channel; it is `Send` but not `Sync`.
+/// Processes that share it after fork serialise with
+/// [`lock_side`](Self::lock_side).
+///
+/// # Example
+///
+/// ```
+/// use shmnet_ring::{heap_channel, Geometry, RingError};
+///
+/// let (mut tx, mut rx) = heap_channel(Geometry::new(2, 64)?);
+/// let mut buf = [0u8; 16];
+/// assert_eq!(rx.read(&mut buf), Err(RingError::WouldBlock)); // empty, open
+/// tx.write(b"ping")?;
+/// assert_eq!(rx.available()?, 4);
+/// let n = rx.read(&mut buf)?;
+/// assert_eq!(&buf[..n], b"ping");
+/// tx.close();
+/// assert_eq!(rx.read(&mut buf)?, 0); // end of stream
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Consumer {
+    pub(super) ch: Channel,
+    doorbell: Option<Arc<dyn Doorbell>>,
+}
+
+impl Consumer {
+    pub(crate) fn new(ch: Channel) -> Self {
+        Consumer { ch, doorbell: None }
+    }
+
+    /// The doorbell rung when the producer waits in poll/epoll and room
+    /// appears (see [`Doorbell`] and [`notify`](crate::notify)).
+    pub fn set_doorbell(&mut self, d: Arc<dyn Doorbell>) {
+        self.doorbell = Some(d);
+    }
+
+    /// Reads what is there, without blocking. `Ok(0)` is end of stream (for a
+    /// non-empty `buf`); `WouldBlock` means empty but still open; `Reset`
+    /// after a reset. Freeing a segment wakes the producer if it waits for
+    /// room. See the [type's example](Consumer).
+    pub fn read(&mut self, buf: &mut [u8]) -> Result<usize, RingError> {
+        self.read_vectored(&mut [IoSliceMut::new(buf)])
+    }
+
+    /// As [`read`](Self::read), filling `bufs` in order.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry};
+    /// use std::io::IoSliceMut;
+    ///
+    /// let (mut tx, mut rx) = heap_channel(Geometry::new(2, 64)?);
+    /// tx.write(b"headbody")?;
+    /// let (mut head, mut body) = ([0u8; 4], [0u8; 8]);
+    /// let n = rx.read_vectored(&mut [IoSliceMut::new(&mut head), IoSliceMut::new(&mut body)])?;
+    /// assert_eq!((n, &head, &body[..4]), (8, b"head", &b"body"[..]));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn read_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> Result<usize, RingError> {
+        self.consume(bufs, false)
+    }
+
+    /// Like `read`, leaving the bytes in the ring (MSG_PEEK).
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry};
+    ///
+    /// let (mut tx, mut rx) = heap_channel(Geometry::new(2, 64)?);
+    /// tx.write(b"abc")?;
+    /// let mut buf = [0u8; 8];
+    /// assert_eq!(rx.peek(&mut buf)?, 3);
+    /// assert_eq!(rx.read(&mut buf)?, 3); // still there
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn peek(&mut self, buf: &mut [u8]) -> Result<usize, RingError> {
+        self.consume(&mut [IoSliceMut::new(buf)], true)
+    }
+
+    /// Like `read_vectored`, leaving the bytes in the ring (MSG_PEEK).
+    pub fn peek_vectored(&mut self, bufs: &mut [IoSliceMut<'_>]) -> Result<usize, RingError> {
+        self.consume(bufs, true)
+    }
+
+    fn consume(&mut self, bufs: &mut [IoSliceMut<'_>], peek: bool) -> Result<usize, RingError> {
+        let ch = &self.ch;
+        if ch.is_reset() {
+            return Err(RingError::Reset);
+        }
+        let ctl = ch.ctl();
+        // SYNC POINT: Acquire pairs with the producer's Release store of
+        // `closed`, made after its last publish: if it is set now, an empty
+        // ring below really is the end of the stream.
+        let closed = ctl.producer.closed.load(Ordering::Acquire) != 0;
+        let mut dst = Sink::new(bufs);
+        let want = dst.remaining();
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let mut tail = ctl.consumer.tail.load(Ordering::Relaxed);
+        let mut begin = ch.begin(tail).load(Ordering::Relaxed);
+        let mut copied = 0usize;
+        let mut freed = false;
+        let mut idle_hops = 0u32;
+        loop {
+            let seg = ch.seg(tail);
+            // SYNC POINT: Acquire pairs with the producer's Release store of
+            // `end` after copying: the bytes before `end` are visible.
+            let end = seg.end.load(Ordering::Acquire);
+            if end > s || begin > end {
+                return Err(ch.corrupt("segment begin/end out of range"));
+            }
+            if begin < end {
+                if copied == want {
+                    break;
+                }
+                let k = dst.copy_from(&ch.data, ch.data_at(tail, begin), (end - begin) as usize);
+                begin += k as u32;
+                copied += k;
+                idle_hops = 0;
+                continue;
+            }
+            // Drained as far as published. Sealed (head moved on)?
+            match drained(ch, seg, tail, begin)? {
+                Drained::Open => break,        // nothing more in the open segment
+                Drained::Appended => continue, // bytes appended just before sealing
+                Drained::Sealed => {}
+            }
+            idle_hops += 1;
+            if idle_hops > n {
+                break; // a producer racing `head` forward cannot keep us here
+            }
+            if !peek {
+                hand_back(ch, tail);
+                freed = true;
+            }
+            tail = tail.wrapping_add(1);
+            begin = 0;
+        }
+        if !peek {
+            ch.begin(tail).store(begin, Ordering::Relaxed);
+        }
+        if freed {
+            self.wake_writer();
+        }
+        if copied == 0 && want > 0 {
+            return if closed {
+                Ok(0)
+            } else {
+                Err(RingError::WouldBlock)
+            };
+        }
+        Ok(copied)
+    }
+
+    /// After freeing a segment or closing: wake the producer if it flagged
+    /// that it waits for room.
+    #[inline]
+    fn wake_writer(&self) {
+        // SYNC POINT (Dekker with `Producer::arm`): our Release of `tail`,
+        // this fence, then the load of `writer_waiting`; see wake_reader.
+        fence(Ordering::SeqCst);
+        self.ch
+            .wake(&self.ch.ctl().wait.writer_waiting, None, &self.doorbell);
+    }
+
+    /// Unread bytes (FIONREAD), across every segment in use.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry};
+    ///
+    /// let (mut tx, mut rx) = heap_channel(Geometry::new(2, 64)?);
+    /// tx.write(&[0; 100])?; // spans both segments
+    /// rx.read(&mut [0; 10])?;
+    /// assert_eq!(rx.available()?, 90);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn available(&self) -> Result<usize, RingError> {
+        let ch = &self.ch;
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let ctl = ch.ctl();
+        let tail = ctl.consumer.tail.load(Ordering::Relaxed);
+        let mut begin = ch.begin(tail).load(Ordering::Relaxed);
+        let head = ctl.producer.head.load(Ordering::Acquire);
+        let used = head.wrapping_sub(tail);
+        if used >= n {
+            return Err(ch.corrupt("head out of range"));
+        }
+        let mut total = 0usize;
+        for k in 0..=used {
+            let end = ch.seg(tail.wrapping_add(k)).end.load(Ordering::Acquire);
+            if end > s || end < begin {
+                return Err(ch.corrupt("segment begin/end out of range"));
+            }
+            total += (end - begin) as usize;
+            begin = 0;
+        }
+        Ok(total)
+    }
+
+    /// Bytes read since the channel was initialised (statistics).
+    pub fn consumed_total(&self) -> u64 {
+        self.ch.consumed_total()
+    }
+
+    /// Bytes the producer has written (statistics).
+    pub fn written_total(&self) -> u64 {
+        self.ch.written_total()
+    }
+
+    /// True once the producer will write no more (its end of stream, read
+    /// or not yet), or the connection was reset.
+    pub fn producer_closed(&self) -> bool {
+        self.ch.is_reset() || self.ch.ctl().producer.closed.load(Ordering::Acquire) != 0
+    }
+
+    /// True when a read would not block: data, end of stream, or reset.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry};
+    ///
+    /// let (tx, rx) = heap_channel(Geometry::new(2, 64)?);
+    /// assert!(!rx.readable_now());
+    /// tx.close();
+    /// assert!(rx.readable_now() && rx.producer_closed()); // EOF is readable
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn readable_now(&self) -> bool {
+        let ch = &self.ch;
+        ch.is_reset()
+            || ch.ctl().producer.closed.load(Ordering::Acquire) != 0
+            || self.available().map_or(true, |a| a > 0)
+    }
+
+    /// Announces that the caller is about to wait for data, then re-checks.
+    /// Returns true if a read would already not block, in which case the
+    /// caller must not sleep. With `WaitKind::Doorbell` the producer rings
+    /// this side's doorbell on its next publish.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry, WaitKind};
+    ///
+    /// let (mut tx, rx) = heap_channel(Geometry::new(2, 64)?);
+    /// if !rx.arm(WaitKind::Doorbell) {
+    ///     // Nothing to read: sleep in poll until the doorbell rings.
+    /// }
+    /// tx.write(b"x")?;
+    /// assert!(rx.arm(WaitKind::Doorbell)); // data: do not sleep
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn arm(&self, how: WaitKind) -> bool {
+        let w = &self.ch.ctl().wait.reader_waiting;
+        w.fetch_or(how.bits(), Ordering::Relaxed);
+        // SYNC POINT: Dekker with `Producer::wake_reader`.
+        fence(Ordering::SeqCst);
+        self.readable_now()
+    }
+
+    /// Serialises this side's readers across processes (see
+    /// [`SideGuard`](crate::SideGuard) and [`Producer::lock_side`](super::Producer::lock_side));
+    /// only needed once the connection is shared by a fork.
+    #[cfg(not(loom))]
+    pub fn lock_side(&self) -> crate::sidelock::SideGuard {
+        self.ch.lock_side(false)
+    }
+
+    /// A lock-free look at this consumer's ring for spinning (see [`Probe`]).
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry};
+    ///
+    /// let (mut tx, rx) = heap_channel(Geometry::new(2, 64)?);
+    /// let probe = rx.probe();
+    /// assert!(!probe.maybe_readable());
+    /// tx.write(b"x")?;
+    /// assert!(probe.maybe_readable());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn probe(&self) -> Probe {
+        Probe(self.ch.clone())
+    }
+
+    /// Reads at least one byte (or EOF), waiting as `policy` says (see
+    /// [`Producer::write_all`](super::Producer::write_all) for an example).
+    pub fn read_blocking(
+        &mut self,
+        buf: &mut [u8],
+        policy: &WaitPolicy,
+    ) -> Result<usize, RingError> {
+        loop {
+            match self.read(buf) {
+                Err(RingError::WouldBlock) => self.wait_readable(policy)?,
+                r => return r,
+            }
+        }
+    }
+
+    /// Blocks until a read would not block, or the policy gives up.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry, RingError, WaitPolicy};
+    /// use std::time::{Duration, Instant};
+    ///
+    /// let (_tx, rx) = heap_channel(Geometry::new(2, 64)?);
+    /// let policy = WaitPolicy {
+    ///     deadline: Some(Instant::now() + Duration::from_millis(5)),
+    ///     ..WaitPolicy::default()
+    /// };
+    /// assert_eq!(rx.wait_readable(&policy), Err(RingError::TimedOut));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_readable(&self, policy: &WaitPolicy) -> Result<(), RingError> {
+        self.ch.wait_until(
+            &self.ch.ctl().wait.reader_waiting,
+            policy,
+            || self.arm(WaitKind::Futex),
+            || self.readable_now(),
+        )
+    }
+
+    /// The doorbell bookkeeping of this consumer, when it waits in
+    /// poll/epoll (see [`notify`](crate::notify)).
+    pub fn notify(&self) -> ConsumerNotify<'_> {
+        ConsumerNotify(self)
+    }
+
+    /// This side reads no more: the producer's writes fail with EPIPE.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry, RingError};
+    ///
+    /// let (mut tx, rx) = heap_channel(Geometry::new(2, 64)?);
+    /// rx.close();
+    /// assert!(tx.peer_closed());
+    /// assert_eq!(tx.write(b"x"), Err(RingError::Closed));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn close(&self) {
+        self.ch.ctl().consumer.closed.store(1, Ordering::Release);
+        self.wake_writer();
+    }
+
+    /// Declares the connection reset (ECONNRESET at the peer); as
+    /// [`Producer::reset`](super::Producer::reset).
+    pub fn reset(&self) {
+        self.ch.mark_reset(&self.doorbell);
+    }
+
+    /// True once the producer closed (EOF after the data drains).
+    pub fn peer_closed(&self) -> bool {
+        self.ch.ctl().producer.closed.load(Ordering::Acquire) != 0
+    }
+}
+
+/// What a reader finds at a segment it drained as far as published.
+enum Drained {
+    /// The open segment (`head` has not moved past it): nothing more now.
+    Open,
+    /// Sealed, with bytes appended just before sealing: read on.
+    Appended,
+    /// Sealed and drained: hand it back and move to the next one.
+    Sealed,
+}
+
+/// Whether segment `tail`, read up to `begin` (= its `end` as last
+/// loaded), was sealed and is drained. Split out of `Consumer::consume`.
+#[inline(always)]
+fn drained(
+    ch: &Channel,
+    seg: &SegmentControl,
+    tail: u32,
+    begin: u32,
+) -> Result<Drained, RingError> {
+    let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+    // SYNC POINT: Acquire pairs with the producer's Release store of
+    // `head`, made after the final `end` of this segment.
+    let head = ch.ctl().producer.head.load(Ordering::Acquire);
+    let used = head.wrapping_sub(tail);
+    if used >= n {
+        return Err(ch.corrupt("head out of range"));
+    }
+    if used == 0 {
+        return Ok(Drained::Open);
+    }
+    let end = seg.end.load(Ordering::Acquire);
+    if end > s || end < begin {
+        return Err(ch.corrupt("sealed segment end out of range"));
+    }
+    if end != begin {
+        return Ok(Drained::Appended);
+    }
+    Ok(Drained::Sealed)
+}
+
+/// Hands drained segment `tail` back to the producer: resets its `begin`
+/// and publishes `tail + 1`.
+#[inline(always)]
+fn hand_back(ch: &Channel, tail: u32) {
+    ch.begin(tail).store(0, Ordering::Relaxed);
+    // SYNC POINT: Release pairs with the producer's Acquire load of
+    // `tail`: our reads of this segment happen before its reuse.
+    ch.ctl()
+        .consumer
+        .tail
+        .store(tail.wrapping_add(1), Ordering::Release);
+}
+
+/// A lock-free look at a consumer's ring, for spinning (see
+/// [`Consumer::probe`], which has an example). It holds no lock and can be
+/// shared between threads.
+pub struct Probe(Channel);
+
+// SAFETY: only atomics in the mapped segment (kept alive by the channel)
+// are read through it.
+unsafe impl Sync for Probe {}
+
+impl Probe {
+    /// A cheap "might a read find data?" for spinning, without the
+    /// consumer's lock: one load of the `end` of the segment the consumer
+    /// reads (the word a publish writes), compared with its `begin`. May say
+    /// false while data waits in a later segment (this one was sealed and
+    /// drained) or the ring closed: a spinner also asks
+    /// [`Consumer::readable_now`] now and then. Peer-written values are only
+    /// compared.
+    pub fn maybe_readable(&self) -> bool {
+        let ch = &self.0;
+        let tail = ch.ctl().consumer.tail.load(Ordering::Relaxed);
+        let begin = ch.begin(tail).load(Ordering::Relaxed);
+        ch.seg(tail).end.load(Ordering::Relaxed) != begin
+    }
+}

@@ -1,0 +1,394 @@
+//! One direction of a connection: the producer and consumer halves of a
+//! circular buffer of data segments, driven by the control segment.
+//!
+//! Protocol (N data segments of S bytes; `head`/`tail` are sequence numbers,
+//! the segment index is `seq % N`; segments `tail..=head` are in use):
+//! - The producer appends into segment `head` and publishes each append by
+//!   storing the segment's `end` (Release). Small writes coalesce there.
+//! - When `head` is full (`end == S`) and more bytes wait, the producer opens
+//!   segment `head + 1` if `head + 1 - tail < N`: it resets that segment's
+//!   `end`/`last`, then publishes `head` (Release). A segment is therefore
+//!   sealed — its `end` final — exactly when `head` has moved past it.
+//! - The consumer reads `begin..end` of segment `tail` (reads may take part of
+//!   a segment). When `begin == end` and `head != tail`, it re-loads `end`
+//!   (final now) and, if drained, resets `begin` and publishes `tail + 1`
+//!   (Release), which hands the segment back to the producer.
+//!
+//! Every word is loaded from shared memory once per use and checked against
+//! the private geometry; a violation marks the connection reset.
+//!
+//! Files: this one holds [`Channel`] (the pointers, checks, initialisation,
+//! reset, the blocking wait and the wake-up of the other side) and
+//! [`WaitKind`]; `producer.rs` the writing half, `consumer.rs` the reading
+//! half and [`Probe`], `room.rs` [`RoomWaiter`], `cursor.rs` the copies
+//! between the caller's buffers and the data area, and `notify.rs` the
+//! doorbell bookkeeping only a poll/epoll waiter needs (public as
+//! `shmnet_ring::notify`).
+
+mod consumer;
+mod cursor;
+pub mod notify;
+mod producer;
+mod room;
+
+pub use consumer::{Consumer, Probe};
+pub use producer::Producer;
+pub use room::RoomWaiter;
+
+use crate::data::{DataArea, Keep};
+use crate::layout::{
+    ChannelControl, Geometry, SegmentBegin, SegmentControl, WaitLine, EDGE_BACKLOG, WAIT_DOORBELL,
+    WAIT_EDGE, WAIT_FUTEX,
+};
+use crate::sync::{fence, AtomicU32, Ordering};
+use crate::wait::{Doorbell, Parker, WaitPolicy};
+use crate::RingError;
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+/// Pointers into one channel's control and data, with the private geometry.
+#[derive(Clone)]
+pub(crate) struct Channel {
+    ctl: NonNull<ChannelControl>,
+    segs: NonNull<SegmentControl>,
+    begins: NonNull<SegmentBegin>,
+    reset: NonNull<AtomicU32>,
+    /// The other direction's wait line, so a reset wakes its waiters too.
+    sibling: Option<NonNull<WaitLine>>,
+    data: DataArea,
+    geo: Geometry,
+    parker: Arc<Parker>,
+    _keep: Keep,
+}
+
+// SAFETY: the pointers refer to memory kept alive by `_keep` and accessed only
+// through atomics or raw copies; nothing is tied to the creating thread.
+unsafe impl Send for Channel {}
+
+/// The pieces a channel is made of, for [`Channel::new`].
+pub(crate) struct ChannelParts {
+    pub ctl: NonNull<ChannelControl>,
+    pub segs: NonNull<SegmentControl>,
+    pub begins: NonNull<SegmentBegin>,
+    pub reset: NonNull<AtomicU32>,
+    pub sibling: Option<NonNull<WaitLine>>,
+    pub data: DataArea,
+    pub geo: Geometry,
+    pub parker: Arc<Parker>,
+    pub keep: Keep,
+}
+
+impl Channel {
+    /// # Safety
+    /// `ctl`, `segs` and `begins` (N entries each), `reset` and `sibling` must point at memory
+    /// that `keep` keeps mapped, and `data` must cover `geo.channel_bytes()`.
+    pub(crate) unsafe fn new(p: ChannelParts) -> Self {
+        Channel {
+            ctl: p.ctl,
+            segs: p.segs,
+            begins: p.begins,
+            reset: p.reset,
+            sibling: p.sibling,
+            data: p.data,
+            geo: p.geo,
+            parker: p.parker,
+            _keep: p.keep,
+        }
+    }
+
+    /// Takes this side's lock of the channel (the producer's or the
+    /// consumer's word) for this process: see [`crate::sidelock`]. A lock
+    /// held past its patience resets the connection.
+    #[cfg(not(loom))]
+    fn lock_side(&self, producer: bool) -> crate::sidelock::SideGuard {
+        let ctl = self.ctl();
+        let word = if producer {
+            &ctl.producer.lock
+        } else {
+            &ctl.consumer.lock
+        };
+        let lock = crate::sidelock::LockWord {
+            word: NonNull::from(word),
+            parker: self.parker.clone(),
+            _keep: self._keep.clone(),
+        };
+        crate::sidelock::acquire(lock, || self.mark_reset(&None))
+    }
+
+    /// Bytes written into the channel since it was initialised: segments
+    /// are only left full, so `head * S + end(head)` (a lenient snapshot of
+    /// shared words, for statistics: TCP_INFO).
+    pub(crate) fn written_total(&self) -> u64 {
+        let s = self.geo.segment_bytes;
+        let head = self.ctl().producer.head.load(Ordering::Acquire);
+        let end = self.seg(head).end.load(Ordering::Acquire).min(s);
+        u64::from(head) * u64::from(s) + u64::from(end)
+    }
+
+    /// Bytes the consumer has taken out since the channel was initialised
+    /// (`tail * S + begin(tail)`; lenient, as `written_total`).
+    pub(crate) fn consumed_total(&self) -> u64 {
+        let s = self.geo.segment_bytes;
+        let ctl = self.ctl();
+        let mut tail = ctl.consumer.tail.load(Ordering::Acquire);
+        for _ in 0..4 {
+            let begin = self.begin(tail).load(Ordering::Acquire).min(s);
+            let again = ctl.consumer.tail.load(Ordering::Acquire);
+            if again == tail {
+                let total = u64::from(tail) * u64::from(s) + u64::from(begin);
+                return total.min(self.written_total());
+            }
+            tail = again;
+        }
+        u64::from(tail) * u64::from(s)
+    }
+
+    #[inline]
+    pub(crate) fn ctl(&self) -> &ChannelControl {
+        // SAFETY: valid for our lifetime (constructor contract); only atomics
+        // are reached through it, so concurrent peer writes are fine.
+        unsafe { self.ctl.as_ref() }
+    }
+
+    #[inline]
+    fn seg(&self, seq: u32) -> &SegmentControl {
+        let i = (seq % self.geo.segment_count) as usize;
+        // SAFETY: i < N and the array has N entries (constructor contract).
+        unsafe { &*self.segs.as_ptr().add(i) }
+    }
+
+    /// Segment control by index (`idx < N`, as `SegAt` guarantees; a larger
+    /// one is reduced rather than trusted).
+    #[inline]
+    fn seg_at(&self, idx: u32) -> &SegmentControl {
+        let n = self.geo.segment_count;
+        let i = if idx < n { idx } else { idx % n } as usize;
+        // SAFETY: i < N and the array has N entries (constructor contract).
+        unsafe { &*self.segs.as_ptr().add(i) }
+    }
+
+    /// The consumer-owned `begin` of segment `seq`.
+    #[inline]
+    fn begin(&self, seq: u32) -> &AtomicU32 {
+        let i = (seq % self.geo.segment_count) as usize;
+        // SAFETY: i < N and the array has N entries (constructor contract).
+        unsafe { &(*self.begins.as_ptr().add(i)).begin }
+    }
+
+    #[inline]
+    fn data_at(&self, seq: u32, off: u32) -> usize {
+        (seq % self.geo.segment_count) as usize * self.geo.segment_bytes as usize + off as usize
+    }
+
+    #[inline]
+    fn is_reset(&self) -> bool {
+        // SAFETY: as ctl().
+        unsafe { self.reset.as_ref() }.load(Ordering::Acquire) != 0
+    }
+
+    /// Writes the initial control state (begin/end/last zero, length, next).
+    /// Only the side that initialises a channel calls this, before `ready`.
+    pub(crate) fn initialise(&self) {
+        let n = self.geo.segment_count;
+        let ctl = self.ctl();
+        ctl.producer.head.store(0, Ordering::Relaxed);
+        ctl.producer.closed.store(0, Ordering::Relaxed);
+        ctl.producer.busy.store(0, Ordering::Relaxed);
+        ctl.producer.lock.store(0, Ordering::Relaxed);
+        ctl.consumer.lock.store(0, Ordering::Relaxed);
+        ctl.consumer.taken.store(0, Ordering::Relaxed);
+        ctl.consumer.tail.store(0, Ordering::Relaxed);
+        ctl.consumer.closed.store(0, Ordering::Relaxed);
+        ctl.wait.writer_waiting.store(0, Ordering::Relaxed);
+        ctl.wait.reader_rings.store(0, Ordering::Relaxed);
+        ctl.wait.writer_rings.store(0, Ordering::Relaxed);
+        // A fresh reader counts as waiting in poll/epoll: the first publish
+        // rings its doorbell, so an application that polls before its first
+        // read (or before it even accepted) is woken by that first data.
+        ctl.wait
+            .reader_waiting
+            .store(WAIT_DOORBELL, Ordering::Relaxed);
+        for i in 0..n {
+            let s = self.seg(i);
+            self.begin(i).store(0, Ordering::Relaxed);
+            s.end.store(0, Ordering::Relaxed);
+            s.length.store(self.geo.segment_bytes, Ordering::Relaxed);
+            s.next.store((i + 1) % n, Ordering::Relaxed);
+            s.last.store(0, Ordering::Relaxed);
+        }
+        // SYNC POINT: Release pairs with the Acquire in `is_ready`; whoever
+        // sees READY sees the whole initial state.
+        ctl.wait
+            .ready
+            .store(crate::layout::CHANNEL_READY, Ordering::Release);
+    }
+
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn is_ready(&self) -> bool {
+        self.ctl().wait.ready.load(Ordering::Acquire) == crate::layout::CHANNEL_READY
+    }
+
+    /// Checks the per-segment links an initialiser wrote (claim 88's circle).
+    #[cfg_attr(loom, allow(dead_code))]
+    pub(crate) fn check_links(&self) -> Result<(), &'static str> {
+        let n = self.geo.segment_count;
+        for i in 0..n {
+            let s = self.seg(i);
+            if s.length.load(Ordering::Relaxed) != self.geo.segment_bytes {
+                return Err("segment length differs from header");
+            }
+            if s.next.load(Ordering::Relaxed) != (i + 1) % n {
+                return Err("segment links do not form the circular buffer");
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the connection reset and wakes every waiter we know of: futex
+    /// sleepers on both directions, and the peer through `doorbell` if any
+    /// waiter asked for one.
+    pub(crate) fn mark_reset(&self, doorbell: &Option<Arc<dyn Doorbell>>) {
+        // SAFETY: as ctl().
+        unsafe { self.reset.as_ref() }.store(1, Ordering::Release);
+        // SYNC POINT: Dekker with `arm` on either side, as in wake_reader.
+        fence(Ordering::SeqCst);
+        // SAFETY: constructor contract: the sibling is kept alive by `_keep`.
+        let sibling = self.sibling.map(|s| unsafe { s.as_ref() });
+        let mut ring = false;
+        for w in [Some(&self.ctl().wait), sibling].into_iter().flatten() {
+            for word in [&w.reader_waiting, &w.writer_waiting] {
+                let bits = word.swap(0, Ordering::Relaxed);
+                if bits & WAIT_FUTEX != 0 {
+                    self.parker.wake(word);
+                }
+                ring |= bits & WAIT_DOORBELL != 0;
+            }
+        }
+        if let (true, Some(d)) = (ring, doorbell) {
+            d.ring();
+        }
+    }
+
+    /// The blocking wait of either side: spin as `policy` says, then
+    /// announce (`arm`, which re-checks) and sleep on the futex word `flag`
+    /// until `ready`, a deadline, or a dead peer.
+    fn wait_until(
+        &self,
+        flag: &AtomicU32,
+        policy: &WaitPolicy,
+        arm: impl Fn() -> bool,
+        ready: impl Fn() -> bool,
+    ) -> Result<(), RingError> {
+        if policy.spin_until(&ready) {
+            return Ok(());
+        }
+        loop {
+            if arm() {
+                return Ok(());
+            }
+            let slice = policy.next_slice()?;
+            // Sleep only while our flag is still up: the waker clears it first.
+            let armed = flag.load(Ordering::Relaxed);
+            if armed & WAIT_FUTEX != 0
+                && self.parker.wait(flag, armed, slice)
+                && policy.interruptible
+                && !ready()
+            {
+                return Err(RingError::Interrupted);
+            }
+            if ready() {
+                return Ok(());
+            }
+            if !policy.peer_alive() {
+                return Err(RingError::PeerGone);
+            }
+        }
+    }
+
+    #[cold]
+    fn corrupt(&self, what: &'static str) -> RingError {
+        self.mark_reset(&None);
+        RingError::Corrupt(what)
+    }
+
+    /// Clears a waiting flag the other side set and wakes it the way it asked.
+    ///
+    /// A doorbell ring is counted in `rings` *before* the flag is cleared
+    /// and the doorbell rung, so a waiter that sees its flag cleared also
+    /// sees the count, and can account for a ring still on its way (the
+    /// interposer takes exactly the doorbell bytes that were rung for data it
+    /// has read, and none that are still in flight are left to make its fd
+    /// look readable later).
+    #[inline]
+    fn wake(
+        &self,
+        word: &AtomicU32,
+        rings: Option<&AtomicU32>,
+        doorbell: &Option<Arc<dyn Doorbell>>,
+    ) {
+        // Cheap check first: the flag's line is rarely written, so this load
+        // normally hits the cache and we skip the RMW.
+        let seen = word.load(Ordering::Relaxed);
+        if seen == 0 {
+            return;
+        }
+        let mut edge = false;
+        if seen & WAIT_EDGE != 0 {
+            // An edge-triggered reader: ring for this publish too, unless
+            // it has EDGE_BACKLOG bytes untaken already (it then has edges
+            // it has not acted on, and more bytes would only make our end
+            // look unwritable).
+            let w = &self.ctl().wait;
+            let sent = w
+                .reader_rings
+                .load(Ordering::Relaxed)
+                .wrapping_add(w.writer_rings.load(Ordering::Relaxed));
+            let untaken = sent.wrapping_sub(self.ctl().consumer.taken.load(Ordering::Relaxed));
+            edge = untaken < EDGE_BACKLOG;
+        }
+        let counted = (edge || seen & WAIT_DOORBELL != 0) && doorbell.is_some();
+        if counted {
+            if let Some(r) = rings {
+                r.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // SYNC POINT: Release orders the count above before the cleared
+        // flag; a waiter loading the flag with Acquire and finding it clear
+        // then sees the count.
+        // The edge bit stays (the reader set it once, at registration).
+        let bits = word.fetch_and(WAIT_EDGE, Ordering::Release);
+        if bits & WAIT_FUTEX != 0 {
+            self.parker.wake(word);
+        }
+        // A ring that was counted but not sent (the doorbell failed, or a
+        // concurrent reset, the only other writer that clears flags, took
+        // the flag over) is taken back, so the waiter does not wait for it.
+        let sent =
+            (edge || bits & WAIT_DOORBELL != 0) && doorbell.as_ref().is_some_and(|d| d.ring());
+        if counted && !sent {
+            if let Some(r) = rings {
+                r.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// How a waiter will sleep, which decides how the other side wakes it (see
+/// [`Producer::arm`] and [`Consumer::arm`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitKind {
+    /// On the channel's futex word (the ring's own blocking calls).
+    Futex,
+    /// In poll/epoll on a kernel fd: the other side rings its [`Doorbell`].
+    Doorbell,
+}
+
+impl WaitKind {
+    #[inline]
+    fn bits(self) -> u32 {
+        match self {
+            WaitKind::Futex => WAIT_FUTEX,
+            WaitKind::Doorbell => WAIT_DOORBELL,
+        }
+    }
+}

@@ -1,0 +1,587 @@
+//! The writing half of a channel: [`Producer`].
+
+#[cfg(not(loom))]
+use super::cursor::FnSource;
+use super::cursor::{Fill, Source};
+use super::notify::ProducerNotify;
+use super::RoomWaiter;
+use super::{Channel, WaitKind};
+use crate::layout::{BUSY, BUSY_WAITER};
+use crate::sync::{fence, Ordering};
+use crate::wait::{Doorbell, WaitPolicy};
+use crate::RingError;
+use std::io::IoSlice;
+use std::sync::Arc;
+
+/// The writing half of a channel: non-blocking stream writes (`write*`),
+/// end of stream ([`close`](Self::close)), reset, and blocking writes that
+/// spin then sleep as a [`WaitPolicy`] says.
+///
+/// There is one producer per channel; it is `Send` but not `Sync` (a
+/// second writer would publish over the first). Processes that share it
+/// after fork serialise with [`lock_side`](Self::lock_side); another thread
+/// that only needs to wait for room uses a [`RoomWaiter`].
+///
+/// # Example
+///
+/// ```
+/// use shmnet_ring::{heap_channel, Geometry, RingError};
+///
+/// // Two data segments of 64 bytes: 128 bytes in flight at most.
+/// let (mut tx, mut rx) = heap_channel(Geometry::new(2, 64)?);
+/// assert_eq!(tx.capacity(), 128);
+/// assert_eq!(tx.write(&[7; 100])?, 100);
+/// assert_eq!(tx.write(&[7; 100])?, 28); // as much as fits
+/// assert_eq!(tx.write(b"more"), Err(RingError::WouldBlock));
+///
+/// let mut buf = [0u8; 256];
+/// assert_eq!(rx.read(&mut buf)?, 128);
+/// tx.close();
+/// assert_eq!(rx.read(&mut buf)?, 0); // end of stream
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct Producer {
+    pub(super) ch: Channel,
+    doorbell: Option<Arc<dyn Doorbell>>,
+    /// `head` as last seen, and `head % N`: the open segment's index
+    /// without a division per write. Private, so always consistent; `head`
+    /// itself is still loaded from shared memory on every write (after a
+    /// fork another process may have moved it).
+    at: SegAt,
+}
+
+/// A sequence number and its segment index (`seq % N`).
+#[derive(Clone, Copy)]
+struct SegAt {
+    seq: u32,
+    idx: u32,
+}
+
+impl SegAt {
+    /// The index of `seq`, from the cache when it is the same segment.
+    #[inline]
+    fn index(&mut self, seq: u32, n: u32) -> u32 {
+        if seq != self.seq || self.idx >= n {
+            self.seq = seq;
+            self.idx = seq % n;
+        }
+        self.idx
+    }
+
+    /// As `index`, without updating the cache.
+    #[inline]
+    fn peek(&self, seq: u32, n: u32) -> u32 {
+        if seq == self.seq && self.idx < n {
+            self.idx
+        } else {
+            seq % n
+        }
+    }
+}
+
+impl Producer {
+    pub(crate) fn new(ch: Channel) -> Self {
+        Producer {
+            ch,
+            doorbell: None,
+            at: SegAt { seq: 0, idx: 0 },
+        }
+    }
+
+    /// The doorbell rung when the consumer waits in poll/epoll and data
+    /// arrives (see [`Doorbell`] and [`notify`](crate::notify)).
+    pub fn set_doorbell(&mut self, d: Arc<dyn Doorbell>) {
+        self.doorbell = Some(d);
+    }
+
+    /// Bytes of the data area per direction.
+    pub fn capacity(&self) -> usize {
+        self.ch.geo.channel_bytes()
+    }
+
+    /// Writes as much of `buf` as fits without blocking; `WouldBlock` if
+    /// nothing fit, `Closed` once either end closed, `Reset` after a reset.
+    /// Small writes coalesce in the open segment; the consumer is woken if
+    /// it waits.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry};
+    ///
+    /// let (mut tx, mut rx) = heap_channel(Geometry::new(2, 64)?);
+    /// tx.write(b"hello, ")?;
+    /// tx.write(b"world")?;
+    /// let mut buf = [0u8; 32];
+    /// let n = rx.read(&mut buf)?;
+    /// assert_eq!(&buf[..n], b"hello, world");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write(&mut self, buf: &[u8]) -> Result<usize, RingError> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    /// Writes as much of `bufs` as fits without blocking; `WouldBlock` if
+    /// nothing fit. One wake-up check per call, however many slices.
+    ///
+    /// The producer is marked busy from before it publishes until after it
+    /// rang the consumer's doorbell, so that a consumer that read the data
+    /// can wait until the ring for it is counted
+    /// ([`ConsumerNotify::wait_producer_idle`](crate::notify::ConsumerNotify::wait_producer_idle)).
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry};
+    /// use std::io::IoSlice;
+    ///
+    /// let (mut tx, mut rx) = heap_channel(Geometry::new(2, 64)?);
+    /// let n = tx.write_vectored(&[IoSlice::new(b"head "), IoSlice::new(b"body")])?;
+    /// assert_eq!(n, 9);
+    /// let mut buf = [0u8; 16];
+    /// let n = rx.read(&mut buf)?;
+    /// assert_eq!(&buf[..n], b"head body");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> Result<usize, RingError> {
+        self.write_vectored_min(bufs, 0)
+    }
+
+    /// As `write_vectored`, but writes nothing (`WouldBlock`) unless at
+    /// least `need` bytes are free: a small message goes in whole or not at
+    /// all. `need == 0` is `write_vectored`. Same as checking [`fits`]
+    /// first, without loading the ring's indices twice.
+    ///
+    /// [`fits`]: Producer::fits
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry, RingError};
+    /// use std::io::IoSlice;
+    ///
+    /// let (mut tx, _rx) = heap_channel(Geometry::new(2, 64)?);
+    /// tx.write(&[0; 120])?;
+    /// let msg = [IoSlice::new(&[1; 16])];
+    /// assert_eq!(tx.write_vectored_min(&msg, 16), Err(RingError::WouldBlock));
+    /// assert_eq!(tx.write_vectored_min(&msg, 0)?, 8); // a partial write
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write_vectored_min(
+        &mut self,
+        bufs: &[IoSlice<'_>],
+        need: usize,
+    ) -> Result<usize, RingError> {
+        let mut src = Source::new(bufs);
+        if src.is_empty() {
+            return Ok(0);
+        }
+        self.fill_and_wake(&mut src, need)
+    }
+
+    /// Writes up to `max` bytes that `fill` produces straight into the ring,
+    /// with no buffer in between (sendfile reads the file into the ring).
+    /// `fill(dst, len)` must write at most `len` bytes at `dst` (read(2),
+    /// pread(2)) and return how many; fewer than asked ends the write (end
+    /// of file, an error the closure keeps). The bytes are published as
+    /// `write` publishes, and the consumer is woken the same way.
+    /// `WouldBlock` when the ring is full.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry};
+    ///
+    /// let (mut tx, mut rx) = heap_channel(Geometry::new(2, 64)?);
+    /// let file = b"file contents";
+    /// let mut pos = 0;
+    /// let n = tx.write_from(100, |dst, len| {
+    ///     let k = len.min(file.len() - pos);
+    ///     // SAFETY: `dst` is valid for `len >= k` bytes, and `file[pos..]`
+    ///     // holds at least `k`.
+    ///     unsafe { std::ptr::copy_nonoverlapping(file[pos..].as_ptr(), dst, k) };
+    ///     pos += k;
+    ///     k
+    /// })?;
+    /// assert_eq!(n, file.len());
+    /// let mut buf = [0u8; 32];
+    /// let n = rx.read(&mut buf)?;
+    /// assert_eq!(&buf[..n], file);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(not(loom))]
+    pub fn write_from(
+        &mut self,
+        max: usize,
+        fill: impl FnMut(*mut u8, usize) -> usize,
+    ) -> Result<usize, RingError> {
+        if max == 0 {
+            return Ok(0);
+        }
+        let mut src = FnSource {
+            fill,
+            left: max,
+            done: false,
+        };
+        match self.fill_and_wake(&mut src, 0) {
+            // The first fill gave nothing: end of file, not a full ring.
+            Err(RingError::WouldBlock) if src.done => Ok(0),
+            r => r,
+        }
+    }
+
+    /// Marks the producer outside a write, waking a consumer asleep on the
+    /// word (`ConsumerNotify::wait_producer_idle`).
+    #[inline]
+    fn set_idle(&self) {
+        // SYNC POINT: Release orders the ring's count (made before, in
+        // `wake_reader`) before the word reads idle; a swap so that a
+        // sleeper's mark is never missed.
+        let busy = &self.ch.ctl().producer.busy;
+        if busy.swap(0, Ordering::Release) == BUSY_WAITER {
+            self.ch.parker.wake(busy);
+        }
+    }
+
+    /// Copies and publishes (marked busy, see `write_vectored`), then wakes
+    /// the consumer if it waits.
+    fn fill_and_wake(&mut self, src: &mut impl Fill, need: usize) -> Result<usize, RingError> {
+        // SYNC POINT: this store comes before the Release stores that
+        // publish the data, so a consumer that Acquire-loaded the data sees
+        // the producer busy (or, later, idle again after the ring).
+        self.ch.ctl().producer.busy.store(BUSY, Ordering::Relaxed);
+        match self.fill(src, need) {
+            Ok(written) => {
+                self.wake_reader();
+                self.set_idle();
+                Ok(written)
+            }
+            Err(e) => {
+                self.set_idle();
+                Err(e)
+            }
+        }
+    }
+
+    /// Copies from `src` into the ring and publishes each append; returns
+    /// the bytes written (`WouldBlock` for none, or for fewer free than
+    /// `need`).
+    #[inline]
+    fn fill(&mut self, src: &mut impl Fill, need: usize) -> Result<usize, RingError> {
+        let ch = &self.ch;
+        if ch.is_reset() {
+            return Err(RingError::Reset);
+        }
+        let ctl = ch.ctl();
+        if ctl.consumer.closed.load(Ordering::Relaxed) != 0
+            || ctl.producer.closed.load(Ordering::Relaxed) != 0
+        {
+            return Err(RingError::Closed);
+        }
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let mut head = ctl.producer.head.load(Ordering::Relaxed);
+        let mut idx = self.at.index(head, n);
+        let mut end = ch.seg_at(idx).end.load(Ordering::Relaxed);
+        if end > s {
+            return Err(ch.corrupt("producer end beyond segment"));
+        }
+        // All or nothing: the common case (room in the open segment) needs
+        // no look at the consumer's line.
+        if need > (s - end) as usize {
+            // SYNC POINT: Acquire as below, before reusing freed segments.
+            let tail = ctl.consumer.tail.load(Ordering::Acquire);
+            let used = head.wrapping_sub(tail);
+            if used >= n {
+                return Err(ch.corrupt("tail out of range"));
+            }
+            let free = (s - end) as usize + (n - 1 - used) as usize * s as usize;
+            if free < need {
+                return Err(RingError::WouldBlock);
+            }
+        }
+        let mut written = 0usize;
+        loop {
+            if end == s {
+                // SYNC POINT: Acquire pairs with the consumer's Release store of
+                // `tail`: its reads of the segment we are about to reuse happen
+                // before our writes into it.
+                let tail = ctl.consumer.tail.load(Ordering::Acquire);
+                let used = head.wrapping_sub(tail);
+                if used >= n {
+                    return Err(ch.corrupt("tail out of range"));
+                }
+                if used + 1 >= n {
+                    break; // every segment holds unread data
+                }
+                head = head.wrapping_add(1);
+                idx = self.at.index(head, n);
+                let seg = ch.seg_at(idx);
+                seg.last.store(0, Ordering::Relaxed);
+                seg.end.store(0, Ordering::Relaxed);
+                // SYNC POINT: Release pairs with the consumer's Acquire load of
+                // `head`: it sees the previous segment's final `end` and this
+                // segment's reset `end` before it moves on.
+                ctl.producer.head.store(head, Ordering::Release);
+                end = 0;
+            }
+            let at = idx as usize * s as usize + end as usize;
+            let n_copied = src.fill(&ch.data, at, (s - end) as usize);
+            end += n_copied as u32;
+            written += n_copied;
+            // SYNC POINT: Release pairs with the consumer's Acquire load of
+            // `end`: the bytes just copied are visible before the new end.
+            ch.seg_at(idx).end.store(end, Ordering::Release);
+            if src.finished() {
+                break;
+            }
+        }
+        if written == 0 {
+            return Err(RingError::WouldBlock);
+        }
+        Ok(written)
+    }
+
+    /// After publishing: wake the consumer if it flagged that it waits.
+    #[inline]
+    fn wake_reader(&self) {
+        // SYNC POINT (Dekker with `Consumer::arm`): our stores of `end`/`head`
+        // /`closed`, this SeqCst fence, then the load of `reader_waiting`; the
+        // consumer stores `reader_waiting`, fences, then loads `end`/`head`.
+        // The two SeqCst fences are totally ordered, so either we see its flag
+        // or it sees our data — never neither (no lost wake-up).
+        fence(Ordering::SeqCst);
+        self.ch.wake(
+            &self.ch.ctl().wait.reader_waiting,
+            Some(&self.ch.ctl().wait.reader_rings),
+            &self.doorbell,
+        );
+    }
+
+    /// Whether `len` bytes fit right now. Looks only at our own open segment
+    /// when that suffices (the common case), so it does not read the
+    /// consumer's cache line on every small write.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry};
+    ///
+    /// let (mut tx, _rx) = heap_channel(Geometry::new(2, 64)?);
+    /// tx.write(&[0; 100])?;
+    /// assert!(tx.fits(28) && !tx.fits(29));
+    /// assert_eq!(tx.free_bytes()?, 28);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn fits(&self, len: usize) -> bool {
+        let ch = &self.ch;
+        let n = ch.geo.segment_count;
+        let head = ch.ctl().producer.head.load(Ordering::Relaxed);
+        let end = ch.seg_at(self.at.peek(head, n)).end.load(Ordering::Relaxed);
+        let s = ch.geo.segment_bytes;
+        if end <= s && (s - end) as usize >= len {
+            return true;
+        }
+        self.free_bytes().is_ok_and(|f| f >= len)
+    }
+
+    /// Free bytes right now (space in the open segment plus free segments).
+    pub fn free_bytes(&self) -> Result<usize, RingError> {
+        let ch = &self.ch;
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let head = ch.ctl().producer.head.load(Ordering::Relaxed);
+        let end = ch.seg(head).end.load(Ordering::Relaxed);
+        let tail = ch.ctl().consumer.tail.load(Ordering::Acquire);
+        let used = head.wrapping_sub(tail);
+        if end > s || used >= n {
+            return Err(ch.corrupt("producer indices out of range"));
+        }
+        Ok((s - end) as usize + (n - 1 - used) as usize * s as usize)
+    }
+
+    /// True when a write would not block. Also called through a
+    /// [`RoomWaiter`] while another thread of ours writes, so `head` may move
+    /// under it: an inconsistent snapshot is not corruption here, only a
+    /// reason to let the writer (which checks strictly) try.
+    pub(super) fn writable_now(&self) -> bool {
+        let ch = &self.ch;
+        if ch.is_reset() || ch.ctl().consumer.closed.load(Ordering::Relaxed) != 0 {
+            return true;
+        }
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let head = ch.ctl().producer.head.load(Ordering::Relaxed);
+        let end = ch.seg(head).end.load(Ordering::Relaxed);
+        let tail = ch.ctl().consumer.tail.load(Ordering::Acquire);
+        let used = head.wrapping_sub(tail);
+        used >= n || end > s || end < s || used + 1 < n
+    }
+
+    /// Free bytes, or None for an inconsistent snapshot (see `writable_now`).
+    pub(super) fn free_bytes_lenient(&self) -> Option<usize> {
+        let ch = &self.ch;
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let head = ch.ctl().producer.head.load(Ordering::Relaxed);
+        let end = ch.seg(head).end.load(Ordering::Relaxed);
+        let tail = ch.ctl().consumer.tail.load(Ordering::Acquire);
+        let used = head.wrapping_sub(tail);
+        if end > s || used >= n {
+            return None;
+        }
+        Some((s - end) as usize + (n - 1 - used) as usize * s as usize)
+    }
+
+    /// Announces that the caller is about to wait for room, then re-checks.
+    /// Returns true if room (or an error condition) is already there, in
+    /// which case the caller must not sleep. With `WaitKind::Doorbell` the
+    /// consumer will ring this side's doorbell when it frees a segment.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry, WaitKind};
+    ///
+    /// let (mut tx, _rx) = heap_channel(Geometry::new(2, 64)?);
+    /// assert!(tx.arm(WaitKind::Doorbell)); // room: do not sleep
+    /// tx.write(&[0; 128])?;
+    /// assert!(!tx.arm(WaitKind::Doorbell)); // full: sleep until rung
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn arm(&self, how: WaitKind) -> bool {
+        let w = &self.ch.ctl().wait.writer_waiting;
+        w.fetch_or(how.bits(), Ordering::Relaxed);
+        // SYNC POINT: Dekker with `Consumer::wake_writer` (see wake_reader).
+        fence(Ordering::SeqCst);
+        self.writable_now()
+    }
+
+    /// Writes all of `buf`, waiting for room as `policy` says.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry, WaitPolicy};
+    ///
+    /// let (mut tx, mut rx) = heap_channel(Geometry::new(2, 64)?);
+    /// let reader = std::thread::spawn(move || {
+    ///     let mut got = Vec::new();
+    ///     let mut buf = [0u8; 64];
+    ///     loop {
+    ///         match rx.read_blocking(&mut buf, &WaitPolicy::default()) {
+    ///             Ok(0) => return got,
+    ///             Ok(n) => got.extend_from_slice(&buf[..n]),
+    ///             Err(e) => panic!("{e}"),
+    ///         }
+    ///     }
+    /// });
+    /// tx.write_all(&[9; 1000], &WaitPolicy::default())?; // 8 times the ring
+    /// tx.close();
+    /// assert_eq!(reader.join().unwrap(), vec![9; 1000]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn write_all(&mut self, buf: &[u8], policy: &WaitPolicy) -> Result<(), RingError> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.write(&buf[done..]) {
+                Ok(k) => done += k,
+                Err(RingError::WouldBlock) => self.wait_writable(policy)?,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Blocks until there is room, an error, or the policy gives up.
+    pub fn wait_writable(&self, policy: &WaitPolicy) -> Result<(), RingError> {
+        self.ch.wait_until(
+            &self.ch.ctl().wait.writer_waiting,
+            policy,
+            || self.arm(WaitKind::Futex),
+            || self.writable_now(),
+        )
+    }
+
+    /// A handle that can wait for room (and be woken) without holding the
+    /// producer, so a writer can sleep while another thread keeps access to
+    /// the producer (shutdown, a non-blocking writer).
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry, WaitPolicy};
+    ///
+    /// let (mut tx, mut rx) = heap_channel(Geometry::new(2, 64)?);
+    /// tx.write(&[0; 128])?;
+    /// let room = tx.room_waiter();
+    /// let waiter = std::thread::spawn(move || room.wait_for_room(64, &WaitPolicy::default()));
+    /// rx.read(&mut [0; 64])?; // frees a segment
+    /// waiter.join().unwrap()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn room_waiter(&self) -> RoomWaiter {
+        RoomWaiter(Producer {
+            ch: self.ch.clone(),
+            doorbell: self.doorbell.clone(),
+            at: self.at,
+        })
+    }
+
+    /// Serialises this side's writers across processes (see
+    /// [`SideGuard`](crate::SideGuard)): held until the guard drops. Only
+    /// needed once the connection is shared by a fork; threads of one
+    /// process serialise on a lock of their own first.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry};
+    ///
+    /// let (mut tx, _rx) = heap_channel(Geometry::new(2, 64)?);
+    /// let side = tx.lock_side();
+    /// tx.write(b"one writer at a time")?;
+    /// drop(side);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(not(loom))]
+    pub fn lock_side(&self) -> crate::sidelock::SideGuard {
+        self.ch.lock_side(true)
+    }
+
+    /// The doorbell bookkeeping of this producer, for a consumer that waits
+    /// in poll/epoll (see [`notify`](crate::notify)).
+    pub fn notify(&self) -> ProducerNotify<'_> {
+        ProducerNotify(self)
+    }
+
+    /// End of stream: the consumer reads EOF once it drained what was
+    /// written; further writes fail with `Closed`.
+    pub fn close(&self) {
+        // SYNC POINT: Release pairs with the consumer's Acquire load of
+        // `closed` at the start of a read: all data is visible once EOF is.
+        self.ch.ctl().producer.closed.store(1, Ordering::Release);
+        self.wake_reader();
+    }
+
+    /// Declares the connection reset (ECONNRESET at the peer), and wakes
+    /// every waiter on both directions.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry, RingError};
+    ///
+    /// let (mut tx, mut rx) = heap_channel(Geometry::new(2, 64)?);
+    /// tx.write(b"lost")?;
+    /// tx.reset();
+    /// assert_eq!(rx.read(&mut [0; 8]), Err(RingError::Reset));
+    /// assert_eq!(tx.write(b"x"), Err(RingError::Reset));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reset(&self) {
+        self.ch.mark_reset(&self.doorbell);
+    }
+
+    /// True once the consumer closed its end (writes would fail with EPIPE).
+    pub fn peer_closed(&self) -> bool {
+        self.ch.ctl().consumer.closed.load(Ordering::Relaxed) != 0
+    }
+
+    /// Bytes written since the channel was initialised (statistics: a
+    /// lenient snapshot of shared words).
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry};
+    ///
+    /// let (mut tx, mut rx) = heap_channel(Geometry::new(2, 64)?);
+    /// tx.write(&[0; 100])?;
+    /// rx.read(&mut [0; 30])?;
+    /// assert_eq!((tx.written_total(), tx.consumed_total()), (100, 30));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn written_total(&self) -> u64 {
+        self.ch.written_total()
+    }
+
+    /// Bytes of ours the consumer has read (statistics).
+    pub fn consumed_total(&self) -> u64 {
+        self.ch.consumed_total()
+    }
+}

@@ -1,0 +1,78 @@
+//! [`RoomWaiter`]: waits for room on a channel without holding its
+//! producer.
+
+use super::Producer;
+use crate::layout::WAIT_FUTEX;
+use crate::sync::{fence, Ordering};
+use crate::wait::WaitPolicy;
+use crate::RingError;
+
+/// Waits for room on a channel without holding its [`Producer`] (see
+/// [`Producer::room_waiter`], which has an example); it cannot write.
+pub struct RoomWaiter(pub(super) Producer);
+
+// SAFETY: a RoomWaiter exposes only `wait` and `wake`, which reach the
+// channel through atomics, the futex and the doorbell (Send + Sync); it can
+// never write, so sharing it between threads cannot break the single-producer
+// discipline that keeps `Producer` itself !Sync.
+unsafe impl Sync for RoomWaiter {}
+
+impl RoomWaiter {
+    /// Blocks until there is room (any), an error, or the policy gives up;
+    /// as [`Producer::wait_writable`].
+    pub fn wait(&self, policy: &WaitPolicy) -> Result<(), RingError> {
+        self.0.wait_writable(policy)
+    }
+
+    /// As `wait`, but until at least `bytes` are free (or an error
+    /// condition): a writer that wants its message to go in whole. See
+    /// [`Producer::room_waiter`] for an example.
+    pub fn wait_for_room(&self, bytes: usize, policy: &WaitPolicy) -> Result<(), RingError> {
+        let p = &self.0;
+        let flag = &p.ch.ctl().wait.writer_waiting;
+        let ready = || {
+            p.ch.is_reset()
+                || p.ch.ctl().consumer.closed.load(Ordering::Relaxed) != 0
+                || p.free_bytes_lenient().is_none_or(|f| f >= bytes)
+        };
+        let arm = || {
+            flag.fetch_or(WAIT_FUTEX, Ordering::Relaxed);
+            // SYNC POINT: Dekker with `Consumer::wake_writer`, as in `Producer::arm`.
+            fence(Ordering::SeqCst);
+            ready()
+        };
+        p.ch.wait_until(flag, policy, arm, ready)
+    }
+
+    /// Wakes this process's writers asleep on the channel's futex (they
+    /// re-check their conditions, e.g. a local shutdown).
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry, RingError, WaitPolicy};
+    /// use std::sync::atomic::{AtomicBool, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let (mut tx, _rx) = heap_channel(Geometry::new(2, 64)?);
+    /// tx.write(&[0; 128])?; // full
+    /// let room = Arc::new(tx.room_waiter());
+    /// let shut = Arc::new(AtomicBool::new(false));
+    /// let s = shut.clone();
+    /// let policy = WaitPolicy {
+    ///     spin: Duration::ZERO,
+    ///     // Asked whenever a sleep ends without room: a local shutdown
+    ///     // ends the wait.
+    ///     liveness: Some(Arc::new(move || !s.load(Ordering::Relaxed))),
+    ///     ..WaitPolicy::default()
+    /// };
+    /// let r = room.clone();
+    /// let writer = std::thread::spawn(move || r.wait(&policy));
+    /// shut.store(true, Ordering::Relaxed);
+    /// room.wake(); // at once, not at the end of a sleep slice
+    /// assert_eq!(writer.join().unwrap(), Err(RingError::PeerGone));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wake(&self) {
+        self.0.ch.parker.wake(&self.0.ch.ctl().wait.writer_waiting);
+    }
+}
