@@ -19,11 +19,14 @@
 //!   libc functions (`real`), locks, log, config, policy, counters, the
 //!   fork generation, the library's own fds, netlink, the safe directory.
 //!
-//! `unsafe` is fenced into `platform::sys` (ABI contact: C buffers,
+//! `unsafe` is allowed in `abi` (exports, trampolines, argument decoding),
+//! `platform::sys` (ABI contact: the caller's memory as typed handles,
 //! sockaddrs, errno), `platform::real` (typed calls through dlsym'd
-//! pointers), `platform::lock` and `abi`; the rest is `deny(unsafe_code)`,
-//! with audited calls into `sys` where a call's logic takes the caller's
-//! pointers.
+//! pointers), `platform::lock` and `platform::stats` (the counters
+//! mapping); the rest is `deny(unsafe_code)`. Audited exceptions remain
+//! where a call's logic still takes the caller's pointers (the poll, select
+//! and epoll sets, epoll_ctl in `sockets::readiness`) and where a file is
+//! read straight into a ring (sendfile).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]

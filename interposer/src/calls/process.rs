@@ -78,7 +78,9 @@ extern "C" fn child() {
     // the segment (`shmnet_ring::sidelock`). Then resets the registry's
     // lock and every socket's locks to unlocked: threads of the parent may
     // have held or waited on them at the fork, and they do not exist here.
-    // Then each module's own process-private state, bottom layer first.
+    // Then each module's own process-private state: the registry, the
+    // rendezvous blocks and kept segments, epoll sets, carried
+    // registrations (the order they were always reset in).
     crate::platform::fork::advance();
     crate::sockets::registry::after_fork_child();
     crate::transport::rendezvous::after_fork_child();

@@ -16,7 +16,7 @@
 //! creates fds: `check` (a function or closure over the arguments) gets the
 //! real call's return value whenever the real function ran with the
 //! caller's arguments (pass-through) and releases stale fd-table entries
-//! for the fds it created (`registry::fresh`).
+//! for the fds it created (`sockets::stale::fresh`).
 
 /// Calls `$then! { the list }`.
 macro_rules! hooked_symbols {
