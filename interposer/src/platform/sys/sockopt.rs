@@ -142,30 +142,20 @@ pub(crate) fn sockopt_set(
     name: c_int,
     value: &[u8],
 ) -> Result<(), c_int> {
-    use std::os::fd::AsRawFd;
-    let saved = errno();
     let ptr = if value.is_empty() {
         ptr::null()
     } else {
         value.as_ptr()
     };
     // SAFETY: `ptr` is null (length 0) or valid for `value.len()` bytes.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_setsockopt,
-            sock.as_raw_fd(),
+    unsafe {
+        sockopt_set_raw(
+            sock,
             level,
             name,
-            ptr,
+            ptr.cast(),
             value.len() as libc::socklen_t,
         )
-    };
-    let e = errno();
-    set_errno(saved);
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(e)
     }
 }
 
