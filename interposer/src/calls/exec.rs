@@ -190,12 +190,12 @@ pub(crate) fn before_exec() {
     }
     let mut conns = Vec::new();
     registry::for_each_socket(|s| {
-        if matches!(**s, Socket::Stream(_)) {
+        if s.connection().is_some() {
             conns.push(s.clone());
         }
     });
     for s in &conns {
-        if let Socket::Stream(c) = &**s {
+        if let Some(c) = s.connection() {
             c.ready_for_exec();
         }
     }

@@ -8,7 +8,6 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use crate::platform::real::Action;
 use crate::platform::{sandbox, sys};
 use crate::sockets::registry;
-use crate::sockets::socket::Socket;
 
 /// The `prctl` hook's logic: before PR_SET_SECCOMP goes to the kernel,
 /// take what the data path will no longer be allowed to look up, and turn
@@ -107,7 +106,7 @@ fn prepare() {
     let _ = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
     let _ = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     registry::for_each_socket(|s| {
-        if let Socket::Stream(c) = &**s {
+        if let Some(c) = s.connection() {
             c.remember_nonblocking();
         }
     });

@@ -53,7 +53,7 @@ fn send_slices(fd: c_int, flags: c_int, bufs: &[IoSlice<'_>]) -> Action<ssize_t>
             Action::Pass
         };
     };
-    let Socket::Stream(conn) = &*sock else {
+    let Some(conn) = sock.connection() else {
         return Action::Fail(libc::ENOTCONN);
     };
     match conn.send_rest(bufs, flags, sent) {
@@ -72,7 +72,7 @@ fn recv_slices(fd: c_int, flags: c_int, bufs: &mut [IoSliceMut<'_>]) -> Action<s
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
-    let Socket::Stream(conn) = &*sock else {
+    let Some(conn) = sock.connection() else {
         return Action::Fail(libc::ENOTCONN);
     };
     match conn.recv(bufs, flags) {
@@ -228,7 +228,7 @@ pub(crate) fn sendfile(
     let Some(sock) = registry::get(out_fd) else {
         return Action::Pass;
     };
-    let Socket::Stream(conn) = &*sock else {
+    let Some(conn) = sock.connection() else {
         return Action::Fail(libc::ENOTCONN);
     };
     let size = match mappable_size(in_fd) {
@@ -356,7 +356,7 @@ pub(crate) fn splice(
     if !off_in.is_null() || !off_out.is_null() {
         // Pipe and socket have no offsets (checked after the socket's kind).
         let sock = sock_in.as_ref().or(sock_out.as_ref());
-        if sock.is_some_and(|s| matches!(&**s, Socket::Stream(_))) {
+        if sock.is_some_and(|s| s.connection().is_some()) {
             return Action::Fail(libc::ESPIPE);
         }
     }

@@ -43,6 +43,30 @@ impl Socket {
         }
     }
 
+    /// The connection, if this is one.
+    pub(crate) fn connection(&self) -> Option<&Connection> {
+        match self {
+            Socket::Stream(c) => Some(c),
+            Socket::Listener(_) | Socket::Bound(_) => None,
+        }
+    }
+
+    /// The listener, if this is one.
+    pub(crate) fn listener(&self) -> Option<&Listener> {
+        match self {
+            Socket::Listener(l) => Some(l),
+            Socket::Stream(_) | Socket::Bound(_) => None,
+        }
+    }
+
+    /// The bound-but-not-listening socket, if this is one.
+    pub(crate) fn bound(&self) -> Option<&Bound> {
+        match self {
+            Socket::Bound(b) => Some(b),
+            Socket::Stream(_) | Socket::Listener(_) => None,
+        }
+    }
+
     pub(crate) fn family(&self) -> i32 {
         crate::platform::sys::family_of(&self.local())
     }

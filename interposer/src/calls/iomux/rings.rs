@@ -29,7 +29,7 @@ impl Waiting {
         let conns: Vec<_> = fds
             .filter_map(|(i, fd)| {
                 registry::get(fd)
-                    .filter(|s| matches!(**s, Socket::Stream(_)))
+                    .filter(|s| s.connection().is_some())
                     .map(|s| (i, s))
             })
             .collect();

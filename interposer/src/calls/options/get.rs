@@ -99,10 +99,7 @@ pub(crate) fn getsockopt(
         };
     }
     let opts = sock.options();
-    let stream = match &*sock {
-        Socket::Stream(c) => Some(c),
-        Socket::Listener(_) | Socket::Bound(_) => None,
-    };
+    let stream = sock.connection();
     // Answers that need no replica.
     let answer = by_kind(&sock, level, name)
         .or_else(|| stream.and_then(|c| by_connection(c, sock.family(), opts, level, name)));
@@ -136,23 +133,19 @@ pub(crate) fn getsockopt(
 fn by_kind(sock: &Socket, level: c_int, name: c_int) -> Answer {
     let family = sock.family();
     // (Looked at only where needed: it takes the connection's locks.)
-    let connector = || match sock {
-        Socket::Stream(c) => c.progress().connector,
-        Socket::Listener(_) | Socket::Bound(_) => false,
-    };
+    let connector = || sock.connection().is_some_and(|c| c.progress().connector);
     let answer = match (level, name) {
         (libc::SOL_SOCKET, libc::SO_TYPE) => (int(libc::SOCK_STREAM), Fit::Truncate),
         (libc::SOL_SOCKET, libc::SO_DOMAIN) => (int(family), Fit::Truncate),
         (libc::SOL_SOCKET, libc::SO_PROTOCOL) => (int(libc::IPPROTO_TCP), Fit::Truncate),
         (libc::SOL_SOCKET, libc::SO_ERROR) => {
-            let e = match sock {
-                Socket::Stream(c) => c.error.swap(0, Ordering::Relaxed),
-                Socket::Listener(_) | Socket::Bound(_) => 0,
-            };
+            let e = sock
+                .connection()
+                .map_or(0, |c| c.error.swap(0, Ordering::Relaxed));
             (int(e), Fit::Truncate)
         }
         (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => {
-            let listening = matches!(sock, Socket::Listener(_));
+            let listening = sock.listener().is_some();
             (int(c_int::from(listening)), Fit::Truncate)
         }
         // What the kernel reads there for TCP is the local port (inet_num).
@@ -232,10 +225,7 @@ fn by_connection(
 /// connection's buffers and TCP state).
 fn by_replica(sock: &Socket, rep: &Option<OwnedFd>, level: c_int, name: c_int) -> Answer {
     let opts = sock.options();
-    let stream = match sock {
-        Socket::Stream(c) => Some(c),
-        Socket::Listener(_) | Socket::Bound(_) => None,
-    };
+    let stream = sock.connection();
     match (level, name) {
         (libc::SOL_SOCKET, SO_COOKIE) => {
             // The kernel gives each socket one cookie: ours is the first
@@ -324,7 +314,7 @@ pub(crate) fn pktinfo(sock: &Socket, out: &mut [u8]) {
         out[20..24].copy_from_slice(&ip.octets());
         out[24..28].copy_from_slice(&ip.octets());
     }
-    if matches!(sock, Socket::Stream(c) if !c.progress().connector) {
+    if sock.connection().is_some_and(|c| !c.progress().connector) {
         put_u32(out, 16, loopback_index() as u32);
     }
 }

@@ -104,10 +104,7 @@ pub(crate) fn setsockopt(fd: c_int, level: c_int, name: c_int, value: OptIn<'_>)
         return Action::Fail(e);
     }
     // Only on a socket that has not connected yet (the replica has not).
-    if level == libc::IPPROTO_TCP
-        && name == TCP_FASTOPEN_CONNECT
-        && !matches!(&*sock, Socket::Bound(_))
-    {
+    if level == libc::IPPROTO_TCP && name == TCP_FASTOPEN_CONNECT && !sock.bound().is_some() {
         return Action::Fail(libc::EINVAL);
     }
     sock.options().set(level, name, bytes);
@@ -122,7 +119,7 @@ fn set_without_replica(
     name: c_int,
     bytes: &[u8],
 ) -> Option<Action<c_int>> {
-    let stream = matches!(sock, Socket::Stream(_));
+    let stream = sock.connection().is_some();
     Some(match (level, name) {
         // Common flags: the kernel takes any int.
         (libc::SOL_SOCKET, libc::SO_KEEPALIVE | libc::SO_REUSEADDR | libc::SO_REUSEPORT)
@@ -190,7 +187,7 @@ fn mirror_cloexec(fd: c_int, cloexec: bool) {
 pub(crate) fn refresh_cloexec(sock: &Arc<Socket>, changing: Option<(c_int, bool)>) {
     // A sandboxed process makes no carriers (`exec::before_exec`), and
     // may be killed for the fcntl this needs (found by review).
-    if matches!(**sock, Socket::Bound(_)) || crate::platform::sandbox::active() {
+    if sock.bound().is_some() || crate::platform::sandbox::active() {
         return;
     }
     let limit = crate::platform::internal_fd::nofile_limit()
@@ -215,7 +212,7 @@ pub(crate) fn refresh_cloexec(sock: &Arc<Socket>, changing: Option<(c_int, bool)
 /// connection's carrier (a forked child dup2()s it onto 0 and 1: made
 /// before its exec, `exec::before_exec`).
 pub(crate) fn inheritable_copy(fd: c_int, sock: &Socket) {
-    if !matches!(sock, Socket::Bound(_)) && !crate::platform::sandbox::active() {
+    if !sock.bound().is_some() && !crate::platform::sandbox::active() {
         let cloexec = rustix::io::fcntl_getfd(sys::borrow_fd(fd))
             .map_or(true, |f| f.contains(rustix::io::FdFlags::CLOEXEC));
         if !cloexec {
@@ -227,7 +224,7 @@ pub(crate) fn inheritable_copy(fd: c_int, sock: &Socket) {
 /// A listener's or connection's fd was closed while others remain: its
 /// parts stay inheritable only if one of those is (see `refresh_cloexec`).
 pub(crate) fn closed_copy(sock: &Arc<Socket>) {
-    if !matches!(**sock, Socket::Bound(_)) && Arc::strong_count(sock) > 1 {
+    if !sock.bound().is_some() && Arc::strong_count(sock) > 1 {
         refresh_cloexec(sock, None);
     }
 }
@@ -242,7 +239,7 @@ fn kernel_listener(sock: &Socket) -> Option<c_int> {
 
 /// A connection remembers O_NONBLOCK; the application just changed it.
 fn forget_nonblocking(fd: c_int) {
-    if let Some(Socket::Stream(c)) = registry::get(fd).as_deref() {
+    if let Some(c) = registry::get(fd).as_deref().and_then(Socket::connection) {
         c.forget_nonblocking();
     }
 }
@@ -283,9 +280,8 @@ pub(crate) fn ioctl(fd: c_int, request: c_ulong, fionread: Option<IntOut<'_>>) -
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
-    let n = match &*sock {
-        Socket::Stream(c) => c.available(),
-        Socket::Listener(_) | Socket::Bound(_) => return Action::Fail(libc::EINVAL),
+    let Some(n) = sock.connection().map(|c| c.available()) else {
+        return Action::Fail(libc::EINVAL);
     };
     match arg.put(c_int::try_from(n).unwrap_or(c_int::MAX)) {
         Ok(()) => Action::Done(0),
