@@ -104,7 +104,7 @@ pub(crate) fn setsockopt(fd: c_int, level: c_int, name: c_int, value: OptIn<'_>)
         return Action::Fail(e);
     }
     // Only on a socket that has not connected yet (the replica has not).
-    if level == libc::IPPROTO_TCP && name == TCP_FASTOPEN_CONNECT && !sock.bound().is_some() {
+    if level == libc::IPPROTO_TCP && name == TCP_FASTOPEN_CONNECT && sock.bound().is_none() {
         return Action::Fail(libc::EINVAL);
     }
     sock.options().set(level, name, bytes);
@@ -212,7 +212,7 @@ pub(crate) fn refresh_cloexec(sock: &Arc<Socket>, changing: Option<(c_int, bool)
 /// connection's carrier (a forked child dup2()s it onto 0 and 1: made
 /// before its exec, `exec::before_exec`).
 pub(crate) fn inheritable_copy(fd: c_int, sock: &Socket) {
-    if !sock.bound().is_some() && !crate::platform::sandbox::active() {
+    if sock.bound().is_none() && !crate::platform::sandbox::active() {
         let cloexec = rustix::io::fcntl_getfd(sys::borrow_fd(fd))
             .map_or(true, |f| f.contains(rustix::io::FdFlags::CLOEXEC));
         if !cloexec {
@@ -224,7 +224,7 @@ pub(crate) fn inheritable_copy(fd: c_int, sock: &Socket) {
 /// A listener's or connection's fd was closed while others remain: its
 /// parts stay inheritable only if one of those is (see `refresh_cloexec`).
 pub(crate) fn closed_copy(sock: &Arc<Socket>) {
-    if !sock.bound().is_some() && Arc::strong_count(sock) > 1 {
+    if sock.bound().is_none() && Arc::strong_count(sock) > 1 {
         refresh_cloexec(sock, None);
     }
 }
