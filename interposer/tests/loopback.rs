@@ -87,6 +87,8 @@ fn server(env: &Env, preloaded: bool, host: &str, n: usize) -> (Background, u16)
     let n = n.to_string();
     let args = ["server", host, &n];
     let mut cmd = env.pair(preloaded, &args);
+    // (n 0: it serves until its stdin ends, at finish_clean or kill.)
+    cmd.stdin(Stdio::piped());
     let mut srv = start(
         if preloaded {
             "preloaded server"
@@ -223,15 +225,22 @@ fn wildcard_listener_serves_plain_and_preloaded_clients_under_load() {
 #[test]
 fn reuseport_two_processes_accept_each_connection_once() {
     let env = Env::new("lo-reuseport");
+    // The servers serve until their stdin ends (finish_clean closes it),
+    // not until idle: each gets only the connections the kernel's hash
+    // gives it, and on a loaded machine an idle timeout ended one that got
+    // none for a few clients (the other then served all), or both (a
+    // client refused).
     let mut a = start(
         "server A",
-        &mut env.pre(&["server", "127.0.0.1", "0", "0", "reuseport"]),
+        env.pre(&["server", "127.0.0.1", "0", "0", "reuseport"])
+            .stdin(Stdio::piped()),
     );
     let port: u16 = a.expect("port ")[5..].parse().unwrap();
     let p = port.to_string();
     let mut b = start(
         "server B",
-        &mut env.pre(&["server", "127.0.0.1", "0", &p, "reuseport"]),
+        env.pre(&["server", "127.0.0.1", "0", &p, "reuseport"])
+            .stdin(Stdio::piped()),
     );
     b.expect("port ");
     let ids: Vec<String> = (0..40).map(|i| format!("r{i:02}")).collect();
