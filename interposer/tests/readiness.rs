@@ -522,6 +522,27 @@ fn signal_case(case: &str) -> Vec<String> {
     lines
 }
 
+/// An fd put in an epoll set while another thread is asleep in a blocking
+/// recv on it: after that read, the next write still wakes epoll_wait
+/// (the sleeping reader had taken the doorbell byte, and nothing raised
+/// the flag again: the write did not ring; found by review).
+#[test]
+fn epoll_after_a_blocking_reader_took_the_doorbell() {
+    for early in [false, true] {
+        let net = Net::emulated(if early { "handover-early" } else { "handover" });
+        let mut cmd = net.c_helper("epoll_handover", &["-O1", "-pthread"]);
+        cmd.arg(net.host_str()).arg(net.port_str());
+        if early {
+            cmd.arg("early");
+        }
+        let out = common::stdout_of("epoll_handover", &mut cmd);
+        assert!(
+            out.contains("after a new send: epoll_wait(2000 ms) = 1"),
+            "{out}"
+        );
+    }
+}
+
 /// SIGALRM without SA_RESTART: a blocking recv fails with EINTR.
 #[test]
 fn signal_interrupts_blocking_recv() {

@@ -14,7 +14,7 @@ use crate::calls::{endpoint, options, stream};
 use crate::platform::real::Action;
 use crate::platform::sys::{
     AddrIn, AddrOut, FileOffset, InBuf, InIovecs, InMsg, IntOut, OptIn, OptOut, OutBuf, OutIovecs,
-    OutLen, OutMsg,
+    OutLen, OutMsg, Scope,
 };
 
 /// An iovec count as the caller gave it (the logic checks the range).
@@ -24,22 +24,22 @@ fn count(cnt: c_int) -> usize {
 
 pub(crate) fn read(fd: c_int, buf: *mut c_void, count: size_t) -> Action<ssize_t> {
     // SAFETY: read(2): `buf` writable for `count` bytes.
-    stream::read(fd, unsafe { OutBuf::new(buf, count) })
+    stream::read(fd, unsafe { OutBuf::new(&Scope::new(), buf, count) })
 }
 
 pub(crate) fn write(fd: c_int, buf: *const c_void, count: size_t) -> Action<ssize_t> {
     // SAFETY: write(2): `buf` readable for `count` bytes.
-    stream::write(fd, unsafe { InBuf::new(buf, count) })
+    stream::write(fd, unsafe { InBuf::new(&Scope::new(), buf, count) })
 }
 
 pub(crate) fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> Action<ssize_t> {
     // SAFETY: send(2): `buf` readable for `len` bytes.
-    stream::send(fd, unsafe { InBuf::new(buf, len) }, flags)
+    stream::send(fd, unsafe { InBuf::new(&Scope::new(), buf, len) }, flags)
 }
 
 pub(crate) fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> Action<ssize_t> {
     // SAFETY: recv(2): `buf` writable for `len` bytes.
-    stream::recv(fd, unsafe { OutBuf::new(buf, len) }, flags)
+    stream::recv(fd, unsafe { OutBuf::new(&Scope::new(), buf, len) }, flags)
 }
 
 /// On a connected TCP socket the destination address is ignored.
@@ -52,7 +52,7 @@ pub(crate) fn sendto(
     _addrlen: socklen_t,
 ) -> Action<ssize_t> {
     // SAFETY: sendto(2): `buf` readable for `len` bytes.
-    stream::send(fd, unsafe { InBuf::new(buf, len) }, flags)
+    stream::send(fd, unsafe { InBuf::new(&Scope::new(), buf, len) }, flags)
 }
 
 pub(crate) fn recvfrom(
@@ -63,36 +63,50 @@ pub(crate) fn recvfrom(
     _addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> Action<ssize_t> {
+    let scope = Scope::new();
     // SAFETY: recvfrom(2): `buf` writable for `len` bytes, `addrlen` null
     // or writable.
-    let (buf, addrlen) = unsafe { (OutBuf::new(buf, len), OutLen::new(addrlen)) };
+    let (buf, addrlen) = unsafe { (OutBuf::new(&scope, buf, len), OutLen::new(&scope, addrlen)) };
     stream::recvfrom(fd, buf, flags, addrlen)
 }
 
 pub(crate) fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> Action<ssize_t> {
     // SAFETY: readv(2): `iovcnt` iovecs with writable buffers.
-    stream::readv(fd, unsafe { OutIovecs::new(iov, count(iovcnt)) }, iovcnt)
+    stream::readv(
+        fd,
+        unsafe { OutIovecs::new(&Scope::new(), iov, count(iovcnt)) },
+        iovcnt,
+    )
 }
 
 pub(crate) fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> Action<ssize_t> {
     // SAFETY: writev(2): `iovcnt` iovecs with readable buffers.
-    stream::writev(fd, unsafe { InIovecs::new(iov, count(iovcnt)) }, iovcnt)
+    stream::writev(
+        fd,
+        unsafe { InIovecs::new(&Scope::new(), iov, count(iovcnt)) },
+        iovcnt,
+    )
 }
 
 pub(crate) fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Action<ssize_t> {
     // SAFETY: sendmsg(2): a valid msghdr.
-    stream::sendmsg(fd, unsafe { InMsg::new(msg) }, flags)
+    stream::sendmsg(fd, unsafe { InMsg::new(&Scope::new(), msg) }, flags)
 }
 
 pub(crate) fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> Action<ssize_t> {
     // SAFETY: recvmsg(2): a valid msghdr.
-    stream::recvmsg(fd, unsafe { OutMsg::new(msg) }, flags)
+    stream::recvmsg(fd, unsafe { OutMsg::new(&Scope::new(), msg) }, flags)
 }
 
 pub(crate) fn read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> Action<ssize_t> {
     // SAFETY: __read_chk: read(2)'s contract for `buf` and `n` (the logic
     // passes `n > buflen` through, to glibc's abort).
-    stream::read_chk(fd, unsafe { OutBuf::new(buf, n) }, n, buflen)
+    stream::read_chk(
+        fd,
+        unsafe { OutBuf::new(&Scope::new(), buf, n.min(buflen)) },
+        n,
+        buflen,
+    )
 }
 
 pub(crate) fn recv_chk(
@@ -103,7 +117,13 @@ pub(crate) fn recv_chk(
     flags: c_int,
 ) -> Action<ssize_t> {
     // SAFETY: __recv_chk: recv(2)'s contract (as read_chk).
-    stream::recv_chk(fd, unsafe { OutBuf::new(buf, len) }, len, buflen, flags)
+    stream::recv_chk(
+        fd,
+        unsafe { OutBuf::new(&Scope::new(), buf, len.min(buflen)) },
+        len,
+        buflen,
+        flags,
+    )
 }
 
 pub(crate) fn recvfrom_chk(
@@ -115,8 +135,14 @@ pub(crate) fn recvfrom_chk(
     _addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> Action<ssize_t> {
+    let scope = Scope::new();
     // SAFETY: __recvfrom_chk: recvfrom(2)'s contract (as read_chk).
-    let (buf, addrlen) = unsafe { (OutBuf::new(buf, len), OutLen::new(addrlen)) };
+    let (buf, addrlen) = unsafe {
+        (
+            OutBuf::new(&scope, buf, len.min(buflen)),
+            OutLen::new(&scope, addrlen),
+        )
+    };
     stream::recvfrom_chk(fd, buf, len, buflen, flags, addrlen)
 }
 
@@ -127,7 +153,12 @@ pub(crate) fn sendfile(
     count: size_t,
 ) -> Action<ssize_t> {
     // SAFETY: sendfile(2): `offset` null or readable and writable.
-    stream::sendfile(out_fd, in_fd, unsafe { FileOffset::new(offset) }, count)
+    stream::sendfile(
+        out_fd,
+        in_fd,
+        unsafe { FileOffset::new(&Scope::new(), offset) },
+        count,
+    )
 }
 
 pub(crate) fn getsockopt(
@@ -138,7 +169,9 @@ pub(crate) fn getsockopt(
     len: *mut socklen_t,
 ) -> Action<c_int> {
     // SAFETY: getsockopt(2): `len` valid, `value` writable for `*len` bytes.
-    options::getsockopt(fd, level, name, unsafe { OptOut::new(value, len) })
+    options::getsockopt(fd, level, name, unsafe {
+        OptOut::new(&Scope::new(), value, len)
+    })
 }
 
 pub(crate) fn setsockopt(
@@ -149,30 +182,33 @@ pub(crate) fn setsockopt(
     len: socklen_t,
 ) -> Action<c_int> {
     // SAFETY: setsockopt(2): `value` readable for `len` bytes.
-    options::setsockopt(fd, level, name, unsafe { OptIn::new(value, len) })
+    options::setsockopt(fd, level, name, unsafe {
+        OptIn::new(&Scope::new(), value, len)
+    })
 }
 
 pub(crate) fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> Action<c_int> {
+    let scope = Scope::new();
     // SAFETY: ioctl(2) with FIONREAD: `arg` points at an int. (Other
     // requests' arguments are not looked at.)
     let fionread = (request == libc::FIONREAD as c_ulong)
-        .then(|| unsafe { IntOut::new(arg as usize as *mut c_int) });
+        .then(|| unsafe { IntOut::new(&scope, arg as usize as *mut c_int) });
     options::ioctl(fd, request, fionread)
 }
 
 pub(crate) fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c_int> {
     // SAFETY: bind(2): `addr` readable for `len` bytes.
-    endpoint::bind(fd, unsafe { AddrIn::new(addr, len) })
+    endpoint::bind(fd, unsafe { AddrIn::new(&Scope::new(), addr, len) })
 }
 
 pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c_int> {
     // SAFETY: connect(2): `addr` readable for `len` bytes.
-    endpoint::connect(fd, unsafe { AddrIn::new(addr, len) })
+    endpoint::connect(fd, unsafe { AddrIn::new(&Scope::new(), addr, len) })
 }
 
 pub(crate) fn accept(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
     // SAFETY: accept(2): `addr`/`len` null or valid.
-    endpoint::accept4(fd, unsafe { AddrOut::new(addr, len) }, 0)
+    endpoint::accept4(fd, unsafe { AddrOut::new(&Scope::new(), addr, len) }, 0)
 }
 
 pub(crate) fn accept4(
@@ -182,15 +218,15 @@ pub(crate) fn accept4(
     flags: c_int,
 ) -> Action<c_int> {
     // SAFETY: accept4(2): `addr`/`len` null or valid.
-    endpoint::accept4(fd, unsafe { AddrOut::new(addr, len) }, flags)
+    endpoint::accept4(fd, unsafe { AddrOut::new(&Scope::new(), addr, len) }, flags)
 }
 
 pub(crate) fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
     // SAFETY: getsockname(2): `addr`/`len` valid (null is EFAULT).
-    endpoint::getsockname(fd, unsafe { AddrOut::new(addr, len) })
+    endpoint::getsockname(fd, unsafe { AddrOut::new(&Scope::new(), addr, len) })
 }
 
 pub(crate) fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
     // SAFETY: getpeername(2): `addr`/`len` valid (null is EFAULT).
-    endpoint::getpeername(fd, unsafe { AddrOut::new(addr, len) })
+    endpoint::getpeername(fd, unsafe { AddrOut::new(&Scope::new(), addr, len) })
 }

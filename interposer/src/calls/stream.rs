@@ -22,7 +22,10 @@ fn recv_buf(fd: c_int, buf: OutBuf<'_>, flags: c_int) -> Action<ssize_t> {
     if !fdtable::is_owned(fd) {
         return Action::Pass; // the pass-through fast path: one atomic load
     }
-    recv_slices(fd, flags, &mut [IoSliceMut::new(buf.bytes())])
+    match buf.bytes() {
+        Ok(b) => recv_slices(fd, flags, &mut [IoSliceMut::new(b)]),
+        Err(e) => Action::Fail(e),
+    }
 }
 
 /// The shared body of the single-buffer send calls.
@@ -30,7 +33,10 @@ fn send_buf(fd: c_int, buf: InBuf<'_>, flags: c_int) -> Action<ssize_t> {
     if !fdtable::is_owned(fd) {
         return Action::Pass;
     }
-    send_slices(fd, flags, &[IoSlice::new(buf.bytes())])
+    match buf.bytes() {
+        Ok(b) => send_slices(fd, flags, &[IoSlice::new(b)]),
+        Err(e) => Action::Fail(e),
+    }
 }
 
 fn send_slices(fd: c_int, flags: c_int, bufs: &[IoSlice<'_>]) -> Action<ssize_t> {
@@ -130,8 +136,8 @@ pub(crate) fn readv(fd: c_int, iov: OutIovecs<'_>, iovcnt: c_int) -> Action<ssiz
         return Action::Fail(e.raw_os_error());
     }
     match iov.slices() {
-        Some(bufs) => recv_slices(fd, 0, bufs),
-        None => Action::Fail(libc::EINVAL),
+        Ok(bufs) => recv_slices(fd, 0, bufs),
+        Err(e) => Action::Fail(e),
     }
 }
 
@@ -143,8 +149,8 @@ pub(crate) fn writev(fd: c_int, iov: InIovecs<'_>, iovcnt: c_int) -> Action<ssiz
         return Action::Fail(e.raw_os_error());
     }
     match iov.slices() {
-        Some(bufs) => send_slices(fd, 0, bufs),
-        None => Action::Fail(libc::EINVAL),
+        Ok(bufs) => send_slices(fd, 0, bufs),
+        Err(e) => Action::Fail(e),
     }
 }
 
@@ -156,8 +162,8 @@ pub(crate) fn sendmsg(fd: c_int, msg: InMsg<'_>, flags: c_int) -> Action<ssize_t
         return Action::Fail(libc::EFAULT);
     };
     match iov.slices() {
-        Some(bufs) => send_slices(fd, flags, bufs),
-        None => Action::Fail(libc::EMSGSIZE),
+        Ok(bufs) => send_slices(fd, flags, bufs),
+        Err(e) => Action::Fail(e),
     }
 }
 
@@ -165,15 +171,16 @@ pub(crate) fn recvmsg(fd: c_int, msg: OutMsg<'_>, flags: c_int) -> Action<ssize_
     if !fdtable::is_owned(fd) {
         return Action::Pass;
     }
-    let Some(iov) = msg.iovecs() else {
+    let Some((iov, tail)) = msg.parts() else {
         return Action::Fail(libc::EFAULT);
     };
-    let Some(bufs) = iov.slices() else {
-        return Action::Fail(libc::EMSGSIZE);
+    let bufs = match iov.slices() {
+        Ok(bufs) => bufs,
+        Err(e) => return Action::Fail(e),
     };
     let r = recv_slices(fd, flags, bufs);
     if matches!(r, Action::Done(_)) {
-        msg.clear_out();
+        tail.clear_out();
     }
     r
 }

@@ -120,11 +120,12 @@ pub(crate) fn getsockopt(
         return deliver(&out, &bytes, fit);
     }
     // The caller's buffer goes to the kernel, which checks it.
+    let room = out.room().unwrap_or(0);
     if let Err(e) = out.answer_from(fresh.as_fd(), level, name) {
         return Action::Fail(e);
     }
     if (level, name) == (libc::IPPROTO_IP, libc::IP_PKTOPTIONS) {
-        pktinfo(&sock, out.buffer());
+        pktinfo(&sock, out.buffer(room));
     }
     Action::Done(0)
 }

@@ -74,12 +74,18 @@ pub(crate) fn setsockopt(fd: c_int, level: c_int, name: c_int, value: OptIn<'_>)
         if (len as usize) <= REPLAY_CAP {
             // Remembered for the connections it accepts over shared memory
             // (the kernel's accepted sockets inherit them).
-            sock.options().set(level, name, value.bytes(len as usize));
+            if let Ok(bytes) = value.read(len as usize) {
+                sock.options().set(level, name, &bytes);
+            }
         }
         return Action::Done(0);
     }
     let n = (len as usize).min(REPLAY_CAP);
-    let bytes = value.bytes(n);
+    let bytes = match value.read(n) {
+        Ok(bytes) => bytes,
+        Err(e) => return Action::Fail(e),
+    };
+    let bytes = &bytes[..];
     if let Some(done) = set_without_replica(&sock, level, name, bytes) {
         return done;
     }

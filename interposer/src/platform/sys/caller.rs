@@ -15,6 +15,16 @@ use std::io::{IoSlice, IoSliceMut};
 
 use super::{clear_len, get_off, in_buf, in_iovecs, out_buf, out_iovecs, put_off};
 
+/// One hooked call's frame: every handle borrows it, so none can outlive
+/// the call that made it (`abi::decode` makes one per call).
+pub(crate) struct Scope(PhantomData<*mut ()>);
+
+impl Scope {
+    pub(crate) fn new() -> Scope {
+        Scope(PhantomData)
+    }
+}
+
 /// A buffer the call reads from (write, send).
 #[derive(Clone, Copy)]
 pub(crate) struct InBuf<'call> {
@@ -27,7 +37,7 @@ impl<'call> InBuf<'call> {
     /// # Safety
     /// `ptr` null or valid for reads of `len` bytes while the call runs
     /// (write(2), send(2)).
-    pub(crate) unsafe fn new(ptr: *const c_void, len: usize) -> InBuf<'call> {
+    pub(crate) unsafe fn new(_scope: &'call Scope, ptr: *const c_void, len: usize) -> InBuf<'call> {
         InBuf {
             ptr,
             len,
@@ -35,9 +45,13 @@ impl<'call> InBuf<'call> {
         }
     }
 
-    pub(crate) fn bytes(self) -> &'call [u8] {
+    /// The bytes; EFAULT for a null pointer with a length, as the kernel.
+    pub(crate) fn bytes(self) -> Result<&'call [u8], c_int> {
+        if self.ptr.is_null() && self.len > 0 {
+            return Err(libc::EFAULT);
+        }
         // SAFETY: the constructor's contract.
-        unsafe { in_buf(self.ptr, self.len) }
+        Ok(unsafe { in_buf(self.ptr, self.len) })
     }
 }
 
@@ -52,7 +66,7 @@ impl<'call> OutBuf<'call> {
     /// # Safety
     /// `ptr` null or valid for writes of `len` bytes while the call runs,
     /// and not otherwise accessed meanwhile (read(2), recv(2)).
-    pub(crate) unsafe fn new(ptr: *mut c_void, len: usize) -> OutBuf<'call> {
+    pub(crate) unsafe fn new(_scope: &'call Scope, ptr: *mut c_void, len: usize) -> OutBuf<'call> {
         OutBuf {
             ptr,
             len,
@@ -60,14 +74,41 @@ impl<'call> OutBuf<'call> {
         }
     }
 
-    pub(crate) fn bytes(self) -> &'call mut [u8] {
+    /// The bytes; EFAULT for a null pointer with a length, as the kernel.
+    pub(crate) fn bytes(self) -> Result<&'call mut [u8], c_int> {
+        if self.ptr.is_null() && self.len > 0 {
+            return Err(libc::EFAULT);
+        }
         // SAFETY: the constructor's contract.
-        unsafe { out_buf(self.ptr, self.len) }
+        Ok(unsafe { out_buf(self.ptr, self.len) })
     }
 }
 
 /// The largest iovec count the kernel takes (UIO_MAXIOV).
 const IOV_MAX: usize = libc::UIO_MAXIOV as usize;
+
+/// The kernel's checks of an iovec array that slices could not make:
+/// more than UIO_MAXIOV, a null array or a null buffer with a length.
+fn checked_iovecs(iov: *const libc::iovec, cnt: usize) -> Result<(), c_int> {
+    if cnt > IOV_MAX {
+        return Err(libc::EMSGSIZE);
+    }
+    if cnt == 0 {
+        return Ok(());
+    }
+    if iov.is_null() {
+        return Err(libc::EFAULT);
+    }
+    for i in 0..cnt {
+        // SAFETY: the iovec array's contract (valid for `cnt` entries);
+        // read unaligned, by value.
+        let v = unsafe { core::ptr::read_unaligned(iov.add(i)) };
+        if v.iov_base.is_null() && v.iov_len > 0 {
+            return Err(libc::EFAULT);
+        }
+    }
+    Ok(())
+}
 
 /// An iovec array the call gathers from (writev, sendmsg).
 #[derive(Clone, Copy)]
@@ -81,7 +122,11 @@ impl<'call> InIovecs<'call> {
     /// # Safety
     /// `iov` valid for reads of `cnt` iovecs whose buffers are readable
     /// while the call runs, when `cnt` is at most UIO_MAXIOV (writev(2)).
-    pub(crate) unsafe fn new(iov: *const libc::iovec, cnt: usize) -> InIovecs<'call> {
+    pub(crate) unsafe fn new(
+        _scope: &'call Scope,
+        iov: *const libc::iovec,
+        cnt: usize,
+    ) -> InIovecs<'call> {
         InIovecs {
             iov,
             cnt,
@@ -89,10 +134,13 @@ impl<'call> InIovecs<'call> {
         }
     }
 
-    /// The iovecs; None when there are more than UIO_MAXIOV.
-    pub(crate) fn slices(self) -> Option<&'call [IoSlice<'call>]> {
-        // SAFETY: the constructor's contract, for a count it covers.
-        (self.cnt <= IOV_MAX).then(|| unsafe { in_iovecs(self.iov, self.cnt) })
+    /// The iovecs: EMSGSIZE for more than UIO_MAXIOV, EFAULT for a null
+    /// array or buffer that has a length (as the kernel).
+    pub(crate) fn slices(self) -> Result<&'call [IoSlice<'call>], c_int> {
+        checked_iovecs(self.iov, self.cnt)?;
+        // SAFETY: the constructor's contract, for a count it covers, every
+        // entry checked to be non-null where it has a length.
+        Ok(unsafe { in_iovecs(self.iov, self.cnt) })
     }
 }
 
@@ -108,7 +156,11 @@ impl<'call> OutIovecs<'call> {
     /// `iov` valid for reads of `cnt` iovecs whose buffers are writable
     /// and not otherwise accessed while the call runs, when `cnt` is at
     /// most UIO_MAXIOV (readv(2)).
-    pub(crate) unsafe fn new(iov: *const libc::iovec, cnt: usize) -> OutIovecs<'call> {
+    pub(crate) unsafe fn new(
+        _scope: &'call Scope,
+        iov: *const libc::iovec,
+        cnt: usize,
+    ) -> OutIovecs<'call> {
         OutIovecs {
             iov,
             cnt,
@@ -116,10 +168,13 @@ impl<'call> OutIovecs<'call> {
         }
     }
 
-    /// The iovecs; None when there are more than UIO_MAXIOV.
-    pub(crate) fn slices(self) -> Option<&'call mut [IoSliceMut<'call>]> {
-        // SAFETY: the constructor's contract, for a count it covers.
-        (self.cnt <= IOV_MAX).then(|| unsafe { out_iovecs(self.iov, self.cnt) })
+    /// The iovecs: EMSGSIZE for more than UIO_MAXIOV, EFAULT for a null
+    /// array or buffer that has a length (as the kernel).
+    pub(crate) fn slices(self) -> Result<&'call mut [IoSliceMut<'call>], c_int> {
+        checked_iovecs(self.iov, self.cnt)?;
+        // SAFETY: the constructor's contract, for a count it covers, every
+        // entry checked to be non-null where it has a length.
+        Ok(unsafe { out_iovecs(self.iov, self.cnt) })
     }
 }
 
@@ -133,30 +188,46 @@ pub(crate) struct OutMsg<'call> {
 impl<'call> OutMsg<'call> {
     /// # Safety
     /// `msg` null or a valid msghdr, as recvmsg(2) requires.
-    pub(crate) unsafe fn new(msg: *mut libc::msghdr) -> OutMsg<'call> {
+    pub(crate) unsafe fn new(_scope: &'call Scope, msg: *mut libc::msghdr) -> OutMsg<'call> {
         OutMsg {
             msg,
             _call: PhantomData,
         }
     }
 
-    /// Its iovecs; None for a null msghdr.
-    pub(crate) fn iovecs(&self) -> Option<OutIovecs<'call>> {
+    /// Its iovecs, and what is left to do once data was read into them
+    /// (`OutMsgTail::clear_out`); None for a null msghdr.
+    pub(crate) fn parts(self) -> Option<(OutIovecs<'call>, OutMsgTail<'call>)> {
         // SAFETY: the constructor's contract; a valid msghdr's iovecs are
         // valid as recvmsg(2) requires.
-        unsafe {
-            let (iov, cnt) = super::msg_parts(self.msg)?;
-            Some(OutIovecs::new(iov, cnt))
-        }
+        let (iov, cnt) = unsafe { super::msg_parts(self.msg)? };
+        let iovecs = OutIovecs {
+            iov,
+            cnt,
+            _call: PhantomData,
+        };
+        Some((
+            iovecs,
+            OutMsgTail {
+                msg: self.msg,
+                _call: PhantomData,
+            },
+        ))
     }
+}
 
+/// The rest of a recvmsg's msghdr.
+pub(crate) struct OutMsgTail<'call> {
+    msg: *mut libc::msghdr,
+    _call: PhantomData<&'call mut libc::msghdr>,
+}
+
+impl OutMsgTail<'_> {
     /// After an emulated recvmsg: no peer address, no control data, no
     /// flags.
     pub(crate) fn clear_out(self) {
-        if !self.msg.is_null() {
-            // SAFETY: the constructor's contract.
-            unsafe { super::msg_clear_out(self.msg) };
-        }
+        // SAFETY: the msghdr was non-null and valid (OutMsg's contract).
+        unsafe { super::msg_clear_out(self.msg) };
     }
 }
 
@@ -172,7 +243,7 @@ pub(crate) struct InMsg<'call> {
 impl<'call> InMsg<'call> {
     /// # Safety
     /// `msg` null or a valid msghdr, as sendmsg(2) requires.
-    pub(crate) unsafe fn new(msg: *const libc::msghdr) -> InMsg<'call> {
+    pub(crate) unsafe fn new(_scope: &'call Scope, msg: *const libc::msghdr) -> InMsg<'call> {
         InMsg {
             msg,
             _call: PhantomData,
@@ -183,10 +254,12 @@ impl<'call> InMsg<'call> {
     pub(crate) fn iovecs(self) -> Option<InIovecs<'call>> {
         // SAFETY: the constructor's contract; a valid msghdr's iovecs are
         // valid as sendmsg(2) requires.
-        unsafe {
-            let (iov, cnt) = super::msg_iov_in(self.msg)?;
-            Some(InIovecs::new(iov, cnt))
-        }
+        let (iov, cnt) = unsafe { super::msg_iov_in(self.msg)? };
+        Some(InIovecs {
+            iov,
+            cnt,
+            _call: PhantomData,
+        })
     }
 }
 
@@ -199,7 +272,10 @@ pub(crate) struct OutLen<'call> {
 impl OutLen<'_> {
     /// # Safety
     /// `len` null or valid for writes of a socklen_t (recvfrom(2)).
-    pub(crate) unsafe fn new<'call>(len: *mut libc::socklen_t) -> OutLen<'call> {
+    pub(crate) unsafe fn new<'call>(
+        _scope: &'call Scope,
+        len: *mut libc::socklen_t,
+    ) -> OutLen<'call> {
         OutLen {
             len,
             _call: PhantomData,
@@ -223,7 +299,10 @@ pub(crate) struct FileOffset<'call> {
 impl FileOffset<'_> {
     /// # Safety
     /// `p` null or valid for reads and writes of an off_t (sendfile(2)).
-    pub(crate) unsafe fn new<'call>(p: *mut libc::off_t) -> FileOffset<'call> {
+    pub(crate) unsafe fn new<'call>(
+        _scope: &'call Scope,
+        p: *mut libc::off_t,
+    ) -> FileOffset<'call> {
         FileOffset {
             p,
             _call: PhantomData,
@@ -258,6 +337,7 @@ impl OptOut<'_> {
     /// getsockopt(2)'s contract: `len` null or valid for reads and writes
     /// of a socklen_t, `value` null or valid for writes of `*len` bytes.
     pub(crate) unsafe fn new<'call>(
+        _scope: &'call Scope,
         value: *mut c_void,
         len: *mut libc::socklen_t,
     ) -> OptOut<'call> {
@@ -293,10 +373,11 @@ impl OptOut<'_> {
         unsafe { super::sockopt_get(sock, level, name, self.value, self.len) }
     }
 
-    /// The caller's buffer, `*optlen` bytes long (empty if that cannot be
-    /// read), e.g. to adjust what the kernel stored there.
-    pub(crate) fn buffer(&mut self) -> &mut [u8] {
-        let n = self.room().map_or(0, |n| n.max(0) as usize);
+    /// The caller's buffer as far as the kernel filled it: `*optlen` bytes
+    /// now, but no more than `room`, the room the caller gave (`room()`
+    /// before the kernel's answer), e.g. to adjust what the kernel stored.
+    pub(crate) fn buffer(&mut self, room: c_int) -> &mut [u8] {
+        let n = self.room().map_or(0, |n| n.clamp(0, room.max(0)) as usize);
         // SAFETY: the constructor's contract: `value` holds `*len` bytes.
         unsafe { out_buf(self.value, n) }
     }
@@ -314,7 +395,11 @@ impl<'call> OptIn<'call> {
     /// # Safety
     /// setsockopt(2)'s contract: `value` null or valid for reads of `len`
     /// bytes (when `len` is not negative as a C int).
-    pub(crate) unsafe fn new(value: *const c_void, len: libc::socklen_t) -> OptIn<'call> {
+    pub(crate) unsafe fn new(
+        _scope: &'call Scope,
+        value: *const c_void,
+        len: libc::socklen_t,
+    ) -> OptIn<'call> {
         OptIn {
             value,
             len,
@@ -331,11 +416,25 @@ impl<'call> OptIn<'call> {
         self.value.is_null()
     }
 
-    /// The first `n` bytes (at most `optlen`; empty for a null pointer).
-    pub(crate) fn bytes(self, n: usize) -> &'call [u8] {
+    /// A copy of the first `n` bytes (at most `optlen`), read as the
+    /// kernel reads them: EFAULT for a bad pointer. A caller whose `optlen`
+    /// overstates an int option's buffer (the kernel reads only the int) is
+    /// taken at the int's 4 bytes.
+    pub(crate) fn read(self, n: usize) -> Result<Vec<u8>, c_int> {
+        if (self.len as c_int) < 0 || self.value.is_null() {
+            return Ok(Vec::new());
+        }
         let n = n.min(self.len as usize);
-        // SAFETY: the constructor's contract, for at most `len` bytes.
-        unsafe { in_buf(self.value, n) }
+        let mut bytes = vec![0u8; n];
+        match super::user_read(self.value.cast(), &mut bytes) {
+            Ok(()) => Ok(bytes),
+            Err(e) if n <= 4 => Err(e),
+            Err(e) => {
+                bytes.truncate(4);
+                super::user_read(self.value.cast(), &mut bytes).map_err(|_| e)?;
+                Ok(bytes)
+            }
+        }
     }
 
     /// Sets the option on `sock` with the caller's buffer, as given (the
@@ -362,7 +461,7 @@ impl IntOut<'_> {
     /// # Safety
     /// `p` null or valid for writes of an int, as ioctl(2) requires of the
     /// argument of the request it is used for.
-    pub(crate) unsafe fn new<'call>(p: *mut c_int) -> IntOut<'call> {
+    pub(crate) unsafe fn new<'call>(_scope: &'call Scope, p: *mut c_int) -> IntOut<'call> {
         IntOut {
             p,
             _call: PhantomData,
@@ -389,6 +488,7 @@ impl AddrIn<'_> {
     /// bind(2)/connect(2)'s contract: `addr` null or valid for reads of
     /// `len` bytes.
     pub(crate) unsafe fn new<'call>(
+        _scope: &'call Scope,
         addr: *const libc::sockaddr,
         len: libc::socklen_t,
     ) -> AddrIn<'call> {
@@ -421,6 +521,7 @@ impl AddrOut<'_> {
     /// accept(2)/getsockname(2)'s contract: each pointer null or valid, and
     /// `addr` writable for `*len` bytes.
     pub(crate) unsafe fn new<'call>(
+        _scope: &'call Scope,
         addr: *mut libc::sockaddr,
         len: *mut libc::socklen_t,
     ) -> AddrOut<'call> {

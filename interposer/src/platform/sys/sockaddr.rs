@@ -20,19 +20,23 @@ pub(crate) unsafe fn socket_addr(
     if addr.is_null() || len < core::mem::size_of::<libc::sa_family_t>() {
         return None;
     }
-    // SAFETY: at least sizeof(sa_family_t) bytes are readable (checked above);
-    // read_unaligned because C callers may pass any alignment.
-    let family = unsafe { ptr::read_unaligned(addr.cast::<libc::sa_family_t>()) };
+    // Copied as the kernel copies it: a bad address is an error (None: the
+    // call goes to the kernel, which says EFAULT), never a fault here.
+    let mut raw = [0u8; core::mem::size_of::<libc::sockaddr_in6>()];
+    let n = len.min(raw.len());
+    super::user_read(addr.cast::<u8>(), &mut raw[..n]).ok()?;
+    let family = libc::sa_family_t::from_ne_bytes([raw[0], raw[1]]);
     match c_int::from(family) {
         libc::AF_INET if len >= core::mem::size_of::<libc::sockaddr_in>() => {
-            // SAFETY: family and length say this is a complete sockaddr_in.
-            let sin = unsafe { ptr::read_unaligned(addr.cast::<libc::sockaddr_in>()) };
+            // SAFETY: `raw` holds a complete sockaddr_in (family and length
+            // say so); read_unaligned from our own bytes.
+            let sin = unsafe { ptr::read_unaligned(raw.as_ptr().cast::<libc::sockaddr_in>()) };
             let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
             Some(SocketAddrV4::new(ip, u16::from_be(sin.sin_port)).into())
         }
         libc::AF_INET6 if len >= core::mem::size_of::<libc::sockaddr_in6>() => {
-            // SAFETY: family and length say this is a complete sockaddr_in6.
-            let sin6 = unsafe { ptr::read_unaligned(addr.cast::<libc::sockaddr_in6>()) };
+            // SAFETY: as above, a complete sockaddr_in6.
+            let sin6 = unsafe { ptr::read_unaligned(raw.as_ptr().cast::<libc::sockaddr_in6>()) };
             let ip = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
             let port = u16::from_be(sin6.sin6_port);
             let flow = u32::from_be(sin6.sin6_flowinfo);

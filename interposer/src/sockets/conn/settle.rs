@@ -188,7 +188,11 @@ impl Connection {
         // counted.)
         if !self.lazy() && rx.available() == Ok(0) {
             let armed = rx.notify().may_ring();
-            if self.owed(rx) > 0 || (armed && rx.notify().producer_busy()) {
+            // A flag seen down with nothing owed: its ring was taken by a
+            // lazy sleep (a blocking read before the fd was put in an epoll
+            // set); settling raises it again, or the next write would not
+            // ring and a poller would sleep with data in the ring.
+            if self.owed(rx) > 0 || !armed || rx.notify().producer_busy() {
                 let _ = self.settle(rx, false);
             }
         } else if self.lazy()
