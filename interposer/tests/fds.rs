@@ -566,3 +566,24 @@ fn nested_splice_from_an_emulated_socket_is_eio() {
         out.status, out.stderr
     );
 }
+
+/// A default-mode listener's kernel connection handed out under a number
+/// whose fd-table entry is stale (the emulated listener once there was
+/// closed with a raw system call): the accepted fd is the new connection,
+/// not the old object (accept's own stale check ran inside the hook's
+/// guard, where it was skipped; found by review).
+#[test]
+fn accept_under_a_stale_number_is_the_new_connection() {
+    let exe = build_c("stale_accept", &["-O1", "-Wall"]);
+    let dir = tmpdir("fds-stale-accept");
+    let mut cmd = preloaded(&exe);
+    cmd.env("SHMNET_DIR", dir.join("shm"));
+    let out = run(&mut cmd);
+    assert!(
+        out.stdout.contains("getpeername(accepted) = 0")
+            && out.stdout.contains("data 'ping' (want 4 'ping')"),
+        "{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+}

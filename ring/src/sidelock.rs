@@ -33,11 +33,28 @@ const SLICE: Duration = Duration::from_millis(10);
 /// mapped as long as `_keep` lives.
 pub(crate) struct LockWord {
     /// The producer's or the consumer's `lock` word in the control segment.
-    pub word: NonNull<AtomicU32>,
+    word: NonNull<AtomicU32>,
     /// Where its waiters sleep.
-    pub parker: Arc<Parker>,
+    parker: Arc<Parker>,
     /// Keeps `word` mapped.
-    pub _keep: Keep,
+    _keep: Keep,
+}
+
+impl LockWord {
+    /// # Safety
+    /// `word` points at an atomic that stays mapped as long as `keep`
+    /// lives.
+    pub(crate) unsafe fn new(
+        word: NonNull<AtomicU32>,
+        parker: Arc<Parker>,
+        keep: Keep,
+    ) -> LockWord {
+        LockWord {
+            word,
+            parker,
+            _keep: keep,
+        }
+    }
 }
 
 /// This side's lock of a channel, held for this process until dropped; it
@@ -54,6 +71,9 @@ pub(crate) struct LockWord {
 /// hanging the caller.
 pub struct SideGuard {
     lock: LockWord,
+    /// Whether the word is ours: a guard returned after `PATIENCE` ran out
+    /// (the connection reset) must not clear a holder's word.
+    held: bool,
 }
 
 // SAFETY: the word is an atomic in memory that `lock._keep` keeps mapped
@@ -73,8 +93,9 @@ impl SideGuard {
 /// word stayed held past `PATIENCE` (it resets the connection; the guard
 /// is then returned without the lock, and every call on the channel fails).
 pub(crate) fn acquire(lock: LockWord, on_stuck: impl FnOnce()) -> SideGuard {
-    let guard = SideGuard { lock };
-    if !take(guard.word(), &guard.lock.parker) {
+    let mut guard = SideGuard { lock, held: false };
+    guard.held = take(guard.word(), &guard.lock.parker);
+    if !guard.held {
         on_stuck();
     }
     guard
@@ -132,6 +153,9 @@ fn take(word: &AtomicU32, parker: &Parker) -> bool {
 
 impl Drop for SideGuard {
     fn drop(&mut self) {
+        if !self.held {
+            return;
+        }
         // SYNC POINT: Release publishes our ring updates to the next holder.
         if self.word().swap(0, Ordering::Release) & WAITERS != 0 {
             self.lock.parker.wake(self.word());

@@ -228,7 +228,7 @@ pub(crate) fn accept4(fd: c_int, peer: AddrOut<'_>, flags: c_int) -> Action<c_in
         Some(Socket::Listener(_)) if crate::platform::sandbox::active() => fail(Errno::ACCESS),
         Some(Socket::Listener(l)) => match l.accept(fd, peer, flags) {
             Ok(Accepted::Tcp(conn)) => {
-                crate::sockets::stale::fresh(conn);
+                crate::sockets::stale::fresh_inside(conn);
                 Action::Done(conn)
             }
             Ok(Accepted::Shm(conn, c)) => match hand_out(l, conn, c, peer, flags) {
@@ -252,7 +252,7 @@ fn hand_out(
     peer_out: AddrOut<'_>,
     flags: c_int,
 ) -> Result<c_int, Errno> {
-    crate::sockets::stale::fresh(conn.as_raw_fd());
+    crate::sockets::stale::fresh_inside(conn.as_raw_fd());
     let peer = connection.peer;
     let sock = Arc::new(Socket::Stream(connection));
     if flags & libc::SOCK_CLOEXEC == 0 {
@@ -521,6 +521,9 @@ pub(crate) fn getpeername(fd: c_int, out: AddrOut<'_>) -> Action<c_int> {
 fn put_name(name: SocketAddr, out: AddrOut<'_>) -> Action<c_int> {
     if out.is_null() {
         return fail(Errno::FAULT);
+    }
+    if let Err(e) = out.room() {
+        return Action::Fail(e);
     }
     out.put(name);
     Action::Done(0)

@@ -37,6 +37,27 @@ pub(crate) fn fresh_if_dup(result: c_int, cmd: c_int) {
     }
 }
 
+/// `fresh` for an fd a hook's own logic made (accept): it runs inside the
+/// hook's guard already, where `fresh`'s release would be skipped.
+pub(crate) fn fresh_inside(fd: c_int) {
+    if fdtable::is_owned(fd) {
+        release_stale(fd);
+    }
+    crate::sockets::readiness::forget(fd);
+    crate::sockets::carry::forget(fd);
+}
+
+fn release_stale(fd: c_int) {
+    if let Some(handle) = fdtable::table().remove(fd) {
+        log!(
+            debug,
+            "fd {fd} was closed past libshmnet (a libc-internal close or a raw \
+             syscall) and the kernel reused it; releasing the stale {handle:?}"
+        );
+        drop(registry::release(handle));
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn stale(fd: c_int) {
@@ -44,16 +65,7 @@ fn stale(fd: c_int) {
         return;
     };
     let saved = sys::errno();
-    let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-        if let Some(handle) = fdtable::table().remove(fd) {
-            log!(
-                debug,
-                "fd {fd} was closed past libshmnet (a libc-internal close or a raw \
-                 syscall) and the kernel reused it; releasing the stale {handle:?}"
-            );
-            drop(registry::release(handle));
-        }
-    }));
+    let outcome = panic::catch_unwind(AssertUnwindSafe(|| release_stale(fd)));
     if let Err(payload) = outcome {
         core::mem::forget(payload); // the panic hook wrote the line
     }

@@ -107,10 +107,14 @@ impl Channel {
         } else {
             &ctl.consumer.lock
         };
-        let lock = crate::sidelock::LockWord {
-            word: NonNull::from(word),
-            parker: self.parker.clone(),
-            _keep: self._keep.clone(),
+        // SAFETY: the word is in this channel's control segment, which
+        // `_keep` keeps mapped.
+        let lock = unsafe {
+            crate::sidelock::LockWord::new(
+                NonNull::from(word),
+                self.parker.clone(),
+                self._keep.clone(),
+            )
         };
         crate::sidelock::acquire(lock, || self.mark_reset(&None))
     }

@@ -532,6 +532,17 @@ impl AddrOut<'_> {
         }
     }
 
+    /// `*len` as the caller set it: EFAULT for a bad pointer, EINVAL for
+    /// a negative length (as the kernel's getsockname and accept).
+    pub(crate) fn room(&self) -> Result<(), c_int> {
+        let mut raw = [0u8; 4];
+        super::user_read(self.len.cast::<u8>(), &mut raw)?;
+        if c_int::from_ne_bytes(raw) < 0 {
+            return Err(libc::EINVAL);
+        }
+        Ok(())
+    }
+
     /// Whether either pointer is null (nothing is stored then).
     pub(crate) fn is_null(&self) -> bool {
         self.addr.is_null() || self.len.is_null()

@@ -94,7 +94,9 @@ impl Listener {
             };
             match crate::transport::handshake::wait_readable(app, left) {
                 Ok(_) => {}
-                Err(Errno::INTR) if sys::interrupted_call_restarts() => {}
+                // With a receive timeout the kernel never restarts accept
+                // (signal(7)): EINTR even under SA_RESTART.
+                Err(Errno::INTR) if deadline.is_none() && sys::interrupted_call_restarts() => {}
                 Err(e) => return Err(e),
             }
         }
