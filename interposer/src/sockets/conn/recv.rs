@@ -225,6 +225,8 @@ struct Call {
     /// Woken once already: if the ring is still empty, settling looks at
     /// what woke us (a hang-up, or bytes that are not doorbells).
     woken: bool,
+    /// A sleep of this call took the doorbell byte it woke on.
+    took: bool,
 }
 
 impl Call {
@@ -242,6 +244,7 @@ impl Call {
             gathered: false,
             hung_up: false,
             woken: false,
+            took: false,
         }
     }
 
@@ -367,7 +370,7 @@ impl Connection {
     fn facts_after_data(&self, call: &Call, rx: &mut Consumer) -> Facts {
         let streaming = self.note_data(call.peek, call.total, call.gathered);
         if !call.peek {
-            self.tidy_after_read(rx);
+            self.tidy_after_read(rx, call.took);
         }
         Facts {
             streaming,
@@ -464,6 +467,7 @@ impl Connection {
         call.woken = true;
         let mut sliced = false;
         let woke = if let Some(taker) = taker {
+            call.took = true;
             let woke = self.bell.wait_taking(left);
             drop(taker);
             woke

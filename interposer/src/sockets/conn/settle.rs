@@ -180,7 +180,9 @@ impl Connection {
     /// After a read (not a peek) that got data: the doorbell bytes of the
     /// data read, which would otherwise keep the fd readable or fill our
     /// end of the Unix connection.
-    pub(super) fn tidy_after_read(&self, rx: &mut Consumer) {
+    /// `took`: this read's sleep took the doorbell byte it woke on (a lazy
+    /// sleep).
+    pub(super) fn tidy_after_read(&self, rx: &mut Consumer, took: bool) {
         // Emptied the ring? Then drop the doorbell bytes of the data just
         // read, or a poller would see the fd readable with nothing to read.
         // (A producer still inside its write can only ring for it if our
@@ -188,11 +190,12 @@ impl Connection {
         // counted.)
         if !self.lazy() && rx.available() == Ok(0) {
             let armed = rx.notify().may_ring();
-            // A flag seen down with nothing owed: its ring was taken by a
-            // lazy sleep (a blocking read before the fd was put in an epoll
-            // set); settling raises it again, or the next write would not
-            // ring and a poller would sleep with data in the ring.
-            if self.owed(rx) > 0 || !armed || rx.notify().producer_busy() {
+            // A flag down after this read's own sleep took the byte it
+            // woke on (the reader was lazy then; the fd was put in an epoll
+            // set meanwhile): settling raises it again, or the next write
+            // would not ring and a poller would sleep with data in the
+            // ring. (A spinning reader's flag is down too, and stays so.)
+            if self.owed(rx) > 0 || (armed && rx.notify().producer_busy()) || (!armed && took) {
                 let _ = self.settle(rx, false);
             }
         } else if self.lazy()
