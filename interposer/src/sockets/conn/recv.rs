@@ -107,6 +107,7 @@ pub(super) struct Facts {
 }
 
 /// The next phase of a recv call: a pure function of `facts`.
+#[inline]
 pub(super) fn next_phase(f: &Facts) -> Choice {
     use Question::{Nonblocking, ReadRecently, SpinHelps};
     // The answer to a question, or the question.
@@ -505,6 +506,7 @@ impl Connection {
 
 /// Runs `f` on the caller's destination buffers from byte `skip` on. The
 /// caller's iovec array is never modified (the kernel does not either).
+#[inline]
 fn with_rest_mut<R>(
     bufs: &mut [IoSliceMut<'_>],
     mut skip: usize,
