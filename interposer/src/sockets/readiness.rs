@@ -286,8 +286,12 @@ fn listener_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action
     }
     // (epoll_ctl(2) requires `event` valid for reads for ADD and MOD; null
     // is passed through.)
-    match event.get() {
-        Some(mut copy) if copy.events & libc::EPOLLEXCLUSIVE as u32 != 0 => {
+    match event.events() {
+        Some(ev) if ev & libc::EPOLLEXCLUSIVE as u32 != 0 => {
+            // (Read whole only now: the same valid event.)
+            let Some(mut copy) = event.get() else {
+                return Action::Pass;
+            };
             copy.events &= !(libc::EPOLLEXCLUSIVE as u32);
             Action::Raw(waits::epoll_ctl(epfd, op, fd, EventIn::own(op, &mut copy)))
         }

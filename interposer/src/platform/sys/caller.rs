@@ -803,6 +803,19 @@ impl<'call> EventIn<'call> {
         }
     }
 
+    fn readable(&self) -> bool {
+        !self.ev.is_null() && (self.op == libc::EPOLL_CTL_ADD || self.op == libc::EPOLL_CTL_MOD)
+    }
+
+    /// Its `events` only, for ADD and MOD (None: another op, or null).
+    pub(crate) fn events(&self) -> Option<u32> {
+        if !self.readable() {
+            return None;
+        }
+        // SAFETY: the constructor's contract, for ADD and MOD.
+        unsafe { super::epoll_events(self.ev) }
+    }
+
     /// A copy, for ADD and MOD (None: another op, or null).
     pub(crate) fn get(&self) -> Option<libc::epoll_event> {
         if self.ev.is_null() || (self.op != libc::EPOLL_CTL_ADD && self.op != libc::EPOLL_CTL_MOD) {

@@ -171,6 +171,19 @@ pub(crate) unsafe fn put_int(p: *mut c_int, v: c_int) -> Result<(), c_int> {
     Ok(())
 }
 
+/// The `events` of a caller's `struct epoll_event` (packed on x86-64), or
+/// None for a null pointer.
+///
+/// # Safety
+/// `ev` must be null or valid for reading one `epoll_event`.
+pub(crate) unsafe fn epoll_events(ev: *const libc::epoll_event) -> Option<u32> {
+    if ev.is_null() {
+        return None;
+    }
+    // SAFETY: valid per the contract; read unaligned (the struct is packed).
+    Some(unsafe { ptr::read_unaligned(ptr::addr_of!((*ev).events)) })
+}
+
 /// A copy of a caller's `struct epoll_event`.
 ///
 /// # Safety
