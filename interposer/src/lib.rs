@@ -23,10 +23,8 @@
 //! `platform::sys` (ABI contact: the caller's memory as typed handles,
 //! sockaddrs, errno), `platform::real` (typed calls through dlsym'd
 //! pointers), `platform::lock` and `platform::stats` (the counters
-//! mapping); the rest is `deny(unsafe_code)`. Audited exceptions remain
-//! where a call's logic still takes the caller's pointers (the poll, select
-//! and epoll sets, epoll_ctl in `sockets::readiness`) and where a file is
-//! read straight into a ring (sendfile).
+//! mapping); the rest is `deny(unsafe_code)`. One audited exception
+//! remains, where a file is read straight into a ring (sendfile).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]

@@ -10,12 +10,16 @@ use core::ffi::{c_int, c_ulong, c_void};
 
 use libc::{iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
 
+use libc::{epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
+
+use crate::calls::iomux::{epoll, poll, select};
 use crate::calls::{endpoint, options, stream};
 use crate::platform::real::Action;
 use crate::platform::sys::{
-    AddrIn, AddrOut, FileOffset, InBuf, InIovecs, InMsg, IntOut, OptIn, OptOut, OutBuf, OutIovecs,
-    OutLen, OutMsg, Scope,
+    AddrIn, AddrOut, EpollOut, EventIn, FdSet, FileOffset, InBuf, InIovecs, InMsg, IntOut, OptIn,
+    OptOut, OutBuf, OutIovecs, OutLen, OutMsg, PollFds, Scope, SigMask, TimeIn, TimeInOut,
 };
+use crate::sockets::readiness;
 
 /// An iovec count as the caller gave it (the logic checks the range).
 fn count(cnt: c_int) -> usize {
@@ -229,4 +233,183 @@ pub(crate) fn getsockname(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -
 pub(crate) fn getpeername(fd: c_int, addr: *mut sockaddr, len: *mut socklen_t) -> Action<c_int> {
     // SAFETY: getpeername(2): `addr`/`len` valid (null is EFAULT).
     endpoint::getpeername(fd, unsafe { AddrOut::new(&Scope::new(), addr, len) })
+}
+
+pub(crate) fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    event: *mut epoll_event,
+) -> Action<c_int> {
+    // SAFETY: epoll_ctl(2): for ADD and MOD, `event` readable (null is
+    // the kernel's EFAULT).
+    readiness::epoll_ctl(epfd, op, fd, unsafe {
+        EventIn::new(&Scope::new(), op, event)
+    })
+}
+
+pub(crate) fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> Action<c_int> {
+    // SAFETY: poll(2): `fds` readable and writable for `nfds` entries.
+    poll::poll(unsafe { PollFds::new(&Scope::new(), fds, nfds) }, timeout)
+}
+
+pub(crate) fn poll_chk(
+    fds: *mut pollfd,
+    nfds: nfds_t,
+    timeout: c_int,
+    fdslen: size_t,
+) -> Action<c_int> {
+    // SAFETY: __poll_chk: poll(2)'s contract (the logic passes a short
+    // buffer through, to glibc's abort).
+    poll::poll_chk(
+        unsafe { PollFds::new(&Scope::new(), fds, nfds) },
+        timeout,
+        fdslen,
+    )
+}
+
+pub(crate) fn ppoll(
+    fds: *mut pollfd,
+    nfds: nfds_t,
+    timeout: *const timespec,
+    mask: *const sigset_t,
+) -> Action<c_int> {
+    let scope = Scope::new();
+    // SAFETY: ppoll(2): `fds` as poll(2), `timeout` and `mask` null or
+    // readable.
+    let (fds, timeout, mask) = unsafe {
+        (
+            PollFds::new(&scope, fds, nfds),
+            TimeIn::new(&scope, timeout),
+            SigMask::new(&scope, mask),
+        )
+    };
+    poll::ppoll(fds, timeout, mask)
+}
+
+pub(crate) fn ppoll_chk(
+    fds: *mut pollfd,
+    nfds: nfds_t,
+    timeout: *const timespec,
+    mask: *const sigset_t,
+    fdslen: size_t,
+) -> Action<c_int> {
+    let scope = Scope::new();
+    // SAFETY: __ppoll_chk: ppoll(2)'s contract (as poll_chk).
+    let (fds, timeout, mask) = unsafe {
+        (
+            PollFds::new(&scope, fds, nfds),
+            TimeIn::new(&scope, timeout),
+            SigMask::new(&scope, mask),
+        )
+    };
+    poll::ppoll_chk(fds, timeout, mask, fdslen)
+}
+
+/// select's three sets, each null or valid for `nfds` bits.
+///
+/// # Safety
+/// select(2)'s contract for `r`, `w`, `e`.
+unsafe fn fd_sets<'call>(
+    scope: &'call Scope,
+    nfds: c_int,
+    r: *mut fd_set,
+    w: *mut fd_set,
+    e: *mut fd_set,
+) -> [FdSet<'call>; 3] {
+    // SAFETY: the function's contract.
+    [r, w, e].map(|set| unsafe { FdSet::new(scope, set, nfds) })
+}
+
+pub(crate) fn select(
+    nfds: c_int,
+    r: *mut fd_set,
+    w: *mut fd_set,
+    e: *mut fd_set,
+    timeout: *mut timeval,
+) -> Action<c_int> {
+    let scope = Scope::new();
+    // SAFETY: select(2): each set null or valid for `nfds` bits, `timeout`
+    // null or readable and writable.
+    let (sets, timeout) = unsafe {
+        (
+            fd_sets(&scope, nfds, r, w, e),
+            TimeInOut::new(&scope, timeout),
+        )
+    };
+    select::select(nfds, sets, timeout)
+}
+
+pub(crate) fn pselect(
+    nfds: c_int,
+    r: *mut fd_set,
+    w: *mut fd_set,
+    e: *mut fd_set,
+    timeout: *const timespec,
+    mask: *const sigset_t,
+) -> Action<c_int> {
+    let scope = Scope::new();
+    // SAFETY: pselect(2): the sets as select(2), `timeout` and `mask` null
+    // or readable.
+    let (sets, timeout, mask) = unsafe {
+        (
+            fd_sets(&scope, nfds, r, w, e),
+            TimeIn::new(&scope, timeout),
+            SigMask::new(&scope, mask),
+        )
+    };
+    select::pselect(nfds, sets, timeout, mask)
+}
+
+pub(crate) fn epoll_wait(
+    epfd: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: c_int,
+) -> Action<c_int> {
+    // SAFETY: epoll_wait(2): `events` writable for `max` entries.
+    epoll::epoll_wait(
+        epfd,
+        unsafe { EpollOut::new(&Scope::new(), events, max) },
+        timeout,
+    )
+}
+
+pub(crate) fn epoll_pwait(
+    epfd: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: c_int,
+    mask: *const sigset_t,
+) -> Action<c_int> {
+    let scope = Scope::new();
+    // SAFETY: epoll_pwait(2): `events` as epoll_wait(2), `mask` null or
+    // readable.
+    let (events, mask) = unsafe {
+        (
+            EpollOut::new(&scope, events, max),
+            SigMask::new(&scope, mask),
+        )
+    };
+    epoll::epoll_pwait(epfd, events, timeout, mask)
+}
+
+pub(crate) fn epoll_pwait2(
+    epfd: c_int,
+    events: *mut epoll_event,
+    max: c_int,
+    timeout: *const timespec,
+    mask: *const sigset_t,
+) -> Action<c_int> {
+    let scope = Scope::new();
+    // SAFETY: epoll_pwait2(2): `events` as epoll_wait(2), `timeout` and
+    // `mask` null or readable.
+    let (events, timeout, mask) = unsafe {
+        (
+            EpollOut::new(&scope, events, max),
+            TimeIn::new(&scope, timeout),
+            SigMask::new(&scope, mask),
+        )
+    };
+    epoll::epoll_pwait2(epfd, events, timeout, mask)
 }

@@ -30,12 +30,11 @@ use libc::{
 };
 
 use super::decode;
-use crate::calls::iomux::{epoll, poll, select};
 use crate::calls::{descriptor, endpoint, options, process, sandbox, stream};
 use crate::platform::real::{self, Action, CRet};
 use crate::platform::{fdtable, guard, sys};
+use crate::sockets::registry;
 use crate::sockets::stale::{fresh, fresh_if_dup};
-use crate::sockets::{readiness, registry};
 
 /// The body of every export (see the module docs).
 #[inline(always)]

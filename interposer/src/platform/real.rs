@@ -160,3 +160,119 @@ pub(crate) mod ints {
         unsafe { super::close_range(first, last, flags) }
     }
 }
+
+/// The real waits and epoll_ctl with the caller's arrays, sets, masks and
+/// events, as safe calls: each takes the typed handle (or a slice made
+/// from one) whose contract makes the pointer valid, and the kernel checks
+/// the rest.
+pub(crate) mod waits {
+    use core::ffi::c_int;
+
+    use libc::{epoll_event, nfds_t, pollfd, timespec, timeval};
+
+    use crate::platform::sys::{EventIn, FdSet, SigMask};
+
+    fn ts_ptr(ts: Option<&timespec>) -> *const timespec {
+        ts.map_or(core::ptr::null(), |t| t as *const _)
+    }
+
+    pub(crate) fn poll(fds: &mut [pollfd], timeout: c_int) -> c_int {
+        // SAFETY: a valid array of that length.
+        unsafe { super::poll(fds.as_mut_ptr(), fds.len() as nfds_t, timeout) }
+    }
+
+    pub(crate) fn ppoll(fds: &mut [pollfd], ts: Option<&timespec>, mask: SigMask<'_>) -> c_int {
+        // SAFETY: a valid array of that length, our own timeout; the
+        // caller's mask under its handle's contract.
+        unsafe {
+            super::ppoll(
+                fds.as_mut_ptr(),
+                fds.len() as nfds_t,
+                ts_ptr(ts),
+                mask.as_ptr(),
+            )
+        }
+    }
+
+    pub(crate) fn select(
+        nfds: c_int,
+        sets: &mut [FdSet<'_>; 3],
+        tv: Option<&mut timeval>,
+    ) -> c_int {
+        let [r, w, e] = sets;
+        let tv = tv.map_or(core::ptr::null_mut(), |t| t as *mut _);
+        // SAFETY: the caller's sets under their handles' contract (valid
+        // for `nfds` bits, borrowed by no one meanwhile); our own timeout.
+        unsafe { super::select(nfds, r.as_ptr(), w.as_ptr(), e.as_ptr(), tv) }
+    }
+
+    pub(crate) fn pselect(
+        nfds: c_int,
+        sets: &mut [FdSet<'_>; 3],
+        ts: Option<&timespec>,
+        mask: SigMask<'_>,
+    ) -> c_int {
+        let [r, w, e] = sets;
+        // SAFETY: as `select`; the caller's mask under its handle's
+        // contract.
+        unsafe {
+            super::pselect(
+                nfds,
+                r.as_ptr(),
+                w.as_ptr(),
+                e.as_ptr(),
+                ts_ptr(ts),
+                mask.as_ptr(),
+            )
+        }
+    }
+
+    pub(crate) fn epoll_wait(epfd: c_int, out: &mut [epoll_event], timeout: c_int) -> c_int {
+        // SAFETY: a valid array of that length.
+        unsafe { super::epoll_wait(epfd, out.as_mut_ptr(), out.len() as c_int, timeout) }
+    }
+
+    pub(crate) fn epoll_pwait(
+        epfd: c_int,
+        out: &mut [epoll_event],
+        timeout: c_int,
+        mask: SigMask<'_>,
+    ) -> c_int {
+        // SAFETY: a valid array of that length; the caller's mask under its
+        // handle's contract.
+        unsafe {
+            super::epoll_pwait(
+                epfd,
+                out.as_mut_ptr(),
+                out.len() as c_int,
+                timeout,
+                mask.as_ptr(),
+            )
+        }
+    }
+
+    pub(crate) fn epoll_pwait2(
+        epfd: c_int,
+        out: &mut [epoll_event],
+        ts: Option<&timespec>,
+        mask: SigMask<'_>,
+    ) -> c_int {
+        // SAFETY: a valid array of that length, our own timeout; the
+        // caller's mask under its handle's contract.
+        unsafe {
+            super::epoll_pwait2(
+                epfd,
+                out.as_mut_ptr(),
+                out.len() as c_int,
+                ts_ptr(ts),
+                mask.as_ptr(),
+            )
+        }
+    }
+
+    pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: EventIn<'_>) -> c_int {
+        // SAFETY: the event under its handle's contract (the caller's for
+        // its op, or one of ours); the kernel checks the rest.
+        unsafe { super::epoll_ctl(epfd, op, fd, ev.as_ptr()) }
+    }
+}

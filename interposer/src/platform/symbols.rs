@@ -75,26 +75,26 @@ macro_rules! hooked_symbols {
         => decode::sendfile, owner out_fd;
     // Which connections an epoll set holds, and EPOLLET (`readiness`).
     fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> c_int
-        => readiness::epoll_ctl, owner fd;
+        => decode::epoll_ctl, owner fd;
     // Waits look at the rings before the kernel, and spin (`calls::iomux`).
     fn poll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int) -> c_int
-        => poll::poll;
+        => decode::poll;
     fn __poll_chk(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: c_int, fdslen: size_t)
-        -> c_int => poll::poll_chk;
+        -> c_int => decode::poll_chk;
     fn ppoll(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: *const libc::timespec,
-        mask: *const sigset_t) -> c_int => poll::ppoll;
+        mask: *const sigset_t) -> c_int => decode::ppoll;
     fn __ppoll_chk(fds: *mut libc::pollfd, nfds: libc::nfds_t, timeout: *const libc::timespec,
-        mask: *const sigset_t, fdslen: size_t) -> c_int => poll::ppoll_chk;
+        mask: *const sigset_t, fdslen: size_t) -> c_int => decode::ppoll_chk;
     fn select(nfds: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set,
-        timeout: *mut libc::timeval) -> c_int => select::select;
+        timeout: *mut libc::timeval) -> c_int => decode::select;
     fn pselect(nfds: c_int, r: *mut libc::fd_set, w: *mut libc::fd_set, e: *mut libc::fd_set,
-        timeout: *const libc::timespec, mask: *const sigset_t) -> c_int => select::pselect;
+        timeout: *const libc::timespec, mask: *const sigset_t) -> c_int => decode::pselect;
     fn epoll_wait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int)
-        -> c_int => epoll::epoll_wait;
+        -> c_int => decode::epoll_wait;
     fn epoll_pwait(epfd: c_int, events: *mut libc::epoll_event, max: c_int, timeout: c_int,
-        mask: *const sigset_t) -> c_int => epoll::epoll_pwait;
+        mask: *const sigset_t) -> c_int => decode::epoll_pwait;
     fn epoll_pwait2(epfd: c_int, events: *mut libc::epoll_event, max: c_int,
-        timeout: *const libc::timespec, mask: *const sigset_t) -> c_int => epoll::epoll_pwait2;
+        timeout: *const libc::timespec, mask: *const sigset_t) -> c_int => decode::epoll_pwait2;
     // splice between a pipe and an emulated socket, either way (the kernel
     // object behind our fd must never see the bytes); either end may be
     // ours (called nested, e.g. from a signal handler: EIO, not libc's

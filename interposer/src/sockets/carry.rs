@@ -120,12 +120,13 @@ pub(crate) fn detach(fd: c_int) {
         .collect();
     for epfd in sets {
         let mut ev = libc::epoll_event { events: 0, u64: 0 };
-        #[allow(unsafe_code)]
-        // SAFETY: the real epoll_ctl with plain fds and a valid event (the
-        // kernel ignores it for DEL).
-        unsafe {
-            crate::platform::real::epoll_ctl(epfd, libc::EPOLL_CTL_DEL, fd, &mut ev)
-        };
+        // (A valid event: the kernel ignores it for DEL.)
+        crate::platform::real::waits::epoll_ctl(
+            epfd,
+            libc::EPOLL_CTL_DEL,
+            fd,
+            crate::platform::sys::EventIn::own(libc::EPOLL_CTL_DEL, &mut ev),
+        );
     }
 }
 

@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use crate::platform::lock::Mutex;
-use crate::platform::real::Action;
-use crate::platform::sys;
+use crate::platform::real::{waits, Action};
+use crate::platform::sys::EventIn;
 use crate::sockets::registry;
 use crate::sockets::socket::Socket;
 
@@ -110,11 +110,12 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
                 events: libc::EPOLLONESHOT as u32,
                 u64: m.data,
             };
-            #[allow(unsafe_code)]
-            // SAFETY: the real epoll_ctl with the caller's fds and our event.
-            unsafe {
-                crate::platform::real::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, m.fd, &mut ev)
-            };
+            waits::epoll_ctl(
+                epfd,
+                libc::EPOLL_CTL_MOD,
+                m.fd,
+                EventIn::own(libc::EPOLL_CTL_MOD, &mut ev),
+            );
         }
         if m.events & (libc::EPOLLONESHOT | libc::EPOLLET) as u32 != 0 {
             m.reported = true;
@@ -229,12 +230,7 @@ pub(crate) fn after_fork_child() {
     SETS.reset_after_fork();
 }
 
-pub(crate) fn epoll_ctl(
-    epfd: c_int,
-    op: c_int,
-    fd: c_int,
-    event: *mut libc::epoll_event,
-) -> Action<c_int> {
+pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_int> {
     let Some(sock) = registry::get(fd) else {
         return fresh_ctl(epfd, op, fd, event);
     };
@@ -245,13 +241,9 @@ pub(crate) fn epoll_ctl(
     };
     let ev = match op {
         libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => {
-            if event.is_null() {
+            let Some(ev) = event.get() else {
                 return Action::Pass; // the kernel's EFAULT
-            }
-            #[allow(unsafe_code)]
-            // SAFETY: epoll_ctl(2) requires `event` valid for reads for ADD
-            // and MOD, and it is not null.
-            let ev = unsafe { sys::epoll_event_copy(event) };
+            };
             if ev.events & libc::EPOLLET as u32 != 0 {
                 conn.set_edge_triggered();
             }
@@ -263,9 +255,7 @@ pub(crate) fn epoll_ctl(
     // Eager from before the kernel knows the fd, so no publish can slip
     // between (the flag is up when `watch` returns).
     let pending = ev.is_some() && conn.watch();
-    #[allow(unsafe_code)]
-    // SAFETY: the real epoll_ctl with the caller's arguments.
-    let r = unsafe { crate::platform::real::epoll_ctl(epfd, op, fd, event) };
+    let r = waits::epoll_ctl(epfd, op, fd, event);
     if r == 0 {
         note(epfd, op, fd, ev, &sock, pending);
     }
@@ -274,21 +264,14 @@ pub(crate) fn epoll_ctl(
 
 /// A socket that may still be re-pointed (`carry`): its registrations are
 /// noted.
-fn fresh_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> Action<c_int> {
+fn fresh_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_int> {
     if !crate::sockets::carry::is_fresh(fd) {
         return Action::Pass;
     }
-    #[allow(unsafe_code)]
-    // SAFETY: the real epoll_ctl with the caller's arguments.
-    let r = unsafe { crate::platform::real::epoll_ctl(epfd, op, fd, event) };
+    let r = waits::epoll_ctl(epfd, op, fd, event);
     if r == 0 {
-        let ev = (op != libc::EPOLL_CTL_DEL && !event.is_null()).then(|| {
-            #[allow(unsafe_code)]
-            // SAFETY: the kernel just read it (ADD/MOD succeeded).
-            unsafe {
-                sys::epoll_event_copy(event)
-            }
-        });
+        // (The kernel just read it: ADD/MOD succeeded.)
+        let ev = (op != libc::EPOLL_CTL_DEL).then(|| event.get()).flatten();
         crate::sockets::carry::epoll_ctl(epfd, op, fd, ev);
     }
     Action::Raw(r)
@@ -297,24 +280,20 @@ fn fresh_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -
 /// A listener's fd is an epoll instance, which cannot be added with
 /// EPOLLEXCLUSIVE (nginx asks for it): without it, every waiter is woken
 /// and all but one accept() get EAGAIN.
-fn listener_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event) -> Action<c_int> {
+fn listener_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_int> {
     if op != libc::EPOLL_CTL_ADD && op != libc::EPOLL_CTL_MOD {
         return Action::Pass;
     }
-    #[allow(unsafe_code)]
-    // SAFETY: epoll_ctl(2) requires `event` valid for reads for ADD and MOD
-    // (null is checked).
-    let events = unsafe { sys::epoll_events(event) };
-    match events {
+    // (epoll_ctl(2) requires `event` valid for reads for ADD and MOD; null
+    // is passed through.)
+    match event.events() {
         Some(ev) if ev & libc::EPOLLEXCLUSIVE as u32 != 0 => {
-            #[allow(unsafe_code)]
-            // SAFETY: `event` is valid (we just read it); the copy we pass
-            // is a valid epoll_event.
-            let mut copy = unsafe { sys::epoll_event_copy(event) };
+            // (Read whole only now: the same valid event.)
+            let Some(mut copy) = event.get() else {
+                return Action::Pass;
+            };
             copy.events &= !(libc::EPOLLEXCLUSIVE as u32);
-            #[allow(unsafe_code)]
-            // SAFETY: the real epoll_ctl with the caller's fds and our copy.
-            Action::Raw(unsafe { crate::platform::real::epoll_ctl(epfd, op, fd, &mut copy) })
+            Action::Raw(waits::epoll_ctl(epfd, op, fd, EventIn::own(op, &mut copy)))
         }
         _ => Action::Pass,
     }
@@ -327,17 +306,23 @@ fn listener_ctl(epfd: c_int, op: c_int, fd: c_int, event: *mut libc::epoll_event
 pub(crate) fn replay_carried(fd: c_int, keep: bool) {
     let mine = crate::sockets::carry::take(fd, keep);
     for (epfd, mut ev) in mine {
-        let r = match epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev) {
+        let r = match epoll_ctl(
+            epfd,
+            libc::EPOLL_CTL_ADD,
+            fd,
+            EventIn::own(libc::EPOLL_CTL_ADD, &mut ev),
+        ) {
             crate::platform::real::Action::Raw(r) | crate::platform::real::Action::Done(r) => r,
             crate::platform::real::Action::Fail(_) => -1,
             crate::platform::real::Action::Pass => {
                 // (A listener's epoll instance cannot take EPOLLEXCLUSIVE.)
                 ev.events &= !(libc::EPOLLEXCLUSIVE as u32);
-                #[allow(unsafe_code)]
-                // SAFETY: the real epoll_ctl with a valid event of ours.
-                unsafe {
-                    crate::platform::real::epoll_ctl(epfd, libc::EPOLL_CTL_ADD, fd, &mut ev)
-                }
+                waits::epoll_ctl(
+                    epfd,
+                    libc::EPOLL_CTL_ADD,
+                    fd,
+                    EventIn::own(libc::EPOLL_CTL_ADD, &mut ev),
+                )
             }
         };
         if r != 0 {

@@ -21,9 +21,10 @@ use core::ffi::c_int;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use libc::{sigset_t, timespec, timeval};
+use libc::{timespec, timeval};
 
 use crate::platform::real::Action;
+use crate::platform::sys::SigMask;
 use crate::platform::{guard, sys};
 
 /// The longest sleep while a reader of ours may take the byte a waiter
@@ -220,7 +221,7 @@ pub(crate) trait WaitSet {
     fn no_reply_soon(&self);
     /// The real call: a zero timeout (None), or until `limit` with the
     /// caller's signal mask. Starts from what the caller asked each time.
-    fn real(&mut self, limit: Option<Limit>, mask: Option<*const sigset_t>) -> c_int;
+    fn real(&mut self, limit: Option<Limit>, mask: Option<SigMask<'_>>) -> c_int;
     /// Takes back readability the kernel reported for doorbell bytes of
     /// data already read (`Connection::really_readable`); the new count.
     fn filter(&mut self, n: c_int) -> c_int {
@@ -292,7 +293,7 @@ fn spin(limit: Limit, worth: bool, set: &mut impl WaitSet) -> Spun {
 pub(crate) fn wait(
     set: &mut impl WaitSet,
     limit: Limit,
-    mask: Option<*const sigset_t>,
+    mask: Option<SigMask<'_>>,
 ) -> Action<c_int> {
     let mut first = true;
     loop {

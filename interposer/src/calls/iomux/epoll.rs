@@ -7,44 +7,34 @@
 
 use core::ffi::c_int;
 
-use libc::{epoll_event, sigset_t, timespec};
+use libc::{epoll_event, timespec};
 
-use crate::platform::real::{self, Action};
-use crate::platform::sys;
+use crate::platform::real::{waits, Action};
+use crate::platform::sys::{EpollOut, SigMask, TimeIn};
 use crate::sockets::readiness::{self, Pending};
 use crate::sockets::wait::{may_spin, wait, Limit, WaitSet};
 
-pub(crate) fn epoll_wait(
-    epfd: c_int,
-    events: *mut epoll_event,
-    max: c_int,
-    timeout: c_int,
-) -> Action<c_int> {
-    epoll_set(epfd, events, max, Limit::ms(timeout), None, false)
+pub(crate) fn epoll_wait(epfd: c_int, events: EpollOut<'_>, timeout: c_int) -> Action<c_int> {
+    epoll_set(epfd, events, Limit::ms(timeout), None, false)
 }
 
 pub(crate) fn epoll_pwait(
     epfd: c_int,
-    events: *mut epoll_event,
-    max: c_int,
+    events: EpollOut<'_>,
     timeout: c_int,
-    mask: *const sigset_t,
+    mask: SigMask<'_>,
 ) -> Action<c_int> {
-    epoll_set(epfd, events, max, Limit::ms(timeout), Some(mask), false)
+    epoll_set(epfd, events, Limit::ms(timeout), Some(mask), false)
 }
 
 pub(crate) fn epoll_pwait2(
     epfd: c_int,
-    events: *mut epoll_event,
-    max: c_int,
-    timeout: *const timespec,
-    mask: *const sigset_t,
+    events: EpollOut<'_>,
+    timeout: TimeIn<'_, timespec>,
+    mask: SigMask<'_>,
 ) -> Action<c_int> {
-    #[allow(unsafe_code)]
-    // SAFETY: epoll_pwait2(2)'s contract: `timeout` null or valid.
-    let t = unsafe { sys::read_opt(timeout) };
-    Limit::timespec(t).map_or(Action::Pass, |limit| {
-        epoll_set(epfd, events, max, limit, Some(mask), true)
+    Limit::timespec(timeout.get()).map_or(Action::Pass, |limit| {
+        epoll_set(epfd, events, limit, Some(mask), true)
     })
 }
 
@@ -52,24 +42,17 @@ fn real_epoll(
     epfd: c_int,
     out: &mut [epoll_event],
     limit: Option<Limit>,
-    mask: Option<*const sigset_t>,
+    mask: Option<SigMask<'_>>,
     pwait2: bool,
 ) -> c_int {
-    let (p, n) = (out.as_mut_ptr(), out.len() as c_int);
-    #[allow(unsafe_code)]
-    // SAFETY: `out` is (a prefix of) the caller's array; epfd and mask are
-    // the caller's.
-    unsafe {
-        match (limit, mask) {
-            (None, _) => real::epoll_wait(epfd, p, n, 0),
-            (Some(l), None) => real::epoll_wait(epfd, p, n, l.left_ms()),
-            (Some(l), Some(m)) if pwait2 => {
-                let ts = l.left_ts();
-                let t = ts.as_ref().map_or(core::ptr::null(), |t| t as *const _);
-                real::epoll_pwait2(epfd, p, n, t, m)
-            }
-            (Some(l), Some(m)) => real::epoll_pwait(epfd, p, n, l.left_ms(), m),
+    match (limit, mask) {
+        (None, _) => waits::epoll_wait(epfd, out, 0),
+        (Some(l), None) => waits::epoll_wait(epfd, out, l.left_ms()),
+        (Some(l), Some(m)) if pwait2 => {
+            let ts = l.left_ts();
+            waits::epoll_pwait2(epfd, out, ts.as_ref(), m)
         }
+        (Some(l), Some(m)) => waits::epoll_pwait(epfd, out, l.left_ms(), m),
     }
 }
 
@@ -119,7 +102,7 @@ impl WaitSet for EpollSet<'_> {
         readiness::no_reply_soon(self.epfd);
     }
 
-    fn real(&mut self, limit: Option<Limit>, mask: Option<*const sigset_t>) -> c_int {
+    fn real(&mut self, limit: Option<Limit>, mask: Option<SigMask<'_>>) -> c_int {
         real_epoll(self.epfd, self.out, limit, mask, self.pwait2)
     }
 
@@ -147,15 +130,12 @@ impl WaitSet for EpollSet<'_> {
 
 fn epoll_set(
     epfd: c_int,
-    events: *mut epoll_event,
-    max: c_int,
+    events: EpollOut<'_>,
     limit: Limit,
-    mask: Option<*const sigset_t>,
+    mask: Option<SigMask<'_>>,
     pwait2: bool,
 ) -> Action<c_int> {
-    #[allow(unsafe_code)]
-    // SAFETY: epoll_wait(2)'s contract for `events`/`max`.
-    let Some(out) = (unsafe { sys::epoll_out(events, max) }) else {
+    let Some(out) = events.entries() else {
         return Action::Pass;
     };
     // Room for the kernel's events too (one at least, when there is more

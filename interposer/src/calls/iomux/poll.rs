@@ -5,48 +5,38 @@
 
 use core::ffi::c_int;
 
-use libc::{nfds_t, pollfd, sigset_t, timespec};
+use libc::{pollfd, timespec};
 
 use super::rings::{KernelSet, Rings, Waiting};
-use crate::platform::real::{self, Action};
-use crate::platform::sys;
+use crate::platform::real::{waits, Action};
+use crate::platform::sys::{PollFds, SigMask, TimeIn};
 use crate::sockets::wait::{wait, Limit};
 
 const POLL_IN: i16 = libc::POLLIN | libc::POLLRDNORM;
 /// Readiness the ring cannot take back: the read will report it.
 const POLL_FINAL: i16 = libc::POLLHUP | libc::POLLERR | libc::POLLRDHUP | libc::POLLNVAL;
 
-pub(crate) fn poll(fds: *mut pollfd, nfds: nfds_t, timeout: c_int) -> Action<c_int> {
-    #[allow(unsafe_code)]
-    // SAFETY: poll(2)'s contract for `fds`/`nfds`.
-    let Some(set) = (unsafe { sys::pollfds(fds, nfds) }) else {
+pub(crate) fn poll(fds: PollFds<'_>, timeout: c_int) -> Action<c_int> {
+    let Some(set) = fds.entries() else {
         return Action::Pass;
     };
     poll_set(set, Limit::ms(timeout), None)
 }
 
-pub(crate) fn poll_chk(
-    fds: *mut pollfd,
-    nfds: nfds_t,
-    timeout: c_int,
-    fdslen: usize,
-) -> Action<c_int> {
+pub(crate) fn poll_chk(fds: PollFds<'_>, timeout: c_int, fdslen: usize) -> Action<c_int> {
     // A short buffer: let the real __poll_chk report it.
-    if fdslen / core::mem::size_of::<pollfd>() < nfds as usize {
+    if fdslen / core::mem::size_of::<pollfd>() < fds.len() as usize {
         return Action::Pass;
     }
-    poll(fds, nfds, timeout)
+    poll(fds, timeout)
 }
 
 pub(crate) fn ppoll(
-    fds: *mut pollfd,
-    nfds: nfds_t,
-    timeout: *const timespec,
-    mask: *const sigset_t,
+    fds: PollFds<'_>,
+    timeout: TimeIn<'_, timespec>,
+    mask: SigMask<'_>,
 ) -> Action<c_int> {
-    #[allow(unsafe_code)]
-    // SAFETY: ppoll(2)'s contract for `fds`/`nfds` and `timeout`.
-    let (set, timeout) = unsafe { (sys::pollfds(fds, nfds), sys::read_opt(timeout)) };
+    let (set, timeout) = (fds.entries(), timeout.get());
     match (set, Limit::timespec(timeout)) {
         (Some(set), Some(limit)) => poll_set(set, limit, Some(mask)),
         _ => Action::Pass,
@@ -54,35 +44,24 @@ pub(crate) fn ppoll(
 }
 
 pub(crate) fn ppoll_chk(
-    fds: *mut pollfd,
-    nfds: nfds_t,
-    timeout: *const timespec,
-    mask: *const sigset_t,
+    fds: PollFds<'_>,
+    timeout: TimeIn<'_, timespec>,
+    mask: SigMask<'_>,
     fdslen: usize,
 ) -> Action<c_int> {
-    if fdslen / core::mem::size_of::<pollfd>() < nfds as usize {
+    if fdslen / core::mem::size_of::<pollfd>() < fds.len() as usize {
         return Action::Pass;
     }
-    ppoll(fds, nfds, timeout, mask)
+    ppoll(fds, timeout, mask)
 }
 
-fn real_poll(set: &mut [pollfd], limit: Option<Limit>, mask: Option<*const sigset_t>) -> c_int {
-    let (p, n) = (set.as_mut_ptr(), set.len() as nfds_t);
-    #[allow(unsafe_code)]
-    // SAFETY: `set` is the caller's valid array; `mask` is the caller's.
-    unsafe {
-        match (limit, mask) {
-            (None, _) => real::poll(p, n, 0),
-            (Some(l), None) => real::poll(p, n, l.left_ms()),
-            (Some(l), Some(m)) => {
-                let ts = l.left_ts();
-                real::ppoll(
-                    p,
-                    n,
-                    ts.as_ref().map_or(core::ptr::null(), |t| t as *const _),
-                    m,
-                )
-            }
+fn real_poll(set: &mut [pollfd], limit: Option<Limit>, mask: Option<SigMask<'_>>) -> c_int {
+    match (limit, mask) {
+        (None, _) => waits::poll(set, 0),
+        (Some(l), None) => waits::poll(set, l.left_ms()),
+        (Some(l), Some(m)) => {
+            let ts = l.left_ts();
+            waits::ppoll(set, ts.as_ref(), m)
         }
     }
 }
@@ -96,7 +75,7 @@ struct PollSet<'a> {
 }
 
 impl KernelSet for PollSet<'_> {
-    fn real(&mut self, limit: Option<Limit>, mask: Option<*const sigset_t>) -> c_int {
+    fn real(&mut self, limit: Option<Limit>, mask: Option<SigMask<'_>>) -> c_int {
         real_poll(self.fds, limit, mask)
     }
 
@@ -125,7 +104,7 @@ impl KernelSet for PollSet<'_> {
     }
 }
 
-fn poll_set(fds: &mut [pollfd], limit: Limit, mask: Option<*const sigset_t>) -> Action<c_int> {
+fn poll_set(fds: &mut [pollfd], limit: Limit, mask: Option<SigMask<'_>>) -> Action<c_int> {
     let waiting = Waiting::new(
         fds.iter()
             .enumerate()

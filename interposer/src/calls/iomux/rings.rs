@@ -7,7 +7,7 @@
 use core::ffi::c_int;
 use std::sync::Arc;
 
-use libc::sigset_t;
+use crate::platform::sys::SigMask;
 
 use crate::platform::real::Action;
 use crate::sockets::conn::Connection;
@@ -85,7 +85,7 @@ fn conn(s: &Socket) -> &Connection {
 pub(super) trait KernelSet {
     /// The real call: a zero timeout (None), or until `limit` with the
     /// caller's signal mask. Starts from what the caller asked each time.
-    fn real(&mut self, limit: Option<Limit>, mask: Option<*const sigset_t>) -> c_int;
+    fn real(&mut self, limit: Option<Limit>, mask: Option<SigMask<'_>>) -> c_int;
     /// Takes back readability the kernel reported for doorbell bytes of
     /// data already read (`Connection::really_readable`); the new count.
     fn filter(&mut self, waiting: &Waiting, n: c_int) -> c_int;
@@ -147,7 +147,7 @@ impl<K: KernelSet> WaitSet for Rings<K> {
         self.waiting.iter().for_each(|(_, c)| c.no_reply_soon());
     }
 
-    fn real(&mut self, limit: Option<Limit>, mask: Option<*const sigset_t>) -> c_int {
+    fn real(&mut self, limit: Option<Limit>, mask: Option<SigMask<'_>>) -> c_int {
         self.set.real(limit, mask)
     }
 

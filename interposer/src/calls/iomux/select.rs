@@ -6,52 +6,34 @@
 use core::ffi::{c_int, c_ulong};
 use std::time::Duration;
 
-use libc::{fd_set, sigset_t, timespec, timeval};
+use libc::{timespec, timeval};
 
 use super::rings::{KernelSet, Rings, Waiting};
-use crate::platform::real::{self, Action};
-use crate::platform::sys;
+use crate::platform::real::{waits, Action};
+use crate::platform::sys::{FdSet, SigMask, TimeIn, TimeInOut};
 use crate::sockets::wait::{wait, Limit};
 
-pub(crate) fn select(
-    nfds: c_int,
-    r: *mut fd_set,
-    w: *mut fd_set,
-    e: *mut fd_set,
-    timeout: *mut timeval,
-) -> Action<c_int> {
-    #[allow(unsafe_code)]
-    // SAFETY: select(2)'s contract: `timeout` null or valid.
-    let t = unsafe { sys::read_opt(timeout) };
-    let Some(limit) = Limit::timeval(t) else {
+pub(crate) fn select(nfds: c_int, sets: [FdSet<'_>; 3], timeout: TimeInOut<'_>) -> Action<c_int> {
+    let Some(limit) = Limit::timeval(timeout.get()) else {
         return Action::Pass;
     };
-    let result = select_sets(nfds, [r, w, e], limit, None);
+    let result = select_sets(nfds, sets, limit, None);
     if !matches!(result, Action::Pass) {
         // Linux writes the time left back.
         let left = limit.left().unwrap_or_default();
-        #[allow(unsafe_code)]
-        // SAFETY: as above.
-        unsafe {
-            sys::write_opt(timeout, timeval_of(left))
-        };
+        timeout.put(timeval_of(left));
     }
     result
 }
 
 pub(crate) fn pselect(
     nfds: c_int,
-    r: *mut fd_set,
-    w: *mut fd_set,
-    e: *mut fd_set,
-    timeout: *const timespec,
-    mask: *const sigset_t,
+    sets: [FdSet<'_>; 3],
+    timeout: TimeIn<'_, timespec>,
+    mask: SigMask<'_>,
 ) -> Action<c_int> {
-    #[allow(unsafe_code)]
-    // SAFETY: pselect(2)'s contract: `timeout` null or valid.
-    let t = unsafe { sys::read_opt(timeout) };
-    Limit::timespec(t).map_or(Action::Pass, |limit| {
-        select_sets(nfds, [r, w, e], limit, Some(mask))
+    Limit::timespec(timeout.get()).map_or(Action::Pass, |limit| {
+        select_sets(nfds, sets, limit, Some(mask))
     })
 }
 
@@ -79,61 +61,47 @@ fn set_bit(words: &mut [c_ulong], fd: usize, on: bool) {
 
 /// select's three sets: the caller's (written with the result) and what
 /// was asked (to start each kernel call from).
-struct Sets {
+struct Sets<'call> {
     nfds: c_int,
-    out: [*mut fd_set; 3],
+    out: [FdSet<'call>; 3],
     asked: [Option<Vec<c_ulong>>; 3],
 }
 
-impl Sets {
-    /// The caller's set `i` as words (its memory, not ours: `&self` only
-    /// holds the pointer select was given).
-    #[allow(clippy::mut_from_ref)]
-    fn words(&self, i: usize) -> Option<&mut [c_ulong]> {
-        #[allow(unsafe_code)]
-        // SAFETY: select(2)'s contract: a given set is valid for `nfds`
-        // bits, and nothing else refers to it while this call runs.
-        unsafe {
-            sys::fd_words(self.out[i], self.nfds)
-        }
+impl Sets<'_> {
+    /// The caller's set `i` as words.
+    fn words(&mut self, i: usize) -> Option<&mut [c_ulong]> {
+        self.out[i].words()
     }
 
-    fn restore(&self) {
-        for (i, asked) in self.asked.iter().enumerate() {
-            if let (Some(a), Some(o)) = (asked, self.words(i)) {
+    fn restore(&mut self) {
+        for (asked, out) in self.asked.iter().zip(self.out.iter_mut()) {
+            if let (Some(a), Some(o)) = (asked, out.words()) {
                 o.copy_from_slice(a);
             }
         }
     }
 
-    fn call(&self, limit: Option<Limit>, mask: Option<*const sigset_t>) -> c_int {
+    fn call(&mut self, limit: Option<Limit>, mask: Option<SigMask<'_>>) -> c_int {
         self.restore();
-        let [r, w, e] = self.out;
-        #[allow(unsafe_code)]
-        // SAFETY: the caller's sets and mask; our own timeout.
-        unsafe {
-            match (limit, mask) {
-                (None, _) => {
-                    let mut tv = timeval_of(Duration::ZERO);
-                    real::select(self.nfds, r, w, e, &mut tv)
-                }
-                (Some(l), None) => {
-                    let mut tv = l.left().map(timeval_of);
-                    let p = tv.as_mut().map_or(core::ptr::null_mut(), |t| t as *mut _);
-                    real::select(self.nfds, r, w, e, p)
-                }
-                (Some(l), Some(m)) => {
-                    let ts = l.left_ts();
-                    let p = ts.as_ref().map_or(core::ptr::null(), |t| t as *const _);
-                    real::pselect(self.nfds, r, w, e, p, m)
-                }
+        match (limit, mask) {
+            (None, _) => {
+                let mut tv = timeval_of(Duration::ZERO);
+                waits::select(self.nfds, &mut self.out, Some(&mut tv))
+            }
+            (Some(l), None) => {
+                let mut tv = l.left().map(timeval_of);
+                waits::select(self.nfds, &mut self.out, tv.as_mut())
+            }
+            (Some(l), Some(m)) => {
+                let ts = l.left_ts();
+                waits::pselect(self.nfds, &mut self.out, ts.as_ref(), m)
             }
         }
     }
 
     /// Clears the read bit of connections whose ring is empty (see
     /// `KernelSet::filter`); the new count.
-    fn take_back(&self, waiting: &Waiting, mut n: c_int) -> c_int {
+    fn take_back(&mut self, waiting: &Waiting, mut n: c_int) -> c_int {
         let Some(r) = self.words(0) else { return n };
         for (fd, c) in waiting.iter() {
             if bit(r, fd) && !c.really_readable() {
@@ -147,13 +115,11 @@ impl Sets {
 
 fn select_sets(
     nfds: c_int,
-    out: [*mut fd_set; 3],
+    mut out: [FdSet<'_>; 3],
     limit: Limit,
-    mask: Option<*const sigset_t>,
+    mask: Option<SigMask<'_>>,
 ) -> Action<c_int> {
-    #[allow(unsafe_code)]
-    // SAFETY: select(2)'s contract: each set null or valid for `nfds` bits.
-    let asked = out.map(|p| unsafe { sys::fd_words(p, nfds) }.map(|w| w.to_vec()));
+    let asked = [0, 1, 2].map(|i| out[i].words().map(|w| w.to_vec()));
     let Some(reads) = &asked[0] else {
         return Action::Pass;
     };
@@ -169,8 +135,8 @@ fn select_sets(
     wait(&mut Rings::new(sets, waiting), limit, mask)
 }
 
-impl KernelSet for Sets {
-    fn real(&mut self, limit: Option<Limit>, mask: Option<*const sigset_t>) -> c_int {
+impl KernelSet for Sets<'_> {
+    fn real(&mut self, limit: Option<Limit>, mask: Option<SigMask<'_>>) -> c_int {
         self.call(limit, mask)
     }
 
