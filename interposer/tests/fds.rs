@@ -10,24 +10,13 @@
 //!   going into the old connection's ring).
 //!
 //! Every program runs preloaded with `SHMNET_FALLBACK=never`, a private
-//! `SHMNET_DIR`, on its own virtual addresses 127.77.200.N in
-//! 127.77.0.0/16; every wait is bounded (helpers arm `alarm()`, the C
+//! `SHMNET_DIR`, on its own addresses of the emulated network
+//! (`Net::emulated`); every wait is bounded (helpers arm `alarm()`, the C
 //! program kills a hung child after 5 s, `common::run` kills at 90 s).
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
-
-use common::{build_c, preloaded, py, run, tmpdir};
-
-const PARTITIONS: &str = "127.77.0.0/16";
-
-fn emulated<'a>(cmd: &'a mut Command, dir: &Path) -> &'a mut Command {
-    cmd.env("SHMNET_PARTITIONS", PARTITIONS)
-        .env("SHMNET_FALLBACK", "never")
-        .env("SHMNET_DIR", dir)
-}
+use common::{build_c, preloaded, py, run, tmpdir, Net};
 
 /// Three threads call getsockname/getsockopt on an emulated listener in a
 /// loop while the main thread forks 1500 times; each child closes the
@@ -37,12 +26,12 @@ fn emulated<'a>(cmd: &'a mut Command, dir: &Path) -> &'a mut Command {
 #[test]
 fn fork_while_threads_use_an_emulated_socket() {
     let exe = build_c("forkbusy", &["-O2", "-Wall", "-pthread"]);
-    let dir = tmpdir("fds-fork");
-    let out = run(emulated(&mut preloaded(&exe), &dir).args([
-        "127.77.200.1",
-        "18201",
-        "127.77.200.2",
-        "18202",
+    let net = Net::emulated("fds-fork");
+    let out = run(net.env(&mut preloaded(&exe)).args([
+        &net.host_str(),
+        &net.port_str(),
+        &net.ip(2).to_string(),
+        &net.port_str(),
         "1500",
     ]));
     assert!(
@@ -96,11 +85,11 @@ print("ok", rounds, flush=True)
 /// threads are busy on an emulated listener.
 #[test]
 fn subprocess_while_threads_use_an_emulated_socket() {
-    let dir = tmpdir("fds-subprocess");
-    let out = run(emulated(
-        &mut py(SUBPROCESS, &["127.77.200.3", "18203", "300"]),
-        &dir,
-    ));
+    let net = Net::emulated("fds-subprocess");
+    let out = run(net.env(&mut py(
+        SUBPROCESS,
+        &[&net.host_str(), &net.port_str(), "300"],
+    )));
     assert!(
         out.status.success() && out.stdout == "ok 300\n",
         "{}\nstdout:\n{}\nstderr:\n{}",
@@ -453,12 +442,12 @@ print("done", len(passed), flush=True)
 /// Every stale-entry case (see `STALE`); a case that fails prints why.
 #[test]
 fn fd_numbers_closed_past_the_library_are_not_taken_for_sockets() {
-    let dir = tmpdir("fds-stale");
+    let net = Net::emulated("fds-stale");
     let work = tmpdir("fds-stale-files");
-    let out = run(emulated(
-        &mut py(STALE, &["127.77.200.10", "18210", work.to_str().unwrap()]),
-        &dir,
-    ));
+    let out = run(net.env(&mut py(
+        STALE,
+        &[&net.host_str(), &net.port_str(), work.to_str().unwrap()],
+    )));
     let failed: Vec<&str> = out
         .stdout
         .lines()
@@ -512,11 +501,8 @@ print("ok")
 
 #[test]
 fn closing_every_other_fd_leaves_the_library_its_own() {
-    let dir = tmpdir("fds-close-all");
-    let out = run(emulated(
-        &mut py(CLOSE_ALL_BUT, &["127.77.200.4", "18204"]),
-        &dir,
-    ));
+    let net = Net::emulated("fds-close-all");
+    let out = run(net.env(&mut py(CLOSE_ALL_BUT, &[&net.host_str(), &net.port_str()])));
     assert!(
         out.status.success() && out.stdout == "ok\n",
         "{}\nstdout:\n{}\nstderr:\n{}",
@@ -535,7 +521,7 @@ fn dup2_onto_itself_keeps_an_emulated_connection() {
     const BODY: &str = r#"
 import os, socket, signal
 signal.alarm(20)
-host, port = "127.77.200.9", 18209
+host, port = sys.argv[1], int(sys.argv[2])
 srv = socket.socket(); srv.bind((host, port)); srv.listen(4)
 c = socket.create_connection((host, port)); a, _ = srv.accept()
 fd = c.fileno()
@@ -546,8 +532,8 @@ os.dup2(fd, 60)
 os.write(60, b"via 60"); assert a.recv(100) == b"via 60"
 print("ok", flush=True)
 "#;
-    let dir = tmpdir("fds-dup2-self");
-    let out = run(emulated(&mut py(BODY, &[]), &dir));
+    let net = Net::emulated("fds-dup2-self");
+    let out = run(net.env(&mut py(BODY, &[&net.host_str(), &net.port_str()])));
     assert_eq!(out.stdout, "ok\n", "{}\n{}", out.status, out.stderr);
 }
 
@@ -558,8 +544,10 @@ print("ok", flush=True)
 #[test]
 fn nested_splice_from_an_emulated_socket_is_eio() {
     let exe = build_c("splice_nested", &["-O1", "-Wall"]);
-    let dir = tmpdir("fds-splice-nested");
-    let out = run(emulated(&mut preloaded(&exe), &dir).args(["127.77.200.11", "18211"]));
+    let net = Net::emulated("fds-splice-nested");
+    let out = run(net
+        .env(&mut preloaded(&exe))
+        .args([net.host_str(), net.port_str()]));
     assert_eq!(
         out.stdout, "splice -1 EIO\nrecv -1 EINTR\n",
         "{}\n{}",

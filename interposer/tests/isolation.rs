@@ -19,9 +19,9 @@
 //! Users and namespaces are made by the test (`common::host`: removed when
 //! the test ends, also on failure) and need root; without it a test prints
 //! a note and passes. Addresses: in the test's own network namespace only
-//! 127.0.0.1 (kernel-picked ports) and 127.77.150-159.x (the emulated
-//! network, a fixed port per test); 10.211.k.x only inside namespaces the
-//! test created.
+//! 127.0.0.1 (kernel-picked ports) and the emulated network's addresses
+//! and ports the harness hands out (`Net::emulated`); 10.211.k.x only
+//! inside namespaces the test created.
 
 mod common;
 
@@ -37,9 +37,10 @@ use common::host::{
     user_python, Netns, OpenDir, TestUser,
 };
 use common::kernel::{KernelWatch, Scope};
+use common::net::EMULATED;
 use common::{
     build_c, children_of, drain, emulated_script, kernel_tcp_sockets, nginx_bin, preloaded, py,
-    python, run, tmpdir, wait_deadline, Background, KernelSocket, PRELUDE,
+    python, run, tmpdir, wait_deadline, Background, KernelSocket, Net, PRELUDE,
 };
 
 const NET: &str = include_str!("helpers/py/iso_net.py");
@@ -420,7 +421,7 @@ fn loopback_stays_in_its_network_namespace_default_mode() {
     srv_b.kill();
 }
 
-/// Defect 2, emulated mode (127.77.150.1, no kernel listener anywhere):
+/// Defect 2, emulated mode (`Net::emulated`, no kernel listener anywhere):
 /// servers in A and B bind the same address:port (each namespace has its
 /// own), each namespace's client reaches its own, C's is refused.
 #[test]
@@ -430,7 +431,9 @@ fn loopback_stays_in_its_network_namespace_emulated() {
     }
     let (a, b, c) = (Netns::create(), Netns::create(), Netns::create());
     let shm = tmpdir("iso-netns-emulated").join("shm");
-    let (host, port, parts) = ("127.77.150.1", "18150", "127.77.150.0/24");
+    let net = Net::emulated("iso-netns-emu");
+    let (host, port) = (net.host_str(), net.port_str());
+    let (host, port, parts) = (host.as_str(), port.as_str(), net.partitions.as_str());
     let mut srv_a = start(
         "server in A",
         emulated(
@@ -469,7 +472,7 @@ fn loopback_stays_in_its_network_namespace_emulated() {
 
 /// Defect 3, emulated mode: a server started as root that switches to a
 /// test user before it makes its socket (mariadbd --user) listens on
-/// 127.77.151.1; a root client (SHMNET_ALLOW naming the user: a connector
+/// the test's emulated address; a root client (SHMNET_ALLOW naming the user: a connector
 /// admits the listener only if it is its own uid, root or allowed) and a
 /// client running as the user exchange checksummed data with it. Everyone
 /// shares one SHMNET_DIR that root owns with mode 1777 (like /tmp).
@@ -480,11 +483,13 @@ fn server_dropping_privileges_before_bind_emulated() {
     }
     let u = TestUser::create();
     let shared = OpenDir::new("drop", 0o1777);
-    let (host, port, parts) = ("127.77.151.1", "18151", "127.77.151.0/24");
+    let net = Net::emulated("iso-drop-emu");
+    let (host, port) = (net.host_str(), net.port_str());
+    let (host, port, parts) = (host.as_str(), port.as_str(), net.partitions.as_str());
     let proof = KernelWatch::new(Scope::Emulated {
         host: host.parse().unwrap(),
         len: 32,
-        port: Some(18151),
+        port: Some(net.port),
     });
     let drop = format!("{}:{}", u.uid(), u.gid());
     let mut srv = start(
@@ -629,7 +634,7 @@ fn other_users_fall_back_unless_allowed_default_mode() {
     srv.kill();
 }
 
-/// Policy, emulated mode (127.77.151.2/.3): without SHMNET_ALLOW a client
+/// Policy, emulated mode (hosts 2 and 3 of the test's emulated /24): without SHMNET_ALLOW a client
 /// of another user is refused (ECONNREFUSED and a `libshmnet:` line), with
 /// it on both sides it gets through.
 #[test]
@@ -642,11 +647,13 @@ fn other_users_are_refused_unless_allowed_emulated() {
     let (udir, vdir) = (base.join("u"), base.join("v"));
     dir_of(&udir, &u, 0o700);
     dir_of(&vdir, &v, 0o700);
-    let parts = "127.77.151.0/24";
+    let net = Net::emulated("iso-policy-emu");
+    let parts = net.partitions.as_str();
+    let (h2, h3, port) = (net.ip(2).to_string(), net.ip(3).to_string(), net.port_str());
     let mut results = Vec::new();
     for (host, port, allow) in [
-        ("127.77.151.2", "18152", false),
-        ("127.77.151.3", "18153", true),
+        (h2.as_str(), port.as_str(), false),
+        (h3.as_str(), port.as_str(), true),
     ] {
         let mut cmd = user_py(NET, &["server", host, port, "0", "U"]);
         emulated(&mut cmd, parts, &udir);
@@ -723,7 +730,7 @@ fn forged_policy_hint_is_ignored_default_mode() {
 
 /// Emulated privileged ports need root as the connector sees it (found by
 /// review): user W, root in a user namespace of its own (`unshare -Ur`,
-/// same network namespace), binds 127.77.154.1:80; root's client must be
+/// same network namespace), binds port 80 of its emulated address; root's client must be
 /// refused (ECONNREFUSED and a `libshmnet:` line). Before, W's full set of
 /// capabilities in its own namespace passed the check.
 #[test]
@@ -732,7 +739,8 @@ fn user_namespace_root_cannot_hold_a_privileged_emulated_port() {
         return;
     }
     let w = TestUser::create();
-    let parts = "127.77.154.0/24";
+    let net = Net::emulated("iso-userns80");
+    let (parts, host) = (net.partitions.as_str(), net.host_str());
     let dir = OpenDir::new("userns80", 0o1777);
     let mut cmd = scrubbed("unshare");
     cmd.args(["-Ur", "--"])
@@ -743,7 +751,7 @@ fn user_namespace_root_cannot_hold_a_privileged_emulated_port() {
             "-c",
             &format!("{PRELUDE}{NET}"),
             "server",
-            "127.77.154.1",
+            &host,
             "80",
             "0",
             "W",
@@ -752,7 +760,7 @@ fn user_namespace_root_cannot_hold_a_privileged_emulated_port() {
     as_user(&mut cmd, &w);
     let mut srv = start("W's server, root of its own user namespace", &mut cmd);
     port_pid(&mut srv);
-    let mut cmd = py(NET, &["client", "127.77.154.1", "80", "1000"]);
+    let mut cmd = py(NET, &["client", &host, "80", "1000"]);
     emulated(&mut cmd, parts, dir.path());
     let out = run(&mut cmd);
     assert!(
@@ -774,7 +782,9 @@ fn peer_in_another_pid_namespace() {
         return;
     }
     let dir = tmpdir("iso-pidns");
-    for (host, emu) in [("127.0.0.1", false), ("127.77.155.1", true)] {
+    let net = Net::emulated("iso-pidns-emu");
+    let emu_host = net.host_str();
+    for (host, emu) in [("127.0.0.1", false), (emu_host.as_str(), true)] {
         let mut cmd = scrubbed("unshare");
         cmd.args(["--pid", "--fork", "--kill-child", "--"])
             .arg("env")
@@ -790,7 +800,7 @@ fn peer_in_another_pid_namespace() {
                 "P",
             ]);
         if emu {
-            emulated(&mut cmd, "127.77.155.0/24", &dir);
+            emulated(&mut cmd, &net.partitions, &dir);
         } else {
             default_mode(&mut cmd, &dir);
         }
@@ -798,7 +808,7 @@ fn peer_in_another_pid_namespace() {
         let (port, _) = port_pid(&mut srv);
         let mut cmd = py(NET, &["client", host, &port.to_string(), "300000"]);
         if emu {
-            emulated(&mut cmd, "127.77.155.0/24", &dir);
+            emulated(&mut cmd, &net.partitions, &dir);
         } else {
             default_mode(&mut cmd, &dir);
         }
@@ -883,11 +893,12 @@ d = ep.poll(1)
 print(len(a), len(b), len(d))
 "#;
     let dir = tmpdir("iso-carry-once");
+    let net = Net::emulated("iso-carry-once");
     let mut cmd = preloaded(python());
-    cmd.args(["-c", script, "127.77.161.1", "18161"]);
+    cmd.args(["-c", script, &net.host_str(), &net.port_str()]);
     let (out, err) = run_ok(
         "epoll before bind",
-        emulated(&mut cmd, "127.77.161.0/24", &dir),
+        emulated(&mut cmd, &net.partitions, &dir),
     );
     assert_eq!(
         out.trim(),
@@ -954,9 +965,9 @@ print(a, roundtrip(), flush=True)
 }
 
 /// Defect 3 with nginx: a master started as root with `user U;` workers,
-/// as a reverse proxy on the emulated network (127.77.152.1) in front of
+/// as a reverse proxy on the emulated network (host 1 of the test's /24) in front of
 /// an upstream python http.server run as root with SHMNET_ALLOW=U
-/// (127.77.152.2); a preloaded root curl gets HTTP 200 and the file's
+/// (host 2); a preloaded root curl gets HTTP 200 and the file's
 /// bytes (the workers, user U, connect to root's upstream: a 502 before).
 #[test]
 fn nginx_workers_of_another_user_reach_an_emulated_upstream() {
@@ -967,7 +978,10 @@ fn nginx_workers_of_another_user_reach_an_emulated_upstream() {
     let shared = OpenDir::new("nginx", 0o1777);
     let base = OpenDir::new("nginx-prefix", 0o755);
     let shm = shared.path();
-    let parts = "127.77.152.0/24";
+    let net = Net::emulated("iso-nginx-emu");
+    let parts = net.partitions.as_str();
+    // nginx on host 1 of the test's /24, its upstream on host 2.
+    let (front, upstream, port) = (net.ip(1), net.ip(2), net.port);
     let prefix = base.join("nginx");
     let www = base.join("www");
     for d in [&prefix, &www, &prefix.join("tmp")] {
@@ -982,7 +996,8 @@ fn nginx_workers_of_another_user_reach_an_emulated_upstream() {
     emulated(&mut up, parts, shm)
         .env("SHMNET_ALLOW", u.name())
         .env("PYTHONUNBUFFERED", "1")
-        .args(["-m", "http.server", "--bind", "127.77.152.2", "18155"])
+        .args(["-m", "http.server", "--bind"])
+        .args([upstream.to_string(), port.to_string()])
         .current_dir(&www);
     let mut up = start("upstream http.server (root)", &mut up);
     up.expect("Serving HTTP");
@@ -993,8 +1008,8 @@ fn nginx_workers_of_another_user_reach_an_emulated_upstream() {
          http {{ access_log off; default_type application/octet-stream;\n\
          client_body_temp_path tmp/body; proxy_temp_path tmp/proxy; fastcgi_temp_path tmp/fastcgi;\n\
          uwsgi_temp_path tmp/uwsgi; scgi_temp_path tmp/scgi;\n\
-         server {{ listen 127.77.152.1:18154;\n\
-         location / {{ proxy_pass http://127.77.152.2:18155; proxy_max_temp_file_size 0; }} }} }}\n",
+         server {{ listen {front}:{port};\n\
+         location / {{ proxy_pass http://{upstream}:{port}; proxy_max_temp_file_size 0; }} }} }}\n",
         u.name()
     );
     std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
@@ -1029,7 +1044,7 @@ fn nginx_workers_of_another_user_reach_an_emulated_upstream() {
         emulated(&mut curl, parts, shm)
             .args(["-sS", "--max-time", "30", "-w", "%{http_code}", "-o"])
             .arg(&got)
-            .arg("http://127.77.152.1:18154/f.bin");
+            .arg(format!("http://{front}:{port}/f.bin"));
         let out = run(&mut curl);
         code = out.stdout.trim().to_string();
         if code != "000" {
@@ -1159,17 +1174,24 @@ struct Target {
     names: Vec<String>,
 }
 
-fn accept_target(name: &str, emulated_at: Option<(&str, u16)>, script: &str) -> Target {
+fn accept_target(name: &str, emu: bool, script: &str) -> Target {
     let shm = tmpdir(name).join("shm");
-    let (host, port) = emulated_at.unwrap_or(("127.0.0.1", 0));
+    // Emulated: the test's own address and port (`Net::emulated`).
+    let (host, port) = if emu {
+        let net = Net::emulated(name);
+        (net.host_str(), net.port)
+    } else {
+        ("127.0.0.1".to_string(), 0)
+    };
+    let host = host.as_str();
     let p = port.to_string();
     let mut cmd = if script == "accept" {
         py(ACCEPT, &[host, &p])
     } else {
         py(NET, &["server", host, &p, "0", "T"])
     };
-    if emulated_at.is_some() {
-        emulated(&mut cmd, "127.77.153.0/24", &shm);
+    if emu {
+        emulated(&mut cmd, EMULATED, &shm);
     } else {
         default_mode(&mut cmd, &shm);
     }
@@ -1179,12 +1201,13 @@ fn accept_target(name: &str, emulated_at: Option<(&str, u16)>, script: &str) -> 
         start("server", &mut cmd)
     };
     let (port, pid) = port_pid(&mut srv);
-    let abstract_names = match emulated_at {
-        Some(_) => vec![format!("@shmnet.4/tcp/{host}:{port}")],
-        None => abstract_names_of(pid)
+    let abstract_names = if emu {
+        vec![format!("@shmnet.4/tcp/{host}:{port}")]
+    } else {
+        abstract_names_of(pid)
             .into_iter()
             .filter(|n| n.starts_with("@shmnet.4/tcp/c") && !n.contains("/allow/"))
-            .collect(),
+            .collect()
     };
     let names = rendezvous_candidates(&abstract_names, &shm.join(format!("tcp4-{host}-{port}")));
     Target {
@@ -1201,7 +1224,7 @@ impl Target {
         if self.host == "127.0.0.1" {
             default_mode(cmd, &self.shm)
         } else {
-            emulated(cmd, "127.77.153.0/24", &self.shm)
+            emulated(cmd, EMULATED, &self.shm)
         }
     }
 
@@ -1255,10 +1278,10 @@ fn idle_and_garbage(mut t: Target) {
     t.srv.kill();
 }
 
-/// Defect 5a/5c, emulated (127.77.153.1).
+/// Defect 5a/5c, emulated.
 #[test]
 fn idle_and_garbage_rendezvous_do_not_stall_accept_emulated() {
-    let t = accept_target("iso-idle-emu", Some(("127.77.153.1", 18153)), "server");
+    let t = accept_target("iso-idle-emu", true, "server");
     idle_and_garbage(t);
 }
 
@@ -1267,7 +1290,7 @@ fn idle_and_garbage_rendezvous_do_not_stall_accept_emulated() {
 /// held by the server process).
 #[test]
 fn idle_and_garbage_rendezvous_do_not_stall_accept_default_mode() {
-    let t = accept_target("iso-idle-default", None, "server");
+    let t = accept_target("iso-idle-default", false, "server");
     idle_and_garbage(t);
 }
 
@@ -1325,21 +1348,17 @@ fn half_written(mut t: Target) {
     t.srv.kill();
 }
 
-/// Defect 5b, emulated (127.77.153.2).
+/// Defect 5b, emulated.
 #[test]
 fn half_written_handshakes_leave_no_readable_listener_emulated() {
-    half_written(accept_target(
-        "iso-half-emu",
-        Some(("127.77.153.2", 18154)),
-        "accept",
-    ));
+    half_written(accept_target("iso-half-emu", true, "accept"));
 }
 
 /// Defect 5b in the default mode (where the issue saw it: a dual listener
 /// readable forever, one fd leaked per attempt).
 #[test]
 fn half_written_handshakes_leave_no_readable_listener_default_mode() {
-    half_written(accept_target("iso-half-default", None, "accept"));
+    half_written(accept_target("iso-half-default", false, "accept"));
 }
 
 // ---------------------------------------------------------------------------
@@ -1421,16 +1440,18 @@ fn log_file_at_the_file_size_limit_does_not_kill() {
     srv.kill();
 }
 
-/// Defect 6, RLIMIT_FSIZE 4096 in the emulated mode (127.77.156.1):
+/// Defect 6, RLIMIT_FSIZE 4096 in the emulated mode:
 /// connect fails with ENOBUFS and a `libshmnet:` line; the program lives on.
 #[test]
 fn small_file_size_limit_is_enobufs_emulated() {
     let exe = limits_exe();
     let shm = tmpdir("iso-fsize-emu").join("shm");
-    let parts = "127.77.156.0/24";
-    let (mut srv, _) = echo_server(|c| emulated(c, parts, &shm), "127.77.156.1", "18156");
+    let net = Net::emulated("iso-fsize-emu");
+    let (host, port) = (net.host_str(), net.port_str());
+    let parts = net.partitions.as_str();
+    let (mut srv, _) = echo_server(|c| emulated(c, parts, &shm), &host, &port);
     let out = run(emulated(
-        preloaded(&exe).args(["fsize", "127.77.156.1", "18156"]),
+        preloaded(&exe).args(["fsize", &host, &port]),
         parts,
         &shm,
     ));
@@ -1484,16 +1505,18 @@ fn lowered_fd_limit(mode: &str) {
     srv.kill();
 }
 
-/// Defect 6, no descriptor left at connect (emulated, 127.77.156.2): EMFILE
+/// Defect 6, no descriptor left at connect (emulated): EMFILE
 /// as the kernel says it; with a few fds freed the next connect works.
 #[test]
 fn out_of_fds_is_emfile_emulated() {
     let exe = limits_exe();
     let shm = tmpdir("iso-emfile").join("shm");
-    let parts = "127.77.156.0/24";
-    let (mut srv, _) = echo_server(|c| emulated(c, parts, &shm), "127.77.156.2", "18157");
+    let net = Net::emulated("iso-emfile");
+    let (host, port) = (net.host_str(), net.port_str());
+    let parts = net.partitions.as_str();
+    let (mut srv, _) = echo_server(|c| emulated(c, parts, &shm), &host, &port);
     let out = run(emulated(
-        preloaded(&exe).args(["emfile", "127.77.156.2", "18157"]),
+        preloaded(&exe).args(["emfile", &host, &port]),
         parts,
         &shm,
     ));
@@ -1815,10 +1838,12 @@ print("ok" if got.decode() == hashlib.sha256(data).hexdigest() else "bad " + got
 #[test]
 fn accept_without_fds_for_the_handshake_is_emfile() {
     let dir = tmpdir("iso-accept-emfile");
-    for (host, emu) in [("127.0.0.1", false), ("127.77.159.1", true)] {
+    let net = Net::emulated("iso-accept-emfile-emu");
+    let emu_host = net.host_str();
+    for (host, emu) in [("127.0.0.1", false), (emu_host.as_str(), true)] {
         let mode = |cmd: &mut Command| {
             if emu {
-                emulated(cmd, "127.77.159.0/24", &dir);
+                emulated(cmd, &net.partitions, &dir);
             } else {
                 default_mode(cmd, &dir);
             }
@@ -2018,14 +2043,16 @@ fn concurrent_connects_are_counted_exactly() {
     srv.kill();
 }
 
-/// Defect 8, emulated (127.77.158.1): a listener killed with SIGKILL, and
+/// Defect 8, emulated: a listener killed with SIGKILL, and
 /// a client that exited with its connection open, leave nothing in
 /// SHMNET_DIR but the per-user counters, and the address can be bound again
 /// at once by a new preloaded server that then serves.
 #[test]
 fn killed_listener_leaves_nothing_behind_emulated() {
     let shm = tmpdir("iso-killed").join("shm");
-    let (host, port, parts) = ("127.77.158.1", "18158", "127.77.158.0/24");
+    let net = Net::emulated("iso-killed-emu");
+    let (host, port) = (net.host_str(), net.port_str());
+    let (host, port, parts) = (host.as_str(), port.as_str(), net.partitions.as_str());
     let (mut srv, _) = echo_server(|c| emulated(c, parts, &shm), host, port);
     let steps = [
         "session",

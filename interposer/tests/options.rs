@@ -20,7 +20,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::Duration;
 
-use common::{build_c, kernel_tcp_sockets, preloaded, tmpdir, Background as Proc};
+use common::{build_c, preloaded, Background as Proc, Net};
 
 /// Answers that differ, each for a reason (docs/compatibility.md):
 /// (state prefix, level, name).
@@ -186,9 +186,11 @@ fn excuse(key: &str, k: &str, k2: Option<&str>, e: &str) -> Option<String> {
     None
 }
 
-/// Runs sockopts on `host` twice on kernel TCP and once emulated; returns
-/// the unexcused differences as a table, and how many lines compared.
-fn compare(host: &str, partition: &str) -> (Vec<String>, usize) {
+/// Runs sockopts on `net`'s host twice on kernel TCP and once emulated;
+/// returns the unexcused differences as a table, and how many lines
+/// compared.
+fn compare(net: &Net) -> (Vec<String>, usize) {
+    let host = &net.host_str();
     let exe = build_c("sockopts", &["-O1", "-Wall"]);
     let plain = || {
         // The kernel caches what it learnt of a destination (reordering,
@@ -207,12 +209,8 @@ fn compare(host: &str, partition: &str) -> (Vec<String>, usize) {
         parse(&out.stdout)
     };
     let (k1, k2) = (plain(), plain());
-    let dir = tmpdir("opts");
     let mut cmd = preloaded(&exe);
-    cmd.arg(host)
-        .env("SHMNET_FALLBACK", "never")
-        .env("SHMNET_PARTITIONS", partition)
-        .env("SHMNET_DIR", dir.join("shm"));
+    net.env(&mut cmd).arg(host);
     let out = common::run(&mut cmd);
     assert!(
         out.status.success() && out.stderr.is_empty(),
@@ -236,42 +234,36 @@ fn compare(host: &str, partition: &str) -> (Vec<String>, usize) {
     (table, k1.len())
 }
 
-fn check(host: &str, partition: &str) {
-    let (table, n) = compare(host, partition);
+fn check(net: &Net) {
+    let (table, n) = compare(net);
     assert!(n > 5000, "only {n} lines compared");
     assert!(
         table.is_empty(),
-        "{} of {n} answers differ from kernel TCP on {host} \
+        "{} of {n} answers differ from kernel TCP on {} \
          (state level name room | rc errno len value):\n{}",
         table.len(),
+        net.host,
         table.join("\n")
     );
 }
 
 #[test]
 fn options_match_kernel_tcp_ipv4() {
-    check("127.0.0.1", "127.0.0.1/32");
+    check(&Net::emulated("opts-v4"));
 }
 
 #[test]
 fn options_match_kernel_tcp_ipv6() {
-    check("::1", "::1/128");
+    check(&Net::emulated_v6("opts-v6"));
 }
 
-/// A port nothing listens on now.
-fn spare_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// iperf3 server and client (-t 2), both preloaded with `env`; checks
-/// that neither printed an error, that no interval retransmitted and that
-/// no kernel TCP connection on the port existed meanwhile. Returns the
-/// client's output and the shared-memory counters.
-fn iperf3(host: &str, port: u16, env: &[(&str, String)]) -> (String, HashMap<String, u64>) {
+/// iperf3 server and client (-t 2), both preloaded on `net` (emulated:
+/// its environment; default mode: only its SHMNET_DIR); checks that
+/// neither printed an error, that no interval retransmitted and that no
+/// kernel TCP connection of the test's (`Net::kernel_sockets`) existed
+/// meanwhile. Returns the client's output and the shared-memory counters.
+fn iperf3(net: &Net) -> (String, HashMap<String, u64>) {
+    let (host, port) = (&net.host_str(), net.port);
     let iperf = std::path::Path::new("/usr/bin/iperf3");
     if !iperf.exists() {
         common::missing_program("iperf3 tests", "iperf3");
@@ -279,8 +271,10 @@ fn iperf3(host: &str, port: u16, env: &[(&str, String)]) -> (String, HashMap<Str
     }
     let p = port.to_string();
     let with_env = |cmd: &mut Command| {
-        for (k, v) in env {
-            cmd.env(k, v);
+        if net.partitions.is_empty() {
+            cmd.env("SHMNET_DIR", net.shm_dir());
+        } else {
+            net.env(cmd);
         }
     };
     let mut cmd = preloaded(iperf);
@@ -293,13 +287,7 @@ fn iperf3(host: &str, port: u16, env: &[(&str, String)]) -> (String, HashMap<Str
     with_env(&mut cmd);
     let mut cli = Proc::start("iperf3 -c", &mut cmd, Duration::from_secs(60), false);
     thread::sleep(Duration::from_millis(1000));
-    let tcp: Vec<String> = kernel_tcp_sockets()
-        .iter()
-        .filter(|s| {
-            s.state != common::LISTEN && (s.local.port() == port || s.remote.port() == port)
-        })
-        .map(|s| s.to_string())
-        .collect();
+    let tcp = net.kernel_sockets(port);
     let (status, err) = cli.finish_status();
     let out = format!("{}\n{err}", cli.seen.join("\n"));
     let (_, srv_err) = srv.finish_status();
@@ -324,24 +312,13 @@ fn iperf3(host: &str, port: u16, env: &[(&str, String)]) -> (String, HashMap<Str
         }
     }
     assert!(intervals >= 3, "no interval lines with Retr:\n{out}");
-    let stats = env
-        .iter()
-        .find(|(k, _)| *k == "SHMNET_DIR")
-        .map(|(_, d)| common::stats::read(std::path::Path::new(d)))
-        .unwrap_or_default();
+    let stats = common::stats::read(&net.shm_dir());
     (out, stats)
 }
 
 #[test]
 fn iperf3_emulated_reads_tcp_info() {
-    let dir = tmpdir("opts-iperf-emu");
-    let shm = dir.join("shm").to_string_lossy().into_owned();
-    let env = [
-        ("SHMNET_FALLBACK", "never".to_string()),
-        ("SHMNET_PARTITIONS", "127.77.186.0/24".to_string()),
-        ("SHMNET_DIR", shm),
-    ];
-    let (out, stats) = iperf3("127.77.186.1", 15286, &env);
+    let (out, stats) = iperf3(&Net::emulated("opts-iperf-emu"));
     if out.is_empty() {
         return;
     }
@@ -356,10 +333,7 @@ fn iperf3_emulated_reads_tcp_info() {
 
 #[test]
 fn iperf3_default_mode_reads_tcp_info() {
-    let dir = tmpdir("opts-iperf-lo");
-    let shm = dir.join("shm").to_string_lossy().into_owned();
-    let env = [("SHMNET_DIR", shm)];
-    let (out, stats) = iperf3("127.0.0.1", spare_port(), &env);
+    let (out, stats) = iperf3(&Net::loopback("opts-iperf-lo"));
     if out.is_empty() {
         return;
     }
@@ -378,15 +352,12 @@ fn iperf3_default_mode_reads_tcp_info() {
 #[test]
 fn bad_option_buffers_are_efault_not_a_crash() {
     let exe = build_c("optfault", &["-O1", "-Wall"]);
-    let kernel = common::run(
-        std::process::Command::new(&exe).args(["127.0.0.1", &spare_port().to_string()]),
-    );
-    let dir = tmpdir("opt-fault");
+    let plain = Net::loopback("opt-fault-kernel");
+    let kernel =
+        common::run(std::process::Command::new(&exe).args([plain.host_str(), plain.port_str()]));
+    let net = Net::emulated("opt-fault");
     let mut cmd = preloaded(&exe);
-    cmd.args(["127.77.187.1", "18187"])
-        .env("SHMNET_PARTITIONS", "127.77.187.0/24")
-        .env("SHMNET_FALLBACK", "never")
-        .env("SHMNET_DIR", dir.join("shm"));
+    net.env(&mut cmd).args([net.host_str(), net.port_str()]);
     let emulated = common::run(&mut cmd);
     assert_eq!(
         kernel.stdout,

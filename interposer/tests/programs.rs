@@ -1,9 +1,11 @@
 //! Third-party programs that once broke, each run in the emulated mode
-//! (`SHMNET_FALLBACK=never`, virtual address 127.77.240.N, port 18400+N),
-//! in the default mode (loopback acceleration, 127.0.240.N on a port the
-//! kernel says is free) and, as the baseline that proves the test itself,
-//! over plain kernel TCP (nothing preloaded, same address and port choice
-//! as the default mode).
+//! (`SHMNET_FALLBACK=never`, the test's own virtual address and port,
+//! `common::Net::emulated`), in the default mode (loopback acceleration,
+//! the test's own loopback address and a port the kernel says is free,
+//! `common::Net::loopback`) and, as the baseline that proves the test
+//! itself, over plain kernel TCP (nothing preloaded, same address and port
+//! choice as the default mode). The programs get the address and port in
+//! their config files or arguments.
 //!
 //! 1. sshd (privilege separation, seccomp sandbox, re-exec per connection)
 //!    and a key-based `ssh ... cat FILE` streaming 64 MiB back (12.7); also
@@ -40,7 +42,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::fs::File;
 use std::io::{ErrorKind, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -52,13 +54,12 @@ use std::time::{Duration, Instant};
 
 use common::kernel::Scope;
 use common::{
-    host::is_root, kernel_tcp_sockets, kill_group, preloaded, py, python, reap_group, tmpdir,
+    host::is_root, kernel_tcp_sockets, kill_group, preloaded, py, python, reap_group,
     wait_deadline, Background,
 };
 
 /// Deadline for a program, or an expected line.
 const WAIT: Duration = Duration::from_secs(60);
-const PARTITIONS: &str = "127.77.0.0/16";
 /// The connection fallbacks of docs/counters.md (counted by connectors).
 const FALLBACKS: [&str; 5] = [
     "fallback_no_listener",
@@ -110,7 +111,7 @@ fn programs(test: &str, names: &[&str]) -> Option<Vec<PathBuf>> {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
-    /// `SHMNET_FALLBACK=never`, `SHMNET_PARTITIONS=127.77.0.0/16`.
+    /// `SHMNET_FALLBACK=never` on the emulated network (`common::Net::env`).
     Emulated,
     /// No partition or fallback setting: loopback acceleration.
     Default,
@@ -184,50 +185,45 @@ impl Watch {
     }
 }
 
-struct Net {
+/// The test's network, handed out by the harness, in one of the modes.
+struct Run {
     mode: Mode,
-    dir: PathBuf,
-    host: Ipv4Addr,
-    port: u16,
+    net: common::Net,
 }
 
-impl Net {
-    /// Emulated: 127.77.240.`n`, port 18400+`n` (virtual). Otherwise
-    /// 127.0.240.`n` and a port the kernel just handed out there.
-    fn new(name: &str, n: u8, mode: Mode) -> Net {
-        let dir = tmpdir(&format!("{name}-{mode:?}"));
-        let (host, port) = match mode {
-            Mode::Emulated => (Ipv4Addr::new(127, 77, 240, n), 18400 + u16::from(n)),
-            Mode::Default | Mode::Kernel => {
-                let host = Ipv4Addr::new(127, 0, 240, n);
-                let l = TcpListener::bind((host, 0)).expect("bind a spare loopback port");
-                (host, l.local_addr().unwrap().port())
-            }
+impl std::ops::Deref for Run {
+    type Target = common::Net;
+
+    fn deref(&self) -> &common::Net {
+        &self.net
+    }
+}
+
+impl Run {
+    /// Emulated: the test's own virtual address and port
+    /// (`common::Net::emulated`). Otherwise its own loopback address and a
+    /// port the kernel just handed out there (`common::Net::loopback`).
+    fn new(name: &str, mode: Mode) -> Run {
+        let name = format!("{name}-{mode:?}");
+        let net = match mode {
+            Mode::Emulated => common::Net::emulated(&name),
+            Mode::Default | Mode::Kernel => common::Net::loopback(&name),
         };
         // Shared by every user the programs switch to (nginx's workers run
         // as `nobody`, sshd's pre-authentication child as `sshd`), like
         // /tmp: root's, sticky, writable by all (docs/security.md).
-        let shm = dir.join("shm");
+        let shm = net.shm_dir();
         std::fs::create_dir(&shm).unwrap();
         std::fs::set_permissions(&shm, std::fs::Permissions::from_mode(0o1777)).unwrap();
-        Net {
-            mode,
-            dir,
-            host,
-            port,
-        }
+        Run { mode, net }
     }
 
     fn path(&self) -> Proof {
         Proof {
             mode: self.mode,
-            host: self.host,
+            host: self.v4(),
             port: self.port,
         }
-    }
-
-    fn shm_dir(&self) -> PathBuf {
-        self.dir.join("shm")
     }
 
     /// The mode's environment on a preloaded command.
@@ -236,8 +232,7 @@ impl Net {
         cmd.env("SHMNET_DIR", self.shm_dir())
             .env("SHMNET_LOG", level);
         if self.mode == Mode::Emulated {
-            cmd.env("SHMNET_PARTITIONS", PARTITIONS)
-                .env("SHMNET_FALLBACK", "never");
+            self.net.env(cmd);
         }
         cmd
     }
@@ -296,7 +291,7 @@ impl Net {
             found.join("\n")
         );
         if self.mode == Mode::Emulated {
-            let addr = SocketAddr::new(IpAddr::V4(self.host), self.port);
+            let addr = SocketAddr::new(self.host, self.port);
             match TcpStream::connect_timeout(&addr, Duration::from_secs(3)) {
                 Err(e) if e.kind() == ErrorKind::ConnectionRefused => {}
                 Ok(_) => panic!("{when}: a plain client reached virtual {addr} over kernel TCP"),
@@ -347,7 +342,7 @@ impl Net {
     }
 }
 
-impl Drop for Net {
+impl Drop for Run {
     /// The temp dir goes, pass or fail (the sshd tests' hold 128 MiB;
     /// failure messages quote the logs); `PROGRAMS_KEEP_TMP=1` keeps it.
     fn drop(&mut self) {
@@ -639,7 +634,7 @@ fn seccomp_kills(skip: usize) -> (usize, Vec<String>) {
 
 /// sshd (as root, own config, host key and authorized key, on the mode's
 /// address) and `ssh root@HOST cat FILE` streaming 64 MiB back.
-fn sshd_test(test: &str, n: u8, mode: Mode, how: Sshd) {
+fn sshd_test(test: &str, mode: Mode, how: Sshd) {
     let Some(bins) = programs(test, &["sshd", "ssh", "ssh-keygen"]) else {
         return;
     };
@@ -654,7 +649,7 @@ fn sshd_test(test: &str, n: u8, mode: Mode, how: Sshd) {
         let _ = std::fs::create_dir_all("/run/sshd");
         let _ = std::fs::set_permissions("/run/sshd", std::fs::Permissions::from_mode(0o755));
     }
-    let net = Net::new(test, n, mode);
+    let net = Run::new(test, mode);
     let d = &net.dir;
     for key in ["host_key", "client_key"] {
         let out = Command::new(keygen)
@@ -780,27 +775,27 @@ fn sshd_test(test: &str, n: u8, mode: Mode, how: Sshd) {
 
 #[test]
 fn sshd_streams_64_mib_over_ssh_emulated() {
-    sshd_test("prog-sshd", 1, Mode::Emulated, Sshd::Stock);
+    sshd_test("prog-sshd", Mode::Emulated, Sshd::Stock);
 }
 
 #[test]
 fn sshd_streams_64_mib_over_ssh_default_mode() {
-    sshd_test("prog-sshd", 2, Mode::Default, Sshd::Stock);
+    sshd_test("prog-sshd", Mode::Default, Sshd::Stock);
 }
 
 #[test]
 fn sshd_streams_64_mib_over_ssh_kernel_tcp() {
-    sshd_test("prog-sshd", 3, Mode::Kernel, Sshd::Stock);
+    sshd_test("prog-sshd", Mode::Kernel, Sshd::Stock);
 }
 
 #[test]
 fn sshd_without_reexec_streams_64_mib_emulated() {
-    sshd_test("prog-sshd-r", 4, Mode::Emulated, Sshd::NoRexec);
+    sshd_test("prog-sshd-r", Mode::Emulated, Sshd::NoRexec);
 }
 
 #[test]
 fn sshd_without_reexec_streams_64_mib_default_mode() {
-    sshd_test("prog-sshd-r", 5, Mode::Default, Sshd::NoRexec);
+    sshd_test("prog-sshd-r", Mode::Default, Sshd::NoRexec);
 }
 
 /// Diagnosis: with neither re-exec nor the seccomp filter, sshd works
@@ -809,7 +804,6 @@ fn sshd_without_reexec_streams_64_mib_default_mode() {
 fn sshd_without_reexec_or_sandbox_streams_64_mib_emulated() {
     sshd_test(
         "prog-sshd-r-nosandbox",
-        6,
         Mode::Emulated,
         Sshd::NoRexecNoSandbox,
     );
@@ -819,7 +813,6 @@ fn sshd_without_reexec_or_sandbox_streams_64_mib_emulated() {
 fn sshd_without_reexec_or_sandbox_streams_64_mib_default_mode() {
     sshd_test(
         "prog-sshd-r-nosandbox",
-        7,
         Mode::Default,
         Sshd::NoRexecNoSandbox,
     );
@@ -830,12 +823,12 @@ fn sshd_without_reexec_or_sandbox_streams_64_mib_default_mode() {
 
 const NGINX_REQUESTS: usize = 200;
 
-fn nginx_reuseport_test(test: &str, n: u8, mode: Mode) {
+fn nginx_reuseport_test(test: &str, mode: Mode) {
     let Some(bins) = programs(test, &["nginx", "curl"]) else {
         return;
     };
     let (nginx, curl) = (&bins[0], &bins[1]);
-    let net = Net::new(test, n, mode);
+    let net = Run::new(test, mode);
     let prefix = net.dir.join("nginx");
     let www = prefix.join("www");
     std::fs::create_dir_all(&www).unwrap();
@@ -967,17 +960,17 @@ fn nginx_reuseport_test(test: &str, n: u8, mode: Mode) {
 
 #[test]
 fn nginx_reuseport_two_workers_both_serve_emulated() {
-    nginx_reuseport_test("prog-nginx-reuseport", 10, Mode::Emulated);
+    nginx_reuseport_test("prog-nginx-reuseport", Mode::Emulated);
 }
 
 #[test]
 fn nginx_reuseport_two_workers_both_serve_default_mode() {
-    nginx_reuseport_test("prog-nginx-reuseport", 11, Mode::Default);
+    nginx_reuseport_test("prog-nginx-reuseport", Mode::Default);
 }
 
 #[test]
 fn nginx_reuseport_two_workers_both_serve_kernel_tcp() {
-    nginx_reuseport_test("prog-nginx-reuseport", 12, Mode::Kernel);
+    nginx_reuseport_test("prog-nginx-reuseport", Mode::Kernel);
 }
 
 // ---------------------------------------------------------------------------
@@ -993,8 +986,8 @@ const BACKLOG: &str = "64";
 
 /// stall_server.py (backlog `BACKLOG`) waits while 300 clients (`variant`
 /// `nonblocking` or `threads`) connect, then echoes a line for each.
-fn stall_test(test: &str, n: u8, mode: Mode, variant: &str) {
-    let net = Net::new(test, n, mode);
+fn stall_test(test: &str, mode: Mode, variant: &str) {
+    let net = Run::new(test, mode);
     let mut srv = start(
         "stalled server",
         net.python(STALL_SERVER, &[BACKLOG]).stdin(Stdio::piped()),
@@ -1046,32 +1039,32 @@ fn stall_test(test: &str, n: u8, mode: Mode, variant: &str) {
 
 #[test]
 fn stalled_server_300_nonblocking_clients_emulated() {
-    stall_test("prog-stall-nb", 20, Mode::Emulated, "nonblocking");
+    stall_test("prog-stall-nb", Mode::Emulated, "nonblocking");
 }
 
 #[test]
 fn stalled_server_300_nonblocking_clients_default_mode() {
-    stall_test("prog-stall-nb", 21, Mode::Default, "nonblocking");
+    stall_test("prog-stall-nb", Mode::Default, "nonblocking");
 }
 
 #[test]
 fn stalled_server_300_nonblocking_clients_kernel_tcp() {
-    stall_test("prog-stall-nb", 22, Mode::Kernel, "nonblocking");
+    stall_test("prog-stall-nb", Mode::Kernel, "nonblocking");
 }
 
 #[test]
 fn stalled_server_300_threaded_clients_emulated() {
-    stall_test("prog-stall-thr", 23, Mode::Emulated, "threads");
+    stall_test("prog-stall-thr", Mode::Emulated, "threads");
 }
 
 #[test]
 fn stalled_server_300_threaded_clients_default_mode() {
-    stall_test("prog-stall-thr", 24, Mode::Default, "threads");
+    stall_test("prog-stall-thr", Mode::Default, "threads");
 }
 
 #[test]
 fn stalled_server_300_threaded_clients_kernel_tcp() {
-    stall_test("prog-stall-thr", 25, Mode::Kernel, "threads");
+    stall_test("prog-stall-thr", Mode::Kernel, "threads");
 }
 
 // ---------------------------------------------------------------------------
@@ -1081,8 +1074,8 @@ const SEQ_CONNECTS: u64 = 50;
 
 /// accept_loop.py and 50 sequential clients: every accept() made because
 /// epoll reported the listener readable must return a connection.
-fn accept_loop_test(test: &str, n: u8, mode: Mode) {
-    let net = Net::new(test, n, mode);
+fn accept_loop_test(test: &str, mode: Mode) {
+    let net = Run::new(test, mode);
     let count = SEQ_CONNECTS.to_string();
     let mut srv = start("accept loop", &mut net.python(ACCEPT_LOOP, &[&count]));
     srv.expect("listening");
@@ -1118,15 +1111,15 @@ fn accept_loop_test(test: &str, n: u8, mode: Mode) {
 
 #[test]
 fn accept_after_epoll_readiness_finds_a_connection_default_mode() {
-    accept_loop_test("prog-accept-loop", 30, Mode::Default);
+    accept_loop_test("prog-accept-loop", Mode::Default);
 }
 
 #[test]
 fn accept_after_epoll_readiness_finds_a_connection_emulated() {
-    accept_loop_test("prog-accept-loop", 31, Mode::Emulated);
+    accept_loop_test("prog-accept-loop", Mode::Emulated);
 }
 
 #[test]
 fn accept_after_epoll_readiness_finds_a_connection_kernel_tcp() {
-    accept_loop_test("prog-accept-loop", 32, Mode::Kernel);
+    accept_loop_test("prog-accept-loop", Mode::Kernel);
 }

@@ -9,7 +9,7 @@
 //! sides sleep and wake on doorbells), the second non-blocking, full
 //! duplex with poll, a few MiB each way (rings fill: POLLOUT through
 //! filler); sha256 compared across the ends. Run in the emulated mode
-//! (127.77.245.N) and the default mode (127.0.245.N), with the server
+//! (`Net::emulated`) and the default mode (`Net::loopback`), with the server
 //! sandboxed after accept (alone, or in a child forked after accept, whose
 //! connections are then shared with the parent, as sshd's are), and the
 //! client sandboxed too. The counters prove shared memory carried both
@@ -22,69 +22,58 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use common::{build_c, preloaded, run, tmpdir, Background, TIMEOUT};
+use common::{build_c, preloaded, run, Background, Net, TIMEOUT};
 
 fn echo() -> &'static Path {
     static EXE: OnceLock<PathBuf> = OnceLock::new();
     EXE.get_or_init(|| build_c("seccomp_echo", &["-O2", "-Wall"]))
 }
 
-#[derive(Clone, Copy)]
-enum Mode {
-    /// SHMNET_FALLBACK=never on 127.77.245.`n`.
-    Emulated,
-    /// The default mode on 127.0.245.`n`.
-    Default,
+/// The network of a test: `Net::emulated` (SHMNET_FALLBACK=never on
+/// its own /24) or `Net::loopback` (the default mode on its own loopback
+/// host).
+fn net(name: &str, emulated: bool) -> Net {
+    let net = if emulated {
+        Net::emulated(name)
+    } else {
+        Net::loopback(name)
+    };
+    std::fs::create_dir_all(net.shm_dir()).unwrap();
+    net
 }
 
-struct Net {
-    addr: String,
-    mode: Mode,
-    dir: PathBuf,
+/// `program` preloaded on `net`: its SHMNET_DIR, and when emulated the
+/// partition and SHMNET_FALLBACK=never.
+fn command(net: &Net, program: &Path) -> Command {
+    let mut cmd = preloaded(program);
+    if net.partitions.is_empty() {
+        cmd.env("SHMNET_DIR", net.shm_dir());
+    } else {
+        net.env(&mut cmd);
+    }
+    cmd
 }
 
-impl Net {
-    fn new(name: &str, n: u8, mode: Mode) -> Net {
-        let addr = match mode {
-            Mode::Emulated => format!("127.77.245.{n}"),
-            Mode::Default => format!("127.0.245.{n}"),
-        };
-        let dir = tmpdir(name);
-        std::fs::create_dir_all(dir.join("shm")).unwrap();
-        Net { addr, mode, dir }
-    }
+fn server(net: &Net, sandboxed: bool, forked: bool, mib: u32) -> (Background, String) {
+    let mut cmd = command(net, echo());
+    cmd.args(["server", &net.host_str()])
+        .arg(u8::from(sandboxed).to_string())
+        .arg(u8::from(forked).to_string())
+        .arg(mib.to_string());
+    let mut srv = Background::start("seccomp_echo server", &mut cmd, TIMEOUT, false);
+    let port = srv.expect("port ")[5..].trim().to_string();
+    (srv, port)
+}
 
-    fn command(&self) -> Command {
-        let mut cmd = preloaded(echo());
-        cmd.env("SHMNET_DIR", self.dir.join("shm"));
-        if let Mode::Emulated = self.mode {
-            cmd.env("SHMNET_PARTITIONS", "127.77.245.0/24")
-                .env("SHMNET_FALLBACK", "never");
-        }
-        cmd
-    }
-
-    fn server(&self, sandboxed: bool, forked: bool, mib: u32) -> (Background, String) {
-        let mut cmd = self.command();
-        cmd.args(["server", &self.addr])
-            .arg(u8::from(sandboxed).to_string())
-            .arg(u8::from(forked).to_string())
-            .arg(mib.to_string());
-        let mut srv = Background::start("seccomp_echo server", &mut cmd, TIMEOUT, false);
-        let port = srv.expect("port ")[5..].trim().to_string();
-        (srv, port)
-    }
-
-    /// Both connections went over shared memory: the client's connects and
-    /// the server's accepts are counted as such.
-    fn assert_shm(&self, what: &str) {
-        let c = common::stats::read(&self.dir.join("shm"));
-        assert_eq!(
-            (c.get("shm").copied(), c.get("accepted_shm").copied()),
-            (Some(2), Some(2)),
-            "{what}: counters {c:?}"
-        );
-    }
+/// Both connections went over shared memory: the client's connects and
+/// the server's accepts are counted as such.
+fn assert_shm(net: &Net, what: &str) {
+    let c = common::stats::read(&net.shm_dir());
+    assert_eq!(
+        (c.get("shm").copied(), c.get("accepted_shm").copied()),
+        (Some(2), Some(2)),
+        "{what}: counters {c:?}"
+    );
 }
 
 /// "NAME N sent=HEX recv=HEX ..." -> (sent, recv) in that order of the
@@ -99,12 +88,12 @@ fn hashes(line: &str) -> (String, String) {
     (get("sent="), get("recv="))
 }
 
-fn echo_test(name: &str, n: u8, mode: Mode, server_forks: bool, client_sandboxed: bool) {
-    let net = Net::new(name, n, mode);
+fn echo_test(name: &str, emulated: bool, server_forks: bool, client_sandboxed: bool) {
+    let net = net(name, emulated);
     let mib = 4;
-    let (mut srv, port) = net.server(true, server_forks, mib);
-    let mut cmd = net.command();
-    cmd.args(["client", &net.addr, &port])
+    let (mut srv, port) = server(&net, true, server_forks, mib);
+    let mut cmd = command(&net, echo());
+    cmd.args(["client", &net.host_str(), &port])
         .arg(u8::from(client_sandboxed).to_string())
         .arg(mib.to_string());
     let out = run(&mut cmd);
@@ -149,32 +138,32 @@ fn echo_test(name: &str, n: u8, mode: Mode, server_forks: bool, client_sandboxed
     for err in [&out.stderr, &server_err] {
         assert!(!err.contains("libshmnet"), "{name}: {err}");
     }
-    net.assert_shm(name);
+    assert_shm(&net, name);
 }
 
 #[test]
 fn sandboxed_server_emulated() {
-    echo_test("sbx-server-emu", 1, Mode::Emulated, false, false);
+    echo_test("sbx-server-emu", true, false, false);
 }
 
 #[test]
 fn sandboxed_server_default_mode() {
-    echo_test("sbx-server-def", 2, Mode::Default, false, false);
+    echo_test("sbx-server-def", false, false, false);
 }
 
 #[test]
 fn sandboxed_forked_server_and_client_emulated() {
-    echo_test("sbx-both-emu", 3, Mode::Emulated, true, true);
+    echo_test("sbx-both-emu", true, true, true);
 }
 
 #[test]
 fn sandboxed_forked_server_and_client_default_mode() {
-    echo_test("sbx-both-def", 4, Mode::Default, true, true);
+    echo_test("sbx-both-def", false, true, true);
 }
 
 #[test]
 fn sandboxed_client_emulated() {
-    echo_test("sbx-client-emu", 5, Mode::Emulated, false, true);
+    echo_test("sbx-client-emu", true, false, true);
 }
 
 /// SECCOMP_MODE_STRICT leaves read, write, exit and sigreturn: waiting on a
@@ -182,10 +171,10 @@ fn sandboxed_client_emulated() {
 /// with EACCES — the process is not killed.
 #[test]
 fn strict_mode_fails_data_calls_without_killing() {
-    let net = Net::new("sbx-strict", 6, Mode::Emulated);
-    let (mut srv, port) = net.server(false, false, 1);
-    let mut cmd = net.command();
-    cmd.args(["strict", &net.addr, &port]);
+    let net = net("sbx-strict", true);
+    let (mut srv, port) = server(&net, false, false, 1);
+    let mut cmd = command(&net, echo());
+    cmd.args(["strict", &net.host_str(), &port]);
     let out = run(&mut cmd);
     assert!(
         out.status.success() && out.stdout.contains("strict ok"),
@@ -196,7 +185,7 @@ fn strict_mode_fails_data_calls_without_killing() {
     );
     srv.expect("done");
     srv.finish();
-    net.assert_shm("strict");
+    assert_shm(&net, "strict");
 }
 
 /// Calls a filter allows must not get the process killed for the library's
@@ -211,19 +200,15 @@ fn strict_mode_fails_data_calls_without_killing() {
 #[test]
 fn calls_a_filter_allows_never_kill_and_harmless_filters_change_nothing() {
     let exe = build_c("seccomp_calls", &["-O1", "-Wall", "-pthread"]);
-    for (i, mode) in [Mode::Emulated, Mode::Default].into_iter().enumerate() {
-        let net = Net::new("sbx-calls", 20 + i as u8, mode);
+    for emulated in [true, false] {
         let cases = ["getsockopt", "dup", "closedup", "allowall", "denyunused"];
-        for (k, case) in cases.iter().enumerate() {
-            let mut cmd = preloaded(&exe);
-            cmd.env("SHMNET_DIR", net.dir.join("shm"));
-            if let Mode::Emulated = net.mode {
-                cmd.env("SHMNET_PARTITIONS", "127.77.245.0/24")
-                    .env("SHMNET_FALLBACK", "never");
-            }
-            let port = (18460 + 10 * i + 2 * k).to_string();
-            let out = run(cmd.args([*case, net.addr.as_str(), port.as_str()]));
-            let want = if *case == "allowall" || *case == "denyunused" {
+        for case in cases {
+            // A network of its own per case: the program uses its port and
+            // the next.
+            let net = net(&format!("sbx-calls-{case}-{emulated}"), emulated);
+            let mut cmd = command(&net, &exe);
+            let out = run(cmd.args([case, &net.host_str(), &net.port_str()]));
+            let want = if case == "allowall" || case == "denyunused" {
                 "connect ok\naccept ok\nbind ok\n"
             } else {
                 "survived\n"
@@ -231,8 +216,9 @@ fn calls_a_filter_allows_never_kill_and_harmless_filters_change_nothing() {
             assert_eq!(
                 (out.status.code(), out.stdout.as_str()),
                 (Some(0), want),
-                "{case} ({}): {}",
-                net.addr,
+                "{case} ({}:{}): {}",
+                net.host,
+                net.port,
                 out.stderr
             );
         }

@@ -4,23 +4,14 @@
 //! shared), an acceptor that does not answer the offer in time, and a
 //! forged offer from a process that never shared the segment.
 //!
-//! Addresses: 127.77.230.1 onwards, inside SHMNET_PARTITIONS=127.77.230.0/24,
-//! `SHMNET_FALLBACK=never`, a private SHMNET_DIR per test.
+//! Addresses: each test's own `Net::emulated` (its /24 of the emulated
+//! network, `SHMNET_FALLBACK=never`, a private SHMNET_DIR).
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
-use common::{py, run, tmpdir};
-
-const PARTITIONS: &str = "127.77.230.0/24";
-
-fn env<'a>(cmd: &'a mut Command, dir: &Path) -> &'a mut Command {
-    cmd.env("SHMNET_PARTITIONS", PARTITIONS)
-        .env("SHMNET_FALLBACK", "never")
-        .env("SHMNET_DIR", dir)
-}
+use common::{py, run, Net};
 
 /// Python helpers: `segs()` is the set of connection segments this process
 /// maps (inode numbers of memfd:shmnet-conn in /proc/self/maps).
@@ -120,22 +111,30 @@ reused = sum(1 for a, b in zip(kept, kept[1:]) if a == b)
 print('ok', n, 'reused', reused, flush=True)
 "#;
 
-fn server(dir: &Path, host: &str, port: u16, fork_at: usize) -> common::Background {
+fn server(net: &Net, fork_at: usize) -> common::Background {
     let body = format!("{HELPERS}{SERVER}");
-    let mut cmd = py(&body, &[host, &port.to_string(), &fork_at.to_string()]);
-    env(&mut cmd, dir);
+    let mut cmd = py(
+        &body,
+        &[&net.host_str(), &net.port_str(), &fork_at.to_string()],
+    );
+    net.env(&mut cmd);
     let mut bg = common::Background::spawn(&mut cmd);
     bg.expect("listening");
     bg
 }
 
-fn client(dir: &Path, host: &str, port: u16, n: usize, quits: usize) -> String {
+fn client(net: &Net, n: usize, quits: usize) -> String {
     let body = format!("{HELPERS}{CLIENT}");
     let mut cmd = py(
         &body,
-        &[host, &port.to_string(), &n.to_string(), &quits.to_string()],
+        &[
+            &net.host_str(),
+            &net.port_str(),
+            &n.to_string(),
+            &quits.to_string(),
+        ],
     );
-    env(&mut cmd, dir);
+    net.env(&mut cmd);
     let out = run(&mut cmd);
     assert!(
         out.status.success(),
@@ -155,9 +154,9 @@ fn reused(out: &str) -> usize {
 
 #[test]
 fn sequential_connections_reuse_one_segment_byte_exact() {
-    let dir = tmpdir("reuse-seq");
-    let mut srv = server(&dir, "127.77.230.1", 18230, 0);
-    let out = client(&dir, "127.77.230.1", 18230, 30, 1);
+    let net = Net::emulated("reuse-seq");
+    let mut srv = server(&net, 0);
+    let out = client(&net, 30, 1);
     srv.finish_clean();
     // 30 connections, one client and one server process: the kept segment
     // must have carried most of them (not all: a connect may come before
@@ -171,10 +170,10 @@ fn forked_server_children_never_get_the_parents_segments() {
     // its child both accept. Segments shared before the fork are dropped
     // by both; every later connection, whichever process accepts it, must
     // be byte-exact (a declined offer falls back to a fresh segment).
-    let dir = tmpdir("reuse-fork");
-    let mut srv = server(&dir, "127.77.230.2", 18231, 5);
+    let net = Net::emulated("reuse-fork");
+    let mut srv = server(&net, 5);
     // Two quits: one for each server process (whichever accepts it).
-    let out = client(&dir, "127.77.230.2", 18231, 40, 2);
+    let out = client(&net, 40, 2);
     srv.finish();
     assert!(out.starts_with("ok"), "{out}");
 }
@@ -186,7 +185,7 @@ fn unanswered_offer_is_withdrawn_and_the_connection_made_fresh() {
     // be answered while it waits in connect. It must withdraw it and
     // connect with a fresh segment; the server then sees exactly one
     // connection, byte-exact.
-    let dir = tmpdir("reuse-withdraw");
+    let net = Net::emulated("reuse-withdraw");
     let server_body = format!(
         "{HELPERS}{}",
         r#"
@@ -213,8 +212,8 @@ except socket.timeout:
 print('served', flush=True)
 "#
     );
-    let mut cmd = py(&server_body, &["127.77.230.3", "18232"]);
-    env(&mut cmd, &dir);
+    let mut cmd = py(&server_body, &[&net.host_str(), &net.port_str()]);
+    net.env(&mut cmd);
     let mut srv = common::Background::spawn(&mut cmd);
     srv.expect("listening");
     let client_body = format!(
@@ -234,8 +233,8 @@ assert b.recv(100) == b'dnoces'
 print('ok', flush=True)
 "#
     );
-    let mut cmd = py(&client_body, &["127.77.230.3", "18232"]);
-    env(&mut cmd, &dir);
+    let mut cmd = py(&client_body, &[&net.host_str(), &net.port_str()]);
+    net.env(&mut cmd);
     let out = run(&mut cmd);
     assert!(
         out.status.success() && out.stdout.contains("ok"),
@@ -253,13 +252,13 @@ fn forged_reuse_offer_is_declined() {
     // A process that never shared a segment with the server (a plain,
     // non-preloaded one speaking the handshake on the rendezvous) offers
     // keys: the server must decline each, and go on serving.
-    let dir = tmpdir("reuse-forged");
-    let mut srv = server(&dir, "127.77.230.4", 18233, 0);
+    let net = Net::emulated("reuse-forged");
+    let mut srv = server(&net, 0);
     // A real client first, so the server keeps a segment.
-    let out = client(&dir, "127.77.230.4", 18233, 1, 0);
+    let out = client(&net, 1, 0);
     assert!(out.starts_with("ok"), "{out}");
     // Its rendezvous: an abstract name (docs/security.md, "Names").
-    let rendezvous = "shmnet.4/tcp/127.77.230.4:18233";
+    let rendezvous = format!("shmnet.4/tcp/{}:{}", net.host, net.port);
     let forger = r#"
 import socket, struct, sys
 path = b'\0' + sys.argv[1].encode()
@@ -269,7 +268,7 @@ for key in range(1, 9):
     s = socket.socket(socket.AF_UNIX)
     s.connect(path)
     fam_port, ip = addr('127.0.0.1', 40000)
-    dfam_port, dip = addr('127.77.230.4', 18233)
+    dfam_port, dip = addr(sys.argv[2], int(sys.argv[3]))
     msg = b'SHMH' + struct.pack('<HH', 4, 2) + fam_port + struct.pack('<I', 0) + ip + dfam_port + dip + struct.pack('<Q', key)
     assert len(msg) == 60
     s.sendall(msg)
@@ -283,6 +282,8 @@ print('declined', flush=True)
     cmd.arg("-c")
         .arg(forger)
         .arg(rendezvous)
+        .arg(net.host_str())
+        .arg(net.port_str())
         .env_remove("LD_PRELOAD");
     let out = run(&mut cmd);
     assert!(
@@ -292,7 +293,7 @@ print('declined', flush=True)
         out.stdout,
         out.stderr
     );
-    let out = client(&dir, "127.77.230.4", 18233, 1, 1);
+    let out = client(&net, 1, 1);
     assert!(out.starts_with("ok"), "{out}");
     srv.finish();
 }
