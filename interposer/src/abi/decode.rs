@@ -259,13 +259,13 @@ pub(crate) fn poll_chk(
     timeout: c_int,
     fdslen: size_t,
 ) -> Action<c_int> {
-    // SAFETY: __poll_chk: poll(2)'s contract (the logic passes a short
-    // buffer through, to glibc's abort).
-    poll::poll_chk(
-        unsafe { PollFds::new(&Scope::new(), fds, nfds) },
-        timeout,
-        fdslen,
-    )
+    // A short buffer: let the real __poll_chk report it (no handle is made
+    // over an array its length does not cover).
+    if fdslen / core::mem::size_of::<pollfd>() < nfds as usize {
+        return Action::Pass;
+    }
+    // SAFETY: __poll_chk: poll(2)'s contract, the buffer's length checked.
+    poll::poll(unsafe { PollFds::new(&Scope::new(), fds, nfds) }, timeout)
 }
 
 pub(crate) fn ppoll(
@@ -294,8 +294,11 @@ pub(crate) fn ppoll_chk(
     mask: *const sigset_t,
     fdslen: size_t,
 ) -> Action<c_int> {
+    if fdslen / core::mem::size_of::<pollfd>() < nfds as usize {
+        return Action::Pass; // as poll_chk
+    }
     let scope = Scope::new();
-    // SAFETY: __ppoll_chk: ppoll(2)'s contract (as poll_chk).
+    // SAFETY: __ppoll_chk: ppoll(2)'s contract, the buffer's length checked.
     let (fds, timeout, mask) = unsafe {
         (
             PollFds::new(&scope, fds, nfds),
@@ -303,7 +306,7 @@ pub(crate) fn ppoll_chk(
             SigMask::new(&scope, mask),
         )
     };
-    poll::ppoll_chk(fds, timeout, mask, fdslen)
+    poll::ppoll(fds, timeout, mask)
 }
 
 /// select's three sets, each null or valid for `nfds` bits.

@@ -13,7 +13,7 @@
 //! common ways in are hooked (`fclose`, `closefrom`); for the rest, every
 //! hooked call that creates an fd checks the number it got back ([`fresh`]):
 //! if the table still marks it, the entry is stale and is released.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::ffi::{c_int, c_uint};
 

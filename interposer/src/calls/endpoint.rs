@@ -12,7 +12,7 @@
 //! memory when it finds a rendezvous for its destination, and otherwise —
 //! or when that fails — with a kernel connect on the same socket; each
 //! outcome is counted (`stats`).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::ffi::c_int;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};

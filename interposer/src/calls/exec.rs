@@ -44,7 +44,7 @@
 //! through a /proc/self/fd path) are not recognised after exec.
 //!
 //! (A carrier's format, making and reading: `sockets::carrier`.)
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, BorrowedFd};

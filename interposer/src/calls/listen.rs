@@ -3,7 +3,7 @@
 //! socket — puts its epoll instance on the application's fd, registers
 //! it, and replays the epoll registrations the socket had (`carry`).
 //! Also bind's joining of an SO_REUSEPORT group, which asks a listener.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::ffi::c_int;
 use std::net::SocketAddr;

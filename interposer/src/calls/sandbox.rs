@@ -1,6 +1,6 @@
 //! The `prctl(PR_SET_SECCOMP)` hook: a process sandboxing itself turns on
 //! the restricted data path (`platform::sandbox`, which says what changes).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::ffi::{c_int, c_ulong};
 use core::sync::atomic::{AtomicU8, Ordering};

@@ -194,11 +194,22 @@ pub(crate) mod waits {
         }
     }
 
-    pub(crate) fn select(
-        nfds: c_int,
-        sets: &mut [FdSet<'_>; 3],
-        tv: Option<&mut timeval>,
-    ) -> c_int {
+    /// The bit count all three sets were made for (EINVAL otherwise: a
+    /// larger count would let the kernel write past a set).
+    fn nfds_of(sets: &[FdSet<'_>; 3]) -> Option<c_int> {
+        let n = sets[0].nfds();
+        sets.iter().all(|s| s.nfds() == n).then_some(n)
+    }
+
+    fn einval() -> c_int {
+        crate::platform::sys::set_errno(libc::EINVAL);
+        -1
+    }
+
+    pub(crate) fn select(sets: &mut [FdSet<'_>; 3], tv: Option<&mut timeval>) -> c_int {
+        let Some(nfds) = nfds_of(sets) else {
+            return einval();
+        };
         let [r, w, e] = sets;
         let tv = tv.map_or(core::ptr::null_mut(), |t| t as *mut _);
         // SAFETY: the caller's sets under their handles' contract (valid
@@ -207,11 +218,13 @@ pub(crate) mod waits {
     }
 
     pub(crate) fn pselect(
-        nfds: c_int,
         sets: &mut [FdSet<'_>; 3],
         ts: Option<&timespec>,
         mask: SigMask<'_>,
     ) -> c_int {
+        let Some(nfds) = nfds_of(sets) else {
+            return einval();
+        };
         let [r, w, e] = sets;
         // SAFETY: as `select`; the caller's mask under its handle's
         // contract.
@@ -270,9 +283,10 @@ pub(crate) mod waits {
         }
     }
 
-    pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: EventIn<'_>) -> c_int {
+    /// epoll_ctl with the operation the event was made for.
+    pub(crate) fn epoll_ctl(epfd: c_int, fd: c_int, ev: EventIn<'_>) -> c_int {
         // SAFETY: the event under its handle's contract (the caller's for
         // its op, or one of ours); the kernel checks the rest.
-        unsafe { super::epoll_ctl(epfd, op, fd, ev.as_ptr()) }
+        unsafe { super::epoll_ctl(epfd, ev.op(), fd, ev.as_ptr()) }
     }
 }

@@ -8,7 +8,7 @@
 //! (`Connection::set_cloexec` says it wants one: `carrier_wanted`); the
 //! exec'd library recognises it among its own fds and reads it with
 //! MSG_PEEK (it stays for a further exec).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;

@@ -9,7 +9,7 @@
 //! IPv4/IPv6 stream socket are noted here (a bit per fd says which
 //! sockets are fresh: one atomic load on every other epoll_ctl), and
 //! replayed onto the new object when the number is re-pointed.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::ffi::c_int;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -123,7 +123,6 @@ pub(crate) fn detach(fd: c_int) {
         // (A valid event: the kernel ignores it for DEL.)
         crate::platform::real::waits::epoll_ctl(
             epfd,
-            libc::EPOLL_CTL_DEL,
             fd,
             crate::platform::sys::EventIn::own(libc::EPOLL_CTL_DEL, &mut ev),
         );

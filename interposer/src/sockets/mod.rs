@@ -3,6 +3,7 @@
 //! behind the fd table, readiness for epoll, the wait engine that poll,
 //! select and epoll share (`wait`), and what crosses exec (`carrier`) or a
 //! re-pointed fd (`carry`).
+#![forbid(unsafe_code)]
 
 pub(crate) mod carrier;
 pub(crate) mod carry;

@@ -1,7 +1,7 @@
 //! The options store: socket options the application set on an emulated
 //! socket, remembered and read back (`calls::options` answers from it), and
 //! what an accepted connection inherits from its listener.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::os::fd::BorrowedFd;
 use std::time::Duration;

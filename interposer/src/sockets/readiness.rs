@@ -18,7 +18,7 @@
 //! A dual listener (an epoll instance behind the application's fd, see
 //! `dual`) cannot take EPOLLEXCLUSIVE, which is dropped from its
 //! registrations.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::ffi::c_int;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -110,12 +110,7 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
                 events: libc::EPOLLONESHOT as u32,
                 u64: m.data,
             };
-            waits::epoll_ctl(
-                epfd,
-                libc::EPOLL_CTL_MOD,
-                m.fd,
-                EventIn::own(libc::EPOLL_CTL_MOD, &mut ev),
-            );
+            waits::epoll_ctl(epfd, m.fd, EventIn::own(libc::EPOLL_CTL_MOD, &mut ev));
         }
         if m.events & (libc::EPOLLONESHOT | libc::EPOLLET) as u32 != 0 {
             m.reported = true;
@@ -255,7 +250,7 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
     // Eager from before the kernel knows the fd, so no publish can slip
     // between (the flag is up when `watch` returns).
     let pending = ev.is_some() && conn.watch();
-    let r = waits::epoll_ctl(epfd, op, fd, event);
+    let r = waits::epoll_ctl(epfd, fd, event);
     if r == 0 {
         note(epfd, op, fd, ev, &sock, pending);
     }
@@ -268,7 +263,7 @@ fn fresh_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_
     if !crate::sockets::carry::is_fresh(fd) {
         return Action::Pass;
     }
-    let r = waits::epoll_ctl(epfd, op, fd, event);
+    let r = waits::epoll_ctl(epfd, fd, event);
     if r == 0 {
         // (The kernel just read it: ADD/MOD succeeded.)
         let ev = (op != libc::EPOLL_CTL_DEL).then(|| event.get()).flatten();
@@ -293,7 +288,7 @@ fn listener_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action
                 return Action::Pass;
             };
             copy.events &= !(libc::EPOLLEXCLUSIVE as u32);
-            Action::Raw(waits::epoll_ctl(epfd, op, fd, EventIn::own(op, &mut copy)))
+            Action::Raw(waits::epoll_ctl(epfd, fd, EventIn::own(op, &mut copy)))
         }
         _ => Action::Pass,
     }
@@ -317,12 +312,7 @@ pub(crate) fn replay_carried(fd: c_int, keep: bool) {
             crate::platform::real::Action::Pass => {
                 // (A listener's epoll instance cannot take EPOLLEXCLUSIVE.)
                 ev.events &= !(libc::EPOLLEXCLUSIVE as u32);
-                waits::epoll_ctl(
-                    epfd,
-                    libc::EPOLL_CTL_ADD,
-                    fd,
-                    EventIn::own(libc::EPOLL_CTL_ADD, &mut ev),
-                )
+                waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_ADD, &mut ev))
             }
         };
         if r != 0 {

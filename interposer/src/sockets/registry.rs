@@ -13,7 +13,7 @@
 //! word with no wait queue, so threads that were waiting on it in the
 //! parent leave nothing behind), then resets every live socket's own locks,
 //! which threads absent from the child may have held.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};

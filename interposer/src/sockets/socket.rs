@@ -10,7 +10,7 @@
 //! connection also gives each side a kernel signal (hang-up) when the other
 //! process dies, and carries the doorbell bytes that wake a reader asleep
 //! in poll.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 

@@ -2,7 +2,7 @@
 //! whose numbers the kernel gave out again: every hooked call that creates
 //! fds checks the fd it returns (`fresh`), so a stale fd-table entry is
 //! released before the new object could be taken for the old socket.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::ffi::c_int;
 use std::panic::{self, AssertUnwindSafe};

@@ -15,7 +15,7 @@
 //! everywhere in the library); the sleep in the kernel does not.
 //!
 //! This module knows no socket: `socket` depends on it, not the reverse.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::ffi::c_int;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

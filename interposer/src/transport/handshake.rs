@@ -38,7 +38,7 @@
 //! connection's local one), then the segment's key (see `pool`).
 //! Everything the peer sends is validated; a bad message is a refused or
 //! reset connection, never a crash.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;

@@ -16,7 +16,7 @@
 //! Then the listener's users' policy, which its hint names announce
 //! (`policy`): whom a connector reaches is the kernel's rule, whether it is
 //! served is the listener's.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

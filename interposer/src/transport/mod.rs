@@ -2,6 +2,7 @@
 //! rendezvous names, the kernel lookup of the listener a connect reaches,
 //! the handshake messages, parked connectors, and the pool of segments
 //! kept for reuse between the same two processes.
+#![forbid(unsafe_code)]
 
 pub(crate) mod handshake;
 pub(crate) mod lookup;

@@ -3,7 +3,7 @@
 //! process sharing the listener can take them from, registered one-shot in
 //! the listener's epoll instance so that the message's arrival wakes the
 //! application once.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

@@ -30,7 +30,7 @@
 //!   back to a fresh segment on the same Unix connection, and an offer the
 //!   acceptor does not answer in time is withdrawn (a CAS on the segment's
 //!   claim word decides against a late claim) and the segment dropped.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};

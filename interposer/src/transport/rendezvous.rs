@@ -19,7 +19,7 @@
 //! `SHMNET_DIR` instead (`HostName`): a Unix socket `tcp4-<ip>-<port>`
 //! reserved by an `flock` on `tcp4-<ip>-<port>.lock`, all through the
 //! verified directory descriptor of `safedir`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsFd, OwnedFd};

@@ -3,7 +3,7 @@
 //! connection joined is merged into the kernel's events (`merge`), and a
 //! wait spins before it sleeps, as `sockets::wait` explains. (epoll_ctl is
 //! `readiness::epoll_ctl`, see `iomux`.)
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::ffi::c_int;
 

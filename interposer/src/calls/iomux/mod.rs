@@ -17,6 +17,7 @@
 //! Connections in an epoll set are eager, so the kernel's answer is exact,
 //! except for data that came before they joined (`readiness::pending`,
 //! reported by `epoll`).
+#![forbid(unsafe_code)]
 
 pub(crate) mod epoll;
 pub(crate) mod poll;

@@ -1,7 +1,7 @@
 //! poll, ppoll and their _FORTIFY_SOURCE variants on sets that hold
 //! emulated connections: the caller's pollfd array as a `KernelSet` (see
 //! `rings`), waited on by `sockets::wait`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::ffi::c_int;
 
@@ -23,14 +23,6 @@ pub(crate) fn poll(fds: PollFds<'_>, timeout: c_int) -> Action<c_int> {
     poll_set(set, Limit::ms(timeout), None)
 }
 
-pub(crate) fn poll_chk(fds: PollFds<'_>, timeout: c_int, fdslen: usize) -> Action<c_int> {
-    // A short buffer: let the real __poll_chk report it.
-    if fdslen / core::mem::size_of::<pollfd>() < fds.len() as usize {
-        return Action::Pass;
-    }
-    poll(fds, timeout)
-}
-
 pub(crate) fn ppoll(
     fds: PollFds<'_>,
     timeout: TimeIn<'_, timespec>,
@@ -41,18 +33,6 @@ pub(crate) fn ppoll(
         (Some(set), Some(limit)) => poll_set(set, limit, Some(mask)),
         _ => Action::Pass,
     }
-}
-
-pub(crate) fn ppoll_chk(
-    fds: PollFds<'_>,
-    timeout: TimeIn<'_, timespec>,
-    mask: SigMask<'_>,
-    fdslen: usize,
-) -> Action<c_int> {
-    if fdslen / core::mem::size_of::<pollfd>() < fds.len() as usize {
-        return Action::Pass;
-    }
-    ppoll(fds, timeout, mask)
 }
 
 fn real_poll(set: &mut [pollfd], limit: Option<Limit>, mask: Option<SigMask<'_>>) -> c_int {

@@ -2,7 +2,7 @@
 //! waiters while the call lasts (`Waiting`), and the wait set that looks at
 //! their rings before and after the kernel's answer (`Rings`, over the
 //! caller's pollfds or fd_sets as a `KernelSet`).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::ffi::c_int;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! select and pselect on sets that hold emulated connections: the caller's
 //! three fd_sets as a `KernelSet` (see `rings`), waited on by
 //! `sockets::wait`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::ffi::{c_int, c_ulong};
 use std::time::Duration;
@@ -62,7 +62,6 @@ fn set_bit(words: &mut [c_ulong], fd: usize, on: bool) {
 /// select's three sets: the caller's (written with the result) and what
 /// was asked (to start each kernel call from).
 struct Sets<'call> {
-    nfds: c_int,
     out: [FdSet<'call>; 3],
     asked: [Option<Vec<c_ulong>>; 3],
 }
@@ -86,15 +85,15 @@ impl Sets<'_> {
         match (limit, mask) {
             (None, _) => {
                 let mut tv = timeval_of(Duration::ZERO);
-                waits::select(self.nfds, &mut self.out, Some(&mut tv))
+                waits::select(&mut self.out, Some(&mut tv))
             }
             (Some(l), None) => {
                 let mut tv = l.left().map(timeval_of);
-                waits::select(self.nfds, &mut self.out, tv.as_mut())
+                waits::select(&mut self.out, tv.as_mut())
             }
             (Some(l), Some(m)) => {
                 let ts = l.left_ts();
-                waits::pselect(self.nfds, &mut self.out, ts.as_ref(), m)
+                waits::pselect(&mut self.out, ts.as_ref(), m)
             }
         }
     }
@@ -131,7 +130,7 @@ fn select_sets(
     if waiting.is_empty() {
         return Action::Pass;
     }
-    let sets = Sets { nfds, out, asked };
+    let sets = Sets { out, asked };
     wait(&mut Rings::new(sets, waiting), limit, mask)
 }
 

@@ -1,7 +1,7 @@
 //! getsockopt: what depends on the connection's state is answered here,
 //! with the kernel's rules for short and negative lengths at each level;
 //! the rest by the socket's replica.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use super::*;
 use crate::platform::real::Action;

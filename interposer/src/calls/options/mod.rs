@@ -23,7 +23,7 @@
 //!
 //! O_NONBLOCK (F_SETFL, FIONBIO) is set on the real kernel object behind
 //! the fd, where the data path reads it.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::ffi::{c_int, c_ulong};
 use std::os::fd::{AsFd, AsRawFd};

@@ -1,7 +1,7 @@
 //! Replicas: a fresh kernel TCP socket of the same family with every option
 //! the application set replayed onto it, which answers getsockopt and
 //! vets setsockopt with the kernel's own rules.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use super::*;
 use crate::platform::sys;

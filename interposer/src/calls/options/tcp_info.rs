@@ -1,6 +1,6 @@
 //! TCP_INFO for an emulated socket: a kernel socket's struct, with the
 //! fields a connection's state decides filled in from the ring positions.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use super::*;
 

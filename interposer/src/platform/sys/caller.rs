@@ -688,11 +688,6 @@ impl<'call> PollFds<'call> {
         }
     }
 
-    /// `nfds` as given.
-    pub(crate) fn len(&self) -> libc::nfds_t {
-        self.n
-    }
-
     /// The entries (None: null, empty, or more than poll takes).
     pub(crate) fn entries(self) -> Option<&'call mut [libc::pollfd]> {
         // SAFETY: the constructor's contract.
@@ -722,6 +717,11 @@ impl<'call> FdSet<'call> {
             nfds,
             _call: PhantomData,
         }
+    }
+
+    /// The bit count it was made for.
+    pub(crate) fn nfds(&self) -> c_int {
+        self.nfds
     }
 
     /// The words that hold bits 0..nfds, if the set was given (see
@@ -792,6 +792,11 @@ impl<'call> EventIn<'call> {
             op,
             _call: PhantomData,
         }
+    }
+
+    /// The epoll_ctl operation it was made for.
+    pub(crate) fn op(&self) -> c_int {
+        self.op
     }
 
     /// An event of our own, for `op`.

@@ -1,7 +1,7 @@
 //! The connecting side's setup: the connection segment (a fresh one, or
 //! one kept for reuse with the same acceptor, `pool`), the handshake on the
 //! listener's rendezvous, and the doorbell.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};

@@ -2,7 +2,7 @@
 //! application's fd, on which the peer's doorbell and filler bytes arrive
 //! and ours leave; `RoomBell`, the consumer's side of write-space. The
 //! protocol is docs/architecture.md's "The readiness protocol".
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};

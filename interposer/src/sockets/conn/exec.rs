@@ -4,7 +4,7 @@
 //! "exec"). The carrier itself is `inherit`'s: `socket` passes its
 //! functions in (`Connection::set_cloexec`, `ready_for_exec`), so that a
 //! connection does not depend on the module that adopts connections.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};

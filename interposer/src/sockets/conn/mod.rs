@@ -16,7 +16,7 @@
 //!   waiters and takers, edge-triggered registration;
 //! - `pacing`: the spinning, watching and gathering heuristics;
 //! - `exec`: what fork and exec share (the fork generation, the carrier).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod connect;
 mod doorbell;

@@ -2,7 +2,7 @@
 //! (docs/architecture.md, "Waiting: spinning and gathering"): what a
 //! connection remembers of its traffic to decide, and the waits themselves.
 //! The decision is `recv::next_phase`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};

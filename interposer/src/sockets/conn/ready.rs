@@ -3,7 +3,7 @@
 //! readers"): whether the reader keeps its flag up (eager) or raises it
 //! only before it sleeps (lazy), the waiters and takers of the doorbell
 //! bytes, and edge-triggered registration.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;

@@ -11,7 +11,7 @@
 //!   pauses, spins and sleeps outside it (`Next`);
 //! - how many bytes the call returns when it ends early (interrupted,
 //!   timed out, non-blocking, reset) is one rule, `End::result`.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::io::IoSliceMut;
 use std::sync::atomic::Ordering;

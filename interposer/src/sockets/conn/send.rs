@@ -3,7 +3,7 @@
 //! and a writer's waits for room, blocking (on the ring's futex) or not
 //! (POLLOUT through filler bytes: docs/architecture.md, "Writers: POLLOUT
 //! that follows the ring").
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::io::IoSlice;
 use std::sync::atomic::Ordering;

@@ -2,7 +2,7 @@
 //! ring was seen empty (step 3 of docs/architecture.md's "Readiness through
 //! doorbell bytes"), and the bytes a read leaves queued ("Bytes a lazy
 //! reader leaves", "Edge-triggered readers").
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;

@@ -2,7 +2,7 @@
 //! TCP and shared memory in turn, waiting as the kernel's accept would;
 //! new rendezvous connections taken as far as their handshake goes now.
 //! What it takes goes back to the caller (`Accepted`), who registers it.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::ffi::c_int;
 use std::os::fd::{AsFd, OwnedFd};

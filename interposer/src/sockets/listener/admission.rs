@@ -2,7 +2,7 @@
 //! message is there (who is asking, by the kernel's word; whether the
 //! policy admits them; whether what they say of themselves is
 //! plausible; then the segment), and the answer to an SO_REUSEPORT join.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};

@@ -1,7 +1,7 @@
 //! A socket bound to an emulated partition address that has not listened
 //! yet (`Socket::Bound`): it holds the address's name until listen()
 //! makes it a listener (`calls::listen`) or connect() a connection.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;

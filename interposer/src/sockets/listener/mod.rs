@@ -34,7 +34,7 @@
 //! `patience` (how long it waits for a late message), `admission` (the
 //! handshake, and who may connect), `park` (the parking queue). And
 //! `bound`: a socket bound to an emulated address, not yet listening.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 mod accept;
 mod admission;

@@ -1,7 +1,7 @@
 //! The listener's parking queue (see `sockets::listener`'s module docs
 //! and `transport::parking`): parking a connection whose message is late,
 //! and looking at the parked ones again.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::Ordering;

@@ -3,7 +3,7 @@
 //! (`ARRIVAL_PATIENCE`), within the listener's share of its time
 //! (`WAIT_SHARE_US_PER_MS`), so that a silent connector cannot make a
 //! server spend its time in accept (docs/security.md).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
