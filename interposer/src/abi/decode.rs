@@ -264,8 +264,7 @@ pub(crate) fn poll_chk(
     if fdslen / core::mem::size_of::<pollfd>() < nfds as usize {
         return Action::Pass;
     }
-    // SAFETY: __poll_chk: poll(2)'s contract, the buffer's length checked.
-    poll::poll(unsafe { PollFds::new(&Scope::new(), fds, nfds) }, timeout)
+    poll(fds, nfds, timeout)
 }
 
 pub(crate) fn ppoll(
@@ -297,16 +296,7 @@ pub(crate) fn ppoll_chk(
     if fdslen / core::mem::size_of::<pollfd>() < nfds as usize {
         return Action::Pass; // as poll_chk
     }
-    let scope = Scope::new();
-    // SAFETY: __ppoll_chk: ppoll(2)'s contract, the buffer's length checked.
-    let (fds, timeout, mask) = unsafe {
-        (
-            PollFds::new(&scope, fds, nfds),
-            TimeIn::new(&scope, timeout),
-            SigMask::new(&scope, mask),
-        )
-    };
-    poll::ppoll(fds, timeout, mask)
+    ppoll(fds, nfds, timeout, mask)
 }
 
 /// select's three sets, each null or valid for `nfds` bits.

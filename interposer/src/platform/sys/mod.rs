@@ -38,6 +38,20 @@ pub(crate) fn set_errno(value: c_int) {
     unsafe { *libc::__errno_location() = value }
 }
 
+/// A raw system call's result: its value, or the errno it set; the
+/// caller's errno is left as it was.
+pub(crate) fn quietly(call: impl FnOnce() -> libc::c_long) -> Result<libc::c_long, c_int> {
+    let saved = errno();
+    let r = call();
+    let e = errno();
+    set_errno(saved);
+    if r < 0 {
+        Err(e)
+    } else {
+        Ok(r)
+    }
+}
+
 /// Look `name` up in the objects loaded after us (normally libc).
 ///
 /// Returns null when it is missing. Saves and restores errno: dlsym may set

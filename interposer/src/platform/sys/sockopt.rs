@@ -64,9 +64,8 @@ pub(crate) unsafe fn sockopt_get(
     len: *mut libc::socklen_t,
 ) -> Result<(), c_int> {
     use std::os::fd::AsRawFd;
-    let saved = errno();
     // SAFETY: a system call; the kernel validates the pointers.
-    let r = unsafe {
+    quietly(|| unsafe {
         libc::syscall(
             libc::SYS_getsockopt,
             sock.as_raw_fd(),
@@ -75,14 +74,8 @@ pub(crate) unsafe fn sockopt_get(
             value,
             len,
         )
-    };
-    let e = errno();
-    set_errno(saved);
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(e)
-    }
+    })
+    .map(drop)
 }
 
 /// getsockopt(2) on a socket of the library's own into `buf`: the length
@@ -113,9 +106,8 @@ pub(crate) unsafe fn sockopt_set_raw(
     len: libc::socklen_t,
 ) -> Result<(), c_int> {
     use std::os::fd::AsRawFd;
-    let saved = errno();
     // SAFETY: a system call; the kernel validates the pointer.
-    let r = unsafe {
+    quietly(|| unsafe {
         libc::syscall(
             libc::SYS_setsockopt,
             sock.as_raw_fd(),
@@ -124,14 +116,8 @@ pub(crate) unsafe fn sockopt_set_raw(
             value,
             len,
         )
-    };
-    let e = errno();
-    set_errno(saved);
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(e)
-    }
+    })
+    .map(drop)
 }
 
 /// setsockopt(2) on a socket of the library's own, as a raw system call;
