@@ -489,3 +489,17 @@ fn the_checker_sees_groups_and_paths() {
     let escape = code("use super::super::super::super::x;", &module);
     assert!(references(&escape).contains(&("escape".to_owned(), String::new())));
 }
+
+/// The logic layers get their arguments decoded into safe types (`abi`)
+/// and reach memory only through `platform`: no unsafe in them, ever.
+#[test]
+fn the_logic_layers_forbid_unsafe() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    for layer in ["calls", "sockets", "transport"] {
+        let root = std::fs::read_to_string(src.join(layer).join("mod.rs")).unwrap();
+        assert!(
+            root.lines().any(|l| l.trim() == "#![forbid(unsafe_code)]"),
+            "{layer}/mod.rs must forbid(unsafe_code)"
+        );
+    }
+}

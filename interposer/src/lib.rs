@@ -23,8 +23,8 @@
 //! `platform::sys` (ABI contact: the caller's memory as typed handles,
 //! sockaddrs, errno), `platform::real` (typed calls through dlsym'd
 //! pointers), `platform::lock` and `platform::stats` (the counters
-//! mapping); the rest is `deny(unsafe_code)`. One audited exception
-//! remains, where a file is read straight into a ring (sendfile).
+//! mapping); the rest is `deny(unsafe_code)`, and `sockets`, `transport`
+//! and `calls` forbid it.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![deny(unsafe_code)]
 #![warn(clippy::undocumented_unsafe_blocks)]

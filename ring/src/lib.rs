@@ -69,6 +69,8 @@ mod sync;
 mod wait;
 
 pub use channel::notify;
+#[cfg(not(loom))]
+pub use channel::Space;
 pub use channel::{Consumer, Probe, Producer, RoomWaiter, WaitKind};
 pub use error::{AttachError, RingError};
 pub use heap::heap_channel;

@@ -1,5 +1,7 @@
 //! What each hooked call does, one module per call family; each function
 //! returns an `Action` for `abi::dispatch`.
+//! No unsafe: the arguments come decoded into safe types by `abi`.
+#![forbid(unsafe_code)]
 
 pub(crate) mod descriptor;
 pub(crate) mod endpoint;

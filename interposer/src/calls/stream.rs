@@ -1,6 +1,6 @@
 //! Stream data on emulated connections: every read and write call, the
 //! fortified variants included, goes through `recv`/`send` here.
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 
 use core::ffi::c_int;
 use std::io::{IoSlice, IoSliceMut};
@@ -307,10 +307,9 @@ fn copy_file(
     let mut ended = false;
     while sent < count && !ended {
         let mut off = *pos;
-        let r = conn.send_from(count - sent, false, |dst, len| {
-            #[allow(unsafe_code)]
-            // SAFETY: the ring hands us `len` writable bytes at `dst`.
-            match unsafe { sys::read_into(in_fd, dst, len, off) } {
+        let r = conn.send_from(count - sent, false, |dst| {
+            let len = dst.len();
+            match sys::read_into(in_fd, dst, off) {
                 Ok(k) => {
                     if let Some(o) = off.as_mut() {
                         *o += k as u64;

@@ -3,6 +3,8 @@
 
 use crate::data::DataArea;
 use std::io::{IoSlice, IoSliceMut};
+#[cfg(not(loom))]
+use std::marker::PhantomData;
 
 /// Where a write's bytes come from.
 pub(super) trait Fill {
@@ -33,15 +35,20 @@ pub(super) struct FnSource<F> {
 }
 
 #[cfg(not(loom))]
-impl<F: FnMut(*mut u8, usize) -> usize> Fill for FnSource<F> {
+impl<F: FnMut(Space<'_>) -> usize> Fill for FnSource<F> {
     #[inline]
     fn fill(&mut self, data: &DataArea, at: usize, room: usize) -> usize {
         let want = room.min(self.left);
-        let Some(dst) = data.raw_at(at, want) else {
+        let Some(ptr) = data.raw_at(at, want) else {
             self.done = true;
             return 0;
         };
-        let got = (self.fill)(dst, want).min(want);
+        let space = Space {
+            ptr,
+            len: want,
+            _lent: PhantomData,
+        };
+        let got = (self.fill)(space).min(want);
         self.left -= got;
         if got < want {
             self.done = true;
@@ -52,6 +59,52 @@ impl<F: FnMut(*mut u8, usize) -> usize> Fill for FnSource<F> {
     #[inline]
     fn finished(&self) -> bool {
         self.done || self.left == 0
+    }
+}
+
+/// Room in a ring's data area that `Producer::write_from` lends its
+/// closure: `len()` bytes at `as_mut_ptr()`, valid for writes (and only
+/// writes) while the closure runs, for a system call to fill (read(2),
+/// pread(2)) with no buffer in between.
+///
+/// A pointer, not a `&mut [u8]`: the area is shared memory that a hostile
+/// peer may write at any moment, so no Rust reference is formed over it.
+/// The type's guarantee is what lets a safe wrapper around such a system
+/// call exist: whoever holds a `Space` may pass its pointer and length to
+/// the kernel.
+#[cfg(not(loom))]
+pub struct Space<'a> {
+    ptr: *mut u8,
+    len: usize,
+    _lent: PhantomData<&'a mut u8>,
+}
+
+#[cfg(not(loom))]
+impl Space<'_> {
+    /// The first byte of the room; `len()` bytes from it are writable.
+    pub fn as_mut_ptr(&mut self) -> *mut u8 {
+        self.ptr
+    }
+
+    /// How many bytes may be written.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No room (never lent by `write_from`, which asks for at least one
+    /// byte).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Copies the start of `src` in; returns how many bytes (at most
+    /// `len()`).
+    pub fn copy_from(&mut self, src: &[u8]) -> usize {
+        let n = src.len().min(self.len);
+        // SAFETY: `ptr` is valid for `len >= n` writes (the type's
+        // guarantee); `src` is the caller's and cannot overlap the ring.
+        unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr, n) };
+        n
     }
 }
 

@@ -32,6 +32,8 @@ mod producer;
 mod room;
 
 pub use consumer::{Consumer, Probe};
+#[cfg(not(loom))]
+pub use cursor::Space;
 pub use producer::Producer;
 pub use room::RoomWaiter;
 

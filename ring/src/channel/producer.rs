@@ -1,8 +1,8 @@
 //! The writing half of a channel: [`Producer`].
 
-#[cfg(not(loom))]
-use super::cursor::FnSource;
 use super::cursor::{Fill, Source};
+#[cfg(not(loom))]
+use super::cursor::{FnSource, Space};
 use super::notify::ProducerNotify;
 use super::RoomWaiter;
 use super::{Channel, WaitKind};
@@ -175,9 +175,10 @@ impl Producer {
 
     /// Writes up to `max` bytes that `fill` produces straight into the ring,
     /// with no buffer in between (sendfile reads the file into the ring).
-    /// `fill(dst, len)` must write at most `len` bytes at `dst` (read(2),
-    /// pread(2)) and return how many; fewer than asked ends the write (end
-    /// of file, an error the closure keeps). The bytes are published as
+    /// `fill(space)` writes into the `Space` it is lent (read(2), pread(2)
+    /// into `space.as_mut_ptr()`) and returns how many bytes it wrote, at
+    /// most `space.len()`; fewer than lent ends the write (end of file, an
+    /// error the closure keeps). The bytes are published as
     /// `write` publishes, and the consumer is woken the same way.
     /// `WouldBlock` when the ring is full.
     ///
@@ -187,11 +188,8 @@ impl Producer {
     /// let (mut tx, mut rx) = heap_channel(Geometry::new(2, 64)?);
     /// let file = b"file contents";
     /// let mut pos = 0;
-    /// let n = tx.write_from(100, |dst, len| {
-    ///     let k = len.min(file.len() - pos);
-    ///     // SAFETY: `dst` is valid for `len >= k` bytes, and `file[pos..]`
-    ///     // holds at least `k`.
-    ///     unsafe { std::ptr::copy_nonoverlapping(file[pos..].as_ptr(), dst, k) };
+    /// let n = tx.write_from(100, |mut space| {
+    ///     let k = space.copy_from(&file[pos..]);
     ///     pos += k;
     ///     k
     /// })?;
@@ -205,7 +203,7 @@ impl Producer {
     pub fn write_from(
         &mut self,
         max: usize,
-        fill: impl FnMut(*mut u8, usize) -> usize,
+        fill: impl FnMut(Space<'_>) -> usize,
     ) -> Result<usize, RingError> {
         if max == 0 {
             return Ok(0);

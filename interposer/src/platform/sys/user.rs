@@ -8,6 +8,8 @@ use super::*;
 use core::ffi::{c_int, c_ulong, c_void};
 use core::ptr;
 
+use shmnet_ring::Space;
+
 /// The caller's buffer as a slice (empty for a null or zero-length one).
 ///
 /// # Safety
@@ -193,23 +195,21 @@ pub(crate) unsafe fn epoll_event_copy(ev: *const libc::epoll_event) -> libc::epo
     unsafe { ptr::read_unaligned(ev) }
 }
 
-/// read(2) or, with an offset, pread(2) of up to `len` bytes from `fd`
-/// into `dst` (raw system calls: no hook, and no Rust reference is formed
-/// over `dst`, which may be shared memory). Err: the errno.
-///
-/// # Safety
-/// `dst` must be valid for writes of `len` bytes.
-pub(crate) unsafe fn read_into(
+/// read(2) or, with an offset, pread(2) from `fd` into ring room lent by
+/// `Producer::write_from` (raw system calls: no hook, and no Rust
+/// reference is formed over the shared memory). Err: the errno.
+pub(crate) fn read_into(
     fd: c_int,
-    dst: *mut u8,
-    len: usize,
+    mut dst: Space<'_>,
     offset: Option<u64>,
 ) -> Result<usize, c_int> {
-    // SAFETY: the caller guarantees `dst`/`len`; the kernel checks `fd`.
+    let (ptr, len) = (dst.as_mut_ptr(), dst.len());
+    // SAFETY: a `Space` is `len` writable bytes at `ptr` while it lives
+    // (the ring's guarantee); the kernel checks `fd`.
     let r = unsafe {
         match offset {
-            Some(off) => libc::syscall(libc::SYS_pread64, fd, dst, len, off as libc::off_t),
-            None => libc::syscall(libc::SYS_read, fd, dst, len),
+            Some(off) => libc::syscall(libc::SYS_pread64, fd, ptr, len, off as libc::off_t),
+            None => libc::syscall(libc::SYS_read, fd, ptr, len),
         }
     };
     if r < 0 {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rustix::io::Errno;
-use shmnet_ring::{RingError, WaitKind, WaitPolicy};
+use shmnet_ring::{RingError, Space, WaitKind, WaitPolicy};
 
 use super::{deadline_after, ring_errno, Connection};
 
@@ -271,7 +271,7 @@ impl Connection {
         &self,
         max: usize,
         dontwait: bool,
-        mut fill: impl FnMut(*mut u8, usize) -> usize,
+        mut fill: impl FnMut(Space<'_>) -> usize,
     ) -> Result<usize, Errno> {
         let mut deadline = None;
         loop {
