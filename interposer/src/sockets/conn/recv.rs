@@ -167,6 +167,21 @@ pub(super) fn next_phase(f: &Facts) -> Choice {
     })
 }
 
+/// After a read that got data: whether `next_phase` would choose `Done`
+/// whatever else it were told (the buffer is full, or the call may not
+/// gather and need not fill it). The common case of a read, decided
+/// without building `Facts` (a request-response read is latency).
+#[inline]
+pub(super) fn done_after_data(
+    total: usize,
+    want: usize,
+    waitall: bool,
+    streaming: bool,
+    gathered: bool,
+) -> bool {
+    total >= want || (!waitall && (!streaming || gathered || total >= GATHER_BELOW))
+}
+
 /// How a call ends, and so what it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum End {
@@ -344,7 +359,10 @@ impl Connection {
             Ok(0) => return Err(End::Read),
             Ok(n) => {
                 call.total += n;
-                self.facts_after_data(call, rx)
+                match self.facts_after_data(call, rx) {
+                    Some(facts) => facts,
+                    None => return Err(End::Read),
+                }
             }
             Err(RingError::WouldBlock) => {
                 let blocking = call.blocking(self);
@@ -367,16 +385,26 @@ impl Connection {
     }
 
     /// A read got data: what pacing and readiness note of it, and the facts
-    /// for the choice.
-    fn facts_after_data(&self, call: &Call, rx: &mut Consumer) -> Facts {
+    /// for the choice; None when the call is done (`done_after_data`).
+    #[inline]
+    fn facts_after_data(&self, call: &Call, rx: &mut Consumer) -> Option<Facts> {
         let streaming = self.note_data(call.peek, call.total, call.gathered);
         if !call.peek {
             self.tidy_after_read(rx, call.took);
         }
-        Facts {
+        if done_after_data(
+            call.total,
+            call.want,
+            call.waitall,
+            streaming,
+            call.gathered,
+        ) {
+            return None;
+        }
+        Some(Facts {
             streaming,
             ..self.facts(call, true, false)
-        }
+        })
     }
 
     /// The facts known without asking (see `Question`).

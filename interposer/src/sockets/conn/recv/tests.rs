@@ -261,7 +261,7 @@ fn lazy_blocking_readers_sleep_and_the_others_settle() {
 /// and keeps the rules that do not depend on the heuristics.
 #[test]
 fn every_combination_keeps_the_rules() {
-    for bits in 0u32..(1 << 13) {
+    for bits in 0u32..(1 << 14) {
         let b = |i: u32| bits & (1 << i) != 0;
         let total = if b(0) {
             0
@@ -273,7 +273,7 @@ fn every_combination_keeps_the_rules() {
         let f = Facts {
             got_data: b(2),
             total: if b(2) { total.max(1) } else { total },
-            want: 4096,
+            want: if b(13) { total.max(1) } else { 4096 },
             waitall: b(3),
             dontwait: b(4),
             gathered: b(5),
@@ -299,6 +299,9 @@ fn every_combination_keeps_the_rules() {
                 assert!(!matches!(phase, Phase::Spin | Phase::Watch), "{f:?}");
             }
             if f.got_data {
+                if done_after_data(f.total, f.want, f.waitall, f.streaming, f.gathered) {
+                    assert_eq!(phase, Phase::Done, "the shortcut disagrees: {f:?}");
+                }
                 assert!(!matches!(phase, Phase::Settle | Phase::Sleep), "{f:?}");
                 if !f.waitall && phase != Phase::Gather {
                     assert_eq!(phase, Phase::Done, "{f:?}");
