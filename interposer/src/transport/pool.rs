@@ -87,7 +87,13 @@ static POOL: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 /// unanswered (an acceptor that does not accept until the connector does
 /// something else would make every connect wait).
 static COOLDOWN: AtomicU32 = AtomicU32::new(0);
-const COOLDOWN_CONNECTS: u32 = 64;
+/// The next cooldown: 4 connects after an offer went unanswered, doubling
+/// while offers keep going unanswered, up to 64; back to 4 once one is
+/// answered. A loaded machine (an acceptor not scheduled within the
+/// patience) loses reuse for a few connects, not for 64.
+static NEXT_COOLDOWN: AtomicU32 = AtomicU32::new(COOLDOWN_FIRST);
+const COOLDOWN_FIRST: u32 = 4;
+const COOLDOWN_MAX: u32 = 64;
 
 /// A key for a new segment: unique within this process (the acceptor pairs
 /// it with our pid).
@@ -182,9 +188,20 @@ fn take_first(mut wanted: impl FnMut(&Entry) -> bool) -> Option<Entry> {
     found
 }
 
-/// An offer went unanswered: make fresh segments for a while.
+/// An offer went unanswered: make fresh segments for a while, longer each
+/// time in a row.
 pub(crate) fn cool_down() {
-    COOLDOWN.store(COOLDOWN_CONNECTS, Ordering::Relaxed);
+    let connects = NEXT_COOLDOWN
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+            Some(c.saturating_mul(2).min(COOLDOWN_MAX))
+        })
+        .unwrap_or(COOLDOWN_MAX);
+    COOLDOWN.store(connects, Ordering::Relaxed);
+}
+
+/// The acceptor answered an offer in time (accepted or declined).
+pub(crate) fn offer_answered() {
+    NEXT_COOLDOWN.store(COOLDOWN_FIRST, Ordering::Relaxed);
 }
 
 /// In the child after fork: nothing kept is ours alone any more.
@@ -192,4 +209,5 @@ pub(crate) fn after_fork_child() {
     POOL.reset_after_fork();
     POOL.lock().clear();
     COOLDOWN.store(0, Ordering::Relaxed);
+    NEXT_COOLDOWN.store(COOLDOWN_FIRST, Ordering::Relaxed);
 }

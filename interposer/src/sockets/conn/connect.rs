@@ -142,6 +142,9 @@ fn offer_reuse(
         None => handshake::recv_verdict(sock.as_fd(), spin, Duration::from_secs(1))?,
         v => v,
     };
+    if verdict.is_some() {
+        pool::offer_answered();
+    }
     match verdict {
         Some(handshake::ACCEPTED) => {}
         Some(_) => {
