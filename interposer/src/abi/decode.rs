@@ -17,9 +17,27 @@ use crate::calls::{endpoint, options, stream};
 use crate::platform::real::Action;
 use crate::platform::sys::{
     AddrIn, AddrOut, EpollOut, EventIn, FdSet, FileOffset, InBuf, InIovecs, InMsg, IntOut, OptIn,
-    OptOut, OutBuf, OutIovecs, OutLen, OutMsg, PollFds, Scope, SigMask, TimeIn, TimeInOut,
+    OptOut, OutBuf, OutIovecs, OutLen, OutMsg, PollFds, Scope, SeccompProg, SigMask, TimeIn,
+    TimeInOut,
 };
 use crate::sockets::readiness;
+
+/// prctl: PR_SET_SECCOMP with SECCOMP_MODE_FILTER carries a filter
+/// program, which the logic reads.
+pub(crate) fn prctl(
+    option: c_int,
+    a2: c_ulong,
+    a3: c_ulong,
+    _a4: c_ulong,
+    _a5: c_ulong,
+) -> Action<c_int> {
+    let scope = Scope::new();
+    let prog = (option == libc::PR_SET_SECCOMP && a2 == c_ulong::from(libc::SECCOMP_MODE_FILTER))
+        // SAFETY: prctl(2): for PR_SET_SECCOMP with SECCOMP_MODE_FILTER,
+        // the third argument is a `struct sock_fprog *`.
+        .then(|| unsafe { SeccompProg::new(&scope, a3 as usize as *const u8) });
+    crate::calls::sandbox::prctl(option, a2, prog)
+}
 
 /// An iovec count as the caller gave it (the logic checks the range).
 fn count(cnt: c_int) -> usize {

@@ -6,25 +6,21 @@ use core::ffi::{c_int, c_ulong};
 use core::sync::atomic::{AtomicU8, Ordering};
 
 use crate::platform::real::Action;
+use crate::platform::sys::SeccompProg;
 use crate::platform::{sandbox, sys};
 use crate::sockets::registry;
 
 /// The `prctl` hook's logic: before PR_SET_SECCOMP goes to the kernel,
 /// take what the data path will no longer be allowed to look up, and turn
-/// the flag on. Everything else passes through untouched.
-pub(crate) fn prctl(
-    option: c_int,
-    mode: c_ulong,
-    prog: c_ulong,
-    _a4: c_ulong,
-    _a5: c_ulong,
-) -> Action<c_int> {
+/// the flag on. Everything else passes through untouched. `prog`: the
+/// filter, for PR_SET_SECCOMP with SECCOMP_MODE_FILTER (`abi::decode`).
+pub(crate) fn prctl(option: c_int, mode: c_ulong, prog: Option<SeccompProg<'_>>) -> Action<c_int> {
     if option != libc::PR_SET_SECCOMP {
         return Action::Pass;
     }
     let level = match mode as u32 {
         libc::SECCOMP_MODE_STRICT => sandbox::STRICT,
-        libc::SECCOMP_MODE_FILTER if filter_restricts_us(prog as usize as *const u8) => {
+        libc::SECCOMP_MODE_FILTER if prog.as_ref().is_none_or(filter_restricts_us) => {
             sandbox::FILTER
         }
         libc::SECCOMP_MODE_FILTER => {
@@ -47,35 +43,17 @@ pub(crate) fn prctl(
     Action::Pass
 }
 
-/// Whether the `struct sock_fprog` at `prog` (the application's own
-/// argument) refuses a call the library makes (`seccomp_filter`); true
-/// when it cannot be read or followed (the kernel will say EFAULT or
-/// EINVAL for a bad one anyway).
-fn filter_restricts_us(prog: *const u8) -> bool {
-    // struct sock_fprog { unsigned short len; struct sock_filter *filter; }
-    let mut head = [0u8; 16];
-    if sys::user_read(prog, &mut head).is_err() {
+/// Whether the filter program `prog` (the application's own argument)
+/// refuses a call the library makes (`seccomp_filter`); true when it
+/// cannot be read or followed (the kernel will say EFAULT or EINVAL for a
+/// bad one anyway).
+fn filter_restricts_us(prog: &SeccompProg<'_>) -> bool {
+    let Some(raw) = prog.instructions() else {
         return true;
-    }
-    let len = usize::from(u16::from_ne_bytes([head[0], head[1]]));
-    let mut at = [0u8; 8];
-    at.copy_from_slice(&head[8..16]);
-    let filter = usize::from_ne_bytes(at) as *const u8;
-    // BPF_MAXINSNS.
-    if len == 0 || len > 4096 {
-        return true;
-    }
-    let mut raw = vec![0u8; len * 8];
-    if sys::user_read(filter, &mut raw).is_err() {
-        return true;
-    }
+    };
     let insns: Vec<crate::platform::seccomp_filter::Insn> = raw
-        .chunks_exact(8)
-        .map(|c| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(c);
-            crate::platform::seccomp_filter::Insn::from_bytes(&b)
-        })
+        .iter()
+        .map(crate::platform::seccomp_filter::Insn::from_bytes)
         .collect();
     crate::platform::seccomp_filter::restricts_library(&insns)
 }

@@ -194,7 +194,7 @@ macro_rules! hooked_symbols {
     // PR_SET_SECCOMP: from then on the data path keeps to the calls a
     // sandbox allows (`sandbox`).
     fn prctl(option: c_int; a2: c_ulong, a3: c_ulong, a4: c_ulong, a5: c_ulong) -> c_int
-        => sandbox::prctl, fresh |r| sandbox::prctl_done(r, option);
+        => decode::prctl, fresh |r| sandbox::prctl_done(r, option);
     // Running a program: connections whose fds go across exec get their
     // carriers first (`process::exec`). Each entry point, since glibc's
     // execl/execvp/system/popen/posix_spawn exec through its internal

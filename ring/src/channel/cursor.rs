@@ -43,11 +43,10 @@ impl<F: FnMut(Space<'_>) -> usize> Fill for FnSource<F> {
             self.done = true;
             return 0;
         };
-        let space = Space {
-            ptr,
-            len: want,
-            _lent: PhantomData,
-        };
+        // SAFETY: `raw_at` checked `at + want` against the area, which
+        // stays mapped while `data` is borrowed; the room is unpublished, so
+        // no consumer reads it.
+        let space = unsafe { Space::new(data, ptr, want) };
         let got = (self.fill)(space).min(want);
         self.left -= got;
         if got < want {
@@ -71,7 +70,8 @@ impl<F: FnMut(Space<'_>) -> usize> Fill for FnSource<F> {
 /// peer may write at any moment, so no Rust reference is formed over it.
 /// The type's guarantee is what lets a safe wrapper around such a system
 /// call exist: whoever holds a `Space` may pass its pointer and length to
-/// the kernel.
+/// a system call that completes before the closure returns (read(2),
+/// pread(2); never one that writes later: io_uring, aio, vmsplice).
 #[cfg(not(loom))]
 pub struct Space<'a> {
     ptr: *mut u8,
@@ -80,7 +80,18 @@ pub struct Space<'a> {
 }
 
 #[cfg(not(loom))]
-impl Space<'_> {
+impl<'a> Space<'a> {
+    /// # Safety
+    /// `ptr` valid for writes of `len` bytes of `area` for `'a`, and no one
+    /// else reading or writing them meanwhile (unpublished room).
+    unsafe fn new(_area: &'a DataArea, ptr: *mut u8, len: usize) -> Space<'a> {
+        Space {
+            ptr,
+            len,
+            _lent: PhantomData,
+        }
+    }
+
     /// The first byte of the room; `len()` bytes from it are writable.
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
         self.ptr

@@ -24,7 +24,8 @@ pub(crate) unsafe fn socket_addr(
     // call goes to the kernel, which says EFAULT), never a fault here.
     let mut raw = [0u8; core::mem::size_of::<libc::sockaddr_in6>()];
     let n = len.min(raw.len());
-    super::user_read(addr.cast::<u8>(), &mut raw[..n]).ok()?;
+    // SAFETY: `addr` readable for `len >= n` bytes (the contract).
+    unsafe { super::user_read(addr.cast::<u8>(), &mut raw[..n]) }.ok()?;
     let family = libc::sa_family_t::from_ne_bytes([raw[0], raw[1]]);
     match c_int::from(family) {
         libc::AF_INET if len >= core::mem::size_of::<libc::sockaddr_in>() => {

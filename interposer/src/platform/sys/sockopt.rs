@@ -21,7 +21,8 @@ pub(crate) unsafe fn put_opt(
         return Err(libc::EFAULT);
     }
     let mut raw = [0u8; 4];
-    user_copy(len.cast::<u8>(), raw.as_mut_ptr(), 4)?;
+    // SAFETY: `len` valid for a socklen_t (the contract); `raw` is ours.
+    unsafe { user_copy(len.cast::<u8>(), raw.as_mut_ptr(), 4) }?;
     let room = u32::from_ne_bytes(raw) as usize;
     let n = room.min(bytes.len());
     // A null buffer with nothing to copy is fine, as for the kernel.
@@ -29,10 +30,12 @@ pub(crate) unsafe fn put_opt(
         if value.is_null() {
             return Err(libc::EFAULT);
         }
-        user_copy(bytes.as_ptr(), value.cast::<u8>(), n)?;
+        // SAFETY: `value` writable for `*len >= n` bytes (the contract).
+        unsafe { user_copy(bytes.as_ptr(), value.cast::<u8>(), n) }?;
     }
     let n = (n as libc::socklen_t).to_ne_bytes();
-    user_copy(n.as_ptr(), len.cast::<u8>(), 4)
+    // SAFETY: `len` writable (the contract).
+    unsafe { user_copy(n.as_ptr(), len.cast::<u8>(), 4) }
 }
 
 /// The room a getsockopt(2) caller offers: `*len` as the kernel reads it
@@ -45,7 +48,8 @@ pub(crate) unsafe fn opt_room(len: *const libc::socklen_t) -> Result<c_int, c_in
         return Err(libc::EFAULT);
     }
     let mut raw = [0u8; 4];
-    user_copy(len.cast::<u8>(), raw.as_mut_ptr(), 4)?;
+    // SAFETY: `len` readable (the contract); `raw` is ours.
+    unsafe { user_copy(len.cast::<u8>(), raw.as_mut_ptr(), 4) }?;
     Ok(c_int::from_ne_bytes(raw))
 }
 

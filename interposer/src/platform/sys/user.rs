@@ -73,18 +73,30 @@ pub(crate) unsafe fn out_iovecs<'a>(
 
 /// Reads `buf.len()` bytes at the caller's `from`: EFAULT for a bad
 /// address (see `user_copy`).
-pub(crate) fn user_read(from: *const u8, buf: &mut [u8]) -> Result<(), c_int> {
+///
+/// # Safety
+/// As `user_copy`: `from` is a hooked call's argument, valid for reading
+/// `buf.len()` bytes as that call's C contract requires.
+pub(crate) unsafe fn user_read(from: *const u8, buf: &mut [u8]) -> Result<(), c_int> {
     if from.is_null() {
         return Err(libc::EFAULT);
     }
-    user_copy(from, buf.as_mut_ptr(), buf.len())
+    // SAFETY: the caller's contract for `from`; `buf` is ours.
+    unsafe { user_copy(from, buf.as_mut_ptr(), buf.len()) }
 }
 
 /// Copies `n` bytes between the caller's memory and ours as the kernel
 /// does with a system call's pointers: a bad address is EFAULT, not a
 /// fault in the program (process_vm_readv/writev on ourselves). In a
-/// sandboxed process (no such calls) a plain copy.
-pub(crate) fn user_copy(from: *const u8, to: *mut u8, n: usize) -> Result<(), c_int> {
+/// sandboxed process (no such calls) a plain copy, which trusts them.
+///
+/// # Safety
+/// `from` valid for reads and `to` for writes of `n` bytes, not
+/// overlapping, as the hooked call's C contract promises for its pointers
+/// (a broken promise is EFAULT where the kernel can check, as for the real
+/// call; in a sandbox it is the caller's undefined behaviour, as it would
+/// be in libc).
+pub(crate) unsafe fn user_copy(from: *const u8, to: *mut u8, n: usize) -> Result<(), c_int> {
     if n == 0 {
         return Ok(());
     }

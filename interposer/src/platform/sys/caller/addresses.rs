@@ -67,7 +67,8 @@ impl AddrOut<'_> {
     /// a negative length (as the kernel's getsockname and accept).
     pub(crate) fn room(&self) -> Result<(), c_int> {
         let mut raw = [0u8; 4];
-        crate::platform::sys::user_read(self.len.cast::<u8>(), &mut raw)?;
+        // SAFETY: the constructor's contract (`len` readable).
+        unsafe { crate::platform::sys::user_read(self.len.cast::<u8>(), &mut raw) }?;
         if c_int::from_ne_bytes(raw) < 0 {
             return Err(libc::EINVAL);
         }

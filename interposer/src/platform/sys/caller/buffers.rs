@@ -72,7 +72,10 @@ pub(crate) const IOV_MAX: usize = libc::UIO_MAXIOV as usize;
 
 /// The kernel's checks of an iovec array that slices could not make:
 /// more than UIO_MAXIOV, a null array or a null buffer with a length.
-pub(crate) fn checked_iovecs(iov: *const libc::iovec, cnt: usize) -> Result<(), c_int> {
+///
+/// # Safety
+/// `iov` null or valid for reading `cnt` iovecs (the call's contract).
+unsafe fn checked_iovecs(iov: *const libc::iovec, cnt: usize) -> Result<(), c_int> {
     if cnt > IOV_MAX {
         return Err(libc::EMSGSIZE);
     }
@@ -83,8 +86,8 @@ pub(crate) fn checked_iovecs(iov: *const libc::iovec, cnt: usize) -> Result<(), 
         return Err(libc::EFAULT);
     }
     for i in 0..cnt {
-        // SAFETY: the iovec array's contract (valid for `cnt` entries);
-        // read unaligned, by value.
+        // SAFETY: the caller's contract (valid for `cnt` entries); read
+        // unaligned, by value.
         let v = unsafe { core::ptr::read_unaligned(iov.add(i)) };
         if v.iov_base.is_null() && v.iov_len > 0 {
             return Err(libc::EFAULT);
@@ -120,7 +123,8 @@ impl<'call> InIovecs<'call> {
     /// The iovecs: EMSGSIZE for more than UIO_MAXIOV, EFAULT for a null
     /// array or buffer that has a length (as the kernel).
     pub(crate) fn slices(self) -> Result<&'call [IoSlice<'call>], c_int> {
-        checked_iovecs(self.iov, self.cnt)?;
+        // SAFETY: the constructor's contract.
+        unsafe { checked_iovecs(self.iov, self.cnt) }?;
         // SAFETY: the constructor's contract, for a count it covers, every
         // entry checked to be non-null where it has a length.
         Ok(unsafe { in_iovecs(self.iov, self.cnt) })
@@ -154,7 +158,8 @@ impl<'call> OutIovecs<'call> {
     /// The iovecs: EMSGSIZE for more than UIO_MAXIOV, EFAULT for a null
     /// array or buffer that has a length (as the kernel).
     pub(crate) fn slices(self) -> Result<&'call mut [IoSliceMut<'call>], c_int> {
-        checked_iovecs(self.iov, self.cnt)?;
+        // SAFETY: the constructor's contract.
+        unsafe { checked_iovecs(self.iov, self.cnt) }?;
         // SAFETY: the constructor's contract, for a count it covers, every
         // entry checked to be non-null where it has a length.
         Ok(unsafe { out_iovecs(self.iov, self.cnt) })

@@ -21,6 +21,8 @@ mod addresses;
 pub(crate) use addresses::*;
 mod waits;
 pub(crate) use waits::*;
+mod program;
+pub(crate) use program::*;
 
 /// One hooked call's frame: every handle borrows it, so none can outlive
 /// the call that made it (`abi::decode` makes one per call).

@@ -108,12 +108,16 @@ impl<'call> OptIn<'call> {
         }
         let n = n.min(self.len as usize);
         let mut bytes = vec![0u8; n];
-        match crate::platform::sys::user_read(self.value.cast(), &mut bytes) {
+        // SAFETY: the constructor's contract (`value` readable for `len`
+        // bytes, and n <= len).
+        match unsafe { crate::platform::sys::user_read(self.value.cast(), &mut bytes) } {
             Ok(()) => Ok(bytes),
             Err(e) if n <= 4 => Err(e),
             Err(e) => {
                 bytes.truncate(4);
-                crate::platform::sys::user_read(self.value.cast(), &mut bytes).map_err(|_| e)?;
+                // SAFETY: as above, fewer bytes.
+                unsafe { crate::platform::sys::user_read(self.value.cast(), &mut bytes) }
+                    .map_err(|_| e)?;
                 Ok(bytes)
             }
         }

@@ -346,3 +346,91 @@ fn reads_go_on_from_where_they_stopped() {
     assert_eq!(lens(6), [2]);
     assert_eq!(lens(8), Vec::<usize>::new());
 }
+
+/// The shortcut (`done_after_data`) against `next_phase` at the edges of
+/// its rule (sizes around `GATHER_BELOW` and the buffer's), with every
+/// flag and every answer: where it says done, `next_phase` says `Done`;
+/// where it does not, some case exists where `next_phase` would not.
+#[test]
+fn the_shortcut_agrees_with_next_phase_at_every_edge() {
+    let totals = [
+        1,
+        2,
+        100,
+        GATHER_BELOW - 1,
+        GATHER_BELOW,
+        GATHER_BELOW + 1,
+        70000,
+    ];
+    let wants = [
+        1,
+        2,
+        100,
+        101,
+        GATHER_BELOW - 1,
+        GATHER_BELOW,
+        GATHER_BELOW + 1,
+        70000,
+        usize::MAX,
+    ];
+    let answers = [None, Some(false), Some(true)];
+    for total in totals {
+        for want in wants.into_iter().filter(|&w| w >= total) {
+            for bits in 0u32..(1 << 10) {
+                let b = |i: u32| bits & (1 << i) != 0;
+                let f = Facts {
+                    got_data: true,
+                    total,
+                    want,
+                    waitall: b(0),
+                    dontwait: b(1),
+                    gathered: b(2),
+                    spun: b(3),
+                    hung_up: b(4),
+                    streaming: b(5),
+                    lazy: b(6),
+                    blocking: b(7),
+                    spin_budget: b(8),
+                    replied: b(9),
+                    bulk: !b(9),
+                    ..Facts::default()
+                };
+                if !done_after_data(total, want, f.waitall, f.streaming, f.gathered) {
+                    continue;
+                }
+                for spin_helps in answers {
+                    for nonblocking in answers {
+                        for read_recently in answers {
+                            let f = Facts {
+                                spin_helps,
+                                nonblocking,
+                                read_recently,
+                                ..f
+                            };
+                            assert_eq!(next_phase(&f), Choice::Go(Phase::Done), "{f:?}");
+                        }
+                    }
+                }
+            }
+            for bits in 0u32..8 {
+                let (waitall, streaming, gathered) = (bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
+                if done_after_data(total, want, waitall, streaming, gathered) {
+                    continue;
+                }
+                let f = Facts {
+                    got_data: true,
+                    total,
+                    want,
+                    waitall,
+                    streaming,
+                    gathered,
+                    lazy: true,
+                    spin_helps: Some(true),
+                    nonblocking: Some(false),
+                    ..Facts::default()
+                };
+                assert_ne!(next_phase(&f), Choice::Go(Phase::Done), "{f:?}");
+            }
+        }
+    }
+}
