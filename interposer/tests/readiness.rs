@@ -774,3 +774,33 @@ fn select_and_ppoll_timeouts_as_the_kernel() {
         "{out}"
     );
 }
+
+/// An epoll set's members as the kernel keeps them: data from before an fd
+/// joined is reported once per wait, also after it left and joined again;
+/// a closed member leaves the set (its number reused by a new connection
+/// reports only the new one's data, once added); 300 members served and
+/// closed leave the set quiet.
+#[test]
+fn epoll_members_join_leave_and_close_as_in_the_kernel() {
+    let out = emulated_script("epoll_members", &[], &[]);
+    for want in [
+        "rejoined: read b'early'",
+        "rejoined: after reading []",
+        "reused number: True",
+        "reused number, not added: events []",
+        "reused number: read b'second'",
+        "many: served 300",
+        "many: events after all closed []",
+    ] {
+        assert!(out.contains(want), "wanted {want:?}:\n{out}");
+    }
+    let rejoined = out
+        .lines()
+        .find(|l| l.starts_with("rejoined: events"))
+        .unwrap_or_default();
+    assert_eq!(rejoined.matches("(").count(), 1, "one event: {out}");
+    assert!(
+        out.contains("reused number, added: events [(") && out.contains(", True)]"),
+        "{out}"
+    );
+}

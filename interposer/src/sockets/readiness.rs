@@ -21,6 +21,7 @@
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -32,7 +33,6 @@ use crate::sockets::socket::Socket;
 
 /// A connection in an epoll set.
 struct Member {
-    fd: c_int,
     events: u32,
     data: u64,
     socket: Weak<Socket>,
@@ -42,19 +42,45 @@ struct Member {
     reported: bool,
 }
 
-/// The epoll sets that hold connections: (epfd, members). Few, short.
-static SETS: Mutex<Vec<(c_int, Vec<Member>)>> = Mutex::new(Vec::new());
+impl Member {
+    /// The member's connection, if `fd` still names it.
+    fn live(&self, fd: c_int) -> Option<Arc<Socket>> {
+        self.socket
+            .upgrade()
+            .filter(|s| registry::get(fd).is_some_and(|now| Arc::ptr_eq(&now, s)))
+    }
+}
+
+/// An epoll set that holds connections. Every call touches only the fds it
+/// is about (issue 14): members by fd number, and the few that may be
+/// pending in a list of their own.
+struct Set {
+    epfd: c_int,
+    members: BTreeMap<c_int, Member>,
+    /// Members that may be pending (entries found not pending, or gone,
+    /// are dropped when `pending` looks).
+    pending: Vec<c_int>,
+    /// Where `awaits_reply` looks next (it looks at a few members a call).
+    cursor: c_int,
+}
+
+/// The epoll sets that hold connections. Few.
+static SETS: Mutex<Vec<Set>> = Mutex::new(Vec::new());
 /// Entries in SETS, so epoll_wait on other sets never takes the lock.
 static SET_COUNT: AtomicUsize = AtomicUsize::new(0);
 
-/// `fd` was closed, or is a new fd (which may reuse a closed epoll fd's
-/// number): forget the set known under that number.
+/// `fd` was closed, or is a new fd (which may reuse a closed fd's
+/// number): forget the set known under that number, and the member (as
+/// the kernel drops a closed fd from its sets).
 pub(crate) fn forget(fd: c_int) {
     if SET_COUNT.load(Ordering::Relaxed) == 0 {
         return;
     }
     let mut sets = SETS.lock();
-    sets.retain(|(e, _)| *e != fd);
+    sets.retain_mut(|set| {
+        set.members.remove(&fd);
+        set.epfd != fd && !set.members.is_empty()
+    });
     SET_COUNT.store(sets.len(), Ordering::Relaxed);
 }
 
@@ -82,26 +108,29 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
     }
     let mut out = Pending::default();
     let mut sets = SETS.lock();
-    let (_, members) = sets.iter_mut().find(|(e, _)| *e == epfd)?;
-    for m in members.iter_mut().filter(|m| m.pending) {
-        let live = m
-            .socket
-            .upgrade()
-            .filter(|s| registry::get(m.fd).is_some_and(|now| Arc::ptr_eq(&now, s)));
+    let set = sets.iter_mut().find(|s| s.epfd == epfd)?;
+    let Set {
+        members, pending, ..
+    } = set;
+    pending.retain(|&fd| {
+        let Some(m) = members.get_mut(&fd).filter(|m| m.pending) else {
+            return false;
+        };
+        let live = m.live(fd);
         let Some(Socket::Stream(conn)) = live.as_deref() else {
             m.pending = false;
-            continue;
+            return false;
         };
         let taking = conn.taking();
         let readable = conn.ring_readable();
         out.watch_closely |= taking;
         if !readable {
             m.pending = taking;
-            continue;
+            return taking;
         }
         let wanted = m.events & (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
         if wanted == 0 || m.reported || out.events.len() >= max {
-            continue;
+            return true;
         }
         if m.events & libc::EPOLLONESHOT as u32 != 0 {
             // Disabled before it is reported, so a thread asleep in the
@@ -110,7 +139,7 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
                 events: libc::EPOLLONESHOT as u32,
                 u64: m.data,
             };
-            waits::epoll_ctl(epfd, m.fd, EventIn::own(libc::EPOLL_CTL_MOD, &mut ev));
+            waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_MOD, &mut ev));
         }
         if m.events & (libc::EPOLLONESHOT | libc::EPOLLET) as u32 != 0 {
             m.reported = true;
@@ -119,11 +148,14 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
             events: wanted,
             u64: m.data,
         });
-    }
+        true
+    });
     Some(out)
 }
 
-/// The set's entry, created if needed.
+/// The set's entry, created if needed. O(log members): an event loop
+/// makes several epoll_ctl calls per request (issue 14: a walk over every
+/// member here was 38% of a client's time at 200 connections).
 fn note(
     epfd: c_int,
     op: c_int,
@@ -133,84 +165,90 @@ fn note(
     pending: bool,
 ) {
     let mut sets = SETS.lock();
+    let found = sets.iter().position(|s| s.epfd == epfd);
     if op == libc::EPOLL_CTL_DEL {
-        if let Some((_, members)) = sets.iter_mut().find(|(e, _)| *e == epfd) {
-            // (An fd is a member once; the order does not matter.)
-            if let Some(i) = members.iter().position(|m| m.fd == fd) {
-                members.swap_remove(i);
+        if let Some(i) = found {
+            sets[i].members.remove(&fd);
+            if sets[i].members.is_empty() {
+                sets.swap_remove(i);
             }
         }
-        sets.retain(|(_, m)| !m.is_empty());
         SET_COUNT.store(sets.len(), Ordering::Relaxed);
         return;
     }
     let Some(ev) = ev else { return };
-    let i = match sets.iter().position(|(e, _)| *e == epfd) {
-        Some(i) => i,
-        None => {
-            sets.push((epfd, Vec::new()));
-            sets.len() - 1
-        }
-    };
-    let members = &mut sets[i].1;
-    let member = Member {
+    let i = found.unwrap_or_else(|| {
+        sets.push(Set {
+            epfd,
+            members: BTreeMap::new(),
+            pending: Vec::new(),
+            cursor: 0,
+        });
+        sets.len() - 1
+    });
+    let set = &mut sets[i];
+    set.members.insert(
         fd,
-        events: ev.events,
-        data: ev.u64,
-        socket: Arc::downgrade(sock),
-        pending,
-        reported: false,
-    };
-    // The fd's own entry is replaced in place: an event loop makes several
-    // epoll_ctl calls per request, and checking every member on each one
-    // made them cost O(connections) (issue 14: 38% of a client's time at
-    // 200 connections).
-    if let Some(m) = members.iter_mut().find(|m| m.fd == fd) {
-        *m = member;
-    } else {
-        // Stale entries (fds closed past us, or reused by something else)
-        // are swept when the set has doubled since the last sweep:
-        // amortised O(1) per call.
-        if members.len() >= 2 * SWEPT_LEN.load(Ordering::Relaxed).max(16) {
-            members.retain(|m| {
-                m.socket
-                    .upgrade()
-                    .is_some_and(|s| registry::get(m.fd).is_some_and(|now| Arc::ptr_eq(&now, &s)))
-            });
-            SWEPT_LEN.store(members.len(), Ordering::Relaxed);
-        }
-        members.push(member);
+        Member {
+            events: ev.events,
+            data: ev.u64,
+            socket: Arc::downgrade(sock),
+            pending,
+            reported: false,
+        },
+    );
+    // (Short: members that joined with data not yet read.)
+    if pending && !set.pending.contains(&fd) {
+        set.pending.push(fd);
     }
     SET_COUNT.store(sets.len(), Ordering::Relaxed);
 }
 
-/// Members left after the last sweep of stale ones (see `note`; one value
-/// for all sets: a bound, not an exact count).
-static SWEPT_LEN: AtomicUsize = AtomicUsize::new(0);
+/// Members `awaits_reply` looks at per call, at most.
+const AWAITS_LOOKS: usize = 32;
 
 /// Whether a connection in `epfd` wrote since it last read (an answer is
-/// probably on its way: a wait may spin).
+/// probably on its way: a wait may spin). Looks at up to `AWAITS_LOOKS`
+/// members a call, going round the set from call to call: under load most
+/// connections await a reply and the first looks find one; an idle set of
+/// thousands costs a few dozen looks, not thousands.
 pub(crate) fn awaits_reply(epfd: c_int) -> bool {
     if SET_COUNT.load(Ordering::Relaxed) == 0 {
         return false;
     }
-    let sets = SETS.lock();
-    let Some((_, members)) = sets.iter().find(|(e, _)| *e == epfd) else {
+    let mut sets = SETS.lock();
+    let Some(set) = sets.iter_mut().find(|s| s.epfd == epfd) else {
         return false;
     };
-    members.iter().any(|m| {
-        m.socket
-            .upgrade()
-            .is_some_and(|s| matches!(&*s, Socket::Stream(c) if c.awaits_reply()))
-    })
+    let from = set.cursor;
+    let mut next = None;
+    let found = set
+        .members
+        .range(from..)
+        .chain(set.members.range(..from))
+        .take(AWAITS_LOOKS)
+        .inspect(|(&fd, _)| next = Some(fd.saturating_add(1)))
+        .any(|(_, m)| {
+            m.socket
+                .upgrade()
+                .is_some_and(|s| matches!(&*s, Socket::Stream(c) if c.awaits_reply()))
+        });
+    // A member awaiting a reply is looked at first next time.
+    set.cursor = match (found, next) {
+        (true, Some(n)) => n.saturating_sub(1),
+        (false, Some(n)) => n,
+        (_, None) => 0,
+    };
+    found
 }
 
 /// A wait on `epfd` spun its whole budget for nothing: its connections
-/// stop counting as awaiting a reply until they write again.
+/// stop counting as awaiting a reply until they write again. (Every
+/// member: it follows a whole spin, which costs more.)
 pub(crate) fn no_reply_soon(epfd: c_int) {
     let sets = SETS.lock();
-    if let Some((_, members)) = sets.iter().find(|(e, _)| *e == epfd) {
-        for m in members {
+    if let Some(set) = sets.iter().find(|s| s.epfd == epfd) {
+        for m in set.members.values() {
             if let Some(s) = m.socket.upgrade() {
                 if let Socket::Stream(c) = &*s {
                     c.no_reply_soon();
