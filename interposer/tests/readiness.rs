@@ -804,3 +804,24 @@ fn epoll_members_join_leave_and_close_as_in_the_kernel() {
         "{out}"
     );
 }
+
+/// A registration lasts as long as the connection, not the fd number
+/// (epoll(7)): data in the ring is still reported after dup2 of a dup onto
+/// the member's number, after close and a dup that gives the number back,
+/// and after closing the number while a dup keeps the connection open;
+/// with room for one event per wait, every pending member has its turn.
+/// Found by review of the member map (issue 14); the first two were lost
+/// by it, the third and fourth before it.
+#[test]
+fn epoll_registration_outlives_the_fd_number_as_in_the_kernel() {
+    let out = emulated_script("epoll_dup_member", &[], &[]);
+    for want in [
+        "baseline: events [(True, 1)] then read 100",
+        "dup2(B, A) same file: events [(True, 1)] then read 100",
+        "close(A); dup(B) -> A: events [(True, 1)] then read 100",
+        "close(A) keep dup: events [(True, 1)] read 100",
+        "one event per wait: every member had its turn True",
+    ] {
+        assert!(out.contains(want), "wanted {want:?}:\n{out}");
+    }
+}

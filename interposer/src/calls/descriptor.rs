@@ -95,6 +95,7 @@ fn replace_target(
 pub(crate) fn close_range(first: c_uint, last: c_uint, flags: c_int) -> Action<c_int> {
     if (flags as c_uint) & libc::CLOSE_RANGE_CLOEXEC == 0 {
         log::forget_fd_range(first, last);
+        crate::sockets::readiness::forget_range(clamp_fd(first), clamp_fd(last));
         fdtable::table().remove_range(first, last, release);
     }
     // Releasing sockets above may have closed internal fds; the rest must
@@ -103,6 +104,11 @@ pub(crate) fn close_range(first: c_uint, last: c_uint, flags: c_int) -> Action<c
         Some(r) => Action::Raw(r),
         None => Action::Pass,
     }
+}
+
+/// An fd number of close_range's unsigned range, as an int (saturated).
+fn clamp_fd(fd: c_uint) -> c_int {
+    c_int::try_from(fd).unwrap_or(c_int::MAX)
 }
 
 /// Runs `call` on the sub-ranges of `first..=last` that hold none of the
@@ -137,6 +143,7 @@ fn around_internal(
 pub(crate) fn closefrom(lowfd: c_int) -> Action<()> {
     let first = c_uint::try_from(lowfd).unwrap_or(0);
     log::forget_fd_range(first, c_uint::MAX);
+    crate::sockets::readiness::forget_range(clamp_fd(first), c_int::MAX);
     fdtable::table().remove_range(first, c_uint::MAX, release);
     // As close_range: keep the library's own fds.
     match around_internal(first, c_uint::MAX, |a, b| real::ints::close_range(a, b, 0)) {

@@ -40,14 +40,18 @@ struct Member {
     pending: bool,
     /// Reported once since the last ADD/MOD (EPOLLET, EPOLLONESHOT).
     reported: bool,
+    /// In the set's `pending` list (which `pending` prunes lazily).
+    listed: bool,
 }
 
 impl Member {
-    /// The member's connection, if `fd` still names it.
-    fn live(&self, fd: c_int) -> Option<Arc<Socket>> {
-        self.socket
-            .upgrade()
-            .filter(|s| registry::get(fd).is_some_and(|now| Arc::ptr_eq(&now, s)))
+    /// The member's connection while it lives. As in the kernel, a
+    /// registration lasts as long as the connection, not the fd number:
+    /// closing the number while a dup of it stays open keeps it (and its
+    /// data); the number given to something else keeps it too, until the
+    /// application adds the number again.
+    fn live(&self) -> Option<Arc<Socket>> {
+        self.socket.upgrade()
     }
 }
 
@@ -62,6 +66,8 @@ struct Set {
     pending: Vec<c_int>,
     /// Where `awaits_reply` looks next (it looks at a few members a call).
     cursor: c_int,
+    /// Members after the last sweep of those whose connection is gone.
+    swept: usize,
 }
 
 /// The epoll sets that hold connections. Few.
@@ -70,17 +76,19 @@ static SETS: Mutex<Vec<Set>> = Mutex::new(Vec::new());
 static SET_COUNT: AtomicUsize = AtomicUsize::new(0);
 
 /// `fd` was closed, or is a new fd (which may reuse a closed fd's
-/// number): forget the set known under that number, and the member (as
-/// the kernel drops a closed fd from its sets).
+/// number): forget the set known under that number. (Members stay while
+/// their connection lives, see `Member::live`.)
 pub(crate) fn forget(fd: c_int) {
+    forget_range(fd, fd);
+}
+
+/// `forget` for every fd from `first` to `last` (close_range, closefrom).
+pub(crate) fn forget_range(first: c_int, last: c_int) {
     if SET_COUNT.load(Ordering::Relaxed) == 0 {
         return;
     }
     let mut sets = SETS.lock();
-    sets.retain_mut(|set| {
-        set.members.remove(&fd);
-        set.epfd != fd && !set.members.is_empty()
-    });
+    sets.retain(|set| !(first..=last).contains(&set.epfd));
     SET_COUNT.store(sets.len(), Ordering::Relaxed);
 }
 
@@ -112,24 +120,23 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
     let Set {
         members, pending, ..
     } = set;
+    // Where the next call starts: after the last member reported, so that
+    // with little room every pending member has its turn (as the kernel
+    // rotates its ready list).
+    let mut next = 0;
+    let mut kept = 0;
     pending.retain(|&fd| {
-        let Some(m) = members.get_mut(&fd).filter(|m| m.pending) else {
+        let Some(m) = members.get_mut(&fd) else {
             return false;
         };
-        let live = m.live(fd);
-        let Some(Socket::Stream(conn)) = live.as_deref() else {
-            m.pending = false;
+        let readable = m.pending && still_pending(m, &mut out.watch_closely);
+        if !m.pending {
+            m.listed = false;
             return false;
-        };
-        let taking = conn.taking();
-        let readable = conn.ring_readable();
-        out.watch_closely |= taking;
-        if !readable {
-            m.pending = taking;
-            return taking;
         }
+        kept += 1;
         let wanted = m.events & (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
-        if wanted == 0 || m.reported || out.events.len() >= max {
+        if !readable || wanted == 0 || m.reported || out.events.len() >= max {
             return true;
         }
         if m.events & libc::EPOLLONESHOT as u32 != 0 {
@@ -148,9 +155,31 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
             events: wanted,
             u64: m.data,
         });
+        next = kept;
         true
     });
+    if out.events.len() >= max && next < pending.len() {
+        pending.rotate_left(next);
+    }
     Some(out)
+}
+
+/// Whether a pending member's ring holds data; a member whose ring is
+/// drained stays pending only while a reader is asleep taking doorbell
+/// bytes (`m.pending` is updated; `watch_closely` notes such a taker).
+fn still_pending(m: &mut Member, watch_closely: &mut bool) -> bool {
+    let live = m.live();
+    let Some(Socket::Stream(conn)) = live.as_deref() else {
+        m.pending = false;
+        return false;
+    };
+    let taking = conn.taking();
+    *watch_closely |= taking;
+    if conn.ring_readable() {
+        return true;
+    }
+    m.pending = taking;
+    false
 }
 
 /// The set's entry, created if needed. O(log members): an event loop
@@ -183,10 +212,19 @@ fn note(
             members: BTreeMap::new(),
             pending: Vec::new(),
             cursor: 0,
+            swept: 0,
         });
         sets.len() - 1
     });
     let set = &mut sets[i];
+    let listed = set.members.get(&fd).is_some_and(|m| m.listed);
+    // Connections gone (closed, or their numbers given to others and never
+    // added again) are swept when the set has doubled since the last
+    // sweep: amortised O(1) per call.
+    if set.members.len() >= 2 * set.swept.max(16) {
+        set.members.retain(|_, m| m.socket.strong_count() > 0);
+        set.swept = set.members.len();
+    }
     set.members.insert(
         fd,
         Member {
@@ -195,10 +233,10 @@ fn note(
             socket: Arc::downgrade(sock),
             pending,
             reported: false,
+            listed: listed || pending,
         },
     );
-    // (Short: members that joined with data not yet read.)
-    if pending && !set.pending.contains(&fd) {
+    if pending && !listed {
         set.pending.push(fd);
     }
     SET_COUNT.store(sets.len(), Ordering::Relaxed);
