@@ -352,15 +352,20 @@ def measure_sockets(args, runner):
             vals[f].append(None if r is None else r[field])
 
     start = time.monotonic()
+    kv_time = 0.0
     for run in range(1, args.runs + 1):
         for key, t, go, figs in cases:
+            t0 = time.monotonic()
             if args.compare and t in EMULATED:
                 # Back to back, the first alternating by run (A B, B A, ...).
                 for lib in ((args.compare, None) if run % 2 else (None, args.compare)):
                     record(key, figs, go(lib), cmp_values if lib else values, cmp_raw if lib else raw)
-                continue
-            record(key, figs, go(None), values, raw)
-        print(f"socket run {run}/{args.runs} done ({time.monotonic() - start:.0f} s)", flush=True)
+            else:
+                record(key, figs, go(None), values, raw)
+            if key.startswith("kv"):
+                kv_time += time.monotonic() - t0
+        print(f"socket run {run}/{args.runs} done ({time.monotonic() - start:.0f} s"
+              + (f", kvbench {kv_time:.0f} s of it" if kv_time else "") + ")", flush=True)
     if args.compare:
         return values, raw, cmp_values, cmp_raw
     return values, raw
