@@ -34,7 +34,9 @@ loom:
 
 ## Socket benchmarks through the real LD_PRELOAD path (docs/benchmarks.md):
 ## tests/bench/sockbench.c preloaded (emulated) vs plain Unix and TCP loopback,
-## and nginx + wrk; prints medians, ratios and the issue 6 targets, writes
+## tests/bench/kvbench.c (epoll key-value server under load, idle connections;
+## issue 14, BENCH_ARGS="--no-kv" skips it) and nginx + wrk; prints medians,
+## ratios and the issue 6 and 14 targets, writes
 ## $(BENCH_DIR)/results.json and chart.svg. BENCH_ARGS passes options to
 ## scripts/bench.py (e.g. BENCH_ARGS="--runs 3 --no-nginx"; A/B against another
 ## build, interleaved in the same run: BENCH_ARGS="--compare before.so"). The ring-level
@@ -47,6 +49,7 @@ bench: deps
 	@mkdir -p $(BENCH_DIR)
 	$(CARGO) build --release -p shmnet-interposer
 	$(CC) -O2 -Wall -o $(BENCH_DIR)/sockbench tests/bench/sockbench.c
+	$(CC) -O2 -Wall -o $(BENCH_DIR)/kvbench tests/bench/kvbench.c
 	$(BENCH_PYTHON) scripts/bench.py --lib $(BENCH_LIB) --out $(BENCH_DIR) $(BENCH_ARGS)
 
 ## The main job: real programs over the emulated network, then the rings

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""Usage: scripts/bench.py [--lib PATH] [--sockbench PATH] [--out DIR] [--runs N]
-                          [--secs S] [--nginx-secs S] [--spin-us US] [--no-nginx]
-                          [--note TEXT] [--compare OTHER.so [--compare-name NAME] [--name NAME]]
+"""Usage: scripts/bench.py [--lib PATH] [--sockbench PATH] [--kvbench PATH] [--out DIR] [--runs N]
+                          [--secs S] [--kv-secs S] [--idle-conns N] [--nginx-secs S] [--spin-us US]
+                          [--no-nginx] [--no-kv] [--note TEXT]
+                          [--compare OTHER.so [--compare-name NAME] [--name NAME]]
 
 The socket-level benchmark behind `make bench` (issue 6): every figure is
 measured through ordinary socket programs, the emulated ones through the real
@@ -11,8 +12,18 @@ private SHMNET_DIR per run) and plain over Unix stream sockets and TCP
 loopback; scripts/bench-nginx.sh measures nginx + wrk. Runs are interleaved
 (run 1 of every case, then run 2, ...) and medians are reported.
 
-Prints markdown tables (medians, ratios, issue 6 targets met/missed) and
-writes DIR/results.json, DIR/bench.md and DIR/chart.svg (default target/bench).
+Issue 14 (skipped with --no-kv): tests/bench/kvbench.c, an epoll key-value
+server and an epoll load client, emulated vs Unix vs TCP at 1, 50, 200 and
+1000 connections (one request outstanding each) and 50 connections with 16
+outstanding, requests/s and CPU per request, in the same interleaved runs;
+once per run the 50-connection case again under `perf stat -e
+raw_syscalls:sys_enter` (emulated and TCP; system calls of both processes
+over the timed part / requests answered in it); and once per invocation
+kvbench --idle (--idle-conns, default 10000) for every transport.
+
+Prints markdown tables (medians, ratios, issue 6 and issue 14 targets
+met/missed) and writes DIR/results.json, DIR/bench.md and DIR/chart.svg
+(default target/bench).
 Exits 1 if any run failed (hang, wrong bytes, crash): the failing command is
 printed so it can be rerun by hand.
 
@@ -59,6 +70,14 @@ COLORS = {"floor": "#7f7f7f", "shm": "#d62728", "shm0": "#ff7f0e", "unix": "#1f7
 # writes; the sizes between are there for the chart.
 RTT_SIZES = [64, 1024, 4096, 16384]
 STREAM_SIZES = [64, 1024, 4096, 16384, 65536]
+# Issue 14 (kvbench): (connections, requests outstanding per connection).
+KV_LEVELS = [(1, 1), (50, 1), (200, 1), (1000, 1), (50, 16)]
+KV_TRANSPORTS = ("shm", "unix", "tcp")
+KV_LABELS = {"shm": "emulated", "unix": "Unix stream socket", "tcp": "TCP loopback"}
+KV_SYSCALL_LEVEL = (50, 1)  # measured under perf stat once per run, emulated and TCP
+KV_TARGET_LEVELS = (50, 200, 1000)  # throughput targets: >= 1.5x TCP, >= 1.3x Unix (pipeline 1)
+PERF = shutil.which("perf") or "/usr/bin/perf"
+PERF_STATUS = {"ok": False, "note": "not checked"}
 
 
 def fail(msg):
@@ -78,6 +97,11 @@ def parse_args():
     p.add_argument("--spin-us", default=None,
                    help="SHMNET_SPIN_US for the spinning emulated runs (default: unset, the library default)")
     p.add_argument("--no-nginx", action="store_true")
+    p.add_argument("--kvbench", default=None, help="default: OUT/kvbench")
+    p.add_argument("--no-kv", action="store_true", help="skip the kvbench rows (issue 14)")
+    p.add_argument("--kv-secs", type=float, default=0.5, help="timed part of each kvbench run")
+    p.add_argument("--idle-conns", type=int, default=10000,
+                   help="kvbench --idle: connections held open, once per invocation (0: skip)")
     p.add_argument("--note", default="", help="free text stored in results.json and printed (e.g. which build)")
     p.add_argument("--compare", default=None, metavar="OTHER.so",
                    help="also measure every emulated figure with this library, interleaved run by run")
@@ -86,14 +110,19 @@ def parse_args():
     p.add_argument("--name", default=None, help="label of --lib in the comparison (default: 'current')")
     a = p.parse_args()
     a.sockbench = a.sockbench or os.path.join(a.out, "sockbench")
-    if a.runs < 1 or a.secs <= 0:
-        fail("--runs must be >= 1 and --secs > 0")
-    for path, what in ((a.lib, "libshmnet.so (build it with 'make')"),
-                       (a.sockbench, "sockbench (cc -O2 -o target/bench/sockbench tests/bench/sockbench.c)")):
+    a.kvbench = a.kvbench or os.path.join(a.out, "kvbench")
+    if a.runs < 1 or a.secs <= 0 or a.kv_secs <= 0 or a.idle_conns < 0:
+        fail("--runs must be >= 1, --secs and --kv-secs > 0, --idle-conns >= 0")
+    need = [(a.lib, "libshmnet.so (build it with 'make')"),
+            (a.sockbench, "sockbench (cc -O2 -o target/bench/sockbench tests/bench/sockbench.c)")]
+    if not a.no_kv:
+        need.append((a.kvbench, "kvbench (cc -O2 -o target/bench/kvbench tests/bench/kvbench.c), or --no-kv"))
+    for path, what in need:
         if not os.path.isfile(path):
             fail(f"{path} not found: {what}")
     a.lib = os.path.abspath(a.lib)
     a.sockbench = os.path.abspath(a.sockbench)
+    a.kvbench = os.path.abspath(a.kvbench)
     if a.compare is not None:
         if not os.path.isfile(a.compare):
             fail(f"--compare {a.compare} not found")
@@ -105,6 +134,25 @@ def parse_args():
     elif a.compare_name is not None or a.name is not None:
         fail("--compare-name and --name only go with --compare")
     return a
+
+
+def probe_perf():
+    """Can perf stat count raw_syscalls:sys_enter here (and start disabled,
+    for kvbench's window)? Fills PERF_STATUS."""
+    if not os.access(PERF, os.X_OK):
+        PERF_STATUS.update(ok=False, note=f"no perf at {PERF} (apt-get install -y linux-perf): "
+                                          "system calls per request not measured")
+        return
+    try:
+        p = subprocess.run([PERF, "stat", "-x,", "-D", "-1", "-e", "raw_syscalls:sys_enter", "--", "true"],
+                           capture_output=True, text=True, timeout=30)
+        ok = p.returncode == 0 and "raw_syscalls:sys_enter" in p.stderr and "not supported" not in p.stderr
+        note = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else f"exit {p.returncode}"
+    except (OSError, subprocess.SubprocessError) as e:
+        ok, note = False, str(e)
+    PERF_STATUS.update(ok=ok, note=(f"{PERF} stat -e raw_syscalls:sys_enter" if ok else
+                                    f"perf stat cannot count raw_syscalls:sys_enter here ({note}): "
+                                    "system calls per request not measured"))
 
 
 def default_spin():
@@ -119,9 +167,9 @@ class Runner:
         self.failures = []
         self.count = 0
 
-    def command(self, transport, mode, size, secs, extra=(), lib=None):
-        """Returns (env additions, argv) for one sockbench run (lib: default --lib)."""
-        argv = [self.args.sockbench, mode, "--size", str(size), "--secs", str(secs), *extra]
+    def transport_env(self, transport, lib=None):
+        """Returns (env additions, address arguments) for a sockbench or kvbench run
+        over `transport` (lib: default --lib)."""
         env = {}
         if transport in ("shm", "shm0"):
             self.count += 1
@@ -135,24 +183,76 @@ class Runner:
                 env["SHMNET_SPIN_US"] = "0"
             elif self.args.spin_us is not None:
                 env["SHMNET_SPIN_US"] = str(self.args.spin_us)
-            argv += ["--tcp", EMU_ADDR]
-        elif transport == "unix":
-            argv += ["--unix", os.path.join(self.tmp, "unix.sock")]
-        elif transport == "tcp":
-            argv += ["--tcp", "127.0.0.1"]
-        return env, argv
+            return env, ["--tcp", EMU_ADDR]
+        if transport == "unix":
+            return env, ["--unix", os.path.join(self.tmp, "unix.sock")]
+        if transport == "tcp":
+            return env, ["--tcp", "127.0.0.1"]
+        return env, []
+
+    def command(self, transport, mode, size, secs, extra=(), lib=None):
+        """Returns (env additions, argv) for one sockbench run (lib: default --lib)."""
+        env, addr = self.transport_env(transport, lib)
+        return env, [self.args.sockbench, mode, "--size", str(size), "--secs", str(secs), *extra, *addr]
 
     def run(self, transport, mode, size, secs=None, extra=(), lib=None):
         secs = self.args.secs if secs is None else secs
         if transport == "floor":
             mode = "floor"
         env, argv = self.command(transport, mode, size, secs, extra, lib)
+        return self.execute(env, argv, secs)
+
+    def run_kv(self, transport, conns=1, pipeline=1, idle=None, lib=None, perf=False):
+        """One kvbench run: load (conns, pipeline) or --idle N. perf: count the
+        system calls of both processes over the timed part (perf stat,
+        raw_syscalls:sys_enter, enabled and disabled by kvbench through perf's
+        control FIFOs) and add "syscalls" and "syscalls_per_req"."""
+        env, addr = self.transport_env(transport, lib)
+        secs = self.args.kv_secs if idle is None else 1
+        argv = [self.args.kvbench, *(["--idle", str(idle)] if idle else
+                                     ["--conns", str(conns), "--pipeline", str(pipeline)]),
+                "--secs", str(secs), *addr]
+        if not perf:
+            return self.execute(env, argv, secs)
+        ctl, ack, out = (os.path.join(self.tmp, f) for f in ("perf.ctl", "perf.ack", "perf.out"))
+        for f in (ctl, ack, out):
+            if os.path.lexists(f):
+                os.unlink(f)
+        os.mkfifo(ctl)
+        os.mkfifo(ack)
+        # perf itself is not preloaded: the library's settings go through env(1).
+        wrapped = [PERF, "stat", "-x,", "-D", "-1", "--control", f"fifo:{ctl},{ack}",
+                   "-e", "raw_syscalls:sys_enter", "-o", out, "--",
+                   "env", *[f"{k}={v}" for k, v in env.items()], *argv, "--perf-ctl", f"{ctl},{ack}"]
+        r = self.execute(env, wrapped, secs, preload=False,
+                         setup="rm -f /tmp/sockbench-repro/perf.ctl /tmp/sockbench-repro/perf.ack && "
+                               "mkfifo /tmp/sockbench-repro/perf.ctl /tmp/sockbench-repro/perf.ack && ")
+        if r is None:
+            return None
+        shown = " ".join(wrapped).replace(self.tmp, "/tmp/sockbench-repro")
+        try:
+            line = [x for x in open(out) if "raw_syscalls:sys_enter" in x][0]
+            r["syscalls"] = int(line.split(",")[0])
+        except (OSError, IndexError, ValueError):
+            return self.failed(shown, "no syscall count from perf stat: "
+                                      + (open(out).read().strip() if os.path.exists(out) else "no output"))
+        if not r.get("perf_window") or not r.get("reqs"):
+            return self.failed(shown, f"kvbench did not open perf's window or made no requests: {r}")
+        r["syscalls_per_req"] = r["syscalls"] / r["reqs"]
+        return r
+
+    def execute(self, env, argv, secs, preload=True, setup=""):
+        """Runs argv with env added (preload False: env is not passed, argv
+        carries it itself); returns its last stdout line as JSON, or None after
+        recording the failure with a command line to rerun it by hand."""
         full_env = {k: v for k, v in os.environ.items()
                     if not k.startswith("SHMNET_") and k != "LD_PRELOAD"}
-        full_env.update(env)
+        if preload:
+            full_env.update(env)
         # A command line to rerun by hand (the temporary directory is gone by then).
-        shown = ("mkdir -p /tmp/sockbench-repro && "
-                 + " ".join([f"{k}={v}" for k, v in env.items()] + argv).replace(self.tmp, "/tmp/sockbench-repro"))
+        shown = ("mkdir -p /tmp/sockbench-repro && " + setup
+                 + " ".join(([f"{k}={v}" for k, v in env.items()] if preload else []) + argv)
+                 .replace(self.tmp, "/tmp/sockbench-repro"))
         limit = secs + 40
         try:
             p = subprocess.run(argv, env=full_env, capture_output=True, text=True, timeout=limit)
@@ -201,17 +301,36 @@ def fx(x):
 
 
 def measure_sockets(args, runner):
-    """All socket figures; returns {key: [values per run]} and the raw results."""
-    cases = []  # (key, transport, mode, size, field)
+    """All socket figures; returns {figure: [values per run]} and the raw
+    results ({case: [kvbench or sockbench JSON per run]}; a case's key is its
+    figure's, except kvbench cases, which give two figures each)."""
+    cases = []  # (case key, transport, run(lib) -> result, {figure key: result field})
+
+    def sock(key, t, mode, size, field):
+        cases.append((key, t, lambda lib: runner.run(t, mode, size, lib=lib), {key: field}))
+
     for size in RTT_SIZES:
         for t in ("floor", "shm", "shm0", "unix", "tcp"):
-            cases.append((f"rtt/{t}/{size}", t, "rtt", size, "rtt_us"))
-    cases.append(("rtt/floor/0", "floor", "floor", 0, "rtt_us"))
+            sock(f"rtt/{t}/{size}", t, "rtt", size, "rtt_us")
+    sock("rtt/floor/0", "floor", "floor", 0, "rtt_us")
     for size in STREAM_SIZES:
         for t in ("shm", "unix", "tcp"):
-            cases.append((f"stream/{t}/{size}", t, "stream", size, "gbps"))
+            sock(f"stream/{t}/{size}", t, "stream", size, "gbps")
     for t in ("shm", "unix", "tcp"):
-        cases.append((f"connrate/{t}", t, "connrate", 64, "per_s"))
+        sock(f"connrate/{t}", t, "connrate", 64, "per_s")
+    if not args.no_kv:
+        # Issue 14: kvbench, (connections, pipeline) per KV_LEVELS.
+        for conns, pipe in KV_LEVELS:
+            for t in KV_TRANSPORTS:
+                k = f"kv/{t}/{conns}x{pipe}"
+                cases.append((k, t, lambda lib, t=t, c=conns, p=pipe: runner.run_kv(t, c, p, lib=lib),
+                              {f"{k}/rps": "rps", f"{k}/cpu_us": "cpu_us_per_req"}))
+        if PERF_STATUS["ok"]:
+            c, p = KV_SYSCALL_LEVEL
+            for t in ("shm", "tcp"):
+                k = f"kvsys/{t}/{c}x{p}"
+                cases.append((k, t, lambda lib, t=t, c=c, p=p: runner.run_kv(t, c, p, lib=lib, perf=True),
+                              {k: "syscalls_per_req"}))
 
     # Correctness first (not timed): the emulated stream with every byte checked.
     for lib in ([args.compare] if args.compare else []) + [None]:
@@ -221,28 +340,50 @@ def measure_sockets(args, runner):
                   + ("ok" if r else "FAILED")
                   + ("" if not args.compare else f" ({args.compare_name if lib else args.name})"), flush=True)
 
-    values = {c[0]: [] for c in cases}
+    values = {f: [] for c in cases for f in c[3]}
     raw = {c[0]: [] for c in cases}
     # --compare: the other library's values of the emulated cases, same keys.
-    cmp_values = {c[0]: [] for c in cases if c[1] in EMULATED}
-    cmp_raw = {k: [] for k in cmp_values}
+    cmp_values = {f: [] for c in cases if c[1] in EMULATED for f in c[3]}
+    cmp_raw = {c[0]: [] for c in cases if c[1] in EMULATED}
+
+    def record(key, figs, r, vals, raws):
+        raws[key].append(r)
+        for f, field in figs.items():
+            vals[f].append(None if r is None else r[field])
+
     start = time.monotonic()
+    kv_time = 0.0
     for run in range(1, args.runs + 1):
-        for key, t, mode, size, field in cases:
+        for key, t, go, figs in cases:
+            t0 = time.monotonic()
             if args.compare and t in EMULATED:
                 # Back to back, the first alternating by run (A B, B A, ...).
                 for lib in ((args.compare, None) if run % 2 else (None, args.compare)):
-                    r = runner.run(t, mode, size, lib=lib)
-                    (cmp_raw if lib else raw)[key].append(r)
-                    (cmp_values if lib else values)[key].append(None if r is None else r[field])
-                continue
-            r = runner.run(t, mode, size)
-            raw[key].append(r)
-            values[key].append(None if r is None else r[field])
-        print(f"socket run {run}/{args.runs} done ({time.monotonic() - start:.0f} s)", flush=True)
+                    record(key, figs, go(lib), cmp_values if lib else values, cmp_raw if lib else raw)
+            else:
+                record(key, figs, go(None), values, raw)
+            if key.startswith("kv"):
+                kv_time += time.monotonic() - t0
+        print(f"socket run {run}/{args.runs} done ({time.monotonic() - start:.0f} s"
+              + (f", kvbench {kv_time:.0f} s of it" if kv_time else "") + ")", flush=True)
     if args.compare:
         return values, raw, cmp_values, cmp_raw
     return values, raw
+
+
+def measure_idle(args, runner):
+    """kvbench --idle: once per invocation (not per run), every transport;
+    --compare: the other library's emulated run too (key "cmp")."""
+    out = {}
+    order = [("cmp", "shm", args.compare)] if args.compare else []
+    for key, t, lib in order + [(t, t, None) for t in KV_TRANSPORTS]:
+        r = runner.run_kv(t, idle=args.idle_conns, lib=lib)
+        out[key] = r
+        what = ("-" if r is None else
+                f"{r['opened']} opened" + (f", failed: {r['error']}" if "error" in r else ""))
+        print(f"idle {args.idle_conns} connections, {KV_LABELS[t]}"
+              + (f" ({args.compare_name})" if key == "cmp" else "") + f": {what}", flush=True)
+    return out
 
 
 def measure_nginx(args, out):
@@ -261,7 +402,7 @@ def measure_nginx(args, out):
     return rows, None
 
 
-def build_results(args, values, raw, nginx_rows, nginx_error, runner, elapsed):
+def build_results(args, values, raw, nginx_rows, nginx_error, runner, elapsed, idle=None):
     m = {k: med(v) for k, v in values.items()}
     r = {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -288,6 +429,14 @@ def build_results(args, values, raw, nginx_rows, nginx_error, runner, elapsed):
     else:
         r["nginx"] = {"error": nginx_error}
     r["targets"] = targets(m, r)
+    if not args.no_kv:
+        r["kv"] = {"levels": [f"{c}x{p}" for c, p in KV_LEVELS], "secs_per_run": args.kv_secs,
+                   "units": {"rps": "requests/s (timed part)",
+                             "cpu_us": "CPU us per request, client + server (getrusage over the timed part)",
+                             "syscalls": "system calls of both processes per request over the timed part "
+                                         "(perf stat raw_syscalls:sys_enter, window opened and closed by kvbench)"},
+                   "perf": PERF_STATUS, "idle": idle or {}, "idle_conns": args.idle_conns}
+        r["kv_targets"] = kv_targets(m, r)
     return r
 
 
@@ -333,6 +482,11 @@ def compare_figures():
     out += [(f"stream/shm/{z}", f"stream, {size_label(z)} writes", "GB/s", False) for z in STREAM_SIZES]
     out.append(("connrate/shm", "connections", "/s", False))
     out += [(f"nginx/{f}", f"nginx {name} file", "req/s", False) for f, name in (("1k", "1 KiB"), ("1m", "1 MiB"))]
+    for c, p in KV_LEVELS:
+        out.append((f"kv/shm/{c}x{p}/rps", f"kv {kv_level_label((c, p))}", "req/s", False))
+        out.append((f"kv/shm/{c}x{p}/cpu_us", f"kv {kv_level_label((c, p))}, CPU per request", "us", True))
+    c, p = KV_SYSCALL_LEVEL
+    out.append((f"kvsys/shm/{c}x{p}", f"kv {kv_level_label((c, p))}, system calls per request", "calls", True))
     return out
 
 
@@ -346,6 +500,8 @@ def compare_results(args, r, cmp_values, cmp_raw, nginx_rows):
     o = {"runs_values": values, "emulated_writes_per_s": writes_per_s(m)}
     o["nginx"] = nginx_summary(nginx_rows, "cmp") if nginx_rows is not None else dict(r["nginx"])
     o["targets"] = targets(m, o)
+    if "kv_targets" in r:
+        o["kv_targets"] = kv_targets(m, o)
     rows = []
     for key, label, unit, lower in compare_figures():
         if key.startswith("nginx/"):
@@ -354,6 +510,8 @@ def compare_results(args, r, cmp_values, cmp_raw, nginx_rows):
                 a, b = o["nginx"][f"shm/{f}"]["runs"], r["nginx"][f"shm/{f}"]["runs"]
             except (KeyError, TypeError):
                 continue
+        elif key not in cmp_values:
+            continue  # not measured in this invocation (--no-kv, no perf)
         else:
             a, b = cmp_values.get(key, []), r["runs_values"].get(key, [])
         pairs = [(x, y) for x, y in zip(a, b) if x is not None and y is not None]
@@ -374,7 +532,7 @@ def compare_results(args, r, cmp_values, cmp_raw, nginx_rows):
             "table": rows,
             "a_medians": {k: med(v) for k, v in cmp_values.items()},
             "a_runs_values": cmp_values, "a_raw": cmp_raw,
-            "a_nginx": o["nginx"], "a_targets": o["targets"]}
+            "a_nginx": o["nginx"], "a_targets": o["targets"], "a_kv_targets": o.get("kv_targets")}
 
 
 def compare_report(r):
@@ -430,6 +588,14 @@ def compare_report(r):
         def v(t):
             return t["figure"] + ("" if t["met"] is None else (" (met)" if t["met"] else " (MISSED)"))
         L.append(f"| {ta['target']} | {v(ta)} | {v(tb)} |")
+    if c.get("a_kv_targets"):
+        L.append("")
+        L.append("Issue 14 targets for both:")
+        L.append("")
+        L.append(f"| target | {a} | {b} |")
+        L.append("|---|---|---|")
+        for ta, tb in zip(c["a_kv_targets"], r["kv_targets"]):
+            L.append(f"| {ta['target']} | {v(ta)} | {v(tb)} |")
     return L
 
 
@@ -491,6 +657,111 @@ def targets(m, r):
         t("nginx 1 MiB >= 2x TCP", ngr("1m"), (ngr("1m") or 0) >= 2, fx(ngr("1m")) + spread(ngp("1m"))),
     ]
     return out
+
+
+def kv_level_label(level):
+    c, p = level
+    return f"{c} conn{'s' if c > 1 else ''}" + ("" if p == 1 else f", {p} outstanding")
+
+
+def kv_targets(m, r):
+    """Issue 14: kvbench throughput >= 1.5x TCP and >= 1.3x Unix at 50, 200 and
+    1000 connections (one request outstanding each); CPU per request <= TCP
+    at every level."""
+    out = []
+
+    def t(name, value, ok, shown):
+        return {"target": name, "value": value, "met": None if value is None else bool(ok), "figure": shown}
+
+    for base, need in (("tcp", 1.5), ("unix", 1.3)):
+        for c in KV_TARGET_LEVELS:
+            a, b = f"kv/shm/{c}x1/rps", f"kv/{base}/{c}x1/rps"
+            v = ratio(m.get(a), m.get(b))
+            out.append(t(f"kv {c} connections: requests/s >= {need}x {'TCP' if base == 'tcp' else 'Unix'}",
+                         v, v is not None and v >= need, fx(v) + spread(paired(r, a, b))))
+    for c, p in KV_LEVELS:
+        a, b = f"kv/shm/{c}x{p}/cpu_us", f"kv/tcp/{c}x{p}/cpu_us"
+        v = ratio(m.get(a), m.get(b))
+        out.append(t(f"kv {kv_level_label((c, p))}: CPU per request <= TCP", v, v is not None and v <= 1,
+                     f"{fmt(m.get(a))} vs {fmt(m.get(b))} us = {fx(v)}{spread(paired(r, a, b))}"))
+    return out
+
+
+def kv_report(r):
+    """The issue 14 sections: kvbench load, system calls, idle connections, targets."""
+    m, kv = r["medians"], r["kv"]
+    L = ["## Key-value server (kvbench; requests/s and CPU per request)", ""]
+    L.append("One-thread epoll server (hash table) and one-thread epoll load client, 32-byte GET/SET "
+             "requests and replies (1 in 4 a SET), every reply checked; CPU = client + server, user + "
+             f"system (getrusage) over the timed part ({kv['secs_per_run']} s after 0.2 s of warm-up). "
+             "Emulated: preloaded, on " + EMU_ADDR + ".")
+    L.append("")
+    L.append("| connections | emulated req/s | Unix req/s | TCP req/s | emulated / TCP | emulated / Unix "
+             "| CPU us/req emulated | Unix | TCP | CPU emulated / TCP |")
+    L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for c, p in KV_LEVELS:
+        k = f"{c}x{p}"
+        e, u, t = (m.get(f"kv/{x}/{k}/rps") for x in KV_TRANSPORTS)
+        ce, cu, ct = (m.get(f"kv/{x}/{k}/cpu_us") for x in KV_TRANSPORTS)
+        L.append(f"| {kv_level_label((c, p))} | {fmt(e)} | {fmt(u)} | {fmt(t)} | {fx(ratio(e, t))} | "
+                 f"{fx(ratio(e, u))} | {fmt(ce)} | {fmt(cu)} | {fmt(ct)} | {fx(ratio(ce, ct))} |")
+    L.append("")
+    c, p = KV_SYSCALL_LEVEL
+    L.append(f"### System calls per request ({kv_level_label((c, p))}, one request outstanding each)")
+    L.append("")
+    if not kv["perf"]["ok"]:
+        L.append(f"Not measured: {kv['perf']['note']}.")
+    else:
+        L.append("The same kvbench case run once more per run under `perf stat -e raw_syscalls:sys_enter` "
+                 "(both processes; kvbench opens perf's window when its timed part starts and closes it "
+                 "when it ends, so the count is divided by the requests answered in that window).")
+        L.append("")
+        L.append("| transport | system calls / request | req/s (under perf) |")
+        L.append("|---|---:|---:|")
+        for t in ("shm", "tcp"):
+            k = f"kvsys/{t}/{c}x{p}"
+            rps = med([x["rps"] for x in r["raw"].get(k, []) if x])
+            L.append(f"| {KV_LABELS[t]} | {fmt(m.get(k))} | {fmt(rps)} |")
+    L.append("")
+    idle = kv.get("idle") or {}
+    if idle:
+        L.append(f"### {kv['idle_conns']:,} idle connections (kvbench --idle, once per invocation)")
+        L.append("")
+        L.append("Per connection: (after opening - before) / connections opened, client / server. RSS "
+                 "includes the shared-memory pages; slab is the kernel's (system-wide) where kernel sockets "
+                 "keep their state. Idle CPU: both processes in epoll_wait on all connections for 1 s. "
+                 "Checked: connections that then answered one request correctly.")
+        L.append("")
+        L.append("| transport | opened | open time (s) | RSS KiB/conn | shm KiB/conn | fds/conn | slab KiB/conn "
+                 "| idle CPU ms | checked | failure |")
+        L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        names = {"cmp": f"emulated ({r['compare']['a']['name']})" if "compare" in r else "emulated (other)"}
+        for key in [k for k in ("shm", "cmp", "unix", "tcp") if k in idle]:
+            x = idle[key]
+            label = names.get(key, KV_LABELS.get(key, key))
+            if key == "shm" and "cmp" in idle and "compare" in r:
+                label = f"emulated ({r['compare']['b']['name']})"
+            if x is None:
+                L.append(f"| {label} | FAILED | | | | | | | | see FAILED runs |")
+                continue
+
+            def pair(f, d=1):
+                return f"{x['client_' + f]:.{d}f} / {x['server_' + f]:.{d}f}"
+            err = x.get("error")
+            L.append(f"| {label} | {x['opened']:,} of {x['conns']:,} | {x['open_secs']:.2f} | "
+                     f"{pair('rss_kib_per_conn')} | {pair('shm_kib_per_conn')} | {pair('fds_per_conn', 2)} | "
+                     f"{x['slab_kib_per_conn']:.1f} | {x['hold_client_cpu_s'] * 1e3:.1f} / "
+                     f"{x['hold_server_cpu_s'] * 1e3:.1f} | {x['checked']:,} | "
+                     + (f"at {x['failed_at']:,}: {err}" if err else "none") + " |")
+        L.append("")
+    L.append("## Issue 14 targets")
+    L.append("")
+    L.append("| target | this run | |")
+    L.append("|---|---|---|")
+    for t in r["kv_targets"]:
+        status = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
+        L.append(f"| {t['target']} | {t['figure']} | {status} |")
+    return L
 
 
 def report(r, spin_label):
@@ -567,6 +838,9 @@ def report(r, spin_label):
     for t in r["targets"]:
         status = "n/a" if t["met"] is None else ("met" if t["met"] else "MISSED")
         L.append(f"| {t['target']} | {t['figure']} | {status} |")
+    if "kv" in r:
+        L.append("")
+        L += kv_report(r)
     if "compare" in r:
         L.append("")
         L += compare_report(r)
@@ -755,16 +1029,21 @@ def main():
     tmp = tempfile.mkdtemp(prefix="shmnet-sockbench.", dir="/tmp")
     try:
         runner = Runner(args, tmp)
+        if not args.no_kv:
+            probe_perf()
+            if not PERF_STATUS["ok"]:
+                print(f"bench: {PERF_STATUS['note']}", flush=True)
         if args.compare:
             values, raw, cmp_values, cmp_raw = measure_sockets(args, runner)
         else:
             values, raw = measure_sockets(args, runner)
+        idle = measure_idle(args, runner) if not args.no_kv and args.idle_conns else None
         nginx_rows, nginx_error = (None, "") if args.no_nginx else measure_nginx(args, args.out)
         if nginx_error:
             runner.failures.append({"command": "scripts/bench-nginx.sh", "error": nginx_error})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    r = build_results(args, values, raw, nginx_rows, nginx_error, runner, time.monotonic() - start)
+    r = build_results(args, values, raw, nginx_rows, nginx_error, runner, time.monotonic() - start, idle)
     if args.compare:
         r["compare"] = compare_results(args, r, cmp_values, cmp_raw, nginx_rows)
     r["loadavg_before"], r["loadavg_after"] = load_before, loadavg()

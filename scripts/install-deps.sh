@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what `make demo` and `make test` need beyond the Rust toolchain,
+# Installs what `make demo`, `make test` and `make bench` need beyond the Rust toolchain,
 # on a fresh Debian machine (run as root, or with sudo available).
 # Idempotent: installs only what is missing.
 set -euo pipefail
@@ -26,6 +26,9 @@ command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v iperf3 >/dev/null 2>&1 || need_apt+=(iperf3)
 command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 command -v java >/dev/null 2>&1 || need_apt+=(default-jdk-headless)
+# make bench (scripts/bench.py): perf stat counts kvbench's system calls per
+# request (tracepoint raw_syscalls:sys_enter); without it that row is skipped.
+[ -x /usr/bin/perf ] || command -v perf >/dev/null 2>&1 || need_apt+=(linux-perf)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
