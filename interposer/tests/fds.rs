@@ -575,3 +575,22 @@ fn accept_under_a_stale_number_is_the_new_connection() {
         out.stderr
     );
 }
+
+/// A client that runs out of fds while connecting (the library needs fds
+/// of its own for a connection): connect fails with EMFILE and the server
+/// accepts exactly the connections the client has. Before, the doorbell's
+/// fd was made after the acceptor had the connect message: the server
+/// accepted one connection more, which then read end of stream.
+#[test]
+fn connect_out_of_fds_leaves_the_server_no_connection() {
+    let net = Net::emulated("connect-emfile");
+    let out = common::stdout_of(
+        "connect_out_of_fds",
+        &mut net.py_helper("connect_out_of_fds", &[]),
+    );
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(words.len(), 6, "{out}");
+    assert_eq!(words[1], words[3], "opened vs accepted: {out}");
+    assert!(words[1].parse::<usize>().unwrap() > 10, "{out}");
+    assert_eq!(words[5], libc::EMFILE.to_string(), "{out}");
+}

@@ -19,6 +19,7 @@ use crate::transport::pool;
 use crate::transport::rendezvous::Reservation;
 
 use super::{Bell, Connection};
+use crate::platform::internal_fd::InternalFd;
 
 /// A new connection segment, unless it cannot be made: the kernel's errno
 /// for running out of fds or memory (the caller falls back to kernel TCP
@@ -88,14 +89,16 @@ impl Connection {
         };
         hello.key = reuse.unwrap_or_else(pool::new_key);
         let sock = dial()?;
+        // Our doorbell's fd before the acceptor hears of us: out of fds
+        // (EMFILE) must fail the connect with no connection accepted.
+        let bell_fd = InternalFd::dup(sock.as_fd())?;
         let (sock, seg, bell) = if reuse.is_some() {
-            offer_reuse(dial, sock, seg, &mut hello, geo, nonblocking)?
+            offer_reuse(dial, sock, bell_fd, seg, &mut hello, geo, nonblocking)?
         } else {
             // The listener went away between connect and send: refused.
             handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(refused)?;
             rustix::io::ioctl_fionbio(&sock, false)?;
-            let bell = Bell::new(sock.as_fd())?;
-            (sock, seg, bell)
+            (sock, seg, Bell::with_fd(bell_fd))
         };
         let ticket = pool::Ticket {
             key: hello.key,
@@ -121,6 +124,7 @@ fn refused(_: Errno) -> DialError {
 fn offer_reuse(
     dial: &dyn Fn() -> Result<OwnedFd, DialError>,
     mut sock: OwnedFd,
+    bell_fd: InternalFd,
     mut seg: Segment,
     hello: &mut Message,
     geo: Geometry,
@@ -130,7 +134,7 @@ fn offer_reuse(
     handshake::send(sock.as_fd(), hello, None).map_err(refused)?;
     // Set up our end while the acceptor wakes up.
     rustix::io::ioctl_fionbio(&sock, false)?;
-    let mut early = Some(Bell::new(sock.as_fd())?);
+    let mut bell = Bell::with_fd(bell_fd);
     // The verdict comes once the application accepts: normally within
     // microseconds. An acceptor that does not accept until we do something
     // else gets a fresh connection after a short wait.
@@ -166,15 +170,12 @@ fn offer_reuse(
             seg = new_segment(geo)?;
             hello.kind = Kind::Connect;
             hello.key = pool::new_key();
-            early = None;
             sock = dial()?;
+            // (The doorbell's fd first, as in `connect`.)
+            bell = Bell::with_fd(InternalFd::dup(sock.as_fd())?);
             handshake::send(sock.as_fd(), hello, seg.fd()).map_err(refused)?;
             rustix::io::ioctl_fionbio(&sock, false)?;
         }
     }
-    let bell = match early {
-        Some(b) => b,
-        None => Bell::new(sock.as_fd())?,
-    };
     Ok((sock, seg, bell))
 }

@@ -76,16 +76,22 @@ pub(super) struct Pending {
 
 impl Bell {
     pub(crate) fn new(conn: BorrowedFd<'_>) -> Result<Arc<Bell>, Errno> {
-        let fd = InternalFd::dup(conn)?;
+        Ok(Bell::with_fd(InternalFd::dup(conn)?))
+    }
+
+    /// The doorbell on `fd`, our dup of the connection (made before the
+    /// connect message is sent: once the acceptor has it, running out of
+    /// fds would leave it a connection we never had).
+    pub(crate) fn with_fd(fd: InternalFd) -> Arc<Bell> {
         let _ = rustix::net::sockopt::set_socket_send_buffer_size(&fd, BELL_SNDBUF);
         let sndbuf = rustix::net::sockopt::socket_send_buffer_size(&fd).unwrap_or(BELL_SNDBUF * 2);
-        Ok(Arc::new(Bell {
+        Arc::new(Bell {
             fd,
             taken: std::sync::OnceLock::new(),
             foreign: AtomicBool::new(false),
             fill_bytes: sndbuf / 4 + 1,
             closing: AtomicBool::new(false),
-        }))
+        })
     }
 
     pub(super) fn taken(&self) -> u32 {
