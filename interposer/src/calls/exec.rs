@@ -181,6 +181,9 @@ fn socket(fd: i32) -> Option<Found> {
 /// The flag is cleared before the walk: a connection that wants one after
 /// the walk looked at it sets the flag again (its lock orders the two).
 pub(crate) fn before_exec() {
+    // Flags left down for an epoll set's waiter are raised: the program
+    // that follows (or a forked child sharing the set) knows nothing of it.
+    crate::sockets::readiness::crowd_all();
     if !crate::sockets::carrier::take_wanted() {
         return;
     }

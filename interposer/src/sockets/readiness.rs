@@ -28,6 +28,7 @@ use std::sync::{Arc, Weak};
 use crate::platform::lock::Mutex;
 use crate::platform::real::{waits, Action};
 use crate::platform::sys::EventIn;
+use crate::sockets::conn::{Connection, Deferral, Unarmed};
 use crate::sockets::registry;
 use crate::sockets::socket::Socket;
 
@@ -68,6 +69,71 @@ struct Set {
     cursor: c_int,
     /// Members after the last sweep of those whose connection is gone.
     swept: usize,
+    /// Members whose flag a read left down (`Connection::defer_arming`).
+    unarmed: Arc<Unarmed>,
+    /// The one thread that waits on this set (None: none has yet), while
+    /// no other has, in the fork generation it was made in. Then members
+    /// may leave their flags down while that thread is busy ("doorbells
+    /// that disappear under load"): it looks at their rings when it waits
+    /// and raises their flags before it sleeps. A second waiting thread, a
+    /// fork, the set polled or added to another set, or its fd duplicated
+    /// ends that for good (`crowd`): anyone else asleep on the set must be
+    /// woken by the kernel.
+    waiter: Option<u64>,
+    solo: bool,
+    generation: u32,
+}
+
+impl Set {
+    fn new(epfd: c_int) -> Set {
+        Set {
+            epfd,
+            members: BTreeMap::new(),
+            pending: Vec::new(),
+            cursor: 0,
+            swept: 0,
+            unarmed: Arc::default(),
+            waiter: None,
+            solo: true,
+            generation: crate::platform::fork::generation(),
+        }
+    }
+
+    /// The deferral a member may use now, or None.
+    fn deferral(&self, fd: c_int, m: &Member, conn: &Connection) -> Option<Deferral> {
+        const NOT: u32 = (libc::EPOLLET | libc::EPOLLONESHOT | libc::EPOLLEXCLUSIVE) as u32;
+        let waiter = self.waiter?;
+        let fits = self.solo
+            && self.generation == crate::platform::fork::generation()
+            && conn.sets() == 1
+            && m.events & libc::EPOLLIN as u32 != 0
+            && m.events & NOT == 0;
+        fits.then(|| Deferral {
+            unarmed: self.unarmed.clone(),
+            fd,
+            waiter,
+        })
+    }
+
+    /// Others may wait on this set: no member leaves its flag down any
+    /// more (those that did raise it now).
+    fn crowd(&mut self) {
+        if !self.solo {
+            return;
+        }
+        self.solo = false;
+        self.release_all();
+    }
+
+    /// Every member's deferral ends (flags raised).
+    fn release_all(&mut self) {
+        self.unarmed.take();
+        for m in self.members.values() {
+            if let Some(Socket::Stream(c)) = m.live().as_deref() {
+                c.set_deferral(None);
+            }
+        }
+    }
 }
 
 /// The epoll sets that hold connections. Few.
@@ -88,8 +154,147 @@ pub(crate) fn forget_range(first: c_int, last: c_int) {
         return;
     }
     let mut sets = SETS.lock();
-    sets.retain(|set| !(first..=last).contains(&set.epfd));
+    sets.retain_mut(|set| {
+        let gone = (first..=last).contains(&set.epfd);
+        if gone {
+            // Flags its members left down are raised: nobody waits on
+            // this set any more to look at their rings.
+            set.release_all();
+        }
+        !gone
+    });
     SET_COUNT.store(sets.len(), Ordering::Relaxed);
+}
+
+/// A member left its set (DEL, or its fd closed): one set fewer for its
+/// connection, whose deferral ends.
+fn leave(m: &Member) {
+    if let Some(Socket::Stream(c)) = m.socket.upgrade().as_deref() {
+        c.count_sets(false);
+        c.set_deferral(None);
+    }
+}
+
+/// `fd` may be one of our epoll sets, about to be waited on past its own
+/// epoll_wait (polled, selected, added to another epoll set) or known
+/// under another number (duplicated): others may sleep on it.
+pub(crate) fn crowd(fd: c_int) {
+    if SET_COUNT.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    if let Some(set) = SETS.lock().iter_mut().find(|s| s.epfd == fd) {
+        set.crowd();
+    }
+}
+
+/// Before exec: every set's members raise their flags (the new program's
+/// library knows none of this).
+pub(crate) fn crowd_all() {
+    if SET_COUNT.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    for set in SETS.lock().iter_mut() {
+        set.crowd();
+    }
+}
+
+/// A thread is about to wait on `epfd`: the first becomes its waiter (and
+/// its members may defer, see `Set`); another, or the same set after a
+/// fork, crowds it.
+pub(crate) fn waiting(epfd: c_int) {
+    if SET_COUNT.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let mut sets = SETS.lock();
+    let Some(set) = sets.iter_mut().find(|s| s.epfd == epfd) else {
+        return;
+    };
+    if !set.solo {
+        return;
+    }
+    let me = crate::platform::sys::thread_id();
+    if set.generation != crate::platform::fork::generation() || set.waiter.is_some_and(|w| w != me)
+    {
+        set.crowd();
+        return;
+    }
+    if set.waiter.is_none() {
+        set.waiter = Some(me);
+        for (&fd, m) in &set.members {
+            if let Some(Socket::Stream(c)) = m.live().as_deref() {
+                c.set_deferral(set.deferral(fd, m, c));
+            }
+        }
+    }
+}
+
+/// Whether a member whose flag is down has data now (a spinning wait's
+/// look: the kernel cannot report those). Marks them pending.
+pub(crate) fn unarmed_ready(epfd: c_int) -> bool {
+    if SET_COUNT.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    let mut sets = SETS.lock();
+    let Some(set) = sets.iter_mut().find(|s| s.epfd == epfd) else {
+        return false;
+    };
+    let Set {
+        members,
+        pending,
+        unarmed,
+        ..
+    } = set;
+    let mut found = false;
+    unarmed.each(|fd| {
+        let Some(m) = members.get_mut(fd) else {
+            return;
+        };
+        let live = m.live();
+        if let Some(Socket::Stream(c)) = live.as_deref() {
+            if c.maybe_readable() {
+                found = true;
+                m.pending = true;
+                if !m.listed {
+                    m.listed = true;
+                    pending.push(*fd);
+                }
+            }
+        }
+    });
+    found
+}
+
+/// `epfd`'s waiter is about to sleep: the members whose flag a read left
+/// down raise it (then the next write rings); those whose ring holds data
+/// become pending. True when one did (the wait answers instead).
+pub(crate) fn arm_unarmed(epfd: c_int) -> bool {
+    if SET_COUNT.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    let mut sets = SETS.lock();
+    let Some(set) = sets.iter_mut().find(|s| s.epfd == epfd) else {
+        return false;
+    };
+    let mut found = false;
+    let list = set.unarmed.clone();
+    for fd in list.take() {
+        let Some(m) = set.members.get_mut(&fd) else {
+            continue;
+        };
+        let live = m.live();
+        let Some(Socket::Stream(c)) = live.as_deref() else {
+            continue;
+        };
+        if c.rearm(&list) {
+            found = true;
+            m.pending = true;
+            if !m.listed {
+                m.listed = true;
+                set.pending.push(fd);
+            }
+        }
+    }
+    found
 }
 
 /// What `pending` found for one epoll set.
@@ -118,8 +323,22 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
     let mut sets = SETS.lock();
     let set = sets.iter_mut().find(|s| s.epfd == epfd)?;
     let Set {
-        members, pending, ..
+        members,
+        pending,
+        unarmed,
+        ..
     } = set;
+    // Members whose flag is down: the kernel cannot report them, so their
+    // rings are looked at here (`pending` keeps those with data).
+    unarmed.each(|fd| {
+        if let Some(m) = members.get_mut(fd) {
+            m.pending = true;
+            if !m.listed {
+                m.listed = true;
+                pending.push(*fd);
+            }
+        }
+    });
     // Where the next call starts: after the last member reported, so that
     // with little room every pending member has its turn (as the kernel
     // rotates its ready list).
@@ -197,7 +416,9 @@ fn note(
     let found = sets.iter().position(|s| s.epfd == epfd);
     if op == libc::EPOLL_CTL_DEL {
         if let Some(i) = found {
-            sets[i].members.remove(&fd);
+            if let Some(m) = sets[i].members.remove(&fd) {
+                leave(&m);
+            }
             if sets[i].members.is_empty() {
                 sets.swap_remove(i);
             }
@@ -207,17 +428,13 @@ fn note(
     }
     let Some(ev) = ev else { return };
     let i = found.unwrap_or_else(|| {
-        sets.push(Set {
-            epfd,
-            members: BTreeMap::new(),
-            pending: Vec::new(),
-            cursor: 0,
-            swept: 0,
-        });
+        sets.push(Set::new(epfd));
         sets.len() - 1
     });
     let set = &mut sets[i];
-    let listed = set.members.get(&fd).is_some_and(|m| m.listed);
+    let Socket::Stream(conn) = &**sock else {
+        return;
+    };
     // Connections gone (closed, or their numbers given to others and never
     // added again) are swept when the set has doubled since the last
     // sweep: amortised O(1) per call.
@@ -225,17 +442,32 @@ fn note(
         set.members.retain(|_, m| m.socket.strong_count() > 0);
         set.swept = set.members.len();
     }
-    set.members.insert(
-        fd,
-        Member {
-            events: ev.events,
-            data: ev.u64,
-            socket: Arc::downgrade(sock),
-            pending,
-            reported: false,
-            listed: listed || pending,
-        },
-    );
+    let old = set.members.get(&fd);
+    let listed = old.is_some_and(|m| m.listed);
+    let same = old.is_some_and(|m| Weak::ptr_eq(&m.socket, &Arc::downgrade(sock)));
+    let member = Member {
+        events: ev.events,
+        data: ev.u64,
+        socket: Arc::downgrade(sock),
+        pending,
+        reported: false,
+        listed: listed || pending,
+    };
+    match set.members.insert(fd, member) {
+        // The same number, another connection (closed past us, or its
+        // number given to this one).
+        Some(old) if !same => {
+            leave(&old);
+            conn.count_sets(true);
+        }
+        None => {
+            conn.count_sets(true);
+        }
+        Some(_) => {}
+    }
+    // (In two sets, neither may defer its flag: which would raise it?)
+    let m = &set.members[&fd];
+    conn.set_deferral(set.deferral(fd, m, conn));
     if pending && !listed {
         set.pending.push(fd);
     }
@@ -325,7 +557,7 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
     };
     // Eager from before the kernel knows the fd, so no publish can slip
     // between (the flag is up when `watch` returns).
-    let pending = ev.is_some() && conn.watch();
+    let pending = ev.is_some() && conn.watch_deferred().unwrap_or_else(|| conn.watch());
     let r = waits::epoll_ctl(epfd, fd, event);
     if r == 0 {
         note(epfd, op, fd, ev, &sock, pending);
@@ -336,6 +568,8 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
 /// A socket that may still be re-pointed (`carry`): its registrations are
 /// noted.
 fn fresh_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_int> {
+    // An epoll set of ours nested in another: woken through the kernel.
+    crowd(fd);
     if !crate::sockets::carry::is_fresh(fd) {
         return Action::Pass;
     }

@@ -240,6 +240,12 @@ pub(crate) trait WaitSet {
     /// Whether an empty answer from a sleep stands (otherwise the set looks
     /// again and waits on).
     fn empty_stands(&self) -> bool;
+    /// Just before a sleep in the kernel: readiness the kernel cannot
+    /// report is made reportable (flags left down are raised); true when
+    /// that found some (`found` is then true: the set answers instead).
+    fn before_sleep(&mut self) -> bool {
+        false
+    }
 }
 
 /// What a spin found.
@@ -306,7 +312,7 @@ pub(crate) fn wait(
                 _ => {}
             }
         }
-        if set.found() {
+        if set.found() || (!limit.now() && set.before_sleep()) {
             return set.answer();
         }
         let sliced = limit.sliced(set.sliced());

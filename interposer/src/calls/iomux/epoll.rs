@@ -93,6 +93,14 @@ impl WaitSet for EpollSet<'_> {
         self.pending = readiness::pending(self.epfd, self.most).unwrap_or_default();
     }
 
+    fn rings_ready(&mut self) -> bool {
+        if !readiness::unarmed_ready(self.epfd) {
+            return false;
+        }
+        self.look();
+        self.found()
+    }
+
     fn worth_spinning(&self, limit: Limit) -> bool {
         // Cheapest first: walking the members takes the table's lock.
         may_spin(limit) && readiness::awaits_reply(self.epfd)
@@ -126,6 +134,14 @@ impl WaitSet for EpollSet<'_> {
     fn empty_stands(&self) -> bool {
         !self.pending.watch_closely
     }
+
+    fn before_sleep(&mut self) -> bool {
+        if !readiness::arm_unarmed(self.epfd) {
+            return false;
+        }
+        self.look();
+        self.found()
+    }
 }
 
 fn epoll_set(
@@ -141,6 +157,7 @@ fn epoll_set(
     // Room for the kernel's events too (one at least, when there is more
     // than one slot).
     let most = (out.len() - 1).max(1);
+    readiness::waiting(epfd);
     let Some(pending) = readiness::pending(epfd, most) else {
         return Action::Pass; // no connection in this set
     };

@@ -28,9 +28,13 @@ impl Waiting {
     pub(super) fn new(fds: impl Iterator<Item = (usize, c_int)>) -> Waiting {
         let conns: Vec<_> = fds
             .filter_map(|(i, fd)| {
-                registry::get(fd)
-                    .filter(|s| s.connection().is_some())
-                    .map(|s| (i, s))
+                let sock = registry::get(fd);
+                if sock.is_none() {
+                    // An epoll set of ours waited on from outside its own
+                    // epoll_wait: its flags must all be up.
+                    crate::sockets::readiness::crowd(fd);
+                }
+                sock.filter(|s| s.connection().is_some()).map(|s| (i, s))
             })
             .collect();
         let mut sliced = false;

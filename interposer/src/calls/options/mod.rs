@@ -163,6 +163,8 @@ pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> Action<c_int> {
     if cmd != libc::F_DUPFD && cmd != libc::F_DUPFD_CLOEXEC {
         return Action::Pass;
     }
+    // An epoll set known under a second number: others may wait on it.
+    crate::sockets::readiness::crowd(fd);
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };

@@ -238,6 +238,12 @@ pub(crate) fn dup_onto(
     rustix::io::dup3(src, &mut t, flags)
 }
 
+/// The calling thread, as pthread_self names it (no system call).
+pub(crate) fn thread_id() -> u64 {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as u64 }
+}
+
 /// This process's involuntary context switches so far (getrusage).
 pub(crate) fn involuntary_switches() -> u64 {
     // SAFETY: an all-zero rusage is valid; getrusage writes into it.

@@ -23,6 +23,7 @@ mod doorbell;
 mod exec;
 mod pacing;
 mod ready;
+pub(crate) use ready::{Deferral, Unarmed};
 mod recv;
 mod send;
 mod settle;

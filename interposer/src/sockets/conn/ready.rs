@@ -5,12 +5,44 @@
 //! bytes, and edge-triggered registration.
 #![forbid(unsafe_code)]
 
+use core::ffi::c_int;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use shmnet_ring::WaitKind;
 
+use crate::platform::lock::Mutex;
+
 use super::Connection;
+
+/// Connections of one epoll set whose flag a read left down (`Deferral`),
+/// by the fd number the set knows them under: the set's waiter raises
+/// their flags before it sleeps (`readiness::arm_unarmed`).
+#[derive(Default)]
+pub(crate) struct Unarmed(Mutex<Vec<c_int>>);
+
+impl Unarmed {
+    /// Takes the list (the connections' `deferred` marks are cleared by
+    /// whoever takes it, as it raises their flags).
+    pub(crate) fn take(&self) -> Vec<c_int> {
+        std::mem::take(&mut *self.0.lock())
+    }
+
+    /// Runs `f` on each listed fd, the list left as it is.
+    pub(crate) fn each(&self, f: impl FnMut(&c_int)) {
+        self.0.lock().iter().for_each(f);
+    }
+}
+
+/// Where a connection that may leave its flag down after a read lists
+/// itself: its epoll set's `Unarmed`, under the fd number the set knows,
+/// and the one thread that waits on that set (`readiness`).
+pub(crate) struct Deferral {
+    pub(crate) unarmed: Arc<Unarmed>,
+    pub(crate) fd: c_int,
+    pub(crate) waiter: u64,
+}
 
 /// Who waits on a connection's fd, and how the kernel reports it.
 #[derive(Default)]
@@ -26,6 +58,15 @@ pub(super) struct Readiness {
     pub(super) waiters: AtomicU32,
     /// Threads asleep in a taking wait (`Phase::Sleep`) on this connection.
     takers: AtomicU32,
+    /// In one epoll set, waited on by one thread only, level-triggered:
+    /// a read by that thread that empties the ring may leave the flag down
+    /// (`defer_arming`). Set and cleared by `readiness`.
+    deferral: Mutex<Option<Deferral>>,
+    /// Listed in an `Unarmed` now (the flag may be down): which one (its
+    /// address), or 0. Cleared only when that list is taken (`rearm`).
+    deferred: std::sync::atomic::AtomicUsize,
+    /// Epoll sets of ours this connection is in.
+    sets: AtomicU32,
 }
 
 impl Connection {
@@ -63,6 +104,100 @@ impl Connection {
         // Up either way: the next publish rings.
         rx.arm(WaitKind::Doorbell);
         taking || (readable && self.bell.queued() == 0)
+    }
+
+    /// The epoll set this connection may defer its flag to, or None (see
+    /// `Readiness::deferral`). Going from deferred to not, the flag is
+    /// raised, as an eager reader keeps it.
+    pub(crate) fn set_deferral(&self, to: Option<Deferral>) {
+        let none = to.is_none();
+        let was = std::mem::replace(&mut *self.ready.deferral.lock(), to).is_some();
+        if none && was && self.ready.deferred.load(Ordering::SeqCst) != 0 {
+            // (It stays listed: the list's next taker raises it again,
+            // which costs nothing.)
+            self.poll_readable();
+        }
+    }
+
+    /// Joined (+1) or left (-1) one of our epoll sets; the sets it is in
+    /// now.
+    pub(crate) fn count_sets(&self, joined: bool) -> u32 {
+        if joined {
+            self.ready.sets.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            let left = self.ready.sets.fetch_sub(1, Ordering::Relaxed);
+            left.saturating_sub(1)
+        }
+    }
+
+    /// The epoll sets of ours this connection is in.
+    pub(crate) fn sets(&self) -> u32 {
+        self.ready.sets.load(Ordering::Relaxed)
+    }
+
+    /// A read emptied the ring: whether the flag may stay down (the
+    /// doorbell "disappears": the peer's next writes do not ring). Only on
+    /// the one thread that waits on the connection's epoll set, which
+    /// raises the flag again before it sleeps (`readiness::arm_unarmed`);
+    /// never while a poller of ours or a taker may wait on the kernel, for
+    /// an edge-triggered reader, or one shared with another process. Lists
+    /// the connection in the set's `Unarmed`.
+    pub(super) fn defer_arming(&self) -> bool {
+        if self.shared()
+            || self.ready.edge.load(Ordering::Relaxed)
+            || self.ready.takers.load(Ordering::SeqCst) > 0
+            || self.ready.waiters.load(Ordering::SeqCst) > 0
+        {
+            return false;
+        }
+        let deferral = self.ready.deferral.lock();
+        let Some(d) = &*deferral else {
+            return false;
+        };
+        if d.waiter != crate::platform::sys::thread_id() {
+            return false;
+        }
+        let list = Arc::as_ptr(&d.unarmed) as usize;
+        if self.ready.deferred.swap(list, Ordering::SeqCst) != list {
+            d.unarmed.0.lock().push(d.fd);
+        }
+        true
+    }
+
+    /// `readiness::arm_unarmed` took this connection from its set's list:
+    /// raises the flag; true when the ring is readable.
+    pub(crate) fn rearm(&self, list: &Arc<Unarmed>) -> bool {
+        let _ = self.ready.deferred.compare_exchange(
+            Arc::as_ptr(list) as usize,
+            0,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+        self.poll_readable()
+    }
+
+    /// Whether the ring may hold data (no lock: a spinning wait's look).
+    pub(crate) fn maybe_readable(&self) -> bool {
+        match self.probe.get() {
+            Some(p) => p.maybe_readable(),
+            None => self.ring_readable(),
+        }
+    }
+
+    /// `watch` for an ADD/MOD by the one thread that waits on the
+    /// connection's set while it may leave its flag down: the flag stays
+    /// down (the set's waiter looks at the ring); whether the ring holds
+    /// data. None: not so (call `watch`).
+    pub(crate) fn watch_deferred(&self) -> Option<bool> {
+        if !self.ready.watched.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut guard = self.rx.lock();
+        let rx = self.receiver(&mut guard.consumer)?;
+        if !self.defer_arming() {
+            return None;
+        }
+        Some(rx.readable_now())
     }
 
     /// Whether a reader is asleep in a taking wait right now.
