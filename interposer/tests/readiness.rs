@@ -825,3 +825,28 @@ fn epoll_registration_outlives_the_fd_number_as_in_the_kernel() {
         assert!(out.contains(want), "wanted {want:?}:\n{out}");
     }
 }
+
+/// Doorbells that disappear under load: an epoll set's only waiter leaves
+/// its members' flags down while it is busy (proven by a raw ppoll, which
+/// sees no doorbell byte for new data). Every other way to wait on that
+/// set must still be woken by data that came before or during that wait:
+/// select, poll or a nested epoll on the epoll fd, a second thread's
+/// epoll_wait, epoll_wait on a dup of the epoll fd, a forked child's, and
+/// the waiter itself after being busy elsewhere.
+#[test]
+fn epoll_flags_left_down_still_wake_every_other_waiter() {
+    for case in ["select", "poll", "nested", "thread", "dup", "fork", "busy"] {
+        for when in ["before", "during"] {
+            let net = Net::emulated(&format!("defer-{case}-{when}"));
+            let out = common::stdout_of(
+                "epoll_deferred",
+                &mut net.py_helper("epoll_deferred", &[case, when]),
+            );
+            assert!(out.contains("deferred: True"), "{case} {when}:\n{out}");
+            assert!(
+                out.contains(&format!("{case}, data {when}: woken True in time True")),
+                "{case} {when}:\n{out}"
+            );
+        }
+    }
+}

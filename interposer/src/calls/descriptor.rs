@@ -44,7 +44,7 @@ pub(crate) fn close(fd: c_int) -> Action<c_int> {
 /// A dup of an fd of ours shares its socket.
 pub(crate) fn dup(fd: c_int) -> Action<c_int> {
     // An epoll set known under a second number: others may wait on it.
-    crate::sockets::readiness::crowd(fd);
+    crate::sockets::readiness::crowd_for_good(fd);
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
@@ -68,7 +68,7 @@ fn replace_target(
     new: c_int,
     real_call: impl FnOnce() -> c_int,
 ) -> Action<c_int> {
-    crate::sockets::readiness::crowd(old);
+    crate::sockets::readiness::crowd_for_good(old);
     let source = registry::get(old);
     if old == new || (source.is_none() && !fdtable::is_owned(new) && !log::is_log_fd(new)) {
         return Action::Pass;

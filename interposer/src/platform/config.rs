@@ -57,6 +57,9 @@ pub struct Config {
     pub ring_bytes: usize,
     /// `SHMNET_SPIN_US`: spin budget before sleeping, in microseconds.
     pub spin_us: u32,
+    /// `SHMNET_DEFER`: epoll members may leave their doorbell flags down
+    /// while their set's only waiter is busy (default on).
+    pub defer: bool,
     /// `SHMNET_LOG`: `None` is off.
     pub log_level: Option<Level>,
     /// `SHMNET_LOG_FILE`: `None` is stderr.
@@ -163,6 +166,11 @@ impl Config {
             None => DEFAULT_SPIN_US,
             Some(v) => parse_spin_us(&v)?,
         };
+        let defer = match text("SHMNET_DEFER")?.as_deref() {
+            None | Some("1") => true,
+            Some("0") => false,
+            Some(v) => return Err(invalid("SHMNET_DEFER", format!("{v:?} is not 0 or 1"))),
+        };
         let log_level = match text("SHMNET_LOG")? {
             None => None,
             Some(v) => Level::parse(&v).map_err(|()| {
@@ -181,6 +189,7 @@ impl Config {
             allow,
             ring_bytes,
             spin_us,
+            defer,
             log_level,
             log_file: path("SHMNET_LOG_FILE"),
         })

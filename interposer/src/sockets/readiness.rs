@@ -82,6 +82,26 @@ struct Set {
     waiter: Option<u64>,
     solo: bool,
     generation: u32,
+    /// Eventfds that stand for members' data in waits past us
+    /// (`release_all`); closed with the set.
+    kicks: Vec<crate::platform::internal_fd::InternalFd>,
+}
+
+/// A readable eventfd added to `epfd` once (EPOLLONESHOT) under `m`'s
+/// event data: a wait on the set that goes past us reports `m`.
+fn kick_for(epfd: c_int, m: &Member) -> Option<crate::platform::internal_fd::InternalFd> {
+    let fd = rustix::event::eventfd(
+        1,
+        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+    )
+    .ok()?;
+    let fd = crate::platform::internal_fd::InternalFd::new(fd);
+    let mut ev = libc::epoll_event {
+        events: (libc::EPOLLIN | libc::EPOLLONESHOT) as u32,
+        u64: m.data,
+    };
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&std::os::fd::AsFd::as_fd(&fd));
+    (waits::epoll_ctl(epfd, raw, EventIn::own(libc::EPOLL_CTL_ADD, &mut ev)) == 0).then_some(fd)
 }
 
 impl Set {
@@ -96,6 +116,7 @@ impl Set {
             waiter: None,
             solo: true,
             generation: crate::platform::fork::generation(),
+            kicks: Vec::new(),
         }
     }
 
@@ -104,6 +125,8 @@ impl Set {
         const NOT: u32 = (libc::EPOLLET | libc::EPOLLONESHOT | libc::EPOLLEXCLUSIVE) as u32;
         let waiter = self.waiter?;
         let fits = self.solo
+            && DEFER.load(Ordering::Relaxed)
+            && crate::platform::config::get().is_some_and(|c| c.defer)
             && self.generation == crate::platform::fork::generation()
             && conn.sets() == 1
             && m.events & libc::EPOLLIN as u32 != 0
@@ -116,23 +139,45 @@ impl Set {
     }
 
     /// Others may wait on this set: no member leaves its flag down any
-    /// more (those that did raise it now).
-    fn crowd(&mut self) {
+    /// more (those that did raise it now). True when one of them has data
+    /// the kernel does not know of (it came while the flag was down): the
+    /// set is readable though the kernel says not.
+    fn crowd(&mut self, kick: bool) -> bool {
         if !self.solo {
-            return;
+            return false;
         }
         self.solo = false;
-        self.release_all();
+        self.release_all(kick)
     }
 
-    /// Every member's deferral ends (flags raised).
-    fn release_all(&mut self) {
-        self.unarmed.take();
-        for m in self.members.values() {
-            if let Some(Socket::Stream(c)) = m.live().as_deref() {
-                c.set_deferral(None);
+    /// Every member's deferral ends (flags raised); those with data in
+    /// their ring become pending (our epoll_wait reports them). True when
+    /// one had data. `kick`: waits past us (on another number, or on a set
+    /// this one is nested in) must see it too: a readable eventfd joins the
+    /// set, once (EPOLLONESHOT), under that member's event data, so the
+    /// kernel reports the member as the data would have.
+    fn release_all(&mut self, kick: bool) -> bool {
+        let listed: Vec<c_int> = self.unarmed.take();
+        let mut found = false;
+        for (&fd, m) in self.members.iter_mut() {
+            let live = m.live();
+            let Some(Socket::Stream(c)) = live.as_deref() else {
+                continue;
+            };
+            c.set_deferral(None);
+            if listed.contains(&fd) && c.rearm(&self.unarmed) {
+                found = true;
+                if kick {
+                    self.kicks.extend(kick_for(self.epfd, m));
+                }
+                m.pending = true;
+                if !m.listed {
+                    m.listed = true;
+                    self.pending.push(fd);
+                }
             }
         }
+        found
     }
 }
 
@@ -159,7 +204,7 @@ pub(crate) fn forget_range(first: c_int, last: c_int) {
         if gone {
             // Flags its members left down are raised: nobody waits on
             // this set any more to look at their rings.
-            set.release_all();
+            set.release_all(false);
         }
         !gone
     });
@@ -175,15 +220,36 @@ fn leave(m: &Member) {
     }
 }
 
-/// `fd` may be one of our epoll sets, about to be waited on past its own
-/// epoll_wait (polled, selected, added to another epoll set) or known
-/// under another number (duplicated): others may sleep on it.
-pub(crate) fn crowd(fd: c_int) {
+/// `fd` may be one of our epoll sets, about to be waited on by poll or
+/// select: others may sleep on it. True when a member has data the kernel
+/// does not know of: the caller reports `fd` readable itself.
+pub(crate) fn crowd(fd: c_int) -> bool {
+    if SET_COUNT.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    SETS.lock()
+        .iter_mut()
+        .find(|s| s.epfd == fd)
+        .is_some_and(|s| s.crowd(false))
+}
+
+/// `fd` may be one of our epoll sets, now known under another number
+/// (duplicated) or put in another epoll set: waits on it there go past
+/// us, and data that came while a flag was down would not wake them. No
+/// flag is left down from now on, in any set (a set is seldom duplicated
+/// or nested after it was used; the data such a set holds at this moment
+/// is reported by our epoll_wait on its own number, see
+/// docs/compatibility.md).
+pub(crate) fn crowd_for_good(fd: c_int) {
     if SET_COUNT.load(Ordering::Relaxed) == 0 {
         return;
     }
-    if let Some(set) = SETS.lock().iter_mut().find(|s| s.epfd == fd) {
-        set.crowd();
+    let mut sets = SETS.lock();
+    if sets.iter().any(|s| s.epfd == fd) {
+        DEFER.store(false, Ordering::Relaxed);
+        for set in sets.iter_mut() {
+            set.crowd(true);
+        }
     }
 }
 
@@ -194,7 +260,7 @@ pub(crate) fn crowd_all() {
         return;
     }
     for set in SETS.lock().iter_mut() {
-        set.crowd();
+        set.crowd(true);
     }
 }
 
@@ -215,7 +281,7 @@ pub(crate) fn waiting(epfd: c_int) {
     let me = crate::platform::sys::thread_id();
     if set.generation != crate::platform::fork::generation() || set.waiter.is_some_and(|w| w != me)
     {
-        set.crowd();
+        set.crowd(false);
         return;
     }
     if set.waiter.is_none() {
@@ -263,6 +329,10 @@ pub(crate) fn unarmed_ready(epfd: c_int) -> bool {
     });
     found
 }
+
+/// Flags may be left down at all (`SHMNET_DEFER`, and no epoll fd of ours
+/// was ever duplicated or put in another epoll set, see `crowd`).
+static DEFER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
 
 /// `epfd`'s waiter is about to sleep: the members whose flag a read left
 /// down raise it (then the next write rings); those whose ring holds data
@@ -569,7 +639,7 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
 /// noted.
 fn fresh_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_int> {
     // An epoll set of ours nested in another: woken through the kernel.
-    crowd(fd);
+    crowd_for_good(fd);
     if !crate::sockets::carry::is_fresh(fd) {
         return Action::Pass;
     }

@@ -21,18 +21,23 @@ pub(super) struct Waiting {
     conns: Vec<(usize, Arc<Socket>)>,
     /// A reader of ours sleeps taking doorbell bytes on one of them.
     sliced: bool,
+    /// Positions of epoll fds of ours whose members hold data the kernel
+    /// does not know of (`readiness::crowd`): readable.
+    sets: Vec<usize>,
 }
 
 impl Waiting {
     /// The connections among `fds` (by position) that a read could wait for.
     pub(super) fn new(fds: impl Iterator<Item = (usize, c_int)>) -> Waiting {
+        let mut sets = Vec::new();
         let conns: Vec<_> = fds
             .filter_map(|(i, fd)| {
                 let sock = registry::get(fd);
-                if sock.is_none() {
-                    // An epoll set of ours waited on from outside its own
-                    // epoll_wait: its flags must all be up.
-                    crate::sockets::readiness::crowd(fd);
+                // An epoll set of ours waited on from outside its own
+                // epoll_wait: its flags must all be up, and data that came
+                // while one was down makes it readable.
+                if sock.is_none() && crate::sockets::readiness::crowd(fd) {
+                    sets.push(i);
                 }
                 sock.filter(|s| s.connection().is_some()).map(|s| (i, s))
             })
@@ -41,7 +46,11 @@ impl Waiting {
         for (_, s) in &conns {
             sliced |= conn(s).add_waiter();
         }
-        Waiting { conns, sliced }
+        Waiting {
+            conns,
+            sliced,
+            sets,
+        }
     }
 
     pub(super) fn len(&self) -> usize {
@@ -49,18 +58,20 @@ impl Waiting {
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.conns.is_empty()
+        self.conns.is_empty() && self.sets.is_empty()
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Connection)> {
         self.conns.iter().map(|(i, s)| (*i, conn(s)))
     }
 
-    /// Positions of connections readable now (their flags up otherwise).
+    /// Positions of connections readable now (their flags up otherwise),
+    /// and of epoll sets of ours readable though the kernel says not.
     fn readable(&self) -> Vec<usize> {
         self.iter()
             .filter(|(_, c)| c.poll_readable())
             .map(|(i, _)| i)
+            .chain(self.sets.iter().copied())
             .collect()
     }
 

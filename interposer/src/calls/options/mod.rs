@@ -164,7 +164,7 @@ pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> Action<c_int> {
         return Action::Pass;
     }
     // An epoll set known under a second number: others may wait on it.
-    crate::sockets::readiness::crowd(fd);
+    crate::sockets::readiness::crowd_for_good(fd);
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
