@@ -840,7 +840,8 @@ fn epoll_flags_left_down_still_wake_every_other_waiter() {
             let net = Net::emulated(&format!("defer-{case}-{when}"));
             let out = common::stdout_of(
                 "epoll_deferred",
-                &mut net.py_helper("epoll_deferred", &[case, when]),
+                net.py_helper("epoll_deferred", &[case, when])
+                    .env("SHMNET_DEFER", "1"),
             );
             assert!(out.contains("deferred: True"), "{case} {when}:\n{out}");
             assert!(
@@ -849,4 +850,33 @@ fn epoll_flags_left_down_still_wake_every_other_waiter() {
             );
         }
     }
+}
+
+/// Deferred flags: the sequences a review found losing a wake-up (data
+/// read with one recv after a second thread's wait or a poll on the epoll
+/// fd crowded the set; DEL and ADD again, with the set kept or made anew;
+/// MOD to EPOLLOUT and back): the next data still wakes epoll_wait. And a
+/// set closed and made anew lets its member defer again.
+#[test]
+fn epoll_deferred_flags_after_crowding_del_and_mod() {
+    for case in ["thread", "pollfd", "delad", "delad1", "modout"] {
+        let net = Net::emulated(&format!("defer-seq-{case}"));
+        let out = common::stdout_of(
+            "epoll_deferred_seq",
+            net.py_helper("epoll_deferred_seq", &[case])
+                .env("SHMNET_DEFER", "1"),
+        );
+        assert!(out.contains("deferred: True"), "{case}:\n{out}");
+        assert!(
+            out.contains(&format!("{case}: events [(")) && out.contains("-> OK"),
+            "{case}:\n{out}"
+        );
+    }
+    let net = Net::emulated("defer-seq-reopen");
+    let out = common::stdout_of(
+        "epoll_deferred_seq",
+        net.py_helper("epoll_deferred_seq", &["reopen"])
+            .env("SHMNET_DEFER", "1"),
+    );
+    assert!(out.contains("made anew: True"), "{out}");
 }

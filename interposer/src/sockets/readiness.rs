@@ -203,8 +203,14 @@ pub(crate) fn forget_range(first: c_int, last: c_int) {
         let gone = (first..=last).contains(&set.epfd);
         if gone {
             // Flags its members left down are raised: nobody waits on
-            // this set any more to look at their rings.
+            // this set any more to look at their rings. Its members are in
+            // one set fewer (and may defer again in another).
             set.release_all(false);
+            for m in set.members.values() {
+                if let Some(Socket::Stream(c)) = m.live().as_deref() {
+                    c.count_sets(false);
+                }
+            }
         }
         !gone
     });
@@ -311,9 +317,13 @@ pub(crate) fn unarmed_ready(epfd: c_int) -> bool {
         ..
     } = set;
     let mut found = false;
-    unarmed.each(|fd| {
-        let Some(m) = members.get_mut(fd) else {
-            return;
+    // (The list copied first: a look may take a connection's rx lock,
+    // which is taken before the list's lock elsewhere.)
+    let mut listed = Vec::new();
+    unarmed.each(|fd| listed.push(*fd));
+    for fd in listed {
+        let Some(m) = members.get_mut(&fd) else {
+            continue;
         };
         let live = m.live();
         if let Some(Socket::Stream(c)) = live.as_deref() {
@@ -322,11 +332,11 @@ pub(crate) fn unarmed_ready(epfd: c_int) -> bool {
                 m.pending = true;
                 if !m.listed {
                     m.listed = true;
-                    pending.push(*fd);
+                    pending.push(fd);
                 }
             }
         }
-    });
+    }
     found
 }
 

@@ -111,11 +111,30 @@ impl Connection {
     /// raised, as an eager reader keeps it.
     pub(crate) fn set_deferral(&self, to: Option<Deferral>) {
         let none = to.is_none();
-        let was = std::mem::replace(&mut *self.ready.deferral.lock(), to).is_some();
-        if none && was && self.ready.deferred.load(Ordering::SeqCst) != 0 {
-            // (It stays listed: the list's next taker raises it again,
-            // which costs nothing.)
-            self.poll_readable();
+        let mut g = self.ready.deferral.lock();
+        let was = std::mem::replace(&mut *g, to).is_some();
+        // The mark is cleared under the deferral lock (`defer_arming` sets
+        // it only under that lock, with a deferral), so it never outlives
+        // its list: a stale mark would keep the connection off the next
+        // list with its flag down.
+        let listed = none && was && self.ready.deferred.swap(0, Ordering::SeqCst) != 0;
+        drop(g);
+        if listed {
+            self.arm_always();
+        }
+    }
+
+    /// Raises the flag whether or not the ring holds data (a read that
+    /// drains it with no EAGAIN read after would otherwise leave it down);
+    /// true when the ring is readable.
+    pub(crate) fn arm_always(&self) -> bool {
+        if self.shut_rd.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut guard = self.rx.lock();
+        match self.receiver(&mut guard.consumer) {
+            None => false,
+            Some(rx) => rx.arm(WaitKind::Doorbell),
         }
     }
 
@@ -173,7 +192,7 @@ impl Connection {
             Ordering::SeqCst,
             Ordering::SeqCst,
         );
-        self.poll_readable()
+        self.arm_always()
     }
 
     /// Whether the ring may hold data (no lock: a spinning wait's look).
