@@ -872,6 +872,18 @@ fn epoll_deferred_flags_after_crowding_del_and_mod() {
             "{case}:\n{out}"
         );
     }
+    // A partial read after poll on the epoll fd said readable: the data
+    // left is reported again.
+    let net = Net::emulated("defer-seq-pollpartial");
+    let out = common::stdout_of(
+        "epoll_deferred_seq",
+        net.py_helper("epoll_deferred_seq", &["pollpartial"])
+            .env("SHMNET_DEFER", "1"),
+    );
+    assert!(
+        out.contains("poll on epfd again: [(") && out.contains("-> OK"),
+        "{out}"
+    );
     let net = Net::emulated("defer-seq-reopen");
     let out = common::stdout_of(
         "epoll_deferred_seq",
@@ -879,4 +891,28 @@ fn epoll_deferred_flags_after_crowding_del_and_mod() {
             .env("SHMNET_DEFER", "1"),
     );
     assert!(out.contains("made anew: True"), "{out}");
+}
+
+/// Deferred flags and epoll fds that others could wait on before their
+/// first connection joined: made before a fork (a child asleep on the
+/// shared instance), duplicated, or nested in another epoll set. The other
+/// waiter is woken by data that comes while the parent's thread is busy.
+#[test]
+fn epoll_deferred_flags_and_epoll_fds_shared_before_use() {
+    let net = Net::emulated("defer-made-fork");
+    let out = common::stdout_of(
+        "epoll_deferred_fork",
+        net.py_helper("epoll_deferred_fork", &[])
+            .env("SHMNET_DEFER", "1"),
+    );
+    assert!(out.contains("-> OK"), "fork:\n{out}");
+    for case in ["dup", "nest"] {
+        let net = Net::emulated(&format!("defer-made-{case}"));
+        let out = common::stdout_of(
+            "epoll_deferred_early",
+            net.py_helper("epoll_deferred_early", &[case])
+                .env("SHMNET_DEFER", "1"),
+        );
+        assert!(out.contains("-> OK"), "{case}:\n{out}");
+    }
 }

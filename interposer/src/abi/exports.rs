@@ -34,7 +34,7 @@ use crate::calls::{descriptor, endpoint, options, process, sandbox, stream};
 use crate::platform::real::{self, Action, CRet};
 use crate::platform::{fdtable, guard, sys};
 use crate::sockets::registry;
-use crate::sockets::stale::{fresh, fresh_if_dup};
+use crate::sockets::stale::{fresh, fresh_epoll, fresh_if_dup};
 
 /// The body of every export (see the module docs).
 #[inline(always)]

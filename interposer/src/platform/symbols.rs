@@ -169,8 +169,8 @@ macro_rules! hooked_symbols {
         // SAFETY: pipe2(2) succeeded, so it stored two fds at `fds`.
         fresh |r| unsafe { fresh_pair(r, fds) };
     fn eventfd(initval: c_uint, flags: c_int) -> c_int => descriptor::eventfd, fresh fresh;
-    fn epoll_create(size: c_int) -> c_int => descriptor::epoll_create, fresh fresh;
-    fn epoll_create1(flags: c_int) -> c_int => descriptor::epoll_create1, fresh fresh;
+    fn epoll_create(size: c_int) -> c_int => descriptor::epoll_create, fresh fresh_epoll;
+    fn epoll_create1(flags: c_int) -> c_int => descriptor::epoll_create1, fresh fresh_epoll;
     fn inotify_init() -> c_int => descriptor::inotify_init, fresh fresh;
     fn inotify_init1(flags: c_int) -> c_int => descriptor::inotify_init1, fresh fresh;
     fn memfd_create(name: *const c_char, flags: c_uint) -> c_int

@@ -105,7 +105,16 @@ fn kick_for(epfd: c_int, m: &Member) -> Option<crate::platform::internal_fd::Int
 }
 
 impl Set {
+    /// The set for `epfd`, as `Made` knows the epoll fd: one made past us
+    /// (before the library, or inherited across exec), or one duplicated,
+    /// nested or waited on by two threads before its first connection, is
+    /// crowded from the start.
     fn new(epfd: c_int) -> Set {
+        let made = MADE.lock().iter().find(|m| m.fd == epfd).copied();
+        let (generation, waiter, solo) = match made {
+            Some(m) => (m.generation, m.waiter, !m.crowded),
+            None => (crate::platform::fork::generation(), None, false),
+        };
         Set {
             epfd,
             members: BTreeMap::new(),
@@ -113,9 +122,9 @@ impl Set {
             cursor: 0,
             swept: 0,
             unarmed: Arc::default(),
-            waiter: None,
-            solo: true,
-            generation: crate::platform::fork::generation(),
+            waiter,
+            solo,
+            generation,
             kicks: Vec::new(),
         }
     }
@@ -150,6 +159,15 @@ impl Set {
         self.release_all(kick)
     }
 
+    /// Whether a pending member's ring holds data.
+    fn pending_readable(&self) -> bool {
+        self.pending.iter().any(|fd| {
+            self.members.get(fd).filter(|m| m.pending).is_some_and(
+                |m| matches!(m.live().as_deref(), Some(Socket::Stream(c)) if c.ring_readable()),
+            )
+        })
+    }
+
     /// Every member's deferral ends (flags raised); those with data in
     /// their ring become pending (our epoll_wait reports them). True when
     /// one had data. `kick`: waits past us (on another number, or on a set
@@ -181,6 +199,47 @@ impl Set {
     }
 }
 
+/// An epoll fd this process made (`epoll_made`), before its set exists.
+#[derive(Clone, Copy)]
+struct Made {
+    fd: c_int,
+    generation: u32,
+    /// The one thread that waited on it so far.
+    waiter: Option<u64>,
+    /// Duplicated, nested, or waited on by a second thread.
+    crowded: bool,
+}
+
+/// Epoll fds made by this process (few; forgotten when closed).
+static MADE: Mutex<Vec<Made>> = Mutex::new(Vec::new());
+static MADE_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// epoll_create or epoll_create1 returned `fd`.
+pub(crate) fn epoll_made(fd: c_int) {
+    if fd < 0 {
+        return;
+    }
+    let mut made = MADE.lock();
+    made.retain(|m| m.fd != fd);
+    made.push(Made {
+        fd,
+        generation: crate::platform::fork::generation(),
+        waiter: None,
+        crowded: false,
+    });
+    MADE_COUNT.store(made.len(), Ordering::Relaxed);
+}
+
+/// `Made` for `fd`, changed by `f`, if this process made it.
+fn made(fd: c_int, f: impl FnOnce(&mut Made)) {
+    if MADE_COUNT.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    if let Some(m) = MADE.lock().iter_mut().find(|m| m.fd == fd) {
+        f(m);
+    }
+}
+
 /// The epoll sets that hold connections. Few.
 static SETS: Mutex<Vec<Set>> = Mutex::new(Vec::new());
 /// Entries in SETS, so epoll_wait on other sets never takes the lock.
@@ -195,6 +254,11 @@ pub(crate) fn forget(fd: c_int) {
 
 /// `forget` for every fd from `first` to `last` (close_range, closefrom).
 pub(crate) fn forget_range(first: c_int, last: c_int) {
+    if MADE_COUNT.load(Ordering::Relaxed) != 0 {
+        let mut made = MADE.lock();
+        made.retain(|m| !(first..=last).contains(&m.fd));
+        MADE_COUNT.store(made.len(), Ordering::Relaxed);
+    }
     if SET_COUNT.load(Ordering::Relaxed) == 0 {
         return;
     }
@@ -230,13 +294,18 @@ fn leave(m: &Member) {
 /// select: others may sleep on it. True when a member has data the kernel
 /// does not know of: the caller reports `fd` readable itself.
 pub(crate) fn crowd(fd: c_int) -> bool {
+    made(fd, |m| m.crowded = true);
     if SET_COUNT.load(Ordering::Relaxed) == 0 {
         return false;
     }
-    SETS.lock()
-        .iter_mut()
-        .find(|s| s.epfd == fd)
-        .is_some_and(|s| s.crowd(false))
+    let mut sets = SETS.lock();
+    let Some(set) = sets.iter_mut().find(|s| s.epfd == fd) else {
+        return false;
+    };
+    // Members pending (data no doorbell announced: it came before they
+    // joined, or while their flag was down) make the set readable too,
+    // each time: the kernel does not know of them.
+    set.crowd(false) || set.pending_readable()
 }
 
 /// `fd` may be one of our epoll sets, now known under another number
@@ -247,6 +316,7 @@ pub(crate) fn crowd(fd: c_int) -> bool {
 /// is reported by our epoll_wait on its own number, see
 /// docs/compatibility.md).
 pub(crate) fn crowd_for_good(fd: c_int) {
+    made(fd, |m| m.crowded = true);
     if SET_COUNT.load(Ordering::Relaxed) == 0 {
         return;
     }
@@ -266,7 +336,14 @@ pub(crate) fn crowd_all() {
         return;
     }
     for set in SETS.lock().iter_mut() {
-        set.crowd(true);
+        // A close-on-exec epoll fd does not reach the program that follows
+        // (posix_spawn, system and popen call this in a parent that goes
+        // on): only an inheritable one is crowded.
+        let inherited = rustix::io::fcntl_getfd(crate::platform::sys::borrow_fd(set.epfd))
+            .is_ok_and(|f| !f.contains(rustix::io::FdFlags::CLOEXEC));
+        if inherited {
+            set.crowd(true);
+        }
     }
 }
 
@@ -274,17 +351,28 @@ pub(crate) fn crowd_all() {
 /// its members may defer, see `Set`); another, or the same set after a
 /// fork, crowds it.
 pub(crate) fn waiting(epfd: c_int) {
-    if SET_COUNT.load(Ordering::Relaxed) == 0 {
+    if SET_COUNT.load(Ordering::Relaxed) == 0 && MADE_COUNT.load(Ordering::Relaxed) == 0 {
         return;
     }
+    let me = crate::platform::sys::thread_id();
     let mut sets = SETS.lock();
     let Some(set) = sets.iter_mut().find(|s| s.epfd == epfd) else {
+        drop(sets);
+        // No connection in it yet: remember who waits (a thread asleep in
+        // the kernel here would not see flags left down later).
+        made(epfd, |m| {
+            if m.waiter.is_some_and(|w| w != me)
+                || m.generation != crate::platform::fork::generation()
+            {
+                m.crowded = true;
+            }
+            m.waiter.get_or_insert(me);
+        });
         return;
     };
     if !set.solo {
         return;
     }
-    let me = crate::platform::sys::thread_id();
     if set.generation != crate::platform::fork::generation() || set.waiter.is_some_and(|w| w != me)
     {
         set.crowd(false);

@@ -28,6 +28,13 @@ pub(crate) fn fresh(fd: c_int) {
     crate::sockets::carry::forget(fd);
 }
 
+/// `fresh` for epoll_create and epoll_create1: the set is new to
+/// `readiness` too.
+pub(crate) fn fresh_epoll(fd: c_int) {
+    fresh(fd);
+    crate::sockets::readiness::epoll_made(fd);
+}
+
 /// `fresh` for fcntl: only F_DUPFD and F_DUPFD_CLOEXEC return an fd (the
 /// other commands return flags, counts, owners...).
 #[inline]
