@@ -134,8 +134,7 @@ impl Set {
         const NOT: u32 = (libc::EPOLLET | libc::EPOLLONESHOT | libc::EPOLLEXCLUSIVE) as u32;
         let waiter = self.waiter?;
         let fits = self.solo
-            && DEFER.load(Ordering::Relaxed)
-            && crate::platform::config::get().is_some_and(|c| c.defer)
+            && defer_on()
             && self.generation == crate::platform::fork::generation()
             && conn.sets() == 1
             && m.events & libc::EPOLLIN as u32 != 0
@@ -159,10 +158,14 @@ impl Set {
         self.release_all(kick)
     }
 
-    /// Whether a pending member's ring holds data.
+    /// Whether a pending member would be reported now (as `pending`
+    /// reports: wanting EPOLLIN, not already reported for EPOLLET or
+    /// EPOLLONESHOT) and its ring holds data.
     fn pending_readable(&self) -> bool {
+        let wants = (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
+        let due = |m: &&Member| m.pending && !m.reported && m.events & wants != 0;
         self.pending.iter().any(|fd| {
-            self.members.get(fd).filter(|m| m.pending).is_some_and(
+            self.members.get(fd).filter(due).is_some_and(
                 |m| matches!(m.live().as_deref(), Some(Socket::Stream(c)) if c.ring_readable()),
             )
         })
@@ -216,7 +219,7 @@ static MADE_COUNT: AtomicUsize = AtomicUsize::new(0);
 
 /// epoll_create or epoll_create1 returned `fd`.
 pub(crate) fn epoll_made(fd: c_int) {
-    if fd < 0 {
+    if fd < 0 || !defer_on() {
         return;
     }
     let mut made = MADE.lock();
@@ -351,7 +354,9 @@ pub(crate) fn crowd_all() {
 /// its members may defer, see `Set`); another, or the same set after a
 /// fork, crowds it.
 pub(crate) fn waiting(epfd: c_int) {
-    if SET_COUNT.load(Ordering::Relaxed) == 0 && MADE_COUNT.load(Ordering::Relaxed) == 0 {
+    if (SET_COUNT.load(Ordering::Relaxed) == 0 && MADE_COUNT.load(Ordering::Relaxed) == 0)
+        || !defer_on()
+    {
         return;
     }
     let me = crate::platform::sys::thread_id();
@@ -391,7 +396,7 @@ pub(crate) fn waiting(epfd: c_int) {
 /// Whether a member whose flag is down has data now (a spinning wait's
 /// look: the kernel cannot report those). Marks them pending.
 pub(crate) fn unarmed_ready(epfd: c_int) -> bool {
-    if SET_COUNT.load(Ordering::Relaxed) == 0 {
+    if SET_COUNT.load(Ordering::Relaxed) == 0 || !defer_on() {
         return false;
     }
     let mut sets = SETS.lock();
@@ -436,7 +441,7 @@ static DEFER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new
 /// down raise it (then the next write rings); those whose ring holds data
 /// become pending. True when one did (the wait answers instead).
 pub(crate) fn arm_unarmed(epfd: c_int) -> bool {
-    if SET_COUNT.load(Ordering::Relaxed) == 0 {
+    if SET_COUNT.load(Ordering::Relaxed) == 0 || !defer_on() {
         return false;
     }
     let mut sets = SETS.lock();
@@ -699,6 +704,17 @@ pub(crate) fn no_reply_soon(epfd: c_int) {
 /// In a forked child: a thread of the parent may have held the lock.
 pub(crate) fn after_fork_child() {
     SETS.reset_after_fork();
+    MADE.reset_after_fork();
+    for set in SETS.lock().iter() {
+        set.unarmed.reset_after_fork();
+    }
+}
+
+/// Whether flags may be left down at all (`SHMNET_DEFER=1`, and no epoll
+/// fd of ours was duplicated or nested since): every defer-only path asks
+/// this first, so that by default none of its locks is taken.
+fn defer_on() -> bool {
+    DEFER.load(Ordering::Relaxed) && crate::platform::config::get().is_some_and(|c| c.defer)
 }
 
 pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_int> {

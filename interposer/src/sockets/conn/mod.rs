@@ -210,6 +210,7 @@ impl Connection {
         self.rx.reset_after_fork();
         self.opts.reset_after_fork();
         self.exec.carry.reset_after_fork();
+        self.reset_readiness_after_fork();
     }
 
     /// Whether the fd is non-blocking (O_NONBLOCK of the open file),

@@ -29,6 +29,11 @@ impl Unarmed {
         std::mem::take(&mut *self.0.lock())
     }
 
+    /// In a forked child: a thread of the parent may have held the lock.
+    pub(crate) fn reset_after_fork(&self) {
+        self.0.reset_after_fork();
+    }
+
     /// Runs `f` on each listed fd, the list left as it is.
     pub(crate) fn each(&self, f: impl FnMut(&c_int)) {
         self.0.lock().iter().for_each(f);
@@ -62,6 +67,8 @@ pub(super) struct Readiness {
     /// a read by that thread that empties the ring may leave the flag down
     /// (`defer_arming`). Set and cleared by `readiness`.
     deferral: Mutex<Option<Deferral>>,
+    /// A deferral was ever set: until then `defer_arming` takes no lock.
+    maybe_deferred: AtomicBool,
     /// Listed in an `Unarmed` now (the flag may be down): which one (its
     /// address), or 0. Cleared only when that list is taken (`rearm`).
     deferred: std::sync::atomic::AtomicUsize,
@@ -111,6 +118,12 @@ impl Connection {
     /// raised, as an eager reader keeps it.
     pub(crate) fn set_deferral(&self, to: Option<Deferral>) {
         let none = to.is_none();
+        if none && !self.ready.maybe_deferred.load(Ordering::Relaxed) {
+            return;
+        }
+        if !none {
+            self.ready.maybe_deferred.store(true, Ordering::Relaxed);
+        }
         let mut g = self.ready.deferral.lock();
         let was = std::mem::replace(&mut *g, to).is_some();
         // The mark is cleared under the deferral lock (`defer_arming` sets
@@ -122,6 +135,11 @@ impl Connection {
         if listed {
             self.arm_always();
         }
+    }
+
+    /// In a forked child: a thread of the parent may have held the lock.
+    pub(super) fn reset_readiness_after_fork(&self) {
+        self.ready.deferral.reset_after_fork();
     }
 
     /// Raises the flag whether or not the ring holds data (a read that
@@ -162,7 +180,8 @@ impl Connection {
     /// an edge-triggered reader, or one shared with another process. Lists
     /// the connection in the set's `Unarmed`.
     pub(super) fn defer_arming(&self) -> bool {
-        if self.shared()
+        if !self.ready.maybe_deferred.load(Ordering::Relaxed)
+            || self.shared()
             || self.ready.edge.load(Ordering::Relaxed)
             || self.ready.takers.load(Ordering::SeqCst) > 0
             || self.ready.waiters.load(Ordering::SeqCst) > 0
@@ -208,7 +227,9 @@ impl Connection {
     /// down (the set's waiter looks at the ring); whether the ring holds
     /// data. None: not so (call `watch`).
     pub(crate) fn watch_deferred(&self) -> Option<bool> {
-        if !self.ready.watched.load(Ordering::SeqCst) {
+        if !self.ready.maybe_deferred.load(Ordering::Relaxed)
+            || !self.ready.watched.load(Ordering::SeqCst)
+        {
             return None;
         }
         let mut guard = self.rx.lock();
