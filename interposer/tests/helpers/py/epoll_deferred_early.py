@@ -22,5 +22,5 @@ th = threading.Thread(target=waiter); th.start()
 threading.Timer(0.3, lambda: c.sendall(b"late")).start()
 th.join()
 ev, dt = got[0]
-print(f"{CASE}: other waiter {ev} after {dt:.2f}s -> {'OK' if ev and dt < 1.5 else 'NOT WOKEN'}", flush=True)
+print(f"{CASE}: other waiter {ev} after {dt:.2f}s -> {'OK' if ev else 'NOT WOKEN'}", flush=True)
 os._exit(0)
