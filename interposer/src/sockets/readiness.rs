@@ -115,6 +115,11 @@ impl Set {
             Some(m) => (m.generation, m.waiter, !m.crowded),
             None => (crate::platform::fork::generation(), None, false),
         };
+        log!(
+            debug,
+            "epoll set {epfd}: first connection; made here {}, may defer {solo}",
+            made.is_some()
+        );
         Set {
             epfd,
             members: BTreeMap::new(),
@@ -154,6 +159,11 @@ impl Set {
         if !self.solo {
             return false;
         }
+        log!(
+            debug,
+            "epoll set {}: another waiter; no deferring",
+            self.epfd
+        );
         self.solo = false;
         self.release_all(kick)
     }
