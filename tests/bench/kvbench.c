@@ -93,9 +93,8 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *tcp_addr = "127.0.0.1";
-static const char *unix_path;
-static int port;
+#include "benchnet.h"
+
 static int conns = 1;
 static int pipeline = 1;
 static double secs = 1;
@@ -171,13 +170,6 @@ static void usage(void)
     exit(2);
 }
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 static double cpu_now(void)
 {
     struct rusage ru;
@@ -227,64 +219,6 @@ static void set_nonblock(int fd)
     int fl = fcntl(fd, F_GETFL);
     if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
         die("fcntl(O_NONBLOCK)");
-}
-
-static void nodelay(int fd)
-{
-    int one = 1;
-    if (!unix_path && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one) < 0)
-        die("setsockopt(TCP_NODELAY)");
-}
-
-/* Fills *ss with the address to use; returns its length. */
-static socklen_t address(struct sockaddr_storage *ss, int p)
-{
-    memset(ss, 0, sizeof *ss);
-    if (unix_path) {
-        struct sockaddr_un *un = (struct sockaddr_un *)ss;
-        un->sun_family = AF_UNIX;
-        if (strlen(unix_path) >= sizeof un->sun_path)
-            fail("--unix path too long");
-        strcpy(un->sun_path, unix_path);
-        return sizeof *un;
-    }
-    struct sockaddr_in *in = (struct sockaddr_in *)ss;
-    in->sin_family = AF_INET;
-    in->sin_port = htons(p);
-    if (inet_pton(AF_INET, tcp_addr, &in->sin_addr) != 1)
-        fail("bad --tcp address %s", tcp_addr);
-    return sizeof *in;
-}
-
-/* Server side: a non-blocking listener; returns its fd and the port it got. */
-static int listener(int *got_port)
-{
-    struct sockaddr_storage ss;
-    socklen_t len = address(&ss, port);
-    int fd = socket(ss.ss_family, SOCK_STREAM, 0);
-    if (fd < 0)
-        die("socket");
-    int one = 1;
-    if (!unix_path && setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0)
-        die("setsockopt(SO_REUSEADDR)");
-    if (unix_path)
-        unlink(unix_path);
-    if (bind(fd, (struct sockaddr *)&ss, len) < 0)
-        die("bind");
-    if (listen(fd, 4096) < 0)
-        die("listen");
-    set_nonblock(fd);
-    *got_port = 0;
-    if (!unix_path) {
-        struct sockaddr_in in;
-        socklen_t il = sizeof in;
-        if (getsockname(fd, (struct sockaddr *)&in, &il) < 0)
-            die("getsockname");
-        *got_port = ntohs(in.sin_port);
-        if (*got_port == 0)
-            fail("getsockname on the listener returned port 0");
-    }
-    return fd;
 }
 
 /* A non-blocking connection to the server, or -1 and why in err. Connect
@@ -1167,7 +1101,8 @@ int main(int argc, char **argv)
         alarm(limit);
         close(to_server[1]);
         close(to_client[0]);
-        int p, lfd = listener(&p);
+        int p, lfd = listener(4096, &p);
+        set_nonblock(lfd);
         write_full(to_client[1], &p, sizeof p); /* ready: tell the client the port */
         server(lfd, to_server[0], to_client[1]);
         close(lfd);

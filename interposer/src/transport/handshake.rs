@@ -189,29 +189,8 @@ pub(crate) fn try_recv(sock: BorrowedFd<'_>) -> Result<(Message, Option<OwnedFd>
         return Err(Errno::INPROGRESS);
     }
     let mut bytes = [0u8; LEN];
-    let mut iov = [IoSliceMut::new(&mut bytes)];
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let got = rustix::net::recvmsg(
-        sock,
-        &mut iov,
-        &mut control,
-        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
-    )?;
-    let mut passed = None;
-    for m in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(fds) = m {
-            for fd in fds {
-                // Keep the first; dropping any others closes them.
-                passed.get_or_insert(fd);
-            }
-        }
-    }
-    if got.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
-        // The memfd did not fit in this process's fd table: lost.
-        return Err(Errno::MFILE);
-    }
-    if got.bytes != LEN {
+    let (got, passed) = recv_with_fd(sock, &mut bytes)?;
+    if got != LEN {
         return Err(Errno::PROTO);
     }
     let msg = Message::decode(&bytes).map_err(|_| Errno::PROTO)?;
