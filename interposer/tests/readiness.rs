@@ -937,8 +937,8 @@ fn poll_on_an_epoll_fd_follows_its_pending_members() {
 
 /// Forks while threads close fds, in a process with an epoll fd and
 /// SHMNET_DEFER=1 (epoll fds tracked): no child hangs on a lock a parent
-/// thread held at the fork (8 of 1,411 children did before the locks
-/// were reset in the child).
+/// thread held at the fork (a review's reproducer saw 8 of 1,411
+/// children hang before the locks were reset in the child).
 #[test]
 fn forks_beside_threads_closing_fds_never_hang_the_child() {
     let net = Net::emulated("fork-epoll-threads");

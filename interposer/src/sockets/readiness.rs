@@ -188,7 +188,8 @@ impl Set {
     /// set, once (EPOLLONESHOT), under that member's event data, so the
     /// kernel reports the member as the data would have.
     fn release_all(&mut self, kick: bool) -> bool {
-        let listed: Vec<c_int> = self.unarmed.take();
+        let mut listed: Vec<c_int> = self.unarmed.take();
+        listed.sort_unstable();
         let mut found = false;
         for (&fd, m) in self.members.iter_mut() {
             let live = m.live();
@@ -196,7 +197,7 @@ impl Set {
                 continue;
             };
             c.set_deferral(None);
-            if listed.contains(&fd) && c.rearm(&self.unarmed) {
+            if listed.binary_search(&fd).is_ok() && c.rearm(&self.unarmed) {
                 found = true;
                 if kick {
                     self.kicks.extend(kick_for(self.epfd, m));

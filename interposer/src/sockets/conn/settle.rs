@@ -188,27 +188,29 @@ impl Connection {
         // (A producer still inside its write can only ring for it if our
         // flag is up; a flag seen down was cleared by a ring already
         // counted.)
-        if !self.lazy() && rx.available() == Ok(0) && !took && self.defer_arming() {
-            // The flag stays down while this thread is busy with its epoll
-            // set; the bytes of data already read are taken as settling
-            // would, without raising the flag again.
-            let owed = self.owed(rx);
-            if owed > 0 || (rx.notify().may_ring() && rx.notify().producer_busy()) {
-                self.wait_producer_idle(rx);
-                let owed = self.owed(rx);
-                self.take_owed(rx, owed, false, Instant::now());
-            }
-        } else if !self.lazy() && rx.available() == Ok(0) {
+        let lazy = self.lazy();
+        if !lazy && rx.available() == Ok(0) {
             let armed = rx.notify().may_ring();
-            // A flag down after this read's own sleep took the byte it
-            // woke on (the reader was lazy then; the fd was put in an epoll
-            // set meanwhile): settling raises it again, or the next write
-            // would not ring and a poller would sleep with data in the
-            // ring. (A spinning reader's flag is down too, and stays so.)
-            if self.owed(rx) > 0 || (armed && rx.notify().producer_busy()) || (!armed && took) {
+            let busy = armed && rx.notify().producer_busy();
+            if !took && self.defer_arming() {
+                // The flag stays down while this thread is busy with its
+                // epoll set; the bytes of data already read are taken as
+                // settling would, without raising the flag again.
+                if self.owed(rx) > 0 || busy {
+                    self.wait_producer_idle(rx);
+                    let owed = self.owed(rx);
+                    self.take_owed(rx, owed, false, Instant::now());
+                }
+            } else if self.owed(rx) > 0 || busy || (!armed && took) {
+                // A flag down after this read's own sleep took the byte it
+                // woke on (the reader was lazy then; the fd was put in an
+                // epoll set meanwhile): settling raises it again, or the
+                // next write would not ring and a poller would sleep with
+                // data in the ring. (A spinning reader's flag is down too,
+                // and stays so.)
                 let _ = self.settle(rx, false);
             }
-        } else if self.lazy()
+        } else if lazy
             && self.owed(rx) >= STALE_BYTES
             && self.ready.waiters.load(Ordering::SeqCst) == 0
         {
