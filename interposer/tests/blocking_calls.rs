@@ -90,3 +90,13 @@ fn two_blocked_readers_each_get_a_message() {
     assert!(out.contains("b'A'") && out.contains("b'B'"), "{out}");
     assert!(out.contains("then b''"), "{out}");
 }
+
+/// select and ppoll with a timeout too long for the clock ({LONG_MAX, 0},
+/// which the kernel takes as forever) answer as the kernel does, not EIO
+/// (the library's deadline once overflowed: found by review).
+#[test]
+fn select_and_ppoll_take_a_timeout_too_long_for_the_clock() {
+    let out = common::net::emulated_c("huge_timeout", &["-O1"], &[]);
+    assert!(out.contains("select=1 errno=-"), "{out}");
+    assert!(out.contains("ppoll=1 errno=-"), "{out}");
+}

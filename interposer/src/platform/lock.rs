@@ -132,7 +132,7 @@ impl<T> RwLock<T> {
     }
 
     /// Exclusive access if the lock is free.
-    #[allow(dead_code)] // API completeness (and the tests)
+    #[cfg(test)]
     pub(crate) fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
         let s = self.state.load(Ordering::Relaxed);
         if s & (WRITER | READERS) != 0 {
@@ -305,7 +305,6 @@ impl<T> Mutex<T> {
         self.guard()
     }
 
-    #[allow(dead_code)] // tests, and callers to come
     pub(crate) fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
         self.state
             .compare_exchange(UNLOCKED, LOCKED, Ordering::Acquire, Ordering::Relaxed)
@@ -360,7 +359,7 @@ impl<T> Mutex<T> {
         self.value.get_mut()
     }
 
-    #[allow(dead_code)] // tests, and callers to come
+    #[cfg(test)]
     pub(crate) fn into_inner(self) -> T {
         self.value.into_inner()
     }

@@ -47,8 +47,11 @@ impl Limit {
         }
     }
 
+    /// `d` from now; a timeout too long for the clock (the kernel takes
+    /// `{LONG_MAX, 0}`) is forever.
     fn after(d: Option<Duration>) -> Limit {
-        d.map_or(Limit::Forever, |d| Limit::Until(Instant::now() + d))
+        d.and_then(|d| Instant::now().checked_add(d))
+            .map_or(Limit::Forever, Limit::Until)
     }
 
     /// A timespec argument; None when the kernel would refuse it (the

@@ -167,24 +167,34 @@ pub(crate) fn stream_info(fresh: &[u8], c: &crate::sockets::conn::Connection) ->
         .map_or(u64::MAX, u64::from_ne_bytes);
     put_u64(&mut info, ti::PACING_RATE, rate.min(max_rate));
     // The connector's SYN counts as one byte acked, as the kernel counts it.
-    put_u64(&mut info, ti::BYTES_ACKED, acked + u64::from(p.connector));
+    put_u64(
+        &mut info,
+        ti::BYTES_ACKED,
+        acked.wrapping_add(u64::from(p.connector)),
+    );
     put_u64(&mut info, ti::BYTES_RECEIVED, received);
+    // (Counts come from positions the peer may write: wrapping, as TCP's
+    // 32-bit counters do, never an overflow.)
     let (data_out, data_in) = (segs(sent), segs(received));
     let (hs_out, hs_in) = if p.connector { (2, 1) } else { (0, 2) };
     put_u32(
         &mut info,
         ti::SEGS_OUT,
-        hs_out + data_out + data_in.div_ceil(2),
+        data_out
+            .wrapping_add(hs_out)
+            .wrapping_add(data_in.div_ceil(2)),
     );
     put_u32(
         &mut info,
         ti::SEGS_IN,
-        hs_in + data_in + data_out.div_ceil(2),
+        data_in
+            .wrapping_add(hs_in)
+            .wrapping_add(data_out.div_ceil(2)),
     );
     put_u32(&mut info, ti::NOTSENT, 0);
     put_u32(&mut info, ti::DATA_SEGS_IN, data_in);
     put_u32(&mut info, ti::DATA_SEGS_OUT, data_out);
-    put_u32(&mut info, ti::DELIVERED, 1 + segs(acked));
+    put_u32(&mut info, ti::DELIVERED, segs(acked).wrapping_add(1));
     put_u64(&mut info, ti::BYTES_SENT, sent);
     put_u32(&mut info, ti::SND_WND, snd_wnd);
     put_u32(&mut info, ti::RCV_WND, rcv_wnd);
