@@ -148,6 +148,14 @@ impl Channel {
         }
         u64::from(tail) * u64::from(s)
     }
+    /// Doorbell and filler bytes the producer counted for the consumer
+    /// (wrapping). Peer-written: a hint, never a bound.
+    pub(crate) fn rung(&self, order: Ordering) -> u32 {
+        let w = &self.ctl().wait;
+        w.reader_rings
+            .load(order)
+            .wrapping_add(w.writer_rings.load(order))
+    }
 
     #[inline]
     pub(crate) fn ctl(&self) -> &ChannelControl {
@@ -344,11 +352,7 @@ impl Channel {
             // it has EDGE_BACKLOG bytes untaken already (it then has edges
             // it has not acted on, and more bytes would only make our end
             // look unwritable).
-            let w = &self.ctl().wait;
-            let sent = w
-                .reader_rings
-                .load(Ordering::Relaxed)
-                .wrapping_add(w.writer_rings.load(Ordering::Relaxed));
+            let sent = self.rung(Ordering::Relaxed);
             let untaken = sent.wrapping_sub(self.ctl().consumer.taken.load(Ordering::Relaxed));
             edge = untaken < EDGE_BACKLOG;
         }

@@ -241,10 +241,7 @@ impl ConsumerNotify<'_> {
     /// [`ProducerNotify::note_filler`]). A wrapping count written by the
     /// peer: use it only as a bounded hint.
     pub fn doorbells_rung(&self) -> u32 {
-        let w = &self.0.ch.ctl().wait;
-        w.reader_rings
-            .load(Ordering::Acquire)
-            .wrapping_add(w.writer_rings.load(Ordering::Acquire))
+        self.0.ch.rung(Ordering::Acquire)
     }
 
     /// Whether the producer may ring this reader's doorbell for its next
@@ -302,9 +299,6 @@ impl TakenCount {
     /// wrapping; as [`ConsumerNotify::doorbells_rung`]). Peer-written: a
     /// hint.
     pub fn rung(&self) -> u32 {
-        let w = &self.0.ctl().wait;
-        w.reader_rings
-            .load(Ordering::Acquire)
-            .wrapping_add(w.writer_rings.load(Ordering::Acquire))
+        self.0.rung(Ordering::Acquire)
     }
 }
