@@ -21,7 +21,7 @@
 //! pass-through `read` is not treated as nested.
 #![allow(unsafe_code)]
 
-use core::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
+use core::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 use core::fmt;
 use std::panic::{self, AssertUnwindSafe};
 

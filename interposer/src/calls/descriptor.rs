@@ -7,15 +7,17 @@
 //!
 //! Closes we cannot see: glibc closes internally, past our `close` export
 //! (`__close_nocancel` in fclose, `close_range` inside closefrom, closes in
-//! other libc functions), and so does a raw `syscall(SYS_close)`. The fd
+//! other libc functions), and so does a raw system call. The fd
 //! number then stays marked as ours while the kernel may hand it out again,
 //! and calls on the new file would go into the old connection's ring. The
-//! common ways in are hooked (`fclose`, `closefrom`); for the rest, every
+//! common ways in are hooked (`fclose`, `closefrom`, and libc's
+//! `syscall()` for the descriptor calls: libuv, hence Node.js, closes with
+//! `syscall(SYS_close)`); for the rest, every
 //! hooked call that creates an fd checks the number it got back ([`fresh`]):
 //! if the table still marks it, the entry is stale and is released.
 #![forbid(unsafe_code)]
 
-use core::ffi::{c_int, c_uint};
+use core::ffi::{c_int, c_long, c_uint};
 
 use crate::calls::options;
 use crate::platform::fdtable::{self, Handle};
@@ -161,6 +163,54 @@ pub(crate) fn closefrom(lowfd: c_int) -> Action<()> {
 /// without an fd).
 pub(crate) fn fclose_fd(fd: c_int) -> Action<c_int> {
     close(fd)
+}
+
+/// libc's `syscall()` with a descriptor call's number runs that call's
+/// logic, as if the program had called the libc function: libuv (Node.js)
+/// closes every fd with `syscall(SYS_close, fd)`, and a close we do not
+/// see would leave the connection open for its peer until exit. Other
+/// numbers pass through untouched.
+pub(crate) fn syscall(
+    number: c_long,
+    a: c_long,
+    b: c_long,
+    c: c_long,
+    _d: c_long,
+    _e: c_long,
+    _f: c_long,
+) -> Action<c_long> {
+    // An fd argument the kernel would truncate to its low 32 bits.
+    let fd = |v: c_long| v as c_int;
+    let action = match number {
+        libc::SYS_close => close(fd(a)),
+        libc::SYS_close_range => close_range(a as c_uint, b as c_uint, c as c_int),
+        libc::SYS_dup => dup(fd(a)),
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_dup2 => dup2(fd(a), fd(b)),
+        libc::SYS_dup3 => dup3(fd(a), fd(b), c as c_int),
+        _ => return Action::Pass,
+    };
+    match action {
+        Action::Pass => Action::Pass,
+        Action::Done(v) => Action::Done(v.into()),
+        Action::Fail(e) => Action::Fail(e),
+        Action::Raw(v) => Action::Raw(v.into()),
+    }
+}
+
+/// `fresh` for `syscall()`: the descriptor calls that made an fd.
+pub(crate) fn fresh_from_syscall(result: c_long, number: c_long, old: c_long) {
+    let made = match number {
+        libc::SYS_dup | libc::SYS_dup3 => true,
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_dup2 => result != old,
+        _ => false,
+    };
+    if made {
+        if let Ok(fd) = c_int::try_from(result) {
+            crate::sockets::stale::fresh(fd);
+        }
+    }
 }
 
 /// Calls that create fds and are otherwise none of our business: the real

@@ -5,7 +5,7 @@
 #![allow(unsafe_code)]
 #![allow(dead_code)]
 
-use core::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
+use core::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void};
 use core::fmt;
 
 use libc::{
@@ -41,6 +41,13 @@ impl CRet for ssize_t {
 }
 
 /// popen.
+// `syscall()`'s return (on 64-bit targets a type of its own; c_int on
+// 32-bit ones, which already has it).
+#[cfg(target_pointer_width = "64")]
+impl CRet for c_long {
+    const FAILED: Self = -1;
+}
+
 impl CRet for *mut FILE {
     const FAILED: Self = core::ptr::null_mut();
 }

@@ -133,6 +133,11 @@ macro_rules! hooked_symbols {
     // __close_nocancel).
     fn closefrom(lowfd: c_int) -> () => descriptor::closefrom;
     fn fclose(stream: *mut FILE) -> c_int => fclose_stream;
+    // libc's generic system call: only the descriptor calls above are
+    // ours (libuv closes with it); every other number passes through.
+    fn syscall(number: c_long; a: c_long, b: c_long, c: c_long, d: c_long, e: c_long,
+        f: c_long) -> c_long => descriptor::syscall,
+        fresh |r| descriptor::fresh_from_syscall(r, number, a);
 
     // Calls that create fds: each checks the fd it got for a stale entry
     // (a number the kernel reused after a close we did not see). open and
