@@ -53,6 +53,10 @@ pub(crate) fn dispatch<R: CRet>(
                 // Closing must work (no leaked fd), and must neither wait
                 // for a lock nor free memory here: see `defer_release`.
                 if let Some(handle) = fdtable::table().remove(fd) {
+                    // Our doorbell calls stop using the number, if that
+                    // needs no waiting; else the interrupted frame may
+                    // still make one on it (docs/compatibility.md).
+                    let _ = registry::try_fd_closing(fd, handle);
                     // The peer must see the close now: the thread this
                     // handler interrupted may be waiting for the peer's
                     // answer to it. Shut the socket down (a kernel call,

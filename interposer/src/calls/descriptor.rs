@@ -250,7 +250,7 @@ creates_fds! {
 /// process tells the peer (see `Connection`'s Drop).
 fn release(fd: c_int, handle: Handle) {
     log!(debug, "fd {fd} closed, releasing {handle:?}");
-    if let Some(sock) = registry::release(handle) {
+    if let Some(sock) = registry::release_fd(fd, handle) {
         crate::calls::options::closed_copy(&sock);
     }
 }

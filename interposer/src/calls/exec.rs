@@ -47,7 +47,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::Arc;
 
@@ -335,7 +335,7 @@ fn reattach(
         }
     }
     let seg = Segment::reattach(memfd, role).map_err(|e| format!("its shared memory: {e}"))?;
-    let bell = Bell::new(app).map_err(|e| e.to_string())?;
+    let bell = Bell::new(app, Some(app.as_raw_fd()));
     // Kept, inheritable as the fds that brought it, for a further exec.
     let keep = InternalFd::dup(carrier).map_err(|e| e.to_string())?;
     rustix::io::fcntl_setfd(&keep, rustix::io::FdFlags::empty()).map_err(|e| e.to_string())?;

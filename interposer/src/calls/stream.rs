@@ -81,7 +81,7 @@ fn recv_slices(fd: c_int, flags: c_int, bufs: &mut [IoSliceMut<'_>]) -> Action<s
     let Some(conn) = sock.connection() else {
         return Action::Fail(libc::ENOTCONN);
     };
-    match conn.recv(bufs, flags) {
+    match conn.recv(sys::borrow_fd(fd), bufs, flags) {
         Ok(n) => Action::Done(n as ssize_t),
         Err(e) => Action::Fail(e.raw_os_error()),
     }
@@ -373,7 +373,13 @@ pub(crate) fn splice(
             _ => Action::Fail(libc::ENOTCONN),
         },
         (Some(sock), None) => match &*sock {
-            Socket::Stream(conn) => splice_out_of(conn, sys::borrow_fd(fd_out), nonblock, buf),
+            Socket::Stream(conn) => splice_out_of(
+                conn,
+                sys::borrow_fd(fd_in),
+                sys::borrow_fd(fd_out),
+                nonblock,
+                buf,
+            ),
             _ => Action::Fail(libc::ENOTCONN),
         },
         _ => Action::Pass,
@@ -418,6 +424,7 @@ fn splice_into(
 /// the pipe, and only what the pipe took is consumed.
 fn splice_out_of(
     conn: &Connection,
+    from: std::os::fd::BorrowedFd<'_>,
     pipe: std::os::fd::BorrowedFd<'_>,
     nonblock: bool,
     mut buf: Vec<u8>,
@@ -434,7 +441,7 @@ fn splice_out_of(
         buf.truncate(space.min(buf.len()));
     }
     let peek = libc::MSG_PEEK | if nonblock { libc::MSG_DONTWAIT } else { 0 };
-    let got = match conn.recv(&mut [IoSliceMut::new(&mut buf)], peek) {
+    let got = match conn.recv(from, &mut [IoSliceMut::new(&mut buf)], peek) {
         Ok(n) => n,
         Err(e) => return Action::Fail(e.raw_os_error()),
     };
@@ -447,7 +454,7 @@ fn splice_out_of(
     };
     // Consume exactly what the pipe took (it is there: we peeked it).
     let mut sink = vec![0u8; put];
-    match conn.recv(&mut [IoSliceMut::new(&mut sink)], libc::MSG_DONTWAIT) {
+    match conn.recv(from, &mut [IoSliceMut::new(&mut sink)], libc::MSG_DONTWAIT) {
         Ok(_) => Action::Done(put as ssize_t),
         Err(e) => Action::Fail(e.raw_os_error()),
     }

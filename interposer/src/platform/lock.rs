@@ -132,7 +132,6 @@ impl<T> RwLock<T> {
     }
 
     /// Exclusive access if the lock is free.
-    #[cfg(test)]
     pub(crate) fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
         let s = self.state.load(Ordering::Relaxed);
         if s & (WRITER | READERS) != 0 {

@@ -71,6 +71,8 @@ pub(crate) fn with<R>(fd: RawFd, f: impl FnOnce(&Socket) -> R) -> Option<R> {
 /// Makes `fd` refer to `socket`. An fd that was ours already (a number the
 /// kernel reused after a close we did not see) is released first.
 pub(crate) fn insert(fd: RawFd, socket: Arc<Socket>) -> Result<(), ()> {
+    socket.fd_opened(fd);
+    let ptr = Arc::as_ptr(&socket);
     let handle = {
         let mut slab = SLAB.write();
         let index = match slab.free.pop() {
@@ -93,12 +95,16 @@ pub(crate) fn insert(fd: RawFd, socket: Arc<Socket>) -> Result<(), ()> {
         Ok(()) => Ok(()),
         Err(InsertError::Occupied(_)) => {
             if let Ok(Some(old)) = fdtable::table().replace(fd, handle) {
-                drop(release(old));
+                if let Some(old) = release(old) {
+                    if !core::ptr::eq(Arc::as_ptr(&old), ptr) {
+                        old.fd_closing(fd);
+                    }
+                }
             }
             Ok(())
         }
         Err(InsertError::OutOfRange) => {
-            drop(release(handle));
+            drop(release_fd(fd, handle));
             Err(())
         }
     }
@@ -155,6 +161,29 @@ pub(crate) fn release_deferred() {
         if let Some(h) = Handle::from_raw_parts(slot.swap(0, Ordering::AcqRel)) {
             drop(release(h));
         }
+    }
+}
+
+/// `release` for the handle of fd `fd`, which is being closed (or was,
+/// past us): the socket stops using that number first (`fd_closing`).
+pub(crate) fn release_fd(fd: RawFd, handle: Handle) -> Option<Arc<Socket>> {
+    let socket = release(handle)?;
+    socket.fd_closing(fd);
+    Some(socket)
+}
+
+/// `fd_closing` from a signal handler (see `defer_release`): no lock is
+/// waited for; false if the socket may still use `fd` (a lock was taken).
+pub(crate) fn try_fd_closing(fd: RawFd, handle: Handle) -> bool {
+    let Some(slab) = SLAB.try_read() else {
+        return false;
+    };
+    match slab.slots.get(handle.index() as usize) {
+        Some(slot) if slot.generation == handle.generation() => slot
+            .socket
+            .as_ref()
+            .is_none_or(|s| s.try_fd_closing(fd).is_some()),
+        _ => true,
     }
 }
 

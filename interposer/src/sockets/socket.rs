@@ -43,6 +43,30 @@ impl Socket {
         }
     }
 
+    /// `fd` is one of the application's numbers for this socket now.
+    pub(crate) fn fd_opened(&self, fd: std::os::fd::RawFd) {
+        if let Socket::Stream(c) = self {
+            c.fd_opened(fd);
+        }
+    }
+
+    /// `fd` is being closed: the library's own system calls stop using it
+    /// before the kernel can give the number to another file.
+    pub(crate) fn fd_closing(&self, fd: std::os::fd::RawFd) {
+        if let Socket::Stream(c) = self {
+            c.fd_closing(fd);
+        }
+    }
+
+    /// `fd_closing` from a signal handler that interrupted the library: no
+    /// waiting for a lock (None if it would have to).
+    pub(crate) fn try_fd_closing(&self, fd: std::os::fd::RawFd) -> Option<()> {
+        match self {
+            Socket::Stream(c) => c.try_fd_closing(fd),
+            _ => Some(()),
+        }
+    }
+
     /// The connection, if this is one.
     pub(crate) fn connection(&self) -> Option<&Connection> {
         match self {

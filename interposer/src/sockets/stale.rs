@@ -61,7 +61,7 @@ fn release_stale(fd: c_int) {
             "fd {fd} was closed past libshmnet (a libc-internal close or a raw \
              syscall) and the kernel reused it; releasing the stale {handle:?}"
         );
-        drop(registry::release(handle));
+        drop(registry::release_fd(fd, handle));
     }
 }
 

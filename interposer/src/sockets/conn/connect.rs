@@ -19,7 +19,6 @@ use crate::transport::pool;
 use crate::transport::rendezvous::Reservation;
 
 use super::{Bell, Connection};
-use crate::platform::internal_fd::InternalFd;
 
 /// A new connection segment, unless it cannot be made: the kernel's errno
 /// for running out of fds or memory (the caller falls back to kernel TCP
@@ -89,16 +88,17 @@ impl Connection {
         };
         hello.key = reuse.unwrap_or_else(pool::new_key);
         let sock = dial()?;
-        // Our doorbell's fd before the acceptor hears of us: out of fds
-        // (EMFILE) must fail the connect with no connection accepted.
-        let bell_fd = InternalFd::dup(sock.as_fd())?;
+        // The doorbell needs no fd of its own: `sock` goes onto the
+        // application's number (`Bell::opened` when it is registered), so
+        // nothing after the acceptor hears of us can run out of fds.
         let (sock, seg, bell) = if reuse.is_some() {
-            offer_reuse(dial, sock, bell_fd, seg, &mut hello, geo, nonblocking)?
+            offer_reuse(dial, sock, seg, &mut hello, geo, nonblocking)?
         } else {
             // The listener went away between connect and send: refused.
             handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(refused)?;
             rustix::io::ioctl_fionbio(&sock, false)?;
-            (sock, seg, Bell::with_fd(bell_fd))
+            let bell = Bell::new(sock.as_fd(), None);
+            (sock, seg, bell)
         };
         let ticket = pool::Ticket {
             key: hello.key,
@@ -124,7 +124,6 @@ fn refused(_: Errno) -> DialError {
 fn offer_reuse(
     dial: &dyn Fn() -> Result<OwnedFd, DialError>,
     mut sock: OwnedFd,
-    bell_fd: InternalFd,
     mut seg: Segment,
     hello: &mut Message,
     geo: Geometry,
@@ -134,7 +133,7 @@ fn offer_reuse(
     handshake::send(sock.as_fd(), hello, None).map_err(refused)?;
     // Set up our end while the acceptor wakes up.
     rustix::io::ioctl_fionbio(&sock, false)?;
-    let mut bell = Bell::with_fd(bell_fd);
+    let mut bell = Bell::new(sock.as_fd(), None);
     // The verdict comes once the application accepts: normally within
     // microseconds. An acceptor that does not accept until we do something
     // else gets a fresh connection after a short wait.
@@ -171,8 +170,7 @@ fn offer_reuse(
             hello.kind = Kind::Connect;
             hello.key = pool::new_key();
             sock = dial()?;
-            // (The doorbell's fd first, as in `connect`.)
-            bell = Bell::with_fd(InternalFd::dup(sock.as_fd())?);
+            bell = Bell::new(sock.as_fd(), None);
             handshake::send(sock.as_fd(), hello, seg.fd()).map_err(refused)?;
             rustix::io::ioctl_fionbio(&sock, false)?;
         }

@@ -1,15 +1,16 @@
-//! The doorbell (`Bell`): our dup of the Unix connection behind the
-//! application's fd, on which the peer's doorbell and filler bytes arrive
-//! and ours leave; `RoomBell`, the consumer's side of write-space. The
-//! protocol is docs/architecture.md's "The readiness protocol".
+//! The doorbell (`Bell`): the Unix connection behind the application's
+//! fd, on which the peer's doorbell and filler bytes arrive and ours leave;
+//! `RoomBell`, the consumer's side of write-space. The protocol is
+//! docs/architecture.md's "The readiness protocol".
 #![forbid(unsafe_code)]
 
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::platform::internal_fd::InternalFd;
+use crate::platform::lock::RwLock;
+use crate::platform::sys;
 use rustix::io::Errno;
 use rustix::net::{RecvFlags, SendFlags};
 use shmnet_ring::{Doorbell, Producer};
@@ -17,8 +18,17 @@ use shmnet_ring::{Doorbell, Producer};
 use crate::transport::handshake;
 
 /// The doorbell: one byte sent on the Unix connection wakes a peer asleep
-/// in poll/epoll on its end. Holds its own dup of the connection, so it
-/// outlives whatever the application does with its fd number.
+/// in poll/epoll on its end.
+///
+/// It has no fd of its own (a connection costs the application's fd and
+/// nothing more): its system calls go to one of the application's numbers
+/// for the connection (`fds`: dups share the socket). `close`, `dup2` onto
+/// one, `close_range` and the rest take the number out under the write
+/// lock *before* the kernel closes it (`forget_fd`), and every system call
+/// here runs under the read lock, so none can meet a number the kernel has
+/// meanwhile given to another file. The blocking waits are the exception:
+/// they sleep on the fd of the application's own call (`wait`), which is
+/// the application's race with its own close, as on a kernel socket.
 ///
 /// The same connection carries write-space: a writer that finds the ring
 /// full sends "filler" bytes until its own end stops being writable (the
@@ -30,7 +40,10 @@ use crate::transport::handshake;
 /// reader may take any byte that was counted, and keeps one while its ring
 /// holds data so that it stays readable.
 pub(crate) struct Bell {
-    pub(super) fd: InternalFd,
+    /// The application's fd numbers for the connection, the first the one
+    /// our system calls use; empty before it has one (a connect in
+    /// progress) and after its last close.
+    fds: RwLock<Vec<RawFd>>,
     /// Bytes taken from our end so far (doorbells and fillers; wrapping),
     /// kept in the segment (processes sharing the connection after fork
     /// must agree on it); set once the receive half is attached. The peer
@@ -75,23 +88,72 @@ pub(super) struct Pending {
 }
 
 impl Bell {
-    pub(crate) fn new(conn: BorrowedFd<'_>) -> Result<Arc<Bell>, Errno> {
-        Ok(Bell::with_fd(InternalFd::dup(conn)?))
-    }
-
-    /// The doorbell on `fd`, our dup of the connection (made before the
-    /// connect message is sent: once the acceptor has it, running out of
-    /// fds would leave it a connection we never had).
-    pub(crate) fn with_fd(fd: InternalFd) -> Arc<Bell> {
-        let _ = rustix::net::sockopt::set_socket_send_buffer_size(&fd, BELL_SNDBUF);
-        let sndbuf = rustix::net::sockopt::socket_send_buffer_size(&fd).unwrap_or(BELL_SNDBUF * 2);
+    /// The doorbell of the Unix connection `conn`. `number`: the
+    /// application's fd for it, if it has one yet (an accepted connection
+    /// keeps its number; a connect's socket is dup'd onto the
+    /// application's, which `opened` then gives).
+    pub(crate) fn new(conn: BorrowedFd<'_>, number: Option<RawFd>) -> Arc<Bell> {
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(conn, BELL_SNDBUF);
+        let sndbuf = rustix::net::sockopt::socket_send_buffer_size(conn).unwrap_or(BELL_SNDBUF * 2);
         Arc::new(Bell {
-            fd,
+            fds: RwLock::new(number.into_iter().collect()),
             taken: std::sync::OnceLock::new(),
             foreign: AtomicBool::new(false),
             fill_bytes: sndbuf / 4 + 1,
             closing: AtomicBool::new(false),
         })
+    }
+
+    /// `fd` is now one of the application's numbers for the connection.
+    pub(crate) fn opened(&self, fd: RawFd) {
+        let mut fds = self.fds.write();
+        if !fds.contains(&fd) {
+            fds.push(fd);
+        }
+    }
+
+    /// `fd` is about to be closed (or already was, past us): no system
+    /// call of ours uses it once this returns.
+    pub(crate) fn forget_fd(&self, fd: RawFd) {
+        self.fds.write().retain(|&f| f != fd);
+    }
+
+    /// `forget_fd` from a signal handler that interrupted the library: it
+    /// may not wait for the lock (its own thread may hold it). None if it
+    /// could not.
+    pub(crate) fn try_forget_fd(&self, fd: RawFd) -> Option<()> {
+        self.fds.try_write()?.retain(|&f| f != fd);
+        Some(())
+    }
+
+    /// In a forked child: a parent thread may have held the lock.
+    pub(super) fn reset_after_fork(&self) {
+        self.fds.reset_after_fork();
+    }
+
+    /// Runs `f` on our end of the Unix connection under the read lock (see
+    /// the type's docs); None once the application closed every number.
+    fn with_fd<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option<R> {
+        let fds = self.fds.read();
+        let fd = *fds.first()?;
+        Some(f(sys::borrow_fd(fd)))
+    }
+
+    /// Waits up to `timeout` for bytes on our end, under the read lock (a
+    /// close from another thread waits as long).
+    pub(super) fn wait_briefly(&self, timeout: Duration) {
+        self.with_fd(|fd| handshake::wait_readable(fd, Some(timeout)));
+    }
+
+    /// `shutdown(2)` on our end.
+    pub(super) fn shutdown(&self, how: rustix::net::Shutdown) {
+        self.with_fd(|fd| rustix::net::shutdown(fd, how));
+    }
+
+    /// Runs `f` on our end with its number (a carrier records the
+    /// socket's identity), under the read lock.
+    pub(super) fn on_socket<R>(&self, f: impl FnOnce(BorrowedFd<'_>) -> R) -> Option<R> {
+        self.with_fd(f)
     }
 
     pub(super) fn taken(&self) -> u32 {
@@ -103,7 +165,8 @@ impl Bell {
         if crate::platform::sandbox::active() {
             return self.queued_sandboxed();
         }
-        rustix::io::ioctl_fionread(&self.fd).map_or(0, |n| n as usize)
+        self.with_fd(|fd| rustix::io::ioctl_fionread(fd).map_or(0, |n| n as usize))
+            .unwrap_or(0)
     }
 
     /// Looks at the queued bytes without taking them.
@@ -113,11 +176,10 @@ impl Bell {
         }
         let mut buf = [0u8; 64];
         loop {
-            return match rustix::net::recv(
-                &self.fd,
-                &mut buf,
-                RecvFlags::PEEK | RecvFlags::DONTWAIT,
-            ) {
+            let got = self.with_fd(|fd| {
+                rustix::net::recv(fd, &mut buf, RecvFlags::PEEK | RecvFlags::DONTWAIT)
+            });
+            return match got.unwrap_or(Ok((0, 0))) {
                 Ok((0, _)) => Pending {
                     hung_up: true,
                     foreign: false,
@@ -145,7 +207,8 @@ impl Bell {
         let mut got = 0;
         while got < n {
             let want = (n - got).min(buf.len());
-            match rustix::net::recv(&self.fd, &mut buf[..want], RecvFlags::DONTWAIT) {
+            let r = self.with_fd(|fd| rustix::net::recv(fd, &mut buf[..want], RecvFlags::DONTWAIT));
+            match r.unwrap_or(Ok((0, 0))) {
                 Ok((0, _)) => return (self.took(got), true),
                 Ok((k, _)) => {
                     if buf[..k].iter().any(|&b| b != DOORBELL) {
@@ -172,20 +235,7 @@ impl Bell {
         if crate::platform::sandbox::active() {
             return self.poll_now(0) & (libc::POLLHUP | libc::POLLERR) != 0;
         }
-        let mut fds = [rustix::event::PollFd::new(
-            &self.fd,
-            rustix::event::PollFlags::empty(),
-        )];
-        let zero = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        match rustix::event::poll(&mut fds, Some(&zero)) {
-            Ok(_) => fds[0]
-                .revents()
-                .intersects(rustix::event::PollFlags::HUP | rustix::event::PollFlags::ERR),
-            Err(_) => false,
-        }
+        self.poll_now(0) & (libc::POLLHUP | libc::POLLERR) != 0
     }
 
     /// Whether the kernel reports our end writable right now.
@@ -193,15 +243,7 @@ impl Bell {
         if crate::platform::sandbox::active() {
             return self.room_for_write();
         }
-        let mut fds = [rustix::event::PollFd::new(
-            &self.fd,
-            rustix::event::PollFlags::OUT,
-        )];
-        let zero = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        rustix::event::poll(&mut fds, Some(&zero)).is_ok_and(|n| n > 0)
+        self.poll_now(libc::POLLOUT) & libc::POLLOUT != 0
     }
 
     /// Makes our end unwritable until the reader frees room (see the type's
@@ -237,8 +279,13 @@ impl Bell {
         }
     }
 
+    /// O_NONBLOCK of the open file (true once the application closed
+    /// every number: nothing may block on it then).
     pub(super) fn nonblocking(&self) -> bool {
-        rustix::fs::fcntl_getfl(&self.fd).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK))
+        self.with_fd(|fd| {
+            rustix::fs::fcntl_getfl(fd).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK))
+        })
+        .unwrap_or(true)
     }
 
     /// Waits for a doorbell byte or hang-up; Err(INTR) on a signal.
@@ -251,13 +298,20 @@ impl Bell {
     /// (a short buffer, MSG_PEEK), and then the fd must stay readable; it is
     /// taken when the ring is emptied. (Taking it here lost readability
     /// after such reads; a review reproduced it.)
-    pub(super) fn wait(&self, timeout: Option<Duration>) -> Result<Woke, Errno> {
+    ///
+    /// `call_fd` is the fd of the application's call that waits: the wait
+    /// holds no lock (a close from another thread must not wait for data).
+    pub(super) fn wait(
+        &self,
+        call_fd: BorrowedFd<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Woke, Errno> {
         if timeout.is_none() && crate::platform::sandbox::active() {
-            return self.wait_sandboxed();
+            return self.wait_sandboxed(call_fd);
         }
         if timeout.is_none() {
             let mut one = [0u8; 1];
-            return match rustix::net::recv(&self.fd, &mut one, RecvFlags::PEEK) {
+            return match rustix::net::recv(call_fd, &mut one, RecvFlags::PEEK) {
                 Ok((0, _)) => Ok(Woke::HungUp),
                 Ok(_) => Ok(Woke::Rung),
                 // Made non-blocking meanwhile (by another process).
@@ -266,7 +320,7 @@ impl Bell {
                 Err(e) => Err(e),
             };
         }
-        handshake::wait_readable(self.fd.as_fd(), timeout).map(|_| Woke::Rung)
+        handshake::wait_readable(call_fd, timeout).map(|_| Woke::Rung)
     }
 
     /// A lazy reader's sleep (see `Connection::lazy`): a blocking recv that
@@ -275,25 +329,30 @@ impl Bell {
     /// still hold data (a short read) is fine for a lazy reader: poll and
     /// select look at the ring first, and joining an epoll set turns the
     /// reader eager (`Connection::watch`). Err(INTR) on a signal, with the
-    /// kernel's own SA_RESTART rules when there is no timeout.
-    pub(super) fn wait_taking(&self, timeout: Option<Duration>) -> Result<Woke, Errno> {
+    /// kernel's own SA_RESTART rules when there is no timeout. `call_fd`:
+    /// as for `wait`.
+    pub(super) fn wait_taking(
+        &self,
+        call_fd: BorrowedFd<'_>,
+        timeout: Option<Duration>,
+    ) -> Result<Woke, Errno> {
         let mut flags = RecvFlags::empty();
         if crate::platform::sandbox::active() {
             // No blocking recv (nor MSG_DONTWAIT): poll, then a read that
             // finds bytes (or the end) waiting.
-            self.wait_readable_sandboxed(timeout)?;
+            wait_readable_sandboxed(call_fd, timeout)?;
         } else if timeout.is_some() {
-            handshake::wait_readable(self.fd.as_fd(), timeout)?;
+            handshake::wait_readable(call_fd, timeout)?;
             flags = RecvFlags::DONTWAIT;
         }
         let mut buf = [0u8; 64];
         let got = if crate::platform::sandbox::active() {
-            if self.poll_now(libc::POLLIN) == 0 {
+            if poll_now(call_fd, libc::POLLIN) == 0 {
                 return Ok(Woke::Rung); // the wait timed out
             }
-            rustix::io::read(&self.fd, &mut buf).map(|n| (n, ()))
+            rustix::io::read(call_fd, &mut buf).map(|n| (n, ()))
         } else {
-            rustix::net::recv(&self.fd, &mut buf, flags).map(|(n, _)| (n, ()))
+            rustix::net::recv(call_fd, &mut buf, flags).map(|(n, _)| (n, ()))
         };
         match got {
             Ok((0, _)) => Ok(Woke::HungUp),
@@ -319,11 +378,10 @@ impl Doorbell for Bell {
             return self.ring_sandboxed();
         }
         loop {
-            return match rustix::net::send(
-                &self.fd,
-                &[DOORBELL],
-                SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
-            ) {
+            let sent = self.with_fd(|fd| {
+                rustix::net::send(fd, &[DOORBELL], SendFlags::DONTWAIT | SendFlags::NOSIGNAL)
+            });
+            return match sent.unwrap_or(Err(Errno::BADF)) {
                 Ok(n) => n == 1,
                 Err(Errno::INTR) => continue,
                 Err(e) => {
@@ -343,9 +401,11 @@ impl Doorbell for Bell {
 /// Without FIONREAD or MSG_PEEK, the bytes queued are what the peer
 /// counted and we did not take.
 impl Bell {
-    /// revents of a zero-timeout poll for `events` (0 on error).
+    /// revents of a zero-timeout poll for `events` (0 on error; POLLHUP
+    /// once the application closed every number).
     fn poll_now(&self, events: i16) -> i16 {
-        crate::platform::sys::poll_fd(self.fd.as_fd(), events, 0).unwrap_or(0)
+        self.with_fd(|fd| poll_now(fd, events))
+            .unwrap_or(libc::POLLHUP)
     }
 
     /// Room for a write that cannot block, and the peer's end is open.
@@ -359,10 +419,13 @@ impl Bell {
     /// Sends bytes on our end: `send(MSG_DONTWAIT | MSG_NOSIGNAL)`, or in a
     /// sandbox `write` (the caller made sure of room and an open peer).
     fn send_bytes(&self, bytes: &[u8]) -> Result<usize, Errno> {
-        if crate::platform::sandbox::active() {
-            return rustix::io::write(&self.fd, bytes);
-        }
-        rustix::net::send(&self.fd, bytes, SendFlags::DONTWAIT | SendFlags::NOSIGNAL)
+        self.with_fd(|fd| {
+            if crate::platform::sandbox::active() {
+                return rustix::io::write(fd, bytes);
+            }
+            rustix::net::send(fd, bytes, SendFlags::DONTWAIT | SendFlags::NOSIGNAL)
+        })
+        .unwrap_or(Err(Errno::BADF))
     }
 
     fn ring_sandboxed(&self) -> bool {
@@ -376,7 +439,7 @@ impl Bell {
             return false; // counted back by the producer
         }
         loop {
-            return match rustix::io::write(&self.fd, &[DOORBELL]) {
+            return match self.send_bytes(&[DOORBELL]) {
                 Ok(n) => n == 1,
                 Err(Errno::INTR) => continue,
                 Err(e) => {
@@ -427,7 +490,8 @@ impl Bell {
                 break;
             }
             let want = (n - got).min(buf.len());
-            match rustix::io::read(&self.fd, &mut buf[..want]) {
+            let r = self.with_fd(|fd| rustix::io::read(fd, &mut buf[..want]));
+            match r.unwrap_or(Ok(0)) {
                 Ok(0) => return (self.took(got), true),
                 Ok(k) => {
                     if buf[..k].iter().any(|&b| b != DOORBELL) {
@@ -443,38 +507,35 @@ impl Bell {
         (self.took(got), false)
     }
 
-    /// Sleeps in poll until bytes or the end are queued (or `timeout`); a
-    /// signal restarts the wait when the kernel would restart a blocking
-    /// recv (SA_RESTART; poll itself never restarts after a handler).
-    fn wait_readable_sandboxed(&self, timeout: Option<Duration>) -> Result<(), Errno> {
-        let ms = timeout.map_or(-1, |t| {
-            t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
-        });
-        loop {
-            return match crate::platform::sys::poll_fd(
-                self.fd.as_fd(),
-                libc::POLLIN | libc::POLLRDHUP,
-                ms,
-            ) {
-                Ok(_) => Ok(()),
-                Err(Errno::INTR)
-                    if timeout.is_none() && crate::platform::sys::interrupted_call_restarts() =>
-                {
-                    continue
-                }
-                Err(e) => Err(e),
-            };
-        }
-    }
-
     /// `wait` without a timeout: the byte stays queued (see `wait`).
-    fn wait_sandboxed(&self) -> Result<Woke, Errno> {
-        self.wait_readable_sandboxed(None)?;
+    fn wait_sandboxed(&self, call_fd: BorrowedFd<'_>) -> Result<Woke, Errno> {
+        wait_readable_sandboxed(call_fd, None)?;
         let r = self.poll_now(libc::POLLIN | libc::POLLRDHUP);
         if self.peer_shut(r) && self.queued_sandboxed() == 0 {
             return Ok(Woke::HungUp);
         }
         Ok(Woke::Rung)
+    }
+}
+
+/// revents of a zero-timeout poll of `fd` for `events` (0 on error).
+fn poll_now(fd: BorrowedFd<'_>, events: i16) -> i16 {
+    sys::poll_fd(fd, events, 0).unwrap_or(0)
+}
+
+/// Sleeps in poll until bytes or the end are queued on `fd` (or
+/// `timeout`); a signal restarts the wait when the kernel would restart a
+/// blocking recv (SA_RESTART; poll itself never restarts after a handler).
+fn wait_readable_sandboxed(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<(), Errno> {
+    let ms = timeout.map_or(-1, |t| {
+        t.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32
+    });
+    loop {
+        return match sys::poll_fd(fd, libc::POLLIN | libc::POLLRDHUP, ms) {
+            Ok(_) => Ok(()),
+            Err(Errno::INTR) if timeout.is_none() && sys::interrupted_call_restarts() => continue,
+            Err(e) => Err(e),
+        };
     }
 }
 

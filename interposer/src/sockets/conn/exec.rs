@@ -118,13 +118,10 @@ impl Connection {
         let Some(memfd) = &carry.memfd else {
             return;
         };
-        match make_carrier(
-            self.bell.fd.as_fd(),
-            memfd.as_fd(),
-            self.seg.role(),
-            self.local,
-            self.peer,
-        ) {
+        let made = self.bell.on_socket(|app| {
+            make_carrier(app, memfd.as_fd(), self.seg.role(), self.local, self.peer)
+        });
+        match made.unwrap_or(Err(Errno::BADF)) {
             Ok(c) => {
                 carry.inheritable =
                     rustix::io::fcntl_setfd(&c, rustix::io::FdFlags::empty()).is_ok();

@@ -204,8 +204,24 @@ impl Connection {
         Ok(conn)
     }
 
+    /// See `Socket::fd_opened`: the doorbell may use `fd`.
+    pub(crate) fn fd_opened(&self, fd: std::os::fd::RawFd) {
+        self.bell.opened(fd);
+    }
+
+    /// See `Socket::fd_closing`.
+    pub(crate) fn fd_closing(&self, fd: std::os::fd::RawFd) {
+        self.bell.forget_fd(fd);
+    }
+
+    /// See `Socket::try_fd_closing`.
+    pub(crate) fn try_fd_closing(&self, fd: std::os::fd::RawFd) -> Option<()> {
+        self.bell.try_forget_fd(fd)
+    }
+
     /// In a forked child: see `Socket::reset_locks_after_fork`.
     pub(crate) fn reset_locks_after_fork(&self) {
+        self.bell.reset_after_fork();
         self.tx.reset_after_fork();
         self.rx.reset_after_fork();
         self.opts.reset_after_fork();
@@ -292,12 +308,12 @@ impl Connection {
                               // The kernel's half-close too, after the ring's end-of-stream
                               // (and its doorbell): the peer's poll/epoll then see
                               // POLLRDHUP/EPOLLRDHUP, as for a TCP FIN.
-            let _ = rustix::net::shutdown(&self.bell.fd, rustix::net::Shutdown::Write);
+            self.bell.shutdown(rustix::net::Shutdown::Write);
         }
         if rd && !self.shut_rd.swap(true, Ordering::Relaxed) {
             // Wakes a reader of ours asleep in poll on the fd (it sees POLLIN
             // and then SHUT_RD); the peer's doorbells to us fail harmlessly.
-            let _ = rustix::net::shutdown(&self.bell.fd, rustix::net::Shutdown::Read);
+            self.bell.shutdown(rustix::net::Shutdown::Read);
         }
         Ok(())
     }

@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::IoSliceMut;
+use std::os::fd::BorrowedFd;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
@@ -221,7 +222,9 @@ enum Next {
 }
 
 /// One recv call's state.
-struct Call {
+struct Call<'fd> {
+    /// The application's fd the call came on.
+    fd: BorrowedFd<'fd>,
     want: usize,
     peek: bool,
     waitall: bool,
@@ -245,10 +248,11 @@ struct Call {
     took: bool,
 }
 
-impl Call {
-    fn new(want: usize, flags: i32) -> Call {
+impl<'fd> Call<'fd> {
+    fn new(fd: BorrowedFd<'fd>, want: usize, flags: i32) -> Call<'fd> {
         let peek = flags & libc::MSG_PEEK != 0;
         Call {
+            fd,
             want,
             peek,
             waitall: flags & libc::MSG_WAITALL != 0 && !peek,
@@ -278,8 +282,14 @@ impl Connection {
     /// recv(2) and friends: MSG_PEEK, MSG_WAITALL, MSG_DONTWAIT; blocking
     /// unless the fd is non-blocking. The receive lock is held only while
     /// copying; a blocked reader sleeps in poll on the fd, where a doorbell
-    /// byte, a hang-up or a local SHUT_RD wakes it.
-    pub(crate) fn recv(&self, bufs: &mut [IoSliceMut<'_>], flags: i32) -> Result<usize, Errno> {
+    /// byte, a hang-up or a local SHUT_RD wakes it. `fd`: the
+    /// application's fd the call came on (a blocked reader sleeps on it).
+    pub(crate) fn recv(
+        &self,
+        fd: BorrowedFd<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        flags: i32,
+    ) -> Result<usize, Errno> {
         let want = bufs
             .iter()
             .map(|b| b.len())
@@ -289,7 +299,7 @@ impl Connection {
         if crate::platform::sandbox::strict() {
             return Err(Errno::ACCESS);
         }
-        let mut call = Call::new(want, flags);
+        let mut call = Call::new(fd, want, flags);
         loop {
             if self.shut_rd.load(Ordering::Relaxed) {
                 return End::Read.result(call.total);
@@ -497,7 +507,7 @@ impl Connection {
         let mut sliced = false;
         let woke = if let Some(taker) = taker {
             call.took = true;
-            let woke = self.bell.wait_taking(left);
+            let woke = self.bell.wait_taking(call.fd, left);
             drop(taker);
             woke
         } else {
@@ -511,7 +521,7 @@ impl Connection {
             } else {
                 left
             };
-            self.bell.wait(left)
+            self.bell.wait(call.fd, left)
         };
         match woke {
             Ok(Woke::Rung) => Ok(()),

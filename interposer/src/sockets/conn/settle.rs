@@ -4,13 +4,10 @@
 //! reader leaves", "Edge-triggered readers").
 #![forbid(unsafe_code)]
 
-use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use shmnet_ring::{Consumer, WaitKind};
-
-use crate::transport::handshake;
 
 use super::doorbell::Pending;
 use super::Connection;
@@ -150,8 +147,7 @@ impl Connection {
             if waited < Duration::from_micros(20) {
                 crate::platform::sandbox::yield_cpu();
             } else {
-                let _ =
-                    handshake::wait_readable(self.bell.fd.as_fd(), Some(Duration::from_millis(1)));
+                self.bell.wait_briefly(Duration::from_millis(1));
             }
         }
         hung_up

@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use rustix::io::Errno;
@@ -109,16 +109,10 @@ impl Listener {
             self.refuse(&peer);
             return Step::Dropped;
         }
-        // The doorbell is a copy of `conn` (made first: it is needed anyway)
-        // and the message brings a memfd, which needs room of its own.
-        let bell = match Bell::new(conn) {
-            Ok(bell) => bell,
-            Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOMEM)) => return Step::NoRoom(e),
-            Err(e) => {
-                self.dropped(&format!("no doorbell: {e}"));
-                return Step::Dropped;
-            }
-        };
+        // The doorbell is `conn` itself, under the number the application
+        // will get from accept; the message brings a memfd, which needs
+        // room of its own.
+        let bell = Bell::new(conn, Some(conn.as_raw_fd()));
         if let Err(e) = sys::room_for_fd(conn) {
             return Step::NoRoom(e);
         }
