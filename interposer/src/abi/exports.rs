@@ -169,8 +169,21 @@ macro_rules! exports {
                     || {
                         // SAFETY: the caller's arguments, unchanged, to the
                         // real function of the same prototype.
-                        let result = unsafe { real::$name($($arg,)* $($($va),+)?) };
-                        $(($fresh)(result);)?
+                        let call = || unsafe { real::$name($($arg,)* $($($va),+)?) };
+                        #[allow(unused_mut)]
+                        let mut result = call();
+                        $(
+                            // Out of fds: once more after giving back the
+                            // memfds kept for exec (`spare_fds`). A call
+                            // that failed with EMFILE made nothing.
+                            if result == <$ret as CRet>::FAILED
+                                && sys::errno() == libc::EMFILE
+                                && crate::sockets::spare_fds::give_back()
+                            {
+                                result = call();
+                            }
+                            ($fresh)(result);
+                        )?
                         result
                     },
                 )

@@ -226,7 +226,7 @@ pub(crate) fn accept4(fd: c_int, peer: AddrOut<'_>, flags: c_int) -> Action<c_in
         // Taking a connection needs recvmsg with fds, mmap of its segment
         // and new fds: outside a sandbox.
         Some(Socket::Listener(_)) if crate::platform::sandbox::active() => fail(Errno::ACCESS),
-        Some(Socket::Listener(l)) => match l.accept(fd, peer, flags) {
+        Some(Socket::Listener(l)) => match accept_with_room(l, fd, peer, flags) {
             Ok(Accepted::Tcp(conn)) => {
                 crate::sockets::stale::fresh_inside(conn);
                 Action::Done(conn)
@@ -238,6 +238,20 @@ pub(crate) fn accept4(fd: c_int, peer: AddrOut<'_>, flags: c_int) -> Action<c_in
             Err(e) => fail(e),
         },
         Some(Socket::Bound(_) | Socket::Stream(_)) => fail(Errno::INVAL),
+    }
+}
+
+/// `Listener::accept`, once more after giving back the memfds kept for
+/// exec if it ran out of fds (`spare_fds`): nothing was taken then.
+fn accept_with_room(
+    l: &Listener,
+    fd: c_int,
+    peer: AddrOut<'_>,
+    flags: c_int,
+) -> Result<Accepted, Errno> {
+    match l.accept(fd, peer, flags) {
+        Err(Errno::MFILE) if crate::sockets::spare_fds::give_back() => l.accept(fd, peer, flags),
+        r => r,
     }
 }
 

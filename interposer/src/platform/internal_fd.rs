@@ -150,6 +150,16 @@ pub(crate) struct KeptMemfd(Option<InternalFd>);
 /// Memfds kept now (`KeptMemfd`), in connections and in the pool.
 static KEPT_MEMFDS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// At most this many are kept: lowered to what is left each time the
+/// application ran out of fds and some were given back
+/// (`sockets::spare_fds`).
+static KEPT_CAP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(usize::MAX);
+
+/// See `KEPT_CAP`.
+pub(crate) fn cap_kept_memfds() {
+    KEPT_CAP.store(KEPT_MEMFDS.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
 impl KeptMemfd {
     pub(crate) fn new(fd: OwnedFd) -> Option<KeptMemfd> {
         use std::os::fd::AsRawFd;
@@ -158,7 +168,8 @@ impl KeptMemfd {
             .unwrap_or(1024)
             .saturating_sub(floor as u64)
             .min(crate::platform::fdtable::CAPACITY as u64) as usize;
-        if KEPT_MEMFDS.fetch_add(1, Ordering::Relaxed) >= room / 4 {
+        let cap = (room / 4).min(KEPT_CAP.load(Ordering::Relaxed));
+        if KEPT_MEMFDS.fetch_add(1, Ordering::Relaxed) >= cap {
             KEPT_MEMFDS.fetch_sub(1, Ordering::Relaxed);
             return None;
         }

@@ -28,7 +28,7 @@ pub(crate) enum Action<R> {
 }
 
 /// Return types of hooked functions, and how each spells failure.
-pub(crate) trait CRet: Copy + fmt::Debug {
+pub(crate) trait CRet: Copy + PartialEq + fmt::Debug {
     const FAILED: Self;
 }
 

@@ -132,6 +132,17 @@ pub(crate) fn put(seg: Segment, ticket: Ticket, memfd: Option<KeptMemfd>) {
     drop(evicted); // unmapped outside the lock
 }
 
+/// Closes the memfds pooled segments kept (`sockets::spare_fds`); how
+/// many.
+pub(crate) fn give_back_memfds() -> usize {
+    let taken: Vec<KeptMemfd> = POOL
+        .lock()
+        .iter_mut()
+        .filter_map(|e| e.memfd.take())
+        .collect();
+    taken.len() // closed as they drop, outside the lock
+}
+
 /// Connector: a kept segment for `dest` that both sides released, offered
 /// (re-initialised on our side) and ready to be named in a `Reuse`
 /// message; with its ticket.

@@ -84,10 +84,10 @@ impl Connection {
         // so nothing slow may come between connect and send.
         let (seg, reuse) = match pool::offer_for(peer) {
             Some((seg, ticket)) => (seg, Some(ticket.key)),
-            None => (new_segment(geo)?, None),
+            None => (with_room(|| Ok(new_segment(geo)?))?, None),
         };
         hello.key = reuse.unwrap_or_else(pool::new_key);
-        let sock = dial()?;
+        let sock = with_room(dial)?;
         // The doorbell needs no fd of its own: `sock` goes onto the
         // application's number (`Bell::opened` when it is registered), so
         // nothing after the acceptor hears of us can run out of fds.
@@ -108,6 +108,15 @@ impl Connection {
         let mut conn = Connection::new(seg, me, peer, bell, Some(local), Some(ticket))?;
         conn.opts = opts;
         Ok((sock, conn))
+    }
+}
+
+/// `make`, once more after giving back the memfds kept for exec if it ran
+/// out of fds (`spare_fds`).
+fn with_room<T>(make: impl Fn() -> Result<T, DialError>) -> Result<T, DialError> {
+    match make() {
+        Err(DialError::Os(Errno::MFILE)) if crate::sockets::spare_fds::give_back() => make(),
+        r => r,
     }
 }
 

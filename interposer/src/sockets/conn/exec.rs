@@ -104,6 +104,19 @@ impl Connection {
         }
     }
 
+    /// Closes the kept memfd (see `sockets::spare_fds`) unless a carrier
+    /// holds the segment already, or (`cloexec_only`) the application's
+    /// fds are inheritable; true if it did. Never waits for the lock.
+    pub(crate) fn give_back_memfd(&self, cloexec_only: bool) -> bool {
+        let Some(mut carry) = self.exec.carry.try_lock() else {
+            return false;
+        };
+        if carry.carrier.is_some() || (cloexec_only && carry.wanted) {
+            return false;
+        }
+        carry.memfd.take().is_some()
+    }
+
     /// An exec may follow: an inheritable connection gets its carrier
     /// (inheritable), which a program exec'd finds beside the fd. Without
     /// one (no memfd kept, no room, a name taken) the exec'd program reads
