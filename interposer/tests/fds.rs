@@ -639,3 +639,35 @@ fn connect_out_of_fds_leaves_the_server_no_connection() {
     assert!(words[1].parse::<usize>().unwrap() > 10, "{out}");
     assert_eq!(words[5], libc::EMFILE.to_string(), "{out}");
 }
+
+/// `ulimit -n` gives as many connections as kernel TCP: the doorbell has
+/// no fd of its own, and the memfds kept for exec are given back when the
+/// application runs out (`spare_fds`); only the connecting side's port
+/// blocks cost a name (one fd per 16 connects). Each connection echoes a
+/// byte; the emulated run has no kernel TCP to fall back to.
+#[test]
+fn connections_fit_the_fd_limit_kernel_tcp_needs() {
+    const LIMIT: &str = "400";
+    let opened = |out: &str| -> (usize, usize) {
+        let w: Vec<&str> = out.split_whitespace().collect();
+        assert_eq!(w.len(), 6, "{out}");
+        assert_eq!(w[5], libc::EMFILE.to_string(), "{out}");
+        (w[1].parse().unwrap(), w[3].parse().unwrap())
+    };
+    let net = Net::emulated("fd-limit");
+    let emulated = common::stdout_of("fd_limit", &mut net.py_helper("fd_limit", &[LIMIT]));
+    let kernel = common::stdout_of(
+        "fd_limit (kernel)",
+        std::process::Command::new(common::python())
+            .arg(common::helper("py/fd_limit.py"))
+            .arg(LIMIT),
+    );
+    let (shm, shm_echoed) = opened(&emulated);
+    let (tcp, tcp_echoed) = opened(&kernel);
+    assert_eq!(shm_echoed + 1, shm, "{emulated}");
+    assert_eq!(tcp_echoed + 1, tcp, "{kernel}");
+    assert!(
+        shm + 2 >= tcp - tcp / 16,
+        "emulated {emulated} vs kernel TCP {kernel}"
+    );
+}
