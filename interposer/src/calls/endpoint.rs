@@ -378,7 +378,16 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
         .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
     let timeout = opts.timeout(libc::SO_SNDTIMEO);
     let dial = || found.dial(config, nonblocking, timeout);
-    match Connection::connect(&dial, local, target, config.ring_bytes, opts, nonblocking) {
+    let room = crate::sockets::spare_fds::give_back;
+    match Connection::connect(
+        &dial,
+        room,
+        local,
+        target,
+        config.ring_bytes,
+        opts,
+        nonblocking,
+    ) {
         Ok((sock, conn)) => connected(fd, &sock, conn, nonblocking, target),
         Err(e) if tcp_mode => fallback(fd, target, dial_outcome(fd, target, e)),
         Err(e) => dial_failed(target, e),

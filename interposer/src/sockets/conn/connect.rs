@@ -60,8 +60,13 @@ impl Connection {
     /// rendezvous with `dial` (which also checks whom it reached) and sends
     /// the connect message (claim 83). Returns the Unix connection (to
     /// become the application's fd) and the connection.
+    ///
+    /// `make_room` gives fds back when we ran out (`spare_fds::give_back`,
+    /// which lies above this module): true if the failed step may be
+    /// tried again.
     pub(crate) fn connect(
         dial: &dyn Fn() -> Result<OwnedFd, DialError>,
+        make_room: fn() -> bool,
         local: Reservation,
         peer: SocketAddr,
         ring_bytes: usize,
@@ -84,10 +89,10 @@ impl Connection {
         // so nothing slow may come between connect and send.
         let (seg, reuse) = match pool::offer_for(peer) {
             Some((seg, ticket)) => (seg, Some(ticket.key)),
-            None => (with_room(|| Ok(new_segment(geo)?))?, None),
+            None => (with_room(make_room, || Ok(new_segment(geo)?))?, None),
         };
         hello.key = reuse.unwrap_or_else(pool::new_key);
-        let sock = with_room(dial)?;
+        let sock = with_room(make_room, dial)?;
         // The doorbell needs no fd of its own: `sock` goes onto the
         // application's number (`Bell::opened` when it is registered), so
         // nothing after the acceptor hears of us can run out of fds.
@@ -113,9 +118,12 @@ impl Connection {
 
 /// `make`, once more after giving back the memfds kept for exec if it ran
 /// out of fds (`spare_fds`).
-fn with_room<T>(make: impl Fn() -> Result<T, DialError>) -> Result<T, DialError> {
+fn with_room<T>(
+    make_room: fn() -> bool,
+    make: impl Fn() -> Result<T, DialError>,
+) -> Result<T, DialError> {
     match make() {
-        Err(DialError::Os(Errno::MFILE)) if crate::sockets::spare_fds::give_back() => make(),
+        Err(DialError::Os(Errno::MFILE)) if make_room() => make(),
         r => r,
     }
 }
