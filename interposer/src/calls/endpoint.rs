@@ -377,7 +377,7 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
     let nonblocking = rustix::fs::fcntl_getfl(sys::borrow_fd(fd))
         .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
     let timeout = opts.timeout(libc::SO_SNDTIMEO);
-    let dial = || found.dial(config, nonblocking, timeout);
+    let dial = |from| found.dial(config, nonblocking, timeout, from);
     let room = crate::sockets::spare_fds::give_back;
     match Connection::connect(
         &dial,

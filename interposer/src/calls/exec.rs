@@ -92,7 +92,9 @@ fn host_name(addr: Option<rustix::net::SocketAddrAny>) -> Option<Vec<u8>> {
 fn our_name(addr: Option<rustix::net::SocketAddrAny>) -> Option<Vec<u8>> {
     let unix = rustix::net::SocketAddrUnix::try_from(addr?).ok()?;
     let name = unix.abstract_name()?;
-    name.starts_with(rendezvous::PREFIX.as_bytes())
+    // A connecting socket's own name says nothing of the connection (its
+    // peer's does).
+    (name.starts_with(rendezvous::PREFIX.as_bytes()) && !rendezvous::is_connecting_name(name))
         .then(|| name.to_vec())
 }
 

@@ -83,7 +83,6 @@ extern "C" fn child() {
     // registrations (the order they were always reset in).
     crate::platform::fork::advance();
     crate::sockets::registry::after_fork_child();
-    crate::transport::rendezvous::after_fork_child();
     crate::transport::pool::after_fork_child();
     crate::sockets::readiness::after_fork_child();
     crate::sockets::carry::after_fork_child();
@@ -111,7 +110,6 @@ pub(crate) fn moved_namespace(result: libc::c_int, may_be_net: bool) {
     if result == 0 && may_be_net {
         crate::platform::netlink::namespace_changed();
         crate::transport::lookup::namespace_changed();
-        crate::transport::rendezvous::namespace_changed();
     }
 }
 

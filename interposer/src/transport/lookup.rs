@@ -168,21 +168,35 @@ impl Target {
     /// reached. `nonblocking`: a full listen backlog is EAGAIN at once
     /// instead of a wait (bounded by `timeout`: SO_SNDTIMEO, else about
     /// two minutes, as kernel TCP retries its SYN).
+    ///
+    /// `from`: the socket to dial from (bound to our local name), else a
+    /// new one.
     pub(crate) fn dial(
         &self,
         config: &Config,
         nonblocking: bool,
         timeout: Option<Duration>,
+        from: Option<OwnedFd>,
     ) -> Result<OwnedFd, DialError> {
-        let (sock, hints) = match &self.name {
-            Name::Local(name) => (
+        let sock = match from {
+            Some(s) => s,
+            None => rustix::net::socket_with(
+                AddressFamily::UNIX,
+                SocketType::STREAM,
+                SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+                None,
+            )?,
+        };
+        let hints = match &self.name {
+            Name::Local(name) => {
                 connect_to(
+                    &sock,
                     &SocketAddrUnix::new_abstract_name(name.as_bytes())?,
                     nonblocking,
                     timeout,
-                )?,
-                Hints::Local(name),
-            ),
+                )?;
+                Hints::Local(name)
+            }
             Name::Host { dir, stems } => {
                 let mut found = None;
                 for stem in stems {
@@ -198,19 +212,22 @@ impl Target {
                         return Err(DialError::Policy);
                     }
                     let path = dir.socket_path(stem)?;
-                    match connect_to(&SocketAddrUnix::new(path.as_path())?, nonblocking, timeout) {
-                        Ok(s) => {
-                            found = Some((s, stem));
+                    // (A Unix socket whose connect found nobody may connect
+                    // again.)
+                    let path = SocketAddrUnix::new(path.as_path())?;
+                    match connect_to(&sock, &path, nonblocking, timeout) {
+                        Ok(()) => {
+                            found = Some(stem);
                             break;
                         }
                         Err(DialError::NoListener) => continue,
                         Err(e) => return Err(e),
                     }
                 }
-                let Some((s, stem)) = found else {
+                let Some(stem) = found else {
                     return Err(DialError::NoListener);
                 };
-                (s, Hints::Host(dir, stem))
+                Hints::Host(dir, stem)
             }
         };
         self.verify(sock.as_fd(), config, &hints)?;
@@ -367,26 +384,21 @@ impl Verdicts {
     }
 }
 
-/// Connects a new non-blocking Unix stream socket to `addr`, waiting (in
+/// Connects the non-blocking Unix stream socket `sock` to `addr`, waiting (in
 /// short interruptible naps) while the listen backlog is full, unless
 /// `nonblocking`.
 fn connect_to(
+    sock: &OwnedFd,
     addr: &SocketAddrUnix,
     nonblocking: bool,
     timeout: Option<Duration>,
-) -> Result<OwnedFd, DialError> {
-    let sock = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    )?;
+) -> Result<(), DialError> {
     let deadline =
         std::time::Instant::now().checked_add(timeout.unwrap_or(Duration::from_secs(127)));
     let mut pause = Duration::from_micros(100);
     loop {
-        match rustix::net::connect(&sock, addr) {
-            Ok(()) => return Ok(sock),
+        match rustix::net::connect(sock, addr) {
+            Ok(()) => return Ok(()),
             Err(Errno::NOENT | Errno::CONNREFUSED) => return Err(DialError::NoListener),
             Err(Errno::AGAIN) if !nonblocking => {
                 let left = deadline

@@ -47,11 +47,17 @@ pub(crate) fn addr_name(addr: SocketAddr) -> String {
     format!("{PREFIX}{}", unmapped(addr))
 }
 
-fn block_name(ip: IpAddr, first: u16) -> String {
-    format!(
-        "{PREFIX}{}+{BLOCK}",
-        SocketAddr::new(unmapped_ip(ip), first)
-    )
+/// The name a connecting socket on `addr` holds (`connecting_name`):
+/// apart from listeners' and bound sockets' names, so that a program
+/// exec'd with the connection tells which end it is from the names the
+/// kernel gives (an accepted socket has its listener's).
+fn connecting_port_name(addr: SocketAddr) -> String {
+    format!("{}/c", addr_name(addr))
+}
+
+/// Whether `name` is a connecting socket's (`connecting_port_name`).
+pub(crate) fn is_connecting_name(name: &[u8]) -> bool {
+    name.starts_with(PREFIX.as_bytes()) && name.ends_with(b"/c")
 }
 
 /// A policy hint next to a listener's name (`u1000`, `g33`, `any`).
@@ -77,10 +83,11 @@ pub(crate) fn bind_abstract(name: &str, ty: SocketType) -> Result<OwnedFd, Errno
     Ok(sock)
 }
 
-/// Whether a datagram socket is bound to the abstract `name` (a block, a
-/// policy hint): a datagram socket connects to it. (A stream name answers
+/// Whether a datagram socket is bound to the abstract `name` (a policy
+/// hint): a datagram socket connects to it. (A stream name answers
 /// ECONNREFUSED like a free one: see `name_taken`.)
-pub(crate) fn abstract_exists(name: &str) -> bool {
+#[cfg(test)]
+fn abstract_exists(name: &str) -> bool {
     abstract_probe(name).is_some()
 }
 
@@ -124,8 +131,10 @@ enum Hold {
     /// A socket bound to the address's abstract name (an emulated bind):
     /// the listener's own rendezvous socket, once it listens.
     Name(#[allow(dead_code)] InternalFd),
-    /// A port of a block this process holds (a connecting socket).
-    Block(#[allow(dead_code)] Arc<InternalFd>),
+    /// A connecting socket's port: its name is bound to the socket it
+    /// dials from, handed out once (`dial_socket`); None after that, the
+    /// name then held by the connection's own socket.
+    Dial(Option<OwnedFd>),
     /// A name in SHMNET_DIR (a partition address that is not local).
     Host(#[allow(dead_code)] HostName),
 }
@@ -148,6 +157,20 @@ impl Reservation {
         }
     }
 
+    /// The socket a connect dials from: the one holding the name the
+    /// first time; later (the first one closed: a dial again) a new one
+    /// bound to the same name. None for other reservations (an emulated
+    /// bind keeps its name on its own socket): dial from any socket.
+    pub(crate) fn dial_socket(&mut self) -> Result<Option<OwnedFd>, Errno> {
+        match &mut self._hold {
+            Hold::Dial(sock) => match sock.take() {
+                Some(s) => Ok(Some(s)),
+                None => dial_socket(self.addr).map(Some),
+            },
+            _ => Ok(None),
+        }
+    }
+
     pub(crate) fn socket(&self) -> Option<&InternalFd> {
         match &self._hold {
             Hold::Name(fd) => Some(fd),
@@ -158,8 +181,8 @@ impl Reservation {
 
 /// Reserves the loopback (namespace-local) address `addr` for an emulated
 /// bind: a stream socket bound to its name. Port 0 picks a free ephemeral
-/// port. A port inside a block another socket holds is EADDRINUSE, as the
-/// kernel refuses a port an ephemeral connection uses.
+/// port. A port a connecting socket holds is EADDRINUSE, as the kernel
+/// refuses a port an ephemeral connection uses.
 pub(crate) fn reserve_local(addr: SocketAddr) -> Result<Reservation, Errno> {
     if addr.port() != 0 {
         return reserve_local_port(addr);
@@ -178,25 +201,15 @@ pub(crate) fn reserve_local(addr: SocketAddr) -> Result<Reservation, Errno> {
 
 fn reserve_local_port(addr: SocketAddr) -> Result<Reservation, Errno> {
     let sock = bind_abstract(&addr_name(addr), SocketType::STREAM)?;
-    // The name first, then the block: a block taker checks its ports after
-    // taking the block, so one of the two always sees the other.
-    if let Some(first) = block_of(addr.port()) {
-        if abstract_exists(&block_name(addr.ip(), first)) {
-            return Err(Errno::ADDRINUSE);
-        }
+    // The name first, then a connecting socket's (see `dial_socket`).
+    if name_taken(&connecting_port_name(addr)) {
+        return Err(Errno::ADDRINUSE);
     }
     Ok(Reservation {
         addr,
         _hold: Hold::Name(InternalFd::new(sock)),
     })
 }
-
-/// Connecting sockets take their local ports from blocks of `BLOCK`
-/// ports, one name per block held by this process (a socket bound to
-/// it): a connect costs no name of its own. A used-up block is held until
-/// the last connection named from it is gone, so no other process hands
-/// out its ports meanwhile.
-const BLOCK: u16 = 16;
 
 /// Kernel TCP's default ephemeral range (net.ipv4.ip_local_port_range).
 const EPHEMERAL: std::ops::RangeInclusive<u16> = 32768..=60999;
@@ -206,80 +219,49 @@ pub(crate) fn is_ephemeral(port: u16) -> bool {
     EPHEMERAL.contains(&port)
 }
 
-struct Block {
-    ip: IpAddr,
-    free: Vec<u16>,
-    hold: Arc<InternalFd>,
-}
-
-static BLOCKS: crate::platform::lock::Mutex<Vec<Block>> =
-    crate::platform::lock::Mutex::new(Vec::new());
-
-fn block_of(port: u16) -> Option<u16> {
-    EPHEMERAL
-        .contains(&port)
-        .then(|| EPHEMERAL.start() + (port - EPHEMERAL.start()) / BLOCK * BLOCK)
-}
-
-/// The local name of a connecting socket on `ip` (see `BLOCK`).
+/// The local name of a connecting socket on `ip`: a free ephemeral port,
+/// reserved by binding its name to the Unix socket that will carry the
+/// connection (`Reservation::dial_socket`), which becomes the
+/// application's fd. So the name lives exactly as long as the connection's
+/// socket, in every process that holds it (fork, exec), and costs no fd
+/// of its own: a connection costs the application's fd and nothing more.
 pub(crate) fn connecting_name(ip: IpAddr) -> Result<Reservation, Errno> {
-    let mut blocks = BLOCKS.lock();
-    for _ in 0..4 {
-        if let Some(i) = blocks.iter().position(|b| b.ip == ip) {
-            let b = &mut blocks[i];
-            if let Some(port) = b.free.pop() {
-                return Ok(Reservation {
-                    addr: SocketAddr::new(ip, port),
-                    _hold: Hold::Block(b.hold.clone()),
-                });
-            }
-            // Used up: its hold lives on in its connections' reservations.
-            blocks.swap_remove(i);
-        }
-        blocks.push(take_block(ip)?);
-    }
-    Err(Errno::ADDRNOTAVAIL)
-}
-
-fn take_block(ip: IpAddr) -> Result<Block, Errno> {
-    let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start() + 1) / u32::from(BLOCK);
+    let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
     let start = seed() % span;
     for k in 0..span {
-        let first = EPHEMERAL.start() + ((start + k) % span) as u16 * BLOCK;
-        let hold = match bind_abstract(&block_name(ip, first), SocketType::DGRAM) {
-            Ok(h) => h,
+        let addr = SocketAddr::new(ip, EPHEMERAL.start() + ((start + k) % span) as u16);
+        match dial_socket(addr) {
+            Ok(sock) => {
+                return Ok(Reservation {
+                    addr,
+                    _hold: Hold::Dial(Some(sock)),
+                })
+            }
             Err(Errno::ADDRINUSE) => continue,
             Err(e) => return Err(e),
-        };
-        // Ports bound on their own before we took the block are skipped.
-        let mut free: Vec<u16> = (first..first + BLOCK)
-            .rev()
-            .filter(|p| !name_taken(&addr_name(SocketAddr::new(ip, *p))))
-            .collect();
-        free.shrink_to_fit();
-        return Ok(Block {
-            ip,
-            free,
-            hold: Arc::new(InternalFd::new(hold)),
-        });
+        }
     }
     Err(Errno::ADDRNOTAVAIL)
 }
 
-/// In a forked child: the blocks' names are held by the parent's sockets
-/// too (the child has copies), and its free ports are the parent's to hand
-/// out, so the child takes its own.
-pub(crate) fn after_fork_child() {
-    BLOCKS.reset_after_fork();
-    BLOCKS.lock().clear();
-}
-
-/// Another network namespace: port blocks are names in the old one's
-/// abstract namespace, so the new one's ports are reserved afresh.
-pub(crate) fn namespace_changed() {
-    if let Some(mut blocks) = BLOCKS.try_lock() {
-        blocks.clear();
+/// A Unix stream socket to dial from (close-on-exec, non-blocking), bound
+/// to `addr`'s connecting name: EADDRINUSE while another connecting
+/// socket holds it, or a listener or bound socket holds `addr`'s own name
+/// (each binds its name, then looks for the other's: one of two at the
+/// same time always sees the other).
+fn dial_socket(addr: SocketAddr) -> Result<OwnedFd, Errno> {
+    let sock = rustix::net::socket_with(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+        None,
+    )?;
+    let name = connecting_port_name(addr);
+    rustix::net::bind(&sock, &SocketAddrUnix::new_abstract_name(name.as_bytes())?)?;
+    if name_taken(&addr_name(addr)) {
+        return Err(Errno::ADDRINUSE);
     }
+    Ok(sock)
 }
 
 /// A cheap varying start for the port scan (pid and clock), so concurrent
@@ -503,10 +485,6 @@ mod tests {
         assert_eq!(parse_addr_name(b"shmnet.4/tcp/c1f2"), None);
         assert_eq!(parse_addr_name(b"other/127.0.0.1:1"), None);
         assert_eq!(
-            block_name("127.0.0.1".parse().unwrap(), 32768),
-            "shmnet.4/tcp/127.0.0.1:32768+16"
-        );
-        assert_eq!(
             host_candidates("10.211.0.1:80".parse().unwrap()),
             vec!["tcp4-10.211.0.1-80", "tcp4-0.0.0.0-80", "tcp6-::-80"]
         );
@@ -535,13 +513,23 @@ mod tests {
     }
 
     #[test]
-    fn a_port_of_a_held_block_is_taken() {
+    fn a_connecting_port_is_taken_while_its_socket_lives() {
         let ip: IpAddr = "127.77.250.1".parse().unwrap();
-        let r = connecting_name(ip).unwrap();
-        let again = reserve_local(r.addr).unwrap_err();
-        assert_eq!(again, Errno::ADDRINUSE);
-        // Ports bound on their own are skipped by a new block.
+        let mut r = connecting_name(ip).unwrap();
+        let addr = r.addr;
+        assert_eq!(reserve_local(addr).unwrap_err(), Errno::ADDRINUSE);
+        // The name goes with the dial socket, not the reservation.
+        let sock = r.dial_socket().unwrap().unwrap();
+        drop(r);
+        assert!(name_taken(&connecting_port_name(addr)));
+        assert_eq!(reserve_local(addr).unwrap_err(), Errno::ADDRINUSE);
+        drop(sock);
+        assert!(!name_taken(&connecting_port_name(addr)));
+        assert!(reserve_local(addr).is_ok());
+        // Ports bound on their own are skipped.
         let bound = reserve_local(SocketAddr::new(ip, 0)).unwrap();
         assert!(name_taken(&addr_name(bound.addr)));
+        let next = connecting_name(ip).unwrap();
+        assert_ne!(next.addr, bound.addr);
     }
 }

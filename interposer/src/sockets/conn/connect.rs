@@ -65,9 +65,9 @@ impl Connection {
     /// which lies above this module): true if the failed step may be
     /// tried again.
     pub(crate) fn connect(
-        dial: &dyn Fn() -> Result<OwnedFd, DialError>,
+        dial: &dyn Fn(Option<OwnedFd>) -> Result<OwnedFd, DialError>,
         make_room: fn() -> bool,
-        local: Reservation,
+        mut local: Reservation,
         peer: SocketAddr,
         ring_bytes: usize,
         opts: Options,
@@ -92,12 +92,12 @@ impl Connection {
             None => (with_room(make_room, || Ok(new_segment(geo)?))?, None),
         };
         hello.key = reuse.unwrap_or_else(pool::new_key);
-        let sock = with_room(make_room, dial)?;
+        let sock = with_room(make_room, || dial(local.dial_socket()?))?;
         // The doorbell needs no fd of its own: `sock` goes onto the
         // application's number (`Bell::opened` when it is registered), so
         // nothing after the acceptor hears of us can run out of fds.
         let (sock, seg, bell) = if reuse.is_some() {
-            offer_reuse(dial, sock, seg, &mut hello, geo, nonblocking)?
+            offer_reuse(dial, &mut local, sock, seg, &mut hello, geo, nonblocking)?
         } else {
             // The listener went away between connect and send: refused.
             handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(refused)?;
@@ -120,7 +120,7 @@ impl Connection {
 /// out of fds (`spare_fds`).
 fn with_room<T>(
     make_room: fn() -> bool,
-    make: impl Fn() -> Result<T, DialError>,
+    mut make: impl FnMut() -> Result<T, DialError>,
 ) -> Result<T, DialError> {
     match make() {
         Err(DialError::Os(Errno::MFILE)) if make_room() => make(),
@@ -139,7 +139,8 @@ fn refused(_: Errno) -> DialError {
 /// declined, a fresh one on the same connection; unanswered, a fresh one on
 /// a new connection. Returns the connection, its segment and its doorbell.
 fn offer_reuse(
-    dial: &dyn Fn() -> Result<OwnedFd, DialError>,
+    dial: &dyn Fn(Option<OwnedFd>) -> Result<OwnedFd, DialError>,
+    local: &mut Reservation,
     mut sock: OwnedFd,
     mut seg: Segment,
     hello: &mut Message,
@@ -186,7 +187,9 @@ fn offer_reuse(
             seg = new_segment(geo)?;
             hello.kind = Kind::Connect;
             hello.key = pool::new_key();
-            sock = dial()?;
+            // Closed first: the new socket takes its local name.
+            drop(sock);
+            sock = dial(local.dial_socket()?)?;
             bell = Bell::new(sock.as_fd(), None);
             handshake::send(sock.as_fd(), hello, seg.fd()).map_err(refused)?;
             rustix::io::ioctl_fionbio(&sock, false)?;

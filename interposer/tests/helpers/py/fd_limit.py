@@ -2,7 +2,7 @@
 # each then checked with a byte echoed by the server (a forked child with
 # the full limit, an epoll loop). Run emulated (preloaded) and over kernel
 # TCP: a connection must cost the emulated client no more fds than kernel
-# TCP's, but for the port blocks' names (one per 16 connects).
+# TCP's.
 # Prints "opened N echoed M error E".
 import os, resource, selectors, socket, sys
 LIMIT = int(sys.argv[1])
