@@ -669,3 +669,79 @@ fn connections_fit_the_fd_limit_kernel_tcp_needs() {
     assert_eq!(tcp_echoed + 1, tcp, "{kernel}");
     assert!(shm + 4 >= tcp, "emulated {emulated} vs kernel TCP {kernel}");
 }
+
+/// dup2 onto one of a connection's numbers while another thread's writes
+/// ring the doorbell: no doorbell byte reaches the file dup2 put there,
+/// and no wake-up is lost (helpers/c/dup2_doorbell.c).
+#[test]
+fn dup2_onto_a_connection_number_sends_no_doorbell_to_the_new_file() {
+    let exe = build_c("dup2_doorbell", &["-O2", "-Wall", "-pthread"]);
+    let net = Net::emulated("fds-dup2-bell");
+    let out = run(net
+        .env(&mut preloaded(&exe))
+        .args([&net.host_str(), &net.port_str(), "20000"]));
+    assert!(
+        out.status.success()
+            && out
+                .stdout
+                .contains("found in the unrelated socketpair: 0, other bytes there: 0")
+            && out.stdout.contains("reader timeouts: 0"),
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// A signal handler's close of a number the doorbell may be using (its
+/// thread was inside the library): the number is not reused while the
+/// doorbell could still ring on it (helpers/c/handler_close_doorbell.c).
+#[test]
+fn a_signal_handlers_close_never_lets_doorbells_reach_the_next_file() {
+    let exe = build_c("handler_close_doorbell", &["-O2", "-Wall", "-pthread"]);
+    let net = Net::emulated("fds-handler-bell");
+    let out = run(net
+        .env(&mut preloaded(&exe))
+        .args([&net.host_str(), &net.port_str(), "100"]));
+    assert!(
+        out.status.success() && out.stdout.contains("no stray byte in 100 attempts"),
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// At the fd limit, every failed open() gives back kept memfds (a walk
+/// under the registry's lock) while a signal handler closes emulated fds:
+/// no hang (helpers/c/emfile_signals.c; `run` kills a hung one at 90 s).
+#[test]
+fn running_out_of_fds_under_signals_never_hangs() {
+    let exe = build_c("emfile_signals", &["-O2", "-Wall"]);
+    let net = Net::emulated("fds-emfile-signals");
+    let out = run(net
+        .env(&mut preloaded(&exe))
+        .args([&net.host_str(), &net.port_str()]));
+    assert!(
+        out.status.success() && out.stdout.contains("no hang"),
+        "{}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// One EMFILE (an unrelated open at the limit) gives kept memfds back, but
+/// connections made once there is room again still cross exec.
+#[test]
+fn connections_still_cross_exec_after_running_out_of_fds_once() {
+    let net = Net::emulated("fds-exec-emfile");
+    let out = common::stdout_of(
+        "exec_after_emfile",
+        &mut net.py_helper("exec_after_emfile", &[]),
+    );
+    assert_eq!(
+        out, "before: child read: b'hello across exec'\nafter: child read: b'hello across exec'\n",
+        "{out}"
+    );
+}

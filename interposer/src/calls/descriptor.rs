@@ -50,7 +50,8 @@ pub(crate) fn dup(fd: c_int) -> Action<c_int> {
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
-    options::share(rustix::io::dup(sys::borrow_fd(fd)), sock)
+    let new = crate::sockets::spare_fds::retry(|| rustix::io::dup(sys::borrow_fd(fd)));
+    options::share(new, sock)
 }
 
 pub(crate) fn dup2(old: c_int, new: c_int) -> Action<c_int> {
@@ -75,7 +76,11 @@ fn replace_target(
     if old == new || (source.is_none() && !fdtable::is_owned(new) && !log::is_log_fd(new)) {
         return Action::Pass;
     }
-    let result = real_call();
+    // The doorbell stops using `new` before the kernel re-points it.
+    let result = match registry::get(new) {
+        Some(target) => target.while_replacing(new, real_call),
+        None => real_call(),
+    };
     if result >= 0 {
         log::forget_fd(new);
         crate::sockets::readiness::forget(new);

@@ -249,10 +249,7 @@ fn accept_with_room(
     peer: AddrOut<'_>,
     flags: c_int,
 ) -> Result<Accepted, Errno> {
-    match l.accept(fd, peer, flags) {
-        Err(Errno::MFILE) if crate::sockets::spare_fds::give_back() => l.accept(fd, peer, flags),
-        r => r,
-    }
+    crate::sockets::spare_fds::retry(|| l.accept(fd, peer, flags))
 }
 
 /// Hands a shared-memory connection `l` accepted to the application: its
@@ -352,7 +349,9 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
             Some(r) => r,
             None => return fail(Errno::INVAL),
         },
-        _ => match rendezvous::connecting_name(local_ip_for(&target, tcp_mode)) {
+        _ => match crate::sockets::spare_fds::retry(|| {
+            rendezvous::connecting_name(local_ip_for(&target, tcp_mode))
+        }) {
             Ok(r) => r,
             Err(e) if tcp_mode => {
                 log!(debug, "connect(fd {fd}) to {target}: no local name ({e})");
@@ -378,7 +377,7 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
         .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
     let timeout = opts.timeout(libc::SO_SNDTIMEO);
     let dial = |from| found.dial(config, nonblocking, timeout, from);
-    let room = crate::sockets::spare_fds::give_back;
+    let room = crate::sockets::spare_fds::give_back_inside;
     match Connection::connect(
         &dial,
         room,

@@ -160,6 +160,25 @@ pub(crate) fn cap_kept_memfds() {
     KEPT_CAP.store(KEPT_MEMFDS.load(Ordering::Relaxed), Ordering::Relaxed);
 }
 
+/// A connection closed: its fd's room may hold a kept memfd again (the
+/// cap `cap_kept_memfds` set rises by one).
+pub(crate) fn room_freed() {
+    let _ = KEPT_CAP.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+        (c != usize::MAX).then(|| c + 1)
+    });
+}
+
+/// Whether one more fd can be made now (a dup made and closed at once):
+/// tells a full fd table from other EMFILEs.
+pub(crate) fn room_for_one() -> bool {
+    rustix::fs::open(
+        "/",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .is_ok()
+}
+
 impl KeptMemfd {
     pub(crate) fn new(fd: OwnedFd) -> Option<KeptMemfd> {
         use std::os::fd::AsRawFd;

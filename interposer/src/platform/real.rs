@@ -30,14 +30,18 @@ pub(crate) enum Action<R> {
 /// Return types of hooked functions, and how each spells failure.
 pub(crate) trait CRet: Copy + PartialEq + fmt::Debug {
     const FAILED: Self;
+    /// What a call that succeeded without a value returns (0).
+    const SUCCESS: Self;
 }
 
 impl CRet for c_int {
     const FAILED: Self = -1;
+    const SUCCESS: Self = 0;
 }
 
 impl CRet for ssize_t {
     const FAILED: Self = -1;
+    const SUCCESS: Self = 0;
 }
 
 /// popen.
@@ -46,15 +50,18 @@ impl CRet for ssize_t {
 #[cfg(target_pointer_width = "64")]
 impl CRet for c_long {
     const FAILED: Self = -1;
+    const SUCCESS: Self = 0;
 }
 
 impl CRet for *mut FILE {
     const FAILED: Self = core::ptr::null_mut();
+    const SUCCESS: Self = core::ptr::null_mut();
 }
 
 /// `void` functions (closefrom) cannot fail.
 impl CRet for () {
     const FAILED: Self = ();
+    const SUCCESS: Self = ();
 }
 
 /// Expands the symbol list into the table and its wrappers.

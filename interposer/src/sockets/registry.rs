@@ -16,7 +16,7 @@
 #![forbid(unsafe_code)]
 
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::platform::fdtable::{self, Handle, InsertError};
@@ -71,10 +71,12 @@ pub(crate) fn with<R>(fd: RawFd, f: impl FnOnce(&Socket) -> R) -> Option<R> {
 /// Makes `fd` refer to `socket`. An fd that was ours already (a number the
 /// kernel reused after a close we did not see) is released first.
 pub(crate) fn insert(fd: RawFd, socket: Arc<Socket>) -> Result<(), ()> {
-    socket.fd_opened(fd);
     let ptr = Arc::as_ptr(&socket);
     let handle = {
         let mut slab = SLAB.write();
+        // Under the lock fork's prepare handler takes: a child never
+        // inherits the socket's fd list half-changed.
+        socket.fd_opened(fd);
         let index = match slab.free.pop() {
             Some(i) => i,
             None => {
@@ -95,11 +97,8 @@ pub(crate) fn insert(fd: RawFd, socket: Arc<Socket>) -> Result<(), ()> {
         Ok(()) => Ok(()),
         Err(InsertError::Occupied(_)) => {
             if let Ok(Some(old)) = fdtable::table().replace(fd, handle) {
-                if let Some(old) = release(old) {
-                    if !core::ptr::eq(Arc::as_ptr(&old), ptr) {
-                        old.fd_closing(fd);
-                    }
-                }
+                let same = |s: &Socket| core::ptr::eq(s, ptr);
+                drop(release_inner(old, Some(fd).filter(|_| !slot_is(old, same))));
             }
             Ok(())
         }
@@ -138,6 +137,53 @@ pub(crate) fn defer_release(handle: Handle) {
     DEFERRED_ANY.store(true, Ordering::Release);
 }
 
+/// Numbers a signal handler's close left open (`defer_close`): per slot a
+/// state (0 free, 1 being filled, 2 ready), the fd and the handle.
+static CLOSE_STATE: [AtomicU32; 16] = [const { AtomicU32::new(0) }; 16];
+static CLOSE_FD: [AtomicI32; 16] = [const { AtomicI32::new(-1) }; 16];
+static CLOSE_HANDLE: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+
+/// For a close() made by a signal handler while the socket's doorbell may
+/// be using `fd` (`try_fd_closing` could not say otherwise without
+/// waiting): `fd` stays open, marked as the library's own, and is
+/// forgotten, closed and released by the next call made outside any
+/// handler (`release_deferred`). Lock- and allocation-free; false if there
+/// is no free slot (then the caller closes it now).
+pub(crate) fn defer_close(fd: RawFd, handle: Handle) -> bool {
+    for (i, state) in CLOSE_STATE.iter().enumerate() {
+        if state
+            .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            fdtable::set_internal(fd, true);
+            CLOSE_FD[i].store(fd, Ordering::Relaxed);
+            CLOSE_HANDLE[i].store(handle.raw(), Ordering::Relaxed);
+            state.store(2, Ordering::Release);
+            DEFERRED_ANY.store(true, Ordering::Release);
+            return true;
+        }
+    }
+    false
+}
+
+/// Closes what `defer_close` left open: the socket forgets the number
+/// (waiting for its lock is fine here), then the kernel closes it.
+fn close_deferred() {
+    for (i, state) in CLOSE_STATE.iter().enumerate() {
+        if state.load(Ordering::Acquire) != 2 {
+            continue;
+        }
+        let fd = CLOSE_FD[i].load(Ordering::Relaxed);
+        let handle = Handle::from_raw_parts(CLOSE_HANDLE[i].load(Ordering::Relaxed));
+        if let Some(h) = handle {
+            drop(release_fd(fd, h));
+        }
+        fdtable::set_internal(fd, false);
+        crate::platform::sys::close_inherited(fd);
+        state.store(0, Ordering::Release);
+    }
+}
+
 /// Sockets `defer_release` had no room for.
 static LEAKED: AtomicU32 = AtomicU32::new(0);
 
@@ -148,6 +194,7 @@ pub(crate) fn release_deferred() {
         return;
     }
     DEFERRED_ANY.store(false, Ordering::Relaxed);
+    close_deferred();
     let leaked = LEAKED.swap(0, Ordering::Relaxed);
     if leaked > 0 {
         log!(
@@ -167,9 +214,17 @@ pub(crate) fn release_deferred() {
 /// `release` for the handle of fd `fd`, which is being closed (or was,
 /// past us): the socket stops using that number first (`fd_closing`).
 pub(crate) fn release_fd(fd: RawFd, handle: Handle) -> Option<Arc<Socket>> {
-    let socket = release(handle)?;
-    socket.fd_closing(fd);
-    Some(socket)
+    release_inner(handle, Some(fd))
+}
+
+/// Whether the slot behind `handle` holds a socket `f` accepts.
+fn slot_is(handle: Handle, f: impl Fn(&Socket) -> bool) -> bool {
+    let slab = SLAB.read();
+    slab.slots
+        .get(handle.index() as usize)
+        .filter(|s| s.generation == handle.generation())
+        .and_then(|s| s.socket.as_deref())
+        .is_some_and(f)
 }
 
 /// `fd_closing` from a signal handler (see `defer_release`): no lock is
@@ -189,6 +244,12 @@ pub(crate) fn try_fd_closing(fd: RawFd, handle: Handle) -> bool {
 
 /// Frees the slot behind `handle` and returns what it held.
 pub(crate) fn release(handle: Handle) -> Option<Arc<Socket>> {
+    release_inner(handle, None)
+}
+
+/// `release`; with `fd`, the socket stops using that number first
+/// (`fd_closing`), under the lock fork's prepare handler takes.
+fn release_inner(handle: Handle, fd: Option<RawFd>) -> Option<Arc<Socket>> {
     let mut slab = SLAB.write();
     let index = handle.index();
     let slot = slab.slots.get_mut(index as usize)?;
@@ -198,6 +259,9 @@ pub(crate) fn release(handle: Handle) -> Option<Arc<Socket>> {
     let socket = slot.socket.take();
     slot.generation = slot.generation.wrapping_add(1);
     slab.free.push(index);
+    if let (Some(fd), Some(s)) = (fd, &socket) {
+        s.fd_closing(fd);
+    }
     socket
 }
 

@@ -58,6 +58,19 @@ impl Socket {
         }
     }
 
+    /// Runs `replace` (dup2/dup3 onto `fd`, one of this socket's numbers)
+    /// so that the library's own calls never meet the file it puts there.
+    pub(crate) fn while_replacing(
+        &self,
+        fd: std::os::fd::RawFd,
+        replace: impl FnOnce() -> i32,
+    ) -> i32 {
+        match self {
+            Socket::Stream(c) => c.while_replacing(fd, replace),
+            _ => replace(),
+        }
+    }
+
     /// `fd_closing` from a signal handler that interrupted the library: no
     /// waiting for a lock (None if it would have to).
     pub(crate) fn try_fd_closing(&self, fd: std::os::fd::RawFd) -> Option<()> {

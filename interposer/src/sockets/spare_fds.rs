@@ -7,11 +7,14 @@
 //! reads as closed in a program it execs, as one that never kept it. The
 //! close-on-exec ones go first: they can cross exec only if the
 //! application clears the flag later. After a give-back, no more memfds
-//! are kept than are left (`internal_fd::cap_kept_memfds`).
+//! are kept than are left, plus one for each connection closed since
+//! (`internal_fd::cap_kept_memfds`, `internal_fd::room_freed`).
 #![forbid(unsafe_code)]
 
-use crate::platform::internal_fd;
+use crate::platform::guard;
+use crate::platform::internal_fd::{self, KeptMemfd};
 use crate::sockets::registry;
+use rustix::io::Errno;
 
 /// Memfds given back at a time: enough that a server accepting at its
 /// limit walks its connections once per this many accepts, not each time.
@@ -20,27 +23,61 @@ const AT_ONCE: usize = 256;
 /// Gives back kept memfds (pooled segments' first, then close-on-exec
 /// connections', then any). True if one was: the failed call may be made
 /// again.
+///
+/// For a call that passed through to libc (the exports' retry, outside
+/// the re-entry guard): runs inside the guard, so that a signal handler
+/// interrupting the walk (which holds the registry's read lock) is a
+/// nested call, and never from a nested call itself (false there).
 pub(crate) fn give_back() -> bool {
-    let mut freed = crate::transport::pool::give_back_memfds();
+    let Some(_inside) = guard::enter("give_back") else {
+        return false;
+    };
+    give_back_inside()
+}
+
+/// `give_back` from a call's own logic, which runs inside the guard
+/// already (a nested call never runs logic). An EMFILE that is not this
+/// process's fd table being full (inotify's per-user instances) gives
+/// nothing back.
+pub(crate) fn give_back_inside() -> bool {
+    if internal_fd::room_for_one() {
+        return false;
+    }
+    let mut freed: Vec<KeptMemfd> = crate::transport::pool::give_back_memfds();
     for cloexec_only in [true, false] {
-        if freed >= AT_ONCE {
+        if freed.len() >= AT_ONCE {
             break;
         }
         registry::for_each_socket(|sock| {
-            if freed < AT_ONCE {
-                if let Some(c) = sock.connection() {
-                    freed += usize::from(c.give_back_memfd(cloexec_only));
+            if freed.len() < AT_ONCE {
+                if let Some(m) = sock
+                    .connection()
+                    .and_then(|c| c.give_back_memfd(cloexec_only))
+                {
+                    freed.push(m);
                 }
             }
         });
     }
-    internal_fd::cap_kept_memfds();
-    if freed > 0 {
-        log!(
-            debug,
-            "out of fds: gave back {freed} memfds kept for exec (those connections read as \
-             closed after an exec)"
-        );
+    let n = freed.len();
+    drop(freed); // closed outside the registry's lock
+    if n == 0 {
+        return false;
     }
-    freed > 0
+    internal_fd::cap_kept_memfds();
+    log!(
+        debug,
+        "out of fds: gave back {n} memfds kept for exec (those connections read as closed \
+         after an exec)"
+    );
+    true
+}
+
+/// `make`, once more after `give_back_inside` if it failed with EMFILE
+/// (from a call's logic).
+pub(crate) fn retry<T>(mut make: impl FnMut() -> Result<T, Errno>) -> Result<T, Errno> {
+    match make() {
+        Err(Errno::MFILE) if give_back_inside() => make(),
+        r => r,
+    }
 }

@@ -132,15 +132,13 @@ pub(crate) fn put(seg: Segment, ticket: Ticket, memfd: Option<KeptMemfd>) {
     drop(evicted); // unmapped outside the lock
 }
 
-/// Closes the memfds pooled segments kept (`sockets::spare_fds`); how
-/// many.
-pub(crate) fn give_back_memfds() -> usize {
-    let taken: Vec<KeptMemfd> = POOL
-        .lock()
+/// The memfds pooled segments kept, given up (`sockets::spare_fds`; the
+/// caller closes them, outside our lock).
+pub(crate) fn give_back_memfds() -> Vec<KeptMemfd> {
+    POOL.lock()
         .iter_mut()
         .filter_map(|e| e.memfd.take())
-        .collect();
-    taken.len() // closed as they drop, outside the lock
+        .collect()
 }
 
 /// Connector: a kept segment for `dest` that both sides released, offered

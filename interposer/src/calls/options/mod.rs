@@ -169,12 +169,14 @@ pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> Action<c_int> {
         return Action::Pass;
     };
     let min = c_int::try_from(arg).unwrap_or(c_int::MAX);
+    let new = crate::sockets::spare_fds::retry(|| {
+        rustix::io::fcntl_dupfd_cloexec(sys::borrow_fd(fd), min)
+    });
+    // rustix has no plain F_DUPFD: dup, then clear close-on-exec.
     let new = if cmd == libc::F_DUPFD_CLOEXEC {
-        rustix::io::fcntl_dupfd_cloexec(sys::borrow_fd(fd), min)
+        new
     } else {
-        // rustix has no plain F_DUPFD; dup then clear close-on-exec.
-        rustix::io::fcntl_dupfd_cloexec(sys::borrow_fd(fd), min)
-            .and_then(|f| rustix::io::fcntl_setfd(&f, rustix::io::FdFlags::empty()).map(|()| f))
+        new.and_then(|f| rustix::io::fcntl_setfd(&f, rustix::io::FdFlags::empty()).map(|()| f))
     };
     share(new, sock)
 }

@@ -203,9 +203,10 @@ pub(crate) fn secure_exec() -> bool {
     unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
 }
 
-/// Closes an fd inherited across exec that nothing in this process owns
-/// (a dual listener's kernel listener, after it was moved onto the
-/// application's fd number).
+/// Closes an fd number no Rust object owns: one inherited across exec that
+/// nothing in this process owns (a dual listener's kernel listener, after
+/// it was moved onto the application's fd number), or one a signal
+/// handler's close left open (`registry::defer_close`).
 pub(crate) fn close_inherited(fd: c_int) {
     // SAFETY: closing a plain fd number; no Rust object owns it.
     unsafe { libc::close(fd) };

@@ -4,7 +4,7 @@
 //! docs/architecture.md's "The readiness protocol".
 #![forbid(unsafe_code)]
 
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,6 +118,20 @@ impl Bell {
         self.fds.write().retain(|&f| f != fd);
     }
 
+    /// Runs `replace` (a dup2/dup3 onto `fd`) with `fd` out of the list and
+    /// the write lock held, so no doorbell call meets the file the kernel
+    /// puts there; `fd` is ours again if it failed (negative result).
+    pub(crate) fn while_replacing(&self, fd: RawFd, replace: impl FnOnce() -> i32) -> i32 {
+        let mut fds = self.fds.write();
+        let had = fds.contains(&fd);
+        fds.retain(|&f| f != fd);
+        let r = replace();
+        if r < 0 && had {
+            fds.push(fd);
+        }
+        r
+    }
+
     /// `forget_fd` from a signal handler that interrupted the library: it
     /// may not wait for the lock (its own thread may hold it). None if it
     /// could not.
@@ -139,10 +153,14 @@ impl Bell {
         Some(f(sys::borrow_fd(fd)))
     }
 
-    /// Waits up to `timeout` for bytes on our end, under the read lock (a
-    /// close from another thread waits as long).
+    /// Waits up to `timeout` for bytes on our end. The lock is not held
+    /// across the sleep (a close would wait for it): if the number is
+    /// closed and reused meanwhile, the poll only ends early or late.
     pub(super) fn wait_briefly(&self, timeout: Duration) {
-        self.with_fd(|fd| handshake::wait_readable(fd, Some(timeout)));
+        let Some(fd) = self.with_fd(|fd| fd.as_raw_fd()) else {
+            return;
+        };
+        let _ = handshake::wait_readable(sys::borrow_fd(fd), Some(timeout));
     }
 
     /// `shutdown(2)` on our end.
@@ -179,7 +197,15 @@ impl Bell {
             let got = self.with_fd(|fd| {
                 rustix::net::recv(fd, &mut buf, RecvFlags::PEEK | RecvFlags::DONTWAIT)
             });
-            return match got.unwrap_or(Ok((0, 0))) {
+            // No number left (the application closed them while we ran):
+            // nothing queued that we can see, not a hang-up.
+            let Some(got) = got else {
+                return Pending {
+                    hung_up: false,
+                    foreign: false,
+                };
+            };
+            return match got {
                 Ok((0, _)) => Pending {
                     hung_up: true,
                     foreign: false,
@@ -208,7 +234,7 @@ impl Bell {
         while got < n {
             let want = (n - got).min(buf.len());
             let r = self.with_fd(|fd| rustix::net::recv(fd, &mut buf[..want], RecvFlags::DONTWAIT));
-            match r.unwrap_or(Ok((0, 0))) {
+            match r.unwrap_or(Err(Errno::AGAIN)) {
                 Ok((0, _)) => return (self.took(got), true),
                 Ok((k, _)) => {
                     if buf[..k].iter().any(|&b| b != DOORBELL) {
@@ -401,11 +427,11 @@ impl Doorbell for Bell {
 /// Without FIONREAD or MSG_PEEK, the bytes queued are what the peer
 /// counted and we did not take.
 impl Bell {
-    /// revents of a zero-timeout poll for `events` (0 on error; POLLHUP
-    /// once the application closed every number).
+    /// revents of a zero-timeout poll for `events` (0 on error, and once
+    /// the application closed every number: a writer blocked then goes on
+    /// waiting for room, as on a kernel socket closed under it).
     fn poll_now(&self, events: i16) -> i16 {
-        self.with_fd(|fd| poll_now(fd, events))
-            .unwrap_or(libc::POLLHUP)
+        self.with_fd(|fd| poll_now(fd, events)).unwrap_or(0)
     }
 
     /// Room for a write that cannot block, and the peer's end is open.
@@ -491,7 +517,7 @@ impl Bell {
             }
             let want = (n - got).min(buf.len());
             let r = self.with_fd(|fd| rustix::io::read(fd, &mut buf[..want]));
-            match r.unwrap_or(Ok(0)) {
+            match r.unwrap_or(Err(Errno::AGAIN)) {
                 Ok(0) => return (self.took(got), true),
                 Ok(k) => {
                     if buf[..k].iter().any(|&b| b != DOORBELL) {

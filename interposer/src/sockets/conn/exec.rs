@@ -104,17 +104,15 @@ impl Connection {
         }
     }
 
-    /// Closes the kept memfd (see `sockets::spare_fds`) unless a carrier
-    /// holds the segment already, or (`cloexec_only`) the application's
-    /// fds are inheritable; true if it did. Never waits for the lock.
-    pub(crate) fn give_back_memfd(&self, cloexec_only: bool) -> bool {
-        let Some(mut carry) = self.exec.carry.try_lock() else {
-            return false;
-        };
+    /// Gives up the kept memfd (see `sockets::spare_fds`; the caller closes
+    /// it) unless a carrier holds the segment already, or (`cloexec_only`)
+    /// the application's fds are inheritable. Never waits for the lock.
+    pub(crate) fn give_back_memfd(&self, cloexec_only: bool) -> Option<KeptMemfd> {
+        let mut carry = self.exec.carry.try_lock()?;
         if carry.carrier.is_some() || (cloexec_only && carry.wanted) {
-            return false;
+            return None;
         }
-        carry.memfd.take().is_some()
+        carry.memfd.take()
     }
 
     /// An exec may follow: an inheritable connection gets its carrier

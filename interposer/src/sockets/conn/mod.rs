@@ -32,6 +32,7 @@ pub(crate) use doorbell::Bell;
 pub(crate) use send::FastSend;
 
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -205,17 +206,22 @@ impl Connection {
     }
 
     /// See `Socket::fd_opened`: the doorbell may use `fd`.
-    pub(crate) fn fd_opened(&self, fd: std::os::fd::RawFd) {
+    pub(crate) fn fd_opened(&self, fd: RawFd) {
         self.bell.opened(fd);
     }
 
     /// See `Socket::fd_closing`.
-    pub(crate) fn fd_closing(&self, fd: std::os::fd::RawFd) {
+    pub(crate) fn fd_closing(&self, fd: RawFd) {
         self.bell.forget_fd(fd);
     }
 
+    /// See `Socket::while_replacing`.
+    pub(crate) fn while_replacing(&self, fd: RawFd, replace: impl FnOnce() -> i32) -> i32 {
+        self.bell.while_replacing(fd, replace)
+    }
+
     /// See `Socket::try_fd_closing`.
-    pub(crate) fn try_fd_closing(&self, fd: std::os::fd::RawFd) -> Option<()> {
+    pub(crate) fn try_fd_closing(&self, fd: RawFd) -> Option<()> {
         self.bell.try_forget_fd(fd)
     }
 
@@ -359,6 +365,7 @@ pub(crate) struct Progress {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        crate::platform::internal_fd::room_freed();
         // The last reference in this process. If no fork happened since the
         // connection was made, it is the last anywhere: tell the peer (EOF
         // for its reads, EPIPE for its writes). Otherwise the kernel's
