@@ -26,6 +26,9 @@ command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v iperf3 >/dev/null 2>&1 || need_apt+=(iperf3)
 command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 command -v java >/dev/null 2>&1 || need_apt+=(default-jdk-headless)
+# interposer/tests/passthrough.rs: jemalloc preloaded beside us (its
+# initialisation calls syscall() while holding its own lock).
+ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 || need_apt+=(libjemalloc2)
 # make bench (scripts/bench.py): perf stat counts kvbench's system calls per
 # request (tracepoint raw_syscalls:sys_enter); without it that row is skipped.
 [ -x /usr/bin/perf ] || command -v perf >/dev/null 2>&1 || need_apt+=(linux-perf)

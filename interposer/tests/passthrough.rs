@@ -294,3 +294,44 @@ fn preload_is_visible_to_the_programs() {
         out.stderr
     );
 }
+
+/// jemalloc makes system calls through libc's `syscall()` while holding
+/// its own initialisation lock (redis-server is linked with it): our
+/// `syscall` hook must go straight to libc for anything not ours, before
+/// any first-use initialisation that could allocate. With jemalloc
+/// preloaded before and after us, `true` and a python socket close must
+/// run (every one of them hung once).
+#[test]
+fn jemalloc_beside_us_runs() {
+    let Some(jemalloc) = [
+        "/usr/lib/x86_64-linux-gnu/libjemalloc.so.2",
+        "/usr/lib/aarch64-linux-gnu/libjemalloc.so.2",
+    ]
+    .into_iter()
+    .find(|p| std::path::Path::new(p).exists()) else {
+        panic!("libjemalloc.so.2 is missing: run scripts/install-deps.sh");
+    };
+    let ours = common::lib();
+    for preload in [
+        format!("{} {jemalloc}", ours.display()),
+        format!("{jemalloc} {}", ours.display()),
+    ] {
+        let out = run(preloaded("/bin/true").env("LD_PRELOAD", &preload));
+        assert!(
+            out.status.success(),
+            "true with LD_PRELOAD={preload}: {}\n{}",
+            out.status,
+            out.stderr
+        );
+        let out = run(common::py(
+            "import socket; s = socket.socket(); s.close(); print('ok')",
+            &[],
+        )
+        .env("LD_PRELOAD", &preload));
+        assert_eq!(
+            out.stdout, "ok\n",
+            "python with LD_PRELOAD={preload}: {}",
+            out.stderr
+        );
+    }
+}

@@ -157,7 +157,8 @@ macro_rules! exports {
     ($(
         $(#[$doc:meta])*
         fn $name:ident($($arg:ident: $ty:ty),* $(; $($va:ident: $vty:ty),+)?) -> $ret:ty
-            $(= $sym:literal)? => $logic:path $(, owner $owner:expr)? $(, fresh $fresh:expr)?;
+            $(= $sym:literal)? => $logic:path $(, owner $owner:expr)? $(, fresh $fresh:expr)?
+            $(, gate $gate:expr)?;
     )*) => {
         $(
             $(#[$doc])*
@@ -166,15 +167,22 @@ macro_rules! exports {
             /// Called from C under the libc function's contract.
             #[cfg_attr(not(test), no_mangle)]
             pub unsafe extern "C" fn $name($($arg: $ty,)* $($($va: $vty),+)?) -> $ret {
+                // SAFETY: the caller's arguments, unchanged, to the real
+                // function of the same prototype.
+                let call = || unsafe { real::$name($($arg,)* $($($va),+)?) };
+                $(
+                    // Not ours: straight to libc, before anything that could
+                    // allocate or take a lock (the caller may be malloc).
+                    if !$gate {
+                        return call();
+                    }
+                )?
                 dispatch(
                     stringify!($name),
                     exports!(@owner $($owner)?),
                     |f| fmt_args(f, &[$(&$arg as &dyn fmt::Debug,)* $($(&$va as &dyn fmt::Debug),+)?]),
                     || $logic($($arg,)* $($($va),+)?),
                     || {
-                        // SAFETY: the caller's arguments, unchanged, to the
-                        // real function of the same prototype.
-                        let call = || unsafe { real::$name($($arg,)* $($($va),+)?) };
                         #[allow(unused_mut)]
                         let mut result = call();
                         $(

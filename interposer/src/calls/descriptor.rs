@@ -203,6 +203,27 @@ pub(crate) fn syscall(
     }
 }
 
+/// Whether `syscall(number, a, b, ...)` may concern an fd of ours (a
+/// descriptor call on one of our fds, the log file or an fd of the
+/// library's own); else the export calls libc at once. Lock- and
+/// allocation-free: libc's own callers (jemalloc's initialisation) make
+/// system calls through it while holding their locks.
+pub(crate) fn syscall_is_ours(number: c_long, a: c_long, b: c_long) -> bool {
+    let ours = |v: c_long| {
+        let fd = v as c_int;
+        fdtable::is_owned(fd) || fdtable::is_internal(fd) || log::is_log_fd(fd)
+    };
+    match number {
+        libc::SYS_close => ours(a),
+        libc::SYS_dup => fdtable::is_owned(a as c_int),
+        #[cfg(target_arch = "x86_64")]
+        libc::SYS_dup2 => fdtable::is_owned(a as c_int) || ours(b),
+        libc::SYS_dup3 => fdtable::is_owned(a as c_int) || ours(b),
+        libc::SYS_close_range => crate::calls::process::started(),
+        _ => false,
+    }
+}
+
 /// `fresh` for `syscall()`: the descriptor calls that made an fd.
 pub(crate) fn fresh_from_syscall(result: c_long, number: c_long, old: c_long) {
     let made = match number {

@@ -12,6 +12,11 @@ use crate::platform::{config, sys};
 
 static STARTED: AtomicBool = AtomicBool::new(false);
 
+/// Whether first-use initialisation has begun (nothing is ours before).
+pub(crate) fn started() -> bool {
+    STARTED.load(Ordering::Acquire)
+}
+
 /// First-use initialisation (also run by the constructor): panic hook,
 /// configuration, fork handlers. Runs inside the re-entry guard. A thread
 /// that finds it started by another goes on; everything it needs is lazy.

@@ -69,7 +69,8 @@ macro_rules! real_functions {
     ($(
         $(#[$doc:meta])*
         fn $name:ident($($arg:ident: $ty:ty),* $(; $($va:ident: $vty:ty),+)?) -> $ret:ty
-            $(= $sym:literal)? => $logic:path $(, owner $owner:expr)? $(, fresh $fresh:expr)?;
+            $(= $sym:literal)? => $logic:path $(, owner $owner:expr)? $(, fresh $fresh:expr)?
+            $(, gate $gate:expr)?;
     )*) => {
 
             struct Table {

@@ -7,7 +7,7 @@
 //! exports are made, at the top of the layers.
 //!
 //! Entry: `fn name(args) -> ret [= "libc_symbol"] => logic::fn [, owner fd]
-//! [, fresh check];`
+//! [, fresh check] [, gate test];`
 //! `; arg: ty, ...` after the fixed arguments marks a C variadic tail
 //! (fcntl, ioctl, open: one argument; prctl: four): the export takes each
 //! as a fixed register-sized argument, which is how x86_64 and aarch64 pass
@@ -134,10 +134,13 @@ macro_rules! hooked_symbols {
     fn closefrom(lowfd: c_int) -> () => descriptor::closefrom;
     fn fclose(stream: *mut FILE) -> c_int => fclose_stream;
     // libc's generic system call: only the descriptor calls above are
-    // ours (libuv closes with it); every other number passes through.
+    // ours (libuv closes with it), and only on an fd of ours: every other
+    // call goes straight to libc (`gate`: jemalloc calls it while holding
+    // its own lock, where our first-use initialisation would allocate).
     fn syscall(number: c_long; a: c_long, b: c_long, c: c_long, d: c_long, e: c_long,
         f: c_long) -> c_long => descriptor::syscall,
-        fresh |r| descriptor::fresh_from_syscall(r, number, a);
+        fresh |r| descriptor::fresh_from_syscall(r, number, a),
+        gate descriptor::syscall_is_ours(number, a, b);
 
     // Calls that create fds: each checks the fd it got for a stale entry
     // (a number the kernel reused after a close we did not see). open and
