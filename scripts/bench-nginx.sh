@@ -5,7 +5,9 @@
 # nginx (2 workers, sendfile) + wrk -t2 -c50 requests/s for a 1 KiB and a
 # 1 MiB file: both preloaded on the emulated network (127.77.90.1, private
 # SHMNET_DIR, SHMNET_FALLBACK=never) vs both plain on kernel TCP
-# (127.0.0.1), runs interleaved. Prints every run and a markdown table of
+# (127.0.0.1), and, when Debian's libsocket-wrapper is installed, both
+# under Samba's socket_wrapper (TCP emulated over Unix sockets: transport
+# "unix", 127.0.0.10 in a private SOCKET_WRAPPER_DIR), runs interleaved. Prints every run and a markdown table of
 # medians; --json FILE also writes the runs as JSON lines
 # ({"transport","file","run","req_per_s","transfer_bytes_per_s","socket_errors","non_2xx"}).
 # --compare OTHER.so: a third nginx, preloaded with OTHER.so (port 8081, its
@@ -42,12 +44,13 @@ NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v wrk >/dev/null && [ -x "$NGINX" ] || { echo "bench-nginx: needs nginx and wrk (scripts/install-deps.sh)" >&2; exit 1; }
 [ -z "$JSON" ] || : > "$JSON" || { echo "bench-nginx: cannot write $JSON" >&2; exit 1; }
 
-ADDR=127.77.90.1 SHM_PORT=8080 CMP_PORT=8081
+ADDR=127.77.90.1 SHM_PORT=8080 CMP_PORT=8081 SW_ADDR=127.0.0.10 SW_PORT=8082
+SW_LIB=$(ls /usr/lib/*/libsocket_wrapper.so 2>/dev/null | head -1 || true)
 WORK=$(mktemp -d /tmp/shmnet-bench.XXXXXX)
 chmod 755 "$WORK"
 cleanup() { for p in "$WORK"/*.pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; done; sleep 0.3; rm -rf "$WORK"; }
 trap cleanup EXIT
-mkdir -p "$WORK/www" "$WORK/dir" "$WORK/dir-cmp" "$WORK/logs"
+mkdir -p "$WORK/www" "$WORK/dir" "$WORK/dir-cmp" "$WORK/logs" "$WORK/sw"
 head -c 1024 /dev/urandom > "$WORK/www/1k"
 head -c $((1 << 20)) /dev/urandom > "$WORK/www/1m"
 chmod -R a+rX "$WORK/www"
@@ -79,12 +82,18 @@ if [ -n "$CMP" ]; then
   "${cmp[@]}" "$NGINX" -c "$WORK/cmp.conf" -p "$WORK" 2>"$WORK/logs/cmp.start" || { echo "bench-nginx: nginx (preloaded with $CMP) failed to start:" >&2; cat "$WORK/logs/cmp.start" >&2; exit 1; }
 fi
 "$NGINX" -c "$WORK/tcp.conf" -p "$WORK" 2>"$WORK/logs/tcp.start" || { echo "bench-nginx: nginx failed to start:" >&2; cat "$WORK/logs/tcp.start" >&2; exit 1; }
+sw=(env LD_PRELOAD="$SW_LIB" SOCKET_WRAPPER_DIR="$WORK/sw" SOCKET_WRAPPER_DEFAULT_IFACE=11)
+if [ -n "$SW_LIB" ]; then
+  conf unix $SW_ADDR:$SW_PORT
+  "${sw[@]}" "$NGINX" -c "$WORK/unix.conf" -p "$WORK" 2>"$WORK/logs/unix.start" || { echo "bench-nginx: nginx under socket_wrapper failed to start:" >&2; cat "$WORK/logs/unix.start" >&2; exit 1; }
+fi
 ready=""
 for _ in $(seq 50); do
   # The emulated listener's rendezvous: an abstract Unix name (docs/security.md).
   # (The other library may be of another protocol version: any shmnet.N.)
   if grep -q " @shmnet.4/tcp/$ADDR:$SHM_PORT\$" /proc/net/unix && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null \
-     && { [ -z "$CMP" ] || grep -Eq " @shmnet\.[0-9]+/tcp/$ADDR:$CMP_PORT\$" /proc/net/unix; }; then ready=1; break; fi
+     && { [ -z "$CMP" ] || grep -Eq " @shmnet\.[0-9]+/tcp/$ADDR:$CMP_PORT\$" /proc/net/unix; } \
+     && { [ -z "$SW_LIB" ] || ls "$WORK/sw"/* >/dev/null 2>&1; }; then ready=1; break; fi
   sleep 0.1
 done
 [ -n "$ready" ] || { echo "bench-nginx: the nginx servers did not come up in 5 s (logs: $WORK/logs)" >&2; cat "$WORK"/logs/*.log >&2; exit 1; }
@@ -111,10 +120,12 @@ for run in $(seq "$RUNS"); do
   order="shm tcp"
   # --compare: the two libraries back to back, the first alternating by run.
   [ -z "$CMP" ] || { [ $((run % 2)) = 1 ] && order="cmp shm tcp" || order="shm cmp tcp"; }
+  [ -z "$SW_LIB" ] || order="$order unix"
   for f in 1k 1m; do
     for t in $order; do
       if [ $t = shm ]; then r=$(rate "http://$ADDR:$SHM_PORT/$f" "${shm[@]}")
       elif [ $t = cmp ]; then r=$(rate "http://$ADDR:$CMP_PORT/$f" "${cmp[@]}")
+      elif [ $t = unix ]; then r=$(rate "http://$SW_ADDR:$SW_PORT/$f" "${sw[@]}")
       else r=$(rate "http://127.0.0.1:$PORT/$f" env); fi
       read -r rps xfer errs non2xx <<<"$r"
       echo "run $run: $t $f $rps req/s, socket errors $errs, non-2xx $non2xx"
@@ -132,6 +143,15 @@ for f in 1k 1m; do
   s=$(median <<<"${all[shm.$f]}") t=$(median <<<"${all[tcp.$f]}")
   printf '| %s | %.0f | %.0f | %.2fx |\n' "$f" "$s" "$t" "$(echo "$s $t" | awk '{print $1/$2}')"
 done
+if [ -n "$SW_LIB" ]; then
+  echo
+  echo "| file | shared memory (preloaded) | Unix sockets (socket_wrapper) | ratio |"
+  echo "|---|---:|---:|---:|"
+  for f in 1k 1m; do
+    s=$(median <<<"${all[shm.$f]}") u=$(median <<<"${all[unix.$f]}")
+    printf '| %s | %.0f | %.0f | %.2fx |\n' "$f" "$s" "$u" "$(echo "$s $u" | awk '{print $1/$2}')"
+  done
+fi
 if [ -n "$CMP" ]; then
   echo
   echo "| file | --compare $(basename "$CMP") (preloaded) | $(basename "$LIB") (preloaded) | ratio |"

@@ -29,6 +29,9 @@ command -v java >/dev/null 2>&1 || need_apt+=(default-jdk-headless)
 # interposer/tests/passthrough.rs: jemalloc preloaded beside us (its
 # initialisation calls syscall() while holding its own lock).
 ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 || need_apt+=(libjemalloc2)
+# make bench (scripts/bench-nginx.sh): nginx over Samba's socket_wrapper,
+# TCP emulated over Unix sockets, the bar for small messages (issue 14).
+ls /usr/lib/*/libsocket_wrapper.so >/dev/null 2>&1 || need_apt+=(libsocket-wrapper)
 # make bench (scripts/bench.py): perf stat counts kvbench's system calls per
 # request (tracepoint raw_syscalls:sys_enter); without it that row is skipped.
 [ -x /usr/bin/perf ] || command -v perf >/dev/null 2>&1 || need_apt+=(linux-perf)
