@@ -136,11 +136,15 @@ impl WaitSet for EpollSet<'_> {
     }
 
     fn before_sleep(&mut self) -> bool {
-        if !readiness::arm_unarmed(self.epfd) {
+        if !readiness::before_sleep(self.epfd) {
             return false;
         }
         self.look();
         self.found()
+    }
+
+    fn after_sleep(&mut self) {
+        readiness::after_sleep(self.epfd);
     }
 }
 

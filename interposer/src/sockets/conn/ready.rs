@@ -18,7 +18,7 @@ use super::Connection;
 
 /// Connections of one epoll set whose flag a read left down (`Deferral`),
 /// by the fd number the set knows them under: the set's waiter raises
-/// their flags before it sleeps (`readiness::arm_unarmed`).
+/// their flags before it sleeps (`readiness::before_sleep`).
 #[derive(Default)]
 pub(crate) struct Unarmed(Mutex<Vec<c_int>>);
 
@@ -72,7 +72,8 @@ pub(super) struct Readiness {
     /// Listed in an `Unarmed` now (the flag may be down): which one (its
     /// address), or 0. Cleared only when that list is taken (`rearm`).
     deferred: std::sync::atomic::AtomicUsize,
-    /// Epoll sets of ours this connection is in.
+    /// Epoll sets of ours in which this connection is registered for
+    /// reading (see `count_sets`).
     sets: AtomicU32,
 }
 
@@ -114,25 +115,33 @@ impl Connection {
     }
 
     /// The epoll set this connection may defer its flag to, or None (see
-    /// `Readiness::deferral`). Going from deferred to not, the flag is
-    /// raised, as an eager reader keeps it.
+    /// `Readiness::deferral`). Moving off the list it is on (its flag may
+    /// be down) raises the flag while the connection is still registered
+    /// for reading in one of our sets, whose waits the kernel answers.
+    /// With no such registration left (DEL, MOD to EPOLLOUT alone) the
+    /// flag may stay down: nobody sleeps on the kernel for its data without
+    /// raising it first (a poll, select or blocking read of ours; an
+    /// ADD with EPOLLIN), as for a lazy reader.
     pub(crate) fn set_deferral(&self, to: Option<Deferral>) {
-        let none = to.is_none();
-        if none && !self.ready.maybe_deferred.load(Ordering::Relaxed) {
+        if to.is_none() && !self.ready.maybe_deferred.load(Ordering::Relaxed) {
             return;
         }
-        if !none {
+        if to.is_some() {
             self.ready.maybe_deferred.store(true, Ordering::Relaxed);
         }
         let mut g = self.ready.deferral.lock();
-        let was = std::mem::replace(&mut *g, to).is_some();
+        // The same list under the same number: the entry it may have there
+        // stands (an entry under another number would not be found).
+        let same = matches!((&*g, &to), (Some(a), Some(b))
+            if Arc::ptr_eq(&a.unarmed, &b.unarmed) && a.fd == b.fd);
+        *g = to;
         // The mark is cleared under the deferral lock (`defer_arming` sets
         // it only under that lock, with a deferral), so it never outlives
         // its list: a stale mark would keep the connection off the next
         // list with its flag down.
-        let listed = none && was && self.ready.deferred.swap(0, Ordering::SeqCst) != 0;
+        let listed = !same && self.ready.deferred.swap(0, Ordering::SeqCst) != 0;
         drop(g);
-        if listed {
+        if listed && self.sets() > 0 {
             self.arm_always();
         }
     }
@@ -156,8 +165,9 @@ impl Connection {
         }
     }
 
-    /// Joined (+1) or left (-1) one of our epoll sets; the sets it is in
-    /// now.
+    /// Registered (+1) or no longer (-1) for reading (EPOLLIN or
+    /// EPOLLRDNORM) in one of our epoll sets; how many such registrations
+    /// it has now.
     pub(crate) fn count_sets(&self, joined: bool) -> u32 {
         if joined {
             self.ready.sets.fetch_add(1, Ordering::Relaxed) + 1
@@ -167,7 +177,8 @@ impl Connection {
         }
     }
 
-    /// The epoll sets of ours this connection is in.
+    /// The epoll sets of ours in which this connection is registered for
+    /// reading.
     pub(crate) fn sets(&self) -> u32 {
         self.ready.sets.load(Ordering::Relaxed)
     }
@@ -175,7 +186,7 @@ impl Connection {
     /// A read emptied the ring: whether the flag may stay down (the
     /// doorbell "disappears": the peer's next writes do not ring). Only on
     /// the one thread that waits on the connection's epoll set, which
-    /// raises the flag again before it sleeps (`readiness::arm_unarmed`);
+    /// raises the flag again before it sleeps (`readiness::before_sleep`);
     /// never while a poller of ours or a taker may wait on the kernel, for
     /// an edge-triggered reader, or one shared with another process. Lists
     /// the connection in the set's `Unarmed`.
@@ -202,7 +213,7 @@ impl Connection {
         true
     }
 
-    /// `readiness::arm_unarmed` took this connection from its set's list:
+    /// `readiness::before_sleep` took this connection from its set's list:
     /// raises the flag; true when the ring is readable.
     pub(crate) fn rearm(&self, list: &Arc<Unarmed>) -> bool {
         let _ = self.ready.deferred.compare_exchange(
@@ -212,6 +223,22 @@ impl Connection {
             Ordering::SeqCst,
         );
         self.arm_always()
+    }
+
+    /// The set's waiter woke from a sleep for which `before_sleep` raised
+    /// this flag (`readiness::after_sleep`): the flag goes down again while
+    /// the thread is busy, as after a read that emptied the ring, and the
+    /// connection is listed for the thread's next wait, which looks at the
+    /// ring before it sleeps. (A producer that rang meanwhile took the flag
+    /// down already; its byte is taken by the next read.)
+    pub(crate) fn defer_again(&self) {
+        let mut guard = self.rx.lock();
+        let Some(rx) = self.receiver(&mut guard.consumer) else {
+            return;
+        };
+        if self.defer_arming() {
+            rx.disarm(WaitKind::Doorbell);
+        }
     }
 
     /// Whether the ring may hold data (no lock: a spinning wait's look).
