@@ -213,16 +213,23 @@ impl Connection {
         true
     }
 
-    /// `readiness::before_sleep` took this connection from its set's list:
-    /// raises the flag; true when the ring is readable.
-    pub(crate) fn rearm(&self, list: &Arc<Unarmed>) -> bool {
-        let _ = self.ready.deferred.compare_exchange(
-            Arc::as_ptr(list) as usize,
-            0,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
-        self.arm_always()
+    /// `readiness` took this connection from its set's list: if it is
+    /// still listed there, raises the flag and says whether the ring is
+    /// readable. None for an entry left over (the connection left that
+    /// list since, `set_deferral`, which raised the flag if a set still
+    /// reads it, or it is listed elsewhere): raising it here would make
+    /// the next write ring for nothing.
+    pub(crate) fn rearm(&self, list: &Arc<Unarmed>) -> Option<bool> {
+        self.ready
+            .deferred
+            .compare_exchange(
+                Arc::as_ptr(list) as usize,
+                0,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .ok()?;
+        Some(self.arm_always())
     }
 
     /// The set's waiter woke from a sleep for which `before_sleep` raised

@@ -95,21 +95,21 @@ pub(crate) fn before_sleep(epfd: c_int) -> bool {
     };
     let mut found = false;
     let list = set.unarmed.clone();
-    let taken = list.take();
-    for &fd in &taken {
+    set.raised.clear();
+    for fd in list.take() {
         let Some(m) = set.members.get_mut(&fd) else {
             continue;
         };
         let live = m.live();
-        let Some(c) = stream(&live) else {
+        let Some(readable) = stream(&live).and_then(|c| c.rearm(&list)) else {
             continue;
         };
-        if c.rearm(&list) {
+        set.raised.push(fd);
+        if readable {
             found = true;
             m.mark_pending(fd, &mut set.pending);
         }
     }
-    set.raised = taken;
     found
 }
 

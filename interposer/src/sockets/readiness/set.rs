@@ -168,11 +168,13 @@ impl Set {
             let Some(Socket::Stream(c)) = live.as_deref() else {
                 continue;
             };
-            c.set_deferral(None);
-            if listed.binary_search(&fd).is_ok() && c.rearm(&self.unarmed) {
+            // (Looked at before the deferral ends, which takes it off the
+            // list.)
+            if listed.binary_search(&fd).is_ok() && c.rearm(&self.unarmed) == Some(true) {
                 found = true;
                 m.mark_pending(fd, &mut self.pending);
             }
+            c.set_deferral(None);
         }
         found
     }
