@@ -926,7 +926,10 @@ fn epoll_deferred_flags_and_epoll_fds_shared_before_use() {
 /// through two numbers still defers. The flag stays down through an event
 /// loop's per-request DEL, ADD EPOLLOUT, DEL, ADD EPOLLIN (hiredis: every
 /// reply rang before), and goes down again after a sleep woken by another
-/// member; wake-ups still come.
+/// member; wake-ups still come, also for a connection the waiter handed
+/// to a worker thread (DEL), which reads it and adds it back while the
+/// waiter sleeps (found by review of a version that left the flag down at
+/// DEL: that wait was never woken).
 #[test]
 fn epoll_deferred_flags_are_reported_exactly_everywhere() {
     let cases: &[(&str, &[&str])] = &[
@@ -934,6 +937,7 @@ fn epoll_deferred_flags_are_reported_exactly_everywhere() {
             "churn",
             &["churn: replies rang 0 of 20", "churn after: deferred True"],
         ),
+        ("handoff", &["handoff: woken True"]),
         (
             "lower",
             &[

@@ -116,12 +116,10 @@ impl Connection {
 
     /// The epoll set this connection may defer its flag to, or None (see
     /// `Readiness::deferral`). Moving off the list it is on (its flag may
-    /// be down) raises the flag while the connection is still registered
-    /// for reading in one of our sets, whose waits the kernel answers.
-    /// With no such registration left (DEL, MOD to EPOLLOUT alone) the
-    /// flag may stay down: nobody sleeps on the kernel for its data without
-    /// raising it first (a poll, select or blocking read of ours; an
-    /// ADD with EPOLLIN), as for a lazy reader.
+    /// be down), the flag is raised, as an eager reader keeps it: also on
+    /// DEL, or MOD to EPOLLOUT alone (another thread may read the
+    /// connection and add it back while the set's waiter sleeps: data
+    /// that came meanwhile must have rung).
     pub(crate) fn set_deferral(&self, to: Option<Deferral>) {
         if to.is_none() && !self.ready.maybe_deferred.load(Ordering::Relaxed) {
             return;
@@ -141,7 +139,7 @@ impl Connection {
         // list with its flag down.
         let listed = !same && self.ready.deferred.swap(0, Ordering::SeqCst) != 0;
         drop(g);
-        if listed && self.sets() > 0 {
+        if listed {
             self.arm_always();
         }
     }
@@ -216,9 +214,9 @@ impl Connection {
     /// `readiness` took this connection from its set's list: if it is
     /// still listed there, raises the flag and says whether the ring is
     /// readable. None for an entry left over (the connection left that
-    /// list since, `set_deferral`, which raised the flag if a set still
-    /// reads it, or it is listed elsewhere): raising it here would make
-    /// the next write ring for nothing.
+    /// list since, `set_deferral`, which raised the flag, or it is listed
+    /// elsewhere): raising it here would make the next write ring for
+    /// nothing.
     pub(crate) fn rearm(&self, list: &Arc<Unarmed>) -> Option<bool> {
         self.ready
             .deferred
@@ -257,9 +255,13 @@ impl Connection {
     }
 
     /// `watch` for an ADD/MOD by the one thread that waits on the
-    /// connection's set while it may leave its flag down: the flag stays
-    /// down (the set's waiter looks at the ring); whether the ring holds
-    /// data. None: not so (call `watch`).
+    /// connection's set while it may leave its flag down: the flag goes
+    /// (or stays) down, as after a read that emptied the ring (the set's
+    /// waiter looks at the ring before it sleeps; an event loop that takes
+    /// a connection out of its set while it writes a request, which raises
+    /// the flag, and adds it back for the answer would otherwise have the
+    /// answer ring); whether the ring holds data. None: not so (call
+    /// `watch`).
     pub(crate) fn watch_deferred(&self) -> Option<bool> {
         if !self.ready.maybe_deferred.load(Ordering::Relaxed)
             || !self.ready.watched.load(Ordering::SeqCst)
@@ -271,6 +273,7 @@ impl Connection {
         if !self.defer_arming() {
             return None;
         }
+        rx.disarm(WaitKind::Doorbell);
         Some(rx.readable_now())
     }
 

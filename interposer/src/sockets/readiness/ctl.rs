@@ -37,8 +37,9 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
         _ => return Action::Pass,
     };
     let Some(reading) = ev.filter(|e| reads(e.events)) else {
-        // DEL, or a registration that does not read: the doorbell flag is
-        // none of its business (see `Connection::set_deferral`).
+        // DEL, or a registration that does not read: nothing to watch (a
+        // deferral it had ends, and its flag goes up:
+        // `Connection::set_deferral`).
         let r = waits::epoll_ctl(epfd, fd, event);
         if r == 0 {
             note(&mut set::sets_always(), epfd, op, fd, ev, &sock, false);
@@ -59,14 +60,14 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
 }
 
 /// ADD or MOD for reading by the one thread that waits on a set whose
-/// members may leave their flags down: the flag stays down (or goes down
-/// at the next read), the connection listed for that thread's next wait,
-/// which looks at its ring before it sleeps. All of it under the table's
+/// members may leave their flags down: the flag goes down, the connection
+/// listed for that thread's next wait, which looks at its ring before it
+/// sleeps (`Connection::watch_deferred`: an event loop that removes a
+/// connection while it writes a request and adds it back for the answer
+/// would otherwise have every answer ring). All of it under the table's
 /// lock, from the decision to the note, so that nobody crowds the set in
-/// between (a crowd raises the flags of the members it knows; an event
-/// loop that removes a connection while it writes a request and adds it
-/// back for the answer would otherwise raise the flag every time). None:
-/// not so (the caller makes the connection eager).
+/// between (a crowd raises the flags of the members it knows). None: not
+/// so (the caller makes the connection eager).
 fn deferred_ctl(
     epfd: c_int,
     op: c_int,

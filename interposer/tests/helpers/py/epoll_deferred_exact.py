@@ -4,6 +4,8 @@
 # usage: epoll_deferred_exact.py CASE   (env TEST_HOST/TEST_PORT)
 #   churn      hiredis's per-request DEL, ADD EPOLLOUT, DEL, ADD EPOLLIN: the
 #              flag stays down (no doorbell for new data), wake-ups still come
+#   handoff    the waiter DELs the member, a worker thread reads it and ADDs
+#              it back while the waiter sleeps: woken by data that came
 #   lower      a sleep woken by one member leaves the other's flag down after
 #   dupdrain   data that came while the flag was down, the set dup'd, the
 #              member drained: a wait on the dup reports nothing
@@ -109,6 +111,21 @@ if CASE == "churn":
         assert s.recv(100) == b"rep"
     print(f"churn: replies rang {rang} of 20", flush=True)
     deferred(c, s, ep, "churn after")
+    late(ep, c, CASE)
+elif CASE == "handoff":
+    # The waiter takes the connection out of its set and hands it to a
+    # worker thread, which reads, and adds it back while the waiter sleeps
+    # (data came meanwhile, before and after the worker's read).
+    ep.unregister(s)
+    def worker():
+        time.sleep(0.1)
+        c.sendall(b"req2"); time.sleep(0.05)
+        assert s.recv(100) == b"req2"
+        c.sendall(b"req3"); time.sleep(0.05)
+        ep.register(s, IN)
+    threading.Thread(target=worker).start()
+    print("handoff: woken", ep.poll(3) == [(s.fileno(), IN)], flush=True)
+    assert s.recv(100) == b"req3"
     late(ep, c, CASE)
 elif CASE == "lower":
     c2, s2 = pair()
