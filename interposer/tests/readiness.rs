@@ -926,7 +926,8 @@ fn epoll_deferred_flags_and_epoll_fds_shared_before_use() {
 /// through two numbers still defers. The flag stays down through an event
 /// loop's per-request DEL, ADD EPOLLOUT, DEL, ADD EPOLLIN (hiredis: every
 /// reply rang before), and goes down again after a sleep woken by another
-/// member; wake-ups still come, also for a connection the waiter handed
+/// member (not once the member was idle for many sleeps); wake-ups still
+/// come, also for a connection the waiter handed
 /// to a worker thread (DEL), which reads it and adds it back while the
 /// waiter sleeps (found by review of a version that left the flag down at
 /// DEL: that wait was never woken).
@@ -944,6 +945,7 @@ fn epoll_deferred_flags_are_reported_exactly_everywhere() {
                 "lower: woken by the first True",
                 "lower: second flag down after the sleep True",
                 "lower: both reported True",
+                "lower: an idle member's flag stays up True",
             ],
         ),
         ("dupdrain", &["dupdrain: after drain [] []"]),

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
+use std::sync::atomic::Ordering;
 
 use super::set::{self, defer_on, stream, Set};
 
@@ -96,6 +97,7 @@ pub(crate) fn before_sleep(epfd: c_int) -> bool {
     let mut found = false;
     let list = set.unarmed.clone();
     set.raised.clear();
+    set.sleeps.fetch_add(1, Ordering::Relaxed);
     for fd in list.take() {
         let Some(m) = set.members.get_mut(&fd) else {
             continue;

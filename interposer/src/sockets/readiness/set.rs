@@ -6,7 +6,7 @@
 
 use core::ffi::c_int;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use crate::platform::lock::{Mutex, MutexGuard};
@@ -87,6 +87,8 @@ pub(super) struct Set {
     pub(super) unarmed: Arc<Unarmed>,
     /// Those `before_sleep` raised, to be lowered again after the sleep.
     pub(super) raised: Vec<c_int>,
+    /// `before_sleep`s so far (`Deferral::sleeps`).
+    pub(super) sleeps: Arc<AtomicU32>,
     /// The one thread that waits on this set (None: none has yet), while
     /// `solo`, in the fork generation it was made in. Then members may
     /// leave their flags down while that thread is busy ("doorbells that
@@ -112,6 +114,7 @@ impl Set {
             swept: 0,
             unarmed: Arc::default(),
             raised: Vec::new(),
+            sleeps: Arc::default(),
             waiter: None,
             solo: made_here,
             generation: crate::platform::fork::generation(),
@@ -134,6 +137,7 @@ impl Set {
             unarmed: self.unarmed.clone(),
             fd,
             waiter,
+            sleeps: self.sleeps.clone(),
         })
     }
 

@@ -7,6 +7,7 @@
 #   handoff    the waiter DELs the member, a worker thread reads it and ADDs
 #              it back while the waiter sleeps: woken by data that came
 #   lower      a sleep woken by one member leaves the other's flag down after
+#              (but not once it was idle for many sleeps)
 #   dupdrain   data that came while the flag was down, the set dup'd, the
 #              member drained: a wait on the dup reports nothing
 #   dupclose   ... the member closed: nothing
@@ -137,6 +138,13 @@ elif CASE == "lower":
     print("lower: second flag down after the sleep", not kernel_readable(s2.fileno()), flush=True)
     print("lower: both reported", sorted(ep.poll(0)) == sorted([(s.fileno(), IN), (s2.fileno(), IN)]), flush=True)
     assert s.recv(100) == b"wake" and s2.recv(100) == b"x"
+    # The second is read no more: some sleeps later its flag stays up.
+    for _ in range(20):
+        threading.Timer(0.01, lambda: c.sendall(b"w")).start()
+        assert ep.poll(2) == [(s.fileno(), IN)] and s.recv(100) == b"w"
+    c2.sendall(b"y"); time.sleep(0.05)
+    print("lower: an idle member's flag stays up", kernel_readable(s2.fileno()), flush=True)
+    assert ep.poll(0) == [(s2.fileno(), IN)] and s2.recv(100) == b"y"
     late(ep, c2, CASE)
 elif CASE in ("dupdrain", "dupclose", "dupwait"):
     c.sendall(b"early"); time.sleep(0.05)
