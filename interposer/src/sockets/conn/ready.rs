@@ -132,6 +132,17 @@ impl Connection {
     /// connection and add it back while the set's waiter sleeps: data
     /// that came meanwhile must have rung).
     pub(crate) fn set_deferral(&self, to: Option<Deferral>) {
+        self.replace_deferral(to, None);
+    }
+
+    /// `set_deferral(None)` if the connection defers to the set whose
+    /// list is `list` (another set's deferral stands: the connection is
+    /// registered for reading only there).
+    pub(crate) fn end_deferral(&self, list: &Arc<Unarmed>) {
+        self.replace_deferral(None, Some(list));
+    }
+
+    fn replace_deferral(&self, to: Option<Deferral>, only_from: Option<&Arc<Unarmed>>) {
         if to.is_none() && !self.ready.maybe_deferred.load(Ordering::Relaxed) {
             return;
         }
@@ -139,6 +150,9 @@ impl Connection {
             self.ready.maybe_deferred.store(true, Ordering::Relaxed);
         }
         let mut g = self.ready.deferral.lock();
+        if only_from.is_some_and(|l| !g.as_ref().is_some_and(|d| Arc::ptr_eq(&d.unarmed, l))) {
+            return;
+        }
         // The same list under the same number: the entry it may have there
         // stands (an entry under another number would not be found).
         let same = matches!((&*g, &to), (Some(a), Some(b))

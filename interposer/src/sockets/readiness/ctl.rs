@@ -140,7 +140,7 @@ fn note(
     if op == libc::EPOLL_CTL_DEL {
         if let Some(set) = sets.find(epfd) {
             if let Some(m) = set.members.remove(&fd) {
-                leave(&m);
+                leave(&m, &set.unarmed);
             }
         }
         return;
@@ -161,7 +161,7 @@ fn note(
         // The same number, another connection (closed past us, or its
         // number given to this one).
         Some(old) => {
-            leave(&old);
+            leave(&old, &set.unarmed);
             if now {
                 conn.count_sets(true);
             }
@@ -171,25 +171,22 @@ fn note(
         }
         None => {}
     }
-    // (Registered for reading in two sets, neither may defer its flag:
-    // which would raise it?)
-    let m = &set.members[&fd];
-    conn.set_deferral(set.deferral(fd, m, conn.sets()));
+    set.apply_deferral(fd, &set.members[&fd], conn);
     if pending && !listed {
         set.pending.push(fd);
     }
 }
 
 /// A member left its set (DEL, or its number given to another
-/// connection): one registration for reading fewer, and its deferral ends
-/// (the flag raised only if another set still reads it).
-fn leave(m: &Member) {
+/// connection): one registration for reading fewer, and its deferral to
+/// that set (`list`) ends, its flag raised.
+fn leave(m: &Member, list: &Arc<crate::sockets::conn::Unarmed>) {
     let live = m.live();
     if let Some(c) = stream(&live) {
         if reads(m.events) {
             c.count_sets(false);
         }
-        c.set_deferral(None);
+        c.end_deferral(list);
     }
 }
 

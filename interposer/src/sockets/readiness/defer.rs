@@ -38,7 +38,7 @@ pub(crate) fn waiting(epfd: c_int) {
         for (&fd, m) in &set.members {
             let live = m.live();
             if let Some(c) = stream(&live) {
-                c.set_deferral(set.deferral(fd, m, c.sets()));
+                set.apply_deferral(fd, m, c);
             }
         }
     }

@@ -141,6 +141,18 @@ impl Set {
         })
     }
 
+    /// Sets or ends connection `c`'s deferral to this set for member `m`
+    /// (number `fd`): registered for reading in two sets, it defers to
+    /// neither (which would raise its flag?); otherwise a deferral to
+    /// another set, where it is registered for reading, stands.
+    pub(super) fn apply_deferral(&self, fd: c_int, m: &Member, c: &Connection) {
+        match self.deferral(fd, m, c.sets()) {
+            Some(d) => c.set_deferral(Some(d)),
+            None if c.sets() > 1 => c.set_deferral(None),
+            None => c.end_deferral(&self.unarmed),
+        }
+    }
+
     /// Others may wait on this set: no member leaves its flag down any
     /// more (those that did raise it now), for good. True when one of them
     /// has data the kernel does not know of (it came while the flag was
@@ -178,7 +190,7 @@ impl Set {
                 found = true;
                 m.mark_pending(fd, &mut self.pending);
             }
-            c.set_deferral(None);
+            c.end_deferral(&self.unarmed);
         }
         found
     }
