@@ -8,6 +8,9 @@
 
 use core::ffi::c_int;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::sockets::socket::Socket;
 
 use super::set::{self, defer_on, stream, Set};
 
@@ -42,6 +45,28 @@ pub(crate) fn waiting(epfd: c_int) {
             }
         }
     }
+}
+
+/// The members of `epfd` whose flag is down now, for a spinning wait to
+/// look at without the table's lock (`Connection::maybe_readable`): only
+/// the waiter, which is spinning, adds to them; one whose flag another
+/// thread raised meanwhile is looked at for nothing.
+pub(crate) fn unarmed(epfd: c_int) -> Vec<Arc<Socket>> {
+    if !defer_on() {
+        return Vec::new();
+    }
+    let Some(mut sets) = set::sets() else {
+        return Vec::new();
+    };
+    let Some(set) = sets.find(epfd) else {
+        return Vec::new();
+    };
+    let mut listed = Vec::new();
+    set.unarmed.each(|fd| listed.push(*fd));
+    listed
+        .into_iter()
+        .filter_map(|fd| set.members.get(&fd)?.live())
+        .collect()
 }
 
 /// Whether a member whose flag is down has data now (a spinning wait's

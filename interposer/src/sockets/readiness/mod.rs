@@ -33,7 +33,9 @@ mod pending;
 mod set;
 
 pub(crate) use ctl::{adopt, epoll_ctl, replay_carried};
-pub(crate) use defer::{after_sleep, before_sleep, crowd, crowd_all, sent, unarmed_ready, waiting};
+pub(crate) use defer::{
+    after_sleep, before_sleep, crowd, crowd_all, sent, unarmed, unarmed_ready, waiting,
+};
 pub(crate) use pending::{awaits_reply, no_reply_soon, pending, Pending};
 
 /// epoll_create or epoll_create1 returned `fd`.
