@@ -211,8 +211,15 @@ pub(crate) unsafe fn msg_rights_in(msg: *const libc::msghdr) -> Vec<c_int> {
                 fds.push(unsafe { ptr::read_unaligned(p) });
             }
         }
+        // A length past the buffer (the kernel refuses the message) would
+        // make CMSG_NXTHDR's sum wrap round to an address it then reads.
+        #[allow(clippy::unnecessary_cast)] // size_t in glibc, socklen_t in musl
+        if h.cmsg_len as usize > end - c as usize {
+            break;
+        }
         // SAFETY: as CMSG_FIRSTHDR; it reads the current header's length,
-        // which lies inside the buffer (checked above).
+        // which lies inside the buffer (checked above), and the next
+        // header's only once that lies inside it too.
         c = unsafe { libc::CMSG_NXTHDR(m, c) };
     }
     fds
