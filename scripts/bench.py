@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Usage: scripts/bench.py [--lib PATH] [--sockbench PATH] [--kvbench PATH] [--out DIR] [--runs N]
                           [--secs S] [--kv-secs S] [--idle-conns N] [--nginx-secs S] [--spin-us US]
-                          [--no-nginx] [--no-kv] [--defer] [--note TEXT]
+                          [--no-nginx] [--no-kv] [--no-defer] [--note TEXT]
                           [--compare OTHER.so [--compare-name NAME] [--name NAME]]
 
 The socket-level benchmark behind `make bench` (issue 6): every figure is
@@ -99,8 +99,8 @@ def parse_args():
     p.add_argument("--no-nginx", action="store_true")
     p.add_argument("--kvbench", default=None, help="default: OUT/kvbench")
     p.add_argument("--no-kv", action="store_true", help="skip the kvbench rows (issue 14)")
-    p.add_argument("--defer", action="store_true",
-                   help="emulated runs with SHMNET_DEFER=1 (deferred doorbell flags, off by default)")
+    p.add_argument("--no-defer", action="store_true",
+                   help="emulated runs with SHMNET_DEFER=0 (every doorbell flag kept up)")
     p.add_argument("--kv-secs", type=float, default=0.5, help="timed part of each kvbench run")
     p.add_argument("--idle-conns", type=int, default=10000,
                    help="kvbench --idle: connections held open, once per invocation (0: skip)")
@@ -185,8 +185,8 @@ class Runner:
                 env["SHMNET_SPIN_US"] = "0"
             elif self.args.spin_us is not None:
                 env["SHMNET_SPIN_US"] = str(self.args.spin_us)
-            if self.args.defer:
-                env["SHMNET_DEFER"] = "1"
+            if self.args.no_defer:
+                env["SHMNET_DEFER"] = "0"
             return env, ["--tcp", EMU_ADDR]
         if transport == "unix":
             return env, ["--unix", os.path.join(self.tmp, "unix.sock")]
@@ -414,7 +414,7 @@ def build_results(args, values, raw, nginx_rows, nginx_error, runner, elapsed, i
         "library": args.lib,
         "commit": git_head(),
         "note": args.note,
-        "defer": args.defer,
+        "defer": not args.no_defer,
         "runs": args.runs,
         "secs_per_run": args.secs,
         "spin_us": args.spin_us if args.spin_us is not None else "default (50)",
@@ -793,7 +793,7 @@ def report(r, spin_label):
                  f"before it are {r['compare']['b']['name']}'s.")
     L.append(f"Emulated = sockbench preloaded with libshmnet.so on {EMU_ADDR} "
              f"(SHMNET_FALLBACK=never, private SHMNET_DIR"
-             f"{', SHMNET_DEFER=1' if r.get('defer') else ''}); Unix/TCP = same program, plain.")
+             f"{'' if r.get('defer', True) else ', SHMNET_DEFER=0'}); Unix/TCP = same program, plain.")
     L.append("")
     L.append("## Ping-pong round trip (us)")
     L.append("")

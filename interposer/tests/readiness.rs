@@ -917,6 +917,75 @@ fn epoll_deferred_flags_and_epoll_fds_shared_before_use() {
     }
 }
 
+/// Deferred flags, exactly (no stand-in events): data that came while a
+/// flag was down is reported through a dup of the epoll fd only until it
+/// is read or its connection closed, through an outer epoll set only until
+/// it is read, after an exec by the new image's wait on the inherited set,
+/// and an epoll fd passed to another process (SCM_RIGHTS) wakes a wait
+/// there on data that comes while this one is busy. One thread waiting
+/// through two numbers still defers. The flag stays down through an event
+/// loop's per-request DEL, ADD EPOLLOUT, DEL, ADD EPOLLIN (hiredis: every
+/// reply rang before), and goes down again after a sleep woken by another
+/// member (not once the member was idle for many sleeps); wake-ups still
+/// come, also for a connection the waiter handed
+/// to a worker thread (DEL), which reads it and adds it back while the
+/// waiter sleeps (found by review of a version that left the flag down at
+/// DEL: that wait was never woken).
+#[test]
+fn epoll_deferred_flags_are_reported_exactly_everywhere() {
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "churn",
+            &["churn: replies rang 0 of 20", "churn after: deferred True"],
+        ),
+        ("handoff", &["handoff: woken True"]),
+        (
+            "lower",
+            &[
+                "lower: woken by the first True",
+                "lower: second flag down after the sleep True",
+                "lower: both reported True",
+                "lower: an idle member's flag stays up True",
+            ],
+        ),
+        ("dupdrain", &["dupdrain: after drain [] []"]),
+        ("dupclose", &["dupclose: after close [] []"]),
+        (
+            "dupwait",
+            &["dupwait: dup reports True", "dupwait still: deferred True"],
+        ),
+        (
+            "nest",
+            &[
+                "nest: outer reports True",
+                "nest: outer again True",
+                "nest: after drain [] []",
+                "nest: inner reports True",
+            ],
+        ),
+        ("scm", &["scm: woken 1"]),
+        ("exec", &["exec: after exec True"]),
+    ];
+    for (case, wants) in cases {
+        let net = Net::emulated(&format!("defer-exact-{case}"));
+        let out = common::stdout_of(
+            "epoll_deferred_exact",
+            net.py_helper("epoll_deferred_exact", &[case])
+                .env("SHMNET_DEFER", "1"),
+        );
+        assert!(out.contains(&format!("{case}: deferred True")), "{out}");
+        for want in *wants {
+            assert!(out.contains(want), "{case}: wanted {want:?}:\n{out}");
+        }
+        if !["dupdrain", "dupclose", "scm"].contains(case) {
+            assert!(
+                out.contains(&format!("{case}: late data woke the wait True")),
+                "{case}:\n{out}"
+            );
+        }
+    }
+}
+
 /// poll and select on an epoll fd say readable exactly when epoll_wait
 /// would report an event, also for members whose data no doorbell
 /// announced (pending): level-triggered yes; edge-triggered or one-shot

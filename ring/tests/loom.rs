@@ -91,3 +91,37 @@ fn reset_wakes_a_sleeping_reader() {
         t.join().unwrap();
     });
 }
+
+/// Counts its rings (a real one sends a byte on a socket).
+struct CountingBell(std::sync::atomic::AtomicU32);
+
+impl shmnet_ring::Doorbell for CountingBell {
+    fn ring(&self) -> bool {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        true
+    }
+}
+
+/// A reader that takes its flag back (`disarm`, after a sleep) races a
+/// producer that may have seen it up: a ring is counted exactly when it
+/// is sent (the producer takes back the count of one it finds taken), and
+/// the data is there for the reader's next look, rung or not.
+#[test]
+fn disarm_keeps_the_ring_count_exact() {
+    model(|| {
+        let (mut p, c) = heap_channel(Geometry::new(2, 64).unwrap());
+        let bell = std::sync::Arc::new(CountingBell(std::sync::atomic::AtomicU32::new(0)));
+        p.set_doorbell(bell.clone());
+        c.arm(shmnet_ring::WaitKind::Doorbell);
+        let t = thread::spawn(move || {
+            p.write(b"x").unwrap();
+            p
+        });
+        c.disarm(shmnet_ring::WaitKind::Doorbell);
+        let _p = t.join().unwrap();
+        let sent = bell.0.load(std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(c.notify().doorbells_rung(), sent);
+        assert!(sent <= 1);
+        assert!(c.arm(shmnet_ring::WaitKind::Doorbell));
+    });
+}

@@ -43,10 +43,12 @@ pub(crate) fn close(fd: c_int) -> Action<c_int> {
     Action::Pass
 }
 
-/// A dup of an fd of ours shares its socket.
+/// A dup of an fd of ours shares its socket; of an epoll set of ours, it
+/// is another number of that set.
 pub(crate) fn dup(fd: c_int) -> Action<c_int> {
-    // An epoll set known under a second number: others may wait on it.
-    crate::sockets::readiness::crowd_for_good(fd);
+    if crate::sockets::readiness::is_set(fd) {
+        return options::share_set(fd, rustix::io::dup(sys::borrow_fd(fd)));
+    }
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
@@ -71,9 +73,9 @@ fn replace_target(
     new: c_int,
     real_call: impl FnOnce() -> c_int,
 ) -> Action<c_int> {
-    crate::sockets::readiness::crowd_for_good(old);
+    let set = crate::sockets::readiness::is_set(old);
     let source = registry::get(old);
-    if old == new || (source.is_none() && !fdtable::is_owned(new) && !log::is_log_fd(new)) {
+    if old == new || (source.is_none() && !set && !fdtable::is_owned(new) && !log::is_log_fd(new)) {
         return Action::Pass;
     }
     // The doorbell stops using `new` before the kernel re-points it.
@@ -86,6 +88,10 @@ fn replace_target(
         crate::sockets::readiness::forget(new);
         if let Some(handle) = fdtable::table().remove(new) {
             release(new, handle);
+        }
+        if set {
+            // Another number of that epoll set (`readiness::alias`).
+            crate::sockets::readiness::alias(old, new);
         }
         if let Some(sock) = source {
             crate::calls::options::inheritable_copy(new, &sock);

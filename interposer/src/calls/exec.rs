@@ -125,12 +125,14 @@ pub(crate) fn adopt(config: &Config) {
         .collect();
     let mut conns = Vec::new();
     let mut carriers = Vec::new();
+    let mut epolls = Vec::new();
     for (fd, target) in fds {
         if fd <= 2 && !target.starts_with(b"socket:") {
             continue;
         }
         if target == b"anon_inode:[eventpoll]" {
             listener(config, fd);
+            epolls.push(fd);
         } else if target.starts_with(b"socket:") {
             match socket(fd) {
                 Some(Found::Connection(name)) => conns.push((fd, name)),
@@ -140,6 +142,18 @@ pub(crate) fn adopt(config: &Config) {
         }
     }
     connections(conns, carriers);
+    // The program's own inherited epoll sets that hold re-attached
+    // connections: our epoll_wait must know them, to report data that no
+    // doorbell announced (it came while a flag was down).
+    for fd in epolls {
+        if registry::get(fd).is_some() {
+            continue; // a listener of ours
+        }
+        let regs = registrations(fd);
+        if regs.iter().any(|&(m, _, _)| registry::get(m).is_some()) {
+            crate::sockets::readiness::adopt(fd, &regs);
+        }
+    }
 }
 
 fn socket(fd: i32) -> Option<Found> {
@@ -366,6 +380,12 @@ fn bound(fd: i32, sock: BorrowedFd<'_>, addr: SocketAddr) {
 /// registration names the fd number of the process that made it, which
 /// here may be another file (or none), so the file's inode must match too.
 fn members(fd: i32) -> Vec<i32> {
+    registrations(fd).into_iter().map(|(m, _, _)| m).collect()
+}
+
+/// `members` with each one's registration: (fd, events, data), as the
+/// kernel prints them (`tfd: %d events: %x data: %llx pos:%lli ino:%lx`).
+fn registrations(fd: i32) -> Vec<(i32, u32, u64)> {
     let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")) else {
         return Vec::new();
     };
@@ -373,10 +393,16 @@ fn members(fd: i32) -> Vec<i32> {
         .filter_map(|l| {
             let mut words = l.strip_prefix("tfd:")?.split_whitespace();
             let tfd: i32 = words.next()?.parse().ok()?;
+            let mut field = |name: &str| -> Option<u64> {
+                words.position(|w| w == name)?;
+                u64::from_str_radix(words.next()?, 16).ok()
+            };
+            let events = field("events:")? as u32;
+            let data = field("data:")?;
             let ino = words.find_map(|w| w.strip_prefix("ino:"))?;
             let ino = u64::from_str_radix(ino, 16).ok()?;
             let st = rustix::fs::fstat(sys::borrow_fd(tfd)).ok()?;
-            (st.st_ino as u64 == ino).then_some(tfd)
+            (st.st_ino as u64 == ino).then_some((tfd, events, data))
         })
         .collect()
 }

@@ -155,6 +155,11 @@ pub(crate) fn writev(fd: c_int, iov: InIovecs<'_>, iovcnt: c_int) -> Action<ssiz
 }
 
 pub(crate) fn sendmsg(fd: c_int, msg: InMsg<'_>, flags: c_int) -> Action<ssize_t> {
+    // An epoll set of ours passed to another process may be waited on
+    // there, past us: its flags go up for good first.
+    if crate::sockets::readiness::any_set() {
+        crate::sockets::readiness::sent(&msg.rights());
+    }
     if !fdtable::is_owned(fd) {
         return Action::Pass;
     }

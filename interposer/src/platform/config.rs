@@ -58,7 +58,8 @@ pub struct Config {
     /// `SHMNET_SPIN_US`: spin budget before sleeping, in microseconds.
     pub spin_us: u32,
     /// `SHMNET_DEFER`: epoll members may leave their doorbell flags down
-    /// while their set's only waiter is busy (default off: known gaps).
+    /// while their set's only waiter is busy (default on; `0` turns it
+    /// off).
     pub defer: bool,
     /// `SHMNET_LOG`: `None` is off.
     pub log_level: Option<Level>,
@@ -167,8 +168,8 @@ impl Config {
             Some(v) => parse_spin_us(&v)?,
         };
         let defer = match text("SHMNET_DEFER")?.as_deref() {
-            None | Some("0") => false,
-            Some("1") => true,
+            Some("0") => false,
+            None | Some("1") => true,
             Some(v) => return Err(invalid("SHMNET_DEFER", format!("{v:?} is not 0 or 1"))),
         };
         let log_level = match text("SHMNET_LOG")? {

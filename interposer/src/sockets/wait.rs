@@ -249,6 +249,10 @@ pub(crate) trait WaitSet {
     fn before_sleep(&mut self) -> bool {
         false
     }
+    /// After that sleep (or after `before_sleep` found readiness): what it
+    /// made reportable for the sleep alone is taken back (flags go down
+    /// again while the caller is busy).
+    fn after_sleep(&mut self) {}
 }
 
 /// What a spin found.
@@ -315,11 +319,17 @@ pub(crate) fn wait(
                 _ => {}
             }
         }
-        if set.found() || (!limit.now() && set.before_sleep()) {
+        if set.found() {
             return set.answer();
+        }
+        if !limit.now() && set.before_sleep() {
+            let answer = set.answer();
+            set.after_sleep();
+            return answer;
         }
         let sliced = limit.sliced(set.sliced());
         let n = guard::suspended(|| set.real(Some(sliced), mask));
+        set.after_sleep();
         if n < 0 {
             return Action::Raw(n);
         }

@@ -269,6 +269,33 @@ impl Consumer {
         self.readable_now()
     }
 
+    /// Takes back an [`arm`](Self::arm) that has not been rung yet: the
+    /// producer's next publish does not ring. For a caller that raised its
+    /// flag to sleep, woke, and will look at the ring itself before it
+    /// sleeps again. (The edge-triggered bit stays.)
+    ///
+    /// A producer that saw the flag up just before and counted a ring finds
+    /// it cleared when it takes it, and takes its count back (the same path
+    /// as a ring that could not be sent), so the counts stay exact.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry, WaitKind};
+    ///
+    /// let (_tx, rx) = heap_channel(Geometry::new(2, 64)?);
+    /// rx.arm(WaitKind::Doorbell);
+    /// assert!(rx.notify().may_ring());
+    /// rx.disarm(WaitKind::Doorbell);
+    /// assert!(!rx.notify().may_ring()); // the next publish does not ring
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn disarm(&self, how: WaitKind) {
+        self.ch
+            .ctl()
+            .wait
+            .reader_waiting
+            .fetch_and(!how.bits(), Ordering::Relaxed);
+    }
+
     /// Serialises this side's readers across processes (see
     /// [`SideGuard`](crate::SideGuard) and [`Producer::lock_side`](super::Producer::lock_side));
     /// only needed once the connection is shared by a fork.

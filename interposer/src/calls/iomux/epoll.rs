@@ -6,12 +6,14 @@
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
+use std::sync::Arc;
 
 use libc::{epoll_event, timespec};
 
 use crate::platform::real::{waits, Action};
 use crate::platform::sys::{EpollOut, SigMask, TimeIn};
 use crate::sockets::readiness::{self, Pending};
+use crate::sockets::socket::Socket;
 use crate::sockets::wait::{may_spin, wait, Limit, WaitSet};
 
 pub(crate) fn epoll_wait(epfd: c_int, events: EpollOut<'_>, timeout: c_int) -> Action<c_int> {
@@ -82,6 +84,8 @@ struct EpollSet<'a> {
     most: usize,
     pending: Pending,
     pwait2: bool,
+    /// The members whose flag is down, for the spin (`rings_ready`).
+    listed: Option<Vec<Arc<Socket>>>,
 }
 
 impl WaitSet for EpollSet<'_> {
@@ -94,6 +98,17 @@ impl WaitSet for EpollSet<'_> {
     }
 
     fn rings_ready(&mut self) -> bool {
+        // Lock-free looks while nothing came (the table's lock, taken 16
+        // times a round, would hold up every other thread's epoll calls).
+        let listed = self
+            .listed
+            .get_or_insert_with(|| readiness::unarmed(self.epfd));
+        if !listed
+            .iter()
+            .any(|s| s.connection().is_some_and(|c| c.maybe_readable()))
+        {
+            return false;
+        }
         if !readiness::unarmed_ready(self.epfd) {
             return false;
         }
@@ -136,11 +151,15 @@ impl WaitSet for EpollSet<'_> {
     }
 
     fn before_sleep(&mut self) -> bool {
-        if !readiness::arm_unarmed(self.epfd) {
+        if !readiness::before_sleep(self.epfd) {
             return false;
         }
         self.look();
         self.found()
+    }
+
+    fn after_sleep(&mut self) {
+        readiness::after_sleep(self.epfd);
     }
 }
 
@@ -167,6 +186,7 @@ fn epoll_set(
         most,
         pending,
         pwait2,
+        listed: None,
     };
     wait(&mut set, limit, mask)
 }

@@ -163,11 +163,11 @@ pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> Action<c_int> {
     if cmd != libc::F_DUPFD && cmd != libc::F_DUPFD_CLOEXEC {
         return Action::Pass;
     }
-    // An epoll set known under a second number: others may wait on it.
-    crate::sockets::readiness::crowd_for_good(fd);
-    let Some(sock) = registry::get(fd) else {
+    let set = crate::sockets::readiness::is_set(fd);
+    let sock = registry::get(fd);
+    if sock.is_none() && !set {
         return Action::Pass;
-    };
+    }
     let min = c_int::try_from(arg).unwrap_or(c_int::MAX);
     let new = crate::sockets::spare_fds::retry(|| {
         rustix::io::fcntl_dupfd_cloexec(sys::borrow_fd(fd), min)
@@ -178,7 +178,30 @@ pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> Action<c_int> {
     } else {
         new.and_then(|f| rustix::io::fcntl_setfd(&f, rustix::io::FdFlags::empty()).map(|()| f))
     };
-    share(new, sock)
+    match sock {
+        Some(sock) => share(new, sock),
+        None => share_set(fd, new),
+    }
+}
+
+/// `new`, a dup of the epoll set of ours under `old`: another number of
+/// that set (`readiness::alias`), whose waits our epoll_wait answers too.
+pub(crate) fn share_set(
+    old: c_int,
+    new: rustix::io::Result<std::os::fd::OwnedFd>,
+) -> Action<c_int> {
+    use std::os::fd::IntoRawFd;
+    match new {
+        Ok(f) => {
+            let new = f.into_raw_fd();
+            // (What the export's `fresh` does for a dup that passes
+            // through.)
+            crate::sockets::stale::fresh_inside(new);
+            crate::sockets::readiness::alias(old, new);
+            Action::Done(new)
+        }
+        Err(e) => Action::Fail(e.raw_os_error()),
+    }
 }
 
 /// The application is setting `fd`'s close-on-exec flag (set_inheritable,

@@ -291,6 +291,72 @@ mod tests {
         assert_eq!(unsafe { socket_addr(ptr::null(), 16) }, None);
     }
 
+    /// A control buffer of `msgs` (level, type, payload ints), with the
+    /// last header's length replaced by `last_len` if given.
+    fn control(msgs: &[(c_int, c_int, &[c_int])], last_len: Option<usize>) -> Vec<u64> {
+        let mut buf = vec![0u64; 64];
+        let mut at = 0usize;
+        let bytes = buf.as_mut_ptr().cast::<u8>();
+        for (i, &(level, ty, ints)) in msgs.iter().enumerate() {
+            let payload = std::mem::size_of_val(ints);
+            // SAFETY: arithmetic.
+            let len = unsafe { libc::CMSG_LEN(payload as u32) } as usize;
+            let h = libc::cmsghdr {
+                cmsg_len: if i + 1 == msgs.len() {
+                    last_len.unwrap_or(len)
+                } else {
+                    len
+                } as _,
+                cmsg_level: level,
+                cmsg_type: ty,
+            };
+            // SAFETY: inside the 512-byte buffer (the tests' few headers).
+            unsafe {
+                ptr::write_unaligned(bytes.add(at).cast(), h);
+                let data = bytes.add(at + std::mem::size_of::<libc::cmsghdr>());
+                ptr::copy_nonoverlapping(ints.as_ptr().cast::<u8>(), data, payload);
+                at += libc::CMSG_SPACE(payload as u32) as usize;
+            }
+        }
+        buf.truncate(at.div_ceil(8));
+        buf
+    }
+
+    fn rights(buf: &mut [u64]) -> Vec<c_int> {
+        // SAFETY: an all-zero msghdr is valid.
+        let mut m: libc::msghdr = unsafe { core::mem::zeroed() };
+        m.msg_control = buf.as_mut_ptr().cast();
+        m.msg_controllen = std::mem::size_of_val(buf) as _;
+        // SAFETY: a valid msghdr over `buf`.
+        unsafe { msg_rights_in(&m) }
+    }
+
+    #[test]
+    fn rights_read_only_scm_rights_inside_the_buffer() {
+        let creds = [1, 2, 3];
+        let mut buf = control(
+            &[
+                (libc::SOL_SOCKET, libc::SCM_CREDENTIALS, &creds),
+                (libc::SOL_SOCKET, libc::SCM_RIGHTS, &[7, 9]),
+            ],
+            None,
+        );
+        assert_eq!(rights(&mut buf), vec![7, 9]);
+        // A header whose length runs past the buffer (the kernel refuses
+        // such a message) is read up to the buffer's end only, and ends the
+        // walk (CMSG_NXTHDR's sum would wrap round).
+        let mut bad = control(
+            &[(libc::SOL_SOCKET, libc::SCM_RIGHTS, &[5])],
+            Some(usize::MAX - 8),
+        );
+        let got = rights(&mut bad);
+        assert!(got.starts_with(&[5]) && got.len() <= 2, "{got:?}");
+        let mut none = Vec::new();
+        assert!(rights(&mut none).is_empty());
+        // SAFETY: null is explicitly allowed.
+        assert!(unsafe { msg_rights_in(ptr::null()) }.is_empty());
+    }
+
     fn to_c(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
         let (st, len) = super::encode_socket_addr(addr);
         (st, len as libc::socklen_t)

@@ -172,6 +172,59 @@ pub(crate) unsafe fn msg_iov_in(msg: *const libc::msghdr) -> Option<(*const libc
     Some((m.msg_iov.cast_const(), m.msg_iovlen))
 }
 
+/// The fds a caller's msghdr passes (SCM_RIGHTS control messages), read
+/// within its control buffer only.
+///
+/// # Safety
+/// `msg` null or a valid msghdr whose control buffer, if not null, is
+/// valid for reads of `msg_controllen` bytes (sendmsg(2)).
+pub(crate) unsafe fn msg_rights_in(msg: *const libc::msghdr) -> Vec<c_int> {
+    let mut fds = Vec::new();
+    if msg.is_null() {
+        return fds;
+    }
+    // SAFETY: caller contract.
+    let m = unsafe { &*msg };
+    if m.msg_control.is_null() {
+        return fds;
+    }
+    #[allow(clippy::unnecessary_cast)] // size_t in glibc, socklen_t in musl
+    let len = m.msg_controllen as usize;
+    let end = (m.msg_control as usize).saturating_add(len);
+    // SAFETY: CMSG_FIRSTHDR and CMSG_NXTHDR only compute addresses from the
+    // msghdr's control pointer and length, and return null past its end.
+    let mut c = unsafe { libc::CMSG_FIRSTHDR(m) };
+    while !c.is_null() && (c as usize).saturating_add(core::mem::size_of::<libc::cmsghdr>()) <= end
+    {
+        // SAFETY: a header that lies whole inside the control buffer.
+        let h = unsafe { ptr::read_unaligned(c) };
+        if h.cmsg_level == libc::SOL_SOCKET && h.cmsg_type == libc::SCM_RIGHTS {
+            // SAFETY: CMSG_DATA computes an address after the header.
+            let data = unsafe { libc::CMSG_DATA(c) } as usize;
+            // SAFETY: CMSG_LEN is arithmetic.
+            let header = unsafe { libc::CMSG_LEN(0) } as usize;
+            let len = (h.cmsg_len as usize).saturating_sub(header);
+            let room = end.saturating_sub(data);
+            for i in 0..len.min(room) / core::mem::size_of::<c_int>() {
+                let p = (data + i * core::mem::size_of::<c_int>()) as *const c_int;
+                // SAFETY: inside the control buffer (bounded by `room`).
+                fds.push(unsafe { ptr::read_unaligned(p) });
+            }
+        }
+        // A length past the buffer (the kernel refuses the message) would
+        // make CMSG_NXTHDR's sum wrap round to an address it then reads.
+        #[allow(clippy::unnecessary_cast)] // size_t in glibc, socklen_t in musl
+        if h.cmsg_len as usize > end - c as usize {
+            break;
+        }
+        // SAFETY: as CMSG_FIRSTHDR; it reads the current header's length,
+        // which lies inside the buffer (checked above), and the next
+        // header's only once that lies inside it too.
+        c = unsafe { libc::CMSG_NXTHDR(m, c) };
+    }
+    fds
+}
+
 /// Stores an int through a caller's pointer (ioctl FIONREAD).
 ///
 /// # Safety

@@ -18,7 +18,7 @@ use super::Connection;
 
 /// Connections of one epoll set whose flag a read left down (`Deferral`),
 /// by the fd number the set knows them under: the set's waiter raises
-/// their flags before it sleeps (`readiness::arm_unarmed`).
+/// their flags before it sleeps (`readiness::before_sleep`).
 #[derive(Default)]
 pub(crate) struct Unarmed(Mutex<Vec<c_int>>);
 
@@ -47,7 +47,16 @@ pub(crate) struct Deferral {
     pub(crate) unarmed: Arc<Unarmed>,
     pub(crate) fd: c_int,
     pub(crate) waiter: u64,
+    /// How many times the waiter has slept on the set (`IDLE_SLEEPS`).
+    pub(crate) sleeps: Arc<AtomicU32>,
 }
+
+/// A connection the set's waiter has not read (nor added or changed) for
+/// this many of its sleeps keeps its flag up after them, off the list
+/// (`defer_again`): a set of thousands of mostly idle connections would
+/// otherwise have its waiter raise and lower every flag at every sleep.
+/// (redis-benchmark's 50 connections are read about every second sleep.)
+const IDLE_SLEEPS: u32 = 16;
 
 /// Who waits on a connection's fd, and how the kernel reports it.
 #[derive(Default)]
@@ -72,8 +81,11 @@ pub(super) struct Readiness {
     /// Listed in an `Unarmed` now (the flag may be down): which one (its
     /// address), or 0. Cleared only when that list is taken (`rearm`).
     deferred: std::sync::atomic::AtomicUsize,
-    /// Epoll sets of ours this connection is in.
+    /// Epoll sets of ours in which this connection is registered for
+    /// reading (see `count_sets`).
     sets: AtomicU32,
+    /// Its deferral's `sleeps` when the waiter last used it (`defer_as`).
+    active: AtomicU32,
 }
 
 impl Connection {
@@ -114,23 +126,43 @@ impl Connection {
     }
 
     /// The epoll set this connection may defer its flag to, or None (see
-    /// `Readiness::deferral`). Going from deferred to not, the flag is
-    /// raised, as an eager reader keeps it.
+    /// `Readiness::deferral`). Moving off the list it is on (its flag may
+    /// be down), the flag is raised, as an eager reader keeps it: also on
+    /// DEL, or MOD to EPOLLOUT alone (another thread may read the
+    /// connection and add it back while the set's waiter sleeps: data
+    /// that came meanwhile must have rung).
     pub(crate) fn set_deferral(&self, to: Option<Deferral>) {
-        let none = to.is_none();
-        if none && !self.ready.maybe_deferred.load(Ordering::Relaxed) {
+        self.replace_deferral(to, None);
+    }
+
+    /// `set_deferral(None)` if the connection defers to the set whose
+    /// list is `list` (another set's deferral stands: the connection is
+    /// registered for reading only there).
+    pub(crate) fn end_deferral(&self, list: &Arc<Unarmed>) {
+        self.replace_deferral(None, Some(list));
+    }
+
+    fn replace_deferral(&self, to: Option<Deferral>, only_from: Option<&Arc<Unarmed>>) {
+        if to.is_none() && !self.ready.maybe_deferred.load(Ordering::Relaxed) {
             return;
         }
-        if !none {
+        if to.is_some() {
             self.ready.maybe_deferred.store(true, Ordering::Relaxed);
         }
         let mut g = self.ready.deferral.lock();
-        let was = std::mem::replace(&mut *g, to).is_some();
+        if only_from.is_some_and(|l| !g.as_ref().is_some_and(|d| Arc::ptr_eq(&d.unarmed, l))) {
+            return;
+        }
+        // The same list under the same number: the entry it may have there
+        // stands (an entry under another number would not be found).
+        let same = matches!((&*g, &to), (Some(a), Some(b))
+            if Arc::ptr_eq(&a.unarmed, &b.unarmed) && a.fd == b.fd);
+        *g = to;
         // The mark is cleared under the deferral lock (`defer_arming` sets
         // it only under that lock, with a deferral), so it never outlives
         // its list: a stale mark would keep the connection off the next
         // list with its flag down.
-        let listed = none && was && self.ready.deferred.swap(0, Ordering::SeqCst) != 0;
+        let listed = !same && self.ready.deferred.swap(0, Ordering::SeqCst) != 0;
         drop(g);
         if listed {
             self.arm_always();
@@ -156,8 +188,9 @@ impl Connection {
         }
     }
 
-    /// Joined (+1) or left (-1) one of our epoll sets; the sets it is in
-    /// now.
+    /// Registered (+1) or no longer (-1) for reading (EPOLLIN or
+    /// EPOLLRDNORM) in one of our epoll sets; how many such registrations
+    /// it has now.
     pub(crate) fn count_sets(&self, joined: bool) -> u32 {
         if joined {
             self.ready.sets.fetch_add(1, Ordering::Relaxed) + 1
@@ -167,7 +200,8 @@ impl Connection {
         }
     }
 
-    /// The epoll sets of ours this connection is in.
+    /// The epoll sets of ours in which this connection is registered for
+    /// reading.
     pub(crate) fn sets(&self) -> u32 {
         self.ready.sets.load(Ordering::Relaxed)
     }
@@ -175,11 +209,18 @@ impl Connection {
     /// A read emptied the ring: whether the flag may stay down (the
     /// doorbell "disappears": the peer's next writes do not ring). Only on
     /// the one thread that waits on the connection's epoll set, which
-    /// raises the flag again before it sleeps (`readiness::arm_unarmed`);
+    /// raises the flag again before it sleeps (`readiness::before_sleep`);
     /// never while a poller of ours or a taker may wait on the kernel, for
     /// an edge-triggered reader, or one shared with another process. Lists
     /// the connection in the set's `Unarmed`.
     pub(super) fn defer_arming(&self) -> bool {
+        self.defer_as(true)
+    }
+
+    /// `defer_arming`; `used`: the waiter read, added or changed the
+    /// connection (false: it woke from a sleep, `defer_again`, and then
+    /// leaves alone a connection idle for `IDLE_SLEEPS`).
+    fn defer_as(&self, used: bool) -> bool {
         if !self.ready.maybe_deferred.load(Ordering::Relaxed)
             || self.shared()
             || self.ready.edge.load(Ordering::Relaxed)
@@ -195,6 +236,12 @@ impl Connection {
         if d.waiter != crate::platform::sys::thread_id() {
             return false;
         }
+        let sleeps = d.sleeps.load(Ordering::Relaxed);
+        if used {
+            self.ready.active.store(sleeps, Ordering::Relaxed);
+        } else if sleeps.wrapping_sub(self.ready.active.load(Ordering::Relaxed)) > IDLE_SLEEPS {
+            return false;
+        }
         let list = Arc::as_ptr(&d.unarmed) as usize;
         if self.ready.deferred.swap(list, Ordering::SeqCst) != list {
             d.unarmed.0.lock().push(d.fd);
@@ -202,16 +249,40 @@ impl Connection {
         true
     }
 
-    /// `readiness::arm_unarmed` took this connection from its set's list:
-    /// raises the flag; true when the ring is readable.
-    pub(crate) fn rearm(&self, list: &Arc<Unarmed>) -> bool {
-        let _ = self.ready.deferred.compare_exchange(
-            Arc::as_ptr(list) as usize,
-            0,
-            Ordering::SeqCst,
-            Ordering::SeqCst,
-        );
-        self.arm_always()
+    /// `readiness` took this connection from its set's list: if it is
+    /// still listed there, raises the flag and says whether the ring is
+    /// readable. None for an entry left over (the connection left that
+    /// list since, `set_deferral`, which raised the flag, or it is listed
+    /// elsewhere): raising it here would make the next write ring for
+    /// nothing.
+    pub(crate) fn rearm(&self, list: &Arc<Unarmed>) -> Option<bool> {
+        self.ready
+            .deferred
+            .compare_exchange(
+                Arc::as_ptr(list) as usize,
+                0,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .ok()?;
+        Some(self.arm_always())
+    }
+
+    /// The set's waiter woke from a sleep for which `before_sleep` raised
+    /// this flag (`readiness::after_sleep`): the flag goes down again while
+    /// the thread is busy, as after a read that emptied the ring, and the
+    /// connection is listed for the thread's next wait, which looks at the
+    /// ring before it sleeps. (A producer that rang meanwhile took the flag
+    /// down already; its byte is taken by the next read.) Not for one idle
+    /// for `IDLE_SLEEPS`: its flag stays up, and it is off the list.
+    pub(crate) fn defer_again(&self) {
+        let mut guard = self.rx.lock();
+        let Some(rx) = self.receiver(&mut guard.consumer) else {
+            return;
+        };
+        if self.defer_as(false) {
+            rx.disarm(WaitKind::Doorbell);
+        }
     }
 
     /// Whether the ring may hold data (no lock: a spinning wait's look).
@@ -223,9 +294,13 @@ impl Connection {
     }
 
     /// `watch` for an ADD/MOD by the one thread that waits on the
-    /// connection's set while it may leave its flag down: the flag stays
-    /// down (the set's waiter looks at the ring); whether the ring holds
-    /// data. None: not so (call `watch`).
+    /// connection's set while it may leave its flag down: the flag goes
+    /// (or stays) down, as after a read that emptied the ring (the set's
+    /// waiter looks at the ring before it sleeps; an event loop that takes
+    /// a connection out of its set while it writes a request, which raises
+    /// the flag, and adds it back for the answer would otherwise have the
+    /// answer ring); whether the ring holds data. None: not so (call
+    /// `watch`).
     pub(crate) fn watch_deferred(&self) -> Option<bool> {
         if !self.ready.maybe_deferred.load(Ordering::Relaxed)
             || !self.ready.watched.load(Ordering::SeqCst)
@@ -237,6 +312,7 @@ impl Connection {
         if !self.defer_arming() {
             return None;
         }
+        rx.disarm(WaitKind::Doorbell);
         Some(rx.readable_now())
     }
 

@@ -390,7 +390,7 @@ impl Connection {
             Phase::Spin => Ok(Next::Spin),
             Phase::Watch => Ok(Next::Watch),
             Phase::Sleep => self.ready_to_sleep(rx, taker, check_peer),
-            Phase::Settle => self.settle_turn(rx, check_peer),
+            Phase::Settle => self.settle_turn(rx, check_peer, facts.blocking),
         }
     }
 
@@ -468,7 +468,7 @@ impl Connection {
         check_peer: bool,
     ) -> Result<Next, End> {
         let Some(t) = self.begin_taking() else {
-            return self.settle_turn(rx, check_peer);
+            return self.settle_turn(rx, check_peer, true);
         };
         *taker = Some(t);
         if self.bell.foreign.load(Ordering::Relaxed) {
@@ -482,9 +482,19 @@ impl Connection {
         })
     }
 
-    /// `Phase::Settle`: read again if data came meanwhile, else wait.
-    fn settle_turn(&self, rx: &mut Consumer, check_peer: bool) -> Result<Next, End> {
-        match self.settle(rx, check_peer) {
+    /// `Phase::Settle`: read again if data came meanwhile, else wait. A
+    /// read that cannot block, by the one thread that waits on the
+    /// connection's epoll set, leaves the flag down (`defer_arming`): that
+    /// thread calls epoll_wait before it sleeps (an event loop that reads
+    /// until EAGAIN would otherwise raise it at every message).
+    fn settle_turn(
+        &self,
+        rx: &mut Consumer,
+        check_peer: bool,
+        blocking: bool,
+    ) -> Result<Next, End> {
+        let raise = blocking || !self.defer_arming();
+        match self.settle_as(rx, check_peer, raise) {
             Ok(true) => Ok(Next::Read),
             Ok(false) => Ok(Next::Wait),
             Err(Settled::HungUp) => Err(End::Read),

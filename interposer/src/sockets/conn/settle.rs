@@ -53,6 +53,20 @@ impl Connection {
     /// Returns whether data arrived meanwhile; Err for a hang-up with an
     /// empty ring (end of stream) or for foreign bytes.
     pub(super) fn settle(&self, rx: &mut Consumer, check_peer: bool) -> Result<bool, Settled> {
+        self.settle_as(rx, check_peer, true)
+    }
+
+    /// `settle`; `raise`: false for a reader whose flag may stay down
+    /// (`defer_arming` said so): the bytes of data already read are taken
+    /// all the same, and only the ring is looked at again. (With the flag
+    /// down the producer counts no new ring; one it counted before is in
+    /// `owed`, after its busy word cleared.)
+    pub(super) fn settle_as(
+        &self,
+        rx: &mut Consumer,
+        check_peer: bool,
+        raise: bool,
+    ) -> Result<bool, Settled> {
         // Looking at what is queued (a system call) tells a hang-up and
         // foreign bytes; a blocking reader learns both from its wait instead.
         let pending = if check_peer {
@@ -69,7 +83,12 @@ impl Connection {
         let start = Instant::now();
         self.wait_producer_idle(rx);
         let owed = self.owed(rx);
-        if rx.arm(WaitKind::Doorbell) {
+        let readable = if raise {
+            rx.arm(WaitKind::Doorbell)
+        } else {
+            rx.readable_now()
+        };
+        if readable {
             return Ok(true);
         }
         let hung_up = self.take_owed(rx, owed, pending.hung_up, start);

@@ -219,9 +219,9 @@ impl OutMsgTail<'_> {
     }
 }
 
-/// A `struct msghdr` given to sendmsg (its name and control data are not
-/// looked at: a connected TCP socket ignores the one and takes none of the
-/// other).
+/// A `struct msghdr` given to sendmsg (its name is not looked at, its
+/// control data only for the fds it passes: a connected TCP socket ignores
+/// the one and takes none of the other).
 #[derive(Clone, Copy)]
 pub(crate) struct InMsg<'call> {
     msg: *const libc::msghdr,
@@ -236,6 +236,13 @@ impl<'call> InMsg<'call> {
             msg,
             _call: PhantomData,
         }
+    }
+
+    /// The fds it passes (SCM_RIGHTS); none for a null msghdr.
+    pub(crate) fn rights(self) -> Vec<c_int> {
+        // SAFETY: the constructor's contract; a valid msghdr's control
+        // buffer is valid for its length, as sendmsg(2) requires.
+        unsafe { crate::platform::sys::msg_rights_in(self.msg) }
     }
 
     /// Its iovecs; None for a null msghdr.

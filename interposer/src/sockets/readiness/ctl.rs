@@ -1,0 +1,329 @@
+//! epoll_ctl on our sockets and sets: which connections a set holds (and
+//! how they are registered), which sets of ours are nested in which, and
+//! a dual listener's registrations.
+#![forbid(unsafe_code)]
+
+use core::ffi::c_int;
+use std::sync::Arc;
+
+use crate::platform::real::{waits, Action};
+use crate::platform::sys::EventIn;
+use crate::sockets::conn::Connection;
+use crate::sockets::registry;
+use crate::sockets::socket::Socket;
+
+use super::set::{self, defer_on, reads, stream, Inner, Member, Sets};
+
+pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_int> {
+    let Some(sock) = registry::get(fd) else {
+        return other_ctl(epfd, op, fd, event);
+    };
+    let conn = match &*sock {
+        Socket::Stream(conn) => conn,
+        Socket::Listener(_) => return listener_ctl(epfd, op, fd, event),
+        Socket::Bound(_) => return Action::Pass,
+    };
+    let ev = match op {
+        libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => {
+            let Some(ev) = event.get() else {
+                return Action::Pass; // the kernel's EFAULT
+            };
+            if ev.events & libc::EPOLLET as u32 != 0 {
+                conn.set_edge_triggered();
+            }
+            Some(ev)
+        }
+        libc::EPOLL_CTL_DEL => None,
+        _ => return Action::Pass,
+    };
+    let Some(reading) = ev.filter(|e| reads(e.events)) else {
+        // DEL, or a registration that does not read: nothing to watch (a
+        // deferral it had ends, and its flag goes up:
+        // `Connection::set_deferral`).
+        let r = waits::epoll_ctl(epfd, fd, event);
+        if r == 0 {
+            note(&mut set::sets_always(), epfd, op, fd, ev, &sock, false);
+        }
+        return Action::Raw(r);
+    };
+    if let Some(r) = deferred_ctl(epfd, op, fd, reading, &sock, conn, event) {
+        return Action::Raw(r);
+    }
+    // Eager from before the kernel knows the fd, so no publish can slip
+    // between (the flag is up when `watch` returns).
+    let pending = conn.watch();
+    let r = waits::epoll_ctl(epfd, fd, event);
+    if r == 0 {
+        note(&mut set::sets_always(), epfd, op, fd, ev, &sock, pending);
+    }
+    Action::Raw(r)
+}
+
+/// ADD or MOD for reading by the one thread that waits on a set whose
+/// members may leave their flags down: the flag goes down, the connection
+/// listed for that thread's next wait, which looks at its ring before it
+/// sleeps (`Connection::watch_deferred`: an event loop that removes a
+/// connection while it writes a request and adds it back for the answer
+/// would otherwise have every answer ring). All of it under the table's
+/// lock, from the decision to the note, so that nobody crowds the set in
+/// between (a crowd raises the flags of the members it knows). None: not
+/// so (the caller makes the connection eager).
+fn deferred_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: libc::epoll_event,
+    sock: &Arc<Socket>,
+    conn: &Connection,
+    event: EventIn<'_>,
+) -> Option<c_int> {
+    if !defer_on() {
+        return None;
+    }
+    let mut sets = set::sets()?;
+    let i = sets.position(epfd)?;
+    let set = sets.at(i);
+    if !set.solo || set.waiter != Some(crate::platform::sys::thread_id()) {
+        return None;
+    }
+    // Its registrations for reading once this one is made.
+    let old = set.members.get(&fd).filter(|m| same(m, sock));
+    let reading = conn.sets() + u32::from(!old.is_some_and(|m| reads(m.events)));
+    let had = old.and_then(|m| set.deferral(fd, m, conn.sets()));
+    let probe = member(ev, sock, false, false);
+    conn.set_deferral(Some(set.deferral(fd, &probe, reading)?));
+    let Some(readable) = conn.watch_deferred() else {
+        conn.set_deferral(had);
+        return None;
+    };
+    let r = waits::epoll_ctl(epfd, fd, event);
+    if r == 0 {
+        note(&mut sets, epfd, op, fd, Some(ev), sock, readable);
+    } else {
+        conn.set_deferral(had);
+    }
+    Some(r)
+}
+
+/// Whether member `m` is `sock`'s connection.
+fn same(m: &Member, sock: &Arc<Socket>) -> bool {
+    std::ptr::eq(m.socket.as_ptr(), Arc::as_ptr(sock))
+}
+
+fn member(ev: libc::epoll_event, sock: &Arc<Socket>, pending: bool, listed: bool) -> Member {
+    Member {
+        events: ev.events,
+        data: ev.u64,
+        socket: Arc::downgrade(sock),
+        pending,
+        reported: false,
+        listed: listed || pending,
+    }
+}
+
+/// The set's entry after a successful epoll_ctl (made if needed).
+/// O(log members): an event loop makes several epoll_ctl calls per
+/// request (issue 14: a walk over every member here was 38% of a client's
+/// time at 200 connections).
+fn note(
+    sets: &mut Sets,
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    ev: Option<libc::epoll_event>,
+    sock: &Arc<Socket>,
+    pending: bool,
+) {
+    let Socket::Stream(conn) = &**sock else {
+        return;
+    };
+    if op == libc::EPOLL_CTL_DEL {
+        if let Some(set) = sets.find(epfd) {
+            if let Some(m) = set.members.remove(&fd) {
+                leave(&m, &set.unarmed);
+            }
+        }
+        return;
+    }
+    let Some(ev) = ev else { return };
+    let i = sets.entry(epfd);
+    let set = sets.at(i);
+    set.sweep();
+    let old = set.members.get(&fd);
+    let listed = old.is_some_and(|m| m.listed);
+    let was_same = old.is_some_and(|m| same(m, sock));
+    let now = reads(ev.events);
+    match set.members.insert(fd, member(ev, sock, pending, listed)) {
+        Some(old) if was_same && reads(old.events) != now => {
+            conn.count_sets(now);
+        }
+        Some(_) if was_same => {}
+        // The same number, another connection (closed past us, or its
+        // number given to this one).
+        Some(old) => {
+            leave(&old, &set.unarmed);
+            if now {
+                conn.count_sets(true);
+            }
+        }
+        None if now => {
+            conn.count_sets(true);
+        }
+        None => {}
+    }
+    set.apply_deferral(fd, &set.members[&fd], conn);
+    if pending && !listed {
+        set.pending.push(fd);
+    }
+}
+
+/// A member left its set (DEL, or its number given to another
+/// connection): one registration for reading fewer, and its deferral to
+/// that set (`list`) ends, its flag raised.
+fn leave(m: &Member, list: &Arc<crate::sockets::conn::Unarmed>) {
+    let live = m.live();
+    if let Some(c) = stream(&live) {
+        if reads(m.events) {
+            c.count_sets(false);
+        }
+        c.end_deferral(list);
+    }
+}
+
+/// epoll_ctl on an fd that is not one of our sockets: an epoll set of ours
+/// (nested), or a kernel socket that may still be re-pointed (`carry`).
+fn other_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_int> {
+    if let Some(r) = nest(epfd, op, fd, event) {
+        return Action::Raw(r);
+    }
+    if !crate::sockets::carry::is_fresh(fd) {
+        return Action::Pass;
+    }
+    let r = waits::epoll_ctl(epfd, fd, event);
+    if r == 0 {
+        // (The kernel just read it: ADD/MOD succeeded.)
+        let ev = (op != libc::EPOLL_CTL_DEL).then(|| event.get()).flatten();
+        crate::sockets::carry::epoll_ctl(epfd, op, fd, ev);
+    }
+    Action::Raw(r)
+}
+
+/// `fd` is an epoll set of ours, added to (or changed in, or removed from)
+/// set `epfd`: a wait on `epfd` sleeps in the kernel for it, so its
+/// members keep their flags up from now on (crowded), and our epoll_wait
+/// on `epfd` reports it readable exactly while one of its members holds
+/// data no doorbell announced (`pending`). None: `fd` is no set of ours.
+fn nest(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Option<c_int> {
+    let mut sets = set::sets()?;
+    let inner = sets.find(fd)?;
+    if op != libc::EPOLL_CTL_DEL {
+        inner.crowd();
+    }
+    let id = inner.id;
+    let r = waits::epoll_ctl(epfd, fd, event);
+    if r == 0 {
+        if op == libc::EPOLL_CTL_DEL {
+            if let Some(outer) = sets.find(epfd) {
+                outer.inner.remove(&fd);
+            }
+        } else if let Some(ev) = event.get() {
+            let i = sets.entry(epfd);
+            let nested = Inner {
+                events: ev.events,
+                data: ev.u64,
+                reported: false,
+                set: id,
+            };
+            sets.at(i).inner.insert(fd, nested);
+        }
+    }
+    Some(r)
+}
+
+/// A listener's fd is an epoll instance, which cannot be added with
+/// EPOLLEXCLUSIVE (nginx asks for it): without it, every waiter is woken
+/// and all but one accept() get EAGAIN.
+fn listener_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_int> {
+    if op != libc::EPOLL_CTL_ADD && op != libc::EPOLL_CTL_MOD {
+        return Action::Pass;
+    }
+    // (epoll_ctl(2) requires `event` valid for reads for ADD and MOD; null
+    // is passed through.)
+    match event.events() {
+        Some(ev) if ev & libc::EPOLLEXCLUSIVE as u32 != 0 => {
+            // (Read whole only now: the same valid event.)
+            let Some(mut copy) = event.get() else {
+                return Action::Pass;
+            };
+            copy.events &= !(libc::EPOLLEXCLUSIVE as u32);
+            Action::Raw(waits::epoll_ctl(epfd, fd, EventIn::own(op, &mut copy)))
+        }
+        _ => Action::Pass,
+    }
+}
+
+/// `fd` now refers to one of our objects: the registrations noted while it
+/// was a fresh kernel socket (`carry`) are made again, through our own
+/// epoll_ctl logic, as the application's call would have gone. `keep`:
+/// the socket is still fresh (bound, not yet listening or connected).
+pub(crate) fn replay_carried(fd: c_int, keep: bool) {
+    let mine = crate::sockets::carry::take(fd, keep);
+    for (epfd, mut ev) in mine {
+        let r = match epoll_ctl(
+            epfd,
+            libc::EPOLL_CTL_ADD,
+            fd,
+            EventIn::own(libc::EPOLL_CTL_ADD, &mut ev),
+        ) {
+            Action::Raw(r) | Action::Done(r) => r,
+            Action::Fail(_) => -1,
+            Action::Pass => {
+                // (A listener's epoll instance cannot take EPOLLEXCLUSIVE.)
+                ev.events &= !(libc::EPOLLEXCLUSIVE as u32);
+                waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_ADD, &mut ev))
+            }
+        };
+        if r != 0 {
+            log!(
+                debug,
+                "fd {fd}: its registration in epoll set {epfd} could not be carried over"
+            );
+        }
+    }
+}
+
+/// After exec: the inherited epoll set `epfd` holds these registrations
+/// (fd, events, data: the kernel's, from /proc/self/fdinfo). Those of
+/// connections we re-attached become members, pending when their ring
+/// holds data no doorbell announced (the previous program's flags were
+/// raised before it exec'd, `crowd_all`; data that came while one was
+/// down, or while a reader was lazy, has no byte for the kernel to see).
+pub(crate) fn adopt(epfd: c_int, registrations: &[(c_int, u32, u64)]) {
+    for &(fd, events, data) in registrations {
+        let Some(sock) = registry::get(fd) else {
+            continue;
+        };
+        let Socket::Stream(conn) = &*sock else {
+            continue;
+        };
+        if events & libc::EPOLLET as u32 != 0 {
+            conn.set_edge_triggered();
+        }
+        let pending = reads(events) && conn.watch();
+        let ev = libc::epoll_event { events, u64: data };
+        let mut sets = set::sets_always();
+        note(
+            &mut sets,
+            epfd,
+            libc::EPOLL_CTL_ADD,
+            fd,
+            Some(ev),
+            &sock,
+            pending,
+        );
+        log!(
+            debug,
+            "fd {fd}: a member of inherited epoll set {epfd}, pending {pending}"
+        );
+    }
+}

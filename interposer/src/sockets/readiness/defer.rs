@@ -1,0 +1,219 @@
+//! Doorbells that disappear under load (docs/architecture.md): the one
+//! thread that waits on an epoll set lets its members' flags stay down
+//! while it is busy, looks at their rings when it waits, raises their
+//! flags just before it sleeps in the kernel and lowers them again when it
+//! wakes. Anyone else who may wait on the set ends that for good
+//! (`crowd`).
+#![forbid(unsafe_code)]
+
+use core::ffi::c_int;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::sockets::socket::Socket;
+
+use super::set::{self, defer_on, stream, Set};
+
+/// A thread is about to wait on `epfd`: the first becomes its waiter (and
+/// its members may defer, see `Set`); another, or the same set after a
+/// fork, crowds it.
+pub(crate) fn waiting(epfd: c_int) {
+    if !defer_on() {
+        return;
+    }
+    let Some(mut sets) = set::sets() else {
+        return;
+    };
+    let Some(set) = sets.find(epfd) else {
+        return;
+    };
+    if !set.solo {
+        return;
+    }
+    let me = crate::platform::sys::thread_id();
+    if set.generation != crate::platform::fork::generation() || set.waiter.is_some_and(|w| w != me)
+    {
+        set.crowd();
+        return;
+    }
+    if set.waiter.is_none() {
+        set.waiter = Some(me);
+        for (&fd, m) in &set.members {
+            let live = m.live();
+            if let Some(c) = stream(&live) {
+                set.apply_deferral(fd, m, c);
+            }
+        }
+    }
+}
+
+/// The members of `epfd` whose flag is down now, for a spinning wait to
+/// look at without the table's lock (`Connection::maybe_readable`): only
+/// the waiter, which is spinning, adds to them; one whose flag another
+/// thread raised meanwhile is looked at for nothing.
+pub(crate) fn unarmed(epfd: c_int) -> Vec<Arc<Socket>> {
+    if !defer_on() {
+        return Vec::new();
+    }
+    let Some(mut sets) = set::sets() else {
+        return Vec::new();
+    };
+    let Some(set) = sets.find(epfd) else {
+        return Vec::new();
+    };
+    let mut listed = Vec::new();
+    set.unarmed.each(|fd| listed.push(*fd));
+    listed
+        .into_iter()
+        .filter_map(|fd| set.members.get(&fd)?.live())
+        .collect()
+}
+
+/// Whether a member whose flag is down has data now (a spinning wait's
+/// look: the kernel cannot report those). Marks them pending.
+pub(crate) fn unarmed_ready(epfd: c_int) -> bool {
+    if !defer_on() {
+        return false;
+    }
+    let Some(mut sets) = set::sets() else {
+        return false;
+    };
+    let Some(set) = sets.find(epfd) else {
+        return false;
+    };
+    let Set {
+        members,
+        pending,
+        unarmed,
+        ..
+    } = set;
+    let mut found = false;
+    // (The list copied first: a look may take a connection's rx lock,
+    // which is taken before the list's lock elsewhere.)
+    let mut listed = Vec::new();
+    unarmed.each(|fd| listed.push(*fd));
+    for fd in listed {
+        let Some(m) = members.get_mut(&fd) else {
+            continue;
+        };
+        let live = m.live();
+        if stream(&live).is_some_and(|c| c.maybe_readable()) {
+            found = true;
+            m.mark_pending(fd, pending);
+        }
+    }
+    found
+}
+
+/// `epfd`'s waiter is about to sleep: the members whose flag was left down
+/// raise it (then the next write rings); those whose ring holds data
+/// become pending. True when one did (the wait answers instead). They are
+/// remembered, for `after_sleep`.
+pub(crate) fn before_sleep(epfd: c_int) -> bool {
+    if !defer_on() {
+        return false;
+    }
+    let Some(mut sets) = set::sets() else {
+        return false;
+    };
+    let Some(set) = sets.find(epfd) else {
+        return false;
+    };
+    let mut found = false;
+    let list = set.unarmed.clone();
+    set.raised.clear();
+    set.sleeps.fetch_add(1, Ordering::Relaxed);
+    for fd in list.take() {
+        let Some(m) = set.members.get_mut(&fd) else {
+            continue;
+        };
+        let live = m.live();
+        let Some(readable) = stream(&live).and_then(|c| c.rearm(&list)) else {
+            continue;
+        };
+        set.raised.push(fd);
+        if readable {
+            found = true;
+            m.mark_pending(fd, &mut set.pending);
+        }
+    }
+    found
+}
+
+/// `epfd`'s waiter woke (or answered after `before_sleep` found data):
+/// the flags `before_sleep` raised go down again while the thread is busy
+/// (`Connection::defer_again`), so that only data that came during the
+/// sleep rang. A set crowded meanwhile has nothing to lower.
+pub(crate) fn after_sleep(epfd: c_int) {
+    if !defer_on() {
+        return;
+    }
+    let Some(mut sets) = set::sets() else {
+        return;
+    };
+    let Some(set) = sets.find(epfd) else {
+        return;
+    };
+    if !set.solo || set.raised.is_empty() {
+        return;
+    }
+    for fd in std::mem::take(&mut set.raised) {
+        if let Some(m) = set.members.get(&fd) {
+            let live = m.live();
+            if let Some(c) = stream(&live) {
+                c.defer_again();
+            }
+        }
+    }
+}
+
+/// `fd` may be one of our epoll sets, about to be waited on by poll or
+/// select: others may sleep on it. True when a member has data the kernel
+/// does not know of: the caller reports `fd` readable itself.
+pub(crate) fn crowd(fd: c_int) -> bool {
+    let Some(mut sets) = set::sets() else {
+        return false;
+    };
+    let Some(i) = sets.position(fd) else {
+        return false;
+    };
+    // Members pending (data no doorbell announced: it came before they
+    // joined, or while their flag was down) make the set readable too,
+    // each time: the kernel does not know of them.
+    sets.at(i).crowd() || sets.pending_readable(i)
+}
+
+/// Before exec (or a fork, which may exec): every inheritable set's
+/// members raise their flags (the program that follows knows none of this;
+/// it learns the members whose data no doorbell announced from the kernel,
+/// `adopt`).
+pub(crate) fn crowd_all() {
+    let Some(mut sets) = set::sets() else {
+        return;
+    };
+    for set in sets.iter_mut() {
+        // A close-on-exec epoll fd does not reach the program that follows
+        // (posix_spawn, system and popen call this in a parent that goes
+        // on): only an inheritable one is crowded.
+        let inherited = set.numbers.iter().any(|&n| {
+            rustix::io::fcntl_getfd(crate::platform::sys::borrow_fd(n))
+                .is_ok_and(|f| !f.contains(rustix::io::FdFlags::CLOEXEC))
+        });
+        if inherited {
+            set.crowd();
+        }
+    }
+}
+
+/// `fds` go to another process (SCM_RIGHTS): an epoll set among them may
+/// be waited on there, past us. Crowded for good before it leaves.
+pub(crate) fn sent(fds: &[c_int]) {
+    let Some(mut sets) = set::sets() else {
+        return;
+    };
+    for &fd in fds {
+        if let Some(set) = sets.find(fd) {
+            set.crowd();
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! What our epoll_wait reports beside the kernel: members whose data no
+//! doorbell announced (it came while the reader was lazy, or while its
+//! flag was down), and sets of ours nested in the waited one that hold
+//! such members. And the looks a wait makes to decide whether to spin.
+#![forbid(unsafe_code)]
+
+use core::ffi::c_int;
+
+use crate::platform::real::waits;
+use crate::platform::sys::EventIn;
+
+use super::set::{self, stream, Member, Set};
+
+/// What `pending` found for one epoll set.
+#[derive(Default)]
+pub(crate) struct Pending {
+    /// EPOLLIN for members whose ring holds data the kernel may not report.
+    pub events: Vec<libc::epoll_event>,
+    /// A member's reader is asleep taking doorbell bytes: data it leaves in
+    /// the ring would have no byte, so a waiter must look again soon.
+    pub watch_closely: bool,
+}
+
+/// Members that joined with data no doorbell announced, or while a reader
+/// slept taking bytes (`Connection::watch`), are reported while their ring
+/// holds data; a member stops being pending once its ring is drained and
+/// no taker is left (from then on the kernel reports it). Nested sets of
+/// ours are reported while one of their members would be. At most `max`
+/// events (the caller's room). EPOLLET and EPOLLONESHOT registrations are
+/// reported once per ADD/MOD (a one-shot one is then disabled, as the
+/// kernel does).
+/// None when `epfd` holds no connection nor set of ours (epoll_wait then
+/// passes through).
+pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
+    let mut sets = set::sets()?;
+    let i = sets.position(epfd)?;
+    let inner_ready: Vec<c_int> = sets.inner_ready(i);
+    let set = sets.at(i);
+    if set.members.is_empty() && set.inner.is_empty() {
+        return None;
+    }
+    let mut out = Pending::default();
+    let Set {
+        members,
+        pending,
+        unarmed,
+        inner,
+        ..
+    } = set;
+    // Members whose flag is down: the kernel cannot report them, so their
+    // rings are looked at here (`pending` keeps those with data).
+    unarmed.each(|&fd| {
+        if let Some(m) = members.get_mut(&fd) {
+            m.mark_pending(fd, pending);
+        }
+    });
+    // Where the next call starts: after the last member reported, so that
+    // with little room every pending member has its turn (as the kernel
+    // rotates its ready list).
+    let mut next = 0;
+    let mut kept = 0;
+    pending.retain(|&fd| {
+        let Some(m) = members.get_mut(&fd) else {
+            return false;
+        };
+        let readable = m.pending && still_pending(m, &mut out.watch_closely);
+        if !m.pending {
+            m.listed = false;
+            return false;
+        }
+        kept += 1;
+        if readable
+            && out.events.len() < max
+            && report(epfd, fd, m.events, m.data, &mut m.reported, &mut out)
+        {
+            next = kept;
+        }
+        true
+    });
+    if out.events.len() >= max && next < pending.len() {
+        pending.rotate_left(next);
+    }
+    for fd in inner_ready {
+        if let Some(n) = inner.get_mut(&fd) {
+            if out.events.len() < max {
+                report(epfd, fd, n.events, n.data, &mut n.reported, &mut out);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Adds EPOLLIN for a registration (`events`, `data`) that has data to
+/// report, if it wants it and was not reported already (EPOLLET,
+/// EPOLLONESHOT: once per ADD/MOD; a one-shot one is disabled first, so a
+/// thread asleep in the kernel cannot get it as well once a doorbell
+/// comes). True when added.
+fn report(
+    epfd: c_int,
+    fd: c_int,
+    events: u32,
+    data: u64,
+    reported: &mut bool,
+    out: &mut Pending,
+) -> bool {
+    let wanted = events & (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
+    if wanted == 0 || *reported {
+        return false;
+    }
+    if events & libc::EPOLLONESHOT as u32 != 0 {
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLONESHOT as u32,
+            u64: data,
+        };
+        waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_MOD, &mut ev));
+    }
+    if events & (libc::EPOLLONESHOT | libc::EPOLLET) as u32 != 0 {
+        *reported = true;
+    }
+    out.events.push(libc::epoll_event {
+        events: wanted,
+        u64: data,
+    });
+    true
+}
+
+/// Whether a pending member's ring holds data; a member whose ring is
+/// drained stays pending only while a reader is asleep taking doorbell
+/// bytes (`m.pending` is updated; `watch_closely` notes such a taker).
+fn still_pending(m: &mut Member, watch_closely: &mut bool) -> bool {
+    let live = m.live();
+    let Some(conn) = stream(&live) else {
+        m.pending = false;
+        return false;
+    };
+    let taking = conn.taking();
+    *watch_closely |= taking;
+    if conn.ring_readable() {
+        return true;
+    }
+    m.pending = taking;
+    false
+}
+
+/// Members `awaits_reply` looks at per call, at most.
+const AWAITS_LOOKS: usize = 32;
+
+/// Whether a connection in `epfd` wrote since it last read (an answer is
+/// probably on its way: a wait may spin). Looks at up to `AWAITS_LOOKS`
+/// members a call, going round the set from call to call: under load most
+/// connections await a reply and the first looks find one; an idle set of
+/// thousands costs a few dozen looks, not thousands.
+pub(crate) fn awaits_reply(epfd: c_int) -> bool {
+    let Some(mut sets) = set::sets() else {
+        return false;
+    };
+    let Some(set) = sets.find(epfd) else {
+        return false;
+    };
+    let from = set.cursor;
+    let mut next = None;
+    let found = set
+        .members
+        .range(from..)
+        .chain(set.members.range(..from))
+        .take(AWAITS_LOOKS)
+        .inspect(|(&fd, _)| next = Some(fd.saturating_add(1)))
+        .any(|(_, m)| stream(&m.live()).is_some_and(|c| c.awaits_reply()));
+    // A member awaiting a reply is looked at first next time.
+    set.cursor = match (found, next) {
+        (true, Some(n)) => n.saturating_sub(1),
+        (false, Some(n)) => n,
+        (_, None) => 0,
+    };
+    found
+}
+
+/// A wait on `epfd` spun its whole budget for nothing: its connections
+/// stop counting as awaiting a reply until they write again. (Every
+/// member: it follows a whole spin, which costs more.)
+pub(crate) fn no_reply_soon(epfd: c_int) {
+    let Some(mut sets) = set::sets() else {
+        return;
+    };
+    if let Some(set) = sets.find(epfd) {
+        for m in set.members.values() {
+            if let Some(c) = stream(&m.live()) {
+                c.no_reply_soon();
+            }
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! The epoll sets of this process (`Set`): what each holds (connections,
+//! and epoll sets of ours nested in it), the numbers it is known under
+//! (dup), and whether its members may leave their flags down ("doorbells
+//! that disappear under load"). One table, `SETS`, behind one lock.
+#![forbid(unsafe_code)]
+
+use core::ffi::c_int;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+
+use crate::platform::lock::{Mutex, MutexGuard};
+use crate::sockets::conn::{Connection, Deferral, Unarmed};
+use crate::sockets::socket::Socket;
+
+/// EPOLLIN or EPOLLRDNORM: a registration the doorbell protocol serves.
+pub(super) fn reads(events: u32) -> bool {
+    events & (libc::EPOLLIN | libc::EPOLLRDNORM) as u32 != 0
+}
+
+/// A connection in an epoll set.
+pub(super) struct Member {
+    pub(super) events: u32,
+    pub(super) data: u64,
+    pub(super) socket: Weak<Socket>,
+    /// The kernel may not report data in its ring (`Connection::watch`).
+    pub(super) pending: bool,
+    /// Reported once since the last ADD/MOD (EPOLLET, EPOLLONESHOT).
+    pub(super) reported: bool,
+    /// In the set's `pending` list (which `pending` prunes lazily).
+    pub(super) listed: bool,
+}
+
+impl Member {
+    /// The member's connection while it lives. As in the kernel, a
+    /// registration lasts as long as the connection, not the fd number:
+    /// closing the number while a dup of it stays open keeps it (and its
+    /// data); the number given to something else keeps it too, until the
+    /// application adds the number again.
+    pub(super) fn live(&self) -> Option<Arc<Socket>> {
+        self.socket.upgrade()
+    }
+
+    /// Marks the member pending (listed once).
+    pub(super) fn mark_pending(&mut self, fd: c_int, list: &mut Vec<c_int>) {
+        self.pending = true;
+        if !self.listed {
+            self.listed = true;
+            list.push(fd);
+        }
+    }
+}
+
+/// An epoll set of ours registered in another (nested): the outer set
+/// reports it readable while one of its members holds data the kernel
+/// does not know of.
+pub(super) struct Inner {
+    pub(super) events: u32,
+    pub(super) data: u64,
+    /// Reported once since the last ADD/MOD (EPOLLET, EPOLLONESHOT).
+    pub(super) reported: bool,
+    /// The nested set (`Set::id`).
+    pub(super) set: u64,
+}
+
+/// An epoll set: made by this process (epoll_create), or one made past us
+/// that a connection joined. Every call touches only the fds it is about
+/// (issue 14): members by fd number, and the few that may be pending in a
+/// list of their own.
+pub(super) struct Set {
+    pub(super) id: u64,
+    /// The numbers it is known under in this process (dup, dup2, dup3,
+    /// F_DUPFD give more; our epoll_wait answers through any of them).
+    pub(super) numbers: Vec<c_int>,
+    pub(super) members: BTreeMap<c_int, Member>,
+    /// Sets of ours nested in this one, by the number they were added
+    /// under.
+    pub(super) inner: BTreeMap<c_int, Inner>,
+    /// Members that may be pending (entries found not pending, or gone,
+    /// are dropped when `pending` looks).
+    pub(super) pending: Vec<c_int>,
+    /// Where `awaits_reply` looks next (it looks at a few members a call).
+    pub(super) cursor: c_int,
+    /// Members after the last sweep of those whose connection is gone.
+    pub(super) swept: usize,
+    /// Members whose flag a read left down (`Connection::defer_arming`).
+    pub(super) unarmed: Arc<Unarmed>,
+    /// Those `before_sleep` raised, to be lowered again after the sleep.
+    pub(super) raised: Vec<c_int>,
+    /// `before_sleep`s so far (`Deferral::sleeps`).
+    pub(super) sleeps: Arc<AtomicU32>,
+    /// The one thread that waits on this set (None: none has yet), while
+    /// `solo`, in the fork generation it was made in. Then members may
+    /// leave their flags down while that thread is busy ("doorbells that
+    /// disappear under load"): it looks at their rings when it waits and
+    /// raises their flags before it sleeps.
+    pub(super) waiter: Option<u64>,
+    /// No one else may wait on it: no second thread, no fork, not polled,
+    /// nested, passed to another process or inherited across exec, and
+    /// made here. Once false, false for good (`crowd`).
+    pub(super) solo: bool,
+    pub(super) generation: u32,
+}
+
+impl Set {
+    fn new(id: u64, epfd: c_int, made_here: bool) -> Set {
+        Set {
+            id,
+            numbers: vec![epfd],
+            members: BTreeMap::new(),
+            inner: BTreeMap::new(),
+            pending: Vec::new(),
+            cursor: 0,
+            swept: 0,
+            unarmed: Arc::default(),
+            raised: Vec::new(),
+            sleeps: Arc::default(),
+            waiter: None,
+            solo: made_here,
+            generation: crate::platform::fork::generation(),
+        }
+    }
+
+    /// The deferral a member may use now, or None. `reading`: the
+    /// connection's registrations for reading in our sets, this one
+    /// included.
+    pub(super) fn deferral(&self, fd: c_int, m: &Member, reading: u32) -> Option<Deferral> {
+        const NOT: u32 = (libc::EPOLLET | libc::EPOLLONESHOT | libc::EPOLLEXCLUSIVE) as u32;
+        let waiter = self.waiter?;
+        let fits = self.solo
+            && defer_on()
+            && self.generation == crate::platform::fork::generation()
+            && reading == 1
+            && m.events & libc::EPOLLIN as u32 != 0
+            && m.events & NOT == 0;
+        fits.then(|| Deferral {
+            unarmed: self.unarmed.clone(),
+            fd,
+            waiter,
+            sleeps: self.sleeps.clone(),
+        })
+    }
+
+    /// Sets or ends connection `c`'s deferral to this set for member `m`
+    /// (number `fd`): registered for reading in two sets, it defers to
+    /// neither (which would raise its flag?); otherwise a deferral to
+    /// another set, where it is registered for reading, stands.
+    pub(super) fn apply_deferral(&self, fd: c_int, m: &Member, c: &Connection) {
+        match self.deferral(fd, m, c.sets()) {
+            Some(d) => c.set_deferral(Some(d)),
+            None if c.sets() > 1 => c.set_deferral(None),
+            None => c.end_deferral(&self.unarmed),
+        }
+    }
+
+    /// Others may wait on this set: no member leaves its flag down any
+    /// more (those that did raise it now), for good. True when one of them
+    /// has data the kernel does not know of (it came while the flag was
+    /// down): the set is readable though the kernel says not.
+    pub(super) fn crowd(&mut self) -> bool {
+        if !self.solo {
+            return false;
+        }
+        log!(
+            debug,
+            "epoll set {:?}: another waiter; no deferring",
+            self.numbers
+        );
+        self.solo = false;
+        self.release_all()
+    }
+
+    /// Every member's deferral ends (flags raised); those with data in
+    /// their ring become pending (our epoll_wait reports them, and poll,
+    /// select and an outer set of ours report the set readable while they
+    /// hold it). True when one had data.
+    pub(super) fn release_all(&mut self) -> bool {
+        let mut listed: Vec<c_int> = self.unarmed.take();
+        listed.sort_unstable();
+        self.raised.clear();
+        let mut found = false;
+        for (&fd, m) in self.members.iter_mut() {
+            let live = m.live();
+            let Some(Socket::Stream(c)) = live.as_deref() else {
+                continue;
+            };
+            // (Looked at before the deferral ends, which takes it off the
+            // list.)
+            if listed.binary_search(&fd).is_ok() && c.rearm(&self.unarmed) == Some(true) {
+                found = true;
+                m.mark_pending(fd, &mut self.pending);
+            }
+            c.end_deferral(&self.unarmed);
+        }
+        found
+    }
+
+    /// The set's numbers are all closed: the kernel forgets it with its
+    /// registrations. Flags its members left down are raised (nobody waits
+    /// on this set any more to look at their rings); they are registered
+    /// for reading in one set fewer (and may defer again in another).
+    fn dispose(&mut self) {
+        self.release_all();
+        for m in self.members.values() {
+            if let Some(Socket::Stream(c)) = m.live().as_deref() {
+                if reads(m.events) {
+                    c.count_sets(false);
+                }
+            }
+        }
+    }
+
+    /// Members whose connection is gone (closed, or their numbers given
+    /// to others and never added again) are swept when the set has
+    /// doubled since the last sweep: amortised O(1) per call.
+    pub(super) fn sweep(&mut self) {
+        if self.members.len() >= 2 * self.swept.max(16) {
+            self.members.retain(|_, m| m.socket.strong_count() > 0);
+            self.swept = self.members.len();
+        }
+    }
+}
+
+/// The sets, and the next `Set::id`.
+pub(super) struct Sets {
+    list: Vec<Set>,
+    next_id: u64,
+}
+
+/// The epoll sets of this process. Few.
+static SETS: Mutex<Sets> = Mutex::new(Sets {
+    list: Vec::new(),
+    next_id: 1,
+});
+/// Entries in SETS, so that processes with no epoll fd never take the
+/// lock.
+static SET_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// The table, locked; None when it is empty (no lock taken).
+pub(super) fn sets() -> Option<MutexGuard<'static, Sets>> {
+    (SET_COUNT.load(Ordering::Relaxed) != 0).then(|| SETS.lock())
+}
+
+/// Whether the table has a set.
+pub(super) fn any() -> bool {
+    SET_COUNT.load(Ordering::Relaxed) != 0
+}
+
+/// The table, locked, empty or not.
+pub(super) fn sets_always() -> MutexGuard<'static, Sets> {
+    SETS.lock()
+}
+
+impl Sets {
+    fn counted(&self) {
+        SET_COUNT.store(self.list.len(), Ordering::Relaxed);
+    }
+
+    /// The set known under `number`.
+    pub(super) fn find(&mut self, number: c_int) -> Option<&mut Set> {
+        self.list.iter_mut().find(|s| s.numbers.contains(&number))
+    }
+
+    pub(super) fn position(&self, number: c_int) -> Option<usize> {
+        self.list.iter().position(|s| s.numbers.contains(&number))
+    }
+
+    pub(super) fn at(&mut self, i: usize) -> &mut Set {
+        &mut self.list[i]
+    }
+
+    pub(super) fn by_id(&self, id: u64) -> Option<&Set> {
+        self.list.iter().find(|s| s.id == id)
+    }
+
+    pub(super) fn iter_mut(&mut self) -> impl Iterator<Item = &mut Set> {
+        self.list.iter_mut()
+    }
+
+    /// A set under `number`: the one known, or one made past us (an fd
+    /// epoll_create did not give us: it never defers).
+    pub(super) fn entry(&mut self, number: c_int) -> usize {
+        if let Some(i) = self.position(number) {
+            return i;
+        }
+        log!(
+            debug,
+            "epoll set {number}: made past libshmnet; no deferring"
+        );
+        self.add(number, false)
+    }
+
+    fn add(&mut self, number: c_int, made_here: bool) -> usize {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.list.push(Set::new(id, number, made_here));
+        self.counted();
+        self.list.len() - 1
+    }
+
+    /// epoll_create gave `fd`: a new set (whatever the number was before
+    /// is forgotten by `fresh`).
+    pub(super) fn made(&mut self, fd: c_int) {
+        self.forget_range(fd, fd);
+        self.add(fd, true);
+    }
+
+    /// `new` is now another number of the set under `old` (dup).
+    pub(super) fn alias(&mut self, old: c_int, new: c_int) {
+        self.forget_range(new, new);
+        if let Some(set) = self.find(old) {
+            set.numbers.push(new);
+        }
+    }
+
+    /// Numbers `first..=last` are closed or given to something else; a
+    /// set with no number left is gone.
+    pub(super) fn forget_range(&mut self, first: c_int, last: c_int) {
+        let before = self.list.len();
+        self.list.retain_mut(|set| {
+            set.numbers.retain(|n| !(first..=last).contains(n));
+            let gone = set.numbers.is_empty();
+            if gone {
+                set.dispose();
+            }
+            !gone
+        });
+        if self.list.len() != before {
+            self.counted();
+        }
+    }
+
+    /// Whether set `i` has a member (or a nested set) our epoll_wait would
+    /// report now that the kernel may not: pending, wanting EPOLLIN, not
+    /// already reported for EPOLLET or EPOLLONESHOT, with data in its ring.
+    pub(super) fn pending_readable(&self, i: usize) -> bool {
+        self.readable_at(&self.list[i], 0)
+    }
+
+    /// The nested sets of set `i` that `pending_readable` says of, by the
+    /// number they were added under.
+    pub(super) fn inner_ready(&self, i: usize) -> Vec<c_int> {
+        let set = &self.list[i];
+        set.inner
+            .iter()
+            .filter(|(_, n)| reads(n.events) && !n.reported)
+            .filter(|(_, n)| self.by_id(n.set).is_some_and(|s| self.readable_at(s, 1)))
+            .map(|(&fd, _)| fd)
+            .collect()
+    }
+
+    fn readable_at(&self, set: &Set, depth: u32) -> bool {
+        let due = |events: u32, reported: bool| reads(events) && !reported;
+        let member = set.pending.iter().any(|fd| {
+            set.members
+                .get(fd)
+                .filter(|m| m.pending && due(m.events, m.reported))
+                .is_some_and(
+                    |m| matches!(m.live().as_deref(), Some(Socket::Stream(c)) if c.ring_readable()),
+                )
+        });
+        // (The kernel refuses nesting deeper than 5, and loops.)
+        member
+            || (depth < 5
+                && set.inner.values().any(|n| {
+                    due(n.events, n.reported)
+                        && self
+                            .by_id(n.set)
+                            .is_some_and(|s| self.readable_at(s, depth + 1))
+                }))
+    }
+
+    /// In a forked child: a thread of the parent may have held the locks.
+    pub(super) fn reset_after_fork(&self) {
+        for set in &self.list {
+            set.unarmed.reset_after_fork();
+        }
+    }
+}
+
+/// In a forked child: a thread of the parent may have held the lock.
+pub(super) fn reset_after_fork() {
+    SETS.reset_after_fork();
+    SETS.lock().reset_after_fork();
+}
+
+/// Whether flags may be left down at all (`SHMNET_DEFER`).
+pub(super) fn defer_on() -> bool {
+    crate::platform::config::get().is_some_and(|c| c.defer)
+}
+
+/// The connection of a live member, if it is one.
+pub(super) fn stream(sock: &Option<Arc<Socket>>) -> Option<&Connection> {
+    match sock.as_deref() {
+        Some(Socket::Stream(c)) => Some(c),
+        _ => None,
+    }
+}
