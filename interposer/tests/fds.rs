@@ -745,3 +745,83 @@ fn connections_still_cross_exec_after_running_out_of_fds_once() {
         "{out}"
     );
 }
+
+/// Runs helpers/c/`name`.c preloaded on its own emulated addresses with
+/// `args` after HOST PORT (and `env`), and checks its stdout holds `want`.
+fn c_case(name: &str, flags: &[&str], args: &[&str], env: &[(&str, &str)], want: &str) {
+    let exe = build_c(name, flags);
+    let net = Net::emulated(&format!("fds-{name}"));
+    let mut cmd = preloaded(&exe);
+    net.env(&mut cmd)
+        .args([net.host_str(), net.port_str()])
+        .args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = run(&mut cmd);
+    assert!(
+        out.stdout.contains(want),
+        "{name}: {}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// A connect that dials again (its reuse offer unanswered) while a forked
+/// child holds its first local port's name takes another port.
+#[test]
+fn a_connect_that_dials_again_never_fails_on_its_own_port() {
+    c_case(
+        "redial_fork",
+        &["-O1", "-Wall", "-pthread"],
+        &["20"],
+        &[("FORK", "1")],
+        "no failure",
+    );
+}
+
+/// Out of fds under a seccomp filter that kills open(2): EMFILE, alive.
+#[test]
+fn out_of_fds_under_a_seccomp_filter_is_emfile() {
+    c_case("seccomp_emfile", &["-O1", "-Wall"], &[], &[], "alive");
+}
+
+/// A send blocked for room returns when the peer dies, even after another
+/// thread closed the fd's last number.
+#[test]
+fn a_blocked_send_sees_the_peer_die_after_its_fd_was_closed() {
+    c_case(
+        "blocked_writer",
+        &["-O1", "-Wall", "-pthread"],
+        &[],
+        &[],
+        "send failed: Broken pipe",
+    );
+}
+
+/// A close a signal handler made while the doorbell was busy is finished
+/// later without closing what the handler put on the number since.
+#[test]
+fn a_deferred_close_never_closes_what_the_handler_put_there() {
+    c_case(
+        "handler_dup2",
+        &["-O1", "-Wall", "-pthread"],
+        &["100"],
+        &[],
+        "handler's dup2 targets closed by the library 0",
+    );
+}
+
+/// syscall(SYS_dup) returning a number closed past the library: the new
+/// fd is the pipe it duplicated.
+#[test]
+fn syscall_dup_onto_a_stale_number_is_the_new_file() {
+    c_case(
+        "syscall_dup_stale",
+        &["-O1", "-Wall"],
+        &[],
+        &[],
+        "pipe got 5 'hello'",
+    );
+}

@@ -53,22 +53,24 @@ pub(crate) fn dispatch<R: CRet>(
                 // Closing must work (no leaked fd), and must neither wait
                 // for a lock nor free memory here: see `defer_release`.
                 if let Some(handle) = fdtable::table().remove(fd) {
-                    // The peer must see the close now: the thread this
-                    // handler interrupted may be waiting for the peer's
-                    // answer to it. Shut the socket down (a kernel call,
-                    // no lock) when no other fd of ours refers to it; the
-                    // ring's own flags follow with the deferred release.
-                    if !fdtable::table().refers(handle) {
-                        let _ =
-                            rustix::net::shutdown(sys::borrow_fd(fd), rustix::net::Shutdown::Both);
-                    }
                     // Our doorbell calls must stop using the number before
                     // the kernel may give it to another file. If that
                     // would mean waiting for a lock, the number stays open
                     // (as the library's: the application's close of it is
                     // EBADF) until the next call outside a handler forgets
                     // it and closes it (`registry::release_deferred`).
-                    if !registry::try_fd_closing(fd, handle) && registry::defer_close(fd, handle) {
+                    let others = registry::try_fd_closing(fd, handle);
+                    // The peer must see the close now: the thread this
+                    // handler interrupted may be waiting for the peer's
+                    // answer to it. Shut the socket down (a kernel call,
+                    // no lock) unless another number of the application's
+                    // is known to be left for it; the ring's own flags
+                    // follow with the deferred release.
+                    if others != Some(true) {
+                        let _ =
+                            rustix::net::shutdown(sys::borrow_fd(fd), rustix::net::Shutdown::Both);
+                    }
+                    if others.is_none() && registry::defer_close(fd, handle) {
                         return R::SUCCESS;
                     }
                     registry::defer_release(handle);

@@ -79,10 +79,7 @@ fn replace_target(
         return Action::Pass;
     }
     // The doorbell stops using `new` before the kernel re-points it.
-    let result = match registry::get(new) {
-        Some(target) => target.while_replacing(new, real_call),
-        None => real_call(),
-    };
+    let result = registry::while_replacing(new, real_call);
     if result >= 0 {
         log::forget_fd(new);
         crate::sockets::readiness::forget(new);
@@ -214,18 +211,19 @@ pub(crate) fn syscall(
 /// library's own); else the export calls libc at once. Lock- and
 /// allocation-free: libc's own callers (jemalloc's initialisation) make
 /// system calls through it while holding their locks.
-pub(crate) fn syscall_is_ours(number: c_long, a: c_long, b: c_long) -> bool {
+pub(crate) fn syscall_is_ours(number: c_long, a: c_long) -> bool {
     let ours = |v: c_long| {
         let fd = v as c_int;
         fdtable::is_owned(fd) || fdtable::is_internal(fd) || log::is_log_fd(fd)
     };
     match number {
         libc::SYS_close => ours(a),
-        libc::SYS_dup => fdtable::is_owned(a as c_int),
+        // The number they make may hold a stale entry (`fresh`): ours
+        // once anything is (nothing is before first-use initialisation,
+        // which jemalloc's own system calls may precede).
+        libc::SYS_dup | libc::SYS_dup3 | libc::SYS_close_range => crate::calls::process::started(),
         #[cfg(target_arch = "x86_64")]
-        libc::SYS_dup2 => fdtable::is_owned(a as c_int) || ours(b),
-        libc::SYS_dup3 => fdtable::is_owned(a as c_int) || ours(b),
-        libc::SYS_close_range => crate::calls::process::started(),
+        libc::SYS_dup2 => crate::calls::process::started(),
         _ => false,
     }
 }

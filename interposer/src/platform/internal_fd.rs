@@ -171,7 +171,8 @@ pub(crate) fn room_freed() {
 /// Whether one more fd can be made now (a dup made and closed at once):
 /// tells a full fd table from other EMFILEs.
 pub(crate) fn room_for_one() -> bool {
-    rustix::fs::open(
+    rustix::fs::openat(
+        rustix::fs::CWD,
         "/",
         rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),

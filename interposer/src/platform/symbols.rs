@@ -140,7 +140,7 @@ macro_rules! hooked_symbols {
     fn syscall(number: c_long; a: c_long, b: c_long, c: c_long, d: c_long, e: c_long,
         f: c_long) -> c_long => descriptor::syscall,
         fresh |r| descriptor::fresh_from_syscall(r, number, a),
-        gate descriptor::syscall_is_ours(number, a, b);
+        gate descriptor::syscall_is_ours(number, a);
 
     // Calls that create fds: each checks the fd it got for a stale entry
     // (a number the kernel reused after a close we did not see). open and

@@ -138,10 +138,20 @@ pub(crate) fn defer_release(handle: Handle) {
 }
 
 /// Numbers a signal handler's close left open (`defer_close`): per slot a
-/// state (0 free, 1 being filled, 2 ready), the fd and the handle.
+/// state (0 free, 1 being filled, 2 ready, 3 being closed), the fd, the
+/// handle and the socket's identity (inode, device) then.
 static CLOSE_STATE: [AtomicU32; 16] = [const { AtomicU32::new(0) }; 16];
 static CLOSE_FD: [AtomicI32; 16] = [const { AtomicI32::new(-1) }; 16];
 static CLOSE_HANDLE: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+static CLOSE_INODE: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+static CLOSE_DEV: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
+
+/// (inode, device) of what `fd` refers to (fstat: async-signal-safe).
+fn identity(fd: RawFd) -> Option<(u64, u64)> {
+    rustix::fs::fstat(crate::platform::sys::borrow_fd(fd))
+        .ok()
+        .map(|st| (st.st_ino, st.st_dev))
+}
 
 /// For a close() made by a signal handler while the socket's doorbell may
 /// be using `fd` (`try_fd_closing` could not say otherwise without
@@ -150,6 +160,9 @@ static CLOSE_HANDLE: [AtomicU64; 16] = [const { AtomicU64::new(0) }; 16];
 /// handler (`release_deferred`). Lock- and allocation-free; false if there
 /// is no free slot (then the caller closes it now).
 pub(crate) fn defer_close(fd: RawFd, handle: Handle) -> bool {
+    let Some((inode, dev)) = identity(fd) else {
+        return false;
+    };
     for (i, state) in CLOSE_STATE.iter().enumerate() {
         if state
             .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
@@ -158,6 +171,8 @@ pub(crate) fn defer_close(fd: RawFd, handle: Handle) -> bool {
             fdtable::set_internal(fd, true);
             CLOSE_FD[i].store(fd, Ordering::Relaxed);
             CLOSE_HANDLE[i].store(handle.raw(), Ordering::Relaxed);
+            CLOSE_INODE[i].store(inode, Ordering::Relaxed);
+            CLOSE_DEV[i].store(dev, Ordering::Relaxed);
             state.store(2, Ordering::Release);
             DEFERRED_ANY.store(true, Ordering::Release);
             return true;
@@ -167,19 +182,31 @@ pub(crate) fn defer_close(fd: RawFd, handle: Handle) -> bool {
 }
 
 /// Closes what `defer_close` left open: the socket forgets the number
-/// (waiting for its lock is fine here), then the kernel closes it.
+/// (waiting for its lock is fine here), then the kernel closes it — unless
+/// the number refers to something else by now (the handler itself put a
+/// file there: dup2, or a close and an open of its own).
 fn close_deferred() {
     for (i, state) in CLOSE_STATE.iter().enumerate() {
-        if state.load(Ordering::Acquire) != 2 {
+        // Claimed by one thread only.
+        if state
+            .compare_exchange(2, 3, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
             continue;
         }
         let fd = CLOSE_FD[i].load(Ordering::Relaxed);
         let handle = Handle::from_raw_parts(CLOSE_HANDLE[i].load(Ordering::Relaxed));
+        let kept = (
+            CLOSE_INODE[i].load(Ordering::Relaxed),
+            CLOSE_DEV[i].load(Ordering::Relaxed),
+        );
         if let Some(h) = handle {
             drop(release_fd(fd, h));
         }
         fdtable::set_internal(fd, false);
-        crate::platform::sys::close_inherited(fd);
+        if identity(fd) == Some(kept) {
+            crate::platform::sys::close_inherited(fd);
+        }
         state.store(0, Ordering::Release);
     }
 }
@@ -229,22 +256,40 @@ fn slot_is(handle: Handle, f: impl Fn(&Socket) -> bool) -> bool {
 
 /// `fd_closing` from a signal handler (see `defer_release`): no lock is
 /// waited for; false if the socket may still use `fd` (a lock was taken).
-pub(crate) fn try_fd_closing(fd: RawFd, handle: Handle) -> bool {
-    let Some(slab) = SLAB.try_read() else {
-        return false;
-    };
+/// None if it could not (a lock was taken); Some(true) if the socket has
+/// other numbers of the application's left.
+pub(crate) fn try_fd_closing(fd: RawFd, handle: Handle) -> Option<bool> {
+    let slab = SLAB.try_read()?;
     match slab.slots.get(handle.index() as usize) {
-        Some(slot) if slot.generation == handle.generation() => slot
-            .socket
-            .as_ref()
-            .is_none_or(|s| s.try_fd_closing(fd).is_some()),
-        _ => true,
+        Some(slot) if slot.generation == handle.generation() => match slot.socket.as_ref() {
+            Some(s) => s.try_fd_closing(fd),
+            None => Some(false),
+        },
+        _ => Some(false),
     }
 }
 
 /// Frees the slot behind `handle` and returns what it held.
 pub(crate) fn release(handle: Handle) -> Option<Arc<Socket>> {
     release_inner(handle, None)
+}
+
+/// Runs `replace` (dup2/dup3 onto `fd`) so that the socket `fd` refers to,
+/// if ours, stops using the number before the kernel re-points it
+/// (`Socket::while_replacing`), under the lock fork's prepare handler
+/// takes (the socket's fd list never crosses a fork half-changed).
+pub(crate) fn while_replacing(fd: RawFd, replace: impl FnOnce() -> i32) -> i32 {
+    let slab = SLAB.write();
+    let socket = fdtable::table().get(fd).and_then(|h| {
+        slab.slots
+            .get(h.index() as usize)
+            .filter(|s| s.generation == h.generation())
+            .and_then(|s| s.socket.clone())
+    });
+    match socket {
+        Some(s) => s.while_replacing(fd, replace),
+        None => replace(),
+    }
 }
 
 /// `release`; with `fd`, the socket stops using that number first

@@ -73,10 +73,11 @@ impl Socket {
 
     /// `fd_closing` from a signal handler that interrupted the library: no
     /// waiting for a lock (None if it would have to).
-    pub(crate) fn try_fd_closing(&self, fd: std::os::fd::RawFd) -> Option<()> {
+    /// Some(true): other numbers of the application's are left.
+    pub(crate) fn try_fd_closing(&self, fd: std::os::fd::RawFd) -> Option<bool> {
         match self {
             Socket::Stream(c) => c.try_fd_closing(fd),
-            _ => Some(()),
+            _ => Some(false),
         }
     }
 

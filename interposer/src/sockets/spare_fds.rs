@@ -28,19 +28,27 @@ const AT_ONCE: usize = 256;
 /// the re-entry guard): runs inside the guard, so that a signal handler
 /// interrupting the walk (which holds the registry's read lock) is a
 /// nested call, and never from a nested call itself (false there).
+///
+/// An EMFILE there may not be this process's fd table being full
+/// (inotify's per-user instances): then nothing is given back. (A seccomp
+/// filter may kill that probe's system call: nothing is given back in a
+/// sandbox either.)
 pub(crate) fn give_back() -> bool {
     let Some(_inside) = guard::enter("give_back") else {
         return false;
     };
+    if crate::platform::sandbox::active() || internal_fd::room_for_one() {
+        return false;
+    }
     give_back_inside()
 }
 
 /// `give_back` from a call's own logic, which runs inside the guard
-/// already (a nested call never runs logic). An EMFILE that is not this
-/// process's fd table being full (inotify's per-user instances) gives
-/// nothing back.
+/// already (a nested call never runs logic), after its own system calls
+/// ran out of fds (the table is full: a room probe now would find the
+/// fds that call already released).
 pub(crate) fn give_back_inside() -> bool {
-    if internal_fd::room_for_one() {
+    if crate::platform::sandbox::active() {
         return false;
     }
     let mut freed: Vec<KeptMemfd> = crate::transport::pool::give_back_memfds();

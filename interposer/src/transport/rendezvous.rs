@@ -112,11 +112,20 @@ pub(crate) fn hint_held_by(name: &str, owner: u32) -> bool {
 /// per socket type): a bind says, where connecting would queue a
 /// connection on a listener. For the instant the probe holds a free name,
 /// a bind of it elsewhere fails.
+#[cfg(test)]
 fn name_taken(name: &str) -> bool {
-    matches!(
-        bind_abstract(name, SocketType::STREAM),
-        Err(Errno::ADDRINUSE)
-    )
+    probe_name(name) != Ok(false)
+}
+
+/// `name_taken` for the exclusion between a name and a connecting name:
+/// a probe that fails for another reason (out of fds) is that error, not
+/// "free" (nor "taken", which would send the caller through every port).
+fn probe_name(name: &str) -> Result<bool, Errno> {
+    match bind_abstract(name, SocketType::STREAM) {
+        Ok(_) => Ok(false),
+        Err(Errno::ADDRINUSE) => Ok(true),
+        Err(e) => Err(e),
+    }
 }
 
 /// A held reservation of one address:port.
@@ -161,11 +170,24 @@ impl Reservation {
     /// first time; later (the first one closed: a dial again) a new one
     /// bound to the same name. None for other reservations (an emulated
     /// bind keeps its name on its own socket): dial from any socket.
+    ///
+    /// A later socket may find the name held meanwhile (a child forked
+    /// while we waited keeps a copy of the first socket): then it takes
+    /// another free port, and `addr` changes (say it in the connect
+    /// message).
     pub(crate) fn dial_socket(&mut self) -> Result<Option<OwnedFd>, Errno> {
         match &mut self._hold {
             Hold::Dial(sock) => match sock.take() {
                 Some(s) => Ok(Some(s)),
-                None => dial_socket(self.addr).map(Some),
+                None => match dial_socket(self.addr) {
+                    Err(Errno::ADDRINUSE) => {
+                        let mut fresh = connecting_name(self.addr.ip())?;
+                        let s = fresh.dial_socket()?;
+                        self.addr = fresh.addr;
+                        Ok(s)
+                    }
+                    r => r.map(Some),
+                },
             },
             _ => Ok(None),
         }
@@ -202,7 +224,7 @@ pub(crate) fn reserve_local(addr: SocketAddr) -> Result<Reservation, Errno> {
 fn reserve_local_port(addr: SocketAddr) -> Result<Reservation, Errno> {
     let sock = bind_abstract(&addr_name(addr), SocketType::STREAM)?;
     // The name first, then a connecting socket's (see `dial_socket`).
-    if name_taken(&connecting_port_name(addr)) {
+    if probe_name(&connecting_port_name(addr))? {
         return Err(Errno::ADDRINUSE);
     }
     Ok(Reservation {
@@ -258,7 +280,7 @@ fn dial_socket(addr: SocketAddr) -> Result<OwnedFd, Errno> {
     )?;
     let name = connecting_port_name(addr);
     rustix::net::bind(&sock, &SocketAddrUnix::new_abstract_name(name.as_bytes())?)?;
-    if name_taken(&addr_name(addr)) {
+    if probe_name(&addr_name(addr))? {
         return Err(Errno::ADDRINUSE);
     }
     Ok(sock)

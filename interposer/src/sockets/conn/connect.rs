@@ -75,10 +75,9 @@ impl Connection {
     ) -> Result<(OwnedFd, Connection), DialError> {
         let generation = crate::platform::fork::generation();
         let geo = Geometry::for_ring_bytes(ring_bytes as u64).map_err(|_| Errno::INVAL)?;
-        let me = local.addr;
         let mut hello = Message {
             kind: Kind::Connect,
-            addr: me,
+            addr: local.addr,
             status: 0,
             dest: peer,
             key: 0,
@@ -93,6 +92,8 @@ impl Connection {
         };
         hello.key = reuse.unwrap_or_else(pool::new_key);
         let sock = with_room(make_room, || dial(local.dial_socket()?))?;
+        // (A dial again may have had to take another port.)
+        hello.addr = local.addr;
         // The doorbell needs no fd of its own: `sock` goes onto the
         // application's number (`Bell::opened` when it is registered), so
         // nothing after the acceptor hears of us can run out of fds.
@@ -110,6 +111,7 @@ impl Connection {
             generation,
             side: pool::Side::Connector { dest: peer },
         };
+        let me = local.addr;
         let mut conn = Connection::new(seg, me, peer, bell, Some(local), Some(ticket))?;
         conn.opts = opts;
         Ok((sock, conn))
@@ -190,6 +192,7 @@ fn offer_reuse(
             // Closed first: the new socket takes its local name.
             drop(sock);
             sock = dial(local.dial_socket()?)?;
+            hello.addr = local.addr;
             bell = Bell::new(sock.as_fd(), None);
             handshake::send(sock.as_fd(), hello, seg.fd()).map_err(refused)?;
             rustix::io::ioctl_fionbio(&sock, false)?;

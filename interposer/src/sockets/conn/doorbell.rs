@@ -135,9 +135,11 @@ impl Bell {
     /// `forget_fd` from a signal handler that interrupted the library: it
     /// may not wait for the lock (its own thread may hold it). None if it
     /// could not.
-    pub(crate) fn try_forget_fd(&self, fd: RawFd) -> Option<()> {
-        self.fds.try_write()?.retain(|&f| f != fd);
-        Some(())
+    /// Some(true) if other numbers are left.
+    pub(crate) fn try_forget_fd(&self, fd: RawFd) -> Option<bool> {
+        let mut fds = self.fds.try_write()?;
+        fds.retain(|&f| f != fd);
+        Some(!fds.is_empty())
     }
 
     /// In a forked child: a parent thread may have held the lock.
@@ -161,6 +163,19 @@ impl Bell {
             return;
         };
         let _ = handshake::wait_readable(sys::borrow_fd(fd), Some(timeout));
+    }
+
+    /// A copy of our end for a wait that must outlive the application's
+    /// numbers (`Connection::wait_room`); None if none is left or no fd can
+    /// be made.
+    pub(super) fn hold(&self) -> Option<std::os::fd::OwnedFd> {
+        self.with_fd(|fd| rustix::io::fcntl_dupfd_cloexec(fd, 0).ok())
+            .flatten()
+    }
+
+    /// Whether the peer's end of `fd` (a `hold` copy) is closed.
+    pub(super) fn hung_up_on(fd: BorrowedFd<'_>) -> bool {
+        poll_now(fd, 0) & (libc::POLLHUP | libc::POLLERR) != 0
     }
 
     /// `shutdown(2)` on our end.

@@ -221,7 +221,7 @@ impl Connection {
     }
 
     /// See `Socket::try_fd_closing`.
-    pub(crate) fn try_fd_closing(&self, fd: RawFd) -> Option<()> {
+    pub(crate) fn try_fd_closing(&self, fd: RawFd) -> Option<bool> {
         self.bell.try_forget_fd(fd)
     }
 

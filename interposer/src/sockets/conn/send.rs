@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::IoSlice;
+use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 use shmnet_ring::{RingError, Space, WaitKind, WaitPolicy};
 
+use super::doorbell::Bell;
 use super::{deadline_after, ring_errno, Connection};
 
 /// The largest send [`Connection::try_send`] attempts.
@@ -211,6 +213,10 @@ impl Connection {
         deadline: &mut Option<Option<Instant>>,
     ) -> Result<(), Errno> {
         let bell = self.bell.clone();
+        // The socket, held while we wait (as the kernel's send holds its
+        // file): the peer's death shows as a hang-up on it even if another
+        // thread closes the application's last number meanwhile.
+        let held = self.bell.hold().map(Arc::new);
         let shut = self.shut_wr.clone();
         let d =
             *deadline.get_or_insert_with(|| deadline_after(self.opts.timeout(libc::SO_SNDTIMEO)));
@@ -218,7 +224,10 @@ impl Connection {
             spin: self.pacing.spin,
             deadline: d,
             liveness: Some(Arc::new(move || {
-                !shut.load(Ordering::Relaxed) && !bell.hung_up()
+                !shut.load(Ordering::Relaxed)
+                    && !held
+                        .as_ref()
+                        .map_or_else(|| bell.hung_up(), |fd| Bell::hung_up_on(fd.as_fd()))
             })),
             slice: Duration::from_millis(10),
             interruptible: true,
