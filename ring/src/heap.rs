@@ -53,6 +53,30 @@ fn a() -> AtomicU32 {
 ///
 /// [`Segment`]: crate::Segment
 pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
+    heap_channel_with_window(geo, geo.start_window())
+}
+
+/// As [`heap_channel`], with a window that starts at `start` segments
+/// instead of [`Geometry::start_window`]: tests and models of the window's
+/// growth on small geometries.
+///
+/// ```
+/// use shmnet_ring::{heap_channel_with_window, Geometry};
+///
+/// let (mut tx, rx) = heap_channel_with_window(Geometry::new(8, 64)?, 2);
+/// assert_eq!(tx.window(), 2);
+/// assert_eq!(tx.write(&[0; 512])?, 128); // two segments in use at most
+/// assert_eq!(rx.available()?, 128);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// # Panics
+/// When `start` is not a window the geometry allows ([`Geometry::window_ok`]).
+pub fn heap_channel_with_window(geo: Geometry, start: u32) -> (Producer, Consumer) {
+    assert!(
+        geo.window_ok(start),
+        "window {start} not allowed for {geo:?}"
+    );
     let n = geo.segment_count as usize;
     let hc = Arc::new(HeapChannel {
         ctl: ChannelControl {
@@ -61,6 +85,7 @@ pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
                 closed: a(),
                 busy: a(),
                 lock: a(),
+                window: a(),
             },
             consumer: ConsumerLine {
                 tail: a(),
@@ -114,6 +139,6 @@ pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
         }
     };
     let p = make();
-    p.initialise();
+    p.initialise_window(start);
     (Producer::new(p), Consumer::new(make()))
 }

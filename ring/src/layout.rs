@@ -32,7 +32,7 @@ pub unsafe trait SharedLayout: Sized {}
 /// `"SHMNETR1"` as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMNETR1");
 /// Bumped whenever the layout or protocol changes incompatibly.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 /// Value of [`WaitLine::ready`] once a side has initialised the channel.
 pub const CHANNEL_READY: u32 = 0x5245_4459; // "READ"Y
 
@@ -52,6 +52,12 @@ pub const MIN_SEGMENTS: u32 = 2;
 pub const MAX_SEGMENTS: u32 = 4096;
 /// Upper bound on one channel's data area, so every offset fits in a u32.
 pub const MAX_CHANNEL_BYTES: u64 = 1 << 30;
+/// The bytes a channel's window starts with ([`Geometry::start_window`]):
+/// 128 KiB, two segments of the default 64 KiB. A request/response
+/// connection never needs more, so it touches (and keeps resident) only
+/// this much per direction; it holds the interposer's largest send that
+/// must go in whole (64 KiB) with a whole segment to spare.
+pub const START_WINDOW_BYTES: u32 = 128 << 10;
 
 /// The segment header: identifies the segment and its geometry.
 #[repr(C, align(64))]
@@ -92,7 +98,7 @@ pub const WITHDRAWN: u32 = 3;
 #[repr(C, align(64))]
 pub struct ProducerLine {
     /// Sequence number of the data segment holding the most recently written
-    /// data (claim 85, "first field"). Segment index = head mod N.
+    /// data (claim 85, "first field"). Segment index = head mod `window`.
     pub head: AtomicU32,
     /// Non-zero once the producer will write no more (shutdown(SHUT_WR) or
     /// close): the consumer sees end-of-stream after draining.
@@ -105,6 +111,12 @@ pub struct ProducerLine {
     /// Serialises writers in several processes of this side after fork
     /// (holder's pid; see `sidelock`).
     pub lock: AtomicU32,
+    /// n, the data segments in use (the window): a segment's index is
+    /// `seq % n`. A power of two from [`Geometry::start_window`] up to N
+    /// (or N itself when N is not a power of two); only the producer
+    /// writes it, and only ever doubles it, storing it before the `head`
+    /// that first needs it (see `channel/mod.rs`, "Window").
+    pub window: AtomicU32,
 }
 
 /// `ProducerLine::busy`: inside a write.
@@ -277,6 +289,53 @@ impl Geometry {
         let seg = (seg / CACHE_LINE as u64 * CACHE_LINE as u64) as u32;
         let count = (ring / u64::from(seg)).min(u64::from(MAX_SEGMENTS)) as u32;
         Geometry::new(count, seg)
+    }
+
+    /// The window a channel starts with: the fewest segments, a power of
+    /// two and at least [`MIN_SEGMENTS`], that hold [`START_WINDOW_BYTES`];
+    /// N when that is more than N, or when N is not a power of two (the
+    /// window then never changes).
+    ///
+    /// ```
+    /// use shmnet_ring::Geometry;
+    ///
+    /// assert_eq!(Geometry::new(32, 64 << 10)?.start_window(), 2); // 128 KiB of 2 MiB
+    /// assert_eq!(Geometry::new(16, 32 << 10)?.start_window(), 4);
+    /// assert_eq!(Geometry::new(16, 4096)?.start_window(), 16); // the whole 64 KiB
+    /// assert_eq!(Geometry::new(24, 64 << 10)?.start_window(), 24); // N not a power of two
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn start_window(&self) -> u32 {
+        let n = self.segment_count;
+        if !n.is_power_of_two() {
+            return n;
+        }
+        START_WINDOW_BYTES
+            .div_ceil(self.segment_bytes)
+            .next_power_of_two()
+            .clamp(MIN_SEGMENTS, n)
+    }
+
+    /// Whether `n` may be a channel's window: N, or, when N is a power of
+    /// two, a smaller power of two of at least [`MIN_SEGMENTS`]. Every
+    /// load of the window from shared memory is checked with this.
+    ///
+    /// ```
+    /// use shmnet_ring::Geometry;
+    ///
+    /// let geo = Geometry::new(32, 4096)?;
+    /// assert!(geo.window_ok(2) && geo.window_ok(32));
+    /// assert!(!geo.window_ok(0) && !geo.window_ok(1) && !geo.window_ok(3) && !geo.window_ok(64));
+    /// let odd = Geometry::new(24, 4096)?;
+    /// assert!(odd.window_ok(24) && !odd.window_ok(16));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn window_ok(&self, n: u32) -> bool {
+        let count = self.segment_count;
+        n == count
+            || (count.is_power_of_two()
+                && n.is_power_of_two()
+                && (MIN_SEGMENTS..count).contains(&n))
     }
 
     /// Bytes of one channel's circular buffer.

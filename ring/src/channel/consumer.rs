@@ -109,14 +109,23 @@ impl Consumer {
         let closed = ctl.producer.closed.load(Ordering::Acquire) != 0;
         let mut dst = Sink::new(bufs);
         let want = dst.remaining();
-        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let s = ch.geo.segment_bytes;
         let mut tail = ctl.consumer.tail.load(Ordering::Relaxed);
-        let mut begin = ch.begin(tail).load(Ordering::Relaxed);
+        // SYNC POINT: the window for segment `tail`, which we learned of
+        // through an earlier `head` (in `drained`, by this reader or by one
+        // that shared this side with us under the side lock, which orders
+        // its loads before ours) and loaded the window after: coherence
+        // gives this load that window or a later one, and every later one
+        // places `tail` where the one in force at its opening did (see
+        // `Producer::fill`). Segment 0 of a fresh channel is index 0 under
+        // every window.
+        let mut n = ch.window()?;
+        let mut begin = ch.begin(tail, n).load(Ordering::Relaxed);
         let mut copied = 0usize;
         let mut freed = false;
         let mut idle_hops = 0u32;
         loop {
-            let seg = ch.seg(tail);
+            let seg = ch.seg(tail, n);
             // SYNC POINT: Acquire pairs with the producer's Release store of
             // `end` after copying: the bytes before `end` are visible.
             let end = seg.end.load(Ordering::Acquire);
@@ -127,14 +136,18 @@ impl Consumer {
                 if copied == want {
                     break;
                 }
-                let k = dst.copy_from(&ch.data, ch.data_at(tail, begin), (end - begin) as usize);
+                let k = dst.copy_from(&ch.data, ch.data_at(tail, n, begin), (end - begin) as usize);
                 begin += k as u32;
                 copied += k;
                 idle_hops = 0;
                 continue;
             }
             // Drained as far as published. Sealed (head moved on)?
-            match drained(ch, seg, tail, begin)? {
+            let (state, window) = drained(ch, seg, tail, begin)?;
+            // The window as loaded after `head`: right for the next
+            // segment, which we learned of through that `head`.
+            n = window;
+            match state {
                 Drained::Open => break,        // nothing more in the open segment
                 Drained::Appended => continue, // bytes appended just before sealing
                 Drained::Sealed => {}
@@ -144,14 +157,14 @@ impl Consumer {
                 break; // a producer racing `head` forward cannot keep us here
             }
             if !peek {
-                hand_back(ch, tail);
+                hand_back(ch, tail, n);
                 freed = true;
             }
             tail = tail.wrapping_add(1);
             begin = 0;
         }
         if !peek {
-            ch.begin(tail).store(begin, Ordering::Relaxed);
+            ch.begin(tail, n).store(begin, Ordering::Relaxed);
         }
         if freed {
             self.wake_writer();
@@ -190,18 +203,21 @@ impl Consumer {
     /// ```
     pub fn available(&self) -> Result<usize, RingError> {
         let ch = &self.ch;
-        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let s = ch.geo.segment_bytes;
         let ctl = ch.ctl();
         let tail = ctl.consumer.tail.load(Ordering::Relaxed);
-        let mut begin = ch.begin(tail).load(Ordering::Relaxed);
         let head = ctl.producer.head.load(Ordering::Acquire);
+        // SYNC POINT: loaded after `head` (Acquire): it places every
+        // segment up to that `head` (see `drained`).
+        let n = ch.window()?;
+        let mut begin = ch.begin(tail, n).load(Ordering::Relaxed);
         let used = head.wrapping_sub(tail);
         if used >= n {
             return Err(ch.corrupt("head out of range"));
         }
         let mut total = 0usize;
         for k in 0..=used {
-            let end = ch.seg(tail.wrapping_add(k)).end.load(Ordering::Acquire);
+            let end = ch.seg(tail.wrapping_add(k), n).end.load(Ordering::Acquire);
             if end > s || end < begin {
                 return Err(ch.corrupt("segment begin/end out of range"));
             }
@@ -209,6 +225,13 @@ impl Consumer {
             begin = 0;
         }
         Ok(total)
+    }
+
+    /// The segments in use now, the window (see [`Producer::window`]).
+    ///
+    /// [`Producer::window`]: super::Producer::window
+    pub fn window(&self) -> u32 {
+        self.ch.window_lenient()
     }
 
     /// Bytes read since the channel was initialised (statistics).
@@ -376,40 +399,47 @@ enum Drained {
 }
 
 /// Whether segment `tail`, read up to `begin` (= its `end` as last
-/// loaded), was sealed and is drained. Split out of `Consumer::consume`.
+/// loaded), was sealed and is drained; with the window loaded after
+/// `head`, for the segments that `head` told of. Split out of
+/// `Consumer::consume`.
 #[inline(always)]
 fn drained(
     ch: &Channel,
     seg: &SegmentControl,
     tail: u32,
     begin: u32,
-) -> Result<Drained, RingError> {
-    let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+) -> Result<(Drained, u32), RingError> {
+    let s = ch.geo.segment_bytes;
     // SYNC POINT: Acquire pairs with the producer's Release store of
-    // `head`, made after the final `end` of this segment.
+    // `head`, made after the final `end` of this segment, and after the
+    // window that places the segments up to that `head`.
     let head = ch.ctl().producer.head.load(Ordering::Acquire);
+    // SYNC POINT: after the Acquire above, so the window stored before
+    // that `head` happens before this load: we see it or a later one,
+    // each of which places `tail..=head` where the producer wrote them.
+    let n = ch.window()?;
     let used = head.wrapping_sub(tail);
     if used >= n {
         return Err(ch.corrupt("head out of range"));
     }
     if used == 0 {
-        return Ok(Drained::Open);
+        return Ok((Drained::Open, n));
     }
     let end = seg.end.load(Ordering::Acquire);
     if end > s || end < begin {
         return Err(ch.corrupt("sealed segment end out of range"));
     }
     if end != begin {
-        return Ok(Drained::Appended);
+        return Ok((Drained::Appended, n));
     }
-    Ok(Drained::Sealed)
+    Ok((Drained::Sealed, n))
 }
 
 /// Hands drained segment `tail` back to the producer: resets its `begin`
 /// and publishes `tail + 1`.
 #[inline(always)]
-fn hand_back(ch: &Channel, tail: u32) {
-    ch.begin(tail).store(0, Ordering::Relaxed);
+fn hand_back(ch: &Channel, tail: u32, n: u32) {
+    ch.begin(tail, n).store(0, Ordering::Relaxed);
     // SYNC POINT: Release pairs with the producer's Acquire load of
     // `tail`: our reads of this segment happen before its reuse.
     ch.ctl()
@@ -438,7 +468,11 @@ impl Probe {
     pub fn maybe_readable(&self) -> bool {
         let ch = &self.0;
         let tail = ch.ctl().consumer.tail.load(Ordering::Relaxed);
-        let begin = ch.begin(tail).load(Ordering::Relaxed);
-        ch.seg(tail).end.load(Ordering::Relaxed) != begin
+        // A window that is not one makes the read find out (and reset).
+        let Some(n) = ch.window_opt() else {
+            return true;
+        };
+        let begin = ch.begin(tail, n).load(Ordering::Relaxed);
+        ch.seg(tail, n).end.load(Ordering::Relaxed) != begin
     }
 }

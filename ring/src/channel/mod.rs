@@ -1,18 +1,38 @@
 //! One direction of a connection: the producer and consumer halves of a
 //! circular buffer of data segments, driven by the control segment.
 //!
-//! Protocol (N data segments of S bytes; `head`/`tail` are sequence numbers,
-//! the segment index is `seq % N`; segments `tail..=head` are in use):
+//! Protocol (N data segments of S bytes, of which the first n are in use,
+//! the *window*; `head`/`tail` are sequence numbers, the segment index is
+//! `seq % n`; segments `tail..=head` are in use):
 //! - The producer appends into segment `head` and publishes each append by
 //!   storing the segment's `end` (Release). Small writes coalesce there.
 //! - When `head` is full (`end == S`) and more bytes wait, the producer opens
-//!   segment `head + 1` if `head + 1 - tail < N`: it resets that segment's
+//!   segment `head + 1` if `head + 1 - tail < n`: it resets that segment's
 //!   `end`/`last`, then publishes `head` (Release). A segment is therefore
 //!   sealed — its `end` final — exactly when `head` has moved past it.
 //! - The consumer reads `begin..end` of segment `tail` (reads may take part of
 //!   a segment). When `begin == end` and `head != tail`, it re-loads `end`
 //!   (final now) and, if drained, resets `begin` and publishes `tail + 1`
 //!   (Release), which hands the segment back to the producer.
+//!
+//! Window: n starts small ([`Geometry::start_window`], 2 of the default 32
+//! segments) so that a connection exchanging small messages cycles through
+//! n segments only and touches n * S bytes per direction, not N * S; the
+//! rest stays mapped but untouched (not resident). n is a power of two
+//! (or N, fixed, when N is not one) in the producer's line, written only by
+//! the producer:
+//! - A write that found the window full (no segment free, or less room than
+//!   it needed whole) sets the producer's private `grow`. At the next
+//!   segment opening where every sequence number in use, `tail..=head + 1`,
+//!   lies in the lower half of one aligned block of 2n sequence numbers
+//!   (so `seq % n == seq % 2n` for each of them), it stores 2n, then
+//!   publishes the new `head` (Release) as usual. Segments opened before
+//!   have the same index under n and 2n, so a reader that still uses n for
+//!   them is right; those opened after need 2n, and the reader loads n
+//!   after the `head` (Acquire) that told it of them, which orders the new
+//!   n before. See the SYNC POINTs at `Producer::fill` and `drained`.
+//! - The window never shrinks (the pages it touched stay resident until the
+//!   connection's segment is unmapped everywhere).
 //!
 //! Every word is loaded from shared memory once per use and checked against
 //! the private geometry; a violation marks the connection reset.
@@ -127,7 +147,9 @@ impl Channel {
     pub(crate) fn written_total(&self) -> u64 {
         let s = self.geo.segment_bytes;
         let head = self.ctl().producer.head.load(Ordering::Acquire);
-        let end = self.seg(head).end.load(Ordering::Acquire).min(s);
+        // Loaded after `head`, as every reader of the window does.
+        let n = self.window_lenient();
+        let end = self.seg(head, n).end.load(Ordering::Acquire).min(s);
         u64::from(head) * u64::from(s) + u64::from(end)
     }
 
@@ -138,7 +160,8 @@ impl Channel {
         let ctl = self.ctl();
         let mut tail = ctl.consumer.tail.load(Ordering::Acquire);
         for _ in 0..4 {
-            let begin = self.begin(tail).load(Ordering::Acquire).min(s);
+            let n = self.window_lenient();
+            let begin = self.begin(tail, n).load(Ordering::Acquire).min(s);
             let again = ctl.consumer.tail.load(Ordering::Acquire);
             if again == tail {
                 let total = u64::from(tail) * u64::from(s) + u64::from(begin);
@@ -148,6 +171,35 @@ impl Channel {
         }
         u64::from(tail) * u64::from(s)
     }
+
+    /// The window (segments in use), loaded and checked: anything
+    /// [`Geometry::window_ok`] refuses marks the connection reset. Callers
+    /// that compute the index of a segment they learned of through `head`
+    /// load it *after* that `head` (see the module docs).
+    #[inline]
+    fn window(&self) -> Result<u32, RingError> {
+        self.window_opt()
+            .ok_or_else(|| self.corrupt("window out of range"))
+    }
+
+    /// The window if [`Geometry::window_ok`] accepts it (nothing marked).
+    #[inline]
+    fn window_opt(&self) -> Option<u32> {
+        // SYNC POINT: Relaxed; the ordering that matters is the caller's:
+        // a load made after an Acquire load of `head` sees the window the
+        // producer stored before that `head`, or a later one (it happens
+        // after that store, so coherence forbids an older value).
+        let n = self.ctl().producer.window.load(Ordering::Relaxed);
+        self.geo.window_ok(n).then_some(n)
+    }
+
+    /// The window for lenient snapshots (statistics, hints): N instead of
+    /// a value [`Geometry::window_ok`] refuses, and nothing marked.
+    #[inline]
+    fn window_lenient(&self) -> u32 {
+        self.window_opt().unwrap_or(self.geo.segment_count)
+    }
+
     /// Doorbell and filler bytes the producer counted for the consumer
     /// (wrapping). Peer-written: a hint, never a bound.
     pub(crate) fn rung(&self, order: Ordering) -> u32 {
@@ -164,15 +216,28 @@ impl Channel {
         unsafe { self.ctl.as_ref() }
     }
 
+    /// The index of segment `seq` under window `n` (`seq % n`), never past
+    /// N whatever `n` is (callers pass a checked window; the bound makes a
+    /// slip cost a wrong index, not an access out of bounds).
     #[inline]
-    fn seg(&self, seq: u32) -> &SegmentControl {
-        let i = (seq % self.geo.segment_count) as usize;
-        // SAFETY: i < N and the array has N entries (constructor contract).
-        unsafe { &*self.segs.as_ptr().add(i) }
+    fn index(&self, seq: u32, n: u32) -> u32 {
+        let i = if n.is_power_of_two() {
+            seq & (n - 1)
+        } else if n != 0 {
+            seq % n
+        } else {
+            0
+        };
+        i.min(self.geo.segment_count - 1)
     }
 
-    /// Segment control by index (`idx < N`, as `SegAt` guarantees; a larger
-    /// one is reduced rather than trusted).
+    #[inline]
+    fn seg(&self, seq: u32, n: u32) -> &SegmentControl {
+        self.seg_at(self.index(seq, n))
+    }
+
+    /// Segment control by index (`idx < N`, as `index` and `SegAt`
+    /// guarantee; a larger one is reduced rather than trusted).
     #[inline]
     fn seg_at(&self, idx: u32) -> &SegmentControl {
         let n = self.geo.segment_count;
@@ -181,17 +246,19 @@ impl Channel {
         unsafe { &*self.segs.as_ptr().add(i) }
     }
 
-    /// The consumer-owned `begin` of segment `seq`.
+    /// The consumer-owned `begin` of segment `seq` under window `n`.
     #[inline]
-    fn begin(&self, seq: u32) -> &AtomicU32 {
-        let i = (seq % self.geo.segment_count) as usize;
-        // SAFETY: i < N and the array has N entries (constructor contract).
+    fn begin(&self, seq: u32, n: u32) -> &AtomicU32 {
+        let i = self.index(seq, n) as usize;
+        // SAFETY: i < N (`index`) and the array has N entries (constructor
+        // contract).
         unsafe { &(*self.begins.as_ptr().add(i)).begin }
     }
 
+    /// Where byte `off` of segment `seq` (window `n`) is in the data area.
     #[inline]
-    fn data_at(&self, seq: u32, off: u32) -> usize {
-        (seq % self.geo.segment_count) as usize * self.geo.segment_bytes as usize + off as usize
+    fn data_at(&self, seq: u32, n: u32, off: u32) -> usize {
+        self.index(seq, n) as usize * self.geo.segment_bytes as usize + off as usize
     }
 
     #[inline]
@@ -200,12 +267,22 @@ impl Channel {
         unsafe { self.reset.as_ref() }.load(Ordering::Acquire) != 0
     }
 
-    /// Writes the initial control state (begin/end/last zero, length, next).
-    /// Only the side that initialises a channel calls this, before `ready`.
+    /// Writes the initial control state (begin/end/last zero, length, next,
+    /// the window at [`Geometry::start_window`]). Only the side that
+    /// initialises a channel calls this, before `ready`.
+    #[cfg_attr(loom, allow(dead_code))]
     pub(crate) fn initialise(&self) {
+        self.initialise_window(self.geo.start_window());
+    }
+
+    /// As `initialise`, with the window starting at `start` segments (a
+    /// value [`Geometry::window_ok`] accepts).
+    pub(crate) fn initialise_window(&self, start: u32) {
+        debug_assert!(self.geo.window_ok(start));
         let n = self.geo.segment_count;
         let ctl = self.ctl();
         ctl.producer.head.store(0, Ordering::Relaxed);
+        ctl.producer.window.store(start, Ordering::Relaxed);
         ctl.producer.closed.store(0, Ordering::Relaxed);
         ctl.producer.busy.store(0, Ordering::Relaxed);
         ctl.producer.lock.store(0, Ordering::Relaxed);
@@ -223,8 +300,8 @@ impl Channel {
             .reader_waiting
             .store(WAIT_DOORBELL, Ordering::Relaxed);
         for i in 0..n {
-            let s = self.seg(i);
-            self.begin(i).store(0, Ordering::Relaxed);
+            let s = self.seg_at(i);
+            self.begin(i, n).store(0, Ordering::Relaxed);
             s.end.store(0, Ordering::Relaxed);
             s.length.store(self.geo.segment_bytes, Ordering::Relaxed);
             s.next.store((i + 1) % n, Ordering::Relaxed);
@@ -247,7 +324,7 @@ impl Channel {
     pub(crate) fn check_links(&self) -> Result<(), &'static str> {
         let n = self.geo.segment_count;
         for i in 0..n {
-            let s = self.seg(i);
+            let s = self.seg_at(i);
             if s.length.load(Ordering::Relaxed) != self.geo.segment_bytes {
                 return Err("segment length differs from header");
             }

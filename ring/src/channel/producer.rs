@@ -43,40 +43,69 @@ use std::sync::Arc;
 pub struct Producer {
     pub(super) ch: Channel,
     doorbell: Option<Arc<dyn Doorbell>>,
-    /// `head` as last seen, and `head % N`: the open segment's index
-    /// without a division per write. Private, so always consistent; `head`
-    /// itself is still loaded from shared memory on every write (after a
-    /// fork another process may have moved it).
+    /// `head` as last seen with the window, and `head % n`: the open
+    /// segment's index without a division per write. Private, so always
+    /// consistent; `head` and the window themselves are still loaded from
+    /// shared memory on every write (after a fork another process may
+    /// have moved them).
     at: SegAt,
+    /// A write found the window full: double it at the next segment
+    /// opening where that keeps every segment in use where it is (see
+    /// `fill`). Private: after a fork each writer asks for itself.
+    grow: bool,
 }
 
-/// A sequence number and its segment index (`seq % N`).
+/// A sequence number, the window, and the segment index (`seq % n`).
 #[derive(Clone, Copy)]
 struct SegAt {
     seq: u32,
+    n: u32,
     idx: u32,
 }
 
 impl SegAt {
-    /// The index of `seq`, from the cache when it is the same segment.
+    /// The index of `seq` under `n`, from the cache when it is the same
+    /// segment and window.
     #[inline]
-    fn index(&mut self, seq: u32, n: u32) -> u32 {
-        if seq != self.seq || self.idx >= n {
+    fn index(&mut self, ch: &Channel, seq: u32, n: u32) -> u32 {
+        if seq != self.seq || n != self.n {
             self.seq = seq;
-            self.idx = seq % n;
+            self.n = n;
+            self.idx = ch.index(seq, n);
         }
         self.idx
     }
 
     /// As `index`, without updating the cache.
     #[inline]
-    fn peek(&self, seq: u32, n: u32) -> u32 {
-        if seq == self.seq && self.idx < n {
+    fn peek(&self, ch: &Channel, seq: u32, n: u32) -> u32 {
+        if seq == self.seq && n == self.n {
             self.idx
         } else {
-            seq % n
+            ch.index(seq, n)
         }
     }
+}
+
+/// Whether every sequence number in `from..=to` (a wrapping range shorter
+/// than `2n`) has the same index under windows `n` and `2n`: they all lie
+/// in the lower half of one aligned block of `2n` sequence numbers
+/// (`seq % 2n < n`). `2n` divides 2^32, so blocks stay aligned across the
+/// wrap of the u32 sequence numbers.
+#[inline]
+pub(super) fn growable(from: u32, to: u32, n: u32) -> bool {
+    let block = from & !(2 * n - 1);
+    to.wrapping_sub(block) < n
+}
+
+/// The most a write may ask to go in whole with window `n`: what an
+/// emptied window always has free (`(n - 1) * S`, the open segment full).
+/// A larger need is taken as this much, so that it is met once the reader
+/// drains the ring, instead of waiting for ever for a window that cannot
+/// grow while nothing is written.
+#[inline]
+pub(super) fn whole_limit(n: u32, s: u32) -> usize {
+    (n as usize - 1) * s as usize
 }
 
 impl Producer {
@@ -84,7 +113,12 @@ impl Producer {
         Producer {
             ch,
             doorbell: None,
-            at: SegAt { seq: 0, idx: 0 },
+            at: SegAt {
+                seq: 0,
+                n: 0,
+                idx: 0,
+            },
+            grow: false,
         }
     }
 
@@ -94,9 +128,33 @@ impl Producer {
         self.doorbell = Some(d);
     }
 
-    /// Bytes of the data area per direction.
+    /// Bytes of the data area per direction: the most the window can grow
+    /// to (see [`window`](Self::window)).
     pub fn capacity(&self) -> usize {
         self.ch.geo.channel_bytes()
+    }
+
+    /// The segments in use now, the window n (a lenient snapshot of the
+    /// shared word: N if it does not hold a window the geometry allows).
+    /// It starts at [`Geometry::start_window`](crate::Geometry::start_window)
+    /// and doubles, up to N, when writes find it full.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel_with_window, Geometry};
+    ///
+    /// let (mut tx, mut rx) = heap_channel_with_window(Geometry::new(4, 64)?, 2);
+    /// let mut buf = [0u8; 256];
+    /// for _ in 0..8 {
+    ///     // Each write fills the window; reading it all lets the next one
+    ///     // open segments where a bigger window keeps them in place.
+    ///     tx.write(&[1; 256])?;
+    ///     rx.read(&mut buf)?;
+    /// }
+    /// assert_eq!(tx.window(), 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn window(&self) -> u32 {
+        self.ch.window_lenient()
     }
 
     /// Writes as much of `buf` as fits without blocking; `WouldBlock` if
@@ -146,7 +204,12 @@ impl Producer {
     /// As `write_vectored`, but writes nothing (`WouldBlock`) unless at
     /// least `need` bytes are free: a small message goes in whole or not at
     /// all. `need == 0` is `write_vectored`. Same as checking [`fits`]
-    /// first, without loading the ring's indices twice.
+    /// first, without loading the ring's indices twice. A `need` larger
+    /// than an emptied window always has free, `(n - 1) * S` for window n
+    /// (see [`window`](Self::window)), is taken as that much: such a write
+    /// may go in partly, as a write with `need == 0` would, rather than
+    /// wait for room the window may never have. Not finding `need` free
+    /// counts as finding the window full (it grows).
     ///
     /// [`fits`]: Producer::fits
     ///
@@ -268,9 +331,12 @@ impl Producer {
         {
             return Err(RingError::Closed);
         }
-        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let (count, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        // Our own word, but in shared memory: after a fork another writer
+        // of this side may have grown it, and the peer may scribble on it.
+        let mut n = ch.window()?;
         let mut head = ctl.producer.head.load(Ordering::Relaxed);
-        let mut idx = self.at.index(head, n);
+        let mut idx = self.at.index(ch, head, n);
         let mut end = ch.seg_at(idx).end.load(Ordering::Relaxed);
         if end > s {
             return Err(ch.corrupt("producer end beyond segment"));
@@ -285,7 +351,8 @@ impl Producer {
                 return Err(ch.corrupt("tail out of range"));
             }
             let free = (s - end) as usize + (n - 1 - used) as usize * s as usize;
-            if free < need {
+            if free < need.min(whole_limit(n, s)) {
+                self.grow = true;
                 return Err(RingError::WouldBlock);
             }
         }
@@ -300,17 +367,43 @@ impl Producer {
                 if used >= n {
                     return Err(ch.corrupt("tail out of range"));
                 }
-                if used + 1 >= n {
-                    break; // every segment holds unread data
+                let next = head.wrapping_add(1);
+                if self.grow && n < count && growable(tail, next, n) {
+                    // Every segment in use (`tail..=head`, and `next`,
+                    // which we are opening) has the same index under n and
+                    // 2n: no byte, `end` or `begin` moves.
+                    n *= 2;
+                    // SYNC POINT: Relaxed, ordered before the Release store
+                    // of `head = next` below (program order): a consumer
+                    // that Acquire-loads that `head` and then loads the
+                    // window sees 2n (or a later window), and so finds
+                    // `next` and every later segment where we write them.
+                    // A consumer that sees 2n earlier (with an older `head`)
+                    // uses it only for segments from its own `tail`, which
+                    // is no earlier than the `tail` loaded above (only the
+                    // consumer writes it, and only forward), up to that
+                    // `head`: all in the range just checked, where n and 2n
+                    // agree. The same holds for each later doubling, so
+                    // whichever window a consumer sees for a segment, from
+                    // the one in force when the segment was opened on, it
+                    // gives the same index.
+                    ctl.producer.window.store(n, Ordering::Relaxed);
+                    self.grow = false;
                 }
-                head = head.wrapping_add(1);
-                idx = self.at.index(head, n);
+                if used + 1 >= n {
+                    // Every segment holds unread data: the window is full.
+                    self.grow = true;
+                    break;
+                }
+                head = next;
+                idx = self.at.index(ch, head, n);
                 let seg = ch.seg_at(idx);
                 seg.last.store(0, Ordering::Relaxed);
                 seg.end.store(0, Ordering::Relaxed);
                 // SYNC POINT: Release pairs with the consumer's Acquire load of
-                // `head`: it sees the previous segment's final `end` and this
-                // segment's reset `end` before it moves on.
+                // `head`: it sees the previous segment's final `end`, this
+                // segment's reset `end`, and the window that places this
+                // segment (stored above, if it grew) before it moves on.
                 ctl.producer.head.store(head, Ordering::Release);
                 end = 0;
             }
@@ -362,9 +455,12 @@ impl Producer {
     /// ```
     pub fn fits(&self, len: usize) -> bool {
         let ch = &self.ch;
-        let n = ch.geo.segment_count;
+        let n = ch.window_lenient();
         let head = ch.ctl().producer.head.load(Ordering::Relaxed);
-        let end = ch.seg_at(self.at.peek(head, n)).end.load(Ordering::Relaxed);
+        let end = ch
+            .seg_at(self.at.peek(ch, head, n))
+            .end
+            .load(Ordering::Relaxed);
         let s = ch.geo.segment_bytes;
         if end <= s && (s - end) as usize >= len {
             return true;
@@ -372,12 +468,14 @@ impl Producer {
         self.free_bytes().is_ok_and(|f| f >= len)
     }
 
-    /// Free bytes right now (space in the open segment plus free segments).
+    /// Free bytes right now in the window (space in the open segment plus
+    /// free segments).
     pub fn free_bytes(&self) -> Result<usize, RingError> {
         let ch = &self.ch;
-        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let s = ch.geo.segment_bytes;
+        let n = ch.window()?;
         let head = ch.ctl().producer.head.load(Ordering::Relaxed);
-        let end = ch.seg(head).end.load(Ordering::Relaxed);
+        let end = ch.seg(head, n).end.load(Ordering::Relaxed);
         let tail = ch.ctl().consumer.tail.load(Ordering::Acquire);
         let used = head.wrapping_sub(tail);
         if end > s || used >= n {
@@ -387,34 +485,42 @@ impl Producer {
     }
 
     /// True when a write would not block. Also called through a
-    /// [`RoomWaiter`] while another thread of ours writes, so `head` may move
-    /// under it: an inconsistent snapshot is not corruption here, only a
-    /// reason to let the writer (which checks strictly) try.
+    /// [`RoomWaiter`] while another thread of ours writes, so `head` (and
+    /// the window) may move under it: an inconsistent snapshot is not
+    /// corruption here, only a reason to let the writer (which checks
+    /// strictly) try.
     pub(super) fn writable_now(&self) -> bool {
         let ch = &self.ch;
         if ch.is_reset() || ch.ctl().consumer.closed.load(Ordering::Relaxed) != 0 {
             return true;
         }
-        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let s = ch.geo.segment_bytes;
+        let Some(n) = ch.window_opt() else {
+            return true;
+        };
         let head = ch.ctl().producer.head.load(Ordering::Relaxed);
-        let end = ch.seg(head).end.load(Ordering::Relaxed);
+        let end = ch.seg(head, n).end.load(Ordering::Relaxed);
         let tail = ch.ctl().consumer.tail.load(Ordering::Acquire);
         let used = head.wrapping_sub(tail);
         used >= n || end > s || end < s || used + 1 < n
     }
 
-    /// Free bytes, or None for an inconsistent snapshot (see `writable_now`).
-    pub(super) fn free_bytes_lenient(&self) -> Option<usize> {
+    /// Free bytes and the most a write may ask to go in whole
+    /// ([`whole_limit`]), or None for an inconsistent snapshot (see
+    /// `writable_now`).
+    pub(super) fn free_bytes_lenient(&self) -> Option<(usize, usize)> {
         let ch = &self.ch;
-        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let s = ch.geo.segment_bytes;
+        let n = ch.window_opt()?;
         let head = ch.ctl().producer.head.load(Ordering::Relaxed);
-        let end = ch.seg(head).end.load(Ordering::Relaxed);
+        let end = ch.seg(head, n).end.load(Ordering::Relaxed);
         let tail = ch.ctl().consumer.tail.load(Ordering::Acquire);
         let used = head.wrapping_sub(tail);
         if end > s || used >= n {
             return None;
         }
-        Some((s - end) as usize + (n - 1 - used) as usize * s as usize)
+        let free = (s - end) as usize + (n - 1 - used) as usize * s as usize;
+        Some((free, whole_limit(n, s)))
     }
 
     /// Announces that the caller is about to wait for room, then re-checks.
@@ -503,6 +609,7 @@ impl Producer {
             ch: self.ch.clone(),
             doorbell: self.doorbell.clone(),
             at: self.at,
+            grow: false,
         })
     }
 
