@@ -320,3 +320,84 @@ fn reattach_continues_and_checks_again() {
     ))
     .contains("sealed"));
 }
+
+const WINDOW: usize = offset_of!(ChannelControl, producer) + offset_of!(ProducerLine, window);
+
+/// A window word the peer spoiled (0, 1, 3, more than N, N + a power of
+/// two): every operation of either side on that direction returns an
+/// error (and the connection is reset), never a panic or an access out of
+/// bounds.
+#[test]
+fn a_spoiled_window_resets() {
+    let geo = Geometry::new(8, 64 << 10).unwrap();
+    for bad in [0u32, 1, 3, 6, 16, 1 << 31, u32::MAX] {
+        let (a, _b, mut ea, mut eb) = pair(geo);
+        assert_eq!(ea.tx.window(), 2);
+        ea.tx.write(&[1; 1000]).unwrap();
+        let v = View::new(&a.fd().unwrap(), geo.data_offset(0));
+        v.put_u32(geo.channel_offset(0) + WINDOW, bad);
+        let mut buf = vec![0u8; 4096];
+        assert!(matches!(eb.rx.read(&mut buf), Err(RingError::Corrupt(_))));
+        assert_eq!(eb.rx.read(&mut buf), Err(RingError::Reset));
+        assert_eq!(ea.tx.write(&buf), Err(RingError::Reset));
+        // The lenient looks say N, and do not panic.
+        assert_eq!((ea.tx.window(), eb.rx.window()), (8, 8));
+        let _ = (eb.rx.readable_now(), eb.rx.probe().maybe_readable());
+        let _ = (
+            ea.tx.written_total(),
+            eb.rx.consumed_total(),
+            ea.tx.fits(10),
+        );
+        // A fresh check of each call.
+        let (a, _b, mut ea, mut eb) = pair(geo);
+        let v = View::new(&a.fd().unwrap(), geo.data_offset(0));
+        v.put_u32(geo.channel_offset(0) + WINDOW, bad);
+        assert!(matches!(ea.tx.write(&buf), Err(RingError::Corrupt(_))));
+        let (a, _b, _ea, eb) = pair(geo);
+        let v = View::new(&a.fd().unwrap(), geo.data_offset(0));
+        v.put_u32(geo.channel_offset(0) + WINDOW, bad);
+        assert!(matches!(eb.rx.available(), Err(RingError::Corrupt(_))));
+        let _ = exercise(&mut ea, &mut buf);
+    }
+}
+
+/// A window that changes under both sides while they stream (any value,
+/// allowed or not): errors, never a panic, an out-of-bounds access or a
+/// hang.
+#[test]
+fn a_window_changing_under_both_sides_gets_errors_not_crashes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let geo = Geometry::new(16, 4096).unwrap();
+    let mut corrupt = 0;
+    for round in 0..20u32 {
+        let (a, _b, mut ea, mut eb) = pair(geo);
+        let stop = Arc::new(AtomicBool::new(false));
+        let v = View::new(&a.fd().unwrap(), geo.data_offset(0));
+        let (at, stop2) = (
+            v.ptr as usize + geo.channel_offset(0) + WINDOW,
+            stop.clone(),
+        );
+        let flipper = std::thread::spawn(move || {
+            let values = [2u32, 4, 8, 16, 0, 3, 32, 2, 16, 1, 4, u32::MAX];
+            let mut i = round as usize;
+            while !stop2.load(Ordering::Relaxed) {
+                // SAFETY: the word is inside `v`'s mapping, which outlives
+                // this thread (joined below); a volatile store stands in
+                // for the peer.
+                unsafe { std::ptr::write_volatile(at as *mut u32, values[i % values.len()]) };
+                i += 1;
+                std::thread::yield_now();
+            }
+        });
+        let mut buf = vec![0u8; 20_000];
+        for _ in 0..2000 {
+            if exercise(&mut ea, &mut buf) || exercise(&mut eb, &mut buf) {
+                corrupt += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        flipper.join().unwrap();
+    }
+    assert!(corrupt > 0, "no violation was detected");
+}
