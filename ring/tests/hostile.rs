@@ -349,15 +349,15 @@ fn a_spoiled_window_resets() {
             ea.tx.fits(10),
         );
         // A fresh check of each call.
-        let (a, _b, mut ea, mut eb) = pair(geo);
+        let (a, _b, mut ea, _eb) = pair(geo);
         let v = View::new(&a.fd().unwrap(), geo.data_offset(0));
         v.put_u32(geo.channel_offset(0) + WINDOW, bad);
         assert!(matches!(ea.tx.write(&buf), Err(RingError::Corrupt(_))));
-        let (a, _b, _ea, eb) = pair(geo);
+        let (a, _b, mut ea, mut eb) = pair(geo);
         let v = View::new(&a.fd().unwrap(), geo.data_offset(0));
         v.put_u32(geo.channel_offset(0) + WINDOW, bad);
         assert!(matches!(eb.rx.available(), Err(RingError::Corrupt(_))));
-        let _ = exercise(&mut ea, &mut buf);
+        let _ = (exercise(&mut ea, &mut buf), exercise(&mut eb, &mut buf));
     }
 }
 
