@@ -4,7 +4,8 @@
 use crate::channel::{Channel, ChannelParts, Consumer, Producer};
 use crate::data::DataArea;
 use crate::layout::{
-    ChannelControl, ConsumerLine, Geometry, ProducerLine, SegmentBegin, SegmentControl, WaitLine,
+    ChannelControl, ConsumerLine, Geometry, ProducerLine, SegmentBegin, SegmentControl,
+    SegmentSlot, WaitLine,
 };
 use crate::sync::AtomicU32;
 use crate::wait::Parker;
@@ -21,6 +22,7 @@ struct HeapChannel {
     reset: AtomicU32,
     segs: Box<[SegmentControl]>,
     begins: Box<[SegmentBegin]>,
+    slots: Box<[SegmentSlot]>,
     data: Box<[Cell]>,
 }
 
@@ -53,30 +55,6 @@ fn a() -> AtomicU32 {
 ///
 /// [`Segment`]: crate::Segment
 pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
-    heap_channel_with_window(geo, geo.start_window())
-}
-
-/// As [`heap_channel`], with a window that starts at `start` segments
-/// instead of [`Geometry::start_window`]: tests and models of the window's
-/// growth on small geometries.
-///
-/// ```
-/// use shmnet_ring::{heap_channel_with_window, Geometry};
-///
-/// let (mut tx, rx) = heap_channel_with_window(Geometry::new(8, 64)?, 2);
-/// assert_eq!(tx.window(), 2);
-/// assert_eq!(tx.write(&[0; 512])?, 128); // two segments in use at most
-/// assert_eq!(rx.available()?, 128);
-/// # Ok::<(), Box<dyn std::error::Error>>(())
-/// ```
-///
-/// # Panics
-/// When `start` is not a window the geometry allows ([`Geometry::window_ok`]).
-pub fn heap_channel_with_window(geo: Geometry, start: u32) -> (Producer, Consumer) {
-    assert!(
-        geo.window_ok(start),
-        "window {start} not allowed for {geo:?}"
-    );
     let n = geo.segment_count as usize;
     let hc = Arc::new(HeapChannel {
         ctl: ChannelControl {
@@ -85,7 +63,6 @@ pub fn heap_channel_with_window(geo: Geometry, start: u32) -> (Producer, Consume
                 closed: a(),
                 busy: a(),
                 lock: a(),
-                window: a(),
             },
             consumer: ConsumerLine {
                 tail: a(),
@@ -111,6 +88,7 @@ pub fn heap_channel_with_window(geo: Geometry, start: u32) -> (Producer, Consume
             })
             .collect(),
         begins: (0..n).map(|_| SegmentBegin { begin: a() }).collect(),
+        slots: (0..n).map(|_| SegmentSlot { slot: a() }).collect(),
         data: (0..geo.channel_bytes()).map(|_| Cell::new(0)).collect(),
     });
     let parker = Arc::new(Parker::default());
@@ -129,6 +107,7 @@ pub fn heap_channel_with_window(geo: Geometry, start: u32) -> (Producer, Consume
                 ctl: NonNull::from(&hc.ctl),
                 segs: NonNull::new_unchecked(hc.segs.as_ptr().cast_mut()),
                 begins: NonNull::new_unchecked(hc.begins.as_ptr().cast_mut()),
+                slots: NonNull::new_unchecked(hc.slots.as_ptr().cast_mut()),
                 reset: NonNull::from(&hc.reset),
                 sibling: None,
                 data,
@@ -139,6 +118,6 @@ pub fn heap_channel_with_window(geo: Geometry, start: u32) -> (Producer, Consume
         }
     };
     let p = make();
-    p.initialise_window(start);
+    p.initialise();
     (Producer::new(p), Consumer::new(make()))
 }

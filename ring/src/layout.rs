@@ -8,6 +8,8 @@
 //!                SegmentControl[1][N]
 //!                SegmentBegin[0][N]       begin per data segment (consumer side)
 //!                SegmentBegin[1][N]
+//!                SegmentSlot[0][N]        data segment of each sequence number mod N (producer side)
+//!                SegmentSlot[1][N]
 //! page-aligned   data[0]: N * S bytes     the circular buffer of data segments, channel 0
 //!                data[1]: N * S bytes     channel 1
 //! ```
@@ -52,12 +54,6 @@ pub const MIN_SEGMENTS: u32 = 2;
 pub const MAX_SEGMENTS: u32 = 4096;
 /// Upper bound on one channel's data area, so every offset fits in a u32.
 pub const MAX_CHANNEL_BYTES: u64 = 1 << 30;
-/// The bytes a channel's window starts with ([`Geometry::start_window`]):
-/// 128 KiB, two segments of the default 64 KiB. A request/response
-/// connection never needs more, so it touches (and keeps resident) only
-/// this much per direction; it holds the interposer's largest send that
-/// must go in whole (64 KiB) with a whole segment to spare.
-pub const START_WINDOW_BYTES: u32 = 128 << 10;
 
 /// The segment header: identifies the segment and its geometry.
 #[repr(C, align(64))]
@@ -98,7 +94,7 @@ pub const WITHDRAWN: u32 = 3;
 #[repr(C, align(64))]
 pub struct ProducerLine {
     /// Sequence number of the data segment holding the most recently written
-    /// data (claim 85, "first field"). Segment index = head mod `window`.
+    /// data (claim 85, "first field"). Its data segment is `slots[head % N]`.
     pub head: AtomicU32,
     /// Non-zero once the producer will write no more (shutdown(SHUT_WR) or
     /// close): the consumer sees end-of-stream after draining.
@@ -111,12 +107,6 @@ pub struct ProducerLine {
     /// Serialises writers in several processes of this side after fork
     /// (holder's pid; see `sidelock`).
     pub lock: AtomicU32,
-    /// n, the data segments in use (the window): a segment's index is
-    /// `seq % n`. A power of two from [`Geometry::start_window`] up to N
-    /// (or N itself when N is not a power of two); only the producer
-    /// writes it, and only ever doubles it, storing it before the `head`
-    /// that first needs it (see `channel/mod.rs`, "Window").
-    pub window: AtomicU32,
 }
 
 /// `ProducerLine::busy`: inside a write.
@@ -209,7 +199,20 @@ pub struct SegmentBegin {
     pub begin: AtomicU32,
 }
 
-// SAFETY: all six types are repr(C), hold only AtomicU32/AtomicU64 (for which
+/// Where a sequence number's data lives: `SegmentSlot[seq % N].slot` is
+/// the data segment (its index in the data area, and in the
+/// [`SegmentControl`] and [`SegmentBegin`] arrays) holding sequence number
+/// `seq`, for each `seq` in `tail..=head`. Written by the producer when it
+/// opens `seq`, before it publishes `head = seq`; the producer picks the
+/// lowest-numbered data segment not in use, so a channel touches only as
+/// many segments as it ever had in flight (see `channel/mod.rs`).
+#[repr(C)]
+pub struct SegmentSlot {
+    /// The data segment, `< N`; producer-owned.
+    pub slot: AtomicU32,
+}
+
+// SAFETY: all seven types are repr(C), hold only AtomicU32/AtomicU64 (for which
 // every bit pattern is valid) plus alignment padding, and have no Drop.
 unsafe impl SharedLayout for SegmentHeader {}
 // SAFETY: as above.
@@ -218,6 +221,8 @@ unsafe impl SharedLayout for ChannelControl {}
 unsafe impl SharedLayout for SegmentControl {}
 // SAFETY: as above.
 unsafe impl SharedLayout for SegmentBegin {}
+// SAFETY: as above.
+unsafe impl SharedLayout for SegmentSlot {}
 // SAFETY: as above.
 unsafe impl SharedLayout for ProducerLine {}
 // SAFETY: as above.
@@ -230,6 +235,7 @@ const _: () = {
     assert!(core::mem::size_of::<ChannelControl>() == 3 * CACHE_LINE);
     assert!(core::mem::size_of::<SegmentControl>() == 16);
     assert!(core::mem::size_of::<SegmentBegin>() == 4);
+    assert!(core::mem::size_of::<SegmentSlot>() == 4);
 };
 
 /// Where everything is, derived from (N, S) alone. Each side computes its own
@@ -291,53 +297,6 @@ impl Geometry {
         Geometry::new(count, seg)
     }
 
-    /// The window a channel starts with: the fewest segments, a power of
-    /// two and at least [`MIN_SEGMENTS`], that hold [`START_WINDOW_BYTES`];
-    /// N when that is more than N, or when N is not a power of two (the
-    /// window then never changes).
-    ///
-    /// ```
-    /// use shmnet_ring::Geometry;
-    ///
-    /// assert_eq!(Geometry::new(32, 64 << 10)?.start_window(), 2); // 128 KiB of 2 MiB
-    /// assert_eq!(Geometry::new(16, 32 << 10)?.start_window(), 4);
-    /// assert_eq!(Geometry::new(16, 4096)?.start_window(), 16); // the whole 64 KiB
-    /// assert_eq!(Geometry::new(24, 64 << 10)?.start_window(), 24); // N not a power of two
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn start_window(&self) -> u32 {
-        let n = self.segment_count;
-        if !n.is_power_of_two() {
-            return n;
-        }
-        START_WINDOW_BYTES
-            .div_ceil(self.segment_bytes)
-            .next_power_of_two()
-            .clamp(MIN_SEGMENTS, n)
-    }
-
-    /// Whether `n` may be a channel's window: N, or, when N is a power of
-    /// two, a smaller power of two of at least [`MIN_SEGMENTS`]. Every
-    /// load of the window from shared memory is checked with this.
-    ///
-    /// ```
-    /// use shmnet_ring::Geometry;
-    ///
-    /// let geo = Geometry::new(32, 4096)?;
-    /// assert!(geo.window_ok(2) && geo.window_ok(32));
-    /// assert!(!geo.window_ok(0) && !geo.window_ok(1) && !geo.window_ok(3) && !geo.window_ok(64));
-    /// let odd = Geometry::new(24, 4096)?;
-    /// assert!(odd.window_ok(24) && !odd.window_ok(16));
-    /// # Ok::<(), Box<dyn std::error::Error>>(())
-    /// ```
-    pub fn window_ok(&self, n: u32) -> bool {
-        let count = self.segment_count;
-        n == count
-            || (count.is_power_of_two()
-                && n.is_power_of_two()
-                && (MIN_SEGMENTS..count).contains(&n))
-    }
-
     /// Bytes of one channel's circular buffer.
     pub fn channel_bytes(&self) -> usize {
         self.segment_count as usize * self.segment_bytes as usize
@@ -360,6 +319,11 @@ impl Geometry {
         self.segment_control_offset(2) + channel * self.begin_array_bytes()
     }
 
+    /// Where channel `channel`'s SegmentSlot array starts (`2` = past both).
+    pub fn segment_slot_offset(&self, channel: usize) -> usize {
+        self.segment_begin_offset(2) + channel * self.begin_array_bytes()
+    }
+
     fn control_array_bytes(&self) -> usize {
         round_up(
             self.segment_count as usize * core::mem::size_of::<SegmentControl>(),
@@ -377,7 +341,7 @@ impl Geometry {
     /// Where channel `channel`'s data area starts (page-aligned; `2` = past
     /// both).
     pub fn data_offset(&self, channel: usize) -> usize {
-        round_up(self.segment_begin_offset(2), PAGE) + channel * self.channel_bytes()
+        round_up(self.segment_slot_offset(2), PAGE) + channel * self.channel_bytes()
     }
 
     /// Size of the whole mapping.

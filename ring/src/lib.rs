@@ -73,7 +73,7 @@ pub use channel::notify;
 pub use channel::Space;
 pub use channel::{Consumer, Probe, Producer, RoomWaiter, WaitKind};
 pub use error::{AttachError, RingError};
-pub use heap::{heap_channel, heap_channel_with_window};
+pub use heap::heap_channel;
 pub use layout::Geometry;
 #[cfg(not(loom))]
 pub use restrict::{set_syscalls_restricted, syscalls_restricted, yield_cpu};

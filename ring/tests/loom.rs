@@ -6,7 +6,7 @@
 #![cfg(loom)]
 
 use loom::thread;
-use shmnet_ring::{heap_channel, heap_channel_with_window, Geometry, RingError, WaitPolicy};
+use shmnet_ring::{heap_channel, Geometry, RingError, WaitPolicy};
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
@@ -92,47 +92,34 @@ fn reset_wakes_a_sleeping_reader() {
     });
 }
 
-/// The window grows under a reader: a producer whose window (2 of 4
-/// segments of 64 bytes) wants to grow doubles it while opening segment 5
-/// (in use: 4 and 5, the lower half of the block 4..8), then opens segment
-/// 6, which only the new window places at index 2 (the old one says 0).
-/// The reader, concurrently, must read 4, 5 and 6 from where they were
-/// written: loom fails the model if it reads a byte not ordered after its
-/// write, and the byte check if it reads the wrong segment.
+/// Segments placed wherever they are free, under a reader: after a
+/// request/response prelude (sequence numbers 0..=4 alternate between data
+/// segments 0 and 1, so number 5 goes to segment 1, not 5 % 4), the
+/// producer writes three segments while the reader reads, each opened in
+/// the lowest data segment the reader has left free by then. The reader
+/// must find each where it was written: loom fails the model if it reads a
+/// byte not ordered after its write, and the byte check if it reads the
+/// wrong segment. Both sides run in spawned threads: loom explored
+/// switches into the middle of the main thread's calls too sparsely to
+/// catch a reader that loaded a segment's place before the `head` that
+/// told of it.
 #[test]
-fn window_grows_under_a_reader() {
+fn segments_placed_where_free_under_a_reader() {
     model(|| {
-        let (mut p, mut c) = heap_channel_with_window(Geometry::new(4, 64).unwrap(), 2);
-        // Prelude, one thread: bring head and tail to segment 4 (full, read),
-        // with the producer wanting to grow (a write found the window full).
-        let mut sent = 0usize;
+        let (mut p, mut c) = heap_channel(Geometry::new(4, 64).unwrap());
+        // Prelude, one thread: five full segments, each read at once.
         let mut buf = [0u8; 128];
-        let mut wrote = |p: &mut shmnet_ring::Producer, len: usize| {
-            let data: Vec<u8> = (sent..sent + len).map(byte).collect();
-            let k = p.write(&data).unwrap();
-            sent += k;
-            k
-        };
-        for _ in 0..3 {
-            assert_eq!(wrote(&mut p, 64), 64);
+        for k in 0..5 {
+            let data: Vec<u8> = (64 * k..64 * (k + 1)).map(byte).collect();
+            assert_eq!(p.write(&data).unwrap(), 64);
             assert_eq!(c.read(&mut buf).unwrap(), 64);
         }
-        // Head 2 full: opens 3, fills it, finds the window full (2 of 2).
-        assert_eq!(wrote(&mut p, 65), 64);
-        assert_eq!(c.read(&mut buf).unwrap(), 64);
-        // Opens 4 (3..=4 straddle two blocks of 4: no growth yet).
-        assert_eq!(wrote(&mut p, 64), 64);
-        assert_eq!(c.read(&mut buf).unwrap(), 64);
-        assert_eq!((p.window(), sent), (2, 320));
+        assert_eq!(p.segments_touched(), 2);
         let t = thread::spawn(move || {
-            let data: Vec<u8> = (320..448).map(byte).collect();
+            let data: Vec<u8> = (320..512).map(byte).collect();
             p.write_all(&data, &WaitPolicy::blocking()).unwrap();
-            assert_eq!(p.window(), 4);
             p.close();
         });
-        // The reader in a thread of its own too: loom explores switches
-        // into the middle of the main thread's work less thoroughly (a
-        // reader there never saw the window change within one read).
         let r = thread::spawn(move || {
             let mut got = 320;
             let policy = WaitPolicy::blocking();
@@ -148,7 +135,7 @@ fn window_grows_under_a_reader() {
             }
             got
         });
-        assert_eq!(r.join().unwrap(), 448);
+        assert_eq!(r.join().unwrap(), 512);
         t.join().unwrap();
     });
 }

@@ -109,23 +109,22 @@ impl Consumer {
         let closed = ctl.producer.closed.load(Ordering::Acquire) != 0;
         let mut dst = Sink::new(bufs);
         let want = dst.remaining();
-        let s = ch.geo.segment_bytes;
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
         let mut tail = ctl.consumer.tail.load(Ordering::Relaxed);
-        // SYNC POINT: the window for segment `tail`, which we learned of
-        // through an earlier `head` (in `drained`, by this reader or by one
-        // that shared this side with us under the side lock, which orders
-        // its loads before ours) and loaded the window after: coherence
-        // gives this load that window or a later one, and every later one
-        // places `tail` where the one in force at its opening did (see
-        // `Producer::fill`). Segment 0 of a fresh channel is index 0 under
-        // every window.
-        let mut n = ch.window()?;
-        let mut begin = ch.begin(tail, n).load(Ordering::Relaxed);
+        // SYNC POINT: where segment `tail` is. We learned of it through an
+        // earlier `head` (in `drained`, by this reader or by one that shared
+        // this side with us under the side lock, which orders its loads
+        // before ours), and the producer wrote this word before that
+        // `head`; it writes the word again only for `tail + N`, after we
+        // handed `tail` back. Segment 0 of a fresh channel is in data
+        // segment 0 (`initialise`).
+        let mut idx = ch.slot(tail)?;
+        let mut begin = ch.begin_at(idx).load(Ordering::Relaxed);
         let mut copied = 0usize;
         let mut freed = false;
         let mut idle_hops = 0u32;
         loop {
-            let seg = ch.seg(tail, n);
+            let seg = ch.seg_at(idx);
             // SYNC POINT: Acquire pairs with the producer's Release store of
             // `end` after copying: the bytes before `end` are visible.
             let end = seg.end.load(Ordering::Acquire);
@@ -136,18 +135,14 @@ impl Consumer {
                 if copied == want {
                     break;
                 }
-                let k = dst.copy_from(&ch.data, ch.data_at(tail, n, begin), (end - begin) as usize);
+                let k = dst.copy_from(&ch.data, ch.data_at(idx, begin), (end - begin) as usize);
                 begin += k as u32;
                 copied += k;
                 idle_hops = 0;
                 continue;
             }
             // Drained as far as published. Sealed (head moved on)?
-            let (state, window) = drained(ch, seg, tail, begin)?;
-            // The window as loaded after `head`: right for the next
-            // segment, which we learned of through that `head`.
-            n = window;
-            match state {
+            match drained(ch, seg, tail, begin)? {
                 Drained::Open => break,        // nothing more in the open segment
                 Drained::Appended => continue, // bytes appended just before sealing
                 Drained::Sealed => {}
@@ -157,14 +152,18 @@ impl Consumer {
                 break; // a producer racing `head` forward cannot keep us here
             }
             if !peek {
-                hand_back(ch, tail, n);
+                hand_back(ch, idx, tail);
                 freed = true;
             }
             tail = tail.wrapping_add(1);
+            // SYNC POINT: after the Acquire load of a `head` past the old
+            // `tail` (in `drained`), so we see where the producer put the
+            // new `tail` before publishing that `head`.
+            idx = ch.slot(tail)?;
             begin = 0;
         }
         if !peek {
-            ch.begin(tail, n).store(begin, Ordering::Relaxed);
+            ch.begin_at(idx).store(begin, Ordering::Relaxed);
         }
         if freed {
             self.wake_writer();
@@ -203,21 +202,21 @@ impl Consumer {
     /// ```
     pub fn available(&self) -> Result<usize, RingError> {
         let ch = &self.ch;
-        let s = ch.geo.segment_bytes;
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
         let ctl = ch.ctl();
         let tail = ctl.consumer.tail.load(Ordering::Relaxed);
+        let mut begin = ch.begin_at(ch.slot(tail)?).load(Ordering::Relaxed);
         let head = ctl.producer.head.load(Ordering::Acquire);
-        // SYNC POINT: loaded after `head` (Acquire): it places every
-        // segment up to that `head` (see `drained`).
-        let n = ch.window()?;
-        let mut begin = ch.begin(tail, n).load(Ordering::Relaxed);
         let used = head.wrapping_sub(tail);
         if used >= n {
             return Err(ch.corrupt("head out of range"));
         }
         let mut total = 0usize;
         for k in 0..=used {
-            let end = ch.seg(tail.wrapping_add(k), n).end.load(Ordering::Acquire);
+            // SYNC POINT: after the Acquire load of `head`: the producer
+            // stored where each segment up to `head` is before it.
+            let idx = ch.slot(tail.wrapping_add(k))?;
+            let end = ch.seg_at(idx).end.load(Ordering::Acquire);
             if end > s || end < begin {
                 return Err(ch.corrupt("segment begin/end out of range"));
             }
@@ -225,13 +224,6 @@ impl Consumer {
             begin = 0;
         }
         Ok(total)
-    }
-
-    /// The segments in use now, the window (see [`Producer::window`]).
-    ///
-    /// [`Producer::window`]: super::Producer::window
-    pub fn window(&self) -> u32 {
-        self.ch.window_lenient()
     }
 
     /// Bytes read since the channel was initialised (statistics).
@@ -399,47 +391,41 @@ enum Drained {
 }
 
 /// Whether segment `tail`, read up to `begin` (= its `end` as last
-/// loaded), was sealed and is drained; with the window loaded after
-/// `head`, for the segments that `head` told of. Split out of
-/// `Consumer::consume`.
+/// loaded), was sealed and is drained. Split out of `Consumer::consume`.
 #[inline(always)]
 fn drained(
     ch: &Channel,
     seg: &SegmentControl,
     tail: u32,
     begin: u32,
-) -> Result<(Drained, u32), RingError> {
-    let s = ch.geo.segment_bytes;
+) -> Result<Drained, RingError> {
+    let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
     // SYNC POINT: Acquire pairs with the producer's Release store of
-    // `head`, made after the final `end` of this segment, and after the
-    // window that places the segments up to that `head`.
+    // `head`, made after the final `end` of this segment, and after it
+    // stored where `tail + 1` (and each segment up to `head`) is.
     let head = ch.ctl().producer.head.load(Ordering::Acquire);
-    // SYNC POINT: after the Acquire above, so the window stored before
-    // that `head` happens before this load: we see it or a later one,
-    // each of which places `tail..=head` where the producer wrote them.
-    let n = ch.window()?;
     let used = head.wrapping_sub(tail);
     if used >= n {
         return Err(ch.corrupt("head out of range"));
     }
     if used == 0 {
-        return Ok((Drained::Open, n));
+        return Ok(Drained::Open);
     }
     let end = seg.end.load(Ordering::Acquire);
     if end > s || end < begin {
         return Err(ch.corrupt("sealed segment end out of range"));
     }
     if end != begin {
-        return Ok((Drained::Appended, n));
+        return Ok(Drained::Appended);
     }
-    Ok((Drained::Sealed, n))
+    Ok(Drained::Sealed)
 }
 
-/// Hands drained segment `tail` back to the producer: resets its `begin`
-/// and publishes `tail + 1`.
+/// Hands drained segment `tail` (in data segment `idx`) back to the
+/// producer: resets its `begin` and publishes `tail + 1`.
 #[inline(always)]
-fn hand_back(ch: &Channel, tail: u32, n: u32) {
-    ch.begin(tail, n).store(0, Ordering::Relaxed);
+fn hand_back(ch: &Channel, idx: u32, tail: u32) {
+    ch.begin_at(idx).store(0, Ordering::Relaxed);
     // SYNC POINT: Release pairs with the producer's Acquire load of
     // `tail`: our reads of this segment happen before its reuse.
     ch.ctl()
@@ -468,11 +454,11 @@ impl Probe {
     pub fn maybe_readable(&self) -> bool {
         let ch = &self.0;
         let tail = ch.ctl().consumer.tail.load(Ordering::Relaxed);
-        // A window that is not one makes the read find out (and reset).
-        let Some(n) = ch.window_opt() else {
+        // A slot out of range makes the read find out (and reset).
+        let Some(idx) = ch.slot_opt(tail) else {
             return true;
         };
-        let begin = ch.begin(tail, n).load(Ordering::Relaxed);
-        ch.seg(tail, n).end.load(Ordering::Relaxed) != begin
+        let begin = ch.begin_at(idx).load(Ordering::Relaxed);
+        ch.seg_at(idx).end.load(Ordering::Relaxed) != begin
     }
 }

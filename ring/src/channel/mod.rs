@@ -1,38 +1,31 @@
 //! One direction of a connection: the producer and consumer halves of a
 //! circular buffer of data segments, driven by the control segment.
 //!
-//! Protocol (N data segments of S bytes, of which the first n are in use,
-//! the *window*; `head`/`tail` are sequence numbers, the segment index is
-//! `seq % n`; segments `tail..=head` are in use):
+//! Protocol (N data segments of S bytes; `head`/`tail` are sequence numbers;
+//! segments `tail..=head` are in use, and sequence number `seq` lives in
+//! data segment `slots[seq % N]`):
 //! - The producer appends into segment `head` and publishes each append by
 //!   storing the segment's `end` (Release). Small writes coalesce there.
 //! - When `head` is full (`end == S`) and more bytes wait, the producer opens
-//!   segment `head + 1` if `head + 1 - tail < n`: it resets that segment's
-//!   `end`/`last`, then publishes `head` (Release). A segment is therefore
-//!   sealed — its `end` final — exactly when `head` has moved past it.
+//!   segment `head + 1` if `head + 1 - tail < N`: it picks the lowest-numbered
+//!   data segment that holds none of `tail..=head`, records it in
+//!   `slots[(head + 1) % N]`, resets its `end`/`last`, then publishes `head`
+//!   (Release). A segment is therefore sealed — its `end` final — exactly
+//!   when `head` has moved past it.
 //! - The consumer reads `begin..end` of segment `tail` (reads may take part of
 //!   a segment). When `begin == end` and `head != tail`, it re-loads `end`
 //!   (final now) and, if drained, resets `begin` and publishes `tail + 1`
 //!   (Release), which hands the segment back to the producer.
 //!
-//! Window: n starts small ([`Geometry::start_window`], 2 of the default 32
-//! segments) so that a connection exchanging small messages cycles through
-//! n segments only and touches n * S bytes per direction, not N * S; the
-//! rest stays mapped but untouched (not resident). n is a power of two
-//! (or N, fixed, when N is not one) in the producer's line, written only by
-//! the producer:
-//! - A write that found the window full (no segment free, or less room than
-//!   it needed whole) sets the producer's private `grow`. At the next
-//!   segment opening where every sequence number in use, `tail..=head + 1`,
-//!   lies in the lower half of one aligned block of 2n sequence numbers
-//!   (so `seq % n == seq % 2n` for each of them), it stores 2n, then
-//!   publishes the new `head` (Release) as usual. Segments opened before
-//!   have the same index under n and 2n, so a reader that still uses n for
-//!   them is right; those opened after need 2n, and the reader loads n
-//!   after the `head` (Acquire) that told it of them, which orders the new
-//!   n before. See the SYNC POINTs at `Producer::fill` and `drained`.
-//! - The window never shrinks (the pages it touched stay resident until the
-//!   connection's segment is unmapped everywhere).
+//! Placement: a channel whose reader keeps up cycles through two data
+//! segments (the one being read and the one being written), whatever N is;
+//! a stream whose reader lags uses as many as are in flight, up to N. So a
+//! connection touches (and keeps resident, and in the cache) only the
+//! segments it ever had in flight, while all N * S bytes stay available to a
+//! writer at once. The consumer finds where a segment lives in `slots`,
+//! which it loads after the `head` (Acquire) that told it of the segment;
+//! the producer wrote it before that `head` (see the SYNC POINTs at
+//! `Producer::fill` and `consumer.rs`'s `drained`).
 //!
 //! Every word is loaded from shared memory once per use and checked against
 //! the private geometry; a violation marks the connection reset.
@@ -59,8 +52,8 @@ pub use room::RoomWaiter;
 
 use crate::data::{DataArea, Keep};
 use crate::layout::{
-    ChannelControl, Geometry, SegmentBegin, SegmentControl, WaitLine, EDGE_BACKLOG, WAIT_DOORBELL,
-    WAIT_EDGE, WAIT_FUTEX,
+    ChannelControl, Geometry, SegmentBegin, SegmentControl, SegmentSlot, WaitLine, EDGE_BACKLOG,
+    WAIT_DOORBELL, WAIT_EDGE, WAIT_FUTEX,
 };
 use crate::sync::{fence, AtomicU32, Ordering};
 use crate::wait::{Doorbell, Parker, WaitPolicy};
@@ -74,6 +67,7 @@ pub(crate) struct Channel {
     ctl: NonNull<ChannelControl>,
     segs: NonNull<SegmentControl>,
     begins: NonNull<SegmentBegin>,
+    slots: NonNull<SegmentSlot>,
     reset: NonNull<AtomicU32>,
     /// The other direction's wait line, so a reset wakes its waiters too.
     sibling: Option<NonNull<WaitLine>>,
@@ -92,6 +86,7 @@ pub(crate) struct ChannelParts {
     pub ctl: NonNull<ChannelControl>,
     pub segs: NonNull<SegmentControl>,
     pub begins: NonNull<SegmentBegin>,
+    pub slots: NonNull<SegmentSlot>,
     pub reset: NonNull<AtomicU32>,
     pub sibling: Option<NonNull<WaitLine>>,
     pub data: DataArea,
@@ -102,13 +97,15 @@ pub(crate) struct ChannelParts {
 
 impl Channel {
     /// # Safety
-    /// `ctl`, `segs` and `begins` (N entries each), `reset` and `sibling` must point at memory
+    /// `ctl`, `segs`, `begins` and `slots` (N entries each), `reset` and
+    /// `sibling` must point at memory
     /// that `keep` keeps mapped, and `data` must cover `geo.channel_bytes()`.
     pub(crate) unsafe fn new(p: ChannelParts) -> Self {
         Channel {
             ctl: p.ctl,
             segs: p.segs,
             begins: p.begins,
+            slots: p.slots,
             reset: p.reset,
             sibling: p.sibling,
             data: p.data,
@@ -147,9 +144,11 @@ impl Channel {
     pub(crate) fn written_total(&self) -> u64 {
         let s = self.geo.segment_bytes;
         let head = self.ctl().producer.head.load(Ordering::Acquire);
-        // Loaded after `head`, as every reader of the window does.
-        let n = self.window_lenient();
-        let end = self.seg(head, n).end.load(Ordering::Acquire).min(s);
+        let end = self
+            .seg_at(self.slot_lenient(head))
+            .end
+            .load(Ordering::Acquire)
+            .min(s);
         u64::from(head) * u64::from(s) + u64::from(end)
     }
 
@@ -160,8 +159,10 @@ impl Channel {
         let ctl = self.ctl();
         let mut tail = ctl.consumer.tail.load(Ordering::Acquire);
         for _ in 0..4 {
-            let n = self.window_lenient();
-            let begin = self.begin(tail, n).load(Ordering::Acquire).min(s);
+            let begin = self
+                .begin_at(self.slot_lenient(tail))
+                .load(Ordering::Acquire)
+                .min(s);
             let again = ctl.consumer.tail.load(Ordering::Acquire);
             if again == tail {
                 let total = u64::from(tail) * u64::from(s) + u64::from(begin);
@@ -170,34 +171,6 @@ impl Channel {
             tail = again;
         }
         u64::from(tail) * u64::from(s)
-    }
-
-    /// The window (segments in use), loaded and checked: anything
-    /// [`Geometry::window_ok`] refuses marks the connection reset. Callers
-    /// that compute the index of a segment they learned of through `head`
-    /// load it *after* that `head` (see the module docs).
-    #[inline]
-    fn window(&self) -> Result<u32, RingError> {
-        self.window_opt()
-            .ok_or_else(|| self.corrupt("window out of range"))
-    }
-
-    /// The window if [`Geometry::window_ok`] accepts it (nothing marked).
-    #[inline]
-    fn window_opt(&self) -> Option<u32> {
-        // SYNC POINT: Relaxed; the ordering that matters is the caller's:
-        // a load made after an Acquire load of `head` sees the window the
-        // producer stored before that `head`, or a later one (it happens
-        // after that store, so coherence forbids an older value).
-        let n = self.ctl().producer.window.load(Ordering::Relaxed);
-        self.geo.window_ok(n).then_some(n)
-    }
-
-    /// The window for lenient snapshots (statistics, hints): N instead of
-    /// a value [`Geometry::window_ok`] refuses, and nothing marked.
-    #[inline]
-    fn window_lenient(&self) -> u32 {
-        self.window_opt().unwrap_or(self.geo.segment_count)
     }
 
     /// Doorbell and filler bytes the producer counted for the consumer
@@ -216,27 +189,37 @@ impl Channel {
         unsafe { self.ctl.as_ref() }
     }
 
-    /// The index of segment `seq` under window `n` (`seq % n`), never past
-    /// N whatever `n` is (callers pass a checked window; the bound makes a
-    /// slip cost a wrong index, not an access out of bounds).
+    /// The entry of `slots` for sequence number `seq` (`slots[seq % N]`).
     #[inline]
-    fn index(&self, seq: u32, n: u32) -> u32 {
-        let i = if n.is_power_of_two() {
-            seq & (n - 1)
-        } else if n != 0 {
-            seq % n
-        } else {
-            0
-        };
-        i.min(self.geo.segment_count - 1)
+    fn slot_word(&self, seq: u32) -> &AtomicU32 {
+        let i = (seq % self.geo.segment_count) as usize;
+        // SAFETY: i < N and the array has N entries (constructor contract).
+        unsafe { &(*self.slots.as_ptr().add(i)).slot }
     }
 
+    /// The data segment holding sequence number `seq`, if the word holds
+    /// one (`< N`). Relaxed: callers order it (see the module docs).
     #[inline]
-    fn seg(&self, seq: u32, n: u32) -> &SegmentControl {
-        self.seg_at(self.index(seq, n))
+    fn slot_opt(&self, seq: u32) -> Option<u32> {
+        let slot = self.slot_word(seq).load(Ordering::Relaxed);
+        (slot < self.geo.segment_count).then_some(slot)
     }
 
-    /// Segment control by index (`idx < N`, as `index` and `SegAt`
+    /// As `slot_opt`; a word out of range marks the connection reset.
+    #[inline]
+    fn slot(&self, seq: u32) -> Result<u32, RingError> {
+        self.slot_opt(seq)
+            .ok_or_else(|| self.corrupt("segment slot out of range"))
+    }
+
+    /// As `slot_opt`, for lenient snapshots (statistics, hints): a word out
+    /// of range is taken as the last segment, and nothing is marked.
+    #[inline]
+    fn slot_lenient(&self, seq: u32) -> u32 {
+        self.slot_opt(seq).unwrap_or(self.geo.segment_count - 1)
+    }
+
+    /// Segment control by data segment (`idx < N`, as `slot` and `SegAt`
     /// guarantee; a larger one is reduced rather than trusted).
     #[inline]
     fn seg_at(&self, idx: u32) -> &SegmentControl {
@@ -246,19 +229,20 @@ impl Channel {
         unsafe { &*self.segs.as_ptr().add(i) }
     }
 
-    /// The consumer-owned `begin` of segment `seq` under window `n`.
+    /// The consumer-owned `begin` of data segment `idx` (reduced as in
+    /// `seg_at`).
     #[inline]
-    fn begin(&self, seq: u32, n: u32) -> &AtomicU32 {
-        let i = self.index(seq, n) as usize;
-        // SAFETY: i < N (`index`) and the array has N entries (constructor
-        // contract).
+    fn begin_at(&self, idx: u32) -> &AtomicU32 {
+        let n = self.geo.segment_count;
+        let i = if idx < n { idx } else { idx % n } as usize;
+        // SAFETY: i < N and the array has N entries (constructor contract).
         unsafe { &(*self.begins.as_ptr().add(i)).begin }
     }
 
-    /// Where byte `off` of segment `seq` (window `n`) is in the data area.
+    /// Where byte `off` of data segment `idx` (`< N`) is in the data area.
     #[inline]
-    fn data_at(&self, seq: u32, n: u32, off: u32) -> usize {
-        self.index(seq, n) as usize * self.geo.segment_bytes as usize + off as usize
+    fn data_at(&self, idx: u32, off: u32) -> usize {
+        idx as usize * self.geo.segment_bytes as usize + off as usize
     }
 
     #[inline]
@@ -268,21 +252,12 @@ impl Channel {
     }
 
     /// Writes the initial control state (begin/end/last zero, length, next,
-    /// the window at [`Geometry::start_window`]). Only the side that
-    /// initialises a channel calls this, before `ready`.
-    #[cfg_attr(loom, allow(dead_code))]
+    /// and `slots[i] = i`, so that sequence number 0 is in segment 0).
+    /// Only the side that initialises a channel calls this, before `ready`.
     pub(crate) fn initialise(&self) {
-        self.initialise_window(self.geo.start_window());
-    }
-
-    /// As `initialise`, with the window starting at `start` segments (a
-    /// value [`Geometry::window_ok`] accepts).
-    pub(crate) fn initialise_window(&self, start: u32) {
-        debug_assert!(self.geo.window_ok(start));
         let n = self.geo.segment_count;
         let ctl = self.ctl();
         ctl.producer.head.store(0, Ordering::Relaxed);
-        ctl.producer.window.store(start, Ordering::Relaxed);
         ctl.producer.closed.store(0, Ordering::Relaxed);
         ctl.producer.busy.store(0, Ordering::Relaxed);
         ctl.producer.lock.store(0, Ordering::Relaxed);
@@ -301,7 +276,8 @@ impl Channel {
             .store(WAIT_DOORBELL, Ordering::Relaxed);
         for i in 0..n {
             let s = self.seg_at(i);
-            self.begin(i, n).store(0, Ordering::Relaxed);
+            self.begin_at(i).store(0, Ordering::Relaxed);
+            self.slot_word(i).store(i, Ordering::Relaxed);
             s.end.store(0, Ordering::Relaxed);
             s.length.store(self.geo.segment_bytes, Ordering::Relaxed);
             s.next.store((i + 1) % n, Ordering::Relaxed);

@@ -6,7 +6,7 @@ use super::cursor::{FnSource, Space};
 use super::notify::ProducerNotify;
 use super::RoomWaiter;
 use super::{Channel, WaitKind};
-use crate::layout::{BUSY, BUSY_WAITER};
+use crate::layout::{BUSY, BUSY_WAITER, MAX_SEGMENTS};
 use crate::sync::{fence, Ordering};
 use crate::wait::{Doorbell, WaitPolicy};
 use crate::RingError;
@@ -43,69 +43,71 @@ use std::sync::Arc;
 pub struct Producer {
     pub(super) ch: Channel,
     doorbell: Option<Arc<dyn Doorbell>>,
-    /// `head` as last seen with the window, and `head % n`: the open
-    /// segment's index without a division per write. Private, so always
-    /// consistent; `head` and the window themselves are still loaded from
-    /// shared memory on every write (after a fork another process may
-    /// have moved them).
+    /// `head` as last seen, and its data segment (`slots[head % N]`): the
+    /// open segment without a load of `slots` per write. Private, so always
+    /// consistent; `head` itself is still loaded from shared memory on
+    /// every write (after a fork another process may have moved it).
     at: SegAt,
-    /// A write found the window full: double it at the next segment
-    /// opening where that keeps every segment in use where it is (see
-    /// `fill`). Private: after a fork each writer asks for itself.
-    grow: bool,
+    /// One past the highest data segment this producer opened: what it
+    /// has touched of the data area (statistics; private, per process).
+    touched: u32,
 }
 
-/// A sequence number, the window, and the segment index (`seq % n`).
+/// A sequence number and its data segment, once known.
 #[derive(Clone, Copy)]
 struct SegAt {
     seq: u32,
-    n: u32,
     idx: u32,
+    known: bool,
 }
 
 impl SegAt {
-    /// The index of `seq` under `n`, from the cache when it is the same
-    /// segment and window.
+    /// The data segment of `seq`, from the cache when it is the same
+    /// sequence number, else loaded from `slots` (and checked).
     #[inline]
-    fn index(&mut self, ch: &Channel, seq: u32, n: u32) -> u32 {
-        if seq != self.seq || n != self.n {
+    fn index(&mut self, ch: &Channel, seq: u32) -> Result<u32, RingError> {
+        if !self.known || seq != self.seq {
+            self.idx = ch.slot(seq)?;
             self.seq = seq;
-            self.n = n;
-            self.idx = ch.index(seq, n);
+            self.known = true;
         }
-        self.idx
+        Ok(self.idx)
     }
 
-    /// As `index`, without updating the cache.
+    /// As `index`, without updating the cache, and lenient.
     #[inline]
-    fn peek(&self, ch: &Channel, seq: u32, n: u32) -> u32 {
-        if seq == self.seq && n == self.n {
+    fn peek(&self, ch: &Channel, seq: u32) -> u32 {
+        if self.known && seq == self.seq {
             self.idx
         } else {
-            ch.index(seq, n)
+            ch.slot_lenient(seq)
         }
     }
 }
 
-/// Whether every sequence number in `from..=to` (a wrapping range shorter
-/// than `2n`) has the same index under windows `n` and `2n`: they all lie
-/// in the lower half of one aligned block of `2n` sequence numbers
-/// (`seq % 2n < n`). `2n` divides 2^32, so blocks stay aligned across the
-/// wrap of the u32 sequence numbers.
-#[inline]
-pub(super) fn growable(from: u32, to: u32, n: u32) -> bool {
-    let block = from & !(2 * n - 1);
-    to.wrapping_sub(block) < n
-}
-
-/// The most a write may ask to go in whole with window `n`: what an
-/// emptied window always has free (`(n - 1) * S`, the open segment full).
-/// A larger need is taken as this much, so that it is met once the reader
-/// drains the ring, instead of waiting for ever for a window that cannot
-/// grow while nothing is written.
-#[inline]
-pub(super) fn whole_limit(n: u32, s: u32) -> usize {
-    (n as usize - 1) * s as usize
+/// The lowest-numbered data segment holding none of the sequence numbers
+/// `tail..=head` (the caller checked `head - tail < N - 1`, so one is
+/// free unless `slots` was spoiled). Reads only our own `slots` entries:
+/// `used` loads and a bit set, once per segment opened.
+fn free_slot(ch: &Channel, tail: u32, head: u32) -> Result<u32, RingError> {
+    let n = ch.geo.segment_count as usize;
+    let mut busy = [0u64; (MAX_SEGMENTS as usize).div_ceil(64)];
+    let mut seq = tail;
+    loop {
+        let s = ch.slot(seq)? as usize;
+        busy[s / 64] |= 1 << (s % 64);
+        if seq == head {
+            break;
+        }
+        seq = seq.wrapping_add(1);
+    }
+    for (w, bits) in busy[..n.div_ceil(64)].iter().enumerate() {
+        let i = w * 64 + bits.trailing_ones() as usize;
+        if i < n {
+            return Ok(i as u32);
+        }
+    }
+    Err(ch.corrupt("segment slots collide"))
 }
 
 impl Producer {
@@ -115,10 +117,10 @@ impl Producer {
             doorbell: None,
             at: SegAt {
                 seq: 0,
-                n: 0,
                 idx: 0,
+                known: false,
             },
-            grow: false,
+            touched: 1,
         }
     }
 
@@ -128,33 +130,33 @@ impl Producer {
         self.doorbell = Some(d);
     }
 
-    /// Bytes of the data area per direction: the most the window can grow
-    /// to (see [`window`](Self::window)).
+    /// Bytes of the data area per direction.
     pub fn capacity(&self) -> usize {
         self.ch.geo.channel_bytes()
     }
 
-    /// The segments in use now, the window n (a lenient snapshot of the
-    /// shared word: N if it does not hold a window the geometry allows).
-    /// It starts at [`Geometry::start_window`](crate::Geometry::start_window)
-    /// and doubles, up to N, when writes find it full.
+    /// How many of the N data segments this producer has written into:
+    /// one past the highest it opened (statistics, private to this
+    /// process). A segment is opened in the lowest-numbered data segment
+    /// not in use, so this is one more than the most ever in flight.
     ///
     /// ```
-    /// use shmnet_ring::{heap_channel_with_window, Geometry};
+    /// use shmnet_ring::{heap_channel, Geometry};
     ///
-    /// let (mut tx, mut rx) = heap_channel_with_window(Geometry::new(4, 64)?, 2);
-    /// let mut buf = [0u8; 256];
-    /// for _ in 0..8 {
-    ///     // Each write fills the window; reading it all lets the next one
-    ///     // open segments where a bigger window keeps them in place.
-    ///     tx.write(&[1; 256])?;
+    /// let (mut tx, mut rx) = heap_channel(Geometry::new(8, 64)?);
+    /// let mut buf = [0u8; 512];
+    /// for _ in 0..100 {
+    ///     // A reader that keeps up: two segments take turns.
+    ///     tx.write(&[1; 40])?;
     ///     rx.read(&mut buf)?;
     /// }
-    /// assert_eq!(tx.window(), 4);
+    /// assert_eq!(tx.segments_touched(), 2);
+    /// tx.write(&[2; 512])?; // a burst fills all eight
+    /// assert_eq!(tx.segments_touched(), 8);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn window(&self) -> u32 {
-        self.ch.window_lenient()
+    pub fn segments_touched(&self) -> u32 {
+        self.touched
     }
 
     /// Writes as much of `buf` as fits without blocking; `WouldBlock` if
@@ -204,12 +206,7 @@ impl Producer {
     /// As `write_vectored`, but writes nothing (`WouldBlock`) unless at
     /// least `need` bytes are free: a small message goes in whole or not at
     /// all. `need == 0` is `write_vectored`. Same as checking [`fits`]
-    /// first, without loading the ring's indices twice. A `need` larger
-    /// than an emptied window always has free, `(n - 1) * S` for window n
-    /// (see [`window`](Self::window)), is taken as that much: such a write
-    /// may go in partly, as a write with `need == 0` would, rather than
-    /// wait for room the window may never have. Not finding `need` free
-    /// counts as finding the window full (it grows).
+    /// first, without loading the ring's indices twice.
     ///
     /// [`fits`]: Producer::fits
     ///
@@ -331,12 +328,9 @@ impl Producer {
         {
             return Err(RingError::Closed);
         }
-        let (count, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
-        // Our own word, but in shared memory: after a fork another writer
-        // of this side may have grown it, and the peer may scribble on it.
-        let mut n = ch.window()?;
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
         let mut head = ctl.producer.head.load(Ordering::Relaxed);
-        let mut idx = self.at.index(ch, head, n);
+        let mut idx = self.at.index(ch, head)?;
         let mut end = ch.seg_at(idx).end.load(Ordering::Relaxed);
         if end > s {
             return Err(ch.corrupt("producer end beyond segment"));
@@ -351,8 +345,7 @@ impl Producer {
                 return Err(ch.corrupt("tail out of range"));
             }
             let free = (s - end) as usize + (n - 1 - used) as usize * s as usize;
-            if free < need.min(whole_limit(n, s)) {
-                self.grow = true;
+            if free < need {
                 return Err(RingError::WouldBlock);
             }
         }
@@ -360,54 +353,42 @@ impl Producer {
         loop {
             if end == s {
                 // SYNC POINT: Acquire pairs with the consumer's Release store of
-                // `tail`: its reads of the segment we are about to reuse happen
-                // before our writes into it.
+                // `tail`: its reads of the segments before `tail`, which we
+                // may be about to reuse, happen before our writes into them.
                 let tail = ctl.consumer.tail.load(Ordering::Acquire);
                 let used = head.wrapping_sub(tail);
                 if used >= n {
                     return Err(ch.corrupt("tail out of range"));
                 }
-                let next = head.wrapping_add(1);
-                if self.grow && n < count && growable(tail, next, n) {
-                    // Every segment in use (`tail..=head`, and `next`,
-                    // which we are opening) has the same index under n and
-                    // 2n: no byte, `end` or `begin` moves.
-                    n *= 2;
-                    // SYNC POINT: Relaxed, ordered before the Release store
-                    // of `head = next` below (program order): a consumer
-                    // that Acquire-loads that `head` and then loads the
-                    // window sees 2n (or a later window), and so finds
-                    // `next` and every later segment where we write them.
-                    // A consumer that sees 2n earlier (with an older `head`)
-                    // uses it only for segments from its own `tail`, which
-                    // is no earlier than the `tail` loaded above (only the
-                    // consumer writes it, and only forward), up to that
-                    // `head`: all in the range just checked, where n and 2n
-                    // agree. The same holds for each later doubling, so
-                    // whichever window a consumer sees for a segment, from
-                    // the one in force when the segment was opened on, it
-                    // gives the same index.
-                    ctl.producer.window.store(n, Ordering::Relaxed);
-                    self.grow = false;
-                }
                 if used + 1 >= n {
-                    // Every segment holds unread data: the window is full.
-                    self.grow = true;
-                    break;
+                    break; // every segment holds unread data
                 }
-                head = next;
-                idx = self.at.index(ch, head, n);
+                let next = head.wrapping_add(1);
+                idx = free_slot(ch, tail, head)?;
+                // SYNC POINT: Relaxed, before the Release store of `head =
+                // next` below: a consumer that Acquire-loads that `head` and
+                // then this word sees `idx`. It cannot see a later value: the
+                // next store here is for `next + N`, made only once `tail`
+                // has passed `next`, after the consumer is done with it.
+                ch.slot_word(next).store(idx, Ordering::Relaxed);
+                self.at = SegAt {
+                    seq: next,
+                    idx,
+                    known: true,
+                };
+                self.touched = self.touched.max(idx + 1);
                 let seg = ch.seg_at(idx);
                 seg.last.store(0, Ordering::Relaxed);
                 seg.end.store(0, Ordering::Relaxed);
+                head = next;
                 // SYNC POINT: Release pairs with the consumer's Acquire load of
-                // `head`: it sees the previous segment's final `end`, this
-                // segment's reset `end`, and the window that places this
-                // segment (stored above, if it grew) before it moves on.
+                // `head`: it sees the previous segment's final `end`, where
+                // this segment is (`slots`), and its reset `end` before it
+                // moves on.
                 ctl.producer.head.store(head, Ordering::Release);
                 end = 0;
             }
-            let at = idx as usize * s as usize + end as usize;
+            let at = ch.data_at(idx, end);
             let n_copied = src.fill(&ch.data, at, (s - end) as usize);
             end += n_copied as u32;
             written += n_copied;
@@ -455,10 +436,9 @@ impl Producer {
     /// ```
     pub fn fits(&self, len: usize) -> bool {
         let ch = &self.ch;
-        let n = ch.window_lenient();
         let head = ch.ctl().producer.head.load(Ordering::Relaxed);
         let end = ch
-            .seg_at(self.at.peek(ch, head, n))
+            .seg_at(self.at.peek(ch, head))
             .end
             .load(Ordering::Relaxed);
         let s = ch.geo.segment_bytes;
@@ -468,14 +448,12 @@ impl Producer {
         self.free_bytes().is_ok_and(|f| f >= len)
     }
 
-    /// Free bytes right now in the window (space in the open segment plus
-    /// free segments).
+    /// Free bytes right now (space in the open segment plus free segments).
     pub fn free_bytes(&self) -> Result<usize, RingError> {
         let ch = &self.ch;
-        let s = ch.geo.segment_bytes;
-        let n = ch.window()?;
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
         let head = ch.ctl().producer.head.load(Ordering::Relaxed);
-        let end = ch.seg(head, n).end.load(Ordering::Relaxed);
+        let end = ch.seg_at(ch.slot(head)?).end.load(Ordering::Relaxed);
         let tail = ch.ctl().consumer.tail.load(Ordering::Acquire);
         let used = head.wrapping_sub(tail);
         if end > s || used >= n {
@@ -485,42 +463,37 @@ impl Producer {
     }
 
     /// True when a write would not block. Also called through a
-    /// [`RoomWaiter`] while another thread of ours writes, so `head` (and
-    /// the window) may move under it: an inconsistent snapshot is not
-    /// corruption here, only a reason to let the writer (which checks
-    /// strictly) try.
+    /// [`RoomWaiter`] while another thread of ours writes, so `head` may move
+    /// under it: an inconsistent snapshot is not corruption here, only a
+    /// reason to let the writer (which checks strictly) try.
     pub(super) fn writable_now(&self) -> bool {
         let ch = &self.ch;
         if ch.is_reset() || ch.ctl().consumer.closed.load(Ordering::Relaxed) != 0 {
             return true;
         }
-        let s = ch.geo.segment_bytes;
-        let Some(n) = ch.window_opt() else {
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
+        let head = ch.ctl().producer.head.load(Ordering::Relaxed);
+        let Some(slot) = ch.slot_opt(head) else {
             return true;
         };
-        let head = ch.ctl().producer.head.load(Ordering::Relaxed);
-        let end = ch.seg(head, n).end.load(Ordering::Relaxed);
+        let end = ch.seg_at(slot).end.load(Ordering::Relaxed);
         let tail = ch.ctl().consumer.tail.load(Ordering::Acquire);
         let used = head.wrapping_sub(tail);
         used >= n || end > s || end < s || used + 1 < n
     }
 
-    /// Free bytes and the most a write may ask to go in whole
-    /// ([`whole_limit`]), or None for an inconsistent snapshot (see
-    /// `writable_now`).
-    pub(super) fn free_bytes_lenient(&self) -> Option<(usize, usize)> {
+    /// Free bytes, or None for an inconsistent snapshot (see `writable_now`).
+    pub(super) fn free_bytes_lenient(&self) -> Option<usize> {
         let ch = &self.ch;
-        let s = ch.geo.segment_bytes;
-        let n = ch.window_opt()?;
+        let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
         let head = ch.ctl().producer.head.load(Ordering::Relaxed);
-        let end = ch.seg(head, n).end.load(Ordering::Relaxed);
+        let end = ch.seg_at(ch.slot_opt(head)?).end.load(Ordering::Relaxed);
         let tail = ch.ctl().consumer.tail.load(Ordering::Acquire);
         let used = head.wrapping_sub(tail);
         if end > s || used >= n {
             return None;
         }
-        let free = (s - end) as usize + (n - 1 - used) as usize * s as usize;
-        Some((free, whole_limit(n, s)))
+        Some((s - end) as usize + (n - 1 - used) as usize * s as usize)
     }
 
     /// Announces that the caller is about to wait for room, then re-checks.
@@ -609,7 +582,7 @@ impl Producer {
             ch: self.ch.clone(),
             doorbell: self.doorbell.clone(),
             at: self.at,
-            grow: false,
+            touched: self.touched,
         })
     }
 

@@ -25,9 +25,7 @@ impl RoomWaiter {
     }
 
     /// As `wait`, but until at least `bytes` are free (or an error
-    /// condition): a writer that wants its message to go in whole. As in
-    /// [`Producer::write_vectored_min`], more than an emptied window holds
-    /// is taken as that much. See
+    /// condition): a writer that wants its message to go in whole. See
     /// [`Producer::room_waiter`] for an example.
     pub fn wait_for_room(&self, bytes: usize, policy: &WaitPolicy) -> Result<(), RingError> {
         let p = &self.0;
@@ -35,8 +33,7 @@ impl RoomWaiter {
         let ready = || {
             p.ch.is_reset()
                 || p.ch.ctl().consumer.closed.load(Ordering::Relaxed) != 0
-                || p.free_bytes_lenient()
-                    .is_none_or(|(free, whole)| free >= bytes.min(whole))
+                || p.free_bytes_lenient().is_none_or(|f| f >= bytes)
         };
         let arm = || {
             flag.fetch_or(WAIT_FUTEX, Ordering::Relaxed);
