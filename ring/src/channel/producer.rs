@@ -6,7 +6,7 @@ use super::cursor::{FnSource, Space};
 use super::notify::ProducerNotify;
 use super::RoomWaiter;
 use super::{Channel, WaitKind};
-use crate::layout::{BUSY, BUSY_WAITER, MAX_SEGMENTS};
+use crate::layout::{BUSY, BUSY_WAITER, MAX_SEGMENTS, MIN_SEGMENTS};
 use crate::sync::{fence, Ordering};
 use crate::wait::{Doorbell, WaitPolicy};
 use crate::RingError;
@@ -51,7 +51,32 @@ pub struct Producer {
     /// One past the highest data segment this producer opened: what it
     /// has touched of the data area (statistics; private, per process).
     touched: u32,
+    /// Where new segments go (see [`Placement`]). Private: a policy, not
+    /// part of the protocol (the consumer follows `slots`), so processes
+    /// sharing this side after fork may each have their own.
+    place: Placement,
 }
+
+/// Where the producer opens segments: round the first `window` data
+/// segments (the one after the open segment's, skipping those in use),
+/// `window` starting at [`MIN_SEGMENTS`] and doubling, up to N, when the
+/// stream shows it is bulk: the reader lags (the segments before the one
+/// just filled still hold unread data), or few writes filled the segment
+/// (at most [`BULK_WRITES`]). A request/response exchange of small messages
+/// keeps to two data segments; a bulk stream spreads over all N, as a ring
+/// used in order does (a writer reusing the segment its reader has just
+/// read writes lines that are in the reader's cache: measured 8 GB/s
+/// against 27 GB/s spread over 2 MiB). Capacity does not depend on it: a
+/// segment goes wherever one is free when all in the window are in use.
+#[derive(Clone, Copy)]
+struct Placement {
+    window: u32,
+    /// Write calls into the open segment so far.
+    writes: u32,
+}
+
+/// A segment filled by at most this many write calls marks a bulk stream.
+const BULK_WRITES: u32 = 4;
 
 /// A sequence number and its data segment, once known.
 #[derive(Clone, Copy)]
@@ -85,12 +110,21 @@ impl SegAt {
     }
 }
 
-/// The lowest-numbered data segment holding none of the sequence numbers
-/// `tail..=head` (the caller checked `head - tail < N - 1`, so one is
-/// free unless `slots` was spoiled). Reads only our own `slots` entries:
-/// `used` loads and a bit set, once per segment opened.
-fn free_slot(ch: &Channel, tail: u32, head: u32) -> Result<u32, RingError> {
-    let n = ch.geo.segment_count as usize;
+/// Where to open the segment after `head` (in data segment `cur`): the
+/// first data segment after `cur`, round the first `window`, that holds
+/// none of the sequence numbers `tail..=head`; past the window if all in it
+/// are in use (the window then grows to take it in). The caller checked
+/// `head - tail < N - 1`, so one is free unless `slots` was spoiled. Reads
+/// only our own `slots` entries: `head - tail + 1` loads and a bit set, once
+/// per segment opened.
+fn pick_slot(
+    ch: &Channel,
+    tail: u32,
+    head: u32,
+    cur: u32,
+    window: &mut u32,
+) -> Result<u32, RingError> {
+    let n = ch.geo.segment_count;
     let mut busy = [0u64; (MAX_SEGMENTS as usize).div_ceil(64)];
     let mut seq = tail;
     loop {
@@ -101,13 +135,21 @@ fn free_slot(ch: &Channel, tail: u32, head: u32) -> Result<u32, RingError> {
         }
         seq = seq.wrapping_add(1);
     }
-    for (w, bits) in busy[..n.div_ceil(64)].iter().enumerate() {
-        let i = w * 64 + bits.trailing_ones() as usize;
-        if i < n {
-            return Ok(i as u32);
+    let is_busy = |i: u32| busy[i as usize / 64] & (1 << (i % 64)) != 0;
+    loop {
+        let w = (*window).clamp(1, n);
+        let start = cur.wrapping_add(1) % w;
+        for k in 0..w {
+            let i = (start + k) % w;
+            if !is_busy(i) {
+                return Ok(i);
+            }
         }
+        if w == n {
+            return Err(ch.corrupt("segment slots collide"));
+        }
+        *window = (w * 2).min(n);
     }
-    Err(ch.corrupt("segment slots collide"))
 }
 
 impl Producer {
@@ -121,6 +163,10 @@ impl Producer {
                 known: false,
             },
             touched: 1,
+            place: Placement {
+                window: MIN_SEGMENTS,
+                writes: 0,
+            },
         }
     }
 
@@ -137,8 +183,7 @@ impl Producer {
 
     /// How many of the N data segments this producer has written into:
     /// one past the highest it opened (statistics, private to this
-    /// process). A segment is opened in the lowest-numbered data segment
-    /// not in use, so this is one more than the most ever in flight.
+    /// process): what it keeps resident and cycles through the cache.
     ///
     /// ```
     /// use shmnet_ring::{heap_channel, Geometry};
@@ -146,17 +191,30 @@ impl Producer {
     /// let (mut tx, mut rx) = heap_channel(Geometry::new(8, 64)?);
     /// let mut buf = [0u8; 512];
     /// for _ in 0..100 {
-    ///     // A reader that keeps up: two segments take turns.
-    ///     tx.write(&[1; 40])?;
+    ///     // Small messages, read as they come: two segments take turns.
+    ///     tx.write(&[1; 10])?;
     ///     rx.read(&mut buf)?;
     /// }
-    /// assert_eq!(tx.segments_touched(), 2);
-    /// tx.write(&[2; 512])?; // a burst fills all eight
-    /// assert_eq!(tx.segments_touched(), 8);
+    /// assert_eq!((tx.segments_touched(), tx.window()), (2, 2));
+    /// for _ in 0..10 {
+    ///     // Writes that fill segments: a bulk stream spreads over all 8.
+    ///     tx.write(&[2; 256])?;
+    ///     rx.read(&mut buf)?;
+    /// }
+    /// assert_eq!((tx.segments_touched(), tx.window()), (8, 8));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn segments_touched(&self) -> u32 {
         self.touched
+    }
+
+    /// How many data segments this producer opens segments round before
+    /// it looks further (its placement window, private to this process):
+    /// 2 at first, doubling up to N while the stream is bulk (see
+    /// [`segments_touched`](Self::segments_touched) for an example). It
+    /// never limits what can be written: all N segments are the ring.
+    pub fn window(&self) -> u32 {
+        self.place.window
     }
 
     /// Writes as much of `buf` as fits without blocking; `WouldBlock` if
@@ -350,6 +408,7 @@ impl Producer {
             }
         }
         let mut written = 0usize;
+        self.place.writes = self.place.writes.saturating_add(1);
         loop {
             if end == s {
                 // SYNC POINT: Acquire pairs with the consumer's Release store of
@@ -364,7 +423,17 @@ impl Producer {
                     break; // every segment holds unread data
                 }
                 let next = head.wrapping_add(1);
-                idx = free_slot(ch, tail, head)?;
+                // The reader lags if a segment before the one just filled
+                // still holds unread bytes (`begin` is the reader's and may
+                // be anything: it only steers where we write).
+                let lag = used > 1
+                    || (used == 1
+                        && ch.begin_at(ch.slot_lenient(tail)).load(Ordering::Relaxed) < s);
+                if lag || self.place.writes <= BULK_WRITES {
+                    self.place.window = (self.place.window * 2).min(n);
+                }
+                idx = pick_slot(ch, tail, head, idx, &mut self.place.window)?;
+                self.place.writes = 1;
                 // SYNC POINT: Relaxed, before the Release store of `head =
                 // next` below: a consumer that Acquire-loads that `head` and
                 // then this word sees `idx`. It cannot see a later value: the
@@ -583,6 +652,7 @@ impl Producer {
             doorbell: self.doorbell.clone(),
             at: self.at,
             touched: self.touched,
+            place: self.place,
         })
     }
 
