@@ -203,9 +203,9 @@ pub struct SegmentBegin {
 /// the data segment (its index in the data area, and in the
 /// [`SegmentControl`] and [`SegmentBegin`] arrays) holding sequence number
 /// `seq`, for each `seq` in `tail..=head`. Written by the producer when it
-/// opens `seq`, before it publishes `head = seq`; the producer picks the
-/// lowest-numbered data segment not in use, so a channel touches only as
-/// many segments as it ever had in flight (see `channel/mod.rs`).
+/// opens `seq`, before it publishes `head = seq`; which free data segment
+/// it picks is its own policy (two while the stream is small messages, all
+/// N for a bulk stream: see `channel/mod.rs`).
 #[repr(C)]
 pub struct SegmentSlot {
     /// The data segment, `< N`; producer-owned.

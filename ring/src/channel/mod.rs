@@ -7,22 +7,24 @@
 //! - The producer appends into segment `head` and publishes each append by
 //!   storing the segment's `end` (Release). Small writes coalesce there.
 //! - When `head` is full (`end == S`) and more bytes wait, the producer opens
-//!   segment `head + 1` if `head + 1 - tail < N`: it picks the lowest-numbered
-//!   data segment that holds none of `tail..=head`, records it in
-//!   `slots[(head + 1) % N]`, resets its `end`/`last`, then publishes `head`
-//!   (Release). A segment is therefore sealed — its `end` final — exactly
-//!   when `head` has moved past it.
+//!   segment `head + 1` if `head + 1 - tail < N`: it picks a data segment
+//!   that holds none of `tail..=head`, records it in `slots[(head + 1) % N]`,
+//!   resets its `end`/`last`, then publishes `head` (Release). A segment is
+//!   therefore sealed — its `end` final — exactly when `head` has moved past
+//!   it.
 //! - The consumer reads `begin..end` of segment `tail` (reads may take part of
 //!   a segment). When `begin == end` and `head != tail`, it re-loads `end`
 //!   (final now) and, if drained, resets `begin` and publishes `tail + 1`
 //!   (Release), which hands the segment back to the producer.
 //!
-//! Placement: a channel whose reader keeps up cycles through two data
-//! segments (the one being read and the one being written), whatever N is;
-//! a stream whose reader lags uses as many as are in flight, up to N. So a
-//! connection touches (and keeps resident, and in the cache) only the
-//! segments it ever had in flight, while all N * S bytes stay available to a
-//! writer at once. The consumer finds where a segment lives in `slots`,
+//! Placement: which free data segment a new segment goes to is the
+//! producer's choice, private to it (`producer.rs`, `Placement`): round a
+//! window of two data segments while the stream is small messages, so a
+//! connection exchanging them touches (and keeps resident, and in the
+//! cache) 2 * S bytes per direction, not N * S; the window doubles up to N
+//! when the stream turns out bulk, which streams fastest spread over the
+//! whole ring. Capacity never depends on it: all N * S bytes are there for
+//! a writer at once. The consumer finds where a segment lives in `slots`,
 //! which it loads after the `head` (Acquire) that told it of the segment;
 //! the producer wrote it before that `head` (see the SYNC POINTs at
 //! `Producer::fill` and `consumer.rs`'s `drained`).

@@ -115,8 +115,8 @@ impl SegAt {
 /// none of the sequence numbers `tail..=head`; past the window if all in it
 /// are in use (the window then grows to take it in). The caller checked
 /// `head - tail < N - 1`, so one is free unless `slots` was spoiled. Reads
-/// only our own `slots` entries: `head - tail + 1` loads and a bit set, once
-/// per segment opened.
+/// only our own `slots` entries: `head - tail + 1` loads once per segment
+/// opened, twice and a bit set when the next one round is in use.
 fn pick_slot(
     ch: &Channel,
     tail: u32,
@@ -125,6 +125,21 @@ fn pick_slot(
     window: &mut u32,
 ) -> Result<u32, RingError> {
     let n = ch.geo.segment_count;
+    // The common case, without a bit set: the next one round the window is
+    // not among the segments in use.
+    let cand = cur.wrapping_add(1) % (*window).clamp(1, n);
+    let mut seq = tail;
+    let mut taken = false;
+    loop {
+        taken |= ch.slot(seq)? == cand;
+        if seq == head {
+            break;
+        }
+        seq = seq.wrapping_add(1);
+    }
+    if !taken {
+        return Ok(cand);
+    }
     let mut busy = [0u64; (MAX_SEGMENTS as usize).div_ceil(64)];
     let mut seq = tail;
     loop {
@@ -423,14 +438,17 @@ impl Producer {
                     break; // every segment holds unread data
                 }
                 let next = head.wrapping_add(1);
-                // The reader lags if a segment before the one just filled
-                // still holds unread bytes (`begin` is the reader's and may
-                // be anything: it only steers where we write).
-                let lag = used > 1
-                    || (used == 1
-                        && ch.begin_at(ch.slot_lenient(tail)).load(Ordering::Relaxed) < s);
-                if lag || self.place.writes <= BULK_WRITES {
-                    self.place.window = (self.place.window * 2).min(n);
+                if self.place.window < n {
+                    // The reader lags if a segment before the one just
+                    // filled still holds unread bytes (`begin` is the
+                    // reader's and may be anything: it only steers where we
+                    // write).
+                    let lag = used > 1
+                        || (used == 1
+                            && ch.begin_at(ch.slot_lenient(tail)).load(Ordering::Relaxed) < s);
+                    if lag || self.place.writes <= BULK_WRITES {
+                        self.place.window = (self.place.window * 2).min(n);
+                    }
                 }
                 idx = pick_slot(ch, tail, head, idx, &mut self.place.window)?;
                 self.place.writes = 1;
