@@ -4,7 +4,8 @@
 use crate::channel::{Channel, ChannelParts, Consumer, Producer};
 use crate::data::DataArea;
 use crate::layout::{
-    ChannelControl, ConsumerLine, Geometry, ProducerLine, SegmentBegin, SegmentControl, WaitLine,
+    ChannelControl, ConsumerLine, Geometry, ProducerLine, SegmentBegin, SegmentControl,
+    SegmentSlot, WaitLine,
 };
 use crate::sync::AtomicU32;
 use crate::wait::Parker;
@@ -21,6 +22,7 @@ struct HeapChannel {
     reset: AtomicU32,
     segs: Box<[SegmentControl]>,
     begins: Box<[SegmentBegin]>,
+    slots: Box<[SegmentSlot]>,
     data: Box<[Cell]>,
 }
 
@@ -86,6 +88,7 @@ pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
             })
             .collect(),
         begins: (0..n).map(|_| SegmentBegin { begin: a() }).collect(),
+        slots: (0..n).map(|_| SegmentSlot { slot: a() }).collect(),
         data: (0..geo.channel_bytes()).map(|_| Cell::new(0)).collect(),
     });
     let parker = Arc::new(Parker::default());
@@ -104,6 +107,7 @@ pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
                 ctl: NonNull::from(&hc.ctl),
                 segs: NonNull::new_unchecked(hc.segs.as_ptr().cast_mut()),
                 begins: NonNull::new_unchecked(hc.begins.as_ptr().cast_mut()),
+                slots: NonNull::new_unchecked(hc.slots.as_ptr().cast_mut()),
                 reset: NonNull::from(&hc.reset),
                 sibling: None,
                 data,

@@ -8,6 +8,8 @@
 //!                SegmentControl[1][N]
 //!                SegmentBegin[0][N]       begin per data segment (consumer side)
 //!                SegmentBegin[1][N]
+//!                SegmentSlot[0][N]        data segment of each sequence number mod N (producer side)
+//!                SegmentSlot[1][N]
 //! page-aligned   data[0]: N * S bytes     the circular buffer of data segments, channel 0
 //!                data[1]: N * S bytes     channel 1
 //! ```
@@ -32,7 +34,7 @@ pub unsafe trait SharedLayout: Sized {}
 /// `"SHMNETR1"` as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMNETR1");
 /// Bumped whenever the layout or protocol changes incompatibly.
-pub const LAYOUT_VERSION: u32 = 5;
+pub const LAYOUT_VERSION: u32 = 6;
 /// Value of [`WaitLine::ready`] once a side has initialised the channel.
 pub const CHANNEL_READY: u32 = 0x5245_4459; // "READ"Y
 
@@ -92,7 +94,7 @@ pub const WITHDRAWN: u32 = 3;
 #[repr(C, align(64))]
 pub struct ProducerLine {
     /// Sequence number of the data segment holding the most recently written
-    /// data (claim 85, "first field"). Segment index = head mod N.
+    /// data (claim 85, "first field"). Its data segment is `slots[head % N]`.
     pub head: AtomicU32,
     /// Non-zero once the producer will write no more (shutdown(SHUT_WR) or
     /// close): the consumer sees end-of-stream after draining.
@@ -197,7 +199,20 @@ pub struct SegmentBegin {
     pub begin: AtomicU32,
 }
 
-// SAFETY: all six types are repr(C), hold only AtomicU32/AtomicU64 (for which
+/// Where a sequence number's data lives: `SegmentSlot[seq % N].slot` is
+/// the data segment (its index in the data area, and in the
+/// [`SegmentControl`] and [`SegmentBegin`] arrays) holding sequence number
+/// `seq`, for each `seq` in `tail..=head`. Written by the producer when it
+/// opens `seq`, before it publishes `head = seq`; which free data segment
+/// it picks is its own policy (two while the stream is small messages, all
+/// N for a bulk stream: see `channel/mod.rs`).
+#[repr(C)]
+pub struct SegmentSlot {
+    /// The data segment, `< N`; producer-owned.
+    pub slot: AtomicU32,
+}
+
+// SAFETY: all seven types are repr(C), hold only AtomicU32/AtomicU64 (for which
 // every bit pattern is valid) plus alignment padding, and have no Drop.
 unsafe impl SharedLayout for SegmentHeader {}
 // SAFETY: as above.
@@ -206,6 +221,8 @@ unsafe impl SharedLayout for ChannelControl {}
 unsafe impl SharedLayout for SegmentControl {}
 // SAFETY: as above.
 unsafe impl SharedLayout for SegmentBegin {}
+// SAFETY: as above.
+unsafe impl SharedLayout for SegmentSlot {}
 // SAFETY: as above.
 unsafe impl SharedLayout for ProducerLine {}
 // SAFETY: as above.
@@ -218,6 +235,7 @@ const _: () = {
     assert!(core::mem::size_of::<ChannelControl>() == 3 * CACHE_LINE);
     assert!(core::mem::size_of::<SegmentControl>() == 16);
     assert!(core::mem::size_of::<SegmentBegin>() == 4);
+    assert!(core::mem::size_of::<SegmentSlot>() == 4);
 };
 
 /// Where everything is, derived from (N, S) alone. Each side computes its own
@@ -301,6 +319,11 @@ impl Geometry {
         self.segment_control_offset(2) + channel * self.begin_array_bytes()
     }
 
+    /// Where channel `channel`'s SegmentSlot array starts (`2` = past both).
+    pub fn segment_slot_offset(&self, channel: usize) -> usize {
+        self.segment_begin_offset(2) + channel * self.begin_array_bytes()
+    }
+
     fn control_array_bytes(&self) -> usize {
         round_up(
             self.segment_count as usize * core::mem::size_of::<SegmentControl>(),
@@ -318,7 +341,7 @@ impl Geometry {
     /// Where channel `channel`'s data area starts (page-aligned; `2` = past
     /// both).
     pub fn data_offset(&self, channel: usize) -> usize {
-        round_up(self.segment_begin_offset(2), PAGE) + channel * self.channel_bytes()
+        round_up(self.segment_slot_offset(2), PAGE) + channel * self.channel_bytes()
     }
 
     /// Size of the whole mapping.

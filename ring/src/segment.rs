@@ -8,8 +8,8 @@
 use crate::channel::{Channel, ChannelParts, Consumer, Producer};
 use crate::data::DataArea;
 use crate::layout::{
-    ChannelControl, Geometry, SegmentBegin, SegmentControl, SegmentHeader, CLAIMED, LAYOUT_VERSION,
-    MAGIC, OFFERED, WITHDRAWN,
+    ChannelControl, Geometry, SegmentBegin, SegmentControl, SegmentHeader, SegmentSlot, CLAIMED,
+    LAYOUT_VERSION, MAGIC, OFFERED, WITHDRAWN,
 };
 use crate::memfd;
 use crate::sync::{AtomicU32, Ordering};
@@ -431,6 +431,7 @@ impl Segment {
             unsafe { NonNull::new_unchecked(core::ptr::addr_of_mut!((*self.base().cast::<SegmentHeader>()).reset)) };
         let segs: NonNull<SegmentControl> = self.at(geo.segment_control_offset(c));
         let begins: NonNull<SegmentBegin> = self.at(geo.segment_begin_offset(c));
+        let slots: NonNull<SegmentSlot> = self.at(geo.segment_slot_offset(c));
         // SAFETY: the data area of channel c lies inside the mapping, which
         // `keep` below keeps alive as long as the channel.
         let data = unsafe {
@@ -446,6 +447,7 @@ impl Segment {
                 ctl,
                 segs,
                 begins,
+                slots,
                 reset,
                 sibling: Some(sib_wait),
                 data,

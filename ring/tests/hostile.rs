@@ -320,3 +320,87 @@ fn reattach_continues_and_checks_again() {
     ))
     .contains("sealed"));
 }
+
+/// A `slots` word the peer spoiled (the data segment of the segment being
+/// read, or of the one being written: N or more): the calls that need it
+/// return an error (and the connection is reset), never a panic or an
+/// access out of bounds; the lenient looks do not panic.
+#[test]
+fn a_spoiled_slot_resets() {
+    let geo = Geometry::new(8, 64 << 10).unwrap();
+    for bad in [8u32, 9, 1 << 31, u32::MAX] {
+        let (a, _b, mut ea, mut eb) = pair(geo);
+        ea.tx.write(&[1; 1000]).unwrap();
+        let v = View::new(&a.fd().unwrap(), geo.data_offset(0));
+        // Sequence number 0 (head and tail), channel 0.
+        v.put_u32(geo.segment_slot_offset(0), bad);
+        let _ = eb.rx.probe().maybe_readable();
+        let _ = (
+            ea.tx.written_total(),
+            eb.rx.consumed_total(),
+            ea.tx.fits(10),
+        );
+        let mut buf = vec![0u8; 4096];
+        assert!(matches!(eb.rx.read(&mut buf), Err(RingError::Corrupt(_))));
+        assert_eq!(eb.rx.read(&mut buf), Err(RingError::Reset));
+        assert_eq!(ea.tx.write(&buf), Err(RingError::Reset));
+        assert!(eb.rx.readable_now());
+        // Each call on its own, on a fresh pair.
+        let (a, _b, mut ea, _eb) = pair(geo);
+        let v = View::new(&a.fd().unwrap(), geo.data_offset(0));
+        v.put_u32(geo.segment_slot_offset(0), bad);
+        assert!(matches!(ea.tx.write(&buf), Err(RingError::Corrupt(_))));
+        let (a, _b, mut ea, mut eb) = pair(geo);
+        let v = View::new(&a.fd().unwrap(), geo.data_offset(0));
+        v.put_u32(geo.segment_slot_offset(0), bad);
+        assert!(matches!(eb.rx.available(), Err(RingError::Corrupt(_))));
+        let _ = (exercise(&mut ea, &mut buf), exercise(&mut eb, &mut buf));
+        // The producer reads the words of the segments in use when it opens
+        // one: a spoiled word there is found too.
+        let (a, _b, mut ea, _eb) = pair(geo);
+        let s = geo.segment_bytes as usize;
+        ea.tx.write(&vec![2; 3 * s]).unwrap();
+        let v = View::new(&a.fd().unwrap(), geo.data_offset(0));
+        v.put_u32(geo.segment_slot_offset(0) + 4, bad);
+        assert!(matches!(ea.tx.write(&buf), Err(RingError::Corrupt(_))));
+    }
+}
+
+/// `slots` words changing under both sides while they stream (any value,
+/// in range or not, colliding or not): errors, never a panic, an
+/// out-of-bounds access or a hang.
+#[test]
+fn slots_changing_under_both_sides_get_errors_not_crashes() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let geo = Geometry::new(16, 4096).unwrap();
+    let mut corrupt = 0;
+    for round in 0..20u32 {
+        let (a, _b, mut ea, mut eb) = pair(geo);
+        let stop = Arc::new(AtomicBool::new(false));
+        let v = View::new(&a.fd().unwrap(), geo.data_offset(0));
+        let (base, stop2) = (v.ptr as usize + geo.segment_slot_offset(0), stop.clone());
+        let flipper = std::thread::spawn(move || {
+            let values = [0u32, 1, 15, 16, 3, 1 << 31, 7, u32::MAX, 2];
+            let mut i = round as usize;
+            while !stop2.load(Ordering::Relaxed) {
+                let at = base + 4 * (i % 16);
+                // SAFETY: inside `v`'s mapping (the slots array of channel
+                // 0), which outlives this thread (joined below); a volatile
+                // store stands in for the peer.
+                unsafe { std::ptr::write_volatile(at as *mut u32, values[i % values.len()]) };
+                i += 1;
+                std::thread::yield_now();
+            }
+        });
+        let mut buf = vec![0u8; 20_000];
+        for _ in 0..2000 {
+            if exercise(&mut ea, &mut buf) || exercise(&mut eb, &mut buf) {
+                corrupt += 1;
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        flipper.join().unwrap();
+    }
+    assert!(corrupt > 0, "no violation was detected");
+}

@@ -111,12 +111,20 @@ impl Consumer {
         let want = dst.remaining();
         let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
         let mut tail = ctl.consumer.tail.load(Ordering::Relaxed);
-        let mut begin = ch.begin(tail).load(Ordering::Relaxed);
+        // SYNC POINT: where segment `tail` is. We learned of it through an
+        // earlier `head` (in `drained`, by this reader or by one that shared
+        // this side with us under the side lock, which orders its loads
+        // before ours), and the producer wrote this word before that
+        // `head`; it writes the word again only for `tail + N`, after we
+        // handed `tail` back. Segment 0 of a fresh channel is in data
+        // segment 0 (`initialise`).
+        let mut idx = ch.slot(tail)?;
+        let mut begin = ch.begin_at(idx).load(Ordering::Relaxed);
         let mut copied = 0usize;
         let mut freed = false;
         let mut idle_hops = 0u32;
         loop {
-            let seg = ch.seg(tail);
+            let seg = ch.seg_at(idx);
             // SYNC POINT: Acquire pairs with the producer's Release store of
             // `end` after copying: the bytes before `end` are visible.
             let end = seg.end.load(Ordering::Acquire);
@@ -127,7 +135,7 @@ impl Consumer {
                 if copied == want {
                     break;
                 }
-                let k = dst.copy_from(&ch.data, ch.data_at(tail, begin), (end - begin) as usize);
+                let k = dst.copy_from(&ch.data, ch.data_at(idx, begin), (end - begin) as usize);
                 begin += k as u32;
                 copied += k;
                 idle_hops = 0;
@@ -144,14 +152,18 @@ impl Consumer {
                 break; // a producer racing `head` forward cannot keep us here
             }
             if !peek {
-                hand_back(ch, tail);
+                hand_back(ch, idx, tail);
                 freed = true;
             }
             tail = tail.wrapping_add(1);
+            // SYNC POINT: after the Acquire load of a `head` past the old
+            // `tail` (in `drained`), so we see where the producer put the
+            // new `tail` before publishing that `head`.
+            idx = ch.slot(tail)?;
             begin = 0;
         }
         if !peek {
-            ch.begin(tail).store(begin, Ordering::Relaxed);
+            ch.begin_at(idx).store(begin, Ordering::Relaxed);
         }
         if freed {
             self.wake_writer();
@@ -193,7 +205,7 @@ impl Consumer {
         let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
         let ctl = ch.ctl();
         let tail = ctl.consumer.tail.load(Ordering::Relaxed);
-        let mut begin = ch.begin(tail).load(Ordering::Relaxed);
+        let mut begin = ch.begin_at(ch.slot(tail)?).load(Ordering::Relaxed);
         let head = ctl.producer.head.load(Ordering::Acquire);
         let used = head.wrapping_sub(tail);
         if used >= n {
@@ -201,7 +213,10 @@ impl Consumer {
         }
         let mut total = 0usize;
         for k in 0..=used {
-            let end = ch.seg(tail.wrapping_add(k)).end.load(Ordering::Acquire);
+            // SYNC POINT: after the Acquire load of `head`: the producer
+            // stored where each segment up to `head` is before it.
+            let idx = ch.slot(tail.wrapping_add(k))?;
+            let end = ch.seg_at(idx).end.load(Ordering::Acquire);
             if end > s || end < begin {
                 return Err(ch.corrupt("segment begin/end out of range"));
             }
@@ -413,7 +428,8 @@ fn drained(
 ) -> Result<Drained, RingError> {
     let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
     // SYNC POINT: Acquire pairs with the producer's Release store of
-    // `head`, made after the final `end` of this segment.
+    // `head`, made after the final `end` of this segment, and after it
+    // stored where `tail + 1` (and each segment up to `head`) is.
     let head = ch.ctl().producer.head.load(Ordering::Acquire);
     let used = head.wrapping_sub(tail);
     if used >= n {
@@ -432,11 +448,11 @@ fn drained(
     Ok(Drained::Sealed)
 }
 
-/// Hands drained segment `tail` back to the producer: resets its `begin`
-/// and publishes `tail + 1`.
+/// Hands drained segment `tail` (in data segment `idx`) back to the
+/// producer: resets its `begin` and publishes `tail + 1`.
 #[inline(always)]
-fn hand_back(ch: &Channel, tail: u32) {
-    ch.begin(tail).store(0, Ordering::Relaxed);
+fn hand_back(ch: &Channel, idx: u32, tail: u32) {
+    ch.begin_at(idx).store(0, Ordering::Relaxed);
     // SYNC POINT: Release pairs with the producer's Acquire load of
     // `tail`: our reads of this segment happen before its reuse.
     ch.ctl()
@@ -465,7 +481,11 @@ impl Probe {
     pub fn maybe_readable(&self) -> bool {
         let ch = &self.0;
         let tail = ch.ctl().consumer.tail.load(Ordering::Relaxed);
-        let begin = ch.begin(tail).load(Ordering::Relaxed);
-        ch.seg(tail).end.load(Ordering::Relaxed) != begin
+        // A slot out of range makes the read find out (and reset).
+        let Some(idx) = ch.slot_opt(tail) else {
+            return true;
+        };
+        let begin = ch.begin_at(idx).load(Ordering::Relaxed);
+        ch.seg_at(idx).end.load(Ordering::Relaxed) != begin
     }
 }

@@ -1,18 +1,33 @@
 //! One direction of a connection: the producer and consumer halves of a
 //! circular buffer of data segments, driven by the control segment.
 //!
-//! Protocol (N data segments of S bytes; `head`/`tail` are sequence numbers,
-//! the segment index is `seq % N`; segments `tail..=head` are in use):
+//! Protocol (N data segments of S bytes; `head`/`tail` are sequence numbers;
+//! segments `tail..=head` are in use, and sequence number `seq` lives in
+//! data segment `slots[seq % N]`):
 //! - The producer appends into segment `head` and publishes each append by
 //!   storing the segment's `end` (Release). Small writes coalesce there.
 //! - When `head` is full (`end == S`) and more bytes wait, the producer opens
-//!   segment `head + 1` if `head + 1 - tail < N`: it resets that segment's
-//!   `end`/`last`, then publishes `head` (Release). A segment is therefore
-//!   sealed — its `end` final — exactly when `head` has moved past it.
+//!   segment `head + 1` if `head + 1 - tail < N`: it picks a data segment
+//!   that holds none of `tail..=head`, records it in `slots[(head + 1) % N]`,
+//!   resets its `end`/`last`, then publishes `head` (Release). A segment is
+//!   therefore sealed — its `end` final — exactly when `head` has moved past
+//!   it.
 //! - The consumer reads `begin..end` of segment `tail` (reads may take part of
 //!   a segment). When `begin == end` and `head != tail`, it re-loads `end`
 //!   (final now) and, if drained, resets `begin` and publishes `tail + 1`
 //!   (Release), which hands the segment back to the producer.
+//!
+//! Placement: which free data segment a new segment goes to is the
+//! producer's choice, private to it (`producer.rs`, `Placement`): round a
+//! window of two data segments while the stream is small messages, so a
+//! connection exchanging them touches (and keeps resident, and in the
+//! cache) 2 * S bytes per direction, not N * S; the window doubles up to N
+//! when the stream turns out bulk, which streams fastest spread over the
+//! whole ring. Capacity never depends on it: all N * S bytes are there for
+//! a writer at once. The consumer finds where a segment lives in `slots`,
+//! which it loads after the `head` (Acquire) that told it of the segment;
+//! the producer wrote it before that `head` (see the SYNC POINTs at
+//! `Producer::fill` and `consumer.rs`'s `drained`).
 //!
 //! Every word is loaded from shared memory once per use and checked against
 //! the private geometry; a violation marks the connection reset.
@@ -39,8 +54,8 @@ pub use room::RoomWaiter;
 
 use crate::data::{DataArea, Keep};
 use crate::layout::{
-    ChannelControl, Geometry, SegmentBegin, SegmentControl, WaitLine, EDGE_BACKLOG, WAIT_DOORBELL,
-    WAIT_EDGE, WAIT_FUTEX,
+    ChannelControl, Geometry, SegmentBegin, SegmentControl, SegmentSlot, WaitLine, EDGE_BACKLOG,
+    WAIT_DOORBELL, WAIT_EDGE, WAIT_FUTEX,
 };
 use crate::sync::{fence, AtomicU32, Ordering};
 use crate::wait::{Doorbell, Parker, WaitPolicy};
@@ -54,6 +69,7 @@ pub(crate) struct Channel {
     ctl: NonNull<ChannelControl>,
     segs: NonNull<SegmentControl>,
     begins: NonNull<SegmentBegin>,
+    slots: NonNull<SegmentSlot>,
     reset: NonNull<AtomicU32>,
     /// The other direction's wait line, so a reset wakes its waiters too.
     sibling: Option<NonNull<WaitLine>>,
@@ -72,6 +88,7 @@ pub(crate) struct ChannelParts {
     pub ctl: NonNull<ChannelControl>,
     pub segs: NonNull<SegmentControl>,
     pub begins: NonNull<SegmentBegin>,
+    pub slots: NonNull<SegmentSlot>,
     pub reset: NonNull<AtomicU32>,
     pub sibling: Option<NonNull<WaitLine>>,
     pub data: DataArea,
@@ -82,13 +99,15 @@ pub(crate) struct ChannelParts {
 
 impl Channel {
     /// # Safety
-    /// `ctl`, `segs` and `begins` (N entries each), `reset` and `sibling` must point at memory
+    /// `ctl`, `segs`, `begins` and `slots` (N entries each), `reset` and
+    /// `sibling` must point at memory
     /// that `keep` keeps mapped, and `data` must cover `geo.channel_bytes()`.
     pub(crate) unsafe fn new(p: ChannelParts) -> Self {
         Channel {
             ctl: p.ctl,
             segs: p.segs,
             begins: p.begins,
+            slots: p.slots,
             reset: p.reset,
             sibling: p.sibling,
             data: p.data,
@@ -127,7 +146,11 @@ impl Channel {
     pub(crate) fn written_total(&self) -> u64 {
         let s = self.geo.segment_bytes;
         let head = self.ctl().producer.head.load(Ordering::Acquire);
-        let end = self.seg(head).end.load(Ordering::Acquire).min(s);
+        let end = self
+            .seg_at(self.slot_lenient(head))
+            .end
+            .load(Ordering::Acquire)
+            .min(s);
         u64::from(head) * u64::from(s) + u64::from(end)
     }
 
@@ -138,7 +161,10 @@ impl Channel {
         let ctl = self.ctl();
         let mut tail = ctl.consumer.tail.load(Ordering::Acquire);
         for _ in 0..4 {
-            let begin = self.begin(tail).load(Ordering::Acquire).min(s);
+            let begin = self
+                .begin_at(self.slot_lenient(tail))
+                .load(Ordering::Acquire)
+                .min(s);
             let again = ctl.consumer.tail.load(Ordering::Acquire);
             if again == tail {
                 let total = u64::from(tail) * u64::from(s) + u64::from(begin);
@@ -148,6 +174,7 @@ impl Channel {
         }
         u64::from(tail) * u64::from(s)
     }
+
     /// Doorbell and filler bytes the producer counted for the consumer
     /// (wrapping). Peer-written: a hint, never a bound.
     pub(crate) fn rung(&self, order: Ordering) -> u32 {
@@ -164,15 +191,38 @@ impl Channel {
         unsafe { self.ctl.as_ref() }
     }
 
+    /// The entry of `slots` for sequence number `seq` (`slots[seq % N]`).
     #[inline]
-    fn seg(&self, seq: u32) -> &SegmentControl {
+    fn slot_word(&self, seq: u32) -> &AtomicU32 {
         let i = (seq % self.geo.segment_count) as usize;
         // SAFETY: i < N and the array has N entries (constructor contract).
-        unsafe { &*self.segs.as_ptr().add(i) }
+        unsafe { &(*self.slots.as_ptr().add(i)).slot }
     }
 
-    /// Segment control by index (`idx < N`, as `SegAt` guarantees; a larger
-    /// one is reduced rather than trusted).
+    /// The data segment holding sequence number `seq`, if the word holds
+    /// one (`< N`). Relaxed: callers order it (see the module docs).
+    #[inline]
+    fn slot_opt(&self, seq: u32) -> Option<u32> {
+        let slot = self.slot_word(seq).load(Ordering::Relaxed);
+        (slot < self.geo.segment_count).then_some(slot)
+    }
+
+    /// As `slot_opt`; a word out of range marks the connection reset.
+    #[inline]
+    fn slot(&self, seq: u32) -> Result<u32, RingError> {
+        self.slot_opt(seq)
+            .ok_or_else(|| self.corrupt("segment slot out of range"))
+    }
+
+    /// As `slot_opt`, for lenient snapshots (statistics, hints): a word out
+    /// of range is taken as the last segment, and nothing is marked.
+    #[inline]
+    fn slot_lenient(&self, seq: u32) -> u32 {
+        self.slot_opt(seq).unwrap_or(self.geo.segment_count - 1)
+    }
+
+    /// Segment control by data segment (`idx < N`, as `slot` and `SegAt`
+    /// guarantee; a larger one is reduced rather than trusted).
     #[inline]
     fn seg_at(&self, idx: u32) -> &SegmentControl {
         let n = self.geo.segment_count;
@@ -181,17 +231,20 @@ impl Channel {
         unsafe { &*self.segs.as_ptr().add(i) }
     }
 
-    /// The consumer-owned `begin` of segment `seq`.
+    /// The consumer-owned `begin` of data segment `idx` (reduced as in
+    /// `seg_at`).
     #[inline]
-    fn begin(&self, seq: u32) -> &AtomicU32 {
-        let i = (seq % self.geo.segment_count) as usize;
+    fn begin_at(&self, idx: u32) -> &AtomicU32 {
+        let n = self.geo.segment_count;
+        let i = if idx < n { idx } else { idx % n } as usize;
         // SAFETY: i < N and the array has N entries (constructor contract).
         unsafe { &(*self.begins.as_ptr().add(i)).begin }
     }
 
+    /// Where byte `off` of data segment `idx` (`< N`) is in the data area.
     #[inline]
-    fn data_at(&self, seq: u32, off: u32) -> usize {
-        (seq % self.geo.segment_count) as usize * self.geo.segment_bytes as usize + off as usize
+    fn data_at(&self, idx: u32, off: u32) -> usize {
+        idx as usize * self.geo.segment_bytes as usize + off as usize
     }
 
     #[inline]
@@ -200,7 +253,8 @@ impl Channel {
         unsafe { self.reset.as_ref() }.load(Ordering::Acquire) != 0
     }
 
-    /// Writes the initial control state (begin/end/last zero, length, next).
+    /// Writes the initial control state (begin/end/last zero, length, next,
+    /// and `slots[i] = i`, so that sequence number 0 is in segment 0).
     /// Only the side that initialises a channel calls this, before `ready`.
     pub(crate) fn initialise(&self) {
         let n = self.geo.segment_count;
@@ -223,8 +277,9 @@ impl Channel {
             .reader_waiting
             .store(WAIT_DOORBELL, Ordering::Relaxed);
         for i in 0..n {
-            let s = self.seg(i);
-            self.begin(i).store(0, Ordering::Relaxed);
+            let s = self.seg_at(i);
+            self.begin_at(i).store(0, Ordering::Relaxed);
+            self.slot_word(i).store(i, Ordering::Relaxed);
             s.end.store(0, Ordering::Relaxed);
             s.length.store(self.geo.segment_bytes, Ordering::Relaxed);
             s.next.store((i + 1) % n, Ordering::Relaxed);
@@ -247,7 +302,7 @@ impl Channel {
     pub(crate) fn check_links(&self) -> Result<(), &'static str> {
         let n = self.geo.segment_count;
         for i in 0..n {
-            let s = self.seg(i);
+            let s = self.seg_at(i);
             if s.length.load(Ordering::Relaxed) != self.geo.segment_bytes {
                 return Err("segment length differs from header");
             }
