@@ -299,8 +299,14 @@ fn nginx_serves_curl_and_wrk_over_shared_memory() {
     std::fs::write(prefix.join("nginx.conf"), conf).unwrap();
 
     let mut nginx = Nginx::start(&net, &prefix);
-    let workers = nginx.workers();
+    let mut workers = nginx.workers();
     if root && user.is_empty() {
+        // A worker exists before it has called setuid: give it time.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while workers.iter().any(|&(_, uid)| uid == 0) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+            workers = nginx.workers();
+        }
         assert!(
             workers.iter().all(|&(_, uid)| uid != 0),
             "nginx workers did not drop root: {workers:?}"
