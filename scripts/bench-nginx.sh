@@ -103,6 +103,8 @@ rate() { # url [preload...]
   local url=$1; shift
   local out
   out=$("$@" wrk -t2 -c50 -d"${SECS}s" "$url" 2>&1) || { echo "bench-nginx: wrk failed on $url:" >&2; echo "$out" >&2; exit 1; }
+  # Which kind (connect, read, write, timeout), when there are any.
+  echo "$out" | grep -q "Socket errors" && echo "bench-nginx: $url: $(echo "$out" | grep 'Socket errors')" >&2
   echo "$out" | awk '
     function bytes(s,  n, u) { n = s + 0; u = s; sub(/^[0-9.]+/, "", u)
       return n * (u ~ /^K/ ? 1024 : u ~ /^M/ ? 1048576 : u ~ /^G/ ? 1073741824 : 1) }
