@@ -6,7 +6,7 @@ use crate::data::DataArea;
 use crate::layout::{
     ChannelControl, ConsumerLine, Geometry, ProducerLine, SegmentBegin, SegmentControl, WaitLine,
 };
-use crate::sync::AtomicU32;
+use crate::sync::{AtomicU32, AtomicU64};
 use crate::wait::Parker;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -61,6 +61,7 @@ pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
                 closed: a(),
                 busy: a(),
                 lock: a(),
+                rung_at: AtomicU64::new(0),
             },
             consumer: ConsumerLine {
                 tail: a(),

@@ -211,6 +211,7 @@ impl Connection {
                 // The flag stays down while this thread is busy with its
                 // epoll set; the bytes of data already read are taken as
                 // settling would, without raising the flag again.
+                self.edges_off(rx);
                 if self.owed(rx) > 0 || busy {
                     self.wait_producer_idle(rx);
                     let owed = self.owed(rx);
@@ -236,6 +237,7 @@ impl Connection {
             let owed = self.owed(rx);
             self.bell.take(owed);
         } else if self.ready.edge.load(Ordering::Relaxed)
+            && !self.edge_deferred()
             && self.owed(rx) >= EDGE_BYTES
             && self.ready.waiters.load(Ordering::SeqCst) == 0
         {
@@ -245,7 +247,10 @@ impl Connection {
             // ringing with `EDGE_BACKLOG` bytes untaken, and the next edge
             // would never come. Bytes counted so far are for data read or
             // still in the ring, which such a reader was told about by an
-            // edge already.
+            // edge already. (A deferred one leaves them: its producer rings
+            // only while it sleeps, and an arrival that did not ring is
+            // reported by our epoll_wait; a byte taken before the kernel
+            // reported it would be an edge lost.)
             let owed = self.owed(rx);
             self.bell.take(owed);
         }
