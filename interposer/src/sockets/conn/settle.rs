@@ -237,7 +237,6 @@ impl Connection {
             let owed = self.owed(rx);
             self.bell.take(owed);
         } else if self.ready.edge.load(Ordering::Relaxed)
-            && !self.edge_deferred()
             && self.owed(rx) >= EDGE_BYTES
             && self.ready.waiters.load(Ordering::SeqCst) == 0
         {
@@ -247,10 +246,9 @@ impl Connection {
             // ringing with `EDGE_BACKLOG` bytes untaken, and the next edge
             // would never come. Bytes counted so far are for data read or
             // still in the ring, which such a reader was told about by an
-            // edge already. (A deferred one leaves them: its producer rings
-            // only while it sleeps, and an arrival that did not ring is
-            // reported by our epoll_wait; a byte taken before the kernel
-            // reported it would be an edge lost.)
+            // edge already. (A deferred one too: its flag may be up again,
+            // idle or read without emptying its ring, and then only its
+            // producer's rings make edges.)
             let owed = self.owed(rx);
             self.bell.take(owed);
         }
