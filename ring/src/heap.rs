@@ -7,7 +7,7 @@ use crate::layout::{
     ChannelControl, ConsumerLine, Geometry, ProducerLine, SegmentBegin, SegmentControl,
     SegmentSlot, WaitLine,
 };
-use crate::sync::AtomicU32;
+use crate::sync::{AtomicU32, AtomicU64};
 use crate::wait::Parker;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -63,6 +63,7 @@ pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
                 closed: a(),
                 busy: a(),
                 lock: a(),
+                rung_at: AtomicU64::new(0),
             },
             consumer: ConsumerLine {
                 tail: a(),

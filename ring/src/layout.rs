@@ -34,7 +34,7 @@ pub unsafe trait SharedLayout: Sized {}
 /// `"SHMNETR1"` as a little-endian u64.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"SHMNETR1");
 /// Bumped whenever the layout or protocol changes incompatibly.
-pub const LAYOUT_VERSION: u32 = 6;
+pub const LAYOUT_VERSION: u32 = 7;
 /// Value of [`WaitLine::ready`] once a side has initialised the channel.
 pub const CHANNEL_READY: u32 = 0x5245_4459; // "READ"Y
 
@@ -107,6 +107,13 @@ pub struct ProducerLine {
     /// Serialises writers in several processes of this side after fork
     /// (holder's pid; see `sidelock`).
     pub lock: AtomicU32,
+    /// Bytes written up to the last publish whose doorbell ring was sent
+    /// (`head * S + end` then, as `written_total`): every publish up to
+    /// there left a byte on the reader's fd after its data, which the
+    /// kernel reports. A reader that leaves its flag down for a while
+    /// (the interposer's deferred edge-triggered members) reports the
+    /// publishes past it itself. Peer-written: only compared.
+    pub rung_at: AtomicU64,
 }
 
 /// `ProducerLine::busy`: inside a write.

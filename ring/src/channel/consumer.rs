@@ -488,4 +488,15 @@ impl Probe {
         let begin = ch.begin_at(idx).load(Ordering::Relaxed);
         ch.seg_at(idx).end.load(Ordering::Relaxed) != begin
     }
+
+    /// [`ConsumerNotify::written`](super::ConsumerNotify::written) and
+    /// [`ConsumerNotify::rung_at`](super::ConsumerNotify::rung_at), for a
+    /// spinner that reports arrivals itself.
+    pub fn written_and_rung(&self) -> (u64, u64) {
+        let ch = &self.0;
+        (
+            ch.written_total(),
+            ch.ctl().producer.rung_at.load(Ordering::Acquire),
+        )
+    }
 }

@@ -263,6 +263,7 @@ impl Channel {
         ctl.producer.closed.store(0, Ordering::Relaxed);
         ctl.producer.busy.store(0, Ordering::Relaxed);
         ctl.producer.lock.store(0, Ordering::Relaxed);
+        ctl.producer.rung_at.store(0, Ordering::Relaxed);
         ctl.consumer.lock.store(0, Ordering::Relaxed);
         ctl.consumer.taken.store(0, Ordering::Relaxed);
         ctl.consumer.tail.store(0, Ordering::Relaxed);
@@ -388,18 +389,20 @@ impl Channel {
     /// interposer takes exactly the doorbell bytes that were rung for data it
     /// has read, and none that are still in flight are left to make its fd
     /// look readable later).
+    ///
+    /// Returns whether a doorbell byte was sent.
     #[inline]
     fn wake(
         &self,
         word: &AtomicU32,
         rings: Option<&AtomicU32>,
         doorbell: &Option<Arc<dyn Doorbell>>,
-    ) {
+    ) -> bool {
         // Cheap check first: the flag's line is rarely written, so this load
         // normally hits the cache and we skip the RMW.
         let seen = word.load(Ordering::Relaxed);
         if seen == 0 {
-            return;
+            return false;
         }
         let mut edge = false;
         if seen & WAIT_EDGE != 0 {
@@ -435,6 +438,7 @@ impl Channel {
                 r.fetch_sub(1, Ordering::Relaxed);
             }
         }
+        sent
     }
 }
 

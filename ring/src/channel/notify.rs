@@ -236,6 +236,66 @@ impl ConsumerNotify<'_> {
             .fetch_or(WAIT_EDGE, Ordering::Relaxed);
     }
 
+    /// Turns the edge-triggered bit off (`false`) while the reader leaves
+    /// its flag down and reports new data itself (see
+    /// [`rung_at`](Self::rung_at)), and on again (`true`) with its flag.
+    /// Ordered as [`Consumer::disarm`] and [`Consumer::arm`]: a publish that
+    /// saw the bit rang, and [`rung_at`](Self::rung_at) says so.
+    pub fn set_edges(&self, on: bool) {
+        let w = &self.0.ch.ctl().wait.reader_waiting;
+        // (The common case, already so, costs a load, not a write to the
+        // line the producer reads on every publish.)
+        if (w.load(Ordering::Relaxed) & WAIT_EDGE != 0) == on {
+            return;
+        }
+        if on {
+            w.fetch_or(WAIT_EDGE, Ordering::Relaxed);
+        } else {
+            w.fetch_and(!WAIT_EDGE, Ordering::Relaxed);
+        }
+    }
+
+    /// Bytes written into the ring so far (`head * S + end`), for comparing
+    /// with [`rung_at`](Self::rung_at) and with itself at an earlier time:
+    /// it moved when data arrived. Acquire: after a SeqCst fence (as
+    /// [`Consumer::arm`] makes), it includes every publish whose producer
+    /// then found the reader's flag down.
+    pub fn written(&self) -> u64 {
+        self.0.ch.written_total()
+    }
+
+    /// [`written`](Self::written) as of the last publish the producer rang
+    /// this reader's doorbell for (the byte was sent: it follows that data
+    /// on the reader's fd). When it equals `written`, the kernel will
+    /// report, or has reported, the last arrival; when it lags, the publishes
+    /// after it did not ring. Peer-written: only compared.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Doorbell, Geometry, WaitKind};
+    /// use std::sync::Arc;
+    ///
+    /// struct Bell;
+    /// impl Doorbell for Bell {
+    ///     fn ring(&self) -> bool {
+    ///         true
+    ///     }
+    /// }
+    ///
+    /// let (mut tx, rx) = heap_channel(Geometry::new(2, 64)?);
+    /// tx.set_doorbell(Arc::new(Bell));
+    /// tx.write(b"rung")?; // a fresh reader's flag is up
+    /// assert_eq!(rx.notify().rung_at(), rx.notify().written());
+    /// tx.write(b"not")?; // that ring took the flag down
+    /// assert_ne!(rx.notify().rung_at(), rx.notify().written());
+    /// rx.arm(WaitKind::Doorbell);
+    /// tx.write(b"rung")?;
+    /// assert_eq!(rx.notify().rung_at(), rx.notify().written());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn rung_at(&self) -> u64 {
+        self.0.ch.ctl().producer.rung_at.load(Ordering::Acquire)
+    }
+
     /// Bytes the producer has sent on the doorbell connection so far: its
     /// doorbell rings plus its filler bytes (see
     /// [`ProducerNotify::note_filler`]). A wrapping count written by the

@@ -501,11 +501,19 @@ impl Producer {
         // The two SeqCst fences are totally ordered, so either we see its flag
         // or it sees our data — never neither (no lost wake-up).
         fence(Ordering::SeqCst);
-        self.ch.wake(
+        let rang = self.ch.wake(
             &self.ch.ctl().wait.reader_waiting,
             Some(&self.ch.ctl().wait.reader_rings),
             &self.doorbell,
         );
+        if rang {
+            // Stored after the byte went out, so that a reader that finds
+            // this position here knows a byte follows the data up to it
+            // (seen before the store: the reader reports the publish
+            // itself, which may make one edge twice, never none).
+            let at = self.ch.written_total();
+            self.ch.ctl().producer.rung_at.store(at, Ordering::Release);
+        }
     }
 
     /// Whether `len` bytes fit right now. Looks only at our own open segment

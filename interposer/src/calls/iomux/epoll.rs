@@ -105,7 +105,7 @@ impl WaitSet for EpollSet<'_> {
             .get_or_insert_with(|| readiness::unarmed(self.epfd));
         if !listed
             .iter()
-            .any(|s| s.connection().is_some_and(|c| c.maybe_readable()))
+            .any(|s| s.connection().is_some_and(|c| c.maybe_news()))
         {
             return false;
         }

@@ -20,6 +20,7 @@
 
 mod connect;
 mod doorbell;
+mod edge;
 mod exec;
 mod pacing;
 mod ready;

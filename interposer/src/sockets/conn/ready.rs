@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +49,9 @@ pub(crate) struct Deferral {
     pub(crate) waiter: u64,
     /// How many times the waiter has slept on the set (`IDLE_SLEEPS`).
     pub(crate) sleeps: Arc<AtomicU32>,
+    /// Registered with EPOLLET: our epoll_wait reports its arrivals while
+    /// the flag is down (`Connection::edge_news`).
+    pub(crate) edge: bool,
 }
 
 /// A connection the set's waiter has not read (nor added or changed) for
@@ -59,7 +62,6 @@ pub(crate) struct Deferral {
 const IDLE_SLEEPS: u32 = 16;
 
 /// Who waits on a connection's fd, and how the kernel reports it.
-#[derive(Default)]
 pub(super) struct Readiness {
     /// Registered with EPOLLET somewhere (see `readiness`).
     pub(super) edge: AtomicBool,
@@ -86,6 +88,29 @@ pub(super) struct Readiness {
     sets: AtomicU32,
     /// Its deferral's `sleeps` when the waiter last used it (`defer_as`).
     active: AtomicU32,
+    /// Its deferral is an edge-triggered member's (`Deferral::edge`).
+    pub(super) edge_deferral: AtomicBool,
+    /// Where the ring was written to at the last edge our epoll_wait
+    /// reported for it while deferred (`edge::FRESH` after an ADD or MOD).
+    pub(super) edge_seen: AtomicU64,
+}
+
+impl Default for Readiness {
+    fn default() -> Readiness {
+        Readiness {
+            edge: AtomicBool::new(false),
+            watched: AtomicBool::new(false),
+            waiters: AtomicU32::new(0),
+            takers: AtomicU32::new(0),
+            deferral: Mutex::new(None),
+            maybe_deferred: AtomicBool::new(false),
+            deferred: std::sync::atomic::AtomicUsize::new(0),
+            sets: AtomicU32::new(0),
+            active: AtomicU32::new(0),
+            edge_deferral: AtomicBool::new(false),
+            edge_seen: AtomicU64::new(super::edge::FRESH),
+        }
+    }
 }
 
 impl Connection {
@@ -118,9 +143,12 @@ impl Connection {
             return taking;
         };
         let _side = self.shared().then(|| rx.lock_side());
+        self.edge_joined(rx.notify().written());
         // The first time, take stale bytes (eager from now on, step 3).
         let readable = rx.readable_now() || (first && matches!(self.settle(rx, true), Ok(true)));
-        // Up either way: the next publish rings.
+        // Up either way: the next publish rings (every one, edge-triggered:
+        // a deferral elsewhere may have turned that off).
+        self.edges_on(rx);
         rx.arm(WaitKind::Doorbell);
         taking || (readable && self.bell.queued() == 0)
     }
@@ -157,6 +185,9 @@ impl Connection {
         // stands (an entry under another number would not be found).
         let same = matches!((&*g, &to), (Some(a), Some(b))
             if Arc::ptr_eq(&a.unarmed, &b.unarmed) && a.fd == b.fd);
+        self.ready
+            .edge_deferral
+            .store(to.as_ref().is_some_and(|d| d.edge), Ordering::Relaxed);
         *g = to;
         // The mark is cleared under the deferral lock (`defer_arming` sets
         // it only under that lock, with a deferral), so it never outlives
@@ -184,7 +215,10 @@ impl Connection {
         let mut guard = self.rx.lock();
         match self.receiver(&mut guard.consumer) {
             None => false,
-            Some(rx) => rx.arm(WaitKind::Doorbell),
+            Some(rx) => {
+                self.edges_on(rx);
+                rx.arm(WaitKind::Doorbell)
+            }
         }
     }
 
@@ -210,9 +244,10 @@ impl Connection {
     /// doorbell "disappears": the peer's next writes do not ring). Only on
     /// the one thread that waits on the connection's epoll set, which
     /// raises the flag again before it sleeps (`readiness::before_sleep`);
-    /// never while a poller of ours or a taker may wait on the kernel, for
-    /// an edge-triggered reader, or one shared with another process. Lists
-    /// the connection in the set's `Unarmed`.
+    /// never while a poller of ours or a taker may wait on the kernel, or
+    /// for one shared with another process. Lists the connection in the
+    /// set's `Unarmed`. (The caller, holding the rx lock, turns an
+    /// edge-triggered reader's every-publish rings off: `edges_off`.)
     pub(super) fn defer_arming(&self) -> bool {
         self.defer_as(true)
     }
@@ -223,7 +258,6 @@ impl Connection {
     fn defer_as(&self, used: bool) -> bool {
         if !self.ready.maybe_deferred.load(Ordering::Relaxed)
             || self.shared()
-            || self.ready.edge.load(Ordering::Relaxed)
             || self.ready.takers.load(Ordering::SeqCst) > 0
             || self.ready.waiters.load(Ordering::SeqCst) > 0
         {
@@ -282,6 +316,7 @@ impl Connection {
         };
         if self.defer_as(false) {
             rx.disarm(WaitKind::Doorbell);
+            self.edges_off(rx);
         }
     }
 
@@ -313,6 +348,8 @@ impl Connection {
             return None;
         }
         rx.disarm(WaitKind::Doorbell);
+        self.edges_off(rx);
+        self.edge_joined(rx.notify().written());
         Some(rx.readable_now())
     }
 

@@ -494,6 +494,9 @@ impl Connection {
         blocking: bool,
     ) -> Result<Next, End> {
         let raise = blocking || !self.defer_arming();
+        if !raise {
+            self.edges_off(rx);
+        }
         match self.settle_as(rx, check_peer, raise) {
             Ok(true) => Ok(Next::Read),
             Ok(false) => Ok(Next::Wait),

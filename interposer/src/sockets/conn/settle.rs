@@ -211,6 +211,7 @@ impl Connection {
                 // The flag stays down while this thread is busy with its
                 // epoll set; the bytes of data already read are taken as
                 // settling would, without raising the flag again.
+                self.edges_off(rx);
                 if self.owed(rx) > 0 || busy {
                     self.wait_producer_idle(rx);
                     let owed = self.owed(rx);
@@ -245,7 +246,9 @@ impl Connection {
             // ringing with `EDGE_BACKLOG` bytes untaken, and the next edge
             // would never come. Bytes counted so far are for data read or
             // still in the ring, which such a reader was told about by an
-            // edge already.
+            // edge already. (A deferred one too: its flag may be up again,
+            // idle or read without emptying its ring, and then only its
+            // producer's rings make edges.)
             let owed = self.owed(rx);
             self.bell.take(owed);
         }

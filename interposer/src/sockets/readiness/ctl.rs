@@ -52,6 +52,9 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
     // Eager from before the kernel knows the fd, so no publish can slip
     // between (the flag is up when `watch` returns).
     let pending = conn.watch();
+    if pending && edge(reading) {
+        conn.edge_fresh();
+    }
     let r = waits::epoll_ctl(epfd, fd, event);
     if r == 0 {
         note(&mut set::sets_always(), epfd, op, fd, ev, &sock, pending);
@@ -96,6 +99,9 @@ fn deferred_ctl(
         conn.set_deferral(had);
         return None;
     };
+    if readable && edge(ev) {
+        conn.edge_fresh();
+    }
     let r = waits::epoll_ctl(epfd, fd, event);
     if r == 0 {
         note(&mut sets, epfd, op, fd, Some(ev), sock, readable);
@@ -103,6 +109,14 @@ fn deferred_ctl(
         conn.set_deferral(had);
     }
     Some(r)
+}
+
+/// Registered with EPOLLET: data in the ring at ADD/MOD is an edge (the
+/// kernel reports a ready fd once when it joins), which our epoll_wait
+/// reports if no doorbell byte does (`Connection::edge_fresh`); later
+/// arrivals are edges of their own (`Connection::edge_news`).
+fn edge(ev: libc::epoll_event) -> bool {
+    ev.events & libc::EPOLLET as u32 != 0
 }
 
 /// Whether member `m` is `sock`'s connection.

@@ -97,7 +97,7 @@ pub(crate) fn unarmed_ready(epfd: c_int) -> bool {
             continue;
         };
         let live = m.live();
-        if stream(&live).is_some_and(|c| c.maybe_readable()) {
+        if stream(&live).is_some_and(|c| c.maybe_news()) {
             found = true;
             m.mark_pending(fd, pending);
         }

@@ -69,10 +69,7 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
             return false;
         }
         kept += 1;
-        if readable
-            && out.events.len() < max
-            && report(epfd, fd, m.events, m.data, &mut m.reported, &mut out)
-        {
+        if readable && out.events.len() < max && report_member(epfd, fd, m, &mut out) {
             next = kept;
         }
         true
@@ -88,6 +85,25 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
         }
     }
     Some(out)
+}
+
+/// `report` for a member whose ring holds data; an edge-triggered member
+/// that defers its flag is reported once per arrival that did not ring
+/// (`Connection::edge_news`) instead of once per ADD/MOD.
+fn report_member(epfd: c_int, fd: c_int, m: &mut Member, out: &mut Pending) -> bool {
+    let live = m.live();
+    let Some(c) = stream(&live).filter(|c| c.edge_deferred()) else {
+        return report(epfd, fd, m.events, m.data, &mut m.reported, out);
+    };
+    let Some(at) = c.edge_news() else {
+        return false;
+    };
+    let mut once = false;
+    let reported = report(epfd, fd, m.events, m.data, &mut once, out);
+    if reported {
+        c.edge_reported(at);
+    }
+    reported
 }
 
 /// Adds EPOLLIN for a registration (`events`, `data`) that has data to

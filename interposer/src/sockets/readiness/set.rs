@@ -123,9 +123,13 @@ impl Set {
 
     /// The deferral a member may use now, or None. `reading`: the
     /// connection's registrations for reading in our sets, this one
-    /// included.
+    /// included. Edge-triggered members defer too (our epoll_wait reports
+    /// their arrivals, `Connection::edge_news`); one-shot ones do not (the
+    /// kernel disables them at their event, which a thread asleep in it
+    /// must not get as well), nor exclusive ones (several sets, and so
+    /// several waiters, hold the fd).
     pub(super) fn deferral(&self, fd: c_int, m: &Member, reading: u32) -> Option<Deferral> {
-        const NOT: u32 = (libc::EPOLLET | libc::EPOLLONESHOT | libc::EPOLLEXCLUSIVE) as u32;
+        const NOT: u32 = (libc::EPOLLONESHOT | libc::EPOLLEXCLUSIVE) as u32;
         let waiter = self.waiter?;
         let fits = self.solo
             && defer_on()
@@ -138,6 +142,7 @@ impl Set {
             fd,
             waiter,
             sleeps: self.sleeps.clone(),
+            edge: m.events & libc::EPOLLET as u32 != 0,
         })
     }
 
@@ -186,7 +191,18 @@ impl Set {
             };
             // (Looked at before the deferral ends, which takes it off the
             // list.)
-            if listed.binary_search(&fd).is_ok() && c.rearm(&self.unarmed) == Some(true) {
+            let rearmed = listed.binary_search(&fd).is_ok() && c.rearm(&self.unarmed) == Some(true);
+            if c.edge_deferred() && reads(m.events) {
+                // Reported from now on as any edge-triggered member: once,
+                // if an arrival is still unreported (its flag is up again
+                // now, so later ones ring).
+                let due = c.edge_news().is_some();
+                m.reported = !due;
+                if due {
+                    found = true;
+                    m.mark_pending(fd, &mut self.pending);
+                }
+            } else if rearmed {
                 found = true;
                 m.mark_pending(fd, &mut self.pending);
             }
