@@ -270,6 +270,9 @@ impl Segment {
         h.released[0].store(0, Ordering::Relaxed);
         h.reset.store(0, Ordering::Relaxed);
         self.unready(0);
+        // The acceptor's direction too: until `claim` initialises it again,
+        // the previous connection's unread bytes must not be readable here.
+        self.unready(1);
         self.channel(0).initialise();
         // SYNC POINT: Release after the initialisation; the acceptor's CAS
         // in `claim` acquires it.

@@ -202,23 +202,45 @@ impl Consumer {
     /// ```
     pub fn available(&self) -> Result<usize, RingError> {
         let ch = &self.ch;
+        let ctl = ch.ctl();
+        // A look only: another process sharing this side after fork may be
+        // reading meanwhile (`tail` and `begin` move under us). A snapshot
+        // is believed — or called corrupt — only if `tail` did not move
+        // while it was taken; under constant motion, the last good count.
+        let mut seen = Ok(0);
+        for _ in 0..4 {
+            let tail = ctl.consumer.tail.load(Ordering::Acquire);
+            let r = self.available_from(tail);
+            if ctl.consumer.tail.load(Ordering::Acquire) == tail {
+                return r.map_err(|why| ch.corrupt(why));
+            }
+            if let Ok(n) = r {
+                seen = Ok(n);
+            }
+        }
+        seen
+    }
+
+    /// `available` from `tail`; Err names what was out of range.
+    fn available_from(&self, tail: u32) -> Result<usize, &'static str> {
+        let ch = &self.ch;
         let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
         let ctl = ch.ctl();
-        let tail = ctl.consumer.tail.load(Ordering::Relaxed);
-        let mut begin = ch.begin_at(ch.slot(tail)?).load(Ordering::Relaxed);
+        let slot = |seq| ch.slot_opt(seq).ok_or("segment slot out of range");
+        let mut begin = ch.begin_at(slot(tail)?).load(Ordering::Relaxed);
         let head = ctl.producer.head.load(Ordering::Acquire);
         let used = head.wrapping_sub(tail);
         if used >= n {
-            return Err(ch.corrupt("head out of range"));
+            return Err("head out of range");
         }
         let mut total = 0usize;
         for k in 0..=used {
             // SYNC POINT: after the Acquire load of `head`: the producer
             // stored where each segment up to `head` is before it.
-            let idx = ch.slot(tail.wrapping_add(k))?;
+            let idx = slot(tail.wrapping_add(k))?;
             let end = ch.seg_at(idx).end.load(Ordering::Acquire);
             if end > s || end < begin {
-                return Err(ch.corrupt("segment begin/end out of range"));
+                return Err("segment begin/end out of range");
             }
             total += (end - begin) as usize;
             begin = 0;
