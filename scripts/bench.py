@@ -399,6 +399,8 @@ def measure_nginx(args, out):
     p = subprocess.run(cmd, text=True, capture_output=True)
     with open(os.path.join(out, "nginx.md"), "w") as f:
         f.write(p.stdout)
+        if p.stderr.strip():  # e.g. which kind of socket errors wrk saw
+            f.write("\n" + p.stderr)
     if p.returncode != 0:
         sys.stderr.write(p.stdout + p.stderr)
         return None, f"scripts/bench-nginx.sh failed (exit {p.returncode}): {p.stderr.strip()}"
