@@ -74,11 +74,12 @@ CONF
 }
 conf shm $ADDR:$SHM_PORT
 conf tcp 127.0.0.1:$PORT
-shm=(env LD_PRELOAD="$LIB" SHMNET_PARTITIONS=127.77.90.0/24 SHMNET_FALLBACK=never SHMNET_DIR="$WORK/dir")
+# Deferred doorbell flags on (off by default) unless SHMNET_DEFER says otherwise.
+shm=(env LD_PRELOAD="$LIB" SHMNET_PARTITIONS=127.77.90.0/24 SHMNET_FALLBACK=never SHMNET_DIR="$WORK/dir" SHMNET_DEFER="${SHMNET_DEFER:-1}")
 "${shm[@]}" "$NGINX" -c "$WORK/shm.conf" -p "$WORK" 2>"$WORK/logs/shm.start" || { echo "bench-nginx: nginx (preloaded) failed to start:" >&2; cat "$WORK/logs/shm.start" >&2; exit 1; }
 if [ -n "$CMP" ]; then
   conf cmp $ADDR:$CMP_PORT
-  cmp=(env LD_PRELOAD="$CMP" SHMNET_PARTITIONS=127.77.90.0/24 SHMNET_FALLBACK=never SHMNET_DIR="$WORK/dir-cmp")
+  cmp=(env LD_PRELOAD="$CMP" SHMNET_PARTITIONS=127.77.90.0/24 SHMNET_FALLBACK=never SHMNET_DIR="$WORK/dir-cmp" SHMNET_DEFER="${SHMNET_DEFER:-1}")
   "${cmp[@]}" "$NGINX" -c "$WORK/cmp.conf" -p "$WORK" 2>"$WORK/logs/cmp.start" || { echo "bench-nginx: nginx (preloaded with $CMP) failed to start:" >&2; cat "$WORK/logs/cmp.start" >&2; exit 1; }
 fi
 "$NGINX" -c "$WORK/tcp.conf" -p "$WORK" 2>"$WORK/logs/tcp.start" || { echo "bench-nginx: nginx failed to start:" >&2; cat "$WORK/logs/tcp.start" >&2; exit 1; }

@@ -1045,7 +1045,8 @@ fn epoll_deferred_edge_triggered_members_get_one_edge_per_arrival() {
         let net = Net::emulated(&format!("defer-et-{case}"));
         let out = common::stdout_of(
             "epoll_deferred_et",
-            &mut net.py_helper("epoll_deferred_et", &[case]),
+            net.py_helper("epoll_deferred_et", &[case])
+                .env("SHMNET_DEFER", "1"),
         );
         for want in *wants {
             assert!(out.contains(want), "{case}: wanted {want:?}:\n{out}");
