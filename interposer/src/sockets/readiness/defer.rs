@@ -14,37 +14,46 @@ use crate::sockets::socket::Socket;
 
 use super::set::{self, defer_on, stream, Set};
 
+/// Runs `f` on the set known as `epfd`, under the table's lock; `none`
+/// when deferral is off or the set is not ours.
+fn with_set<R>(epfd: c_int, none: R, f: impl FnOnce(&mut Set) -> R) -> R {
+    if !defer_on() {
+        return none;
+    }
+    let Some(mut sets) = set::sets() else {
+        return none;
+    };
+    match sets.find(epfd) {
+        Some(set) => f(set),
+        None => none,
+    }
+}
+
 /// A thread is about to wait on `epfd`: the first becomes its waiter (and
 /// its members may defer, see `Set`); another, or the same set after a
 /// fork, crowds it.
 pub(crate) fn waiting(epfd: c_int) {
-    if !defer_on() {
-        return;
-    }
-    let Some(mut sets) = set::sets() else {
-        return;
-    };
-    let Some(set) = sets.find(epfd) else {
-        return;
-    };
-    if !set.solo {
-        return;
-    }
-    let me = crate::platform::sys::thread_id();
-    if set.generation != crate::platform::fork::generation() || set.waiter.is_some_and(|w| w != me)
-    {
-        set.crowd();
-        return;
-    }
-    if set.waiter.is_none() {
-        set.waiter = Some(me);
-        for (&fd, m) in &set.members {
-            let live = m.live();
-            if let Some(c) = stream(&live) {
-                set.apply_deferral(fd, m, c);
+    with_set(epfd, (), |set| {
+        if !set.solo {
+            return;
+        }
+        let me = crate::platform::sys::thread_id();
+        if set.generation != crate::platform::fork::generation()
+            || set.waiter.is_some_and(|w| w != me)
+        {
+            set.crowd();
+            return;
+        }
+        if set.waiter.is_none() {
+            set.waiter = Some(me);
+            for (&fd, m) in &set.members {
+                let live = m.live();
+                if let Some(c) = stream(&live) {
+                    set.apply_deferral(fd, m, c);
+                }
             }
         }
-    }
+    })
 }
 
 /// The members of `epfd` whose flag is down now, for a spinning wait to
@@ -52,57 +61,43 @@ pub(crate) fn waiting(epfd: c_int) {
 /// the waiter, which is spinning, adds to them; one whose flag another
 /// thread raised meanwhile is looked at for nothing.
 pub(crate) fn unarmed(epfd: c_int) -> Vec<Arc<Socket>> {
-    if !defer_on() {
-        return Vec::new();
-    }
-    let Some(mut sets) = set::sets() else {
-        return Vec::new();
-    };
-    let Some(set) = sets.find(epfd) else {
-        return Vec::new();
-    };
-    let mut listed = Vec::new();
-    set.unarmed.each(|fd| listed.push(*fd));
-    listed
-        .into_iter()
-        .filter_map(|fd| set.members.get(&fd)?.live())
-        .collect()
+    with_set(epfd, Vec::new(), |set| {
+        let mut listed = Vec::new();
+        set.unarmed.each(|fd| listed.push(*fd));
+        listed
+            .into_iter()
+            .filter_map(|fd| set.members.get(&fd)?.live())
+            .collect()
+    })
 }
 
 /// Whether a member whose flag is down has data now (a spinning wait's
 /// look: the kernel cannot report those). Marks them pending.
 pub(crate) fn unarmed_ready(epfd: c_int) -> bool {
-    if !defer_on() {
-        return false;
-    }
-    let Some(mut sets) = set::sets() else {
-        return false;
-    };
-    let Some(set) = sets.find(epfd) else {
-        return false;
-    };
-    let Set {
-        members,
-        pending,
-        unarmed,
-        ..
-    } = set;
-    let mut found = false;
-    // (The list copied first: a look may take a connection's rx lock,
-    // which is taken before the list's lock elsewhere.)
-    let mut listed = Vec::new();
-    unarmed.each(|fd| listed.push(*fd));
-    for fd in listed {
-        let Some(m) = members.get_mut(&fd) else {
-            continue;
-        };
-        let live = m.live();
-        if stream(&live).is_some_and(|c| c.maybe_news()) {
-            found = true;
-            m.mark_pending(fd, pending);
+    with_set(epfd, false, |set| {
+        let Set {
+            members,
+            pending,
+            unarmed,
+            ..
+        } = set;
+        let mut found = false;
+        // (The list copied first: a look may take a connection's rx lock,
+        // which is taken before the list's lock elsewhere.)
+        let mut listed = Vec::new();
+        unarmed.each(|fd| listed.push(*fd));
+        for fd in listed {
+            let Some(m) = members.get_mut(&fd) else {
+                continue;
+            };
+            let live = m.live();
+            if stream(&live).is_some_and(|c| c.maybe_news()) {
+                found = true;
+                m.mark_pending(fd, pending);
+            }
         }
-    }
-    found
+        found
+    })
 }
 
 /// `epfd`'s waiter is about to sleep: the members whose flag was left down
@@ -110,34 +105,27 @@ pub(crate) fn unarmed_ready(epfd: c_int) -> bool {
 /// become pending. True when one did (the wait answers instead). They are
 /// remembered, for `after_sleep`.
 pub(crate) fn before_sleep(epfd: c_int) -> bool {
-    if !defer_on() {
-        return false;
-    }
-    let Some(mut sets) = set::sets() else {
-        return false;
-    };
-    let Some(set) = sets.find(epfd) else {
-        return false;
-    };
-    let mut found = false;
-    let list = set.unarmed.clone();
-    set.raised.clear();
-    set.sleeps.fetch_add(1, Ordering::Relaxed);
-    for fd in list.take() {
-        let Some(m) = set.members.get_mut(&fd) else {
-            continue;
-        };
-        let live = m.live();
-        let Some(readable) = stream(&live).and_then(|c| c.rearm(&list)) else {
-            continue;
-        };
-        set.raised.push(fd);
-        if readable {
-            found = true;
-            m.mark_pending(fd, &mut set.pending);
+    with_set(epfd, false, |set| {
+        let mut found = false;
+        let list = set.unarmed.clone();
+        set.raised.clear();
+        set.sleeps.fetch_add(1, Ordering::Relaxed);
+        for fd in list.take() {
+            let Some(m) = set.members.get_mut(&fd) else {
+                continue;
+            };
+            let live = m.live();
+            let Some(readable) = stream(&live).and_then(|c| c.rearm(&list)) else {
+                continue;
+            };
+            set.raised.push(fd);
+            if readable {
+                found = true;
+                m.mark_pending(fd, &mut set.pending);
+            }
         }
-    }
-    found
+        found
+    })
 }
 
 /// `epfd`'s waiter woke (or answered after `before_sleep` found data):
@@ -145,26 +133,19 @@ pub(crate) fn before_sleep(epfd: c_int) -> bool {
 /// (`Connection::defer_again`), so that only data that came during the
 /// sleep rang. A set crowded meanwhile has nothing to lower.
 pub(crate) fn after_sleep(epfd: c_int) {
-    if !defer_on() {
-        return;
-    }
-    let Some(mut sets) = set::sets() else {
-        return;
-    };
-    let Some(set) = sets.find(epfd) else {
-        return;
-    };
-    if !set.solo || set.raised.is_empty() {
-        return;
-    }
-    for fd in std::mem::take(&mut set.raised) {
-        if let Some(m) = set.members.get(&fd) {
-            let live = m.live();
-            if let Some(c) = stream(&live) {
-                c.defer_again();
+    with_set(epfd, (), |set| {
+        if !set.solo || set.raised.is_empty() {
+            return;
+        }
+        for fd in std::mem::take(&mut set.raised) {
+            if let Some(m) = set.members.get(&fd) {
+                let live = m.live();
+                if let Some(c) = stream(&live) {
+                    c.defer_again();
+                }
             }
         }
-    }
+    })
 }
 
 /// `fd` may be one of our epoll sets, about to be waited on by poll or
