@@ -79,7 +79,7 @@ pub(super) struct Readiness {
     /// (`defer_arming`). Set and cleared by `readiness`.
     deferral: Mutex<Option<Deferral>>,
     /// A deferral was ever set: until then `defer_arming` takes no lock.
-    maybe_deferred: AtomicBool,
+    pub(super) maybe_deferred: AtomicBool,
     /// Listed in an `Unarmed` now (the flag may be down): which one (its
     /// address), or 0. Cleared only when that list is taken (`rearm`).
     deferred: std::sync::atomic::AtomicUsize,

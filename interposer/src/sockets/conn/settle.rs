@@ -200,13 +200,20 @@ impl Connection {
     pub(super) fn tidy_after_read(&self, rx: &mut Consumer, took: bool) {
         // Emptied the ring? Then drop the doorbell bytes of the data just
         // read, or a poller would see the fd readable with nothing to read.
-        // (A producer still inside its write can only ring for it if our
-        // flag is up; a flag seen down was cleared by a ring already
-        // counted.)
+        // (A producer still inside its write can only ring for it if it saw
+        // our flag up: see `busy` below.)
         let lazy = self.lazy();
         if !lazy && rx.available() == Ok(0) {
             let armed = rx.notify().may_ring();
-            let busy = armed && rx.notify().producer_busy();
+            // A flag seen down was cleared by a ring already counted —
+            // unless deferral took it down (`disarm`): a producer that saw
+            // it up just before is still inside its write, and rings once
+            // the flag is raised again (before the next sleep) for data this
+            // read took. The kernel would then report the fd with nothing
+            // to read, which wrk counts as an error. So once deferral was
+            // ever on, a busy producer is waited for whatever the flag says.
+            let deferring = self.ready.maybe_deferred.load(Ordering::Relaxed);
+            let busy = (armed || deferring) && rx.notify().producer_busy();
             if !took && self.defer_arming() {
                 // The flag stays down while this thread is busy with its
                 // epoll set; the bytes of data already read are taken as
