@@ -1086,3 +1086,46 @@ fn forks_beside_threads_closing_fds_never_hang_the_child() {
     );
     assert!(out.contains("hung=0"), "{out}");
 }
+
+/// A connection once registered EPOLLET and then level-triggered (MOD,
+/// DEL + ADD, or in a second set too) keeps being reported while data is
+/// unread; an edge-triggered reader that reads part of its data gets an
+/// edge for the next arrival, and none without one. With deferral off and
+/// on, and the same script over kernel TCP (found by the deferral review:
+/// the level-triggered waits found nothing with 290 bytes unread, and the
+/// second arrival's edge was lost).
+#[test]
+fn edge_triggered_then_level_triggered_and_partial_reads() {
+    let cases = [
+        "level after edge (mod): ok",
+        "level after edge (deladd): ok",
+        "level after edge (two): ok",
+        "edge after a partial read: ok",
+    ];
+    let kernel = common::stdout_of(
+        "epoll_et_then_lt (kernel TCP)",
+        common::py_file("epoll_et_then_lt.py", &[])
+            .env("TEST_HOST", "127.0.0.1")
+            .env("TEST_PORT", "0"),
+    );
+    for want in cases {
+        assert!(
+            kernel.contains(want),
+            "kernel TCP: wanted {want:?}:\n{kernel}"
+        );
+    }
+    for defer in ["0", "1"] {
+        let net = Net::emulated(&format!("et-then-lt-{defer}"));
+        let out = common::stdout_of(
+            "epoll_et_then_lt",
+            net.py_helper("epoll_et_then_lt", &[])
+                .env("SHMNET_DEFER", defer),
+        );
+        for want in cases {
+            assert!(
+                out.contains(want),
+                "SHMNET_DEFER={defer}: wanted {want:?}:\n{out}"
+            );
+        }
+    }
+}

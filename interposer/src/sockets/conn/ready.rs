@@ -86,6 +86,10 @@ pub(super) struct Readiness {
     /// Epoll sets of ours in which this connection is registered for
     /// reading (see `count_sets`).
     sets: AtomicU32,
+    /// Of those, the level-triggered ones (no EPOLLET): while there is one,
+    /// the doorbell bytes of data still in the ring stay queued whatever
+    /// an edge-triggered registration elsewhere would like.
+    pub(super) level_sets: AtomicU32,
     /// Its deferral's `sleeps` when the waiter last used it (`defer_as`).
     active: AtomicU32,
     /// Its deferral is an edge-triggered member's (`Deferral::edge`).
@@ -106,6 +110,7 @@ impl Default for Readiness {
             maybe_deferred: AtomicBool::new(false),
             deferred: std::sync::atomic::AtomicUsize::new(0),
             sets: AtomicU32::new(0),
+            level_sets: AtomicU32::new(0),
             active: AtomicU32::new(0),
             edge_deferral: AtomicBool::new(false),
             edge_seen: AtomicU64::new(super::edge::FRESH),
@@ -222,15 +227,29 @@ impl Connection {
         }
     }
 
-    /// Registered (+1) or no longer (-1) for reading (EPOLLIN or
-    /// EPOLLRDNORM) in one of our epoll sets; how many such registrations
-    /// it has now.
-    pub(crate) fn count_sets(&self, joined: bool) -> u32 {
-        if joined {
-            self.ready.sets.fetch_add(1, Ordering::Relaxed) + 1
-        } else {
-            let left = self.ready.sets.fetch_sub(1, Ordering::Relaxed);
-            left.saturating_sub(1)
+    /// A registration with `events` in one of our epoll sets was made
+    /// (`joined`) or ended: counted if it reads (EPOLLIN or EPOLLRDNORM),
+    /// and among the level-triggered ones if it has no EPOLLET.
+    pub(crate) fn count_sets(&self, events: u32, joined: bool) {
+        let reads = events & (libc::EPOLLIN | libc::EPOLLRDNORM) as u32 != 0;
+        if !reads {
+            return;
+        }
+        let level = events & libc::EPOLLET as u32 == 0;
+        let change = |n: &AtomicU32| {
+            if joined {
+                n.fetch_add(1, Ordering::Relaxed);
+            } else {
+                // Never below zero (a registration counted before a fork's
+                // reset, say).
+                let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                    Some(v.saturating_sub(1))
+                });
+            }
+        };
+        change(&self.ready.sets);
+        if level {
+            change(&self.ready.level_sets);
         }
     }
 

@@ -244,6 +244,7 @@ impl Connection {
             let owed = self.owed(rx);
             self.bell.take(owed);
         } else if self.ready.edge.load(Ordering::Relaxed)
+            && self.ready.level_sets.load(Ordering::Relaxed) == 0
             && self.owed(rx) >= EDGE_BYTES
             && self.ready.waiters.load(Ordering::SeqCst) == 0
         {
@@ -251,13 +252,16 @@ impl Connection {
             // reads what FIONREAD says and waits for the next edge), so the
             // ring may never empty for it to settle; but its producer stops
             // ringing with `EDGE_BACKLOG` bytes untaken, and the next edge
-            // would never come. Bytes counted so far are for data read or
-            // still in the ring, which such a reader was told about by an
-            // edge already. (A deferred one too: its flag may be up again,
-            // idle or read without emptying its ring, and then only its
-            // producer's rings make edges.)
+            // would never come. So the bytes counted so far are taken but
+            // the newest: its arrival may not have been reported yet, and
+            // the kernel looks at the fd again when it reports an edge (one
+            // found empty then is not reported). (A deferred reader too: its
+            // flag may be up again, idle or read without emptying its ring,
+            // and then only its producer's rings make edges.) Not while a
+            // level-triggered registration needs every byte of data still
+            // in the ring.
             let owed = self.owed(rx);
-            self.bell.take(owed);
+            self.bell.take(owed.saturating_sub(1));
         }
     }
 }

@@ -166,23 +166,14 @@ fn note(
     let old = set.members.get(&fd);
     let listed = old.is_some_and(|m| m.listed);
     let was_same = old.is_some_and(|m| same(m, sock));
-    let now = reads(ev.events);
+    // The new registration is counted before the old one is taken back,
+    // so that a count read meanwhile never drops to zero.
+    conn.count_sets(ev.events, true);
     match set.members.insert(fd, member(ev, sock, pending, listed)) {
-        Some(old) if was_same && reads(old.events) != now => {
-            conn.count_sets(now);
-        }
-        Some(_) if was_same => {}
+        Some(old) if was_same => conn.count_sets(old.events, false),
         // The same number, another connection (closed past us, or its
         // number given to this one).
-        Some(old) => {
-            leave(&old, &set.unarmed);
-            if now {
-                conn.count_sets(true);
-            }
-        }
-        None if now => {
-            conn.count_sets(true);
-        }
+        Some(old) => leave(&old, &set.unarmed),
         None => {}
     }
     set.apply_deferral(fd, &set.members[&fd], conn);
@@ -197,9 +188,7 @@ fn note(
 fn leave(m: &Member, list: &Arc<crate::sockets::conn::Unarmed>) {
     let live = m.live();
     if let Some(c) = stream(&live) {
-        if reads(m.events) {
-            c.count_sets(false);
-        }
+        c.count_sets(m.events, false);
         c.end_deferral(list);
     }
 }

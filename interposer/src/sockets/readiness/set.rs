@@ -219,9 +219,7 @@ impl Set {
         self.release_all();
         for m in self.members.values() {
             if let Some(Socket::Stream(c)) = m.live().as_deref() {
-                if reads(m.events) {
-                    c.count_sets(false);
-                }
+                c.count_sets(m.events, false);
             }
         }
     }
