@@ -74,7 +74,7 @@ CONF
 }
 conf shm $ADDR:$SHM_PORT
 conf tcp 127.0.0.1:$PORT
-# Deferred doorbell flags on (off by default) unless SHMNET_DEFER says otherwise.
+# Deferred doorbell flags on (the default) unless SHMNET_DEFER says otherwise.
 shm=(env LD_PRELOAD="$LIB" SHMNET_PARTITIONS=127.77.90.0/24 SHMNET_FALLBACK=never SHMNET_DIR="$WORK/dir" SHMNET_DEFER="${SHMNET_DEFER:-1}")
 "${shm[@]}" "$NGINX" -c "$WORK/shm.conf" -p "$WORK" 2>"$WORK/logs/shm.start" || { echo "bench-nginx: nginx (preloaded) failed to start:" >&2; cat "$WORK/logs/shm.start" >&2; exit 1; }
 if [ -n "$CMP" ]; then

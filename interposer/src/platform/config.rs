@@ -168,11 +168,10 @@ impl Config {
             Some(v) => parse_spin_us(&v)?,
         };
         let defer = match text("SHMNET_DEFER")?.as_deref() {
-            // Off unless asked for: under nginx + wrk load, deferral gave
-            // wrk about one read error per 300,000 requests that kernel
-            // TCP and SHMNET_DEFER=0 never gave (2026-12-06, not found).
-            None | Some("0") => false,
-            Some("1") => true,
+            // On unless turned off (decision 22; the wrk read errors that
+            // had it off for a while are decision 26).
+            None | Some("1") => true,
+            Some("0") => false,
             Some(v) => return Err(invalid("SHMNET_DEFER", format!("{v:?} is not 0 or 1"))),
         };
         let log_level = match text("SHMNET_LOG")? {
