@@ -158,7 +158,15 @@ fn offer_reuse(
     // microseconds. An acceptor that does not accept until we do something
     // else gets a fresh connection after a short wait.
     let patience = Duration::from_micros(if nonblocking { 500 } else { 2000 });
-    let spin = Duration::from_micros(100);
+    // A yield on a busy CPU gives it away for a scheduler slice (1 - 4 ms:
+    // a busy epoll server beside us made connects 40x slower), so only
+    // while spinning helps (`spin_helps`: no more runnable threads than
+    // CPUs); otherwise poll, which the verdict's byte wakes at once.
+    let spin = if crate::sockets::wait::spin_helps() {
+        Duration::from_micros(100)
+    } else {
+        Duration::ZERO
+    };
     let verdict = match handshake::recv_verdict(sock.as_fd(), spin, patience)? {
         None if seg.withdraw() => None,
         // Claimed just now: the acceptor sends its answer next.
