@@ -38,6 +38,21 @@ impl Unarmed {
     pub(crate) fn each(&self, f: impl FnMut(&c_int)) {
         self.0.lock().iter().for_each(f);
     }
+
+    /// Entries listed.
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+
+    /// Keeps one entry per fd, and only those `stands` says a connection
+    /// may still need. (A waiter that never sleeps never takes the list,
+    /// and connections that come and go on it would grow it without end.)
+    pub(crate) fn prune(&self, mut stands: impl FnMut(c_int) -> bool) {
+        let mut list = self.0.lock();
+        list.sort_unstable();
+        list.dedup();
+        list.retain(|&fd| stands(fd));
+    }
 }
 
 /// Where a connection that may leave its flag down after a read lists

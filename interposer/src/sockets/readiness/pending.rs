@@ -47,6 +47,12 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
         inner,
         ..
     } = set;
+    // An entry whose member left or closed lists no connection: leaving
+    // took its mark down (`Connection::set_deferral`), so none can need it.
+    // More entries than members means some are such (or repeats).
+    if unarmed.len() > members.len() {
+        unarmed.prune(|fd| members.get(&fd).is_some_and(|m| m.live().is_some()));
+    }
     // Members whose flag is down: the kernel cannot report them, so their
     // rings are looked at here (`pending` keeps those with data).
     unarmed.each(|&fd| {
