@@ -129,6 +129,11 @@ impl WaitSet for EpollSet<'_> {
         real_epoll(self.epfd, self.out, limit, mask, self.pwait2)
     }
 
+    fn filter(&mut self, n: c_int) -> c_int {
+        readiness::collected(self.epfd, &self.out[..n.max(0) as usize]);
+        n
+    }
+
     fn answer(&mut self) -> Action<c_int> {
         let room = self.out.len() - self.pending.events.len();
         let mut n = 0;
@@ -137,6 +142,7 @@ impl WaitSet for EpollSet<'_> {
             if n < 0 {
                 return Action::Raw(n);
             }
+            readiness::collected(self.epfd, &self.out[..n as usize]);
         }
         let pending = std::mem::take(&mut self.pending.events);
         Action::Done(merge(self.out, n as usize, pending))

@@ -172,6 +172,30 @@ impl Connection {
         hung_up
     }
 
+    /// Our epoll_wait reported this edge-triggered connection
+    /// (`readiness::collected`): with `EDGE_BACKLOG - 1` bytes or more
+    /// untaken, the producer is about to stop ringing, and an arrival after
+    /// this report would make no edge; its bytes are taken but the newest
+    /// (whose arrival may be the one just reported: the fd stays readable
+    /// for the kernel's look at report time). A reader that reads on each
+    /// edge never gets here (its reads take them).
+    pub(crate) fn edge_collected(&self) {
+        if !self.ready.edge.load(Ordering::Relaxed)
+            || self.ready.level_sets.load(Ordering::Relaxed) != 0
+            || self.ready.waiters.load(Ordering::SeqCst) != 0
+        {
+            return;
+        }
+        let mut guard = self.rx.lock();
+        let Some(rx) = self.receiver(&mut guard.consumer) else {
+            return;
+        };
+        let owed = self.owed(rx);
+        if owed + 1 >= shmnet_ring::layout::EDGE_BACKLOG as usize {
+            self.bell.take(owed - 1);
+        }
+    }
+
     /// The peer wrote past the ring: reset rather than lose data silently.
     pub(super) fn reset_foreign(&self, rx: &Consumer) -> Settled {
         log!(

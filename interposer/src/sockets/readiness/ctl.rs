@@ -176,6 +176,9 @@ fn note(
         Some(old) => leave(&old, &set.unarmed),
         None => {}
     }
+    if ev.events & libc::EPOLLET as u32 != 0 && reads(ev.events) {
+        set.note_edge_data(fd, ev.u64);
+    }
     set.apply_deferral(fd, &set.members[&fd], conn);
     if pending && !listed {
         set.pending.push(fd);

@@ -212,3 +212,40 @@ pub(crate) fn no_reply_soon(epfd: c_int) {
         }
     }
 }
+
+/// epoll_wait on `epfd` reported `events`: an edge-triggered member
+/// reported with EPOLLIN has taken its edge, and its next arrival must
+/// make a new one, read or not (the kernel's callback runs at every
+/// arrival). Its producer rings only while fewer than `EDGE_BACKLOG`
+/// bytes are untaken, so a reader that takes edges without reading would
+/// get no more: such a member's bytes are taken here but the newest
+/// (`Connection::edge_collected`). Looks only at the members reported.
+pub(crate) fn collected(epfd: c_int, events: &[libc::epoll_event]) {
+    let Some(mut sets) = set::sets() else {
+        return;
+    };
+    let Some(set) = sets.find(epfd) else {
+        return;
+    };
+    if set.edge_data.is_empty() {
+        return;
+    }
+    for ev in events {
+        if ev.events & libc::EPOLLIN as u32 == 0 {
+            continue;
+        }
+        let data = ev.u64;
+        let Some(&fd) = set.edge_data.get(&data) else {
+            continue;
+        };
+        let Some(m) = set.members.get(&fd) else {
+            continue;
+        };
+        if m.data != data || m.events & libc::EPOLLET as u32 == 0 {
+            continue;
+        }
+        if let Some(c) = stream(&m.live()) {
+            c.edge_collected();
+        }
+    }
+}

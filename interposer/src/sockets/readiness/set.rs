@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
@@ -89,6 +89,9 @@ pub(super) struct Set {
     pub(super) raised: Vec<c_int>,
     /// `before_sleep`s so far (`Deferral::sleeps`).
     pub(super) sleeps: Arc<AtomicU32>,
+    /// Edge-triggered members by their `data` (a hint: checked against
+    /// the member before use), for `collected`.
+    pub(super) edge_data: HashMap<u64, c_int>,
     /// The one thread that waits on this set (None: none has yet), while
     /// `solo`, in the fork generation it was made in. Then members may
     /// leave their flags down while that thread is busy ("doorbells that
@@ -115,6 +118,7 @@ impl Set {
             unarmed: Arc::default(),
             raised: Vec::new(),
             sleeps: Arc::default(),
+            edge_data: HashMap::new(),
             waiter: None,
             solo: made_here,
             generation: crate::platform::fork::generation(),
@@ -144,6 +148,21 @@ impl Set {
             sleeps: self.sleeps.clone(),
             edge: m.events & libc::EPOLLET as u32 != 0,
         })
+    }
+
+    /// An edge-triggered member `fd` registered with `data` (`collected`).
+    /// Entries of members that left stay until the index outgrows the
+    /// members, then go.
+    pub(super) fn note_edge_data(&mut self, fd: c_int, data: u64) {
+        self.edge_data.insert(data, fd);
+        if self.edge_data.len() > 2 * self.members.len() + 16 {
+            let members = &self.members;
+            self.edge_data.retain(|&d, fd| {
+                members
+                    .get(fd)
+                    .is_some_and(|m| m.data == d && m.events & libc::EPOLLET as u32 != 0)
+            });
+        }
     }
 
     /// Sets or ends connection `c`'s deferral to this set for member `m`

@@ -2,7 +2,9 @@
 # deferral review, 2026-12-06): a connection once registered EPOLLET and
 # then level-triggered (MOD, DEL + ADD, or also in a second, level-triggered
 # set) must keep being reported while data is unread; and an edge-triggered
-# reader that reads part of its data gets an edge for the next arrival.
+# reader that reads part of its data gets an edge for the next arrival, and
+# one that reads nothing gets an edge for every arrival after a wait that
+# reported the last one (the kernel's callback on every arrival).
 # Prints one line per case, "CASE ok" or what went wrong. Runs the same
 # over kernel TCP.
 # usage: epoll_et_then_lt.py   (env TEST_HOST/TEST_PORT)
@@ -71,9 +73,31 @@ def edge_after_partial_read(ls):
     return "ok" if not fails else f"{len(fails)} of 50 rounds: {fails[:3]}"
 
 
+def edges_while_unread(ls):
+    c, s = pair(ls)
+    ep = select.epoll()
+    ep.register(s, IN | ET)
+    got = []
+    for i in range(12):
+        c.send(b"u" * 10)
+        got.append(ep.poll(1))
+        got.append(ep.poll(0))  # no arrival since: nothing
+    want = [[(s.fileno(), IN)], []] * 12
+    unread = 0
+    while True:
+        try:
+            unread += len(s.recv(65536))
+        except BlockingIOError:
+            break
+    if got == want and unread == 120:
+        return "ok"
+    return f"waits {got}, {unread} bytes"
+
+
 ls = socket.socket()
 ls.bind(ADDR)
 ls.listen(8)
 for how in ("mod", "deladd", "two"):
     print(f"level after edge ({how}):", level_after_edge(ls, how), flush=True)
 print("edge after a partial read:", edge_after_partial_read(ls), flush=True)
+print("edges while unread:", edges_while_unread(ls), flush=True)
