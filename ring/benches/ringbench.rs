@@ -251,6 +251,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let has = |f: &str| args.iter().any(|a| a == f);
     let demo = has("--demo");
+    // `--opens` runs only the cost of segment openings (one thread).
+    if has("--opens") {
+        openings(if demo { 10 } else { 1 });
+        return;
+    }
     // `--rtt` or `--stream` runs only that part.
     let (rtt_on, stream_on) = match (has("--rtt"), has("--stream")) {
         (false, false) => (true, true),
@@ -264,6 +269,49 @@ fn main() {
     if stream_on {
         streaming(runs, scale, has("--ring-only"));
         ring_sizes(runs, scale);
+    }
+}
+
+/// The cost of opening segments while most of the ring is in use (the
+/// reader lags by half the ring): one thread writes a segment at a time
+/// until the ring is full, then reads half, over and over; a heap channel,
+/// so only the ring's own work is timed. 4096 segments of 64 bytes is the
+/// geometry a hostile connector would pick to make a producer that scanned
+/// the segments in use at each opening (as it did before decision 26) do
+/// the most work per byte.
+fn openings(scale: usize) {
+    println!("\n## Segment openings, half the ring in use (one thread, heap channel)\n");
+    println!("| N x S | MB/s | ns per segment opened |");
+    println!("|---|---:|---:|");
+    for (n, s, total) in [
+        (4096u32, 64u32, 64usize << 20),
+        (256, 64, 64 << 20),
+        (4096, 4096, 1 << 30),
+        (32, 65536, 2 << 30),
+    ] {
+        let (mut p, mut c) = shmnet_ring::heap_channel(Geometry::new(n, s).unwrap());
+        let chunk = vec![1u8; s as usize];
+        let mut buf = vec![0u8; (n as usize * s as usize) / 2];
+        let total = total / scale;
+        let mut moved = 0usize;
+        let t = Instant::now();
+        while moved < total {
+            while p.write(&chunk).is_ok() {}
+            let mut got = 0;
+            while got < buf.len() {
+                match c.read(&mut buf[got..]) {
+                    Ok(k) => got += k,
+                    Err(_) => break,
+                }
+            }
+            moved += got;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "| {n} x {s} B | {:.0} | {:.0} |",
+            moved as f64 / secs / 1e6,
+            secs * 1e9 / (moved / s as usize) as f64
+        );
     }
 }
 

@@ -19,6 +19,12 @@ pub(crate) struct DataArea {
     #[cfg(loom)]
     cells: *const loom::cell::UnsafeCell<u8>,
     len: usize,
+    /// A shared mapping of a memfd: pages are given back with
+    /// `MADV_REMOVE`, which frees them in the file (for every process that
+    /// maps it). Heap memory (tests, models) is zeroed instead, which is
+    /// what a reader of a released page would see.
+    #[cfg(not(loom))]
+    file: bool,
 }
 
 // SAFETY: DataArea is a pointer into a mapping kept alive by the owner of the
@@ -31,7 +37,25 @@ impl DataArea {
     /// of the returned value.
     #[cfg(not(loom))]
     pub(crate) unsafe fn new(base: *mut u8, len: usize) -> Self {
-        DataArea { base, len }
+        DataArea {
+            base,
+            len,
+            file: false,
+        }
+    }
+
+    /// As `new`, for a shared mapping of a memfd (see `release`).
+    ///
+    /// # Safety
+    /// As `new`; and `base..base+len` is part of a `MAP_SHARED` mapping
+    /// of a memfd.
+    #[cfg(not(loom))]
+    pub(crate) unsafe fn new_file(base: *mut u8, len: usize) -> Self {
+        DataArea {
+            base,
+            len,
+            file: true,
+        }
     }
 
     /// # Safety
@@ -72,6 +96,61 @@ impl DataArea {
         for (i, b) in src.iter().enumerate() {
             // SAFETY: index is in bounds (checked above); the cells outlive self.
             unsafe { (*self.cells.add(offset + i)).with_mut(|p| *p = *b) };
+        }
+    }
+
+    /// Gives the memory of `offset..offset + len` back to the kernel: in a
+    /// memfd mapping, the whole pages inside the range (`MADV_REMOVE`: the
+    /// file's pages are freed, and read as zeros afterwards; the pages at
+    /// the range's edges may hold bytes of neighbours, so stay); in heap
+    /// memory, the bytes are zeroed. Returns the bytes given back. The
+    /// caller guarantees no one may be reading the range (see
+    /// `Placed::give_back`); a failing madvise gives back nothing.
+    pub(crate) fn release(&self, offset: usize, len: usize) -> usize {
+        let Some(end) = offset.checked_add(len) else {
+            return 0;
+        };
+        if end > self.len || len == 0 {
+            return 0;
+        }
+        #[cfg(not(loom))]
+        {
+            if !self.file {
+                // SAFETY: offset..end is inside the area (checked above);
+                // raw writes form no reference.
+                unsafe { core::ptr::write_bytes(self.base.add(offset), 0, len) };
+                return len;
+            }
+            let page = rustix::param::page_size();
+            let from = (self.base as usize + offset).next_multiple_of(page);
+            let to = (self.base as usize + end) / page * page;
+            if to <= from {
+                return 0;
+            }
+            // SAFETY: from..to is a page-aligned range inside our shared
+            // mapping of the memfd (inside offset..end, checked above);
+            // MADV_REMOVE only drops its pages, which then read as zeros.
+            // No Rust reference covers the data area.
+            match unsafe {
+                rustix::mm::madvise(
+                    from as *mut core::ffi::c_void,
+                    to - from,
+                    rustix::mm::Advice::LinuxRemove,
+                )
+            } {
+                Ok(()) => to - from,
+                Err(_) => 0,
+            }
+        }
+        #[cfg(loom)]
+        {
+            for i in offset..end {
+                // SAFETY: index is in bounds (checked above); the cells
+                // outlive self. A write, so loom flags a reader of the
+                // range that the protocol did not order before it.
+                unsafe { (*self.cells.add(i)).with_mut(|p| *p = 0) };
+            }
+            len
         }
     }
 

@@ -438,7 +438,7 @@ impl Segment {
         // SAFETY: the data area of channel c lies inside the mapping, which
         // `keep` below keeps alive as long as the channel.
         let data = unsafe {
-            DataArea::new(
+            DataArea::new_file(
                 self.at::<u8>(geo.data_offset(c)).as_ptr(),
                 geo.channel_bytes(),
             )

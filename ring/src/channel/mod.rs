@@ -43,6 +43,7 @@
 mod consumer;
 mod cursor;
 pub mod notify;
+mod placed;
 mod producer;
 mod room;
 

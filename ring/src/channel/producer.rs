@@ -4,9 +4,10 @@ use super::cursor::{Fill, Source};
 #[cfg(not(loom))]
 use super::cursor::{FnSource, Space};
 use super::notify::ProducerNotify;
+use super::placed::Placed;
 use super::RoomWaiter;
 use super::{Channel, WaitKind};
-use crate::layout::{BUSY, BUSY_WAITER, MAX_SEGMENTS, MIN_SEGMENTS};
+use crate::layout::{BUSY, BUSY_WAITER, MIN_SEGMENTS};
 use crate::sync::{fence, Ordering};
 use crate::wait::{Doorbell, WaitPolicy};
 use crate::RingError;
@@ -43,11 +44,13 @@ use std::sync::Arc;
 pub struct Producer {
     pub(super) ch: Channel,
     doorbell: Option<Arc<dyn Doorbell>>,
-    /// `head` as last seen, and its data segment (`slots[head % N]`): the
-    /// open segment without a load of `slots` per write. Private, so always
-    /// consistent; `head` itself is still loaded from shared memory on
-    /// every write (after a fork another process may have moved it).
-    at: SegAt,
+    /// Where this process put the segments in use, and which it wrote
+    /// (see [`Placed`]): the open segment's data segment without a load of
+    /// `slots` per write, a free one found in O(1) at an opening whatever
+    /// the peer writes, and the pages to give back. `head` itself is still
+    /// loaded from shared memory on every write: after a fork another
+    /// process may have moved it, and then the record is rebuilt.
+    placed: Placed,
     /// One past the highest data segment this producer opened: what it
     /// has touched of the data area (statistics; private, per process).
     touched: u32,
@@ -68,103 +71,75 @@ pub struct Producer {
 /// read writes lines that are in the reader's cache: measured 8 GB/s
 /// against 27 GB/s spread over 2 MiB). Capacity does not depend on it: a
 /// segment goes wherever one is free when all in the window are in use.
+///
+/// The window shrinks again when the stream stops being bulk: after
+/// [`SHRINK_AFTER`] openings in a row that showed neither sign (the reader
+/// had read all but the segment just filled, and more than `BULK_WRITES`
+/// writes filled it), it halves, and the pages of the segments left
+/// outside it go back to the kernel (see `Placed::give_back`). Why these
+/// signs: they are exactly the negation of the growth rule, so a stream
+/// the rule would not have grown for shrinks back to where it would have
+/// stayed. Why a run of them, and halving: one bulk opening regrows the
+/// window at once, and pages given back cost a page fault each when
+/// written again, so the window only shrinks once the stream has stayed
+/// calm for a while (eight segments' worth of small writes) and a stream
+/// that turns bulk again finds half its pages still there. Each shrink
+/// gives back at most what openings dirtied since the last, so its
+/// system calls are bounded by the openings (O(1) amortized). An idle
+/// connection makes no openings: `Producer::trim` is for it.
 #[derive(Clone, Copy)]
 struct Placement {
     window: u32,
     /// Write calls into the open segment so far.
     writes: u32,
+    /// Openings in a row that showed no sign of a bulk stream.
+    calm: u32,
 }
 
 /// A segment filled by at most this many write calls marks a bulk stream.
 const BULK_WRITES: u32 = 4;
 
-/// A sequence number and its data segment, once known.
-#[derive(Clone, Copy)]
-struct SegAt {
-    seq: u32,
-    idx: u32,
-    known: bool,
-}
+/// Calm openings in a row after which the window halves.
+const SHRINK_AFTER: u32 = 8;
 
-impl SegAt {
-    /// The data segment of `seq`, from the cache when it is the same
-    /// sequence number, else loaded from `slots` (and checked).
+impl Placement {
+    /// The opening of a segment: `bulk` as the stream showed. Returns the
+    /// window it shrank to, if it did.
     #[inline]
-    fn index(&mut self, ch: &Channel, seq: u32) -> Result<u32, RingError> {
-        if !self.known || seq != self.seq {
-            self.idx = ch.slot(seq)?;
-            self.seq = seq;
-            self.known = true;
+    fn at_opening(&mut self, n: u32, bulk: bool) -> Option<u32> {
+        if bulk {
+            self.calm = 0;
+            self.window = (self.window * 2).min(n);
+            return None;
         }
-        Ok(self.idx)
-    }
-
-    /// As `index`, without updating the cache, and lenient.
-    #[inline]
-    fn peek(&self, ch: &Channel, seq: u32) -> u32 {
-        if self.known && seq == self.seq {
-            self.idx
-        } else {
-            ch.slot_lenient(seq)
+        if self.window <= MIN_SEGMENTS {
+            return None;
         }
+        self.calm += 1;
+        if self.calm < SHRINK_AFTER {
+            return None;
+        }
+        self.calm = 0;
+        self.window = (self.window / 2).max(MIN_SEGMENTS);
+        Some(self.window)
     }
 }
 
-/// Where to open the segment after `head` (in data segment `cur`): the
-/// first data segment after `cur`, round the first `window`, that holds
-/// none of the sequence numbers `tail..=head`; past the window if all in it
-/// are in use (the window then grows to take it in). The caller checked
-/// `head - tail < N - 1`, so one is free unless `slots` was spoiled. Reads
-/// only our own `slots` entries: `head - tail + 1` loads once per segment
-/// opened, twice and a bit set when the next one round is in use.
-fn pick_slot(
-    ch: &Channel,
-    tail: u32,
-    head: u32,
-    cur: u32,
-    window: &mut u32,
-) -> Result<u32, RingError> {
-    let n = ch.geo.segment_count;
-    // The common case, without a bit set: the next one round the window is
-    // not among the segments in use.
-    let cand = cur.wrapping_add(1) % (*window).clamp(1, n);
-    let mut seq = tail;
-    let mut taken = false;
-    loop {
-        taken |= ch.slot(seq)? == cand;
-        if seq == head {
-            break;
-        }
-        seq = seq.wrapping_add(1);
+/// Rebuilds the private record of placement from `slots` when `head` is
+/// not where this process left it (see `Placed::sync`): the first
+/// write, or another process of this side wrote since (fork, exec).
+/// At most one per write call, of `head - tail + 1` loads.
+#[cold]
+fn resync(placed: &mut Placed, ch: &Channel, head: u32) -> Result<(), RingError> {
+    // SYNC POINT: Acquire as at an opening (`fill`). The `slots` words
+    // of `tail..=head` were stored before `head` by this process, or by
+    // one that shared this side under the side lock, which orders its
+    // stores before our loads.
+    let tail = ch.ctl().consumer.tail.load(Ordering::Acquire);
+    if head.wrapping_sub(tail) >= ch.geo.segment_count {
+        return Err(ch.corrupt("tail out of range"));
     }
-    if !taken {
-        return Ok(cand);
-    }
-    let mut busy = [0u64; (MAX_SEGMENTS as usize).div_ceil(64)];
-    let mut seq = tail;
-    loop {
-        let s = ch.slot(seq)? as usize;
-        busy[s / 64] |= 1 << (s % 64);
-        if seq == head {
-            break;
-        }
-        seq = seq.wrapping_add(1);
-    }
-    let is_busy = |i: u32| busy[i as usize / 64] & (1 << (i % 64)) != 0;
-    loop {
-        let w = (*window).clamp(1, n);
-        let start = cur.wrapping_add(1) % w;
-        for k in 0..w {
-            let i = (start + k) % w;
-            if !is_busy(i) {
-                return Ok(i);
-            }
-        }
-        if w == n {
-            return Err(ch.corrupt("segment slots collide"));
-        }
-        *window = (w * 2).min(n);
-    }
+    placed.sync(ch, tail, head)
 }
 
 impl Producer {
@@ -172,15 +147,12 @@ impl Producer {
         Producer {
             ch,
             doorbell: None,
-            at: SegAt {
-                seq: 0,
-                idx: 0,
-                known: false,
-            },
+            placed: Placed::default(),
             touched: 1,
             place: Placement {
                 window: MIN_SEGMENTS,
                 writes: 0,
+                calm: 0,
             },
         }
     }
@@ -230,6 +202,74 @@ impl Producer {
     /// never limits what can be written: all N segments are the ring.
     pub fn window(&self) -> u32 {
         self.place.window
+    }
+
+    /// How many data segments hold pages this producer wrote and has not
+    /// given back (private, per process; see [`trim`](Self::trim)).
+    pub fn segments_resident(&self) -> u32 {
+        self.placed.dirty_count()
+    }
+
+    /// Whether [`trim`](Self::trim) may have pages to give back: more than
+    /// the open segment was written since the last. One private load.
+    #[inline]
+    pub fn trim_pending(&self) -> bool {
+        self.placed.dirty_count() > 1
+    }
+
+    /// For a connection gone quiet: shrinks the placement window back to
+    /// [`MIN_SEGMENTS`] and gives the pages of every data segment this
+    /// producer wrote that holds no unread data back to the kernel
+    /// (`MADV_REMOVE` on the memfd: both processes' resident memory drops;
+    /// heap channels are zeroed). Segments still unread stay, for a later
+    /// trim; so does the open segment, which the next write appends to.
+    /// Returns the bytes given back. Costs one private load when there is
+    /// nothing to give back ([`trim_pending`](Self::trim_pending) is
+    /// false); else a load of `tail`, a scan of N / 64 words, and a system
+    /// call per run of neighbouring segments. Pages given back are faulted
+    /// in again (zeroed) when written: call it when the connection has
+    /// been quiet for a while, not after every exchange. Processes that
+    /// share this side after fork call it under [`lock_side`](Self::lock_side).
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry};
+    ///
+    /// let (mut tx, mut rx) = heap_channel(Geometry::new(8, 64)?);
+    /// let mut buf = [0u8; 512];
+    /// tx.write(&[2; 448])?; // a bulk write: the window grows to 8
+    /// rx.read(&mut buf)?;
+    /// assert_eq!((tx.window(), tx.segments_resident()), (8, 7));
+    /// assert_eq!(tx.trim()?, 6 * 64); // all but the open segment
+    /// assert_eq!((tx.window(), tx.segments_resident()), (2, 1));
+    /// tx.write(b"after")?;
+    /// assert_eq!(rx.read(&mut buf)?, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn trim(&mut self) -> Result<usize, RingError> {
+        if !self.trim_pending() {
+            return Ok(0);
+        }
+        let ch = &self.ch;
+        let head = ch.ctl().producer.head.load(Ordering::Relaxed);
+        if !self.placed.current(head) {
+            resync(&mut self.placed, ch, head)?;
+        }
+        // SYNC POINT: Acquire pairs with the consumer's Release store of
+        // `tail` (`hand_back`), made after its last read of each segment
+        // before `tail`: those reads happen before `give_back` drops the
+        // segments' pages. A segment it could still read is one of
+        // `tail..=head`, in use in our record, and never given back; a
+        // segment it is handed later is one we open (and write) after
+        // this, before the `head` that tells of it. A consumer that breaks
+        // the protocol (reads a segment it handed back) reads zeros.
+        let tail = ch.ctl().consumer.tail.load(Ordering::Acquire);
+        if head.wrapping_sub(tail) >= ch.geo.segment_count {
+            return Err(ch.corrupt("tail out of range"));
+        }
+        self.placed.advance(ch, tail)?;
+        self.place.window = MIN_SEGMENTS;
+        self.place.calm = 0;
+        Ok(self.placed.give_back(ch, 0))
     }
 
     /// Writes as much of `buf` as fits without blocking; `WouldBlock` if
@@ -403,7 +443,10 @@ impl Producer {
         }
         let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
         let mut head = ctl.producer.head.load(Ordering::Relaxed);
-        let mut idx = self.at.index(ch, head)?;
+        if !self.placed.current(head) {
+            resync(&mut self.placed, ch, head)?;
+        }
+        let mut idx = self.placed.idx(head);
         let mut end = ch.seg_at(idx).end.load(Ordering::Relaxed);
         if end > s {
             return Err(ch.corrupt("producer end beyond segment"));
@@ -437,20 +480,20 @@ impl Producer {
                 if used + 1 >= n {
                     break; // every segment holds unread data
                 }
+                // SYNC POINT: the segments `tail` passed are free: the
+                // consumer's reads of them happen before this point (the
+                // Acquire above), so they may be reused, and given back.
+                self.placed.advance(ch, tail)?;
                 let next = head.wrapping_add(1);
-                if self.place.window < n {
-                    // The reader lags if a segment before the one just
-                    // filled still holds unread bytes (`begin` is the
-                    // reader's and may be anything: it only steers where we
-                    // write).
-                    let lag = used > 1
-                        || (used == 1
-                            && ch.begin_at(ch.slot_lenient(tail)).load(Ordering::Relaxed) < s);
-                    if lag || self.place.writes <= BULK_WRITES {
-                        self.place.window = (self.place.window * 2).min(n);
-                    }
-                }
-                idx = pick_slot(ch, tail, head, idx, &mut self.place.window)?;
+                // The reader lags if a segment before the one just filled
+                // still holds unread bytes (`begin` is the reader's and may
+                // be anything: it only steers where we write).
+                let lag = used > 1
+                    || (used == 1
+                        && ch.begin_at(self.placed.idx(tail)).load(Ordering::Relaxed) < s);
+                let bulk = lag || self.place.writes <= BULK_WRITES;
+                let shrunk = self.place.at_opening(n, bulk);
+                idx = self.placed.pick(ch, idx, &mut self.place.window)?;
                 self.place.writes = 1;
                 // SYNC POINT: Relaxed, before the Release store of `head =
                 // next` below: a consumer that Acquire-loads that `head` and
@@ -458,12 +501,15 @@ impl Producer {
                 // next store here is for `next + N`, made only once `tail`
                 // has passed `next`, after the consumer is done with it.
                 ch.slot_word(next).store(idx, Ordering::Relaxed);
-                self.at = SegAt {
-                    seq: next,
-                    idx,
-                    known: true,
-                };
+                self.placed.open(next, idx);
                 self.touched = self.touched.max(idx + 1);
+                if !bulk && self.placed.dirty_count() > self.place.window {
+                    // Calm, with pages outside the window (it shrank now or
+                    // before, and a segment out there was still in use
+                    // then): give back those that are free.
+                    let from = shrunk.unwrap_or(self.place.window);
+                    self.placed.give_back(ch, from);
+                }
                 let seg = ch.seg_at(idx);
                 seg.last.store(0, Ordering::Relaxed);
                 seg.end.store(0, Ordering::Relaxed);
@@ -532,10 +578,12 @@ impl Producer {
     pub fn fits(&self, len: usize) -> bool {
         let ch = &self.ch;
         let head = ch.ctl().producer.head.load(Ordering::Relaxed);
-        let end = ch
-            .seg_at(self.at.peek(ch, head))
-            .end
-            .load(Ordering::Relaxed);
+        let idx = if self.placed.current(head) {
+            self.placed.idx(head)
+        } else {
+            ch.slot_lenient(head)
+        };
+        let end = ch.seg_at(idx).end.load(Ordering::Relaxed);
         let s = ch.geo.segment_bytes;
         if end <= s && (s - end) as usize >= len {
             return true;
@@ -676,7 +724,7 @@ impl Producer {
         RoomWaiter(Producer {
             ch: self.ch.clone(),
             doorbell: self.doorbell.clone(),
-            at: self.at,
+            placed: Placed::default(),
             touched: self.touched,
             place: self.place,
         })
