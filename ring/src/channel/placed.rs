@@ -98,7 +98,7 @@ impl Placed {
             self.dirty_count = 1;
         } else {
             self.dirty.fill(!0);
-            if n % 64 != 0 {
+            if !n.is_multiple_of(64) {
                 self.dirty[words - 1] = (1 << (n % 64)) - 1;
             }
             self.dirty_count = n;
