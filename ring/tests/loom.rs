@@ -234,3 +234,45 @@ fn a_reader_that_lowered_its_flag_gets_no_ring_for_data_it_read() {
         );
     });
 }
+
+/// A trim gives back the pages of the segments the reader handed back
+/// while the reader reads the next ones (decision 26): the give-back is a
+/// write of zeros to the bytes under loom, so the model fails if any
+/// segment the reader may still read is given back (a read not ordered
+/// before the zeroing), and the reader checks every byte it gets.
+#[test]
+fn trim_gives_back_only_what_the_reader_handed_back() {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(3);
+    b.check(|| {
+        let (mut p, mut c) = heap_channel(Geometry::new(4, 64).unwrap());
+        // One bulk write over three segments (the window grows to 4), the
+        // first of them read and handed back.
+        let data: Vec<u8> = (0..192).map(byte).collect();
+        assert_eq!(p.write(&data).unwrap(), 192);
+        let mut buf = [0u8; 128];
+        assert_eq!(c.read(&mut buf[..64]).unwrap(), 64);
+        assert_eq!(p.window(), 4);
+        let t = thread::spawn(move || {
+            p.trim().unwrap();
+            assert_eq!(p.window(), 2);
+            let more: Vec<u8> = (192..256).map(byte).collect();
+            p.write_all(&more, &WaitPolicy::blocking()).unwrap();
+            p.close();
+        });
+        let mut got = 64;
+        let policy = WaitPolicy::blocking();
+        loop {
+            let k = c.read_blocking(&mut buf, &policy).unwrap();
+            if k == 0 {
+                break;
+            }
+            for (i, b) in buf[..k].iter().enumerate() {
+                assert_eq!(*b, byte(got + i));
+            }
+            got += k;
+        }
+        assert_eq!(got, 256);
+        t.join().unwrap();
+    });
+}
