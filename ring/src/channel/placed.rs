@@ -65,9 +65,10 @@ impl Placed {
     /// (`head - tail < N` checked by the caller): `head - tail + 1` loads,
     /// once per change of hands. Two sequence numbers in one data segment
     /// mean the words were spoiled: the connection is corrupt. What was
-    /// written before is unknown, so every data segment counts as dirty
-    /// (giving back pages never touched costs a system call, nothing else)
-    /// unless `head` is 0: then only the first segment was ever opened.
+    /// written before is unknown (a segment reused from a pool keeps the
+    /// pages of its last connection, whatever `head` says), so every data
+    /// segment counts as dirty: giving back pages never touched costs a
+    /// system call, nothing else.
     pub(super) fn sync(&mut self, ch: &Channel, tail: u32, head: u32) -> Result<(), RingError> {
         let n = ch.geo.segment_count;
         let words = (n as usize).div_ceil(64);
@@ -91,18 +92,11 @@ impl Placed {
             }
             seq = seq.wrapping_add(1);
         }
-        if head == 0 {
-            self.dirty.fill(0);
-            let i = self.idx(0);
-            self.dirty[i as usize / 64] = 1 << (i % 64);
-            self.dirty_count = 1;
-        } else {
-            self.dirty.fill(!0);
-            if !n.is_multiple_of(64) {
-                self.dirty[words - 1] = (1 << (n % 64)) - 1;
-            }
-            self.dirty_count = n;
+        self.dirty.fill(!0);
+        if !n.is_multiple_of(64) {
+            self.dirty[words - 1] = (1 << (n % 64)) - 1;
         }
+        self.dirty_count = n;
         (self.tail, self.head, self.known) = (tail, head, true);
         Ok(())
     }
