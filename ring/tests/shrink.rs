@@ -173,11 +173,9 @@ fn trim_gives_back_the_pages_of_a_finished_burst() {
     while sent < 3 << 19 {
         sent += p.write(&pattern(sent, (3 << 19) - sent)).unwrap();
     }
-    assert_eq!(
-        p.trim().unwrap(),
-        0,
-        "all written segments hold unread bytes"
-    );
+    // The 24 written hold unread bytes; the 8 never written count as
+    // written before the first trim (the producer cannot know).
+    assert_eq!(p.trim().unwrap() as u64, 8 * s);
     let queued = allocated(&fd);
     assert!(queued >= 3 << 19, "{queued}");
     while got < sent {
