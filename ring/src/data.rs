@@ -99,6 +99,18 @@ impl DataArea {
         }
     }
 
+    /// Whether `release` may run: not in a process that restricted its
+    /// system calls (a seccomp filter would kill it for `madvise`).
+    #[inline]
+    pub(crate) fn can_release(&self) -> bool {
+        #[cfg(not(loom))]
+        {
+            !self.file || !crate::restrict::syscalls_restricted()
+        }
+        #[cfg(loom)]
+        true
+    }
+
     /// Gives the memory of `offset..offset + len` back to the kernel: in a
     /// memfd mapping, the whole pages inside the range (`MADV_REMOVE`: the
     /// file's pages are freed, and read as zeros afterwards; the pages at
@@ -110,7 +122,7 @@ impl DataArea {
         let Some(end) = offset.checked_add(len) else {
             return 0;
         };
-        if end > self.len || len == 0 {
+        if end > self.len || len == 0 || !self.can_release() {
             return 0;
         }
         #[cfg(not(loom))]

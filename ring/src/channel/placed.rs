@@ -183,7 +183,11 @@ impl Placed {
     /// neighbours in one call; returns the bytes given back. O(N / 64) plus
     /// a system call per run; each segment is given back at most once per
     /// opening that dirtied it.
+    /// Nothing, in a process that restricted its system calls.
     pub(super) fn give_back(&mut self, ch: &Channel, from: u32) -> usize {
+        if !ch.data.can_release() {
+            return 0;
+        }
         let n = ch.geo.segment_count;
         let s = ch.geo.segment_bytes as usize;
         let mut given = 0;

@@ -15,7 +15,8 @@
 //! - `ready`: readiness for poll/select/epoll: lazy and eager readers,
 //!   waiters and takers, edge-triggered registration;
 //! - `pacing`: the spinning, watching and gathering heuristics;
-//! - `exec`: what fork and exec share (the fork generation, the carrier).
+//! - `exec`: what fork and exec share (the fork generation, the carrier);
+//! - `trim`: giving back the pages of a send ring gone quiet.
 #![forbid(unsafe_code)]
 
 mod connect;
@@ -28,6 +29,7 @@ pub(crate) use ready::{Deferral, Unarmed};
 mod recv;
 mod send;
 mod settle;
+mod trim;
 
 pub(crate) use doorbell::Bell;
 pub(crate) use send::FastSend;
@@ -386,6 +388,7 @@ impl Drop for Connection {
         }
         drop(rx);
         if let Some(ticket) = self.pool_ticket {
+            self.trim_for_pool();
             let memfd = self.exec.carry.get_mut().memfd.take();
             pool::put(self.seg.share(), ticket, memfd);
         }

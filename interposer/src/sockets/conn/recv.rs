@@ -246,6 +246,8 @@ struct Call<'fd> {
     woken: bool,
     /// A sleep of this call took the doorbell byte it woke on.
     took: bool,
+    /// Sleeps cut short to give back the send ring's pages (`trim`).
+    trims: u32,
 }
 
 impl<'fd> Call<'fd> {
@@ -265,6 +267,7 @@ impl<'fd> Call<'fd> {
             hung_up: false,
             woken: false,
             took: false,
+            trims: 0,
         }
     }
 
@@ -515,8 +518,15 @@ impl Connection {
         let d = *call
             .deadline
             .get_or_insert_with(|| deadline_after(self.opts.timeout(libc::SO_RCVTIMEO)));
-        let left = time_left(d).map_err(End::Short)?;
+        let mut left = time_left(d).map_err(End::Short)?;
         call.woken = true;
+        // Our send ring has pages to give back: sleep at most a while
+        // first (a wake-up like a slice's), then trim if it stayed quiet.
+        let trim = self.trim_after(call.trims);
+        if let Some((cap, _)) = &trim {
+            left = Some(left.map_or(*cap, |l| l.min(*cap)));
+            call.trims += 1;
+        }
         let mut sliced = false;
         let woke = if let Some(taker) = taker {
             call.took = true;
@@ -536,16 +546,23 @@ impl Connection {
             };
             self.bell.wait(call.fd, left)
         };
+        let trim_cut = trim.is_some();
+        if let Some((_, t)) = trim {
+            self.trim_if_quiet(t);
+        }
         match woke {
             Ok(Woke::Rung) => Ok(()),
             Ok(Woke::HungUp) => {
                 call.hung_up = true;
                 Ok(())
             }
-            // Our own slicing turned a restartable wait into a timed one:
+            // Our own slicing (or a cut for trimming) turned a restartable
+            // wait into a timed one:
             // restart it as the kernel would have.
             Err(Errno::INTR)
-                if sliced && d.is_none() && crate::platform::sys::interrupted_call_restarts() =>
+                if (sliced || trim_cut)
+                    && d.is_none()
+                    && crate::platform::sys::interrupted_call_restarts() =>
             {
                 Ok(())
             }

@@ -1,0 +1,88 @@
+//! Giving back the pages of a send ring gone quiet (docs/decisions.md,
+//! decision 26). The ring shrinks its placement window by itself while
+//! writes go on; a connection whose last traffic was a bulk burst makes
+//! no more writes, so its pages stay until someone calls
+//! `Producer::trim`. That someone is this process, at moments it has
+//! anyway, never by a scan of its connections: a blocking recv about to
+//! sleep on a connection whose send ring holds pages to give back sleeps
+//! at most `QUIET` first, and trims if nothing was written meanwhile; the
+//! last close trims before the segment goes to the pool. A process that
+//! waits in poll/epoll and never calls recv on the connection keeps the
+//! pages until it does (or closes).
+#![forbid(unsafe_code)]
+
+use std::time::{Duration, Instant};
+
+use super::Connection;
+
+/// How long our direction must have been quiet (no write) before its
+/// pages go back. Pages given back cost a page fault each when written
+/// again, so not after every exchange: a burst answered within this
+/// keeps its pages; one answered later pays at most a few hundred
+/// microseconds of faults per `QUIET` of idleness.
+const QUIET: Duration = Duration::from_millis(50);
+
+/// The longest a sleep is cut to, doubling from `QUIET` while the reader
+/// has not caught up (its unread segments cannot go back yet).
+const QUIET_MAX: Duration = Duration::from_secs(2);
+
+/// A sleep cut short to trim after it: when it began, and how much was
+/// written into our ring then.
+pub(super) struct TrimAfter {
+    start: Instant,
+    written: u64,
+}
+
+impl Connection {
+    /// Before a blocking recv sleeps (the `tries`-th time in this call):
+    /// if the send ring has pages to give back, the longest to sleep, and
+    /// what `trim_if_quiet` compares after. One private load when there is
+    /// nothing to give back; nothing at all in a sandbox (no madvise).
+    pub(super) fn trim_after(&self, tries: u32) -> Option<(Duration, TrimAfter)> {
+        if crate::platform::sandbox::active() {
+            return None;
+        }
+        let tx = self.tx.try_lock()?;
+        if !tx.trim_pending() {
+            return None;
+        }
+        let written = tx.written_total();
+        drop(tx);
+        let cap = QUIET.saturating_mul(1 << tries.min(6)).min(QUIET_MAX);
+        Some((
+            cap,
+            TrimAfter {
+                start: Instant::now(),
+                written,
+            },
+        ))
+    }
+
+    /// After that sleep: gives the send ring's free pages back if it
+    /// lasted `QUIET` and nothing was written into the ring meanwhile (by
+    /// any thread or process of this side).
+    pub(super) fn trim_if_quiet(&self, t: TrimAfter) {
+        if t.start.elapsed() < QUIET {
+            return;
+        }
+        let Some(mut tx) = self.tx.try_lock() else {
+            return;
+        };
+        let _side = self.shared().then(|| tx.lock_side());
+        if tx.written_total() != t.written {
+            return;
+        }
+        // An error is the ring's (corruption, reset): the next data call
+        // reports it.
+        let _ = tx.trim();
+    }
+
+    /// The last close, before the segment goes to the pool: what the peer
+    /// has read goes back now (its unread bytes stay; so do the peer's
+    /// pages, which its own close gives back).
+    pub(super) fn trim_for_pool(&mut self) {
+        if !crate::platform::sandbox::active() {
+            let _ = self.tx.get_mut().trim();
+        }
+    }
+}
