@@ -2,8 +2,9 @@
 //! streamed a bulk burst and went quiet give their ring pages back, so
 //! the shared memory both processes keep resident drops to a bound per
 //! connection (the open segment of each direction and the control pages),
-//! without either process touching the connection again except the
-//! server's blocking recv waiting for the next request.
+//! without either process touching the connection again: the server
+//! waits for the next request in a blocking recv per connection, or in
+//! epoll_wait on them all.
 //!
 //! Addresses: the test's own `Net::emulated` (its /24 of the emulated
 //! network, `SHMNET_FALLBACK=never`, a private SHMNET_DIR).
@@ -19,11 +20,13 @@ const CONNS: usize = 4;
 const BURST: usize = 4 << 20;
 
 /// Server: accepts `CONNS` connections; a thread per connection sends a
-/// 4 MiB burst, then waits in a blocking recv for the client's last word.
+/// 4 MiB burst, then waits for the client's last word: in a blocking recv
+/// (`recv`), or (`epoll`) the main thread waits in epoll_wait on all the
+/// connections once every burst went out.
 const SERVER: &str = r#"
-import hashlib, os, socket, threading, signal
+import hashlib, os, select, socket, threading, signal
 signal.alarm(60)
-host, port, conns, burst = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+host, port, conns, burst, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 l = socket.socket()
 l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 l.bind((host, port))
@@ -34,17 +37,30 @@ def serve(c, i):
     data = hashlib.sha256(str(i).encode()).digest() * (burst // 32)
     c.sendall(data)
     print('sent', i, hashlib.sha256(data).hexdigest(), flush=True)
-    if c.recv(1) != b'b':
-        sys.exit('no last word')
-    c.close()
-ts = []
+    if mode == 'recv':
+        if c.recv(1) != b'b':
+            sys.exit('no last word')
+        c.close()
+ts, cs = [], []
 for i in range(conns):
     c, _ = l.accept()
+    cs.append(c)
     t = threading.Thread(target=serve, args=(c, i))
     t.start()
     ts.append(t)
 for t in ts:
     t.join()
+if mode == 'epoll':
+    ep = select.epoll()
+    for c in cs:
+        ep.register(c.fileno(), select.EPOLLIN)
+    left = {c.fileno(): c for c in cs}
+    while left:
+        for fd, _ in ep.poll():
+            if left[fd].recv(1) != b'b':
+                sys.exit('no last word')
+            ep.unregister(fd)
+            left.pop(fd).close()
 print('done', flush=True)
 "#;
 
@@ -101,7 +117,7 @@ fn segment_rss(pid: &str) -> u64 {
     kib << 10
 }
 
-fn spawn(net: &Net, body: &str) -> Background {
+fn spawn(net: &Net, body: &str, mode: &str) -> Background {
     let mut cmd = py(
         body,
         &[
@@ -109,6 +125,7 @@ fn spawn(net: &Net, body: &str) -> Background {
             &net.port_str(),
             &CONNS.to_string(),
             &BURST.to_string(),
+            mode,
         ],
     );
     net.env(&mut cmd);
@@ -120,10 +137,9 @@ fn spawn(net: &Net, body: &str) -> Background {
 /// memory in both processes drops to at most 256 KiB per connection (the
 /// open segment of 64 KiB per direction, control pages; not the 2 MiB
 /// the burst left). A bound after a generous wait, not a timing.
-#[test]
-fn a_quiet_connection_gives_back_its_burst() {
-    let net = Net::emulated("memory-burst");
-    let mut server = spawn(&net, SERVER);
+fn a_quiet_connection_gives_back_its_burst(mode: &str) {
+    let net = Net::emulated(&format!("memory-burst-{mode}"));
+    let mut server = spawn(&net, SERVER, mode);
     server.expect("listening");
     let spid = server
         .expect("pid")
@@ -131,7 +147,7 @@ fn a_quiet_connection_gives_back_its_burst() {
         .nth(1)
         .unwrap()
         .to_string();
-    let mut client = spawn(&net, CLIENT);
+    let mut client = spawn(&net, CLIENT, mode);
     let cpid = client
         .expect("pid")
         .split_whitespace()
@@ -162,7 +178,7 @@ fn a_quiet_connection_gives_back_its_burst() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    println!("resident segment memory: server {s} B, client {c} B ({CONNS} connections)");
+    println!("{mode}: resident segment memory: server {s} B, client {c} B ({CONNS} connections)");
     assert!(
         s <= bound && c <= bound,
         "server {s} B, client {c} B resident after the bursts (bound {bound} B)"
@@ -172,4 +188,16 @@ fn a_quiet_connection_gives_back_its_burst() {
     client.finish_clean();
     server.expect("done");
     server.finish_clean();
+}
+
+/// The server waits in a blocking recv on each connection.
+#[test]
+fn a_quiet_connection_gives_back_its_burst_to_a_blocked_reader() {
+    a_quiet_connection_gives_back_its_burst("recv");
+}
+
+/// The server waits in epoll_wait on all of them (`sockets::quiet`).
+#[test]
+fn a_quiet_connection_gives_back_its_burst_to_an_event_loop() {
+    a_quiet_connection_gives_back_its_burst("epoll");
 }

@@ -91,6 +91,7 @@ extern "C" fn child() {
     crate::transport::pool::after_fork_child();
     crate::sockets::readiness::after_fork_child();
     crate::sockets::carry::after_fork_child();
+    crate::sockets::quiet::after_fork_child();
 }
 
 /// setns(2)/unshare(2): passed through; what the library learnt about the

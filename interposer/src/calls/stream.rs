@@ -63,7 +63,10 @@ fn send_slices(fd: c_int, flags: c_int, bufs: &[IoSlice<'_>]) -> Action<ssize_t>
         return Action::Fail(libc::ENOTCONN);
     };
     match conn.send_rest(bufs, flags, sent) {
-        Ok(n) => Action::Done(n as ssize_t),
+        Ok(n) => {
+            sock.queue_for_trim();
+            Action::Done(n as ssize_t)
+        }
         Err(Errno::PIPE) => {
             if flags & libc::MSG_NOSIGNAL == 0 {
                 sys::raise_sigpipe();
@@ -275,6 +278,7 @@ pub(crate) fn sendfile(
     if let Some(p) = pos {
         offset.put(p);
     }
+    sock.queue_for_trim();
     Action::Done(sent as ssize_t)
 }
 

@@ -11,6 +11,7 @@ pub(crate) mod carry;
 pub(crate) mod conn;
 pub(crate) mod listener;
 pub(crate) mod options_store;
+pub(crate) mod quiet;
 pub(crate) mod readiness;
 pub(crate) mod registry;
 pub(crate) mod socket;

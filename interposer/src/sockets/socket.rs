@@ -29,7 +29,31 @@ pub(crate) enum Socket {
     Stream(Connection),
 }
 
+impl crate::sockets::quiet::Trim for Socket {
+    fn trim_quiet(&self, written: u64) -> crate::sockets::quiet::Quiet {
+        match self {
+            Socket::Stream(c) => c.trim_quiet(written),
+            _ => crate::sockets::quiet::Quiet::Done,
+        }
+    }
+}
+
 impl Socket {
+    /// After a send on a connection: queue it with `quiet` if its send
+    /// ring holds pages to give back once it goes quiet.
+    pub(crate) fn queue_for_trim(self: &std::sync::Arc<Self>) {
+        let Socket::Stream(c) = &**self else {
+            return;
+        };
+        if let Some(written) = c.queue_for_trim() {
+            let weak: std::sync::Weak<dyn crate::sockets::quiet::Trim> =
+                std::sync::Arc::downgrade(self) as _;
+            if !crate::sockets::quiet::enqueue(weak, written) {
+                c.not_queued();
+            }
+        }
+    }
+
     /// In a forked child (single-threaded, after the registry lock was
     /// reset): a lock held by a parent thread at the fork would stay locked
     /// forever here. The ring state such a thread was changing is shared

@@ -14,7 +14,9 @@
 //! handler that interrupts them and uses an emulated socket gets EIO, as
 //! everywhere in the library); the sleep in the kernel does not.
 //!
-//! This module knows no socket: `socket` depends on it, not the reverse.
+//! This module knows no socket: `socket` depends on it, not the reverse
+//! (connections queued to give back pages reach it through `quiet`, which
+//! knows none either).
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
@@ -26,6 +28,7 @@ use libc::{timespec, timeval};
 use crate::platform::real::Action;
 use crate::platform::sys::SigMask;
 use crate::platform::{guard, sys};
+use crate::sockets::quiet;
 
 /// The longest sleep while a reader of ours may take the byte a waiter
 /// needs (see `calls::iomux`).
@@ -303,12 +306,30 @@ fn spin(limit: Limit, worth: bool, set: &mut impl WaitSet) -> Spun {
 /// The wait: answer at once if the set's look found readiness, else spin,
 /// then sleep in the kernel; an answer the set takes back, or an empty one
 /// that does not stand, makes it look again and wait on.
+/// `limit`, or the time the first connection queued with `quiet` is due
+/// if sooner (and whether it is): the sleep ends then, the due ones are
+/// visited, and the wait goes on (decision 26). One relaxed load when the
+/// queue is empty.
+fn cut_for_quiet(limit: Limit) -> (Limit, bool) {
+    let Some(d) = quiet::due_in() else {
+        return (limit, false);
+    };
+    let at = Instant::now() + d;
+    match limit {
+        Limit::Until(t) if t <= at => (limit, false),
+        _ => (Limit::Until(at), true),
+    }
+}
+
 pub(crate) fn wait(
     set: &mut impl WaitSet,
     limit: Limit,
     mask: Option<SigMask<'_>>,
 ) -> Action<c_int> {
     let mut first = true;
+    if quiet::due_in().is_some_and(|d| d.is_zero()) {
+        quiet::run();
+    }
     loop {
         if !set.found() && first {
             first = false;
@@ -327,15 +348,18 @@ pub(crate) fn wait(
             set.after_sleep();
             return answer;
         }
-        let sliced = limit.sliced(set.sliced());
+        let (sliced, cut) = cut_for_quiet(limit.sliced(set.sliced()));
         let n = guard::suspended(|| set.real(Some(sliced), mask));
         set.after_sleep();
         if n < 0 {
             return Action::Raw(n);
         }
         let n = set.filter(n);
-        if n > 0 || limit.now() || set.empty_stands() {
+        if n > 0 || limit.now() || (set.empty_stands() && !cut) {
             return Action::Done(n);
+        }
+        if cut {
+            quiet::run();
         }
         // Nothing after all (bytes of data already read, or a slice ran
         // out): look again, and wait on.

@@ -100,6 +100,9 @@ pub(crate) struct Connection {
     pub opts: Options,
     /// How to keep the segment for reuse once this connection is gone.
     pool_ticket: Option<pool::Ticket>,
+    /// Queued with `sockets::quiet` to give back its send ring's pages
+    /// (`trim`).
+    trim_queued: AtomicBool,
 }
 
 /// What a failed data call turns into.
@@ -201,6 +204,7 @@ impl Connection {
             atomic_send: (ring_bytes / 2).min(64 << 10),
             opts: Options::default(),
             pool_ticket,
+            trim_queued: AtomicBool::new(false),
         };
         // The acceptor's receive half is ready at once; the connector's once
         // the acceptor initialised its direction (see `receiver`).

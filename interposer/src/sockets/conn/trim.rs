@@ -3,28 +3,27 @@
 //! writes go on; a connection whose last traffic was a bulk burst makes
 //! no more writes, so its pages stay until someone calls
 //! `Producer::trim`. That someone is this process, at moments it has
-//! anyway, never by a scan of its connections: a blocking recv about to
-//! sleep on a connection whose send ring holds pages to give back sleeps
-//! at most `QUIET` first, and trims if nothing was written meanwhile; the
-//! last close trims before the segment goes to the pool. A process that
-//! waits in poll/epoll and never calls recv on the connection keeps the
-//! pages until it does (or closes).
+//! anyway, never by a scan of its connections:
+//!
+//! - a blocking recv about to sleep on a connection whose send ring holds
+//!   pages to give back sleeps at most `QUIET` first, and trims if
+//!   nothing was written meanwhile;
+//! - a send that leaves such pages queues the connection once
+//!   (`queue_for_trim`) with `sockets::quiet`, which poll, select and
+//!   epoll_wait visit when it is due (`trim_quiet`);
+//! - the last close trims before the segment goes to the pool.
+//!
+//! Why `QUIET` (50 ms): pages given back cost a page fault each when
+//! written again, so not after every exchange: a burst answered within
+//! it keeps its pages; one answered later pays at most a few hundred
+//! microseconds of faults (2 MiB) per `QUIET` of idleness.
 #![forbid(unsafe_code)]
 
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Connection;
-
-/// How long our direction must have been quiet (no write) before its
-/// pages go back. Pages given back cost a page fault each when written
-/// again, so not after every exchange: a burst answered within this
-/// keeps its pages; one answered later pays at most a few hundred
-/// microseconds of faults per `QUIET` of idleness.
-const QUIET: Duration = Duration::from_millis(50);
-
-/// The longest a sleep is cut to, doubling from `QUIET` while the reader
-/// has not caught up (its unread segments cannot go back yet).
-const QUIET_MAX: Duration = Duration::from_secs(2);
+use crate::sockets::quiet::{Quiet, QUIET, QUIET_MAX};
 
 /// A sleep cut short to trim after it: when it began, and how much was
 /// written into our ring then.
@@ -75,6 +74,52 @@ impl Connection {
         // An error is the ring's (corruption, reset): the next data call
         // reports it.
         let _ = tx.trim();
+    }
+
+    /// After a send: if the send ring holds pages beyond the open segment
+    /// and the connection is not queued yet, marks it queued and returns
+    /// the bytes written so far (for `sockets::quiet::enqueue`). A flag
+    /// load when queued already; nothing shared or sandboxed.
+    pub(crate) fn queue_for_trim(&self) -> Option<u64> {
+        if self.trim_queued.load(Ordering::Relaxed)
+            || self.shared()
+            || crate::platform::sandbox::active()
+        {
+            return None;
+        }
+        let tx = self.tx.try_lock()?;
+        if !tx.trim_pending() || self.trim_queued.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        Some(tx.written_total())
+    }
+
+    /// `sockets::quiet` could not take it: not queued after all.
+    pub(crate) fn not_queued(&self) {
+        self.trim_queued.store(false, Ordering::Relaxed);
+    }
+
+    /// A visit from `sockets::quiet`: trims if nothing was written since
+    /// `written`. Leaves the queue (`Done`) under the send lock, so a
+    /// send after it finds the flag down and queues the connection again.
+    pub(crate) fn trim_quiet(&self, written: u64) -> Quiet {
+        let Some(mut tx) = self.tx.try_lock() else {
+            return Quiet::Active(written); // a writer right now
+        };
+        if self.shared() || crate::platform::sandbox::active() {
+            self.trim_queued.store(false, Ordering::Relaxed);
+            return Quiet::Done;
+        }
+        let now = tx.written_total();
+        if now != written {
+            return Quiet::Active(now);
+        }
+        let _ = tx.trim();
+        if tx.trim_pending() {
+            return Quiet::Unread;
+        }
+        self.trim_queued.store(false, Ordering::Relaxed);
+        Quiet::Done
     }
 
     /// The last close, before the segment goes to the pool: what the peer
