@@ -251,6 +251,11 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let has = |f: &str| args.iter().any(|a| a == f);
     let demo = has("--demo");
+    // `--pairs`: only the one-thread 64-byte write + read loop.
+    if has("--pairs") {
+        pairs(1);
+        return;
+    }
     // `--opens` runs only the cost of segment openings (one thread).
     if has("--opens") {
         openings(if demo { 10 } else { 1 });
@@ -313,6 +318,24 @@ fn openings(scale: usize) {
             secs * 1e9 / (moved / s as usize) as f64
         );
     }
+    pairs(scale);
+}
+
+/// The write path itself, on one thread: a 64-byte write and its read,
+/// over and over (a segment opens every 1024), on the default ring.
+fn pairs(scale: usize) {
+    let (mut p, mut c) = shmnet_ring::heap_channel(Geometry::for_ring_bytes(2 << 20).unwrap());
+    let (msg, mut buf) = ([7u8; 64], [0u8; 64]);
+    let iters = 20_000_000 / scale;
+    let t = Instant::now();
+    for _ in 0..iters {
+        p.write(&msg).unwrap();
+        c.read(&mut buf).unwrap();
+    }
+    println!(
+        "\n64-byte write + read, one thread, 32 x 64 KiB: {:.1} ns per pair",
+        t.elapsed().as_secs_f64() * 1e9 / iters as f64
+    );
 }
 
 /// Streaming throughput by ring size: the evidence for SHMNET_RING_BYTES'

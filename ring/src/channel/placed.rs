@@ -22,6 +22,9 @@ pub(super) struct Placed {
     /// `tail` as last applied and `head` as last opened (or synced).
     tail: u32,
     head: u32,
+    /// `idx_of[head % N]`, the open segment's data segment: what every
+    /// write needs, without a division.
+    head_idx: u32,
     /// `idx_of[seq % N]`: the data segment of `seq`, for `tail..=head`.
     idx_of: Vec<u16>,
     /// Data segments holding one of `tail..=head` (exactly `head - tail + 1`
@@ -47,6 +50,12 @@ impl Placed {
     #[inline]
     pub(super) fn current(&self, head: u32) -> bool {
         self.known && head == self.head
+    }
+
+    /// The open segment's data segment (of a current record).
+    #[inline]
+    pub(super) fn head_idx(&self) -> u32 {
+        self.head_idx
     }
 
     /// The data segment of `seq`, which must be in `tail..=head` of a
@@ -97,6 +106,7 @@ impl Placed {
             self.dirty[words - 1] = (1 << (n % 64)) - 1;
         }
         self.dirty_count = n;
+        self.head_idx = self.idx(head);
         (self.tail, self.head, self.known) = (tail, head, true);
         Ok(())
     }
@@ -176,6 +186,7 @@ impl Placed {
             self.dirty_count += 1;
         }
         self.head = seq;
+        self.head_idx = idx;
     }
 
     /// Gives back the pages of every dirty data segment from `from` on that

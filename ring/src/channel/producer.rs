@@ -448,7 +448,7 @@ impl Producer {
         if !self.placed.current(head) {
             resync(&mut self.placed, ch, head)?;
         }
-        let mut idx = self.placed.idx(head);
+        let mut idx = self.placed.head_idx();
         let mut end = ch.seg_at(idx).end.load(Ordering::Relaxed);
         if end > s {
             return Err(ch.corrupt("producer end beyond segment"));
@@ -581,7 +581,7 @@ impl Producer {
         let ch = &self.ch;
         let head = ch.ctl().producer.head.load(Ordering::Relaxed);
         let idx = if self.placed.current(head) {
-            self.placed.idx(head)
+            self.placed.head_idx()
         } else {
             ch.slot_lenient(head)
         };
