@@ -487,13 +487,15 @@ impl Producer {
                 // Acquire above), so they may be reused, and given back.
                 self.placed.advance(ch, tail)?;
                 let next = head.wrapping_add(1);
-                // The reader lags if a segment before the one just filled
-                // still holds unread bytes (`begin` is the reader's and may
-                // be anything: it only steers where we write).
-                let lag = used > 1
+                // Bulk: few writes filled the segment, or the reader lags
+                // (a segment before the one just filled still holds unread
+                // bytes; `begin` is the reader's and may be anything: it
+                // only steers where we write). In that order: the reader's
+                // line is loaded only when the writes do not tell.
+                let bulk = self.place.writes <= BULK_WRITES
+                    || used > 1
                     || (used == 1
                         && ch.begin_at(self.placed.idx(tail)).load(Ordering::Relaxed) < s);
-                let bulk = lag || self.place.writes <= BULK_WRITES;
                 let shrunk = self.place.at_opening(n, bulk);
                 idx = self.placed.pick(ch, idx, &mut self.place.window)?;
                 self.place.writes = 1;
