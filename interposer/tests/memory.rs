@@ -33,10 +33,13 @@ l.bind((host, port))
 l.listen(64)
 print('listening', flush=True)
 print('pid', os.getpid(), flush=True)
+out = threading.Lock()
 def serve(c, i):
     data = hashlib.sha256(str(i).encode()).digest() * (burst // 32)
     c.sendall(data)
-    print('sent', i, hashlib.sha256(data).hexdigest(), flush=True)
+    with out:  # one line at a time from the threads
+        sys.stdout.write('sent %d %s\n' % (i, hashlib.sha256(data).hexdigest()))
+        sys.stdout.flush()
     if mode == 'recv':
         if c.recv(1) != b'b':
             sys.exit('no last word')

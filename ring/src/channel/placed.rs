@@ -73,11 +73,12 @@ impl Placed {
     /// Rebuilds the record from the shared `slots` of `tail..=head`
     /// (`head - tail < N` checked by the caller): `head - tail + 1` loads,
     /// once per change of hands. Two sequence numbers in one data segment
-    /// mean the words were spoiled: the connection is corrupt. What was
-    /// written before is unknown (a segment reused from a pool keeps the
-    /// pages of its last connection, whatever `head` says), so every data
-    /// segment counts as dirty: giving back pages never touched costs a
-    /// system call, nothing else.
+    /// mean the words were spoiled: the connection is corrupt. The
+    /// segments in use count as written, and so does what this process
+    /// wrote before (a record gone stale); what another process wrote and
+    /// the reader has freed since is not known here, and stays (its own
+    /// trim gives it back; a segment from the pool was trimmed by both
+    /// sides' last close).
     pub(super) fn sync(&mut self, ch: &Channel, tail: u32, head: u32) -> Result<(), RingError> {
         let n = ch.geo.segment_count;
         let words = (n as usize).div_ceil(64);
@@ -85,6 +86,10 @@ impl Placed {
             self.idx_of = vec![0; n as usize];
             self.busy = vec![0; words];
             self.dirty = vec![0; words];
+        }
+        if !self.known {
+            self.dirty.fill(0);
+            self.dirty_count = 0;
         }
         self.known = false;
         self.busy.fill(0);
@@ -101,11 +106,11 @@ impl Placed {
             }
             seq = seq.wrapping_add(1);
         }
-        self.dirty.fill(!0);
-        if !n.is_multiple_of(64) {
-            self.dirty[words - 1] = (1 << (n % 64)) - 1;
+        for w in 0..words {
+            let fresh = self.busy[w] & !self.dirty[w];
+            self.dirty[w] |= fresh;
+            self.dirty_count += fresh.count_ones();
         }
-        self.dirty_count = n;
         self.head_idx = self.idx(head);
         (self.tail, self.head, self.known) = (tail, head, true);
         Ok(())

@@ -210,11 +210,14 @@ impl Producer {
         self.placed.dirty_count()
     }
 
-    /// Whether [`trim`](Self::trim) may have pages to give back: more than
-    /// the open segment was written since the last. One private load.
+    /// Whether a [`trim`](Self::trim) once the connection is quiet would
+    /// be worth a wake-up: more than [`MIN_SEGMENTS`] data segments hold
+    /// pages this producer wrote (a stream that was bulk at some point).
+    /// An exchange of small messages keeps to two and never asks. One
+    /// private load.
     #[inline]
     pub fn trim_pending(&self) -> bool {
-        self.placed.dirty_count() > 1
+        self.placed.dirty_count() > MIN_SEGMENTS
     }
 
     /// For a connection gone quiet: shrinks the placement window back to
@@ -224,9 +227,9 @@ impl Producer {
     /// heap channels are zeroed). Segments still unread stay, for a later
     /// trim; so does the open segment, which the next write appends to.
     /// Returns the bytes given back. Costs one private load when there is
-    /// nothing to give back ([`trim_pending`](Self::trim_pending) is
-    /// false); else a load of `tail`, a scan of N / 64 words, and a system
-    /// call per run of neighbouring segments. Pages given back are faulted
+    /// nothing to give back (only the open segment was written); else a
+    /// load of `tail`, a scan of N / 64 words, and a system call per run
+    /// of neighbouring segments. Pages given back are faulted
     /// in again (zeroed) when written: call it when the connection has
     /// been quiet for a while, not after every exchange. Processes that
     /// share this side after fork call it under [`lock_side`](Self::lock_side).
@@ -238,18 +241,18 @@ impl Producer {
     /// let mut buf = [0u8; 512];
     /// tx.write(&[2; 448])?; // a bulk write: the window grows to 8
     /// rx.read(&mut buf)?;
-    /// assert_eq!(tx.window(), 8);
-    /// // Every segment but the open one (before the first trim, the
-    /// // producer counts all as written: it cannot know).
-    /// assert_eq!(tx.trim()?, 7 * 64);
+    /// assert_eq!((tx.window(), tx.segments_resident()), (8, 7));
+    /// assert!(tx.trim_pending());
+    /// assert_eq!(tx.trim()?, 6 * 64); // all but the open segment
     /// assert_eq!((tx.window(), tx.segments_resident()), (2, 1));
+    /// assert!(!tx.trim_pending());
     /// tx.write(b"after")?;
     /// assert_eq!(rx.read(&mut buf)?, 5);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn trim(&mut self) -> Result<usize, RingError> {
-        if !self.trim_pending() {
-            return Ok(0);
+        if self.placed.dirty_count() <= 1 {
+            return Ok(0); // the open segment at most
         }
         let ch = &self.ch;
         let head = ch.ctl().producer.head.load(Ordering::Relaxed);
