@@ -23,8 +23,13 @@
 //! connection exchanging them touches (and keeps resident, and in the
 //! cache) 2 * S bytes per direction, not N * S; the window doubles up to N
 //! when the stream turns out bulk, which streams fastest spread over the
-//! whole ring. Capacity never depends on it: all N * S bytes are there for
-//! a writer at once. The consumer finds where a segment lives in `slots`,
+//! whole ring, and halves back when it calms down. Capacity never depends
+//! on it: all N * S bytes are there for a writer at once. Which data
+//! segments are in use the producer knows from a private record
+//! (`placed.rs`), not from `slots`, so an opening costs O(1) amortized
+//! whatever the peer writes; the same record says which it wrote, whose
+//! pages go back to the kernel when they fall outside a shrinking window
+//! or at `Producer::trim` (only free ones: see the SYNC POINT there). The consumer finds where a segment lives in `slots`,
 //! which it loads after the `head` (Acquire) that told it of the segment;
 //! the producer wrote it before that `head` (see the SYNC POINTs at
 //! `Producer::fill` and `consumer.rs`'s `drained`).
