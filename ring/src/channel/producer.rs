@@ -103,25 +103,19 @@ const BULK_WRITES: u32 = 4;
 const SHRINK_AFTER: u32 = 8;
 
 impl Placement {
-    /// The opening of a segment: `bulk` as the stream showed. Returns the
-    /// window it shrank to, if it did.
+    /// The opening of a segment: `bulk` as the stream showed.
     #[inline]
-    fn at_opening(&mut self, n: u32, bulk: bool) -> Option<u32> {
+    fn at_opening(&mut self, n: u32, bulk: bool) {
         if bulk {
             self.calm = 0;
             self.window = (self.window * 2).min(n);
-            return None;
+        } else if self.window > MIN_SEGMENTS {
+            self.calm += 1;
+            if self.calm >= SHRINK_AFTER {
+                self.calm = 0;
+                self.window = (self.window / 2).max(MIN_SEGMENTS);
+            }
         }
-        if self.window <= MIN_SEGMENTS {
-            return None;
-        }
-        self.calm += 1;
-        if self.calm < SHRINK_AFTER {
-            return None;
-        }
-        self.calm = 0;
-        self.window = (self.window / 2).max(MIN_SEGMENTS);
-        Some(self.window)
     }
 }
 
@@ -499,7 +493,7 @@ impl Producer {
                     || used > 1
                     || (used == 1
                         && ch.begin_at(self.placed.idx(tail)).load(Ordering::Relaxed) < s);
-                let shrunk = self.place.at_opening(n, bulk);
+                self.place.at_opening(n, bulk);
                 idx = self.placed.pick(ch, idx, &mut self.place.window)?;
                 self.place.writes = 1;
                 // SYNC POINT: Relaxed, before the Release store of `head =
@@ -514,8 +508,7 @@ impl Producer {
                     // Calm, with pages outside the window (it shrank now or
                     // before, and a segment out there was still in use
                     // then): give back those that are free.
-                    let from = shrunk.unwrap_or(self.place.window);
-                    self.placed.give_back(ch, from);
+                    self.placed.give_back(ch, self.place.window);
                 }
                 let seg = ch.seg_at(idx);
                 seg.last.store(0, Ordering::Relaxed);
