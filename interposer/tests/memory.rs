@@ -1,4 +1,4 @@
-//! Memory that follows use (issue 14, decision 26): connections that
+//! Memory that follows use (issue 14, decision 27): connections that
 //! streamed a bulk burst and went quiet give their ring pages back, so
 //! the shared memory both processes keep resident drops to a bound per
 //! connection (the open segment of each direction and the control pages),

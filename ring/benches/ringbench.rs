@@ -282,7 +282,7 @@ fn main() {
 /// until the ring is full, then reads half, over and over; a heap channel,
 /// so only the ring's own work is timed. 4096 segments of 64 bytes is the
 /// geometry a hostile connector would pick to make a producer that scanned
-/// the segments in use at each opening (as it did before decision 26) do
+/// the segments in use at each opening (as it did before decision 27) do
 /// the most work per byte.
 fn openings(scale: usize) {
     println!("\n## Segment openings, half the ring in use (one thread, heap channel)\n");

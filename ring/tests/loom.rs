@@ -236,7 +236,7 @@ fn a_reader_that_lowered_its_flag_gets_no_ring_for_data_it_read() {
 }
 
 /// A trim gives back the pages of the segments the reader handed back
-/// while the reader reads the next ones (decision 26): the give-back is a
+/// while the reader reads the next ones (decision 27): the give-back is a
 /// write of zeros to the bytes under loom, so the model fails if any
 /// segment the reader may still read is given back (a read not ordered
 /// before the zeroing), and the reader checks every byte it gets.

@@ -1,4 +1,4 @@
-//! Memory that follows use (issue 14, decision 26): the placement window
+//! Memory that follows use (issue 14, decision 27): the placement window
 //! shrinks back when a stream stops being bulk, `Producer::trim` gives the
 //! pages of free segments back to the kernel, and neither ever touches a
 //! segment with unread data; the producer's private record of placement

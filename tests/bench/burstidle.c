@@ -1,6 +1,6 @@
 /*
  * burstidle.c: what connections that streamed a burst once and then went
- * quiet keep resident (issue 14, decision 26). Run preloaded:
+ * quiet keep resident (issue 14, decision 27). Run preloaded:
  *
  *   LD_PRELOAD=libshmnet.so burstidle [--conns N] [--burst BYTES]
  *       [--mode recv|epoll] [--quiet SECS] [--port P]

@@ -1,5 +1,5 @@
 //! Connections whose send ring may have pages to give back once they go
-//! quiet (docs/decisions.md, decision 26), for a process that waits in
+//! quiet (docs/decisions.md, decision 27), for a process that waits in
 //! poll, select or epoll_wait and would never touch them again.
 //!
 //! A send that leaves its ring holding pages beyond the open segment puts

@@ -308,7 +308,7 @@ fn spin(limit: Limit, worth: bool, set: &mut impl WaitSet) -> Spun {
 /// that does not stand, makes it look again and wait on.
 /// `limit`, or the time the first connection queued with `quiet` is due
 /// if sooner (and whether it is): the sleep ends then, the due ones are
-/// visited, and the wait goes on (decision 26). One relaxed load when the
+/// visited, and the wait goes on (decision 27). One relaxed load when the
 /// queue is empty.
 fn cut_for_quiet(limit: Limit) -> (Limit, bool) {
     let Some(d) = quiet::due_in() else {

@@ -1,5 +1,5 @@
 //! Giving back the pages of a send ring gone quiet (docs/decisions.md,
-//! decision 26). The ring shrinks its placement window by itself while
+//! decision 27). The ring shrinks its placement window by itself while
 //! writes go on; a connection whose last traffic was a bulk burst makes
 //! no more writes, so its pages stay until someone calls
 //! `Producer::trim`. That someone is this process, at moments it has
