@@ -129,15 +129,23 @@ pub(crate) fn exec<R>() -> Action<R> {
     Action::Pass
 }
 
+/// The exec family proper (not posix_spawn, system, popen): this image's
+/// published sockets are hidden (`platform::status`).
+pub(crate) fn replacing_image() {
+    crate::platform::status::before_exec();
+}
+
 pub(crate) fn execve(
     _path: *const c_char,
     _argv: *const *const c_char,
     _envp: *const *const c_char,
 ) -> Action<c_int> {
+    replacing_image();
     exec()
 }
 
 pub(crate) fn execv(_path: *const c_char, _argv: *const *const c_char) -> Action<c_int> {
+    replacing_image();
     exec()
 }
 
@@ -146,6 +154,7 @@ pub(crate) fn fexecve(
     _argv: *const *const c_char,
     _envp: *const *const c_char,
 ) -> Action<c_int> {
+    replacing_image();
     exec()
 }
 
@@ -156,6 +165,7 @@ pub(crate) fn execveat(
     _envp: *const *const c_char,
     _flags: c_int,
 ) -> Action<c_int> {
+    replacing_image();
     exec()
 }
 

@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 
 use crate::platform::internal_fd::{InternalFd, KeptMemfd};
 use crate::platform::lock::Mutex;
+use crate::platform::status;
 use crate::sockets::options_store::Options;
 use rustix::io::Errno;
 use shmnet_ring::{Consumer, Producer, RingError, RoomWaiter, Segment};
@@ -98,6 +99,8 @@ pub(crate) struct Connection {
     pub opts: Options,
     /// How to keep the segment for reuse once this connection is gone.
     pool_ticket: Option<pool::Ticket>,
+    /// Published for `shmnet ss` (`platform::status`).
+    status: Option<status::Entry>,
 }
 
 /// What a failed data call turns into.
@@ -177,6 +180,12 @@ impl Connection {
         tx.set_doorbell(bell.clone());
         let ring_bytes = seg.geometry().channel_bytes();
         let room = tx.room_waiter();
+        let status = status::connection(
+            local,
+            peer,
+            seg.role() == shmnet_ring::Role::Connector,
+            ring_bytes,
+        );
         let spin = crate::platform::config::get()
             .map_or(Duration::ZERO, |c| Duration::from_micros(c.spin_us.into()));
         let conn = Connection {
@@ -199,6 +208,7 @@ impl Connection {
             atomic_send: (ring_bytes / 2).min(64 << 10),
             opts: Options::default(),
             pool_ticket,
+            status,
         };
         // The acceptor's receive half is ready at once; the connector's once
         // the acceptor initialised its direction (see `receiver`).
@@ -209,6 +219,34 @@ impl Connection {
     /// See `Socket::fd_opened`: the doorbell may use `fd`.
     pub(crate) fn fd_opened(&self, fd: RawFd) {
         self.bell.opened(fd);
+        if let Some(s) = &self.status {
+            s.set_fd(fd);
+        }
+    }
+
+    /// Publishes the bytes written so far (`tx` held: one store).
+    #[inline]
+    fn published_sent(&self, tx: &Producer) {
+        if let Some(s) = &self.status {
+            s.sent(tx.written_total());
+        }
+    }
+
+    /// Publishes the bytes read so far (`rx` held: one store).
+    #[inline]
+    fn published_received(&self, rx: &Consumer) {
+        if let Some(s) = &self.status {
+            s.received(rx.consumed_total());
+        }
+    }
+
+    /// Sets (`on`) or clears status flags (`status::SHUT_WR`...).
+    fn status_flags(&self, bits: u32, on: bool) {
+        match &self.status {
+            Some(s) if on => s.set_flags(bits),
+            Some(s) => s.clear_flags(bits),
+            None => {}
+        }
     }
 
     /// See `Socket::fd_closing`.
@@ -316,11 +354,13 @@ impl Connection {
                               // (and its doorbell): the peer's poll/epoll then see
                               // POLLRDHUP/EPOLLRDHUP, as for a TCP FIN.
             self.bell.shutdown(rustix::net::Shutdown::Write);
+            self.status_flags(status::SHUT_WR, true);
         }
         if rd && !self.shut_rd.swap(true, Ordering::Relaxed) {
             // Wakes a reader of ours asleep in poll on the fd (it sees POLLIN
             // and then SHUT_RD); the peer's doorbells to us fail harmlessly.
             self.bell.shutdown(rustix::net::Shutdown::Read);
+            self.status_flags(status::SHUT_RD, true);
         }
         Ok(())
     }
