@@ -451,8 +451,14 @@ extern "C" fn constructor() {
 /// check`: the CLI finds it with dlsym in a preloaded probe).
 #[no_mangle]
 pub extern "C" fn shmnet_version() -> *const core::ffi::c_char {
-    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+    VERSION_MARK[MARK.len()..].as_ptr().cast()
 }
+
+/// The version where a tool can find it in the file without loading it:
+/// `shmnet-version:` then the version, NUL-terminated.
+const MARK: &[u8] = b"shmnet-version:";
+#[used]
+static VERSION_MARK: &[u8] = concat!("shmnet-version:", env!("CARGO_PKG_VERSION"), "\0").as_bytes();
 
 /// Copies this process's counters (docs/counters.md order) into `out`, at
 /// most `n` of them; returns how many there are. For `shmnet check
