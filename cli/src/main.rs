@@ -17,6 +17,9 @@ mod units;
 use clap::Parser;
 
 fn main() {
+    // `shmnet ss | head` ends quietly, as other tools do.
+    // SAFETY: restoring the default action of a signal; no handler runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args = cli::Cli::parse();
     if args.version {
         println!("shmnet {}", library::version_line());

@@ -279,21 +279,25 @@ pub(crate) fn pid_namespace(pid: &str) -> u64 {
     std::fs::metadata(format!("/proc/{pid}/ns/pid")).map_or(0, |m| m.ino())
 }
 
-/// A process's command line for people: arguments joined by spaces,
-/// control characters replaced, at most `max` characters.
+/// A process's command line for people: the program's name (not its
+/// path) and its arguments, control characters replaced, at most `max`
+/// characters.
 pub(crate) fn command(pid: u32, max: usize) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let raw = if raw.is_empty() {
-        std::fs::read(format!("/proc/{pid}/comm")).unwrap_or_default()
-    } else {
-        raw
-    };
-    let text = String::from_utf8_lossy(&raw);
-    let mut out: String = text
-        .trim_end_matches(['\0', '\n'])
-        .chars()
-        .map(|c| if c == '\0' { ' ' } else if c.is_control() { '?' } else { c })
+    let mut args: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).chars().map(|c| if c.is_control() { '?' } else { c }).collect())
         .collect();
+    if let Some(first) = args.first_mut() {
+        if let Some(base) = first.rsplit('/').next().map(str::to_owned) {
+            *first = base;
+        }
+    } else {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        args.push(format!("[{}]", comm.trim_end()));
+    }
+    let mut out = args.join(" ");
     if out.chars().count() > max {
         out = out.chars().take(max.saturating_sub(1)).collect::<String>() + "…";
     }
