@@ -121,6 +121,20 @@ impl Entry {
         }
     }
 
+    /// A listener used by a forked child (a server's worker accepting, a
+    /// daemon whose parent exited): the entry is listed under this process
+    /// from now on, and freed by it.
+    pub(crate) fn adopt(&self) {
+        let me = my_pid();
+        let Some(w) = self.table.u32_at(self.off + E_PID) else {
+            return;
+        };
+        if w.load(Ordering::Relaxed) != me {
+            self.store64(E_START, my_start());
+            w.store(me, Ordering::Relaxed);
+        }
+    }
+
     /// Whether this process claimed the entry (not a forked child's copy).
     #[inline]
     fn mine(&self) -> bool {
@@ -166,7 +180,10 @@ impl Entry {
 
 impl Drop for Entry {
     fn drop(&mut self) {
-        if !self.mine() {
+        // Freed by the process it is listed under (its claimer, or the
+        // child that adopted it), not by a forked copy.
+        let listed = self.table.u32_at(self.off + E_PID).map(|w| w.load(Ordering::Relaxed));
+        if listed != Some(my_pid()) {
             return;
         }
         if let Some(w) = self.table.u32_at(self.off + E_STATE) {
@@ -242,23 +259,22 @@ pub(crate) fn before_exec() {
     }
 }
 
-/// At exit: the creator removes the file unless another process (a forked
-/// child) still has entries in it.
+/// At exit: the creator removes the file when no entry is in use (a socket
+/// it still has may be a forked child's too: a daemon's parent exits with
+/// the listener the child goes on with); `shmnet ss` removes the rest.
 pub(crate) fn at_exit() {
     let Some(table) = TABLE.get() else {
         return;
     };
-    let pid = my_pid();
-    if table.creator != pid {
+    if table.creator != my_pid() {
         return;
     }
     for i in 0..ENTRIES {
         let off = Table::entry_at(i);
-        let (Some(state), Some(owner)) = (table.u32_at(off + E_STATE), table.u32_at(off + E_PID))
-        else {
-            continue;
-        };
-        if state.load(Ordering::Acquire) != FREE && owner.load(Ordering::Relaxed) != pid {
+        if table
+            .u32_at(off + E_STATE)
+            .is_some_and(|s| s.load(Ordering::Acquire) != FREE)
+        {
             return;
         }
     }

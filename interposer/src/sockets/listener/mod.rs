@@ -113,7 +113,7 @@ pub(crate) struct Listener {
     wait_budget_us: std::sync::atomic::AtomicU64,
     budget_at_ms: std::sync::atomic::AtomicU64,
     /// Published for `shmnet ss` (`platform::status`).
-    status: Option<crate::platform::status::Entry>,
+    pub(crate) status: Option<crate::platform::status::Entry>,
 }
 
 impl Rendezvous {
