@@ -18,11 +18,19 @@ struct Verdict {
 }
 
 fn ok(check: &'static str, detail: String) -> Verdict {
-    Verdict { check, verdict: "ok", detail }
+    Verdict {
+        check,
+        verdict: "ok",
+        detail,
+    }
 }
 
 fn bad(check: &'static str, detail: String) -> Verdict {
-    Verdict { check, verdict: "fail", detail }
+    Verdict {
+        check,
+        verdict: "fail",
+        detail,
+    }
 }
 
 pub(crate) fn main(a: CheckArgs) -> i32 {
@@ -35,13 +43,15 @@ pub(crate) fn main(a: CheckArgs) -> i32 {
         }
     };
     let dir = crate::dir::resolve(a.dir.as_deref());
+    let mut pair = None;
     if let Some(lib) = &lib {
-        check_library(lib, &dir, a.pair.as_deref(), &mut out);
+        pair = check_library(lib, &dir, a.pair.as_deref(), &mut out);
     }
     out.push(match crate::dir::verdict(&dir) {
         Ok(d) => ok("directory", d),
         Err(e) => bad("directory", format!("SHMNET_DIR {e}")),
     });
+    out.extend(pair);
     let failed = out.iter().any(|v| v.verdict == "fail");
     if a.json {
         let doc = serde_json::json!({ "ok": !failed, "checks": out });
@@ -62,20 +72,30 @@ pub(crate) fn main(a: CheckArgs) -> i32 {
 /// Loads the library into a probe (this binary, preloaded), which reports
 /// its version, any `libshmnet:` complaint about the configuration, and
 /// with `pair` how a connect went.
-fn check_library(lib: &Path, dir: &Path, pair: Option<&str>, out: &mut Vec<Verdict>) {
+fn check_library(
+    lib: &Path,
+    dir: &Path,
+    pair: Option<&str>,
+    out: &mut Vec<Verdict>,
+) -> Option<Verdict> {
     let id = match crate::library::identify(lib) {
         Ok(id) => id,
         Err(e) => {
             out.push(bad("library", e));
-            return;
+            return None;
         }
     };
     let Ok(me) = std::env::current_exe() else {
-        out.push(bad("library", "cannot find the shmnet binary to run a probe (/proc mounted?)".into()));
-        return;
+        out.push(bad(
+            "library",
+            "cannot find the shmnet binary to run a probe (/proc mounted?)".into(),
+        ));
+        return None;
     };
     let mut cmd = Command::new(me);
-    cmd.arg("__probe").env("LD_PRELOAD", lib).env("SHMNET_DIR", dir);
+    cmd.arg("__probe")
+        .env("LD_PRELOAD", lib)
+        .env("SHMNET_DIR", dir);
     if let Some(p) = pair {
         cmd.args(["--pair", p]);
     }
@@ -83,7 +103,7 @@ fn check_library(lib: &Path, dir: &Path, pair: Option<&str>, out: &mut Vec<Verdi
         Ok(o) => o,
         Err(e) => {
             out.push(bad("library", format!("cannot run the probe: {e}")));
-            return;
+            return None;
         }
     };
     let stdout = String::from_utf8_lossy(&probe.stdout);
@@ -95,10 +115,19 @@ fn check_library(lib: &Path, dir: &Path, pair: Option<&str>, out: &mut Vec<Verdi
     let loaded = report["version"].as_str().map(str::to_owned);
     let build = id.build_id.as_deref().unwrap_or("none");
     out.push(match &loaded {
-        Some(v) => ok("library", format!("{} loads: version {v}, build-id {build}", lib.display())),
+        Some(v) => ok(
+            "library",
+            format!("{} loads: version {v}, build-id {build}", lib.display()),
+        ),
         None => {
-            let why = stderr.lines().find(|l| l.contains("LD_PRELOAD") || l.contains("libshmnet")).unwrap_or("it did not answer");
-            bad("library", format!("{} does not load into a program: {why}", lib.display()))
+            let why = stderr
+                .lines()
+                .find(|l| l.contains("LD_PRELOAD") || l.contains("libshmnet"))
+                .unwrap_or("it did not answer");
+            bad(
+                "library",
+                format!("{} does not load into a program: {why}", lib.display()),
+            )
         }
     });
     // The library names a bad setting in one `libshmnet:` line and turns
@@ -110,11 +139,15 @@ fn check_library(lib: &Path, dir: &Path, pair: Option<&str>, out: &mut Vec<Verdi
     out.push(if complaints.is_empty() {
         ok("configuration", settings())
     } else {
-        bad("configuration", format!("{} (the library is off in programs with this environment)", complaints.join("; ")))
+        bad(
+            "configuration",
+            format!(
+                "{} (the library is off in programs with this environment)",
+                complaints.join("; ")
+            ),
+        )
     });
-    if let Some(p) = pair {
-        out.push(pair_verdict(p, &report));
-    }
+    pair.map(|p| pair_verdict(p, &report))
 }
 
 /// The SHMNET_* settings in force, for the configuration line.
@@ -136,10 +169,16 @@ fn pair_verdict(pair: &str, report: &serde_json::Value) -> Verdict {
         .map(|us| crate::units::duration(std::time::Duration::from_micros(us)))
         .unwrap_or_default();
     if let Some(e) = report["connect"].as_str().filter(|s| *s != "ok") {
-        return bad("pair", format!("{pair}: connect failed ({e}): is a listener running there?"));
+        return bad(
+            "pair",
+            format!("{pair}: connect failed ({e}): is a listener running there?"),
+        );
     }
     let Some(c) = report["counters"].as_array() else {
-        return bad("pair", format!("{pair}: the library did not say how the connect went"));
+        return bad(
+            "pair",
+            format!("{pair}: the library did not say how the connect went"),
+        );
     };
     let n = |i: usize| c.get(i).and_then(|v| v.as_u64()).unwrap_or(0);
     let reasons = [
@@ -150,17 +189,31 @@ fn pair_verdict(pair: &str, report: &serde_json::Value) -> Verdict {
         (5, "SHMNET_DIR was needed and is refused (see the directory line)"),
     ];
     if n(0) > 0 {
-        return ok("pair", format!("{pair}: connected over shared memory in {took}"));
+        return ok(
+            "pair",
+            format!("{pair}: connected over shared memory in {took}"),
+        );
     }
     for (i, why) in reasons {
         if n(i) > 0 {
-            return bad("pair", format!("{pair}: connected over kernel TCP in {took}: {why}"));
+            return bad(
+                "pair",
+                format!("{pair}: connected over kernel TCP in {took}: {why}"),
+            );
         }
     }
     // The emulated mode (SHMNET_FALLBACK=never) counts nothing: a connect
     // that succeeded there is shared memory.
     if std::env::var("SHMNET_FALLBACK").is_ok_and(|v| v == "never") {
-        return ok("pair", format!("{pair}: connected over shared memory (emulated network) in {took}"));
+        return ok(
+            "pair",
+            format!("{pair}: connected over shared memory (emulated network) in {took}"),
+        );
     }
-    bad("pair", format!("{pair}: connected over kernel TCP in {took}: the address is not in SHMNET_PARTITIONS"))
+    bad(
+        "pair",
+        format!(
+            "{pair}: connected over kernel TCP in {took}: the address is not in SHMNET_PARTITIONS"
+        ),
+    )
 }

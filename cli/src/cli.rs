@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-const ABOUT: &str = "Run programs over libshmnet's shared-memory network, see its sockets, check a setup";
+const ABOUT: &str =
+    "Run programs over libshmnet's shared-memory network, see its sockets, check a setup";
 
 const LONG_ABOUT: &str = "\
 libshmnet.so, loaded with LD_PRELOAD, carries TCP connections between local \
@@ -68,7 +69,12 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) lib: Option<PathBuf>,
     /// The program and its arguments
-    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true, value_name = "CMD")]
+    #[arg(
+        required = true,
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
     pub(crate) command: Vec<std::ffi::OsString>,
 }
 

@@ -21,8 +21,7 @@ pub(crate) fn resolve(given: Option<&Path>) -> PathBuf {
     }
     let euid = euid();
     if let Some(run) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        if run.is_absolute()
-            && std::fs::metadata(&run).is_ok_and(|m| m.is_dir() && m.uid() == euid)
+        if run.is_absolute() && std::fs::metadata(&run).is_ok_and(|m| m.is_dir() && m.uid() == euid)
         {
             return run.join("shmnet");
         }
@@ -38,20 +37,32 @@ pub(crate) fn verdict(path: &Path) -> Result<String, String> {
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let parent = path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             return if parent.is_dir() {
                 Ok(format!("{p} does not exist yet: the first preloaded program that needs it creates it (mode 0700)"))
             } else {
-                Err(format!("{p} cannot be created: its parent {} is missing; create it or set SHMNET_DIR", parent.display()))
+                Err(format!(
+                    "{p} cannot be created: its parent {} is missing; create it or set SHMNET_DIR",
+                    parent.display()
+                ))
             };
         }
-        Err(e) => return Err(format!("{p} cannot be looked at ({e}): fix it or set SHMNET_DIR")),
+        Err(e) => {
+            return Err(format!(
+                "{p} cannot be looked at ({e}): fix it or set SHMNET_DIR"
+            ))
+        }
     };
     if meta.file_type().is_symlink() {
         return Err(format!("{p} is a symlink: remove it or set SHMNET_DIR"));
     }
     if !meta.is_dir() {
-        return Err(format!("{p} is not a directory: remove it or set SHMNET_DIR"));
+        return Err(format!(
+            "{p} is not a directory: remove it or set SHMNET_DIR"
+        ));
     }
     let euid = euid();
     if meta.uid() != euid && meta.uid() != 0 {

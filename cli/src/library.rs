@@ -13,7 +13,10 @@ pub(crate) fn candidates() -> Vec<PathBuf> {
         out.push(PathBuf::from(lib));
         return out;
     }
-    if let Some(bin) = std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf)) {
+    if let Some(bin) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+    {
         out.push(bin.join("libshmnet.so"));
         if let Some(prefix) = bin.parent() {
             out.push(prefix.join("lib/libshmnet.so"));
@@ -32,7 +35,10 @@ pub(crate) fn find(given: Option<&Path>) -> Result<PathBuf, String> {
         return if p.is_file() {
             Ok(absolute(p))
         } else {
-            Err(format!("{} is not a file: give the path of libshmnet.so", p.display()))
+            Err(format!(
+                "{} is not a file: give the path of libshmnet.so",
+                p.display()
+            ))
         };
     }
     let all = candidates();
@@ -66,9 +72,21 @@ pub(crate) fn version_of(bytes: &[u8]) -> Option<String> {
 /// The GNU build id (hex) of a 64-bit little-endian ELF file: the
 /// NT_GNU_BUILD_ID note in a PT_NOTE segment. Every offset is checked.
 pub(crate) fn build_id(bytes: &[u8]) -> Option<String> {
-    let u16_at = |o: usize| bytes.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u32_at = |o: usize| bytes.get(o..o + 4).map(|b| u32::from_le_bytes(b.try_into().unwrap()));
-    let u64_at = |o: usize| bytes.get(o..o + 8).map(|b| u64::from_le_bytes(b.try_into().unwrap()));
+    let u16_at = |o: usize| {
+        bytes
+            .get(o..o + 2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+    };
+    let u32_at = |o: usize| {
+        bytes
+            .get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+    };
+    let u64_at = |o: usize| {
+        bytes
+            .get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
     if bytes.get(..6)? != b"\x7fELF\x02\x01" {
         return None;
     }

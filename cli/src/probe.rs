@@ -39,7 +39,11 @@ pub(crate) fn main(a: ProbeArgs) -> i32 {
         // it returns a static NUL-terminated string.
         let f: VersionFn = unsafe { std::mem::transmute::<*mut libc::c_void, VersionFn>(v) };
         // SAFETY: as above.
-        Some(unsafe { CStr::from_ptr(f()) }.to_string_lossy().into_owned())
+        Some(
+            unsafe { CStr::from_ptr(f()) }
+                .to_string_lossy()
+                .into_owned(),
+        )
     };
     let mut doc = serde_json::json!({ "loaded": version.is_some(), "version": version });
     if let Some(pair) = a.pair {
@@ -48,8 +52,10 @@ pub(crate) fn main(a: ProbeArgs) -> i32 {
         let addr = pair.to_socket_addrs().ok().and_then(|mut a| a.next());
         let result = match addr {
             None => Err(format!("{pair} is not HOST:PORT")),
-            Some(addr) => std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
-                .map_err(|e| e.to_string()),
+            Some(addr) => {
+                std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(5))
+                    .map_err(|e| e.to_string())
+            }
         };
         let took = t0.elapsed();
         let after = counters();

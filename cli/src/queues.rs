@@ -56,7 +56,13 @@ const UNIX_DIAG_RQLEN: u16 = 4;
 pub(crate) fn unix_backlog(ino: u64) -> Option<u64> {
     let ino = u32::try_from(ino).ok().filter(|&i| i != 0)?;
     // SAFETY: plain socket(2); the fd is closed below.
-    let fd = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_SOCK_DIAG) };
+    let fd = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
     if fd < 0 {
         return None;
     }
@@ -93,17 +99,31 @@ fn ask(fd: i32, ino: u32) -> Option<u64> {
     // SAFETY: sends size_of::<Request>() bytes of a live, initialised
     // repr(C) value.
     let sent = unsafe {
-        libc::send(fd, (&request as *const Request).cast(), size_of::<Request>(), 0)
+        libc::send(
+            fd,
+            (&request as *const Request).cast(),
+            size_of::<Request>(),
+            0,
+        )
     };
     if sent < 0 {
         return None;
     }
     let mut buf = [0u8; 8192];
     // The answer arrives at once or not at all; don't hang on a quiet kernel.
-    let tv = libc::timeval { tv_sec: 1, tv_usec: 0 };
+    let tv = libc::timeval {
+        tv_sec: 1,
+        tv_usec: 0,
+    };
     // SAFETY: setsockopt with a timeval of the size given.
     unsafe {
-        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVTIMEO, (&tv as *const libc::timeval).cast(), size_of::<libc::timeval>() as u32)
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            size_of::<libc::timeval>() as u32,
+        )
     };
     // SAFETY: receives into our buffer, at most its length.
     let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
@@ -114,7 +134,10 @@ fn ask(fd: i32, ino: u32) -> Option<u64> {
 /// The rqueue of a unix_diag answer for `ino` (every length checked).
 fn parse_answer(b: &[u8], ino: u32) -> Option<u64> {
     let u16_at = |o: usize| b.get(o..o + 2).map(|s| u16::from_ne_bytes([s[0], s[1]]));
-    let u32_at = |o: usize| b.get(o..o + 4).map(|s| u32::from_ne_bytes(s.try_into().unwrap_or([0; 4])));
+    let u32_at = |o: usize| {
+        b.get(o..o + 4)
+            .map(|s| u32::from_ne_bytes(s.try_into().unwrap_or([0; 4])))
+    };
     let len = u32_at(0)? as usize;
     if u16_at(4)? != SOCK_DIAG_BY_FAMILY || len > b.len() || len < 16 + 16 {
         return None;

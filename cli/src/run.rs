@@ -11,7 +11,9 @@ pub(crate) fn main(a: RunArgs) -> i32 {
         Err(e) => return crate::fail(format_args!("{e}")),
     };
     let Some((program, args)) = a.command.split_first() else {
-        return crate::fail(format_args!("no command given: shmnet run [OPTIONS] -- CMD [ARGS...]"));
+        return crate::fail(format_args!(
+            "no command given: shmnet run [OPTIONS] -- CMD [ARGS...]"
+        ));
     };
     let mut cmd = std::process::Command::new(program);
     cmd.args(args);
@@ -29,10 +31,13 @@ pub(crate) fn main(a: RunArgs) -> i32 {
         cmd.env("SHMNET_PARTITIONS", p);
     }
     if let Some(f) = a.fallback {
-        cmd.env("SHMNET_FALLBACK", match f {
-            Fallback::Tcp => "tcp",
-            Fallback::Never => "never",
-        });
+        cmd.env(
+            "SHMNET_FALLBACK",
+            match f {
+                Fallback::Tcp => "tcp",
+                Fallback::Never => "never",
+            },
+        );
     }
     if let Some(d) = &a.dir {
         cmd.env("SHMNET_DIR", d);
@@ -41,7 +46,11 @@ pub(crate) fn main(a: RunArgs) -> i32 {
         cmd.env("SHMNET_LOG", l);
     }
     let e = cmd.exec();
-    let code = if e.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 };
+    let code = if e.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    };
     eprintln!("shmnet: cannot run {}: {e}", program.to_string_lossy());
     code
 }

@@ -44,7 +44,10 @@ pub(crate) fn main(a: SsArgs) -> i32 {
     if !dir.exists() {
         // Nothing was ever published there: an empty list, said once.
         if a.json {
-            println!("{}", serde_json::json!({"dir": dir, "sockets": [], "not_listed": 0}));
+            println!(
+                "{}",
+                serde_json::json!({"dir": dir, "sockets": [], "not_listed": 0})
+            );
         } else if !a.summary {
             eprintln!("shmnet: {} does not exist: no preloaded program has used it (another SHMNET_DIR? try --dir)", dir.display());
         }
@@ -52,7 +55,12 @@ pub(crate) fn main(a: SsArgs) -> i32 {
             return 0;
         }
     }
-    let scan = match dir.exists().then(|| status::scan(&dir)).unwrap_or_else(|| Ok(Default::default())) {
+    let scanned = if dir.exists() {
+        status::scan(&dir)
+    } else {
+        Ok(Default::default())
+    };
+    let scan = match scanned {
         Ok(s) => s,
         Err(e) => return crate::fail(format_args!("{e}")),
     };
@@ -72,7 +80,10 @@ pub(crate) fn main(a: SsArgs) -> i32 {
     }
     print!("{}", human(&sockets));
     if scan.overflow > 0 {
-        println!("({} more sockets not listed: their processes' status files were full)", scan.overflow);
+        println!(
+            "({} more sockets not listed: their processes' status files were full)",
+            scan.overflow
+        );
     }
     0
 }
@@ -87,7 +98,10 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
     let mut commands: HashMap<u32, String> = HashMap::new();
     let mut out = Vec::new();
     for e in entries.iter().filter(|e| only.is_none_or(|p| p == e.pid)) {
-        let command = commands.entry(e.pid).or_insert_with(|| status::command(e.pid, 40)).clone();
+        let command = commands
+            .entry(e.pid)
+            .or_insert_with(|| status::command(e.pid, 40))
+            .clone();
         let base = Socket {
             pid: e.pid,
             command,
@@ -120,7 +134,12 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
                     (None, None) => None,
                     (t, s) => Some(t.unwrap_or(0) + s.unwrap_or(0)),
                 };
-                out.push(Socket { backlog, backlog_tcp: tcp, backlog_shm: shm, ..base });
+                out.push(Socket {
+                    backlog,
+                    backlog_tcp: tcp,
+                    backlog_shm: shm,
+                    ..base
+                });
             }
             Kind::Connection => {
                 let peer_addr = e.peer.unwrap_or(e.local);
@@ -134,7 +153,10 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
                 } else {
                     "established"
                 };
-                let waiting = match (e.flags & status::WAIT_READ != 0, e.flags & status::WAIT_WRITE != 0) {
+                let waiting = match (
+                    e.flags & status::WAIT_READ != 0,
+                    e.flags & status::WAIT_WRITE != 0,
+                ) {
                     (true, true) => Some("read+write"),
                     (true, false) => Some("read"),
                     (false, true) => Some("write"),
@@ -143,7 +165,11 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
                 out.push(Socket {
                     state,
                     peer: Some(peer_addr.to_string()),
-                    role: Some(if e.flags & status::CONNECTOR != 0 { "connector" } else { "acceptor" }),
+                    role: Some(if e.flags & status::CONNECTOR != 0 {
+                        "connector"
+                    } else {
+                        "acceptor"
+                    }),
                     bytes_sent: Some(e.sent),
                     bytes_received: Some(e.received),
                     send_queue: other.map(|o| e.sent.saturating_sub(o.received)),
@@ -164,7 +190,10 @@ fn human(sockets: &[Socket]) -> String {
         .iter()
         .map(|s| {
             let (sendq, recvq) = if s.state == "listening" {
-                ("-".to_owned(), s.backlog.map_or("-".to_owned(), |b| b.to_string()))
+                (
+                    "-".to_owned(),
+                    s.backlog.map_or("-".to_owned(), |b| b.to_string()),
+                )
             } else {
                 (opt(s.send_queue), opt(s.recv_queue))
             };
@@ -187,17 +216,23 @@ fn human(sockets: &[Socket]) -> String {
         return "no emulated sockets\n".to_owned();
     }
     units::table(
-        &["PID", "COMMAND", "FD", "STATE", "LOCAL", "PEER", "SENT", "RECEIVED", "SEND-Q", "RECV-Q", "WAITING"],
+        &[
+            "PID", "COMMAND", "FD", "STATE", "LOCAL", "PEER", "SENT", "RECEIVED", "SEND-Q",
+            "RECV-Q", "WAITING",
+        ],
         &rows,
-        &[true, false, true, false, false, false, true, true, true, true, false],
+        &[
+            true, false, true, false, false, false, true, true, true, true, false,
+        ],
     )
 }
 
 fn summary(dir: &std::path::Path, scan: &status::Scan, sockets: &[Socket], json: bool) -> i32 {
-    let mut states: Vec<(&str, usize)> = ["listening", "established", "half-closed", "closed-by-peer"]
-        .iter()
-        .map(|s| (*s, sockets.iter().filter(|k| k.state == *s).count()))
-        .collect();
+    let mut states: Vec<(&str, usize)> =
+        ["listening", "established", "half-closed", "closed-by-peer"]
+            .iter()
+            .map(|s| (*s, sockets.iter().filter(|k| k.state == *s).count()))
+            .collect();
     states.push(("not listed", scan.overflow as usize));
     let mut pids: Vec<u32> = sockets.iter().map(|s| s.pid).collect();
     pids.sort_unstable();
@@ -222,9 +257,19 @@ fn summary(dir: &std::path::Path, scan: &status::Scan, sockets: &[Socket], json:
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return 0;
     }
-    println!("directory {}: {} processes with emulated sockets", dir.display(), pids.len());
-    let rows: Vec<Vec<String>> = states.iter().map(|(k, v)| vec![k.to_string(), v.to_string()]).collect();
-    print!("{}", units::table(&["SOCKETS", "COUNT"], &rows, &[false, true]));
+    println!(
+        "directory {}: {} processes with emulated sockets",
+        dir.display(),
+        pids.len()
+    );
+    let rows: Vec<Vec<String>> = states
+        .iter()
+        .map(|(k, v)| vec![k.to_string(), v.to_string()])
+        .collect();
+    print!(
+        "{}",
+        units::table(&["SOCKETS", "COUNT"], &rows, &[false, true])
+    );
     println!();
     if counters.is_empty() {
         println!("no counters file (stats-<uid>) in {}", dir.display());
@@ -235,7 +280,10 @@ fn summary(dir: &std::path::Path, scan: &status::Scan, sockets: &[Socket], json:
     println!("connects since the counters file was made: {shm} over shared memory, {fallback} over kernel TCP");
     let why = [
         ("no shared-memory listener there", totals[1]),
-        ("listener refused (gone, backlog full, handshake)", totals[2]),
+        (
+            "listener refused (gone, backlog full, handshake)",
+            totals[2],
+        ),
         ("no resources for a segment", totals[3]),
         ("users' policy (SHMNET_ALLOW)", totals[4]),
         ("SHMNET_DIR refused (unsafe)", totals[5]),
@@ -255,6 +303,13 @@ fn summary(dir: &std::path::Path, scan: &status::Scan, sockets: &[Socket], json:
             vec![name.to_string(), v.to_string(), note.to_owned()]
         })
         .collect();
-    print!("{}", units::table(&["COUNTER", "TOTAL", "MEANING"], &rows, &[false, true, false]));
+    print!(
+        "{}",
+        units::table(
+            &["COUNTER", "TOTAL", "MEANING"],
+            &rows,
+            &[false, true, false]
+        )
+    );
     0
 }

@@ -27,11 +27,13 @@ pub(crate) struct Counters {
 }
 
 fn u32_at(b: &[u8], o: usize) -> u32 {
-    b.get(o..o + 4).map_or(0, |s| u32::from_le_bytes(s.try_into().unwrap_or([0; 4])))
+    b.get(o..o + 4)
+        .map_or(0, |s| u32::from_le_bytes(s.try_into().unwrap_or([0; 4])))
 }
 
 fn u64_at(b: &[u8], o: usize) -> u64 {
-    b.get(o..o + 8).map_or(0, |s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
+    b.get(o..o + 8)
+        .map_or(0, |s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
 }
 
 /// Every `stats-*` file in `dir` that reads as a counters file.
@@ -41,7 +43,11 @@ pub(crate) fn read_all(dir: &Path) -> Vec<Counters> {
         return out;
     };
     for ent in rd.flatten() {
-        if !ent.file_name().to_str().is_some_and(|n| n.starts_with("stats-")) {
+        if !ent
+            .file_name()
+            .to_str()
+            .is_some_and(|n| n.starts_with("stats-"))
+        {
             continue;
         }
         if let Some(c) = read(&ent.path()) {
@@ -63,10 +69,14 @@ fn read(path: &Path) -> Option<Counters> {
     }
     let mut b = vec![0u8; FILE_BYTES];
     f.read_exact(&mut b).ok()?;
-    if &b[..8] != b"SHMNETC1" || u32_at(&b, 8) != 1 || u32_at(&b, 16) != 128 || u32_at(&b, 24) != 9 {
+    if &b[..8] != b"SHMNETC1" || u32_at(&b, 8) != 1 || u32_at(&b, 16) != 128 || u32_at(&b, 24) != 9
+    {
         return None;
     }
-    let mut c = Counters { totals: [0; 9], by_pid: Vec::new() };
+    let mut c = Counters {
+        totals: [0; 9],
+        by_pid: Vec::new(),
+    };
     for row in 0..ROWS {
         let at = 64 + 128 * row;
         let vals: [u64; 9] = std::array::from_fn(|k| u64_at(&b, at + 16 + 8 * k));

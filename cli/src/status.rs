@@ -67,7 +67,10 @@ pub(crate) struct Scan {
 /// Reads every `status-*` file in `dir`.
 pub(crate) fn scan(dir: &Path) -> Result<Scan, String> {
     let rd = std::fs::read_dir(dir).map_err(|e| {
-        format!("cannot read {} ({e}): is it the directory the programs use? (--dir, SHMNET_DIR)", dir.display())
+        format!(
+            "cannot read {} ({e}): is it the directory the programs use? (--dir, SHMNET_DIR)",
+            dir.display()
+        )
     })?;
     let mut scan = Scan::default();
     let my_pidns = pid_namespace("self");
@@ -98,11 +101,17 @@ pub(crate) fn scan(dir: &Path) -> Result<Scan, String> {
                         }
                         Liveness::Gone => {}
                         Liveness::NotOwner => {
-                            scan.skipped.push(format!("{name}: an entry for pid {} not of the file's owner", e.pid));
+                            scan.skipped.push(format!(
+                                "{name}: an entry for pid {} not of the file's owner",
+                                e.pid
+                            ));
                         }
                     }
                 }
-                let creator_live = matches!(procs.judge(file.pid, file.start, file.owner), Liveness::Live);
+                let creator_live = matches!(
+                    procs.judge(file.pid, file.start, file.owner),
+                    Liveness::Live
+                );
                 if live == 0 && !creator_live && std::fs::remove_file(&path).is_ok() {
                     scan.removed += 1;
                 }
@@ -110,7 +119,8 @@ pub(crate) fn scan(dir: &Path) -> Result<Scan, String> {
             Err(why) => scan.skipped.push(format!("{name}: {why}")),
         }
     }
-    scan.entries.sort_by_key(|e| (e.pid, e.kind == Kind::Connection, e.fd.unwrap_or(i32::MAX)));
+    scan.entries
+        .sort_by_key(|e| (e.pid, e.kind == Kind::Connection, e.fd.unwrap_or(i32::MAX)));
     Ok(scan)
 }
 
@@ -146,11 +156,13 @@ fn read_file(path: &Path) -> Result<FileView, String> {
 }
 
 fn u32_at(b: &[u8], o: usize) -> u32 {
-    b.get(o..o + 4).map_or(0, |s| u32::from_ne_bytes(s.try_into().unwrap_or([0; 4])))
+    b.get(o..o + 4)
+        .map_or(0, |s| u32::from_ne_bytes(s.try_into().unwrap_or([0; 4])))
 }
 
 fn u64_at(b: &[u8], o: usize) -> u64 {
-    b.get(o..o + 8).map_or(0, |s| u64::from_ne_bytes(s.try_into().unwrap_or([0; 8])))
+    b.get(o..o + 8)
+        .map_or(0, |s| u64::from_ne_bytes(s.try_into().unwrap_or([0; 8])))
 }
 
 fn parse(b: &[u8], owner: u32) -> Result<FileView, String> {
@@ -178,7 +190,9 @@ fn parse(b: &[u8], owner: u32) -> Result<FileView, String> {
             CONNECTION => Kind::Connection,
             _ => continue,
         };
-        let Some(local) = addr(b, e + 24) else { continue };
+        let Some(local) = addr(b, e + 24) else {
+            continue;
+        };
         let peer = addr(b, e + 48);
         if kind == Kind::Connection && peer.is_none() {
             continue;
@@ -287,7 +301,12 @@ pub(crate) fn command(pid: u32, max: usize) -> String {
     let mut args: Vec<String> = raw
         .split(|&b| b == 0)
         .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).chars().map(|c| if c.is_control() { '?' } else { c }).collect())
+        .map(|a| {
+            String::from_utf8_lossy(a)
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect()
+        })
         .collect();
     if let Some(first) = args.first_mut() {
         if let Some(base) = first.rsplit('/').next().map(str::to_owned) {

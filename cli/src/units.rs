@@ -72,6 +72,9 @@ mod tests {
         assert_eq!(super::bytes(0), "0 B");
         assert_eq!(super::bytes(1536), "1.5 KiB");
         assert_eq!(super::bytes(64 << 20), "64 MiB");
-        assert_eq!(super::duration(std::time::Duration::from_micros(23)), "23 µs");
+        assert_eq!(
+            super::duration(std::time::Duration::from_micros(23)),
+            "23 µs"
+        );
     }
 }

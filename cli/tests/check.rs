@@ -14,8 +14,12 @@ fn check(dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> (i32, V
     let mut args = vec!["check", "--json", "--dir", dir.to_str().unwrap()];
     args.extend_from_slice(extra);
     let out = cli(&args, env);
-    let v: Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("check --json: {e}: {}", String::from_utf8_lossy(&out.stdout)));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "check --json: {e}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
     (out.status.code().unwrap_or(-1), v)
 }
 
@@ -34,14 +38,24 @@ fn good_setup_passes() {
     let (code, v) = check(&dir, &[], &[]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(verdict(&v, "library")["verdict"], "ok");
-    let lib = verdict(&v, "library")["detail"].as_str().unwrap().to_owned();
-    assert!(lib.contains(env!("CARGO_PKG_VERSION")) && lib.contains("build-id"), "{lib}");
+    let lib = verdict(&v, "library")["detail"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        lib.contains(env!("CARGO_PKG_VERSION")) && lib.contains("build-id"),
+        "{lib}"
+    );
     assert_eq!(verdict(&v, "configuration")["verdict"], "ok");
     assert_eq!(verdict(&v, "directory")["verdict"], "ok");
     // People's output: one aligned line per check.
     let out = cli(&["check", "--dir", dir.to_str().unwrap()], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| l.starts_with("directory") && l.contains("ok")), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("directory") && l.contains("ok")),
+        "{text}"
+    );
 }
 
 #[test]
@@ -63,7 +77,10 @@ fn unsafe_directories_fail() {
         assert_eq!(code, 1, "{v}");
         let d = verdict(&v, "directory");
         assert_eq!(d["verdict"], "fail");
-        assert!(d["detail"].as_str().unwrap().contains("owned by uid 65534"), "{d}");
+        assert!(
+            d["detail"].as_str().unwrap().contains("owned by uid 65534"),
+            "{d}"
+        );
         std::fs::remove_dir(&dir).unwrap();
     }
 }
@@ -75,7 +92,10 @@ fn bad_partitions_fail() {
     assert_eq!(code, 1, "{v}");
     let c = verdict(&v, "configuration");
     assert_eq!(c["verdict"], "fail");
-    assert!(c["detail"].as_str().unwrap().contains("SHMNET_PARTITIONS"), "{c}");
+    assert!(
+        c["detail"].as_str().unwrap().contains("SHMNET_PARTITIONS"),
+        "{c}"
+    );
 }
 
 #[test]
@@ -86,7 +106,10 @@ fn pair_says_how_the_connect_went() {
     let (code, v) = check(&dir, &["--pair", &format!("127.0.0.1:{port}")], &[]);
     assert_eq!(code, 0, "{v}");
     let p = verdict(&v, "pair");
-    assert!(p["detail"].as_str().unwrap().contains("over shared memory"), "{p}");
+    assert!(
+        p["detail"].as_str().unwrap().contains("over shared memory"),
+        "{p}"
+    );
 
     // A plain (not preloaded) listener: kernel TCP, and why.
     let plain = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -94,5 +117,11 @@ fn pair_says_how_the_connect_went() {
     let (code, v) = check(&dir, &["--pair", &addr], &[]);
     assert_eq!(code, 1, "{v}");
     let p = verdict(&v, "pair");
-    assert!(p["detail"].as_str().unwrap().contains("no shared-memory listener"), "{p}");
+    assert!(
+        p["detail"]
+            .as_str()
+            .unwrap()
+            .contains("no shared-memory listener"),
+        "{p}"
+    );
 }

@@ -45,26 +45,52 @@ fn files(root: &Path) -> Vec<PathBuf> {
 fn install_run_uninstall() {
     let dest = tmpdir("install");
     let out = make("install", &dest);
-    assert!(out.status.success(), "make install: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "make install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let usr = dest.join("usr");
-    let want = [usr.join("bin/shmnet"), usr.join("lib/libshmnet.so"), usr.join("share/man/man1/shmnet.1")];
+    let want = [
+        usr.join("bin/shmnet"),
+        usr.join("lib/libshmnet.so"),
+        usr.join("share/man/man1/shmnet.1"),
+    ];
     assert_eq!(files(&dest), want.to_vec());
     let man = std::fs::read_to_string(&want[2]).unwrap();
-    assert!(man.starts_with(".ie") || man.contains(".TH shmnet 1"), "not roff: {}", &man[..80.min(man.len())]);
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH shmnet 1"),
+        "not roff: {}",
+        &man[..80.min(man.len())]
+    );
     assert!(man.contains("check"), "the man page lists the subcommands");
 
     // The installed binary finds the installed library (<prefix>/lib).
     let bin = &want[0];
-    let version = Command::new(bin).arg("--version").env_remove("SHMNET_LIB").output().unwrap();
+    let version = Command::new(bin)
+        .arg("--version")
+        .env_remove("SHMNET_LIB")
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&version.stdout);
-    assert!(text.contains(&usr.join("lib/libshmnet.so").display().to_string()), "{text}");
+    assert!(
+        text.contains(&usr.join("lib/libshmnet.so").display().to_string()),
+        "{text}"
+    );
 
     // A pair over the emulated network, both sides run by the installed shmnet.
     let dir = tmpdir("install-run");
     let run = |args: &[&str]| {
         let mut c = Command::new(bin);
         c.env_remove("SHMNET_LIB")
-            .args(["run", "--fallback", "never", "--partitions", "127.77.0.0/16", "--dir"])
+            .args([
+                "run",
+                "--fallback",
+                "never",
+                "--partitions",
+                "127.77.0.0/16",
+                "--dir",
+            ])
             .arg(&dir)
             .arg("--")
             .arg(python())
@@ -85,11 +111,17 @@ fn install_run_uninstall() {
         ])
         .output()
         .ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     });
     assert_eq!(got, "hello");
 
     let out = make("uninstall", &dest);
-    assert!(out.status.success(), "make uninstall: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "make uninstall: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(files(&dest), Vec::<PathBuf>::new());
 }

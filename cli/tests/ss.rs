@@ -12,7 +12,11 @@ fn ss(dir: &std::path::Path, extra: &[&str]) -> Value {
     let mut args = vec!["ss", "--json", "--dir", dir.to_str().unwrap()];
     args.extend_from_slice(extra);
     let out = cli(&args, &[]);
-    assert!(out.status.success(), "ss failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "ss failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("ss --json is JSON")
 }
 
@@ -40,17 +44,28 @@ fn lists_live_sockets_and_forgets_dead_ones() {
 
     // The listener, three connections on each side; the half-closed one
     // seen by the server (it reads until the end of stream).
-    let first = wait_for("7 sockets, the server at the end of the half-closed stream", || {
-        let v = ss(&dir, &[]);
-        let all = sockets(&v);
-        let server_side = of_pid(&v, server.pid());
-        (all.len() == 7 && server_side.iter().any(|s| s["state"] == "closed-by-peer")).then_some(v)
-    });
+    let first = wait_for(
+        "7 sockets, the server at the end of the half-closed stream",
+        || {
+            let v = ss(&dir, &[]);
+            let all = sockets(&v);
+            let server_side = of_pid(&v, server.pid());
+            (all.len() == 7 && server_side.iter().any(|s| s["state"] == "closed-by-peer"))
+                .then_some(v)
+        },
+    );
     let server_side = of_pid(&first, server.pid());
-    let listener: Vec<_> = server_side.iter().filter(|s| s["state"] == "listening").collect();
+    let listener: Vec<_> = server_side
+        .iter()
+        .filter(|s| s["state"] == "listening")
+        .collect();
     assert_eq!(listener.len(), 1, "{server_side:?}");
     assert_eq!(listener[0]["local"], addr.as_str());
-    for (pid, state) in [(idle, "established"), (slow, "established"), (half, "half-closed")] {
+    for (pid, state) in [
+        (idle, "established"),
+        (slow, "established"),
+        (half, "half-closed"),
+    ] {
         let mine = of_pid(&first, pid);
         assert_eq!(mine.len(), 1, "pid {pid}: {mine:?}");
         let c = &mine[0];
@@ -58,11 +73,18 @@ fn lists_live_sockets_and_forgets_dead_ones() {
         assert_eq!(c["peer"], addr.as_str());
         assert_eq!(c["role"], "connector");
         // The server's side of it: addresses swapped.
-        let other: Vec<_> = server_side.iter().filter(|s| s["peer"] == c["local"]).collect();
+        let other: Vec<_> = server_side
+            .iter()
+            .filter(|s| s["peer"] == c["local"])
+            .collect();
         assert_eq!(other.len(), 1, "server side of {c}: {server_side:?}");
         assert_eq!(other[0]["local"], addr.as_str());
         assert_eq!(other[0]["role"], "acceptor");
-        let want = if pid == half { "closed-by-peer" } else { "established" };
+        let want = if pid == half {
+            "closed-by-peer"
+        } else {
+            "established"
+        };
         assert_eq!(other[0]["state"], want);
     }
     let half_side = &of_pid(&first, half)[0];

@@ -23,7 +23,12 @@ pub fn lib() -> PathBuf {
         .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
         .max()
         .map(|(_, p)| p.canonicalize().unwrap())
-        .unwrap_or_else(|| panic!("libshmnet.so not found near {}: build the workspace (cargo test --workspace)", bin.display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "libshmnet.so not found near {}: build the workspace (cargo test --workspace)",
+                bin.display()
+            )
+        })
 }
 
 pub fn python() -> &'static Path {
@@ -38,14 +43,17 @@ pub fn python() -> &'static Path {
 }
 
 pub fn helper(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/helpers").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/helpers")
+        .join(name)
 }
 
 /// A fresh directory, mode 0700, under cargo's per-target temp dir.
 pub fn tmpdir(name: &str) -> PathBuf {
     static N: AtomicU32 = AtomicU32::new(0);
     let n = N.fetch_add(1, Ordering::Relaxed);
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-{name}-{}-{n}", std::process::id()));
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("cli-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700)).unwrap();
@@ -111,7 +119,10 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         if let Some(v) = f() {
             return v;
         }
-        assert!(start.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -182,7 +182,10 @@ impl Drop for Entry {
     fn drop(&mut self) {
         // Freed by the process it is listed under (its claimer, or the
         // child that adopted it), not by a forked copy.
-        let listed = self.table.u32_at(self.off + E_PID).map(|w| w.load(Ordering::Relaxed));
+        let listed = self
+            .table
+            .u32_at(self.off + E_PID)
+            .map(|w| w.load(Ordering::Relaxed));
         if listed != Some(my_pid()) {
             return;
         }

@@ -3,8 +3,8 @@ use super::*;
 #[test]
 fn layout_fits_the_file() {
     assert_eq!(FILE_BYTES, 131_072);
-    assert!(E_OPENED_S + 8 <= ENTRY_BYTES);
-    assert!(E_PEER + ADDR_BYTES <= E_SENT);
+    const { assert!(E_OPENED_S + 8 <= ENTRY_BYTES) };
+    const { assert!(E_PEER + ADDR_BYTES <= E_SENT) };
     assert_eq!(Table::entry_at(ENTRIES + 5), Table::entry_at(ENTRIES - 1));
 }
 
