@@ -71,6 +71,7 @@ extern "C" fn prepare() {
 /// After fork, in the parent.
 extern "C" fn parent() {
     crate::platform::fork::advance();
+    crate::platform::status::after_fork();
     crate::sockets::registry::after_fork_parent();
 }
 
@@ -87,6 +88,7 @@ extern "C" fn child() {
     // rendezvous blocks and kept segments, epoll sets, carried
     // registrations (the order they were always reset in).
     crate::platform::fork::advance();
+    crate::platform::status::after_fork();
     crate::sockets::registry::after_fork_child();
     crate::transport::pool::after_fork_child();
     crate::sockets::readiness::after_fork_child();

@@ -126,6 +126,9 @@ impl Entry {
     /// from now on, and freed by it.
     pub(crate) fn adopt(&self) {
         let me = my_pid();
+        if me == 0 {
+            return;
+        }
         let Some(w) = self.table.u32_at(self.off + E_PID) else {
             return;
         };
@@ -201,6 +204,9 @@ impl Drop for Entry {
 static HINT: AtomicUsize = AtomicUsize::new(0);
 
 fn claim() -> Option<Entry> {
+    if crate::platform::sandbox::active() {
+        return None; // new sockets fail there anyway (`sandbox`)
+    }
     let table = global_table()?;
     let pid = my_pid();
     let start = my_start();
@@ -269,6 +275,9 @@ pub(crate) fn at_exit() {
     let Some(table) = TABLE.get() else {
         return;
     };
+    if crate::platform::sandbox::active() {
+        return; // unlink may be outside the filter
+    }
     if table.creator != my_pid() {
         return;
     }
@@ -327,13 +336,25 @@ static PID_KEY: AtomicU64 = AtomicU64::new(0);
 static START_KEY: AtomicU64 = AtomicU64::new(0);
 static START: AtomicU64 = AtomicU64::new(0);
 
-/// This process's pid: a system call only once per fork generation.
+/// In the atfork handlers, after the generation advanced: the pid is looked
+/// up now, before the program may sandbox itself (seccomp), not on the
+/// data path later.
+pub(crate) fn after_fork() {
+    let _ = my_pid();
+}
+
+/// This process's pid: a system call only once per fork generation (in
+/// the atfork handlers); 0 (nothing is ours) where a seccomp filter may
+/// not allow the call.
 #[inline]
 fn my_pid() -> u32 {
     let generation = u64::from(crate::platform::fork::generation()) + 1;
     let key = PID_KEY.load(Ordering::Relaxed);
     if key >> 32 == generation {
         return key as u32;
+    }
+    if crate::platform::sandbox::active() {
+        return 0;
     }
     let pid = rustix::process::getpid().as_raw_nonzero().get() as u32;
     PID_KEY.store(generation << 32 | u64::from(pid), Ordering::Relaxed);
