@@ -199,10 +199,15 @@ fn shmnet_dir_holds_only_counters() {
         .filter(|n| !n.is_empty())
         .collect();
     assert!(
-        names.iter().all(|n| n.starts_with("'stats-") || n.starts_with("'status-")),
+        names
+            .iter()
+            .all(|n| n.starts_with("'stats-") || n.starts_with("'status-")),
         "left in SHMNET_DIR while running: {names:?}"
     );
-    assert!(names.iter().filter(|n| n.starts_with("'status-")).count() <= 1, "{names:?}");
+    assert!(
+        names.iter().filter(|n| n.starts_with("'status-")).count() <= 1,
+        "{names:?}"
+    );
     let after: Vec<_> = std::fs::read_dir(&dir)
         .map(|d| {
             d.filter_map(Result::ok)
