@@ -44,16 +44,20 @@ fn lists_live_sockets_and_forgets_dead_ones() {
 
     // The listener, three connections on each side; the half-closed one
     // seen by the server (it reads until the end of stream).
-    let first = wait_for(
-        "7 sockets, the server at the end of the half-closed stream",
-        || {
-            let v = ss(&dir, &[]);
-            let all = sockets(&v);
-            let server_side = of_pid(&v, server.pid());
-            (all.len() == 7 && server_side.iter().any(|s| s["state"] == "closed-by-peer"))
-                .then_some(v)
-        },
-    );
+    // (Each file is read at its own moment: wait for one snapshot that
+    // has the half-close on both sides.)
+    let first = wait_for("7 sockets, the half-close seen on both sides", || {
+        let v = ss(&dir, &[]);
+        let all = sockets(&v);
+        let server_side = of_pid(&v, server.pid());
+        let half_side = of_pid(&v, half);
+        (all.len() == 7
+            && server_side.iter().any(|s| s["state"] == "closed-by-peer")
+            && half_side
+                .first()
+                .is_some_and(|s| s["state"] == "half-closed"))
+        .then_some(v)
+    });
     let server_side = of_pid(&first, server.pid());
     let listener: Vec<_> = server_side
         .iter()
