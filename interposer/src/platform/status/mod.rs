@@ -281,6 +281,7 @@ pub(crate) fn at_exit() {
     if table.creator != my_pid() {
         return;
     }
+    table::sweep(&table.dir, pid_namespace(), SWEEP_MAX);
     for i in 0..ENTRIES {
         let off = Table::entry_at(i);
         if table
@@ -294,6 +295,10 @@ pub(crate) fn at_exit() {
 }
 
 static TABLE: Publish<Table> = Publish::new();
+
+/// Status files a sweep looks at (a directory of thousands of killed
+/// processes' files is emptied over several sweeps, or by `shmnet ss`).
+const SWEEP_MAX: usize = 64;
 
 /// The process's table: made on first need (one attempt a second while it
 /// cannot be).
@@ -312,7 +317,9 @@ fn global_table() -> Option<&'static Table> {
         return None;
     }
     let dir = safedir::get().ok()?;
-    match table::create(dir, my_pid(), my_start(), pid_namespace()) {
+    let pidns = pid_namespace();
+    table::sweep(&dir, pidns, SWEEP_MAX);
+    match table::create(dir, my_pid(), my_start(), pidns) {
         Ok(t) => Some(TABLE.publish(t).0),
         Err(e) => {
             log!(debug, "status file not made: {e}");

@@ -208,3 +208,68 @@ fn prepare(fd: &OwnedFd) -> Result<NonNull<u8>, Errno> {
     }?;
     NonNull::new(p.cast::<u8>()).ok_or(Errno::NOMEM)
 }
+
+/// Removes the status files of processes that are gone (killed: no exit
+/// handler ran), looking at most at `max` of them: a file goes when it is
+/// of our pid namespace, its creator is gone, and no entry in use belongs
+/// to a live process (a daemon's child may go on with its parent's file).
+/// Called where a file is made and at exit, never on the data path.
+pub(crate) fn sweep(dir: &Dir, pidns: u64, max: usize) {
+    for name in dir.names("status-", max) {
+        let Some((pid, start)) = parse_name(&name) else {
+            continue;
+        };
+        if is_live(pid, start) {
+            continue;
+        }
+        let Ok(fd) = dir.open(&name, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()) else {
+            continue;
+        };
+        let mut buf = vec![0u8; FILE_BYTES];
+        let mut len = 0;
+        while len < buf.len() {
+            match rustix::io::read(&fd, &mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(Errno::INTR) => continue,
+                Err(_) => break,
+            }
+        }
+        let word32 = |off: usize| {
+            buf.get(off..off + 4)
+                .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let word64 = |off: usize| {
+            buf.get(off..off + 8).map_or(0, |b| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(b);
+                u64::from_ne_bytes(w)
+            })
+        };
+        if len != FILE_BYTES || buf.get(..8) != Some(&MAGIC[..]) || word64(H_PIDNS) != pidns {
+            continue; // not ours to judge
+        }
+        let in_use = (0..ENTRIES).any(|i| {
+            let off = Table::entry_at(i);
+            word32(off + E_STATE) != FREE && is_live(word32(off + E_PID), word64(off + E_START))
+        });
+        if !in_use {
+            let _ = dir.unlink(&name);
+        }
+    }
+}
+
+/// `status-<pid>-<start>[.<k>]`.
+fn parse_name(name: &str) -> Option<(u32, u64)> {
+    let rest = name.strip_prefix("status-")?;
+    let rest = rest.split('.').next()?;
+    let (pid, start) = rest.split_once('-')?;
+    Some((pid.parse().ok()?, start.parse().ok()?))
+}
+
+/// Whether `pid` is a live process that started at `start`.
+fn is_live(pid: u32, start: u64) -> bool {
+    pid != 0
+        && crate::platform::stats::alive(pid)
+        && crate::platform::stats::proc_start(pid).is_none_or(|s| s == start)
+}
