@@ -91,19 +91,34 @@ impl Entry {
         }
     }
 
-    /// Bytes written into our ring so far (data path: one relaxed store).
+    /// `n` more bytes written into our ring (data path, under the send
+    /// lock: a load and a store of our own line; nothing of the ring is
+    /// read, whose lines the peer's process is writing).
     #[inline]
-    pub(crate) fn sent(&self, total: u64) {
+    pub(crate) fn sent(&self, n: usize) {
         if self.mine() {
-            self.store64(E_SENT, total);
+            self.bump(E_SENT, n);
         }
     }
 
-    /// Bytes read from the peer's ring so far (data path).
+    /// `n` more bytes read from the peer's ring (data path, under the
+    /// receive lock).
     #[inline]
-    pub(crate) fn received(&self, total: u64) {
+    pub(crate) fn received(&self, n: usize) {
         if self.mine() {
-            self.store64(E_RECEIVED, total);
+            self.bump(E_RECEIVED, n);
+        }
+    }
+
+    /// Adds to a counter only this process's one lock-holder writes: no
+    /// read-modify-write instruction needed.
+    #[inline]
+    fn bump(&self, off: usize, n: usize) {
+        if let Some(w) = self.table.u64_at(self.off + off) {
+            w.store(
+                w.load(Ordering::Relaxed).wrapping_add(n as u64),
+                Ordering::Relaxed,
+            );
         }
     }
 

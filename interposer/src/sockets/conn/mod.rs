@@ -224,19 +224,19 @@ impl Connection {
         }
     }
 
-    /// Publishes the bytes written so far (`tx` held: one store).
+    /// Publishes `n` bytes sent (the send lock held).
     #[inline]
-    fn published_sent(&self, tx: &Producer) {
+    fn published_sent(&self, n: usize) {
         if let Some(s) = &self.status {
-            s.sent(tx.written_total());
+            s.sent(n);
         }
     }
 
-    /// Publishes the bytes read so far (`rx` held: one store).
+    /// Publishes `n` bytes read (the receive lock held).
     #[inline]
-    fn published_received(&self, rx: &Consumer) {
+    fn published_received(&self, n: usize) {
         if let Some(s) = &self.status {
-            s.received(rx.consumed_total());
+            s.received(n);
         }
     }
 

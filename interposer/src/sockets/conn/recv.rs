@@ -376,7 +376,7 @@ impl Connection {
             Ok(n) => {
                 call.total += n;
                 if !call.peek {
-                    self.published_received(rx);
+                    self.published_received(n);
                 }
                 match self.facts_after_data(call, rx) {
                     Some(facts) => facts,

@@ -71,7 +71,7 @@ impl Connection {
         };
         match tx.write_vectored_min(bufs, need) {
             Ok(n) => {
-                self.published_sent(&tx);
+                self.published_sent(n);
                 drop(tx);
                 self.note_wrote();
                 if n >= want {
@@ -181,8 +181,8 @@ impl Connection {
             }
             r => r,
         };
-        if r.is_ok() {
-            self.published_sent(&tx);
+        if let Ok(n) = r {
+            self.published_sent(n);
         }
         r
     }
@@ -299,7 +299,9 @@ impl Connection {
                 let mut tx = self.tx.lock();
                 let _side = self.shared().then(|| tx.lock_side());
                 let r = tx.write_from(max, &mut fill);
-                self.published_sent(&tx);
+                if let Ok(n) = r {
+                    self.published_sent(n);
+                }
                 r
             };
             match r {
