@@ -3,11 +3,11 @@ CARGO ?= cargo
 LOOM_TARGET := target/loom
 BENCH_DIR := target/bench
 
-.PHONY: all build deps test fmt-check clippy unit loom bench demo clean
+.PHONY: all build deps test fmt-check clippy unit loom bench demo clean install uninstall
 
 all: build
 
-## Release artifacts: target/release/libshmnet.so
+## Release artifacts: target/release/libshmnet.so and target/release/shmnet
 build:
 	$(CARGO) build --release --workspace
 
@@ -58,6 +58,27 @@ demo: deps
 	$(CARGO) build --release --workspace
 	scripts/demo.sh target/release/libshmnet.so
 	$(CARGO) bench -p shmnet-ring --bench ringbench -- --demo --rtt
+
+## Install what `make` built: $(PREFIX)/lib/libshmnet.so, $(PREFIX)/bin/shmnet,
+## $(PREFIX)/share/man/man1/shmnet.1 (generated from the CLI definition);
+## DESTDIR for packagers. `make uninstall` (same PREFIX/DESTDIR) removes exactly
+## those three files. INSTALL_LIB/INSTALL_BIN pick other builds (the tests
+## install the ci profile's).
+PREFIX ?= /usr/local
+INSTALL_LIB ?= $(or $(CARGO_TARGET_DIR),target)/release/libshmnet.so
+INSTALL_BIN ?= $(or $(CARGO_TARGET_DIR),target)/release/shmnet
+LIBDIR = $(DESTDIR)$(PREFIX)/lib
+BINDIR = $(DESTDIR)$(PREFIX)/bin
+MANDIR = $(DESTDIR)$(PREFIX)/share/man/man1
+install:
+	@test -f $(INSTALL_LIB) -a -x $(INSTALL_BIN) || { echo "make install: $(INSTALL_LIB) or $(INSTALL_BIN) missing: run 'make' first" >&2; exit 1; }
+	install -d $(LIBDIR) $(BINDIR) $(MANDIR)
+	install -m 0755 $(INSTALL_LIB) $(LIBDIR)/libshmnet.so
+	install -m 0755 $(INSTALL_BIN) $(BINDIR)/shmnet
+	$(INSTALL_BIN) man > $(MANDIR)/shmnet.1.tmp && chmod 0644 $(MANDIR)/shmnet.1.tmp && mv $(MANDIR)/shmnet.1.tmp $(MANDIR)/shmnet.1
+
+uninstall:
+	rm -f $(LIBDIR)/libshmnet.so $(BINDIR)/shmnet $(MANDIR)/shmnet.1
 
 clean:
 	$(CARGO) clean

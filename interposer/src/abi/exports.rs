@@ -266,6 +266,7 @@ extern "C" fn before_variadic_exec(which: usize) -> *const c_void {
             process::init();
             registry::release_deferred();
             crate::calls::exec::before_exec();
+            crate::calls::process::replacing_image();
         });
     }
     sys::set_errno(saved);
@@ -443,6 +444,51 @@ static CONSTRUCTOR: extern "C" fn() = constructor;
 extern "C" fn constructor() {
     if let Some(_inside) = guard::enter("constructor") {
         let _ = panic::catch_unwind(process::init);
+    }
+}
+
+/// The library's version, NUL-terminated (`shmnet --version`, `shmnet
+/// check`: the CLI finds it with dlsym in a preloaded probe).
+#[no_mangle]
+pub extern "C" fn shmnet_version() -> *const core::ffi::c_char {
+    VERSION_MARK[MARK.len()..].as_ptr().cast()
+}
+
+/// The version where a tool can find it in the file without loading it:
+/// `shmnet-version:` then the version, NUL-terminated.
+const MARK: &[u8] = b"shmnet-version:";
+#[used]
+static VERSION_MARK: &[u8] = concat!("shmnet-version:", env!("CARGO_PKG_VERSION"), "\0").as_bytes();
+
+/// Copies this process's counters (docs/counters.md order) into `out`, at
+/// most `n` of them; returns how many there are. For `shmnet check
+/// --pair`, whose probe connects in-process and asks how it went.
+///
+/// # Safety
+/// `out` is null or points to `n` writable u64s.
+#[no_mangle]
+pub unsafe extern "C" fn shmnet_counters(out: *mut u64, n: usize) -> usize {
+    let totals = crate::platform::stats::totals();
+    if !out.is_null() {
+        for (i, v) in totals.iter().take(n).enumerate() {
+            // SAFETY: the caller gives `n` writable words at `out`; i < n.
+            unsafe { out.add(i).write(*v) };
+        }
+    }
+    totals.len()
+}
+
+/// Runs at exit (not at _exit or a fatal signal: `shmnet ss` removes what
+/// those leave): this process's status file goes (`platform::status`).
+#[cfg(not(test))]
+#[used]
+#[link_section = ".fini_array"]
+static DESTRUCTOR: extern "C" fn() = destructor;
+
+#[cfg(not(test))]
+extern "C" fn destructor() {
+    if let Some(_inside) = guard::enter("destructor") {
+        let _ = panic::catch_unwind(crate::platform::status::at_exit);
     }
 }
 

@@ -409,5 +409,6 @@ fn assemble(fd: c_int, parts: Parts, nonblocking: bool) -> Result<Listener, Errn
     // Across exec, what the listener is made of goes with the
     // application's fd (see `calls::exec`).
     listener.set_cloexec(cloexec);
+    listener.published_fd(fd);
     Ok(listener)
 }

@@ -71,6 +71,7 @@ extern "C" fn prepare() {
 /// After fork, in the parent.
 extern "C" fn parent() {
     crate::platform::fork::advance();
+    crate::platform::status::after_fork();
     crate::sockets::registry::after_fork_parent();
 }
 
@@ -87,6 +88,7 @@ extern "C" fn child() {
     // rendezvous blocks and kept segments, epoll sets, carried
     // registrations (the order they were always reset in).
     crate::platform::fork::advance();
+    crate::platform::status::after_fork();
     crate::sockets::registry::after_fork_child();
     crate::transport::pool::after_fork_child();
     crate::sockets::readiness::after_fork_child();
@@ -130,15 +132,23 @@ pub(crate) fn exec<R>() -> Action<R> {
     Action::Pass
 }
 
+/// The exec family proper (not posix_spawn, system, popen): this image's
+/// published sockets are hidden (`platform::status`).
+pub(crate) fn replacing_image() {
+    crate::platform::status::before_exec();
+}
+
 pub(crate) fn execve(
     _path: *const c_char,
     _argv: *const *const c_char,
     _envp: *const *const c_char,
 ) -> Action<c_int> {
+    replacing_image();
     exec()
 }
 
 pub(crate) fn execv(_path: *const c_char, _argv: *const *const c_char) -> Action<c_int> {
+    replacing_image();
     exec()
 }
 
@@ -147,6 +157,7 @@ pub(crate) fn fexecve(
     _argv: *const *const c_char,
     _envp: *const *const c_char,
 ) -> Action<c_int> {
+    replacing_image();
     exec()
 }
 
@@ -157,6 +168,7 @@ pub(crate) fn execveat(
     _envp: *const *const c_char,
     _flags: c_int,
 ) -> Action<c_int> {
+    replacing_image();
     exec()
 }
 

@@ -22,4 +22,5 @@ pub(crate) mod safedir;
 pub(crate) mod sandbox;
 pub(crate) mod seccomp_filter;
 pub(crate) mod stats;
+pub(crate) mod status;
 pub(crate) mod sys;

@@ -182,6 +182,26 @@ impl Dir {
         }
     }
 
+    /// The names in the directory that start with `prefix` (at most
+    /// `max`), read through its descriptor.
+    pub(crate) fn names(&self, prefix: &str, max: usize) -> Vec<String> {
+        let mut out = Vec::new();
+        let Ok(mut rd) = rustix::fs::Dir::read_from(&self.fd) else {
+            return out;
+        };
+        while let Some(Ok(e)) = rd.read() {
+            if out.len() >= max {
+                break;
+            }
+            if let Ok(name) = e.file_name().to_str() {
+                if name.starts_with(prefix) {
+                    out.push(name.to_owned());
+                }
+            }
+        }
+        out
+    }
+
     /// The path the directory was opened at (for messages).
     pub(crate) fn path(&self) -> &Path {
         &self.path

@@ -92,7 +92,6 @@ pub(crate) fn dropped_handshake() {
 
 /// This process's own totals since it started (or forked), in `NAMES`
 /// order, whether or not the file could be written.
-#[allow(dead_code)] // for a status call / debug log to come
 pub(crate) fn totals() -> [u64; COUNTERS] {
     COUNTERS_OF_PROCESS.process().totals()
 }

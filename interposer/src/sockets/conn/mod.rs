@@ -42,6 +42,7 @@ use std::time::{Duration, Instant};
 
 use crate::platform::internal_fd::{InternalFd, KeptMemfd};
 use crate::platform::lock::Mutex;
+use crate::platform::status;
 use crate::sockets::options_store::Options;
 use rustix::io::Errno;
 use shmnet_ring::{Consumer, Producer, RingError, RoomWaiter, Segment};
@@ -103,6 +104,8 @@ pub(crate) struct Connection {
     /// Queued with `sockets::quiet` to give back its send ring's pages
     /// (`trim`).
     trim_queued: AtomicBool,
+    /// Published for `shmnet ss` (`platform::status`).
+    status: Option<status::Entry>,
 }
 
 /// What a failed data call turns into.
@@ -182,6 +185,12 @@ impl Connection {
         tx.set_doorbell(bell.clone());
         let ring_bytes = seg.geometry().channel_bytes();
         let room = tx.room_waiter();
+        let status = status::connection(
+            local,
+            peer,
+            seg.role() == shmnet_ring::Role::Connector,
+            ring_bytes,
+        );
         let spin = crate::platform::config::get()
             .map_or(Duration::ZERO, |c| Duration::from_micros(c.spin_us.into()));
         let conn = Connection {
@@ -205,6 +214,7 @@ impl Connection {
             opts: Options::default(),
             pool_ticket,
             trim_queued: AtomicBool::new(false),
+            status,
         };
         // The acceptor's receive half is ready at once; the connector's once
         // the acceptor initialised its direction (see `receiver`).
@@ -215,6 +225,34 @@ impl Connection {
     /// See `Socket::fd_opened`: the doorbell may use `fd`.
     pub(crate) fn fd_opened(&self, fd: RawFd) {
         self.bell.opened(fd);
+        if let Some(s) = &self.status {
+            s.set_fd(fd);
+        }
+    }
+
+    /// Publishes `n` bytes sent (the send lock held).
+    #[inline]
+    fn published_sent(&self, n: usize) {
+        if let Some(s) = &self.status {
+            s.sent(n);
+        }
+    }
+
+    /// Publishes `n` bytes read (the receive lock held).
+    #[inline]
+    fn published_received(&self, n: usize) {
+        if let Some(s) = &self.status {
+            s.received(n);
+        }
+    }
+
+    /// Sets (`on`) or clears status flags (`status::SHUT_WR`...).
+    fn status_flags(&self, bits: u32, on: bool) {
+        match &self.status {
+            Some(s) if on => s.set_flags(bits),
+            Some(s) => s.clear_flags(bits),
+            None => {}
+        }
     }
 
     /// See `Socket::fd_closing`.
@@ -322,11 +360,13 @@ impl Connection {
                               // (and its doorbell): the peer's poll/epoll then see
                               // POLLRDHUP/EPOLLRDHUP, as for a TCP FIN.
             self.bell.shutdown(rustix::net::Shutdown::Write);
+            self.status_flags(status::SHUT_WR, true);
         }
         if rd && !self.shut_rd.swap(true, Ordering::Relaxed) {
             // Wakes a reader of ours asleep in poll on the fd (it sees POLLIN
             // and then SHUT_RD); the peer's doorbells to us fail harmlessly.
             self.bell.shutdown(rustix::net::Shutdown::Read);
+            self.status_flags(status::SHUT_RD, true);
         }
         Ok(())
     }

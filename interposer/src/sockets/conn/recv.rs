@@ -328,7 +328,10 @@ impl Connection {
                     self.spin_for_reply();
                 }
                 Next::Wait | Next::Sleep => {
-                    if let Err(end) = self.sleep(&mut call, taker.take()) {
+                    self.status_flags(crate::platform::status::WAIT_READ, true);
+                    let slept = self.sleep(&mut call, taker.take());
+                    self.status_flags(crate::platform::status::WAIT_READ, false);
+                    if let Err(end) = slept {
                         return end.result(call.total);
                     }
                 }
@@ -369,9 +372,15 @@ impl Connection {
             }
         });
         let facts = match read {
-            Ok(0) => return Err(End::Read),
+            Ok(0) => {
+                self.status_flags(crate::platform::status::PEER_EOF, true);
+                return Err(End::Read);
+            }
             Ok(n) => {
                 call.total += n;
+                if !call.peek {
+                    self.published_received(n);
+                }
                 match self.facts_after_data(call, rx) {
                     Some(facts) => facts,
                     None => return Err(End::Read),

@@ -71,6 +71,7 @@ impl Connection {
         };
         match tx.write_vectored_min(bufs, need) {
             Ok(n) => {
+                self.published_sent(n);
                 drop(tx);
                 self.note_wrote();
                 if n >= want {
@@ -174,12 +175,16 @@ impl Connection {
         } else {
             0
         };
-        match with_rest(bufs, total, |b| tx.write_vectored_min(b, need)) {
+        let r = match with_rest(bufs, total, |b| tx.write_vectored_min(b, need)) {
             Err(RingError::WouldBlock) if need > 0 && self.nonblocking() => {
                 with_rest(bufs, total, |b| tx.write_vectored(b))
             }
             r => r,
+        };
+        if let Ok(n) = r {
+            self.published_sent(n);
         }
+        r
     }
 
     /// A non-blocking write found the ring full and the application will
@@ -232,8 +237,9 @@ impl Connection {
             slice: Duration::from_millis(10),
             interruptible: true,
         };
-        loop {
-            return match self.room.wait_for_room(need, &policy) {
+        self.status_flags(crate::platform::status::WAIT_WRITE, true);
+        let waited = loop {
+            break match self.room.wait_for_room(need, &policy) {
                 Ok(()) => Ok(()),
                 // A write that moved bytes already returns their count.
                 Err(RingError::Interrupted)
@@ -246,7 +252,9 @@ impl Connection {
                 Err(RingError::PeerGone) => Err(Errno::PIPE),
                 Err(e) => Err(ring_errno(e)),
             };
-        }
+        };
+        self.status_flags(crate::platform::status::WAIT_WRITE, false);
+        waited
     }
 
     /// Free bytes in the send ring, waiting (as a write would) while there
@@ -290,7 +298,11 @@ impl Connection {
             let r = {
                 let mut tx = self.tx.lock();
                 let _side = self.shared().then(|| tx.lock_side());
-                tx.write_from(max, &mut fill)
+                let r = tx.write_from(max, &mut fill);
+                if let Ok(n) = r {
+                    self.published_sent(n);
+                }
+                r
             };
             match r {
                 Ok(n) => {

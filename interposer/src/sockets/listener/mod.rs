@@ -112,6 +112,8 @@ pub(crate) struct Listener {
     /// (CLOCK_MONOTONIC ms): see `WAIT_SHARE`.
     wait_budget_us: std::sync::atomic::AtomicU64,
     budget_at_ms: std::sync::atomic::AtomicU64,
+    /// Published for `shmnet ss` (`platform::status`).
+    pub(crate) status: Option<crate::platform::status::Entry>,
 }
 
 impl Rendezvous {
@@ -162,6 +164,12 @@ fn fail<R>(e: Errno) -> Action<R> {
     Action::Fail(e.raw_os_error())
 }
 
+/// A socket's inode number (0 if unknown): how `shmnet ss` finds its queue.
+#[allow(clippy::unnecessary_cast)] // st_ino's type differs between architectures
+fn inode(fd: BorrowedFd<'_>) -> u64 {
+    rustix::fs::fstat(fd).map_or(0, |st| st.st_ino as u64)
+}
+
 fn euid() -> u32 {
     rustix::process::geteuid().as_raw()
 }
@@ -194,6 +202,11 @@ impl Listener {
             rustix::fs::fcntl_setfl(&ep, efl | rustix::fs::OFlags::NONBLOCK)?;
         }
         let parking = Parking::new()?;
+        let status = crate::platform::status::listener(
+            parts.local,
+            parts.tcp.as_ref().map_or(0, |t| inode(t.as_fd())),
+            std::array::from_fn(|i| parts.rendezvous.get(i).map_or(0, |r| inode(r.fd.as_fd()))),
+        );
         Ok(Listener {
             local: parts.local,
             tcp: parts.tcp,
@@ -211,7 +224,15 @@ impl Listener {
             unwatched: AtomicBool::new(false),
             wait_budget_us: std::sync::atomic::AtomicU64::new(patience::WAIT_BUDGET_MAX_US),
             budget_at_ms: std::sync::atomic::AtomicU64::new(monotonic_ms()),
+            status,
         })
+    }
+
+    /// The application's fd number, for `shmnet ss`.
+    pub(crate) fn published_fd(&self, fd: c_int) {
+        if let Some(s) = &self.status {
+            s.set_fd(fd);
+        }
     }
 
     /// The epoll instance (the application's fd is a copy of it).

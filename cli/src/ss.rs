@@ -1,0 +1,315 @@
+//! `shmnet ss` / `shmnet status`: one line per live emulated socket, from
+//! the status files in the rendezvous directory; `-s` a summary with the
+//! counters.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use crate::cli::SsArgs;
+use crate::status::{self, Entry, Kind};
+use crate::units;
+
+#[derive(Serialize)]
+struct Socket {
+    pid: u32,
+    command: String,
+    fd: Option<i32>,
+    /// listening, established, half-closed, closed-by-peer
+    state: &'static str,
+    local: String,
+    peer: Option<String>,
+    /// connector or acceptor (connections)
+    role: Option<&'static str>,
+    bytes_sent: Option<u64>,
+    bytes_received: Option<u64>,
+    /// Bytes in our ring not yet read by the peer, and in the peer's not
+    /// yet read by us (null: the peer's side is not visible here).
+    send_queue: Option<u64>,
+    recv_queue: Option<u64>,
+    /// This side is asleep in a read or waiting for room to write.
+    waiting: Option<&'static str>,
+    ring_bytes: Option<u64>,
+    /// Listeners: connections waiting to be accepted (kernel TCP and
+    /// shared memory; null: unknown).
+    backlog: Option<u64>,
+    backlog_tcp: Option<u64>,
+    backlog_shm: Option<u64>,
+    opened_unix_s: u64,
+}
+
+pub(crate) fn main(a: SsArgs) -> i32 {
+    let dir = crate::dir::resolve(a.dir.as_deref());
+    if !dir.exists() {
+        // Nothing was ever published there: an empty list, said once.
+        if a.json {
+            println!(
+                "{}",
+                serde_json::json!({"dir": dir, "sockets": [], "not_listed": 0})
+            );
+        } else if !a.summary {
+            eprintln!("shmnet: {} does not exist: no preloaded program has used it (another SHMNET_DIR? try --dir)", dir.display());
+        }
+        if !a.summary {
+            return 0;
+        }
+    }
+    let scanned = if dir.exists() {
+        status::scan(&dir)
+    } else {
+        Ok(Default::default())
+    };
+    let scan = match scanned {
+        Ok(s) => s,
+        Err(e) => return crate::fail(format_args!("{e}")),
+    };
+    let sockets = sockets(&scan.entries, a.pid);
+    if a.summary {
+        return summary(&dir, &scan, &sockets, a.json);
+    }
+    if a.json {
+        let doc = serde_json::json!({
+            "dir": dir,
+            "sockets": sockets,
+            "not_listed": scan.overflow,
+            "files_removed": scan.removed,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return 0;
+    }
+    print!("{}", human(&sockets));
+    if scan.overflow > 0 {
+        println!(
+            "({} more sockets not listed: their processes' status files were full)",
+            scan.overflow
+        );
+    }
+    0
+}
+
+fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
+    // The other side of each connection, where it is visible here.
+    let by_addrs: HashMap<(SocketAddr, SocketAddr), &Entry> = entries
+        .iter()
+        .filter(|e| e.kind == Kind::Connection)
+        .filter_map(|e| Some(((e.local, e.peer?), e)))
+        .collect();
+    let mut commands: HashMap<u32, String> = HashMap::new();
+    let mut out = Vec::new();
+    for e in entries.iter().filter(|e| only.is_none_or(|p| p == e.pid)) {
+        let command = commands
+            .entry(e.pid)
+            .or_insert_with(|| status::command(e.pid, 40))
+            .clone();
+        let base = Socket {
+            pid: e.pid,
+            command,
+            fd: e.fd,
+            state: "listening",
+            local: e.local.to_string(),
+            peer: None,
+            role: None,
+            bytes_sent: None,
+            bytes_received: None,
+            send_queue: None,
+            recv_queue: None,
+            waiting: None,
+            ring_bytes: None,
+            backlog: None,
+            backlog_tcp: None,
+            backlog_shm: None,
+            opened_unix_s: e.opened_s,
+        };
+        match e.kind {
+            Kind::Listener => {
+                let tcp = crate::queues::tcp_backlog(e.pid, e.tcp_ino);
+                let shm: Option<u64> = e
+                    .rendezvous_ino
+                    .iter()
+                    .filter(|&&i| i != 0)
+                    .map(|&i| crate::queues::unix_backlog(i))
+                    .try_fold(0u64, |acc, q| q.map(|q| acc + q));
+                let backlog = match (tcp, shm) {
+                    (None, None) => None,
+                    (t, s) => Some(t.unwrap_or(0) + s.unwrap_or(0)),
+                };
+                out.push(Socket {
+                    backlog,
+                    backlog_tcp: tcp,
+                    backlog_shm: shm,
+                    ..base
+                });
+            }
+            Kind::Connection => {
+                let peer_addr = e.peer.unwrap_or(e.local);
+                let other = by_addrs.get(&(peer_addr, e.local)).copied();
+                let state = if e.flags & status::PEER_EOF != 0
+                    || other.is_some_and(|o| o.flags & status::SHUT_WR != 0)
+                {
+                    "closed-by-peer"
+                } else if e.flags & status::SHUT_WR != 0 {
+                    "half-closed"
+                } else {
+                    "established"
+                };
+                let waiting = match (
+                    e.flags & status::WAIT_READ != 0,
+                    e.flags & status::WAIT_WRITE != 0,
+                ) {
+                    (true, true) => Some("read+write"),
+                    (true, false) => Some("read"),
+                    (false, true) => Some("write"),
+                    (false, false) => None,
+                };
+                out.push(Socket {
+                    state,
+                    peer: Some(peer_addr.to_string()),
+                    role: Some(if e.flags & status::CONNECTOR != 0 {
+                        "connector"
+                    } else {
+                        "acceptor"
+                    }),
+                    bytes_sent: Some(e.sent),
+                    bytes_received: Some(e.received),
+                    send_queue: other.map(|o| e.sent.saturating_sub(o.received)),
+                    recv_queue: other.map(|o| o.sent.saturating_sub(e.received)),
+                    waiting,
+                    ring_bytes: Some(u64::from(e.ring_bytes)),
+                    ..base
+                });
+            }
+        }
+    }
+    out
+}
+
+fn human(sockets: &[Socket]) -> String {
+    let opt = |v: Option<u64>| v.map_or("-".to_owned(), units::bytes);
+    let rows: Vec<Vec<String>> = sockets
+        .iter()
+        .map(|s| {
+            let (sendq, recvq) = if s.state == "listening" {
+                (
+                    "-".to_owned(),
+                    s.backlog.map_or("-".to_owned(), |b| b.to_string()),
+                )
+            } else {
+                (opt(s.send_queue), opt(s.recv_queue))
+            };
+            vec![
+                s.pid.to_string(),
+                s.command.clone(),
+                s.fd.map_or("-".to_owned(), |f| f.to_string()),
+                s.state.to_owned(),
+                s.local.clone(),
+                s.peer.clone().unwrap_or_else(|| "*".to_owned()),
+                opt(s.bytes_sent),
+                opt(s.bytes_received),
+                sendq,
+                recvq,
+                s.waiting.unwrap_or("-").to_owned(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "no emulated sockets\n".to_owned();
+    }
+    units::table(
+        &[
+            "PID", "COMMAND", "FD", "STATE", "LOCAL", "PEER", "SENT", "RECEIVED", "SEND-Q",
+            "RECV-Q", "WAITING",
+        ],
+        &rows,
+        &[
+            true, false, true, false, false, false, true, true, true, true, false,
+        ],
+    )
+}
+
+fn summary(dir: &std::path::Path, scan: &status::Scan, sockets: &[Socket], json: bool) -> i32 {
+    let mut states: Vec<(&str, usize)> =
+        ["listening", "established", "half-closed", "closed-by-peer"]
+            .iter()
+            .map(|s| (*s, sockets.iter().filter(|k| k.state == *s).count()))
+            .collect();
+    states.push(("not listed", scan.overflow as usize));
+    let mut pids: Vec<u32> = sockets.iter().map(|s| s.pid).collect();
+    pids.sort_unstable();
+    pids.dedup();
+    let counters = crate::stats::read_all(dir);
+    let mut totals = [0u64; 9];
+    for c in &counters {
+        for (t, v) in totals.iter_mut().zip(c.totals) {
+            *t += v;
+        }
+    }
+    if json {
+        let doc = serde_json::json!({
+            "dir": dir,
+            "processes": pids.len(),
+            "sockets": states.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
+            "counters": crate::stats::NAMES.iter().zip(totals).map(|(k, v)| (k.to_string(), serde_json::Value::from(v))).collect::<serde_json::Map<_, _>>(),
+            "counters_by_pid": counters.iter().flat_map(|c| c.by_pid.iter()).map(|(pid, vals)| {
+                serde_json::json!({"pid": pid, "counters": crate::stats::NAMES.iter().zip(vals).map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>()})
+            }).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        return 0;
+    }
+    println!(
+        "directory {}: {} processes with emulated sockets",
+        dir.display(),
+        pids.len()
+    );
+    let rows: Vec<Vec<String>> = states
+        .iter()
+        .map(|(k, v)| vec![k.to_string(), v.to_string()])
+        .collect();
+    print!(
+        "{}",
+        units::table(&["SOCKETS", "COUNT"], &rows, &[false, true])
+    );
+    println!();
+    if counters.is_empty() {
+        println!("no counters file (stats-<uid>) in {}", dir.display());
+        return 0;
+    }
+    let shm = totals[0];
+    let fallback: u64 = totals[1..6].iter().sum();
+    println!("connects since the counters file was made: {shm} over shared memory, {fallback} over kernel TCP");
+    let why = [
+        ("no shared-memory listener there", totals[1]),
+        (
+            "listener refused (gone, backlog full, handshake)",
+            totals[2],
+        ),
+        ("no resources for a segment", totals[3]),
+        ("users' policy (SHMNET_ALLOW)", totals[4]),
+        ("SHMNET_DIR refused (unsafe)", totals[5]),
+    ];
+    let rows: Vec<Vec<String>> = crate::stats::NAMES
+        .iter()
+        .zip(totals)
+        .enumerate()
+        .map(|(i, (name, v))| {
+            let note = match i {
+                0 => "connect carried by shared memory",
+                1..=5 => why[i - 1].0,
+                6 => "listeners: accepted over shared memory",
+                7 => "listeners: refused by policy",
+                _ => "listeners: dropped handshakes",
+            };
+            vec![name.to_string(), v.to_string(), note.to_owned()]
+        })
+        .collect();
+    print!(
+        "{}",
+        units::table(
+            &["COUNTER", "TOTAL", "MEANING"],
+            &rows,
+            &[false, true, false]
+        )
+    );
+    0
+}

@@ -1,0 +1,353 @@
+//! Reading the status files the processes publish (docs/status.md). Each
+//! file is hostile input: read whole with one bounded read, every field
+//! range-checked, entries kept only for live processes of the file's owner;
+//! the files of processes that are gone are removed.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::Path;
+
+// The layout (interposer/src/platform/status/table.rs).
+const MAGIC: &[u8; 8] = b"SHMNETS1";
+const VERSION: u32 = 1;
+const HEADER_BYTES: usize = 256;
+const ENTRY_BYTES: usize = 128;
+const ENTRIES: usize = 1022;
+const FILE_BYTES: usize = HEADER_BYTES + ENTRIES * ENTRY_BYTES;
+
+const LISTENER: u32 = 2;
+const CONNECTION: u32 = 3;
+
+pub(crate) const CONNECTOR: u32 = 1;
+pub(crate) const SHUT_WR: u32 = 2;
+pub(crate) const PEER_EOF: u32 = 8;
+pub(crate) const WAIT_READ: u32 = 16;
+pub(crate) const WAIT_WRITE: u32 = 32;
+const EXECING: u32 = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Listener,
+    Connection,
+}
+
+/// One published entry of a live process.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub(crate) kind: Kind,
+    pub(crate) pid: u32,
+    pub(crate) fd: Option<i32>,
+    pub(crate) flags: u32,
+    pub(crate) local: SocketAddr,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) sent: u64,
+    pub(crate) received: u64,
+    pub(crate) tcp_ino: u64,
+    pub(crate) rendezvous_ino: [u64; 2],
+    pub(crate) ring_bytes: u32,
+    pub(crate) opened_s: u64,
+}
+
+/// What a scan of the directory found.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    pub(crate) entries: Vec<Entry>,
+    /// Files read, and removed (their processes are gone).
+    pub(crate) files: usize,
+    pub(crate) removed: usize,
+    /// Entries that found no room in their file (not listed).
+    pub(crate) overflow: u64,
+    /// Files skipped: invalid, another user's claims, another pid namespace.
+    pub(crate) skipped: Vec<String>,
+}
+
+/// Reads every `status-*` file in `dir`.
+pub(crate) fn scan(dir: &Path) -> Result<Scan, String> {
+    let rd = std::fs::read_dir(dir).map_err(|e| {
+        format!(
+            "cannot read {} ({e}): is it the directory the programs use? (--dir, SHMNET_DIR)",
+            dir.display()
+        )
+    })?;
+    let mut scan = Scan::default();
+    let my_pidns = pid_namespace("self");
+    let mut procs = Procs::default();
+    for ent in rd.flatten() {
+        let name = ent.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !name.starts_with("status-") {
+            continue;
+        }
+        let path = ent.path();
+        match read_file(&path) {
+            Ok(file) => {
+                scan.files += 1;
+                if file.pidns != my_pidns {
+                    scan.skipped.push(format!("{name}: another pid namespace"));
+                    continue;
+                }
+                scan.overflow += u64::from(file.overflow);
+                let mut live = 0;
+                for e in file.entries {
+                    match procs.judge(e.pid, e.start, file.owner) {
+                        Liveness::Live => {
+                            live += 1;
+                            if e.flags & EXECING == 0 {
+                                scan.entries.push(e.entry);
+                            }
+                        }
+                        Liveness::Gone => {}
+                        Liveness::NotOwner => {
+                            scan.skipped.push(format!(
+                                "{name}: an entry for pid {} not of the file's owner",
+                                e.pid
+                            ));
+                        }
+                    }
+                }
+                let creator_live = matches!(
+                    procs.judge(file.pid, file.start, file.owner),
+                    Liveness::Live
+                );
+                if live == 0 && !creator_live && std::fs::remove_file(&path).is_ok() {
+                    scan.removed += 1;
+                }
+            }
+            Err(why) => scan.skipped.push(format!("{name}: {why}")),
+        }
+    }
+    scan.entries
+        .sort_by_key(|e| (e.pid, e.kind == Kind::Connection, e.fd.unwrap_or(i32::MAX)));
+    Ok(scan)
+}
+
+struct RawEntry {
+    entry: Entry,
+    pid: u32,
+    start: u64,
+    flags: u32,
+}
+
+struct FileView {
+    owner: u32,
+    pid: u32,
+    start: u64,
+    pidns: u64,
+    overflow: u32,
+    entries: Vec<RawEntry>,
+}
+
+fn read_file(path: &Path) -> Result<FileView, String> {
+    let mut f = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = f.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() || meta.len() != FILE_BYTES as u64 {
+        return Err(format!("not a status file ({} bytes)", meta.len()));
+    }
+    let mut b = vec![0u8; FILE_BYTES];
+    f.read_exact(&mut b).map_err(|e| e.to_string())?;
+    parse(&b, meta.uid())
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    b.get(o..o + 4)
+        .map_or(0, |s| u32::from_ne_bytes(s.try_into().unwrap_or([0; 4])))
+}
+
+fn u64_at(b: &[u8], o: usize) -> u64 {
+    b.get(o..o + 8)
+        .map_or(0, |s| u64::from_ne_bytes(s.try_into().unwrap_or([0; 8])))
+}
+
+fn parse(b: &[u8], owner: u32) -> Result<FileView, String> {
+    if b.len() != FILE_BYTES || b.get(..8) != Some(&MAGIC[..]) || u32_at(b, 8) != VERSION {
+        return Err("not a status file of this version (being made, or another version's)".into());
+    }
+    if u32_at(b, 12) as usize != HEADER_BYTES
+        || u32_at(b, 16) as usize != ENTRY_BYTES
+        || u32_at(b, 20) as usize != ENTRIES
+    {
+        return Err("a header of another layout".into());
+    }
+    let mut view = FileView {
+        owner,
+        pid: u32_at(b, 24),
+        start: u64_at(b, 32),
+        pidns: u64_at(b, 40),
+        overflow: u32_at(b, 48),
+        entries: Vec::new(),
+    };
+    for i in 0..ENTRIES {
+        let e = HEADER_BYTES + i * ENTRY_BYTES;
+        let kind = match u32_at(b, e) {
+            LISTENER => Kind::Listener,
+            CONNECTION => Kind::Connection,
+            _ => continue,
+        };
+        let Some(local) = addr(b, e + 24) else {
+            continue;
+        };
+        let peer = addr(b, e + 48);
+        if kind == Kind::Connection && peer.is_none() {
+            continue;
+        }
+        let fd = u32_at(b, e + 16);
+        let flags = u32_at(b, e + 20);
+        view.entries.push(RawEntry {
+            pid: u32_at(b, e + 4),
+            start: u64_at(b, e + 8),
+            flags,
+            entry: Entry {
+                kind,
+                pid: u32_at(b, e + 4),
+                fd: i32::try_from(fd).ok(),
+                flags,
+                local,
+                peer: if kind == Kind::Connection { peer } else { None },
+                sent: u64_at(b, e + 72),
+                received: u64_at(b, e + 80),
+                tcp_ino: u64_at(b, e + 88),
+                rendezvous_ino: [u64_at(b, e + 96), u64_at(b, e + 104)],
+                ring_bytes: u32_at(b, e + 112),
+                opened_s: u64_at(b, e + 120),
+            },
+        });
+    }
+    Ok(view)
+}
+
+/// An address field: family and port, scope id, 16 address bytes.
+fn addr(b: &[u8], at: usize) -> Option<SocketAddr> {
+    let w = u32_at(b, at);
+    let (family, port) = (w & 0xffff, (w >> 16) as u16);
+    let raw: [u8; 16] = b.get(at + 8..at + 24)?.try_into().ok()?;
+    match family as i32 {
+        libc::AF_INET => Some(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(raw[0], raw[1], raw[2], raw[3])),
+            port,
+        )),
+        libc::AF_INET6 => {
+            let mut a = std::net::SocketAddrV6::new(Ipv6Addr::from(raw), port, 0, 0);
+            a.set_scope_id(u32_at(b, at + 4));
+            Some(SocketAddr::V6(a))
+        }
+        _ => None,
+    }
+}
+
+enum Liveness {
+    Live,
+    Gone,
+    /// Alive, but not a process of the file's owner: a forged claim.
+    NotOwner,
+}
+
+/// Looks processes up once per scan.
+#[derive(Default)]
+struct Procs {
+    seen: HashMap<u32, Option<(u64, u32)>>,
+}
+
+impl Procs {
+    fn judge(&mut self, pid: u32, start: u64, owner: u32) -> Liveness {
+        if pid == 0 {
+            return Liveness::Gone;
+        }
+        let facts = *self.seen.entry(pid).or_insert_with(|| proc_facts(pid));
+        match facts {
+            Some((s, _)) if s != start => Liveness::Gone,
+            // A root-owned file may hold entries of workers that dropped
+            // privileges after the fork (nginx's `user nobody;`).
+            Some((_, euid)) if euid == owner || owner == 0 => Liveness::Live,
+            Some(_) => Liveness::NotOwner,
+            None => Liveness::Gone,
+        }
+    }
+}
+
+/// A process's start time (`/proc/PID/stat` field 22) and effective uid.
+fn proc_facts(pid: u32) -> Option<(u64, u32)> {
+    let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
+    let close = stat.iter().rposition(|&c| c == b')')?;
+    let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    let start = rest.split_ascii_whitespace().nth(19)?.parse().ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_ascii_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some((start, euid))
+}
+
+/// The inode of a process's pid namespace (0 if unknown).
+pub(crate) fn pid_namespace(pid: &str) -> u64 {
+    std::fs::metadata(format!("/proc/{pid}/ns/pid")).map_or(0, |m| m.ino())
+}
+
+/// A process's command line for people: the program's name (not its
+/// path) and its arguments, control characters replaced, at most `max`
+/// characters.
+pub(crate) fn command(pid: u32, max: usize) -> String {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let mut args: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            String::from_utf8_lossy(a)
+                .chars()
+                .map(|c| if c.is_control() { '?' } else { c })
+                .collect()
+        })
+        .collect();
+    if let Some(first) = args.first_mut() {
+        if let Some(base) = first.rsplit('/').next().map(str::to_owned) {
+            *first = base;
+        }
+    } else {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        args.push(format!("[{}]", comm.trim_end()));
+    }
+    let mut out = args.join(" ");
+    if out.chars().count() > max {
+        out = out.chars().take(max.saturating_sub(1)).collect::<String>() + "…";
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_is_refused_or_yields_nothing() {
+        assert!(parse(&[0u8; 10], 0).is_err());
+        let mut b = vec![0xffu8; FILE_BYTES];
+        assert!(parse(&b, 0).is_err());
+        b[..8].copy_from_slice(MAGIC);
+        b[8..12].copy_from_slice(&VERSION.to_ne_bytes());
+        b[12..16].copy_from_slice(&(HEADER_BYTES as u32).to_ne_bytes());
+        b[16..20].copy_from_slice(&(ENTRY_BYTES as u32).to_ne_bytes());
+        b[20..24].copy_from_slice(&(ENTRIES as u32).to_ne_bytes());
+        // Every entry's state is 0xffffffff: none is taken.
+        assert_eq!(parse(&b, 0).unwrap().entries.len(), 0);
+        // A connection entry with a bad family is dropped.
+        let e = HEADER_BYTES;
+        b[e..e + 4].copy_from_slice(&CONNECTION.to_ne_bytes());
+        assert_eq!(parse(&b, 0).unwrap().entries.len(), 0);
+        b[e + 24..e + 28].copy_from_slice(&(2u32 | 80 << 16).to_ne_bytes());
+        b[e + 48..e + 52].copy_from_slice(&(2u32 | 81 << 16).to_ne_bytes());
+        let v = parse(&b, 0).unwrap();
+        assert_eq!(v.entries.len(), 1);
+        assert_eq!(v.entries[0].entry.local.port(), 80);
+        assert_eq!(v.entries[0].entry.fd, None);
+    }
+}

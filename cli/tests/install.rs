@@ -1,0 +1,127 @@
+//! `make install DESTDIR=... PREFIX=/usr` puts the library, the binary and
+//! the man page in place; the installed `shmnet run` carries a pair over
+//! shared memory with the installed library; `make uninstall` leaves no
+//! file behind.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn make(target: &str, destdir: &Path) -> std::process::Output {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    Command::new("make")
+        .arg("-C")
+        .arg(repo)
+        .arg(target)
+        .arg(format!("DESTDIR={}", destdir.display()))
+        .arg("PREFIX=/usr")
+        .arg(format!("INSTALL_LIB={}", lib().display()))
+        .arg(format!("INSTALL_BIN={}", shmnet().display()))
+        .output()
+        .expect("make")
+}
+
+fn files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn install_run_uninstall() {
+    let dest = tmpdir("install");
+    let out = make("install", &dest);
+    assert!(
+        out.status.success(),
+        "make install: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let usr = dest.join("usr");
+    let want = [
+        usr.join("bin/shmnet"),
+        usr.join("lib/libshmnet.so"),
+        usr.join("share/man/man1/shmnet.1"),
+    ];
+    assert_eq!(files(&dest), want.to_vec());
+    let man = std::fs::read_to_string(&want[2]).unwrap();
+    assert!(
+        man.starts_with(".ie") || man.contains(".TH shmnet 1"),
+        "not roff: {}",
+        &man[..80.min(man.len())]
+    );
+    assert!(man.contains("check"), "the man page lists the subcommands");
+
+    // The installed binary finds the installed library (<prefix>/lib).
+    let bin = &want[0];
+    let version = Command::new(bin)
+        .arg("--version")
+        .env_remove("SHMNET_LIB")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&version.stdout);
+    assert!(
+        text.contains(&usr.join("lib/libshmnet.so").display().to_string()),
+        "{text}"
+    );
+
+    // A pair over the emulated network, both sides run by the installed shmnet.
+    let dir = tmpdir("install-run");
+    let run = |args: &[&str]| {
+        let mut c = Command::new(bin);
+        c.env_remove("SHMNET_LIB")
+            .args([
+                "run",
+                "--fallback",
+                "never",
+                "--partitions",
+                "127.77.0.0/16",
+                "--dir",
+            ])
+            .arg(&dir)
+            .arg("--")
+            .arg(python())
+            .args(args);
+        c
+    };
+    let server = run(&[
+        "-c",
+        "import socket\ns=socket.socket(); s.bind(('127.77.3.1', 7000)); s.listen(1)\nc,_=s.accept(); c.sendall(c.recv(100)[::-1])",
+    ])
+    .spawn()
+    .unwrap();
+    let _server = Background(server);
+    let got = wait_for("the installed pair to talk", || {
+        let out = run(&[
+            "-c",
+            "import socket\nc=socket.create_connection(('127.77.3.1', 7000)); c.sendall(b'olleh'); print(c.recv(100).decode())",
+        ])
+        .output()
+        .ok()?;
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    });
+    assert_eq!(got, "hello");
+
+    let out = make("uninstall", &dest);
+    assert!(
+        out.status.success(),
+        "make uninstall: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(files(&dest), Vec::<PathBuf>::new());
+}

@@ -1,0 +1,275 @@
+//! The status file's layout (docs/status.md): a header, then fixed-size
+//! entries, one per listener or emulated connection; creating and mapping
+//! it. Every access to the mapping is an atomic load or store of an
+//! aligned word at an offset checked against `FILE_BYTES`.
+#![allow(unsafe_code)] // the shared mapping: see `Table`
+
+use std::os::fd::OwnedFd;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use rustix::fs::{Mode, OFlags};
+use rustix::io::Errno;
+
+use crate::platform::safedir::Dir;
+
+pub(crate) const MAGIC: [u8; 8] = *b"SHMNETS1";
+pub(crate) const VERSION: u32 = 1;
+pub(crate) const HEADER_BYTES: usize = 256;
+pub(crate) const ENTRY_BYTES: usize = 128;
+pub(crate) const ENTRIES: usize = 1022;
+pub(crate) const FILE_BYTES: usize = HEADER_BYTES + ENTRIES * ENTRY_BYTES;
+const _: () = assert!(FILE_BYTES == 128 << 10 && E_LOCAL + ADDR_BYTES <= E_PEER);
+
+// Header fields (byte offsets).
+pub(crate) const H_MAGIC: usize = 0;
+pub(crate) const H_VERSION: usize = 8;
+pub(crate) const H_HEADER_BYTES: usize = 12;
+pub(crate) const H_ENTRY_BYTES: usize = 16;
+pub(crate) const H_ENTRIES: usize = 20;
+pub(crate) const H_PID: usize = 24;
+pub(crate) const H_EUID: usize = 28;
+pub(crate) const H_START: usize = 32;
+pub(crate) const H_PIDNS: usize = 40;
+/// Entries that found no free place (not listed).
+pub(crate) const H_OVERFLOW: usize = 48;
+
+// Entry fields (byte offsets within an entry).
+pub(crate) const E_STATE: usize = 0;
+pub(crate) const E_PID: usize = 4;
+pub(crate) const E_START: usize = 8;
+pub(crate) const E_FD: usize = 16;
+pub(crate) const E_FLAGS: usize = 20;
+pub(crate) const E_LOCAL: usize = 24;
+pub(crate) const E_PEER: usize = 48;
+pub(crate) const E_SENT: usize = 72;
+pub(crate) const E_RECEIVED: usize = 80;
+pub(crate) const E_TCP_INO: usize = 88;
+pub(crate) const E_RDV_INO: usize = 96;
+pub(crate) const E_RDV2_INO: usize = 104;
+pub(crate) const E_RING_BYTES: usize = 112;
+pub(crate) const E_OPENED_S: usize = 120;
+/// An address: family (u16), port (u16, host order), scope id (u32), 16
+/// bytes of address (IPv4 in the first 4).
+pub(crate) const ADDR_BYTES: usize = 24;
+
+// Entry states.
+pub(crate) const FREE: u32 = 0;
+pub(crate) const FILLING: u32 = 1;
+pub(crate) const LISTENER: u32 = 2;
+pub(crate) const CONNECTION: u32 = 3;
+
+/// The status file mapped shared, kept for the life of the process (and
+/// its forked children, which share it).
+#[derive(Debug)]
+pub(crate) struct Table {
+    base: NonNull<u8>,
+    /// The name in SHMNET_DIR, and the pid that made it.
+    pub(crate) name: String,
+    pub(crate) creator: u32,
+    pub(crate) dir: std::sync::Arc<Dir>,
+}
+
+// SAFETY: the mapping is plain shared memory, never unmapped (tables are
+// leaked), and only ever accessed through atomics, from any thread.
+unsafe impl Send for Table {}
+// SAFETY: as for Send.
+unsafe impl Sync for Table {}
+
+impl Table {
+    pub(crate) fn u64_at(&self, off: usize) -> Option<&AtomicU64> {
+        if off & 7 != 0 || off + 8 > FILE_BYTES {
+            return None;
+        }
+        // SAFETY: in bounds of the mapping (checked), 8-aligned (the mapping
+        // is page-aligned), alive for the process; only accessed atomically.
+        Some(unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU64>() })
+    }
+
+    pub(crate) fn u32_at(&self, off: usize) -> Option<&AtomicU32> {
+        if off & 3 != 0 || off + 4 > FILE_BYTES {
+            return None;
+        }
+        // SAFETY: as in `u64_at`, with 4-byte words.
+        Some(unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU32>() })
+    }
+
+    /// Byte offset of entry `i` (clamped: indexes are our own).
+    pub(crate) fn entry_at(i: usize) -> usize {
+        HEADER_BYTES + i.min(ENTRIES - 1) * ENTRY_BYTES
+    }
+
+    fn store32(&self, off: usize, v: u32) {
+        if let Some(w) = self.u32_at(off) {
+            w.store(v, Ordering::Relaxed);
+        }
+    }
+
+    fn store64(&self, off: usize, v: u64) {
+        if let Some(w) = self.u64_at(off) {
+            w.store(v, Ordering::Relaxed);
+        }
+    }
+
+    /// Writes the header of a fresh (zeroed) file, the version word last.
+    fn init_header(&self, pid: u32, euid: u32, start: u64, pidns: u64) {
+        self.store32(H_HEADER_BYTES, HEADER_BYTES as u32);
+        self.store32(H_ENTRY_BYTES, ENTRY_BYTES as u32);
+        self.store32(H_ENTRIES, ENTRIES as u32);
+        self.store32(H_PID, pid);
+        self.store32(H_EUID, euid);
+        self.store64(H_START, start);
+        self.store64(H_PIDNS, pidns);
+        self.store64(H_MAGIC, u64::from_ne_bytes(MAGIC));
+        if let Some(w) = self.u32_at(H_VERSION) {
+            w.store(VERSION, Ordering::Release);
+        }
+    }
+}
+
+/// Creates `status-<pid>-<start>[.<k>]` whole: prepared under a private
+/// name (0600, sized, its blocks allocated so that a full filesystem cannot
+/// fault us later, header written version last), then renamed into place.
+/// The name of an earlier image of this process (before an exec; possibly
+/// still used by its forked children) is left alone: the next suffix.
+pub(crate) fn create(
+    dir: std::sync::Arc<Dir>,
+    pid: u32,
+    start: u64,
+    pidns: u64,
+) -> Result<Table, Errno> {
+    if let Some(limit) = rustix::process::getrlimit(rustix::process::Resource::Fsize).current {
+        if limit < FILE_BYTES as u64 {
+            return Err(Errno::FBIG); // growing past it raises SIGXFSZ
+        }
+    }
+    let tmp = format!(".status-{pid}.tmp");
+    let _ = dir.unlink(&tmp); // left by an earlier process with our pid
+    let fd = dir.open(
+        &tmp,
+        OFlags::RDWR | OFlags::CREATE | OFlags::EXCL,
+        Mode::RUSR | Mode::WUSR,
+    )?;
+    let base = match prepare(&fd) {
+        Ok(base) => base,
+        Err(e) => {
+            let _ = dir.unlink(&tmp);
+            return Err(e);
+        }
+    };
+    let mut table = Table {
+        base,
+        name: String::new(),
+        creator: pid,
+        dir: dir.clone(),
+    };
+    table.init_header(pid, dir.euid(), start, pidns);
+    for k in 0..8 {
+        let name = match k {
+            0 => format!("status-{pid}-{start}"),
+            k => format!("status-{pid}-{start}.{k}"),
+        };
+        match dir.publish(&tmp, &name) {
+            Ok(()) => {
+                table.name = name;
+                return Ok(table);
+            }
+            Err(Errno::EXIST) => continue,
+            Err(_) => break,
+        }
+    }
+    let _ = dir.unlink(&tmp);
+    Err(Errno::EXIST) // the mapping is leaked: rare, and harmless
+}
+
+fn prepare(fd: &OwnedFd) -> Result<NonNull<u8>, Errno> {
+    rustix::fs::ftruncate(fd, FILE_BYTES as u64)?;
+    match rustix::fs::fallocate(
+        fd,
+        rustix::fs::FallocateFlags::empty(),
+        0,
+        FILE_BYTES as u64,
+    ) {
+        Ok(()) | Err(Errno::OPNOTSUPP) => {}
+        Err(e) => return Err(e),
+    }
+    // SAFETY: a new mapping at an address the kernel picks (no existing
+    // mapping is replaced) of a file of FILE_BYTES; it is never unmapped
+    // and only accessed atomically (`Table`).
+    let p = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            FILE_BYTES,
+            rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+            rustix::mm::MapFlags::SHARED,
+            fd,
+            0,
+        )
+    }?;
+    NonNull::new(p.cast::<u8>()).ok_or(Errno::NOMEM)
+}
+
+/// Removes the status files of processes that are gone (killed: no exit
+/// handler ran), looking at most at `max` of them: a file goes when it is
+/// of our pid namespace, its creator is gone, and no entry in use belongs
+/// to a live process (a daemon's child may go on with its parent's file).
+/// Called where a file is made and at exit, never on the data path.
+pub(crate) fn sweep(dir: &Dir, pidns: u64, max: usize) {
+    for name in dir.names("status-", max) {
+        let Some((pid, start)) = parse_name(&name) else {
+            continue;
+        };
+        if is_live(pid, start) {
+            continue;
+        }
+        let Ok(fd) = dir.open(&name, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()) else {
+            continue;
+        };
+        let mut buf = vec![0u8; FILE_BYTES];
+        let mut len = 0;
+        while len < buf.len() {
+            match rustix::io::read(&fd, &mut buf[len..]) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(Errno::INTR) => continue,
+                Err(_) => break,
+            }
+        }
+        let word32 = |off: usize| {
+            buf.get(off..off + 4)
+                .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let word64 = |off: usize| {
+            buf.get(off..off + 8).map_or(0, |b| {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(b);
+                u64::from_ne_bytes(w)
+            })
+        };
+        if len != FILE_BYTES || buf.get(..8) != Some(&MAGIC[..]) || word64(H_PIDNS) != pidns {
+            continue; // not ours to judge
+        }
+        let in_use = (0..ENTRIES).any(|i| {
+            let off = Table::entry_at(i);
+            word32(off + E_STATE) != FREE && is_live(word32(off + E_PID), word64(off + E_START))
+        });
+        if !in_use {
+            let _ = dir.unlink(&name);
+        }
+    }
+}
+
+/// `status-<pid>-<start>[.<k>]`.
+fn parse_name(name: &str) -> Option<(u32, u64)> {
+    let rest = name.strip_prefix("status-")?;
+    let rest = rest.split('.').next()?;
+    let (pid, start) = rest.split_once('-')?;
+    Some((pid.parse().ok()?, start.parse().ok()?))
+}
+
+/// Whether `pid` is a live process that started at `start`.
+fn is_live(pid: u32, start: u64) -> bool {
+    pid != 0
+        && crate::platform::stats::alive(pid)
+        && crate::platform::stats::proc_start(pid).is_none_or(|s| s == start)
+}
