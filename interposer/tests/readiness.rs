@@ -1102,6 +1102,7 @@ fn edge_triggered_then_level_triggered_and_partial_reads() {
         "level after edge (two): ok",
         "edge after a partial read: ok",
         "edges while unread: ok",
+        "edges beside a level-triggered set: ok",
     ];
     let kernel = common::stdout_of(
         "epoll_et_then_lt (kernel TCP)",

@@ -101,10 +101,6 @@ pub(super) struct Readiness {
     /// Epoll sets of ours in which this connection is registered for
     /// reading (see `count_sets`).
     sets: AtomicU32,
-    /// Of those, the level-triggered ones (no EPOLLET): while there is one,
-    /// the doorbell bytes of data still in the ring stay queued whatever
-    /// an edge-triggered registration elsewhere would like.
-    pub(super) level_sets: AtomicU32,
     /// Its deferral's `sleeps` when the waiter last used it (`defer_as`).
     active: AtomicU32,
     /// Its deferral is an edge-triggered member's (`Deferral::edge`).
@@ -125,7 +121,6 @@ impl Default for Readiness {
             maybe_deferred: AtomicBool::new(false),
             deferred: std::sync::atomic::AtomicUsize::new(0),
             sets: AtomicU32::new(0),
-            level_sets: AtomicU32::new(0),
             active: AtomicU32::new(0),
             edge_deferral: AtomicBool::new(false),
             edge_seen: AtomicU64::new(super::edge::FRESH),
@@ -243,14 +238,12 @@ impl Connection {
     }
 
     /// A registration with `events` in one of our epoll sets was made
-    /// (`joined`) or ended: counted if it reads (EPOLLIN or EPOLLRDNORM),
-    /// and among the level-triggered ones if it has no EPOLLET.
+    /// (`joined`) or ended: counted if it reads (EPOLLIN or EPOLLRDNORM).
     pub(crate) fn count_sets(&self, events: u32, joined: bool) {
         let reads = events & (libc::EPOLLIN | libc::EPOLLRDNORM) as u32 != 0;
         if !reads {
             return;
         }
-        let level = events & libc::EPOLLET as u32 == 0;
         let change = |n: &AtomicU32| {
             if joined {
                 n.fetch_add(1, Ordering::Relaxed);
@@ -263,9 +256,6 @@ impl Connection {
             }
         };
         change(&self.ready.sets);
-        if level {
-            change(&self.ready.level_sets);
-        }
     }
 
     /// The epoll sets of ours in which this connection is registered for

@@ -181,7 +181,6 @@ impl Connection {
     /// edge never gets here (its reads take them).
     pub(crate) fn edge_collected(&self) {
         if !self.ready.edge.load(Ordering::Relaxed)
-            || self.ready.level_sets.load(Ordering::Relaxed) != 0
             || self.ready.waiters.load(Ordering::SeqCst) != 0
         {
             return;
@@ -190,6 +189,11 @@ impl Connection {
         let Some(rx) = self.receiver(&mut guard.consumer) else {
             return;
         };
+        // With the ring empty, the next read settles (takes them all, as
+        // `settle` does): the newest byte would stand for nothing here.
+        if !rx.available().is_ok_and(|a| a > 0) {
+            return;
+        }
         let owed = self.owed(rx);
         if owed + 1 >= shmnet_ring::layout::EDGE_BACKLOG as usize {
             self.bell.take(owed - 1);
@@ -268,7 +272,6 @@ impl Connection {
             let owed = self.owed(rx);
             self.bell.take(owed);
         } else if self.ready.edge.load(Ordering::Relaxed)
-            && self.ready.level_sets.load(Ordering::Relaxed) == 0
             && self.owed(rx) >= EDGE_BYTES
             && self.ready.waiters.load(Ordering::SeqCst) == 0
         {
@@ -281,9 +284,9 @@ impl Connection {
             // the kernel looks at the fd again when it reports an edge (one
             // found empty then is not reported). (A deferred reader too: its
             // flag may be up again, idle or read without emptying its ring,
-            // and then only its producer's rings make edges.) Not while a
-            // level-triggered registration needs every byte of data still
-            // in the ring.
+            // and then only its producer's rings make edges.) The byte left
+            // keeps the fd readable for a level-triggered registration of
+            // the same connection elsewhere while the ring holds data.
             let owed = self.owed(rx);
             self.bell.take(owed.saturating_sub(1));
         }

@@ -231,21 +231,26 @@ pub(crate) fn collected(epfd: c_int, events: &[libc::epoll_event]) {
         return;
     }
     for ev in events {
-        if ev.events & libc::EPOLLIN as u32 == 0 {
+        if ev.events & (libc::EPOLLIN | libc::EPOLLRDNORM) as u32 == 0 {
             continue;
         }
         let data = ev.u64;
-        let Some(&fd) = set.edge_data.get(&data) else {
+        let Some(fds) = set.edge_data.get(&data) else {
             continue;
         };
-        let Some(m) = set.members.get(&fd) else {
-            continue;
-        };
-        if m.data != data || m.events & libc::EPOLLET as u32 == 0 {
-            continue;
-        }
-        if let Some(c) = stream(&m.live()) {
-            c.edge_collected();
+        // Members sharing one `data`: which of them the event is for is
+        // not known; each keeps its newest byte, so trimming them all
+        // takes no edge from any.
+        for fd in fds {
+            let Some(m) = set.members.get(fd) else {
+                continue;
+            };
+            if m.data != data || m.events & libc::EPOLLET as u32 == 0 {
+                continue;
+            }
+            if let Some(c) = stream(&m.live()) {
+                c.edge_collected();
+            }
         }
     }
 }

@@ -89,9 +89,9 @@ pub(super) struct Set {
     pub(super) raised: Vec<c_int>,
     /// `before_sleep`s so far (`Deferral::sleeps`).
     pub(super) sleeps: Arc<AtomicU32>,
-    /// Edge-triggered members by their `data` (a hint: checked against
-    /// the member before use), for `collected`.
-    pub(super) edge_data: HashMap<u64, c_int>,
+    /// Edge-triggered members by their `data` (several may share one; a
+    /// hint: checked against the member before use), for `collected`.
+    pub(super) edge_data: HashMap<u64, Vec<c_int>>,
     /// The one thread that waits on this set (None: none has yet), while
     /// `solo`, in the fork generation it was made in. Then members may
     /// leave their flags down while that thread is busy ("doorbells that
@@ -154,13 +154,22 @@ impl Set {
     /// Entries of members that left stay until the index outgrows the
     /// members, then go.
     pub(super) fn note_edge_data(&mut self, fd: c_int, data: u64) {
-        self.edge_data.insert(data, fd);
-        if self.edge_data.len() > 2 * self.members.len() + 16 {
+        let fds = self.edge_data.entry(data).or_default();
+        if !fds.contains(&fd) {
+            fds.push(fd);
+        }
+        let listed = fds.len();
+        if self.edge_data.len() > 2 * self.members.len() + 16
+            || listed > 2 * self.members.len() + 16
+        {
             let members = &self.members;
-            self.edge_data.retain(|&d, fd| {
-                members
-                    .get(fd)
-                    .is_some_and(|m| m.data == d && m.events & libc::EPOLLET as u32 != 0)
+            self.edge_data.retain(|&d, fds| {
+                fds.retain(|fd| {
+                    members
+                        .get(fd)
+                        .is_some_and(|m| m.data == d && m.events & libc::EPOLLET as u32 != 0)
+                });
+                !fds.is_empty()
             });
         }
     }

@@ -94,6 +94,24 @@ def edges_while_unread(ls):
     return f"waits {got}, {unread} bytes"
 
 
+def edges_beside_level(ls):
+    # Edge-triggered in set A and level-triggered in set B: every arrival
+    # after a partial read is an edge in A (the kernel's callback runs for
+    # each registration), whatever B needs.
+    c, s = pair(ls)
+    a = select.epoll()
+    b2 = select.epoll()
+    b2.register(s, IN)
+    a.register(s, IN | ET)
+    edges = 0
+    for i in range(20):
+        c.send(b"v" * 100)
+        if a.poll(1) == [(s.fileno(), IN)]:
+            edges += 1
+        s.recv(10)  # part of it: the rest stays unread
+    return "ok" if edges == 20 else f"{edges} edges of 20"
+
+
 ls = socket.socket()
 ls.bind(ADDR)
 ls.listen(8)
@@ -101,3 +119,4 @@ for how in ("mod", "deladd", "two"):
     print(f"level after edge ({how}):", level_after_edge(ls, how), flush=True)
 print("edge after a partial read:", edge_after_partial_read(ls), flush=True)
 print("edges while unread:", edges_while_unread(ls), flush=True)
+print("edges beside a level-triggered set:", edges_beside_level(ls), flush=True)
