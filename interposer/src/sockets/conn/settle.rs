@@ -248,9 +248,11 @@ impl Connection {
                 // settling would, without raising the flag again.
                 self.edges_off(rx);
                 if self.owed(rx) > 0 || busy {
+                    // One patience for both steps, as in `settle`.
+                    let start = Instant::now();
                     self.wait_producer_idle(rx);
                     let owed = self.owed(rx);
-                    self.take_owed(rx, owed, false, Instant::now());
+                    self.take_owed(rx, owed, false, start);
                 }
             } else if self.owed(rx) > 0 || busy || (!armed && took) {
                 // A flag down after this read's own sleep took the byte it
