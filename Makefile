@@ -71,14 +71,16 @@ LIBDIR = $(DESTDIR)$(PREFIX)/lib
 BINDIR = $(DESTDIR)$(PREFIX)/bin
 MANDIR = $(DESTDIR)$(PREFIX)/share/man/man1
 install:
-	@test -f $(INSTALL_LIB) -a -x $(INSTALL_BIN) || { echo "make install: $(INSTALL_LIB) or $(INSTALL_BIN) missing: run 'make' first" >&2; exit 1; }
-	install -d $(LIBDIR) $(BINDIR) $(MANDIR)
-	install -m 0755 $(INSTALL_LIB) $(LIBDIR)/libshmnet.so
-	install -m 0755 $(INSTALL_BIN) $(BINDIR)/shmnet
-	$(INSTALL_BIN) man > $(MANDIR)/shmnet.1.tmp && chmod 0644 $(MANDIR)/shmnet.1.tmp && mv $(MANDIR)/shmnet.1.tmp $(MANDIR)/shmnet.1
+	@test -f '$(INSTALL_LIB)' -a -x '$(INSTALL_BIN)' || { echo "make install: $(INSTALL_LIB) or $(INSTALL_BIN) missing: run 'make' first" >&2; exit 1; }
+	install -d '$(LIBDIR)' '$(BINDIR)' '$(MANDIR)'
+	install -m 0755 '$(INSTALL_LIB)' '$(LIBDIR)/libshmnet.so'
+	install -m 0755 '$(INSTALL_BIN)' '$(BINDIR)/shmnet'
+	'$(INSTALL_BIN)' man > '$(MANDIR)/shmnet.1.tmp' && chmod 0644 '$(MANDIR)/shmnet.1.tmp' && mv '$(MANDIR)/shmnet.1.tmp' '$(MANDIR)/shmnet.1'
 
+# Paths are quoted: a PREFIX or DESTDIR with a space names one directory,
+# never two (`rm -f` of the second would remove whatever it names).
 uninstall:
-	rm -f $(LIBDIR)/libshmnet.so $(BINDIR)/shmnet $(MANDIR)/shmnet.1
+	rm -f '$(LIBDIR)/libshmnet.so' '$(BINDIR)/shmnet' '$(MANDIR)/shmnet.1'
 
 clean:
 	$(CARGO) clean

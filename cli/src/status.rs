@@ -64,26 +64,34 @@ pub(crate) struct Scan {
     pub(crate) skipped: Vec<String>,
 }
 
-/// Reads every `status-*` file in `dir`.
+/// Reads every `status-*` file in `dir`, through a descriptor of the
+/// directory itself (opened without following a symlink): the names are
+/// looked up in that directory however its path changes meanwhile, and a
+/// file of processes that are gone is removed only if the directory is
+/// one the library would use (owned by us or root, not writable by others
+/// unless sticky), only under a status file's name, and only if the name
+/// still names the file that was read.
 pub(crate) fn scan(dir: &Path) -> Result<Scan, String> {
-    let rd = std::fs::read_dir(dir).map_err(|e| {
+    let cant = |e: std::io::Error| {
         format!(
             "cannot read {} ({e}): is it the directory the programs use? (--dir, SHMNET_DIR)",
             dir.display()
         )
-    })?;
+    };
+    let dirfd = Dir::open(dir).map_err(cant)?;
+    let may_remove = dirfd.safe();
+    let rd = std::fs::read_dir(dirfd.proc_path()).map_err(cant)?;
     let mut scan = Scan::default();
     let my_pidns = pid_namespace("self");
     let mut procs = Procs::default();
     for ent in rd.flatten() {
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
-        if !name.starts_with("status-") {
+        if !is_status_name(name) {
             continue;
         }
-        let path = ent.path();
-        match read_file(&path) {
-            Ok(file) => {
+        match dirfd.read_file(name) {
+            Ok((file, id)) => {
                 scan.files += 1;
                 if file.pidns != my_pidns {
                     scan.skipped.push(format!("{name}: another pid namespace"));
@@ -112,7 +120,7 @@ pub(crate) fn scan(dir: &Path) -> Result<Scan, String> {
                     procs.judge(file.pid, file.start, file.owner),
                     Liveness::Live
                 );
-                if live == 0 && !creator_live && std::fs::remove_file(&path).is_ok() {
+                if live == 0 && !creator_live && may_remove && dirfd.remove_if_same(name, id) {
                     scan.removed += 1;
                 }
             }
@@ -140,19 +148,103 @@ struct FileView {
     entries: Vec<RawEntry>,
 }
 
-fn read_file(path: &Path) -> Result<FileView, String> {
-    let mut f = File::options()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let meta = f.metadata().map_err(|e| e.to_string())?;
-    if !meta.is_file() || meta.len() != FILE_BYTES as u64 {
-        return Err(format!("not a status file ({} bytes)", meta.len()));
+/// `status-<pid>-<start>`, optionally `.<n>`: the names the library gives
+/// its files (nothing else is read or removed).
+fn is_status_name(name: &str) -> bool {
+    let Some(rest) = name.strip_prefix("status-") else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (main, suffix) = match rest.split_once('.') {
+        Some((m, k)) => (m, Some(k)),
+        None => (rest, None),
+    };
+    let Some((pid, start)) = main.split_once('-') else {
+        return false;
+    };
+    digits(pid) && digits(start) && suffix.is_none_or(digits)
+}
+
+/// The status directory, held open.
+struct Dir(std::os::fd::OwnedFd);
+
+impl Dir {
+    fn open(dir: &Path) -> std::io::Result<Dir> {
+        let f = File::options()
+            .read(true)
+            .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(dir)?;
+        Ok(Dir(f.into()))
     }
-    let mut b = vec![0u8; FILE_BYTES];
-    f.read_exact(&mut b).map_err(|e| e.to_string())?;
-    parse(&b, meta.uid())
+
+    /// The directory's own entries, whatever its path names now.
+    fn proc_path(&self) -> std::path::PathBuf {
+        use std::os::fd::AsRawFd;
+        std::path::PathBuf::from(format!("/proc/self/fd/{}", self.0.as_raw_fd()))
+    }
+
+    /// As the library judges a directory it uses (safedir.rs).
+    fn safe(&self) -> bool {
+        let Ok(meta) = File::from(self.0.try_clone().expect("dup of a directory fd")).metadata()
+        else {
+            return false;
+        };
+        let mode = meta.mode() & 0o7777;
+        let euid = crate::dir::euid();
+        (meta.uid() == euid || meta.uid() == 0) && (mode & 0o022 == 0 || mode & 0o1000 != 0)
+    }
+
+    /// `name`, read; with its device and inode.
+    fn read_file(&self, name: &str) -> Result<(FileView, (u64, u64)), String> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        let c = std::ffi::CString::new(name).map_err(|e| e.to_string())?;
+        // SAFETY: a valid directory fd and a NUL-terminated name; the
+        // result is checked, and an fd it returns is owned by the File.
+        let fd = unsafe {
+            libc::openat(
+                self.0.as_raw_fd(),
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error().to_string());
+        }
+        // SAFETY: `fd` was just opened and is owned by nobody else.
+        let mut f = unsafe { File::from_raw_fd(fd) };
+        let meta = f.metadata().map_err(|e| e.to_string())?;
+        if !meta.is_file() || meta.len() != FILE_BYTES as u64 {
+            return Err(format!("not a status file ({} bytes)", meta.len()));
+        }
+        let mut b = vec![0u8; FILE_BYTES];
+        f.read_exact(&mut b).map_err(|e| e.to_string())?;
+        Ok((parse(&b, meta.uid())?, (meta.dev(), meta.ino())))
+    }
+
+    /// Removes `name` if it is still the file `id` (device, inode).
+    fn remove_if_same(&self, name: &str, id: (u64, u64)) -> bool {
+        use std::os::fd::AsRawFd;
+        let Ok(c) = std::ffi::CString::new(name) else {
+            return false;
+        };
+        // SAFETY: all-zero is a valid `stat`; fstatat fills it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid directory fd, a NUL-terminated name and a
+        // `stat` to fill; the result is checked.
+        let r = unsafe {
+            libc::fstatat(
+                self.0.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        if r != 0 || (st.st_dev, st.st_ino) != id {
+            return false;
+        }
+        // SAFETY: a valid directory fd and a NUL-terminated name.
+        unsafe { libc::unlinkat(self.0.as_raw_fd(), c.as_ptr(), 0) == 0 }
+    }
 }
 
 fn u32_at(b: &[u8], o: usize) -> u32 {

@@ -122,7 +122,19 @@ impl Entry {
         }
     }
 
+    /// Whether the entry is listed under this process now (a forked copy
+    /// of a connection whose maker freed the entry must not write into
+    /// whatever claimed it since).
+    fn listed_here(&self) -> bool {
+        self.table
+            .u32_at(self.off + E_PID)
+            .is_some_and(|w| w.load(Ordering::Relaxed) == my_pid())
+    }
+
     pub(crate) fn set_flags(&self, bits: u32) {
+        if !self.listed_here() {
+            return;
+        }
         if let Some(w) = self.table.u32_at(self.off + E_FLAGS) {
             if w.load(Ordering::Relaxed) & bits != bits {
                 w.fetch_or(bits, Ordering::Relaxed);
@@ -131,6 +143,9 @@ impl Entry {
     }
 
     pub(crate) fn clear_flags(&self, bits: u32) {
+        if !self.listed_here() {
+            return;
+        }
         if let Some(w) = self.table.u32_at(self.off + E_FLAGS) {
             w.fetch_and(!bits, Ordering::Relaxed);
         }
@@ -147,7 +162,17 @@ impl Entry {
         let Some(w) = self.table.u32_at(self.off + E_PID) else {
             return;
         };
-        if w.load(Ordering::Relaxed) != me {
+        // Only an entry still in use and still listed under the process
+        // that claimed it: one freed (and perhaps claimed by another
+        // socket since), or taken over by another child already, is left
+        // alone (a narrower check than an identity of the claim, which the
+        // layout has no room for: docs/status.md).
+        let in_use = self
+            .table
+            .u32_at(self.off + E_STATE)
+            .is_some_and(|st| st.load(Ordering::Acquire) != FREE);
+        let listed = w.load(Ordering::Relaxed);
+        if in_use && listed != me && listed == self.pid {
             self.store64(E_START, my_start());
             w.store(me, Ordering::Relaxed);
         }

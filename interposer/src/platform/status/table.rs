@@ -143,13 +143,24 @@ pub(crate) fn create(
             return Err(Errno::FBIG); // growing past it raises SIGXFSZ
         }
     }
-    let tmp = format!(".status-{pid}.tmp");
-    let _ = dir.unlink(&tmp); // left by an earlier process with our pid
-    let fd = dir.open(
-        &tmp,
-        OFlags::RDWR | OFlags::CREATE | OFlags::EXCL,
-        Mode::RUSR | Mode::WUSR,
-    )?;
+    // A name nobody can guess ahead (in a shared sticky directory a file
+    // another user made under a name we meant to use could not be
+    // removed, and would keep us unlisted for good).
+    let mut opened = Err(Errno::EXIST);
+    let mut tmp = String::new();
+    for _ in 0..4 {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        tmp = format!(".status-{pid}-{}{:09}.tmp", t.tv_sec, t.tv_nsec);
+        opened = dir.open(
+            &tmp,
+            OFlags::RDWR | OFlags::CREATE | OFlags::EXCL,
+            Mode::RUSR | Mode::WUSR,
+        );
+        if !matches!(opened, Err(Errno::EXIST)) {
+            break;
+        }
+    }
+    let fd = opened?;
     let base = match prepare(&fd) {
         Ok(base) => base,
         Err(e) => {
