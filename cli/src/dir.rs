@@ -77,5 +77,13 @@ pub(crate) fn verdict(path: &Path) -> Result<String, String> {
             "{p} is writable by others and not sticky (mode {mode:04o}): chmod 0700 (or +t) it"
         ));
     }
+    let c =
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: a NUL-terminated path; access has no other preconditions.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Err(format!(
+            "{p} is not writable by you (uid {euid}): programs could make nothing there; chown it or set SHMNET_DIR"
+        ));
+    }
     Ok(format!("{p}: owner uid {}, mode {mode:04o}", meta.uid()))
 }

@@ -322,12 +322,18 @@ pub(crate) fn at_exit() {
         return;
     }
     table::sweep(&table.dir, pid_namespace(), SWEEP_MAX);
+    // Kept while an entry of another process (a forked child) is in use;
+    // our own die with us (a server that exits with sockets open).
+    let me = my_pid();
     for i in 0..ENTRIES {
         let off = Table::entry_at(i);
-        if table
+        let in_use = table
             .u32_at(off + E_STATE)
-            .is_some_and(|s| s.load(Ordering::Acquire) != FREE)
-        {
+            .is_some_and(|s| s.load(Ordering::Acquire) != FREE);
+        let ours = table
+            .u32_at(off + E_PID)
+            .is_some_and(|p| p.load(Ordering::Relaxed) == me);
+        if in_use && !ours {
             return;
         }
     }
