@@ -21,6 +21,7 @@ pub(crate) mod real;
 pub(crate) mod safedir;
 pub(crate) mod sandbox;
 pub(crate) mod seccomp_filter;
+pub(crate) mod shared_file;
 pub(crate) mod stats;
 pub(crate) mod status;
 pub(crate) mod sys;

@@ -27,9 +27,9 @@
 #![deny(unsafe_code)]
 
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
 
 use crate::platform::safedir::{self};
+use crate::platform::shared_file::Retry;
 use crate::platform::sys::Publish;
 
 mod table;
@@ -114,17 +114,11 @@ pub(crate) fn open_early() {
 /// second while it cannot be.
 fn global_table() -> Option<&'static Table> {
     static TABLE: Publish<Table> = Publish::new();
-    static NEXT_TRY_MS: AtomicU64 = AtomicU64::new(0);
+    static RETRY: Retry = Retry::new();
     if let Some(table) = TABLE.get() {
         return Some(table);
     }
-    let now = now_ms();
-    let next = NEXT_TRY_MS.load(Ordering::Relaxed);
-    if now < next
-        || NEXT_TRY_MS
-            .compare_exchange(next, now + 1000, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-    {
+    if !RETRY.due() {
         return None;
     }
     let dir = safedir::get().ok()?;
@@ -135,16 +129,6 @@ fn global_table() -> Option<&'static Table> {
             None
         }
     }
-}
-
-/// Milliseconds on a monotonic clock (since this process first asked).
-fn now_ms() -> u64 {
-    static BASE: Publish<Instant> = Publish::new();
-    let base = match BASE.get() {
-        Some(base) => base,
-        None => BASE.publish(Instant::now()).0,
-    };
-    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Where a table comes from (the global one, or a test's).

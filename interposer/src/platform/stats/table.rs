@@ -5,6 +5,7 @@
 
 use super::*;
 use crate::platform::safedir::Dir;
+use crate::platform::shared_file::Words;
 use rustix::fs::{FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use std::fmt;
@@ -15,12 +16,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 const _: () = assert!(FILE_BYTES == 33088 && ROW_COUNTERS == 14 && COUNTERS <= ROW_COUNTERS);
 const _: () = assert!(NAMES.len() == COUNTERS && ROW_BYTES & 63 == 0 && HEADER_BYTES & 63 == 0);
-
-// SAFETY: the mapping is plain shared memory, valid until `Drop`, and only
-// ever accessed through atomics, from any thread.
-unsafe impl Send for Table {}
-// SAFETY: as for Send.
-unsafe impl Sync for Table {}
 
 pub(crate) const MAGIC: [u8; 8] = *b"SHMNETC1";
 pub(crate) const VERSION: u32 = 1;
@@ -62,36 +57,26 @@ pub(crate) const PID_MASK: u32 = CLAIMING - 1;
 /// `FILE_BYTES`.
 #[derive(Debug)]
 pub(crate) struct Table {
-    base: NonNull<u8>,
+    words: Words,
 }
 
 impl Drop for Table {
     fn drop(&mut self) {
         // SAFETY: `base` is the start of our own FILE_BYTES mapping (from
         // `map`); no reference into it outlives `self`.
-        let _ = unsafe { rustix::mm::munmap(self.base.as_ptr().cast(), FILE_BYTES) };
+        let _ = unsafe { rustix::mm::munmap(self.words.base().as_ptr().cast(), FILE_BYTES) };
     }
 }
 
 impl Table {
-    /// The word at byte `off`; offsets are constants or computed from
-    /// bounded indexes (`row`, `counter`), so this never fails in practice.
+    /// The word at byte `off` (`Words`); offsets are constants or
+    /// computed from bounded indexes, so this never fails in practice.
     pub(crate) fn u64_at(&self, off: usize) -> Option<&AtomicU64> {
-        if off & 7 != 0 || off + 8 > FILE_BYTES {
-            return None;
-        }
-        // SAFETY: in bounds of the mapping (checked above), 8-aligned (the
-        // mapping is page-aligned), alive as long as `&self`; the memory is
-        // only accessed atomically.
-        Some(unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU64>() })
+        self.words.u64_at(off)
     }
 
     pub(crate) fn u32_at(&self, off: usize) -> Option<&AtomicU32> {
-        if off & 3 != 0 || off + 4 > FILE_BYTES {
-            return None;
-        }
-        // SAFETY: as in `u64_at`, with 4-byte words.
-        Some(unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU32>() })
+        self.words.u32_at(off)
     }
 
     pub(crate) fn row_at(row: usize) -> usize {
@@ -364,7 +349,10 @@ pub(crate) fn map(fd: &OwnedFd) -> Result<Table, Errno> {
         )
     }?;
     let base = NonNull::new(p.cast::<u8>()).ok_or(Errno::NOMEM)?;
-    Ok(Table { base })
+    // SAFETY: a new FILE_BYTES shared mapping, unmapped only when the
+    // table (and so its `Words`) is dropped, only accessed atomically.
+    let words = unsafe { Words::new(base, FILE_BYTES) };
+    Ok(Table { words })
 }
 
 /// Creates `name` whole: prepared under a private name (0600, sized, its

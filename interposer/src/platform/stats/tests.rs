@@ -4,6 +4,7 @@
 use super::*;
 use crate::platform::safedir::Dir;
 use std::path::PathBuf;
+use std::time::Instant;
 
 fn euid() -> u32 {
     rustix::process::geteuid().as_raw()

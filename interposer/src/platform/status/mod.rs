@@ -24,9 +24,9 @@ mod table;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::time::Instant;
 
 use crate::platform::safedir;
+use crate::platform::shared_file::Retry;
 use crate::platform::sys::Publish;
 pub(crate) use table::*;
 
@@ -349,17 +349,11 @@ const SWEEP_MAX: usize = 64;
 /// The process's table: made on first need (one attempt a second while it
 /// cannot be).
 fn global_table() -> Option<&'static Table> {
-    static NEXT_TRY_MS: AtomicU64 = AtomicU64::new(0);
+    static RETRY: Retry = Retry::new();
     if let Some(table) = TABLE.get() {
         return Some(table);
     }
-    let now = now_ms();
-    let next = NEXT_TRY_MS.load(Ordering::Relaxed);
-    if now < next
-        || NEXT_TRY_MS
-            .compare_exchange(next, now + 1000, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-    {
+    if !RETRY.due() {
         return None;
     }
     let dir = safedir::get().ok()?;
@@ -372,15 +366,6 @@ fn global_table() -> Option<&'static Table> {
             None
         }
     }
-}
-
-fn now_ms() -> u64 {
-    static BASE: Publish<Instant> = Publish::new();
-    let base = match BASE.get() {
-        Some(base) => base,
-        None => BASE.publish(Instant::now()).0,
-    };
-    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `(fork generation + 1) << 32 | pid`, as last looked up.

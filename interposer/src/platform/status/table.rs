@@ -4,6 +4,7 @@
 //! aligned word at an offset checked against `FILE_BYTES`.
 #![allow(unsafe_code)] // the shared mapping: see `Table`
 
+use crate::platform::shared_file::Words;
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -63,35 +64,22 @@ pub(crate) const CONNECTION: u32 = 3;
 /// its forked children, which share it).
 #[derive(Debug)]
 pub(crate) struct Table {
-    base: NonNull<u8>,
+    words: Words,
     /// The name in SHMNET_DIR, and the pid that made it.
     pub(crate) name: String,
     pub(crate) creator: u32,
     pub(crate) dir: std::sync::Arc<Dir>,
 }
 
-// SAFETY: the mapping is plain shared memory, never unmapped (tables are
-// leaked), and only ever accessed through atomics, from any thread.
-unsafe impl Send for Table {}
-// SAFETY: as for Send.
-unsafe impl Sync for Table {}
-
 impl Table {
+    /// The word at byte `off` (`Words`); offsets are constants or
+    /// computed from bounded indexes, so this never fails in practice.
     pub(crate) fn u64_at(&self, off: usize) -> Option<&AtomicU64> {
-        if off & 7 != 0 || off + 8 > FILE_BYTES {
-            return None;
-        }
-        // SAFETY: in bounds of the mapping (checked), 8-aligned (the mapping
-        // is page-aligned), alive for the process; only accessed atomically.
-        Some(unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU64>() })
+        self.words.u64_at(off)
     }
 
     pub(crate) fn u32_at(&self, off: usize) -> Option<&AtomicU32> {
-        if off & 3 != 0 || off + 4 > FILE_BYTES {
-            return None;
-        }
-        // SAFETY: as in `u64_at`, with 4-byte words.
-        Some(unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU32>() })
+        self.words.u32_at(off)
     }
 
     /// Byte offset of entry `i` (clamped: indexes are our own).
@@ -169,7 +157,9 @@ pub(crate) fn create(
         }
     };
     let mut table = Table {
-        base,
+        // SAFETY: a new FILE_BYTES shared mapping, never unmapped (tables
+        // are leaked), only accessed atomically.
+        words: unsafe { Words::new(base, FILE_BYTES) },
         name: String::new(),
         creator: pid,
         dir: dir.clone(),

@@ -1,0 +1,90 @@
+//! What the library's shared files (the counters, `stats`; the status
+//! table, `status`) have in common: aligned words of a shared mapping,
+//! reached atomically and bounds-checked, and making the file at most
+//! once a second while it cannot be made.
+
+#![allow(unsafe_code)] // the shared mappings: see `Words`
+
+use core::ptr::NonNull;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use super::sys::Publish;
+
+/// `len` bytes mapped shared at `base`, alive for as long as this value,
+/// only ever accessed through atomics.
+#[derive(Debug)]
+pub(crate) struct Words {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: plain shared memory, only accessed through atomics, from any
+// thread (the owner keeps the mapping alive while a `Words` exists).
+unsafe impl Send for Words {}
+// SAFETY: as for Send.
+unsafe impl Sync for Words {}
+
+impl Words {
+    /// # Safety
+    /// `base` is the start of a page-aligned mapping of at least `len`
+    /// bytes that outlives the value and is only accessed atomically.
+    pub(crate) unsafe fn new(base: NonNull<u8>, len: usize) -> Words {
+        Words { base, len }
+    }
+
+    pub(crate) fn base(&self) -> NonNull<u8> {
+        self.base
+    }
+
+    /// The word at byte `off`, or None when unaligned or out of bounds.
+    pub(crate) fn u64_at(&self, off: usize) -> Option<&AtomicU64> {
+        if off & 7 != 0 || off.checked_add(8).is_none_or(|end| end > self.len) {
+            return None;
+        }
+        // SAFETY: in bounds of the mapping (checked), 8-aligned (the mapping
+        // is page-aligned), alive as long as `&self` (`new`'s contract); the
+        // memory is only accessed atomically.
+        Some(unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU64>() })
+    }
+
+    /// As `u64_at`, with 4-byte words.
+    pub(crate) fn u32_at(&self, off: usize) -> Option<&AtomicU32> {
+        if off & 3 != 0 || off.checked_add(4).is_none_or(|end| end > self.len) {
+            return None;
+        }
+        // SAFETY: as in `u64_at`, with 4-byte words.
+        Some(unsafe { &*self.base.as_ptr().add(off).cast::<AtomicU32>() })
+    }
+}
+
+/// At most one attempt a second (a file that cannot be made now is tried
+/// again later, not at every call that would use it).
+pub(crate) struct Retry(AtomicU64);
+
+impl Retry {
+    pub(crate) const fn new() -> Retry {
+        Retry(AtomicU64::new(0))
+    }
+
+    /// Whether this caller may try now (one caller a second).
+    pub(crate) fn due(&self) -> bool {
+        let now = now_ms();
+        let next = self.0.load(Ordering::Relaxed);
+        now >= next
+            && self
+                .0
+                .compare_exchange(next, now + 1000, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+/// Milliseconds on a monotonic clock (since this process first asked).
+fn now_ms() -> u64 {
+    static BASE: Publish<Instant> = Publish::new();
+    let base = match BASE.get() {
+        Some(base) => base,
+        None => BASE.publish(Instant::now()).0,
+    };
+    u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
