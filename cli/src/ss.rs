@@ -129,10 +129,10 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
                     .iter()
                     .filter(|&&i| i != 0)
                     .map(|&i| crate::queues::unix_backlog(i))
-                    .try_fold(0u64, |acc, q| q.map(|q| acc + q));
+                    .try_fold(0u64, |acc, q| q.map(|q| acc.saturating_add(q)));
                 let backlog = match (tcp, shm) {
                     (None, None) => None,
-                    (t, s) => Some(t.unwrap_or(0) + s.unwrap_or(0)),
+                    (t, s) => Some(t.unwrap_or(0).saturating_add(s.unwrap_or(0))),
                 };
                 out.push(Socket {
                     backlog,
@@ -241,7 +241,7 @@ fn summary(dir: &std::path::Path, scan: &status::Scan, sockets: &[Socket], json:
     let mut totals = [0u64; 9];
     for c in &counters {
         for (t, v) in totals.iter_mut().zip(c.totals) {
-            *t += v;
+            *t = t.saturating_add(v); // counts from files: hostile
         }
     }
     if json {
@@ -276,18 +276,8 @@ fn summary(dir: &std::path::Path, scan: &status::Scan, sockets: &[Socket], json:
         return 0;
     }
     let shm = totals[0];
-    let fallback: u64 = totals[1..6].iter().sum();
+    let fallback: u64 = totals[1..6].iter().fold(0, |a, &v| a.saturating_add(v));
     println!("connects since the counters file was made: {shm} over shared memory, {fallback} over kernel TCP");
-    let why = [
-        ("no shared-memory listener there", totals[1]),
-        (
-            "listener refused (gone, backlog full, handshake)",
-            totals[2],
-        ),
-        ("no resources for a segment", totals[3]),
-        ("users' policy (SHMNET_ALLOW)", totals[4]),
-        ("SHMNET_DIR refused (unsafe)", totals[5]),
-    ];
     let rows: Vec<Vec<String>> = crate::stats::NAMES
         .iter()
         .zip(totals)
@@ -295,7 +285,11 @@ fn summary(dir: &std::path::Path, scan: &status::Scan, sockets: &[Socket], json:
         .map(|(i, (name, v))| {
             let note = match i {
                 0 => "connect carried by shared memory",
-                1..=5 => why[i - 1].0,
+                1 => "no shared-memory listener there",
+                2 => "listener refused (gone, backlog full, handshake)",
+                3 => "no resources for a segment",
+                4 => "users' policy (SHMNET_ALLOW)",
+                5 => "SHMNET_DIR refused (unsafe)",
                 6 => "listeners: accepted over shared memory",
                 7 => "listeners: refused by policy",
                 _ => "listeners: dropped handshakes",

@@ -28,12 +28,12 @@ pub(crate) struct Counters {
 
 fn u32_at(b: &[u8], o: usize) -> u32 {
     b.get(o..o + 4)
-        .map_or(0, |s| u32::from_le_bytes(s.try_into().unwrap_or([0; 4])))
+        .map_or(0, |s| u32::from_ne_bytes(s.try_into().unwrap_or([0; 4])))
 }
 
 fn u64_at(b: &[u8], o: usize) -> u64 {
     b.get(o..o + 8)
-        .map_or(0, |s| u64::from_le_bytes(s.try_into().unwrap_or([0; 8])))
+        .map_or(0, |s| u64::from_ne_bytes(s.try_into().unwrap_or([0; 8])))
 }
 
 /// Every `stats-*` file in `dir` that reads as a counters file.

@@ -185,7 +185,12 @@ impl Dir {
 
     /// As the library judges a directory it uses (safedir.rs).
     fn safe(&self) -> bool {
-        let Ok(meta) = File::from(self.0.try_clone().expect("dup of a directory fd")).metadata()
+        // (A dup, for `metadata`; none left, EMFILE: not judged safe.)
+        let Ok(meta) = self
+            .0
+            .try_clone()
+            .map(File::from)
+            .and_then(|f| f.metadata())
         else {
             return false;
         };

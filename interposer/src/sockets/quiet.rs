@@ -138,9 +138,11 @@ pub(crate) fn run() {
         };
         while due.len() < RUN_MOST {
             match q.peek() {
-                Some(e) if e.0.due <= after(now, BATCH) => due.push(q.pop().unwrap().0),
+                Some(e) if e.0.due <= after(now, BATCH) => {}
                 _ => break,
             }
+            let Some(Reverse(e)) = q.pop() else { break };
+            due.push(e);
         }
         publish(&q);
     }

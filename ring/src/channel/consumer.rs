@@ -207,7 +207,10 @@ impl Consumer {
         // reading meanwhile (`tail` and `begin` move under us). A snapshot
         // is believed — or called corrupt — only if `tail` did not move
         // while it was taken; under constant motion, the last good count.
-        let mut seen = Ok(0);
+        // Under constant motion with no good snapshot: not known to be
+        // empty (a caller that takes doorbell bytes on an empty ring must
+        // not).
+        let mut seen = Err(RingError::WouldBlock);
         for _ in 0..4 {
             let tail = ctl.consumer.tail.load(Ordering::Acquire);
             let r = self.available_from(tail);

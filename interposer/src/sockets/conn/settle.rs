@@ -189,13 +189,13 @@ impl Connection {
         let Some(rx) = self.receiver(&mut guard.consumer) else {
             return;
         };
+        let owed = self.owed(rx);
         // With the ring empty, the next read settles (takes them all, as
         // `settle` does): the newest byte would stand for nothing here.
-        if !rx.available().is_ok_and(|a| a > 0) {
-            return;
-        }
-        let owed = self.owed(rx);
-        if owed + 1 >= shmnet_ring::layout::EDGE_BACKLOG as usize {
+        // (Looked at only when there is something to take.)
+        if owed + 1 >= shmnet_ring::layout::EDGE_BACKLOG as usize
+            && rx.available().is_ok_and(|a| a > 0)
+        {
             self.bell.take(owed - 1);
         }
     }

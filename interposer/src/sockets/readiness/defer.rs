@@ -189,6 +189,9 @@ pub(crate) fn crowd_all() {
 /// `fds` go to another process (SCM_RIGHTS): an epoll set among them may
 /// be waited on there, past us. Crowded for good before it leaves.
 pub(crate) fn sent(fds: &[c_int]) {
+    if fds.is_empty() {
+        return; // no fds passed: no lock (every sendmsg of the process)
+    }
     let Some(mut sets) = set::sets() else {
         return;
     };
