@@ -131,7 +131,7 @@ pub(crate) fn create(
             return Err(Errno::FBIG); // growing past it raises SIGXFSZ
         }
     }
-    // A name nobody can guess ahead (in a shared sticky directory a file
+    // A name not known ahead (in a shared sticky directory a file
     // another user made under a name we meant to use could not be
     // removed, and would keep us unlisted for good).
     let mut opened = Err(Errno::EXIST);
