@@ -87,14 +87,14 @@ pub(crate) fn open_file(path: &std::path::Path) -> rustix::io::Result<OwnedFd> {
     let flags =
         OFlags::WRONLY | OFlags::APPEND | OFlags::CREATE | OFlags::CLOEXEC | OFlags::NONBLOCK;
     let mode = Mode::RUSR | Mode::WUSR;
-    match rustix::fs::open(path, flags | OFlags::NOFOLLOW, mode) {
+    match rustix::fs::openat(rustix::fs::CWD, path, flags | OFlags::NOFOLLOW, mode) {
         Err(rustix::io::Errno::LOOP) => {
             let link = rustix::fs::lstat(path)?;
             let euid = rustix::process::geteuid().as_raw();
             if link.st_uid != euid && link.st_uid != 0 {
                 return Err(rustix::io::Errno::LOOP);
             }
-            rustix::fs::open(path, flags, mode)
+            rustix::fs::openat(rustix::fs::CWD, path, flags, mode)
         }
         r => r,
     }

@@ -251,7 +251,10 @@ fn open_or_create(path: &Path) -> Result<OwnedFd, Problem> {
         (Some(parent), Some(name)) => (parent, name),
         // "/" or a path ending in "..": nothing to create, no last name to
         // guard (the path's own resolution is all there is).
-        _ => return rustix::fs::open(path, DIR_FLAGS, Mode::empty()).map_err(Problem::Open),
+        _ => {
+            return rustix::fs::openat(rustix::fs::CWD, path, DIR_FLAGS, Mode::empty())
+                .map_err(Problem::Open)
+        }
     };
     let parent = if parent.as_os_str().is_empty() {
         Path::new(".")
@@ -261,11 +264,12 @@ fn open_or_create(path: &Path) -> Result<OwnedFd, Problem> {
     let parent_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
     // The parent must exist: a mistyped SHMNET_DIR must not make a tree
     // of directories (as root, anywhere).
-    let parent_fd = match rustix::fs::open(parent, parent_flags, Mode::empty()) {
-        Err(Errno::NOENT) => return Err(Problem::Create(Errno::NOENT)),
-        other => other,
-    }
-    .map_err(Problem::Open)?;
+    let parent_fd =
+        match rustix::fs::openat(rustix::fs::CWD, parent, parent_flags, Mode::empty()) {
+            Err(Errno::NOENT) => return Err(Problem::Create(Errno::NOENT)),
+            other => other,
+        }
+        .map_err(Problem::Open)?;
     let open = || rustix::fs::openat(&parent_fd, name, DIR_FLAGS, Mode::empty());
     let result = match open() {
         Err(Errno::NOENT) => {

@@ -118,6 +118,9 @@ const PLAIN_CALLS: &[i64] = &[
     libc::SYS_renameat2,
     libc::SYS_linkat,
     libc::SYS_flock,
+    libc::SYS_fallocate,
+    libc::SYS_fchmodat,
+    libc::SYS_getcpu,
     libc::SYS_getrandom,
     libc::SYS_getuid,
     libc::SYS_getgid,
@@ -284,6 +287,27 @@ mod tests {
             stmt(0x06, RET_ALLOW),
         ];
         assert!(!restricts_library(&deny_ptrace));
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn a_filter_killing_only_open_does_not_restrict() {
+        // The library opens files with openat only (clippy.toml forbids
+        // rustix's raw open): killing open(2) changes nothing for it.
+        let kill_open = [
+            stmt(0x20, 0),
+            jeq(libc::SYS_open as u32, 0, 1),
+            stmt(0x06, 0x8000_0000),
+            stmt(0x06, RET_ALLOW),
+        ];
+        assert!(!restricts_library(&kill_open));
+        let kill_fallocate = [
+            stmt(0x20, 0),
+            jeq(libc::SYS_fallocate as u32, 0, 1),
+            stmt(0x06, 0x8000_0000),
+            stmt(0x06, RET_ALLOW),
+        ];
+        assert!(restricts_library(&kill_fallocate));
     }
 
     #[test]

@@ -188,7 +188,8 @@ pub(crate) fn spin_helps() -> bool {
 /// Runnable threads on the machine now (the 4th field of /proc/loadavg,
 /// "running/total"), counting this one.
 fn runnable_threads() -> Option<usize> {
-    let fd = rustix::fs::open(
+    let fd = rustix::fs::openat(
+        rustix::fs::CWD,
         "/proc/loadavg",
         rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),

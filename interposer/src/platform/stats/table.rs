@@ -279,7 +279,8 @@ pub(crate) fn alive(pid: u32) -> bool {
 /// boot): with the pid, it names one process.
 pub(crate) fn proc_start(pid: u32) -> Option<u64> {
     let path = format!("/proc/{pid}/stat");
-    let fd = rustix::fs::open(
+    let fd = rustix::fs::openat(
+        rustix::fs::CWD,
         path.as_str(),
         OFlags::RDONLY | OFlags::CLOEXEC,
         Mode::empty(),
