@@ -121,6 +121,9 @@ const PLAIN_CALLS: &[i64] = &[
     libc::SYS_fallocate,
     libc::SYS_fchmodat,
     libc::SYS_getcpu,
+    // std's available_parallelism (the spin heuristic's CPU count, looked
+    // up once, maybe after the filter went on).
+    libc::SYS_sched_getaffinity,
     libc::SYS_getrandom,
     libc::SYS_getuid,
     libc::SYS_getgid,
