@@ -2,16 +2,16 @@
 //! uses it now. A socket's memory is copied into a forked child, and the
 //! child's copy must not write into its parent's entry (the parent may
 //! free it, and claim it again for another socket): the entry belongs to
-//! the claim of one process (`Claim`, its pid), and a process that finds
-//! the claim not its own (a forked child's first use of the socket)
-//! claims an entry of its own, seeded with the ring's totals. Each process
+//! the claim of one process (`Claim`, its pid); a forked child drops its
+//! copy of its parent's claim, and at its first use of the socket claims
+//! an entry of its own, seeded with the ring's totals. Each process
 //! frees only its own entry, so a parent's close or exit leaves its
 //! child's listing alone.
 //!
-//! The data path looks at one pointer and one generation: a claim is
-//! checked against the fork generation (bumped in both processes at every
-//! fork), and only when that moved is the pid compared (the parent keeps
-//! its claim; the child makes its own).
+//! The data path looks at one pointer: in a forked child the fork handler
+//! empties it (`after_fork_child`, with every socket's locks), so that
+//! neither a pid nor a fork generation is compared per call; an empty one
+//! makes the claim.
 #![allow(unsafe_code)] // the claim pointers: see `Published::current`
 
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
@@ -22,8 +22,6 @@ use super::entry::{Entry, What};
 /// could be had, which is not tried again in this process).
 struct Claim {
     pid: u32,
-    /// The fork generation it was last found this process's in.
-    generation: AtomicU32,
     entry: Option<Entry>,
 }
 
@@ -48,13 +46,10 @@ pub(crate) struct Published {
     /// The application's fd number (u32::MAX: not known yet).
     fd: AtomicU32,
     flags: AtomicU32,
-    /// The claim of the process that used the socket last: this one's, or
-    /// copied from an ancestor at fork. A leaked `Box<Claim>` (or null),
-    /// freed in `Drop` or once unreachable (`retire`).
+    /// This process's claim: a leaked `Box<Claim>`, or null until this
+    /// process uses the socket. Freed in `Drop`, or in a forked child's
+    /// fork handler (the parent's copy).
     current: AtomicPtr<Claim>,
-    /// The ancestor's claim this process replaced (threads of this process
-    /// may still be reading it).
-    retired: AtomicPtr<Claim>,
 }
 
 impl std::fmt::Debug for Published {
@@ -73,23 +68,33 @@ impl Published {
             fd: AtomicU32::new(u32::MAX),
             flags: AtomicU32::new(flags & SOCKET_FLAGS),
             current: AtomicPtr::new(std::ptr::null_mut()),
-            retired: AtomicPtr::new(std::ptr::null_mut()),
         };
         p.claim_here(|| seed);
         p
     }
 
-    /// This process's claim, if the socket is already published by it in
-    /// this fork generation (the data path's look).
+    /// This process's claim, if it has made one (the data path's look).
     #[inline]
     fn here(&self) -> Option<&Claim> {
         let p = self.current.load(Ordering::Acquire);
         // SAFETY: null or a `Box<Claim>` leaked in `claim_here`, freed only
-        // in `Drop` (no reference to `self` left) or by `retire` (when no
-        // thread of this process can hold it: see there); Acquire pairs
+        // in `Drop` (no reference to `self` left) or in a forked child's
+        // fork handler (one thread, not in a call of ours); Acquire pairs
         // with the Release of the compare-exchange that published it.
-        let c = unsafe { p.as_ref() }?;
-        (c.generation.load(Ordering::Relaxed) == crate::platform::fork::generation()).then_some(c)
+        unsafe { p.as_ref() }
+    }
+
+    /// In a forked child (one thread, from the fork handlers): the claim
+    /// is the parent's; it goes (the parent's entry stays), and this
+    /// process claims its own at its first use of the socket.
+    pub(crate) fn after_fork_child(&self) {
+        let p = self.current.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if !p.is_null() {
+            // SAFETY: a leaked `Box<Claim>` of this process's memory (the
+            // copy of the parent's); no other thread exists to hold it. Its
+            // Drop leaves the parent's entry alone (not our pid).
+            drop(unsafe { Box::from_raw(p) });
+        }
     }
 
     /// `n` bytes more sent (under the send lock); `totals` gives the
@@ -157,39 +162,29 @@ impl Published {
         }
     }
 
-    /// The slow path: this process's claim, made now if the one found is
-    /// another process's (or none); with whether it was made now (its
-    /// counters are the ring's totals, the caller's bytes included).
+    /// The slow path: this process's claim, made now if it has none; with
+    /// whether it was made now (its counters are the ring's totals, the
+    /// caller's bytes included).
     #[cold]
     fn claim_here(&self, totals: impl FnOnce() -> (u64, u64)) -> Option<(&Entry, bool)> {
-        let generation = crate::platform::fork::generation();
+        if let Some(c) = self.here() {
+            return c.entry.as_ref().map(|e| (e, false));
+        }
         let me = super::my_pid();
         if me == 0 {
             return None; // sandboxed before the pid was known: nothing here
         }
-        let old = self.current.load(Ordering::Acquire);
-        // SAFETY: as in `here`.
-        if let Some(c) = unsafe { old.as_ref() } {
-            if c.pid == me {
-                // Ours, from before a fork (this is the parent).
-                c.generation.store(generation, Ordering::Relaxed);
-                return c.entry.as_ref().map(|e| (e, false));
-            }
-        }
         let fd = self.fd.load(Ordering::Relaxed);
         let flags = self.flags.load(Ordering::Relaxed);
         let entry = super::claim(&self.what, fd, flags, totals);
-        let fresh = Box::into_raw(Box::new(Claim {
-            pid: me,
-            generation: AtomicU32::new(generation),
-            entry,
-        }));
-        match self
-            .current
-            .compare_exchange(old, fresh, Ordering::AcqRel, Ordering::Acquire)
-        {
+        let fresh = Box::into_raw(Box::new(Claim { pid: me, entry }));
+        match self.current.compare_exchange(
+            std::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
             Ok(_) => {
-                self.retire(old);
                 // SAFETY: just published; freed only as in `here`.
                 let c = unsafe { &*fresh };
                 c.entry.as_ref().map(|e| (e, true))
@@ -204,33 +199,17 @@ impl Published {
             }
         }
     }
-
-    /// `old` (an ancestor's claim, copied at fork) was replaced: it goes
-    /// to `retired`, and what was there is freed. A process replaces a
-    /// claim at most once (after that the claim is its own), so what
-    /// `retired` held came from an ancestor's memory and no thread of this
-    /// process ever loaded it from `current`.
-    fn retire(&self, old: *mut Claim) {
-        let before = self.retired.swap(old, Ordering::AcqRel);
-        if !before.is_null() {
-            // SAFETY: a leaked `Box<Claim>` unreachable in this process
-            // (above); its Drop leaves an ancestor's entry alone.
-            drop(unsafe { Box::from_raw(before) });
-        }
-    }
 }
 
 impl Drop for Published {
     fn drop(&mut self) {
         // The socket's last reference in this process: its entry (if this
         // process claimed one) is freed by the claim's Drop.
-        for p in [&self.current, &self.retired] {
-            let c = p.swap(std::ptr::null_mut(), Ordering::AcqRel);
-            if !c.is_null() {
-                // SAFETY: a leaked `Box<Claim>`; `&mut self`: no other
-                // reference remains.
-                drop(unsafe { Box::from_raw(c) });
-            }
+        let c = self.current.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if !c.is_null() {
+            // SAFETY: a leaked `Box<Claim>`; `&mut self`: no other
+            // reference remains.
+            drop(unsafe { Box::from_raw(c) });
         }
     }
 }

@@ -284,6 +284,7 @@ impl Connection {
         self.opts.reset_after_fork();
         self.exec.carry.reset_after_fork();
         self.reset_readiness_after_fork();
+        self.status.after_fork_child();
     }
 
     /// Whether the fd is non-blocking (O_NONBLOCK of the open file),

@@ -263,6 +263,7 @@ impl Listener {
     /// In a forked child: a parent thread may have held a lock.
     pub(crate) fn reset_after_fork(&self) {
         self.opts.reset_after_fork();
+        self.status.after_fork_child();
     }
 
     /// What the listener is made of follows the application fd's
