@@ -133,7 +133,7 @@ impl Entry {
 
     /// `n` more bytes written into our ring (data path, under the send
     /// lock: a load and a store of a line only this process writes).
-    #[inline]
+    #[inline(always)]
     pub(super) fn sent(&self, n: usize) {
         self.sent.store(
             self.sent.load(Ordering::Relaxed).wrapping_add(n as u64),
@@ -142,7 +142,7 @@ impl Entry {
     }
 
     /// `n` more bytes read from the peer's ring (under the receive lock).
-    #[inline]
+    #[inline(always)]
     pub(super) fn received(&self, n: usize) {
         self.received.store(
             self.received.load(Ordering::Relaxed).wrapping_add(n as u64),

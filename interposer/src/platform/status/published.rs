@@ -74,7 +74,7 @@ impl Published {
     }
 
     /// This process's claim, if it has made one (the data path's look).
-    #[inline]
+    #[inline(always)]
     fn here(&self) -> Option<&Claim> {
         let p = self.current.load(Ordering::Acquire);
         // SAFETY: null or a `Box<Claim>` leaked in `claim_here`, freed only
@@ -99,7 +99,7 @@ impl Published {
 
     /// `n` bytes more sent (under the send lock); `totals` gives the
     /// ring's (sent, received) for a claim made now.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn sent(&self, n: usize, totals: impl FnOnce() -> (u64, u64)) {
         if let Some(c) = self.here() {
             if let Some(e) = &c.entry {
@@ -111,7 +111,7 @@ impl Published {
     }
 
     /// `n` bytes more received (under the receive lock).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn received(&self, n: usize, totals: impl FnOnce() -> (u64, u64)) {
         if let Some(c) = self.here() {
             if let Some(e) = &c.entry {
@@ -166,6 +166,7 @@ impl Published {
     /// whether it was made now (its counters are the ring's totals, the
     /// caller's bytes included).
     #[cold]
+    #[inline(never)]
     fn claim_here(&self, totals: impl FnOnce() -> (u64, u64)) -> Option<(&Entry, bool)> {
         if let Some(c) = self.here() {
             return c.entry.as_ref().map(|e| (e, false));
