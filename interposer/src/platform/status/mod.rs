@@ -159,8 +159,9 @@ const SWEEP_MAX: usize = 64;
 /// The process's own table, made on first need (a forked child makes its
 /// own: its parent may exit, or close the sockets the child goes on
 /// with); one attempt a second while it cannot be made, the inherited
-/// table meanwhile (a worker that dropped the privileges to write the
-/// directory still has its parent's file mapped).
+/// table meanwhile. A child that switched user uses the inherited table
+/// (a worker that dropped the privileges to write the directory still has
+/// its parent's file mapped).
 fn table_here() -> Option<&'static Table> {
     static RETRY: Retry = Retry::new();
     let me = my_pid();
@@ -172,7 +173,14 @@ fn table_here() -> Option<&'static Table> {
     if !first && !RETRY.due() {
         return current;
     }
-    let made = safedir::get().ok().and_then(|dir| {
+    let dir = match current {
+        // A forked child: in the directory its parent opened, if it is
+        // still the user that opened it (a worker that switched user goes
+        // on writing into its parent's file, without a failed attempt).
+        Some(t) => (rustix::process::geteuid().as_raw() == t.dir.euid()).then(|| t.dir.clone()),
+        None => safedir::get().ok(),
+    };
+    let made = dir.and_then(|dir| {
         let pidns = pid_namespace();
         if current.is_none() {
             // (Not in a forked child: its family's first file swept.)
