@@ -54,6 +54,7 @@
 
 mod channel;
 mod data;
+pub mod dgram;
 mod error;
 mod heap;
 pub mod layout;
