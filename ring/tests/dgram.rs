@@ -71,7 +71,10 @@ fn every_size_whole_with_boundaries() {
         assert_eq!(rx.next_len(), Ok(n));
         let r = rx.recv(&mut buf, false).unwrap();
         assert_eq!((r.len, r.copied), (n, n));
-        assert!(buf[..n].iter().enumerate().all(|(k, b)| *b == (k * 31 + i) as u8));
+        assert!(buf[..n]
+            .iter()
+            .enumerate()
+            .all(|(k, b)| *b == (k * 31 + i) as u8));
     }
     assert_eq!(rx.recv(&mut buf, false), Err(RecvError::Empty));
     assert_eq!(rx.partitions_in_use(), 0);
@@ -82,7 +85,11 @@ fn every_size_whole_with_boundaries() {
 fn peek_truncate_and_gather() {
     let (mut rx, image) = heap_target(DgramGeometry::stage1());
     let mut tx = image.sender(rx.open_slot().unwrap()).unwrap();
-    let parts = [IoSlice::new(b"hello, "), IoSlice::new(b""), IoSlice::new(b"world")];
+    let parts = [
+        IoSlice::new(b"hello, "),
+        IoSlice::new(b""),
+        IoSlice::new(b"world"),
+    ];
     tx.send_vectored(&parts).unwrap();
     tx.send(b"second").unwrap();
     let mut small = [0u8; 5];
@@ -141,7 +148,10 @@ fn full_drops_and_counts_never_blocks() {
         sent += 1;
     }
     assert_eq!(sent, 128);
-    assert_eq!(tx.send(&[1u8; 64]).unwrap(), Sent::Dropped(DropReason::RingFull));
+    assert_eq!(
+        tx.send(&[1u8; 64]).unwrap(),
+        Sent::Dropped(DropReason::RingFull)
+    );
     while recv_one(&mut rx, &mut buf).is_some() {}
     let mut sent = 0;
     while let Sent::Queued { .. } = tx.send(&vec![2u8; 65_507]).unwrap() {
@@ -268,7 +278,7 @@ fn four_processes_checksummed_through_a_memfd() {
         })
         .collect();
     let mut alive_n = 4;
-    let mut codes = vec![None; 4];
+    let mut codes = [None; 4];
     let got = drain_checked(&mut rx, 4, || {
         for (i, p) in pids.iter().enumerate() {
             if codes[i].is_none() {
@@ -388,11 +398,17 @@ fn sigkilled_sender_never_wedges_the_segment() {
     let image = Image::attach(fd.as_fd()).unwrap();
     let mut tx = image.sender(rx.open_slot().unwrap()).unwrap();
     for _ in 0..128 {
-        assert!(matches!(tx.send(&[9u8; 2048]).unwrap(), Sent::Queued { .. }));
+        assert!(matches!(
+            tx.send(&[9u8; 2048]).unwrap(),
+            Sent::Queued { .. }
+        ));
     }
     while recv_one(&mut rx, &mut buf).is_some() {}
     for _ in 0..16 {
-        assert!(matches!(tx.send(&vec![9u8; 65_507]).unwrap(), Sent::Queued { .. }));
+        assert!(matches!(
+            tx.send(&vec![9u8; 65_507]).unwrap(),
+            Sent::Queued { .. }
+        ));
     }
 }
 

@@ -465,21 +465,26 @@ impl DgramGeometry {
         let slots = at;
         let cells = slots + self.slot_count as usize * size_of::<Slot>();
         at = round_up(
-            cells
-                + self.slot_count as usize * self.ring_cells as usize * size_of::<Descriptor>(),
+            cells + self.slot_count as usize * self.ring_cells as usize * size_of::<Descriptor>(),
             CACHE_LINE,
         );
         let mut dirs = [at; MAX_GROUPS];
         for (d, g) in dirs.iter_mut().zip(self.groups()) {
             *d = at;
-            at = round_up(at + g.partitions as usize * size_of::<DirEntry>(), CACHE_LINE);
+            at = round_up(
+                at + g.partitions as usize * size_of::<DirEntry>(),
+                CACHE_LINE,
+            );
         }
         let data_start = round_up(at, PAGE);
         at = data_start;
         let mut data = [at; MAX_GROUPS];
         for (d, g) in data.iter_mut().zip(self.groups()) {
             *d = at;
-            at = round_up(at + g.partitions as usize * g.partition_bytes as usize, PAGE);
+            at = round_up(
+                at + g.partitions as usize * g.partition_bytes as usize,
+                PAGE,
+            );
         }
         Offsets {
             groups,
@@ -518,7 +523,10 @@ mod tests {
         assert_eq!(g.capacity(), 65_536);
         for len in [0u32, 1, 1472, 2048, 2049, 8192, 65_507, 65_527] {
             let span = g.span_for(len);
-            assert!(span <= g.span_max && span * g.partition_bytes >= len, "{len}");
+            assert!(
+                span <= g.span_max && span * g.partition_bytes >= len,
+                "{len}"
+            );
         }
         let o = geo.offsets();
         assert_eq!(o.data_start % PAGE, 0);

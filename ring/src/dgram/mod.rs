@@ -40,8 +40,8 @@ mod target;
 
 pub use heap::heap_target;
 pub use layout::{DgramGeometry, GroupGeometry, MAX_DATAGRAM};
-pub use recv::{Received, Receiver, ReceiverStats, RecvError};
 pub use reclaim::SlotGrant;
+pub use recv::{Received, Receiver, ReceiverStats, RecvError};
 pub use send::{DropReason, SendError, Sender, SenderStats, Sent, Stage};
 
 use crate::data::{DataArea, Keep};

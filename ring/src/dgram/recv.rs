@@ -130,7 +130,8 @@ impl Receiver {
         let o = geo.offsets();
         let h = sh.header();
         h.magic.store(DGRAM_MAGIC, Ordering::Relaxed);
-        h.group_count.store(geo.group_count() as u32, Ordering::Relaxed);
+        h.group_count
+            .store(geo.group_count() as u32, Ordering::Relaxed);
         h.slot_count.store(geo.slot_count(), Ordering::Relaxed);
         h.ring_cells.store(geo.ring_cells(), Ordering::Relaxed);
         h.total_bytes.store(o.total as u64, Ordering::Relaxed);
@@ -463,14 +464,8 @@ impl Receiver {
         let tail = st.tail;
         // SYNC POINT (c): Release pairs with the sender's Acquire of
         // `tail`: our reads of the cell happen before it fills it again.
-        self.sh
-            .slot(s)
-            .receiver
-            .tail
-            .store(tail, Ordering::Release);
-        if st.state == SLOT_CLOSING
-            && self.sh.slot(s).sender.head.load(Ordering::Acquire) == tail
-        {
+        self.sh.slot(s).receiver.tail.store(tail, Ordering::Release);
+        if st.state == SLOT_CLOSING && self.sh.slot(s).sender.head.load(Ordering::Acquire) == tail {
             self.reclaim(s);
         }
     }

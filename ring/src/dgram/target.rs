@@ -55,8 +55,8 @@ impl Image {
                 span_max: u32_at(64 + 32 * g + 8),
             })
             .collect();
-        let geo = DgramGeometry::new(&groups, u32_at(16), u32_at(20))
-            .map_err(AttachError::Invalid)?;
+        let geo =
+            DgramGeometry::new(&groups, u32_at(16), u32_at(20)).map_err(AttachError::Invalid)?;
         let total = geo.offsets().total as u64;
         if u64_at(24) != total || size != total {
             return Err(AttachError::Invalid("size does not match geometry"));
