@@ -72,6 +72,12 @@ impl Receiver {
         sl.receiver.state.store(SLOT_CLOSING, Ordering::Relaxed);
         if quarantined || sl.sender.head.load(Ordering::Acquire) == tail {
             self.reclaim(slot);
+        } else {
+            // A sender that died between its publish and its ready bit
+            // would otherwise leave its datagrams (and the slot) stranded.
+            self.sh
+                .ready((slot / 64) as usize)
+                .fetch_or(1 << (slot % 64), Ordering::Relaxed);
         }
     }
 
