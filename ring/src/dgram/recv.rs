@@ -476,7 +476,7 @@ impl Receiver {
     /// nothing will give back. A sender charging since the last look
     /// changed the word (its ticket), so the CAS fails or we wait.
     fn rebase_idle_charge(&mut self) {
-        let sh = self.sh.clone();
+        let sh = &*self.sh;
         let cur = sh.charge().load(Ordering::Relaxed);
         if cur as u32 == 0 {
             self.last_empty_charge = None;

@@ -107,6 +107,18 @@ pub struct SenderStats {
     pub drop_room: u64,
 }
 
+fn count_drop(sh: &Shared, slot: u32, stats: &mut SenderStats, why: DropReason) -> Sent {
+    match why {
+        DropReason::RingFull => stats.drop_ring += 1,
+        DropReason::Rcvbuf => stats.drop_rcvbuf += 1,
+        DropReason::NoRoom => stats.drop_room += 1,
+    }
+    let d = &sh.slot(slot).sender.drops;
+    // Only we write our line: a load and a store, no RMW.
+    d.store(d.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
+    Sent::Dropped(why)
+}
+
 /// A granted slot's sending half.
 pub struct Sender {
     sh: Arc<Shared>,
@@ -192,18 +204,6 @@ impl Sender {
             .store(1, Ordering::Release);
     }
 
-    fn dropped(&mut self, why: DropReason) -> Sent {
-        match why {
-            DropReason::RingFull => self.stats.drop_ring += 1,
-            DropReason::Rcvbuf => self.stats.drop_rcvbuf += 1,
-            DropReason::NoRoom => self.stats.drop_room += 1,
-        }
-        let d = &self.sh.slot(self.slot).sender.drops;
-        // Only we write our line: a load and a store, no RMW.
-        d.store(d.load(Ordering::Relaxed).wrapping_add(1), Ordering::Relaxed);
-        Sent::Dropped(why)
-    }
-
     fn send_inner(&mut self, iov: &[IoSlice<'_>], stop: Option<Stage>) -> Result<Sent, SendError> {
         let total = iov
             .iter()
@@ -213,39 +213,55 @@ impl Sender {
             return Err(SendError::TooBig);
         }
         let len = total as u32;
-        let sh = self.sh.clone();
+        // Split borrows: no Arc clone per send (its count's line is
+        // shared with every other handle on the segment).
+        let Sender {
+            sh,
+            slot,
+            tag,
+            head,
+            cursors,
+            stats,
+        } = self;
+        let (sh, slot, tag): (&Shared, u32, u32) = (sh, *slot, *tag);
         // SYNC POINT: Acquire pairs with the receiver's Release of `closed`
         // (whatever it wrote before closing is visible; nothing depends on
         // it but a prompt stop).
         if sh.header().closed.load(Ordering::Acquire) != 0 {
             return Err(SendError::Closed);
         }
-        let line = &sh.slot(self.slot).sender;
+        let line = &sh.slot(slot).sender;
         let cells = sh.geo().ring_cells();
         // SYNC POINT (c): Acquire pairs with the receiver's Release of
         // `tail`: its reads of a cell happen before we fill it again.
-        let tail = sh.slot(self.slot).receiver.tail.load(Ordering::Acquire);
-        let used = self.head.wrapping_sub(tail);
+        let tail = sh.slot(slot).receiver.tail.load(Ordering::Acquire);
+        let used = head.wrapping_sub(tail);
         if used > cells {
             return Err(SendError::Corrupt("slot tail ahead of head"));
         }
         if used == cells {
-            return Ok(self.dropped(DropReason::RingFull));
+            return Ok(count_drop(sh, slot, stats, DropReason::RingFull));
         }
         let charge = len + CHARGE_OVERHEAD;
+        let limit = sh.receiver_line().limit_bytes.load(Ordering::Relaxed);
+        let over =
+            |queued: u32| queued != 0 && u64::from(queued) + u64::from(charge) > u64::from(limit);
+        // A load first: a sender facing a full queue drops without an RMW
+        // on the line every sender and the receiver write.
+        if over(sh.charge().load(Ordering::Relaxed) as u32) {
+            return Ok(count_drop(sh, slot, stats, DropReason::Rcvbuf));
+        }
         // SYNC POINT: Relaxed: the charge only counts; RMWs on one word
         // are totally ordered, so every sender sees every earlier add and
         // the receiver's subtractions. One RMW per send.
         let old = sh
             .charge()
             .fetch_add((1 << 32) | u64::from(charge), Ordering::Relaxed);
-        let queued = old as u32;
-        let limit = sh.receiver_line().limit_bytes.load(Ordering::Relaxed);
         // An empty queue takes one datagram whatever its size, as the
         // kernel's does.
-        if queued != 0 && u64::from(queued) + u64::from(charge) > u64::from(limit) {
+        if over(old as u32) {
             sh.uncharge(charge);
-            return Ok(self.dropped(DropReason::Rcvbuf));
+            return Ok(count_drop(sh, slot, stats, DropReason::Rcvbuf));
         }
         if stop == Some(Stage::Charged) {
             return Ok(Sent::Stopped);
@@ -260,22 +276,22 @@ impl Sender {
         let loc = if len == 0 {
             LOC_NONE
         } else {
-            let Some((g, first, span)) = self.claim(len) else {
+            let Some((g, first, span)) = Self::claim(sh, tag, cursors, len) else {
                 // `inflight` first: a death between the two over-counts.
                 line.inflight.store(0, Ordering::Relaxed);
                 sh.uncharge(charge);
-                return Ok(self.dropped(DropReason::NoRoom));
+                return Ok(count_drop(sh, slot, stats, DropReason::NoRoom));
             };
             if stop == Some(Stage::Claimed) {
                 return Ok(Sent::Stopped);
             }
-            self.copy_in(g, first, span, iov);
+            Self::copy_in(sh, g, first, span, iov);
             loc(g, first)
         };
         if stop == Some(Stage::Copied) {
             return Ok(Sent::Stopped);
         }
-        let cell = sh.cell(self.slot, self.head);
+        let cell = sh.cell(slot, *head);
         cell.ticket.store(ticket, Ordering::Relaxed);
         cell.loc.store(loc, Ordering::Relaxed);
         cell.len.store(len, Ordering::Relaxed);
@@ -286,24 +302,23 @@ impl Sender {
         // Before the publish: a death after it must not make reclaim give
         // back a charge the delivery gives back too.
         line.inflight.store(0, Ordering::Relaxed);
-        self.head = self.head.wrapping_add(1);
+        *head = head.wrapping_add(1);
         // SYNC POINT (b): Release pairs with the receiver's Acquire of
         // `head`: the payload bytes, the directory entries, the owner CASes
         // and the cell all happen before its reads of them.
-        line.head.store(self.head, Ordering::Release);
-        self.stats.sent += 1;
+        line.head.store(*head, Ordering::Release);
+        stats.sent += 1;
         if stop == Some(Stage::Published) {
             return Ok(Sent::Stopped);
         }
         Ok(Sent::Queued {
-            ring: self.announce(),
+            ring: Self::announce(sh, slot),
         })
     }
 
     /// Marks our slot ready and takes the receiver's doorbell flag if it
     /// is up; true when we took it (we ring).
-    fn announce(&self) -> bool {
-        let sh = &*self.sh;
+    fn announce(sh: &Shared, slot: u32) -> bool {
         // SYNC POINT (d), the sender's half of two Dekker pairs: the head
         // store above, this fence, then the loads of the ready bit and the
         // wait flag. The receiver clears the bit (or raises the flag),
@@ -311,7 +326,7 @@ impl Sender {
         // either the receiver sees our head, or we see its clear (and set
         // the bit again) or its flag (and ring).
         fence(Ordering::SeqCst);
-        let (w, bit) = ((self.slot / 64) as usize, 1u64 << (self.slot % 64));
+        let (w, bit) = ((slot / 64) as usize, 1u64 << (slot % 64));
         let ready = sh.ready(w);
         if ready.load(Ordering::Relaxed) & bit == 0 {
             ready.fetch_or(bit, Ordering::Relaxed);
@@ -334,14 +349,18 @@ impl Sender {
 
     /// A run for `len` bytes: the smallest group whose partition size x
     /// span factor holds it (claim 9), then each larger one (claim 2).
-    fn claim(&mut self, len: u32) -> Option<(usize, u32, u32)> {
-        let sh = self.sh.clone();
+    fn claim(
+        sh: &Shared,
+        tag: u32,
+        cursors: &mut [usize; MAX_GROUPS],
+        len: u32,
+    ) -> Option<(usize, u32, u32)> {
         for (g, grp) in sh.geo().groups().iter().enumerate() {
             if len > grp.capacity() {
                 continue;
             }
             let span = grp.span_for(len);
-            if let Some(first) = alloc::claim(&sh, g, span, self.tag, &mut self.cursors[g]) {
+            if let Some(first) = alloc::claim(sh, g, span, tag, &mut cursors[g]) {
                 return Some((g, first, span));
             }
         }
@@ -351,8 +370,7 @@ impl Sender {
     /// Copies the iovecs into the run and writes its directory entries
     /// (claim 6: the first partition's entry says FIRST and the span, the
     /// others CONT and the first).
-    fn copy_in(&self, g: usize, first: u32, span: u32, iov: &[IoSlice<'_>]) {
-        let sh = &*self.sh;
+    fn copy_in(sh: &Shared, g: usize, first: u32, span: u32, iov: &[IoSlice<'_>]) {
         let mut at = sh.partition_offset(g, first);
         for b in iov {
             sh.data().copy_in(at, b);
