@@ -160,7 +160,11 @@ pub fn heap_target(geo: DgramGeometry) -> (Receiver, Image) {
     // `*_at` indices computed above from the same geometry, all kept alive
     // by `keep`.
     let sh = Arc::new(unsafe { Shared::new(p, geo) });
-    let rx = Receiver::init(sh.clone(), None);
+    #[cfg(not(loom))]
+    let uid = rustix::process::geteuid().as_raw();
+    #[cfg(loom)]
+    let uid = 0;
+    let rx = Receiver::init(sh.clone(), None, uid);
     (rx, Image { sh })
 }
 

@@ -125,7 +125,7 @@ pub struct Receiver {
 impl Receiver {
     /// Initialises a zeroed segment: header, group table, limit, then the
     /// version, last.
-    pub(crate) fn init(sh: Arc<Shared>, fd: Option<OwnedFd>) -> Receiver {
+    pub(crate) fn init(sh: Arc<Shared>, fd: Option<OwnedFd>, sender_uid: u32) -> Receiver {
         let geo = *sh.geo();
         let o = geo.offsets();
         let h = sh.header();
@@ -136,14 +136,11 @@ impl Receiver {
         h.ring_cells.store(geo.ring_cells(), Ordering::Relaxed);
         h.total_bytes.store(o.total as u64, Ordering::Relaxed);
         #[cfg(not(loom))]
-        {
-            h.receiver_pid.store(
-                rustix::process::getpid().as_raw_nonzero().get() as u32,
-                Ordering::Relaxed,
-            );
-            h.sender_uid
-                .store(rustix::process::geteuid().as_raw(), Ordering::Relaxed);
-        }
+        h.receiver_pid.store(
+            rustix::process::getpid().as_raw_nonzero().get() as u32,
+            Ordering::Relaxed,
+        );
+        h.sender_uid.store(sender_uid, Ordering::Relaxed);
         super::heap::write_group_table(&sh, &o);
         sh.receiver_line()
             .limit_bytes

@@ -19,12 +19,19 @@ const HEAD_BYTES: usize = 64 + MAX_GROUPS * 32;
 
 impl Receiver {
     /// Creates a target segment of `geo` in a sealed memfd (zero-filled by
-    /// the kernel, pages touched lazily) and initialises it.
+    /// the kernel, pages touched lazily) and initialises it, for senders
+    /// of our own uid.
     pub fn create(geo: DgramGeometry) -> Result<Receiver, AttachError> {
+        Self::create_for(geo, rustix::process::geteuid().as_raw())
+    }
+
+    /// As [`create`](Self::create), for senders of `sender_uid` (one
+    /// target segment per sender uid, so users never share pages).
+    pub fn create_for(geo: DgramGeometry, sender_uid: u32) -> Result<Receiver, AttachError> {
         let total = geo.offsets().total;
         let fd = memfd::create_sealed("shmnet-dgram", total as u64)?;
         let sh = map_shared(&fd, geo)?;
-        Ok(Receiver::init(Arc::new(sh), Some(fd)))
+        Ok(Receiver::init(Arc::new(sh), Some(fd), sender_uid))
     }
 }
 
