@@ -9,7 +9,8 @@
 # under Samba's socket_wrapper (TCP emulated over Unix sockets: transport
 # "unix", 127.0.0.10 in a private SOCKET_WRAPPER_DIR), runs interleaved. Prints every run and a markdown table of
 # medians; --json FILE also writes the runs as JSON lines
-# ({"transport","file","run","req_per_s","transfer_bytes_per_s","socket_errors","non_2xx"}).
+# ({"transport","file","run","req_per_s","transfer_bytes_per_s","socket_errors","non_2xx",
+# "cpu_us_per_req"}); CPU per request is nginx's workers' and wrk's user + system time.
 # --compare OTHER.so: a third nginx, preloaded with OTHER.so (port 8081, its
 # own SHMNET_DIR), measured next to the first in every run (transport "cmp";
 # which of the two goes first alternates from run to run).
@@ -99,11 +100,28 @@ for _ in $(seq 50); do
 done
 [ -n "$ready" ] || { echo "bench-nginx: the nginx servers did not come up in 5 s (logs: $WORK/logs)" >&2; cat "$WORK"/logs/*.log >&2; exit 1; }
 
-# One wrk run; prints "req_per_s transfer_bytes_per_s socket_errors non_2xx".
-rate() { # url [preload...]
-  local url=$1; shift
-  local out
-  out=$("$@" wrk -t2 -c50 -d"${SECS}s" "$url" 2>&1) || { echo "bench-nginx: wrk failed on $url:" >&2; echo "$out" >&2; exit 1; }
+# CPU clock ticks (user + system) the workers of server $1 (shm, tcp, ...) used so far.
+worker_ticks() {
+  local t=0 w
+  for w in $(pgrep -P "$(cat "$WORK/$1.pid")"); do
+    t=$((t + $(awk '{print $14 + $15}' "/proc/$w/stat" 2>/dev/null || echo 0)))
+  done
+  echo $t
+}
+
+# One wrk run against server $1; prints "req_per_s transfer_bytes_per_s
+# socket_errors non_2xx cpu_us_per_req" (CPU: nginx's workers and wrk,
+# user + system, per request: on a shared machine a steadier measure than
+# requests/s).
+rate() { # server url [preload...]
+  local server=$1 url=$2; shift 2
+  local out before after
+  before=$(worker_ticks "$server")
+  # `times` gives wrk's CPU (the subshell's children): its second line.
+  out=$( ("$@" wrk -t2 -c50 -d"${SECS}s" "$url" 2>&1; times) ) || { echo "bench-nginx: wrk failed on $url:" >&2; echo "$out" >&2; exit 1; }
+  after=$(worker_ticks "$server")
+  local ticks=$((after - before)) hz
+  hz=$(getconf CLK_TCK)
   # Which kind (connect, read, write, timeout), when there are any.
   echo "$out" | grep -q "Socket errors" && echo "bench-nginx: $url: $(echo "$out" | grep 'Socket errors')" >&2
   echo "$out" | awk '
@@ -112,13 +130,18 @@ rate() { # url [preload...]
     /Requests\/sec/ { r = $2 } /Transfer\/sec/ { t = bytes($2) }
     /Socket errors/ { gsub(/,/, ""); e = $4 + $6 + $8 + $10 }
     /Non-2xx or 3xx/ { n = $NF }
-    END { if (r == "") exit 1; printf "%s %.0f %d %d\n", r, t, e, n }' \
+    function secs(s,  m) { m = s; sub(/m.*/, "", m); sub(/^[0-9]+m/, "", s); sub(/s$/, "", s); return m * 60 + s }
+    /^[0-9]+m[0-9.]+s [0-9]+m[0-9.]+s$/ { if (++tl == 2) c = secs($1) + secs($2) }
+    END { if (r == "") exit 1
+      cpu = c + ticks / hz; reqs = r * secs_run
+      printf "%s %.0f %d %d %.2f\n", r, t, e, n, (reqs > 0 ? cpu * 1e6 / reqs : 0) }' \
+    ticks="$ticks" hz="$hz" secs_run="$SECS" \
     || { echo "bench-nginx: no Requests/sec in wrk output for $url:" >&2; echo "$out" >&2; exit 1; }
 }
 
 echo "## nginx (2 workers, sendfile) + wrk -t2 -c50 -d${SECS}s, requests/s, $RUNS run(s)"
 echo
-declare -A all
+declare -A all cpus
 for run in $(seq "$RUNS"); do
   order="shm tcp"
   # --compare: the two libraries back to back, the first alternating by run.
@@ -126,15 +149,16 @@ for run in $(seq "$RUNS"); do
   [ -z "$SW_LIB" ] || order="$order unix"
   for f in 1k 1m; do
     for t in $order; do
-      if [ $t = shm ]; then r=$(rate "http://$ADDR:$SHM_PORT/$f" "${shm[@]}")
-      elif [ $t = cmp ]; then r=$(rate "http://$ADDR:$CMP_PORT/$f" "${cmp[@]}")
-      elif [ $t = unix ]; then r=$(rate "http://$SW_ADDR:$SW_PORT/$f" "${sw[@]}")
-      else r=$(rate "http://127.0.0.1:$PORT/$f" env); fi
-      read -r rps xfer errs non2xx <<<"$r"
-      echo "run $run: $t $f $rps req/s, socket errors $errs, non-2xx $non2xx"
+      if [ $t = shm ]; then r=$(rate shm "http://$ADDR:$SHM_PORT/$f" "${shm[@]}")
+      elif [ $t = cmp ]; then r=$(rate cmp "http://$ADDR:$CMP_PORT/$f" "${cmp[@]}")
+      elif [ $t = unix ]; then r=$(rate unix "http://$SW_ADDR:$SW_PORT/$f" "${sw[@]}")
+      else r=$(rate tcp "http://127.0.0.1:$PORT/$f" env); fi
+      read -r rps xfer errs non2xx cpu <<<"$r"
+      echo "run $run: $t $f $rps req/s, $cpu CPU-us/request, socket errors $errs, non-2xx $non2xx"
       all[$t.$f]+="$rps "
-      [ -z "$JSON" ] || printf '{"transport":"%s","file":"%s","run":%d,"req_per_s":%s,"transfer_bytes_per_s":%s,"socket_errors":%d,"non_2xx":%d}\n' \
-        "$t" "$f" "$run" "$rps" "$xfer" "$errs" "$non2xx" >> "$JSON"
+      cpus[$t.$f]+="$cpu "
+      [ -z "$JSON" ] || printf '{"transport":"%s","file":"%s","run":%d,"req_per_s":%s,"transfer_bytes_per_s":%s,"socket_errors":%d,"non_2xx":%d,"cpu_us_per_req":%s}\n' \
+        "$t" "$f" "$run" "$rps" "$xfer" "$errs" "$non2xx" "$cpu" >> "$JSON"
     done
   done
 done
@@ -155,6 +179,20 @@ if [ -n "$SW_LIB" ]; then
     printf '| %s | %.0f | %.0f | %.2fx |\n' "$f" "$s" "$u" "$(echo "$s $u" | awk '{print $1/$2}')"
   done
 fi
+echo
+echo "CPU per request (nginx's workers and wrk, user + system, µs; medians):"
+echo
+echo "| file | shared memory | kernel TCP |$([ -n "$SW_LIB" ] && echo " Unix sockets |") TCP / shm |$([ -n "$SW_LIB" ] && echo " Unix / shm |")"
+echo "|---|---:|---:|$([ -n "$SW_LIB" ] && echo "---:|")---:|$([ -n "$SW_LIB" ] && echo "---:|")"
+for f in 1k 1m; do
+  s=$(median <<<"${cpus[shm.$f]}") t=$(median <<<"${cpus[tcp.$f]}")
+  if [ -n "$SW_LIB" ]; then
+    u=$(median <<<"${cpus[unix.$f]}")
+    printf '| %s | %.1f | %.1f | %.1f | %.2fx | %.2fx |\n' "$f" "$s" "$t" "$u" "$(echo "$t $s" | awk '{print $1/$2}')" "$(echo "$u $s" | awk '{print $1/$2}')"
+  else
+    printf '| %s | %.1f | %.1f | %.2fx |\n' "$f" "$s" "$t" "$(echo "$t $s" | awk '{print $1/$2}')"
+  fi
+done
 if [ -n "$CMP" ]; then
   echo
   echo "| file | --compare $(basename "$CMP") (preloaded) | $(basename "$LIB") (preloaded) | ratio |"

@@ -467,6 +467,8 @@ def nginx_summary(nginx_rows, emulated):
             ng[f"{'shm' if t == emulated else t}/{f}"] = {
                 "median": med([x["req_per_s"] for x in rs]),
                 "runs": [x["req_per_s"] for x in rs],
+                # CPU per request of nginx's workers and wrk (user + system, us).
+                "cpu_us": med([x["cpu_us_per_req"] for x in rs if "cpu_us_per_req" in x]),
                 "socket_errors": sum(x["socket_errors"] for x in rs),
                 "non_2xx": sum(x["non_2xx"] for x in rs)}
     return ng

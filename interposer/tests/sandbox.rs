@@ -224,3 +224,78 @@ fn calls_a_filter_allows_never_kill_and_harmless_filters_change_nothing() {
         }
     }
 }
+
+/// Every system call the library's own code makes (read off its machine
+/// code: `mov $NR, %eax` ... `syscall`, as rustix's raw calls compile) is
+/// one the seccomp evaluator (`platform/seccomp_filter.rs`) runs a
+/// program's filter on. A call missing there is one a filter could kill
+/// while the evaluator says the filter changes nothing (CI met it: rustix's
+/// raw open(2) for /proc/loadavg). x86_64 only; skipped without objdump.
+#[test]
+#[cfg(target_arch = "x86_64")]
+fn every_system_call_in_the_library_is_known_to_the_seccomp_evaluator() {
+    use std::collections::{BTreeSet, HashMap};
+    let Ok(out) = Command::new("objdump")
+        .args(["-d", "--no-show-raw-insn"])
+        .arg(common::lib())
+        .output()
+    else {
+        eprintln!("sandbox.rs: no objdump; the system call scan is skipped");
+        return;
+    };
+    assert!(out.status.success(), "objdump failed");
+    let header = std::fs::read_to_string("/usr/include/x86_64-linux-gnu/asm/unistd_64.h")
+        .or_else(|_| std::fs::read_to_string("/usr/include/asm/unistd_64.h"))
+        .expect("the kernel's unistd_64.h (linux-libc-dev)");
+    let names: HashMap<u64, &str> = header
+        .lines()
+        .filter_map(|l| {
+            let mut w = l.strip_prefix("#define __NR_")?.split_whitespace();
+            let name = w.next()?;
+            Some((w.next()?.parse().ok()?, name))
+        })
+        .collect();
+    let src = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/platform/seccomp_filter.rs"),
+    )
+    .expect("seccomp_filter.rs");
+    let listed: BTreeSet<&str> = src
+        .split("libc::SYS_")
+        .skip(1)
+        .filter_map(|s| {
+            s.split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+                .next()
+        })
+        .collect();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (mut nr, mut seen) = (None, BTreeSet::new());
+    for line in text.lines() {
+        let insn = line.split('\t').nth(1).unwrap_or("").trim();
+        if line.ends_with(">:") {
+            nr = None;
+        } else if let Some(v) = insn
+            .strip_prefix("mov    $0x")
+            .and_then(|r| r.strip_suffix(",%eax"))
+        {
+            nr = u64::from_str_radix(v, 16).ok();
+        } else if insn == "syscall" {
+            if let Some(n) = nr.take() {
+                seen.insert(n);
+            }
+        }
+    }
+    assert!(
+        seen.len() > 20,
+        "the scan found only {seen:?}: objdump's format changed?"
+    );
+    let missing: Vec<String> = seen
+        .iter()
+        .filter_map(|n| names.get(n).map(|name| (n, name)))
+        .filter(|(_, name)| !listed.contains(*name))
+        .map(|(n, name)| format!("{name} ({n})"))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "system calls the library makes that seccomp_filter.rs does not list: {missing:?}"
+    );
+}

@@ -119,6 +119,8 @@ const PLAIN_CALLS: &[i64] = &[
     libc::SYS_linkat,
     libc::SYS_flock,
     libc::SYS_fallocate,
+    // MADV_REMOVE: an idle connection's ring pages given back (`conn::trim`).
+    libc::SYS_madvise,
     libc::SYS_fchmodat,
     libc::SYS_getcpu,
     // std's available_parallelism (the spin heuristic's CPU count, looked

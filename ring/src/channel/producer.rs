@@ -408,10 +408,10 @@ impl Producer {
     /// Copies and publishes (marked busy, see `write_vectored`), then wakes
     /// the consumer if it waits.
     fn fill_and_wake(&mut self, src: &mut impl Fill, need: usize) -> Result<usize, RingError> {
-        // SYNC POINT: this store comes before the Release stores that
-        // publish the data, so a consumer that Acquire-loaded the data sees
-        // the producer busy (or, later, idle again after the ring).
-        self.ch.ctl().producer.busy.store(BUSY, Ordering::Relaxed);
+        // `fill` marks the producer busy just before its first publish (not
+        // while it only copies: a reader that emptied the ring meanwhile
+        // has nothing to wait for, since a ring after that is for data it
+        // has not read).
         match self.fill(src, need) {
             Ok(written) => {
                 self.wake_reader();
@@ -465,6 +465,18 @@ impl Producer {
             }
         }
         let mut written = 0usize;
+        let mut marked = false;
+        // SYNC POINT: the busy store comes before the Release stores that
+        // publish (of `head` and `end` below), so a consumer that
+        // Acquire-loaded what they publish sees the producer busy (or,
+        // later, idle again after the ring: `set_idle`).
+        let busy = &ctl.producer.busy;
+        let mut mark_busy = || {
+            if !marked {
+                busy.store(BUSY, Ordering::Relaxed);
+                marked = true;
+            }
+        };
         self.place.writes = self.place.writes.saturating_add(1);
         loop {
             if end == s {
@@ -514,6 +526,7 @@ impl Producer {
                 seg.last.store(0, Ordering::Relaxed);
                 seg.end.store(0, Ordering::Relaxed);
                 head = next;
+                mark_busy();
                 // SYNC POINT: Release pairs with the consumer's Acquire load of
                 // `head`: it sees the previous segment's final `end`, where
                 // this segment is (`slots`), and its reset `end` before it
@@ -525,6 +538,7 @@ impl Producer {
             let n_copied = src.fill(&ch.data, at, (s - end) as usize);
             end += n_copied as u32;
             written += n_copied;
+            mark_busy();
             // SYNC POINT: Release pairs with the consumer's Acquire load of
             // `end`: the bytes just copied are visible before the new end.
             ch.seg_at(idx).end.store(end, Ordering::Release);
