@@ -547,3 +547,50 @@ proptest! {
         prop_assert_eq!(rx.queued_bytes(), 0);
     }
 }
+
+/// Claims 1-2 and 9: a datagram goes to the smallest group whose partition
+/// size x span factor holds it, and to the next larger group when that one
+/// is full; it is dropped only when the last is full too.
+#[test]
+fn full_group_spills_to_the_next_larger() {
+    let g = |pb, p, s| GroupGeometry {
+        partition_bytes: pb,
+        partitions: p,
+        span_max: s,
+    };
+    let geo = DgramGeometry::new(&[g(64, 4, 1), g(256, 4, 4)], 1, 16).unwrap();
+    assert_eq!(geo.max_datagram(), 1024);
+    let (mut rx, image) = heap_target(geo);
+    rx.set_limit(1 << 30);
+    let mut tx = image.sender(rx.open_slot().unwrap()).unwrap();
+    // Four small ones fill group 0, the next two take one 256-byte
+    // partition each of group 1.
+    for k in 0..6u8 {
+        assert!(
+            matches!(tx.send(&[k; 10]).unwrap(), Sent::Queued { .. }),
+            "{k}"
+        );
+    }
+    assert_eq!(rx.partitions_in_use(), 6);
+    // 300 bytes need two partitions of group 1 (64 x 1 is too small):
+    // the two left.
+    assert!(matches!(tx.send(&[6u8; 300]).unwrap(), Sent::Queued { .. }));
+    assert_eq!(rx.partitions_in_use(), 8);
+    assert_eq!(
+        tx.send(&[7u8; 10]).unwrap(),
+        Sent::Dropped(DropReason::NoRoom)
+    );
+    assert_eq!(tx.send(&[8u8; 1025]), Err(SendError::TooBig));
+    let mut buf = [0u8; 1024];
+    for k in 0..7u8 {
+        let r = rx.recv(&mut buf, false).unwrap();
+        let n = if k == 6 { 300 } else { 10 };
+        assert_eq!(r.len, n);
+        assert!(buf[..n].iter().all(|b| *b == k));
+    }
+    assert_eq!(rx.partitions_in_use(), 0);
+    // Freed group 0 is used first again.
+    tx.send(&[9u8; 64]).unwrap();
+    tx.send(&[9u8; 65]).unwrap();
+    assert_eq!(rx.partitions_in_use(), 2);
+}
