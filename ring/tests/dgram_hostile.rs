@@ -301,3 +301,30 @@ fn attach_refuses_corrupt_headers() {
         assert!(r.is_err(), "word at {off} = {val} accepted");
     }
 }
+
+proptest! {
+    /// Link frames from a peer: any bytes decode to a frame, "need more"
+    /// or an error; never a panic, never a length past the input.
+    #[test]
+    fn any_bytes_are_a_frame_or_an_error(
+        kind in 0u8..8,
+        len in prop_oneof![0u32..80, any::<u32>()],
+        body in prop::collection::vec(any::<u8>(), 0..120),
+        whole in any::<bool>(),
+    ) {
+        use shmnet_ring::dgram::frame::Frame;
+        // Mostly plausible heads, so bodies get decoded too.
+        let mut b = vec![kind, 0, 0, 0];
+        b.extend_from_slice(&len.to_le_bytes());
+        b.extend_from_slice(&body);
+        if !whole {
+            b.truncate(body.len() % 9);
+        }
+        if let Ok(Some((f, n))) = Frame::decode(&b) {
+            prop_assert!(n <= b.len());
+            let mut again = Vec::new();
+            f.encode(&mut again);
+            prop_assert_eq!(again.len(), n);
+        }
+    }
+}

@@ -30,6 +30,7 @@
 //! that resumes cannot tear anyone's datagram.
 
 mod alloc;
+pub mod frame;
 mod heap;
 pub mod layout;
 mod reclaim;
