@@ -7,7 +7,7 @@
 //!
 //! Run: `cargo bench -p shmnet-ring --bench dgrambench [-- --secs 2]`
 
-use shmnet_ring::dgram::{heap_target, DgramGeometry, Receiver, Sent};
+use shmnet_ring::dgram::{heap_target, DgramGeometry, GroupGeometry, Receiver, Sent};
 use std::net::UdpSocket;
 use std::os::unix::net::UnixDatagram;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,8 +20,19 @@ struct Rate {
     secs: f64,
 }
 
-fn ring(size: usize, dur: Duration, memfd: bool) -> Rate {
-    let geo = DgramGeometry::stage1();
+/// A deep queue: one slot of 4,096 cells over 4,096 partitions of 2 KiB,
+/// no byte limit, so that descheduling one thread (2 shared vCPUs) stalls
+/// the other less often than stage 1's 128 cells do.
+fn deep() -> DgramGeometry {
+    let g = GroupGeometry {
+        partition_bytes: 2048,
+        partitions: 4096,
+        span_max: 32,
+    };
+    DgramGeometry::new(&[g], 1, 4096).unwrap()
+}
+
+fn ring(size: usize, dur: Duration, memfd: bool, geo: DgramGeometry) -> Rate {
     let (mut rx, image) = if memfd {
         let rx = Receiver::create(geo).unwrap();
         let image = shmnet_ring::dgram::Image::attach(rx.fd().unwrap()).unwrap();
@@ -29,6 +40,9 @@ fn ring(size: usize, dur: Duration, memfd: bool) -> Rate {
     } else {
         heap_target(geo)
     };
+    if geo != DgramGeometry::stage1() {
+        rx.set_limit(1 << 30);
+    }
     let mut tx = image.sender(rx.open_slot().unwrap()).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let s2 = stop.clone();
@@ -154,11 +168,16 @@ fn main() {
     let dur = Duration::from_secs_f64(secs);
     println!("| path | size | datagrams/s | MB/s | sender retries/drops |");
     println!("| --- | --- | --- | --- | --- |");
+    let stage1 = DgramGeometry::stage1();
     for size in [64usize, 1472] {
         let rows = [
             ("dgram ring, one thread send+recv", one_thread(size, dur)),
-            ("dgram ring (heap)", ring(size, dur, false)),
-            ("dgram ring (memfd)", ring(size, dur, true)),
+            ("dgram ring (heap)", ring(size, dur, false, stage1)),
+            ("dgram ring (memfd)", ring(size, dur, true, stage1)),
+            (
+                "dgram ring (memfd, deep queue)",
+                ring(size, dur, true, deep()),
+            ),
             ("Unix datagram socketpair", kernel(size, dur, true)),
             ("UDP 127.0.0.1", kernel(size, dur, false)),
         ];

@@ -248,9 +248,11 @@ proptest! {
             prop_assert!(calls < 1000, "receiver never empty");
             match rx.recv(&mut buf, calls % 3 == 0) {
                 Ok(r) => {
+                    // A hostile sender may forge a datagram (an empty one,
+                    // or a length changed within its run): only that it
+                    // stays inside the sender's own run is promised.
                     prop_assert!(r.copied <= r.len && r.len <= 65_527);
-                    // Only what was sent can come out whole.
-                    prop_assert!(sizes.contains(&r.len));
+                    prop_assert!(r.slot < 2);
                 }
                 Err(RecvError::Corrupt { .. }) => {}
                 Err(RecvError::Empty) => break,

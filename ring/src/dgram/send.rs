@@ -126,6 +126,8 @@ pub struct Sender {
     tag: u32,
     /// Private copy of our `head`: never re-read from shared memory.
     head: u32,
+    /// The receiver's `tail` as we last read it.
+    tail: u32,
     /// Per group, the hint word to look at first.
     cursors: [usize; MAX_GROUPS],
     stats: SenderStats,
@@ -154,6 +156,7 @@ impl Sender {
             sh,
             slot,
             head: 0,
+            tail: 0,
             cursors,
             stats: SenderStats::default(),
         })
@@ -220,6 +223,7 @@ impl Sender {
             slot,
             tag,
             head,
+            tail,
             cursors,
             stats,
         } = self;
@@ -232,15 +236,20 @@ impl Sender {
         }
         let line = &sh.slot(slot).sender;
         let cells = sh.geo().ring_cells();
-        // SYNC POINT (c): Acquire pairs with the receiver's Release of
-        // `tail`: its reads of a cell happen before we fill it again.
-        let tail = sh.slot(slot).receiver.tail.load(Ordering::Acquire);
-        let used = head.wrapping_sub(tail);
-        if used > cells {
-            return Err(SendError::Corrupt("slot tail ahead of head"));
-        }
-        if used == cells {
-            return Ok(count_drop(sh, slot, stats, DropReason::RingFull));
+        // The tail we last read leaves room (it only moves forward), so
+        // the receiver's line is read only when the ring looks full.
+        if head.wrapping_sub(*tail) >= cells {
+            // SYNC POINT (c): Acquire pairs with the receiver's Release of
+            // `tail`: its reads of a cell happen before we fill it again.
+            let t = sh.slot(slot).receiver.tail.load(Ordering::Acquire);
+            let used = head.wrapping_sub(t);
+            if used > cells || t.wrapping_sub(*tail) > cells {
+                return Err(SendError::Corrupt("slot tail out of range"));
+            }
+            *tail = t;
+            if used == cells {
+                return Ok(count_drop(sh, slot, stats, DropReason::RingFull));
+            }
         }
         let charge = len + CHARGE_OVERHEAD;
         let limit = sh.receiver_line().limit_bytes.load(Ordering::Relaxed);
