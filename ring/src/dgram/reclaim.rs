@@ -89,6 +89,10 @@ impl Receiver {
     /// Frees what slot `s`'s gone sender left: every partition owned by
     /// its tag, its in-flight charge; bumps its generation.
     pub(crate) fn reclaim(&mut self, s: u32) {
+        // Delivered runs of this slot still carry its tag: free them first,
+        // or the sweep below would free them and a later flush free them
+        // again under a new owner.
+        self.flush();
         let sh = self.sh.clone();
         let st = self.slots[s as usize];
         let t = tag(s, st.gen);
@@ -123,8 +127,10 @@ impl Receiver {
 
 impl Receiver {
     /// Partitions whose owner word is not 0 (claimed by a sender, queued,
-    /// or left by one not yet reclaimed): what a test of reclaim counts.
-    pub fn partitions_in_use(&self) -> u32 {
+    /// or left by one not yet reclaimed), after freeing those delivered:
+    /// what a test of reclaim counts.
+    pub fn partitions_in_use(&mut self) -> u32 {
+        self.flush();
         let sh = &self.sh;
         let mut n = 0;
         for (g, grp) in sh.geo().groups().iter().enumerate() {

@@ -119,7 +119,41 @@ pub struct Receiver {
     front: Option<Front>,
     last_ticket: u32,
     last_empty_charge: Option<u64>,
+    freed: Freed,
     pub(crate) stats: ReceiverStats,
+}
+
+/// Runs delivered but not yet freed: frees and charge are given back in
+/// batches, so the hint word and the charge line, which every sender
+/// writes too, move between cores once per batch rather than once per
+/// datagram. A batch is flushed when it holds [`FREE_BATCH`] runs or
+/// [`FREE_BATCH_BYTES`] of charge, whenever the receiver finds nothing to
+/// deliver, and before a reclaim; until then those partitions and bytes
+/// count as in use, which a sender sees as a queue fuller by at most that.
+#[derive(Default)]
+struct Freed {
+    runs: [Option<Run>; FREE_BATCH],
+    n: usize,
+    bytes: u32,
+}
+
+/// Runs per batch of frees. Under loom a batch is one run, so the models
+/// check the free that follows a delivery directly: a flush on an empty
+/// look follows a SeqCst fence, which would order a wrong Relaxed free.
+const FREE_BATCH: usize = if cfg!(loom) { 1 } else { 16 };
+/// Charge per batch of frees.
+const FREE_BATCH_BYTES: u32 = 16 << 10;
+
+impl Freed {
+    fn push(&mut self, r: Run) {
+        self.runs[self.n] = Some(r);
+        self.n += 1;
+        self.bytes += r.len + CHARGE_OVERHEAD;
+    }
+
+    fn is_full(&self) -> bool {
+        self.n == FREE_BATCH || self.bytes >= FREE_BATCH_BYTES
+    }
 }
 
 impl Receiver {
@@ -156,6 +190,7 @@ impl Receiver {
             front: None,
             last_ticket: 0,
             last_empty_charge: None,
+            freed: Freed::default(),
             stats: ReceiverStats::default(),
         }
     }
@@ -175,7 +210,8 @@ impl Receiver {
         self.stats
     }
 
-    /// Bytes charged and not yet delivered (the low half of the charge).
+    /// Bytes charged and not yet given back (the low half of the charge;
+    /// a batch of delivered datagrams is given back at once).
     pub fn queued_bytes(&self) -> u32 {
         self.sh.charge().load(Ordering::Relaxed) as u32
     }
@@ -327,6 +363,7 @@ impl Receiver {
             }
         }
         let Some((_, slot, ticket)) = best else {
+            self.flush();
             self.rebase_idle_charge();
             return Err(RecvError::Empty);
         };
@@ -441,16 +478,60 @@ impl Receiver {
         })
     }
 
-    /// Frees the front's run, gives back its charge, advances the tail.
+    /// Advances the tail past the front; its run and charge go back with
+    /// the next [`flush`](Self::flush).
     fn consume(&mut self, f: Front) {
-        if f.run.span > 0 {
-            alloc::free_run(&self.sh, f.run.group, f.run.first, f.run.span);
+        self.freed.push(f.run);
+        if self.freed.is_full() {
+            self.flush();
         }
-        self.sh.uncharge(f.run.len + CHARGE_OVERHEAD);
         self.front = None;
         self.last_ticket = f.ticket;
         self.stats.delivered += 1;
         self.advance(f.slot);
+    }
+
+    /// Frees the delivered runs and gives back their charge: the hint bits
+    /// of runs in one word in one `fetch_and`, then the owners.
+    pub(crate) fn flush(&mut self) {
+        let n = core::mem::take(&mut self.freed.n);
+        let bytes = core::mem::take(&mut self.freed.bytes);
+        let runs = &self.freed.runs[..n];
+        // Hint bits first (merged over consecutive runs of one word), then
+        // the owners: no bit is ever busy for a free partition.
+        let mut word: Option<(usize, u32, u64)> = None;
+        for r in runs.iter().flatten().filter(|r| r.span > 0) {
+            let (key, m) = (
+                (r.group, r.first / 64),
+                alloc::run_mask(r.first % 64, r.span),
+            );
+            match &mut word {
+                Some((g, w, mask)) if (*g, *w) == key => *mask |= m,
+                _ => {
+                    if let Some((g, w, mask)) = word {
+                        self.sh
+                            .hint(g, w as usize)
+                            .fetch_and(!mask, Ordering::Relaxed);
+                    }
+                    word = Some((key.0, key.1, m));
+                }
+            }
+        }
+        if let Some((g, w, mask)) = word {
+            self.sh
+                .hint(g, w as usize)
+                .fetch_and(!mask, Ordering::Relaxed);
+        }
+        for r in runs.iter().flatten() {
+            for p in r.first..r.first + r.span {
+                // SYNC POINT (a): Release: our copy-out of this run
+                // happens before the next claimant's Acquire CAS.
+                self.sh.dir(r.group, p).owner.store(0, Ordering::Release);
+            }
+        }
+        if bytes != 0 {
+            self.sh.uncharge(bytes);
+        }
     }
 
     /// Publishes slot `s`'s tail one further; reclaims a closing slot
