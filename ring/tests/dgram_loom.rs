@@ -59,7 +59,7 @@ fn take(rx: &mut Receiver, len: usize) -> Option<u8> {
 /// byte of charge is free.
 #[test]
 fn two_senders_never_share_a_partition() {
-    model(2, || {
+    model(3, || {
         let (mut rx, image) = heap_target(geo(3, 2));
         rx.set_limit(1 << 30);
         let done = Arc::new(AtomicUsize::new(0));
@@ -218,7 +218,7 @@ fn ready_bit_race() {
 #[test]
 fn dead_sender_reclaimed() {
     for stage in [Stage::Claimed, Stage::Filled, Stage::Published] {
-        model(2, move || {
+        model(3, move || {
             let (mut rx, image) = heap_target(geo(2, 1));
             let g = rx.open_slot().unwrap();
             let mut tx = image.sender(g).unwrap();
