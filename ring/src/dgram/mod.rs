@@ -199,11 +199,14 @@ impl Shared {
     }
 
     /// Gives back `c` bytes of charge, never below 0 (a peer may have
-    /// written the word; the ticket half is left alone).
+    /// written the word; the ticket half is left alone). A CAS that keeps
+    /// losing (a peer writing the word without pause) gives up after a
+    /// bounded number of tries: an over-count, which the idle rebase
+    /// repairs, rather than a caller that never returns.
     pub(crate) fn uncharge(&self, c: u32) {
         let w = self.charge();
         let mut cur = w.load(Ordering::Relaxed);
-        loop {
+        for _ in 0..1024 {
             let bytes = (cur as u32).saturating_sub(c);
             let new = (cur & !0xffff_ffff) | u64::from(bytes);
             // SYNC POINT: Relaxed: the charge orders no other memory, it
