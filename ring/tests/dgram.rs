@@ -594,3 +594,40 @@ fn full_group_spills_to_the_next_larger() {
     tx.send(&[9u8; 65]).unwrap();
     assert_eq!(rx.partitions_in_use(), 2);
 }
+
+/// Sixteen sender threads on two vCPUs: claims of runs of 1 to 32
+/// partitions race on the same hint words; every datagram arrives whole,
+/// in its sender's order, or was dropped.
+#[test]
+fn sixteen_threads_race_for_partitions() {
+    let (mut rx, image) = heap_target(DgramGeometry::stage1());
+    rx.set_limit(1 << 20);
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(16));
+    let handles: Vec<_> = (0..16)
+        .map(|id| {
+            let g = rx.open_slot().unwrap();
+            let (image, running) = (image.clone(), running.clone());
+            std::thread::spawn(move || {
+                let mut tx = image.sender(g).unwrap();
+                let r = send_all(&mut tx, id, 1000);
+                running.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                r
+            })
+        })
+        .collect();
+    let got = drain_checked(&mut rx, 16, || {
+        running.load(std::sync::atomic::Ordering::SeqCst) == 0
+    });
+    let mut dropped = 0;
+    for (id, h) in handles.into_iter().enumerate() {
+        let (q, d) = h.join().unwrap();
+        assert_eq!(got[id], q, "sender {id}");
+        dropped += d;
+    }
+    eprintln!(
+        "16 senders: {} delivered, {dropped} dropped",
+        got.iter().sum::<u64>()
+    );
+    assert_eq!(rx.partitions_in_use(), 0);
+    assert_eq!(rx.stats().corrupt, 0);
+}
