@@ -100,6 +100,7 @@ pub fn heap_target(geo: DgramGeometry) -> (Receiver, Image) {
             rings: z(),
             limit_bytes: z(),
             lock: z(),
+            room_drops: z(),
         },
         charge: ChargeLine { charge: z64() },
         ready: many(geo.ready_words(), z64),

@@ -127,6 +127,9 @@ pub struct ReceiverLine {
     pub limit_bytes: AtomicU32,
     /// Receive lock between processes sharing the receiver after fork.
     pub lock: AtomicU32,
+    /// Sends dropped for want of partitions (wrapping, senders add): a
+    /// change starts the receiver's repair pass (`repair.rs`).
+    pub room_drops: AtomicU32,
 }
 
 /// The charge every sender adds to before claiming partitions.

@@ -35,6 +35,7 @@ mod heap;
 pub mod layout;
 mod reclaim;
 mod recv;
+mod repair;
 mod send;
 #[cfg(not(loom))]
 mod target;

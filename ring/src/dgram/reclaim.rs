@@ -43,6 +43,8 @@ impl Receiver {
         }
         let st = &mut self.slots[s as usize];
         st.tail = 0;
+        st.head = 0;
+        st.ticket = None;
         st.quarantined = false;
         st.state = SLOT_OPEN;
         sl.receiver.gen.store(st.gen, Ordering::Relaxed);
@@ -111,6 +113,9 @@ impl Receiver {
         let inflight = line.inflight.load(Ordering::Relaxed);
         sh.uncharge(inflight.min(MAX_DATAGRAM + CHARGE_OVERHEAD));
         line.inflight.store(0, Ordering::Relaxed);
+        // The slot line is zeroed for the next sender: its drops stay in
+        // our stats (the kernel keeps a socket's drops, not a sender's).
+        self.stats.departed_drops += u64::from(line.drops.load(Ordering::Relaxed));
         sh.ready((s / 64) as usize)
             .fetch_and(!(1u64 << (s % 64)), Ordering::Relaxed);
         let st = &mut self.slots[s as usize];
@@ -122,6 +127,9 @@ impl Receiver {
         r.state.store(SLOT_FREE, Ordering::Relaxed);
         self.stats.reclaimed += 1;
         self.stats.reclaimed_partitions += freed;
+        // Whatever the gone sender wrote into other entries is now
+        // repairable (an honest one wrote nothing there).
+        self.start_repair();
     }
 }
 

@@ -82,6 +82,14 @@ pub struct ReceiverStats {
     pub reclaimed: u64,
     /// Partitions a reclaim freed (a dead sender's runs).
     pub reclaimed_partitions: u64,
+    /// Drops counted by senders whose slots were reclaimed (their slot
+    /// line is zeroed for the next sender; the count stays here).
+    pub departed_drops: u64,
+    /// Directory entries freed by repair: an owner tag no live slot has
+    /// (written by a peer).
+    pub repaired_owners: u64,
+    /// Hint words repaired: bits busy for free partitions.
+    pub repaired_hints: u64,
 }
 
 /// A checked descriptor: a run (span 0 for an empty datagram).
@@ -109,6 +117,12 @@ pub(crate) struct SlotState {
     pub tail: u32,
     /// Its ring indices were corrupt: skipped until closed.
     pub quarantined: bool,
+    /// Private copy of `head` as last loaded: while it is ahead of `tail`
+    /// the datagrams up to it are known published and the shared head is
+    /// not read again.
+    pub head: u32,
+    /// The ticket of the cell at `tail`, loaded once per datagram.
+    pub ticket: Option<u32>,
 }
 
 /// The receiving half of a target segment.
@@ -120,16 +134,36 @@ pub struct Receiver {
     last_ticket: u32,
     last_empty_charge: Option<u64>,
     freed: Freed,
+    /// Charge a batch of frees may hold: a fraction of the limit.
+    batch_bytes: u32,
+    pub(crate) repair: Repair,
     pub(crate) stats: ReceiverStats,
+}
+
+/// Repair of what a peer wrote into the allocator's words (`repair.rs`):
+/// a pass visits every hint word, one per receive or empty look.
+#[derive(Default)]
+pub(crate) struct Repair {
+    /// Hint words left in the current pass (0: no pass running).
+    pub left: usize,
+    /// The next word: (group, word).
+    pub at: (usize, usize),
+    /// The NoRoom drop count senders bump, as last seen.
+    pub room_drops: u32,
+    /// The charge word at the last idle pass: one pass per idle period.
+    pub idle_charge: Option<u64>,
 }
 
 /// Runs delivered but not yet freed: frees and charge are given back in
 /// batches, so the hint word and the charge line, which every sender
 /// writes too, move between cores once per batch rather than once per
 /// datagram. A batch is flushed when it holds [`FREE_BATCH`] runs or
-/// [`FREE_BATCH_BYTES`] of charge, whenever the receiver finds nothing to
-/// deliver, and before a reclaim; until then those partitions and bytes
-/// count as in use, which a sender sees as a queue fuller by at most that.
+/// [`FREE_BATCH_BYTES`] of charge (at most an eighth of the limit: the
+/// kernel gives a datagram's memory back when it is read, so a queue
+/// holding one datagram must not see a limit smaller by much), whenever
+/// the receiver finds nothing to deliver, and before a reclaim; until then
+/// those partitions and bytes count as in use, which a sender sees as a
+/// queue fuller by less than that.
 #[derive(Default)]
 struct Freed {
     runs: [Option<Run>; FREE_BATCH],
@@ -151,9 +185,14 @@ impl Freed {
         self.bytes += r.len + CHARGE_OVERHEAD;
     }
 
-    fn is_full(&self) -> bool {
-        self.n == FREE_BATCH || self.bytes >= FREE_BATCH_BYTES
+    fn is_full(&self, max_bytes: u32) -> bool {
+        self.n == FREE_BATCH || self.bytes >= max_bytes
     }
+}
+
+/// The charge a batch of frees may hold under `limit`.
+fn batch_bytes(limit: u32) -> u32 {
+    FREE_BATCH_BYTES.min(limit / 8)
 }
 
 impl Receiver {
@@ -191,6 +230,8 @@ impl Receiver {
             last_ticket: 0,
             last_empty_charge: None,
             freed: Freed::default(),
+            batch_bytes: batch_bytes(DEFAULT_LIMIT_BYTES),
+            repair: Repair::default(),
             stats: ReceiverStats::default(),
         }
     }
@@ -218,11 +259,16 @@ impl Receiver {
 
     /// Sets the receive limit (SO_RCVBUF as the kernel stores it), capped
     /// at 1 GiB so the charge's byte half cannot overflow.
-    pub fn set_limit(&self, bytes: u32) {
+    pub fn set_limit(&mut self, bytes: u32) {
+        let bytes = bytes.min(1 << 30);
+        self.batch_bytes = batch_bytes(bytes);
+        if self.freed.bytes >= self.batch_bytes {
+            self.flush();
+        }
         self.sh
             .receiver_line()
             .limit_bytes
-            .store(bytes.min(1 << 30), Ordering::Relaxed);
+            .store(bytes, Ordering::Relaxed);
     }
 
     /// Marks the target closed: senders stop and re-resolve.
@@ -338,25 +384,21 @@ impl Receiver {
         if let Some(f) = self.front {
             return Ok(f);
         }
-        let mut best: Option<(u32, u32, u32)> = None; // (distance, slot, ticket)
+        self.repair_step();
+        // Oldest ticket first: the distance from the last delivered ticket
+        // is signed, so a ticket taken before it (a sender preempted
+        // between its charge and its publish, or ticket 0 at the start)
+        // is older than every later one, not 2^32 - 1 ahead of them.
+        let mut best: Option<(i32, u32, u32)> = None; // (distance, slot, ticket)
         for w in 0..self.sh.geo().ready_words() {
             let mut bits = self.sh.ready(w).load(Ordering::Relaxed);
             while bits != 0 {
                 let s = w as u32 * 64 + bits.trailing_zeros();
                 bits &= bits - 1;
-                let Some(st) = self.slots.get(s as usize).copied() else {
-                    continue; // a bit past Q: written by a peer
-                };
-                if st.state == SLOT_FREE || st.quarantined {
-                    continue;
-                }
-                let Some(head) = self.published(s)? else {
+                let Some(ticket) = self.front_ticket(s)? else {
                     continue;
                 };
-                debug_assert_ne!(head, st.tail);
-                // Ordered by the head's Acquire in `published`.
-                let ticket = self.sh.cell(s, st.tail).ticket.load(Ordering::Relaxed);
-                let d = ticket.wrapping_sub(self.last_ticket.wrapping_add(1));
+                let d = ticket.wrapping_sub(self.last_ticket.wrapping_add(1)) as i32;
                 if best.is_none_or(|b| d < b.0) {
                     best = Some((d, s, ticket));
                 }
@@ -364,7 +406,7 @@ impl Receiver {
         }
         let Some((_, slot, ticket)) = best else {
             self.flush();
-            self.rebase_idle_charge();
+            self.idle_look();
             return Err(RecvError::Empty);
         };
         self.last_empty_charge = None;
@@ -384,8 +426,33 @@ impl Receiver {
         }
     }
 
-    /// Slot `s`'s head when its ring holds a datagram; None (and its ready
-    /// bit cleared) when empty. A head beyond the ring quarantines it.
+    /// The ticket of slot `s`'s next datagram, None when it has none. The
+    /// shared head is read only when the private copy says the ring is
+    /// drained, the cell's ticket once per datagram: a receive reads no
+    /// line a sender writes for the slots it does not deliver from.
+    fn front_ticket(&mut self, s: u32) -> Result<Option<u32>, RecvError> {
+        let Some(st) = self.slots.get(s as usize).copied() else {
+            return Ok(None); // a bit past Q: written by a peer
+        };
+        if st.state == SLOT_FREE || st.quarantined {
+            return Ok(None);
+        }
+        if let Some(t) = st.ticket {
+            return Ok(Some(t));
+        }
+        if st.head == st.tail && self.published(s)?.is_none() {
+            return Ok(None);
+        }
+        // Ordered by the Acquire of a head at or past this cell (in
+        // `published`, now or for an earlier datagram).
+        let t = self.sh.cell(s, st.tail).ticket.load(Ordering::Relaxed);
+        self.slots[s as usize].ticket = Some(t);
+        Ok(Some(t))
+    }
+
+    /// Slot `s`'s head when its ring holds a datagram (kept as the private
+    /// copy); None (and its ready bit cleared) when empty. A head beyond
+    /// the ring quarantines it.
     fn published(&mut self, s: u32) -> Result<Option<u32>, RecvError> {
         let tail = self.slots[s as usize].tail;
         let cells = self.sh.geo().ring_cells();
@@ -418,6 +485,7 @@ impl Receiver {
                 what: "head beyond the slot's ring",
             });
         }
+        self.slots[s as usize].head = head;
         Ok(Some(head))
     }
 
@@ -482,7 +550,7 @@ impl Receiver {
     /// the next [`flush`](Self::flush).
     fn consume(&mut self, f: Front) {
         self.freed.push(f.run);
-        if self.freed.is_full() {
+        if self.freed.is_full(self.batch_bytes) {
             self.flush();
         }
         self.front = None;
@@ -539,12 +607,39 @@ impl Receiver {
     fn advance(&mut self, s: u32) {
         let st = &mut self.slots[s as usize];
         st.tail = st.tail.wrapping_add(1);
+        st.ticket = None;
         let tail = st.tail;
         // SYNC POINT (c): Release pairs with the sender's Acquire of
         // `tail`: our reads of the cell happen before it fills it again.
         self.sh.slot(s).receiver.tail.store(tail, Ordering::Release);
-        if st.state == SLOT_CLOSING && self.sh.slot(s).sender.head.load(Ordering::Acquire) == tail {
+        // A corrupt descriptor skipped can take the tail past the private
+        // head: the copy never lags the tail.
+        if st.head.wrapping_sub(tail) > self.sh.geo().ring_cells() {
+            st.head = tail;
+        }
+        if st.state == SLOT_CLOSING
+            && st.head == tail
+            && self.sh.slot(s).sender.head.load(Ordering::Acquire) == tail
+        {
             self.reclaim(s);
+        }
+    }
+
+    /// An empty look: when the charge word stayed the same over two of
+    /// them (no send in between), the segment is idle: one repair pass
+    /// per idle period, and the charge rebased.
+    fn idle_look(&mut self) {
+        let cur = self.sh.charge().load(Ordering::Relaxed);
+        if self.last_empty_charge != Some(cur) {
+            self.last_empty_charge = Some(cur);
+            return;
+        }
+        if self.repair.idle_charge != Some(cur) {
+            self.repair.idle_charge = Some(cur);
+            self.start_repair();
+        }
+        if cur as u32 != 0 {
+            self.rebase_idle_charge(cur);
         }
     }
 
@@ -553,17 +648,8 @@ impl Receiver {
     /// drops, deaths and corrupt descriptors may leave bytes counted that
     /// nothing will give back. A sender charging since the last look
     /// changed the word (its ticket), so the CAS fails or we wait.
-    fn rebase_idle_charge(&mut self) {
+    fn rebase_idle_charge(&mut self, cur: u64) {
         let sh = &*self.sh;
-        let cur = sh.charge().load(Ordering::Relaxed);
-        if cur as u32 == 0 {
-            self.last_empty_charge = None;
-            return;
-        }
-        if self.last_empty_charge != Some(cur) {
-            self.last_empty_charge = Some(cur);
-            return;
-        }
         for (s, st) in self.slots.iter().enumerate() {
             if st.state == SLOT_FREE || st.quarantined {
                 continue;

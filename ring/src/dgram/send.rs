@@ -289,6 +289,11 @@ impl Sender {
                 // `inflight` first: a death between the two over-counts.
                 line.inflight.store(0, Ordering::Relaxed);
                 sh.uncharge(charge);
+                // Tells the receiver to repair: a peer may have left
+                // entries or hint bits busy. Relaxed: only a count.
+                sh.receiver_line()
+                    .room_drops
+                    .fetch_add(1, Ordering::Relaxed);
                 return Ok(count_drop(sh, slot, stats, DropReason::NoRoom));
             };
             if stop == Some(Stage::Claimed) {
