@@ -94,7 +94,7 @@ struct Side {
 
 impl Side {
     fn new(link: OwnedFd, me: &str, peer: &str) -> Side {
-        let rx = Receiver::create(DgramGeometry::stage1()).unwrap();
+        let mut rx = Receiver::create(DgramGeometry::stage1()).unwrap();
         rx.set_limit(1 << 20);
         Side {
             rx,

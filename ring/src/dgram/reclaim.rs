@@ -30,7 +30,9 @@ impl Receiver {
     /// Grants a free slot, or None when all Q are in use (or closing).
     pub fn open_slot(&mut self) -> Option<SlotGrant> {
         let s = self.slots.iter().position(|s| s.state == SLOT_FREE)? as u32;
-        let sl = self.sh.slot(s);
+        self.forget_queued(s);
+        let sh = self.sh.clone();
+        let sl = sh.slot(s);
         for w in [
             &sl.sender.head,
             &sl.sender.pid,
@@ -44,7 +46,6 @@ impl Receiver {
         let st = &mut self.slots[s as usize];
         st.tail = 0;
         st.head = 0;
-        st.ticket = None;
         st.quarantined = false;
         st.state = SLOT_OPEN;
         sl.receiver.gen.store(st.gen, Ordering::Relaxed);
@@ -118,6 +119,7 @@ impl Receiver {
         self.stats.departed_drops += u64::from(line.drops.load(Ordering::Relaxed));
         sh.ready((s / 64) as usize)
             .fetch_and(!(1u64 << (s % 64)), Ordering::Relaxed);
+        self.forget_queued(s);
         let st = &mut self.slots[s as usize];
         st.gen = (st.gen + 1) & 0xffff;
         st.state = SLOT_FREE;

@@ -12,6 +12,8 @@
 use super::layout::*;
 use super::{alloc, Shared};
 use crate::sync::{fence, Ordering};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::IoSliceMut;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -105,6 +107,7 @@ pub(crate) struct Run {
 struct Front {
     slot: u32,
     ticket: u32,
+    key: i64,
     run: Run,
 }
 
@@ -123,6 +126,9 @@ pub(crate) struct SlotState {
     pub head: u32,
     /// The ticket of the cell at `tail`, loaded once per datagram.
     pub ticket: Option<u32>,
+    /// The tail this slot's entry in the order queue was made for (None:
+    /// no entry; an entry for another tail is stale).
+    pub queued: Option<u32>,
 }
 
 /// The receiving half of a target segment.
@@ -132,6 +138,13 @@ pub struct Receiver {
     pub(crate) slots: Vec<SlotState>,
     front: Option<Front>,
     last_ticket: u32,
+    /// `last_ticket` unwrapped: the order queue's keys are tickets
+    /// unwrapped against it when they enter, so they are totally ordered.
+    last_key: i64,
+    /// Slots with a known next datagram, oldest first: (key, slot, tail).
+    order: BinaryHeap<Reverse<(i64, u32, u32)>>,
+    /// Per ready word, the slots with an entry in `order`.
+    queued_mask: Vec<u64>,
     last_empty_charge: Option<u64>,
     freed: Freed,
     /// Charge a batch of frees may hold: a fraction of the limit.
@@ -228,6 +241,9 @@ impl Receiver {
             slots: vec![SlotState::default(); q],
             front: None,
             last_ticket: 0,
+            last_key: 0,
+            order: BinaryHeap::with_capacity(q),
+            queued_mask: vec![0; geo.ready_words()],
             last_empty_charge: None,
             freed: Freed::default(),
             batch_bytes: batch_bytes(DEFAULT_LIMIT_BYTES),
@@ -385,34 +401,43 @@ impl Receiver {
             return Ok(f);
         }
         self.repair_step();
-        // Oldest ticket first: the distance from the last delivered ticket
-        // is signed, so a ticket taken before it (a sender preempted
-        // between its charge and its publish, or ticket 0 at the start)
-        // is older than every later one, not 2^32 - 1 ahead of them.
-        let mut best: Option<(i32, u32, u32)> = None; // (distance, slot, ticket)
+        // Ready slots without an entry in the order queue: their private
+        // backlog is empty, so their heads are read (and their bits
+        // cleared if still empty). Slots with an entry cost nothing here.
         for w in 0..self.sh.geo().ready_words() {
-            let mut bits = self.sh.ready(w).load(Ordering::Relaxed);
+            let mut bits = self.sh.ready(w).load(Ordering::Relaxed) & !self.queued_mask[w];
             while bits != 0 {
                 let s = w as u32 * 64 + bits.trailing_zeros();
                 bits &= bits - 1;
-                let Some(ticket) = self.front_ticket(s)? else {
-                    continue;
-                };
-                let d = ticket.wrapping_sub(self.last_ticket.wrapping_add(1)) as i32;
-                if best.is_none_or(|b| d < b.0) {
-                    best = Some((d, s, ticket));
-                }
+                self.enqueue(s)?;
             }
         }
-        let Some((_, slot, ticket)) = best else {
-            self.flush();
-            self.idle_look();
-            return Err(RecvError::Empty);
+        let (slot, ticket, key) = loop {
+            let Some(Reverse((key, s, tail))) = self.order.pop() else {
+                self.flush();
+                self.idle_look();
+                return Err(RecvError::Empty);
+            };
+            let st = &mut self.slots[s as usize];
+            if st.queued != Some(tail) {
+                continue; // stale
+            }
+            st.queued = None;
+            self.queued_mask[(s / 64) as usize] &= !(1u64 << (s % 64));
+            match st.ticket {
+                Some(t) if st.state != SLOT_FREE && !st.quarantined => break (s, t, key),
+                _ => continue,
+            }
         };
         self.last_empty_charge = None;
         match self.check(slot) {
             Ok(run) => {
-                let f = Front { slot, ticket, run };
+                let f = Front {
+                    slot,
+                    ticket,
+                    key,
+                    run,
+                };
                 self.front = Some(f);
                 Ok(f)
             }
@@ -424,6 +449,43 @@ impl Receiver {
                 Err(RecvError::Corrupt { slot, what })
             }
         }
+    }
+
+    /// Gives slot `s` an entry in the order queue when it has a next
+    /// datagram and none yet. Oldest ticket first: a ticket's key is its
+    /// signed distance from the last delivered ticket, so a ticket taken
+    /// before it (a sender preempted between its charge and its publish,
+    /// or ticket 0 at the start) is older than every later one, not
+    /// 2^32 - 1 ahead of them. Keys are fixed when they enter: a peer's
+    /// wild ticket orders its own datagram wrongly, never the queue.
+    fn enqueue(&mut self, s: u32) -> Result<(), RecvError> {
+        if self
+            .slots
+            .get(s as usize)
+            .is_none_or(|st| st.queued.is_some())
+        {
+            return Ok(()); // a bit past Q (a peer's), or queued already
+        }
+        let Some(t) = self.front_ticket(s)? else {
+            return Ok(());
+        };
+        let key = self
+            .last_key
+            .wrapping_add(i64::from(t.wrapping_sub(self.last_ticket) as i32));
+        let st = &mut self.slots[s as usize];
+        st.queued = Some(st.tail);
+        self.order.push(Reverse((key, s, st.tail)));
+        self.queued_mask[(s / 64) as usize] |= 1u64 << (s % 64);
+        Ok(())
+    }
+
+    /// Drops slot `s`'s entry in the order queue (left stale in the heap)
+    /// and its cached ticket: for a slot granted anew or reclaimed.
+    pub(crate) fn forget_queued(&mut self, s: u32) {
+        let st = &mut self.slots[s as usize];
+        st.queued = None;
+        st.ticket = None;
+        self.queued_mask[(s / 64) as usize] &= !(1u64 << (s % 64));
     }
 
     /// The ticket of slot `s`'s next datagram, None when it has none. The
@@ -555,6 +617,7 @@ impl Receiver {
         }
         self.front = None;
         self.last_ticket = f.ticket;
+        self.last_key = f.key;
         self.stats.delivered += 1;
         self.advance(f.slot);
     }
@@ -617,8 +680,13 @@ impl Receiver {
         if st.head.wrapping_sub(tail) > self.sh.geo().ring_cells() {
             st.head = tail;
         }
-        if st.state == SLOT_CLOSING
-            && st.head == tail
+        if st.head != tail {
+            // More known published: its next ticket goes into the queue
+            // now, so the next receive reads no shared line for it.
+            // (Only a hostile head ahead of the ring fails, in `enqueue`'s
+            // check of an empty backlog, which this is not.)
+            let _ = self.enqueue(s);
+        } else if st.state == SLOT_CLOSING
             && self.sh.slot(s).sender.head.load(Ordering::Acquire) == tail
         {
             self.reclaim(s);
