@@ -244,3 +244,28 @@ fn dead_sender_reclaimed() {
         });
     }
 }
+
+/// Model 8 (review of issue 16, F3): a repair pass (started by a reclaim)
+/// runs while a live sender claims, copies and publishes. The repair only
+/// frees owner words no live slot has (by CAS) and only clears hint bits
+/// of free partitions: the datagram arrives whole, once, the send is never
+/// dropped, and afterwards every partition is free.
+#[test]
+fn repair_never_frees_a_live_claim() {
+    model(3, || {
+        let (mut rx, image) = heap_target(geo(2, 2));
+        let gone = rx.open_slot().unwrap();
+        let mut tx = image.sender(rx.open_slot().unwrap()).unwrap();
+        let t = thread::spawn(move || {
+            assert!(matches!(tx.send(&[7u8; 8]).unwrap(), Sent::Queued { .. }));
+        });
+        rx.close_slot(gone.slot); // a reclaim starts a repair pass
+        let mut got = u32::from(take(&mut rx, 8).is_some());
+        t.join().unwrap();
+        while take(&mut rx, 8).is_some() {
+            got += 1;
+        }
+        assert_eq!(got, 1);
+        assert_eq!(rx.partitions_in_use(), 0);
+    });
+}

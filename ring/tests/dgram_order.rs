@@ -103,7 +103,7 @@ fn order_kept_across_many_slots_with_private_copies() {
             got += 1;
         }
     }
-    while let Ok(_) = rx.recv(&mut buf, false) {
+    while rx.recv(&mut buf, false).is_ok() {
         assert_eq!(u32::from_le_bytes(buf[..4].try_into().unwrap()), got);
         got += 1;
     }
