@@ -7,7 +7,7 @@
 //! costs a failed CAS, but never wrongly busy (which would lose capacity):
 //! a sender sets bits only for a run it owns, before it publishes it, and
 //! the receiver clears them before it stores the owners' 0. Senders never
-//! repair hints. At most [`CANDIDATES`] runs are tried per group, so a
+//! repair hints; the receiver does (`repair.rs`), after a peer's writes. At most [`CANDIDATES`] runs are tried per group, so a
 //! sender's time is bounded whatever the hints say.
 
 use super::Shared;
@@ -87,8 +87,11 @@ pub(crate) fn claim(sh: &Shared, g: usize, span: u32, tag: u32, cursor: &mut usi
                     // Release): the receiver's clearing fetch_and comes
                     // after this in the word's modification order, so a
                     // bit is never left busy for a freed run.
+                    // SYNC POINT: Release pairs with the receiver's repair
+                    // (repair.rs), which loads the word with Acquire and
+                    // then the owners: seeing our bit, it sees our CAS.
                     sh.hint(g, w)
-                        .fetch_or(run_mask(bit, span), Ordering::Relaxed);
+                        .fetch_or(run_mask(bit, span), Ordering::Release);
                     *cursor = w;
                     return Some(first);
                 }

@@ -62,7 +62,8 @@ impl Receiver {
     }
 
     /// Frees group `g`'s entries of hint word `w` whose owner is no live
-    /// slot's tag, then clears the word's bits of free partitions.
+    /// slot's tag, then clears the word's bits that were busy over free
+    /// partitions.
     fn repair_word(&mut self, g: usize, w: usize) {
         let sh = self.sh.clone();
         let Some(grp) = sh.geo().group(g).copied() else {
@@ -70,6 +71,15 @@ impl Receiver {
         };
         let lo = w as u32 * 64;
         let hi = (lo + 64).min(grp.partitions);
+        let hint = sh.hint(g, w);
+        // SYNC POINT: Acquire pairs with a claimant's Release `fetch_or`
+        // (alloc.rs): a busy bit we see set by an honest sender makes its
+        // owner CAS visible to the loads below, so we never see its
+        // partition free and clear its bit. (The receiver frees hint-first
+        // and is us, so no honest run is freed under our feet.) Only a bit
+        // a peer set over a free partition that a sender claims between
+        // our loads can be cleared wrongly: that costs a failed CAS.
+        let busy = hint.load(Ordering::Acquire);
         let mut free = 0u64;
         for i in lo..hi {
             let owner = &sh.dir(g, i).owner;
@@ -92,13 +102,10 @@ impl Receiver {
                 }
             }
         }
-        // Only clears: a bit cleared for a partition a sender claimed
-        // after our load is wrongly free, which costs it a failed CAS
-        // (alloc.rs); no bit is ever set here, so none is wrongly busy.
-        // SYNC POINT: Relaxed: hints order nothing.
-        let hint = sh.hint(g, w);
-        if hint.load(Ordering::Relaxed) & free != 0 {
-            hint.fetch_and(!free, Ordering::Relaxed);
+        // Only clears, and only bits seen busy: never a bit wrongly busy.
+        let clear = busy & free;
+        if clear != 0 {
+            hint.fetch_and(!clear, Ordering::Relaxed);
             self.stats.repaired_hints += 1;
         }
     }
