@@ -1,0 +1,361 @@
+//! Two gateways in two network namespaces joined by one veth pair: 50
+//! concurrent connections with checksums both ways, half-close and resets
+//! carried, one TCP connection between the gateways, a slow reader that
+//! holds the writer back while the gateways' memory stays bounded, and a
+//! peer with an unknown certificate refused. Needs root (ip netns).
+
+mod common;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
+
+use common::{Certs, Gateway, Pair, B_LINK, B_RANGE, B_SERVICE};
+
+const PORT: u16 = 9000;
+const CONNECTIONS: usize = 50;
+const EACH: u64 = 1 << 20;
+const LARGE: u64 = 256 << 20;
+/// How long the slow reader reads nothing at first.
+const STALL: Duration = Duration::from_secs(2);
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Deterministic bytes from a seed (xorshift), `len` of them into `out`.
+fn fill(state: &mut u64, out: &mut [u8]) {
+    for chunk in out.chunks_mut(8) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        chunk.copy_from_slice(&state.to_le_bytes()[..chunk.len()]);
+    }
+}
+
+fn send_stream(s: &mut TcpStream, seed: u64, len: u64, sent: Option<&AtomicU64>) -> u32 {
+    let mut state = seed | 1;
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        fill(&mut state, &mut buf[..n]);
+        s.write_all(&buf[..n]).unwrap();
+        crc.update(&buf[..n]);
+        if let Some(c) = sent {
+            c.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        left -= n as u64;
+    }
+    crc.finalize()
+}
+
+fn expected_crc(seed: u64, len: u64) -> u32 {
+    let mut state = seed | 1;
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(buf.len() as u64) as usize;
+        fill(&mut state, &mut buf[..n]);
+        crc.update(&buf[..n]);
+        left -= n as u64;
+    }
+    crc.finalize()
+}
+
+/// Reads to EOF: (count, crc32), pausing `pause` every 1 MiB (a slow
+/// reader: 20 ms per MiB is about 50 MB/s).
+fn drain(s: &mut TcpStream, pause: Duration) -> (u64, u32) {
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let (mut total, mut since_pause) = (0u64, 0u64);
+    loop {
+        let n = s.read(&mut buf).unwrap();
+        if n == 0 {
+            return (total, crc.finalize());
+        }
+        crc.update(&buf[..n]);
+        total += n as u64;
+        since_pause += n as u64;
+        if !pause.is_zero() && since_pause >= 1 << 20 {
+            since_pause = 0;
+            std::thread::sleep(pause);
+        }
+    }
+}
+
+fn read_u64(s: &mut TcpStream) -> u64 {
+    let mut b = [0u8; 8];
+    s.read_exact(&mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+/// B's service. Modes (first byte): `c` checksum both ways, `s` slow sink,
+/// `r` the server resets, `k` the client resets (result on `resets`).
+fn serve(listener: TcpListener, resets: mpsc::Sender<ErrorKind>) {
+    for conn in listener.incoming() {
+        let Ok(mut s) = conn else { continue };
+        let resets = resets.clone();
+        std::thread::spawn(move || {
+            s.set_read_timeout(Some(TIMEOUT)).unwrap();
+            let mut mode = [0u8; 1];
+            s.read_exact(&mut mode).unwrap();
+            match mode[0] {
+                b'c' | b's' => {
+                    let seed = read_u64(&mut s);
+                    let len = read_u64(&mut s);
+                    if mode[0] == b's' {
+                        std::thread::sleep(STALL);
+                    }
+                    let pause = if mode[0] == b's' {
+                        Duration::from_millis(20)
+                    } else {
+                        Duration::ZERO
+                    };
+                    let (count, crc) = drain(&mut s, pause);
+                    s.write_all(&count.to_le_bytes()).unwrap();
+                    s.write_all(&crc.to_le_bytes()).unwrap();
+                    if mode[0] == b'c' {
+                        send_stream(&mut s, seed ^ 0x5555, len, None);
+                    }
+                    // Drop: FIN after everything.
+                }
+                b'r' => {
+                    common::zero_linger(&s);
+                }
+                b'k' => {
+                    let mut b = [0u8; 1];
+                    let kind = match s.read(&mut b) {
+                        Ok(_) => ErrorKind::UnexpectedEof,
+                        Err(e) => e.kind(),
+                    };
+                    let _ = resets.send(kind);
+                }
+                _ => {}
+            }
+        });
+    }
+}
+
+fn connect(ns: &str) -> TcpStream {
+    let ns = ns.to_string();
+    Pair::inside(&ns, || {
+        let s = TcpStream::connect((B_SERVICE, PORT)).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        s.set_write_timeout(Some(TIMEOUT)).unwrap();
+        s
+    })
+}
+
+/// Header, `len` bytes up, FIN; then the server's count and crc and `len`
+/// bytes down, then its FIN.
+fn checksummed(ns: &str, seed: u64, len: u64) {
+    let mut s = connect(ns);
+    s.write_all(b"c").unwrap();
+    s.write_all(&seed.to_le_bytes()).unwrap();
+    s.write_all(&len.to_le_bytes()).unwrap();
+    let crc_up = send_stream(&mut s, seed, len, None);
+    s.shutdown(Shutdown::Write).unwrap();
+    let count = read_u64(&mut s);
+    let mut c = [0u8; 4];
+    s.read_exact(&mut c).unwrap();
+    assert_eq!(
+        (count, u32::from_le_bytes(c)),
+        (len, crc_up),
+        "seed {seed}: up"
+    );
+    let (down, crc_down) = drain(&mut s, Duration::ZERO);
+    assert_eq!(
+        (down, crc_down),
+        (len, expected_crc(seed ^ 0x5555, len)),
+        "seed {seed}: down"
+    );
+}
+
+fn established(ns: &str, filter: &str) -> usize {
+    common::output(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "ss",
+        "-Htn",
+        "state",
+        "established",
+        filter,
+    ])
+    .lines()
+    .filter(|l| !l.trim().is_empty())
+    .count()
+}
+
+fn start_pair(pair: &Pair, certs_for_a: &str) -> (Gateway, Gateway) {
+    let d = pair.dir.to_str().unwrap();
+    let f = |n: &str| format!("{d}/{n}");
+    let peer = format!("{B_LINK}:15008");
+    let mut b = Gateway::start(
+        &pair.b,
+        &pair.dir,
+        "gw-b",
+        &[
+            "--peer-listen",
+            &peer,
+            "--serve",
+            B_RANGE,
+            "--cert",
+            &f("b.pem"),
+            "--key",
+            &f("b.key"),
+            "--ca",
+            &f("test-ca.pem"),
+        ],
+    );
+    b.wait_for("peers: listening");
+    let a = Gateway::start(
+        &pair.a,
+        &pair.dir,
+        "gw-a",
+        &[
+            "--listen",
+            &format!("0.0.0.0:{PORT}"),
+            "--remote",
+            &format!("{B_RANGE}={peer}"),
+            "--cert",
+            &f(&format!("{certs_for_a}.pem")),
+            "--key",
+            &f(&format!("{certs_for_a}.key")),
+            "--ca",
+            &f("test-ca.pem"),
+        ],
+    );
+    (a, b)
+}
+
+#[test]
+fn gateways_carry_connections_over_one_link() {
+    if !common::root() {
+        eprintln!("gateways_carry_connections_over_one_link: skipped (needs root)");
+        return;
+    }
+    let pair = Pair::new("carry");
+    let ca = Certs::ca(&pair.dir, "test");
+    ca.issue(&pair.dir, "a", common::A_LINK);
+    ca.issue(&pair.dir, "b", B_LINK);
+    let listener = Pair::inside(&pair.b, || TcpListener::bind((B_SERVICE, PORT)).unwrap());
+    let (reset_tx, reset_rx) = mpsc::channel();
+    std::thread::spawn(move || serve(listener, reset_tx));
+    let (mut a, b) = start_pair(&pair, "a");
+    a.wait_for("links established: 1");
+
+    // 50 at once, 1 MiB each way, checksummed.
+    std::thread::scope(|s| {
+        for i in 0..CONNECTIONS {
+            let ns = pair.a.as_str();
+            s.spawn(move || checksummed(ns, 0x1000 + i as u64, EACH));
+        }
+    });
+
+    // A reset from the server reaches the client as a reset.
+    let mut s = connect(&pair.a);
+    s.write_all(b"r").unwrap();
+    let mut byte = [0u8; 1];
+    let got = s.read(&mut byte);
+    assert_eq!(
+        got.map_err(|e| e.kind()).err(),
+        Some(ErrorKind::ConnectionReset),
+        "server reset"
+    );
+    // And one from the client reaches the server.
+    let s = connect(&pair.a);
+    (&s).write_all(b"k").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    common::zero_linger(&s);
+    drop(s);
+    assert_eq!(
+        reset_rx.recv_timeout(TIMEOUT).unwrap(),
+        ErrorKind::ConnectionReset,
+        "client reset"
+    );
+
+    // A slow reader: the writer is held back, the gateways hold little.
+    let sent = Arc::new(AtomicU64::new(0));
+
+    let rss_before = (a.rss_kib(), b.rss_kib());
+    let writer = {
+        let (sent, ns) = (sent.clone(), pair.a.clone());
+        std::thread::spawn(move || {
+            let mut s = connect(&ns);
+            s.write_all(b"s").unwrap();
+            s.write_all(&7u64.to_le_bytes()).unwrap();
+            s.write_all(&LARGE.to_le_bytes()).unwrap();
+            let crc = send_stream(&mut s, 7, LARGE, Some(&sent));
+            s.shutdown(Shutdown::Write).unwrap();
+            let count = read_u64(&mut s);
+            let mut c = [0u8; 4];
+            s.read_exact(&mut c).unwrap();
+            (count, u32::from_le_bytes(c), crc)
+        })
+    };
+    std::thread::sleep(STALL - Duration::from_millis(300));
+    let in_flight_while_stalled = sent.load(Ordering::Relaxed);
+    let mut peak = (0u64, 0u64);
+    let (mut samples, started) = (0, std::time::Instant::now());
+    while !writer.is_finished() {
+        samples += 1;
+        peak = (peak.0.max(a.rss_kib()), peak.1.max(b.rss_kib()));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (count, crc, sent_crc) = writer.join().unwrap();
+    assert_eq!((count, crc), (LARGE, sent_crc), "large transfer");
+    eprintln!(
+        "slow reader: {} MiB written while the reader read nothing (of {} MiB); \
+         gateway RSS before {} / {} KiB, peak {} / {} KiB (A / B) in {samples} samples over {:?}",
+        in_flight_while_stalled >> 20,
+        LARGE >> 20,
+        rss_before.0,
+        rss_before.1,
+        peak.0,
+        peak.1,
+        started.elapsed()
+    );
+    assert!(
+        in_flight_while_stalled < 96 << 20,
+        "writer not held back: {in_flight_while_stalled}"
+    );
+    assert!(
+        peak.0 < 64 << 10 && peak.1 < 64 << 10,
+        "gateway RSS peak {peak:?} KiB"
+    );
+
+    // Exactly one TCP connection between the gateways, and it never dropped.
+    assert_eq!(established(&pair.a, "dport = :15008"), 1, "A's links");
+    assert_eq!(established(&pair.b, "sport = :15008"), 1, "B's links");
+    let (log_a, log_b) = (a.log_text(), b.log_text());
+    assert_eq!(
+        log_a.matches(" up (links established").count(),
+        1,
+        "{log_a}"
+    );
+    assert_eq!(log_b.matches("connected").count(), 1, "{log_b}");
+}
+
+#[test]
+fn unknown_peer_certificate_is_refused() {
+    if !common::root() {
+        eprintln!("unknown_peer_certificate_is_refused: skipped (needs root)");
+        return;
+    }
+    let pair = Pair::new("rogue");
+    let ca = Certs::ca(&pair.dir, "test");
+    ca.issue(&pair.dir, "b", B_LINK);
+    // A's certificate from a CA B does not trust; A itself trusts B's CA.
+    Certs::ca(&pair.dir, "other").issue(&pair.dir, "rogue", common::A_LINK);
+    let (mut a, mut b) = start_pair(&pair, "rogue");
+    b.wait_for("refused: TLS");
+    a.wait_for("link to");
+    std::thread::sleep(Duration::from_millis(300));
+    let log_a = a.log_text();
+    assert!(!log_a.contains(" up (links established"), "{log_a}");
+    assert_eq!(established(&pair.b, "sport = :15008"), 0);
+}
