@@ -359,3 +359,138 @@ fn unknown_peer_certificate_is_refused() {
     assert!(!log_a.contains(" up (links established"), "{log_a}");
     assert_eq!(established(&pair.b, "sport = :15008"), 0);
 }
+
+/// An echo server of B's, preloaded, emulated mode: its address exists only
+/// in shared memory (no kernel listener), so B's gateway, preloaded too,
+/// reaches it through shared memory or not at all.
+const ECHO: &str = r#"
+import socket, sys, threading
+s = socket.socket()
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(64)
+print("ready", flush=True)
+def echo(c):
+    while True:
+        d = c.recv(65536)
+        if not d:
+            break
+        c.sendall(d)
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=echo, args=(c,), daemon=True).start()
+"#;
+
+#[test]
+fn preloaded_gateway_reaches_a_shared_memory_listener() {
+    if !common::root() || !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("preloaded_gateway_reaches_a_shared_memory_listener: skipped (needs root, /usr/bin/python3)");
+        return;
+    }
+    let pair = Pair::new("preload");
+    let ca = Certs::ca(&pair.dir, "test");
+    ca.issue(&pair.dir, "a", common::A_LINK);
+    ca.issue(&pair.dir, "b", B_LINK);
+    let (d, lib) = (pair.dir.to_str().unwrap(), common::lib());
+    let shm_dir = pair.dir.join("shm");
+    std::fs::create_dir_all(&shm_dir).unwrap();
+    let env = [
+        ("LD_PRELOAD", lib.to_str().unwrap()),
+        ("SHMNET_PARTITIONS", B_RANGE),
+        ("SHMNET_FALLBACK", "never"),
+        ("SHMNET_DIR", shm_dir.to_str().unwrap()),
+    ];
+    let port = PORT + 1;
+    let mut echo = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &pair.b,
+            "/usr/bin/python3",
+            "-c",
+            ECHO,
+            B_SERVICE,
+            &port.to_string(),
+        ])
+        .envs(env)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = [0u8; 6];
+    echo.stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut ready)
+        .unwrap();
+    // No kernel listener: only shared memory reaches it.
+    let kernel = common::output(&[
+        "ip",
+        "netns",
+        "exec",
+        &pair.b,
+        "ss",
+        "-Htln",
+        &format!("sport = :{port}"),
+    ]);
+    assert_eq!(kernel.trim(), "", "a kernel listener on {port}");
+    let peer = format!("{B_LINK}:15008");
+    let f = |n: &str| format!("{d}/{n}");
+    let mut b = Gateway::start_with(
+        &pair.b,
+        &pair.dir,
+        "gw-b",
+        &[
+            "--peer-listen",
+            &peer,
+            "--serve",
+            B_RANGE,
+            "--cert",
+            &f("b.pem"),
+            "--key",
+            &f("b.key"),
+            "--ca",
+            &f("test-ca.pem"),
+        ],
+        &env,
+    );
+    b.wait_for("peers: listening");
+    let mut a = Gateway::start(
+        &pair.a,
+        &pair.dir,
+        "gw-a",
+        &[
+            "--listen",
+            &format!("0.0.0.0:{port}"),
+            "--remote",
+            &format!("{B_RANGE}={peer}"),
+            "--cert",
+            &f("a.pem"),
+            "--key",
+            &f("a.key"),
+            "--ca",
+            &f("test-ca.pem"),
+        ],
+    );
+    a.wait_for("links established: 1");
+    std::thread::scope(|sc| {
+        for i in 0..8u64 {
+            let ns = pair.a.as_str();
+            sc.spawn(move || {
+                let mut s = Pair::inside(ns, || TcpStream::connect((B_SERVICE, port)).unwrap());
+                s.set_read_timeout(Some(TIMEOUT)).unwrap();
+                let mut w = s.try_clone().unwrap();
+                let writer = std::thread::spawn(move || {
+                    let crc = send_stream(&mut w, 0x77 + i, 4 << 20, None);
+                    w.shutdown(Shutdown::Write).unwrap();
+                    crc
+                });
+                let (n, crc) = drain(&mut s, Duration::ZERO);
+                assert_eq!((n, crc), (4 << 20, writer.join().unwrap()), "echo {i}");
+            });
+        }
+    });
+    let _ = echo.kill();
+    let _ = echo.wait();
+    let log_b = b.log_text();
+    assert!(!log_b.contains("CONNECT"), "{log_b}");
+}

@@ -167,10 +167,22 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn start(ns: &str, dir: &Path, name: &str, args: &[&str]) -> Gateway {
+        Gateway::start_with(ns, dir, name, args, &[])
+    }
+
+    /// With environment variables (LD_PRELOAD and SHMNET_*).
+    pub fn start_with(
+        ns: &str,
+        dir: &Path,
+        name: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Gateway {
         let log = dir.join(format!("{name}.log"));
         let child = Command::new("ip")
             .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_shmnet-gateway")])
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log).unwrap())
@@ -245,4 +257,19 @@ pub fn zero_linger(s: &std::net::TcpStream) {
         )
     };
     assert_eq!(r, 0);
+}
+
+/// The libshmnet.so cargo built beside this test (the workspace build of
+/// `make test` builds it).
+pub fn lib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap().to_path_buf();
+    [deps.join("libshmnet.so"), deps.join("../libshmnet.so")]
+        .into_iter()
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .max()
+        .map(|(_, p)| p.canonicalize().unwrap())
+        .unwrap_or_else(|| {
+            panic!("libshmnet.so not found near {}: build the workspace (cargo build -p shmnet-interposer with this profile)", exe.display())
+        })
 }
