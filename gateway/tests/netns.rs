@@ -401,23 +401,26 @@ fn preloaded_gateway_reaches_a_shared_memory_listener() {
         ("SHMNET_DIR", shm_dir.to_str().unwrap()),
     ];
     let port = PORT + 1;
-    let mut echo = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &pair.b,
-            "/usr/bin/python3",
-            "-c",
-            ECHO,
-            B_SERVICE,
-            &port.to_string(),
-        ])
-        .envs(env)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut echo = common::Process(
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &pair.b,
+                "/usr/bin/python3",
+                "-c",
+                ECHO,
+                B_SERVICE,
+                &port.to_string(),
+            ])
+            .envs(env)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut ready = [0u8; 6];
-    echo.stdout
+    echo.0
+        .stdout
         .as_mut()
         .unwrap()
         .read_exact(&mut ready)
@@ -489,8 +492,204 @@ fn preloaded_gateway_reaches_a_shared_memory_listener() {
             });
         }
     });
-    let _ = echo.kill();
-    let _ = echo.wait();
+    drop(echo);
     let log_b = b.log_text();
     assert!(!log_b.contains("CONNECT"), "{log_b}");
+}
+
+/// A preloaded client: connects, prints `peer IP PORT` (getpeername), sends
+/// `n` random bytes while reading the echo, prints `echo ok N`; or
+/// `error ERRNO` when connect fails.
+const CLIENT: &str = r#"
+import os, socket, sys, threading
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket()
+try:
+    s.connect((host, port))
+except OSError as e:
+    print("error", e.errno, flush=True)
+    sys.exit(0)
+print("peer", *s.getpeername(), flush=True)
+data = os.urandom(n)
+def send():
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=send)
+t.start()
+got = bytearray()
+while True:
+    d = s.recv(65536)
+    if not d:
+        break
+    got += d
+t.join()
+print("echo", "ok" if bytes(got) == data else "mismatch", len(got), flush=True)
+"#;
+
+fn client(ns: &str, env: &[(&str, &str)], port: u16, n: usize) -> String {
+    let out = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "/usr/bin/python3",
+            "-c",
+            CLIENT,
+            B_SERVICE,
+            &port.to_string(),
+            &n.to_string(),
+        ])
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Stage 2: a preloaded program in A connects to B's address (no route to
+/// it in A): SHMNET_REMOTE sends it through shared memory to A's gateway,
+/// which learns the destination from getsockname; B's gateway reaches B's
+/// shared-memory-only echo server. getpeername shows the real address.
+/// Without a gateway: kernel TCP in the default mode (no route here:
+/// ENETUNREACH), ECONNREFUSED in the emulated one.
+#[test]
+fn remote_range_reaches_the_gateway_through_shared_memory() {
+    if !common::root() || !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("remote_range_reaches_the_gateway_through_shared_memory: skipped (needs root, /usr/bin/python3)");
+        return;
+    }
+    let pair = Pair::new("remote");
+    common::run(&[
+        "ip", "-n", &pair.a, "route", "del", "local", B_RANGE, "dev", "lo",
+    ]);
+    let ca = Certs::ca(&pair.dir, "test");
+    ca.issue(&pair.dir, "a", common::A_LINK);
+    ca.issue(&pair.dir, "b", B_LINK);
+    let (d, lib) = (pair.dir.to_str().unwrap(), common::lib());
+    let lib = lib.to_str().unwrap();
+    let shm_b = pair.dir.join("shm-b");
+    let shm_a = pair.dir.join("shm-a");
+    std::fs::create_dir_all(&shm_b).unwrap();
+    std::fs::create_dir_all(&shm_a).unwrap();
+    let env_b = [
+        ("LD_PRELOAD", lib),
+        ("SHMNET_PARTITIONS", B_RANGE),
+        ("SHMNET_FALLBACK", "never"),
+        ("SHMNET_DIR", shm_b.to_str().unwrap()),
+    ];
+    let gateway_addr = "127.0.0.1:15001";
+    let env_a_gateway = [
+        ("LD_PRELOAD", lib),
+        ("SHMNET_GATEWAY", gateway_addr),
+        ("SHMNET_DIR", shm_a.to_str().unwrap()),
+    ];
+    let env_a = [
+        ("LD_PRELOAD", lib),
+        ("SHMNET_REMOTE", B_RANGE),
+        ("SHMNET_DIR", shm_a.to_str().unwrap()),
+    ];
+    let env_a_never = [
+        ("LD_PRELOAD", lib),
+        ("SHMNET_REMOTE", B_RANGE),
+        ("SHMNET_FALLBACK", "never"),
+        ("SHMNET_DIR", shm_a.to_str().unwrap()),
+    ];
+    let port = PORT + 2;
+    let mut echo = common::Process(
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &pair.b,
+                "/usr/bin/python3",
+                "-c",
+                ECHO,
+                B_SERVICE,
+                &port.to_string(),
+            ])
+            .envs(env_b)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut ready = [0u8; 6];
+    echo.0
+        .stdout
+        .as_mut()
+        .unwrap()
+        .read_exact(&mut ready)
+        .unwrap();
+
+    // No gateway yet.
+    let enetunreach = format!("error {}", libc::ENETUNREACH);
+    let econnrefused = format!("error {}", libc::ECONNREFUSED);
+    assert_eq!(
+        client(&pair.a, &env_a, port, 1).trim(),
+        enetunreach,
+        "default mode, no gateway"
+    );
+    assert_eq!(
+        client(&pair.a, &env_a_never, port, 1).trim(),
+        econnrefused,
+        "emulated, no gateway"
+    );
+
+    let peer = format!("{B_LINK}:15008");
+    let f = |n: &str| format!("{d}/{n}");
+    let mut b = Gateway::start_with(
+        &pair.b,
+        &pair.dir,
+        "gw-b",
+        &[
+            "--peer-listen",
+            &peer,
+            "--serve",
+            B_RANGE,
+            "--cert",
+            &f("b.pem"),
+            "--key",
+            &f("b.key"),
+            "--ca",
+            &f("test-ca.pem"),
+        ],
+        &env_b,
+    );
+    b.wait_for("peers: listening");
+    let mut a = Gateway::start_with(
+        &pair.a,
+        &pair.dir,
+        "gw-a",
+        &[
+            "--listen",
+            gateway_addr,
+            "--remote",
+            &format!("{B_RANGE}={peer}"),
+            "--cert",
+            &f("a.pem"),
+            "--key",
+            &f("a.key"),
+            "--ca",
+            &f("test-ca.pem"),
+        ],
+        &env_a_gateway,
+    );
+    a.wait_for("links established: 1");
+
+    let want = format!("peer {B_SERVICE} {port}\necho ok {}\n", 4 << 20);
+    std::thread::scope(|sc| {
+        for env in [&env_a[..], &env_a_never[..]] {
+            for _ in 0..4 {
+                let ns = pair.a.as_str();
+                let want = want.as_str();
+                sc.spawn(move || assert_eq!(client(ns, env, port, 4 << 20), want));
+            }
+        }
+    });
+    drop(echo);
+    let log_a = a.log_text();
+    assert!(!log_a.contains("in no --remote range"), "{log_a}");
 }

@@ -273,3 +273,13 @@ pub fn lib() -> PathBuf {
             panic!("libshmnet.so not found near {}: build the workspace (cargo build -p shmnet-interposer with this profile)", exe.display())
         })
 }
+
+/// A helper process, killed on drop (a failing test leaves none behind).
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
