@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Parser;
 use ipnet::IpNet;
@@ -58,6 +59,13 @@ pub struct Args {
     /// stalled stream cannot stop the others).
     #[arg(long, default_value_t = 16 << 20)]
     pub connection_window: u32,
+    /// Seconds between PINGs on an idle or busy link.
+    #[arg(long, default_value_t = 10.0)]
+    pub ping_interval: f64,
+    /// Seconds a PING may go unanswered before the link is dropped (its
+    /// streams reset) and dialed again.
+    #[arg(long, default_value_t = 20.0)]
+    pub ping_timeout: f64,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -68,6 +76,8 @@ pub struct Args {
 pub struct Settings {
     pub stream_window: u32,
     pub connection_window: u32,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
 }
 
 impl Args {
@@ -75,8 +85,14 @@ impl Args {
         Settings {
             stream_window: self.stream_window.max(65_535),
             connection_window: self.connection_window.max(self.stream_window),
+            ping_interval: secs(self.ping_interval),
+            ping_timeout: secs(self.ping_timeout),
         }
     }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.05)).unwrap_or(Duration::from_secs(3600))
 }
 
 /// The HTTP/2 settings both sides use (ztunnel's, but the stream window).

@@ -87,7 +87,7 @@ async fn connection(
     match pinger {
         Some(p) => tokio::select! {
             why = accept => why,
-            why = crate::link::ping(p) => why,
+            why = crate::link::ping(p, settings) => why,
         },
         None => accept.await,
     }

@@ -23,8 +23,6 @@ const STABLE: Duration = Duration::from_secs(5);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a new local connection waits for a link that is down.
 pub const WAIT_FOR_LINK: Duration = Duration::from_secs(10);
-const PING_INTERVAL: Duration = Duration::from_secs(10);
-const PING_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub struct Link {
     pub peer: SocketAddr,
@@ -90,7 +88,7 @@ async fn keep(
                         let since = Instant::now();
                         let why = tokio::select! {
                             why = &mut driven => why,
-                            why = ping(pinger) => why,
+                            why = ping(pinger, &settings) => why,
                         };
                         let _ = tx.send(None);
                         log!("link to {peer} down: {why}");
@@ -152,14 +150,16 @@ where
     }
 }
 
-/// Sends a PING every `PING_INTERVAL`; returns when one goes unanswered.
-pub async fn ping(mut pinger: h2::PingPong) -> String {
+/// Sends a PING every `ping_interval`; returns when one goes unanswered
+/// for `ping_timeout` (ztunnel: 10 s and 20 s).
+pub async fn ping(mut pinger: h2::PingPong, settings: &Settings) -> String {
     loop {
-        tokio::time::sleep(PING_INTERVAL).await;
-        match tokio::time::timeout(PING_TIMEOUT, pinger.ping(h2::Ping::opaque())).await {
+        tokio::time::sleep(settings.ping_interval).await;
+        let answer = pinger.ping(h2::Ping::opaque());
+        match tokio::time::timeout(settings.ping_timeout, answer).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => return format!("ping: {e}"),
-            Err(_) => return format!("no PING answer in {PING_TIMEOUT:?}"),
+            Err(_) => return format!("no PING answer in {:?}", settings.ping_timeout),
         }
     }
 }
