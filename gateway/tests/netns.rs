@@ -771,3 +771,136 @@ fn link_cut_and_restored() {
     checksummed(&pair.a, 2, 1 << 20);
     a.wait_for("links established: 2");
 }
+
+/// Unmodified programs across: curl in A (preloaded, SHMNET_REMOTE) fetches
+/// from nginx in B (preloaded, shared memory only) through both gateways;
+/// curl's `remote_ip` (getpeername) is B's address.
+#[test]
+fn curl_fetches_from_nginx_across_the_gateways() {
+    let nginx = std::path::Path::new("/usr/sbin/nginx");
+    if !common::root() || !nginx.exists() {
+        eprintln!("curl_fetches_from_nginx_across_the_gateways: skipped (needs root, nginx)");
+        return;
+    }
+    let pair = Pair::new("curl");
+    common::run(&[
+        "ip", "-n", &pair.a, "route", "del", "local", B_RANGE, "dev", "lo",
+    ]);
+    let ca = Certs::ca(&pair.dir, "test");
+    ca.issue(&pair.dir, "a", common::A_LINK);
+    ca.issue(&pair.dir, "b", B_LINK);
+    let (d, lib) = (pair.dir.to_str().unwrap(), common::lib());
+    let lib = lib.to_str().unwrap();
+    let (shm_a, shm_b) = (pair.dir.join("shm-a"), pair.dir.join("shm-b"));
+    let prefix = pair.dir.join("nginx");
+    for dir in [&shm_a, &shm_b, &prefix.join("www"), &prefix.join("tmp")] {
+        std::fs::create_dir_all(dir).unwrap();
+    }
+    let port = 8080u16;
+    std::fs::write(
+        prefix.join("nginx.conf"),
+        format!(
+            "daemon off; master_process off; pid nginx.pid; error_log stderr warn;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{ access_log off; sendfile on; client_body_temp_path tmp;\n\
+             server {{ listen {B_SERVICE}:{port}; root www; }} }}\n"
+        ),
+    )
+    .unwrap();
+    let mut content = vec![0u8; 16 << 20];
+    fill(&mut 99u64, &mut content);
+    std::fs::write(prefix.join("www/big.bin"), &content).unwrap();
+    let env_b = [
+        ("LD_PRELOAD", lib),
+        ("SHMNET_PARTITIONS", B_RANGE),
+        ("SHMNET_FALLBACK", "never"),
+        ("SHMNET_DIR", shm_b.to_str().unwrap()),
+    ];
+    let _nginx = common::Process(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &pair.b, "/usr/sbin/nginx", "-p"])
+            .arg(format!("{}/", prefix.display()))
+            .args(["-c", "nginx.conf", "-e", "stderr"])
+            .envs(env_b)
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !prefix.join("nginx.pid").exists() {
+        assert!(std::time::Instant::now() < deadline, "nginx did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let gateway_addr = "127.0.0.1:15001";
+    let peer = format!("{B_LINK}:15008");
+    let f = |n: &str| format!("{d}/{n}");
+    let mut b = Gateway::start_with(
+        &pair.b,
+        &pair.dir,
+        "gw-b",
+        &[
+            "--peer-listen",
+            &peer,
+            "--serve",
+            B_RANGE,
+            "--cert",
+            &f("b.pem"),
+            "--key",
+            &f("b.key"),
+            "--ca",
+            &f("test-ca.pem"),
+        ],
+        &env_b,
+    );
+    b.wait_for("peers: listening");
+    let env_gw_a = [
+        ("LD_PRELOAD", lib),
+        ("SHMNET_GATEWAY", gateway_addr),
+        ("SHMNET_DIR", shm_a.to_str().unwrap()),
+    ];
+    let mut a = Gateway::start_with(
+        &pair.a,
+        &pair.dir,
+        "gw-a",
+        &[
+            "--listen",
+            gateway_addr,
+            "--remote",
+            &format!("{B_RANGE}={peer}"),
+            "--cert",
+            &f("a.pem"),
+            "--key",
+            &f("a.key"),
+            "--ca",
+            &f("test-ca.pem"),
+        ],
+        &env_gw_a,
+    );
+    a.wait_for("links established: 1");
+    let out = pair.dir.join("out.bin");
+    let curl = std::process::Command::new("ip")
+        .args(["netns", "exec", &pair.a, "curl", "-sS", "--max-time", "60"])
+        .args(["-w", "%{http_code} %{remote_ip} %{remote_port}", "-o"])
+        .arg(&out)
+        .arg(format!("http://{B_SERVICE}:{port}/big.bin"))
+        .envs([
+            ("LD_PRELOAD", lib),
+            ("SHMNET_REMOTE", B_RANGE),
+            ("SHMNET_DIR", shm_a.to_str().unwrap()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        curl.status.success(),
+        "curl: {}",
+        String::from_utf8_lossy(&curl.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&curl.stdout),
+        format!("200 {B_SERVICE} {port}")
+    );
+    assert!(
+        std::fs::read(&out).unwrap() == content,
+        "curl's file differs"
+    );
+}
