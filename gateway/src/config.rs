@@ -66,6 +66,10 @@ pub struct Args {
     /// streams reset) and dialed again.
     #[arg(long, default_value_t = 20.0)]
     pub ping_timeout: f64,
+    /// Rewrite this JSON file every second: per peer link, its state,
+    /// links established, streams open and carried, bytes, resets.
+    #[arg(long, value_name = "PATH")]
+    pub status_file: Option<PathBuf>,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,

@@ -17,6 +17,8 @@ use tokio::net::{TcpListener, TcpStream};
 use crate::config::{self, Settings};
 use crate::log;
 use crate::splice;
+use crate::status;
+use std::sync::atomic::Ordering;
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -26,6 +28,7 @@ pub async fn serve(
     tls: Arc<ServerConfig>,
     serve: Vec<IpNet>,
     settings: Arc<Settings>,
+    board: status::Board,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let serve = Arc::new(serve);
@@ -39,6 +42,7 @@ pub async fn serve(
             }
         };
         let (acceptor, serve, settings) = (acceptor.clone(), serve.clone(), settings.clone());
+        let board = board.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -47,7 +51,11 @@ pub async fn serve(
                 Err(_) => return log!("peer {peer} refused: no TLS handshake in time"),
             };
             log!("peer {peer} connected");
-            let why = connection(tls, peer, serve, &settings).await;
+            let stats = board.add(peer.to_string(), "accepted");
+            stats.up.store(true, Ordering::Relaxed);
+            stats.established.store(1, Ordering::Relaxed);
+            let why = connection(tls, peer, serve, &settings, &stats).await;
+            board.remove(&stats);
             log!("peer {peer} gone: {why}");
         });
     }
@@ -58,6 +66,7 @@ async fn connection(
     peer: SocketAddr,
     serve: Arc<Vec<IpNet>>,
     settings: &Settings,
+    stats: &Arc<status::Peer>,
 ) -> String {
     let mut conn = match h2::server::Builder::new()
         .initial_window_size(settings.stream_window)
@@ -77,7 +86,8 @@ async fn connection(
         while let Some(r) = conn.accept().await {
             match r {
                 Ok((request, respond)) => {
-                    tokio::spawn(stream(request, respond, peer, serve.clone()));
+                    let stats = stats.clone();
+                    tokio::spawn(stream(request, respond, peer, serve.clone(), stats));
                 }
                 Err(e) => return e.to_string(),
             }
@@ -104,6 +114,7 @@ async fn stream(
     respond: SendResponse<Bytes>,
     peer: SocketAddr,
     serve: Arc<Vec<IpNet>>,
+    stats: Arc<status::Peer>,
 ) {
     if request.method() != Method::CONNECT {
         return refuse(respond, StatusCode::BAD_REQUEST);
@@ -136,5 +147,7 @@ async fn stream(
         Ok(s) => s,
         Err(_) => return,
     };
-    splice::splice(tcp, send, request.into_body()).await;
+    stats.stream_opened();
+    let carried = splice::splice(tcp, send, request.into_body(), &stats).await;
+    stats.stream_closed(carried.reset);
 }

@@ -15,6 +15,8 @@ use tokio::sync::watch;
 
 use crate::config::{self, Settings};
 use crate::log;
+use crate::status;
+use std::sync::atomic::Ordering;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -26,16 +28,27 @@ pub const WAIT_FOR_LINK: Duration = Duration::from_secs(10);
 
 pub struct Link {
     pub peer: SocketAddr,
+    pub stats: Arc<status::Peer>,
     current: watch::Receiver<Option<SendRequest<Bytes>>>,
 }
 
 impl Link {
     /// Starts the dialing task; the returned link is shared by every range
     /// that names this peer.
-    pub fn start(peer: SocketAddr, tls: Arc<ClientConfig>, settings: Settings) -> Arc<Link> {
+    pub fn start(
+        peer: SocketAddr,
+        tls: Arc<ClientConfig>,
+        settings: Settings,
+        board: &status::Board,
+    ) -> Arc<Link> {
         let (tx, rx) = watch::channel(None);
-        tokio::spawn(keep(peer, tls, settings, tx));
-        Arc::new(Link { peer, current: rx })
+        let stats = board.add(peer.to_string(), "dialed");
+        tokio::spawn(keep(peer, tls, settings, tx, stats.clone()));
+        Arc::new(Link {
+            peer,
+            stats,
+            current: rx,
+        })
     }
 
     /// The link's sender once it is up (waits up to `WAIT_FOR_LINK`).
@@ -59,6 +72,7 @@ async fn keep(
     tls: Arc<ClientConfig>,
     settings: Settings,
     tx: watch::Sender<Option<SendRequest<Bytes>>>,
+    stats: Arc<status::Peer>,
 ) {
     // Links established so far: 1 for a link that never dropped.
     let mut established = 0u64;
@@ -84,6 +98,8 @@ async fn keep(
                     Ok(()) => {
                         established += 1;
                         log!("link to {peer} up (links established: {established})");
+                        stats.established.store(established, Ordering::Relaxed);
+                        stats.up.store(true, Ordering::Relaxed);
                         let _ = tx.send(Some(sender));
                         let since = Instant::now();
                         let why = tokio::select! {
@@ -91,6 +107,7 @@ async fn keep(
                             why = ping(pinger, &settings) => why,
                         };
                         let _ = tx.send(None);
+                        stats.up.store(false, Ordering::Relaxed);
                         log!("link to {peer} down: {why}");
                         if since.elapsed() >= STABLE {
                             backoff = BACKOFF_MIN;

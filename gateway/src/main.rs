@@ -9,6 +9,7 @@ mod link;
 mod log;
 mod outbound;
 mod splice;
+mod status;
 mod tls;
 
 use std::process::ExitCode;
@@ -41,6 +42,7 @@ fn main() -> ExitCode {
 async fn run(args: config::Args) -> Result<(), String> {
     let settings = Arc::new(args.settings());
     let identity = tls::Identity::load(&args.cert, &args.key, &args.ca)?;
+    let board = status::Board::default();
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = args.peer_listen {
         let server = identity.server_config()?;
@@ -53,9 +55,10 @@ async fn run(args: config::Args) -> Result<(), String> {
             server,
             args.serve.clone(),
             settings.clone(),
+            board.clone(),
         ));
     }
-    let routes = outbound::Routes::new(&args.remote, identity.client_config()?, &settings);
+    let routes = outbound::Routes::new(&args.remote, identity.client_config()?, &settings, &board);
     for addr in &args.listen {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -65,6 +68,9 @@ async fn run(args: config::Args) -> Result<(), String> {
     }
     if tasks.is_empty() {
         return Err("nothing to do: give --peer-listen and/or --listen".into());
+    }
+    if let Some(path) = args.status_file.clone() {
+        tokio::spawn(board.publish(path));
     }
     tokio::select! {
         _ = tokio::signal::ctrl_c() => Ok(()),

@@ -16,20 +16,26 @@ use crate::config::{Remote, Settings};
 use crate::link::Link;
 use crate::log;
 use crate::splice;
+use crate::status;
 
 #[derive(Clone)]
 pub struct Routes(Arc<Vec<(IpNet, Arc<Link>)>>);
 
 impl Routes {
     /// One link per distinct peer, shared by its ranges.
-    pub fn new(remotes: &[Remote], tls: Arc<ClientConfig>, settings: &Settings) -> Routes {
+    pub fn new(
+        remotes: &[Remote],
+        tls: Arc<ClientConfig>,
+        settings: &Settings,
+        board: &status::Board,
+    ) -> Routes {
         let mut links: Vec<Arc<Link>> = Vec::new();
         let mut routes = Vec::new();
         for r in remotes {
             let link = match links.iter().find(|l| l.peer == r.peer) {
                 Some(l) => l.clone(),
                 None => {
-                    let l = Link::start(r.peer, tls.clone(), settings.clone());
+                    let l = Link::start(r.peer, tls.clone(), settings.clone(), board);
                     links.push(l.clone());
                     l
                 }
@@ -76,7 +82,9 @@ async fn carry(tcp: TcpStream, from: SocketAddr, routes: Routes) {
     };
     match open(&link, dest, from).await {
         Ok((send, recv)) => {
-            splice::splice(tcp, send, recv).await;
+            link.stats.stream_opened();
+            let carried = splice::splice(tcp, send, recv, &link.stats).await;
+            link.stats.stream_closed(carried.reset);
         }
         Err(e) => {
             log!("{from} -> {dest} via {}: {e}", link.peer);

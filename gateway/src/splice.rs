@@ -15,6 +15,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
+use crate::status;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 const READ_CHUNK: usize = 64 << 10;
 
 /// Why a direction stopped early.
@@ -25,11 +28,9 @@ enum Broken {
     Peer,
 }
 
-/// Bytes carried each way.
+/// How a splice ended (its bytes are counted in the peer's status).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Carried {
-    pub up: u64,
-    pub down: u64,
     pub reset: bool,
 }
 
@@ -37,12 +38,13 @@ pub async fn splice(
     mut tcp: TcpStream,
     mut send: SendStream<Bytes>,
     mut recv: RecvStream,
+    stats: &status::Peer,
 ) -> Carried {
     let mut carried = Carried::default();
     let broken = {
         let (rd, wr) = tcp.split();
-        let up = up(rd, &mut send, &mut carried.up);
-        let down = down(&mut recv, wr, &mut carried.down);
+        let up = up(rd, &mut send, &stats.sent);
+        let down = down(&mut recv, wr, &stats.received);
         tokio::pin!(up, down);
         let (mut up_done, mut down_done) = (false, false);
         loop {
@@ -77,7 +79,7 @@ pub async fn splice(
 async fn up(
     mut rd: ReadHalf<'_>,
     send: &mut SendStream<Bytes>,
-    total: &mut u64,
+    total: &AtomicU64,
 ) -> Result<(), Broken> {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
@@ -86,7 +88,9 @@ async fn up(
             Ok(0) => {
                 return send.send_data(Bytes::new(), true).map_err(|_| Broken::Peer);
             }
-            Ok(n) => *total += n as u64,
+            Ok(n) => {
+                total.fetch_add(n as u64, Ordering::Relaxed);
+            }
             Err(_) => return Err(Broken::Local),
         }
         let mut data = buf.split().freeze();
@@ -106,7 +110,11 @@ async fn up(
 }
 
 /// Stream -> local socket; the window is released after each write.
-async fn down(recv: &mut RecvStream, mut wr: WriteHalf<'_>, total: &mut u64) -> Result<(), Broken> {
+async fn down(
+    recv: &mut RecvStream,
+    mut wr: WriteHalf<'_>,
+    total: &AtomicU64,
+) -> Result<(), Broken> {
     loop {
         match recv.data().await {
             None => {
@@ -116,7 +124,7 @@ async fn down(recv: &mut RecvStream, mut wr: WriteHalf<'_>, total: &mut u64) -> 
             }
             Some(Ok(data)) => {
                 wr.write_all(&data).await.map_err(|_| Broken::Local)?;
-                *total += data.len() as u64;
+                total.fetch_add(data.len() as u64, Ordering::Relaxed);
                 let _ = recv.flow_control().release_capacity(data.len());
             }
             Some(Err(_)) => return Err(Broken::Peer),

@@ -220,7 +220,14 @@ fn start_pair_with(pair: &Pair, certs_for_a: &str, extra: &[&str]) -> (Gateway, 
         "--ca",
         &f("test-ca.pem"),
     ];
-    let mut b = Gateway::start(&pair.b, &pair.dir, "gw-b", &[&args_b[..], extra].concat());
+    let status_b = f("gw-b.status.json");
+    let status = ["--status-file", &status_b];
+    let mut b = Gateway::start(
+        &pair.b,
+        &pair.dir,
+        "gw-b",
+        &[&args_b[..], extra, &status].concat(),
+    );
     b.wait_for("peers: listening");
     let (listen, remote) = (format!("0.0.0.0:{PORT}"), format!("{B_RANGE}={peer}"));
     let (cert, key) = (
@@ -239,7 +246,14 @@ fn start_pair_with(pair: &Pair, certs_for_a: &str, extra: &[&str]) -> (Gateway, 
         "--ca",
         &f("test-ca.pem"),
     ];
-    let a = Gateway::start(&pair.a, &pair.dir, "gw-a", &[&args_a[..], extra].concat());
+    let status_a = f("gw-a.status.json");
+    let status = ["--status-file", &status_a];
+    let a = Gateway::start(
+        &pair.a,
+        &pair.dir,
+        "gw-a",
+        &[&args_a[..], extra, &status].concat(),
+    );
     (a, b)
 }
 
@@ -356,6 +370,46 @@ fn gateways_carry_connections_over_one_link() {
         "{log_a}"
     );
     assert_eq!(log_b.matches("connected").count(), 1, "{log_b}");
+
+    // --status-file: one link each side, up, every stream counted.
+    std::thread::sleep(Duration::from_millis(1500));
+    let streams = (CONNECTIONS + 3) as u64;
+    for (name, role, sent, received) in [
+        (
+            "gw-a",
+            "dialed",
+            LARGE + EACH * CONNECTIONS as u64,
+            EACH * CONNECTIONS as u64,
+        ),
+        (
+            "gw-b",
+            "accepted",
+            EACH * CONNECTIONS as u64,
+            LARGE + EACH * CONNECTIONS as u64,
+        ),
+    ] {
+        let text = std::fs::read_to_string(pair.dir.join(format!("{name}.status.json"))).unwrap();
+        eprintln!("{name} --status-file: {}", text.trim());
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let links = v["links"].as_array().unwrap();
+        assert_eq!(links.len(), 1, "{text}");
+        let l = &links[0];
+        assert_eq!(
+            (l["role"].as_str(), l["state"].as_str()),
+            (Some(role), Some("up")),
+            "{text}"
+        );
+        assert_eq!(l["links_established"], 1, "{text}");
+        assert_eq!(
+            (l["streams_open"].as_u64(), l["streams_total"].as_u64()),
+            (Some(0), Some(streams)),
+            "{text}"
+        );
+        // Headers of each test connection on top of the payloads.
+        assert!(l["bytes_sent"].as_u64().unwrap() >= sent, "{text}");
+        assert!(l["bytes_received"].as_u64().unwrap() >= received, "{text}");
+        assert_eq!(l["resets"], 2, "{text}");
+    }
 }
 
 #[test]
