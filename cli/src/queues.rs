@@ -3,28 +3,62 @@
 //! rx_queue is its accept queue), a rendezvous' (a listening Unix socket)
 //! from sock_diag (UNIX_DIAG_RQLEN), in the reader's network namespace.
 
+use std::collections::HashMap;
 use std::mem::size_of;
 
-/// Connections waiting in the accept queue of the TCP listener `ino` of
-/// process `pid`.
-pub(crate) fn tcp_backlog(pid: u32, ino: u64) -> Option<u64> {
-    if ino == 0 {
-        return None;
+/// The accept queues of the TCP listeners of each network namespace, read
+/// once per namespace (`/proc/PID/net/tcp{,6}` of a process in it; about
+/// 1 ms each) however many listeners are looked up.
+#[derive(Default)]
+pub(crate) struct TcpBacklogs {
+    /// By the namespace's inode: listener inode -> connections waiting.
+    by_netns: HashMap<u64, HashMap<u64, u64>>,
+}
+
+impl TcpBacklogs {
+    /// Connections waiting in the accept queue of the TCP listener `ino`
+    /// of process `pid`.
+    pub(crate) fn get(&mut self, pid: u32, ino: u64) -> Option<u64> {
+        if ino == 0 {
+            return None;
+        }
+        // A process whose namespace cannot be told is read on its own.
+        let netns = std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .map_or(u64::MAX - u64::from(pid), |m| {
+                std::os::unix::fs::MetadataExt::ino(&m)
+            });
+        self.by_netns
+            .entry(netns)
+            .or_insert_with(|| listening_queues(pid))
+            .get(&ino)
+            .copied()
     }
+}
+
+/// Every listening row of `/proc/PID/net/tcp{,6}`: inode -> rx_queue (a
+/// listening row's rx_queue is its accept queue).
+fn listening_queues(pid: u32) -> HashMap<u64, u64> {
+    let mut out = HashMap::new();
     for file in ["tcp", "tcp6"] {
         let Ok(text) = std::fs::read_to_string(format!("/proc/{pid}/net/{file}")) else {
             continue;
         };
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_ascii_whitespace().collect();
-            // sl local rem st tx:rx tr:when retr uid timeout inode
-            if f.len() > 9 && f[9].parse::<u64>().ok() == Some(ino) {
-                let rx = f[4].split(':').nth(1)?;
-                return u64::from_str_radix(rx, 16).ok();
+            // sl local rem st tx:rx tr:when retr uid timeout inode; st 0A:
+            // listening
+            if f.len() <= 9 || f[3] != "0A" {
+                continue;
+            }
+            let (Ok(ino), Some(rx)) = (f[9].parse::<u64>(), f[4].split(':').nth(1)) else {
+                continue;
+            };
+            if let Ok(rx) = u64::from_str_radix(rx, 16) {
+                out.insert(ino, rx);
             }
         }
     }
-    None
+    out
 }
 
 #[repr(C)]

@@ -88,13 +88,36 @@ pub(crate) fn main(a: SsArgs) -> i32 {
     0
 }
 
+/// The other side of each connection, where it is visible here: the
+/// entry of the other role with the same segment (of the process that
+/// moved the most bytes, when several processes hold that side), or for
+/// an entry without one, the one with the addresses swapped.
+fn other_sides(entries: &[Entry]) -> HashMap<(u64, bool), &Entry> {
+    let mut by_segment: HashMap<(u64, bool), &Entry> = HashMap::new();
+    for e in entries
+        .iter()
+        .filter(|e| e.kind == Kind::Connection && e.segment != 0)
+    {
+        let key = (e.segment, e.flags & status::CONNECTOR != 0);
+        let moved = |e: &Entry| e.sent.saturating_add(e.received);
+        match by_segment.get(&key) {
+            Some(o) if moved(o) >= moved(e) => {}
+            _ => {
+                by_segment.insert(key, e);
+            }
+        }
+    }
+    by_segment
+}
+
 fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
-    // The other side of each connection, where it is visible here.
+    let by_segment = other_sides(entries);
     let by_addrs: HashMap<(SocketAddr, SocketAddr), &Entry> = entries
         .iter()
-        .filter(|e| e.kind == Kind::Connection)
+        .filter(|e| e.kind == Kind::Connection && e.segment == 0)
         .filter_map(|e| Some(((e.local, e.peer?), e)))
         .collect();
+    let mut backlogs = crate::queues::TcpBacklogs::default();
     let mut commands: HashMap<u32, String> = HashMap::new();
     let mut out = Vec::new();
     for e in entries.iter().filter(|e| only.is_none_or(|p| p == e.pid)) {
@@ -123,7 +146,7 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
         };
         match e.kind {
             Kind::Listener => {
-                let tcp = crate::queues::tcp_backlog(e.pid, e.tcp_ino);
+                let tcp = backlogs.get(e.pid, e.tcp_ino);
                 let shm: Option<u64> = e
                     .rendezvous_ino
                     .iter()
@@ -143,7 +166,12 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
             }
             Kind::Connection => {
                 let peer_addr = e.peer.unwrap_or(e.local);
-                let other = by_addrs.get(&(peer_addr, e.local)).copied();
+                let other = if e.segment != 0 {
+                    let connector = e.flags & status::CONNECTOR != 0;
+                    by_segment.get(&(e.segment, !connector)).copied()
+                } else {
+                    by_addrs.get(&(peer_addr, e.local)).copied()
+                };
                 let state = if e.flags & status::PEER_EOF != 0
                     || other.is_some_and(|o| o.flags & status::SHUT_WR != 0)
                 {

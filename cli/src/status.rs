@@ -12,7 +12,9 @@ use std::path::Path;
 
 // The layout (interposer/src/platform/status/table.rs).
 const MAGIC: &[u8; 8] = b"SHMNETS1";
-const VERSION: u32 = 1;
+/// 2: an entry is one process's use of a socket, with the socket's
+/// identity at 88.
+const VERSION: u32 = 2;
 const HEADER_BYTES: usize = 256;
 const ENTRY_BYTES: usize = 128;
 const ENTRIES: usize = 1022;
@@ -45,6 +47,10 @@ pub(crate) struct Entry {
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) sent: u64,
     pub(crate) received: u64,
+    /// A connection's segment (the inode of its shared memory: the same at
+    /// both ends, and in each process holding it); 0 for a listener, whose
+    /// identity is its inodes.
+    pub(crate) segment: u64,
     pub(crate) tcp_ino: u64,
     pub(crate) rendezvous_ino: [u64; 2],
     pub(crate) ring_bytes: u32,
@@ -309,7 +315,16 @@ fn parse(b: &[u8], owner: u32) -> Result<FileView, String> {
                 peer: if kind == Kind::Connection { peer } else { None },
                 sent: u64_at(b, e + 72),
                 received: u64_at(b, e + 80),
-                tcp_ino: u64_at(b, e + 88),
+                segment: if kind == Kind::Connection {
+                    u64_at(b, e + 88)
+                } else {
+                    0
+                },
+                tcp_ino: if kind == Kind::Listener {
+                    u64_at(b, e + 88)
+                } else {
+                    0
+                },
                 rendezvous_ino: [u64_at(b, e + 96), u64_at(b, e + 104)],
                 ring_bytes: u32_at(b, e + 112),
                 opened_s: u64_at(b, e + 120),
@@ -368,11 +383,17 @@ impl Procs {
     }
 }
 
-/// A process's start time (`/proc/PID/stat` field 22) and effective uid.
+/// A process's start time (`/proc/PID/stat` field 22) and effective uid;
+/// None if it is gone or a zombie.
 fn proc_facts(pid: u32) -> Option<(u64, u32)> {
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     let close = stat.iter().rposition(|&c| c == b')')?;
     let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    // A zombie's sockets are closed already (it exited without the exit
+    // handler that frees its entries: _exit, a signal).
+    if matches!(rest.split_ascii_whitespace().next(), Some("Z" | "X")) {
+        return None;
+    }
     let start = rest.split_ascii_whitespace().nth(19)?.parse().ok()?;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let euid = status

@@ -132,3 +132,198 @@ fn lists_live_sockets_and_forgets_dead_ones() {
         .collect();
     assert!(left.is_empty(), "status files left: {left:?}");
 }
+
+/// The entries of `pid` of one kind ("listening", or anything else).
+fn listening(v: &Value, pid: u32) -> Vec<Value> {
+    of_pid(v, pid)
+        .into_iter()
+        .filter(|s| s["state"] == "listening")
+        .collect()
+}
+
+fn connections(v: &Value, pid: u32) -> Vec<Value> {
+    of_pid(v, pid)
+        .into_iter()
+        .filter(|s| s["state"] != "listening")
+        .collect()
+}
+
+fn local_port(s: &Value) -> u16 {
+    let local = s["local"].as_str().unwrap();
+    local.rsplit(':').next().unwrap().parse().unwrap()
+}
+
+/// Pre-forked workers share a listener (nginx): each process that uses it
+/// is listed with it, and a worker closing its copy leaves the others'
+/// listed; the slot it freed, claimed again for its next socket, is not
+/// taken over by another worker's accept.
+#[test]
+fn prefork_workers_each_list_what_they_use() {
+    let dir = tmpdir("ss-workers");
+    let mut sink = run_py(&dir, "server.py", &[]);
+    let sink_port = first_line(&mut sink);
+    let mut master = run_py(&dir, "workers.py", &[&sink_port]);
+    let mut out = Lines::of(&mut master);
+    let words = out.words();
+    let (port, master_pid): (String, u32) = (words[1].clone(), words[2].parse().unwrap());
+    let mut others = Pids::default();
+    let mut c1 = run_py(&dir, "client.py", &[&port, "idle"]);
+    assert_eq!(first_line(&mut c1), "connected");
+    let a: u32 = out.words()[1].parse().unwrap();
+    others.0.push(a);
+    let mut c2 = run_py(&dir, "client.py", &[&port, "idle"]);
+    assert_eq!(first_line(&mut c2), "connected");
+    let b: u32 = out.words()[1].parse().unwrap();
+    others.0.push(b);
+
+    let addr = format!("127.0.0.1:{port}");
+    let v = wait_for("the workers' sockets", || {
+        let v = ss(&dir, &[]);
+        (connections(&v, b).len() == 1 && connections(&v, a).len() == 2).then_some(v)
+    });
+    // The master (which made it) and B (which accepts) list the listener;
+    // A closed its copy.
+    for pid in [master_pid, b] {
+        let l = listening(&v, pid);
+        assert_eq!(l.len(), 1, "pid {pid}: {v}");
+        assert_eq!(l[0]["local"], addr.as_str());
+    }
+    assert!(listening(&v, a).is_empty(), "{v}");
+    assert!(connections(&v, master_pid).is_empty(), "{v}");
+    // A: the connection it accepted, and the one it made to the sink.
+    let a_conns = connections(&v, a);
+    let accepted: Vec<_> = a_conns.iter().filter(|s| s["role"] == "acceptor").collect();
+    let made: Vec<_> = a_conns
+        .iter()
+        .filter(|s| s["role"] == "connector")
+        .collect();
+    assert_eq!((accepted.len(), made.len()), (1, 1), "{v}");
+    assert_eq!(accepted[0]["local"], addr.as_str());
+    assert_eq!(accepted[0]["peer"], of_pid(&v, c1.pid())[0]["local"]);
+    assert_eq!(made[0]["peer"], format!("127.0.0.1:{sink_port}").as_str());
+    // B: the second client's connection.
+    let b_conn = &connections(&v, b)[0];
+    assert_eq!(b_conn["role"], "acceptor");
+    assert_eq!(b_conn["peer"], of_pid(&v, c2.pid())[0]["local"]);
+    // Both sides of each connection are paired (the queues are known).
+    for s in sockets(&v).iter().filter(|s| s["state"] != "listening") {
+        assert_eq!(s["send_queue"], 0, "{s}");
+        assert_eq!(s["state"], "established", "{s}");
+    }
+}
+
+/// A fork-per-connection server (postgres, sshd): the child serving a
+/// connection is listed with it and its own state; the parent's close of
+/// its copy does not unlist it, and the child's flags do not land on the
+/// parent's next connection.
+#[test]
+fn fork_per_connection_child_is_listed() {
+    let dir = tmpdir("ss-forkserver");
+    let mut server = run_py(&dir, "forkserver.py", &[]);
+    let mut out = Lines::of(&mut server);
+    let port = out.words()[1].clone();
+    let mut c1 = run_py(&dir, "client.py", &[&port, "idle"]);
+    assert_eq!(first_line(&mut c1), "connected");
+    let mut c2 = run_py(&dir, "client.py", &[&port, "idle"]);
+    assert_eq!(first_line(&mut c2), "connected");
+    let child: u32 = out.words()[1].parse().unwrap();
+    let _others = Pids(vec![child]);
+
+    let v = wait_for("the child asleep in its read", || {
+        let v = ss(&dir, &[]);
+        connections(&v, child)
+            .first()
+            .is_some_and(|s| s["waiting"] == "read")
+            .then_some(v)
+    });
+    let addr = format!("127.0.0.1:{port}");
+    let mine = connections(&v, child);
+    assert_eq!(mine.len(), 1, "{v}");
+    assert!(listening(&v, child).is_empty(), "{v}");
+    assert_eq!(mine[0]["state"], "half-closed");
+    assert_eq!(mine[0]["local"], addr.as_str());
+    assert_eq!(mine[0]["peer"], of_pid(&v, c1.pid())[0]["local"]);
+    assert_eq!(of_pid(&v, c1.pid())[0]["state"], "closed-by-peer");
+    // The parent: its listener and the second connection, untouched by the
+    // child's flags; 1000 bytes sent and not read.
+    assert_eq!(listening(&v, server.pid()).len(), 1, "{v}");
+    let parent = connections(&v, server.pid());
+    assert_eq!(parent.len(), 1, "{v}");
+    assert_eq!(parent[0]["peer"], of_pid(&v, c2.pid())[0]["local"]);
+    assert_eq!(parent[0]["state"], "established");
+    assert_eq!(parent[0]["waiting"], Value::Null);
+    assert_eq!(parent[0]["bytes_sent"], 1000);
+    assert_eq!(parent[0]["send_queue"], 1000);
+}
+
+/// A daemon whose parent exited (with or without its exit handlers) is
+/// listed with its listener (from its first accept) and connections; the
+/// parent's exit and `shmnet ss` remove nothing it needs.
+#[test]
+fn daemon_is_listed_after_its_parent_exits() {
+    for how in ["exit", "_exit"] {
+        let dir = tmpdir("ss-daemon");
+        let mut parent = run_py(&dir, "daemon.py", &[how]);
+        let mut out = Lines::of(&mut parent);
+        let port = out.words()[1].clone();
+        let daemon: u32 = out.words()[1].parse().unwrap();
+        let _others = Pids(vec![daemon]);
+        let _ = parent.0.wait();
+        // The parent is gone, and what it published with it; the daemon,
+        // asleep in accept, lists the listener.
+        wait_for("the daemon's listener alone", || {
+            let v = ss(&dir, &[]);
+            (sockets(&v).len() == 1 && listening(&v, daemon).len() == 1).then_some(())
+        });
+        let mut c = run_py(&dir, "client.py", &[&port, "idle"]);
+        assert_eq!(first_line(&mut c), "connected");
+        let v = wait_for("the daemon's sockets", || {
+            let v = ss(&dir, &[]);
+            (of_pid(&v, daemon).len() == 2).then_some(v)
+        });
+        let addr = format!("127.0.0.1:{port}");
+        assert_eq!(
+            listening(&v, daemon)[0]["local"],
+            addr.as_str(),
+            "{how}: {v}"
+        );
+        let conn = &connections(&v, daemon)[0];
+        assert_eq!(conn["peer"], of_pid(&v, c.pid())[0]["local"], "{how}: {v}");
+        assert_eq!(conn["send_queue"], 0, "{how}: {v}");
+    }
+}
+
+/// After exec the byte counts go on from the ring's totals: the 1000
+/// bytes the exec'd program sent and nobody read are in SEND-Q.
+#[test]
+fn counts_survive_exec() {
+    let dir = tmpdir("ss-exec");
+    let mut p = run_py(&dir, "execer.py", &["parent"]);
+    let mut out = Lines::of(&mut p);
+    let parent: u32 = out.words()[1].parse().unwrap();
+    let child: u32 = out.words()[1].parse().unwrap();
+    let _others = Pids(vec![child]);
+    let v = wait_for("both ends", || {
+        let v = ss(&dir, &[]);
+        (connections(&v, child).len() == 1 && connections(&v, parent).len() == 1).then_some(v)
+    });
+    let c = &connections(&v, child)[0];
+    assert_eq!(c["role"], "connector", "{v}");
+    assert_eq!(c["bytes_sent"], 6000, "{v}");
+    assert_eq!(c["send_queue"], 1000, "{v}");
+    let a = &connections(&v, parent)[0];
+    assert_eq!(a["role"], "acceptor", "{v}");
+    assert_eq!(a["bytes_received"], 5000, "{v}");
+    assert_eq!(a["recv_queue"], 1000, "{v}");
+    assert_eq!(
+        local_port(c),
+        a["peer"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse::<u16>()
+            .unwrap()
+    );
+}

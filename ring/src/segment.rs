@@ -395,6 +395,22 @@ impl Segment {
         }
     }
 
+    /// Bytes written into this side's direction and bytes read from the
+    /// peer's since they were initialised (0 for one not yet): a lenient
+    /// lock-free snapshot of shared words, for statistics.
+    pub fn totals(&self) -> (u64, u64) {
+        let total = |i: usize, written: bool| {
+            let ch = self.channel(i);
+            match (ch.is_ready(), written) {
+                (false, _) => 0,
+                (true, true) => ch.written_total(),
+                (true, false) => ch.consumed_total(),
+            }
+        };
+        let tx = self.tx_channel();
+        (total(tx, true), total(1 - tx, false))
+    }
+
     /// True when both directions are initialised.
     pub fn is_connected(&self) -> bool {
         self.channel(0).is_ready() && self.channel(1).is_ready()

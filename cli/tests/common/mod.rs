@@ -126,3 +126,37 @@ pub fn wait_for<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A child's stdout, line by line.
+pub struct Lines(std::io::BufReader<std::process::ChildStdout>);
+
+impl Lines {
+    pub fn of(b: &mut Background) -> Lines {
+        Lines(std::io::BufReader::new(
+            b.0.stdout.take().expect("piped stdout"),
+        ))
+    }
+
+    /// The next line's words (panics at the end of the output).
+    pub fn words(&mut self) -> Vec<String> {
+        use std::io::BufRead;
+        let mut line = String::new();
+        self.0.read_line(&mut line).unwrap();
+        assert!(!line.is_empty(), "the helper's output ended");
+        line.split_whitespace().map(str::to_owned).collect()
+    }
+}
+
+/// Processes that are not our children (a server's forked workers, a
+/// daemon), killed (SIGKILL) on drop.
+#[derive(Default)]
+pub struct Pids(pub Vec<u32>);
+
+impl Drop for Pids {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill(2) on a pid of a process this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+    }
+}

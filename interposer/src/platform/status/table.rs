@@ -7,7 +7,7 @@
 use crate::platform::shared_file::Words;
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
 use rustix::fs::{Mode, OFlags};
 use rustix::io::Errno;
@@ -15,7 +15,9 @@ use rustix::io::Errno;
 use crate::platform::safedir::Dir;
 
 pub(crate) const MAGIC: [u8; 8] = *b"SHMNETS1";
-pub(crate) const VERSION: u32 = 1;
+/// 2: an entry is one process's use of a socket, and carries the
+/// socket's identity (`E_IDENTITY`).
+pub(crate) const VERSION: u32 = 2;
 pub(crate) const HEADER_BYTES: usize = 256;
 pub(crate) const ENTRY_BYTES: usize = 128;
 pub(crate) const ENTRIES: usize = 1022;
@@ -45,7 +47,11 @@ pub(crate) const E_LOCAL: usize = 24;
 pub(crate) const E_PEER: usize = 48;
 pub(crate) const E_SENT: usize = 72;
 pub(crate) const E_RECEIVED: usize = 80;
-pub(crate) const E_TCP_INO: usize = 88;
+/// The socket's identity: a connection's segment (the inode of its shared
+/// memory, the same at both ends and in every process holding it); a
+/// listener's kernel TCP listener (its inode; 0: none).
+pub(crate) const E_IDENTITY: usize = 88;
+pub(crate) const E_TCP_INO: usize = E_IDENTITY;
 pub(crate) const E_RDV_INO: usize = 96;
 pub(crate) const E_RDV2_INO: usize = 104;
 pub(crate) const E_RING_BYTES: usize = 112;
@@ -112,6 +118,29 @@ impl Table {
         if let Some(w) = self.u32_at(H_VERSION) {
             w.store(VERSION, Ordering::Release);
         }
+    }
+}
+
+/// The table a process writes into: its own, or until it has one, the
+/// one it inherited across fork. Tables are never freed, so a pointer
+/// once stored stays valid.
+pub(crate) struct TableCell(AtomicPtr<Table>);
+
+impl TableCell {
+    pub(crate) const fn new() -> TableCell {
+        TableCell(AtomicPtr::new(std::ptr::null_mut()))
+    }
+
+    pub(crate) fn get(&self) -> Option<&'static Table> {
+        let p = self.0.load(Ordering::Acquire);
+        // SAFETY: null or a pointer from `Box::leak` in `set`, never freed;
+        // Acquire pairs with its Release store (the table is initialised).
+        unsafe { p.as_ref() }
+    }
+
+    pub(crate) fn set(&self, table: &'static Table) {
+        self.0
+            .store(std::ptr::from_ref(table).cast_mut(), Ordering::Release);
     }
 }
 

@@ -105,7 +105,7 @@ pub(crate) struct Connection {
     /// (`trim`).
     trim_queued: AtomicBool,
     /// Published for `shmnet ss` (`platform::status`).
-    status: Option<status::Entry>,
+    status: status::Published,
 }
 
 /// What a failed data call turns into.
@@ -173,6 +173,13 @@ impl Connection {
         mut carry: Carry,
     ) -> Result<Connection, Errno> {
         let inherited = carry.carrier.is_some();
+        // `shmnet ss` identifies it by its segment (the same inode at both
+        // ends, and in every process holding it).
+        #[allow(clippy::unnecessary_cast)] // st_ino's type differs between architectures
+        let segment = seg
+            .fd()
+            .and_then(|fd| rustix::fs::fstat(fd).ok())
+            .map_or(0, |st| st.st_ino as u64);
         // Kept for a carrier (`ready_for_exec`), where there is room for
         // it; an inherited connection has its carrier already, which holds
         // the segment.
@@ -190,6 +197,9 @@ impl Connection {
             peer,
             seg.role() == shmnet_ring::Role::Connector,
             ring_bytes,
+            segment,
+            // (Adopted after exec: from the ring's totals.)
+            if inherited { seg.totals() } else { (0, 0) },
         );
         let spin = crate::platform::config::get()
             .map_or(Duration::ZERO, |c| Duration::from_micros(c.spin_us.into()));
@@ -225,33 +235,29 @@ impl Connection {
     /// See `Socket::fd_opened`: the doorbell may use `fd`.
     pub(crate) fn fd_opened(&self, fd: RawFd) {
         self.bell.opened(fd);
-        if let Some(s) = &self.status {
-            s.set_fd(fd);
-        }
+        self.status.set_fd(fd);
     }
 
-    /// Publishes `n` bytes sent (the send lock held).
+    /// Publishes `n` bytes sent (the send lock held); a process's first
+    /// use of a connection it inherited publishes it, from the ring's
+    /// totals.
     #[inline]
     fn published_sent(&self, n: usize) {
-        if let Some(s) = &self.status {
-            s.sent(n);
-        }
+        self.status.sent(n, || self.seg.totals());
     }
 
     /// Publishes `n` bytes read (the receive lock held).
     #[inline]
     fn published_received(&self, n: usize) {
-        if let Some(s) = &self.status {
-            s.received(n);
-        }
+        self.status.received(n, || self.seg.totals());
     }
 
     /// Sets (`on`) or clears status flags (`status::SHUT_WR`...).
     fn status_flags(&self, bits: u32, on: bool) {
-        match &self.status {
-            Some(s) if on => s.set_flags(bits),
-            Some(s) => s.clear_flags(bits),
-            None => {}
+        if on {
+            self.status.set_flags(bits, || self.seg.totals());
+        } else {
+            self.status.clear_flags(bits);
         }
     }
 
@@ -278,6 +284,7 @@ impl Connection {
         self.opts.reset_after_fork();
         self.exec.carry.reset_after_fork();
         self.reset_readiness_after_fork();
+        self.status.after_fork_child();
     }
 
     /// Whether the fd is non-blocking (O_NONBLOCK of the open file),

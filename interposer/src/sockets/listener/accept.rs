@@ -65,9 +65,9 @@ impl Listener {
         if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
             return Err(Errno::INVAL);
         }
-        if let Some(s) = &self.status {
-            s.adopt(); // a forked worker accepts: list it under a live pid
-        }
+        // A forked worker, or a daemon whose parent exited, accepts: the
+        // listener is listed under this process too.
+        self.status.use_here(|| (0, 0));
         let app = sys::borrow_fd(fd);
         let nonblocking =
             rustix::fs::fcntl_getfl(app).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));

@@ -116,7 +116,7 @@ pub(crate) struct Listener {
     wait_budget_us: std::sync::atomic::AtomicU64,
     budget_at_ms: std::sync::atomic::AtomicU64,
     /// Published for `shmnet ss` (`platform::status`).
-    pub(crate) status: Option<crate::platform::status::Entry>,
+    pub(crate) status: crate::platform::status::Published,
 }
 
 impl Rendezvous {
@@ -235,9 +235,7 @@ impl Listener {
 
     /// The application's fd number, for `shmnet ss`.
     pub(crate) fn published_fd(&self, fd: c_int) {
-        if let Some(s) = &self.status {
-            s.set_fd(fd);
-        }
+        self.status.set_fd(fd);
     }
 
     /// The epoll instance (the application's fd is a copy of it).
@@ -270,6 +268,7 @@ impl Listener {
     /// In a forked child: a parent thread may have held a lock.
     pub(crate) fn reset_after_fork(&self) {
         self.opts.reset_after_fork();
+        self.status.after_fork_child();
     }
 
     /// What the listener is made of follows the application fd's

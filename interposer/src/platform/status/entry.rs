@@ -1,0 +1,217 @@
+//! One claimed entry of a status table: one process's use of one socket.
+//! Its two counters are resolved once, at the claim, so that the data path
+//! adds to a word it already holds.
+#![deny(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use super::table::*;
+
+/// What a socket publishes, fixed when it is made.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum What {
+    Connection {
+        local: SocketAddr,
+        peer: SocketAddr,
+        ring_bytes: u32,
+        /// The segment's identity (`E_IDENTITY`).
+        segment: u64,
+    },
+    Listener {
+        local: SocketAddr,
+        tcp_ino: u64,
+        rendezvous: [u64; 2],
+    },
+}
+
+/// A claimed entry (freed by `free`, in the process that claimed it).
+#[derive(Debug)]
+pub(super) struct Entry {
+    table: &'static Table,
+    off: usize,
+    sent: &'static AtomicU64,
+    received: &'static AtomicU64,
+}
+
+/// Where the next claim starts looking (the lowest entry maybe free).
+static HINT: AtomicUsize = AtomicUsize::new(0);
+
+impl Entry {
+    /// Claims a free entry of `table` for the process `(pid, start)` and
+    /// publishes `what` in it: counters from `seed` (sent, received: the
+    /// ring's totals, for a socket in use before), flags `flags`.
+    pub(super) fn claim(
+        table: &'static Table,
+        pid: u32,
+        start: u64,
+        what: &What,
+        fd: u32,
+        flags: u32,
+        seed: (u64, u64),
+    ) -> Option<Entry> {
+        let from = HINT.load(Ordering::Relaxed).min(ENTRIES - 1);
+        for k in 0..ENTRIES {
+            let i = (from + k) % ENTRIES;
+            let off = Table::entry_at(i);
+            let Some(state) = table.u32_at(off + E_STATE) else {
+                continue;
+            };
+            if state.load(Ordering::Relaxed) != FREE
+                || state
+                    .compare_exchange(FREE, FILLING, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let _ = HINT.compare_exchange(from, i + 1, Ordering::Relaxed, Ordering::Relaxed);
+            let (Some(sent), Some(received)) =
+                (table.u64_at(off + E_SENT), table.u64_at(off + E_RECEIVED))
+            else {
+                state.store(FREE, Ordering::Release);
+                return None; // (offsets are ours: never)
+            };
+            let e = Entry {
+                table,
+                off,
+                sent,
+                received,
+            };
+            e.fill(pid, start, what, fd, flags, seed);
+            return Some(e);
+        }
+        if let Some(w) = table.u32_at(H_OVERFLOW) {
+            w.fetch_add(1, Ordering::Relaxed);
+        }
+        None
+    }
+
+    fn fill(&self, pid: u32, start: u64, what: &What, fd: u32, flags: u32, seed: (u64, u64)) {
+        self.store32(E_PID, pid);
+        self.store64(E_START, start);
+        self.store32(E_FD, fd);
+        for at in [E_IDENTITY, E_RDV_INO, E_RDV2_INO] {
+            self.store64(at, 0);
+        }
+        self.store32(E_RING_BYTES, 0);
+        self.sent.store(seed.0, Ordering::Relaxed);
+        self.received.store(seed.1, Ordering::Relaxed);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.store64(E_OPENED_S, now);
+        self.store32(E_FLAGS, flags);
+        let state = match *what {
+            What::Connection {
+                local,
+                peer,
+                ring_bytes,
+                segment,
+            } => {
+                self.fill_addr(E_LOCAL, local);
+                self.fill_addr(E_PEER, peer);
+                self.store32(E_RING_BYTES, ring_bytes);
+                self.store64(E_IDENTITY, segment);
+                CONNECTION
+            }
+            What::Listener {
+                local,
+                tcp_ino,
+                rendezvous,
+            } => {
+                self.fill_addr(E_LOCAL, local);
+                self.store64(E_TCP_INO, tcp_ino);
+                self.store64(E_RDV_INO, rendezvous[0]);
+                self.store64(E_RDV2_INO, rendezvous[1]);
+                LISTENER
+            }
+        };
+        if let Some(w) = self.table.u32_at(self.off + E_STATE) {
+            w.store(state, Ordering::Release);
+        }
+    }
+
+    /// `n` more bytes written into our ring (data path, under the send
+    /// lock: a load and a store of a line only this process writes).
+    #[inline(always)]
+    pub(super) fn sent(&self, n: usize) {
+        self.sent.store(
+            self.sent.load(Ordering::Relaxed).wrapping_add(n as u64),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// `n` more bytes read from the peer's ring (under the receive lock).
+    #[inline(always)]
+    pub(super) fn received(&self, n: usize) {
+        self.received.store(
+            self.received.load(Ordering::Relaxed).wrapping_add(n as u64),
+            Ordering::Relaxed,
+        );
+    }
+
+    pub(super) fn set_fd(&self, fd: u32) {
+        if let Some(w) = self.u32(E_FD) {
+            let _ = w.compare_exchange(u32::MAX, fd, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    pub(super) fn set_flags(&self, bits: u32) {
+        if let Some(w) = self.u32(E_FLAGS) {
+            if w.load(Ordering::Relaxed) & bits != bits {
+                w.fetch_or(bits, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub(super) fn clear_flags(&self, bits: u32) {
+        if let Some(w) = self.u32(E_FLAGS) {
+            if w.load(Ordering::Relaxed) & bits != 0 {
+                w.fetch_and(!bits, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// The socket is gone from the process that claimed the entry.
+    pub(super) fn free(&self) {
+        if let Some(w) = self.u32(E_STATE) {
+            w.store(FREE, Ordering::Release);
+        }
+        let i = (self.off - HEADER_BYTES) / ENTRY_BYTES;
+        HINT.fetch_min(i, Ordering::Relaxed);
+    }
+
+    fn u32(&self, off: usize) -> Option<&AtomicU32> {
+        self.table.u32_at(self.off + off)
+    }
+
+    fn store32(&self, off: usize, v: u32) {
+        if let Some(w) = self.u32(off) {
+            w.store(v, Ordering::Relaxed);
+        }
+    }
+
+    fn store64(&self, off: usize, v: u64) {
+        if let Some(w) = self.table.u64_at(self.off + off) {
+            w.store(v, Ordering::Relaxed);
+        }
+    }
+
+    fn fill_addr(&self, at: usize, addr: SocketAddr) {
+        let (family, scope, ip) = match addr {
+            SocketAddr::V4(a) => {
+                let mut ip = [0u8; 16];
+                ip[..4].copy_from_slice(&a.ip().octets());
+                (libc::AF_INET as u32, 0, ip)
+            }
+            SocketAddr::V6(a) => (libc::AF_INET6 as u32, a.scope_id(), a.ip().octets()),
+        };
+        self.store32(at, family | u32::from(addr.port()) << 16);
+        self.store32(at + 4, scope);
+        for (k, chunk) in ip.chunks_exact(8).enumerate() {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(chunk);
+            self.store64(at + 8 + 8 * k, u64::from_ne_bytes(w));
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! A socket's publishing: what it is, and the entry of the process that
+//! uses it now. A socket's memory is copied into a forked child, and the
+//! child's copy must not write into its parent's entry (the parent may
+//! free it, and claim it again for another socket): the entry belongs to
+//! the claim of one process (`Claim`, its pid); a forked child drops its
+//! copy of its parent's claim, and at its first use of the socket claims
+//! an entry of its own, seeded with the ring's totals. Each process
+//! frees only its own entry, so a parent's close or exit leaves its
+//! child's listing alone.
+//!
+//! The data path looks at one pointer: in a forked child the fork handler
+//! empties it (`after_fork_child`, with every socket's locks), so that
+//! neither a pid nor a fork generation is compared per call; an empty one
+//! makes the claim.
+#![allow(unsafe_code)] // the claim pointers: see `Published::current`
+
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
+
+use super::entry::{Entry, What};
+
+/// A process's claim: the entry it publishes the socket in (None: none
+/// could be had, which is not tried again in this process).
+struct Claim {
+    pid: u32,
+    entry: Option<Entry>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        // An ancestor's claim (a forked copy) is left to its process.
+        if self.pid == super::my_pid() {
+            if let Some(e) = &self.entry {
+                e.free();
+            }
+        }
+    }
+}
+
+/// Flags of the socket (not of one process's use of it): a new claim
+/// starts with them.
+const SOCKET_FLAGS: u32 = super::CONNECTOR | super::SHUT_WR | super::SHUT_RD | super::PEER_EOF;
+
+/// See the module's comment.
+pub(crate) struct Published {
+    what: What,
+    /// The application's fd number (u32::MAX: not known yet).
+    fd: AtomicU32,
+    flags: AtomicU32,
+    /// This process's claim: a leaked `Box<Claim>`, or null until this
+    /// process uses the socket. Freed in `Drop`, or in a forked child's
+    /// fork handler (the parent's copy).
+    current: AtomicPtr<Claim>,
+}
+
+impl std::fmt::Debug for Published {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "status::Published({:?})", self.what)
+    }
+}
+
+impl Published {
+    /// A socket made by this process: claimed at once (counters from
+    /// `seed`: zero for a new connection, the ring's totals for one
+    /// adopted after exec).
+    pub(crate) fn new(what: What, flags: u32, seed: (u64, u64)) -> Published {
+        let p = Published {
+            what,
+            fd: AtomicU32::new(u32::MAX),
+            flags: AtomicU32::new(flags & SOCKET_FLAGS),
+            current: AtomicPtr::new(std::ptr::null_mut()),
+        };
+        p.claim_here(|| seed);
+        p
+    }
+
+    /// This process's claim, if it has made one (the data path's look).
+    #[inline(always)]
+    fn here(&self) -> Option<&Claim> {
+        let p = self.current.load(Ordering::Acquire);
+        // SAFETY: null or a `Box<Claim>` leaked in `claim_here`, freed only
+        // in `Drop` (no reference to `self` left) or in a forked child's
+        // fork handler (one thread, not in a call of ours); Acquire pairs
+        // with the Release of the compare-exchange that published it.
+        unsafe { p.as_ref() }
+    }
+
+    /// In a forked child (one thread, from the fork handlers): the claim
+    /// is the parent's; it goes (the parent's entry stays), and this
+    /// process claims its own at its first use of the socket.
+    pub(crate) fn after_fork_child(&self) {
+        let p = self.current.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if !p.is_null() {
+            // SAFETY: a leaked `Box<Claim>` of this process's memory (the
+            // copy of the parent's); no other thread exists to hold it. Its
+            // Drop leaves the parent's entry alone (not our pid).
+            drop(unsafe { Box::from_raw(p) });
+        }
+    }
+
+    /// `n` bytes more sent (under the send lock); `totals` gives the
+    /// ring's (sent, received) for a claim made now.
+    #[inline(always)]
+    pub(crate) fn sent(&self, n: usize, totals: impl FnOnce() -> (u64, u64)) {
+        if let Some(c) = self.here() {
+            if let Some(e) = &c.entry {
+                e.sent(n);
+            }
+        } else if let Some((e, false)) = self.claim_here(totals) {
+            e.sent(n);
+        }
+    }
+
+    /// `n` bytes more received (under the receive lock).
+    #[inline(always)]
+    pub(crate) fn received(&self, n: usize, totals: impl FnOnce() -> (u64, u64)) {
+        if let Some(c) = self.here() {
+            if let Some(e) = &c.entry {
+                e.received(n);
+            }
+        } else if let Some((e, false)) = self.claim_here(totals) {
+            e.received(n);
+        }
+    }
+
+    /// This process uses the socket (a forked worker accepts on a
+    /// listener): publish it under this process if not yet.
+    pub(crate) fn use_here(&self, totals: impl FnOnce() -> (u64, u64)) {
+        if self.here().is_none() {
+            self.claim_here(totals);
+        }
+    }
+
+    /// The application's fd number (the first one it got).
+    pub(crate) fn set_fd(&self, fd: i32) {
+        let fd = fd as u32;
+        let _ = self
+            .fd
+            .compare_exchange(u32::MAX, fd, Ordering::Relaxed, Ordering::Relaxed);
+        if let Some(Some(e)) = self.here().map(|c| &c.entry) {
+            e.set_fd(fd);
+        }
+    }
+
+    /// Sets flags: the socket's own (`SOCKET_FLAGS`, kept for a later
+    /// claim) and this process's (waiting), claiming an entry here first.
+    pub(crate) fn set_flags(&self, bits: u32, totals: impl FnOnce() -> (u64, u64)) {
+        self.flags.fetch_or(bits & SOCKET_FLAGS, Ordering::Relaxed);
+        let entry = match self.here() {
+            Some(c) => c.entry.as_ref(),
+            None => self.claim_here(totals).map(|(e, _)| e),
+        };
+        if let Some(e) = entry {
+            e.set_flags(bits);
+        }
+    }
+
+    /// Clears flags of this process's entry (none is claimed for it).
+    pub(crate) fn clear_flags(&self, bits: u32) {
+        self.flags.fetch_and(!bits, Ordering::Relaxed);
+        if let Some(Some(e)) = self.here().map(|c| &c.entry) {
+            e.clear_flags(bits);
+        }
+    }
+
+    /// The slow path: this process's claim, made now if it has none; with
+    /// whether it was made now (its counters are the ring's totals, the
+    /// caller's bytes included).
+    #[cold]
+    #[inline(never)]
+    fn claim_here(&self, totals: impl FnOnce() -> (u64, u64)) -> Option<(&Entry, bool)> {
+        if let Some(c) = self.here() {
+            return c.entry.as_ref().map(|e| (e, false));
+        }
+        let me = super::my_pid();
+        if me == 0 {
+            return None; // sandboxed before the pid was known: nothing here
+        }
+        let fd = self.fd.load(Ordering::Relaxed);
+        let flags = self.flags.load(Ordering::Relaxed);
+        let entry = super::claim(&self.what, fd, flags, totals);
+        let fresh = Box::into_raw(Box::new(Claim { pid: me, entry }));
+        match self.current.compare_exchange(
+            std::ptr::null_mut(),
+            fresh,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => {
+                // SAFETY: just published; freed only as in `here`.
+                let c = unsafe { &*fresh };
+                c.entry.as_ref().map(|e| (e, true))
+            }
+            Err(won) => {
+                // Another thread of ours claimed first: ours goes (its
+                // entry freed), theirs is used.
+                // SAFETY: `fresh` was never shared.
+                drop(unsafe { Box::from_raw(fresh) });
+                // SAFETY: as in `here`.
+                unsafe { won.as_ref() }.and_then(|c| c.entry.as_ref().map(|e| (e, false)))
+            }
+        }
+    }
+}
+
+impl Drop for Published {
+    fn drop(&mut self) {
+        // The socket's last reference in this process: its entry (if this
+        // process claimed one) is freed by the claim's Drop.
+        let c = self.current.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if !c.is_null() {
+            // SAFETY: a leaked `Box<Claim>`; `&mut self`: no other
+            // reference remains.
+            drop(unsafe { Box::from_raw(c) });
+        }
+    }
+}
