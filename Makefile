@@ -30,7 +30,7 @@ unit:
 # builds into its own target dir.
 loom:
 	RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=$(LOOM_TARGET) \
-		$(CARGO) test -p shmnet-ring --test loom --release
+		$(CARGO) test -p shmnet-ring --test loom --test dgram_loom --release
 
 ## Socket benchmarks through the real LD_PRELOAD path (docs/benchmarks.md):
 ## tests/bench/sockbench.c preloaded (emulated) vs plain Unix and TCP loopback,

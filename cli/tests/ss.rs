@@ -7,6 +7,8 @@ mod common;
 
 use common::*;
 use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 fn ss(dir: &std::path::Path, extra: &[&str]) -> Value {
     let mut args = vec!["ss", "--json", "--dir", dir.to_str().unwrap()];
@@ -326,4 +328,95 @@ fn counts_survive_exec() {
             .parse::<u16>()
             .unwrap()
     );
+}
+
+/// nginx as root: the first process makes the listener and exits once it
+/// forked the daemon (removing its status file), and the daemon's workers
+/// switch to nobody, who may not create files in root's directory. Each
+/// worker makes its own file before it switches (the setuid hook), so the
+/// workers are listed with the listener and the connection one accepted.
+#[test]
+fn nginx_workers_that_switch_user_are_listed() {
+    let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| Path::new(p).exists());
+    let Some(nginx) = nginx else {
+        eprintln!("ss.rs: no nginx (scripts/install-deps.sh installs it); skipped");
+        return;
+    };
+    if effective_uid() != 0 {
+        eprintln!("ss.rs: not root: nginx's workers would not switch user; skipped");
+        return;
+    }
+    let dir = tmpdir("ss-nginx");
+    let prefix = tmpdir("ss-nginx-prefix");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let conf = prefix.join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "worker_processes 2;\ndaemon on;\nerror_log {p}/error.log warn;\npid {p}/nginx.pid;\n\
+             events {{ worker_connections 64; }}\n\
+             http {{ access_log off; client_body_temp_path {p}/body; \
+             server {{ listen 127.0.0.1:{port}; root {p}; }} }}\n",
+            p = prefix.display()
+        ),
+    )
+    .unwrap();
+    let started = Command::new(shmnet())
+        .env("SHMNET_LIB", lib())
+        .args(["run", "--dir", dir.to_str().unwrap(), "--", nginx, "-c"])
+        .arg(&conf)
+        .arg("-p")
+        .arg(&prefix)
+        .status()
+        .expect("nginx");
+    assert!(started.success(), "nginx did not start");
+    struct Stop(PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            if let Ok(pid) = std::fs::read_to_string(&self.0) {
+                let _ = Command::new("kill").arg(pid.trim()).status();
+            }
+        }
+    }
+    let _stop = Stop(prefix.join("nginx.pid"));
+    let mut c = run_py(&dir, "client.py", &[&port.to_string(), "idle"]);
+    assert_eq!(first_line(&mut c), "connected");
+    let addr = format!("127.0.0.1:{port}");
+    let v = wait_for("an nginx worker's connection", || {
+        let v = ss(&dir, &[]);
+        sockets(&v)
+            .iter()
+            .any(|s| {
+                s["command"]
+                    .as_str()
+                    .is_some_and(|c| c.contains("nginx: worker"))
+                    && s["state"] == "established"
+            })
+            .then_some(v)
+    });
+    let client_local = of_pid(&v, c.pid())[0]["local"].clone();
+    let worker = sockets(&v)
+        .into_iter()
+        .find(|s| s["state"] == "established" && s["peer"] == client_local)
+        .unwrap_or_else(|| panic!("no worker's side of the connection: {v}"));
+    assert_eq!(worker["local"], addr.as_str(), "{v}");
+    let pid = worker["pid"].as_u64().unwrap() as u32;
+    assert_eq!(listening(&v, pid).len(), 1, "the worker's listener: {v}");
+}
+
+fn effective_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        })
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(u32::MAX)
 }

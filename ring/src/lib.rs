@@ -20,6 +20,8 @@
 //!   filler, the producer's busy marker) is in [`notify`].
 //! - [`SideGuard`]: the lock between processes that share one side after
 //!   fork. [`layout`]: the shared memory, word by word.
+//! - [`dgram`]: datagrams (issue 16): many senders to one receiver through
+//!   the receiver's target segment of fixed-size partitions (seed 004).
 //!
 //! The peer may write anything into the shared pages at any time: every
 //! value read from them is checked, and a violation is an error
@@ -54,6 +56,7 @@
 
 mod channel;
 mod data;
+pub mod dgram;
 mod error;
 mod heap;
 pub mod layout;

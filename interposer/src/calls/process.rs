@@ -105,6 +105,22 @@ pub(crate) fn setns(_fd: libc::c_int, nstype: libc::c_int) -> Action<libc::c_int
     Action::Pass
 }
 
+/// setuid and seteuid: before the user changes (`status::before_user_change`).
+pub(crate) fn setuid(_uid: libc::uid_t) -> Action<c_int> {
+    crate::platform::status::before_user_change();
+    Action::Pass
+}
+
+pub(crate) fn setreuid(_ruid: libc::uid_t, _euid: libc::uid_t) -> Action<c_int> {
+    crate::platform::status::before_user_change();
+    Action::Pass
+}
+
+pub(crate) fn setresuid(_r: libc::uid_t, _e: libc::uid_t, _s: libc::uid_t) -> Action<c_int> {
+    crate::platform::status::before_user_change();
+    Action::Pass
+}
+
 pub(crate) fn unshare(flags: libc::c_int) -> Action<libc::c_int> {
     if flags & libc::CLONE_NEWNET != 0 {
         crate::platform::netlink::keep_namespace();

@@ -199,6 +199,14 @@ macro_rules! hooked_symbols {
         fresh |r| process::moved_namespace(r, nstype == 0 || nstype & libc::CLONE_NEWNET != 0);
     fn unshare(flags: c_int) -> c_int => process::unshare,
         fresh |r| process::moved_namespace(r, flags & libc::CLONE_NEWNET != 0);
+    // A change of user: a forked child still writing into its parent's
+    // status file makes its own first, while it may still create files in
+    // the directory (`status::before_user_change`).
+    fn setuid(uid: libc::uid_t) -> c_int => process::setuid;
+    fn seteuid(uid: libc::uid_t) -> c_int => process::setuid;
+    fn setreuid(ruid: libc::uid_t, euid: libc::uid_t) -> c_int => process::setreuid;
+    fn setresuid(ruid: libc::uid_t, euid: libc::uid_t, suid: libc::uid_t) -> c_int
+        => process::setresuid;
     // PR_SET_SECCOMP: from then on the data path keeps to the calls a
     // sandbox allows (`sandbox`).
     fn prctl(option: c_int; a2: c_ulong, a3: c_ulong, a4: c_ulong, a5: c_ulong) -> c_int

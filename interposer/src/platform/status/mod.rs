@@ -145,6 +145,21 @@ pub(crate) fn at_exit() {
     let _ = table.dir.unlink(&table.name);
 }
 
+/// Before this process changes its user (setuid and kin): a forked child
+/// still writing into a parent's file makes its own now, while it may
+/// still create files in the directory. (nginx: the first process makes
+/// the listener and exits after forking the daemon, removing its file; the
+/// daemon's workers switch to nobody, who may not write root's directory,
+/// so they would go on writing into that removed file, unseen.)
+pub(crate) fn before_user_change() {
+    if crate::platform::sandbox::active() {
+        return;
+    }
+    if TABLE.get().is_some_and(|t| t.creator != my_pid()) {
+        let _ = table_here();
+    }
+}
+
 /// The table this process writes into (`table_here`), and the one it
 /// inherited across fork before it had its own.
 static TABLE: TableCell = TableCell::new();
