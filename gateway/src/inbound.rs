@@ -126,10 +126,10 @@ async fn stream(
     else {
         return refuse(respond, StatusCode::BAD_REQUEST);
     };
-    if !serve.iter().any(|r| r.contains(&dest.ip())) {
+    let Some(dest) = served(&serve, dest) else {
         log!("peer {peer}: CONNECT {dest} refused: not in a --serve range");
         return refuse(respond, StatusCode::FORBIDDEN);
-    }
+    };
     let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dest)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
@@ -150,4 +150,29 @@ async fn stream(
     stats.stream_opened();
     let carried = splice::splice(tcp, send, request.into_body(), &stats).await;
     stats.stream_closed(carried.reset);
+}
+
+/// `dest` in its canonical form (an IPv4-mapped IPv6 address as the IPv4
+/// address it is, which is where a connect to it goes) if a `--serve`
+/// range holds it; None otherwise. (Checking the mapped form against the
+/// ranges let `[::ffff:127.0.0.1]` through a `::/0` range to loopback.)
+fn served(serve: &[IpNet], dest: SocketAddr) -> Option<SocketAddr> {
+    let dest = SocketAddr::new(dest.ip().to_canonical(), dest.port());
+    serve.iter().any(|r| r.contains(&dest.ip())).then_some(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mapped_address_is_judged_as_the_ipv4_address_it_is() {
+        let serve: Vec<IpNet> = vec!["10.211.2.0/24".parse().unwrap(), "::/0".parse().unwrap()];
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:2222".parse().unwrap();
+        assert_eq!(served(&serve, mapped), None);
+        let ok: SocketAddr = "[::ffff:10.211.2.2]:80".parse().unwrap();
+        assert_eq!(served(&serve, ok), Some("10.211.2.2:80".parse().unwrap()));
+        let v6: SocketAddr = "[fd00::1]:80".parse().unwrap();
+        assert_eq!(served(&serve, v6), Some(v6));
+    }
 }
