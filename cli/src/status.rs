@@ -389,13 +389,15 @@ fn proc_facts(pid: u32) -> Option<(u64, u32)> {
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     let close = stat.iter().rposition(|&c| c == b')')?;
     let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     // A zombie's sockets are closed already (it exited without the exit
-    // handler that frees its entries: _exit, a signal).
-    if matches!(rest.split_ascii_whitespace().next(), Some("Z" | "X")) {
+    // handler that frees its entries: _exit, a signal); but a leader that
+    // is a zombie while other threads run (its main thread called
+    // pthread_exit) is a live process.
+    if matches!(rest.split_ascii_whitespace().next(), Some("Z" | "X")) && !threads_left(&status) {
         return None;
     }
     let start = rest.split_ascii_whitespace().nth(19)?.parse().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let euid = status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))?
@@ -404,6 +406,16 @@ fn proc_facts(pid: u32) -> Option<(u64, u32)> {
         .parse()
         .ok()?;
     Some((start, euid))
+}
+
+/// Whether `/proc/PID/status` counts more than one thread (the leader's
+/// zombie and at least one live thread).
+fn threads_left(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .is_some_and(|n| n > 1)
 }
 
 /// The inode of a process's pid namespace (0 if unknown).

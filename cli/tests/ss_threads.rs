@@ -1,0 +1,58 @@
+//! `shmnet ss` and threads: a process whose main thread exited while
+//! others run is live (listed, its file kept).
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::Path;
+
+fn ss(dir: &Path) -> Value {
+    let out = cli(&["ss", "--json", "--dir", dir.to_str().unwrap()], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("ss --json is JSON")
+}
+
+fn of_pid(v: &Value, pid: u32) -> Vec<Value> {
+    v["sockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["pid"] == pid)
+        .cloned()
+        .collect()
+}
+
+fn state(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("State:").map(|s| s.trim().to_owned()))
+        .unwrap_or_default()
+}
+
+#[test]
+fn process_whose_main_thread_exited_is_listed() {
+    let dir = tmpdir("ss-leader");
+    let mut server = run_py(&dir, "leader_exit.py", &[]);
+    let port = first_line(&mut server)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let mut c = run_py(&dir, "client.py", &[&port, "idle"]);
+    assert_eq!(first_line(&mut c), "connected");
+    wait_for("the server's main thread gone", || {
+        state(server.pid()).starts_with('Z').then_some(())
+    });
+    for _ in 0..2 {
+        let v = ss(&dir);
+        let mine = of_pid(&v, server.pid());
+        assert_eq!(mine.len(), 2, "listener and connection: {v}");
+        assert_eq!(v["files_removed"], 0, "{v}");
+    }
+}
