@@ -56,3 +56,38 @@ fn process_whose_main_thread_exited_is_listed() {
         assert_eq!(v["files_removed"], 0, "{v}");
     }
 }
+
+/// Forked children whose first use of an inherited connection is from
+/// two threads at once (one sends, one reads the echo): once every byte
+/// is echoed and read, no queue is shown (no byte counted twice).
+#[test]
+fn two_threads_first_use_counts_each_byte_once() {
+    let dir = tmpdir("ss-2threads");
+    let mut server = run_py(&dir, "echo_threads.py", &[]);
+    let port = first_line(&mut server)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let trials = 20;
+    let mut client = run_py(&dir, "fork_two_threads.py", &[&port, &trials.to_string()]);
+    let mut out = Lines::of(&mut client);
+    let mut children = Pids::default();
+    for _ in 0..trials {
+        let w = out.words();
+        assert_eq!(w[0], "child");
+        children.0.push(w[1].parse().unwrap());
+    }
+    let v = ss(&dir);
+    let conns: Vec<_> = v["sockets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["state"] != "listening")
+        .collect();
+    assert_eq!(conns.len(), 2 * trials, "{v}");
+    for s in conns {
+        assert_eq!(s["send_queue"], 0, "{s}");
+        assert_eq!(s["recv_queue"], 0, "{s}");
+    }
+}
