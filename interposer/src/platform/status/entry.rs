@@ -68,7 +68,9 @@ fn reclaim(table: &Table, me: u32) -> usize {
     freed
 }
 
-const _: () = assert!(E_STATE == 0 && E_PID == 4 && ENTRY_BYTES % 8 == 0 && HEADER_BYTES % 8 == 0);
+const _: () = assert!(
+    E_STATE == 0 && E_PID == 4 && ENTRY_BYTES.is_multiple_of(8) && HEADER_BYTES.is_multiple_of(8)
+);
 
 /// The entry's state (`E_STATE`) and pid (`E_PID`) from the 64-bit word
 /// at `E_STATE`.
