@@ -55,6 +55,9 @@ pub(crate) struct Entry {
     pub(crate) rendezvous_ino: [u64; 2],
     pub(crate) ring_bytes: u32,
     pub(crate) opened_s: u64,
+    /// The owner of the file the entry was read from (pairing trusts only
+    /// files of the same user, or root's).
+    pub(crate) owner: u32,
 }
 
 /// What a scan of the directory found.
@@ -328,6 +331,7 @@ fn parse(b: &[u8], owner: u32) -> Result<FileView, String> {
                 rendezvous_ino: [u64_at(b, e + 96), u64_at(b, e + 104)],
                 ring_bytes: u32_at(b, e + 112),
                 opened_s: u64_at(b, e + 120),
+                owner,
             },
         });
     }
