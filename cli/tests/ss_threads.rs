@@ -91,3 +91,29 @@ fn two_threads_first_use_counts_each_byte_once() {
         assert_eq!(s["recv_queue"], 0, "{s}");
     }
 }
+
+/// A process that execs ten times keeping its connection is listed with
+/// it, in one file (each image's file is removed at its exec).
+#[test]
+fn many_execs_stay_listed() {
+    let dir = tmpdir("ss-reexec");
+    let mut server = run_py(&dir, "sink_server.py", &[]);
+    let port = first_line(&mut server)
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let mut client = run_py(&dir, "reexec.py", &[&port, "10", "0"]);
+    assert_eq!(first_line(&mut client), format!("final {}", client.pid()));
+    let v = wait_for("the last image's connection", || {
+        let v = ss(&dir);
+        (of_pid(&v, client.pid()).len() == 1).then_some(v)
+    });
+    assert_eq!(of_pid(&v, client.pid())[0]["bytes_sent"], 110, "{v}");
+    let mine = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with(&format!("status-{}-", client.pid())))
+        .count();
+    assert_eq!(mine, 1);
+}

@@ -116,10 +116,22 @@ pub(crate) fn listener(local: SocketAddr, tcp_ino: u64, rendezvous: [u64; 2]) ->
 }
 
 /// Before this process image is replaced by exec: hide its entries (the
-/// next image publishes the connections it adopts itself). A failed exec
-/// leaves them hidden.
+/// next image publishes the connections it adopts itself, in a file of its
+/// own) and remove its file unless a forked child's entries are in it (the
+/// next image's file takes the name back: a process that execs again and
+/// again keeps one). A failed exec leaves them hidden.
 pub(crate) fn before_exec() {
     let pid = my_pid();
+    if let Some(t) = TABLE.get().filter(|t| t.creator == pid) {
+        if !crate::platform::sandbox::active() {
+            for_own_entries(t, pid, |_, flags| {
+                if let Some(f) = flags {
+                    f.fetch_or(EXECING, Ordering::Relaxed);
+                }
+            });
+            release(t, pid);
+        }
+    }
     for table in [TABLE.get(), INHERITED.get()].into_iter().flatten() {
         for_own_entries(table, pid, |_, flags| {
             if let Some(f) = flags {
@@ -149,9 +161,15 @@ pub(crate) fn at_exit() {
     if crate::platform::sandbox::active() {
         return; // unlink may be outside the filter
     }
+    table::sweep(&table.dir, pid_namespace(), SWEEP_MAX);
+    release(table, me);
+}
+
+/// The creator leaves its file (exit, exec): marks it closing and removes
+/// it unless an entry of another live process is in use.
+fn release(table: &Table, me: u32) {
     table.set_closing();
     std::sync::atomic::fence(Ordering::SeqCst);
-    table::sweep(&table.dir, pid_namespace(), SWEEP_MAX);
     for i in 0..ENTRIES {
         let off = Table::entry_at(i);
         let in_use = table
