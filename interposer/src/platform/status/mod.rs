@@ -213,6 +213,7 @@ fn for_own_entries(table: &Table, pid: u32, mut f: impl FnMut(&AtomicU32, Option
 /// that removed file, unseen.) While the creator lives, its file is kept
 /// for as long as the child's entries are in use.
 pub(crate) fn before_user_change() {
+    safedir::user_changing();
     if crate::platform::sandbox::active() {
         return;
     }
