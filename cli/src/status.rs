@@ -430,6 +430,19 @@ pub(crate) fn pid_namespace(pid: &str) -> u64 {
 /// A process's command line for people: the program's name (not its
 /// path) and its arguments, control characters replaced, at most `max`
 /// characters.
+/// The first argument with its program's directory left out: only of its
+/// first word (a process title set as one string, as nginx's "nginx:
+/// master process /usr/sbin/nginx -c /etc/nginx.conf", stays whole).
+fn program_name(first: &str) -> String {
+    let (head, rest) = first.split_once(' ').unwrap_or((first, ""));
+    let base = head.rsplit('/').next().unwrap_or(head);
+    if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base} {rest}")
+    }
+}
+
 pub(crate) fn command(pid: u32, max: usize) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let mut args: Vec<String> = raw
@@ -443,9 +456,7 @@ pub(crate) fn command(pid: u32, max: usize) -> String {
         })
         .collect();
     if let Some(first) = args.first_mut() {
-        if let Some(base) = first.rsplit('/').next().map(str::to_owned) {
-            *first = base;
-        }
+        *first = program_name(first);
     } else {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         args.push(format!("[{}]", comm.trim_end()));
@@ -460,6 +471,15 @@ pub(crate) fn command(pid: u32, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_single_string_title_is_shown_whole() {
+        assert_eq!(
+            program_name("nginx: master process /usr/sbin/nginx -c /tmp/x/nginx.conf"),
+            "nginx: master process /usr/sbin/nginx -c /tmp/x/nginx.conf"
+        );
+        assert_eq!(program_name("/usr/bin/python3"), "python3");
+    }
 
     #[test]
     fn garbage_is_refused_or_yields_nothing() {
