@@ -59,7 +59,7 @@ fn diverted(
 ) -> Option<(&'static config::Config, SocketAddr)> {
     let config = config::get()?;
     let target = addr.get()?;
-    if !config.is_partition_ip(target.ip()) {
+    if !(config.is_partition_ip(target.ip()) || config.is_remote_ip(target.ip())) {
         return None;
     }
     let family = match family {
@@ -360,13 +360,20 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
             Err(e) => return fail(e),
         },
     };
-    let found = match crate::transport::lookup::find(config, target, local.addr) {
-        Found::Listener(t) => t,
-        Found::None(why) if tcp_mode => return fallback(fd, target, why),
-        Found::None(stats::Outcome::Dir) => return fail(Errno::CONNREFUSED),
-        Found::None(why) => {
-            log!(debug, "connect(fd {fd}) to {target}: {why:?}");
-            return fail(Errno::CONNREFUSED);
+    // Another host's address (SHMNET_REMOTE): through this namespace's
+    // gateway, the handshake carrying where to (docs/design/gateway.md).
+    let remote = config.is_remote_ip(target.ip());
+    let found = if remote {
+        crate::transport::lookup::gateway()
+    } else {
+        match crate::transport::lookup::find(config, target, local.addr) {
+            Found::Listener(t) => t,
+            Found::None(why) if tcp_mode => return fallback(fd, target, why),
+            Found::None(stats::Outcome::Dir) => return fail(Errno::CONNREFUSED),
+            Found::None(why) => {
+                log!(debug, "connect(fd {fd}) to {target}: {why:?}");
+                return fail(Errno::CONNREFUSED);
+            }
         }
     };
     let opts = match bound.as_deref() {
@@ -388,6 +395,17 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
         nonblocking,
     ) {
         Ok((sock, conn)) => connected(fd, &sock, conn, nonblocking, target),
+        Err(e) if remote && tcp_mode => {
+            // No gateway: the kernel connect the program asked for.
+            let why = dial_outcome(fd, target, e);
+            log!(
+                debug,
+                "connect(fd {fd}) to {target}: no gateway, kernel TCP ({why:?})"
+            );
+            stats::count(why);
+            crate::sockets::carry::done(fd);
+            Action::Pass
+        }
         Err(e) if tcp_mode => fallback(fd, target, dial_outcome(fd, target, e)),
         Err(e) => dial_failed(target, e),
     }

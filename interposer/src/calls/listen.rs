@@ -136,6 +136,19 @@ fn make_dual(
     };
     let mut hints = bind_hints(&name, config);
     let mut rv = vec![Rendezvous::local(sock)];
+    let gateway = !adopting
+        && config
+            .gateway
+            .is_some_and(|g| rendezvous::unmapped(g) == rendezvous::unmapped(local));
+    if gateway {
+        match gateway_rendezvous(config, &mut hints) {
+            Ok(r) => rv.push(r),
+            Err(e) => crate::platform::log::always(format_args!(
+                "listen on {local}: not the gateway (SHMNET_GATEWAY): its name is taken \
+                 ({e}); is another gateway running in this network namespace?"
+            )),
+        }
+    }
     let v6only = local.is_ipv6() && rustix::net::sockopt::ipv6_v6only(app).unwrap_or(false);
     for stem in host_stems(local, v6only, config) {
         match host_rendezvous(&stem, config, &mut hints) {
@@ -169,6 +182,7 @@ fn make_dual(
         opts: Options::default(),
         owner,
         v6only,
+        gateway,
     };
     let listener = assemble(fd, parts, nonblocking)?;
     log!(
@@ -225,6 +239,15 @@ fn host_rendezvous(
         }
     }
     Ok(Rendezvous::named(InternalFd::new(sock), name))
+}
+
+/// The gateway's rendezvous (docs/design/gateway.md) and its policy hints.
+fn gateway_rendezvous(config: &Config, hints: &mut Vec<InternalFd>) -> Result<Rendezvous, Errno> {
+    let name = rendezvous::gateway_name();
+    let sock = rendezvous::bind_abstract(&name, SocketType::STREAM)?;
+    stream_listener(&sock)?;
+    hints.extend(bind_hints(&name, config));
+    Ok(Rendezvous::local(InternalFd::new(sock)))
 }
 
 /// Binds the policy's hint names next to the abstract `name`. A hint
@@ -377,6 +400,7 @@ pub(crate) fn listen_emulated(fd: c_int, bound: &Bound, _backlog: c_int) -> Acti
             opts: bound.opts.snapshot_copy(),
             owner: euid(),
             v6only: false,
+            gateway: false,
         };
         assemble(fd, parts, nonblocking)
     })();

@@ -45,6 +45,12 @@ pub struct Config {
     pub partitions: Vec<IpNet>,
     /// `SHMNET_FALLBACK`.
     pub fallback: Fallback,
+    /// `SHMNET_REMOTE`: addresses of other hosts reached through the local
+    /// gateway (docs/design/gateway.md); a partition address is not one.
+    pub remote: Vec<IpNet>,
+    /// `SHMNET_GATEWAY`: a listener on exactly this address also answers
+    /// as this namespace's gateway (the gateway process sets it).
+    pub gateway: Option<SocketAddr>,
     /// `SHMNET_DIR` when set (absolute); else the per-user default, worked
     /// out when it is used (see [`Config::default_dir`]).
     pub dir: Option<PathBuf>,
@@ -148,6 +154,20 @@ impl Config {
             Some(v) => parse_fallback(&v)?,
         };
 
+        let remote = match text("SHMNET_REMOTE")? {
+            None => Vec::new(),
+            Some(v) => parse_partitions(&v).map_err(|p| invalid("SHMNET_REMOTE", p))?,
+        };
+        let gateway = match text("SHMNET_GATEWAY")? {
+            None => None,
+            Some(v) => Some(v.trim().parse::<SocketAddr>().map_err(|e| {
+                invalid(
+                    "SHMNET_GATEWAY",
+                    format!("{v:?} is not an address:port ({e})"),
+                )
+            })?),
+        };
+
         let dir = path("SHMNET_DIR").map(absolute_dir).transpose()?;
         let runtime_dir = path("XDG_RUNTIME_DIR").filter(|d| d.is_absolute());
 
@@ -187,6 +207,8 @@ impl Config {
         Ok(Config {
             partitions,
             fallback,
+            remote,
+            gateway,
             dir,
             runtime_dir,
             allow,
@@ -196,6 +218,16 @@ impl Config {
             log_level,
             log_file: path("SHMNET_LOG_FILE"),
         })
+    }
+
+    /// Whether `ip` is of another host reached through the gateway
+    /// (`SHMNET_REMOTE`) and not a partition address.
+    pub fn is_remote_ip(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_canonical(),
+            ip => ip,
+        };
+        !self.is_partition_ip(ip) && self.remote.iter().any(|net| net.contains(&ip))
     }
 
     /// Whether `ip` is in a partition. An IPv4-mapped IPv6 address
@@ -264,7 +296,8 @@ impl Config {
 }
 
 enum Loaded {
-    Enabled(Config),
+    /// Boxed: published once, read through a reference.
+    Enabled(Box<Config>),
     Disabled,
 }
 
@@ -278,7 +311,7 @@ pub fn get() -> Option<&'static Config> {
         None => load(),
     };
     match loaded {
-        Loaded::Enabled(config) => Some(config),
+        Loaded::Enabled(config) => Some(config.as_ref()),
         Loaded::Disabled => None,
     }
 }
@@ -305,7 +338,7 @@ fn load() -> &'static Loaded {
         Ok((config, file))
     });
     let (loaded, file, error) = match parsed {
-        Ok((config, file)) => (Loaded::Enabled(config), file, None),
+        Ok((config, file)) => (Loaded::Enabled(Box::new(config)), file, None),
         Err(e) => (Loaded::Disabled, None, Some(e)),
     };
     // Side effects only for the thread whose value was published, so a race
@@ -391,6 +424,27 @@ mod tests {
         assert_eq!(c.spin_us, 0);
         assert_eq!(c.log_level, Some(Level::Debug));
         assert_eq!(c.log_file, Some(PathBuf::from("/tmp/x.log")));
+    }
+
+    #[test]
+    fn remote_ranges_and_gateway() {
+        let c = cfg(&[
+            ("SHMNET_REMOTE", "10.211.2.0/24, 127.0.0.0/8"),
+            ("SHMNET_GATEWAY", "127.0.0.1:15001"),
+        ])
+        .unwrap();
+        assert!(c.is_remote_ip("10.211.2.9".parse().unwrap()));
+        assert!(c.is_remote_ip("::ffff:10.211.2.9".parse().unwrap()));
+        assert!(!c.is_remote_ip("10.211.3.9".parse().unwrap()));
+        // A partition address is never remote.
+        assert!(!c.is_remote_ip("127.0.0.1".parse().unwrap()));
+        assert_eq!(c.gateway, Some("127.0.0.1:15001".parse().unwrap()));
+        for (var, bad) in [
+            ("SHMNET_REMOTE", "10.211.2.0/33"),
+            ("SHMNET_GATEWAY", "127.0.0.1"),
+        ] {
+            assert_eq!(cfg(&[(var, bad)]).unwrap_err().var, var);
+        }
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub(crate) struct Expect {
     netnsid: Option<i32>,
     /// A privileged port (emulated mode): a privileged listener.
     privileged: bool,
+    /// The gateway: run by root or by the connector's own user.
+    gateway: bool,
 }
 
 pub(crate) struct Target {
@@ -132,6 +134,18 @@ pub(crate) fn find(config: &Config, target: SocketAddr, from: SocketAddr) -> Fou
         name: Name::Host { dir, stems },
         expect,
     })
+}
+
+/// The gateway that carries connects to `SHMNET_REMOTE` addresses to
+/// other hosts: one abstract name per network namespace.
+pub(crate) fn gateway() -> Target {
+    Target {
+        name: Name::Local(rendezvous::gateway_name()),
+        expect: Expect {
+            gateway: true,
+            ..Expect::default()
+        },
+    }
 }
 
 /// The id of the network namespace our route to `ip` leads into, when it
@@ -258,6 +272,17 @@ impl Target {
                 }
                 return Err(DialError::Refused);
             }
+        }
+        if self.expect.gateway && peer.uid != 0 && peer.uid != euid() {
+            static SAID: AtomicBool = AtomicBool::new(false);
+            if !SAID.swap(true, Ordering::Relaxed) {
+                crate::platform::log::always(format_args!(
+                    "the gateway rendezvous was opened by uid {} (pid {}), neither root nor \
+                     us: not using it (said once)",
+                    peer.uid, peer.pid
+                ));
+            }
+            return Err(DialError::Refused);
         }
         if let Some(id) = self.expect.netnsid {
             let theirs = match peer.pid {

@@ -41,6 +41,13 @@ pub(crate) fn cookie_name(cookie: u64) -> String {
     format!("{PREFIX}c{cookie:x}")
 }
 
+/// The rendezvous of this network namespace's gateway
+/// (docs/design/gateway.md): connects to `SHMNET_REMOTE` addresses dial it,
+/// the handshake's destination saying where they are going.
+pub(crate) fn gateway_name() -> String {
+    format!("{PREFIX}gateway")
+}
+
 /// The name of an emulated address:port (IPv4-mapped written as IPv4, so
 /// both families meet).
 pub(crate) fn addr_name(addr: SocketAddr) -> String {

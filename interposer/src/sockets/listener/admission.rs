@@ -81,6 +81,10 @@ impl Listener {
     /// connection's local address) names this listener: its port, and its
     /// address, or one of the namespace's when bound to the wildcard.
     fn serves(&self, dest: SocketAddr) -> bool {
+        if self.gateway {
+            // Where the connector is going; the gateway checks its ranges.
+            return !(self.v6only && rendezvous::unmapped(dest).is_ipv4());
+        }
         if self.v6only && rendezvous::unmapped(dest).is_ipv4() {
             return false;
         }

@@ -97,6 +97,9 @@ pub(crate) struct Listener {
     queue_watched: AtomicBool,
     /// An IPv6 default-mode listener with IPV6_V6ONLY: no IPv4 peers.
     v6only: bool,
+    /// It answers as the namespace's gateway too (`SHMNET_GATEWAY`): any
+    /// destination is its to accept (docs/design/gateway.md).
+    gateway: bool,
     /// The network namespace it listens in (`netlink::in_namespace`): the
     /// process may move to another one later.
     namespace: u32,
@@ -158,6 +161,7 @@ pub(crate) struct Parts {
     pub opts: Options,
     pub owner: u32,
     pub v6only: bool,
+    pub gateway: bool,
 }
 
 fn fail<R>(e: Errno) -> Action<R> {
@@ -218,6 +222,7 @@ impl Listener {
             shm_first: AtomicBool::new(true),
             queue_watched: AtomicBool::new(false),
             v6only: parts.v6only,
+            gateway: parts.gateway,
             namespace: crate::platform::netlink::namespace_epoch(),
             opts: parts.opts,
             refusal_logged: AtomicBool::new(false),

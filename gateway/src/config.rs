@@ -1,0 +1,105 @@
+//! Command line: where to listen, which ranges go to which peer, identity.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use ipnet::IpNet;
+
+/// A remote range and the peer gateway that reaches it.
+#[derive(Clone, Debug)]
+pub struct Remote {
+    pub range: IpNet,
+    pub peer: SocketAddr,
+}
+
+fn parse_remote(s: &str) -> Result<Remote, String> {
+    let (range, peer) = s.split_once('=').ok_or("expected CIDR=PEER_ADDR:PORT")?;
+    Ok(Remote {
+        range: range.parse().map_err(|e| format!("{range}: {e}"))?,
+        peer: peer.parse().map_err(|e| format!("{peer}: {e}"))?,
+    })
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "shmnet-gateway",
+    about = "Carry local connections to remote ranges as HTTP/2 CONNECT streams over mutual TLS (HBONE)"
+)]
+pub struct Args {
+    /// Local listener whose connections go to a peer: each connection's
+    /// local address (getsockname) is its destination and must be in a
+    /// --remote range. Repeatable.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Vec<SocketAddr>,
+    /// A remote range and its peer gateway. Repeatable.
+    #[arg(long, value_name = "CIDR=PEER:PORT", value_parser = parse_remote)]
+    pub remote: Vec<Remote>,
+    /// Accept CONNECT streams from peers here (15008 in HBONE).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub peer_listen: Option<SocketAddr>,
+    /// Destinations peers may reach. Repeatable; none: every CONNECT is refused.
+    #[arg(long, value_name = "CIDR")]
+    pub serve: Vec<IpNet>,
+    /// This gateway's certificate chain (PEM).
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// This gateway's private key (PEM). Never logged.
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Whom to trust: a CA, or a peer's own self-signed certificate (PEM).
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// HTTP/2 stream window, bytes: what a gateway holds per stream for a
+    /// slow reader. About the ring's size (SHMNET_RING_BYTES).
+    #[arg(long, default_value_t = 2 << 20)]
+    pub stream_window: u32,
+    /// HTTP/2 connection window, bytes (more than a stream's, so one
+    /// stalled stream cannot stop the others).
+    #[arg(long, default_value_t = 16 << 20)]
+    pub connection_window: u32,
+    /// Seconds between PINGs on an idle or busy link.
+    #[arg(long, default_value_t = 10.0)]
+    pub ping_interval: f64,
+    /// Seconds a PING may go unanswered before the link is dropped (its
+    /// streams reset) and dialed again.
+    #[arg(long, default_value_t = 20.0)]
+    pub ping_timeout: f64,
+    /// Rewrite this JSON file every second: per peer link, its state,
+    /// links established, streams open and carried, bytes, resets.
+    #[arg(long, value_name = "PATH")]
+    pub status_file: Option<PathBuf>,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub threads: usize,
+}
+
+/// What the link and streams need from the command line.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub stream_window: u32,
+    pub connection_window: u32,
+    pub ping_interval: Duration,
+    pub ping_timeout: Duration,
+}
+
+impl Args {
+    pub fn settings(&self) -> Settings {
+        Settings {
+            stream_window: self.stream_window.max(65_535),
+            connection_window: self.connection_window.max(self.stream_window),
+            ping_interval: secs(self.ping_interval),
+            ping_timeout: secs(self.ping_timeout),
+        }
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.05)).unwrap_or(Duration::from_secs(3600))
+}
+
+/// The HTTP/2 settings both sides use (ztunnel's, but the stream window).
+pub const MAX_FRAME: u32 = 1 << 20;
+pub const MAX_SEND_BUFFER: usize = 1 << 20;
+pub const MAX_STREAMS: u32 = 1000;

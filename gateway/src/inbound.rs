@@ -1,0 +1,153 @@
+//! The peer-facing side: mutual TLS, HTTP/2, one CONNECT per stream whose
+//! :authority is the destination; each is connected onward with an
+//! ordinary socket (shared memory when this gateway runs preloaded and the
+//! destination is a preloaded listener) and spliced.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use http::{Method, Request, Response, StatusCode};
+use ipnet::IpNet;
+use rustls::ServerConfig;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::{self, Settings};
+use crate::log;
+use crate::splice;
+use crate::status;
+use std::sync::atomic::Ordering;
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn serve(
+    listener: TcpListener,
+    tls: Arc<ServerConfig>,
+    serve: Vec<IpNet>,
+    settings: Arc<Settings>,
+    board: status::Board,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let serve = Arc::new(serve);
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                log!("peer accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let (acceptor, serve, settings) = (acceptor.clone(), serve.clone(), settings.clone());
+        let board = board.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => return log!("peer {peer} refused: TLS: {e}"),
+                Err(_) => return log!("peer {peer} refused: no TLS handshake in time"),
+            };
+            log!("peer {peer} connected");
+            let stats = board.add(peer.to_string(), "accepted");
+            stats.up.store(true, Ordering::Relaxed);
+            stats.established.store(1, Ordering::Relaxed);
+            let why = connection(tls, peer, serve, &settings, &stats).await;
+            board.remove(&stats);
+            log!("peer {peer} gone: {why}");
+        });
+    }
+}
+
+async fn connection(
+    tls: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: SocketAddr,
+    serve: Arc<Vec<IpNet>>,
+    settings: &Settings,
+    stats: &Arc<status::Peer>,
+) -> String {
+    let mut conn = match h2::server::Builder::new()
+        .initial_window_size(settings.stream_window)
+        .initial_connection_window_size(settings.connection_window)
+        .max_frame_size(config::MAX_FRAME)
+        .max_send_buffer_size(config::MAX_SEND_BUFFER)
+        .max_concurrent_streams(config::MAX_STREAMS)
+        .max_header_list_size(64 << 10)
+        .handshake::<_, Bytes>(tls)
+        .await
+    {
+        Ok(c) => c,
+        Err(e) => return format!("HTTP/2: {e}"),
+    };
+    let pinger = conn.ping_pong();
+    let accept = async {
+        while let Some(r) = conn.accept().await {
+            match r {
+                Ok((request, respond)) => {
+                    let stats = stats.clone();
+                    tokio::spawn(stream(request, respond, peer, serve.clone(), stats));
+                }
+                Err(e) => return e.to_string(),
+            }
+        }
+        "closed".to_string()
+    };
+    match pinger {
+        Some(p) => tokio::select! {
+            why = accept => why,
+            why = crate::link::ping(p, settings) => why,
+        },
+        None => accept.await,
+    }
+}
+
+fn refuse(mut respond: SendResponse<Bytes>, status: StatusCode) {
+    if let Ok(r) = Response::builder().status(status).body(()) {
+        let _ = respond.send_response(r, true);
+    }
+}
+
+async fn stream(
+    request: Request<h2::RecvStream>,
+    respond: SendResponse<Bytes>,
+    peer: SocketAddr,
+    serve: Arc<Vec<IpNet>>,
+    stats: Arc<status::Peer>,
+) {
+    if request.method() != Method::CONNECT {
+        return refuse(respond, StatusCode::BAD_REQUEST);
+    }
+    let Some(dest) = request
+        .uri()
+        .authority()
+        .and_then(|a| a.as_str().parse::<SocketAddr>().ok())
+    else {
+        return refuse(respond, StatusCode::BAD_REQUEST);
+    };
+    if !serve.iter().any(|r| r.contains(&dest.ip())) {
+        log!("peer {peer}: CONNECT {dest} refused: not in a --serve range");
+        return refuse(respond, StatusCode::FORBIDDEN);
+    }
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dest)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            log!("peer {peer}: CONNECT {dest}: {e}");
+            return refuse(respond, StatusCode::SERVICE_UNAVAILABLE);
+        }
+        Err(_) => return refuse(respond, StatusCode::GATEWAY_TIMEOUT),
+    };
+    let _ = tcp.set_nodelay(true);
+    let mut respond = respond;
+    let Ok(ok) = Response::builder().status(StatusCode::OK).body(()) else {
+        return;
+    };
+    let send = match respond.send_response(ok, false) {
+        Ok(s) => s,
+        Err(_) => return,
+    };
+    stats.stream_opened();
+    let carried = splice::splice(tcp, send, request.into_body(), &stats).await;
+    stats.stream_closed(carried.reset);
+}

@@ -1,0 +1,117 @@
+//! The local side: connections accepted on --listen become CONNECT streams
+//! to the peer gateway of the --remote range their destination is in. The
+//! destination is the accepted socket's local address: under the
+//! interposer, the address the program connected to (the handshake's
+//! `dest`); in stage 1, the kernel's, for a range routed to this host
+//! (`ip route add local CIDR dev lo`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use rustls::ClientConfig;
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::config::{Remote, Settings};
+use crate::link::Link;
+use crate::log;
+use crate::splice;
+use crate::status;
+
+#[derive(Clone)]
+pub struct Routes(Arc<Vec<(IpNet, Arc<Link>)>>);
+
+impl Routes {
+    /// One link per distinct peer, shared by its ranges.
+    pub fn new(
+        remotes: &[Remote],
+        tls: Arc<ClientConfig>,
+        settings: &Settings,
+        board: &status::Board,
+    ) -> Routes {
+        let mut links: Vec<Arc<Link>> = Vec::new();
+        let mut routes = Vec::new();
+        for r in remotes {
+            let link = match links.iter().find(|l| l.peer == r.peer) {
+                Some(l) => l.clone(),
+                None => {
+                    let l = Link::start(r.peer, tls.clone(), settings.clone(), board);
+                    links.push(l.clone());
+                    l
+                }
+            };
+            routes.push((r.range, link));
+        }
+        Routes(Arc::new(routes))
+    }
+
+    fn link_for(&self, dest: SocketAddr) -> Option<Arc<Link>> {
+        let ip = match dest.ip() {
+            std::net::IpAddr::V6(v6) => v6.to_canonical(),
+            ip => ip,
+        };
+        self.0
+            .iter()
+            .find(|(range, _)| range.contains(&ip))
+            .map(|(_, l)| l.clone())
+    }
+}
+
+pub async fn serve(listener: TcpListener, routes: Routes) {
+    loop {
+        match listener.accept().await {
+            Ok((tcp, from)) => {
+                tokio::spawn(carry(tcp, from, routes.clone()));
+            }
+            Err(e) => {
+                // EMFILE and the like: wait rather than spin.
+                log!("local accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn carry(tcp: TcpStream, from: SocketAddr, routes: Routes) {
+    let _ = tcp.set_nodelay(true);
+    let Ok(dest) = tcp.local_addr() else { return };
+    let Some(link) = routes.link_for(dest) else {
+        log!("{from} -> {dest}: in no --remote range, reset");
+        let _ = tcp.set_zero_linger();
+        return;
+    };
+    match open(&link, dest, from).await {
+        Ok((send, recv)) => {
+            link.stats.stream_opened();
+            let carried = splice::splice(tcp, send, recv, &link.stats).await;
+            link.stats.stream_closed(carried.reset);
+        }
+        Err(e) => {
+            log!("{from} -> {dest} via {}: {e}", link.peer);
+            let _ = tcp.set_zero_linger();
+        }
+    }
+}
+
+async fn open(
+    link: &Link,
+    dest: SocketAddr,
+    from: SocketAddr,
+) -> Result<(h2::SendStream<bytes::Bytes>, h2::RecvStream), String> {
+    let sender = link.sender().await.ok_or("no link to the peer")?;
+    let mut sender = sender.ready().await.map_err(|e| e.to_string())?;
+    let request = http::Request::builder()
+        .method(http::Method::CONNECT)
+        .uri(dest.to_string())
+        .header("forwarded", format!("for=\"{from}\""))
+        .body(())
+        .map_err(|e| e.to_string())?;
+    let (response, send) = sender
+        .send_request(request, false)
+        .map_err(|e| e.to_string())?;
+    let response = response.await.map_err(|e| e.to_string())?;
+    if response.status() != http::StatusCode::OK {
+        return Err(format!("peer answered {}", response.status()));
+    }
+    Ok((send, response.into_body()))
+}
