@@ -99,3 +99,17 @@ fn effective_uid() -> u32 {
         .and_then(|u| u.parse().ok())
         .unwrap_or(u32::MAX)
 }
+
+/// Sweeps (where a program makes its file, and at exit) look at up to 64
+/// names from a rotating place: with more live files than that, the files
+/// of killed programs still go.
+#[test]
+fn sweeps_get_through_many_live_files() {
+    let dir = tmpdir("ss-sweep");
+    let mut run = run_py(
+        &dir,
+        "sweep_progress.py",
+        &[dir.to_str().unwrap(), "70", "30", "20"],
+    );
+    assert_eq!(first_line(&mut run), "dead files left 0");
+}
