@@ -88,30 +88,71 @@ pub(crate) fn main(a: SsArgs) -> i32 {
     0
 }
 
-/// The other side of each connection, where it is visible here: the
-/// entry of the other role with the same segment (of the process that
-/// moved the most bytes, when several processes hold that side), or for
-/// an entry without one, the one with the addresses swapped.
-fn other_sides(entries: &[Entry]) -> HashMap<(u64, bool), &Entry> {
-    let mut by_segment: HashMap<(u64, bool), &Entry> = HashMap::new();
+/// One side of a connection (its segment, role and addresses) as the
+/// processes holding it publish it, from files of one owner: each holder's
+/// counts are the ring's totals at its last call, so the highest are the
+/// socket's; a shutdown by any holder is the socket's.
+#[derive(Default, Clone, Copy)]
+struct Side {
+    sent: u64,
+    received: u64,
+    shut_wr: bool,
+}
+
+type SideKey = (u64, bool, SocketAddr, SocketAddr, u32);
+
+fn side_key(e: &Entry, owner: u32) -> Option<SideKey> {
+    Some((
+        e.segment,
+        e.flags & status::CONNECTOR != 0,
+        e.local,
+        e.peer?,
+        owner,
+    ))
+}
+
+fn sides(entries: &[Entry]) -> HashMap<SideKey, Side> {
+    let mut sides: HashMap<SideKey, Side> = HashMap::new();
     for e in entries
         .iter()
         .filter(|e| e.kind == Kind::Connection && e.segment != 0)
     {
-        let key = (e.segment, e.flags & status::CONNECTOR != 0);
-        let moved = |e: &Entry| e.sent.saturating_add(e.received);
-        match by_segment.get(&key) {
-            Some(o) if moved(o) >= moved(e) => {}
-            _ => {
-                by_segment.insert(key, e);
-            }
+        let Some(key) = side_key(e, e.owner) else {
+            continue;
+        };
+        let s = sides.entry(key).or_default();
+        s.sent = s.sent.max(e.sent);
+        s.received = s.received.max(e.received);
+        s.shut_wr |= e.flags & status::SHUT_WR != 0;
+    }
+    sides
+}
+
+/// The side of `e`'s socket (`mine`) or its peer's, as seen in files of
+/// `e`'s owner and root's (another user's file could claim anything).
+fn side_of(sides: &HashMap<SideKey, Side>, e: &Entry, peer_side: bool) -> Option<Side> {
+    let (local, peer) = (e.local, e.peer?);
+    let connector = e.flags & status::CONNECTOR != 0;
+    let owners: &[u32] = if e.owner == 0 { &[0] } else { &[e.owner, 0] };
+    let mut found: Option<Side> = None;
+    for &owner in owners {
+        let key = if peer_side {
+            (e.segment, !connector, peer, local, owner)
+        } else {
+            (e.segment, connector, local, peer, owner)
+        };
+        if let Some(s) = sides.get(&key) {
+            let f = found.get_or_insert_with(Side::default);
+            f.sent = f.sent.max(s.sent);
+            f.received = f.received.max(s.received);
+            f.shut_wr |= s.shut_wr;
         }
     }
-    by_segment
+    found
 }
 
 fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
-    let by_segment = other_sides(entries);
+    let sides = sides(entries);
     let by_addrs: HashMap<(SocketAddr, SocketAddr), &Entry> = entries
         .iter()
         .filter(|e| e.kind == Kind::Connection && e.segment == 0)
@@ -166,17 +207,24 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
             }
             Kind::Connection => {
                 let peer_addr = e.peer.unwrap_or(e.local);
-                let other = if e.segment != 0 {
-                    let connector = e.flags & status::CONNECTOR != 0;
-                    by_segment.get(&(e.segment, !connector)).copied()
+                let (mine, other) = if e.segment != 0 {
+                    (side_of(&sides, e, false), side_of(&sides, e, true))
                 } else {
-                    by_addrs.get(&(peer_addr, e.local)).copied()
+                    let o = by_addrs.get(&(peer_addr, e.local)).map(|o| Side {
+                        sent: o.sent,
+                        received: o.received,
+                        shut_wr: o.flags & status::SHUT_WR != 0,
+                    });
+                    (None, o)
                 };
-                let state = if e.flags & status::PEER_EOF != 0
-                    || other.is_some_and(|o| o.flags & status::SHUT_WR != 0)
-                {
+                let mine = mine.unwrap_or(Side {
+                    sent: e.sent,
+                    received: e.received,
+                    shut_wr: e.flags & status::SHUT_WR != 0,
+                });
+                let state = if e.flags & status::PEER_EOF != 0 || other.is_some_and(|o| o.shut_wr) {
                     "closed-by-peer"
-                } else if e.flags & status::SHUT_WR != 0 {
+                } else if mine.shut_wr {
                     "half-closed"
                 } else {
                     "established"
@@ -200,8 +248,8 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
                     }),
                     bytes_sent: Some(e.sent),
                     bytes_received: Some(e.received),
-                    send_queue: other.map(|o| e.sent.saturating_sub(o.received)),
-                    recv_queue: other.map(|o| o.sent.saturating_sub(e.received)),
+                    send_queue: other.map(|o| mine.sent.saturating_sub(o.received)),
+                    recv_queue: other.map(|o| o.sent.saturating_sub(mine.received)),
                     waiting,
                     ring_bytes: Some(u64::from(e.ring_bytes)),
                     ..base

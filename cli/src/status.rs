@@ -55,6 +55,9 @@ pub(crate) struct Entry {
     pub(crate) rendezvous_ino: [u64; 2],
     pub(crate) ring_bytes: u32,
     pub(crate) opened_s: u64,
+    /// The owner of the file the entry was read from (pairing trusts only
+    /// files of the same user, or root's).
+    pub(crate) owner: u32,
 }
 
 /// What a scan of the directory found.
@@ -328,6 +331,7 @@ fn parse(b: &[u8], owner: u32) -> Result<FileView, String> {
                 rendezvous_ino: [u64_at(b, e + 96), u64_at(b, e + 104)],
                 ring_bytes: u32_at(b, e + 112),
                 opened_s: u64_at(b, e + 120),
+                owner,
             },
         });
     }
@@ -389,13 +393,15 @@ fn proc_facts(pid: u32) -> Option<(u64, u32)> {
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     let close = stat.iter().rposition(|&c| c == b')')?;
     let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     // A zombie's sockets are closed already (it exited without the exit
-    // handler that frees its entries: _exit, a signal).
-    if matches!(rest.split_ascii_whitespace().next(), Some("Z" | "X")) {
+    // handler that frees its entries: _exit, a signal); but a leader that
+    // is a zombie while other threads run (its main thread called
+    // pthread_exit) is a live process.
+    if matches!(rest.split_ascii_whitespace().next(), Some("Z" | "X")) && !threads_left(&status) {
         return None;
     }
     let start = rest.split_ascii_whitespace().nth(19)?.parse().ok()?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let euid = status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))?
@@ -406,6 +412,16 @@ fn proc_facts(pid: u32) -> Option<(u64, u32)> {
     Some((start, euid))
 }
 
+/// Whether `/proc/PID/status` counts more than one thread (the leader's
+/// zombie and at least one live thread).
+fn threads_left(status: &str) -> bool {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|n| n.trim().parse::<u32>().ok())
+        .is_some_and(|n| n > 1)
+}
+
 /// The inode of a process's pid namespace (0 if unknown).
 pub(crate) fn pid_namespace(pid: &str) -> u64 {
     std::fs::metadata(format!("/proc/{pid}/ns/pid")).map_or(0, |m| m.ino())
@@ -414,6 +430,19 @@ pub(crate) fn pid_namespace(pid: &str) -> u64 {
 /// A process's command line for people: the program's name (not its
 /// path) and its arguments, control characters replaced, at most `max`
 /// characters.
+/// The first argument with its program's directory left out: only of its
+/// first word (a process title set as one string, as nginx's "nginx:
+/// master process /usr/sbin/nginx -c /etc/nginx.conf", stays whole).
+fn program_name(first: &str) -> String {
+    let (head, rest) = first.split_once(' ').unwrap_or((first, ""));
+    let base = head.rsplit('/').next().unwrap_or(head);
+    if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base} {rest}")
+    }
+}
+
 pub(crate) fn command(pid: u32, max: usize) -> String {
     let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
     let mut args: Vec<String> = raw
@@ -427,9 +456,7 @@ pub(crate) fn command(pid: u32, max: usize) -> String {
         })
         .collect();
     if let Some(first) = args.first_mut() {
-        if let Some(base) = first.rsplit('/').next().map(str::to_owned) {
-            *first = base;
-        }
+        *first = program_name(first);
     } else {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
         args.push(format!("[{}]", comm.trim_end()));
@@ -444,6 +471,15 @@ pub(crate) fn command(pid: u32, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_single_string_title_is_shown_whole() {
+        assert_eq!(
+            program_name("nginx: master process /usr/sbin/nginx -c /tmp/x/nginx.conf"),
+            "nginx: master process /usr/sbin/nginx -c /tmp/x/nginx.conf"
+        );
+        assert_eq!(program_name("/usr/bin/python3"), "python3");
+    }
 
     #[test]
     fn garbage_is_refused_or_yields_nothing() {

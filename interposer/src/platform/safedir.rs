@@ -62,6 +62,14 @@ pub(crate) fn get() -> Result<Arc<Dir>, Errno> {
     CACHE.get(rustix::process::geteuid().as_raw(), &configured_path)
 }
 
+/// The process called setuid or kin (`calls/process.rs`): a directory it
+/// cannot open afterwards is expected, not a setup problem.
+static USER_CHANGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub(crate) fn user_changing() {
+    USER_CHANGED.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Looks whether the directory [`get`] returns was removed or replaced
 /// (its descriptor's `st_nlink` is 0, or its path now names something
 /// else); if so, the next [`get`] opens and verifies the path again.
@@ -417,6 +425,16 @@ impl Cache {
                 }
             }
         }
+        // A process that switched user (a server's worker dropping to
+        // nobody) is expected not to reach the directory of the user it
+        // was: said in the debug log only.
+        let switched = USER_CHANGED.load(std::sync::atomic::Ordering::Relaxed)
+            || self
+                .state
+                .read()
+                .dir
+                .as_ref()
+                .is_some_and(|d| d.euid != euid);
         // Opened outside the lock: another thread may be doing the same;
         // the first one stored wins, the other's descriptor is closed.
         let opened = locate(euid).and_then(|path| {
@@ -424,7 +442,9 @@ impl Cache {
                 let errno = refusal.errno();
                 // Out of fds or memory is the process's state, not the
                 // directory's: neither said nor remembered.
-                if !transient(errno) {
+                if switched && matches!(errno, Errno::ACCESS | Errno::PERM) {
+                    log!(debug, "after a user switch: {refusal}");
+                } else if !transient(errno) {
                     warn_once(format_args!("{refusal}"));
                 }
                 errno

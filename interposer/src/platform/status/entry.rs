@@ -37,11 +37,84 @@ pub(super) struct Entry {
 /// Where the next claim starts looking (the lowest entry maybe free).
 static HINT: AtomicUsize = AtomicUsize::new(0);
 
+/// Frees the entries of `table` in use by processes that are gone (not
+/// `me`); how many. The state and pid words are swapped together (one
+/// 64-bit word), so an entry freed and claimed again by a live process
+/// meanwhile is left alone.
+fn reclaim(table: &Table, me: u32) -> usize {
+    let mut freed = 0;
+    for i in 0..ENTRIES {
+        let off = Table::entry_at(i);
+        let (Some(word), Some(start)) = (table.u64_at(off + E_STATE), table.u64_at(off + E_START))
+        else {
+            continue;
+        };
+        let seen = word.load(Ordering::Acquire);
+        let (state, owner) = state_and_pid(seen);
+        if state == FREE || state == FILLING || owner == me || owner == 0 {
+            continue;
+        }
+        if is_live(owner, start.load(Ordering::Relaxed)) {
+            continue;
+        }
+        let free = 0; // FREE, pid 0
+        if word
+            .compare_exchange(seen, free, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            freed += 1;
+        }
+    }
+    freed
+}
+
+const _: () = assert!(
+    E_STATE == 0 && E_PID == 4 && ENTRY_BYTES.is_multiple_of(8) && HEADER_BYTES.is_multiple_of(8)
+);
+
+/// The entry's state (`E_STATE`) and pid (`E_PID`) from the 64-bit word
+/// at `E_STATE`.
+fn state_and_pid(word: u64) -> (u32, u32) {
+    let b = word.to_ne_bytes();
+    let state = u32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+    let pid = u32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
+    (state, pid)
+}
+
 impl Entry {
     /// Claims a free entry of `table` for the process `(pid, start)` and
     /// publishes `what` in it: counters from `seed` (sent, received: the
     /// ring's totals, for a socket in use before), flags `flags`.
     pub(super) fn claim(
+        table: &'static Table,
+        pid: u32,
+        start: u64,
+        what: &What,
+        fd: u32,
+        flags: u32,
+        seed: (u64, u64),
+    ) -> Option<Entry> {
+        if let Some(e) = Self::claim_free(table, pid, start, what, fd, flags, seed) {
+            return Some(e);
+        }
+        // Full: entries of processes that are gone (killed, or left with
+        // `_exit` while claimed in an ancestor's file) are freed, at most
+        // once a second.
+        static RECLAIM: crate::platform::shared_file::Retry =
+            crate::platform::shared_file::Retry::new();
+        if RECLAIM.due() && reclaim(table, pid) > 0 {
+            HINT.store(0, Ordering::Relaxed);
+            if let Some(e) = Self::claim_free(table, pid, start, what, fd, flags, seed) {
+                return Some(e);
+            }
+        }
+        if let Some(w) = table.u32_at(H_OVERFLOW) {
+            w.fetch_add(1, Ordering::Relaxed);
+        }
+        None
+    }
+
+    fn claim_free(
         table: &'static Table,
         pid: u32,
         start: u64,
@@ -79,9 +152,6 @@ impl Entry {
             };
             e.fill(pid, start, what, fd, flags, seed);
             return Some(e);
-        }
-        if let Some(w) = table.u32_at(H_OVERFLOW) {
-            w.fetch_add(1, Ordering::Relaxed);
         }
         None
     }
@@ -148,6 +218,15 @@ impl Entry {
             self.received.load(Ordering::Relaxed).wrapping_add(n as u64),
             Ordering::Relaxed,
         );
+    }
+
+    /// Sets the sent counter (a resync, under the send lock).
+    pub(super) fn set_sent(&self, v: u64) {
+        self.sent.store(v, Ordering::Relaxed);
+    }
+
+    pub(super) fn set_received(&self, v: u64) {
+        self.received.store(v, Ordering::Relaxed);
     }
 
     pub(super) fn set_fd(&self, fd: u32) {

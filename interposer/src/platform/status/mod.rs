@@ -52,12 +52,35 @@ pub(crate) const WAIT_WRITE: u32 = 32;
 pub(crate) const EXECING: u32 = 64;
 
 /// The process's claim of an entry for `what` (None: no table, or full).
-fn claim(what: &What, fd: u32, flags: u32, totals: impl FnOnce() -> (u64, u64)) -> Option<Entry> {
+/// A forked child claims in the file it inherited while its creator is
+/// not exiting (a fork-per-connection server's children leave no file of
+/// their own); once the creator exits (it sets `H_CLOSING`, then looks
+/// for other processes' entries, and keeps its file if it sees one), a
+/// child that finds the flag after its claim makes a file of its own.
+fn claim(what: &What, fd: u32, flags: u32, totals: impl Fn() -> (u64, u64)) -> Option<Entry> {
     if crate::platform::sandbox::active() {
         return None; // new sockets fail there anyway (`sandbox`)
     }
+    let (pid, start) = (my_pid(), my_start());
     let table = table_here()?;
-    Entry::claim(table, my_pid(), my_start(), what, fd, flags, totals())
+    let e = Entry::claim(table, pid, start, what, fd, flags, totals())?;
+    if table.creator == pid {
+        return Some(e);
+    }
+    // Our claim (a locked compare-exchange) is before this load; the
+    // creator's flag store is before its scan of the entries: one of us
+    // sees the other.
+    std::sync::atomic::fence(Ordering::SeqCst);
+    if !table.closing() {
+        return Some(e);
+    }
+    match own_table() {
+        Some(own) => {
+            e.free();
+            Entry::claim(own, pid, start, what, fd, flags, totals())
+        }
+        None => Some(e),
+    }
 }
 
 /// A connection carried by shared memory, made by this process (`seed`:
@@ -93,70 +116,111 @@ pub(crate) fn listener(local: SocketAddr, tcp_ino: u64, rendezvous: [u64; 2]) ->
 }
 
 /// Before this process image is replaced by exec: hide its entries (the
-/// next image publishes the connections it adopts itself). A failed exec
-/// leaves them hidden.
+/// next image publishes the connections it adopts itself, in a file of its
+/// own) and remove its file unless a forked child's entries are in it (the
+/// next image's file takes the name back: a process that execs again and
+/// again keeps one). A failed exec leaves them hidden.
 pub(crate) fn before_exec() {
     let pid = my_pid();
-    for table in [TABLE.get(), INHERITED.get()].into_iter().flatten() {
-        for i in 0..ENTRIES {
-            let off = Table::entry_at(i);
-            let (Some(state), Some(owner)) =
-                (table.u32_at(off + E_STATE), table.u32_at(off + E_PID))
-            else {
-                continue;
-            };
-            if state.load(Ordering::Acquire) != FREE && owner.load(Ordering::Relaxed) == pid {
-                if let Some(f) = table.u32_at(off + E_FLAGS) {
+    if let Some(t) = TABLE.get().filter(|t| t.creator == pid) {
+        if !crate::platform::sandbox::active() {
+            for_own_entries(t, pid, |_, flags| {
+                if let Some(f) = flags {
                     f.fetch_or(EXECING, Ordering::Relaxed);
                 }
-            }
+            });
+            release(t, pid);
         }
+    }
+    for table in [TABLE.get(), INHERITED.get()].into_iter().flatten() {
+        for_own_entries(table, pid, |_, flags| {
+            if let Some(f) = flags {
+                f.fetch_or(EXECING, Ordering::Relaxed);
+            }
+        });
     }
 }
 
-/// At exit: the creator removes its file when no entry of another process
-/// is in use (a forked child that could not make a file of its own writes
-/// into its parent's); its own entries die with it. `shmnet ss` removes
-/// the rest.
+/// At exit: a forked child writing into an ancestor's file frees its
+/// entries there; the creator marks its file closing and removes it
+/// unless an entry of another live process is in use (a forked child
+/// that claimed in it; entries of processes that are gone do not keep
+/// it); its own entries die with it. `shmnet ss` removes the rest.
 pub(crate) fn at_exit() {
     let Some(table) = TABLE.get() else {
         return;
     };
+    let me = my_pid();
+    if let Some(old) = INHERITED.get() {
+        for_own_entries(old, me, |state, _| state.store(FREE, Ordering::Release));
+    }
+    if table.creator != me {
+        for_own_entries(table, me, |state, _| state.store(FREE, Ordering::Release));
+        return;
+    }
     if crate::platform::sandbox::active() {
         return; // unlink may be outside the filter
     }
-    let me = my_pid();
-    if table.creator != me {
-        return;
-    }
     table::sweep(&table.dir, pid_namespace(), SWEEP_MAX);
+    release(table, me);
+}
+
+/// The creator leaves its file (exit, exec): marks it closing and removes
+/// it unless an entry of another live process is in use.
+fn release(table: &Table, me: u32) {
+    table.set_closing();
+    std::sync::atomic::fence(Ordering::SeqCst);
     for i in 0..ENTRIES {
         let off = Table::entry_at(i);
         let in_use = table
             .u32_at(off + E_STATE)
             .is_some_and(|s| s.load(Ordering::Acquire) != FREE);
-        let ours = table
+        let owner = table
             .u32_at(off + E_PID)
-            .is_some_and(|p| p.load(Ordering::Relaxed) == me);
-        if in_use && !ours {
-            return;
+            .map_or(0, |p| p.load(Ordering::Relaxed));
+        let start = table
+            .u64_at(off + E_START)
+            .map_or(0, |p| p.load(Ordering::Relaxed));
+        if in_use && owner != me && (owner == 0 || table::is_live(owner, start)) {
+            return; // (0: being filled by a claim right now)
         }
     }
     let _ = table.dir.unlink(&table.name);
 }
 
+/// Calls `f` with the state and flags words of each entry in use of
+/// process `pid` in `table`.
+fn for_own_entries(table: &Table, pid: u32, mut f: impl FnMut(&AtomicU32, Option<&AtomicU32>)) {
+    for i in 0..ENTRIES {
+        let off = Table::entry_at(i);
+        let (Some(state), Some(owner)) = (table.u32_at(off + E_STATE), table.u32_at(off + E_PID))
+        else {
+            continue;
+        };
+        let s = state.load(Ordering::Acquire);
+        if s != FREE && s != FILLING && owner.load(Ordering::Relaxed) == pid {
+            f(state, table.u32_at(off + E_FLAGS));
+        }
+    }
+}
+
 /// Before this process changes its user (setuid and kin): a forked child
-/// still writing into a parent's file makes its own now, while it may
-/// still create files in the directory. (nginx: the first process makes
-/// the listener and exits after forking the daemon, removing its file; the
-/// daemon's workers switch to nobody, who may not write root's directory,
-/// so they would go on writing into that removed file, unseen.)
+/// still writing into an ancestor's file whose creator is gone or exiting
+/// makes its own now, while it may still create files in the directory.
+/// (nginx: the first process makes the listener and exits after forking
+/// the daemon, removing its file; the daemon's workers switch to nobody,
+/// who may not write root's directory, so they would go on writing into
+/// that removed file, unseen.) While the creator lives, its file is kept
+/// for as long as the child's entries are in use.
 pub(crate) fn before_user_change() {
+    safedir::user_changing();
     if crate::platform::sandbox::active() {
         return;
     }
-    if TABLE.get().is_some_and(|t| t.creator != my_pid()) {
-        let _ = table_here();
+    if let Some(t) = TABLE.get().filter(|t| t.creator != my_pid()) {
+        if t.closing() || !table::is_live(t.creator, t.creator_start()) {
+            let _ = own_table();
+        }
     }
 }
 
@@ -171,13 +235,21 @@ static TRIED_BY: AtomicU32 = AtomicU32::new(0);
 /// processes' files is emptied over several sweeps, or by `shmnet ss`).
 const SWEEP_MAX: usize = 64;
 
-/// The process's own table, made on first need (a forked child makes its
-/// own: its parent may exit, or close the sockets the child goes on
-/// with); one attempt a second while it cannot be made, the inherited
-/// table meanwhile. A child that switched user uses the inherited table
-/// (a worker that dropped the privileges to write the directory still has
-/// its parent's file mapped).
+/// The table this process claims in: its own, or a forked child's
+/// inherited one while its creator is not exiting (`claim`), or else one
+/// made now (`own_table`); the inherited one if that cannot be made.
 fn table_here() -> Option<&'static Table> {
+    match TABLE.get() {
+        Some(t) if t.creator == my_pid() || !t.closing() => Some(t),
+        _ => own_table().or(TABLE.get()),
+    }
+}
+
+/// The process's own table, made on first need; one attempt a second
+/// while it cannot be made. A child that switched user uses the
+/// inherited table (a worker that dropped the privileges to write the
+/// directory still has its parent's file mapped).
+fn own_table() -> Option<&'static Table> {
     static RETRY: Retry = Retry::new();
     let me = my_pid();
     let current = TABLE.get();
@@ -186,7 +258,7 @@ fn table_here() -> Option<&'static Table> {
     }
     let first = TRIED_BY.swap(me, Ordering::Relaxed) != me;
     if !first && !RETRY.due() {
-        return current;
+        return None;
     }
     let dir = match current {
         // A forked child: in the directory its parent opened, if it is
@@ -204,18 +276,13 @@ fn table_here() -> Option<&'static Table> {
         table::create(dir, me, my_start(), pidns)
             .map_err(|e| log!(debug, "status file not made: {e}"))
             .ok()
-    });
-    match made {
-        Some(t) => {
-            let t: &'static Table = Box::leak(Box::new(t));
-            if let Some(old) = current {
-                INHERITED.set(old);
-            }
-            TABLE.set(t);
-            Some(t)
-        }
-        None => current,
+    })?;
+    let t: &'static Table = Box::leak(Box::new(made));
+    if let Some(old) = current {
+        INHERITED.set(old);
     }
+    TABLE.set(t);
+    Some(t)
 }
 
 /// `(fork generation + 1) << 32 | pid`, as last looked up.

@@ -23,6 +23,52 @@ use super::entry::{Entry, What};
 struct Claim {
     pid: u32,
     entry: Option<Entry>,
+    /// Directions (`SENT`, `RECEIVED`) whose counter was seeded without
+    /// that direction's lock (another thread may have been between its
+    /// ring operation and its count): their next count, under the lock,
+    /// sets the ring's total instead of adding.
+    resync: AtomicU32,
+}
+
+const SENT: u32 = 1;
+const RECEIVED: u32 = 2;
+
+impl Claim {
+    #[inline(always)]
+    fn sent(&self, n: usize, totals: impl Fn() -> (u64, u64)) {
+        if let Some(e) = &self.entry {
+            if self.resync.load(Ordering::Relaxed) & SENT == 0 {
+                e.sent(n);
+            } else {
+                self.resync_now(e, SENT, totals);
+            }
+        }
+    }
+
+    #[inline(always)]
+    fn received(&self, n: usize, totals: impl Fn() -> (u64, u64)) {
+        if let Some(e) = &self.entry {
+            if self.resync.load(Ordering::Relaxed) & RECEIVED == 0 {
+                e.received(n);
+            } else {
+                self.resync_now(e, RECEIVED, totals);
+            }
+        }
+    }
+
+    /// Under direction `dir`'s lock, after its ring operation: the ring's
+    /// total for it is exact.
+    #[cold]
+    #[inline(never)]
+    fn resync_now(&self, e: &Entry, dir: u32, totals: impl Fn() -> (u64, u64)) {
+        let (sent, received) = totals();
+        if dir == SENT {
+            e.set_sent(sent);
+        } else {
+            e.set_received(received);
+        }
+        self.resync.fetch_and(!dir, Ordering::Relaxed);
+    }
 }
 
 impl Drop for Claim {
@@ -69,7 +115,8 @@ impl Published {
             flags: AtomicU32::new(flags & SOCKET_FLAGS),
             current: AtomicPtr::new(std::ptr::null_mut()),
         };
-        p.claim_here(|| seed);
+        // (No other thread has the socket yet: the seed is exact.)
+        p.claim_here(SENT | RECEIVED, || seed);
         p
     }
 
@@ -100,33 +147,29 @@ impl Published {
     /// `n` bytes more sent (under the send lock); `totals` gives the
     /// ring's (sent, received) for a claim made now.
     #[inline(always)]
-    pub(crate) fn sent(&self, n: usize, totals: impl FnOnce() -> (u64, u64)) {
+    pub(crate) fn sent(&self, n: usize, totals: impl Fn() -> (u64, u64)) {
         if let Some(c) = self.here() {
-            if let Some(e) = &c.entry {
-                e.sent(n);
-            }
-        } else if let Some((e, false)) = self.claim_here(totals) {
-            e.sent(n);
+            c.sent(n, totals);
+        } else if let Some((c, false)) = self.claim_here(SENT, &totals) {
+            c.sent(n, totals);
         }
     }
 
     /// `n` bytes more received (under the receive lock).
     #[inline(always)]
-    pub(crate) fn received(&self, n: usize, totals: impl FnOnce() -> (u64, u64)) {
+    pub(crate) fn received(&self, n: usize, totals: impl Fn() -> (u64, u64)) {
         if let Some(c) = self.here() {
-            if let Some(e) = &c.entry {
-                e.received(n);
-            }
-        } else if let Some((e, false)) = self.claim_here(totals) {
-            e.received(n);
+            c.received(n, totals);
+        } else if let Some((c, false)) = self.claim_here(RECEIVED, &totals) {
+            c.received(n, totals);
         }
     }
 
     /// This process uses the socket (a forked worker accepts on a
     /// listener): publish it under this process if not yet.
-    pub(crate) fn use_here(&self, totals: impl FnOnce() -> (u64, u64)) {
+    pub(crate) fn use_here(&self, totals: impl Fn() -> (u64, u64)) {
         if self.here().is_none() {
-            self.claim_here(totals);
+            self.claim_here(0, totals);
         }
     }
 
@@ -143,11 +186,13 @@ impl Published {
 
     /// Sets flags: the socket's own (`SOCKET_FLAGS`, kept for a later
     /// claim) and this process's (waiting), claiming an entry here first.
-    pub(crate) fn set_flags(&self, bits: u32, totals: impl FnOnce() -> (u64, u64)) {
+    pub(crate) fn set_flags(&self, bits: u32, totals: impl Fn() -> (u64, u64)) {
         self.flags.fetch_or(bits & SOCKET_FLAGS, Ordering::Relaxed);
         let entry = match self.here() {
             Some(c) => c.entry.as_ref(),
-            None => self.claim_here(totals).map(|(e, _)| e),
+            None => self
+                .claim_here(0, totals)
+                .and_then(|(c, _)| c.entry.as_ref()),
         };
         if let Some(e) = entry {
             e.set_flags(bits);
@@ -163,13 +208,14 @@ impl Published {
     }
 
     /// The slow path: this process's claim, made now if it has none; with
-    /// whether it was made now (its counters are the ring's totals, the
-    /// caller's bytes included).
+    /// whether it was made now by this call (its counters are the ring's
+    /// totals, the caller's bytes included). `exact`: the directions whose
+    /// lock the caller holds (their totals are exact now).
     #[cold]
     #[inline(never)]
-    fn claim_here(&self, totals: impl FnOnce() -> (u64, u64)) -> Option<(&Entry, bool)> {
+    fn claim_here(&self, exact: u32, totals: impl Fn() -> (u64, u64)) -> Option<(&Claim, bool)> {
         if let Some(c) = self.here() {
-            return c.entry.as_ref().map(|e| (e, false));
+            return Some((c, false));
         }
         let me = super::my_pid();
         if me == 0 {
@@ -178,7 +224,11 @@ impl Published {
         let fd = self.fd.load(Ordering::Relaxed);
         let flags = self.flags.load(Ordering::Relaxed);
         let entry = super::claim(&self.what, fd, flags, totals);
-        let fresh = Box::into_raw(Box::new(Claim { pid: me, entry }));
+        let fresh = Box::into_raw(Box::new(Claim {
+            pid: me,
+            entry,
+            resync: AtomicU32::new((SENT | RECEIVED) & !exact),
+        }));
         match self.current.compare_exchange(
             std::ptr::null_mut(),
             fresh,
@@ -187,16 +237,16 @@ impl Published {
         ) {
             Ok(_) => {
                 // SAFETY: just published; freed only as in `here`.
-                let c = unsafe { &*fresh };
-                c.entry.as_ref().map(|e| (e, true))
+                Some((unsafe { &*fresh }, true))
             }
             Err(won) => {
                 // Another thread of ours claimed first: ours goes (its
-                // entry freed), theirs is used.
+                // entry freed), theirs is used (its seed of our direction
+                // is resynced by our count, `Claim::resync`).
                 // SAFETY: `fresh` was never shared.
                 drop(unsafe { Box::from_raw(fresh) });
                 // SAFETY: as in `here`.
-                unsafe { won.as_ref() }.and_then(|c| c.entry.as_ref().map(|e| (e, false)))
+                unsafe { won.as_ref() }.map(|c| (c, false))
             }
         }
     }

@@ -36,6 +36,9 @@ pub(crate) const H_START: usize = 32;
 pub(crate) const H_PIDNS: usize = 40;
 /// Entries that found no free place (not listed).
 pub(crate) const H_OVERFLOW: usize = 48;
+/// Nonzero once the creator is exiting: its file may be removed, so a
+/// forked child that claims in it makes a file of its own instead.
+pub(crate) const H_CLOSING: usize = 52;
 
 // Entry fields (byte offsets within an entry).
 pub(crate) const E_STATE: usize = 0;
@@ -86,6 +89,24 @@ impl Table {
 
     pub(crate) fn u32_at(&self, off: usize) -> Option<&AtomicU32> {
         self.words.u32_at(off)
+    }
+
+    /// Whether the creator is exiting (`H_CLOSING`; SeqCst: see `at_exit`).
+    pub(crate) fn closing(&self) -> bool {
+        self.u32_at(H_CLOSING)
+            .is_some_and(|w| w.load(Ordering::SeqCst) != 0)
+    }
+
+    pub(crate) fn set_closing(&self) {
+        if let Some(w) = self.u32_at(H_CLOSING) {
+            w.store(1, Ordering::SeqCst);
+        }
+    }
+
+    /// The creator's start time (from the header we wrote).
+    pub(crate) fn creator_start(&self) -> u64 {
+        self.u64_at(H_START)
+            .map_or(0, |w| w.load(Ordering::Relaxed))
     }
 
     /// Byte offset of entry `i` (clamped: indexes are our own).
@@ -243,9 +264,18 @@ fn prepare(fd: &OwnedFd) -> Result<NonNull<u8>, Errno> {
 /// handler ran), looking at most at `max` of them: a file goes when it is
 /// of our pid namespace, its creator is gone, and no entry in use belongs
 /// to a live process (a daemon's child may go on with its parent's file).
-/// Called where a file is made and at exit, never on the data path.
+/// Called where a file is made and at exit, never on the data path. It
+/// starts at a rotating place among the names, so that successive sweeps
+/// get through a directory of many live files.
 pub(crate) fn sweep(dir: &Dir, pidns: u64, max: usize) {
-    for name in dir.names("status-", max) {
+    let mut names = dir.names("status-", SWEEP_NAMES);
+    if names.len() > max {
+        let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+        let from = (t.tv_nsec as usize ^ std::process::id() as usize) % names.len();
+        names.rotate_left(from);
+        names.truncate(max);
+    }
+    for name in names {
         let Some((pid, start)) = parse_name(&name) else {
             continue;
         };
@@ -289,6 +319,9 @@ pub(crate) fn sweep(dir: &Dir, pidns: u64, max: usize) {
     }
 }
 
+/// Names a sweep chooses from (a bound on its memory).
+const SWEEP_NAMES: usize = 1 << 16;
+
 /// `status-<pid>-<start>[.<k>]`.
 fn parse_name(name: &str) -> Option<(u32, u64)> {
     let rest = name.strip_prefix("status-")?;
@@ -298,7 +331,7 @@ fn parse_name(name: &str) -> Option<(u32, u64)> {
 }
 
 /// Whether `pid` is a live process that started at `start`.
-fn is_live(pid: u32, start: u64) -> bool {
+pub(crate) fn is_live(pid: u32, start: u64) -> bool {
     pid != 0
         && crate::platform::stats::alive(pid)
         && crate::platform::stats::proc_start(pid).is_none_or(|s| s == start)
