@@ -70,6 +70,16 @@ pub struct Args {
     /// links established, streams open and carried, bytes, resets.
     #[arg(long, value_name = "PATH")]
     pub status_file: Option<PathBuf>,
+    /// Present the remote client's address to servers behind this gateway
+    /// (the peer's `forwarded: for=`, else the peer gateway's address;
+    /// never loopback), binding onward connections to it with
+    /// IP_TRANSPARENT (needs CAP_NET_ADMIN). Through shared memory (this
+    /// gateway preloaded) nothing else is needed; over kernel TCP, replies
+    /// to that address must be routed back to this host (as for ztunnel's
+    /// and Envoy's original source). Without it servers see this host's
+    /// own address.
+    #[arg(long)]
+    pub original_source: bool,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -82,6 +92,7 @@ pub struct Settings {
     pub connection_window: u32,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    pub original_source: bool,
 }
 
 impl Args {
@@ -91,6 +102,7 @@ impl Args {
             connection_window: self.connection_window.max(self.stream_window),
             ping_interval: secs(self.ping_interval),
             ping_timeout: secs(self.ping_timeout),
+            original_source: self.original_source,
         }
     }
 }

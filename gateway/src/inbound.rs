@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{self, Settings};
 use crate::log;
+use crate::source;
 use crate::splice;
 use crate::status;
 use std::sync::atomic::Ordering;
@@ -87,7 +88,15 @@ async fn connection(
             match r {
                 Ok((request, respond)) => {
                     let stats = stats.clone();
-                    tokio::spawn(stream(request, respond, peer, serve.clone(), stats));
+                    let original = settings.original_source;
+                    tokio::spawn(stream(
+                        request,
+                        respond,
+                        peer,
+                        serve.clone(),
+                        stats,
+                        original,
+                    ));
                 }
                 Err(e) => return e.to_string(),
             }
@@ -115,6 +124,7 @@ async fn stream(
     peer: SocketAddr,
     serve: Arc<Vec<IpNet>>,
     stats: Arc<status::Peer>,
+    original_source: bool,
 ) {
     if request.method() != Method::CONNECT {
         return refuse(respond, StatusCode::BAD_REQUEST);
@@ -130,7 +140,16 @@ async fn stream(
         log!("peer {peer}: CONNECT {dest} refused: not in a --serve range");
         return refuse(respond, StatusCode::FORBIDDEN);
     };
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dest)).await {
+    // What the server sees as its client (never loopback): source.rs.
+    let source = original_source.then(|| {
+        let fwd = request
+            .headers()
+            .get("forwarded")
+            .and_then(|v| v.to_str().ok())
+            .and_then(source::forwarded_for);
+        source::client_address(fwd, peer, dest)
+    });
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, source::connect(dest, source)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             log!("peer {peer}: CONNECT {dest}: {e}");
