@@ -70,6 +70,17 @@ pub struct Args {
     /// links established, streams open and carried, bytes, resets.
     #[arg(long, value_name = "PATH")]
     pub status_file: Option<PathBuf>,
+    /// Seconds a local connection waits for its CONNECT stream to open and
+    /// be answered (a free stream under the peer's limit, the peer's
+    /// onward connect); then it is reset. More than the peer's own connect
+    /// timeout (10 s), so its answer comes first.
+    #[arg(long, default_value_t = 15.0)]
+    pub open_timeout: f64,
+    /// Streams a peer may have open at once on its link to us (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS); its further local connections
+    /// wait for one to end, up to --open-timeout.
+    #[arg(long, default_value_t = MAX_STREAMS)]
+    pub max_streams: u32,
     /// Present the remote client's address to servers behind this gateway
     /// (the peer's `forwarded: for=`, else the peer gateway's address;
     /// never loopback), binding onward connections to it with
@@ -93,6 +104,8 @@ pub struct Settings {
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
     pub original_source: bool,
+    pub open_timeout: Duration,
+    pub max_streams: u32,
 }
 
 impl Args {
@@ -103,6 +116,8 @@ impl Args {
             ping_interval: secs(self.ping_interval),
             ping_timeout: secs(self.ping_timeout),
             original_source: self.original_source,
+            open_timeout: secs(self.open_timeout),
+            max_streams: self.max_streams.max(1),
         }
     }
 }

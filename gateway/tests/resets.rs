@@ -94,7 +94,9 @@ fn resets_cross_the_gateways_on_shared_memory_legs() {
         return;
     }
     let pair = Pair::new("rst");
-    common::run(&["ip", "-n", &pair.a, "route", "del", "local", B_RANGE, "dev", "lo"]);
+    common::run(&[
+        "ip", "-n", &pair.a, "route", "del", "local", B_RANGE, "dev", "lo",
+    ]);
     let ca = Certs::ca(&pair.dir, "test");
     ca.issue(&pair.dir, "a", A_LINK);
     ca.issue(&pair.dir, "b", B_LINK);
@@ -140,8 +142,16 @@ fn resets_cross_the_gateways_on_shared_memory_legs() {
         &pair.dir,
         "gw-b",
         &[
-            "--peer-listen", &peer, "--serve", B_RANGE, "--cert", &f("b.pem"), "--key",
-            &f("b.key"), "--ca", &f("test-ca.pem"),
+            "--peer-listen",
+            &peer,
+            "--serve",
+            B_RANGE,
+            "--cert",
+            &f("b.pem"),
+            "--key",
+            &f("b.key"),
+            "--ca",
+            &f("test-ca.pem"),
         ],
         &env_b,
     );
@@ -151,8 +161,16 @@ fn resets_cross_the_gateways_on_shared_memory_legs() {
         &pair.dir,
         "gw-a",
         &[
-            "--listen", gateway_addr, "--remote", &format!("{B_RANGE}={peer}"), "--cert",
-            &f("a.pem"), "--key", &f("a.key"), "--ca", &f("test-ca.pem"),
+            "--listen",
+            gateway_addr,
+            "--remote",
+            &format!("{B_RANGE}={peer}"),
+            "--cert",
+            &f("a.pem"),
+            "--key",
+            &f("a.key"),
+            "--ca",
+            &f("test-ca.pem"),
         ],
         &env_a_gateway,
     );

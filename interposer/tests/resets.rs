@@ -87,6 +87,15 @@ elif case == "so_error":
     e = c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     out.append("so_error %s" % errno.errorcode.get(e, e))
     out += reads(c)
+elif case == "both_shut":
+    # Not a reset: each side ended its stream, one with data unread by the
+    # other (both shutdowns make a hang-up on the Unix connection too).
+    c, a = pair()
+    a.sendall(b"s" * 1000)
+    a.shutdown(socket.SHUT_WR)
+    c.shutdown(socket.SHUT_WR)
+    time.sleep(0.1)
+    out += reads(a) + reads(c)
 elif case in ("killed_unread", "killed_read"):
     r, w = os.pipe()
     pid = os.fork()
@@ -110,10 +119,11 @@ elif case in ("killed_unread", "killed_read"):
 print(" / ".join(out), flush=True)
 "#;
 
-const CASES: [(&str, &str); 5] = [
+const CASES: [(&str, &str); 6] = [
     ("linger", "data 1000 / ECONNRESET / then eof / send EPIPE"),
     ("unread", "ECONNRESET / then eof / send EPIPE"),
     ("so_error", "poll ERR|HUP / so_error ECONNRESET / eof"),
+    ("both_shut", "eof / data 1000 / eof"),
     ("killed_unread", "ECONNRESET"),
     ("killed_read", "eof"),
 ];

@@ -29,14 +29,15 @@ impl Connection {
         if aborted {
             return true;
         }
-        let from_peer = {
+        let (from_peer, peer_writing) = {
             let mut rx = self.rx.lock();
             self.receiver(&mut rx.consumer)
-                .is_some_and(|c| c.peer_reset())
+                .map_or((false, true), |c| (c.peer_reset(), !c.peer_closed()))
         };
-        // Gone without closing: only a hang-up tells (a system call, so
-        // asked last).
-        from_peer || (unread && self.bell.hung_up())
+        // Gone without closing: a hang-up while the peer had not ended its
+        // stream in the ring (a hang-up also follows a shutdown(SHUT_WR)
+        // on each side, which ends it first). A system call: asked last.
+        from_peer || (unread && peer_writing && self.bell.hung_up())
     }
 
     /// Takes the reset for reporting: true the first time only.
