@@ -73,7 +73,7 @@ async fn connection(
         .initial_window_size(settings.stream_window)
         .initial_connection_window_size(settings.connection_window)
         .max_frame_size(config::MAX_FRAME)
-        .max_send_buffer_size(config::MAX_SEND_BUFFER)
+        .max_send_buffer_size(settings.send_buffer)
         .max_concurrent_streams(settings.max_streams)
         .max_header_list_size(64 << 10)
         .handshake::<_, Bytes>(tls)

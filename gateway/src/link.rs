@@ -152,7 +152,7 @@ async fn dial(
         .initial_window_size(settings.stream_window)
         .initial_connection_window_size(settings.connection_window)
         .max_frame_size(config::MAX_FRAME)
-        .max_send_buffer_size(config::MAX_SEND_BUFFER)
+        .max_send_buffer_size(settings.send_buffer)
         .enable_push(false)
         .handshake(stream)
         .await
