@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{self, Settings};
 use crate::log;
+use crate::pending;
 use crate::source;
 use crate::splice;
 use crate::status;
@@ -33,6 +34,7 @@ pub async fn serve(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let serve = Arc::new(serve);
+    let pending = pending::Pending::default();
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -42,11 +44,22 @@ pub async fn serve(
                 continue;
             }
         };
+        let slot = match pending.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                if refused.log {
+                    log!("peer {peer} refused: {} (closed at once)", refused.why);
+                }
+                continue; // dropping `tcp` closes it
+            }
+        };
         let (acceptor, serve, settings) = (acceptor.clone(), serve.clone(), settings.clone());
         let board = board.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            drop(slot);
+            let tls = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return log!("peer {peer} refused: TLS: {e}"),
                 Err(_) => return log!("peer {peer} refused: no TLS handshake in time"),

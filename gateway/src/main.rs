@@ -8,6 +8,7 @@ mod inbound;
 mod link;
 mod log;
 mod outbound;
+mod pending;
 mod source;
 mod splice;
 mod status;
