@@ -87,6 +87,26 @@ elif case == "so_error":
     e = c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     out.append("so_error %s" % errno.errorcode.get(e, e))
     out += reads(c)
+elif case == "linger_waits":
+    # poll and epoll see the reset (POLLERR/EPOLLERR with the hang-up)
+    # before anything reads it; here no doorbell byte was left unread at
+    # the closer, so the Unix connection's own close says no error.
+    c, a = pair()
+    a.sendall(b"x" * 1000)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    a.close()
+    time.sleep(0.1)
+    p = select.poll()
+    p.register(c, select.POLLIN)
+    ev = p.poll(5000)
+    mask = ev[0][1] if ev else 0
+    out.append("poll %s" % "|".join(n for n, b in (("ERR", select.POLLERR), ("HUP", select.POLLHUP)) if mask & b))
+    ep = select.epoll()
+    ep.register(c, select.EPOLLIN)
+    ev = ep.poll(5)
+    mask = ev[0][1] if ev else 0
+    out.append("epoll %s" % "|".join(n for n, b in (("ERR", select.EPOLLERR), ("HUP", select.EPOLLHUP)) if mask & b))
+    out += reads(c)
 elif case == "both_shut":
     # Not a reset: each side ended its stream, one with data unread by the
     # other (both shutdowns make a hang-up on the Unix connection too).
@@ -119,10 +139,14 @@ elif case in ("killed_unread", "killed_read"):
 print(" / ".join(out), flush=True)
 "#;
 
-const CASES: [(&str, &str); 6] = [
+const CASES: [(&str, &str); 7] = [
     ("linger", "data 1000 / ECONNRESET / then eof / send EPIPE"),
     ("unread", "ECONNRESET / then eof / send EPIPE"),
     ("so_error", "poll ERR|HUP / so_error ECONNRESET / eof"),
+    (
+        "linger_waits",
+        "poll ERR|HUP / epoll ERR|HUP / data 1000 / ECONNRESET",
+    ),
     ("both_shut", "eof / data 1000 / eof"),
     ("killed_unread", "ECONNRESET"),
     ("killed_read", "eof"),

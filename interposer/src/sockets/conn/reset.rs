@@ -1,7 +1,7 @@
 //! A peer's reset (a TCP RST), as the kernel reports it (tcp(7), socket(7)):
 //! ECONNRESET once — to the first recv that finds the ring drained, send,
 //! or SO_ERROR, like the kernel's pending socket error — then end of
-//! stream for reads and EPIPE for writes; poll adds POLLERR to the
+//! stream for reads and EPIPE for writes; poll and epoll add POLLERR to the
 //! hang-up until it is reported.
 //!
 //! A reset is the peer's abortive close written in the ring
