@@ -317,7 +317,7 @@ pub(crate) fn add_reset_errors(epfd: c_int, events: &mut [libc::epoll_event]) {
             .filter(|(d, _)| *d == data)
             .any(|(_, s)| s.connection().is_some_and(|c| c.reset_pending()));
         if reset {
-            ev.events = ev.events | err; // (a packed field: no reference)
+            ev.events |= err;
         }
     }
 }
