@@ -91,6 +91,9 @@ pub(crate) fn getsockopt(
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
+    if let Some(d) = sock.datagram() {
+        return crate::calls::datagram::getsockopt(d, level, name, out);
+    }
     if let Some(tcp) = kernel_listener(&sock) {
         // The kernel listener answers for itself.
         return match out.answer_from(sys::borrow_fd(tcp), level, name) {
@@ -267,7 +270,7 @@ fn by_replica(sock: &Socket, rep: &Option<OwnedFd>, level: c_int, name: c_int) -
         (libc::IPPROTO_TCP, libc::TCP_INFO) => {
             let mut base = [0u8; 512];
             match sock {
-                Socket::Bound(_) => None,
+                Socket::Bound(_) | Socket::Datagram(_) => None,
                 Socket::Listener(_) => replica_bytes(rep, level, name, &mut base)
                     .map(|n| (listener_info(&base[..n]), Fit::Truncate)),
                 Socket::Stream(c) => replica_bytes(rep, level, name, &mut base)

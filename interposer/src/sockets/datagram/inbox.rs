@@ -1,0 +1,349 @@
+//! The Inbox (udp-draft §4): an epoll instance that is the application's
+//! fd number, holding the socket's rendezvous listener, every link and an
+//! eventfd. Readiness is exact because the receive path keeps it so:
+//!
+//! - datagrams queued (or an error pending): the eventfd is kept written;
+//! - nothing queued: the eventfd is read empty, every link's frames are
+//!   taken, and the doorbell flag is up in every target set, so the next
+//!   sender that publishes takes it and writes a BELL on its link.
+//!
+//! So poll/select/epoll on the application's fd see readable exactly when
+//! a receive would find something (or a new sender or a hang-up waits to
+//! be handled: a receive then takes it and may find nothing, which
+//! select(2) allows for UDP), and a blocking receive sleeps in the kernel
+//! (poll on the same instance) until a BELL, a new link or the eventfd.
+#![forbid(unsafe_code)]
+
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use rustix::event::epoll;
+use rustix::io::Errno;
+use shmnet_ring::dgram::{Received, RecvError};
+
+use super::links::{self, Link, Set, Verdict};
+use crate::platform::internal_fd::InternalFd;
+use crate::platform::lock::Mutex;
+use crate::transport::link;
+
+/// epoll data of the instance's members; links count up from `FIRST_LINK`.
+const LISTENER: u64 = 0;
+const WAKE: u64 = 1;
+const FIRST_LINK: u64 = 2;
+
+pub(crate) struct Inbox {
+    /// Behind the application's fd number.
+    epoll: InternalFd,
+    /// Holds the name `shmnet.4/udp/<local>` (the port reservation).
+    listener: InternalFd,
+    wake: InternalFd,
+    local: SocketAddr,
+    /// A pending error (ECONNREFUSED), reported once, as SO_ERROR is.
+    error: AtomicI32,
+    /// Inherited across fork: this process must not consume (the rings
+    /// have one consumer; udp-draft stage 4 shares them).
+    forked: AtomicBool,
+    state: Mutex<State>,
+}
+
+struct State {
+    sets: Vec<Set>,
+    links: Vec<Link>,
+    next_token: u64,
+    woken: bool,
+    limit: u32,
+}
+
+/// A datagram taken: how long it was, how much was copied, from whom.
+pub(crate) struct Taken {
+    pub got: Received,
+    pub from: SocketAddr,
+}
+
+impl Inbox {
+    /// The Inbox of a socket bound to `local`, holding `listener`.
+    pub(crate) fn new(listener: InternalFd, local: SocketAddr, limit: u32) -> Result<Inbox, Errno> {
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let wake = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )?;
+        let data = |d| epoll::EventData::new_u64(d);
+        epoll::add(&ep, &listener, data(LISTENER), epoll::EventFlags::IN)?;
+        epoll::add(&ep, &wake, data(WAKE), epoll::EventFlags::IN)?;
+        Ok(Inbox {
+            epoll: InternalFd::new(ep),
+            listener,
+            wake: InternalFd::new(wake),
+            local,
+            error: AtomicI32::new(0),
+            forked: AtomicBool::new(false),
+            state: Mutex::new(State {
+                sets: Vec::new(),
+                links: Vec::new(),
+                next_token: FIRST_LINK,
+                woken: false,
+                limit,
+            }),
+        })
+    }
+
+    /// The epoll instance (the application's fd is a copy of it).
+    pub(crate) fn instance(&self) -> BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
+
+    /// The rendezvous listener (a REG's proof of our address).
+    pub(crate) fn listener(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+
+    /// In a forked child: locks reset, and no receiving here.
+    pub(crate) fn after_fork_child(&self) {
+        self.state.reset_after_fork();
+        self.forked.store(true, Ordering::Relaxed);
+    }
+
+    /// Sets a pending error and wakes whoever waits on the fd.
+    pub(crate) fn set_error(&self, errno: Errno) {
+        self.error.store(errno.raw_os_error(), Ordering::Relaxed);
+        let mut st = self.state.lock();
+        self.signal(&mut st);
+    }
+
+    /// Takes the pending error (SO_ERROR, or the next call).
+    pub(crate) fn take_error(&self) -> Option<Errno> {
+        let e = self.error.swap(0, Ordering::Relaxed);
+        (e != 0).then(|| Errno::from_raw_os_error(e))
+    }
+
+    /// The receive limit (SO_RCVBUF as the kernel stores it), for every set.
+    pub(crate) fn set_limit(&self, bytes: u32) {
+        let mut st = self.state.lock();
+        st.limit = bytes;
+        for s in &mut st.sets {
+            s.rx.set_limit(bytes);
+        }
+    }
+
+    /// Takes new links and the frames of ready ones, without waiting
+    /// (also called by this socket's own sender while it waits for a
+    /// registration, so two sockets sending to each other first never
+    /// wait on each other).
+    pub(crate) fn serve(&self) {
+        if self.forked.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut st = self.state.lock();
+        self.serve_locked(&mut st);
+        self.settle(&mut st);
+    }
+
+    fn serve_locked(&self, st: &mut State) {
+        let mut events = Vec::with_capacity(64);
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        if epoll::wait(
+            &self.epoll,
+            rustix::buffer::spare_capacity(&mut events),
+            Some(&zero),
+        )
+        .is_err()
+        {
+            return;
+        }
+        let all = events.len() == events.capacity();
+        let mut tokens: Vec<u64> = events.iter().map(|e| e.data.u64()).collect();
+        if all {
+            tokens = st.links.iter().map(|l| l.token).collect();
+            tokens.push(LISTENER);
+        }
+        if tokens.contains(&LISTENER) {
+            self.accept_links(st);
+        }
+        let State {
+            sets, links, limit, ..
+        } = st;
+        links.retain_mut(|l| {
+            if !tokens.contains(&l.token) {
+                return true;
+            }
+            let keep = link::read(l.fd.as_fd(), &mut l.inbound).is_ok()
+                && matches!(
+                    links::take_frames(l, sets, *limit, self.local),
+                    Verdict::Keep
+                );
+            if !keep {
+                let _ = epoll::delete(&self.epoll, &l.fd);
+                links::forget(l, sets);
+            }
+            keep
+        });
+    }
+
+    fn accept_links(&self, st: &mut State) {
+        loop {
+            let flags = rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK;
+            let conn = match rustix::net::accept_with(&self.listener, flags) {
+                Ok(c) => c,
+                Err(Errno::INTR | Errno::CONNABORTED) => continue,
+                Err(_) => return,
+            };
+            let config = crate::platform::config::get();
+            let uid = match crate::platform::sys::peer_cred(conn.as_fd()) {
+                Some((_, uid, _)) => uid,
+                None => continue,
+            };
+            let me = rustix::process::geteuid().as_raw();
+            let admitted = config.is_some_and(|c| c.allow.admits_uid(me, uid));
+            if !admitted || st.links.len() >= links::MAX_LINKS {
+                log!(
+                    debug,
+                    "datagram link to {} from uid {uid}: refused",
+                    self.local
+                );
+                continue; // closed: the sender sees the hang-up
+            }
+            let token = st.next_token;
+            st.next_token += 1;
+            let fd = InternalFd::new(conn);
+            let ev = epoll::EventData::new_u64(token);
+            if epoll::add(&self.epoll, &fd, ev, epoll::EventFlags::IN).is_err() {
+                continue;
+            }
+            st.links.push(Link {
+                token,
+                fd,
+                uid,
+                grant: None,
+                inbound: Default::default(),
+            });
+        }
+    }
+
+    fn signal(&self, st: &mut State) {
+        if !st.woken {
+            let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+            st.woken = true;
+        }
+    }
+
+    fn unsignal(&self, st: &mut State) {
+        if st.woken {
+            let mut b = [0u8; 8];
+            let _ = rustix::io::read(&self.wake, &mut b);
+            st.woken = false;
+        }
+    }
+
+    /// Makes the fd's readiness say what a receive would find (see the
+    /// module docs); true when something is queued.
+    fn settle(&self, st: &mut State) -> bool {
+        let queued = self.error.load(Ordering::Relaxed) != 0
+            || st.sets.iter_mut().any(|s| s.rx.next_len().is_ok());
+        if queued {
+            self.signal(st);
+            return true;
+        }
+        let mut came = false;
+        for s in &mut st.sets {
+            came |= s.rx.arm();
+        }
+        if came {
+            for s in &st.sets {
+                s.rx.disarm();
+            }
+            self.signal(st);
+        } else {
+            self.unsignal(st);
+        }
+        came
+    }
+
+    /// Receives one datagram without waiting: from `only` if given
+    /// (a connected socket drops others' datagrams, as the kernel does).
+    /// EAGAIN when none is queued.
+    pub(crate) fn try_recv(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        peek: bool,
+        only: Option<SocketAddr>,
+    ) -> Result<Taken, Errno> {
+        if self.forked.load(Ordering::Relaxed) {
+            return Err(Errno::OPNOTSUPP);
+        }
+        let mut st = self.state.lock();
+        if let Some(e) = self.take_error() {
+            self.settle(&mut st);
+            return Err(e);
+        }
+        let mut got = take(&mut st.sets, bufs, peek, only);
+        if got.is_none() {
+            self.serve_locked(&mut st);
+            got = take(&mut st.sets, bufs, peek, only);
+        }
+        self.settle(&mut st);
+        got.ok_or(Errno::AGAIN)
+    }
+
+    /// The size of the next datagram (FIONREAD); 0 when none.
+    pub(crate) fn next_len(&self) -> usize {
+        let mut st = self.state.lock();
+        self.serve_locked(&mut st);
+        let n = st.sets.iter_mut().find_map(|s| s.rx.next_len().ok());
+        self.settle(&mut st);
+        n.unwrap_or(0)
+    }
+
+    /// Sleeps until the instance is readable, at most `ms` (-1: no limit).
+    pub(crate) fn wait(&self, ms: i32) -> bool {
+        link::wait(&self.epoll, ms)
+    }
+}
+
+/// The next datagram of any set (from `only`, others consumed and
+/// dropped), with its sender's address.
+fn take(
+    sets: &mut [Set],
+    bufs: &mut [IoSliceMut<'_>],
+    peek: bool,
+    only: Option<SocketAddr>,
+) -> Option<Taken> {
+    for set in sets.iter_mut() {
+        // Bounded: each round consumes a datagram or leaves the set.
+        for _ in 0..4096 {
+            let got = match set.rx.recv_vectored(bufs, true) {
+                Ok(g) => g,
+                Err(RecvError::Empty) => break,
+                Err(e @ RecvError::Corrupt { .. }) => {
+                    log!(warn, "datagram receive: {e}");
+                    continue;
+                }
+            };
+            let from = set.sources.get(got.slot as usize).copied().flatten();
+            let wanted = match (from, only) {
+                (None, _) => false,
+                (Some(f), Some(o)) => same(f, o),
+                (Some(_), None) => true,
+            };
+            if wanted && peek {
+                return from.map(|from| Taken { got, from });
+            }
+            // Consume it (the peek above copied it already).
+            let _ = set.rx.recv_vectored(&mut [], false);
+            if wanted {
+                return from.map(|from| Taken { got, from });
+            }
+        }
+    }
+    None
+}
+
+/// The same address, whatever the IPv4 mapping.
+fn same(a: SocketAddr, b: SocketAddr) -> bool {
+    crate::transport::rendezvous::unmapped(a) == crate::transport::rendezvous::unmapped(b)
+}
