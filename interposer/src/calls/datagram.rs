@@ -11,7 +11,7 @@
 
 use core::ffi::c_int;
 use std::io::{IoSlice, IoSliceMut};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
 
@@ -79,16 +79,12 @@ fn adopt(fd: c_int, local: SocketAddr) -> Result<Arc<Socket>, Errno> {
     Ok(sock)
 }
 
-/// The local address an unbound socket of `family` takes to reach `dest`.
-fn autobind_addr(family: c_int, dest: SocketAddr) -> SocketAddr {
-    let ip = match (family, dest) {
-        (libc::AF_INET6, SocketAddr::V6(v6)) if v6.ip().to_ipv4_mapped().is_some() => {
-            IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped())
-        }
-        (libc::AF_INET6, _) => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
-    };
-    SocketAddr::new(ip, 0)
+/// The local address an unbound socket takes to reach `dest`: `dest`'s
+/// own IP, in the partition, so that every socket can answer it (the
+/// kernel would pick 127.0.0.1, outside the partition, where only the
+/// kernel's sockets are), with an ephemeral port.
+fn autobind_addr(dest: SocketAddr) -> SocketAddr {
+    SocketAddr::new(dest.ip(), 0)
 }
 
 /// A kernel UDP socket, not ours yet and not bound, about to reach `dest`
@@ -104,7 +100,7 @@ fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> 
     if sys::local_name(sys::borrow_fd(fd)).is_some_and(|a| a.port() != 0) {
         return None; // bound by the kernel already: it stays the kernel's
     }
-    Some(adopt(fd, autobind_addr(family, dest)))
+    Some(adopt(fd, autobind_addr(dest)))
 }
 
 pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {

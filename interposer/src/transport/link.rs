@@ -3,7 +3,12 @@
 //! a receiver's name, which carries the frames of `shmnet_ring::dgram::frame`
 //! (REG, then REG_OK with the target segment's memfd; BELL; CLOSE).
 //!
-//! `shmnet.4/udp/<ip>:<port>` is a stream listener bound by the receiving
+//! Links are SOCK_SEQPACKET: a frame goes whole or not at all, so a
+//! sender that must not wait can put a datagram on its link (DGRAM,
+//! before its registration is answered) without ever leaving half a
+//! frame behind.
+//!
+//! `shmnet.4/udp/<ip>:<port>` is a seqpacket listener bound by the receiving
 //! socket, in the abstract namespace (per network namespace, as loopback
 //! is): binding it is the port reservation, first binder wins. A sender
 //! proves the source address it claims by passing that listener's fd with
@@ -28,9 +33,10 @@ use crate::transport::rendezvous::unmapped;
 /// two port spaces are apart, as the kernel's are).
 pub(crate) const PREFIX: &str = "shmnet.4/udp/";
 
-/// Most bytes a link may hold unread before its peer is taken for hostile
-/// (REG and the small frames are 8 to 64 bytes).
-const MAX_PENDING: usize = 4096;
+/// Most bytes a link may hold undecoded before its peer is taken for
+/// hostile (frames come whole: at most one DGRAM and a few small ones).
+const MAX_PENDING: usize =
+    shmnet_ring::dgram::frame::HEAD + shmnet_ring::dgram::frame::MAX_BODY + 4096;
 
 /// The name of a datagram address (IPv4-mapped written as IPv4).
 pub(crate) fn name(addr: SocketAddr) -> String {
@@ -40,7 +46,7 @@ pub(crate) fn name(addr: SocketAddr) -> String {
 fn listener_at(addr: SocketAddr) -> Result<OwnedFd, Errno> {
     let sock = rustix::net::socket_with(
         AddressFamily::UNIX,
-        SocketType::STREAM,
+        SocketType::SEQPACKET,
         SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
         None,
     )?;
@@ -80,7 +86,7 @@ pub(crate) fn reserve(addr: SocketAddr) -> Result<(OwnedFd, SocketAddr), Errno> 
 pub(crate) fn dial(dest: SocketAddr) -> Result<OwnedFd, Errno> {
     let sock = rustix::net::socket_with(
         AddressFamily::UNIX,
-        SocketType::STREAM,
+        SocketType::SEQPACKET,
         SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
         None,
     )?;
@@ -103,7 +109,7 @@ pub(crate) fn holds_name(fd: BorrowedFd<'_>, addr: SocketAddr) -> bool {
     };
     unix.abstract_name() == Some(name(addr).as_bytes())
         && rustix::net::sockopt::socket_acceptconn(fd).unwrap_or(false)
-        && rustix::net::sockopt::socket_type(fd).ok() == Some(SocketType::STREAM)
+        && rustix::net::sockopt::socket_type(fd).ok() == Some(SocketType::SEQPACKET)
 }
 
 /// Sends one frame, with `fd` attached (SCM_RIGHTS) if given, without
@@ -149,21 +155,20 @@ pub(crate) struct Inbound {
     pub eof: bool,
 }
 
-/// Reads everything `link` has now into `into`, without waiting.
-/// EPROTO for a peer that sends more than any honest one would.
+/// Reads everything `link` has now into `into`, without waiting, one
+/// frame (message) at a time. EPROTO for a peer that sends more than any
+/// honest one would.
 pub(crate) fn read(link: BorrowedFd<'_>, into: &mut Inbound) -> Result<(), Errno> {
     loop {
-        let mut chunk = [0u8; 512];
-        let mut iov = [IoSliceMut::new(&mut chunk)];
-        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
-        let mut control = RecvAncillaryBuffer::new(&mut space);
-        let got = match rustix::net::recvmsg(
-            link,
-            &mut iov,
-            &mut control,
-            RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
-        ) {
-            Ok(got) => got,
+        // The message's length first (MSG_TRUNC reports it whole).
+        let peek = RecvFlags::DONTWAIT | RecvFlags::PEEK | RecvFlags::TRUNC;
+        let mut none = [0u8; 0];
+        let len = match rustix::net::recv(link, &mut none, peek) {
+            Ok((_, 0)) => {
+                into.eof = true;
+                return Ok(());
+            }
+            Ok((_, len)) => len,
             Err(Errno::AGAIN) => return Ok(()),
             Err(Errno::INTR) => continue,
             Err(Errno::CONNRESET) => {
@@ -172,6 +177,22 @@ pub(crate) fn read(link: BorrowedFd<'_>, into: &mut Inbound) -> Result<(), Errno
             }
             Err(e) => return Err(e),
         };
+        if into.bytes.len() + len > MAX_PENDING {
+            return Err(Errno::PROTO);
+        }
+        let at = into.bytes.len();
+        into.bytes.resize(at + len.max(1), 0);
+        let mut iov = [IoSliceMut::new(&mut into.bytes[at..])];
+        let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut control = RecvAncillaryBuffer::new(&mut space);
+        let got = rustix::net::recvmsg(
+            link,
+            &mut iov,
+            &mut control,
+            RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+        );
+        let n = got.as_ref().map_or(0, |g| g.bytes);
+        into.bytes.truncate(at + n);
         for m in control.drain() {
             if let RecvAncillaryMessage::ScmRights(fds) = m {
                 for fd in fds {
@@ -182,13 +203,19 @@ pub(crate) fn read(link: BorrowedFd<'_>, into: &mut Inbound) -> Result<(), Errno
                 }
             }
         }
-        if got.bytes == 0 {
-            into.eof = true;
-            return Ok(());
-        }
-        into.bytes.extend_from_slice(&chunk[..got.bytes]);
-        if into.bytes.len() > MAX_PENDING {
-            return Err(Errno::PROTO);
+        match got {
+            Ok(_) if n == 0 => {
+                into.eof = true;
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(Errno::AGAIN) => return Ok(()),
+            Err(Errno::INTR) => {}
+            Err(Errno::CONNRESET) => {
+                into.eof = true;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -23,7 +23,7 @@ use rustix::event::epoll;
 use rustix::io::Errno;
 use shmnet_ring::dgram::{Received, RecvError};
 
-use super::links::{self, Link, Set, Verdict};
+use super::links::{self, Link, Set, Slow, Verdict};
 use crate::platform::internal_fd::InternalFd;
 use crate::platform::lock::Mutex;
 use crate::transport::link;
@@ -51,6 +51,7 @@ pub(crate) struct Inbox {
 struct State {
     sets: Vec<Set>,
     links: Vec<Link>,
+    slow: Slow,
     next_token: u64,
     woken: bool,
     limit: u32,
@@ -83,6 +84,7 @@ impl Inbox {
             state: Mutex::new(State {
                 sets: Vec::new(),
                 links: Vec::new(),
+                slow: Slow::default(),
                 next_token: FIRST_LINK,
                 woken: false,
                 limit,
@@ -128,19 +130,7 @@ impl Inbox {
         }
     }
 
-    /// Takes new links and the frames of ready ones, without waiting
-    /// (also called by this socket's own sender while it waits for a
-    /// registration, so two sockets sending to each other first never
-    /// wait on each other).
-    pub(crate) fn serve(&self) {
-        if self.forked.load(Ordering::Relaxed) {
-            return;
-        }
-        let mut st = self.state.lock();
-        self.serve_locked(&mut st);
-        self.settle(&mut st);
-    }
-
+    /// Takes new links and the frames of ready ones, without waiting.
     fn serve_locked(&self, st: &mut State) {
         let mut events = Vec::with_capacity(64);
         let zero = rustix::time::Timespec {
@@ -163,26 +153,39 @@ impl Inbox {
             tokens.push(LISTENER);
         }
         if tokens.contains(&LISTENER) {
+            // New links are read at once: a REG usually comes with them.
+            let known = st.links.len();
             self.accept_links(st);
+            tokens.extend(st.links[known..].iter().map(|l| l.token));
         }
+        for token in tokens {
+            if let Some(i) = st.links.iter().position(|l| l.token == token) {
+                self.read_link(st, i);
+            }
+        }
+    }
+
+    /// Takes link `i`'s frames; closes it (removed from `st.links`) when
+    /// it hung up or misbehaved.
+    fn read_link(&self, st: &mut State, i: usize) {
         let State {
-            sets, links, limit, ..
+            sets,
+            links,
+            slow,
+            limit,
+            ..
         } = st;
-        links.retain_mut(|l| {
-            if !tokens.contains(&l.token) {
-                return true;
-            }
-            let keep = link::read(l.fd.as_fd(), &mut l.inbound).is_ok()
-                && matches!(
-                    links::take_frames(l, sets, *limit, self.local),
-                    Verdict::Keep
-                );
-            if !keep {
-                let _ = epoll::delete(&self.epoll, &l.fd);
-                links::forget(l, sets);
-            }
-            keep
-        });
+        let l = &mut links[i];
+        let keep = link::read(l.fd.as_fd(), &mut l.inbound).is_ok()
+            && matches!(
+                links::take_frames(l, sets, slow, *limit, self.local),
+                Verdict::Keep
+            );
+        if !keep {
+            let _ = epoll::delete(&self.epoll, &l.fd);
+            links::forget(l, sets);
+            links.swap_remove(i);
+        }
     }
 
     fn accept_links(&self, st: &mut State) {
@@ -220,6 +223,8 @@ impl Inbox {
                 fd,
                 uid,
                 grant: None,
+                source: None,
+                settled: false,
                 inbound: Default::default(),
             });
         }
@@ -244,6 +249,7 @@ impl Inbox {
     /// module docs); true when something is queued.
     fn settle(&self, st: &mut State) -> bool {
         let queued = self.error.load(Ordering::Relaxed) != 0
+            || !st.slow.queue.is_empty()
             || st.sets.iter_mut().any(|s| s.rx.next_len().is_ok());
         if queued {
             self.signal(st);
@@ -281,10 +287,10 @@ impl Inbox {
             self.settle(&mut st);
             return Err(e);
         }
-        let mut got = take(&mut st.sets, bufs, peek, only);
+        let mut got = self.take(&mut st, bufs, peek, only);
         if got.is_none() {
             self.serve_locked(&mut st);
-            got = take(&mut st.sets, bufs, peek, only);
+            got = self.take(&mut st, bufs, peek, only);
         }
         self.settle(&mut st);
         got.ok_or(Errno::AGAIN)
@@ -294,7 +300,10 @@ impl Inbox {
     pub(crate) fn next_len(&self) -> usize {
         let mut st = self.state.lock();
         self.serve_locked(&mut st);
-        let n = st.sets.iter_mut().find_map(|s| s.rx.next_len().ok());
+        let n = match st.slow.queue.front() {
+            Some((_, d)) => Some(d.len()),
+            None => st.sets.iter_mut().find_map(|s| s.rx.next_len().ok()),
+        };
         self.settle(&mut st);
         n.unwrap_or(0)
     }
@@ -305,42 +314,83 @@ impl Inbox {
     }
 }
 
-/// The next datagram of any set (from `only`, others consumed and
-/// dropped), with its sender's address.
-fn take(
-    sets: &mut [Set],
-    bufs: &mut [IoSliceMut<'_>],
-    peek: bool,
-    only: Option<SocketAddr>,
-) -> Option<Taken> {
-    for set in sets.iter_mut() {
-        // Bounded: each round consumes a datagram or leaves the set.
+impl Inbox {
+    /// The next datagram (from `only`, others consumed and dropped): the
+    /// link-carried ones first, then the shared-memory front, whose
+    /// sender's link is emptied first the first time (see `Slow`).
+    fn take(
+        &self,
+        st: &mut State,
+        bufs: &mut [IoSliceMut<'_>],
+        peek: bool,
+        only: Option<SocketAddr>,
+    ) -> Option<Taken> {
+        // Bounded: each round consumes a datagram or settles a link.
         for _ in 0..4096 {
-            let got = match set.rx.recv_vectored(bufs, true) {
-                Ok(g) => g,
-                Err(RecvError::Empty) => break,
-                Err(e @ RecvError::Corrupt { .. }) => {
-                    log!(warn, "datagram receive: {e}");
+            if let Some((from, d)) = st.slow.queue.front() {
+                let (from, len) = (*from, d.len());
+                let copied = copy_into(bufs, d);
+                if !peek || !wanted(from, only) {
+                    st.slow.bytes = st.slow.bytes.saturating_sub(len + 256);
+                    st.slow.queue.pop_front();
+                }
+                if wanted(from, only) {
+                    let got = Received {
+                        len,
+                        copied,
+                        slot: u32::MAX,
+                    };
+                    return Some(Taken { got, from });
+                }
+                continue;
+            }
+            let (i, got) = st.sets.iter_mut().enumerate().find_map(|(i, set)| loop {
+                match set.rx.recv_vectored(bufs, true) {
+                    Ok(g) => return Some((i, g)),
+                    Err(RecvError::Empty) => return None,
+                    Err(e) => log!(warn, "datagram receive: {e}"),
+                }
+            })?;
+            let grant = Some((i, got.slot));
+            if let Some(k) = st.links.iter().position(|l| l.grant == grant && !l.settled) {
+                st.links[k].settled = true;
+                self.read_link(st, k);
+                if !st.slow.queue.is_empty() {
                     continue;
                 }
-            };
-            let from = set.sources.get(got.slot as usize).copied().flatten();
-            let wanted = match (from, only) {
-                (None, _) => false,
-                (Some(f), Some(o)) => same(f, o),
-                (Some(_), None) => true,
-            };
-            if wanted && peek {
-                return from.map(|from| Taken { got, from });
             }
-            // Consume it (the peek above copied it already).
-            let _ = set.rx.recv_vectored(&mut [], false);
-            if wanted {
+            let set = &mut st.sets[i];
+            let from = set.sources.get(got.slot as usize).copied().flatten();
+            let want = from.is_some_and(|f| wanted(f, only));
+            if !(want && peek) {
+                // Consumed (the peek above copied it already).
+                let _ = set.rx.recv_vectored(&mut [], false);
+            }
+            if want {
                 return from.map(|from| Taken { got, from });
             }
         }
+        None
     }
-    None
+}
+
+/// Whether a connected socket (`only`) takes a datagram from `from`.
+fn wanted(from: SocketAddr, only: Option<SocketAddr>) -> bool {
+    only.is_none_or(|o| same(from, o))
+}
+
+/// Copies `d` into `bufs` as far as they go; the bytes copied.
+fn copy_into(bufs: &mut [IoSliceMut<'_>], d: &[u8]) -> usize {
+    let mut at = 0;
+    for b in bufs.iter_mut() {
+        let k = (d.len() - at).min(b.len());
+        b[..k].copy_from_slice(&d[at..at + k]);
+        at += k;
+        if at == d.len() {
+            break;
+        }
+    }
+    at
 }
 
 /// The same address, whatever the IPv4 mapping.

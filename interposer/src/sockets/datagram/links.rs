@@ -39,7 +39,23 @@ pub(super) struct Link {
     pub uid: u32,
     /// (set index, slot) once registered.
     pub grant: Option<(usize, u32)>,
+    /// The source address its REG proved.
+    pub source: Option<SocketAddr>,
+    /// Its DGRAM frames were all taken after a datagram of its slot was
+    /// seen in shared memory: it carries none any more (see `Slow`).
+    pub settled: bool,
     pub inbound: Inbound,
+}
+
+/// Datagrams that came on links (DGRAM: sent before the sender had its
+/// slot), delivered before the shared-memory ones, in arrival order.
+/// A sender writes its DGRAM frames before it publishes its first
+/// datagram in shared memory, so taking its link's frames when that
+/// datagram is first seen keeps each sender's order.
+#[derive(Default)]
+pub(super) struct Slow {
+    pub queue: std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
+    pub bytes: usize,
 }
 
 /// What a link's frames asked for.
@@ -73,6 +89,7 @@ pub(super) fn set_for(sets: &mut Vec<Set>, uid: u32, limit: u32) -> Result<usize
 pub(super) fn take_frames(
     link: &mut Link,
     sets: &mut Vec<Set>,
+    slow: &mut Slow,
     limit: u32,
     local: SocketAddr,
 ) -> Verdict {
@@ -102,6 +119,15 @@ pub(super) fn take_frames(
                         verdict = Verdict::Drop;
                         break;
                     }
+                }
+            }
+            Frame::Dgram { source, payload } if link.source == Some(source) => {
+                // Charged as the kernel charges (the limit counts
+                // overhead too); beyond it, dropped.
+                let cost = payload.len() + 256;
+                if slow.bytes == 0 || slow.bytes + cost <= limit as usize {
+                    slow.bytes += cost;
+                    slow.queue.push_back((source, payload.to_vec()));
                 }
             }
             Frame::Bell => {}
@@ -154,6 +180,7 @@ fn register(
     };
     let sent = link::send(link.fd.as_fd(), &ok, set.rx.fd());
     link.grant = Some((i, grant.slot));
+    link.source = Some(source);
     sent
 }
 

@@ -4,6 +4,11 @@
 //! into the receiver's segment; the link carries only a BELL when the
 //! receiver asked for one.
 //!
+//! A route is *pending* from its REG until the REG_OK is read (at a
+//! later send, never waited for): meanwhile its datagrams go on the link
+//! itself (DGRAM frames, whole or dropped), so a sender never waits for a
+//! receiver that is busy, or is its own process.
+//!
 //! A route is checked again once a second (the receiver may have died:
 //! its link hangs up) and whenever the receiver closed its segment; at
 //! most `MAX_ROUTES` are kept, the oldest going first.
@@ -24,17 +29,20 @@ use crate::transport::parking::monotonic_ms;
 use crate::transport::rendezvous::unmapped;
 
 const MAX_ROUTES: usize = 64;
-/// How long a sender waits for a receiver to answer its REG: it answers
-/// from its next receive (or its own sends), normally at once.
-const REG_PATIENCE_MS: u64 = 2000;
 /// A route's link is looked at for a hang-up this often.
 const RECHECK_MS: u64 = 1000;
 
 struct Route {
     dest: SocketAddr,
     link: InternalFd,
-    tx: Sender,
+    state: State,
     checked_ms: u64,
+}
+
+enum State {
+    /// REG sent, REG_OK not read yet.
+    Pending(Inbound),
+    Shm(Sender),
 }
 
 #[derive(Default)]
@@ -84,7 +92,15 @@ impl Routes {
                 },
             };
             let route = &mut self.list[i];
-            match route.tx.send_vectored(bufs) {
+            let tx = match route.ready() {
+                Ok(Some(tx)) => tx,
+                Ok(None) => return Ok(route.on_link(local, bufs)),
+                Err(()) => {
+                    self.list.remove(i);
+                    return Ok(Outcome::NoReceiver);
+                }
+            };
+            match tx.send_vectored(bufs) {
                 Ok(Sent::Queued { ring }) => {
                     if ring {
                         let _ = link::send(route.link.as_fd(), &Frame::Bell, None);
@@ -112,7 +128,7 @@ impl Routes {
         let i = self.list.iter().position(|r| r.dest == dest)?;
         let now = monotonic_ms();
         let r = &mut self.list[i];
-        if now.saturating_sub(r.checked_ms) >= RECHECK_MS {
+        if matches!(r.state, State::Shm(_)) && now.saturating_sub(r.checked_ms) >= RECHECK_MS {
             r.checked_ms = now;
             // The receiver writes nothing after REG_OK: readable means
             // hung up (or misbehaving).
@@ -129,13 +145,70 @@ impl Routes {
 
 impl Route {
     fn close(self) {
-        self.tx.close();
+        if let State::Shm(tx) = &self.state {
+            tx.close();
+        }
         let _ = link::send(self.link.as_fd(), &Frame::Close, None);
+    }
+
+    /// The sender, once the REG_OK is in (read now if it came: never
+    /// waited for); Err when the receiver refused or hung up.
+    fn ready(&mut self) -> Result<Option<&mut Sender>, ()> {
+        if let State::Pending(inbound) = &mut self.state {
+            link::read(self.link.as_fd(), inbound).map_err(|_| ())?;
+            match Frame::decode(&inbound.bytes) {
+                Ok(Some((Frame::RegOk { slot, gen }, _))) => {
+                    let memfd = inbound.fd.take().ok_or(())?;
+                    self.state = State::Shm(attach(memfd, slot, gen, self.dest)?);
+                }
+                Ok(Some((Frame::RegNo { why }, _))) => {
+                    log!(debug, "datagram to {}: refused (errno {why})", self.dest);
+                    return Err(());
+                }
+                Ok(Some(_)) | Err(_) => return Err(()),
+                Ok(None) if inbound.eof => return Err(()),
+                Ok(None) => return Ok(None),
+            }
+        }
+        match &mut self.state {
+            State::Shm(tx) => Ok(Some(tx)),
+            State::Pending(_) => Ok(None),
+        }
+    }
+
+    /// A datagram on the link itself while the route is pending: whole, or
+    /// dropped when the link has no room (a receiver not reading).
+    fn on_link(&self, local: SocketAddr, bufs: &[IoSlice<'_>]) -> Outcome {
+        let payload: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        let f = Frame::Dgram {
+            source: unmapped(local),
+            payload: &payload,
+        };
+        match link::send(self.link.as_fd(), &f, None) {
+            Ok(()) => Outcome::Queued,
+            Err(_) => Outcome::Dropped,
+        }
     }
 }
 
-/// Opens a route: dial the name, check who holds it, REG with our
-/// listener as the proof of `local`, wait for REG_OK and map the memfd.
+/// Maps the receiver's target segment and makes the sender of our slot.
+fn attach(
+    memfd: std::os::fd::OwnedFd,
+    slot: u32,
+    gen: u32,
+    dest: SocketAddr,
+) -> Result<Sender, ()> {
+    let image = Image::attach(memfd.as_fd()).map_err(|e| {
+        log!(warn, "datagram target of {dest}: {e}");
+    })?;
+    if image.sender_uid() != rustix::process::geteuid().as_raw() {
+        return Err(());
+    }
+    image.sender(SlotGrant { slot, gen }).map_err(|_| ())
+}
+
+/// Opens a route: dial the name, check who holds it, send REG with our
+/// listener as the proof of `local`. The answer is read at later sends.
 fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, Errno> {
     let fd = match link::dial(dest) {
         Ok(fd) => InternalFd::new(fd),
@@ -160,44 +233,10 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         cookie: 0,
     };
     link::send(fd.as_fd(), &reg, Some(inbox.listener()))?;
-    let start = monotonic_ms();
-    let mut inbound = Inbound::default();
-    loop {
-        link::read(fd.as_fd(), &mut inbound)?;
-        match Frame::decode(&inbound.bytes) {
-            Ok(Some((Frame::RegOk { slot, gen }, _))) => {
-                let memfd = inbound.fd.take().ok_or(Errno::PROTO)?;
-                let image = Image::attach(memfd.as_fd()).map_err(|e| {
-                    log!(warn, "datagram target of {dest}: {e}");
-                    Errno::CONNREFUSED
-                })?;
-                if image.sender_uid() != me {
-                    return Err(Errno::CONNREFUSED);
-                }
-                let tx = image
-                    .sender(SlotGrant { slot, gen })
-                    .map_err(|_| Errno::CONNREFUSED)?;
-                return Ok(Route {
-                    dest,
-                    link: fd,
-                    tx,
-                    checked_ms: monotonic_ms(),
-                });
-            }
-            Ok(Some((Frame::RegNo { why }, _))) => {
-                log!(debug, "datagram to {dest}: refused (errno {why})");
-                return Err(Errno::CONNREFUSED);
-            }
-            Ok(Some(_)) | Err(_) => return Err(Errno::CONNREFUSED),
-            Ok(None) if inbound.eof => return Err(Errno::CONNREFUSED),
-            Ok(None) => {}
-        }
-        if monotonic_ms().saturating_sub(start) > REG_PATIENCE_MS {
-            log!(debug, "datagram to {dest}: no answer to REG, dropped");
-            return Err(Errno::AGAIN);
-        }
-        // Our own socket may be who the receiver waits for.
-        inbox.serve();
-        link::wait(&fd, 5);
-    }
+    Ok(Route {
+        dest,
+        link: fd,
+        state: State::Pending(Inbound::default()),
+        checked_ms: monotonic_ms(),
+    })
 }
