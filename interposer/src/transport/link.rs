@@ -18,7 +18,7 @@
 use std::io::{IoSlice, IoSliceMut};
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use rustix::io::Errno;
 use rustix::net::{
@@ -218,9 +218,4 @@ pub(crate) fn read(link: BorrowedFd<'_>, into: &mut Inbound) -> Result<(), Errno
             Err(e) => return Err(e),
         }
     }
-}
-
-/// Waits until `fd` is readable or `ms` milliseconds passed.
-pub(crate) fn wait(fd: impl AsFd, ms: i32) -> bool {
-    crate::platform::sys::poll_fd(fd.as_fd(), libc::POLLIN, ms).is_ok_and(|n| n > 0)
 }

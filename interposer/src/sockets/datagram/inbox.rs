@@ -52,6 +52,8 @@ struct State {
     sets: Vec<Set>,
     links: Vec<Link>,
     slow: Slow,
+    /// The senders' doorbell count (all sets) when links were last read.
+    rings_seen: u32,
     next_token: u64,
     woken: bool,
     limit: u32,
@@ -85,6 +87,7 @@ impl Inbox {
                 sets: Vec::new(),
                 links: Vec::new(),
                 slow: Slow::default(),
+                rings_seen: 0,
                 next_token: FIRST_LINK,
                 woken: false,
                 limit,
@@ -248,10 +251,19 @@ impl Inbox {
     /// Makes the fd's readiness say what a receive would find (see the
     /// module docs); true when something is queued.
     fn settle(&self, st: &mut State) -> bool {
-        let queued = self.error.load(Ordering::Relaxed) != 0
-            || !st.slow.queue.is_empty()
-            || st.sets.iter_mut().any(|s| s.rx.next_len().is_ok());
-        if queued {
+        if !queued(st) {
+            // A sender rang since the links were read: take its BELL now,
+            // or it would keep the fd readable with nothing queued.
+            let rings = st
+                .sets
+                .iter()
+                .fold(0u32, |a, s| a.wrapping_add(s.rx.rings()));
+            if rings != st.rings_seen {
+                st.rings_seen = rings;
+                self.serve_locked(st);
+            }
+        }
+        if self.error.load(Ordering::Relaxed) != 0 || queued(st) {
             self.signal(st);
             return true;
         }
@@ -308,9 +320,10 @@ impl Inbox {
         n.unwrap_or(0)
     }
 
-    /// Sleeps until the instance is readable, at most `ms` (-1: no limit).
-    pub(crate) fn wait(&self, ms: i32) -> bool {
-        link::wait(&self.epoll, ms)
+    /// Sleeps until the instance is readable, at most `ms` (-1: no
+    /// limit): Ok(false) on timeout, EINTR for a signal.
+    pub(crate) fn wait(&self, ms: i32) -> Result<bool, Errno> {
+        crate::platform::sys::poll_fd(self.epoll.as_fd(), libc::POLLIN, ms).map(|ev| ev != 0)
     }
 }
 
@@ -372,6 +385,11 @@ impl Inbox {
         }
         None
     }
+}
+
+/// Whether a datagram is queued (on a link or in shared memory).
+fn queued(st: &mut State) -> bool {
+    !st.slow.queue.is_empty() || st.sets.iter_mut().any(|s| s.rx.next_len().is_ok())
 }
 
 /// Whether a connected socket (`only`) takes a datagram from `from`.

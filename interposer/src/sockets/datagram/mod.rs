@@ -138,7 +138,10 @@ impl Datagram {
         Ok(len)
     }
 
-    /// Receives one datagram, waiting unless `nonblocking`.
+    /// Receives one datagram, waiting unless `nonblocking`: at most
+    /// SO_RCVTIMEO (then EAGAIN); a signal ends the wait with EINTR unless
+    /// its handler restarts calls (SA_RESTART) and there is no timeout, as
+    /// the kernel's recvfrom.
     pub(crate) fn recv(
         &self,
         bufs: &mut [IoSliceMut<'_>],
@@ -146,12 +149,37 @@ impl Datagram {
         nonblocking: bool,
     ) -> Result<Taken, Errno> {
         let only = self.peer();
+        let mut deadline = None;
         loop {
             match self.inbox.try_recv(bufs, peek, only) {
                 Err(Errno::AGAIN) if !nonblocking => {}
                 r => return r,
             }
-            self.inbox.wait(-1);
+            let limit = *deadline.get_or_insert_with(|| {
+                rustix::net::sockopt::socket_timeout(
+                    &self.kernel,
+                    rustix::net::sockopt::Timeout::Recv,
+                )
+                .ok()
+                .flatten()
+                .map(|t| std::time::Instant::now() + t)
+            });
+            let ms = match limit {
+                None => -1,
+                Some(l) => {
+                    let left = l.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(Errno::AGAIN);
+                    }
+                    left.as_millis().clamp(1, i32::MAX as u128) as i32
+                }
+            };
+            match self.inbox.wait(ms) {
+                Ok(_) => {}
+                Err(Errno::INTR)
+                    if limit.is_none() && crate::platform::sys::interrupted_call_restarts() => {}
+                Err(e) => return Err(e),
+            }
         }
     }
 
