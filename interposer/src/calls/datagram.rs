@@ -12,17 +12,15 @@
 use core::ffi::c_int;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use libc::ssize_t;
 use rustix::io::Errno;
 
-use crate::calls::options::{deliver, int, Fit};
 use crate::platform::config::{self, Fallback};
 use crate::platform::fdtable;
 use crate::platform::real::Action;
-use crate::platform::sys::{self, as_family, AddrIn, AddrOut, Mmsgs, OptOut, OutMsg};
+use crate::platform::sys::{self, as_family, AddrIn, AddrOut, Mmsgs, OutMsg};
 use crate::sockets::datagram::{Datagram, Taken};
 use crate::sockets::registry;
 use crate::sockets::socket::Socket;
@@ -352,22 +350,4 @@ pub(crate) fn recvmmsg(fd: c_int, v: Mmsgs<'_>, flags: c_int) -> Action<c_int> {
         }
     }
     Action::Done(got as c_int)
-}
-
-/// getsockopt: SO_ERROR is ours (the pending ECONNREFUSED); the rest is
-/// the kernel UDP socket's answer.
-pub(crate) fn getsockopt(
-    d: &Datagram,
-    level: c_int,
-    name: c_int,
-    out: OptOut<'_>,
-) -> Action<c_int> {
-    if level == libc::SOL_SOCKET && name == libc::SO_ERROR {
-        let e = d.take_error().map_or(0, |e| e.raw_os_error());
-        return deliver(&out, &int(e), Fit::Truncate);
-    }
-    match out.answer_from(d.kernel().as_fd(), level, name) {
-        Ok(()) => Action::Done(0),
-        Err(e) => Action::Fail(e),
-    }
 }

@@ -92,7 +92,16 @@ pub(crate) fn getsockopt(
         return Action::Pass;
     };
     if let Some(d) = sock.datagram() {
-        return crate::calls::datagram::getsockopt(d, level, name, out);
+        // SO_ERROR is ours (a pending ECONNREFUSED); the rest is its
+        // kernel UDP socket's answer.
+        if level == libc::SOL_SOCKET && name == libc::SO_ERROR {
+            let e = d.take_error().map_or(0, |e| e.raw_os_error());
+            return deliver(&out, &int(e), Fit::Truncate);
+        }
+        return match out.answer_from(d.kernel(), level, name) {
+            Ok(()) => Action::Done(0),
+            Err(e) => Action::Fail(e),
+        };
     }
     if let Some(tcp) = kernel_listener(&sock) {
         // The kernel listener answers for itself.

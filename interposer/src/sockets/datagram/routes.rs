@@ -132,9 +132,9 @@ impl Routes {
             r.checked_ms = now;
             // The receiver writes nothing after REG_OK: readable means
             // hung up (or misbehaving).
-            let hung = crate::platform::sys::poll_fd(r.link.as_fd(), libc::POLLIN, 0)
-                .map_or(true, |ev| ev != 0);
-            if hung {
+            let quiet = crate::platform::sys::poll_fd(r.link.as_fd(), libc::POLLIN, 0)
+                .is_ok_and(|ev| ev == 0);
+            if !quiet {
                 self.list.remove(i).close();
                 return None;
             }
