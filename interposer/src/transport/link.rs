@@ -153,12 +153,15 @@ pub(crate) struct Inbound {
     pub fd: Option<OwnedFd>,
     /// The peer closed its end (or died).
     pub eof: bool,
+    /// More is waiting: decode what came, then read again.
+    pub more: bool,
 }
 
 /// Reads everything `link` has now into `into`, without waiting, one
 /// frame (message) at a time. EPROTO for a peer that sends more than any
 /// honest one would.
 pub(crate) fn read(link: BorrowedFd<'_>, into: &mut Inbound) -> Result<(), Errno> {
+    into.more = false;
     loop {
         // The message's length first (MSG_TRUNC reports it whole).
         let peek = RecvFlags::DONTWAIT | RecvFlags::PEEK | RecvFlags::TRUNC;
@@ -178,7 +181,11 @@ pub(crate) fn read(link: BorrowedFd<'_>, into: &mut Inbound) -> Result<(), Errno
             Err(e) => return Err(e),
         };
         if into.bytes.len() + len > MAX_PENDING {
-            return Err(Errno::PROTO);
+            if into.bytes.is_empty() {
+                return Err(Errno::PROTO); // no frame is that long
+            }
+            into.more = true;
+            return Ok(());
         }
         let at = into.bytes.len();
         into.bytes.resize(at + len.max(1), 0);

@@ -179,11 +179,16 @@ impl Inbox {
             ..
         } = st;
         let l = &mut links[i];
-        let keep = link::read(l.fd.as_fd(), &mut l.inbound).is_ok()
-            && matches!(
-                links::take_frames(l, sets, slow, *limit, self.local),
-                Verdict::Keep
-            );
+        let keep = loop {
+            let keep = link::read(l.fd.as_fd(), &mut l.inbound).is_ok()
+                && matches!(
+                    links::take_frames(l, sets, slow, *limit, self.local),
+                    Verdict::Keep
+                );
+            if !keep || !l.inbound.more {
+                break keep;
+            }
+        };
         if !keep {
             let _ = epoll::delete(&self.epoll, &l.fd);
             links::forget(l, sets);
