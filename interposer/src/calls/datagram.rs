@@ -214,9 +214,7 @@ fn recv_on(
     if flags & libc::MSG_ERRQUEUE != 0 {
         return Err(Errno::AGAIN); // no error queue here
     }
-    let nonblocking = flags & libc::MSG_DONTWAIT != 0
-        || rustix::fs::fcntl_getfl(sys::borrow_fd(fd))
-            .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+    let nonblocking = flags & libc::MSG_DONTWAIT != 0 || d.nonblocking(fd);
     d.recv(bufs, flags & libc::MSG_PEEK != 0, nonblocking)
 }
 

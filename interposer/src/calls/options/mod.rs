@@ -282,8 +282,13 @@ fn kernel_listener(sock: &Socket) -> Option<c_int> {
 
 /// A connection remembers O_NONBLOCK; the application just changed it.
 fn forget_nonblocking(fd: c_int) {
-    if let Some(c) = registry::get(fd).as_deref().and_then(Socket::connection) {
+    let Some(sock) = registry::get(fd) else {
+        return;
+    };
+    if let Some(c) = sock.connection() {
         c.forget_nonblocking();
+    } else if let Some(d) = sock.datagram() {
+        d.forget_nonblocking();
     }
 }
 

@@ -7,6 +7,12 @@
 //!   taken, and the doorbell flag is up in every target set, so the next
 //!   sender that publishes takes it and writes a BELL on its link.
 //!
+//! That is the *eager* discipline, which a socket takes on once poll,
+//! select or epoll_ctl meets it (`make_eager`). Until then it is *lazy*
+//! (udp-draft §4): a blocking receive spins on the queue, and raises the
+//! doorbell flag only to sleep, so a sender rings (a system call) only for
+//! a receiver that sleeps.
+//!
 //! So poll/select/epoll on the application's fd see readable exactly when
 //! a receive would find something (or a new sender or a hang-up waits to
 //! be handled: a receive then takes it and may find nothing, which
@@ -42,6 +48,8 @@ pub(crate) struct Inbox {
     local: SocketAddr,
     /// A pending error (ECONNREFUSED), reported once, as SO_ERROR is.
     error: AtomicI32,
+    /// Poll, select or epoll_ctl met it: readiness kept exact always.
+    eager: AtomicBool,
     /// Inherited across fork: this process must not consume (the rings
     /// have one consumer; udp-draft stage 4 shares them).
     forked: AtomicBool,
@@ -82,6 +90,7 @@ impl Inbox {
             wake: InternalFd::new(wake),
             local,
             error: AtomicI32::new(0),
+            eager: AtomicBool::new(false),
             forked: AtomicBool::new(false),
             state: Mutex::new(State {
                 sets: Vec::new(),
@@ -109,6 +118,43 @@ impl Inbox {
     pub(crate) fn after_fork_child(&self) {
         self.state.reset_after_fork();
         self.forked.store(true, Ordering::Relaxed);
+    }
+
+    /// Poll, select or epoll met the socket: from now on its readiness
+    /// is kept exact (see the module docs), starting now.
+    pub(crate) fn make_eager(&self) {
+        if self.eager.swap(true, Ordering::Relaxed) || self.forked.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut st = self.state.lock();
+        self.serve_locked(&mut st);
+        self.settle(&mut st);
+    }
+
+    /// Whether a datagram is queued (no system call: the spin of a
+    /// blocking receive).
+    pub(crate) fn quick_ready(&self) -> bool {
+        let mut st = self.state.lock();
+        self.error.load(Ordering::Relaxed) != 0 || queued(&mut st)
+    }
+
+    /// Before a blocking receive sleeps: links served, readiness settled
+    /// and the doorbell flag up. True when something is there after all.
+    pub(crate) fn prepare_sleep(&self) -> bool {
+        let mut st = self.state.lock();
+        self.serve_locked(&mut st);
+        self.settle(&mut st)
+    }
+
+    /// After a blocking receive woke: a lazy socket takes its flag down
+    /// (senders ring only for a sleeper).
+    pub(crate) fn after_wake(&self) {
+        if !self.eager.load(Ordering::Relaxed) {
+            let st = self.state.lock();
+            for s in &st.sets {
+                s.rx.disarm();
+            }
+        }
     }
 
     /// Sets a pending error and wakes whoever waits on the fd.
@@ -309,7 +355,9 @@ impl Inbox {
             self.serve_locked(&mut st);
             got = self.take(&mut st, bufs, peek, only);
         }
-        self.settle(&mut st);
+        if self.eager.load(Ordering::Relaxed) {
+            self.settle(&mut st);
+        }
         got.ok_or(Errno::AGAIN)
     }
 

@@ -41,6 +41,10 @@ pub(crate) struct Datagram {
     inbox: Inbox,
     peer: Mutex<Option<SocketAddr>>,
     routes: Mutex<Routes>,
+    /// It sent since its last receive waited (so an answer may be near).
+    sent: std::sync::atomic::AtomicBool,
+    /// O_NONBLOCK of the application's fd: 0 unknown, 1 no, 2 yes.
+    nonblock: std::sync::atomic::AtomicU8,
     pub opts: Options,
 }
 
@@ -59,6 +63,8 @@ impl Datagram {
             inbox,
             peer: Mutex::new(None),
             routes: Mutex::new(Routes::default()),
+            sent: std::sync::atomic::AtomicBool::new(false),
+            nonblock: std::sync::atomic::AtomicU8::new(0),
             opts,
         })
     }
@@ -131,6 +137,7 @@ impl Datagram {
             .routes
             .lock()
             .send(&self.inbox, self.local, dest, bufs)?;
+        self.sent.store(true, std::sync::atomic::Ordering::Relaxed);
         // (Counters for drops come with stage 3's udp_* counters.)
         if matches!(outcome, Outcome::NoReceiver) && peer.is_some_and(|p| same(p, dest)) {
             self.inbox.set_error(Errno::CONNREFUSED);
@@ -155,6 +162,9 @@ impl Datagram {
                 Err(Errno::AGAIN) if !nonblocking => {}
                 r => return r,
             }
+            if self.spin() || self.inbox.prepare_sleep() {
+                continue;
+            }
             let limit = *deadline.get_or_insert_with(|| {
                 rustix::net::sockopt::socket_timeout(
                     &self.kernel,
@@ -174,13 +184,63 @@ impl Datagram {
                     left.as_millis().clamp(1, i32::MAX as u128) as i32
                 }
             };
-            match self.inbox.wait(ms) {
+            let woke = self.inbox.wait(ms);
+            self.inbox.after_wake();
+            match woke {
                 Ok(_) => {}
                 Err(Errno::INTR)
                     if limit.is_none() && crate::platform::sys::interrupted_call_restarts() => {}
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Spins on the queue for up to SHMNET_SPIN_US before a receive
+    /// sleeps (as a stream's does): true when something came.
+    /// Only a socket that sent since it last received (awaiting an
+    /// answer) spins, and only while spinning can help (`wait::spin_helps`:
+    /// no more runnable threads than CPUs).
+    fn spin(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let us = crate::platform::config::get().map_or(0, |c| c.spin_us);
+        if us == 0 || !self.sent.swap(false, Relaxed) || !crate::sockets::wait::spin_helps() {
+            return false;
+        }
+        let start = std::time::Instant::now();
+        let limit = std::time::Duration::from_micros(u64::from(us));
+        while start.elapsed() < limit {
+            if self.inbox.quick_ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        false
+    }
+
+    /// Poll, select or epoll met the socket: readiness exact from now on.
+    pub(crate) fn make_eager(&self) {
+        self.inbox.make_eager();
+    }
+
+    /// Whether the application's fd is non-blocking (its O_NONBLOCK,
+    /// asked once and remembered until F_SETFL or FIONBIO).
+    pub(crate) fn nonblocking(&self, fd: std::os::fd::RawFd) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.nonblock.load(Relaxed) {
+            1 => false,
+            2 => true,
+            _ => {
+                let yes = rustix::fs::fcntl_getfl(crate::platform::sys::borrow_fd(fd))
+                    .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+                self.nonblock.store(if yes { 2 } else { 1 }, Relaxed);
+                yes
+            }
+        }
+    }
+
+    /// The application changed O_NONBLOCK: ask again next time.
+    pub(crate) fn forget_nonblocking(&self) {
+        self.nonblock.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// FIONREAD: the size of the next datagram (0 when none).
