@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::{py, stdout_of, Net};
+use std::io::Write;
+
+use common::{build_c, preloaded, py, stdout_of, Net};
 
 /// Python helpers every script here starts with.
 const UDP_PRELUDE: &str = r#"
@@ -315,4 +317,40 @@ print("kernel ok")
         .env("SHMNET_DIR", net.shm_dir());
     let out = stdout_of("udp_default_mode", &mut cmd);
     assert!(out.contains("kernel ok"), "{out}");
+}
+
+#[test]
+fn sendmmsg_and_recvmmsg_batches() {
+    let net = Net::emulated("udp_mmsg");
+    let mut cmd = preloaded(build_c("udp_mmsg", &["-O1", "-Wall"]));
+    cmd.args([net.host_str(), net.port_str()]);
+    net.env(&mut cmd);
+    let out = stdout_of("udp_mmsg", &mut cmd);
+    assert!(out.contains("mmsg ok 256"), "{out}");
+}
+
+/// A C ping-pong between two processes, bytes checked every round, over
+/// the emulated network and over kernel UDP (127.0.0.1, preloaded too):
+/// the round trips are printed, never asserted (a noisy machine).
+#[test]
+fn c_ping_pong_emulated_and_kernel() {
+    let exe = build_c("udp_pingpong", &["-O2", "-Wall"]);
+    let net = Net::emulated("udp_pingpong");
+    for size in ["64", "1472"] {
+        let mut cmd = preloaded(&exe);
+        cmd.args([net.host_str().as_str(), &net.port_str(), "2000", size]);
+        net.env(&mut cmd);
+        let shm = stdout_of("udp_pingpong emulated", &mut cmd);
+        let kport = common::net::spare_port("127.0.0.1".parse().unwrap()).to_string();
+        let mut cmd = preloaded(&exe);
+        cmd.args(["127.0.0.1", &kport, "2000", size]);
+        net.env(&mut cmd);
+        let kernel = stdout_of("udp_pingpong kernel", &mut cmd);
+        let _ = writeln!(
+            std::io::stderr(),
+            "datagrams.rs: {size} B ping-pong: emulated {} ns, kernel UDP {} ns",
+            shm.trim().trim_start_matches("rtt_ns "),
+            kernel.trim().trim_start_matches("rtt_ns ")
+        );
+    }
 }
