@@ -157,39 +157,23 @@ pub(crate) struct Inbound {
     pub more: bool,
 }
 
-/// Reads everything `link` has now into `into`, without waiting, one
-/// frame (message) at a time. EPROTO for a peer that sends more than any
-/// honest one would.
-pub(crate) fn read(link: BorrowedFd<'_>, into: &mut Inbound) -> Result<(), Errno> {
+/// Bytes of the largest frame (a DGRAM of the largest datagram): the
+/// room a reader's scratch buffer needs to take any honest frame.
+pub(crate) const MAX_FRAME: usize =
+    shmnet_ring::dgram::frame::HEAD + shmnet_ring::dgram::frame::MAX_BODY;
+
+/// Reads what `link` has now into `into`, without waiting, one frame
+/// (message) per system call through `scratch` (a message longer than it
+/// is EPROTO: `MAX_FRAME` takes any honest frame; a sender's link carries
+/// only small ones). Stops with `more` once `into` holds a frame's worth.
+pub(crate) fn read(
+    link: BorrowedFd<'_>,
+    into: &mut Inbound,
+    scratch: &mut [u8],
+) -> Result<(), Errno> {
     into.more = false;
     loop {
-        // The message's length first (MSG_TRUNC reports it whole).
-        let peek = RecvFlags::DONTWAIT | RecvFlags::PEEK | RecvFlags::TRUNC;
-        let mut none = [0u8; 0];
-        let len = match rustix::net::recv(link, &mut none, peek) {
-            Ok((_, 0)) => {
-                into.eof = true;
-                return Ok(());
-            }
-            Ok((_, len)) => len,
-            Err(Errno::AGAIN) => return Ok(()),
-            Err(Errno::INTR) => continue,
-            Err(Errno::CONNRESET) => {
-                into.eof = true;
-                return Ok(());
-            }
-            Err(e) => return Err(e),
-        };
-        if into.bytes.len() + len > MAX_PENDING {
-            if into.bytes.is_empty() {
-                return Err(Errno::PROTO); // no frame is that long
-            }
-            into.more = true;
-            return Ok(());
-        }
-        let at = into.bytes.len();
-        into.bytes.resize(at + len.max(1), 0);
-        let mut iov = [IoSliceMut::new(&mut into.bytes[at..])];
+        let mut iov = [IoSliceMut::new(scratch)];
         let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
         let mut control = RecvAncillaryBuffer::new(&mut space);
         let got = rustix::net::recvmsg(
@@ -198,8 +182,6 @@ pub(crate) fn read(link: BorrowedFd<'_>, into: &mut Inbound) -> Result<(), Errno
             &mut control,
             RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
         );
-        let n = got.as_ref().map_or(0, |g| g.bytes);
-        into.bytes.truncate(at + n);
         for m in control.drain() {
             if let RecvAncillaryMessage::ScmRights(fds) = m {
                 for fd in fds {
@@ -210,19 +192,27 @@ pub(crate) fn read(link: BorrowedFd<'_>, into: &mut Inbound) -> Result<(), Errno
                 }
             }
         }
-        match got {
-            Ok(_) if n == 0 => {
-                into.eof = true;
-                return Ok(());
-            }
-            Ok(_) => {}
+        let got = match got {
+            Ok(got) => got,
             Err(Errno::AGAIN) => return Ok(()),
-            Err(Errno::INTR) => {}
+            Err(Errno::INTR) => continue,
             Err(Errno::CONNRESET) => {
                 into.eof = true;
                 return Ok(());
             }
             Err(e) => return Err(e),
+        };
+        if got.bytes == 0 {
+            into.eof = true;
+            return Ok(());
+        }
+        if got.flags.contains(rustix::net::ReturnFlags::TRUNC) {
+            return Err(Errno::PROTO); // longer than any frame
+        }
+        into.bytes.extend_from_slice(&scratch[..got.bytes]);
+        if into.bytes.len() > MAX_PENDING - MAX_FRAME {
+            into.more = true;
+            return Ok(());
         }
     }
 }

@@ -72,7 +72,8 @@ pub(crate) fn setsockopt(fd: c_int, level: c_int, name: c_int, value: OptIn<'_>)
         if let Err(e) = value.to_kernel(d.kernel(), level, name) {
             return Action::Fail(e);
         }
-        if level == libc::SOL_SOCKET && matches!(name, libc::SO_RCVBUF | libc::SO_RCVBUFFORCE) {
+        if level == libc::SOL_SOCKET {
+            // SO_RCVBUF is the receive limit; SO_RCVTIMEO bounds waits.
             d.refresh_limit();
         }
         return Action::Done(0);

@@ -60,6 +60,9 @@ struct State {
     sets: Vec<Set>,
     links: Vec<Link>,
     slow: Slow,
+    /// Where links' frames are read (`link::MAX_FRAME` bytes, made at the
+    /// first read).
+    scratch: Vec<u8>,
     /// The senders' doorbell count (all sets) when links were last read.
     rings_seen: u32,
     next_token: u64,
@@ -96,6 +99,7 @@ impl Inbox {
                 sets: Vec::new(),
                 links: Vec::new(),
                 slow: Slow::default(),
+                scratch: Vec::new(),
                 rings_seen: 0,
                 next_token: FIRST_LINK,
                 woken: false,
@@ -142,6 +146,8 @@ impl Inbox {
     /// and the doorbell flag up. True when something is there after all.
     pub(crate) fn prepare_sleep(&self) -> bool {
         let mut st = self.state.lock();
+        // Links read now: the doorbells rung so far are taken with them.
+        st.rings_seen = rings(&st);
         self.serve_locked(&mut st);
         self.settle(&mut st)
     }
@@ -222,11 +228,15 @@ impl Inbox {
             links,
             slow,
             limit,
+            scratch,
             ..
         } = st;
+        if scratch.len() < link::MAX_FRAME {
+            scratch.resize(link::MAX_FRAME, 0);
+        }
         let l = &mut links[i];
         let keep = loop {
-            let keep = link::read(l.fd.as_fd(), &mut l.inbound).is_ok()
+            let keep = link::read(l.fd.as_fd(), &mut l.inbound, scratch).is_ok()
                 && matches!(
                     links::take_frames(l, sets, slow, *limit, self.local),
                     Verdict::Keep
@@ -305,10 +315,7 @@ impl Inbox {
         if !queued(st) {
             // A sender rang since the links were read: take its BELL now,
             // or it would keep the fd readable with nothing queued.
-            let rings = st
-                .sets
-                .iter()
-                .fold(0u32, |a, s| a.wrapping_add(s.rx.rings()));
+            let rings = rings(st);
             if rings != st.rings_seen {
                 st.rings_seen = rings;
                 self.serve_locked(st);
@@ -335,12 +342,14 @@ impl Inbox {
 
     /// Receives one datagram without waiting: from `only` if given
     /// (a connected socket drops others' datagrams, as the kernel does).
-    /// EAGAIN when none is queued.
+    /// EAGAIN when none is queued. `serve`: read the links first if the
+    /// queue is empty (a blocking receive leaves that to `prepare_sleep`).
     pub(crate) fn try_recv(
         &self,
         bufs: &mut [IoSliceMut<'_>],
         peek: bool,
         only: Option<SocketAddr>,
+        serve: bool,
     ) -> Result<Taken, Errno> {
         if self.forked.load(Ordering::Relaxed) {
             return Err(Errno::OPNOTSUPP);
@@ -351,7 +360,7 @@ impl Inbox {
             return Err(e);
         }
         let mut got = self.take(&mut st, bufs, peek, only);
-        if got.is_none() {
+        if got.is_none() && serve {
             self.serve_locked(&mut st);
             got = self.take(&mut st, bufs, peek, only);
         }
@@ -438,6 +447,13 @@ impl Inbox {
         }
         None
     }
+}
+
+/// The senders' doorbell rings so far, all sets (wrapping).
+fn rings(st: &State) -> u32 {
+    st.sets
+        .iter()
+        .fold(0u32, |a, s| a.wrapping_add(s.rx.rings()))
 }
 
 /// Whether a datagram is queued (on a link or in shared memory).

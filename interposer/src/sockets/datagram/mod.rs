@@ -41,6 +41,8 @@ pub(crate) struct Datagram {
     inbox: Inbox,
     peer: Mutex<Option<SocketAddr>>,
     routes: Mutex<Routes>,
+    /// SO_RCVTIMEO once asked (None inside: not asked yet).
+    rcvtimeo: Mutex<Option<Option<std::time::Duration>>>,
     /// It sent since its last receive waited (so an answer may be near).
     sent: std::sync::atomic::AtomicBool,
     /// O_NONBLOCK of the application's fd: 0 unknown, 1 no, 2 yes.
@@ -63,6 +65,7 @@ impl Datagram {
             inbox,
             peer: Mutex::new(None),
             routes: Mutex::new(Routes::default()),
+            rcvtimeo: Mutex::new(None),
             sent: std::sync::atomic::AtomicBool::new(false),
             nonblock: std::sync::atomic::AtomicU8::new(0),
             opts,
@@ -94,9 +97,21 @@ impl Datagram {
         self.inbox.take_error()
     }
 
+    /// SO_RCVTIMEO, as the kernel socket keeps it (asked once, and again
+    /// after a setsockopt: `refresh_limit`).
+    fn rcvtimeo(&self) -> Option<std::time::Duration> {
+        let mut t = self.rcvtimeo.lock();
+        *t.get_or_insert_with(|| {
+            rustix::net::sockopt::socket_timeout(&self.kernel, rustix::net::sockopt::Timeout::Recv)
+                .ok()
+                .flatten()
+        })
+    }
+
     /// SO_RCVBUF changed on the kernel socket: its stored value (doubled,
     /// capped, as the kernel keeps it) becomes the receive limit.
     pub(crate) fn refresh_limit(&self) {
+        *self.rcvtimeo.lock() = None;
         if let Ok(n) = rustix::net::sockopt::socket_recv_buffer_size(&self.kernel) {
             self.inbox.set_limit(n.min(1 << 30) as u32);
         }
@@ -158,22 +173,15 @@ impl Datagram {
         let only = self.peer();
         let mut deadline = None;
         loop {
-            match self.inbox.try_recv(bufs, peek, only) {
+            match self.inbox.try_recv(bufs, peek, only, nonblocking) {
                 Err(Errno::AGAIN) if !nonblocking => {}
                 r => return r,
             }
             if self.spin() || self.inbox.prepare_sleep() {
                 continue;
             }
-            let limit = *deadline.get_or_insert_with(|| {
-                rustix::net::sockopt::socket_timeout(
-                    &self.kernel,
-                    rustix::net::sockopt::Timeout::Recv,
-                )
-                .ok()
-                .flatten()
-                .map(|t| std::time::Instant::now() + t)
-            });
+            let limit = *deadline
+                .get_or_insert_with(|| self.rcvtimeo().map(|t| std::time::Instant::now() + t));
             let ms = match limit {
                 None => -1,
                 Some(l) => {
@@ -253,6 +261,7 @@ impl Datagram {
     /// receive (the rings have one consumer).
     pub(crate) fn after_fork_child(&self) {
         self.peer.reset_after_fork();
+        self.rcvtimeo.reset_after_fork();
         self.routes.reset_after_fork();
         self.routes.lock().clear();
         self.inbox.after_fork_child();

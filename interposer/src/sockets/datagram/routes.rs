@@ -155,7 +155,9 @@ impl Route {
     /// waited for); Err when the receiver refused or hung up.
     fn ready(&mut self) -> Result<Option<&mut Sender>, ()> {
         if let State::Pending(inbound) = &mut self.state {
-            link::read(self.link.as_fd(), inbound).map_err(|_| ())?;
+            // The receiver sends only REG_OK or REG_NO: small frames.
+            let mut scratch = [0u8; 64];
+            link::read(self.link.as_fd(), inbound, &mut scratch).map_err(|_| ())?;
             match Frame::decode(&inbound.bytes) {
                 Ok(Some((Frame::RegOk { slot, gen }, _))) => {
                     let memfd = inbound.fd.take().ok_or(())?;
