@@ -152,6 +152,17 @@ except OSError as e:
 o.sendto(b"any", c.getsockname())
 d, frm = c.recvfrom(100)
 assert d == b"any" and frm == o.getsockname()
+# The receiver closes: a connected sender learns it at once.
+c.connect((host, port))
+c.send(b"last")
+assert s.recv(100) == b"last"
+s.close()
+c.send(b"gone")
+try:
+    c.recv(100)
+    raise SystemExit("no error after the receiver closed")
+except ConnectionRefusedError:
+    pass
 print("refused ok")
 "#;
     let out = script(&net, body, &[&net.host_str(), &net.port_str()]);

@@ -1,8 +1,8 @@
 //! Emulated UDP sockets (issue 16, docs/design/udp-draft.md; stage 1: the
 //! emulated mode, SHMNET_FALLBACK=never): a socket bound to a partition
 //! address receives through target segments its senders map (`inbox`,
-//! `links`) and sends into the target segments of the sockets it sends to
-//! (`routes`). No kernel UDP socket ever holds the address.
+//! `deliver`, `links`) and sends into the target segments of the sockets
+//! it sends to (`routes`). No kernel UDP socket ever holds the address.
 //!
 //! The application's fd number is the Inbox's epoll instance (as a
 //! listener's is), so close/dup/poll/select/epoll act on a real kernel
@@ -11,6 +11,7 @@
 //! options (a UDP socket's own answers: SO_TYPE, SO_RCVBUF, ...).
 #![forbid(unsafe_code)]
 
+mod deliver;
 mod inbox;
 mod links;
 mod routes;
