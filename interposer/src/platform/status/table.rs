@@ -103,6 +103,13 @@ impl Table {
         }
     }
 
+    /// A socket found no free entry (not listed).
+    pub(crate) fn count_overflow(&self) {
+        if let Some(w) = self.u32_at(H_OVERFLOW) {
+            w.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The creator's start time (from the header we wrote).
     pub(crate) fn creator_start(&self) -> u64 {
         self.u64_at(H_START)

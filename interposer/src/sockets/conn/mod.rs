@@ -252,6 +252,13 @@ impl Connection {
         self.status.received(n, || self.seg.totals());
     }
 
+    /// poll, select or epoll_ctl looks at the connection: a forked child
+    /// that only waits on one it was handed is listed (no system call).
+    #[inline]
+    pub(crate) fn status_waited(&self) {
+        self.status.waited_here(|| self.seg.totals());
+    }
+
     /// Sets (`on`) or clears status flags (`status::SHUT_WR`...).
     fn status_flags(&self, bits: u32, on: bool) {
         if on {
