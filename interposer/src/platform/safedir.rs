@@ -281,11 +281,18 @@ fn open_or_create(path: &Path) -> Result<OwnedFd, Problem> {
     let open = || rustix::fs::openat(&parent_fd, name, DIR_FLAGS, Mode::empty());
     let result = match open() {
         Err(Errno::NOENT) => {
-            match rustix::fs::mkdirat(&parent_fd, name, Mode::RWXU) {
-                Ok(()) | Err(Errno::EXIST) => {}
+            let made = match rustix::fs::mkdirat(&parent_fd, name, Mode::RWXU) {
+                Ok(()) => true,
+                Err(Errno::EXIST) => false,
                 Err(e) => return Err(Problem::Create(e)),
+            };
+            let fd = open();
+            if let (true, Ok(fd)) = (made, &fd) {
+                // 0700 whatever the umask (0777 made it d---------, which
+                // the next check refused).
+                let _ = rustix::fs::fchmod(fd, Mode::RWXU);
             }
-            open()
+            fd
         }
         other => other,
     };

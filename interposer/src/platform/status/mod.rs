@@ -149,25 +149,36 @@ pub(crate) fn listener(local: SocketAddr, tcp_ino: u64, rendezvous: [u64; 2]) ->
 
 /// Before this process image is replaced by exec: hide its entries (the
 /// next image publishes the connections it adopts itself, in a file of its
-/// own) and remove its file unless a forked child's entries are in it (the
-/// next image's file takes the name back: a process that execs again and
-/// again keeps one). A failed exec leaves them hidden.
+/// own, and removes this image's file then: `table::remove_earlier_images`).
+/// The file stays meanwhile: a failed exec shows them again
+/// (`exec_failed`), and forked children go on using it.
 pub(crate) fn before_exec() {
+    set_execing(true);
+}
+
+/// The exec family returned (it failed): the entries hidden before are
+/// this image's again.
+pub(crate) fn exec_failed() {
+    set_execing(false);
+}
+
+fn set_execing(on: bool) {
     let pid = my_pid();
-    if let Some(t) = TABLE.get().filter(|t| t.creator == pid) {
-        if !crate::platform::sandbox::active() {
-            for_own_entries(t, pid, |_, flags| {
-                if let Some(f) = flags {
-                    f.fetch_or(EXECING, Ordering::Relaxed);
-                }
-            });
-            release(t, pid);
-        }
+    // A vfork child runs in its parent's memory, with its parent's pid
+    // cached (no fork handler ran): the entries are not its own.
+    if !crate::platform::sandbox::active()
+        && rustix::process::getpid().as_raw_nonzero().get() as u32 != pid
+    {
+        return;
     }
     for table in [TABLE.get(), INHERITED.get()].into_iter().flatten() {
         for_own_entries(table, pid, |_, flags| {
             if let Some(f) = flags {
-                f.fetch_or(EXECING, Ordering::Relaxed);
+                if on {
+                    f.fetch_or(EXECING, Ordering::Relaxed);
+                } else {
+                    f.fetch_and(!EXECING, Ordering::Relaxed);
+                }
             }
         });
     }
@@ -304,11 +315,14 @@ fn own_table() -> Option<&'static Table> {
     };
     let made = dir.and_then(|dir| {
         let pidns = pid_namespace();
+        let start = my_start(true).unwrap_or(0);
         if current.is_none() {
-            // (Not in a forked child: its family's first file swept.)
+            // (Not in a forked child: its family's first file swept, and
+            // the files of this process's images before exec.)
+            table::remove_earlier_images(&dir, me, start);
             table::sweep(&dir, pidns, SWEEP_MAX);
         }
-        table::create(dir, me, my_start(true).unwrap_or(0), pidns)
+        table::create(dir, me, start, pidns)
             .map_err(|e| log!(debug, "status file not made: {e}"))
             .ok()
     })?;
