@@ -329,10 +329,11 @@ fn sweep_private(dir: &Dir, max: usize) {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
     for name in dir.names(".status-", max) {
-        if !dir
-            .stat(&name)
-            .is_ok_and(|st| (st.st_mtime as i64) < now - 60)
-        {
+        if !dir.stat(&name).is_ok_and(|st| {
+            #[allow(clippy::unnecessary_cast)] // st_mtime's type differs between architectures
+            let made = st.st_mtime as i64;
+            made < now - 60
+        }) {
             continue;
         }
         let pid = name
