@@ -22,8 +22,8 @@ struct File {
     /// The creator's pid (header).
     creator: u32,
     mode: u32,
-    /// (state, pid, flags) of each entry in use.
-    entries: Vec<(u32, u32, u32)>,
+    /// (state, pid, flags, fd) of each entry in use.
+    entries: Vec<(u32, u32, u32, u32)>,
 }
 
 const EXECING: u32 = 64;
@@ -45,7 +45,7 @@ fn files(dir: &Path) -> Vec<File> {
         let entries = (0..ENTRIES)
             .map(|i| HEADER_BYTES + i * ENTRY_BYTES)
             .filter(|&off| word(off) != 0)
-            .map(|off| (word(off), word(off + 4), word(off + 20)))
+            .map(|off| (word(off), word(off + 4), word(off + 20), word(off + 16)))
             .collect();
         all.push(File {
             name,
@@ -250,4 +250,21 @@ fn a_forked_child_whose_inherited_file_is_full_makes_its_own() {
             .map(|f| (&f.name, f.creator, f.entries.len()))
             .collect::<Vec<_>>()
     );
+}
+
+/// Review #15: after dup2 to another number and close of the first, the
+/// connection's fd is the number the process holds (it was the closed one).
+#[test]
+fn the_fd_shown_is_one_the_process_holds() {
+    let (net, mut prog, go) = family("dup");
+    let pid: u32 = prog.expect("ready ")[6..].trim().parse().unwrap();
+    let all = files(&net.shm_dir());
+    finish(prog, &go, "dup");
+    let fds: Vec<u32> = all
+        .iter()
+        .flat_map(|f| f.entries.iter())
+        .filter(|e| e.0 == CONNECTION && e.1 == pid && e.2 & 1 != 0)
+        .map(|e| e.3)
+        .collect();
+    assert_eq!(fds, [10], "connector's fd");
 }

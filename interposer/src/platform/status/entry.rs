@@ -253,6 +253,13 @@ impl Entry {
         }
     }
 
+    /// The fd shown becomes `new` if it was `old`.
+    pub(super) fn replace_fd(&self, old: u32, new: u32) {
+        if let Some(w) = self.u32(E_FD) {
+            let _ = w.compare_exchange(old, new, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
     pub(super) fn set_flags(&self, bits: u32) {
         if let Some(w) = self.u32(E_FLAGS) {
             if w.load(Ordering::Relaxed) & bits != bits {

@@ -194,6 +194,25 @@ impl Published {
         }
     }
 
+    /// The application's number `fd` for the socket is closed (or another
+    /// file put there): the number shown becomes `next`, another of its
+    /// numbers, if `fd` was the one shown (after dup2 and close the row
+    /// named a closed fd).
+    pub(crate) fn fd_gone(&self, fd: i32, next: Option<i32>) {
+        let next = next.map_or(u32::MAX, |n| n as u32);
+        if self
+            .fd
+            .compare_exchange(fd as u32, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+            || next == u32::MAX
+        {
+            return;
+        }
+        if let Some(Some(e)) = self.here().map(|c| &c.entry) {
+            e.replace_fd(fd as u32, next);
+        }
+    }
+
     /// Sets flags: the socket's own (`SOCKET_FLAGS`, kept for a later
     /// claim) and this process's (waiting), claiming an entry here first.
     pub(crate) fn set_flags(&self, bits: u32, totals: impl Fn() -> (u64, u64)) {

@@ -271,11 +271,16 @@ impl Connection {
     /// See `Socket::fd_closing`.
     pub(crate) fn fd_closing(&self, fd: RawFd) {
         self.bell.forget_fd(fd);
+        self.status.fd_gone(fd, self.bell.any_fd());
     }
 
     /// See `Socket::while_replacing`.
     pub(crate) fn while_replacing(&self, fd: RawFd, replace: impl FnOnce() -> i32) -> i32 {
-        self.bell.while_replacing(fd, replace)
+        let r = self.bell.while_replacing(fd, replace);
+        if r >= 0 {
+            self.status.fd_gone(fd, self.bell.any_fd());
+        }
+        r
     }
 
     /// See `Socket::try_fd_closing`.

@@ -4,6 +4,8 @@
 #   listen:   a listener (umask 0777 first with "umask").
 #   failexec: a listener, a failed exec, then a connection to itself.
 #   squat:    says "pid P", waits for GO.1, then listens.
+#   dup:      a connection to itself whose connector is moved to fd 10
+#             (dup2, then the first number closed).
 #   fill:     a listener and 511 connections to itself (its file's 1022
 #             entries and one more), then a forked child connects once:
 #             says "child PID".
@@ -40,6 +42,11 @@ if MODE == "failexec":
         pass
     keep.append(socket.create_connection((HOST, PORT)))
     keep.append(lst.accept()[0])
+if MODE == "dup":
+    c = socket.create_connection((HOST, PORT))
+    keep.append(lst.accept()[0])
+    os.dup2(c.fileno(), 10)
+    os.close(c.detach())
 if MODE == "fill":
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
