@@ -281,18 +281,17 @@ fn open_or_create(path: &Path) -> Result<OwnedFd, Problem> {
     let open = || rustix::fs::openat(&parent_fd, name, DIR_FLAGS, Mode::empty());
     let result = match open() {
         Err(Errno::NOENT) => {
-            let made = match rustix::fs::mkdirat(&parent_fd, name, Mode::RWXU) {
-                Ok(()) => true,
-                Err(Errno::EXIST) => false,
-                Err(e) => return Err(Problem::Create(e)),
-            };
-            let fd = open();
-            if let (true, Ok(fd)) = (made, &fd) {
+            match rustix::fs::mkdirat(&parent_fd, name, Mode::RWXU) {
                 // 0700 whatever the umask (0777 made it d---------, which
-                // the next check refused).
-                let _ = rustix::fs::fchmod(fd, Mode::RWXU);
+                // its user could not open). By name: we cannot open it
+                // before; it is checked once opened (O_NOFOLLOW).
+                Ok(()) => {
+                    let _ = rustix::fs::chmodat(&parent_fd, name, Mode::RWXU, AtFlags::empty());
+                }
+                Err(Errno::EXIST) => {}
+                Err(e) => return Err(Problem::Create(e)),
             }
-            fd
+            open()
         }
         other => other,
     };
