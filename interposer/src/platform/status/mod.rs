@@ -14,14 +14,16 @@
 //! slow paths set flags (half-closed, end of stream seen, asleep waiting).
 //! An entry carries the socket's identity (a connection's segment, a
 //! listener's inodes) and its process's pid and start time; the reader
-//! shows only entries of live processes. A forked child makes a file of
-//! its own at its first claim (its parent may exit), or, if it cannot (it
-//! dropped the privileges to write the directory), writes into the file it
-//! inherited. Before an exec the process hides its entries (the new
-//! program image publishes what it adopts in a file of its own, with the
-//! ring's totals); at exit the creator removes its file when no other
-//! process uses it; the reader removes the files of processes that are
-//! gone.
+//! shows only entries of live processes. A forked child claims in the file
+//! it inherited, and makes one of its own where it makes a socket if that
+//! file's creator is gone or exiting or the file is full (never on a data
+//! call: a claim there makes no system call, since a seccomp filter the
+//! library did not see may forbid it). Before an exec the process hides
+//! its entries (the new program image publishes what it adopts in a file
+//! of its own, with the ring's totals, and removes the earlier image's; a
+//! failed exec shows them again); at exit the creator removes its file
+//! when no other process uses it; the reader removes the files of
+//! processes that are gone.
 //!
 //! The file is written by processes of one user and read by tools that
 //! treat it as hostile: nothing here reads back more than its own words.
