@@ -268,3 +268,50 @@ fn the_fd_shown_is_one_the_process_holds() {
         .collect();
     assert_eq!(fds, [10], "connector's fd");
 }
+
+/// Review #2: a forked child whose parent (its file's creator) was killed
+/// (no exit handler: no closing mark) and whose file was then removed (a
+/// sweep: no entry of a live process in it) made its later sockets in that
+/// removed file, unseen; it makes a file of its own.
+#[test]
+fn a_child_of_a_killed_parent_makes_its_own_file() {
+    let net = Net::emulated("status-family-orphan");
+    let go = net.shm_dir().with_file_name("go-orphan");
+    let _ = std::fs::remove_file(&go);
+    let mut cmd = net.py_helper(
+        "status_family",
+        &[&net.host_str(), &net.port_str(), "orphan"],
+    );
+    cmd.arg(&go);
+    // (Not a group: only the parent is killed, and reaped.)
+    let mut prog = Background::start("orphan", &mut cmd, Duration::from_secs(60), false);
+    let child: u32 = prog.expect("child ")[6..].trim().parse().unwrap();
+    if !prog.seen.iter().any(|l| l.starts_with("ready ")) {
+        prog.expect("ready ");
+    }
+    let parent_files: Vec<String> = files(&net.shm_dir()).into_iter().map(|f| f.name).collect();
+    prog.kill9();
+    for name in &parent_files {
+        std::fs::remove_file(net.shm_dir().join(name)).unwrap();
+    }
+    std::fs::write(go.with_extension("1"), b"").unwrap();
+    let connected = prog.expect_within("connected", Duration::from_secs(30));
+    let all = files(&net.shm_dir());
+    std::fs::write(&go, b"").unwrap();
+    let _ = std::fs::remove_file(go.with_extension("1"));
+    assert_eq!(connected, "connected");
+    let own = all.iter().find(|f| f.creator == child);
+    assert!(
+        own.is_some_and(|f| f
+            .entries
+            .iter()
+            .filter(|e| e.0 == CONNECTION && e.1 == child)
+            .count()
+            == 2),
+        "child {child}: files {:?}",
+        all.iter()
+            .map(|f| (&f.name, f.creator, &f.entries))
+            .collect::<Vec<_>>()
+    );
+    let _ = std::fs::remove_file(&go);
+}

@@ -85,6 +85,31 @@ fn reclaim(table: &Table, me: u32) -> usize {
     freed
 }
 
+/// Free entries a claim that may make system calls keeps for those that
+/// may not (a forked child's first data call looks for no dead process:
+/// a fork-per-connection server's children that left with `_exit` fill the
+/// file with entries only a look at /proc can free).
+const RESERVE: usize = ENTRIES / 4;
+
+/// With fewer than `RESERVE` entries free, frees those of processes that
+/// are gone (looked at no more than every 100 ms).
+fn keep_reserve(table: &Table, me: u32) {
+    static LOOK: crate::platform::shared_file::Retry = crate::platform::shared_file::Retry::new();
+    if !LOOK.due_every(100) {
+        return;
+    }
+    let free = (0..ENTRIES)
+        .filter(|&i| {
+            table
+                .u32_at(Table::entry_at(i) + E_STATE)
+                .is_some_and(|s| s.load(Ordering::Relaxed) == FREE)
+        })
+        .count();
+    if free < RESERVE && reclaim(table, me) > 0 {
+        HINT.store(0, Ordering::Relaxed);
+    }
+}
+
 const _: () = assert!(
     E_STATE == 0 && E_PID == 4 && ENTRY_BYTES.is_multiple_of(8) && HEADER_BYTES.is_multiple_of(8)
 );
@@ -116,6 +141,9 @@ impl Entry {
         may_look: bool,
     ) -> Option<Entry> {
         if let Some(e) = Self::claim_free(table, pid, start, what, fd, flags, seed) {
+            if may_look {
+                keep_reserve(table, pid);
+            }
             return Some(e);
         }
         // Full: entries of processes that are gone (killed, or left with

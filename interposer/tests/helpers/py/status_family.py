@@ -4,6 +4,9 @@
 #   listen:   a listener (umask 0777 first with "umask").
 #   failexec: a listener, a failed exec, then a connection to itself.
 #   squat:    says "pid P", waits for GO.1, then listens.
+#   orphan:   forks a child (says "child PID") that waits for GO.1 (the
+#             test kills the parent meanwhile), then connects to the
+#             listener it inherited and accepts: says "connected".
 #   dup:      a connection to itself whose connector is moved to fd 10
 #             (dup2, then the first number closed).
 #   fill:     a listener and 511 connections to itself (its file's 1022
@@ -42,6 +45,15 @@ if MODE == "failexec":
         pass
     keep.append(socket.create_connection((HOST, PORT)))
     keep.append(lst.accept()[0])
+if MODE == "orphan":
+    if os.fork() == 0:
+        say("child", os.getpid())
+        wait_for(GO + ".1")
+        keep.append(socket.create_connection((HOST, PORT)))
+        keep.append(lst.accept()[0])
+        say("connected")
+        wait_for(GO)
+        os._exit(0)
 if MODE == "dup":
     c = socket.create_connection((HOST, PORT))
     keep.append(lst.accept()[0])
