@@ -118,6 +118,11 @@ impl Bell {
         self.fds.write().retain(|&f| f != fd);
     }
 
+    /// One of the application's numbers for the connection, if any is left.
+    pub(crate) fn any_fd(&self) -> Option<RawFd> {
+        self.fds.read().first().copied()
+    }
+
     /// Runs `replace` (a dup2/dup3 onto `fd`) with `fd` out of the list and
     /// the write lock held, so no doorbell call meets the file the kernel
     /// puts there; `fd` is ours again if it failed (negative result).

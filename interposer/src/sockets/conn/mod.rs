@@ -257,6 +257,13 @@ impl Connection {
         self.status.received(n, || self.seg.totals());
     }
 
+    /// poll, select or epoll_ctl looks at the connection: a forked child
+    /// that only waits on one it was handed is listed (no system call).
+    #[inline]
+    pub(crate) fn status_waited(&self) {
+        self.status.waited_here(|| self.seg.totals());
+    }
+
     /// Sets (`on`) or clears status flags (`status::SHUT_WR`...).
     fn status_flags(&self, bits: u32, on: bool) {
         if on {
@@ -269,11 +276,16 @@ impl Connection {
     /// See `Socket::fd_closing`.
     pub(crate) fn fd_closing(&self, fd: RawFd) {
         self.bell.forget_fd(fd);
+        self.status.fd_gone(fd, self.bell.any_fd());
     }
 
     /// See `Socket::while_replacing`.
     pub(crate) fn while_replacing(&self, fd: RawFd, replace: impl FnOnce() -> i32) -> i32 {
-        self.bell.while_replacing(fd, replace)
+        let r = self.bell.while_replacing(fd, replace);
+        if r >= 0 {
+            self.status.fd_gone(fd, self.bell.any_fd());
+        }
+        r
     }
 
     /// See `Socket::try_fd_closing`.
