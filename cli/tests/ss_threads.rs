@@ -4,28 +4,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
-use std::path::Path;
-
-fn ss(dir: &Path) -> Value {
-    let out = cli(&["ss", "--json", "--dir", dir.to_str().unwrap()], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("ss --json is JSON")
-}
-
-fn of_pid(v: &Value, pid: u32) -> Vec<Value> {
-    v["sockets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["pid"] == pid)
-        .cloned()
-        .collect()
-}
 
 fn state(pid: u32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -39,18 +17,14 @@ fn state(pid: u32) -> String {
 fn process_whose_main_thread_exited_is_listed() {
     let dir = tmpdir("ss-leader");
     let mut server = run_py(&dir, "leader_exit.py", &[]);
-    let port = first_line(&mut server)
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let port = first_line_word(&mut server);
     let mut c = run_py(&dir, "client.py", &[&port, "idle"]);
     assert_eq!(first_line(&mut c), "connected");
     wait_for("the server's main thread gone", || {
         state(server.pid()).starts_with('Z').then_some(())
     });
     for _ in 0..2 {
-        let v = ss(&dir);
+        let v = ss(&dir, &[]);
         let mine = of_pid(&v, server.pid());
         assert_eq!(mine.len(), 2, "listener and connection: {v}");
         assert_eq!(v["files_removed"], 0, "{v}");
@@ -64,25 +38,16 @@ fn process_whose_main_thread_exited_is_listed() {
 fn two_threads_first_use_counts_each_byte_once() {
     let dir = tmpdir("ss-2threads");
     let mut server = run_py(&dir, "echo_threads.py", &[]);
-    let port = first_line(&mut server)
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let port = first_line_word(&mut server);
     let trials = 20;
     let mut client = run_py(&dir, "fork_two_threads.py", &[&port, &trials.to_string()]);
     let mut out = Lines::of(&mut client);
-    let mut children = Pids::default();
     for _ in 0..trials {
-        let w = out.words();
-        assert_eq!(w[0], "child");
-        children.0.push(w[1].parse().unwrap());
+        assert_eq!(out.words()[0], "child");
     }
-    let v = ss(&dir);
-    let conns: Vec<_> = v["sockets"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let v = ss(&dir, &[]);
+    let conns: Vec<_> = sockets(&v)
+        .into_iter()
         .filter(|s| s["state"] != "listening")
         .collect();
     assert_eq!(conns.len(), 2 * trials, "{v}");
@@ -98,21 +63,16 @@ fn two_threads_first_use_counts_each_byte_once() {
 fn many_execs_stay_listed() {
     let dir = tmpdir("ss-reexec");
     let mut server = run_py(&dir, "sink_server.py", &[]);
-    let port = first_line(&mut server)
-        .split_whitespace()
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let port = first_line_word(&mut server);
     let mut client = run_py(&dir, "reexec.py", &[&port, "10", "0"]);
     assert_eq!(first_line(&mut client), format!("final {}", client.pid()));
     let v = wait_for("the last image's connection", || {
-        let v = ss(&dir);
+        let v = ss(&dir, &[]);
         (of_pid(&v, client.pid()).len() == 1).then_some(v)
     });
     assert_eq!(of_pid(&v, client.pid())[0]["bytes_sent"], 110, "{v}");
-    let mine = std::fs::read_dir(&dir)
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+    let mine = status_files(&dir)
+        .iter()
         .filter(|n| n.starts_with(&format!("status-{}-", client.pid())))
         .count();
     assert_eq!(mine, 1);
