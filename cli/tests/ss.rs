@@ -94,12 +94,64 @@ fn lists_live_sockets_and_forgets_dead_ones() {
     let only = ss(&dir, &["-p", &slow.to_string()]);
     assert_eq!(sockets(&only).len(), 1);
 
-    // The summary counts the states and the connects.
-    let out = cli(&["ss", "-s", "--json", "--dir", dir.to_str().unwrap()], &[]);
+    // The summary counts the states and the connects: since the counters
+    // file was made, and by each live process since it started; the
+    // people's form says the same.
+    let d = dir.to_str().unwrap();
+    let out = cli(&["ss", "-s", "--json", "--dir", d], &[]);
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["sockets"]["listening"], 1);
-    assert_eq!(summary["counters"]["shm"], 3, "{summary}");
-    assert_eq!(summary["counters"]["accepted_shm"], 3, "{summary}");
+    assert_eq!(summary["processes"], 4, "{summary}");
+    assert_eq!(summary["states"]["listening"], 1, "{summary}");
+    assert_eq!(summary["states"]["established"], 4, "{summary}");
+    assert_eq!(summary["not_listed"], 0, "{summary}");
+    let counters = &summary["counters"];
+    for k in ["since_made", "live"] {
+        assert_eq!(counters[k]["shm"], 3, "{k}: {summary}");
+        assert_eq!(counters[k]["accepted_shm"], 3, "{k}: {summary}");
+        assert_eq!(counters[k]["fallback_no_listener"], 0, "{k}: {summary}");
+    }
+    let of = |pid: u32| {
+        counters["by_process"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == pid)
+            .unwrap_or_else(|| panic!("pid {pid}: {summary}"))["counters"]
+            .clone()
+    };
+    assert_eq!(of(server.pid())["accepted_shm"], 3, "{summary}");
+    for pid in [idle, slow, half] {
+        assert_eq!(of(pid)["shm"], 1, "{summary}");
+    }
+    let text = String::from_utf8(cli(&["ss", "-s", "--dir", d], &[]).stdout).unwrap();
+    assert!(
+        text.contains(": 4 processes with emulated sockets"),
+        "{text}"
+    );
+    assert!(
+        text.contains("since the counters file was made: 3 over shared memory, 0 over kernel TCP"),
+        "{text}"
+    );
+    assert!(
+        text.contains("by the 4 live processes since they started: 3 over shared memory"),
+        "{text}"
+    );
+    let server_row = text
+        .lines()
+        .find(|l| {
+            l.trim_start().starts_with(&format!("{} ", server.pid())) && l.contains("accepted_shm")
+        })
+        .unwrap_or_else(|| panic!("no row of the server's counters: {text}"));
+    assert!(server_row.contains("accepted_shm 3"), "{text}");
+    // -p: that process's counters only.
+    let one = cli(
+        &["ss", "-s", "--json", "-p", &slow.to_string(), "--dir", d],
+        &[],
+    );
+    let one: Value = serde_json::from_slice(&one.stdout).unwrap();
+    assert_eq!(one["processes"], 1, "{one}");
+    assert_eq!(one["counters"]["live"]["shm"], 1, "{one}");
+    assert_eq!(one["counters"]["since_made"]["shm"], 3, "{one}");
 
     // Gone (SIGKILL: no exit handler ran): never listed, files removed.
     drop(clients);
