@@ -334,6 +334,39 @@ fn full_ring_epoll_inout_et_wakes_writer() {
     writable_case("epoll_inout_et");
 }
 
+/// Level-triggered EPOLLIN with EPOLLOUT added by EPOLL_CTL_MOD before
+/// each write and taken back after (wrk, ae, libuv; answered without the
+/// kernel while the ring has room): EPOLLOUT at once, nothing after it is
+/// taken back, and a full ring's EPOLLOUT comes back when the reader
+/// reads (128 KiB frees room in our ring; kernel TCP, whose buffers grow
+/// to megabytes, waits for more, so this one is not run against it).
+#[test]
+fn epoll_lt_epollout_toggled_by_mod() {
+    writable_case("epoll_lt");
+}
+
+/// EPOLLOUT the waiter added (answered from the ring) reaches whoever
+/// sleeps on the set in the kernel: an outer epoll set, poll on the epoll
+/// fd, a forked child past the library (the raw system call). Each also
+/// over kernel TCP.
+#[test]
+fn epoll_lt_epollout_reaches_an_outer_set() {
+    writable_case("epoll_lt_nested");
+    kernel_case("writable", "epoll_lt_nested");
+}
+
+#[test]
+fn epoll_lt_epollout_reaches_poll_on_the_set() {
+    writable_case("epoll_lt_poll");
+    kernel_case("writable", "epoll_lt_poll");
+}
+
+#[test]
+fn epoll_lt_epollout_reaches_a_forked_child() {
+    writable_case("epoll_lt_fork");
+    kernel_case("writable", "epoll_lt_fork");
+}
+
 /// Full ring, reader idle: poll(POLLOUT) must not return over and over
 /// (at most 20 times in 200 ms).
 #[test]

@@ -44,6 +44,17 @@ impl RoomWaiter {
         p.ch.wait_until(flag, policy, arm, ready)
     }
 
+    /// Whether a write of at least one byte would go in now, seen without
+    /// the [`Producer`] (another thread of ours may be writing): false
+    /// also for a reset or closed channel and for an inconsistent
+    /// snapshot, which the caller leaves to the kernel's judgement.
+    pub fn has_room(&self) -> bool {
+        let p = &self.0;
+        !p.ch.is_reset()
+            && p.ch.ctl().consumer.closed.load(Ordering::Relaxed) == 0
+            && p.free_bytes_lenient().is_some_and(|f| f > 0)
+    }
+
     /// Wakes this process's writers asleep on the channel's futex (they
     /// re-check their conditions, e.g. a local shutdown).
     ///

@@ -257,6 +257,13 @@ impl Connection {
         waited
     }
 
+    /// Whether a send would take a byte now, known without a system call
+    /// or the send lock (false when unsure: shut down, closed, reset).
+    /// An epoll set's waiter reports EPOLLOUT from it (`readiness`).
+    pub(crate) fn has_room(&self) -> bool {
+        !self.shut_wr.load(Ordering::Relaxed) && self.room.has_room()
+    }
+
     /// Free bytes in the send ring, waiting (as a write would) while there
     /// are none; for splice, which must not take more from its pipe than
     /// the ring can hold.

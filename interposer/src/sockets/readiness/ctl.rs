@@ -36,6 +36,11 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
         libc::EPOLL_CTL_DEL => None,
         _ => return Action::Pass,
     };
+    if let Some(ev) = ev.filter(|_| op == libc::EPOLL_CTL_MOD) {
+        if virtual_ctl(epfd, fd, ev, &sock, conn) {
+            return Action::Done(0);
+        }
+    }
     let Some(reading) = ev.filter(|e| reads(e.events)) else {
         // DEL, or a registration that does not read: nothing to watch (a
         // deferral it had ends, and its flag goes up:
@@ -111,6 +116,59 @@ fn deferred_ctl(
     Some(r)
 }
 
+/// A MOD by a set's one waiter that only adds or takes back EPOLLOUT on a
+/// level-triggered member (or changes nothing): answered without the
+/// kernel. Event loops (wrk, ae, libuv) add EPOLLOUT before each write and
+/// take it back after it: two system calls per request. While the ring
+/// has room, our epoll_wait reports EPOLLOUT itself (`pending`), as the
+/// kernel would (a writable doorbell socket); once it has none, or someone
+/// else may wait on the set (`Set::crowd`, fork, exec), the kernel gets
+/// the registration (`Member::materialize`). True when answered.
+fn virtual_ctl(
+    epfd: c_int,
+    fd: c_int,
+    ev: libc::epoll_event,
+    sock: &Arc<Socket>,
+    conn: &Connection,
+) -> bool {
+    const OUT: u32 = (libc::EPOLLOUT | libc::EPOLLWRNORM) as u32;
+    const NOT: u32 =
+        (libc::EPOLLET | libc::EPOLLONESHOT | libc::EPOLLEXCLUSIVE | libc::EPOLLWAKEUP) as u32;
+    if !defer_on() || ev.events & NOT != 0 || !reads(ev.events) {
+        return false;
+    }
+    let Some(mut sets) = set::sets() else {
+        return false;
+    };
+    let Some(set) = sets.find(epfd) else {
+        return false;
+    };
+    if !set.solo
+        || set.waiter != Some(crate::platform::sys::thread_id())
+        || set.generation != crate::platform::fork::generation()
+    {
+        return false;
+    }
+    let Some(m) = set.members.get_mut(&fd).filter(|m| same(m, sock)) else {
+        return false;
+    };
+    // The kernel's registration must already be this one without
+    // EPOLLOUT: then only EPOLLOUT differs, which the ring answers.
+    if ({ m.data } != { ev.u64 }) || m.kernel & (NOT | OUT) != 0 || m.kernel != ev.events & !OUT {
+        return false;
+    }
+    let out = ev.events & OUT != 0;
+    if out && !conn.has_room() {
+        return false; // the kernel's write-space wake-up is needed
+    }
+    m.events = ev.events;
+    if out && !m.virtual_out {
+        set.virtual_out.push(fd);
+    }
+    m.virtual_out = out;
+    true
+}
+
 /// Registered with EPOLLET: data in the ring at ADD/MOD is an edge (the
 /// kernel reports a ready fd once when it joins), which our epoll_wait
 /// reports if no doorbell byte does (`Connection::edge_fresh`); later
@@ -132,6 +190,8 @@ fn member(ev: libc::epoll_event, sock: &Arc<Socket>, pending: bool, listed: bool
         pending,
         reported: false,
         listed: listed || pending,
+        kernel: ev.events,
+        virtual_out: false,
     }
 }
 

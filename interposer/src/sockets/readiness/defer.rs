@@ -173,6 +173,9 @@ pub(crate) fn crowd_all() {
         return;
     };
     for set in sets.iter_mut() {
+        // A forked child may sleep on any set, close-on-exec or not: the
+        // kernel learns the EPOLLOUT the waiter answered from rings.
+        set.materialize_all();
         // A close-on-exec epoll fd does not reach the program that follows
         // (posix_spawn, system and popen call this in a parent that goes
         // on): only an inheritable one is crowded.

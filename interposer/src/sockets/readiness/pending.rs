@@ -45,6 +45,7 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
         pending,
         unarmed,
         inner,
+        virtual_out,
         ..
     } = set;
     // An entry whose member left or closed lists no connection: leaving
@@ -83,6 +84,12 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
     if out.events.len() >= max && next < pending.len() {
         pending.rotate_left(next);
     }
+    virtual_out.retain(|&fd| {
+        let Some(m) = members.get_mut(&fd).filter(|m| m.virtual_out) else {
+            return false;
+        };
+        writable(epfd, fd, m, max, &mut out)
+    });
     for fd in inner_ready {
         if let Some(n) = inner.get_mut(&fd) {
             if out.events.len() < max {
@@ -91,6 +98,30 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
         }
     }
     Some(out)
+}
+
+/// A member whose EPOLLOUT the ring answers (`ctl::virtual_ctl`): reported
+/// while the ring has room (with its EPOLLIN, if that is reported too);
+/// with none, the kernel gets the registration, to wake a sleeper when
+/// room comes. True while it stays answered here.
+fn writable(epfd: c_int, fd: c_int, m: &mut Member, max: usize, out: &mut Pending) -> bool {
+    let live = m.live();
+    if !stream(&live).is_some_and(|c| c.has_room()) {
+        m.materialize(epfd, fd);
+        return false;
+    }
+    let bits = m.events & (libc::EPOLLOUT | libc::EPOLLWRNORM) as u32;
+    let data = m.data;
+    let room = out.events.len() < max;
+    match out.events.iter_mut().find(|e| ({ e.u64 }) == data) {
+        Some(e) => e.events |= bits,
+        None if room => out.events.push(libc::epoll_event {
+            events: bits,
+            u64: data,
+        }),
+        None => {}
+    }
+    true
 }
 
 /// `report` for a member whose ring holds data; an edge-triggered member

@@ -29,6 +29,12 @@ pub(super) struct Member {
     pub(super) reported: bool,
     /// In the set's `pending` list (which `pending` prunes lazily).
     pub(super) listed: bool,
+    /// The events the kernel has for it (`events` but EPOLLOUT while
+    /// `virtual_out`).
+    pub(super) kernel: u32,
+    /// EPOLLOUT the application asked for and the kernel was not told of:
+    /// our epoll_wait reports it from the ring (`virtual_out`).
+    pub(super) virtual_out: bool,
 }
 
 impl Member {
@@ -39,6 +45,30 @@ impl Member {
     /// application adds the number again.
     pub(super) fn live(&self) -> Option<Arc<Socket>> {
         self.socket.upgrade()
+    }
+
+    /// The kernel is given the registration the application made
+    /// (EPOLLOUT it answered from the ring so far): a full ring, or
+    /// someone else who may sleep on the set, needs the kernel's
+    /// write-space wake-up. A failure means the fd left the set past us
+    /// (closed): nothing to give.
+    pub(super) fn materialize(&mut self, epfd: c_int, fd: c_int) {
+        if !std::mem::take(&mut self.virtual_out) {
+            return;
+        }
+        let mut ev = libc::epoll_event {
+            events: self.events,
+            u64: self.data,
+        };
+        let op = libc::EPOLL_CTL_MOD;
+        if crate::platform::real::waits::epoll_ctl(
+            epfd,
+            fd,
+            crate::platform::sys::EventIn::own(op, &mut ev),
+        ) == 0
+        {
+            self.kernel = self.events;
+        }
     }
 
     /// Marks the member pending (listed once).
@@ -83,6 +113,9 @@ pub(super) struct Set {
     pub(super) cursor: c_int,
     /// Members after the last sweep of those whose connection is gone.
     pub(super) swept: usize,
+    /// Members whose EPOLLOUT is answered from their ring (`virtual_out`;
+    /// entries whose member no longer is are dropped when `pending` looks).
+    pub(super) virtual_out: Vec<c_int>,
     /// Members whose flag a read left down (`Connection::defer_arming`).
     pub(super) unarmed: Arc<Unarmed>,
     /// Those `before_sleep` raised, to be lowered again after the sleep.
@@ -113,6 +146,7 @@ impl Set {
             members: BTreeMap::new(),
             inner: BTreeMap::new(),
             pending: Vec::new(),
+            virtual_out: Vec::new(),
             cursor: 0,
             swept: 0,
             unarmed: Arc::default(),
@@ -200,7 +234,22 @@ impl Set {
             self.numbers
         );
         self.solo = false;
+        self.materialize_all();
         self.release_all()
+    }
+
+    /// Every EPOLLOUT answered from a ring goes to the kernel (see
+    /// `Member::materialize`): before anyone but the waiter may sleep on
+    /// the set in the kernel (`crowd`, a fork).
+    pub(super) fn materialize_all(&mut self) {
+        let Some(&epfd) = self.numbers.first() else {
+            return;
+        };
+        for fd in std::mem::take(&mut self.virtual_out) {
+            if let Some(m) = self.members.get_mut(&fd) {
+                m.materialize(epfd, fd);
+            }
+        }
     }
 
     /// Every member's deferral ends (flags raised); those with data in

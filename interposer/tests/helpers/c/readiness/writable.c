@@ -6,6 +6,15 @@
  *   epoll_inout_et  epoll EPOLLIN|EPOLLOUT|EPOLLET (as nginx)
  * Each must see room and write more within 5 s of the peer's read. Then
  * the peer reads everything and checks it.
+ *   epoll_lt      epoll EPOLLIN, level-triggered, with EPOLLOUT added by
+ *                 EPOLL_CTL_MOD before each write and taken back after
+ *                 (wrk, ae, libuv): 200 rounds of MOD IN|OUT (EPOLLOUT at
+ *                 once) and MOD IN (no event in 20 ms); then EPOLLOUT stays
+ *                 wanted while we fill, and comes back when the peer reads
+ *                 (at most 20 returns while full)
+ *   epoll_lt_nested, epoll_lt_poll, epoll_lt_fork: after MOD IN|OUT the
+ *                 set, added to an outer set, polled, or waited on by a
+ *                 forked child with the raw system call, is ready
  *   spin          the peer does not read: count how often poll(POLLOUT)
  *                 returns (each followed by a send that says EAGAIN) in
  *                 200 ms; a waiting writer should return about once.
@@ -29,9 +38,85 @@ static int try_send(struct peer *p) {
     return (int)w;
 }
 
+static int lt_set(struct peer *p) {
+    int ep = epoll_create1(0);
+    struct epoll_event e = {.events = EPOLLIN, .data.fd = p->fd};
+    check(epoll_ctl(ep, EPOLL_CTL_ADD, p->fd, &e) == 0, "EPOLL_CTL_ADD");
+    struct epoll_event got;
+    check(epoll_wait(ep, &got, 1, 0) == 0, "EPOLLIN alone, nothing sent: an event");
+    return ep;
+}
+
+static void lt_mod(int ep, int fd, unsigned events) {
+    struct epoll_event e = {.events = events, .data.fd = fd};
+    check(epoll_ctl(ep, EPOLL_CTL_MOD, fd, &e) == 0, "EPOLL_CTL_MOD %s", events_str(events));
+}
+
+/* What one epoll_wait of up to `ms` reports on `ep` (0: nothing). */
+static unsigned lt_wait(int ep, int ms) {
+    struct epoll_event got[4];
+    int n = epoll_wait(ep, got, 4, ms);
+    check(n >= 0 && n <= 1, "epoll_wait: %d events", n);
+    return n ? got[0].events : 0;
+}
+
+static void case_lt_rounds(struct peer *p, int ep) {
+    for (int i = 0; i < 200; i++) {
+        lt_mod(ep, p->fd, EPOLLIN | EPOLLOUT);
+        unsigned ev = lt_wait(ep, 1000);
+        check(ev == EPOLLOUT, "round %d: MOD IN|OUT with room gave %s", i, events_str(ev));
+        ev = lt_wait(ep, 0);
+        check(ev == EPOLLOUT, "round %d: level-triggered EPOLLOUT not reported again: %s", i, events_str(ev));
+        lt_mod(ep, p->fd, EPOLLIN);
+        ev = lt_wait(ep, i % 20 ? 0 : 20);
+        check(ev == 0, "round %d: MOD IN, nothing sent: %s", i, events_str(ev));
+    }
+}
+
+/* After MOD IN|OUT, someone who sleeps on the set in the kernel: an
+ * outer epoll set (how = 0), poll(2) on the epoll fd (1), or a forked child
+ * that asks the kernel itself, past any preload (2). Each must see the set
+ * ready (EPOLLOUT inside), as over kernel TCP. */
+static void case_lt_other(struct peer *p, int how) {
+    int ep = lt_set(p);
+    case_lt_rounds(p, ep);
+    lt_mod(ep, p->fd, EPOLLIN | EPOLLOUT);
+    if (how == 0) {
+        int outer = epoll_create1(0);
+        struct epoll_event e = {.events = EPOLLIN, .data.fd = ep}, got;
+        check(epoll_ctl(outer, EPOLL_CTL_ADD, ep, &e) == 0, "EPOLL_CTL_ADD of the set");
+        check(epoll_wait(outer, &got, 1, 2000) == 1 && got.data.fd == ep, "the outer set: the inner one not ready");
+        close(outer);
+    } else if (how == 1) {
+        check(poll1(ep, POLLIN, 2000) & POLLIN, "poll on the epoll fd: not readable");
+    } else {
+        pid_t c = fork();
+        check(c >= 0, "fork");
+        if (c == 0) {
+            struct epoll_event got;
+            long n = syscall(SYS_epoll_wait, ep, &got, 1, 2000);
+            _exit(n == 1 && (got.events & EPOLLOUT) ? 0 : 1);
+        }
+        int st;
+        check(waitpid(c, &st, 0) == c, "waitpid");
+        check(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the forked child asking the kernel got no EPOLLOUT");
+    }
+    unsigned ev = lt_wait(ep, 0);
+    check(ev == EPOLLOUT, "the set itself: %s", events_str(ev));
+    lt_mod(ep, p->fd, EPOLLIN);
+    ev = lt_wait(ep, 20);
+    check(ev == 0, "MOD IN, nothing sent: %s", events_str(ev));
+    verify_up(p);
+    say("ok %s", g_case);
+}
+
 static void case_wait(struct peer *p, int mech) {
     int ep = -1;
-    if (mech) {
+    if (mech == 3) {
+        ep = lt_set(p);
+        case_lt_rounds(p, ep);
+        lt_mod(ep, p->fd, EPOLLIN | EPOLLOUT);
+    } else if (mech) {
         ep = epoll_create1(0);
         struct epoll_event e = {.events = (mech == 1 ? 0 : EPOLLIN) | EPOLLOUT | EPOLLET, .data.fd = p->fd};
         check(epoll_ctl(ep, EPOLL_CTL_ADD, p->fd, &e) == 0, "EPOLL_CTL_ADD");
@@ -66,6 +151,7 @@ static void case_wait(struct peer *p, int mech) {
         again++;
     }
     say("result returns %d eagain %d", returns, again);
+    check(mech != 3 || returns <= 20, "level-triggered EPOLLOUT on a full connection: %d returns (busy loop)", returns);
     check(woken >= 0, "the peer read %d KiB at 300 ms; no room seen within 5 s (waits returned %d times, %d EAGAINs)", PART >> 10, returns, again);
     say("result wake_ms %.1f", woken - 300);
     check(peer_reply(p).ok == 'k' && peer_reply(p).ok == 'k', "peer read failed");
@@ -105,6 +191,10 @@ int main(int argc, char **argv) {
     if (!strcmp(g_case, "poll")) case_wait(&p, 0);
     else if (!strcmp(g_case, "epoll_out_et")) case_wait(&p, 1);
     else if (!strcmp(g_case, "epoll_inout_et")) case_wait(&p, 2);
+    else if (!strcmp(g_case, "epoll_lt")) case_wait(&p, 3);
+    else if (!strcmp(g_case, "epoll_lt_nested")) case_lt_other(&p, 0);
+    else if (!strcmp(g_case, "epoll_lt_poll")) case_lt_other(&p, 1);
+    else if (!strcmp(g_case, "epoll_lt_fork")) case_lt_other(&p, 2);
     else if (!strcmp(g_case, "spin")) case_spin(&p);
     else fail("unknown case");
     peer_end(&p);
