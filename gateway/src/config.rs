@@ -70,6 +70,34 @@ pub struct Args {
     /// links established, streams open and carried, bytes, resets.
     #[arg(long, value_name = "PATH")]
     pub status_file: Option<PathBuf>,
+    /// Seconds a local connection waits for its CONNECT stream to open and
+    /// be answered (a free stream under the peer's limit, the peer's
+    /// onward connect); then it is reset. More than the peer's own connect
+    /// timeout (10 s), so its answer comes first.
+    #[arg(long, default_value_t = 15.0)]
+    pub open_timeout: f64,
+    /// Streams a peer may have open at once on its link to us (HTTP/2
+    /// SETTINGS_MAX_CONCURRENT_STREAMS); its further local connections
+    /// wait for one to end, up to --open-timeout.
+    #[arg(long, default_value_t = MAX_STREAMS)]
+    pub max_streams: u32,
+    /// Bytes a peer link may make this gateway hold for data on its way to
+    /// the peer (every stream's send buffer and read in hand, with
+    /// --max-streams open); each stream's HTTP/2 send buffer is this over
+    /// --max-streams, less the read in hand, within 16 KiB..1 MiB. Data
+    /// from the peer is bounded by --connection-window.
+    #[arg(long, default_value_t = 256 << 20)]
+    pub peer_memory: u64,
+    /// Present the remote client's address to servers behind this gateway
+    /// (the peer's `forwarded: for=`, else the peer gateway's address;
+    /// never loopback), binding onward connections to it with
+    /// IP_TRANSPARENT (needs CAP_NET_ADMIN). Through shared memory (this
+    /// gateway preloaded) nothing else is needed; over kernel TCP, replies
+    /// to that address must be routed back to this host (as for ztunnel's
+    /// and Envoy's original source). Without it servers see this host's
+    /// own address.
+    #[arg(long)]
+    pub original_source: bool,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -82,6 +110,11 @@ pub struct Settings {
     pub connection_window: u32,
     pub ping_interval: Duration,
     pub ping_timeout: Duration,
+    pub original_source: bool,
+    pub open_timeout: Duration,
+    pub max_streams: u32,
+    /// Each stream's HTTP/2 send buffer (from --peer-memory).
+    pub send_buffer: usize,
 }
 
 impl Args {
@@ -91,6 +124,10 @@ impl Args {
             connection_window: self.connection_window.max(self.stream_window),
             ping_interval: secs(self.ping_interval),
             ping_timeout: secs(self.ping_timeout),
+            original_source: self.original_source,
+            open_timeout: secs(self.open_timeout),
+            max_streams: self.max_streams.max(1),
+            send_buffer: send_buffer(self.peer_memory, self.max_streams),
         }
     }
 }
@@ -99,7 +136,32 @@ fn secs(s: f64) -> Duration {
     Duration::try_from_secs_f64(s.max(0.05)).unwrap_or(Duration::from_secs(3600))
 }
 
+/// Each stream's share of --peer-memory, less the reads in hand (one
+/// chunk, and the allocation a part of it handed on may keep), within
+/// 16 KiB..1 MiB.
+fn send_buffer(peer_memory: u64, max_streams: u32) -> usize {
+    let share = peer_memory / u64::from(max_streams.max(1));
+    let share = share.saturating_sub(2 * READ_CHUNK as u64);
+    share.clamp(MIN_SEND_BUFFER as u64, MAX_SEND_BUFFER as u64) as usize
+}
+
 /// The HTTP/2 settings both sides use (ztunnel's, but the stream window).
 pub const MAX_FRAME: u32 = 1 << 20;
-pub const MAX_SEND_BUFFER: usize = 1 << 20;
+const MAX_SEND_BUFFER: usize = 1 << 20;
+const MIN_SEND_BUFFER: usize = 16 << 10;
+/// What a stream reads from its local socket at once (at most one in hand).
+pub const READ_CHUNK: usize = 64 << 10;
 pub const MAX_STREAMS: u32 = 1000;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_send_buffer_is_the_peer_memory_shared_by_the_streams() {
+        // Defaults: 256 MiB over 1000 streams, less 128 KiB in hand.
+        assert_eq!(send_buffer(256 << 20, 1000), (268_435 - 131_072));
+        assert_eq!(send_buffer(256 << 20, 10), 1 << 20);
+        assert_eq!(send_buffer(1 << 20, 1000), 16 << 10);
+    }
+}

@@ -16,6 +16,8 @@ use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::{self, Settings};
 use crate::log;
+use crate::pending;
+use crate::source;
 use crate::splice;
 use crate::status;
 use std::sync::atomic::Ordering;
@@ -32,6 +34,7 @@ pub async fn serve(
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let serve = Arc::new(serve);
+    let pending = pending::Pending::default();
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -41,11 +44,22 @@ pub async fn serve(
                 continue;
             }
         };
+        let slot = match pending.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refused) => {
+                if refused.log {
+                    log!("peer {peer} refused: {} (closed at once)", refused.why);
+                }
+                continue; // dropping `tcp` closes it
+            }
+        };
         let (acceptor, serve, settings) = (acceptor.clone(), serve.clone(), settings.clone());
         let board = board.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+            drop(slot);
+            let tls = match handshake {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => return log!("peer {peer} refused: TLS: {e}"),
                 Err(_) => return log!("peer {peer} refused: no TLS handshake in time"),
@@ -72,8 +86,8 @@ async fn connection(
         .initial_window_size(settings.stream_window)
         .initial_connection_window_size(settings.connection_window)
         .max_frame_size(config::MAX_FRAME)
-        .max_send_buffer_size(config::MAX_SEND_BUFFER)
-        .max_concurrent_streams(config::MAX_STREAMS)
+        .max_send_buffer_size(settings.send_buffer)
+        .max_concurrent_streams(settings.max_streams)
         .max_header_list_size(64 << 10)
         .handshake::<_, Bytes>(tls)
         .await
@@ -87,7 +101,15 @@ async fn connection(
             match r {
                 Ok((request, respond)) => {
                     let stats = stats.clone();
-                    tokio::spawn(stream(request, respond, peer, serve.clone(), stats));
+                    let original = settings.original_source;
+                    tokio::spawn(stream(
+                        request,
+                        respond,
+                        peer,
+                        serve.clone(),
+                        stats,
+                        original,
+                    ));
                 }
                 Err(e) => return e.to_string(),
             }
@@ -115,6 +137,7 @@ async fn stream(
     peer: SocketAddr,
     serve: Arc<Vec<IpNet>>,
     stats: Arc<status::Peer>,
+    original_source: bool,
 ) {
     if request.method() != Method::CONNECT {
         return refuse(respond, StatusCode::BAD_REQUEST);
@@ -130,7 +153,16 @@ async fn stream(
         log!("peer {peer}: CONNECT {dest} refused: not in a --serve range");
         return refuse(respond, StatusCode::FORBIDDEN);
     };
-    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(dest)).await {
+    // What the server sees as its client (never loopback): source.rs.
+    let source = original_source.then(|| {
+        let fwd = request
+            .headers()
+            .get("forwarded")
+            .and_then(|v| v.to_str().ok())
+            .and_then(source::forwarded_for);
+        source::client_address(fwd, peer, dest)
+    });
+    let tcp = match tokio::time::timeout(CONNECT_TIMEOUT, source::connect(dest, source)).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) => {
             log!("peer {peer}: CONNECT {dest}: {e}");

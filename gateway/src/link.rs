@@ -29,6 +29,8 @@ pub const WAIT_FOR_LINK: Duration = Duration::from_secs(10);
 pub struct Link {
     pub peer: SocketAddr,
     pub stats: Arc<status::Peer>,
+    /// How long a stream may take to open and be answered (--open-timeout).
+    pub open_timeout: Duration,
     current: watch::Receiver<Option<SendRequest<Bytes>>>,
 }
 
@@ -43,10 +45,12 @@ impl Link {
     ) -> Arc<Link> {
         let (tx, rx) = watch::channel(None);
         let stats = board.add(peer.to_string(), "dialed");
+        let open_timeout = settings.open_timeout;
         tokio::spawn(keep(peer, tls, settings, tx, stats.clone()));
         Arc::new(Link {
             peer,
             stats,
+            open_timeout,
             current: rx,
         })
     }
@@ -148,7 +152,7 @@ async fn dial(
         .initial_window_size(settings.stream_window)
         .initial_connection_window_size(settings.connection_window)
         .max_frame_size(config::MAX_FRAME)
-        .max_send_buffer_size(config::MAX_SEND_BUFFER)
+        .max_send_buffer_size(settings.send_buffer)
         .enable_push(false)
         .handshake(stream)
         .await

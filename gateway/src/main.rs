@@ -8,6 +8,9 @@ mod inbound;
 mod link;
 mod log;
 mod outbound;
+mod pending;
+mod reclaim;
+mod source;
 mod splice;
 mod status;
 mod tls;
@@ -60,6 +63,13 @@ async fn run(args: config::Args) -> Result<(), String> {
     }
     let routes = outbound::Routes::new(&args.remote, identity.client_config()?, &settings, &board);
     for addr in &args.listen {
+        if reclaim::is_gateway_address(*addr) {
+            // The library's gateway name goes with this one: kept ours.
+            let listener = reclaim::listen(*addr).map_err(|e| format!("--listen {addr}: {e}"))?;
+            log!("local: listening on {addr}");
+            tasks.spawn(reclaim::serve(*addr, listener, routes.clone()));
+            continue;
+        }
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("--listen {addr}: {e}"))?;

@@ -99,6 +99,23 @@ async fn open(
     from: SocketAddr,
 ) -> Result<(h2::SendStream<bytes::Bytes>, h2::RecvStream), String> {
     let sender = link.sender().await.ok_or("no link to the peer")?;
+    // A stream slot (the peer's limit) and the peer's answer, within
+    // --open-timeout: past it the local connection is reset, never left
+    // hanging (found by the first review: the 1001st stream hung).
+    let limit = link.open_timeout;
+    match tokio::time::timeout(limit, request(sender, dest, from)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!(
+            "no stream opened and answered within {limit:?} (the peer's stream limit reached, or its connect slow): reset"
+        )),
+    }
+}
+
+async fn request(
+    sender: h2::client::SendRequest<bytes::Bytes>,
+    dest: SocketAddr,
+    from: SocketAddr,
+) -> Result<(h2::SendStream<bytes::Bytes>, h2::RecvStream), String> {
     let mut sender = sender.ready().await.map_err(|e| e.to_string())?;
     let request = http::Request::builder()
         .method(http::Method::CONNECT)

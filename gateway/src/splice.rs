@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use crate::status;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const READ_CHUNK: usize = 64 << 10;
+use crate::config::READ_CHUNK;
 
 /// Why a direction stopped early.
 enum Broken {

@@ -97,7 +97,9 @@ pub struct ProducerLine {
     /// data (claim 85, "first field"). Its data segment is `slots[head % N]`.
     pub head: AtomicU32,
     /// Non-zero once the producer will write no more (shutdown(SHUT_WR) or
-    /// close): the consumer sees end-of-stream after draining.
+    /// close): the consumer sees end-of-stream after draining —
+    /// [`CLOSED_RESET`] for an abortive close (a TCP RST): ECONNRESET
+    /// after draining instead. Any other non-zero value is a plain close.
     pub closed: AtomicU32,
     /// Non-zero while the producer is inside a write: between publishing
     /// data and having rung the consumer's doorbell for it (see
@@ -116,6 +118,13 @@ pub struct ProducerLine {
     pub rung_at: AtomicU64,
 }
 
+/// `ProducerLine::closed`, `ConsumerLine::closed`: an orderly close (FIN).
+pub const CLOSED: u32 = 1;
+/// `ProducerLine::closed`, `ConsumerLine::closed`: an abortive close (RST:
+/// SO_LINGER 0, unread data at close). Written by the side that closes,
+/// both words at once; the peer's reads drain the ring first.
+pub const CLOSED_RESET: u32 = 2;
+
 /// `ProducerLine::busy`: inside a write.
 pub const BUSY: u32 = 1;
 /// `ProducerLine::busy`: inside a write, and a consumer sleeps on the word.
@@ -127,7 +136,8 @@ pub struct ConsumerLine {
     /// Sequence number of the data segment holding the earliest written, not
     /// yet read data (claim 85, "second field").
     pub tail: AtomicU32,
-    /// Non-zero once the consumer will read no more: writes fail with EPIPE.
+    /// Non-zero once the consumer will read no more: writes fail with EPIPE
+    /// ([`CLOSED_RESET`]: with ECONNRESET, an abortive close).
     pub closed: AtomicU32,
     /// Serialises readers in several processes of this side after fork.
     pub lock: AtomicU32,

@@ -92,6 +92,42 @@ fn reset_wakes_a_sleeping_reader() {
     });
 }
 
+/// An abortive close (`abort`, a TCP RST) after data: the sleeping reader
+/// wakes, reads every byte published before it, then `Reset` — never EOF
+/// (a truncated stream must not look complete), never a byte lost. And a
+/// writer whose reader aborted fails with `Reset`.
+#[test]
+fn abort_after_data_is_read_then_reset() {
+    model(|| {
+        let (mut p, mut c) = heap_channel(Geometry::new(2, 64).unwrap());
+        let t = thread::spawn(move || {
+            let a: Vec<u8> = (0..80).map(byte).collect();
+            assert_eq!(p.write(&a).unwrap(), 80);
+            p.abort();
+        });
+        let mut got = Vec::new();
+        let mut buf = [0u8; 48];
+        let policy = WaitPolicy::blocking();
+        let end = loop {
+            match c.read_blocking(&mut buf, &policy) {
+                Ok(0) => break Ok(0),
+                Ok(k) => got.extend_from_slice(&buf[..k]),
+                Err(e) => break Err(e),
+            }
+        };
+        t.join().unwrap();
+        assert_eq!(end, Err(RingError::Reset));
+        assert_eq!(got, (0..80).map(byte).collect::<Vec<_>>());
+
+        let (mut p, c) = heap_channel(Geometry::new(2, 64).unwrap());
+        let t = thread::spawn(move || c.abort());
+        let r = p.write_all(&[1u8; 200], &WaitPolicy::blocking());
+        t.join().unwrap();
+        assert_eq!(r, Err(RingError::Reset)); // 200 bytes never fit in 128
+        assert_eq!(p.write(b"x"), Err(RingError::Reset));
+    });
+}
+
 /// Counts its rings (a real one sends a byte on a socket).
 struct CountingBell(std::sync::atomic::AtomicU32);
 

@@ -284,11 +284,21 @@ fn hand_out(
     Ok(raw)
 }
 
-/// The local name of a connecting socket that was not bound: loopback on
-/// the emulated network and for local destinations; otherwise (a partition
-/// address behind a veth, default mode) the address our route to it leaves
-/// from, as the kernel would choose.
-fn local_ip_for(peer: &SocketAddr, routed: bool) -> IpAddr {
+/// The local address of a connecting socket not bound to an emulated
+/// address, as the kernel would choose it: the address the kernel socket
+/// was bound to, if a specific one (bind before connect; a transparent
+/// proxy's IP_TRANSPARENT bind to its client's address); loopback for a
+/// loopback destination; otherwise the source of the route to the
+/// destination (for one of the namespace's own addresses, that address
+/// itself), in both modes. Loopback only when no route leads there (the
+/// emulated network beyond the kernel's routes: the kernel would say
+/// ENETUNREACH).
+fn local_ip_for(fd: c_int, peer: &SocketAddr) -> IpAddr {
+    if let Some(bound) = sys::local_name(sys::borrow_fd(fd)) {
+        if !bound.ip().is_unspecified() && bound.is_ipv6() == peer.is_ipv6() {
+            return bound.ip();
+        }
+    }
     let loopback = match peer {
         SocketAddr::V4(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
         // An IPv4 destination on an IPv6 socket: the kernel's source is
@@ -298,7 +308,7 @@ fn local_ip_for(peer: &SocketAddr, routed: bool) -> IpAddr {
         }
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
     };
-    if !routed || rendezvous::is_loopback(peer.ip()) {
+    if rendezvous::is_loopback(peer.ip()) {
         return loopback;
     }
     match crate::platform::netlink::route(rendezvous::unmapped(*peer).ip()) {
@@ -350,7 +360,7 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
             None => return fail(Errno::INVAL),
         },
         _ => match crate::sockets::spare_fds::retry(|| {
-            rendezvous::connecting_name(local_ip_for(&target, tcp_mode))
+            rendezvous::connecting_name(local_ip_for(fd, &target))
         }) {
             Ok(r) => r,
             Err(e) if tcp_mode => {

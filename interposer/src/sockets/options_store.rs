@@ -94,6 +94,18 @@ impl Options {
         self.values.reset_after_fork();
     }
 
+    /// SO_LINGER set on with a zero timeout: close is abortive (a RST).
+    pub(crate) fn linger_zero(&self) -> bool {
+        match self.get(libc::SOL_SOCKET, libc::SO_LINGER) {
+            Some(b) if b.len() >= 8 => {
+                let on = i32::from_ne_bytes([b[0], b[1], b[2], b[3]]);
+                let secs = i32::from_ne_bytes([b[4], b[5], b[6], b[7]]);
+                on != 0 && secs == 0
+            }
+            _ => false,
+        }
+    }
+
     /// SO_RCVTIMEO/SO_SNDTIMEO as set, if non-zero.
     pub(crate) fn timeout(&self, name: i32) -> Option<Duration> {
         let b = self.get(libc::SOL_SOCKET, name)?;

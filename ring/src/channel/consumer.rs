@@ -4,7 +4,7 @@
 use super::cursor::Sink;
 use super::notify::ConsumerNotify;
 use super::{Channel, WaitKind};
-use crate::layout::SegmentControl;
+use crate::layout::{SegmentControl, CLOSED, CLOSED_RESET};
 use crate::sync::{fence, Ordering};
 use crate::wait::{Doorbell, WaitPolicy};
 use crate::RingError;
@@ -106,7 +106,7 @@ impl Consumer {
         // SYNC POINT: Acquire pairs with the producer's Release store of
         // `closed`, made after its last publish: if it is set now, an empty
         // ring below really is the end of the stream.
-        let closed = ctl.producer.closed.load(Ordering::Acquire) != 0;
+        let closed = ctl.producer.closed.load(Ordering::Acquire);
         let mut dst = Sink::new(bufs);
         let want = dst.remaining();
         let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
@@ -169,10 +169,10 @@ impl Consumer {
             self.wake_writer();
         }
         if copied == 0 && want > 0 {
-            return if closed {
-                Ok(0)
-            } else {
-                Err(RingError::WouldBlock)
+            return match closed {
+                0 => Err(RingError::WouldBlock),
+                CLOSED_RESET => Err(RingError::Reset),
+                _ => Ok(0),
             };
         }
         Ok(copied)
@@ -416,8 +416,39 @@ impl Consumer {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn close(&self) {
-        self.ch.ctl().consumer.closed.store(1, Ordering::Release);
+        self.ch
+            .ctl()
+            .consumer
+            .closed
+            .store(CLOSED, Ordering::Release);
         self.wake_writer();
+    }
+
+    /// Abortive close of the reading end (a TCP RST): the producer's writes
+    /// fail with `Reset` (ECONNRESET) instead of `Closed`.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry, RingError};
+    ///
+    /// let (mut tx, rx) = heap_channel(Geometry::new(2, 64)?);
+    /// rx.abort();
+    /// assert!(tx.peer_reset());
+    /// assert_eq!(tx.write(b"x"), Err(RingError::Reset));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn abort(&self) {
+        self.ch
+            .ctl()
+            .consumer
+            .closed
+            .store(CLOSED_RESET, Ordering::Release);
+        self.wake_writer();
+    }
+
+    /// True once the producer closed abortively: reads end with `Reset`
+    /// once the ring is drained.
+    pub fn peer_reset(&self) -> bool {
+        self.ch.ctl().producer.closed.load(Ordering::Acquire) == CLOSED_RESET
     }
 
     /// Declares the connection reset (ECONNRESET at the peer); as

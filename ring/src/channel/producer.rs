@@ -7,7 +7,7 @@ use super::notify::ProducerNotify;
 use super::placed::Placed;
 use super::RoomWaiter;
 use super::{Channel, WaitKind};
-use crate::layout::{BUSY, BUSY_WAITER, MIN_SEGMENTS};
+use crate::layout::{BUSY, BUSY_WAITER, CLOSED, CLOSED_RESET, MIN_SEGMENTS};
 use crate::sync::{fence, Ordering};
 use crate::wait::{Doorbell, WaitPolicy};
 use crate::RingError;
@@ -435,9 +435,12 @@ impl Producer {
             return Err(RingError::Reset);
         }
         let ctl = ch.ctl();
-        if ctl.consumer.closed.load(Ordering::Relaxed) != 0
-            || ctl.producer.closed.load(Ordering::Relaxed) != 0
-        {
+        match ctl.consumer.closed.load(Ordering::Relaxed) {
+            0 => {}
+            CLOSED_RESET => return Err(RingError::Reset),
+            _ => return Err(RingError::Closed),
+        }
+        if ctl.producer.closed.load(Ordering::Relaxed) != 0 {
             return Err(RingError::Closed);
         }
         let (n, s) = (ch.geo.segment_count, ch.geo.segment_bytes);
@@ -774,8 +777,43 @@ impl Producer {
     pub fn close(&self) {
         // SYNC POINT: Release pairs with the consumer's Acquire load of
         // `closed` at the start of a read: all data is visible once EOF is.
-        self.ch.ctl().producer.closed.store(1, Ordering::Release);
+        self.ch
+            .ctl()
+            .producer
+            .closed
+            .store(CLOSED, Ordering::Release);
         self.wake_reader();
+    }
+
+    /// Abortive end of stream (a TCP RST): the consumer reads what was
+    /// written, then `Reset` instead of EOF.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry, RingError};
+    ///
+    /// let (mut tx, mut rx) = heap_channel(Geometry::new(2, 64)?);
+    /// tx.write(b"kept")?;
+    /// tx.abort();
+    /// let mut buf = [0; 8];
+    /// assert_eq!(rx.read(&mut buf), Ok(4));
+    /// assert_eq!(rx.read(&mut buf), Err(RingError::Reset));
+    /// assert!(rx.peer_reset());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn abort(&self) {
+        // SYNC POINT: as in `close`.
+        self.ch
+            .ctl()
+            .producer
+            .closed
+            .store(CLOSED_RESET, Ordering::Release);
+        self.wake_reader();
+    }
+
+    /// True once the consumer closed its end abortively (writes fail with
+    /// `Reset`).
+    pub fn peer_reset(&self) -> bool {
+        self.ch.ctl().consumer.closed.load(Ordering::Relaxed) == CLOSED_RESET
     }
 
     /// Declares the connection reset (ECONNRESET at the peer), and wakes

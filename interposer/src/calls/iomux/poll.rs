@@ -62,6 +62,12 @@ impl KernelSet for PollSet<'_> {
     fn filter(&mut self, waiting: &Waiting, mut n: c_int) -> c_int {
         for (i, c) in waiting.iter() {
             let p = &mut self.fds[i];
+            // A hang-up that is a reset not reported yet: POLLERR too, as
+            // the kernel's pending error.
+            if p.revents & libc::POLLHUP != 0 && p.revents & libc::POLLERR == 0 && c.reset_pending()
+            {
+                p.revents |= libc::POLLERR;
+            }
             if p.revents & POLL_IN != 0 && p.revents & POLL_FINAL == 0 && !c.really_readable() {
                 p.revents &= !POLL_IN;
                 if p.revents == 0 {

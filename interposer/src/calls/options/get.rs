@@ -140,9 +140,13 @@ fn by_kind(sock: &Socket, level: c_int, name: c_int) -> Answer {
         (libc::SOL_SOCKET, libc::SO_DOMAIN) => (int(family), Fit::Truncate),
         (libc::SOL_SOCKET, libc::SO_PROTOCOL) => (int(libc::IPPROTO_TCP), Fit::Truncate),
         (libc::SOL_SOCKET, libc::SO_ERROR) => {
+            // A peer's reset is the kernel's pending error (once).
             let e = sock
                 .connection()
-                .map_or(0, |c| c.error.swap(0, Ordering::Relaxed));
+                .map_or(0, |c| match c.error.swap(0, Ordering::Relaxed) {
+                    0 if c.take_pending_reset() => libc::ECONNRESET,
+                    e => e,
+                });
             (int(e), Fit::Truncate)
         }
         (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => {

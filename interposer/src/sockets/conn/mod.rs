@@ -27,6 +27,7 @@ mod pacing;
 mod ready;
 pub(crate) use ready::{Deferral, Unarmed};
 mod recv;
+mod reset;
 mod send;
 mod settle;
 mod trim;
@@ -96,6 +97,9 @@ pub(crate) struct Connection {
     pacing: Pacing,
     /// SO_ERROR: an error to report once.
     pub error: AtomicI32,
+    /// The peer's reset (`reset`) was reported already (ECONNRESET once,
+    /// as the kernel's pending socket error).
+    reset_taken: AtomicBool,
     /// Blocking sends up to this size go into the ring whole.
     atomic_send: usize,
     pub opts: Options,
@@ -220,6 +224,7 @@ impl Connection {
             probe: std::sync::OnceLock::new(),
             pacing: Pacing::new(spin),
             error: AtomicI32::new(0),
+            reset_taken: AtomicBool::new(false),
             atomic_send: (ring_bytes / 2).min(64 << 10),
             opts: Options::default(),
             pool_ticket,
@@ -437,13 +442,26 @@ impl Drop for Connection {
             return;
         }
         self.bell.closing.store(true, Ordering::Relaxed);
-        self.tx.get_mut().close();
         // The connector's receive half may never have been attached (it
         // never read): attach it now, or the peer's writes would go on
         // succeeding into a ring nobody reads.
         let mut rx = std::mem::take(&mut self.rx.get_mut().consumer);
-        if let Some(rx) = self.receiver(&mut rx) {
-            rx.close();
+        let rx_ref = self.receiver(&mut rx);
+        // As the kernel: a RST for SO_LINGER 0 or unread data (tcp(7)),
+        // unless a FIN went already (shutdown(SHUT_WR)).
+        let unread = rx_ref
+            .as_ref()
+            .is_some_and(|r| r.available().is_ok_and(|n| n > 0));
+        let abortive = !self.shut_wr.load(Ordering::Relaxed) && (unread || self.opts.linger_zero());
+        if abortive {
+            self.tx.get_mut().abort();
+        } else {
+            self.tx.get_mut().close();
+        }
+        match (rx_ref, abortive) {
+            (Some(r), true) => r.abort(),
+            (Some(r), false) => r.close(),
+            (None, _) => {}
         }
         drop(rx);
         if let Some(ticket) = self.pool_ticket {

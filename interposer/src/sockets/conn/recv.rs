@@ -25,7 +25,7 @@ use super::doorbell::Woke;
 use super::pacing::{pause, GATHER_BELOW, GATHER_PAUSE};
 use super::ready::{Taker, WaiterGuard, WAIT_SLICE};
 use super::settle::Settled;
-use super::{deadline_after, ring_errno, time_left, Connection, Rx};
+use super::{deadline_after, time_left, Connection, Rx};
 
 /// What a call does after a read, as `next_phase` chooses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -293,6 +293,25 @@ impl Connection {
         bufs: &mut [IoSliceMut<'_>],
         flags: i32,
     ) -> Result<usize, Errno> {
+        let r = self.recv_call(fd, bufs, flags);
+        // The end of the stream of a peer that was reset (killed with our
+        // bytes unread: `reset`): ECONNRESET once, as the kernel's RST.
+        if r == Ok(0)
+            && bufs.iter().any(|b| !b.is_empty())
+            && !self.shut_rd.load(Ordering::Relaxed)
+            && self.take_pending_reset()
+        {
+            return Err(Errno::CONNRESET);
+        }
+        r
+    }
+
+    fn recv_call(
+        &self,
+        fd: BorrowedFd<'_>,
+        bufs: &mut [IoSliceMut<'_>],
+        flags: i32,
+    ) -> Result<usize, Errno> {
         let want = bufs
             .iter()
             .map(|b| b.len())
@@ -390,7 +409,9 @@ impl Connection {
                 let blocking = call.blocking(self);
                 self.facts(call, false, blocking)
             }
-            Err(e) => return Err(End::Short(ring_errno(e))),
+            // A reset after the data this call read: that data first.
+            Err(RingError::Reset) if call.total > 0 => return Err(End::Read),
+            Err(e) => return Err(self.read_error(e).map_or(End::Read, End::Short)),
         };
         // Settling looks at what is queued when the call cannot block or a
         // wait woke it (a blocking reader learns it from its wait).

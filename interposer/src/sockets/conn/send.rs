@@ -15,7 +15,7 @@ use rustix::io::Errno;
 use shmnet_ring::{RingError, Space, WaitKind, WaitPolicy};
 
 use super::doorbell::Bell;
-use super::{deadline_after, ring_errno, Connection};
+use super::{deadline_after, Connection};
 
 /// The largest send [`Connection::try_send`] attempts.
 const FAST_SEND_MAX: usize = 4096;
@@ -146,7 +146,7 @@ impl Connection {
                     return if total > 0 {
                         Ok(total)
                     } else {
-                        Err(ring_errno(e))
+                        Err(self.write_error(e))
                     }
                 }
             }
@@ -249,8 +249,8 @@ impl Connection {
                 }
                 Err(RingError::Interrupted) => Err(Errno::INTR),
                 Err(RingError::TimedOut) => Err(Errno::AGAIN),
-                Err(RingError::PeerGone) => Err(Errno::PIPE),
-                Err(e) => Err(ring_errno(e)),
+                Err(RingError::PeerGone) if partial => Err(Errno::PIPE),
+                Err(e) => Err(self.write_error(e)),
             };
         };
         self.status_flags(crate::platform::status::WAIT_WRITE, false);
@@ -276,7 +276,7 @@ impl Connection {
             match self.tx.lock().free_bytes() {
                 Ok(0) => {}
                 Ok(n) => return Ok(n),
-                Err(e) => return Err(ring_errno(e)),
+                Err(e) => return Err(self.write_error(e)),
             }
             if dontwait || self.nonblocking() {
                 if self.await_pollout() {
@@ -327,7 +327,7 @@ impl Connection {
                     }
                     self.wait_room(1, false, &mut deadline)?;
                 }
-                Err(e) => return Err(ring_errno(e)),
+                Err(e) => return Err(self.write_error(e)),
             }
         }
     }

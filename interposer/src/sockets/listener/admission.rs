@@ -305,13 +305,23 @@ impl Listener {
 
 /// Whether a connector could really have `addr` as its address: one of
 /// this namespace's (it reached a name of our namespace), a partition
-/// address (the emulated network's addresses are nobody's), or, through
-/// SHMNET_DIR in the default mode, an address routed to the connector's
-/// namespace — so that a server's address checks mean what they say.
+/// address in the emulated mode (the emulated network's addresses are
+/// nobody's), or, through SHMNET_DIR, an address routed to the
+/// connector's namespace — so that a server's address checks mean what
+/// they say. A root connector may present any address, as its kernel
+/// would let it send from one (IP_TRANSPARENT: a transparent proxy, such
+/// as the gateway, presenting its client's address).
 fn plausible_source(addr: SocketAddr, scope: Scope, peer: &Peer, config: &Config) -> bool {
     let ip = addr.ip();
-    if config.fallback == crate::platform::config::Fallback::Never {
-        return rendezvous::is_loopback(ip) || config.is_partition_ip(ip);
+    if peer.uid == 0 {
+        return true;
+    }
+    if config.fallback == crate::platform::config::Fallback::Never
+        && (rendezvous::is_loopback(ip)
+            || config.is_partition_ip(ip)
+            || crate::platform::netlink::is_local(ip))
+    {
+        return true;
     }
     match scope {
         Scope::Local => crate::platform::netlink::is_local(ip),

@@ -285,3 +285,39 @@ pub(crate) fn collected(epfd: c_int, events: &[libc::epoll_event]) {
         }
     }
 }
+
+/// Events of `epfd` that report a hang-up of a connection whose peer reset
+/// it (not reported yet: `Connection::reset_pending`) get EPOLLERR too, as
+/// the kernel's pending error. The members are looked at outside the
+/// table's lock (asking a connection takes its own locks).
+pub(crate) fn add_reset_errors(epfd: c_int, events: &mut [libc::epoll_event]) {
+    let (hup, err) = (libc::EPOLLHUP as u32, libc::EPOLLERR as u32);
+    let hung = |e: &libc::epoll_event| e.events & hup != 0 && e.events & err == 0;
+    if !events.iter().any(hung) {
+        return;
+    }
+    let candidates: Vec<(u64, std::sync::Arc<crate::sockets::socket::Socket>)> = {
+        let Some(mut sets) = set::sets() else {
+            return;
+        };
+        let Some(set) = sets.find(epfd) else {
+            return;
+        };
+        let wanted: Vec<u64> = events.iter().filter(|e| hung(e)).map(|e| e.u64).collect();
+        set.members
+            .values()
+            .filter(|m| wanted.contains(&m.data))
+            .filter_map(|m| Some((m.data, m.live()?)))
+            .collect()
+    };
+    for ev in events.iter_mut().filter(|e| hung(e)) {
+        let data = ev.u64;
+        let reset = candidates
+            .iter()
+            .filter(|(d, _)| *d == data)
+            .any(|(_, s)| s.connection().is_some_and(|c| c.reset_pending()));
+        if reset {
+            ev.events |= err;
+        }
+    }
+}

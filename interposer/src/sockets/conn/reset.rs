@@ -1,0 +1,84 @@
+//! A peer's reset (a TCP RST), as the kernel reports it (tcp(7), socket(7)):
+//! ECONNRESET once — to the first recv that finds the ring drained, send,
+//! or SO_ERROR, like the kernel's pending socket error — then end of
+//! stream for reads and EPIPE for writes; poll and epoll add POLLERR to the
+//! hang-up until it is reported.
+//!
+//! A reset is the peer's abortive close written in the ring
+//! (`CLOSED_RESET`: SO_LINGER 0, or unread data at its last close), or a
+//! peer gone without closing (killed: the kernel closed its sockets) while
+//! bytes we sent it were unread — the kernel sends a RST then, a FIN
+//! otherwise.
+#![forbid(unsafe_code)]
+
+use std::sync::atomic::Ordering;
+
+use rustix::io::Errno;
+use shmnet_ring::RingError;
+
+use super::Connection;
+
+impl Connection {
+    /// Whether the peer reset the connection (reported or not).
+    pub(crate) fn peer_reset(&self) -> bool {
+        let (aborted, unread) = {
+            let tx = self.tx.lock();
+            let unread = !tx.peer_closed() && tx.written_total() > tx.consumed_total();
+            (tx.peer_reset(), unread)
+        };
+        if aborted {
+            return true;
+        }
+        let (from_peer, peer_writing) = {
+            let mut rx = self.rx.lock();
+            self.receiver(&mut rx.consumer)
+                .map_or((false, true), |c| (c.peer_reset(), !c.peer_closed()))
+        };
+        // Gone without closing: a hang-up while the peer had not ended its
+        // stream in the ring (a hang-up also follows a shutdown(SHUT_WR)
+        // on each side, which ends it first). A system call: asked last.
+        from_peer || (unread && peer_writing && self.bell.hung_up())
+    }
+
+    /// Takes the reset for reporting: true the first time only.
+    fn take_reset(&self) -> bool {
+        !self.reset_taken.swap(true, Ordering::Relaxed)
+    }
+
+    /// A reset not reported yet, taken now (SO_ERROR, or a read at the end
+    /// of the stream).
+    pub(crate) fn take_pending_reset(&self) -> bool {
+        !self.reset_taken.load(Ordering::Relaxed) && self.peer_reset() && self.take_reset()
+    }
+
+    /// Whether a reset is there and not reported yet (poll's POLLERR).
+    pub(crate) fn reset_pending(&self) -> bool {
+        !self.reset_taken.load(Ordering::Relaxed) && self.peer_reset()
+    }
+
+    /// The errno of a failed read: a reset is ECONNRESET once, then end of
+    /// stream (None).
+    pub(super) fn read_error(&self, e: RingError) -> Option<Errno> {
+        match e {
+            RingError::Reset if !self.take_reset() => None,
+            e => Some(super::ring_errno(e)),
+        }
+    }
+
+    /// The errno of a failed write: a reset is ECONNRESET once, then EPIPE;
+    /// a peer gone while bytes of ours were unread was reset too.
+    pub(super) fn write_error(&self, e: RingError) -> Errno {
+        match e {
+            RingError::Reset | RingError::PeerGone if self.reset_now(e) => Errno::CONNRESET,
+            RingError::Reset | RingError::PeerGone | RingError::Closed => Errno::PIPE,
+            e => super::ring_errno(e),
+        }
+    }
+
+    fn reset_now(&self, e: RingError) -> bool {
+        match e {
+            RingError::Reset => self.take_reset(),
+            _ => self.take_pending_reset(),
+        }
+    }
+}

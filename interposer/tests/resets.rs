@@ -1,0 +1,197 @@
+//! Resets reach the peer as the kernel's TCP RST does (tcp(7), socket(7)):
+//! an abortive close (SO_LINGER {1, 0}), a close with unread data and a
+//! process killed with unread data give the peer its data first, then
+//! ECONNRESET once (recv, or SO_ERROR; poll adds POLLERR), then end of
+//! stream, and EPIPE for writes; a process killed with nothing unread is
+//! an orderly end (FIN). Each case runs over kernel TCP (not preloaded)
+//! and over shared memory in both modes; the outputs must be the same.
+//! Before, every one of them reached the peer as a clean end of stream
+//! (found by the gateway review, 2026-12-06: a truncated transfer looked
+//! complete).
+
+mod common;
+
+use std::process::Command;
+
+use common::net::Net;
+use common::{preloaded, python, run};
+
+const SCRIPT: &str = r#"
+import errno, os, select, signal, socket, struct, sys, time
+host, port, case = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((host, port))
+srv.listen(8)
+port = srv.getsockname()[1]
+
+def name(e):
+    return errno.errorcode.get(e.errno, str(e.errno))
+
+def reads(s):
+    # Reads until an error or the end: "data N" for the bytes, then how it ended.
+    n, out = 0, []
+    while True:
+        try:
+            d = s.recv(65536)
+        except OSError as e:
+            out.append(name(e))
+            break
+        if not d:
+            out.append("eof")
+            break
+        n += len(d)
+    return (["data %d" % n] if n else []) + out
+
+def after(s):
+    # What the next recv and send say.
+    try:
+        r = "eof" if not s.recv(10) else "data"
+    except OSError as e:
+        r = name(e)
+    try:
+        s.send(b"x")
+        w = "sent"
+    except OSError as e:
+        w = name(e)
+    return ["then " + r, "send " + w]
+
+def pair():
+    c = socket.create_connection((host, port))
+    a, _ = srv.accept()
+    return c, a
+
+out = []
+if case == "linger":
+    c, a = pair()
+    a.sendall(b"x" * 1000)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    a.close()
+    out += reads(c) + after(c)
+elif case == "unread":
+    c, a = pair()
+    c.sendall(b"y" * 100)
+    time.sleep(0.1)
+    a.close()
+    out += reads(c) + after(c)
+elif case == "so_error":
+    c, a = pair()
+    c.sendall(b"y" * 100)
+    time.sleep(0.1)
+    a.close()
+    p = select.poll()
+    p.register(c, select.POLLIN)
+    ev = p.poll(5000)
+    mask = ev[0][1] & (select.POLLERR | select.POLLHUP) if ev else 0
+    out.append("poll %s" % "|".join(n for n, b in (("ERR", select.POLLERR), ("HUP", select.POLLHUP)) if mask & b))
+    e = c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    out.append("so_error %s" % errno.errorcode.get(e, e))
+    out += reads(c)
+elif case == "linger_waits":
+    # poll and epoll see the reset (POLLERR/EPOLLERR with the hang-up)
+    # before anything reads it; here no doorbell byte was left unread at
+    # the closer, so the Unix connection's own close says no error.
+    c, a = pair()
+    a.sendall(b"x" * 1000)
+    a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    a.close()
+    time.sleep(0.1)
+    p = select.poll()
+    p.register(c, select.POLLIN)
+    ev = p.poll(5000)
+    mask = ev[0][1] if ev else 0
+    out.append("poll %s" % "|".join(n for n, b in (("ERR", select.POLLERR), ("HUP", select.POLLHUP)) if mask & b))
+    ep = select.epoll()
+    ep.register(c, select.EPOLLIN)
+    ev = ep.poll(5)
+    mask = ev[0][1] if ev else 0
+    out.append("epoll %s" % "|".join(n for n, b in (("ERR", select.EPOLLERR), ("HUP", select.EPOLLHUP)) if mask & b))
+    out += reads(c)
+elif case == "both_shut":
+    # Not a reset: each side ended its stream, one with data unread by the
+    # other (both shutdowns make a hang-up on the Unix connection too).
+    c, a = pair()
+    a.sendall(b"s" * 1000)
+    a.shutdown(socket.SHUT_WR)
+    c.shutdown(socket.SHUT_WR)
+    time.sleep(0.1)
+    out += reads(a) + reads(c)
+elif case in ("killed_unread", "killed_read"):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        srv.close()
+        c = socket.create_connection((host, port))
+        if case == "killed_read":
+            got = 0
+            while got < 100:
+                got += len(c.recv(100 - got))
+        os.write(w, b"r")
+        time.sleep(60)
+        os._exit(0)
+    a, _ = srv.accept()
+    a.sendall(b"z" * 100)
+    os.read(r, 1)
+    time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    out += reads(a)
+print(" / ".join(out), flush=True)
+"#;
+
+const CASES: [(&str, &str); 7] = [
+    ("linger", "data 1000 / ECONNRESET / then eof / send EPIPE"),
+    ("unread", "ECONNRESET / then eof / send EPIPE"),
+    ("so_error", "poll ERR|HUP / so_error ECONNRESET / eof"),
+    (
+        "linger_waits",
+        "poll ERR|HUP / epoll ERR|HUP / data 1000 / ECONNRESET",
+    ),
+    ("both_shut", "eof / data 1000 / eof"),
+    ("killed_unread", "ECONNRESET"),
+    ("killed_read", "eof"),
+];
+
+fn outcome(what: &str, cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        out.status,
+        out.stderr
+    );
+    out.stdout.trim().to_string()
+}
+
+#[test]
+fn resets_reach_the_peer_as_over_kernel_tcp() {
+    let net = Net::emulated("resets");
+    let shm = net.dir.join("shm");
+    std::fs::create_dir_all(&shm).unwrap();
+    let (host, port) = (net.host.to_string(), net.port.to_string());
+    let mut failures = Vec::new();
+    for (case, want) in CASES {
+        let kernel = outcome(
+            "kernel",
+            Command::new(python()).args(["-c", SCRIPT, "127.0.0.1", "0", case]),
+        );
+        let default = outcome(
+            "default mode",
+            preloaded(python()).args(["-c", SCRIPT, "127.0.0.1", "0", case]),
+        );
+        let emulated = outcome(
+            "emulated",
+            preloaded(python())
+                .args(["-c", SCRIPT, &host, &port, case])
+                .env("SHMNET_PARTITIONS", &net.partitions)
+                .env("SHMNET_FALLBACK", "never")
+                .env("SHMNET_DIR", &shm),
+        );
+        if [&kernel, &default, &emulated].iter().any(|o| *o != want) {
+            failures.push(format!(
+                "{case}: want {want}\n  kernel:   {kernel}\n  default:  {default}\n  emulated: {emulated}"
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
