@@ -27,6 +27,9 @@
 //!
 //! The file is written by processes of one user and read by tools that
 //! treat it as hostile: nothing here reads back more than its own words.
+// The data path's calls compiled out (the benchmark baseline) leave the
+// counting methods unused.
+#![cfg_attr(shmnet_no_status_counters, allow(dead_code))]
 #![deny(unsafe_code)]
 
 mod entry;
@@ -101,7 +104,7 @@ fn claim(
     // creator's flag store is before its scan of the entries: one of us
     // sees the other.
     std::sync::atomic::fence(Ordering::SeqCst);
-    if !table.closing() {
+    if !table.closing() && creator_runs(table) {
         return Some(e);
     }
     match own_table() {
@@ -115,6 +118,20 @@ fn claim(
         }
         None => Some(e),
     }
+}
+
+/// Whether the creator of `t` still runs, looked at after our claim. A
+/// creator that left without marking its file closing (`_exit`, killed)
+/// may have had its file removed by `shmnet ss` or a sweep that saw no
+/// live entry in it before our claim (a daemon's first accept after its
+/// parent's `_exit`): then we use a file of our own. A file looked at
+/// after our claim shows it, and is kept. Our parent runs (a process's
+/// children are handed to a reaper when it exits, before it is a zombie:
+/// one system call); another creator is looked up, a zombie counted as
+/// gone, as `shmnet ss` counts it.
+fn creator_runs(t: &table::Table) -> bool {
+    let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
+    t.creator == parent || crate::platform::stats::running(t.creator, t.creator_start())
 }
 
 /// A connection carried by shared memory, made by this process (`seed`:

@@ -246,15 +246,23 @@ impl Connection {
     /// Publishes `n` bytes sent (the send lock held); a process's first
     /// use of a connection it inherited publishes it, from the ring's
     /// totals.
+    /// (`--cfg shmnet_no_status_counters`: compiled out, the baseline of
+    /// docs/benchmarks.md, "The status files' cost".)
     #[inline]
     fn published_sent(&self, n: usize) {
+        #[cfg(not(shmnet_no_status_counters))]
         self.status.sent(n, || self.seg.totals());
+        #[cfg(shmnet_no_status_counters)]
+        let _ = n;
     }
 
     /// Publishes `n` bytes read (the receive lock held).
     #[inline]
     fn published_received(&self, n: usize) {
+        #[cfg(not(shmnet_no_status_counters))]
         self.status.received(n, || self.seg.totals());
+        #[cfg(shmnet_no_status_counters)]
+        let _ = n;
     }
 
     /// poll, select or epoll_ctl looks at the connection: a forked child
