@@ -10,6 +10,7 @@
 mod common;
 
 use std::io::Write;
+use std::process::Command;
 
 use common::{build_c, preloaded, py, stdout_of, Net};
 
@@ -59,9 +60,15 @@ def echo_server(fam, host, port, count):
     return pid
 "#;
 
+/// The emulated network with datagrams carried (`SHMNET_UDP=1`: off by
+/// default while stage 1's review defects are open).
+fn udp_env<'a>(net: &Net, cmd: &'a mut Command) -> &'a mut Command {
+    net.env(cmd).env("SHMNET_UDP", "1")
+}
+
 fn script(net: &Net, body: &str, args: &[&str]) -> String {
     let mut cmd = py(&format!("{UDP_PRELUDE}{body}"), args);
-    net.env(&mut cmd);
+    udp_env(net, &mut cmd);
     stdout_of(&net.name, &mut cmd)
 }
 
@@ -325,8 +332,14 @@ print("kernel ok")
     // The default mode, a partition address.
     let mut cmd = py(&format!("{UDP_PRELUDE}{body}"), &[&net.host_str()]);
     cmd.env("SHMNET_PARTITIONS", &net.partitions)
-        .env("SHMNET_DIR", net.shm_dir());
+        .env("SHMNET_DIR", net.shm_dir())
+        .env("SHMNET_UDP", "1");
     let out = stdout_of("udp_default_mode", &mut cmd);
+    assert!(out.contains("kernel ok"), "{out}");
+    // The emulated mode, a partition address, SHMNET_UDP not set: kernel UDP.
+    let mut cmd = py(&format!("{UDP_PRELUDE}{body}"), &[&net.host_str()]);
+    net.env(&mut cmd);
+    let out = stdout_of("udp_not_turned_on", &mut cmd);
     assert!(out.contains("kernel ok"), "{out}");
 }
 
@@ -335,7 +348,7 @@ fn sendmmsg_and_recvmmsg_batches() {
     let net = Net::emulated("udp_mmsg");
     let mut cmd = preloaded(build_c("udp_mmsg", &["-O1", "-Wall"]));
     cmd.args([net.host_str(), net.port_str()]);
-    net.env(&mut cmd);
+    udp_env(&net, &mut cmd);
     let out = stdout_of("udp_mmsg", &mut cmd);
     assert!(out.contains("mmsg ok 256"), "{out}");
 }
@@ -350,12 +363,12 @@ fn c_ping_pong_emulated_and_kernel() {
     for size in ["64", "1472"] {
         let mut cmd = preloaded(&exe);
         cmd.args([net.host_str().as_str(), &net.port_str(), "2000", size]);
-        net.env(&mut cmd);
+        udp_env(&net, &mut cmd);
         let shm = stdout_of("udp_pingpong emulated", &mut cmd);
         let kport = common::net::spare_port("127.0.0.1".parse().unwrap()).to_string();
         let mut cmd = preloaded(&exe);
         cmd.args(["127.0.0.1", &kport, "2000", size]);
-        net.env(&mut cmd);
+        udp_env(&net, &mut cmd);
         let kernel = stdout_of("udp_pingpong kernel", &mut cmd);
         let _ = writeln!(
             std::io::stderr(),

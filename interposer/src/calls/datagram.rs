@@ -31,10 +31,11 @@ fn fail<R>(e: Errno) -> Action<R> {
 }
 
 /// Whether `target` is a destination or name this stage emulates: the
-/// emulated mode, outside a sandbox, a loopback partition address.
+/// emulated mode with `SHMNET_UDP=1`, outside a sandbox, a loopback
+/// partition address.
 fn emulated(target: SocketAddr) -> bool {
     let ip = unmapped(target).ip();
-    config::get().is_some_and(|c| c.fallback == Fallback::Never && c.is_partition_ip(ip))
+    config::get().is_some_and(|c| c.udp && c.fallback == Fallback::Never && c.is_partition_ip(ip))
         && is_loopback(ip)
         && !crate::platform::sandbox::active()
 }

@@ -67,6 +67,10 @@ pub struct Config {
     /// while their set's only waiter is busy (default on; `0` turns it
     /// off).
     pub defer: bool,
+    /// `SHMNET_UDP`: UDP on partition addresses is carried by shared memory
+    /// in the emulated mode (issue 16, stage 1: off by default until its
+    /// review's defects are fixed; `1` turns it on).
+    pub udp: bool,
     /// `SHMNET_LOG`: `None` is off.
     pub log_level: Option<Level>,
     /// `SHMNET_LOG_FILE`: `None` is stderr.
@@ -194,6 +198,11 @@ impl Config {
             Some("0") => false,
             Some(v) => return Err(invalid("SHMNET_DEFER", format!("{v:?} is not 0 or 1"))),
         };
+        let udp = match text("SHMNET_UDP")?.as_deref() {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(v) => return Err(invalid("SHMNET_UDP", format!("{v:?} is not 0 or 1"))),
+        };
         let log_level = match text("SHMNET_LOG")? {
             None => None,
             Some(v) => Level::parse(&v).map_err(|()| {
@@ -215,6 +224,7 @@ impl Config {
             ring_bytes,
             spin_us,
             defer,
+            udp,
             log_level,
             log_file: path("SHMNET_LOG_FILE"),
         })
