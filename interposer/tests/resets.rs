@@ -136,10 +136,35 @@ elif case in ("killed_unread", "killed_read"):
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     out += reads(a)
+elif case == "fork_once":
+    # One connection held by two processes after fork: the reset is one
+    # pending error, read by whichever asks first; the other reads the
+    # end of the stream. (Per process before: ECONNRESET in both.)
+    go_r, go_w = os.pipe()
+    done_r, done_w = os.pipe()
+    server = os.fork()
+    if server == 0:
+        a, _ = srv.accept()
+        os.read(go_r, 1)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        a.close()
+        os._exit(0)
+    c = socket.create_connection((host, port))
+    c.sendall(b"x")
+    other = os.fork()
+    if other == 0:
+        os.write(go_w, b"g")
+        r = reads(c)
+        os.write(done_w, ("other " + " ".join(r)).encode())
+        os._exit(0)
+    out.append(os.read(done_r, 100).decode())
+    out += ["this " + " ".join(reads(c))]
+    os.waitpid(other, 0)
+    os.waitpid(server, 0)
 print(" / ".join(out), flush=True)
 "#;
 
-const CASES: [(&str, &str); 7] = [
+const CASES: [(&str, &str); 8] = [
     ("linger", "data 1000 / ECONNRESET / then eof / send EPIPE"),
     ("unread", "ECONNRESET / then eof / send EPIPE"),
     ("so_error", "poll ERR|HUP / so_error ECONNRESET / eof"),
@@ -150,6 +175,7 @@ const CASES: [(&str, &str); 7] = [
     ("both_shut", "eof / data 1000 / eof"),
     ("killed_unread", "ECONNRESET"),
     ("killed_read", "eof"),
+    ("fork_once", "other ECONNRESET / this eof"),
 ];
 
 fn outcome(what: &str, cmd: &mut Command) -> String {

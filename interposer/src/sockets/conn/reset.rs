@@ -11,8 +11,6 @@
 //! otherwise.
 #![forbid(unsafe_code)]
 
-use std::sync::atomic::Ordering;
-
 use rustix::io::Errno;
 use shmnet_ring::RingError;
 
@@ -40,20 +38,23 @@ impl Connection {
         from_peer || (unread && peer_writing && self.bell.hung_up())
     }
 
-    /// Takes the reset for reporting: true the first time only.
+    /// Takes the reset for reporting: true the first time only, in
+    /// whichever process of this side asks first (the mark is in the
+    /// segment: one socket, one pending error, as the kernel's after fork
+    /// or SCM_RIGHTS).
     fn take_reset(&self) -> bool {
-        !self.reset_taken.swap(true, Ordering::Relaxed)
+        self.room.report_reset()
     }
 
     /// A reset not reported yet, taken now (SO_ERROR, or a read at the end
     /// of the stream).
     pub(crate) fn take_pending_reset(&self) -> bool {
-        !self.reset_taken.load(Ordering::Relaxed) && self.peer_reset() && self.take_reset()
+        !self.room.reset_reported() && self.peer_reset() && self.take_reset()
     }
 
     /// Whether a reset is there and not reported yet (poll's POLLERR).
     pub(crate) fn reset_pending(&self) -> bool {
-        !self.reset_taken.load(Ordering::Relaxed) && self.peer_reset()
+        !self.room.reset_reported() && self.peer_reset()
     }
 
     /// The errno of a failed read: a reset is ECONNRESET once, then end of
