@@ -56,6 +56,24 @@ def after(s):
         w = name(e)
     return ["then " + r, "send " + w]
 
+def bits(mask):
+    names = (("IN", select.POLLIN), ("OUT", select.POLLOUT), ("ERR", select.POLLERR),
+             ("HUP", select.POLLHUP), ("RDHUP", select.POLLRDHUP))
+    return "|".join(n for n, b in names if mask & b) or "-"
+
+def polled(s, events):
+    p = select.poll()
+    p.register(s, events)
+    ev = p.poll(5000)
+    return bits(ev[0][1] if ev else 0)
+
+def epolled(s):
+    ep = select.epoll()
+    ep.register(s, select.EPOLLIN | select.EPOLLRDHUP)
+    ev = ep.poll(5)
+    ep.close()
+    return bits(ev[0][1] if ev else 0)
+
 def pair():
     c = socket.create_connection((host, port))
     a, _ = srv.accept()
@@ -136,6 +154,24 @@ elif case in ("killed_unread", "killed_read"):
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     out += reads(a)
+elif case in ("fin_bits", "reset_bits"):
+    # poll/epoll after the peer's plain close (FIN) with a doorbell byte of
+    # ours it took no notice of: IN|RDHUP, not ERR|HUP; after a reset was
+    # reported: HUP without ERR (before: IN|ERR|HUP|RDHUP in both).
+    c, a = pair()
+    c.sendall(b"y" * 100)
+    if case == "fin_bits":
+        got = 0
+        while got < 100:
+            got += len(a.recv(100 - got))
+    a.close()
+    polled(c, select.POLLIN)
+    if case == "reset_bits":
+        out += reads(c)
+    out.append("poll " + polled(c, select.POLLIN | select.POLLOUT | select.POLLRDHUP))
+    out.append("pollout " + polled(c, select.POLLOUT))
+    out.append("epoll " + epolled(c))
+    out += reads(c)
 elif case == "fork_once":
     # One connection held by two processes after fork: the reset is one
     # pending error, read by whichever asks first; the other reads the
@@ -164,7 +200,7 @@ elif case == "fork_once":
 print(" / ".join(out), flush=True)
 "#;
 
-const CASES: [(&str, &str); 8] = [
+const CASES: [(&str, &str); 10] = [
     ("linger", "data 1000 / ECONNRESET / then eof / send EPIPE"),
     ("unread", "ECONNRESET / then eof / send EPIPE"),
     ("so_error", "poll ERR|HUP / so_error ECONNRESET / eof"),
@@ -176,6 +212,14 @@ const CASES: [(&str, &str); 8] = [
     ("killed_unread", "ECONNRESET"),
     ("killed_read", "eof"),
     ("fork_once", "other ECONNRESET / this eof"),
+    (
+        "fin_bits",
+        "poll IN|OUT|RDHUP / pollout OUT / epoll IN|RDHUP / eof",
+    ),
+    (
+        "reset_bits",
+        "ECONNRESET / poll IN|OUT|HUP|RDHUP / pollout OUT|HUP / epoll IN|HUP|RDHUP / eof",
+    ),
 ];
 
 fn outcome(what: &str, cmd: &mut Command) -> String {
