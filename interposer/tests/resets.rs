@@ -21,6 +21,10 @@ import errno, os, select, signal, socket, struct, sys, time
 host, port, case = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 srv = socket.socket()
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+if case == "listener_linger":
+    # Set on the listener before listen (nginx, haproxy): the accepted
+    # socket inherits it, so its close is a RST (before: a FIN here).
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 srv.bind((host, port))
 srv.listen(8)
 port = srv.getsockname()[1]
@@ -86,6 +90,12 @@ if case == "linger":
     a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     a.close()
     out += reads(c) + after(c)
+elif case == "listener_linger":
+    c, a = pair()
+    out.append("inherited %d,%d" % struct.unpack("ii", a.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8)))
+    a.sendall(b"x" * 1000)
+    a.close()
+    out += reads(c)
 elif case == "unread":
     c, a = pair()
     c.sendall(b"y" * 100)
@@ -200,7 +210,7 @@ elif case == "fork_once":
 print(" / ".join(out), flush=True)
 "#;
 
-const CASES: [(&str, &str); 10] = [
+const CASES: [(&str, &str); 11] = [
     ("linger", "data 1000 / ECONNRESET / then eof / send EPIPE"),
     ("unread", "ECONNRESET / then eof / send EPIPE"),
     ("so_error", "poll ERR|HUP / so_error ECONNRESET / eof"),
@@ -212,6 +222,7 @@ const CASES: [(&str, &str); 10] = [
     ("killed_unread", "ECONNRESET"),
     ("killed_read", "eof"),
     ("fork_once", "other ECONNRESET / this eof"),
+    ("listener_linger", "inherited 1,0 / data 1000 / ECONNRESET"),
     (
         "fin_bits",
         "poll IN|OUT|RDHUP / pollout OUT / epoll IN|RDHUP / eof",
