@@ -49,6 +49,11 @@ fn process_whose_main_thread_exited_is_listed() {
     wait_for("the server's main thread gone", || {
         state(server.pid()).starts_with('Z').then_some(())
     });
+    // The client's connect returns before the server's thread accepts
+    // (shared memory needs no accept to connect): wait for the accept.
+    wait_for("the server's accepted connection", || {
+        (of_pid(&ss(&dir), server.pid()).len() == 2).then_some(())
+    });
     for _ in 0..2 {
         let v = ss(&dir);
         let mine = of_pid(&v, server.pid());

@@ -6,18 +6,18 @@
 //! it decided the fd is ours): wrapping a pointer costs nothing.
 #![allow(unsafe_code)]
 
-use core::ffi::{c_int, c_ulong, c_void};
+use core::ffi::{c_int, c_uint, c_ulong, c_void};
 
-use libc::{iovec, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
+use libc::{iovec, mmsghdr, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
 
 use libc::{epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
 
 use crate::calls::iomux::{epoll, poll, select};
-use crate::calls::{endpoint, options, stream};
+use crate::calls::{datagram, endpoint, options, stream};
 use crate::platform::real::Action;
 use crate::platform::sys::{
-    AddrIn, AddrOut, EpollOut, EventIn, FdSet, FileOffset, InBuf, InIovecs, InMsg, IntOut, OptIn,
-    OptOut, OutBuf, OutIovecs, OutLen, OutMsg, PollFds, Scope, SeccompProg, SigMask, TimeIn,
+    AddrIn, AddrOut, EpollOut, EventIn, FdSet, FileOffset, InBuf, InIovecs, InMsg, IntOut, Mmsgs,
+    OptIn, OptOut, OutBuf, OutIovecs, OutLen, OutMsg, PollFds, Scope, SeccompProg, SigMask, TimeIn,
     TimeInOut,
 };
 use crate::sockets::readiness;
@@ -64,17 +64,30 @@ pub(crate) fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> Ac
     stream::recv(fd, unsafe { OutBuf::new(&Scope::new(), buf, len) }, flags)
 }
 
-/// On a connected TCP socket the destination address is ignored.
+/// On a connected TCP socket the destination address is ignored; a
+/// datagram socket of ours (or one that becomes ours) sends to it.
 pub(crate) fn sendto(
     fd: c_int,
     buf: *const c_void,
     len: size_t,
     flags: c_int,
-    _addr: *const sockaddr,
-    _addrlen: socklen_t,
+    addr: *const sockaddr,
+    addrlen: socklen_t,
 ) -> Action<ssize_t> {
-    // SAFETY: sendto(2): `buf` readable for `len` bytes.
-    stream::send(fd, unsafe { InBuf::new(&Scope::new(), buf, len) }, flags)
+    let scope = Scope::new();
+    // SAFETY: sendto(2): `buf` readable for `len` bytes, `addr` null or
+    // readable for `addrlen` bytes.
+    let (buf, dest) = unsafe {
+        (
+            InBuf::new(&scope, buf, len),
+            AddrIn::new(&scope, addr, addrlen),
+        )
+    };
+    let slices = || buf.bytes().map(|b| vec![std::io::IoSlice::new(b)]);
+    match datagram::send(fd, dest, slices) {
+        Some(done) => done,
+        None => stream::send(fd, buf, flags),
+    }
 }
 
 pub(crate) fn recvfrom(
@@ -82,14 +95,63 @@ pub(crate) fn recvfrom(
     buf: *mut c_void,
     len: size_t,
     flags: c_int,
-    _addr: *mut sockaddr,
+    addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> Action<ssize_t> {
     let scope = Scope::new();
+    if crate::platform::fdtable::is_owned(fd) {
+        // SAFETY: recvfrom(2): `buf` writable for `len` bytes, `addr` null
+        // or writable for `*addrlen` bytes.
+        let (out, from) = unsafe {
+            (
+                OutBuf::new(&scope, buf, len),
+                AddrOut::new(&scope, addr, addrlen),
+            )
+        };
+        if let Ok(b) = out.bytes() {
+            if let Some(done) = datagram::recvfrom(fd, b, flags, from) {
+                return done;
+            }
+        }
+    }
     // SAFETY: recvfrom(2): `buf` writable for `len` bytes, `addrlen` null
     // or writable.
     let (buf, addrlen) = unsafe { (OutBuf::new(&scope, buf, len), OutLen::new(&scope, addrlen)) };
     stream::recvfrom(fd, buf, flags, addrlen)
+}
+
+/// sendmmsg(2): `msgvec` of `vlen` entries.
+pub(crate) fn sendmmsg(
+    fd: c_int,
+    msgvec: *mut mmsghdr,
+    vlen: c_uint,
+    flags: c_int,
+) -> Action<c_int> {
+    // SAFETY: sendmmsg(2): `msgvec` valid for `vlen` entries.
+    datagram::sendmmsg(
+        fd,
+        unsafe { Mmsgs::new(&Scope::new(), msgvec, vlen as usize) },
+        flags,
+    )
+}
+
+/// recvmmsg(2): `msgvec` of `vlen` entries (the timeout is not looked at).
+pub(crate) fn recvmmsg(
+    fd: c_int,
+    msgvec: *mut mmsghdr,
+    vlen: c_uint,
+    flags: c_int,
+    _timeout: *mut timespec,
+) -> Action<c_int> {
+    if !crate::platform::fdtable::is_owned(fd) {
+        return Action::Pass;
+    }
+    // SAFETY: recvmmsg(2): `msgvec` valid for `vlen` entries.
+    datagram::recvmmsg(
+        fd,
+        unsafe { Mmsgs::new(&Scope::new(), msgvec, vlen as usize) },
+        flags,
+    )
 }
 
 pub(crate) fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> Action<ssize_t> {

@@ -137,6 +137,9 @@ fn unix_socket() -> Result<OwnedFd, Errno> {
 }
 
 pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
+    if let Some(done) = crate::calls::datagram::bind(fd, addr) {
+        return done;
+    }
     if registry::get(fd).is_some() {
         return fail(Errno::INVAL); // already bound
     }
@@ -217,6 +220,7 @@ pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
         Some(Socket::Listener(l)) => l.relisten(backlog),
         Some(Socket::Bound(b)) => crate::calls::listen::listen_emulated(fd, b, backlog),
         Some(Socket::Stream(_)) => fail(Errno::INVAL),
+        Some(Socket::Datagram(_)) => fail(Errno::OPNOTSUPP),
     }
 }
 
@@ -238,6 +242,7 @@ pub(crate) fn accept4(fd: c_int, peer: AddrOut<'_>, flags: c_int) -> Action<c_in
             Err(e) => fail(e),
         },
         Some(Socket::Bound(_) | Socket::Stream(_)) => fail(Errno::INVAL),
+        Some(Socket::Datagram(_)) => fail(Errno::OPNOTSUPP),
     }
 }
 
@@ -337,6 +342,9 @@ fn local_ip_for(fd: c_int, peer: &SocketAddr) -> Result<IpAddr, Errno> {
 }
 
 pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
+    if let Some(done) = crate::calls::datagram::connect(fd, addr) {
+        return done;
+    }
     if crate::platform::sandbox::active() {
         return match registry::get(fd).as_deref() {
             None => sandboxed(fd, addr, "connect"),
@@ -350,6 +358,7 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
             Socket::Stream(_) => return fail(Errno::ISCONN),
             Socket::Listener(_) => return fail(Errno::INVAL),
             Socket::Bound(_) => Some(s.clone()),
+            Socket::Datagram(_) => unreachable!("datagram::connect took it"),
         },
     };
     let family = bound.as_deref().map(Socket::family);
@@ -556,6 +565,10 @@ pub(crate) fn shutdown(fd: c_int, how: c_int) -> Action<c_int> {
             None => fail(Errno::NOTCONN),
         },
         Some(Socket::Bound(_)) => fail(Errno::NOTCONN),
+        Some(Socket::Datagram(d)) => match d.peer() {
+            Some(_) => Action::Done(0),
+            None => fail(Errno::NOTCONN),
+        },
     }
 }
 
@@ -580,6 +593,10 @@ pub(crate) fn getpeername(fd: c_int, out: AddrOut<'_>) -> Action<c_int> {
         None => Action::Pass,
         Some(Socket::Stream(c)) => put_name(c.peer, out),
         Some(Socket::Listener(_) | Socket::Bound(_)) => fail(Errno::NOTCONN),
+        Some(Socket::Datagram(d)) => match d.peer() {
+            Some(p) => put_name(as_family(p, d.local.is_ipv6()).unwrap_or(p), out),
+            None => fail(Errno::NOTCONN),
+        },
     }
 }
 

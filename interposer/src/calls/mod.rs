@@ -3,6 +3,7 @@
 //! No unsafe: the arguments come decoded into safe types by `abi`.
 #![forbid(unsafe_code)]
 
+pub(crate) mod datagram;
 pub(crate) mod descriptor;
 pub(crate) mod endpoint;
 pub(crate) mod exec;

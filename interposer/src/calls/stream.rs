@@ -59,6 +59,9 @@ fn send_slices(fd: c_int, flags: c_int, bufs: &[IoSlice<'_>]) -> Action<ssize_t>
             Action::Pass
         };
     };
+    if sock.datagram().is_some() {
+        return crate::calls::datagram::send_plain(&sock, bufs);
+    }
     let Some(conn) = sock.connection() else {
         return Action::Fail(libc::ENOTCONN);
     };
@@ -81,6 +84,9 @@ fn recv_slices(fd: c_int, flags: c_int, bufs: &mut [IoSliceMut<'_>]) -> Action<s
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
+    if sock.datagram().is_some() {
+        return crate::calls::datagram::recv_plain(fd, &sock, flags, bufs);
+    }
     let Some(conn) = sock.connection() else {
         return Action::Fail(libc::ENOTCONN);
     };
@@ -163,12 +169,20 @@ pub(crate) fn sendmsg(fd: c_int, msg: InMsg<'_>, flags: c_int) -> Action<ssize_t
     if crate::sockets::readiness::any_set() {
         crate::sockets::readiness::sent(&msg.rights());
     }
+    let Some(iov) = msg.iovecs() else {
+        return if fdtable::is_owned(fd) {
+            Action::Fail(libc::EFAULT)
+        } else {
+            Action::Pass
+        };
+    };
+    let slices = || iov.slices().map(|s| s.to_vec());
+    if let Some(done) = crate::calls::datagram::send(fd, msg.name(), slices) {
+        return done;
+    }
     if !fdtable::is_owned(fd) {
         return Action::Pass;
     }
-    let Some(iov) = msg.iovecs() else {
-        return Action::Fail(libc::EFAULT);
-    };
     match iov.slices() {
         Ok(bufs) => send_slices(fd, flags, bufs),
         Err(e) => Action::Fail(e),
@@ -179,6 +193,10 @@ pub(crate) fn recvmsg(fd: c_int, msg: OutMsg<'_>, flags: c_int) -> Action<ssize_
     if !fdtable::is_owned(fd) {
         return Action::Pass;
     }
+    let msg = match crate::calls::datagram::recvmsg(fd, msg, flags) {
+        Ok(done) => return done,
+        Err(msg) => msg,
+    };
     let Some((iov, tail)) = msg.parts() else {
         return Action::Fail(libc::EFAULT);
     };

@@ -61,6 +61,11 @@ macro_rules! hooked_symbols {
         => decode::sendmsg, owner fd;
     fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> ssize_t
         => decode::recvmsg, owner fd;
+    fn sendmmsg(fd: c_int, msgvec: *mut libc::mmsghdr, vlen: c_uint, flags: c_int) -> c_int
+        => decode::sendmmsg, owner fd;
+    fn recvmmsg(fd: c_int, msgvec: *mut libc::mmsghdr, vlen: c_uint, flags: c_int,
+                timeout: *mut libc::timespec) -> c_int
+        => decode::recvmmsg, owner fd;
     // _FORTIFY_SOURCE variants: without them fortified programs bypass us.
     fn __read_chk(fd: c_int, buf: *mut c_void, nbytes: size_t, buflen: size_t) -> ssize_t
         => decode::read_chk, owner fd;

@@ -27,6 +27,8 @@ pub(crate) enum Socket {
     /// Listening, in either mode (see `listener`).
     Listener(Listener),
     Stream(Connection),
+    /// An emulated UDP socket (`datagram`).
+    Datagram(crate::sockets::datagram::Datagram),
 }
 
 impl crate::sockets::quiet::Trim for Socket {
@@ -64,6 +66,7 @@ impl Socket {
             Socket::Bound(b) => b.reset_after_fork(),
             Socket::Stream(c) => c.reset_locks_after_fork(),
             Socket::Listener(l) => l.reset_after_fork(),
+            Socket::Datagram(d) => d.after_fork_child(),
         }
     }
 
@@ -109,7 +112,7 @@ impl Socket {
     pub(crate) fn connection(&self) -> Option<&Connection> {
         match self {
             Socket::Stream(c) => Some(c),
-            Socket::Listener(_) | Socket::Bound(_) => None,
+            Socket::Listener(_) | Socket::Bound(_) | Socket::Datagram(_) => None,
         }
     }
 
@@ -117,7 +120,7 @@ impl Socket {
     pub(crate) fn listener(&self) -> Option<&Listener> {
         match self {
             Socket::Listener(l) => Some(l),
-            Socket::Stream(_) | Socket::Bound(_) => None,
+            Socket::Stream(_) | Socket::Bound(_) | Socket::Datagram(_) => None,
         }
     }
 
@@ -125,7 +128,15 @@ impl Socket {
     pub(crate) fn bound(&self) -> Option<&Bound> {
         match self {
             Socket::Bound(b) => Some(b),
-            Socket::Stream(_) | Socket::Listener(_) => None,
+            Socket::Stream(_) | Socket::Listener(_) | Socket::Datagram(_) => None,
+        }
+    }
+
+    /// The datagram socket, if this is one.
+    pub(crate) fn datagram(&self) -> Option<&crate::sockets::datagram::Datagram> {
+        match self {
+            Socket::Datagram(d) => Some(d),
+            _ => None,
         }
     }
 
@@ -140,7 +151,7 @@ impl Socket {
         match self {
             Socket::Listener(l) => l.set_cloexec(cloexec),
             Socket::Stream(c) => c.set_cloexec(cloexec),
-            Socket::Bound(_) => {}
+            Socket::Bound(_) | Socket::Datagram(_) => {}
         }
     }
 
@@ -149,6 +160,7 @@ impl Socket {
             Socket::Bound(b) => &b.opts,
             Socket::Stream(c) => &c.opts,
             Socket::Listener(l) => &l.opts,
+            Socket::Datagram(d) => &d.opts,
         }
     }
 
@@ -157,6 +169,7 @@ impl Socket {
             Socket::Bound(b) => b.local,
             Socket::Stream(c) => c.local,
             Socket::Listener(l) => l.local,
+            Socket::Datagram(d) => d.local,
         }
     }
 }

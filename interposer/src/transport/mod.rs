@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub(crate) mod handshake;
+pub(crate) mod link;
 pub(crate) mod lookup;
 pub(crate) mod parking;
 pub(crate) mod pool;

@@ -39,6 +39,11 @@ impl Waiting {
                 if sock.is_none() && crate::sockets::readiness::crowd(fd) {
                     sets.push(i);
                 }
+                // A datagram socket's Inbox answers the kernel exactly
+                // once eager.
+                if let Some(d) = sock.as_deref().and_then(Socket::datagram) {
+                    d.make_eager();
+                }
                 sock.filter(|s| s.connection().is_some()).map(|s| (i, s))
             })
             .collect();

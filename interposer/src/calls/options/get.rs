@@ -91,6 +91,18 @@ pub(crate) fn getsockopt(
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
+    if let Some(d) = sock.datagram() {
+        // SO_ERROR is ours (a pending ECONNREFUSED); the rest is its
+        // kernel UDP socket's answer.
+        if level == libc::SOL_SOCKET && name == libc::SO_ERROR {
+            let e = d.take_error().map_or(0, |e| e.raw_os_error());
+            return deliver(&out, &int(e), Fit::Truncate);
+        }
+        return match out.answer_from(d.kernel(), level, name) {
+            Ok(()) => Action::Done(0),
+            Err(e) => Action::Fail(e),
+        };
+    }
     if let Some(tcp) = kernel_listener(&sock) {
         // The kernel listener answers for itself.
         return match out.answer_from(sys::borrow_fd(tcp), level, name) {
@@ -271,7 +283,7 @@ fn by_replica(sock: &Socket, rep: &Option<OwnedFd>, level: c_int, name: c_int) -
         (libc::IPPROTO_TCP, libc::TCP_INFO) => {
             let mut base = [0u8; 512];
             match sock {
-                Socket::Bound(_) => None,
+                Socket::Bound(_) | Socket::Datagram(_) => None,
                 Socket::Listener(_) => replica_bytes(rep, level, name, &mut base)
                     .map(|n| (listener_info(&base[..n]), Fit::Truncate)),
                 Socket::Stream(c) => replica_bytes(rep, level, name, &mut base)

@@ -67,6 +67,17 @@ pub(crate) fn setsockopt(fd: c_int, level: c_int, name: c_int, value: OptIn<'_>)
     if len > 0 && value.is_null() {
         return Action::Fail(libc::EFAULT);
     }
+    if let Some(d) = sock.datagram() {
+        // Its own kernel UDP socket takes (or refuses) every option.
+        if let Err(e) = value.to_kernel(d.kernel(), level, name) {
+            return Action::Fail(e);
+        }
+        if level == libc::SOL_SOCKET {
+            // SO_RCVBUF is the receive limit; SO_RCVTIMEO bounds waits.
+            d.refresh_limit();
+        }
+        return Action::Done(0);
+    }
     if let Some(tcp) = kernel_listener(&sock) {
         if let Err(e) = value.to_kernel(sys::borrow_fd(tcp), level, name) {
             return Action::Fail(e);
@@ -272,8 +283,13 @@ fn kernel_listener(sock: &Socket) -> Option<c_int> {
 
 /// A connection remembers O_NONBLOCK; the application just changed it.
 fn forget_nonblocking(fd: c_int) {
-    if let Some(c) = registry::get(fd).as_deref().and_then(Socket::connection) {
+    let Some(sock) = registry::get(fd) else {
+        return;
+    };
+    if let Some(c) = sock.connection() {
         c.forget_nonblocking();
+    } else if let Some(d) = sock.datagram() {
+        d.forget_nonblocking();
     }
 }
 
@@ -313,7 +329,11 @@ pub(crate) fn ioctl(fd: c_int, request: c_ulong, fionread: Option<IntOut<'_>>) -
     let Some(sock) = registry::get(fd) else {
         return Action::Pass;
     };
-    let Some(n) = sock.connection().map(|c| c.available()) else {
+    let available = match sock.datagram() {
+        Some(d) => Some(d.next_len()),
+        None => sock.connection().map(|c| c.available()),
+    };
+    let Some(n) = available else {
         return Action::Fail(libc::EINVAL);
     };
     match arg.put(c_int::try_from(n).unwrap_or(c_int::MAX)) {

@@ -47,6 +47,25 @@ pub(crate) unsafe fn socket_addr(
     }
 }
 
+/// The family of a C socket address (None: null, shorter than the family
+/// field, or unreadable).
+///
+/// # Safety
+/// As `socket_addr`.
+pub(crate) unsafe fn socket_family(
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+) -> Option<c_int> {
+    let len = usize::try_from(len).ok()?;
+    if addr.is_null() || len < core::mem::size_of::<libc::sa_family_t>() {
+        return None;
+    }
+    let mut raw = [0u8; 2];
+    // SAFETY: `addr` readable for `len >= 2` bytes (the contract).
+    unsafe { super::user_read(addr.cast::<u8>(), &mut raw) }.ok()?;
+    Some(c_int::from(libc::sa_family_t::from_ne_bytes(raw)))
+}
+
 /// A Rust socket address as a C `sockaddr_storage` and its length.
 pub(crate) fn encode_socket_addr(addr: SocketAddr) -> (libc::sockaddr_storage, usize) {
     let mut storage = zeroed_storage();

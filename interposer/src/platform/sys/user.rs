@@ -159,6 +159,52 @@ pub(crate) unsafe fn msg_clear_out(msg: *mut libc::msghdr) {
     m.msg_flags = 0;
 }
 
+/// After an emulated recvmsg on a datagram socket: the sender's address
+/// into `msg_name` (truncated to `msg_namelen`, which gets the full
+/// length, as the kernel does; nothing for a null name), no control data,
+/// `flags` (MSG_TRUNC) in `msg_flags`.
+///
+/// # Safety
+/// As `msg_parts`; `msg_name` null or writable for `msg_namelen` bytes.
+pub(crate) unsafe fn msg_finish_dgram(
+    msg: *mut libc::msghdr,
+    from: Option<std::net::SocketAddr>,
+    flags: c_int,
+) {
+    // SAFETY: caller contract.
+    let m = unsafe { &mut *msg };
+    match from {
+        Some(addr) if !m.msg_name.is_null() => {
+            // SAFETY: caller contract: msg_name writable for msg_namelen.
+            unsafe {
+                super::put_socket_addr(
+                    addr,
+                    m.msg_name.cast(),
+                    core::ptr::addr_of_mut!(m.msg_namelen),
+                )
+            }
+        }
+        _ => m.msg_namelen = 0,
+    }
+    m.msg_controllen = 0;
+    m.msg_flags = flags;
+}
+
+/// The destination of a msghdr given to sendmsg (`msg_name`, its length).
+///
+/// # Safety
+/// `msg` must be a valid msghdr as sendmsg(2) requires.
+pub(crate) unsafe fn msg_name_in(
+    msg: *const libc::msghdr,
+) -> (*const libc::sockaddr, libc::socklen_t) {
+    if msg.is_null() {
+        return (core::ptr::null(), 0);
+    }
+    // SAFETY: caller contract.
+    let m = unsafe { &*msg };
+    (m.msg_name.cast_const().cast(), m.msg_namelen)
+}
+
 /// The iovecs of a msghdr given to sendmsg.
 ///
 /// # Safety

@@ -129,6 +129,14 @@ impl Connection {
                         if self.await_pollout() {
                             continue;
                         }
+                        // A peer killed with our bytes unread never frees
+                        // room: the kernel's ECONNRESET (then EPIPE), not
+                        // EAGAIN for ever to a writer that polls (poll
+                        // reports POLLOUT|POLLERR|POLLHUP by then). One
+                        // system call, on this path only.
+                        if self.bell.hung_up() {
+                            return Err(self.write_error(RingError::PeerGone));
+                        }
                         return Err(Errno::AGAIN);
                     }
                     let need = if total == 0 && want <= self.atomic_send {

@@ -36,6 +36,33 @@ impl AddrIn<'_> {
         // SAFETY: the constructor's contract.
         unsafe { crate::platform::sys::socket_addr(self.addr, self.len) }
     }
+
+    /// An address inside a structure a call's handle already covers (a
+    /// msghdr's name), for that handle's lifetime.
+    ///
+    /// # Safety
+    /// As `new`.
+    pub(super) unsafe fn inside<'call>(
+        addr: *const libc::sockaddr,
+        len: libc::socklen_t,
+    ) -> AddrIn<'call> {
+        AddrIn {
+            addr,
+            len,
+            _call: PhantomData,
+        }
+    }
+
+    /// Its family (None: null or too short to have one).
+    pub(crate) fn family(&self) -> Option<c_int> {
+        // SAFETY: the constructor's contract.
+        unsafe { crate::platform::sys::socket_family(self.addr, self.len) }
+    }
+
+    /// Whether no address was given (sendto's null destination).
+    pub(crate) fn is_null(&self) -> bool {
+        self.addr.is_null()
+    }
 }
 
 /// Where the call stores a socket address and its length (accept,

@@ -183,6 +183,15 @@ impl<'call> OutMsg<'call> {
         }
     }
 
+    /// The same msghdr for a longer call lifetime (an entry of a vector
+    /// the caller's handle covers).
+    pub(super) fn widen<'a>(self) -> OutMsg<'a> {
+        OutMsg {
+            msg: self.msg,
+            _call: PhantomData,
+        }
+    }
+
     /// Its iovecs, and what is left to do once data was read into them
     /// (`OutMsgTail::clear_out`); None for a null msghdr.
     pub(crate) fn parts(self) -> Option<(OutIovecs<'call>, OutMsgTail<'call>)> {
@@ -217,6 +226,14 @@ impl OutMsgTail<'_> {
         // SAFETY: the msghdr was non-null and valid (OutMsg's contract).
         unsafe { crate::platform::sys::msg_clear_out(self.msg) };
     }
+
+    /// After an emulated datagram recvmsg: the sender's address, no
+    /// control data, `flags` (MSG_TRUNC).
+    pub(crate) fn finish_dgram(self, from: Option<std::net::SocketAddr>, flags: c_int) {
+        // SAFETY: the msghdr was non-null and valid (OutMsg's contract),
+        // its name writable for its length as recvmsg(2) requires.
+        unsafe { crate::platform::sys::msg_finish_dgram(self.msg, from, flags) };
+    }
 }
 
 /// A `struct msghdr` given to sendmsg (its name is not looked at, its
@@ -238,11 +255,27 @@ impl<'call> InMsg<'call> {
         }
     }
 
+    /// The same msghdr for a longer call lifetime (see `OutMsg::widen`).
+    pub(super) fn widen<'a>(self) -> InMsg<'a> {
+        InMsg {
+            msg: self.msg,
+            _call: PhantomData,
+        }
+    }
+
     /// The fds it passes (SCM_RIGHTS); none for a null msghdr.
     pub(crate) fn rights(self) -> Vec<c_int> {
         // SAFETY: the constructor's contract; a valid msghdr's control
         // buffer is valid for its length, as sendmsg(2) requires.
         unsafe { crate::platform::sys::msg_rights_in(self.msg) }
+    }
+
+    /// Its destination address (`msg_name`).
+    pub(crate) fn name(self) -> AddrIn<'call> {
+        // SAFETY: the constructor's contract.
+        let (addr, len) = unsafe { crate::platform::sys::msg_name_in(self.msg) };
+        // SAFETY: sendmsg(2): msg_name null or readable for msg_namelen.
+        unsafe { AddrIn::inside(addr, len) }
     }
 
     /// Its iovecs; None for a null msghdr.

@@ -18,6 +18,8 @@ pub(crate) use buffers::*;
 mod options;
 pub(crate) use options::*;
 mod addresses;
+pub(crate) use mmsg::*;
+mod mmsg;
 pub(crate) use addresses::*;
 mod waits;
 pub(crate) use waits::*;

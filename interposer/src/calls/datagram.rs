@@ -1,0 +1,351 @@
+//! UDP on partition addresses, emulated (udp-draft stage 1): bind, connect
+//! (AF_UNSPEC dissolves), the send and receive families with the peer's
+//! address, the mmsg calls as loops, and SO_ERROR.
+//!
+//! A kernel UDP socket becomes ours when, in the emulated mode
+//! (SHMNET_FALLBACK=never), it binds a loopback partition address, or,
+//! unbound, connects or sends to one (it then takes an ephemeral port on
+//! 127.0.0.1 or ::1, as the kernel's autobind would). Everything else, and
+//! every socket in the default mode, stays the kernel's in this stage.
+#![forbid(unsafe_code)]
+
+use core::ffi::c_int;
+use std::io::{IoSlice, IoSliceMut};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use libc::ssize_t;
+use rustix::io::Errno;
+
+use crate::platform::config::{self, Fallback};
+use crate::platform::fdtable;
+use crate::platform::real::Action;
+use crate::platform::sys::{self, as_family, AddrIn, AddrOut, Mmsgs, OutMsg};
+use crate::sockets::datagram::{Datagram, Taken};
+use crate::sockets::registry;
+use crate::sockets::socket::Socket;
+use crate::transport::rendezvous::{is_loopback, unmapped};
+
+fn fail<R>(e: Errno) -> Action<R> {
+    Action::Fail(e.raw_os_error())
+}
+
+/// Whether `target` is a destination or name this stage emulates: the
+/// emulated mode, outside a sandbox, a loopback partition address.
+fn emulated(target: SocketAddr) -> bool {
+    let ip = unmapped(target).ip();
+    config::get().is_some_and(|c| c.fallback == Fallback::Never && c.is_partition_ip(ip))
+        && is_loopback(ip)
+        && !crate::platform::sandbox::active()
+}
+
+/// The family of a kernel UDP socket (None: not one, or not IP).
+fn udp_family(fd: c_int) -> Option<c_int> {
+    let sock = sys::borrow_fd(fd);
+    if rustix::net::sockopt::socket_type(sock).ok()? != rustix::net::SocketType::DGRAM {
+        return None;
+    }
+    match rustix::net::sockopt::socket_domain(sock).ok()? {
+        rustix::net::AddressFamily::INET => Some(libc::AF_INET),
+        rustix::net::AddressFamily::INET6 => Some(libc::AF_INET6),
+        _ => None,
+    }
+}
+
+/// Our datagram socket behind `fd`, if it is one.
+fn ours(fd: c_int) -> Option<Arc<Socket>> {
+    registry::get(fd).filter(|s| s.datagram().is_some())
+}
+
+/// Turns the application's kernel UDP socket `fd` into ours, bound to
+/// `local` (port 0: ephemeral): its fd number becomes the Inbox.
+fn adopt(fd: c_int, local: SocketAddr) -> Result<Arc<Socket>, Errno> {
+    let app = sys::borrow_fd(fd);
+    let kernel = rustix::io::fcntl_dupfd_cloexec(app, 0)?;
+    let d = Datagram::bind(local, kernel)?;
+    let cloexec = rustix::io::fcntl_getfd(app)?.contains(rustix::io::FdFlags::CLOEXEC);
+    let fl = rustix::fs::fcntl_getfl(app)?;
+    if fl.contains(rustix::fs::OFlags::NONBLOCK) {
+        let inst = d.instance();
+        let efl = rustix::fs::fcntl_getfl(inst)?;
+        rustix::fs::fcntl_setfl(inst, efl | rustix::fs::OFlags::NONBLOCK)?;
+    }
+    sys::dup_onto(d.instance(), fd, cloexec)?;
+    log!(debug, "fd {fd}: UDP bound to {} (emulated)", d.local);
+    let sock = Arc::new(Socket::Datagram(d));
+    registry::insert(fd, sock.clone()).map_err(|()| Errno::MFILE)?;
+    Ok(sock)
+}
+
+/// The local address an unbound socket takes to reach `dest`: `dest`'s
+/// own IP, in the partition, so that every socket can answer it (the
+/// kernel would pick 127.0.0.1, outside the partition, where only the
+/// kernel's sockets are), with an ephemeral port.
+fn autobind_addr(dest: SocketAddr) -> SocketAddr {
+    SocketAddr::new(dest.ip(), 0)
+}
+
+/// A kernel UDP socket, not ours yet and not bound, about to reach `dest`
+/// (connect or send): ours from now on, if `dest` is emulated.
+fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> {
+    if fdtable::is_owned(fd) || !emulated(dest) {
+        return None;
+    }
+    let family = udp_family(fd)?;
+    if family != sys::family_of(&dest) {
+        return None;
+    }
+    if sys::local_name(sys::borrow_fd(fd)).is_some_and(|a| a.port() != 0) {
+        return None; // bound by the kernel already: it stays the kernel's
+    }
+    Some(adopt(fd, autobind_addr(dest)))
+}
+
+pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
+    if let Some(s) = registry::get(fd) {
+        return s.datagram().map(|_| fail(Errno::INVAL)); // bound already
+    }
+    let target = addr.get().filter(|t| emulated(*t))?;
+    if udp_family(fd)? != sys::family_of(&target) {
+        return None;
+    }
+    if !crate::transport::lookup::may_bind(target.port()) {
+        return Some(fail(Errno::ACCESS));
+    }
+    Some(match adopt(fd, target) {
+        Ok(_) => Action::Done(0),
+        Err(e) => fail(e),
+    })
+}
+
+pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
+    let sock = match ours(fd) {
+        Some(s) => s,
+        None => match adopt_for(fd, addr.get()?)? {
+            Ok(s) => s,
+            Err(e) => return Some(fail(e)),
+        },
+    };
+    let d = sock.datagram()?;
+    if addr.family() == Some(libc::AF_UNSPEC) {
+        d.connect(None);
+        return Some(Action::Done(0));
+    }
+    Some(match addr.get() {
+        Some(t) if is_loopback(unmapped(t).ip()) => {
+            d.connect(Some(t));
+            Action::Done(0)
+        }
+        Some(_) => fail(Errno::NETUNREACH),
+        None => fail(Errno::INVAL),
+    })
+}
+
+/// The datagram socket a send on `fd` to `dest` goes through: ours, or
+/// the application's unbound kernel socket made ours for an emulated
+/// destination. None: not a datagram send of ours.
+fn sender(fd: c_int, dest: Option<SocketAddr>) -> Option<Result<Arc<Socket>, Errno>> {
+    if fdtable::is_owned(fd) {
+        return ours(fd).map(Ok);
+    }
+    adopt_for(fd, dest?)
+}
+
+fn send_on(sock: &Socket, dest: Option<SocketAddr>, bufs: &[IoSlice<'_>]) -> Action<ssize_t> {
+    let Some(d) = sock.datagram() else {
+        return fail(Errno::NOTCONN);
+    };
+    match d.send(dest, bufs) {
+        Ok(n) => Action::Done(n as ssize_t),
+        Err(e) => fail(e),
+    }
+}
+
+/// The destination a send names: None for a null one; EINVAL-worthy ones
+/// (another family, too short) as the kernel's errors.
+fn destination(dest: AddrIn<'_>) -> Result<Option<SocketAddr>, Errno> {
+    if dest.is_null() {
+        return Ok(None);
+    }
+    match dest.get() {
+        Some(a) => Ok(Some(a)),
+        None if dest.family() == Some(libc::AF_UNSPEC) => Ok(None),
+        None => Err(Errno::INVAL),
+    }
+}
+
+/// sendto and sendmsg's datagram half: None when `fd` is not a datagram
+/// socket of ours and does not become one.
+pub(crate) fn send<'b>(
+    fd: c_int,
+    dest: AddrIn<'_>,
+    bufs: impl FnOnce() -> Result<Vec<IoSlice<'b>>, c_int>,
+) -> Option<Action<ssize_t>> {
+    if !fdtable::is_owned(fd) && dest.is_null() {
+        return None; // the pass-through fast path
+    }
+    let to = match destination(dest) {
+        Ok(to) => to,
+        Err(_) if !fdtable::is_owned(fd) => return None,
+        Err(e) => return Some(fail(e)),
+    };
+    let sock = match sender(fd, to)? {
+        Ok(s) => s,
+        Err(e) => return Some(fail(e)),
+    };
+    Some(match bufs() {
+        Ok(b) => send_on(&sock, to, &b),
+        Err(e) => Action::Fail(e),
+    })
+}
+
+/// send/write/writev on a datagram socket of ours (no destination).
+pub(crate) fn send_plain(sock: &Socket, bufs: &[IoSlice<'_>]) -> Action<ssize_t> {
+    send_on(sock, None, bufs)
+}
+
+/// Receives one datagram on `d` with the call's flags.
+fn recv_on(
+    fd: c_int,
+    d: &Datagram,
+    flags: c_int,
+    bufs: &mut [IoSliceMut<'_>],
+) -> Result<Taken, Errno> {
+    if flags & libc::MSG_ERRQUEUE != 0 {
+        return Err(Errno::AGAIN); // no error queue here
+    }
+    let nonblocking = flags & libc::MSG_DONTWAIT != 0 || d.nonblocking(fd);
+    d.recv(bufs, flags & libc::MSG_PEEK != 0, nonblocking)
+}
+
+/// What a receive call returns: the datagram's length with MSG_TRUNC,
+/// else the bytes copied.
+fn returned(t: &Taken, flags: c_int) -> ssize_t {
+    (if flags & libc::MSG_TRUNC != 0 {
+        t.got.len
+    } else {
+        t.got.copied
+    }) as ssize_t
+}
+
+/// The sender's address in the socket's family.
+fn source(d: &Datagram, t: &Taken) -> SocketAddr {
+    as_family(t.from, d.local.is_ipv6()).unwrap_or(t.from)
+}
+
+/// recv/read/readv on a datagram socket of ours.
+pub(crate) fn recv_plain(
+    fd: c_int,
+    sock: &Socket,
+    flags: c_int,
+    bufs: &mut [IoSliceMut<'_>],
+) -> Action<ssize_t> {
+    let Some(d) = sock.datagram() else {
+        return fail(Errno::NOTCONN);
+    };
+    match recv_on(fd, d, flags, bufs) {
+        Ok(t) => Action::Done(returned(&t, flags)),
+        Err(e) => fail(e),
+    }
+}
+
+/// recvfrom on a datagram socket of ours (None: not one).
+pub(crate) fn recvfrom(
+    fd: c_int,
+    buf: &mut [u8],
+    flags: c_int,
+    from: AddrOut<'_>,
+) -> Option<Action<ssize_t>> {
+    let sock = ours(fd)?;
+    let d = sock.datagram()?;
+    Some(match recv_on(fd, d, flags, &mut [IoSliceMut::new(buf)]) {
+        Ok(t) => {
+            from.put(source(d, &t));
+            Action::Done(returned(&t, flags))
+        }
+        Err(e) => fail(e),
+    })
+}
+
+/// recvmsg on a datagram socket of ours: `msg` back when not one.
+pub(crate) fn recvmsg<'a>(
+    fd: c_int,
+    msg: OutMsg<'a>,
+    flags: c_int,
+) -> Result<Action<ssize_t>, OutMsg<'a>> {
+    let Some(sock) = ours(fd) else {
+        return Err(msg);
+    };
+    Ok(recvmsg_on(fd, &sock, msg, flags))
+}
+
+fn recvmsg_on(fd: c_int, sock: &Socket, msg: OutMsg<'_>, flags: c_int) -> Action<ssize_t> {
+    let Some(d) = sock.datagram() else {
+        return fail(Errno::NOTCONN);
+    };
+    let Some((iov, tail)) = msg.parts() else {
+        return fail(Errno::FAULT);
+    };
+    let bufs = match iov.slices() {
+        Ok(b) => b,
+        Err(e) => return Action::Fail(e),
+    };
+    match recv_on(fd, d, flags, bufs) {
+        Ok(t) => {
+            let out = if t.got.truncated() {
+                libc::MSG_TRUNC
+            } else {
+                0
+            };
+            tail.finish_dgram(Some(source(d, &t)), out);
+            Action::Done(returned(&t, flags))
+        }
+        Err(e) => fail(e),
+    }
+}
+
+/// sendmmsg: each message as a sendmsg, until one fails (the count sent
+/// so far, or that failure if it was the first).
+pub(crate) fn sendmmsg(fd: c_int, v: Mmsgs<'_>, _flags: c_int) -> Action<c_int> {
+    let mut sent = 0usize;
+    for i in 0..v.len().min(libc::UIO_MAXIOV as usize) {
+        let msg = v.sent(i);
+        let Some(iov) = msg.iovecs() else {
+            return fail(Errno::FAULT);
+        };
+        let r = match send(fd, msg.name(), || iov.slices().map(|s| s.to_vec())) {
+            Some(r) => r,
+            None if i == 0 => return Action::Pass,
+            None => fail(Errno::NOTCONN),
+        };
+        match r {
+            Action::Done(n) => v.set_len(i, n as usize),
+            Action::Fail(e) if sent == 0 => return Action::Fail(e),
+            _ => break,
+        }
+        sent += 1;
+    }
+    Action::Done(sent as c_int)
+}
+
+/// recvmmsg: each message as a recvmsg; after the first, only what is
+/// queued when MSG_WAITFORONE is given. (`timeout` is stage 2's.)
+pub(crate) fn recvmmsg(fd: c_int, v: Mmsgs<'_>, flags: c_int) -> Action<c_int> {
+    let Some(sock) = ours(fd) else {
+        return Action::Pass;
+    };
+    let mut got = 0usize;
+    let mut flags = flags;
+    for i in 0..v.len().min(libc::UIO_MAXIOV as usize) {
+        match recvmsg_on(fd, &sock, v.received(i), flags & !libc::MSG_WAITFORONE) {
+            Action::Done(n) => v.set_len(i, n as usize),
+            Action::Fail(e) if got == 0 => return Action::Fail(e),
+            _ => break,
+        }
+        got += 1;
+        if flags & libc::MSG_WAITFORONE != 0 {
+            flags |= libc::MSG_DONTWAIT;
+        }
+    }
+    Action::Done(got as c_int)
+}

@@ -1,0 +1,405 @@
+//! The Inbox (udp-draft §4): an epoll instance that is the application's
+//! fd number, holding the socket's rendezvous listener, every link and an
+//! eventfd. Readiness is exact because the receive path keeps it so:
+//!
+//! - datagrams queued (or an error pending): the eventfd is kept written;
+//! - nothing queued: the eventfd is read empty, every link's frames are
+//!   taken, and the doorbell flag is up in every target set, so the next
+//!   sender that publishes takes it and writes a BELL on its link.
+//!
+//! That is the *eager* discipline, which a socket takes on once poll,
+//! select or epoll_ctl meets it (`make_eager`). Until then it is *lazy*
+//! (udp-draft §4): a blocking receive spins on the queue, and raises the
+//! doorbell flag only to sleep, so a sender rings (a system call) only for
+//! a receiver that sleeps.
+//!
+//! So poll/select/epoll on the application's fd see readable exactly when
+//! a receive would find something (or a new sender or a hang-up waits to
+//! be handled: a receive then takes it and may find nothing, which
+//! select(2) allows for UDP), and a blocking receive sleeps in the kernel
+//! (poll on the same instance) until a BELL, a new link or the eventfd.
+#![forbid(unsafe_code)]
+
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+
+use rustix::event::epoll;
+use rustix::io::Errno;
+use shmnet_ring::dgram::Received;
+
+use super::deliver::{queued, rings};
+use super::links::{self, Link, Set, Slow, Verdict};
+use crate::platform::internal_fd::InternalFd;
+use crate::platform::lock::Mutex;
+use crate::transport::link;
+
+/// epoll data of the instance's members; links count up from `FIRST_LINK`.
+const LISTENER: u64 = 0;
+const WAKE: u64 = 1;
+const FIRST_LINK: u64 = 2;
+
+pub(crate) struct Inbox {
+    /// Behind the application's fd number.
+    epoll: InternalFd,
+    /// Holds the name `shmnet.4/udp/<local>` (the port reservation).
+    listener: InternalFd,
+    wake: InternalFd,
+    local: SocketAddr,
+    /// A pending error (ECONNREFUSED), reported once, as SO_ERROR is.
+    error: AtomicI32,
+    /// Poll, select or epoll_ctl met it: readiness kept exact always.
+    eager: AtomicBool,
+    /// Inherited across fork: this process must not consume (the rings
+    /// have one consumer; udp-draft stage 4 shares them).
+    forked: AtomicBool,
+    state: Mutex<State>,
+}
+
+pub(super) struct State {
+    pub(super) sets: Vec<Set>,
+    pub(super) links: Vec<Link>,
+    pub(super) slow: Slow,
+    /// Where links' frames are read (`link::MAX_FRAME` bytes, made at the
+    /// first read).
+    pub(super) scratch: Vec<u8>,
+    /// The senders' doorbell count (all sets) when links were last read.
+    pub(super) rings_seen: u32,
+    pub(super) next_token: u64,
+    pub(super) woken: bool,
+    pub(super) limit: u32,
+}
+
+/// A datagram taken: how long it was, how much was copied, from whom.
+pub(crate) struct Taken {
+    pub got: Received,
+    pub from: SocketAddr,
+}
+
+impl Inbox {
+    /// The Inbox of a socket bound to `local`, holding `listener`.
+    pub(crate) fn new(listener: InternalFd, local: SocketAddr, limit: u32) -> Result<Inbox, Errno> {
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let wake = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )?;
+        let data = |d| epoll::EventData::new_u64(d);
+        epoll::add(&ep, &listener, data(LISTENER), epoll::EventFlags::IN)?;
+        epoll::add(&ep, &wake, data(WAKE), epoll::EventFlags::IN)?;
+        Ok(Inbox {
+            epoll: InternalFd::new(ep),
+            listener,
+            wake: InternalFd::new(wake),
+            local,
+            error: AtomicI32::new(0),
+            eager: AtomicBool::new(false),
+            forked: AtomicBool::new(false),
+            state: Mutex::new(State {
+                sets: Vec::new(),
+                links: Vec::new(),
+                slow: Slow::default(),
+                scratch: Vec::new(),
+                rings_seen: 0,
+                next_token: FIRST_LINK,
+                woken: false,
+                limit,
+            }),
+        })
+    }
+
+    /// The epoll instance (the application's fd is a copy of it).
+    pub(crate) fn instance(&self) -> BorrowedFd<'_> {
+        self.epoll.as_fd()
+    }
+
+    /// The rendezvous listener (a REG's proof of our address).
+    pub(crate) fn listener(&self) -> BorrowedFd<'_> {
+        self.listener.as_fd()
+    }
+
+    /// In a forked child: locks reset, and no receiving here.
+    pub(crate) fn after_fork_child(&self) {
+        self.state.reset_after_fork();
+        self.forked.store(true, Ordering::Relaxed);
+    }
+
+    /// Poll, select or epoll met the socket: from now on its readiness
+    /// is kept exact (see the module docs), starting now.
+    pub(crate) fn make_eager(&self) {
+        if self.eager.swap(true, Ordering::Relaxed) || self.forked.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut st = self.state.lock();
+        self.serve_locked(&mut st);
+        self.settle(&mut st);
+    }
+
+    /// Whether a datagram is queued (no system call: the spin of a
+    /// blocking receive).
+    pub(crate) fn quick_ready(&self) -> bool {
+        let mut st = self.state.lock();
+        self.error.load(Ordering::Relaxed) != 0 || queued(&mut st)
+    }
+
+    /// Before a blocking receive sleeps: links served, readiness settled
+    /// and the doorbell flag up. True when something is there after all.
+    pub(crate) fn prepare_sleep(&self) -> bool {
+        let mut st = self.state.lock();
+        // Links read now: the doorbells rung so far are taken with them.
+        st.rings_seen = rings(&st);
+        self.serve_locked(&mut st);
+        self.settle(&mut st)
+    }
+
+    /// After a blocking receive woke: a lazy socket takes its flag down
+    /// (senders ring only for a sleeper).
+    pub(crate) fn after_wake(&self) {
+        if !self.eager.load(Ordering::Relaxed) {
+            let st = self.state.lock();
+            for s in &st.sets {
+                s.rx.disarm();
+            }
+        }
+    }
+
+    /// Sets a pending error and wakes whoever waits on the fd.
+    pub(crate) fn set_error(&self, errno: Errno) {
+        self.error.store(errno.raw_os_error(), Ordering::Relaxed);
+        let mut st = self.state.lock();
+        self.signal(&mut st);
+    }
+
+    /// Takes the pending error (SO_ERROR, or the next call).
+    pub(crate) fn take_error(&self) -> Option<Errno> {
+        let e = self.error.swap(0, Ordering::Relaxed);
+        (e != 0).then(|| Errno::from_raw_os_error(e))
+    }
+
+    /// The receive limit (SO_RCVBUF as the kernel stores it), for every set.
+    pub(crate) fn set_limit(&self, bytes: u32) {
+        let mut st = self.state.lock();
+        st.limit = bytes;
+        for s in &mut st.sets {
+            s.rx.set_limit(bytes);
+        }
+    }
+
+    /// Takes new links and the frames of ready ones, without waiting.
+    fn serve_locked(&self, st: &mut State) {
+        let mut events = Vec::with_capacity(64);
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        if epoll::wait(
+            &self.epoll,
+            rustix::buffer::spare_capacity(&mut events),
+            Some(&zero),
+        )
+        .is_err()
+        {
+            return;
+        }
+        let all = events.len() == events.capacity();
+        let mut tokens: Vec<u64> = events.iter().map(|e| e.data.u64()).collect();
+        if all {
+            tokens = st.links.iter().map(|l| l.token).collect();
+            tokens.push(LISTENER);
+        }
+        if tokens.contains(&LISTENER) {
+            // New links are read at once: a REG usually comes with them.
+            let known = st.links.len();
+            self.accept_links(st);
+            tokens.extend(st.links[known..].iter().map(|l| l.token));
+        }
+        for token in tokens {
+            if let Some(i) = st.links.iter().position(|l| l.token == token) {
+                self.read_link(st, i);
+            }
+        }
+    }
+
+    /// Takes link `i`'s frames; closes it (removed from `st.links`) when
+    /// it hung up or misbehaved.
+    pub(super) fn read_link(&self, st: &mut State, i: usize) {
+        let State {
+            sets,
+            links,
+            slow,
+            limit,
+            scratch,
+            ..
+        } = st;
+        if scratch.len() < link::MAX_FRAME {
+            scratch.resize(link::MAX_FRAME, 0);
+        }
+        let l = &mut links[i];
+        let keep = loop {
+            let keep = link::read(l.fd.as_fd(), &mut l.inbound, scratch).is_ok()
+                && matches!(
+                    links::take_frames(l, sets, slow, *limit, self.local),
+                    Verdict::Keep
+                );
+            if !keep || !l.inbound.more {
+                break keep;
+            }
+        };
+        if !keep {
+            let _ = epoll::delete(&self.epoll, &l.fd);
+            links::forget(l, sets);
+            links.swap_remove(i);
+        }
+    }
+
+    fn accept_links(&self, st: &mut State) {
+        loop {
+            let flags = rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK;
+            let conn = match rustix::net::accept_with(&self.listener, flags) {
+                Ok(c) => c,
+                Err(Errno::INTR | Errno::CONNABORTED) => continue,
+                Err(_) => return,
+            };
+            let config = crate::platform::config::get();
+            let uid = match crate::platform::sys::peer_cred(conn.as_fd()) {
+                Some((_, uid, _)) => uid,
+                None => continue,
+            };
+            let me = rustix::process::geteuid().as_raw();
+            let admitted = config.is_some_and(|c| c.allow.admits_uid(me, uid));
+            if !admitted || st.links.len() >= links::MAX_LINKS {
+                log!(
+                    debug,
+                    "datagram link to {} from uid {uid}: refused",
+                    self.local
+                );
+                continue; // closed: the sender sees the hang-up
+            }
+            let token = st.next_token;
+            st.next_token += 1;
+            let fd = InternalFd::new(conn);
+            let ev = epoll::EventData::new_u64(token);
+            if epoll::add(&self.epoll, &fd, ev, epoll::EventFlags::IN).is_err() {
+                continue;
+            }
+            st.links.push(Link {
+                token,
+                fd,
+                uid,
+                grant: None,
+                source: None,
+                settled: false,
+                inbound: Default::default(),
+            });
+        }
+    }
+
+    fn signal(&self, st: &mut State) {
+        if !st.woken {
+            let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+            st.woken = true;
+        }
+    }
+
+    fn unsignal(&self, st: &mut State) {
+        if st.woken {
+            let mut b = [0u8; 8];
+            let _ = rustix::io::read(&self.wake, &mut b);
+            st.woken = false;
+        }
+    }
+
+    /// Makes the fd's readiness say what a receive would find (see the
+    /// module docs); true when something is queued.
+    fn settle(&self, st: &mut State) -> bool {
+        if !queued(st) {
+            // A sender rang since the links were read: take its BELL now,
+            // or it would keep the fd readable with nothing queued.
+            let rings = rings(st);
+            if rings != st.rings_seen {
+                st.rings_seen = rings;
+                self.serve_locked(st);
+            }
+        }
+        if self.error.load(Ordering::Relaxed) != 0 || queued(st) {
+            self.signal(st);
+            return true;
+        }
+        let mut came = false;
+        for s in &mut st.sets {
+            came |= s.rx.arm();
+        }
+        if came {
+            for s in &st.sets {
+                s.rx.disarm();
+            }
+            self.signal(st);
+        } else {
+            self.unsignal(st);
+        }
+        came
+    }
+
+    /// Receives one datagram without waiting: from `only` if given
+    /// (a connected socket drops others' datagrams, as the kernel does).
+    /// EAGAIN when none is queued. `serve`: read the links first if the
+    /// queue is empty (a blocking receive leaves that to `prepare_sleep`).
+    pub(crate) fn try_recv(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        peek: bool,
+        only: Option<SocketAddr>,
+        serve: bool,
+    ) -> Result<Taken, Errno> {
+        if self.forked.load(Ordering::Relaxed) {
+            return Err(Errno::OPNOTSUPP);
+        }
+        let mut st = self.state.lock();
+        if let Some(e) = self.take_error() {
+            self.settle(&mut st);
+            return Err(e);
+        }
+        let mut got = self.take(&mut st, bufs, peek, only);
+        if got.is_none() && serve {
+            self.serve_locked(&mut st);
+            got = self.take(&mut st, bufs, peek, only);
+        }
+        if self.eager.load(Ordering::Relaxed) {
+            self.settle(&mut st);
+        }
+        got.ok_or(Errno::AGAIN)
+    }
+
+    /// The size of the next datagram (FIONREAD); 0 when none.
+    pub(crate) fn next_len(&self) -> usize {
+        let mut st = self.state.lock();
+        self.serve_locked(&mut st);
+        let n = match st.slow.queue.front() {
+            Some((_, d)) => Some(d.len()),
+            None => st.sets.iter_mut().find_map(|s| s.rx.next_len().ok()),
+        };
+        self.settle(&mut st);
+        n.unwrap_or(0)
+    }
+
+    /// Sleeps until the instance is readable, at most `ms` (-1: no
+    /// limit): Ok(false) on timeout, EINTR for a signal.
+    pub(crate) fn wait(&self, ms: i32) -> Result<bool, Errno> {
+        crate::platform::sys::poll_fd(self.epoll.as_fd(), libc::POLLIN, ms).map(|ev| ev != 0)
+    }
+}
+
+impl Drop for Inbox {
+    /// The last reference in this process: the senders stop at once
+    /// (`closed`, which they load at every send) rather than at their
+    /// next look at the link. Not in a forked child: the parent still
+    /// receives through the same segments.
+    fn drop(&mut self) {
+        if !self.forked.load(Ordering::Relaxed) {
+            for s in &self.state.lock().sets {
+                s.rx.close();
+            }
+        }
+    }
+}

@@ -1,0 +1,195 @@
+//! The receiver's side of its links (udp-draft §3): senders connect to
+//! the socket's rendezvous listener, send REG with the source address they
+//! claim (and, as its proof, the fd of the listener holding that address's
+//! name), and get a slot in the target set of their uid (REG_OK with the
+//! memfd), or REG_NO. A link's hang-up (or CLOSE) closes its slot; the
+//! slot's queued datagrams are still delivered, then it is reclaimed.
+//!
+//! One target set per sender uid: a peer never maps pages another user's
+//! process writes (the isolation rule §3 says stays load-bearing).
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
+
+use rustix::io::Errno;
+use shmnet_ring::dgram::frame::Frame;
+use shmnet_ring::dgram::{DgramGeometry, Receiver};
+
+use crate::platform::internal_fd::InternalFd;
+use crate::transport::link::{self, Inbound};
+
+/// At most this many links per socket (a hostile or runaway sender
+/// population must not take every fd).
+pub(super) const MAX_LINKS: usize = 512;
+
+/// One sender uid's target segment, and where each slot's datagrams come
+/// from.
+pub(super) struct Set {
+    pub uid: u32,
+    pub rx: Receiver,
+    /// By slot: the verified source address of its sender.
+    pub sources: Vec<Option<SocketAddr>>,
+}
+
+/// An accepted link.
+pub(super) struct Link {
+    pub token: u64,
+    pub fd: InternalFd,
+    pub uid: u32,
+    /// (set index, slot) once registered.
+    pub grant: Option<(usize, u32)>,
+    /// The source address its REG proved.
+    pub source: Option<SocketAddr>,
+    /// Its DGRAM frames were all taken after a datagram of its slot was
+    /// seen in shared memory: it carries none any more (see `Slow`).
+    pub settled: bool,
+    pub inbound: Inbound,
+}
+
+/// Datagrams that came on links (DGRAM: sent before the sender had its
+/// slot), delivered before the shared-memory ones, in arrival order.
+/// A sender writes its DGRAM frames before it publishes its first
+/// datagram in shared memory, so taking its link's frames when that
+/// datagram is first seen keeps each sender's order.
+#[derive(Default)]
+pub(super) struct Slow {
+    pub queue: std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
+    pub bytes: usize,
+}
+
+/// What a link's frames asked for.
+pub(super) enum Verdict {
+    Keep,
+    /// Hung up, said CLOSE, or broke the protocol: close it.
+    Drop,
+}
+
+/// The set for `uid`, made on first use with the receive limit `limit`.
+pub(super) fn set_for(sets: &mut Vec<Set>, uid: u32, limit: u32) -> Result<usize, Errno> {
+    if let Some(i) = sets.iter().position(|s| s.uid == uid) {
+        return Ok(i);
+    }
+    let geo = DgramGeometry::stage1();
+    let mut rx = Receiver::create_for(geo, uid).map_err(|e| {
+        log!(debug, "datagram target segment: {e}");
+        Errno::NOBUFS
+    })?;
+    rx.set_limit(limit);
+    let slots = geo.slot_count() as usize;
+    sets.push(Set {
+        uid,
+        rx,
+        sources: vec![None; slots],
+    });
+    Ok(sets.len() - 1)
+}
+
+/// Handles the whole frames `link` has received.
+pub(super) fn take_frames(
+    link: &mut Link,
+    sets: &mut Vec<Set>,
+    slow: &mut Slow,
+    limit: u32,
+    local: SocketAddr,
+) -> Verdict {
+    let mut at = 0;
+    let mut verdict = Verdict::Keep;
+    loop {
+        let frame = match Frame::decode(&link.inbound.bytes[at..]) {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                log!(debug, "datagram link on {local}: {e}");
+                verdict = Verdict::Drop;
+                break;
+            }
+        };
+        at += frame.1;
+        match frame.0 {
+            Frame::Reg { source, .. } if link.grant.is_none() => {
+                let proof = link.inbound.fd.take();
+                match register(link, sets, limit, source, proof) {
+                    Ok(()) => {}
+                    Err(why) => {
+                        let no = Frame::RegNo {
+                            why: why.raw_os_error() as u32,
+                        };
+                        let _ = link::send(link.fd.as_fd(), &no, None);
+                        verdict = Verdict::Drop;
+                        break;
+                    }
+                }
+            }
+            Frame::Dgram { source, payload } if link.source == Some(source) => {
+                // Charged as the kernel charges (the limit counts
+                // overhead too); beyond it, dropped.
+                let cost = payload.len() + 256;
+                if slow.bytes == 0 || slow.bytes + cost <= limit as usize {
+                    slow.bytes += cost;
+                    slow.queue.push_back((source, payload.to_vec()));
+                }
+            }
+            Frame::Bell => {}
+            Frame::Close => {
+                verdict = Verdict::Drop;
+                break;
+            }
+            other => {
+                log!(debug, "datagram link on {local}: unexpected {other:?}");
+                verdict = Verdict::Drop;
+                break;
+            }
+        }
+    }
+    link.inbound.bytes.drain(..at);
+    if link.inbound.eof {
+        verdict = Verdict::Drop;
+    }
+    verdict
+}
+
+/// REG: checks the claimed source, grants a slot, answers REG_OK with the
+/// memfd.
+fn register(
+    link: &mut Link,
+    sets: &mut Vec<Set>,
+    limit: u32,
+    source: SocketAddr,
+    proof: Option<OwnedFd>,
+) -> Result<(), Errno> {
+    // The source is the sender's only if it passed the listener holding
+    // its name; a privileged port only from root (as binding one needs).
+    let proved = proof.is_some_and(|fd| link::holds_name(fd.as_fd(), source));
+    if !proved {
+        log!(debug, "datagram REG claiming {source}: no proof, refused");
+        return Err(Errno::ACCESS);
+    }
+    if crate::transport::lookup::privileged_port(source.port()) && link.uid != 0 {
+        return Err(Errno::ACCESS);
+    }
+    let i = set_for(sets, link.uid, limit)?;
+    let set = &mut sets[i];
+    let grant = set.rx.open_slot().ok_or(Errno::NOBUFS)?;
+    if let Some(s) = set.sources.get_mut(grant.slot as usize) {
+        *s = Some(source);
+    }
+    let ok = Frame::RegOk {
+        slot: grant.slot,
+        gen: grant.gen,
+    };
+    let sent = link::send(link.fd.as_fd(), &ok, set.rx.fd());
+    link.grant = Some((i, grant.slot));
+    link.source = Some(source);
+    sent
+}
+
+/// Closes what `link` held: its slot goes to closing (its queued
+/// datagrams are still delivered).
+pub(super) fn forget(link: &Link, sets: &mut [Set]) {
+    if let Some((i, slot)) = link.grant {
+        if let Some(set) = sets.get_mut(i) {
+            set.rx.close_slot(slot);
+        }
+    }
+}

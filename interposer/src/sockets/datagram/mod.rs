@@ -1,0 +1,282 @@
+//! Emulated UDP sockets (issue 16, docs/design/udp-draft.md; stage 1: the
+//! emulated mode, SHMNET_FALLBACK=never): a socket bound to a partition
+//! address receives through target segments its senders map (`inbox`,
+//! `deliver`, `links`) and sends into the target segments of the sockets
+//! it sends to (`routes`). No kernel UDP socket ever holds the address.
+//!
+//! The application's fd number is the Inbox's epoll instance (as a
+//! listener's is), so close/dup/poll/select/epoll act on a real kernel
+//! object whose readiness the receive path keeps exact. The application's
+//! own kernel UDP socket is kept, never bound, to answer the socket
+//! options (a UDP socket's own answers: SO_TYPE, SO_RCVBUF, ...).
+#![forbid(unsafe_code)]
+
+mod deliver;
+mod inbox;
+mod links;
+mod routes;
+
+use std::io::{IoSlice, IoSliceMut};
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+
+use rustix::io::Errno;
+
+use inbox::Inbox;
+pub(crate) use inbox::Taken;
+use routes::{Outcome, Routes};
+
+use crate::platform::internal_fd::InternalFd;
+use crate::platform::lock::Mutex;
+use crate::sockets::options_store::Options;
+
+/// The largest UDP payload over IPv4 (65,535 - 20 - 8), and over IPv6.
+pub(crate) const MAX_V4: usize = 65_507;
+pub(crate) const MAX_V6: usize = 65_527;
+
+pub(crate) struct Datagram {
+    pub local: SocketAddr,
+    /// The application's kernel UDP socket, never bound (no port, no
+    /// entry in /proc/net/udp): it answers getsockopt/setsockopt.
+    kernel: InternalFd,
+    inbox: Inbox,
+    peer: Mutex<Option<SocketAddr>>,
+    routes: Mutex<Routes>,
+    /// SO_RCVTIMEO once asked (None inside: not asked yet).
+    rcvtimeo: Mutex<Option<Option<std::time::Duration>>>,
+    /// It sent since its last receive waited (so an answer may be near).
+    sent: std::sync::atomic::AtomicBool,
+    /// O_NONBLOCK of the application's fd: 0 unknown, 1 no, 2 yes.
+    nonblock: std::sync::atomic::AtomicU8,
+    pub opts: Options,
+}
+
+impl Datagram {
+    /// Reserves `local` (port 0: an ephemeral one) and builds the Inbox.
+    /// `kernel` is the application's UDP socket (a copy of it).
+    pub(crate) fn bind(local: SocketAddr, kernel: OwnedFd) -> Result<Datagram, Errno> {
+        let (listener, local) = crate::transport::link::reserve(local)?;
+        let limit = rustix::net::sockopt::socket_recv_buffer_size(&kernel)
+            .map_or(212_992, |n| n.min(1 << 30) as u32);
+        let inbox = Inbox::new(InternalFd::new(listener), local, limit)?;
+        let opts = Options::snapshot(kernel.as_fd());
+        Ok(Datagram {
+            local,
+            kernel: InternalFd::new(kernel),
+            inbox,
+            peer: Mutex::new(None),
+            routes: Mutex::new(Routes::default()),
+            rcvtimeo: Mutex::new(None),
+            sent: std::sync::atomic::AtomicBool::new(false),
+            nonblock: std::sync::atomic::AtomicU8::new(0),
+            opts,
+        })
+    }
+
+    /// The epoll instance the application's fd number refers to.
+    pub(crate) fn instance(&self) -> BorrowedFd<'_> {
+        self.inbox.instance()
+    }
+
+    /// The kernel UDP socket that answers options.
+    pub(crate) fn kernel(&self) -> BorrowedFd<'_> {
+        self.kernel.as_fd()
+    }
+
+    /// The connected peer, if any.
+    pub(crate) fn peer(&self) -> Option<SocketAddr> {
+        *self.peer.lock()
+    }
+
+    /// connect(2): `Some` sets the peer, `None` (AF_UNSPEC) dissolves it.
+    pub(crate) fn connect(&self, peer: Option<SocketAddr>) {
+        *self.peer.lock() = peer;
+    }
+
+    /// SO_ERROR: the pending error, taken.
+    pub(crate) fn take_error(&self) -> Option<Errno> {
+        self.inbox.take_error()
+    }
+
+    /// SO_RCVTIMEO, as the kernel socket keeps it (asked once, and again
+    /// after a setsockopt: `refresh_limit`).
+    fn rcvtimeo(&self) -> Option<std::time::Duration> {
+        let mut t = self.rcvtimeo.lock();
+        *t.get_or_insert_with(|| {
+            rustix::net::sockopt::socket_timeout(&self.kernel, rustix::net::sockopt::Timeout::Recv)
+                .ok()
+                .flatten()
+        })
+    }
+
+    /// SO_RCVBUF changed on the kernel socket: its stored value (doubled,
+    /// capped, as the kernel keeps it) becomes the receive limit.
+    pub(crate) fn refresh_limit(&self) {
+        *self.rcvtimeo.lock() = None;
+        if let Ok(n) = rustix::net::sockopt::socket_recv_buffer_size(&self.kernel) {
+            self.inbox.set_limit(n.min(1 << 30) as u32);
+        }
+    }
+
+    /// The largest datagram to `dest` (IPv4's limit for IPv4 or mapped).
+    fn max_to(dest: SocketAddr) -> usize {
+        match crate::transport::rendezvous::unmapped(dest) {
+            SocketAddr::V4(_) => MAX_V4,
+            SocketAddr::V6(_) => MAX_V6,
+        }
+    }
+
+    /// Sends one datagram to `dest` (None: the connected peer). A
+    /// destination nobody holds loses the datagram, and on a connected
+    /// socket leaves ECONNREFUSED for its next call, as loopback's ICMP
+    /// does.
+    pub(crate) fn send(
+        &self,
+        dest: Option<SocketAddr>,
+        bufs: &[IoSlice<'_>],
+    ) -> Result<usize, Errno> {
+        let peer = self.peer();
+        let Some(dest) = dest.or(peer) else {
+            return Err(Errno::DESTADDRREQ);
+        };
+        if let Some(e) = self.inbox.take_error() {
+            return Err(e);
+        }
+        let len = bufs.iter().map(|b| b.len()).sum::<usize>();
+        if len > Self::max_to(dest) {
+            return Err(Errno::MSGSIZE);
+        }
+        if !reachable(dest) {
+            return Err(Errno::NETUNREACH);
+        }
+        let outcome = self
+            .routes
+            .lock()
+            .send(&self.inbox, self.local, dest, bufs)?;
+        self.sent.store(true, std::sync::atomic::Ordering::Relaxed);
+        // (Counters for drops come with stage 3's udp_* counters.)
+        if matches!(outcome, Outcome::NoReceiver) && peer.is_some_and(|p| same(p, dest)) {
+            self.inbox.set_error(Errno::CONNREFUSED);
+        }
+        Ok(len)
+    }
+
+    /// Receives one datagram, waiting unless `nonblocking`: at most
+    /// SO_RCVTIMEO (then EAGAIN); a signal ends the wait with EINTR unless
+    /// its handler restarts calls (SA_RESTART) and there is no timeout, as
+    /// the kernel's recvfrom.
+    pub(crate) fn recv(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        peek: bool,
+        nonblocking: bool,
+    ) -> Result<Taken, Errno> {
+        let only = self.peer();
+        let mut deadline = None;
+        loop {
+            match self.inbox.try_recv(bufs, peek, only, nonblocking) {
+                Err(Errno::AGAIN) if !nonblocking => {}
+                r => return r,
+            }
+            if self.spin() || self.inbox.prepare_sleep() {
+                continue;
+            }
+            let limit = *deadline
+                .get_or_insert_with(|| self.rcvtimeo().map(|t| std::time::Instant::now() + t));
+            let ms = match limit {
+                None => -1,
+                Some(l) => {
+                    let left = l.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        return Err(Errno::AGAIN);
+                    }
+                    left.as_millis().clamp(1, i32::MAX as u128) as i32
+                }
+            };
+            let woke = self.inbox.wait(ms);
+            self.inbox.after_wake();
+            match woke {
+                Ok(_) => {}
+                Err(Errno::INTR)
+                    if limit.is_none() && crate::platform::sys::interrupted_call_restarts() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Spins on the queue for up to SHMNET_SPIN_US before a receive
+    /// sleeps (as a stream's does): true when something came.
+    /// Only a socket that sent since it last received (awaiting an
+    /// answer) spins, and only while spinning can help (`wait::spin_helps`:
+    /// no more runnable threads than CPUs).
+    fn spin(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let us = crate::platform::config::get().map_or(0, |c| c.spin_us);
+        if us == 0 || !self.sent.swap(false, Relaxed) || !crate::sockets::wait::spin_helps() {
+            return false;
+        }
+        let start = std::time::Instant::now();
+        let limit = std::time::Duration::from_micros(u64::from(us));
+        while start.elapsed() < limit {
+            if self.inbox.quick_ready() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        false
+    }
+
+    /// Poll, select or epoll met the socket: readiness exact from now on.
+    pub(crate) fn make_eager(&self) {
+        self.inbox.make_eager();
+    }
+
+    /// Whether the application's fd is non-blocking (its O_NONBLOCK,
+    /// asked once and remembered until F_SETFL or FIONBIO).
+    pub(crate) fn nonblocking(&self, fd: std::os::fd::RawFd) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.nonblock.load(Relaxed) {
+            1 => false,
+            2 => true,
+            _ => {
+                let yes = rustix::fs::fcntl_getfl(crate::platform::sys::borrow_fd(fd))
+                    .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+                self.nonblock.store(if yes { 2 } else { 1 }, Relaxed);
+                yes
+            }
+        }
+    }
+
+    /// The application changed O_NONBLOCK: ask again next time.
+    pub(crate) fn forget_nonblocking(&self) {
+        self.nonblock.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// FIONREAD: the size of the next datagram (0 when none).
+    pub(crate) fn next_len(&self) -> usize {
+        self.inbox.next_len()
+    }
+
+    /// In a forked child: the locks reset; its routes are the parent's
+    /// slots (one producer each), so it registers its own; it does not
+    /// receive (the rings have one consumer).
+    pub(crate) fn after_fork_child(&self) {
+        self.peer.reset_after_fork();
+        self.rcvtimeo.reset_after_fork();
+        self.routes.reset_after_fork();
+        self.routes.lock().clear();
+        self.inbox.after_fork_child();
+        self.opts.reset_after_fork();
+    }
+}
+
+/// Whether an emulated socket may send to `dest`: a loopback address
+/// (named in this namespace; partition addresses elsewhere, through
+/// SHMNET_DIR, come in stage 4).
+fn reachable(dest: SocketAddr) -> bool {
+    crate::transport::rendezvous::is_loopback(crate::transport::rendezvous::unmapped(dest).ip())
+}
+
+fn same(a: SocketAddr, b: SocketAddr) -> bool {
+    crate::transport::rendezvous::unmapped(a) == crate::transport::rendezvous::unmapped(b)
+}

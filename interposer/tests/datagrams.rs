@@ -1,0 +1,367 @@
+//! Emulated UDP (issue 16, stage 1: SHMNET_FALLBACK=never, loopback
+//! partition addresses), with real preloaded Python processes: datagrams
+//! of every size verified byte for byte, EMSGSIZE, connected sockets and
+//! ECONNREFUSED, an echo server with several client processes,
+//! poll/select/epoll readiness, MSG_PEEK/MSG_TRUNC, FIONREAD, SO_RCVBUF.
+//! While the sockets are open each script checks /proc/net/udp{,6}: no
+//! kernel UDP socket holds the ports. Sockets outside the partitions, and
+//! every socket in the default mode, stay the kernel's (checked too).
+
+mod common;
+
+use std::io::Write;
+
+use common::{build_c, preloaded, py, stdout_of, Net};
+
+/// Python helpers every script here starts with.
+const UDP_PRELUDE: &str = r#"
+import os, socket, select, struct, fcntl, termios, time, errno
+
+def kernel_udp_ports():
+    ports = set()
+    for f in ("/proc/net/udp", "/proc/net/udp6"):
+        try:
+            lines = open(f).read().splitlines()[1:]
+        except OSError:
+            continue
+        for l in lines:
+            ports.add(int(l.split()[1].rsplit(":", 1)[1], 16))
+    return ports
+
+def assert_no_kernel_udp(*ports):
+    held = kernel_udp_ports()
+    for p in ports:
+        assert p not in held, f"kernel UDP socket on port {p}"
+
+def fionread(s):
+    return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+def payload(n, seed):
+    return bytes((i * 7 + seed) & 0xff for i in range(n))
+
+def echo_server(fam, host, port, count):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind((host, port))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        srv = socket.socket(fam, socket.SOCK_DGRAM)
+        srv.bind((host, port + 1))
+        os.write(w, b"k")
+        for _ in range(count):
+            d, a = srv.recvfrom(70000)
+            srv.sendto(d, a)
+        os._exit(0)
+    os.close(w)
+    assert os.read(r, 1) == b"k"
+    s.close()
+    return pid
+"#;
+
+fn script(net: &Net, body: &str, args: &[&str]) -> String {
+    let mut cmd = py(&format!("{UDP_PRELUDE}{body}"), args);
+    net.env(&mut cmd);
+    stdout_of(&net.name, &mut cmd)
+}
+
+const SIZES: &str = r#"
+fam = socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET
+host, port = sys.argv[1], int(sys.argv[2])
+sizes = [0, 1, 1472, 8192, 65507] + ([65527] if fam == socket.AF_INET6 else [])
+pid = echo_server(fam, host, port, len(sizes))
+c = socket.socket(fam, socket.SOCK_DGRAM)
+for i, n in enumerate(sizes):
+    d = payload(n, i)
+    assert c.sendto(d, (host, port + 1)) == n
+    got, frm = c.recvfrom(70000)
+    assert got == d, f"size {n}: {len(got)} bytes back"
+    assert frm[1] == port + 1 and frm[0] == host, frm
+    if i == 0:
+        mine = c.getsockname()[1]
+        assert_no_kernel_udp(port + 1, mine)
+too = 65528 if fam == socket.AF_INET6 else 65508
+try:
+    c.sendto(b"x" * too, (host, port + 1))
+    raise SystemExit(f"{too} bytes: sent")
+except OSError as e:
+    assert e.errno == errno.EMSGSIZE, e
+os.waitpid(pid, 0)
+print("sizes ok", sizes)
+"#;
+
+#[test]
+fn sizes_up_to_the_largest_and_emsgsize_beyond_v4() {
+    let net = Net::emulated("udp_sizes_v4");
+    let out = script(&net, SIZES, &[&net.host_str(), &net.port_str()]);
+    assert!(out.contains("sizes ok"), "{out}");
+}
+
+#[test]
+fn sizes_up_to_the_largest_and_emsgsize_beyond_v6() {
+    let net = Net::emulated_v6("udp_sizes_v6");
+    let out = script(&net, SIZES, &["::1", &net.port_str()]);
+    assert!(out.contains("sizes ok"), "{out}");
+}
+
+#[test]
+fn connected_socket_gets_econnrefused_and_dissolves() {
+    let net = Net::emulated("udp_refused");
+    let body = r#"
+host, port = sys.argv[1], int(sys.argv[2])
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.connect((host, port))   # nobody bound there
+assert c.getpeername() == (host, port)
+assert c.send(b"hello") == 5   # the send itself succeeds, as on loopback
+try:
+    c.recv(100)
+    raise SystemExit("recv: no error")
+except ConnectionRefusedError:
+    pass
+assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+c.send(b"again")
+assert c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNREFUSED
+assert c.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE) == socket.SOCK_DGRAM
+# Someone binds: the next datagram arrives, from the connected socket.
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((host, port))
+c.send(b"now")
+d, frm = s.recvfrom(100)
+assert d == b"now" and frm == c.getsockname(), (d, frm)
+assert_no_kernel_udp(port, frm[1])
+# A connected socket takes datagrams from its peer only.
+o = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+o.sendto(b"other", c.getsockname())
+s.sendto(b"peer", c.getsockname())
+assert c.recv(100) == b"peer"
+# AF_UNSPEC dissolves the association.
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+unspec = (ctypes.c_ubyte * 16)()
+assert libc.connect(c.fileno(), unspec, 16) == 0, ctypes.get_errno()
+try:
+    c.getpeername()
+    raise SystemExit("still connected")
+except OSError as e:
+    assert e.errno == errno.ENOTCONN
+try:
+    c.send(b"nowhere")
+    raise SystemExit("send without a destination")
+except OSError as e:
+    assert e.errno == errno.EDESTADDRREQ, e
+o.sendto(b"any", c.getsockname())
+d, frm = c.recvfrom(100)
+assert d == b"any" and frm == o.getsockname()
+# The receiver closes: a connected sender learns it at once.
+c.connect((host, port))
+c.send(b"last")
+assert s.recv(100) == b"last"
+s.close()
+c.send(b"gone")
+try:
+    c.recv(100)
+    raise SystemExit("no error after the receiver closed")
+except ConnectionRefusedError:
+    pass
+print("refused ok")
+"#;
+    let out = script(&net, body, &[&net.host_str(), &net.port_str()]);
+    assert!(out.contains("refused ok"), "{out}");
+}
+
+#[test]
+fn python_echo_server_with_several_clients() {
+    let net = Net::emulated("udp_echo_clients");
+    let body = r#"
+host, port = sys.argv[1], int(sys.argv[2])
+CLIENTS, EACH = 8, 50
+pid = echo_server(socket.AF_INET, host, port, CLIENTS * EACH)
+kids = []
+for k in range(CLIENTS):
+    p = os.fork()
+    if p == 0:
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(EACH):
+            d = payload(1 + (k * 131 + i * 17) % 3000, k + i)
+            c.sendto(d, (host, port + 1))
+            got, frm = c.recvfrom(4000)
+            if got != d:
+                os._exit(3)
+        os._exit(0)
+    kids.append(p)
+bad = [os.waitpid(p, 0)[1] for p in kids]
+assert_no_kernel_udp(port + 1)
+os.waitpid(pid, 0)
+assert bad == [0] * CLIENTS, bad
+print("echo ok", CLIENTS * EACH)
+"#;
+    let out = script(&net, body, &[&net.host_str(), &net.port_str()]);
+    assert!(out.contains("echo ok 400"), "{out}");
+}
+
+#[test]
+fn poll_select_epoll_see_datagrams_exactly() {
+    let net = Net::emulated("udp_readiness");
+    let body = r#"
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((host, port))
+s.setblocking(False)
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+ep = select.epoll()
+ep.register(s.fileno(), select.EPOLLIN)
+p = select.poll()
+p.register(s.fileno(), select.POLLIN)
+def readable():
+    a = bool(p.poll(0))
+    b = bool(select.select([s], [], [], 0)[0])
+    e = bool(ep.poll(0))
+    assert a == b == e, (a, b, e)
+    return a
+c.sendto(b"first", (host, port))   # the first send registers, then sends
+for round in range(20):
+    # Readable within the wait, by every interface, until read.
+    assert p.poll(5000), f"round {round}: not readable"
+    assert readable()
+    assert s.recv(100) in (b"first", b"d%d" % (round - 1))
+    # Nothing queued: not readable (the sender's doorbell was taken).
+    assert not readable(), f"round {round}: readable with nothing queued"
+    try:
+        s.recv(100)
+        raise SystemExit("a datagram too many")
+    except BlockingIOError:
+        pass
+    c.sendto(b"d%d" % round, (host, port))
+# Two queued: readable after the first is read.
+c.sendto(b"x", (host, port))
+assert p.poll(5000)
+assert s.recv(10) == b"d19"
+assert p.poll(5000)
+assert s.recv(10) == b"x"
+assert_no_kernel_udp(port)
+print("readiness ok")
+"#;
+    let out = script(&net, body, &[&net.host_str(), &net.port_str()]);
+    assert!(out.contains("readiness ok"), "{out}");
+}
+
+#[test]
+fn peek_trunc_fionread_and_rcvbuf() {
+    let net = Net::emulated("udp_peek_trunc");
+    let body = r#"
+host, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((host, port))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+assert fionread(s) == 0
+d = payload(100, 9)
+c.sendto(d, (host, port))
+c.sendto(b"", (host, port))
+c.sendto(b"tail", (host, port))
+select.select([s], [], [], 5)
+assert fionread(s) == 100
+assert s.recv(1000, socket.MSG_PEEK) == d
+assert s.recv(1000, socket.MSG_PEEK) == d
+assert fionread(s) == 100
+buf = bytearray(10)
+n = s.recv_into(buf, 10, socket.MSG_TRUNC | socket.MSG_PEEK)
+assert n == 100 and bytes(buf) == d[:10], n
+data, anc, flags, frm = s.recvmsg(10)
+assert data == d[:10] and flags & socket.MSG_TRUNC, flags
+assert frm == c.getsockname()
+assert fionread(s) == 0    # the empty datagram is next
+assert s.recvfrom(10) == (b"", c.getsockname())
+assert fionread(s) == 4
+data, anc, flags, frm = s.recvmsg(10)
+assert data == b"tail" and not flags & socket.MSG_TRUNC
+try:
+    s.recv(10, socket.MSG_DONTWAIT)
+    raise SystemExit("MSG_DONTWAIT: a datagram")
+except BlockingIOError:
+    pass
+# SO_RCVBUF bounds the queue: 4096 (8192 as stored) holds few of 20.
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+stored = s.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+assert stored == 8192 or stored >= 4608, stored
+for i in range(20):
+    c.sendto(payload(1472, i), (host, port))
+got = 0
+s.setblocking(False)
+while True:
+    try:
+        x = s.recv(2000)
+    except BlockingIOError:
+        break
+    assert len(x) == 1472
+    got += 1
+assert 0 < got < 20, got
+assert_no_kernel_udp(port)
+print("peek ok", got)
+"#;
+    let out = script(&net, body, &[&net.host_str(), &net.port_str()]);
+    assert!(out.contains("peek ok"), "{out}");
+}
+
+/// In the default mode, and outside the partitions in the emulated one,
+/// UDP is the kernel's in this stage: the port shows in /proc/net/udp.
+#[test]
+fn kernel_udp_outside_the_emulation() {
+    let body = r#"
+host = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((host, 0))
+port = s.getsockname()[1]
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.sendto(b"k" * 1000, (host, port))
+d, frm = s.recvfrom(2000)
+assert d == b"k" * 1000
+assert port in kernel_udp_ports() and frm[1] in kernel_udp_ports()
+print("kernel ok")
+"#;
+    // The emulated mode, an address outside its partitions.
+    let net = Net::emulated("udp_outside");
+    let out = script(&net, body, &["127.0.0.1"]);
+    assert!(out.contains("kernel ok"), "{out}");
+    // The default mode, a partition address.
+    let mut cmd = py(&format!("{UDP_PRELUDE}{body}"), &[&net.host_str()]);
+    cmd.env("SHMNET_PARTITIONS", &net.partitions)
+        .env("SHMNET_DIR", net.shm_dir());
+    let out = stdout_of("udp_default_mode", &mut cmd);
+    assert!(out.contains("kernel ok"), "{out}");
+}
+
+#[test]
+fn sendmmsg_and_recvmmsg_batches() {
+    let net = Net::emulated("udp_mmsg");
+    let mut cmd = preloaded(build_c("udp_mmsg", &["-O1", "-Wall"]));
+    cmd.args([net.host_str(), net.port_str()]);
+    net.env(&mut cmd);
+    let out = stdout_of("udp_mmsg", &mut cmd);
+    assert!(out.contains("mmsg ok 256"), "{out}");
+}
+
+/// A C ping-pong between two processes, bytes checked every round, over
+/// the emulated network and over kernel UDP (127.0.0.1, preloaded too):
+/// the round trips are printed, never asserted (a noisy machine).
+#[test]
+fn c_ping_pong_emulated_and_kernel() {
+    let exe = build_c("udp_pingpong", &["-O2", "-Wall"]);
+    let net = Net::emulated("udp_pingpong");
+    for size in ["64", "1472"] {
+        let mut cmd = preloaded(&exe);
+        cmd.args([net.host_str().as_str(), &net.port_str(), "2000", size]);
+        net.env(&mut cmd);
+        let shm = stdout_of("udp_pingpong emulated", &mut cmd);
+        let kport = common::net::spare_port("127.0.0.1".parse().unwrap()).to_string();
+        let mut cmd = preloaded(&exe);
+        cmd.args(["127.0.0.1", &kport, "2000", size]);
+        net.env(&mut cmd);
+        let kernel = stdout_of("udp_pingpong kernel", &mut cmd);
+        let _ = writeln!(
+            std::io::stderr(),
+            "datagrams.rs: {size} B ping-pong: emulated {} ns, kernel UDP {} ns",
+            shm.trim().trim_start_matches("rtt_ns "),
+            kernel.trim().trim_start_matches("rtt_ns ")
+        );
+    }
+}
