@@ -87,7 +87,9 @@ pub(crate) struct SsArgs {
     #[arg(long)]
     pub(crate) json: bool,
     /// A summary: sockets by state and the connection counters (how
-    /// connects went: shared memory or kernel TCP, and why)
+    /// connects went: shared memory or kernel TCP, and why), since the
+    /// counters file was made and per live process since it started;
+    /// with --json the same facts (docs/status.md)
     #[arg(short, long)]
     pub(crate) summary: bool,
     /// The directory the processes use (default: as the library works it

@@ -12,6 +12,7 @@ mod run;
 mod ss;
 mod stats;
 mod status;
+mod summary;
 mod units;
 
 use clap::Parser;

@@ -1,6 +1,6 @@
 //! `shmnet ss` / `shmnet status`: one line per live emulated socket, from
 //! the status files in the rendezvous directory; `-s` a summary with the
-//! counters.
+//! counters (`summary`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -41,32 +41,34 @@ struct Socket {
 
 pub(crate) fn main(a: SsArgs) -> i32 {
     let dir = crate::dir::resolve(a.dir.as_deref());
-    if !dir.exists() {
-        // Nothing was ever published there: an empty list, said once.
-        if a.json {
-            println!(
-                "{}",
-                serde_json::json!({"dir": dir, "sockets": [], "not_listed": 0})
-            );
-        } else if !a.summary {
-            eprintln!("shmnet: {} does not exist: no preloaded program has used it (another SHMNET_DIR? try --dir)", dir.display());
+    let scan = if dir.exists() {
+        match status::scan(&dir) {
+            Ok(s) => s,
+            Err(e) => return crate::fail(format_args!("{e}")),
         }
-        if !a.summary {
+    } else {
+        // Nothing was ever published there: an empty list, said once.
+        if !a.json && !a.summary {
+            eprintln!("shmnet: {} does not exist: no preloaded program has used it (another SHMNET_DIR? try --dir)", dir.display());
             return 0;
         }
-    }
-    let scanned = if dir.exists() {
-        status::scan(&dir)
-    } else {
-        Ok(Default::default())
-    };
-    let scan = match scanned {
-        Ok(s) => s,
-        Err(e) => return crate::fail(format_args!("{e}")),
+        status::Scan::default()
     };
     let sockets = sockets(&scan.entries, a.pid);
     if a.summary {
-        return summary(&dir, &scan, &sockets, a.json);
+        let mut pids: Vec<u32> = sockets.iter().map(|s| s.pid).collect();
+        pids.sort_unstable();
+        pids.dedup();
+        let summary = crate::summary::Summary {
+            dir: &dir,
+            processes: pids.len(),
+            states: crate::summary::STATES
+                .map(|st| sockets.iter().filter(|k| k.state == st).count()),
+            not_listed: scan.overflow,
+            only: a.pid,
+        };
+        crate::summary::print(&summary, a.json);
+        return 0;
     }
     if a.json {
         let doc = serde_json::json!({
@@ -81,7 +83,7 @@ pub(crate) fn main(a: SsArgs) -> i32 {
     print!("{}", human(&sockets));
     if scan.overflow > 0 {
         println!(
-            "({} more sockets not listed: their processes' status files were full)",
+            "({} sockets were not listed since the status files were made: the files were full)",
             scan.overflow
         );
     }
@@ -301,85 +303,4 @@ fn human(sockets: &[Socket]) -> String {
             true, false, true, false, false, false, true, true, true, true, false,
         ],
     )
-}
-
-fn summary(dir: &std::path::Path, scan: &status::Scan, sockets: &[Socket], json: bool) -> i32 {
-    let mut states: Vec<(&str, usize)> =
-        ["listening", "established", "half-closed", "closed-by-peer"]
-            .iter()
-            .map(|s| (*s, sockets.iter().filter(|k| k.state == *s).count()))
-            .collect();
-    states.push(("not listed", scan.overflow as usize));
-    let mut pids: Vec<u32> = sockets.iter().map(|s| s.pid).collect();
-    pids.sort_unstable();
-    pids.dedup();
-    let counters = crate::stats::read_all(dir);
-    let mut totals = [0u64; 9];
-    for c in &counters {
-        for (t, v) in totals.iter_mut().zip(c.totals) {
-            *t = t.saturating_add(v); // counts from files: hostile
-        }
-    }
-    if json {
-        let doc = serde_json::json!({
-            "dir": dir,
-            "processes": pids.len(),
-            "sockets": states.iter().map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>(),
-            "counters": crate::stats::NAMES.iter().zip(totals).map(|(k, v)| (k.to_string(), serde_json::Value::from(v))).collect::<serde_json::Map<_, _>>(),
-            "counters_by_pid": counters.iter().flat_map(|c| c.by_pid.iter()).map(|(pid, vals)| {
-                serde_json::json!({"pid": pid, "counters": crate::stats::NAMES.iter().zip(vals).map(|(k, v)| (k.to_string(), serde_json::Value::from(*v))).collect::<serde_json::Map<_, _>>()})
-            }).collect::<Vec<_>>(),
-        });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
-        return 0;
-    }
-    println!(
-        "directory {}: {} processes with emulated sockets",
-        dir.display(),
-        pids.len()
-    );
-    let rows: Vec<Vec<String>> = states
-        .iter()
-        .map(|(k, v)| vec![k.to_string(), v.to_string()])
-        .collect();
-    print!(
-        "{}",
-        units::table(&["SOCKETS", "COUNT"], &rows, &[false, true])
-    );
-    println!();
-    if counters.is_empty() {
-        println!("no counters file (stats-<uid>) in {}", dir.display());
-        return 0;
-    }
-    let shm = totals[0];
-    let fallback: u64 = totals[1..6].iter().fold(0, |a, &v| a.saturating_add(v));
-    println!("connects since the counters file was made: {shm} over shared memory, {fallback} over kernel TCP");
-    let rows: Vec<Vec<String>> = crate::stats::NAMES
-        .iter()
-        .zip(totals)
-        .enumerate()
-        .map(|(i, (name, v))| {
-            let note = match i {
-                0 => "connect carried by shared memory",
-                1 => "no shared-memory listener there",
-                2 => "listener refused (gone, backlog full, handshake)",
-                3 => "no resources for a segment",
-                4 => "users' policy (SHMNET_ALLOW)",
-                5 => "SHMNET_DIR refused (unsafe)",
-                6 => "listeners: accepted over shared memory",
-                7 => "listeners: refused by policy",
-                _ => "listeners: dropped handshakes",
-            };
-            vec![name.to_string(), v.to_string(), note.to_owned()]
-        })
-        .collect();
-    print!(
-        "{}",
-        units::table(
-            &["COUNTER", "TOTAL", "MEANING"],
-            &rows,
-            &[false, true, false]
-        )
-    );
-    0
 }

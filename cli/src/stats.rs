@@ -1,10 +1,14 @@
 //! The connection counters, `SHMNET_DIR/stats-<euid>` (docs/counters.md):
-//! totals over every row, and each live process's row. Hostile input:
-//! exact size, header checked, only fixed offsets read.
+//! totals over every row (all processes since the file was made), and the
+//! rows of the processes alive now (each since it started). Hostile
+//! input: exact size, header checked, only fixed offsets read.
 
+use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
+
+use crate::status::{u32_at, u64_at};
 
 pub(crate) const NAMES: [&str; 9] = [
     "shm",
@@ -17,76 +21,147 @@ pub(crate) const NAMES: [&str; 9] = [
     "refused_policy",
     "dropped_handshakes",
 ];
+/// What each counter counts, for people (docs/counters.md).
+pub(crate) const MEANINGS: [&str; 9] = [
+    "connects carried by shared memory",
+    "kernel TCP: no shared-memory listener there",
+    "kernel TCP: listener refused (gone, backlog full, handshake)",
+    "kernel TCP: no resources for a segment",
+    "kernel TCP: users' policy (SHMNET_ALLOW)",
+    "kernel TCP: SHMNET_DIR refused (unsafe)",
+    "listeners: accepted over shared memory",
+    "listeners: refused by policy",
+    "listeners: dropped handshakes",
+];
+/// Counters 1..=5: connects that went to kernel TCP.
+pub(crate) const FALLBACKS: std::ops::RangeInclusive<usize> = 1..=5;
 const FILE_BYTES: usize = 33088;
 const ROWS: usize = 258;
 
-/// One counters file: its totals and the rows of the processes named in it.
+pub(crate) type Counts = [u64; 9];
+
+/// Adds `b` into `a` (counts from files: hostile, so saturating).
+pub(crate) fn add(a: &mut Counts, b: &Counts) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x = x.saturating_add(*y);
+    }
+}
+
+/// Every counters file in a directory.
+#[derive(Default)]
 pub(crate) struct Counters {
-    pub(crate) totals: [u64; 9],
-    pub(crate) by_pid: Vec<(u32, [u64; 9])>,
+    /// Counters files read.
+    pub(crate) files: usize,
+    /// Every row of every file: all processes since the files were made.
+    pub(crate) totals: Counts,
+    /// The live processes' rows (a process whose image exec'd may have
+    /// two: summed), by pid.
+    pub(crate) live: BTreeMap<u32, Counts>,
 }
 
-fn u32_at(b: &[u8], o: usize) -> u32 {
-    b.get(o..o + 4)
-        .map_or(0, |s| u32::from_ne_bytes(s.try_into().unwrap_or([0; 4])))
-}
-
-fn u64_at(b: &[u8], o: usize) -> u64 {
-    b.get(o..o + 8)
-        .map_or(0, |s| u64::from_ne_bytes(s.try_into().unwrap_or([0; 8])))
-}
-
-/// Every `stats-*` file in `dir` that reads as a counters file.
-pub(crate) fn read_all(dir: &Path) -> Vec<Counters> {
-    let mut out = Vec::new();
+/// Every `stats-<euid>` file in `dir` that reads as a counters file of
+/// that uid (owned by it: in a shared directory another user's file
+/// could claim anything).
+pub(crate) fn read_all(dir: &Path) -> Counters {
+    let mut out = Counters::default();
     let Ok(rd) = std::fs::read_dir(dir) else {
         return out;
     };
     for ent in rd.flatten() {
-        if !ent
-            .file_name()
+        let name = ent.file_name();
+        let Some(uid) = name
             .to_str()
-            .is_some_and(|n| n.starts_with("stats-"))
-        {
+            .and_then(|n| n.strip_prefix("stats-"))
+            .and_then(|u| u.parse::<u32>().ok())
+        else {
             continue;
-        }
-        if let Some(c) = read(&ent.path()) {
-            out.push(c);
+        };
+        if read(&ent.path(), uid, &mut out).is_some() {
+            out.files += 1;
         }
     }
     out
 }
 
-fn read(path: &Path) -> Option<Counters> {
+fn read(path: &Path, uid: u32, out: &mut Counters) -> Option<()> {
     let mut f = std::fs::File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .ok()?;
     let meta = f.metadata().ok()?;
-    if !meta.is_file() || meta.len() != FILE_BYTES as u64 {
+    if !meta.is_file() || meta.len() != FILE_BYTES as u64 || meta.uid() != uid {
         return None;
     }
     let mut b = vec![0u8; FILE_BYTES];
     f.read_exact(&mut b).ok()?;
-    if &b[..8] != b"SHMNETC1" || u32_at(&b, 8) != 1 || u32_at(&b, 16) != 128 || u32_at(&b, 24) != 9
+    if &b[..8] != b"SHMNETC1"
+        || u32_at(&b, 8) != 1
+        || u32_at(&b, 16) != 128
+        || u32_at(&b, 24) != 9
+        || u32_at(&b, 28) != uid
     {
         return None;
     }
-    let mut c = Counters {
-        totals: [0; 9],
-        by_pid: Vec::new(),
-    };
     for row in 0..ROWS {
         let at = 64 + 128 * row;
-        let vals: [u64; 9] = std::array::from_fn(|k| u64_at(&b, at + 16 + 8 * k));
-        for (t, v) in c.totals.iter_mut().zip(vals) {
-            *t = t.saturating_add(v);
-        }
+        let vals: Counts = std::array::from_fn(|k| u64_at(&b, at + 16 + 8 * k));
+        add(&mut out.totals, &vals);
         let pid = u32_at(&b, at) & 0x7fff_ffff;
-        if row >= 2 && pid != 0 && std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            c.by_pid.push((pid, vals));
+        let start = u64_at(&b, at + 8);
+        // A slot names its owner by pid and start time: a pid reused by a
+        // later process does not take the earlier one's counts.
+        if row >= 2 && pid != 0 && crate::status::proc_facts(pid).is_some_and(|(s, _)| s == start) {
+            add(out.live.entry(pid).or_default(), &vals);
         }
     }
-    Some(c)
+    Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A counters file of `uid` with the given slots (pid, start, shm).
+    fn file(uid: u32, slots: &[(u32, u64, u64)]) -> Vec<u8> {
+        let mut b = vec![0u8; FILE_BYTES];
+        b[..8].copy_from_slice(b"SHMNETC1");
+        for (at, v) in [(8, 1), (12, 64), (16, 128), (20, 256), (24, 9), (28, uid)] {
+            b[at..at + 4].copy_from_slice(&u32::to_ne_bytes(v));
+        }
+        b[64 + 16..64 + 24].copy_from_slice(&5u64.to_ne_bytes()); // retired: shm 5
+        for (i, &(pid, start, shm)) in slots.iter().enumerate() {
+            let at = 320 + 128 * i;
+            b[at..at + 4].copy_from_slice(&pid.to_ne_bytes());
+            b[at + 8..at + 16].copy_from_slice(&start.to_ne_bytes());
+            b[at + 16..at + 24].copy_from_slice(&shm.to_ne_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn live_rows_are_named_by_pid_and_start_time() {
+        let me = std::process::id();
+        let (start, _) = crate::status::proc_facts(me).unwrap();
+        // SAFETY: geteuid has no preconditions.
+        let uid = unsafe { libc::geteuid() };
+        let dir = std::env::temp_dir().join(format!("shmnet-stats-test-{me}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        // Two slots of this process (an exec), one of a pid reused since.
+        let slots = [(me, start, 2), (me, start, 3), (me, start + 1, 100)];
+        std::fs::write(dir.join(format!("stats-{uid}")), file(uid, &slots)).unwrap();
+        // Another uid's name on our file: not read.
+        std::fs::write(
+            dir.join(format!("stats-{}", uid + 1)),
+            file(uid + 1, &slots),
+        )
+        .unwrap();
+        let c = read_all(&dir);
+        assert_eq!(c.files, 1);
+        assert_eq!(c.totals[0], 5 + 2 + 3 + 100);
+        assert_eq!(c.live.len(), 1);
+        assert_eq!(c.live[&me][0], 5);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -261,12 +261,13 @@ impl Dir {
     }
 }
 
-fn u32_at(b: &[u8], o: usize) -> u32 {
+/// Words of a file copied into memory (host order; 0 past its end).
+pub(crate) fn u32_at(b: &[u8], o: usize) -> u32 {
     b.get(o..o + 4)
         .map_or(0, |s| u32::from_ne_bytes(s.try_into().unwrap_or([0; 4])))
 }
 
-fn u64_at(b: &[u8], o: usize) -> u64 {
+pub(crate) fn u64_at(b: &[u8], o: usize) -> u64 {
     b.get(o..o + 8)
         .map_or(0, |s| u64::from_ne_bytes(s.try_into().unwrap_or([0; 8])))
 }
@@ -389,7 +390,7 @@ impl Procs {
 
 /// A process's start time (`/proc/PID/stat` field 22) and effective uid;
 /// None if it is gone or a zombie.
-fn proc_facts(pid: u32) -> Option<(u64, u32)> {
+pub(crate) fn proc_facts(pid: u32) -> Option<(u64, u32)> {
     let stat = std::fs::read(format!("/proc/{pid}/stat")).ok()?;
     let close = stat.iter().rposition(|&c| c == b')')?;
     let rest = std::str::from_utf8(stat.get(close + 1..)?).ok()?;

@@ -97,13 +97,10 @@ fn install_run_uninstall() {
             .args(args);
         c
     };
-    let server = run(&[
+    let _server = Background::spawn(&mut run(&[
         "-c",
         "import socket\ns=socket.socket(); s.bind(('127.77.3.1', 7000)); s.listen(1)\nc,_=s.accept(); c.sendall(c.recv(100)[::-1])",
-    ])
-    .spawn()
-    .unwrap();
-    let _server = Background(server);
+    ]));
     let got = wait_for("the installed pair to talk", || {
         let out = run(&[
             "-c",

@@ -7,28 +7,8 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-fn ss(dir: &std::path::Path, extra: &[&str]) -> Value {
-    let mut args = vec!["ss", "--json", "--dir", dir.to_str().unwrap()];
-    args.extend_from_slice(extra);
-    let out = cli(&args, &[]);
-    assert!(
-        out.status.success(),
-        "ss failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("ss --json is JSON")
-}
-
-fn sockets(v: &Value) -> Vec<Value> {
-    v["sockets"].as_array().cloned().unwrap_or_default()
-}
-
-fn of_pid(v: &Value, pid: u32) -> Vec<Value> {
-    sockets(v).into_iter().filter(|s| s["pid"] == pid).collect()
-}
 
 #[test]
 fn lists_live_sockets_and_forgets_dead_ones() {
@@ -114,45 +94,72 @@ fn lists_live_sockets_and_forgets_dead_ones() {
     let only = ss(&dir, &["-p", &slow.to_string()]);
     assert_eq!(sockets(&only).len(), 1);
 
-    // The summary counts the states and the connects.
-    let out = cli(&["ss", "-s", "--json", "--dir", dir.to_str().unwrap()], &[]);
+    // The summary counts the states and the connects: since the counters
+    // file was made, and by each live process since it started; the
+    // people's form says the same.
+    let d = dir.to_str().unwrap();
+    let out = cli(&["ss", "-s", "--json", "--dir", d], &[]);
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(summary["sockets"]["listening"], 1);
-    assert_eq!(summary["counters"]["shm"], 3, "{summary}");
-    assert_eq!(summary["counters"]["accepted_shm"], 3, "{summary}");
+    assert_eq!(summary["processes"], 4, "{summary}");
+    assert_eq!(summary["states"]["listening"], 1, "{summary}");
+    assert_eq!(summary["states"]["established"], 4, "{summary}");
+    assert_eq!(summary["not_listed"], 0, "{summary}");
+    let counters = &summary["counters"];
+    for k in ["since_made", "live"] {
+        assert_eq!(counters[k]["shm"], 3, "{k}: {summary}");
+        assert_eq!(counters[k]["accepted_shm"], 3, "{k}: {summary}");
+        assert_eq!(counters[k]["fallback_no_listener"], 0, "{k}: {summary}");
+    }
+    let of = |pid: u32| {
+        counters["by_process"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pid"] == pid)
+            .unwrap_or_else(|| panic!("pid {pid}: {summary}"))["counters"]
+            .clone()
+    };
+    assert_eq!(of(server.pid())["accepted_shm"], 3, "{summary}");
+    for pid in [idle, slow, half] {
+        assert_eq!(of(pid)["shm"], 1, "{summary}");
+    }
+    let text = String::from_utf8(cli(&["ss", "-s", "--dir", d], &[]).stdout).unwrap();
+    assert!(
+        text.contains(": 4 processes with emulated sockets"),
+        "{text}"
+    );
+    assert!(
+        text.contains("since the counters file was made: 3 over shared memory, 0 over kernel TCP"),
+        "{text}"
+    );
+    assert!(
+        text.contains("by the 4 live processes since they started: 3 over shared memory"),
+        "{text}"
+    );
+    let server_row = text
+        .lines()
+        .find(|l| {
+            l.trim_start().starts_with(&format!("{} ", server.pid())) && l.contains("accepted_shm")
+        })
+        .unwrap_or_else(|| panic!("no row of the server's counters: {text}"));
+    assert!(server_row.contains("accepted_shm 3"), "{text}");
+    // -p: that process's counters only.
+    let one = cli(
+        &["ss", "-s", "--json", "-p", &slow.to_string(), "--dir", d],
+        &[],
+    );
+    let one: Value = serde_json::from_slice(&one.stdout).unwrap();
+    assert_eq!(one["processes"], 1, "{one}");
+    assert_eq!(one["counters"]["live"]["shm"], 1, "{one}");
+    assert_eq!(one["counters"]["since_made"]["shm"], 3, "{one}");
 
     // Gone (SIGKILL: no exit handler ran): never listed, files removed.
     drop(clients);
     drop(server);
     let v = ss(&dir, &[]);
     assert_eq!(sockets(&v).len(), 0, "{v}");
-    let left: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.contains("status"))
-        .collect();
+    let left = status_files(&dir);
     assert!(left.is_empty(), "status files left: {left:?}");
-}
-
-/// The entries of `pid` of one kind ("listening", or anything else).
-fn listening(v: &Value, pid: u32) -> Vec<Value> {
-    of_pid(v, pid)
-        .into_iter()
-        .filter(|s| s["state"] == "listening")
-        .collect()
-}
-
-fn connections(v: &Value, pid: u32) -> Vec<Value> {
-    of_pid(v, pid)
-        .into_iter()
-        .filter(|s| s["state"] != "listening")
-        .collect()
-}
-
-fn local_port(s: &Value) -> u16 {
-    let local = s["local"].as_str().unwrap();
-    local.rsplit(':').next().unwrap().parse().unwrap()
 }
 
 /// Pre-forked workers share a listener (nginx): each process that uses it
@@ -168,15 +175,12 @@ fn prefork_workers_each_list_what_they_use() {
     let mut out = Lines::of(&mut master);
     let words = out.words();
     let (port, master_pid): (String, u32) = (words[1].clone(), words[2].parse().unwrap());
-    let mut others = Pids::default();
     let mut c1 = run_py(&dir, "client.py", &[&port, "idle"]);
     assert_eq!(first_line(&mut c1), "connected");
     let a: u32 = out.words()[1].parse().unwrap();
-    others.0.push(a);
     let mut c2 = run_py(&dir, "client.py", &[&port, "idle"]);
     assert_eq!(first_line(&mut c2), "connected");
     let b: u32 = out.words()[1].parse().unwrap();
-    others.0.push(b);
 
     let addr = format!("127.0.0.1:{port}");
     let v = wait_for("the workers' sockets", || {
@@ -229,7 +233,6 @@ fn fork_per_connection_child_is_listed() {
     let mut c2 = run_py(&dir, "client.py", &[&port, "idle"]);
     assert_eq!(first_line(&mut c2), "connected");
     let child: u32 = out.words()[1].parse().unwrap();
-    let _others = Pids(vec![child]);
 
     let v = wait_for("the child asleep in its read", || {
         let v = ss(&dir, &[]);
@@ -269,8 +272,8 @@ fn daemon_is_listed_after_its_parent_exits() {
         let mut out = Lines::of(&mut parent);
         let port = out.words()[1].clone();
         let daemon: u32 = out.words()[1].parse().unwrap();
-        let _others = Pids(vec![daemon]);
-        let _ = parent.0.wait();
+        let _daemon = Detached::new(&[daemon]);
+        parent.wait_exit();
         // The parent is gone, and what it published with it; the daemon,
         // asleep in accept, lists the listener.
         wait_for("the daemon's listener alone", || {
@@ -304,7 +307,6 @@ fn counts_survive_exec() {
     let mut out = Lines::of(&mut p);
     let parent: u32 = out.words()[1].parse().unwrap();
     let child: u32 = out.words()[1].parse().unwrap();
-    let _others = Pids(vec![child]);
     let v = wait_for("both ends", || {
         let v = ss(&dir, &[]);
         (connections(&v, child).len() == 1 && connections(&v, parent).len() == 1).then_some(v)
@@ -317,17 +319,7 @@ fn counts_survive_exec() {
     assert_eq!(a["role"], "acceptor", "{v}");
     assert_eq!(a["bytes_received"], 5000, "{v}");
     assert_eq!(a["recv_queue"], 1000, "{v}");
-    assert_eq!(
-        local_port(c),
-        a["peer"]
-            .as_str()
-            .unwrap()
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse::<u16>()
-            .unwrap()
-    );
+    assert_eq!(port(&c["local"]), port(&a["peer"]));
 }
 
 /// nginx as root: the first process makes the listener and exits once it
@@ -375,15 +367,15 @@ fn nginx_workers_that_switch_user_are_listed() {
         .status()
         .expect("nginx");
     assert!(started.success(), "nginx did not start");
-    struct Stop(PathBuf);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            if let Ok(pid) = std::fs::read_to_string(&self.0) {
-                let _ = Command::new("kill").arg(pid.trim()).status();
-            }
-        }
-    }
-    let _stop = Stop(prefix.join("nginx.pid"));
+    // The daemon (its master, which its workers' group is) left ours.
+    let master: u32 = wait_for("nginx.pid", || {
+        std::fs::read_to_string(prefix.join("nginx.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    });
+    let _nginx = Detached::new(&[master]);
     let mut c = run_py(&dir, "client.py", &[&port.to_string(), "idle"]);
     assert_eq!(first_line(&mut c), "connected");
     let addr = format!("127.0.0.1:{port}");
@@ -407,16 +399,4 @@ fn nginx_workers_that_switch_user_are_listed() {
     assert_eq!(worker["local"], addr.as_str(), "{v}");
     let pid = worker["pid"].as_u64().unwrap() as u32;
     assert_eq!(listening(&v, pid).len(), 1, "the worker's listener: {v}");
-}
-
-fn effective_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
-        })
-        .and_then(|u| u.parse().ok())
-        .unwrap_or(u32::MAX)
 }

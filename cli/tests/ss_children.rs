@@ -6,26 +6,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
-use std::path::Path;
-
-fn ss(dir: &Path) -> Value {
-    let out = cli(&["ss", "--json", "--dir", dir.to_str().unwrap()], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("ss --json is JSON")
-}
-
-fn status_files(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .filter(|n| n.starts_with("status-"))
-        .collect()
-}
 
 /// More connections than a status file has entries (1022).
 const CONNECTIONS: &str = "1100";
@@ -51,15 +31,9 @@ fn fork_per_connection_children_leave_no_files() {
         &files[..files.len().min(8)]
     );
     assert_eq!(files.len(), 2, "{files:?}");
-    let v = ss(&dir);
+    let v = ss(&dir, &[]);
     assert_eq!(v["not_listed"], 0, "{v}");
-    let listeners: Vec<_> = v["sockets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["pid"] == server.pid() && s["state"] == "listening")
-        .collect();
-    assert_eq!(listeners.len(), 1, "{v}");
+    assert_eq!(listening(&v, server.pid()).len(), 1, "{v}");
 }
 
 /// Workers that switched user (they write into the master's file) and
@@ -74,30 +48,16 @@ fn entries_of_killed_workers_are_reused() {
     let mut master = run_py(&dir, "respawn.py", &[CONNECTIONS]);
     let mut out = Lines::of(&mut master);
     let port = out.words()[1].clone();
-    let mut client = run_py(&dir, "connect_each.py", &[&port, CONNECTIONS]);
+    let mut client = run_py(
+        &dir,
+        "connect_n.py",
+        &[&port, CONNECTIONS, "0123456789", "k"],
+    );
     assert_eq!(first_line(&mut client), format!("done {CONNECTIONS}"));
     assert_eq!(out.words(), ["spawned", CONNECTIONS]);
-    let v = ss(&dir);
+    let v = ss(&dir, &[]);
     assert_eq!(v["not_listed"], 0, "{v}");
-    let listeners = v["sockets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["pid"] == master.pid() && s["state"] == "listening")
-        .count();
-    assert_eq!(listeners, 1, "{v}");
-}
-
-fn effective_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
-        })
-        .and_then(|u| u.parse().ok())
-        .unwrap_or(u32::MAX)
+    assert_eq!(listening(&v, master.pid()).len(), 1, "{v}");
 }
 
 /// Sweeps (where a program makes its file, and at exit) look at up to 64

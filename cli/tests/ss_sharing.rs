@@ -6,28 +6,19 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
-use std::path::Path;
 use std::process::{Command, Stdio};
 
-fn ss(dir: &Path) -> Value {
-    let out = cli(&["ss", "--json", "--dir", dir.to_str().unwrap()], &[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("ss --json is JSON")
-}
-
-fn connections(v: &Value, pid: u32) -> Vec<Value> {
-    v["sockets"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|s| s["pid"] == pid && s["state"] != "listening")
-        .cloned()
-        .collect()
+/// `server` (a helper printing "port PORT", then "child PID" once its
+/// child has the connection) and a client that sent it 100000 bytes:
+/// (server, client, child).
+fn handed_to_a_child(dir: &std::path::Path, server: &str) -> (Background, Background, u32) {
+    let mut server = run_py(dir, server, &[]);
+    let mut out = Lines::of(&mut server);
+    let port = out.words()[1].clone();
+    let mut client = run_py(dir, "sender.py", &[&port]);
+    assert_eq!(first_line(&mut client), "sent 100000");
+    let child: u32 = out.words()[1].parse().unwrap();
+    (server, client, child)
 }
 
 /// The parent keeps a connection it handed to a child that read all
@@ -35,14 +26,8 @@ fn connections(v: &Value, pid: u32) -> Vec<Value> {
 #[test]
 fn queues_are_the_sockets_not_a_holders() {
     let dir = tmpdir("ss-keepfd");
-    let mut server = run_py(&dir, "keepfd_server.py", &[]);
-    let mut out = Lines::of(&mut server);
-    let port = out.words()[1].clone();
-    let mut client = run_py(&dir, "sender.py", &[&port]);
-    assert_eq!(first_line(&mut client), "sent 100000");
-    let child: u32 = out.words()[1].parse().unwrap();
-    let _others = Pids(vec![child]);
-    let v = ss(&dir);
+    let (server, client, child) = handed_to_a_child(&dir, "keepfd_server.py");
+    let v = ss(&dir, &[]);
     for pid in [server.pid(), child, client.pid()] {
         let c = connections(&v, pid);
         assert_eq!(c.len(), 1, "{v}");
@@ -56,14 +41,8 @@ fn queues_are_the_sockets_not_a_holders() {
 #[test]
 fn a_holders_shutdown_is_the_sockets() {
     let dir = tmpdir("ss-shutchild");
-    let mut server = run_py(&dir, "shutchild_server.py", &[]);
-    let mut out = Lines::of(&mut server);
-    let port = out.words()[1].clone();
-    let mut client = run_py(&dir, "sender.py", &[&port]);
-    assert_eq!(first_line(&mut client), "sent 100000");
-    let child: u32 = out.words()[1].parse().unwrap();
-    let _others = Pids(vec![child]);
-    let v = ss(&dir);
+    let (server, client, child) = handed_to_a_child(&dir, "shutchild_server.py");
+    let v = ss(&dir, &[]);
     for pid in [server.pid(), child] {
         assert_eq!(connections(&v, pid)[0]["state"], "half-closed", "{v}");
     }
@@ -90,36 +69,23 @@ fn another_users_entry_does_not_pair_with_ours() {
     let mut client = run_py(&dir, "client.py", &[&port, "idle"]);
     assert_eq!(first_line(&mut client), "connected");
     let before = wait_for("the client's connection", || {
-        let v = ss(&dir);
+        let v = ss(&dir, &[]);
         (connections(&v, client.pid()).len() == 1 && connections(&v, server.pid()).len() == 1)
             .then_some(v)
     });
-    let forger = Command::new(python())
-        .arg(helper("forge_peer.py"))
-        .arg(&dir)
-        .arg(client.pid().to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut forger = Background(forger);
+    let mut forger = Background::spawn(
+        Command::new(python())
+            .arg(helper("forge_peer.py"))
+            .arg(&dir)
+            .arg(client.pid().to_string())
+            .stdout(Stdio::piped()),
+    );
     assert_eq!(first_line(&mut forger), "wrote");
-    let after = ss(&dir);
+    let after = ss(&dir, &[]);
     for pid in [client.pid(), server.pid()] {
         let (b, a) = (&connections(&before, pid)[0], &connections(&after, pid)[0]);
         for k in ["state", "send_queue", "recv_queue"] {
             assert_eq!(b[k], a[k], "{k}: before {b}, after {a}");
         }
     }
-}
-
-fn effective_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
-        })
-        .and_then(|u| u.parse().ok())
-        .unwrap_or(u32::MAX)
 }

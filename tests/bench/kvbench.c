@@ -7,7 +7,7 @@
  *
  * Usage: kvbench [--tcp ADDR | --unix PATH] [--port P] [--conns N]
  *                [--pipeline P] [--secs S] [--warmup S] [--idle N]
- *                [--perf-ctl CTL,ACK]
+ *                [--perf-ctl CTL,ACK] [--reqs N]
  *   --tcp      IPv4 address to listen on and connect to (default 127.0.0.1)
  *   --unix     path of a Unix stream socket instead of TCP
  *   --port     TCP port (default 0: any free port)
@@ -25,6 +25,9 @@
  *              start of the timed part and disables them at its end, so a
  *              count of the whole fork tree covers exactly the requests in
  *              "reqs" (kv mode only)
+ *   --reqs     end the timed part after N replies (or at --secs, whichever
+ *              comes first): a fixed amount of work, for counting
+ *              instructions under callgrind (scripts/callgrind-kv.sh)
  *
  * Server: one thread, epoll (level-triggered), non-blocking sockets, an
  * open-addressing hash table. Client: one thread, epoll, --conns non-blocking
@@ -166,7 +169,7 @@ static void on_alarm(int sig)
 static void usage(void)
 {
     fprintf(stderr, "usage: kvbench [--tcp ADDR | --unix PATH] [--port P] [--conns N] [--pipeline P] "
-                    "[--secs S] [--warmup S] [--idle N] [--perf-ctl CTL,ACK]\n");
+                    "[--secs S] [--warmup S] [--idle N] [--perf-ctl CTL,ACK] [--reqs N]\n");
     exit(2);
 }
 
@@ -658,6 +661,8 @@ struct cconn {
 static int cep; /* the client's epoll fd */
 static int issuing;
 static uint64_t replies, in_flight, gets, sets;
+static uint64_t reqs_limit;   /* --reqs (0: none) */
+static uint64_t stop_replies; /* cloop with a deadline also ends here (0: never) */
 
 static uint64_t key_of(int idx, int k)
 {
@@ -801,7 +806,7 @@ static void cloop(double until)
     struct epoll_event evs[MAXEV];
     for (;;) {
         double t = now();
-        if (until ? t >= until : in_flight == 0)
+        if (until ? t >= until || (stop_replies && replies >= stop_replies) : in_flight == 0)
             return;
         int ms = until ? (int)((until - t) * 1000) + 1 : 1000;
         int n = epoll_wait(cep, evs, MAXEV, ms);
@@ -886,7 +891,9 @@ static void kv_client(int p)
     ctl(CTL_START, 0);
     double c0 = cpu_now(), t0 = now();
     uint64_t r0 = replies;
+    stop_replies = reqs_limit ? r0 + reqs_limit : 0;
     cloop(t0 + secs);
+    stop_replies = 0;
     double t1 = now(), c1 = cpu_now();
     uint64_t r1 = replies;
     struct end_report er;
@@ -1061,6 +1068,11 @@ int main(int argc, char **argv)
         } else if (!strcmp(a, "--idle")) {
             if (!positive(v, &idle))
                 usage();
+        } else if (!strcmp(a, "--reqs")) {
+            int r;
+            if (!positive(v, &r))
+                usage();
+            reqs_limit = (uint64_t)r;
         } else if (!strcmp(a, "--secs"))
             secs = strtod(v, &endp);
         else if (!strcmp(a, "--warmup"))

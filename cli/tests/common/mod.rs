@@ -1,10 +1,19 @@
 //! Helpers for the shmnet CLI's tests: the built binary and library, the
-//! real python3, private directories, processes killed on drop.
+//! real python3, private directories, processes killed on drop (`procs`),
+//! `shmnet ss --json` and its entries (`ss`).
 #![allow(dead_code)]
+
+mod procs;
+mod ss;
+
+#[allow(unused_imports)]
+pub use procs::{Background, Detached};
+#[allow(unused_imports)]
+pub use ss::*;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -60,46 +69,40 @@ pub fn tmpdir(name: &str) -> PathBuf {
     d
 }
 
-/// A process killed (SIGKILL) and reaped on drop.
-pub struct Background(pub Child);
-
-impl Background {
-    pub fn pid(&self) -> u32 {
-        self.0.id()
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `shmnet run --dir DIR -- python3 SCRIPT ARGS...`, stdout piped.
+/// Killed with all it forked when the test ends (see `procs`).
 pub fn run_py(dir: &Path, script: &str, args: &[&str]) -> Background {
-    let child = Command::new(shmnet())
-        .env("SHMNET_LIB", lib())
-        .arg("run")
-        .arg("--dir")
-        .arg(dir)
-        .arg("--")
-        .arg(python())
-        .arg(helper(script))
-        .args(args)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("shmnet run");
-    Background(child)
+    Background::spawn(
+        Command::new(shmnet())
+            .env("SHMNET_LIB", lib())
+            .arg("run")
+            .arg("--dir")
+            .arg(dir)
+            .arg("--")
+            .arg(python())
+            .arg(helper(script))
+            .args(args)
+            .stdout(Stdio::piped()),
+    )
 }
 
 /// Reads one line of a child's stdout.
 pub fn first_line(b: &mut Background) -> String {
     use std::io::BufRead;
-    let out = b.0.stdout.take().expect("piped stdout");
     let mut line = String::new();
-    std::io::BufReader::new(out).read_line(&mut line).unwrap();
+    std::io::BufReader::new(b.take_stdout())
+        .read_line(&mut line)
+        .unwrap();
     line.trim().to_owned()
+}
+
+/// The second word of a child's first line ("port 4242": the port).
+pub fn first_line_word(b: &mut Background) -> String {
+    first_line(b)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_else(|| panic!("no second word in the helper's first line"))
+        .to_owned()
 }
 
 /// `shmnet ARGS...` with the built library.
@@ -132,9 +135,7 @@ pub struct Lines(std::io::BufReader<std::process::ChildStdout>);
 
 impl Lines {
     pub fn of(b: &mut Background) -> Lines {
-        Lines(std::io::BufReader::new(
-            b.0.stdout.take().expect("piped stdout"),
-        ))
+        Lines(std::io::BufReader::new(b.take_stdout()))
     }
 
     /// The next line's words (panics at the end of the output).
@@ -147,16 +148,24 @@ impl Lines {
     }
 }
 
-/// Processes that are not our children (a server's forked workers, a
-/// daemon), killed (SIGKILL) on drop.
-#[derive(Default)]
-pub struct Pids(pub Vec<u32>);
+/// The effective uid of this test process (from /proc: no unsafe).
+pub fn effective_uid() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(str::to_owned))
+        })
+        .and_then(|u| u.parse().ok())
+        .unwrap_or(u32::MAX)
+}
 
-impl Drop for Pids {
-    fn drop(&mut self) {
-        for &pid in &self.0 {
-            // SAFETY: kill(2) on a pid of a process this test started.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    }
+/// The names of the status files in `dir`.
+pub fn status_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.starts_with("status-"))
+        .collect()
 }

@@ -154,6 +154,11 @@ pub(crate) fn replacing_image() {
     crate::platform::status::before_exec();
 }
 
+/// The exec family returned: it failed, this image goes on.
+pub(crate) fn exec_returned() {
+    crate::platform::status::exec_failed();
+}
+
 pub(crate) fn execve(
     _path: *const c_char,
     _argv: *const *const c_char,

@@ -282,7 +282,13 @@ fn open_or_create(path: &Path) -> Result<OwnedFd, Problem> {
     let result = match open() {
         Err(Errno::NOENT) => {
             match rustix::fs::mkdirat(&parent_fd, name, Mode::RWXU) {
-                Ok(()) | Err(Errno::EXIST) => {}
+                // 0700 whatever the umask (0777 made it d---------, which
+                // its user could not open). By name: we cannot open it
+                // before; it is checked once opened (O_NOFOLLOW).
+                Ok(()) => {
+                    let _ = rustix::fs::chmodat(&parent_fd, name, Mode::RWXU, AtFlags::empty());
+                }
+                Err(Errno::EXIST) => {}
                 Err(e) => return Err(Problem::Create(e)),
             }
             open()

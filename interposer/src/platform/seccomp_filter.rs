@@ -172,6 +172,7 @@ const PLAIN_CALLS: &[i64] = &[
     libc::SYS_clock_gettime,
     libc::SYS_nanosleep,
     libc::SYS_getpid,
+    libc::SYS_getppid,
     libc::SYS_gettid,
     libc::SYS_geteuid,
     libc::SYS_getegid,

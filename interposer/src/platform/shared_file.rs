@@ -69,12 +69,17 @@ impl Retry {
 
     /// Whether this caller may try now (one caller a second).
     pub(crate) fn due(&self) -> bool {
+        self.due_every(1000)
+    }
+
+    /// Whether this caller may try now (one caller every `ms`).
+    pub(crate) fn due_every(&self, ms: u64) -> bool {
         let now = now_ms();
         let next = self.0.load(Ordering::Relaxed);
         now >= next
             && self
                 .0
-                .compare_exchange(next, now + 1000, Ordering::Relaxed, Ordering::Relaxed)
+                .compare_exchange(next, now + ms, Ordering::Relaxed, Ordering::Relaxed)
                 .is_ok()
     }
 }

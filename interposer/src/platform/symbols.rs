@@ -220,16 +220,20 @@ macro_rules! hooked_symbols {
     // carriers first (`process::exec`). Each entry point, since glibc's
     // execl/execvp/system/popen/posix_spawn exec through its internal
     // execve; the variadic execl, execlp and execle are trampolines below.
+    // (A return is a failure: the image's status entries are shown again.)
     fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char)
-        -> c_int => process::execve;
-    fn execv(path: *const c_char, argv: *const *const c_char) -> c_int => process::execv;
-    fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int => process::execv;
+        -> c_int => process::execve, fresh |_| process::exec_returned();
+    fn execv(path: *const c_char, argv: *const *const c_char) -> c_int => process::execv,
+        fresh |_| process::exec_returned();
+    fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int => process::execv,
+        fresh |_| process::exec_returned();
     fn execvpe(file: *const c_char, argv: *const *const c_char, envp: *const *const c_char)
-        -> c_int => process::execve;
+        -> c_int => process::execve, fresh |_| process::exec_returned();
     fn fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int
-        => process::fexecve;
+        => process::fexecve, fresh |_| process::exec_returned();
     fn execveat(dirfd: c_int, path: *const c_char, argv: *const *const c_char,
-        envp: *const *const c_char, flags: c_int) -> c_int => process::execveat;
+        envp: *const *const c_char, flags: c_int) -> c_int => process::execveat,
+        fresh |_| process::exec_returned();
     fn posix_spawn(pid: *mut pid_t, path: *const c_char,
         actions: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t,
         argv: *const *mut c_char, envp: *const *mut c_char) -> c_int => process::posix_spawn;

@@ -49,6 +49,7 @@ impl Waiting {
             .collect();
         let mut sliced = false;
         for (_, s) in &conns {
+            conn(s).status_waited();
             sliced |= conn(s).add_waiter();
         }
         Waiting {

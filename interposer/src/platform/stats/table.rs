@@ -278,6 +278,22 @@ pub(crate) fn alive(pid: u32) -> bool {
 /// Process `pid`'s start time (`/proc/PID/stat` field 22, clock ticks after
 /// boot): with the pid, it names one process.
 pub(crate) fn proc_start(pid: u32) -> Option<u64> {
+    proc_stat(pid, parse_start)
+}
+
+/// Whether process `pid` runs (not a zombie: a zombie's sockets are closed)
+/// and started at `start`.
+pub(crate) fn running(pid: u32, start: u64) -> bool {
+    alive(pid)
+        && proc_stat(pid, |stat| {
+            let close = stat.iter().rposition(|&b| b == b')')?;
+            let state = stat.get(close + 2).copied()?;
+            Some(!matches!(state, b'Z' | b'X') && parse_start(stat) == Some(start))
+        }) == Some(true)
+}
+
+/// `/proc/PID/stat`, read into a buffer and given to `parse`.
+fn proc_stat<T>(pid: u32, parse: impl FnOnce(&[u8]) -> Option<T>) -> Option<T> {
     let path = format!("/proc/{pid}/stat");
     let fd = rustix::fs::openat(
         rustix::fs::CWD,
@@ -296,7 +312,7 @@ pub(crate) fn proc_start(pid: u32) -> Option<u64> {
             Err(_) => return None,
         }
     }
-    parse_start(&buf[..len])
+    parse(&buf[..len])
 }
 
 /// Field 22 of a `/proc/PID/stat` line (the command name, field 2, may hold

@@ -40,9 +40,12 @@ static HINT: AtomicUsize = AtomicUsize::new(0);
 /// Frees the entries of `table` in use by processes that are gone (not
 /// `me`); how many. The state and pid words are swapped together (one
 /// 64-bit word), so an entry freed and claimed again by a live process
-/// meanwhile is left alone.
+/// meanwhile is left alone. Each process is looked at once (a full file is
+/// mostly a few live workers' entries: a look per entry was thousands of
+/// system calls).
 fn reclaim(table: &Table, me: u32) -> usize {
     let mut freed = 0;
+    let mut seen_procs: Vec<(u32, u64, bool)> = Vec::new();
     for i in 0..ENTRIES {
         let off = Table::entry_at(i);
         let (Some(word), Some(start)) = (table.u64_at(off + E_STATE), table.u64_at(off + E_START))
@@ -54,7 +57,21 @@ fn reclaim(table: &Table, me: u32) -> usize {
         if state == FREE || state == FILLING || owner == me || owner == 0 {
             continue;
         }
-        if is_live(owner, start.load(Ordering::Relaxed)) {
+        let start = start.load(Ordering::Relaxed);
+        let live = match seen_procs
+            .iter()
+            .find(|(p, s, _)| *p == owner && *s == start)
+        {
+            Some(&(_, _, live)) => live,
+            None => {
+                let live = is_live(owner, start);
+                if seen_procs.len() < 4096 {
+                    seen_procs.push((owner, start, live));
+                }
+                live
+            }
+        };
+        if live {
             continue;
         }
         let free = 0; // FREE, pid 0
@@ -66,6 +83,31 @@ fn reclaim(table: &Table, me: u32) -> usize {
         }
     }
     freed
+}
+
+/// Free entries a claim that may make system calls keeps for those that
+/// may not (a forked child's first data call looks for no dead process:
+/// a fork-per-connection server's children that left with `_exit` fill the
+/// file with entries only a look at /proc can free).
+const RESERVE: usize = ENTRIES / 4;
+
+/// With fewer than `RESERVE` entries free, frees those of processes that
+/// are gone (looked at no more than every 100 ms).
+fn keep_reserve(table: &Table, me: u32) {
+    static LOOK: crate::platform::shared_file::Retry = crate::platform::shared_file::Retry::new();
+    if !LOOK.due_every(100) {
+        return;
+    }
+    let free = (0..ENTRIES)
+        .filter(|&i| {
+            table
+                .u32_at(Table::entry_at(i) + E_STATE)
+                .is_some_and(|s| s.load(Ordering::Relaxed) == FREE)
+        })
+        .count();
+    if free < RESERVE && reclaim(table, me) > 0 {
+        HINT.store(0, Ordering::Relaxed);
+    }
 }
 
 const _: () = assert!(
@@ -85,6 +127,9 @@ impl Entry {
     /// Claims a free entry of `table` for the process `(pid, start)` and
     /// publishes `what` in it: counters from `seed` (sent, received: the
     /// ring's totals, for a socket in use before), flags `flags`.
+    /// `may_look`: when full, entries of processes that are gone may be
+    /// looked for (system calls: never on a data call).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn claim(
         table: &'static Table,
         pid: u32,
@@ -93,8 +138,12 @@ impl Entry {
         fd: u32,
         flags: u32,
         seed: (u64, u64),
+        may_look: bool,
     ) -> Option<Entry> {
         if let Some(e) = Self::claim_free(table, pid, start, what, fd, flags, seed) {
+            if may_look {
+                keep_reserve(table, pid);
+            }
             return Some(e);
         }
         // Full: entries of processes that are gone (killed, or left with
@@ -102,14 +151,11 @@ impl Entry {
         // once a second.
         static RECLAIM: crate::platform::shared_file::Retry =
             crate::platform::shared_file::Retry::new();
-        if RECLAIM.due() && reclaim(table, pid) > 0 {
+        if may_look && RECLAIM.due() && reclaim(table, pid) > 0 {
             HINT.store(0, Ordering::Relaxed);
             if let Some(e) = Self::claim_free(table, pid, start, what, fd, flags, seed) {
                 return Some(e);
             }
-        }
-        if let Some(w) = table.u32_at(H_OVERFLOW) {
-            w.fetch_add(1, Ordering::Relaxed);
         }
         None
     }
@@ -232,6 +278,13 @@ impl Entry {
     pub(super) fn set_fd(&self, fd: u32) {
         if let Some(w) = self.u32(E_FD) {
             let _ = w.compare_exchange(u32::MAX, fd, Ordering::Relaxed, Ordering::Relaxed);
+        }
+    }
+
+    /// The fd shown becomes `new` if it was `old`.
+    pub(super) fn replace_fd(&self, old: u32, new: u32) {
+        if let Some(w) = self.u32(E_FD) {
+            let _ = w.compare_exchange(old, new, Ordering::Relaxed, Ordering::Relaxed);
         }
     }
 

@@ -14,17 +14,22 @@
 //! slow paths set flags (half-closed, end of stream seen, asleep waiting).
 //! An entry carries the socket's identity (a connection's segment, a
 //! listener's inodes) and its process's pid and start time; the reader
-//! shows only entries of live processes. A forked child makes a file of
-//! its own at its first claim (its parent may exit), or, if it cannot (it
-//! dropped the privileges to write the directory), writes into the file it
-//! inherited. Before an exec the process hides its entries (the new
-//! program image publishes what it adopts in a file of its own, with the
-//! ring's totals); at exit the creator removes its file when no other
-//! process uses it; the reader removes the files of processes that are
-//! gone.
+//! shows only entries of live processes. A forked child claims in the file
+//! it inherited, and makes one of its own where it makes a socket if that
+//! file's creator is gone or exiting or the file is full (never on a data
+//! call: a claim there makes no system call, since a seccomp filter the
+//! library did not see may forbid it). Before an exec the process hides
+//! its entries (the new program image publishes what it adopts in a file
+//! of its own, with the ring's totals, and removes the earlier image's; a
+//! failed exec shows them again); at exit the creator removes its file
+//! when no other process uses it; the reader removes the files of
+//! processes that are gone.
 //!
 //! The file is written by processes of one user and read by tools that
 //! treat it as hostile: nothing here reads back more than its own words.
+// The data path's calls compiled out (the benchmark baseline) leave the
+// counting methods unused.
+#![cfg_attr(shmnet_no_status_counters, allow(dead_code))]
 #![deny(unsafe_code)]
 
 mod entry;
@@ -52,35 +57,81 @@ pub(crate) const WAIT_WRITE: u32 = 32;
 pub(crate) const EXECING: u32 = 64;
 
 /// The process's claim of an entry for `what` (None: no table, or full).
-/// A forked child claims in the file it inherited while its creator is
-/// not exiting (a fork-per-connection server's children leave no file of
-/// their own); once the creator exits (it sets `H_CLOSING`, then looks
-/// for other processes' entries, and keeps its file if it sees one), a
-/// child that finds the flag after its claim makes a file of its own.
-fn claim(what: &What, fd: u32, flags: u32, totals: impl Fn() -> (u64, u64)) -> Option<Entry> {
+/// `files`: the caller may make system calls a sandbox could forbid (it
+/// makes a socket, or accepts one: it does such work anyway); a data call
+/// (send, recv, a wait, a flag) may not — a program may have installed a
+/// seccomp filter with the raw seccomp() call, which the library does not
+/// see, since it last did — so there the claim is only loads and stores in
+/// a file already mapped (the pid and start time were read in the fork
+/// handler), or nothing.
+///
+/// A forked child claims in the file it inherited while its creator lives
+/// and is not exiting (a fork-per-connection server's children leave no
+/// file of their own); once the creator exits (it sets `H_CLOSING`, then
+/// looks for other processes' entries, and keeps its file if it sees one),
+/// a child that finds the flag after its claim makes a file of its own.
+/// So does a child whose inherited file is full (pre-forked workers that
+/// together hold more sockets than one file has entries).
+fn claim(
+    what: &What,
+    fd: u32,
+    flags: u32,
+    totals: impl Fn() -> (u64, u64),
+    files: bool,
+) -> Option<Entry> {
     if crate::platform::sandbox::active() {
         return None; // new sockets fail there anyway (`sandbox`)
     }
-    let (pid, start) = (my_pid(), my_start());
-    let table = table_here()?;
-    let e = Entry::claim(table, pid, start, what, fd, flags, totals())?;
-    if table.creator == pid {
+    let pid = my_pid();
+    let start = my_start(files)?;
+    let table = if files { table_here()? } else { TABLE.get()? };
+    let Some(e) = Entry::claim(table, pid, start, what, fd, flags, totals(), files) else {
+        // Full. A forked child makes a file of its own where it may.
+        let own = (files && table.creator != pid)
+            .then(own_table)
+            .flatten()
+            .filter(|own| !std::ptr::eq(*own, table));
+        let e = own.and_then(|own| Entry::claim(own, pid, start, what, fd, flags, totals(), files));
+        if e.is_none() {
+            table.count_overflow();
+        }
+        return e;
+    };
+    if table.creator == pid || !files {
         return Some(e);
     }
     // Our claim (a locked compare-exchange) is before this load; the
     // creator's flag store is before its scan of the entries: one of us
     // sees the other.
     std::sync::atomic::fence(Ordering::SeqCst);
-    if !table.closing() {
+    if !table.closing() && creator_runs(table) {
         return Some(e);
     }
     match own_table() {
         Some(own) => {
             e.free();
-            Entry::claim(own, pid, start, what, fd, flags, totals())
+            let again = Entry::claim(own, pid, start, what, fd, flags, totals(), files);
+            if again.is_none() {
+                own.count_overflow();
+            }
+            again
         }
         None => Some(e),
     }
+}
+
+/// Whether the creator of `t` still runs, looked at after our claim. A
+/// creator that left without marking its file closing (`_exit`, killed)
+/// may have had its file removed by `shmnet ss` or a sweep that saw no
+/// live entry in it before our claim (a daemon's first accept after its
+/// parent's `_exit`): then we use a file of our own. A file looked at
+/// after our claim shows it, and is kept. Our parent runs (a process's
+/// children are handed to a reaper when it exits, before it is a zombie:
+/// one system call); another creator is looked up, a zombie counted as
+/// gone, as `shmnet ss` counts it.
+fn creator_runs(t: &table::Table) -> bool {
+    let parent = rustix::process::getppid().map_or(0, |p| p.as_raw_nonzero().get() as u32);
+    t.creator == parent || crate::platform::stats::running(t.creator, t.creator_start())
 }
 
 /// A connection carried by shared memory, made by this process (`seed`:
@@ -117,25 +168,36 @@ pub(crate) fn listener(local: SocketAddr, tcp_ino: u64, rendezvous: [u64; 2]) ->
 
 /// Before this process image is replaced by exec: hide its entries (the
 /// next image publishes the connections it adopts itself, in a file of its
-/// own) and remove its file unless a forked child's entries are in it (the
-/// next image's file takes the name back: a process that execs again and
-/// again keeps one). A failed exec leaves them hidden.
+/// own, and removes this image's file then: `table::remove_earlier_images`).
+/// The file stays meanwhile: a failed exec shows them again
+/// (`exec_failed`), and forked children go on using it.
 pub(crate) fn before_exec() {
+    set_execing(true);
+}
+
+/// The exec family returned (it failed): the entries hidden before are
+/// this image's again.
+pub(crate) fn exec_failed() {
+    set_execing(false);
+}
+
+fn set_execing(on: bool) {
     let pid = my_pid();
-    if let Some(t) = TABLE.get().filter(|t| t.creator == pid) {
-        if !crate::platform::sandbox::active() {
-            for_own_entries(t, pid, |_, flags| {
-                if let Some(f) = flags {
-                    f.fetch_or(EXECING, Ordering::Relaxed);
-                }
-            });
-            release(t, pid);
-        }
+    // A vfork child runs in its parent's memory, with its parent's pid
+    // cached (no fork handler ran): the entries are not its own.
+    if !crate::platform::sandbox::active()
+        && rustix::process::getpid().as_raw_nonzero().get() as u32 != pid
+    {
+        return;
     }
     for table in [TABLE.get(), INHERITED.get()].into_iter().flatten() {
         for_own_entries(table, pid, |_, flags| {
             if let Some(f) = flags {
-                f.fetch_or(EXECING, Ordering::Relaxed);
+                if on {
+                    f.fetch_or(EXECING, Ordering::Relaxed);
+                } else {
+                    f.fetch_and(!EXECING, Ordering::Relaxed);
+                }
             }
         });
     }
@@ -240,12 +302,15 @@ const SWEEP_MAX: usize = 64;
 /// made now (`own_table`); the inherited one if that cannot be made.
 fn table_here() -> Option<&'static Table> {
     match TABLE.get() {
-        Some(t) if t.creator == my_pid() || !t.closing() => Some(t),
+        Some(t) if t.creator == my_pid() => Some(t),
+        // (A creator killed set no flag; its file goes in the next sweep.)
+        Some(t) if !t.closing() && crate::platform::stats::alive(t.creator) => Some(t),
         _ => own_table().or(TABLE.get()),
     }
 }
 
-/// The process's own table, made on first need; one attempt a second
+/// The process's own table, made on first need (never on a data call:
+/// `claim`); one attempt a second
 /// while it cannot be made. A child that switched user uses the
 /// inherited table (a worker that dropped the privileges to write the
 /// directory still has its parent's file mapped).
@@ -269,11 +334,14 @@ fn own_table() -> Option<&'static Table> {
     };
     let made = dir.and_then(|dir| {
         let pidns = pid_namespace();
+        let start = my_start(true).unwrap_or(0);
         if current.is_none() {
-            // (Not in a forked child: its family's first file swept.)
+            // (Not in a forked child: its family's first file swept, and
+            // the files of this process's images before exec.)
+            table::remove_earlier_images(&dir, me, start);
             table::sweep(&dir, pidns, SWEEP_MAX);
         }
-        table::create(dir, me, my_start(), pidns)
+        table::create(dir, me, start, pidns)
             .map_err(|e| log!(debug, "status file not made: {e}"))
             .ok()
     })?;
@@ -287,15 +355,20 @@ fn own_table() -> Option<&'static Table> {
 
 /// `(fork generation + 1) << 32 | pid`, as last looked up.
 static PID_KEY: AtomicU64 = AtomicU64::new(0);
-/// Likewise for the start time: the key it was read under, then the value.
-static START_KEY: AtomicU64 = AtomicU64::new(0);
+/// The start time, and the pid it was read for (0: none yet).
+static START_PID: AtomicU32 = AtomicU32::new(0);
 static START: AtomicU64 = AtomicU64::new(0);
 
-/// In the atfork handlers, after the generation advanced: the pid is looked
-/// up now, before the program may sandbox itself (seccomp), not on the
-/// data path later.
+/// In the atfork handlers, after the generation advanced: the pid, and in
+/// a child of a process that publishes, its start time, are looked up now,
+/// before the program may sandbox itself (seccomp), not on a data call
+/// later (a filter installed with the raw seccomp() call, which the
+/// library does not see, may forbid the open of /proc/self/stat).
 pub(crate) fn after_fork() {
     let _ = my_pid();
+    if TABLE.get().is_some() {
+        let _ = my_start(true);
+    }
 }
 
 /// This process's pid: a system call only once per fork generation (in
@@ -317,17 +390,20 @@ fn my_pid() -> u32 {
 }
 
 /// This process's start time (`/proc/self/stat` field 22), read once per
-/// process.
-fn my_start() -> u64 {
+/// process (`after_fork` in a forked child); None if not known yet and
+/// `read` is false (a data call opens nothing).
+fn my_start(read: bool) -> Option<u64> {
     let pid = my_pid();
-    let key = PID_KEY.load(Ordering::Relaxed);
-    if START_KEY.load(Ordering::Acquire) == key {
-        return START.load(Ordering::Relaxed);
+    if pid != 0 && START_PID.load(Ordering::Acquire) == pid {
+        return Some(START.load(Ordering::Relaxed));
+    }
+    if !read || pid == 0 {
+        return None;
     }
     let start = crate::platform::stats::proc_start(pid).unwrap_or(0);
     START.store(start, Ordering::Relaxed);
-    START_KEY.store(key, Ordering::Release);
-    start
+    START_PID.store(pid, Ordering::Release);
+    Some(start)
 }
 
 /// The inode of our pid namespace: a reader in another one cannot judge

@@ -116,7 +116,7 @@ impl Published {
             current: AtomicPtr::new(std::ptr::null_mut()),
         };
         // (No other thread has the socket yet: the seed is exact.)
-        p.claim_here(SENT | RECEIVED, || seed);
+        p.claim_here(SENT | RECEIVED, || seed, true);
         p
     }
 
@@ -150,7 +150,7 @@ impl Published {
     pub(crate) fn sent(&self, n: usize, totals: impl Fn() -> (u64, u64)) {
         if let Some(c) = self.here() {
             c.sent(n, totals);
-        } else if let Some((c, false)) = self.claim_here(SENT, &totals) {
+        } else if let Some((c, false)) = self.claim_here(SENT, &totals, false) {
             c.sent(n, totals);
         }
     }
@@ -160,7 +160,7 @@ impl Published {
     pub(crate) fn received(&self, n: usize, totals: impl Fn() -> (u64, u64)) {
         if let Some(c) = self.here() {
             c.received(n, totals);
-        } else if let Some((c, false)) = self.claim_here(RECEIVED, &totals) {
+        } else if let Some((c, false)) = self.claim_here(RECEIVED, &totals, false) {
             c.received(n, totals);
         }
     }
@@ -169,7 +169,17 @@ impl Published {
     /// listener): publish it under this process if not yet.
     pub(crate) fn use_here(&self, totals: impl Fn() -> (u64, u64)) {
         if self.here().is_none() {
-            self.claim_here(0, totals);
+            self.claim_here(0, totals, true);
+        }
+    }
+
+    /// This process waits for the socket (poll, select, epoll_ctl: a
+    /// forked child handed a connection may only wait on it for a while):
+    /// publish it under this process if not yet, without a system call.
+    #[inline]
+    pub(crate) fn waited_here(&self, totals: impl Fn() -> (u64, u64)) {
+        if self.here().is_none() {
+            self.claim_here(0, totals, false);
         }
     }
 
@@ -184,14 +194,38 @@ impl Published {
         }
     }
 
+    /// The application's number `fd` for the socket is closed (or another
+    /// file put there): the number shown becomes `next`, another of its
+    /// numbers, if `fd` was the one shown (after dup2 and close the row
+    /// named a closed fd).
+    pub(crate) fn fd_gone(&self, fd: i32, next: Option<i32>) {
+        let next = next.map_or(u32::MAX, |n| n as u32);
+        if self
+            .fd
+            .compare_exchange(fd as u32, next, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+            || next == u32::MAX
+        {
+            return;
+        }
+        if let Some(Some(e)) = self.here().map(|c| &c.entry) {
+            e.replace_fd(fd as u32, next);
+        }
+    }
+
     /// Sets flags: the socket's own (`SOCKET_FLAGS`, kept for a later
     /// claim) and this process's (waiting), claiming an entry here first.
     pub(crate) fn set_flags(&self, bits: u32, totals: impl Fn() -> (u64, u64)) {
-        self.flags.fetch_or(bits & SOCKET_FLAGS, Ordering::Relaxed);
+        let socket_bits = bits & SOCKET_FLAGS;
+        // (A read-modify-write only when a bit changes: a blocking read
+        // sets and clears WAIT_READ, a process flag, at every sleep.)
+        if self.flags.load(Ordering::Relaxed) & socket_bits != socket_bits {
+            self.flags.fetch_or(socket_bits, Ordering::Relaxed);
+        }
         let entry = match self.here() {
             Some(c) => c.entry.as_ref(),
             None => self
-                .claim_here(0, totals)
+                .claim_here(0, totals, false)
                 .and_then(|(c, _)| c.entry.as_ref()),
         };
         if let Some(e) = entry {
@@ -201,7 +235,9 @@ impl Published {
 
     /// Clears flags of this process's entry (none is claimed for it).
     pub(crate) fn clear_flags(&self, bits: u32) {
-        self.flags.fetch_and(!bits, Ordering::Relaxed);
+        if self.flags.load(Ordering::Relaxed) & bits != 0 {
+            self.flags.fetch_and(!bits, Ordering::Relaxed);
+        }
         if let Some(Some(e)) = self.here().map(|c| &c.entry) {
             e.clear_flags(bits);
         }
@@ -210,10 +246,16 @@ impl Published {
     /// The slow path: this process's claim, made now if it has none; with
     /// whether it was made now by this call (its counters are the ring's
     /// totals, the caller's bytes included). `exact`: the directions whose
-    /// lock the caller holds (their totals are exact now).
+    /// lock the caller holds (their totals are exact now); `files`: whether
+    /// the caller may make system calls (`status::claim`).
     #[cold]
     #[inline(never)]
-    fn claim_here(&self, exact: u32, totals: impl Fn() -> (u64, u64)) -> Option<(&Claim, bool)> {
+    fn claim_here(
+        &self,
+        exact: u32,
+        totals: impl Fn() -> (u64, u64),
+        files: bool,
+    ) -> Option<(&Claim, bool)> {
         if let Some(c) = self.here() {
             return Some((c, false));
         }
@@ -223,7 +265,7 @@ impl Published {
         }
         let fd = self.fd.load(Ordering::Relaxed);
         let flags = self.flags.load(Ordering::Relaxed);
-        let entry = super::claim(&self.what, fd, flags, totals);
+        let entry = super::claim(&self.what, fd, flags, totals, files);
         let fresh = Box::into_raw(Box::new(Claim {
             pid: me,
             entry,

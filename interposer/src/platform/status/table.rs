@@ -103,6 +103,13 @@ impl Table {
         }
     }
 
+    /// A socket found no free entry (not listed).
+    pub(crate) fn count_overflow(&self) {
+        if let Some(w) = self.u32_at(H_OVERFLOW) {
+            w.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The creator's start time (from the header we wrote).
     pub(crate) fn creator_start(&self) -> u64 {
         self.u64_at(H_START)
@@ -199,7 +206,9 @@ pub(crate) fn create(
         }
     }
     let fd = opened?;
-    let base = match prepare(&fd) {
+    // 0600 whatever the umask (0777 made it 0000: unreadable by its
+    // user's `shmnet ss`).
+    let base = match rustix::fs::fchmod(&fd, Mode::RUSR | Mode::WUSR).and_then(|()| prepare(&fd)) {
         Ok(base) => base,
         Err(e) => {
             let _ = dir.unlink(&tmp);
@@ -215,10 +224,17 @@ pub(crate) fn create(
         dir: dir.clone(),
     };
     table.init_header(pid, dir.euid(), start, pidns);
-    for k in 0..8 {
+    for k in 0..12 {
         let name = match k {
             0 => format!("status-{pid}-{start}"),
-            k => format!("status-{pid}-{start}.{k}"),
+            1..8 => format!("status-{pid}-{start}.{k}"),
+            // Taken (in a shared sticky directory another user may make
+            // the names above ahead: pid and start time are public): a
+            // suffix not known ahead.
+            _ => {
+                let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+                format!("status-{pid}-{start}.{}{:09}", 8 + t.tv_sec, t.tv_nsec)
+            }
         };
         match dir.publish(&tmp, &name) {
             Ok(()) => {
@@ -268,6 +284,7 @@ fn prepare(fd: &OwnedFd) -> Result<NonNull<u8>, Errno> {
 /// starts at a rotating place among the names, so that successive sweeps
 /// get through a directory of many live files.
 pub(crate) fn sweep(dir: &Dir, pidns: u64, max: usize) {
+    sweep_private(dir, max);
     let mut names = dir.names("status-", SWEEP_NAMES);
     if names.len() > max {
         let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
@@ -285,28 +302,11 @@ pub(crate) fn sweep(dir: &Dir, pidns: u64, max: usize) {
         let Ok(fd) = dir.open(&name, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()) else {
             continue;
         };
-        let mut buf = vec![0u8; FILE_BYTES];
-        let mut len = 0;
-        while len < buf.len() {
-            match rustix::io::read(&fd, &mut buf[len..]) {
-                Ok(0) => break,
-                Ok(n) => len += n,
-                Err(Errno::INTR) => continue,
-                Err(_) => break,
-            }
-        }
-        let word32 = |off: usize| {
-            buf.get(off..off + 4)
-                .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        let Some(buf) = read_whole(&fd) else {
+            continue; // not ours to judge
         };
-        let word64 = |off: usize| {
-            buf.get(off..off + 8).map_or(0, |b| {
-                let mut w = [0u8; 8];
-                w.copy_from_slice(b);
-                u64::from_ne_bytes(w)
-            })
-        };
-        if len != FILE_BYTES || buf.get(..8) != Some(&MAGIC[..]) || word64(H_PIDNS) != pidns {
+        let (word32, word64) = (|o| word32_of(&buf, o), |o| word64_of(&buf, o));
+        if word64(H_PIDNS) != pidns {
             continue; // not ours to judge
         }
         let in_use = (0..ENTRIES).any(|i| {
@@ -317,6 +317,94 @@ pub(crate) fn sweep(dir: &Dir, pidns: u64, max: usize) {
             let _ = dir.unlink(&name);
         }
     }
+}
+
+/// Removes the private names (`.status-<pid>-<time>.tmp`) of processes
+/// that are gone: a process killed while it made its file (after the
+/// open, before the rename) left one. A live pid's are left alone (its
+/// creation may be under way), and any made in the last minute (a process
+/// of another pid namespace sharing the directory may be making it).
+fn sweep_private(dir: &Dir, max: usize) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    for name in dir.names(".status-", max) {
+        if !dir.stat(&name).is_ok_and(|st| {
+            #[allow(clippy::unnecessary_cast)] // st_mtime's type differs between architectures
+            let made = st.st_mtime as i64;
+            made < now - 60
+        }) {
+            continue;
+        }
+        let pid = name
+            .strip_prefix(".status-")
+            .and_then(|r| r.strip_suffix(".tmp"))
+            .and_then(|r| r.split_once('-'))
+            .and_then(|(pid, _)| pid.parse::<u32>().ok());
+        if pid.is_some_and(|p| !crate::platform::stats::alive(p)) {
+            let _ = dir.unlink(&name);
+        }
+    }
+}
+
+/// Removes the files an earlier image of this process (before an exec)
+/// made, `status-<pid>-<start>[.<k>]` not ours, unless an entry of another
+/// live process is in use there (a forked child of that image): their
+/// entries are hidden (`EXECING`) and this image publishes what it uses in
+/// its own, under the first name.
+pub(crate) fn remove_earlier_images(dir: &Dir, pid: u32, start: u64) {
+    let ours = format!("status-{pid}-{start}");
+    for name in dir.names(&ours, 64) {
+        if name != ours && !name.starts_with(&format!("{ours}.")) {
+            continue;
+        }
+        let Ok(fd) = dir.open(&name, OFlags::RDONLY | OFlags::NONBLOCK, Mode::empty()) else {
+            continue;
+        };
+        let Some(buf) = read_whole(&fd) else {
+            continue;
+        };
+        let (word32, word64) = (|o| word32_of(&buf, o), |o| word64_of(&buf, o));
+        if word32(H_PID) != pid || word64(H_START) != start {
+            continue;
+        }
+        let in_use = (0..ENTRIES).any(|i| {
+            let off = Table::entry_at(i);
+            let owner = word32(off + E_PID);
+            word32(off + E_STATE) != FREE && owner != pid && is_live(owner, word64(off + E_START))
+        });
+        if !in_use {
+            let _ = dir.unlink(&name);
+        }
+    }
+}
+
+/// A status file's whole content (None: not a file of that size).
+fn read_whole(fd: &OwnedFd) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; FILE_BYTES];
+    let mut len = 0;
+    while len < buf.len() {
+        match rustix::io::read(fd, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(Errno::INTR) => continue,
+            Err(_) => break,
+        }
+    }
+    (len == FILE_BYTES && buf.get(..8) == Some(&MAGIC[..])).then_some(buf)
+}
+
+fn word32_of(buf: &[u8], off: usize) -> u32 {
+    buf.get(off..off + 4)
+        .map_or(0, |b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+fn word64_of(buf: &[u8], off: usize) -> u64 {
+    buf.get(off..off + 8).map_or(0, |b| {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(b);
+        u64::from_ne_bytes(w)
+    })
 }
 
 /// Names a sweep chooses from (a bound on its memory).

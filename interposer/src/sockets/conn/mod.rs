@@ -247,15 +247,30 @@ impl Connection {
     /// Publishes `n` bytes sent (the send lock held); a process's first
     /// use of a connection it inherited publishes it, from the ring's
     /// totals.
+    /// (`--cfg shmnet_no_status_counters`: compiled out, the baseline of
+    /// docs/benchmarks.md, "The status files' cost".)
     #[inline]
     fn published_sent(&self, n: usize) {
+        #[cfg(not(shmnet_no_status_counters))]
         self.status.sent(n, || self.seg.totals());
+        #[cfg(shmnet_no_status_counters)]
+        let _ = n;
     }
 
     /// Publishes `n` bytes read (the receive lock held).
     #[inline]
     fn published_received(&self, n: usize) {
+        #[cfg(not(shmnet_no_status_counters))]
         self.status.received(n, || self.seg.totals());
+        #[cfg(shmnet_no_status_counters)]
+        let _ = n;
+    }
+
+    /// poll, select or epoll_ctl looks at the connection: a forked child
+    /// that only waits on one it was handed is listed (no system call).
+    #[inline]
+    pub(crate) fn status_waited(&self) {
+        self.status.waited_here(|| self.seg.totals());
     }
 
     /// Sets (`on`) or clears status flags (`status::SHUT_WR`...).
@@ -270,11 +285,16 @@ impl Connection {
     /// See `Socket::fd_closing`.
     pub(crate) fn fd_closing(&self, fd: RawFd) {
         self.bell.forget_fd(fd);
+        self.status.fd_gone(fd, self.bell.any_fd());
     }
 
     /// See `Socket::while_replacing`.
     pub(crate) fn while_replacing(&self, fd: RawFd, replace: impl FnOnce() -> i32) -> i32 {
-        self.bell.while_replacing(fd, replace)
+        let r = self.bell.while_replacing(fd, replace);
+        if r >= 0 {
+            self.status.fd_gone(fd, self.bell.any_fd());
+        }
+        r
     }
 
     /// See `Socket::try_fd_closing`.

@@ -29,6 +29,7 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
             return Action::Pass;
         }
     };
+    conn.status_waited();
     let ev = match op {
         libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => {
             let Some(ev) = event.get() else {
