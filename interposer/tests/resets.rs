@@ -21,6 +21,10 @@ import errno, os, select, signal, socket, struct, sys, time
 host, port, case = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 srv = socket.socket()
 srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+if case == "listener_linger":
+    # Set on the listener before listen (nginx, haproxy): the accepted
+    # socket inherits it, so its close is a RST (before: a FIN here).
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 srv.bind((host, port))
 srv.listen(8)
 port = srv.getsockname()[1]
@@ -56,6 +60,24 @@ def after(s):
         w = name(e)
     return ["then " + r, "send " + w]
 
+def bits(mask):
+    names = (("IN", select.POLLIN), ("OUT", select.POLLOUT), ("ERR", select.POLLERR),
+             ("HUP", select.POLLHUP), ("RDHUP", select.POLLRDHUP))
+    return "|".join(n for n, b in names if mask & b) or "-"
+
+def polled(s, events):
+    p = select.poll()
+    p.register(s, events)
+    ev = p.poll(5000)
+    return bits(ev[0][1] if ev else 0)
+
+def epolled(s):
+    ep = select.epoll()
+    ep.register(s, select.EPOLLIN | select.EPOLLRDHUP)
+    ev = ep.poll(5)
+    ep.close()
+    return bits(ev[0][1] if ev else 0)
+
 def pair():
     c = socket.create_connection((host, port))
     a, _ = srv.accept()
@@ -68,6 +90,12 @@ if case == "linger":
     a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     a.close()
     out += reads(c) + after(c)
+elif case == "listener_linger":
+    c, a = pair()
+    out.append("inherited %d,%d" % struct.unpack("ii", a.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8)))
+    a.sendall(b"x" * 1000)
+    a.close()
+    out += reads(c)
 elif case == "unread":
     c, a = pair()
     c.sendall(b"y" * 100)
@@ -136,10 +164,53 @@ elif case in ("killed_unread", "killed_read"):
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
     out += reads(a)
+elif case in ("fin_bits", "reset_bits"):
+    # poll/epoll after the peer's plain close (FIN) with a doorbell byte of
+    # ours it took no notice of: IN|RDHUP, not ERR|HUP; after a reset was
+    # reported: HUP without ERR (before: IN|ERR|HUP|RDHUP in both).
+    c, a = pair()
+    c.sendall(b"y" * 100)
+    if case == "fin_bits":
+        got = 0
+        while got < 100:
+            got += len(a.recv(100 - got))
+    a.close()
+    polled(c, select.POLLIN)
+    if case == "reset_bits":
+        out += reads(c)
+    out.append("poll " + polled(c, select.POLLIN | select.POLLOUT | select.POLLRDHUP))
+    out.append("pollout " + polled(c, select.POLLOUT))
+    out.append("epoll " + epolled(c))
+    out += reads(c)
+elif case == "fork_once":
+    # One connection held by two processes after fork: the reset is one
+    # pending error, read by whichever asks first; the other reads the
+    # end of the stream. (Per process before: ECONNRESET in both.)
+    go_r, go_w = os.pipe()
+    done_r, done_w = os.pipe()
+    server = os.fork()
+    if server == 0:
+        a, _ = srv.accept()
+        os.read(go_r, 1)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        a.close()
+        os._exit(0)
+    c = socket.create_connection((host, port))
+    c.sendall(b"x")
+    other = os.fork()
+    if other == 0:
+        os.write(go_w, b"g")
+        r = reads(c)
+        os.write(done_w, ("other " + " ".join(r)).encode())
+        os._exit(0)
+    out.append(os.read(done_r, 100).decode())
+    out += ["this " + " ".join(reads(c))]
+    os.waitpid(other, 0)
+    os.waitpid(server, 0)
 print(" / ".join(out), flush=True)
 "#;
 
-const CASES: [(&str, &str); 7] = [
+const CASES: [(&str, &str); 11] = [
     ("linger", "data 1000 / ECONNRESET / then eof / send EPIPE"),
     ("unread", "ECONNRESET / then eof / send EPIPE"),
     ("so_error", "poll ERR|HUP / so_error ECONNRESET / eof"),
@@ -150,6 +221,16 @@ const CASES: [(&str, &str); 7] = [
     ("both_shut", "eof / data 1000 / eof"),
     ("killed_unread", "ECONNRESET"),
     ("killed_read", "eof"),
+    ("fork_once", "other ECONNRESET / this eof"),
+    ("listener_linger", "inherited 1,0 / data 1000 / ECONNRESET"),
+    (
+        "fin_bits",
+        "poll IN|OUT|RDHUP / pollout OUT / epoll IN|RDHUP / eof",
+    ),
+    (
+        "reset_bits",
+        "ECONNRESET / poll IN|OUT|HUP|RDHUP / pollout OUT|HUP / epoll IN|HUP|RDHUP / eof",
+    ),
 ];
 
 fn outcome(what: &str, cmd: &mut Command) -> String {

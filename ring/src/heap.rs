@@ -64,6 +64,7 @@ pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
                 busy: a(),
                 lock: a(),
                 rung_at: AtomicU64::new(0),
+                reset_reported: a(),
             },
             consumer: ConsumerLine {
                 tail: a(),

@@ -116,6 +116,12 @@ pub struct ProducerLine {
     /// (the interposer's deferred edge-triggered members) reports the
     /// publishes past it itself. Peer-written: only compared.
     pub rung_at: AtomicU64,
+    /// Non-zero once this side reported the peer's reset (ECONNRESET
+    /// once per connection, as the kernel's one pending socket error):
+    /// shared by every process holding this side after fork or
+    /// SCM_RIGHTS. Only this side reads it; a peer that writes it only
+    /// changes which of our reads says ECONNRESET.
+    pub reset_reported: AtomicU32,
 }
 
 /// `ProducerLine::closed`, `ConsumerLine::closed`: an orderly close (FIN).

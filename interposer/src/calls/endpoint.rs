@@ -292,16 +292,28 @@ fn hand_out(
 /// The local address of a connecting socket not bound to an emulated
 /// address, as the kernel would choose it: the address the kernel socket
 /// was bound to, if a specific one (bind before connect; a transparent
-/// proxy's IP_TRANSPARENT bind to its client's address); loopback for a
-/// loopback destination; otherwise the source of the route to the
-/// destination (for one of the namespace's own addresses, that address
-/// itself), in both modes. Loopback only when no route leads there (the
-/// emulated network beyond the kernel's routes: the kernel would say
-/// ENETUNREACH).
-fn local_ip_for(fd: c_int, peer: &SocketAddr) -> IpAddr {
+/// proxy's IP_TRANSPARENT bind to its client's address) — EINVAL for a
+/// loopback one and a destination outside the namespace, as the kernel's
+/// (a loopback source cannot leave it); loopback for a loopback
+/// destination; otherwise the source of the route to the destination (for
+/// one of the namespace's own addresses, that address itself), in both
+/// modes. Loopback only when no route leads there (the emulated network
+/// beyond the kernel's routes: the kernel would say ENETUNREACH). When
+/// the routes cannot be asked (netlink refused by a sandbox, no fd left):
+/// EMFILE (a spare fd may help), else ENETUNREACH — never a guessed
+/// loopback, which a server in another namespace would take for its own.
+fn local_ip_for(fd: c_int, peer: &SocketAddr) -> Result<IpAddr, Errno> {
+    let dest_loopback = rendezvous::is_loopback(peer.ip());
     if let Some(bound) = sys::local_name(sys::borrow_fd(fd)) {
         if !bound.ip().is_unspecified() && bound.is_ipv6() == peer.is_ipv6() {
-            return bound.ip();
+            let from_loopback = rendezvous::is_loopback(bound.ip());
+            if from_loopback
+                && !dest_loopback
+                && !crate::platform::netlink::is_local(rendezvous::unmapped(*peer).ip())
+            {
+                return Err(Errno::INVAL);
+            }
+            return Ok(bound.ip());
         }
     }
     let loopback = match peer {
@@ -313,16 +325,19 @@ fn local_ip_for(fd: c_int, peer: &SocketAddr) -> IpAddr {
         }
         SocketAddr::V6(_) => IpAddr::V6(Ipv6Addr::LOCALHOST),
     };
-    if rendezvous::is_loopback(peer.ip()) {
-        return loopback;
+    if dest_loopback {
+        return Ok(loopback);
     }
     match crate::platform::netlink::route(rendezvous::unmapped(*peer).ip()) {
-        Ok(r) => match (r.prefsrc, peer) {
+        Ok(r) => Ok(match (r.prefsrc, peer) {
             (Some(IpAddr::V4(src)), SocketAddr::V6(_)) => IpAddr::V6(src.to_ipv6_mapped()),
             (Some(src), _) => src,
             (None, _) => loopback,
-        },
-        Err(_) => loopback,
+        }),
+        // No route at all (the kernel's answer): the emulated network.
+        Err(Errno::NETUNREACH) => Ok(loopback),
+        Err(e) if e == Errno::MFILE || e == Errno::NFILE => Err(e),
+        Err(_) => Err(Errno::NETUNREACH),
     }
 }
 
@@ -369,7 +384,7 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
             None => return fail(Errno::INVAL),
         },
         _ => match crate::sockets::spare_fds::retry(|| {
-            rendezvous::connecting_name(local_ip_for(fd, &target))
+            rendezvous::connecting_name(local_ip_for(fd, &target)?)
         }) {
             Ok(r) => r,
             Err(e) if tcp_mode => {

@@ -174,12 +174,18 @@ fn make_dual(
     // instance) carries the application's O_NONBLOCK from here on.
     rustix::fs::fcntl_setfl(&tcp, fl | rustix::fs::OFlags::NONBLOCK)?;
     let nonblocking = fl.contains(rustix::fs::OFlags::NONBLOCK);
+    // What the kernel listener was given before listen and its accepted
+    // sockets inherit: here SO_LINGER (a RST at their close), which the
+    // connections accepted over shared memory take from `opts`; options
+    // set after listen are remembered as they are set.
+    let opts = Options::default();
+    opts.note_linger(app);
     let parts = Parts {
         local,
         tcp: Some(tcp),
         rendezvous: rv,
         hints,
-        opts: Options::default(),
+        opts,
         owner,
         v6only,
         gateway,

@@ -16,6 +16,7 @@ pub(crate) mod internal_fd;
 pub(crate) mod lazysym;
 pub(crate) mod lock;
 pub(crate) mod netlink;
+pub(crate) mod peer_ns;
 pub(crate) mod policy;
 pub(crate) mod real;
 pub(crate) mod safedir;

@@ -46,13 +46,19 @@ impl Options {
                 o.set(libc::SOL_SOCKET, name, &tv);
             }
         }
-        if let Ok(Some(d)) = so::socket_linger(fd) {
+        o.note_linger(fd);
+        o
+    }
+
+    /// SO_LINGER as the kernel socket has it (on: the accepted sockets of
+    /// a listener inherit it, and it decides between a RST and a FIN).
+    pub(crate) fn note_linger(&self, fd: BorrowedFd<'_>) {
+        if let Ok(Some(d)) = rustix::net::sockopt::socket_linger(fd) {
             let mut l = [0u8; 8];
             l[..4].copy_from_slice(&1i32.to_ne_bytes());
             l[4..].copy_from_slice(&(d.as_secs() as i32).to_ne_bytes());
-            o.set(libc::SOL_SOCKET, libc::SO_LINGER, &l);
+            self.set(libc::SOL_SOCKET, libc::SO_LINGER, &l);
         }
-        o
     }
 
     pub(crate) fn set(&self, level: i32, name: i32, value: &[u8]) {

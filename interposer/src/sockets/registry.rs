@@ -50,6 +50,12 @@ pub(crate) fn get(fd: RawFd) -> Option<Arc<Socket>> {
     slot.socket.clone()
 }
 
+/// Whether `fd` is an emulated connection (a look at the fd table first:
+/// most fds are not ours).
+pub(crate) fn is_connection(fd: RawFd) -> bool {
+    fdtable::table().get(fd).is_some() && get(fd).is_some_and(|s| s.connection().is_some())
+}
+
 /// Runs `f` on the socket behind `fd` under the registry's read lock,
 /// without taking a reference on it (no `Arc` clone: two atomic
 /// read-modify-writes fewer than [`get`]). The lock holds off `close` and

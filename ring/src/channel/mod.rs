@@ -270,6 +270,7 @@ impl Channel {
         ctl.producer.busy.store(0, Ordering::Relaxed);
         ctl.producer.lock.store(0, Ordering::Relaxed);
         ctl.producer.rung_at.store(0, Ordering::Relaxed);
+        ctl.producer.reset_reported.store(0, Ordering::Relaxed);
         ctl.consumer.lock.store(0, Ordering::Relaxed);
         ctl.consumer.taken.store(0, Ordering::Relaxed);
         ctl.consumer.tail.store(0, Ordering::Relaxed);

@@ -18,6 +18,37 @@ pub struct RoomWaiter(pub(super) Producer);
 unsafe impl Sync for RoomWaiter {}
 
 impl RoomWaiter {
+    /// Marks the peer's reset reported for this side (every process that
+    /// holds it): true for the first caller only.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Geometry};
+    ///
+    /// let (tx, _rx) = heap_channel(Geometry::new(2, 64)?);
+    /// let (a, b) = (tx.room_waiter(), tx.room_waiter());
+    /// assert!(!a.reset_reported());
+    /// assert!(a.report_reset());
+    /// assert!(!b.report_reset());
+    /// assert!(b.reset_reported());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn report_reset(&self) -> bool {
+        let word = &self.0.ch.ctl().producer.reset_reported;
+        word.swap(1, Ordering::Relaxed) == 0
+    }
+
+    /// Whether [`report_reset`](Self::report_reset) was called on this
+    /// side already.
+    pub fn reset_reported(&self) -> bool {
+        self.0
+            .ch
+            .ctl()
+            .producer
+            .reset_reported
+            .load(Ordering::Relaxed)
+            != 0
+    }
+
     /// Blocks until there is room (any), an error, or the policy gives up;
     /// as [`Producer::wait_writable`].
     pub fn wait(&self, policy: &WaitPolicy) -> Result<(), RingError> {

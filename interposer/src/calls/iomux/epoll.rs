@@ -131,7 +131,7 @@ impl WaitSet for EpollSet<'_> {
 
     fn filter(&mut self, n: c_int) -> c_int {
         readiness::collected(self.epfd, &self.out[..n.max(0) as usize]);
-        readiness::add_reset_errors(self.epfd, &mut self.out[..n.max(0) as usize]);
+        readiness::tcp_hangups(self.epfd, &mut self.out[..n.max(0) as usize]);
         n
     }
 
@@ -144,7 +144,7 @@ impl WaitSet for EpollSet<'_> {
                 return Action::Raw(n);
             }
             readiness::collected(self.epfd, &self.out[..n as usize]);
-            readiness::add_reset_errors(self.epfd, &mut self.out[..n as usize]);
+            readiness::tcp_hangups(self.epfd, &mut self.out[..n as usize]);
         }
         let pending = std::mem::take(&mut self.pending.events);
         Action::Done(merge(self.out, n as usize, pending))

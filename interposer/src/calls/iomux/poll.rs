@@ -10,6 +10,8 @@ use libc::{pollfd, timespec};
 use super::rings::{KernelSet, Rings, Waiting};
 use crate::platform::real::{waits, Action};
 use crate::platform::sys::{PollFds, SigMask, TimeIn};
+use crate::sockets::conn::Connection;
+use crate::sockets::registry;
 use crate::sockets::wait::{wait, Limit};
 
 const POLL_IN: i16 = libc::POLLIN | libc::POLLRDNORM;
@@ -62,18 +64,13 @@ impl KernelSet for PollSet<'_> {
     fn filter(&mut self, waiting: &Waiting, mut n: c_int) -> c_int {
         for (i, c) in waiting.iter() {
             let p = &mut self.fds[i];
-            // A hang-up that is a reset not reported yet: POLLERR too, as
-            // the kernel's pending error.
-            if p.revents & libc::POLLHUP != 0 && p.revents & libc::POLLERR == 0 && c.reset_pending()
-            {
-                p.revents |= libc::POLLERR;
-            }
             if p.revents & POLL_IN != 0 && p.revents & POLL_FINAL == 0 && !c.really_readable() {
                 p.revents &= !POLL_IN;
                 if p.revents == 0 {
                     n -= 1;
                 }
             }
+            p.revents = tcp_revents(p.revents, c);
         }
         n
     }
@@ -90,6 +87,46 @@ impl KernelSet for PollSet<'_> {
     }
 }
 
+/// The Unix connection's POLLERR and POLLHUP turned into kernel TCP's
+/// (`Connection::tcp_error_hangup`); an entry is never left empty by it
+/// (a wait that asked for nothing keeps the Unix hang-up).
+fn tcp_revents(revents: i16, c: &Connection) -> i16 {
+    const ERR_HUP: i16 = libc::POLLERR | libc::POLLHUP;
+    if revents & ERR_HUP == 0 {
+        return revents;
+    }
+    let (err, hup) = c.tcp_error_hangup(revents & (libc::POLLHUP | libc::POLLRDHUP) != 0);
+    let tcp = (revents & !ERR_HUP)
+        | if err { libc::POLLERR } else { 0 }
+        | if hup { libc::POLLHUP } else { 0 };
+    if tcp == 0 {
+        revents
+    } else {
+        tcp
+    }
+}
+
+/// A set with no reader: the kernel's answer, with the hang-up bits of
+/// connections as `tcp_revents` says (a writer polling POLLOUT after the
+/// peer's close).
+fn poll_writers(fds: &mut [pollfd], limit: Limit, mask: Option<SigMask<'_>>) -> Action<c_int> {
+    let n = real_poll(fds, Some(limit), mask);
+    if n <= 0 {
+        return Action::Raw(n);
+    }
+    for p in fds
+        .iter_mut()
+        .filter(|p| p.revents & (libc::POLLERR | libc::POLLHUP) != 0)
+    {
+        if let Some(s) = registry::get(p.fd) {
+            if let Some(c) = s.connection() {
+                p.revents = tcp_revents(p.revents, c);
+            }
+        }
+    }
+    Action::Raw(n)
+}
+
 fn poll_set(fds: &mut [pollfd], limit: Limit, mask: Option<SigMask<'_>>) -> Action<c_int> {
     let waiting = Waiting::new(
         fds.iter()
@@ -98,6 +135,12 @@ fn poll_set(fds: &mut [pollfd], limit: Limit, mask: Option<SigMask<'_>>) -> Acti
             .map(|(i, p)| (i, p.fd)),
     );
     if waiting.is_empty() {
+        if fds
+            .iter()
+            .any(|p| p.fd >= 0 && registry::is_connection(p.fd))
+        {
+            return poll_writers(fds, limit, mask);
+        }
         return Action::Pass;
     }
     let only_rings = waiting.len() == fds.len() && fds.iter().all(|p| p.events & !POLL_IN == 0);

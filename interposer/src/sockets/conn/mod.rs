@@ -97,9 +97,10 @@ pub(crate) struct Connection {
     pacing: Pacing,
     /// SO_ERROR: an error to report once.
     pub error: AtomicI32,
-    /// The peer's reset (`reset`) was reported already (ECONNRESET once,
-    /// as the kernel's pending socket error).
-    reset_taken: AtomicBool,
+    /// A send found the peer's reading end closed (EPIPE): over TCP the
+    /// peer's kernel answers such data with a RST, after which poll says
+    /// POLLHUP (`reset`).
+    pipe_broken: AtomicBool,
     /// Blocking sends up to this size go into the ring whole.
     atomic_send: usize,
     pub opts: Options,
@@ -224,7 +225,7 @@ impl Connection {
             probe: std::sync::OnceLock::new(),
             pacing: Pacing::new(spin),
             error: AtomicI32::new(0),
-            reset_taken: AtomicBool::new(false),
+            pipe_broken: AtomicBool::new(false),
             atomic_send: (ring_bytes / 2).min(64 << 10),
             opts: Options::default(),
             pool_ticket,

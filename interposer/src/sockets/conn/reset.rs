@@ -1,8 +1,8 @@
 //! A peer's reset (a TCP RST), as the kernel reports it (tcp(7), socket(7)):
 //! ECONNRESET once — to the first recv that finds the ring drained, send,
 //! or SO_ERROR, like the kernel's pending socket error — then end of
-//! stream for reads and EPIPE for writes; poll and epoll add POLLERR to the
-//! hang-up until it is reported.
+//! stream for reads and EPIPE for writes; poll and epoll report POLLERR
+//! until it is reported, and POLLHUP (`tcp_error_hangup`).
 //!
 //! A reset is the peer's abortive close written in the ring
 //! (`CLOSED_RESET`: SO_LINGER 0, or unread data at its last close), or a
@@ -40,20 +40,18 @@ impl Connection {
         from_peer || (unread && peer_writing && self.bell.hung_up())
     }
 
-    /// Takes the reset for reporting: true the first time only.
+    /// Takes the reset for reporting: true the first time only, in
+    /// whichever process of this side asks first (the mark is in the
+    /// segment: one socket, one pending error, as the kernel's after fork
+    /// or SCM_RIGHTS).
     fn take_reset(&self) -> bool {
-        !self.reset_taken.swap(true, Ordering::Relaxed)
+        self.room.report_reset()
     }
 
     /// A reset not reported yet, taken now (SO_ERROR, or a read at the end
     /// of the stream).
     pub(crate) fn take_pending_reset(&self) -> bool {
-        !self.reset_taken.load(Ordering::Relaxed) && self.peer_reset() && self.take_reset()
-    }
-
-    /// Whether a reset is there and not reported yet (poll's POLLERR).
-    pub(crate) fn reset_pending(&self) -> bool {
-        !self.reset_taken.load(Ordering::Relaxed) && self.peer_reset()
+        !self.room.reset_reported() && self.peer_reset() && self.take_reset()
     }
 
     /// The errno of a failed read: a reset is ECONNRESET once, then end of
@@ -70,7 +68,10 @@ impl Connection {
     pub(super) fn write_error(&self, e: RingError) -> Errno {
         match e {
             RingError::Reset | RingError::PeerGone if self.reset_now(e) => Errno::CONNRESET,
-            RingError::Reset | RingError::PeerGone | RingError::Closed => Errno::PIPE,
+            RingError::Reset | RingError::PeerGone | RingError::Closed => {
+                self.pipe_broken.store(true, Ordering::Relaxed);
+                Errno::PIPE
+            }
             e => super::ring_errno(e),
         }
     }
@@ -80,5 +81,22 @@ impl Connection {
             RingError::Reset => self.take_reset(),
             _ => self.take_pending_reset(),
         }
+    }
+
+    /// POLLERR and POLLHUP as kernel TCP reports them (tcp_poll), for a
+    /// Unix connection whose poll said POLLHUP or POLLERR: an error only
+    /// for a reset not reported yet, a hang-up only for a reset or both
+    /// directions shut (`ended`: the Unix connection's reading side is
+    /// shut, by the peer's close or shutdown, or ours), or after a send
+    /// that found the peer's reading end closed. The Unix bits
+    /// differ: the peer's close is a hang-up there, and a doorbell byte it
+    /// left unread an error — a plain close (FIN) looked like a reset.
+    pub(crate) fn tcp_error_hangup(&self, ended: bool) -> (bool, bool) {
+        let reset = self.peer_reset();
+        let err = reset && !self.room.reset_reported();
+        let hup = reset
+            || self.pipe_broken.load(Ordering::Relaxed)
+            || (ended && self.shut_wr.load(Ordering::Relaxed));
+        (err, hup)
     }
 }

@@ -180,7 +180,10 @@ impl Listener {
         config: &Config,
     ) -> Result<(), String> {
         let here = |f: &dyn Fn() -> bool| crate::platform::netlink::in_namespace(self.namespace, f);
-        if !here(&|| plausible_source(msg.addr, scope, peer, config)) {
+        // `/proc/self` is the listener's namespace while the process has
+        // not moved since it listened.
+        let unmoved = self.namespace == crate::platform::netlink::namespace_epoch();
+        if !here(&|| plausible_source(msg.addr, scope, peer, config, unmoved)) {
             return Err(format!("{} is not an address of the connector", msg.addr));
         }
         // A port below ip_unprivileged_port_start is root's, as on kernel
@@ -303,28 +306,40 @@ impl Listener {
     }
 }
 
-/// Whether a connector could really have `addr` as its address: one of
-/// this namespace's (it reached a name of our namespace), a partition
-/// address in the emulated mode (the emulated network's addresses are
-/// nobody's), or, through SHMNET_DIR, an address routed to the
-/// connector's namespace — so that a server's address checks mean what
-/// they say. A root connector may present any address, as its kernel
-/// would let it send from one (IP_TRANSPARENT: a transparent proxy, such
-/// as the gateway, presenting its client's address).
-fn plausible_source(addr: SocketAddr, scope: Scope, peer: &Peer, config: &Config) -> bool {
+/// Whether a connector could really have `addr` as its address, as the
+/// kernel would let it: one of this namespace's (loopback included) when
+/// it is in this namespace (it reached a name of our namespace, or its
+/// `/proc/<pid>/ns/net` is ours); a partition address in the emulated mode
+/// (the emulated network's addresses are nobody's); through SHMNET_DIR, an
+/// address routed to the connector's namespace — so that a server's
+/// address checks mean what they say. Any address from a connector of this
+/// namespace that is uid 0 with CAP_NET_ADMIN, as its kernel would let it
+/// send from one (IP_TRANSPARENT: a transparent proxy, such as the
+/// gateway, presenting its client's address); root of another namespace
+/// gets no more than anyone there (a loopback source cannot leave its
+/// namespace: the kernel's EINVAL).
+fn plausible_source(
+    addr: SocketAddr,
+    scope: Scope,
+    peer: &Peer,
+    config: &Config,
+    here: bool,
+) -> bool {
+    use crate::platform::peer_ns;
     let ip = addr.ip();
-    if peer.uid == 0 {
+    let ours = scope == Scope::Local || (here && peer_ns::shares_netns(peer.pid));
+    if ours && peer.uid == 0 && peer_ns::net_admin(peer.pid) {
         return true;
     }
-    if config.fallback == crate::platform::config::Fallback::Never
-        && (rendezvous::is_loopback(ip)
-            || config.is_partition_ip(ip)
-            || crate::platform::netlink::is_local(ip))
-    {
+    let local = || rendezvous::is_loopback(ip) || crate::platform::netlink::is_local(ip);
+    if ours && local() {
+        return true;
+    }
+    if config.fallback == crate::platform::config::Fallback::Never && config.is_partition_ip(ip) {
         return true;
     }
     match scope {
-        Scope::Local => crate::platform::netlink::is_local(ip),
+        Scope::Local => false,
         Scope::Host => {
             let route = match crate::platform::netlink::route(ip) {
                 Ok(r) if r.kind == crate::platform::netlink::RouteKind::Unicast => r,

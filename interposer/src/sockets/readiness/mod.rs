@@ -36,9 +36,7 @@ pub(crate) use ctl::{adopt, epoll_ctl, replay_carried};
 pub(crate) use defer::{
     after_sleep, before_sleep, crowd, crowd_all, sent, unarmed, unarmed_ready, waiting,
 };
-pub(crate) use pending::{
-    add_reset_errors, awaits_reply, collected, no_reply_soon, pending, Pending,
-};
+pub(crate) use pending::{awaits_reply, collected, no_reply_soon, pending, tcp_hangups, Pending};
 
 /// epoll_create or epoll_create1 returned `fd`.
 pub(crate) fn epoll_made(fd: c_int) {

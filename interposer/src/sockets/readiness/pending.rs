@@ -286,13 +286,20 @@ pub(crate) fn collected(epfd: c_int, events: &[libc::epoll_event]) {
     }
 }
 
-/// Events of `epfd` that report a hang-up of a connection whose peer reset
-/// it (not reported yet: `Connection::reset_pending`) get EPOLLERR too, as
-/// the kernel's pending error. The members are looked at outside the
-/// table's lock (asking a connection takes its own locks).
-pub(crate) fn add_reset_errors(epfd: c_int, events: &mut [libc::epoll_event]) {
-    let (hup, err) = (libc::EPOLLHUP as u32, libc::EPOLLERR as u32);
-    let hung = |e: &libc::epoll_event| e.events & hup != 0 && e.events & err == 0;
+/// Events of `epfd` that report a hang-up or an error of a connection get
+/// kernel TCP's EPOLLERR and EPOLLHUP instead of the Unix connection's
+/// (`Connection::tcp_error_hangup`: EPOLLERR for a reset not reported yet,
+/// EPOLLHUP for a reset or both directions shut; a plain close is
+/// EPOLLIN|EPOLLRDHUP). An event is never left empty by it. The members
+/// are looked at outside the table's lock (asking a connection takes its
+/// own locks).
+pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) {
+    let (hup, err, rdhup) = (
+        libc::EPOLLHUP as u32,
+        libc::EPOLLERR as u32,
+        libc::EPOLLRDHUP as u32,
+    );
+    let hung = |e: &libc::epoll_event| e.events & (hup | err) != 0;
     if !events.iter().any(hung) {
         return;
     }
@@ -312,12 +319,17 @@ pub(crate) fn add_reset_errors(epfd: c_int, events: &mut [libc::epoll_event]) {
     };
     for ev in events.iter_mut().filter(|e| hung(e)) {
         let data = ev.u64;
-        let reset = candidates
+        let Some(c) = candidates
             .iter()
             .filter(|(d, _)| *d == data)
-            .any(|(_, s)| s.connection().is_some_and(|c| c.reset_pending()));
-        if reset {
-            ev.events |= err;
+            .find_map(|(_, s)| s.connection())
+        else {
+            continue;
+        };
+        let (e, h) = c.tcp_error_hangup(ev.events & (hup | rdhup) != 0);
+        let tcp = (ev.events & !(hup | err)) | if e { err } else { 0 } | if h { hup } else { 0 };
+        if tcp != 0 {
+            ev.events = tcp;
         }
     }
 }

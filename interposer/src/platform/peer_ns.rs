@@ -1,0 +1,62 @@
+//! What the listener can prove of a connector beyond its credentials: that
+//! it is in our network namespace (`/proc/<pid>/ns/net` is ours), and that
+//! it holds CAP_NET_ADMIN (`/proc/<pid>/status`), the capability the kernel
+//! asks of a socket that sends from an address not its own
+//! (IP_TRANSPARENT, IP_FREEBIND's non-local binds are the kernel's, not
+//! ours). The pid is SO_PEERCRED's, as of the connect: a connector that
+//! exits during the handshake leaves its pid to be reused, and another
+//! process would be looked at then (the connector must be uid 0 for this
+//! to matter, and its pid must be taken over in the few milliseconds of
+//! a handshake). A look that fails proves nothing.
+#![forbid(unsafe_code)]
+
+/// CAP_NET_ADMIN's bit in CapEff (capability.h).
+const CAP_NET_ADMIN: u32 = 12;
+
+/// The inode and device of a namespace link, as stat(2) gives them.
+fn ns_id(path: &str) -> Option<(u64, u64)> {
+    #[allow(clippy::unnecessary_cast)] // st_dev/st_ino differ between architectures
+    rustix::fs::stat(path)
+        .ok()
+        .map(|st| (st.st_dev as u64, st.st_ino as u64))
+}
+
+/// Whether process `pid` (0: not visible from our pid namespace) is in
+/// this process's network namespace. Needs the right to look at its
+/// namespaces (the same uid, or ours being privileged): otherwise false.
+pub(crate) fn shares_netns(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let theirs = ns_id(&format!("/proc/{pid}/ns/net"));
+    theirs.is_some() && theirs == ns_id("/proc/self/ns/net")
+}
+
+/// Whether process `pid` has CAP_NET_ADMIN in its effective set (relative
+/// to its own user namespace: the caller also checks that it is uid 0 in
+/// ours, which a user namespace's root is only if root made it).
+pub(crate) fn net_admin(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_shares_its_own_namespace() {
+        assert!(shares_netns(std::process::id()));
+        assert!(!shares_netns(0));
+        assert!(!net_admin(0));
+    }
+}
