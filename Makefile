@@ -23,8 +23,10 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The tests' Python programs print to pipes the tests read line by line:
+# unbuffered, whatever the environment says (a CI runner may not set it).
 unit:
-	$(CARGO) test --workspace --profile ci
+	PYTHONUNBUFFERED=1 $(CARGO) test --workspace --profile ci
 
 # loom swaps the ring's atomics for model-checked ones (cfg loom), so it
 # builds into its own target dir.
