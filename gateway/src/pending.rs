@@ -86,8 +86,8 @@ mod tests {
     #[test]
     fn a_source_gets_its_share_and_no_more() {
         let p = Pending::default();
-        let a: IpAddr = "10.0.0.1".parse().unwrap();
-        let b: IpAddr = "::ffff:10.0.0.2".parse().unwrap();
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "::ffff:127.0.0.3".parse().unwrap();
         let held: Vec<Slot> = (0..PER_SOURCE).map(|_| p.admit(a).ok().unwrap()).collect();
         let first = p.admit(a).err().unwrap();
         assert!(first.log);
