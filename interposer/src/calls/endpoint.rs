@@ -358,7 +358,10 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
             Socket::Stream(_) => return fail(Errno::ISCONN),
             Socket::Listener(_) => return fail(Errno::INVAL),
             Socket::Bound(_) => Some(s.clone()),
-            Socket::Datagram(_) => unreachable!("datagram::connect took it"),
+            // (`datagram::connect` took it above; only the number closed
+            // and given to a datagram socket in between gets here: no
+            // panic in a hooked call.)
+            Socket::Datagram(_) => return fail(Errno::INVAL),
         },
     };
     let family = bound.as_deref().map(Socket::family);
