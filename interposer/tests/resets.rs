@@ -168,10 +168,9 @@ elif case in ("killed_unread", "killed_read", "killed_waiting"):
     os.waitpid(pid, 0)
     if case != "killed_waiting":
         out += reads(a)
-    # Sends to the dead peer: the kernel's first after a FIN goes (the
-    # peer's host answers it with a RST), the next fails; here a read
-    # that met the end makes the first fail already, so only the second
-    # is compared after a read (before: every send went into the ring).
+    # Sends to the dead peer: after a RST they fail; the kernel's first
+    # after a FIN goes (the peer's host answers it with a RST), the next
+    # fails (before: every send went into the ring).
     sent = []
     for _ in range(2):
         try:
@@ -180,7 +179,7 @@ elif case in ("killed_unread", "killed_read", "killed_waiting"):
         except OSError as e:
             sent.append(name(e))
         time.sleep(0.05)
-    out.append(("send %s then %s" % tuple(sent)) if case == "killed_waiting" else "then " + sent[1])
+    out.append("send %s then %s" % tuple(sent))
 elif case in ("fin_bits", "reset_bits"):
     # poll/epoll after the peer's plain close (FIN) with a doorbell byte of
     # ours it took no notice of: IN|RDHUP, not ERR|HUP; after a reset was
@@ -236,8 +235,8 @@ const CASES: [(&str, &str); 12] = [
         "poll ERR|HUP / epoll ERR|HUP / data 1000 / ECONNRESET",
     ),
     ("both_shut", "eof / data 1000 / eof"),
-    ("killed_unread", "ECONNRESET / then EPIPE"),
-    ("killed_read", "eof / then EPIPE"),
+    ("killed_unread", "ECONNRESET / send EPIPE then EPIPE"),
+    ("killed_read", "eof / send sent then EPIPE"),
     ("killed_waiting", "send sent then EPIPE"),
     ("fork_once", "other ECONNRESET / this eof"),
     ("listener_linger", "inherited 1,0 / data 1000 / ECONNRESET"),

@@ -54,13 +54,25 @@ impl Connection {
         if why == Suspect::No || !self.bell.hung_up() {
             return None;
         }
-        self.bell.suspect(why); // every later send fails too
-        let reset = why == Suspect::Doorbell && self.tx.lock().peer_reset();
-        Some(match why {
-            Suspect::Doorbell if !reset => self.write_error(RingError::Closed),
-            Suspect::Doorbell => self.write_error(RingError::Reset),
-            _ => self.write_error(RingError::PeerGone),
-        })
+        // Whatever this send does, the next one fails.
+        self.bell.suspect(Suspect::Doorbell);
+        if why == Suspect::Ended {
+            // A reset (reported or not: ECONNRESET once, then EPIPE); else
+            // this is the kernel's first send after a FIN, which goes (and
+            // is answered with a RST).
+            return self
+                .peer_reset()
+                .then(|| self.write_error(RingError::PeerGone));
+        }
+        // The kernel's RST answers our send after its FIN: EPIPE, and no
+        // ECONNRESET left for SO_ERROR or a read (the bytes we sent since
+        // are unread, which would count as a reset here), unless the peer
+        // closed abortively itself.
+        if self.tx.lock().peer_reset() {
+            return Some(self.write_error(RingError::Reset));
+        }
+        self.take_reset();
+        Some(self.write_error(RingError::Closed))
     }
 
     /// The first attempt of a send, made without waiting for anything: no
