@@ -55,6 +55,9 @@ pub(crate) fn main(a: SsArgs) -> i32 {
         status::Scan::default()
     };
     let sockets = sockets(&scan.entries, a.pid);
+    if !a.json {
+        say_skipped(&scan.skipped);
+    }
     if a.summary {
         let mut pids: Vec<u32> = sockets.iter().map(|s| s.pid).collect();
         pids.sort_unstable();
@@ -65,6 +68,7 @@ pub(crate) fn main(a: SsArgs) -> i32 {
             states: crate::summary::STATES
                 .map(|st| sockets.iter().filter(|k| k.state == st).count()),
             not_listed: scan.overflow,
+            skipped: &scan.skipped,
             only: a.pid,
         };
         crate::summary::print(&summary, a.json);
@@ -76,6 +80,7 @@ pub(crate) fn main(a: SsArgs) -> i32 {
             "sockets": sockets,
             "not_listed": scan.overflow,
             "files_removed": scan.removed,
+            "skipped": scan.skipped,
         });
         println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         return 0;
@@ -83,11 +88,38 @@ pub(crate) fn main(a: SsArgs) -> i32 {
     print!("{}", human(&sockets));
     if scan.overflow > 0 {
         println!(
-            "({} sockets were not listed since the status files were made: the files were full)",
+            "({} sockets found the status files full since the files were made and were not \
+             listed: a count since start, closed ones included)",
             scan.overflow
         );
     }
     0
+}
+
+/// The files not taken, and why, on stderr (the table stays the sockets).
+fn say_skipped(skipped: &[status::Skipped]) {
+    const SHOWN: usize = 20;
+    for s in skipped.iter().take(SHOWN) {
+        eprintln!("shmnet: skipped {}: {}", s.file, s.why);
+    }
+    if skipped.len() > SHOWN {
+        eprintln!(
+            "shmnet: {} more skipped (--json lists them all)",
+            skipped.len() - SHOWN
+        );
+    }
+}
+
+/// An address as both sides may name it: an IPv4 peer of a dual-stack
+/// listener is `::ffff:a.b.c.d` there and `a.b.c.d` at the connector.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => a,
+        },
+        SocketAddr::V4(_) => a,
+    }
 }
 
 /// One side of a connection (its segment, role and addresses) as the
@@ -107,8 +139,8 @@ fn side_key(e: &Entry, owner: u32) -> Option<SideKey> {
     Some((
         e.segment,
         e.flags & status::CONNECTOR != 0,
-        e.local,
-        e.peer?,
+        canonical(e.local),
+        canonical(e.peer?),
         owner,
     ))
 }
@@ -133,7 +165,7 @@ fn sides(entries: &[Entry]) -> HashMap<SideKey, Side> {
 /// The side of `e`'s socket (`mine`) or its peer's, as seen in files of
 /// `e`'s owner and root's (another user's file could claim anything).
 fn side_of(sides: &HashMap<SideKey, Side>, e: &Entry, peer_side: bool) -> Option<Side> {
-    let (local, peer) = (e.local, e.peer?);
+    let (local, peer) = (canonical(e.local), canonical(e.peer?));
     let connector = e.flags & status::CONNECTOR != 0;
     let owners: &[u32] = if e.owner == 0 { &[0] } else { &[e.owner, 0] };
     let mut found: Option<Side> = None;
@@ -158,7 +190,7 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
     let by_addrs: HashMap<(SocketAddr, SocketAddr), &Entry> = entries
         .iter()
         .filter(|e| e.kind == Kind::Connection && e.segment == 0)
-        .filter_map(|e| Some(((e.local, e.peer?), e)))
+        .filter_map(|e| Some(((canonical(e.local), canonical(e.peer?)), e)))
         .collect();
     let mut backlogs = crate::queues::TcpBacklogs::default();
     let mut commands: HashMap<u32, String> = HashMap::new();
@@ -212,7 +244,8 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
                 let (mine, other) = if e.segment != 0 {
                     (side_of(&sides, e, false), side_of(&sides, e, true))
                 } else {
-                    let o = by_addrs.get(&(peer_addr, e.local)).map(|o| Side {
+                    let key = (canonical(peer_addr), canonical(e.local));
+                    let o = by_addrs.get(&key).map(|o| Side {
                         sent: o.sent,
                         received: o.received,
                         shut_wr: o.flags & status::SHUT_WR != 0,

@@ -60,6 +60,19 @@ pub(crate) struct Entry {
     pub(crate) owner: u32,
 }
 
+/// Bounds on what a scan reads: in a shared directory another user can
+/// make any number of files, each of 1022 well-formed entries.
+const MAX_NAMES: usize = 65_536;
+const MAX_FILES: usize = 4096;
+const MAX_ENTRIES: usize = 65_536;
+
+/// A file a scan did not take (whole or in part), and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Skipped {
+    pub(crate) file: String,
+    pub(crate) why: String,
+}
+
 /// What a scan of the directory found.
 #[derive(Debug, Default)]
 pub(crate) struct Scan {
@@ -67,19 +80,31 @@ pub(crate) struct Scan {
     /// Files read, and removed (their processes are gone).
     pub(crate) files: usize,
     pub(crate) removed: usize,
-    /// Entries that found no room in their file (not listed).
+    /// Entries that found no room in their file (not listed), counted
+    /// since the file was made.
     pub(crate) overflow: u64,
-    /// Files skipped: invalid, another user's claims, another pid namespace.
-    pub(crate) skipped: Vec<String>,
+    /// Files skipped: not status files, unreadable, another user's
+    /// claims, another pid namespace, past the bounds.
+    pub(crate) skipped: Vec<Skipped>,
 }
 
-/// Reads every `status-*` file in `dir`, through a descriptor of the
-/// directory itself (opened without following a symlink): the names are
-/// looked up in that directory however its path changes meanwhile, and a
-/// file of processes that are gone is removed only if the directory is
-/// one the library would use (owned by us or root, not writable by others
-/// unless sticky), only under a status file's name, and only if the name
-/// still names the file that was read.
+impl Scan {
+    fn skip(&mut self, file: &str, why: String) {
+        self.skipped.push(Skipped {
+            file: file.to_owned(),
+            why,
+        });
+    }
+}
+
+/// Reads every `status-*` file in `dir` (within the bounds above: the
+/// caller's own files first, then root's, then other users'), through a
+/// descriptor of the directory itself (opened without following a
+/// symlink): the names are looked up in that directory however its path
+/// changes meanwhile, and a file of processes that are gone is removed
+/// only if the directory is one the library would use (owned by us or
+/// root, not writable by others unless sticky), only under a status
+/// file's name, and only if the name still names the file that was read.
 pub(crate) fn scan(dir: &Path) -> Result<Scan, String> {
     let cant = |e: std::io::Error| {
         format!(
@@ -92,49 +117,98 @@ pub(crate) fn scan(dir: &Path) -> Result<Scan, String> {
     let rd = std::fs::read_dir(dirfd.proc_path()).map_err(cant)?;
     let mut scan = Scan::default();
     let my_pidns = pid_namespace("self");
-    let mut procs = Procs::default();
+    let me = crate::dir::euid();
+    let mut names = Vec::new();
+    let mut unlooked = 0usize;
     for ent in rd.flatten() {
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
         if !is_status_name(name) {
             continue;
         }
-        match dirfd.read_file(name) {
-            Ok((file, id)) => {
-                scan.files += 1;
-                if file.pidns != my_pidns {
-                    scan.skipped.push(format!("{name}: another pid namespace"));
-                    continue;
-                }
-                scan.overflow += u64::from(file.overflow);
-                let mut live = 0;
-                for e in file.entries {
-                    match procs.judge(e.pid, e.start, file.owner) {
-                        Liveness::Live => {
-                            live += 1;
-                            if e.flags & EXECING == 0 {
-                                scan.entries.push(e.entry);
-                            }
-                        }
-                        Liveness::Gone => {}
-                        Liveness::NotOwner => {
-                            scan.skipped.push(format!(
-                                "{name}: an entry for pid {} not of the file's owner",
-                                e.pid
-                            ));
-                        }
+        if names.len() == MAX_NAMES {
+            unlooked += 1;
+            continue;
+        }
+        // The caller's files first, then root's: another user's files
+        // cannot push them past the bounds.
+        let rank = match dirfd.owner(name) {
+            Some(u) if u == me => 0,
+            Some(0) => 1,
+            _ => 2,
+        };
+        names.push((rank, name.to_owned()));
+    }
+    names.sort();
+    if unlooked > 0 {
+        scan.skip(
+            "status-*",
+            format!("{unlooked} more files not looked at (more than {MAX_NAMES} names)"),
+        );
+    }
+    let mut procs = Procs::default();
+    let mut unread = 0usize;
+    let mut dropped = 0usize;
+    for (_, name) in &names {
+        if scan.files == MAX_FILES {
+            unread += 1;
+            continue;
+        }
+        let (file, id) = match dirfd.read_file(name) {
+            Ok(f) => f,
+            Err(why) => {
+                scan.skip(name, why);
+                continue;
+            }
+        };
+        scan.files += 1;
+        if file.pidns != my_pidns {
+            scan.skip(name, "another pid namespace".into());
+            continue;
+        }
+        scan.overflow = scan.overflow.saturating_add(u64::from(file.overflow));
+        let mut live = 0;
+        let mut not_owner = 0;
+        for e in file.entries {
+            match procs.judge(e.pid, e.start, file.owner) {
+                Liveness::Live => {
+                    live += 1;
+                    if e.flags & EXECING != 0 {
+                    } else if scan.entries.len() < MAX_ENTRIES {
+                        scan.entries.push(e.entry);
+                    } else {
+                        dropped += 1;
                     }
                 }
-                let creator_live = matches!(
-                    procs.judge(file.pid, file.start, file.owner),
-                    Liveness::Live
-                );
-                if live == 0 && !creator_live && may_remove && dirfd.remove_if_same(name, id) {
-                    scan.removed += 1;
-                }
+                Liveness::Gone => {}
+                Liveness::NotOwner => not_owner += 1,
             }
-            Err(why) => scan.skipped.push(format!("{name}: {why}")),
         }
+        if not_owner > 0 {
+            scan.skip(
+                name,
+                format!("{not_owner} entries of processes not of the file's owner (uid {})", file.owner),
+            );
+        }
+        let creator_live = matches!(
+            procs.judge(file.pid, file.start, file.owner),
+            Liveness::Live
+        );
+        if live == 0 && !creator_live && may_remove && dirfd.remove_if_same(name, id) {
+            scan.removed += 1;
+        }
+    }
+    if unread > 0 {
+        scan.skip(
+            "status-*",
+            format!("{unread} more files not read (more than {MAX_FILES})"),
+        );
+    }
+    if dropped > 0 {
+        scan.skip(
+            "status-*",
+            format!("{dropped} more entries not listed (more than {MAX_ENTRIES})"),
+        );
     }
     scan.entries
         .sort_by_key(|e| (e.pid, e.kind == Kind::Connection, e.fd.unwrap_or(i32::MAX)));
@@ -222,17 +296,58 @@ impl Dir {
             )
         };
         if fd < 0 {
-            return Err(std::io::Error::last_os_error().to_string());
+            let e = std::io::Error::last_os_error();
+            return Err(if e.raw_os_error() == Some(libc::ELOOP) {
+                "a symbolic link (not followed)".into()
+            } else {
+                format!("cannot be opened ({e})")
+            });
         }
         // SAFETY: `fd` was just opened and is owned by nobody else.
         let mut f = unsafe { File::from_raw_fd(fd) };
         let meta = f.metadata().map_err(|e| e.to_string())?;
-        if !meta.is_file() || meta.len() != FILE_BYTES as u64 {
-            return Err(format!("not a status file ({} bytes)", meta.len()));
+        let t = meta.file_type();
+        if !t.is_file() {
+            use std::os::unix::fs::FileTypeExt;
+            let what = if t.is_dir() {
+                "a directory"
+            } else if t.is_fifo() {
+                "a FIFO"
+            } else if t.is_socket() {
+                "a socket"
+            } else {
+                "a device"
+            };
+            return Err(format!("{what}, not a status file"));
+        }
+        if meta.len() != FILE_BYTES as u64 {
+            return Err(format!(
+                "{} bytes, not a status file's {FILE_BYTES}",
+                meta.len()
+            ));
         }
         let mut b = vec![0u8; FILE_BYTES];
         f.read_exact(&mut b).map_err(|e| e.to_string())?;
         Ok((parse(&b, meta.uid())?, (meta.dev(), meta.ino())))
+    }
+
+    /// The owner of `name` (not following a symlink).
+    fn owner(&self, name: &str) -> Option<u32> {
+        use std::os::fd::AsRawFd;
+        let c = std::ffi::CString::new(name).ok()?;
+        // SAFETY: all-zero is a valid `stat`; fstatat fills it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid directory fd, a NUL-terminated name and a
+        // `stat` to fill; the result is checked.
+        let r = unsafe {
+            libc::fstatat(
+                self.0.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        (r == 0).then_some(st.st_uid)
     }
 
     /// Removes `name` if it is still the file `id` (device, inode).
