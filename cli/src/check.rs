@@ -156,7 +156,11 @@ fn check_library(
     } else {
         ok("configuration", settings())
     });
-    out.extend(unknown_settings().into_iter().map(|w| warn("configuration", w)));
+    out.extend(
+        unknown_settings()
+            .into_iter()
+            .map(|w| warn("configuration", w)),
+    );
     pair.map(|p| pair_verdict(p, &report, off))
 }
 
@@ -193,9 +197,9 @@ fn unknown_settings() -> Vec<String> {
                 .filter(|(d, _)| *d <= 2 && 2 * d < name.len());
             match close {
                 Some((_, s)) => format!("{k} is not a setting (ignored): did you mean {s}?"),
-                None => format!(
-                    "{k} is not a setting (ignored; the settings: docs/configuration.md)"
-                ),
+                None => {
+                    format!("{k} is not a setting (ignored; the settings: docs/configuration.md)")
+                }
             }
         })
         .collect();

@@ -3,6 +3,7 @@
 //! counters (`summary`).
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::SocketAddr;
 
 use serde::Serialize;
@@ -75,14 +76,25 @@ pub(crate) fn main(a: SsArgs) -> i32 {
         return 0;
     }
     if a.json {
-        let doc = serde_json::json!({
-            "dir": dir,
-            "sockets": sockets,
-            "not_listed": scan.overflow,
-            "files_removed": scan.removed,
-            "skipped": scan.skipped,
-        });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        // Written as it is serialized: no second copy of every row.
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            dir: &'a std::path::Path,
+            files_removed: usize,
+            not_listed: u64,
+            skipped: &'a [status::Skipped],
+            sockets: &'a [Socket],
+        }
+        let doc = Doc {
+            dir: &dir,
+            files_removed: scan.removed,
+            not_listed: scan.overflow,
+            skipped: &scan.skipped,
+            sockets: &sockets,
+        };
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let _ = serde_json::to_writer_pretty(&mut out, &doc);
+        let _ = writeln!(out);
         return 0;
     }
     print!("{}", human(&sockets));

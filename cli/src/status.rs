@@ -187,7 +187,10 @@ pub(crate) fn scan(dir: &Path) -> Result<Scan, String> {
         if not_owner > 0 {
             scan.skip(
                 name,
-                format!("{not_owner} entries of processes not of the file's owner (uid {})", file.owner),
+                format!(
+                    "{not_owner} entries of processes not of the file's owner (uid {})",
+                    file.owner
+                ),
             );
         }
         let creator_live = matches!(

@@ -162,7 +162,10 @@ fn pair_over_kernel_tcp_is_never_called_shared_memory() {
     // Emulated mode against a plain listener: refused, and why.
     let (code, v) = check(&dir, &["--pair", &addr], &[("SHMNET_FALLBACK", "never")]);
     assert_eq!(code, 1, "{v}");
-    assert!(detail(&v, "pair").contains("nothing preloaded listens"), "{v}");
+    assert!(
+        detail(&v, "pair").contains("nothing preloaded listens"),
+        "{v}"
+    );
     // Emulated mode against a preloaded listener (of that mode too):
     // shared memory.
     let mut server = Background::spawn(
@@ -292,16 +295,23 @@ fn misspelt_settings_are_warned_about() {
         .map(|c| c["detail"].as_str().unwrap().to_owned())
         .collect();
     assert!(
-        warns.iter().any(|w| w.contains("SHMNET_PARTITION is not a setting")
-            && w.contains("did you mean SHMNET_PARTITIONS")),
+        warns
+            .iter()
+            .any(|w| w.contains("SHMNET_PARTITION is not a setting")
+                && w.contains("did you mean SHMNET_PARTITIONS")),
         "{warns:?}"
     );
     assert!(
-        warns.iter().any(|w| w.contains("SHMNET_FALLBAK is not a setting")
-            && w.contains("did you mean SHMNET_FALLBACK")),
+        warns
+            .iter()
+            .any(|w| w.contains("SHMNET_FALLBAK is not a setting")
+                && w.contains("did you mean SHMNET_FALLBACK")),
         "{warns:?}"
     );
     let c = verdict(&v, "configuration");
     assert_eq!(c["verdict"], "ok");
-    assert!(!c["detail"].as_str().unwrap().contains("SHMNET_FALLBAK"), "{c}");
+    assert!(
+        !c["detail"].as_str().unwrap().contains("SHMNET_FALLBAK"),
+        "{c}"
+    );
 }
