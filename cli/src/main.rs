@@ -9,6 +9,7 @@ mod library;
 mod man;
 mod probe;
 mod queues;
+mod rings;
 mod run;
 mod ss;
 mod stats;

@@ -108,6 +108,13 @@ pub(crate) fn main(a: SsArgs) -> i32 {
     0
 }
 
+/// The inode of process `pid`'s fd `fd` if it is a socket.
+fn socket_inode(pid: u32, fd: i32) -> Option<u64> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    m.file_type().is_socket().then(|| m.ino())
+}
+
 /// The files not taken, and why, on stderr (the table stays the sockets).
 fn say_skipped(skipped: &[status::Skipped]) {
     const SHOWN: usize = 20;
@@ -205,6 +212,7 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
         .filter_map(|e| Some(((canonical(e.local), canonical(e.peer?)), e)))
         .collect();
     let mut backlogs = crate::queues::TcpBacklogs::default();
+    let mut rings = crate::rings::Rings::default();
     let mut commands: HashMap<u32, String> = HashMap::new();
     let mut out = Vec::new();
     for e in entries.iter().filter(|e| only.is_none_or(|p| p == e.pid)) {
@@ -269,9 +277,35 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
                     received: e.received,
                     shut_wr: e.flags & status::SHUT_WR != 0,
                 });
-                let state = if e.flags & status::PEER_EOF != 0 || other.is_some_and(|o| o.shut_wr) {
+                let mut send_queue = other.map(|o| mine.sent.saturating_sub(o.received));
+                let mut recv_queue = other.map(|o| o.sent.saturating_sub(mine.received));
+                let mut peer_done =
+                    e.flags & status::PEER_EOF != 0 || other.is_some_and(|o| o.shut_wr);
+                let mut shut = mine.shut_wr;
+                // The ring itself, when it can be read, says what waits
+                // each way and who closed, whoever holds (or held) it.
+                if let Some(r) = rings.view(e.pid, e.segment) {
+                    let (tx, rx) = if e.flags & status::CONNECTOR != 0 {
+                        (0, 1)
+                    } else {
+                        (1, 0)
+                    };
+                    send_queue = Some(r.queued[tx]);
+                    recv_queue = Some(r.queued[rx]);
+                    peer_done |= r.writer_closed[rx] || r.reset;
+                    shut |= r.writer_closed[tx];
+                }
+                // A peer that exited or was killed wrote nothing in the
+                // ring; our doorbell socket (the application's fd) saw it go.
+                if !peer_done && other.is_none() {
+                    peer_done =
+                        e.fd.and_then(|fd| socket_inode(e.pid, fd))
+                            .and_then(crate::queues::unix_peer_gone)
+                            .unwrap_or(false);
+                }
+                let state = if peer_done {
                     "closed-by-peer"
-                } else if mine.shut_wr {
+                } else if shut {
                     "half-closed"
                 } else {
                     "established"
@@ -295,8 +329,8 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
                     }),
                     bytes_sent: Some(e.sent),
                     bytes_received: Some(e.received),
-                    send_queue: other.map(|o| mine.sent.saturating_sub(o.received)),
-                    recv_queue: other.map(|o| o.sent.saturating_sub(mine.received)),
+                    send_queue,
+                    recv_queue,
                     waiting,
                     ring_bytes: Some(u64::from(e.ring_bytes)),
                     ..base
