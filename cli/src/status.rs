@@ -10,25 +10,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-// The layout (interposer/src/platform/status/table.rs).
-const MAGIC: &[u8; 8] = b"SHMNETS1";
-/// 2: an entry is one process's use of a socket, with the socket's
-/// identity at 88.
-const VERSION: u32 = 2;
-const HEADER_BYTES: usize = 256;
-const ENTRY_BYTES: usize = 128;
-const ENTRIES: usize = 1022;
-const FILE_BYTES: usize = HEADER_BYTES + ENTRIES * ENTRY_BYTES;
-
-const LISTENER: u32 = 2;
-const CONNECTION: u32 = 3;
-
-pub(crate) const CONNECTOR: u32 = 1;
-pub(crate) const SHUT_WR: u32 = 2;
-pub(crate) const PEER_EOF: u32 = 8;
-pub(crate) const WAIT_READ: u32 = 16;
-pub(crate) const WAIT_WRITE: u32 = 32;
-const EXECING: u32 = 64;
+// The layout: one definition with the library (status-layout/).
+use shmnet_status_layout as layout;
+pub(crate) use shmnet_status_layout::{CONNECTOR, PEER_EOF, SHUT_WR, WAIT_READ, WAIT_WRITE};
+use shmnet_status_layout::{EXECING, FILE_BYTES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -391,65 +376,64 @@ pub(crate) fn u64_at(b: &[u8], o: usize) -> u64 {
 }
 
 fn parse(b: &[u8], owner: u32) -> Result<FileView, String> {
-    if b.len() != FILE_BYTES || b.get(..8) != Some(&MAGIC[..]) || u32_at(b, 8) != VERSION {
+    use layout::*;
+    if b.len() != FILE_BYTES || b.get(..8) != Some(&MAGIC[..]) || u32_at(b, H_VERSION) != VERSION {
         return Err("not a status file of this version (being made, or another version's)".into());
     }
-    if u32_at(b, 12) as usize != HEADER_BYTES
-        || u32_at(b, 16) as usize != ENTRY_BYTES
-        || u32_at(b, 20) as usize != ENTRIES
+    if u32_at(b, H_HEADER_BYTES) as usize != HEADER_BYTES
+        || u32_at(b, H_ENTRY_BYTES) as usize != ENTRY_BYTES
+        || u32_at(b, H_ENTRIES) as usize != ENTRIES
     {
         return Err("a header of another layout".into());
     }
     let mut view = FileView {
         owner,
-        pid: u32_at(b, 24),
-        start: u64_at(b, 32),
-        pidns: u64_at(b, 40),
-        overflow: u32_at(b, 48),
+        pid: u32_at(b, H_PID),
+        start: u64_at(b, H_START),
+        pidns: u64_at(b, H_PIDNS),
+        overflow: u32_at(b, H_OVERFLOW),
         entries: Vec::new(),
     };
     for i in 0..ENTRIES {
         let e = HEADER_BYTES + i * ENTRY_BYTES;
-        let kind = match u32_at(b, e) {
+        let kind = match u32_at(b, e + E_STATE) {
             LISTENER => Kind::Listener,
             CONNECTION => Kind::Connection,
             _ => continue,
         };
-        let Some(local) = addr(b, e + 24) else {
+        let Some(local) = addr(b, e + E_LOCAL) else {
             continue;
         };
-        let peer = addr(b, e + 48);
+        let peer = addr(b, e + E_PEER);
         if kind == Kind::Connection && peer.is_none() {
             continue;
         }
-        let fd = u32_at(b, e + 16);
-        let flags = u32_at(b, e + 20);
+        let fd = u32_at(b, e + E_FD);
+        let flags = u32_at(b, e + E_FLAGS);
+        let pid = u32_at(b, e + E_PID);
+        let identity = u64_at(b, e + E_IDENTITY);
         view.entries.push(RawEntry {
-            pid: u32_at(b, e + 4),
-            start: u64_at(b, e + 8),
+            pid,
+            start: u64_at(b, e + E_START),
             flags,
             entry: Entry {
                 kind,
-                pid: u32_at(b, e + 4),
+                pid,
                 fd: i32::try_from(fd).ok(),
                 flags,
                 local,
                 peer: if kind == Kind::Connection { peer } else { None },
-                sent: u64_at(b, e + 72),
-                received: u64_at(b, e + 80),
+                sent: u64_at(b, e + E_SENT),
+                received: u64_at(b, e + E_RECEIVED),
                 segment: if kind == Kind::Connection {
-                    u64_at(b, e + 88)
+                    identity
                 } else {
                     0
                 },
-                tcp_ino: if kind == Kind::Listener {
-                    u64_at(b, e + 88)
-                } else {
-                    0
-                },
-                rendezvous_ino: [u64_at(b, e + 96), u64_at(b, e + 104)],
-                ring_bytes: u32_at(b, e + 112),
-                opened_s: u64_at(b, e + 120),
+                tcp_ino: if kind == Kind::Listener { identity } else { 0 },
+                rendezvous_ino: [u64_at(b, e + E_RDV_INO), u64_at(b, e + E_RDV2_INO)],
+                ring_bytes: u32_at(b, e + E_RING_BYTES),
+                opened_s: u64_at(b, e + E_OPENED_S),
                 owner,
             },
         });
@@ -590,6 +574,7 @@ pub(crate) fn command(pid: u32, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use layout::{CONNECTION, ENTRIES, ENTRY_BYTES, HEADER_BYTES, MAGIC, VERSION};
 
     #[test]
     fn a_single_string_title_is_shown_whole() {
@@ -605,7 +590,7 @@ mod tests {
         assert!(parse(&[0u8; 10], 0).is_err());
         let mut b = vec![0xffu8; FILE_BYTES];
         assert!(parse(&b, 0).is_err());
-        b[..8].copy_from_slice(MAGIC);
+        b[..8].copy_from_slice(&MAGIC);
         b[8..12].copy_from_slice(&VERSION.to_ne_bytes());
         b[12..16].copy_from_slice(&(HEADER_BYTES as u32).to_ne_bytes());
         b[16..20].copy_from_slice(&(ENTRY_BYTES as u32).to_ne_bytes());
@@ -616,8 +601,9 @@ mod tests {
         let e = HEADER_BYTES;
         b[e..e + 4].copy_from_slice(&CONNECTION.to_ne_bytes());
         assert_eq!(parse(&b, 0).unwrap().entries.len(), 0);
-        b[e + 24..e + 28].copy_from_slice(&(2u32 | 80 << 16).to_ne_bytes());
-        b[e + 48..e + 52].copy_from_slice(&(2u32 | 81 << 16).to_ne_bytes());
+        let (local, peer) = (e + layout::E_LOCAL, e + layout::E_PEER);
+        b[local..local + 4].copy_from_slice(&(2u32 | 80 << 16).to_ne_bytes());
+        b[peer..peer + 4].copy_from_slice(&(2u32 | 81 << 16).to_ne_bytes());
         let v = parse(&b, 0).unwrap();
         assert_eq!(v.entries.len(), 1);
         assert_eq!(v.entries[0].entry.local.port(), 80);

@@ -12,6 +12,7 @@ use std::process::Command;
 
 use common::*;
 use serde_json::Value;
+use shmnet_status_layout as layout;
 
 fn skipped(v: &Value) -> Vec<(String, String)> {
     v["skipped"]
@@ -30,7 +31,7 @@ fn skipped(v: &Value) -> Vec<(String, String)> {
 /// A status file's header (docs/status.md, "Layout").
 fn header(version: u32, pid: u32, start: u64) -> Vec<u8> {
     let mut b = vec![0u8; 131072];
-    b[..8].copy_from_slice(b"SHMNETS1");
+    b[..8].copy_from_slice(&layout::MAGIC);
     for (at, v) in [(8, version), (12, 256), (16, 128), (20, 1022), (24, pid)] {
         b[at..at + 4].copy_from_slice(&v.to_ne_bytes());
     }
@@ -49,14 +50,14 @@ fn start_time(pid: u32) -> u64 {
 
 /// A file of 1022 well-formed connection entries of `pid`.
 fn forged(pid: u32, start: u64, n: u32) -> Vec<u8> {
-    let mut b = header(2, pid, start);
+    let mut b = header(layout::VERSION, pid, start);
     for i in 0..1022usize {
         let e = 256 + 128 * i;
         b[e..e + 4].copy_from_slice(&3u32.to_ne_bytes());
         b[e + 4..e + 8].copy_from_slice(&pid.to_ne_bytes());
         b[e + 8..e + 16].copy_from_slice(&start.to_ne_bytes());
         b[e + 16..e + 20].copy_from_slice(&(i as u32).to_ne_bytes());
-        for (at, port) in [(24, 80u32), (48, 10000 + i as u32)] {
+        for (at, port) in [(layout::E_LOCAL, 80u32), (layout::E_PEER, 10000 + i as u32)] {
             b[e + at..e + at + 4].copy_from_slice(&(2 | port << 16).to_ne_bytes());
             b[e + at + 8..e + at + 12].copy_from_slice(&[127, 0, (n >> 8) as u8, n as u8]);
         }
@@ -89,7 +90,7 @@ fn oddities_are_skipped_and_said() {
     let mut server = run_py(&dir, "server.py", &[]);
     let _port = first_line(&mut server);
     // (After the server's sweep, which may remove a file of pid 1.)
-    std::fs::write(d("status-6-6"), header(3, 1, 1)).unwrap();
+    std::fs::write(d("status-6-6"), header(layout::VERSION + 1, 1, 1)).unwrap();
     let v = ss(&dir, &[]);
     assert_eq!(listening(&v, server.pid()).len(), 1, "{v}");
     let s = skipped(&v);
