@@ -40,6 +40,9 @@ pub(crate) fn main(a: RunArgs) -> i32 {
         );
     }
     if let Some(d) = &a.dir {
+        // The library takes only an absolute SHMNET_DIR (a relative one
+        // would name another directory after a chdir).
+        let d = std::path::absolute(d).unwrap_or_else(|_| d.clone());
         cmd.env("SHMNET_DIR", d);
     }
     if let Some(l) = &a.log {
