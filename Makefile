@@ -94,12 +94,12 @@ MADE_DIRS = $(DATADIR)/installed-dirs
 # list holds paths without DESTDIR, one a line, kept across reinstalls.
 install:
 	@test -f '$(INSTALL_LIB)' -a -x '$(INSTALL_BIN)' || { echo "make install: $(INSTALL_LIB) or $(INSTALL_BIN) missing: run 'make' first" >&2; exit 1; }
-	@made=; for d in '$(LIBDIR)' '$(BINDIR)' '$(MANDIR)' '$(DATADIR)'; do \
-		while [ ! -d "$$d" ]; do made="$$made$${d#'$(DESTDIR)'}\\n"; d=$$(dirname "$$d"); done; \
-	done; \
+	@made=$$(mktemp) && for d in '$(LIBDIR)' '$(BINDIR)' '$(MANDIR)' '$(DATADIR)'; do \
+		while [ ! -d "$$d" ]; do printf '%s\n' "$${d#'$(DESTDIR)'}"; d=$$(dirname "$$d"); done; \
+	done > "$$made" && \
 	install -d '$(LIBDIR)' '$(BINDIR)' '$(MANDIR)' '$(DATADIR)' && \
-	{ cat '$(MADE_DIRS)' 2>/dev/null; printf "$$made"; } | sort -u > '$(MADE_DIRS).tmp' && \
-	mv '$(MADE_DIRS).tmp' '$(MADE_DIRS)'
+	{ cat '$(MADE_DIRS)' 2>/dev/null; cat "$$made"; } | sort -u > '$(MADE_DIRS).tmp' && \
+	mv '$(MADE_DIRS).tmp' '$(MADE_DIRS)'; s=$$?; rm -f "$$made"; exit $$s
 	install -m 0755 '$(INSTALL_LIB)' '$(LIBDIR)/libshmnet.so'
 	install -m 0755 '$(INSTALL_BIN)' '$(BINDIR)/shmnet'
 	'$(INSTALL_BIN)' man > '$(MANDIR)/shmnet.1.tmp' && chmod 0644 '$(MANDIR)/shmnet.1.tmp' && mv '$(MANDIR)/shmnet.1.tmp' '$(MANDIR)/shmnet.1'

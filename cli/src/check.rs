@@ -245,7 +245,8 @@ fn pair_verdict(pair: &str, report: &serde_json::Value, off: bool) -> Verdict {
         .as_u64()
         .map(|us| crate::units::duration(std::time::Duration::from_micros(us)))
         .unwrap_or_default();
-    let never = std::env::var("SHMNET_FALLBACK").is_ok_and(|v| v == "never");
+    let never =
+        std::env::var("SHMNET_FALLBACK").is_ok_and(|v| v.trim().eq_ignore_ascii_case("never"));
     if let Some(e) = report["connect"].as_str().filter(|s| *s != "ok") {
         let hint = if off {
             "is a listener running there? (the library is off: see the configuration line)"

@@ -36,8 +36,14 @@ pub(crate) struct RingView {
 }
 
 /// At most this many fds of one process are looked at (a process may
-/// hold a million).
+/// hold a million), and this many in the whole scan: a hostile user can
+/// name any pid (a thread's id too) in its entries.
 const MAX_FDS: usize = 1 << 16;
+const MAX_FDS_ALL: usize = 1 << 18;
+/// At most this much of one process's /proc/PID/maps is read, and this
+/// much in the whole scan (60,000 mappings of a long path are 10 MB).
+const MAX_MAPS: u64 = 4 << 20;
+const MAX_MAPS_ALL: u64 = 32 << 20;
 /// Memfds of connections are named so (ring/src/segment.rs).
 const MEMFD_NAME: &str = "/memfd:shmnet-conn";
 
@@ -46,6 +52,9 @@ const MEMFD_NAME: &str = "/memfd:shmnet-conn";
 pub(crate) struct Rings {
     /// pid -> segment inode -> a path that opens it.
     by_pid: HashMap<u32, HashMap<u64, String>>,
+    /// fds and maps bytes looked at so far (`MAX_FDS_ALL`, `MAX_MAPS_ALL`).
+    fds_seen: usize,
+    maps_read: u64,
 }
 
 impl Rings {
@@ -56,13 +65,23 @@ impl Rings {
         if segment == 0 {
             return None;
         }
-        let paths = self.by_pid.entry(pid).or_insert_with(|| segments_of(pid));
-        let path = paths.get(&segment)?;
+        if !self.by_pid.contains_key(&pid) {
+            let found = segments_of(pid, &mut self.fds_seen, &mut self.maps_read);
+            self.by_pid.insert(pid, found);
+        }
+        let path = self.by_pid.get(&pid)?.get(&segment)?;
         // (A /proc magic link, followed: to the file it names, checked
-        // below to be the segment.)
+        // before and after to be the segment. Its holder may swap the fd
+        // for another file in between, a terminal say: O_NOCTTY, so that
+        // the open never makes it ours, and O_NONBLOCK, so that it never
+        // waits.)
+        let before = std::fs::metadata(path).ok()?;
+        if !before.is_file() || before.ino() != segment {
+            return None;
+        }
         let f = File::options()
             .read(true)
-            .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
             .open(path)
             .ok()?;
         let meta = f.metadata().ok()?;
@@ -76,10 +95,12 @@ impl Rings {
 
 /// The memfds of connections a process holds (its fds; else its mappings,
 /// which only root can open): inode -> path.
-fn segments_of(pid: u32) -> HashMap<u64, String> {
+fn segments_of(pid: u32, fds_seen: &mut usize, maps_read: &mut u64) -> HashMap<u64, String> {
     let mut out = HashMap::new();
     if let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/fd")) {
-        for ent in rd.flatten().take(MAX_FDS) {
+        let room = MAX_FDS.min(MAX_FDS_ALL.saturating_sub(*fds_seen));
+        for ent in rd.flatten().take(room) {
+            *fds_seen += 1;
             let path = ent.path();
             let Ok(target) = std::fs::read_link(&path) else {
                 continue;
@@ -93,7 +114,14 @@ fn segments_of(pid: u32) -> HashMap<u64, String> {
         }
     }
     // A connection whose memfd was given back (fd pressure) is mapped only.
-    if let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) {
+    let room = MAX_MAPS.min(MAX_MAPS_ALL.saturating_sub(*maps_read));
+    let maps = File::open(format!("/proc/{pid}/maps")).and_then(|f| {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::Read::take(f, room), &mut text)?;
+        Ok(text)
+    });
+    if let Ok(maps) = maps {
+        *maps_read += maps.len() as u64;
         for line in maps.lines().filter(|l| l.contains(MEMFD_NAME)) {
             // range perms offset dev inode path
             let f: Vec<&str> = line.split_ascii_whitespace().collect();
