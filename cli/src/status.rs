@@ -116,13 +116,23 @@ pub(crate) fn scan(dir: &Path) -> Result<Scan, String> {
             continue;
         }
         // The caller's files first, then root's: another user's files
-        // cannot push them past the bounds.
-        let rank = match dirfd.owner(name) {
+        // cannot push them past the bounds. Other users' in turns, one
+        // file of each owner a round: one user's many files cannot push
+        // a third user's past them either (review s28 N3).
+        let owner = dirfd.owner(name);
+        let rank = match owner {
             Some(u) if u == me => 0,
             Some(0) => 1,
             _ => 2,
         };
-        names.push((rank, name.to_owned()));
+        names.push((rank, 0usize, owner.unwrap_or(u32::MAX), name.to_owned()));
+    }
+    names.sort();
+    let mut round = std::collections::HashMap::<u32, usize>::new();
+    for n in names.iter_mut().filter(|n| n.0 == 2) {
+        let r = round.entry(n.2).or_default();
+        n.1 = *r;
+        *r += 1;
     }
     names.sort();
     if unlooked > 0 {
@@ -134,7 +144,7 @@ pub(crate) fn scan(dir: &Path) -> Result<Scan, String> {
     let mut procs = Procs::default();
     let mut unread = 0usize;
     let mut dropped = 0usize;
-    for (_, name) in &names {
+    for (_, _, _, name) in &names {
         if scan.files == MAX_FILES {
             unread += 1;
             continue;
