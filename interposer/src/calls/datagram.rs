@@ -58,12 +58,19 @@ fn ours(fd: c_int) -> Option<Arc<Socket>> {
     registry::get(fd).filter(|s| s.datagram().is_some())
 }
 
+/// Whether `fd` is a datagram socket of ours: poll, select and epoll
+/// report it writable always (its fd, an epoll instance, never is).
+pub(crate) fn is_datagram(fd: c_int) -> bool {
+    fdtable::is_owned(fd) && ours(fd).is_some()
+}
+
 /// Turns the application's kernel UDP socket `fd` into ours, bound to
-/// `local` (port 0: ephemeral): its fd number becomes the Inbox.
-fn adopt(fd: c_int, local: SocketAddr) -> Result<Arc<Socket>, Errno> {
+/// `local` (port 0: ephemeral, never `avoid`): its fd number becomes the
+/// Inbox.
+fn adopt(fd: c_int, local: SocketAddr, avoid: Option<u16>) -> Result<Arc<Socket>, Errno> {
     let app = sys::borrow_fd(fd);
     let kernel = rustix::io::fcntl_dupfd_cloexec(app, 0)?;
-    let d = Datagram::bind(local, kernel)?;
+    let d = Datagram::bind(local, kernel, avoid)?;
     let cloexec = rustix::io::fcntl_getfd(app)?.contains(rustix::io::FdFlags::CLOEXEC);
     let fl = rustix::fs::fcntl_getfl(app)?;
     if fl.contains(rustix::fs::OFlags::NONBLOCK) {
@@ -99,7 +106,7 @@ fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> 
     if sys::local_name(sys::borrow_fd(fd)).is_some_and(|a| a.port() != 0) {
         return None; // bound by the kernel already: it stays the kernel's
     }
-    Some(adopt(fd, autobind_addr(dest)))
+    Some(adopt(fd, autobind_addr(dest), Some(dest.port())))
 }
 
 pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
@@ -113,7 +120,7 @@ pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     if !crate::transport::lookup::may_bind(target.port()) {
         return Some(fail(Errno::ACCESS));
     }
-    Some(match adopt(fd, target) {
+    Some(match adopt(fd, target, None) {
         Ok(_) => Action::Done(0),
         Err(e) => fail(e),
     })
@@ -229,9 +236,10 @@ fn returned(t: &Taken, flags: c_int) -> ssize_t {
     }) as ssize_t
 }
 
-/// The sender's address in the socket's family.
-fn source(d: &Datagram, t: &Taken) -> SocketAddr {
-    as_family(t.from, d.local.is_ipv6()).unwrap_or(t.from)
+/// The sender's address in the socket's family (None: no datagram, a
+/// shutdown's end).
+fn source(d: &Datagram, t: &Taken) -> Option<SocketAddr> {
+    t.from.map(|f| as_family(f, d.local.is_ipv6()).unwrap_or(f))
 }
 
 /// recv/read/readv on a datagram socket of ours.
@@ -261,7 +269,10 @@ pub(crate) fn recvfrom(
     let d = sock.datagram()?;
     Some(match recv_on(fd, d, flags, &mut [IoSliceMut::new(buf)]) {
         Ok(t) => {
-            from.put(source(d, &t));
+            match source(d, &t) {
+                Some(a) => from.put(a),
+                None => from.clear(),
+            }
             Action::Done(returned(&t, flags))
         }
         Err(e) => fail(e),
@@ -298,7 +309,7 @@ fn recvmsg_on(fd: c_int, sock: &Socket, msg: OutMsg<'_>, flags: c_int) -> Action
             } else {
                 0
             };
-            tail.finish_dgram(Some(source(d, &t)), out);
+            tail.finish_dgram(source(d, &t), out);
             Action::Done(returned(&t, flags))
         }
         Err(e) => fail(e),

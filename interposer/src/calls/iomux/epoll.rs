@@ -132,6 +132,7 @@ impl WaitSet for EpollSet<'_> {
     fn filter(&mut self, n: c_int) -> c_int {
         readiness::collected(self.epfd, &self.out[..n.max(0) as usize]);
         readiness::tcp_hangups(self.epfd, &mut self.out[..n.max(0) as usize]);
+        readiness::datagrams_reported(self.epfd, &mut self.out[..n.max(0) as usize]);
         n
     }
 
@@ -145,6 +146,7 @@ impl WaitSet for EpollSet<'_> {
             }
             readiness::collected(self.epfd, &self.out[..n as usize]);
             readiness::tcp_hangups(self.epfd, &mut self.out[..n as usize]);
+            readiness::datagrams_reported(self.epfd, &mut self.out[..n as usize]);
         }
         let pending = std::mem::take(&mut self.pending.events);
         Action::Done(merge(self.out, n as usize, pending))

@@ -51,6 +51,13 @@ pub(crate) struct Inbox {
     error: AtomicI32,
     /// Poll, select or epoll_ctl met it: readiness kept exact always.
     eager: AtomicBool,
+    /// shutdown(SHUT_RD): a receive that finds nothing returns 0 bytes,
+    /// and the fd stays readable.
+    shut: AtomicBool,
+    /// Registered edge-triggered in an epoll set: the doorbell flag stays
+    /// up also while datagrams are queued, so every arrival after a
+    /// receive (or an epoll_wait that reported it) rings: an edge.
+    edge: AtomicBool,
     /// Inherited across fork: this process must not consume (the rings
     /// have one consumer; udp-draft stage 4 shares them).
     forked: AtomicBool,
@@ -71,10 +78,11 @@ pub(super) struct State {
     pub(super) limit: u32,
 }
 
-/// A datagram taken: how long it was, how much was copied, from whom.
+/// A datagram taken: how long it was, how much was copied, from whom
+/// (None: no datagram, the end a shutdown(SHUT_RD) gives).
 pub(crate) struct Taken {
     pub got: Received,
-    pub from: SocketAddr,
+    pub from: Option<SocketAddr>,
 }
 
 impl Inbox {
@@ -95,6 +103,8 @@ impl Inbox {
             local,
             error: AtomicI32::new(0),
             eager: AtomicBool::new(false),
+            shut: AtomicBool::new(false),
+            edge: AtomicBool::new(false),
             forked: AtomicBool::new(false),
             state: Mutex::new(State {
                 sets: Vec::new(),
@@ -140,7 +150,20 @@ impl Inbox {
     /// blocking receive).
     pub(crate) fn quick_ready(&self) -> bool {
         let mut st = self.state.lock();
-        self.error.load(Ordering::Relaxed) != 0 || queued(&mut st)
+        self.error.load(Ordering::Relaxed) != 0
+            || self.shut.load(Ordering::Relaxed)
+            || queued(&mut st)
+    }
+
+    /// Whether a receive would find something: links served first (a new
+    /// sender's first datagrams come on its link), readiness settled.
+    pub(crate) fn readable(&self) -> bool {
+        if self.forked.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut st = self.state.lock();
+        self.serve_locked(&mut st);
+        self.settle(&mut st)
     }
 
     /// Before a blocking receive sleeps: links served, readiness settled
@@ -161,6 +184,35 @@ impl Inbox {
             for s in &st.sets {
                 s.rx.disarm();
             }
+        }
+    }
+
+    /// shutdown(SHUT_RD): receives stop waiting (a sleeper wakes) and the
+    /// fd stays readable.
+    pub(crate) fn shut_read(&self) {
+        self.shut.store(true, Ordering::Relaxed);
+        let mut st = self.state.lock();
+        self.signal(&mut st);
+    }
+
+    /// The socket joined an epoll set edge-triggered: from now on every
+    /// arrival after a look rings (see `edge`), starting now.
+    pub(crate) fn set_edge_triggered(&self) {
+        if self.edge.swap(true, Ordering::Relaxed) || self.forked.load(Ordering::Relaxed) {
+            return;
+        }
+        self.rearm_edge();
+    }
+
+    /// An epoll_wait reported the socket (or is about to wait on it): an
+    /// arrival from now on makes a new edge, queued datagrams or not.
+    pub(crate) fn rearm_edge(&self) {
+        if !self.edge.load(Ordering::Relaxed) || self.forked.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut st = self.state.lock();
+        for s in &mut st.sets {
+            s.rx.arm();
         }
     }
 
@@ -268,13 +320,23 @@ impl Inbox {
             };
             let me = rustix::process::geteuid().as_raw();
             let admitted = config.is_some_and(|c| c.allow.admits_uid(me, uid));
-            if !admitted || st.links.len() >= links::MAX_LINKS {
+            if !admitted {
                 log!(
                     debug,
                     "datagram link to {} from uid {uid}: refused",
                     self.local
                 );
                 continue; // closed: the sender sees the hang-up
+            }
+            if st.links.len() >= links::MAX_LINKS {
+                // Alive but full: the sender drops (and asks again later)
+                // rather than take this for nobody receiving.
+                let no = shmnet_ring::dgram::frame::Frame::RegNo {
+                    why: Errno::NOBUFS.raw_os_error() as u32,
+                };
+                let _ = link::send(conn.as_fd(), &no, None);
+                log!(debug, "datagram link to {}: {} links, full", self.local, links::MAX_LINKS);
+                continue;
             }
             let token = st.next_token;
             st.next_token += 1;
@@ -324,6 +386,15 @@ impl Inbox {
         }
         if self.error.load(Ordering::Relaxed) != 0 || queued(st) {
             self.signal(st);
+            if self.edge.load(Ordering::Relaxed) {
+                for s in &mut st.sets {
+                    s.rx.arm();
+                }
+            }
+            return true;
+        }
+        if self.shut.load(Ordering::Relaxed) {
+            self.signal(st);
             return true;
         }
         let mut came = false;
@@ -364,6 +435,17 @@ impl Inbox {
         if got.is_none() && serve {
             self.serve_locked(&mut st);
             got = self.take(&mut st, bufs, peek, only);
+        }
+        if got.is_none() && self.shut.load(Ordering::Relaxed) {
+            let end = Received {
+                len: 0,
+                copied: 0,
+                slot: u32::MAX,
+            };
+            got = Some(Taken {
+                got: end,
+                from: None,
+            });
         }
         if self.eager.load(Ordering::Relaxed) {
             self.settle(&mut st);
