@@ -378,3 +378,242 @@ fn c_ping_pong_emulated_and_kernel() {
         );
     }
 }
+
+/// Runs `body` (after the prelude) twice, preloaded, with argv[1] the
+/// host and argv[2] "emul" or "kernel": on the test's partition address
+/// (emulated) and on 127.0.0.1 (outside the partitions: kernel UDP).
+/// Each must succeed and print the same lines; the emulated output is
+/// returned.
+fn same_as_kernel(name: &str, body: &str) -> String {
+    let net = Net::emulated(name);
+    let emul = script(&net, body, &[&net.host_str(), "emul"]);
+    let kernel = script(&net, body, &["127.0.0.1", "kernel"]);
+    assert_eq!(emul, kernel, "{name}: emulated vs kernel UDP");
+    emul
+}
+
+/// Review H1: a UDP socket is always writable (poll POLLOUT, select's
+/// write set, EPOLLOUT); a Python socket with a timeout polls for that
+/// before each send.
+#[test]
+fn always_writable_as_kernel_udp() {
+    let body = r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+IO = select.POLLIN | select.POLLOUT
+def states(sock):
+    p = select.poll(); p.register(sock, IO)
+    ev = p.poll(2000)
+    w = select.select([], [sock], [], 2)[1] != []
+    e = select.epoll(); e.register(sock, select.EPOLLIN | select.EPOLLOUT)
+    ee = e.poll(2, 1); e.close()
+    return (ev[0][1] & IO if ev else 0, w, ee[0][1] if ee else 0)
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind((host, 0)); addr = r.getsockname()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"x", addr)
+assert select.select([r], [], [], 5)[0]
+print("bound, queued", states(r))
+print("sender", states(s))
+assert r.recv(10) == b"x"
+print("bound, empty", states(r))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.connect(addr)
+print("connected", states(c))
+t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+t.settimeout(2)
+t.sendto(b"timed", addr)
+print("timeout socket sent", r.recv(10))
+ep = select.epoll(); ep.register(c, select.EPOLLOUT)
+print("LT", [e for _, e in ep.poll(1)], [e for _, e in ep.poll(1)])
+ep2 = select.epoll(); ep2.register(c, select.EPOLLOUT | select.EPOLLET)
+print("ET", [e for _, e in ep2.poll(1)], [e for _, e in ep2.poll(0.1)])
+if emul:
+    assert_no_kernel_udp(addr[1], s.getsockname()[1], c.getsockname()[1])
+print("writable ok")
+"#;
+    let out = same_as_kernel("udp_writable", body);
+    assert!(out.contains("writable ok"), "{out}");
+}
+
+/// Review H2: a sender that sends and exits before the receiver looks
+/// (its REG_OK cannot be sent: EPIPE) still has every datagram delivered.
+#[test]
+fn datagrams_of_an_exited_sender_arrive() {
+    let body = r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind((host, 0)); addr = r.getsockname()
+for round in range(3):
+    pid = os.fork()
+    if pid == 0:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(10):
+            s.sendto(b"%d:%d" % (round, i), addr)
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    r.settimeout(2)
+    got = []
+    while len(got) < 10:
+        try:
+            got.append(r.recv(100))
+        except socket.timeout:
+            break
+    print("round", round, "got", len(got), got == [b"%d:%d" % (round, i) for i in range(10)])
+if emul:
+    assert_no_kernel_udp(addr[1])
+print("exited ok")
+"#;
+    let out = same_as_kernel("udp_exited_sender", body);
+    assert!(out.contains("round 2 got 10 True"), "{out}");
+}
+
+/// Review H3: 300 sender sockets to one receiver (more than one target
+/// segment's slots): every datagram arrives, the last client gets its
+/// answer, no send fails.
+#[test]
+fn three_hundred_senders_to_one_receiver() {
+    let body = r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind((host, 0)); addr = r.getsockname()
+r.settimeout(5)
+N = 300
+clients = []
+errors = {}
+got = 0
+for k in range(N):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.connect(addr)
+    clients.append(c)
+    for i in range(2):
+        try:
+            c.send(b"%d:%d" % (k, i))
+        except OSError as e:
+            errors[e.errno] = errors.get(e.errno, 0) + 1
+    for i in range(2):
+        d, frm = r.recvfrom(100)
+        assert frm == c.getsockname(), (frm, c.getsockname())
+        got += 1
+last = clients[-1]
+r.sendto(b"pong", last.getsockname())
+last.settimeout(5)
+print("got", got, "of", 2 * N, "errors", errors, "answer", last.recv(10))
+if emul:
+    assert_no_kernel_udp(addr[1])
+"#;
+    let out = same_as_kernel("udp_many_senders", body);
+    assert!(
+        out.contains("got 600 of 600 errors {} answer b'pong'"),
+        "{out}"
+    );
+}
+
+/// Review M1: shutdown() wakes a thread blocked in a receive, which
+/// returns 0 bytes (ENOTCONN for an unconnected socket, as the kernel);
+/// what was queued before still comes first; a send after SHUT_WR: EPIPE.
+#[test]
+fn shutdown_wakes_a_blocked_receive() {
+    let body = r#"
+import threading
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+for how in (socket.SHUT_RD, socket.SHUT_RDWR):
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    r.bind((host, 0))
+    res = []
+    t = threading.Thread(target=lambda: res.append(r.recvfrom(100)))
+    t.start()
+    time.sleep(0.3)
+    try:
+        r.shutdown(how)
+        print("shutdown ok")
+    except OSError as e:
+        print("shutdown errno", e.errno)
+    t.join(5)
+    print(how, "woken", not t.is_alive(), res)
+    r.close()
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind((host, 0))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.connect(r.getsockname())
+c.send(b"before")
+assert select.select([r], [], [], 5)[0]
+print("connected shutdown", c.shutdown(socket.SHUT_WR), r.shutdown(socket.SHUT_RD) if False else "")
+try:
+    c.send(b"after")
+except OSError as e:
+    print("send after SHUT_WR errno", e.errno)
+try:
+    r.shutdown(socket.SHUT_RD)
+except OSError as e:
+    print("unconnected errno", e.errno)
+print("queued first", r.recvfrom(100)[0], "then", r.recvfrom(100))
+print("shutdown done")
+"#;
+    let out = same_as_kernel("udp_shutdown", body);
+    assert!(out.contains("woken True [(b'', None)]"), "{out}");
+}
+
+/// Review M2: ephemeral ports are random (as the kernel's), and a socket
+/// sending to a port nobody holds any more never gets that very port
+/// (it would receive its own datagrams): ECONNREFUSED, as the kernel.
+#[test]
+fn ephemeral_ports_random_never_self_connected() {
+    let body = r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+socks = []
+for _ in range(20):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    socks.append(s)
+ports = [s.getsockname()[1] for s in socks]
+steps = sum(1 for a, b in zip(ports, ports[1:]) if b == a + 1)
+print("distinct", len(set(ports)) == 20, "sequential", steps < 10)
+results = []
+for _ in range(20):
+    x = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    x.bind((host, 0))
+    dead = x.getsockname()
+    x.close()
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.connect(dead)
+    results.append(c.getsockname() != dead)
+    c.send(b"1")
+    try:
+        c.recv(10)
+        results.append("received")
+    except ConnectionRefusedError:
+        results.append("refused")
+    c.close()
+print("self", set(results))
+"#;
+    let out = same_as_kernel("udp_ephemeral", body);
+    assert!(out.contains("self {True, 'refused'}"), "{out}");
+}
+
+/// Review M3: edge-triggered epoll reports an edge for every arrival, also
+/// while an older datagram is unread.
+#[test]
+fn epollet_edge_for_every_arrival() {
+    let body = r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind((host, 0)); addr = r.getsockname()
+r.setblocking(False)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+ep = select.epoll(); ep.register(r, select.EPOLLIN | select.EPOLLET)
+s.sendto(b"1", addr); s.sendto(b"2", addr)
+first = ep.poll(2)
+again = ep.poll(0.1)
+edges = []
+for k in range(3, 8):
+    r.recv(10)            # one read, one left queued
+    ep.poll(0)            # (a read may leave an edge: taken here)
+    s.sendto(b"%d" % k, addr)
+    edges.append([e for _, e in ep.poll(2)])
+print("first", [e for _, e in first], "without a read", [e for _, e in again], "arrivals", edges)
+if emul:
+    assert_no_kernel_udp(addr[1])
+"#;
+    let out = same_as_kernel("udp_epollet", body);
+    assert!(out.contains("arrivals [[1], [1], [1], [1], [1]]"), "{out}");
+}

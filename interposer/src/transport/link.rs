@@ -65,7 +65,10 @@ fn listener_at(addr: SocketAddr) -> Result<OwnedFd, Errno> {
 /// ports nobody can guess), going up to the next free one. `avoid` is the
 /// destination port of an autobind: a socket never gets the very port it
 /// sends to (it would be connected to itself).
-pub(crate) fn reserve(addr: SocketAddr, avoid: Option<u16>) -> Result<(OwnedFd, SocketAddr), Errno> {
+pub(crate) fn reserve(
+    addr: SocketAddr,
+    avoid: Option<u16>,
+) -> Result<(OwnedFd, SocketAddr), Errno> {
     if addr.port() != 0 {
         return Ok((listener_at(addr)?, addr));
     }

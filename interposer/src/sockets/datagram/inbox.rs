@@ -335,7 +335,12 @@ impl Inbox {
                     why: Errno::NOBUFS.raw_os_error() as u32,
                 };
                 let _ = link::send(conn.as_fd(), &no, None);
-                log!(debug, "datagram link to {}: {} links, full", self.local, links::MAX_LINKS);
+                log!(
+                    debug,
+                    "datagram link to {}: {} links, full",
+                    self.local,
+                    links::MAX_LINKS
+                );
                 continue;
             }
             let token = st.next_token;

@@ -186,8 +186,14 @@ impl Route {
                     let tx = attach(memfd, slot, gen, self.dest).map_err(|()| NoReceiver)?;
                     self.state = State::Shm(tx);
                 }
-                Ok(Some((Frame::RegNo { why }, _))) if why == Errno::NOBUFS.raw_os_error() as u32 => {
-                    log!(debug, "datagram to {}: no slot free there, dropping", self.dest);
+                Ok(Some((Frame::RegNo { why }, _)))
+                    if why == Errno::NOBUFS.raw_os_error() as u32 =>
+                {
+                    log!(
+                        debug,
+                        "datagram to {}: no slot free there, dropping",
+                        self.dest
+                    );
                     self.state = State::Full;
                     self.checked_ms = monotonic_ms();
                 }
