@@ -617,3 +617,121 @@ if emul:
     let out = same_as_kernel("udp_epollet", body);
     assert!(out.contains("arrivals [[1], [1], [1], [1], [1]]"), "{out}");
 }
+
+/// Review M4: two sockets share a port when both set SO_REUSEADDR (iperf3
+/// -u's server binds its next socket to the port its connected one
+/// holds); the connected one keeps its peer's datagrams, the other takes
+/// new senders once the first is closed; without the option: EADDRINUSE.
+#[test]
+fn so_reuseaddr_shares_a_port() {
+    let body = r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+REUSE = (socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.setsockopt(*REUSE)
+a.bind((host, 0)); addr = a.getsockname()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"1", addr)
+d, frm = a.recvfrom(10)
+a.connect(frm)
+b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.setsockopt(*REUSE)
+b.bind(addr)
+print("shared bind ok", b.getsockname() == addr)
+s.sendto(b"2", addr)
+a.settimeout(2)
+print("connected one gets its peer's", a.recv(10))
+n = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    n.bind(addr)
+    print("bound without SO_REUSEADDR")
+except OSError as e:
+    print("without the option errno", e.errno)
+a.close()
+t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+t.sendto(b"3", addr)
+b.settimeout(2)
+print("the other after the close", b.recv(10))
+if emul:
+    assert_no_kernel_udp(addr[1])
+"#;
+    let out = same_as_kernel("udp_reuseaddr", body);
+    assert!(out.contains("the other after the close b'3'"), "{out}");
+}
+
+/// iperf3 -u both ways (its TCP control connection on the same port),
+/// both ends preloaded on the emulated network: every datagram counted
+/// by the receiver (iperf3 checks their sequence numbers).
+#[test]
+fn iperf3_udp_both_ways() {
+    if Command::new("iperf3").arg("--version").output().is_err() {
+        common::missing_program("iperf3_udp_both_ways", "iperf3");
+        return;
+    }
+    let net = Net::emulated("udp_iperf3");
+    for reverse in [false, true] {
+        let mut server = preloaded("iperf3");
+        server.args(["-s", "-1", "-B", &net.host_str(), "-p", &net.port_str()]);
+        udp_env(&net, &mut server);
+        let server = common::Background::spawn(&mut server);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let mut client = preloaded("iperf3");
+        client.args(["-u", "-c", &net.host_str(), "-p", &net.port_str()]);
+        client.args(["-t", "1", "-b", "50M", "-l", "1200", "--json"]);
+        if reverse {
+            client.arg("-R");
+        }
+        udp_env(&net, &mut client);
+        let out = stdout_of("iperf3 -u client", &mut client);
+        drop(server);
+        let packets = out
+            .split("\"sum\":")
+            .last()
+            .and_then(|s| s.split("\"packets\":").nth(1))
+            .and_then(|s| s.split(',').next())
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        let _ = writeln!(
+            std::io::stderr(),
+            "datagrams.rs: iperf3 -u{}: {packets:?} datagrams",
+            if reverse { " -R" } else { "" }
+        );
+        assert!(packets.is_some_and(|p| p > 0), "{out}");
+    }
+}
+
+/// poll and select report a UDP socket readable only when a receive
+/// finds a datagram: a new sender, or one that hung up, is handled, not
+/// reported (iperf3 -u -R's client, blocking, hung in recv at the end).
+#[test]
+fn readable_means_a_datagram_is_there() {
+    let body = r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind((host, 0)); addr = r.getsockname()
+r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 3, 0))
+p = select.poll(); p.register(r, select.POLLIN)
+got, blocked, spurious = 0, 0, 0
+for k in range(10):
+    pid = os.fork()
+    if pid == 0:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(b"%d" % k, addr)
+        s.close()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    for call in ("poll", "select"):
+        deadline = time.time() + 0.3
+        while time.time() < deadline:
+            ready = p.poll(100) if call == "poll" else select.select([r], [], [], 0.1)[0]
+            if not ready:
+                continue
+            try:
+                r.recv(10)
+                got += 1
+            except BlockingIOError:
+                spurious += 1
+            except OSError:
+                blocked += 1
+print("got", got, "blocked", blocked)
+"#;
+    let out = same_as_kernel("udp_readable_means_data", body);
+    assert!(out.contains("got 10 blocked 0"), "{out}");
+}

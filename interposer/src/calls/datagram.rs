@@ -70,7 +70,10 @@ pub(crate) fn is_datagram(fd: c_int) -> bool {
 fn adopt(fd: c_int, local: SocketAddr, avoid: Option<u16>) -> Result<Arc<Socket>, Errno> {
     let app = sys::borrow_fd(fd);
     let kernel = rustix::io::fcntl_dupfd_cloexec(app, 0)?;
-    let d = Datagram::bind(local, kernel, avoid)?;
+    let d = match Datagram::bind(local, kernel, avoid) {
+        Err(Errno::ADDRINUSE) if avoid.is_none() => share(fd, local)?,
+        r => r?,
+    };
     let cloexec = rustix::io::fcntl_getfd(app)?.contains(rustix::io::FdFlags::CLOEXEC);
     let fl = rustix::fs::fcntl_getfl(app)?;
     if fl.contains(rustix::fs::OFlags::NONBLOCK) {
@@ -83,6 +86,40 @@ fn adopt(fd: c_int, local: SocketAddr, avoid: Option<u16>) -> Result<Arc<Socket>
     let sock = Arc::new(Socket::Datagram(d));
     registry::insert(fd, sock.clone()).map_err(|()| Errno::MFILE)?;
     Ok(sock)
+}
+
+/// Whether the kernel would let a second UDP socket bind the address `a`
+/// holds: both with SO_REUSEADDR, or both with SO_REUSEPORT (one uid).
+fn reusable(a: std::os::fd::BorrowedFd<'_>, b: std::os::fd::BorrowedFd<'_>) -> bool {
+    use rustix::net::sockopt::{socket_reuseaddr, socket_reuseport};
+    let addr = |fd| socket_reuseaddr(fd).unwrap_or(false);
+    let port = |fd| socket_reuseport(fd).unwrap_or(false);
+    (addr(a) && addr(b)) || (port(a) && port(b))
+}
+
+/// bind to `local`, held by another socket: shared, as the kernel shares
+/// a UDP port between sockets that both set SO_REUSEADDR or SO_REUSEPORT,
+/// when that socket is one of this process (iperf3 -u's server binds its
+/// next socket to the port its connected one holds). Senders reach
+/// whichever takes their link first. EADDRINUSE otherwise.
+fn share(fd: c_int, local: SocketAddr) -> Result<Datagram, Errno> {
+    let app = sys::borrow_fd(fd);
+    let mut holder = None;
+    registry::for_each_socket(|s| {
+        if holder.is_none()
+            && s.datagram()
+                .is_some_and(|d| unmapped(d.local) == unmapped(local))
+        {
+            holder = Some(s.clone());
+        }
+    });
+    let holder = holder.ok_or(Errno::ADDRINUSE)?;
+    let h = holder.datagram().ok_or(Errno::ADDRINUSE)?;
+    if !reusable(app, h.kernel()) {
+        return Err(Errno::ADDRINUSE);
+    }
+    let kernel = rustix::io::fcntl_dupfd_cloexec(app, 0)?;
+    Datagram::bind_shared(local, kernel, h)
 }
 
 /// The local address an unbound socket takes to reach `dest`: `dest`'s

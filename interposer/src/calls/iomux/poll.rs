@@ -72,6 +72,15 @@ impl KernelSet for PollSet<'_> {
             }
             p.revents = tcp_revents(p.revents, c);
         }
+        for i in waiting.datagram_keys() {
+            let p = &mut self.fds[i];
+            if p.revents & POLL_IN != 0 && waiting.datagram_unready(i) {
+                p.revents &= !POLL_IN;
+                if p.revents == 0 {
+                    n -= 1;
+                }
+            }
+        }
         n
     }
 

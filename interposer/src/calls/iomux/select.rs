@@ -108,6 +108,12 @@ impl Sets<'_, '_> {
                 n -= 1;
             }
         }
+        for fd in waiting.datagram_keys() {
+            if bit(r, fd) && waiting.datagram_unready(fd) {
+                set_bit(r, fd, false);
+                n -= 1;
+            }
+        }
         n
     }
 }

@@ -162,6 +162,12 @@ impl Inbox {
             return false;
         }
         let mut st = self.state.lock();
+        if self.error.load(Ordering::Relaxed) != 0
+            || self.shut.load(Ordering::Relaxed)
+            || queued(&mut st)
+        {
+            return true;
+        }
         self.serve_locked(&mut st);
         self.settle(&mut st)
     }

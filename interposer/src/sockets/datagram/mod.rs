@@ -66,6 +66,27 @@ impl Datagram {
         avoid: Option<u16>,
     ) -> Result<Datagram, Errno> {
         let (listener, local) = crate::transport::link::reserve(local, avoid)?;
+        Self::with_listener(listener, local, kernel)
+    }
+
+    /// A socket bound to the address `holder` holds (SO_REUSEADDR or
+    /// SO_REUSEPORT on both, `calls::datagram::share`): it takes links from
+    /// the same name (a copy of its listener), so senders reach one or
+    /// the other, and it keeps the name held after `holder` closes.
+    pub(crate) fn bind_shared(
+        local: SocketAddr,
+        kernel: OwnedFd,
+        holder: &Datagram,
+    ) -> Result<Datagram, Errno> {
+        let listener = rustix::io::fcntl_dupfd_cloexec(holder.inbox.listener(), 0)?;
+        Self::with_listener(listener, local, kernel)
+    }
+
+    fn with_listener(
+        listener: OwnedFd,
+        local: SocketAddr,
+        kernel: OwnedFd,
+    ) -> Result<Datagram, Errno> {
         let limit = rustix::net::sockopt::socket_recv_buffer_size(&kernel)
             .map_or(212_992, |n| n.min(1 << 30) as u32);
         let inbox = Inbox::new(InternalFd::new(listener), local, limit)?;
