@@ -76,6 +76,11 @@ pub(super) struct State {
     pub(super) next_token: u64,
     pub(super) woken: bool,
     pub(super) limit: u32,
+    /// Out of fds (EMFILE) at an accept: the listener is out of the
+    /// instance (it would keep the fd readable, and a blocking receive
+    /// spinning), and accepts are tried at each look instead, until one
+    /// succeeds.
+    pub(super) parked: bool,
 }
 
 /// A datagram taken: how long it was, how much was copied, from whom
@@ -115,6 +120,7 @@ impl Inbox {
                 next_token: FIRST_LINK,
                 woken: false,
                 limit,
+                parked: false,
             }),
         })
     }
@@ -266,7 +272,7 @@ impl Inbox {
             tokens = st.links.iter().map(|l| l.token).collect();
             tokens.push(LISTENER);
         }
-        if tokens.contains(&LISTENER) {
+        if tokens.contains(&LISTENER) || st.parked {
             // New links are read at once: a REG usually comes with them.
             let known = st.links.len();
             self.accept_links(st);
@@ -317,8 +323,20 @@ impl Inbox {
             let conn = match rustix::net::accept_with(&self.listener, flags) {
                 Ok(c) => c,
                 Err(Errno::INTR | Errno::CONNABORTED) => continue,
+                Err(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => {
+                    if !st.parked {
+                        log!(debug, "datagram links to {}: out of fds", self.local);
+                        st.parked = epoll::delete(&self.epoll, &self.listener).is_ok();
+                    }
+                    return;
+                }
                 Err(_) => return,
             };
+            if st.parked {
+                let ev = epoll::EventData::new_u64(LISTENER);
+                st.parked = epoll::add(&self.epoll, &self.listener, ev, epoll::EventFlags::IN)
+                    .is_err();
+            }
             let config = crate::platform::config::get();
             let uid = match crate::platform::sys::peer_cred(conn.as_fd()) {
                 Some((_, uid, _)) => uid,
@@ -478,7 +496,13 @@ impl Inbox {
 
     /// Sleeps until the instance is readable, at most `ms` (-1: no
     /// limit): Ok(false) on timeout, EINTR for a signal.
+    /// (Out of fds, the listener is looked at every 50 ms instead.)
     pub(crate) fn wait(&self, ms: i32) -> Result<bool, Errno> {
+        let ms = if self.state.lock().parked && !(0..=50).contains(&ms) {
+            50
+        } else {
+            ms
+        };
         crate::platform::sys::poll_fd(self.epoll.as_fd(), libc::POLLIN, ms).map(|ev| ev != 0)
     }
 }
