@@ -60,8 +60,8 @@ def echo_server(fam, host, port, count):
     return pid
 "#;
 
-/// The emulated network with datagrams carried (`SHMNET_UDP=1`: off by
-/// default while stage 1's review defects are open).
+/// The emulated network with datagrams carried (`SHMNET_UDP=1`, the
+/// default, said explicitly).
 fn udp_env<'a>(net: &Net, cmd: &'a mut Command) -> &'a mut Command {
     net.env(cmd).env("SHMNET_UDP", "1")
 }
@@ -336,9 +336,9 @@ print("kernel ok")
         .env("SHMNET_UDP", "1");
     let out = stdout_of("udp_default_mode", &mut cmd);
     assert!(out.contains("kernel ok"), "{out}");
-    // The emulated mode, a partition address, SHMNET_UDP not set: kernel UDP.
+    // The emulated mode, a partition address, SHMNET_UDP=0: kernel UDP.
     let mut cmd = py(&format!("{UDP_PRELUDE}{body}"), &[&net.host_str()]);
-    net.env(&mut cmd);
+    net.env(&mut cmd).env("SHMNET_UDP", "0");
     let out = stdout_of("udp_not_turned_on", &mut cmd);
     assert!(out.contains("kernel ok"), "{out}");
 }
@@ -734,4 +734,24 @@ print("got", got, "blocked", blocked)
 "#;
     let out = same_as_kernel("udp_readable_means_data", body);
     assert!(out.contains("got 10 blocked 0"), "{out}");
+}
+
+/// SHMNET_UDP unset: the emulated mode carries UDP on partition addresses.
+#[test]
+fn on_by_default_in_the_emulated_mode() {
+    let net = Net::emulated("udp_default_on");
+    let body = r#"
+host = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((host, 0))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.sendto(b"d" * 100, s.getsockname())
+assert s.recvfrom(200) == (b"d" * 100, c.getsockname())
+assert_no_kernel_udp(s.getsockname()[1], c.getsockname()[1])
+print("default on ok")
+"#;
+    let mut cmd = py(&format!("{UDP_PRELUDE}{body}"), &[&net.host_str()]);
+    net.env(&mut cmd).env_remove("SHMNET_UDP");
+    let out = stdout_of("udp_default_on", &mut cmd);
+    assert!(out.contains("default on ok"), "{out}");
 }
