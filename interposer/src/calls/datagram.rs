@@ -130,8 +130,12 @@ fn autobind_addr(dest: SocketAddr) -> SocketAddr {
     SocketAddr::new(dest.ip(), 0)
 }
 
-/// A kernel UDP socket, not ours yet and not bound, about to reach `dest`
-/// (connect or send): ours from now on, if `dest` is emulated.
+/// A kernel UDP socket, not ours yet, unbound or bound to the wildcard
+/// address, about to reach `dest` (connect or send): ours from now on, if
+/// `dest` is emulated. A wildcard-bound one keeps its port number (dig,
+/// through libuv, binds 0.0.0.0:0 before it connects), or takes an
+/// ephemeral one if that name is held; its kernel socket keeps the kernel
+/// port, carrying nothing. One bound to a given address stays the kernel's.
 fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> {
     if fdtable::is_owned(fd) || !emulated(dest) {
         return None;
@@ -140,10 +144,18 @@ fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> 
     if family != sys::family_of(&dest) {
         return None;
     }
-    if sys::local_name(sys::borrow_fd(fd)).is_some_and(|a| a.port() != 0) {
-        return None; // bound by the kernel already: it stays the kernel's
+    let bound = sys::local_name(sys::borrow_fd(fd)).filter(|a| a.port() != 0);
+    let Some(bound) = bound else {
+        return Some(adopt(fd, autobind_addr(dest), Some(dest.port())));
+    };
+    if !bound.ip().is_unspecified() {
+        return None; // bound by the kernel to an address: the kernel's
     }
-    Some(adopt(fd, autobind_addr(dest), Some(dest.port())))
+    let same_port = SocketAddr::new(dest.ip(), bound.port());
+    Some(match adopt(fd, same_port, None) {
+        Err(Errno::ADDRINUSE) => adopt(fd, autobind_addr(dest), Some(dest.port())),
+        r => r,
+    })
 }
 
 pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {

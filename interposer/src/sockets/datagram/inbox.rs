@@ -334,8 +334,8 @@ impl Inbox {
             };
             if st.parked {
                 let ev = epoll::EventData::new_u64(LISTENER);
-                st.parked = epoll::add(&self.epoll, &self.listener, ev, epoll::EventFlags::IN)
-                    .is_err();
+                st.parked =
+                    epoll::add(&self.epoll, &self.listener, ev, epoll::EventFlags::IN).is_err();
             }
             let config = crate::platform::config::get();
             let uid = match crate::platform::sys::peer_cred(conn.as_fd()) {

@@ -66,7 +66,7 @@ pub(super) fn ctl(
     }
     let mut sets = set::sets_always();
     match ev {
-        Some(ev) if ev.events & (OUT | libc::EPOLLET as u32) != 0 => {
+        Some(ev) => {
             let i = sets.entry(epfd);
             let reg = Registration {
                 events: ev.events,
@@ -136,37 +136,48 @@ pub(super) fn writable(
     });
 }
 
-/// The kernel reported `events` for set `epfd`: an edge-triggered datagram
-/// socket among them gets its EPOLLOUT with it, and its doorbell raised
-/// again (its next arrival is a new edge).
-pub(crate) fn reported(epfd: c_int, events: &mut [libc::epoll_event]) {
-    let rearm: Vec<Arc<Socket>> = {
+/// The kernel reported the first `n` of `events` for set `epfd`; the
+/// count left. For a datagram socket among them: EPOLLIN is taken back
+/// when a receive would find nothing (the Inbox was readable for a new
+/// sender or a hang-up, now handled: dig, through libuv, takes an empty
+/// receive after EPOLLIN for the end of the stream); an edge-triggered
+/// one gets its EPOLLOUT with the event, and its doorbell raised again
+/// (its next arrival is a new edge).
+pub(crate) fn reported(epfd: c_int, events: &mut [libc::epoll_event], n: usize) -> usize {
+    let found: Vec<(u64, u32, Arc<Socket>)> = {
         let Some(mut sets) = set::sets() else {
-            return;
+            return n;
         };
         let Some(set) = sets.find(epfd) else {
-            return;
+            return n;
         };
         if set.datagrams.is_empty() {
-            return;
+            return n;
         }
-        let mut rearm = Vec::new();
-        for r in set.datagrams.values() {
-            if r.events & libc::EPOLLET as u32 == 0 {
-                continue;
-            }
-            let data = r.data;
-            let Some(e) = events.iter_mut().find(|e| ({ e.u64 }) == data) else {
-                continue;
-            };
-            e.events |= r.events & OUT;
-            rearm.extend(r.socket.upgrade());
-        }
-        rearm
+        set.datagrams
+            .values()
+            .filter(|r| events[..n].iter().any(|e| ({ e.u64 }) == r.data))
+            .filter_map(|r| Some((r.data, r.events, r.socket.upgrade()?)))
+            .collect()
     };
-    for s in rearm {
-        if let Some(d) = s.datagram() {
+    let mut n = n;
+    for (data, registered, sock) in found {
+        let Some(d) = sock.datagram() else { continue };
+        let Some(i) = events[..n].iter().position(|e| ({ e.u64 }) == data) else {
+            continue;
+        };
+        let e = &mut events[i];
+        if e.events & IN != 0 && !d.readable() {
+            e.events &= !IN;
+        }
+        if registered & libc::EPOLLET as u32 != 0 {
+            e.events |= registered & OUT;
             d.rearm_edge();
         }
+        if e.events == 0 {
+            events.copy_within(i + 1..n, i);
+            n -= 1;
+        }
     }
+    n
 }
