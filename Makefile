@@ -3,7 +3,7 @@ CARGO ?= cargo
 LOOM_TARGET := target/loom
 BENCH_DIR := target/bench
 
-.PHONY: all build deps test fmt-check clippy unit loom bench demo clean install uninstall
+.PHONY: all build deps test fmt-check clippy unit loom bench bench-gateway demo clean install uninstall
 
 all: build
 
@@ -53,6 +53,19 @@ bench: deps
 	$(CC) -O2 -Wall -o $(BENCH_DIR)/sockbench tests/bench/sockbench.c
 	$(CC) -O2 -Wall -o $(BENCH_DIR)/kvbench tests/bench/kvbench.c
 	$(BENCH_PYTHON) scripts/bench.py --lib $(BENCH_LIB) --out $(BENCH_DIR) $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-gateway
+
+## Issue 17: through both gateways vs direct kernel TCP over a veth, in two
+## network namespaces made and removed by the script (needs root).
+## GATEWAY_BENCH_ARGS passes options (e.g. "--runs 5 --secs 2").
+GATEWAY_BENCH_ARGS ?=
+bench-gateway: deps
+	@mkdir -p $(BENCH_DIR)
+	$(CARGO) build --release -p shmnet-interposer -p shmnet-gateway
+	$(CC) -O2 -Wall -o $(BENCH_DIR)/sockbench tests/bench/sockbench.c
+	$(BENCH_PYTHON) scripts/bench-gateway.py --lib $(BENCH_LIB) \
+		--gateway $(or $(CARGO_TARGET_DIR),target)/release/shmnet-gateway \
+		--sockbench $(BENCH_DIR)/sockbench --out $(BENCH_DIR) $(GATEWAY_BENCH_ARGS)
 
 ## The main job: real programs over the emulated network, then the rings
 ## side by side with Unix sockets and TCP loopback.
