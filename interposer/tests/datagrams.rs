@@ -755,3 +755,77 @@ print("default on ok")
     let out = stdout_of("udp_default_on", &mut cmd);
     assert!(out.contains("default on ok"), "{out}");
 }
+
+/// dnsmasq answering names from a hosts file, asked by dig (which sends
+/// with sendmmsg through syscall() from a socket bound to 0.0.0.0:0, and
+/// takes an empty receive after EPOLLIN for an error), both preloaded on
+/// the emulated network: every answer right, dnsmasq's port never a
+/// kernel UDP socket.
+#[test]
+fn dnsmasq_answers_dig() {
+    let dnsmasq = std::path::Path::new("/usr/sbin/dnsmasq");
+    if !dnsmasq.exists() || Command::new("dig").arg("-v").output().is_err() {
+        common::missing_program("dnsmasq_answers_dig", "dnsmasq or dig");
+        return;
+    }
+    let net = Net::emulated("udp_dnsmasq");
+    let [a, b, c] = match net.host {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            [o[0], o[1], o[2]]
+        }
+        _ => unreachable!("an IPv4 test network"),
+    };
+    let hosts = net.dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("{a}.{b}.{c}.55 alpha.test\n{a}.{b}.{c}.66 beta.test\n"),
+    )
+    .unwrap();
+    let mut server = preloaded(dnsmasq);
+    server.args(["-d", "-C", "/dev/null", "--no-resolv", "--no-hosts"]);
+    server.arg(format!("--addn-hosts={}", hosts.display()));
+    server.args(["-p", &net.port_str(), "--bind-interfaces"]);
+    server.arg(format!("--listen-address={}", net.host));
+    if common::host::is_root() {
+        server.args(["-u", "root"]);
+    }
+    udp_env(&net, &mut server);
+    let _server = common::Background::spawn(&mut server);
+    let dig = |name: &str| {
+        let mut cmd = preloaded("dig");
+        cmd.arg(format!("@{}", net.host))
+            .args(["-p", &net.port_str(), name]);
+        cmd.args(["+short", "+tries=1", "+time=3"]);
+        udp_env(&net, &mut cmd);
+        common::run(&mut cmd).stdout.trim().to_string()
+    };
+    let want = format!("{a}.{b}.{c}.55");
+    // dnsmasq starting: asked until it answers.
+    let mut first = String::new();
+    for _ in 0..50 {
+        first = dig("alpha.test");
+        if first == want {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(first, want);
+    let held = std::fs::read_to_string("/proc/net/udp").unwrap();
+    let port = format!(":{:04X} ", net.port);
+    assert!(
+        !held.lines().any(|l| l
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|a| a.ends_with(&port[..5]))),
+        "dnsmasq's port is a kernel UDP socket"
+    );
+    for i in 0..20 {
+        let (name, ip) = if i % 2 == 0 {
+            ("alpha.test", 55)
+        } else {
+            ("beta.test", 66)
+        };
+        assert_eq!(dig(name), format!("{a}.{b}.{c}.{ip}"), "query {i}");
+    }
+}
