@@ -81,6 +81,9 @@ pub(super) struct State {
     /// spinning), and accepts are tried at each look instead, until one
     /// succeeds.
     pub(super) parked: bool,
+    /// Arrivals when epoll last reported the socket edge-triggered
+    /// (`edge_news`).
+    pub(super) edge_seen: Option<(u32, u64)>,
 }
 
 /// A datagram taken: how long it was, how much was copied, from whom
@@ -121,6 +124,7 @@ impl Inbox {
                 woken: false,
                 limit,
                 parked: false,
+                edge_seen: None,
             }),
         })
     }
@@ -163,9 +167,11 @@ impl Inbox {
 
     /// Whether a receive would find something: links served first (a new
     /// sender's first datagrams come on its link), readiness settled.
+    /// (In a forked child: true, so that a receive is tried and says
+    /// EOPNOTSUPP, rather than a wait that never ends.)
     pub(crate) fn readable(&self) -> bool {
         if self.forked.load(Ordering::Relaxed) {
-            return false;
+            return true;
         }
         let mut st = self.state.lock();
         if self.error.load(Ordering::Relaxed) != 0
@@ -226,6 +232,16 @@ impl Inbox {
         for s in &mut st.sets {
             s.rx.arm();
         }
+    }
+
+    /// Whether something arrived since epoll last reported this
+    /// edge-triggered socket (a sender's ring, a datagram on a link):
+    /// an edge the kernel shows that only the Inbox's own handling made
+    /// (its eventfd written when it served a link) is not one.
+    pub(crate) fn edge_news(&self) -> bool {
+        let mut st = self.state.lock();
+        let now = (rings(&st), st.slow.arrived);
+        st.edge_seen.replace(now) != Some(now)
     }
 
     /// Sets a pending error and wakes whoever waits on the fd.

@@ -62,6 +62,9 @@ pub(super) struct Link {
 pub(super) struct Slow {
     pub queue: std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
     pub bytes: usize,
+    /// Datagrams queued here so far (an edge-triggered socket's arrivals,
+    /// with its doorbell rings: `Inbox::edge_news`).
+    pub arrived: u64,
 }
 
 /// What a link's frames asked for.
@@ -150,6 +153,7 @@ pub(super) fn take_frames(
                 if slow.bytes == 0 || slow.bytes + cost <= limit as usize {
                     slow.bytes += cost;
                     slow.queue.push_back((source, payload.to_vec()));
+                    slow.arrived += 1;
                 }
             }
             Frame::Bell => {}

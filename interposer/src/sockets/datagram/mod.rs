@@ -294,6 +294,12 @@ impl Datagram {
         self.inbox.set_edge_triggered();
     }
 
+    /// Whether an edge the kernel reported stands for an arrival
+    /// (`Inbox::edge_news`).
+    pub(crate) fn edge_news(&self) -> bool {
+        self.inbox.edge_news()
+    }
+
     /// An epoll_wait reported it: the next arrival is a new edge.
     pub(crate) fn rearm_edge(&self) {
         self.inbox.rearm_edge();

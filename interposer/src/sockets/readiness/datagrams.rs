@@ -171,7 +171,11 @@ pub(crate) fn reported(epfd: c_int, events: &mut [libc::epoll_event], n: usize) 
             e.events &= !IN;
         }
         if registered & libc::EPOLLET as u32 != 0 {
-            e.events |= registered & OUT;
+            if d.edge_news() {
+                e.events |= registered & OUT;
+            } else {
+                e.events = 0; // the Inbox's own doing, not an arrival
+            }
             d.rearm_edge();
         }
         if e.events == 0 {
