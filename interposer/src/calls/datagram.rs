@@ -61,7 +61,11 @@ fn ours(fd: c_int) -> Option<Arc<Socket>> {
 /// Whether `fd` is a datagram socket of ours: poll, select and epoll
 /// report it writable always (its fd, an epoll instance, never is).
 pub(crate) fn is_datagram(fd: c_int) -> bool {
-    fdtable::is_owned(fd) && ours(fd).is_some()
+    if !fdtable::is_owned(fd) {
+        return false;
+    }
+    // Without a reference first (poll asks this of every POLLOUT entry).
+    registry::with(fd, |s| s.datagram().is_some()).unwrap_or_else(|| ours(fd).is_some())
 }
 
 /// Turns the application's kernel UDP socket `fd` into ours, bound to
