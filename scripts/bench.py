@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Usage: scripts/bench.py [--lib PATH] [--sockbench PATH] [--kvbench PATH] [--out DIR] [--runs N]
                           [--secs S] [--kv-secs S] [--idle-conns N] [--nginx-secs S] [--spin-us US]
-                          [--no-nginx] [--no-kv] [--no-defer] [--note TEXT]
+                          [--no-nginx] [--no-kv] [--no-udp] [--no-defer] [--note TEXT]
                           [--compare OTHER.so [--compare-name NAME] [--name NAME]]
 
 The socket-level benchmark behind `make bench` (issue 6): every figure is
@@ -20,6 +20,10 @@ once per run the 50-connection case again under `perf stat -e
 raw_syscalls:sys_enter` (emulated and TCP; system calls of both processes
 over the timed part / requests answered in it); and once per invocation
 kvbench --idle (--idle-conns, default 10000) for every transport.
+
+Issue 16 (skipped with --no-udp): scripts/bench_udp.py, sockperf ping-pong
+and throughput over UDP, emulated vs kernel UDP vs a Unix datagram
+socketpair.
 
 Prints markdown tables (medians, ratios, issue 6 and issue 14 targets
 met/missed) and writes DIR/results.json, DIR/bench.md and DIR/chart.svg
@@ -41,6 +45,7 @@ Only the Python standard library is used.
 """
 
 import argparse
+import bench_udp
 import datetime
 import json
 import os
@@ -97,6 +102,8 @@ def parse_args():
     p.add_argument("--spin-us", default=None,
                    help="SHMNET_SPIN_US for the spinning emulated runs (default: unset, the library default)")
     p.add_argument("--no-nginx", action="store_true")
+    p.add_argument("--no-udp", action="store_true",
+                   help="skip the UDP rows (issue 16: sockperf, scripts/bench_udp.py)")
     p.add_argument("--kvbench", default=None, help="default: OUT/kvbench")
     p.add_argument("--no-kv", action="store_true", help="skip the kvbench rows (issue 14)")
     p.add_argument("--no-defer", action="store_true",
@@ -1071,6 +1078,7 @@ def main():
             values, raw = measure_sockets(args, runner)
         idle = measure_idle(args, runner) if not args.no_kv and args.idle_conns else None
         nginx_rows, nginx_error = (None, "") if args.no_nginx else measure_nginx(args, args.out)
+        udp = None if args.no_udp else bench_udp.run(args.lib, args.out, min(args.runs, 3))
         if nginx_error:
             runner.failures.append({"command": "scripts/bench-nginx.sh", "error": nginx_error})
     finally:
@@ -1079,7 +1087,8 @@ def main():
     if args.compare:
         r["compare"] = compare_results(args, r, cmp_values, cmp_raw, nginx_rows)
     r["loadavg_before"], r["loadavg_after"] = load_before, loadavg()
-    text = report(r, spin_label)
+    r["udp"] = udp
+    text = report(r, spin_label) + "\n" + bench_udp.report(udp)
     print()
     print(text)
     with open(os.path.join(args.out, "results.json"), "w") as f:

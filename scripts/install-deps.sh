@@ -26,6 +26,11 @@ command -v ssh-keygen >/dev/null 2>&1 || need_apt+=(openssh-client)
 command -v iperf3 >/dev/null 2>&1 || need_apt+=(iperf3)
 command -v socat >/dev/null 2>&1 || need_apt+=(socat)
 command -v java >/dev/null 2>&1 || need_apt+=(default-jdk-headless)
+# interposer/tests/datagrams.rs: dnsmasq answering dig, both preloaded (issue
+# 16); make bench: sockperf ping-pong and throughput over UDP.
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
+command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
+command -v sockperf >/dev/null 2>&1 || need_apt+=(sockperf)
 # interposer/tests/passthrough.rs: jemalloc preloaded beside us (its
 # initialisation calls syscall() while holding its own lock).
 ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 || need_apt+=(libjemalloc2)

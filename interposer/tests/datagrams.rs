@@ -60,8 +60,8 @@ def echo_server(fam, host, port, count):
     return pid
 "#;
 
-/// The emulated network with datagrams carried (`SHMNET_UDP=1`: off by
-/// default while stage 1's review defects are open).
+/// The emulated network with datagrams carried (`SHMNET_UDP=1`, the
+/// default, said explicitly).
 fn udp_env<'a>(net: &Net, cmd: &'a mut Command) -> &'a mut Command {
     net.env(cmd).env("SHMNET_UDP", "1")
 }
@@ -336,9 +336,9 @@ print("kernel ok")
         .env("SHMNET_UDP", "1");
     let out = stdout_of("udp_default_mode", &mut cmd);
     assert!(out.contains("kernel ok"), "{out}");
-    // The emulated mode, a partition address, SHMNET_UDP not set: kernel UDP.
+    // The emulated mode, a partition address, SHMNET_UDP=0: kernel UDP.
     let mut cmd = py(&format!("{UDP_PRELUDE}{body}"), &[&net.host_str()]);
-    net.env(&mut cmd);
+    net.env(&mut cmd).env("SHMNET_UDP", "0");
     let out = stdout_of("udp_not_turned_on", &mut cmd);
     assert!(out.contains("kernel ok"), "{out}");
 }
@@ -376,5 +376,456 @@ fn c_ping_pong_emulated_and_kernel() {
             shm.trim().trim_start_matches("rtt_ns "),
             kernel.trim().trim_start_matches("rtt_ns ")
         );
+    }
+}
+
+/// Runs `body` (after the prelude) twice, preloaded, with argv[1] the
+/// host and argv[2] "emul" or "kernel": on the test's partition address
+/// (emulated) and on 127.0.0.1 (outside the partitions: kernel UDP).
+/// Each must succeed and print the same lines; the emulated output is
+/// returned.
+fn same_as_kernel(name: &str, body: &str) -> String {
+    let net = Net::emulated(name);
+    let emul = script(&net, body, &[&net.host_str(), "emul"]);
+    let kernel = script(&net, body, &["127.0.0.1", "kernel"]);
+    assert_eq!(emul, kernel, "{name}: emulated vs kernel UDP");
+    emul
+}
+
+/// Review H1: a UDP socket is always writable (poll POLLOUT, select's
+/// write set, EPOLLOUT); a Python socket with a timeout polls for that
+/// before each send.
+#[test]
+fn always_writable_as_kernel_udp() {
+    let body = r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+IO = select.POLLIN | select.POLLOUT
+def states(sock):
+    p = select.poll(); p.register(sock, IO)
+    ev = p.poll(2000)
+    w = select.select([], [sock], [], 2)[1] != []
+    e = select.epoll(); e.register(sock, select.EPOLLIN | select.EPOLLOUT)
+    ee = e.poll(2, 1); e.close()
+    return (ev[0][1] & IO if ev else 0, w, ee[0][1] if ee else 0)
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind((host, 0)); addr = r.getsockname()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"x", addr)
+assert select.select([r], [], [], 5)[0]
+print("bound, queued", states(r))
+print("sender", states(s))
+assert r.recv(10) == b"x"
+print("bound, empty", states(r))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.connect(addr)
+print("connected", states(c))
+t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+t.settimeout(2)
+t.sendto(b"timed", addr)
+print("timeout socket sent", r.recv(10))
+ep = select.epoll(); ep.register(c, select.EPOLLOUT)
+print("LT", [e for _, e in ep.poll(1)], [e for _, e in ep.poll(1)])
+ep2 = select.epoll(); ep2.register(c, select.EPOLLOUT | select.EPOLLET)
+print("ET", [e for _, e in ep2.poll(1)], [e for _, e in ep2.poll(0.1)])
+if emul:
+    assert_no_kernel_udp(addr[1], s.getsockname()[1], c.getsockname()[1])
+print("writable ok")
+"#;
+    let out = same_as_kernel("udp_writable", body);
+    assert!(out.contains("writable ok"), "{out}");
+}
+
+/// Review H2: a sender that sends and exits before the receiver looks
+/// (its REG_OK cannot be sent: EPIPE) still has every datagram delivered.
+#[test]
+fn datagrams_of_an_exited_sender_arrive() {
+    let body = r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind((host, 0)); addr = r.getsockname()
+for round in range(3):
+    pid = os.fork()
+    if pid == 0:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for i in range(10):
+            s.sendto(b"%d:%d" % (round, i), addr)
+        os._exit(0)
+    assert os.waitpid(pid, 0)[1] == 0
+    r.settimeout(2)
+    got = []
+    while len(got) < 10:
+        try:
+            got.append(r.recv(100))
+        except socket.timeout:
+            break
+    print("round", round, "got", len(got), got == [b"%d:%d" % (round, i) for i in range(10)])
+if emul:
+    assert_no_kernel_udp(addr[1])
+print("exited ok")
+"#;
+    let out = same_as_kernel("udp_exited_sender", body);
+    assert!(out.contains("round 2 got 10 True"), "{out}");
+}
+
+/// Review H3: 300 sender sockets to one receiver (more than one target
+/// segment's slots): every datagram arrives, the last client gets its
+/// answer, no send fails.
+#[test]
+fn three_hundred_senders_to_one_receiver() {
+    let body = r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind((host, 0)); addr = r.getsockname()
+r.settimeout(5)
+N = 300
+clients = []
+errors = {}
+got = 0
+for k in range(N):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.connect(addr)
+    clients.append(c)
+    for i in range(2):
+        try:
+            c.send(b"%d:%d" % (k, i))
+        except OSError as e:
+            errors[e.errno] = errors.get(e.errno, 0) + 1
+    for i in range(2):
+        d, frm = r.recvfrom(100)
+        assert frm == c.getsockname(), (frm, c.getsockname())
+        got += 1
+last = clients[-1]
+r.sendto(b"pong", last.getsockname())
+last.settimeout(5)
+print("got", got, "of", 2 * N, "errors", errors, "answer", last.recv(10))
+if emul:
+    assert_no_kernel_udp(addr[1])
+"#;
+    let out = same_as_kernel("udp_many_senders", body);
+    assert!(
+        out.contains("got 600 of 600 errors {} answer b'pong'"),
+        "{out}"
+    );
+}
+
+/// Review M1: shutdown() wakes a thread blocked in a receive, which
+/// returns 0 bytes (ENOTCONN for an unconnected socket, as the kernel);
+/// what was queued before still comes first; a send after SHUT_WR: EPIPE.
+#[test]
+fn shutdown_wakes_a_blocked_receive() {
+    let body = r#"
+import threading
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+for how in (socket.SHUT_RD, socket.SHUT_RDWR):
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    r.bind((host, 0))
+    res = []
+    t = threading.Thread(target=lambda: res.append(r.recvfrom(100)))
+    t.start()
+    time.sleep(0.3)
+    try:
+        r.shutdown(how)
+        print("shutdown ok")
+    except OSError as e:
+        print("shutdown errno", e.errno)
+    t.join(5)
+    print(how, "woken", not t.is_alive(), res)
+    r.close()
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind((host, 0))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.connect(r.getsockname())
+c.send(b"before")
+assert select.select([r], [], [], 5)[0]
+print("connected shutdown", c.shutdown(socket.SHUT_WR), r.shutdown(socket.SHUT_RD) if False else "")
+try:
+    c.send(b"after")
+except OSError as e:
+    print("send after SHUT_WR errno", e.errno)
+try:
+    r.shutdown(socket.SHUT_RD)
+except OSError as e:
+    print("unconnected errno", e.errno)
+print("queued first", r.recvfrom(100)[0], "then", r.recvfrom(100))
+print("shutdown done")
+"#;
+    let out = same_as_kernel("udp_shutdown", body);
+    assert!(out.contains("woken True [(b'', None)]"), "{out}");
+}
+
+/// Review M2: ephemeral ports are random (as the kernel's), and a socket
+/// sending to a port nobody holds any more never gets that very port
+/// (it would receive its own datagrams): ECONNREFUSED, as the kernel.
+#[test]
+fn ephemeral_ports_random_never_self_connected() {
+    let body = r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+socks = []
+for _ in range(20):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    socks.append(s)
+ports = [s.getsockname()[1] for s in socks]
+steps = sum(1 for a, b in zip(ports, ports[1:]) if b == a + 1)
+print("distinct", len(set(ports)) == 20, "sequential", steps < 10)
+results = []
+for _ in range(20):
+    x = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    x.bind((host, 0))
+    dead = x.getsockname()
+    x.close()
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.connect(dead)
+    results.append(c.getsockname() != dead)
+    c.send(b"1")
+    try:
+        c.recv(10)
+        results.append("received")
+    except ConnectionRefusedError:
+        results.append("refused")
+    c.close()
+print("self", sorted(set(results), key=str))
+"#;
+    let out = same_as_kernel("udp_ephemeral", body);
+    assert!(out.contains("self [True, 'refused']"), "{out}");
+}
+
+/// Review M3: edge-triggered epoll reports an edge for every arrival, also
+/// while an older datagram is unread.
+#[test]
+fn epollet_edge_for_every_arrival() {
+    let body = r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind((host, 0)); addr = r.getsockname()
+r.setblocking(False)
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+ep = select.epoll(); ep.register(r, select.EPOLLIN | select.EPOLLET)
+s.sendto(b"1", addr); s.sendto(b"2", addr)
+first = ep.poll(2)
+again = ep.poll(0.1)
+edges = []
+for k in range(3, 8):
+    r.recv(10)            # one read, one left queued
+    ep.poll(0)            # (a read may leave an edge: taken here)
+    s.sendto(b"%d" % k, addr)
+    edges.append([e for _, e in ep.poll(2)])
+print("first", [e for _, e in first], "without a read", [e for _, e in again], "arrivals", edges)
+if emul:
+    assert_no_kernel_udp(addr[1])
+"#;
+    let out = same_as_kernel("udp_epollet", body);
+    assert!(out.contains("arrivals [[1], [1], [1], [1], [1]]"), "{out}");
+}
+
+/// Review M4: two sockets share a port when both set SO_REUSEADDR (iperf3
+/// -u's server binds its next socket to the port its connected one
+/// holds); the connected one keeps its peer's datagrams, the other takes
+/// new senders once the first is closed; without the option: EADDRINUSE.
+#[test]
+fn so_reuseaddr_shares_a_port() {
+    let body = r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+REUSE = (socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); a.setsockopt(*REUSE)
+a.bind((host, 0)); addr = a.getsockname()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.sendto(b"1", addr)
+d, frm = a.recvfrom(10)
+a.connect(frm)
+b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); b.setsockopt(*REUSE)
+b.bind(addr)
+print("shared bind ok", b.getsockname() == addr)
+s.sendto(b"2", addr)
+a.settimeout(2)
+print("connected one gets its peer's", a.recv(10))
+n = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    n.bind(addr)
+    print("bound without SO_REUSEADDR")
+except OSError as e:
+    print("without the option errno", e.errno)
+a.close()
+t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+t.sendto(b"3", addr)
+b.settimeout(2)
+print("the other after the close", b.recv(10))
+if emul:
+    assert_no_kernel_udp(addr[1])
+"#;
+    let out = same_as_kernel("udp_reuseaddr", body);
+    assert!(out.contains("the other after the close b'3'"), "{out}");
+}
+
+/// iperf3 -u both ways (its TCP control connection on the same port),
+/// both ends preloaded on the emulated network: every datagram counted
+/// by the receiver (iperf3 checks their sequence numbers).
+#[test]
+fn iperf3_udp_both_ways() {
+    if Command::new("iperf3").arg("--version").output().is_err() {
+        common::missing_program("iperf3_udp_both_ways", "iperf3");
+        return;
+    }
+    let net = Net::emulated("udp_iperf3");
+    for reverse in [false, true] {
+        let mut server = preloaded("iperf3");
+        server.args(["-s", "-1", "-B", &net.host_str(), "-p", &net.port_str()]);
+        udp_env(&net, &mut server);
+        let server = common::Background::spawn(&mut server);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let mut client = preloaded("iperf3");
+        client.args(["-u", "-c", &net.host_str(), "-p", &net.port_str()]);
+        client.args(["-t", "1", "-b", "50M", "-l", "1200", "--json"]);
+        if reverse {
+            client.arg("-R");
+        }
+        udp_env(&net, &mut client);
+        let out = stdout_of("iperf3 -u client", &mut client);
+        drop(server);
+        let packets = out
+            .split("\"sum\":")
+            .last()
+            .and_then(|s| s.split("\"packets\":").nth(1))
+            .and_then(|s| s.split(',').next())
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        let _ = writeln!(
+            std::io::stderr(),
+            "datagrams.rs: iperf3 -u{}: {packets:?} datagrams",
+            if reverse { " -R" } else { "" }
+        );
+        assert!(packets.is_some_and(|p| p > 0), "{out}");
+    }
+}
+
+/// poll and select report a UDP socket readable only when a receive
+/// finds a datagram: a new sender, or one that hung up, is handled, not
+/// reported (iperf3 -u -R's client, blocking, hung in recv at the end).
+#[test]
+fn readable_means_a_datagram_is_there() {
+    let body = r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind((host, 0)); addr = r.getsockname()
+r.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, struct.pack("ll", 3, 0))
+p = select.poll(); p.register(r, select.POLLIN)
+got, blocked, spurious = 0, 0, 0
+for k in range(10):
+    pid = os.fork()
+    if pid == 0:
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.sendto(b"%d" % k, addr)
+        s.close()
+        os._exit(0)
+    os.waitpid(pid, 0)
+    for call in ("poll", "select"):
+        deadline = time.time() + 0.3
+        while time.time() < deadline:
+            ready = p.poll(100) if call == "poll" else select.select([r], [], [], 0.1)[0]
+            if not ready:
+                continue
+            try:
+                r.recv(10)
+                got += 1
+            except BlockingIOError:
+                spurious += 1
+            except OSError:
+                blocked += 1
+print("got", got, "blocked", blocked)
+"#;
+    let out = same_as_kernel("udp_readable_means_data", body);
+    assert!(out.contains("got 10 blocked 0"), "{out}");
+}
+
+/// SHMNET_UDP unset: the emulated mode carries UDP on partition addresses.
+#[test]
+fn on_by_default_in_the_emulated_mode() {
+    let net = Net::emulated("udp_default_on");
+    let body = r#"
+host = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((host, 0))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.sendto(b"d" * 100, s.getsockname())
+assert s.recvfrom(200) == (b"d" * 100, c.getsockname())
+assert_no_kernel_udp(s.getsockname()[1], c.getsockname()[1])
+print("default on ok")
+"#;
+    let mut cmd = py(&format!("{UDP_PRELUDE}{body}"), &[&net.host_str()]);
+    net.env(&mut cmd).env_remove("SHMNET_UDP");
+    let out = stdout_of("udp_default_on", &mut cmd);
+    assert!(out.contains("default on ok"), "{out}");
+}
+
+/// dnsmasq answering names from a hosts file, asked by dig (which sends
+/// with sendmmsg through syscall() from a socket bound to 0.0.0.0:0, and
+/// takes an empty receive after EPOLLIN for an error), both preloaded on
+/// the emulated network: every answer right, dnsmasq's port never a
+/// kernel UDP socket.
+#[test]
+fn dnsmasq_answers_dig() {
+    let dnsmasq = std::path::Path::new("/usr/sbin/dnsmasq");
+    if !dnsmasq.exists() || Command::new("dig").arg("-v").output().is_err() {
+        common::missing_program("dnsmasq_answers_dig", "dnsmasq or dig");
+        return;
+    }
+    let net = Net::emulated("udp_dnsmasq");
+    let [a, b, c] = match net.host {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            [o[0], o[1], o[2]]
+        }
+        _ => unreachable!("an IPv4 test network"),
+    };
+    let hosts = net.dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("{a}.{b}.{c}.55 alpha.test\n{a}.{b}.{c}.66 beta.test\n"),
+    )
+    .unwrap();
+    let mut server = preloaded(dnsmasq);
+    server.args(["-d", "-C", "/dev/null", "--no-resolv", "--no-hosts"]);
+    server.arg(format!("--addn-hosts={}", hosts.display()));
+    server.args(["-p", &net.port_str(), "--bind-interfaces"]);
+    server.arg(format!("--listen-address={}", net.host));
+    if common::host::is_root() {
+        server.args(["-u", "root"]);
+    }
+    udp_env(&net, &mut server);
+    let _server = common::Background::spawn(&mut server);
+    let dig = |name: &str| {
+        let mut cmd = preloaded("dig");
+        cmd.arg(format!("@{}", net.host))
+            .args(["-p", &net.port_str(), name]);
+        cmd.args(["+short", "+tries=1", "+time=3"]);
+        udp_env(&net, &mut cmd);
+        common::run(&mut cmd).stdout.trim().to_string()
+    };
+    let want = format!("{a}.{b}.{c}.55");
+    // dnsmasq starting: asked until it answers.
+    let mut first = String::new();
+    for _ in 0..50 {
+        first = dig("alpha.test");
+        if first == want {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(first, want);
+    let held = std::fs::read_to_string("/proc/net/udp").unwrap();
+    let port = format!(":{:04X} ", net.port);
+    assert!(
+        !held.lines().any(|l| l
+            .split_whitespace()
+            .nth(1)
+            .is_some_and(|a| a.ends_with(&port[..5]))),
+        "dnsmasq's port is a kernel UDP socket"
+    );
+    for i in 0..20 {
+        let (name, ip) = if i % 2 == 0 {
+            ("alpha.test", 55)
+        } else {
+            ("beta.test", 66)
+        };
+        assert_eq!(dig(name), format!("{a}.{b}.{c}.{ip}"), "query {i}");
     }
 }

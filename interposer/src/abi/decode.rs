@@ -135,6 +135,44 @@ pub(crate) fn sendmmsg(
     )
 }
 
+/// libc's `syscall()`: sendmmsg and recvmmsg as the libc functions (libuv
+/// 1.44, dig's, sends with `syscall(SYS_sendmmsg)`), the descriptor calls
+/// as `descriptor::syscall` says, every other number passed through.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn syscall(
+    number: core::ffi::c_long,
+    a: core::ffi::c_long,
+    b: core::ffi::c_long,
+    c: core::ffi::c_long,
+    d: core::ffi::c_long,
+    e: core::ffi::c_long,
+    f: core::ffi::c_long,
+) -> Action<core::ffi::c_long> {
+    let widen = |r: Action<c_int>| match r {
+        Action::Pass => Action::Pass,
+        Action::Done(v) => Action::Done(v.into()),
+        Action::Fail(e) => Action::Fail(e),
+        Action::Raw(v) => Action::Raw(v.into()),
+    };
+    // (The kernel truncates fd, count and flags to 32 bits, as here.)
+    match number {
+        libc::SYS_sendmmsg => widen(sendmmsg(
+            a as c_int,
+            b as *mut mmsghdr,
+            c as c_uint,
+            d as c_int,
+        )),
+        libc::SYS_recvmmsg => widen(recvmmsg(
+            a as c_int,
+            b as *mut mmsghdr,
+            c as c_uint,
+            d as c_int,
+            e as *mut timespec,
+        )),
+        _ => crate::calls::descriptor::syscall(number, a, b, c, d, e, f),
+    }
+}
+
 /// recvmmsg(2): `msgvec` of `vlen` entries (the timeout is not looked at).
 pub(crate) fn recvmmsg(
     fd: c_int,

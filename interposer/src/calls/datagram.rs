@@ -31,7 +31,7 @@ fn fail<R>(e: Errno) -> Action<R> {
 }
 
 /// Whether `target` is a destination or name this stage emulates: the
-/// emulated mode with `SHMNET_UDP=1`, outside a sandbox, a loopback
+/// emulated mode (unless `SHMNET_UDP=0`), outside a sandbox, a loopback
 /// partition address.
 fn emulated(target: SocketAddr) -> bool {
     let ip = unmapped(target).ip();
@@ -58,12 +58,26 @@ fn ours(fd: c_int) -> Option<Arc<Socket>> {
     registry::get(fd).filter(|s| s.datagram().is_some())
 }
 
+/// Whether `fd` is a datagram socket of ours: poll, select and epoll
+/// report it writable always (its fd, an epoll instance, never is).
+pub(crate) fn is_datagram(fd: c_int) -> bool {
+    if !fdtable::is_owned(fd) {
+        return false;
+    }
+    // Without a reference first (poll asks this of every POLLOUT entry).
+    registry::with(fd, |s| s.datagram().is_some()).unwrap_or_else(|| ours(fd).is_some())
+}
+
 /// Turns the application's kernel UDP socket `fd` into ours, bound to
-/// `local` (port 0: ephemeral): its fd number becomes the Inbox.
-fn adopt(fd: c_int, local: SocketAddr) -> Result<Arc<Socket>, Errno> {
+/// `local` (port 0: ephemeral, never `avoid`): its fd number becomes the
+/// Inbox.
+fn adopt(fd: c_int, local: SocketAddr, avoid: Option<u16>) -> Result<Arc<Socket>, Errno> {
     let app = sys::borrow_fd(fd);
     let kernel = rustix::io::fcntl_dupfd_cloexec(app, 0)?;
-    let d = Datagram::bind(local, kernel)?;
+    let d = match Datagram::bind(local, kernel, avoid) {
+        Err(Errno::ADDRINUSE) if avoid.is_none() => share(fd, local)?,
+        r => r?,
+    };
     let cloexec = rustix::io::fcntl_getfd(app)?.contains(rustix::io::FdFlags::CLOEXEC);
     let fl = rustix::fs::fcntl_getfl(app)?;
     if fl.contains(rustix::fs::OFlags::NONBLOCK) {
@@ -78,6 +92,40 @@ fn adopt(fd: c_int, local: SocketAddr) -> Result<Arc<Socket>, Errno> {
     Ok(sock)
 }
 
+/// Whether the kernel would let a second UDP socket bind the address `a`
+/// holds: both with SO_REUSEADDR, or both with SO_REUSEPORT (one uid).
+fn reusable(a: std::os::fd::BorrowedFd<'_>, b: std::os::fd::BorrowedFd<'_>) -> bool {
+    use rustix::net::sockopt::{socket_reuseaddr, socket_reuseport};
+    let addr = |fd| socket_reuseaddr(fd).unwrap_or(false);
+    let port = |fd| socket_reuseport(fd).unwrap_or(false);
+    (addr(a) && addr(b)) || (port(a) && port(b))
+}
+
+/// bind to `local`, held by another socket: shared, as the kernel shares
+/// a UDP port between sockets that both set SO_REUSEADDR or SO_REUSEPORT,
+/// when that socket is one of this process (iperf3 -u's server binds its
+/// next socket to the port its connected one holds). Senders reach
+/// whichever takes their link first. EADDRINUSE otherwise.
+fn share(fd: c_int, local: SocketAddr) -> Result<Datagram, Errno> {
+    let app = sys::borrow_fd(fd);
+    let mut holder = None;
+    registry::for_each_socket(|s| {
+        if holder.is_none()
+            && s.datagram()
+                .is_some_and(|d| unmapped(d.local) == unmapped(local))
+        {
+            holder = Some(s.clone());
+        }
+    });
+    let holder = holder.ok_or(Errno::ADDRINUSE)?;
+    let h = holder.datagram().ok_or(Errno::ADDRINUSE)?;
+    if !reusable(app, h.kernel()) {
+        return Err(Errno::ADDRINUSE);
+    }
+    let kernel = rustix::io::fcntl_dupfd_cloexec(app, 0)?;
+    Datagram::bind_shared(local, kernel, h)
+}
+
 /// The local address an unbound socket takes to reach `dest`: `dest`'s
 /// own IP, in the partition, so that every socket can answer it (the
 /// kernel would pick 127.0.0.1, outside the partition, where only the
@@ -86,8 +134,12 @@ fn autobind_addr(dest: SocketAddr) -> SocketAddr {
     SocketAddr::new(dest.ip(), 0)
 }
 
-/// A kernel UDP socket, not ours yet and not bound, about to reach `dest`
-/// (connect or send): ours from now on, if `dest` is emulated.
+/// A kernel UDP socket, not ours yet, unbound or bound to the wildcard
+/// address, about to reach `dest` (connect or send): ours from now on, if
+/// `dest` is emulated. A wildcard-bound one keeps its port number (dig,
+/// through libuv, binds 0.0.0.0:0 before it connects), or takes an
+/// ephemeral one if that name is held; its kernel socket keeps the kernel
+/// port, carrying nothing. One bound to a given address stays the kernel's.
 fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> {
     if fdtable::is_owned(fd) || !emulated(dest) {
         return None;
@@ -96,10 +148,18 @@ fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> 
     if family != sys::family_of(&dest) {
         return None;
     }
-    if sys::local_name(sys::borrow_fd(fd)).is_some_and(|a| a.port() != 0) {
-        return None; // bound by the kernel already: it stays the kernel's
+    let bound = sys::local_name(sys::borrow_fd(fd)).filter(|a| a.port() != 0);
+    let Some(bound) = bound else {
+        return Some(adopt(fd, autobind_addr(dest), Some(dest.port())));
+    };
+    if !bound.ip().is_unspecified() {
+        return None; // bound by the kernel to an address: the kernel's
     }
-    Some(adopt(fd, autobind_addr(dest)))
+    let same_port = SocketAddr::new(dest.ip(), bound.port());
+    Some(match adopt(fd, same_port, None) {
+        Err(Errno::ADDRINUSE) => adopt(fd, autobind_addr(dest), Some(dest.port())),
+        r => r,
+    })
 }
 
 pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
@@ -113,7 +173,7 @@ pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     if !crate::transport::lookup::may_bind(target.port()) {
         return Some(fail(Errno::ACCESS));
     }
-    Some(match adopt(fd, target) {
+    Some(match adopt(fd, target, None) {
         Ok(_) => Action::Done(0),
         Err(e) => fail(e),
     })
@@ -229,9 +289,10 @@ fn returned(t: &Taken, flags: c_int) -> ssize_t {
     }) as ssize_t
 }
 
-/// The sender's address in the socket's family.
-fn source(d: &Datagram, t: &Taken) -> SocketAddr {
-    as_family(t.from, d.local.is_ipv6()).unwrap_or(t.from)
+/// The sender's address in the socket's family (None: no datagram, a
+/// shutdown's end).
+fn source(d: &Datagram, t: &Taken) -> Option<SocketAddr> {
+    t.from.map(|f| as_family(f, d.local.is_ipv6()).unwrap_or(f))
 }
 
 /// recv/read/readv on a datagram socket of ours.
@@ -261,7 +322,10 @@ pub(crate) fn recvfrom(
     let d = sock.datagram()?;
     Some(match recv_on(fd, d, flags, &mut [IoSliceMut::new(buf)]) {
         Ok(t) => {
-            from.put(source(d, &t));
+            match source(d, &t) {
+                Some(a) => from.put(a),
+                None => from.clear(),
+            }
             Action::Done(returned(&t, flags))
         }
         Err(e) => fail(e),
@@ -298,7 +362,7 @@ fn recvmsg_on(fd: c_int, sock: &Socket, msg: OutMsg<'_>, flags: c_int) -> Action
             } else {
                 0
             };
-            tail.finish_dgram(Some(source(d, &t)), out);
+            tail.finish_dgram(source(d, &t), out);
             Action::Done(returned(&t, flags))
         }
         Err(e) => fail(e),

@@ -568,10 +568,15 @@ pub(crate) fn shutdown(fd: c_int, how: c_int) -> Action<c_int> {
             None => fail(Errno::NOTCONN),
         },
         Some(Socket::Bound(_)) => fail(Errno::NOTCONN),
-        Some(Socket::Datagram(d)) => match d.peer() {
-            Some(_) => Action::Done(0),
-            None => fail(Errno::NOTCONN),
-        },
+        Some(Socket::Datagram(_)) if !(0..=2).contains(&how) => fail(Errno::INVAL),
+        // Marked either way, as the kernel's UDP (ENOTCONN unconnected).
+        Some(Socket::Datagram(d)) => {
+            d.shutdown(how);
+            match d.peer() {
+                Some(_) => Action::Done(0),
+                None => fail(Errno::NOTCONN),
+            }
+        }
     }
 }
 

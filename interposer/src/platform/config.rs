@@ -68,8 +68,7 @@ pub struct Config {
     /// off).
     pub defer: bool,
     /// `SHMNET_UDP`: UDP on partition addresses is carried by shared memory
-    /// in the emulated mode (issue 16, stage 1: off by default until its
-    /// review's defects are fixed; `1` turns it on).
+    /// in the emulated mode (issue 16; on by default, `0` turns it off).
     pub udp: bool,
     /// `SHMNET_LOG`: `None` is off.
     pub log_level: Option<Level>,
@@ -199,8 +198,8 @@ impl Config {
             Some(v) => return Err(invalid("SHMNET_DEFER", format!("{v:?} is not 0 or 1"))),
         };
         let udp = match text("SHMNET_UDP")?.as_deref() {
-            None | Some("0") => false,
-            Some("1") => true,
+            None | Some("1") => true,
+            Some("0") => false,
             Some(v) => return Err(invalid("SHMNET_UDP", format!("{v:?} is not 0 or 1"))),
         };
         let log_level = match text("SHMNET_LOG")? {

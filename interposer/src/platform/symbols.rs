@@ -138,12 +138,13 @@ macro_rules! hooked_symbols {
     // __close_nocancel).
     fn closefrom(lowfd: c_int) -> () => descriptor::closefrom;
     fn fclose(stream: *mut FILE) -> c_int => fclose_stream;
-    // libc's generic system call: only the descriptor calls above are
-    // ours (libuv closes with it), and only on an fd of ours: every other
+    // libc's generic system call: only the descriptor calls above and the
+    // mmsg calls are ours (libuv closes and sends with it), and only on an
+    // fd of ours (or one that may become ours: sendmmsg): every other
     // call goes straight to libc (`gate`: jemalloc calls it while holding
     // its own lock, where our first-use initialisation would allocate).
     fn syscall(number: c_long; a: c_long, b: c_long, c: c_long, d: c_long, e: c_long,
-        f: c_long) -> c_long => descriptor::syscall,
+        f: c_long) -> c_long => decode::syscall,
         fresh |r| descriptor::fresh_from_syscall(r, number, a),
         gate descriptor::syscall_is_ours(number, a);
 

@@ -56,20 +56,37 @@ fn listener_at(addr: SocketAddr) -> Result<OwnedFd, Errno> {
     Ok(sock)
 }
 
-/// Reserves `addr` (port 0: a free ephemeral port) by binding and listening
-/// on its name: the listener (non-blocking) and the address it holds.
-/// EADDRINUSE when someone holds it.
-pub(crate) fn reserve(addr: SocketAddr) -> Result<(OwnedFd, SocketAddr), Errno> {
+/// Reserves `addr` (port 0: a free ephemeral port, never `avoid`) by
+/// binding and listening on its name: the listener (non-blocking) and the
+/// address it holds. EADDRINUSE when someone holds it.
+///
+/// Ephemeral ports are picked as the kernel picks UDP's: from a random
+/// start in `ip_local_port_range` (getrandom; resolvers rely on source
+/// ports nobody can guess), going up to the next free one. `avoid` is the
+/// destination port of an autobind: a socket never gets the very port it
+/// sends to (it would be connected to itself).
+pub(crate) fn reserve(
+    addr: SocketAddr,
+    avoid: Option<u16>,
+) -> Result<(OwnedFd, SocketAddr), Errno> {
     if addr.port() != 0 {
         return Ok((listener_at(addr)?, addr));
     }
-    const FIRST: u32 = 32768;
-    const SPAN: u32 = 61000 - FIRST;
-    let seed = std::process::id()
-        .wrapping_mul(2_654_435_761)
-        .wrapping_add(crate::transport::parking::monotonic_ms() as u32);
-    for k in 0..SPAN {
-        let port = (FIRST + (seed.wrapping_add(k) % SPAN)) as u16;
+    let (first, last) = port_range();
+    let span = u32::from(last - first) + 1;
+    let mut seed = [0u8; 4];
+    let start = match rustix::rand::getrandom(&mut seed, rustix::rand::GetRandomFlags::NONBLOCK) {
+        Ok(4) => u32::from_ne_bytes(seed),
+        // No entropy yet (early boot): the clock and pid, as before.
+        _ => std::process::id()
+            .wrapping_mul(2_654_435_761)
+            .wrapping_add(crate::transport::parking::monotonic_ms() as u32),
+    };
+    for k in 0..span {
+        let port = (u32::from(first) + (start.wrapping_add(k) % span)) as u16;
+        if Some(port) == avoid {
+            continue;
+        }
         let at = SocketAddr::new(addr.ip(), port);
         match listener_at(at) {
             Ok(l) => return Ok((l, at)),
@@ -78,6 +95,22 @@ pub(crate) fn reserve(addr: SocketAddr) -> Result<(OwnedFd, SocketAddr), Errno> 
         }
     }
     Err(Errno::AGAIN) // as the kernel, when no ephemeral port is free
+}
+
+/// The kernel's ephemeral range (`net.ipv4.ip_local_port_range`, which
+/// IPv6 uses too), read once; 32768-60999 if unreadable.
+fn port_range() -> (u16, u16) {
+    static RANGE: std::sync::OnceLock<(u16, u16)> = std::sync::OnceLock::new();
+    *RANGE.get_or_init(|| {
+        let text = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range");
+        let mut it = text.iter().flat_map(|t| t.split_whitespace());
+        let lo = it.next().and_then(|p| p.parse::<u16>().ok());
+        let hi = it.next().and_then(|p| p.parse::<u16>().ok());
+        match (lo, hi) {
+            (Some(lo), Some(hi)) if lo >= 1024 && lo <= hi => (lo, hi),
+            _ => (32768, 60999),
+        }
+    })
 }
 
 /// A link to the receiver holding `dest`'s name (non-blocking, connected

@@ -86,6 +86,8 @@ struct EpollSet<'a> {
     pwait2: bool,
     /// The members whose flag is down, for the spin (`rings_ready`).
     listed: Option<Vec<Arc<Socket>>>,
+    /// The kernel's last answer was all datagram readiness taken back.
+    took_back: bool,
 }
 
 impl WaitSet for EpollSet<'_> {
@@ -132,7 +134,14 @@ impl WaitSet for EpollSet<'_> {
     fn filter(&mut self, n: c_int) -> c_int {
         readiness::collected(self.epfd, &self.out[..n.max(0) as usize]);
         readiness::tcp_hangups(self.epfd, &mut self.out[..n.max(0) as usize]);
-        n
+        self.took_back = false;
+        if n <= 0 {
+            return n;
+        }
+        let left = readiness::datagrams_reported(self.epfd, self.out, n as usize) as c_int;
+        // All taken back: not an answer (the wait goes on).
+        self.took_back = left == 0;
+        left
     }
 
     fn answer(&mut self) -> Action<c_int> {
@@ -152,6 +161,8 @@ impl WaitSet for EpollSet<'_> {
             }
             readiness::collected(self.epfd, &self.out[..n as usize]);
             readiness::tcp_hangups(self.epfd, &mut self.out[..n as usize]);
+            n = readiness::datagrams_reported(self.epfd, &mut self.out[..room], n as usize)
+                as c_int;
         }
         let pending = std::mem::take(&mut self.pending.events);
         Action::Done(merge(self.out, n as usize, pending))
@@ -162,7 +173,7 @@ impl WaitSet for EpollSet<'_> {
     }
 
     fn empty_stands(&self) -> bool {
-        !self.pending.watch_closely
+        !self.pending.watch_closely && !self.took_back
     }
 
     fn before_sleep(&mut self) -> bool {
@@ -202,6 +213,7 @@ fn epoll_set(
         pending,
         pwait2,
         listed: None,
+        took_back: false,
     };
     wait(&mut set, limit, mask)
 }

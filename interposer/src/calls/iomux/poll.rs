@@ -72,6 +72,15 @@ impl KernelSet for PollSet<'_> {
             }
             p.revents = tcp_revents(p.revents, c);
         }
+        for i in waiting.datagram_keys() {
+            let p = &mut self.fds[i];
+            if p.revents & POLL_IN != 0 && waiting.datagram_unready(i) {
+                p.revents &= !POLL_IN;
+                if p.revents == 0 {
+                    n -= 1;
+                }
+            }
+        }
         n
     }
 
@@ -127,7 +136,37 @@ fn poll_writers(fds: &mut [pollfd], limit: Limit, mask: Option<SigMask<'_>>) -> 
     Action::Raw(n)
 }
 
+/// Writability a UDP socket reports (the kernel's `sock_writeable`).
+const POLL_OUT: i16 = libc::POLLOUT | libc::POLLWRNORM | libc::POLLWRBAND;
+
 fn poll_set(fds: &mut [pollfd], limit: Limit, mask: Option<SigMask<'_>>) -> Action<c_int> {
+    let writer = |p: &pollfd| {
+        p.fd >= 0 && p.events & POLL_OUT != 0 && crate::calls::datagram::is_datagram(p.fd)
+    };
+    if !fds.iter().any(writer) {
+        return poll_any(fds, limit, mask);
+    }
+    // An emulated UDP socket is always writable (a datagram never waits
+    // for room; its fd, an epoll instance, never says so): the call
+    // returns at once, with whatever else is ready now.
+    let mut n = match poll_any(fds, Limit::ms(0), mask) {
+        Action::Pass => real_poll(fds, None, None),
+        Action::Done(n) | Action::Raw(n) => n,
+        failed => return failed,
+    };
+    if n < 0 {
+        return Action::Raw(n);
+    }
+    for p in fds.iter_mut().filter(|p| writer(p)) {
+        if p.revents == 0 {
+            n += 1;
+        }
+        p.revents |= p.events & POLL_OUT;
+    }
+    Action::Done(n)
+}
+
+fn poll_any(fds: &mut [pollfd], limit: Limit, mask: Option<SigMask<'_>>) -> Action<c_int> {
     let waiting = Waiting::new(
         fds.iter()
             .enumerate()

@@ -24,12 +24,17 @@ pub(super) struct Waiting {
     /// Positions of epoll fds of ours whose members hold data the kernel
     /// does not know of (`readiness::crowd`): readable.
     sets: Vec<usize>,
+    /// Emulated UDP sockets (by position): the kernel's readability of
+    /// their fd may stand for a new sender or a hang-up not yet handled,
+    /// which a receive would not find (`take_back`).
+    datagrams: Vec<(usize, Arc<Socket>)>,
 }
 
 impl Waiting {
     /// The connections among `fds` (by position) that a read could wait for.
     pub(super) fn new(fds: impl Iterator<Item = (usize, c_int)>) -> Waiting {
         let mut sets = Vec::new();
+        let mut datagrams = Vec::new();
         let conns: Vec<_> = fds
             .filter_map(|(i, fd)| {
                 let sock = registry::get(fd);
@@ -43,6 +48,7 @@ impl Waiting {
                 // once eager.
                 if let Some(d) = sock.as_deref().and_then(Socket::datagram) {
                     d.make_eager();
+                    datagrams.extend(sock.clone().map(|s| (i, s)));
                 }
                 sock.filter(|s| s.connection().is_some()).map(|s| (i, s))
             })
@@ -56,6 +62,7 @@ impl Waiting {
             conns,
             sliced,
             sets,
+            datagrams,
         }
     }
 
@@ -64,7 +71,23 @@ impl Waiting {
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.conns.is_empty() && self.sets.is_empty()
+        self.conns.is_empty() && self.sets.is_empty() && self.datagrams.is_empty()
+    }
+
+    /// Whether the datagram socket at `key`, which the kernel reported
+    /// readable, is not (nothing a receive would find: taken back, as a
+    /// blocking receive would otherwise wait). Not one: false.
+    pub(super) fn datagram_unready(&self, key: usize) -> bool {
+        self.datagrams
+            .iter()
+            .find(|(i, _)| *i == key)
+            .and_then(|(_, s)| s.datagram())
+            .is_some_and(|d| !d.readable())
+    }
+
+    /// Positions of its datagram sockets.
+    pub(super) fn datagram_keys(&self) -> impl Iterator<Item = usize> + '_ {
+        self.datagrams.iter().map(|(i, _)| *i)
     }
 
     pub(super) fn iter(&self) -> impl Iterator<Item = (usize, &Connection)> {

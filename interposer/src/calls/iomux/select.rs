@@ -61,12 +61,12 @@ fn set_bit(words: &mut [c_ulong], fd: usize, on: bool) {
 
 /// select's three sets: the caller's (written with the result) and what
 /// was asked (to start each kernel call from).
-struct Sets<'call> {
-    out: [FdSet<'call>; 3],
+struct Sets<'s, 'call> {
+    out: &'s mut [FdSet<'call>; 3],
     asked: [Option<Vec<c_ulong>>; 3],
 }
 
-impl Sets<'_> {
+impl Sets<'_, '_> {
     /// The caller's set `i` as words.
     fn words(&mut self, i: usize) -> Option<&mut [c_ulong]> {
         self.out[i].words()
@@ -85,15 +85,15 @@ impl Sets<'_> {
         match (limit, mask) {
             (None, _) => {
                 let mut tv = timeval_of(Duration::ZERO);
-                waits::select(&mut self.out, Some(&mut tv))
+                waits::select(self.out, Some(&mut tv))
             }
             (Some(l), None) => {
                 let mut tv = l.left().map(timeval_of);
-                waits::select(&mut self.out, tv.as_mut())
+                waits::select(self.out, tv.as_mut())
             }
             (Some(l), Some(m)) => {
                 let ts = l.left_ts();
-                waits::pselect(&mut self.out, ts.as_ref(), m)
+                waits::pselect(self.out, ts.as_ref(), m)
             }
         }
     }
@@ -108,13 +108,59 @@ impl Sets<'_> {
                 n -= 1;
             }
         }
+        for fd in waiting.datagram_keys() {
+            if bit(r, fd) && waiting.datagram_unready(fd) {
+                set_bit(r, fd, false);
+                n -= 1;
+            }
+        }
         n
     }
 }
 
+/// Emulated UDP sockets in the write set are always writable (a datagram
+/// never waits for room; their fd, an epoll instance, never says so): the
+/// call returns at once, with whatever else is ready now.
 fn select_sets(
     nfds: c_int,
     mut out: [FdSet<'_>; 3],
+    limit: Limit,
+    mask: Option<SigMask<'_>>,
+) -> Action<c_int> {
+    let writers: Vec<usize> = match out[1].words() {
+        Some(w) => (0..nfds.max(0) as usize)
+            .filter(|&fd| bit(w, fd) && crate::calls::datagram::is_datagram(fd as c_int))
+            .collect(),
+        _ => Vec::new(),
+    };
+    if writers.is_empty() {
+        return select_readers(nfds, &mut out, limit, mask);
+    }
+    let mut n = match select_readers(nfds, &mut out, Limit::ms(0), mask) {
+        Action::Pass => {
+            let mut tv = timeval_of(Duration::ZERO);
+            waits::select(&mut out, Some(&mut tv))
+        }
+        Action::Done(n) | Action::Raw(n) => n,
+        failed => return failed,
+    };
+    if n < 0 {
+        return Action::Raw(n);
+    }
+    if let Some(w) = out[1].words() {
+        for fd in writers {
+            if !bit(w, fd) {
+                set_bit(w, fd, true);
+                n += 1;
+            }
+        }
+    }
+    Action::Done(n)
+}
+
+fn select_readers(
+    nfds: c_int,
+    out: &mut [FdSet<'_>; 3],
     limit: Limit,
     mask: Option<SigMask<'_>>,
 ) -> Action<c_int> {
@@ -134,7 +180,7 @@ fn select_sets(
     wait(&mut Rings::new(sets, waiting), limit, mask)
 }
 
-impl KernelSet for Sets<'_> {
+impl KernelSet for Sets<'_, '_> {
     fn real(&mut self, limit: Option<Limit>, mask: Option<SigMask<'_>>) -> c_int {
         self.call(limit, mask)
     }

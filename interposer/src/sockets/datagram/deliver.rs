@@ -37,7 +37,10 @@ impl Inbox {
                         copied,
                         slot: u32::MAX,
                     };
-                    return Some(Taken { got, from });
+                    return Some(Taken {
+                        got,
+                        from: Some(from),
+                    });
                 }
                 continue;
             }
@@ -64,7 +67,10 @@ impl Inbox {
                 let _ = set.rx.recv_vectored(&mut [], false);
             }
             if want {
-                return from.map(|from| Taken { got, from });
+                return from.map(|from| Taken {
+                    got,
+                    from: Some(from),
+                });
             }
         }
         None

@@ -51,6 +51,13 @@ pub(crate) struct Inbox {
     error: AtomicI32,
     /// Poll, select or epoll_ctl met it: readiness kept exact always.
     eager: AtomicBool,
+    /// shutdown(SHUT_RD): a receive that finds nothing returns 0 bytes,
+    /// and the fd stays readable.
+    shut: AtomicBool,
+    /// Registered edge-triggered in an epoll set: the doorbell flag stays
+    /// up also while datagrams are queued, so every arrival after a
+    /// receive (or an epoll_wait that reported it) rings: an edge.
+    edge: AtomicBool,
     /// Inherited across fork: this process must not consume (the rings
     /// have one consumer; udp-draft stage 4 shares them).
     forked: AtomicBool,
@@ -69,12 +76,21 @@ pub(super) struct State {
     pub(super) next_token: u64,
     pub(super) woken: bool,
     pub(super) limit: u32,
+    /// Out of fds (EMFILE) at an accept: the listener is out of the
+    /// instance (it would keep the fd readable, and a blocking receive
+    /// spinning), and accepts are tried at each look instead, until one
+    /// succeeds.
+    pub(super) parked: bool,
+    /// Arrivals when epoll last reported the socket edge-triggered
+    /// (`edge_news`).
+    pub(super) edge_seen: Option<(u32, u64)>,
 }
 
-/// A datagram taken: how long it was, how much was copied, from whom.
+/// A datagram taken: how long it was, how much was copied, from whom
+/// (None: no datagram, the end a shutdown(SHUT_RD) gives).
 pub(crate) struct Taken {
     pub got: Received,
-    pub from: SocketAddr,
+    pub from: Option<SocketAddr>,
 }
 
 impl Inbox {
@@ -95,6 +111,8 @@ impl Inbox {
             local,
             error: AtomicI32::new(0),
             eager: AtomicBool::new(false),
+            shut: AtomicBool::new(false),
+            edge: AtomicBool::new(false),
             forked: AtomicBool::new(false),
             state: Mutex::new(State {
                 sets: Vec::new(),
@@ -105,6 +123,8 @@ impl Inbox {
                 next_token: FIRST_LINK,
                 woken: false,
                 limit,
+                parked: false,
+                edge_seen: None,
             }),
         })
     }
@@ -140,7 +160,28 @@ impl Inbox {
     /// blocking receive).
     pub(crate) fn quick_ready(&self) -> bool {
         let mut st = self.state.lock();
-        self.error.load(Ordering::Relaxed) != 0 || queued(&mut st)
+        self.error.load(Ordering::Relaxed) != 0
+            || self.shut.load(Ordering::Relaxed)
+            || queued(&mut st)
+    }
+
+    /// Whether a receive would find something: links served first (a new
+    /// sender's first datagrams come on its link), readiness settled.
+    /// (In a forked child: true, so that a receive is tried and says
+    /// EOPNOTSUPP, rather than a wait that never ends.)
+    pub(crate) fn readable(&self) -> bool {
+        if self.forked.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut st = self.state.lock();
+        if self.error.load(Ordering::Relaxed) != 0
+            || self.shut.load(Ordering::Relaxed)
+            || queued(&mut st)
+        {
+            return true;
+        }
+        self.serve_locked(&mut st);
+        self.settle(&mut st)
     }
 
     /// Before a blocking receive sleeps: links served, readiness settled
@@ -162,6 +203,45 @@ impl Inbox {
                 s.rx.disarm();
             }
         }
+    }
+
+    /// shutdown(SHUT_RD): receives stop waiting (a sleeper wakes) and the
+    /// fd stays readable.
+    pub(crate) fn shut_read(&self) {
+        self.shut.store(true, Ordering::Relaxed);
+        let mut st = self.state.lock();
+        self.signal(&mut st);
+    }
+
+    /// The socket joined an epoll set edge-triggered: from now on every
+    /// arrival after a look rings (see `edge`), starting now.
+    pub(crate) fn set_edge_triggered(&self) {
+        if self.edge.swap(true, Ordering::Relaxed) || self.forked.load(Ordering::Relaxed) {
+            return;
+        }
+        self.rearm_edge();
+    }
+
+    /// An epoll_wait reported the socket (or is about to wait on it): an
+    /// arrival from now on makes a new edge, queued datagrams or not.
+    pub(crate) fn rearm_edge(&self) {
+        if !self.edge.load(Ordering::Relaxed) || self.forked.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut st = self.state.lock();
+        for s in &mut st.sets {
+            s.rx.arm();
+        }
+    }
+
+    /// Whether something arrived since epoll last reported this
+    /// edge-triggered socket (a sender's ring, a datagram on a link):
+    /// an edge the kernel shows that only the Inbox's own handling made
+    /// (its eventfd written when it served a link) is not one.
+    pub(crate) fn edge_news(&self) -> bool {
+        let mut st = self.state.lock();
+        let now = (rings(&st), st.slow.arrived);
+        st.edge_seen.replace(now) != Some(now)
     }
 
     /// Sets a pending error and wakes whoever waits on the fd.
@@ -208,7 +288,7 @@ impl Inbox {
             tokens = st.links.iter().map(|l| l.token).collect();
             tokens.push(LISTENER);
         }
-        if tokens.contains(&LISTENER) {
+        if tokens.contains(&LISTENER) || st.parked {
             // New links are read at once: a REG usually comes with them.
             let known = st.links.len();
             self.accept_links(st);
@@ -259,8 +339,20 @@ impl Inbox {
             let conn = match rustix::net::accept_with(&self.listener, flags) {
                 Ok(c) => c,
                 Err(Errno::INTR | Errno::CONNABORTED) => continue,
+                Err(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => {
+                    if !st.parked {
+                        log!(debug, "datagram links to {}: out of fds", self.local);
+                        st.parked = epoll::delete(&self.epoll, &self.listener).is_ok();
+                    }
+                    return;
+                }
                 Err(_) => return,
             };
+            if st.parked {
+                let ev = epoll::EventData::new_u64(LISTENER);
+                st.parked =
+                    epoll::add(&self.epoll, &self.listener, ev, epoll::EventFlags::IN).is_err();
+            }
             let config = crate::platform::config::get();
             let uid = match crate::platform::sys::peer_cred(conn.as_fd()) {
                 Some((_, uid, _)) => uid,
@@ -268,13 +360,28 @@ impl Inbox {
             };
             let me = rustix::process::geteuid().as_raw();
             let admitted = config.is_some_and(|c| c.allow.admits_uid(me, uid));
-            if !admitted || st.links.len() >= links::MAX_LINKS {
+            if !admitted {
                 log!(
                     debug,
                     "datagram link to {} from uid {uid}: refused",
                     self.local
                 );
                 continue; // closed: the sender sees the hang-up
+            }
+            if st.links.len() >= links::MAX_LINKS {
+                // Alive but full: the sender drops (and asks again later)
+                // rather than take this for nobody receiving.
+                let no = shmnet_ring::dgram::frame::Frame::RegNo {
+                    why: Errno::NOBUFS.raw_os_error() as u32,
+                };
+                let _ = link::send(conn.as_fd(), &no, None);
+                log!(
+                    debug,
+                    "datagram link to {}: {} links, full",
+                    self.local,
+                    links::MAX_LINKS
+                );
+                continue;
             }
             let token = st.next_token;
             st.next_token += 1;
@@ -324,6 +431,15 @@ impl Inbox {
         }
         if self.error.load(Ordering::Relaxed) != 0 || queued(st) {
             self.signal(st);
+            if self.edge.load(Ordering::Relaxed) {
+                for s in &mut st.sets {
+                    s.rx.arm();
+                }
+            }
+            return true;
+        }
+        if self.shut.load(Ordering::Relaxed) {
+            self.signal(st);
             return true;
         }
         let mut came = false;
@@ -365,6 +481,17 @@ impl Inbox {
             self.serve_locked(&mut st);
             got = self.take(&mut st, bufs, peek, only);
         }
+        if got.is_none() && self.shut.load(Ordering::Relaxed) {
+            let end = Received {
+                len: 0,
+                copied: 0,
+                slot: u32::MAX,
+            };
+            got = Some(Taken {
+                got: end,
+                from: None,
+            });
+        }
         if self.eager.load(Ordering::Relaxed) {
             self.settle(&mut st);
         }
@@ -385,7 +512,13 @@ impl Inbox {
 
     /// Sleeps until the instance is readable, at most `ms` (-1: no
     /// limit): Ok(false) on timeout, EINTR for a signal.
+    /// (Out of fds, the listener is looked at every 50 ms instead.)
     pub(crate) fn wait(&self, ms: i32) -> Result<bool, Errno> {
+        let ms = if self.state.lock().parked && !(0..=50).contains(&ms) {
+            50
+        } else {
+            ms
+        };
         crate::platform::sys::poll_fd(self.epoll.as_fd(), libc::POLLIN, ms).map(|ev| ev != 0)
     }
 }

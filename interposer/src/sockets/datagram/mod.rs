@@ -34,6 +34,9 @@ use crate::sockets::options_store::Options;
 pub(crate) const MAX_V4: usize = 65_507;
 pub(crate) const MAX_V6: usize = 65_527;
 
+const SHUT_RD: u8 = 1;
+const SHUT_WR: u8 = 2;
+
 pub(crate) struct Datagram {
     pub local: SocketAddr,
     /// The application's kernel UDP socket, never bound (no port, no
@@ -48,14 +51,42 @@ pub(crate) struct Datagram {
     sent: std::sync::atomic::AtomicBool,
     /// O_NONBLOCK of the application's fd: 0 unknown, 1 no, 2 yes.
     nonblock: std::sync::atomic::AtomicU8,
+    /// shutdown(2) so far (`SHUT_RD`, `SHUT_WR` bits).
+    shut: std::sync::atomic::AtomicU8,
     pub opts: Options,
 }
 
 impl Datagram {
-    /// Reserves `local` (port 0: an ephemeral one) and builds the Inbox.
-    /// `kernel` is the application's UDP socket (a copy of it).
-    pub(crate) fn bind(local: SocketAddr, kernel: OwnedFd) -> Result<Datagram, Errno> {
-        let (listener, local) = crate::transport::link::reserve(local)?;
+    /// Reserves `local` (port 0: an ephemeral one, never `avoid`) and
+    /// builds the Inbox. `kernel` is the application's UDP socket (a copy
+    /// of it).
+    pub(crate) fn bind(
+        local: SocketAddr,
+        kernel: OwnedFd,
+        avoid: Option<u16>,
+    ) -> Result<Datagram, Errno> {
+        let (listener, local) = crate::transport::link::reserve(local, avoid)?;
+        Self::with_listener(listener, local, kernel)
+    }
+
+    /// A socket bound to the address `holder` holds (SO_REUSEADDR or
+    /// SO_REUSEPORT on both, `calls::datagram::share`): it takes links from
+    /// the same name (a copy of its listener), so senders reach one or
+    /// the other, and it keeps the name held after `holder` closes.
+    pub(crate) fn bind_shared(
+        local: SocketAddr,
+        kernel: OwnedFd,
+        holder: &Datagram,
+    ) -> Result<Datagram, Errno> {
+        let listener = rustix::io::fcntl_dupfd_cloexec(holder.inbox.listener(), 0)?;
+        Self::with_listener(listener, local, kernel)
+    }
+
+    fn with_listener(
+        listener: OwnedFd,
+        local: SocketAddr,
+        kernel: OwnedFd,
+    ) -> Result<Datagram, Errno> {
         let limit = rustix::net::sockopt::socket_recv_buffer_size(&kernel)
             .map_or(212_992, |n| n.min(1 << 30) as u32);
         let inbox = Inbox::new(InternalFd::new(listener), local, limit)?;
@@ -69,6 +100,7 @@ impl Datagram {
             rcvtimeo: Mutex::new(None),
             sent: std::sync::atomic::AtomicBool::new(false),
             nonblock: std::sync::atomic::AtomicU8::new(0),
+            shut: std::sync::atomic::AtomicU8::new(0),
             opts,
         })
     }
@@ -91,6 +123,23 @@ impl Datagram {
     /// connect(2): `Some` sets the peer, `None` (AF_UNSPEC) dissolves it.
     pub(crate) fn connect(&self, peer: Option<SocketAddr>) {
         *self.peer.lock() = peer;
+    }
+
+    /// shutdown(2): as the kernel's UDP, it only marks the socket (the
+    /// caller answers ENOTCONN when unconnected, which still marks it): a
+    /// receive finds what is queued, then 0 bytes at once (a thread
+    /// asleep in one wakes); a send after SHUT_WR fails with EPIPE.
+    pub(crate) fn shutdown(&self, how: i32) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let bits = match how {
+            libc::SHUT_RD => SHUT_RD,
+            libc::SHUT_WR => SHUT_WR,
+            _ => SHUT_RD | SHUT_WR,
+        };
+        self.shut.fetch_or(bits, Relaxed);
+        if bits & SHUT_RD != 0 {
+            self.inbox.shut_read();
+        }
     }
 
     /// SO_ERROR: the pending error, taken.
@@ -139,6 +188,9 @@ impl Datagram {
         let Some(dest) = dest.or(peer) else {
             return Err(Errno::DESTADDRREQ);
         };
+        if self.shut.load(std::sync::atomic::Ordering::Relaxed) & SHUT_WR != 0 {
+            return Err(Errno::PIPE);
+        }
         if let Some(e) = self.inbox.take_error() {
             return Err(e);
         }
@@ -229,6 +281,28 @@ impl Datagram {
     /// Poll, select or epoll met the socket: readiness exact from now on.
     pub(crate) fn make_eager(&self) {
         self.inbox.make_eager();
+    }
+
+    /// Whether a receive would find something now (a datagram, an error,
+    /// a shutdown's end): what epoll reports beside EPOLLOUT.
+    pub(crate) fn readable(&self) -> bool {
+        self.inbox.readable()
+    }
+
+    /// It joined an epoll set edge-triggered (`Inbox::set_edge_triggered`).
+    pub(crate) fn set_edge_triggered(&self) {
+        self.inbox.set_edge_triggered();
+    }
+
+    /// Whether an edge the kernel reported stands for an arrival
+    /// (`Inbox::edge_news`).
+    pub(crate) fn edge_news(&self) -> bool {
+        self.inbox.edge_news()
+    }
+
+    /// An epoll_wait reported it: the next arrival is a new edge.
+    pub(crate) fn rearm_edge(&self) {
+        self.inbox.rearm_edge();
     }
 
     /// Whether the application's fd is non-blocking (its O_NONBLOCK,

@@ -43,6 +43,18 @@ enum State {
     /// REG sent, REG_OK not read yet.
     Pending(Inbound),
     Shm(Sender),
+    /// The receiver had no room for another sender (REG_NO, ENOBUFS):
+    /// datagrams are dropped, as a full receive buffer drops them, until
+    /// the route is asked again (`RECHECK_MS` after).
+    Full,
+}
+
+/// Why a route cannot carry a datagram.
+enum Refused {
+    /// Hung up or said no: nobody receives there.
+    NoReceiver,
+    /// The receiver is alive but has no slot for us.
+    Full,
 }
 
 #[derive(Default)]
@@ -95,7 +107,11 @@ impl Routes {
             let tx = match route.ready() {
                 Ok(Some(tx)) => tx,
                 Ok(None) => return Ok(route.on_link(local, bufs)),
-                Err(()) => {
+                Err(Refused::Full) => {
+                    log!(trace, "datagram to {dest} dropped: no slot at the receiver");
+                    return Ok(Outcome::Dropped);
+                }
+                Err(Refused::NoReceiver) => {
                     self.list.remove(i);
                     return Ok(Outcome::NoReceiver);
                 }
@@ -128,6 +144,11 @@ impl Routes {
         let i = self.list.iter().position(|r| r.dest == dest)?;
         let now = monotonic_ms();
         let r = &mut self.list[i];
+        if matches!(r.state, State::Full) && now.saturating_sub(r.checked_ms) >= RECHECK_MS {
+            // Ask again: a slot may have come free.
+            self.list.remove(i).close();
+            return None;
+        }
         if matches!(r.state, State::Shm(_)) && now.saturating_sub(r.checked_ms) >= RECHECK_MS {
             r.checked_ms = now;
             // The receiver writes nothing after REG_OK: readable means
@@ -152,29 +173,43 @@ impl Route {
     }
 
     /// The sender, once the REG_OK is in (read now if it came: never
-    /// waited for); Err when the receiver refused or hung up.
-    fn ready(&mut self) -> Result<Option<&mut Sender>, ()> {
+    /// waited for); Err when the receiver refused, hung up or is full.
+    fn ready(&mut self) -> Result<Option<&mut Sender>, Refused> {
+        use Refused::NoReceiver;
         if let State::Pending(inbound) = &mut self.state {
             // The receiver sends only REG_OK or REG_NO: small frames.
             let mut scratch = [0u8; 64];
-            link::read(self.link.as_fd(), inbound, &mut scratch).map_err(|_| ())?;
+            link::read(self.link.as_fd(), inbound, &mut scratch).map_err(|_| NoReceiver)?;
             match Frame::decode(&inbound.bytes) {
                 Ok(Some((Frame::RegOk { slot, gen }, _))) => {
-                    let memfd = inbound.fd.take().ok_or(())?;
-                    self.state = State::Shm(attach(memfd, slot, gen, self.dest)?);
+                    let memfd = inbound.fd.take().ok_or(NoReceiver)?;
+                    let tx = attach(memfd, slot, gen, self.dest).map_err(|()| NoReceiver)?;
+                    self.state = State::Shm(tx);
+                }
+                Ok(Some((Frame::RegNo { why }, _)))
+                    if why == Errno::NOBUFS.raw_os_error() as u32 =>
+                {
+                    log!(
+                        debug,
+                        "datagram to {}: no slot free there, dropping",
+                        self.dest
+                    );
+                    self.state = State::Full;
+                    self.checked_ms = monotonic_ms();
                 }
                 Ok(Some((Frame::RegNo { why }, _))) => {
                     log!(debug, "datagram to {}: refused (errno {why})", self.dest);
-                    return Err(());
+                    return Err(NoReceiver);
                 }
-                Ok(Some(_)) | Err(_) => return Err(()),
-                Ok(None) if inbound.eof => return Err(()),
+                Ok(Some(_)) | Err(_) => return Err(NoReceiver),
+                Ok(None) if inbound.eof => return Err(NoReceiver),
                 Ok(None) => return Ok(None),
             }
         }
         match &mut self.state {
             State::Shm(tx) => Ok(Some(tx)),
             State::Pending(_) => Ok(None),
+            State::Full => Err(Refused::Full),
         }
     }
 

@@ -22,12 +22,7 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
         Socket::Stream(conn) => conn,
         Socket::Listener(_) => return listener_ctl(epfd, op, fd, event),
         Socket::Bound(_) => return Action::Pass,
-        // The Inbox keeps its own readiness exact once eager: the kernel's
-        // answer.
-        Socket::Datagram(d) => {
-            d.make_eager();
-            return Action::Pass;
-        }
+        Socket::Datagram(_) => return super::datagrams::ctl(epfd, op, fd, event, &sock),
     };
     conn.status_waited();
     let ev = match op {

@@ -28,11 +28,13 @@
 use core::ffi::c_int;
 
 mod ctl;
+mod datagrams;
 mod defer;
 mod pending;
 mod set;
 
 pub(crate) use ctl::{adopt, epoll_ctl, replay_carried};
+pub(crate) use datagrams::reported as datagrams_reported;
 pub(crate) use defer::{
     after_sleep, before_sleep, crowd, crowd_all, sent, unarmed, unarmed_ready, waiting,
 };

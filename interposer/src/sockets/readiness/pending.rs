@@ -48,7 +48,7 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
     let i = sets.position(epfd)?;
     let inner_ready: Vec<c_int> = sets.inner_ready(i);
     let set = sets.at(i);
-    if set.members.is_empty() && set.inner.is_empty() {
+    if set.members.is_empty() && set.inner.is_empty() && set.datagrams.is_empty() {
         return None;
     }
     let mut out = Pending::default();
@@ -58,6 +58,7 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
         unarmed,
         inner,
         virtual_out,
+        datagrams,
         ..
     } = set;
     // An entry whose member left or closed lists no connection: leaving
@@ -115,6 +116,7 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
     if out.events.len() >= max && next < virtual_out.len() {
         virtual_out.rotate_left(next);
     }
+    super::datagrams::writable(epfd, datagrams, max, &mut out);
     for fd in inner_ready {
         if let Some(n) = inner.get_mut(&fd) {
             if out.events.len() < max {

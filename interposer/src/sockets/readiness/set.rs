@@ -128,6 +128,9 @@ pub(super) struct Set {
     /// Members whose EPOLLOUT is answered from their ring (`virtual_out`;
     /// entries whose member no longer is are dropped when `pending` looks).
     pub(super) virtual_out: Vec<c_int>,
+    /// Emulated UDP sockets registered for EPOLLOUT or edge-triggered
+    /// (`datagrams`), by fd number.
+    pub(super) datagrams: BTreeMap<c_int, super::datagrams::Registration>,
     /// Members whose flag a read left down (`Connection::defer_arming`).
     pub(super) unarmed: Arc<Unarmed>,
     /// Those `before_sleep` raised, to be lowered again after the sleep.
@@ -162,6 +165,7 @@ impl Set {
             inner: BTreeMap::new(),
             pending: Vec::new(),
             virtual_out: Vec::new(),
+            datagrams: BTreeMap::new(),
             cursor: 0,
             kernel_turn: false,
             swept: 0,

@@ -114,6 +114,13 @@ impl AddrOut<'_> {
         unsafe { crate::platform::sys::put_socket_addr(name, self.addr, self.len) }
     }
 
+    /// No address (a UDP receive that ended for a shutdown): the length
+    /// becomes 0, as the kernel leaves it.
+    pub(crate) fn clear(&self) {
+        // SAFETY: the constructor's contract (`len` null or writable).
+        unsafe { crate::platform::sys::clear_len(self.len) }
+    }
+
     /// accept4(2) on the kernel listener `sock`, storing the peer's
     /// address here: a raw system call (the kernel checks the pointers).
     /// The new fd, or the errno (the caller's errno is left alone).
