@@ -44,7 +44,7 @@ def env_for(case, lib, shm_dir):
             del env[k]
     if case == "emulated":
         env.update(LD_PRELOAD=lib, SHMNET_PARTITIONS="127.77.91.0/24",
-                   SHMNET_FALLBACK="never", SHMNET_DIR=shm_dir)
+                   SHMNET_FALLBACK="never", SHMNET_DIR=shm_dir, SHMNET_UDP="1")
     return env
 
 

@@ -60,8 +60,8 @@ def echo_server(fam, host, port, count):
     return pid
 "#;
 
-/// The emulated network with datagrams carried (`SHMNET_UDP=1`, the
-/// default, said explicitly).
+/// The emulated network with datagrams carried (`SHMNET_UDP=1`: off by
+/// default while the second review's defects are open).
 fn udp_env<'a>(net: &Net, cmd: &'a mut Command) -> &'a mut Command {
     net.env(cmd).env("SHMNET_UDP", "1")
 }
@@ -736,24 +736,25 @@ print("got", got, "blocked", blocked)
     assert!(out.contains("got 10 blocked 0"), "{out}");
 }
 
-/// SHMNET_UDP unset: the emulated mode carries UDP on partition addresses.
+/// SHMNET_UDP unset: the emulated mode leaves UDP to the kernel (off by
+/// default until the second review's defects are fixed: s28/review-udp2).
 #[test]
-fn on_by_default_in_the_emulated_mode() {
-    let net = Net::emulated("udp_default_on");
+fn off_by_default_in_the_emulated_mode() {
+    let net = Net::emulated("udp_default_off");
     let body = r#"
-host = sys.argv[1]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((host, 0))
+s.bind((sys.argv[1], 0))
 c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 c.sendto(b"d" * 100, s.getsockname())
-assert s.recvfrom(200) == (b"d" * 100, c.getsockname())
-assert_no_kernel_udp(s.getsockname()[1], c.getsockname()[1])
-print("default on ok")
+assert s.recvfrom(200)[0] == b"d" * 100
+port = s.getsockname()[1]
+assert any((":%04X" % port) in line.split()[1] for line in open("/proc/net/udp").readlines()[1:]), "no kernel UDP socket"
+print("default off ok")
 "#;
     let mut cmd = py(&format!("{UDP_PRELUDE}{body}"), &[&net.host_str()]);
     net.env(&mut cmd).env_remove("SHMNET_UDP");
-    let out = stdout_of("udp_default_on", &mut cmd);
-    assert!(out.contains("default on ok"), "{out}");
+    let out = stdout_of("udp_default_off", &mut cmd);
+    assert!(out.contains("default off ok"), "{out}");
 }
 
 /// dnsmasq answering names from a hosts file, asked by dig (which sends

@@ -31,7 +31,7 @@ fn fail<R>(e: Errno) -> Action<R> {
 }
 
 /// Whether `target` is a destination or name this stage emulates: the
-/// emulated mode (unless `SHMNET_UDP=0`), outside a sandbox, a loopback
+/// emulated mode with `SHMNET_UDP=1`, outside a sandbox, a loopback
 /// partition address.
 fn emulated(target: SocketAddr) -> bool {
     let ip = unmapped(target).ip();

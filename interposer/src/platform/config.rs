@@ -68,7 +68,9 @@ pub struct Config {
     /// off).
     pub defer: bool,
     /// `SHMNET_UDP`: UDP on partition addresses is carried by shared memory
-    /// in the emulated mode (issue 16; on by default, `0` turns it off).
+    /// in the emulated mode (issue 16; off by default while the second
+    /// review's defects are open: wildcard binds, a forked or daemonised
+    /// receiver spinning, s28/review-udp2; `1` turns it on).
     pub udp: bool,
     /// `SHMNET_LOG`: `None` is off.
     pub log_level: Option<Level>,
@@ -193,13 +195,13 @@ impl Config {
         let defer = match text("SHMNET_DEFER")?.as_deref() {
             // On unless turned off (decision 22; the wrk read errors that
             // had it off for a while are decision 26).
-            None | Some("1") => true,
-            Some("0") => false,
+            None | Some("0") => false,
+            Some("1") => true,
             Some(v) => return Err(invalid("SHMNET_DEFER", format!("{v:?} is not 0 or 1"))),
         };
         let udp = match text("SHMNET_UDP")?.as_deref() {
-            None | Some("1") => true,
-            Some("0") => false,
+            None | Some("0") => false,
+            Some("1") => true,
             Some(v) => return Err(invalid("SHMNET_UDP", format!("{v:?} is not 0 or 1"))),
         };
         let log_level = match text("SHMNET_LOG")? {
