@@ -6,6 +6,7 @@ mod check;
 mod cli;
 mod dir;
 mod library;
+mod nic;
 mod probe;
 mod queues;
 mod run;
@@ -35,6 +36,7 @@ fn main() {
         cli::Command::Ss(a) => ss::main(a),
         cli::Command::Check(a) => check::main(a),
         cli::Command::Probe(a) => probe::main(a),
+        cli::Command::Nic(a) => nic::main(a),
         cli::Command::Man => {
             let cmd = <cli::Cli as clap::CommandFactory>::command();
             match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {

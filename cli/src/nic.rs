@@ -1,0 +1,206 @@
+//! `shmnet nic`: a shared-memory NIC between network namespaces (issue 18,
+//! docs/nic.md). The engine is the shmnet-nic crate; this is its command
+//! line and the `--status` view of its status file.
+
+use crate::units::{bytes, table};
+use clap::Args;
+use shmnet_nic::netns::NsSpec;
+use shmnet_nic::{status, Config, Partition};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Args, Debug)]
+pub(crate) struct NicArgs {
+    /// A namespace to join: an `ip netns` name, a path such as
+    /// /proc/PID/ns/net, or `current`; two to sixteen of them
+    #[arg(long = "netns", value_name = "NS", required_unless_present = "status")]
+    pub(crate) netns: Vec<String>,
+    /// An address for the device in NS (repeatable; IPv4 or IPv6, with a
+    /// prefix length). Default: 10.211.0.K/24 for the K-th namespace
+    #[arg(long = "addr", value_name = "NS=ADDR/LEN")]
+    pub(crate) addr: Vec<String>,
+    /// The devices' MTU
+    #[arg(long, default_value_t = 1500)]
+    pub(crate) mtu: u32,
+    /// The device name in every namespace
+    #[arg(long, default_value = "shm0")]
+    pub(crate) name: String,
+    /// Descriptors per queue (a power of two, 16..=4096)
+    #[arg(long, default_value_t = 256)]
+    pub(crate) slots: u32,
+    /// How long a receiver polls before it sleeps, in microseconds
+    #[arg(long, value_name = "US", default_value_t = 20)]
+    pub(crate) spin_us: u64,
+    /// Where the counters are published (default: nic-NAME.json in the
+    /// directory `shmnet ss` reads)
+    #[arg(long, value_name = "PATH")]
+    pub(crate) status_file: Option<PathBuf>,
+    /// Show the partitions and counters of the running NIC NAME, and exit
+    #[arg(long)]
+    pub(crate) status: bool,
+    /// With --status: the status file as JSON
+    #[arg(long, requires = "status")]
+    pub(crate) json: bool,
+}
+
+pub(crate) fn main(a: NicArgs) -> i32 {
+    let path = a
+        .status_file
+        .clone()
+        .unwrap_or_else(|| status::default_path(&a.name));
+    if a.status {
+        return show(&path, a.json);
+    }
+    let cfg = match config(&a, path) {
+        Ok(c) => c,
+        Err(e) => return crate::fail(format_args!("nic: {e}")),
+    };
+    let stop = shmnet_nic::stop_on_signals();
+    eprintln!(
+        "shmnet: nic: {} up in {} namespaces; Ctrl-C removes it",
+        cfg.name,
+        cfg.partitions.len()
+    );
+    match shmnet_nic::run(&cfg, stop) {
+        Ok(()) => 0,
+        Err(e) => crate::fail(format_args!("nic: {e}")),
+    }
+}
+
+fn config(a: &NicArgs, status_file: PathBuf) -> Result<Config, String> {
+    let specs = a
+        .netns
+        .iter()
+        .map(|s| NsSpec::parse(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    if !(2..=16).contains(&specs.len()) {
+        return Err("give two to sixteen --netns".into());
+    }
+    let mut addrs: Vec<Vec<(IpAddr, u8)>> = vec![Vec::new(); specs.len()];
+    for s in &a.addr {
+        let (ns, cidr) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--addr {s}: expected NS=ADDR/LEN"))?;
+        let i = a
+            .netns
+            .iter()
+            .position(|n| n == ns)
+            .ok_or_else(|| format!("--addr {s}: {ns} is not one of the --netns"))?;
+        addrs[i].push(cidr_of(cidr).map_err(|e| format!("--addr {s}: {e}"))?);
+    }
+    let mut seen = Vec::new();
+    for (k, list) in addrs.iter_mut().enumerate() {
+        if list.is_empty() {
+            list.push((IpAddr::from([10, 211, 0, k as u8 + 1]), 24));
+        }
+        for (ip, _) in list.iter() {
+            if seen.contains(ip) {
+                return Err(format!("address {ip} given to two namespaces"));
+            }
+            seen.push(*ip);
+        }
+    }
+    Ok(Config {
+        name: a.name.clone(),
+        mtu: a.mtu,
+        slots: a.slots,
+        spin: Duration::from_micros(a.spin_us),
+        partitions: specs
+            .into_iter()
+            .zip(addrs)
+            .map(|(netns, addrs)| Partition { netns, addrs })
+            .collect(),
+        status_file: Some(status_file),
+    })
+}
+
+/// "10.211.1.1/24" or "fd11:211::1/64"; no prefix: a host address.
+fn cidr_of(s: &str) -> Result<(IpAddr, u8), String> {
+    let (a, l) = s.split_once('/').unwrap_or((s, ""));
+    let ip: IpAddr = a.parse().map_err(|_| format!("{a:?} is not an address"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = if l.is_empty() {
+        max
+    } else {
+        l.parse::<u8>()
+            .ok()
+            .filter(|&n| n <= max)
+            .ok_or_else(|| format!("bad prefix length {l:?}"))?
+    };
+    if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+        return Err(format!("{ip} cannot be a device address"));
+    }
+    Ok((ip, len))
+}
+
+fn show(path: &std::path::Path, json: bool) -> i32 {
+    let s = match status::read(path) {
+        Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return crate::fail(format_args!(
+                "nic: no NIC running with that name ({} not found)",
+                path.display()
+            ))
+        }
+        Err(e) => return crate::fail(format_args!("nic: {}: {e}", path.display())),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
+        return 0;
+    }
+    println!(
+        "{}: pid {}, MTU {}, region {}",
+        s.name,
+        s.pid,
+        s.mtu,
+        bytes(s.region_bytes)
+    );
+    let rows: Vec<Vec<String>> = s
+        .partitions
+        .iter()
+        .map(|p| {
+            let c = &p.counters;
+            let drops = c.drop_spoofed
+                + c.drop_no_route
+                + c.drop_full
+                + c.drop_peer_gone
+                + c.drop_malformed
+                + c.drop_rejected;
+            vec![
+                p.netns.clone(),
+                p.addresses.join(","),
+                p.state.clone(),
+                c.tx_packets.to_string(),
+                bytes(c.tx_bytes),
+                c.rx_packets.to_string(),
+                bytes(c.rx_bytes),
+                drops.to_string(),
+                c.drop_spoofed.to_string(),
+                c.drop_no_route.to_string(),
+                c.drop_full.to_string(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "NETNS",
+                "ADDRESSES",
+                "STATE",
+                "TX-PKTS",
+                "TX",
+                "RX-PKTS",
+                "RX",
+                "DROPS",
+                "SPOOFED",
+                "NO-ROUTE",
+                "FULL"
+            ],
+            &rows,
+            &[false, false, false, true, true, true, true, true, true, true, true],
+        )
+    );
+    0
+}

@@ -1,0 +1,340 @@
+//! The daemon: one TUN device per partition, the region between them, two
+//! threads per partition (send: TUN -> region; receive: region -> TUN), and
+//! a supervisor that publishes status and drops partitions whose namespace
+//! went away.
+
+use crate::counters::{add, Counters};
+use crate::layout::{Geometry, BATCH, CACHE_LINE, MIN_BUF_BYTES, PORT_GONE};
+use crate::netns::{Netns, NsSpec};
+use crate::packet::{addresses, addresses_of};
+use crate::port::{PushError, RxPort, TxPort};
+use crate::region::Region;
+use crate::segment::Segment;
+use crate::status::{self, PartitionStatus, Status};
+use crate::tun::Tun;
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// One partition: a namespace and the addresses its device gets.
+#[derive(Debug, Clone)]
+pub struct Partition {
+    /// Where the device goes.
+    pub netns: NsSpec,
+    /// Host addresses with their prefix length (the prefix gives the
+    /// on-link route; the switch forwards by host address).
+    pub addrs: Vec<(IpAddr, u8)>,
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Device name in every namespace.
+    pub name: String,
+    /// Device MTU (576..=65535).
+    pub mtu: u32,
+    /// Descriptors per queue (a power of two).
+    pub slots: u32,
+    /// How long a receiver polls its queues before it sleeps.
+    pub spin: Duration,
+    /// The partitions (2..=16).
+    pub partitions: Vec<Partition>,
+    /// Where to publish counters (None: nowhere).
+    pub status_file: Option<PathBuf>,
+}
+
+/// How long a sender waits for room in a full queue before dropping.
+const ROOM_WAIT: Duration = Duration::from_millis(10);
+/// Longest a thread sleeps without checking whether it should stop.
+const SLICE: Duration = Duration::from_millis(100);
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Installs SIGINT/SIGTERM handlers that set the returned flag.
+pub fn stop_on_signals() -> &'static AtomicBool {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe);
+        // sigaction is zeroed (no flags, empty mask) before filling it.
+        unsafe {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, core::ptr::null_mut());
+        }
+    }
+    &STOP
+}
+
+struct Running {
+    netns: Netns,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    threads: Vec<JoinHandle<()>>,
+    gone: bool,
+}
+
+/// Builds the NIC and forwards until `stop` is set; removes the devices
+/// (closes them) and the status file before returning.
+pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
+    let bad = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
+    if !(576..=65535).contains(&cfg.mtu) {
+        return Err(bad(format!("MTU {} out of range 576..=65535", cfg.mtu)));
+    }
+    let buf = cfg.mtu.max(MIN_BUF_BYTES).div_ceil(CACHE_LINE as u32) * CACHE_LINE as u32;
+    let geo = Geometry::new(cfg.partitions.len() as u32, cfg.slots, buf)
+        .map_err(|e| bad(e.to_string()))?;
+    let segment = Arc::new(Segment::new(
+        cfg.partitions
+            .iter()
+            .map(|p| p.addrs.iter().map(|a| a.0).collect())
+            .collect(),
+    ));
+    let fd = Region::create(geo)?;
+    let supervisor = Region::attach(&fd)?;
+
+    // Every device first: a failure leaves nothing behind (dropping the
+    // Tuns removes them).
+    let mut devices = Vec::new();
+    for p in &cfg.partitions {
+        let ns = Netns::open(&p.netns)?;
+        let tun = ns
+            .run_in(|| {
+                let t = Tun::create(&cfg.name)?;
+                t.configure(cfg.mtu, &p.addrs)?;
+                Ok(t)
+            })
+            .map_err(|e| io::Error::new(e.kind(), format!("namespace {}: {e}", p.netns)))?;
+        devices.push((ns, Arc::new(tun)));
+    }
+
+    let mut running = Vec::new();
+    for (me, (netns, tun)) in devices.into_iter().enumerate() {
+        // Each partition maps the region on its own, as a process would.
+        let region = Arc::new(Region::attach(&fd)?);
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(Counters::default());
+        let tx = {
+            let (region, tun, stop, counters, segment) = (
+                region.clone(),
+                tun.clone(),
+                stop.clone(),
+                counters.clone(),
+                segment.clone(),
+            );
+            std::thread::Builder::new()
+                .name(format!("nic-tx-{me}"))
+                .spawn(move || {
+                    send_loop(TxPort::new(region, me), &tun, &segment, &counters, &stop)
+                })?
+        };
+        let rx = {
+            let (spin, stop, counters, segment) =
+                (cfg.spin, stop.clone(), counters.clone(), segment.clone());
+            std::thread::Builder::new()
+                .name(format!("nic-rx-{me}"))
+                .spawn(move || {
+                    receive_loop(
+                        RxPort::new(region, me),
+                        &tun,
+                        &segment,
+                        &counters,
+                        &stop,
+                        spin,
+                    )
+                })?
+        };
+        running.push(Running {
+            netns,
+            stop,
+            counters,
+            threads: vec![tx, rx],
+            gone: false,
+        });
+    }
+
+    let publish = |running: &[Running]| {
+        if let Some(path) = &cfg.status_file {
+            let s = snapshot(cfg, geo, running);
+            if let Err(e) = status::write(path, &s) {
+                eprintln!("shmnet: nic: cannot write {}: {e}", path.display());
+            }
+        }
+    };
+    publish(&running);
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(SLICE);
+        for (p, r) in running.iter_mut().enumerate() {
+            if !r.gone && !r.netns.alive() {
+                eprintln!(
+                    "shmnet: nic: namespace {} went away; partition {p} dropped from the segment",
+                    r.netns.spec()
+                );
+                leave(&supervisor, p, r);
+            }
+        }
+        if last.elapsed() >= Duration::from_secs(1) {
+            publish(&running);
+            last = Instant::now();
+        }
+    }
+    for (p, r) in running.iter_mut().enumerate() {
+        if !r.gone {
+            leave(&supervisor, p, r);
+        }
+    }
+    if let Some(path) = &cfg.status_file {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Takes partition `p` off the segment: senders stop queueing for it, its
+/// threads end and its device closes (so it disappears).
+fn leave(region: &Region, p: usize, r: &mut Running) {
+    region.port(p).state.store(PORT_GONE, Ordering::Relaxed);
+    r.stop.store(true, Ordering::Relaxed);
+    for t in r.threads.drain(..) {
+        let _ = t.join();
+    }
+    r.gone = true;
+}
+
+fn snapshot(cfg: &Config, geo: Geometry, running: &[Running]) -> Status {
+    Status {
+        name: cfg.name.clone(),
+        pid: std::process::id(),
+        mtu: cfg.mtu,
+        region_bytes: geo.total_bytes() as u64,
+        partitions: cfg
+            .partitions
+            .iter()
+            .zip(running)
+            .map(|(p, r)| PartitionStatus {
+                netns: p.netns.to_string(),
+                addresses: p.addrs.iter().map(|(a, l)| format!("{a}/{l}")).collect(),
+                state: if r.gone { "gone" } else { "up" }.into(),
+                counters: r.counters.snapshot(),
+            })
+            .collect(),
+    }
+}
+
+/// TUN -> region: reads a batch of packets straight into buffers of our
+/// pool, switches each by destination, checks its source, publishes once.
+fn send_loop(mut tx: TxPort, tun: &Tun, seg: &Segment, c: &Counters, stop: &AtomicBool) {
+    let me = tx.me();
+    while !stop.load(Ordering::Relaxed) {
+        if !tun.wait_readable(SLICE.as_millis() as i32) {
+            continue;
+        }
+        for _ in 0..BATCH {
+            let Some(b) = tx.buffer() else { break };
+            // SAFETY: b is a buffer of our own pool out of every queue:
+            // capacity() bytes, no reference covers them.
+            let n = match unsafe { tun.read_raw(b.as_mut_ptr(), b.capacity()) } {
+                Ok(n) => n,
+                Err(e) => {
+                    tx.give_back(b);
+                    if e.kind() != io::ErrorKind::WouldBlock
+                        && e.kind() != io::ErrorKind::Interrupted
+                    {
+                        add(&c.tun_errors, 1);
+                    }
+                    break;
+                }
+            };
+            // A private copy of the header: the pool is shared memory.
+            let mut hdr = [0u8; 40];
+            let h = n.min(hdr.len());
+            // SAFETY: h <= n <= capacity() bytes of our buffer; a raw copy.
+            unsafe { core::ptr::copy_nonoverlapping(b.as_mut_ptr(), hdr.as_mut_ptr(), h) };
+            let Some((src, dst)) = addresses_of(&hdr[..h], n) else {
+                add(&c.drop_malformed, 1);
+                tx.give_back(b);
+                continue;
+            };
+            let d = match seg.owner(dst) {
+                Some(d) if d != me => d,
+                _ => {
+                    add(&c.drop_no_route, 1);
+                    tx.give_back(b);
+                    continue;
+                }
+            };
+            if !seg.owns(me, src) {
+                add(&c.drop_spoofed, 1);
+                tx.give_back(b);
+                continue;
+            }
+            let res = match tx.push(d, b, n) {
+                Err((PushError::Full, b)) if tx.wait_room(d, ROOM_WAIT) => tx.push(d, b, n),
+                r => r,
+            };
+            match res {
+                Ok(()) => {
+                    add(&c.tx_packets, 1);
+                    add(&c.tx_bytes, n as u64);
+                }
+                Err((why, b)) => {
+                    tx.give_back(b);
+                    add(
+                        if why == PushError::Full {
+                            &c.drop_full
+                        } else {
+                            &c.drop_peer_gone
+                        },
+                        1,
+                    );
+                }
+            }
+        }
+        add(&c.doorbells, tx.publish());
+    }
+}
+
+/// Region -> TUN: drains every queue to us (a batch per sender per round),
+/// re-checks each packet on a private copy (its source must be its sender's,
+/// its destination ours), spins briefly when idle, then sleeps on the bell.
+fn receive_loop(
+    mut rx: RxPort,
+    tun: &Tun,
+    seg: &Segment,
+    c: &Counters,
+    stop: &AtomicBool,
+    spin: Duration,
+) {
+    let me = rx.me();
+    while !stop.load(Ordering::Relaxed) {
+        let polled = rx.poll(BATCH, |s, pkt| match addresses(pkt) {
+            Some((src, dst)) if seg.owns(s, src) && seg.owns(me, dst) => match tun.write(pkt) {
+                Ok(_) => {
+                    add(&c.rx_packets, 1);
+                    add(&c.rx_bytes, pkt.len() as u64);
+                }
+                Err(_) => add(&c.tun_errors, 1),
+            },
+            _ => add(&c.drop_rejected, 1),
+        });
+        add(&c.drop_rejected, polled.rejected as u64);
+        if polled.packets + polled.rejected > 0 {
+            continue;
+        }
+        let t0 = Instant::now();
+        while !rx.pending() && t0.elapsed() < spin {
+            std::hint::spin_loop();
+        }
+        if !rx.pending() {
+            add(&c.sleeps, 1);
+            rx.sleep(SLICE);
+        }
+    }
+}
