@@ -26,9 +26,14 @@ pub(crate) struct NicArgs {
     /// The device name in every namespace
     #[arg(long, default_value = "shm0")]
     pub(crate) name: String,
-    /// Descriptors per queue (a power of two, 16..=4096)
-    #[arg(long, default_value_t = 256)]
+    /// Descriptors per queue (a power of two, 16..=4096; default 64, or
+    /// 256 with --no-offload)
+    #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub(crate) slots: u32,
+    /// No segmentation offload: MTU-sized packets only (no virtio-net
+    /// headers, no 64 KiB super-packets)
+    #[arg(long)]
+    pub(crate) no_offload: bool,
     /// How long a receiver polls before it sleeps, in microseconds
     #[arg(long, value_name = "US", default_value_t = 20)]
     pub(crate) spin_us: u64,
@@ -105,6 +110,7 @@ fn config(a: &NicArgs, status_file: PathBuf) -> Result<Config, String> {
         name: a.name.clone(),
         mtu: a.mtu,
         slots: a.slots,
+        offload: !a.no_offload,
         spin: Duration::from_micros(a.spin_us),
         partitions: specs
             .into_iter()

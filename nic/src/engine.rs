@@ -4,7 +4,7 @@
 //! went away.
 
 use crate::counters::{add, Counters};
-use crate::layout::{Geometry, BATCH, CACHE_LINE, MIN_BUF_BYTES, PORT_GONE};
+use crate::layout::{Geometry, BATCH, CACHE_LINE, MAX_BUF_BYTES, MIN_BUF_BYTES, PORT_GONE};
 use crate::netns::{Netns, NsSpec};
 use crate::packet::{addresses, addresses_of};
 use crate::port::{PushError, RxPort, TxPort};
@@ -12,6 +12,7 @@ use crate::region::Region;
 use crate::segment::Segment;
 use crate::status::{self, PartitionStatus, Status};
 use crate::tun::Tun;
+use crate::vnet;
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -37,8 +38,11 @@ pub struct Config {
     pub name: String,
     /// Device MTU (576..=65535).
     pub mtu: u32,
-    /// Descriptors per queue (a power of two).
+    /// Descriptors per queue (a power of two; 0: 64 with offload, 256
+    /// without).
     pub slots: u32,
+    /// Segmentation offload: virtio-net headers and 64 KiB super-packets.
+    pub offload: bool,
     /// How long a receiver polls its queues before it sleeps.
     pub spin: Duration,
     /// The partitions (2..=16).
@@ -88,9 +92,19 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
     if !(576..=65535).contains(&cfg.mtu) {
         return Err(bad(format!("MTU {} out of range 576..=65535", cfg.mtu)));
     }
-    let buf = cfg.mtu.max(MIN_BUF_BYTES).div_ceil(CACHE_LINE as u32) * CACHE_LINE as u32;
-    let geo = Geometry::new(cfg.partitions.len() as u32, cfg.slots, buf)
-        .map_err(|e| bad(e.to_string()))?;
+    let vnet = if cfg.offload { vnet::LEN } else { 0 };
+    let buf = if cfg.offload {
+        MAX_BUF_BYTES
+    } else {
+        cfg.mtu.max(MIN_BUF_BYTES).div_ceil(CACHE_LINE as u32) * CACHE_LINE as u32
+    };
+    let slots = match cfg.slots {
+        0 if cfg.offload => 64,
+        0 => 256,
+        n => n,
+    };
+    let geo =
+        Geometry::new(cfg.partitions.len() as u32, slots, buf).map_err(|e| bad(e.to_string()))?;
     let segment = Arc::new(Segment::new(
         cfg.partitions
             .iter()
@@ -107,7 +121,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
         let ns = Netns::open(&p.netns)?;
         let tun = ns
             .run_in(|| {
-                let t = Tun::create(&cfg.name)?;
+                let t = Tun::create(&cfg.name, cfg.offload)?;
                 t.configure(cfg.mtu, &p.addrs)?;
                 Ok(t)
             })
@@ -132,7 +146,14 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
             std::thread::Builder::new()
                 .name(format!("nic-tx-{me}"))
                 .spawn(move || {
-                    send_loop(TxPort::new(region, me), &tun, &segment, &counters, &stop)
+                    send_loop(
+                        TxPort::new(region, me),
+                        &tun,
+                        vnet,
+                        &segment,
+                        &counters,
+                        &stop,
+                    )
                 })?
         };
         let rx = {
@@ -144,6 +165,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
                     receive_loop(
                         RxPort::new(region, me),
                         &tun,
+                        vnet,
                         &segment,
                         &counters,
                         &stop,
@@ -230,7 +252,14 @@ fn snapshot(cfg: &Config, geo: Geometry, running: &[Running]) -> Status {
 
 /// TUN -> region: reads a batch of packets straight into buffers of our
 /// pool, switches each by destination, checks its source, publishes once.
-fn send_loop(mut tx: TxPort, tun: &Tun, seg: &Segment, c: &Counters, stop: &AtomicBool) {
+fn send_loop(
+    mut tx: TxPort,
+    tun: &Tun,
+    vnet: usize,
+    seg: &Segment,
+    c: &Counters,
+    stop: &AtomicBool,
+) {
     let me = tx.me();
     while !stop.load(Ordering::Relaxed) {
         if !tun.wait_readable(SLICE.as_millis() as i32) {
@@ -252,12 +281,14 @@ fn send_loop(mut tx: TxPort, tun: &Tun, seg: &Segment, c: &Counters, stop: &Atom
                     break;
                 }
             };
-            // A private copy of the header: the pool is shared memory.
+            // A private copy of the IP header: the pool is shared memory.
             let mut hdr = [0u8; 40];
-            let h = n.min(hdr.len());
-            // SAFETY: h <= n <= capacity() bytes of our buffer; a raw copy.
-            unsafe { core::ptr::copy_nonoverlapping(b.as_mut_ptr(), hdr.as_mut_ptr(), h) };
-            let Some((src, dst)) = addresses_of(&hdr[..h], n) else {
+            let h = n.saturating_sub(vnet).min(hdr.len());
+            // SAFETY: vnet + h <= n <= capacity() bytes of our buffer; a raw copy.
+            unsafe {
+                core::ptr::copy_nonoverlapping(b.as_mut_ptr().add(vnet), hdr.as_mut_ptr(), h)
+            };
+            let Some((src, dst)) = addresses_of(&hdr[..h], n.saturating_sub(vnet)) else {
                 add(&c.drop_malformed, 1);
                 tx.give_back(b);
                 continue;
@@ -307,6 +338,7 @@ fn send_loop(mut tx: TxPort, tun: &Tun, seg: &Segment, c: &Counters, stop: &Atom
 fn receive_loop(
     mut rx: RxPort,
     tun: &Tun,
+    vnet: usize,
     seg: &Segment,
     c: &Counters,
     stop: &AtomicBool,
@@ -314,7 +346,7 @@ fn receive_loop(
 ) {
     let me = rx.me();
     while !stop.load(Ordering::Relaxed) {
-        let polled = rx.poll(BATCH, |s, pkt| match addresses(pkt) {
+        let polled = rx.poll(BATCH, |s, pkt| match checked(pkt, vnet) {
             Some((src, dst)) if seg.owns(s, src) && seg.owns(me, dst) => match tun.write(pkt) {
                 Ok(_) => {
                     add(&c.rx_packets, 1);
@@ -337,4 +369,14 @@ fn receive_loop(
             rx.sleep(SLICE);
         }
     }
+}
+
+/// Source and destination of a packet from the region (after its
+/// virtio-net header, checked too, when there is one), or None.
+fn checked(pkt: &[u8], vnet: usize) -> Option<(IpAddr, IpAddr)> {
+    let ip = pkt.get(vnet..)?;
+    if vnet > 0 && !vnet::check(pkt, ip.first()? >> 4, ip.len()) {
+        return None;
+    }
+    addresses(ip)
 }

@@ -19,5 +19,6 @@ pub mod region;
 pub mod segment;
 pub mod status;
 pub mod tun;
+pub mod vnet;
 
 pub use engine::{run, stop_on_signals, Config, Partition};

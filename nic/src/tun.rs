@@ -73,8 +73,10 @@ fn sockaddr_in(a: Ipv4Addr) -> libc::sockaddr {
 }
 
 impl Tun {
-    /// Creates TUN device `name` in the calling thread's network namespace.
-    pub fn create(name: &str) -> io::Result<Tun> {
+    /// Creates TUN device `name` in the calling thread's network namespace;
+    /// with `offload`, every packet carries a virtio-net header and the
+    /// device takes and gives TCP/UDP super-packets (TUNSETOFFLOAD).
+    pub fn create(name: &str, offload: bool) -> io::Result<Tun> {
         // SAFETY: open(2) of a constant path; the fd is owned at once.
         let fd = unsafe {
             libc::open(
@@ -88,7 +90,8 @@ impl Tun {
         // SAFETY: a new descriptor nobody else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let mut r = ifreq(name)?;
-        r.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI) as libc::c_short;
+        let vnet = if offload { libc::IFF_VNET_HDR } else { 0 };
+        r.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI | vnet) as libc::c_short;
         // SAFETY: TUNSETIFF takes a struct ifreq.
         unsafe {
             ioctl(
@@ -98,6 +101,22 @@ impl Tun {
                 &format!("TUNSETIFF {name}"),
             )?
         };
+        if offload {
+            let tcp = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6 | libc::TUN_F_TSO_ECN;
+            // UDP segmentation too (Linux 6.2+) when the kernel has it.
+            for f in [tcp | libc::TUN_F_USO4 | libc::TUN_F_USO6, tcp] {
+                // SAFETY: TUNSETOFFLOAD takes its flags by value.
+                let r = unsafe {
+                    libc::ioctl(fd.as_raw_fd(), libc::TUNSETOFFLOAD as _, f as libc::c_ulong)
+                };
+                if r == 0 {
+                    break;
+                }
+                if f == tcp {
+                    return Err(last("TUNSETOFFLOAD"));
+                }
+            }
+        }
         // SAFETY: the kernel wrote a NUL-terminated name into ifr_name.
         let name = unsafe { CStr::from_ptr(r.ifr_name.as_ptr()) }
             .to_string_lossy()
