@@ -43,7 +43,8 @@ pub struct Config {
     pub slots: u32,
     /// Segmentation offload: virtio-net headers and 64 KiB super-packets.
     pub offload: bool,
-    /// How long a receiver polls its queues before it sleeps.
+    /// How long a receiver polls its queues, and a sender its device,
+    /// after the last packet before sleeping.
     pub spin: Duration,
     /// The partitions (2..=16).
     pub partitions: Vec<Partition>,
@@ -136,6 +137,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(Counters::default());
         let tx = {
+            let spin = cfg.spin;
             let (region, tun, stop, counters, segment) = (
                 region.clone(),
                 tun.clone(),
@@ -153,6 +155,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
                         &segment,
                         &counters,
                         &stop,
+                        spin,
                     )
                 })?
         };
@@ -259,10 +262,14 @@ fn send_loop(
     seg: &Segment,
     c: &Counters,
     stop: &AtomicBool,
+    spin: Duration,
 ) {
     let me = tx.me();
+    // Until `spin` after the last packet, poll the device without sleeping
+    // (a reply often follows within microseconds); then block in poll(2).
+    let mut busy = Instant::now() - spin;
     while !stop.load(Ordering::Relaxed) {
-        if !tun.wait_readable(SLICE.as_millis() as i32) {
+        if busy.elapsed() >= spin && !tun.wait_readable(SLICE.as_millis() as i32) {
             continue;
         }
         for _ in 0..BATCH {
@@ -281,6 +288,7 @@ fn send_loop(
                     break;
                 }
             };
+            busy = Instant::now();
             // A private copy of the IP header: the pool is shared memory.
             let mut hdr = [0u8; 40];
             let h = n.saturating_sub(vnet).min(hdr.len());
