@@ -3,7 +3,7 @@ CARGO ?= cargo
 LOOM_TARGET := target/loom
 BENCH_DIR := target/bench
 
-.PHONY: all build deps test fmt-check clippy unit loom bench demo clean install uninstall
+.PHONY: all build deps test fmt-check clippy unit loom bench bench-nic demo clean install uninstall
 
 all: build
 
@@ -53,6 +53,16 @@ bench: deps
 	$(CC) -O2 -Wall -o $(BENCH_DIR)/sockbench tests/bench/sockbench.c
 	$(CC) -O2 -Wall -o $(BENCH_DIR)/kvbench tests/bench/kvbench.c
 	$(BENCH_PYTHON) scripts/bench.py --lib $(BENCH_LIB) --out $(BENCH_DIR) $(BENCH_ARGS)
+
+## The shared-memory NIC (issue 18, docs/nic.md) against a veth pair in the
+## same two namespaces: iperf3 TCP throughput, 64 B UDP rate, UDP round trip.
+## Needs root. NIC_BENCH_ARGS passes options (e.g. --runs 5 --seconds 5
+## --nic-args "--spin-us 50").
+NIC_BENCH_ARGS ?=
+bench-nic: deps
+	@mkdir -p $(BENCH_DIR)
+	$(CARGO) build --release -p shmnet-cli
+	$(BENCH_PYTHON) scripts/bench-nic.py --shmnet $(or $(CARGO_TARGET_DIR),target)/release/shmnet --out $(BENCH_DIR) $(NIC_BENCH_ARGS)
 
 ## The main job: real programs over the emulated network, then the rings
 ## side by side with Unix sockets and TCP loopback.

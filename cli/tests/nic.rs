@@ -236,7 +236,11 @@ fn udp_echo(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str, count: usize) {
         .unwrap();
     let echo = std::thread::spawn(move || {
         let mut buf = [0u8; 2048];
+        // An empty datagram ends it (or 5 s of silence, if that one is lost).
         while let Ok((n, from)) = server.recv_from(&mut buf) {
+            if n == 0 {
+                break;
+            }
             server.send_to(&buf[..n], from).unwrap();
         }
     });
@@ -258,6 +262,7 @@ fn udp_echo(a: &Netns, a_addr: &str, b: &Netns, b_addr: &str, count: usize) {
         }
         assert!(ok, "datagram {i} to {b_addr} never echoed");
     }
+    client.send_to(&[], to).unwrap();
     drop(client);
     echo.join().unwrap();
 }
