@@ -36,23 +36,67 @@ fn run(args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// A namespace with `lo` up, deleted on drop (if still there).
-struct Netns(String);
+/// A namespace with `lo` up: an `ip netns` one (deleted on drop, if still
+/// there) or one held by a process (`/proc/PID/ns/net`, gone when the
+/// process ends; killed on drop).
+struct Netns {
+    /// How `shmnet nic --netns` names it.
+    name: String,
+    path: String,
+    holder: Option<Child>,
+}
 
 impl Netns {
     fn new(tag: &str) -> Netns {
         let name = format!("shmnic-{tag}-{}", std::process::id());
         let _ = run(&["ip", "netns", "del", &name]);
         assert!(run(&["ip", "netns", "add", &name]), "ip netns add {name}");
-        assert!(run(&["ip", "-n", &name, "link", "set", "lo", "up"]));
-        Netns(name)
+        let ns = Netns {
+            path: format!("/run/netns/{name}"),
+            name,
+            holder: None,
+        };
+        assert!(ns
+            .exec(&["ip", "link", "set", "lo", "up"])
+            .status()
+            .unwrap()
+            .success());
+        ns
+    }
+
+    /// A namespace only a `sleep` process holds (`unshare -n`), named by
+    /// its /proc path.
+    fn held_by_process() -> Netns {
+        let child = Command::new("unshare")
+            .args(["-n", "sleep", "600"])
+            .spawn()
+            .unwrap();
+        let path = format!("/proc/{}/ns/net", child.id());
+        let ns = Netns {
+            name: path.clone(),
+            path,
+            holder: Some(child),
+        };
+        // unshare(2) runs after the spawn returns: wait for the new namespace.
+        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+        let t0 = Instant::now();
+        while std::fs::read_link(&ns.path).ok().is_none_or(|l| l == ours) {
+            assert!(t0.elapsed() < TIMEOUT, "unshare -n never switched");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(ns
+            .exec(&["ip", "link", "set", "lo", "up"])
+            .status()
+            .unwrap()
+            .success());
+        ns
     }
 
     /// Runs `f` on a thread inside the namespace: sockets it makes stay there.
     fn inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
         std::thread::scope(|s| {
             s.spawn(|| {
-                let file = std::fs::File::open(format!("/run/netns/{}", self.0)).unwrap();
+                let file = std::fs::File::open(&self.path).unwrap();
                 // SAFETY: a namespace fd; setns changes only this thread.
                 let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
                 assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
@@ -64,8 +108,8 @@ impl Netns {
     }
 
     fn exec(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0]).args(args);
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.path)).args(args);
         c
     }
 
@@ -77,13 +121,29 @@ impl Netns {
     }
 
     fn has_device(&self) -> bool {
-        run(&["ip", "-n", &self.0, "link", "show", "shm0"])
+        self.exec(&["ip", "link", "show", "shm0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Ends the namespace's holder (a /proc namespace only).
+    fn end_holder(&mut self) {
+        if let Some(mut c) = self.holder.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = run(&["ip", "netns", "del", &self.0]);
+        if self.holder.is_some() {
+            self.end_holder();
+        } else {
+            let _ = run(&["ip", "netns", "del", &self.name]);
+        }
     }
 }
 
@@ -110,9 +170,9 @@ impl Nic {
         let mut c = Command::new(env!("CARGO_BIN_EXE_shmnet"));
         c.arg("nic").arg("--status-file").arg(&status);
         for (ns, addrs) in nss {
-            c.args(["--netns", &ns.0]);
+            c.args(["--netns", &ns.name]);
             for a in *addrs {
-                c.arg("--addr").arg(format!("{}={a}", ns.0));
+                c.arg("--addr").arg(format!("{}={a}", ns.name));
             }
         }
         let log = std::fs::File::create(dir.join("nic.log")).unwrap();
@@ -294,16 +354,8 @@ fn two_namespaces_ping_tcp_udp_and_spoofing() {
     udp_echo(&b, "fd11:211::2", &a, "fd11:211::1", 100);
 
     // A source address A does not own: dropped at A's port, counted.
-    assert!(run(&[
-        "ip",
-        "-n",
-        &a.0,
-        "addr",
-        "add",
-        "10.211.1.99/32",
-        "dev",
-        "lo"
-    ]));
+    let mut add = a.exec(&["ip", "addr", "add", "10.211.1.99/32", "dev", "lo"]);
+    assert!(add.status().unwrap().success());
     let sink = b.inside(|| UdpSocket::bind(("10.211.1.2", 0)).unwrap());
     let spoof = a.inside(|| UdpSocket::bind(("10.211.1.99", 0)).unwrap());
     let before = nic.counter(0, "drop_spoofed");
@@ -337,7 +389,7 @@ fn two_namespaces_ping_tcp_udp_and_spoofing() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.status.success() && text.contains(&a.0) && text.contains("SPOOFED"),
+        out.status.success() && text.contains(&a.name) && text.contains("SPOOFED"),
         "{text}"
     );
 }
@@ -404,14 +456,14 @@ fn three_namespaces_one_deleted_mid_run() {
         (&c, &b, "10.211.2.2"),
         (&b, &a, "10.211.2.1"),
     ] {
-        assert!(x.ping(addr), "ping {} -> {addr}", x.0);
+        assert!(x.ping(addr), "ping {} -> {addr}", x.name);
         tcp_transfer(x, y, addr, MIB, 3);
     }
     // C goes away while A sends to B.
     std::thread::scope(|s| {
         let t = s.spawn(|| tcp_transfer(&a, &b, "10.211.2.2", 32 * MIB, 4));
         std::thread::sleep(Duration::from_millis(100));
-        assert!(run(&["ip", "netns", "del", &c.0]));
+        assert!(run(&["ip", "netns", "del", &c.name]));
         nic.wait_for("C gone", |s| s["partitions"][2]["state"] == "gone");
         t.join().unwrap();
     });
@@ -467,4 +519,35 @@ fn killed_daemon_takes_its_devices_and_restarts() {
     assert!(nic.signal(libc::SIGTERM).success());
     assert!(!a.has_device() && !b.has_device());
     assert!(!nic.status.exists(), "status file left behind");
+}
+
+#[test]
+fn namespace_named_by_proc_path_dropped_when_its_process_ends() {
+    if !usable() {
+        return;
+    }
+    let d = dir("proc");
+    let (a, b) = (Netns::new("pa"), Netns::new("pb"));
+    let mut p = Netns::held_by_process();
+    let nic = Nic::start(
+        &[
+            (&a, &["10.211.5.1/24"]),
+            (&b, &["10.211.5.2/24"]),
+            (&p, &["10.211.5.3/24"]),
+        ],
+        &d,
+    );
+    assert!(
+        p.ping("10.211.5.1") && a.ping("10.211.5.3"),
+        "to and from the /proc namespace"
+    );
+    p.end_holder();
+    nic.wait_for("the /proc partition gone", |s| {
+        s["partitions"][2]["state"] == "gone"
+    });
+    assert!(
+        a.ping("10.211.5.2") && b.ping("10.211.5.1"),
+        "the others after it left"
+    );
+    tcp_transfer(&a, &b, "10.211.5.2", 4 * MIB, 6);
 }

@@ -130,59 +130,24 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
         devices.push((ns, Arc::new(tun)));
     }
 
-    let mut running = Vec::new();
+    let mut running: Vec<Running> = Vec::new();
     for (me, (netns, tun)) in devices.into_iter().enumerate() {
-        // Each partition maps the region on its own, as a process would.
-        let region = Arc::new(Region::attach(&fd)?);
-        let stop = Arc::new(AtomicBool::new(false));
-        let counters = Arc::new(Counters::default());
-        let tx = {
-            let spin = cfg.spin;
-            let (region, tun, stop, counters, segment) = (
-                region.clone(),
-                tun.clone(),
-                stop.clone(),
-                counters.clone(),
-                segment.clone(),
-            );
-            std::thread::Builder::new()
-                .name(format!("nic-tx-{me}"))
-                .spawn(move || {
-                    send_loop(
-                        TxPort::new(region, me),
-                        &tun,
-                        vnet,
-                        &segment,
-                        &counters,
-                        &stop,
-                        spin,
-                    )
-                })?
-        };
-        let rx = {
-            let (spin, stop, counters, segment) =
-                (cfg.spin, stop.clone(), counters.clone(), segment.clone());
-            std::thread::Builder::new()
-                .name(format!("nic-rx-{me}"))
-                .spawn(move || {
-                    receive_loop(
-                        RxPort::new(region, me),
-                        &tun,
-                        vnet,
-                        &segment,
-                        &counters,
-                        &stop,
-                        spin,
-                    )
-                })?
-        };
-        running.push(Running {
+        let mut r = Running {
             netns,
-            stop,
-            counters,
-            threads: vec![tx, rx],
+            stop: Arc::new(AtomicBool::new(false)),
+            counters: Arc::new(Counters::default()),
+            threads: Vec::new(),
             gone: false,
-        });
+        };
+        let started = start(cfg, &fd, me, tun, vnet, &segment, &mut r);
+        running.push(r);
+        if let Err(e) = started {
+            // Whatever started stops again; the devices close with `running`.
+            for (p, r) in running.iter_mut().enumerate() {
+                leave(&supervisor, p, r);
+            }
+            return Err(e);
+        }
     }
 
     let publish = |running: &[Running]| {
@@ -219,6 +184,46 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
     if let Some(path) = &cfg.status_file {
         let _ = std::fs::remove_file(path);
     }
+    Ok(())
+}
+
+/// Starts partition `me`'s send and receive threads (into `r.threads`).
+fn start(
+    cfg: &Config,
+    fd: &rustix::fd::OwnedFd,
+    me: usize,
+    tun: Arc<Tun>,
+    vnet: usize,
+    segment: &Arc<Segment>,
+    r: &mut Running,
+) -> io::Result<()> {
+    // Each partition maps the region on its own, as a process would.
+    let region = Arc::new(Region::attach(fd)?);
+    let spin = cfg.spin;
+    let (region2, tun2, stop, counters, seg) = (
+        region.clone(),
+        tun.clone(),
+        r.stop.clone(),
+        r.counters.clone(),
+        segment.clone(),
+    );
+    r.threads.push(
+        std::thread::Builder::new()
+            .name(format!("nic-tx-{me}"))
+            .spawn(move || {
+                let tx = TxPort::new(region2, me);
+                send_loop(tx, &tun2, vnet, &seg, &counters, &stop, spin)
+            })?,
+    );
+    let (stop, counters, seg) = (r.stop.clone(), r.counters.clone(), segment.clone());
+    r.threads.push(
+        std::thread::Builder::new()
+            .name(format!("nic-rx-{me}"))
+            .spawn(move || {
+                let rx = RxPort::new(region, me);
+                receive_loop(rx, &tun, vnet, &seg, &counters, &stop, spin)
+            })?,
+    );
     Ok(())
 }
 
