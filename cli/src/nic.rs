@@ -26,8 +26,8 @@ pub(crate) struct NicArgs {
     /// The device name in every namespace
     #[arg(long, default_value = "shm0")]
     pub(crate) name: String,
-    /// Descriptors per queue (a power of two, 16..=4096; default 64, or
-    /// 256 with --no-offload)
+    /// Descriptors per queue (a power of two, 16..=4096; default 256, or
+    /// fewer where that would make a region over 1 GiB)
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub(crate) slots: u32,
     /// No segmentation offload: MTU-sized packets only (no virtio-net

@@ -38,8 +38,8 @@ pub struct Config {
     pub name: String,
     /// Device MTU (576..=65535).
     pub mtu: u32,
-    /// Descriptors per queue (a power of two; 0: 64 with offload, 256
-    /// without).
+    /// Descriptors per queue (a power of two; 0: 256, or fewer where that
+    /// would make a region over 1 GiB).
     pub slots: u32,
     /// Segmentation offload: virtio-net headers and 64 KiB super-packets.
     pub offload: bool,
@@ -52,6 +52,8 @@ pub struct Config {
     pub status_file: Option<PathBuf>,
 }
 
+/// The most `--slots` left to its default makes a region.
+const AUTO_REGION_BYTES: usize = 1 << 30;
 /// How long a sender waits for room in a full queue before dropping.
 const ROOM_WAIT: Duration = Duration::from_millis(10);
 /// Longest a thread sleeps without checking whether it should stop.
@@ -99,9 +101,21 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
     } else {
         cfg.mtu.max(MIN_BUF_BYTES).div_ceil(CACHE_LINE as u32) * CACHE_LINE as u32
     };
+    let parts = cfg.partitions.len() as u32;
     let slots = match cfg.slots {
-        0 if cfg.offload => 64,
-        0 => 256,
+        // 256 descriptors per queue (small packets need many), fewer when
+        // that would make a region over 1 GiB (16 partitions with offload:
+        // 32). Buffers are reused last-freed-first, so only as many as are
+        // in flight at once are ever touched.
+        0 => {
+            let mut n = 256;
+            while n > 16
+                && Geometry::new(parts, n, buf).is_ok_and(|g| g.total_bytes() > AUTO_REGION_BYTES)
+            {
+                n /= 2;
+            }
+            n
+        }
         n => n,
     };
     let geo =
