@@ -30,6 +30,10 @@ pub(crate) struct NicArgs {
     /// fewer where that would make a region over 1 GiB)
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub(crate) slots: u32,
+    /// Device queues per namespace, each served by its own pair of
+    /// threads (a multi-queue TUN; the kernel keeps a flow on one queue)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    pub(crate) queues: u32,
     /// No segmentation offload: MTU-sized packets only (no virtio-net
     /// headers, no 64 KiB super-packets)
     #[arg(long)]
@@ -112,6 +116,7 @@ fn config(a: &NicArgs, status_file: PathBuf) -> Result<Config, String> {
         mtu: a.mtu,
         slots: a.slots,
         offload: !a.no_offload,
+        queues: a.queues,
         spin: Duration::from_micros(a.spin_us),
         partitions: specs
             .into_iter()

@@ -165,10 +165,15 @@ impl Nic {
     /// Starts the NIC on `nss` (each with its `addrs`) and waits until it
     /// published its status (every device is up by then).
     fn start(nss: &[(&Netns, &[&str])], dir: &Path) -> Nic {
+        Nic::start_with(nss, dir, &[])
+    }
+
+    /// As `start`, with more options.
+    fn start_with(nss: &[(&Netns, &[&str])], dir: &Path, extra: &[&str]) -> Nic {
         let status = dir.join("status.json");
         let _ = std::fs::remove_file(&status);
         let mut c = Command::new(env!("CARGO_BIN_EXE_shmnet"));
-        c.arg("nic").arg("--status-file").arg(&status);
+        c.arg("nic").arg("--status-file").arg(&status).args(extra);
         for (ns, addrs) in nss {
             c.args(["--netns", &ns.name]);
             for a in *addrs {
@@ -512,10 +517,18 @@ fn killed_daemon_takes_its_devices_and_restarts() {
     let _ = conn.write(b"after the kill");
     drop((conn, held));
 
-    // Restart: same names, same addresses, works again; SIGTERM cleans up.
-    let mut nic = Nic::start(&parts, &d);
+    // Restart: same names, same addresses, works again (now with two
+    // device queues per namespace: flows spread over both lanes); SIGTERM
+    // cleans up.
+    let mut nic = Nic::start_with(&parts, &d, &["--queues", "2"]);
     assert!(b.ping("10.211.4.1"));
-    tcp_transfer(&a, &b, "10.211.4.2", 4 * MIB, 5);
+    std::thread::scope(|s| {
+        for seed in 0..4 {
+            let (a, b) = (&a, &b);
+            s.spawn(move || tcp_transfer(a, b, "10.211.4.2", 4 * MIB, 10 + seed));
+            s.spawn(move || tcp_transfer(b, a, "10.211.4.1", 4 * MIB, 20 + seed));
+        }
+    });
     assert!(nic.signal(libc::SIGTERM).success());
     assert!(!a.has_device() && !b.has_device());
     assert!(!nic.status.exists(), "status file left behind");

@@ -43,6 +43,9 @@ pub struct Config {
     pub slots: u32,
     /// Segmentation offload: virtio-net headers and 64 KiB super-packets.
     pub offload: bool,
+    /// Device queues (lanes) per partition, each with its own pair of
+    /// threads (1..=8).
+    pub queues: u32,
     /// How long a receiver polls its queues, and a sender its device,
     /// after the last packet before sleeping.
     pub spin: Duration,
@@ -110,7 +113,8 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
         0 => {
             let mut n = 256;
             while n > 16
-                && Geometry::new(parts, n, buf).is_ok_and(|g| g.total_bytes() > AUTO_REGION_BYTES)
+                && Geometry::new(parts, cfg.queues, n, buf)
+                    .is_ok_and(|g| g.total_bytes() > AUTO_REGION_BYTES)
             {
                 n /= 2;
             }
@@ -118,8 +122,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
         }
         n => n,
     };
-    let geo =
-        Geometry::new(cfg.partitions.len() as u32, slots, buf).map_err(|e| bad(e.to_string()))?;
+    let geo = Geometry::new(parts, cfg.queues, slots, buf).map_err(|e| bad(e.to_string()))?;
     let segment = Arc::new(Segment::new(
         cfg.partitions
             .iter()
@@ -134,18 +137,23 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
     let mut devices = Vec::new();
     for p in &cfg.partitions {
         let ns = Netns::open(&p.netns)?;
-        let tun = ns
+        let queues = ns
             .run_in(|| {
-                let t = Tun::create(&cfg.name, cfg.offload)?;
-                t.configure(cfg.mtu, &p.addrs)?;
-                Ok(t)
+                // One fd per device queue (IFF_MULTI_QUEUE when more than one).
+                let multi = cfg.queues > 1;
+                let mut qs = vec![Arc::new(Tun::create(&cfg.name, cfg.offload, multi)?)];
+                qs[0].configure(cfg.mtu, &p.addrs)?;
+                for _ in 1..cfg.queues {
+                    qs.push(Arc::new(Tun::create(&cfg.name, cfg.offload, multi)?));
+                }
+                Ok(qs)
             })
             .map_err(|e| io::Error::new(e.kind(), format!("namespace {}: {e}", p.netns)))?;
-        devices.push((ns, Arc::new(tun)));
+        devices.push((ns, queues));
     }
 
     let mut running: Vec<Running> = Vec::new();
-    for (me, (netns, tun)) in devices.into_iter().enumerate() {
+    for (me, (netns, queues)) in devices.into_iter().enumerate() {
         let mut r = Running {
             netns,
             stop: Arc::new(AtomicBool::new(false)),
@@ -153,7 +161,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
             threads: Vec::new(),
             gone: false,
         };
-        let started = start(cfg, &fd, me, tun, vnet, &segment, &mut r);
+        let started = start(cfg, &fd, me, queues, vnet, &segment, &mut r);
         running.push(r);
         if let Err(e) = started {
             // Whatever started stops again; the devices close with `running`.
@@ -206,7 +214,7 @@ fn start(
     cfg: &Config,
     fd: &rustix::fd::OwnedFd,
     me: usize,
-    tun: Arc<Tun>,
+    queues: Vec<Arc<Tun>>,
     vnet: usize,
     segment: &Arc<Segment>,
     r: &mut Running,
@@ -214,37 +222,46 @@ fn start(
     // Each partition maps the region on its own, as a process would.
     let region = Arc::new(Region::attach(fd)?);
     let spin = cfg.spin;
-    let (region2, tun2, stop, counters, seg) = (
-        region.clone(),
-        tun.clone(),
-        r.stop.clone(),
-        r.counters.clone(),
-        segment.clone(),
-    );
-    r.threads.push(
-        std::thread::Builder::new()
-            .name(format!("nic-tx-{me}"))
-            .spawn(move || {
-                let tx = TxPort::new(region2, me);
-                send_loop(tx, &tun2, vnet, &seg, &counters, &stop, spin)
-            })?,
-    );
-    let (stop, counters, seg) = (r.stop.clone(), r.counters.clone(), segment.clone());
-    r.threads.push(
-        std::thread::Builder::new()
-            .name(format!("nic-rx-{me}"))
-            .spawn(move || {
-                let rx = RxPort::new(region, me);
-                receive_loop(rx, &tun, vnet, &seg, &counters, &stop, spin)
-            })?,
-    );
+    for (lane, tun) in queues.into_iter().enumerate() {
+        let (region2, tun2, stop, counters, seg) = (
+            region.clone(),
+            tun.clone(),
+            r.stop.clone(),
+            r.counters.clone(),
+            segment.clone(),
+        );
+        r.threads.push(
+            std::thread::Builder::new()
+                .name(format!("nic-tx-{me}.{lane}"))
+                .spawn(move || {
+                    let tx = TxPort::new(region2, me, lane);
+                    send_loop(tx, &tun2, vnet, &seg, &counters, &stop, spin)
+                })?,
+        );
+        let (region2, stop, counters, seg) = (
+            region.clone(),
+            r.stop.clone(),
+            r.counters.clone(),
+            segment.clone(),
+        );
+        r.threads.push(
+            std::thread::Builder::new()
+                .name(format!("nic-rx-{me}.{lane}"))
+                .spawn(move || {
+                    let rx = RxPort::new(region2, me, lane);
+                    receive_loop(rx, &tun, vnet, &seg, &counters, &stop, spin)
+                })?,
+        );
+    }
     Ok(())
 }
 
 /// Takes partition `p` off the segment: senders stop queueing for it, its
 /// threads end and its device closes (so it disappears).
 fn leave(region: &Region, p: usize, r: &mut Running) {
-    region.port(p).state.store(PORT_GONE, Ordering::Relaxed);
+    for q in 0..region.geometry().queues as usize {
+        region.port(p, q).state.store(PORT_GONE, Ordering::Relaxed);
+    }
     r.stop.store(true, Ordering::Relaxed);
     for t in r.threads.drain(..) {
         let _ = t.join();

@@ -2,12 +2,18 @@
 //!
 //! ```text
 //! offset 0        RegionHeader              magic, version (written last), geometry
-//! 64              PortLine[P]               per partition: doorbell, sleeping flag, state
-//!                 QueueControl[P][P]        queue s -> r: producer line (head), consumer line (tail)
-//!                 Descriptor[P][P][N]       queue s -> r: N descriptors (offset, length)
-//! page-aligned    pool[0]: M * B bytes      packet buffers owned by partition 0 (the sender)
-//!                 pool[1] ... pool[P-1]
+//! 64              PortLine[P][Q]            per partition and lane: doorbell, sleeping flag, state
+//!                 QueueControl[P][P][Q]     queue s -> r on lane q: producer line (head),
+//!                                           consumer line (tail)
+//!                 Descriptor[P][P][Q][N]    queue s -> r on lane q: N descriptors (offset, length)
+//! page-aligned    pool[0][0]: M * B bytes   packet buffers owned by partition 0's lane 0 (a sender)
+//!                 ... pool[P-1][Q-1]
 //! ```
+//!
+//! A lane is one queue of a multi-queue TUN device and its pair of
+//! threads: lane q of a sender only ever feeds lane q of a receiver, so
+//! every queue keeps a single producer and a single consumer, and a flow
+//! (which the kernel keeps on one device queue) keeps its order.
 //!
 //! Claim 97's "output queue of a partition" is the row `QueueControl[s][*]`:
 //! one single-producer single-consumer sub-queue per destination, all
@@ -42,8 +48,10 @@ pub const LAYOUT_VERSION: u32 = 1;
 pub const CACHE_LINE: usize = 64;
 const PAGE: usize = 4096;
 
-/// Most partitions on one segment (a region is P² queues).
+/// Most partitions on one segment (a region is P² queues per lane).
 pub const MAX_PARTITIONS: u32 = 16;
+/// Most lanes (device queues) per partition.
+pub const MAX_QUEUES: u32 = 8;
 /// Fewest descriptors per queue.
 pub const MIN_SLOTS: u32 = 16;
 /// Most descriptors per queue.
@@ -73,9 +81,12 @@ pub struct RegionHeader {
     pub buf_bytes: AtomicU32,
     /// Size of the whole mapping, checked against the file size on attach.
     pub total_bytes: AtomicU64,
+    /// Q: lanes per partition.
+    pub queues: AtomicU32,
 }
 
-/// One partition's receive side: written by that partition (and the waker).
+/// One lane of a partition's receive side: written by that partition (and
+/// the waker).
 #[repr(C, align(64))]
 pub struct PortLine {
     /// The futex word a sleeping receiver waits on; senders add one and
@@ -161,6 +172,8 @@ const _: () = {
 pub struct Geometry {
     /// P, partitions.
     pub partitions: u32,
+    /// Q, lanes per partition.
+    pub queues: u32,
     /// N, descriptors per queue (a power of two).
     pub slots: u32,
     /// B, bytes per packet buffer (a multiple of 64).
@@ -173,15 +186,23 @@ impl Geometry {
     /// ```
     /// use shmnet_nic::layout::Geometry;
     ///
-    /// let g = Geometry::new(3, 256, 2048)?;
+    /// let g = Geometry::new(3, 1, 256, 2048)?;
     /// assert_eq!(g.pool_buffers(), 2 * 256 + 64);
-    /// assert!(Geometry::new(1, 256, 2048).is_err()); // one partition
-    /// assert!(Geometry::new(2, 100, 2048).is_err()); // not a power of two
+    /// assert!(Geometry::new(1, 1, 256, 2048).is_err()); // one partition
+    /// assert!(Geometry::new(2, 1, 100, 2048).is_err()); // not a power of two
     /// # Ok::<(), &'static str>(())
     /// ```
-    pub fn new(partitions: u32, slots: u32, buf_bytes: u32) -> Result<Self, &'static str> {
+    pub fn new(
+        partitions: u32,
+        queues: u32,
+        slots: u32,
+        buf_bytes: u32,
+    ) -> Result<Self, &'static str> {
         if !(2..=MAX_PARTITIONS).contains(&partitions) {
             return Err("partitions out of range (2..=16)");
+        }
+        if !(1..=MAX_QUEUES).contains(&queues) {
+            return Err("queues out of range (1..=8)");
         }
         if !(MIN_SLOTS..=MAX_SLOTS).contains(&slots) || !slots.is_power_of_two() {
             return Err("slots per queue not a power of two in 16..=4096");
@@ -193,6 +214,7 @@ impl Geometry {
         }
         let g = Geometry {
             partitions,
+            queues,
             slots,
             buf_bytes,
         };
@@ -212,33 +234,37 @@ impl Geometry {
         self.pool_buffers() as usize * self.buf_bytes as usize
     }
 
-    /// Where partition `p`'s [`PortLine`] is.
-    pub fn port_offset(&self, p: usize) -> usize {
-        CACHE_LINE + p * CACHE_LINE
+    /// Where lane `q` of partition `p`'s [`PortLine`] is.
+    pub fn port_offset(&self, p: usize, q: usize) -> usize {
+        CACHE_LINE + (p * self.queues as usize + q) * CACHE_LINE
     }
 
-    /// Where queue `s -> r`'s [`QueueControl`] is.
-    pub fn queue_offset(&self, s: usize, r: usize) -> usize {
-        self.port_offset(self.partitions as usize)
-            + (s * self.partitions as usize + r) * core::mem::size_of::<QueueControl>()
+    /// Index of queue `s -> r` on lane `q` among all queues.
+    fn queue_index(&self, s: usize, r: usize, q: usize) -> usize {
+        (s * self.partitions as usize + r) * self.queues as usize + q
     }
 
-    /// Where queue `s -> r`'s descriptor array starts.
-    pub fn desc_offset(&self, s: usize, r: usize) -> usize {
-        let p = self.partitions as usize;
-        self.queue_offset(p, 0)
-            + (s * p + r) * self.slots as usize * core::mem::size_of::<Descriptor>()
+    /// Where queue `s -> r` on lane `q`'s [`QueueControl`] is.
+    pub fn queue_offset(&self, s: usize, r: usize, q: usize) -> usize {
+        self.port_offset(self.partitions as usize, 0)
+            + self.queue_index(s, r, q) * core::mem::size_of::<QueueControl>()
     }
 
-    /// Where partition `s`'s pool starts (page-aligned).
-    pub fn pool_offset(&self, s: usize) -> usize {
-        let p = self.partitions as usize;
-        round_up(self.desc_offset(p, 0), PAGE) + s * self.pool_bytes()
+    /// Where queue `s -> r` on lane `q`'s descriptor array starts.
+    pub fn desc_offset(&self, s: usize, r: usize, q: usize) -> usize {
+        self.queue_offset(self.partitions as usize, 0, 0)
+            + self.queue_index(s, r, q) * self.slots as usize * core::mem::size_of::<Descriptor>()
+    }
+
+    /// Where lane `q` of partition `s`'s pool starts (page-aligned).
+    pub fn pool_offset(&self, s: usize, q: usize) -> usize {
+        round_up(self.desc_offset(self.partitions as usize, 0, 0), PAGE)
+            + (s * self.queues as usize + q) * self.pool_bytes()
     }
 
     /// Size of the whole mapping.
     pub fn total_bytes(&self) -> usize {
-        round_up(self.pool_offset(self.partitions as usize), PAGE)
+        round_up(self.pool_offset(self.partitions as usize, 0), PAGE)
     }
 }
 
@@ -252,17 +278,21 @@ mod tests {
 
     #[test]
     fn geometry_bounds() {
-        assert!(Geometry::new(17, 256, 2048).is_err());
-        assert!(Geometry::new(2, 8, 2048).is_err());
-        assert!(Geometry::new(2, 256, 1000).is_err());
-        assert!(Geometry::new(2, 256, MAX_BUF_BYTES + 64).is_err());
-        let g = Geometry::new(3, 256, 2048).unwrap();
-        assert_eq!(g.pool_offset(0) % PAGE, 0);
-        assert_eq!(g.queue_offset(0, 0) % CACHE_LINE, 0);
-        assert!(g.desc_offset(0, 0) >= g.queue_offset(2, 2) + 128);
-        assert_eq!(g.total_bytes(), g.pool_offset(0) + 3 * g.pool_bytes());
-        // The largest geometry still fits the bound.
-        assert!(Geometry::new(16, 4096, MAX_BUF_BYTES).is_err());
-        assert!(Geometry::new(16, 256, 2048).is_ok());
+        assert!(Geometry::new(17, 1, 256, 2048).is_err());
+        assert!(Geometry::new(2, 0, 256, 2048).is_err());
+        assert!(Geometry::new(2, 9, 256, 2048).is_err());
+        assert!(Geometry::new(2, 1, 8, 2048).is_err());
+        assert!(Geometry::new(2, 1, 256, 1000).is_err());
+        assert!(Geometry::new(2, 1, 256, MAX_BUF_BYTES + 64).is_err());
+        let g = Geometry::new(3, 2, 256, 2048).unwrap();
+        assert_eq!(g.pool_offset(0, 0) % PAGE, 0);
+        assert_eq!(g.queue_offset(0, 0, 0) % CACHE_LINE, 0);
+        assert!(g.queue_offset(0, 0, 0) >= g.port_offset(2, 1) + 64);
+        assert!(g.desc_offset(0, 0, 0) >= g.queue_offset(2, 2, 1) + 128);
+        assert_eq!(g.pool_offset(0, 1), g.pool_offset(0, 0) + g.pool_bytes());
+        assert_eq!(g.total_bytes(), g.pool_offset(0, 0) + 6 * g.pool_bytes());
+        // Past the bound: refused.
+        assert!(Geometry::new(16, 8, 4096, MAX_BUF_BYTES).is_err());
+        assert!(Geometry::new(16, 1, 256, 2048).is_ok());
     }
 }

@@ -48,6 +48,7 @@ pub struct TxPort {
     region: Arc<Region>,
     geo: Geometry,
     me: usize,
+    lane: usize,
     free: Vec<u32>,
     /// Per destination: the buffers named by descriptors `tail_seen..head`,
     /// in order (private: what the receiver consumed frees exactly these,
@@ -72,11 +73,12 @@ pub enum PushError {
 }
 
 impl TxPort {
-    /// Partition `me`'s sender; it owns every buffer of pool `me`.
-    pub fn new(region: Arc<Region>, me: usize) -> Self {
+    /// The sender of lane `lane` of partition `me`; it owns every buffer
+    /// of pool (`me`, `lane`) and feeds lane `lane` of the others.
+    pub fn new(region: Arc<Region>, me: usize, lane: usize) -> Self {
         let geo = region.geometry();
         let p = geo.partitions as usize;
-        assert!(me < p);
+        assert!(me < p && lane < geo.queues as usize);
         TxPort {
             free: (0..geo.pool_buffers()).rev().collect(),
             inflight: vec![VecDeque::new(); p],
@@ -86,6 +88,7 @@ impl TxPort {
             region,
             geo,
             me,
+            lane,
         }
     }
 
@@ -100,7 +103,7 @@ impl TxPort {
         }
         let index = self.free.pop()?;
         let cap = self.geo.buf_bytes;
-        let ptr = self.region.pool_ptr(self.me, index * cap, cap)?;
+        let ptr = self.region.pool_ptr(self.me, self.lane, index * cap, cap)?;
         Some(TxBuf {
             index,
             ptr,
@@ -125,7 +128,7 @@ impl TxPort {
         // is done with their buffers and we may overwrite them.
         let t = self
             .region
-            .queue(self.me, d)
+            .queue(self.me, d, self.lane)
             .consumer
             .tail
             .load(Ordering::Acquire);
@@ -149,7 +152,7 @@ impl TxPort {
 
     /// Whether partition `d` is still on the segment (its own word: a hint).
     pub fn peer_up(&self, d: usize) -> bool {
-        self.region.port(d).state.load(Ordering::Relaxed) != PORT_GONE
+        self.region.port(d, self.lane).state.load(Ordering::Relaxed) != PORT_GONE
     }
 
     /// Names `b` (holding `len` bytes) in our queue to `d`; published with
@@ -162,7 +165,7 @@ impl TxPort {
         if self.head[d].wrapping_sub(self.tail_seen[d]) >= self.geo.slots && !self.room(d) {
             return Err((PushError::Full, b));
         }
-        let desc = self.region.desc(self.me, d, self.head[d]);
+        let desc = self.region.desc(self.me, d, self.lane, self.head[d]);
         desc.offset
             .store(b.index * self.geo.buf_bytes, Ordering::Relaxed);
         desc.len.store(len as u32, Ordering::Relaxed);
@@ -184,7 +187,7 @@ impl TxPort {
                 // SYNC POINT: Release pairs with the receiver's Acquire load
                 // of `head`: the descriptors and packet bytes written before
                 // are visible to it once it sees the new head.
-                let q = self.region.queue(self.me, d);
+                let q = self.region.queue(self.me, d, self.lane);
                 q.producer.head.store(self.head[d], Ordering::Release);
                 self.published[d] = self.head[d];
                 pending |= 1 << d;
@@ -198,7 +201,7 @@ impl TxPort {
         fence(Ordering::SeqCst);
         let mut rung = 0;
         for d in 0..self.head.len() {
-            let port = self.region.port(d);
+            let port = self.region.port(d, self.lane);
             if pending & (1 << d) != 0 && port.sleeping.load(Ordering::Relaxed) != 0 {
                 port.bell.fetch_add(1, Ordering::Release);
                 futex::wake(&port.bell);
@@ -214,7 +217,7 @@ impl TxPort {
         self.publish();
         let deadline = Instant::now() + timeout;
         let region = self.region.clone();
-        let q = region.queue(self.me, d);
+        let q = region.queue(self.me, d, self.lane);
         loop {
             if self.room(d) {
                 return true;
@@ -241,6 +244,7 @@ pub struct RxPort {
     region: Arc<Region>,
     geo: Geometry,
     me: usize,
+    lane: usize,
     tail: Vec<u32>,
     scratch: Vec<u8>,
 }
@@ -255,17 +259,18 @@ pub struct Polled {
 }
 
 impl RxPort {
-    /// Partition `me`'s receiver.
-    pub fn new(region: Arc<Region>, me: usize) -> Self {
+    /// The receiver of lane `lane` of partition `me`.
+    pub fn new(region: Arc<Region>, me: usize, lane: usize) -> Self {
         let geo = region.geometry();
         let p = geo.partitions as usize;
-        assert!(me < p);
+        assert!(me < p && lane < geo.queues as usize);
         RxPort {
             tail: vec![0; p],
             scratch: vec![0; geo.buf_bytes as usize],
             region,
             geo,
             me,
+            lane,
         }
     }
 
@@ -278,7 +283,7 @@ impl RxPort {
             if s == self.me {
                 continue;
             }
-            let q = self.region.queue(s, self.me);
+            let q = self.region.queue(s, self.me, self.lane);
             // SYNC POINT: Acquire pairs with the sender's Release store in
             // `publish`: descriptors and bytes up to `head` are written.
             let head = q.producer.head.load(Ordering::Acquire);
@@ -293,13 +298,13 @@ impl RxPort {
                 self.tail[s] = head;
             } else {
                 for _ in 0..avail.min(budget) {
-                    let d = self.region.desc(s, self.me, self.tail[s]);
+                    let d = self.region.desc(s, self.me, self.lane, self.tail[s]);
                     let (off, len) = (
                         d.offset.load(Ordering::Relaxed),
                         d.len.load(Ordering::Relaxed),
                     );
                     self.tail[s] = self.tail[s].wrapping_add(1);
-                    let ptr = match self.region.pool_ptr(s, off, len) {
+                    let ptr = match self.region.pool_ptr(s, self.lane, off, len) {
                         Some(p) if len > 0 && len <= self.geo.buf_bytes => p,
                         _ => {
                             out.rejected += 1;
@@ -340,7 +345,7 @@ impl RxPort {
             s != self.me
                 && self
                     .region
-                    .queue(s, self.me)
+                    .queue(s, self.me, self.lane)
                     .producer
                     .head
                     .load(Ordering::Acquire)
@@ -351,7 +356,7 @@ impl RxPort {
     /// Sleeps until a sender rings our doorbell, at most `timeout`; returns
     /// at once when something is pending.
     pub fn sleep(&self, timeout: Duration) {
-        let port = self.region.port(self.me);
+        let port = self.region.port(self.me, self.lane);
         let bell = port.bell.load(Ordering::Acquire);
         port.sleeping.store(1, Ordering::Relaxed);
         // SYNC POINT: store-buffer fence (module docs): the flag before the
@@ -363,10 +368,10 @@ impl RxPort {
         port.sleeping.store(0, Ordering::Relaxed);
     }
 
-    /// Marks this partition as gone: senders stop queueing for it.
+    /// Marks this lane as gone: senders stop queueing for it.
     pub fn leave(&self) {
         self.region
-            .port(self.me)
+            .port(self.me, self.lane)
             .state
             .store(PORT_GONE, Ordering::Relaxed);
     }

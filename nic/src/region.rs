@@ -49,8 +49,11 @@ impl Region {
         h.slots.store(geo.slots, Ordering::Relaxed);
         h.buf_bytes.store(geo.buf_bytes, Ordering::Relaxed);
         h.total_bytes.store(total as u64, Ordering::Relaxed);
+        h.queues.store(geo.queues, Ordering::Relaxed);
         for p in 0..geo.partitions as usize {
-            region.port(p).state.store(PORT_UP, Ordering::Relaxed);
+            for q in 0..geo.queues as usize {
+                region.port(p, q).state.store(PORT_UP, Ordering::Relaxed);
+            }
         }
         // SYNC POINT: the version is written last, with Release; `attach`
         // loads it with Acquire first, so it sees every field above.
@@ -72,6 +75,7 @@ impl Region {
             raw: map(fd, core::mem::size_of::<RegionHeader>())?,
             geo: Geometry {
                 partitions: 0,
+                queues: 0,
                 slots: 0,
                 buf_bytes: 0,
             },
@@ -85,6 +89,7 @@ impl Region {
         }
         let geo = Geometry::new(
             h.partitions.load(Ordering::Relaxed),
+            h.queues.load(Ordering::Relaxed),
             h.slots.load(Ordering::Relaxed),
             h.buf_bytes.load(Ordering::Relaxed),
         )
@@ -122,49 +127,53 @@ impl Region {
         unsafe { self.at(0) }
     }
 
-    /// Partition `p`'s port line. Panics if `p` is not a partition (a
-    /// caller's bug: indices come from our own configuration, never from
-    /// shared memory).
-    pub fn port(&self, p: usize) -> &PortLine {
-        assert!(p < self.geo.partitions as usize);
-        // SAFETY: p < P: inside the header area; offsets are multiples of 64.
-        unsafe { self.at(self.geo.port_offset(p)) }
+    /// Lane `q` of partition `p`'s port line. Panics if `p` or `q` is out
+    /// of range (a caller's bug: indices come from our own configuration,
+    /// never from shared memory).
+    pub fn port(&self, p: usize, q: usize) -> &PortLine {
+        assert!(p < self.geo.partitions as usize && q < self.geo.queues as usize);
+        // SAFETY: p < P, q < Q: inside the port lines; offsets are multiples of 64.
+        unsafe { self.at(self.geo.port_offset(p, q)) }
     }
 
-    /// Queue `s -> r`'s control.
-    pub fn queue(&self, s: usize, r: usize) -> &QueueControl {
+    /// Queue `s -> r` on lane `q`'s control.
+    pub fn queue(&self, s: usize, r: usize, q: usize) -> &QueueControl {
         let p = self.geo.partitions as usize;
-        assert!(s < p && r < p);
-        // SAFETY: s, r < P; offsets are multiples of 64.
-        unsafe { self.at(self.geo.queue_offset(s, r)) }
+        assert!(s < p && r < p && q < self.geo.queues as usize);
+        // SAFETY: s, r < P, q < Q; offsets are multiples of 64.
+        unsafe { self.at(self.geo.queue_offset(s, r, q)) }
     }
 
-    /// Descriptor `i mod N` of queue `s -> r`.
-    pub fn desc(&self, s: usize, r: usize, i: u32) -> &Descriptor {
+    /// Descriptor `i mod N` of queue `s -> r` on lane `q`.
+    pub fn desc(&self, s: usize, r: usize, q: usize, i: u32) -> &Descriptor {
         let p = self.geo.partitions as usize;
-        assert!(s < p && r < p);
+        assert!(s < p && r < p && q < self.geo.queues as usize);
         let slot = (i & (self.geo.slots - 1)) as usize;
-        // SAFETY: s, r < P and slot < N; descriptors are 8 bytes, the array
-        // starts on a cache line.
-        unsafe { self.at(self.geo.desc_offset(s, r) + slot * core::mem::size_of::<Descriptor>()) }
+        // SAFETY: s, r < P, q < Q and slot < N; descriptors are 8 bytes, the
+        // arrays start on a cache line.
+        unsafe {
+            self.at(self.geo.desc_offset(s, r, q) + slot * core::mem::size_of::<Descriptor>())
+        }
     }
 
-    /// A raw pointer to `len` bytes at `offset` in partition `s`'s pool, or
-    /// None when any part of that is outside the pool. No reference to the
-    /// bytes is ever formed: peers may write them concurrently.
-    pub fn pool_ptr(&self, s: usize, offset: u32, len: u32) -> Option<*mut u8> {
-        if s >= self.geo.partitions as usize {
+    /// A raw pointer to `len` bytes at `offset` in lane `q` of partition
+    /// `s`'s pool, or None when any part of that is outside the pool. No
+    /// reference to the bytes is ever formed: peers may write them
+    /// concurrently.
+    pub fn pool_ptr(&self, s: usize, q: usize, offset: u32, len: u32) -> Option<*mut u8> {
+        if s >= self.geo.partitions as usize || q >= self.geo.queues as usize {
             return None;
         }
         let end = (offset as usize).checked_add(len as usize)?;
         if end > self.geo.pool_bytes() {
             return None;
         }
-        // SAFETY: pool_offset(s) + end <= total_bytes (s < P): inside the mapping.
+        // SAFETY: pool_offset(s, q) + end <= total_bytes (s < P, q < Q):
+        // inside the mapping.
         Some(unsafe {
             self.raw
                 .as_mut_ptr()
-                .add(self.geo.pool_offset(s) + offset as usize)
+                .add(self.geo.pool_offset(s, q) + offset as usize)
         })
     }
 }
@@ -181,15 +190,16 @@ mod tests {
 
     #[test]
     fn create_attach_and_bounds() {
-        let geo = Geometry::new(3, 16, 2048).unwrap();
+        let geo = Geometry::new(3, 2, 16, 2048).unwrap();
         let fd = Region::create(geo).unwrap();
         let r = Region::attach(&fd).unwrap();
         assert_eq!(r.geometry(), geo);
-        assert!(r.pool_ptr(0, 0, 2048).is_some());
-        assert!(r.pool_ptr(2, geo.pool_bytes() as u32 - 1, 1).is_some());
-        assert!(r.pool_ptr(2, geo.pool_bytes() as u32, 1).is_none());
-        assert!(r.pool_ptr(3, 0, 1).is_none());
-        assert!(r.pool_ptr(0, u32::MAX, u32::MAX).is_none());
+        assert!(r.pool_ptr(0, 0, 0, 2048).is_some());
+        assert!(r.pool_ptr(2, 1, geo.pool_bytes() as u32 - 1, 1).is_some());
+        assert!(r.pool_ptr(2, 1, geo.pool_bytes() as u32, 1).is_none());
+        assert!(r.pool_ptr(3, 0, 0, 1).is_none());
+        assert!(r.pool_ptr(0, 2, 0, 1).is_none());
+        assert!(r.pool_ptr(0, 0, u32::MAX, u32::MAX).is_none());
         // A header a peer scribbled on is refused.
         r.header().partitions.store(99, Ordering::Relaxed);
         assert!(Region::attach(&fd).is_err());

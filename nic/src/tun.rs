@@ -76,7 +76,9 @@ impl Tun {
     /// Creates TUN device `name` in the calling thread's network namespace;
     /// with `offload`, every packet carries a virtio-net header and the
     /// device takes and gives TCP/UDP super-packets (TUNSETOFFLOAD).
-    pub fn create(name: &str, offload: bool) -> io::Result<Tun> {
+    /// `multi_queue`: IFF_MULTI_QUEUE; each call with the same name then
+    /// opens one more queue of the same device.
+    pub fn create(name: &str, offload: bool, multi_queue: bool) -> io::Result<Tun> {
         // SAFETY: open(2) of a constant path; the fd is owned at once.
         let fd = unsafe {
             libc::open(
@@ -91,7 +93,12 @@ impl Tun {
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let mut r = ifreq(name)?;
         let vnet = if offload { libc::IFF_VNET_HDR } else { 0 };
-        r.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI | vnet) as libc::c_short;
+        let mq = if multi_queue {
+            libc::IFF_MULTI_QUEUE
+        } else {
+            0
+        };
+        r.ifr_ifru.ifru_flags = (libc::IFF_TUN | libc::IFF_NO_PI | vnet | mq) as libc::c_short;
         // SAFETY: TUNSETIFF takes a struct ifreq.
         unsafe {
             ioctl(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 fn region(p: u32) -> (Arc<Region>, Arc<Region>, Geometry) {
-    let geo = Geometry::new(p, 16, 2048).unwrap();
+    let geo = Geometry::new(p, 1, 16, 2048).unwrap();
     let fd = Region::create(geo).unwrap();
     (
         Arc::new(Region::attach(&fd).unwrap()),
@@ -33,8 +33,8 @@ fn send(tx: &mut TxPort, len: usize, fill: u8) {
 #[test]
 fn descriptors_out_of_bounds_are_refused() {
     let (r0, r1, geo) = region(2);
-    let mut tx = TxPort::new(r0.clone(), 0);
-    let mut rx = RxPort::new(r1, 1);
+    let mut tx = TxPort::new(r0.clone(), 0, 0);
+    let mut rx = RxPort::new(r1, 1, 0);
     let pool = geo.pool_bytes() as u32;
     for (off, len) in [
         (pool, 1),
@@ -45,12 +45,8 @@ fn descriptors_out_of_bounds_are_refused() {
     ] {
         send(&mut tx, 64, 7);
         // The sender (hostile) rewrites the descriptor it just published.
-        let d = r0.desc(
-            0,
-            1,
-            0u32.wrapping_sub(1)
-                .wrapping_add(r0.queue(0, 1).producer.head.load(Ordering::Relaxed)),
-        );
+        let head = r0.queue(0, 1, 0).producer.head.load(Ordering::Relaxed);
+        let d = r0.desc(0, 1, 0, head.wrapping_sub(1));
         d.offset.store(off, Ordering::Relaxed);
         d.len.store(len, Ordering::Relaxed);
         let mut got = 0;
@@ -59,8 +55,8 @@ fn descriptors_out_of_bounds_are_refused() {
     }
     // A packet at the very end of the pool is fine.
     send(&mut tx, 64, 9);
-    let head = r0.queue(0, 1).producer.head.load(Ordering::Relaxed);
-    let d = r0.desc(0, 1, head.wrapping_sub(1));
+    let head = r0.queue(0, 1, 0).producer.head.load(Ordering::Relaxed);
+    let d = r0.desc(0, 1, 0, head.wrapping_sub(1));
     d.offset.store(pool - 64, Ordering::Relaxed);
     let mut seen = Vec::new();
     assert_eq!(rx.poll(64, |s, p| seen.push((s, p.len()))).packets, 1);
@@ -70,8 +66,8 @@ fn descriptors_out_of_bounds_are_refused() {
 #[test]
 fn impossible_head_skips_the_queue() {
     let (r0, r1, geo) = region(3);
-    let mut rx = RxPort::new(r1.clone(), 1);
-    r0.queue(0, 1)
+    let mut rx = RxPort::new(r1.clone(), 1, 0);
+    r0.queue(0, 1, 0)
         .producer
         .head
         .store(geo.slots + 5, Ordering::Release);
@@ -79,13 +75,16 @@ fn impossible_head_skips_the_queue() {
     assert_eq!((p.packets, p.rejected), (0, 1));
     // The receiver skipped to the claimed head; the queue works from there.
     assert_eq!(
-        r1.queue(0, 1).consumer.tail.load(Ordering::Relaxed),
+        r1.queue(0, 1, 0).consumer.tail.load(Ordering::Relaxed),
         geo.slots + 5
     );
     // A receiver's impossible tail does not make the sender free buffers.
-    let mut tx = TxPort::new(r0.clone(), 2);
+    let mut tx = TxPort::new(r0.clone(), 2, 0);
     send_to(&mut tx, 1);
-    r0.queue(2, 1).consumer.tail.store(1000, Ordering::Release);
+    r0.queue(2, 1, 0)
+        .consumer
+        .tail
+        .store(1000, Ordering::Release);
     assert!(!tx.reclaim(1));
 }
 
@@ -98,7 +97,7 @@ fn send_to(tx: &mut TxPort, d: usize) {
 #[test]
 fn random_scribbles_never_escape_the_pool() {
     let (r0, r1, geo) = region(3);
-    let mut rx = RxPort::new(r1, 1);
+    let mut rx = RxPort::new(r1, 1, 0);
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = || {
         state ^= state << 13;
@@ -108,13 +107,13 @@ fn random_scribbles_never_escape_the_pool() {
     };
     for _ in 0..2000 {
         for s in [0usize, 2] {
-            let q = r0.queue(s, 1);
+            let q = r0.queue(s, 1, 0);
             let v = next();
             q.producer
                 .head
                 .store(v as u32 % (2 * geo.slots), Ordering::Release);
             for i in 0..geo.slots {
-                let d = r0.desc(s, 1, i);
+                let d = r0.desc(s, 1, 0, i);
                 let v = next();
                 d.offset.store(
                     v as u32 % (geo.pool_bytes() as u32 + 4096),
@@ -136,7 +135,7 @@ fn every_packet_arrives_in_order_across_threads() {
     const N: u32 = 20_000;
     let (r0, r1, _) = region(2);
     let sender = std::thread::spawn(move || {
-        let mut tx = TxPort::new(r0, 0);
+        let mut tx = TxPort::new(r0, 0, 0);
         for i in 0..N {
             let len = 20 + (i as usize * 7) % 1400;
             let b = loop {
@@ -167,7 +166,7 @@ fn every_packet_arrives_in_order_across_threads() {
         }
         tx.publish();
     });
-    let mut rx = RxPort::new(r1, 1);
+    let mut rx = RxPort::new(r1, 1, 0);
     let mut want = 0u32;
     while want < N {
         let p = rx.poll(64, |s, p| {
