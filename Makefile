@@ -3,7 +3,7 @@ CARGO ?= cargo
 LOOM_TARGET := target/loom
 BENCH_DIR := target/bench
 
-.PHONY: all build deps test fmt-check clippy unit loom bench bench-nic demo clean install uninstall
+.PHONY: all build deps test fmt-check clippy unit loom bench bench-gateway bench-nic demo clean install uninstall
 
 all: build
 
@@ -53,6 +53,20 @@ bench: deps
 	$(CC) -O2 -Wall -o $(BENCH_DIR)/sockbench tests/bench/sockbench.c
 	$(CC) -O2 -Wall -o $(BENCH_DIR)/kvbench tests/bench/kvbench.c
 	$(BENCH_PYTHON) scripts/bench.py --lib $(BENCH_LIB) --out $(BENCH_DIR) $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-gateway
+	$(MAKE) --no-print-directory bench-nic
+
+## Issue 17: through both gateways vs direct kernel TCP over a veth, in two
+## network namespaces made and removed by the script (needs root).
+## GATEWAY_BENCH_ARGS passes options (e.g. "--runs 5 --secs 2").
+GATEWAY_BENCH_ARGS ?=
+bench-gateway: deps
+	@mkdir -p $(BENCH_DIR)
+	$(CARGO) build --release -p shmnet-interposer -p shmnet-gateway
+	$(CC) -O2 -Wall -o $(BENCH_DIR)/sockbench tests/bench/sockbench.c
+	$(BENCH_PYTHON) scripts/bench-gateway.py --lib $(BENCH_LIB) \
+		--gateway $(or $(CARGO_TARGET_DIR),target)/release/shmnet-gateway \
+		--sockbench $(BENCH_DIR)/sockbench --out $(BENCH_DIR) $(GATEWAY_BENCH_ARGS)
 
 ## The shared-memory NIC (issue 18, docs/nic.md) against a veth pair in the
 ## same two namespaces: iperf3 TCP throughput, 64 B UDP rate, UDP round trip.

@@ -10,11 +10,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use common::{Certs, Gateway, Pair, A_LINK, B_LINK, B_RANGE, B_SERVICE};
+use common::{Gateway, Pair, Python, A_LINK, B_LINK, B_RANGE, B_SERVICE};
 
 /// A second service range in B, reached through a second gateway in B
 /// that presents original sources.
@@ -35,22 +35,8 @@ while True:
     c.close()
 "#;
 
-fn who(pair: &Pair, env: &[(&str, &str)], host: &str) -> common::Process {
-    let mut p = common::Process(
-        std::process::Command::new("ip")
-            .args(["netns", "exec", &pair.b, "/usr/bin/python3", "-c", WHO])
-            .args([host, &PORT.to_string()])
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(p.0.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
-    p
+fn who(pair: &Pair, env: &[(&str, &str)], host: &str) -> Python {
+    Python::start(&pair.b, WHO, &[host, &PORT.to_string()], env)
 }
 
 fn ask(pair: &Pair, host: &str) -> String {
@@ -82,34 +68,15 @@ fn servers_behind_b_never_see_remote_clients_as_loopback() {
     common::run(&[
         "ip", "-n", a_ns, "route", "add", "local", B_RANGE_2, "dev", "lo",
     ]);
-    let ca = Certs::ca(&pair.dir, "test");
-    ca.issue(&pair.dir, "a", A_LINK);
-    ca.issue(&pair.dir, "b", B_LINK);
-    let (d, lib) = (pair.dir.to_str().unwrap(), common::lib());
-    let shm_b = pair.dir.join("shm-b");
-    std::fs::create_dir_all(&shm_b).unwrap();
+    pair.certs();
+    let remote = common::Remote::new(&pair);
     let partitions = format!("{B_RANGE},{B_RANGE_2}");
-    let env_b = [
-        ("LD_PRELOAD", lib.to_str().unwrap()),
-        ("SHMNET_PARTITIONS", partitions.as_str()),
-        ("SHMNET_FALLBACK", "never"),
-        ("SHMNET_DIR", shm_b.to_str().unwrap()),
-    ];
+    let mut env_b = remote.b();
+    env_b[1].1 = &partitions;
     let _who_1 = who(&pair, &env_b, B_SERVICE);
     let _who_2 = who(&pair, &env_b, B_SERVICE_2);
-    let f = |n: &str| format!("{d}/{n}");
-    let identity = |who: &str| {
-        [
-            "--cert".to_string(),
-            f(&format!("{who}.pem")),
-            "--key".to_string(),
-            f(&format!("{who}.key")),
-            "--ca".to_string(),
-            f("test-ca.pem"),
-        ]
-    };
     let (peer_1, peer_2) = (format!("{B_LINK}:15008"), format!("{B_LINK}:15009"));
-    let id_b = identity("b");
+    let id_b = pair.identity("b");
     let id_b: Vec<&str> = id_b.iter().map(String::as_str).collect();
     let mut b1 = Gateway::start_with(
         b_ns,
@@ -137,7 +104,7 @@ fn servers_behind_b_never_see_remote_clients_as_loopback() {
     );
     b1.wait_for("peers: listening");
     b2.wait_for("peers: listening");
-    let id_a = identity("a");
+    let id_a = pair.identity("a");
     let id_a: Vec<&str> = id_a.iter().map(String::as_str).collect();
     let (listen, r1, r2) = (
         format!("0.0.0.0:{PORT}"),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use common::{Certs, Gateway, Pair, A_LINK, B_LINK, B_RANGE, B_SERVICE};
+use common::{Pair, B_LINK, B_SERVICE, PEER};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -102,33 +102,11 @@ fn a_greedy_peer_cannot_grow_the_gateway_without_bound() {
         return;
     }
     let pair = Pair::new("greedy");
-    let ca = Certs::ca(&pair.dir, "test");
-    ca.issue(&pair.dir, "a", A_LINK);
-    ca.issue(&pair.dir, "b", B_LINK);
+    pair.certs();
     let listener = Pair::inside(&pair.b, || TcpListener::bind((B_SERVICE, PORT)).unwrap());
     std::thread::spawn(move || source(listener));
-    let d = pair.dir.to_str().unwrap();
-    let f = |n: &str| format!("{d}/{n}");
-    let peer = format!("{B_LINK}:15008");
-    let mut b = Gateway::start(
-        &pair.b,
-        &pair.dir,
-        "gw-b",
-        &[
-            "--peer-listen",
-            &peer,
-            "--serve",
-            B_RANGE,
-            "--cert",
-            &f("b.pem"),
-            "--key",
-            &f("b.key"),
-            "--ca",
-            &f("test-ca.pem"),
-        ],
-    );
-    b.wait_for("peers: listening");
-    let tcp = Pair::inside(&pair.a, || TcpStream::connect(&peer).unwrap());
+    let b = pair.gateway_b(&[], &[]);
+    let tcp = Pair::inside(&pair.a, || TcpStream::connect(PEER).unwrap());
     tcp.set_nonblocking(true).unwrap();
     let tls = client_config(&pair.dir);
     let stop = Arc::new(AtomicBool::new(false));

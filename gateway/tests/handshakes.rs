@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::{Certs, Gateway, Pair, A_LINK, B_LINK, B_RANGE, B_SERVICE};
+use common::{Pair, B_SERVICE, PEER};
 
 const PORT: u16 = 7500;
 const IDLE: usize = 100;
@@ -53,32 +53,10 @@ fn idle_connections_without_a_handshake_cannot_take_the_fds() {
         "dev",
         "gwa",
     ]);
-    let ca = Certs::ca(&pair.dir, "test");
-    ca.issue(&pair.dir, "a", A_LINK);
-    ca.issue(&pair.dir, "b", B_LINK);
+    pair.certs();
     let listener = Pair::inside(&pair.b, || TcpListener::bind((B_SERVICE, PORT)).unwrap());
     std::thread::spawn(move || echo(listener));
-    let d = pair.dir.to_str().unwrap();
-    let f = |n: &str| format!("{d}/{n}");
-    let peer = format!("{B_LINK}:15008");
-    let mut b = Gateway::start(
-        &pair.b,
-        &pair.dir,
-        "gw-b",
-        &[
-            "--peer-listen",
-            &peer,
-            "--serve",
-            B_RANGE,
-            "--cert",
-            &f("b.pem"),
-            "--key",
-            &f("b.key"),
-            "--ca",
-            &f("test-ca.pem"),
-        ],
-    );
-    b.wait_for("peers: listening");
+    let mut b = pair.gateway_b(&[], &[]);
     let before = fds(b.child.id());
     let idle: Vec<std::net::TcpStream> = Pair::inside(&pair.a, || {
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -90,7 +68,7 @@ fn idle_connections_without_a_handshake_cannot_take_the_fds() {
             for _ in 0..IDLE {
                 let s = tokio::net::TcpSocket::new_v4().unwrap();
                 s.bind(format!("{IDLER}:0").parse().unwrap()).unwrap();
-                let c = s.connect(peer.parse().unwrap()).await.unwrap();
+                let c = s.connect(PEER.parse().unwrap()).await.unwrap();
                 held.push(c.into_std().unwrap());
             }
             held
@@ -98,23 +76,7 @@ fn idle_connections_without_a_handshake_cannot_take_the_fds() {
     });
     std::thread::sleep(Duration::from_millis(500));
     let during = fds(b.child.id());
-    let mut a = Gateway::start(
-        &pair.a,
-        &pair.dir,
-        "gw-a",
-        &[
-            "--listen",
-            &format!("0.0.0.0:{PORT}"),
-            "--remote",
-            &format!("{B_RANGE}={peer}"),
-            "--cert",
-            &f("a.pem"),
-            "--key",
-            &f("a.key"),
-            "--ca",
-            &f("test-ca.pem"),
-        ],
-    );
+    let mut a = pair.gateway_a("a", &format!("0.0.0.0:{PORT}"), &[], &[]);
     a.wait_for("links established: 1");
     let mut s = Pair::inside(&pair.a, || TcpStream::connect((B_SERVICE, PORT)).unwrap());
     s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();

@@ -10,7 +10,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::{Certs, Gateway, Pair, A_LINK, B_LINK, B_RANGE, B_SERVICE};
+use common::{Pair, B_SERVICE};
 
 const PORT: u16 = 7300;
 
@@ -47,53 +47,12 @@ fn a_stream_past_the_peers_limit_is_refused_not_left_hanging() {
         return;
     }
     let pair = Pair::new("limit");
-    let ca = Certs::ca(&pair.dir, "test");
-    ca.issue(&pair.dir, "a", A_LINK);
-    ca.issue(&pair.dir, "b", B_LINK);
+    pair.certs();
     let listener = Pair::inside(&pair.b, || TcpListener::bind((B_SERVICE, PORT)).unwrap());
     std::thread::spawn(move || echo(listener));
-    let d = pair.dir.to_str().unwrap();
-    let f = |n: &str| format!("{d}/{n}");
-    let peer = format!("{B_LINK}:15008");
-    let mut b = Gateway::start(
-        &pair.b,
-        &pair.dir,
-        "gw-b",
-        &[
-            "--peer-listen",
-            &peer,
-            "--serve",
-            B_RANGE,
-            "--max-streams",
-            "2",
-            "--cert",
-            &f("b.pem"),
-            "--key",
-            &f("b.key"),
-            "--ca",
-            &f("test-ca.pem"),
-        ],
-    );
-    b.wait_for("peers: listening");
-    let mut a = Gateway::start(
-        &pair.a,
-        &pair.dir,
-        "gw-a",
-        &[
-            "--listen",
-            &format!("0.0.0.0:{PORT}"),
-            "--remote",
-            &format!("{B_RANGE}={peer}"),
-            "--open-timeout",
-            "1",
-            "--cert",
-            &f("a.pem"),
-            "--key",
-            &f("a.key"),
-            "--ca",
-            &f("test-ca.pem"),
-        ],
-    );
+    let _b = pair.gateway_b(&["--max-streams", "2"], &[]);
+    let listen = format!("0.0.0.0:{PORT}");
+    let mut a = pair.gateway_a("a", &listen, &["--open-timeout", "1"], &[]);
     a.wait_for("links established: 1");
     let first = open(&pair);
     let _second = open(&pair);

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use common::{Certs, Gateway, Pair, B_LINK, B_RANGE, B_SERVICE};
+use common::{Certs, Gateway, Pair, Python, B_LINK, B_SERVICE, ECHO, GATEWAY_ADDR};
 
 const PORT: u16 = 9000;
 const CONNECTIONS: usize = 50;
@@ -205,54 +205,15 @@ fn start_pair(pair: &Pair, certs_for_a: &str) -> (Gateway, Gateway) {
 }
 
 fn start_pair_with(pair: &Pair, certs_for_a: &str, extra: &[&str]) -> (Gateway, Gateway) {
-    let d = pair.dir.to_str().unwrap();
-    let f = |n: &str| format!("{d}/{n}");
-    let peer = format!("{B_LINK}:15008");
-    let args_b = [
-        "--peer-listen",
-        &peer,
-        "--serve",
-        B_RANGE,
-        "--cert",
-        &f("b.pem"),
-        "--key",
-        &f("b.key"),
-        "--ca",
-        &f("test-ca.pem"),
-    ];
-    let status_b = f("gw-b.status.json");
-    let status = ["--status-file", &status_b];
-    let mut b = Gateway::start(
-        &pair.b,
-        &pair.dir,
-        "gw-b",
-        &[&args_b[..], extra, &status].concat(),
-    );
-    b.wait_for("peers: listening");
-    let (listen, remote) = (format!("0.0.0.0:{PORT}"), format!("{B_RANGE}={peer}"));
-    let (cert, key) = (
-        f(&format!("{certs_for_a}.pem")),
-        f(&format!("{certs_for_a}.key")),
-    );
-    let args_a = [
-        "--listen",
+    let status_b = pair.file("gw-b.status.json");
+    let b = pair.gateway_b(&[extra, &["--status-file", &status_b]].concat(), &[]);
+    let status_a = pair.file("gw-a.status.json");
+    let listen = format!("0.0.0.0:{PORT}");
+    let a = pair.gateway_a(
+        certs_for_a,
         &listen,
-        "--remote",
-        &remote,
-        "--cert",
-        &cert,
-        "--key",
-        &key,
-        "--ca",
-        &f("test-ca.pem"),
-    ];
-    let status_a = f("gw-a.status.json");
-    let status = ["--status-file", &status_a];
-    let a = Gateway::start(
-        &pair.a,
-        &pair.dir,
-        "gw-a",
-        &[&args_a[..], extra, &status].concat(),
+        &[extra, &["--status-file", &status_a]].concat(),
+        &[],
     );
     (a, b)
 }
@@ -264,9 +225,7 @@ fn gateways_carry_connections_over_one_link() {
         return;
     }
     let pair = Pair::new("carry");
-    let ca = Certs::ca(&pair.dir, "test");
-    ca.issue(&pair.dir, "a", common::A_LINK);
-    ca.issue(&pair.dir, "b", B_LINK);
+    pair.certs();
     let listener = Pair::inside(&pair.b, || TcpListener::bind((B_SERVICE, PORT)).unwrap());
     let (reset_tx, reset_rx) = mpsc::channel();
     std::thread::spawn(move || serve(listener, reset_tx));
@@ -432,71 +391,20 @@ fn unknown_peer_certificate_is_refused() {
     assert_eq!(established(&pair.b, "sport = :15008"), 0);
 }
 
-/// An echo server of B's, preloaded, emulated mode: its address exists only
-/// in shared memory (no kernel listener), so B's gateway, preloaded too,
-/// reaches it through shared memory or not at all.
-const ECHO: &str = r#"
-import socket, sys, threading
-s = socket.socket()
-s.bind((sys.argv[1], int(sys.argv[2])))
-s.listen(64)
-print("ready", flush=True)
-def echo(c):
-    while True:
-        d = c.recv(65536)
-        if not d:
-            break
-        c.sendall(d)
-    c.close()
-while True:
-    c, _ = s.accept()
-    threading.Thread(target=echo, args=(c,), daemon=True).start()
-"#;
-
 #[test]
 fn preloaded_gateway_reaches_a_shared_memory_listener() {
     if !common::root() || !std::path::Path::new("/usr/bin/python3").exists() {
         eprintln!("preloaded_gateway_reaches_a_shared_memory_listener: skipped (needs root, /usr/bin/python3)");
         return;
     }
+    // B's echo server, preloaded, emulated mode: its address exists only
+    // in shared memory, so B's gateway, preloaded too, reaches it through
+    // shared memory or not at all.
     let pair = Pair::new("preload");
-    let ca = Certs::ca(&pair.dir, "test");
-    ca.issue(&pair.dir, "a", common::A_LINK);
-    ca.issue(&pair.dir, "b", B_LINK);
-    let (d, lib) = (pair.dir.to_str().unwrap(), common::lib());
-    let shm_dir = pair.dir.join("shm");
-    std::fs::create_dir_all(&shm_dir).unwrap();
-    let env = [
-        ("LD_PRELOAD", lib.to_str().unwrap()),
-        ("SHMNET_PARTITIONS", B_RANGE),
-        ("SHMNET_FALLBACK", "never"),
-        ("SHMNET_DIR", shm_dir.to_str().unwrap()),
-    ];
+    pair.certs();
+    let remote = common::Remote::new(&pair);
     let port = PORT + 1;
-    let mut echo = common::Process(
-        std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &pair.b,
-                "/usr/bin/python3",
-                "-c",
-                ECHO,
-                B_SERVICE,
-                &port.to_string(),
-            ])
-            .envs(env)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut ready = [0u8; 6];
-    echo.0
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut ready)
-        .unwrap();
+    let echo = Python::start(&pair.b, ECHO, &[B_SERVICE, &port.to_string()], &remote.b());
     // No kernel listener: only shared memory reaches it.
     let kernel = common::output(&[
         "ip",
@@ -508,45 +416,7 @@ fn preloaded_gateway_reaches_a_shared_memory_listener() {
         &format!("sport = :{port}"),
     ]);
     assert_eq!(kernel.trim(), "", "a kernel listener on {port}");
-    let peer = format!("{B_LINK}:15008");
-    let f = |n: &str| format!("{d}/{n}");
-    let mut b = Gateway::start_with(
-        &pair.b,
-        &pair.dir,
-        "gw-b",
-        &[
-            "--peer-listen",
-            &peer,
-            "--serve",
-            B_RANGE,
-            "--cert",
-            &f("b.pem"),
-            "--key",
-            &f("b.key"),
-            "--ca",
-            &f("test-ca.pem"),
-        ],
-        &env,
-    );
-    b.wait_for("peers: listening");
-    let mut a = Gateway::start(
-        &pair.a,
-        &pair.dir,
-        "gw-a",
-        &[
-            "--listen",
-            &format!("0.0.0.0:{port}"),
-            "--remote",
-            &format!("{B_RANGE}={peer}"),
-            "--cert",
-            &f("a.pem"),
-            "--key",
-            &f("a.key"),
-            "--ca",
-            &f("test-ca.pem"),
-        ],
-    );
-    a.wait_for("links established: 1");
+    let (_a, b) = pair.gateways(&format!("0.0.0.0:{port}"), &[], &remote.b());
     std::thread::scope(|sc| {
         for i in 0..8u64 {
             let ns = pair.a.as_str();
@@ -635,66 +505,12 @@ fn remote_range_reaches_the_gateway_through_shared_memory() {
         return;
     }
     let pair = Pair::new("remote");
-    common::run(&[
-        "ip", "-n", &pair.a, "route", "del", "local", B_RANGE, "dev", "lo",
-    ]);
-    let ca = Certs::ca(&pair.dir, "test");
-    ca.issue(&pair.dir, "a", common::A_LINK);
-    ca.issue(&pair.dir, "b", B_LINK);
-    let (d, lib) = (pair.dir.to_str().unwrap(), common::lib());
-    let lib = lib.to_str().unwrap();
-    let shm_b = pair.dir.join("shm-b");
-    let shm_a = pair.dir.join("shm-a");
-    std::fs::create_dir_all(&shm_b).unwrap();
-    std::fs::create_dir_all(&shm_a).unwrap();
-    let env_b = [
-        ("LD_PRELOAD", lib),
-        ("SHMNET_PARTITIONS", B_RANGE),
-        ("SHMNET_FALLBACK", "never"),
-        ("SHMNET_DIR", shm_b.to_str().unwrap()),
-    ];
-    let gateway_addr = "127.0.0.1:15001";
-    let env_a_gateway = [
-        ("LD_PRELOAD", lib),
-        ("SHMNET_GATEWAY", gateway_addr),
-        ("SHMNET_DIR", shm_a.to_str().unwrap()),
-    ];
-    let env_a = [
-        ("LD_PRELOAD", lib),
-        ("SHMNET_REMOTE", B_RANGE),
-        ("SHMNET_DIR", shm_a.to_str().unwrap()),
-    ];
-    let env_a_never = [
-        ("LD_PRELOAD", lib),
-        ("SHMNET_REMOTE", B_RANGE),
-        ("SHMNET_FALLBACK", "never"),
-        ("SHMNET_DIR", shm_a.to_str().unwrap()),
-    ];
+    pair.unroute_b();
+    pair.certs();
+    let remote = common::Remote::new(&pair);
+    let (env_a, env_a_never) = (remote.a(), remote.a_never());
     let port = PORT + 2;
-    let mut echo = common::Process(
-        std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &pair.b,
-                "/usr/bin/python3",
-                "-c",
-                ECHO,
-                B_SERVICE,
-                &port.to_string(),
-            ])
-            .envs(env_b)
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut ready = [0u8; 6];
-    echo.0
-        .stdout
-        .as_mut()
-        .unwrap()
-        .read_exact(&mut ready)
-        .unwrap();
+    let echo = Python::start(&pair.b, ECHO, &[B_SERVICE, &port.to_string()], &remote.b());
 
     // No gateway yet.
     let enetunreach = format!("error {}", libc::ENETUNREACH);
@@ -710,46 +526,7 @@ fn remote_range_reaches_the_gateway_through_shared_memory() {
         "emulated, no gateway"
     );
 
-    let peer = format!("{B_LINK}:15008");
-    let f = |n: &str| format!("{d}/{n}");
-    let mut b = Gateway::start_with(
-        &pair.b,
-        &pair.dir,
-        "gw-b",
-        &[
-            "--peer-listen",
-            &peer,
-            "--serve",
-            B_RANGE,
-            "--cert",
-            &f("b.pem"),
-            "--key",
-            &f("b.key"),
-            "--ca",
-            &f("test-ca.pem"),
-        ],
-        &env_b,
-    );
-    b.wait_for("peers: listening");
-    let mut a = Gateway::start_with(
-        &pair.a,
-        &pair.dir,
-        "gw-a",
-        &[
-            "--listen",
-            gateway_addr,
-            "--remote",
-            &format!("{B_RANGE}={peer}"),
-            "--cert",
-            &f("a.pem"),
-            "--key",
-            &f("a.key"),
-            "--ca",
-            &f("test-ca.pem"),
-        ],
-        &env_a_gateway,
-    );
-    a.wait_for("links established: 1");
+    let (a, _b) = pair.gateways(GATEWAY_ADDR, &remote.a_gateway(), &remote.b());
 
     let want = format!("peer {B_SERVICE} {port}\necho ok {}\n", 4 << 20);
     std::thread::scope(|sc| {
@@ -777,9 +554,7 @@ fn link_cut_and_restored() {
         return;
     }
     let pair = Pair::new("cut");
-    let ca = Certs::ca(&pair.dir, "test");
-    ca.issue(&pair.dir, "a", common::A_LINK);
-    ca.issue(&pair.dir, "b", B_LINK);
+    pair.certs();
     let listener = Pair::inside(&pair.b, || TcpListener::bind((B_SERVICE, PORT)).unwrap());
     let (reset_tx, _reset_rx) = mpsc::channel();
     std::thread::spawn(move || serve(listener, reset_tx));
@@ -837,17 +612,11 @@ fn curl_fetches_from_nginx_across_the_gateways() {
         return;
     }
     let pair = Pair::new("curl");
-    common::run(&[
-        "ip", "-n", &pair.a, "route", "del", "local", B_RANGE, "dev", "lo",
-    ]);
-    let ca = Certs::ca(&pair.dir, "test");
-    ca.issue(&pair.dir, "a", common::A_LINK);
-    ca.issue(&pair.dir, "b", B_LINK);
-    let (d, lib) = (pair.dir.to_str().unwrap(), common::lib());
-    let lib = lib.to_str().unwrap();
-    let (shm_a, shm_b) = (pair.dir.join("shm-a"), pair.dir.join("shm-b"));
+    pair.unroute_b();
+    pair.certs();
+    let remote = common::Remote::new(&pair);
     let prefix = pair.dir.join("nginx");
-    for dir in [&shm_a, &shm_b, &prefix.join("www"), &prefix.join("tmp")] {
+    for dir in [&prefix.join("www"), &prefix.join("tmp")] {
         std::fs::create_dir_all(dir).unwrap();
     }
     let port = 8080u16;
@@ -864,18 +633,12 @@ fn curl_fetches_from_nginx_across_the_gateways() {
     let mut content = vec![0u8; 16 << 20];
     fill(&mut 99u64, &mut content);
     std::fs::write(prefix.join("www/big.bin"), &content).unwrap();
-    let env_b = [
-        ("LD_PRELOAD", lib),
-        ("SHMNET_PARTITIONS", B_RANGE),
-        ("SHMNET_FALLBACK", "never"),
-        ("SHMNET_DIR", shm_b.to_str().unwrap()),
-    ];
     let _nginx = common::Process(
         std::process::Command::new("ip")
             .args(["netns", "exec", &pair.b, "/usr/sbin/nginx", "-p"])
             .arg(format!("{}/", prefix.display()))
             .args(["-c", "nginx.conf", "-e", "stderr"])
-            .envs(env_b)
+            .envs(remote.b())
             .stdin(std::process::Stdio::null())
             .spawn()
             .unwrap(),
@@ -885,63 +648,14 @@ fn curl_fetches_from_nginx_across_the_gateways() {
         assert!(std::time::Instant::now() < deadline, "nginx did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let gateway_addr = "127.0.0.1:15001";
-    let peer = format!("{B_LINK}:15008");
-    let f = |n: &str| format!("{d}/{n}");
-    let mut b = Gateway::start_with(
-        &pair.b,
-        &pair.dir,
-        "gw-b",
-        &[
-            "--peer-listen",
-            &peer,
-            "--serve",
-            B_RANGE,
-            "--cert",
-            &f("b.pem"),
-            "--key",
-            &f("b.key"),
-            "--ca",
-            &f("test-ca.pem"),
-        ],
-        &env_b,
-    );
-    b.wait_for("peers: listening");
-    let env_gw_a = [
-        ("LD_PRELOAD", lib),
-        ("SHMNET_GATEWAY", gateway_addr),
-        ("SHMNET_DIR", shm_a.to_str().unwrap()),
-    ];
-    let mut a = Gateway::start_with(
-        &pair.a,
-        &pair.dir,
-        "gw-a",
-        &[
-            "--listen",
-            gateway_addr,
-            "--remote",
-            &format!("{B_RANGE}={peer}"),
-            "--cert",
-            &f("a.pem"),
-            "--key",
-            &f("a.key"),
-            "--ca",
-            &f("test-ca.pem"),
-        ],
-        &env_gw_a,
-    );
-    a.wait_for("links established: 1");
+    let _gateways = pair.gateways(GATEWAY_ADDR, &remote.a_gateway(), &remote.b());
     let out = pair.dir.join("out.bin");
     let curl = std::process::Command::new("ip")
         .args(["netns", "exec", &pair.a, "curl", "-sS", "--max-time", "60"])
         .args(["-w", "%{http_code} %{remote_ip} %{remote_port}", "-o"])
         .arg(&out)
         .arg(format!("http://{B_SERVICE}:{port}/big.bin"))
-        .envs([
-            ("LD_PRELOAD", lib),
-            ("SHMNET_REMOTE", B_RANGE),
-            ("SHMNET_DIR", shm_a.to_str().unwrap()),
-        ])
+        .envs(remote.a())
         .output()
         .unwrap();
     assert!(

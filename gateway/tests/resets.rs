@@ -9,10 +9,9 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use common::{Certs, Gateway, Pair, A_LINK, B_LINK, B_RANGE, B_SERVICE};
+use common::{Pair, Python, B_SERVICE, GATEWAY_ADDR};
 
 const PORT: u16 = 7200;
 
@@ -96,87 +95,14 @@ fn resets_cross_the_gateways_on_shared_memory_legs() {
         return;
     }
     let pair = Pair::new("rst");
-    common::run(&[
-        "ip", "-n", &pair.a, "route", "del", "local", B_RANGE, "dev", "lo",
-    ]);
-    let ca = Certs::ca(&pair.dir, "test");
-    ca.issue(&pair.dir, "a", A_LINK);
-    ca.issue(&pair.dir, "b", B_LINK);
-    let (d, lib) = (pair.dir.to_str().unwrap(), common::lib());
-    let lib = lib.to_str().unwrap();
-    let (shm_a, shm_b) = (pair.dir.join("shm-a"), pair.dir.join("shm-b"));
-    std::fs::create_dir_all(&shm_a).unwrap();
-    std::fs::create_dir_all(&shm_b).unwrap();
-    let env_b = [
-        ("LD_PRELOAD", lib),
-        ("SHMNET_PARTITIONS", B_RANGE),
-        ("SHMNET_FALLBACK", "never"),
-        ("SHMNET_DIR", shm_b.to_str().unwrap()),
-    ];
-    let gateway_addr = "127.0.0.1:15001";
-    let env_a_gateway = [
-        ("LD_PRELOAD", lib),
-        ("SHMNET_GATEWAY", gateway_addr),
-        ("SHMNET_DIR", shm_a.to_str().unwrap()),
-    ];
-    let env_a = [
-        ("LD_PRELOAD", lib),
-        ("SHMNET_REMOTE", B_RANGE),
-        ("SHMNET_FALLBACK", "never"),
-        ("SHMNET_DIR", shm_a.to_str().unwrap()),
-    ];
-    let mut server = common::Process(
-        Command::new("ip")
-            .args(["netns", "exec", &pair.b, "/usr/bin/python3", "-c", SERVER])
-            .args([B_SERVICE, &PORT.to_string()])
-            .envs(env_b)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut lines = BufReader::new(server.0.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    pair.unroute_b();
+    pair.certs();
+    let remote = common::Remote::new(&pair);
+    let (env_b, env_a) = (remote.b(), remote.a_never());
+    let server = Python::start(&pair.b, SERVER, &[B_SERVICE, &PORT.to_string()], &env_b);
+    let mut lines = server.lines;
 
-    let peer = format!("{B_LINK}:15008");
-    let f = |n: &str| format!("{d}/{n}");
-    let mut b = Gateway::start_with(
-        &pair.b,
-        &pair.dir,
-        "gw-b",
-        &[
-            "--peer-listen",
-            &peer,
-            "--serve",
-            B_RANGE,
-            "--cert",
-            &f("b.pem"),
-            "--key",
-            &f("b.key"),
-            "--ca",
-            &f("test-ca.pem"),
-        ],
-        &env_b,
-    );
-    b.wait_for("peers: listening");
-    let mut a = Gateway::start_with(
-        &pair.a,
-        &pair.dir,
-        "gw-a",
-        &[
-            "--listen",
-            gateway_addr,
-            "--remote",
-            &format!("{B_RANGE}={peer}"),
-            "--cert",
-            &f("a.pem"),
-            "--key",
-            &f("a.key"),
-            "--ca",
-            &f("test-ca.pem"),
-        ],
-        &env_a_gateway,
-    );
-    a.wait_for("links established: 1");
+    let _gateways = pair.gateways(GATEWAY_ADDR, &remote.a_gateway(), &env_b);
 
     assert_eq!(
         client(&pair.a, &env_a, "abort", PORT),

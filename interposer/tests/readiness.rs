@@ -367,6 +367,26 @@ fn epoll_lt_epollout_reaches_a_forked_child() {
     kernel_case("writable", "epoll_lt_fork");
 }
 
+/// A connection whose EPOLLOUT the ring answers is dup'd, and its number
+/// closed and given to an eventfd added to the same set: the eventfd's
+/// registration stays its own (the connection's was written over it by
+/// number, review H1). Also over kernel TCP.
+#[test]
+fn epoll_lt_epollout_never_touches_a_reused_number() {
+    writable_case("epoll_lt_reuse");
+    kernel_case("writable", "epoll_lt_reuse");
+}
+
+/// maxevents 1: EPOLLOUT answered from the ring and another fd's event
+/// take turns, and a connection's EPOLLIN comes with its EPOLLOUT in one
+/// event (the one slot went to EPOLLOUT on every call, review H2). Also
+/// over kernel TCP.
+#[test]
+fn epoll_lt_epollout_leaves_one_slot_to_take_turns() {
+    writable_case("epoll_lt_one_slot");
+    kernel_case("writable", "epoll_lt_one_slot");
+}
+
 /// Full ring, reader idle: poll(POLLOUT) must not return over and over
 /// (at most 20 times in 200 ms).
 #[test]

@@ -144,7 +144,7 @@ elif case == "both_shut":
     c.shutdown(socket.SHUT_WR)
     time.sleep(0.1)
     out += reads(a) + reads(c)
-elif case in ("killed_unread", "killed_read"):
+elif case in ("killed_unread", "killed_read", "killed_waiting"):
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -155,15 +155,31 @@ elif case in ("killed_unread", "killed_read"):
             while got < 100:
                 got += len(c.recv(100 - got))
         os.write(w, b"r")
+        if case == "killed_waiting":
+            c.recv(1)
         time.sleep(60)
         os._exit(0)
     a, _ = srv.accept()
-    a.sendall(b"z" * 100)
+    if case != "killed_waiting":
+        a.sendall(b"z" * 100)
     os.read(r, 1)
     time.sleep(0.1)
     os.kill(pid, signal.SIGKILL)
     os.waitpid(pid, 0)
-    out += reads(a)
+    if case != "killed_waiting":
+        out += reads(a)
+    # Sends to the dead peer: after a RST they fail; the kernel's first
+    # after a FIN goes (the peer's host answers it with a RST), the next
+    # fails (before: every send went into the ring).
+    sent = []
+    for _ in range(2):
+        try:
+            a.send(b"x")
+            sent.append("sent")
+        except OSError as e:
+            sent.append(name(e))
+        time.sleep(0.05)
+    out.append("send %s then %s" % tuple(sent))
 elif case in ("fin_bits", "reset_bits"):
     # poll/epoll after the peer's plain close (FIN) with a doorbell byte of
     # ours it took no notice of: IN|RDHUP, not ERR|HUP; after a reset was
@@ -210,7 +226,7 @@ elif case == "fork_once":
 print(" / ".join(out), flush=True)
 "#;
 
-const CASES: [(&str, &str); 11] = [
+const CASES: [(&str, &str); 12] = [
     ("linger", "data 1000 / ECONNRESET / then eof / send EPIPE"),
     ("unread", "ECONNRESET / then eof / send EPIPE"),
     ("so_error", "poll ERR|HUP / so_error ECONNRESET / eof"),
@@ -219,8 +235,9 @@ const CASES: [(&str, &str); 11] = [
         "poll ERR|HUP / epoll ERR|HUP / data 1000 / ECONNRESET",
     ),
     ("both_shut", "eof / data 1000 / eof"),
-    ("killed_unread", "ECONNRESET"),
-    ("killed_read", "eof"),
+    ("killed_unread", "ECONNRESET / send EPIPE then EPIPE"),
+    ("killed_read", "eof / send sent then EPIPE"),
+    ("killed_waiting", "send sent then EPIPE"),
     ("fork_once", "other ECONNRESET / this eof"),
     ("listener_linger", "inherited 1,0 / data 1000 / ECONNRESET"),
     (

@@ -18,6 +18,10 @@
  *   --size   message or write size in bytes (default 64)
  *   --secs   length of the timed part in seconds (default 0.5)
  *   --verify stream: the server checks every byte received (slower)
+ *   --serve  run only the server (rtt, stream, connrate; --port P given):
+ *            prints {"ready":PORT} once listening, serves one run, exits
+ *   --client run only the client, against a server started with --serve
+ *            (another namespace, another environment: scripts/bench-gateway.py)
  * Prints one JSON object on stdout; errors go to stderr as "sockbench: ..."
  * with exit status 1. Both processes give up after --secs + 30 s (SIGALRM).
  *
@@ -51,6 +55,7 @@ static enum mode mode;
 static size_t size = 64;
 static double secs = 0.5;
 static int verify;
+static int serve_only, client_only;
 static const char *who = "client";
 
 #define PERIOD 251 /* stream pattern period: a prime, unaligned to any write size */
@@ -89,7 +94,7 @@ __attribute__((noreturn)) static void fail(const char *fmt, ...)
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: sockbench rtt|stream|connrate|floor [--tcp ADDR | --unix PATH] [--port P] [--size N] [--secs S] [--verify]\n");
+    fprintf(stderr, "usage: sockbench rtt|stream|connrate|floor [--tcp ADDR | --unix PATH] [--port P] [--size N] [--secs S] [--verify] [--serve | --client]\n");
     exit(2);
 }
 
@@ -392,6 +397,29 @@ static void floor_client(struct shared *sh)
 
 /* ---- driver ---- */
 
+static void serve(int lfd)
+{
+    if (mode == RTT)
+        rtt_server(lfd);
+    else if (mode == STREAM)
+        stream_server(lfd);
+    else
+        connrate_server(lfd);
+    close(lfd);
+    if (unix_path)
+        unlink(unix_path);
+}
+
+static void run_client(int p)
+{
+    if (mode == RTT)
+        rtt_client(p);
+    else if (mode == STREAM)
+        stream_client(p);
+    else
+        connrate_client(p);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
@@ -410,6 +438,10 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (!strcmp(a, "--verify")) {
             verify = 1;
+            continue;
+        }
+        if (!strcmp(a, "--serve") || !strcmp(a, "--client")) {
+            *(a[2] == 's' ? &serve_only : &client_only) = 1;
             continue;
         }
         if (i + 1 >= argc)
@@ -431,8 +463,24 @@ int main(int argc, char **argv)
     }
     if (mode != FLOOR && size == 0)
         usage();
+    if ((serve_only || client_only) && (mode == FLOOR || port == 0 || serve_only == client_only))
+        usage();
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
+
+    if (serve_only) {
+        who = "server";
+        alarm((unsigned)secs + 60);
+        int p, lfd = listener(1024, &p);
+        printf("{\"ready\":%d}\n", p);
+        serve(lfd);
+        return 0;
+    }
+    if (client_only) {
+        alarm((unsigned)secs + 60);
+        run_client(port);
+        return 0;
+    }
 
     struct shared *sh = mode == FLOOR ? floor_map() : NULL;
     int pfd[2];
@@ -454,15 +502,7 @@ int main(int argc, char **argv)
         int p, lfd = listener(1024, &p);
         write_full(pfd[1], &p, sizeof p); /* ready: tell the client the port */
         close(pfd[1]);
-        if (mode == RTT)
-            rtt_server(lfd);
-        else if (mode == STREAM)
-            stream_server(lfd);
-        else
-            connrate_server(lfd);
-        close(lfd);
-        if (unix_path)
-            unlink(unix_path);
+        serve(lfd);
         _exit(0);
     }
     alarm((unsigned)secs + 30);
@@ -473,12 +513,7 @@ int main(int argc, char **argv)
     else {
         if (!read_full(pfd[0], &p, sizeof p))
             fail("the server failed before listening");
-        if (mode == RTT)
-            rtt_client(p);
-        else if (mode == STREAM)
-            stream_client(p);
-        else
-            connrate_client(p);
+        run_client(p);
     }
     int st;
     if (waitpid(pid, &st, 0) < 0)

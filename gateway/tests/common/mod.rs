@@ -4,11 +4,11 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Lines};
 use std::net::IpAddr;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub const A_LINK: &str = "10.211.0.1";
@@ -17,6 +17,10 @@ pub const B_LINK: &str = "10.211.0.2";
 /// own `lo` (AnyIP), so A's gateway accepts connects to it (stage 1).
 pub const B_RANGE: &str = "10.211.2.0/24";
 pub const B_SERVICE: &str = "10.211.2.2";
+/// B's gateway's peer port, where A's gateway opens its link.
+pub const PEER: &str = "10.211.0.2:15008";
+/// A's gateway's own address in the stage-2 tests (SHMNET_GATEWAY).
+pub const GATEWAY_ADDR: &str = "127.0.0.1:15001";
 
 pub fn root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -92,6 +96,80 @@ impl Pair {
         ]);
         run(&["ip", "-n", a, "route", "add", "local", B_RANGE, "dev", "lo"]);
         pair
+    }
+
+    /// `dir/name`.
+    pub fn file(&self, name: &str) -> String {
+        format!("{}/{name}", self.dir.display())
+    }
+
+    /// A test CA (`test-ca.pem`) and certificates `a` (A_LINK) and `b`
+    /// (B_LINK) signed by it.
+    pub fn certs(&self) -> Certs {
+        let ca = Certs::ca(&self.dir, "test");
+        ca.issue(&self.dir, "a", A_LINK);
+        ca.issue(&self.dir, "b", B_LINK);
+        ca
+    }
+
+    /// `--cert NAME.pem --key NAME.key --ca test-ca.pem`.
+    pub fn identity(&self, name: &str) -> Vec<String> {
+        let f = |ext: &str| self.file(&format!("{name}.{ext}"));
+        let ca = self.file("test-ca.pem");
+        ["--cert", &f("pem"), "--key", &f("key"), "--ca", &ca]
+            .map(String::from)
+            .to_vec()
+    }
+
+    /// B's gateway `gw-b`: peers at PEER, serving B_RANGE, with certificate
+    /// `b`; returns once it listens.
+    pub fn gateway_b(&self, extra: &[&str], env: &[(&str, &str)]) -> Gateway {
+        let mut args = vec!["--peer-listen", PEER, "--serve", B_RANGE];
+        let id = self.identity("b");
+        args.extend(id.iter().map(String::as_str));
+        args.extend(extra);
+        let mut b = Gateway::start_with(&self.b, &self.dir, "gw-b", &args, env);
+        b.wait_for("peers: listening");
+        b
+    }
+
+    /// A's gateway `gw-a`: listens at `listen`, sends B_RANGE to PEER, with
+    /// certificate `cert`.
+    pub fn gateway_a(
+        &self,
+        cert: &str,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Gateway {
+        let remote = format!("{B_RANGE}={PEER}");
+        let mut args = vec!["--listen", listen, "--remote", &remote];
+        let id = self.identity(cert);
+        args.extend(id.iter().map(String::as_str));
+        args.extend(extra);
+        Gateway::start_with(&self.a, &self.dir, "gw-a", &args, env)
+    }
+
+    /// Both gateways on certificates `a` and `b`, A's listening at `listen`;
+    /// returns once the link is up.
+    pub fn gateways(
+        &self,
+        listen: &str,
+        env_a: &[(&str, &str)],
+        env_b: &[(&str, &str)],
+    ) -> (Gateway, Gateway) {
+        let b = self.gateway_b(&[], env_b);
+        let mut a = self.gateway_a("a", listen, &[], env_a);
+        a.wait_for("links established: 1");
+        (a, b)
+    }
+
+    /// Takes B_RANGE's local route out of A: programs there reach B only
+    /// through SHMNET_REMOTE and A's gateway (stage 2).
+    pub fn unroute_b(&self) {
+        run(&[
+            "ip", "-n", &self.a, "route", "del", "local", B_RANGE, "dev", "lo",
+        ]);
     }
 
     /// Runs `f` on a thread inside namespace `ns`: sockets it creates stay
@@ -262,6 +340,111 @@ pub fn zero_linger(s: &std::net::TcpStream) {
     };
     assert_eq!(r, 0);
 }
+
+/// Shared-memory directories and preloaded environments for stage 2: B's
+/// programs emulate B_RANGE; A's reach it through SHMNET_REMOTE and A's
+/// gateway at GATEWAY_ADDR.
+pub struct Remote {
+    lib: String,
+    shm_a: String,
+    shm_b: String,
+}
+
+impl Remote {
+    pub fn new(pair: &Pair) -> Remote {
+        let r = Remote {
+            lib: lib().to_str().unwrap().to_string(),
+            shm_a: pair.file("shm-a"),
+            shm_b: pair.file("shm-b"),
+        };
+        std::fs::create_dir_all(&r.shm_a).unwrap();
+        std::fs::create_dir_all(&r.shm_b).unwrap();
+        r
+    }
+
+    pub fn lib(&self) -> &str {
+        &self.lib
+    }
+
+    /// A program (or B's gateway) in B: B_RANGE in shared memory only.
+    pub fn b(&self) -> [(&str, &str); 4] {
+        [
+            ("LD_PRELOAD", &self.lib),
+            ("SHMNET_PARTITIONS", B_RANGE),
+            ("SHMNET_FALLBACK", "never"),
+            ("SHMNET_DIR", &self.shm_b),
+        ]
+    }
+
+    /// A's gateway.
+    pub fn a_gateway(&self) -> [(&str, &str); 3] {
+        [
+            ("LD_PRELOAD", &self.lib),
+            ("SHMNET_GATEWAY", GATEWAY_ADDR),
+            ("SHMNET_DIR", &self.shm_a),
+        ]
+    }
+
+    /// A program in A, default mode.
+    pub fn a(&self) -> [(&str, &str); 3] {
+        [
+            ("LD_PRELOAD", &self.lib),
+            ("SHMNET_REMOTE", B_RANGE),
+            ("SHMNET_DIR", &self.shm_a),
+        ]
+    }
+
+    /// A program in A, emulated mode.
+    pub fn a_never(&self) -> [(&str, &str); 4] {
+        [
+            ("LD_PRELOAD", &self.lib),
+            ("SHMNET_REMOTE", B_RANGE),
+            ("SHMNET_FALLBACK", "never"),
+            ("SHMNET_DIR", &self.shm_a),
+        ]
+    }
+}
+
+/// A python3 script in namespace `ns`, killed on drop; `lines` is its
+/// standard output after its first line, which must be `ready`.
+pub struct Python {
+    pub process: Process,
+    pub lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Python {
+    pub fn start(ns: &str, script: &str, args: &[&str], env: &[(&str, &str)]) -> Python {
+        let mut process = Process(
+            Command::new("ip")
+                .args(["netns", "exec", ns, "/usr/bin/python3", "-c", script])
+                .args(args)
+                .envs(env.iter().copied())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap(),
+        );
+        let mut lines = BufReader::new(process.0.stdout.take().unwrap()).lines();
+        let first = lines.next().map(|l| l.unwrap_or_default());
+        assert_eq!(first.as_deref(), Some("ready"), "{script}");
+        Python { process, lines }
+    }
+}
+
+/// A threaded echo server: binds `argv[1]:argv[2]`, says `ready`.
+pub const ECHO: &str = r#"
+import socket, sys, threading
+s = socket.socket()
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(64)
+print("ready", flush=True)
+def echo(c):
+    while (d := c.recv(65536)):
+        c.sendall(d)
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=echo, args=(c,), daemon=True).start()
+"#;
 
 /// The libshmnet.so cargo built beside this test (the workspace build of
 /// `make test` builds it).

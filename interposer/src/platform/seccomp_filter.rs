@@ -109,7 +109,8 @@ const PLAIN_CALLS: &[i64] = &[
     // Only calls the library itself makes (a filter that refuses one
     // it never makes must change nothing): segment header reads,
     // sendfile's file offset, SHMNET_DIR's files and locks, std's
-    // file metadata, config's hash seeds, rustix's auxv lookup.
+    // file metadata, config's hash seeds, rustix's auxv lookup, a
+    // connector's CAP_NET_ADMIN (capget).
     libc::SYS_pread64,
     libc::SYS_lseek,
     libc::SYS_statx,
@@ -183,6 +184,7 @@ const PLAIN_CALLS: &[i64] = &[
     libc::SYS_fchmod,
     libc::SYS_readlinkat,
     libc::SYS_getdents64,
+    libc::SYS_capget,
 ];
 
 /// The calls the library's ordinary (not sandboxed) paths make, with

@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,6 +58,12 @@ pub(crate) struct Bell {
     /// The connection's last reference in this process is going
     /// (`Drop for Connection`): in a sandbox, no more rings.
     pub(super) closing: AtomicBool,
+    /// The peer may be gone (`Suspect`, as a u8): a doorbell could not be
+    /// delivered (its end is closed, or shut for reading), or a read met
+    /// the end of the stream. The next send asks the kernel once
+    /// (`Connection::peer_gone_now`) instead of filling a ring nobody will
+    /// read.
+    suspect: AtomicU8,
 }
 
 /// An error on our end of the Unix connection that means the peer's end is
@@ -66,6 +72,17 @@ pub(crate) struct Bell {
 /// not data. The ring's own state then tells end of stream from a reset.
 fn peer_gone(e: Errno) -> bool {
     e == Errno::CONNRESET || e == Errno::PIPE
+}
+
+/// Why a peer may be gone (`Bell::suspect`), weakest first.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Suspect {
+    No = 0,
+    /// A read met the end of the stream.
+    Ended = 1,
+    /// A doorbell for bytes we wrote met a closed end: the peer was asleep
+    /// waiting for them, so it had read everything before it went.
+    Doorbell = 2,
 }
 
 /// The byte a doorbell rings with.
@@ -101,6 +118,7 @@ impl Bell {
             foreign: AtomicBool::new(false),
             fill_bytes: sndbuf / 4 + 1,
             closing: AtomicBool::new(false),
+            suspect: AtomicU8::new(Suspect::No as u8),
         })
     }
 
@@ -279,6 +297,39 @@ impl Bell {
         n
     }
 
+    /// Marks the peer as possibly gone (see `suspect`); a doorbell's
+    /// failure outranks a read's end.
+    pub(super) fn suspect(&self, why: Suspect) {
+        if self.suspect.load(Ordering::Relaxed) < why as u8 {
+            self.suspect.fetch_max(why as u8, Ordering::Relaxed);
+        }
+    }
+
+    fn suspect_if(&self, gone: bool) {
+        if gone {
+            self.suspect(Suspect::Doorbell);
+        }
+    }
+
+    /// Why the peer may be gone, if it may; asking clears it (one look at
+    /// the kernel per suspicion).
+    pub(super) fn suspected(&self) -> Suspect {
+        if self.suspect.load(Ordering::Relaxed) == Suspect::No as u8 {
+            return Suspect::No;
+        }
+        match self.suspect.swap(Suspect::No as u8, Ordering::Relaxed) {
+            2 => Suspect::Doorbell,
+            1 => Suspect::Ended,
+            _ => Suspect::No,
+        }
+    }
+
+    /// A cheap look: the send fast path leaves a suspected peer to
+    /// `send_rest`.
+    pub(super) fn is_suspect(&self) -> bool {
+        self.suspect.load(Ordering::Relaxed) != Suspect::No as u8
+    }
+
     /// True once the peer's end is closed (its process may be gone).
     pub(super) fn hung_up(&self) -> bool {
         if crate::platform::sandbox::active() {
@@ -435,6 +486,7 @@ impl Doorbell for Bell {
                 Err(Errno::INTR) => continue,
                 Err(e) => {
                     log!(debug, "doorbell not rung: {e}");
+                    self.suspect_if(peer_gone(e));
                     false
                 }
             };
@@ -493,6 +545,7 @@ impl Bell {
                 Err(Errno::INTR) => continue,
                 Err(e) => {
                     log!(debug, "doorbell not rung: {e}");
+                    self.suspect_if(peer_gone(e));
                     false
                 }
             };

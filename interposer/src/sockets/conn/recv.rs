@@ -294,6 +294,11 @@ impl Connection {
         flags: i32,
     ) -> Result<usize, Errno> {
         let r = self.recv_call(fd, bufs, flags);
+        // The end of the stream: the peer may be gone (killed, or closed),
+        // which our next send asks the kernel (`peer_gone_now`).
+        if r == Ok(0) && bufs.iter().any(|b| !b.is_empty()) {
+            self.bell.suspect(super::doorbell::Suspect::Ended);
+        }
         // The end of the stream of a peer that was reset (killed with our
         // bytes unread: `reset`): ECONNRESET once, as the kernel's RST.
         if r == Ok(0)

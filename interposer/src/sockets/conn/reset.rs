@@ -44,7 +44,7 @@ impl Connection {
     /// whichever process of this side asks first (the mark is in the
     /// segment: one socket, one pending error, as the kernel's after fork
     /// or SCM_RIGHTS).
-    fn take_reset(&self) -> bool {
+    pub(super) fn take_reset(&self) -> bool {
         self.room.report_reset()
     }
 
@@ -93,6 +93,11 @@ impl Connection {
     /// left unread an error — a plain close (FIN) looked like a reset.
     pub(crate) fn tcp_error_hangup(&self, ended: bool) -> (bool, bool) {
         let reset = self.peer_reset();
+        if reset || ended {
+            // The application learns of it now: its sends must not go on
+            // into the ring (`peer_gone_now`).
+            self.bell.suspect(super::doorbell::Suspect::Ended);
+        }
         let err = reset && !self.room.reset_reported();
         let hup = reset
             || self.pipe_broken.load(Ordering::Relaxed)

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use rustix::io::Errno;
 use shmnet_ring::{RingError, Space, WaitKind, WaitPolicy};
 
-use super::doorbell::Bell;
+use super::doorbell::{Bell, Suspect};
 use super::{deadline_after, Connection};
 
 /// The largest send [`Connection::try_send`] attempts.
@@ -39,6 +39,42 @@ impl Connection {
         self.send_rest(bufs, flags, 0)
     }
 
+    /// A peer suspected gone (see `Bell::suspect`) whose end the kernel
+    /// reports closed: its process exited or was killed without closing
+    /// (the kernel closed its sockets), or it closed. The kernel's TCP
+    /// learns this from the RST a dead peer's host answers with: sends
+    /// then fail (ECONNRESET if our bytes were unread, else EPIPE) instead
+    /// of being accepted into a ring nobody reads (review M1). One system
+    /// call per suspicion; a peer that only shut down writing is not hung
+    /// up, and its reads go on. A peer that went while asleep for our
+    /// bytes had read everything: the kernel's FIN, then EPIPE for the
+    /// send after the one it answers with a RST, not a reset.
+    fn peer_gone_now(&self) -> Option<Errno> {
+        let why = self.bell.suspected();
+        if why == Suspect::No || !self.bell.hung_up() {
+            return None;
+        }
+        // Whatever this send does, the next one fails.
+        self.bell.suspect(Suspect::Doorbell);
+        if why == Suspect::Ended {
+            // A reset (reported or not: ECONNRESET once, then EPIPE); else
+            // this is the kernel's first send after a FIN, which goes (and
+            // is answered with a RST).
+            return self
+                .peer_reset()
+                .then(|| self.write_error(RingError::PeerGone));
+        }
+        // The kernel's RST answers our send after its FIN: EPIPE, and no
+        // ECONNRESET left for SO_ERROR or a read (the bytes we sent since
+        // are unread, which would count as a reset here), unless the peer
+        // closed abortively itself.
+        if self.tx.lock().peer_reset() {
+            return Some(self.write_error(RingError::Reset));
+        }
+        self.take_reset();
+        Some(self.write_error(RingError::Closed))
+    }
+
     /// The first attempt of a send, made without waiting for anything: no
     /// lock that is not free at once, no side lock (a connection shared
     /// after fork), no wait for room. For the caller that holds the
@@ -55,6 +91,7 @@ impl Connection {
         if want == 0
             || want > FAST_SEND_MAX
             || self.shut_wr.load(Ordering::Relaxed)
+            || self.bell.is_suspect()
             || self.shared()
             || crate::platform::sandbox::strict()
         {
@@ -111,6 +148,9 @@ impl Connection {
             }
             if want == 0 {
                 return Ok(0);
+            }
+            if let Some(e) = self.peer_gone_now() {
+                return if total > 0 { Ok(total) } else { Err(e) };
             }
             let r = self.write_some(bufs, total, want, dontwait);
             match r {

@@ -81,6 +81,22 @@ pub(crate) fn forget_range(first: c_int, last: c_int) {
     }
 }
 
+/// A wait on `epfd` with room for one event and events of ours to report
+/// (`pending`): whether the kernel is asked first this time. Every other
+/// call, so that neither side starves the other (the kernel rotates its
+/// ready list; ours rotate in `pending`). Review H2: the one slot went to
+/// a virtual EPOLLOUT on every call, and the kernel was never asked.
+pub(crate) fn kernel_turn(epfd: c_int) -> bool {
+    let Some(mut sets) = set::sets() else {
+        return true;
+    };
+    let Some(set) = sets.find(epfd) else {
+        return true;
+    };
+    set.kernel_turn = !set.kernel_turn;
+    set.kernel_turn
+}
+
 /// In a forked child: a thread of the parent may have held the lock.
 pub(crate) fn after_fork_child() {
     set::reset_after_fork();

@@ -12,13 +12,25 @@ use crate::platform::sys::EventIn;
 use super::set::{self, stream, Member, Set};
 
 /// What `pending` found for one epoll set.
-#[derive(Default)]
 pub(crate) struct Pending {
     /// EPOLLIN for members whose ring holds data the kernel may not report.
     pub events: Vec<libc::epoll_event>,
     /// A member's reader is asleep taking doorbell bytes: data it leaves in
     /// the ring would have no byte, so a waiter must look again soon.
     pub watch_closely: bool,
+    /// Every event may be left unreported and found again by the next
+    /// call: none took an edge or a one-shot (EPOLLET, EPOLLONESHOT).
+    pub replayable: bool,
+}
+
+impl Default for Pending {
+    fn default() -> Pending {
+        Pending {
+            events: Vec::new(),
+            watch_closely: false,
+            replayable: true,
+        }
+    }
 }
 
 /// Members that joined with data no doorbell announced, or while a reader
@@ -84,12 +96,25 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
     if out.events.len() >= max && next < pending.len() {
         pending.rotate_left(next);
     }
+    // Rotated as `pending` is: with more members wanting EPOLLOUT than
+    // room, each has its turn (review M1: the first ones won every call).
+    let (mut next, mut kept) = (0, 0);
     virtual_out.retain(|&fd| {
         let Some(m) = members.get_mut(&fd).filter(|m| m.virtual_out) else {
             return false;
         };
-        writable(epfd, fd, m, max, &mut out)
+        let Some(reported) = writable(epfd, fd, m, max, &mut out) else {
+            return false;
+        };
+        kept += 1;
+        if reported {
+            next = kept;
+        }
+        true
     });
+    if out.events.len() >= max && next < virtual_out.len() {
+        virtual_out.rotate_left(next);
+    }
     for fd in inner_ready {
         if let Some(n) = inner.get_mut(&fd) {
             if out.events.len() < max {
@@ -103,25 +128,36 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
 /// A member whose EPOLLOUT the ring answers (`ctl::virtual_ctl`): reported
 /// while the ring has room (with its EPOLLIN, if that is reported too);
 /// with none, the kernel gets the registration, to wake a sleeper when
-/// room comes. True while it stays answered here.
-fn writable(epfd: c_int, fd: c_int, m: &mut Member, max: usize, out: &mut Pending) -> bool {
+/// room comes. Some(whether reported) while it stays answered here; None
+/// once it is not (its connection is gone: nothing to report nor to give
+/// the kernel, which dropped the registration with the file).
+fn writable(epfd: c_int, fd: c_int, m: &mut Member, max: usize, out: &mut Pending) -> Option<bool> {
     let live = m.live();
-    if !stream(&live).is_some_and(|c| c.has_room()) {
-        m.materialize(epfd, fd);
-        return false;
+    let Some(c) = stream(&live) else {
+        m.virtual_out = false;
+        return None;
+    };
+    if !c.has_room() {
+        m.materialize(epfd, fd, &live);
+        return None;
     }
     let bits = m.events & (libc::EPOLLOUT | libc::EPOLLWRNORM) as u32;
     let data = m.data;
     let room = out.events.len() < max;
-    match out.events.iter_mut().find(|e| ({ e.u64 }) == data) {
-        Some(e) => e.events |= bits,
-        None if room => out.events.push(libc::epoll_event {
-            events: bits,
-            u64: data,
-        }),
-        None => {}
-    }
-    true
+    Some(match out.events.iter_mut().find(|e| ({ e.u64 }) == data) {
+        Some(e) => {
+            e.events |= bits;
+            true
+        }
+        None if room => {
+            out.events.push(libc::epoll_event {
+                events: bits,
+                u64: data,
+            });
+            true
+        }
+        None => false,
+    })
 }
 
 /// `report` for a member whose ring holds data; an edge-triggered member
@@ -139,6 +175,7 @@ fn report_member(epfd: c_int, fd: c_int, m: &mut Member, out: &mut Pending) -> b
     let reported = report(epfd, fd, m.events, m.data, &mut once, out);
     if reported {
         c.edge_reported(at);
+        out.replayable = false;
     }
     reported
 }
@@ -169,6 +206,7 @@ fn report(
     }
     if events & (libc::EPOLLONESHOT | libc::EPOLLET) as u32 != 0 {
         *reported = true;
+        out.replayable = false;
     }
     out.events.push(libc::epoll_event {
         events: wanted,

@@ -51,9 +51,21 @@ impl Member {
     /// (EPOLLOUT it answered from the ring so far): a full ring, or
     /// someone else who may sleep on the set, needs the kernel's
     /// write-space wake-up. A failure means the fd left the set past us
-    /// (closed): nothing to give.
-    pub(super) fn materialize(&mut self, epfd: c_int, fd: c_int) {
+    /// (closed): nothing to give. `live`: the member's socket (`live()`).
+    /// Only while `fd` still names it: the kernel finds a registration by
+    /// the file the number names now, and a number closed and given to
+    /// another file would have that file's registration overwritten
+    /// (review H1). A connection gone, or known now only under another
+    /// number (dup, then the first closed), keeps the kernel's
+    /// registration as it is.
+    pub(super) fn materialize(&mut self, epfd: c_int, fd: c_int, live: &Option<Arc<Socket>>) {
         if !std::mem::take(&mut self.virtual_out) {
+            return;
+        }
+        let named = live.as_ref().is_some_and(|s| {
+            crate::sockets::registry::get(fd).is_some_and(|now| Arc::ptr_eq(&now, s))
+        });
+        if !named {
             return;
         }
         let mut ev = libc::epoll_event {
@@ -136,6 +148,9 @@ pub(super) struct Set {
     /// made here. Once false, false for good (`crowd`).
     pub(super) solo: bool,
     pub(super) generation: u32,
+    /// A one-slot wait with events of ours to report asks the kernel
+    /// first every other call (`kernel_turn`).
+    pub(super) kernel_turn: bool,
 }
 
 impl Set {
@@ -148,6 +163,7 @@ impl Set {
             pending: Vec::new(),
             virtual_out: Vec::new(),
             cursor: 0,
+            kernel_turn: false,
             swept: 0,
             unarmed: Arc::default(),
             raised: Vec::new(),
@@ -247,7 +263,8 @@ impl Set {
         };
         for fd in std::mem::take(&mut self.virtual_out) {
             if let Some(m) = self.members.get_mut(&fd) {
-                m.materialize(epfd, fd);
+                let live = m.live();
+                m.materialize(epfd, fd, &live);
             }
         }
     }

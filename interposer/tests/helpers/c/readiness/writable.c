@@ -15,11 +15,20 @@
  *   epoll_lt_nested, epoll_lt_poll, epoll_lt_fork: after MOD IN|OUT the
  *                 set, added to an outer set, polled, or waited on by a
  *                 forked child with the raw system call, is ready
+ *   epoll_lt_reuse  after MOD IN|OUT the connection is dup'd and its number
+ *                 (not DEL'd) closed and given to an eventfd added EPOLLIN
+ *                 with another data: the set stays quiet until the eventfd
+ *                 is signalled, then reports it alone (the connection's
+ *                 registration once overwrote it, review H1)
+ *   epoll_lt_one_slot  maxevents 1, EPOLLOUT wanted and an eventfd ready:
+ *                 both are reported in 20 waits; data queued too: one
+ *                 event IN|OUT (review H2: the slot went to EPOLLOUT)
  *   spin          the peer does not read: count how often poll(POLLOUT)
  *                 returns (each followed by a send that says EAGAIN) in
  *                 200 ms; a waiting writer should return about once.
  * Prints "result wake_ms X", "result spins N", "ok CASE ...". */
 #include "rd.h"
+#include <sys/eventfd.h>
 
 #define PART (128 << 10)
 
@@ -164,6 +173,116 @@ static void case_wait(struct peer *p, int mech) {
     say("ok %s filled=%zu wake_ms=%.1f waits=%d", g_case, filled, woken - 300, returns);
 }
 
+
+/* Review H1: a connection's number reused by another file in the same set. */
+static void case_lt_reuse(struct peer *p) {
+    int ep = lt_set(p);
+    lt_mod(ep, p->fd, EPOLLIN | EPOLLOUT);
+    unsigned ev = lt_wait(ep, 0);
+    check(ev == EPOLLOUT, "MOD IN|OUT: %s", events_str(ev));
+    int keep = dup(p->fd);
+    check(keep >= 0, "dup");
+    int efd = eventfd(0, EFD_NONBLOCK);
+    check(efd >= 0, "eventfd");
+    check(dup2(efd, p->fd) == p->fd, "dup2 the eventfd onto the connection's number");
+    close(efd);
+    struct epoll_event e = {.events = EPOLLIN, .data.u64 = 0x2222};
+    /* The kernel's registration of the connection stays (the file lives
+     * under `keep`): ADD on the number is the eventfd's own. */
+    check(epoll_ctl(ep, EPOLL_CTL_ADD, p->fd, &e) == 0, "EPOLL_CTL_ADD the eventfd");
+    int quiet = 0;
+    for (int i = 0; i < 200; i++) {
+        struct epoll_event got[4];
+        int n = epoll_wait(ep, got, 4, 0);
+        check(n >= 0, "epoll_wait");
+        for (int k = 0; k < n; k++)
+            check(got[k].data.u64 != 0x2222, "the idle eventfd reported %s", events_str(got[k].events));
+        quiet += n == 0 || got[0].data.u64 != 0x2222;
+    }
+    uint64_t one = 1;
+    check(write(p->fd, &one, sizeof one) == sizeof one, "signal the eventfd");
+    struct epoll_event got[4];
+    int n = epoll_wait(ep, got, 4, 1000), seen = 0;
+    for (int k = 0; k < n; k++)
+        if (got[k].data.u64 == 0x2222) {
+            check(got[k].events == EPOLLIN, "the eventfd: %s", events_str(got[k].events));
+            seen = 1;
+        }
+    check(seen, "the signalled eventfd was not reported");
+    check(dup2(keep, p->fd) == p->fd, "the connection back on its number");
+    close(keep);
+    close(ep);
+    verify_up(p);
+    /* Again with the connection closed for good (no dup left). */
+    ep = lt_set(p);
+    lt_mod(ep, p->fd, EPOLLIN | EPOLLOUT);
+    ev = lt_wait(ep, 0);
+    check(ev == EPOLLOUT, "MOD IN|OUT: %s", events_str(ev));
+    efd = eventfd(0, EFD_NONBLOCK);
+    check(efd >= 0, "eventfd");
+    check(dup2(efd, p->fd) == p->fd, "dup2 an eventfd over the connection's number");
+    close(efd);
+    struct epoll_event e2 = {.events = EPOLLIN, .data.u64 = 0x3333};
+    check(epoll_ctl(ep, EPOLL_CTL_ADD, p->fd, &e2) == 0, "EPOLL_CTL_ADD the eventfd");
+    for (int i = 0; i < 200; i++) {
+        struct epoll_event got2[4];
+        int m = epoll_wait(ep, got2, 4, 0);
+        check(m == 0, "a set holding only an idle eventfd reported %s (data %#llx)",
+              events_str(got2[0].events), (unsigned long long)got2[0].data.u64);
+    }
+    check(write(p->fd, &one, sizeof one) == sizeof one, "signal the eventfd");
+    n = epoll_wait(ep, got, 4, 1000);
+    check(n == 1 && got[0].data.u64 == 0x3333 && got[0].events == EPOLLIN, "the signalled eventfd: %d events, %s",
+          n, n > 0 ? events_str(got[0].events) : "-");
+    close(ep);
+    close(p->fd);
+    p->fd = -1;
+    say("ok %s quiet=%d", g_case, quiet);
+}
+
+/* Review H2: one slot, EPOLLOUT answered from the ring and another fd ready. */
+static void case_lt_one_slot(struct peer *p) {
+    int ep = lt_set(p);
+    int efd = eventfd(1, EFD_NONBLOCK);
+    check(efd >= 0, "eventfd");
+    struct epoll_event e = {.events = EPOLLIN, .data.fd = efd};
+    check(epoll_ctl(ep, EPOLL_CTL_ADD, efd, &e) == 0, "EPOLL_CTL_ADD the eventfd");
+    lt_mod(ep, p->fd, EPOLLIN | EPOLLOUT);
+    int conn = 0, other = 0;
+    for (int i = 0; i < 20; i++) {
+        struct epoll_event got;
+        check(epoll_wait(ep, &got, 1, 1000) == 1, "maxevents 1: no event");
+        if (got.data.fd == p->fd) conn++;
+        else other++;
+    }
+    say("result one_slot conn %d eventfd %d", conn, other);
+    check(conn >= 5 && other >= 5, "maxevents 1, 20 waits: connection %d, eventfd %d", conn, other);
+    check(epoll_ctl(ep, EPOLL_CTL_DEL, efd, NULL) == 0, "EPOLL_CTL_DEL the eventfd");
+    close(efd);
+    /* Data queued while EPOLLOUT is wanted: one event with both. */
+    struct reply w = peer_do(p, 'W', 100);
+    unsigned ev = 0;
+    for (int i = 0; i < 100 && ev != (EPOLLIN | EPOLLOUT); i++) {
+        struct epoll_event got;
+        int n = epoll_wait(ep, &got, 1, 100);
+        ev = n == 1 ? got.events : 0;
+    }
+    check(ev == (EPOLLIN | EPOLLOUT), "maxevents 1 with data queued: %s", events_str(ev));
+    char buf[100];
+    size_t got = 0;
+    while (got < sizeof buf) {
+        ssize_t r = recv(p->fd, buf + got, sizeof buf - got, 0);
+        check(r > 0 || (r < 0 && errno == EAGAIN), "recv");
+        if (r > 0) got += (size_t)r;
+    }
+    uint64_t bad;
+    check(stream_check(&p->down, buf, sizeof buf, &bad) == 0, "wrong byte at %llu", (unsigned long long)bad);
+    expect_down_hash(p, w);
+    close(ep);
+    verify_up(p);
+    say("ok %s conn=%d eventfd=%d", g_case, conn, other);
+}
+
 static void case_spin(struct peer *p) {
     size_t filled = fill(p->fd, &p->up);
     double t0 = now_ms();
@@ -195,6 +314,8 @@ int main(int argc, char **argv) {
     else if (!strcmp(g_case, "epoll_lt_nested")) case_lt_other(&p, 0);
     else if (!strcmp(g_case, "epoll_lt_poll")) case_lt_other(&p, 1);
     else if (!strcmp(g_case, "epoll_lt_fork")) case_lt_other(&p, 2);
+    else if (!strcmp(g_case, "epoll_lt_reuse")) case_lt_reuse(&p);
+    else if (!strcmp(g_case, "epoll_lt_one_slot")) case_lt_one_slot(&p);
     else if (!strcmp(g_case, "spin")) case_spin(&p);
     else fail("unknown case");
     peer_end(&p);
