@@ -67,11 +67,6 @@ pub(crate) fn main(a: NicArgs) -> i32 {
         Err(e) => return crate::fail(format_args!("nic: {e}")),
     };
     let stop = shmnet_nic::stop_on_signals();
-    eprintln!(
-        "shmnet: nic: {} up in {} namespaces; Ctrl-C removes it",
-        cfg.name,
-        cfg.partitions.len()
-    );
     match shmnet_nic::run(&cfg, stop) {
         Ok(()) => 0,
         Err(e) => crate::fail(format_args!("nic: {e}")),
@@ -161,8 +156,13 @@ fn show(path: &std::path::Path, json: bool) -> i32 {
         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
         return 0;
     }
+    let state = if status::writer_alive(&s) {
+        String::new()
+    } else {
+        " (not running: figures as it last wrote them)".into()
+    };
     println!(
-        "{}: pid {}, MTU {}, region {}",
+        "{}: pid {}, MTU {}, region {}{state}",
         s.name,
         s.pid,
         s.mtu,

@@ -129,6 +129,20 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
             .map(|p| p.addrs.iter().map(|a| a.0).collect())
             .collect(),
     ));
+    if let Some(path) = &cfg.status_file {
+        if let Ok(s) = status::read(path) {
+            if s.pid != std::process::id() && status::writer_alive(&s) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} is published by a running NIC (pid {}): give another --name or --status-file",
+                        path.display(),
+                        s.pid
+                    ),
+                ));
+            }
+        }
+    }
     let fd = Region::create(geo)?;
     let supervisor = Region::attach(&fd)?;
 
@@ -181,6 +195,12 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
         }
     };
     publish(&running);
+    eprintln!(
+        "shmnet: nic: {} up in {} namespaces ({} MiB of region); SIGINT or SIGTERM removes it",
+        cfg.name,
+        running.len(),
+        geo.total_bytes() >> 20
+    );
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(SLICE);

@@ -66,3 +66,10 @@ pub fn read(path: &Path) -> io::Result<Status> {
     let b = std::fs::read(path)?;
     serde_json::from_slice(&b).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
+
+/// Whether the daemon that wrote `s` still runs (its pid is alive and is a
+/// `shmnet`: a stale file's pid may have been reused).
+pub fn writer_alive(s: &Status) -> bool {
+    std::fs::read_to_string(format!("/proc/{}/comm", s.pid))
+        .is_ok_and(|c| c.trim_end() == "shmnet" || c.starts_with("nic-"))
+}
