@@ -211,6 +211,14 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
                     r.netns.spec()
                 );
                 leave(&supervisor, p, r);
+            } else if !r.gone && r.threads.iter().any(|t| t.is_finished()) {
+                // Threads end only when told to: this one panicked. The
+                // partition leaves whole rather than half-working.
+                eprintln!(
+                    "shmnet: nic: a forwarding thread of {} ended; partition {p} dropped from the segment",
+                    r.netns.spec()
+                );
+                leave(&supervisor, p, r);
             }
         }
         if last.elapsed() >= Duration::from_secs(1) {
