@@ -184,3 +184,46 @@ fn every_packet_arrives_in_order_across_threads() {
     }
     sender.join().unwrap();
 }
+
+/// Ping-pong through two queues, one packet at a time: every packet finds
+/// its receiver about to sleep or asleep, the window where a lost wake-up
+/// would hide. Sleeps are 60 s long, so one lost wake-up shows as a stall.
+#[test]
+fn ping_pong_wakes_every_sleeper() {
+    const ROUNDS: u32 = 5_000;
+    let (r0, r1, _) = region(2);
+    let long = Duration::from_secs(60);
+    let echo = std::thread::spawn(move || {
+        let (mut rx, mut tx) = (RxPort::new(r1.clone(), 1, 0), TxPort::new(r1, 1, 0));
+        let mut n = 0;
+        while n < ROUNDS {
+            let mut got = Vec::new();
+            rx.poll(64, |_, p| got.push(p.len()));
+            if got.is_empty() {
+                rx.sleep(long);
+            }
+            for len in got {
+                let b = tx.buffer().unwrap();
+                tx.push(0, b, len).unwrap();
+                tx.publish();
+                n += 1;
+            }
+        }
+    });
+    let (mut rx, mut tx) = (RxPort::new(r0.clone(), 0, 0), TxPort::new(r0, 0, 0));
+    for i in 0..ROUNDS {
+        let b = tx.buffer().unwrap();
+        tx.push(1, b, 20 + (i as usize % 100)).unwrap();
+        tx.publish();
+        let mut back = 0;
+        while back == 0 {
+            back = rx
+                .poll(64, |_, p| assert_eq!(p.len(), 20 + (i as usize % 100)))
+                .packets;
+            if back == 0 {
+                rx.sleep(long);
+            }
+        }
+    }
+    echo.join().unwrap();
+}
