@@ -46,6 +46,11 @@ pub(crate) struct NicArgs {
     /// directory `shmnet ss` reads)
     #[arg(long, value_name = "PATH")]
     pub(crate) status_file: Option<PathBuf>,
+    /// Run in the background: return once the devices are up (exit 0, the
+    /// daemon's pid on stdout) or failed (exit 1); the daemon's messages go
+    /// to the status file's path with `.log` appended
+    #[arg(long)]
+    pub(crate) daemon: bool,
     /// Show the partitions and counters of the running NIC NAME, and exit
     #[arg(long)]
     pub(crate) status: bool,
@@ -66,10 +71,95 @@ pub(crate) fn main(a: NicArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return crate::fail(format_args!("nic: {e}")),
     };
+    if a.daemon {
+        return daemon(&cfg);
+    }
     let stop = shmnet_nic::stop_on_signals();
     match shmnet_nic::run(&cfg, stop) {
         Ok(()) => 0,
         Err(e) => crate::fail(format_args!("nic: {e}")),
+    }
+}
+
+/// Forks; the child leaves the session, sends its messages to a log file
+/// and runs the NIC, saying "ok" (or the error) on a pipe the parent
+/// reads. Called while this process has one thread (before any is made).
+fn daemon(cfg: &Config) -> i32 {
+    use std::io::{Read, Write};
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let log_path = match &cfg.status_file {
+        Some(p) => p.with_extension("json.log"),
+        None => return crate::fail(format_args!("nic: --daemon needs a status file")),
+    };
+    if let Some(dir) = log_path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let log = match std::fs::File::create(&log_path) {
+        Ok(f) => f,
+        Err(e) => return crate::fail(format_args!("nic: {}: {e}", log_path.display())),
+    };
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills two fds, owned just below.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return crate::fail(format_args!(
+            "nic: pipe: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: fresh descriptors from pipe2, each owned once.
+    let (mut rd, wr) = unsafe {
+        (
+            std::fs::File::from_raw_fd(fds[0]),
+            std::fs::File::from_raw_fd(fds[1]),
+        )
+    };
+    // SAFETY: one thread in this process (nothing has spawned any yet), so
+    // the child may go on running Rust code.
+    match unsafe { libc::fork() } {
+        -1 => crate::fail(format_args!(
+            "nic: fork: {}",
+            std::io::Error::last_os_error()
+        )),
+        0 => {
+            drop(rd);
+            // SAFETY: setsid and dup2 onto the standard fds of this (child)
+            // process; /dev/null is opened and its fd consumed by dup2.
+            unsafe {
+                libc::setsid();
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+                if null >= 0 {
+                    libc::dup2(null, 0);
+                    libc::dup2(null, 1);
+                    libc::close(null);
+                }
+                libc::dup2(log.into_raw_fd(), 2);
+            }
+            let stop = shmnet_nic::stop_on_signals();
+            let mut wr = Some(wr);
+            let r = shmnet_nic::run_with(cfg, stop, || {
+                if let Some(mut w) = wr.take() {
+                    let _ = w.write_all(b"ok");
+                }
+            });
+            if let (Err(e), Some(mut w)) = (&r, wr.take()) {
+                let _ = write!(w, "{e}");
+            }
+            std::process::exit(if r.is_ok() { 0 } else { 1 })
+        }
+        pid => {
+            drop(wr);
+            let mut said = String::new();
+            let _ = rd.read_to_string(&mut said);
+            if said == "ok" {
+                println!("{pid}");
+                0
+            } else {
+                let mut st = 0;
+                // SAFETY: reaping our own child, which failed and exits.
+                unsafe { libc::waitpid(pid, &mut st, 0) };
+                crate::fail(format_args!("nic: {said}"))
+            }
+        }
     }
 }
 

@@ -564,3 +564,63 @@ fn namespace_named_by_proc_path_dropped_when_its_process_ends() {
     );
     tcp_transfer(&a, &b, "10.211.5.2", 4 * MIB, 6);
 }
+
+/// Kills a daemon by pid on drop (a failing test leaves nothing running).
+struct DaemonPid(libc::pid_t);
+
+impl Drop for DaemonPid {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of the daemon this test started, by pid.
+        unsafe { libc::kill(self.0, libc::SIGKILL) };
+    }
+}
+
+#[test]
+fn daemon_mode_returns_once_up_and_stops_on_sigterm() {
+    if !usable() {
+        return;
+    }
+    let d = dir("daemon");
+    let (a, b) = (Netns::new("da"), Netns::new("db"));
+    let status = d.join("status.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_shmnet"))
+        .args(["nic", "--daemon", "--netns", &a.name, "--netns", &b.name])
+        .arg("--status-file")
+        .arg(&status)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid: libc::pid_t = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let guard = DaemonPid(pid);
+    // Up when --daemon returned: default addresses 10.211.0.1 and .2.
+    assert!(a.has_device() && b.has_device() && status.exists());
+    assert!(a.ping("10.211.0.2"));
+    // A second NIC on the same status file is refused.
+    let again = Command::new(env!("CARGO_BIN_EXE_shmnet"))
+        .args([
+            "nic", "--netns", &a.name, "--netns", &b.name, "--name", "shm1",
+        ])
+        .arg("--status-file")
+        .arg(&status)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("running NIC"));
+    // SAFETY: kill(2) of the daemon this test started, by pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let t0 = Instant::now();
+    while a.has_device() || b.has_device() || status.exists() {
+        assert!(
+            t0.elapsed() < TIMEOUT,
+            "SIGTERM left devices or the status file"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(d.join("status.json.log")).unwrap();
+    assert!(log.contains("up in 2 namespaces"), "{log}");
+    drop(guard);
+}

@@ -94,6 +94,11 @@ struct Running {
 /// Builds the NIC and forwards until `stop` is set; removes the devices
 /// (closes them) and the status file before returning.
 pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
+    run_with(cfg, stop, || {})
+}
+
+/// As [`run`]; `ready` is called once every device is up and forwarding.
+pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Result<()> {
     let bad = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
     if !(576..=65535).contains(&cfg.mtu) {
         return Err(bad(format!("MTU {} out of range 576..=65535", cfg.mtu)));
@@ -201,6 +206,7 @@ pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
         running.len(),
         geo.total_bytes() >> 20
     );
+    ready();
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(SLICE);

@@ -21,4 +21,4 @@ pub mod status;
 pub mod tun;
 pub mod vnet;
 
-pub use engine::{run, stop_on_signals, Config, Partition};
+pub use engine::{run, run_with, stop_on_signals, Config, Partition};
