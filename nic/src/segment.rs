@@ -31,6 +31,16 @@ impl Segment {
             .is_some_and(|a| a.contains(&addr.to_canonical()))
     }
 
+    /// Number of partitions.
+    pub fn len(&self) -> usize {
+        self.ports.len()
+    }
+
+    /// Whether the table has no partition.
+    pub fn is_empty(&self) -> bool {
+        self.ports.is_empty()
+    }
+
     /// Partition `p`'s addresses.
     pub fn addresses(&self, p: usize) -> &[IpAddr] {
         self.ports.get(p).map_or(&[], |v| v.as_slice())
