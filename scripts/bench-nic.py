@@ -119,6 +119,9 @@ def main():
         return rtt_server(a.rtt_server, 7777)
     if a.rtt_client:
         return rtt_client(a.rtt_client, 7777, a.rtt)
+    if os.geteuid() != 0:
+        print("bench-nic: needs root (ip netns, TUN devices); skipped", file=sys.stderr)
+        return
     os.makedirs(a.out, exist_ok=True)
     links = {"shm NIC": "10.211.8.2", "veth": "10.211.9.2"}
     res = {k: {"tcp": [], "udp64": [], "rtt": []} for k in links}
