@@ -141,7 +141,7 @@ impl Drop for Netns {
     fn drop(&mut self) {
         if self.holder.is_some() {
             self.end_holder();
-        } else {
+        } else if self.path.starts_with("/run/netns/") {
             let _ = run(&["ip", "netns", "del", &self.name]);
         }
     }
@@ -622,5 +622,58 @@ fn daemon_mode_returns_once_up_and_stops_on_sigterm() {
     }
     let log = std::fs::read_to_string(d.join("status.json.log")).unwrap();
     assert!(log.contains("up in 2 namespaces"), "{log}");
+    drop(guard);
+}
+
+#[test]
+fn current_namespace_as_a_partition() {
+    if !usable() {
+        return;
+    }
+    // `current` is shmnet's own namespace: a fresh one here (unshare -n), so
+    // no address ever lands in the host's.
+    let d = dir("current");
+    let b = Netns::new("cb");
+    let status = d.join("status.json");
+    let mut child = Command::new("unshare")
+        .args([
+            "-n",
+            env!("CARGO_BIN_EXE_shmnet"),
+            "nic",
+            "--netns",
+            "current",
+        ])
+        .args(["--netns", &b.name, "--addr", "current=10.211.6.1/24"])
+        .args(["--addr", &format!("{}=10.211.6.2/24", b.name)])
+        .arg("--status-file")
+        .arg(&status)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = DaemonPid(child.id() as libc::pid_t);
+    let t0 = Instant::now();
+    while !status.exists() {
+        assert!(
+            t0.elapsed() < TIMEOUT && child.try_wait().unwrap().is_none(),
+            "no NIC"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let own = Netns {
+        name: "current".into(),
+        path: format!("/proc/{}/ns/net", child.id()),
+        holder: None,
+    };
+    assert!(own
+        .exec(&["ip", "link", "set", "lo", "up"])
+        .status()
+        .unwrap()
+        .success());
+    assert!(own.ping("10.211.6.2") && b.ping("10.211.6.1"));
+    tcp_transfer(&b, &own, "10.211.6.1", 4 * MIB, 7);
+    // SAFETY: kill(2) of our own child, by pid.
+    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    assert!(!b.has_device());
     drop(guard);
 }
