@@ -118,8 +118,8 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
         0 => {
             let mut n = 256;
             while n > 16
-                && Geometry::new(parts, cfg.queues, n, buf)
-                    .is_ok_and(|g| g.total_bytes() > AUTO_REGION_BYTES)
+                && !Geometry::new(parts, cfg.queues, n, buf)
+                    .is_ok_and(|g| g.total_bytes() <= AUTO_REGION_BYTES)
             {
                 n /= 2;
             }
