@@ -346,6 +346,7 @@ fn send_loop(
         if busy.elapsed() >= spin && !tun.wait_readable(SLICE.as_millis() as i32) {
             continue;
         }
+        tx.reclaim_all();
         for _ in 0..BATCH {
             let Some(b) = tx.buffer() else { break };
             // SAFETY: b is a buffer of our own pool out of every queue:

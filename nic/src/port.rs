@@ -97,9 +97,7 @@ impl TxPort {
     /// caller holds at most `BATCH` at once).
     pub fn buffer(&mut self) -> Option<TxBuf> {
         if self.free.is_empty() {
-            for d in 0..self.head.len() {
-                self.reclaim(d);
-            }
+            self.reclaim_all();
         }
         let index = self.free.pop()?;
         let cap = self.geo.buf_bytes;
@@ -109,6 +107,15 @@ impl TxPort {
             ptr,
             cap: cap as usize,
         })
+    }
+
+    /// Takes back what every receiver consumed. Called before each batch:
+    /// the buffers freed last are then taken first, so the pool's pages
+    /// that get touched are about as many as are in flight at once.
+    pub fn reclaim_all(&mut self) {
+        for d in 0..self.head.len() {
+            self.reclaim(d);
+        }
     }
 
     /// Returns a buffer that was not queued.
