@@ -86,27 +86,45 @@ demo: deps
 	$(CARGO) bench -p shmnet-ring --bench ringbench -- --demo --rtt
 
 ## Install what `make` built: $(PREFIX)/lib/libshmnet.so, $(PREFIX)/bin/shmnet,
-## $(PREFIX)/share/man/man1/shmnet.1 (generated from the CLI definition);
-## DESTDIR for packagers. `make uninstall` (same PREFIX/DESTDIR) removes exactly
-## those three files. INSTALL_LIB/INSTALL_BIN pick other builds (the tests
-## install the ci profile's).
+## $(PREFIX)/share/man/man1/shmnet.1 (one page, every subcommand's options,
+## generated from the CLI definition); DESTDIR for packagers. The directories
+## it had to make are listed in $(PREFIX)/share/shmnet/installed-dirs, so that
+## `make uninstall` (same PREFIX/DESTDIR) removes exactly those files and, when
+## empty, exactly those directories. INSTALL_LIB/INSTALL_BIN pick other builds
+## (the tests install the ci profile's).
 PREFIX ?= /usr/local
 INSTALL_LIB ?= $(or $(CARGO_TARGET_DIR),target)/release/libshmnet.so
 INSTALL_BIN ?= $(or $(CARGO_TARGET_DIR),target)/release/shmnet
 LIBDIR = $(DESTDIR)$(PREFIX)/lib
 BINDIR = $(DESTDIR)$(PREFIX)/bin
 MANDIR = $(DESTDIR)$(PREFIX)/share/man/man1
+DATADIR = $(DESTDIR)$(PREFIX)/share/shmnet
+MADE_DIRS = $(DATADIR)/installed-dirs
+# Paths are quoted: a PREFIX or DESTDIR with a space names one directory,
+# never two (`rm -f` of the second would remove whatever it names). The
+# list holds paths without DESTDIR, one a line, kept across reinstalls.
 install:
 	@test -f '$(INSTALL_LIB)' -a -x '$(INSTALL_BIN)' || { echo "make install: $(INSTALL_LIB) or $(INSTALL_BIN) missing: run 'make' first" >&2; exit 1; }
-	install -d '$(LIBDIR)' '$(BINDIR)' '$(MANDIR)'
+	@made=$$(mktemp) && for d in '$(LIBDIR)' '$(BINDIR)' '$(MANDIR)' '$(DATADIR)'; do \
+		while [ ! -d "$$d" ]; do printf '%s\n' "$${d#'$(DESTDIR)'}"; d=$$(dirname "$$d"); done; \
+	done > "$$made" && \
+	install -d '$(LIBDIR)' '$(BINDIR)' '$(MANDIR)' '$(DATADIR)' && \
+	{ cat '$(MADE_DIRS)' 2>/dev/null; cat "$$made"; } | sort -u > '$(MADE_DIRS).tmp' && \
+	mv '$(MADE_DIRS).tmp' '$(MADE_DIRS)'; s=$$?; rm -f "$$made"; exit $$s
 	install -m 0755 '$(INSTALL_LIB)' '$(LIBDIR)/libshmnet.so'
 	install -m 0755 '$(INSTALL_BIN)' '$(BINDIR)/shmnet'
 	'$(INSTALL_BIN)' man > '$(MANDIR)/shmnet.1.tmp' && chmod 0644 '$(MANDIR)/shmnet.1.tmp' && mv '$(MANDIR)/shmnet.1.tmp' '$(MANDIR)/shmnet.1'
 
-# Paths are quoted: a PREFIX or DESTDIR with a space names one directory,
-# never two (`rm -f` of the second would remove whatever it names).
+# The directories deepest first (reverse order puts a/b/c before a/b);
+# rmdir leaves one that holds anything else.
 uninstall:
 	rm -f '$(LIBDIR)/libshmnet.so' '$(BINDIR)/shmnet' '$(MANDIR)/shmnet.1'
+	@if [ -f '$(MADE_DIRS)' ]; then \
+		dirs=$$(cat '$(MADE_DIRS)'); rm -f '$(MADE_DIRS)'; \
+		printf '%s\n' "$$dirs" | sort -r | while IFS= read -r d; do \
+			[ -n "$$d" ] && rmdir -- '$(DESTDIR)'"$$d" 2>/dev/null; \
+		done; \
+	fi; true
 
 clean:
 	$(CARGO) clean

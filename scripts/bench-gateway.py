@@ -180,6 +180,8 @@ def main():
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--secs", type=float, default=1.0)
     p.add_argument("--wrk-secs", type=int, default=3)
+    p.add_argument("--threads", type=int, default=None, help="the gateways' --threads")
+    p.add_argument("--only", default=None, help="rows to run, comma-separated (connrate,rtt,stream,wrk)")
     args = p.parse_args()
     if os.geteuid() != 0:
         print("bench-gateway: skipped (needs root for ip netns)")
@@ -206,18 +208,21 @@ def main():
         env_gw_a = {"LD_PRELOAD": lib, "SHMNET_GATEWAY": GATEWAY, "SHMNET_DIR": shm_a}
         ident = lambda n: ["--cert", f"{d}/{n}.pem", "--key", f"{d}/{n}.key", "--ca",
                            f"{d}/ca.pem"]
-        gw_b = Gateway(net.b, env_b, [args.gateway, "--peer-listen", PEER, "--serve", B_RANGE,
+        threads = ["--threads", str(args.threads)] if args.threads else []
+        gw_b = Gateway(net.b, env_b, [args.gateway, *threads, "--peer-listen", PEER, "--serve", B_RANGE,
                                       *ident("b")], f"{d}/gw-b.log")
         procs.append(gw_b)
         gw_b.wait_for("peers: listening")
-        gw_a = Gateway(net.a, env_gw_a, [args.gateway, "--listen", GATEWAY, "--remote",
+        gw_a = Gateway(net.a, env_gw_a, [args.gateway, *threads, "--listen", GATEWAY, "--remote",
                                          f"{B_RANGE}={PEER}", *ident("a")], f"{d}/gw-a.log")
         procs.append(gw_a)
         gw_a.wait_for("links established: 1")
         envs = {"gateway": {"a": env_a, "b": env_b}, "direct": {"a": {}, "b": {}}}
 
-        rows = [("connrate", 1, "per_s", "connections/s"), ("rtt", 64, "rtt_us", "64 B RTT µs"),
-                ("stream", 65536, "gbps", "64 KiB stream GB/s")]
+        only = set(args.only.split(",")) if args.only else {"connrate", "rtt", "stream", "wrk"}
+        rows = [r for r in [("connrate", 1, "per_s", "connections/s"),
+                            ("rtt", 64, "rtt_us", "64 B RTT µs"),
+                            ("stream", 65536, "gbps", "64 KiB stream GB/s")] if r[0] in only]
         vals = {}
         port = 20000
         for run_no in range(args.runs):
@@ -227,12 +232,12 @@ def main():
                     r = sockbench(args, net, envs, path, mode, size, port)
                     vals.setdefault((mode, path), []).append(r[field])
         ng = [nginx(net, env_b, d, "ng-gw", f"{B_SERVICE}:8080"),
-              nginx(net, {}, d, "ng-direct", f"{B_LINK}:8081")]
+              nginx(net, {}, d, "ng-direct", f"{B_LINK}:8081")] if "wrk" in only else []
+        wrk_errors = {}
         try:
             urls = {"gateway": f"http://{B_SERVICE}:8080/1k.bin",
                     "direct": f"http://{B_LINK}:8081/1k.bin"}
-            wrk_errors = {}
-            for run_no in range(args.runs):
+            for run_no in range(args.runs if "wrk" in only else 0):
                 for close in (True, False):
                     for path in ("gateway", "direct"):
                         r = wrk(args, net, envs[path]["a"], urls[path], close)
@@ -244,9 +249,11 @@ def main():
             for n in ng:
                 n.kill()
                 n.wait()
-        rows += [("wrk-close", 0, "req_per_s", "wrk Connection: close req/s"),
-                 ("wrk-keepalive", 0, "req_per_s", "wrk keep-alive req/s")]
-        result = {"runs": args.runs, "secs": args.secs, "rows": [], "wrk_errors": wrk_errors,
+        if "wrk" in only:
+            rows += [("wrk-close", 0, "req_per_s", "wrk Connection: close req/s"),
+                     ("wrk-keepalive", 0, "req_per_s", "wrk keep-alive req/s")]
+        result = {"runs": args.runs, "secs": args.secs, "threads": args.threads, "rows": [],
+                  "wrk_errors": wrk_errors,
                   "load": os.getloadavg()}
         print(f"\nGateways (two namespaces, one veth; {args.runs} runs, medians; load "
               f"{os.getloadavg()[0]:.1f})")

@@ -25,6 +25,14 @@ fn ok(check: &'static str, detail: String) -> Verdict {
     }
 }
 
+fn warn(check: &'static str, detail: String) -> Verdict {
+    Verdict {
+        check,
+        verdict: "warn",
+        detail,
+    }
+}
+
 fn bad(check: &'static str, detail: String) -> Verdict {
     Verdict {
         check,
@@ -136,9 +144,8 @@ fn check_library(
         .lines()
         .filter(|l| l.starts_with("libshmnet:") && !l.contains("SHMNET_DIR"))
         .collect();
-    out.push(if complaints.is_empty() {
-        ok("configuration", settings())
-    } else {
+    let off = !complaints.is_empty();
+    out.push(if off {
         bad(
             "configuration",
             format!(
@@ -146,14 +153,80 @@ fn check_library(
                 complaints.join("; ")
             ),
         )
+    } else {
+        ok("configuration", settings())
     });
-    pair.map(|p| pair_verdict(p, &report))
+    out.extend(
+        unknown_settings()
+            .into_iter()
+            .map(|w| warn("configuration", w)),
+    );
+    pair.map(|p| pair_verdict(p, &report, off))
+}
+
+/// The variables the library (and `shmnet`) read (docs/configuration.md).
+const SETTINGS: [&str; 13] = [
+    "SHMNET_ALLOW",
+    "SHMNET_DEFER",
+    "SHMNET_DIR",
+    "SHMNET_FALLBACK",
+    "SHMNET_GATEWAY",
+    "SHMNET_LIB",
+    "SHMNET_LOG",
+    "SHMNET_LOG_FILE",
+    "SHMNET_PARTITIONS",
+    "SHMNET_REMOTE",
+    "SHMNET_RING_BYTES",
+    "SHMNET_SPIN_US",
+    "SHMNET_UDP",
+];
+
+/// A WARN line per SHMNET_* variable that is no setting (a typo is
+/// otherwise silently the default), naming the setting it is closest to.
+fn unknown_settings() -> Vec<String> {
+    let mut out: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("SHMNET_") && !SETTINGS.contains(&k.as_str()))
+        .map(|k| {
+            // Close: a few edits of a name, not most of it ("SHMNET_X").
+            let name = &k["SHMNET_".len()..];
+            let close = SETTINGS
+                .iter()
+                .map(|s| (edits(name, &s["SHMNET_".len()..]), *s))
+                .min()
+                .filter(|(d, _)| *d <= 2 && 2 * d < name.len());
+            match close {
+                Some((_, s)) => format!("{k} is not a setting (ignored): did you mean {s}?"),
+                None => {
+                    format!("{k} is not a setting (ignored; the settings: docs/configuration.md)")
+                }
+            }
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Levenshtein distance (short ASCII names).
+fn edits(a: &str, b: &str) -> usize {
+    let b: Vec<u8> = b.bytes().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// The SHMNET_* settings in force, for the configuration line.
 fn settings() -> String {
     let vars: Vec<String> = std::env::vars()
-        .filter(|(k, v)| k.starts_with("SHMNET_") && !v.is_empty() && k != "SHMNET_LIB")
+        .filter(|(k, v)| SETTINGS.contains(&k.as_str()) && !v.is_empty() && k != "SHMNET_LIB")
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     if vars.is_empty() {
@@ -163,15 +236,33 @@ fn settings() -> String {
     }
 }
 
-fn pair_verdict(pair: &str, report: &serde_json::Value) -> Verdict {
+/// How the probe's connect went, from what its library counted (the
+/// connect's outcome is counted in both modes: `shm`, or why kernel TCP);
+/// `off`: the library refused the configuration and passes everything
+/// through.
+fn pair_verdict(pair: &str, report: &serde_json::Value, off: bool) -> Verdict {
     let took = report["connect_us"]
         .as_u64()
         .map(|us| crate::units::duration(std::time::Duration::from_micros(us)))
         .unwrap_or_default();
+    let never =
+        std::env::var("SHMNET_FALLBACK").is_ok_and(|v| v.trim().eq_ignore_ascii_case("never"));
     if let Some(e) = report["connect"].as_str().filter(|s| *s != "ok") {
+        let hint = if off {
+            "is a listener running there? (the library is off: see the configuration line)"
+        } else if never {
+            "nothing preloaded listens there (SHMNET_FALLBACK=never: a partition address \
+             exists only in shared memory, a listener without the library cannot be reached; \
+             start the server with `shmnet run`)"
+        } else {
+            "is a listener running there?"
+        };
+        return bad("pair", format!("{pair}: connect failed ({e}): {hint}"));
+    }
+    if off {
         return bad(
             "pair",
-            format!("{pair}: connect failed ({e}): is a listener running there?"),
+            format!("{pair}: connected over kernel TCP in {took}: the library is off (see the configuration line)"),
         );
     }
     let Some(c) = report["counters"].as_array() else {
@@ -189,9 +280,10 @@ fn pair_verdict(pair: &str, report: &serde_json::Value) -> Verdict {
         (5, "SHMNET_DIR was needed and is refused (see the directory line)"),
     ];
     if n(0) > 0 {
+        let mode = if never { " (emulated network)" } else { "" };
         return ok(
             "pair",
-            format!("{pair}: connected over shared memory in {took}"),
+            format!("{pair}: connected over shared memory{mode} in {took}"),
         );
     }
     for (i, why) in reasons {
@@ -202,18 +294,12 @@ fn pair_verdict(pair: &str, report: &serde_json::Value) -> Verdict {
             );
         }
     }
-    // The emulated mode (SHMNET_FALLBACK=never) counts nothing: a connect
-    // that succeeded there is shared memory.
-    if std::env::var("SHMNET_FALLBACK").is_ok_and(|v| v == "never") {
-        return ok(
-            "pair",
-            format!("{pair}: connected over shared memory (emulated network) in {took}"),
-        );
-    }
+    // Nothing counted: the library let the connect through untouched.
     bad(
         "pair",
         format!(
-            "{pair}: connected over kernel TCP in {took}: the address is not in SHMNET_PARTITIONS"
+            "{pair}: connected over kernel TCP in {took}: the address is not in SHMNET_PARTITIONS ({})",
+            std::env::var("SHMNET_PARTITIONS").unwrap_or_else(|_| "default 127.0.0.0/8,::1/128".into())
         ),
     )
 }

@@ -34,6 +34,14 @@ pub(crate) fn resolve(given: Option<&Path>) -> PathBuf {
 /// program creates it mode 0700), Err with what to fix.
 pub(crate) fn verdict(path: &Path) -> Result<String, String> {
     let p = path.display();
+    if !path.is_absolute() {
+        let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        return Err(format!(
+            "{p} is not an absolute path: the library refuses it and passes all sockets \
+             through; give an absolute one (e.g. {}; `shmnet run --dir` makes it absolute)",
+            abs.display()
+        ));
+    }
     let meta = match std::fs::symlink_metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -41,13 +49,20 @@ pub(crate) fn verdict(path: &Path) -> Result<String, String> {
                 .parent()
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            return if parent.is_dir() {
-                Ok(format!("{p} does not exist yet: the first preloaded program that needs it creates it (mode 0700)"))
-            } else {
+            return if !parent.is_dir() {
                 Err(format!(
                     "{p} cannot be created: its parent {} is missing; create it or set SHMNET_DIR",
                     parent.display()
                 ))
+            } else if !may_write(parent) {
+                Err(format!(
+                    "{p} cannot be created: its parent {} is not writable by you (uid {}); \
+                     create {p} (mode 0700, yours) or set SHMNET_DIR",
+                    parent.display(),
+                    euid()
+                ))
+            } else {
+                Ok(format!("{p} does not exist yet: the first preloaded program that needs it creates it (mode 0700)"))
             };
         }
         Err(e) => {
@@ -77,13 +92,27 @@ pub(crate) fn verdict(path: &Path) -> Result<String, String> {
             "{p} is writable by others and not sticky (mode {mode:04o}): chmod 0700 (or +t) it"
         ));
     }
-    let c =
-        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-    // SAFETY: a NUL-terminated path; access has no other preconditions.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+    if !may_write(path) {
         return Err(format!(
             "{p} is not writable by you (uid {euid}): programs could make nothing there; chown it or set SHMNET_DIR"
         ));
     }
     Ok(format!("{p}: owner uid {}, mode {mode:04o}", meta.uid()))
+}
+
+/// Whether the effective uid may create entries in directory `path`
+/// (`eaccess`: the effective ids, as the library's creates use).
+fn may_write(path: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: a NUL-terminated path; faccessat has no other preconditions.
+    unsafe {
+        libc::faccessat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::W_OK | libc::X_OK,
+            libc::AT_EACCESS,
+        ) == 0
+    }
 }

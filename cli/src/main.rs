@@ -6,9 +6,11 @@ mod check;
 mod cli;
 mod dir;
 mod library;
+mod man;
 mod nic;
 mod probe;
 mod queues;
+mod rings;
 mod run;
 mod ss;
 mod stats;
@@ -38,8 +40,9 @@ fn main() {
         cli::Command::Probe(a) => probe::main(a),
         cli::Command::Nic(a) => nic::main(a),
         cli::Command::Man => {
+            use std::io::Write;
             let cmd = <cli::Cli as clap::CommandFactory>::command();
-            match clap_mangen::Man::new(cmd).render(&mut std::io::stdout()) {
+            match std::io::stdout().write_all(man::render(&cmd).as_bytes()) {
                 Ok(()) => 0,
                 Err(e) => fail(format_args!("cannot write the man page: {e}")),
             }

@@ -88,6 +88,24 @@ const UNIX_DIAG_RQLEN: u16 = 4;
 /// Connections waiting on the listening Unix socket `ino` (in our network
 /// namespace).
 pub(crate) fn unix_backlog(ino: u64) -> Option<u64> {
+    unix_diag(ino, UNIX_DIAG_RQLEN).map(u64::from)
+}
+
+const UNIX_DIAG_SHUTDOWN: u16 = 6;
+/// `sk_shutdown`: this socket receives no more (the peer shut down
+/// writing, or closed: a peer's release sets both bits on its peer).
+const RCV_SHUTDOWN: u32 = 1;
+
+/// Whether the connected Unix socket `ino` will receive no more: its peer
+/// closed or exited (how a connection's doorbell socket, the application's
+/// fd, learns that a peer killed without a word in the ring is gone).
+pub(crate) fn unix_peer_gone(ino: u64) -> Option<bool> {
+    unix_diag(ino, UNIX_DIAG_SHUTDOWN).map(|v| v & RCV_SHUTDOWN != 0)
+}
+
+/// Attribute `kind` (its first byte, or first u32 for a longer one) of the
+/// unix_diag answer for socket `ino`.
+fn unix_diag(ino: u64, kind: u16) -> Option<u32> {
     let ino = u32::try_from(ino).ok().filter(|&i| i != 0)?;
     // SAFETY: plain socket(2); the fd is closed below.
     let fd = unsafe {
@@ -100,13 +118,13 @@ pub(crate) fn unix_backlog(ino: u64) -> Option<u64> {
     if fd < 0 {
         return None;
     }
-    let answer = ask(fd, ino);
+    let answer = ask(fd, ino, kind);
     // SAFETY: our own fd, closed once.
     unsafe { libc::close(fd) };
     answer
 }
 
-fn ask(fd: i32, ino: u32) -> Option<u64> {
+fn ask(fd: i32, ino: u32, kind: u16) -> Option<u32> {
     #[repr(C)]
     struct Request {
         hdr: NlMsgHdr,
@@ -162,11 +180,12 @@ fn ask(fd: i32, ino: u32) -> Option<u64> {
     // SAFETY: receives into our buffer, at most its length.
     let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
     let n = usize::try_from(n).ok()?;
-    parse_answer(buf.get(..n)?, ino)
+    parse_answer(buf.get(..n)?, ino, kind)
 }
 
-/// The rqueue of a unix_diag answer for `ino` (every length checked).
-fn parse_answer(b: &[u8], ino: u32) -> Option<u64> {
+/// Attribute `want` of a unix_diag answer for `ino` (every length
+/// checked): a u32, or a u8 widened.
+fn parse_answer(b: &[u8], ino: u32, want: u16) -> Option<u32> {
     let u16_at = |o: usize| b.get(o..o + 2).map(|s| u16::from_ne_bytes([s[0], s[1]]));
     let u32_at = |o: usize| {
         b.get(o..o + 4)
@@ -187,8 +206,11 @@ fn parse_answer(b: &[u8], ino: u32) -> Option<u64> {
         if alen < 4 || at + alen > len {
             return None;
         }
-        if kind == UNIX_DIAG_RQLEN && alen >= 12 {
-            return u32_at(at + 4).map(u64::from);
+        if kind == want && alen >= 8 {
+            return u32_at(at + 4);
+        }
+        if kind == want && alen >= 5 {
+            return b.get(at + 4).map(|&v| u32::from(v));
         }
         at += (alen + 3) & !3;
     }

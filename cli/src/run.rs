@@ -10,6 +10,15 @@ pub(crate) fn main(a: RunArgs) -> i32 {
         Ok(lib) => lib,
         Err(e) => return crate::fail(format_args!("{e}")),
     };
+    // ld.so splits LD_PRELOAD at spaces and colons: such a path would be
+    // skipped without a word, and the program run without the library.
+    if lib.to_string_lossy().contains([' ', ':']) {
+        return crate::fail(format_args!(
+            "{}: LD_PRELOAD cannot name a path with a space or a colon; copy or link the \
+             library to a path without them and give that with --lib",
+            lib.display()
+        ));
+    }
     let Some((program, args)) = a.command.split_first() else {
         return crate::fail(format_args!(
             "no command given: shmnet run [OPTIONS] -- CMD [ARGS...]"
@@ -40,6 +49,9 @@ pub(crate) fn main(a: RunArgs) -> i32 {
         );
     }
     if let Some(d) = &a.dir {
+        // The library takes only an absolute SHMNET_DIR (a relative one
+        // would name another directory after a chdir).
+        let d = std::path::absolute(d).unwrap_or_else(|_| d.clone());
         cmd.env("SHMNET_DIR", d);
     }
     if let Some(l) = &a.log {

@@ -3,6 +3,7 @@
 //! counters (`summary`).
 
 use std::collections::HashMap;
+use std::io::Write;
 use std::net::SocketAddr;
 
 use serde::Serialize;
@@ -55,6 +56,9 @@ pub(crate) fn main(a: SsArgs) -> i32 {
         status::Scan::default()
     };
     let sockets = sockets(&scan.entries, a.pid);
+    if !a.json {
+        say_skipped(&scan.skipped);
+    }
     if a.summary {
         let mut pids: Vec<u32> = sockets.iter().map(|s| s.pid).collect();
         pids.sort_unstable();
@@ -65,29 +69,76 @@ pub(crate) fn main(a: SsArgs) -> i32 {
             states: crate::summary::STATES
                 .map(|st| sockets.iter().filter(|k| k.state == st).count()),
             not_listed: scan.overflow,
+            skipped: &scan.skipped,
             only: a.pid,
         };
         crate::summary::print(&summary, a.json);
         return 0;
     }
     if a.json {
-        let doc = serde_json::json!({
-            "dir": dir,
-            "sockets": sockets,
-            "not_listed": scan.overflow,
-            "files_removed": scan.removed,
-        });
-        println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        // Written as it is serialized: no second copy of every row.
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            dir: &'a std::path::Path,
+            files_removed: usize,
+            not_listed: u64,
+            skipped: &'a [status::Skipped],
+            sockets: &'a [Socket],
+        }
+        let doc = Doc {
+            dir: &dir,
+            files_removed: scan.removed,
+            not_listed: scan.overflow,
+            skipped: &scan.skipped,
+            sockets: &sockets,
+        };
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let _ = serde_json::to_writer_pretty(&mut out, &doc);
+        let _ = writeln!(out);
         return 0;
     }
     print!("{}", human(&sockets));
     if scan.overflow > 0 {
         println!(
-            "({} sockets were not listed since the status files were made: the files were full)",
+            "({} sockets found the status files full since the files were made and were not \
+             listed: a count since start, closed ones included)",
             scan.overflow
         );
     }
     0
+}
+
+/// The inode of process `pid`'s fd `fd` if it is a socket.
+fn socket_inode(pid: u32, fd: i32) -> Option<u64> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok()?;
+    m.file_type().is_socket().then(|| m.ino())
+}
+
+/// The files not taken, and why, on stderr (the table stays the sockets).
+fn say_skipped(skipped: &[status::Skipped]) {
+    const SHOWN: usize = 20;
+    for s in skipped.iter().take(SHOWN) {
+        eprintln!("shmnet: skipped {}: {}", s.file, s.why);
+    }
+    if skipped.len() > SHOWN {
+        eprintln!(
+            "shmnet: {} more skipped (--json lists them all)",
+            skipped.len() - SHOWN
+        );
+    }
+}
+
+/// An address as both sides may name it: an IPv4 peer of a dual-stack
+/// listener is `::ffff:a.b.c.d` there and `a.b.c.d` at the connector.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    match a {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => a,
+        },
+        SocketAddr::V4(_) => a,
+    }
 }
 
 /// One side of a connection (its segment, role and addresses) as the
@@ -107,8 +158,8 @@ fn side_key(e: &Entry, owner: u32) -> Option<SideKey> {
     Some((
         e.segment,
         e.flags & status::CONNECTOR != 0,
-        e.local,
-        e.peer?,
+        canonical(e.local),
+        canonical(e.peer?),
         owner,
     ))
 }
@@ -133,7 +184,7 @@ fn sides(entries: &[Entry]) -> HashMap<SideKey, Side> {
 /// The side of `e`'s socket (`mine`) or its peer's, as seen in files of
 /// `e`'s owner and root's (another user's file could claim anything).
 fn side_of(sides: &HashMap<SideKey, Side>, e: &Entry, peer_side: bool) -> Option<Side> {
-    let (local, peer) = (e.local, e.peer?);
+    let (local, peer) = (canonical(e.local), canonical(e.peer?));
     let connector = e.flags & status::CONNECTOR != 0;
     let owners: &[u32] = if e.owner == 0 { &[0] } else { &[e.owner, 0] };
     let mut found: Option<Side> = None;
@@ -158,9 +209,10 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
     let by_addrs: HashMap<(SocketAddr, SocketAddr), &Entry> = entries
         .iter()
         .filter(|e| e.kind == Kind::Connection && e.segment == 0)
-        .filter_map(|e| Some(((e.local, e.peer?), e)))
+        .filter_map(|e| Some(((canonical(e.local), canonical(e.peer?)), e)))
         .collect();
     let mut backlogs = crate::queues::TcpBacklogs::default();
+    let mut rings = crate::rings::Rings::default();
     let mut commands: HashMap<u32, String> = HashMap::new();
     let mut out = Vec::new();
     for e in entries.iter().filter(|e| only.is_none_or(|p| p == e.pid)) {
@@ -212,7 +264,8 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
                 let (mine, other) = if e.segment != 0 {
                     (side_of(&sides, e, false), side_of(&sides, e, true))
                 } else {
-                    let o = by_addrs.get(&(peer_addr, e.local)).map(|o| Side {
+                    let key = (canonical(peer_addr), canonical(e.local));
+                    let o = by_addrs.get(&key).map(|o| Side {
                         sent: o.sent,
                         received: o.received,
                         shut_wr: o.flags & status::SHUT_WR != 0,
@@ -224,9 +277,35 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
                     received: e.received,
                     shut_wr: e.flags & status::SHUT_WR != 0,
                 });
-                let state = if e.flags & status::PEER_EOF != 0 || other.is_some_and(|o| o.shut_wr) {
+                let mut send_queue = other.map(|o| mine.sent.saturating_sub(o.received));
+                let mut recv_queue = other.map(|o| o.sent.saturating_sub(mine.received));
+                let mut peer_done =
+                    e.flags & status::PEER_EOF != 0 || other.is_some_and(|o| o.shut_wr);
+                let mut shut = mine.shut_wr;
+                // The ring itself, when it can be read, says what waits
+                // each way and who closed, whoever holds (or held) it.
+                if let Some(r) = rings.view(e.pid, e.segment) {
+                    let (tx, rx) = if e.flags & status::CONNECTOR != 0 {
+                        (0, 1)
+                    } else {
+                        (1, 0)
+                    };
+                    send_queue = Some(r.queued[tx]);
+                    recv_queue = Some(r.queued[rx]);
+                    peer_done |= r.writer_closed[rx] || r.reset;
+                    shut |= r.writer_closed[tx];
+                }
+                // A peer that exited or was killed wrote nothing in the
+                // ring; our doorbell socket (the application's fd) saw it go.
+                if !peer_done && other.is_none() {
+                    peer_done =
+                        e.fd.and_then(|fd| socket_inode(e.pid, fd))
+                            .and_then(crate::queues::unix_peer_gone)
+                            .unwrap_or(false);
+                }
+                let state = if peer_done {
                     "closed-by-peer"
-                } else if mine.shut_wr {
+                } else if shut {
                     "half-closed"
                 } else {
                     "established"
@@ -250,8 +329,8 @@ fn sockets(entries: &[Entry], only: Option<u32>) -> Vec<Socket> {
                     }),
                     bytes_sent: Some(e.sent),
                     bytes_received: Some(e.received),
-                    send_queue: other.map(|o| mine.sent.saturating_sub(o.received)),
-                    recv_queue: other.map(|o| o.sent.saturating_sub(mine.received)),
+                    send_queue,
+                    recv_queue,
                     waiting,
                     ring_bytes: Some(u64::from(e.ring_bytes)),
                     ..base

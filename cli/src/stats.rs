@@ -60,9 +60,14 @@ pub(crate) struct Counters {
 }
 
 /// Every `stats-<euid>` file in `dir` that reads as a counters file of
-/// that uid (owned by it: in a shared directory another user's file
-/// could claim anything).
+/// that uid, owned by it, and that uid is the caller's or root's (the
+/// status files' rule: in a shared directory another user's file could
+/// claim anything).
 pub(crate) fn read_all(dir: &Path) -> Counters {
+    read_of(dir, &[crate::dir::euid(), 0])
+}
+
+fn read_of(dir: &Path, owners: &[u32]) -> Counters {
     let mut out = Counters::default();
     let Ok(rd) = std::fs::read_dir(dir) else {
         return out;
@@ -76,6 +81,9 @@ pub(crate) fn read_all(dir: &Path) -> Counters {
         else {
             continue;
         };
+        if !owners.contains(&uid) {
+            continue;
+        }
         if read(&ent.path(), uid, &mut out).is_some() {
             out.files += 1;
         }
@@ -111,7 +119,11 @@ fn read(path: &Path, uid: u32, out: &mut Counters) -> Option<()> {
         let start = u64_at(&b, at + 8);
         // A slot names its owner by pid and start time: a pid reused by a
         // later process does not take the earlier one's counts.
-        if row >= 2 && pid != 0 && crate::status::proc_facts(pid).is_some_and(|(s, _)| s == start) {
+        // and runs as the file's owner (or the file is root's: workers
+        // that switched user count into the mapping they inherited).
+        let live = crate::status::proc_facts(pid)
+            .is_some_and(|(s, euid)| s == start && (euid == uid || uid == 0));
+        if row >= 2 && pid != 0 && live {
             add(out.live.entry(pid).or_default(), &vals);
         }
     }
@@ -157,7 +169,7 @@ mod tests {
             file(uid + 1, &slots),
         )
         .unwrap();
-        let c = read_all(&dir);
+        let c = read_of(&dir, &[uid, uid + 1]);
         assert_eq!(c.files, 1);
         assert_eq!(c.totals[0], 5 + 2 + 3 + 100);
         assert_eq!(c.live.len(), 1);

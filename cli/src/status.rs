@@ -10,25 +10,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
-// The layout (interposer/src/platform/status/table.rs).
-const MAGIC: &[u8; 8] = b"SHMNETS1";
-/// 2: an entry is one process's use of a socket, with the socket's
-/// identity at 88.
-const VERSION: u32 = 2;
-const HEADER_BYTES: usize = 256;
-const ENTRY_BYTES: usize = 128;
-const ENTRIES: usize = 1022;
-const FILE_BYTES: usize = HEADER_BYTES + ENTRIES * ENTRY_BYTES;
-
-const LISTENER: u32 = 2;
-const CONNECTION: u32 = 3;
-
-pub(crate) const CONNECTOR: u32 = 1;
-pub(crate) const SHUT_WR: u32 = 2;
-pub(crate) const PEER_EOF: u32 = 8;
-pub(crate) const WAIT_READ: u32 = 16;
-pub(crate) const WAIT_WRITE: u32 = 32;
-const EXECING: u32 = 64;
+// The layout: one definition with the library (status-layout/).
+use shmnet_status_layout as layout;
+pub(crate) use shmnet_status_layout::{CONNECTOR, PEER_EOF, SHUT_WR, WAIT_READ, WAIT_WRITE};
+use shmnet_status_layout::{EXECING, FILE_BYTES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
@@ -60,6 +45,19 @@ pub(crate) struct Entry {
     pub(crate) owner: u32,
 }
 
+/// Bounds on what a scan reads: in a shared directory another user can
+/// make any number of files, each of 1022 well-formed entries.
+const MAX_NAMES: usize = 65_536;
+const MAX_FILES: usize = 4096;
+const MAX_ENTRIES: usize = 65_536;
+
+/// A file a scan did not take (whole or in part), and why.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Skipped {
+    pub(crate) file: String,
+    pub(crate) why: String,
+}
+
 /// What a scan of the directory found.
 #[derive(Debug, Default)]
 pub(crate) struct Scan {
@@ -67,19 +65,31 @@ pub(crate) struct Scan {
     /// Files read, and removed (their processes are gone).
     pub(crate) files: usize,
     pub(crate) removed: usize,
-    /// Entries that found no room in their file (not listed).
+    /// Entries that found no room in their file (not listed), counted
+    /// since the file was made.
     pub(crate) overflow: u64,
-    /// Files skipped: invalid, another user's claims, another pid namespace.
-    pub(crate) skipped: Vec<String>,
+    /// Files skipped: not status files, unreadable, another user's
+    /// claims, another pid namespace, past the bounds.
+    pub(crate) skipped: Vec<Skipped>,
 }
 
-/// Reads every `status-*` file in `dir`, through a descriptor of the
-/// directory itself (opened without following a symlink): the names are
-/// looked up in that directory however its path changes meanwhile, and a
-/// file of processes that are gone is removed only if the directory is
-/// one the library would use (owned by us or root, not writable by others
-/// unless sticky), only under a status file's name, and only if the name
-/// still names the file that was read.
+impl Scan {
+    fn skip(&mut self, file: &str, why: String) {
+        self.skipped.push(Skipped {
+            file: file.to_owned(),
+            why,
+        });
+    }
+}
+
+/// Reads every `status-*` file in `dir` (within the bounds above: the
+/// caller's own files first, then root's, then other users'), through a
+/// descriptor of the directory itself (opened without following a
+/// symlink): the names are looked up in that directory however its path
+/// changes meanwhile, and a file of processes that are gone is removed
+/// only if the directory is one the library would use (owned by us or
+/// root, not writable by others unless sticky), only under a status
+/// file's name, and only if the name still names the file that was read.
 pub(crate) fn scan(dir: &Path) -> Result<Scan, String> {
     let cant = |e: std::io::Error| {
         format!(
@@ -92,49 +102,111 @@ pub(crate) fn scan(dir: &Path) -> Result<Scan, String> {
     let rd = std::fs::read_dir(dirfd.proc_path()).map_err(cant)?;
     let mut scan = Scan::default();
     let my_pidns = pid_namespace("self");
-    let mut procs = Procs::default();
+    let me = crate::dir::euid();
+    let mut names = Vec::new();
+    let mut unlooked = 0usize;
     for ent in rd.flatten() {
         let name = ent.file_name();
         let Some(name) = name.to_str() else { continue };
         if !is_status_name(name) {
             continue;
         }
-        match dirfd.read_file(name) {
-            Ok((file, id)) => {
-                scan.files += 1;
-                if file.pidns != my_pidns {
-                    scan.skipped.push(format!("{name}: another pid namespace"));
-                    continue;
-                }
-                scan.overflow += u64::from(file.overflow);
-                let mut live = 0;
-                for e in file.entries {
-                    match procs.judge(e.pid, e.start, file.owner) {
-                        Liveness::Live => {
-                            live += 1;
-                            if e.flags & EXECING == 0 {
-                                scan.entries.push(e.entry);
-                            }
-                        }
-                        Liveness::Gone => {}
-                        Liveness::NotOwner => {
-                            scan.skipped.push(format!(
-                                "{name}: an entry for pid {} not of the file's owner",
-                                e.pid
-                            ));
-                        }
+        if names.len() == MAX_NAMES {
+            unlooked += 1;
+            continue;
+        }
+        // The caller's files first, then root's: another user's files
+        // cannot push them past the bounds. Other users' in turns, one
+        // file of each owner a round: one user's many files cannot push
+        // a third user's past them either (review s28 N3).
+        let owner = dirfd.owner(name);
+        let rank = match owner {
+            Some(u) if u == me => 0,
+            Some(0) => 1,
+            _ => 2,
+        };
+        names.push((rank, 0usize, owner.unwrap_or(u32::MAX), name.to_owned()));
+    }
+    names.sort();
+    let mut round = std::collections::HashMap::<u32, usize>::new();
+    for n in names.iter_mut().filter(|n| n.0 == 2) {
+        let r = round.entry(n.2).or_default();
+        n.1 = *r;
+        *r += 1;
+    }
+    names.sort();
+    if unlooked > 0 {
+        scan.skip(
+            "status-*",
+            format!("{unlooked} more files not looked at (more than {MAX_NAMES} names)"),
+        );
+    }
+    let mut procs = Procs::default();
+    let mut unread = 0usize;
+    let mut dropped = 0usize;
+    for (_, _, _, name) in &names {
+        if scan.files == MAX_FILES {
+            unread += 1;
+            continue;
+        }
+        let (file, id) = match dirfd.read_file(name) {
+            Ok(f) => f,
+            Err(why) => {
+                scan.skip(name, why);
+                continue;
+            }
+        };
+        scan.files += 1;
+        if file.pidns != my_pidns {
+            scan.skip(name, "another pid namespace".into());
+            continue;
+        }
+        scan.overflow = scan.overflow.saturating_add(u64::from(file.overflow));
+        let mut live = 0;
+        let mut not_owner = 0;
+        for e in file.entries {
+            match procs.judge(e.pid, e.start, file.owner) {
+                Liveness::Live => {
+                    live += 1;
+                    if e.flags & EXECING != 0 {
+                    } else if scan.entries.len() < MAX_ENTRIES {
+                        scan.entries.push(e.entry);
+                    } else {
+                        dropped += 1;
                     }
                 }
-                let creator_live = matches!(
-                    procs.judge(file.pid, file.start, file.owner),
-                    Liveness::Live
-                );
-                if live == 0 && !creator_live && may_remove && dirfd.remove_if_same(name, id) {
-                    scan.removed += 1;
-                }
+                Liveness::Gone => {}
+                Liveness::NotOwner => not_owner += 1,
             }
-            Err(why) => scan.skipped.push(format!("{name}: {why}")),
         }
+        if not_owner > 0 {
+            scan.skip(
+                name,
+                format!(
+                    "{not_owner} entries of processes not of the file's owner (uid {})",
+                    file.owner
+                ),
+            );
+        }
+        let creator_live = matches!(
+            procs.judge(file.pid, file.start, file.owner),
+            Liveness::Live
+        );
+        if live == 0 && !creator_live && may_remove && dirfd.remove_if_same(name, id) {
+            scan.removed += 1;
+        }
+    }
+    if unread > 0 {
+        scan.skip(
+            "status-*",
+            format!("{unread} more files not read (more than {MAX_FILES})"),
+        );
+    }
+    if dropped > 0 {
+        scan.skip(
+            "status-*",
+            format!("{dropped} more entries not listed (more than {MAX_ENTRIES})"),
+        );
     }
     scan.entries
         .sort_by_key(|e| (e.pid, e.kind == Kind::Connection, e.fd.unwrap_or(i32::MAX)));
@@ -222,17 +294,58 @@ impl Dir {
             )
         };
         if fd < 0 {
-            return Err(std::io::Error::last_os_error().to_string());
+            let e = std::io::Error::last_os_error();
+            return Err(if e.raw_os_error() == Some(libc::ELOOP) {
+                "a symbolic link (not followed)".into()
+            } else {
+                format!("cannot be opened ({e})")
+            });
         }
         // SAFETY: `fd` was just opened and is owned by nobody else.
         let mut f = unsafe { File::from_raw_fd(fd) };
         let meta = f.metadata().map_err(|e| e.to_string())?;
-        if !meta.is_file() || meta.len() != FILE_BYTES as u64 {
-            return Err(format!("not a status file ({} bytes)", meta.len()));
+        let t = meta.file_type();
+        if !t.is_file() {
+            use std::os::unix::fs::FileTypeExt;
+            let what = if t.is_dir() {
+                "a directory"
+            } else if t.is_fifo() {
+                "a FIFO"
+            } else if t.is_socket() {
+                "a socket"
+            } else {
+                "a device"
+            };
+            return Err(format!("{what}, not a status file"));
+        }
+        if meta.len() != FILE_BYTES as u64 {
+            return Err(format!(
+                "{} bytes, not a status file's {FILE_BYTES}",
+                meta.len()
+            ));
         }
         let mut b = vec![0u8; FILE_BYTES];
         f.read_exact(&mut b).map_err(|e| e.to_string())?;
         Ok((parse(&b, meta.uid())?, (meta.dev(), meta.ino())))
+    }
+
+    /// The owner of `name` (not following a symlink).
+    fn owner(&self, name: &str) -> Option<u32> {
+        use std::os::fd::AsRawFd;
+        let c = std::ffi::CString::new(name).ok()?;
+        // SAFETY: all-zero is a valid `stat`; fstatat fills it.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid directory fd, a NUL-terminated name and a
+        // `stat` to fill; the result is checked.
+        let r = unsafe {
+            libc::fstatat(
+                self.0.as_raw_fd(),
+                c.as_ptr(),
+                &mut st,
+                libc::AT_SYMLINK_NOFOLLOW,
+            )
+        };
+        (r == 0).then_some(st.st_uid)
     }
 
     /// Removes `name` if it is still the file `id` (device, inode).
@@ -273,65 +386,64 @@ pub(crate) fn u64_at(b: &[u8], o: usize) -> u64 {
 }
 
 fn parse(b: &[u8], owner: u32) -> Result<FileView, String> {
-    if b.len() != FILE_BYTES || b.get(..8) != Some(&MAGIC[..]) || u32_at(b, 8) != VERSION {
+    use layout::*;
+    if b.len() != FILE_BYTES || b.get(..8) != Some(&MAGIC[..]) || u32_at(b, H_VERSION) != VERSION {
         return Err("not a status file of this version (being made, or another version's)".into());
     }
-    if u32_at(b, 12) as usize != HEADER_BYTES
-        || u32_at(b, 16) as usize != ENTRY_BYTES
-        || u32_at(b, 20) as usize != ENTRIES
+    if u32_at(b, H_HEADER_BYTES) as usize != HEADER_BYTES
+        || u32_at(b, H_ENTRY_BYTES) as usize != ENTRY_BYTES
+        || u32_at(b, H_ENTRIES) as usize != ENTRIES
     {
         return Err("a header of another layout".into());
     }
     let mut view = FileView {
         owner,
-        pid: u32_at(b, 24),
-        start: u64_at(b, 32),
-        pidns: u64_at(b, 40),
-        overflow: u32_at(b, 48),
+        pid: u32_at(b, H_PID),
+        start: u64_at(b, H_START),
+        pidns: u64_at(b, H_PIDNS),
+        overflow: u32_at(b, H_OVERFLOW),
         entries: Vec::new(),
     };
     for i in 0..ENTRIES {
         let e = HEADER_BYTES + i * ENTRY_BYTES;
-        let kind = match u32_at(b, e) {
+        let kind = match u32_at(b, e + E_STATE) {
             LISTENER => Kind::Listener,
             CONNECTION => Kind::Connection,
             _ => continue,
         };
-        let Some(local) = addr(b, e + 24) else {
+        let Some(local) = addr(b, e + E_LOCAL) else {
             continue;
         };
-        let peer = addr(b, e + 48);
+        let peer = addr(b, e + E_PEER);
         if kind == Kind::Connection && peer.is_none() {
             continue;
         }
-        let fd = u32_at(b, e + 16);
-        let flags = u32_at(b, e + 20);
+        let fd = u32_at(b, e + E_FD);
+        let flags = u32_at(b, e + E_FLAGS);
+        let pid = u32_at(b, e + E_PID);
+        let identity = u64_at(b, e + E_IDENTITY);
         view.entries.push(RawEntry {
-            pid: u32_at(b, e + 4),
-            start: u64_at(b, e + 8),
+            pid,
+            start: u64_at(b, e + E_START),
             flags,
             entry: Entry {
                 kind,
-                pid: u32_at(b, e + 4),
+                pid,
                 fd: i32::try_from(fd).ok(),
                 flags,
                 local,
                 peer: if kind == Kind::Connection { peer } else { None },
-                sent: u64_at(b, e + 72),
-                received: u64_at(b, e + 80),
+                sent: u64_at(b, e + E_SENT),
+                received: u64_at(b, e + E_RECEIVED),
                 segment: if kind == Kind::Connection {
-                    u64_at(b, e + 88)
+                    identity
                 } else {
                     0
                 },
-                tcp_ino: if kind == Kind::Listener {
-                    u64_at(b, e + 88)
-                } else {
-                    0
-                },
-                rendezvous_ino: [u64_at(b, e + 96), u64_at(b, e + 104)],
-                ring_bytes: u32_at(b, e + 112),
-                opened_s: u64_at(b, e + 120),
+                tcp_ino: if kind == Kind::Listener { identity } else { 0 },
+                rendezvous_ino: [u64_at(b, e + E_RDV_INO), u64_at(b, e + E_RDV2_INO)],
+                ring_bytes: u32_at(b, e + E_RING_BYTES),
+                opened_s: u64_at(b, e + E_OPENED_S),
                 owner,
             },
         });
@@ -472,6 +584,7 @@ pub(crate) fn command(pid: u32, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use layout::{CONNECTION, ENTRIES, ENTRY_BYTES, HEADER_BYTES, MAGIC, VERSION};
 
     #[test]
     fn a_single_string_title_is_shown_whole() {
@@ -487,7 +600,7 @@ mod tests {
         assert!(parse(&[0u8; 10], 0).is_err());
         let mut b = vec![0xffu8; FILE_BYTES];
         assert!(parse(&b, 0).is_err());
-        b[..8].copy_from_slice(MAGIC);
+        b[..8].copy_from_slice(&MAGIC);
         b[8..12].copy_from_slice(&VERSION.to_ne_bytes());
         b[12..16].copy_from_slice(&(HEADER_BYTES as u32).to_ne_bytes());
         b[16..20].copy_from_slice(&(ENTRY_BYTES as u32).to_ne_bytes());
@@ -498,8 +611,9 @@ mod tests {
         let e = HEADER_BYTES;
         b[e..e + 4].copy_from_slice(&CONNECTION.to_ne_bytes());
         assert_eq!(parse(&b, 0).unwrap().entries.len(), 0);
-        b[e + 24..e + 28].copy_from_slice(&(2u32 | 80 << 16).to_ne_bytes());
-        b[e + 48..e + 52].copy_from_slice(&(2u32 | 81 << 16).to_ne_bytes());
+        let (local, peer) = (e + layout::E_LOCAL, e + layout::E_PEER);
+        b[local..local + 4].copy_from_slice(&(2u32 | 80 << 16).to_ne_bytes());
+        b[peer..peer + 4].copy_from_slice(&(2u32 | 81 << 16).to_ne_bytes());
         let v = parse(&b, 0).unwrap();
         assert_eq!(v.entries.len(), 1);
         assert_eq!(v.entries[0].entry.local.port(), 80);

@@ -38,6 +38,8 @@ pub(crate) struct Summary<'a> {
     /// files read were made (the files do not say how many of those are
     /// still open).
     pub(crate) not_listed: u64,
+    /// Files not taken (whole or in part), and why.
+    pub(crate) skipped: &'a [crate::status::Skipped],
     /// `-p`: the counters of that process only.
     pub(crate) only: Option<u32>,
 }
@@ -68,6 +70,7 @@ pub(crate) fn print(s: &Summary, json: bool) {
             "processes": s.processes,
             "states": STATES.iter().zip(s.states).map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
             "not_listed": s.not_listed,
+            "skipped": s.skipped,
             "counters": (counters.files > 0).then(|| json!({
                 "files": counters.files,
                 "since_made": Named(&counters.totals),
@@ -93,8 +96,15 @@ pub(crate) fn print(s: &Summary, json: bool) {
     rows.push(vec![
         "not listed".into(),
         s.not_listed.to_string(),
-        "status files full (since they were made)".into(),
+        "status files full: a count since they were made, closed ones included".into(),
     ]);
+    if !s.skipped.is_empty() {
+        rows.push(vec![
+            "files skipped".into(),
+            s.skipped.len().to_string(),
+            "said above (on stderr)".into(),
+        ]);
+    }
     print!(
         "{}",
         units::table(&["SOCKETS", "COUNT", ""], &rows, &[false, true, false])

@@ -44,6 +44,8 @@ fn files(root: &Path) -> Vec<PathBuf> {
 #[test]
 fn install_run_uninstall() {
     let dest = tmpdir("install");
+    // A directory that was there before (empty): uninstall leaves it.
+    std::fs::create_dir_all(dest.join("usr/share/man")).unwrap();
     let out = make("install", &dest);
     assert!(
         out.status.success(),
@@ -55,11 +57,37 @@ fn install_run_uninstall() {
         usr.join("bin/shmnet"),
         usr.join("lib/libshmnet.so"),
         usr.join("share/man/man1/shmnet.1"),
+        usr.join("share/shmnet/installed-dirs"),
     ];
     assert_eq!(files(&dest), want.to_vec());
+    let made = std::fs::read_to_string(&want[3]).unwrap();
+    assert_eq!(
+        made,
+        "/usr/bin\n/usr/lib\n/usr/share/man/man1\n/usr/share/shmnet\n"
+    );
     let man = std::fs::read_to_string(&want[2]).unwrap();
+    // One page: every subcommand's options in it, no page of ours named.
+    for opt in [
+        "shmnet run",
+        "\\-\\-partitions",
+        "\\-\\-fallback",
+        "\\-\\-log",
+        "shmnet ss",
+        "\\-\\-json",
+        "\\-\\-summary",
+        "\\-\\-pid",
+        "shmnet check",
+        "\\-\\-pair",
+        "\\-\\-lib",
+    ] {
+        assert!(man.contains(opt), "{opt} not in the man page");
+    }
+    for page in ["run", "ss", "status", "check", "help"] {
+        let name = format!("shmnet\\-{page}");
+        assert!(!man.contains(&name), "names {name}(1), not installed");
+    }
     assert!(
-        man.starts_with(".ie") || man.contains(".TH shmnet 1"),
+        man.starts_with(".TH SHMNET 1"),
         "not roff: {}",
         &man[..80.min(man.len())]
     );
@@ -121,4 +149,18 @@ fn install_run_uninstall() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(files(&dest), Vec::<PathBuf>::new());
+    // The directories install made are gone; the one that was there stays.
+    let mut left: Vec<PathBuf> = Vec::new();
+    let mut stack = vec![dest.clone()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            left.push(e.path());
+            stack.push(e.path());
+        }
+    }
+    left.sort();
+    assert_eq!(
+        left,
+        vec![usr.clone(), usr.join("share"), usr.join("share/man")]
+    );
 }

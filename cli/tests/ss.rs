@@ -26,8 +26,9 @@ fn lists_live_sockets_and_forgets_dead_ones() {
 
     // The listener, three connections on each side; the half-closed one
     // seen by the server (it reads until the end of stream).
-    // (Each file is read at its own moment: wait for one snapshot that
-    // has the half-close on both sides.)
+    // (Each file, and each ring, is read at its own moment: wait for one
+    // snapshot that has the half-close on both sides, and the 5 bytes
+    // counted in the file read before the ring that said it.)
     let first = wait_for("7 sockets, the half-close seen on both sides", || {
         let v = ss(&dir, &[]);
         let all = sockets(&v);
@@ -37,7 +38,7 @@ fn lists_live_sockets_and_forgets_dead_ones() {
             && server_side.iter().any(|s| s["state"] == "closed-by-peer")
             && half_side
                 .first()
-                .is_some_and(|s| s["state"] == "half-closed"))
+                .is_some_and(|s| s["state"] == "half-closed" && s["bytes_sent"] == 5))
         .then_some(v)
     });
     let server_side = of_pid(&first, server.pid());

@@ -46,16 +46,6 @@ use crate::platform::safedir;
 use crate::platform::shared_file::Retry;
 pub(crate) use table::*;
 
-/// Entry flags (the word at `E_FLAGS`).
-pub(crate) const CONNECTOR: u32 = 1;
-pub(crate) const SHUT_WR: u32 = 2;
-pub(crate) const SHUT_RD: u32 = 4;
-pub(crate) const PEER_EOF: u32 = 8;
-pub(crate) const WAIT_READ: u32 = 16;
-pub(crate) const WAIT_WRITE: u32 = 32;
-/// The process is about to exec: the reader skips the entry.
-pub(crate) const EXECING: u32 = 64;
-
 /// The process's claim of an entry for `what` (None: no table, or full).
 /// `files`: the caller may make system calls a sandbox could forbid (it
 /// makes a socket, or accepts one: it does such work anyway); a data call

@@ -14,60 +14,8 @@ use rustix::io::Errno;
 
 use crate::platform::safedir::Dir;
 
-pub(crate) const MAGIC: [u8; 8] = *b"SHMNETS1";
-/// 2: an entry is one process's use of a socket, and carries the
-/// socket's identity (`E_IDENTITY`).
-pub(crate) const VERSION: u32 = 2;
-pub(crate) const HEADER_BYTES: usize = 256;
-pub(crate) const ENTRY_BYTES: usize = 128;
-pub(crate) const ENTRIES: usize = 1022;
-pub(crate) const FILE_BYTES: usize = HEADER_BYTES + ENTRIES * ENTRY_BYTES;
-const _: () = assert!(FILE_BYTES == 128 << 10 && E_LOCAL + ADDR_BYTES <= E_PEER);
-
-// Header fields (byte offsets).
-pub(crate) const H_MAGIC: usize = 0;
-pub(crate) const H_VERSION: usize = 8;
-pub(crate) const H_HEADER_BYTES: usize = 12;
-pub(crate) const H_ENTRY_BYTES: usize = 16;
-pub(crate) const H_ENTRIES: usize = 20;
-pub(crate) const H_PID: usize = 24;
-pub(crate) const H_EUID: usize = 28;
-pub(crate) const H_START: usize = 32;
-pub(crate) const H_PIDNS: usize = 40;
-/// Entries that found no free place (not listed).
-pub(crate) const H_OVERFLOW: usize = 48;
-/// Nonzero once the creator is exiting: its file may be removed, so a
-/// forked child that claims in it makes a file of its own instead.
-pub(crate) const H_CLOSING: usize = 52;
-
-// Entry fields (byte offsets within an entry).
-pub(crate) const E_STATE: usize = 0;
-pub(crate) const E_PID: usize = 4;
-pub(crate) const E_START: usize = 8;
-pub(crate) const E_FD: usize = 16;
-pub(crate) const E_FLAGS: usize = 20;
-pub(crate) const E_LOCAL: usize = 24;
-pub(crate) const E_PEER: usize = 48;
-pub(crate) const E_SENT: usize = 72;
-pub(crate) const E_RECEIVED: usize = 80;
-/// The socket's identity: a connection's segment (the inode of its shared
-/// memory, the same at both ends and in every process holding it); a
-/// listener's kernel TCP listener (its inode; 0: none).
-pub(crate) const E_IDENTITY: usize = 88;
-pub(crate) const E_TCP_INO: usize = E_IDENTITY;
-pub(crate) const E_RDV_INO: usize = 96;
-pub(crate) const E_RDV2_INO: usize = 104;
-pub(crate) const E_RING_BYTES: usize = 112;
-pub(crate) const E_OPENED_S: usize = 120;
-/// An address: family (u16), port (u16, host order), scope id (u32), 16
-/// bytes of address (IPv4 in the first 4).
-pub(crate) const ADDR_BYTES: usize = 24;
-
-// Entry states.
-pub(crate) const FREE: u32 = 0;
-pub(crate) const FILLING: u32 = 1;
-pub(crate) const LISTENER: u32 = 2;
-pub(crate) const CONNECTION: u32 = 3;
+// The layout: one definition with the reader (`shmnet ss`).
+pub(crate) use shmnet_status_layout::*;
 
 /// The status file mapped shared, kept for the life of the process (and
 /// its forked children, which share it).

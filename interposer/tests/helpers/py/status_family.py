@@ -47,6 +47,7 @@ if MODE == "failexec":
     keep.append(lst.accept()[0])
 if MODE == "orphan":
     if os.fork() == 0:
+        signal_alarm(100)  # an alarm is not inherited: never outlive a test that missed GO
         say("child", os.getpid())
         wait_for(GO + ".1")
         keep.append(socket.create_connection((HOST, PORT)))
@@ -67,6 +68,7 @@ if MODE == "fill":
         keep.append(lst.accept()[0])
     pid = os.fork()
     if pid == 0:
+        signal_alarm(100)
         c = socket.create_connection((HOST, PORT))
         say("child", os.getpid())
         wait_for(GO)
