@@ -3,7 +3,7 @@ CARGO ?= cargo
 LOOM_TARGET := target/loom
 BENCH_DIR := target/bench
 
-.PHONY: all build deps test fmt-check clippy unit loom bench bench-gateway demo clean install uninstall
+.PHONY: all build deps test fmt-check clippy unit loom bench bench-gateway bench-nic demo clean install uninstall
 
 all: build
 
@@ -54,6 +54,7 @@ bench: deps
 	$(CC) -O2 -Wall -o $(BENCH_DIR)/kvbench tests/bench/kvbench.c
 	$(BENCH_PYTHON) scripts/bench.py --lib $(BENCH_LIB) --out $(BENCH_DIR) $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-gateway
+	$(MAKE) --no-print-directory bench-nic
 
 ## Issue 17: through both gateways vs direct kernel TCP over a veth, in two
 ## network namespaces made and removed by the script (needs root).
@@ -66,6 +67,16 @@ bench-gateway: deps
 	$(BENCH_PYTHON) scripts/bench-gateway.py --lib $(BENCH_LIB) \
 		--gateway $(or $(CARGO_TARGET_DIR),target)/release/shmnet-gateway \
 		--sockbench $(BENCH_DIR)/sockbench --out $(BENCH_DIR) $(GATEWAY_BENCH_ARGS)
+
+## The shared-memory NIC (issue 18, docs/nic.md) against a veth pair in the
+## same two namespaces: iperf3 TCP throughput, 64 B UDP rate, UDP round trip.
+## Needs root. NIC_BENCH_ARGS passes options (e.g. --runs 5 --seconds 5
+## --nic-args "--spin-us 50").
+NIC_BENCH_ARGS ?=
+bench-nic: deps
+	@mkdir -p $(BENCH_DIR)
+	$(CARGO) build --release -p shmnet-cli
+	$(BENCH_PYTHON) scripts/bench-nic.py --shmnet $(or $(CARGO_TARGET_DIR),target)/release/shmnet --out $(BENCH_DIR) $(NIC_BENCH_ARGS)
 
 ## The main job: real programs over the emulated network, then the rings
 ## side by side with Unix sockets and TCP loopback.

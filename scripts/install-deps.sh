@@ -34,6 +34,9 @@ command -v sockperf >/dev/null 2>&1 || need_apt+=(sockperf)
 # interposer/tests/passthrough.rs: jemalloc preloaded beside us (its
 # initialisation calls syscall() while holding its own lock).
 ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 || need_apt+=(libjemalloc2)
+# cli/tests/nic.rs (issue 18): statically linked busybox (httpd, wget,
+# ping) in namespaces joined only by `shmnet nic`; iperf3 for make bench-nic.
+[ -x /bin/busybox ] && ! ldd /bin/busybox >/dev/null 2>&1 || need_apt+=(busybox-static)
 # make bench (scripts/bench-nginx.sh): nginx over Samba's socket_wrapper,
 # TCP emulated over Unix sockets, the bar for small messages (issue 14).
 ls /usr/lib/*/libsocket_wrapper.so >/dev/null 2>&1 || need_apt+=(libsocket-wrapper)

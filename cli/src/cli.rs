@@ -34,6 +34,9 @@ pub(crate) enum Command {
     Ss(SsArgs),
     /// Diagnose a setup: library, configuration, directory, and a pair
     Check(CheckArgs),
+    /// A shared-memory NIC between network namespaces (TUN devices whose
+    /// wire is a shared-memory region; docs/nic.md)
+    Nic(crate::nic::NicArgs),
     /// (internal) the preloaded probe of `shmnet check`
     #[command(name = "__probe", hide = true)]
     Probe(ProbeArgs),

@@ -7,6 +7,7 @@ mod cli;
 mod dir;
 mod library;
 mod man;
+mod nic;
 mod probe;
 mod queues;
 mod rings;
@@ -37,6 +38,7 @@ fn main() {
         cli::Command::Ss(a) => ss::main(a),
         cli::Command::Check(a) => check::main(a),
         cli::Command::Probe(a) => probe::main(a),
+        cli::Command::Nic(a) => nic::main(a),
         cli::Command::Man => {
             use std::io::Write;
             let cmd = <cli::Cli as clap::CommandFactory>::command();

@@ -1,0 +1,475 @@
+//! The daemon: one TUN device per partition, the region between them, two
+//! threads per partition (send: TUN -> region; receive: region -> TUN), and
+//! a supervisor that publishes status and drops partitions whose namespace
+//! went away.
+
+use crate::counters::{add, Counters};
+use crate::layout::{Geometry, BATCH, CACHE_LINE, MAX_BUF_BYTES, MIN_BUF_BYTES, PORT_GONE};
+use crate::netns::{Netns, NsSpec};
+use crate::packet::{addresses, addresses_of};
+use crate::port::{PushError, RxPort, TxPort};
+use crate::region::Region;
+use crate::segment::Segment;
+use crate::status::{self, PartitionStatus, Status};
+use crate::tun::Tun;
+use crate::vnet;
+use std::io;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// One partition: a namespace and the addresses its device gets.
+#[derive(Debug, Clone)]
+pub struct Partition {
+    /// Where the device goes.
+    pub netns: NsSpec,
+    /// Host addresses with their prefix length (the prefix gives the
+    /// on-link route; the switch forwards by host address).
+    pub addrs: Vec<(IpAddr, u8)>,
+}
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Device name in every namespace.
+    pub name: String,
+    /// Device MTU (576..=65535).
+    pub mtu: u32,
+    /// Descriptors per queue (a power of two; 0: 256, or fewer where that
+    /// would make a region over 1 GiB).
+    pub slots: u32,
+    /// Segmentation offload: virtio-net headers and 64 KiB super-packets.
+    pub offload: bool,
+    /// Device queues (lanes) per partition, each with its own pair of
+    /// threads (1..=8).
+    pub queues: u32,
+    /// How long a receiver polls its queues, and a sender its device,
+    /// after the last packet before sleeping.
+    pub spin: Duration,
+    /// The partitions (2..=16).
+    pub partitions: Vec<Partition>,
+    /// Where to publish counters (None: nowhere).
+    pub status_file: Option<PathBuf>,
+}
+
+/// The most `--slots` left to its default makes a region.
+const AUTO_REGION_BYTES: usize = 1 << 30;
+/// How long a sender waits for room in a full queue before dropping.
+const ROOM_WAIT: Duration = Duration::from_millis(10);
+/// Longest a thread sleeps without checking whether it should stop.
+const SLICE: Duration = Duration::from_millis(100);
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+/// Installs SIGINT/SIGTERM handlers that set the returned flag.
+pub fn stop_on_signals() -> &'static AtomicBool {
+    for sig in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic (async-signal-safe);
+        // sigaction is zeroed (no flags, empty mask) before filling it.
+        unsafe {
+            let mut sa: libc::sigaction = core::mem::zeroed();
+            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            libc::sigemptyset(&mut sa.sa_mask);
+            libc::sigaction(sig, &sa, core::ptr::null_mut());
+        }
+    }
+    &STOP
+}
+
+struct Running {
+    netns: Netns,
+    stop: Arc<AtomicBool>,
+    counters: Arc<Counters>,
+    threads: Vec<JoinHandle<()>>,
+    gone: bool,
+}
+
+/// Builds the NIC and forwards until `stop` is set; removes the devices
+/// (closes them) and the status file before returning.
+pub fn run(cfg: &Config, stop: &AtomicBool) -> io::Result<()> {
+    run_with(cfg, stop, || {})
+}
+
+/// As [`run`]; `ready` is called once every device is up and forwarding.
+pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Result<()> {
+    let bad = |m: String| io::Error::new(io::ErrorKind::InvalidInput, m);
+    if !(576..=65535).contains(&cfg.mtu) {
+        return Err(bad(format!("MTU {} out of range 576..=65535", cfg.mtu)));
+    }
+    let vnet = if cfg.offload { vnet::LEN } else { 0 };
+    let buf = if cfg.offload {
+        MAX_BUF_BYTES
+    } else {
+        cfg.mtu.max(MIN_BUF_BYTES).div_ceil(CACHE_LINE as u32) * CACHE_LINE as u32
+    };
+    let parts = cfg.partitions.len() as u32;
+    let slots = match cfg.slots {
+        // 256 descriptors per queue (small packets need many), fewer when
+        // that would make a region over 1 GiB (16 partitions with offload:
+        // 32). Buffers are reused last-freed-first, so only as many as are
+        // in flight at once are ever touched.
+        0 => {
+            let mut n = 256;
+            while n > 16
+                && !Geometry::new(parts, cfg.queues, n, buf)
+                    .is_ok_and(|g| g.total_bytes() <= AUTO_REGION_BYTES)
+            {
+                n /= 2;
+            }
+            n
+        }
+        n => n,
+    };
+    let geo = Geometry::new(parts, cfg.queues, slots, buf).map_err(|e| bad(e.to_string()))?;
+    let segment = Arc::new(Segment::new(
+        cfg.partitions
+            .iter()
+            .map(|p| p.addrs.iter().map(|a| a.0).collect())
+            .collect(),
+    ));
+    if let Some(path) = &cfg.status_file {
+        if let Ok(s) = status::read(path) {
+            if s.pid != std::process::id() && status::writer_alive(&s) {
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    format!(
+                        "{} is published by a running NIC (pid {}): give another --name or --status-file",
+                        path.display(),
+                        s.pid
+                    ),
+                ));
+            }
+        }
+    }
+    let fd = Region::create(geo)?;
+    let supervisor = Region::attach(&fd)?;
+
+    // Every device first: a failure leaves nothing behind (dropping the
+    // Tuns removes them).
+    let mut devices = Vec::new();
+    for p in &cfg.partitions {
+        let ns = Netns::open(&p.netns)?;
+        let queues = ns
+            .run_in(|| {
+                // One fd per device queue (IFF_MULTI_QUEUE when more than one).
+                let multi = cfg.queues > 1;
+                let mut qs = vec![Arc::new(Tun::create(&cfg.name, cfg.offload, multi)?)];
+                qs[0].configure(cfg.mtu, &p.addrs)?;
+                for _ in 1..cfg.queues {
+                    qs.push(Arc::new(Tun::create(&cfg.name, cfg.offload, multi)?));
+                }
+                Ok(qs)
+            })
+            .map_err(|e| io::Error::new(e.kind(), format!("namespace {}: {e}", p.netns)))?;
+        devices.push((ns, queues));
+    }
+
+    let mut running: Vec<Running> = Vec::new();
+    for (me, (netns, queues)) in devices.into_iter().enumerate() {
+        let mut r = Running {
+            netns,
+            stop: Arc::new(AtomicBool::new(false)),
+            counters: Arc::new(Counters::default()),
+            threads: Vec::new(),
+            gone: false,
+        };
+        let started = start(cfg, &fd, me, queues, vnet, &segment, &mut r);
+        running.push(r);
+        if let Err(e) = started {
+            // Whatever started stops again; the devices close with `running`.
+            for (p, r) in running.iter_mut().enumerate() {
+                leave(&supervisor, p, r);
+            }
+            return Err(e);
+        }
+    }
+
+    let publish = |running: &[Running]| {
+        if let Some(path) = &cfg.status_file {
+            let s = snapshot(cfg, geo, running);
+            if let Err(e) = status::write(path, &s) {
+                eprintln!("shmnet: nic: cannot write {}: {e}", path.display());
+            }
+        }
+    };
+    publish(&running);
+    eprintln!(
+        "shmnet: nic: {} up in {} namespaces ({} MiB of region); SIGINT or SIGTERM removes it",
+        cfg.name,
+        running.len(),
+        geo.total_bytes() >> 20
+    );
+    ready();
+    let mut last = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        std::thread::sleep(SLICE);
+        for (p, r) in running.iter_mut().enumerate() {
+            if !r.gone && !r.netns.alive() {
+                eprintln!(
+                    "shmnet: nic: namespace {} went away; partition {p} dropped from the segment",
+                    r.netns.spec()
+                );
+                leave(&supervisor, p, r);
+            } else if !r.gone && r.threads.iter().any(|t| t.is_finished()) {
+                // Threads end only when told to: this one panicked. The
+                // partition leaves whole rather than half-working.
+                eprintln!(
+                    "shmnet: nic: a forwarding thread of {} ended; partition {p} dropped from the segment",
+                    r.netns.spec()
+                );
+                leave(&supervisor, p, r);
+            }
+        }
+        if last.elapsed() >= Duration::from_secs(1) {
+            publish(&running);
+            last = Instant::now();
+        }
+    }
+    for (p, r) in running.iter_mut().enumerate() {
+        if !r.gone {
+            leave(&supervisor, p, r);
+        }
+    }
+    if let Some(path) = &cfg.status_file {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Starts partition `me`'s send and receive threads (into `r.threads`).
+fn start(
+    cfg: &Config,
+    fd: &rustix::fd::OwnedFd,
+    me: usize,
+    queues: Vec<Arc<Tun>>,
+    vnet: usize,
+    segment: &Arc<Segment>,
+    r: &mut Running,
+) -> io::Result<()> {
+    // Each partition maps the region on its own, as a process would.
+    let region = Arc::new(Region::attach(fd)?);
+    let spin = cfg.spin;
+    for (lane, tun) in queues.into_iter().enumerate() {
+        let (region2, tun2, stop, counters, seg) = (
+            region.clone(),
+            tun.clone(),
+            r.stop.clone(),
+            r.counters.clone(),
+            segment.clone(),
+        );
+        r.threads.push(
+            std::thread::Builder::new()
+                .name(format!("nic-tx-{me}.{lane}"))
+                .spawn(move || {
+                    let tx = TxPort::new(region2, me, lane);
+                    send_loop(tx, &tun2, vnet, &seg, &counters, &stop, spin)
+                })?,
+        );
+        let (region2, stop, counters, seg) = (
+            region.clone(),
+            r.stop.clone(),
+            r.counters.clone(),
+            segment.clone(),
+        );
+        r.threads.push(
+            std::thread::Builder::new()
+                .name(format!("nic-rx-{me}.{lane}"))
+                .spawn(move || {
+                    let rx = RxPort::new(region2, me, lane);
+                    receive_loop(rx, &tun, vnet, &seg, &counters, &stop, spin)
+                })?,
+        );
+    }
+    Ok(())
+}
+
+/// Takes partition `p` off the segment: senders stop queueing for it, its
+/// threads end and its device closes (so it disappears).
+fn leave(region: &Region, p: usize, r: &mut Running) {
+    for q in 0..region.geometry().queues as usize {
+        region.port(p, q).state.store(PORT_GONE, Ordering::Relaxed);
+    }
+    r.stop.store(true, Ordering::Relaxed);
+    for t in r.threads.drain(..) {
+        let _ = t.join();
+    }
+    r.gone = true;
+}
+
+fn snapshot(cfg: &Config, geo: Geometry, running: &[Running]) -> Status {
+    Status {
+        name: cfg.name.clone(),
+        pid: std::process::id(),
+        mtu: cfg.mtu,
+        region_bytes: geo.total_bytes() as u64,
+        partitions: cfg
+            .partitions
+            .iter()
+            .zip(running)
+            .map(|(p, r)| PartitionStatus {
+                netns: p.netns.to_string(),
+                addresses: p.addrs.iter().map(|(a, l)| format!("{a}/{l}")).collect(),
+                state: if r.gone { "gone" } else { "up" }.into(),
+                counters: r.counters.snapshot(),
+            })
+            .collect(),
+    }
+}
+
+/// TUN -> region: reads a batch of packets straight into buffers of our
+/// pool, switches each by destination, checks its source, publishes once.
+fn send_loop(
+    mut tx: TxPort,
+    tun: &Tun,
+    vnet: usize,
+    seg: &Segment,
+    c: &Counters,
+    stop: &AtomicBool,
+    spin: Duration,
+) {
+    let me = tx.me();
+    // Destinations whose queue stayed full for a whole ROOM_WAIT: their
+    // packets are dropped at once until it drains, so one stuck receiver
+    // costs the others one wait, not one per packet.
+    let mut stalled = vec![false; seg.len()];
+    // Until `spin` after the last packet, poll the device without sleeping
+    // (a reply often follows within microseconds); then block in poll(2).
+    let mut busy = Instant::now() - spin;
+    while !stop.load(Ordering::Relaxed) {
+        if busy.elapsed() >= spin && !tun.wait_readable(SLICE.as_millis() as i32) {
+            continue;
+        }
+        tx.reclaim_all();
+        for _ in 0..BATCH {
+            let Some(b) = tx.buffer() else { break };
+            // SAFETY: b is a buffer of our own pool out of every queue:
+            // capacity() bytes, no reference covers them.
+            let n = match unsafe { tun.read_raw(b.as_mut_ptr(), b.capacity()) } {
+                Ok(n) => n,
+                Err(e) => {
+                    tx.give_back(b);
+                    if e.kind() != io::ErrorKind::WouldBlock
+                        && e.kind() != io::ErrorKind::Interrupted
+                    {
+                        add(&c.tun_errors, 1);
+                    }
+                    break;
+                }
+            };
+            busy = Instant::now();
+            // A private copy of the IP header: the pool is shared memory.
+            let mut hdr = [0u8; 40];
+            let h = n.saturating_sub(vnet).min(hdr.len());
+            // SAFETY: vnet + h <= n <= capacity() bytes of our buffer; a raw copy.
+            unsafe {
+                core::ptr::copy_nonoverlapping(b.as_mut_ptr().add(vnet), hdr.as_mut_ptr(), h)
+            };
+            let Some((src, dst)) = addresses_of(&hdr[..h], n.saturating_sub(vnet)) else {
+                add(&c.drop_malformed, 1);
+                tx.give_back(b);
+                continue;
+            };
+            let d = match seg.owner(dst) {
+                Some(d) if d != me => d,
+                _ => {
+                    add(&c.drop_no_route, 1);
+                    tx.give_back(b);
+                    continue;
+                }
+            };
+            if !seg.owns(me, src) {
+                add(&c.drop_spoofed, 1);
+                tx.give_back(b);
+                continue;
+            }
+            let res = match tx.push(d, b, n) {
+                Err((PushError::Full, b)) if !stalled[d] => {
+                    if tx.wait_room(d, ROOM_WAIT) {
+                        tx.push(d, b, n)
+                    } else {
+                        stalled[d] = true;
+                        Err((PushError::Full, b))
+                    }
+                }
+                r => r,
+            };
+            if res.is_ok() {
+                stalled[d] = false;
+            }
+            match res {
+                Ok(()) => {
+                    add(&c.tx_packets, 1);
+                    add(&c.tx_bytes, n as u64);
+                }
+                Err((why, b)) => {
+                    tx.give_back(b);
+                    add(
+                        if why == PushError::Full {
+                            &c.drop_full
+                        } else {
+                            &c.drop_peer_gone
+                        },
+                        1,
+                    );
+                }
+            }
+        }
+        add(&c.doorbells, tx.publish());
+    }
+}
+
+/// Region -> TUN: drains every queue to us (a batch per sender per round),
+/// re-checks each packet on a private copy (its source must be its sender's,
+/// its destination ours), spins briefly when idle, then sleeps on the bell.
+fn receive_loop(
+    mut rx: RxPort,
+    tun: &Tun,
+    vnet: usize,
+    seg: &Segment,
+    c: &Counters,
+    stop: &AtomicBool,
+    spin: Duration,
+) {
+    let me = rx.me();
+    while !stop.load(Ordering::Relaxed) {
+        let polled = rx.poll(BATCH, |s, pkt| match checked(pkt, vnet) {
+            Some((src, dst)) if seg.owns(s, src) && seg.owns(me, dst) => match tun.write(pkt) {
+                Ok(_) => {
+                    add(&c.rx_packets, 1);
+                    add(&c.rx_bytes, pkt.len() as u64);
+                }
+                Err(_) => add(&c.tun_errors, 1),
+            },
+            _ => add(&c.drop_rejected, 1),
+        });
+        add(&c.drop_rejected, polled.rejected as u64);
+        if polled.packets + polled.rejected > 0 {
+            continue;
+        }
+        let t0 = Instant::now();
+        while !rx.pending() && t0.elapsed() < spin {
+            std::hint::spin_loop();
+        }
+        if !rx.pending() {
+            add(&c.sleeps, 1);
+            rx.sleep(SLICE);
+        }
+    }
+}
+
+/// Source and destination of a packet from the region (after its
+/// virtio-net header, checked too, when there is one), or None.
+fn checked(pkt: &[u8], vnet: usize) -> Option<(IpAddr, IpAddr)> {
+    let ip = pkt.get(vnet..)?;
+    if vnet > 0 && !vnet::check(pkt, ip.first()? >> 4, ip.len()) {
+        return None;
+    }
+    addresses(ip)
+}
