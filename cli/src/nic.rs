@@ -91,10 +91,17 @@ fn daemon(cfg: &Config) -> i32 {
         Some(p) => p.with_extension("json.log"),
         None => return crate::fail(format_args!("nic: --daemon needs a status file")),
     };
-    if let Some(dir) = log_path.parent() {
-        let _ = std::fs::create_dir_all(dir);
+    if let Err(e) = shmnet_nic::status::safe_dir(&log_path) {
+        return crate::fail(format_args!("nic: {e}"));
     }
-    let log = match std::fs::File::create(&log_path) {
+    // Made new, never through a symlink (the directory may be /tmp-like).
+    let _ = std::fs::remove_file(&log_path);
+    let log = match std::os::unix::fs::OpenOptionsExt::custom_flags(
+        std::fs::OpenOptions::new().write(true).create_new(true),
+        libc::O_NOFOLLOW,
+    )
+    .open(&log_path)
+    {
         Ok(f) => f,
         Err(e) => return crate::fail(format_args!("nic: {}: {e}", log_path.display())),
     };

@@ -218,8 +218,9 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
                 );
                 leave(&supervisor, p, r);
             } else if !r.gone && r.threads.iter().any(|t| t.is_finished()) {
-                // Threads end only when told to: this one panicked. The
-                // partition leaves whole rather than half-working.
+                // Threads end only when told to, when their device went
+                // away, or by a panic. The partition leaves whole rather
+                // than half-working.
                 eprintln!(
                     "shmnet: nic: a forwarding thread of {} ended; partition {p} dropped from the segment",
                     r.netns.spec()
@@ -343,8 +344,17 @@ fn send_loop(
     // (a reply often follows within microseconds); then block in poll(2).
     let mut busy = Instant::now() - spin;
     while !stop.load(Ordering::Relaxed) {
-        if busy.elapsed() >= spin && !tun.wait_readable(SLICE.as_millis() as i32) {
-            continue;
+        if busy.elapsed() >= spin {
+            match tun.wait_readable(SLICE.as_millis() as i32) {
+                Some(true) => {}
+                Some(false) => continue,
+                None => {
+                    // The device is gone: this thread ends, and the
+                    // supervisor takes the partition off the segment.
+                    eprintln!("shmnet: nic: partition {me}'s device went away");
+                    return;
+                }
+            }
         }
         tx.reclaim_all();
         for _ in 0..BATCH {

@@ -52,13 +52,61 @@ pub fn default_path(name: &str) -> PathBuf {
 }
 
 /// Writes `s` to `path` atomically (a temporary file renamed over it).
+/// The daemon runs as root and its default directory may be in /tmp: the
+/// directory must be a real one (not a symlink) of ours or root's that no
+/// one else may write, unless sticky; the temporary file is made new,
+/// never through a symlink (review s28 #3: a planted symlink had root
+/// overwrite a file of its choice). rename(2) replaces a symlink at
+/// `path` itself, never its target.
 pub fn write(path: &Path, s: &Status) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
+    use std::os::unix::fs::OpenOptionsExt;
+    safe_dir(path)?;
     let tmp = path.with_extension(format!("json.{}", std::process::id()));
-    std::fs::write(&tmp, serde_json::to_vec_pretty(s)?)?;
+    let _ = std::fs::remove_file(&tmp); // our own leftover (unlink: never a target)
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&tmp)?;
+    std::io::Write::write_all(&mut f, &serde_json::to_vec_pretty(s)?)?;
+    drop(f);
     std::fs::rename(&tmp, path)
+}
+
+/// Makes sure the directory of `path` is one the daemon may write in as
+/// root: a real directory (not a symlink; made 0700 if missing) of ours or
+/// root's that no one else may write, unless sticky (/tmp-like: then only
+/// files made new, O_NOFOLLOW, are written there).
+pub fn safe_dir(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if std::fs::symlink_metadata(dir).is_err() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let m = std::fs::symlink_metadata(dir)?;
+    // SAFETY: geteuid cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let shared = m.mode() & 0o022 != 0 && m.mode() & 0o1000 == 0;
+    if !m.is_dir() || (m.uid() != me && m.uid() != 0) || shared {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{}: not a directory of uid {me} or root that others cannot write \
+                 (owner {}, mode {:o}); give --status-file elsewhere",
+                dir.display(),
+                m.uid(),
+                m.mode() & 0o7777
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Reads a status file.

@@ -216,14 +216,21 @@ impl Tun {
         Ok(n as usize)
     }
 
-    /// Waits up to `timeout_ms` for a packet to read; true if one is there.
-    pub fn wait_readable(&self, timeout_ms: i32) -> bool {
+    /// Waits up to `timeout_ms` for a packet to read: Some(true) if one is
+    /// there, Some(false) if none came, None once the device is gone (its
+    /// namespace's root deleted it: `ip link del`), which poll reports at
+    /// once, for ever (review s28 #1: the send thread spun on it).
+    pub fn wait_readable(&self, timeout_ms: i32) -> Option<bool> {
         let mut p = libc::pollfd {
             fd: self.fd.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
         // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut p, 1, timeout_ms) > 0 && p.revents & libc::POLLIN != 0 }
+        let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if n > 0 && p.revents & (libc::POLLERR | libc::POLLHUP | libc::POLLNVAL) != 0 {
+            return None;
+        }
+        Some(n > 0 && p.revents & libc::POLLIN != 0)
     }
 }
