@@ -121,3 +121,53 @@ pub fn writer_alive(s: &Status) -> bool {
     std::fs::read_to_string(format!("/proc/{}/comm", s.pid))
         .is_ok_and(|c| c.trim_end() == "shmnet" || c.starts_with("nic-"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn status() -> Status {
+        Status {
+            name: "t".into(),
+            pid: std::process::id(),
+            mtu: 1500,
+            region_bytes: 0,
+            partitions: Vec::new(),
+        }
+    }
+
+    /// Review s28 #3: a directory others may write (not sticky) is refused;
+    /// a symlink planted at the temporary name is never written through.
+    #[test]
+    fn never_written_through_a_shared_directory_or_a_symlink() {
+        let base = std::env::temp_dir().join(format!("nic-status-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let open = base.join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = write(&open.join("nic-t.json"), &status()).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::PermissionDenied, "{e}");
+
+        let ours = base.join("ours");
+        let path = ours.join("nic-t.json");
+        write(&path, &status()).unwrap();
+        assert_eq!(read(&path).unwrap().name, "t");
+        let victim = base.join("victim");
+        std::fs::write(&victim, b"keep").unwrap();
+        let tmp = path.with_extension(format!("json.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        write(&path, &status()).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"keep");
+        assert!(!std::fs::symlink_metadata(&path)
+            .unwrap()
+            .file_type()
+            .is_symlink());
+
+        let link = base.join("link");
+        std::os::unix::fs::symlink(&ours, &link).unwrap();
+        assert!(write(&link.join("nic-t.json"), &status()).is_err());
+        std::fs::remove_dir_all(&base).unwrap();
+    }
+}
