@@ -18,17 +18,16 @@ impl Segment {
     }
 
     /// The partition that owns `dst`, if any. Multicast and broadcast are
-    /// owned by nobody (not forwarded in this stage).
+    /// owned by nobody (not forwarded in this stage). Addresses compare as
+    /// they are: an IPv6 packet's `::ffff:a.b.c.d` is not the IPv4 address
+    /// (its source passed anti-spoofing as A's IPv4 one: review s28 #11).
     pub fn owner(&self, dst: IpAddr) -> Option<usize> {
-        let dst = dst.to_canonical();
         self.ports.iter().position(|a| a.contains(&dst))
     }
 
-    /// Whether `addr` is one of partition `p`'s own addresses.
+    /// Whether `addr` is one of partition `p`'s own addresses (as it is).
     pub fn owns(&self, p: usize, addr: IpAddr) -> bool {
-        self.ports
-            .get(p)
-            .is_some_and(|a| a.contains(&addr.to_canonical()))
+        self.ports.get(p).is_some_and(|a| a.contains(&addr))
     }
 
     /// Number of partitions.
@@ -58,6 +57,10 @@ mod tests {
         let b6: IpAddr = "fd11:211::2".parse().unwrap();
         let s = Segment::new(vec![vec![a], vec![b, b6]]);
         assert_eq!(s.owner(b6), Some(1));
+        // An IPv4-mapped IPv6 address is not the IPv4 one (review s28 #11).
+        let mapped: IpAddr = "::ffff:10.211.1.1".parse().unwrap();
+        assert!(!s.owns(0, mapped));
+        assert_eq!(s.owner(mapped), None);
         assert_eq!(s.owner("10.211.1.3".parse().unwrap()), None);
         assert!(s.owns(0, a) && !s.owns(0, b) && !s.owns(7, a));
     }
