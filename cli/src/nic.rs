@@ -203,6 +203,14 @@ fn config(a: &NicArgs, status_file: PathBuf) -> Result<Config, String> {
             seen.push(*ip);
         }
     }
+    // The kernel refuses an IPv6 address on a device below IPv6's minimum
+    // MTU with a bare EINVAL (review s28 #14).
+    if a.mtu < 1280 && seen.iter().any(IpAddr::is_ipv6) {
+        return Err(format!(
+            "--mtu {}: IPv6 addresses need an MTU of at least 1280",
+            a.mtu
+        ));
+    }
     Ok(Config {
         name: a.name.clone(),
         mtu: a.mtu,
