@@ -257,11 +257,19 @@ fn show(path: &std::path::Path, json: bool) -> i32 {
         }
         Err(e) => return crate::fail(format_args!("nic: {}: {e}", path.display())),
     };
+    let running = status::writer_alive(&s);
+    let mut s = s;
+    if !running {
+        // Its devices went with it: no partition is up (review s28 #13).
+        for p in &mut s.partitions {
+            p.state = "down".into();
+        }
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&s).unwrap_or_default());
         return 0;
     }
-    let state = if status::writer_alive(&s) {
+    let state = if running {
         String::new()
     } else {
         " (not running: figures as it last wrote them)".into()

@@ -516,6 +516,18 @@ fn killed_daemon_takes_its_devices_and_restarts() {
         .unwrap();
     let _ = conn.write(b"after the kill");
     drop((conn, held));
+    // --status says the NIC is not running and no partition is up (the
+    // last file said "up": review s28 #13).
+    let shown = Command::new(env!("CARGO_BIN_EXE_shmnet"))
+        .args(["nic", "--status", "--json", "--status-file"])
+        .arg(&nic.status)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(
+        text.contains("\"down\"") && !text.contains("\"up\""),
+        "{text}"
+    );
 
     // Restart: same names, same addresses, works again (now with two
     // device queues per namespace: flows spread over both lanes); SIGTERM
