@@ -107,11 +107,12 @@ static void one_side(enum peer_mode mode, int *rounds) {
         int got = wait_for(p.fd, WANT_IN, 5000);
         double dt = now_ms() - t0;
         check(got & WANT_IN, "%s round %zu: not woken within 5 s of the peer writing %zu bytes", side, i, n);
-        if (dt < 45) {
-            /* Woken before the peer wrote: spurious; the read must say so. */
-            char b;
-            ssize_t r = recv(p.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
-            check(r < 0 && errno == EAGAIN, "%s round %zu: data after %.1f ms, before the peer wrote?", side, i, dt);
+        char b;
+        if (dt < 45 && recv(p.fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 && errno == EAGAIN) {
+            /* Woken before the peer wrote, with nothing there: spurious.
+             * (Data this early is the peer's: its 50 ms sleep began when it
+             * read the command, which a loaded machine may do well before
+             * t0; that failed a clean-clone CI run at 45.0 ms.) */
             spurious++;
             say("result spurious early-wake %.1fms", dt);
         } else if (dt - 50 > max_wake_ms) {
