@@ -70,7 +70,7 @@ pub struct Config {
     /// `SHMNET_UDP`: UDP on partition addresses is carried by shared memory
     /// in the emulated mode (issue 16; off by default while the second
     /// review's defects are open: wildcard binds, a forked or daemonised
-    /// receiver spinning, s28/review-udp2; `1` turns it on).
+    /// receiver that cannot receive, s28/review-udp2; `1` turns it on).
     pub udp: bool,
     /// `SHMNET_LOG`: `None` is off.
     pub log_level: Option<Level>,
