@@ -15,15 +15,15 @@
 //! its REG (`holds_name`): only a process holding the reservation has it.
 #![forbid(unsafe_code)]
 
-use std::io::{IoSlice, IoSliceMut};
+use std::io::IoSliceMut;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::os::fd::{BorrowedFd, OwnedFd};
 
 use rustix::io::Errno;
 use rustix::net::{
-    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
-    SendAncillaryMessage, SendFlags, SocketAddrUnix, SocketFlags, SocketType,
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendFlags, SocketAddrUnix,
+    SocketFlags, SocketType,
 };
 use shmnet_ring::dgram::frame::Frame;
 
@@ -43,13 +43,18 @@ pub(crate) fn name(addr: SocketAddr) -> String {
     format!("{PREFIX}{}", unmapped(addr))
 }
 
-fn listener_at(addr: SocketAddr) -> Result<OwnedFd, Errno> {
-    let sock = rustix::net::socket_with(
+/// A link's socket: Unix seqpacket (frames keep their bounds), non-blocking.
+fn seqpacket() -> Result<OwnedFd, Errno> {
+    rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
         SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
         None,
-    )?;
+    )
+}
+
+fn listener_at(addr: SocketAddr) -> Result<OwnedFd, Errno> {
+    let sock = seqpacket()?;
     let path = SocketAddrUnix::new_abstract_name(name(addr).as_bytes())?;
     rustix::net::bind(&sock, &path)?;
     rustix::net::listen(&sock, 128)?;
@@ -117,12 +122,7 @@ fn port_range() -> (u16, u16) {
 /// at once: a Unix connect completes into the listener's backlog).
 /// ECONNREFUSED: nobody holds the name; EAGAIN: its backlog is full.
 pub(crate) fn dial(dest: SocketAddr) -> Result<OwnedFd, Errno> {
-    let sock = rustix::net::socket_with(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-        None,
-    )?;
+    let sock = seqpacket()?;
     let path = SocketAddrUnix::new_abstract_name(name(dest).as_bytes())?;
     match rustix::net::connect(&sock, &path) {
         Ok(()) => Ok(sock),
@@ -155,22 +155,10 @@ pub(crate) fn send(
 ) -> Result<(), Errno> {
     let mut bytes = Vec::with_capacity(64);
     f.encode(&mut bytes);
-    let iov = [IoSlice::new(&bytes)];
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(1))];
-    let mut control = SendAncillaryBuffer::new(&mut space);
-    let fds;
     if let Some(fd) = fd {
-        fds = [fd];
-        if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
-            return Err(Errno::NOBUFS);
-        }
+        return crate::transport::handshake::send_with_fd(link, &bytes, fd);
     }
-    let sent = rustix::net::sendmsg(
-        link,
-        &iov,
-        &mut control,
-        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
-    )?;
+    let sent = rustix::net::send(link, &bytes, SendFlags::NOSIGNAL | SendFlags::DONTWAIT)?;
     if sent != bytes.len() {
         return Err(Errno::PROTO);
     }
