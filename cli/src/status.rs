@@ -329,10 +329,9 @@ impl Dir {
         Ok((parse(&b, meta.uid())?, (meta.dev(), meta.ino())))
     }
 
-    /// The owner of `name` (not following a symlink).
-    fn owner(&self, name: &str) -> Option<u32> {
+    /// `name`'s stat (not following a symlink).
+    fn stat_at(&self, name: &std::ffi::CStr) -> Option<libc::stat> {
         use std::os::fd::AsRawFd;
-        let c = std::ffi::CString::new(name).ok()?;
         // SAFETY: all-zero is a valid `stat`; fstatat fills it.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: a valid directory fd, a NUL-terminated name and a
@@ -340,12 +339,18 @@ impl Dir {
         let r = unsafe {
             libc::fstatat(
                 self.0.as_raw_fd(),
-                c.as_ptr(),
+                name.as_ptr(),
                 &mut st,
                 libc::AT_SYMLINK_NOFOLLOW,
             )
         };
-        (r == 0).then_some(st.st_uid)
+        (r == 0).then_some(st)
+    }
+
+    /// The owner of `name` (not following a symlink).
+    fn owner(&self, name: &str) -> Option<u32> {
+        let c = std::ffi::CString::new(name).ok()?;
+        self.stat_at(&c).map(|st| st.st_uid)
     }
 
     /// Removes `name` if it is still the file `id` (device, inode).
@@ -354,19 +359,10 @@ impl Dir {
         let Ok(c) = std::ffi::CString::new(name) else {
             return false;
         };
-        // SAFETY: all-zero is a valid `stat`; fstatat fills it.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: a valid directory fd, a NUL-terminated name and a
-        // `stat` to fill; the result is checked.
-        let r = unsafe {
-            libc::fstatat(
-                self.0.as_raw_fd(),
-                c.as_ptr(),
-                &mut st,
-                libc::AT_SYMLINK_NOFOLLOW,
-            )
-        };
-        if r != 0 || (st.st_dev, st.st_ino) != id {
+        if self
+            .stat_at(&c)
+            .is_none_or(|st| (st.st_dev, st.st_ino) != id)
+        {
             return false;
         }
         // SAFETY: a valid directory fd and a NUL-terminated name.

@@ -318,8 +318,8 @@ impl Bell {
             return Suspect::No;
         }
         match self.suspect.swap(Suspect::No as u8, Ordering::Relaxed) {
-            2 => Suspect::Doorbell,
-            1 => Suspect::Ended,
+            x if x == Suspect::Doorbell as u8 => Suspect::Doorbell,
+            x if x == Suspect::Ended as u8 => Suspect::Ended,
             _ => Suspect::No,
         }
     }
