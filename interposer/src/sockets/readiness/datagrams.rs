@@ -123,6 +123,9 @@ pub(super) fn writable(
         }
         if r.events & ONCE != 0 {
             r.reported = true;
+            // Taken once: it must be reported, not left for the next call
+            // (`Pending::replayable`, the one-slot wait's kernel turn).
+            out.replayable = false;
         }
         if r.events & libc::EPOLLONESHOT as u32 != 0 {
             // Disabled, as the kernel disables it at its event.
