@@ -35,7 +35,8 @@ fn fail<R>(e: Errno) -> Action<R> {
 /// partition address.
 fn emulated(target: SocketAddr) -> bool {
     let ip = unmapped(target).ip();
-    config::get().is_some_and(|c| c.udp && c.fallback == Fallback::Never && c.is_partition_ip(ip))
+    carried()
+        && config::get().is_some_and(|c| c.is_partition_ip(ip))
         && is_loopback(ip)
         && !crate::platform::sandbox::active()
 }
@@ -55,7 +56,18 @@ fn udp_family(fd: c_int) -> Option<c_int> {
 
 /// Our datagram socket behind `fd`, if it is one.
 fn ours(fd: c_int) -> Option<Arc<Socket>> {
+    if !carried() {
+        return None;
+    }
     registry::get(fd).filter(|s| s.datagram().is_some())
+}
+
+/// Whether this process carries UDP at all (`SHMNET_UDP=1`, the emulated
+/// mode): when not, no datagram socket of ours exists, and sendto,
+/// sendmsg, recvfrom and recvmsg on a stream of ours skip the lookups
+/// here (the stream path makes its own).
+fn carried() -> bool {
+    config::get().is_some_and(|c| c.udp && c.fallback == Fallback::Never)
 }
 
 /// Whether `fd` is a datagram socket of ours: poll, select and epoll
@@ -242,7 +254,7 @@ pub(crate) fn send<'b>(
     dest: AddrIn<'_>,
     bufs: impl FnOnce() -> Result<Vec<IoSlice<'b>>, c_int>,
 ) -> Option<Action<ssize_t>> {
-    if !fdtable::is_owned(fd) && dest.is_null() {
+    if !carried() || (!fdtable::is_owned(fd) && dest.is_null()) {
         return None; // the pass-through fast path
     }
     let to = match destination(dest) {
