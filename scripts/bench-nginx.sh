@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Usage: scripts/bench-nginx.sh [--runs N] [--secs S] [--json FILE] [--compare OTHER.so]
-#                               [path/to/libshmnet.so] [seconds]
+#                               [--workers W] [--conns C] [path/to/libshmnet.so] [seconds]
 #
-# nginx (2 workers, sendfile) + wrk -t2 -c50 requests/s for a 1 KiB and a
+# nginx (W=2 workers, sendfile) + wrk -t2 -cC (C=50) requests/s for a 1 KiB and a
 # 1 MiB file: both preloaded on the emulated network (127.77.90.1, private
 # SHMNET_DIR, SHMNET_FALLBACK=never) vs both plain on kernel TCP
 # (127.0.0.1), and, when Debian's libsocket-wrapper is installed, both
@@ -19,13 +19,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-RUNS=1 SECS=5 JSON="" CMP="" POS=()
+RUNS=1 SECS=5 JSON="" CMP="" WORKERS=2 CONNS=50 POS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) [ $# -ge 2 ] || usage; RUNS=$2; shift 2 ;;
     --secs) [ $# -ge 2 ] || usage; SECS=$2; shift 2 ;;
     --json) [ $# -ge 2 ] || usage; JSON=$2; shift 2 ;;
     --compare) [ $# -ge 2 ] || usage; CMP=$2; shift 2 ;;
+    --workers) [ $# -ge 2 ] || usage; WORKERS=$2; shift 2 ;;
+    --conns) [ $# -ge 2 ] || usage; CONNS=$2; shift 2 ;;
     -h|--help) usage ;;
     -*) echo "bench-nginx: unknown option $1" >&2; usage ;;
     *) POS+=("$1"); shift ;;
@@ -34,7 +36,8 @@ done
 [ ${#POS[@]} -le 2 ] || usage
 LIB=${POS[0]:-target/release/libshmnet.so}
 [ ${#POS[@]} -lt 2 ] || SECS=${POS[1]}
-[[ "$RUNS" =~ ^[1-9][0-9]*$ && "$SECS" =~ ^[1-9][0-9]*$ ]] || { echo "bench-nginx: --runs and --secs take whole numbers >= 1" >&2; exit 2; }
+[[ "$RUNS" =~ ^[1-9][0-9]*$ && "$SECS" =~ ^[1-9][0-9]*$ && "$WORKERS" =~ ^[1-9][0-9]*$ && "$CONNS" =~ ^([2-9]|[1-9][0-9]+)$ ]] \
+  || { echo "bench-nginx: --runs, --secs and --workers take whole numbers >= 1, --conns >= 2" >&2; exit 2; }
 [ -f "$LIB" ] || { echo "bench-nginx: $LIB not found; build it with 'make'" >&2; exit 1; }
 LIB=$(realpath "$LIB")
 if [ -n "$CMP" ]; then
@@ -60,7 +63,7 @@ PORT=$("$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); prin
 
 conf() { # name listen
   cat > "$WORK/$1.conf" <<CONF
-worker_processes 2;
+worker_processes $WORKERS;
 daemon on;
 error_log $WORK/logs/$1.log warn;
 pid $WORK/$1.pid;
@@ -118,7 +121,7 @@ rate() { # server url [preload...]
   local out before after
   before=$(worker_ticks "$server")
   # `times` gives wrk's CPU (the subshell's children): its second line.
-  out=$( ("$@" wrk -t2 -c50 -d"${SECS}s" "$url" 2>&1; times) ) || { echo "bench-nginx: wrk failed on $url:" >&2; echo "$out" >&2; exit 1; }
+  out=$( ("$@" wrk -t2 -c"$CONNS" -d"${SECS}s" "$url" 2>&1; times) ) || { echo "bench-nginx: wrk failed on $url:" >&2; echo "$out" >&2; exit 1; }
   after=$(worker_ticks "$server")
   local ticks=$((after - before)) hz
   hz=$(getconf CLK_TCK)
@@ -139,7 +142,7 @@ rate() { # server url [preload...]
     || { echo "bench-nginx: no Requests/sec in wrk output for $url:" >&2; echo "$out" >&2; exit 1; }
 }
 
-echo "## nginx (2 workers, sendfile) + wrk -t2 -c50 -d${SECS}s, requests/s, $RUNS run(s)"
+echo "## nginx ($WORKERS worker(s), sendfile) + wrk -t2 -c$CONNS -d${SECS}s, requests/s, $RUNS run(s)"
 echo
 declare -A all cpus
 for run in $(seq "$RUNS"); do
