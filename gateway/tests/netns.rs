@@ -17,7 +17,7 @@ use common::{Certs, Gateway, Pair, Python, B_LINK, B_SERVICE, ECHO, GATEWAY_ADDR
 const PORT: u16 = 9000;
 const CONNECTIONS: usize = 50;
 const EACH: u64 = 1 << 20;
-const LARGE: u64 = 256 << 20;
+const LARGE: u64 = 1 << 30;
 /// How long the slow reader reads nothing at first.
 const STALL: Duration = Duration::from_secs(2);
 const TIMEOUT: Duration = Duration::from_secs(120);
