@@ -98,6 +98,12 @@ pub struct Args {
     /// own address.
     #[arg(long)]
     pub original_source: bool,
+    /// Seconds a stopping gateway (SIGTERM, SIGINT) waits for its streams
+    /// to end: it sends GOAWAY to its peers and stops listening at once,
+    /// then exits when no stream is left or this has passed (the streams
+    /// left are reset). A second signal stops it at once.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_timeout: f64,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -115,6 +121,7 @@ pub struct Settings {
     pub max_streams: u32,
     /// Each stream's HTTP/2 send buffer (from --peer-memory).
     pub send_buffer: usize,
+    pub drain_timeout: Duration,
 }
 
 impl Args {
@@ -128,6 +135,7 @@ impl Args {
             open_timeout: secs(self.open_timeout),
             max_streams: self.max_streams.max(1),
             send_buffer: send_buffer(self.peer_memory, self.max_streams),
+            drain_timeout: secs(self.drain_timeout),
         }
     }
 }

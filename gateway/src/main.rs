@@ -46,6 +46,8 @@ async fn run(args: config::Args) -> Result<(), String> {
     let settings = Arc::new(args.settings());
     let identity = tls::Identity::load(&args.cert, &args.key, &args.ca)?;
     let board = status::Board::default();
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut signals = Signals::new()?;
     let mut tasks = tokio::task::JoinSet::new();
     if let Some(addr) = args.peer_listen {
         let server = identity.server_config()?;
@@ -59,6 +61,7 @@ async fn run(args: config::Args) -> Result<(), String> {
             args.serve.clone(),
             settings.clone(),
             board.clone(),
+            stopping,
         ));
     }
     let routes = outbound::Routes::new(&args.remote, identity.client_config()?, &settings, &board);
@@ -80,21 +83,56 @@ async fn run(args: config::Args) -> Result<(), String> {
         return Err("nothing to do: give --peer-listen and/or --listen".into());
     }
     if let Some(path) = args.status_file.clone() {
-        tokio::spawn(board.publish(path));
+        tokio::spawn(board.clone().publish(path));
     }
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => Ok(()),
-        _ = terminated() => Ok(()),
-        Some(_) = tasks.join_next() => Err("a listener stopped".into()),
+        () = signals.next() => {}
+        Some(_) = tasks.join_next() => return Err("a listener stopped".into()),
     }
+    // Stopping: GOAWAY to every peer that dialed us, no more listening
+    // (a new gateway may bind our ports now), and the streams in flight
+    // given --drain-timeout to end.
+    let limit = settings.drain_timeout;
+    let _ = stop.send(true);
+    tasks.shutdown().await;
+    let (open, _) = board.busy();
+    log!(
+        "stopping: GOAWAY to peers, listeners closed; {open} streams open, waiting up to {limit:?}"
+    );
+    let drained = async {
+        while board.busy() != (0, 0) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        () = drained => log!("stopped: every stream ended"),
+        () = tokio::time::sleep(limit) => {
+            let (open, _) = board.busy();
+            log!("stopped: --drain-timeout passed, {open} streams reset");
+        }
+        () = signals.next() => log!("stopped at once (second signal): {} streams reset", board.busy().0),
+    }
+    Ok(())
 }
 
-async fn terminated() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match signal(SignalKind::terminate()) {
-        Ok(mut s) => {
-            s.recv().await;
+/// SIGTERM and SIGINT: the first stops gracefully, a second at once.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Signals, String> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM: {e}"))?;
+        let int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT: {e}"))?;
+        Ok(Signals { term, int })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
-        Err(_) => std::future::pending().await,
     }
 }

@@ -85,6 +85,15 @@ impl Board {
             .retain(|p| !Arc::ptr_eq(p, peer));
     }
 
+    /// Streams open on every link, and whether a peer's connection to us
+    /// is still there (a stopping gateway waits for both to be none).
+    pub fn busy(&self) -> (u64, usize) {
+        let peers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let open = peers.iter().map(|p| p.open.load(Ordering::Relaxed)).sum();
+        let accepted = peers.iter().filter(|p| p.role == "accepted").count();
+        (open, accepted)
+    }
+
     fn json(&self) -> String {
         let peers = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let list: Vec<String> = peers.iter().map(|p| p.json()).collect();
