@@ -135,9 +135,9 @@ async fn connection(
         "closed".to_string()
     };
     match pinger {
-        Some(p) => tokio::select! {
+        Some(mut p) => tokio::select! {
             why = accept => why,
-            why = crate::link::ping(p, settings) => why,
+            why = crate::link::ping(&mut p, settings) => why,
         },
         None => accept.await,
     }

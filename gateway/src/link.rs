@@ -124,21 +124,18 @@ async fn keep(
     loop {
         match tokio::time::timeout(DIAL_TIMEOUT, dial(peer, &tls, &settings)).await {
             Ok(Ok((sender, mut conn))) => {
-                let Some(mut pinger) = conn.ping_pong() else {
+                let Some(pinger) = conn.ping_pong() else {
                     return;
                 };
-                // Its own task: a connection going away runs on after we
-                // dial the next, until its streams end.
-                let mut driven = tokio::spawn(drive(conn));
-                // Up once the peer answers a PING: under TLS 1.3 a client
-                // whose certificate the peer refused learns it only here.
+                // The connection and its PINGs run in a task of their own:
+                // one going away runs on after we dial the next, until its
+                // streams end (still PINGed). Any other way out of here
+                // ends it, and with it its streams.
+                let (answered, up) = tokio::sync::oneshot::channel();
+                let mut running = tokio::spawn(run(conn, pinger, settings.clone(), answered));
                 let answered = tokio::select! {
-                    why = &mut driven => Err(ended(why)),
-                    r = tokio::time::timeout(DIAL_TIMEOUT, pinger.ping(h2::Ping::opaque())) => match r {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err("no PING answer".into()),
-                    },
+                    why = &mut running => Err(ended(why)),
+                    r = up => r.unwrap_or_else(|_| Err("gone".into())),
                 };
                 match answered {
                     Ok(()) => {
@@ -153,8 +150,7 @@ async fn keep(
                         let _ = tx.send(Some(current.clone()));
                         let since = Instant::now();
                         let why = tokio::select! {
-                            why = &mut driven => Some(ended(why)),
-                            why = ping(pinger, &settings) => Some(why),
+                            why = &mut running => Some(ended(why)),
                             () = going_away(&current, &mut gone) => None,
                         };
                         let _ = tx.send(None);
@@ -168,7 +164,7 @@ async fn keep(
                                  new ones wait for the next link"
                             );
                             tokio::spawn(async move {
-                                let why = ended(driven.await);
+                                let why = ended(running.await);
                                 log!("link {established} to {peer} closed after going away: {why}");
                             });
                             backoff = BACKOFF_MIN;
@@ -178,6 +174,7 @@ async fn keep(
                     }
                     Err(why) => log!("link to {peer} refused: {why}"),
                 }
+                running.abort();
             }
             Ok(Err(e)) => log!("link to {peer}: {e}"),
             Err(_) => log!("link to {peer}: no answer in {DIAL_TIMEOUT:?}"),
@@ -244,6 +241,36 @@ fn ended(r: Result<String, tokio::task::JoinError>) -> String {
     r.unwrap_or_else(|e| e.to_string())
 }
 
+/// Drives the connection; says on `answered` whether the peer answered a
+/// first PING (under TLS 1.3 a client whose certificate the peer refused
+/// learns it only then); then PINGs it. Returns (dropping the connection:
+/// its streams are reset) when it ends or a PING goes unanswered.
+async fn run(
+    conn: Conn,
+    mut pinger: h2::PingPong,
+    settings: Settings,
+    answered: tokio::sync::oneshot::Sender<Result<(), String>>,
+) -> String {
+    let mut driven = std::pin::pin!(drive(conn));
+    let first = tokio::select! {
+        why = &mut driven => return why,
+        r = tokio::time::timeout(DIAL_TIMEOUT, pinger.ping(h2::Ping::opaque())) => match r {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no PING answer".into()),
+        },
+    };
+    let ok = first.is_ok();
+    let _ = answered.send(first);
+    if !ok {
+        return "refused".into();
+    }
+    tokio::select! {
+        why = &mut driven => why,
+        why = ping(&mut pinger, &settings) => why,
+    }
+}
+
 /// Runs the connection until it ends.
 async fn drive<T, B>(conn: h2::client::Connection<T, B>) -> String
 where
@@ -258,7 +285,7 @@ where
 
 /// Sends a PING every `ping_interval`; returns when one goes unanswered
 /// for `ping_timeout` (ztunnel: 10 s and 20 s).
-pub async fn ping(mut pinger: h2::PingPong, settings: &Settings) -> String {
+pub async fn ping(pinger: &mut h2::PingPong, settings: &Settings) -> String {
     loop {
         tokio::time::sleep(settings.ping_interval).await;
         let answer = pinger.ping(h2::Ping::opaque());
