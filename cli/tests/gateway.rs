@@ -2,7 +2,10 @@
 //! `shmnet-gateway`): two of them on 127.0.0.1 in this namespace, with
 //! certificates made by openssl, bring their link up; SIGTERM stops each
 //! with exit 0; the man page lists the subcommand's options. (Carrying
-//! connections needs two namespaces: gateway/tests.)
+//! connections needs two namespaces: gateway/tests.) And `shmnet ss -s`
+//! shows connects to a remote range that found no gateway.
+
+mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -166,5 +169,66 @@ fn shmnet_gateway_runs_the_gateway() {
     ] {
         assert!(man.contains(want), "{want} not in the man page");
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A remote range inside loopback (127.77/16, not a partition here): with
+/// no gateway, the default mode's kernel connect is refused by the kernel
+/// (nobody listens), the emulated mode refuses; both counted
+/// `fallback_no_gateway` and shown by `ss -s`.
+#[test]
+fn connects_without_a_gateway_are_counted_and_shown() {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nogw-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let connect = "import socket\ns = socket.socket()\ntry:\n    s.connect(('127.77.0.1', 9))\nexcept OSError as e:\n    print(e.errno)\n";
+    for mode in ["tcp", "never"] {
+        let out = Command::new("python3")
+            .args(["-c", connect])
+            .env("LD_PRELOAD", common::lib())
+            .env("SHMNET_DIR", &dir)
+            .env("SHMNET_PARTITIONS", "127.0.0.0/16")
+            .env("SHMNET_REMOTE", "127.77.0.0/16")
+            .env("SHMNET_FALLBACK", mode)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            said.trim(),
+            libc::ECONNREFUSED.to_string(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let ss = |json: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_shmnet"));
+        c.args(["ss", "-s", "--dir"]).arg(&dir);
+        if json {
+            c.arg("--json");
+        }
+        String::from_utf8(c.output().unwrap().stdout).unwrap()
+    };
+    let v: serde_json::Value = serde_json::from_str(&ss(true)).unwrap();
+    let made = &v["counters"]["since_made"];
+    assert_eq!(
+        (
+            made["fallback_no_gateway"].as_u64(),
+            made["fallback_no_listener"].as_u64()
+        ),
+        (Some(2), Some(0)),
+        "{v}"
+    );
+    let text = ss(false);
+    assert!(
+        text.contains("2 to a remote range with no gateway"),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("fallback_no_gateway") && l.contains(" 2 ")),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -5,6 +5,11 @@
 //! peer with an unknown certificate refused. Needs root (ip netns).
 
 mod common;
+/// The library's counters (docs/counters.md), read as the interposer's
+/// tests read them.
+#[path = "../../interposer/tests/common/stats.rs"]
+#[allow(dead_code)]
+mod stats;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -497,7 +502,8 @@ fn client(ns: &str, env: &[(&str, &str)], port: u16, n: usize) -> String {
 /// which learns the destination from getsockname; B's gateway reaches B's
 /// shared-memory-only echo server. getpeername shows the real address.
 /// Without a gateway: kernel TCP in the default mode (no route here:
-/// ENETUNREACH), ECONNREFUSED in the emulated one.
+/// ENETUNREACH), ECONNREFUSED in the emulated one, each counted
+/// `fallback_no_gateway`.
 #[test]
 fn remote_range_reaches_the_gateway_through_shared_memory() {
     if !common::root() || !std::path::Path::new("/usr/bin/python3").exists() {
@@ -524,6 +530,16 @@ fn remote_range_reaches_the_gateway_through_shared_memory() {
         client(&pair.a, &env_a_never, port, 1).trim(),
         econnrefused,
         "emulated, no gateway"
+    );
+    // Both counted as such, in either mode (the clients have exited).
+    let counts = stats::read(std::path::Path::new(&pair.file("shm-a")));
+    assert_eq!(
+        (
+            counts["fallback_no_gateway"],
+            counts["fallback_no_listener"]
+        ),
+        (2, 0),
+        "{counts:?}"
     );
 
     let (a, _b) = pair.gateways(GATEWAY_ADDR, &remote.a_gateway(), &remote.b());
