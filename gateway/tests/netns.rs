@@ -559,6 +559,41 @@ fn remote_range_reaches_the_gateway_through_shared_memory() {
     assert!(!log_a.contains("in no --remote range"), "{log_a}");
 }
 
+/// The never-mode gateway: A's gateway itself runs in the emulated mode
+/// (its SHMNET_GATEWAY address is a partition address, so its listener is
+/// an emulated one): it takes the gateway name all the same, and programs
+/// of both modes reach B through it.
+#[test]
+fn an_emulated_mode_gateway_takes_the_gateway_name() {
+    if !common::root() || !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("an_emulated_mode_gateway_takes_the_gateway_name: skipped (needs root, /usr/bin/python3)");
+        return;
+    }
+    let pair = Pair::new("nevergw");
+    pair.unroute_b();
+    pair.certs();
+    let remote = common::Remote::new(&pair);
+    let (env_a, env_a_never) = (remote.a(), remote.a_never());
+    let port = PORT + 4;
+    let echo = Python::start(&pair.b, ECHO, &[B_SERVICE, &port.to_string()], &remote.b());
+    let gateway_env: Vec<(&str, &str)> = remote
+        .a_gateway()
+        .into_iter()
+        .chain([("SHMNET_FALLBACK", "never")])
+        .collect();
+    let (a, _b) = pair.gateways(GATEWAY_ADDR, &gateway_env, &remote.b());
+    let want = format!("peer {B_SERVICE} {port}\necho ok {}\n", 1 << 20);
+    for env in [&env_a[..], &env_a_never[..]] {
+        assert_eq!(client(&pair.a, env, port, 1 << 20), want);
+    }
+    drop(echo);
+    let log_a = a.log_text();
+    assert!(!log_a.contains("not the gateway"), "{log_a}");
+    // No kernel listener: the gateway's address is emulated.
+    let kernel = common::output(&["ip", "netns", "exec", &pair.a, "ss", "-Htln"]);
+    assert!(!kernel.contains(":15001"), "{kernel}");
+}
+
 /// The veth cut mid-transfer: the connection in flight fails with an error
 /// (PINGs go unanswered, the link and its streams are dropped, the local
 /// socket reset); after the link comes back a new connection succeeds on a
