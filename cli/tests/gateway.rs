@@ -1,7 +1,7 @@
 //! `shmnet gateway` is the gateway (issue 17; the same code as
 //! `shmnet-gateway`): two of them on 127.0.0.1 in this namespace, with
-//! certificates made by openssl, bring their link up; SIGTERM stops each
-//! with exit 0; the man page lists the subcommand's options. (Carrying
+//! certificates made by openssl, bring their link up (`--status` shows
+//! it); SIGTERM stops each with exit 0; the man page lists the subcommand's options. (Carrying
 //! connections needs two namespaces: gateway/tests.) And `shmnet ss -s`
 //! shows connects to a remote range that found no gateway.
 
@@ -147,9 +147,42 @@ fn shmnet_gateway_runs_the_gateway() {
     b.wait_for("peers: listening");
     // A's range is never connected to here: only the link is wanted.
     let remote = format!("127.0.0.99/32={peer}");
-    let mut a = Gateway::start(&dir, &["--listen", "127.0.0.99:0", "--remote", &remote]);
+    let status = dir.join("a.json");
+    let status = status.to_str().unwrap();
+    let mut a = Gateway::start(
+        &dir,
+        &[
+            "--listen",
+            "127.0.0.99:0",
+            "--remote",
+            &remote,
+            "--status-file",
+            status,
+        ],
+    );
     a.wait_for("links established: 1");
     b.wait_for("connected");
+    // --status: the running gateway's --status-file as a table (the file
+    // is rewritten every second: the row says up once it has been).
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let table = loop {
+        let out = Command::new(env!("CARGO_BIN_EXE_shmnet"))
+            .args(["gateway", "--status", status])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && text.contains(" up ") {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let row: Vec<&str> = table.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(
+        row[..6],
+        [peer.as_str(), "dialed", "up", "1", "0", "0"],
+        "{table}"
+    );
     let st = a.terminate();
     assert!(st.success(), "A: {st}");
     a.wait_for("stopped: every stream ended");

@@ -43,14 +43,19 @@ pub struct Args {
     #[arg(long, value_name = "CIDR")]
     pub serve: Vec<IpNet>,
     /// This gateway's certificate chain (PEM).
-    #[arg(long)]
-    pub cert: PathBuf,
+    #[arg(long, required_unless_present = "status")]
+    pub cert: Option<PathBuf>,
     /// This gateway's private key (PEM). Never logged.
-    #[arg(long)]
-    pub key: PathBuf,
+    #[arg(long, required_unless_present = "status")]
+    pub key: Option<PathBuf>,
     /// Whom to trust: a CA, or a peer's own self-signed certificate (PEM).
-    #[arg(long)]
-    pub ca: PathBuf,
+    #[arg(long, required_unless_present = "status")]
+    pub ca: Option<PathBuf>,
+    /// Print the file a running gateway writes with --status-file as a
+    /// table (per peer link: its state, links established, streams open
+    /// and carried, bytes each way, resets), and exit.
+    #[arg(long, value_name = "PATH", exclusive = true)]
+    pub status: Option<PathBuf>,
     /// HTTP/2 stream window, bytes: what a gateway holds per stream for a
     /// slow reader. About the ring's size (SHMNET_RING_BYTES).
     #[arg(long, default_value_t = 2 << 20)]

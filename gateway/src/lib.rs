@@ -23,6 +23,15 @@ use std::sync::Arc;
 /// Runs the gateway until it is stopped (`shmnet-gateway` and `shmnet
 /// gateway` both call this).
 pub fn main(args: Args) -> ExitCode {
+    if let Some(path) = &args.status {
+        return match status::print(path) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                log!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.threads)
         .enable_all()
@@ -45,7 +54,10 @@ pub fn main(args: Args) -> ExitCode {
 
 async fn run(args: config::Args) -> Result<(), String> {
     let settings = Arc::new(args.settings());
-    let identity = tls::Identity::load(&args.cert, &args.key, &args.ca)?;
+    let (Some(cert), Some(key), Some(ca)) = (&args.cert, &args.key, &args.ca) else {
+        return Err("give --cert, --key and --ca".into());
+    };
+    let identity = tls::Identity::load(cert, key, ca)?;
     let board = status::Board::default();
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let mut signals = Signals::new()?;
