@@ -112,7 +112,9 @@ async fn open(
 
 /// Opens the stream on the current link; on one the peer is taking down
 /// (GOAWAY: it did not take the stream, RFC 9113 §6.8) once more on the
-/// next link.
+/// next link. (Usually the link task has seen the GOAWAY first and the
+/// stream waits for the next link in `sender`; this is for a stream that
+/// came in between.)
 async fn open_on_a_link(
     link: &Link,
     dest: SocketAddr,
@@ -139,15 +141,16 @@ async fn open_on_a_link(
 
 /// Why a CONNECT failed.
 enum Failed {
-    /// The peer did not process it (GOAWAY, REFUSED_STREAM): another link
-    /// may take it.
+    /// The peer did not process it and takes no more on this link
+    /// (GOAWAY): the next link may take it. (A REFUSED_STREAM alone is not
+    /// a link going away: it stays a failure, as before.)
     Unprocessed(String),
     Other(String),
 }
 
 impl From<h2::Error> for Failed {
     fn from(e: h2::Error) -> Failed {
-        if e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+        if e.is_go_away() {
             Failed::Unprocessed(e.to_string())
         } else {
             Failed::Other(e.to_string())
