@@ -12,7 +12,9 @@ libshmnet.so, loaded with LD_PRELOAD, carries TCP connections between local \
 programs through shared memory instead of the kernel. `shmnet run` starts a \
 program with it; `shmnet ss` lists the emulated sockets of the processes on \
 this host that use one rendezvous directory (SHMNET_DIR); `shmnet check` \
-diagnoses a setup. Settings are environment variables (SHMNET_PARTITIONS, \
+diagnoses a setup; `shmnet nic` joins network namespaces with a \
+shared-memory NIC; `shmnet gateway` carries connections to other hosts over \
+one mutual-TLS HTTP/2 link per peer. Settings are environment variables (SHMNET_PARTITIONS, \
 SHMNET_FALLBACK, SHMNET_DIR, SHMNET_LOG...), described in docs/configuration.md.";
 
 #[derive(Parser, Debug)]
@@ -37,6 +39,13 @@ pub(crate) enum Command {
     /// A shared-memory NIC between network namespaces (TUN devices whose
     /// wire is a shared-memory region; docs/nic.md)
     Nic(crate::nic::NicArgs),
+    /// Carry connections to other hosts' ranges (SHMNET_REMOTE) over one
+    /// mutual-TLS HTTP/2 link per peer gateway, each as a CONNECT stream
+    /// (HBONE), and serve peers' streams (docs/design/gateway.md). Run it
+    /// preloaded with SHMNET_GATEWAY=ADDR:PORT and --listen on that address
+    /// for local programs to reach it through shared memory. The same
+    /// program as shmnet-gateway
+    Gateway(shmnet_gateway::Args),
     /// (internal) the preloaded probe of `shmnet check`
     #[command(name = "__probe", hide = true)]
     Probe(ProbeArgs),

@@ -39,6 +39,9 @@ fn main() {
         cli::Command::Check(a) => check::main(a),
         cli::Command::Probe(a) => probe::main(a),
         cli::Command::Nic(a) => nic::main(a),
+        cli::Command::Gateway(a) => {
+            i32::from(shmnet_gateway::main(a) != std::process::ExitCode::SUCCESS)
+        }
         cli::Command::Man => {
             use std::io::Write;
             let cmd = <cli::Cli as clap::CommandFactory>::command();

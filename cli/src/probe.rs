@@ -17,15 +17,15 @@ fn symbol(name: &CStr) -> *mut libc::c_void {
     unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) }
 }
 
-fn counters() -> Option<[u64; 9]> {
+fn counters() -> Option<[u64; 10]> {
     let f = symbol(c"shmnet_counters");
     if f.is_null() {
         return None;
     }
     // SAFETY: the library exports shmnet_counters with this signature.
     let f: CountersFn = unsafe { std::mem::transmute::<*mut libc::c_void, CountersFn>(f) };
-    let mut out = [0u64; 9];
-    // SAFETY: `out` holds 9 writable u64s.
+    let mut out = [0u64; 10];
+    // SAFETY: `out` holds 10 writable u64s.
     unsafe { f(out.as_mut_ptr(), out.len()) };
     Some(out)
 }

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use crate::status::{u32_at, u64_at};
 
-pub(crate) const NAMES: [&str; 9] = [
+pub(crate) const NAMES: [&str; COUNTERS] = [
     "shm",
     "fallback_no_listener",
     "fallback_refused",
@@ -20,9 +20,11 @@ pub(crate) const NAMES: [&str; 9] = [
     "accepted_shm",
     "refused_policy",
     "dropped_handshakes",
+    "fallback_no_gateway",
 ];
+const COUNTERS: usize = 10;
 /// What each counter counts, for people (docs/counters.md).
-pub(crate) const MEANINGS: [&str; 9] = [
+pub(crate) const MEANINGS: [&str; COUNTERS] = [
     "connects carried by shared memory",
     "kernel TCP: no shared-memory listener there",
     "kernel TCP: listener refused (gone, backlog full, handshake)",
@@ -32,13 +34,17 @@ pub(crate) const MEANINGS: [&str; 9] = [
     "listeners: accepted over shared memory",
     "listeners: refused by policy",
     "listeners: dropped handshakes",
+    "no gateway for a SHMNET_REMOTE range: kernel TCP (refused if emulated)",
 ];
 /// Counters 1..=5: connects that went to kernel TCP.
 pub(crate) const FALLBACKS: std::ops::RangeInclusive<usize> = 1..=5;
+/// Connects to a remote range without a gateway: kernel TCP in the
+/// default mode, ECONNREFUSED in the emulated one.
+pub(crate) const NO_GATEWAY: usize = 9;
 const FILE_BYTES: usize = 33088;
 const ROWS: usize = 258;
 
-pub(crate) type Counts = [u64; 9];
+pub(crate) type Counts = [u64; COUNTERS];
 
 /// Adds `b` into `a` (counts from files: hostile, so saturating).
 pub(crate) fn add(a: &mut Counts, b: &Counts) {
@@ -106,7 +112,9 @@ fn read(path: &Path, uid: u32, out: &mut Counters) -> Option<()> {
     if &b[..8] != b"SHMNETC1"
         || u32_at(&b, 8) != 1
         || u32_at(&b, 16) != 128
-        || u32_at(&b, 24) != 9
+        // 9 in files made before fallback_no_gateway (its word was a
+        // reserved zero), up to the 14 words of a row after us.
+        || !(9..=14).contains(&u32_at(&b, 24))
         || u32_at(&b, 28) != uid
     {
         return None;
@@ -138,7 +146,7 @@ mod tests {
     fn file(uid: u32, slots: &[(u32, u64, u64)]) -> Vec<u8> {
         let mut b = vec![0u8; FILE_BYTES];
         b[..8].copy_from_slice(b"SHMNETC1");
-        for (at, v) in [(8, 1), (12, 64), (16, 128), (20, 256), (24, 9), (28, uid)] {
+        for (at, v) in [(8, 1), (12, 64), (16, 128), (20, 256), (24, 10), (28, uid)] {
             b[at..at + 4].copy_from_slice(&u32::to_ne_bytes(v));
         }
         b[64 + 16..64 + 24].copy_from_slice(&5u64.to_ne_bytes()); // retired: shm 5

@@ -9,7 +9,7 @@ use std::path::Path;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::json;
 
-use crate::stats::{self, Counts, FALLBACKS, MEANINGS, NAMES};
+use crate::stats::{self, Counts, FALLBACKS, MEANINGS, NAMES, NO_GATEWAY};
 use crate::units;
 
 pub(crate) const STATES: [&str; 4] = ["listening", "established", "half-closed", "closed-by-peer"];
@@ -46,6 +46,16 @@ pub(crate) struct Summary<'a> {
 
 fn fallbacks(c: &Counts) -> u64 {
     c[FALLBACKS].iter().fold(0, |a, &v| a.saturating_add(v))
+}
+
+/// ", N with no gateway ..." when a connect to a remote range found none.
+fn no_gateway(c: &Counts) -> String {
+    match c[NO_GATEWAY] {
+        0 => String::new(),
+        n => {
+            format!(", {n} to a remote range with no gateway (kernel TCP, or refused if emulated)")
+        }
+    }
 }
 
 pub(crate) fn print(s: &Summary, json: bool) {
@@ -116,15 +126,17 @@ pub(crate) fn print(s: &Summary, json: bool) {
     }
     let t = &counters.totals;
     println!(
-        "connects since the counters file was made: {} over shared memory, {} over kernel TCP",
+        "connects since the counters file was made: {} over shared memory, {} over kernel TCP{}",
         t[0],
-        fallbacks(t)
+        fallbacks(t),
+        no_gateway(t)
     );
     println!(
-        "by the {} live processes since they started: {} over shared memory, {} over kernel TCP",
+        "by the {} live processes since they started: {} over shared memory, {} over kernel TCP{}",
         live.len(),
         live_sum[0],
-        fallbacks(&live_sum)
+        fallbacks(&live_sum),
+        no_gateway(&live_sum)
     );
     let rows: Vec<Vec<String>> = (0..NAMES.len())
         .map(|i| {

@@ -43,14 +43,19 @@ pub struct Args {
     #[arg(long, value_name = "CIDR")]
     pub serve: Vec<IpNet>,
     /// This gateway's certificate chain (PEM).
-    #[arg(long)]
-    pub cert: PathBuf,
+    #[arg(long, required_unless_present = "status")]
+    pub cert: Option<PathBuf>,
     /// This gateway's private key (PEM). Never logged.
-    #[arg(long)]
-    pub key: PathBuf,
+    #[arg(long, required_unless_present = "status")]
+    pub key: Option<PathBuf>,
     /// Whom to trust: a CA, or a peer's own self-signed certificate (PEM).
-    #[arg(long)]
-    pub ca: PathBuf,
+    #[arg(long, required_unless_present = "status")]
+    pub ca: Option<PathBuf>,
+    /// Print the file a running gateway writes with --status-file as a
+    /// table (per peer link: its state, links established, streams open
+    /// and carried, bytes each way, resets), and exit.
+    #[arg(long, value_name = "PATH", exclusive = true)]
+    pub status: Option<PathBuf>,
     /// HTTP/2 stream window, bytes: what a gateway holds per stream for a
     /// slow reader. About the ring's size (SHMNET_RING_BYTES).
     #[arg(long, default_value_t = 2 << 20)]
@@ -98,6 +103,12 @@ pub struct Args {
     /// own address.
     #[arg(long)]
     pub original_source: bool,
+    /// Seconds a stopping gateway (SIGTERM, SIGINT) waits for its streams
+    /// to end: it sends GOAWAY to its peers and stops listening at once,
+    /// then exits when no stream is left or this has passed (the streams
+    /// left are reset). A second signal stops it at once.
+    #[arg(long, default_value_t = 10.0)]
+    pub drain_timeout: f64,
     /// Worker threads.
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
@@ -115,6 +126,7 @@ pub struct Settings {
     pub max_streams: u32,
     /// Each stream's HTTP/2 send buffer (from --peer-memory).
     pub send_buffer: usize,
+    pub drain_timeout: Duration,
 }
 
 impl Args {
@@ -128,6 +140,7 @@ impl Args {
             open_timeout: secs(self.open_timeout),
             max_streams: self.max_streams.max(1),
             send_buffer: send_buffer(self.peer_memory, self.max_streams),
+            drain_timeout: secs(self.drain_timeout),
         }
     }
 }

@@ -13,6 +13,7 @@ use http::{Method, Request, Response, StatusCode};
 use ipnet::IpNet;
 use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use crate::config::{self, Settings};
 use crate::log;
@@ -31,6 +32,7 @@ pub async fn serve(
     serve: Vec<IpNet>,
     settings: Arc<Settings>,
     board: status::Board,
+    stopping: watch::Receiver<bool>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let serve = Arc::new(serve);
@@ -55,6 +57,7 @@ pub async fn serve(
         };
         let (acceptor, serve, settings) = (acceptor.clone(), serve.clone(), settings.clone());
         let board = board.clone();
+        let stopping = stopping.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
@@ -68,7 +71,7 @@ pub async fn serve(
             let stats = board.add(peer.to_string(), "accepted");
             stats.up.store(true, Ordering::Relaxed);
             stats.established.store(1, Ordering::Relaxed);
-            let why = connection(tls, peer, serve, &settings, &stats).await;
+            let why = connection(tls, peer, serve, &settings, &stats, stopping).await;
             board.remove(&stats);
             log!("peer {peer} gone: {why}");
         });
@@ -81,6 +84,7 @@ async fn connection(
     serve: Arc<Vec<IpNet>>,
     settings: &Settings,
     stats: &Arc<status::Peer>,
+    mut stopping: watch::Receiver<bool>,
 ) -> String {
     let mut conn = match h2::server::Builder::new()
         .initial_window_size(settings.stream_window)
@@ -97,7 +101,21 @@ async fn connection(
     };
     let pinger = conn.ping_pong();
     let accept = async {
-        while let Some(r) = conn.accept().await {
+        let mut going_away = false;
+        loop {
+            // Stopping: GOAWAY, then streams already sent to us are
+            // still taken and every open one runs to its end; h2 closes
+            // the connection after the last (RFC 9113 §6.8).
+            let r = tokio::select! {
+                r = conn.accept() => r,
+                () = async { let _ = stopping.wait_for(|s| *s).await; }, if !going_away => {
+                    conn.graceful_shutdown();
+                    going_away = true;
+                    log!("peer {peer}: GOAWAY sent (stopping)");
+                    continue;
+                }
+            };
+            let Some(r) = r else { break };
             match r {
                 Ok((request, respond)) => {
                     let stats = stats.clone();
@@ -117,9 +135,9 @@ async fn connection(
         "closed".to_string()
     };
     match pinger {
-        Some(p) => tokio::select! {
+        Some(mut p) => tokio::select! {
             why = accept => why,
-            why = crate::link::ping(p, settings) => why,
+            why = crate::link::ping(&mut p, settings) => why,
         },
         None => accept.await,
     }

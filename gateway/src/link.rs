@@ -1,6 +1,11 @@
 //! One TLS + HTTP/2 connection to a peer gateway, kept open: dialed at
 //! start, PINGed, re-dialed with backoff when it drops. Streams ask it for
 //! the current connection and wait a while when there is none.
+//!
+//! A peer that sends GOAWAY (a graceful restart: RFC 9113 §6.8) opens no
+//! more streams on that connection, but finishes the ones it has: the
+//! connection is left to run until they end, and the next one is dialed
+//! at once for new streams (ztunnel's pool does the same).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,13 +30,26 @@ const STABLE: Duration = Duration::from_secs(5);
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a new local connection waits for a link that is down.
 pub const WAIT_FOR_LINK: Duration = Duration::from_secs(10);
+/// How often an up link asks h2 whether the peer sent GOAWAY (h2 has no
+/// event for it; a stream that meets it says so at once, see `going_away`).
+const GOAWAY_LOOK: Duration = Duration::from_millis(200);
+
+/// The connection streams open on now, and which one it is (the count of
+/// links established when it came up).
+#[derive(Clone)]
+pub struct Current {
+    pub generation: u64,
+    pub sender: SendRequest<Bytes>,
+}
 
 pub struct Link {
     pub peer: SocketAddr,
     pub stats: Arc<status::Peer>,
     /// How long a stream may take to open and be answered (--open-timeout).
     pub open_timeout: Duration,
-    current: watch::Receiver<Option<SendRequest<Bytes>>>,
+    current: watch::Receiver<Option<Current>>,
+    /// The newest generation known to be going away (GOAWAY received).
+    gone: watch::Sender<u64>,
 }
 
 impl Link {
@@ -44,30 +62,51 @@ impl Link {
         board: &status::Board,
     ) -> Arc<Link> {
         let (tx, rx) = watch::channel(None);
+        let (gone, gone_rx) = watch::channel(0);
         let stats = board.add(peer.to_string(), "dialed");
         let open_timeout = settings.open_timeout;
-        tokio::spawn(keep(peer, tls, settings, tx, stats.clone()));
+        tokio::spawn(keep(peer, tls, settings, tx, gone_rx, stats.clone()));
         Arc::new(Link {
             peer,
             stats,
             open_timeout,
             current: rx,
+            gone,
         })
     }
 
-    /// The link's sender once it is up (waits up to `WAIT_FOR_LINK`).
-    pub async fn sender(&self) -> Option<SendRequest<Bytes>> {
+    /// The link once it is up and not going away (waits up to
+    /// `WAIT_FOR_LINK`).
+    pub async fn sender(&self) -> Option<Current> {
         let mut rx = self.current.clone();
+        let mut gone = self.gone.subscribe();
         let wait = async {
-            rx.wait_for(|s| s.is_some())
-                .await
-                .ok()
-                .and_then(|s| s.clone())
+            loop {
+                let newest_gone = *gone.borrow_and_update();
+                let fresh =
+                    |s: &Option<Current>| s.as_ref().is_some_and(|c| c.generation > newest_gone);
+                tokio::select! {
+                    r = rx.wait_for(fresh) => return r.ok().and_then(|s| s.clone()),
+                    r = gone.changed() => r.ok()?,
+                }
+            }
         };
         tokio::time::timeout(WAIT_FOR_LINK, wait)
             .await
             .ok()
             .flatten()
+    }
+
+    /// A stream found `generation` going away (GOAWAY): no new streams on
+    /// it; the next link is dialed at once.
+    pub fn going_away(&self, generation: u64) {
+        self.gone.send_if_modified(|g| {
+            let newer = generation > *g;
+            if newer {
+                *g = generation;
+            }
+            newer
+        });
     }
 }
 
@@ -75,7 +114,8 @@ async fn keep(
     peer: SocketAddr,
     tls: Arc<ClientConfig>,
     settings: Settings,
-    tx: watch::Sender<Option<SendRequest<Bytes>>>,
+    tx: watch::Sender<Option<Current>>,
+    mut gone: watch::Receiver<u64>,
     stats: Arc<status::Peer>,
 ) {
     // Links established so far: 1 for a link that never dropped.
@@ -84,19 +124,18 @@ async fn keep(
     loop {
         match tokio::time::timeout(DIAL_TIMEOUT, dial(peer, &tls, &settings)).await {
             Ok(Ok((sender, mut conn))) => {
-                let Some(mut pinger) = conn.ping_pong() else {
+                let Some(pinger) = conn.ping_pong() else {
                     return;
                 };
-                let mut driven = std::pin::pin!(drive(conn));
-                // Up once the peer answers a PING: under TLS 1.3 a client
-                // whose certificate the peer refused learns it only here.
+                // The connection and its PINGs run in a task of their own:
+                // one going away runs on after we dial the next, until its
+                // streams end (still PINGed). Any other way out of here
+                // ends it, and with it its streams.
+                let (answered, up) = tokio::sync::oneshot::channel();
+                let mut running = tokio::spawn(run(conn, pinger, settings.clone(), answered));
                 let answered = tokio::select! {
-                    why = &mut driven => Err(why),
-                    r = tokio::time::timeout(DIAL_TIMEOUT, pinger.ping(h2::Ping::opaque())) => match r {
-                        Ok(Ok(_)) => Ok(()),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err("no PING answer".into()),
-                    },
+                    why = &mut running => Err(ended(why)),
+                    r = up => r.unwrap_or_else(|_| Err("gone".into())),
                 };
                 match answered {
                     Ok(()) => {
@@ -104,21 +143,38 @@ async fn keep(
                         log!("link to {peer} up (links established: {established})");
                         stats.established.store(established, Ordering::Relaxed);
                         stats.up.store(true, Ordering::Relaxed);
-                        let _ = tx.send(Some(sender));
+                        let current = Current {
+                            generation: established,
+                            sender,
+                        };
+                        let _ = tx.send(Some(current.clone()));
                         let since = Instant::now();
                         let why = tokio::select! {
-                            why = &mut driven => why,
-                            why = ping(pinger, &settings) => why,
+                            why = &mut running => Some(ended(why)),
+                            () = going_away(&current, &mut gone) => None,
                         };
                         let _ = tx.send(None);
                         stats.up.store(false, Ordering::Relaxed);
-                        log!("link to {peer} down: {why}");
                         if since.elapsed() >= STABLE {
                             backoff = BACKOFF_MIN;
                         }
+                        let Some(why) = why else {
+                            log!(
+                                "link {established} to {peer} going away (GOAWAY): its streams finish on it; \
+                                 new ones wait for the next link"
+                            );
+                            tokio::spawn(async move {
+                                let why = ended(running.await);
+                                log!("link {established} to {peer} closed after going away: {why}");
+                            });
+                            backoff = BACKOFF_MIN;
+                            continue; // dial the next one at once
+                        };
+                        log!("link to {peer} down: {why}");
                     }
                     Err(why) => log!("link to {peer} refused: {why}"),
                 }
+                running.abort();
             }
             Ok(Err(e)) => log!("link to {peer}: {e}"),
             Err(_) => log!("link to {peer}: no answer in {DIAL_TIMEOUT:?}"),
@@ -159,6 +215,62 @@ async fn dial(
         .map_err(|e| format!("HTTP/2: {e}"))
 }
 
+/// Returns once the peer sent GOAWAY on `link` (h2 then refuses new
+/// streams on it), or a stream said so.
+async fn going_away(link: &Current, gone: &mut watch::Receiver<u64>) {
+    loop {
+        tokio::select! {
+            () = async {
+                if gone.wait_for(|g| *g >= link.generation).await.is_err() {
+                    std::future::pending::<()>().await; // the link is being dropped
+                }
+            } => return,
+            () = tokio::time::sleep(GOAWAY_LOOK) => {
+                // Answers at once: it only checks the connection's state.
+                if let Err(e) = link.sender.clone().ready().await {
+                    if e.is_go_away() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn ended(r: Result<String, tokio::task::JoinError>) -> String {
+    r.unwrap_or_else(|e| e.to_string())
+}
+
+/// Drives the connection; says on `answered` whether the peer answered a
+/// first PING (under TLS 1.3 a client whose certificate the peer refused
+/// learns it only then); then PINGs it. Returns (dropping the connection:
+/// its streams are reset) when it ends or a PING goes unanswered.
+async fn run(
+    conn: Conn,
+    mut pinger: h2::PingPong,
+    settings: Settings,
+    answered: tokio::sync::oneshot::Sender<Result<(), String>>,
+) -> String {
+    let mut driven = std::pin::pin!(drive(conn));
+    let first = tokio::select! {
+        why = &mut driven => return why,
+        r = tokio::time::timeout(DIAL_TIMEOUT, pinger.ping(h2::Ping::opaque())) => match r {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("no PING answer".into()),
+        },
+    };
+    let ok = first.is_ok();
+    let _ = answered.send(first);
+    if !ok {
+        return "refused".into();
+    }
+    tokio::select! {
+        why = &mut driven => why,
+        why = ping(&mut pinger, &settings) => why,
+    }
+}
+
 /// Runs the connection until it ends.
 async fn drive<T, B>(conn: h2::client::Connection<T, B>) -> String
 where
@@ -173,7 +285,7 @@ where
 
 /// Sends a PING every `ping_interval`; returns when one goes unanswered
 /// for `ping_timeout` (ztunnel: 10 s and 20 s).
-pub async fn ping(mut pinger: h2::PingPong, settings: &Settings) -> String {
+pub async fn ping(pinger: &mut h2::PingPong, settings: &Settings) -> String {
     loop {
         tokio::time::sleep(settings.ping_interval).await;
         let answer = pinger.ping(h2::Ping::opaque());

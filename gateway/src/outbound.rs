@@ -98,12 +98,11 @@ async fn open(
     dest: SocketAddr,
     from: SocketAddr,
 ) -> Result<(h2::SendStream<bytes::Bytes>, h2::RecvStream), String> {
-    let sender = link.sender().await.ok_or("no link to the peer")?;
     // A stream slot (the peer's limit) and the peer's answer, within
     // --open-timeout: past it the local connection is reset, never left
     // hanging (found by the first review: the 1001st stream hung).
     let limit = link.open_timeout;
-    match tokio::time::timeout(limit, request(sender, dest, from)).await {
+    match tokio::time::timeout(limit, open_on_a_link(link, dest, from)).await {
         Ok(r) => r,
         Err(_) => Err(format!(
             "no stream opened and answered within {limit:?} (the peer's stream limit reached, or its connect slow): reset"
@@ -111,24 +110,73 @@ async fn open(
     }
 }
 
+/// Opens the stream on the current link; on one the peer is taking down
+/// (GOAWAY: it did not take the stream, RFC 9113 §6.8) once more on the
+/// next link. (Usually the link task has seen the GOAWAY first and the
+/// stream waits for the next link in `sender`; this is for a stream that
+/// came in between.)
+async fn open_on_a_link(
+    link: &Link,
+    dest: SocketAddr,
+    from: SocketAddr,
+) -> Result<(h2::SendStream<bytes::Bytes>, h2::RecvStream), String> {
+    let mut tries = 0;
+    loop {
+        let current = link.sender().await.ok_or("no link to the peer")?;
+        match request(current.sender, dest, from).await {
+            Ok(stream) => return Ok(stream),
+            Err(Failed::Unprocessed(e)) if tries == 0 => {
+                tries += 1;
+                log!(
+                    "{from} -> {dest}: link {} to {} is going away ({e}): on the next link",
+                    current.generation,
+                    link.peer
+                );
+                link.going_away(current.generation);
+            }
+            Err(Failed::Unprocessed(e) | Failed::Other(e)) => return Err(e),
+        }
+    }
+}
+
+/// Why a CONNECT failed.
+enum Failed {
+    /// The peer did not process it and takes no more on this link
+    /// (GOAWAY): the next link may take it. (A REFUSED_STREAM alone is not
+    /// a link going away: it stays a failure, as before.)
+    Unprocessed(String),
+    Other(String),
+}
+
+impl From<h2::Error> for Failed {
+    fn from(e: h2::Error) -> Failed {
+        if e.is_go_away() {
+            Failed::Unprocessed(e.to_string())
+        } else {
+            Failed::Other(e.to_string())
+        }
+    }
+}
+
 async fn request(
     sender: h2::client::SendRequest<bytes::Bytes>,
     dest: SocketAddr,
     from: SocketAddr,
-) -> Result<(h2::SendStream<bytes::Bytes>, h2::RecvStream), String> {
-    let mut sender = sender.ready().await.map_err(|e| e.to_string())?;
+) -> Result<(h2::SendStream<bytes::Bytes>, h2::RecvStream), Failed> {
+    let mut sender = sender.ready().await?;
     let request = http::Request::builder()
         .method(http::Method::CONNECT)
         .uri(dest.to_string())
         .header("forwarded", format!("for=\"{from}\""))
         .body(())
-        .map_err(|e| e.to_string())?;
-    let (response, send) = sender
-        .send_request(request, false)
-        .map_err(|e| e.to_string())?;
-    let response = response.await.map_err(|e| e.to_string())?;
+        .map_err(|e| Failed::Other(e.to_string()))?;
+    let (response, send) = sender.send_request(request, false)?;
+    let response = response.await?;
     if response.status() != http::StatusCode::OK {
-        return Err(format!("peer answered {}", response.status()));
+        return Err(Failed::Other(format!(
+            "peer answered {}",
+            response.status()
+        )));
     }
     Ok((send, response.into_body()))
 }

@@ -74,7 +74,8 @@ fn held_by_us() -> Option<bool> {
 /// Serves `listener` and takes the gateway name back whenever it is not
 /// ours, looking more rarely while someone else keeps it.
 pub async fn serve(addr: SocketAddr, listener: TcpListener, routes: Routes) {
-    let mut current: JoinHandle<()> = tokio::spawn(outbound::serve(listener, routes.clone()));
+    // Aborted with us (a stopping gateway stops listening).
+    let mut _serving = Serving(tokio::spawn(outbound::serve(listener, routes.clone())));
     let mut wait = FIRST_LOOK;
     loop {
         tokio::time::sleep(wait).await;
@@ -88,12 +89,20 @@ pub async fn serve(addr: SocketAddr, listener: TcpListener, routes: Routes) {
         };
         if held_by_us() == Some(true) {
             log!("local: the gateway name is ours again (listening on {addr})");
-            current.abort();
-            current = tokio::spawn(outbound::serve(next, routes.clone()));
+            _serving = Serving(tokio::spawn(outbound::serve(next, routes.clone())));
             wait = FIRST_LOOK;
         } else {
             drop(next);
             wait = (wait * 2).min(MAX_WAIT);
         }
+    }
+}
+
+/// The task serving the current listener, aborted when replaced or dropped.
+struct Serving(JoinHandle<()>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

@@ -85,6 +85,15 @@ impl Board {
             .retain(|p| !Arc::ptr_eq(p, peer));
     }
 
+    /// Streams open on every link, and whether a peer's connection to us
+    /// is still there (a stopping gateway waits for both to be none).
+    pub fn busy(&self) -> (u64, usize) {
+        let peers = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let open = peers.iter().map(|p| p.open.load(Ordering::Relaxed)).sum();
+        let accepted = peers.iter().filter(|p| p.role == "accepted").count();
+        (open, accepted)
+    }
+
     fn json(&self) -> String {
         let peers = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let list: Vec<String> = peers.iter().map(|p| p.json()).collect();
@@ -110,4 +119,73 @@ impl Board {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
+}
+
+/// `--status PATH`: the file a gateway writes, as a table.
+pub fn print(path: &std::path::Path) -> Result<(), String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("--status {}: {e}", path.display()))?;
+    let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "--status {}: not a gateway's status file ({e})",
+            path.display()
+        )
+    })?;
+    let links = doc["links"]
+        .as_array()
+        .ok_or_else(|| format!("--status {}: no \"links\"", path.display()))?;
+    let head = [
+        "PEER", "ROLE", "STATE", "LINKS", "OPEN", "STREAMS", "SENT", "RECEIVED", "RESETS",
+    ];
+    let rows: Vec<Vec<String>> = links
+        .iter()
+        .map(|l| {
+            let s = |k: &str| l[k].as_str().unwrap_or("?").to_string();
+            let n = |k: &str| l[k].as_u64().map_or("?".into(), |v| v.to_string());
+            vec![
+                s("peer"),
+                s("role"),
+                s("state"),
+                n("links_established"),
+                n("streams_open"),
+                n("streams_total"),
+                n("bytes_sent"),
+                n("bytes_received"),
+                n("resets"),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..head.len())
+        .map(|i| {
+            rows.iter()
+                .map(|r| r[i].len())
+                .chain([head[i].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let line = |cells: &[String]| {
+        let out: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .enumerate()
+            // Names left, counts right.
+            .map(|(i, (c, w))| {
+                if i < 3 {
+                    format!("{c:<w$}")
+                } else {
+                    format!("{c:>w$}")
+                }
+            })
+            .collect();
+        println!("{}", out.join("  ").trim_end());
+    };
+    line(&head.map(String::from));
+    for r in &rows {
+        line(r);
+    }
+    if rows.is_empty() {
+        println!("(no peer links)");
+    }
+    Ok(())
 }

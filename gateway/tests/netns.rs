@@ -5,6 +5,11 @@
 //! peer with an unknown certificate refused. Needs root (ip netns).
 
 mod common;
+/// The library's counters (docs/counters.md), read as the interposer's
+/// tests read them.
+#[path = "../../interposer/tests/common/stats.rs"]
+#[allow(dead_code)]
+mod stats;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -17,7 +22,7 @@ use common::{Certs, Gateway, Pair, Python, B_LINK, B_SERVICE, ECHO, GATEWAY_ADDR
 const PORT: u16 = 9000;
 const CONNECTIONS: usize = 50;
 const EACH: u64 = 1 << 20;
-const LARGE: u64 = 256 << 20;
+const LARGE: u64 = 1 << 30;
 /// How long the slow reader reads nothing at first.
 const STALL: Duration = Duration::from_secs(2);
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -497,7 +502,8 @@ fn client(ns: &str, env: &[(&str, &str)], port: u16, n: usize) -> String {
 /// which learns the destination from getsockname; B's gateway reaches B's
 /// shared-memory-only echo server. getpeername shows the real address.
 /// Without a gateway: kernel TCP in the default mode (no route here:
-/// ENETUNREACH), ECONNREFUSED in the emulated one.
+/// ENETUNREACH), ECONNREFUSED in the emulated one, each counted
+/// `fallback_no_gateway`.
 #[test]
 fn remote_range_reaches_the_gateway_through_shared_memory() {
     if !common::root() || !std::path::Path::new("/usr/bin/python3").exists() {
@@ -525,6 +531,16 @@ fn remote_range_reaches_the_gateway_through_shared_memory() {
         econnrefused,
         "emulated, no gateway"
     );
+    // Both counted as such, in either mode (the clients have exited).
+    let counts = stats::read(std::path::Path::new(&pair.file("shm-a")));
+    assert_eq!(
+        (
+            counts["fallback_no_gateway"],
+            counts["fallback_no_listener"]
+        ),
+        (2, 0),
+        "{counts:?}"
+    );
 
     let (a, _b) = pair.gateways(GATEWAY_ADDR, &remote.a_gateway(), &remote.b());
 
@@ -541,6 +557,41 @@ fn remote_range_reaches_the_gateway_through_shared_memory() {
     drop(echo);
     let log_a = a.log_text();
     assert!(!log_a.contains("in no --remote range"), "{log_a}");
+}
+
+/// The never-mode gateway: A's gateway itself runs in the emulated mode
+/// (its SHMNET_GATEWAY address is a partition address, so its listener is
+/// an emulated one): it takes the gateway name all the same, and programs
+/// of both modes reach B through it.
+#[test]
+fn an_emulated_mode_gateway_takes_the_gateway_name() {
+    if !common::root() || !std::path::Path::new("/usr/bin/python3").exists() {
+        eprintln!("an_emulated_mode_gateway_takes_the_gateway_name: skipped (needs root, /usr/bin/python3)");
+        return;
+    }
+    let pair = Pair::new("nevergw");
+    pair.unroute_b();
+    pair.certs();
+    let remote = common::Remote::new(&pair);
+    let (env_a, env_a_never) = (remote.a(), remote.a_never());
+    let port = PORT + 4;
+    let echo = Python::start(&pair.b, ECHO, &[B_SERVICE, &port.to_string()], &remote.b());
+    let gateway_env: Vec<(&str, &str)> = remote
+        .a_gateway()
+        .into_iter()
+        .chain([("SHMNET_FALLBACK", "never")])
+        .collect();
+    let (a, _b) = pair.gateways(GATEWAY_ADDR, &gateway_env, &remote.b());
+    let want = format!("peer {B_SERVICE} {port}\necho ok {}\n", 1 << 20);
+    for env in [&env_a[..], &env_a_never[..]] {
+        assert_eq!(client(&pair.a, env, port, 1 << 20), want);
+    }
+    drop(echo);
+    let log_a = a.log_text();
+    assert!(!log_a.contains("not the gateway"), "{log_a}");
+    // No kernel listener: the gateway's address is emulated.
+    let kernel = common::output(&["ip", "netns", "exec", &pair.a, "ss", "-Htln"]);
+    assert!(!kernel.contains(":15001"), "{kernel}");
 }
 
 /// The veth cut mid-transfer: the connection in flight fails with an error

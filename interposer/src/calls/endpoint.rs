@@ -434,7 +434,10 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
         Ok((sock, conn)) => connected(fd, &sock, conn, nonblocking, target),
         Err(e) if remote && tcp_mode => {
             // No gateway: the kernel connect the program asked for.
-            let why = dial_outcome(fd, target, e);
+            let why = match e {
+                DialError::NoListener => stats::Outcome::NoGateway,
+                e => dial_outcome(fd, target, e),
+            };
             log!(
                 debug,
                 "connect(fd {fd}) to {target}: no gateway, kernel TCP ({why:?})"
@@ -444,6 +447,10 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
             Action::Pass
         }
         Err(e) if tcp_mode => fallback(fd, target, dial_outcome(fd, target, e)),
+        Err(DialError::NoListener) if remote => {
+            stats::count(stats::Outcome::NoGateway);
+            fail(Errno::CONNREFUSED)
+        }
         Err(e) => dial_failed(target, e),
     }
 }

@@ -398,15 +398,36 @@ pub(crate) fn listen_emulated(fd: c_int, bound: &Bound, _backlog: c_int) -> Acti
                 (Rendezvous::local(sock), bind_hints(&name, config))
             }
         };
+        let (mut rendezvous, mut hints) = (vec![rv], hints);
+        // The gateway in the emulated mode (SHMNET_GATEWAY on a partition
+        // address): the namespace's gateway name as well, as make_dual
+        // gives it in the default mode.
+        let gateway = config
+            .gateway
+            .is_some_and(|g| rendezvous::unmapped(g) == rendezvous::unmapped(bound.local))
+            && match gateway_rendezvous(config, &mut hints) {
+                Ok(r) => {
+                    rendezvous.push(r);
+                    true
+                }
+                Err(e) => {
+                    crate::platform::log::always(format_args!(
+                        "listen on {}: not the gateway (SHMNET_GATEWAY): its name is taken \
+                         ({e}); is another gateway running in this network namespace?",
+                        bound.local
+                    ));
+                    false
+                }
+            };
         let parts = Parts {
             local: bound.local,
             tcp: None,
-            rendezvous: vec![rv],
+            rendezvous,
             hints,
             opts: bound.opts.snapshot_copy(),
             owner: euid(),
             v6only: false,
-            gateway: false,
+            gateway,
         };
         assemble(fd, parts, nonblocking)
     })();

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// The counters, in file order.
-pub const NAMES: [&str; 9] = [
+pub const NAMES: [&str; 10] = [
     "shm",
     "fallback_no_listener",
     "fallback_refused",
@@ -16,6 +16,7 @@ pub const NAMES: [&str; 9] = [
     "accepted_shm",
     "refused_policy",
     "dropped_handshakes",
+    "fallback_no_gateway",
 ];
 
 const MAGIC: &[u8; 8] = b"SHMNETC1";

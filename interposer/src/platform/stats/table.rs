@@ -170,7 +170,10 @@ impl Table {
             && u32_is(H_HEADER_BYTES, HEADER_BYTES as u32)
             && u32_is(H_ROW_BYTES, ROW_BYTES as u32)
             && u32_is(H_SLOTS, SLOTS as u32)
-            && u32_is(H_COUNTERS, COUNTERS as u32)
+            && self.u32_at(H_COUNTERS).is_some_and(|w| {
+                let n = w.load(Ordering::Relaxed) as usize;
+                (COUNTERS_BEFORE_NO_GATEWAY..=ROW_COUNTERS).contains(&n)
+            })
             && u32_is(H_EUID, euid)
             && self
                 .u64_at(H_FILE_BYTES)

@@ -91,6 +91,33 @@ fn created_once_then_shared() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// A file made before `fallback_no_gateway` (its header says 9 counters;
+/// the word is a reserved zero) is used as it is; one saying 15 is not.
+#[test]
+fn files_of_nine_counters_are_used_and_count_no_gateway() {
+    let (base, dir) = dir("nine");
+    let path = base.join(format!("stats-{}", euid()));
+    let made = Table::open(&dir).unwrap();
+    made.u32_at(H_COUNTERS).unwrap().store(9, Ordering::Relaxed);
+    let t = leak(Table::open(&dir).unwrap());
+    t.add(UNATTRIBUTED, Outcome::NoGateway as usize, 2);
+    let bytes = std::fs::read(&path).unwrap();
+    let word = 192 + 16 + 8 * 9;
+    assert_eq!(
+        u64::from_ne_bytes(bytes[word..word + 8].try_into().unwrap()),
+        2
+    );
+    assert_eq!(NAMES[Outcome::NoGateway as usize], "fallback_no_gateway");
+    made.u32_at(H_COUNTERS)
+        .unwrap()
+        .store(15, Ordering::Relaxed);
+    assert_eq!(
+        Table::open(&dir).err().map(|e| e.problem),
+        Some(TableProblem::Header)
+    );
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 #[test]
 fn foreign_files_are_refused() {
     let (base, dir) = dir("foreign");

@@ -250,10 +250,11 @@ impl Listener {
     /// The connection's local and peer addresses, in the listener's
     /// family; None if the connector's cannot be.
     fn addresses(&self, msg: &handshake::Message) -> Option<(SocketAddr, SocketAddr)> {
-        if self.tcp.is_some() {
+        if self.tcp.is_some() || self.gateway {
             // A default-mode listener may be bound to the wildcard: the
             // connection's local address is the one the connector asked
-            // for; an IPv6 one takes IPv4 connectors as IPv4-mapped.
+            // for; an IPv6 one takes IPv4 connectors as IPv4-mapped. So
+            // is a gateway's in either mode: where the program is going.
             let v6 = self.local.is_ipv6();
             match (as_family(msg.dest, v6), as_family(msg.addr, v6)) {
                 (Some(l), Some(p)) => Some((l, p)),
