@@ -499,23 +499,43 @@ fn killed_daemon_takes_its_devices_and_restarts() {
     let mut nic = Nic::start(&parts, &d);
     assert!(a.ping("10.211.4.2"));
     let held = a.inside(|| TcpListener::bind(("10.211.4.1", 0)).unwrap());
-    let mut conn =
+    let conn =
         b.inside(|| TcpStream::connect_timeout(&held.local_addr().unwrap(), TIMEOUT).unwrap());
+    let (accepted, _) = held.accept().unwrap();
+    // Both ends blocked in a read when the daemon dies: each must fail
+    // with ECONNABORTED (the warden aborts them), not hang until TCP's
+    // timeouts (review s28 #7). TIMEOUT only bounds a failing run.
+    let readers: Vec<_> = [("B's client end", conn), ("A's accepted end", accepted)]
+        .into_iter()
+        .map(|(what, mut c)| {
+            std::thread::spawn(move || {
+                c.set_read_timeout(Some(TIMEOUT)).unwrap();
+                let r = c.read(&mut [0u8; 16]);
+                (what, r.map_err(|e| e.kind()), c)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200)); // both blocked in read
     nic.signal(libc::SIGKILL);
     let t0 = Instant::now();
     while a.has_device() || b.has_device() {
         assert!(t0.elapsed() < TIMEOUT, "devices left behind");
         std::thread::sleep(Duration::from_millis(50));
     }
-    // No route any more: a new connection fails at once, the old one's
-    // writes fail instead of hanging.
+    for r in readers {
+        let (what, got, mut c) = r.join().unwrap();
+        assert_eq!(
+            got.map(|_| ()),
+            Err(std::io::ErrorKind::ConnectionAborted),
+            "{what}: a blocked read after the kill"
+        );
+        assert!(c.write(b"after the kill").is_err(), "{what}: a write");
+    }
+    // No route any more: a new connection fails at once.
     let err = b
         .inside(|| TcpStream::connect_timeout(&held.local_addr().unwrap(), Duration::from_secs(5)));
     assert!(err.is_err());
-    conn.set_write_timeout(Some(Duration::from_secs(5)))
-        .unwrap();
-    let _ = conn.write(b"after the kill");
-    drop((conn, held));
+    drop(held);
     // --status says the NIC is not running and no partition is up (the
     // last file said "up": review s28 #13).
     let shown = Command::new(env!("CARGO_BIN_EXE_shmnet"))

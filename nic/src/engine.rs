@@ -13,6 +13,7 @@ use crate::segment::Segment;
 use crate::status::{self, PartitionStatus, Status};
 use crate::tun::Tun;
 use crate::vnet;
+use crate::warden::{Warden, Watched};
 use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -148,14 +149,29 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
             }
         }
     }
+    let mut namespaces = Vec::new();
+    for p in &cfg.partitions {
+        namespaces.push(Netns::open(&p.netns)?);
+    }
+    // Before any thread: it forks.
+    let warden = Warden::spawn(
+        cfg.partitions
+            .iter()
+            .zip(&namespaces)
+            .map(|(p, ns)| Watched {
+                spec: p.netns.clone(),
+                id: ns.id(),
+                addrs: p.addrs.iter().map(|a| a.0).collect(),
+            })
+            .collect(),
+    )?;
     let fd = Region::create(geo)?;
     let supervisor = Region::attach(&fd)?;
 
     // Every device first: a failure leaves nothing behind (dropping the
     // Tuns removes them).
     let mut devices = Vec::new();
-    for p in &cfg.partitions {
-        let ns = Netns::open(&p.netns)?;
+    for (p, ns) in cfg.partitions.iter().zip(namespaces) {
         let queues = ns
             .run_in(|| {
                 // One fd per device queue (IFF_MULTI_QUEUE when more than one).
@@ -206,6 +222,7 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
         running.len(),
         geo.total_bytes() >> 20
     );
+    warden.arm();
     ready();
     let mut last = Instant::now();
     while !stop.load(Ordering::Relaxed) {
@@ -301,6 +318,9 @@ fn leave(region: &Region, p: usize, r: &mut Running) {
     for t in r.threads.drain(..) {
         let _ = t.join();
     }
+    // The threads took the device's fds with them; our file of the
+    // namespace goes too, so a deleted one is freed (review s28 #6).
+    r.netns.release();
     r.gone = true;
 }
 

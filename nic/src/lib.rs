@@ -17,8 +17,10 @@ pub mod packet;
 pub mod port;
 pub mod region;
 pub mod segment;
+pub mod sockdiag;
 pub mod status;
 pub mod tun;
 pub mod vnet;
+pub mod warden;
 
 pub use engine::{run, run_with, stop_on_signals, Config, Partition};

@@ -39,7 +39,8 @@ impl NsSpec {
         }
     }
 
-    fn path(&self) -> Option<PathBuf> {
+    /// The file that names it (None: the current namespace).
+    pub(crate) fn path(&self) -> Option<PathBuf> {
         match self {
             NsSpec::Current => None,
             NsSpec::Named(n) => Some(PathBuf::from("/run/netns").join(n)),
@@ -92,6 +93,18 @@ impl Netns {
         &self.spec
     }
 
+    /// Its (device, inode) when opened.
+    pub fn id(&self) -> (u64, u64) {
+        self.id
+    }
+
+    /// Closes our file of it, so that a namespace that went away can be
+    /// freed (review s28 #6: the daemon kept deleted namespaces alive).
+    /// It cannot be entered any more.
+    pub fn release(&mut self) {
+        self.file = None;
+    }
+
     /// Whether the name still leads to the same namespace (false once
     /// `ip netns delete` removed it or the process of /proc/PID exited).
     pub fn alive(&self) -> bool {
@@ -104,6 +117,12 @@ impl Netns {
     /// Runs `f` on a thread inside the namespace (the current one: on a
     /// thread too, for the same behaviour).
     pub fn run_in<T: Send>(&self, f: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+        if self.file.is_none() && self.spec.path().is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("namespace {} was released", self.spec),
+            ));
+        }
         std::thread::scope(|s| {
             s.spawn(|| {
                 if let Some(file) = &self.file {
