@@ -38,6 +38,9 @@ counters! {
     drop_no_route,
     /// Dropped on send: the destination's queue stayed full.
     drop_full,
+    /// Waits for room in a full queue that ended without room (each
+    /// stalls that destination until its queue drains to half).
+    stalls,
     /// Dropped on send: the destination partition is gone.
     drop_peer_gone,
     /// Dropped on send: not an IPv4/IPv6 packet with consistent lengths.

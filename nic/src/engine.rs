@@ -356,10 +356,6 @@ fn send_loop(
     spin: Duration,
 ) {
     let me = tx.me();
-    // Destinations whose queue stayed full for a whole ROOM_WAIT: their
-    // packets are dropped at once until it drains, so one stuck receiver
-    // costs the others one wait, not one per packet.
-    let mut stalled = vec![false; seg.len()];
     // Until `spin` after the last packet, poll the device without sleeping
     // (a reply often follows within microseconds); then block in poll(2).
     let mut busy = Instant::now() - spin;
@@ -419,20 +415,9 @@ fn send_loop(
                 tx.give_back(b);
                 continue;
             }
-            let res = match tx.push(d, b, n) {
-                Err((PushError::Full, b)) if !stalled[d] => {
-                    if tx.wait_room(d, ROOM_WAIT) {
-                        tx.push(d, b, n)
-                    } else {
-                        stalled[d] = true;
-                        Err((PushError::Full, b))
-                    }
-                }
-                r => r,
-            };
-            if res.is_ok() {
-                stalled[d] = false;
-            }
+            let timeouts = tx.room_timeouts();
+            let res = tx.send(d, b, n, ROOM_WAIT);
+            add(&c.stalls, tx.room_timeouts() - timeouts);
             match res {
                 Ok(()) => {
                     add(&c.tx_packets, 1);

@@ -57,6 +57,14 @@ pub struct TxPort {
     head: Vec<u32>,
     published: Vec<u32>,
     tail_seen: Vec<u32>,
+    /// Per destination: its queue stayed full for a whole wait, and has
+    /// not drained to half since (see [`send`](Self::send)).
+    stalled: Vec<bool>,
+    /// Per destination: time spent waiting for room since its queue was
+    /// last at most half full.
+    waited: Vec<Duration>,
+    room_timeouts: u64,
+    room_waited: Duration,
 }
 
 // SAFETY: TxBuf's pointer is into the region, kept mapped by the Arc the
@@ -85,6 +93,10 @@ impl TxPort {
             head: vec![0; p],
             published: vec![0; p],
             tail_seen: vec![0; p],
+            stalled: vec![false; p],
+            waited: vec![Duration::ZERO; p],
+            room_timeouts: 0,
+            room_waited: Duration::ZERO,
             region,
             geo,
             me,
@@ -179,6 +191,60 @@ impl TxPort {
         self.head[d] = self.head[d].wrapping_add(1);
         self.inflight[d].push_back(b.index);
         Ok(())
+    }
+
+    /// [`push`](Self::push), waiting for room in a full queue — at most
+    /// `wait` in all since the queue was last at most half full. Once that
+    /// budget is spent the destination is stalled: its packets are dropped
+    /// at once (as a NIC drops on a full ring) until its queue drains to
+    /// half. So one stuck or slow receiver costs the sender's other
+    /// destinations at most `wait` per half a queue it drains (review s28
+    /// #2: before, a receiver taking one packet now and then cleared the
+    /// stall with each, and the sender waited for it packet by packet,
+    /// throttling its traffic to everyone else to that receiver's pace).
+    pub fn send(
+        &mut self,
+        d: usize,
+        b: TxBuf,
+        len: usize,
+        wait: Duration,
+    ) -> Result<(), (PushError, TxBuf)> {
+        if self.head[d].wrapping_sub(self.tail_seen[d]) > self.geo.slots / 2 {
+            self.reclaim(d);
+        }
+        if self.head[d].wrapping_sub(self.tail_seen[d]) <= self.geo.slots / 2 {
+            self.stalled[d] = false;
+            self.waited[d] = Duration::ZERO;
+        } else if self.stalled[d] {
+            return Err((PushError::Full, b));
+        }
+        match self.push(d, b, len) {
+            Err((PushError::Full, b)) => {
+                let t0 = Instant::now();
+                let room = self.wait_room(d, wait.saturating_sub(self.waited[d]));
+                let spent = t0.elapsed();
+                self.waited[d] += spent;
+                self.room_waited += spent;
+                if room {
+                    self.push(d, b, len)
+                } else {
+                    self.stalled[d] = true;
+                    self.room_timeouts += 1;
+                    Err((PushError::Full, b))
+                }
+            }
+            r => r,
+        }
+    }
+
+    /// How many times a destination was stalled (its wait budget spent).
+    pub fn room_timeouts(&self) -> u64 {
+        self.room_timeouts
+    }
+
+    /// Time spent waiting for room, all destinations together.
+    pub fn room_waited(&self) -> Duration {
+        self.room_waited
     }
 
     fn room(&mut self, d: usize) -> bool {
