@@ -464,6 +464,25 @@ fn three_namespaces_one_deleted_mid_run() {
         assert!(x.ping(addr), "ping {} -> {addr}", x.name);
         tcp_transfer(x, y, addr, MIB, 3);
     }
+    // A veth pair from C to a fourth namespace (no addresses): the kernel
+    // destroys C's end when it frees C, and D's end with it, so D's end
+    // disappearing proves nobody keeps C alive once it is deleted (review
+    // s28 #6: the daemon held C's file).
+    let w = Netns::new("tw");
+    assert!(c
+        .exec(&["ip", "link", "add", "vc", "type", "veth", "peer", "name", "vw"])
+        .args(["netns", &w.name])
+        .status()
+        .unwrap()
+        .success());
+    let has_peer = || {
+        w.exec(&["ip", "link", "show", "vw"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    assert!(has_peer());
     // C goes away while A sends to B.
     std::thread::scope(|s| {
         let t = s.spawn(|| tcp_transfer(&a, &b, "10.211.2.2", 32 * MIB, 4));
@@ -472,6 +491,14 @@ fn three_namespaces_one_deleted_mid_run() {
         nic.wait_for("C gone", |s| s["partitions"][2]["state"] == "gone");
         t.join().unwrap();
     });
+    let t0 = Instant::now();
+    while has_peer() {
+        assert!(
+            t0.elapsed() < TIMEOUT,
+            "the deleted namespace is kept alive"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(
         a.ping("10.211.2.2") && b.ping("10.211.2.1"),
         "A and B after C left"
