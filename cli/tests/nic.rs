@@ -736,3 +736,64 @@ fn current_namespace_as_a_partition() {
     assert!(!b.has_device());
     drop(guard);
 }
+
+#[test]
+fn a_second_nic_on_the_same_device_name_is_refused() {
+    if !usable() {
+        return;
+    }
+    // Review s28 #5: with --queues 2 both, the second NIC's TUNSETIFF
+    // joined the first one's multi-queue device. Its own status file, so
+    // only the device name clashes.
+    let d = dir("twice");
+    let (a, b) = (Netns::new("xa"), Netns::new("xb"));
+    let parts: [(&Netns, &[&str]); 2] = [(&a, &["10.211.7.1/24"]), (&b, &["10.211.7.2/24"])];
+    let _nic = Nic::start_with(&parts, &d, &["--queues", "2"]);
+    let held = a.inside(|| TcpListener::bind(("10.211.7.1", 0)).unwrap());
+    let mut conn =
+        b.inside(|| TcpStream::connect_timeout(&held.local_addr().unwrap(), TIMEOUT).unwrap());
+    let (mut accepted, _) = held.accept().unwrap();
+    let log = d.join("second.log");
+    let mut second = Command::new(env!("CARGO_BIN_EXE_shmnet"))
+        .args([
+            "nic", "--queues", "2", "--netns", &a.name, "--netns", &b.name,
+        ])
+        .args(["--addr", &format!("{}=10.211.8.1/24", a.name)])
+        .args(["--addr", &format!("{}=10.211.8.2/24", b.name)])
+        .arg("--status-file")
+        .arg(d.join("second.json"))
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // It must exit; one that runs (its status file appears) joined.
+    let t0 = Instant::now();
+    let ended = loop {
+        if let Some(st) = second.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t0.elapsed() > TIMEOUT || d.join("second.json").exists() {
+            let _ = second.kill();
+            let _ = second.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        ended.is_some_and(|s| !s.success()),
+        "a second NIC started: {err}"
+    );
+    assert!(err.contains("a device named shm0 already exists"), "{err}");
+    // The first NIC is untouched: its connection still carries bytes both
+    // ways (the failed one's warden, never armed, aborted nothing), and
+    // pings pass.
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    accepted.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = [0u8; 5];
+    conn.write_all(b"hello").unwrap();
+    accepted.read_exact(&mut buf).unwrap();
+    accepted.write_all(&buf).unwrap();
+    conn.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello");
+    assert!(a.ping("10.211.7.2") && b.ping("10.211.7.1"));
+}

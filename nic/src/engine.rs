@@ -176,10 +176,10 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
             .run_in(|| {
                 // One fd per device queue (IFF_MULTI_QUEUE when more than one).
                 let multi = cfg.queues > 1;
-                let mut qs = vec![Arc::new(Tun::create(&cfg.name, cfg.offload, multi)?)];
+                let mut qs = vec![Arc::new(Tun::create(&cfg.name, cfg.offload, multi, true)?)];
                 qs[0].configure(cfg.mtu, &p.addrs)?;
                 for _ in 1..cfg.queues {
-                    qs.push(Arc::new(Tun::create(&cfg.name, cfg.offload, multi)?));
+                    qs.push(Arc::new(Tun::create(&cfg.name, cfg.offload, multi, false)?));
                 }
                 Ok(qs)
             })
