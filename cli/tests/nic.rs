@@ -147,6 +147,35 @@ impl Drop for Netns {
     }
 }
 
+/// Runs `cmd` (a `shmnet nic` expected to fail) with stderr to `log`;
+/// kills it if it is still running once `running(log text)` says it came
+/// up, or after TIMEOUT. Returns its exit status (None: it had to be
+/// killed) and what it wrote.
+fn expect_exit(
+    cmd: &mut Command,
+    log: &Path,
+    running: impl Fn(&str) -> bool,
+) -> (Option<std::process::ExitStatus>, String) {
+    let mut child = cmd
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    let ended = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if t0.elapsed() > TIMEOUT || running(&text) {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (ended, std::fs::read_to_string(log).unwrap_or_default())
+}
+
 /// A running `shmnet nic`; killed on drop.
 struct Nic {
     child: Child,
@@ -784,32 +813,19 @@ fn a_second_nic_on_the_same_device_name_is_refused() {
     let mut conn =
         b.inside(|| TcpStream::connect_timeout(&held.local_addr().unwrap(), TIMEOUT).unwrap());
     let (mut accepted, _) = held.accept().unwrap();
-    let log = d.join("second.log");
-    let mut second = Command::new(env!("CARGO_BIN_EXE_shmnet"))
-        .args([
-            "nic", "--queues", "2", "--netns", &a.name, "--netns", &b.name,
-        ])
-        .args(["--addr", &format!("{}=10.211.8.1/24", a.name)])
-        .args(["--addr", &format!("{}=10.211.8.2/24", b.name)])
-        .arg("--status-file")
-        .arg(d.join("second.json"))
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    // It must exit; one that runs (its status file appears) joined.
-    let t0 = Instant::now();
-    let ended = loop {
-        if let Some(st) = second.try_wait().unwrap() {
-            break Some(st);
-        }
-        if t0.elapsed() > TIMEOUT || d.join("second.json").exists() {
-            let _ = second.kill();
-            let _ = second.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let err = std::fs::read_to_string(&log).unwrap_or_default();
+    let second = d.join("second.json");
+    let (ended, err) = expect_exit(
+        Command::new(env!("CARGO_BIN_EXE_shmnet"))
+            .args([
+                "nic", "--queues", "2", "--netns", &a.name, "--netns", &b.name,
+            ])
+            .args(["--addr", &format!("{}=10.211.8.1/24", a.name)])
+            .args(["--addr", &format!("{}=10.211.8.2/24", b.name)])
+            .arg("--status-file")
+            .arg(&second),
+        &d.join("second.log"),
+        |_| second.exists(), // it came up: it joined
+    );
     assert!(
         ended.is_some_and(|s| !s.success()),
         "a second NIC started: {err}"
@@ -827,4 +843,32 @@ fn a_second_nic_on_the_same_device_name_is_refused() {
     conn.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"hello");
     assert!(a.ping("10.211.7.2") && b.ping("10.211.7.1"));
+}
+
+#[test]
+fn an_unwritable_status_file_is_refused_before_anything_is_up() {
+    if !usable() {
+        return;
+    }
+    // Review s28 #14: "up in 2 namespaces" came before the status file
+    // failed (a directory others may write), and the NIC ran without it.
+    let d = dir("unsafe");
+    let open = d.join("open");
+    std::fs::create_dir_all(&open).unwrap();
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let (a, b) = (Netns::new("ua"), Netns::new("ub"));
+    let (ended, err) = expect_exit(
+        Command::new(env!("CARGO_BIN_EXE_shmnet"))
+            .args(["nic", "--netns", &a.name, "--netns", &b.name])
+            .arg("--status-file")
+            .arg(open.join("status.json")),
+        &d.join("nic.log"),
+        |log| log.contains(" up in "),
+    );
+    assert!(ended.is_some_and(|s| !s.success()), "{err}");
+    assert!(
+        err.contains("give --status-file elsewhere") && !err.contains(" up in "),
+        "{err}"
+    );
+    assert!(!a.has_device() && !b.has_device());
 }

@@ -136,6 +136,10 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
             .collect(),
     ));
     if let Some(path) = &cfg.status_file {
+        // Before any device: a status file that cannot be written is
+        // refused with why, not found out after "up" was printed (review
+        // s28 #14).
+        status::safe_dir(path)?;
         if let Ok(s) = status::read(path) {
             if s.pid != std::process::id() && status::writer_alive(&s) {
                 return Err(io::Error::new(
@@ -207,15 +211,18 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
         }
     }
 
-    let publish = |running: &[Running]| {
-        if let Some(path) = &cfg.status_file {
-            let s = snapshot(cfg, geo, running);
-            if let Err(e) = status::write(path, &s) {
-                eprintln!("shmnet: nic: cannot write {}: {e}", path.display());
-            }
-        }
+    let publish = |running: &[Running]| match &cfg.status_file {
+        Some(path) => status::write(path, &snapshot(cfg, geo, running))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+        None => Ok(()),
     };
-    publish(&running);
+    // The first write must work before anything says "up".
+    if let Err(e) = publish(&running) {
+        for (p, r) in running.iter_mut().enumerate() {
+            leave(&supervisor, p, r);
+        }
+        return Err(e);
+    }
     eprintln!(
         "shmnet: nic: {} up in {} namespaces ({} MiB of region); SIGINT or SIGTERM removes it",
         cfg.name,
@@ -246,7 +253,9 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
             }
         }
         if last.elapsed() >= Duration::from_secs(1) {
-            publish(&running);
+            if let Err(e) = publish(&running) {
+                eprintln!("shmnet: nic: cannot write the status: {e}");
+            }
             last = Instant::now();
         }
     }
