@@ -385,10 +385,24 @@ impl RxPort {
                         }
                     };
                     let len = len as usize;
-                    // SAFETY: ptr..ptr+len is inside sender s's pool (checked
-                    // by pool_ptr); scratch holds buf_bytes >= len. A hostile
-                    // sender writing the bytes concurrently only garbles its
-                    // own packet; a raw copy forms no reference to them.
+                    // SAFETY: bounds: ptr..ptr+len is inside sender s's pool
+                    // (pool_ptr, checked arithmetic), mapped for as long as
+                    // self.region; scratch is private and holds buf_bytes >=
+                    // len. Races (review s28 #15): a sender that keeps the
+                    // protocol wrote these bytes before its Release store of
+                    // `head`, which our Acquire load saw, and writes them
+                    // again only after our Release store of `tail` (below)
+                    // returns the buffer: no concurrent write, so no data
+                    // race. A sender that breaks the protocol (in stage 1 a
+                    // bug of this daemon's own threads; in stage 2 another
+                    // process) may write them while we copy: the copy is a
+                    // raw memcpy of u8 (every bit pattern valid) forming no
+                    // reference and no value the compiler may assume stable,
+                    // the same contract as the ring crate's `copy_out` and
+                    // the kernel's copy_from_user; we then use only the
+                    // private copy, checked after the copy (`engine::accepts`),
+                    // so torn bytes can only make the packet rejected or
+                    // garbled, and only the racing sender's own packet.
                     unsafe { core::ptr::copy_nonoverlapping(ptr, self.scratch.as_mut_ptr(), len) };
                     deliver(s, &self.scratch[..len]);
                     out.packets += 1;
