@@ -543,6 +543,16 @@ fn three_namespaces_one_deleted_mid_run() {
             .is_ok_and(|s| s.success())
     };
     assert!(has_peer());
+    // A connection from A to C, A's end blocked in a read when C goes:
+    // it fails with ECONNABORTED instead of hanging.
+    let at_c = c.inside(|| TcpListener::bind(("10.211.2.3", 0)).unwrap());
+    let mut to_c =
+        a.inside(|| TcpStream::connect_timeout(&at_c.local_addr().unwrap(), TIMEOUT).unwrap());
+    let (accepted_c, _) = at_c.accept().unwrap();
+    let reader = std::thread::spawn(move || {
+        to_c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        to_c.read(&mut [0u8; 16]).map_err(|e| e.kind())
+    });
     // C goes away while A sends to B.
     std::thread::scope(|s| {
         let t = s.spawn(|| tcp_transfer(&a, &b, "10.211.2.2", 32 * MIB, 4));
@@ -551,6 +561,29 @@ fn three_namespaces_one_deleted_mid_run() {
         nic.wait_for("C gone", |s| s["partitions"][2]["state"] == "gone");
         t.join().unwrap();
     });
+    assert_eq!(
+        reader.join().unwrap().map(|_| ()),
+        Err(std::io::ErrorKind::ConnectionAborted),
+        "A's connection to the departed C"
+    );
+    // C's own sockets would keep C alive: closed at once (SO_LINGER 0;
+    // their reset has no device to leave by any more).
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: SO_LINGER with a valid struct linger on our own socket.
+    let r = unsafe {
+        libc::setsockopt(
+            accepted_c.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0);
+    drop((accepted_c, at_c));
     let t0 = Instant::now();
     while has_peer() {
         assert!(

@@ -232,6 +232,7 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
     warden.arm();
     ready();
     let mut last = Instant::now();
+    let mut departed = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(SLICE);
         for (p, r) in running.iter_mut().enumerate() {
@@ -241,6 +242,7 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
                     r.netns.spec()
                 );
                 leave(&supervisor, p, r);
+                departed.push(p);
             } else if !r.gone && r.threads.iter().any(|t| t.is_finished()) {
                 // Threads end only when told to, when their device went
                 // away, or by a panic. The partition leaves whole rather
@@ -251,6 +253,9 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
                 );
                 leave(&supervisor, p, r);
             }
+        }
+        for p in departed.drain(..) {
+            abort_towards(cfg, &running, p);
         }
         if last.elapsed() >= Duration::from_secs(1) {
             if let Err(e) = publish(&running) {
@@ -268,6 +273,34 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// Aborts the remaining partitions' TCP connections to partition
+/// `gone`'s addresses: its namespace went away, so they would hang until
+/// TCP's own timeouts, as behind a pulled cable (ECONNABORTED instead,
+/// as when the daemon ends: `warden`).
+fn abort_towards(cfg: &Config, running: &[Running], gone: usize) {
+    let remote: Vec<IpAddr> = cfg.partitions[gone].addrs.iter().map(|a| a.0).collect();
+    for (q, r) in running.iter().enumerate() {
+        if r.gone {
+            continue;
+        }
+        let local: Vec<IpAddr> = cfg.partitions[q].addrs.iter().map(|a| a.0).collect();
+        match r
+            .netns
+            .run_in(|| crate::sockdiag::abort_connections(&local, &remote))
+        {
+            Ok(0) => {}
+            Ok(n) => eprintln!(
+                "shmnet: nic: {n} connection(s) in {} to partition {gone} aborted",
+                r.netns.spec()
+            ),
+            Err(e) => eprintln!(
+                "shmnet: nic: cannot abort the connections in {} to partition {gone}: {e}",
+                r.netns.spec()
+            ),
+        }
+    }
 }
 
 /// Starts partition `me`'s send and receive threads (into `r.threads`).
