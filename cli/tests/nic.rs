@@ -199,9 +199,13 @@ impl Nic {
 
     /// As `start`, with more options.
     fn start_with(nss: &[(&Netns, &[&str])], dir: &Path, extra: &[&str]) -> Nic {
+        Nic::start_cmd(nss, dir, extra, Command::new(env!("CARGO_BIN_EXE_shmnet")))
+    }
+
+    /// As `start_with`, from a prepared command (`c`: shmnet).
+    fn start_cmd(nss: &[(&Netns, &[&str])], dir: &Path, extra: &[&str], mut c: Command) -> Nic {
         let status = dir.join("status.json");
         let _ = std::fs::remove_file(&status);
-        let mut c = Command::new(env!("CARGO_BIN_EXE_shmnet"));
         c.arg("nic").arg("--status-file").arg(&status).args(extra);
         for (ns, addrs) in nss {
             c.args(["--netns", &ns.name]);
@@ -902,6 +906,42 @@ fn an_unwritable_status_file_is_refused_before_anything_is_up() {
     assert!(
         err.contains("give --status-file elsewhere") && !err.contains(" up in "),
         "{err}"
+    );
+    assert!(!a.has_device() && !b.has_device());
+}
+
+#[test]
+fn ctrl_c_to_the_process_group_still_aborts_connections() {
+    if !usable() {
+        return;
+    }
+    // A terminal's Ctrl-C signals the whole process group, the warden
+    // included: it must survive it and still abort the connections once
+    // the daemon has stopped (and removed its devices). (It inherits the
+    // daemon's SIGINT handler across the fork, which alone keeps it alive
+    // here: removing its own SIG_IGN fails nothing.)
+    let d = dir("ctrlc");
+    let (a, b) = (Netns::new("ia"), Netns::new("ib"));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_shmnet"));
+    std::os::unix::process::CommandExt::process_group(&mut c, 0);
+    let mut nic = Nic::start_cmd(
+        &[(&a, &["10.211.11.1/24"]), (&b, &["10.211.11.2/24"])],
+        &d,
+        &[],
+        c,
+    );
+    let held = a.inside(|| TcpListener::bind(("10.211.11.1", 0)).unwrap());
+    let mut conn =
+        b.inside(|| TcpStream::connect_timeout(&held.local_addr().unwrap(), TIMEOUT).unwrap());
+    let (_accepted, _) = held.accept().unwrap();
+    let pgid = nic.child.id() as libc::pid_t;
+    // SAFETY: kill(2) of the process group of our own child (it leads it).
+    unsafe { libc::kill(-pgid, libc::SIGINT) };
+    assert!(nic.child.wait().unwrap().success());
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    assert_eq!(
+        conn.read(&mut [0u8; 16]).map_err(|e| e.kind()).map(|_| ()),
+        Err(std::io::ErrorKind::ConnectionAborted)
     );
     assert!(!a.has_device() && !b.has_device());
 }
