@@ -17,6 +17,7 @@
 use core::ffi::c_int;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rustix::io::Errno;
@@ -26,11 +27,11 @@ use crate::platform::internal_fd::InternalFd;
 use crate::platform::real::Action;
 use crate::platform::sys::{as_family, AddrIn, AddrOut};
 use crate::platform::{stats, sys};
-use crate::sockets::conn::Connection;
+use crate::sockets::conn::{Connection, Dialed, Offered};
 use crate::sockets::listener::{Accepted, Bound, Listener};
 use crate::sockets::options_store::Options;
 use crate::sockets::registry;
-use crate::sockets::socket::Socket;
+use crate::sockets::socket::{Connecting, Socket};
 use crate::transport::lookup::{DialError, Found};
 use crate::transport::rendezvous;
 
@@ -219,7 +220,7 @@ pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
         },
         Some(Socket::Listener(l)) => l.relisten(backlog),
         Some(Socket::Bound(b)) => crate::calls::listen::listen_emulated(fd, b, backlog),
-        Some(Socket::Stream(_)) => fail(Errno::INVAL),
+        Some(Socket::Stream(_) | Socket::Connecting(_)) => fail(Errno::INVAL),
         Some(Socket::Datagram(_)) => fail(Errno::OPNOTSUPP),
     }
 }
@@ -241,7 +242,7 @@ pub(crate) fn accept4(fd: c_int, peer: AddrOut<'_>, flags: c_int) -> Action<c_in
             },
             Err(e) => fail(e),
         },
-        Some(Socket::Bound(_) | Socket::Stream(_)) => fail(Errno::INVAL),
+        Some(Socket::Bound(_) | Socket::Stream(_) | Socket::Connecting(_)) => fail(Errno::INVAL),
         Some(Socket::Datagram(_)) => fail(Errno::OPNOTSUPP),
     }
 }
@@ -352,10 +353,15 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
             Some(_) => fail(Errno::ACCESS),
         };
     }
-    let bound = match registry::get(fd) {
+    let bound = match crate::sockets::connecting::get(fd) {
         None => None,
         Some(s) => match &*s {
+            // Completed after EINPROGRESS: 0 once, as the kernel's.
+            Socket::Stream(c) if c.completed_late.swap(false, Ordering::Relaxed) => {
+                return Action::Done(0)
+            }
             Socket::Stream(_) => return fail(Errno::ISCONN),
+            Socket::Connecting(c) => return connect_again(c),
             Socket::Listener(_) => return fail(Errno::INVAL),
             Socket::Bound(_) => Some(s.clone()),
             // (`datagram::connect` took it above; only the number closed
@@ -431,7 +437,8 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
         opts,
         nonblocking,
     ) {
-        Ok((sock, conn)) => connected(fd, &sock, conn, nonblocking, target),
+        Ok(Dialed::Done(sock, conn)) => connected(fd, &sock, conn, nonblocking, target),
+        Ok(Dialed::InProgress(sock, offered)) => in_progress(fd, &sock, offered, target),
         Err(e) if remote && tcp_mode => {
             // No gateway: the kernel connect the program asked for.
             let why = dial_outcome(fd, target, e);
@@ -475,6 +482,37 @@ fn connected(
     crate::sockets::readiness::replay_carried(fd, false);
     stats::count(stats::Outcome::Shm);
     Action::Done(0)
+}
+
+/// A non-blocking connect that offered a kept segment: EINPROGRESS; the
+/// fd is the Unix connection, unwritable until the acceptor answered
+/// (`connecting`).
+fn in_progress(fd: c_int, sock: &OwnedFd, offered: Offered, target: SocketAddr) -> Action<c_int> {
+    let cloexec = match adopt(fd, sock, true) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    log!(debug, "fd {fd}: connecting to {target} (EINPROGRESS)");
+    let sock = Arc::new(Socket::Connecting(Connecting::new(offered, cloexec)));
+    if registry::insert(fd, sock).is_err() {
+        return fail(Errno::MFILE);
+    }
+    // Kept noted: made again on the connection once it completes.
+    crate::sockets::readiness::replay_carried(fd, true);
+    fail(Errno::INPROGRESS)
+}
+
+/// connect on a socket whose non-blocking connect is still in progress
+/// (EALREADY), or failed (its error once, then ECONNABORTED: the kernel's
+/// answers).
+fn connect_again(c: &Connecting) -> Action<c_int> {
+    if !c.failed() {
+        return fail(Errno::ALREADY);
+    }
+    match c.error.swap(0, Ordering::Relaxed) {
+        0 => fail(Errno::CONNABORTED),
+        e => Action::Fail(e),
+    }
 }
 
 /// Why a shared-memory connect failed, as the default mode counts it
@@ -547,7 +585,7 @@ fn fallback(fd: c_int, target: SocketAddr, why: stats::Outcome) -> Action<c_int>
 }
 
 pub(crate) fn shutdown(fd: c_int, how: c_int) -> Action<c_int> {
-    match registry::get(fd).as_deref() {
+    match crate::sockets::connecting::get(fd).as_deref() {
         None => Action::Pass,
         Some(Socket::Stream(c)) => match c.shutdown(how) {
             Ok(()) => Action::Done(0),
@@ -567,7 +605,7 @@ pub(crate) fn shutdown(fd: c_int, how: c_int) -> Action<c_int> {
             },
             None => fail(Errno::NOTCONN),
         },
-        Some(Socket::Bound(_)) => fail(Errno::NOTCONN),
+        Some(Socket::Bound(_) | Socket::Connecting(_)) => fail(Errno::NOTCONN),
         Some(Socket::Datagram(_)) if !(0..=2).contains(&how) => fail(Errno::INVAL),
         // Marked either way, as the kernel's UDP (ENOTCONN unconnected).
         Some(Socket::Datagram(d)) => {
@@ -597,10 +635,12 @@ pub(crate) fn getsockname(fd: c_int, out: AddrOut<'_>) -> Action<c_int> {
 }
 
 pub(crate) fn getpeername(fd: c_int, out: AddrOut<'_>) -> Action<c_int> {
-    match registry::get(fd).as_deref() {
+    match crate::sockets::connecting::get(fd).as_deref() {
         None => Action::Pass,
         Some(Socket::Stream(c)) => put_name(c.peer, out),
-        Some(Socket::Listener(_) | Socket::Bound(_)) => fail(Errno::NOTCONN),
+        Some(Socket::Listener(_) | Socket::Bound(_) | Socket::Connecting(_)) => {
+            fail(Errno::NOTCONN)
+        }
         Some(Socket::Datagram(d)) => match d.peer() {
             Some(p) => put_name(as_family(p, d.local.is_ipv6()).unwrap_or(p), out),
             None => fail(Errno::NOTCONN),

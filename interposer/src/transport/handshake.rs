@@ -174,6 +174,62 @@ pub(crate) fn send(
     Ok(())
 }
 
+/// The most filler an offer may announce (`send_offer`).
+pub(crate) const MAX_FILLER: u32 = 64 << 10;
+
+/// Connector, non-blocking: sends the `Reuse` message `msg` with filler
+/// behind it (its length in `status`) that makes our end unwritable in the
+/// kernel's eyes (a Unix stream socket is writable while `wmem <= sndbuf /
+/// 4`): the acceptor answers (claims, or sends [`DECLINED`]) and only then
+/// takes the filler, whose freed buffers raise write-space on our end.
+/// The send buffer is the doorbell's (`Bell`), set here first.
+pub(crate) fn send_offer(sock: BorrowedFd<'_>, msg: &mut Message) -> Result<(), Errno> {
+    static FILLER: [u8; 16 << 10] = [0; 16 << 10];
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(sock, 16 << 10);
+    let sndbuf = rustix::net::sockopt::socket_send_buffer_size(sock).unwrap_or(32 << 10);
+    let filler = (sndbuf / 4 + 1).min(FILLER.len());
+    msg.status = filler as u32;
+    let bytes = msg.encode();
+    let iov = [IoSlice::new(&bytes), IoSlice::new(&FILLER[..filler])];
+    let sent = rustix::net::sendmsg(
+        sock,
+        &iov,
+        &mut SendAncillaryBuffer::default(),
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+    )?;
+    if sent != LEN + filler {
+        return Err(Errno::PROTO);
+    }
+    Ok(())
+}
+
+/// Acceptor: takes the `n` filler bytes behind a non-blocking connector's
+/// offer (sent with it, so they are there or on their way: waited for up
+/// to 10 ms in all).
+pub(crate) fn take_filler(sock: BorrowedFd<'_>, n: usize) -> Result<(), Errno> {
+    let mut buf = [0u8; 16 << 10];
+    let mut left = n;
+    let start = std::time::Instant::now();
+    let patience = std::time::Duration::from_millis(10);
+    while left > 0 {
+        let k = left.min(buf.len());
+        match rustix::net::recv(sock, &mut buf[..k], RecvFlags::DONTWAIT) {
+            Ok((0, _)) => return Err(Errno::CONNRESET),
+            Ok((got, _)) => left -= got,
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => {
+                let waited = start.elapsed();
+                if waited >= patience {
+                    return Err(Errno::TIMEDOUT);
+                }
+                wait_readable(sock, Some(patience - waited))?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Receives one message without blocking (EAGAIN if none is there,
 /// EINPROGRESS if only part of one is), and the fd attached to it, if any.
 /// Extra fds are closed.

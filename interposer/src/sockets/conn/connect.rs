@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,7 +72,7 @@ impl Connection {
         ring_bytes: usize,
         opts: Options,
         nonblocking: bool,
-    ) -> Result<(OwnedFd, Connection), DialError> {
+    ) -> Result<Dialed, DialError> {
         let generation = crate::platform::fork::generation();
         let geo = Geometry::for_ring_bytes(ring_bytes as u64).map_err(|_| Errno::INVAL)?;
         let mut hello = Message {
@@ -97,7 +97,23 @@ impl Connection {
         // The doorbell needs no fd of its own: `sock` goes onto the
         // application's number (`Bell::opened` when it is registered), so
         // nothing after the acceptor hears of us can run out of fds.
-        let (sock, seg, bell) = if reuse.is_some() {
+        let (sock, seg, bell) = if reuse.is_some() && nonblocking {
+            // A non-blocking connect does not wait for the verdict: it
+            // returns EINPROGRESS and completes when the acceptor answers
+            // (`Offered`), as kernel TCP's completes with the handshake.
+            hello.kind = Kind::Reuse;
+            handshake::send_offer(sock.as_fd(), &mut hello).map_err(refused)?;
+            let offered = Offered {
+                seg: Some(seg),
+                local: Some(local),
+                peer,
+                hello,
+                geo,
+                opts,
+                generation,
+            };
+            return Ok(Dialed::InProgress(sock, offered));
+        } else if reuse.is_some() {
             offer_reuse(dial, &mut local, sock, seg, &mut hello, geo, nonblocking)?
         } else {
             // The listener went away between connect and send: refused.
@@ -114,7 +130,125 @@ impl Connection {
         let me = local.addr;
         let mut conn = Connection::new(seg, me, peer, bell, Some(local), Some(ticket))?;
         conn.opts = opts;
-        Ok((sock, conn))
+        Ok(Dialed::Done(sock, conn))
+    }
+}
+
+/// What a connect made: a connection, or (a non-blocking connect that
+/// offered a kept segment) one waiting for the acceptor's answer. Either
+/// way the Unix connection becomes the application's fd.
+#[allow(clippy::large_enum_variant)] // one lives at a time, on the stack
+pub(crate) enum Dialed {
+    Done(OwnedFd, Connection),
+    InProgress(OwnedFd, Offered),
+}
+
+/// A non-blocking connect's reuse offer, sent and not answered yet
+/// (docs/architecture.md, "Connecting without waiting"). The `Reuse`
+/// message went out with filler behind it that keeps the connector's end
+/// unwritable until the acceptor has answered: it claims the segment (the
+/// header's claim word) or declines (a `N` byte), then takes the filler,
+/// which raises the kernel's write-space event on our end — so POLLOUT
+/// and EPOLLOUT, ours or the kernel's, say "connected" as they do for TCP.
+pub(crate) struct Offered {
+    /// Withdrawn when dropped unanswered (the application closed the fd).
+    seg: Option<Segment>,
+    local: Option<Reservation>,
+    pub peer: SocketAddr,
+    hello: Message,
+    geo: Geometry,
+    pub opts: Options,
+    generation: u32,
+}
+
+/// Where an offer stands (`Offered::settle`).
+#[allow(clippy::large_enum_variant)] // one lives at a time, on the stack
+pub(crate) enum Settled {
+    Done(Connection),
+    Waiting(Offered),
+    Failed(Errno),
+}
+
+impl Offered {
+    /// Our address for the connection.
+    pub(crate) fn local(&self) -> SocketAddr {
+        self.hello.addr
+    }
+
+    /// Looks, without waiting, whether the acceptor answered on `sock` (the
+    /// application's fd): claimed, the connection on the offered segment;
+    /// declined, a fresh segment sent on the same Unix connection (the
+    /// acceptor waits for it); a hang-up, ECONNREFUSED (the listener went
+    /// away or refused us).
+    pub(crate) fn settle(mut self, sock: BorrowedFd<'_>) -> Settled {
+        if self.seg.as_ref().is_some_and(Segment::claimed) {
+            return self.finish(sock);
+        }
+        let mut b = [0u8; 1];
+        match rustix::net::recv(sock, &mut b, rustix::net::RecvFlags::DONTWAIT) {
+            Ok((1, _)) if b[0] == handshake::DECLINED => {
+                pool::offer_answered();
+                let fresh = match new_segment(self.geo) {
+                    Ok(s) => s,
+                    Err(e) => return Settled::Failed(e),
+                };
+                self.hello.kind = Kind::Connect;
+                self.hello.key = pool::new_key();
+                if handshake::send(sock, &self.hello, fresh.fd()).is_err() {
+                    return Settled::Failed(Errno::CONNREFUSED);
+                }
+                // The offered one is nobody's now: unmapped, not withdrawn.
+                drop(self.seg.replace(fresh));
+                self.finish(sock)
+            }
+            Ok(_) => Settled::Failed(Errno::CONNREFUSED),
+            Err(Errno::AGAIN | Errno::INTR) => {
+                if self.seg.as_ref().is_some_and(Segment::claimed) {
+                    self.finish(sock)
+                } else {
+                    Settled::Waiting(self)
+                }
+            }
+            Err(_) => Settled::Failed(Errno::CONNREFUSED),
+        }
+    }
+
+    /// The connection on the segment the acceptor now holds too.
+    fn finish(mut self, sock: BorrowedFd<'_>) -> Settled {
+        let (Some(seg), Some(local)) = (self.seg.take(), self.local.take()) else {
+            return Settled::Failed(Errno::CONNREFUSED);
+        };
+        pool::offer_answered();
+        let ticket = pool::Ticket {
+            key: self.hello.key,
+            generation: self.generation,
+            side: pool::Side::Connector { dest: self.peer },
+        };
+        let bell = Bell::new(sock, None);
+        match Connection::new(
+            seg,
+            self.hello.addr,
+            self.peer,
+            bell,
+            Some(local),
+            Some(ticket),
+        ) {
+            Ok(mut conn) => {
+                conn.opts = std::mem::take(&mut self.opts);
+                Settled::Done(conn)
+            }
+            Err(e) => Settled::Failed(e),
+        }
+    }
+}
+
+impl Drop for Offered {
+    fn drop(&mut self) {
+        // Unanswered and given up (the fd closed): an acceptor that looks
+        // later finds it withdrawn and declines to a closed connection.
+        if let Some(seg) = &self.seg {
+            seg.withdraw();
+        }
     }
 }
 
