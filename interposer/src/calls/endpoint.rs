@@ -63,7 +63,7 @@ fn diverted(
     if !(config.is_partition_ip(target.ip()) || config.is_remote_ip(target.ip())) {
         return None;
     }
-    let family = match family {
+    let family = match family.or_else(|| crate::sockets::carry::pristine(fd)) {
         Some(f) => f,
         None => {
             let sock = sys::borrow_fd(fd);
@@ -115,6 +115,8 @@ fn sandboxed(fd: c_int, addr: AddrIn<'_>, call: &str) -> Action<c_int> {
 /// Puts `sock` on the application's fd number `fd` with its flags
 /// (`nonblock`: the application's O_NONBLOCK, looked up by the caller);
 /// says whether the fd is close-on-exec.
+/// (`nonblock`: set O_NONBLOCK on `sock`; the connect paths hand over a
+/// socket already in the application's mode and pass false.)
 fn adopt(fd: c_int, sock: &OwnedFd, nonblock: bool) -> Result<bool, Errno> {
     let app = sys::borrow_fd(fd);
     let cloexec = rustix::io::fcntl_getfd(app)?.contains(rustix::io::FdFlags::CLOEXEC);
@@ -138,6 +140,7 @@ fn unix_socket() -> Result<OwnedFd, Errno> {
 }
 
 pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
+    crate::sockets::carry::touched(fd);
     if let Some(done) = crate::calls::datagram::bind(fd, addr) {
         return done;
     }
@@ -202,6 +205,7 @@ fn bind_emulated(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
 }
 
 pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
+    crate::sockets::carry::touched(fd);
     if crate::platform::sandbox::active() {
         // A shared-memory listener needs a rendezvous socket and an epoll
         // set: outside a sandbox. A kernel socket listens as it would.
@@ -305,7 +309,12 @@ fn hand_out(
 /// loopback, which a server in another namespace would take for its own.
 fn local_ip_for(fd: c_int, peer: &SocketAddr) -> Result<IpAddr, Errno> {
     let dest_loopback = rendezvous::is_loopback(peer.ip());
-    if let Some(bound) = sys::local_name(sys::borrow_fd(fd)) {
+    // (A pristine socket was never bound.)
+    let bound = match crate::sockets::carry::pristine(fd) {
+        Some(_) => None,
+        None => sys::local_name(sys::borrow_fd(fd)),
+    };
+    if let Some(bound) = bound {
         if !bound.ip().is_unspecified() && bound.is_ipv6() == peer.is_ipv6() {
             let from_loopback = rendezvous::is_loopback(bound.ip());
             if from_loopback
@@ -343,8 +352,18 @@ fn local_ip_for(fd: c_int, peer: &SocketAddr) -> Result<IpAddr, Errno> {
 }
 
 pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
-    if let Some(done) = crate::calls::datagram::connect(fd, addr) {
-        return done;
+    // A stream socket (pristine, or a connection of ours) is no datagram
+    // socket: its address is not read twice.
+    let pristine = crate::sockets::carry::pristine(fd).is_some();
+    let stream = pristine
+        || registry::with(fd, |s| {
+            matches!(s, Socket::Stream(_) | Socket::Connecting(_))
+        })
+        .unwrap_or(false);
+    if !stream {
+        if let Some(done) = crate::calls::datagram::connect(fd, addr) {
+            return done;
+        }
     }
     if crate::platform::sandbox::active() {
         return match registry::get(fd).as_deref() {
@@ -383,7 +402,7 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
     // kernel TCP, or went elsewhere first): the kernel answers a second
     // connect (EALREADY, EISCONN, or 0 once a non-blocking one completed:
     // APR asks that way), and the connection stays the kernel's.
-    if bound.is_none() && sys::tcp_in_use(sys::borrow_fd(fd)) == Some(true) {
+    if bound.is_none() && !pristine && sys::tcp_in_use(sys::borrow_fd(fd)) == Some(true) {
         return Action::Pass;
     }
     let tcp_mode = config.fallback != Fallback::Never && bound.is_none();
@@ -421,6 +440,7 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
     };
     let opts = match bound.as_deref() {
         Some(s) => s.options().snapshot_copy(),
+        None if pristine => Options::fresh_socket(),
         None => Options::snapshot(sys::borrow_fd(fd)),
     };
     let nonblocking = rustix::fs::fcntl_getfl(sys::borrow_fd(fd))
@@ -463,7 +483,8 @@ fn connected(
     nonblocking: bool,
     target: SocketAddr,
 ) -> Action<c_int> {
-    let cloexec = match adopt(fd, sock, nonblocking) {
+    let _ = nonblocking; // (`sock` is in the application's mode already)
+    let cloexec = match adopt(fd, sock, false) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -488,7 +509,7 @@ fn connected(
 /// fd is the Unix connection, unwritable until the acceptor answered
 /// (`connecting`).
 fn in_progress(fd: c_int, sock: &OwnedFd, offered: Offered, target: SocketAddr) -> Action<c_int> {
-    let cloexec = match adopt(fd, sock, true) {
+    let cloexec = match adopt(fd, sock, false) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };

@@ -76,10 +76,12 @@ pub(crate) fn settle(fd: c_int, sock: Arc<Socket>) -> Arc<Socket> {
         return sock;
     }
     drop(slot);
-    // Registrations made while connecting are the kernel's only: made
-    // again through our epoll_ctl, so the connection is a member.
-    crate::sockets::carry::detach(fd);
-    crate::sockets::readiness::replay_carried(fd, false);
+    // Registrations made while connecting are the kernel's only (on this
+    // very file): the connection becomes a member of those sets, as an
+    // inherited one does after exec, without a system call.
+    for (epfd, ev) in crate::sockets::carry::take(fd, false) {
+        crate::sockets::readiness::adopt(epfd, &[(fd, ev.events, ev.u64)]);
+    }
     stats::count(stats::Outcome::Shm);
     stream
 }

@@ -182,10 +182,16 @@ pub(crate) const MAX_FILLER: u32 = 64 << 10;
 /// kernel's eyes (a Unix stream socket is writable while `wmem <= sndbuf /
 /// 4`): the acceptor answers (claims, or sends [`DECLINED`]) and only then
 /// takes the filler, whose freed buffers raise write-space on our end.
-/// The send buffer is the doorbell's (`Bell`), set here first.
-pub(crate) fn send_offer(sock: BorrowedFd<'_>, msg: &mut Message) -> Result<(), Errno> {
+/// The send buffer is the doorbell's (`Bell`: `sndbuf` asked for), set
+/// here first.
+/// Returns the send buffer's size.
+pub(crate) fn send_offer(
+    sock: BorrowedFd<'_>,
+    msg: &mut Message,
+    sndbuf: usize,
+) -> Result<usize, Errno> {
     static FILLER: [u8; 16 << 10] = [0; 16 << 10];
-    let _ = rustix::net::sockopt::set_socket_send_buffer_size(sock, 16 << 10);
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(sock, sndbuf);
     let sndbuf = rustix::net::sockopt::socket_send_buffer_size(sock).unwrap_or(32 << 10);
     let filler = (sndbuf / 4 + 1).min(FILLER.len());
     msg.status = filler as u32;
@@ -200,7 +206,7 @@ pub(crate) fn send_offer(sock: BorrowedFd<'_>, msg: &mut Message) -> Result<(), 
     if sent != LEN + filler {
         return Err(Errno::PROTO);
     }
-    Ok(())
+    Ok(sndbuf)
 }
 
 /// Acceptor: takes the `n` filler bytes behind a non-blocking connector's

@@ -102,7 +102,9 @@ impl Connection {
             // returns EINPROGRESS and completes when the acceptor answers
             // (`Offered`), as kernel TCP's completes with the handshake.
             hello.kind = Kind::Reuse;
-            handshake::send_offer(sock.as_fd(), &mut hello).map_err(refused)?;
+            let sndbuf =
+                handshake::send_offer(sock.as_fd(), &mut hello, super::doorbell::BELL_SNDBUF)
+                    .map_err(refused)?;
             let offered = Offered {
                 seg: Some(seg),
                 local: Some(local),
@@ -111,6 +113,7 @@ impl Connection {
                 geo,
                 opts,
                 generation,
+                sndbuf,
             };
             return Ok(Dialed::InProgress(sock, offered));
         } else if reuse.is_some() {
@@ -118,7 +121,10 @@ impl Connection {
         } else {
             // The listener went away between connect and send: refused.
             handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(refused)?;
-            rustix::io::ioctl_fionbio(&sock, false)?;
+            // (Dialed non-blocking: left so for a non-blocking connect.)
+            if !nonblocking {
+                rustix::io::ioctl_fionbio(&sock, false)?;
+            }
             let bell = Bell::new(sock.as_fd(), None);
             (sock, seg, bell)
         };
@@ -159,6 +165,8 @@ pub(crate) struct Offered {
     geo: Geometry,
     pub opts: Options,
     generation: u32,
+    /// The Unix connection's send buffer (set by `send_offer`).
+    sndbuf: usize,
 }
 
 /// Where an offer stands (`Offered::settle`).
@@ -182,7 +190,7 @@ impl Offered {
     /// away or refused us).
     pub(crate) fn settle(mut self, sock: BorrowedFd<'_>) -> Settled {
         if self.seg.as_ref().is_some_and(Segment::claimed) {
-            return self.finish(sock);
+            return self.finish();
         }
         let mut b = [0u8; 1];
         match rustix::net::recv(sock, &mut b, rustix::net::RecvFlags::DONTWAIT) {
@@ -199,12 +207,12 @@ impl Offered {
                 }
                 // The offered one is nobody's now: unmapped, not withdrawn.
                 drop(self.seg.replace(fresh));
-                self.finish(sock)
+                self.finish()
             }
             Ok(_) => Settled::Failed(Errno::CONNREFUSED),
             Err(Errno::AGAIN | Errno::INTR) => {
                 if self.seg.as_ref().is_some_and(Segment::claimed) {
-                    self.finish(sock)
+                    self.finish()
                 } else {
                     Settled::Waiting(self)
                 }
@@ -214,7 +222,7 @@ impl Offered {
     }
 
     /// The connection on the segment the acceptor now holds too.
-    fn finish(mut self, sock: BorrowedFd<'_>) -> Settled {
+    fn finish(mut self) -> Settled {
         let (Some(seg), Some(local)) = (self.seg.take(), self.local.take()) else {
             return Settled::Failed(Errno::CONNREFUSED);
         };
@@ -224,7 +232,7 @@ impl Offered {
             generation: self.generation,
             side: pool::Side::Connector { dest: self.peer },
         };
-        let bell = Bell::new(sock, None);
+        let bell = Bell::sized(None, self.sndbuf);
         match Connection::new(
             seg,
             self.hello.addr,
