@@ -7,8 +7,11 @@
 //! "Connecting without waiting") stays in progress until the server
 //! accepts: the "late" case proves it (every connect waiting, then all
 //! completing through one epoll registration each, made while in progress,
-//! data checksummed). Each case runs over kernel TCP (not preloaded), the
-//! default mode and the emulated mode; the outputs must be the same.
+//! data checksummed); or until it gives up waiting in our poll ("patient":
+//! a server that accepts only once its client's connect completed, which
+//! kernel TCP completes from the listen backlog). Each case runs over
+//! kernel TCP (not preloaded), the default mode and the emulated mode; the
+//! outputs must be the same.
 
 mod common;
 
@@ -55,16 +58,20 @@ srv.bind((host, port))
 srv.listen(64)
 port = srv.getsockname()[1]
 go_r, go_w = os.pipe()
+ack_r, ack_w = os.pipe()
 server = os.fork()
 if server == 0:
-    # Echoes a SHA-256 of what each connection sent, then closes; waits
-    # for a byte on the pipe before each batch of K accepts ("late").
+    # Accepts only when told on the pipe: "1" one connection, "k" K of them
+    # (then says "A" on the other pipe); echoes a SHA-256 of what each
+    # sent, then closes.
     while True:
         b = os.read(go_r, 1)
         if b == b"q":
             os._exit(0)
-        for i in range(K if b == b"k" else 1):
-            a, _ = srv.accept()
+        conns = [srv.accept()[0] for i in range(K if b == b"k" else 1)]
+        if b == b"k":
+            os.write(ack_w, b"A")
+        for a in conns:
             a.setblocking(True)
             h = hashlib.sha256()
             while True:
@@ -150,13 +157,14 @@ elif case == "late":
                 peer = "peer"
             except OSError as e:
                 peer = name(e.errno)
-            p = select.poll()
-            p.register(s, select.POLLOUT | select.POLLIN)
-            st = (sent, peer, s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR), p.poll(0))
-            if st != ("EAGAIN", "ENOTCONN", 0, []):
+            st = (sent, peer, s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+            if st != ("EAGAIN", "ENOTCONN", 0):
                 out.append("%d pending wrong: %s" % (i, st))
     print("waiting %d" % waiting, flush=True)
+    # The server accepts all K before anything more is asked of them (no
+    # wait of ours runs meanwhile: the pipe's read is the kernel's).
     os.write(go_w, b"k")
+    os.read(ack_r, 1)
     # Every one completes: EPOLLOUT, then the digest through the same
     # epoll registration (EPOLLIN).
     fds = {s.fileno(): s for s in socks}
@@ -184,6 +192,27 @@ elif case == "late":
                     ep.unregister(fd)
     out.append("late %d writable, sums %s" % (len(writable),
                all(got[fd] == hashlib.sha256(payloads[fd]).digest() for fd in fds)))
+elif case == "patient":
+    # The server accepts only once the client's connect completed, as
+    # kernel TCP completes it from the listen backlog: ours gives up
+    # waiting for the acceptor's answer and completes anyway.
+    os.write(go_w, b"1")
+    s = socket.socket()
+    s.connect((host, port))
+    out.append("warm %s" % exchange(s, os.urandom(900)))
+    s.close()
+    for i in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        r = s.connect_ex((host, port))
+        p = select.poll()
+        p.register(s, select.POLLOUT)
+        ev = p.poll(10000) if r == errno.EINPROGRESS else [(s.fileno(), select.POLLOUT)]
+        st = bits(ev[0][1] if ev else 0)
+        ok = completed(s)
+        os.write(go_w, b"1")
+        out.append("%d %s %s %s" % (i, st, ok, exchange(s, os.urandom(800 + i))))
+        s.close()
 os.write(go_w, b"q")
 os.waitpid(server, 0)
 print(" / ".join(out))
@@ -263,5 +292,19 @@ fn refused_nonblocking_connect_says_so_as_over_kernel_tcp() {
         .zip(three(&net, "refused"))
     {
         assert_eq!(got, "refused ok", "{mode}");
+    }
+}
+
+#[test]
+fn connect_completes_before_a_server_that_waits_for_it_accepts() {
+    let net = Net::emulated("nb-patient");
+    for (mode, got) in ["kernel", "default", "emulated"]
+        .iter()
+        .zip(three(&net, "patient"))
+    {
+        assert_eq!(
+            got, "warm True / 0 OUT True True / 1 OUT True True / 2 OUT True True",
+            "{mode}"
+        );
     }
 }

@@ -446,10 +446,15 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
     let nonblocking = rustix::fs::fcntl_getfl(sys::borrow_fd(fd))
         .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
     let timeout = opts.timeout(libc::SO_SNDTIMEO);
+    let found = Arc::new(found);
     let dial = |from| found.dial(config, nonblocking, timeout, from);
+    let again = found.clone();
+    let redial: crate::sockets::conn::Redial =
+        Box::new(move |from| again.dial(config, true, timeout, from));
     let room = crate::sockets::spare_fds::give_back_inside;
     match Connection::connect(
         &dial,
+        redial,
         room,
         local,
         target,
@@ -515,9 +520,10 @@ fn in_progress(fd: c_int, sock: &OwnedFd, offered: Offered, target: SocketAddr) 
     };
     log!(debug, "fd {fd}: connecting to {target} (EINPROGRESS)");
     let sock = Arc::new(Socket::Connecting(Connecting::new(offered, cloexec)));
-    if registry::insert(fd, sock).is_err() {
+    if registry::insert(fd, sock.clone()).is_err() {
         return fail(Errno::MFILE);
     }
+    crate::sockets::connecting::watch(fd, &sock);
     // Kept noted: made again on the connection once it completes.
     crate::sockets::readiness::replay_carried(fd, true);
     fail(Errno::INPROGRESS)

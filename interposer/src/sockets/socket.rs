@@ -72,7 +72,10 @@ impl Socket {
             Socket::Stream(c) => c.reset_locks_after_fork(),
             Socket::Listener(l) => l.reset_after_fork(),
             Socket::Datagram(d) => d.after_fork_child(),
-            Socket::Connecting(c) => c.offer.reset_after_fork(),
+            Socket::Connecting(c) => {
+                c.offer.reset_after_fork();
+                c.timer.reset_after_fork();
+            }
         }
     }
 
@@ -212,6 +215,9 @@ pub(crate) struct Connecting {
     pub failed: AtomicBool,
     /// Whether the application's fd is close-on-exec.
     pub cloexec: AtomicBool,
+    /// What gives up waiting for the acceptor (`connecting::watch`); the
+    /// wait engine holds it weakly.
+    pub timer: Mutex<Option<std::sync::Arc<dyn crate::sockets::quiet::Trim>>>,
 }
 
 impl Connecting {
@@ -224,6 +230,7 @@ impl Connecting {
             error: AtomicI32::new(0),
             failed: AtomicBool::new(false),
             cloexec: AtomicBool::new(cloexec),
+            timer: Mutex::new(None),
         }
     }
 

@@ -113,7 +113,7 @@ pub(crate) fn put(seg: Segment, ticket: Ticket, memfd: Option<KeptMemfd>) {
     // while we wait in connect: a single thread that connects, then
     // accepts, would wait for nothing. Connections within one process
     // always get fresh segments.
-    let me = std::process::id();
+    let me = crate::platform::fork::pid();
     match ticket.side {
         Side::Connector { .. } if seg.acceptor_pid() == me => return,
         Side::Acceptor { peer_pid } if peer_pid == me => return,

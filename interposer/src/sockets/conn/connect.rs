@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,8 +64,10 @@ impl Connection {
     /// `make_room` gives fds back when we ran out (`spare_fds::give_back`,
     /// which lies above this module): true if the failed step may be
     /// tried again.
+    #[allow(clippy::too_many_arguments)] // the connect's parts, each once
     pub(crate) fn connect(
         dial: &dyn Fn(Option<OwnedFd>) -> Result<OwnedFd, DialError>,
+        redial: Redial,
         make_room: fn() -> bool,
         mut local: Reservation,
         peer: SocketAddr,
@@ -105,6 +107,7 @@ impl Connection {
             let sndbuf =
                 handshake::send_offer(sock.as_fd(), &mut hello, super::doorbell::BELL_SNDBUF)
                     .map_err(refused)?;
+            WAITING.fetch_add(1, Ordering::Relaxed);
             let offered = Offered {
                 seg: Some(seg),
                 local: Some(local),
@@ -114,6 +117,7 @@ impl Connection {
                 opts,
                 generation,
                 sndbuf,
+                redial,
             };
             return Ok(Dialed::InProgress(sock, offered));
         } else if reuse.is_some() {
@@ -139,6 +143,18 @@ impl Connection {
         Ok(Dialed::Done(sock, conn))
     }
 }
+
+/// Dials the listener again (a non-blocking one, from the socket given):
+/// what an offer that waited too long does (`Offered::expire`).
+pub(crate) type Redial = Box<dyn Fn(Option<OwnedFd>) -> Result<OwnedFd, DialError> + Send + Sync>;
+
+/// How long a non-blocking connect's offer waits for the acceptor before
+/// it is withdrawn for a new segment on a new connection, which completes
+/// at once (`Offered::expire`, run from our poll, select and epoll_wait):
+/// a server that accepts only after its client did something else (or
+/// is busy with another client) does not keep the client's connect from
+/// completing, as kernel TCP's completes from the listen backlog.
+pub(crate) const OFFER_PATIENCE: Duration = Duration::from_millis(2);
 
 /// What a connect made: a connection, or (a non-blocking connect that
 /// offered a kept segment) one waiting for the acceptor's answer. Either
@@ -167,12 +183,16 @@ pub(crate) struct Offered {
     generation: u32,
     /// The Unix connection's send buffer (set by `send_offer`).
     sndbuf: usize,
+    redial: Redial,
 }
 
 /// Where an offer stands (`Offered::settle`).
 #[allow(clippy::large_enum_variant)] // one lives at a time, on the stack
 pub(crate) enum Settled {
     Done(Connection),
+    /// Withdrawn and made again on a new Unix connection, which is to
+    /// become the application's fd.
+    Redialed(OwnedFd, Connection),
     Waiting(Offered),
     Failed(Errno),
 }
@@ -221,6 +241,50 @@ impl Offered {
         }
     }
 
+    /// The acceptor did not answer in time: the offer withdrawn (unless it
+    /// was claimed just now: then the connection), a new segment sent on
+    /// a new Unix connection (the old one is abandoned: its acceptor, if it
+    /// ever looks, finds the offer withdrawn). Offers pause for a while
+    /// (`pool::cool_down`).
+    pub(crate) fn expire(mut self) -> Settled {
+        let Some(seg) = &self.seg else {
+            return Settled::Failed(Errno::CONNREFUSED);
+        };
+        if !seg.withdraw() {
+            return self.finish();
+        }
+        log!(
+            debug,
+            "connect to {}: reuse offer unanswered; fresh segment",
+            self.peer
+        );
+        pool::cool_down();
+        let made = (|| -> Result<(OwnedFd, Segment), DialError> {
+            // (A stale name of ours on the old connection makes the dial
+            // take another port: `Reservation::dial_socket`.)
+            let fresh = new_segment(self.geo)?;
+            let local = self.local.as_mut().ok_or(Errno::CONNREFUSED)?;
+            let sock = (self.redial)(local.dial_socket()?)?;
+            self.hello.addr = local.addr;
+            self.hello.kind = Kind::Connect;
+            self.hello.key = pool::new_key();
+            handshake::send(sock.as_fd(), &self.hello, fresh.fd()).map_err(refused)?;
+            Ok((sock, fresh))
+        })();
+        let (sock, fresh) = match made {
+            Ok(m) => m,
+            Err(DialError::Os(e)) => return Settled::Failed(e),
+            Err(_) => return Settled::Failed(Errno::CONNREFUSED),
+        };
+        drop(self.seg.replace(fresh));
+        let _ =
+            rustix::net::sockopt::set_socket_send_buffer_size(&sock, super::doorbell::BELL_SNDBUF);
+        match self.finish() {
+            Settled::Done(conn) => Settled::Redialed(sock, conn),
+            other => other,
+        }
+    }
+
     /// The connection on the segment the acceptor now holds too.
     fn finish(mut self) -> Settled {
         let (Some(seg), Some(local)) = (self.seg.take(), self.local.take()) else {
@@ -250,8 +314,18 @@ impl Offered {
     }
 }
 
+/// Offers waiting for their acceptor in this process (`Offered`s alive).
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether a non-blocking connect of this process waits for its acceptor
+/// (our waits then wake up to give up on it in time: `connecting`).
+pub(crate) fn offers_waiting() -> bool {
+    WAITING.load(Ordering::Relaxed) > 0
+}
+
 impl Drop for Offered {
     fn drop(&mut self) {
+        WAITING.fetch_sub(1, Ordering::Relaxed);
         // Unanswered and given up (the fd closed): an acceptor that looks
         // later finds it withdrawn and declines to a closed connection.
         if let Some(seg) = &self.seg {

@@ -32,7 +32,7 @@ mod send;
 mod settle;
 mod trim;
 
-pub(crate) use connect::{Dialed, Offered, Settled};
+pub(crate) use connect::{offers_waiting, Dialed, Offered, Redial, Settled, OFFER_PATIENCE};
 pub(crate) use doorbell::Bell;
 pub(crate) use send::FastSend;
 

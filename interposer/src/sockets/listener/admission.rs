@@ -352,11 +352,12 @@ fn plausible_source(
     use crate::platform::peer_ns;
     let ip = addr.ip();
     let ours = scope == Scope::Local || (here && peer_ns::shares_netns(peer.pid));
-    if ours && peer.uid == 0 && peer_ns::net_admin(peer.pid) {
+    let local = || rendezvous::is_loopback(ip) || crate::platform::netlink::is_local(ip);
+    // (Its own address first: no capget for the common case.)
+    if ours && local() {
         return true;
     }
-    let local = || rendezvous::is_loopback(ip) || crate::platform::netlink::is_local(ip);
-    if ours && local() {
+    if ours && peer.uid == 0 && peer_ns::net_admin(peer.pid) {
         return true;
     }
     if config.fallback == crate::platform::config::Fallback::Never && config.is_partition_ip(ip) {
