@@ -23,7 +23,11 @@
 //! re-initialised it) or [`DECLINED`] (another process accepted, or it no
 //! longer keeps the segment); then it sends a fresh `Connect` on the same
 //! Unix connection. The verdict is read inside connect, so it never reaches
-//! the application.
+//! the application. A non-blocking connector does not wait: its offer
+//! carries filler (`send_offer`, the count in `status`) that the acceptor
+//! takes after answering, and a claim sends no byte (the connector reads
+//! the segment's claim word): docs/architecture.md, "Connecting without
+//! waiting".
 //!
 //! Join (see `calls::listen::join_reuseport_group`): a process binding an
 //! emulated address with SO_REUSEPORT that another process of its user

@@ -26,7 +26,8 @@
 //!   — so only the very process that accepted it before can take it: a
 //!   third process that learnt the key (or was handed the memfd by a
 //!   hostile peer) has another pid and another set of segments.
-//! - Connect waits for the verdict (`handshake`); a declined offer falls
+//! - Connect waits for the verdict (`handshake`; a non-blocking one
+//!   returns EINPROGRESS and looks later, `conn::Offered`); a declined offer falls
 //!   back to a fresh segment on the same Unix connection, and an offer the
 //!   acceptor does not answer in time is withdrawn (a CAS on the segment's
 //!   claim word decides against a late claim) and the segment dropped.
