@@ -526,6 +526,7 @@ fn in_progress(fd: c_int, sock: &OwnedFd, offered: Offered, target: SocketAddr) 
     crate::sockets::connecting::watch(fd, &sock);
     // Kept noted: made again on the connection once it completes.
     crate::sockets::readiness::replay_carried(fd, true);
+    crate::sockets::carry::note_from_now(fd);
     fail(Errno::INPROGRESS)
 }
 

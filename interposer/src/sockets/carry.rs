@@ -62,6 +62,15 @@ pub(crate) fn socket_made(fd: c_int, domain: c_int, ty: c_int) {
     }
 }
 
+/// `fd` is a connect of ours in progress: its registrations are noted
+/// from now on (made again on the connection once it completes), even if
+/// our socket() did not make it.
+pub(crate) fn note_from_now(fd: c_int) {
+    if let Some((w, b)) = bit(fd) {
+        w.fetch_or(b, Ordering::AcqRel);
+    }
+}
+
 /// The family of `fd` if it is a pristine stream socket (see `PRISTINE`).
 pub(crate) fn pristine(fd: c_int) -> Option<c_int> {
     let i = usize::try_from(fd).ok().filter(|&i| i < CAPACITY)?;
