@@ -47,6 +47,8 @@ pub(crate) fn is_fresh(fd: c_int) -> bool {
 /// socket() made `fd`: note its registrations if it is an IPv4/IPv6
 /// stream socket.
 pub(crate) fn socket_made(fd: c_int, domain: c_int, ty: c_int) {
+    // (A number closed past us keeps no stale bit for another kind.)
+    touched(fd);
     let stream = ty & 0xf == libc::SOCK_STREAM;
     if fd >= 0 && stream && (domain == libc::AF_INET || domain == libc::AF_INET6) {
         if let Some(i) = usize::try_from(fd).ok().filter(|&i| i < CAPACITY) {
