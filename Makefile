@@ -3,7 +3,7 @@ CARGO ?= cargo
 LOOM_TARGET := target/loom
 BENCH_DIR := target/bench
 
-.PHONY: all build deps test fmt-check clippy unit loom bench bench-gateway bench-nic demo clean install uninstall
+.PHONY: all build deps test fmt-check clippy unit loom bench bench-gateway bench-nic bench-shortconn demo clean install uninstall
 
 all: build
 
@@ -55,6 +55,14 @@ bench: deps
 	$(BENCH_PYTHON) scripts/bench.py --lib $(BENCH_LIB) --out $(BENCH_DIR) $(BENCH_ARGS)
 	$(MAKE) --no-print-directory bench-gateway
 	$(MAKE) --no-print-directory bench-nic
+
+## Issue 14: short connections, ab without keep-alive against nginx (1
+## worker, 1 KiB) over kernel TCP and preloaded in both modes.
+## SHORTCONN_LIBS: more libraries to compare (a build before a change).
+SHORTCONN_LIBS ?=
+bench-shortconn: deps
+	$(CARGO) build --release -p shmnet-interposer
+	scripts/bench-shortconn.sh --runs 5 $(SHORTCONN_LIBS) target/release/libshmnet.so
 
 ## Issue 17: through both gateways vs direct kernel TCP over a veth, in two
 ## network namespaces made and removed by the script (needs root).

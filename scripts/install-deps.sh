@@ -43,6 +43,9 @@ ls /usr/lib/*/libsocket_wrapper.so >/dev/null 2>&1 || need_apt+=(libsocket-wrapp
 # make bench (scripts/bench.py): perf stat counts kvbench's system calls per
 # request (tracepoint raw_syscalls:sys_enter); without it that row is skipped.
 [ -x /usr/bin/perf ] || command -v perf >/dev/null 2>&1 || need_apt+=(linux-perf)
+# make bench-shortconn (scripts/bench-shortconn.sh): Apache's ab, which
+# connects non-blocking without keep-alive (issue 14, short connections).
+command -v ab >/dev/null 2>&1 || need_apt+=(apache2-utils)
 # make bench-gateway (scripts/bench-gateway.py): the gateways' certificates.
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 

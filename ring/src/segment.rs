@@ -289,6 +289,13 @@ impl Segment {
             .is_ok()
     }
 
+    /// Connector: whether the acceptor claimed our offer (its CAS in
+    /// [`claim`](Self::claim) won). A non-blocking connect looks here
+    /// instead of waiting for a verdict byte.
+    pub fn claimed(&self) -> bool {
+        self.header().claim.load(Ordering::Acquire) == CLAIMED
+    }
+
     /// Acceptor: takes a segment the connector offered again (see
     /// [`offer`](Self::offer)), checks its direction and re-initialises
     /// ours. Fails if the offer was withdrawn, this process still uses the

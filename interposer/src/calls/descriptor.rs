@@ -46,6 +46,7 @@ pub(crate) fn close(fd: c_int) -> Action<c_int> {
 /// A dup of an fd of ours shares its socket; of an epoll set of ours, it
 /// is another number of that set.
 pub(crate) fn dup(fd: c_int) -> Action<c_int> {
+    crate::sockets::carry::touched(fd);
     if crate::sockets::readiness::is_set(fd) {
         return options::share_set(fd, rustix::io::dup(sys::borrow_fd(fd)));
     }
@@ -57,10 +58,14 @@ pub(crate) fn dup(fd: c_int) -> Action<c_int> {
 }
 
 pub(crate) fn dup2(old: c_int, new: c_int) -> Action<c_int> {
+    crate::sockets::carry::touched(old);
+    crate::sockets::carry::touched(new);
     replace_target("dup2", old, new, || real::ints::dup2(old, new))
 }
 
 pub(crate) fn dup3(old: c_int, new: c_int, flags: c_int) -> Action<c_int> {
+    crate::sockets::carry::touched(old);
+    crate::sockets::carry::touched(new);
     replace_target("dup3", old, new, || real::ints::dup3(old, new, flags))
 }
 

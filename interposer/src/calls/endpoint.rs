@@ -17,6 +17,7 @@
 use core::ffi::c_int;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd, OwnedFd};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rustix::io::Errno;
@@ -26,11 +27,11 @@ use crate::platform::internal_fd::InternalFd;
 use crate::platform::real::Action;
 use crate::platform::sys::{as_family, AddrIn, AddrOut};
 use crate::platform::{stats, sys};
-use crate::sockets::conn::Connection;
+use crate::sockets::conn::{Connection, Dialed, Offered};
 use crate::sockets::listener::{Accepted, Bound, Listener};
 use crate::sockets::options_store::Options;
 use crate::sockets::registry;
-use crate::sockets::socket::Socket;
+use crate::sockets::socket::{Connecting, Socket};
 use crate::transport::lookup::{DialError, Found};
 use crate::transport::rendezvous;
 
@@ -62,7 +63,7 @@ fn diverted(
     if !(config.is_partition_ip(target.ip()) || config.is_remote_ip(target.ip())) {
         return None;
     }
-    let family = match family {
+    let family = match family.or_else(|| crate::sockets::carry::pristine(fd)) {
         Some(f) => f,
         None => {
             let sock = sys::borrow_fd(fd);
@@ -114,6 +115,8 @@ fn sandboxed(fd: c_int, addr: AddrIn<'_>, call: &str) -> Action<c_int> {
 /// Puts `sock` on the application's fd number `fd` with its flags
 /// (`nonblock`: the application's O_NONBLOCK, looked up by the caller);
 /// says whether the fd is close-on-exec.
+/// (`nonblock`: set O_NONBLOCK on `sock`; the connect paths hand over a
+/// socket already in the application's mode and pass false.)
 fn adopt(fd: c_int, sock: &OwnedFd, nonblock: bool) -> Result<bool, Errno> {
     let app = sys::borrow_fd(fd);
     let cloexec = rustix::io::fcntl_getfd(app)?.contains(rustix::io::FdFlags::CLOEXEC);
@@ -137,6 +140,7 @@ fn unix_socket() -> Result<OwnedFd, Errno> {
 }
 
 pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
+    crate::sockets::carry::touched(fd);
     if let Some(done) = crate::calls::datagram::bind(fd, addr) {
         return done;
     }
@@ -201,6 +205,7 @@ fn bind_emulated(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
 }
 
 pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
+    crate::sockets::carry::touched(fd);
     if crate::platform::sandbox::active() {
         // A shared-memory listener needs a rendezvous socket and an epoll
         // set: outside a sandbox. A kernel socket listens as it would.
@@ -219,7 +224,7 @@ pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
         },
         Some(Socket::Listener(l)) => l.relisten(backlog),
         Some(Socket::Bound(b)) => crate::calls::listen::listen_emulated(fd, b, backlog),
-        Some(Socket::Stream(_)) => fail(Errno::INVAL),
+        Some(Socket::Stream(_) | Socket::Connecting(_)) => fail(Errno::INVAL),
         Some(Socket::Datagram(_)) => fail(Errno::OPNOTSUPP),
     }
 }
@@ -241,7 +246,7 @@ pub(crate) fn accept4(fd: c_int, peer: AddrOut<'_>, flags: c_int) -> Action<c_in
             },
             Err(e) => fail(e),
         },
-        Some(Socket::Bound(_) | Socket::Stream(_)) => fail(Errno::INVAL),
+        Some(Socket::Bound(_) | Socket::Stream(_) | Socket::Connecting(_)) => fail(Errno::INVAL),
         Some(Socket::Datagram(_)) => fail(Errno::OPNOTSUPP),
     }
 }
@@ -304,7 +309,12 @@ fn hand_out(
 /// loopback, which a server in another namespace would take for its own.
 fn local_ip_for(fd: c_int, peer: &SocketAddr) -> Result<IpAddr, Errno> {
     let dest_loopback = rendezvous::is_loopback(peer.ip());
-    if let Some(bound) = sys::local_name(sys::borrow_fd(fd)) {
+    // (A pristine socket was never bound.)
+    let bound = match crate::sockets::carry::pristine(fd) {
+        Some(_) => None,
+        None => sys::local_name(sys::borrow_fd(fd)),
+    };
+    if let Some(bound) = bound {
         if !bound.ip().is_unspecified() && bound.is_ipv6() == peer.is_ipv6() {
             let from_loopback = rendezvous::is_loopback(bound.ip());
             if from_loopback
@@ -342,8 +352,18 @@ fn local_ip_for(fd: c_int, peer: &SocketAddr) -> Result<IpAddr, Errno> {
 }
 
 pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
-    if let Some(done) = crate::calls::datagram::connect(fd, addr) {
-        return done;
+    // A stream socket (pristine, or a connection of ours) is no datagram
+    // socket: its address is not read twice.
+    let pristine = crate::sockets::carry::pristine(fd).is_some();
+    let stream = pristine
+        || registry::with(fd, |s| {
+            matches!(s, Socket::Stream(_) | Socket::Connecting(_))
+        })
+        .unwrap_or(false);
+    if !stream {
+        if let Some(done) = crate::calls::datagram::connect(fd, addr) {
+            return done;
+        }
     }
     if crate::platform::sandbox::active() {
         return match registry::get(fd).as_deref() {
@@ -352,10 +372,15 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
             Some(_) => fail(Errno::ACCESS),
         };
     }
-    let bound = match registry::get(fd) {
+    let bound = match crate::sockets::connecting::get(fd) {
         None => None,
         Some(s) => match &*s {
+            // Completed after EINPROGRESS: 0 once, as the kernel's.
+            Socket::Stream(c) if c.completed_late.swap(false, Ordering::Relaxed) => {
+                return Action::Done(0)
+            }
             Socket::Stream(_) => return fail(Errno::ISCONN),
+            Socket::Connecting(c) => return connect_again(c),
             Socket::Listener(_) => return fail(Errno::INVAL),
             Socket::Bound(_) => Some(s.clone()),
             // (`datagram::connect` took it above; only the number closed
@@ -377,7 +402,7 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
     // kernel TCP, or went elsewhere first): the kernel answers a second
     // connect (EALREADY, EISCONN, or 0 once a non-blocking one completed:
     // APR asks that way), and the connection stays the kernel's.
-    if bound.is_none() && sys::tcp_in_use(sys::borrow_fd(fd)) == Some(true) {
+    if bound.is_none() && !pristine && sys::tcp_in_use(sys::borrow_fd(fd)) == Some(true) {
         return Action::Pass;
     }
     let tcp_mode = config.fallback != Fallback::Never && bound.is_none();
@@ -415,15 +440,21 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
     };
     let opts = match bound.as_deref() {
         Some(s) => s.options().snapshot_copy(),
+        None if pristine => Options::fresh_socket(),
         None => Options::snapshot(sys::borrow_fd(fd)),
     };
     let nonblocking = rustix::fs::fcntl_getfl(sys::borrow_fd(fd))
         .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
     let timeout = opts.timeout(libc::SO_SNDTIMEO);
+    let found = Arc::new(found);
     let dial = |from| found.dial(config, nonblocking, timeout, from);
+    let again = found.clone();
+    let redial: crate::sockets::conn::Redial =
+        Box::new(move |from| again.dial(config, true, timeout, from));
     let room = crate::sockets::spare_fds::give_back_inside;
     match Connection::connect(
         &dial,
+        redial,
         room,
         local,
         target,
@@ -431,7 +462,8 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
         opts,
         nonblocking,
     ) {
-        Ok((sock, conn)) => connected(fd, &sock, conn, nonblocking, target),
+        Ok(Dialed::Done(sock, conn)) => connected(fd, &sock, conn, nonblocking, target),
+        Ok(Dialed::InProgress(sock, offered)) => in_progress(fd, &sock, offered, target),
         Err(e) if remote && tcp_mode => {
             // No gateway: the kernel connect the program asked for.
             let why = match e {
@@ -463,7 +495,8 @@ fn connected(
     nonblocking: bool,
     target: SocketAddr,
 ) -> Action<c_int> {
-    let cloexec = match adopt(fd, sock, nonblocking) {
+    let _ = nonblocking; // (`sock` is in the application's mode already)
+    let cloexec = match adopt(fd, sock, false) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };
@@ -482,6 +515,39 @@ fn connected(
     crate::sockets::readiness::replay_carried(fd, false);
     stats::count(stats::Outcome::Shm);
     Action::Done(0)
+}
+
+/// A non-blocking connect that offered a kept segment: EINPROGRESS; the
+/// fd is the Unix connection, unwritable until the acceptor answered
+/// (`connecting`).
+fn in_progress(fd: c_int, sock: &OwnedFd, offered: Offered, target: SocketAddr) -> Action<c_int> {
+    let cloexec = match adopt(fd, sock, false) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    log!(debug, "fd {fd}: connecting to {target} (EINPROGRESS)");
+    let sock = Arc::new(Socket::Connecting(Connecting::new(offered, cloexec)));
+    if registry::insert(fd, sock.clone()).is_err() {
+        return fail(Errno::MFILE);
+    }
+    crate::sockets::connecting::watch(fd, &sock);
+    // Kept noted: made again on the connection once it completes.
+    crate::sockets::readiness::replay_carried(fd, true);
+    crate::sockets::carry::note_from_now(fd);
+    fail(Errno::INPROGRESS)
+}
+
+/// connect on a socket whose non-blocking connect is still in progress
+/// (EALREADY), or failed (its error once, then ECONNABORTED: the kernel's
+/// answers).
+fn connect_again(c: &Connecting) -> Action<c_int> {
+    if !c.failed() {
+        return fail(Errno::ALREADY);
+    }
+    match c.error.swap(0, Ordering::Relaxed) {
+        0 => fail(Errno::CONNABORTED),
+        e => Action::Fail(e),
+    }
 }
 
 /// Why a shared-memory connect failed, as the default mode counts it
@@ -554,7 +620,7 @@ fn fallback(fd: c_int, target: SocketAddr, why: stats::Outcome) -> Action<c_int>
 }
 
 pub(crate) fn shutdown(fd: c_int, how: c_int) -> Action<c_int> {
-    match registry::get(fd).as_deref() {
+    match crate::sockets::connecting::get(fd).as_deref() {
         None => Action::Pass,
         Some(Socket::Stream(c)) => match c.shutdown(how) {
             Ok(()) => Action::Done(0),
@@ -574,7 +640,7 @@ pub(crate) fn shutdown(fd: c_int, how: c_int) -> Action<c_int> {
             },
             None => fail(Errno::NOTCONN),
         },
-        Some(Socket::Bound(_)) => fail(Errno::NOTCONN),
+        Some(Socket::Bound(_) | Socket::Connecting(_)) => fail(Errno::NOTCONN),
         Some(Socket::Datagram(_)) if !(0..=2).contains(&how) => fail(Errno::INVAL),
         // Marked either way, as the kernel's UDP (ENOTCONN unconnected).
         Some(Socket::Datagram(d)) => {
@@ -604,10 +670,12 @@ pub(crate) fn getsockname(fd: c_int, out: AddrOut<'_>) -> Action<c_int> {
 }
 
 pub(crate) fn getpeername(fd: c_int, out: AddrOut<'_>) -> Action<c_int> {
-    match registry::get(fd).as_deref() {
+    match crate::sockets::connecting::get(fd).as_deref() {
         None => Action::Pass,
         Some(Socket::Stream(c)) => put_name(c.peer, out),
-        Some(Socket::Listener(_) | Socket::Bound(_)) => fail(Errno::NOTCONN),
+        Some(Socket::Listener(_) | Socket::Bound(_) | Socket::Connecting(_)) => {
+            fail(Errno::NOTCONN)
+        }
         Some(Socket::Datagram(d)) => match d.peer() {
             Some(p) => put_name(as_family(p, d.local.is_ipv6()).unwrap_or(p), out),
             None => fail(Errno::NOTCONN),

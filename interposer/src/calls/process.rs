@@ -73,6 +73,7 @@ extern "C" fn parent() {
     crate::platform::fork::advance();
     crate::platform::status::after_fork();
     crate::sockets::registry::after_fork_parent();
+    crate::sockets::carry::forked();
 }
 
 /// After fork, in the child (single-threaded from here).

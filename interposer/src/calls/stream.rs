@@ -51,7 +51,7 @@ fn send_slices(fd: c_int, flags: c_int, bufs: &[IoSlice<'_>]) -> Action<ssize_t>
         Some(FastSend::Partial(n)) => n,
         Some(FastSend::Slow) | None => 0,
     };
-    let Some(sock) = registry::get(fd) else {
+    let Some(sock) = crate::sockets::connecting::get(fd) else {
         // Closed by another thread since: what went in was sent.
         return if sent > 0 {
             Action::Done(sent as ssize_t)
@@ -63,7 +63,7 @@ fn send_slices(fd: c_int, flags: c_int, bufs: &[IoSlice<'_>]) -> Action<ssize_t>
         return crate::calls::datagram::send_plain(&sock, bufs);
     }
     let Some(conn) = sock.connection() else {
-        return Action::Fail(libc::ENOTCONN);
+        return not_connected(&sock);
     };
     match conn.send_rest(bufs, flags, sent) {
         Ok(n) => {
@@ -81,18 +81,32 @@ fn send_slices(fd: c_int, flags: c_int, bufs: &[IoSlice<'_>]) -> Action<ssize_t>
 }
 
 fn recv_slices(fd: c_int, flags: c_int, bufs: &mut [IoSliceMut<'_>]) -> Action<ssize_t> {
-    let Some(sock) = registry::get(fd) else {
+    let Some(sock) = crate::sockets::connecting::get(fd) else {
         return Action::Pass;
     };
     if sock.datagram().is_some() {
         return crate::calls::datagram::recv_plain(fd, &sock, flags, bufs);
     }
     let Some(conn) = sock.connection() else {
-        return Action::Fail(libc::ENOTCONN);
+        return not_connected(&sock);
     };
     match conn.recv(sys::borrow_fd(fd), bufs, flags) {
         Ok(n) => Action::Done(n as ssize_t),
         Err(e) => Action::Fail(e.raw_os_error()),
+    }
+}
+
+/// A data call on a socket of ours that is no connection: a connect in
+/// progress says EAGAIN (TCP in SYN_SENT, non-blocking), a failed one its
+/// error once; anything else ENOTCONN.
+fn not_connected(sock: &Socket) -> Action<ssize_t> {
+    match sock {
+        Socket::Connecting(c) if !c.failed() => Action::Fail(libc::EAGAIN),
+        Socket::Connecting(c) => match c.error.swap(0, std::sync::atomic::Ordering::Relaxed) {
+            0 => Action::Fail(libc::ENOTCONN),
+            e => Action::Fail(e),
+        },
+        _ => Action::Fail(libc::ENOTCONN),
     }
 }
 

@@ -21,6 +21,15 @@ use crate::platform::lock::Mutex;
 /// connected through us.
 static FRESH: [AtomicU64; CAPACITY / 64] = [const { AtomicU64::new(0) }; CAPACITY / 64];
 
+/// Pristine IPv4/IPv6 stream sockets: made by our socket(), and since then
+/// no setsockopt, bind, listen, dup or fork (which could have changed
+/// them behind a number we do not watch): their options are the kernel's
+/// defaults, their type is known and they are bound to nothing, so connect
+/// asks the kernel none of it (`pristine`).
+static PRISTINE: [AtomicU64; CAPACITY / 64] = [const { AtomicU64::new(0) }; CAPACITY / 64];
+/// Of those, the IPv6 ones.
+static INET6: [AtomicU64; CAPACITY / 64] = [const { AtomicU64::new(0) }; CAPACITY / 64];
+
 /// (fd, epfd, event) registrations of fresh sockets.
 static NOTED: Mutex<Vec<(c_int, c_int, libc::epoll_event)>> = Mutex::new(Vec::new());
 /// Entries in NOTED, so that every new fd does not take the lock.
@@ -38,17 +47,69 @@ pub(crate) fn is_fresh(fd: c_int) -> bool {
 /// socket() made `fd`: note its registrations if it is an IPv4/IPv6
 /// stream socket.
 pub(crate) fn socket_made(fd: c_int, domain: c_int, ty: c_int) {
+    // (A number closed past us keeps no stale bit for another kind.)
+    touched(fd);
     let stream = ty & 0xf == libc::SOCK_STREAM;
     if fd >= 0 && stream && (domain == libc::AF_INET || domain == libc::AF_INET6) {
-        if let Some((w, b)) = bit(fd) {
-            w.fetch_or(b, Ordering::AcqRel);
+        if let Some(i) = usize::try_from(fd).ok().filter(|&i| i < CAPACITY) {
+            let (w, b) = (i / 64, 1u64 << (i % 64));
+            if domain == libc::AF_INET6 {
+                INET6[w].fetch_or(b, Ordering::AcqRel);
+            } else {
+                INET6[w].fetch_and(!b, Ordering::AcqRel);
+            }
+            PRISTINE[w].fetch_or(b, Ordering::AcqRel);
+            FRESH[w].fetch_or(b, Ordering::AcqRel);
         }
+    }
+}
+
+/// `fd` is a connect of ours in progress: its registrations are noted
+/// from now on (made again on the connection once it completes), even if
+/// our socket() did not make it.
+pub(crate) fn note_from_now(fd: c_int) {
+    if let Some((w, b)) = bit(fd) {
+        w.fetch_or(b, Ordering::AcqRel);
+    }
+}
+
+/// The family of `fd` if it is a pristine stream socket (see `PRISTINE`).
+pub(crate) fn pristine(fd: c_int) -> Option<c_int> {
+    let i = usize::try_from(fd).ok().filter(|&i| i < CAPACITY)?;
+    let b = 1u64 << (i % 64);
+    if PRISTINE[i / 64].load(Ordering::Acquire) & b == 0 {
+        return None;
+    }
+    Some(if INET6[i / 64].load(Ordering::Acquire) & b != 0 {
+        libc::AF_INET6
+    } else {
+        libc::AF_INET
+    })
+}
+
+/// `fd` may have been changed in a way we do not follow: no longer
+/// pristine.
+pub(crate) fn touched(fd: c_int) {
+    if let Some(i) = usize::try_from(fd).ok().filter(|&i| i < CAPACITY) {
+        let b = 1u64 << (i % 64);
+        if PRISTINE[i / 64].load(Ordering::Relaxed) & b != 0 {
+            PRISTINE[i / 64].fetch_and(!b, Ordering::AcqRel);
+        }
+    }
+}
+
+/// At fork (both sides): another process shares every socket, and may
+/// change it.
+pub(crate) fn forked() {
+    for w in &PRISTINE {
+        w.store(0, Ordering::Relaxed);
     }
 }
 
 /// `fd` is closed or a new object: nothing noted for it stands (nor for
 /// an epoll set that had its number).
 pub(crate) fn forget(fd: c_int) {
+    touched(fd);
     if let Some((w, b)) = bit(fd) {
         if w.load(Ordering::Relaxed) & b != 0 {
             w.fetch_and(!b, Ordering::AcqRel);
@@ -96,6 +157,7 @@ pub(crate) fn take(fd: c_int, keep: bool) -> Vec<(c_int, libc::epoll_event)> {
         mine
     };
     if !keep {
+        touched(fd);
         if let Some((w, b)) = bit(fd) {
             w.fetch_and(!b, Ordering::AcqRel);
         }
@@ -140,4 +202,5 @@ pub(crate) fn done(fd: c_int) {
 /// In a forked child: a parent thread may have held the lock.
 pub(crate) fn after_fork_child() {
     NOTED.reset_after_fork();
+    forked();
 }

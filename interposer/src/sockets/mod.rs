@@ -9,6 +9,7 @@
 pub(crate) mod carrier;
 pub(crate) mod carry;
 pub(crate) mod conn;
+pub(crate) mod connecting;
 pub(crate) mod datagram;
 pub(crate) mod listener;
 pub(crate) mod options_store;

@@ -73,6 +73,18 @@ impl Options {
         self.values.lock().clone()
     }
 
+    /// What `snapshot` finds on a new socket nobody changed (`carry::
+    /// pristine`): the kernel's defaults, without asking it.
+    pub(crate) fn fresh_socket() -> Options {
+        let o = Options::default();
+        let off = 0i32.to_ne_bytes();
+        o.set(libc::IPPROTO_TCP, libc::TCP_NODELAY, &off);
+        o.set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, &off);
+        o.set(libc::SOL_SOCKET, libc::SO_REUSEADDR, &off);
+        o.set(libc::SOL_SOCKET, libc::SO_REUSEPORT, &off);
+        o
+    }
+
     /// A copy (a bound socket's options carried into its connection).
     pub(crate) fn snapshot_copy(&self) -> Options {
         Options {

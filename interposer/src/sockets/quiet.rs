@@ -113,6 +113,23 @@ pub(crate) fn enqueue(conn: Weak<dyn Trim>, written: u64) -> bool {
     true
 }
 
+/// Queues `conn` to be visited once `d` from now (a connect in progress
+/// that gives up waiting for its acceptor then: `connecting`). False when
+/// the queue is held by another thread right now.
+pub(crate) fn visit_in(conn: Weak<dyn Trim>, d: Duration) -> bool {
+    let Some(mut q) = QUEUE.try_lock() else {
+        return false;
+    };
+    q.push(Reverse(Entry {
+        due: after(now_ns(), d),
+        written: 0,
+        tries: 0,
+        conn,
+    }));
+    publish(&q);
+    true
+}
+
 fn publish(q: &BinaryHeap<Reverse<Entry>>) {
     NEXT_DUE.store(q.peek().map_or(0, |e| e.0.due), Ordering::Relaxed);
 }

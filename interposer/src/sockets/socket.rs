@@ -13,9 +13,11 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
+use crate::platform::lock::Mutex;
 use crate::sockets::carrier;
-use crate::sockets::conn::Connection;
+use crate::sockets::conn::{Connection, Offered};
 use crate::sockets::listener::{Bound, Listener};
 use crate::sockets::options_store::Options;
 
@@ -27,6 +29,9 @@ pub(crate) enum Socket {
     /// Listening, in either mode (see `listener`).
     Listener(Listener),
     Stream(Connection),
+    /// A non-blocking connect waiting for the acceptor's answer to a reuse
+    /// offer (`connecting`); a `Stream` once answered.
+    Connecting(Connecting),
     /// An emulated UDP socket (`datagram`).
     Datagram(crate::sockets::datagram::Datagram),
 }
@@ -67,6 +72,10 @@ impl Socket {
             Socket::Stream(c) => c.reset_locks_after_fork(),
             Socket::Listener(l) => l.reset_after_fork(),
             Socket::Datagram(d) => d.after_fork_child(),
+            Socket::Connecting(c) => {
+                c.offer.reset_after_fork();
+                c.timer.reset_after_fork();
+            }
         }
     }
 
@@ -112,7 +121,7 @@ impl Socket {
     pub(crate) fn connection(&self) -> Option<&Connection> {
         match self {
             Socket::Stream(c) => Some(c),
-            Socket::Listener(_) | Socket::Bound(_) | Socket::Datagram(_) => None,
+            _ => None,
         }
     }
 
@@ -120,7 +129,7 @@ impl Socket {
     pub(crate) fn listener(&self) -> Option<&Listener> {
         match self {
             Socket::Listener(l) => Some(l),
-            Socket::Stream(_) | Socket::Bound(_) | Socket::Datagram(_) => None,
+            _ => None,
         }
     }
 
@@ -128,7 +137,7 @@ impl Socket {
     pub(crate) fn bound(&self) -> Option<&Bound> {
         match self {
             Socket::Bound(b) => Some(b),
-            Socket::Stream(_) | Socket::Listener(_) | Socket::Datagram(_) => None,
+            _ => None,
         }
     }
 
@@ -151,6 +160,7 @@ impl Socket {
         match self {
             Socket::Listener(l) => l.set_cloexec(cloexec),
             Socket::Stream(c) => c.set_cloexec(cloexec),
+            Socket::Connecting(c) => c.cloexec.store(cloexec, Ordering::Relaxed),
             Socket::Bound(_) | Socket::Datagram(_) => {}
         }
     }
@@ -161,6 +171,7 @@ impl Socket {
             Socket::Stream(c) => &c.opts,
             Socket::Listener(l) => &l.opts,
             Socket::Datagram(d) => &d.opts,
+            Socket::Connecting(c) => &c.opts,
         }
     }
 
@@ -170,6 +181,7 @@ impl Socket {
             Socket::Stream(c) => c.local,
             Socket::Listener(l) => l.local,
             Socket::Datagram(d) => d.local,
+            Socket::Connecting(c) => c.local,
         }
     }
 }
@@ -187,5 +199,43 @@ impl Connection {
     /// `Connection::make_carrier_with`).
     pub(crate) fn ready_for_exec(&self) {
         self.make_carrier_with(carrier::make_carrier, carrier::carrier_wanted);
+    }
+}
+
+/// A non-blocking connect in progress (see `conn::Offered`): the offer,
+/// until it is answered or fails; then the registry holds the `Stream`
+/// (`connecting::settle`).
+pub(crate) struct Connecting {
+    pub local: SocketAddr,
+    pub peer: SocketAddr,
+    pub opts: Options,
+    pub offer: Mutex<Option<Offered>>,
+    /// The connect failed: reported once, by SO_ERROR or a second connect.
+    pub error: AtomicI32,
+    pub failed: AtomicBool,
+    /// Whether the application's fd is close-on-exec.
+    pub cloexec: AtomicBool,
+    /// What gives up waiting for the acceptor (`connecting::watch`); the
+    /// wait engine holds it weakly.
+    pub timer: Mutex<Option<std::sync::Arc<dyn crate::sockets::quiet::Trim>>>,
+}
+
+impl Connecting {
+    pub(crate) fn new(offered: Offered, cloexec: bool) -> Connecting {
+        Connecting {
+            local: offered.local(),
+            peer: offered.peer,
+            opts: offered.opts.snapshot_copy(),
+            offer: Mutex::new(Some(offered)),
+            error: AtomicI32::new(0),
+            failed: AtomicBool::new(false),
+            cloexec: AtomicBool::new(cloexec),
+            timer: Mutex::new(None),
+        }
+    }
+
+    /// Whether the connect failed (its error may have been reported).
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 }

@@ -311,7 +311,7 @@ fn spin(limit: Limit, worth: bool, set: &mut impl WaitSet) -> Spun {
 /// if sooner (and whether it is): the sleep ends then, the due ones are
 /// visited, and the wait goes on (decision 27). One relaxed load when the
 /// queue is empty.
-fn cut_for_quiet(limit: Limit) -> (Limit, bool) {
+pub(crate) fn cut_for_quiet(limit: Limit) -> (Limit, bool) {
     let Some(d) = quiet::due_in() else {
         return (limit, false);
     };

@@ -23,7 +23,11 @@
 //! re-initialised it) or [`DECLINED`] (another process accepted, or it no
 //! longer keeps the segment); then it sends a fresh `Connect` on the same
 //! Unix connection. The verdict is read inside connect, so it never reaches
-//! the application.
+//! the application. A non-blocking connector does not wait: its offer
+//! carries filler (`send_offer`, the count in `status`) that the acceptor
+//! takes after answering, and a claim sends no byte (the connector reads
+//! the segment's claim word): docs/architecture.md, "Connecting without
+//! waiting".
 //!
 //! Join (see `calls::listen::join_reuseport_group`): a process binding an
 //! emulated address with SO_REUSEPORT that another process of its user
@@ -170,6 +174,68 @@ pub(crate) fn send(
     let sent = rustix::net::sendmsg(sock, &iov, &mut control, SendFlags::NOSIGNAL)?;
     if sent != LEN {
         return Err(Errno::PROTO);
+    }
+    Ok(())
+}
+
+/// The most filler an offer may announce (`send_offer`).
+pub(crate) const MAX_FILLER: u32 = 64 << 10;
+
+/// Connector, non-blocking: sends the `Reuse` message `msg` with filler
+/// behind it (its length in `status`) that makes our end unwritable in the
+/// kernel's eyes (a Unix stream socket is writable while `wmem <= sndbuf /
+/// 4`): the acceptor answers (claims, or sends [`DECLINED`]) and only then
+/// takes the filler, whose freed buffers raise write-space on our end.
+/// The send buffer is the doorbell's (`Bell`: `sndbuf` asked for), set
+/// here first.
+/// Returns the send buffer's size.
+pub(crate) fn send_offer(
+    sock: BorrowedFd<'_>,
+    msg: &mut Message,
+    sndbuf: usize,
+) -> Result<usize, Errno> {
+    static FILLER: [u8; 16 << 10] = [0; 16 << 10];
+    let _ = rustix::net::sockopt::set_socket_send_buffer_size(sock, sndbuf);
+    let sndbuf = rustix::net::sockopt::socket_send_buffer_size(sock).unwrap_or(32 << 10);
+    let filler = (sndbuf / 4 + 1).min(FILLER.len());
+    msg.status = filler as u32;
+    let bytes = msg.encode();
+    let iov = [IoSlice::new(&bytes), IoSlice::new(&FILLER[..filler])];
+    let sent = rustix::net::sendmsg(
+        sock,
+        &iov,
+        &mut SendAncillaryBuffer::default(),
+        SendFlags::NOSIGNAL | SendFlags::DONTWAIT,
+    )?;
+    if sent != LEN + filler {
+        return Err(Errno::PROTO);
+    }
+    Ok(sndbuf)
+}
+
+/// Acceptor: takes the `n` filler bytes behind a non-blocking connector's
+/// offer (sent with it, so they are there or on their way: waited for up
+/// to 10 ms in all).
+pub(crate) fn take_filler(sock: BorrowedFd<'_>, n: usize) -> Result<(), Errno> {
+    let mut buf = [0u8; 16 << 10];
+    let mut left = n;
+    let start = std::time::Instant::now();
+    let patience = std::time::Duration::from_millis(10);
+    while left > 0 {
+        let k = left.min(buf.len());
+        match rustix::net::recv(sock, &mut buf[..k], RecvFlags::DONTWAIT) {
+            Ok((0, _)) => return Err(Errno::CONNRESET),
+            Ok((got, _)) => left -= got,
+            Err(Errno::INTR) => {}
+            Err(Errno::AGAIN) => {
+                let waited = start.elapsed();
+                if waited >= patience {
+                    return Err(Errno::TIMEDOUT);
+                }
+                wait_readable(sock, Some(patience - waited))?;
+            }
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }

@@ -26,7 +26,8 @@
 //!   — so only the very process that accepted it before can take it: a
 //!   third process that learnt the key (or was handed the memfd by a
 //!   hostile peer) has another pid and another set of segments.
-//! - Connect waits for the verdict (`handshake`); a declined offer falls
+//! - Connect waits for the verdict (`handshake`; a non-blocking one
+//!   returns EINPROGRESS and looks later, `conn::Offered`); a declined offer falls
 //!   back to a fresh segment on the same Unix connection, and an offer the
 //!   acceptor does not answer in time is withdrawn (a CAS on the segment's
 //!   claim word decides against a late claim) and the segment dropped.
@@ -113,7 +114,7 @@ pub(crate) fn put(seg: Segment, ticket: Ticket, memfd: Option<KeptMemfd>) {
     // while we wait in connect: a single thread that connects, then
     // accepts, would wait for nothing. Connections within one process
     // always get fresh segments.
-    let me = std::process::id();
+    let me = crate::platform::fork::pid();
     match ticket.side {
         Side::Connector { .. } if seg.acceptor_pid() == me => return,
         Side::Acceptor { peer_pid } if peer_pid == me => return,

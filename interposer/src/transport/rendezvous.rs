@@ -299,7 +299,7 @@ fn seed() -> u32 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
-    t ^ std::process::id().wrapping_mul(2_654_435_761)
+    t ^ crate::platform::fork::pid().wrapping_mul(2_654_435_761)
 }
 
 fn unmapped_ip(ip: IpAddr) -> IpAddr {

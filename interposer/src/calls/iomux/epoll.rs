@@ -204,6 +204,11 @@ fn epoll_set(
     let most = (out.len() - 1).max(1);
     readiness::waiting(epfd);
     let Some(pending) = readiness::pending(epfd, most) else {
+        if crate::sockets::connecting::in_progress() {
+            return Action::Raw(crate::sockets::connecting::wait_around(limit, |l| {
+                real_epoll(epfd, out, Some(l), mask, pwait2)
+            }));
+        }
         return Action::Pass; // no connection in this set
     };
     let mut set = EpollSet {

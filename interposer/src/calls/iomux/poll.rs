@@ -180,6 +180,11 @@ fn poll_any(fds: &mut [pollfd], limit: Limit, mask: Option<SigMask<'_>>) -> Acti
         {
             return poll_writers(fds, limit, mask);
         }
+        if crate::sockets::connecting::in_progress() {
+            return Action::Raw(crate::sockets::connecting::wait_around(limit, |l| {
+                real_poll(fds, Some(l), mask)
+            }));
+        }
         return Action::Pass;
     }
     let only_rings = waiting.len() == fds.len() && fds.iter().all(|p| p.events & !POLL_IN == 0);

@@ -8,7 +8,6 @@ use crate::platform::real::Action;
 use crate::platform::sys::{self, OptOut};
 use crate::sockets::conn::Connection;
 use crate::sockets::options_store::Options;
-use crate::sockets::registry;
 use crate::sockets::socket::Socket;
 use core::ffi::c_int;
 use std::os::fd::{AsFd, OwnedFd};
@@ -88,9 +87,13 @@ pub(crate) fn getsockopt(
     name: c_int,
     mut out: OptOut<'_>,
 ) -> Action<c_int> {
-    let Some(sock) = registry::get(fd) else {
+    let Some(sock) = crate::sockets::connecting::get(fd) else {
         return Action::Pass;
     };
+    if let (Socket::Connecting(c), libc::SOL_SOCKET, libc::SO_ERROR) = (&*sock, level, name) {
+        let e = c.error.swap(0, std::sync::atomic::Ordering::Relaxed);
+        return deliver(&out, &int(e), Fit::Truncate);
+    }
     if let Some(d) = sock.datagram() {
         // SO_ERROR is ours (a pending ECONNREFUSED); the rest is its
         // kernel UDP socket's answer.
@@ -283,7 +286,7 @@ fn by_replica(sock: &Socket, rep: &Option<OwnedFd>, level: c_int, name: c_int) -
         (libc::IPPROTO_TCP, libc::TCP_INFO) => {
             let mut base = [0u8; 512];
             match sock {
-                Socket::Bound(_) | Socket::Datagram(_) => None,
+                Socket::Bound(_) | Socket::Datagram(_) | Socket::Connecting(_) => None,
                 Socket::Listener(_) => replica_bytes(rep, level, name, &mut base)
                     .map(|n| (listener_info(&base[..n]), Fit::Truncate)),
                 Socket::Stream(c) => replica_bytes(rep, level, name, &mut base)

@@ -58,6 +58,7 @@ const TCP_CC_INFO: c_int = 26;
 
 pub(crate) fn setsockopt(fd: c_int, level: c_int, name: c_int, value: OptIn<'_>) -> Action<c_int> {
     let Some(sock) = registry::get(fd) else {
+        crate::sockets::carry::touched(fd);
         return Action::Pass;
     };
     let len = value.len();
@@ -174,6 +175,7 @@ pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> Action<c_int> {
     if cmd != libc::F_DUPFD && cmd != libc::F_DUPFD_CLOEXEC {
         return Action::Pass;
     }
+    crate::sockets::carry::touched(fd);
     let set = crate::sockets::readiness::is_set(fd);
     let sock = registry::get(fd);
     if sock.is_none() && !set {

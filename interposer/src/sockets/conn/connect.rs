@@ -4,8 +4,8 @@
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,15 +64,17 @@ impl Connection {
     /// `make_room` gives fds back when we ran out (`spare_fds::give_back`,
     /// which lies above this module): true if the failed step may be
     /// tried again.
+    #[allow(clippy::too_many_arguments)] // the connect's parts, each once
     pub(crate) fn connect(
         dial: &dyn Fn(Option<OwnedFd>) -> Result<OwnedFd, DialError>,
+        redial: Redial,
         make_room: fn() -> bool,
         mut local: Reservation,
         peer: SocketAddr,
         ring_bytes: usize,
         opts: Options,
         nonblocking: bool,
-    ) -> Result<(OwnedFd, Connection), DialError> {
+    ) -> Result<Dialed, DialError> {
         let generation = crate::platform::fork::generation();
         let geo = Geometry::for_ring_bytes(ring_bytes as u64).map_err(|_| Errno::INVAL)?;
         let mut hello = Message {
@@ -97,12 +99,36 @@ impl Connection {
         // The doorbell needs no fd of its own: `sock` goes onto the
         // application's number (`Bell::opened` when it is registered), so
         // nothing after the acceptor hears of us can run out of fds.
-        let (sock, seg, bell) = if reuse.is_some() {
+        let (sock, seg, bell) = if reuse.is_some() && nonblocking {
+            // A non-blocking connect does not wait for the verdict: it
+            // returns EINPROGRESS and completes when the acceptor answers
+            // (`Offered`), as kernel TCP's completes with the handshake.
+            hello.kind = Kind::Reuse;
+            let sndbuf =
+                handshake::send_offer(sock.as_fd(), &mut hello, super::doorbell::BELL_SNDBUF)
+                    .map_err(refused)?;
+            WAITING.fetch_add(1, Ordering::Relaxed);
+            let offered = Offered {
+                seg: Some(seg),
+                local: Some(local),
+                peer,
+                hello,
+                geo,
+                opts,
+                generation,
+                sndbuf,
+                redial,
+            };
+            return Ok(Dialed::InProgress(sock, offered));
+        } else if reuse.is_some() {
             offer_reuse(dial, &mut local, sock, seg, &mut hello, geo, nonblocking)?
         } else {
             // The listener went away between connect and send: refused.
             handshake::send(sock.as_fd(), &hello, seg.fd()).map_err(refused)?;
-            rustix::io::ioctl_fionbio(&sock, false)?;
+            // (Dialed non-blocking: left so for a non-blocking connect.)
+            if !nonblocking {
+                rustix::io::ioctl_fionbio(&sock, false)?;
+            }
             let bell = Bell::new(sock.as_fd(), None);
             (sock, seg, bell)
         };
@@ -114,7 +140,197 @@ impl Connection {
         let me = local.addr;
         let mut conn = Connection::new(seg, me, peer, bell, Some(local), Some(ticket))?;
         conn.opts = opts;
-        Ok((sock, conn))
+        Ok(Dialed::Done(sock, conn))
+    }
+}
+
+/// Dials the listener again (a non-blocking one, from the socket given):
+/// what an offer that waited too long does (`Offered::expire`).
+pub(crate) type Redial = Box<dyn Fn(Option<OwnedFd>) -> Result<OwnedFd, DialError> + Send + Sync>;
+
+/// How long a non-blocking connect's offer waits for the acceptor before
+/// it is withdrawn for a new segment on a new connection, which completes
+/// at once (`Offered::expire`, run from our poll, select and epoll_wait):
+/// a server that accepts only after its client did something else (or
+/// is busy with another client) does not keep the client's connect from
+/// completing, as kernel TCP's completes from the listen backlog.
+pub(crate) const OFFER_PATIENCE: Duration = Duration::from_millis(2);
+
+/// What a connect made: a connection, or (a non-blocking connect that
+/// offered a kept segment) one waiting for the acceptor's answer. Either
+/// way the Unix connection becomes the application's fd.
+#[allow(clippy::large_enum_variant)] // one lives at a time, on the stack
+pub(crate) enum Dialed {
+    Done(OwnedFd, Connection),
+    InProgress(OwnedFd, Offered),
+}
+
+/// A non-blocking connect's reuse offer, sent and not answered yet
+/// (docs/architecture.md, "Connecting without waiting"). The `Reuse`
+/// message went out with filler behind it that keeps the connector's end
+/// unwritable until the acceptor has answered: it claims the segment (the
+/// header's claim word) or declines (a `N` byte), then takes the filler,
+/// which raises the kernel's write-space event on our end — so POLLOUT
+/// and EPOLLOUT, ours or the kernel's, say "connected" as they do for TCP.
+pub(crate) struct Offered {
+    /// Withdrawn when dropped unanswered (the application closed the fd).
+    seg: Option<Segment>,
+    local: Option<Reservation>,
+    pub peer: SocketAddr,
+    hello: Message,
+    geo: Geometry,
+    pub opts: Options,
+    generation: u32,
+    /// The Unix connection's send buffer (set by `send_offer`).
+    sndbuf: usize,
+    redial: Redial,
+}
+
+/// Where an offer stands (`Offered::settle`).
+#[allow(clippy::large_enum_variant)] // one lives at a time, on the stack
+pub(crate) enum Settled {
+    Done(Connection),
+    /// Withdrawn and made again on a new Unix connection, which is to
+    /// become the application's fd.
+    Redialed(OwnedFd, Connection),
+    Waiting(Offered),
+    Failed(Errno),
+}
+
+impl Offered {
+    /// Our address for the connection.
+    pub(crate) fn local(&self) -> SocketAddr {
+        self.hello.addr
+    }
+
+    /// Looks, without waiting, whether the acceptor answered on `sock` (the
+    /// application's fd): claimed, the connection on the offered segment;
+    /// declined, a fresh segment sent on the same Unix connection (the
+    /// acceptor waits for it); a hang-up, ECONNREFUSED (the listener went
+    /// away or refused us).
+    pub(crate) fn settle(mut self, sock: BorrowedFd<'_>) -> Settled {
+        if self.seg.as_ref().is_some_and(Segment::claimed) {
+            return self.finish();
+        }
+        let mut b = [0u8; 1];
+        match rustix::net::recv(sock, &mut b, rustix::net::RecvFlags::DONTWAIT) {
+            Ok((1, _)) if b[0] == handshake::DECLINED => {
+                pool::offer_answered();
+                let fresh = match new_segment(self.geo) {
+                    Ok(s) => s,
+                    Err(e) => return Settled::Failed(e),
+                };
+                self.hello.kind = Kind::Connect;
+                self.hello.key = pool::new_key();
+                if handshake::send(sock, &self.hello, fresh.fd()).is_err() {
+                    return Settled::Failed(Errno::CONNREFUSED);
+                }
+                // The offered one is nobody's now: unmapped, not withdrawn.
+                drop(self.seg.replace(fresh));
+                self.finish()
+            }
+            Ok(_) => Settled::Failed(Errno::CONNREFUSED),
+            Err(Errno::AGAIN | Errno::INTR) => {
+                if self.seg.as_ref().is_some_and(Segment::claimed) {
+                    self.finish()
+                } else {
+                    Settled::Waiting(self)
+                }
+            }
+            Err(_) => Settled::Failed(Errno::CONNREFUSED),
+        }
+    }
+
+    /// The acceptor did not answer in time: the offer withdrawn (unless it
+    /// was claimed just now: then the connection), a new segment sent on
+    /// a new Unix connection (the old one is abandoned: its acceptor, if it
+    /// ever looks, finds the offer withdrawn). Offers pause for a while
+    /// (`pool::cool_down`).
+    pub(crate) fn expire(mut self) -> Settled {
+        let Some(seg) = &self.seg else {
+            return Settled::Failed(Errno::CONNREFUSED);
+        };
+        if !seg.withdraw() {
+            return self.finish();
+        }
+        log!(
+            debug,
+            "connect to {}: reuse offer unanswered; fresh segment",
+            self.peer
+        );
+        pool::cool_down();
+        let made = (|| -> Result<(OwnedFd, Segment), DialError> {
+            // (A stale name of ours on the old connection makes the dial
+            // take another port: `Reservation::dial_socket`.)
+            let fresh = new_segment(self.geo)?;
+            let local = self.local.as_mut().ok_or(Errno::CONNREFUSED)?;
+            let sock = (self.redial)(local.dial_socket()?)?;
+            self.hello.addr = local.addr;
+            self.hello.kind = Kind::Connect;
+            self.hello.key = pool::new_key();
+            handshake::send(sock.as_fd(), &self.hello, fresh.fd()).map_err(refused)?;
+            Ok((sock, fresh))
+        })();
+        let (sock, fresh) = match made {
+            Ok(m) => m,
+            Err(DialError::Os(e)) => return Settled::Failed(e),
+            Err(_) => return Settled::Failed(Errno::CONNREFUSED),
+        };
+        drop(self.seg.replace(fresh));
+        let _ =
+            rustix::net::sockopt::set_socket_send_buffer_size(&sock, super::doorbell::BELL_SNDBUF);
+        match self.finish() {
+            Settled::Done(conn) => Settled::Redialed(sock, conn),
+            other => other,
+        }
+    }
+
+    /// The connection on the segment the acceptor now holds too.
+    fn finish(mut self) -> Settled {
+        let (Some(seg), Some(local)) = (self.seg.take(), self.local.take()) else {
+            return Settled::Failed(Errno::CONNREFUSED);
+        };
+        pool::offer_answered();
+        let ticket = pool::Ticket {
+            key: self.hello.key,
+            generation: self.generation,
+            side: pool::Side::Connector { dest: self.peer },
+        };
+        let bell = Bell::sized(None, self.sndbuf);
+        match Connection::new(
+            seg,
+            self.hello.addr,
+            self.peer,
+            bell,
+            Some(local),
+            Some(ticket),
+        ) {
+            Ok(mut conn) => {
+                conn.opts = std::mem::take(&mut self.opts);
+                Settled::Done(conn)
+            }
+            Err(e) => Settled::Failed(e),
+        }
+    }
+}
+
+/// Offers waiting for their acceptor in this process (`Offered`s alive).
+static WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether a non-blocking connect of this process waits for its acceptor
+/// (our waits then wake up to give up on it in time: `connecting`).
+pub(crate) fn offers_waiting() -> bool {
+    WAITING.load(Ordering::Relaxed) > 0
+}
+
+impl Drop for Offered {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(1, Ordering::Relaxed);
+        // Unanswered and given up (the fd closed): an acceptor that looks
+        // later finds it withdrawn and declines to a closed connection.
+        if let Some(seg) = &self.seg {
+            seg.withdraw();
+        }
     }
 }
 

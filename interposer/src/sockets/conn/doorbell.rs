@@ -92,7 +92,7 @@ const DOORBELL: u8 = 1;
 /// 32 KiB, unwritable above 8 KiB in flight. A doorbell byte costs 768
 /// bytes of that, so a few pending doorbells never make a writer with room
 /// look unwritable, and one filler send (8 KiB) makes it so.
-const BELL_SNDBUF: usize = 16 << 10;
+pub(crate) const BELL_SNDBUF: usize = 16 << 10;
 
 /// What is waiting on our end of the Unix connection.
 pub(super) struct Pending {
@@ -112,6 +112,12 @@ impl Bell {
     pub(crate) fn new(conn: BorrowedFd<'_>, number: Option<RawFd>) -> Arc<Bell> {
         let _ = rustix::net::sockopt::set_socket_send_buffer_size(conn, BELL_SNDBUF);
         let sndbuf = rustix::net::sockopt::socket_send_buffer_size(conn).unwrap_or(BELL_SNDBUF * 2);
+        Bell::sized(number, sndbuf)
+    }
+
+    /// The doorbell of a Unix connection whose send buffer was set as
+    /// `new` sets it already (`handshake::send_offer`), to `sndbuf`.
+    pub(crate) fn sized(number: Option<RawFd>, sndbuf: usize) -> Arc<Bell> {
         Arc::new(Bell {
             fds: RwLock::new(number.into_iter().collect()),
             taken: std::sync::OnceLock::new(),

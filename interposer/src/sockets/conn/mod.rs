@@ -32,6 +32,7 @@ mod send;
 mod settle;
 mod trim;
 
+pub(crate) use connect::{offers_waiting, Dialed, Offered, Redial, Settled, OFFER_PATIENCE};
 pub(crate) use doorbell::Bell;
 pub(crate) use send::FastSend;
 
@@ -97,6 +98,9 @@ pub(crate) struct Connection {
     pacing: Pacing,
     /// SO_ERROR: an error to report once.
     pub error: AtomicI32,
+    /// Completed after connect returned EINPROGRESS: the next connect
+    /// says 0 (then EISCONN), as the kernel's.
+    pub completed_late: AtomicBool,
     /// A send found the peer's reading end closed (EPIPE): over TCP the
     /// peer's kernel answers such data with a RST, after which poll says
     /// POLLHUP (`reset`).
@@ -225,6 +229,7 @@ impl Connection {
             probe: std::sync::OnceLock::new(),
             pacing: Pacing::new(spin),
             error: AtomicI32::new(0),
+            completed_late: AtomicBool::new(false),
             pipe_broken: AtomicBool::new(false),
             atomic_send: (ring_bytes / 2).min(64 << 10),
             opts: Options::default(),

@@ -340,8 +340,8 @@ impl Listener {
         flags: c_int,
     ) -> Result<Accepted, Errno> {
         if flags & libc::SOCK_NONBLOCK == 0 {
-            let fl = rustix::fs::fcntl_getfl(&conn)?;
-            rustix::fs::fcntl_setfl(&conn, fl - rustix::fs::OFlags::NONBLOCK)?;
+            // (One system call: F_GETFL, F_SETFL was two.)
+            rustix::io::ioctl_fionbio(&conn, false)?;
         }
         if flags & libc::SOCK_CLOEXEC == 0 {
             rustix::io::fcntl_setfd(&conn, rustix::io::FdFlags::empty())?;

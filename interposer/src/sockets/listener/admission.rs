@@ -218,6 +218,30 @@ impl Listener {
         state: State,
     ) -> Result<Option<(Segment, pool::Ticket)>, Step> {
         match (msg.kind, state) {
+            (Kind::Reuse, State::New) if msg.status > handshake::MAX_FILLER => {
+                Err(self.bad("too much filler"))
+            }
+            // A non-blocking connector (`Offered`): no verdict byte when
+            // claimed (it sees the claim word); the filler taken after the
+            // answer, which wakes it writable.
+            (Kind::Reuse, State::New) if msg.status > 0 => {
+                let filler = msg.status as usize;
+                match pool::claim(peer.pid, msg.key) {
+                    Some(found) => match handshake::take_filler(conn, filler) {
+                        Ok(()) => Ok(Some(found)),
+                        Err(e) => Err(self.bad(&format!("filler not taken: {e}"))),
+                    },
+                    None => {
+                        if handshake::send_verdict(conn, handshake::DECLINED).is_err() {
+                            return Err(Step::Withdrawn);
+                        }
+                        match handshake::take_filler(conn, filler) {
+                            Ok(()) => Err(Step::Pending(State::Declined)),
+                            Err(e) => Err(self.bad(&format!("filler not taken: {e}"))),
+                        }
+                    }
+                }
+            }
             (Kind::Reuse, State::New) => match pool::claim(peer.pid, msg.key) {
                 Some(found) => {
                     if handshake::send_verdict(conn, handshake::ACCEPTED).is_err() {
@@ -329,11 +353,12 @@ fn plausible_source(
     use crate::platform::peer_ns;
     let ip = addr.ip();
     let ours = scope == Scope::Local || (here && peer_ns::shares_netns(peer.pid));
-    if ours && peer.uid == 0 && peer_ns::net_admin(peer.pid) {
+    let local = || rendezvous::is_loopback(ip) || crate::platform::netlink::is_local(ip);
+    // (Its own address first: no capget for the common case.)
+    if ours && local() {
         return true;
     }
-    let local = || rendezvous::is_loopback(ip) || crate::platform::netlink::is_local(ip);
-    if ours && local() {
+    if ours && peer.uid == 0 && peer_ns::net_admin(peer.pid) {
         return true;
     }
     if config.fallback == crate::platform::config::Fallback::Never && config.is_partition_ip(ip) {

@@ -22,6 +22,8 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
         Socket::Stream(conn) => conn,
         Socket::Listener(_) => return listener_ctl(epfd, op, fd, event),
         Socket::Bound(_) => return Action::Pass,
+        // The kernel's registration; made again through us once connected.
+        Socket::Connecting(_) => return other_ctl(epfd, op, fd, event),
         Socket::Datagram(_) => return super::datagrams::ctl(epfd, op, fd, event, &sock),
     };
     conn.status_waited();

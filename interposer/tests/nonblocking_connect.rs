@@ -1,0 +1,310 @@
+//! Non-blocking connect completes as kernel TCP's does (connect(2),
+//! tcp(7)): EINPROGRESS, then POLLOUT/EPOLLOUT once connected, SO_ERROR 0,
+//! a second connect 0 then EISCONN; while in progress EALREADY, EAGAIN for
+//! send, ENOTCONN for getpeername, nothing for poll; refused: POLLOUT|
+//! POLLERR and SO_ERROR ECONNREFUSED once (or ECONNREFUSED at once). Over
+//! shared memory a connect that offers a kept segment (docs/architecture.md,
+//! "Connecting without waiting") stays in progress until the server
+//! accepts: the "late" case proves it (every connect waiting, then all
+//! completing through one epoll registration each, made while in progress,
+//! data checksummed); or until it gives up waiting in our poll ("patient":
+//! a server that accepts only once its client's connect completed, which
+//! kernel TCP completes from the listen backlog). Each case runs over
+//! kernel TCP (not preloaded), the default mode and the emulated mode; the
+//! outputs must be the same.
+
+mod common;
+
+use std::process::Command;
+
+use common::net::Net;
+use common::{preloaded, python, run};
+
+const SCRIPT: &str = r#"
+import errno, hashlib, os, select, socket, sys
+host, port, case = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+K = 12
+
+def name(r):
+    return errno.errorcode.get(r, str(r)) if r else "0"
+
+def bits(mask):
+    names = (("IN", select.POLLIN), ("OUT", select.POLLOUT), ("ERR", select.POLLERR),
+             ("HUP", select.POLLHUP))
+    return "|".join(n for n, b in names if mask & b) or "-"
+
+if case == "refused":
+    s = socket.socket()
+    s.bind((host, port))  # taken, never listened: nobody listens there
+    c = socket.socket()
+    c.setblocking(False)
+    r = c.connect_ex((host, s.getsockname()[1]))
+    if r == errno.EINPROGRESS:
+        p = select.poll()
+        p.register(c, select.POLLOUT)
+        ev = p.poll(5000)
+        got = bits(ev[0][1] if ev else 0)
+        e = c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        ok = "OUT" in got and "ERR" in got and e == errno.ECONNREFUSED
+        again = c.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        print("refused", "ok" if ok and again == 0 else "%s %s %s" % (got, name(e), name(again)))
+    else:
+        print("refused", "ok" if r == errno.ECONNREFUSED else name(r))
+    sys.exit(0)
+
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((host, port))
+srv.listen(64)
+port = srv.getsockname()[1]
+go_r, go_w = os.pipe()
+ack_r, ack_w = os.pipe()
+server = os.fork()
+if server == 0:
+    # Accepts only when told on the pipe: "1" one connection, "k" K of them
+    # (then says "A" on the other pipe); echoes a SHA-256 of what each
+    # sent, then closes.
+    while True:
+        b = os.read(go_r, 1)
+        if b == b"q":
+            os._exit(0)
+        conns = [srv.accept()[0] for i in range(K if b == b"k" else 1)]
+        if b == b"k":
+            os.write(ack_w, b"A")
+        for a in conns:
+            a.setblocking(True)
+            h = hashlib.sha256()
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                h.update(d)
+            a.sendall(h.digest())
+            a.close()
+srv.close()
+
+def exchange(s, payload):
+    # Sends the payload, half-closes, reads the digest until EOF.
+    s.setblocking(True)
+    s.sendall(payload)
+    s.shutdown(socket.SHUT_WR)
+    d = b""
+    while True:
+        x = s.recv(100)
+        if not x:
+            break
+        d += x
+    return d == hashlib.sha256(payload).digest()
+
+def completed(s):
+    # After POLLOUT: SO_ERROR 0, connect again 0 (or EISCONN if connect
+    # returned 0 at once), then EISCONN.
+    e = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    c2 = s.connect_ex((host, port))
+    c3 = s.connect_ex((host, port))
+    return e == 0 and c2 in (0, errno.EISCONN) and c3 == errno.EISCONN
+
+out = []
+seen = 0
+if case == "sequence":
+    for i in range(8):
+        os.write(go_w, b"1")
+        s = socket.socket()
+        s.setblocking(False)
+        r = s.connect_ex((host, port))
+        if r == errno.EINPROGRESS:
+            seen += 1
+            p = select.poll()
+            p.register(s, select.POLLOUT)
+            ev = p.poll(5000)
+            st = bits(ev[0][1] if ev else 0)
+        else:
+            st = "OUT" if r == 0 else name(r)
+        ok = completed(s)
+        out.append("%d %s %s %s" % (i, st, ok, exchange(s, os.urandom(1000 + i))))
+        s.close()
+elif case == "late":
+    # K connections at once, answered, to fill both sides' kept segments;
+    # then K non-blocking connects while the server does not accept.
+    first = []
+    for i in range(K):
+        s = socket.socket()
+        s.connect((host, port))
+        first.append(s)
+    os.write(go_w, b"k")
+    out.append("warm %s" % all(exchange(s, os.urandom(700 + i)) for i, s in enumerate(first)))
+    for s in first:
+        s.close()
+    ep = select.epoll()
+    socks = []
+    waiting = 0
+    for i in range(K):
+        s = socket.socket()
+        s.setblocking(False)
+        r = s.connect_ex((host, port))
+        ep.register(s, select.EPOLLIN | select.EPOLLOUT)
+        socks.append(s)
+        if r == errno.EINPROGRESS and s.connect_ex((host, port)) == errno.EALREADY:
+            # In progress as TCP in SYN_SENT: no data yet, no peer, no error.
+            waiting += 1
+            try:
+                s.send(b"x")
+                sent = "sent"
+            except OSError as e:
+                sent = name(e.errno)
+            try:
+                s.getpeername()
+                peer = "peer"
+            except OSError as e:
+                peer = name(e.errno)
+            st = (sent, peer, s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR))
+            if st != ("EAGAIN", "ENOTCONN", 0):
+                out.append("%d pending wrong: %s" % (i, st))
+    print("waiting %d" % waiting, flush=True)
+    # The server accepts all K before anything more is asked of them (no
+    # wait of ours runs meanwhile: the pipe's read is the kernel's).
+    os.write(go_w, b"k")
+    os.read(ack_r, 1)
+    # Every one completes: EPOLLOUT, then the digest through the same
+    # epoll registration (EPOLLIN).
+    fds = {s.fileno(): s for s in socks}
+    writable, ok = set(), set()
+    payloads = {fd: os.urandom(300 + i) for i, fd in enumerate(fds)}
+    got = {fd: b"" for fd in fds}
+    while len(ok) < K:
+        for fd, ev in ep.poll(10):
+            s = fds[fd]
+            if ev & select.EPOLLOUT and fd not in writable:
+                writable.add(fd)
+                if not completed(s):
+                    out.append("fd %d not completed" % fd)
+                s.sendall(payloads[fd])
+                s.shutdown(socket.SHUT_WR)
+                ep.modify(s, select.EPOLLIN)
+            elif ev & (select.EPOLLIN | select.EPOLLHUP) and fd in writable:
+                try:
+                    d = s.recv(100)
+                except BlockingIOError:
+                    continue
+                got[fd] += d
+                if not d:
+                    ok.add(fd)
+                    ep.unregister(fd)
+    out.append("late %d writable, sums %s" % (len(writable),
+               all(got[fd] == hashlib.sha256(payloads[fd]).digest() for fd in fds)))
+elif case == "patient":
+    # The server accepts only once the client's connect completed, as
+    # kernel TCP completes it from the listen backlog: ours gives up
+    # waiting for the acceptor's answer and completes anyway.
+    os.write(go_w, b"1")
+    s = socket.socket()
+    s.connect((host, port))
+    out.append("warm %s" % exchange(s, os.urandom(900)))
+    s.close()
+    for i in range(3):
+        s = socket.socket()
+        s.setblocking(False)
+        r = s.connect_ex((host, port))
+        p = select.poll()
+        p.register(s, select.POLLOUT)
+        ev = p.poll(10000) if r == errno.EINPROGRESS else [(s.fileno(), select.POLLOUT)]
+        st = bits(ev[0][1] if ev else 0)
+        ok = completed(s)
+        os.write(go_w, b"1")
+        out.append("%d %s %s %s" % (i, st, ok, exchange(s, os.urandom(800 + i))))
+        s.close()
+os.write(go_w, b"q")
+os.waitpid(server, 0)
+print(" / ".join(out))
+if case == "sequence":
+    print("inprogress %s" % (seen > 0))
+"#;
+
+fn outcome(what: &str, cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        out.status,
+        out.stderr
+    );
+    out.stdout.trim().to_string()
+}
+
+/// The three runs of `case`: kernel TCP, default mode, emulated mode.
+fn three(net: &Net, case: &str) -> [String; 3] {
+    let shm = net.dir.join("shm");
+    std::fs::create_dir_all(&shm).unwrap();
+    let (host, port) = (net.host.to_string(), net.port.to_string());
+    [
+        outcome(
+            "kernel",
+            Command::new(python()).args(["-c", SCRIPT, "127.0.0.1", "0", case]),
+        ),
+        outcome(
+            "default mode",
+            preloaded(python()).args(["-c", SCRIPT, "127.0.0.1", "0", case]),
+        ),
+        outcome(
+            "emulated",
+            preloaded(python())
+                .args(["-c", SCRIPT, &host, &port, case])
+                .env("SHMNET_PARTITIONS", &net.partitions)
+                .env("SHMNET_FALLBACK", "never")
+                .env("SHMNET_DIR", &shm),
+        ),
+    ]
+}
+
+#[test]
+fn sequential_nonblocking_connects_complete_as_over_kernel_tcp() {
+    let net = Net::emulated("nb-sequence");
+    let want: Vec<String> = (0..8).map(|i| format!("{i} OUT True True")).collect();
+    let want = format!("{}\ninprogress True", want.join(" / "));
+    for (mode, got) in ["kernel", "default", "emulated"]
+        .iter()
+        .zip(three(&net, "sequence"))
+    {
+        assert_eq!(got, want, "{mode}");
+    }
+}
+
+#[test]
+fn connects_to_a_server_that_accepts_late_wait_then_all_complete() {
+    let net = Net::emulated("nb-late");
+    let [kernel, default, emulated] = three(&net, "late");
+    let done = "warm True / late 12 writable, sums True";
+    // Kernel TCP completes from the listen backlog, before accept.
+    assert_eq!(kernel, format!("waiting 0\n{done}"), "kernel");
+    // Shared memory: every connect offered a kept segment and waits for
+    // the acceptor's answer (EINPROGRESS, EALREADY, EAGAIN, ENOTCONN,
+    // SO_ERROR 0, no poll event), then completes.
+    for (mode, got) in [("default", default), ("emulated", emulated)] {
+        assert_eq!(got, format!("waiting 12\n{done}"), "{mode}");
+    }
+}
+
+#[test]
+fn refused_nonblocking_connect_says_so_as_over_kernel_tcp() {
+    let net = Net::emulated("nb-refused");
+    for (mode, got) in ["kernel", "default", "emulated"]
+        .iter()
+        .zip(three(&net, "refused"))
+    {
+        assert_eq!(got, "refused ok", "{mode}");
+    }
+}
+
+#[test]
+fn connect_completes_before_a_server_that_waits_for_it_accepts() {
+    let net = Net::emulated("nb-patient");
+    for (mode, got) in ["kernel", "default", "emulated"]
+        .iter()
+        .zip(three(&net, "patient"))
+    {
+        assert_eq!(
+            got, "warm True / 0 OUT True True / 1 OUT True True / 2 OUT True True",
+            "{mode}"
+        );
+    }
+}
