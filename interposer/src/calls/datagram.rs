@@ -164,21 +164,53 @@ fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> 
     let Some(bound) = bound else {
         return Some(adopt(fd, autobind_addr(dest), Some(dest.port())));
     };
-    if !bound.ip().is_unspecified() {
-        return None; // bound by the kernel to an address: the kernel's
+    if !bound.ip().is_unspecified() && !is_loopback(unmapped(bound).ip()) {
+        return None; // bound by the kernel to another host's address
     }
-    let same_port = SocketAddr::new(dest.ip(), bound.port());
-    Some(match adopt(fd, same_port, None) {
+    // Its kernel port kept, and its name beside it (review H3): it
+    // reaches both, and both reach it.
+    Some(match adopt(fd, bound, None) {
         Err(Errno::ADDRINUSE) => adopt(fd, autobind_addr(dest), Some(dest.port())),
         r => r,
     })
+}
+
+/// bind to the wildcard address (0.0.0.0 or ::, review H1): the kernel
+/// binds it, as it would (so kernel senders and other hosts reach it,
+/// and its port is the kernel's), and the socket becomes ours, holding
+/// the name `<wildcard>:<port>` that emulated senders try after their
+/// destination's own (`routes::names`). Received datagrams come from
+/// both; sends go where a receiver is.
+fn bind_wildcard(fd: c_int, target: SocketAddr) -> Option<Action<c_int>> {
+    if !carried() || crate::platform::sandbox::active() {
+        return None;
+    }
+    if udp_family(fd)? != sys::family_of(&target) {
+        return None;
+    }
+    let app = sys::borrow_fd(fd);
+    if let Err(e) = rustix::net::bind(app, &target) {
+        return Some(fail(e));
+    }
+    if let Some(local) = sys::local_name(app) {
+        if let Err(e) = adopt(fd, local, None) {
+            // (Another process holds the name: SO_REUSEPORT across
+            // processes, review M5.) Kernel UDP then, as before.
+            log!(debug, "fd {fd}: UDP {local} stays the kernel's: {e}");
+        }
+    }
+    Some(Action::Done(0))
 }
 
 pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     if let Some(s) = registry::get(fd) {
         return s.datagram().map(|_| fail(Errno::INVAL)); // bound already
     }
-    let target = addr.get().filter(|t| emulated(*t))?;
+    let target = addr.get()?;
+    if target.ip().is_unspecified() {
+        return bind_wildcard(fd, target);
+    }
+    let target = Some(target).filter(|t| emulated(*t))?;
     if udp_family(fd)? != sys::family_of(&target) {
         return None;
     }
@@ -205,11 +237,10 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
         return Some(Action::Done(0));
     }
     Some(match addr.get() {
-        Some(t) if is_loopback(unmapped(t).ip()) => {
+        Some(t) => {
             d.connect(Some(t));
             Action::Done(0)
         }
-        Some(_) => fail(Errno::NETUNREACH),
         None => fail(Errno::INVAL),
     })
 }

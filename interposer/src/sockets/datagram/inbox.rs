@@ -39,6 +39,8 @@ use crate::transport::link;
 const LISTENER: u64 = 0;
 const WAKE: u64 = 1;
 const FIRST_LINK: u64 = 2;
+/// The socket's kernel UDP socket (`kernel.rs`).
+const KERNEL: u64 = u64::MAX;
 
 pub(crate) struct Inbox {
     /// Behind the application's fd number.
@@ -46,6 +48,11 @@ pub(crate) struct Inbox {
     /// Holds the name `shmnet.4/udp/<local>` (the port reservation).
     listener: InternalFd,
     wake: InternalFd,
+    /// The application's kernel UDP socket: it answers options, and once
+    /// it holds a port (`kernel_bound`) carries what no emulated socket
+    /// is there for, both ways (`kernel.rs`).
+    kernel: InternalFd,
+    kernel_bound: AtomicBool,
     local: SocketAddr,
     /// A pending error (ECONNREFUSED), reported once, as SO_ERROR is.
     error: AtomicI32,
@@ -95,7 +102,12 @@ pub(crate) struct Taken {
 
 impl Inbox {
     /// The Inbox of a socket bound to `local`, holding `listener`.
-    pub(crate) fn new(listener: InternalFd, local: SocketAddr, limit: u32) -> Result<Inbox, Errno> {
+    pub(crate) fn new(
+        listener: InternalFd,
+        kernel: InternalFd,
+        local: SocketAddr,
+        limit: u32,
+    ) -> Result<Inbox, Errno> {
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let wake = rustix::event::eventfd(
             0,
@@ -104,10 +116,15 @@ impl Inbox {
         let data = |d| epoll::EventData::new_u64(d);
         epoll::add(&ep, &listener, data(LISTENER), epoll::EventFlags::IN)?;
         epoll::add(&ep, &wake, data(WAKE), epoll::EventFlags::IN)?;
+        // Unbound, it is never readable: a member for when it is bound.
+        epoll::add(&ep, &kernel, data(KERNEL), epoll::EventFlags::IN)?;
+        let bound = crate::platform::sys::local_name(kernel.as_fd()).is_some_and(|a| a.port() != 0);
         Ok(Inbox {
             epoll: InternalFd::new(ep),
             listener,
             wake: InternalFd::new(wake),
+            kernel,
+            kernel_bound: AtomicBool::new(bound),
             local,
             error: AtomicI32::new(0),
             eager: AtomicBool::new(false),
@@ -139,6 +156,26 @@ impl Inbox {
         self.listener.as_fd()
     }
 
+    /// The application's kernel UDP socket (a copy).
+    pub(crate) fn kernel(&self) -> BorrowedFd<'_> {
+        self.kernel.as_fd()
+    }
+
+    /// The kernel socket holds a port now: what it receives is merged.
+    pub(crate) fn kernel_is_bound(&self) {
+        self.kernel_bound.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the kernel socket holds a port.
+    pub(crate) fn kernel_bound(&self) -> bool {
+        self.kernel_bound.load(Ordering::Relaxed)
+    }
+
+    /// Whether the kernel socket has a datagram (or error) queued.
+    fn kernel_ready(&self) -> bool {
+        self.kernel_bound() && super::kernel::ready(self.kernel.as_fd())
+    }
+
     /// In a forked child: locks reset, and no receiving here.
     pub(crate) fn after_fork_child(&self) {
         self.state.reset_after_fork();
@@ -163,6 +200,7 @@ impl Inbox {
         self.error.load(Ordering::Relaxed) != 0
             || self.shut.load(Ordering::Relaxed)
             || queued(&mut st)
+            || self.kernel_ready()
     }
 
     /// Whether a receive would find something: links served first (a new
@@ -181,7 +219,7 @@ impl Inbox {
             return true;
         }
         self.serve_locked(&mut st);
-        self.settle(&mut st)
+        self.settle(&mut st) || self.kernel_ready()
     }
 
     /// Before a blocking receive sleeps: links served, readiness settled
@@ -241,14 +279,7 @@ impl Inbox {
     pub(crate) fn edge_news(&self) -> bool {
         let mut st = self.state.lock();
         let now = (rings(&st), st.slow.arrived);
-        st.edge_seen.replace(now) != Some(now)
-    }
-
-    /// Sets a pending error and wakes whoever waits on the fd.
-    pub(crate) fn set_error(&self, errno: Errno) {
-        self.error.store(errno.raw_os_error(), Ordering::Relaxed);
-        let mut st = self.state.lock();
-        self.signal(&mut st);
+        st.edge_seen.replace(now) != Some(now) || self.kernel_ready()
     }
 
     /// Takes the pending error (SO_ERROR, or the next call).
@@ -481,6 +512,17 @@ impl Inbox {
             self.serve_locked(&mut st);
             got = self.take(&mut st, bufs, peek, only);
         }
+        if got.is_none() && self.kernel_bound() {
+            match self.take_kernel(bufs, peek, only) {
+                Ok(g) => got = g,
+                Err(e) => {
+                    if self.eager.load(Ordering::Relaxed) {
+                        self.settle(&mut st);
+                    }
+                    return Err(e);
+                }
+            }
+        }
         if got.is_none() && self.shut.load(Ordering::Relaxed) {
             let end = Received {
                 len: 0,
@@ -498,6 +540,37 @@ impl Inbox {
         got.ok_or(Errno::AGAIN)
     }
 
+    /// A datagram the kernel socket received (from `only` if given: the
+    /// kernel socket may not be connected where ours is). Ok(None): none.
+    fn take_kernel(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        peek: bool,
+        only: Option<SocketAddr>,
+    ) -> Result<Option<Taken>, Errno> {
+        for _ in 0..64 {
+            let (got, from) = match super::kernel::recv(self.kernel.as_fd(), bufs, peek) {
+                None => return Ok(None),
+                Some(r) => r?,
+            };
+            let wanted = match (only, from) {
+                (Some(o), Some(f)) => {
+                    crate::transport::rendezvous::unmapped(o)
+                        == crate::transport::rendezvous::unmapped(f)
+                }
+                _ => true,
+            };
+            if wanted {
+                return Ok(Some(Taken { got, from }));
+            }
+            if peek {
+                // Not ours to deliver: consumed, as the kernel would drop it.
+                let _ = super::kernel::recv(self.kernel.as_fd(), &mut [], false);
+            }
+        }
+        Ok(None)
+    }
+
     /// The size of the next datagram (FIONREAD); 0 when none.
     pub(crate) fn next_len(&self) -> usize {
         let mut st = self.state.lock();
@@ -507,7 +580,12 @@ impl Inbox {
             None => st.sets.iter_mut().find_map(|s| s.rx.next_len().ok()),
         };
         self.settle(&mut st);
-        n.unwrap_or(0)
+        n.or_else(|| {
+            self.kernel_bound()
+                .then(|| super::kernel::next_len(self.kernel.as_fd()))
+                .flatten()
+        })
+        .unwrap_or(0)
     }
 
     /// Sleeps until the instance is readable, at most `ms` (-1: no
