@@ -159,7 +159,24 @@ impl Datagram {
 
     /// SO_ERROR: the pending error, taken.
     pub(crate) fn take_error(&self) -> Option<Errno> {
-        self.inbox.take_error()
+        let e = self.inbox.take_error().or_else(|| {
+            if !self.inbox.kernel_bound() {
+                return None;
+            }
+            let e = rustix::net::sockopt::socket_error(self.kernel()).ok()?.err()?;
+            Some(e)
+        });
+        self.refused(e)
+    }
+
+    /// The kernel said nobody is at a destination it carried to
+    /// (ECONNREFUSED): its route is asked again at the next send, so a
+    /// receiver bound since is found at once.
+    fn refused(&self, e: Option<Errno>) -> Option<Errno> {
+        if e == Some(Errno::CONNREFUSED) {
+            self.routes.lock().forget_kernel();
+        }
+        e
     }
 
     /// SO_RCVTIMEO, as the kernel socket keeps it (asked once, and again
@@ -252,7 +269,7 @@ impl Datagram {
                 *kp = Some(dest);
             }
         }
-        kernel::send(kernel, dest, bufs)
+        kernel::send(kernel, dest, bufs).map_err(|e| self.refused(Some(e)).unwrap_or(e))
     }
 
     /// Receives one datagram, waiting unless `nonblocking`: at most
@@ -270,6 +287,7 @@ impl Datagram {
         loop {
             match self.inbox.try_recv(bufs, peek, only, nonblocking) {
                 Err(Errno::AGAIN) if !nonblocking => {}
+                Err(e) => return Err(self.refused(Some(e)).unwrap_or(e)),
                 r => return r,
             }
             if self.spin() || self.inbox.prepare_sleep() {

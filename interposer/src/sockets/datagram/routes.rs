@@ -31,6 +31,10 @@ use crate::transport::rendezvous::unmapped;
 const MAX_ROUTES: usize = 64;
 /// A route's link is looked at for a hang-up this often.
 const RECHECK_MS: u64 = 1000;
+/// A kernel route asks the names again this often (a dial, which fails
+/// at once when nobody holds them): a receiver bound since is found
+/// within this time, and at once after the kernel said ECONNREFUSED.
+const KERNEL_RECHECK_MS: u64 = 10;
 
 struct Route {
     dest: SocketAddr,
@@ -79,6 +83,11 @@ pub(crate) enum Outcome {
 }
 
 impl Routes {
+    /// Forgets the kernel routes (the kernel said nobody was there).
+    pub(crate) fn forget_kernel(&mut self) {
+        self.list.retain(|r| !matches!(r.state, State::Kernel));
+    }
+
     /// Forgets every route (a forked child registers its own).
     pub(crate) fn clear(&mut self) {
         self.list.clear();
@@ -160,8 +169,9 @@ impl Routes {
         let i = self.list.iter().position(|r| r.dest == dest)?;
         let now = monotonic_ms();
         let r = &mut self.list[i];
-        if matches!(r.state, State::Full | State::Kernel)
-            && now.saturating_sub(r.checked_ms) >= RECHECK_MS
+        let age = now.saturating_sub(r.checked_ms);
+        if (matches!(r.state, State::Full) && age >= RECHECK_MS)
+            || (matches!(r.state, State::Kernel) && age >= KERNEL_RECHECK_MS)
         {
             // Ask again: a slot may have come free.
             self.list.remove(i).close();
