@@ -163,7 +163,9 @@ impl Datagram {
             if !self.inbox.kernel_bound() {
                 return None;
             }
-            let e = rustix::net::sockopt::socket_error(self.kernel()).ok()?.err()?;
+            let e = rustix::net::sockopt::socket_error(self.kernel())
+                .ok()?
+                .err()?;
             Some(e)
         });
         self.refused(e)
