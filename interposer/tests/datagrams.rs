@@ -1003,3 +1003,64 @@ print("plain and emulated ok, kernel datagrams counted:", COUNTED)
     let out = library_as_kernel("udp_plain_services", body);
     assert!(out.contains("plain and emulated ok"), "{out}");
 }
+
+/// Review H5 and part of H4: a daemonised server (it forks, its parent
+/// exits) receives on the socket it inherited, and so does a fork
+/// server's child once the parent closed its copy after peeking: the
+/// child takes the socket over (with the parent's receive state, which
+/// the parent left as it was, so the peeked datagram is there).
+#[test]
+fn forked_receivers_take_the_socket_over() {
+    let body = r#"
+host = sys.argv[1]
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+srv.bind((host, 0)); port = srv.getsockname()[1]
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    if os.fork() != 0:
+        os._exit(0)  # the daemon's parent leaves
+    os.setsid()
+    os.write(w, b"k")
+    for _ in range(6):
+        d, a = srv.recvfrom(70000)
+        srv.sendto(d[::-1], a)
+    os._exit(0)
+os.waitpid(pid, 0)
+srv.close()
+assert os.read(r, 1) == b"k"
+before = kernel_datagrams()
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.settimeout(10)
+for n in (0, 1, 1472, 8192, 65507, 100):
+    d = payload(n, n % 13)
+    c.sendto(d, (host, port))
+    got, a = c.recvfrom(70000)
+    assert got == d[::-1], (n, len(got))
+    print("daemon answered", n, a == (host, port))
+expect_kernel(before, 0, 12)
+# A fork server: the parent peeks, forks, closes; the child answers.
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+srv.bind((host, 0)); port = srv.getsockname()[1]
+before = kernel_datagrams()
+for i in range(3):
+    c.sendto(payload(100 + i, i), (host, port))
+    d, a = srv.recvfrom(70000, socket.MSG_PEEK)
+    pid = os.fork()
+    if pid == 0:
+        d2, a2 = srv.recvfrom(70000)
+        srv.sendto(b"child:" + d2, a2)
+        os._exit(0 if (d2, a2) == (d, a) else 3)
+    srv.close()
+    _, status = os.waitpid(pid, 0)
+    got, frm = c.recvfrom(70000)
+    print("fork server", i, status, got == b"child:" + payload(100 + i, i), frm == (host, port))
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((host, port))
+expect_kernel(before, 0, 6)
+print("forked ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_forked", body);
+    assert!(out.contains("forked ok"), "{out}");
+}
