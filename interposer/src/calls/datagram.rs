@@ -192,6 +192,9 @@ fn bind_wildcard(fd: c_int, target: SocketAddr) -> Option<Action<c_int>> {
     if let Err(e) = rustix::net::bind(app, &target) {
         return Some(fail(e));
     }
+    if kernel_asks_ancillary(app, target.is_ipv6()) {
+        return Some(Action::Done(0)); // the kernel's (see `asks_ancillary`)
+    }
     if let Some(local) = sys::local_name(app) {
         if let Err(e) = adopt(fd, local, None) {
             // (Another process holds the name: SO_REUSEPORT across
@@ -384,7 +387,76 @@ pub(crate) fn recvmsg<'a>(
     let Some(sock) = ours(fd) else {
         return Err(msg);
     };
+    if msg.wants_control() && asks_ancillary(&sock) && demote(fd, &sock) {
+        return Err(msg); // the kernel's now: its recvmsg, with its cmsgs
+    }
     Ok(recvmsg_on(fd, &sock, msg, flags))
+}
+
+/// Whether the socket asked for ancillary data the emulated path does not
+/// make (IP_PKTINFO, IPV6_RECVPKTINFO, timestamps: dnsmasq's wildcard
+/// sockets need the destination address of each query).
+fn asks_ancillary(sock: &Socket) -> bool {
+    sock.datagram()
+        .is_some_and(|d| kernel_asks_ancillary(d.kernel(), d.local.is_ipv6()))
+}
+
+/// `asks_ancillary` of a kernel UDP socket (`v6`: of family AF_INET6).
+fn kernel_asks_ancillary(sock: std::os::fd::BorrowedFd<'_>, v6: bool) -> bool {
+    let on = |level, name| {
+        let mut v = [0u8; 4];
+        sys::sockopt_get_into(sock, level, name, &mut v)
+            .is_ok_and(|n| n >= 4 && i32::from_ne_bytes(v) != 0)
+    };
+    let pktinfo = if v6 {
+        on(libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        on(libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    pktinfo
+        || on(libc::SOL_SOCKET, libc::SO_TIMESTAMP)
+        || on(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
+}
+
+/// Gives the application its kernel UDP socket back (it holds a port:
+/// a wildcard bind's), for a socket that wants ancillary data: the fd
+/// number is the kernel socket again, and the emulated side goes (its
+/// senders find no name and take the kernel route; what was queued in
+/// shared memory is lost). False when the kernel socket holds no port.
+fn demote(fd: c_int, sock: &Socket) -> bool {
+    let Some(d) = sock.datagram() else {
+        return false;
+    };
+    if sys::local_name(d.kernel()).is_none_or(|a| a.port() == 0) {
+        return false;
+    }
+    let app = sys::borrow_fd(fd);
+    let cloexec =
+        rustix::io::fcntl_getfd(app).is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
+    let nonblock =
+        rustix::fs::fcntl_getfl(app).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+    let kernel = d.kernel();
+    let r = registry::while_replacing(fd, || match sys::dup_onto(kernel, fd, cloexec) {
+        Ok(()) => 0,
+        Err(e) => -e.raw_os_error(),
+    });
+    if r != 0 {
+        return false;
+    }
+    if nonblock {
+        if let Ok(fl) = rustix::fs::fcntl_getfl(app) {
+            let _ = rustix::fs::fcntl_setfl(app, fl | rustix::fs::OFlags::NONBLOCK);
+        }
+    }
+    if let Some(h) = fdtable::table().remove(fd) {
+        drop(registry::release_fd(fd, h));
+    }
+    log!(
+        debug,
+        "fd {fd}: UDP {} is the kernel's again (ancillary data asked)",
+        d.local
+    );
+    true
 }
 
 fn recvmsg_on(fd: c_int, sock: &Socket, msg: OutMsg<'_>, flags: c_int) -> Action<ssize_t> {

@@ -289,6 +289,19 @@ impl Datagram {
         loop {
             match self.inbox.try_recv(bufs, peek, only, nonblocking) {
                 Err(Errno::AGAIN) if !nonblocking => {}
+                Err(Errno::OPNOTSUPP) if !nonblocking => {
+                    // A forked child while the receiving process keeps the
+                    // socket: it waits until that one lets go (a daemon's
+                    // parent about to exit), looking every 10 ms.
+                    let limit = *deadline.get_or_insert_with(|| {
+                        self.rcvtimeo().map(|t| std::time::Instant::now() + t)
+                    });
+                    if limit.is_some_and(|l| std::time::Instant::now() >= l) {
+                        return Err(Errno::AGAIN);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
                 Err(e) => return Err(self.refused(Some(e)).unwrap_or(e)),
                 r => return r,
             }
