@@ -3,10 +3,11 @@
 //! address, the mmsg calls as loops, and SO_ERROR.
 //!
 //! A kernel UDP socket becomes ours when, in the emulated mode
-//! (SHMNET_FALLBACK=never), it binds a loopback partition address, or,
-//! unbound, connects or sends to one (it then takes an ephemeral port on
-//! 127.0.0.1 or ::1, as the kernel's autobind would). Everything else, and
-//! every socket in the default mode, stays the kernel's in this stage.
+//! (SHMNET_FALLBACK=never, SHMNET_UDP=1), it binds a loopback partition
+//! address or the wildcard address, or, unbound or kernel-bound to a
+//! loopback address, connects or sends to a loopback partition address
+//! (unbound, it then takes an ephemeral port on that address). Everything
+//! else, and every socket in the default mode, stays the kernel's.
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;

@@ -2,13 +2,16 @@
 //! emulated mode, SHMNET_FALLBACK=never): a socket bound to a partition
 //! address receives through target segments its senders map (`inbox`,
 //! `deliver`, `links`) and sends into the target segments of the sockets
-//! it sends to (`routes`). No kernel UDP socket ever holds the address.
+//! it sends to (`routes`). A destination no emulated socket holds goes
+//! through the socket's own kernel UDP socket, whose datagrams are
+//! received beside the emulated ones (`kernel`): it holds a port only
+//! from a wildcard bind or its first such send.
 //!
 //! The application's fd number is the Inbox's epoll instance (as a
 //! listener's is), so close/dup/poll/select/epoll act on a real kernel
 //! object whose readiness the receive path keeps exact. The application's
-//! own kernel UDP socket is kept, never bound, to answer the socket
-//! options (a UDP socket's own answers: SO_TYPE, SO_RCVBUF, ...).
+//! own kernel UDP socket is kept to answer the socket options (a UDP
+//! socket's own answers: SO_TYPE, SO_RCVBUF, ...) and as that second route.
 #![forbid(unsafe_code)]
 
 mod deliver;
