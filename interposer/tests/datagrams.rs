@@ -135,7 +135,9 @@ s.bind((host, port))
 c.send(b"now")
 d, frm = s.recvfrom(100)
 assert d == b"now" and frm == c.getsockname(), (d, frm)
-assert_no_kernel_udp(port, frm[1])
+# (c's own kernel socket carried the datagrams nobody received, as the
+# kernel would have: it holds c's port; the receiver's is shared memory.)
+assert_no_kernel_udp(port)
 # A connected socket takes datagrams from its peer only.
 o = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 o.sendto(b"other", c.getsockname())
@@ -829,4 +831,240 @@ fn dnsmasq_answers_dig() {
         };
         assert_eq!(dig(name), format!("{a}.{b}.{c}.{ip}"), "query {i}");
     }
+}
+
+/// Helpers of the review-H1-H3 scripts: the script moves into a network
+/// namespace of its own when it can (root), so that /proc/net/snmp's UDP
+/// counters count its datagrams only: where the library claims shared
+/// memory, the kernel carried none.
+const OWN_NETNS: &str = r#"
+import ctypes, subprocess, threading
+def own_netns():
+    if os.geteuid() != 0:
+        return False
+    if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:  # CLONE_NEWNET
+        return False
+    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    return True
+COUNTED = own_netns()
+def kernel_datagrams():
+    l = [x.split() for x in open("/proc/net/snmp") if x.startswith("Udp:")]
+    return int(dict(zip(l[0][1:], l[1][1:]))["InDatagrams"])
+def expect_kernel(before, emulated, kernel):
+    # The kernel's count of datagrams it delivered since `before`: `emulated`
+    # preloaded, `kernel` plain (printed to stderr: the outputs compared).
+    n = kernel_datagrams() - before
+    if COUNTED:
+        want = emulated if MODE == "library" else kernel
+        assert n == want, f"{MODE}: the kernel carried {n} datagrams, not {want}"
+"#;
+
+/// Runs `body` twice with argv[1] the test's partition host, preloaded:
+/// without `SHMNET_UDP` (kernel UDP) and with it on the emulated network. Both must succeed and print the same lines (the library's
+/// are returned). `MODE` is "kernel" or "library".
+fn library_as_kernel(name: &str, body: &str) -> String {
+    let net = Net::emulated(name);
+    let run = |mode: &str| {
+        let script = format!("{UDP_PRELUDE}{OWN_NETNS}MODE = {mode:?}\n{body}");
+        let mut cmd = py(&script, &[&net.host_str()]);
+        if mode == "kernel" {
+            net.env(&mut cmd).env_remove("SHMNET_UDP");
+        } else {
+            udp_env(&net, &mut cmd);
+        }
+        stdout_of(&format!("{name} ({mode})"), &mut cmd)
+    };
+    let kernel = run("kernel");
+    let library = run("library");
+    assert_eq!(library, kernel, "{name}: the library vs kernel UDP");
+    if common::host::is_root() {
+        assert!(library.contains("counted: True"), "{name}: {library}");
+    }
+    library
+}
+
+/// Review H1: servers bound to 0.0.0.0 and :: are reached by emulated
+/// senders (through shared memory: the kernel counts none of their
+/// datagrams), and by plain ones (the kernel's); a client that binds
+/// 0.0.0.0:0 first (node's dgram, Java) reaches them; replies come from
+/// 127.0.0.1, as the kernel picks for a wildcard-bound sender.
+#[test]
+fn wildcard_servers_reached_as_kernel_udp() {
+    let body = r#"
+host = sys.argv[1]
+env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+for fam, any_ in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+    srv = socket.socket(fam, socket.SOCK_DGRAM)
+    srv.bind((any_, 0))
+    port = srv.getsockname()[1]
+    def serve(srv=srv):
+        while True:
+            d, a = srv.recvfrom(70000)
+            if d == b"stop":
+                return
+            srv.sendto(d[::-1], a)
+    t = threading.Thread(target=serve); t.start()
+    before = kernel_datagrams()
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.bind(("0.0.0.0", 0))
+    for n in (0, 1, 1472, 8192, 65507):
+        d = payload(n, n % 251)
+        assert c.sendto(d, (host, port)) == n
+        got, a = c.recvfrom(70000)
+        assert got == d[::-1], (n, len(got))
+        print(fam.name, n, "bytes back from", a[0], a[1] == port)
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # unbound
+    u.sendto(b"unbound", (host, port))
+    got, frm = u.recvfrom(100)
+    print(fam.name, "unbound", got, frm[0], frm[1] == port)
+    expect_kernel(before, 0, 12)
+    # A plain client (the kernel's UDP) reaches the same server.
+    plain = subprocess.run([sys.executable, "-c", f"""
+import socket
+s = socket.socket(); s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(5); s.sendto(b"plain", ("127.0.0.1", {port})); print(s.recvfrom(100)[0])
+"""], env=env, capture_output=True, text=True, timeout=20)
+    print(fam.name, "plain client:", plain.stdout.strip(), plain.returncode)
+    c.sendto(b"stop", (host, port)); t.join(); srv.close()
+print("wildcard ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_wildcard", body);
+    assert!(out.contains("wildcard ok"), "{out}");
+    assert!(
+        out.contains("plain client: b'ilpmet'") || out.contains("plain client: b'nialp'"),
+        "{out}"
+    );
+}
+
+/// Review H2 and H3: a plain (not preloaded) UDP service on a loopback
+/// address in the partitions (as a resolver stub on 127.0.0.53 is) is
+/// reached by a preloaded program, and one socket talks to it and to an
+/// emulated server alike; only the plain service's datagrams are the
+/// kernel's. A connected socket to a port nobody holds gets ECONNREFUSED
+/// from the kernel, and a receiver bound there afterwards gets the next
+/// datagram through shared memory.
+#[test]
+fn plain_loopback_services_and_emulated_ones_from_one_socket() {
+    let body = r#"
+host = sys.argv[1]
+a, b, c_, _ = host.split(".")
+plain_host = f"{a}.{b}.{c_}.53"
+env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+plain = subprocess.Popen([sys.executable, "-c", """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((sys.argv[1], 0))
+print(s.getsockname()[1], flush=True)
+while True:
+    d, a = s.recvfrom(70000)
+    if d == b"stop": break
+    s.sendto(b"plain:" + d, a)
+""", plain_host], env=env, stdout=subprocess.PIPE, text=True)
+pport = int(plain.stdout.readline())
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+srv.bind((host, 0))
+def serve():
+    while True:
+        d, a = srv.recvfrom(70000)
+        if d == b"stop": break
+        srv.sendto(b"emul:" + d, a)
+t = threading.Thread(target=serve); t.start()
+before = kernel_datagrams()
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(3):
+    for dest in ((plain_host, pport), srv.getsockname()):
+        d = payload(1000 * i, i)
+        c.sendto(d, dest)
+        got, frm = c.recvfrom(70000)
+        kind, _, back = got.partition(b":")
+        assert back == d, (kind, len(back))
+        print(kind.decode(), len(back), frm == dest)
+expect_kernel(before, 6, 12)
+k = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+k.connect((plain_host, pport)); k.send(b"hello")
+print("connected:", k.recv(100))
+gone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+gone.bind((host, 0)); gport = gone.getsockname()[1]; gone.close()
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.connect((host, gport)); r.send(b"x")
+try:
+    r.recv(10); print("no error")
+except ConnectionRefusedError:
+    print("refused")
+late = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+late.bind((host, gport))
+before = kernel_datagrams()
+r.send(b"late")
+print("late receiver:", late.recvfrom(100)[0])
+expect_kernel(before, 0, 1)
+c.sendto(b"stop", (plain_host, pport)); c.sendto(b"stop", srv.getsockname())
+t.join(); plain.wait()
+print("plain and emulated ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_plain_services", body);
+    assert!(out.contains("plain and emulated ok"), "{out}");
+}
+
+/// Review H5 and part of H4: a daemonised server (it forks, its parent
+/// exits) receives on the socket it inherited, and so does a fork
+/// server's child once the parent closed its copy after peeking: the
+/// child takes the socket over (with the parent's receive state, which
+/// the parent left as it was, so the peeked datagram is there).
+#[test]
+fn forked_receivers_take_the_socket_over() {
+    let body = r#"
+host = sys.argv[1]
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+srv.bind((host, 0)); port = srv.getsockname()[1]
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    if os.fork() != 0:
+        os._exit(0)  # the daemon's parent leaves
+    os.setsid()
+    os.write(w, b"k")
+    for _ in range(6):
+        d, a = srv.recvfrom(70000)
+        srv.sendto(d[::-1], a)
+    os._exit(0)
+os.waitpid(pid, 0)
+srv.close()
+assert os.read(r, 1) == b"k"
+before = kernel_datagrams()
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.settimeout(10)
+for n in (0, 1, 1472, 8192, 65507, 100):
+    d = payload(n, n % 13)
+    c.sendto(d, (host, port))
+    got, a = c.recvfrom(70000)
+    assert got == d[::-1], (n, len(got))
+    print("daemon answered", n, a == (host, port))
+expect_kernel(before, 0, 12)
+# A fork server: the parent peeks, forks, closes; the child answers.
+# (A client per round: a sender learns that a receiver's process is gone
+# only at its route's next look, up to a second later: review M4.)
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+srv.bind((host, 0)); port = srv.getsockname()[1]
+before = kernel_datagrams()
+for i in range(3):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(10)
+    c.sendto(payload(100 + i, i), (host, port))
+    d, a = srv.recvfrom(70000, socket.MSG_PEEK)
+    pid = os.fork()
+    if pid == 0:
+        d2, a2 = srv.recvfrom(70000)
+        srv.sendto(b"child:" + d2, a2)
+        os._exit(0 if (d2, a2) == (d, a) else 3)
+    srv.close()
+    _, status = os.waitpid(pid, 0)
+    got, frm = c.recvfrom(70000)
+    print("fork server", i, status, got == b"child:" + payload(100 + i, i), frm == (host, port))
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((host, port))
+expect_kernel(before, 0, 6)
+print("forked ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_forked", body);
+    assert!(out.contains("forked ok"), "{out}");
 }

@@ -3,10 +3,11 @@
 //! address, the mmsg calls as loops, and SO_ERROR.
 //!
 //! A kernel UDP socket becomes ours when, in the emulated mode
-//! (SHMNET_FALLBACK=never), it binds a loopback partition address, or,
-//! unbound, connects or sends to one (it then takes an ephemeral port on
-//! 127.0.0.1 or ::1, as the kernel's autobind would). Everything else, and
-//! every socket in the default mode, stays the kernel's in this stage.
+//! (SHMNET_FALLBACK=never, SHMNET_UDP=1), it binds a loopback partition
+//! address or the wildcard address, or, unbound or kernel-bound to a
+//! loopback address, connects or sends to a loopback partition address
+//! (unbound, it then takes an ephemeral port on that address). Everything
+//! else, and every socket in the default mode, stays the kernel's.
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
@@ -164,21 +165,56 @@ fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> 
     let Some(bound) = bound else {
         return Some(adopt(fd, autobind_addr(dest), Some(dest.port())));
     };
-    if !bound.ip().is_unspecified() {
-        return None; // bound by the kernel to an address: the kernel's
+    if !bound.ip().is_unspecified() && !is_loopback(unmapped(bound).ip()) {
+        return None; // bound by the kernel to another host's address
     }
-    let same_port = SocketAddr::new(dest.ip(), bound.port());
-    Some(match adopt(fd, same_port, None) {
+    // Its kernel port kept, and its name beside it (review H3): it
+    // reaches both, and both reach it.
+    Some(match adopt(fd, bound, None) {
         Err(Errno::ADDRINUSE) => adopt(fd, autobind_addr(dest), Some(dest.port())),
         r => r,
     })
+}
+
+/// bind to the wildcard address (0.0.0.0 or ::, review H1): the kernel
+/// binds it, as it would (so kernel senders and other hosts reach it,
+/// and its port is the kernel's), and the socket becomes ours, holding
+/// the name `<wildcard>:<port>` that emulated senders try after their
+/// destination's own (`routes::names`). Received datagrams come from
+/// both; sends go where a receiver is.
+fn bind_wildcard(fd: c_int, target: SocketAddr) -> Option<Action<c_int>> {
+    if !carried() || crate::platform::sandbox::active() {
+        return None;
+    }
+    if udp_family(fd)? != sys::family_of(&target) {
+        return None;
+    }
+    let app = sys::borrow_fd(fd);
+    if let Err(e) = rustix::net::bind(app, &target) {
+        return Some(fail(e));
+    }
+    if kernel_asks_ancillary(app, target.is_ipv6()) {
+        return Some(Action::Done(0)); // the kernel's (see `asks_ancillary`)
+    }
+    if let Some(local) = sys::local_name(app) {
+        if let Err(e) = adopt(fd, local, None) {
+            // (Another process holds the name: SO_REUSEPORT across
+            // processes, review M5.) Kernel UDP then, as before.
+            log!(debug, "fd {fd}: UDP {local} stays the kernel's: {e}");
+        }
+    }
+    Some(Action::Done(0))
 }
 
 pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     if let Some(s) = registry::get(fd) {
         return s.datagram().map(|_| fail(Errno::INVAL)); // bound already
     }
-    let target = addr.get().filter(|t| emulated(*t))?;
+    let target = addr.get()?;
+    if target.ip().is_unspecified() {
+        return bind_wildcard(fd, target);
+    }
+    let target = Some(target).filter(|t| emulated(*t))?;
     if udp_family(fd)? != sys::family_of(&target) {
         return None;
     }
@@ -205,11 +241,10 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
         return Some(Action::Done(0));
     }
     Some(match addr.get() {
-        Some(t) if is_loopback(unmapped(t).ip()) => {
+        Some(t) => {
             d.connect(Some(t));
             Action::Done(0)
         }
-        Some(_) => fail(Errno::NETUNREACH),
         None => fail(Errno::INVAL),
     })
 }
@@ -353,7 +388,76 @@ pub(crate) fn recvmsg<'a>(
     let Some(sock) = ours(fd) else {
         return Err(msg);
     };
+    if msg.wants_control() && asks_ancillary(&sock) && demote(fd, &sock) {
+        return Err(msg); // the kernel's now: its recvmsg, with its cmsgs
+    }
     Ok(recvmsg_on(fd, &sock, msg, flags))
+}
+
+/// Whether the socket asked for ancillary data the emulated path does not
+/// make (IP_PKTINFO, IPV6_RECVPKTINFO, timestamps: dnsmasq's wildcard
+/// sockets need the destination address of each query).
+fn asks_ancillary(sock: &Socket) -> bool {
+    sock.datagram()
+        .is_some_and(|d| kernel_asks_ancillary(d.kernel(), d.local.is_ipv6()))
+}
+
+/// `asks_ancillary` of a kernel UDP socket (`v6`: of family AF_INET6).
+fn kernel_asks_ancillary(sock: std::os::fd::BorrowedFd<'_>, v6: bool) -> bool {
+    let on = |level, name| {
+        let mut v = [0u8; 4];
+        sys::sockopt_get_into(sock, level, name, &mut v)
+            .is_ok_and(|n| n >= 4 && i32::from_ne_bytes(v) != 0)
+    };
+    let pktinfo = if v6 {
+        on(libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
+    } else {
+        on(libc::IPPROTO_IP, libc::IP_PKTINFO)
+    };
+    pktinfo
+        || on(libc::SOL_SOCKET, libc::SO_TIMESTAMP)
+        || on(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
+}
+
+/// Gives the application its kernel UDP socket back (it holds a port:
+/// a wildcard bind's), for a socket that wants ancillary data: the fd
+/// number is the kernel socket again, and the emulated side goes (its
+/// senders find no name and take the kernel route; what was queued in
+/// shared memory is lost). False when the kernel socket holds no port.
+fn demote(fd: c_int, sock: &Socket) -> bool {
+    let Some(d) = sock.datagram() else {
+        return false;
+    };
+    if sys::local_name(d.kernel()).is_none_or(|a| a.port() == 0) {
+        return false;
+    }
+    let app = sys::borrow_fd(fd);
+    let cloexec =
+        rustix::io::fcntl_getfd(app).is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
+    let nonblock =
+        rustix::fs::fcntl_getfl(app).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+    let kernel = d.kernel();
+    let r = registry::while_replacing(fd, || match sys::dup_onto(kernel, fd, cloexec) {
+        Ok(()) => 0,
+        Err(e) => -e.raw_os_error(),
+    });
+    if r != 0 {
+        return false;
+    }
+    if nonblock {
+        if let Ok(fl) = rustix::fs::fcntl_getfl(app) {
+            let _ = rustix::fs::fcntl_setfl(app, fl | rustix::fs::OFlags::NONBLOCK);
+        }
+    }
+    if let Some(h) = fdtable::table().remove(fd) {
+        drop(registry::release_fd(fd, h));
+    }
+    log!(
+        debug,
+        "fd {fd}: UDP {} is the kernel's again (ancillary data asked)",
+        d.local
+    );
+    true
 }
 
 fn recvmsg_on(fd: c_int, sock: &Socket, msg: OutMsg<'_>, flags: c_int) -> Action<ssize_t> {

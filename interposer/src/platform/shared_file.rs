@@ -93,3 +93,46 @@ fn now_ms() -> u64 {
     };
     u64::try_from(base.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
+
+/// One page mapped shared and anonymous: a forked child shares it with
+/// its parent, nobody else sees it (a datagram socket's receive epoch,
+/// `sockets::datagram::inbox`).
+pub(crate) struct ForkShared {
+    words: Words,
+}
+
+const FORK_SHARED_LEN: usize = 4096;
+
+impl ForkShared {
+    pub(crate) fn new() -> Result<ForkShared, rustix::io::Errno> {
+        use rustix::mm::{MapFlags, ProtFlags};
+        // SAFETY: a fresh anonymous mapping at an address the kernel picks;
+        // no Rust object refers to it yet.
+        let p = unsafe {
+            rustix::mm::mmap_anonymous(
+                core::ptr::null_mut(),
+                FORK_SHARED_LEN,
+                ProtFlags::READ | ProtFlags::WRITE,
+                MapFlags::SHARED,
+            )
+        }?;
+        let base = NonNull::new(p.cast::<u8>()).ok_or(rustix::io::Errno::NOMEM)?;
+        // SAFETY: page-aligned, FORK_SHARED_LEN bytes, unmapped only in
+        // Drop, and reached only through `Words`' atomics.
+        let words = unsafe { Words::new(base, FORK_SHARED_LEN) };
+        Ok(ForkShared { words })
+    }
+
+    /// Word `i` (0 or 1).
+    pub(crate) fn word(&self, i: usize) -> &AtomicU64 {
+        self.words.u64_at((i & 1) * 8).expect("a word of the page")
+    }
+}
+
+impl Drop for ForkShared {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, of that length; no reference to it
+        // outlives `self`.
+        let _ = unsafe { rustix::mm::munmap(self.words.base().as_ptr().cast(), FORK_SHARED_LEN) };
+    }
+}

@@ -57,7 +57,10 @@ fn listener_at(addr: SocketAddr) -> Result<OwnedFd, Errno> {
     let sock = seqpacket()?;
     let path = SocketAddrUnix::new_abstract_name(name(addr).as_bytes())?;
     rustix::net::bind(&sock, &path)?;
-    rustix::net::listen(&sock, 128)?;
+    // New senders wait here until the receiver's next look: the kernel's
+    // cap (somaxconn, 4096 by default), not 128 (review M3: a burst of
+    // new senders beyond it lost their first datagrams).
+    rustix::net::listen(&sock, 4096)?;
     Ok(sock)
 }
 

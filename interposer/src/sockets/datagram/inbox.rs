@@ -39,6 +39,12 @@ use crate::transport::link;
 const LISTENER: u64 = 0;
 const WAKE: u64 = 1;
 const FIRST_LINK: u64 = 2;
+/// Words of `Inbox::epoch`.
+const EPOCH: usize = 0;
+const INHERITED: usize = 1;
+
+/// The socket's kernel UDP socket (`kernel.rs`).
+const KERNEL: u64 = u64::MAX;
 
 pub(crate) struct Inbox {
     /// Behind the application's fd number.
@@ -46,6 +52,11 @@ pub(crate) struct Inbox {
     /// Holds the name `shmnet.4/udp/<local>` (the port reservation).
     listener: InternalFd,
     wake: InternalFd,
+    /// The application's kernel UDP socket: it answers options, and once
+    /// it holds a port (`kernel_bound`) carries what no emulated socket
+    /// is there for, both ways (`kernel.rs`).
+    kernel: InternalFd,
+    kernel_bound: AtomicBool,
     local: SocketAddr,
     /// A pending error (ECONNREFUSED), reported once, as SO_ERROR is.
     error: AtomicI32,
@@ -59,8 +70,17 @@ pub(crate) struct Inbox {
     /// receive (or an epoll_wait that reported it) rings: an edge.
     edge: AtomicBool,
     /// Inherited across fork: this process must not consume (the rings
-    /// have one consumer; udp-draft stage 4 shares them).
+    /// have one consumer; udp-draft stage 4 shares them) while `owner`
+    /// lives (`take_over`).
     forked: AtomicBool,
+    /// A memfd the receiving process holds a POSIX lock on (made the
+    /// Inbox, or took it over): the kernel drops the lock when that
+    /// process exits, execs or closes the socket, and never hands it to
+    /// a forked child, which so learns when it may receive.
+    owner: InternalFd,
+    /// The receive epoch (`Locked`) and whether a child was forked
+    /// (`INHERITED`), shared with forked children.
+    epoch: crate::platform::shared_file::ForkShared,
     state: Mutex<State>,
 }
 
@@ -84,6 +104,41 @@ pub(super) struct State {
     /// Arrivals when epoll last reported the socket edge-triggered
     /// (`edge_news`).
     pub(super) edge_seen: Option<(u32, u64)>,
+    /// The receive epoch when this process last unlocked the state
+    /// (`Locked`).
+    pub(super) epoch_seen: u64,
+}
+
+/// The Inbox's state, locked. In the receiving process each lock and
+/// unlock bumps the receive epoch, a word a forked child shares (odd
+/// while held), and the state keeps the value of its last unlock: a
+/// child whose copy of the state says the epoch it finds knows the
+/// parent has not touched the state since the fork, so the copy is
+/// exact (`take_over`).
+pub(super) struct Locked<'a> {
+    st: crate::platform::lock::MutexGuard<'a, State>,
+    epoch: Option<&'a std::sync::atomic::AtomicU64>,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.st
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.st
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        if let Some(e) = self.epoch {
+            self.st.epoch_seen = e.fetch_add(1, Ordering::AcqRel) + 1;
+        }
+    }
 }
 
 /// A datagram taken: how long it was, how much was copied, from whom
@@ -95,7 +150,12 @@ pub(crate) struct Taken {
 
 impl Inbox {
     /// The Inbox of a socket bound to `local`, holding `listener`.
-    pub(crate) fn new(listener: InternalFd, local: SocketAddr, limit: u32) -> Result<Inbox, Errno> {
+    pub(crate) fn new(
+        listener: InternalFd,
+        kernel: InternalFd,
+        local: SocketAddr,
+        limit: u32,
+    ) -> Result<Inbox, Errno> {
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let wake = rustix::event::eventfd(
             0,
@@ -104,16 +164,30 @@ impl Inbox {
         let data = |d| epoll::EventData::new_u64(d);
         epoll::add(&ep, &listener, data(LISTENER), epoll::EventFlags::IN)?;
         epoll::add(&ep, &wake, data(WAKE), epoll::EventFlags::IN)?;
+        // Unbound, it is never readable: a member for when it is bound.
+        epoll::add(&ep, &kernel, data(KERNEL), epoll::EventFlags::IN)?;
+        let bound = crate::platform::sys::local_name(kernel.as_fd()).is_some_and(|a| a.port() != 0);
+        // Locked once it has its final number: closing any fd of the file
+        // (as moving it up to the internal range does) drops the lock.
+        let owner = InternalFd::new(rustix::fs::memfd_create(
+            "shmnet-udp-receiver",
+            rustix::fs::MemfdFlags::CLOEXEC,
+        )?);
+        rustix::fs::fcntl_lock(&owner, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
         Ok(Inbox {
             epoll: InternalFd::new(ep),
             listener,
             wake: InternalFd::new(wake),
+            kernel,
+            kernel_bound: AtomicBool::new(bound),
             local,
             error: AtomicI32::new(0),
             eager: AtomicBool::new(false),
             shut: AtomicBool::new(false),
             edge: AtomicBool::new(false),
             forked: AtomicBool::new(false),
+            owner,
+            epoch: crate::platform::shared_file::ForkShared::new()?,
             state: Mutex::new(State {
                 sets: Vec::new(),
                 links: Vec::new(),
@@ -125,8 +199,19 @@ impl Inbox {
                 limit,
                 parked: false,
                 edge_seen: None,
+                epoch_seen: 0,
             }),
         })
+    }
+
+    /// The state, locked (`Locked`).
+    fn lock(&self) -> Locked<'_> {
+        let st = self.state.lock();
+        let epoch = (!self.forked.load(Ordering::Relaxed)).then(|| self.epoch.word(EPOCH));
+        if let Some(e) = epoch {
+            e.fetch_add(1, Ordering::AcqRel);
+        }
+        Locked { st, epoch }
     }
 
     /// The epoll instance (the application's fd is a copy of it).
@@ -139,19 +224,102 @@ impl Inbox {
         self.listener.as_fd()
     }
 
+    /// The application's kernel UDP socket (a copy).
+    pub(crate) fn kernel(&self) -> BorrowedFd<'_> {
+        self.kernel.as_fd()
+    }
+
+    /// The kernel socket holds a port now: what it receives is merged.
+    pub(crate) fn kernel_is_bound(&self) {
+        self.kernel_bound.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the kernel socket holds a port.
+    pub(crate) fn kernel_bound(&self) -> bool {
+        self.kernel_bound.load(Ordering::Relaxed)
+    }
+
+    /// Whether the kernel socket has a datagram (or error) queued.
+    fn kernel_ready(&self) -> bool {
+        self.kernel_bound() && super::kernel::ready(self.kernel.as_fd())
+    }
+
     /// In a forked child: locks reset, and no receiving here.
     pub(crate) fn after_fork_child(&self) {
         self.state.reset_after_fork();
         self.forked.store(true, Ordering::Relaxed);
+        self.epoch.word(INHERITED).store(1, Ordering::Relaxed);
+    }
+
+    /// In a forked child: whether it may receive now. It may once the
+    /// receiving process is gone or closed the socket (a daemon's parent
+    /// exited, review H5; `owner`):
+    /// it then takes the socket over, starting afresh: the segments it
+    /// inherited are closed (their senders register again, with it; what
+    /// was queued in them is lost, since the parent may have consumed
+    /// part of it after the fork and this process's copy of their
+    /// receive state is stale), and so are the inherited links.
+    fn take_over(&self) -> bool {
+        if !self.forked.load(Ordering::Relaxed) {
+            return true;
+        }
+        let mut st = self.state.lock(); // not ours yet: no epoch
+        if !self.forked.load(Ordering::Relaxed) {
+            return true; // another thread took it
+        }
+        let lock = rustix::fs::FlockOperation::NonBlockingLockExclusive;
+        if rustix::fs::fcntl_lock(&self.owner, lock).is_err() {
+            return false; // the receiving process still has the socket
+        }
+        let exact = self.epoch.word(EPOCH).load(Ordering::Acquire) == st.epoch_seen;
+        if !exact {
+            self.start_afresh(&mut st);
+        }
+        self.forked.store(false, Ordering::Relaxed);
+        log!(
+            debug,
+            "UDP {}: taken over from the process that received ({})",
+            self.local,
+            if exact {
+                "its state as at the fork"
+            } else {
+                "afresh"
+            }
+        );
+        self.serve_locked(&mut st);
+        self.settle(&mut st);
+        true
+    }
+
+    /// A forked child taking over a socket its parent received on after
+    /// the fork: the segments it inherited are closed (their senders
+    /// register again, with it; what was queued in them is lost), and so
+    /// are the inherited links.
+    fn start_afresh(&self, st: &mut State) {
+        for s in &st.sets {
+            s.rx.close();
+        }
+        for l in st.links.drain(..) {
+            let _ = epoll::delete(&self.epoll, &l.fd);
+        }
+        st.sets.clear();
+        st.slow = Slow::default();
+        st.rings_seen = 0;
+        st.edge_seen = None;
+        st.woken = true; // the eventfd's count, if any, is read at settle
+        if st.parked {
+            let ev = epoll::EventData::new_u64(LISTENER);
+            st.parked = epoll::add(&self.epoll, &self.listener, ev, epoll::EventFlags::IN).is_err();
+        }
     }
 
     /// Poll, select or epoll met the socket: from now on its readiness
     /// is kept exact (see the module docs), starting now.
     pub(crate) fn make_eager(&self) {
-        if self.eager.swap(true, Ordering::Relaxed) || self.forked.load(Ordering::Relaxed) {
+        if self.eager.swap(true, Ordering::Relaxed) || !self.take_over() {
             return;
         }
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         self.serve_locked(&mut st);
         self.settle(&mut st);
     }
@@ -159,10 +327,11 @@ impl Inbox {
     /// Whether a datagram is queued (no system call: the spin of a
     /// blocking receive).
     pub(crate) fn quick_ready(&self) -> bool {
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         self.error.load(Ordering::Relaxed) != 0
             || self.shut.load(Ordering::Relaxed)
             || queued(&mut st)
+            || self.kernel_ready()
     }
 
     /// Whether a receive would find something: links served first (a new
@@ -170,10 +339,10 @@ impl Inbox {
     /// (In a forked child: true, so that a receive is tried and says
     /// EOPNOTSUPP, rather than a wait that never ends.)
     pub(crate) fn readable(&self) -> bool {
-        if self.forked.load(Ordering::Relaxed) {
+        if !self.take_over() {
             return true;
         }
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         if self.error.load(Ordering::Relaxed) != 0
             || self.shut.load(Ordering::Relaxed)
             || queued(&mut st)
@@ -181,13 +350,13 @@ impl Inbox {
             return true;
         }
         self.serve_locked(&mut st);
-        self.settle(&mut st)
+        self.settle(&mut st) || self.kernel_ready()
     }
 
     /// Before a blocking receive sleeps: links served, readiness settled
     /// and the doorbell flag up. True when something is there after all.
     pub(crate) fn prepare_sleep(&self) -> bool {
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         // Links read now: the doorbells rung so far are taken with them.
         st.rings_seen = rings(&st);
         self.serve_locked(&mut st);
@@ -198,7 +367,7 @@ impl Inbox {
     /// (senders ring only for a sleeper).
     pub(crate) fn after_wake(&self) {
         if !self.eager.load(Ordering::Relaxed) {
-            let st = self.state.lock();
+            let st = self.lock();
             for s in &st.sets {
                 s.rx.disarm();
             }
@@ -209,7 +378,7 @@ impl Inbox {
     /// fd stays readable.
     pub(crate) fn shut_read(&self) {
         self.shut.store(true, Ordering::Relaxed);
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         self.signal(&mut st);
     }
 
@@ -228,7 +397,7 @@ impl Inbox {
         if !self.edge.load(Ordering::Relaxed) || self.forked.load(Ordering::Relaxed) {
             return;
         }
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         for s in &mut st.sets {
             s.rx.arm();
         }
@@ -239,16 +408,9 @@ impl Inbox {
     /// an edge the kernel shows that only the Inbox's own handling made
     /// (its eventfd written when it served a link) is not one.
     pub(crate) fn edge_news(&self) -> bool {
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         let now = (rings(&st), st.slow.arrived);
-        st.edge_seen.replace(now) != Some(now)
-    }
-
-    /// Sets a pending error and wakes whoever waits on the fd.
-    pub(crate) fn set_error(&self, errno: Errno) {
-        self.error.store(errno.raw_os_error(), Ordering::Relaxed);
-        let mut st = self.state.lock();
-        self.signal(&mut st);
+        st.edge_seen.replace(now) != Some(now) || self.kernel_ready()
     }
 
     /// Takes the pending error (SO_ERROR, or the next call).
@@ -259,7 +421,7 @@ impl Inbox {
 
     /// The receive limit (SO_RCVBUF as the kernel stores it), for every set.
     pub(crate) fn set_limit(&self, bytes: u32) {
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         st.limit = bytes;
         for s in &mut st.sets {
             s.rx.set_limit(bytes);
@@ -468,10 +630,10 @@ impl Inbox {
         only: Option<SocketAddr>,
         serve: bool,
     ) -> Result<Taken, Errno> {
-        if self.forked.load(Ordering::Relaxed) {
+        if !self.take_over() {
             return Err(Errno::OPNOTSUPP);
         }
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         if let Some(e) = self.take_error() {
             self.settle(&mut st);
             return Err(e);
@@ -480,6 +642,17 @@ impl Inbox {
         if got.is_none() && serve {
             self.serve_locked(&mut st);
             got = self.take(&mut st, bufs, peek, only);
+        }
+        if got.is_none() && self.kernel_bound() {
+            match self.take_kernel(bufs, peek, only) {
+                Ok(g) => got = g,
+                Err(e) => {
+                    if self.eager.load(Ordering::Relaxed) {
+                        self.settle(&mut st);
+                    }
+                    return Err(e);
+                }
+            }
         }
         if got.is_none() && self.shut.load(Ordering::Relaxed) {
             let end = Received {
@@ -498,23 +671,59 @@ impl Inbox {
         got.ok_or(Errno::AGAIN)
     }
 
+    /// A datagram the kernel socket received (from `only` if given: the
+    /// kernel socket may not be connected where ours is). Ok(None): none.
+    fn take_kernel(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        peek: bool,
+        only: Option<SocketAddr>,
+    ) -> Result<Option<Taken>, Errno> {
+        for _ in 0..64 {
+            let (got, from) = match super::kernel::recv(self.kernel.as_fd(), bufs, peek) {
+                None => return Ok(None),
+                Some(r) => r?,
+            };
+            let wanted = match (only, from) {
+                (Some(o), Some(f)) => {
+                    crate::transport::rendezvous::unmapped(o)
+                        == crate::transport::rendezvous::unmapped(f)
+                }
+                _ => true,
+            };
+            if wanted {
+                return Ok(Some(Taken { got, from }));
+            }
+            if peek {
+                // Not ours to deliver: consumed, as the kernel would drop it.
+                let _ = super::kernel::recv(self.kernel.as_fd(), &mut [], false);
+            }
+        }
+        Ok(None)
+    }
+
     /// The size of the next datagram (FIONREAD); 0 when none.
     pub(crate) fn next_len(&self) -> usize {
-        let mut st = self.state.lock();
+        let mut st = self.lock();
         self.serve_locked(&mut st);
         let n = match st.slow.queue.front() {
             Some((_, d)) => Some(d.len()),
             None => st.sets.iter_mut().find_map(|s| s.rx.next_len().ok()),
         };
         self.settle(&mut st);
-        n.unwrap_or(0)
+        n.or_else(|| {
+            self.kernel_bound()
+                .then(|| super::kernel::next_len(self.kernel.as_fd()))
+                .flatten()
+        })
+        .unwrap_or(0)
     }
 
     /// Sleeps until the instance is readable, at most `ms` (-1: no
     /// limit): Ok(false) on timeout, EINTR for a signal.
     /// (Out of fds, the listener is looked at every 50 ms instead.)
     pub(crate) fn wait(&self, ms: i32) -> Result<bool, Errno> {
-        let ms = if self.state.lock().parked && !(0..=50).contains(&ms) {
+        let ms = if self.lock().parked && !(0..=50).contains(&ms) {
             50
         } else {
             ms
@@ -526,10 +735,15 @@ impl Inbox {
 impl Drop for Inbox {
     /// The last reference in this process: the senders stop at once
     /// (`closed`, which they load at every send) rather than at their
-    /// next look at the link. Not in a forked child: the parent still
-    /// receives through the same segments.
+    /// next look at the link. Not in a forked child (the parent still
+    /// receives through the same segments), nor in a parent that forked
+    /// (a child may take them over).
     fn drop(&mut self) {
-        if !self.forked.load(Ordering::Relaxed) {
+        // A forked child may take the socket over (`take_over`): the
+        // segments stay open for it, and the epoch as it was.
+        if !self.forked.load(Ordering::Relaxed)
+            && self.epoch.word(INHERITED).load(Ordering::Relaxed) == 0
+        {
             for s in &self.state.lock().sets {
                 s.rx.close();
             }

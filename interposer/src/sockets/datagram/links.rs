@@ -186,7 +186,15 @@ fn register(
 ) -> Result<(), Errno> {
     // The source is the sender's only if it passed the listener holding
     // its name; a privileged port only from root (as binding one needs).
-    let proved = proof.is_some_and(|fd| link::holds_name(fd.as_fd(), source));
+    // A wildcard-bound sender claims the loopback address the kernel
+    // would send from (`routes::claimed`), proved by its wildcard name.
+    let proved = proof.is_some_and(|fd| {
+        let any = |ip: std::net::IpAddr| SocketAddr::new(ip, source.port());
+        link::holds_name(fd.as_fd(), source)
+            || (crate::transport::rendezvous::is_loopback(source.ip())
+                && (link::holds_name(fd.as_fd(), any(std::net::Ipv4Addr::UNSPECIFIED.into()))
+                    || link::holds_name(fd.as_fd(), any(std::net::Ipv6Addr::UNSPECIFIED.into()))))
+    });
     if !proved {
         log!(debug, "datagram REG claiming {source}: no proof, refused");
         return Err(Errno::ACCESS);

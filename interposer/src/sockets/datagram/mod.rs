@@ -2,17 +2,21 @@
 //! emulated mode, SHMNET_FALLBACK=never): a socket bound to a partition
 //! address receives through target segments its senders map (`inbox`,
 //! `deliver`, `links`) and sends into the target segments of the sockets
-//! it sends to (`routes`). No kernel UDP socket ever holds the address.
+//! it sends to (`routes`). A destination no emulated socket holds goes
+//! through the socket's own kernel UDP socket, whose datagrams are
+//! received beside the emulated ones (`kernel`): it holds a port only
+//! from a wildcard bind or its first such send.
 //!
 //! The application's fd number is the Inbox's epoll instance (as a
 //! listener's is), so close/dup/poll/select/epoll act on a real kernel
 //! object whose readiness the receive path keeps exact. The application's
-//! own kernel UDP socket is kept, never bound, to answer the socket
-//! options (a UDP socket's own answers: SO_TYPE, SO_RCVBUF, ...).
+//! own kernel UDP socket is kept to answer the socket options (a UDP
+//! socket's own answers: SO_TYPE, SO_RCVBUF, ...) and as that second route.
 #![forbid(unsafe_code)]
 
 mod deliver;
 mod inbox;
+mod kernel;
 mod links;
 mod routes;
 
@@ -39,10 +43,12 @@ const SHUT_WR: u8 = 2;
 
 pub(crate) struct Datagram {
     pub local: SocketAddr,
-    /// The application's kernel UDP socket, never bound (no port, no
-    /// entry in /proc/net/udp): it answers getsockopt/setsockopt.
-    kernel: InternalFd,
+    /// The application's kernel UDP socket is the Inbox's (`kernel.rs`):
+    /// it answers getsockopt/setsockopt, and carries what no emulated
+    /// socket is there for.
     inbox: Inbox,
+    /// The kernel socket was connected to the peer (for its errors).
+    kernel_peer: Mutex<Option<SocketAddr>>,
     peer: Mutex<Option<SocketAddr>>,
     routes: Mutex<Routes>,
     /// SO_RCVTIMEO once asked (None inside: not asked yet).
@@ -89,12 +95,17 @@ impl Datagram {
     ) -> Result<Datagram, Errno> {
         let limit = rustix::net::sockopt::socket_recv_buffer_size(&kernel)
             .map_or(212_992, |n| n.min(1 << 30) as u32);
-        let inbox = Inbox::new(InternalFd::new(listener), local, limit)?;
         let opts = Options::snapshot(kernel.as_fd());
+        let inbox = Inbox::new(
+            InternalFd::new(listener),
+            InternalFd::new(kernel),
+            local,
+            limit,
+        )?;
         Ok(Datagram {
             local,
-            kernel: InternalFd::new(kernel),
             inbox,
+            kernel_peer: Mutex::new(None),
             peer: Mutex::new(None),
             routes: Mutex::new(Routes::default()),
             rcvtimeo: Mutex::new(None),
@@ -112,7 +123,7 @@ impl Datagram {
 
     /// The kernel UDP socket that answers options.
     pub(crate) fn kernel(&self) -> BorrowedFd<'_> {
-        self.kernel.as_fd()
+        self.inbox.kernel()
     }
 
     /// The connected peer, if any.
@@ -123,6 +134,13 @@ impl Datagram {
     /// connect(2): `Some` sets the peer, `None` (AF_UNSPEC) dissolves it.
     pub(crate) fn connect(&self, peer: Option<SocketAddr>) {
         *self.peer.lock() = peer;
+        let mut kp = self.kernel_peer.lock();
+        if kp.is_some() && *kp != peer {
+            // Its old peer's filter and errors go; a new peer's kernel
+            // route connects it again at its first send.
+            let _ = rustix::net::connect_unspec(self.kernel());
+            *kp = None;
+        }
     }
 
     /// shutdown(2): as the kernel's UDP, it only marks the socket (the
@@ -144,7 +162,26 @@ impl Datagram {
 
     /// SO_ERROR: the pending error, taken.
     pub(crate) fn take_error(&self) -> Option<Errno> {
-        self.inbox.take_error()
+        let e = self.inbox.take_error().or_else(|| {
+            if !self.inbox.kernel_bound() {
+                return None;
+            }
+            let e = rustix::net::sockopt::socket_error(self.kernel())
+                .ok()?
+                .err()?;
+            Some(e)
+        });
+        self.refused(e)
+    }
+
+    /// The kernel said nobody is at a destination it carried to
+    /// (ECONNREFUSED): its route is asked again at the next send, so a
+    /// receiver bound since is found at once.
+    fn refused(&self, e: Option<Errno>) -> Option<Errno> {
+        if e == Some(Errno::CONNREFUSED) {
+            self.routes.lock().forget_kernel();
+        }
+        e
     }
 
     /// SO_RCVTIMEO, as the kernel socket keeps it (asked once, and again
@@ -152,7 +189,7 @@ impl Datagram {
     fn rcvtimeo(&self) -> Option<std::time::Duration> {
         let mut t = self.rcvtimeo.lock();
         *t.get_or_insert_with(|| {
-            rustix::net::sockopt::socket_timeout(&self.kernel, rustix::net::sockopt::Timeout::Recv)
+            rustix::net::sockopt::socket_timeout(self.kernel(), rustix::net::sockopt::Timeout::Recv)
                 .ok()
                 .flatten()
         })
@@ -162,7 +199,7 @@ impl Datagram {
     /// capped, as the kernel keeps it) becomes the receive limit.
     pub(crate) fn refresh_limit(&self) {
         *self.rcvtimeo.lock() = None;
-        if let Ok(n) = rustix::net::sockopt::socket_recv_buffer_size(&self.kernel) {
+        if let Ok(n) = rustix::net::sockopt::socket_recv_buffer_size(self.kernel()) {
             self.inbox.set_limit(n.min(1 << 30) as u32);
         }
     }
@@ -198,19 +235,46 @@ impl Datagram {
         if len > Self::max_to(dest) {
             return Err(Errno::MSGSIZE);
         }
-        if !reachable(dest) {
-            return Err(Errno::NETUNREACH);
-        }
         let outcome = self
             .routes
             .lock()
             .send(&self.inbox, self.local, dest, bufs)?;
         self.sent.store(true, std::sync::atomic::Ordering::Relaxed);
-        // (Counters for drops come with stage 3's udp_* counters.)
-        if matches!(outcome, Outcome::NoReceiver) && peer.is_some_and(|p| same(p, dest)) {
-            self.inbox.set_error(Errno::CONNREFUSED);
+        if matches!(outcome, Outcome::Kernel) {
+            return self.send_kernel(dest, peer, bufs);
         }
+        // (Counters for drops come with stage 3's udp_* counters.)
         Ok(len)
+    }
+
+    /// Sends through the kernel socket (review H2, H3): it takes a port
+    /// first, our own if the kernel has it free, and a connected socket's
+    /// kernel socket connects to the peer, so the kernel's errors
+    /// (ECONNREFUSED) and filter are its own.
+    fn send_kernel(
+        &self,
+        dest: SocketAddr,
+        peer: Option<SocketAddr>,
+        bufs: &[IoSlice<'_>],
+    ) -> Result<usize, Errno> {
+        let kernel = self.kernel();
+        if !self.inbox.kernel_bound() {
+            let own = rustix::net::bind(kernel, &self.local);
+            if own.is_err() && !self.local.ip().is_unspecified() {
+                let _ = rustix::net::bind(kernel, &SocketAddr::new(self.local.ip(), 0));
+            }
+            self.inbox.kernel_is_bound();
+            log!(debug, "UDP {}: kernel route to {dest}", self.local);
+        }
+        let dest = crate::platform::sys::as_family(dest, self.local.is_ipv6()).unwrap_or(dest);
+        if peer.is_some_and(|p| same(p, dest)) {
+            let mut kp = self.kernel_peer.lock();
+            if kp.is_none() {
+                rustix::net::connect(kernel, &dest)?;
+                *kp = Some(dest);
+            }
+        }
+        kernel::send(kernel, dest, bufs).map_err(|e| self.refused(Some(e)).unwrap_or(e))
     }
 
     /// Receives one datagram, waiting unless `nonblocking`: at most
@@ -228,6 +292,20 @@ impl Datagram {
         loop {
             match self.inbox.try_recv(bufs, peek, only, nonblocking) {
                 Err(Errno::AGAIN) if !nonblocking => {}
+                Err(Errno::OPNOTSUPP) if !nonblocking => {
+                    // A forked child while the receiving process keeps the
+                    // socket: it waits until that one lets go (a daemon's
+                    // parent about to exit), looking every 10 ms.
+                    let limit = *deadline.get_or_insert_with(|| {
+                        self.rcvtimeo().map(|t| std::time::Instant::now() + t)
+                    });
+                    if limit.is_some_and(|l| std::time::Instant::now() >= l) {
+                        return Err(Errno::AGAIN);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    continue;
+                }
+                Err(e) => return Err(self.refused(Some(e)).unwrap_or(e)),
                 r => return r,
             }
             if self.spin() || self.inbox.prepare_sleep() {
@@ -342,13 +420,6 @@ impl Datagram {
         self.inbox.after_fork_child();
         self.opts.reset_after_fork();
     }
-}
-
-/// Whether an emulated socket may send to `dest`: a loopback address
-/// (named in this namespace; partition addresses elsewhere, through
-/// SHMNET_DIR, come in stage 4).
-fn reachable(dest: SocketAddr) -> bool {
-    crate::transport::rendezvous::is_loopback(crate::transport::rendezvous::unmapped(dest).ip())
 }
 
 fn same(a: SocketAddr, b: SocketAddr) -> bool {

@@ -31,10 +31,15 @@ use crate::transport::rendezvous::unmapped;
 const MAX_ROUTES: usize = 64;
 /// A route's link is looked at for a hang-up this often.
 const RECHECK_MS: u64 = 1000;
+/// A kernel route asks the names again this often (a dial, which fails
+/// at once when nobody holds them): a receiver bound since is found
+/// within this time, and at once after the kernel said ECONNREFUSED.
+const KERNEL_RECHECK_MS: u64 = 10;
 
 struct Route {
     dest: SocketAddr,
-    link: InternalFd,
+    /// To the receiver (none for a `Kernel` route).
+    link: Option<InternalFd>,
     state: State,
     checked_ms: u64,
 }
@@ -47,6 +52,11 @@ enum State {
     /// datagrams are dropped, as a full receive buffer drops them, until
     /// the route is asked again (`RECHECK_MS` after).
     Full,
+    /// No emulated socket holds the destination (nor its port on the
+    /// wildcard address), or its holder refused us: the kernel carries
+    /// the datagram, as it would have (review H2). Asked again
+    /// `RECHECK_MS` after, when a receiver may have come.
+    Kernel,
 }
 
 /// Why a route cannot carry a datagram.
@@ -67,11 +77,17 @@ pub(crate) enum Outcome {
     Queued,
     /// Dropped as UDP drops (full): the send succeeds.
     Dropped,
-    /// Nobody holds the destination's name.
-    NoReceiver,
+    /// The kernel carries it (`State::Kernel`): the caller sends it
+    /// through its kernel socket.
+    Kernel,
 }
 
 impl Routes {
+    /// Forgets the kernel routes (the kernel said nobody was there).
+    pub(crate) fn forget_kernel(&mut self) {
+        self.list.retain(|r| !matches!(r.state, State::Kernel));
+    }
+
     /// Forgets every route (a forked child registers its own).
     pub(crate) fn clear(&mut self) {
         self.list.clear();
@@ -86,6 +102,10 @@ impl Routes {
         bufs: &[IoSlice<'_>],
     ) -> Result<Outcome, Errno> {
         let dest = unmapped(dest);
+        if !crate::transport::rendezvous::is_loopback(dest.ip()) {
+            // Emulated sockets hold loopback names only (stage 1).
+            return Ok(Outcome::Kernel);
+        }
         for _attempt in 0..2 {
             let i = match self.find(dest) {
                 Some(i) => i,
@@ -97,13 +117,16 @@ impl Routes {
                         self.list.push(r);
                         self.list.len() - 1
                     }
-                    Err(Errno::CONNREFUSED) => return Ok(Outcome::NoReceiver),
-                    // No answer in time, or a full backlog: lost, as UDP loses.
-                    Err(Errno::AGAIN) => return Ok(Outcome::Dropped),
-                    Err(e) => return Err(e),
+                    // No answer in time, a full backlog, or a link that
+                    // failed (EPIPE: the receiver at its limit closed it,
+                    // review M1): lost, as UDP loses.
+                    Err(_) => return Ok(Outcome::Dropped),
                 },
             };
             let route = &mut self.list[i];
+            if matches!(route.state, State::Kernel) {
+                return Ok(Outcome::Kernel);
+            }
             let tx = match route.ready() {
                 Ok(Some(tx)) => tx,
                 Ok(None) => return Ok(route.on_link(local, bufs)),
@@ -112,14 +135,16 @@ impl Routes {
                     return Ok(Outcome::Dropped);
                 }
                 Err(Refused::NoReceiver) => {
+                    // Gone or refusing: asked again (now the kernel's, or
+                    // a new holder's).
                     self.list.remove(i);
-                    return Ok(Outcome::NoReceiver);
+                    continue;
                 }
             };
             match tx.send_vectored(bufs) {
                 Ok(Sent::Queued { ring }) => {
-                    if ring {
-                        let _ = link::send(route.link.as_fd(), &Frame::Bell, None);
+                    if let (true, Some(l)) = (ring, &route.link) {
+                        let _ = link::send(l.as_fd(), &Frame::Bell, None);
                     }
                     return Ok(Outcome::Queued);
                 }
@@ -144,7 +169,10 @@ impl Routes {
         let i = self.list.iter().position(|r| r.dest == dest)?;
         let now = monotonic_ms();
         let r = &mut self.list[i];
-        if matches!(r.state, State::Full) && now.saturating_sub(r.checked_ms) >= RECHECK_MS {
+        let age = now.saturating_sub(r.checked_ms);
+        if (matches!(r.state, State::Full) && age >= RECHECK_MS)
+            || (matches!(r.state, State::Kernel) && age >= KERNEL_RECHECK_MS)
+        {
             // Ask again: a slot may have come free.
             self.list.remove(i).close();
             return None;
@@ -153,8 +181,9 @@ impl Routes {
             r.checked_ms = now;
             // The receiver writes nothing after REG_OK: readable means
             // hung up (or misbehaving).
-            let quiet = crate::platform::sys::poll_fd(r.link.as_fd(), libc::POLLIN, 0)
-                .is_ok_and(|ev| ev == 0);
+            let quiet = r.link.as_ref().is_some_and(|l| {
+                crate::platform::sys::poll_fd(l.as_fd(), libc::POLLIN, 0).is_ok_and(|ev| ev == 0)
+            });
             if !quiet {
                 self.list.remove(i).close();
                 return None;
@@ -169,17 +198,19 @@ impl Route {
         if let State::Shm(tx) = &self.state {
             tx.close();
         }
-        let _ = link::send(self.link.as_fd(), &Frame::Close, None);
+        if let Some(l) = &self.link {
+            let _ = link::send(l.as_fd(), &Frame::Close, None);
+        }
     }
 
     /// The sender, once the REG_OK is in (read now if it came: never
     /// waited for); Err when the receiver refused, hung up or is full.
     fn ready(&mut self) -> Result<Option<&mut Sender>, Refused> {
         use Refused::NoReceiver;
-        if let State::Pending(inbound) = &mut self.state {
+        if let (State::Pending(inbound), Some(l)) = (&mut self.state, &self.link) {
             // The receiver sends only REG_OK or REG_NO: small frames.
             let mut scratch = [0u8; 64];
-            link::read(self.link.as_fd(), inbound, &mut scratch).map_err(|_| NoReceiver)?;
+            link::read(l.as_fd(), inbound, &mut scratch).map_err(|_| NoReceiver)?;
             match Frame::decode(&inbound.bytes) {
                 Ok(Some((Frame::RegOk { slot, gen }, _))) => {
                     let memfd = inbound.fd.take().ok_or(NoReceiver)?;
@@ -198,8 +229,12 @@ impl Route {
                     self.checked_ms = monotonic_ms();
                 }
                 Ok(Some((Frame::RegNo { why }, _))) => {
+                    // Refused (policy, an IPv6-only receiver): the kernel
+                    // decides, as it would have.
                     log!(debug, "datagram to {}: refused (errno {why})", self.dest);
-                    return Err(NoReceiver);
+                    self.state = State::Kernel;
+                    self.link = None;
+                    self.checked_ms = monotonic_ms();
                 }
                 Ok(Some(_)) | Err(_) => return Err(NoReceiver),
                 Ok(None) if inbound.eof => return Err(NoReceiver),
@@ -208,7 +243,7 @@ impl Route {
         }
         match &mut self.state {
             State::Shm(tx) => Ok(Some(tx)),
-            State::Pending(_) => Ok(None),
+            State::Pending(_) | State::Kernel => Ok(None),
             State::Full => Err(Refused::Full),
         }
     }
@@ -218,12 +253,13 @@ impl Route {
     fn on_link(&self, local: SocketAddr, bufs: &[IoSlice<'_>]) -> Outcome {
         let payload: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
         let f = Frame::Dgram {
-            source: unmapped(local),
+            source: claimed(local, self.dest),
             payload: &payload,
         };
-        match link::send(self.link.as_fd(), &f, None) {
-            Ok(()) => Outcome::Queued,
-            Err(_) => Outcome::Dropped,
+        match self.link.as_ref().map(|l| link::send(l.as_fd(), &f, None)) {
+            Some(Ok(())) => Outcome::Queued,
+            Some(Err(_)) => Outcome::Dropped,
+            None => Outcome::Kernel, // refused just now
         }
     }
 }
@@ -244,13 +280,60 @@ fn attach(
     image.sender(SlotGrant { slot, gen }).map_err(|_| ())
 }
 
-/// Opens a route: dial the name, check who holds it, send REG with our
-/// listener as the proof of `local`. The answer is read at later sends.
+/// The source address a datagram from `local` to `dest` carries: a
+/// wildcard-bound socket's is the loopback address the kernel would pick
+/// (127.0.0.1 or ::1), with its port.
+pub(super) fn claimed(local: SocketAddr, dest: SocketAddr) -> SocketAddr {
+    let local = unmapped(local);
+    if !local.ip().is_unspecified() {
+        return local;
+    }
+    let ip: std::net::IpAddr = match unmapped(dest) {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+    };
+    SocketAddr::new(ip, local.port())
+}
+
+/// The names a datagram to `dest` may reach, in the kernel's order of
+/// lookup: the address itself, then its port on the wildcard address
+/// (IPv4's, then IPv6's, which takes IPv4 unless IPV6_V6ONLY: the
+/// receiver refuses then), review H1.
+fn names(dest: SocketAddr) -> [SocketAddr; 3] {
+    let port = dest.port();
+    let v4_any = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port);
+    let v6_any = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port);
+    match dest {
+        SocketAddr::V4(_) => [dest, v4_any, v6_any],
+        SocketAddr::V6(_) => [dest, v6_any, v6_any],
+    }
+}
+
+/// A route the kernel carries (`State::Kernel`).
+fn kernel_route(dest: SocketAddr) -> Route {
+    Route {
+        dest,
+        link: None,
+        state: State::Kernel,
+        checked_ms: monotonic_ms(),
+    }
+}
+
+/// Opens a route: dial the name (or the wildcard's), check who holds it,
+/// send REG with our listener as the proof of `local`. The answer is read
+/// at later sends. Nobody holding any: a kernel route.
 fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, Errno> {
-    let fd = match link::dial(dest) {
+    let mut dialed = Err(Errno::CONNREFUSED);
+    for name in names(dest) {
+        dialed = link::dial(name);
+        if !matches!(dialed, Err(Errno::CONNREFUSED)) {
+            break;
+        }
+    }
+    let fd = match dialed {
         Ok(fd) => InternalFd::new(fd),
-        Err(Errno::AGAIN) => return Err(Errno::AGAIN),
-        Err(_) => return Err(Errno::CONNREFUSED),
+        Err(Errno::CONNREFUSED) => return Ok(kernel_route(dest)),
+        Err(e) => return Err(e),
     };
     let me = rustix::process::geteuid().as_raw();
     let uid = crate::platform::sys::peer_cred(fd.as_fd()).map(|(_, uid, _)| uid);
@@ -262,17 +345,17 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
             debug,
             "datagram to {dest}: its receiver (uid {uid:?}) is not admitted"
         );
-        return Err(Errno::CONNREFUSED);
+        return Ok(kernel_route(dest));
     }
     let reg = Frame::Reg {
-        source: unmapped(local),
+        source: claimed(local, dest),
         dest,
         cookie: 0,
     };
     link::send(fd.as_fd(), &reg, Some(inbox.listener()))?;
     Ok(Route {
         dest,
-        link: fd,
+        link: Some(fd),
         state: State::Pending(Inbound::default()),
         checked_ms: monotonic_ms(),
     })

@@ -192,6 +192,12 @@ impl<'call> OutMsg<'call> {
         }
     }
 
+    /// Whether the caller gave room for control data (msg_controllen).
+    pub(crate) fn wants_control(&self) -> bool {
+        // SAFETY: the constructor's contract: null or a valid msghdr.
+        !self.msg.is_null() && unsafe { (*self.msg).msg_controllen } > 0
+    }
+
     /// Its iovecs, and what is left to do once data was read into them
     /// (`OutMsgTail::clear_out`); None for a null msghdr.
     pub(crate) fn parts(self) -> Option<(OutIovecs<'call>, OutMsgTail<'call>)> {
