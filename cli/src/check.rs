@@ -165,8 +165,9 @@ fn check_library(
 }
 
 /// The variables the library (and `shmnet`) read (docs/configuration.md).
-const SETTINGS: [&str; 13] = [
+const SETTINGS: [&str; 14] = [
     "SHMNET_ALLOW",
+    "SHMNET_ASYNC_CONNECT",
     "SHMNET_DEFER",
     "SHMNET_DIR",
     "SHMNET_FALLBACK",

@@ -11,7 +11,9 @@
 //! a server that accepts only once its client's connect completed, which
 //! kernel TCP completes from the listen backlog). Each case runs over
 //! kernel TCP (not preloaded), the default mode and the emulated mode; the
-//! outputs must be the same.
+//! outputs must be the same. The asynchronous completion is behind
+//! `SHMNET_ASYNC_CONNECT=1` (decision 32: off by default while its
+//! review's defects are open), which these runs set.
 
 mod common;
 
@@ -243,7 +245,9 @@ fn three(net: &Net, case: &str) -> [String; 3] {
         ),
         outcome(
             "default mode",
-            preloaded(python()).args(["-c", SCRIPT, "127.0.0.1", "0", case]),
+            preloaded(python())
+                .args(["-c", SCRIPT, "127.0.0.1", "0", case])
+                .env("SHMNET_ASYNC_CONNECT", "1"),
         ),
         outcome(
             "emulated",
@@ -251,7 +255,8 @@ fn three(net: &Net, case: &str) -> [String; 3] {
                 .args(["-c", SCRIPT, &host, &port, case])
                 .env("SHMNET_PARTITIONS", &net.partitions)
                 .env("SHMNET_FALLBACK", "never")
-                .env("SHMNET_DIR", &shm),
+                .env("SHMNET_DIR", &shm)
+                .env("SHMNET_ASYNC_CONNECT", "1"),
         ),
     ]
 }

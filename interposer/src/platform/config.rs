@@ -72,6 +72,11 @@ pub struct Config {
     /// review's defects are open: wildcard binds, a forked or daemonised
     /// receiver that cannot receive, s28/review-udp2; `1` turns it on).
     pub udp: bool,
+    /// `SHMNET_ASYNC_CONNECT`: a non-blocking connect that offers a kept
+    /// segment returns EINPROGRESS at once (decision 32; off by default
+    /// while its review's defects are open: s29/review-c14; `1` turns it
+    /// on).
+    pub async_connect: bool,
     /// `SHMNET_LOG`: `None` is off.
     pub log_level: Option<Level>,
     /// `SHMNET_LOG_FILE`: `None` is stderr.
@@ -195,14 +200,24 @@ impl Config {
         let defer = match text("SHMNET_DEFER")?.as_deref() {
             // On unless turned off (decision 22; the wrk read errors that
             // had it off for a while are decision 26).
-            None | Some("0") => false,
-            Some("1") => true,
+            None | Some("1") => true,
+            Some("0") => false,
             Some(v) => return Err(invalid("SHMNET_DEFER", format!("{v:?} is not 0 or 1"))),
         };
         let udp = match text("SHMNET_UDP")?.as_deref() {
             None | Some("0") => false,
             Some("1") => true,
             Some(v) => return Err(invalid("SHMNET_UDP", format!("{v:?} is not 0 or 1"))),
+        };
+        let async_connect = match text("SHMNET_ASYNC_CONNECT")?.as_deref() {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(v) => {
+                return Err(invalid(
+                    "SHMNET_ASYNC_CONNECT",
+                    format!("{v:?} is not 0 or 1"),
+                ))
+            }
         };
         let log_level = match text("SHMNET_LOG")? {
             None => None,
@@ -226,6 +241,7 @@ impl Config {
             spin_us,
             defer,
             udp,
+            async_connect,
             log_level,
             log_file: path("SHMNET_LOG_FILE"),
         })
@@ -396,6 +412,11 @@ mod tests {
         assert_eq!(c.allow, crate::platform::policy::Allow::default());
         assert_eq!(c.ring_bytes, DEFAULT_RING_BYTES);
         assert_eq!(c.spin_us, DEFAULT_SPIN_US);
+        // On (decision 22): a commit that turned UDP off flipped this for a
+        // session (2026-12-06) and nothing noticed; the benchmarks set it.
+        assert!(c.defer);
+        assert!(!c.udp);
+        assert!(!c.async_connect);
         assert_eq!(c.log_level, None);
         assert_eq!(c.log_file, None);
     }

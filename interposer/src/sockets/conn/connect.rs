@@ -99,7 +99,7 @@ impl Connection {
         // The doorbell needs no fd of its own: `sock` goes onto the
         // application's number (`Bell::opened` when it is registered), so
         // nothing after the acceptor hears of us can run out of fds.
-        let (sock, seg, bell) = if reuse.is_some() && nonblocking {
+        let (sock, seg, bell) = if reuse.is_some() && nonblocking && async_connect() {
             // A non-blocking connect does not wait for the verdict: it
             // returns EINPROGRESS and completes when the acceptor answers
             // (`Offered`), as kernel TCP's completes with the handshake.
@@ -142,6 +142,13 @@ impl Connection {
         conn.opts = opts;
         Ok(Dialed::Done(sock, conn))
     }
+}
+
+/// Whether a non-blocking connect's reuse offer may complete later
+/// (`SHMNET_ASYNC_CONNECT=1`, decision 32); otherwise it waits for the
+/// acceptor's verdict as a blocking one does.
+fn async_connect() -> bool {
+    crate::platform::config::get().is_some_and(|c| c.async_connect)
 }
 
 /// Dials the listener again (a non-blocking one, from the socket given):
