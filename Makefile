@@ -66,12 +66,16 @@ bench-shortconn: deps
 
 ## Issue 17: through both gateways vs direct kernel TCP over a veth, in two
 ## network namespaces made and removed by the script (needs root).
-## GATEWAY_BENCH_ARGS passes options (e.g. "--runs 5 --secs 2").
+## GATEWAY_BENCH_ARGS passes options (e.g. "--runs 5 --secs 2"); with
+## "--delay-ms 0,1,5" the rows run on the veth, then over links with that
+## one-way delay
+## (tests/bench/delayline.c between the namespaces: this kernel has no netem).
 GATEWAY_BENCH_ARGS ?=
 bench-gateway: deps
 	@mkdir -p $(BENCH_DIR)
 	$(CARGO) build --release -p shmnet-interposer -p shmnet-gateway
 	$(CC) -O2 -Wall -o $(BENCH_DIR)/sockbench tests/bench/sockbench.c
+	$(CC) -O2 -Wall -o $(BENCH_DIR)/delayline tests/bench/delayline.c
 	$(BENCH_PYTHON) scripts/bench-gateway.py --lib $(BENCH_LIB) \
 		--gateway $(or $(CARGO_TARGET_DIR),target)/release/shmnet-gateway \
 		--sockbench $(BENCH_DIR)/sockbench --out $(BENCH_DIR) $(GATEWAY_BENCH_ARGS)

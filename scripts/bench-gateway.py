@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Usage: bench-gateway.py --lib LIB --gateway BIN --sockbench BIN [--out DIR] [--runs N] [--secs S]
+"""Usage: bench-gateway.py --lib LIB --gateway BIN --sockbench BIN [--out DIR] [--runs N] [--secs S] [--delay-ms D[,D...]]
 
 Issue 17's benchmark: two network namespaces joined by one veth pair
 (10.211.0.0/16 only inside them, deleted at the end), a gateway in each.
@@ -16,6 +16,15 @@ reply, close), 64 B round trip, a 64 KiB-write stream, and wrk against
 nginx with `Connection: close` (a connection per request) and keep-alive.
 Prints medians and ratios (gateway / direct), writes OUT/gateway.json.
 Needs root (ip netns), openssl, nginx and wrk (scripts/install-deps.sh).
+
+--delay-ms D (repeatable, or a comma list) runs every row again over a
+link with D ms one-way delay: namespaces A - W - B, veths A<->W and W<->B,
+and in W tests/bench/delayline (--delayline, built beside sockbench) copying
+every frame between its two veth ends D ms after it came (ARP too: A and B
+stay on one /24). The kernel here has no qdiscs (no netem). A and B's ends
+send real MTU frames with checksums (ethtool -K tx off tso off gso off).
+0 is the plain veth (the default). Each delay's table says the ping round
+trip measured through it; OUT/gateway.json then holds one result per delay.
 """
 
 import argparse
@@ -48,23 +57,76 @@ def run(*argv):
 
 
 class Net:
-    """Namespaces a and b, a veth pair between them; removed by close()."""
+    """Namespaces a and b, a veth pair between them; removed by close().
+    With a delay: a - w - b, the delay line in w copying frames between
+    its two veth ends `delay_ms` after they came."""
 
-    def __init__(self):
+    def __init__(self, delay_ms=0.0, delayline=None):
         pid = os.getpid()
         self.a, self.b = f"shmbench-a-{pid}", f"shmbench-b-{pid}"
-        run("ip", "netns", "add", self.a)
-        run("ip", "netns", "add", self.b)
-        run("ip", "-n", self.a, "link", "add", "gwa", "type", "veth", "peer", "name", "gwb",
-            "netns", self.b)
+        self.w = f"shmbench-w-{pid}" if delay_ms > 0 else None
+        self.line, self.line_counts = None, None
+        self.made = []
+        for ns in (self.a, self.b, self.w):
+            if ns:
+                run("ip", "netns", "add", ns)
+                self.made.append(ns)
+                run("ip", "-n", ns, "link", "set", "lo", "up")
+        if self.w:
+            run("ip", "-n", self.a, "link", "add", "gwa", "type", "veth", "peer", "name", "wa",
+                "netns", self.w)
+            run("ip", "-n", self.b, "link", "add", "gwb", "type", "veth", "peer", "name", "wb",
+                "netns", self.w)
+            # W is a wire, not a host: no addresses (IPv6 link-local off too).
+            for key in ("all", "default", "wa", "wb"):
+                run("ip", "netns", "exec", self.w, "sysctl", "-qw",
+                    f"net.ipv6.conf.{key}.disable_ipv6=1")
+            # Frames the line copies must be what a wire carries: MTU-sized,
+            # checksummed (a veth otherwise passes 64 KiB TSO frames and
+            # leaves checksums to a "device" that never computes them).
+            for ns, dev in ((self.a, "gwa"), (self.b, "gwb"), (self.w, "wa"), (self.w, "wb")):
+                run("ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "tso", "off",
+                    "gso", "off", "gro", "off")
+                run("ip", "-n", ns, "link", "set", dev, "up")
+        else:
+            run("ip", "-n", self.a, "link", "add", "gwa", "type", "veth", "peer", "name", "gwb",
+                "netns", self.b)
         for ns, dev, ip in ((self.a, "gwa", A_LINK), (self.b, "gwb", B_LINK)):
             run("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
             run("ip", "-n", ns, "link", "set", dev, "up")
-            run("ip", "-n", ns, "link", "set", "lo", "up")
         run("ip", "-n", self.b, "addr", "add", f"{B_SERVICE}/32", "dev", "lo")
+        if self.w:
+            # Real-time priority: on a loaded machine the line's wake-ups
+            # would otherwise add milliseconds of jitter to the delay.
+            rt = ["chrt", "-f", "50"] if shutil.which("chrt") else []
+            self.line = subprocess.Popen(
+                ["ip", "netns", "exec", self.w, *rt, delayline, "wa", "wb",
+                 str(int(delay_ms * 1000))], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True)
+            if self.line.stdout.readline().strip() != "ready":
+                fail(f"delayline: {self.line.stderr.read()}")
+
+    def ping(self, count=20):
+        """The round trip A -> B in ms: (min, median), by ping in A; None
+        without a ping (busybox's or iputils')."""
+        ping = ["/bin/busybox", "ping"] if os.path.exists("/bin/busybox") else ["ping"]
+        if not shutil.which(ping[0]):
+            return None
+        rt = ["chrt", "-f", "40"] if shutil.which("chrt") else []
+        r = subprocess.run(["ip", "netns", "exec", self.a, *rt, *ping, "-c", str(count), "-i",
+                            "0.05", B_LINK], capture_output=True, text=True)
+        times = [float(t) for t in re.findall(r"time=([\d.]+) ms", r.stdout)]
+        if not times:
+            fail(f"ping {B_LINK}: {r.stdout} {r.stderr}")
+        return min(times), statistics.median(times)
 
     def close(self):
-        for ns in (self.a, self.b):
+        if self.line and self.line.poll() is None:
+            self.line.terminate()
+            out, _ = self.line.communicate(timeout=10)
+            lines = [l for l in out.splitlines() if l.startswith("{")]
+            self.line_counts = json.loads(lines[-1]) if lines else None
+        for ns in self.made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
 
 
@@ -182,21 +244,47 @@ def main():
     p.add_argument("--wrk-secs", type=int, default=3)
     p.add_argument("--threads", type=int, default=None, help="the gateways' --threads")
     p.add_argument("--only", default=None, help="rows to run, comma-separated (connrate,rtt,stream,wrk)")
+    p.add_argument("--delay-ms", action="append", default=None,
+                   help="one-way delay(s) through the delay line, ms; repeatable or a comma "
+                   "list; 0 is the plain veth (the default)")
+    p.add_argument("--delayline", default=None,
+                   help="the delayline binary (default: beside --sockbench)")
     args = p.parse_args()
+    delays = [float(x) for v in (args.delay_ms or ["0"]) for x in v.split(",") if x.strip()]
+    if args.delayline is None:
+        args.delayline = os.path.join(os.path.dirname(args.sockbench), "delayline")
     if os.geteuid() != 0:
         print("bench-gateway: skipped (needs root for ip netns)")
         return
     for tool in ("ip", "openssl", "wrk"):
         if not shutil.which(tool):
             fail(f"needs {tool} (scripts/install-deps.sh)")
-    for f in (args.lib, args.gateway, args.sockbench, "/usr/sbin/nginx"):
+    if any(x > 0 for x in delays) and not shutil.which("ethtool"):
+        fail("--delay-ms needs ethtool (scripts/install-deps.sh)")
+    for f in (args.lib, args.gateway, args.sockbench, "/usr/sbin/nginx",
+              *([args.delayline] if any(x > 0 for x in delays) else [])):
         if not os.path.exists(f):
             fail(f"{f} not found")
     lib = os.path.abspath(args.lib)
+    results = [suite(args, lib, delay) for delay in delays]
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "gateway.json"), "w") as f:
+        json.dump(results[0] if delays == [0.0] else {"delays": results}, f, indent=1)
+    if len(results) > 1:
+        print("\nRatios (gateway vs direct, >1: the gateways better) by one-way delay")
+        labels = [r["label"] for r in results[0]["rows"]]
+        print(f"{'':28} " + " ".join(f"{r['delay_ms']:>8g} ms" for r in results))
+        for i, label in enumerate(labels):
+            print(f"{label:28} " + " ".join(f"{r['rows'][i]['ratio']:10.2f}x" for r in results))
+
+
+def suite(args, lib, delay):
+    """Every row at one one-way delay (0: the plain veth); its result."""
     d = tempfile.mkdtemp(prefix="shmnet-bench-gw-")
     os.chmod(d, 0o755)
-    net, procs = Net(), []
+    net, procs = Net(delay, args.delayline), []
     try:
+        ping = net.ping()
         certs(d)
         shm_a, shm_b = os.path.join(d, "shm-a"), os.path.join(d, "shm-b")
         os.makedirs(shm_a)
@@ -255,7 +343,13 @@ def main():
         result = {"runs": args.runs, "secs": args.secs, "threads": args.threads, "rows": [],
                   "wrk_errors": wrk_errors,
                   "load": os.getloadavg()}
-        print(f"\nGateways (two namespaces, one veth; {args.runs} runs, medians; load "
+        result["delay_ms"] = delay
+        where = (f"A - delay line {delay:g} ms each way - B" if delay > 0
+                 else "two namespaces, one veth")
+        if ping:
+            result["ping_ms"] = {"min": ping[0], "median": ping[1]}
+            where += f"; ping {ping[0]:.2f} ms min, {ping[1]:.2f} median"
+        print(f"\nGateways ({where}; {args.runs} runs, medians; load "
               f"{os.getloadavg()[0]:.1f})")
         print(f"{'':28} {'through gateways':>17} {'direct TCP':>12} {'ratio':>7}")
         for mode, size, field, label in rows:
@@ -268,14 +362,15 @@ def main():
                                    "direct": vals[(mode, "direct")], "ratio": ratio})
         if wrk_errors:
             print(f"wrk socket errors: {wrk_errors}")
-        os.makedirs(args.out, exist_ok=True)
-        with open(os.path.join(args.out, "gateway.json"), "w") as f:
-            json.dump(result, f, indent=1)
     finally:
         for g in procs:
             g.stop()
         net.close()
         shutil.rmtree(d, ignore_errors=True)
+    if net.line_counts:
+        result["delayline"] = net.line_counts
+        print(f"delay line: {net.line_counts}")
+    return result
 
 
 if __name__ == "__main__":

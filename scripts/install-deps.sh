@@ -48,6 +48,8 @@ ls /usr/lib/*/libsocket_wrapper.so >/dev/null 2>&1 || need_apt+=(libsocket-wrapp
 command -v ab >/dev/null 2>&1 || need_apt+=(apache2-utils)
 # make bench-gateway (scripts/bench-gateway.py): the gateways' certificates.
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# make bench-gateway --delay-ms: offloads off on the delay line's veths.
+command -v ethtool >/dev/null 2>&1 || [ -x /usr/sbin/ethtool ] || need_apt+=(ethtool)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   sudo=""
