@@ -42,6 +42,7 @@ A_LINK, B_LINK = "10.211.0.1", "10.211.0.2"
 B_RANGE, B_SERVICE = "10.211.2.0/24", "10.211.2.2"
 PEER = f"{B_LINK}:15008"
 GATEWAY = "127.0.0.1:15001"
+WRK_CONNS = 8
 
 
 def fail(msg):
@@ -224,13 +225,16 @@ def nginx(net, env, d, name, listen):
 
 def wrk(args, net, env, url, close):
     hdr = ["-H", "Connection: close"] if close else []
-    r = subprocess.run(in_ns(net.a, env, ["wrk", "-t1", "-c8", f"-d{args.wrk_secs}", *hdr, url]),
+    r = subprocess.run(in_ns(net.a, env, ["wrk", "-t1", f"-c{WRK_CONNS}", f"-d{args.wrk_secs}", *hdr, url]),
                        capture_output=True, text=True, timeout=args.wrk_secs + 60)
     m = re.search(r"Requests/sec:\s*([\d.]+)", r.stdout)
     errors = re.search(r"Socket errors: (.*)", r.stdout)
     if r.returncode != 0 or not m:
         fail(f"wrk {url}: {r.stdout} {r.stderr}")
-    return {"req_per_s": float(m.group(1)), "errors": errors.group(1) if errors else ""}
+    lat = re.search(r"Latency\s+([\d.]+)(us|ms|s)\b", r.stdout)
+    lat_ms = float(lat.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[lat.group(2)] if lat else None
+    return {"req_per_s": float(m.group(1)), "latency_ms": lat_ms,
+            "errors": errors.group(1) if errors else ""}
 
 
 def main():
@@ -321,7 +325,7 @@ def suite(args, lib, delay):
                     vals.setdefault((mode, path), []).append(r[field])
         ng = [nginx(net, env_b, d, "ng-gw", f"{B_SERVICE}:8080"),
               nginx(net, {}, d, "ng-direct", f"{B_LINK}:8081")] if "wrk" in only else []
-        wrk_errors = {}
+        wrk_errors, wrk_latency = {}, {}
         try:
             urls = {"gateway": f"http://{B_SERVICE}:8080/1k.bin",
                     "direct": f"http://{B_LINK}:8081/1k.bin"}
@@ -331,6 +335,8 @@ def suite(args, lib, delay):
                         r = wrk(args, net, envs[path]["a"], urls[path], close)
                         key = ("wrk-close" if close else "wrk-keepalive", path)
                         vals.setdefault(key, []).append(r["req_per_s"])
+                        if r["latency_ms"] is not None:
+                            wrk_latency.setdefault(f"{key[0]} {path}", []).append(r["latency_ms"])
                         if r["errors"]:
                             wrk_errors.setdefault(f"{key[0]} {path}", []).append(r["errors"])
         finally:
@@ -341,7 +347,7 @@ def suite(args, lib, delay):
             rows += [("wrk-close", 0, "req_per_s", "wrk Connection: close req/s"),
                      ("wrk-keepalive", 0, "req_per_s", "wrk keep-alive req/s")]
         result = {"runs": args.runs, "secs": args.secs, "threads": args.threads, "rows": [],
-                  "wrk_errors": wrk_errors,
+                  "wrk_errors": wrk_errors, "wrk_latency_ms": wrk_latency,
                   "load": os.getloadavg()}
         result["delay_ms"] = delay
         where = (f"A - delay line {delay:g} ms each way - B" if delay > 0
@@ -360,6 +366,26 @@ def suite(args, lib, delay):
             print(f"{label:28} {g:17.2f} {k:12.2f} {ratio:6.2f}x")
             result["rows"].append({"row": mode, "label": label, "gateway": vals[(mode, "gateway")],
                                    "direct": vals[(mode, "direct")], "ratio": ratio})
+        if ping and delay > 0:
+            # What a connection or a request costs in round trips of the
+            # line (ping's median): a handshake is one.
+            rtts = {}
+            if ("connrate", "gateway") in vals:
+                for path in ("gateway", "direct"):
+                    rtts[f"connrate {path}"] = 1e3 / statistics.median(
+                        vals[("connrate", path)]) / ping[1]
+            # wrk's latency starts after its connect: from the rate instead
+            # (WRK_CONNS connections, each a request at a time).
+            if ("wrk-close", "gateway") in vals:
+                for path in ("gateway", "direct"):
+                    rtts[f"wrk-close {path}"] = WRK_CONNS * 1e3 / statistics.median(
+                        vals[("wrk-close", path)]) / ping[1]
+            result["ping_rtts"] = rtts
+            print("in ping round trips (median): " + ", ".join(
+                f"{k} {v:.2f}" for k, v in rtts.items()))
+        if wrk_latency:
+            print("wrk mean latency, ms (medians): " + ", ".join(
+                f"{k} {statistics.median(v):.2f}" for k, v in wrk_latency.items()))
         if wrk_errors:
             print(f"wrk socket errors: {wrk_errors}")
     finally:
