@@ -68,6 +68,14 @@ class Net:
         self.w = f"shmbench-w-{pid}" if delay_ms > 0 else None
         self.line, self.line_counts = None, None
         self.made = []
+        try:
+            self.make(delay_ms, delayline)
+        except BaseException:
+            # fail() exits: the namespaces made so far go too.
+            self.close()
+            raise
+
+    def make(self, delay_ms, delayline):
         for ns in (self.a, self.b, self.w):
             if ns:
                 run("ip", "netns", "add", ns)
@@ -125,7 +133,7 @@ class Net:
         if self.line and self.line.poll() is None:
             self.line.terminate()
             out, _ = self.line.communicate(timeout=10)
-            lines = [l for l in out.splitlines() if l.startswith("{")]
+            lines = [x for x in out.splitlines() if x.startswith("{")]
             self.line_counts = json.loads(lines[-1]) if lines else None
         for ns in self.made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
