@@ -259,6 +259,8 @@ def main():
     p.add_argument("--delay-ms", action="append", default=None,
                    help="one-way delay(s) through the delay line, ms; repeatable or a comma "
                    "list; 0 is the plain veth (the default)")
+    p.add_argument("--gateway-arg", action="append", default=[],
+                   help="an option for both gateways (repeatable, e.g. --gateway-arg=--stream-window=8388608)")
     p.add_argument("--delayline", default=None,
                    help="the delayline binary (default: beside --sockbench)")
     args = p.parse_args()
@@ -308,7 +310,7 @@ def suite(args, lib, delay):
         env_gw_a = {"LD_PRELOAD": lib, "SHMNET_GATEWAY": GATEWAY, "SHMNET_DIR": shm_a}
         ident = lambda n: ["--cert", f"{d}/{n}.pem", "--key", f"{d}/{n}.key", "--ca",
                            f"{d}/ca.pem"]
-        threads = ["--threads", str(args.threads)] if args.threads else []
+        threads = (["--threads", str(args.threads)] if args.threads else []) + args.gateway_arg
         gw_b = Gateway(net.b, env_b, [args.gateway, *threads, "--peer-listen", PEER, "--serve", B_RANGE,
                                       *ident("b")], f"{d}/gw-b.log")
         procs.append(gw_b)
@@ -389,8 +391,9 @@ def suite(args, lib, delay):
                     rtts[f"wrk-close {path}"] = WRK_CONNS * 1e3 / statistics.median(
                         vals[("wrk-close", path)]) / ping[1]
             result["ping_rtts"] = rtts
-            print("in ping round trips (median): " + ", ".join(
-                f"{k} {v:.2f}" for k, v in rtts.items()))
+            if rtts:
+                print("in ping round trips (median): " + ", ".join(
+                    f"{k} {v:.2f}" for k, v in rtts.items()))
         if wrk_latency:
             print("wrk mean latency, ms (medians): " + ", ".join(
                 f"{k} {statistics.median(v):.2f}" for k, v in wrk_latency.items()))
