@@ -44,17 +44,24 @@ pub(crate) struct Summary<'a> {
     pub(crate) only: Option<u32>,
 }
 
+/// Connects that went to kernel TCP: the fallbacks, and those to a
+/// remote range with no gateway (kernel TCP in the default mode; see
+/// `no_gateway`).
 fn fallbacks(c: &Counts) -> u64 {
-    c[FALLBACKS].iter().fold(0, |a, &v| a.saturating_add(v))
+    c[FALLBACKS]
+        .iter()
+        .chain([&c[NO_GATEWAY]])
+        .fold(0, |a, &v| a.saturating_add(v))
 }
 
-/// ", N with no gateway ..." when a connect to a remote range found none.
+/// " (counting N ...)" when a connect to a remote range found no gateway
+/// (the counter does not say which mode: the emulated one refuses them).
 fn no_gateway(c: &Counts) -> String {
     match c[NO_GATEWAY] {
         0 => String::new(),
-        n => {
-            format!(", {n} to a remote range with no gateway (kernel TCP, or refused if emulated)")
-        }
+        n => format!(
+            " (counting {n} to a remote range with no gateway, which the emulated mode refuses instead)"
+        ),
     }
 }
 

@@ -186,6 +186,16 @@ fn shmnet_gateway_runs_the_gateway() {
     let st = a.terminate();
     assert!(st.success(), "A: {st}");
     a.wait_for("stopped: every stream ended");
+    // Its last word in the file: stopped, the link down (the file said
+    // "up" for ever after the gateway had gone: review of issue 17).
+    let out = Command::new(env!("CARGO_BIN_EXE_shmnet"))
+        .args(["gateway", "--status", status])
+        .output()
+        .unwrap();
+    let after = String::from_utf8_lossy(&out.stdout);
+    let row: Vec<&str> = after.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..3], [peer.as_str(), "dialed", "down"], "{after}");
+    assert!(after.contains("gateway: stopped (pid "), "{after}");
     let st = b.terminate();
     assert!(st.success(), "B: {st}");
     b.wait_for("stopped: every stream ended");
@@ -255,7 +265,9 @@ fn connects_without_a_gateway_are_counted_and_shown() {
     );
     let text = ss(false);
     assert!(
-        text.contains("2 to a remote range with no gateway"),
+        text.contains(
+            "0 over shared memory, 2 over kernel TCP (counting 2 to a remote range with no gateway"
+        ),
         "{text}"
     );
     assert!(

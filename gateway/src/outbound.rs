@@ -6,6 +6,7 @@
 //! (`ip route add local CIDR dev lo`).
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ipnet::IpNet;
@@ -80,15 +81,26 @@ async fn carry(tcp: TcpStream, from: SocketAddr, routes: Routes) {
         let _ = tcp.set_zero_linger();
         return;
     };
-    match open(&link, dest, from).await {
+    // Counted from here (a stopping gateway waits for it too: found by
+    // the review of issue 17, a connection whose CONNECT was not answered
+    // yet was closed at exit).
+    link.stats.opening.fetch_add(1, Ordering::SeqCst);
+    let opened = tokio::select! {
+        r = open(&link, dest, from) => r,
+        () = splice::aborted() => Err("the gateway stopped: reset".into()),
+    };
+    match opened {
         Ok((send, recv)) => {
             link.stats.stream_opened();
+            link.stats.opening.fetch_sub(1, Ordering::SeqCst);
             let carried = splice::splice(tcp, send, recv, &link.stats).await;
             link.stats.stream_closed(carried.reset);
         }
         Err(e) => {
             log!("{from} -> {dest} via {}: {e}", link.peer);
             let _ = tcp.set_zero_linger();
+            drop(tcp);
+            link.stats.opening.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }

@@ -16,7 +16,8 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use tokio::net::TcpStream;
 
 use crate::status;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::Notify;
 
 use crate::config::READ_CHUNK;
 
@@ -26,6 +27,32 @@ enum Broken {
     Local,
     /// The stream was reset or the link lost: reset the local socket.
     Peer,
+    /// The gateway stops past its drain: reset both.
+    Stopping,
+}
+
+/// Set once the gateway stops with streams still open.
+static ABORTED: AtomicBool = AtomicBool::new(false);
+static ABORT: Notify = Notify::const_new();
+
+/// Resets every splice now and to come, and every local connection still
+/// waiting for its CONNECT's answer (`aborted`).
+pub fn abort_all() {
+    ABORTED.store(true, Ordering::SeqCst);
+    ABORT.notify_waiters();
+}
+
+/// Returns once `abort_all` has been called.
+pub async fn aborted() {
+    loop {
+        let notified = ABORT.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if ABORTED.load(Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
+    }
 }
 
 /// How a splice ended (its bytes are counted in the peer's status).
@@ -45,12 +72,14 @@ pub async fn splice(
         let (rd, wr) = tcp.split();
         let up = up(rd, &mut send, &stats.sent);
         let down = down(&mut recv, wr, &stats.received);
-        tokio::pin!(up, down);
+        let stopping = aborted();
+        tokio::pin!(up, down, stopping);
         let (mut up_done, mut down_done) = (false, false);
         loop {
             let r = tokio::select! {
                 r = &mut up, if !up_done => { up_done = true; r }
                 r = &mut down, if !down_done => { down_done = true; r }
+                () = &mut stopping => Err(Broken::Stopping),
             };
             if let Err(b) = r {
                 break Some(b);
@@ -68,6 +97,11 @@ pub async fn splice(
         }
         Some(Broken::Peer) => {
             // A RST to the local peer; close follows at drop.
+            let _ = tcp.set_zero_linger();
+            carried.reset = true;
+        }
+        Some(Broken::Stopping) => {
+            send.send_reset(Reason::CANCEL);
             let _ = tcp.set_zero_linger();
             carried.reset = true;
         }

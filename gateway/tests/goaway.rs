@@ -120,11 +120,15 @@ fn established(ns: &str, filter: &str) -> usize {
     .count()
 }
 
-fn start(test: &str, extra_b: &[&str]) -> (Pair, Gateway, Gateway) {
+fn start(
+    test: &str,
+    extra_b: &[&str],
+    server: impl FnOnce(TcpListener) + Send + 'static,
+) -> (Pair, Gateway, Gateway) {
     let pair = Pair::new(test);
     pair.certs();
     let listener = Pair::inside(&pair.b, || TcpListener::bind((B_SERVICE, PORT)).unwrap());
-    std::thread::spawn(move || sink(listener));
+    std::thread::spawn(move || server(listener));
     let b = gateway_b(&pair, "gw-b1", extra_b);
     let mut a = pair.gateway_a("a", &format!("0.0.0.0:{PORT}"), &[], &[]);
     a.wait_for("links established: 1");
@@ -137,7 +141,7 @@ fn a_peer_going_away_finishes_its_streams_and_new_ones_take_a_new_link() {
         eprintln!("a_peer_going_away_finishes_its_streams_and_new_ones_take_a_new_link: skipped (needs root)");
         return;
     }
-    let (pair, mut a, mut b1) = start("goaway", &["--drain-timeout", "60"]);
+    let (pair, mut a, mut b1) = start("goaway", &["--drain-timeout", "60"], sink);
 
     // In flight on link 1: 8 MiB written, the rest held until told.
     let (go, wait) = mpsc::channel::<()>();
@@ -215,7 +219,21 @@ fn a_stopping_gateway_resets_what_is_left_after_its_drain_timeout() {
         );
         return;
     }
-    let (pair, _a, mut b1) = start("drain", &["--drain-timeout", "1"]);
+    // B's server reads one connection and tells how its read ended.
+    let (told, ended) = mpsc::channel();
+    let server = move |listener: TcpListener| {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 64 << 10];
+        let end = loop {
+            match s.read(&mut buf) {
+                Ok(0) => break Ok(0),
+                Ok(_) => {}
+                Err(e) => break Err(e.kind()),
+            }
+        };
+        told.send(end).unwrap();
+    };
+    let (pair, _a, mut b1) = start("drain", &["--drain-timeout", "1"], server);
     let mut s = connect(&pair.a);
     let mut crc = crc32fast::Hasher::new();
     write_chunks(&mut s, 3, 1, &mut crc);
@@ -240,4 +258,8 @@ fn a_stopping_gateway_resets_what_is_left_after_its_drain_timeout() {
     let mut byte = [0u8; 1];
     let got = s.read(&mut byte).map_err(|e| e.kind());
     assert_eq!(got, Err(ErrorKind::ConnectionReset));
+    // And B's server, mid-upload, saw a reset, not an end of the request
+    // (found by the review of issue 17: a FIN when B exited).
+    let end = ended.recv_timeout(TIMEOUT).unwrap();
+    assert_eq!(end, Err(ErrorKind::ConnectionReset), "B's server\n{log}");
 }

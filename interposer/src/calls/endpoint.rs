@@ -220,7 +220,11 @@ pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
             Some(c) if c.fallback == Fallback::Tcp => {
                 crate::calls::listen::listen_tcp(fd, backlog, c)
             }
-            _ => Action::Pass,
+            Some(c) => {
+                crate::calls::listen::listen_kernel_emulated(fd, c);
+                Action::Pass
+            }
+            None => Action::Pass,
         },
         Some(Socket::Listener(l)) => l.relisten(backlog),
         Some(Socket::Bound(b)) => crate::calls::listen::listen_emulated(fd, b, backlog),

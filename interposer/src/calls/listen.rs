@@ -88,6 +88,7 @@ pub(crate) fn listen_tcp_with(
         return Action::Done(0);
     };
     if !(config.is_partition_ip(local.ip()) || local.ip().is_unspecified()) {
+        outside_partitions(local, config);
         crate::sockets::carry::done(fd);
         return Action::Done(0);
     }
@@ -102,6 +103,34 @@ pub(crate) fn listen_tcp_with(
         }
     }
     Action::Done(0)
+}
+
+/// A listen on the SHMNET_GATEWAY address outside SHMNET_PARTITIONS gets no
+/// shared-memory listener, so not the gateway name: said, not silent
+/// (programs would find no gateway; found by the review of issue 17).
+pub(crate) fn outside_partitions(local: SocketAddr, config: &Config) {
+    if config
+        .gateway
+        .is_some_and(|g| rendezvous::unmapped(g) == rendezvous::unmapped(local))
+    {
+        crate::platform::log::always(format_args!(
+            "listen on {local}: not the gateway (SHMNET_GATEWAY): {} is not in \
+             SHMNET_PARTITIONS, so it has no shared-memory listener; kernel TCP only",
+            local.ip()
+        ));
+    }
+}
+
+/// listen(2) on a kernel socket in the emulated mode (a non-partition
+/// address: the kernel's); only says whether it misses the gateway name.
+pub(crate) fn listen_kernel_emulated(fd: c_int, config: &Config) {
+    if config.gateway.is_some() {
+        if let Some(local) = sys::local_name(sys::borrow_fd(fd)) {
+            if !config.is_partition_ip(local.ip()) {
+                outside_partitions(local, config);
+            }
+        }
+    }
 }
 
 fn make_dual(

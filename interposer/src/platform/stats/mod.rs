@@ -73,6 +73,10 @@ const COUNTERS: usize = 10;
 /// Files made before `fallback_no_gateway` name 9 counters; its word was
 /// a reserved one (zero), so they are used as they are.
 pub(crate) const COUNTERS_BEFORE_NO_GATEWAY: usize = 9;
+/// What a new file's header says: 9 still, so that a library from before
+/// `fallback_no_gateway` (which accepts exactly 9) shares the file; the
+/// tenth word is used whatever the header says (decision 30).
+pub(crate) const COUNTERS_IN_HEADER: usize = COUNTERS_BEFORE_NO_GATEWAY;
 const ACCEPTED_SHM: usize = 6;
 const REFUSED_POLICY: usize = 7;
 const DROPPED_HANDSHAKES: usize = 8;

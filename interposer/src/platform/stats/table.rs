@@ -136,7 +136,10 @@ impl Table {
             (H_HEADER_BYTES, HEADER_BYTES as u32),
             (H_ROW_BYTES, ROW_BYTES as u32),
             (H_SLOTS, SLOTS as u32),
-            (H_COUNTERS, COUNTERS as u32),
+            // 9, not COUNTERS: libraries from before `fallback_no_gateway`
+            // accept only 9, and its word (a reserved zero for them, cleared
+            // by every version when a slot is taken) is read regardless.
+            (H_COUNTERS, COUNTERS_IN_HEADER as u32),
             (H_EUID, euid),
         ];
         for (off, v) in words32 {

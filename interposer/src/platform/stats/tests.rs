@@ -118,6 +118,29 @@ fn files_of_nine_counters_are_used_and_count_no_gateway() {
     let _ = std::fs::remove_dir_all(&base);
 }
 
+/// A new file's header says 9 counters (what a library from before
+/// `fallback_no_gateway` requires), and its tenth word counts all the same.
+#[test]
+fn new_files_say_nine_counters_for_older_libraries() {
+    let (base, dir) = dir("header9");
+    let path = base.join(format!("stats-{}", euid()));
+    let t = leak(Table::open(&dir).unwrap());
+    t.add(UNATTRIBUTED, Outcome::NoGateway as usize, 3);
+    let bytes = std::fs::read(&path).unwrap();
+    assert_eq!(u32::from_ne_bytes(bytes[24..28].try_into().unwrap()), 9);
+    let word = 192 + 16 + 8 * 9;
+    assert_eq!(
+        u64::from_ne_bytes(bytes[word..word + 8].try_into().unwrap()),
+        3
+    );
+    // Headers of 10 (made between issue 17 and this) to 14 are used too.
+    for n in [10, 14] {
+        t.u32_at(H_COUNTERS).unwrap().store(n, Ordering::Relaxed);
+        assert!(Table::open(&dir).is_ok(), "{n}");
+    }
+    let _ = std::fs::remove_dir_all(&base);
+}
+
 #[test]
 fn foreign_files_are_refused() {
     let (base, dir) = dir("foreign");
