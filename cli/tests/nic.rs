@@ -1103,7 +1103,7 @@ fn a_late_warden_of_an_old_nic_leaves_a_new_one_alone() {
         assert!(t0.elapsed() < TIMEOUT, "devices left behind");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let _new = Nic::start(&parts, &d);
+    let _new = Nic::start(&parts, &dir("late-new"));
     let (mut conn, mut accepted) = connection(&a, &b, "10.211.14.1");
     drop(stopped); // the old warden resumes, and does its work
     wait_ended(w, "the old warden");

@@ -212,6 +212,7 @@ pub fn respawned_main(args: &[String]) -> ! {
                 id: (dev.parse().ok()?, ino.parse().ok()?),
                 addrs: addrs
                     .split(',')
+                    .filter(|s| !s.is_empty())
                     .map(|s| s.parse().ok())
                     .collect::<Option<_>>()?,
             })
