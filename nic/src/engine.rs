@@ -267,10 +267,13 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
             r.netns.release();
             departed.push(p);
         }
+        // A partition that left shows as gone at once, not up to a second
+        // later.
+        let left = !departed.is_empty();
         for p in departed.drain(..) {
             abort_towards(cfg, &running, p);
         }
-        if last.elapsed() >= Duration::from_secs(1) {
+        if left || last.elapsed() >= Duration::from_secs(1) {
             if let Err(e) = publish(&running) {
                 eprintln!("shmnet: nic: cannot write the status: {e}");
             }
