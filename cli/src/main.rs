@@ -21,6 +21,11 @@ mod units;
 use clap::Parser;
 
 fn main() {
+    // A NIC's warden started again by the daemon (never typed by a user).
+    let raw: Vec<String> = std::env::args().collect();
+    if raw.get(1).map(String::as_str) == Some(shmnet_nic::warden::RESPAWN_ARG) {
+        shmnet_nic::warden::respawned_main(&raw[2..]);
+    }
     // `shmnet ss | head` ends quietly, as other tools do.
     // SAFETY: restoring the default action of a signal; no handler runs.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };

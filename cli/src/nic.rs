@@ -71,6 +71,8 @@ pub(crate) fn main(a: NicArgs) -> i32 {
         Ok(c) => c,
         Err(e) => return crate::fail(format_args!("nic: {e}")),
     };
+    // This binary can be a warden again (`shmnet __nic-warden`).
+    shmnet_nic::warden::enable_respawn();
     if a.daemon {
         return daemon(&cfg);
     }

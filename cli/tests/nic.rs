@@ -557,6 +557,14 @@ fn three_namespaces_one_deleted_mid_run() {
         to_c.set_read_timeout(Some(TIMEOUT)).unwrap();
         to_c.read(&mut [0u8; 16]).map_err(|e| e.kind())
     });
+    // C's own end too (review s29 #4): this process still holds it, so C
+    // lives on without its name and its device; its blocked read fails
+    // with ECONNABORTED rather than hang.
+    let mut own_c = accepted_c.try_clone().unwrap();
+    let own_reader = std::thread::spawn(move || {
+        own_c.set_read_timeout(Some(TIMEOUT)).unwrap();
+        own_c.read(&mut [0u8; 16]).map_err(|e| e.kind())
+    });
     // C goes away while A sends to B.
     std::thread::scope(|s| {
         let t = s.spawn(|| tcp_transfer(&a, &b, "10.211.2.2", 32 * MIB, 4));
@@ -569,6 +577,11 @@ fn three_namespaces_one_deleted_mid_run() {
         reader.join().unwrap().map(|_| ()),
         Err(std::io::ErrorKind::ConnectionAborted),
         "A's connection to the departed C"
+    );
+    assert_eq!(
+        own_reader.join().unwrap().map(|_| ()),
+        Err(std::io::ErrorKind::ConnectionAborted),
+        "C's own end of it"
     );
     // C's own sockets would keep C alive: closed at once (SO_LINGER 0;
     // their reset has no device to leave by any more).
@@ -910,38 +923,252 @@ fn an_unwritable_status_file_is_refused_before_anything_is_up() {
     assert!(!a.has_device() && !b.has_device());
 }
 
+/// The pid of `daemon`'s warden (its child named shmnet-warden).
+fn warden_of(daemon: u32) -> u32 {
+    let t0 = Instant::now();
+    loop {
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Some((comm, _, ppid)) = stat(pid) {
+                if comm == "shmnet-warden" && ppid == daemon {
+                    return pid;
+                }
+            }
+        }
+        assert!(t0.elapsed() < TIMEOUT, "no warden for {daemon}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// (name, state, parent) of a process, None once it is reaped.
+fn stat(pid: u32) -> Option<(String, char, u32)> {
+    let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (open, close) = (st.find('(')?, st.rfind(')')?);
+    let mut rest = st[close + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    Some((
+        st[open + 1..close].to_string(),
+        state,
+        rest.next()?.parse().ok()?,
+    ))
+}
+
+/// Waits until process `pid` has ended (a zombie, or reaped by someone).
+fn wait_ended(pid: u32, what: &str) {
+    let t0 = Instant::now();
+    while stat(pid).is_some_and(|(_, s, _)| s != 'Z') {
+        assert!(t0.elapsed() < TIMEOUT, "{what} never ended");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An established connection from `b` to `a` at `addr`: (B's end, A's end).
+fn connection(a: &Netns, b: &Netns, addr: &str) -> (TcpStream, TcpStream) {
+    let ip: IpAddr = addr.parse().unwrap();
+    let held = a.inside(|| TcpListener::bind((ip, 0)).unwrap());
+    let conn =
+        b.inside(|| TcpStream::connect_timeout(&held.local_addr().unwrap(), TIMEOUT).unwrap());
+    let (accepted, _) = held.accept().unwrap();
+    (conn, accepted)
+}
+
+/// Both ends blocked in a read: each must fail with ECONNABORTED (not
+/// hang: TIMEOUT only bounds a failing run).
+fn readers(ends: Vec<(&'static str, TcpStream)>) -> Vec<std::thread::JoinHandle<()>> {
+    ends.into_iter()
+        .map(|(what, mut c)| {
+            std::thread::spawn(move || {
+                c.set_read_timeout(Some(TIMEOUT)).unwrap();
+                let r = c.read(&mut [0u8; 16]).map_err(|e| e.kind()).map(|_| ());
+                assert_eq!(
+                    r,
+                    Err(std::io::ErrorKind::ConnectionAborted),
+                    "{what}: a blocked read"
+                );
+            })
+        })
+        .collect()
+}
+
+/// Bytes still go both ways over a connection.
+fn still_carries(conn: &mut TcpStream, accepted: &mut TcpStream) {
+    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
+    accepted.set_read_timeout(Some(TIMEOUT)).unwrap();
+    let mut buf = [0u8; 5];
+    conn.write_all(b"hello").unwrap();
+    accepted.read_exact(&mut buf).unwrap();
+    accepted.write_all(&buf).unwrap();
+    conn.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"hello");
+}
+
 #[test]
-fn ctrl_c_to_the_process_group_still_aborts_connections() {
+fn signals_to_the_process_group_leave_the_warden_to_abort_connections() {
     if !usable() {
         return;
     }
-    // A terminal's Ctrl-C signals the whole process group, the warden
-    // included: it must survive it and still abort the connections once
-    // the daemon has stopped (and removed its devices). (It inherits the
-    // daemon's SIGINT handler across the fork, which alone keeps it alive
-    // here: removing its own SIG_IGN fails nothing.)
-    let d = dir("ctrlc");
-    let (a, b) = (Netns::new("ia"), Netns::new("ib"));
-    let mut c = Command::new(env!("CARGO_BIN_EXE_shmnet"));
-    std::os::unix::process::CommandExt::process_group(&mut c, 0);
-    let mut nic = Nic::start_cmd(
-        &[(&a, &["10.211.11.1/24"]), (&b, &["10.211.11.2/24"])],
-        &d,
-        &[],
-        c,
-    );
-    let held = a.inside(|| TcpListener::bind(("10.211.11.1", 0)).unwrap());
-    let mut conn =
-        b.inside(|| TcpStream::connect_timeout(&held.local_addr().unwrap(), TIMEOUT).unwrap());
-    let (_accepted, _) = held.accept().unwrap();
-    let pgid = nic.child.id() as libc::pid_t;
-    // SAFETY: kill(2) of the process group of our own child (it leads it).
-    unsafe { libc::kill(-pgid, libc::SIGINT) };
-    assert!(nic.child.wait().unwrap().success());
-    conn.set_read_timeout(Some(TIMEOUT)).unwrap();
-    assert_eq!(
-        conn.read(&mut [0u8; 16]).map_err(|e| e.kind()).map(|_| ()),
-        Err(std::io::ErrorKind::ConnectionAborted)
-    );
-    assert!(!a.has_device() && !b.has_device());
+    // A terminal's Ctrl-C or Ctrl-\, `kill -9 %1`, `timeout -s KILL`:
+    // a signal to the daemon's whole process group. The warden has its own
+    // session and ignores what it can, so it survives it and still aborts
+    // the connections once the daemon's devices are gone (review s29 #1:
+    // SIGQUIT and SIGKILL killed it with the daemon, and the connections
+    // hung). SIGINT alone could not fail: the warden inherits the daemon's
+    // handler for it.
+    for (sig, net) in [(libc::SIGKILL, 12), (libc::SIGQUIT, 13), (libc::SIGINT, 11)] {
+        let d = dir(&format!("group{sig}"));
+        let (a, b) = (
+            Netns::new(&format!("g{sig}a")),
+            Netns::new(&format!("g{sig}b")),
+        );
+        let (aa, ba) = (format!("10.211.{net}.1/24"), format!("10.211.{net}.2/24"));
+        let parts: [(&Netns, &[&str]); 2] = [(&a, &[aa.as_str()]), (&b, &[ba.as_str()])];
+        let mut c = Command::new(env!("CARGO_BIN_EXE_shmnet"));
+        std::os::unix::process::CommandExt::process_group(&mut c, 0);
+        // SAFETY: setrlimit only, in the child before exec: SIGQUIT's core
+        // dump of a daemon with a shared region is not wanted here.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut c, || {
+                let none = libc::rlimit {
+                    rlim_cur: 0,
+                    rlim_max: 0,
+                };
+                libc::setrlimit(libc::RLIMIT_CORE, &none);
+                Ok(())
+            });
+        }
+        let nic = Nic::start_cmd(&parts, &d, &[], c);
+        let (conn, accepted) = connection(&a, &b, &aa[..aa.len() - 3]);
+        let blocked = readers(vec![("B's end", conn), ("A's end", accepted)]);
+        std::thread::sleep(Duration::from_millis(200)); // both blocked in read
+        let pgid = nic.child.id() as libc::pid_t;
+        // SAFETY: kill(2) of the process group of our own child (it leads it).
+        unsafe { libc::kill(-pgid, sig) };
+        for r in blocked {
+            r.join().unwrap();
+        }
+        wait_ended(nic.child.id(), "the daemon");
+        assert!(!a.has_device() && !b.has_device());
+        if sig == libc::SIGKILL {
+            // The daemon is a zombie (we have not reaped it): its status
+            // file is stale, and a new NIC on it starts (before, /proc/PID
+            // of a zombie counted as a running NIC).
+            let (ended, log) = expect_exit(
+                Command::new(env!("CARGO_BIN_EXE_shmnet"))
+                    .args(["nic", "--netns", &a.name, "--netns", &b.name])
+                    .args(["--addr", &format!("{}={aa}", a.name)])
+                    .args(["--addr", &format!("{}={ba}", b.name)])
+                    .arg("--status-file")
+                    .arg(&nic.status),
+                &d.join("again.log"),
+                |log| log.contains(" up in "),
+            );
+            assert!(ended.is_none(), "refused next to a zombie: {log}");
+        }
+        drop(nic);
+    }
+}
+
+/// SIGCONTs a stopped warden on drop (a failing test leaves none stopped).
+struct Stopped(u32);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) of the warden this test stopped, by pid.
+        unsafe { libc::kill(self.0 as libc::pid_t, libc::SIGCONT) };
+    }
+}
+
+#[test]
+fn a_late_warden_of_an_old_nic_leaves_a_new_one_alone() {
+    if !usable() {
+        return;
+    }
+    // Review s29 #2: the warden of a SIGKILLed daemon, delayed (SIGSTOP
+    // stands in for a descheduled one), aborted connections made through
+    // a new NIC with the same names and addresses started meanwhile. It
+    // must see that the addresses are now on another device.
+    let d = dir("late");
+    let (a, b) = (Netns::new("la"), Netns::new("lb"));
+    let parts: [(&Netns, &[&str]); 2] = [(&a, &["10.211.14.1/24"]), (&b, &["10.211.14.2/24"])];
+    let mut old = Nic::start(&parts, &d);
+    let w = warden_of(old.child.id());
+    // SAFETY: kill(2) of the warden of our own child, by pid.
+    unsafe { libc::kill(w as libc::pid_t, libc::SIGSTOP) };
+    let stopped = Stopped(w);
+    old.signal(libc::SIGKILL);
+    let t0 = Instant::now();
+    while a.has_device() || b.has_device() {
+        assert!(t0.elapsed() < TIMEOUT, "devices left behind");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _new = Nic::start(&parts, &dir("late-new"));
+    let (mut conn, mut accepted) = connection(&a, &b, "10.211.14.1");
+    drop(stopped); // the old warden resumes, and does its work
+    wait_ended(w, "the old warden");
+    let log = std::fs::read_to_string(d.join("nic.log")).unwrap();
+    assert!(log.contains("are on shm0 now"), "{log}");
+    still_carries(&mut conn, &mut accepted);
+}
+
+#[test]
+fn a_killed_warden_is_noticed_and_replaced() {
+    if !usable() {
+        return;
+    }
+    // Review s29 #3: a warden killed while the daemon ran stayed a zombie,
+    // unnoticed, and the daemon's end then left connections hanging.
+    let d = dir("warden");
+    let (a, b) = (Netns::new("wa"), Netns::new("wb"));
+    let parts: [(&Netns, &[&str]); 2] = [(&a, &["10.211.15.1/24"]), (&b, &["10.211.15.2/24"])];
+    let mut nic = Nic::start(&parts, &d);
+    let w = warden_of(nic.child.id());
+    // SAFETY: kill(2) of the warden of our own child, by pid.
+    unsafe { libc::kill(w as libc::pid_t, libc::SIGKILL) };
+    let t0 = Instant::now();
+    let log = loop {
+        let log = std::fs::read_to_string(d.join("nic.log")).unwrap();
+        if log.contains("a new one is pid") {
+            break log;
+        }
+        assert!(
+            t0.elapsed() < TIMEOUT,
+            "the warden's death unnoticed: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(log.contains("(killed by signal 9) is gone"), "{log}");
+    assert!(stat(w).is_none(), "the dead warden was not reaped");
+    let (conn, accepted) = connection(&a, &b, "10.211.15.1");
+    let blocked = readers(vec![("B's end", conn), ("A's end", accepted)]);
+    std::thread::sleep(Duration::from_millis(200)); // both blocked in read
+    nic.signal(libc::SIGKILL);
+    for r in blocked {
+        r.join().unwrap();
+    }
+}
+
+#[test]
+fn a_device_deleted_by_hand_aborts_the_connections_through_it() {
+    if !usable() {
+        return;
+    }
+    // Review s29 #5: `ip -n A link del shm0` dropped A's partition but
+    // nobody aborted the connections through it: both ends hung.
+    let d = dir("linkdel");
+    let (a, b) = (Netns::new("ya"), Netns::new("yb"));
+    let nic = Nic::start(&[(&a, &["10.211.16.1/24"]), (&b, &["10.211.16.2/24"])], &d);
+    let (conn, accepted) = connection(&a, &b, "10.211.16.1");
+    let blocked = readers(vec![("B's end", conn), ("A's end", accepted)]);
+    std::thread::sleep(Duration::from_millis(200)); // both blocked in read
+    assert!(a
+        .exec(&["ip", "link", "del", "shm0"])
+        .status()
+        .unwrap()
+        .success());
+    for r in blocked {
+        r.join().unwrap();
+    }
+    nic.wait_for("A gone", |s| s["partitions"][0]["state"] == "gone");
 }

@@ -7,7 +7,7 @@ use crate::counters::{add, Counters};
 use crate::layout::{Geometry, BATCH, CACHE_LINE, MAX_BUF_BYTES, MIN_BUF_BYTES, PORT_GONE};
 use crate::netns::{Netns, NsSpec};
 use crate::packet::{addresses, addresses_of};
-use crate::port::{PushError, RxPort, TxPort};
+use crate::port::{PushError, RxPort, TxPort, ROOM_WAIT};
 use crate::region::Region;
 use crate::segment::Segment;
 use crate::status::{self, PartitionStatus, Status};
@@ -58,8 +58,6 @@ pub struct Config {
 
 /// The most `--slots` left to its default makes a region.
 const AUTO_REGION_BYTES: usize = 1 << 30;
-/// How long a sender waits for room in a full queue before dropping.
-const ROOM_WAIT: Duration = Duration::from_millis(10);
 /// Longest a thread sleeps without checking whether it should stop.
 const SLICE: Duration = Duration::from_millis(100);
 
@@ -158,7 +156,7 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
         namespaces.push(Netns::open(&p.netns)?);
     }
     // Before any thread: it forks.
-    let warden = Warden::spawn(
+    let mut warden = Warden::spawn(
         cfg.partitions
             .iter()
             .zip(&namespaces)
@@ -175,6 +173,7 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
     // Every device first: a failure leaves nothing behind (dropping the
     // Tuns removes them).
     let mut devices = Vec::new();
+    let mut ifindex = Vec::new();
     for (p, ns) in cfg.partitions.iter().zip(namespaces) {
         let queues = ns
             .run_in(|| {
@@ -185,9 +184,11 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
                 for _ in 1..cfg.queues {
                     qs.push(Arc::new(Tun::create(&cfg.name, cfg.offload, multi, false)?));
                 }
-                Ok(qs)
+                Ok((qs, qs_index(&cfg.name)))
             })
             .map_err(|e| io::Error::new(e.kind(), format!("namespace {}: {e}", p.netns)))?;
+        let (queues, index) = queues;
+        ifindex.push(index);
         devices.push((ns, queues));
     }
 
@@ -229,35 +230,50 @@ pub fn run_with(cfg: &Config, stop: &AtomicBool, ready: impl FnOnce()) -> io::Re
         running.len(),
         geo.total_bytes() >> 20
     );
-    warden.arm();
+    warden.arm(ifindex);
     ready();
     let mut last = Instant::now();
     let mut departed = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         std::thread::sleep(SLICE);
+        warden.check();
         for (p, r) in running.iter_mut().enumerate() {
-            if !r.gone && !r.netns.alive() {
+            if r.gone {
+                continue;
+            }
+            if !r.netns.alive() {
                 eprintln!(
                     "shmnet: nic: namespace {} went away; partition {p} dropped from the segment",
                     r.netns.spec()
                 );
-                leave(&supervisor, p, r);
-                departed.push(p);
-            } else if !r.gone && r.threads.iter().any(|t| t.is_finished()) {
+            } else if r.threads.iter().any(|t| t.is_finished()) {
                 // Threads end only when told to, when their device went
-                // away, or by a panic. The partition leaves whole rather
-                // than half-working.
+                // away (`ip link del`), or by a panic. The partition
+                // leaves whole rather than half-working.
                 eprintln!(
                     "shmnet: nic: a forwarding thread of {} ended; partition {p} dropped from the segment",
                     r.netns.spec()
                 );
-                leave(&supervisor, p, r);
+            } else {
+                continue;
             }
+            leave(&supervisor, p, r);
+            // Its own end of each connection too, while we can still go
+            // in (a process may still run there: review s29 #4); its
+            // device is closed, so the resets go nowhere.
+            abort_own(cfg, r, p);
+            // Our file of the namespace goes, so a deleted one is freed
+            // (review s28 #6).
+            r.netns.release();
+            departed.push(p);
         }
+        // A partition that left shows as gone at once, not up to a second
+        // later.
+        let left = !departed.is_empty();
         for p in departed.drain(..) {
             abort_towards(cfg, &running, p);
         }
-        if last.elapsed() >= Duration::from_secs(1) {
+        if left || last.elapsed() >= Duration::from_secs(1) {
             if let Err(e) = publish(&running) {
                 eprintln!("shmnet: nic: cannot write the status: {e}");
             }
@@ -301,6 +317,41 @@ fn abort_towards(cfg: &Config, running: &[Running], gone: usize) {
             ),
         }
     }
+}
+
+/// Aborts partition `me`'s own TCP connections to the rest of the
+/// segment, in its namespace (before we release it).
+fn abort_own(cfg: &Config, r: &Running, me: usize) {
+    let local: Vec<IpAddr> = cfg.partitions[me].addrs.iter().map(|a| a.0).collect();
+    let remote: Vec<IpAddr> = cfg
+        .partitions
+        .iter()
+        .enumerate()
+        .filter(|(q, _)| *q != me)
+        .flat_map(|(_, p)| p.addrs.iter().map(|a| a.0))
+        .collect();
+    match r
+        .netns
+        .run_in(|| crate::sockdiag::abort_connections(&local, &remote))
+    {
+        Ok(0) => {}
+        Ok(n) => eprintln!(
+            "shmnet: nic: {n} connection(s) in {} (partition {me}, leaving) aborted",
+            r.netns.spec()
+        ),
+        Err(e) => eprintln!(
+            "shmnet: nic: cannot abort the connections in {} (partition {me}, leaving): {e}",
+            r.netns.spec()
+        ),
+    }
+}
+
+/// The ifindex of device `name` in this thread's namespace (0: none).
+fn qs_index(name: &str) -> u32 {
+    std::ffi::CString::new(name).map_or(0, |c| {
+        // SAFETY: a NUL-terminated name; if_nametoindex only reads it.
+        unsafe { libc::if_nametoindex(c.as_ptr()) }
+    })
 }
 
 /// Starts partition `me`'s send and receive threads (into `r.threads`).
@@ -360,9 +411,8 @@ fn leave(region: &Region, p: usize, r: &mut Running) {
     for t in r.threads.drain(..) {
         let _ = t.join();
     }
-    // The threads took the device's fds with them; our file of the
-    // namespace goes too, so a deleted one is freed (review s28 #6).
-    r.netns.release();
+    // The threads took the device's fds with them: it is gone. (The
+    // caller releases the namespace.)
     r.gone = true;
 }
 

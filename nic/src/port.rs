@@ -61,8 +61,10 @@ pub struct TxPort {
     /// not drained to half since (see [`send`](Self::send)).
     stalled: Vec<bool>,
     /// Per destination: time spent waiting for room since its queue was
-    /// last at most half full.
+    /// last at most half full or its receiver last drained half a queue.
     waited: Vec<Duration>,
+    /// Per destination: its tail when `waited` last started from zero.
+    mark: Vec<u32>,
     room_timeouts: u64,
     room_waited: Duration,
 }
@@ -95,6 +97,7 @@ impl TxPort {
             tail_seen: vec![0; p],
             stalled: vec![false; p],
             waited: vec![Duration::ZERO; p],
+            mark: vec![0; p],
             room_timeouts: 0,
             room_waited: Duration::ZERO,
             region,
@@ -194,14 +197,19 @@ impl TxPort {
     }
 
     /// [`push`](Self::push), waiting for room in a full queue — at most
-    /// `wait` in all since the queue was last at most half full. Once that
-    /// budget is spent the destination is stalled: its packets are dropped
-    /// at once (as a NIC drops on a full ring) until its queue drains to
-    /// half. So one stuck or slow receiver costs the sender's other
-    /// destinations at most `wait` per half a queue it drains (review s28
-    /// #2: before, a receiver taking one packet now and then cleared the
-    /// stall with each, and the sender waited for it packet by packet,
-    /// throttling its traffic to everyone else to that receiver's pace).
+    /// `wait` in all per half a queue the receiver drains (or since the
+    /// queue was last at most half full). Once that budget is spent the
+    /// destination is stalled: its packets are dropped at once (as a NIC
+    /// drops on a full ring) until it has drained half a queue. So one
+    /// stuck or slow receiver costs the sender's other destinations at
+    /// most `wait` per half a queue it drains (review s28 #2: before, a
+    /// receiver taking one packet now and then cleared the stall with
+    /// each, and the sender waited for it packet by packet, throttling its
+    /// traffic to everyone else to that receiver's pace), while a healthy
+    /// receiver that is merely behind — its queue full for seconds under a
+    /// bulk flow, but draining — never spends it (review s29 #6: the
+    /// budget counted from the queue's last half-empty moment, and a
+    /// bulk flow that keeps it above half spent it in small waits).
     pub fn send(
         &mut self,
         d: usize,
@@ -212,9 +220,12 @@ impl TxPort {
         if self.head[d].wrapping_sub(self.tail_seen[d]) > self.geo.slots / 2 {
             self.reclaim(d);
         }
-        if self.head[d].wrapping_sub(self.tail_seen[d]) <= self.geo.slots / 2 {
+        if self.head[d].wrapping_sub(self.tail_seen[d]) <= self.geo.slots / 2
+            || self.tail_seen[d].wrapping_sub(self.mark[d]) >= self.geo.slots / 2
+        {
             self.stalled[d] = false;
             self.waited[d] = Duration::ZERO;
+            self.mark[d] = self.tail_seen[d];
         } else if self.stalled[d] {
             return Err((PushError::Full, b));
         }
@@ -311,6 +322,14 @@ impl TxPort {
         }
     }
 }
+
+/// How long in all a sender waits for room in a full queue per half a
+/// queue its receiver drains, before it drops packets to it ([`TxPort::send`]).
+/// A healthy receiver descheduled on a loaded machine (2 CPUs, several busy
+/// processes: tens of milliseconds off the CPU) must not run out of it —
+/// 10 ms did (review s29 #6: thousands of drops to a healthy iperf3) —
+/// and a stuck one costs its sender's other destinations this once.
+pub const ROOM_WAIT: Duration = Duration::from_millis(100);
 
 /// The receiving half of partition `me`.
 pub struct RxPort {

@@ -116,10 +116,22 @@ pub fn read(path: &Path) -> io::Result<Status> {
 }
 
 /// Whether the daemon that wrote `s` still runs (its pid is alive and is a
-/// `shmnet`: a stale file's pid may have been reused).
+/// `shmnet`: a stale file's pid may have been reused; not a zombie: a
+/// daemon killed a moment ago and not yet reaped has ended).
 pub fn writer_alive(s: &Status) -> bool {
-    std::fs::read_to_string(format!("/proc/{}/comm", s.pid))
-        .is_ok_and(|c| c.trim_end() == "shmnet" || c.starts_with("nic-"))
+    let comm = std::fs::read_to_string(format!("/proc/{}/comm", s.pid))
+        .is_ok_and(|c| c.trim_end() == "shmnet" || c.starts_with("nic-"));
+    comm && !zombie(s.pid)
+}
+
+/// Whether process `pid` has ended and waits to be reaped (state Z or X in
+/// /proc/PID/stat, after the parenthesised name, which may hold anything).
+fn zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |st| {
+        st.rfind(')')
+            .and_then(|i| st[i + 1..].trim_start().chars().next())
+            .is_none_or(|c| c == 'Z' || c == 'X')
+    })
 }
 
 #[cfg(test)]
