@@ -183,6 +183,9 @@ fn settle_or_expire(fd: c_int, sock: Arc<Socket>, expire: bool) -> Arc<Socket> {
             Some(new) => {
                 let cloexec = rustix::io::fcntl_getfd(sys::borrow_fd(n))
                     .map_or(cloexec, |f| f.contains(rustix::io::FdFlags::CLOEXEC));
+                // (The application's blocking mode, which it may have
+                // changed since: the redial's is non-blocking.)
+                let _ = rustix::io::ioctl_fionbio(new, nonblocking(n));
                 match sys::dup_onto(new.as_fd(), n, cloexec) {
                     Ok(()) => true,
                     Err(e) => {
