@@ -246,6 +246,11 @@ impl Listener {
                             if !matches!(sent, Some(Ok(()))) {
                                 return Err(Step::Withdrawn);
                             }
+                            log!(
+                                debug,
+                                "accept on {}: a reuse offer declined; a new segment sent",
+                                self.local
+                            );
                             match handshake::take_filler(conn, filler) {
                                 Ok(()) => Ok(Some((seg, None))),
                                 Err(e) => Err(self.bad(&format!("filler not taken: {e}"))),
