@@ -255,3 +255,34 @@ fn options_set_while_connecting_are_kept() {
         "warm True / opts True True (1, 1, (1, 5)) True",
     );
 }
+
+#[test]
+fn giving_up_never_replaces_a_file_the_program_opened_on_the_number() {
+    // Review-c14's race: close(fd) and pipe() on the same number while
+    // another thread's poll gives up waiting for the acceptor (2 ms).
+    let exe = common::build_c("connecting_repoint_race", &["-O2", "-pthread"]);
+    let net = Net::emulated("cip-race");
+    let shm = net.dir.join("shm");
+    std::fs::create_dir_all(&shm).unwrap();
+    let (host, port) = (net.host.to_string(), net.port.to_string());
+    let want = "clobbered 0, in progress yes";
+    let kernel = outcome("kernel", Command::new(&exe).args(["127.0.0.1", "0", "150"]));
+    assert_eq!(kernel, want, "kernel");
+    let default = outcome(
+        "default mode",
+        preloaded(&exe)
+            .args(["127.0.0.1", "0", "150"])
+            .env("SHMNET_ASYNC_CONNECT", "1"),
+    );
+    assert_eq!(default, want, "default");
+    let emulated = outcome(
+        "emulated",
+        preloaded(&exe)
+            .args([host.as_str(), port.as_str(), "150"])
+            .env("SHMNET_PARTITIONS", &net.partitions)
+            .env("SHMNET_FALLBACK", "never")
+            .env("SHMNET_DIR", &shm)
+            .env("SHMNET_ASYNC_CONNECT", "1"),
+    );
+    assert_eq!(emulated, want, "emulated");
+}
