@@ -376,7 +376,8 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
             Some(_) => fail(Errno::ACCESS),
         };
     }
-    let bound = match crate::sockets::connecting::get(fd) {
+    // (A blocking connect on one in progress waits for it, as the kernel's.)
+    let bound = match crate::sockets::connecting::get_waiting(fd, true) {
         None => None,
         Some(s) => match &*s {
             // Completed after EINPROGRESS: 0 once, as the kernel's.

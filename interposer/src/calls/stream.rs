@@ -51,7 +51,8 @@ fn send_slices(fd: c_int, flags: c_int, bufs: &[IoSlice<'_>]) -> Action<ssize_t>
         Some(FastSend::Partial(n)) => n,
         Some(FastSend::Slow) | None => 0,
     };
-    let Some(sock) = crate::sockets::connecting::get(fd) else {
+    let wait = flags & libc::MSG_DONTWAIT == 0;
+    let Some(sock) = crate::sockets::connecting::get_waiting(fd, wait) else {
         // Closed by another thread since: what went in was sent.
         return if sent > 0 {
             Action::Done(sent as ssize_t)
@@ -81,7 +82,8 @@ fn send_slices(fd: c_int, flags: c_int, bufs: &[IoSlice<'_>]) -> Action<ssize_t>
 }
 
 fn recv_slices(fd: c_int, flags: c_int, bufs: &mut [IoSliceMut<'_>]) -> Action<ssize_t> {
-    let Some(sock) = crate::sockets::connecting::get(fd) else {
+    let wait = flags & libc::MSG_DONTWAIT == 0;
+    let Some(sock) = crate::sockets::connecting::get_waiting(fd, wait) else {
         return Action::Pass;
     };
     if sock.datagram().is_some() {

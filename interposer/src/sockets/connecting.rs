@@ -64,12 +64,42 @@ impl Trim for Expiry {
         let Some(sock) = self.sock.upgrade() else {
             return Quiet::Done;
         };
-        // Only while `fd` still names it (not closed and reused).
-        if registry::get(self.fd).is_some_and(|now| Arc::ptr_eq(&now, &sock)) {
-            settle_or_expire(self.fd, sock, true);
+        let Socket::Connecting(c) = &*sock else {
+            return Quiet::Done;
+        };
+        // Any number of the application's for it (`fd` may be closed and
+        // a dup left); `settle_or_expire` looks again under the lock.
+        let numbers = c.numbers();
+        let fd = if numbers.contains(&self.fd) {
+            Some(self.fd)
+        } else {
+            numbers.first().copied()
+        };
+        if let Some(fd) = fd {
+            settle_or_expire(fd, sock, true);
         }
         Quiet::Done
     }
+}
+
+/// `get`, for a call that would block (`wait`: a blocking fd, no
+/// MSG_DONTWAIT): a connect in progress is waited for, as the kernel's
+/// send, recv and connect wait for the handshake (sk_stream_wait_connect),
+/// until the acceptor answers (the fd writable) or `OFFER_PATIENCE` has
+/// passed — then given up on for a new segment, which completes at once.
+pub(crate) fn get_waiting(fd: c_int, wait: bool) -> Option<Arc<Socket>> {
+    let sock = get(fd)?;
+    if !wait || !matches!(&*sock, Socket::Connecting(c) if !c.failed()) || nonblocking(fd) {
+        return Some(sock);
+    }
+    let ms = OFFER_PATIENCE.as_millis().max(1) as c_int;
+    let _ = sys::poll_fd(sys::borrow_fd(fd), libc::POLLOUT, ms);
+    Some(settle_or_expire(fd, sock, true))
+}
+
+fn nonblocking(fd: c_int) -> bool {
+    rustix::fs::fcntl_getfl(sys::borrow_fd(fd))
+        .map_or(true, |f| f.contains(rustix::fs::OFlags::NONBLOCK))
 }
 
 fn settle_or_expire(fd: c_int, sock: Arc<Socket>, expire: bool) -> Arc<Socket> {
@@ -85,11 +115,25 @@ fn settle_or_expire(fd: c_int, sock: Arc<Socket>, expire: bool) -> Arc<Socket> {
             None => sock,
         };
     };
-    let settled = match offer.settle(sys::borrow_fd(fd)) {
+    // Looked at only while `fd` is still the application's number for it
+    // (not closed and given to another file).
+    let (named, looked) = registry::while_naming(fd, &sock, |named| {
+        if named {
+            (true, offer.settle(sys::borrow_fd(fd)))
+        } else {
+            (false, Settled::Waiting(offer))
+        }
+    });
+    let settled = match looked {
+        Settled::Waiting(o) if !named => {
+            *slot = Some(o);
+            drop(slot);
+            return registry::get(fd).unwrap_or(sock);
+        }
         Settled::Waiting(o) if expire => o.expire(),
         s => s,
     };
-    let (conn, redialed) = match settled {
+    let (mut conn, redialed) = match settled {
         Settled::Waiting(o) => {
             *slot = Some(o);
             drop(slot);
@@ -101,31 +145,15 @@ fn settle_or_expire(fd: c_int, sock: Arc<Socket>, expire: bool) -> Arc<Socket> {
                 "connect(fd {fd}) to {}: failed after EINPROGRESS ({e})",
                 c.peer
             );
-            c.error.store(e.raw_os_error(), Ordering::Relaxed);
-            c.failed.store(true, Ordering::Release);
+            fail(c, e);
             drop(slot);
             return sock;
         }
         Settled::Done(conn) => (conn, None),
         Settled::Redialed(new, conn) => (conn, Some(new)),
     };
-    let cloexec = c.cloexec.load(Ordering::Relaxed);
-    if let Some(new) = &redialed {
-        // The new Unix connection takes the application's number; the
-        // registrations of the old one go with it (`carry`), made again
-        // below.
-        crate::sockets::carry::detach(fd);
-        if let Err(e) = sys::dup_onto(new.as_fd(), fd, cloexec) {
-            log!(
-                debug,
-                "connect(fd {fd}): cannot take the new connection ({e})"
-            );
-            c.error.store(e.raw_os_error(), Ordering::Relaxed);
-            c.failed.store(true, Ordering::Release);
-            drop(slot);
-            return sock;
-        }
-    }
+    // Options set while it was connecting (on the `Connecting`'s copy).
+    conn.opts = c.opts.snapshot_copy();
     conn.completed_late.store(true, Ordering::Relaxed);
     log!(
         debug,
@@ -133,28 +161,73 @@ fn settle_or_expire(fd: c_int, sock: Arc<Socket>, expire: bool) -> Arc<Socket> {
         conn.local,
         c.peer
     );
+    let cloexec = c.cloexec.load(Ordering::Relaxed);
     let stream = Arc::new(Socket::Stream(conn));
     if !cloexec {
         stream.set_cloexec(false);
     }
-    if registry::insert(fd, stream.clone()).is_err() {
-        drop(slot);
-        return sock;
-    }
-    drop(slot);
     if redialed.is_some() {
-        // A new file under the number: its registrations made again.
-        crate::sockets::readiness::replay_carried(fd, false);
-    } else {
-        // Registrations made while connecting are the kernel's only (on
-        // this very file): the connection becomes a member of those sets,
-        // as an inherited one does after exec, without a system call.
-        for (epfd, ev) in crate::sockets::carry::take(fd, false) {
-            crate::sockets::readiness::adopt(epfd, &[(fd, ev.events, ev.u64)]);
+        // The new Unix connection takes the application's numbers; the
+        // registrations of the old one go with it (`carry`), made again
+        // below.
+        for n in c.numbers() {
+            crate::sockets::carry::detach(n);
         }
+    }
+    let numbers = registry::complete(
+        &sock,
+        &stream,
+        || c.numbers(),
+        |n| match &redialed {
+            None => true,
+            Some(new) => {
+                let cloexec = rustix::io::fcntl_getfd(sys::borrow_fd(n))
+                    .map_or(cloexec, |f| f.contains(rustix::io::FdFlags::CLOEXEC));
+                // (The application's blocking mode, which it may have
+                // changed since: the redial's is non-blocking.)
+                let _ = rustix::io::ioctl_fionbio(new, nonblocking(n));
+                match sys::dup_onto(new.as_fd(), n, cloexec) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        log!(
+                            debug,
+                            "connect(fd {n}): cannot take the new connection ({e})"
+                        );
+                        fail(c, e);
+                        false
+                    }
+                }
+            }
+        },
+    );
+    drop(slot);
+    for &n in &numbers {
+        if redialed.is_some() {
+            // A new file under the number: its registrations made again.
+            crate::sockets::readiness::replay_carried(n, false);
+        } else {
+            // Registrations made while connecting are the kernel's only (on
+            // this very file): the connection becomes a member of those
+            // sets, as an inherited one does after exec, without a system
+            // call.
+            for (epfd, ev) in crate::sockets::carry::take(n, false) {
+                crate::sockets::readiness::adopt(epfd, &[(n, ev.events, ev.u64)]);
+            }
+        }
+    }
+    if numbers.is_empty() {
+        // Closed meanwhile (the connection goes with `stream`).
+        return registry::get(fd).unwrap_or(sock);
     }
     stats::count(stats::Outcome::Shm);
     stream
+}
+
+/// The connect failed with `e`: reported once, by SO_ERROR or a second
+/// connect.
+fn fail(c: &crate::sockets::socket::Connecting, e: rustix::io::Errno) {
+    c.error.store(e.raw_os_error(), Ordering::Relaxed);
+    c.failed.store(true, Ordering::Release);
 }
 
 /// A wait of the application's on fds none of which is a connection of

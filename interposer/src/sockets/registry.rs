@@ -316,6 +316,63 @@ fn release_inner(handle: Handle, fd: Option<RawFd>) -> Option<Arc<Socket>> {
     socket
 }
 
+/// Whether `fd` names `sock` now, `f` told under the registry's read lock:
+/// close and dup2 take the write lock before the kernel's call, so the
+/// number cannot name another file while `f` runs (which must be short,
+/// must not block, and must not call back into the registry).
+pub(crate) fn while_naming<R>(fd: RawFd, sock: &Arc<Socket>, f: impl FnOnce(bool) -> R) -> R {
+    let slab = SLAB.read();
+    let named = fdtable::table().get(fd).is_some_and(|h| {
+        slab.slots
+            .get(h.index() as usize)
+            .filter(|s| s.generation == h.generation())
+            .and_then(|s| s.socket.as_ref())
+            .is_some_and(|s| Arc::ptr_eq(s, sock))
+    });
+    f(named)
+}
+
+/// A connect in progress (`old`) completed as `new`: each of `numbers`
+/// (read under the lock) that still names `old` names `new`, once `each`
+/// agreed (it puts a new Unix connection under the number, if the offer
+/// was made again on one) — under the write lock, which close and dup2
+/// take before the kernel's call: no number is closed and given to
+/// another file in between (one that was is left alone). Returns the
+/// numbers that name `new`.
+pub(crate) fn complete(
+    old: &Arc<Socket>,
+    new: &Arc<Socket>,
+    numbers: impl FnOnce() -> Vec<RawFd>,
+    mut each: impl FnMut(RawFd) -> bool,
+) -> Vec<RawFd> {
+    let mut gone = Vec::new();
+    let mut done = Vec::new();
+    {
+        let mut slab = SLAB.write();
+        for fd in numbers() {
+            let Some(h) = fdtable::table().get(fd) else {
+                continue;
+            };
+            let Some(slot) = slab
+                .slots
+                .get_mut(h.index() as usize)
+                .filter(|s| s.generation == h.generation())
+            else {
+                continue;
+            };
+            if !slot.socket.as_ref().is_some_and(|s| Arc::ptr_eq(s, old)) || !each(fd) {
+                continue;
+            }
+            new.fd_opened(fd);
+            gone.extend(slot.socket.replace(new.clone()));
+            done.push(fd);
+        }
+    }
+    // (Dropped outside the lock.)
+    drop(gone);
+    done
+}
+
 /// Calls `f` on every socket an fd of ours refers to (a socket that several
 /// fds share, after dup, is visited once per fd), under the read lock: `f`
 /// must not call back into the registry. Meant for the atfork child

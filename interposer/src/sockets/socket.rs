@@ -75,22 +75,27 @@ impl Socket {
             Socket::Connecting(c) => {
                 c.offer.reset_after_fork();
                 c.timer.reset_after_fork();
+                c.fds.reset_after_fork();
             }
         }
     }
 
     /// `fd` is one of the application's numbers for this socket now.
     pub(crate) fn fd_opened(&self, fd: std::os::fd::RawFd) {
-        if let Socket::Stream(c) = self {
-            c.fd_opened(fd);
+        match self {
+            Socket::Stream(c) => c.fd_opened(fd),
+            Socket::Connecting(c) => c.fd_opened(fd),
+            _ => {}
         }
     }
 
     /// `fd` is being closed: the library's own system calls stop using it
     /// before the kernel can give the number to another file.
     pub(crate) fn fd_closing(&self, fd: std::os::fd::RawFd) {
-        if let Socket::Stream(c) = self {
-            c.fd_closing(fd);
+        match self {
+            Socket::Stream(c) => c.fd_closing(fd),
+            Socket::Connecting(c) => c.fd_closing(fd),
+            _ => {}
         }
     }
 
@@ -103,6 +108,15 @@ impl Socket {
     ) -> i32 {
         match self {
             Socket::Stream(c) => c.while_replacing(fd, replace),
+            Socket::Connecting(c) => {
+                // Not re-pointed when it completes (`connecting`).
+                c.fd_closing(fd);
+                let r = replace();
+                if r < 0 {
+                    c.fd_opened(fd);
+                }
+                r
+            }
             _ => replace(),
         }
     }
@@ -113,6 +127,11 @@ impl Socket {
     pub(crate) fn try_fd_closing(&self, fd: std::os::fd::RawFd) -> Option<bool> {
         match self {
             Socket::Stream(c) => c.try_fd_closing(fd),
+            Socket::Connecting(c) => {
+                let mut fds = c.fds.try_lock()?;
+                fds.retain(|&n| n != fd);
+                Some(!fds.is_empty())
+            }
             _ => Some(false),
         }
     }
@@ -218,6 +237,10 @@ pub(crate) struct Connecting {
     /// What gives up waiting for the acceptor (`connecting::watch`); the
     /// wait engine holds it weakly.
     pub timer: Mutex<Option<std::sync::Arc<dyn crate::sockets::quiet::Trim>>>,
+    /// The application's numbers for it (dups too), changed under the
+    /// registry's write lock: all of them become the connection when it
+    /// completes (`registry::complete`).
+    pub fds: Mutex<Vec<std::os::fd::RawFd>>,
 }
 
 impl Connecting {
@@ -231,7 +254,24 @@ impl Connecting {
             failed: AtomicBool::new(false),
             cloexec: AtomicBool::new(cloexec),
             timer: Mutex::new(None),
+            fds: Mutex::new(Vec::new()),
         }
+    }
+
+    fn fd_opened(&self, fd: std::os::fd::RawFd) {
+        let mut fds = self.fds.lock();
+        if !fds.contains(&fd) {
+            fds.push(fd);
+        }
+    }
+
+    fn fd_closing(&self, fd: std::os::fd::RawFd) {
+        self.fds.lock().retain(|&n| n != fd);
+    }
+
+    /// The application's numbers for it now.
+    pub(crate) fn numbers(&self) -> Vec<std::os::fd::RawFd> {
+        self.fds.lock().clone()
     }
 
     /// Whether the connect failed (its error may have been reported).

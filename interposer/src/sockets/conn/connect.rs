@@ -55,6 +55,26 @@ fn new_segment(geo: Geometry) -> Result<Segment, Errno> {
     })
 }
 
+/// Acceptor: a new connection segment made for a non-blocking connector
+/// whose reuse offer it declines (`Offered::settle` maps it as the
+/// connector, `Segment::reattach`), as this side's: the connection needs
+/// nothing more from the connector, so accept completes at once, as the
+/// kernel's does from its backlog. Its memfd goes to the connector.
+pub(crate) fn segment_for_declined(ring_bytes: usize) -> Result<Segment, Errno> {
+    let geo = Geometry::for_ring_bytes(ring_bytes as u64).map_err(|_| Errno::INVAL)?;
+    let made = new_segment(geo)?;
+    let memfd = made
+        .fd()
+        .ok_or(Errno::NOBUFS)?
+        .try_clone_to_owned()
+        .map_err(|e| Errno::from_io_error(&e).unwrap_or(Errno::NOBUFS))?;
+    // The connector's direction is initialised (`create`); ours by attach.
+    Segment::attach(memfd).map_err(|e| {
+        log!(warn, "cannot attach a connection segment made here: {e}");
+        Errno::NOBUFS
+    })
+}
+
 impl Connection {
     /// The connecting side: creates the segment, connects to the listener's
     /// rendezvous with `dial` (which also checks whom it reached) and sends
@@ -118,6 +138,7 @@ impl Connection {
                 generation,
                 sndbuf,
                 redial,
+                pooled: true,
             };
             return Ok(Dialed::InProgress(sock, offered));
         } else if reuse.is_some() {
@@ -191,6 +212,9 @@ pub(crate) struct Offered {
     /// The Unix connection's send buffer (set by `send_offer`).
     sndbuf: usize,
     redial: Redial,
+    /// Whether the segment is kept for reuse when the connection is gone
+    /// (not one the acceptor made).
+    pooled: bool,
 }
 
 /// Where an offer stands (`Offered::settle`).
@@ -220,8 +244,28 @@ impl Offered {
             return self.finish();
         }
         let mut b = [0u8; 1];
-        match rustix::net::recv(sock, &mut b, rustix::net::RecvFlags::DONTWAIT) {
-            Ok((1, _)) if b[0] == handshake::DECLINED => {
+        match handshake::recv_with_fd(sock, &mut b) {
+            Ok((1, Some(memfd))) if b[0] == handshake::DECLINED => {
+                // Declined with a new segment the acceptor made (and uses
+                // already: its accept completed): ours, as the connector.
+                pool::offer_answered();
+                let fresh = match Segment::reattach(memfd, shmnet_ring::Role::Connector) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        log!(
+                            warn,
+                            "connect to {}: a bad segment from the acceptor ({e})",
+                            self.peer
+                        );
+                        return Settled::Failed(Errno::CONNREFUSED);
+                    }
+                };
+                // Not kept for reuse: its key is nobody's.
+                self.pooled = false;
+                drop(self.seg.replace(fresh));
+                self.finish()
+            }
+            Ok((1, None)) if b[0] == handshake::DECLINED => {
                 pool::offer_answered();
                 let fresh = match new_segment(self.geo) {
                     Ok(s) => s,
@@ -298,20 +342,13 @@ impl Offered {
             return Settled::Failed(Errno::CONNREFUSED);
         };
         pool::offer_answered();
-        let ticket = pool::Ticket {
+        let ticket = self.pooled.then_some(pool::Ticket {
             key: self.hello.key,
             generation: self.generation,
             side: pool::Side::Connector { dest: self.peer },
-        };
+        });
         let bell = Bell::sized(None, self.sndbuf);
-        match Connection::new(
-            seg,
-            self.hello.addr,
-            self.peer,
-            bell,
-            Some(local),
-            Some(ticket),
-        ) {
+        match Connection::new(seg, self.hello.addr, self.peer, bell, Some(local), ticket) {
             Ok(mut conn) => {
                 conn.opts = std::mem::take(&mut self.opts);
                 Settled::Done(conn)

@@ -32,7 +32,9 @@ mod send;
 mod settle;
 mod trim;
 
-pub(crate) use connect::{offers_waiting, Dialed, Offered, Redial, Settled, OFFER_PATIENCE};
+pub(crate) use connect::{
+    offers_waiting, segment_for_declined, Dialed, Offered, Redial, Settled, OFFER_PATIENCE,
+};
 pub(crate) use doorbell::Bell;
 pub(crate) use send::FastSend;
 

@@ -143,7 +143,7 @@ impl Listener {
             return self.bad("address family differs");
         };
         let (seg, ticket) = match reused {
-            Some((seg, ticket)) => (seg, Some(ticket)),
+            Some(made) => made,
             None => match attach(memfd, &msg, &peer, generation) {
                 Ok(made) => made,
                 Err(why) => return self.bad(&why),
@@ -216,7 +216,7 @@ impl Listener {
         msg: &handshake::Message,
         peer: &Peer,
         state: State,
-    ) -> Result<Option<(Segment, pool::Ticket)>, Step> {
+    ) -> Result<Option<(Segment, Option<pool::Ticket>)>, Step> {
         match (msg.kind, state) {
             (Kind::Reuse, State::New) if msg.status > handshake::MAX_FILLER => {
                 Err(self.bad("too much filler"))
@@ -227,27 +227,54 @@ impl Listener {
             (Kind::Reuse, State::New) if msg.status > 0 => {
                 let filler = msg.status as usize;
                 match pool::claim(peer.pid, msg.key) {
-                    Some(found) => match handshake::take_filler(conn, filler) {
-                        Ok(()) => Ok(Some(found)),
+                    Some((seg, ticket)) => match handshake::take_filler(conn, filler) {
+                        Ok(()) => Ok(Some((seg, Some(ticket)))),
                         Err(e) => Err(self.bad(&format!("filler not taken: {e}"))),
                     },
-                    None => {
-                        if handshake::send_verdict(conn, handshake::DECLINED).is_err() {
-                            return Err(Step::Withdrawn);
+                    // Declined with a segment made here, so that the
+                    // connection completes now: the connector reads the
+                    // answer only when its application next calls, and
+                    // a parked connection may be dropped before (a crowd
+                    // beyond PARKED_MAX, PARK_PATIENCE).
+                    None => match crate::sockets::conn::segment_for_declined(
+                        crate::platform::config::get().map_or(0, |c| c.ring_bytes),
+                    ) {
+                        Ok(seg) => {
+                            let sent = seg.fd().map(|memfd| {
+                                handshake::send_with_fd(conn, &[handshake::DECLINED], memfd)
+                            });
+                            if !matches!(sent, Some(Ok(()))) {
+                                return Err(Step::Withdrawn);
+                            }
+                            log!(
+                                debug,
+                                "accept on {}: a reuse offer declined; a new segment sent",
+                                self.local
+                            );
+                            match handshake::take_filler(conn, filler) {
+                                Ok(()) => Ok(Some((seg, None))),
+                                Err(e) => Err(self.bad(&format!("filler not taken: {e}"))),
+                            }
                         }
-                        match handshake::take_filler(conn, filler) {
-                            Ok(()) => Err(Step::Pending(State::Declined)),
-                            Err(e) => Err(self.bad(&format!("filler not taken: {e}"))),
+                        Err(_) => {
+                            // (No segment: the connector sends one.)
+                            if handshake::send_verdict(conn, handshake::DECLINED).is_err() {
+                                return Err(Step::Withdrawn);
+                            }
+                            match handshake::take_filler(conn, filler) {
+                                Ok(()) => Err(Step::Pending(State::Declined)),
+                                Err(e) => Err(self.bad(&format!("filler not taken: {e}"))),
+                            }
                         }
-                    }
+                    },
                 }
             }
             (Kind::Reuse, State::New) => match pool::claim(peer.pid, msg.key) {
-                Some(found) => {
+                Some((seg, ticket)) => {
                     if handshake::send_verdict(conn, handshake::ACCEPTED).is_err() {
                         return Err(Step::Dropped);
                     }
-                    Ok(Some(found))
+                    Ok(Some((seg, Some(ticket))))
                 }
                 None => {
                     // Not one of ours (another process took the connection,

@@ -1,0 +1,288 @@
+//! A connect in progress (a non-blocking connect that offered a kept
+//! segment: docs/architecture.md, "Connecting without waiting") behaves as
+//! kernel TCP's in what review-c14 found wrong: an offer declined (another
+//! process accepts) completes however long the client waits before it
+//! looks ("declined": it used to be parked by the acceptor and dropped
+//! after PARK_PATIENCE, then ECONNREFUSED); a dup of the fd completes with
+//! it ("dup"); blocking send and a blocking second connect wait for it
+//! ("block", "reconnect"); options set while it is in progress are kept ("opts"). Each
+//! case runs over kernel TCP (not preloaded), the default mode and the
+//! emulated mode, with `SHMNET_ASYNC_CONNECT=1`; the outputs must be the
+//! same.
+
+mod common;
+
+use std::process::Command;
+
+use common::net::Net;
+use common::{preloaded, python, run};
+
+const SCRIPT: &str = r#"
+import errno, hashlib, os, select, socket, struct, sys, time
+host, port, case = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((host, port))
+srv.listen(64)
+port = srv.getsockname()[1]
+
+def acceptor():
+    # A process that accepts one connection per "1" on its pipe, echoes a
+    # SHA-256 of what it sent, closes it; "q": exits.
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(w)
+        while os.read(r, 1) == b"1":
+            a = srv.accept()[0]
+            h = hashlib.sha256()
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                h.update(d)
+            a.sendall(h.digest())
+            a.close()
+        os._exit(0)
+    os.close(r)
+    return pid, w
+
+def exchange(s, payload, timeout=None):
+    # Sends the payload, half-closes, reads the digest until EOF.
+    s.settimeout(timeout)
+    s.sendall(payload)
+    s.shutdown(socket.SHUT_WR)
+    d = b""
+    while True:
+        x = s.recv(100)
+        if not x:
+            break
+        d += x
+    return d == hashlib.sha256(payload).digest()
+
+def warm(go):
+    # A connection the acceptor behind `go` takes: both sides keep its
+    # segment, so the next non-blocking connect offers it.
+    os.write(go, b"1")
+    s = socket.socket()
+    s.connect((host, port))
+    ok = exchange(s, os.urandom(900))
+    s.close()
+    time.sleep(0.05)
+    return ok
+
+def start():
+    s = socket.socket()
+    s.setblocking(False)
+    r = s.connect_ex((host, port))
+    return s, r in (0, errno.EINPROGRESS)
+
+def writable(s):
+    p = select.poll()
+    p.register(s, select.POLLOUT)
+    ev = p.poll(10000)
+    return bool(ev) and ev[0][1] & select.POLLOUT != 0
+
+def completed(s):
+    e = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    c2 = s.connect_ex((host, port))
+    c3 = s.connect_ex((host, port))
+    return e == 0 and c2 in (0, errno.EISCONN) and c3 == errno.EISCONN
+
+out = []
+a, go_a = acceptor()
+if case == "declined":
+    # (Forked first: a fork drops the segments kept before it.)
+    b, go_b = acceptor()
+out.append("warm %s" % warm(go_a))
+if case == "declined":
+    # The kept segment is with A, which exits; B accepts (and declines the
+    # offer) at once; the client looks only 3 s later, past the acceptor's
+    # PARK_PATIENCE (2 s), and after another connection made B look at what
+    # it holds (a declined offer used to be parked, waiting for the
+    # client's next call, and dropped as idle then).
+    os.write(go_a, b"q")
+    os.waitpid(a, 0)
+    s, ok = start()
+    os.write(go_b, b"1")
+    time.sleep(2.5)
+    t = socket.socket()
+    t.connect((host, port))
+    time.sleep(0.5)
+    try:
+        got = (ok, writable(s), completed(s), exchange(s, os.urandom(1200), 10))
+    except OSError as e:
+        got = "%s %s" % (type(e).__name__, errno.errorcode.get(e.errno, e.errno))
+    os.write(go_b, b"1")
+    out.append("declined %s %s" % (got, exchange(t, os.urandom(1100))))
+    s.close()
+    t.close()
+    a, go_a = b, go_b
+elif case == "dup":
+    # A dup of a connecting fd: the original completes (SO_ERROR), the
+    # copy carries the data.
+    s, ok = start()
+    d = socket.socket(fileno=os.dup(s.fileno()))
+    os.write(go_a, b"1")
+    w = writable(s)
+    e = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    out.append("dup %s %s %s %s" % (ok, w, e, exchange(d, os.urandom(1300))))
+    d.close()
+    s.close()
+elif case == "block":
+    # Blocking mode after EINPROGRESS: send waits for the connection, as
+    # does a second connect ("reconnect": 0, then EISCONN).
+    s, ok = start()
+    s.setblocking(True)
+    try:
+        n = s.send(b"x" * 100)
+    except OSError as e:
+        n = errno.errorcode.get(e.errno, e.errno)
+    os.write(go_a, b"1")
+    h = hashlib.sha256(b"x" * 100)
+    s.shutdown(socket.SHUT_WR)
+    d = b""
+    while True:
+        x = s.recv(100)
+        if not x:
+            break
+        d += x
+    out.append("send %s %s %s" % (ok, n, d == h.digest()))
+    s.close()
+elif case == "reconnect":
+    # (A process of its own: the give-up above pauses offers for a while.)
+    s, ok = start()
+    s.setblocking(True)
+    c2 = s.connect_ex((host, port))
+    c3 = s.connect_ex((host, port))
+    os.write(go_a, b"1")
+    out.append("connect %s %s %s %s" % (ok, errno.errorcode.get(c2, c2),
+                                        errno.errorcode.get(c3, c3),
+                                        exchange(s, os.urandom(1400))))
+    s.close()
+elif case == "opts":
+    # Options set while connecting are the connection's.
+    s, ok = start()
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 5))
+    os.write(go_a, b"1")
+    w = writable(s) and completed(s)
+    got = (s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY),
+           s.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+           struct.unpack("ii", s.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8)))
+    out.append("opts %s %s %s %s" % (ok, w, got, exchange(s, os.urandom(1500))))
+    s.close()
+# (Every exchange is over: killed, in case one waits in accept for a
+# connection that never came.)
+os.kill(a, 9)
+os.waitpid(a, 0)
+print(" / ".join(out))
+"#;
+
+fn outcome(what: &str, cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{}",
+        out.status,
+        out.stderr
+    );
+    out.stdout.trim().to_string()
+}
+
+/// `case` over kernel TCP, the default mode and the emulated mode: each
+/// must print `want`.
+fn same(name: &str, case: &str, want: &str) {
+    let net = Net::emulated(name);
+    let shm = net.dir.join("shm");
+    std::fs::create_dir_all(&shm).unwrap();
+    let (host, port) = (net.host.to_string(), net.port.to_string());
+    let kernel = outcome(
+        "kernel",
+        Command::new(python()).args(["-c", SCRIPT, "127.0.0.1", "0", case]),
+    );
+    assert_eq!(kernel, want, "kernel");
+    let default = outcome(
+        "default mode",
+        preloaded(python())
+            .args(["-c", SCRIPT, "127.0.0.1", "0", case])
+            .env("SHMNET_ASYNC_CONNECT", "1"),
+    );
+    assert_eq!(default, want, "default");
+    let emulated = outcome(
+        "emulated",
+        preloaded(python())
+            .args(["-c", SCRIPT, &host, &port, case])
+            .env("SHMNET_PARTITIONS", &net.partitions)
+            .env("SHMNET_FALLBACK", "never")
+            .env("SHMNET_DIR", &shm)
+            .env("SHMNET_ASYNC_CONNECT", "1"),
+    );
+    assert_eq!(emulated, want, "emulated");
+}
+
+#[test]
+fn a_declined_offer_completes_however_late_the_client_looks() {
+    same(
+        "cip-declined",
+        "declined",
+        "warm True / declined (True, True, True, True) True",
+    );
+}
+
+#[test]
+fn a_dup_of_a_connecting_fd_completes_with_it() {
+    same("cip-dup", "dup", "warm True / dup True True 0 True");
+}
+
+#[test]
+fn blocking_calls_wait_for_a_connect_in_progress() {
+    same("cip-block", "block", "warm True / send True 100 True");
+    same(
+        "cip-reconnect",
+        "reconnect",
+        "warm True / connect True 0 EISCONN True",
+    );
+}
+
+#[test]
+fn options_set_while_connecting_are_kept() {
+    same(
+        "cip-opts",
+        "opts",
+        "warm True / opts True True (1, 1, (1, 5)) True",
+    );
+}
+
+#[test]
+fn giving_up_never_replaces_a_file_the_program_opened_on_the_number() {
+    // Review-c14's race: close(fd) and pipe() on the same number while
+    // another thread's poll gives up waiting for the acceptor (2 ms).
+    let exe = common::build_c("connecting_repoint_race", &["-O2", "-pthread"]);
+    let net = Net::emulated("cip-race");
+    let shm = net.dir.join("shm");
+    std::fs::create_dir_all(&shm).unwrap();
+    let (host, port) = (net.host.to_string(), net.port.to_string());
+    let want = "clobbered 0, in progress yes";
+    let kernel = outcome("kernel", Command::new(&exe).args(["127.0.0.1", "0", "150"]));
+    assert_eq!(kernel, want, "kernel");
+    let default = outcome(
+        "default mode",
+        preloaded(&exe)
+            .args(["127.0.0.1", "0", "150"])
+            .env("SHMNET_ASYNC_CONNECT", "1"),
+    );
+    assert_eq!(default, want, "default");
+    let emulated = outcome(
+        "emulated",
+        preloaded(&exe)
+            .args([host.as_str(), port.as_str(), "150"])
+            .env("SHMNET_PARTITIONS", &net.partitions)
+            .env("SHMNET_FALLBACK", "never")
+            .env("SHMNET_DIR", &shm)
+            .env("SHMNET_ASYNC_CONNECT", "1"),
+    );
+    assert_eq!(emulated, want, "emulated");
+}
