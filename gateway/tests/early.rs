@@ -109,7 +109,8 @@ fn early_bytes_refused_by_goaway_arrive_once_on_the_next_link() {
     let (host, port) = PEER.split_once(':').unwrap();
     let dir = pair.dir.to_str().unwrap();
     let peer = Python::start(&pair.b, PEER_GATEWAY, &[host, port, dir], &[]);
-    let mut a = pair.gateway_a("a", "0.0.0.0:9300", &[], &[]);
+    let status = pair.file("a.json");
+    let mut a = pair.gateway_a("a", "0.0.0.0:9300", &["--status-file", &status], &[]);
     a.wait_for("links established: 1");
 
     // Less than early::LIMIT: all of it goes before the answer.
@@ -122,6 +123,15 @@ fn early_bytes_refused_by_goaway_arrive_once_on_the_next_link() {
         sent.len()
     );
 
+    // Counted once: one stream, its bytes once.
+    wait_status(
+        &status,
+        &[
+            "\"streams_total\":1,",
+            "\"bytes_sent\":40000,",
+            "\"streams_open\":0,",
+        ],
+    );
     // The stream was sent again by A itself (not held back by its link
     // task, which had not seen the GOAWAY yet).
     let log = a.log_text();
@@ -178,7 +188,13 @@ fn a_request_and_fin_at_once_are_answered_and_refusals_still_reset() {
     args.extend(id.iter().map(String::as_str));
     let mut b = Gateway::start(&pair.b, &pair.dir, "gw-b", &args);
     b.wait_for("peers: listening");
-    let mut a = pair.gateway_a("a", "0.0.0.0:9400", &["--listen", "0.0.0.0:9401"], &[]);
+    let status = pair.file("a.json");
+    let mut a = pair.gateway_a(
+        "a",
+        "0.0.0.0:9400",
+        &["--listen", "0.0.0.0:9401", "--status-file", &status],
+        &[],
+    );
     a.wait_for("links established: 1");
 
     // Below, at and past early::LIMIT (64 KiB), each with FIN at once.
@@ -207,6 +223,17 @@ fn a_request_and_fin_at_once_are_answered_and_refusals_still_reset() {
     a.wait_for("peer answered 403");
     let log = a.log_text();
     assert_eq!(log.matches("peer answered").count(), 2, "{log}");
+    // Streams and bytes of the answered connections only, none open.
+    let sent = 10 + (64 << 10) + (1 << 20);
+    wait_status(
+        &status,
+        &[
+            "\"streams_total\":3,",
+            &format!("\"bytes_sent\":{sent},"),
+            "\"streams_open\":0,",
+            "\"resets\":0",
+        ],
+    );
     drop(b);
 }
 
@@ -221,5 +248,22 @@ fn refused(ns: &str, ip: &str, port: u16) -> ErrorKind {
     match s.read(&mut buf) {
         Ok(n) => panic!("read {n} bytes from a refused connection"),
         Err(e) => e.kind(),
+    }
+}
+
+/// Waits (up to 30 s: the file is rewritten every second) for A's status
+/// file to hold every one of `want`.
+fn wait_status(path: &str, want: &[&str]) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if want.iter().all(|w| text.contains(w)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{want:?} not in {text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
