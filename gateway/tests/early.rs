@@ -16,14 +16,16 @@ use common::{Gateway, Pair, Python, B_SERVICE, PEER};
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A raw HTTP/2 peer gateway over mutual TLS at argv[1]:argv[2] (certs in
-/// argv[3]). Connection 1: a stream's bytes and END_STREAM are taken,
-/// then refused with GOAWAY(last-stream-id 0): not processed, so all of
-/// them must come again. Later connections: a stream is answered (200,
+/// argv[3]). The first stream's bytes and END_STREAM are taken, then it
+/// is refused (argv[4] `goaway`: GOAWAY(last-stream-id 0); `refuse`:
+/// RST_STREAM(REFUSED_STREAM)): not processed, so all of them must come
+/// again. Every other stream is answered (200,
 /// its bytes echoed, END_STREAM) only once its END_STREAM came, so its
 /// bytes came before the answer. Prints what each connection received.
 const PEER_GATEWAY: &str = r#"
 import socket, ssl, struct, sys, threading
-host, port, d = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+host, port, d, mode = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+refused = []
 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
 ctx.load_cert_chain(d + "/b.pem", d + "/b.key")
 ctx.load_verify_locations(d + "/test-ca.pem"); ctx.verify_mode = ssl.CERT_REQUIRED
@@ -57,9 +59,14 @@ def serve(raw, which):
                 got[sid] += p
                 if ln:
                     s.sendall(frame(8, 0, 0, struct.pack(">I", ln)) + frame(8, 0, sid, struct.pack(">I", ln)))
-            if t == 0 and which == 1 and f & 1:
-                s.sendall(frame(7, 0, 0, struct.pack(">II", 0, 0)))
-                print(f"conn 1: stream {sid}: {len(got[sid])} bytes and END_STREAM, then GOAWAY(last 0) sent", flush=True)
+            if t == 0 and f & 1 and not refused:
+                refused.append(sid)
+                if mode == "goaway":
+                    s.sendall(frame(7, 0, 0, struct.pack(">II", 0, 0)))
+                    print(f"conn {which}: stream {sid}: {len(got[sid])} bytes and END_STREAM, then GOAWAY(last 0) sent", flush=True)
+                else:
+                    s.sendall(frame(3, 0, sid, struct.pack(">I", 7)))
+                    print(f"conn {which}: stream {sid}: {len(got[sid])} bytes and END_STREAM, then REFUSED_STREAM sent", flush=True)
             elif t == 0 and f & 1:
                 data = got[sid]
                 print(f"conn {which}: stream {sid}: {len(data)} bytes and END_STREAM before the answer", flush=True)
@@ -100,15 +107,36 @@ fn ask(ns: &str, port: u16, data: &[u8]) -> std::io::Result<Vec<u8>> {
 
 #[test]
 fn early_bytes_refused_by_goaway_arrive_once_on_the_next_link() {
+    refused_once(
+        "goaway",
+        "conn 1: stream 1: 40000 bytes and END_STREAM, then GOAWAY(last 0) sent",
+        "conn 2: stream 1:",
+    );
+}
+
+#[test]
+fn early_bytes_of_a_refused_stream_arrive_once_on_the_next_stream() {
+    refused_once(
+        "refuse",
+        "conn 1: stream 1: 40000 bytes and END_STREAM, then REFUSED_STREAM sent",
+        "conn 1: stream 3:",
+    );
+}
+
+/// A client sends 40,000 bytes and FIN at once; the peer refuses the
+/// first stream (`mode`) after taking them (`refusal`: its line), then
+/// answers the next (`answered`: its line's start) only once the bytes
+/// came again.
+fn refused_once(mode: &str, refusal: &str, answered: &str) {
     if !common::root() || !std::path::Path::new("/usr/bin/python3").exists() {
-        eprintln!("early_bytes_refused_by_goaway_arrive_once_on_the_next_link: skipped (needs root, /usr/bin/python3)");
+        eprintln!("refused_once({mode}): skipped (needs root, /usr/bin/python3)");
         return;
     }
-    let pair = Pair::new("early-race");
+    let pair = Pair::new(&format!("early-{mode}"));
     pair.certs();
     let (host, port) = PEER.split_once(':').unwrap();
     let dir = pair.dir.to_str().unwrap();
-    let peer = Python::start(&pair.b, PEER_GATEWAY, &[host, port, dir], &[]);
+    let peer = Python::start(&pair.b, PEER_GATEWAY, &[host, port, dir, mode], &[]);
     let status = pair.file("a.json");
     let mut a = pair.gateway_a("a", "0.0.0.0:9300", &["--status-file", &status], &[]);
     a.wait_for("links established: 1");
@@ -132,22 +160,22 @@ fn early_bytes_refused_by_goaway_arrive_once_on_the_next_link() {
             "\"streams_open\":0,",
         ],
     );
-    // The stream was sent again by A itself (not held back by its link
-    // task, which had not seen the GOAWAY yet).
+    // The stream was sent again by A itself (after a GOAWAY: not held
+    // back by its link task, which had not seen the GOAWAY yet).
     let log = a.log_text();
-    assert!(log.contains("again on the next link"), "{log}");
+    let retried = if mode == "goaway" {
+        "): again on the next link with its"
+    } else {
+        "): again with its"
+    };
+    assert!(log.contains(retried), "{log}");
     drop(a);
     drop(peer.process);
     let lines: Vec<String> = peer.lines.map_while(Result::ok).collect();
     let text = lines.join("\n");
-    assert!(
-        text.contains("conn 1: stream 1: 40000 bytes and END_STREAM, then GOAWAY(last 0) sent"),
-        "{text}"
-    );
-    assert!(
-        text.contains("conn 2: stream 1: 40000 bytes and END_STREAM before the answer"),
-        "{text}"
-    );
+    assert!(text.contains(refusal), "{text}");
+    let want = format!("{answered} 40000 bytes and END_STREAM before the answer");
+    assert!(text.contains(&want), "{text}");
     assert_eq!(text.matches("before the answer").count(), 1, "{text}");
 }
 
