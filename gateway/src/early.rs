@@ -15,9 +15,10 @@ use bytes::{Bytes, BytesMut};
 use h2::SendStream;
 use tokio::net::TcpStream;
 
-/// What is read from a local connection before its CONNECT is answered
-/// (with the read in hand, within a stream's share of --peer-memory:
-/// config::send_buffer leaves two reads in hand).
+/// What is read from a local connection before its CONNECT is answered:
+/// one read chunk (config::READ_CHUNK; a stream's share of --peer-memory
+/// leaves room for two, config::send_buffer). What h2 queues of it are
+/// slices of the same allocation.
 pub const LIMIT: usize = 64 << 10;
 
 /// Why early data stopped.
