@@ -198,7 +198,14 @@ async fn stream(
         Err(_) => return,
     };
     stats.stream_opened();
-    let carried = splice::splice(tcp, send, request.into_body(), &stats).await;
+    let carried = splice::splice(
+        tcp,
+        send,
+        request.into_body(),
+        splice::Rest::default(),
+        &stats,
+    )
+    .await;
     stats.stream_closed(carried.reset);
 }
 

@@ -4,6 +4,7 @@
 //! connecting onward. docs/design/gateway.md.
 
 mod config;
+mod early;
 mod inbound;
 mod link;
 mod log;

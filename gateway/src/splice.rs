@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use tokio::sync::Notify;
 
 use crate::config::READ_CHUNK;
+pub use crate::early::Rest;
 
 /// Why a direction stopped early.
 enum Broken {
@@ -65,12 +66,13 @@ pub async fn splice(
     mut tcp: TcpStream,
     mut send: SendStream<Bytes>,
     mut recv: RecvStream,
+    rest: Rest,
     stats: &status::Peer,
 ) -> Carried {
     let mut carried = Carried::default();
     let broken = {
         let (rd, wr) = tcp.split();
-        let up = up(rd, &mut send, &stats.sent);
+        let up = up(rd, &mut send, rest, &stats.sent);
         let down = down(&mut recv, wr, &stats.received);
         let stopping = aborted();
         tokio::pin!(up, down, stopping);
@@ -109,12 +111,24 @@ pub async fn splice(
     carried
 }
 
-/// Local socket -> stream, never more in hand than one read.
+/// Local socket -> stream, never more in hand than one read; first what
+/// was read before the 200 and not sent yet (early.rs).
 async fn up(
     mut rd: ReadHalf<'_>,
     send: &mut SendStream<Bytes>,
+    rest: Rest,
     total: &AtomicU64,
 ) -> Result<(), Broken> {
+    for data in rest.unsent {
+        give(send, data).await?;
+    }
+    if rest.eof {
+        if !rest.ended {
+            send.send_data(Bytes::new(), true)
+                .map_err(|_| Broken::Peer)?;
+        }
+        return Ok(());
+    }
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
     loop {
         buf.reserve(READ_CHUNK);
@@ -127,20 +141,25 @@ async fn up(
             }
             Err(_) => return Err(Broken::Local),
         }
-        let mut data = buf.split().freeze();
-        while !data.is_empty() {
-            send.reserve_capacity(data.len());
-            let granted = match poll_fn(|cx| send.poll_capacity(cx)).await {
-                Some(Ok(n)) => n,
-                Some(Err(_)) | None => return Err(Broken::Peer),
-            };
-            if granted == 0 {
-                continue;
-            }
-            let chunk = data.split_to(granted.min(data.len()));
-            send.send_data(chunk, false).map_err(|_| Broken::Peer)?;
-        }
+        give(send, buf.split().freeze()).await?;
     }
+}
+
+/// Sends `data` as the stream's window and send buffer take it.
+async fn give(send: &mut SendStream<Bytes>, mut data: Bytes) -> Result<(), Broken> {
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let granted = match poll_fn(|cx| send.poll_capacity(cx)).await {
+            Some(Ok(n)) => n,
+            Some(Err(_)) | None => return Err(Broken::Peer),
+        };
+        if granted == 0 {
+            continue;
+        }
+        let chunk = data.split_to(granted.min(data.len()));
+        send.send_data(chunk, false).map_err(|_| Broken::Peer)?;
+    }
+    Ok(())
 }
 
 /// Stream -> local socket; the window is released after each write.
