@@ -50,6 +50,12 @@ pub struct Link {
     current: watch::Receiver<Option<Current>>,
     /// The newest generation known to be going away (GOAWAY received).
     gone: watch::Sender<u64>,
+    /// Room for early data (early.rs), one `early::LIMIT` a permit: a
+    /// quarter of the connection window. Early bytes wait in the peer's
+    /// h2 buffer until its onward connect succeeds (up to 10 s), counted
+    /// against the connection window: unbounded, 256 opening streams of
+    /// 64 KiB stalled every stream of the link (review of early data).
+    pub early_room: Arc<tokio::sync::Semaphore>,
 }
 
 impl Link {
@@ -65,6 +71,7 @@ impl Link {
         let (gone, gone_rx) = watch::channel(0);
         let stats = board.add(peer.to_string(), "dialed");
         let open_timeout = settings.open_timeout;
+        let early_room = crate::early::room(settings.connection_window);
         tokio::spawn(keep(peer, tls, settings, tx, gone_rx, stats.clone()));
         Arc::new(Link {
             peer,
@@ -72,6 +79,7 @@ impl Link {
             open_timeout,
             current: rx,
             gone,
+            early_room,
         })
     }
 

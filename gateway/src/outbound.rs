@@ -86,7 +86,7 @@ async fn carry(tcp: TcpStream, from: SocketAddr, routes: Routes) {
     // the review of issue 17, a connection whose CONNECT was not answered
     // yet was closed at exit).
     link.stats.opening.fetch_add(1, Ordering::SeqCst);
-    let mut early = Early::default();
+    let mut early = Early::new(link.early_room.clone());
     let opened = tokio::select! {
         r = open(&link, &tcp, &mut early, dest, from) => r,
         () = splice::aborted() => Err("the gateway stopped: reset".into()),
