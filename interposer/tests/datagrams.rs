@@ -1068,3 +1068,42 @@ print("forked ok, kernel datagrams counted:", COUNTED)
     let out = library_as_kernel("udp_forked", body);
     assert!(out.contains("forked ok"), "{out}");
 }
+
+/// Review H-C: a wildcard server that turns IP_PKTINFO on after its bind
+/// (dnsmasq) is the kernel's from its first recvmsg asking ancillary
+/// data, and stays so when it answers with sendto: every query is
+/// answered, with the destination address the kernel reports. (It was
+/// taken over again at each answer, and every other query was lost.)
+#[test]
+fn pktinfo_server_stays_the_kernels_after_it_answers() {
+    let body = r#"
+host = sys.argv[1]
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+srv.bind(("0.0.0.0", 0)); port = srv.getsockname()[1]
+srv.setsockopt(socket.IPPROTO_IP, 8, 1)  # IP_PKTINFO
+srv.settimeout(30)  # it polls before each recvmsg, as dnsmasq does
+def serve():
+    while True:
+        d, anc, fl, a = srv.recvmsg(70000, 256)
+        if d == b"stop":
+            return
+        dst = [socket.inet_ntoa(c[2][8:12]) for c in anc if c[:2] == (socket.IPPROTO_IP, 8)]
+        srv.sendto(b"re:" + str(dst == [host]).encode() + b":" + d, a)
+t = threading.Thread(target=serve); t.start()
+for i in range(10):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(3)
+    d = payload(100 * i + 1, i)
+    c.sendto(d, (host, port))
+    try:
+        got, frm = c.recvfrom(70000)
+        print(i, got[:8], got[8:] == d, frm[1] == port)
+    except socket.timeout:
+        print(i, "lost")
+    c.close()
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"stop", (host, port)); t.join()
+print("pktinfo ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_pktinfo_flip", body);
+    assert!(out.contains("pktinfo ok"), "{out}");
+    assert!(!out.contains("lost"), "{out}");
+}

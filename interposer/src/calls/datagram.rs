@@ -161,6 +161,12 @@ fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> 
     if family != sys::family_of(&dest) {
         return None;
     }
+    if kernel_asks_ancillary(sys::borrow_fd(fd), family == libc::AF_INET6) {
+        // The kernel's, bound or not (review H-C: a socket `demote` gave
+        // back, taken over again at its next send, lost every other
+        // query of dnsmasq's): its sends go where the kernel carries them.
+        return None;
+    }
     let bound = sys::local_name(sys::borrow_fd(fd)).filter(|a| a.port() != 0);
     let Some(bound) = bound else {
         return Some(adopt(fd, autobind_addr(dest), Some(dest.port())));
@@ -220,6 +226,9 @@ pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     }
     if !crate::transport::lookup::may_bind(target.port()) {
         return Some(fail(Errno::ACCESS));
+    }
+    if kernel_asks_ancillary(sys::borrow_fd(fd), target.is_ipv6()) {
+        return None; // the kernel's (review H-C), as `bind_wildcard` keeps it
     }
     Some(match adopt(fd, target, None) {
         Ok(_) => Action::Done(0),
@@ -392,6 +401,16 @@ pub(crate) fn recvmsg<'a>(
         return Err(msg); // the kernel's now: its recvmsg, with its cmsgs
     }
     Ok(recvmsg_on(fd, &sock, msg, flags))
+}
+
+/// setsockopt succeeded on a datagram socket of ours: one that asks
+/// ancillary data now (dnsmasq's IP_PKTINFO, set after its wildcard bind)
+/// is the kernel's at once, before a datagram queues in shared memory
+/// that its first recvmsg would lose (review H-C).
+pub(crate) fn after_option(fd: c_int, sock: &Socket) {
+    if asks_ancillary(sock) {
+        demote(fd, sock);
+    }
 }
 
 /// Whether the socket asked for ancillary data the emulated path does not
