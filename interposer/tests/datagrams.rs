@@ -1107,3 +1107,57 @@ print("pktinfo ok, kernel datagrams counted:", COUNTED)
     assert!(out.contains("pktinfo ok"), "{out}");
     assert!(!out.contains("lost"), "{out}");
 }
+
+/// Review H-B: an IPV6_V6ONLY socket on `[::]:P` gets no IPv4 datagram;
+/// a plain program's `0.0.0.0:P` (the kernel's) gets them all, from an
+/// emulated sender too; IPv6 senders still reach the IPv6-only socket.
+#[test]
+fn v6only_wildcard_leaves_ipv4_to_its_holder() {
+    let body = r#"
+host = sys.argv[1]
+env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+v6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+v6.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+v6.bind(("::", 0)); port = v6.getsockname()[1]
+plain = subprocess.Popen([sys.executable, "-c", f"""
+import socket, zlib
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", {port}))
+print("ready", flush=True)
+n = []
+s.settimeout(5)
+try:
+    while True:
+        d = s.recv(70000)
+        if d == b"stop": break
+        n.append((len(d), zlib.crc32(d)))
+except socket.timeout:
+    n.append("no stop")
+print(n, flush=True)
+"""], env=env, stdout=subprocess.PIPE, text=True)
+assert plain.stdout.readline().strip() == "ready"
+before = kernel_datagrams()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+import zlib
+for i in range(3):
+    d = payload(500 * i + 3, i)
+    s.sendto(d, (host, port))
+    print("sent", len(d), zlib.crc32(d))
+s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+s6.sendto(payload(77, 5), ("::1", port))
+s.sendto(b"stop", (host, port))
+print("plain 0.0.0.0 got", plain.stdout.readline().strip())
+plain.wait()
+v6.settimeout(5)
+d, a = v6.recvfrom(70000)
+print("v6only got", d == payload(77, 5), a[0])
+v6.setblocking(False)
+try:
+    print("v6only then", v6.recvfrom(70000))
+except BlockingIOError:
+    print("v6only then nothing")
+expect_kernel(before, 4, 4)  # all IPv4 ones the kernel's (Udp6 counts apart)
+print("v6only ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_v6only", body);
+    assert!(out.contains("v6only ok"), "{out}");
+}
