@@ -1161,3 +1161,43 @@ print("v6only ok, kernel datagrams counted:", COUNTED)
     let out = library_as_kernel("udp_v6only", body);
     assert!(out.contains("v6only ok"), "{out}");
 }
+
+/// Review M-a: a bind of a given address on a port a wildcard socket
+/// holds is EADDRINUSE, and the other way round, as the kernel's; with
+/// SO_REUSEADDR on both they share it.
+#[test]
+fn given_and_wildcard_binds_on_one_port_conflict() {
+    let body = r#"
+host = sys.argv[1]
+def tryit(first, second, reuse):
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if reuse:
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    a.bind((first, 0)); p = a.getsockname()[1]
+    try:
+        b.bind((second, p)); r = "bound"
+    except OSError as e:
+        r = errno.errorcode[e.errno]
+    print(first, "held,", second, "reuse", reuse, "->", r)
+    a.close(); b.close()
+for reuse in (False, True):
+    tryit("0.0.0.0", host, reuse)
+    tryit(host, "0.0.0.0", reuse)
+# The wildcard one still gets what is sent to its port.
+w = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); w.bind(("0.0.0.0", 0)); p = w.getsockname()[1]
+x = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+try:
+    x.bind((host, p))
+except OSError:
+    pass
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.sendto(payload(300, 3), (host, p))
+w.settimeout(5)
+print("wildcard got", w.recvfrom(1000)[0] == payload(300, 3))
+print("binds ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_bind_conflict", body);
+    assert!(out.contains("binds ok"), "{out}");
+}
