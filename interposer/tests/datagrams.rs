@@ -1201,3 +1201,33 @@ print("binds ok, kernel datagrams counted:", COUNTED)
     let out = library_as_kernel("udp_bind_conflict", body);
     assert!(out.contains("binds ok"), "{out}");
 }
+
+/// Review M-b: with a kernel-carried datagram (a plain sender's) and an
+/// emulated one both queued, MSG_PEEK and the receive after it return the
+/// same datagram, as the kernel's one queue does.
+#[test]
+fn peek_then_receive_the_same_datagram_from_both_routes() {
+    let body = r#"
+host = sys.argv[1]
+env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind(("0.0.0.0", 0)); p = r.getsockname()[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(2):
+    s.sendto(payload(10 + i, i), (host, p))
+    print("warm", r.recvfrom(100)[0] == payload(10 + i, i))
+for round_ in range(3):
+    k = payload(200 + round_, 50 + round_)
+    subprocess.run([sys.executable, "-c", f"import socket; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto({k!r}, ({host!r}, {p}))"], env=env, check=True)
+    d, a = r.recvfrom(1000, socket.MSG_PEEK)
+    print("peek", d == k, len(d))
+    e = payload(300 + round_, 60 + round_)
+    s.sendto(e, (host, p))
+    d2, a2 = r.recvfrom(1000)
+    print("recv", d2 == k, a2 == a)
+    print("then", r.recvfrom(1000)[0] == e)
+print("peek ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_peek_both", body);
+    assert!(out.contains("peek ok"), "{out}");
+}
