@@ -147,6 +147,45 @@ fn autobind_addr(dest: SocketAddr) -> SocketAddr {
     SocketAddr::new(dest.ip(), 0)
 }
 
+/// Whether the kernel would let the socket bind `target` (review M-a): a
+/// socket of the kernel's holding its port, a wildcard one's included
+/// (`bind_wildcard` binds the kernel), makes it EADDRINUSE unless both
+/// share it (SO_REUSEADDR, SO_REUSEPORT); a probe socket with the
+/// application's sharing options asks the kernel. (Emulated holders of
+/// `target` itself are the name reservation's to refuse.)
+fn kernel_admits(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
+    use rustix::net::sockopt::{socket_reuseaddr, socket_reuseport};
+    if target.port() == 0 {
+        return Ok(());
+    }
+    let app = sys::borrow_fd(fd);
+    let family = if target.is_ipv6() {
+        rustix::net::AddressFamily::INET6
+    } else {
+        rustix::net::AddressFamily::INET
+    };
+    let Ok(probe) = rustix::net::socket_with(
+        family,
+        rustix::net::SocketType::DGRAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    ) else {
+        return Ok(()); // (no fd to ask with: the reservation decides)
+    };
+    let _ =
+        rustix::net::sockopt::set_socket_reuseaddr(&probe, socket_reuseaddr(app).unwrap_or(false));
+    let _ =
+        rustix::net::sockopt::set_socket_reuseport(&probe, socket_reuseport(app).unwrap_or(false));
+    if target.is_ipv6() {
+        let only = rustix::net::sockopt::ipv6_v6only(app).unwrap_or(false);
+        let _ = rustix::net::sockopt::set_ipv6_v6only(&probe, only);
+    }
+    match rustix::net::bind(&probe, &target) {
+        Err(Errno::ADDRINUSE) => Err(Errno::ADDRINUSE),
+        _ => Ok(()),
+    }
+}
+
 /// A kernel UDP socket, not ours yet, unbound or bound to the wildcard
 /// address, about to reach `dest` (connect or send): ours from now on, if
 /// `dest` is emulated. A wildcard-bound one keeps its port number (dig,
@@ -159,6 +198,12 @@ fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> 
     }
     let family = udp_family(fd)?;
     if family != sys::family_of(&dest) {
+        return None;
+    }
+    if kernel_asks_ancillary(sys::borrow_fd(fd), family == libc::AF_INET6) {
+        // The kernel's, bound or not (review H-C: a socket `demote` gave
+        // back, taken over again at its next send, lost every other
+        // query of dnsmasq's): its sends go where the kernel carries them.
         return None;
     }
     let bound = sys::local_name(sys::borrow_fd(fd)).filter(|a| a.port() != 0);
@@ -190,6 +235,9 @@ fn bind_wildcard(fd: c_int, target: SocketAddr) -> Option<Action<c_int>> {
         return None;
     }
     let app = sys::borrow_fd(fd);
+    if port_held_here(app, target) {
+        return Some(fail(Errno::ADDRINUSE)); // (review M-a)
+    }
     if let Err(e) = rustix::net::bind(app, &target) {
         return Some(fail(e));
     }
@@ -206,6 +254,32 @@ fn bind_wildcard(fd: c_int, target: SocketAddr) -> Option<Action<c_int>> {
     Some(Action::Done(0))
 }
 
+/// Whether an emulated socket of this process holds `wildcard`'s port on
+/// a given address the kernel does not know of (its kernel socket
+/// unbound) and would not share with `app`: the kernel refuses a wildcard
+/// bind there (review M-a; other processes' are not seen).
+fn port_held_here(app: std::os::fd::BorrowedFd<'_>, wildcard: SocketAddr) -> bool {
+    if wildcard.port() == 0 {
+        return false;
+    }
+    let v6_only = wildcard.is_ipv6() && rustix::net::sockopt::ipv6_v6only(app).unwrap_or(false);
+    let mut held = false;
+    registry::for_each_socket(|s| {
+        if let Some(d) = s.datagram() {
+            let local = unmapped(d.local);
+            held |= local.port() == wildcard.port()
+                && !local.ip().is_unspecified()
+                && (if wildcard.is_ipv6() {
+                    !v6_only || local.is_ipv6()
+                } else {
+                    local.is_ipv4()
+                })
+                && !reusable(app, d.kernel());
+        }
+    });
+    held
+}
+
 pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     if let Some(s) = registry::get(fd) {
         return s.datagram().map(|_| fail(Errno::INVAL)); // bound already
@@ -220,6 +294,12 @@ pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     }
     if !crate::transport::lookup::may_bind(target.port()) {
         return Some(fail(Errno::ACCESS));
+    }
+    if kernel_asks_ancillary(sys::borrow_fd(fd), target.is_ipv6()) {
+        return None; // the kernel's (review H-C), as `bind_wildcard` keeps it
+    }
+    if let Err(e) = kernel_admits(fd, target) {
+        return Some(fail(e));
     }
     Some(match adopt(fd, target, None) {
         Ok(_) => Action::Done(0),
@@ -392,6 +472,16 @@ pub(crate) fn recvmsg<'a>(
         return Err(msg); // the kernel's now: its recvmsg, with its cmsgs
     }
     Ok(recvmsg_on(fd, &sock, msg, flags))
+}
+
+/// setsockopt succeeded on a datagram socket of ours: one that asks
+/// ancillary data now (dnsmasq's IP_PKTINFO, set after its wildcard bind)
+/// is the kernel's at once, before a datagram queues in shared memory
+/// that its first recvmsg would lose (review H-C).
+pub(crate) fn after_option(fd: c_int, sock: &Socket) {
+    if asks_ancillary(sock) {
+        demote(fd, sock);
+    }
 }
 
 /// Whether the socket asked for ancillary data the emulated path does not

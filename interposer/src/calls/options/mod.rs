@@ -77,6 +77,7 @@ pub(crate) fn setsockopt(fd: c_int, level: c_int, name: c_int, value: OptIn<'_>)
             // SO_RCVBUF is the receive limit; SO_RCVTIMEO bounds waits.
             d.refresh_limit();
         }
+        crate::calls::datagram::after_option(fd, &sock);
         return Action::Done(0);
     }
     if let Some(tcp) = kernel_listener(&sock) {

@@ -57,6 +57,10 @@ pub(crate) struct Inbox {
     /// is there for, both ways (`kernel.rs`).
     kernel: InternalFd,
     kernel_bound: AtomicBool,
+    /// A MSG_PEEK returned the kernel socket's next datagram: receives
+    /// look there first until one takes it (review M-b: a peek and the
+    /// receive after it return the same datagram, as one queue does).
+    kernel_peeked: AtomicBool,
     local: SocketAddr,
     /// A pending error (ECONNREFUSED), reported once, as SO_ERROR is.
     error: AtomicI32,
@@ -180,6 +184,7 @@ impl Inbox {
             wake: InternalFd::new(wake),
             kernel,
             kernel_bound: AtomicBool::new(bound),
+            kernel_peeked: AtomicBool::new(false),
             local,
             error: AtomicI32::new(0),
             eager: AtomicBool::new(false),
@@ -638,12 +643,33 @@ impl Inbox {
             self.settle(&mut st);
             return Err(e);
         }
-        let mut got = self.take(&mut st, bufs, peek, only);
+        let kernel_first = self.kernel_peeked.load(Ordering::Relaxed) && self.kernel_bound();
+        let mut got = None;
+        let mut kernel_tried = false;
+        if kernel_first {
+            kernel_tried = true;
+            match self.take_kernel(bufs, peek, only) {
+                Ok(g) => got = g,
+                Err(e) => {
+                    self.kernel_peeked.store(false, Ordering::Relaxed);
+                    if self.eager.load(Ordering::Relaxed) {
+                        self.settle(&mut st);
+                    }
+                    return Err(e);
+                }
+            }
+            if got.is_none() || !peek {
+                self.kernel_peeked.store(false, Ordering::Relaxed);
+            }
+        }
+        if got.is_none() {
+            got = self.take(&mut st, bufs, peek, only);
+        }
         if got.is_none() && serve {
             self.serve_locked(&mut st);
             got = self.take(&mut st, bufs, peek, only);
         }
-        if got.is_none() && self.kernel_bound() {
+        if got.is_none() && self.kernel_bound() && !kernel_tried {
             match self.take_kernel(bufs, peek, only) {
                 Ok(g) => got = g,
                 Err(e) => {
@@ -652,6 +678,9 @@ impl Inbox {
                     }
                     return Err(e);
                 }
+            }
+            if peek && got.is_some() {
+                self.kernel_peeked.store(true, Ordering::Relaxed);
             }
         }
         if got.is_none() && self.shut.load(Ordering::Relaxed) {

@@ -193,7 +193,8 @@ fn register(
         link::holds_name(fd.as_fd(), source)
             || (crate::transport::rendezvous::is_loopback(source.ip())
                 && (link::holds_name(fd.as_fd(), any(std::net::Ipv4Addr::UNSPECIFIED.into()))
-                    || link::holds_name(fd.as_fd(), any(std::net::Ipv6Addr::UNSPECIFIED.into()))))
+                    || link::holds_name(fd.as_fd(), any(std::net::Ipv6Addr::UNSPECIFIED.into()))
+                    || link::holds_name(fd.as_fd(), super::routes::v6_only_any(source.port()))))
     });
     if !proved {
         log!(debug, "datagram REG claiming {source}: no proof, refused");

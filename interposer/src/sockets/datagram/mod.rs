@@ -71,6 +71,16 @@ impl Datagram {
         kernel: OwnedFd,
         avoid: Option<u16>,
     ) -> Result<Datagram, Errno> {
+        let v6_only = local.is_ipv6()
+            && local.ip().is_unspecified()
+            && rustix::net::sockopt::ipv6_v6only(&kernel).unwrap_or(false);
+        if v6_only {
+            // IPv6's senders only (review H-B): a name IPv4's never dial.
+            let name = routes::v6_only_any(local.port());
+            let (listener, name) = crate::transport::link::reserve(name, avoid)?;
+            let local = SocketAddr::new(local.ip(), name.port());
+            return Self::with_listener(listener, local, kernel);
+        }
         let (listener, local) = crate::transport::link::reserve(local, avoid)?;
         Self::with_listener(listener, local, kernel)
     }

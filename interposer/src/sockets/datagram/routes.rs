@@ -297,16 +297,28 @@ pub(super) fn claimed(local: SocketAddr, dest: SocketAddr) -> SocketAddr {
 
 /// The names a datagram to `dest` may reach, in the kernel's order of
 /// lookup: the address itself, then its port on the wildcard address
-/// (IPv4's, then IPv6's, which takes IPv4 unless IPV6_V6ONLY: the
-/// receiver refuses then), review H1.
+/// (IPv4's, then IPv6's, which takes IPv4 too), review H1; an IPv6
+/// destination then tries the name of an IPV6_V6ONLY `[::]:port`, which
+/// an IPv4 one never reaches (review H-B: it took their datagrams from
+/// the socket the kernel gives them to).
 fn names(dest: SocketAddr) -> [SocketAddr; 3] {
     let port = dest.port();
     let v4_any = SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port);
     let v6_any = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port);
     match dest {
         SocketAddr::V4(_) => [dest, v4_any, v6_any],
-        SocketAddr::V6(_) => [dest, v6_any, v6_any],
+        SocketAddr::V6(_) => [dest, v6_any, v6_only_any(port)],
     }
+}
+
+/// The name an IPV6_V6ONLY socket bound to `[::]:port` holds, which IPv4
+/// senders (`names`) never dial: `[100::]:port`, in the discard-only
+/// prefix (RFC 6666), not loopback, so no bind of ours holds it.
+pub(super) fn v6_only_any(port: u16) -> SocketAddr {
+    SocketAddr::new(
+        std::net::Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0).into(),
+        port,
+    )
 }
 
 /// A route the kernel carries (`State::Kernel`).
