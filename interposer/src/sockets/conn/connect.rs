@@ -466,5 +466,11 @@ fn offer_reuse(
             rustix::io::ioctl_fionbio(&sock, false)?;
         }
     }
+    // Back in the application's mode (`connected` takes it as it is): a
+    // non-blocking connect left blocking made its next recv wait forever
+    // (re-review of decision 32, with the switch off).
+    if nonblocking {
+        rustix::io::ioctl_fionbio(&sock, true)?;
+    }
     Ok((sock, seg, bell))
 }
