@@ -11,7 +11,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::time::Duration;
 
-use common::{Gateway, Pair, Python, B_SERVICE, PEER};
+use common::{count_crc, sink, Gateway, Pair, Python, B_SERVICE, PEER};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -179,24 +179,6 @@ fn refused_once(mode: &str, refusal: &str, answered: &str) {
     assert_eq!(text.matches("before the answer").count(), 1, "{text}");
 }
 
-/// B's service: reads to EOF, answers the byte count and a crc32.
-fn sink(listener: TcpListener) {
-    for conn in listener.incoming() {
-        let Ok(mut s) = conn else { continue };
-        std::thread::spawn(move || {
-            let mut crc = crc32fast::Hasher::new();
-            let mut all = Vec::new();
-            if s.read_to_end(&mut all).is_err() {
-                return;
-            }
-            crc.update(&all);
-            let mut reply = (all.len() as u64).to_le_bytes().to_vec();
-            reply.extend(crc.finalize().to_le_bytes());
-            let _ = s.write_all(&reply);
-        });
-    }
-}
-
 #[test]
 fn a_request_and_fin_at_once_are_answered_and_refusals_still_reset() {
     if !common::root() {
@@ -229,11 +211,7 @@ fn a_request_and_fin_at_once_are_answered_and_refusals_still_reset() {
     for n in [10usize, 64 << 10, 1 << 20] {
         let sent = pattern(n, n as u8);
         let back = ask(&pair.a, 9400, &sent).expect("the exchange");
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&sent);
-        let mut want = (n as u64).to_le_bytes().to_vec();
-        want.extend(crc.finalize().to_le_bytes());
-        assert_eq!(back, want, "{n} bytes and FIN");
+        assert_eq!(back, count_crc(&sent), "{n} bytes and FIN");
     }
 
     // Refused after the bytes went early: the client is reset all the

@@ -15,7 +15,7 @@ mod common;
 use std::process::Command;
 
 use common::net::Net;
-use common::{preloaded, python, run};
+use common::{preloaded, python, stdout_of};
 
 const SCRIPT: &str = r#"
 import errno, hashlib, os, select, socket, struct, sys, time
@@ -182,14 +182,7 @@ print(" / ".join(out))
 "#;
 
 fn outcome(what: &str, cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        out.status,
-        out.stderr
-    );
-    out.stdout.trim().to_string()
+    stdout_of(what, cmd).trim().to_string()
 }
 
 /// `case` over kernel TCP, the default mode and the emulated mode: each

@@ -20,7 +20,7 @@ mod common;
 use std::process::Command;
 
 use common::net::Net;
-use common::{preloaded, python, run};
+use common::{preloaded, python, stdout_of};
 
 const SCRIPT: &str = r#"
 import errno, faulthandler, hashlib, os, select, socket, sys
@@ -228,14 +228,7 @@ if case == "sequence":
 "#;
 
 fn outcome(what: &str, cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        out.status,
-        out.stderr
-    );
-    out.stdout.trim().to_string()
+    stdout_of(what, cmd).trim().to_string()
 }
 
 /// The three runs of `case`: kernel TCP, default mode, emulated mode.

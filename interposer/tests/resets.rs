@@ -14,7 +14,7 @@ mod common;
 use std::process::Command;
 
 use common::net::Net;
-use common::{preloaded, python, run};
+use common::{preloaded, python, stdout_of};
 
 const SCRIPT: &str = r#"
 import errno, os, select, signal, socket, struct, sys, time
@@ -251,14 +251,7 @@ const CASES: [(&str, &str); 12] = [
 ];
 
 fn outcome(what: &str, cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{what}: {}\n{}",
-        out.status,
-        out.stderr
-    );
-    out.stdout.trim().to_string()
+    stdout_of(what, cmd).trim().to_string()
 }
 
 #[test]

@@ -302,20 +302,26 @@ fn abort_towards(cfg: &Config, running: &[Running], gone: usize) {
             continue;
         }
         let local: Vec<IpAddr> = cfg.partitions[q].addrs.iter().map(|a| a.0).collect();
-        match r
-            .netns
-            .run_in(|| crate::sockdiag::abort_connections(&local, &remote))
-        {
-            Ok(0) => {}
-            Ok(n) => eprintln!(
-                "shmnet: nic: {n} connection(s) in {} to partition {gone} aborted",
-                r.netns.spec()
-            ),
-            Err(e) => eprintln!(
-                "shmnet: nic: cannot abort the connections in {} to partition {gone}: {e}",
-                r.netns.spec()
-            ),
-        }
+        abort_in(r, &local, &remote, &format!("to partition {gone}"));
+    }
+}
+
+/// Aborts the TCP connections between `local` and `remote` in `r`'s
+/// namespace, saying how many (`what`: which ones, for the message).
+fn abort_in(r: &Running, local: &[IpAddr], remote: &[IpAddr], what: &str) {
+    match r
+        .netns
+        .run_in(|| crate::sockdiag::abort_connections(local, remote))
+    {
+        Ok(0) => {}
+        Ok(n) => eprintln!(
+            "shmnet: nic: {n} connection(s) in {} {what} aborted",
+            r.netns.spec()
+        ),
+        Err(e) => eprintln!(
+            "shmnet: nic: cannot abort the connections in {} {what}: {e}",
+            r.netns.spec()
+        ),
     }
 }
 
@@ -330,20 +336,7 @@ fn abort_own(cfg: &Config, r: &Running, me: usize) {
         .filter(|(q, _)| *q != me)
         .flat_map(|(_, p)| p.addrs.iter().map(|a| a.0))
         .collect();
-    match r
-        .netns
-        .run_in(|| crate::sockdiag::abort_connections(&local, &remote))
-    {
-        Ok(0) => {}
-        Ok(n) => eprintln!(
-            "shmnet: nic: {n} connection(s) in {} (partition {me}, leaving) aborted",
-            r.netns.spec()
-        ),
-        Err(e) => eprintln!(
-            "shmnet: nic: cannot abort the connections in {} (partition {me}, leaving): {e}",
-            r.netns.spec()
-        ),
-    }
+    abort_in(r, &local, &remote, &format!("(partition {me}, leaving)"));
 }
 
 /// The ifindex of device `name` in this thread's namespace (0: none).

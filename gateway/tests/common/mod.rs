@@ -470,3 +470,27 @@ impl Drop for Process {
         let _ = self.0.wait();
     }
 }
+
+/// What `sink` answers for `data`: its length (u64 LE) and crc32 (LE).
+pub fn count_crc(data: &[u8]) -> Vec<u8> {
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(data);
+    let mut reply = (data.len() as u64).to_le_bytes().to_vec();
+    reply.extend(crc.finalize().to_le_bytes());
+    reply
+}
+
+/// A service for B's side: reads each connection to EOF and answers
+/// `count_crc` of what came.
+pub fn sink(listener: std::net::TcpListener) {
+    use std::io::{Read, Write};
+    for conn in listener.incoming() {
+        let Ok(mut s) = conn else { continue };
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            if s.read_to_end(&mut all).is_ok() {
+                let _ = s.write_all(&count_crc(&all));
+            }
+        });
+    }
+}
