@@ -103,23 +103,6 @@ fn exited(g: &mut Gateway) -> std::process::ExitStatus {
     }
 }
 
-fn established(ns: &str, filter: &str) -> usize {
-    common::output(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "ss",
-        "-Htn",
-        "state",
-        "established",
-        filter,
-    ])
-    .lines()
-    .filter(|l| !l.trim().is_empty())
-    .count()
-}
-
 fn start(
     test: &str,
     extra_b: &[&str],
@@ -157,7 +140,7 @@ fn a_peer_going_away_finishes_its_streams_and_new_ones_take_a_new_link() {
         })
     };
     let deadline = Instant::now() + TIMEOUT;
-    while established(&pair.b, &format!("sport = :{PORT}")) == 0 {
+    while common::established(&pair.b, &format!("sport = :{PORT}")) == 0 {
         assert!(
             Instant::now() < deadline,
             "the first stream never reached B's server"
@@ -203,8 +186,16 @@ fn a_peer_going_away_finishes_its_streams_and_new_ones_take_a_new_link() {
 
     // One link left, to B2; A dialed twice and never saw a link fail.
     a.wait_for("link 1 to 10.211.0.2:15008 closed after going away");
-    assert_eq!(established(&pair.a, "dport = :15008"), 1, "A's links");
-    assert_eq!(established(&pair.b, "sport = :15008"), 1, "B's links");
+    assert_eq!(
+        common::established(&pair.a, "dport = :15008"),
+        1,
+        "A's links"
+    );
+    assert_eq!(
+        common::established(&pair.b, "sport = :15008"),
+        1,
+        "B's links"
+    );
     let log_a = a.log_text();
     assert!(!log_a.contains(" down:"), "{log_a}");
     assert!(!log_a.contains("reset"), "{log_a}");
@@ -238,7 +229,7 @@ fn a_stopping_gateway_resets_what_is_left_after_its_drain_timeout() {
     let mut crc = crc32fast::Hasher::new();
     write_chunks(&mut s, 3, 1, &mut crc);
     let deadline = Instant::now() + TIMEOUT;
-    while established(&pair.b, &format!("sport = :{PORT}")) == 0 {
+    while common::established(&pair.b, &format!("sport = :{PORT}")) == 0 {
         assert!(
             Instant::now() < deadline,
             "the stream never reached B's server"

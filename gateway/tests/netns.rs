@@ -188,23 +188,6 @@ fn checksummed(ns: &str, seed: u64, len: u64) {
     );
 }
 
-fn established(ns: &str, filter: &str) -> usize {
-    common::output(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "ss",
-        "-Htn",
-        "state",
-        "established",
-        filter,
-    ])
-    .lines()
-    .filter(|l| !l.trim().is_empty())
-    .count()
-}
-
 fn start_pair(pair: &Pair, certs_for_a: &str) -> (Gateway, Gateway) {
     start_pair_with(pair, certs_for_a, &[])
 }
@@ -325,8 +308,16 @@ fn gateways_carry_connections_over_one_link() {
     );
 
     // Exactly one TCP connection between the gateways, and it never dropped.
-    assert_eq!(established(&pair.a, "dport = :15008"), 1, "A's links");
-    assert_eq!(established(&pair.b, "sport = :15008"), 1, "B's links");
+    assert_eq!(
+        common::established(&pair.a, "dport = :15008"),
+        1,
+        "A's links"
+    );
+    assert_eq!(
+        common::established(&pair.b, "sport = :15008"),
+        1,
+        "B's links"
+    );
     let (log_a, log_b) = (a.log_text(), b.log_text());
     assert_eq!(
         log_a.matches(" up (links established").count(),
@@ -393,7 +384,7 @@ fn unknown_peer_certificate_is_refused() {
     std::thread::sleep(Duration::from_millis(300));
     let log_a = a.log_text();
     assert!(!log_a.contains(" up (links established"), "{log_a}");
-    assert_eq!(established(&pair.b, "sport = :15008"), 0);
+    assert_eq!(common::established(&pair.b, "sport = :15008"), 0);
 }
 
 #[test]

@@ -36,18 +36,7 @@ fn reader(pair: &Pair, port: u16) -> mpsc::Receiver<Result<usize, ErrorKind>> {
 }
 
 fn established(ns: &str, port: u16) -> bool {
-    common::output(&[
-        "ip",
-        "netns",
-        "exec",
-        ns,
-        "ss",
-        "-Htn",
-        "state",
-        "established",
-        &format!("sport = :{port}"),
-    ])
-    .contains(':')
+    common::established(ns, &format!("sport = :{port}")) > 0
 }
 
 fn wait_established(ns: &str, port: u16) {

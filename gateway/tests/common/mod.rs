@@ -494,3 +494,22 @@ pub fn sink(listener: std::net::TcpListener) {
         });
     }
 }
+
+/// TCP connections established in namespace `ns` that `ss` filter
+/// `filter` selects (`"dport = :15008"`).
+pub fn established(ns: &str, filter: &str) -> usize {
+    output(&[
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        "ss",
+        "-Htn",
+        "state",
+        "established",
+        filter,
+    ])
+    .lines()
+    .filter(|l| !l.trim().is_empty())
+    .count()
+}
