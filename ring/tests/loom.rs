@@ -251,7 +251,8 @@ fn a_reader_that_lowered_its_flag_gets_no_ring_for_data_it_read() {
         let got = c.read(&mut buf).unwrap_or(0);
         if got > 0 && c.available() == Ok(0) {
             // `tidy_after_read`: wait out a write in progress, whatever the
-            // flag says, then take what was counted (sent by now).
+            // flag says, then take what was counted (its byte may still be
+            // on its way: the producer goes idle before the send).
             while c.notify().producer_busy() {
                 thread::yield_now();
             }
