@@ -223,6 +223,11 @@ pub(crate) trait WaitSet {
     }
     /// Whether a spin is worth it: a connection in the set awaits a reply.
     fn worth_spinning(&self, limit: Limit) -> bool;
+    /// Whether a connection in the set awaits a reply (whether or not
+    /// spinning may help).
+    fn awaits_reply(&self) -> bool {
+        false
+    }
     /// A spin went its whole budget without an answer: the set's
     /// connections stop counting as awaiting a reply until they write.
     fn no_reply_soon(&self);
@@ -338,6 +343,14 @@ pub(crate) fn wait(
             match spin(limit, worth, set) {
                 Spun::Kernel(n) => return result(n),
                 Spun::TimedOut => set.no_reply_soon(),
+                // No spinning (the CPUs are contended): a reply awaited
+                // may come from a peer waiting for a CPU; hand it ours
+                // once before sleeping (a sleep costs the peer a doorbell
+                // and us the wake-up).
+                Spun::Nothing if !limit.now() && set.awaits_reply() => {
+                    crate::platform::sandbox::yield_cpu();
+                    set.rings_ready();
+                }
                 _ => {}
             }
         }
