@@ -449,7 +449,11 @@ impl Channel {
         // sent: taken back before `decided`, so that the count is final
         // there but for a failed send (a reader waiting for a byte looks
         // at the count again, see the interposer's `take_owed`).
-        let rings_now = (edge || bits & WAIT_DOORBELL != 0) && doorbell.is_some();
+        // Sent only if counted: a flag the reader raised between `seen` and
+        // the swap (an arm at the edge backlog) finds the data by itself;
+        // a byte sent uncounted would stay queued with nothing owed (review
+        // s30 #3; loom `an_arm_racing_a_publish_at_the_edge_backlog_is_counted`).
+        let rings_now = counted && (edge || bits & WAIT_DOORBELL != 0);
         let take_back = || {
             if let Some(r) = rings {
                 r.fetch_sub(1, Ordering::Relaxed);
