@@ -102,9 +102,10 @@ pub struct ProducerLine {
     /// after draining instead. Any other non-zero value is a plain close.
     pub closed: AtomicU32,
     /// Non-zero while the producer is inside a write: between publishing
-    /// data and having rung the consumer's doorbell for it (see
-    /// `Consumer::wait_producer_idle`). [`BUSY_WAITER`] marks a consumer
-    /// asleep on it.
+    /// data and having counted (or decided against) the consumer's
+    /// doorbell ring for it, in `WaitLine::reader_rings`; the byte itself
+    /// may still be on its way (see `Consumer::wait_producer_idle`).
+    /// [`BUSY_WAITER`] marks a consumer asleep on it.
     pub busy: AtomicU32,
     /// Serialises writers in several processes of this side after fork
     /// (holder's pid; see `sidelock`).

@@ -6,7 +6,9 @@
 #![cfg(loom)]
 
 use loom::thread;
-use shmnet_ring::{heap_channel, Geometry, RingError, WaitPolicy};
+use shmnet_ring::{heap_channel, Geometry, RingError, WaitKind, WaitPolicy};
+use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+use std::sync::Arc;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
     let mut b = loom::model::Builder::new();
@@ -251,7 +253,8 @@ fn a_reader_that_lowered_its_flag_gets_no_ring_for_data_it_read() {
         let got = c.read(&mut buf).unwrap_or(0);
         if got > 0 && c.available() == Ok(0) {
             // `tidy_after_read`: wait out a write in progress, whatever the
-            // flag says, then take what was counted (sent by now).
+            // flag says, then take what was counted (its byte may still be
+            // on its way: the producer goes idle before the send).
             while c.notify().producer_busy() {
                 thread::yield_now();
             }
@@ -311,4 +314,108 @@ fn trim_gives_back_only_what_the_reader_handed_back() {
         assert_eq!(got, 256);
         t.join().unwrap();
     });
+}
+
+// Doorbell counting against decision 34 (the producer idle before the
+// doorbell's send); models from review s30 of branch ng14.
+
+/// An edge-triggered reader with EDGE_BACKLOG bytes untaken and its flag
+/// down raises its flag (arm, before a sleep) while the producer publishes:
+/// every byte sent must be counted (else `owed` = rung - taken wraps).
+#[test]
+fn an_arm_racing_a_publish_at_the_edge_backlog_is_counted() {
+    model(|| {
+        let (mut p, c) = heap_channel(Geometry::new(2, 64).unwrap());
+        let bell = Arc::new(CountingBell(AtomicU32::new(0)));
+        p.set_doorbell(bell.clone());
+        c.notify().set_edge_triggered();
+        c.disarm(WaitKind::Doorbell);
+        for _ in 0..4 {
+            p.write(b"x").unwrap();
+        }
+        assert_eq!(bell.0.load(SeqCst), 4);
+        assert_eq!(c.notify().doorbells_rung(), 4);
+        let t = thread::spawn(move || {
+            p.write(b"y").unwrap();
+            p
+        });
+        c.arm(WaitKind::Doorbell);
+        let _p = t.join().unwrap();
+        let sent = bell.0.load(SeqCst);
+        assert_eq!(c.notify().doorbells_rung(), sent, "a byte sent uncounted");
+    });
+}
+
+/// A bell whose byte "arrives" in `queued` when sent (after the producer
+/// went idle, decision 34), or that fails.
+struct QueueBell {
+    ok: bool,
+    queued: loom::sync::atomic::AtomicU32,
+}
+impl shmnet_ring::Doorbell for QueueBell {
+    fn ring(&self) -> bool {
+        if self.ok {
+            self.queued.fetch_add(1, SeqCst);
+        }
+        self.ok
+    }
+}
+
+/// Settling after a read that emptied the ring, with the doorbell send
+/// after the producer's idle: wait for idle, take `owed` (waiting for bytes
+/// still on their way, re-reading the count as `take_owed` does). The wait
+/// must end (a failed send is taken back) and nothing is left owed or
+/// queued with an empty ring.
+fn settle_model(ok: bool) {
+    model(move || {
+        let (mut p, mut c) = heap_channel(Geometry::new(2, 64).unwrap());
+        let bell = Arc::new(QueueBell {
+            ok,
+            queued: loom::sync::atomic::AtomicU32::new(0),
+        });
+        p.set_doorbell(bell.clone());
+        let taken = c.notify().taken_count();
+        let t = thread::spawn(move || {
+            p.write(b"x").unwrap();
+            p
+        });
+        let mut buf = [0u8; 8];
+        let mut socket_taken = 0u32;
+        let got = loop {
+            match c.read(&mut buf) {
+                Ok(n) if n > 0 => break n,
+                _ => thread::yield_now(),
+            }
+        };
+        assert_eq!(got, 1);
+        while c.notify().producer_busy() {
+            thread::yield_now();
+        }
+        let mut owed = c.notify().doorbells_rung().wrapping_sub(taken.get());
+        assert!(!c.arm(WaitKind::Doorbell));
+        while owed > 0 {
+            let avail = bell.queued.load(SeqCst) - socket_taken;
+            let g = avail.min(owed);
+            socket_taken += g;
+            taken.add(g);
+            owed = (owed - g).min(c.notify().doorbells_rung().wrapping_sub(taken.get()));
+            if owed == 0 {
+                break;
+            }
+            thread::yield_now();
+        }
+        let _p = t.join().unwrap();
+        assert_eq!(c.notify().doorbells_rung(), bell.queued.load(SeqCst));
+        assert_eq!(socket_taken, bell.queued.load(SeqCst), "byte left queued");
+    });
+}
+
+#[test]
+fn settling_waits_for_a_byte_sent_after_idle() {
+    settle_model(true);
+}
+
+#[test]
+fn settling_stops_waiting_for_a_send_that_failed_after_idle() {
+    settle_model(false);
 }

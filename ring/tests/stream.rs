@@ -256,3 +256,53 @@ proptest! {
         prop_assert_eq!(c.read(&mut rest).unwrap(), 0);
     }
 }
+
+/// What a doorbell sees of the consumer's side when it rings: the ring is
+/// counted and the producer is no longer busy (issue 14: a reader woken by
+/// the byte used to find the producer still inside its write, and waited
+/// out the rest of the producer's send with sched_yield and a futex sleep
+/// that the producer then had to wake).
+struct WatchingBell {
+    rx: std::sync::Mutex<Option<shmnet_ring::Consumer>>,
+    seen: std::sync::Mutex<Vec<(bool, u32)>>,
+}
+
+impl shmnet_ring::Doorbell for WatchingBell {
+    fn ring(&self) -> bool {
+        let rx = self.rx.lock().unwrap();
+        let rx = rx.as_ref().unwrap();
+        let n = rx.notify();
+        self.seen
+            .lock()
+            .unwrap()
+            .push((n.producer_busy(), n.doorbells_rung()));
+        true
+    }
+}
+
+#[test]
+fn a_ring_goes_out_counted_with_the_producer_idle() {
+    let (mut tx, rx) = heap_channel(geo(2, 64));
+    rx.arm(shmnet_ring::WaitKind::Doorbell);
+    let bell = std::sync::Arc::new(WatchingBell {
+        rx: std::sync::Mutex::new(Some(rx)),
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    tx.set_doorbell(bell.clone());
+    tx.write(b"one").unwrap();
+    // Not armed again: no second ring.
+    tx.write(b"two").unwrap();
+    bell.rx
+        .lock()
+        .unwrap()
+        .as_ref()
+        .unwrap()
+        .arm(shmnet_ring::WaitKind::Doorbell);
+    tx.write_vectored(&[IoSlice::new(b"th"), IoSlice::new(b"ree")])
+        .unwrap();
+    assert_eq!(*bell.seen.lock().unwrap(), vec![(false, 1), (false, 2)]);
+    let mut rx = bell.rx.lock().unwrap().take().unwrap();
+    let mut buf = [0u8; 16];
+    assert_eq!(rx.read(&mut buf).unwrap(), 11);
+    assert_eq!(&buf[..11], b"onetwothree");
+}

@@ -185,8 +185,12 @@ impl Consumer {
         // SYNC POINT (Dekker with `Producer::arm`): our Release of `tail`,
         // this fence, then the load of `writer_waiting`; see wake_reader.
         fence(Ordering::SeqCst);
-        self.ch
-            .wake(&self.ch.ctl().wait.writer_waiting, None, &self.doorbell);
+        self.ch.wake(
+            &self.ch.ctl().wait.writer_waiting,
+            None,
+            &self.doorbell,
+            || {},
+        );
     }
 
     /// Unread bytes (FIONREAD), across every segment in use.

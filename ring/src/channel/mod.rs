@@ -397,6 +397,11 @@ impl Channel {
     /// has read, and none that are still in flight are left to make its fd
     /// look readable later).
     ///
+    /// `decided` runs once whether to ring is decided and counted, before
+    /// the doorbell's system call (the producer leaves its busy word
+    /// there: a reader waiting for the ring to be counted need not wait
+    /// out the send, see `ProducerLine::busy`).
+    ///
     /// Returns whether a doorbell byte was sent.
     #[inline]
     fn wake(
@@ -404,11 +409,13 @@ impl Channel {
         word: &AtomicU32,
         rings: Option<&AtomicU32>,
         doorbell: &Option<Arc<dyn Doorbell>>,
+        decided: impl FnOnce(),
     ) -> bool {
         // Cheap check first: the flag's line is rarely written, so this load
         // normally hits the cache and we skip the RMW.
         let seen = word.load(Ordering::Relaxed);
         if seen == 0 {
+            decided();
             return false;
         }
         let mut edge = false;
@@ -435,15 +442,30 @@ impl Channel {
         if bits & WAIT_FUTEX != 0 {
             self.parker.wake(word);
         }
-        // A ring that was counted but not sent (the doorbell failed, or a
-        // concurrent reset, the only other writer that clears flags, took
-        // the flag over) is taken back, so the waiter does not wait for it.
-        let sent =
-            (edge || bits & WAIT_DOORBELL != 0) && doorbell.as_ref().is_some_and(|d| d.ring());
-        if counted && !sent {
+        // A ring that was counted but not sent (the flag was gone when we
+        // took it: a concurrent reset, the only other writer that clears
+        // flags, or the reader took it down; or the doorbell failed) is
+        // taken back, so the waiter does not wait for it. Known not to be
+        // sent: taken back before `decided`, so that the count is final
+        // there but for a failed send (a reader waiting for a byte looks
+        // at the count again, see the interposer's `take_owed`).
+        // Sent only if counted: a flag the reader raised between `seen` and
+        // the swap (an arm at the edge backlog) finds the data by itself;
+        // a byte sent uncounted would stay queued with nothing owed (review
+        // s30 #3; loom `an_arm_racing_a_publish_at_the_edge_backlog_is_counted`).
+        let rings_now = counted && (edge || bits & WAIT_DOORBELL != 0);
+        let take_back = || {
             if let Some(r) = rings {
                 r.fetch_sub(1, Ordering::Relaxed);
             }
+        };
+        if counted && !rings_now {
+            take_back();
+        }
+        decided();
+        let sent = rings_now && doorbell.as_ref().is_some_and(|d| d.ring());
+        if counted && rings_now && !sent {
+            take_back();
         }
         sent
     }

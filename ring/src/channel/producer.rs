@@ -294,9 +294,10 @@ impl Producer {
     /// Writes as much of `bufs` as fits without blocking; `WouldBlock` if
     /// nothing fit. One wake-up check per call, however many slices.
     ///
-    /// The producer is marked busy from before it publishes until after it
-    /// rang the consumer's doorbell, so that a consumer that read the data
-    /// can wait until the ring for it is counted
+    /// The producer is marked busy from before it publishes until it has
+    /// counted the consumer's doorbell ring (before the ring's system
+    /// call), so that a consumer that read the data can wait until the
+    /// ring for it is counted
     /// ([`ConsumerNotify::wait_producer_idle`](crate::notify::ConsumerNotify::wait_producer_idle)).
     ///
     /// ```
@@ -414,8 +415,8 @@ impl Producer {
         // has not read).
         match self.fill(src, need) {
             Ok(written) => {
-                self.wake_reader();
-                self.set_idle();
+                // Idle again inside, before the doorbell's system call.
+                self.wake_reader_then(|| self.set_idle());
                 Ok(written)
             }
             Err(e) => {
@@ -558,16 +559,30 @@ impl Producer {
     /// After publishing: wake the consumer if it flagged that it waits.
     #[inline]
     fn wake_reader(&self) {
+        self.wake_reader_then(|| {});
+    }
+
+    /// `wake_reader`, running `decided` once the ring is counted (or known
+    /// not to be), before the doorbell's system call.
+    #[inline]
+    fn wake_reader_then(&self, decided: impl FnOnce()) {
         // SYNC POINT (Dekker with `Consumer::arm`): our stores of `end`/`head`
         // /`closed`, this SeqCst fence, then the load of `reader_waiting`; the
         // consumer stores `reader_waiting`, fences, then loads `end`/`head`.
         // The two SeqCst fences are totally ordered, so either we see its flag
         // or it sees our data — never neither (no lost wake-up).
         fence(Ordering::SeqCst);
+        // A write goes idle here (`fill_and_wake`): once the ring is
+        // counted, before the doorbell's send. A reader that read the data
+        // waits for the count (`wait_producer_idle`), and for a counted
+        // byte still on its way only if it is not there yet, which a
+        // reader woken by that byte never has to (it waited out the rest
+        // of the producer's send before, futex and all).
         let rang = self.ch.wake(
             &self.ch.ctl().wait.reader_waiting,
             Some(&self.ch.ctl().wait.reader_rings),
             &self.doorbell,
+            decided,
         );
         if rang {
             // Stored after the byte went out, so that a reader that finds

@@ -123,6 +123,10 @@ impl WaitSet for EpollSet<'_> {
         may_spin(limit) && readiness::awaits_reply(self.epfd)
     }
 
+    fn awaits_reply(&self) -> bool {
+        readiness::awaits_reply(self.epfd)
+    }
+
     fn no_reply_soon(&self) {
         readiness::no_reply_soon(self.epfd);
     }
