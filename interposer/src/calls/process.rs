@@ -59,6 +59,9 @@ extern "C" fn prepare() {
     // the library.
     if let Some(_inside) = crate::platform::guard::enter("fork") {
         let _ = std::panic::catch_unwind(crate::calls::exec::before_exec);
+        // Listeners' parking queues, made on first need, are made now so
+        // that parent and child share them.
+        let _ = std::panic::catch_unwind(crate::sockets::listener::before_fork);
     }
     // The child must never need dlsym (its loader lock may be held by a
     // thread that does not exist in the child).

@@ -1,6 +1,8 @@
-//! When the application runs out of fds (EMFILE): the memfds connections
-//! keep only for a possible exec (`KeptMemfd`) are given back, so that
-//! `ulimit -n` gives as many connections as kernel TCP.
+//! When the application runs out of fds (EMFILE): SHMNET_DIR's descriptor
+//! (opened again at its next use) and the memfds connections keep only
+//! for a possible exec (`KeptMemfd`) are given back, so that `ulimit -n`
+//! gives as many connections as kernel TCP (less the few fds
+//! docs/benchmarks.md lists).
 //!
 //! A connection's only fd in the application's process is then its own
 //! (the doorbell has none: `conn::Bell`); one whose memfd was given back
@@ -51,6 +53,16 @@ pub(crate) fn give_back_inside() -> bool {
     if crate::platform::sandbox::active() {
         return false;
     }
+    // SHMNET_DIR's descriptor first: it costs only a reopen at its next
+    // use (rare: the rendezvous of non-local addresses, status files).
+    let mut other = crate::platform::safedir::give_back();
+    // Listeners' empty parking queues that no other process holds
+    // (made again at their next park or fork).
+    registry::for_each_socket(|sock| {
+        if let Some(l) = sock.listener() {
+            other |= l.give_back_queue();
+        }
+    });
     let mut freed: Vec<KeptMemfd> = crate::transport::pool::give_back_memfds();
     for cloexec_only in [true, false] {
         if freed.len() >= AT_ONCE {
@@ -70,7 +82,7 @@ pub(crate) fn give_back_inside() -> bool {
     let n = freed.len();
     drop(freed); // closed outside the registry's lock
     if n == 0 {
-        return false;
+        return other;
     }
     internal_fd::cap_kept_memfds();
     log!(

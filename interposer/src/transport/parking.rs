@@ -6,13 +6,15 @@
 #![forbid(unsafe_code)]
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 use crate::platform::internal_fd::InternalFd;
+use crate::platform::lock::{Mutex, RwLock};
 use crate::transport::handshake;
 
 /// How long a rendezvous connection may take to send its connect message
@@ -114,33 +116,137 @@ impl Record {
 /// The queue of parked connections: a datagram socket pair, each datagram
 /// a `Record` with the connection's fd attached. Shared by every process
 /// that shares the listener (it is inherited with it).
+///
+/// The pair is made on first need — the first park, or a fork while the
+/// listener exists (`ensure`, from the fork's prepare handler, so that
+/// parent and child share one queue) — not with the listener: most
+/// listeners never park anything, and its two fds would be two
+/// connections fewer than kernel TCP gives under `ulimit -n`
+/// (docs/benchmarks.md). A connection parked while the pair cannot be made
+/// (the process is out of fds: a message it had no room to take) is
+/// *held* in this process's memory instead, its fd kept; no other process
+/// shares the listener then (a fork would have made the pair), and a
+/// forked child drops its copies (`reset_after_fork`).
 pub(crate) struct Parking {
-    tx: InternalFd,
-    rx: InternalFd,
-    /// Pushed minus popped in this process: a hint for when to sweep.
+    pair: RwLock<Option<Arc<Pair>>>,
+    held: Mutex<Vec<(Record, OwnedFd)>>,
+    /// The pair may be in another process too (made or kept across a
+    /// fork): never given back.
+    shared: AtomicBool,
+    /// Pushed minus popped in this process: a hint for when to sweep
+    /// (exact while the pair is not shared).
     count: AtomicU32,
     last_sweep_ms: AtomicU64,
 }
 
+/// Some listener's queue may be missing or not marked shared: set when a
+/// listener is made and when a pair is made or given back, cleared by the
+/// fork's prepare handler once it made and marked them all
+/// (`sockets::listener::before_fork`), so that a process forking often
+/// walks its sockets only after such a change.
+pub(crate) static UNSHARED: AtomicBool = AtomicBool::new(false);
+
+/// The two ends of the queue.
+pub(crate) struct Pair {
+    tx: InternalFd,
+    rx: InternalFd,
+}
+
+impl Pair {
+    /// The receiving end: readable while anything is queued.
+    pub(crate) fn queue(&self) -> BorrowedFd<'_> {
+        self.rx.as_fd()
+    }
+}
+
 impl Parking {
-    pub(crate) fn new() -> Result<Parking, Errno> {
+    pub(crate) fn new() -> Parking {
+        UNSHARED.store(true, Ordering::Relaxed);
+        Parking {
+            pair: RwLock::new(None),
+            held: Mutex::new(Vec::new()),
+            shared: AtomicBool::new(false),
+            count: AtomicU32::new(0),
+            last_sweep_ms: AtomicU64::new(monotonic_ms()),
+        }
+    }
+
+    /// The pair, if made.
+    pub(crate) fn pair(&self) -> Option<Arc<Pair>> {
+        self.pair.read().clone()
+    }
+
+    /// Makes the pair if there is none (racing makers: the first stored
+    /// wins, the other's fds are closed); connections held meanwhile go
+    /// into it.
+    fn make(&self) -> Result<(), Errno> {
+        if self.pair.read().is_some() {
+            return Ok(());
+        }
         let (tx, rx) = rustix::net::socketpair(
             AddressFamily::UNIX,
             SocketType::DGRAM,
             SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
             None,
         )?;
-        Ok(Parking {
+        let made = Arc::new(Pair {
             tx: InternalFd::new(tx),
             rx: InternalFd::new(rx),
-            count: AtomicU32::new(0),
-            last_sweep_ms: AtomicU64::new(monotonic_ms()),
-        })
+        });
+        self.pair.write().get_or_insert(made);
+        UNSHARED.store(true, Ordering::Relaxed);
+        let held = std::mem::take(&mut *self.held.lock());
+        let slot = self.pair.read();
+        for (rec, conn) in held {
+            let sent = slot.as_ref().is_some_and(|pair| {
+                handshake::send_with_fd(pair.tx.as_fd(), &rec.encode(), conn.as_fd()).is_ok()
+            });
+            if !sent {
+                self.held.lock().push((rec, conn));
+            }
+        }
+        Ok(())
     }
 
-    /// The receiving end: readable while anything is queued.
-    pub(crate) fn queue(&self) -> BorrowedFd<'_> {
-        self.rx.as_fd()
+    /// Before fork: the pair is made now (if it can be) and kept from
+    /// then on, parent and child sharing it.
+    pub(crate) fn share(&self) -> Result<(), Errno> {
+        self.make()?;
+        self.shared.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Out of fds: an empty pair no other process can hold is given back
+    /// (made again at the next park or fork). True if it was.
+    pub(crate) fn give_back(&self) -> bool {
+        if self.shared.load(Ordering::Relaxed) {
+            return false;
+        }
+        let Some(mut slot) = self.pair.try_write() else {
+            return false;
+        };
+        if self.count.load(Ordering::Relaxed) != 0 {
+            return false;
+        }
+        let given = slot.take().is_some();
+        if given {
+            UNSHARED.store(true, Ordering::Relaxed);
+        }
+        given
+    }
+
+    /// In a forked child: a parent thread may have held a lock, and the
+    /// connections held in memory are the parent's to serve (`share` in
+    /// the prepare handler put them in the shared queue if it could).
+    pub(crate) fn reset_after_fork(&self) {
+        self.pair.reset_after_fork();
+        self.held.reset_after_fork();
+        let n = std::mem::take(&mut *self.held.lock()).len();
+        let _ = self
+            .count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                Some(c.saturating_sub(n as u32))
+            });
     }
 
     pub(crate) fn len_hint(&self) -> usize {
@@ -159,23 +265,72 @@ impl Parking {
         self.last_sweep_ms.store(now, Ordering::Relaxed);
     }
 
-    pub(crate) fn push(&self, conn: BorrowedFd<'_>, rec: Record) -> Result<(), Errno> {
-        handshake::send_with_fd(self.tx.as_fd(), &rec.encode(), conn)?;
-        self.count.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+    /// Queues `conn` (held in memory if the pair cannot be made for want
+    /// of fds), then `arm`s it: once it can be found, before anyone can
+    /// take it. On failure it is closed.
+    pub(crate) fn push(
+        &self,
+        conn: OwnedFd,
+        rec: Record,
+        arm: &dyn Fn(BorrowedFd<'_>),
+    ) -> Result<(), Errno> {
+        loop {
+            {
+                // (Counted before it is sent, under the lock `give_back`
+                // takes to write: a pair with anything in it is kept.)
+                let slot = self.pair.read();
+                if let Some(pair) = slot.as_ref() {
+                    self.count.fetch_add(1, Ordering::Relaxed);
+                    let sent =
+                        handshake::send_with_fd(pair.tx.as_fd(), &rec.encode(), conn.as_fd());
+                    if let Err(e) = sent {
+                        self.uncount();
+                        return Err(e);
+                    }
+                    arm(conn.as_fd());
+                    return Ok(());
+                }
+            }
+            match self.make() {
+                Ok(()) => continue,
+                Err(Errno::MFILE | Errno::NFILE) => {
+                    let mut held = self.held.lock();
+                    self.count.fetch_add(1, Ordering::Relaxed);
+                    arm(conn.as_fd());
+                    held.push((rec, conn));
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
+    fn uncount(&self) {
+        let _ = self
+            .count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+    }
+
+    /// A connection held in memory (taking it needs no fd).
+    pub(crate) fn pop_held(&self) -> Option<(Record, OwnedFd)> {
+        let got = self.held.lock().pop()?;
+        self.uncount();
+        Some(got)
+    }
+
+    /// A connection from the queue (its fd installed: the caller checked
+    /// there is room, or it is lost).
     pub(crate) fn pop(&self) -> Option<(Record, OwnedFd)> {
+        let slot = self.pair.read();
+        let pair = slot.as_ref()?;
         loop {
             let mut b = [0u8; Record::LEN];
-            let (n, fd) = match handshake::recv_with_fd(self.rx.as_fd(), &mut b) {
+            let (n, fd) = match handshake::recv_with_fd(pair.rx.as_fd(), &mut b) {
                 Ok(got) => got,
                 Err(Errno::INTR) => continue,
                 Err(_) => return None,
             };
-            let _ = self
-                .count
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+            self.uncount();
             match (n == Record::LEN, Record::decode(&b), fd) {
                 (true, Some(rec), Some(fd)) => return Some((rec, fd)),
                 _ => continue, // not ours to trust: dropped (closing its fd)

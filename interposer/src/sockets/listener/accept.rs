@@ -235,6 +235,16 @@ impl Listener {
                     return Ok(None);
                 }
                 taken += 1;
+                // Without a parking queue, a connection taken with no room
+                // for its memfd would have nowhere to wait but an fd of
+                // ours: room is made first (`with_room`).
+                let spare = match self.parking.pair() {
+                    Some(_) => None,
+                    None => match rustix::io::fcntl_dupfd_cloexec(&r.fd, 0) {
+                        Ok(fd) => Some(fd),
+                        Err(e) => return Err(e),
+                    },
+                };
                 let conn = match rustix::net::accept_with(
                     &r.fd,
                     SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
@@ -256,7 +266,11 @@ impl Listener {
                     }
                     Err(e) => return Err(e),
                 };
-                match self.settle(conn, r.scope, patience) {
+                let (conn, mut room) = match spare {
+                    Some(spare) => with_room(conn, spare)?,
+                    None => (conn, None),
+                };
+                match self.settle(conn, r.scope, patience, &mut room) {
                     Taken::Accepted(conn, c) => return Ok(Some((conn, c))),
                     Taken::Gone => {}
                     Taken::Redial => redial = true,
@@ -285,11 +299,17 @@ impl Listener {
     /// A new rendezvous connection's handshake, as far as it goes now:
     /// waiting (from `patience`) for a late message, parking the
     /// connection if it stays late, dropping it if anything is wrong.
-    fn settle(&self, conn: OwnedFd, scope: Scope, patience: &mut Patience) -> Taken {
+    fn settle(
+        &self,
+        conn: OwnedFd,
+        scope: Scope,
+        patience: &mut Patience,
+        room: &mut Option<OwnedFd>,
+    ) -> Taken {
         let mut state = State::New;
         loop {
             match arrival(conn.as_fd()) {
-                Arrival::Complete => match self.handshake(conn.as_fd(), scope, state) {
+                Arrival::Complete => match self.handshake(conn.as_fd(), scope, state, room) {
                     Step::Done(c) => return Taken::Accepted(conn, c),
                     // Declined: the connector sends a fresh Connect
                     // at once.
@@ -349,6 +369,22 @@ impl Listener {
         crate::sockets::options_store::inherit_options(&self.opts, &connection.opts);
         Ok(Accepted::Shm(conn, connection))
     }
+}
+
+/// A connection just accepted, and `spare`, an fd taken before it to
+/// prove room for its message's memfd: the connection on the lower of the
+/// two numbers (accept's answer is the lowest free number, as the
+/// kernel's), the other fd returned to be closed when the memfd comes.
+/// One `dup3` more than looking for room after the accept, which would
+/// find none with nowhere to put the connection but an fd of ours (a
+/// kernel listener leaves it queued and uses no fd).
+fn with_room(conn: OwnedFd, mut spare: OwnedFd) -> Result<(OwnedFd, Option<OwnedFd>), Errno> {
+    use std::os::fd::AsRawFd;
+    if conn.as_raw_fd() < spare.as_raw_fd() {
+        return Ok((conn, Some(spare)));
+    }
+    rustix::io::dup3(&conn, &mut spare, rustix::io::DupFlags::CLOEXEC)?;
+    Ok((spare, Some(conn)))
 }
 
 #[derive(Default)]

@@ -179,8 +179,8 @@ fn euid() -> u32 {
 }
 
 impl Listener {
-    /// Builds the epoll instance around the listening members, and the
-    /// parking queue; the instance is non-blocking if the application's
+    /// Builds the epoll instance around the listening members (the
+    /// parking queue is made on first need); the instance is non-blocking if the application's
     /// fd was (`nonblocking`). `calls::listen` puts the instance on the
     /// application's fd number.
     pub(crate) fn new(parts: Parts, nonblocking: bool) -> Result<Listener, Errno> {
@@ -205,7 +205,7 @@ impl Listener {
             let efl = rustix::fs::fcntl_getfl(&ep)?;
             rustix::fs::fcntl_setfl(&ep, efl | rustix::fs::OFlags::NONBLOCK)?;
         }
-        let parking = Parking::new()?;
+        let parking = Parking::new();
         let status = crate::platform::status::listener(
             parts.local,
             parts.tcp.as_ref().map_or(0, |t| inode(t.as_fd())),
@@ -268,6 +268,7 @@ impl Listener {
     /// In a forked child: a parent thread may have held a lock.
     pub(crate) fn reset_after_fork(&self) {
         self.opts.reset_after_fork();
+        self.parking.reset_after_fork();
         self.status.after_fork_child();
     }
 
@@ -292,6 +293,12 @@ impl Listener {
         }
     }
 
+    /// Out of fds: gives back the parking queue if it is empty and no
+    /// other process can hold it (`Parking::give_back`).
+    pub(crate) fn give_back_queue(&self) -> bool {
+        self.parking.give_back()
+    }
+
     /// listen(2) again (a new backlog): every half.
     pub(crate) fn relisten(&self, backlog: c_int) -> Action<c_int> {
         match &self.tcp {
@@ -300,6 +307,34 @@ impl Listener {
                 Err(e) => fail(e),
             },
             None => Action::Done(0),
+        }
+    }
+}
+
+/// Before fork (the prepare handler, inside the guard): every listener's
+/// parking queue is made now and kept, so that parent and child share it —
+/// a queue made later in one of them would hold connections the other,
+/// woken by their shared epoll instance, cannot find. One that cannot be
+/// made (out of fds) is tried again at the next fork; until then each
+/// process parks in its own queue (or memory), and a connection parked by
+/// one waits for that one's next accept or sweep.
+pub(crate) fn before_fork() {
+    use crate::transport::parking::UNSHARED;
+    use std::sync::atomic::Ordering;
+    if !UNSHARED.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let mut listeners = Vec::new();
+    crate::sockets::registry::for_each_socket(|s| {
+        if s.listener().is_some() {
+            listeners.push(s.clone());
+        }
+    });
+    for s in &listeners {
+        if let Some(l) = s.listener() {
+            if l.parking.share().is_err() {
+                UNSHARED.store(true, Ordering::Relaxed);
+            }
         }
     }
 }

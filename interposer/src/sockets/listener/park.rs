@@ -3,7 +3,7 @@
 //! and looking at the parked ones again.
 #![forbid(unsafe_code)]
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use rustix::event::epoll;
@@ -41,20 +41,27 @@ impl Listener {
         let mut kept: Vec<(Record, OwnedFd, bool)> = Vec::new();
         self.parking.swept(now);
         loop {
-            // A parked fd popped without room is lost (the kernel drops
-            // what it cannot install): room is checked before each one (the
-            // ones held meanwhile take fds too).
-            if let Err(e) = sys::room_for_fd(self.epoll.as_fd()) {
-                full = Some(e);
-                break;
-            }
-            let Some((rec, conn)) = self.parking.pop() else {
+            // Those held in memory first: taking one needs no fd.
+            let popped = match self.parking.pop_held() {
+                Some(got) => Some(got),
+                // A parked fd popped without room is lost (the kernel drops
+                // what it cannot install): room is checked before each one
+                // (the ones held meanwhile take fds too).
+                None => match sys::room_for_fd(self.epoll.as_fd()) {
+                    Err(e) => {
+                        full = Some(e);
+                        break;
+                    }
+                    Ok(()) => self.parking.pop(),
+                },
+            };
+            let Some((rec, conn)) = popped else {
                 break;
             };
             let scope = rec.scope;
             match arrival(conn.as_fd()) {
                 Arrival::Complete if take && found.is_none() && full.is_none() => {
-                    match self.handshake(conn.as_fd(), scope, rec.state) {
+                    match self.handshake(conn.as_fd(), scope, rec.state, &mut None) {
                         Step::Done(c) => found = Some((conn, c)),
                         Step::Pending(state) => kept.push((Record { state, ..rec }, conn, false)),
                         Step::Dropped | Step::Withdrawn => {}
@@ -111,10 +118,14 @@ impl Listener {
         // EMFILE (the event that woke us was consumed). (Whether
         // anything is queued this process cannot tell: another process
         // sharing the listener may have parked it.)
+        let Some(pair) = self.parking.pair() else {
+            // Never made: nothing was queued (those held are armed).
+            return;
+        };
         if full {
             let watch = epoll::add(
                 &self.epoll,
-                self.parking.queue(),
+                pair.queue(),
                 epoll::EventData::new_u64(QUEUE),
                 epoll::EventFlags::IN,
             );
@@ -122,7 +133,7 @@ impl Listener {
                 self.queue_watched.store(true, Ordering::Relaxed);
             }
         } else if self.queue_watched.swap(false, Ordering::Relaxed) {
-            let _ = epoll::delete(&self.epoll, self.parking.queue());
+            let _ = epoll::delete(&self.epoll, pair.queue());
         }
     }
 
@@ -152,24 +163,26 @@ impl Listener {
     /// fired, until the connection is closed for good; the extra wake-ups
     /// they may give are harmless.)
     fn requeue(&self, conn: OwnedFd, rec: Record) {
-        if self.parking.push(conn.as_fd(), rec).is_err() {
-            self.dropped("the parking queue is full");
-            return;
-        }
-        let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
-        let data = epoll::EventData::new_u64(PARKED);
-        let armed = match epoll::add(&self.epoll, &conn, data, flags) {
-            Err(Errno::EXIST) => epoll::modify(&self.epoll, &conn, data, flags),
-            r => r,
+        let arm = |conn: BorrowedFd<'_>| {
+            let flags =
+                epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
+            let data = epoll::EventData::new_u64(PARKED);
+            let armed = match epoll::add(&self.epoll, conn, data, flags) {
+                Err(Errno::EXIST) => epoll::modify(&self.epoll, conn, data, flags),
+                r => r,
+            };
+            if let Err(e) = armed {
+                // Queued but unwatched: found by the next look (at most
+                // PARK_PATIENCE later).
+                log!(
+                    debug,
+                    "accept on {}: a parked connection unwatched ({e})",
+                    self.local
+                );
+            }
         };
-        if let Err(e) = armed {
-            // Queued but unwatched: found by the next look (at most
-            // PARK_PATIENCE later).
-            log!(
-                debug,
-                "accept on {}: a parked connection unwatched ({e})",
-                self.local
-            );
+        if self.parking.push(conn, rec, &arm).is_err() {
+            self.dropped("the parking queue is full");
         }
     }
 }
