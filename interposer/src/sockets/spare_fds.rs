@@ -55,14 +55,7 @@ pub(crate) fn give_back_inside() -> bool {
     }
     // SHMNET_DIR's descriptor first: it costs only a reopen at its next
     // use (rare: the rendezvous of non-local addresses, status files).
-    let mut other = crate::platform::safedir::give_back();
-    // Listeners' empty parking queues that no other process holds
-    // (made again at their next park or fork).
-    registry::for_each_socket(|sock| {
-        if let Some(l) = sock.listener() {
-            other |= l.give_back_queue();
-        }
-    });
+    let dir = crate::platform::safedir::give_back();
     let mut freed: Vec<KeptMemfd> = crate::transport::pool::give_back_memfds();
     for cloexec_only in [true, false] {
         if freed.len() >= AT_ONCE {
@@ -82,7 +75,7 @@ pub(crate) fn give_back_inside() -> bool {
     let n = freed.len();
     drop(freed); // closed outside the registry's lock
     if n == 0 {
-        return other;
+        return dir;
     }
     internal_fd::cap_kept_memfds();
     log!(

@@ -117,34 +117,28 @@ impl Record {
 /// a `Record` with the connection's fd attached. Shared by every process
 /// that shares the listener (it is inherited with it).
 ///
-/// The pair is made on first need — the first park, or a fork while the
-/// listener exists (`ensure`, from the fork's prepare handler, so that
-/// parent and child share one queue) — not with the listener: most
-/// listeners never park anything, and its two fds would be two
+/// The pair is made only when the process forks while the listener
+/// exists (`share`, from the fork's prepare handler, so that parent and
+/// child share one queue), not with the listener: its two fds would be two
 /// connections fewer than kernel TCP gives under `ulimit -n`
-/// (docs/benchmarks.md). A connection parked while the pair cannot be made
-/// (the process is out of fds: a message it had no room to take) is
-/// *held* in this process's memory instead, its fd kept; no other process
-/// shares the listener then (a fork would have made the pair), and a
-/// forked child drops its copies (`reset_after_fork`).
+/// (docs/benchmarks.md). Without it a parked connection is *held* in this
+/// process's memory, its fd kept — one fd while its message is late, where
+/// the pair would cost two for good; no other process can look for it (a
+/// fork would have made the pair and moved it there), and a child forked
+/// when the pair could not be made drops its copies (`reset_after_fork`).
 pub(crate) struct Parking {
     pair: RwLock<Option<Arc<Pair>>>,
     held: Mutex<Vec<(Record, OwnedFd)>>,
-    /// The pair may be in another process too (made or kept across a
-    /// fork): never given back.
-    shared: AtomicBool,
-    /// Pushed minus popped in this process: a hint for when to sweep
-    /// (exact while the pair is not shared).
+    /// Pushed minus popped in this process: a hint for when to sweep.
     count: AtomicU32,
     last_sweep_ms: AtomicU64,
 }
 
-/// Some listener's queue may be missing or not marked shared: set when a
-/// listener is made and when a pair is made or given back, cleared by the
-/// fork's prepare handler once it made and marked them all
+/// Some listener may lack its pair: set when a listener is made, cleared
+/// by the fork's prepare handler once it made them all
 /// (`sockets::listener::before_fork`), so that a process forking often
-/// walks its sockets only after such a change.
-pub(crate) static UNSHARED: AtomicBool = AtomicBool::new(false);
+/// walks its sockets only after a new listener.
+pub(crate) static UNQUEUED: AtomicBool = AtomicBool::new(false);
 
 /// The two ends of the queue.
 pub(crate) struct Pair {
@@ -161,11 +155,10 @@ impl Pair {
 
 impl Parking {
     pub(crate) fn new() -> Parking {
-        UNSHARED.store(true, Ordering::Relaxed);
+        UNQUEUED.store(true, Ordering::Relaxed);
         Parking {
             pair: RwLock::new(None),
             held: Mutex::new(Vec::new()),
-            shared: AtomicBool::new(false),
             count: AtomicU32::new(0),
             last_sweep_ms: AtomicU64::new(monotonic_ms()),
         }
@@ -194,7 +187,6 @@ impl Parking {
             rx: InternalFd::new(rx),
         });
         self.pair.write().get_or_insert(made);
-        UNSHARED.store(true, Ordering::Relaxed);
         let held = std::mem::take(&mut *self.held.lock());
         let slot = self.pair.read();
         for (rec, conn) in held {
@@ -208,31 +200,10 @@ impl Parking {
         Ok(())
     }
 
-    /// Before fork: the pair is made now (if it can be) and kept from
-    /// then on, parent and child sharing it.
+    /// Before fork: the pair is made now (if it can be), parent and child
+    /// sharing it.
     pub(crate) fn share(&self) -> Result<(), Errno> {
-        self.make()?;
-        self.shared.store(true, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Out of fds: an empty pair no other process can hold is given back
-    /// (made again at the next park or fork). True if it was.
-    pub(crate) fn give_back(&self) -> bool {
-        if self.shared.load(Ordering::Relaxed) {
-            return false;
-        }
-        let Some(mut slot) = self.pair.try_write() else {
-            return false;
-        };
-        if self.count.load(Ordering::Relaxed) != 0 {
-            return false;
-        }
-        let given = slot.take().is_some();
-        if given {
-            UNSHARED.store(true, Ordering::Relaxed);
-        }
-        given
+        self.make()
     }
 
     /// In a forked child: a parent thread may have held a lock, and the
@@ -265,44 +236,30 @@ impl Parking {
         self.last_sweep_ms.store(now, Ordering::Relaxed);
     }
 
-    /// Queues `conn` (held in memory if the pair cannot be made for want
-    /// of fds), then `arm`s it: once it can be found, before anyone can
-    /// take it. On failure it is closed.
+    /// Queues `conn` (held in memory while there is no pair), then `arm`s
+    /// it: once it can be found, before anyone can take it. On failure it
+    /// is closed.
     pub(crate) fn push(
         &self,
         conn: OwnedFd,
         rec: Record,
         arm: &dyn Fn(BorrowedFd<'_>),
     ) -> Result<(), Errno> {
-        loop {
-            {
-                // (Counted before it is sent, under the lock `give_back`
-                // takes to write: a pair with anything in it is kept.)
-                let slot = self.pair.read();
-                if let Some(pair) = slot.as_ref() {
-                    self.count.fetch_add(1, Ordering::Relaxed);
-                    let sent =
-                        handshake::send_with_fd(pair.tx.as_fd(), &rec.encode(), conn.as_fd());
-                    if let Err(e) = sent {
-                        self.uncount();
-                        return Err(e);
-                    }
-                    arm(conn.as_fd());
-                    return Ok(());
-                }
+        if let Some(pair) = self.pair.read().as_ref() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+            let sent = handshake::send_with_fd(pair.tx.as_fd(), &rec.encode(), conn.as_fd());
+            if let Err(e) = sent {
+                self.uncount();
+                return Err(e);
             }
-            match self.make() {
-                Ok(()) => continue,
-                Err(Errno::MFILE | Errno::NFILE) => {
-                    let mut held = self.held.lock();
-                    self.count.fetch_add(1, Ordering::Relaxed);
-                    arm(conn.as_fd());
-                    held.push((rec, conn));
-                    return Ok(());
-                }
-                Err(e) => return Err(e),
-            }
+            arm(conn.as_fd());
+            return Ok(());
         }
+        let mut held = self.held.lock();
+        self.count.fetch_add(1, Ordering::Relaxed);
+        arm(conn.as_fd());
+        held.push((rec, conn));
+        Ok(())
     }
 
     fn uncount(&self) {

@@ -86,8 +86,6 @@ pub(crate) struct Listener {
     rendezvous: Vec<Rendezvous>,
     /// Policy hints (see `policy`): held, never read.
     _hints: Vec<InternalFd>,
-    /// Our own reference to the epoll instance behind the application's fd.
-    epoll: InternalFd,
     parking: Parking,
     /// The effective uid that listened: whom the policy speaks for.
     owner: u32,
@@ -183,7 +181,12 @@ impl Listener {
     /// parking queue is made on first need); the instance is non-blocking if the application's
     /// fd was (`nonblocking`). `calls::listen` puts the instance on the
     /// application's fd number.
-    pub(crate) fn new(parts: Parts, nonblocking: bool) -> Result<Listener, Errno> {
+    ///
+    /// Returns the instance too, for the caller to put on the
+    /// application's fd number and close: the listener keeps no reference
+    /// of its own (an fd the application's `ulimit -n` would pay for);
+    /// each call on it works on the application's fd it came through.
+    pub(crate) fn new(parts: Parts, nonblocking: bool) -> Result<(Listener, OwnedFd), Errno> {
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         if let Some(tcp) = &parts.tcp {
             epoll::add(
@@ -211,12 +214,11 @@ impl Listener {
             parts.tcp.as_ref().map_or(0, |t| inode(t.as_fd())),
             std::array::from_fn(|i| parts.rendezvous.get(i).map_or(0, |r| inode(r.fd.as_fd()))),
         );
-        Ok(Listener {
+        let listener = Listener {
             local: parts.local,
             tcp: parts.tcp,
             rendezvous: parts.rendezvous,
             _hints: parts.hints,
-            epoll: InternalFd::new(ep),
             parking,
             owner: parts.owner,
             shm_first: AtomicBool::new(true),
@@ -230,17 +232,13 @@ impl Listener {
             wait_budget_us: std::sync::atomic::AtomicU64::new(patience::WAIT_BUDGET_MAX_US),
             budget_at_ms: std::sync::atomic::AtomicU64::new(monotonic_ms()),
             status,
-        })
+        };
+        Ok((listener, ep))
     }
 
     /// The application's fd number, for `shmnet ss`.
     pub(crate) fn published_fd(&self, fd: c_int) {
         self.status.set_fd(fd);
-    }
-
-    /// The epoll instance (the application's fd is a copy of it).
-    pub(crate) fn instance(&self) -> BorrowedFd<'_> {
-        self.epoll.as_fd()
     }
 
     /// The kernel TCP listener, for the calls that go to it.
@@ -293,12 +291,6 @@ impl Listener {
         }
     }
 
-    /// Out of fds: gives back the parking queue if it is empty and no
-    /// other process can hold it (`Parking::give_back`).
-    pub(crate) fn give_back_queue(&self) -> bool {
-        self.parking.give_back()
-    }
-
     /// listen(2) again (a new backlog): every half.
     pub(crate) fn relisten(&self, backlog: c_int) -> Action<c_int> {
         match &self.tcp {
@@ -319,9 +311,9 @@ impl Listener {
 /// process parks in its own queue (or memory), and a connection parked by
 /// one waits for that one's next accept or sweep.
 pub(crate) fn before_fork() {
-    use crate::transport::parking::UNSHARED;
+    use crate::transport::parking::UNQUEUED;
     use std::sync::atomic::Ordering;
-    if !UNSHARED.swap(false, Ordering::AcqRel) {
+    if !UNQUEUED.swap(false, Ordering::AcqRel) {
         return;
     }
     let mut listeners = Vec::new();
@@ -333,7 +325,7 @@ pub(crate) fn before_fork() {
     for s in &listeners {
         if let Some(l) = s.listener() {
             if l.parking.share().is_err() {
-                UNSHARED.store(true, Ordering::Relaxed);
+                UNQUEUED.store(true, Ordering::Relaxed);
             }
         }
     }

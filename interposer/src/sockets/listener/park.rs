@@ -28,12 +28,21 @@ impl Listener {
     /// the idle-too-long and the bad ones, and the oldest beyond
     /// `PARKED_MAX`. EMFILE (with `take`): one is waiting but the process
     /// has no fds for it, as the kernel's accept would say.
-    pub(super) fn unpark(&self, take: bool) -> Result<Option<(OwnedFd, Connection)>, Errno> {
-        self.unpark_to(take, PARKED_MAX)
+    pub(super) fn unpark(
+        &self,
+        inst: BorrowedFd<'_>,
+        take: bool,
+    ) -> Result<Option<(OwnedFd, Connection)>, Errno> {
+        self.unpark_to(inst, take, PARKED_MAX)
     }
 
     /// `unpark`, keeping at most `bound` of those still waiting.
-    fn unpark_to(&self, take: bool, bound: usize) -> Result<Option<(OwnedFd, Connection)>, Errno> {
+    fn unpark_to(
+        &self,
+        inst: BorrowedFd<'_>,
+        take: bool,
+        bound: usize,
+    ) -> Result<Option<(OwnedFd, Connection)>, Errno> {
         let now = monotonic_ms();
         let mut found = None;
         let mut full = None;
@@ -47,7 +56,7 @@ impl Listener {
                 // A parked fd popped without room is lost (the kernel drops
                 // what it cannot install): room is checked before each one
                 // (the ones held meanwhile take fds too).
-                None => match sys::room_for_fd(self.epoll.as_fd()) {
+                None => match sys::room_for_fd(inst) {
                     Err(e) => {
                         full = Some(e);
                         break;
@@ -101,9 +110,9 @@ impl Listener {
             true
         });
         for (rec, conn, _) in kept {
-            self.requeue(conn, rec);
+            self.requeue(inst, conn, rec);
         }
-        self.watch_queue(full.is_some());
+        self.watch_queue(inst, full.is_some());
         match (found, full) {
             (None, Some(e)) if take => Err(e),
             (found, _) => Ok(found),
@@ -112,7 +121,7 @@ impl Listener {
 
     /// Watches the parking queue while the process has no room to take
     /// what it holds (`full`); stops watching it once it has.
-    fn watch_queue(&self, full: bool) {
+    fn watch_queue(&self, inst: BorrowedFd<'_>, full: bool) {
         // Until there is room, the queue keeps the instance readable,
         // as a kernel listener stays readable while its accept says
         // EMFILE (the event that woke us was consumed). (Whether
@@ -124,7 +133,7 @@ impl Listener {
         };
         if full {
             let watch = epoll::add(
-                &self.epoll,
+                inst,
                 pair.queue(),
                 epoll::EventData::new_u64(QUEUE),
                 epoll::EventFlags::IN,
@@ -133,13 +142,13 @@ impl Listener {
                 self.queue_watched.store(true, Ordering::Relaxed);
             }
         } else if self.queue_watched.swap(false, Ordering::Relaxed) {
-            let _ = epoll::delete(&self.epoll, pair.queue());
+            let _ = epoll::delete(inst, pair.queue());
         }
     }
 
     /// Parks `conn` (see the listener's module docs), armed: a new one was
     /// never registered, and a declined reuse offer's event was consumed.
-    pub(super) fn park(&self, conn: OwnedFd, scope: Scope, state: State) {
+    pub(super) fn park(&self, inst: BorrowedFd<'_>, conn: OwnedFd, scope: Scope, state: State) {
         let rec = Record {
             state,
             scope,
@@ -149,10 +158,10 @@ impl Listener {
             // Sweep first, so an idle crowd cannot keep newcomers out; down
             // to three quarters, so that a flood of silent connectors costs
             // one sweep per sixteen of them, not one each.
-            let none = self.unpark_to(false, PARKED_MAX - PARKED_MAX / 4);
+            let none = self.unpark_to(inst, false, PARKED_MAX - PARKED_MAX / 4);
             debug_assert!(none.is_ok_and(|n| n.is_none()));
         }
-        self.requeue(conn, rec);
+        self.requeue(inst, conn, rec);
     }
 
     /// Puts `conn` in the queue, then arms it one-shot in the listener's
@@ -162,13 +171,13 @@ impl Listener {
     /// fd had before it last went through the queue stays, disarmed once it
     /// fired, until the connection is closed for good; the extra wake-ups
     /// they may give are harmless.)
-    fn requeue(&self, conn: OwnedFd, rec: Record) {
+    fn requeue(&self, inst: BorrowedFd<'_>, conn: OwnedFd, rec: Record) {
         let arm = |conn: BorrowedFd<'_>| {
             let flags =
                 epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
             let data = epoll::EventData::new_u64(PARKED);
-            let armed = match epoll::add(&self.epoll, conn, data, flags) {
-                Err(Errno::EXIST) => epoll::modify(&self.epoll, conn, data, flags),
+            let armed = match epoll::add(inst, conn, data, flags) {
+                Err(Errno::EXIST) => epoll::modify(inst, conn, data, flags),
                 r => r,
             };
             if let Err(e) = armed {
