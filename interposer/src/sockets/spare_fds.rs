@@ -1,5 +1,6 @@
 //! When the application runs out of fds (EMFILE): SHMNET_DIR's descriptor
-//! (opened again at its next use) and the memfds connections keep only
+//! and the netlink sockets (opened again at their next use) and the
+//! memfds connections keep only
 //! for a possible exec (`KeptMemfd`) are given back, so that `ulimit -n`
 //! gives as many connections as kernel TCP (less the few fds
 //! docs/benchmarks.md lists).
@@ -53,9 +54,10 @@ pub(crate) fn give_back_inside() -> bool {
     if crate::platform::sandbox::active() {
         return false;
     }
-    // SHMNET_DIR's descriptor first: it costs only a reopen at its next
-    // use (rare: the rendezvous of non-local addresses, status files).
-    let dir = crate::platform::safedir::give_back();
+    // SHMNET_DIR's descriptor and the netlink sockets first: each costs
+    // only a reopen at its next use.
+    // (`|`: each is given back.)
+    let dir = crate::platform::safedir::give_back() | crate::platform::netlink::give_back();
     let mut freed: Vec<KeptMemfd> = crate::transport::pool::give_back_memfds();
     for cloexec_only in [true, false] {
         if freed.len() >= AT_ONCE {
