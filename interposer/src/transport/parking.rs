@@ -136,7 +136,7 @@ pub(crate) struct Parking {
 
 /// Some listener may lack its pair: set when a listener is made, cleared
 /// by the fork's prepare handler once it made them all
-/// (`sockets::listener::before_fork`), so that a process forking often
+/// (`calls::process`), so that a process forking often
 /// walks its sockets only after a new listener.
 pub(crate) static UNQUEUED: AtomicBool = AtomicBool::new(false);
 

@@ -291,6 +291,12 @@ impl Listener {
         }
     }
 
+    /// Before fork: the parking queue is made now (parent and child share
+    /// it: see `calls::process`). False if it could not be.
+    pub(crate) fn share_queue(&self) -> bool {
+        self.parking.share().is_ok()
+    }
+
     /// listen(2) again (a new backlog): every half.
     pub(crate) fn relisten(&self, backlog: c_int) -> Action<c_int> {
         match &self.tcp {
@@ -299,34 +305,6 @@ impl Listener {
                 Err(e) => fail(e),
             },
             None => Action::Done(0),
-        }
-    }
-}
-
-/// Before fork (the prepare handler, inside the guard): every listener's
-/// parking queue is made now and kept, so that parent and child share it —
-/// a queue made later in one of them would hold connections the other,
-/// woken by their shared epoll instance, cannot find. One that cannot be
-/// made (out of fds) is tried again at the next fork; until then each
-/// process parks in its own queue (or memory), and a connection parked by
-/// one waits for that one's next accept or sweep.
-pub(crate) fn before_fork() {
-    use crate::transport::parking::UNQUEUED;
-    use std::sync::atomic::Ordering;
-    if !UNQUEUED.swap(false, Ordering::AcqRel) {
-        return;
-    }
-    let mut listeners = Vec::new();
-    crate::sockets::registry::for_each_socket(|s| {
-        if s.listener().is_some() {
-            listeners.push(s.clone());
-        }
-    });
-    for s in &listeners {
-        if let Some(l) = s.listener() {
-            if l.parking.share().is_err() {
-                UNQUEUED.store(true, Ordering::Relaxed);
-            }
         }
     }
 }
