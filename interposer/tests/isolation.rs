@@ -1673,17 +1673,24 @@ fn accept_without_fds_is_emfile_across_namespaces() {
 }
 
 /// Three parked connections whose messages arrive while the server has one
-/// fd left (found by review): accept says EMFILE and all three wait; once
-/// fds are freed each is looked at (here refused: the forged messages
-/// bring no segment). Before, every parked one was taken off the queue
-/// with room for one: the kernel dropped the others, their connectors
-/// were reset and nothing said so.
+/// fd left (found by review). In the parking queue (a listener of a
+/// process that forked: argument "fork"), accept says EMFILE and all three
+/// wait; once fds are freed each is looked at (here refused: the forged
+/// messages bring no segment). Before, every parked one was taken off the
+/// queue with room for one: the kernel dropped the others, their
+/// connectors were reset and nothing said so. Held in memory (no fork:
+/// no queue), each has its fd already and is looked at at once: refused,
+/// and accept says EAGAIN.
 const PARK_THREE: &str = r#"
 import os, resource, socket, sys, time
 s = socket.socket()
 s.bind(("127.0.0.1", 0))
 s.listen(8)
 s.setblocking(False)
+if sys.argv[1:] == ["fork"]:
+    if os.fork() == 0:
+        os._exit(0)
+    os.wait()
 print("port", s.getsockname()[1], "pid", os.getpid(), flush=True)
 sys.stdin.readline()
 try:
@@ -1718,39 +1725,41 @@ print("done", flush=True)
 
 #[test]
 fn parked_connections_wait_while_fds_run_out() {
-    let dir = tmpdir("iso-park-three");
-    let mut cmd = py(PARK_THREE, &[]);
-    default_mode(&mut cmd, &dir).env("SHMNET_LOG", "warn");
-    let mut srv = start_piped("server", &mut cmd);
-    let (port, pid) = port_pid(&mut srv);
-    let name = cookie_rendezvous_of(pid);
-    let p = port.to_string();
-    let mut forgers: Vec<Background> = (0..3)
-        .map(|_| {
-            let mut cmd = raw(&["forge-later", "40000", &p, &name]);
-            let mut f = start_piped("forger", cmd.stdin(Stdio::piped()));
-            f.expect("connected");
-            f
-        })
-        .collect();
-    srv.go();
-    assert_eq!(srv.expect("parked"), "parked");
-    srv.expect("full");
-    for f in &mut forgers {
-        f.go();
+    for (args, expect) in [(&["fork"][..], "accept EMFILE"), (&[][..], "accept 11")] {
+        let dir = tmpdir("iso-park-three");
+        let mut cmd = py(PARK_THREE, args);
+        default_mode(&mut cmd, &dir).env("SHMNET_LOG", "warn");
+        let mut srv = start_piped("server", &mut cmd);
+        let (port, pid) = port_pid(&mut srv);
+        let name = cookie_rendezvous_of(pid);
+        let p = port.to_string();
+        let mut forgers: Vec<Background> = (0..3)
+            .map(|_| {
+                let mut cmd = raw(&["forge-later", "40000", &p, &name]);
+                let mut f = start_piped("forger", cmd.stdin(Stdio::piped()));
+                f.expect("connected");
+                f
+            })
+            .collect();
+        srv.go();
+        assert_eq!(srv.expect("parked"), "parked");
+        srv.expect("full");
+        for f in &mut forgers {
+            f.go();
+        }
+        srv.go();
+        assert_eq!(srv.expect("accept"), expect, "{args:?}");
+        srv.expect("done");
+        for f in &mut forgers {
+            assert_eq!(f.expect("forged"), "forged closed");
+        }
+        let err = srv.kill();
+        let refused = libshmnet_lines(&err)
+            .iter()
+            .filter(|l| l.contains("no shared memory attached"))
+            .count();
+        assert_eq!(refused, 3, "{args:?}: server's stderr:\n{err}");
     }
-    srv.go();
-    assert_eq!(srv.expect("accept"), "accept EMFILE");
-    srv.expect("done");
-    for f in &mut forgers {
-        assert_eq!(f.expect("forged"), "forged closed");
-    }
-    let err = srv.kill();
-    let refused = libshmnet_lines(&err)
-        .iter()
-        .filter(|l| l.contains("no shared memory attached"))
-        .count();
-    assert_eq!(refused, 3, "server's stderr:\n{err}");
 }
 
 /// accept tries the kernel listener first and says EMFILE after its look

@@ -482,9 +482,9 @@ pub(crate) fn listen_emulated(fd: c_int, bound: &Bound, _backlog: c_int) -> Acti
 fn assemble(fd: c_int, parts: Parts, nonblocking: bool) -> Result<Listener, Errno> {
     let app = sys::borrow_fd(fd);
     let cloexec = rustix::io::fcntl_getfd(app)?.contains(rustix::io::FdFlags::CLOEXEC);
-    let listener = Listener::new(parts, nonblocking)?;
+    let (listener, instance) = Listener::new(parts, nonblocking)?;
     crate::sockets::carry::detach(fd);
-    sys::dup_onto(listener.instance(), fd, cloexec)
+    sys::dup_onto(instance.as_fd(), fd, cloexec)
         .inspect_err(|_| crate::sockets::readiness::replay_carried(fd, true))?;
     // Across exec, what the listener is made of goes with the
     // application's fd (see `calls::exec`).

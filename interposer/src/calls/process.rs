@@ -59,6 +59,9 @@ extern "C" fn prepare() {
     // the library.
     if let Some(_inside) = crate::platform::guard::enter("fork") {
         let _ = std::panic::catch_unwind(crate::calls::exec::before_exec);
+        // Listeners' parking queues, made on first need, are made now so
+        // that parent and child share them.
+        let _ = std::panic::catch_unwind(share_parking_queues);
     }
     // The child must never need dlsym (its loader lock may be held by a
     // thread that does not exist in the child).
@@ -66,6 +69,32 @@ extern "C" fn prepare() {
     // Hold the socket registry's lock across the fork, so that no thread is
     // in the middle of changing the registry when the process is copied.
     crate::sockets::registry::before_fork();
+}
+
+/// Before fork (the prepare handler, inside the guard): every listener's
+/// parking queue is made now, so that parent and child share it — a queue
+/// made later in one of them would hold connections the other, woken by
+/// their shared epoll instance, cannot find. One that cannot be made (out
+/// of fds) is tried again at the next fork; until then each process parks
+/// in its own memory, and a connection parked by one waits for that one's
+/// next accept or sweep.
+fn share_parking_queues() {
+    use crate::transport::parking::UNQUEUED;
+    use std::sync::atomic::Ordering;
+    if !UNQUEUED.swap(false, Ordering::AcqRel) {
+        return;
+    }
+    let mut listeners = Vec::new();
+    crate::sockets::registry::for_each_socket(|s| {
+        if s.listener().is_some() {
+            listeners.push(s.clone());
+        }
+    });
+    for s in &listeners {
+        if s.listener().is_some_and(|l| !l.share_queue()) {
+            UNQUEUED.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// After fork, in the parent.

@@ -47,9 +47,17 @@ const SUN_PATH_MAX: usize = 107;
 const RETRY: Duration = Duration::from_secs(1);
 
 /// A verified directory: every operation goes through its descriptor.
+///
+/// The descriptor can be given back when the application runs out of fds
+/// (`give_back`, from `sockets::spare_fds`): the next operation opens the
+/// path again and takes it only if it is the very directory verified
+/// (same device and inode; ENOENT otherwise, which makes callers look
+/// again with `refresh`). Its lock is only ever tried, never waited for
+/// (a child forked while another thread held it must not hang): an
+/// operation that finds it taken uses a descriptor of its own.
 #[derive(Debug)]
 pub(crate) struct Dir {
-    fd: InternalFd,
+    fd: RwLock<Option<Arc<InternalFd>>>,
     path: PathBuf,
     dev: u64,
     ino: u64,
@@ -75,6 +83,13 @@ pub(crate) fn user_changing() {
 /// else); if so, the next [`get`] opens and verifies the path again.
 pub(crate) fn refresh() {
     CACHE.refresh();
+}
+
+/// Out of fds (`sockets::spare_fds`): the cached directory's descriptor
+/// is given back, opened again at its next use. True if one was held.
+pub(crate) fn give_back() -> bool {
+    let dir = CACHE.state.try_read().and_then(|state| state.dir.clone());
+    dir.is_some_and(|dir| dir.give_back())
 }
 
 /// [`get`] after [`refresh`]: for the rendezvous in the directory, where a
@@ -120,7 +135,7 @@ impl Dir {
         }
         let (dev, ino) = file_id(&st);
         Ok(Dir {
-            fd: InternalFd::new(fd),
+            fd: RwLock::new(Some(Arc::new(InternalFd::new(fd)))),
             path: path.to_path_buf(),
             dev,
             ino,
@@ -132,13 +147,43 @@ impl Dir {
     /// in the directory: `/proc/self/fd/<N>/<name>`, which reaches the
     /// verified directory even if its path was renamed or replaced.
     /// ENAMETOOLONG when it does not fit `sun_path`.
-    pub(crate) fn socket_path(&self, name: &str) -> Result<PathBuf, Errno> {
+    pub(crate) fn socket_path(&self, name: &str) -> Result<SocketPath, Errno> {
         check_name(name)?;
-        let path = format!("/proc/self/fd/{}/{name}", self.fd.as_fd().as_raw_fd());
+        let fd = self.handle()?;
+        let path = format!("/proc/self/fd/{}/{name}", fd.as_fd().as_raw_fd());
         if path.len() > SUN_PATH_MAX {
             return Err(Errno::NAMETOOLONG);
         }
-        Ok(PathBuf::from(path))
+        Ok(SocketPath {
+            _dir: fd,
+            path: PathBuf::from(path),
+        })
+    }
+
+    /// The descriptor: the one held, or the path opened again if it was
+    /// given back (and kept, unless the lock was taken).
+    fn handle(&self) -> Result<Arc<InternalFd>, Errno> {
+        if let Some(fd) = self.fd.try_read().and_then(|held| held.clone()) {
+            return Ok(fd);
+        }
+        let fd = rustix::fs::openat(CWD, &self.path, DIR_FLAGS, Mode::empty())?;
+        if file_id(&rustix::fs::fstat(&fd)?) != (self.dev, self.ino) {
+            return Err(Errno::NOENT);
+        }
+        let fd = Arc::new(InternalFd::new(fd));
+        if let Some(mut held) = self.fd.try_write() {
+            return Ok(held.get_or_insert(fd).clone());
+        }
+        Ok(fd)
+    }
+
+    /// Gives the descriptor back (closed once no operation uses it): true
+    /// if it was held.
+    pub(crate) fn give_back(&self) -> bool {
+        self.fd
+            .try_write()
+            .and_then(|mut held| held.take())
+            .is_some()
     }
 
     /// `openat(dir, name, flags | O_NOFOLLOW | O_CLOEXEC, mode)`: a symlink
@@ -146,7 +191,7 @@ impl Dir {
     pub(crate) fn open(&self, name: &str, flags: OFlags, mode: Mode) -> Result<OwnedFd, Errno> {
         check_name(name)?;
         rustix::fs::openat(
-            &self.fd,
+            &*self.handle()?,
             name,
             flags | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             mode,
@@ -159,18 +204,18 @@ impl Dir {
     /// listener's policy, decided from the kernel's credentials).
     pub(crate) fn chmod(&self, name: &str, mode: Mode) -> Result<(), Errno> {
         check_name(name)?;
-        rustix::fs::chmodat(&self.fd, name, mode, AtFlags::empty())
+        rustix::fs::chmodat(&*self.handle()?, name, mode, AtFlags::empty())
     }
 
     pub(crate) fn unlink(&self, name: &str) -> Result<(), Errno> {
         check_name(name)?;
-        rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())
+        rustix::fs::unlinkat(&*self.handle()?, name, AtFlags::empty())
     }
 
     /// `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)`.
     pub(crate) fn stat(&self, name: &str) -> Result<Stat, Errno> {
         check_name(name)?;
-        rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
+        rustix::fs::statat(&*self.handle()?, name, AtFlags::SYMLINK_NOFOLLOW)
     }
 
     /// Renames `from` to `to` unless `to` exists (EEXIST): how a file
@@ -180,9 +225,10 @@ impl Dir {
     pub(crate) fn publish(&self, from: &str, to: &str) -> Result<(), Errno> {
         check_name(from)?;
         check_name(to)?;
-        match rustix::fs::renameat_with(&self.fd, from, &self.fd, to, RenameFlags::NOREPLACE) {
+        let fd = self.handle()?;
+        match rustix::fs::renameat_with(&*fd, from, &*fd, to, RenameFlags::NOREPLACE) {
             Err(Errno::INVAL | Errno::NOSYS | Errno::OPNOTSUPP) => {
-                rustix::fs::linkat(&self.fd, from, &self.fd, to, AtFlags::empty())?;
+                rustix::fs::linkat(&*fd, from, &*fd, to, AtFlags::empty())?;
                 let _ = self.unlink(from);
                 Ok(())
             }
@@ -194,7 +240,10 @@ impl Dir {
     /// `max`), read through its descriptor.
     pub(crate) fn names(&self, prefix: &str, max: usize) -> Vec<String> {
         let mut out = Vec::new();
-        let Ok(mut rd) = rustix::fs::Dir::read_from(&self.fd) else {
+        let Ok(fd) = self.handle() else {
+            return out;
+        };
+        let Ok(mut rd) = rustix::fs::Dir::read_from(&*fd) else {
             return out;
         };
         while let Some(Ok(e)) = rd.read() {
@@ -223,7 +272,10 @@ impl Dir {
     /// Whether the directory is still there under its path: not removed
     /// (`st_nlink` 0) and the path names this very directory.
     fn still_in_place(&self) -> bool {
-        let Ok(st) = rustix::fs::fstat(&self.fd) else {
+        let Ok(fd) = self.handle() else {
+            return false;
+        };
+        let Ok(st) = rustix::fs::fstat(&*fd) else {
             return false;
         };
         if st.st_nlink == 0 {
@@ -231,6 +283,33 @@ impl Dir {
         }
         rustix::fs::statat(CWD, &self.path, AtFlags::SYMLINK_NOFOLLOW)
             .is_ok_and(|now| file_id(&now) == (self.dev, self.ino))
+    }
+}
+
+/// A Unix socket's path in the directory (`Dir::socket_path`), holding
+/// the descriptor the path goes through.
+#[derive(Debug)]
+pub(crate) struct SocketPath {
+    _dir: Arc<InternalFd>,
+    path: PathBuf,
+}
+
+impl SocketPath {
+    pub(crate) fn as_path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl std::ops::Deref for SocketPath {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for SocketPath {
+    fn as_ref(&self) -> &Path {
+        &self.path
     }
 }
 

@@ -1,6 +1,9 @@
-//! When the application runs out of fds (EMFILE): the memfds connections
-//! keep only for a possible exec (`KeptMemfd`) are given back, so that
-//! `ulimit -n` gives as many connections as kernel TCP.
+//! When the application runs out of fds (EMFILE): SHMNET_DIR's descriptor
+//! and the netlink sockets (opened again at their next use) and the
+//! memfds connections keep only
+//! for a possible exec (`KeptMemfd`) are given back, so that `ulimit -n`
+//! gives as many connections as kernel TCP (less the few fds
+//! docs/benchmarks.md lists).
 //!
 //! A connection's only fd in the application's process is then its own
 //! (the doorbell has none: `conn::Bell`); one whose memfd was given back
@@ -51,6 +54,10 @@ pub(crate) fn give_back_inside() -> bool {
     if crate::platform::sandbox::active() {
         return false;
     }
+    // SHMNET_DIR's descriptor and the netlink sockets first: each costs
+    // only a reopen at its next use.
+    // (`|`: each is given back.)
+    let dir = crate::platform::safedir::give_back() | crate::platform::netlink::give_back();
     let mut freed: Vec<KeptMemfd> = crate::transport::pool::give_back_memfds();
     for cloexec_only in [true, false] {
         if freed.len() >= AT_ONCE {
@@ -70,7 +77,7 @@ pub(crate) fn give_back_inside() -> bool {
     let n = freed.len();
     drop(freed); // closed outside the registry's lock
     if n == 0 {
-        return false;
+        return dir;
     }
     internal_fd::cap_kept_memfds();
     log!(

@@ -6,13 +6,15 @@
 #![forbid(unsafe_code)]
 
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 use crate::platform::internal_fd::InternalFd;
+use crate::platform::lock::{Mutex, RwLock};
 use crate::transport::handshake;
 
 /// How long a rendezvous connection may take to send its connect message
@@ -114,33 +116,108 @@ impl Record {
 /// The queue of parked connections: a datagram socket pair, each datagram
 /// a `Record` with the connection's fd attached. Shared by every process
 /// that shares the listener (it is inherited with it).
+///
+/// The pair is made only when the process forks while the listener
+/// exists (`share`, from the fork's prepare handler, so that parent and
+/// child share one queue), not with the listener: its two fds would be two
+/// connections fewer than kernel TCP gives under `ulimit -n`
+/// (docs/benchmarks.md). Without it a parked connection is *held* in this
+/// process's memory, its fd kept — one fd while its message is late, where
+/// the pair would cost two for good; no other process can look for it (a
+/// fork would have made the pair and moved it there), and a child forked
+/// when the pair could not be made drops its copies (`reset_after_fork`).
 pub(crate) struct Parking {
-    tx: InternalFd,
-    rx: InternalFd,
+    pair: RwLock<Option<Arc<Pair>>>,
+    held: Mutex<Vec<(Record, OwnedFd)>>,
     /// Pushed minus popped in this process: a hint for when to sweep.
     count: AtomicU32,
     last_sweep_ms: AtomicU64,
 }
 
+/// Some listener may lack its pair: set when a listener is made, cleared
+/// by the fork's prepare handler once it made them all
+/// (`calls::process`), so that a process forking often
+/// walks its sockets only after a new listener.
+pub(crate) static UNQUEUED: AtomicBool = AtomicBool::new(false);
+
+/// The two ends of the queue.
+pub(crate) struct Pair {
+    tx: InternalFd,
+    rx: InternalFd,
+}
+
+impl Pair {
+    /// The receiving end: readable while anything is queued.
+    pub(crate) fn queue(&self) -> BorrowedFd<'_> {
+        self.rx.as_fd()
+    }
+}
+
 impl Parking {
-    pub(crate) fn new() -> Result<Parking, Errno> {
+    pub(crate) fn new() -> Parking {
+        UNQUEUED.store(true, Ordering::Relaxed);
+        Parking {
+            pair: RwLock::new(None),
+            held: Mutex::new(Vec::new()),
+            count: AtomicU32::new(0),
+            last_sweep_ms: AtomicU64::new(monotonic_ms()),
+        }
+    }
+
+    /// The pair, if made.
+    pub(crate) fn pair(&self) -> Option<Arc<Pair>> {
+        self.pair.read().clone()
+    }
+
+    /// Makes the pair if there is none (racing makers: the first stored
+    /// wins, the other's fds are closed); connections held meanwhile go
+    /// into it.
+    fn make(&self) -> Result<(), Errno> {
+        if self.pair.read().is_some() {
+            return Ok(());
+        }
         let (tx, rx) = rustix::net::socketpair(
             AddressFamily::UNIX,
             SocketType::DGRAM,
             SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
             None,
         )?;
-        Ok(Parking {
+        let made = Arc::new(Pair {
             tx: InternalFd::new(tx),
             rx: InternalFd::new(rx),
-            count: AtomicU32::new(0),
-            last_sweep_ms: AtomicU64::new(monotonic_ms()),
-        })
+        });
+        self.pair.write().get_or_insert(made);
+        let held = std::mem::take(&mut *self.held.lock());
+        let slot = self.pair.read();
+        for (rec, conn) in held {
+            let sent = slot.as_ref().is_some_and(|pair| {
+                handshake::send_with_fd(pair.tx.as_fd(), &rec.encode(), conn.as_fd()).is_ok()
+            });
+            if !sent {
+                self.held.lock().push((rec, conn));
+            }
+        }
+        Ok(())
     }
 
-    /// The receiving end: readable while anything is queued.
-    pub(crate) fn queue(&self) -> BorrowedFd<'_> {
-        self.rx.as_fd()
+    /// Before fork: the pair is made now (if it can be), parent and child
+    /// sharing it.
+    pub(crate) fn share(&self) -> Result<(), Errno> {
+        self.make()
+    }
+
+    /// In a forked child: a parent thread may have held a lock, and the
+    /// connections held in memory are the parent's to serve (`share` in
+    /// the prepare handler put them in the shared queue if it could).
+    pub(crate) fn reset_after_fork(&self) {
+        self.pair.reset_after_fork();
+        self.held.reset_after_fork();
+        let n = std::mem::take(&mut *self.held.lock()).len();
+        let _ = self
+            .count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| {
+                Some(c.saturating_sub(n as u32))
+            });
     }
 
     pub(crate) fn len_hint(&self) -> usize {
@@ -159,23 +236,58 @@ impl Parking {
         self.last_sweep_ms.store(now, Ordering::Relaxed);
     }
 
-    pub(crate) fn push(&self, conn: BorrowedFd<'_>, rec: Record) -> Result<(), Errno> {
-        handshake::send_with_fd(self.tx.as_fd(), &rec.encode(), conn)?;
+    /// Queues `conn` (held in memory while there is no pair), then `arm`s
+    /// it: once it can be found, before anyone can take it. On failure it
+    /// is closed.
+    pub(crate) fn push(
+        &self,
+        conn: OwnedFd,
+        rec: Record,
+        arm: &dyn Fn(BorrowedFd<'_>),
+    ) -> Result<(), Errno> {
+        if let Some(pair) = self.pair.read().as_ref() {
+            self.count.fetch_add(1, Ordering::Relaxed);
+            let sent = handshake::send_with_fd(pair.tx.as_fd(), &rec.encode(), conn.as_fd());
+            if let Err(e) = sent {
+                self.uncount();
+                return Err(e);
+            }
+            arm(conn.as_fd());
+            return Ok(());
+        }
+        let mut held = self.held.lock();
         self.count.fetch_add(1, Ordering::Relaxed);
+        arm(conn.as_fd());
+        held.push((rec, conn));
         Ok(())
     }
 
+    fn uncount(&self) {
+        let _ = self
+            .count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+    }
+
+    /// A connection held in memory (taking it needs no fd).
+    pub(crate) fn pop_held(&self) -> Option<(Record, OwnedFd)> {
+        let got = self.held.lock().pop()?;
+        self.uncount();
+        Some(got)
+    }
+
+    /// A connection from the queue (its fd installed: the caller checked
+    /// there is room, or it is lost).
     pub(crate) fn pop(&self) -> Option<(Record, OwnedFd)> {
+        let slot = self.pair.read();
+        let pair = slot.as_ref()?;
         loop {
             let mut b = [0u8; Record::LEN];
-            let (n, fd) = match handshake::recv_with_fd(self.rx.as_fd(), &mut b) {
+            let (n, fd) = match handshake::recv_with_fd(pair.rx.as_fd(), &mut b) {
                 Ok(got) => got,
                 Err(Errno::INTR) => continue,
                 Err(_) => return None,
             };
-            let _ = self
-                .count
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
+            self.uncount();
             match (n == Record::LEN, Record::decode(&b), fd) {
                 (true, Some(rec), Some(fd)) => return Some((rec, fd)),
                 _ => continue, // not ours to trust: dropped (closing its fd)

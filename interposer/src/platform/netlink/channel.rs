@@ -145,6 +145,16 @@ impl Channel {
         }
     }
 
+    /// Out of fds (`sockets::spare_fds`): the current socket is closed,
+    /// opened again at the next question (the retired ones stay: their
+    /// namespaces cannot be reached again). True if one was open.
+    pub(crate) fn give_back(&self) -> bool {
+        let Some(mut sockets) = self.cached.try_lock() else {
+            return false;
+        };
+        sockets.current.take().is_some()
+    }
+
     /// `op` on the current socket, then once more on a fresh one if the
     /// first failed.
     pub(crate) fn attempts<T>(

@@ -445,5 +445,12 @@ pub(crate) fn is_local(ip: IpAddr) -> bool {
 // ---------------------------------------------------------------------------
 // Transport
 
+/// Out of fds (`sockets::spare_fds`): the current route and diag sockets
+/// are closed, opened again at the next question. True if one was open.
+pub(crate) fn give_back() -> bool {
+    // (`|`: both are given back.)
+    channel::DIAG.give_back() | channel::ROUTE.give_back()
+}
+
 #[cfg(test)]
 mod tests;

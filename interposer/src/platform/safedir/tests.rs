@@ -276,3 +276,30 @@ fn one_line_per_distinct_problem() {
         .collect();
     assert_eq!(fresh, [true, false, true, false, true, true, false, false]);
 }
+
+/// Out of fds the descriptor is given back; the next operation opens the
+/// path again, and takes it only if it is the directory verified: one put
+/// in its place meanwhile is ENOENT (callers then look again).
+#[test]
+fn a_given_back_descriptor_is_opened_again_only_for_the_same_directory() {
+    let b = base("giveback");
+    let path = b.join("shm");
+    let dir = Dir::at(&path, euid()).unwrap();
+    std::fs::write(path.join("f"), b"x").unwrap();
+    assert!(dir.give_back());
+    assert!(!dir.give_back(), "nothing held any more");
+    assert!(dir.stat("f").is_ok(), "opened again");
+    // A socket path holds the descriptor it names while it lives.
+    let name = dir.socket_path("s").unwrap();
+    assert!(dir.give_back());
+    let _listener = std::os::unix::net::UnixListener::bind(&name).unwrap();
+    drop(name);
+    assert!(path.join("s").exists());
+    assert!(dir.stat("s").is_ok(), "opened again");
+    assert!(dir.give_back());
+    std::fs::rename(&path, b.join("moved")).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    assert_eq!(dir.stat("f").unwrap_err(), Errno::NOENT);
+    assert!(!dir.still_in_place());
+    let _ = std::fs::remove_dir_all(&b);
+}

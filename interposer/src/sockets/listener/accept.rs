@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use rustix::event::epoll;
@@ -81,7 +81,7 @@ impl Listener {
         };
         let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
         loop {
-            match self.step(peer, flags) {
+            match self.step(app, peer, flags) {
                 Err(Errno::AGAIN) => {}
                 r => return r,
             }
@@ -106,15 +106,20 @@ impl Listener {
     }
 
     /// One look at every half, without waiting.
-    fn step(&self, peer: AddrOut<'_>, flags: c_int) -> Result<Accepted, Errno> {
-        let ready = self.ready();
+    fn step(
+        &self,
+        inst: BorrowedFd<'_>,
+        peer: AddrOut<'_>,
+        flags: c_int,
+    ) -> Result<Accepted, Errno> {
+        let ready = self.ready(inst);
         let shm_first = self.shm_first.fetch_xor(true, Ordering::Relaxed);
         // Out of fds for a shared-memory connection: a kernel one may still
         // be taken (it needs fewer); else the kernel's errno.
         let mut no_room = None;
         for shm in [shm_first, !shm_first] {
             if shm {
-                match self.accept_shm(&ready) {
+                match self.accept_shm(inst, &ready) {
                     Ok(Some((conn, c))) => return self.finish(conn, c, flags),
                     Ok(None) => {}
                     Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOMEM | Errno::NOBUFS)) => {
@@ -130,7 +135,7 @@ impl Listener {
                             // A parked connection's one-shot event was
                             // consumed and not acted on: armed again, or
                             // nobody would be woken for it.
-                            let _ = self.unpark(false);
+                            let _ = self.unpark(inst, false);
                         }
                         return r.map(Accepted::Tcp);
                     }
@@ -143,7 +148,7 @@ impl Listener {
     /// Which members have something, from the instance itself (one system
     /// call; it also consumes the one-shot events of parked connections,
     /// which is what keeps them from waking anyone twice).
-    fn ready(&self) -> Ready {
+    fn ready(&self, inst: BorrowedFd<'_>) -> Ready {
         let mut buf: Vec<epoll::Event> = Vec::with_capacity(32);
         let zero = rustix::time::Timespec {
             tv_sec: 0,
@@ -154,7 +159,7 @@ impl Listener {
             ready.rendezvous = true;
             let data = epoll::EventData::new_u64(RENDEZVOUS);
             let again = self.rendezvous.iter().all(|r| {
-                match epoll::add(&self.epoll, &r.fd, data, epoll::EventFlags::IN) {
+                match epoll::add(inst, &r.fd, data, epoll::EventFlags::IN) {
                     Ok(()) | Err(Errno::EXIST) => true,
                     Err(_) => false,
                 }
@@ -165,11 +170,7 @@ impl Listener {
         }
         // (A Vec is a buffer of its *length* to rustix: its spare capacity
         // is what epoll_wait may fill.)
-        match epoll::wait(
-            &self.epoll,
-            rustix::buffer::spare_capacity(&mut buf),
-            Some(&zero),
-        ) {
+        match epoll::wait(inst, rustix::buffer::spare_capacity(&mut buf), Some(&zero)) {
             Ok(_) => {
                 if buf.len() == buf.capacity() {
                     // More may be pending than we read: look at the
@@ -213,11 +214,12 @@ impl Listener {
     /// rendezvous.
     pub(super) fn accept_new(
         &self,
+        inst: BorrowedFd<'_>,
         ready: &Ready,
         patience: &mut Patience,
     ) -> Result<Option<(OwnedFd, Connection)>, Errno> {
         if ready.parked || self.parking.sweep_due() {
-            if let Some(found) = self.unpark(true)? {
+            if let Some(found) = self.unpark(inst, true)? {
                 return Ok(Some(found));
             }
         }
@@ -231,10 +233,20 @@ impl Listener {
             let mut redial = false;
             loop {
                 if taken >= TAKEN_MAX {
-                    self.rearm(r);
+                    self.rearm(inst, r);
                     return Ok(None);
                 }
                 taken += 1;
+                // Without a parking queue, a connection taken with no room
+                // for its memfd would have nowhere to wait but an fd of
+                // ours: room is made first (`with_room`).
+                let spare = match self.parking.pair() {
+                    Some(_) => None,
+                    None => match rustix::io::fcntl_dupfd_cloexec(&r.fd, 0) {
+                        Ok(fd) => Some(fd),
+                        Err(e) => return Err(e),
+                    },
+                };
                 let conn = match rustix::net::accept_with(
                     &r.fd,
                     SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
@@ -256,7 +268,11 @@ impl Listener {
                     }
                     Err(e) => return Err(e),
                 };
-                match self.settle(conn, r.scope, patience) {
+                let (conn, mut room) = match spare {
+                    Some(spare) => with_room(conn, spare)?,
+                    None => (conn, None),
+                };
+                match self.settle(inst, conn, r.scope, patience, &mut room) {
                     Taken::Accepted(conn, c) => return Ok(Some((conn, c))),
                     Taken::Gone => {}
                     Taken::Redial => redial = true,
@@ -271,10 +287,10 @@ impl Listener {
     /// new edge for edge-triggered waiters (one that accepts until EAGAIN
     /// gets none for what was signalled already): the rendezvous registered
     /// again queues a fresh event when it is ready.
-    fn rearm(&self, r: &Rendezvous) {
+    fn rearm(&self, inst: BorrowedFd<'_>, r: &Rendezvous) {
         let data = epoll::EventData::new_u64(RENDEZVOUS);
-        if epoll::delete(&self.epoll, &r.fd).is_ok()
-            && epoll::add(&self.epoll, &r.fd, data, epoll::EventFlags::IN).is_err()
+        if epoll::delete(inst, &r.fd).is_ok()
+            && epoll::add(inst, &r.fd, data, epoll::EventFlags::IN).is_err()
         {
             // (ENOSPC, ENOMEM) Looked at by every accept, and
             // registered again, until that works (`ready`).
@@ -285,23 +301,30 @@ impl Listener {
     /// A new rendezvous connection's handshake, as far as it goes now:
     /// waiting (from `patience`) for a late message, parking the
     /// connection if it stays late, dropping it if anything is wrong.
-    fn settle(&self, conn: OwnedFd, scope: Scope, patience: &mut Patience) -> Taken {
+    fn settle(
+        &self,
+        inst: BorrowedFd<'_>,
+        conn: OwnedFd,
+        scope: Scope,
+        patience: &mut Patience,
+        room: &mut Option<OwnedFd>,
+    ) -> Taken {
         let mut state = State::New;
         loop {
             match arrival(conn.as_fd()) {
-                Arrival::Complete => match self.handshake(conn.as_fd(), scope, state) {
+                Arrival::Complete => match self.handshake(conn.as_fd(), scope, state, room) {
                     Step::Done(c) => return Taken::Accepted(conn, c),
                     // Declined: the connector sends a fresh Connect
                     // at once.
                     Step::Pending(next) if patience.wait(conn.as_fd()) => state = next,
                     Step::Pending(next) => {
-                        self.park(conn, scope, next);
+                        self.park(inst, conn, scope, next);
                         return Taken::Gone;
                     }
                     Step::Dropped => return Taken::Gone,
                     Step::Withdrawn => return Taken::Redial,
                     Step::NoRoom(e) => {
-                        self.park(conn, scope, state);
+                        self.park(inst, conn, scope, state);
                         return Taken::NoRoom(e);
                     }
                 },
@@ -311,7 +334,7 @@ impl Listener {
                 Arrival::Empty if !self.admits(conn.as_fd()) => return Taken::Gone,
                 Arrival::Empty if patience.wait(conn.as_fd()) => {}
                 Arrival::Empty => {
-                    self.park(conn, scope, state);
+                    self.park(inst, conn, scope, state);
                     return Taken::Gone;
                 }
                 Arrival::Bad if state == State::Declined => {
@@ -349,6 +372,22 @@ impl Listener {
         crate::sockets::options_store::inherit_options(&self.opts, &connection.opts);
         Ok(Accepted::Shm(conn, connection))
     }
+}
+
+/// A connection just accepted, and `spare`, an fd taken before it to
+/// prove room for its message's memfd: the connection on the lower of the
+/// two numbers (accept's answer is the lowest free number, as the
+/// kernel's), the other fd returned to be closed when the memfd comes.
+/// One `dup3` more than looking for room after the accept, which would
+/// find none with nowhere to put the connection but an fd of ours (a
+/// kernel listener leaves it queued and uses no fd).
+fn with_room(conn: OwnedFd, mut spare: OwnedFd) -> Result<(OwnedFd, Option<OwnedFd>), Errno> {
+    use std::os::fd::AsRawFd;
+    if conn.as_raw_fd() < spare.as_raw_fd() {
+        return Ok((conn, Some(spare)));
+    }
+    rustix::io::dup3(&conn, &mut spare, rustix::io::DupFlags::CLOEXEC)?;
+    Ok((spare, Some(conn)))
 }
 
 #[derive(Default)]

@@ -100,7 +100,16 @@ impl Listener {
     /// The handshake on a rendezvous connection whose message is there:
     /// who is asking (the kernel's word), whether they may, then the
     /// segment (seed 000 claims 82-83 b-f).
-    pub(super) fn handshake(&self, conn: BorrowedFd<'_>, scope: Scope, state: State) -> Step {
+    ///
+    /// `room`: an fd the caller holds to make room for the message's
+    /// memfd (closed here, instead of looking for room).
+    pub(super) fn handshake(
+        &self,
+        conn: BorrowedFd<'_>,
+        scope: Scope,
+        state: State,
+        room: &mut Option<OwnedFd>,
+    ) -> Step {
         let Some(config) = crate::platform::config::get() else {
             return Step::Dropped;
         };
@@ -117,8 +126,13 @@ impl Listener {
         // will get from accept; the message brings a memfd, which needs
         // room of its own.
         let bell = Bell::new(conn, Some(conn.as_raw_fd()));
-        if let Err(e) = sys::room_for_fd(conn) {
-            return Step::NoRoom(e);
+        match room.take() {
+            Some(fd) => drop(fd),
+            None => {
+                if let Err(e) = sys::room_for_fd(conn) {
+                    return Step::NoRoom(e);
+                }
+            }
         }
         let (msg, memfd) = match handshake::try_recv(conn) {
             Ok(m) => m,

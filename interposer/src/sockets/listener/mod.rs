@@ -86,8 +86,6 @@ pub(crate) struct Listener {
     rendezvous: Vec<Rendezvous>,
     /// Policy hints (see `policy`): held, never read.
     _hints: Vec<InternalFd>,
-    /// Our own reference to the epoll instance behind the application's fd.
-    epoll: InternalFd,
     parking: Parking,
     /// The effective uid that listened: whom the policy speaks for.
     owner: u32,
@@ -179,11 +177,16 @@ fn euid() -> u32 {
 }
 
 impl Listener {
-    /// Builds the epoll instance around the listening members, and the
-    /// parking queue; the instance is non-blocking if the application's
+    /// Builds the epoll instance around the listening members (the
+    /// parking queue is made on first need); the instance is non-blocking if the application's
     /// fd was (`nonblocking`). `calls::listen` puts the instance on the
     /// application's fd number.
-    pub(crate) fn new(parts: Parts, nonblocking: bool) -> Result<Listener, Errno> {
+    ///
+    /// Returns the instance too, for the caller to put on the
+    /// application's fd number and close: the listener keeps no reference
+    /// of its own (an fd the application's `ulimit -n` would pay for);
+    /// each call on it works on the application's fd it came through.
+    pub(crate) fn new(parts: Parts, nonblocking: bool) -> Result<(Listener, OwnedFd), Errno> {
         let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         if let Some(tcp) = &parts.tcp {
             epoll::add(
@@ -205,18 +208,17 @@ impl Listener {
             let efl = rustix::fs::fcntl_getfl(&ep)?;
             rustix::fs::fcntl_setfl(&ep, efl | rustix::fs::OFlags::NONBLOCK)?;
         }
-        let parking = Parking::new()?;
+        let parking = Parking::new();
         let status = crate::platform::status::listener(
             parts.local,
             parts.tcp.as_ref().map_or(0, |t| inode(t.as_fd())),
             std::array::from_fn(|i| parts.rendezvous.get(i).map_or(0, |r| inode(r.fd.as_fd()))),
         );
-        Ok(Listener {
+        let listener = Listener {
             local: parts.local,
             tcp: parts.tcp,
             rendezvous: parts.rendezvous,
             _hints: parts.hints,
-            epoll: InternalFd::new(ep),
             parking,
             owner: parts.owner,
             shm_first: AtomicBool::new(true),
@@ -230,17 +232,13 @@ impl Listener {
             wait_budget_us: std::sync::atomic::AtomicU64::new(patience::WAIT_BUDGET_MAX_US),
             budget_at_ms: std::sync::atomic::AtomicU64::new(monotonic_ms()),
             status,
-        })
+        };
+        Ok((listener, ep))
     }
 
     /// The application's fd number, for `shmnet ss`.
     pub(crate) fn published_fd(&self, fd: c_int) {
         self.status.set_fd(fd);
-    }
-
-    /// The epoll instance (the application's fd is a copy of it).
-    pub(crate) fn instance(&self) -> BorrowedFd<'_> {
-        self.epoll.as_fd()
     }
 
     /// The kernel TCP listener, for the calls that go to it.
@@ -268,6 +266,7 @@ impl Listener {
     /// In a forked child: a parent thread may have held a lock.
     pub(crate) fn reset_after_fork(&self) {
         self.opts.reset_after_fork();
+        self.parking.reset_after_fork();
         self.status.after_fork_child();
     }
 
@@ -290,6 +289,12 @@ impl Listener {
                 let _ = rustix::io::fcntl_setfd(&r.fd, flags);
             }
         }
+    }
+
+    /// Before fork: the parking queue is made now (parent and child share
+    /// it: see `calls::process`). False if it could not be.
+    pub(crate) fn share_queue(&self) -> bool {
+        self.parking.share().is_ok()
     }
 
     /// listen(2) again (a new backlog): every half.

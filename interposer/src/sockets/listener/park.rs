@@ -3,7 +3,7 @@
 //! and looking at the parked ones again.
 #![forbid(unsafe_code)]
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use rustix::event::epoll;
@@ -28,12 +28,21 @@ impl Listener {
     /// the idle-too-long and the bad ones, and the oldest beyond
     /// `PARKED_MAX`. EMFILE (with `take`): one is waiting but the process
     /// has no fds for it, as the kernel's accept would say.
-    pub(super) fn unpark(&self, take: bool) -> Result<Option<(OwnedFd, Connection)>, Errno> {
-        self.unpark_to(take, PARKED_MAX)
+    pub(super) fn unpark(
+        &self,
+        inst: BorrowedFd<'_>,
+        take: bool,
+    ) -> Result<Option<(OwnedFd, Connection)>, Errno> {
+        self.unpark_to(inst, take, PARKED_MAX)
     }
 
     /// `unpark`, keeping at most `bound` of those still waiting.
-    fn unpark_to(&self, take: bool, bound: usize) -> Result<Option<(OwnedFd, Connection)>, Errno> {
+    fn unpark_to(
+        &self,
+        inst: BorrowedFd<'_>,
+        take: bool,
+        bound: usize,
+    ) -> Result<Option<(OwnedFd, Connection)>, Errno> {
         let now = monotonic_ms();
         let mut found = None;
         let mut full = None;
@@ -41,20 +50,27 @@ impl Listener {
         let mut kept: Vec<(Record, OwnedFd, bool)> = Vec::new();
         self.parking.swept(now);
         loop {
-            // A parked fd popped without room is lost (the kernel drops
-            // what it cannot install): room is checked before each one (the
-            // ones held meanwhile take fds too).
-            if let Err(e) = sys::room_for_fd(self.epoll.as_fd()) {
-                full = Some(e);
-                break;
-            }
-            let Some((rec, conn)) = self.parking.pop() else {
+            // Those held in memory first: taking one needs no fd.
+            let popped = match self.parking.pop_held() {
+                Some(got) => Some(got),
+                // A parked fd popped without room is lost (the kernel drops
+                // what it cannot install): room is checked before each one
+                // (the ones held meanwhile take fds too).
+                None => match sys::room_for_fd(inst) {
+                    Err(e) => {
+                        full = Some(e);
+                        break;
+                    }
+                    Ok(()) => self.parking.pop(),
+                },
+            };
+            let Some((rec, conn)) = popped else {
                 break;
             };
             let scope = rec.scope;
             match arrival(conn.as_fd()) {
                 Arrival::Complete if take && found.is_none() && full.is_none() => {
-                    match self.handshake(conn.as_fd(), scope, rec.state) {
+                    match self.handshake(conn.as_fd(), scope, rec.state, &mut None) {
                         Step::Done(c) => found = Some((conn, c)),
                         Step::Pending(state) => kept.push((Record { state, ..rec }, conn, false)),
                         Step::Dropped | Step::Withdrawn => {}
@@ -94,9 +110,9 @@ impl Listener {
             true
         });
         for (rec, conn, _) in kept {
-            self.requeue(conn, rec);
+            self.requeue(inst, conn, rec);
         }
-        self.watch_queue(full.is_some());
+        self.watch_queue(inst, full.is_some());
         match (found, full) {
             (None, Some(e)) if take => Err(e),
             (found, _) => Ok(found),
@@ -105,16 +121,20 @@ impl Listener {
 
     /// Watches the parking queue while the process has no room to take
     /// what it holds (`full`); stops watching it once it has.
-    fn watch_queue(&self, full: bool) {
+    fn watch_queue(&self, inst: BorrowedFd<'_>, full: bool) {
         // Until there is room, the queue keeps the instance readable,
         // as a kernel listener stays readable while its accept says
         // EMFILE (the event that woke us was consumed). (Whether
         // anything is queued this process cannot tell: another process
         // sharing the listener may have parked it.)
+        let Some(pair) = self.parking.pair() else {
+            // Never made: nothing was queued (those held are armed).
+            return;
+        };
         if full {
             let watch = epoll::add(
-                &self.epoll,
-                self.parking.queue(),
+                inst,
+                pair.queue(),
                 epoll::EventData::new_u64(QUEUE),
                 epoll::EventFlags::IN,
             );
@@ -122,13 +142,13 @@ impl Listener {
                 self.queue_watched.store(true, Ordering::Relaxed);
             }
         } else if self.queue_watched.swap(false, Ordering::Relaxed) {
-            let _ = epoll::delete(&self.epoll, self.parking.queue());
+            let _ = epoll::delete(inst, pair.queue());
         }
     }
 
     /// Parks `conn` (see the listener's module docs), armed: a new one was
     /// never registered, and a declined reuse offer's event was consumed.
-    pub(super) fn park(&self, conn: OwnedFd, scope: Scope, state: State) {
+    pub(super) fn park(&self, inst: BorrowedFd<'_>, conn: OwnedFd, scope: Scope, state: State) {
         let rec = Record {
             state,
             scope,
@@ -138,10 +158,10 @@ impl Listener {
             // Sweep first, so an idle crowd cannot keep newcomers out; down
             // to three quarters, so that a flood of silent connectors costs
             // one sweep per sixteen of them, not one each.
-            let none = self.unpark_to(false, PARKED_MAX - PARKED_MAX / 4);
+            let none = self.unpark_to(inst, false, PARKED_MAX - PARKED_MAX / 4);
             debug_assert!(none.is_ok_and(|n| n.is_none()));
         }
-        self.requeue(conn, rec);
+        self.requeue(inst, conn, rec);
     }
 
     /// Puts `conn` in the queue, then arms it one-shot in the listener's
@@ -151,25 +171,27 @@ impl Listener {
     /// fd had before it last went through the queue stays, disarmed once it
     /// fired, until the connection is closed for good; the extra wake-ups
     /// they may give are harmless.)
-    fn requeue(&self, conn: OwnedFd, rec: Record) {
-        if self.parking.push(conn.as_fd(), rec).is_err() {
-            self.dropped("the parking queue is full");
-            return;
-        }
-        let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
-        let data = epoll::EventData::new_u64(PARKED);
-        let armed = match epoll::add(&self.epoll, &conn, data, flags) {
-            Err(Errno::EXIST) => epoll::modify(&self.epoll, &conn, data, flags),
-            r => r,
+    fn requeue(&self, inst: BorrowedFd<'_>, conn: OwnedFd, rec: Record) {
+        let arm = |conn: BorrowedFd<'_>| {
+            let flags =
+                epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
+            let data = epoll::EventData::new_u64(PARKED);
+            let armed = match epoll::add(inst, conn, data, flags) {
+                Err(Errno::EXIST) => epoll::modify(inst, conn, data, flags),
+                r => r,
+            };
+            if let Err(e) = armed {
+                // Queued but unwatched: found by the next look (at most
+                // PARK_PATIENCE later).
+                log!(
+                    debug,
+                    "accept on {}: a parked connection unwatched ({e})",
+                    self.local
+                );
+            }
         };
-        if let Err(e) = armed {
-            // Queued but unwatched: found by the next look (at most
-            // PARK_PATIENCE later).
-            log!(
-                debug,
-                "accept on {}: a parked connection unwatched ({e})",
-                self.local
-            );
+        if self.parking.push(conn, rec, &arm).is_err() {
+            self.dropped("the parking queue is full");
         }
     }
 }

@@ -58,7 +58,11 @@ impl Patience {
 impl Listener {
     /// A shared-memory connection whose handshake is complete, if one is
     /// there: parked ones first (their message has arrived), then new ones.
-    pub(super) fn accept_shm(&self, ready: &Ready) -> Result<Option<(OwnedFd, Connection)>, Errno> {
+    pub(super) fn accept_shm(
+        &self,
+        inst: BorrowedFd<'_>,
+        ready: &Ready,
+    ) -> Result<Option<(OwnedFd, Connection)>, Errno> {
         // (Threads and processes sharing the listener race on the budget:
         // each may overdraw it by one wait, which is fine.)
         let now = monotonic_ms();
@@ -68,7 +72,7 @@ impl Listener {
         .min(WAIT_BUDGET_MAX_US);
         let allowed = ARRIVAL_PATIENCE.min(std::time::Duration::from_micros(budget));
         let mut patience = Patience { left: allowed };
-        let found = self.accept_new(ready, &mut patience);
+        let found = self.accept_new(inst, ready, &mut patience);
         let spent = allowed.saturating_sub(patience.left).as_micros() as u64;
         self.wait_budget_us
             .store(budget.saturating_sub(spent), Ordering::Relaxed);

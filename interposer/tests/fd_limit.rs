@@ -1,0 +1,126 @@
+//! `ulimit -n` gives shared memory the connections it gives kernel TCP,
+//! less the few fds docs/benchmarks.md lists ("10,000 idle connections at
+//! kernel TCP's fd limit"): a server process needs its listener's
+//! rendezvous socket (a listening Unix socket; the default mode's kernel
+//! TCP listener besides) and, while it takes a connection, room for the
+//! connection's memfd; nothing per connection.
+//!
+//! `fdlimit LIMIT N ADDR PORT` (tests/helpers/c/fdlimit.c) sets
+//! RLIMIT_NOFILE to LIMIT (soft = hard), forks a server, connects N times
+//! until the first failure, and sends 8 bytes each way on every accepted
+//! connection (checked). The lowest limit at which kernel TCP fits N is
+//! searched first, in the same test; each mode must then fit N at that
+//! limit plus its documented extra fds, and fall short of N at the kernel's
+//! limit by no more than those.
+
+mod common;
+
+use std::process::Command;
+
+use common::{build_c, preloaded, run, Net};
+
+/// Connections per run: enough that a per-connection fd would show.
+const N: u32 = 300;
+
+/// fds beyond kernel TCP's, in the server (docs/benchmarks.md): the
+/// rendezvous socket and room for one memfd while accepting; the default
+/// mode's kernel TCP listener besides.
+const EXTRA_EMULATED: u32 = 2;
+const EXTRA_DEFAULT: u32 = 3;
+
+#[derive(Debug, PartialEq)]
+struct Fit {
+    opened: u32,
+    accepted: u32,
+    checked: u32,
+}
+
+fn fit(cmd: &mut Command, limit: u32, host: &str, port: u16) -> Fit {
+    let out = run(cmd.args([
+        limit.to_string(),
+        N.to_string(),
+        host.to_string(),
+        port.to_string(),
+    ]));
+    let w: Vec<&str> = out.stdout.split_whitespace().collect();
+    match (out.status.success(), w.as_slice()) {
+        (true, ["opened", o, "accepted", a, "checked", c]) => Fit {
+            opened: o.parse().unwrap(),
+            accepted: a.parse().unwrap(),
+            checked: c.parse().unwrap(),
+        },
+        _ => panic!(
+            "fdlimit {limit} {N} {host} {port}: {}\nstdout:\n{}\nstderr:\n{}",
+            out.status, out.stdout, out.stderr
+        ),
+    }
+}
+
+fn all(f: &Fit) -> bool {
+    f.opened == N && f.accepted == N && f.checked == N
+}
+
+#[test]
+fn connections_under_ulimit_n_match_kernel_tcp_but_for_the_listed_fds() {
+    let exe = build_c("fdlimit", &["-O2", "-Wall"]);
+    // Kernel TCP: the lowest limit that fits N (binary search; a run
+    // that fits checks every connection's bytes).
+    let tcp = Net::loopback("fdlimit-tcp");
+    let kernel = |limit| fit(&mut Command::new(&exe), limit, &tcp.host_str(), tcp.port);
+    let (mut lo, mut hi) = (N, N + 64);
+    assert!(all(&kernel(hi)), "kernel TCP does not fit {N} at {hi}");
+    while lo + 1 < hi {
+        let mid = (lo + hi) / 2;
+        if all(&kernel(mid)) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    let limit = hi;
+    let short = kernel(limit - 1);
+    assert!(!all(&short), "kernel TCP at {}: {short:?}", limit - 1);
+
+    // Emulated (SHMNET_FALLBACK=never): all at the kernel's limit plus
+    // the listed fds, carried by shared memory only.
+    let emu = Net::emulated("fdlimit-emu");
+    let emulated = |limit| {
+        let mut cmd = preloaded(&exe);
+        emu.env(&mut cmd);
+        fit(&mut cmd, limit, &emu.host_str(), emu.port)
+    };
+    let got = emulated(limit + EXTRA_EMULATED);
+    assert!(
+        all(&got),
+        "emulated at {} (kernel TCP fits {N} at {limit}): {got:?}",
+        limit + EXTRA_EMULATED
+    );
+    let at_kernel = emulated(limit);
+    assert!(
+        at_kernel.checked + EXTRA_EMULATED >= N && at_kernel.checked == at_kernel.accepted,
+        "emulated at kernel TCP's limit {limit}: {at_kernel:?}"
+    );
+    emu.assert_shm_only(emu.port, "after the emulated runs");
+
+    // The default mode (preloaded both ends on a loopback address):
+    // all at the kernel's limit plus its listed fds, over shared memory.
+    let def = Net::loopback("fdlimit-default");
+    let watch = def.watch(def.port);
+    let default = |limit| {
+        let mut cmd = preloaded(&exe);
+        cmd.env("SHMNET_DIR", def.shm_dir());
+        fit(&mut cmd, limit, &def.host_str(), def.port)
+    };
+    let got = default(limit + EXTRA_DEFAULT);
+    assert!(
+        all(&got),
+        "default mode at {} (kernel TCP fits {N} at {limit}): {got:?}",
+        limit + EXTRA_DEFAULT
+    );
+    watch.assert_none("after the default-mode run that fit");
+    let at_kernel = default(limit);
+    assert!(
+        at_kernel.checked + EXTRA_DEFAULT >= N && at_kernel.checked == at_kernel.accepted,
+        "default mode at kernel TCP's limit {limit}: {at_kernel:?}"
+    );
+}
