@@ -92,7 +92,7 @@ def completed(s):
 
 out = []
 a, go_a = acceptor()
-if case == "declined":
+if case in ("declined", "epollin"):
     # (Forked first: a fork drops the segments kept before it.)
     b, go_b = acceptor()
 out.append("warm %s" % warm(go_a))
@@ -118,6 +118,31 @@ if case == "declined":
     out.append("declined %s %s" % (got, exchange(t, os.urandom(1100))))
     s.close()
     t.close()
+    a, go_a = b, go_b
+elif case == "epollin":
+    # A declined offer (A exits, B accepts) completes with EPOLLOUT alone,
+    # as kernel TCP's connect does: nothing is readable until the server
+    # sends (the acceptor's decline byte is the library's, not data).
+    os.write(go_a, b"q")
+    os.waitpid(a, 0)
+    s, ok = start()
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLIN | select.EPOLLOUT)
+    os.write(go_b, b"1")
+    seen = 0
+    for _ in range(1000):
+        for _, e in ep.poll(10):
+            seen |= e
+        if seen & select.EPOLLOUT:
+            break
+    time.sleep(0.1)
+    for _, e in ep.poll(0):
+        seen |= e
+    names = [n for n, b in (("IN", select.EPOLLIN), ("OUT", select.EPOLLOUT),
+                            ("HUP", select.EPOLLHUP), ("ERR", select.EPOLLERR)) if seen & b]
+    ep.close()
+    out.append("epoll %s %s %s" % (ok, "|".join(names), exchange(s, os.urandom(1200), 10)))
+    s.close()
     a, go_a = b, go_b
 elif case == "dup":
     # A dup of a connecting fd: the original completes (SO_ERROR), the
@@ -223,6 +248,11 @@ fn a_declined_offer_completes_however_late_the_client_looks() {
         "declined",
         "warm True / declined (True, True, True, True) True",
     );
+}
+
+#[test]
+fn a_declined_offer_reports_no_epollin_without_data() {
+    same("cip-epollin", "epollin", "warm True / epoll True OUT True");
 }
 
 #[test]
