@@ -289,6 +289,12 @@ impl Segment {
             .is_ok()
     }
 
+    /// Acceptor: whether the connector withdrew its offer (`withdraw`):
+    /// it gave up on the connection that carried it.
+    pub fn withdrawn(&self) -> bool {
+        self.header().claim.load(Ordering::Acquire) == WITHDRAWN
+    }
+
     /// Connector: whether the acceptor claimed our offer (its CAS in
     /// [`claim`](Self::claim) won). A non-blocking connect looks here
     /// instead of waiting for a verdict byte.
