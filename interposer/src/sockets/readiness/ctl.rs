@@ -22,14 +22,8 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
         Socket::Stream(conn) => conn,
         Socket::Listener(_) => return listener_ctl(epfd, op, fd, event),
         Socket::Bound(_) => return Action::Pass,
-        Socket::Connecting(_) => {
-            // Answered already: the connection, registered as one.
-            let now = crate::sockets::connecting::settle(fd, sock.clone());
-            if matches!(&*now, Socket::Stream(_)) {
-                return epoll_ctl(epfd, op, fd, event);
-            }
-            return connecting_ctl(epfd, op, fd, event);
-        }
+        // (An answered one completed before: `calls::iomux::epoll`.)
+        Socket::Connecting(_) => return connecting_ctl(epfd, op, fd, event),
         Socket::Datagram(_) => return super::datagrams::ctl(epfd, op, fd, event, &sock),
     };
     conn.status_waited();
