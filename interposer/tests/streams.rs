@@ -2153,3 +2153,37 @@ print("got", got)
         .count();
     assert_eq!(bad, 0, "lines with EBADF in the log");
 }
+
+#[test]
+fn a_listener_of_another_handshake_version_is_refused_with_a_reason() {
+    // A build whose handshake differs (version 4: no filler offers, no
+    // segment with a decline) holds the name in the emulated mode: the
+    // connect is refused, and stderr says why instead of a misread.
+    let net = Net::emulated("other-version");
+    let (host, port) = (net.host.to_string(), net.port.to_string());
+    let script = r#"
+import errno, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+old = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+old.bind(b"\0shmnet.4/tcp/%s:%d" % (host.encode(), port))
+old.listen(8)
+c = socket.socket()
+r = c.connect_ex((host, port))
+print(errno.errorcode.get(r, r))
+"#;
+    // The listener's own process is not preloaded (it stands for the old
+    // build); the client is, in the same process: its socket() is ours.
+    let out = common::run(
+        common::preloaded(common::python())
+            .args(["-c", script, &host, &port])
+            .env("SHMNET_PARTITIONS", &net.partitions)
+            .env("SHMNET_FALLBACK", "never"),
+    );
+    assert_eq!(out.stdout.trim(), "ECONNREFUSED", "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("refused, its listener runs a libshmnet of handshake version 4"),
+        "{}",
+        out.stderr
+    );
+}
