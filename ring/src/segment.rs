@@ -231,6 +231,13 @@ impl Segment {
         self.header().released[self.role as usize].store(1, Ordering::Release);
     }
 
+    /// Takes back [`release`](Self::release): this side no longer keeps
+    /// the segment (its pool evicted it), so the peer does not offer it
+    /// again — an offer of it would only be declined.
+    pub fn unkeep(&self) {
+        self.header().released[self.role as usize].store(0, Ordering::Release);
+    }
+
     /// Whether the peer's connection on the segment is gone (see
     /// [`release`](Self::release)). Written by the peer: a lie only spoils
     /// connections between the two of us.
