@@ -96,7 +96,7 @@ ready=""
 for _ in $(seq 50); do
   # The emulated listener's rendezvous: an abstract Unix name (docs/security.md).
   # (The other library may be of another protocol version: any shmnet.N.)
-  if grep -q " @shmnet.4/tcp/$ADDR:$SHM_PORT\$" /proc/net/unix && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null \
+  if grep -q " @shmnet.5/tcp/$ADDR:$SHM_PORT\$" /proc/net/unix && (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null \
      && { [ -z "$CMP" ] || grep -Eq " @shmnet\.[0-9]+/tcp/$ADDR:$CMP_PORT\$" /proc/net/unix; } \
      && { [ -z "$SW_LIB" ] || ls "$WORK/sw"/* >/dev/null 2>&1; }; then ready=1; break; fi
   sleep 0.1

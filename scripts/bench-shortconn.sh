@@ -9,7 +9,8 @@
 #   dflt:LIB   both preloaded with LIB, default mode (127.0.0.1: loopback
 #              acceleration with TCP fallback)
 # for every LIB given (a build before a change and one after, say);
-# LIB.so+async runs LIB with SHMNET_ASYNC_CONNECT=1 (decision 32).
+# LIB.so+async runs LIB with SHMNET_ASYNC_CONNECT=1 (decision 32; the
+# default since session 30), LIB.so+sync with SHMNET_ASYNC_CONNECT=0.
 # Prints one line per run and the median requests/s of each.
 # Needs nginx and ab (apache2-utils).
 set -euo pipefail
@@ -19,12 +20,13 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --runs) RUNS=$2; shift 2 ;;
     --requests) N=$2; shift 2 ;;
-    -*) sed -n '2,15p' "$0" >&2; exit 2 ;;
+    -*) sed -n '2,16p' "$0" >&2; exit 2 ;;
     *+async) LIBS+=("$(realpath "${1%+async}")+async"); shift ;;
+    *+sync) LIBS+=("$(realpath "${1%+sync}")+sync"); shift ;;
     *) LIBS+=("$(realpath "$1")"); shift ;;
   esac
 done
-[ ${#LIBS[@]} -ge 1 ] || { sed -n '2,15p' "$0" >&2; exit 2; }
+[ ${#LIBS[@]} -ge 1 ] || { sed -n '2,16p' "$0" >&2; exit 2; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v ab >/dev/null && [ -x "$NGINX" ] || { echo "bench-shortconn: needs nginx and ab (apt-get install -y nginx apache2-utils)" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/shmnet-shortconn.XXXXXX)
@@ -65,7 +67,10 @@ for lib in "${LIBS[@]}"; do
   i=$((i + 1))
   mkdir -p "$WORK/dir$i"
   extra=""
-  case "$lib" in *+async) lib=${lib%+async} extra=" SHMNET_ASYNC_CONNECT=1" ;; esac
+  case "$lib" in
+    *+async) lib=${lib%+async} extra=" SHMNET_ASYNC_CONNECT=1" ;;
+    *+sync) lib=${lib%+sync} extra=" SHMNET_ASYNC_CONNECT=0" ;;
+  esac
   e="LD_PRELOAD=$lib SHMNET_PARTITIONS=127.77.91.0/24 SHMNET_FALLBACK=never SHMNET_DIR=$WORK/dir$i$extra"
   start "emu$i" "127.77.91.1:$((8090 + i))" $e
   NAMES+=("emu:$i") URLS+=("http://127.77.91.1:$((8090 + i))/1k") ENVS+=("$e")

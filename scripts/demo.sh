@@ -53,7 +53,7 @@ shm=("$SHMNET" run --partitions 127.77.0.0/16 --fallback never --dir "$WORK/dir"
 "${shm[@]}" "$NGINX" -c "$WORK/shm.conf" -p "$WORK"
 "$NGINX" -c "$WORK/tcp.conf" -p "$WORK"
 for _ in $(seq 50); do
-  grep -q " @shmnet.4/tcp/$ADDR:$PORT\$" /proc/net/unix && (exec 3<>"/dev/tcp/127.0.0.1/$TCP_PORT") 2>/dev/null && break
+  grep -q " @shmnet.5/tcp/$ADDR:$PORT\$" /proc/net/unix && (exec 3<>"/dev/tcp/127.0.0.1/$TCP_PORT") 2>/dev/null && break
   sleep 0.1
 done
 

@@ -1,4 +1,4 @@
-//! The gateway name of the library (`shmnet.4/tcp/gateway`, an abstract
+//! The gateway name of the library (`shmnet.5/tcp/gateway`, an abstract
 //! Unix name of this network namespace: docs/design/gateway.md) goes with
 //! the --listen address that is SHMNET_GATEWAY; if another process held it
 //! when we listened, the library says so once and our listener stays an
@@ -18,7 +18,7 @@ use crate::log;
 use crate::outbound::{self, Routes};
 
 /// The name as /proc/net/unix shows it.
-const NAME: &str = "@shmnet.4/tcp/gateway";
+const NAME: &str = "@shmnet.5/tcp/gateway";
 const FIRST_LOOK: Duration = Duration::from_secs(1);
 const MAX_WAIT: Duration = Duration::from_secs(30);
 

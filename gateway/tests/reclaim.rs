@@ -1,4 +1,4 @@
-//! A gateway that found its name (`shmnet.4/tcp/gateway`) held by another
+//! A gateway that found its name (`shmnet.5/tcp/gateway`) held by another
 //! process takes it back once that process is gone, and then carries
 //! connections (found by the first adversarial review: it kept saying
 //! `listening` without the name, for good). Needs root (ip netns).
@@ -15,7 +15,7 @@ const PORT: u16 = 7600;
 const SQUATTER: &str = r#"
 import socket, time
 s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-s.bind("\0shmnet.4/tcp/gateway")
+s.bind("\0shmnet.5/tcp/gateway")
 s.listen(1)
 print("ready", flush=True)
 time.sleep(120)

@@ -27,23 +27,44 @@ srv.bind((host, port))
 srv.listen(64)
 port = srv.getsockname()[1]
 
+counts_r, counts_w = os.pipe()
+
+def serve(a):
+    # Echoes a SHA-256 of what `a` sent; the byte count.
+    h = hashlib.sha256()
+    n = 0
+    while True:
+        d = a.recv(65536)
+        if not d:
+            break
+        n += len(d)
+        h.update(d)
+    try:
+        a.sendall(h.digest())
+    except OSError:
+        pass
+    a.close()
+    return n
+
 def acceptor():
-    # A process that accepts one connection per "1" on its pipe, echoes a
-    # SHA-256 of what it sent, closes it; "q": exits.
+    # A process that accepts one connection per "1" on its pipe and serves
+    # it; per "2" every connection that comes within a second, then writes
+    # their byte counts on counts_w; "q": exits.
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(w)
-        while os.read(r, 1) == b"1":
-            a = srv.accept()[0]
-            h = hashlib.sha256()
-            while True:
-                d = a.recv(65536)
-                if not d:
-                    break
-                h.update(d)
-            a.sendall(h.digest())
-            a.close()
+        while True:
+            c = os.read(r, 1)
+            if c == b"1":
+                serve(srv.accept()[0])
+            elif c == b"2":
+                sizes = []
+                while select.select([srv], [], [], 1.0)[0]:
+                    sizes.append(serve(srv.accept()[0]))
+                os.write(counts_w, repr(sizes).encode())
+            else:
+                break
         os._exit(0)
     os.close(r)
     return pid, w
@@ -92,7 +113,7 @@ def completed(s):
 
 out = []
 a, go_a = acceptor()
-if case == "declined":
+if case in ("declined", "epollin", "pollin"):
     # (Forked first: a fork drops the segments kept before it.)
     b, go_b = acceptor()
 out.append("warm %s" % warm(go_a))
@@ -119,6 +140,54 @@ if case == "declined":
     s.close()
     t.close()
     a, go_a = b, go_b
+elif case in ("epollin", "pollin"):
+    # A declined offer (A exits, B accepts) completes with EPOLLOUT alone,
+    # as kernel TCP's connect does: nothing is readable until the server
+    # sends (the acceptor's decline byte is the library's, not data).
+    os.write(go_a, b"q")
+    os.waitpid(a, 0)
+    s, ok = start()
+    # (epoll's and poll's bits are the same numbers.)
+    if case == "pollin":
+        ep = select.poll()
+        ep.register(s.fileno(), select.POLLIN | select.POLLOUT)
+    else:
+        ep = select.epoll()
+        ep.register(s.fileno(), select.EPOLLIN | select.EPOLLOUT)
+    os.write(go_b, b"1")
+    seen = 0
+    for _ in range(1000):
+        for _, e in ep.poll(10):
+            seen |= e
+        if seen & select.EPOLLOUT:
+            break
+    time.sleep(0.1)
+    for _, e in ep.poll(0):
+        seen |= e
+    names = [n for n, b in (("IN", select.EPOLLIN), ("OUT", select.EPOLLOUT),
+                            ("HUP", select.EPOLLHUP), ("ERR", select.EPOLLERR)) if seen & b]
+    if case == "epollin":
+        ep.close()
+    out.append("epoll %s %s %s" % (ok, "|".join(names), exchange(s, os.urandom(1200), 10)))
+    s.close()
+    a, go_a = b, go_b
+elif case == "phantom":
+    # The client gives up waiting for A (2 ms) and dials again, while a
+    # forked child still holds the connection of its offer; then A accepts
+    # what is queued. Kernel TCP shows A the one connection the client
+    # made; a decline of the withdrawn offer used to complete a second
+    # accept, which read nothing (s29's review: 530 in 90,000).
+    s, ok = start()
+    child = os.fork()
+    if child == 0:
+        time.sleep(1.5)
+        os._exit(0)
+    w = writable(s)
+    os.write(go_a, b"2")
+    got = exchange(s, os.urandom(1300), 10)
+    os.waitpid(child, 0)
+    out.append("phantom %s %s %s accepted %s" % (ok, w, got, os.read(counts_r, 100).decode()))
+    s.close()
 elif case == "dup":
     # A dup of a connecting fd: the original completes (SO_ERROR), the
     # copy carries the data.
@@ -222,6 +291,21 @@ fn a_declined_offer_completes_however_late_the_client_looks() {
         "cip-declined",
         "declined",
         "warm True / declined (True, True, True, True) True",
+    );
+}
+
+#[test]
+fn a_declined_offer_reports_no_epollin_without_data() {
+    same("cip-epollin", "epollin", "warm True / epoll True OUT True");
+    same("cip-pollin", "pollin", "warm True / epoll True OUT True");
+}
+
+#[test]
+fn a_withdrawn_offer_is_no_accepted_connection() {
+    same(
+        "cip-phantom",
+        "phantom",
+        "warm True / phantom True True True accepted [1300]",
     );
 }
 

@@ -163,11 +163,11 @@ fn raw(args: &[&str]) -> Command {
 }
 
 /// The default-mode rendezvous of the one listener of process `pid`
-/// (`@shmnet.4/tcp/c<cookie>`, docs/security.md), its hints left out.
+/// (`@shmnet.5/tcp/c<cookie>`, docs/security.md), its hints left out.
 fn cookie_rendezvous_of(pid: u32) -> String {
     let names: Vec<String> = abstract_names_of(pid)
         .into_iter()
-        .filter(|n| n.starts_with("@shmnet.4/tcp/c") && !n.contains("/allow/"))
+        .filter(|n| n.starts_with("@shmnet.5/tcp/c") && !n.contains("/allow/"))
         .collect();
     assert_eq!(
         names.len(),
@@ -1202,11 +1202,11 @@ fn accept_target(name: &str, emu: bool, script: &str) -> Target {
     };
     let (port, pid) = port_pid(&mut srv);
     let abstract_names = if emu {
-        vec![format!("@shmnet.4/tcp/{host}:{port}")]
+        vec![format!("@shmnet.5/tcp/{host}:{port}")]
     } else {
         abstract_names_of(pid)
             .into_iter()
-            .filter(|n| n.starts_with("@shmnet.4/tcp/c") && !n.contains("/allow/"))
+            .filter(|n| n.starts_with("@shmnet.5/tcp/c") && !n.contains("/allow/"))
             .collect()
     };
     let names = rendezvous_candidates(&abstract_names, &shm.join(format!("tcp4-{host}-{port}")));
@@ -1286,7 +1286,7 @@ fn idle_and_garbage_rendezvous_do_not_stall_accept_emulated() {
 }
 
 /// Defect 5d: the same against a default-mode dual listener on 127.0.0.1,
-/// its rendezvous name found in /proc/net/unix (`@shmnet.4/tcp/c<cookie>`
+/// its rendezvous name found in /proc/net/unix (`@shmnet.5/tcp/c<cookie>`
 /// held by the server process).
 #[test]
 fn idle_and_garbage_rendezvous_do_not_stall_accept_default_mode() {

@@ -287,7 +287,7 @@ fn forged_reuse_offer_is_declined() {
     let out = client(&net, 1, 0, "-");
     assert!(out.starts_with("ok"), "{out}");
     // Its rendezvous: an abstract name (docs/security.md, "Names").
-    let rendezvous = format!("shmnet.4/tcp/{}:{}", net.host, net.port);
+    let rendezvous = format!("shmnet.5/tcp/{}:{}", net.host, net.port);
     let forger = r#"
 import socket, struct, sys
 path = b'\0' + sys.argv[1].encode()
@@ -298,7 +298,7 @@ for key in range(1, 9):
     s.connect(path)
     fam_port, ip = addr('127.0.0.1', 40000)
     dfam_port, dip = addr(sys.argv[2], int(sys.argv[3]))
-    msg = b'SHMH' + struct.pack('<HH', 4, 2) + fam_port + struct.pack('<I', 0) + ip + dfam_port + dip + struct.pack('<Q', key)
+    msg = b'SHMH' + struct.pack('<HH', 5, 2) + fam_port + struct.pack('<I', 0) + ip + dfam_port + dip + struct.pack('<Q', key)
     assert len(msg) == 60
     s.sendall(msg)
     v = s.recv(1)

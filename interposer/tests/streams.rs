@@ -2101,3 +2101,89 @@ fn splice_nonblock_is_eagain_on_the_pipe_side() {
     assert!(out.contains("empty pipe -> socket: EAGAIN fast"), "{out}");
     assert!(out.contains("socket -> full pipe: EAGAIN fast"), "{out}");
 }
+
+#[test]
+fn a_closed_connection_rings_no_doorbell() {
+    // The last close writes the ring's close state; the doorbell it would
+    // ring has no number left (s29's review saw "doorbell not rung: Bad
+    // file descriptor" 700 - 3,000 times per wrk run, a library call on a
+    // number already closed, or the appearance of one).
+    let net = Net::emulated("closed-bell");
+    let log = common::tmpdir("closed-bell").join("log");
+    let script = r#"
+import os, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+srv = socket.socket()
+srv.bind((host, port)); srv.listen(64)
+pid = os.fork()
+if pid == 0:
+    for i in range(50):
+        a = srv.accept()[0]
+        a.recv(100)
+        a.sendall(b"r" * 1024)
+        a.close()
+    os._exit(0)
+got = 0
+for i in range(50):
+    s = socket.socket(); s.connect((host, port))
+    s.sendall(b"GET")
+    while True:
+        x = s.recv(4096)
+        if not x: break
+        got += len(x)
+    s.close()
+os.waitpid(pid, 0)
+print("got", got)
+"#;
+    let out = common::stdout_of(
+        "client and server",
+        common::preloaded(common::python())
+            .args(["-c", script, &net.host.to_string(), &net.port.to_string()])
+            .env("SHMNET_PARTITIONS", &net.partitions)
+            .env("SHMNET_FALLBACK", "never")
+            .env("SHMNET_LOG", "debug")
+            .env("SHMNET_LOG_FILE", &log),
+    );
+    assert_eq!(out.trim(), "got 51200");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("through shared memory"), "{text}");
+    let bad = text
+        .lines()
+        .filter(|l| l.contains("Bad file descriptor"))
+        .count();
+    assert_eq!(bad, 0, "lines with EBADF in the log");
+}
+
+#[test]
+fn a_listener_of_another_handshake_version_is_refused_with_a_reason() {
+    // A build whose handshake differs (version 4: no filler offers, no
+    // segment with a decline) holds the name in the emulated mode: the
+    // connect is refused, and stderr says why instead of a misread.
+    let net = Net::emulated("other-version");
+    let (host, port) = (net.host.to_string(), net.port.to_string());
+    let script = r#"
+import errno, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+old = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+old.bind(b"\0shmnet.4/tcp/%s:%d" % (host.encode(), port))
+old.listen(8)
+c = socket.socket()
+r = c.connect_ex((host, port))
+print(errno.errorcode.get(r, r))
+"#;
+    // The listener's own process is not preloaded (it stands for the old
+    // build); the client is, in the same process: its socket() is ours.
+    let out = common::run(
+        common::preloaded(common::python())
+            .args(["-c", script, &host, &port])
+            .env("SHMNET_PARTITIONS", &net.partitions)
+            .env("SHMNET_FALLBACK", "never"),
+    );
+    assert_eq!(out.stdout.trim(), "ECONNREFUSED", "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("refused, its listener runs a libshmnet of handshake version 4"),
+        "{}",
+        out.stderr
+    );
+}

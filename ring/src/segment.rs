@@ -231,6 +231,13 @@ impl Segment {
         self.header().released[self.role as usize].store(1, Ordering::Release);
     }
 
+    /// Takes back [`release`](Self::release): this side no longer keeps
+    /// the segment (its pool evicted it), so the peer does not offer it
+    /// again — an offer of it would only be declined.
+    pub fn unkeep(&self) {
+        self.header().released[self.role as usize].store(0, Ordering::Release);
+    }
+
     /// Whether the peer's connection on the segment is gone (see
     /// [`release`](Self::release)). Written by the peer: a lie only spoils
     /// connections between the two of us.
@@ -287,6 +294,12 @@ impl Segment {
             .claim
             .compare_exchange(OFFERED, WITHDRAWN, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    /// Acceptor: whether the connector withdrew its offer (`withdraw`):
+    /// it gave up on the connection that carried it.
+    pub fn withdrawn(&self) -> bool {
+        self.header().claim.load(Ordering::Acquire) == WITHDRAWN
     }
 
     /// Connector: whether the acceptor claimed our offer (its CAS in

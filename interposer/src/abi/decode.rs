@@ -20,7 +20,6 @@ use crate::platform::sys::{
     OptIn, OptOut, OutBuf, OutIovecs, OutLen, OutMsg, PollFds, Scope, SeccompProg, SigMask, TimeIn,
     TimeInOut,
 };
-use crate::sockets::readiness;
 
 /// prctl: PR_SET_SECCOMP with SECCOMP_MODE_FILTER carries a filter
 /// program, which the logic reads.
@@ -361,7 +360,7 @@ pub(crate) fn epoll_ctl(
 ) -> Action<c_int> {
     // SAFETY: epoll_ctl(2): for ADD and MOD, `event` readable (null is
     // the kernel's EFAULT).
-    readiness::epoll_ctl(epfd, op, fd, unsafe {
+    epoll::epoll_ctl(epfd, op, fd, unsafe {
         EventIn::new(&Scope::new(), op, event)
     })
 }

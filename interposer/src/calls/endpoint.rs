@@ -597,7 +597,22 @@ fn dial_failed(target: SocketAddr, e: DialError) -> Action<c_int> {
             }
             fail(Errno::CONNREFUSED)
         }
-        DialError::NoListener | DialError::Refused => fail(Errno::CONNREFUSED),
+        DialError::NoListener => {
+            if rendezvous::is_loopback(target.ip()) {
+                static SAID: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                let said = || SAID.swap(true, std::sync::atomic::Ordering::Relaxed);
+                if let Some(v) = rendezvous::other_version_at(target).filter(|_| !said()) {
+                    crate::platform::log::always(format_args!(
+                        "connect to {target}: refused, its listener runs a libshmnet of \
+                         handshake version {v}, this one speaks {} (preload one build on both; said once)",
+                        crate::transport::handshake::VERSION
+                    ));
+                }
+            }
+            fail(Errno::CONNREFUSED)
+        }
+        DialError::Refused => fail(Errno::CONNREFUSED),
     }
 }
 

@@ -73,9 +73,9 @@ pub struct Config {
     /// receiver that cannot receive, s28/review-udp2; `1` turns it on).
     pub udp: bool,
     /// `SHMNET_ASYNC_CONNECT`: a non-blocking connect that offers a kept
-    /// segment returns EINPROGRESS at once (decision 32; off by default
-    /// while its review's defects are open: s29/review-c14; `1` turns it
-    /// on).
+    /// segment returns EINPROGRESS at once (decision 32; on by default
+    /// since session 30, its two reviews' defects fixed; `0` waits for the
+    /// acceptor's verdict).
     pub async_connect: bool,
     /// `SHMNET_LOG`: `None` is off.
     pub log_level: Option<Level>,
@@ -210,8 +210,8 @@ impl Config {
             Some(v) => return Err(invalid("SHMNET_UDP", format!("{v:?} is not 0 or 1"))),
         };
         let async_connect = match text("SHMNET_ASYNC_CONNECT")?.as_deref() {
-            None | Some("0") => false,
-            Some("1") => true,
+            Some("0") => false,
+            None | Some("1") => true,
             Some(v) => {
                 return Err(invalid(
                     "SHMNET_ASYNC_CONNECT",
@@ -416,7 +416,8 @@ mod tests {
         // session (2026-12-06) and nothing noticed; the benchmarks set it.
         assert!(c.defer);
         assert!(!c.udp);
-        assert!(!c.async_connect);
+        // On (decision 32, since session 30).
+        assert!(c.async_connect);
         assert_eq!(c.log_level, None);
         assert_eq!(c.log_file, None);
     }

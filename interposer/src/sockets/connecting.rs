@@ -211,6 +211,7 @@ fn settle_or_expire(fd: c_int, sock: Arc<Socket>, expire: bool) -> Arc<Socket> {
             // sets, as an inherited one does after exec, without a system
             // call.
             for (epfd, ev) in crate::sockets::carry::take(n, false) {
+                crate::sockets::readiness::restore_hidden(epfd, n, ev);
                 crate::sockets::readiness::adopt(epfd, &[(n, ev.events, ev.u64)]);
             }
         }

@@ -57,8 +57,13 @@ use rustix::net::{
 
 pub(crate) const LEN: usize = 60;
 const MAGIC: u32 = u32::from_le_bytes(*b"SHMH");
-/// Bumped with the rendezvous names (`rendezvous::PREFIX`).
-const VERSION: u16 = 4;
+/// Bumped with the rendezvous names (`rendezvous::PREFIX`), so builds
+/// that would misread each other never meet: a default-mode connector
+/// does not find the other's listener and uses kernel TCP; the emulated
+/// mode refuses, saying so (`rendezvous::other_version_at`). 5: offers
+/// with filler and declines that carry the acceptor's segment (decision
+/// 32), which version 4's libraries misread.
+pub(crate) const VERSION: u16 = 5;
 
 /// Verdict byte on a `Reuse` message: the acceptor took the segment.
 pub(crate) const ACCEPTED: u8 = b'Y';

@@ -8,7 +8,7 @@
 //! before its registration is answered) without ever leaving half a
 //! frame behind.
 //!
-//! `shmnet.4/udp/<ip>:<port>` is a seqpacket listener bound by the receiving
+//! `shmnet.5/udp/<ip>:<port>` is a seqpacket listener bound by the receiving
 //! socket, in the abstract namespace (per network namespace, as loopback
 //! is): binding it is the port reservation, first binder wins. A sender
 //! proves the source address it claims by passing that listener's fd with
@@ -29,9 +29,9 @@ use shmnet_ring::dgram::frame::Frame;
 
 use crate::transport::rendezvous::unmapped;
 
-/// Every datagram name starts with this (TCP's are `shmnet.4/tcp/`: the
+/// Every datagram name starts with this (TCP's are `shmnet.5/tcp/`: the
 /// two port spaces are apart, as the kernel's are).
-pub(crate) const PREFIX: &str = "shmnet.4/udp/";
+pub(crate) const PREFIX: &str = "shmnet.5/udp/";
 
 /// Most bytes a link may hold undecoded before its peer is taken for
 /// hostile (frames come whole: at most one DGRAM and a few small ones).

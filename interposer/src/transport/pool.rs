@@ -130,6 +130,17 @@ pub(crate) fn put(seg: Segment, ticket: Ticket, memfd: Option<KeptMemfd>) {
             None
         }
     };
+    if let Some(e) = &evicted {
+        // (Mapped in this very process since the last fork: no other
+        // process keeps it on our side.) The peer stops offering it: with
+        // more connections than the pool holds, the two sides' pools had
+        // diverged, and an offer of a segment we no longer keep was a
+        // decline (36% of wrk's connections against nginx), each one a race
+        // with the connector's 2 ms give-up.
+        if e.ticket.generation == crate::platform::fork::generation() {
+            e.seg.unkeep();
+        }
+    }
     drop(evicted); // unmapped outside the lock
 }
 
@@ -157,18 +168,40 @@ pub(crate) fn offer_for(dest: SocketAddr) -> Option<(Segment, Ticket)> {
     found.map(Entry::into_parts)
 }
 
+/// What an acceptor found for a reuse offer (`claim`).
+pub(crate) enum Claim {
+    /// The kept segment, claimed and re-initialised on our side.
+    Taken(Segment, Ticket),
+    /// Not kept here (another process has it, or it was dropped), or not
+    /// sound: a new segment is in order.
+    NotHere,
+    /// Kept here, but the connector withdrew the offer (it gave up
+    /// waiting and dialed again, `Offered::expire`): the claim word says so
+    /// exactly, so this connection is nobody's.
+    Withdrawn,
+}
+
 /// Acceptor: the kept segment `peer_pid` named `key`, claimed and
 /// re-initialised on our side. A segment found but not claimable (the
 /// offer was withdrawn, the connector's direction is unsound) is dropped.
-pub(crate) fn claim(peer_pid: u32, key: u64) -> Option<(Segment, Ticket)> {
+pub(crate) fn claim(peer_pid: u32, key: u64) -> Claim {
     let found =
         take_first(|e| e.ticket.key == key && e.ticket.side == (Side::Acceptor { peer_pid }));
-    let e = found?;
+    let Some(e) = found else {
+        return Claim::NotHere;
+    };
     match e.seg.claim() {
-        Ok(()) => Some(e.into_parts()),
+        Ok(()) => {
+            let (seg, ticket) = e.into_parts();
+            Claim::Taken(seg, ticket)
+        }
         Err(err) => {
             log!(debug, "segment {key} of pid {peer_pid} not reused: {err}");
-            None
+            if e.seg.withdrawn() {
+                Claim::Withdrawn
+            } else {
+                Claim::NotHere
+            }
         }
     }
 }

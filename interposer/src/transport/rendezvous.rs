@@ -6,12 +6,12 @@
 //! socket holding one closes: a killed process leaves nothing behind, and
 //! nobody can replace a name while its holder lives. Binding one is the
 //! reservation ("first binder wins", EADDRINUSE otherwise):
-//! - `shmnet.4/tcp/c<cookie>`: the rendezvous of a dual listener, named
+//! - `shmnet.5/tcp/c<cookie>`: the rendezvous of a dual listener, named
 //!   after its kernel TCP listener's socket cookie (a connector asks the
 //!   kernel which TCP listener it would reach, then comes here);
-//! - `shmnet.4/tcp/<ip>:<port>`: an emulated listener on a loopback
+//! - `shmnet.5/tcp/<ip>:<port>`: an emulated listener on a loopback
 //!   partition address (or a socket bound there to connect from);
-//! - `shmnet.4/tcp/<ip>:<first>+16`: a block of ports for connecting
+//! - `shmnet.5/tcp/<ip>:<first>+16`: a block of ports for connecting
 //!   sockets (one name, not one per connection);
 //! - `<name>/allow/<who>`: policy hints (see `policy`).
 //!
@@ -34,7 +34,7 @@ use crate::platform::safedir::Dir;
 
 /// Every abstract name starts with this; the number is the handshake's
 /// version, so incompatible builds never meet.
-pub(crate) const PREFIX: &str = "shmnet.4/tcp/";
+pub(crate) const PREFIX: &str = "shmnet.5/tcp/";
 
 /// The rendezvous of a dual listener whose kernel TCP socket has `cookie`.
 pub(crate) fn cookie_name(cookie: u64) -> String {
@@ -133,6 +133,19 @@ fn probe_name(name: &str) -> Result<bool, Errno> {
         Err(Errno::ADDRINUSE) => Ok(true),
         Err(e) => Err(e),
     }
+}
+
+/// The handshake version (the number in `PREFIX`) of another build's
+/// emulated listener on `target`, if one holds its name there: the
+/// previous version or the next. A bind probe each (no connection is
+/// queued on it), only on the emulated mode's refusal, so the program's
+/// ECONNREFUSED comes with a `libshmnet:` line that says why.
+pub(crate) fn other_version_at(target: SocketAddr) -> Option<u16> {
+    let ours = crate::transport::handshake::VERSION;
+    [ours - 1, ours + 1].into_iter().find(|v| {
+        let name = format!("shmnet.{v}/tcp/{}", unmapped(target));
+        probe_name(&name) == Ok(true)
+    })
 }
 
 /// A held reservation of one address:port.
@@ -500,18 +513,18 @@ mod tests {
 
     #[test]
     fn names() {
-        assert_eq!(cookie_name(0x1f2), "shmnet.4/tcp/c1f2");
+        assert_eq!(cookie_name(0x1f2), "shmnet.5/tcp/c1f2");
         let a: SocketAddr = "[::ffff:127.77.0.1]:8080".parse().unwrap();
-        assert_eq!(addr_name(a), "shmnet.4/tcp/127.77.0.1:8080");
+        assert_eq!(addr_name(a), "shmnet.5/tcp/127.77.0.1:8080");
         assert_eq!(
             addr_name("[::1]:80".parse().unwrap()),
-            "shmnet.4/tcp/[::1]:80"
+            "shmnet.5/tcp/[::1]:80"
         );
         assert_eq!(
-            parse_addr_name(b"shmnet.4/tcp/127.77.0.1:8080"),
+            parse_addr_name(b"shmnet.5/tcp/127.77.0.1:8080"),
             Some("127.77.0.1:8080".parse().unwrap())
         );
-        assert_eq!(parse_addr_name(b"shmnet.4/tcp/c1f2"), None);
+        assert_eq!(parse_addr_name(b"shmnet.5/tcp/c1f2"), None);
         assert_eq!(parse_addr_name(b"other/127.0.0.1:1"), None);
         assert_eq!(
             host_candidates("10.211.0.1:80".parse().unwrap()),

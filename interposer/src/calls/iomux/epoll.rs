@@ -16,6 +16,21 @@ use crate::sockets::readiness::{self, Pending};
 use crate::sockets::socket::Socket;
 use crate::sockets::wait::{may_spin, wait, Limit, WaitSet};
 
+/// epoll_ctl: a connect in progress that its acceptor answered completes
+/// first, so that it is registered as the connection it is (with EPOLLIN
+/// read from its ring: `readiness::epoll_ctl`).
+pub(crate) fn epoll_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    event: crate::platform::sys::EventIn<'_>,
+) -> Action<c_int> {
+    if crate::sockets::connecting::in_progress() {
+        let _ = crate::sockets::connecting::get(fd);
+    }
+    readiness::epoll_ctl(epfd, op, fd, event)
+}
+
 pub(crate) fn epoll_wait(epfd: c_int, events: EpollOut<'_>, timeout: c_int) -> Action<c_int> {
     epoll_set(epfd, events, Limit::ms(timeout), None, false)
 }

@@ -72,6 +72,9 @@ impl KernelSet for PollSet<'_> {
             }
             p.revents = tcp_revents(p.revents, c);
         }
+        if crate::sockets::connecting::in_progress() {
+            n = settle_connecting(self.fds, n);
+        }
         for i in waiting.datagram_keys() {
             let p = &mut self.fds[i];
             if p.revents & POLL_IN != 0 && waiting.datagram_unready(i) {
@@ -94,6 +97,38 @@ impl KernelSet for PollSet<'_> {
     fn ask_kernel(&self, round: u32) -> bool {
         !self.only_rings || round.is_multiple_of(8)
     }
+}
+
+/// POLLIN the kernel reported for a connect in progress (`connecting`):
+/// the acceptor's decline byte, not data. The connect completes here, and
+/// the entry keeps POLLIN only if its ring holds something (kernel TCP
+/// reports a fresh connection writable, not readable).
+fn settle_connecting(fds: &mut [pollfd], mut n: c_int) -> c_int {
+    for p in fds
+        .iter_mut()
+        .filter(|p| p.revents & POLL_IN != 0 && p.revents & POLL_FINAL == 0)
+    {
+        let connecting = registry::get(p.fd)
+            .is_some_and(|s| matches!(&*s, crate::sockets::socket::Socket::Connecting(_)));
+        if !connecting {
+            continue;
+        }
+        let now = crate::sockets::connecting::get(p.fd);
+        let empty = match now.as_deref().and_then(|s| s.connection()) {
+            Some(c) => !c.really_readable(),
+            // Still in progress: nothing to read yet either.
+            None => now.is_some_and(
+                |s| matches!(&*s, crate::sockets::socket::Socket::Connecting(c) if !c.failed()),
+            ),
+        };
+        if empty {
+            p.revents &= !POLL_IN;
+            if p.revents == 0 {
+                n -= 1;
+            }
+        }
+    }
+    n
 }
 
 /// The Unix connection's POLLERR and POLLHUP turned into kernel TCP's
@@ -181,8 +216,16 @@ fn poll_any(fds: &mut [pollfd], limit: Limit, mask: Option<SigMask<'_>>) -> Acti
             return poll_writers(fds, limit, mask);
         }
         if crate::sockets::connecting::in_progress() {
-            return Action::Raw(crate::sockets::connecting::wait_around(limit, |l| {
-                real_poll(fds, Some(l), mask)
+            return Action::Raw(crate::sockets::connecting::wait_around(limit, |l| loop {
+                let n = real_poll(fds, Some(l), mask);
+                if n <= 0 {
+                    return n;
+                }
+                // (Nothing left: a decline byte only; wait on.)
+                let n = settle_connecting(fds, n);
+                if n > 0 || l.now() {
+                    return n;
+                }
             }));
         }
         return Action::Pass;

@@ -49,7 +49,7 @@ const KERNEL: u64 = u64::MAX;
 pub(crate) struct Inbox {
     /// Behind the application's fd number.
     epoll: InternalFd,
-    /// Holds the name `shmnet.4/udp/<local>` (the port reservation).
+    /// Holds the name `shmnet.5/udp/<local>` (the port reservation).
     listener: InternalFd,
     wake: InternalFd,
     /// The application's kernel UDP socket: it answers options, and once

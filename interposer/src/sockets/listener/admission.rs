@@ -241,16 +241,28 @@ impl Listener {
             (Kind::Reuse, State::New) if msg.status > 0 => {
                 let filler = msg.status as usize;
                 match pool::claim(peer.pid, msg.key) {
-                    Some((seg, ticket)) => match handshake::take_filler(conn, filler) {
+                    pool::Claim::Taken(seg, ticket) => match handshake::take_filler(conn, filler) {
                         Ok(()) => Ok(Some((seg, Some(ticket)))),
                         Err(e) => Err(self.bad(&format!("filler not taken: {e}"))),
                     },
+                    // The connector gave up on this connection and dialed
+                    // again: declining would complete an accept nobody
+                    // made (its end may still be open a moment, or in a
+                    // forked child), which kernel TCP never shows.
+                    pool::Claim::Withdrawn => {
+                        log!(
+                            debug,
+                            "accept on {}: the connector withdrew its reuse offer",
+                            self.local
+                        );
+                        Err(Step::Withdrawn)
+                    }
                     // Declined with a segment made here, so that the
                     // connection completes now: the connector reads the
                     // answer only when its application next calls, and
                     // a parked connection may be dropped before (a crowd
                     // beyond PARKED_MAX, PARK_PATIENCE).
-                    None => match crate::sockets::conn::segment_for_declined(
+                    pool::Claim::NotHere => match crate::sockets::conn::segment_for_declined(
                         crate::platform::config::get().map_or(0, |c| c.ring_bytes),
                     ) {
                         Ok(seg) => {
@@ -284,13 +296,21 @@ impl Listener {
                 }
             }
             (Kind::Reuse, State::New) => match pool::claim(peer.pid, msg.key) {
-                Some((seg, ticket)) => {
+                pool::Claim::Withdrawn => {
+                    log!(
+                        debug,
+                        "accept on {}: the connector withdrew its reuse offer",
+                        self.local
+                    );
+                    Err(Step::Withdrawn)
+                }
+                pool::Claim::Taken(seg, ticket) => {
                     if handshake::send_verdict(conn, handshake::ACCEPTED).is_err() {
                         return Err(Step::Dropped);
                     }
                     Ok(Some((seg, Some(ticket))))
                 }
-                None => {
+                pool::Claim::NotHere => {
                     // Not one of ours (another process took the connection,
                     // or we no longer keep it): the connector sends a new
                     // one. One that gave up waiting withdrew its offer and

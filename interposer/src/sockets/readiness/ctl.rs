@@ -22,8 +22,8 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
         Socket::Stream(conn) => conn,
         Socket::Listener(_) => return listener_ctl(epfd, op, fd, event),
         Socket::Bound(_) => return Action::Pass,
-        // The kernel's registration; made again through us once connected.
-        Socket::Connecting(_) => return other_ctl(epfd, op, fd, event),
+        // (An answered one completed before: `calls::iomux::epoll`.)
+        Socket::Connecting(_) => return connecting_ctl(epfd, op, fd, event),
         Socket::Datagram(_) => return super::datagrams::ctl(epfd, op, fd, event, &sock),
     };
     conn.status_waited();
@@ -262,6 +262,55 @@ fn leave(m: &Member, list: &Arc<crate::sockets::conn::Unarmed>) {
 
 /// epoll_ctl on an fd that is not one of our sockets: an epoll set of ours
 /// (nested), or a kernel socket that may still be re-pointed (`carry`).
+/// Readiness a connect in progress keeps out of its kernel registrations:
+/// the acceptor's decline byte makes the Unix connection readable with
+/// nothing for the application to read (an event loop that counts that
+/// EAGAIN as an error, as wrk does, saw read errors).
+pub(crate) const CONNECTING_HIDES: u32 = (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
+
+/// epoll_ctl on a connect in progress: the kernel's registration, without
+/// `CONNECTING_HIDES` (the kernel still reports EPOLLOUT at completion);
+/// the application's own is noted, made whole once connected
+/// (`connecting::settle`, `restore_hidden`). A one-shot registration is
+/// made as asked: re-arming it later could report it twice.
+fn connecting_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_int> {
+    let asked = match event.get() {
+        Some(ev)
+            if ev.events & libc::EPOLLONESHOT as u32 == 0 && ev.events & CONNECTING_HIDES != 0 =>
+        {
+            ev
+        }
+        _ => return other_ctl(epfd, op, fd, event),
+    };
+    if !crate::sockets::carry::is_fresh(fd) {
+        return other_ctl(epfd, op, fd, event);
+    }
+    let mut hidden = asked;
+    hidden.events &= !CONNECTING_HIDES;
+    let r = waits::epoll_ctl(epfd, fd, EventIn::own(op, &mut hidden));
+    if r == 0 {
+        crate::sockets::carry::epoll_ctl(epfd, op, fd, Some(asked));
+    }
+    Action::Raw(r)
+}
+
+/// A connect in progress completed on the same file: the registration
+/// `connecting_ctl` made without `CONNECTING_HIDES` gets the application's
+/// events back.
+pub(crate) fn restore_hidden(epfd: c_int, fd: c_int, ev: libc::epoll_event) {
+    if ev.events & libc::EPOLLONESHOT as u32 != 0 || ev.events & CONNECTING_HIDES == 0 {
+        return;
+    }
+    let mut ev = ev;
+    let r = waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_MOD, &mut ev));
+    if r != 0 {
+        log!(
+            debug,
+            "fd {fd}: epoll set {epfd}: registration not restored"
+        );
+    }
+}
+
 fn other_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_int> {
     if let Some(r) = nest(epfd, op, fd, event) {
         return Action::Raw(r);

@@ -28,7 +28,7 @@ static int find_name(char *out, size_t n) {
     char line[512];
     int found = 0;
     while (fgets(line, sizeof line, f)) {
-        char *p = strstr(line, "@shmnet.4/tcp/127.0.0.1:");
+        char *p = strstr(line, "@shmnet.5/tcp/127.0.0.1:");
         if (p) {
             char *e = strchr(p, '\n');
             if (e) *e = 0;

@@ -2,7 +2,7 @@ import os, socket, sys, time, resource, subprocess
 ADDR = (os.environ["TEST_HOST"], int(os.environ["TEST_PORT"]))
 srv = socket.socket(); srv.bind(ADDR); srv.listen(16)
 srv.setblocking(False)  # an event-loop server: accept only when select says so
-path = b"\0shmnet.4/tcp/%s:%d" % (ADDR[0].encode(), ADDR[1])  # its rendezvous (docs/security.md, "Names")
+path = b"\0shmnet.5/tcp/%s:%d" % (ADDR[0].encode(), ADDR[1])  # its rendezvous (docs/security.md, "Names")
 # hostile/buggy local peer (no preload): connects to the rendezvous and sends 5 of the 32 bytes
 code = f"import socket,time; u=socket.socket(socket.AF_UNIX); u.connect({path!r}); u.send(b'SHMH\\x01'); time.sleep(10)"
 h = subprocess.Popen([sys.executable, "-c", code], env={})

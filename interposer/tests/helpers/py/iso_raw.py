@@ -96,7 +96,7 @@ if MODE in ("forge", "forge-later"):
         print("connected", flush=True)
         sys.stdin.readline()
     lo = bytes(10) + b"\xff\xff" + bytes([127, 0, 0, 1])
-    msg = b"SHMH" + struct.pack("<HHHH", 4, 1, 4, src) + bytes(4) + lo
+    msg = b"SHMH" + struct.pack("<HHHH", 5, 1, 4, src) + bytes(4) + lo
     msg += struct.pack("<HH", 4, dest) + lo + bytes(8)
     assert len(msg) == 60
     u.sendall(msg)
