@@ -2,17 +2,24 @@
 //! (AF_UNSPEC dissolves), the send and receive families with the peer's
 //! address, the mmsg calls as loops, and SO_ERROR.
 //!
-//! A kernel UDP socket becomes ours when, in the emulated mode
-//! (SHMNET_FALLBACK=never, SHMNET_UDP=1), it binds a loopback partition
-//! address or the wildcard address, or, unbound or kernel-bound to a
-//! loopback address, connects or sends to a loopback partition address
-//! (unbound, it then takes an ephemeral port on that address). Everything
-//! else, and every socket in the default mode, stays the kernel's.
+//! In the emulated mode (SHMNET_FALLBACK=never, SHMNET_UDP=1) every UDP
+//! socket is ours from `socket()` on (`socket_made`, review H-A): its fd
+//! number is an epoll instance holding the kernel UDP socket, and stays
+//! that file. It is the kernel's socket seen through it (each call goes
+//! to the kernel socket) until it is *emulated*, in place: when it binds
+//! a loopback partition address or the wildcard address, or, unbound or
+//! kernel-bound to a loopback address, connects or sends to a loopback
+//! partition address (unbound, it then takes an ephemeral port on that
+//! address). A UDP socket the library did not make (inherited across
+//! exec, passed, made by a raw system call) is made ours at those same
+//! moments, its fd number then pointed at a new instance. Every socket in
+//! the default mode stays the kernel's.
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use libc::ssize_t;
@@ -43,8 +50,7 @@ fn emulated(target: SocketAddr) -> bool {
 }
 
 /// The family of a kernel UDP socket (None: not one, or not IP).
-fn udp_family(fd: c_int) -> Option<c_int> {
-    let sock = sys::borrow_fd(fd);
+fn udp_family(sock: BorrowedFd<'_>) -> Option<c_int> {
     if rustix::net::sockopt::socket_type(sock).ok()? != rustix::net::SocketType::DGRAM {
         return None;
     }
@@ -81,10 +87,64 @@ pub(crate) fn is_datagram(fd: c_int) -> bool {
     registry::with(fd, |s| s.datagram().is_some()).unwrap_or_else(|| ours(fd).is_some())
 }
 
-/// Turns the application's kernel UDP socket `fd` into ours, bound to
-/// `local` (port 0: ephemeral, never `avoid`): its fd number becomes the
-/// Inbox.
+/// A UDP socket made by the application, in the emulated mode with UDP
+/// carried: ours from now on (review H-A). Its kernel socket moves up to
+/// the library's fds, and an epoll instance holding it takes its number,
+/// with its flags (`ty`'s SOCK_NONBLOCK and SOCK_CLOEXEC), before the
+/// application sees the number. Left the kernel's if that fails.
+pub(crate) fn socket_made(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
+    if fd < 0
+        || ty & 0xf != libc::SOCK_DGRAM
+        || !(domain == libc::AF_INET || domain == libc::AF_INET6)
+        || !(protocol == 0 || protocol == libc::IPPROTO_UDP)
+        || !carried()
+        || crate::platform::sandbox::active()
+    {
+        return;
+    }
+    let app = sys::borrow_fd(fd);
+    let made = (|| {
+        let kernel = crate::platform::internal_fd::InternalFd::dup(app)?.into_owned();
+        let d = Datagram::shell(kernel, domain == libc::AF_INET6, false, Default::default())?;
+        if ty & libc::SOCK_NONBLOCK != 0 {
+            rustix::fs::fcntl_setfl(d.instance(), rustix::fs::OFlags::NONBLOCK)?;
+        }
+        sys::dup_onto(d.instance(), fd, ty & libc::SOCK_CLOEXEC != 0)?;
+        Ok::<_, Errno>(d)
+    })();
+    let d = match made {
+        Ok(d) => d,
+        Err(e) => {
+            log!(debug, "fd {fd}: UDP socket left the kernel's: {e}");
+            return;
+        }
+    };
+    if registry::insert(fd, Arc::new(Socket::Datagram(d))).is_err() {
+        log!(warn, "fd {fd}: a UDP socket not registered");
+    }
+}
+
+/// Our datagram socket behind `fd` that is not emulated yet.
+fn plain(fd: c_int) -> Option<Arc<Socket>> {
+    ours(fd).filter(|s| s.datagram().is_some_and(|d| !d.emulated()))
+}
+
+/// Turns the application's UDP socket `fd` into an emulated one, bound to
+/// `local` (port 0: ephemeral, never `avoid`): one of ours is named in
+/// place; a kernel socket's fd number becomes a new Inbox.
 fn adopt(fd: c_int, local: SocketAddr, avoid: Option<u16>) -> Result<Arc<Socket>, Errno> {
+    if let Some(sock) = plain(fd) {
+        let d = sock.datagram().ok_or(Errno::INVAL)?;
+        match d.name(local, avoid) {
+            Err(Errno::ADDRINUSE) if avoid.is_none() => {
+                let holder = holder_of(d.kernel(), local)?;
+                d.name_shared(local, holder.datagram().ok_or(Errno::ADDRINUSE)?)?;
+            }
+            r => r?,
+        }
+        log!(debug, "fd {fd}: UDP bound to {} (emulated)", d.local());
+        return Ok(sock);
+    }
     let app = sys::borrow_fd(fd);
     let kernel = rustix::io::fcntl_dupfd_cloexec(app, 0)?;
     let d = match Datagram::bind(local, kernel, avoid) {
@@ -99,7 +159,7 @@ fn adopt(fd: c_int, local: SocketAddr, avoid: Option<u16>) -> Result<Arc<Socket>
         rustix::fs::fcntl_setfl(inst, efl | rustix::fs::OFlags::NONBLOCK)?;
     }
     sys::dup_onto(d.instance(), fd, cloexec)?;
-    log!(debug, "fd {fd}: UDP bound to {} (emulated)", d.local);
+    log!(debug, "fd {fd}: UDP bound to {} (emulated)", d.local());
     let sock = Arc::new(Socket::Datagram(d));
     registry::insert(fd, sock.clone()).map_err(|()| Errno::MFILE)?;
     Ok(sock)
@@ -121,11 +181,20 @@ fn reusable(a: std::os::fd::BorrowedFd<'_>, b: std::os::fd::BorrowedFd<'_>) -> b
 /// whichever takes their link first. EADDRINUSE otherwise.
 fn share(fd: c_int, local: SocketAddr) -> Result<Datagram, Errno> {
     let app = sys::borrow_fd(fd);
+    let holder = holder_of(app, local)?;
+    let h = holder.datagram().ok_or(Errno::ADDRINUSE)?;
+    let kernel = rustix::io::fcntl_dupfd_cloexec(app, 0)?;
+    Datagram::bind_shared(local, kernel, h)
+}
+
+/// The emulated socket of this process holding `local` that would share
+/// it with the kernel socket `app` (`share`); EADDRINUSE when none.
+fn holder_of(app: BorrowedFd<'_>, local: SocketAddr) -> Result<Arc<Socket>, Errno> {
     let mut holder = None;
     registry::for_each_socket(|s| {
         if holder.is_none()
             && s.datagram()
-                .is_some_and(|d| unmapped(d.local) == unmapped(local))
+                .is_some_and(|d| d.emulated() && unmapped(d.local()) == unmapped(local))
         {
             holder = Some(s.clone());
         }
@@ -135,8 +204,7 @@ fn share(fd: c_int, local: SocketAddr) -> Result<Datagram, Errno> {
     if !reusable(app, h.kernel()) {
         return Err(Errno::ADDRINUSE);
     }
-    let kernel = rustix::io::fcntl_dupfd_cloexec(app, 0)?;
-    Datagram::bind_shared(local, kernel, h)
+    Ok(holder)
 }
 
 /// The local address an unbound socket takes to reach `dest`: `dest`'s
@@ -153,12 +221,11 @@ fn autobind_addr(dest: SocketAddr) -> SocketAddr {
 /// share it (SO_REUSEADDR, SO_REUSEPORT); a probe socket with the
 /// application's sharing options asks the kernel. (Emulated holders of
 /// `target` itself are the name reservation's to refuse.)
-fn kernel_admits(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
+fn kernel_admits(app: BorrowedFd<'_>, target: SocketAddr) -> Result<(), Errno> {
     use rustix::net::sockopt::{socket_reuseaddr, socket_reuseport};
     if target.port() == 0 {
         return Ok(());
     }
-    let app = sys::borrow_fd(fd);
     let family = if target.is_ipv6() {
         rustix::net::AddressFamily::INET6
     } else {
@@ -193,20 +260,32 @@ fn kernel_admits(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
 /// ephemeral one if that name is held; its kernel socket keeps the kernel
 /// port, carrying nothing. One bound to a given address stays the kernel's.
 fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> {
-    if fdtable::is_owned(fd) || !emulated(dest) {
+    if !emulated(dest) {
         return None;
     }
-    let family = udp_family(fd)?;
+    // One of ours not emulated yet, or a kernel socket.
+    let shell = match fdtable::is_owned(fd) {
+        true => Some(plain(fd)?),
+        false => None,
+    };
+    let k = match &shell {
+        Some(s) => s.datagram()?.kernel(),
+        None => sys::borrow_fd(fd),
+    };
+    let family = udp_family(k)?;
     if family != sys::family_of(&dest) {
         return None;
     }
-    if kernel_asks_ancillary(sys::borrow_fd(fd), family == libc::AF_INET6) {
+    if kernel_asks_ancillary(k, family == libc::AF_INET6) {
         // The kernel's, bound or not (review H-C: a socket `demote` gave
         // back, taken over again at its next send, lost every other
         // query of dnsmasq's): its sends go where the kernel carries them.
         return None;
     }
-    let bound = sys::local_name(sys::borrow_fd(fd)).filter(|a| a.port() != 0);
+    let bound = match &shell {
+        Some(s) if !s.datagram()?.kernel_bound() => None,
+        _ => sys::local_name(k).filter(|a| a.port() != 0),
+    };
     let Some(bound) = bound else {
         return Some(adopt(fd, autobind_addr(dest), Some(dest.port())));
     };
@@ -227,19 +306,21 @@ fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> 
 /// the name `<wildcard>:<port>` that emulated senders try after their
 /// destination's own (`routes::names`). Received datagrams come from
 /// both; sends go where a receiver is.
-fn bind_wildcard(fd: c_int, target: SocketAddr) -> Option<Action<c_int>> {
+fn bind_wildcard(fd: c_int, app: BorrowedFd<'_>, target: SocketAddr) -> Option<Action<c_int>> {
     if !carried() || crate::platform::sandbox::active() {
         return None;
     }
-    if udp_family(fd)? != sys::family_of(&target) {
+    if udp_family(app)? != sys::family_of(&target) {
         return None;
     }
-    let app = sys::borrow_fd(fd);
     if port_held_here(app, target) {
         return Some(fail(Errno::ADDRINUSE)); // (review M-a)
     }
     if let Err(e) = rustix::net::bind(app, &target) {
         return Some(fail(e));
+    }
+    if let Some(d) = ours(fd).as_deref().and_then(Socket::datagram) {
+        d.kernel_is_bound();
     }
     if kernel_asks_ancillary(app, target.is_ipv6()) {
         return Some(Action::Done(0)); // the kernel's (see `asks_ancillary`)
@@ -265,8 +346,8 @@ fn port_held_here(app: std::os::fd::BorrowedFd<'_>, wildcard: SocketAddr) -> boo
     let v6_only = wildcard.is_ipv6() && rustix::net::sockopt::ipv6_v6only(app).unwrap_or(false);
     let mut held = false;
     registry::for_each_socket(|s| {
-        if let Some(d) = s.datagram() {
-            let local = unmapped(d.local);
+        if let Some(d) = s.datagram().filter(|d| d.emulated()) {
+            let local = unmapped(d.local());
             held |= local.port() == wildcard.port()
                 && !local.ip().is_unspecified()
                 && (if wildcard.is_ipv6() {
@@ -281,24 +362,50 @@ fn port_held_here(app: std::os::fd::BorrowedFd<'_>, wildcard: SocketAddr) -> boo
 }
 
 pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
-    if let Some(s) = registry::get(fd) {
-        return s.datagram().map(|_| fail(Errno::INVAL)); // bound already
+    let Some(s) = registry::get(fd) else {
+        return bind_with(fd, sys::borrow_fd(fd), addr);
+    };
+    let d = s.datagram()?;
+    if d.emulated() {
+        return Some(fail(Errno::INVAL)); // bound already
     }
+    // Ours, not emulated: what the kernel socket would do, unless the
+    // address makes it emulated.
+    if !d.kernel_bound() {
+        if let Some(done) = bind_with(fd, d.kernel(), addr) {
+            return Some(done);
+        }
+    }
+    let Some(target) = addr.get() else {
+        return Some(fail(Errno::INVAL));
+    };
+    Some(match rustix::net::bind(d.kernel(), &target) {
+        Ok(()) => {
+            d.kernel_is_bound();
+            Action::Done(0)
+        }
+        Err(e) => fail(e),
+    })
+}
+
+/// bind of the UDP socket `fd` (its kernel socket `app`) to an address
+/// it is emulated at; None: the kernel's bind.
+fn bind_with(fd: c_int, app: BorrowedFd<'_>, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     let target = addr.get()?;
     if target.ip().is_unspecified() {
-        return bind_wildcard(fd, target);
+        return bind_wildcard(fd, app, target);
     }
     let target = Some(target).filter(|t| emulated(*t))?;
-    if udp_family(fd)? != sys::family_of(&target) {
+    if udp_family(app)? != sys::family_of(&target) {
         return None;
     }
     if !crate::transport::lookup::may_bind(target.port()) {
         return Some(fail(Errno::ACCESS));
     }
-    if kernel_asks_ancillary(sys::borrow_fd(fd), target.is_ipv6()) {
+    if kernel_asks_ancillary(app, target.is_ipv6()) {
         return None; // the kernel's (review H-C), as `bind_wildcard` keeps it
     }
-    if let Err(e) = kernel_admits(fd, target) {
+    if let Err(e) = kernel_admits(app, target) {
         return Some(fail(e));
     }
     Some(match adopt(fd, target, None) {
@@ -309,7 +416,23 @@ pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
 
 pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     let sock = match ours(fd) {
-        Some(s) => s,
+        Some(s) if s.datagram()?.emulated() => s,
+        Some(s) => match addr.get().and_then(|t| adopt_for(fd, t)) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return Some(fail(e)),
+            // Not emulated, nor becoming so: the kernel socket's connect.
+            None => {
+                let peer = match addr.get() {
+                    Some(t) => Some(t),
+                    None if addr.family() == Some(libc::AF_UNSPEC) => None,
+                    None => return Some(fail(Errno::INVAL)),
+                };
+                return Some(match s.datagram()?.connect_kernel(peer) {
+                    Ok(()) => Action::Done(0),
+                    Err(e) => fail(e),
+                });
+            }
+        },
         None => match adopt_for(fd, addr.get()?)? {
             Ok(s) => s,
             Err(e) => return Some(fail(e)),
@@ -334,7 +457,13 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
 /// destination. None: not a datagram send of ours.
 fn sender(fd: c_int, dest: Option<SocketAddr>) -> Option<Result<Arc<Socket>, Errno>> {
     if fdtable::is_owned(fd) {
-        return ours(fd).map(Ok);
+        let sock = ours(fd)?;
+        if let Some(dest) = dest.filter(|_| !sock.datagram().is_some_and(Datagram::emulated)) {
+            if let Some(named) = adopt_for(fd, dest) {
+                return Some(named);
+            }
+        }
+        return Some(Ok(sock));
     }
     adopt_for(fd, dest?)
 }
@@ -419,7 +548,7 @@ fn returned(t: &Taken, flags: c_int) -> ssize_t {
 /// The sender's address in the socket's family (None: no datagram, a
 /// shutdown's end).
 fn source(d: &Datagram, t: &Taken) -> Option<SocketAddr> {
-    t.from.map(|f| as_family(f, d.local.is_ipv6()).unwrap_or(f))
+    t.from.map(|f| as_family(f, d.is_v6()).unwrap_or(f))
 }
 
 /// recv/read/readv on a datagram socket of ours.
@@ -489,7 +618,7 @@ pub(crate) fn after_option(fd: c_int, sock: &Socket) {
 /// sockets need the destination address of each query).
 fn asks_ancillary(sock: &Socket) -> bool {
     sock.datagram()
-        .is_some_and(|d| kernel_asks_ancillary(d.kernel(), d.local.is_ipv6()))
+        .is_some_and(|d| kernel_asks_ancillary(d.kernel(), d.is_v6()))
 }
 
 /// `asks_ancillary` of a kernel UDP socket (`v6`: of family AF_INET6).
@@ -504,7 +633,13 @@ fn kernel_asks_ancillary(sock: std::os::fd::BorrowedFd<'_>, v6: bool) -> bool {
     } else {
         on(libc::IPPROTO_IP, libc::IP_PKTINFO)
     };
+    let recverr = if v6 {
+        on(libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
+    } else {
+        on(libc::IPPROTO_IP, libc::IP_RECVERR)
+    };
     pktinfo
+        || recverr
         || on(libc::SOL_SOCKET, libc::SO_TIMESTAMP)
         || on(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
 }
@@ -518,7 +653,7 @@ fn demote(fd: c_int, sock: &Socket) -> bool {
     let Some(d) = sock.datagram() else {
         return false;
     };
-    if sys::local_name(d.kernel()).is_none_or(|a| a.port() == 0) {
+    if d.emulated() && sys::local_name(d.kernel()).is_none_or(|a| a.port() == 0) {
         return false;
     }
     let app = sys::borrow_fd(fd);
@@ -545,7 +680,7 @@ fn demote(fd: c_int, sock: &Socket) -> bool {
     log!(
         debug,
         "fd {fd}: UDP {} is the kernel's again (ancillary data asked)",
-        d.local
+        d.local()
     );
     true
 }
