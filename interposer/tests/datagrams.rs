@@ -1232,13 +1232,12 @@ print("peek ok, kernel datagrams counted:", COUNTED)
     assert!(out.contains("peek ok"), "{out}");
 }
 
-/// Review H-A (open: ignored until fixed): what holds an unbound socket's
-/// file before its first send (an epoll registration, a thread blocked in
-/// recvfrom, a dup) receives the reply, as with the kernel's UDP. The
-/// takeover at the first send swaps the file behind the fd number, so
-/// the library loses all three.
+/// Review H-A: what holds an unbound socket's file before its first send
+/// (an epoll registration, a thread blocked in recvfrom, a dup), or before
+/// its bind or connect, receives the reply, as with the kernel's UDP: the
+/// fd's file is the same from socket() on (it used to be swapped for the
+/// Inbox at the first send, and all three got nothing).
 #[test]
-#[ignore = "review H-A: the first send's takeover swaps the socket's file (docs/compatibility.md)"]
 fn holders_from_before_the_first_send_receive() {
     let body = r#"
 host = sys.argv[1]
@@ -1270,9 +1269,54 @@ time.sleep(0.3)
 c.sendto(payload(300, 3), (host, P))
 b.join(3)
 print("blocked", got == [payload(300, 3)[::-1]])
+# epoll registrations before a bind and before a connect
+for how in ("bind", "connect"):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.setblocking(False)
+    ep = select.epoll(); ep.register(c.fileno(), select.EPOLLIN | select.EPOLLET)
+    if how == "bind":
+        c.bind((host, 0)); c.sendto(payload(400, 4), (host, P))
+    else:
+        c.connect((host, P)); c.send(payload(400, 4))
+    print(how, "epoll", len(ep.poll(3)), c.recv(1000) == payload(400, 4)[::-1])
 socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"stop", (host, P)); t.join()
 print("holders ok, kernel datagrams counted:", COUNTED)
 "#;
     let out = library_as_kernel("udp_holders", body);
     assert!(out.contains("holders ok"), "{out}");
+}
+
+/// Review H-A (b25): an asyncio client without local or remote address
+/// (its socket registered with the loop before its first sendto) gets its
+/// replies, as over kernel UDP.
+#[test]
+fn asyncio_client_without_addresses_gets_replies() {
+    let body = r#"
+import asyncio
+host = sys.argv[1]
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); srv.bind((host, 0)); P = srv.getsockname()[1]
+def echo():
+    while True:
+        d, a = srv.recvfrom(70000)
+        if d == b"stop": return
+        srv.sendto(d[::-1], a)
+t = threading.Thread(target=echo); t.start()
+class C(asyncio.DatagramProtocol):
+    def __init__(s):
+        s.q = asyncio.Queue()
+    def datagram_received(s, d, a):
+        s.q.put_nowait(d)
+async def main():
+    loop = asyncio.get_running_loop()
+    tr, pr = await loop.create_datagram_endpoint(C, family=socket.AF_INET)
+    for n in (1, 1472, 8192, 65507):  # (asyncio sends no empty datagram)
+        tr.sendto(payload(n, n % 251), (host, P))
+        d = await asyncio.wait_for(pr.q.get(), 5)
+        print("asyncio", n, d == payload(n, n % 251)[::-1])
+    tr.close()
+asyncio.run(main())
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"stop", (host, P)); t.join()
+print("asyncio ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_asyncio", body);
+    assert!(out.contains("asyncio ok"), "{out}");
 }

@@ -77,6 +77,46 @@ fn carried() -> bool {
     config::get().is_some_and(|c| c.udp && c.fallback == Fallback::Never)
 }
 
+/// A datagram socket of ours, kept while its kernel socket serves a call.
+pub(crate) struct Kernel(Arc<Socket>);
+
+impl Kernel {
+    /// The kernel UDP socket's fd number.
+    pub(crate) fn fd(&self) -> c_int {
+        use std::os::fd::AsRawFd;
+        self.0.datagram().map_or(-1, |d| d.kernel().as_raw_fd())
+    }
+}
+
+/// An ioctl on `fd` that is its kernel UDP socket's to answer: every
+/// request but those on the file (FIONBIO, FIOCLEX, FIONCLEX) and
+/// FIONREAD (the next datagram, emulated or not). dnsmasq lists the
+/// interfaces with ioctls on a UDP socket.
+pub(crate) fn ioctl_target(fd: c_int, request: core::ffi::c_ulong) -> Option<Kernel> {
+    let file = [libc::FIONBIO, libc::FIOCLEX, libc::FIONCLEX, libc::FIONREAD];
+    if !fdtable::is_owned(fd) || file.iter().any(|&r| r as core::ffi::c_ulong == request) {
+        return None;
+    }
+    ours(fd).map(Kernel)
+}
+
+/// A send on `fd` that is its kernel socket's, as the application made
+/// it (flags, ancillary data such as UDP_SEGMENT or IP_PKTINFO): one of
+/// ours not emulated, to a destination (`to`: the call's, None for the
+/// connected peer or none) that does not make it so. The kernel socket
+/// holds a port after it.
+pub(crate) fn kernel_send(fd: c_int, to: impl FnOnce() -> Option<SocketAddr>) -> Option<Kernel> {
+    if !carried() || !fdtable::is_owned(fd) {
+        return None;
+    }
+    let sock = plain(fd)?;
+    if to().is_some_and(emulated) {
+        return None;
+    }
+    sock.datagram()?.kernel_is_bound();
+    Some(Kernel(sock))
+}
+
 /// Whether `fd` is a datagram socket of ours: poll, select and epoll
 /// report it writable always (its fd, an epoll instance, never is).
 pub(crate) fn is_datagram(fd: c_int) -> bool {

@@ -56,6 +56,10 @@ pub(crate) struct Datagram {
     inbox: OnceLock<Inbox>,
     /// Held while the socket is being named.
     naming: Mutex<()>,
+    /// Met by poll/select/epoll (`make_eager`), and registered
+    /// edge-triggered, before it was named: its Inbox starts so.
+    eager: std::sync::atomic::AtomicBool,
+    edge: std::sync::atomic::AtomicBool,
     /// The kernel socket was connected to the peer (for its errors).
     kernel_peer: Mutex<Option<SocketAddr>>,
     peer: Mutex<Option<SocketAddr>>,
@@ -86,6 +90,8 @@ impl Datagram {
             shell: Arc::new(Shell::new(kernel, v6, bound)?),
             inbox: OnceLock::new(),
             naming: Mutex::new(()),
+            eager: std::sync::atomic::AtomicBool::new(false),
+            edge: std::sync::atomic::AtomicBool::new(false),
             kernel_peer: Mutex::new(None),
             peer: Mutex::new(None),
             routes: Mutex::new(Routes::default()),
@@ -166,7 +172,16 @@ impl Datagram {
         let limit = rustix::net::sockopt::socket_recv_buffer_size(self.kernel())
             .map_or(212_992, |n| n.min(1 << 30) as u32);
         let inbox = Inbox::new(self.shell.clone(), InternalFd::new(listener), local, limit)?;
-        let _ = self.inbox.set(inbox);
+        let inbox = self.inbox.get_or_init(|| inbox);
+        // (SeqCst, with the stores in `make_eager` and
+        // `set_edge_triggered`: one of the two sides sees the other.)
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.edge.load(SeqCst) {
+            inbox.set_edge_triggered();
+        }
+        if self.eager.load(SeqCst) {
+            inbox.make_eager();
+        }
         Ok(())
     }
 
@@ -514,6 +529,7 @@ impl Datagram {
 
     /// Poll, select or epoll met the socket: readiness exact from now on.
     pub(crate) fn make_eager(&self) {
+        self.eager.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(i) = self.inbox.get() {
             i.make_eager();
         }
@@ -560,6 +576,7 @@ impl Datagram {
 
     /// It joined an epoll set edge-triggered (`Inbox::set_edge_triggered`).
     pub(crate) fn set_edge_triggered(&self) {
+        self.edge.store(true, std::sync::atomic::Ordering::SeqCst);
         if let Some(i) = self.inbox.get() {
             i.set_edge_triggered();
         }
