@@ -1320,3 +1320,44 @@ print("asyncio ok, kernel datagrams counted:", COUNTED)
     let out = library_as_kernel("udp_asyncio", body);
     assert!(out.contains("asyncio ok"), "{out}");
 }
+
+/// A UDP socket going across exec (not close-on-exec) is a UDP socket in
+/// the next image, which talks through it as over kernel UDP: unbound,
+/// bound by the kernel, and emulated before the exec (its fd number is an
+/// epoll instance in this image, review H-A).
+#[test]
+fn udp_sockets_go_across_exec() {
+    let body = r#"
+host = sys.argv[1]
+child = r'''
+import socket, sys
+host, fd, srvport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(fileno=fd)
+print("after exec", s.type == socket.SOCK_DGRAM, s.family == socket.AF_INET, flush=True)
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); srv.bind((host, 0))
+s.sendto(b"hi", srv.getsockname())
+d, a = srv.recvfrom(100)
+srv.sendto(d[::-1], a)
+print("through it", s.recvfrom(100)[0], flush=True)
+if srvport:
+    s.sendto(b"to the old server", (host, srvport))
+'''
+old = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); old.bind((host, 0))
+for how in ("unbound", "kernel-bound", "emulated"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if how == "kernel-bound":
+        s.bind(("127.0.0.1", 0))
+    if how == "emulated":
+        s.sendto(b"first", old.getsockname()); old.recvfrom(100)
+    s.set_inheritable(True)
+    pid = os.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-c", child, host, str(s.fileno()), str(old.getsockname()[1])])
+    print(how, "exit", os.waitpid(pid, 0)[1], flush=True)
+    print(how, "old server got", old.recvfrom(100)[0], flush=True)
+    s.close()
+print("exec ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_exec", body);
+    assert!(out.contains("exec ok"), "{out}");
+}

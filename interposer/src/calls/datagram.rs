@@ -164,6 +164,65 @@ pub(crate) fn socket_made(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) 
     }
 }
 
+/// The UDP sockets whose kernel socket `before_exec` put on their fd
+/// number, for `exec_failed` to undo.
+static ACROSS_EXEC: crate::platform::lock::Mutex<Vec<(c_int, Arc<Socket>)>> =
+    crate::platform::lock::Mutex::new(Vec::new());
+
+/// The exec family is about to replace this image: each UDP socket of
+/// ours whose fd goes across exec (not close-on-exec) is its kernel socket
+/// again on that number, which the next image finds as the UDP socket it
+/// was (the instance would come empty: its members are the library's,
+/// close-on-exec). What shared memory queued for it stays behind. Undone
+/// if the exec fails (`exec_failed`). (posix_spawn, system and popen exec
+/// past us: their children get the instance.)
+pub(crate) fn before_exec() {
+    if !carried() {
+        return;
+    }
+    let limit = crate::platform::internal_fd::nofile_limit()
+        .map_or(fdtable::CAPACITY as u64, |n| {
+            n.min(fdtable::CAPACITY as u64)
+        });
+    let mut across = ACROSS_EXEC.lock();
+    for fd in 0..limit as c_int {
+        if !fdtable::is_owned(fd) || fdtable::is_internal(fd) {
+            continue;
+        }
+        let Some(sock) = ours(fd) else {
+            continue;
+        };
+        let Some(d) = sock.datagram() else {
+            continue;
+        };
+        let app = sys::borrow_fd(fd);
+        let inherited =
+            rustix::io::fcntl_getfd(app).is_ok_and(|f| !f.contains(rustix::io::FdFlags::CLOEXEC));
+        if !inherited {
+            continue;
+        }
+        let nonblock =
+            rustix::fs::fcntl_getfl(app).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+        if sys::dup_onto(d.kernel(), fd, false).is_err() {
+            continue;
+        }
+        if nonblock {
+            let fl = rustix::fs::fcntl_getfl(d.kernel()).unwrap_or(rustix::fs::OFlags::empty());
+            let _ = rustix::fs::fcntl_setfl(d.kernel(), fl | rustix::fs::OFlags::NONBLOCK);
+        }
+        across.push((fd, sock.clone()));
+    }
+}
+
+/// The exec failed: the instances are back on their fd numbers.
+pub(crate) fn exec_failed() {
+    for (fd, sock) in ACROSS_EXEC.lock().drain(..) {
+        if let Some(d) = sock.datagram() {
+            let _ = sys::dup_onto(d.instance(), fd, false);
+        }
+    }
+}
+
 /// Our datagram socket behind `fd` that is not emulated yet.
 fn plain(fd: c_int) -> Option<Arc<Socket>> {
     ours(fd).filter(|s| s.datagram().is_some_and(|d| !d.emulated()))
