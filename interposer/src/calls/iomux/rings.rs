@@ -82,7 +82,7 @@ impl Waiting {
             .iter()
             .find(|(i, _)| *i == key)
             .and_then(|(_, s)| s.datagram())
-            .is_some_and(|d| !d.readable())
+            .is_some_and(|d| !d.reported_readable())
     }
 
     /// Positions of its datagram sockets.

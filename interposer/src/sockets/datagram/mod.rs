@@ -574,6 +574,13 @@ impl Datagram {
         }
     }
 
+    /// `readable`, asked of a socket the kernel just reported readable:
+    /// one not emulated is, without a look (its instance's one member is
+    /// the kernel socket, whose readiness the kernel reported).
+    pub(crate) fn reported_readable(&self) -> bool {
+        self.inbox.get().is_none_or(|i| i.readable())
+    }
+
     /// It joined an epoll set edge-triggered (`Inbox::set_edge_triggered`).
     pub(crate) fn set_edge_triggered(&self) {
         self.edge.store(true, std::sync::atomic::Ordering::SeqCst);

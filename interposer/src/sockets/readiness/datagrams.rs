@@ -170,7 +170,7 @@ pub(crate) fn reported(epfd: c_int, events: &mut [libc::epoll_event], n: usize) 
             continue;
         };
         let e = &mut events[i];
-        if e.events & IN != 0 && !d.readable() {
+        if e.events & IN != 0 && !d.reported_readable() {
             e.events &= !IN;
         }
         if registered & libc::EPOLLET as u32 != 0 {
