@@ -145,7 +145,9 @@ pub(crate) fn socket_made(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) 
     let app = sys::borrow_fd(fd);
     let made = (|| {
         let kernel = crate::platform::internal_fd::InternalFd::dup(app)?.into_owned();
-        let d = Datagram::shell(kernel, domain == libc::AF_INET6, false, Default::default())?;
+        let nonblock = ty & libc::SOCK_NONBLOCK != 0;
+        let v6 = domain == libc::AF_INET6;
+        let d = Datagram::shell(kernel, v6, false, Some(nonblock), Default::default())?;
         if ty & libc::SOCK_NONBLOCK != 0 {
             rustix::fs::fcntl_setfl(d.instance(), rustix::fs::OFlags::NONBLOCK)?;
         }

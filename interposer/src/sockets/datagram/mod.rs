@@ -79,11 +79,13 @@ impl Datagram {
     /// A UDP socket of ours, not emulated (yet): `kernel` is the
     /// application's kernel UDP socket (the library's copy), behind an
     /// epoll instance that `instance` gives for the application's fd.
-    /// `v6`: of family AF_INET6; `bound`: the kernel socket holds a port.
+    /// `v6`: of family AF_INET6; `bound`: the kernel socket holds a port;
+    /// `nonblock`: the application's fd is O_NONBLOCK (None: not known).
     pub(crate) fn shell(
         kernel: OwnedFd,
         v6: bool,
         bound: bool,
+        nonblock: Option<bool>,
         opts: Options,
     ) -> Result<Datagram, Errno> {
         Ok(Datagram {
@@ -97,7 +99,11 @@ impl Datagram {
             routes: Mutex::new(Routes::default()),
             rcvtimeo: Mutex::new(None),
             sent: std::sync::atomic::AtomicBool::new(false),
-            nonblock: std::sync::atomic::AtomicU8::new(0),
+            nonblock: std::sync::atomic::AtomicU8::new(match nonblock {
+                None => 0,
+                Some(false) => 1,
+                Some(true) => 2,
+            }),
             shut: std::sync::atomic::AtomicU8::new(0),
             opts,
         })
@@ -122,7 +128,7 @@ impl Datagram {
         let v6 = rustix::net::sockopt::socket_domain(&kernel)
             .is_ok_and(|d| d == rustix::net::AddressFamily::INET6);
         let bound = sys::local_name(kernel.as_fd()).is_some_and(|a| a.port() != 0);
-        Self::shell(kernel, v6, bound, opts)
+        Self::shell(kernel, v6, bound, None, opts)
     }
 
     /// `bind` sharing `holder`'s name (`name_shared`).
