@@ -1361,3 +1361,34 @@ print("exec ok, kernel datagrams counted:", COUNTED)
     let out = library_as_kernel("udp_exec", body);
     assert!(out.contains("exec ok"), "{out}");
 }
+
+/// Review c14: a parent registers a non-blocking UDP socket in a
+/// level-triggered epoll set and forks; the child's first send emulates
+/// the shared instance in place. The parent's epoll must not spin on
+/// readiness that is the child's Inbox's (it reported EPOLLIN hundreds of
+/// thousands of times a second, each recv EAGAIN): as over kernel UDP,
+/// no recv of the parent's finds nothing.
+#[test]
+fn a_forked_child_naming_the_socket_leaves_no_spin() {
+    let body = r#"
+host = sys.argv[1]
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); srv.bind((host, 0)); A = srv.getsockname()
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.setblocking(False)
+ep = select.epoll(); ep.register(c, select.EPOLLIN)
+pid = os.fork()
+if pid == 0:
+    c.sendto(b"from-child", A); time.sleep(1.0); os._exit(0)
+d, a = srv.recvfrom(100); srv.sendto(b"reply", a)
+wake = again = 0; t = time.time()
+while time.time() - t < 0.6:
+    if ep.poll(0.1):
+        wake += 1
+        try: c.recv(100)
+        except BlockingIOError: again += 1
+print("child got", d, "recv found nothing", again, "few wakeups", wake <= 1)
+os.waitpid(pid, 0)
+print("fork spin ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_fork_spin", body);
+    assert!(out.contains("fork spin ok"), "{out}");
+}

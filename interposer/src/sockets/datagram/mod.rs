@@ -580,11 +580,21 @@ impl Datagram {
         }
     }
 
-    /// `readable`, asked of a socket the kernel just reported readable:
-    /// one not emulated is, without a look (its instance's one member is
-    /// the kernel socket, whose readiness the kernel reported).
+    /// `readable`, asked of a socket the kernel just reported readable.
+    /// One not emulated looks at its kernel socket: its instance may hold
+    /// another process's Inbox (a forked process that named the shared
+    /// instance, review c14), whose readiness is not ours to report; the
+    /// wait then sleeps before it asks again (`wait::foreign_readiness`)
+    /// rather than spin on a level-triggered report that stays.
     pub(crate) fn reported_readable(&self) -> bool {
-        self.inbox.get().is_none_or(|i| i.readable())
+        if let Some(i) = self.inbox.get() {
+            return i.readable();
+        }
+        let ours = self.readable();
+        if !ours {
+            crate::sockets::wait::foreign_readiness();
+        }
+        ours
     }
 
     /// It joined an epoll set edge-triggered (`Inbox::set_edge_triggered`).
