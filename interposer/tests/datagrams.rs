@@ -1392,3 +1392,41 @@ print("fork spin ok, kernel datagrams counted:", COUNTED)
     let out = library_as_kernel("udp_fork_spin", body);
     assert!(out.contains("fork spin ok"), "{out}");
 }
+
+/// Review c11: a socket made with SOCK_NONBLOCK, then made blocking with
+/// F_SETFL, is blocking in the image after an exec (the kernel socket put
+/// on its fd number takes the application's mode, cleared as well as
+/// set), and its blocking recvfrom there waits for a late datagram;
+/// unbound, bound by the kernel (127.0.0.1) and emulated.
+#[test]
+fn blocking_mode_goes_across_exec() {
+    let body = r#"
+host = sys.argv[1]
+child = r'''
+import socket, sys, os, fcntl
+fd = int(sys.argv[1])
+print(sys.argv[2], "O_NONBLOCK", bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK), flush=True)
+s = socket.socket(fileno=fd)
+if sys.argv[2] == "kernel-bound":
+    print(sys.argv[2], "recvfrom", s.recvfrom(100)[0], flush=True)
+'''
+for how in ("unbound", "kernel-bound", "emulated"):
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+    if how != "unbound":
+        a.bind(("127.0.0.1" if how == "kernel-bound" else host, 0))
+    A = ("127.0.0.1", a.getsockname()[1])
+    fcntl.fcntl(a.fileno(), fcntl.F_SETFL, fcntl.fcntl(a.fileno(), fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    a.set_inheritable(True)
+    pid = os.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-c", child, str(a.fileno()), how])
+    if how == "kernel-bound":
+        time.sleep(0.3)
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"late", A)
+    print(how, "exit", os.waitpid(pid, 0)[1], flush=True)
+    a.close()
+print("exec mode ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_exec_mode", body);
+    assert!(out.contains("exec mode ok"), "{out}");
+}

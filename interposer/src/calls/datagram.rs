@@ -208,11 +208,26 @@ pub(crate) fn before_exec() {
         if sys::dup_onto(d.kernel(), fd, false).is_err() {
             continue;
         }
-        if nonblock {
-            let fl = rustix::fs::fcntl_getfl(d.kernel()).unwrap_or(rustix::fs::OFlags::empty());
-            let _ = rustix::fs::fcntl_setfl(d.kernel(), fl | rustix::fs::OFlags::NONBLOCK);
-        }
+        same_mode(d.kernel(), nonblock);
         across.push((fd, sock.clone()));
+    }
+}
+
+/// The kernel socket `sock` takes the application's mode, O_NONBLOCK set
+/// or cleared (review c11: a socket made with SOCK_NONBLOCK, then made
+/// blocking, is blocking in the next image). The library's own calls on
+/// it never wait (MSG_DONTWAIT), whatever its mode.
+fn same_mode(sock: std::os::fd::BorrowedFd<'_>, nonblock: bool) {
+    let Ok(fl) = rustix::fs::fcntl_getfl(sock) else {
+        return;
+    };
+    let want = if nonblock {
+        fl | rustix::fs::OFlags::NONBLOCK
+    } else {
+        fl - rustix::fs::OFlags::NONBLOCK
+    };
+    if want != fl {
+        let _ = rustix::fs::fcntl_setfl(sock, want);
     }
 }
 
@@ -770,11 +785,7 @@ fn demote(fd: c_int, sock: &Socket) -> bool {
     if r != 0 {
         return false;
     }
-    if nonblock {
-        if let Ok(fl) = rustix::fs::fcntl_getfl(app) {
-            let _ = rustix::fs::fcntl_setfl(app, fl | rustix::fs::OFlags::NONBLOCK);
-        }
-    }
+    same_mode(app, nonblock);
     if let Some(h) = fdtable::table().remove(fd) {
         drop(registry::release_fd(fd, h));
     }
