@@ -1430,3 +1430,40 @@ print("exec mode ok, kernel datagrams counted:", COUNTED)
     let out = library_as_kernel("udp_exec_mode", body);
     assert!(out.contains("exec mode ok"), "{out}");
 }
+
+/// Review c15: a socket not emulated that asks ancillary data (IP_PKTINFO,
+/// IP_RECVERR) after an epoll set and a dup took its file keeps that
+/// file: the epoll set reports it, the dup receives, recvmsg gives the
+/// kernel's cmsgs, and MSG_ERRQUEUE the kernel's ICMP error (the socket
+/// used to be swapped for its kernel socket, and the set reported nothing).
+#[test]
+fn ancillary_data_asked_late_keeps_the_file() {
+    let body = r#"
+IP_RECVERR, IP_PKTINFO = 11, 8
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); A = s.getsockname()
+ep = select.epoll(); ep.register(s, select.EPOLLIN)
+s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+s.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+o = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+o.sendto(b"one", A)
+print("epoll", ep.poll(3) == [(s.fileno(), select.EPOLLIN)])
+d, anc, fl, a = s.recvmsg(100, 512)
+print("recvmsg", d, [(l, t) for l, t, _ in anc], socket.inet_ntoa(anc[0][2][8:12]) if anc else None)
+s2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s2.bind(("127.0.0.1", 0))
+dup = s2.dup()
+s2.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+o.sendto(b"two", s2.getsockname())
+print("dup", dup.recv(100))
+gone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); gone.bind(("127.0.0.1", 0)); G = gone.getsockname(); gone.close()
+s.sendto(b"probe", G)
+select.select([s], [], [], 3)
+try:
+    d, anc, fl, a = s.recvmsg(100, 512, socket.MSG_ERRQUEUE)
+    print("errqueue", [struct.unpack("I", c[:4])[0] for l, t, c in anc if t == IP_RECVERR])
+except OSError as e:
+    print("errqueue failed", e.errno)
+print("late ancillary ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_late_ancillary", body);
+    assert!(out.contains("late ancillary ok"), "{out}");
+}

@@ -249,8 +249,15 @@ pub(crate) fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Action<ssi
 }
 
 pub(crate) fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> Action<ssize_t> {
+    let scope = Scope::new();
     // SAFETY: recvmsg(2): a valid msghdr.
-    stream::recvmsg(fd, unsafe { OutMsg::new(&Scope::new(), msg) }, flags)
+    let out = unsafe { OutMsg::new(&scope, msg) };
+    if let Some((k, flags)) = datagram::kernel_recv(fd, &out, flags) {
+        // SAFETY: recvmsg(2) with the caller's msghdr, on the UDP socket's
+        // kernel socket (held open by `k`).
+        return Action::Raw(unsafe { crate::platform::real::recvmsg(k.fd(), msg, flags) });
+    }
+    stream::recvmsg(fd, out, flags)
 }
 
 pub(crate) fn read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> Action<ssize_t> {

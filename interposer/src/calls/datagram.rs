@@ -117,6 +117,35 @@ pub(crate) fn kernel_send(fd: c_int, to: impl FnOnce() -> Option<SocketAddr>) ->
     Some(Kernel(sock))
 }
 
+/// A recvmsg on `fd` that is its kernel socket's, with the kernel's
+/// ancillary data (IP_RECVERR's, IP_PKTINFO's, ...) or error queue
+/// (MSG_ERRQUEUE): one of ours not emulated whose kernel socket asks for
+/// them. It stays behind its instance (review c15: giving the kernel
+/// socket the fd number swapped the file an epoll set held). The flags to
+/// pass: MSG_DONTWAIT added for an O_NONBLOCK fd; a blocking fd's waits
+/// in the kernel socket, made blocking for it.
+pub(crate) fn kernel_recv(fd: c_int, msg: &OutMsg<'_>, flags: c_int) -> Option<(Kernel, c_int)> {
+    if !carried() || !fdtable::is_owned(fd) {
+        return None;
+    }
+    let sock = plain(fd)?;
+    let errqueue = flags & libc::MSG_ERRQUEUE != 0;
+    if !(errqueue || msg.wants_control() && asks_ancillary(&sock)) {
+        return None;
+    }
+    let d = sock.datagram()?;
+    let nonblocking = flags & libc::MSG_DONTWAIT != 0 || d.nonblocking(fd);
+    if !nonblocking {
+        same_mode(d.kernel(), false);
+    }
+    let flags = if nonblocking {
+        flags | libc::MSG_DONTWAIT
+    } else {
+        flags
+    };
+    Some((Kernel(sock), flags))
+}
+
 /// Whether `fd` is a datagram socket of ours: poll, select and epoll
 /// report it writable always (its fd, an epoll instance, never is).
 pub(crate) fn is_datagram(fd: c_int) -> bool {
@@ -724,7 +753,9 @@ pub(crate) fn recvmsg<'a>(
 /// is the kernel's at once, before a datagram queues in shared memory
 /// that its first recvmsg would lose (review H-C).
 pub(crate) fn after_option(fd: c_int, sock: &Socket) {
-    if asks_ancillary(sock) {
+    // (One not emulated keeps its file: `kernel_recv` gives its recvmsg
+    // the kernel socket's cmsgs.)
+    if sock.datagram().is_some_and(|d| d.emulated()) && asks_ancillary(sock) {
         demote(fd, sock);
     }
 }
