@@ -1467,3 +1467,35 @@ print("late ancillary ok, kernel datagrams counted:", COUNTED)
     let out = library_as_kernel("udp_late_ancillary", body);
     assert!(out.contains("late ancillary ok"), "{out}");
 }
+
+/// Review c4: O_ASYNC with F_SETOWN (and F_SETSIG) on a UDP socket: F_GETFL
+/// keeps O_ASYNC, F_GETOWN and F_GETSIG answer, and a datagram arriving
+/// at a socket not emulated raises the signal, as over kernel UDP (its fd,
+/// an epoll instance, has no O_ASYNC of its own: the flag was lost). An
+/// emulated socket keeps the flag (its emulated arrivals raise no signal:
+/// docs/compatibility.md).
+#[test]
+fn o_async_raises_sigio() {
+    let body = r#"
+import signal
+host = sys.argv[1]
+F_SETSIG, F_GETSIG = 10, 11
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGIO, signal.SIGUSR1])
+for where, sig in (("127.0.0.1", 0), ("127.0.0.1", signal.SIGUSR1), (host, 0)):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((where, 0)); fd = s.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+    if sig:
+        fcntl.fcntl(fd, F_SETSIG, sig)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+    print(where == host, sig, "F_GETOWN", fcntl.fcntl(fd, fcntl.F_GETOWN) == os.getpid(), "F_GETSIG", fcntl.fcntl(fd, F_GETSIG) == sig,
+          "O_ASYNC", bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ASYNC))
+    if where != host:
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", s.getsockname())
+        info = signal.sigtimedwait([sig or signal.SIGIO], 5)
+        print("signal", info is not None and info.si_signo == (sig or signal.SIGIO), "recv", s.recv(10))
+    s.close()
+print("o_async ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_o_async", body);
+    assert!(out.contains("o_async ok"), "{out}");
+}

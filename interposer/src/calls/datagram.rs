@@ -146,6 +146,63 @@ pub(crate) fn kernel_recv(fd: c_int, msg: &OutMsg<'_>, flags: c_int) -> Option<(
     Some((Kernel(sock), flags))
 }
 
+/// Linux's F_SETSIG and F_GETSIG (not in the libc crate).
+const F_SETSIG: c_int = 10;
+const F_GETSIG: c_int = 11;
+
+/// fcntl's signal-driven I/O on a UDP socket of ours (review c4): its fd
+/// is an epoll instance, which has no O_ASYNC of its own, so F_SETOWN,
+/// F_GETOWN, F_SETSIG and F_GETSIG are its kernel socket's, F_SETFL sets
+/// O_ASYNC there too (the rest on the application's fd), and F_GETFL
+/// reports it back. SIGIO comes for what the kernel socket receives: all
+/// of a socket not emulated, only the kernel route's datagrams of an
+/// emulated one. None: not one of ours, or another command.
+pub(crate) fn fcntl_async(fd: c_int, cmd: c_int, arg: c_int) -> Option<Action<c_int>> {
+    let kernel_cmd = matches!(cmd, libc::F_SETOWN | libc::F_GETOWN | F_SETSIG | F_GETSIG);
+    if !(kernel_cmd || cmd == libc::F_SETFL || cmd == libc::F_GETFL)
+        || !carried()
+        || !fdtable::is_owned(fd)
+    {
+        return None;
+    }
+    let sock = ours(fd)?;
+    let d = sock.datagram()?;
+    let raw = |r: c_int| {
+        if r < 0 {
+            Action::Fail(-r)
+        } else {
+            Action::Done(r)
+        }
+    };
+    if kernel_cmd {
+        return Some(raw(sys::fcntl_int(d.kernel(), cmd, arg)));
+    }
+    let app = sys::borrow_fd(fd);
+    if cmd == libc::F_GETFL {
+        let fl = sys::fcntl_int(app, libc::F_GETFL, 0);
+        let kfl = sys::fcntl_int(d.kernel(), libc::F_GETFL, 0);
+        return Some(raw(if fl >= 0 && kfl >= 0 {
+            fl | (kfl & libc::O_ASYNC)
+        } else {
+            fl
+        }));
+    }
+    d.forget_nonblocking();
+    let r = sys::fcntl_int(app, libc::F_SETFL, arg & !libc::O_ASYNC);
+    if r < 0 {
+        return Some(raw(r));
+    }
+    let kfl = sys::fcntl_int(d.kernel(), libc::F_GETFL, 0);
+    if kfl >= 0 && (kfl ^ arg) & libc::O_ASYNC != 0 {
+        let want = (kfl & !libc::O_ASYNC) | (arg & libc::O_ASYNC);
+        let k = sys::fcntl_int(d.kernel(), libc::F_SETFL, want);
+        if k < 0 {
+            return Some(raw(k));
+        }
+    }
+    Some(raw(r))
+}
+
 /// Whether `fd` is a datagram socket of ours: poll, select and epoll
 /// report it writable always (its fd, an epoll instance, never is).
 pub(crate) fn is_datagram(fd: c_int) -> bool {
