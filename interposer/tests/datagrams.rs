@@ -1499,3 +1499,30 @@ print("o_async ok, kernel datagrams counted:", COUNTED)
     let out = library_as_kernel("udp_o_async", body);
     assert!(out.contains("o_async ok"), "{out}");
 }
+
+/// Review c1: a socket not emulated that asks IP_RECVTOS and UDP_GRO (a
+/// QUIC stack's) gets the kernel's cmsgs: the TOS byte, and GRO's
+/// segment size for a UDP_SEGMENT send (they were dropped: only
+/// IP_PKTINFO, IP_RECVERR and timestamps made it the kernel's).
+#[test]
+fn tos_and_gro_cmsgs_as_kernel_udp() {
+    let body = r#"
+UDP_GRO, UDP_SEGMENT = 104, 103
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); srv.bind(("127.0.0.1", 0)); P = srv.getsockname()[1]
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+c.setsockopt(socket.IPPROTO_UDP, UDP_GRO, 1)
+c.sendto(b"hello", ("127.0.0.1", P))
+d, a = srv.recvfrom(100)
+srv.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x02)
+srv.sendto(b"x" * 1000, a)
+d, anc, fl, src = c.recvmsg(4000, 1024)
+print("len", len(d), "cmsgs", sorted((l, t, bytes(x)) for l, t, x in anc))
+srv.sendmsg([b"A" * 500 + b"B" * 500 + b"C" * 500], [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("H", 500))], 0, a)
+d, anc, fl, src = c.recvmsg(4000, 1024)
+print("gro len", len(d), "cmsgs", sorted((l, t, bytes(x)) for l, t, x in anc))
+print("tos gro ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_tos_gro", body);
+    assert!(out.contains("tos gro ok"), "{out}");
+}

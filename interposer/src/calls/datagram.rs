@@ -819,7 +819,8 @@ pub(crate) fn after_option(fd: c_int, sock: &Socket) {
 
 /// Whether the socket asked for ancillary data the emulated path does not
 /// make (IP_PKTINFO, IPV6_RECVPKTINFO, timestamps: dnsmasq's wildcard
-/// sockets need the destination address of each query).
+/// sockets need the destination address of each query; IP_RECVTOS,
+/// UDP_GRO, ...: a QUIC stack's).
 fn asks_ancillary(sock: &Socket) -> bool {
     sock.datagram()
         .is_some_and(|d| kernel_asks_ancillary(d.kernel(), d.is_v6()))
@@ -842,11 +843,29 @@ fn kernel_asks_ancillary(sock: std::os::fd::BorrowedFd<'_>, v6: bool) -> bool {
     } else {
         on(libc::IPPROTO_IP, libc::IP_RECVERR)
     };
+    // (Review c1: the other cmsg makers too: TOS and TTL, the original
+    // destination, drop counts, GRO's segment size; IPv6's traffic
+    // class and hop limit.)
+    let per_family = if v6 {
+        on(libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS)
+            || on(libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT)
+            || on(libc::IPPROTO_IPV6, libc::IPV6_RECVORIGDSTADDR)
+    } else {
+        on(libc::IPPROTO_IP, libc::IP_RECVTOS)
+            || on(libc::IPPROTO_IP, libc::IP_RECVTTL)
+            || on(libc::IPPROTO_IP, libc::IP_RECVORIGDSTADDR)
+    };
     pktinfo
         || recverr
         || on(libc::SOL_SOCKET, libc::SO_TIMESTAMP)
         || on(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
+        || per_family
+        || on(libc::SOL_SOCKET, libc::SO_RXQ_OVFL)
+        || on(libc::IPPROTO_UDP, UDP_GRO)
 }
+
+/// Linux's UDP_GRO (not in the libc crate).
+const UDP_GRO: c_int = 104;
 
 /// Gives the application its kernel UDP socket back (it holds a port:
 /// a wildcard bind's), for a socket that wants ancillary data: the fd
