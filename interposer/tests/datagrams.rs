@@ -1526,3 +1526,24 @@ print("tos gro ok, kernel datagrams counted:", COUNTED)
     let out = library_as_kernel("udp_tos_gro", body);
     assert!(out.contains("tos gro ok"), "{out}");
 }
+
+/// Review c5: a socket connected through the kernel to a closed port gets
+/// the kernel's ICMP error: poll, epoll and select report it as the
+/// kernel does (POLLERR alone, not POLLIN), and recv gives ECONNREFUSED.
+#[test]
+fn icmp_error_polls_as_pollerr() {
+    let body = r#"
+z = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); z.bind(("127.0.0.1", 0)); ZP = z.getsockname(); z.close()
+k = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); k.connect(ZP); k.send(b"x")
+print("select", len(select.select([k], [], [], 5)[0]))
+p = select.poll(); p.register(k, select.POLLIN); print("poll", p.poll(5000))
+ep = select.epoll(); ep.register(k, select.EPOLLIN); print("epoll", ep.poll(5))
+try:
+    k.recv(10)
+except OSError as e:
+    print("recv", e.errno)
+print("pollerr ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_pollerr", body);
+    assert!(out.contains("pollerr ok"), "{out}");
+}

@@ -152,6 +152,14 @@ impl Shell {
         self.bound() && ready(self.kernel())
     }
 
+    /// The kernel socket's POLLIN and POLLERR now (0 while unbound).
+    pub(super) fn revents(&self) -> i16 {
+        if !self.bound() {
+            return 0;
+        }
+        crate::platform::sys::poll_fd(self.kernel(), libc::POLLIN | libc::POLLERR, 0).unwrap_or(0)
+    }
+
     /// The kernel's name of the socket (0.0.0.0:0 or [::]:0 unbound).
     pub(super) fn name(&self) -> Option<SocketAddr> {
         crate::platform::sys::local_name(self.kernel())

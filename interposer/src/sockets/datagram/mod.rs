@@ -580,21 +580,27 @@ impl Datagram {
         }
     }
 
-    /// `readable`, asked of a socket the kernel just reported readable.
+    /// `readable`, asked of a socket the kernel just reported readable,
+    /// and whether it has a pending error to report (POLLERR: the kernel's
+    /// ICMP error on a socket not emulated, review c5; with nothing
+    /// queued, the kernel's poll reports POLLERR alone).
     /// One not emulated looks at its kernel socket: its instance may hold
     /// another process's Inbox (a forked process that named the shared
     /// instance, review c14), whose readiness is not ours to report; the
     /// wait then sleeps before it asks again (`wait::foreign_readiness`)
     /// rather than spin on a level-triggered report that stays.
-    pub(crate) fn reported_readable(&self) -> bool {
+    pub(crate) fn reported(&self) -> (bool, bool) {
         if let Some(i) = self.inbox.get() {
-            return i.readable();
+            return (i.readable(), false);
         }
-        let ours = self.readable();
-        if !ours {
+        let ev = self.shell.revents();
+        let shut = self.shut.load(std::sync::atomic::Ordering::Relaxed) & SHUT_RD != 0;
+        let data = ev & libc::POLLIN != 0 || shut;
+        let error = ev & libc::POLLERR != 0;
+        if !data && !error {
             crate::sockets::wait::foreign_readiness();
         }
-        ours
+        (data, error)
     }
 
     /// It joined an epoll set edge-triggered (`Inbox::set_edge_triggered`).
