@@ -1232,13 +1232,12 @@ print("peek ok, kernel datagrams counted:", COUNTED)
     assert!(out.contains("peek ok"), "{out}");
 }
 
-/// Review H-A (open: ignored until fixed): what holds an unbound socket's
-/// file before its first send (an epoll registration, a thread blocked in
-/// recvfrom, a dup) receives the reply, as with the kernel's UDP. The
-/// takeover at the first send swaps the file behind the fd number, so
-/// the library loses all three.
+/// Review H-A: what holds an unbound socket's file before its first send
+/// (an epoll registration, a thread blocked in recvfrom, a dup), or before
+/// its bind or connect, receives the reply, as with the kernel's UDP: the
+/// fd's file is the same from socket() on (it used to be swapped for the
+/// Inbox at the first send, and all three got nothing).
 #[test]
-#[ignore = "review H-A: the first send's takeover swaps the socket's file (docs/compatibility.md)"]
 fn holders_from_before_the_first_send_receive() {
     let body = r#"
 host = sys.argv[1]
@@ -1270,9 +1269,281 @@ time.sleep(0.3)
 c.sendto(payload(300, 3), (host, P))
 b.join(3)
 print("blocked", got == [payload(300, 3)[::-1]])
+# epoll registrations before a bind and before a connect
+for how in ("bind", "connect"):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.setblocking(False)
+    ep = select.epoll(); ep.register(c.fileno(), select.EPOLLIN | select.EPOLLET)
+    if how == "bind":
+        c.bind((host, 0)); c.sendto(payload(400, 4), (host, P))
+    else:
+        c.connect((host, P)); c.send(payload(400, 4))
+    print(how, "epoll", len(ep.poll(3)), c.recv(1000) == payload(400, 4)[::-1])
 socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"stop", (host, P)); t.join()
 print("holders ok, kernel datagrams counted:", COUNTED)
 "#;
     let out = library_as_kernel("udp_holders", body);
     assert!(out.contains("holders ok"), "{out}");
+}
+
+/// Review H-A (b25): an asyncio client without local or remote address
+/// (its socket registered with the loop before its first sendto) gets its
+/// replies, as over kernel UDP.
+#[test]
+fn asyncio_client_without_addresses_gets_replies() {
+    let body = r#"
+import asyncio
+host = sys.argv[1]
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); srv.bind((host, 0)); P = srv.getsockname()[1]
+def echo():
+    while True:
+        d, a = srv.recvfrom(70000)
+        if d == b"stop": return
+        srv.sendto(d[::-1], a)
+t = threading.Thread(target=echo); t.start()
+class C(asyncio.DatagramProtocol):
+    def __init__(s):
+        s.q = asyncio.Queue()
+    def datagram_received(s, d, a):
+        s.q.put_nowait(d)
+async def main():
+    loop = asyncio.get_running_loop()
+    tr, pr = await loop.create_datagram_endpoint(C, family=socket.AF_INET)
+    for n in (1, 1472, 8192, 65507):  # (asyncio sends no empty datagram)
+        tr.sendto(payload(n, n % 251), (host, P))
+        d = await asyncio.wait_for(pr.q.get(), 5)
+        print("asyncio", n, d == payload(n, n % 251)[::-1])
+    tr.close()
+asyncio.run(main())
+socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"stop", (host, P)); t.join()
+print("asyncio ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_asyncio", body);
+    assert!(out.contains("asyncio ok"), "{out}");
+}
+
+/// A UDP socket going across exec (not close-on-exec) is a UDP socket in
+/// the next image, which talks through it as over kernel UDP: unbound,
+/// bound by the kernel, and emulated before the exec (its fd number is an
+/// epoll instance in this image, review H-A).
+#[test]
+fn udp_sockets_go_across_exec() {
+    let body = r#"
+host = sys.argv[1]
+child = r'''
+import socket, sys
+host, fd, srvport = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(fileno=fd)
+print("after exec", s.type == socket.SOCK_DGRAM, s.family == socket.AF_INET, flush=True)
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); srv.bind((host, 0))
+s.sendto(b"hi", srv.getsockname())
+d, a = srv.recvfrom(100)
+srv.sendto(d[::-1], a)
+print("through it", s.recvfrom(100)[0], flush=True)
+if srvport:
+    s.sendto(b"to the old server", (host, srvport))
+'''
+old = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); old.bind((host, 0))
+for how in ("unbound", "kernel-bound", "emulated"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if how == "kernel-bound":
+        s.bind(("127.0.0.1", 0))
+    if how == "emulated":
+        s.sendto(b"first", old.getsockname()); old.recvfrom(100)
+    s.set_inheritable(True)
+    pid = os.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-c", child, host, str(s.fileno()), str(old.getsockname()[1])])
+    print(how, "exit", os.waitpid(pid, 0)[1], flush=True)
+    print(how, "old server got", old.recvfrom(100)[0], flush=True)
+    s.close()
+print("exec ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_exec", body);
+    assert!(out.contains("exec ok"), "{out}");
+}
+
+/// Review c14: a parent registers a non-blocking UDP socket in a
+/// level-triggered epoll set and forks; the child's first send emulates
+/// the shared instance in place. The parent's epoll must not spin on
+/// readiness that is the child's Inbox's (it reported EPOLLIN hundreds of
+/// thousands of times a second, each recv EAGAIN): as over kernel UDP,
+/// no recv of the parent's finds nothing.
+#[test]
+fn a_forked_child_naming_the_socket_leaves_no_spin() {
+    let body = r#"
+host = sys.argv[1]
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); srv.bind((host, 0)); A = srv.getsockname()
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.setblocking(False)
+ep = select.epoll(); ep.register(c, select.EPOLLIN)
+pid = os.fork()
+if pid == 0:
+    c.sendto(b"from-child", A); time.sleep(1.0); os._exit(0)
+d, a = srv.recvfrom(100); srv.sendto(b"reply", a)
+wake = again = 0; t = time.time()
+while time.time() - t < 0.6:
+    if ep.poll(0.1):
+        wake += 1
+        try: c.recv(100)
+        except BlockingIOError: again += 1
+print("child got", d, "recv found nothing", again, "few wakeups", wake <= 1)
+os.waitpid(pid, 0)
+print("fork spin ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_fork_spin", body);
+    assert!(out.contains("fork spin ok"), "{out}");
+}
+
+/// Review c11: a socket made with SOCK_NONBLOCK, then made blocking with
+/// F_SETFL, is blocking in the image after an exec (the kernel socket put
+/// on its fd number takes the application's mode, cleared as well as
+/// set), and its blocking recvfrom there waits for a late datagram;
+/// unbound, bound by the kernel (127.0.0.1) and emulated.
+#[test]
+fn blocking_mode_goes_across_exec() {
+    let body = r#"
+host = sys.argv[1]
+child = r'''
+import socket, sys, os, fcntl
+fd = int(sys.argv[1])
+print(sys.argv[2], "O_NONBLOCK", bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_NONBLOCK), flush=True)
+s = socket.socket(fileno=fd)
+if sys.argv[2] == "kernel-bound":
+    print(sys.argv[2], "recvfrom", s.recvfrom(100)[0], flush=True)
+'''
+for how in ("unbound", "kernel-bound", "emulated"):
+    a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+    if how != "unbound":
+        a.bind(("127.0.0.1" if how == "kernel-bound" else host, 0))
+    A = ("127.0.0.1", a.getsockname()[1])
+    fcntl.fcntl(a.fileno(), fcntl.F_SETFL, fcntl.fcntl(a.fileno(), fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    a.set_inheritable(True)
+    pid = os.fork()
+    if pid == 0:
+        os.execv(sys.executable, [sys.executable, "-c", child, str(a.fileno()), how])
+    if how == "kernel-bound":
+        time.sleep(0.3)
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"late", A)
+    print(how, "exit", os.waitpid(pid, 0)[1], flush=True)
+    a.close()
+print("exec mode ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_exec_mode", body);
+    assert!(out.contains("exec mode ok"), "{out}");
+}
+
+/// Review c15: a socket not emulated that asks ancillary data (IP_PKTINFO,
+/// IP_RECVERR) after an epoll set and a dup took its file keeps that
+/// file: the epoll set reports it, the dup receives, recvmsg gives the
+/// kernel's cmsgs, and MSG_ERRQUEUE the kernel's ICMP error (the socket
+/// used to be swapped for its kernel socket, and the set reported nothing).
+#[test]
+fn ancillary_data_asked_late_keeps_the_file() {
+    let body = r#"
+IP_RECVERR, IP_PKTINFO = 11, 8
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); A = s.getsockname()
+ep = select.epoll(); ep.register(s, select.EPOLLIN)
+s.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+s.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+o = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+o.sendto(b"one", A)
+print("epoll", ep.poll(3) == [(s.fileno(), select.EPOLLIN)])
+d, anc, fl, a = s.recvmsg(100, 512)
+print("recvmsg", d, [(l, t) for l, t, _ in anc], socket.inet_ntoa(anc[0][2][8:12]) if anc else None)
+s2 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s2.bind(("127.0.0.1", 0))
+dup = s2.dup()
+s2.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+o.sendto(b"two", s2.getsockname())
+print("dup", dup.recv(100))
+gone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); gone.bind(("127.0.0.1", 0)); G = gone.getsockname(); gone.close()
+s.sendto(b"probe", G)
+select.select([s], [], [], 3)
+try:
+    d, anc, fl, a = s.recvmsg(100, 512, socket.MSG_ERRQUEUE)
+    print("errqueue", [struct.unpack("I", c[:4])[0] for l, t, c in anc if t == IP_RECVERR])
+except OSError as e:
+    print("errqueue failed", e.errno)
+print("late ancillary ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_late_ancillary", body);
+    assert!(out.contains("late ancillary ok"), "{out}");
+}
+
+/// Review c4: O_ASYNC with F_SETOWN (and F_SETSIG) on a UDP socket: F_GETFL
+/// keeps O_ASYNC, F_GETOWN and F_GETSIG answer, and a datagram arriving
+/// at a socket not emulated raises the signal, as over kernel UDP (its fd,
+/// an epoll instance, has no O_ASYNC of its own: the flag was lost). An
+/// emulated socket keeps the flag (its emulated arrivals raise no signal:
+/// docs/compatibility.md).
+#[test]
+fn o_async_raises_sigio() {
+    let body = r#"
+import signal
+host = sys.argv[1]
+F_SETSIG, F_GETSIG = 10, 11
+signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGIO, signal.SIGUSR1])
+for where, sig in (("127.0.0.1", 0), ("127.0.0.1", signal.SIGUSR1), (host, 0)):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((where, 0)); fd = s.fileno()
+    fcntl.fcntl(fd, fcntl.F_SETOWN, os.getpid())
+    if sig:
+        fcntl.fcntl(fd, F_SETSIG, sig)
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_ASYNC)
+    print(where == host, sig, "F_GETOWN", fcntl.fcntl(fd, fcntl.F_GETOWN) == os.getpid(), "F_GETSIG", fcntl.fcntl(fd, F_GETSIG) == sig,
+          "O_ASYNC", bool(fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ASYNC))
+    if where != host:
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"x", s.getsockname())
+        info = signal.sigtimedwait([sig or signal.SIGIO], 5)
+        print("signal", info is not None and info.si_signo == (sig or signal.SIGIO), "recv", s.recv(10))
+    s.close()
+print("o_async ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_o_async", body);
+    assert!(out.contains("o_async ok"), "{out}");
+}
+
+/// Review c1: a socket not emulated that asks IP_RECVTOS and UDP_GRO (a
+/// QUIC stack's) gets the kernel's cmsgs: the TOS byte, and GRO's
+/// segment size for a UDP_SEGMENT send (they were dropped: only
+/// IP_PKTINFO, IP_RECVERR and timestamps made it the kernel's).
+#[test]
+fn tos_and_gro_cmsgs_as_kernel_udp() {
+    let body = r#"
+UDP_GRO, UDP_SEGMENT = 104, 103
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); srv.bind(("127.0.0.1", 0)); P = srv.getsockname()[1]
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+c.setsockopt(socket.IPPROTO_UDP, UDP_GRO, 1)
+c.sendto(b"hello", ("127.0.0.1", P))
+d, a = srv.recvfrom(100)
+srv.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x02)
+srv.sendto(b"x" * 1000, a)
+d, anc, fl, src = c.recvmsg(4000, 1024)
+print("len", len(d), "cmsgs", sorted((l, t, bytes(x)) for l, t, x in anc))
+srv.sendmsg([b"A" * 500 + b"B" * 500 + b"C" * 500], [(socket.SOL_UDP, UDP_SEGMENT, struct.pack("H", 500))], 0, a)
+d, anc, fl, src = c.recvmsg(4000, 1024)
+print("gro len", len(d), "cmsgs", sorted((l, t, bytes(x)) for l, t, x in anc))
+print("tos gro ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_tos_gro", body);
+    assert!(out.contains("tos gro ok"), "{out}");
+}
+
+/// Review c5: a socket connected through the kernel to a closed port gets
+/// the kernel's ICMP error: poll, epoll and select report it as the
+/// kernel does (POLLERR alone, not POLLIN), and recv gives ECONNREFUSED.
+#[test]
+fn icmp_error_polls_as_pollerr() {
+    let body = r#"
+z = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); z.bind(("127.0.0.1", 0)); ZP = z.getsockname(); z.close()
+k = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); k.connect(ZP); k.send(b"x")
+print("select", len(select.select([k], [], [], 5)[0]))
+p = select.poll(); p.register(k, select.POLLIN); print("poll", p.poll(5000))
+ep = select.epoll(); ep.register(k, select.EPOLLIN); print("epoll", ep.poll(5))
+try:
+    k.recv(10)
+except OSError as e:
+    print("recv", e.errno)
+print("pollerr ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_pollerr", body);
+    assert!(out.contains("pollerr ok"), "{out}");
 }

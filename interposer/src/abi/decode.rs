@@ -49,11 +49,21 @@ pub(crate) fn read(fd: c_int, buf: *mut c_void, count: size_t) -> Action<ssize_t
 }
 
 pub(crate) fn write(fd: c_int, buf: *const c_void, count: size_t) -> Action<ssize_t> {
+    if let Some(k) = datagram::kernel_send(fd, || None) {
+        // SAFETY: write(2) with the caller's arguments, on the UDP
+        // socket's kernel socket (held open by `k`).
+        return Action::Raw(unsafe { crate::platform::real::write(k.fd(), buf, count) });
+    }
     // SAFETY: write(2): `buf` readable for `count` bytes.
     stream::write(fd, unsafe { InBuf::new(&Scope::new(), buf, count) })
 }
 
 pub(crate) fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> Action<ssize_t> {
+    if let Some(k) = datagram::kernel_send(fd, || None) {
+        // SAFETY: send(2) with the caller's arguments, on the UDP socket's
+        // kernel socket (held open by `k`).
+        return Action::Raw(unsafe { crate::platform::real::send(k.fd(), buf, len, flags) });
+    }
     // SAFETY: send(2): `buf` readable for `len` bytes.
     stream::send(fd, unsafe { InBuf::new(&Scope::new(), buf, len) }, flags)
 }
@@ -74,6 +84,15 @@ pub(crate) fn sendto(
     addrlen: socklen_t,
 ) -> Action<ssize_t> {
     let scope = Scope::new();
+    // SAFETY: sendto(2): `addr` null or readable for `addrlen` bytes.
+    let to = || unsafe { AddrIn::new(&scope, addr, addrlen) }.get();
+    if let Some(k) = datagram::kernel_send(fd, to) {
+        // SAFETY: sendto(2) with the caller's arguments, on the UDP
+        // socket's kernel socket (held open by `k`).
+        return Action::Raw(unsafe {
+            crate::platform::real::sendto(k.fd(), buf, len, flags, addr, addrlen)
+        });
+    }
     // SAFETY: sendto(2): `buf` readable for `len` bytes, `addr` null or
     // readable for `addrlen` bytes.
     let (buf, dest) = unsafe {
@@ -126,12 +145,18 @@ pub(crate) fn sendmmsg(
     vlen: c_uint,
     flags: c_int,
 ) -> Action<c_int> {
+    let scope = Scope::new();
     // SAFETY: sendmmsg(2): `msgvec` valid for `vlen` entries.
-    datagram::sendmmsg(
-        fd,
-        unsafe { Mmsgs::new(&Scope::new(), msgvec, vlen as usize) },
-        flags,
-    )
+    let v = unsafe { Mmsgs::new(&scope, msgvec, vlen as usize) };
+    let first = || (v.len() > 0).then(|| v.sent(0).name().get()).flatten();
+    if let Some(k) = datagram::kernel_send(fd, first) {
+        // SAFETY: sendmmsg(2) with the caller's arguments, on the UDP
+        // socket's kernel socket (held open by `k`).
+        return Action::Raw(unsafe {
+            crate::platform::real::sendmmsg(k.fd(), msgvec, vlen, flags)
+        });
+    }
+    datagram::sendmmsg(fd, v, flags)
 }
 
 /// libc's `syscall()`: sendmmsg and recvmmsg as the libc functions (libuv
@@ -210,13 +235,28 @@ pub(crate) fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> Action<ssiz
 }
 
 pub(crate) fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Action<ssize_t> {
+    let scope = Scope::new();
     // SAFETY: sendmsg(2): a valid msghdr.
-    stream::sendmsg(fd, unsafe { InMsg::new(&Scope::new(), msg) }, flags)
+    let to = || unsafe { InMsg::new(&scope, msg) }.name().get();
+    if let Some(k) = datagram::kernel_send(fd, to) {
+        // SAFETY: sendmsg(2) with the caller's arguments, on the UDP
+        // socket's kernel socket (held open by `k`).
+        return Action::Raw(unsafe { crate::platform::real::sendmsg(k.fd(), msg, flags) });
+    }
+    // SAFETY: sendmsg(2): a valid msghdr.
+    stream::sendmsg(fd, unsafe { InMsg::new(&scope, msg) }, flags)
 }
 
 pub(crate) fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> Action<ssize_t> {
+    let scope = Scope::new();
     // SAFETY: recvmsg(2): a valid msghdr.
-    stream::recvmsg(fd, unsafe { OutMsg::new(&Scope::new(), msg) }, flags)
+    let out = unsafe { OutMsg::new(&scope, msg) };
+    if let Some((k, flags)) = datagram::kernel_recv(fd, &out, flags) {
+        // SAFETY: recvmsg(2) with the caller's msghdr, on the UDP socket's
+        // kernel socket (held open by `k`).
+        return Action::Raw(unsafe { crate::platform::real::recvmsg(k.fd(), msg, flags) });
+    }
+    stream::recvmsg(fd, out, flags)
 }
 
 pub(crate) fn read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> Action<ssize_t> {
@@ -309,6 +349,12 @@ pub(crate) fn setsockopt(
 }
 
 pub(crate) fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> Action<c_int> {
+    if let Some(kernel) = datagram::ioctl_target(fd, request) {
+        // SAFETY: ioctl(2) on the UDP socket's kernel socket (held open by
+        // `kernel`), with the caller's request and argument, under the
+        // caller's contract for them.
+        return Action::Raw(unsafe { crate::platform::real::ioctl(kernel.fd(), request, arg) });
+    }
     let scope = Scope::new();
     // SAFETY: ioctl(2) with FIONREAD: `arg` points at an int. (Other
     // requests' arguments are not looked at.)

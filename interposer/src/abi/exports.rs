@@ -411,9 +411,10 @@ fn fclose_stream(stream: *mut FILE) -> Action<c_int> {
 
 /// `fresh` for socket(): the new fd, and the note that may make it a
 /// carrier of connections across exec later (`carry`).
-fn socket_made(result: c_int, domain: c_int, ty: c_int) {
+fn socket_made(result: c_int, domain: c_int, ty: c_int, protocol: c_int) {
     fresh(result);
     crate::sockets::carry::socket_made(result, domain, ty);
+    crate::calls::datagram::socket_made(result, domain, ty, protocol);
 }
 
 /// `fresh` for the two fds a successful pipe/pipe2/socketpair stored.

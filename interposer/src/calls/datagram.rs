@@ -2,17 +2,24 @@
 //! (AF_UNSPEC dissolves), the send and receive families with the peer's
 //! address, the mmsg calls as loops, and SO_ERROR.
 //!
-//! A kernel UDP socket becomes ours when, in the emulated mode
-//! (SHMNET_FALLBACK=never, SHMNET_UDP=1), it binds a loopback partition
-//! address or the wildcard address, or, unbound or kernel-bound to a
-//! loopback address, connects or sends to a loopback partition address
-//! (unbound, it then takes an ephemeral port on that address). Everything
-//! else, and every socket in the default mode, stays the kernel's.
+//! In the emulated mode (SHMNET_FALLBACK=never, SHMNET_UDP=1) every UDP
+//! socket is ours from `socket()` on (`socket_made`, review H-A): its fd
+//! number is an epoll instance holding the kernel UDP socket, and stays
+//! that file. It is the kernel's socket seen through it (each call goes
+//! to the kernel socket) until it is *emulated*, in place: when it binds
+//! a loopback partition address or the wildcard address, or, unbound or
+//! kernel-bound to a loopback address, connects or sends to a loopback
+//! partition address (unbound, it then takes an ephemeral port on that
+//! address). A UDP socket the library did not make (inherited across
+//! exec, passed, made by a raw system call) is made ours at those same
+//! moments, its fd number then pointed at a new instance. Every socket in
+//! the default mode stays the kernel's.
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 
 use libc::ssize_t;
@@ -43,8 +50,7 @@ fn emulated(target: SocketAddr) -> bool {
 }
 
 /// The family of a kernel UDP socket (None: not one, or not IP).
-fn udp_family(fd: c_int) -> Option<c_int> {
-    let sock = sys::borrow_fd(fd);
+fn udp_family(sock: BorrowedFd<'_>) -> Option<c_int> {
     if rustix::net::sockopt::socket_type(sock).ok()? != rustix::net::SocketType::DGRAM {
         return None;
     }
@@ -71,6 +77,132 @@ fn carried() -> bool {
     config::get().is_some_and(|c| c.udp && c.fallback == Fallback::Never)
 }
 
+/// A datagram socket of ours, kept while its kernel socket serves a call.
+pub(crate) struct Kernel(Arc<Socket>);
+
+impl Kernel {
+    /// The kernel UDP socket's fd number.
+    pub(crate) fn fd(&self) -> c_int {
+        use std::os::fd::AsRawFd;
+        self.0.datagram().map_or(-1, |d| d.kernel().as_raw_fd())
+    }
+}
+
+/// An ioctl on `fd` that is its kernel UDP socket's to answer: every
+/// request but those on the file (FIONBIO, FIOCLEX, FIONCLEX) and
+/// FIONREAD (the next datagram, emulated or not). dnsmasq lists the
+/// interfaces with ioctls on a UDP socket.
+pub(crate) fn ioctl_target(fd: c_int, request: core::ffi::c_ulong) -> Option<Kernel> {
+    let file = [libc::FIONBIO, libc::FIOCLEX, libc::FIONCLEX, libc::FIONREAD];
+    if !fdtable::is_owned(fd) || file.iter().any(|&r| r as core::ffi::c_ulong == request) {
+        return None;
+    }
+    ours(fd).map(Kernel)
+}
+
+/// A send on `fd` that is its kernel socket's, as the application made
+/// it (flags, ancillary data such as UDP_SEGMENT or IP_PKTINFO): one of
+/// ours not emulated, to a destination (`to`: the call's, None for the
+/// connected peer or none) that does not make it so. The kernel socket
+/// holds a port after it.
+pub(crate) fn kernel_send(fd: c_int, to: impl FnOnce() -> Option<SocketAddr>) -> Option<Kernel> {
+    if !carried() || !fdtable::is_owned(fd) {
+        return None;
+    }
+    let sock = plain(fd)?;
+    if to().is_some_and(emulated) {
+        return None;
+    }
+    sock.datagram()?.kernel_is_bound();
+    Some(Kernel(sock))
+}
+
+/// A recvmsg on `fd` that is its kernel socket's, with the kernel's
+/// ancillary data (IP_RECVERR's, IP_PKTINFO's, ...) or error queue
+/// (MSG_ERRQUEUE): one of ours not emulated whose kernel socket asks for
+/// them. It stays behind its instance (review c15: giving the kernel
+/// socket the fd number swapped the file an epoll set held). The flags to
+/// pass: MSG_DONTWAIT added for an O_NONBLOCK fd; a blocking fd's waits
+/// in the kernel socket, made blocking for it.
+pub(crate) fn kernel_recv(fd: c_int, msg: &OutMsg<'_>, flags: c_int) -> Option<(Kernel, c_int)> {
+    if !carried() || !fdtable::is_owned(fd) {
+        return None;
+    }
+    let sock = plain(fd)?;
+    let errqueue = flags & libc::MSG_ERRQUEUE != 0;
+    if !(errqueue || msg.wants_control() && asks_ancillary(&sock)) {
+        return None;
+    }
+    let d = sock.datagram()?;
+    let nonblocking = flags & libc::MSG_DONTWAIT != 0 || d.nonblocking(fd);
+    if !nonblocking {
+        same_mode(d.kernel(), false);
+    }
+    let flags = if nonblocking {
+        flags | libc::MSG_DONTWAIT
+    } else {
+        flags
+    };
+    Some((Kernel(sock), flags))
+}
+
+/// Linux's F_SETSIG and F_GETSIG (not in the libc crate).
+const F_SETSIG: c_int = 10;
+const F_GETSIG: c_int = 11;
+
+/// fcntl's signal-driven I/O on a UDP socket of ours (review c4): its fd
+/// is an epoll instance, which has no O_ASYNC of its own, so F_SETOWN,
+/// F_GETOWN, F_SETSIG and F_GETSIG are its kernel socket's, F_SETFL sets
+/// O_ASYNC there too (the rest on the application's fd), and F_GETFL
+/// reports it back. SIGIO comes for what the kernel socket receives: all
+/// of a socket not emulated, only the kernel route's datagrams of an
+/// emulated one. None: not one of ours, or another command.
+pub(crate) fn fcntl_async(fd: c_int, cmd: c_int, arg: c_int) -> Option<Action<c_int>> {
+    let kernel_cmd = matches!(cmd, libc::F_SETOWN | libc::F_GETOWN | F_SETSIG | F_GETSIG);
+    if !(kernel_cmd || cmd == libc::F_SETFL || cmd == libc::F_GETFL)
+        || !carried()
+        || !fdtable::is_owned(fd)
+    {
+        return None;
+    }
+    let sock = ours(fd)?;
+    let d = sock.datagram()?;
+    let raw = |r: c_int| {
+        if r < 0 {
+            Action::Fail(-r)
+        } else {
+            Action::Done(r)
+        }
+    };
+    if kernel_cmd {
+        return Some(raw(sys::fcntl_int(d.kernel(), cmd, arg)));
+    }
+    let app = sys::borrow_fd(fd);
+    if cmd == libc::F_GETFL {
+        let fl = sys::fcntl_int(app, libc::F_GETFL, 0);
+        let kfl = sys::fcntl_int(d.kernel(), libc::F_GETFL, 0);
+        return Some(raw(if fl >= 0 && kfl >= 0 {
+            fl | (kfl & libc::O_ASYNC)
+        } else {
+            fl
+        }));
+    }
+    d.forget_nonblocking();
+    let r = sys::fcntl_int(app, libc::F_SETFL, arg & !libc::O_ASYNC);
+    if r < 0 {
+        return Some(raw(r));
+    }
+    let kfl = sys::fcntl_int(d.kernel(), libc::F_GETFL, 0);
+    if kfl >= 0 && (kfl ^ arg) & libc::O_ASYNC != 0 {
+        let want = (kfl & !libc::O_ASYNC) | (arg & libc::O_ASYNC);
+        let k = sys::fcntl_int(d.kernel(), libc::F_SETFL, want);
+        if k < 0 {
+            return Some(raw(k));
+        }
+    }
+    Some(raw(r))
+}
+
 /// Whether `fd` is a datagram socket of ours: poll, select and epoll
 /// report it writable always (its fd, an epoll instance, never is).
 pub(crate) fn is_datagram(fd: c_int) -> bool {
@@ -81,10 +213,140 @@ pub(crate) fn is_datagram(fd: c_int) -> bool {
     registry::with(fd, |s| s.datagram().is_some()).unwrap_or_else(|| ours(fd).is_some())
 }
 
-/// Turns the application's kernel UDP socket `fd` into ours, bound to
-/// `local` (port 0: ephemeral, never `avoid`): its fd number becomes the
-/// Inbox.
+/// A UDP socket made by the application, in the emulated mode with UDP
+/// carried: ours from now on (review H-A). Its kernel socket moves up to
+/// the library's fds, and an epoll instance holding it takes its number,
+/// with its flags (`ty`'s SOCK_NONBLOCK and SOCK_CLOEXEC), before the
+/// application sees the number. Left the kernel's if that fails.
+pub(crate) fn socket_made(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
+    if fd < 0
+        || ty & 0xf != libc::SOCK_DGRAM
+        || !(domain == libc::AF_INET || domain == libc::AF_INET6)
+        || !(protocol == 0 || protocol == libc::IPPROTO_UDP)
+        || !carried()
+        || crate::platform::sandbox::active()
+    {
+        return;
+    }
+    let app = sys::borrow_fd(fd);
+    let made = (|| {
+        let kernel = crate::platform::internal_fd::InternalFd::dup(app)?.into_owned();
+        let nonblock = ty & libc::SOCK_NONBLOCK != 0;
+        let v6 = domain == libc::AF_INET6;
+        let d = Datagram::shell(kernel, v6, false, Some(nonblock), Default::default())?;
+        if ty & libc::SOCK_NONBLOCK != 0 {
+            rustix::fs::fcntl_setfl(d.instance(), rustix::fs::OFlags::NONBLOCK)?;
+        }
+        sys::dup_onto(d.instance(), fd, ty & libc::SOCK_CLOEXEC != 0)?;
+        Ok::<_, Errno>(d)
+    })();
+    let d = match made {
+        Ok(d) => d,
+        Err(e) => {
+            log!(debug, "fd {fd}: UDP socket left the kernel's: {e}");
+            return;
+        }
+    };
+    if registry::insert(fd, Arc::new(Socket::Datagram(d))).is_err() {
+        log!(warn, "fd {fd}: a UDP socket not registered");
+    }
+}
+
+/// The UDP sockets whose kernel socket `before_exec` put on their fd
+/// number, for `exec_failed` to undo.
+static ACROSS_EXEC: crate::platform::lock::Mutex<Vec<(c_int, Arc<Socket>)>> =
+    crate::platform::lock::Mutex::new(Vec::new());
+
+/// The exec family is about to replace this image: each UDP socket of
+/// ours whose fd goes across exec (not close-on-exec) is its kernel socket
+/// again on that number, which the next image finds as the UDP socket it
+/// was (the instance would come empty: its members are the library's,
+/// close-on-exec). What shared memory queued for it stays behind. Undone
+/// if the exec fails (`exec_failed`). (posix_spawn, system and popen exec
+/// past us: their children get the instance.)
+pub(crate) fn before_exec() {
+    if !carried() {
+        return;
+    }
+    let limit = crate::platform::internal_fd::nofile_limit()
+        .map_or(fdtable::CAPACITY as u64, |n| {
+            n.min(fdtable::CAPACITY as u64)
+        });
+    let mut across = ACROSS_EXEC.lock();
+    for fd in 0..limit as c_int {
+        if !fdtable::is_owned(fd) || fdtable::is_internal(fd) {
+            continue;
+        }
+        let Some(sock) = ours(fd) else {
+            continue;
+        };
+        let Some(d) = sock.datagram() else {
+            continue;
+        };
+        let app = sys::borrow_fd(fd);
+        let inherited =
+            rustix::io::fcntl_getfd(app).is_ok_and(|f| !f.contains(rustix::io::FdFlags::CLOEXEC));
+        if !inherited {
+            continue;
+        }
+        let nonblock =
+            rustix::fs::fcntl_getfl(app).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+        if sys::dup_onto(d.kernel(), fd, false).is_err() {
+            continue;
+        }
+        same_mode(d.kernel(), nonblock);
+        across.push((fd, sock.clone()));
+    }
+}
+
+/// The kernel socket `sock` takes the application's mode, O_NONBLOCK set
+/// or cleared (review c11: a socket made with SOCK_NONBLOCK, then made
+/// blocking, is blocking in the next image). The library's own calls on
+/// it never wait (MSG_DONTWAIT), whatever its mode.
+fn same_mode(sock: std::os::fd::BorrowedFd<'_>, nonblock: bool) {
+    let Ok(fl) = rustix::fs::fcntl_getfl(sock) else {
+        return;
+    };
+    let want = if nonblock {
+        fl | rustix::fs::OFlags::NONBLOCK
+    } else {
+        fl - rustix::fs::OFlags::NONBLOCK
+    };
+    if want != fl {
+        let _ = rustix::fs::fcntl_setfl(sock, want);
+    }
+}
+
+/// The exec failed: the instances are back on their fd numbers.
+pub(crate) fn exec_failed() {
+    for (fd, sock) in ACROSS_EXEC.lock().drain(..) {
+        if let Some(d) = sock.datagram() {
+            let _ = sys::dup_onto(d.instance(), fd, false);
+        }
+    }
+}
+
+/// Our datagram socket behind `fd` that is not emulated yet.
+fn plain(fd: c_int) -> Option<Arc<Socket>> {
+    ours(fd).filter(|s| s.datagram().is_some_and(|d| !d.emulated()))
+}
+
+/// Turns the application's UDP socket `fd` into an emulated one, bound to
+/// `local` (port 0: ephemeral, never `avoid`): one of ours is named in
+/// place; a kernel socket's fd number becomes a new Inbox.
 fn adopt(fd: c_int, local: SocketAddr, avoid: Option<u16>) -> Result<Arc<Socket>, Errno> {
+    if let Some(sock) = plain(fd) {
+        let d = sock.datagram().ok_or(Errno::INVAL)?;
+        match d.name(local, avoid) {
+            Err(Errno::ADDRINUSE) if avoid.is_none() => {
+                let holder = holder_of(d.kernel(), local)?;
+                d.name_shared(local, holder.datagram().ok_or(Errno::ADDRINUSE)?)?;
+            }
+            r => r?,
+        }
+        log!(debug, "fd {fd}: UDP bound to {} (emulated)", d.local());
+        return Ok(sock);
+    }
     let app = sys::borrow_fd(fd);
     let kernel = rustix::io::fcntl_dupfd_cloexec(app, 0)?;
     let d = match Datagram::bind(local, kernel, avoid) {
@@ -99,7 +361,7 @@ fn adopt(fd: c_int, local: SocketAddr, avoid: Option<u16>) -> Result<Arc<Socket>
         rustix::fs::fcntl_setfl(inst, efl | rustix::fs::OFlags::NONBLOCK)?;
     }
     sys::dup_onto(d.instance(), fd, cloexec)?;
-    log!(debug, "fd {fd}: UDP bound to {} (emulated)", d.local);
+    log!(debug, "fd {fd}: UDP bound to {} (emulated)", d.local());
     let sock = Arc::new(Socket::Datagram(d));
     registry::insert(fd, sock.clone()).map_err(|()| Errno::MFILE)?;
     Ok(sock)
@@ -121,11 +383,20 @@ fn reusable(a: std::os::fd::BorrowedFd<'_>, b: std::os::fd::BorrowedFd<'_>) -> b
 /// whichever takes their link first. EADDRINUSE otherwise.
 fn share(fd: c_int, local: SocketAddr) -> Result<Datagram, Errno> {
     let app = sys::borrow_fd(fd);
+    let holder = holder_of(app, local)?;
+    let h = holder.datagram().ok_or(Errno::ADDRINUSE)?;
+    let kernel = rustix::io::fcntl_dupfd_cloexec(app, 0)?;
+    Datagram::bind_shared(local, kernel, h)
+}
+
+/// The emulated socket of this process holding `local` that would share
+/// it with the kernel socket `app` (`share`); EADDRINUSE when none.
+fn holder_of(app: BorrowedFd<'_>, local: SocketAddr) -> Result<Arc<Socket>, Errno> {
     let mut holder = None;
     registry::for_each_socket(|s| {
         if holder.is_none()
             && s.datagram()
-                .is_some_and(|d| unmapped(d.local) == unmapped(local))
+                .is_some_and(|d| d.emulated() && unmapped(d.local()) == unmapped(local))
         {
             holder = Some(s.clone());
         }
@@ -135,8 +406,7 @@ fn share(fd: c_int, local: SocketAddr) -> Result<Datagram, Errno> {
     if !reusable(app, h.kernel()) {
         return Err(Errno::ADDRINUSE);
     }
-    let kernel = rustix::io::fcntl_dupfd_cloexec(app, 0)?;
-    Datagram::bind_shared(local, kernel, h)
+    Ok(holder)
 }
 
 /// The local address an unbound socket takes to reach `dest`: `dest`'s
@@ -153,12 +423,11 @@ fn autobind_addr(dest: SocketAddr) -> SocketAddr {
 /// share it (SO_REUSEADDR, SO_REUSEPORT); a probe socket with the
 /// application's sharing options asks the kernel. (Emulated holders of
 /// `target` itself are the name reservation's to refuse.)
-fn kernel_admits(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
+fn kernel_admits(app: BorrowedFd<'_>, target: SocketAddr) -> Result<(), Errno> {
     use rustix::net::sockopt::{socket_reuseaddr, socket_reuseport};
     if target.port() == 0 {
         return Ok(());
     }
-    let app = sys::borrow_fd(fd);
     let family = if target.is_ipv6() {
         rustix::net::AddressFamily::INET6
     } else {
@@ -193,20 +462,32 @@ fn kernel_admits(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
 /// ephemeral one if that name is held; its kernel socket keeps the kernel
 /// port, carrying nothing. One bound to a given address stays the kernel's.
 fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> {
-    if fdtable::is_owned(fd) || !emulated(dest) {
+    if !emulated(dest) {
         return None;
     }
-    let family = udp_family(fd)?;
+    // One of ours not emulated yet, or a kernel socket.
+    let shell = match fdtable::is_owned(fd) {
+        true => Some(plain(fd)?),
+        false => None,
+    };
+    let k = match &shell {
+        Some(s) => s.datagram()?.kernel(),
+        None => sys::borrow_fd(fd),
+    };
+    let family = udp_family(k)?;
     if family != sys::family_of(&dest) {
         return None;
     }
-    if kernel_asks_ancillary(sys::borrow_fd(fd), family == libc::AF_INET6) {
+    if kernel_asks_ancillary(k, family == libc::AF_INET6) {
         // The kernel's, bound or not (review H-C: a socket `demote` gave
         // back, taken over again at its next send, lost every other
         // query of dnsmasq's): its sends go where the kernel carries them.
         return None;
     }
-    let bound = sys::local_name(sys::borrow_fd(fd)).filter(|a| a.port() != 0);
+    let bound = match &shell {
+        Some(s) if !s.datagram()?.kernel_bound() => None,
+        _ => sys::local_name(k).filter(|a| a.port() != 0),
+    };
     let Some(bound) = bound else {
         return Some(adopt(fd, autobind_addr(dest), Some(dest.port())));
     };
@@ -227,19 +508,21 @@ fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> 
 /// the name `<wildcard>:<port>` that emulated senders try after their
 /// destination's own (`routes::names`). Received datagrams come from
 /// both; sends go where a receiver is.
-fn bind_wildcard(fd: c_int, target: SocketAddr) -> Option<Action<c_int>> {
+fn bind_wildcard(fd: c_int, app: BorrowedFd<'_>, target: SocketAddr) -> Option<Action<c_int>> {
     if !carried() || crate::platform::sandbox::active() {
         return None;
     }
-    if udp_family(fd)? != sys::family_of(&target) {
+    if udp_family(app)? != sys::family_of(&target) {
         return None;
     }
-    let app = sys::borrow_fd(fd);
     if port_held_here(app, target) {
         return Some(fail(Errno::ADDRINUSE)); // (review M-a)
     }
     if let Err(e) = rustix::net::bind(app, &target) {
         return Some(fail(e));
+    }
+    if let Some(d) = ours(fd).as_deref().and_then(Socket::datagram) {
+        d.kernel_is_bound();
     }
     if kernel_asks_ancillary(app, target.is_ipv6()) {
         return Some(Action::Done(0)); // the kernel's (see `asks_ancillary`)
@@ -265,8 +548,8 @@ fn port_held_here(app: std::os::fd::BorrowedFd<'_>, wildcard: SocketAddr) -> boo
     let v6_only = wildcard.is_ipv6() && rustix::net::sockopt::ipv6_v6only(app).unwrap_or(false);
     let mut held = false;
     registry::for_each_socket(|s| {
-        if let Some(d) = s.datagram() {
-            let local = unmapped(d.local);
+        if let Some(d) = s.datagram().filter(|d| d.emulated()) {
+            let local = unmapped(d.local());
             held |= local.port() == wildcard.port()
                 && !local.ip().is_unspecified()
                 && (if wildcard.is_ipv6() {
@@ -281,24 +564,50 @@ fn port_held_here(app: std::os::fd::BorrowedFd<'_>, wildcard: SocketAddr) -> boo
 }
 
 pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
-    if let Some(s) = registry::get(fd) {
-        return s.datagram().map(|_| fail(Errno::INVAL)); // bound already
+    let Some(s) = registry::get(fd) else {
+        return bind_with(fd, sys::borrow_fd(fd), addr);
+    };
+    let d = s.datagram()?;
+    if d.emulated() {
+        return Some(fail(Errno::INVAL)); // bound already
     }
+    // Ours, not emulated: what the kernel socket would do, unless the
+    // address makes it emulated.
+    if !d.kernel_bound() {
+        if let Some(done) = bind_with(fd, d.kernel(), addr) {
+            return Some(done);
+        }
+    }
+    let Some(target) = addr.get() else {
+        return Some(fail(Errno::INVAL));
+    };
+    Some(match rustix::net::bind(d.kernel(), &target) {
+        Ok(()) => {
+            d.kernel_is_bound();
+            Action::Done(0)
+        }
+        Err(e) => fail(e),
+    })
+}
+
+/// bind of the UDP socket `fd` (its kernel socket `app`) to an address
+/// it is emulated at; None: the kernel's bind.
+fn bind_with(fd: c_int, app: BorrowedFd<'_>, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     let target = addr.get()?;
     if target.ip().is_unspecified() {
-        return bind_wildcard(fd, target);
+        return bind_wildcard(fd, app, target);
     }
     let target = Some(target).filter(|t| emulated(*t))?;
-    if udp_family(fd)? != sys::family_of(&target) {
+    if udp_family(app)? != sys::family_of(&target) {
         return None;
     }
     if !crate::transport::lookup::may_bind(target.port()) {
         return Some(fail(Errno::ACCESS));
     }
-    if kernel_asks_ancillary(sys::borrow_fd(fd), target.is_ipv6()) {
+    if kernel_asks_ancillary(app, target.is_ipv6()) {
         return None; // the kernel's (review H-C), as `bind_wildcard` keeps it
     }
-    if let Err(e) = kernel_admits(fd, target) {
+    if let Err(e) = kernel_admits(app, target) {
         return Some(fail(e));
     }
     Some(match adopt(fd, target, None) {
@@ -309,7 +618,23 @@ pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
 
 pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     let sock = match ours(fd) {
-        Some(s) => s,
+        Some(s) if s.datagram()?.emulated() => s,
+        Some(s) => match addr.get().and_then(|t| adopt_for(fd, t)) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return Some(fail(e)),
+            // Not emulated, nor becoming so: the kernel socket's connect.
+            None => {
+                let peer = match addr.get() {
+                    Some(t) => Some(t),
+                    None if addr.family() == Some(libc::AF_UNSPEC) => None,
+                    None => return Some(fail(Errno::INVAL)),
+                };
+                return Some(match s.datagram()?.connect_kernel(peer) {
+                    Ok(()) => Action::Done(0),
+                    Err(e) => fail(e),
+                });
+            }
+        },
         None => match adopt_for(fd, addr.get()?)? {
             Ok(s) => s,
             Err(e) => return Some(fail(e)),
@@ -334,7 +659,13 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
 /// destination. None: not a datagram send of ours.
 fn sender(fd: c_int, dest: Option<SocketAddr>) -> Option<Result<Arc<Socket>, Errno>> {
     if fdtable::is_owned(fd) {
-        return ours(fd).map(Ok);
+        let sock = ours(fd)?;
+        if let Some(dest) = dest.filter(|_| !sock.datagram().is_some_and(Datagram::emulated)) {
+            if let Some(named) = adopt_for(fd, dest) {
+                return Some(named);
+            }
+        }
+        return Some(Ok(sock));
     }
     adopt_for(fd, dest?)
 }
@@ -419,7 +750,7 @@ fn returned(t: &Taken, flags: c_int) -> ssize_t {
 /// The sender's address in the socket's family (None: no datagram, a
 /// shutdown's end).
 fn source(d: &Datagram, t: &Taken) -> Option<SocketAddr> {
-    t.from.map(|f| as_family(f, d.local.is_ipv6()).unwrap_or(f))
+    t.from.map(|f| as_family(f, d.is_v6()).unwrap_or(f))
 }
 
 /// recv/read/readv on a datagram socket of ours.
@@ -479,17 +810,20 @@ pub(crate) fn recvmsg<'a>(
 /// is the kernel's at once, before a datagram queues in shared memory
 /// that its first recvmsg would lose (review H-C).
 pub(crate) fn after_option(fd: c_int, sock: &Socket) {
-    if asks_ancillary(sock) {
+    // (One not emulated keeps its file: `kernel_recv` gives its recvmsg
+    // the kernel socket's cmsgs.)
+    if sock.datagram().is_some_and(|d| d.emulated()) && asks_ancillary(sock) {
         demote(fd, sock);
     }
 }
 
 /// Whether the socket asked for ancillary data the emulated path does not
 /// make (IP_PKTINFO, IPV6_RECVPKTINFO, timestamps: dnsmasq's wildcard
-/// sockets need the destination address of each query).
+/// sockets need the destination address of each query; IP_RECVTOS,
+/// UDP_GRO, ...: a QUIC stack's).
 fn asks_ancillary(sock: &Socket) -> bool {
     sock.datagram()
-        .is_some_and(|d| kernel_asks_ancillary(d.kernel(), d.local.is_ipv6()))
+        .is_some_and(|d| kernel_asks_ancillary(d.kernel(), d.is_v6()))
 }
 
 /// `asks_ancillary` of a kernel UDP socket (`v6`: of family AF_INET6).
@@ -504,10 +838,34 @@ fn kernel_asks_ancillary(sock: std::os::fd::BorrowedFd<'_>, v6: bool) -> bool {
     } else {
         on(libc::IPPROTO_IP, libc::IP_PKTINFO)
     };
+    let recverr = if v6 {
+        on(libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
+    } else {
+        on(libc::IPPROTO_IP, libc::IP_RECVERR)
+    };
+    // (Review c1: the other cmsg makers too: TOS and TTL, the original
+    // destination, drop counts, GRO's segment size; IPv6's traffic
+    // class and hop limit.)
+    let per_family = if v6 {
+        on(libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS)
+            || on(libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT)
+            || on(libc::IPPROTO_IPV6, libc::IPV6_RECVORIGDSTADDR)
+    } else {
+        on(libc::IPPROTO_IP, libc::IP_RECVTOS)
+            || on(libc::IPPROTO_IP, libc::IP_RECVTTL)
+            || on(libc::IPPROTO_IP, libc::IP_RECVORIGDSTADDR)
+    };
     pktinfo
+        || recverr
         || on(libc::SOL_SOCKET, libc::SO_TIMESTAMP)
         || on(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
+        || per_family
+        || on(libc::SOL_SOCKET, libc::SO_RXQ_OVFL)
+        || on(libc::IPPROTO_UDP, UDP_GRO)
 }
+
+/// Linux's UDP_GRO (not in the libc crate).
+const UDP_GRO: c_int = 104;
 
 /// Gives the application its kernel UDP socket back (it holds a port:
 /// a wildcard bind's), for a socket that wants ancillary data: the fd
@@ -518,7 +876,7 @@ fn demote(fd: c_int, sock: &Socket) -> bool {
     let Some(d) = sock.datagram() else {
         return false;
     };
-    if sys::local_name(d.kernel()).is_none_or(|a| a.port() == 0) {
+    if d.emulated() && sys::local_name(d.kernel()).is_none_or(|a| a.port() == 0) {
         return false;
     }
     let app = sys::borrow_fd(fd);
@@ -534,18 +892,14 @@ fn demote(fd: c_int, sock: &Socket) -> bool {
     if r != 0 {
         return false;
     }
-    if nonblock {
-        if let Ok(fl) = rustix::fs::fcntl_getfl(app) {
-            let _ = rustix::fs::fcntl_setfl(app, fl | rustix::fs::OFlags::NONBLOCK);
-        }
-    }
+    same_mode(app, nonblock);
     if let Some(h) = fdtable::table().remove(fd) {
         drop(registry::release_fd(fd, h));
     }
     log!(
         debug,
         "fd {fd}: UDP {} is the kernel's again (ancillary data asked)",
-        d.local
+        d.local()
     );
     true
 }

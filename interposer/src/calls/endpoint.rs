@@ -697,7 +697,7 @@ pub(crate) fn getpeername(fd: c_int, out: AddrOut<'_>) -> Action<c_int> {
             fail(Errno::NOTCONN)
         }
         Some(Socket::Datagram(d)) => match d.peer() {
-            Some(p) => put_name(as_family(p, d.local.is_ipv6()).unwrap_or(p), out),
+            Some(p) => put_name(as_family(p, d.is_v6()).unwrap_or(p), out),
             None => fail(Errno::NOTCONN),
         },
     }

@@ -182,11 +182,13 @@ pub(crate) fn exec<R>() -> Action<R> {
 /// published sockets are hidden (`platform::status`).
 pub(crate) fn replacing_image() {
     crate::platform::status::before_exec();
+    crate::calls::datagram::before_exec();
 }
 
 /// The exec family returned: it failed, this image goes on.
 pub(crate) fn exec_returned() {
     crate::platform::status::exec_failed();
+    crate::calls::datagram::exec_failed();
 }
 
 pub(crate) fn execve(

@@ -24,7 +24,7 @@ macro_rules! hooked_symbols {
         $then! {
     // Endpoints.
     fn socket(domain: c_int, ty: c_int, protocol: c_int) -> c_int => endpoint::socket,
-        fresh |r| socket_made(r, domain, ty);
+        fresh |r| socket_made(r, domain, ty, protocol);
     fn socketpair(domain: c_int, ty: c_int, protocol: c_int, sv: *mut c_int) -> c_int
         => endpoint::socketpair,
         // SAFETY: socketpair(2) succeeded, so it stored two fds at `sv`.

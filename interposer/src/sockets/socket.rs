@@ -199,7 +199,7 @@ impl Socket {
             Socket::Bound(b) => b.local,
             Socket::Stream(c) => c.local,
             Socket::Listener(l) => l.local,
-            Socket::Datagram(d) => d.local,
+            Socket::Datagram(d) => d.local(),
             Socket::Connecting(c) => c.local,
         }
     }

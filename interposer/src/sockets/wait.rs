@@ -34,6 +34,23 @@ use crate::sockets::quiet;
 /// needs (see `calls::iomux`).
 const SLICE: Duration = Duration::from_millis(1);
 
+/// How long a wait sleeps when the kernel's readiness was another
+/// process's (`foreign_readiness`) before it asks again.
+const FOREIGN: Duration = Duration::from_millis(10);
+
+std::thread_local! {
+    /// The last filter took back readiness that belongs to another
+    /// process (a UDP instance a forked process emulated in place).
+    static FOREIGN_SEEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// The kernel reported a member readable for another process's sake (a
+/// level-triggered report that stays): the wait sleeps `FOREIGN` before
+/// it asks again, instead of spinning on it.
+pub(crate) fn foreign_readiness() {
+    FOREIGN_SEEN.with(|f| f.set(true));
+}
+
 /// How long a call may wait.
 #[derive(Clone, Copy)]
 pub(crate) enum Limit {
@@ -396,9 +413,14 @@ pub(crate) fn wait(
         if n < 0 {
             return Action::Raw(n);
         }
+        FOREIGN_SEEN.with(|f| f.set(false));
         let n = set.filter(n);
         if n > 0 || limit.now() || (set.empty_stands() && !cut) {
             return Action::Done(n);
+        }
+        if FOREIGN_SEEN.with(|f| f.replace(false)) {
+            let left = limit.left().map_or(FOREIGN, |l| l.min(FOREIGN));
+            std::thread::sleep(left);
         }
         if cut {
             quiet::run();

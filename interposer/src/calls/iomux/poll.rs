@@ -77,11 +77,18 @@ impl KernelSet for PollSet<'_> {
         }
         for i in waiting.datagram_keys() {
             let p = &mut self.fds[i];
-            if p.revents & POLL_IN != 0 && waiting.datagram_unready(i) {
+            if p.revents & POLL_IN == 0 {
+                continue;
+            }
+            let (data, error) = waiting.datagram_reported(i);
+            if !data {
                 p.revents &= !POLL_IN;
-                if p.revents == 0 {
-                    n -= 1;
-                }
+            }
+            if error {
+                p.revents |= libc::POLLERR;
+            }
+            if p.revents == 0 {
+                n -= 1;
             }
         }
         n

@@ -74,15 +74,17 @@ impl Waiting {
         self.conns.is_empty() && self.sets.is_empty() && self.datagrams.is_empty()
     }
 
-    /// Whether the datagram socket at `key`, which the kernel reported
-    /// readable, is not (nothing a receive would find: taken back, as a
-    /// blocking receive would otherwise wait). Not one: false.
-    pub(super) fn datagram_unready(&self, key: usize) -> bool {
+    /// What the datagram socket at `key`, which the kernel reported
+    /// readable, is (`Datagram::reported`): whether a receive would find
+    /// something (if not, taken back, as a blocking receive would
+    /// otherwise wait), and whether it has an error to report (POLLERR).
+    /// Not one: readable, no error.
+    pub(super) fn datagram_reported(&self, key: usize) -> (bool, bool) {
         self.datagrams
             .iter()
             .find(|(i, _)| *i == key)
             .and_then(|(_, s)| s.datagram())
-            .is_some_and(|d| !d.readable())
+            .map_or((true, false), |d| d.reported())
     }
 
     /// Positions of its datagram sockets.

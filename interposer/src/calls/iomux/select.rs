@@ -109,7 +109,7 @@ impl Sets<'_, '_> {
             }
         }
         for fd in waiting.datagram_keys() {
-            if bit(r, fd) && waiting.datagram_unready(fd) {
+            if bit(r, fd) && waiting.datagram_reported(fd) == (false, false) {
                 set_bit(r, fd, false);
                 n -= 1;
             }

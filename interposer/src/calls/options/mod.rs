@@ -169,6 +169,9 @@ pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> Action<c_int> {
         mirror_cloexec(fd, arg as c_int & libc::FD_CLOEXEC != 0);
         return Action::Pass;
     }
+    if let Some(done) = crate::calls::datagram::fcntl_async(fd, cmd, arg as c_int) {
+        return done;
+    }
     if cmd == libc::F_SETFL {
         forget_nonblocking(fd);
         return Action::Pass;

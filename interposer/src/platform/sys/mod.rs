@@ -254,6 +254,23 @@ pub(crate) fn involuntary_switches() -> u64 {
     ru.ru_nivcsw.max(0) as u64
 }
 
+/// fcntl(2) of a command whose argument is an int, or none (F_SETOWN,
+/// F_GETOWN, F_SETSIG, F_GETSIG, F_GETFL, F_SETFL), made with syscall(2)
+/// (not our own `fcntl` export): the kernel's return, or -errno.
+pub(crate) fn fcntl_int(fd: std::os::fd::BorrowedFd<'_>, cmd: c_int, arg: c_int) -> c_int {
+    use std::os::fd::AsRawFd;
+    // SAFETY: these commands take an int argument (or ignore it) and
+    // touch no memory of ours.
+    let r = unsafe { libc::syscall(libc::SYS_fcntl, fd.as_raw_fd(), cmd, arg) };
+    if r < 0 {
+        -std::io::Error::last_os_error()
+            .raw_os_error()
+            .unwrap_or(libc::EINVAL)
+    } else {
+        r as c_int
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,12 +24,14 @@ use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
 
 use rustix::event::epoll;
 use rustix::io::Errno;
 use shmnet_ring::dgram::Received;
 
 use super::deliver::{queued, rings};
+use super::kernel::Shell;
 use super::links::{self, Link, Set, Slow, Verdict};
 use crate::platform::internal_fd::InternalFd;
 use crate::platform::lock::Mutex;
@@ -43,25 +45,16 @@ const FIRST_LINK: u64 = 2;
 const EPOCH: usize = 0;
 const INHERITED: usize = 1;
 
-/// The socket's kernel UDP socket (`kernel.rs`).
-const KERNEL: u64 = u64::MAX;
-
 pub(crate) struct Inbox {
-    /// Behind the application's fd number.
-    epoll: InternalFd,
+    /// The instance behind the application's fd number and the
+    /// application's kernel UDP socket, which answers options and, once
+    /// it holds a port, carries what no emulated socket is there for,
+    /// both ways (`kernel.rs`).
+    shell: Arc<Shell>,
     /// Holds the name `shmnet.5/udp/<local>` (the port reservation).
     listener: InternalFd,
     wake: InternalFd,
-    /// The application's kernel UDP socket: it answers options, and once
-    /// it holds a port (`kernel_bound`) carries what no emulated socket
-    /// is there for, both ways (`kernel.rs`).
-    kernel: InternalFd,
-    kernel_bound: AtomicBool,
-    /// A MSG_PEEK returned the kernel socket's next datagram: receives
-    /// look there first until one takes it (review M-b: a peek and the
-    /// receive after it return the same datagram, as one queue does).
-    kernel_peeked: AtomicBool,
-    local: SocketAddr,
+    pub(super) local: SocketAddr,
     /// A pending error (ECONNREFUSED), reported once, as SO_ERROR is.
     error: AtomicI32,
     /// Poll, select or epoll_ctl met it: readiness kept exact always.
@@ -153,24 +146,25 @@ pub(crate) struct Taken {
 }
 
 impl Inbox {
-    /// The Inbox of a socket bound to `local`, holding `listener`.
+    /// The Inbox of `shell`'s socket bound to `local`, holding
+    /// `listener`: its members join the shell's instance.
     pub(crate) fn new(
+        shell: Arc<Shell>,
         listener: InternalFd,
-        kernel: InternalFd,
         local: SocketAddr,
         limit: u32,
     ) -> Result<Inbox, Errno> {
-        let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let ep = &shell.epoll;
         let wake = rustix::event::eventfd(
             0,
             rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
         )?;
         let data = |d| epoll::EventData::new_u64(d);
-        epoll::add(&ep, &listener, data(LISTENER), epoll::EventFlags::IN)?;
-        epoll::add(&ep, &wake, data(WAKE), epoll::EventFlags::IN)?;
-        // Unbound, it is never readable: a member for when it is bound.
-        epoll::add(&ep, &kernel, data(KERNEL), epoll::EventFlags::IN)?;
-        let bound = crate::platform::sys::local_name(kernel.as_fd()).is_some_and(|a| a.port() != 0);
+        epoll::add(ep, &wake, data(WAKE), epoll::EventFlags::IN)?;
+        if let Err(e) = epoll::add(ep, &listener, data(LISTENER), epoll::EventFlags::IN) {
+            let _ = epoll::delete(ep, &wake);
+            return Err(e);
+        }
         // Locked once it has its final number: closing any fd of the file
         // (as moving it up to the internal range does) drops the lock.
         let owner = InternalFd::new(rustix::fs::memfd_create(
@@ -179,12 +173,9 @@ impl Inbox {
         )?);
         rustix::fs::fcntl_lock(&owner, rustix::fs::FlockOperation::NonBlockingLockExclusive)?;
         Ok(Inbox {
-            epoll: InternalFd::new(ep),
+            shell,
             listener,
             wake: InternalFd::new(wake),
-            kernel,
-            kernel_bound: AtomicBool::new(bound),
-            kernel_peeked: AtomicBool::new(false),
             local,
             error: AtomicI32::new(0),
             eager: AtomicBool::new(false),
@@ -219,34 +210,19 @@ impl Inbox {
         Locked { st, epoch }
     }
 
-    /// The epoll instance (the application's fd is a copy of it).
-    pub(crate) fn instance(&self) -> BorrowedFd<'_> {
-        self.epoll.as_fd()
-    }
-
     /// The rendezvous listener (a REG's proof of our address).
     pub(crate) fn listener(&self) -> BorrowedFd<'_> {
         self.listener.as_fd()
     }
 
-    /// The application's kernel UDP socket (a copy).
-    pub(crate) fn kernel(&self) -> BorrowedFd<'_> {
-        self.kernel.as_fd()
-    }
-
-    /// The kernel socket holds a port now: what it receives is merged.
-    pub(crate) fn kernel_is_bound(&self) {
-        self.kernel_bound.store(true, Ordering::Relaxed);
-    }
-
     /// Whether the kernel socket holds a port.
-    pub(crate) fn kernel_bound(&self) -> bool {
-        self.kernel_bound.load(Ordering::Relaxed)
+    fn kernel_bound(&self) -> bool {
+        self.shell.bound()
     }
 
     /// Whether the kernel socket has a datagram (or error) queued.
     fn kernel_ready(&self) -> bool {
-        self.kernel_bound() && super::kernel::ready(self.kernel.as_fd())
+        self.shell.ready()
     }
 
     /// In a forked child: locks reset, and no receiving here.
@@ -305,7 +281,7 @@ impl Inbox {
             s.rx.close();
         }
         for l in st.links.drain(..) {
-            let _ = epoll::delete(&self.epoll, &l.fd);
+            let _ = epoll::delete(&self.shell.epoll, &l.fd);
         }
         st.sets.clear();
         st.slow = Slow::default();
@@ -314,7 +290,8 @@ impl Inbox {
         st.woken = true; // the eventfd's count, if any, is read at settle
         if st.parked {
             let ev = epoll::EventData::new_u64(LISTENER);
-            st.parked = epoll::add(&self.epoll, &self.listener, ev, epoll::EventFlags::IN).is_err();
+            st.parked =
+                epoll::add(&self.shell.epoll, &self.listener, ev, epoll::EventFlags::IN).is_err();
         }
     }
 
@@ -441,7 +418,7 @@ impl Inbox {
             tv_nsec: 0,
         };
         if epoll::wait(
-            &self.epoll,
+            &self.shell.epoll,
             rustix::buffer::spare_capacity(&mut events),
             Some(&zero),
         )
@@ -494,7 +471,7 @@ impl Inbox {
             }
         };
         if !keep {
-            let _ = epoll::delete(&self.epoll, &l.fd);
+            let _ = epoll::delete(&self.shell.epoll, &l.fd);
             links::forget(l, sets);
             links.swap_remove(i);
         }
@@ -509,7 +486,7 @@ impl Inbox {
                 Err(Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM) => {
                     if !st.parked {
                         log!(debug, "datagram links to {}: out of fds", self.local);
-                        st.parked = epoll::delete(&self.epoll, &self.listener).is_ok();
+                        st.parked = epoll::delete(&self.shell.epoll, &self.listener).is_ok();
                     }
                     return;
                 }
@@ -518,7 +495,8 @@ impl Inbox {
             if st.parked {
                 let ev = epoll::EventData::new_u64(LISTENER);
                 st.parked =
-                    epoll::add(&self.epoll, &self.listener, ev, epoll::EventFlags::IN).is_err();
+                    epoll::add(&self.shell.epoll, &self.listener, ev, epoll::EventFlags::IN)
+                        .is_err();
             }
             let config = crate::platform::config::get();
             let uid = match crate::platform::sys::peer_cred(conn.as_fd()) {
@@ -554,7 +532,7 @@ impl Inbox {
             st.next_token += 1;
             let fd = InternalFd::new(conn);
             let ev = epoll::EventData::new_u64(token);
-            if epoll::add(&self.epoll, &fd, ev, epoll::EventFlags::IN).is_err() {
+            if epoll::add(&self.shell.epoll, &fd, ev, epoll::EventFlags::IN).is_err() {
                 continue;
             }
             st.links.push(Link {
@@ -643,7 +621,7 @@ impl Inbox {
             self.settle(&mut st);
             return Err(e);
         }
-        let kernel_first = self.kernel_peeked.load(Ordering::Relaxed) && self.kernel_bound();
+        let kernel_first = self.shell.peeked.load(Ordering::Relaxed) && self.kernel_bound();
         let mut got = None;
         let mut kernel_tried = false;
         if kernel_first {
@@ -651,7 +629,7 @@ impl Inbox {
             match self.take_kernel(bufs, peek, only) {
                 Ok(g) => got = g,
                 Err(e) => {
-                    self.kernel_peeked.store(false, Ordering::Relaxed);
+                    self.shell.peeked.store(false, Ordering::Relaxed);
                     if self.eager.load(Ordering::Relaxed) {
                         self.settle(&mut st);
                     }
@@ -659,7 +637,7 @@ impl Inbox {
                 }
             }
             if got.is_none() || !peek {
-                self.kernel_peeked.store(false, Ordering::Relaxed);
+                self.shell.peeked.store(false, Ordering::Relaxed);
             }
         }
         if got.is_none() {
@@ -680,7 +658,7 @@ impl Inbox {
                 }
             }
             if peek && got.is_some() {
-                self.kernel_peeked.store(true, Ordering::Relaxed);
+                self.shell.peeked.store(true, Ordering::Relaxed);
             }
         }
         if got.is_none() && self.shut.load(Ordering::Relaxed) {
@@ -700,35 +678,17 @@ impl Inbox {
         got.ok_or(Errno::AGAIN)
     }
 
-    /// A datagram the kernel socket received (from `only` if given: the
-    /// kernel socket may not be connected where ours is). Ok(None): none.
+    /// A datagram the kernel socket received (`Shell::take`).
     fn take_kernel(
         &self,
         bufs: &mut [IoSliceMut<'_>],
         peek: bool,
         only: Option<SocketAddr>,
     ) -> Result<Option<Taken>, Errno> {
-        for _ in 0..64 {
-            let (got, from) = match super::kernel::recv(self.kernel.as_fd(), bufs, peek) {
-                None => return Ok(None),
-                Some(r) => r?,
-            };
-            let wanted = match (only, from) {
-                (Some(o), Some(f)) => {
-                    crate::transport::rendezvous::unmapped(o)
-                        == crate::transport::rendezvous::unmapped(f)
-                }
-                _ => true,
-            };
-            if wanted {
-                return Ok(Some(Taken { got, from }));
-            }
-            if peek {
-                // Not ours to deliver: consumed, as the kernel would drop it.
-                let _ = super::kernel::recv(self.kernel.as_fd(), &mut [], false);
-            }
-        }
-        Ok(None)
+        Ok(self
+            .shell
+            .take(bufs, peek, only)?
+            .map(|(got, from)| Taken { got, from }))
     }
 
     /// The size of the next datagram (FIONREAD); 0 when none.
@@ -742,7 +702,7 @@ impl Inbox {
         self.settle(&mut st);
         n.or_else(|| {
             self.kernel_bound()
-                .then(|| super::kernel::next_len(self.kernel.as_fd()))
+                .then(|| super::kernel::next_len(self.shell.kernel()))
                 .flatten()
         })
         .unwrap_or(0)
@@ -757,7 +717,7 @@ impl Inbox {
         } else {
             ms
         };
-        crate::platform::sys::poll_fd(self.epoll.as_fd(), libc::POLLIN, ms).map(|ev| ev != 0)
+        crate::platform::sys::poll_fd(self.shell.epoll.as_fd(), libc::POLLIN, ms).map(|ev| ev != 0)
     }
 }
 

@@ -11,11 +11,15 @@
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
-use std::os::fd::BorrowedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
+use rustix::event::epoll;
 use rustix::io::Errno;
 use rustix::net::{RecvAncillaryBuffer, RecvFlags, SendAncillaryBuffer, SendFlags};
 use shmnet_ring::dgram::Received;
+
+use crate::platform::internal_fd::InternalFd;
 
 /// Sends one datagram to `dest` through the kernel socket, never waiting
 /// (a full socket buffer drops it, as UDP may).
@@ -81,4 +85,120 @@ pub(super) fn next_len(sock: BorrowedFd<'_>) -> Option<usize> {
         return None;
     }
     rustix::io::ioctl_fionread(sock).ok().map(|n| n as usize)
+}
+
+/// What every UDP socket of ours has from `socket()` on (review H-A): the
+/// epoll instance the application's fd number is, from the start and for
+/// good, and the kernel UDP socket in it. Until the socket is emulated
+/// (`Datagram::name`), it is a kernel UDP socket seen through that
+/// instance: the instance is readable when the kernel socket is, and a
+/// receive takes the kernel socket's datagrams; naming it only adds
+/// members (the rendezvous listener, links, the eventfd), so whatever held
+/// the fd before (an epoll set, a thread asleep in a receive, a dup, a
+/// forked child) keeps the same file.
+pub(crate) struct Shell {
+    /// Behind the application's fd number (this is the library's copy).
+    pub(super) epoll: InternalFd,
+    /// The application's kernel UDP socket.
+    pub(super) kernel: InternalFd,
+    /// The kernel socket holds a port: what it receives is taken.
+    bound: AtomicBool,
+    /// A MSG_PEEK returned the kernel socket's next datagram: receives
+    /// look there first until one takes it (review M-b).
+    pub(super) peeked: AtomicBool,
+    /// Of family AF_INET6.
+    pub(super) v6: bool,
+}
+
+/// epoll data of the kernel socket in the instance.
+pub(super) const KERNEL: u64 = u64::MAX;
+
+impl Shell {
+    /// The shell of the kernel UDP socket `kernel` (the library's copy;
+    /// `bound`: it holds a port).
+    pub(super) fn new(kernel: OwnedFd, v6: bool, bound: bool) -> Result<Shell, Errno> {
+        let ep = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        // Unbound, it is never readable: a member for when it is bound.
+        epoll::add(
+            &ep,
+            &kernel,
+            epoll::EventData::new_u64(KERNEL),
+            epoll::EventFlags::IN,
+        )?;
+        Ok(Shell {
+            epoll: InternalFd::new(ep),
+            kernel: InternalFd::new(kernel),
+            bound: AtomicBool::new(bound),
+            peeked: AtomicBool::new(false),
+            v6,
+        })
+    }
+
+    pub(super) fn kernel(&self) -> BorrowedFd<'_> {
+        self.kernel.as_fd()
+    }
+
+    /// The kernel socket holds a port now (a bind, a connect, a send).
+    pub(super) fn is_bound(&self) {
+        self.bound.store(true, Ordering::Relaxed);
+    }
+
+    pub(super) fn bound(&self) -> bool {
+        self.bound.load(Ordering::Relaxed)
+    }
+
+    /// Whether the kernel socket has a datagram (or error) queued.
+    pub(super) fn ready(&self) -> bool {
+        self.bound() && ready(self.kernel())
+    }
+
+    /// The kernel socket's POLLIN and POLLERR now (0 while unbound).
+    pub(super) fn revents(&self) -> i16 {
+        if !self.bound() {
+            return 0;
+        }
+        crate::platform::sys::poll_fd(self.kernel(), libc::POLLIN | libc::POLLERR, 0).unwrap_or(0)
+    }
+
+    /// The kernel's name of the socket (0.0.0.0:0 or [::]:0 unbound).
+    pub(super) fn name(&self) -> Option<SocketAddr> {
+        crate::platform::sys::local_name(self.kernel())
+    }
+
+    /// A datagram the kernel socket received (from `only` if given: the
+    /// kernel socket may not be connected where ours is). Ok(None): none.
+    pub(super) fn take(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        peek: bool,
+        only: Option<SocketAddr>,
+    ) -> Result<Option<(Received, Option<SocketAddr>)>, Errno> {
+        for _ in 0..64 {
+            let (got, from) = match recv(self.kernel(), bufs, peek) {
+                None => return Ok(None),
+                Some(r) => r?,
+            };
+            let wanted = match (only, from) {
+                (Some(o), Some(f)) => {
+                    crate::transport::rendezvous::unmapped(o)
+                        == crate::transport::rendezvous::unmapped(f)
+                }
+                _ => true,
+            };
+            if wanted {
+                return Ok(Some((got, from)));
+            }
+            if peek {
+                // Not ours to deliver: consumed, as the kernel would drop it.
+                let _ = recv(self.kernel(), &mut [], false);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Sleeps until the instance is readable, at most `ms` (-1: no
+    /// limit): Ok(false) on timeout, EINTR for a signal.
+    pub(super) fn wait(&self, ms: i32) -> Result<bool, Errno> {
+        crate::platform::sys::poll_fd(self.epoll.as_fd(), libc::POLLIN, ms).map(|ev| ev != 0)
+    }
 }

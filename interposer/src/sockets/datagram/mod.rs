@@ -7,11 +7,14 @@
 //! received beside the emulated ones (`kernel`): it holds a port only
 //! from a wildcard bind or its first such send.
 //!
-//! The application's fd number is the Inbox's epoll instance (as a
-//! listener's is), so close/dup/poll/select/epoll act on a real kernel
-//! object whose readiness the receive path keeps exact. The application's
-//! own kernel UDP socket is kept to answer the socket options (a UDP
-//! socket's own answers: SO_TYPE, SO_RCVBUF, ...) and as that second route.
+//! The application's fd number is an epoll instance from `socket()` on
+//! (`kernel::Shell`, review H-A), so close/dup/poll/select/epoll act on a
+//! real kernel object that never changes, whose readiness the receive
+//! path keeps exact. Until the socket is emulated (`name`) it holds only
+//! the application's own kernel UDP socket, and every call is that
+//! socket's; naming adds the Inbox's members to the same instance. The
+//! kernel socket also answers the socket options (a UDP socket's own
+//! answers: SO_TYPE, SO_RCVBUF, ...) and is that second route.
 #![forbid(unsafe_code)]
 
 mod deliver;
@@ -23,15 +26,18 @@ mod routes;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::{Arc, OnceLock};
 
 use rustix::io::Errno;
 
 use inbox::Inbox;
 pub(crate) use inbox::Taken;
+use kernel::Shell;
 use routes::{Outcome, Routes};
 
 use crate::platform::internal_fd::InternalFd;
 use crate::platform::lock::Mutex;
+use crate::platform::sys;
 use crate::sockets::options_store::Options;
 
 /// The largest UDP payload over IPv4 (65,535 - 20 - 8), and over IPv6.
@@ -42,11 +48,18 @@ const SHUT_RD: u8 = 1;
 const SHUT_WR: u8 = 2;
 
 pub(crate) struct Datagram {
-    pub local: SocketAddr,
-    /// The application's kernel UDP socket is the Inbox's (`kernel.rs`):
-    /// it answers getsockopt/setsockopt, and carries what no emulated
-    /// socket is there for.
-    inbox: Inbox,
+    /// The application's fd's instance and kernel UDP socket (`kernel.rs`):
+    /// the kernel socket answers getsockopt/setsockopt, and carries what no
+    /// emulated socket is there for.
+    shell: Arc<Shell>,
+    /// Once emulated (bound to, or sending to, an emulated address).
+    inbox: OnceLock<Inbox>,
+    /// Held while the socket is being named.
+    naming: Mutex<()>,
+    /// Met by poll/select/epoll (`make_eager`), and registered
+    /// edge-triggered, before it was named: its Inbox starts so.
+    eager: std::sync::atomic::AtomicBool,
+    edge: std::sync::atomic::AtomicBool,
     /// The kernel socket was connected to the peer (for its errors).
     kernel_peer: Mutex<Option<SocketAddr>>,
     peer: Mutex<Option<SocketAddr>>,
@@ -63,82 +76,186 @@ pub(crate) struct Datagram {
 }
 
 impl Datagram {
-    /// Reserves `local` (port 0: an ephemeral one, never `avoid`) and
-    /// builds the Inbox. `kernel` is the application's UDP socket (a copy
-    /// of it).
-    pub(crate) fn bind(
-        local: SocketAddr,
+    /// A UDP socket of ours, not emulated (yet): `kernel` is the
+    /// application's kernel UDP socket (the library's copy), behind an
+    /// epoll instance that `instance` gives for the application's fd.
+    /// `v6`: of family AF_INET6; `bound`: the kernel socket holds a port;
+    /// `nonblock`: the application's fd is O_NONBLOCK (None: not known).
+    pub(crate) fn shell(
         kernel: OwnedFd,
-        avoid: Option<u16>,
+        v6: bool,
+        bound: bool,
+        nonblock: Option<bool>,
+        opts: Options,
     ) -> Result<Datagram, Errno> {
-        let v6_only = local.is_ipv6()
-            && local.ip().is_unspecified()
-            && rustix::net::sockopt::ipv6_v6only(&kernel).unwrap_or(false);
-        if v6_only {
-            // IPv6's senders only (review H-B): a name IPv4's never dial.
-            let name = routes::v6_only_any(local.port());
-            let (listener, name) = crate::transport::link::reserve(name, avoid)?;
-            let local = SocketAddr::new(local.ip(), name.port());
-            return Self::with_listener(listener, local, kernel);
-        }
-        let (listener, local) = crate::transport::link::reserve(local, avoid)?;
-        Self::with_listener(listener, local, kernel)
-    }
-
-    /// A socket bound to the address `holder` holds (SO_REUSEADDR or
-    /// SO_REUSEPORT on both, `calls::datagram::share`): it takes links from
-    /// the same name (a copy of its listener), so senders reach one or
-    /// the other, and it keeps the name held after `holder` closes.
-    pub(crate) fn bind_shared(
-        local: SocketAddr,
-        kernel: OwnedFd,
-        holder: &Datagram,
-    ) -> Result<Datagram, Errno> {
-        let listener = rustix::io::fcntl_dupfd_cloexec(holder.inbox.listener(), 0)?;
-        Self::with_listener(listener, local, kernel)
-    }
-
-    fn with_listener(
-        listener: OwnedFd,
-        local: SocketAddr,
-        kernel: OwnedFd,
-    ) -> Result<Datagram, Errno> {
-        let limit = rustix::net::sockopt::socket_recv_buffer_size(&kernel)
-            .map_or(212_992, |n| n.min(1 << 30) as u32);
-        let opts = Options::snapshot(kernel.as_fd());
-        let inbox = Inbox::new(
-            InternalFd::new(listener),
-            InternalFd::new(kernel),
-            local,
-            limit,
-        )?;
         Ok(Datagram {
-            local,
-            inbox,
+            shell: Arc::new(Shell::new(kernel, v6, bound)?),
+            inbox: OnceLock::new(),
+            naming: Mutex::new(()),
+            eager: std::sync::atomic::AtomicBool::new(false),
+            edge: std::sync::atomic::AtomicBool::new(false),
             kernel_peer: Mutex::new(None),
             peer: Mutex::new(None),
             routes: Mutex::new(Routes::default()),
             rcvtimeo: Mutex::new(None),
             sent: std::sync::atomic::AtomicBool::new(false),
-            nonblock: std::sync::atomic::AtomicU8::new(0),
+            nonblock: std::sync::atomic::AtomicU8::new(match nonblock {
+                None => 0,
+                Some(false) => 1,
+                Some(true) => 2,
+            }),
             shut: std::sync::atomic::AtomicU8::new(0),
             opts,
         })
     }
 
+    /// A socket emulated at once (one the library did not make at
+    /// `socket()`: inherited, passed, made by a raw system call): its
+    /// shell, named `local` (`name`).
+    pub(crate) fn bind(
+        local: SocketAddr,
+        kernel: OwnedFd,
+        avoid: Option<u16>,
+    ) -> Result<Datagram, Errno> {
+        let d = Self::existing(kernel)?;
+        d.name(local, avoid)?;
+        Ok(d)
+    }
+
+    /// The shell of a kernel UDP socket the library did not make.
+    fn existing(kernel: OwnedFd) -> Result<Datagram, Errno> {
+        let opts = Options::snapshot(kernel.as_fd());
+        let v6 = rustix::net::sockopt::socket_domain(&kernel)
+            .is_ok_and(|d| d == rustix::net::AddressFamily::INET6);
+        let bound = sys::local_name(kernel.as_fd()).is_some_and(|a| a.port() != 0);
+        Self::shell(kernel, v6, bound, None, opts)
+    }
+
+    /// `bind` sharing `holder`'s name (`name_shared`).
+    pub(crate) fn bind_shared(
+        local: SocketAddr,
+        kernel: OwnedFd,
+        holder: &Datagram,
+    ) -> Result<Datagram, Errno> {
+        let d = Self::existing(kernel)?;
+        d.name_shared(local, holder)?;
+        Ok(d)
+    }
+
+    /// Emulated from now on: reserves `local` (port 0: an ephemeral one,
+    /// never `avoid`) and builds the Inbox in the socket's own instance.
+    /// EINVAL if it is emulated already.
+    pub(crate) fn name(&self, local: SocketAddr, avoid: Option<u16>) -> Result<(), Errno> {
+        let v6_only = local.is_ipv6()
+            && local.ip().is_unspecified()
+            && rustix::net::sockopt::ipv6_v6only(self.kernel()).unwrap_or(false);
+        let (listener, local) = if v6_only {
+            // IPv6's senders only (review H-B): a name IPv4's never dial.
+            let name = routes::v6_only_any(local.port());
+            let (listener, name) = crate::transport::link::reserve(name, avoid)?;
+            (listener, SocketAddr::new(local.ip(), name.port()))
+        } else {
+            crate::transport::link::reserve(local, avoid)?
+        };
+        self.with_listener(listener, local)
+    }
+
+    /// Emulated, bound to the address `holder` holds (SO_REUSEADDR or
+    /// SO_REUSEPORT on both, `calls::datagram::share`): it takes links from
+    /// the same name (a copy of its listener), so senders reach one or
+    /// the other, and it keeps the name held after `holder` closes.
+    pub(crate) fn name_shared(&self, local: SocketAddr, holder: &Datagram) -> Result<(), Errno> {
+        let inbox = holder.inbox.get().ok_or(Errno::ADDRINUSE)?;
+        let listener = rustix::io::fcntl_dupfd_cloexec(inbox.listener(), 0)?;
+        self.with_listener(listener, local)
+    }
+
+    fn with_listener(&self, listener: OwnedFd, local: SocketAddr) -> Result<(), Errno> {
+        let _naming = self.naming.lock();
+        if self.inbox.get().is_some() {
+            return Err(Errno::INVAL);
+        }
+        let limit = rustix::net::sockopt::socket_recv_buffer_size(self.kernel())
+            .map_or(212_992, |n| n.min(1 << 30) as u32);
+        let inbox = Inbox::new(self.shell.clone(), InternalFd::new(listener), local, limit)?;
+        let inbox = self.inbox.get_or_init(|| inbox);
+        // (SeqCst, with the stores in `make_eager` and
+        // `set_edge_triggered`: one of the two sides sees the other.)
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.edge.load(SeqCst) {
+            inbox.set_edge_triggered();
+        }
+        if self.eager.load(SeqCst) {
+            inbox.make_eager();
+        }
+        Ok(())
+    }
+
+    /// Whether the socket is emulated (named).
+    pub(crate) fn emulated(&self) -> bool {
+        self.inbox.get().is_some()
+    }
+
+    /// Its address: the emulated name, else the kernel socket's (0.0.0.0:0
+    /// or [::]:0 while unbound).
+    pub(crate) fn local(&self) -> SocketAddr {
+        match self.inbox.get() {
+            Some(i) => i.local,
+            None => self.shell.name().unwrap_or_else(|| {
+                let ip: std::net::IpAddr = if self.shell.v6 {
+                    std::net::Ipv6Addr::UNSPECIFIED.into()
+                } else {
+                    std::net::Ipv4Addr::UNSPECIFIED.into()
+                };
+                SocketAddr::new(ip, 0)
+            }),
+        }
+    }
+
+    /// Whether it is of family AF_INET6.
+    pub(crate) fn is_v6(&self) -> bool {
+        self.shell.v6
+    }
+
+    /// Whether the kernel socket holds a port.
+    pub(crate) fn kernel_bound(&self) -> bool {
+        self.shell.bound()
+    }
+
+    /// The kernel socket holds a port now (bound or connected through the
+    /// kernel).
+    pub(crate) fn kernel_is_bound(&self) {
+        self.shell.is_bound();
+    }
+
     /// The epoll instance the application's fd number refers to.
     pub(crate) fn instance(&self) -> BorrowedFd<'_> {
-        self.inbox.instance()
+        self.shell.epoll.as_fd()
     }
 
     /// The kernel UDP socket that answers options.
     pub(crate) fn kernel(&self) -> BorrowedFd<'_> {
-        self.inbox.kernel()
+        self.shell.kernel()
     }
 
     /// The connected peer, if any.
     pub(crate) fn peer(&self) -> Option<SocketAddr> {
         *self.peer.lock()
+    }
+
+    /// connect(2) through the kernel socket, of a socket not emulated: the
+    /// kernel's answer (and its autobind, errors and filter).
+    pub(crate) fn connect_kernel(&self, peer: Option<SocketAddr>) -> Result<(), Errno> {
+        match peer {
+            Some(p) => rustix::net::connect(self.kernel(), &p)?,
+            None => rustix::net::connect_unspec(self.kernel())?,
+        }
+        if peer.is_some() {
+            self.shell.is_bound();
+        }
+        *self.peer.lock() = peer;
+        *self.kernel_peer.lock() = peer;
+        Ok(())
     }
 
     /// connect(2): `Some` sets the peer, `None` (AF_UNSPEC) dissolves it.
@@ -165,15 +282,26 @@ impl Datagram {
             _ => SHUT_RD | SHUT_WR,
         };
         self.shut.fetch_or(bits, Relaxed);
-        if bits & SHUT_RD != 0 {
-            self.inbox.shut_read();
+        match self.inbox.get() {
+            Some(i) if bits & SHUT_RD != 0 => i.shut_read(),
+            Some(_) => {}
+            // The kernel's own marks (a receive asleep in the instance
+            // wakes: the kernel socket turns readable).
+            None => {
+                let how = match how {
+                    libc::SHUT_RD => rustix::net::Shutdown::Read,
+                    libc::SHUT_WR => rustix::net::Shutdown::Write,
+                    _ => rustix::net::Shutdown::Both,
+                };
+                let _ = rustix::net::shutdown(self.kernel(), how);
+            }
         }
     }
 
     /// SO_ERROR: the pending error, taken.
     pub(crate) fn take_error(&self) -> Option<Errno> {
-        let e = self.inbox.take_error().or_else(|| {
-            if !self.inbox.kernel_bound() {
+        let e = self.inbox.get().and_then(Inbox::take_error).or_else(|| {
+            if !self.kernel_bound() {
                 return None;
             }
             let e = rustix::net::sockopt::socket_error(self.kernel())
@@ -209,8 +337,11 @@ impl Datagram {
     /// capped, as the kernel keeps it) becomes the receive limit.
     pub(crate) fn refresh_limit(&self) {
         *self.rcvtimeo.lock() = None;
+        let Some(inbox) = self.inbox.get() else {
+            return;
+        };
         if let Ok(n) = rustix::net::sockopt::socket_recv_buffer_size(self.kernel()) {
-            self.inbox.set_limit(n.min(1 << 30) as u32);
+            inbox.set_limit(n.min(1 << 30) as u32);
         }
     }
 
@@ -238,17 +369,18 @@ impl Datagram {
         if self.shut.load(std::sync::atomic::Ordering::Relaxed) & SHUT_WR != 0 {
             return Err(Errno::PIPE);
         }
-        if let Some(e) = self.inbox.take_error() {
+        let len = bufs.iter().map(|b| b.len()).sum::<usize>();
+        let Some(inbox) = self.inbox.get() else {
+            // Not emulated: the kernel's, to wherever it goes.
+            return self.send_kernel(dest, peer, bufs);
+        };
+        if let Some(e) = inbox.take_error() {
             return Err(e);
         }
-        let len = bufs.iter().map(|b| b.len()).sum::<usize>();
         if len > Self::max_to(dest) {
             return Err(Errno::MSGSIZE);
         }
-        let outcome = self
-            .routes
-            .lock()
-            .send(&self.inbox, self.local, dest, bufs)?;
+        let outcome = self.routes.lock().send(inbox, inbox.local, dest, bufs)?;
         self.sent.store(true, std::sync::atomic::Ordering::Relaxed);
         if matches!(outcome, Outcome::Kernel) {
             return self.send_kernel(dest, peer, bufs);
@@ -268,15 +400,19 @@ impl Datagram {
         bufs: &[IoSlice<'_>],
     ) -> Result<usize, Errno> {
         let kernel = self.kernel();
-        if !self.inbox.kernel_bound() {
-            let own = rustix::net::bind(kernel, &self.local);
-            if own.is_err() && !self.local.ip().is_unspecified() {
-                let _ = rustix::net::bind(kernel, &SocketAddr::new(self.local.ip(), 0));
+        if !self.kernel_bound() {
+            if let Some(inbox) = self.inbox.get() {
+                let local = inbox.local;
+                let own = rustix::net::bind(kernel, &local);
+                if own.is_err() && !local.ip().is_unspecified() {
+                    let _ = rustix::net::bind(kernel, &SocketAddr::new(local.ip(), 0));
+                }
+                log!(debug, "UDP {local}: kernel route to {dest}");
             }
-            self.inbox.kernel_is_bound();
-            log!(debug, "UDP {}: kernel route to {dest}", self.local);
+            // (Unnamed: the kernel binds it at this send.)
+            self.shell.is_bound();
         }
-        let dest = crate::platform::sys::as_family(dest, self.local.is_ipv6()).unwrap_or(dest);
+        let dest = sys::as_family(dest, self.shell.v6).unwrap_or(dest);
         if peer.is_some_and(|p| same(p, dest)) {
             let mut kp = self.kernel_peer.lock();
             if kp.is_none() {
@@ -300,7 +436,38 @@ impl Datagram {
         let only = self.peer();
         let mut deadline = None;
         loop {
-            match self.inbox.try_recv(bufs, peek, only, nonblocking) {
+            let Some(inbox) = self.inbox.get() else {
+                match self.recv_kernel(bufs, peek, only) {
+                    Err(Errno::AGAIN) if !nonblocking => {}
+                    r => return r,
+                }
+                let limit = *deadline
+                    .get_or_insert_with(|| self.rcvtimeo().map(|t| std::time::Instant::now() + t));
+                let ms = match limit {
+                    None => -1,
+                    Some(l) => {
+                        let left = l.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            return Err(Errno::AGAIN);
+                        }
+                        left.as_millis().clamp(1, i32::MAX as u128) as i32
+                    }
+                };
+                match self.shell.wait(ms) {
+                    Ok(true) if !self.emulated() && !self.shell.ready() => {
+                        // Readable for another process's Inbox (a parent
+                        // that named the instance after it forked us).
+                        std::thread::sleep(std::time::Duration::from_millis(10));
+                    }
+                    Ok(_) => {}
+                    Err(Errno::INTR)
+                        if limit.is_none() && crate::platform::sys::interrupted_call_restarts() => {
+                    }
+                    Err(e) => return Err(e),
+                }
+                continue;
+            };
+            match inbox.try_recv(bufs, peek, only, nonblocking) {
                 Err(Errno::AGAIN) if !nonblocking => {}
                 Err(Errno::OPNOTSUPP) if !nonblocking => {
                     // A forked child while the receiving process keeps the
@@ -318,7 +485,7 @@ impl Datagram {
                 Err(e) => return Err(self.refused(Some(e)).unwrap_or(e)),
                 r => return r,
             }
-            if self.spin() || self.inbox.prepare_sleep() {
+            if self.spin(inbox) || inbox.prepare_sleep() {
                 continue;
             }
             let limit = *deadline
@@ -333,8 +500,8 @@ impl Datagram {
                     left.as_millis().clamp(1, i32::MAX as u128) as i32
                 }
             };
-            let woke = self.inbox.wait(ms);
-            self.inbox.after_wake();
+            let woke = inbox.wait(ms);
+            inbox.after_wake();
             match woke {
                 Ok(_) => {}
                 Err(Errno::INTR)
@@ -349,7 +516,7 @@ impl Datagram {
     /// Only a socket that sent since it last received (awaiting an
     /// answer) spins, and only while spinning can help (`wait::spin_helps`:
     /// no more runnable threads than CPUs).
-    fn spin(&self) -> bool {
+    fn spin(&self, inbox: &Inbox) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let us = crate::platform::config::get().map_or(0, |c| c.spin_us);
         if us == 0 || !self.sent.swap(false, Relaxed) || !crate::sockets::wait::spin_helps() {
@@ -358,7 +525,7 @@ impl Datagram {
         let start = std::time::Instant::now();
         let limit = std::time::Duration::from_micros(u64::from(us));
         while start.elapsed() < limit {
-            if self.inbox.quick_ready() {
+            if inbox.quick_ready() {
                 return true;
             }
             std::hint::spin_loop();
@@ -368,29 +535,93 @@ impl Datagram {
 
     /// Poll, select or epoll met the socket: readiness exact from now on.
     pub(crate) fn make_eager(&self) {
-        self.inbox.make_eager();
+        self.eager.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(i) = self.inbox.get() {
+            i.make_eager();
+        }
+    }
+
+    /// A receive of a socket not emulated: the kernel socket's next
+    /// datagram, EAGAIN when none (after a shutdown(SHUT_RD) with nothing
+    /// queued, the kernel's 0 bytes).
+    fn recv_kernel(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        peek: bool,
+        only: Option<SocketAddr>,
+    ) -> Result<Taken, Errno> {
+        let got = match self.shell.take(bufs, peek, only) {
+            Err(e) => return Err(self.refused(Some(e)).unwrap_or(e)),
+            Ok(g) => g,
+        };
+        if let Some((got, from)) = got {
+            return Ok(Taken { got, from });
+        }
+        if self.shut.load(std::sync::atomic::Ordering::Relaxed) & SHUT_RD != 0 {
+            let got = shmnet_ring::dgram::Received {
+                len: 0,
+                copied: 0,
+                slot: u32::MAX,
+            };
+            return Ok(Taken { got, from: None });
+        }
+        Err(Errno::AGAIN)
     }
 
     /// Whether a receive would find something now (a datagram, an error,
     /// a shutdown's end): what epoll reports beside EPOLLOUT.
     pub(crate) fn readable(&self) -> bool {
-        self.inbox.readable()
+        match self.inbox.get() {
+            Some(i) => i.readable(),
+            None => {
+                self.shell.ready()
+                    || self.shut.load(std::sync::atomic::Ordering::Relaxed) & SHUT_RD != 0
+            }
+        }
+    }
+
+    /// `readable`, asked of a socket the kernel just reported readable,
+    /// and whether it has a pending error to report (POLLERR: the kernel's
+    /// ICMP error on a socket not emulated, review c5; with nothing
+    /// queued, the kernel's poll reports POLLERR alone).
+    /// One not emulated looks at its kernel socket: its instance may hold
+    /// another process's Inbox (a forked process that named the shared
+    /// instance, review c14), whose readiness is not ours to report; the
+    /// wait then sleeps before it asks again (`wait::foreign_readiness`)
+    /// rather than spin on a level-triggered report that stays.
+    pub(crate) fn reported(&self) -> (bool, bool) {
+        if let Some(i) = self.inbox.get() {
+            return (i.readable(), false);
+        }
+        let ev = self.shell.revents();
+        let shut = self.shut.load(std::sync::atomic::Ordering::Relaxed) & SHUT_RD != 0;
+        let data = ev & libc::POLLIN != 0 || shut;
+        let error = ev & libc::POLLERR != 0;
+        if !data && !error {
+            crate::sockets::wait::foreign_readiness();
+        }
+        (data, error)
     }
 
     /// It joined an epoll set edge-triggered (`Inbox::set_edge_triggered`).
     pub(crate) fn set_edge_triggered(&self) {
-        self.inbox.set_edge_triggered();
+        self.edge.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(i) = self.inbox.get() {
+            i.set_edge_triggered();
+        }
     }
 
     /// Whether an edge the kernel reported stands for an arrival
     /// (`Inbox::edge_news`).
     pub(crate) fn edge_news(&self) -> bool {
-        self.inbox.edge_news()
+        self.inbox.get().is_none_or(Inbox::edge_news)
     }
 
     /// An epoll_wait reported it: the next arrival is a new edge.
     pub(crate) fn rearm_edge(&self) {
-        self.inbox.rearm_edge();
+        if let Some(i) = self.inbox.get() {
+            i.rearm_edge();
+        }
     }
 
     /// Whether the application's fd is non-blocking (its O_NONBLOCK,
@@ -416,7 +647,11 @@ impl Datagram {
 
     /// FIONREAD: the size of the next datagram (0 when none).
     pub(crate) fn next_len(&self) -> usize {
-        self.inbox.next_len()
+        match self.inbox.get() {
+            Some(i) => i.next_len(),
+            None if self.kernel_bound() => kernel::next_len(self.kernel()).unwrap_or(0),
+            None => 0,
+        }
     }
 
     /// In a forked child: the locks reset; its routes are the parent's
@@ -427,7 +662,10 @@ impl Datagram {
         self.rcvtimeo.reset_after_fork();
         self.routes.reset_after_fork();
         self.routes.lock().clear();
-        self.inbox.after_fork_child();
+        self.naming.reset_after_fork();
+        if let Some(i) = self.inbox.get() {
+            i.after_fork_child();
+        }
         self.opts.reset_after_fork();
     }
 }

@@ -170,8 +170,14 @@ pub(crate) fn reported(epfd: c_int, events: &mut [libc::epoll_event], n: usize) 
             continue;
         };
         let e = &mut events[i];
-        if e.events & IN != 0 && !d.readable() {
-            e.events &= !IN;
+        if e.events & IN != 0 {
+            let (data, error) = d.reported();
+            if !data {
+                e.events &= !IN;
+            }
+            if error {
+                e.events |= libc::EPOLLERR as u32;
+            }
         }
         if registered & libc::EPOLLET as u32 != 0 {
             if d.edge_news() {
