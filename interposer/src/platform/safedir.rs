@@ -112,6 +112,23 @@ fn configured_path(euid: u32) -> Result<PathBuf, Errno> {
     Ok(config.default_dir(euid, ours))
 }
 
+/// What `Dir::at` requires of the directory it opened (`st`): a
+/// directory, owned by `euid` or root, not writable by group or others
+/// unless sticky.
+fn trusted(st: &Stat, euid: u32) -> Result<(), Problem> {
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return Err(Problem::NotDir);
+    }
+    if st.st_uid != euid && st.st_uid != 0 {
+        return Err(Problem::Owner(st.st_uid));
+    }
+    let mode = st.st_mode & 0o7777;
+    if mode & 0o022 != 0 && mode & 0o1000 == 0 {
+        return Err(Problem::Writable(mode));
+    }
+    Ok(())
+}
+
 impl Dir {
     /// Opens (creating it mode 0700 if missing) and verifies the directory
     /// at `path` for a process running as `euid`.
@@ -123,16 +140,7 @@ impl Dir {
         };
         let fd = open_or_create(path).map_err(refuse)?;
         let st = rustix::fs::fstat(&fd).map_err(|e| refuse(Problem::Open(e)))?;
-        if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
-            return Err(refuse(Problem::NotDir));
-        }
-        if st.st_uid != euid && st.st_uid != 0 {
-            return Err(refuse(Problem::Owner(st.st_uid)));
-        }
-        let mode = st.st_mode & 0o7777;
-        if mode & 0o022 != 0 && mode & 0o1000 == 0 {
-            return Err(refuse(Problem::Writable(mode)));
-        }
+        trusted(&st, euid).map_err(refuse)?;
         let (dev, ino) = file_id(&st);
         Ok(Dir {
             fd: RwLock::new(Some(Arc::new(InternalFd::new(fd)))),
@@ -167,7 +175,10 @@ impl Dir {
             return Ok(fd);
         }
         let fd = rustix::fs::openat(CWD, &self.path, DIR_FLAGS, Mode::empty())?;
-        if file_id(&rustix::fs::fstat(&fd)?) != (self.dev, self.ino) {
+        // The same directory, and still one `at` would accept: its owner
+        // or mode may have changed meanwhile (review of fd14 #2).
+        let st = rustix::fs::fstat(&fd)?;
+        if file_id(&st) != (self.dev, self.ino) || trusted(&st, self.euid).is_err() {
             return Err(Errno::NOENT);
         }
         let fd = Arc::new(InternalFd::new(fd));

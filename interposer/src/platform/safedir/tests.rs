@@ -278,8 +278,9 @@ fn one_line_per_distinct_problem() {
 }
 
 /// Out of fds the descriptor is given back; the next operation opens the
-/// path again, and takes it only if it is the directory verified: one put
-/// in its place meanwhile is ENOENT (callers then look again).
+/// path again, and takes it only if it is the directory verified, with an
+/// owner and mode `Dir::at` accepts: one put in its place, or the same one
+/// made writable by others, is ENOENT (callers then look again).
 #[test]
 fn a_given_back_descriptor_is_opened_again_only_for_the_same_directory() {
     let b = base("giveback");
@@ -296,6 +297,13 @@ fn a_given_back_descriptor_is_opened_again_only_for_the_same_directory() {
     drop(name);
     assert!(path.join("s").exists());
     assert!(dir.stat("s").is_ok(), "opened again");
+    // The same directory made writable by others (not sticky) meanwhile:
+    // refused as `Dir::at` refuses it.
+    assert!(dir.give_back());
+    chmod(&path, 0o777);
+    assert_eq!(dir.stat("f").unwrap_err(), Errno::NOENT);
+    chmod(&path, 0o700);
+    assert!(dir.stat("f").is_ok(), "opened again once it is as verified");
     assert!(dir.give_back());
     std::fs::rename(&path, b.join("moved")).unwrap();
     std::fs::create_dir(&path).unwrap();

@@ -80,14 +80,32 @@ impl Listener {
             None => self.opts.timeout(libc::SO_RCVTIMEO),
         };
         let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+        // The instance this call works on, resolved once (as the kernel
+        // resolves the fd at syscall entry) before the first wait: another
+        // thread may close the application's fd meanwhile and the number
+        // be reused (by an epoll set of the program's: we would wait on
+        // it, and eat its events). Not before the first look, which costs
+        // a non-blocking accept no system call more.
+        let mut held: Option<OwnedFd> = None;
         loop {
-            match self.step(app, peer, flags) {
+            let inst = held.as_ref().map_or(app, |h| h.as_fd());
+            match self.step(inst, peer, flags) {
                 Err(Errno::AGAIN) => {}
                 r => return r,
             }
             if nonblocking {
                 return Err(Errno::AGAIN);
             }
+            if held.is_none() {
+                held = self.hold(app)?;
+            }
+            let inst = match &held {
+                Some(h) => h.as_fd(),
+                // No fd for a copy (EMFILE): the number, looked at
+                // before each wait.
+                None if self.is_instance(app) => app,
+                None => return Err(Errno::BADF),
+            };
             let left = match deadline {
                 None => None,
                 Some(d) => match d.checked_duration_since(std::time::Instant::now()) {
@@ -95,7 +113,7 @@ impl Listener {
                     _ => return Err(Errno::AGAIN),
                 },
             };
-            match crate::transport::handshake::wait_readable(app, left) {
+            match crate::transport::handshake::wait_readable(inst, left) {
                 Ok(_) => {}
                 // With a receive timeout the kernel never restarts accept
                 // (signal(7)): EINTR even under SA_RESTART.
@@ -103,6 +121,45 @@ impl Listener {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// A private copy of the application's fd `app`, if it is still this
+    /// listener's instance (else EBADF: it was closed, its number taken
+    /// by another file); None if there is no fd for a copy.
+    fn hold(&self, app: BorrowedFd<'_>) -> Result<Option<OwnedFd>, Errno> {
+        match rustix::io::fcntl_dupfd_cloexec(app, 0) {
+            Ok(h) if self.is_instance(h.as_fd()) => Ok(Some(h)),
+            Ok(_) => Err(Errno::BADF),
+            Err(Errno::MFILE | Errno::NFILE | Errno::NOMEM) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `fd` is this listener's epoll instance. Every epoll
+    /// instance has the same inode (anon_inode), so the test is
+    /// membership: modifying a member's registration to what it is
+    /// already answers ENOENT in any other set, changing nothing there.
+    fn is_instance(&self, fd: BorrowedFd<'_>) -> bool {
+        let member = |m: BorrowedFd<'_>, data| {
+            epoll::modify(
+                fd,
+                m,
+                epoll::EventData::new_u64(data),
+                epoll::EventFlags::IN,
+            )
+            .is_ok()
+        };
+        if let Some(tcp) = &self.tcp {
+            return member(tcp.as_fd(), TCP);
+        }
+        // A rendezvous may be out of the instance a moment (`rearm`), or
+        // for a while (`unwatched`): nothing to tell it by then, taken to
+        // be.
+        self.rendezvous
+            .iter()
+            .any(|r| member(r.fd.as_fd(), RENDEZVOUS))
+            || self.rearming.load(Ordering::SeqCst) > 0
+            || self.unwatched.load(Ordering::Relaxed)
     }
 
     /// One look at every half, without waiting.
@@ -289,6 +346,9 @@ impl Listener {
     /// again queues a fresh event when it is ready.
     fn rearm(&self, inst: BorrowedFd<'_>, r: &Rendezvous) {
         let data = epoll::EventData::new_u64(RENDEZVOUS);
+        // (Out of the instance a moment: `is_instance` must not take that
+        // for another set.)
+        self.rearming.fetch_add(1, Ordering::SeqCst);
         if epoll::delete(inst, &r.fd).is_ok()
             && epoll::add(inst, &r.fd, data, epoll::EventFlags::IN).is_err()
         {
@@ -296,6 +356,7 @@ impl Listener {
             // registered again, until that works (`ready`).
             self.unwatched.store(true, Ordering::Relaxed);
         }
+        self.rearming.fetch_sub(1, Ordering::SeqCst);
     }
 
     /// A new rendezvous connection's handshake, as far as it goes now:

@@ -108,6 +108,8 @@ pub(crate) struct Listener {
     /// A rendezvous could not be registered again in the instance (see
     /// `accept_new`): every accept looks at it, and tries again.
     unwatched: AtomicBool,
+    /// Threads re-registering a rendezvous (`rearm`).
+    rearming: std::sync::atomic::AtomicU32,
     /// Waiting for late messages (`ARRIVAL_PATIENCE`) left to this
     /// listener, in microseconds, and when it was last refilled
     /// (CLOCK_MONOTONIC ms): see `WAIT_SHARE`.
@@ -229,6 +231,7 @@ impl Listener {
             opts: parts.opts,
             refusal_logged: AtomicBool::new(false),
             unwatched: AtomicBool::new(false),
+            rearming: std::sync::atomic::AtomicU32::new(0),
             wait_budget_us: std::sync::atomic::AtomicU64::new(patience::WAIT_BUDGET_MAX_US),
             budget_at_ms: std::sync::atomic::AtomicU64::new(monotonic_ms()),
             status,
