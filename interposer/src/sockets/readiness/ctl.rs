@@ -268,19 +268,18 @@ fn leave(m: &Member, list: &Arc<crate::sockets::conn::Unarmed>) {
 /// EAGAIN as an error, as wrk does, saw read errors).
 pub(crate) const CONNECTING_HIDES: u32 = (libc::EPOLLIN | libc::EPOLLRDNORM) as u32;
 
-/// Registrations `connecting_ctl` makes as asked (see there).
-const UNHIDDEN: u32 = (libc::EPOLLONESHOT | libc::EPOLLEXCLUSIVE) as u32;
-
 /// epoll_ctl on a connect in progress: the kernel's registration, without
 /// `CONNECTING_HIDES` (the kernel still reports EPOLLOUT at completion);
 /// the application's own is noted, made whole once connected
 /// (`connecting::settle`, `restore_hidden`). A one-shot registration is
-/// made as asked: re-arming it later could report it twice. So is an
-/// exclusive one: the kernel refuses EPOLL_CTL_MOD on it, so the events
-/// could never be put back (s30's review: EPOLLIN never reported).
+/// made as asked: re-arming it later could report it twice.
 fn connecting_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_int> {
     let asked = match event.get() {
-        Some(ev) if ev.events & UNHIDDEN == 0 && ev.events & CONNECTING_HIDES != 0 => ev,
+        Some(ev)
+            if ev.events & libc::EPOLLONESHOT as u32 == 0 && ev.events & CONNECTING_HIDES != 0 =>
+        {
+            ev
+        }
         _ => return other_ctl(epfd, op, fd, event),
     };
     if !crate::sockets::carry::is_fresh(fd) {
@@ -297,13 +296,24 @@ fn connecting_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Acti
 
 /// A connect in progress completed on the same file: the registration
 /// `connecting_ctl` made without `CONNECTING_HIDES` gets the application's
-/// events back.
+/// events back. The kernel refuses EPOLL_CTL_MOD on an exclusive
+/// registration (EINVAL: s30's review, EPOLLIN never reported), so that
+/// one is removed and added again; one the application removed meanwhile
+/// is not carried, and a failed removal adds nothing.
 pub(crate) fn restore_hidden(epfd: c_int, fd: c_int, ev: libc::epoll_event) {
-    if ev.events & UNHIDDEN != 0 || ev.events & CONNECTING_HIDES == 0 {
+    if ev.events & libc::EPOLLONESHOT as u32 != 0 || ev.events & CONNECTING_HIDES == 0 {
         return;
     }
     let mut ev = ev;
-    let r = waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_MOD, &mut ev));
+    let r = if ev.events & libc::EPOLLEXCLUSIVE as u32 != 0 {
+        let mut none = libc::epoll_event { events: 0, u64: 0 };
+        match waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_DEL, &mut none)) {
+            0 => waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_ADD, &mut ev)),
+            r => r,
+        }
+    } else {
+        waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_MOD, &mut ev))
+    };
     if r != 0 {
         log!(
             debug,
