@@ -113,7 +113,7 @@ def completed(s):
 
 out = []
 a, go_a = acceptor()
-if case in ("declined", "epollin", "pollin", "selectin"):
+if case in ("declined", "epollin", "epollexcl", "pollin", "selectin"):
     # (Forked first: a fork drops the segments kept before it.)
     b, go_b = acceptor()
 out.append("warm %s" % warm(go_a))
@@ -169,6 +169,26 @@ elif case in ("epollin", "pollin"):
     if case == "epollin":
         ep.close()
     out.append("epoll %s %s %s" % (ok, "|".join(names), exchange(s, os.urandom(1200), 10)))
+    s.close()
+    a, go_a = b, go_b
+elif case == "epollexcl":
+    # The same with an exclusive registration made while connecting, the
+    # acceptor already waiting (its decline comes at once): put back by
+    # DEL and ADD, it once reported the decline's byte as EPOLLIN (s30).
+    os.write(go_a, b"q")
+    os.waitpid(a, 0)
+    os.write(go_b, b"1")
+    time.sleep(0.05)
+    s, ok = start()
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLIN | select.EPOLLOUT | select.EPOLLEXCLUSIVE)
+    time.sleep(0.005)
+    seen = 0
+    for _, e in ep.poll(1):
+        seen |= e
+    names = [n for n, b in (("IN", select.EPOLLIN), ("OUT", select.EPOLLOUT)) if seen & b]
+    ep.close()
+    out.append("exclusive %s %s %s" % (ok, "|".join(names), exchange(s, os.urandom(1200), 10)))
     s.close()
     a, go_a = b, go_b
 elif case == "selectin":
@@ -343,6 +363,11 @@ fn a_declined_offer_completes_however_late_the_client_looks() {
 fn a_declined_offer_reports_no_epollin_without_data() {
     same("cip-epollin", "epollin", "warm True / epoll True OUT True");
     same("cip-pollin", "pollin", "warm True / epoll True OUT True");
+    same(
+        "cip-epollexcl",
+        "epollexcl",
+        "warm True / exclusive True OUT True",
+    );
 }
 
 #[test]
