@@ -62,7 +62,7 @@ bench: deps
 SHORTCONN_LIBS ?=
 bench-shortconn: deps
 	$(CARGO) build --release -p shmnet-interposer
-	scripts/bench-shortconn.sh --runs 5 $(SHORTCONN_LIBS) target/release/libshmnet.so+sync target/release/libshmnet.so
+	scripts/bench-shortconn.sh --runs 5 $(SHORTCONN_LIBS) target/release/libshmnet.so+sync target/release/libshmnet.so+async
 
 ## Issue 17: through both gateways vs direct kernel TCP over a veth, in two
 ## network namespaces made and removed by the script (needs root).

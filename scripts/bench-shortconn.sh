@@ -9,8 +9,8 @@
 #   dflt:LIB   both preloaded with LIB, default mode (127.0.0.1: loopback
 #              acceleration with TCP fallback)
 # for every LIB given (a build before a change and one after, say);
-# LIB.so+async runs LIB with SHMNET_ASYNC_CONNECT=1 (decision 32; the
-# default since session 30), LIB.so+sync with SHMNET_ASYNC_CONNECT=0.
+# LIB.so+async runs LIB with SHMNET_ASYNC_CONNECT=1 (decision 32; off by
+# default), LIB.so+sync with SHMNET_ASYNC_CONNECT=0 (the default).
 # Prints one line per run and the median requests/s of each.
 # Needs nginx and ab (apache2-utils).
 set -euo pipefail

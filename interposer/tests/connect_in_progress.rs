@@ -113,7 +113,7 @@ def completed(s):
 
 out = []
 a, go_a = acceptor()
-if case in ("declined", "epollin", "pollin"):
+if case in ("declined", "epollin", "epollexcl", "pollin", "selectin"):
     # (Forked first: a fork drops the segments kept before it.)
     b, go_b = acceptor()
 out.append("warm %s" % warm(go_a))
@@ -171,6 +171,71 @@ elif case in ("epollin", "pollin"):
     out.append("epoll %s %s %s" % (ok, "|".join(names), exchange(s, os.urandom(1200), 10)))
     s.close()
     a, go_a = b, go_b
+elif case == "epollexcl":
+    # The same with an exclusive registration made while connecting, the
+    # acceptor already waiting (its decline comes at once): put back by
+    # DEL and ADD, it once reported the decline's byte as EPOLLIN (s30).
+    os.write(go_a, b"q")
+    os.waitpid(a, 0)
+    os.write(go_b, b"1")
+    time.sleep(0.05)
+    s, ok = start()
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLIN | select.EPOLLOUT | select.EPOLLEXCLUSIVE)
+    time.sleep(0.005)
+    seen = 0
+    for _, e in ep.poll(1):
+        seen |= e
+    names = [n for n, b in (("IN", select.EPOLLIN), ("OUT", select.EPOLLOUT)) if seen & b]
+    ep.close()
+    out.append("exclusive %s %s %s" % (ok, "|".join(names), exchange(s, os.urandom(1200), 10)))
+    s.close()
+    a, go_a = b, go_b
+elif case == "selectin":
+    # The same with select: a declined connect is writable, not readable
+    # (s30's review: select said readable, recv EAGAIN).
+    os.write(go_a, b"q")
+    os.waitpid(a, 0)
+    s, ok = start()
+    os.write(go_b, b"1")
+    w = False
+    for _ in range(1000):
+        if select.select([], [s], [], 0.01)[1]:
+            w = True
+            break
+    time.sleep(0.1)
+    r1, w1, _ = select.select([s], [s], [], 0.5)
+    r2 = select.select([s], [], [], 0.3)[0]
+    out.append("select %s %s %s %s %s %s" % (ok, w, bool(r1), bool(w1), bool(r2),
+                                             exchange(s, os.urandom(1200), 10)))
+    s.close()
+    a, go_a = b, go_b
+elif case == "exclin":
+    # An EPOLLIN|EPOLLEXCLUSIVE registration made while connecting reports
+    # the reply (s30's review: the restoring EPOLL_CTL_MOD is refused for
+    # exclusive registrations, and EPOLLIN never came).
+    s, ok = start()
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLIN | select.EPOLLEXCLUSIVE)
+    os.write(go_a, b"1")
+    w = writable(s)
+    payload = os.urandom(1600)
+    s.setblocking(True)
+    s.sendall(payload)
+    s.shutdown(socket.SHUT_WR)
+    seen = 0
+    for _, e in ep.poll(10):
+        seen |= e
+    d = b""
+    while True:
+        x = s.recv(100)
+        if not x:
+            break
+        d += x
+    ep.close()
+    out.append("exclusive %s %s %s %s" % (ok, w, bool(seen & select.EPOLLIN),
+                                          d == hashlib.sha256(payload).digest()))
+    s.close()
 elif case == "phantom":
     # The client gives up waiting for A (2 ms) and dials again, while a
     # forked child still holds the connection of its offer; then A accepts
@@ -298,6 +363,29 @@ fn a_declined_offer_completes_however_late_the_client_looks() {
 fn a_declined_offer_reports_no_epollin_without_data() {
     same("cip-epollin", "epollin", "warm True / epoll True OUT True");
     same("cip-pollin", "pollin", "warm True / epoll True OUT True");
+    same(
+        "cip-epollexcl",
+        "epollexcl",
+        "warm True / exclusive True OUT True",
+    );
+}
+
+#[test]
+fn select_reports_a_declined_offer_writable_not_readable() {
+    same(
+        "cip-selectin",
+        "selectin",
+        "warm True / select True True False True False True",
+    );
+}
+
+#[test]
+fn an_exclusive_registration_made_while_connecting_reports_epollin() {
+    same(
+        "cip-exclin",
+        "exclin",
+        "warm True / exclusive True True True True",
+    );
 }
 
 #[test]

@@ -12,8 +12,8 @@
 //! kernel TCP completes from the listen backlog). Each case runs over
 //! kernel TCP (not preloaded), the default mode and the emulated mode; the
 //! outputs must be the same. The asynchronous completion is behind
-//! `SHMNET_ASYNC_CONNECT=1` (decision 32: the default since session 30),
-//! which these runs set.
+//! `SHMNET_ASYNC_CONNECT=1` (decision 32: off by default, after review
+//! s30), which these runs set.
 
 mod common;
 
@@ -317,7 +317,7 @@ fn connect_completes_before_a_server_that_waits_for_it_accepts() {
     }
 }
 
-/// With `SHMNET_ASYNC_CONNECT=0` (the default before session 30) a non-blocking connect
+/// With `SHMNET_ASYNC_CONNECT=0` (the default) a non-blocking connect
 /// that offers a kept segment waits for the answer; one the acceptor
 /// gives late (after the offer was withdrawn for a fresh connection) left
 /// the fd blocking, and the program's next recv waited forever (found by

@@ -73,9 +73,9 @@ pub struct Config {
     /// receiver that cannot receive, s28/review-udp2; `1` turns it on).
     pub udp: bool,
     /// `SHMNET_ASYNC_CONNECT`: a non-blocking connect that offers a kept
-    /// segment returns EINPROGRESS at once (decision 32; on by default
-    /// since session 30, its two reviews' defects fixed; `0` waits for the
-    /// acceptor's verdict).
+    /// segment returns EINPROGRESS at once (decision 32; off by default:
+    /// on for part of session 30, then off again after review s30 found
+    /// regressions of the default; `1` turns it on).
     pub async_connect: bool,
     /// `SHMNET_LOG`: `None` is off.
     pub log_level: Option<Level>,
@@ -210,8 +210,8 @@ impl Config {
             Some(v) => return Err(invalid("SHMNET_UDP", format!("{v:?} is not 0 or 1"))),
         };
         let async_connect = match text("SHMNET_ASYNC_CONNECT")?.as_deref() {
-            Some("0") => false,
-            None | Some("1") => true,
+            None | Some("0") => false,
+            Some("1") => true,
             Some(v) => {
                 return Err(invalid(
                     "SHMNET_ASYNC_CONNECT",
@@ -416,8 +416,8 @@ mod tests {
         // session (2026-12-06) and nothing noticed; the benchmarks set it.
         assert!(c.defer);
         assert!(!c.udp);
-        // On (decision 32, since session 30).
-        assert!(c.async_connect);
+        // Off (decision 32: review s30 found regressions of the default).
+        assert!(!c.async_connect);
         assert_eq!(c.log_level, None);
         assert_eq!(c.log_file, None);
     }

@@ -209,10 +209,12 @@ fn settle_or_expire(fd: c_int, sock: Arc<Socket>, expire: bool) -> Arc<Socket> {
             // Registrations made while connecting are the kernel's only (on
             // this very file): the connection becomes a member of those
             // sets, as an inherited one does after exec, without a system
-            // call.
+            // call; then the events it hid are put back (after: the
+            // membership's first `watch` takes stale doorbell bytes, which
+            // an ADD before it reported as EPOLLIN, s30).
             for (epfd, ev) in crate::sockets::carry::take(n, false) {
-                crate::sockets::readiness::restore_hidden(epfd, n, ev);
                 crate::sockets::readiness::adopt(epfd, &[(n, ev.events, ev.u64)]);
+                crate::sockets::readiness::restore_hidden(epfd, n, ev);
             }
         }
     }

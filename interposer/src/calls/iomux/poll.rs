@@ -115,20 +115,7 @@ fn settle_connecting(fds: &mut [pollfd], mut n: c_int) -> c_int {
         .iter_mut()
         .filter(|p| p.revents & POLL_IN != 0 && p.revents & POLL_FINAL == 0)
     {
-        let connecting = registry::get(p.fd)
-            .is_some_and(|s| matches!(&*s, crate::sockets::socket::Socket::Connecting(_)));
-        if !connecting {
-            continue;
-        }
-        let now = crate::sockets::connecting::get(p.fd);
-        let empty = match now.as_deref().and_then(|s| s.connection()) {
-            Some(c) => !c.really_readable(),
-            // Still in progress: nothing to read yet either.
-            None => now.is_some_and(
-                |s| matches!(&*s, crate::sockets::socket::Socket::Connecting(c) if !c.failed()),
-            ),
-        };
-        if empty {
+        if connecting_empty(p.fd) {
             p.revents &= !POLL_IN;
             if p.revents == 0 {
                 n -= 1;
@@ -136,6 +123,24 @@ fn settle_connecting(fds: &mut [pollfd], mut n: c_int) -> c_int {
         }
     }
     n
+}
+
+/// `fd` is a connect in progress the kernel reported readable, and after
+/// settling it (completing it if answered) there is nothing to read.
+pub(super) fn connecting_empty(fd: c_int) -> bool {
+    let connecting = registry::get(fd)
+        .is_some_and(|s| matches!(&*s, crate::sockets::socket::Socket::Connecting(_)));
+    if !connecting {
+        return false;
+    }
+    let now = crate::sockets::connecting::get(fd);
+    match now.as_deref().and_then(|s| s.connection()) {
+        Some(c) => !c.really_readable(),
+        // Still in progress: nothing to read yet either.
+        None => now.is_some_and(
+            |s| matches!(&*s, crate::sockets::socket::Socket::Connecting(c) if !c.failed()),
+        ),
+    }
 }
 
 /// The Unix connection's POLLERR and POLLHUP turned into kernel TCP's

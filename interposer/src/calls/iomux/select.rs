@@ -114,6 +114,25 @@ impl Sets<'_, '_> {
                 n -= 1;
             }
         }
+        if crate::sockets::connecting::in_progress() {
+            n = self.settle_connecting(n);
+        }
+        n
+    }
+
+    /// A read bit the kernel set for a connect in progress: the acceptor's
+    /// decline byte, not data (as `poll::settle_connecting`). The connect
+    /// completes here, and the bit stays only if its ring holds something
+    /// (kernel TCP reports a fresh connection writable, not readable).
+    fn settle_connecting(&mut self, mut n: c_int) -> c_int {
+        let Some(r) = self.words(0) else { return n };
+        for fd in 0..r.len() * WORD_BITS {
+            if !bit(r, fd) || !super::poll::connecting_empty(fd as c_int) {
+                continue;
+            }
+            set_bit(r, fd, false);
+            n -= 1;
+        }
         n
     }
 }
@@ -174,7 +193,21 @@ fn select_readers(
             .map(|fd| (fd, fd as c_int)),
     );
     if waiting.is_empty() {
-        return Action::Pass;
+        if !crate::sockets::connecting::in_progress() {
+            return Action::Pass;
+        }
+        let mut sets = Sets { out, asked };
+        return Action::Raw(crate::sockets::connecting::wait_around(limit, |l| loop {
+            let n = sets.call(Some(l), mask);
+            if n <= 0 {
+                return n;
+            }
+            // (Nothing left: a decline byte only; wait on.)
+            let n = sets.settle_connecting(n);
+            if n > 0 || l.now() {
+                return n;
+            }
+        }));
     }
     let sets = Sets { out, asked };
     wait(&mut Rings::new(sets, waiting), limit, mask)

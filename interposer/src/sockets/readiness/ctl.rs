@@ -296,13 +296,24 @@ fn connecting_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Acti
 
 /// A connect in progress completed on the same file: the registration
 /// `connecting_ctl` made without `CONNECTING_HIDES` gets the application's
-/// events back.
+/// events back. The kernel refuses EPOLL_CTL_MOD on an exclusive
+/// registration (EINVAL: s30's review, EPOLLIN never reported), so that
+/// one is removed and added again; one the application removed meanwhile
+/// is not carried, and a failed removal adds nothing.
 pub(crate) fn restore_hidden(epfd: c_int, fd: c_int, ev: libc::epoll_event) {
     if ev.events & libc::EPOLLONESHOT as u32 != 0 || ev.events & CONNECTING_HIDES == 0 {
         return;
     }
     let mut ev = ev;
-    let r = waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_MOD, &mut ev));
+    let r = if ev.events & libc::EPOLLEXCLUSIVE as u32 != 0 {
+        let mut none = libc::epoll_event { events: 0, u64: 0 };
+        match waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_DEL, &mut none)) {
+            0 => waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_ADD, &mut ev)),
+            r => r,
+        }
+    } else {
+        waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_MOD, &mut ev))
+    };
     if r != 0 {
         log!(
             debug,
