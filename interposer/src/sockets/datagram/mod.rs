@@ -443,16 +443,7 @@ impl Datagram {
                 }
                 let limit = *deadline
                     .get_or_insert_with(|| self.rcvtimeo().map(|t| std::time::Instant::now() + t));
-                let ms = match limit {
-                    None => -1,
-                    Some(l) => {
-                        let left = l.saturating_duration_since(std::time::Instant::now());
-                        if left.is_zero() {
-                            return Err(Errno::AGAIN);
-                        }
-                        left.as_millis().clamp(1, i32::MAX as u128) as i32
-                    }
-                };
+                let ms = ms_left(limit)?;
                 match self.shell.wait(ms) {
                     Ok(true) if !self.emulated() && !self.shell.ready() => {
                         // Readable for another process's Inbox (a parent
@@ -490,16 +481,7 @@ impl Datagram {
             }
             let limit = *deadline
                 .get_or_insert_with(|| self.rcvtimeo().map(|t| std::time::Instant::now() + t));
-            let ms = match limit {
-                None => -1,
-                Some(l) => {
-                    let left = l.saturating_duration_since(std::time::Instant::now());
-                    if left.is_zero() {
-                        return Err(Errno::AGAIN);
-                    }
-                    left.as_millis().clamp(1, i32::MAX as u128) as i32
-                }
-            };
+            let ms = ms_left(limit)?;
             let woke = inbox.wait(ms);
             inbox.after_wake();
             match woke {
@@ -672,4 +654,15 @@ impl Datagram {
 
 fn same(a: SocketAddr, b: SocketAddr) -> bool {
     crate::transport::rendezvous::unmapped(a) == crate::transport::rendezvous::unmapped(b)
+}
+
+/// A receive's wait in milliseconds for poll/epoll until `limit` (-1: none);
+/// EAGAIN once it passed, as SO_RCVTIMEO's end.
+fn ms_left(limit: Option<std::time::Instant>) -> Result<i32, Errno> {
+    let Some(l) = limit else { return Ok(-1) };
+    let left = l.saturating_duration_since(std::time::Instant::now());
+    if left.is_zero() {
+        return Err(Errno::AGAIN);
+    }
+    Ok(left.as_millis().clamp(1, i32::MAX as u128) as i32)
 }

@@ -184,6 +184,18 @@ impl Listener {
         Step::Dropped
     }
 
+    /// A reuse offer the connector withdrew (it gave up and dialed again):
+    /// this connection ends, since kernel TCP never shows an accept the
+    /// client did not make.
+    fn withdrawn(&self) -> Step {
+        log!(
+            debug,
+            "accept on {}: the connector withdrew its reuse offer",
+            self.local
+        );
+        Step::Withdrawn
+    }
+
     /// Whether what the connector says of itself (its address, its source
     /// port) is plausible, and names this listener; Err says why not.
     fn vet(
@@ -249,14 +261,7 @@ impl Listener {
                     // again: declining would complete an accept nobody
                     // made (its end may still be open a moment, or in a
                     // forked child), which kernel TCP never shows.
-                    pool::Claim::Withdrawn => {
-                        log!(
-                            debug,
-                            "accept on {}: the connector withdrew its reuse offer",
-                            self.local
-                        );
-                        Err(Step::Withdrawn)
-                    }
+                    pool::Claim::Withdrawn => Err(self.withdrawn()),
                     // Declined with a segment made here, so that the
                     // connection completes now: the connector reads the
                     // answer only when its application next calls, and
@@ -296,14 +301,7 @@ impl Listener {
                 }
             }
             (Kind::Reuse, State::New) => match pool::claim(peer.pid, msg.key) {
-                pool::Claim::Withdrawn => {
-                    log!(
-                        debug,
-                        "accept on {}: the connector withdrew its reuse offer",
-                        self.local
-                    );
-                    Err(Step::Withdrawn)
-                }
+                pool::Claim::Withdrawn => Err(self.withdrawn()),
                 pool::Claim::Taken(seg, ticket) => {
                     if handshake::send_verdict(conn, handshake::ACCEPTED).is_err() {
                         return Err(Step::Dropped);
