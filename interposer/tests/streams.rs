@@ -2092,6 +2092,17 @@ fn sendfile_sources_and_end_of_file_as_the_kernel() {
     assert!(out.contains("pipe: EINVAL"), "{out}");
     assert!(out.contains("short file: 100000 fast"), "{out}");
     assert!(out.contains("eof, full ring: 0"), "{out}");
+    // A source the program fstat'ed itself (sendfile makes no fstat then):
+    // the same answers as kernel TCP gives this script.
+    for line in [
+        "known file: 10",
+        "known eof: 0",
+        "pipe on a known number: EINVAL",
+        "dup2 of a pipe over a known file: EINVAL",
+        "known eof, peer closed: 0",
+    ] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
 }
 
 /// splice with SPLICE_F_NONBLOCK never blocks on the pipe side.

@@ -399,13 +399,17 @@ pub unsafe extern "C" fn execle() -> c_int {
 /// fclose's logic: the stream's fd, read before the real fclose closes it
 /// (past our close export), is released like a closed fd.
 fn fclose_stream(stream: *mut FILE) -> Action<c_int> {
-    if stream.is_null() || fdtable::table().is_empty() {
+    if stream.is_null() {
         return Action::Pass;
     }
     // SAFETY: fclose(3) requires `stream` to be an open stream, which is
     // all fileno(3) needs; it only reads it (a bad one is the caller's UB,
     // exactly as in the fclose it is about to make).
     let fd = unsafe { libc::fileno(stream) };
+    crate::platform::file_kinds::forget(fd);
+    if fdtable::table().is_empty() {
+        return Action::Pass;
+    }
     descriptor::fclose_fd(fd)
 }
 
@@ -431,6 +435,32 @@ unsafe fn fresh_pair(result: c_int, fds: *const c_int) {
     let (a, b) = unsafe { (fds.read_unaligned(), fds.add(1).read_unaligned()) };
     fresh(a);
     fresh(b);
+}
+
+/// `fresh` for fstat: the kind of file a successful one found
+/// (`file_kinds`, for sendfile).
+///
+/// # Safety
+/// When `result` is 0, `buf` must be where that call stored its answer.
+unsafe fn stat_returned(result: c_int, fd: c_int, buf: *const libc::stat) {
+    if result == 0 && !buf.is_null() {
+        // SAFETY: the call succeeded, so it filled `*buf`; only the mode
+        // is read, unaligned-safe.
+        let mode = unsafe { core::ptr::addr_of!((*buf).st_mode).read_unaligned() };
+        crate::platform::file_kinds::stat_found(fd, mode);
+    }
+}
+
+/// `stat_returned` for fstat64.
+///
+/// # Safety
+/// As for `stat_returned`.
+unsafe fn stat64_returned(result: c_int, fd: c_int, buf: *const libc::stat64) {
+    if result == 0 && !buf.is_null() {
+        // SAFETY: as in `stat_returned`.
+        let mode = unsafe { core::ptr::addr_of!((*buf).st_mode).read_unaligned() };
+        crate::platform::file_kinds::stat_found(fd, mode);
+    }
 }
 
 /// Runs when the library is loaded: warm up (config, symbols, fork handlers)

@@ -22,7 +22,7 @@ use core::ffi::{c_int, c_long, c_uint};
 use crate::calls::options;
 use crate::platform::fdtable::{self, Handle};
 use crate::platform::real::{self, Action};
-use crate::platform::{log, sys};
+use crate::platform::{file_kinds, log, sys};
 use crate::sockets::registry;
 
 /// The kernel closes the fd even when close() reports EINTR/EIO on Linux,
@@ -35,11 +35,18 @@ pub(crate) fn close(fd: c_int) -> Action<c_int> {
         return Action::Fail(libc::EBADF);
     }
     log::forget_fd(fd);
+    file_kinds::forget(fd);
     crate::sockets::readiness::forget(fd);
     crate::sockets::carry::forget(fd);
     if let Some(handle) = fdtable::table().remove(fd) {
         release(fd, handle);
     }
+    Action::Pass
+}
+
+/// fstat and fstat64: the kernel's answer; what it found is noted after
+/// the real call (`file_kinds`: sendfile then makes no fstat of its own).
+pub(crate) fn fstat<T>(_fd: c_int, _buf: *mut T) -> Action<c_int> {
     Action::Pass
 }
 
@@ -113,6 +120,7 @@ fn replace_target(
 pub(crate) fn close_range(first: c_uint, last: c_uint, flags: c_int) -> Action<c_int> {
     if (flags as c_uint) & libc::CLOSE_RANGE_CLOEXEC == 0 {
         log::forget_fd_range(first, last);
+        file_kinds::forget_range(clamp_fd(first), clamp_fd(last));
         crate::sockets::readiness::forget_range(clamp_fd(first), clamp_fd(last));
         fdtable::table().remove_range(first, last, release);
     }
@@ -161,6 +169,7 @@ fn around_internal(
 pub(crate) fn closefrom(lowfd: c_int) -> Action<()> {
     let first = c_uint::try_from(lowfd).unwrap_or(0);
     log::forget_fd_range(first, c_uint::MAX);
+    file_kinds::forget_range(clamp_fd(first), c_int::MAX);
     crate::sockets::readiness::forget_range(clamp_fd(first), c_int::MAX);
     fdtable::table().remove_range(first, c_uint::MAX, release);
     // As close_range: keep the library's own fds.

@@ -280,24 +280,34 @@ pub(crate) fn sendfile(
     let Some(conn) = sock.connection() else {
         return Action::Fail(libc::ENOTCONN);
     };
-    let size = match mappable_size(in_fd) {
-        Ok(size) => size,
-        Err(e) => return Action::Fail(e),
+    // A file the program's own fstat found mappable (`file_kinds`: nginx
+    // fstats each file just before it sends it), into a ring with room:
+    // no fstat here, the read finds the end of the file. Otherwise (and
+    // when the send fails, below) the kernel's checks as they are.
+    let known = crate::platform::file_kinds::mappable(in_fd) && conn.has_room();
+    let size = if known {
+        None
+    } else {
+        match mappable_size(in_fd) {
+            Ok(size) => size,
+            Err(e) => return Action::Fail(e),
+        }
     };
     let mut pos = match offset.get() {
         Ok(p) => p,
         Err(e) => return Action::Fail(e),
     };
-    // At the end of the file: 0, whatever the socket's state (the kernel
-    // reads before it writes).
-    let at = pos
-        .or_else(|| rustix::fs::seek(sys::borrow_fd(in_fd), rustix::fs::SeekFrom::Current(0)).ok());
-    if count == 0 || matches!((at, size), (Some(a), Some(s)) if a >= s) {
+    if count == 0 || (!known && at_end(in_fd, pos, size)) {
         return Action::Done(0);
     }
     let (sent, failed) = match copy_file(conn, in_fd, count, &mut pos) {
         Ok(done) => done,
         Err(e) => {
+            // At the end of the file: 0, whatever the socket's state (the
+            // kernel reads before it writes).
+            if known && mappable_size(in_fd).is_ok_and(|size| at_end(in_fd, pos, size)) {
+                return Action::Done(0);
+            }
             if e == Errno::PIPE {
                 sys::raise_sigpipe();
             }
@@ -316,12 +326,24 @@ pub(crate) fn sendfile(
     Action::Done(sent as ssize_t)
 }
 
+/// Whether a read of `in_fd` (a regular file of `size` bytes when known)
+/// at `pos`, or at its file position, is at or past the end.
+fn at_end(in_fd: c_int, pos: Option<u64>, size: Option<u64>) -> bool {
+    let Some(size) = size else {
+        return false;
+    };
+    let at = pos
+        .or_else(|| rustix::fs::seek(sys::borrow_fd(in_fd), rustix::fs::SeekFrom::Current(0)).ok());
+    at.is_some_and(|a| a >= size)
+}
+
 /// As the kernel: the source of sendfile must be a file that can be mapped
 /// (a regular file or a block device), never a pipe or a socket (reading
 /// one of ours raw would take its doorbell bytes as data). Its size, for a
-/// regular file.
+/// regular file. Noted for the next sendfile from `in_fd` (`file_kinds`).
 fn mappable_size(in_fd: c_int) -> Result<Option<u64>, c_int> {
     let st = rustix::fs::fstat(sys::borrow_fd(in_fd)).map_err(|e| e.raw_os_error())?;
+    crate::platform::file_kinds::stat_found(in_fd, st.st_mode);
     let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
     if !matches!(
         kind,

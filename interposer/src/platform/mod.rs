@@ -10,6 +10,7 @@ mod symbols;
 
 pub mod config;
 pub mod fdtable;
+pub(crate) mod file_kinds;
 pub(crate) mod fork;
 pub(crate) mod guard;
 pub(crate) mod internal_fd;

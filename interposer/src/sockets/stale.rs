@@ -7,7 +7,7 @@
 use core::ffi::c_int;
 use std::panic::{self, AssertUnwindSafe};
 
-use crate::platform::{fdtable, guard, sys};
+use crate::platform::{fdtable, file_kinds, guard, sys};
 use crate::sockets::registry;
 
 /// A hooked call passed through and returned `fd` as a new descriptor. If
@@ -22,6 +22,7 @@ pub(crate) fn fresh(fd: c_int) {
     if fdtable::is_owned(fd) {
         stale(fd);
     }
+    file_kinds::forget(fd);
     // An epoll set known under this number is gone (dup2 onto it, or a
     // close we did not see).
     crate::sockets::readiness::forget(fd);
@@ -50,6 +51,7 @@ pub(crate) fn fresh_inside(fd: c_int) {
     if fdtable::is_owned(fd) {
         release_stale(fd);
     }
+    file_kinds::forget(fd);
     crate::sockets::readiness::forget(fd);
     crate::sockets::carry::forget(fd);
 }
