@@ -133,13 +133,16 @@ macro_rules! hooked_symbols {
     fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int => descriptor::dup3, owner old,
         fresh fresh;
     // What the program's fstat finds is noted for sendfile (`file_kinds`):
-    // nginx fstats each file it opens just before it sends it.
+    // nginx fstats each file it opens just before it sends it. Only in a
+    // process with sockets of ours (there is nothing to send into before).
     fn fstat(fd: c_int, buf: *mut libc::stat) -> c_int => descriptor::fstat,
         // SAFETY: when fstat(2) returned 0 it filled `*buf`.
-        fresh |r| unsafe { stat_returned(r, fd, buf) };
+        fresh |r| unsafe { stat_returned(r, fd, buf) },
+        gate !fdtable::table().is_empty();
     fn fstat64(fd: c_int, buf: *mut libc::stat64) -> c_int => descriptor::fstat,
         // SAFETY: as for fstat.
-        fresh |r| unsafe { stat64_returned(r, fd, buf) };
+        fresh |r| unsafe { stat64_returned(r, fd, buf) },
+        gate !fdtable::table().is_empty();
     fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int
         => descriptor::close_range;
     // glibc closes these past our close export (internal close_range,
