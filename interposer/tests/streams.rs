@@ -2105,6 +2105,31 @@ fn sendfile_sources_and_end_of_file_as_the_kernel() {
     }
 }
 
+/// A note of the program's fstat outlives its file when the number is
+/// closed and reused past the hooks (raw system calls, SCM_RIGHTS): sendfile
+/// from it is still the kernel's EINVAL, taking no pipe bytes or eventfd
+/// counts and never blocking on an empty pipe (review s31 of the note).
+#[test]
+fn sendfile_from_a_stale_note_is_einval() {
+    let net = Net::emulated("sendfile_stale");
+    let out = common::stdout_of(
+        "sendfile_stale",
+        net.c_helper("sendfile_stale", &[]).arg(net.host_str()),
+    );
+    let out = out.split_whitespace().collect::<Vec<_>>().join(" ");
+    for line in [
+        "raw close + raw pipe2 (data), offset NULL: -1 EINVAL",
+        "raw close + raw openat dir, offset NULL: -1 EINVAL",
+        "raw close + raw eventfd2, count 8: -1 EINVAL",
+        "eventfd counter afterwards: 5",
+        "raw close + SCM_RIGHTS unix socket, NULL: -1 EINVAL",
+        "raw close + raw pipe2 (empty), offset NULL: -1 EINVAL",
+    ] {
+        assert!(out.contains(line), "{line}: {out}");
+    }
+    assert!(!out.contains("peer received"), "{out}");
+}
+
 /// splice with SPLICE_F_NONBLOCK never blocks on the pipe side.
 #[test]
 fn splice_nonblock_is_eagain_on_the_pipe_side() {

@@ -231,7 +231,11 @@ pub(crate) fn syscall_is_ours(number: c_long, a: c_long) -> bool {
         fdtable::is_owned(fd) || fdtable::is_internal(fd) || log::is_log_fd(fd)
     };
     match number {
-        libc::SYS_close | libc::SYS_recvmmsg => ours(a),
+        libc::SYS_close => {
+            file_kinds::forget(a as c_int);
+            ours(a)
+        }
+        libc::SYS_recvmmsg => ours(a),
         // A kernel UDP socket becomes ours when it first sends to an
         // emulated destination.
         libc::SYS_sendmmsg => ours(a) || crate::calls::process::started(),

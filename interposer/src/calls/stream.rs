@@ -284,7 +284,13 @@ pub(crate) fn sendfile(
     // fstats each file just before it sends it), into a ring with room:
     // no fstat here, the read finds the end of the file. Otherwise (and
     // when the send fails, below) the kernel's checks as they are.
-    let known = crate::platform::file_kinds::mappable(in_fd) && conn.has_room();
+    let mut pos = match offset.get() {
+        Ok(p) => p,
+        Err(e) => return Action::Fail(e),
+    };
+    // Only with an offset: pread on a number that no longer names a file
+    // fails (ESPIPE, EISDIR) without taking data or blocking.
+    let known = pos.is_some() && crate::platform::file_kinds::mappable(in_fd) && conn.has_room();
     let size = if known {
         None
     } else {
@@ -292,10 +298,6 @@ pub(crate) fn sendfile(
             Ok(size) => size,
             Err(e) => return Action::Fail(e),
         }
-    };
-    let mut pos = match offset.get() {
-        Ok(p) => p,
-        Err(e) => return Action::Fail(e),
     };
     if count == 0 || (!known && at_end(in_fd, pos, size)) {
         return Action::Done(0);
@@ -316,6 +318,11 @@ pub(crate) fn sendfile(
     };
     if sent == 0 {
         if let Some(e) = failed {
+            if known {
+                if let Err(e) = mappable_size(in_fd) {
+                    return Action::Fail(e);
+                }
+            }
             return Action::Fail(e);
         }
     }
