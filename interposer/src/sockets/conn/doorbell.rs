@@ -415,6 +415,12 @@ impl Bell {
         if timeout.is_none() && crate::platform::sandbox::active() {
             return self.wait_sandboxed(call_fd);
         }
+        // A call pthread_cancel may end sleeps in poll (a blocking recv
+        // restarts after glibc's SIGCANCEL: SA_RESTART); the recv then
+        // finds the byte queued.
+        if timeout.is_none() && crate::platform::cancel::armed() {
+            cancellable_wait(call_fd, None)?;
+        }
         if timeout.is_none() {
             let mut one = [0u8; 1];
             return match rustix::net::recv(call_fd, &mut one, RecvFlags::PEEK) {
@@ -426,7 +432,7 @@ impl Bell {
                 Err(e) => Err(e),
             };
         }
-        handshake::wait_readable(call_fd, timeout).map(|_| Woke::Rung)
+        cancellable_wait(call_fd, timeout).map(|_| Woke::Rung)
     }
 
     /// A lazy reader's sleep (see `Connection::lazy`): a blocking recv that
@@ -447,8 +453,10 @@ impl Bell {
             // No blocking recv (nor MSG_DONTWAIT): poll, then a read that
             // finds bytes (or the end) waiting.
             wait_readable_sandboxed(call_fd, timeout)?;
-        } else if timeout.is_some() {
-            handshake::wait_readable(call_fd, timeout)?;
+        } else if timeout.is_some() || crate::platform::cancel::armed() {
+            // In poll also when pthread_cancel may end the sleep (see
+            // `wait`).
+            cancellable_wait(call_fd, timeout)?;
             flags = RecvFlags::DONTWAIT;
         }
         let mut buf = [0u8; 64];
@@ -633,6 +641,12 @@ impl Bell {
         }
         Ok(Woke::Rung)
     }
+}
+
+/// `handshake::wait_readable`, which pthread_cancel may end with EINTR.
+fn cancellable_wait(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool, Errno> {
+    crate::platform::cancel::sleep(|| handshake::wait_readable(fd, timeout))
+        .unwrap_or(Err(Errno::INTR))
 }
 
 /// revents of a zero-timeout poll of `fd` for `events` (0 on error).

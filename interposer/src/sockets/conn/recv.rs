@@ -595,7 +595,7 @@ impl Connection {
             // wait into a timed one:
             // restart it as the kernel would have.
             Err(Errno::INTR)
-                if (sliced || trim_cut)
+                if (sliced || trim_cut || crate::platform::cancel::armed())
                     && d.is_none()
                     && crate::platform::sys::interrupted_call_restarts() =>
             {

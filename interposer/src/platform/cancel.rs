@@ -1,0 +1,375 @@
+//! Thread cancellation (pthread_cancel) of a thread inside the library
+//! (decision 36).
+//!
+//! glibc cancels a thread by unwinding its stack (`_Unwind_ForcedUnwind`)
+//! from a cancellation point: a libc call such as read or poll whose
+//! wrapper finds a cancel pending, or SIGCANCEL's handler while the thread
+//! sleeps in one. That unwind must never cross the library's Rust frames:
+//! `catch_unwind` and `extern "C"` frames abort the process on it ("FATAL:
+//! exception not rethrown"). So:
+//!
+//! 1. the library's own work runs with cancellation disabled (`Hold`): its
+//!    libc calls are no cancellation points, and nothing can unwind it;
+//! 2. an export that is a cancellation point in glibc acts on a cancel
+//!    pending at entry (`test`), as glibc's wrapper does, in the
+//!    `extern "C-unwind"` export where nothing is left to drop; so does the
+//!    real function a pass-through calls, once the state is restored;
+//! 3. a sleep of ours in such a call (`sleep`) must end when the thread is
+//!    cancelled. With cancellation deferred, glibc's pthread_cancel only
+//!    sets a flag, so it is hooked here (`pthread_cancel`): it notes the
+//!    request in the target's slot and sends the target glibc's own
+//!    SIGCANCEL, whose handler does nothing while cancellation is disabled
+//!    and whose arrival ends the sleep with EINTR. The call leaves the
+//!    library with EINTR, and the export acts on the cancel (`act`); if it
+//!    stands no more (a stale request), the call is made again.
+#![allow(unsafe_code)]
+
+use core::ffi::c_int;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering::SeqCst};
+use std::cell::Cell;
+
+use crate::platform::lazysym::LazySym;
+
+const ENABLE: c_int = 0;
+const DISABLE: c_int = 1;
+const DEFERRED: c_int = 0;
+/// glibc's SIGCANCEL (`__SIGRTMIN`, below the SIGRTMIN programs see).
+const SIGCANCEL: c_int = 32;
+
+extern "C-unwind" {
+    fn pthread_testcancel();
+    fn pthread_setcancelstate(state: c_int, old: *mut c_int) -> c_int;
+    fn pthread_setcanceltype(ty: c_int, old: *mut c_int) -> c_int;
+}
+
+thread_local! {
+    /// The current call may be cancelled in a sleep of ours: it is a
+    /// cancellation point and the application left cancellation enabled.
+    static ARMED: Cell<bool> = const { Cell::new(false) };
+    /// A cancel request ended (or stopped before it began) a sleep of the
+    /// current call: the export acts on it.
+    static LEFT: Cell<bool> = const { Cell::new(false) };
+    /// This thread's slot (index + 1; 0: none yet) and the fork generation
+    /// it was taken in.
+    static MINE: Cell<(usize, u32)> = const { Cell::new((0, 0)) };
+    /// Gives the slot back at thread exit.
+    static RELEASE: Release = const { Release };
+}
+
+/// Whether glibc's function of this name is a cancellation point (one the
+/// library implements; fcntl's F_SETLKW and the rest pass through).
+pub(crate) const fn is_point(name: &str) -> bool {
+    const POINTS: &[&str] = &[
+        "accept",
+        "accept4",
+        "connect",
+        "read",
+        "write",
+        "send",
+        "recv",
+        "sendto",
+        "recvfrom",
+        "readv",
+        "writev",
+        "sendmsg",
+        "recvmsg",
+        "sendmmsg",
+        "recvmmsg",
+        "__read_chk",
+        "__recv_chk",
+        "__recvfrom_chk",
+        "poll",
+        "__poll_chk",
+        "ppoll",
+        "__ppoll_chk",
+        "select",
+        "pselect",
+        "epoll_wait",
+        "epoll_pwait",
+        "epoll_pwait2",
+        "close",
+    ];
+    let mut i = 0;
+    while i < POINTS.len() {
+        if same(POINTS[i].as_bytes(), name.as_bytes()) {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+const fn same(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+/// Acts on a cancel pending at the entry of a cancellation point, as
+/// glibc's wrapper would. Call only where nothing is left to drop.
+#[inline]
+pub(crate) fn test() {
+    // SAFETY: no arguments; it unwinds (forced) only through frames that
+    // allow it (the caller's contract).
+    unsafe { pthread_testcancel() };
+}
+
+/// Cancellation disabled while the library works (see the module docs).
+/// No Drop: `release` is called where unwinding, if the application's
+/// asynchronous cancellation acts there, has nothing to drop.
+pub(crate) struct Hold {
+    old: c_int,
+}
+
+impl Hold {
+    #[inline]
+    pub(crate) fn new(point: bool) -> Hold {
+        let mut old = ENABLE;
+        // SAFETY: a valid state and a local for the old one. Disabling
+        // never acts on a cancel.
+        unsafe { pthread_setcancelstate(DISABLE, &mut old) };
+        let _ = ARMED.try_with(|a| a.set(point && old == ENABLE));
+        let _ = LEFT.try_with(|l| l.set(false));
+        Hold { old }
+    }
+
+    /// Gives the application its state back, unless a cancel request ended
+    /// a sleep (`act` does it then). True in that case.
+    #[inline]
+    pub(crate) fn release(self) -> bool {
+        let _ = ARMED.try_with(|a| a.set(false));
+        if left() {
+            return true;
+        }
+        if self.old == ENABLE {
+            // SAFETY: a valid state. With asynchronous cancellation and a
+            // cancel pending, glibc unwinds from here: the caller's frame
+            // has nothing to drop.
+            unsafe { pthread_setcancelstate(ENABLE, ptr::null_mut()) };
+        }
+        false
+    }
+}
+
+/// A cancel request ended a sleep of the current call.
+#[inline]
+pub(crate) fn left() -> bool {
+    LEFT.try_with(Cell::get).unwrap_or(false)
+}
+
+/// After a call left the library for a cancel request (`left`): enables
+/// cancellation again and acts on it (the thread unwinds from here, with
+/// glibc's result PTHREAD_CANCELED whatever the cancel type). Returns
+/// only if the request was stale (nothing is pending in glibc).
+pub(crate) fn act() {
+    let _ = LEFT.try_with(|l| l.set(false));
+    let mut ty = DEFERRED;
+    // SAFETY: valid states and types; deferred first, so enabling does not
+    // act by itself, and pthread_testcancel sets the thread's result.
+    unsafe {
+        pthread_setcanceltype(DEFERRED, &mut ty);
+        pthread_setcancelstate(ENABLE, ptr::null_mut());
+        pthread_testcancel();
+        pthread_setcanceltype(ty, ptr::null_mut());
+    }
+}
+
+/// A thread that may sleep in the library: who, where it sleeps, what was
+/// asked of it.
+struct Slot {
+    /// pthread_t (0: free).
+    thread: AtomicU64,
+    /// Its tid while it sleeps in `sleep` (0 otherwise).
+    sleeping: AtomicI32,
+    /// pthread_cancel was called on it.
+    requested: AtomicBool,
+}
+
+const SLOTS: usize = 4096;
+#[allow(clippy::declare_interior_mutable_const)]
+const FREE: Slot = Slot {
+    thread: AtomicU64::new(0),
+    sleeping: AtomicI32::new(0),
+    requested: AtomicBool::new(false),
+};
+static TABLE: [Slot; SLOTS] = [FREE; SLOTS];
+
+fn self_id() -> u64 {
+    crate::platform::sys::thread_id()
+}
+
+/// The slot of `thread`, if it has one.
+fn find(thread: u64) -> Option<&'static Slot> {
+    TABLE.iter().find(|s| s.thread.load(SeqCst) == thread)
+}
+
+/// A free slot, taken for `thread`.
+fn claim(thread: u64) -> Option<&'static Slot> {
+    TABLE.iter().find(|s| {
+        s.thread.load(SeqCst) == 0 && s.thread.compare_exchange(0, thread, SeqCst, SeqCst).is_ok()
+    })
+}
+
+/// This thread's slot: the one it took in this fork generation, or one
+/// pthread_cancel took for it (a request made before it first slept), or
+/// a free one.
+fn mine() -> Option<&'static Slot> {
+    let generation = crate::platform::fork::generation();
+    let (index, taken_in) = MINE.try_with(Cell::get).ok()?;
+    if index != 0 && taken_in == generation {
+        return TABLE.get(index - 1);
+    }
+    let me = self_id();
+    // In a child, slots of the parent's other threads are left: theirs
+    // may be reused by new threads with the same pthread_t, which then
+    // only see a stale request (a call made again).
+    let slot = find(me).or_else(|| claim(me))?;
+    let index = TABLE.iter().position(|s| ptr::eq(s, slot))? + 1;
+    let _ = MINE.try_with(|m| m.set((index, generation)));
+    let _ = RELEASE.try_with(|_| ());
+    Some(slot)
+}
+
+/// Frees this thread's slot when it exits.
+struct Release;
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let me = self_id();
+        if let Some((index, _)) = MINE.try_with(Cell::get).ok().filter(|m| m.0 != 0) {
+            if let Some(slot) = TABLE.get(index - 1) {
+                if slot.thread.load(SeqCst) == me {
+                    slot.requested.store(false, SeqCst);
+                    slot.sleeping.store(0, SeqCst);
+                    slot.thread.store(0, SeqCst);
+                }
+            }
+        }
+    }
+}
+
+/// Runs `sleep`, a system call that a signal ends with EINTR, so that
+/// pthread_cancel can end it; None (and no sleep) when a cancel request
+/// is already here. Outside an armed call it just runs it.
+pub(crate) fn sleep<R>(sleep: impl FnOnce() -> R) -> Option<R> {
+    if !ARMED.try_with(Cell::get).unwrap_or(false) {
+        return Some(sleep());
+    }
+    // Told to leave already (a caller on the way out may try again).
+    if left() {
+        return None;
+    }
+    let Some(slot) = mine() else {
+        return Some(sleep());
+    };
+    slot.sleeping
+        .store(rustix::thread::gettid().as_raw_nonzero().get(), SeqCst);
+    if slot.requested.swap(false, SeqCst) {
+        slot.sleeping.store(0, SeqCst);
+        let _ = LEFT.try_with(|l| l.set(true));
+        return None;
+    }
+    let r = sleep();
+    slot.sleeping.store(0, SeqCst);
+    // Woken for it (or it came as the sleep ended): the call leaves.
+    if slot.requested.swap(false, SeqCst) {
+        let _ = LEFT.try_with(|l| l.set(true));
+    }
+    Some(r)
+}
+
+/// Whether the current call must leave for a cancel request (after a
+/// sleep ended with EINTR, before it would be restarted).
+pub(crate) fn requested() -> bool {
+    if left() {
+        return true;
+    }
+    if !ARMED.try_with(Cell::get).unwrap_or(false) {
+        return false;
+    }
+    let Some(slot) = mine() else {
+        return false;
+    };
+    if slot.requested.swap(false, SeqCst) {
+        let _ = LEFT.try_with(|l| l.set(true));
+        return true;
+    }
+    false
+}
+
+/// Whether the current call may be cancelled in a sleep of ours (its
+/// sleeps must then end on a signal, see `sleep`).
+pub(crate) fn armed() -> bool {
+    ARMED.try_with(Cell::get).unwrap_or(false)
+}
+
+/// After the real pthread_cancel(thread) succeeded: note the request and
+/// end the target's sleep in the library, if it is in one.
+fn wake(thread: u64) {
+    let Some(slot) = find(thread).or_else(|| claim(thread)) else {
+        return;
+    };
+    slot.requested.store(true, SeqCst);
+    let pid = rustix::process::getpid();
+    // A signal that arrives just before the target's system call begins
+    // is spent on the handler: send again until it is awake (bounded).
+    for round in 0..300u32 {
+        let tid = slot.sleeping.load(SeqCst);
+        if tid == 0 || !slot.requested.load(SeqCst) || slot.thread.load(SeqCst) != thread {
+            return;
+        }
+        // SAFETY: tgkill with integers: a thread of this process, and the
+        // signal glibc itself sends for cancellation (its handler is
+        // installed: the real pthread_cancel ran).
+        unsafe { libc::syscall(libc::SYS_tgkill, pid.as_raw_nonzero().get(), tid, SIGCANCEL) };
+        if round < 20 {
+            rustix::thread::sched_yield();
+        } else {
+            let _ = rustix::thread::nanosleep(&rustix::thread::Timespec {
+                tv_sec: 0,
+                tv_nsec: 1_000_000,
+            });
+        }
+    }
+}
+
+/// `pthread_cancel(thread)`: the real one, then the target's sleep in the
+/// library is ended (see the module docs).
+///
+/// # Safety
+/// Called from C under pthread_cancel's contract.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C-unwind" fn pthread_cancel(thread: libc::pthread_t) -> c_int {
+    static REAL: LazySym = LazySym::new(c"pthread_cancel");
+    let Some(f) = REAL.get() else {
+        return libc::ENOSYS;
+    };
+    // SAFETY: dlsym's address of pthread_cancel, whose prototype this is;
+    // it unwinds only when a thread cancels itself asynchronously.
+    let real = unsafe {
+        core::mem::transmute::<
+            *mut core::ffi::c_void,
+            unsafe extern "C-unwind" fn(libc::pthread_t) -> c_int,
+        >(f)
+    };
+    // SAFETY: the caller's argument, to the real function.
+    let rc = unsafe { real(thread) };
+    if rc == 0 {
+        let saved = crate::platform::sys::errno();
+        let hold = Hold::new(false);
+        #[allow(clippy::unnecessary_cast)] // pthread_t is u64 on 64-bit glibc
+        wake(thread as u64);
+        hold.release();
+        crate::platform::sys::set_errno(saved);
+    }
+    rc
+}
