@@ -50,9 +50,9 @@ thread_local! {
     /// A cancel request ended (or stopped before it began) a sleep of the
     /// current call: the export acts on it.
     static LEFT: Cell<bool> = const { Cell::new(false) };
-    /// This thread's slot (index + 1; 0: none yet) and the fork generation
-    /// it was taken in.
-    static MINE: Cell<(usize, u32)> = const { Cell::new((0, 0)) };
+    /// This thread's slot (index + 1; 0: none yet), the fork generation
+    /// it was taken in, and the thread's tid then.
+    static MINE: Cell<(usize, u32, i32)> = const { Cell::new((0, 0, 0)) };
     /// Gives the slot back at thread exit.
     static RELEASE: Release = const { Release };
 }
@@ -222,11 +222,11 @@ fn claim(thread: u64) -> Option<&'static Slot> {
 /// This thread's slot: the one it took in this fork generation, or one
 /// pthread_cancel took for it (a request made before it first slept), or
 /// a free one.
-fn mine() -> Option<&'static Slot> {
+fn mine() -> Option<(&'static Slot, i32)> {
     let generation = crate::platform::fork::generation();
-    let (index, taken_in) = MINE.try_with(Cell::get).ok()?;
+    let (index, taken_in, tid) = MINE.try_with(Cell::get).ok()?;
     if index != 0 && taken_in == generation {
-        return TABLE.get(index - 1);
+        return Some((TABLE.get(index - 1)?, tid));
     }
     let me = self_id();
     // In a child, slots of the parent's other threads are left: theirs
@@ -234,9 +234,10 @@ fn mine() -> Option<&'static Slot> {
     // only see a stale request (a call made again).
     let slot = find(me).or_else(|| claim(me))?;
     let index = TABLE.iter().position(|s| ptr::eq(s, slot))? + 1;
-    let _ = MINE.try_with(|m| m.set((index, generation)));
+    let tid = rustix::thread::gettid().as_raw_nonzero().get();
+    let _ = MINE.try_with(|m| m.set((index, generation, tid)));
     let _ = RELEASE.try_with(|_| ());
-    Some(slot)
+    Some((slot, tid))
 }
 
 /// Frees this thread's slot when it exits.
@@ -245,7 +246,7 @@ struct Release;
 impl Drop for Release {
     fn drop(&mut self) {
         let me = self_id();
-        if let Some((index, _)) = MINE.try_with(Cell::get).ok().filter(|m| m.0 != 0) {
+        if let Some((index, _, _)) = MINE.try_with(Cell::get).ok().filter(|m| m.0 != 0) {
             if let Some(slot) = TABLE.get(index - 1) {
                 if slot.thread.load(SeqCst) == me {
                     slot.requested.store(false, SeqCst);
@@ -261,18 +262,19 @@ impl Drop for Release {
 /// pthread_cancel can end it; None (and no sleep) when a cancel request
 /// is already here. Outside an armed call it just runs it.
 pub(crate) fn sleep<R>(sleep: impl FnOnce() -> R) -> Option<R> {
-    if !ARMED.try_with(Cell::get).unwrap_or(false) {
+    // Sandboxed: gettid may be outside the program's filter (its sleeps
+    // are not ended by pthread_cancel, docs/compatibility.md).
+    if !ARMED.try_with(Cell::get).unwrap_or(false) || crate::platform::sandbox::active() {
         return Some(sleep());
     }
     // Told to leave already (a caller on the way out may try again).
     if left() {
         return None;
     }
-    let Some(slot) = mine() else {
+    let Some((slot, tid)) = mine() else {
         return Some(sleep());
     };
-    slot.sleeping
-        .store(rustix::thread::gettid().as_raw_nonzero().get(), SeqCst);
+    slot.sleeping.store(tid, SeqCst);
     if slot.requested.swap(false, SeqCst) {
         slot.sleeping.store(0, SeqCst);
         let _ = LEFT.try_with(|l| l.set(true));
@@ -296,7 +298,7 @@ pub(crate) fn requested() -> bool {
     if !ARMED.try_with(Cell::get).unwrap_or(false) {
         return false;
     }
-    let Some(slot) = mine() else {
+    let Some((slot, _)) = mine() else {
         return false;
     };
     if slot.requested.swap(false, SeqCst) {

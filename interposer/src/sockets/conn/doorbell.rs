@@ -64,6 +64,9 @@ pub(crate) struct Bell {
     /// (`Connection::peer_gone_now`) instead of filling a ring nobody will
     /// read.
     suspect: AtomicU8,
+    /// Our end has a receive timeout (`interruptible`): its blocking recv
+    /// ends with EINTR on any signal, pthread_cancel's SIGCANCEL included.
+    interruptible: AtomicBool,
 }
 
 /// An error on our end of the Unix connection that means the peer's end is
@@ -125,6 +128,7 @@ impl Bell {
             fill_bytes: sndbuf / 4 + 1,
             closing: AtomicBool::new(false),
             suspect: AtomicU8::new(Suspect::No as u8),
+            interruptible: AtomicBool::new(false),
         })
     }
 
@@ -394,6 +398,26 @@ impl Bell {
         .unwrap_or(true)
     }
 
+    /// Before a blocking recv in a call pthread_cancel may end: glibc's
+    /// SIGCANCEL has SA_RESTART, after which the kernel restarts a blocking
+    /// recv on a socket without a receive timeout and the sleep would never
+    /// end. With one (an hour: the wait then just goes on), every signal
+    /// ends it with EINTR, and the caller restarts it or not as the
+    /// kernel would have (`sys::interrupted_call_restarts`). Set once per
+    /// connection; the application's SO_RCVTIMEO is the library's own.
+    fn interruptible(&self, call_fd: BorrowedFd<'_>) {
+        if !crate::platform::cancel::armed() || self.interruptible.load(Ordering::Relaxed) {
+            return;
+        }
+        self.interruptible.store(true, Ordering::Relaxed);
+        let hour = Some(Duration::from_secs(3600));
+        let _ = rustix::net::sockopt::set_socket_timeout(
+            call_fd,
+            rustix::net::sockopt::Timeout::Recv,
+            hour,
+        );
+    }
+
     /// Waits for a doorbell byte or hang-up; Err(INTR) on a signal.
     ///
     /// Without a timeout this is a blocking `recv(MSG_PEEK)` of one byte,
@@ -415,15 +439,13 @@ impl Bell {
         if timeout.is_none() && crate::platform::sandbox::active() {
             return self.wait_sandboxed(call_fd);
         }
-        // A call pthread_cancel may end sleeps in poll (a blocking recv
-        // restarts after glibc's SIGCANCEL: SA_RESTART); the recv then
-        // finds the byte queued.
-        if timeout.is_none() && crate::platform::cancel::armed() {
-            cancellable_wait(call_fd, None)?;
-        }
         if timeout.is_none() {
+            self.interruptible(call_fd);
             let mut one = [0u8; 1];
-            return match rustix::net::recv(call_fd, &mut one, RecvFlags::PEEK) {
+            let got = crate::platform::cancel::sleep(|| {
+                rustix::net::recv(call_fd, &mut one, RecvFlags::PEEK)
+            });
+            return match got.unwrap_or(Err(Errno::INTR)) {
                 Ok((0, _)) => Ok(Woke::HungUp),
                 Ok(_) => Ok(Woke::Rung),
                 // Made non-blocking meanwhile (by another process).
@@ -453,11 +475,11 @@ impl Bell {
             // No blocking recv (nor MSG_DONTWAIT): poll, then a read that
             // finds bytes (or the end) waiting.
             wait_readable_sandboxed(call_fd, timeout)?;
-        } else if timeout.is_some() || crate::platform::cancel::armed() {
-            // In poll also when pthread_cancel may end the sleep (see
-            // `wait`).
+        } else if timeout.is_some() {
             cancellable_wait(call_fd, timeout)?;
             flags = RecvFlags::DONTWAIT;
+        } else {
+            self.interruptible(call_fd);
         }
         let mut buf = [0u8; 64];
         let got = if crate::platform::sandbox::active() {
@@ -466,7 +488,9 @@ impl Bell {
             }
             rustix::io::read(call_fd, &mut buf).map(|n| (n, ()))
         } else {
-            rustix::net::recv(call_fd, &mut buf, flags).map(|(n, _)| (n, ()))
+            crate::platform::cancel::sleep(|| rustix::net::recv(call_fd, &mut buf, flags))
+                .unwrap_or(Err(Errno::INTR))
+                .map(|(n, _)| (n, ()))
         };
         match got {
             Ok((0, _)) => Ok(Woke::HungUp),
