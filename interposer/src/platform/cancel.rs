@@ -34,6 +34,12 @@ use crate::platform::lazysym::LazySym;
 const ENABLE: c_int = 0;
 const DISABLE: c_int = 1;
 const DEFERRED: c_int = 0;
+/// The current call may be cancelled in a sleep of ours: it is a
+/// cancellation point and the application left cancellation enabled.
+const ARMED: u8 = 1;
+/// A cancel request ended (or stopped before it began) a sleep of the
+/// current call: the export acts on it.
+const LEFT: u8 = 2;
 /// glibc's SIGCANCEL (`__SIGRTMIN`, below the SIGRTMIN programs see).
 const SIGCANCEL: c_int = 32;
 
@@ -44,12 +50,10 @@ extern "C-unwind" {
 }
 
 thread_local! {
-    /// The current call may be cancelled in a sleep of ours: it is a
-    /// cancellation point and the application left cancellation enabled.
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-    /// A cancel request ended (or stopped before it began) a sleep of the
-    /// current call: the export acts on it.
-    static LEFT: Cell<bool> = const { Cell::new(false) };
+    /// The current call's `ARMED` and `LEFT` bits (one thread-local: each
+    /// access is a `__tls_get_addr` call in a shared library, on every
+    /// call).
+    static STATE: Cell<u8> = const { Cell::new(0) };
     /// This thread's slot (index + 1; 0: none yet), the fork generation
     /// it was taken in, and the thread's tid then.
     static MINE: Cell<(usize, u32, i32)> = const { Cell::new((0, 0, 0)) };
@@ -137,8 +141,8 @@ impl Hold {
         // SAFETY: a valid state and a local for the old one. Disabling
         // never acts on a cancel.
         unsafe { pthread_setcancelstate(DISABLE, &mut old) };
-        let _ = ARMED.try_with(|a| a.set(point && old == ENABLE));
-        let _ = LEFT.try_with(|l| l.set(false));
+        let armed = if point && old == ENABLE { ARMED } else { 0 };
+        let _ = STATE.try_with(|s| s.set(armed));
         Hold { old }
     }
 
@@ -146,8 +150,9 @@ impl Hold {
     /// a sleep (`act` does it then). True in that case.
     #[inline]
     pub(crate) fn release(self) -> bool {
-        let _ = ARMED.try_with(|a| a.set(false));
-        if left() {
+        let state = STATE.try_with(|s| s.replace(0)).unwrap_or(0);
+        if state & LEFT != 0 {
+            let _ = STATE.try_with(|s| s.set(LEFT));
             return true;
         }
         if self.old == ENABLE {
@@ -163,7 +168,7 @@ impl Hold {
 /// A cancel request ended a sleep of the current call.
 #[inline]
 pub(crate) fn left() -> bool {
-    LEFT.try_with(Cell::get).unwrap_or(false)
+    bits() & LEFT != 0
 }
 
 /// After a call left the library for a cancel request (`left`): enables
@@ -171,7 +176,7 @@ pub(crate) fn left() -> bool {
 /// glibc's result PTHREAD_CANCELED whatever the cancel type). Returns
 /// only if the request was stale (nothing is pending in glibc).
 pub(crate) fn act() {
-    let _ = LEFT.try_with(|l| l.set(false));
+    let _ = STATE.try_with(|s| s.set(0));
     let mut ty = DEFERRED;
     // SAFETY: valid states and types; deferred first, so enabling does not
     // act by itself, and pthread_testcancel sets the thread's result.
@@ -264,7 +269,7 @@ impl Drop for Release {
 pub(crate) fn sleep<R>(sleep: impl FnOnce() -> R) -> Option<R> {
     // Sandboxed: gettid may be outside the program's filter (its sleeps
     // are not ended by pthread_cancel, docs/compatibility.md).
-    if !ARMED.try_with(Cell::get).unwrap_or(false) || crate::platform::sandbox::active() {
+    if !armed() || crate::platform::sandbox::active() {
         return Some(sleep());
     }
     // Told to leave already (a caller on the way out may try again).
@@ -277,14 +282,14 @@ pub(crate) fn sleep<R>(sleep: impl FnOnce() -> R) -> Option<R> {
     slot.sleeping.store(tid, SeqCst);
     if slot.requested.swap(false, SeqCst) {
         slot.sleeping.store(0, SeqCst);
-        let _ = LEFT.try_with(|l| l.set(true));
+        leave();
         return None;
     }
     let r = sleep();
     slot.sleeping.store(0, SeqCst);
     // Woken for it (or it came as the sleep ended): the call leaves.
     if slot.requested.swap(false, SeqCst) {
-        let _ = LEFT.try_with(|l| l.set(true));
+        leave();
     }
     Some(r)
 }
@@ -295,14 +300,14 @@ pub(crate) fn requested() -> bool {
     if left() {
         return true;
     }
-    if !ARMED.try_with(Cell::get).unwrap_or(false) {
+    if !armed() {
         return false;
     }
     let Some((slot, _)) = mine() else {
         return false;
     };
     if slot.requested.swap(false, SeqCst) {
-        let _ = LEFT.try_with(|l| l.set(true));
+        leave();
         return true;
     }
     false
@@ -311,7 +316,16 @@ pub(crate) fn requested() -> bool {
 /// Whether the current call may be cancelled in a sleep of ours (its
 /// sleeps must then end on a signal, see `sleep`).
 pub(crate) fn armed() -> bool {
-    ARMED.try_with(Cell::get).unwrap_or(false)
+    bits() & ARMED != 0
+}
+
+fn bits() -> u8 {
+    STATE.try_with(Cell::get).unwrap_or(0)
+}
+
+/// The current call leaves for a cancel request.
+fn leave() {
+    let _ = STATE.try_with(|s| s.set(s.get() | LEFT));
 }
 
 /// After the real pthread_cancel(thread) succeeded: note the request and
