@@ -313,6 +313,13 @@ pub(crate) fn requested() -> bool {
     false
 }
 
+/// After a wait of ours ended with EINTR: whether the call restarts it,
+/// as the kernel would have (`sys::interrupted_call_restarts`), unless a
+/// cancel request ended it (then the call leaves).
+pub(crate) fn restarts() -> bool {
+    !requested() && crate::platform::sys::interrupted_call_restarts()
+}
+
 /// Whether the current call may be cancelled in a sleep of ours (its
 /// sleeps must then end on a signal, see `sleep`).
 pub(crate) fn armed() -> bool {

@@ -11,10 +11,6 @@ use core::ptr;
 /// EINTR, which such a program expects; Python installs its handlers so).
 /// glibc's internal SIGCANCEL/SIGSETXID (32, 33) are ignored.
 pub(crate) fn interrupted_call_restarts() -> bool {
-    // pthread_cancel's SIGCANCEL (`cancel`): the call leaves.
-    if crate::platform::cancel::requested() {
-        return false;
-    }
     // Sandboxed: sigaction is outside the filter; the dispositions were
     // taken before it went on.
     let no_restart = if crate::platform::sandbox::active() {

@@ -688,7 +688,9 @@ fn wait_readable_sandboxed(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Res
     loop {
         return match sys::poll_fd(fd, libc::POLLIN | libc::POLLRDHUP, ms) {
             Ok(_) => Ok(()),
-            Err(Errno::INTR) if timeout.is_none() && sys::interrupted_call_restarts() => continue,
+            Err(Errno::INTR) if timeout.is_none() && crate::platform::cancel::restarts() => {
+                continue
+            }
             Err(e) => Err(e),
         };
     }

@@ -597,7 +597,7 @@ impl Connection {
             Err(Errno::INTR)
                 if (sliced || trim_cut || crate::platform::cancel::armed())
                     && d.is_none()
-                    && crate::platform::sys::interrupted_call_restarts() =>
+                    && crate::platform::cancel::restarts() =>
             {
                 Ok(())
             }

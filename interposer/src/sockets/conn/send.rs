@@ -291,9 +291,7 @@ impl Connection {
             break match woke.unwrap_or(Err(RingError::Interrupted)) {
                 Ok(()) => Ok(()),
                 // A write that moved bytes already returns their count.
-                Err(RingError::Interrupted)
-                    if !partial && crate::platform::sys::interrupted_call_restarts() =>
-                {
+                Err(RingError::Interrupted) if !partial && crate::platform::cancel::restarts() => {
                     continue
                 }
                 Err(RingError::Interrupted) => Err(Errno::INTR),

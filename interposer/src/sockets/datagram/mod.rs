@@ -451,9 +451,7 @@ impl Datagram {
                         std::thread::sleep(std::time::Duration::from_millis(10));
                     }
                     Ok(_) => {}
-                    Err(Errno::INTR)
-                        if limit.is_none() && crate::platform::sys::interrupted_call_restarts() => {
-                    }
+                    Err(Errno::INTR) if limit.is_none() && crate::platform::cancel::restarts() => {}
                     Err(e) => return Err(e),
                 }
                 continue;
@@ -486,8 +484,7 @@ impl Datagram {
             inbox.after_wake();
             match woke {
                 Ok(_) => {}
-                Err(Errno::INTR)
-                    if limit.is_none() && crate::platform::sys::interrupted_call_restarts() => {}
+                Err(Errno::INTR) if limit.is_none() && crate::platform::cancel::restarts() => {}
                 Err(e) => return Err(e),
             }
         }

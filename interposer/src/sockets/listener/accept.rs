@@ -120,7 +120,7 @@ impl Listener {
                 Ok(_) => {}
                 // With a receive timeout the kernel never restarts accept
                 // (signal(7)): EINTR even under SA_RESTART.
-                Err(Errno::INTR) if deadline.is_none() && sys::interrupted_call_restarts() => {}
+                Err(Errno::INTR) if deadline.is_none() && crate::platform::cancel::restarts() => {}
                 Err(e) => return Err(e),
             }
         }
