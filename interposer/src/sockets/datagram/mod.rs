@@ -444,7 +444,8 @@ impl Datagram {
                 let limit = *deadline
                     .get_or_insert_with(|| self.rcvtimeo().map(|t| std::time::Instant::now() + t));
                 let ms = ms_left(limit)?;
-                match self.shell.wait(ms) {
+                let woke = crate::platform::cancel::sleep(|| self.shell.wait(ms));
+                match woke.unwrap_or(Err(Errno::INTR)) {
                     Ok(true) if !self.emulated() && !self.shell.ready() => {
                         // Readable for another process's Inbox (a parent
                         // that named the instance after it forked us).
@@ -480,7 +481,8 @@ impl Datagram {
             let limit = *deadline
                 .get_or_insert_with(|| self.rcvtimeo().map(|t| std::time::Instant::now() + t));
             let ms = ms_left(limit)?;
-            let woke = inbox.wait(ms);
+            let woke =
+                crate::platform::cancel::sleep(|| inbox.wait(ms)).unwrap_or(Err(Errno::INTR));
             inbox.after_wake();
             match woke {
                 Ok(_) => {}
