@@ -387,11 +387,20 @@ pub unsafe extern "C-unwind" fn pthread_cancel(thread: libc::pthread_t) -> c_int
     // SAFETY: the caller's argument, to the real function.
     let rc = unsafe { real(thread) };
     if rc == 0 {
+        // Not a `Hold`: the caller may be a signal handler that
+        // interrupted a call of ours, whose bits must stay.
         let saved = crate::platform::sys::errno();
-        let hold = Hold::new(false);
+        let mut old = ENABLE;
+        // SAFETY: valid states; disabling never acts, and enabling acts
+        // only on this thread's own pending asynchronous cancel, with
+        // nothing to drop here.
+        unsafe { pthread_setcancelstate(DISABLE, &mut old) };
         #[allow(clippy::unnecessary_cast)] // pthread_t is u64 on 64-bit glibc
         wake(thread as u64);
-        hold.release();
+        if old == ENABLE {
+            // SAFETY: as above.
+            unsafe { pthread_setcancelstate(ENABLE, ptr::null_mut()) };
+        }
         crate::platform::sys::set_errno(saved);
     }
     rc
