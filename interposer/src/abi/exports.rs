@@ -41,7 +41,8 @@ use crate::sockets::stale::{fresh, fresh_epoll, fresh_if_dup};
 pub(crate) fn dispatch<R: CRet>(
     call: &'static str,
     owned_fd: Option<c_int>,
-    point: bool,
+    entry: u64,
+    plain: bool,
     trace_args: impl FnOnce(&mut fmt::Formatter<'_>) -> fmt::Result,
     logic: impl FnOnce() -> Action<R>,
     real: impl FnOnce() -> R,
@@ -85,7 +86,19 @@ pub(crate) fn dispatch<R: CRet>(
         return (real(), false);
     };
     let saved = sys::errno();
-    let hold = cancel::Hold::new(point);
+    // A call that only passes a foreign fd through (`cancel::plain`) once
+    // the process is set up and no deferred release is due: no libc
+    // cancellation point of ours can run before the real one, so the
+    // application's state can stay as it is (the call's cost, decision 36).
+    let foreign = plain
+        && owned_fd.is_some_and(|fd| !fdtable::is_owned(fd))
+        && process::started()
+        && !registry::deferred_pending();
+    let hold = if foreign {
+        cancel::Hold::none()
+    } else {
+        cancel::Hold::new(entry)
+    };
     let decided = panic::catch_unwind(AssertUnwindSafe(|| {
         process::init();
         registry::release_deferred();
@@ -189,16 +202,21 @@ macro_rules! exports {
                     }
                 )?
                 const POINT: bool = cancel::is_point(stringify!($name));
+                const PLAIN: bool = cancel::plain(stringify!($name));
+                loop {
+                let mut entry = 0;
                 if POINT {
-                    // A cancel pending at entry acts here, as in glibc's
-                    // wrapper (nothing to drop in this frame).
+                    // Requests from here on are this call's (see
+                    // `cancel::stamp`); one pending acts here, as in
+                    // glibc's wrapper (nothing to drop in this frame).
+                    entry = cancel::stamp();
                     cancel::test();
                 }
-                loop {
                 let (result, left) = dispatch(
                     stringify!($name),
                     exports!(@owner $($owner)?),
-                    POINT,
+                    entry,
+                    PLAIN,
                     |f| fmt_args(f, &[$(&$arg as &dyn fmt::Debug,)* $($(&$va as &dyn fmt::Debug),+)?]),
                     || $logic($($arg,)* $($($va),+)?),
                     || {
@@ -534,6 +552,7 @@ mod tests {
         let (r, _): (c_int, bool) = dispatch(
             "test",
             None,
+            0,
             false,
             |_| Ok(()),
             || panic!("boom"),
@@ -548,12 +567,20 @@ mod tests {
         let handle = fdtable::Handle::new(1, 1).unwrap();
         fdtable::table().insert(fd, handle).unwrap();
         let _outer = guard::enter("outer").unwrap();
-        let (r, _): (c_int, bool) =
-            dispatch("t", Some(fd), false, |_| Ok(()), || Action::Done(0), || 7);
+        let (r, _): (c_int, bool) = dispatch(
+            "t",
+            Some(fd),
+            0,
+            false,
+            |_| Ok(()),
+            || Action::Done(0),
+            || 7,
+        );
         assert_eq!((r, sys::errno()), (-1, libc::EIO));
         let (r, _): (c_int, bool) = dispatch(
             "t",
             Some(fd + 1),
+            0,
             false,
             |_| Ok(()),
             || Action::Done(0),
@@ -569,6 +596,7 @@ mod tests {
         let (r, _): (ssize_t, bool) = dispatch(
             "t",
             None,
+            0,
             false,
             |_| Ok(()),
             || {
@@ -579,11 +607,12 @@ mod tests {
         );
         assert_eq!(r, libc::EXDEV as ssize_t);
         let (r, _): (c_int, bool) =
-            dispatch("t", None, false, |_| Ok(()), || Action::Done(5), || -9);
+            dispatch("t", None, 0, false, |_| Ok(()), || Action::Done(5), || -9);
         assert_eq!((r, sys::errno()), (5, libc::EXDEV));
         let (r, _): (c_int, bool) = dispatch(
             "t",
             None,
+            0,
             false,
             |_| Ok(()),
             || Action::Fail(libc::EPIPE),

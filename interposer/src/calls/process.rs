@@ -124,6 +124,7 @@ extern "C" fn child() {
     crate::sockets::readiness::after_fork_child();
     crate::sockets::carry::after_fork_child();
     crate::sockets::quiet::after_fork_child();
+    crate::platform::cancel::after_fork_child();
 }
 
 /// setns(2)/unshare(2): passed through; what the library learnt about the

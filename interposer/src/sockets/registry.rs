@@ -222,6 +222,11 @@ static LEAKED: AtomicU32 = AtomicU32::new(0);
 
 /// Releases what `defer_release` parked; one load when there is nothing.
 #[inline]
+/// Whether `release_deferred` has work to do.
+pub(crate) fn deferred_pending() -> bool {
+    DEFERRED_ANY.load(Ordering::Acquire)
+}
+
 pub(crate) fn release_deferred() {
     if !DEFERRED_ANY.load(Ordering::Acquire) {
         return;

@@ -64,9 +64,6 @@ pub(crate) struct Bell {
     /// (`Connection::peer_gone_now`) instead of filling a ring nobody will
     /// read.
     suspect: AtomicU8,
-    /// Our end has a receive timeout (`interruptible`): its blocking recv
-    /// ends with EINTR on any signal, pthread_cancel's SIGCANCEL included.
-    interruptible: AtomicBool,
 }
 
 /// An error on our end of the Unix connection that means the peer's end is
@@ -128,7 +125,6 @@ impl Bell {
             fill_bytes: sndbuf / 4 + 1,
             closing: AtomicBool::new(false),
             suspect: AtomicU8::new(Suspect::No as u8),
-            interruptible: AtomicBool::new(false),
         })
     }
 
@@ -398,26 +394,6 @@ impl Bell {
         .unwrap_or(true)
     }
 
-    /// Before a blocking recv in a call pthread_cancel may end: glibc's
-    /// SIGCANCEL has SA_RESTART, after which the kernel restarts a blocking
-    /// recv on a socket without a receive timeout and the sleep would never
-    /// end. With one (an hour: the wait then just goes on), every signal
-    /// ends it with EINTR, and the caller restarts it or not as the
-    /// kernel would have (`sys::interrupted_call_restarts`). Set once per
-    /// connection; the application's SO_RCVTIMEO is the library's own.
-    fn interruptible(&self, call_fd: BorrowedFd<'_>) {
-        if !crate::platform::cancel::armed() || self.interruptible.load(Ordering::Relaxed) {
-            return;
-        }
-        self.interruptible.store(true, Ordering::Relaxed);
-        let hour = Some(Duration::from_secs(3600));
-        let _ = rustix::net::sockopt::set_socket_timeout(
-            call_fd,
-            rustix::net::sockopt::Timeout::Recv,
-            hour,
-        );
-    }
-
     /// Waits for a doorbell byte or hang-up; Err(INTR) on a signal.
     ///
     /// Without a timeout this is a blocking `recv(MSG_PEEK)` of one byte,
@@ -440,7 +416,6 @@ impl Bell {
             return self.wait_sandboxed(call_fd);
         }
         if timeout.is_none() {
-            self.interruptible(call_fd);
             let mut one = [0u8; 1];
             let got = crate::platform::cancel::sleep(|| {
                 rustix::net::recv(call_fd, &mut one, RecvFlags::PEEK)
@@ -478,8 +453,6 @@ impl Bell {
         } else if timeout.is_some() {
             cancellable_wait(call_fd, timeout)?;
             flags = RecvFlags::DONTWAIT;
-        } else {
-            self.interruptible(call_fd);
         }
         let mut buf = [0u8; 64];
         let got = if crate::platform::sandbox::active() {
