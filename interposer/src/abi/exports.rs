@@ -86,22 +86,19 @@ pub(crate) fn dispatch<R: CRet>(
         return (real(), false);
     };
     let saved = sys::errno();
-    // A call that only passes a foreign fd through (`cancel::plain`) once
-    // the process is set up and no deferred release is due: no libc
-    // cancellation point of ours can run before the real one, so the
-    // application's state can stay as it is (the call's cost, decision 36).
-    let foreign = plain
-        && owned_fd.is_some_and(|fd| !fdtable::is_owned(fd))
-        && process::started()
-        && !registry::deferred_pending();
-    let hold = if foreign {
+    // A foreign fd's pass-through (`foreign`): the application's state
+    // stays as it is.
+    let hold = if plain {
         cancel::Hold::none()
     } else {
         cancel::Hold::new(entry)
     };
     let decided = panic::catch_unwind(AssertUnwindSafe(|| {
-        process::init();
-        registry::release_deferred();
+        // `plain`: both found done already (`foreign`).
+        if !plain {
+            process::init();
+            registry::release_deferred();
+        }
         logic()
     }));
     drop(inside);
@@ -146,6 +143,19 @@ pub(crate) fn dispatch<R: CRet>(
         sys::set_errno(errno);
     }
     (result, left)
+}
+
+/// Whether a call that only passes a foreign fd through (`cancel::plain`)
+/// finds `fd` foreign, the process set up and no deferred release due: no
+/// libc cancellation point of ours can run before the real one, which acts
+/// on a pending cancel itself, so neither the entry's `pthread_testcancel`
+/// nor a change of the cancellation state is needed (decision 36: the
+/// cost of every call).
+#[inline(always)]
+pub(crate) fn foreign(fd: Option<c_int>) -> bool {
+    fd.is_some_and(|fd| !fdtable::is_owned(fd))
+        && process::started()
+        && !registry::deferred_pending()
 }
 
 /// `(a, b, c)` for the trace line.
@@ -203,9 +213,10 @@ macro_rules! exports {
                 )?
                 const POINT: bool = cancel::is_point(stringify!($name));
                 const PLAIN: bool = cancel::plain(stringify!($name));
+                let plain = PLAIN && foreign(exports!(@owner $($owner)?));
                 loop {
                 let mut entry = 0;
-                if POINT {
+                if POINT && !plain {
                     // Requests from here on are this call's (see
                     // `cancel::stamp`); one pending acts here, as in
                     // glibc's wrapper (nothing to drop in this frame).
@@ -216,7 +227,7 @@ macro_rules! exports {
                     stringify!($name),
                     exports!(@owner $($owner)?),
                     entry,
-                    PLAIN,
+                    plain,
                     |f| fmt_args(f, &[$(&$arg as &dyn fmt::Debug,)* $($(&$va as &dyn fmt::Debug),+)?]),
                     || $logic($($arg,)* $($($va),+)?),
                     || {

@@ -13,6 +13,7 @@ use crate::platform::{config, sys};
 static STARTED: AtomicBool = AtomicBool::new(false);
 
 /// Whether first-use initialisation has begun (nothing is ours before).
+#[inline]
 pub(crate) fn started() -> bool {
     STARTED.load(Ordering::Acquire)
 }

@@ -34,6 +34,8 @@ use crate::platform::lazysym::LazySym;
 const ENABLE: c_int = 0;
 const DISABLE: c_int = 1;
 const DEFERRED: c_int = 0;
+/// `Hold::none`: nothing to give back.
+const NONE: c_int = -1;
 /// The current call may be cancelled in a sleep of ours: it is a
 /// cancellation point and the application left cancellation enabled.
 const ARMED: u64 = 1;
@@ -187,14 +189,16 @@ impl Hold {
     /// `exports::dispatch`).
     #[inline]
     pub(crate) fn none() -> Hold {
-        let _ = STATE.try_with(|s| s.set(0));
-        Hold { old: DISABLE }
+        Hold { old: NONE }
     }
 
     /// Gives the application its state back, unless a cancel request ended
     /// a sleep (`act` does it then). True in that case.
     #[inline]
     pub(crate) fn release(self) -> bool {
+        if self.old == NONE {
+            return false;
+        }
         let state = STATE.try_with(|s| s.replace(0)).unwrap_or(0);
         if state & LEFT != 0 {
             let _ = STATE.try_with(|s| s.set(LEFT));
