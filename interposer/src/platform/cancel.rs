@@ -17,11 +17,13 @@
 //! 3. a sleep of ours in such a call (`sleep`) must end when the thread is
 //!    cancelled. With cancellation deferred, glibc's pthread_cancel only
 //!    sets a flag, so it is hooked here (`pthread_cancel`): it notes the
-//!    request in the target's slot and sends the target glibc's own
-//!    SIGCANCEL, whose handler does nothing while cancellation is disabled
-//!    and whose arrival ends the sleep with EINTR. The call leaves the
-//!    library with EINTR, and the export acts on the cancel (`act`); if it
-//!    stands no more (a stale request), the call is made again.
+//!    request, stamped (`stamp`: one made before the call began never ends
+//!    its sleep), and sends the target glibc's own SIGCANCEL, whose
+//!    handler does nothing while cancellation is disabled and whose
+//!    arrival ends the sleep with EINTR (SA_RESTART is taken off its
+//!    disposition: `sigcancel_interrupts`). The call leaves the library
+//!    with EINTR, and the export acts on the cancel (`act`); if nothing is
+//!    pending in glibc after all, the call is made again.
 #![allow(unsafe_code)]
 
 use core::ffi::c_int;
@@ -137,11 +139,11 @@ const fn same(a: &[u8], b: &[u8]) -> bool {
     true
 }
 
-/// The stamp the next pthread_cancel request will get (from 1; taken
-/// before the real pthread_cancel returns is impossible: see `wake`). A
+/// The stamp the next pthread_cancel request will get (counted from 1;
+/// `wake` takes one after the real pthread_cancel set glibc's flag). A
 /// call records it at entry, before `test`: a request stamped below it
-/// was made before the call began, and is either acted on by `test` or
-/// stale (for an earlier thread with the same pthread_t, or one in the
+/// was made before the call began, and is either acted on by `test` (the
+/// flag was set before the stamp was taken) or stale (for an earlier thread with the same pthread_t, or one in the
 /// parent before a fork): a stale one never ends a sleep of the call.
 #[inline]
 pub(crate) fn stamp() -> u64 {
