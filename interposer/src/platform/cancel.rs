@@ -114,7 +114,19 @@ pub(crate) const fn is_point(name: &str) -> bool {
 /// a libc cancellation point first): its cancellation state need not be
 /// touched then (`exports::dispatch`).
 pub(crate) const fn plain(name: &str) -> bool {
-    const PLAIN: &[&str] = &["read", "recv", "readv", "__read_chk", "__recv_chk"];
+    // Each checks `fdtable::is_owned` first (write and send after
+    // `kernel_send`, recvmsg after `kernel_recv`, which do too).
+    const PLAIN: &[&str] = &[
+        "read",
+        "recv",
+        "readv",
+        "recvmsg",
+        "__read_chk",
+        "__recv_chk",
+        "write",
+        "send",
+        "writev",
+    ];
     let mut i = 0;
     while i < PLAIN.len() {
         if same(PLAIN[i].as_bytes(), name.as_bytes()) {
