@@ -32,7 +32,7 @@ use libc::{
 use super::decode;
 use crate::calls::{descriptor, endpoint, options, process, sandbox, stream};
 use crate::platform::real::{self, Action, CRet};
-use crate::platform::{fdtable, guard, sys};
+use crate::platform::{cancel, fdtable, guard, sys};
 use crate::sockets::registry;
 use crate::sockets::stale::{fresh, fresh_epoll, fresh_if_dup};
 
@@ -41,10 +41,12 @@ use crate::sockets::stale::{fresh, fresh_epoll, fresh_if_dup};
 pub(crate) fn dispatch<R: CRet>(
     call: &'static str,
     owned_fd: Option<c_int>,
+    entry: u64,
+    plain: bool,
     trace_args: impl FnOnce(&mut fmt::Formatter<'_>) -> fmt::Result,
     logic: impl FnOnce() -> Action<R>,
     real: impl FnOnce() -> R,
-) -> R {
+) -> (R, bool) {
     let Some(inside) = guard::enter(call) else {
         // Nested: a signal handler interrupted this thread inside the
         // library (or our own code called a hooked function).
@@ -71,25 +73,42 @@ pub(crate) fn dispatch<R: CRet>(
                             rustix::net::shutdown(sys::borrow_fd(fd), rustix::net::Shutdown::Both);
                     }
                     if others.is_none() && registry::defer_close(fd, handle) {
-                        return R::SUCCESS;
+                        return (R::SUCCESS, false);
                     }
                     registry::defer_release(handle);
                 }
-                return real();
+                return (real(), false);
             }
             // A data call could need the lock the interrupted frame holds.
             sys::set_errno(libc::EIO);
-            return R::FAILED;
+            return (R::FAILED, false);
         }
-        return real();
+        return (real(), false);
     };
     let saved = sys::errno();
+    // A foreign fd's pass-through (`foreign`): the application's state
+    // stays as it is.
+    let hold = if plain {
+        cancel::Hold::none()
+    } else {
+        cancel::Hold::new(entry)
+    };
     let decided = panic::catch_unwind(AssertUnwindSafe(|| {
-        process::init();
-        registry::release_deferred();
+        // `plain`: both found done already (`foreign`).
+        if !plain {
+            process::init();
+            registry::release_deferred();
+        }
         logic()
     }));
     drop(inside);
+    // The panic hook already wrote the one line. The payload is leaked:
+    // dropping it could run a panicking Drop outside catch_unwind. Nothing
+    // left to drop either when the application's cancellation state comes
+    // back (an asynchronous cancel may unwind from there).
+    let decided = decided.map_err(core::mem::forget);
+    let errno = sys::errno();
+    let left = hold.release();
     let result = match decided {
         Ok(Action::Pass) => {
             sys::set_errno(saved);
@@ -103,11 +122,11 @@ pub(crate) fn dispatch<R: CRet>(
             sys::set_errno(errno);
             R::FAILED
         }
-        Ok(Action::Raw(value)) => value,
-        // The panic hook already wrote the one line. The payload is leaked:
-        // dropping it could run a panicking Drop outside catch_unwind.
-        Err(payload) => {
-            core::mem::forget(payload);
+        Ok(Action::Raw(value)) => {
+            sys::set_errno(errno);
+            value
+        }
+        Err(()) => {
             sys::set_errno(libc::EIO);
             R::FAILED
         }
@@ -123,7 +142,20 @@ pub(crate) fn dispatch<R: CRet>(
         );
         sys::set_errno(errno);
     }
-    result
+    (result, left)
+}
+
+/// Whether a call that only passes a foreign fd through (`cancel::plain`)
+/// finds `fd` foreign, the process set up and no deferred release due: no
+/// libc cancellation point of ours can run before the real one, which acts
+/// on a pending cancel itself, so neither the entry's `pthread_testcancel`
+/// nor a change of the cancellation state is needed (decision 36: the
+/// cost of every call).
+#[inline(always)]
+pub(crate) fn foreign(fd: Option<c_int>) -> bool {
+    fd.is_some_and(|fd| !fdtable::is_owned(fd))
+        && process::started()
+        && !registry::deferred_pending()
 }
 
 /// `(a, b, c)` for the trace line.
@@ -168,7 +200,7 @@ macro_rules! exports {
             /// # Safety
             /// Called from C under the libc function's contract.
             #[cfg_attr(not(test), no_mangle)]
-            pub unsafe extern "C" fn $name($($arg: $ty,)* $($($va: $vty),+)?) -> $ret {
+            pub unsafe extern "C-unwind" fn $name($($arg: $ty,)* $($($va: $vty),+)?) -> $ret {
                 // SAFETY: the caller's arguments, unchanged, to the real
                 // function of the same prototype.
                 let call = || unsafe { real::$name($($arg,)* $($($va),+)?) };
@@ -179,9 +211,23 @@ macro_rules! exports {
                         return call();
                     }
                 )?
-                dispatch(
+                const POINT: bool = cancel::is_point(stringify!($name));
+                const PLAIN: bool = cancel::plain(stringify!($name));
+                let plain = PLAIN && foreign(exports!(@owner $($owner)?));
+                loop {
+                let mut entry = 0;
+                if POINT && !plain {
+                    // Requests from here on are this call's (see
+                    // `cancel::stamp`); one pending acts here, as in
+                    // glibc's wrapper (nothing to drop in this frame).
+                    entry = cancel::stamp();
+                    cancel::test();
+                }
+                let (result, left) = dispatch(
                     stringify!($name),
                     exports!(@owner $($owner)?),
+                    entry,
+                    plain,
                     |f| fmt_args(f, &[$(&$arg as &dyn fmt::Debug,)* $($(&$va as &dyn fmt::Debug),+)?]),
                     || $logic($($arg,)* $($($va),+)?),
                     || {
@@ -201,7 +247,21 @@ macro_rules! exports {
                         )?
                         result
                     },
-                )
+                );
+                // A cancel request ended a sleep of ours: the call left the
+                // library with EINTR; act on it here. A stale request (none
+                // pending in glibc) makes the call again, unless it moved
+                // bytes.
+                if !left {
+                    return result;
+                }
+                let errno = sys::errno();
+                cancel::act();
+                if result != <$ret as CRet>::FAILED || errno != libc::EINTR {
+                    sys::set_errno(errno);
+                    return result;
+                }
+                }
             }
         )*
     };
@@ -530,9 +590,11 @@ mod tests {
     #[test]
     fn panics_become_eio_without_calling_libc() {
         sys::set_errno(0);
-        let r: c_int = dispatch(
+        let (r, _): (c_int, bool) = dispatch(
             "test",
             None,
+            0,
+            false,
             |_| Ok(()),
             || panic!("boom"),
             || unreachable!("a panic must not fall back to libc"),
@@ -546,9 +608,25 @@ mod tests {
         let handle = fdtable::Handle::new(1, 1).unwrap();
         fdtable::table().insert(fd, handle).unwrap();
         let _outer = guard::enter("outer").unwrap();
-        let r: c_int = dispatch("t", Some(fd), |_| Ok(()), || Action::Done(0), || 7);
+        let (r, _): (c_int, bool) = dispatch(
+            "t",
+            Some(fd),
+            0,
+            false,
+            |_| Ok(()),
+            || Action::Done(0),
+            || 7,
+        );
         assert_eq!((r, sys::errno()), (-1, libc::EIO));
-        let r: c_int = dispatch("t", Some(fd + 1), |_| Ok(()), || Action::Done(0), || 7);
+        let (r, _): (c_int, bool) = dispatch(
+            "t",
+            Some(fd + 1),
+            0,
+            false,
+            |_| Ok(()),
+            || Action::Done(0),
+            || 7,
+        );
         assert_eq!(r, 7);
         fdtable::table().remove(fd);
     }
@@ -556,9 +634,11 @@ mod tests {
     #[test]
     fn errno_is_the_callers_on_pass_and_success() {
         sys::set_errno(libc::EXDEV);
-        let r: ssize_t = dispatch(
+        let (r, _): (ssize_t, bool) = dispatch(
             "t",
             None,
+            0,
+            false,
             |_| Ok(()),
             || {
                 sys::set_errno(libc::ENOTSOCK); // internal probing
@@ -567,9 +647,18 @@ mod tests {
             || sys::errno() as ssize_t,
         );
         assert_eq!(r, libc::EXDEV as ssize_t);
-        let r: c_int = dispatch("t", None, |_| Ok(()), || Action::Done(5), || -9);
+        let (r, _): (c_int, bool) =
+            dispatch("t", None, 0, false, |_| Ok(()), || Action::Done(5), || -9);
         assert_eq!((r, sys::errno()), (5, libc::EXDEV));
-        let r: c_int = dispatch("t", None, |_| Ok(()), || Action::Fail(libc::EPIPE), || -9);
+        let (r, _): (c_int, bool) = dispatch(
+            "t",
+            None,
+            0,
+            false,
+            |_| Ok(()),
+            || Action::Fail(libc::EPIPE),
+            || -9,
+        );
         assert_eq!((r, sys::errno()), (-1, libc::EPIPE));
     }
 

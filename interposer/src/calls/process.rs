@@ -13,6 +13,7 @@ use crate::platform::{config, sys};
 static STARTED: AtomicBool = AtomicBool::new(false);
 
 /// Whether first-use initialisation has begun (nothing is ours before).
+#[inline]
 pub(crate) fn started() -> bool {
     STARTED.load(Ordering::Acquire)
 }
@@ -124,6 +125,7 @@ extern "C" fn child() {
     crate::sockets::readiness::after_fork_child();
     crate::sockets::carry::after_fork_child();
     crate::sockets::quiet::after_fork_child();
+    crate::platform::cancel::after_fork_child();
 }
 
 /// setns(2)/unshare(2): passed through; what the library learnt about the

@@ -8,6 +8,7 @@ pub(crate) mod log;
 #[macro_use]
 mod symbols;
 
+pub(crate) mod cancel;
 pub mod config;
 pub mod fdtable;
 pub(crate) mod file_kinds;

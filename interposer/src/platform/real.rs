@@ -127,8 +127,8 @@ macro_rules! real_functions {
             }
         }
     };
-    (@fnty ($($ty:ty),*) () -> $ret:ty) => { unsafe extern "C" fn($($ty),*) -> $ret };
-    (@fnty ($($ty:ty),*) ($($vty:ty),+) -> $ret:ty) => { unsafe extern "C" fn($($ty,)* ...) -> $ret };
+    (@fnty ($($ty:ty),*) () -> $ret:ty) => { unsafe extern "C-unwind" fn($($ty),*) -> $ret };
+    (@fnty ($($ty:ty),*) ($($vty:ty),+) -> $ret:ty) => { unsafe extern "C-unwind" fn($($ty,)* ...) -> $ret };
     (@owner) => { None };
     (@owner $fd:expr) => { Some($fd) };
 }

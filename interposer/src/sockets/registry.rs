@@ -220,12 +220,22 @@ fn close_deferred() {
 /// Sockets `defer_release` had no room for.
 static LEAKED: AtomicU32 = AtomicU32::new(0);
 
+/// Whether `release_deferred` has work to do.
+#[inline]
+pub(crate) fn deferred_pending() -> bool {
+    DEFERRED_ANY.load(Ordering::Acquire)
+}
+
 /// Releases what `defer_release` parked; one load when there is nothing.
 #[inline]
 pub(crate) fn release_deferred() {
-    if !DEFERRED_ANY.load(Ordering::Acquire) {
-        return;
+    if DEFERRED_ANY.load(Ordering::Acquire) {
+        release_deferred_now();
     }
+}
+
+#[inline(never)]
+fn release_deferred_now() {
     DEFERRED_ANY.store(false, Ordering::Relaxed);
     close_deferred();
     let leaked = LEAKED.swap(0, Ordering::Relaxed);

@@ -408,7 +408,12 @@ pub(crate) fn wait(
             return answer;
         }
         let (sliced, cut) = cut_for_quiet(limit.sliced(set.sliced()));
-        let n = guard::suspended(|| set.real(Some(sliced), mask));
+        let n = guard::suspended(|| {
+            crate::platform::cancel::sleep(|| set.real(Some(sliced), mask)).unwrap_or_else(|| {
+                sys::set_errno(libc::EINTR);
+                -1
+            })
+        });
         set.after_sleep();
         if n < 0 {
             return Action::Raw(n);

@@ -438,7 +438,8 @@ fn connect_to(
                     tv_sec: nap.as_secs() as _,
                     tv_nsec: nap.subsec_nanos() as _,
                 };
-                rustix::event::poll(&mut [], Some(&ts))?;
+                crate::platform::cancel::sleep(|| rustix::event::poll(&mut [], Some(&ts)))
+                    .unwrap_or(Err(Errno::INTR))?;
                 pause = (pause * 2).min(Duration::from_millis(20));
             }
             Err(e) => return Err(DialError::Os(e)),

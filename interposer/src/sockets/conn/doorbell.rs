@@ -417,7 +417,10 @@ impl Bell {
         }
         if timeout.is_none() {
             let mut one = [0u8; 1];
-            return match rustix::net::recv(call_fd, &mut one, RecvFlags::PEEK) {
+            let got = crate::platform::cancel::sleep(|| {
+                rustix::net::recv(call_fd, &mut one, RecvFlags::PEEK)
+            });
+            return match got.unwrap_or(Err(Errno::INTR)) {
                 Ok((0, _)) => Ok(Woke::HungUp),
                 Ok(_) => Ok(Woke::Rung),
                 // Made non-blocking meanwhile (by another process).
@@ -426,7 +429,7 @@ impl Bell {
                 Err(e) => Err(e),
             };
         }
-        handshake::wait_readable(call_fd, timeout).map(|_| Woke::Rung)
+        cancellable_wait(call_fd, timeout).map(|_| Woke::Rung)
     }
 
     /// A lazy reader's sleep (see `Connection::lazy`): a blocking recv that
@@ -448,7 +451,7 @@ impl Bell {
             // finds bytes (or the end) waiting.
             wait_readable_sandboxed(call_fd, timeout)?;
         } else if timeout.is_some() {
-            handshake::wait_readable(call_fd, timeout)?;
+            cancellable_wait(call_fd, timeout)?;
             flags = RecvFlags::DONTWAIT;
         }
         let mut buf = [0u8; 64];
@@ -458,7 +461,9 @@ impl Bell {
             }
             rustix::io::read(call_fd, &mut buf).map(|n| (n, ()))
         } else {
-            rustix::net::recv(call_fd, &mut buf, flags).map(|(n, _)| (n, ()))
+            crate::platform::cancel::sleep(|| rustix::net::recv(call_fd, &mut buf, flags))
+                .unwrap_or(Err(Errno::INTR))
+                .map(|(n, _)| (n, ()))
         };
         match got {
             Ok((0, _)) => Ok(Woke::HungUp),
@@ -635,6 +640,12 @@ impl Bell {
     }
 }
 
+/// `handshake::wait_readable`, which pthread_cancel may end with EINTR.
+fn cancellable_wait(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool, Errno> {
+    crate::platform::cancel::sleep(|| handshake::wait_readable(fd, timeout))
+        .unwrap_or(Err(Errno::INTR))
+}
+
 /// revents of a zero-timeout poll of `fd` for `events` (0 on error).
 fn poll_now(fd: BorrowedFd<'_>, events: i16) -> i16 {
     sys::poll_fd(fd, events, 0).unwrap_or(0)
@@ -650,7 +661,9 @@ fn wait_readable_sandboxed(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Res
     loop {
         return match sys::poll_fd(fd, libc::POLLIN | libc::POLLRDHUP, ms) {
             Ok(_) => Ok(()),
-            Err(Errno::INTR) if timeout.is_none() && sys::interrupted_call_restarts() => continue,
+            Err(Errno::INTR) if timeout.is_none() && crate::platform::cancel::restarts() => {
+                continue
+            }
             Err(e) => Err(e),
         };
     }

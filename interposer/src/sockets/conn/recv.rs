@@ -595,9 +595,7 @@ impl Connection {
             // wait into a timed one:
             // restart it as the kernel would have.
             Err(Errno::INTR)
-                if (sliced || trim_cut)
-                    && d.is_none()
-                    && crate::platform::sys::interrupted_call_restarts() =>
+                if (sliced || trim_cut) && d.is_none() && crate::platform::cancel::restarts() =>
             {
                 Ok(())
             }

@@ -287,12 +287,11 @@ impl Connection {
         };
         self.status_flags(crate::platform::status::WAIT_WRITE, true);
         let waited = loop {
-            break match self.room.wait_for_room(need, &policy) {
+            let woke = crate::platform::cancel::sleep(|| self.room.wait_for_room(need, &policy));
+            break match woke.unwrap_or(Err(RingError::Interrupted)) {
                 Ok(()) => Ok(()),
                 // A write that moved bytes already returns their count.
-                Err(RingError::Interrupted)
-                    if !partial && crate::platform::sys::interrupted_call_restarts() =>
-                {
+                Err(RingError::Interrupted) if !partial && crate::platform::cancel::restarts() => {
                     continue
                 }
                 Err(RingError::Interrupted) => Err(Errno::INTR),

@@ -444,16 +444,15 @@ impl Datagram {
                 let limit = *deadline
                     .get_or_insert_with(|| self.rcvtimeo().map(|t| std::time::Instant::now() + t));
                 let ms = ms_left(limit)?;
-                match self.shell.wait(ms) {
+                let woke = crate::platform::cancel::sleep(|| self.shell.wait(ms));
+                match woke.unwrap_or(Err(Errno::INTR)) {
                     Ok(true) if !self.emulated() && !self.shell.ready() => {
                         // Readable for another process's Inbox (a parent
                         // that named the instance after it forked us).
                         std::thread::sleep(std::time::Duration::from_millis(10));
                     }
                     Ok(_) => {}
-                    Err(Errno::INTR)
-                        if limit.is_none() && crate::platform::sys::interrupted_call_restarts() => {
-                    }
+                    Err(Errno::INTR) if limit.is_none() && crate::platform::cancel::restarts() => {}
                     Err(e) => return Err(e),
                 }
                 continue;
@@ -482,12 +481,12 @@ impl Datagram {
             let limit = *deadline
                 .get_or_insert_with(|| self.rcvtimeo().map(|t| std::time::Instant::now() + t));
             let ms = ms_left(limit)?;
-            let woke = inbox.wait(ms);
+            let woke =
+                crate::platform::cancel::sleep(|| inbox.wait(ms)).unwrap_or(Err(Errno::INTR));
             inbox.after_wake();
             match woke {
                 Ok(_) => {}
-                Err(Errno::INTR)
-                    if limit.is_none() && crate::platform::sys::interrupted_call_restarts() => {}
+                Err(Errno::INTR) if limit.is_none() && crate::platform::cancel::restarts() => {}
                 Err(e) => return Err(e),
             }
         }

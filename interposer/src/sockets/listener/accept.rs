@@ -113,11 +113,14 @@ impl Listener {
                     _ => return Err(Errno::AGAIN),
                 },
             };
-            match crate::transport::handshake::wait_readable(inst, left) {
+            let woke = crate::platform::cancel::sleep(|| {
+                crate::transport::handshake::wait_readable(inst, left)
+            });
+            match woke.unwrap_or(Err(Errno::INTR)) {
                 Ok(_) => {}
                 // With a receive timeout the kernel never restarts accept
                 // (signal(7)): EINTR even under SA_RESTART.
-                Err(Errno::INTR) if deadline.is_none() && sys::interrupted_call_restarts() => {}
+                Err(Errno::INTR) if deadline.is_none() && crate::platform::cancel::restarts() => {}
                 Err(e) => return Err(e),
             }
         }
