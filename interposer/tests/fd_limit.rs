@@ -3,7 +3,8 @@
 //! kernel TCP's fd limit"): a server process needs its listener's
 //! rendezvous socket (a listening Unix socket; the default mode's kernel
 //! TCP listener besides) and, while it takes a connection, room for the
-//! connection's memfd; nothing per connection.
+//! connection's memfd; nothing per connection. An emulated client needs
+//! one free fd at its last connect (kernel TCP's needs none).
 //!
 //! `fdlimit LIMIT N ADDR PORT` (tests/helpers/c/fdlimit.c) sets
 //! RLIMIT_NOFILE to LIMIT (soft = hard), forks a server, connects N times
@@ -27,6 +28,12 @@ const N: u32 = 300;
 /// mode's kernel TCP listener besides.
 const EXTRA_EMULATED: u32 = 2;
 const EXTRA_DEFAULT: u32 = 3;
+/// fds beyond kernel TCP's, in the client: the emulated mode's connect
+/// needs one free fd (its Unix socket goes onto the application's number
+/// first, decision 36); the default mode's falls back to kernel TCP at
+/// the limit, on the application's socket.
+const EXTRA_CLIENT_EMULATED: u32 = 1;
+const EXTRA_CLIENT_DEFAULT: u32 = 0;
 
 #[derive(Debug, PartialEq)]
 struct Fit {
@@ -80,6 +87,12 @@ fn connections_under_ulimit_n_match_kernel_tcp_but_for_the_listed_fds() {
     let limit = hi;
     let short = kernel(limit - 1);
     assert!(!all(&short), "kernel TCP at {}: {short:?}", limit - 1);
+    // Its client alone (the server holds the listener besides): lowest
+    // limit at which it opens all N.
+    let mut client_limit = limit;
+    while kernel(client_limit - 1).opened == N {
+        client_limit -= 1;
+    }
 
     // Emulated (SHMNET_FALLBACK=never): all at the kernel's limit plus
     // the listed fds, carried by shared memory only.
@@ -89,6 +102,13 @@ fn connections_under_ulimit_n_match_kernel_tcp_but_for_the_listed_fds() {
         emu.env(&mut cmd);
         fit(&mut cmd, limit, &emu.host_str(), emu.port)
     };
+    let client = emulated(client_limit + EXTRA_CLIENT_EMULATED);
+    assert_eq!(
+        client.opened,
+        N,
+        "emulated client at {} (kernel TCP's opens {N} at {client_limit}): {client:?}",
+        client_limit + EXTRA_CLIENT_EMULATED
+    );
     let got = emulated(limit + EXTRA_EMULATED);
     assert!(
         all(&got),
@@ -111,6 +131,13 @@ fn connections_under_ulimit_n_match_kernel_tcp_but_for_the_listed_fds() {
         cmd.env("SHMNET_DIR", def.shm_dir());
         fit(&mut cmd, limit, &def.host_str(), def.port)
     };
+    let client = default(client_limit + EXTRA_CLIENT_DEFAULT);
+    assert_eq!(
+        client.opened,
+        N,
+        "default-mode client at {} (kernel TCP's opens {N} at {client_limit}): {client:?}",
+        client_limit + EXTRA_CLIENT_DEFAULT
+    );
     let got = default(limit + EXTRA_DEFAULT);
     assert!(
         all(&got),
@@ -176,4 +203,24 @@ fn no_connection_is_lost_when_other_threads_take_the_free_fds() {
         "default mode: ok/lost/failed/accepted/echoed {got:?} (kernel TCP {kernel:?})"
     );
     watch.assert_none("after the default-mode run");
+}
+
+/// A connect with one free fd (the emulated mode's Unix socket goes onto
+/// the application's number first, decision 36) works as kernel TCP's: a
+/// refusal leaves an AF_INET socket that connects when the listener is
+/// there. Before, both connects said EMFILE.
+#[test]
+fn a_connect_with_one_free_fd_works_and_a_refused_one_can_be_retried() {
+    let exe = build_c("connect_at_limit", &["-O2", "-Wall"]);
+    let want = "refused 1 domain inet connected 1 echoed 1";
+    let tcp = Net::loopback("atlimit-tcp");
+    let out = run(Command::new(&exe).args([&tcp.host_str(), &tcp.port.to_string()]));
+    assert_eq!(out.stdout.trim(), want, "kernel TCP: {}", out.stderr);
+
+    let emu = Net::emulated("atlimit-emu");
+    let mut cmd = preloaded(&exe);
+    emu.env(&mut cmd);
+    let out = run(cmd.args([&emu.host_str(), &emu.port.to_string()]));
+    assert_eq!(out.stdout.trim(), want, "emulated: {}", out.stderr);
+    emu.assert_shm_only(emu.port, "after the emulated run");
 }

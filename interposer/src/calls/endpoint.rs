@@ -424,6 +424,13 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
                 log!(debug, "connect(fd {fd}) to {target}: no local name ({e})");
                 return fallback(fd, target, stats::Outcome::Resources);
             }
+            // (Its probe of the address's own name needs a second fd.)
+            Err(Errno::MFILE) if !config.is_remote_ip(target.ip()) => {
+                return match local_ip_for(fd, &target) {
+                    Ok(ip) => at_limit(fd, config, target, ip, nonblocking_fd(fd)),
+                    Err(e) => fail(e),
+                }
+            }
             Err(e) => return fail(e),
         },
     };
@@ -443,13 +450,13 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
             }
         }
     };
-    let opts = match bound.as_deref() {
+    let snapshot = || match bound.as_deref() {
         Some(s) => s.options().snapshot_copy(),
         None if pristine => Options::fresh_socket(),
         None => Options::snapshot(sys::borrow_fd(fd)),
     };
-    let nonblocking = rustix::fs::fcntl_getfl(sys::borrow_fd(fd))
-        .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+    let opts = snapshot();
+    let nonblocking = nonblocking_fd(fd);
     let timeout = opts.timeout(libc::SO_SNDTIMEO);
     let found = Arc::new(found);
     let dial = |from| found.dial(config, nonblocking, timeout, from);
@@ -457,6 +464,7 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
     let redial: crate::sockets::conn::Redial =
         Box::new(move |from| again.dial(config, true, timeout, from));
     let room = crate::sockets::spare_fds::give_back_inside;
+    let local_ip = local.addr.ip();
     match Connection::connect(
         &dial,
         redial,
@@ -488,7 +496,87 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
             stats::count(stats::Outcome::NoGateway);
             fail(Errno::CONNREFUSED)
         }
+        // Out of fds for two at a time: one is enough this way.
+        Err(DialError::Os(Errno::MFILE)) if bound.is_none() && !remote => {
+            at_limit(fd, config, target, local_ip, nonblocking)
+        }
         Err(e) => dial_failed(target, e),
+    }
+}
+
+fn nonblocking_fd(fd: c_int) -> bool {
+    rustix::fs::fcntl_getfl(sys::borrow_fd(fd))
+        .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK))
+}
+
+/// The emulated mode's connect of a pristine or kernel-bound socket when
+/// the process has one free fd where `Connection::connect` needs two
+/// (decision 36): from `ip`. A failure after the application's kernel
+/// socket was replaced puts a new one of its family on the number (its
+/// options set again), so that a retry finds what kernel TCP leaves
+/// after a failed connect.
+fn at_limit(
+    fd: c_int,
+    config: &'static config::Config,
+    target: SocketAddr,
+    ip: IpAddr,
+    nonblocking: bool,
+) -> Action<c_int> {
+    let pristine = crate::sockets::carry::pristine(fd).is_some();
+    let opts = if pristine {
+        Options::fresh_socket()
+    } else {
+        Options::snapshot(sys::borrow_fd(fd))
+    };
+    let found = match crate::transport::lookup::find(config, target, SocketAddr::new(ip, 0)) {
+        Found::Listener(t) => t,
+        Found::None(_) => return fail(Errno::CONNREFUSED),
+    };
+    let timeout = opts.timeout(libc::SO_SNDTIMEO);
+    let kept = opts.snapshot_copy();
+    let dial =
+        |app: std::os::fd::BorrowedFd<'_>| found.dial_from(config, nonblocking, timeout, app);
+    let adopt_app = |sock: &OwnedFd| adopt(fd, sock, false);
+    let made = Connection::connect_at_limit(
+        &dial,
+        &adopt_app,
+        sys::borrow_fd(fd),
+        ip,
+        target,
+        config.ring_bytes,
+        opts,
+        nonblocking,
+    );
+    match made {
+        Ok((conn, cloexec)) => {
+            log!(debug, "fd {fd}: connected to {target} with one free fd");
+            registered(fd, conn, cloexec, target)
+        }
+        Err((e, adopted)) => {
+            if adopted {
+                restore_kernel_socket(fd, target, &kept, nonblocking);
+            }
+            dial_failed(target, e)
+        }
+    }
+}
+
+/// A new kernel stream socket of `target`'s family on `fd` (which
+/// `at_limit` had made a Unix socket), with the options of `opts`
+/// (`replica`) and the fd's flags; its noted epoll registrations made
+/// again. Best effort: with no fd free, the Unix socket stays (shut down).
+fn restore_kernel_socket(fd: c_int, target: SocketAddr, opts: &Options, nonblocking: bool) {
+    let Some(sock) = crate::calls::options::replica::replica(sys::family_of(&target), opts) else {
+        return;
+    };
+    if nonblocking && rustix::io::ioctl_fionbio(&sock, true).is_err() {
+        return;
+    }
+    let app = sys::borrow_fd(fd);
+    let cloexec =
+        rustix::io::fcntl_getfd(app).is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
+    if sys::dup_onto(sock.as_fd(), fd, cloexec).is_ok() {
+        crate::sockets::readiness::replay_carried(fd, true);
     }
 }
 
@@ -505,6 +593,12 @@ fn connected(
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    registered(fd, conn, cloexec, target)
+}
+
+/// A connection whose Unix socket is on the application's fd (close-on-exec
+/// if `cloexec`): registered under it.
+fn registered(fd: c_int, conn: Connection, cloexec: bool, target: SocketAddr) -> Action<c_int> {
     log!(
         debug,
         "fd {fd}: connected {} -> {target} through shared memory",

@@ -201,10 +201,23 @@ impl Target {
                 None,
             )?,
         };
+        self.dial_from(config, nonblocking, timeout, sock.as_fd())?;
+        Ok(sock)
+    }
+
+    /// `dial` from `sock`, a Unix stream socket (non-blocking) that is not
+    /// ours to close: the application's own fd (`Connection::connect_at_limit`).
+    pub(crate) fn dial_from(
+        &self,
+        config: &Config,
+        nonblocking: bool,
+        timeout: Option<Duration>,
+        sock: BorrowedFd<'_>,
+    ) -> Result<(), DialError> {
         let hints = match &self.name {
             Name::Local(name) => {
                 connect_to(
-                    &sock,
+                    sock,
                     &SocketAddrUnix::new_abstract_name(name.as_bytes())?,
                     nonblocking,
                     timeout,
@@ -229,7 +242,7 @@ impl Target {
                     // (A Unix socket whose connect found nobody may connect
                     // again.)
                     let path = SocketAddrUnix::new(path.as_path())?;
-                    match connect_to(&sock, &path, nonblocking, timeout) {
+                    match connect_to(sock, &path, nonblocking, timeout) {
                         Ok(()) => {
                             found = Some(stem);
                             break;
@@ -244,8 +257,7 @@ impl Target {
                 Hints::Host(dir, stem)
             }
         };
-        self.verify(sock.as_fd(), config, &hints)?;
-        Ok(sock)
+        self.verify(sock, config, &hints)
     }
 
     fn verify(
@@ -413,7 +425,7 @@ impl Verdicts {
 /// short interruptible naps) while the listen backlog is full, unless
 /// `nonblocking`.
 fn connect_to(
-    sock: &OwnedFd,
+    sock: BorrowedFd<'_>,
     addr: &SocketAddrUnix,
     nonblocking: bool,
     timeout: Option<Duration>,
