@@ -99,3 +99,21 @@ impl Drop for SharedLock {
         unsafe { libc::munmap(self.word.as_ptr().cast(), PAGE) };
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn taken_once_given_up_when_held_and_taken_over_from_the_dead() {
+        let lock = SharedLock::new().unwrap();
+        assert_eq!(lock.with(|| 7), Some(7));
+        // Held by this very thread (a signal handler's call): given up,
+        // not a deadlock.
+        assert_eq!(lock.with(|| lock.with(|| 1)), Some(None));
+        // A holder that no longer exists (a thread id past pid_max).
+        lock.word().store(u32::MAX >> 1, Ordering::Relaxed);
+        assert_eq!(lock.with(|| 2), Some(2));
+        assert_eq!(lock.word().load(Ordering::Relaxed), 0);
+    }
+}
