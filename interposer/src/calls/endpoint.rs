@@ -530,8 +530,7 @@ fn at_limit(
     };
     let found = match crate::transport::lookup::find(config, target, SocketAddr::new(ip, 0)) {
         Found::Listener(t) => t,
-        // (SHMNET_DIR's descriptor could not be opened again: out of fds.)
-        Found::None(_) => return fail(Errno::MFILE),
+        Found::None(_) => return fail(Errno::CONNREFUSED),
     };
     let timeout = opts.timeout(libc::SO_SNDTIMEO);
     let kept = opts.snapshot_copy();

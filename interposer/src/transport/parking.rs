@@ -144,9 +144,6 @@ pub(crate) static UNQUEUED: AtomicBool = AtomicBool::new(false);
 pub(crate) struct Pair {
     tx: InternalFd,
     rx: InternalFd,
-    /// Taken around a pop by every thread and forked process sharing the
-    /// pair (`pop`); None if it could not be mapped.
-    popping: Option<crate::platform::shared_lock::SharedLock>,
 }
 
 impl Pair {
@@ -188,7 +185,6 @@ impl Parking {
         let made = Arc::new(Pair {
             tx: InternalFd::new(tx),
             rx: InternalFd::new(rx),
-            popping: crate::platform::shared_lock::SharedLock::new(),
         });
         self.pair.write().get_or_insert(made);
         let held = std::mem::take(&mut *self.held.lock());
@@ -279,52 +275,21 @@ impl Parking {
         Some(got)
     }
 
-    /// A connection from the queue. Its fd is taken with a peek, then the
-    /// record consumed with no room for ancillary data, under the pair's
-    /// shared lock (another process's pop between the two would make ours
-    /// consume its record): out of fds (another thread took the number the
-    /// caller found free), EMFILE, and the connection stays queued, where
-    /// a plain receive would have lost it (decision 36); EAGAIN if the lock
-    /// could not be had in time. Without the lock (it could not be
-    /// mapped), a plain receive, the caller having checked for room.
-    pub(crate) fn pop(&self) -> Result<Option<(Record, OwnedFd)>, Errno> {
+    /// A connection from the queue (its fd installed: the caller checked
+    /// there is room, or it is lost).
+    pub(crate) fn pop(&self) -> Option<(Record, OwnedFd)> {
         let slot = self.pair.read();
-        let Some(pair) = slot.as_ref() else {
-            return Ok(None);
-        };
+        let pair = slot.as_ref()?;
         loop {
             let mut b = [0u8; Record::LEN];
-            let got = match &pair.popping {
-                Some(lock) => match lock.with(|| {
-                    let (n, fd) = handshake::peek_with_fd(pair.rx.as_fd(), &mut b)?;
-                    let mut sink = [0u8; Record::LEN];
-                    rustix::net::recv(
-                        pair.rx.as_fd(),
-                        &mut sink,
-                        rustix::net::RecvFlags::DONTWAIT,
-                    )?;
-                    Ok((n, fd))
-                }) {
-                    Some(r) => r,
-                    // Another thread or process is popping: EAGAIN (the
-                    // caller watches the queue, so it is looked at again).
-                    None => return Err(Errno::AGAIN),
-                },
-                None => handshake::recv_with_fd(pair.rx.as_fd(), &mut b),
-            };
-            let (n, fd) = match got {
+            let (n, fd) = match handshake::recv_with_fd(pair.rx.as_fd(), &mut b) {
                 Ok(got) => got,
                 Err(Errno::INTR) => continue,
-                Err(Errno::AGAIN) => return Ok(None),
-                Err(e @ (Errno::MFILE | Errno::NFILE)) if pair.popping.is_some() => return Err(e),
-                Err(e) => {
-                    log!(debug, "parking queue: a parked connection lost ({e})");
-                    return Ok(None);
-                }
+                Err(_) => return None,
             };
             self.uncount();
             match (n == Record::LEN, Record::decode(&b), fd) {
-                (true, Some(rec), Some(fd)) => return Ok(Some((rec, fd))),
+                (true, Some(rec), Some(fd)) => return Some((rec, fd)),
                 _ => continue, // not ours to trust: dropped (closing its fd)
             }
         }

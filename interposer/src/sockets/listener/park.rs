@@ -56,12 +56,12 @@ impl Listener {
                 // A parked fd popped without room is lost (the kernel drops
                 // what it cannot install): room is checked before each one
                 // (the ones held meanwhile take fds too).
-                None => match sys::room_for_fd(inst).and_then(|()| self.parking.pop()) {
+                None => match sys::room_for_fd(inst) {
                     Err(e) => {
                         full = Some(e);
                         break;
                     }
-                    Ok(got) => got,
+                    Ok(()) => self.parking.pop(),
                 },
             };
             let Some((rec, conn)) = popped else {
