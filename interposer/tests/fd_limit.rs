@@ -224,3 +224,48 @@ fn a_connect_with_one_free_fd_works_and_a_refused_one_can_be_retried() {
     assert_eq!(out.stdout.trim(), want, "emulated: {}", out.stderr);
     emu.assert_shm_only(emu.port, "after the emulated run");
 }
+
+/// `connect_churn ADDR PORT N`'s "connected C failed F other_errno X
+/// not_inet D nonblocking B noecho E".
+fn connect_churn_run(cmd: &mut Command, host: &str, port: u16) -> Vec<u32> {
+    let out = run(cmd.args([host, &port.to_string(), "300"]));
+    let w: Vec<&str> = out.stdout.split_whitespace().collect();
+    match (out.status.success(), w.as_slice()) {
+        (
+            true,
+            ["connected", c, "failed", f, "other_errno", x, "not_inet", d, "nonblocking", b, "noecho", e],
+        ) => [c, f, x, d, b, e]
+            .iter()
+            .map(|v| v.parse().unwrap())
+            .collect(),
+        _ => panic!(
+            "connect_churn {host} {port}: {}\nstdout:\n{}\nstderr:\n{}",
+            out.status, out.stdout, out.stderr
+        ),
+    }
+}
+
+/// Connects with one free fd while another thread opens and closes fds:
+/// the number the one-fd connect freed can be taken before its probe or
+/// memfd, and the connect fails (EMFILE; kernel TCP's needs no fd). The
+/// socket must then still be the program's: AF_INET, blocking, and a
+/// retried connect that succeeds echoes. Before, a failed connect left a
+/// shut-down Unix socket (3,241 of 1,000 rounds' connects) and a retry
+/// that worked a non-blocking socket (read: EAGAIN).
+#[test]
+fn a_connect_at_the_limit_that_fails_under_fd_churn_leaves_the_programs_socket() {
+    let exe = build_c("connect_churn", &["-O2", "-Wall", "-pthread"]);
+    let tcp = Net::loopback("connchurn-tcp");
+    let kernel = connect_churn_run(&mut Command::new(&exe), &tcp.host_str(), tcp.port);
+    assert_eq!(kernel, [300, 0, 0, 0, 0, 0], "kernel TCP");
+
+    let emu = Net::emulated("connchurn-emu");
+    let mut cmd = preloaded(&exe);
+    emu.env(&mut cmd);
+    let got = connect_churn_run(&mut cmd, &emu.host_str(), emu.port);
+    assert!(
+        got[0] > 0 && got[2..] == [0, 0, 0, 0],
+        "emulated: connected/failed/other_errno/not_inet/nonblocking/noecho {got:?}"
+    );
+    emu.assert_shm_only(emu.port, "after the emulated run");
+}

@@ -563,22 +563,52 @@ fn at_limit(
 
 /// A new kernel stream socket of `target`'s family on `fd` (which
 /// `at_limit` had made a Unix socket), with the options of `opts`
-/// (`replica`) and the fd's flags; its noted epoll registrations made
-/// again. Best effort: with no fd free, the Unix socket stays (shut down).
+/// (`replica`) and the application's
+/// flags (`nonblocking` is its own mode, never the Unix socket's); its
+/// noted epoll registrations made again. The replica needs a free number,
+/// which another thread may have taken since `at_limit` freed one: tried
+/// again for up to `RESTORE_PATIENCE`. If none comes, the Unix socket
+/// stays (shut down), in the application's blocking mode.
 fn restore_kernel_socket(fd: c_int, target: SocketAddr, opts: &Options, nonblocking: bool) {
-    let Some(sock) = crate::calls::options::replica::replica(sys::family_of(&target), opts) else {
-        return;
+    let app = sys::borrow_fd(fd);
+    // The Unix socket was made non-blocking; the program's mode first, so
+    // that even a Unix socket left behind reads as its own.
+    if let Ok(fl) = rustix::fs::fcntl_getfl(app) {
+        let fl = if nonblocking {
+            fl | rustix::fs::OFlags::NONBLOCK
+        } else {
+            fl - rustix::fs::OFlags::NONBLOCK
+        };
+        let _ = rustix::fs::fcntl_setfl(app, fl);
+    }
+    let family = sys::family_of(&target);
+    let start = std::time::Instant::now();
+    let sock = loop {
+        if let Some(sock) = crate::calls::options::replica::replica(family, opts) {
+            break sock;
+        }
+        if crate::platform::sandbox::active() || start.elapsed() >= RESTORE_PATIENCE {
+            log!(
+                warn,
+                "fd {fd}: no fd for a new kernel socket after a failed connect at the fd limit"
+            );
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
     };
     if nonblocking && rustix::io::ioctl_fionbio(&sock, true).is_err() {
         return;
     }
-    let app = sys::borrow_fd(fd);
     let cloexec =
         rustix::io::fcntl_getfd(app).is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
     if sys::dup_onto(sock.as_fd(), fd, cloexec).is_ok() {
         crate::sockets::readiness::replay_carried(fd, true);
     }
 }
+
+/// How long a failed connect at the fd limit waits for a number to put a
+/// new kernel socket on (`restore_kernel_socket`).
+const RESTORE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// connect(2) succeeded over shared memory: the connection takes the fd.
 fn connected(
