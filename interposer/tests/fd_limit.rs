@@ -225,6 +225,25 @@ fn a_connect_with_one_free_fd_works_and_a_refused_one_can_be_retried() {
     emu.assert_shm_only(emu.port, "after the emulated run");
 }
 
+/// A socket bound to a kernel name (127.0.0.1:0, outside the partition)
+/// keeps it through a refused connect with one free fd, as under kernel
+/// TCP: the replica put back on the number is bound to it again. Before,
+/// getsockname said 0.0.0.0:0 afterwards.
+#[test]
+fn a_bound_socket_keeps_its_name_through_a_refused_connect_at_the_limit() {
+    let exe = build_c("connect_at_limit", &["-O2", "-Wall"]);
+    let want = "refused 1 domain inet connected 1 echoed 1 name_kept 1";
+    let tcp = Net::loopback("atlimitb-tcp");
+    let out = run(Command::new(&exe).args([&tcp.host_str(), &tcp.port.to_string(), "bind"]));
+    assert_eq!(out.stdout.trim(), want, "kernel TCP: {}", out.stderr);
+
+    let emu = Net::emulated("atlimitb-emu");
+    let mut cmd = preloaded(&exe);
+    emu.env(&mut cmd);
+    let out = run(cmd.args([&emu.host_str(), &emu.port.to_string(), "bind"]));
+    assert_eq!(out.stdout.trim(), want, "emulated: {}", out.stderr);
+}
+
 /// `connect_churn ADDR PORT N`'s "connected C failed F other_errno X
 /// not_inet D nonblocking B noecho E".
 fn connect_churn_run(cmd: &mut Command, host: &str, port: u16) -> Vec<u32> {

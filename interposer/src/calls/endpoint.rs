@@ -532,6 +532,12 @@ fn at_limit(
         Found::Listener(t) => t,
         Found::None(_) => return fail(Errno::CONNREFUSED),
     };
+    // A kernel-bound socket's name, for the replica (`restore_kernel_socket`).
+    let name = if pristine {
+        None
+    } else {
+        sys::local_name(sys::borrow_fd(fd)).filter(|a| a.port() != 0 || !a.ip().is_unspecified())
+    };
     let timeout = opts.timeout(libc::SO_SNDTIMEO);
     let kept = opts.snapshot_copy();
     let dial =
@@ -554,7 +560,7 @@ fn at_limit(
         }
         Err((e, adopted)) => {
             if adopted {
-                restore_kernel_socket(fd, target, &kept, nonblocking);
+                restore_kernel_socket(fd, target, &kept, nonblocking, name);
             }
             dial_failed(target, e)
         }
@@ -563,13 +569,19 @@ fn at_limit(
 
 /// A new kernel stream socket of `target`'s family on `fd` (which
 /// `at_limit` had made a Unix socket), with the options of `opts`
-/// (`replica`) and the application's
+/// (`replica`), bound to `name` if the old one was, and the application's
 /// flags (`nonblocking` is its own mode, never the Unix socket's); its
 /// noted epoll registrations made again. The replica needs a free number,
 /// which another thread may have taken since `at_limit` freed one: tried
 /// again for up to `RESTORE_PATIENCE`. If none comes, the Unix socket
 /// stays (shut down), in the application's blocking mode.
-fn restore_kernel_socket(fd: c_int, target: SocketAddr, opts: &Options, nonblocking: bool) {
+fn restore_kernel_socket(
+    fd: c_int,
+    target: SocketAddr,
+    opts: &Options,
+    nonblocking: bool,
+    name: Option<SocketAddr>,
+) {
     let app = sys::borrow_fd(fd);
     // The Unix socket was made non-blocking; the program's mode first, so
     // that even a Unix socket left behind reads as its own.
@@ -596,6 +608,14 @@ fn restore_kernel_socket(fd: c_int, target: SocketAddr, opts: &Options, nonblock
         }
         std::thread::sleep(std::time::Duration::from_micros(100));
     };
+    if let Some(name) = name {
+        if let Err(e) = rustix::net::bind(&sock, &name) {
+            log!(
+                debug,
+                "fd {fd}: the replica could not bind {name} again: {e}"
+            );
+        }
+    }
     if nonblocking && rustix::io::ioctl_fionbio(&sock, true).is_err() {
         return;
     }

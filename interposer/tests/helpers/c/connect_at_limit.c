@@ -9,6 +9,9 @@
  *   2. tells the child to listen and connects the same socket again
  *      (ECONNREFUSED retried until it listens): 8 bytes there and back.
  * Prints "refused R domain D connected C echoed E" (exit 0).
+ * connect_at_limit ADDR PORT bind: the socket is bound to 127.0.0.1:0
+ * first (a kernel name), and " name_kept K" is added: whether
+ * getsockname after the refused connect says what it said before.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -25,7 +28,8 @@
 #include <unistd.h>
 
 int main(int argc, char **argv) {
-  if (argc != 3) { fprintf(stderr, "usage: connect_at_limit ADDR PORT\n"); return 2; }
+  if (argc != 3 && argc != 4) { fprintf(stderr, "usage: connect_at_limit ADDR PORT [bind]\n"); return 2; }
+  int bound = argc == 4 && !strcmp(argv[3], "bind");
   struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(atoi(argv[2]))};
   if (inet_pton(AF_INET, argv[1], &a.sin_addr) != 1) return 2;
   int go[2], ready[2];
@@ -60,8 +64,17 @@ int main(int argc, char **argv) {
   close(prev);
   int s = socket(AF_INET, SOCK_STREAM, 0);
   if (s < 0) { perror("socket"); return 2; }
+  struct sockaddr_in before = {0}, after = {0};
+  socklen_t blen = sizeof before;
+  if (bound) {
+    struct sockaddr_in b = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    if (bind(s, (struct sockaddr *)&b, sizeof b)) { perror("bind"); return 2; }
+    getsockname(s, (struct sockaddr *)&before, &blen);
+  }
   int refused = connect(s, (struct sockaddr *)&a, sizeof a) == -1 && errno == ECONNREFUSED;
   if (!refused) fprintf(stderr, "first connect: %s\n", strerror(errno));
+  blen = sizeof after;
+  getsockname(s, (struct sockaddr *)&after, &blen);
   int domain = -1;
   socklen_t len = sizeof domain;
   getsockopt(s, SOL_SOCKET, SO_DOMAIN, &domain, &len);
@@ -82,8 +95,12 @@ int main(int argc, char **argv) {
       while (got < 8) { int r = read(s, (char *)&w + got, 8 - got); if (r <= 0) break; got += r; }
     echoed = got == 8 && w == v;
   }
-  printf("refused %d domain %s connected %d echoed %d\n", refused,
+  printf("refused %d domain %s connected %d echoed %d", refused,
          domain == AF_INET ? "inet" : domain == AF_UNIX ? "unix" : "other", connected, echoed);
+  if (bound)
+    printf(" name_kept %d", before.sin_port != 0 && before.sin_port == after.sin_port &&
+                                before.sin_addr.s_addr == after.sin_addr.s_addr);
+  printf("\n");
   if (!connected) kill(child, SIGKILL);
   waitpid(child, NULL, 0);
   return 0;
