@@ -443,6 +443,8 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
         match crate::transport::lookup::find(config, target, local.addr) {
             Found::Listener(t) => t,
             Found::None(why) if tcp_mode => return fallback(fd, target, why),
+            Found::NoFds(_) if tcp_mode => return fallback(fd, target, stats::Outcome::Resources),
+            Found::NoFds(e) => return fail(e),
             Found::None(stats::Outcome::Dir) => return fail(Errno::CONNREFUSED),
             Found::None(why) => {
                 log!(debug, "connect(fd {fd}) to {target}: {why:?}");
@@ -530,6 +532,7 @@ fn at_limit(
     };
     let found = match crate::transport::lookup::find(config, target, SocketAddr::new(ip, 0)) {
         Found::Listener(t) => t,
+        Found::NoFds(e) => return fail(e),
         Found::None(_) => return fail(Errno::CONNREFUSED),
     };
     // A kernel-bound socket's name, for the replica (`restore_kernel_socket`).

@@ -65,6 +65,9 @@ pub(crate) enum Found {
     /// No shared-memory listener, or none we may use: kernel TCP (default
     /// mode), or fail with the errno (emulated mode).
     None(Outcome),
+    /// SHMNET_DIR's descriptor could not be opened (again): out of fds
+    /// (EMFILE, ENFILE), which the connect says as the kernel would.
+    NoFds(rustix::io::Errno),
 }
 
 fn euid() -> u32 {
@@ -123,6 +126,7 @@ pub(crate) fn find(config: &Config, target: SocketAddr, from: SocketAddr) -> Fou
     }
     let dir = match crate::platform::safedir::checked() {
         Ok(d) => d,
+        Err(e @ (rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)) => return Found::NoFds(e),
         Err(_) => return Found::None(Outcome::Dir),
     };
     let stems = if tcp_mode {
