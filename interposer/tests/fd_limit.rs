@@ -4,7 +4,8 @@
 //! rendezvous socket (a listening Unix socket; the default mode's kernel
 //! TCP listener besides) and, while it takes a connection, room for the
 //! connection's memfd; nothing per connection. An emulated client needs
-//! one free fd at its last connect (kernel TCP's needs none).
+//! one free fd at its last connect to a loopback partition address
+//! (kernel TCP's needs none).
 //!
 //! `fdlimit LIMIT N ADDR PORT` (tests/helpers/c/fdlimit.c) sets
 //! RLIMIT_NOFILE to LIMIT (soft = hard), forks a server, connects N times
