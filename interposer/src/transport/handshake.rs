@@ -280,7 +280,10 @@ pub(crate) fn try_recv(sock: BorrowedFd<'_>) -> Result<(Message, Option<OwnedFd>
 /// Peeks at what `sock` holds into `buf`, without waiting, with a copy of
 /// the first fd attached (others closed): EMFILE if one is attached and
 /// no fd was free for it (the message keeps it).
-fn peek_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> Result<(usize, Option<OwnedFd>), Errno> {
+pub(crate) fn peek_with_fd(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> Result<(usize, Option<OwnedFd>), Errno> {
     let mut iov = [IoSliceMut::new(buf)];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut control = RecvAncillaryBuffer::new(&mut space);

@@ -6,7 +6,9 @@
  * (non-blocking), one thread polls and accepts (EMFILE: waits 0.5 ms and
  * tries again, as a server would), three threads keep opening a pipe,
  * /dev/null and a Unix socket and closing them, so the numbers free at
- * the limit come and go under the accept.
+ * the limit come and go under the accept, and one forks every 3 ms (the
+ * child exits at once; the listener is then shared with a forked
+ * process, whose connections wait in a shared parking queue).
  *
  * Kernel TCP never loses a connection there: accept says EMFILE and
  * leaves it queued. A connection the client saw accepted but never
@@ -43,6 +45,17 @@ static void *churn(void *arg) {
     if (s >= 0) fds[n++] = s;
     usleep(rand_r(&seed) % 300);
     for (int i = 0; i < n; i++) close(fds[i]);
+  }
+  return NULL;
+}
+
+static void *forker(void *arg) {
+  (void)arg;
+  while (!stop) {
+    pid_t c = fork();
+    if (c == 0) _exit(0);
+    if (c > 0) waitpid(c, NULL, 0);
+    usleep(3000);
   }
   return NULL;
 }
@@ -96,6 +109,8 @@ int main(int argc, char **argv) {
     dprintf(result[1], "ok %d lost %d failed %d", ok, lost, failed);
     _exit(0);
   }
+  close(ready[0]);
+  close(result[1]);
   struct rlimit rl;
   getrlimit(RLIMIT_NOFILE, &rl);
   rl.rlim_cur = atoi(argv[4]);
@@ -104,14 +119,15 @@ int main(int argc, char **argv) {
   int one = 1;
   setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (bind(listener, (struct sockaddr *)&a, sizeof a) || listen(listener, 64)) { perror("listen"); return 2; }
-  pthread_t t[4];
+  pthread_t t[5];
   pthread_create(&t[0], NULL, acceptor, NULL);
   for (long i = 1; i < 4; i++) pthread_create(&t[i], NULL, churn, (void *)i);
+  pthread_create(&t[4], NULL, forker, NULL);
   if (write(ready[1], "g", 1) != 1) return 2;
   int st;
   waitpid(client, &st, 0);
   stop = 1;
-  for (int i = 0; i < 4; i++) pthread_join(t[i], NULL);
+  for (int i = 0; i < 5; i++) pthread_join(t[i], NULL);
   char line[128] = {0};
   if (read(result[0], line, sizeof line - 1) <= 0) { fprintf(stderr, "no client result\n"); return 1; }
   printf("%s accepted %d echoed %d\n", line, accepted, echoed);
