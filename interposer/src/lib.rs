@@ -22,7 +22,7 @@
 //! `unsafe` is allowed in `abi` (exports, trampolines, argument decoding),
 //! `platform::sys` (ABI contact: the caller's memory as typed handles,
 //! sockaddrs, errno), `platform::real` (typed calls through dlsym'd
-//! pointers), `platform::lock`, and the shared files' mappings
+//! pointers), `platform::lock`, `platform::shared_lock`, and the shared files' mappings
 //! (`platform::shared_file`, `platform::stats`, `platform::status`); the rest is `deny(unsafe_code)`, and `sockets`, `transport`
 //! and `calls` forbid it.
 #![deny(unsafe_op_in_unsafe_fn)]

@@ -424,6 +424,13 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
                 log!(debug, "connect(fd {fd}) to {target}: no local name ({e})");
                 return fallback(fd, target, stats::Outcome::Resources);
             }
+            // (Its probe of the address's own name needs a second fd.)
+            Err(Errno::MFILE) if !config.is_remote_ip(target.ip()) => {
+                return match local_ip_for(fd, &target) {
+                    Ok(ip) => at_limit(fd, config, target, ip, nonblocking_fd(fd)),
+                    Err(e) => fail(e),
+                }
+            }
             Err(e) => return fail(e),
         },
     };
@@ -436,6 +443,8 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
         match crate::transport::lookup::find(config, target, local.addr) {
             Found::Listener(t) => t,
             Found::None(why) if tcp_mode => return fallback(fd, target, why),
+            Found::NoFds(_) if tcp_mode => return fallback(fd, target, stats::Outcome::Resources),
+            Found::NoFds(e) => return fail(e),
             Found::None(stats::Outcome::Dir) => return fail(Errno::CONNREFUSED),
             Found::None(why) => {
                 log!(debug, "connect(fd {fd}) to {target}: {why:?}");
@@ -443,13 +452,13 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
             }
         }
     };
-    let opts = match bound.as_deref() {
+    let snapshot = || match bound.as_deref() {
         Some(s) => s.options().snapshot_copy(),
         None if pristine => Options::fresh_socket(),
         None => Options::snapshot(sys::borrow_fd(fd)),
     };
-    let nonblocking = rustix::fs::fcntl_getfl(sys::borrow_fd(fd))
-        .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+    let opts = snapshot();
+    let nonblocking = nonblocking_fd(fd);
     let timeout = opts.timeout(libc::SO_SNDTIMEO);
     let found = Arc::new(found);
     let dial = |from| found.dial(config, nonblocking, timeout, from);
@@ -457,6 +466,7 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
     let redial: crate::sockets::conn::Redial =
         Box::new(move |from| again.dial(config, true, timeout, from));
     let room = crate::sockets::spare_fds::give_back_inside;
+    let local_ip = local.addr.ip();
     match Connection::connect(
         &dial,
         redial,
@@ -488,9 +498,140 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
             stats::count(stats::Outcome::NoGateway);
             fail(Errno::CONNREFUSED)
         }
+        // Out of fds for two at a time: one is enough this way.
+        Err(DialError::Os(Errno::MFILE)) if bound.is_none() && !remote => {
+            at_limit(fd, config, target, local_ip, nonblocking)
+        }
         Err(e) => dial_failed(target, e),
     }
 }
+
+fn nonblocking_fd(fd: c_int) -> bool {
+    rustix::fs::fcntl_getfl(sys::borrow_fd(fd))
+        .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK))
+}
+
+/// The emulated mode's connect of a pristine or kernel-bound socket when
+/// the process has one free fd where `Connection::connect` needs two
+/// (decision 38): from `ip`. A failure after the application's kernel
+/// socket was replaced puts a new one of its family on the number (its
+/// options set again), so that a retry finds what kernel TCP leaves
+/// after a failed connect.
+fn at_limit(
+    fd: c_int,
+    config: &'static config::Config,
+    target: SocketAddr,
+    ip: IpAddr,
+    nonblocking: bool,
+) -> Action<c_int> {
+    let pristine = crate::sockets::carry::pristine(fd).is_some();
+    let opts = if pristine {
+        Options::fresh_socket()
+    } else {
+        Options::snapshot(sys::borrow_fd(fd))
+    };
+    let found = match crate::transport::lookup::find(config, target, SocketAddr::new(ip, 0)) {
+        Found::Listener(t) => t,
+        Found::NoFds(e) => return fail(e),
+        Found::None(_) => return fail(Errno::CONNREFUSED),
+    };
+    // A kernel-bound socket's name, for the replica (`restore_kernel_socket`).
+    let name = if pristine {
+        None
+    } else {
+        sys::local_name(sys::borrow_fd(fd)).filter(|a| a.port() != 0 || !a.ip().is_unspecified())
+    };
+    let timeout = opts.timeout(libc::SO_SNDTIMEO);
+    let kept = opts.snapshot_copy();
+    let dial =
+        |app: std::os::fd::BorrowedFd<'_>| found.dial_from(config, nonblocking, timeout, app);
+    let adopt_app = |sock: &OwnedFd| adopt(fd, sock, false);
+    let made = Connection::connect_at_limit(
+        &dial,
+        &adopt_app,
+        sys::borrow_fd(fd),
+        ip,
+        target,
+        config.ring_bytes,
+        opts,
+        nonblocking,
+    );
+    match made {
+        Ok((conn, cloexec)) => {
+            log!(debug, "fd {fd}: connected to {target} with one free fd");
+            registered(fd, conn, cloexec, target)
+        }
+        Err((e, adopted)) => {
+            if adopted {
+                restore_kernel_socket(fd, target, &kept, nonblocking, name);
+            }
+            dial_failed(target, e)
+        }
+    }
+}
+
+/// A new kernel stream socket of `target`'s family on `fd` (which
+/// `at_limit` had made a Unix socket), with the options of `opts`
+/// (`replica`), bound to `name` if the old one was, and the application's
+/// flags (`nonblocking` is its own mode, never the Unix socket's); its
+/// noted epoll registrations made again. The replica needs a free number,
+/// which another thread may have taken since `at_limit` freed one: tried
+/// again for up to `RESTORE_PATIENCE`. If none comes, the Unix socket
+/// stays (shut down), in the application's blocking mode.
+fn restore_kernel_socket(
+    fd: c_int,
+    target: SocketAddr,
+    opts: &Options,
+    nonblocking: bool,
+    name: Option<SocketAddr>,
+) {
+    let app = sys::borrow_fd(fd);
+    // The Unix socket was made non-blocking; the program's mode first, so
+    // that even a Unix socket left behind reads as its own.
+    if let Ok(fl) = rustix::fs::fcntl_getfl(app) {
+        let fl = if nonblocking {
+            fl | rustix::fs::OFlags::NONBLOCK
+        } else {
+            fl - rustix::fs::OFlags::NONBLOCK
+        };
+        let _ = rustix::fs::fcntl_setfl(app, fl);
+    }
+    let family = sys::family_of(&target);
+    let start = std::time::Instant::now();
+    let sock = loop {
+        if let Some(sock) = crate::calls::options::replica::replica(family, opts) {
+            break sock;
+        }
+        if crate::platform::sandbox::active() || start.elapsed() >= RESTORE_PATIENCE {
+            log!(
+                warn,
+                "fd {fd}: no fd for a new kernel socket after a failed connect at the fd limit"
+            );
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_micros(100));
+    };
+    if let Some(name) = name {
+        if let Err(e) = rustix::net::bind(&sock, &name) {
+            log!(
+                debug,
+                "fd {fd}: the replica could not bind {name} again: {e}"
+            );
+        }
+    }
+    if nonblocking && rustix::io::ioctl_fionbio(&sock, true).is_err() {
+        return;
+    }
+    let cloexec =
+        rustix::io::fcntl_getfd(app).is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
+    if sys::dup_onto(sock.as_fd(), fd, cloexec).is_ok() {
+        crate::sockets::readiness::replay_carried(fd, true);
+    }
+}
+
+/// How long a failed connect at the fd limit waits for a number to put a
+/// new kernel socket on (`restore_kernel_socket`).
+const RESTORE_PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// connect(2) succeeded over shared memory: the connection takes the fd.
 fn connected(
@@ -505,6 +646,12 @@ fn connected(
         Ok(c) => c,
         Err(e) => return fail(e),
     };
+    registered(fd, conn, cloexec, target)
+}
+
+/// A connection whose Unix socket is on the application's fd (close-on-exec
+/// if `cloexec`): registered under it.
+fn registered(fd: c_int, conn: Connection, cloexec: bool, target: SocketAddr) -> Action<c_int> {
     log!(
         debug,
         "fd {fd}: connected {} -> {target} through shared memory",

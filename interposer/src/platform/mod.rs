@@ -25,6 +25,7 @@ pub(crate) mod safedir;
 pub(crate) mod sandbox;
 pub(crate) mod seccomp_filter;
 pub(crate) mod shared_file;
+pub(crate) mod shared_lock;
 pub(crate) mod stats;
 pub(crate) mod status;
 pub(crate) mod sys;

@@ -248,24 +248,63 @@ pub(crate) fn take_filler(sock: BorrowedFd<'_>, n: usize) -> Result<(), Errno> {
 /// Receives one message without blocking (EAGAIN if none is there,
 /// EINPROGRESS if only part of one is), and the fd attached to it, if any.
 /// Extra fds are closed.
+///
+/// The fd is taken with a peek (the kernel installs a copy and leaves the
+/// message queued with its own), then the bytes are consumed with no room
+/// for ancillary data (the kernel drops the queued copy): so a process out
+/// of fds (EMFILE: another thread took the number we made room for) finds
+/// the message and its memfd still there at its next try, where a plain
+/// receive would have lost the memfd and with it the connection
+/// (decision 38). The same two system calls as a peek for the length and
+/// a receive.
 pub(crate) fn try_recv(sock: BorrowedFd<'_>) -> Result<(Message, Option<OwnedFd>), Errno> {
-    // Peek first so a partial message is left in place (a 32-byte message
-    // on a stream socket is normally whole, but need not be).
-    let mut peek = [0u8; LEN];
-    let (n, _) = rustix::net::recv(sock, &mut peek, RecvFlags::PEEK | RecvFlags::DONTWAIT)?;
+    let mut bytes = [0u8; LEN];
+    let (n, passed) = peek_with_fd(sock, &mut bytes)?;
     if n == 0 {
         return Err(Errno::CONNRESET);
     }
+    // (A 60-byte message on a stream socket is normally whole, but need
+    // not be: a part is left in place, its fd copy closed.)
     if n < LEN {
         return Err(Errno::INPROGRESS);
     }
-    let mut bytes = [0u8; LEN];
-    let (got, passed) = recv_with_fd(sock, &mut bytes)?;
-    if got != LEN {
+    let mut sink = [0u8; LEN];
+    let (got, _) = rustix::net::recv(sock, &mut sink, RecvFlags::DONTWAIT)?;
+    if got != LEN || sink != bytes {
         return Err(Errno::PROTO);
     }
     let msg = Message::decode(&bytes).map_err(|_| Errno::PROTO)?;
     Ok((msg, passed))
+}
+
+/// Peeks at what `sock` holds into `buf`, without waiting, with a copy of
+/// the first fd attached (others closed): EMFILE if one is attached and
+/// no fd was free for it (the message keeps it).
+pub(crate) fn peek_with_fd(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> Result<(usize, Option<OwnedFd>), Errno> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = rustix::net::recvmsg(
+        sock,
+        &mut iov,
+        &mut control,
+        RecvFlags::PEEK | RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+    )?;
+    let mut passed = None;
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            for fd in fds {
+                passed.get_or_insert(fd);
+            }
+        }
+    }
+    if passed.is_none() && got.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+        return Err(Errno::MFILE);
+    }
+    Ok((got.bytes, passed))
 }
 
 /// Sends `bytes` with `fd` attached (SCM_RIGHTS), without waiting.

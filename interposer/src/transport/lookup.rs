@@ -65,6 +65,9 @@ pub(crate) enum Found {
     /// No shared-memory listener, or none we may use: kernel TCP (default
     /// mode), or fail with the errno (emulated mode).
     None(Outcome),
+    /// SHMNET_DIR's descriptor could not be opened (again): out of fds
+    /// (EMFILE, ENFILE), which the connect says as the kernel would.
+    NoFds(rustix::io::Errno),
 }
 
 fn euid() -> u32 {
@@ -123,6 +126,7 @@ pub(crate) fn find(config: &Config, target: SocketAddr, from: SocketAddr) -> Fou
     }
     let dir = match crate::platform::safedir::checked() {
         Ok(d) => d,
+        Err(e @ (rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)) => return Found::NoFds(e),
         Err(_) => return Found::None(Outcome::Dir),
     };
     let stems = if tcp_mode {
@@ -201,10 +205,23 @@ impl Target {
                 None,
             )?,
         };
+        self.dial_from(config, nonblocking, timeout, sock.as_fd())?;
+        Ok(sock)
+    }
+
+    /// `dial` from `sock`, a Unix stream socket (non-blocking) that is not
+    /// ours to close: the application's own fd (`Connection::connect_at_limit`).
+    pub(crate) fn dial_from(
+        &self,
+        config: &Config,
+        nonblocking: bool,
+        timeout: Option<Duration>,
+        sock: BorrowedFd<'_>,
+    ) -> Result<(), DialError> {
         let hints = match &self.name {
             Name::Local(name) => {
                 connect_to(
-                    &sock,
+                    sock,
                     &SocketAddrUnix::new_abstract_name(name.as_bytes())?,
                     nonblocking,
                     timeout,
@@ -229,7 +246,7 @@ impl Target {
                     // (A Unix socket whose connect found nobody may connect
                     // again.)
                     let path = SocketAddrUnix::new(path.as_path())?;
-                    match connect_to(&sock, &path, nonblocking, timeout) {
+                    match connect_to(sock, &path, nonblocking, timeout) {
                         Ok(()) => {
                             found = Some(stem);
                             break;
@@ -244,8 +261,7 @@ impl Target {
                 Hints::Host(dir, stem)
             }
         };
-        self.verify(sock.as_fd(), config, &hints)?;
-        Ok(sock)
+        self.verify(sock, config, &hints)
     }
 
     fn verify(
@@ -413,7 +429,7 @@ impl Verdicts {
 /// short interruptible naps) while the listen backlog is full, unless
 /// `nonblocking`.
 fn connect_to(
-    sock: &OwnedFd,
+    sock: BorrowedFd<'_>,
     addr: &SocketAddrUnix,
     nonblocking: bool,
     timeout: Option<Duration>,

@@ -144,12 +144,25 @@ pub(crate) static UNQUEUED: AtomicBool = AtomicBool::new(false);
 pub(crate) struct Pair {
     tx: InternalFd,
     rx: InternalFd,
+    /// Taken around a pop by every thread and forked process sharing the
+    /// pair (`pop`); None if it could not be mapped.
+    popping: Option<crate::platform::shared_lock::SharedLock>,
 }
 
 impl Pair {
     /// The receiving end: readable while anything is queued.
     pub(crate) fn queue(&self) -> BorrowedFd<'_> {
         self.rx.as_fd()
+    }
+
+    /// Whether what is queued can be popped now: its lock can be had
+    /// (within its patience). Not while a process holding it is stopped
+    /// (SIGSTOP, a debugger): what it queued would wait until it runs
+    /// again, so a connection parked meanwhile is held in memory instead.
+    fn reachable(&self) -> bool {
+        self.popping
+            .as_ref()
+            .is_none_or(|lock| lock.with(|| ()).is_some())
     }
 }
 
@@ -185,6 +198,7 @@ impl Parking {
         let made = Arc::new(Pair {
             tx: InternalFd::new(tx),
             rx: InternalFd::new(rx),
+            popping: crate::platform::shared_lock::SharedLock::new(),
         });
         self.pair.write().get_or_insert(made);
         let held = std::mem::take(&mut *self.held.lock());
@@ -236,7 +250,8 @@ impl Parking {
         self.last_sweep_ms.store(now, Ordering::Relaxed);
     }
 
-    /// Queues `conn` (held in memory while there is no pair), then `arm`s
+    /// Queues `conn` (held in memory while there is no pair, or the
+    /// pair's lock is out of reach: `Pair::reachable`), then `arm`s
     /// it: once it can be found, before anyone can take it. On failure it
     /// is closed.
     pub(crate) fn push(
@@ -245,7 +260,8 @@ impl Parking {
         rec: Record,
         arm: &dyn Fn(BorrowedFd<'_>),
     ) -> Result<(), Errno> {
-        if let Some(pair) = self.pair.read().as_ref() {
+        let queued = self.pair.read();
+        if let Some(pair) = queued.as_ref().filter(|pair| pair.reachable()) {
             self.count.fetch_add(1, Ordering::Relaxed);
             let sent = handshake::send_with_fd(pair.tx.as_fd(), &rec.encode(), conn.as_fd());
             if let Err(e) = sent {
@@ -255,6 +271,7 @@ impl Parking {
             arm(conn.as_fd());
             return Ok(());
         }
+        drop(queued);
         let mut held = self.held.lock();
         self.count.fetch_add(1, Ordering::Relaxed);
         arm(conn.as_fd());
@@ -275,21 +292,54 @@ impl Parking {
         Some(got)
     }
 
-    /// A connection from the queue (its fd installed: the caller checked
-    /// there is room, or it is lost).
-    pub(crate) fn pop(&self) -> Option<(Record, OwnedFd)> {
+    /// A connection from the queue. Its fd is taken with a peek, then the
+    /// record consumed with no room for ancillary data, under the pair's
+    /// shared lock (another process's pop between the two would make ours
+    /// consume its record): out of fds (another thread took the number the
+    /// caller found free), EMFILE, and the connection stays queued, where
+    /// a plain receive would have lost it (decision 38); EAGAIN if the lock
+    /// could not be had in time. Without the lock (it could not be
+    /// mapped), a plain receive, the caller having checked for room.
+    pub(crate) fn pop(&self) -> Result<Option<(Record, OwnedFd)>, Errno> {
         let slot = self.pair.read();
-        let pair = slot.as_ref()?;
+        let Some(pair) = slot.as_ref() else {
+            return Ok(None);
+        };
         loop {
             let mut b = [0u8; Record::LEN];
-            let (n, fd) = match handshake::recv_with_fd(pair.rx.as_fd(), &mut b) {
+            let got = match &pair.popping {
+                Some(lock) => match lock.with(|| {
+                    let (n, fd) = handshake::peek_with_fd(pair.rx.as_fd(), &mut b)?;
+                    let mut sink = [0u8; Record::LEN];
+                    rustix::net::recv(
+                        pair.rx.as_fd(),
+                        &mut sink,
+                        rustix::net::RecvFlags::DONTWAIT,
+                    )?;
+                    Ok((n, fd))
+                }) {
+                    Some(r) => r,
+                    // Another thread or process is popping, or stopped
+                    // while it was: EAGAIN (the caller watches the queue,
+                    // so it is looked at again); connections parked
+                    // meanwhile are held in memory (`reachable`).
+                    None => return Err(Errno::AGAIN),
+                },
+                None => handshake::recv_with_fd(pair.rx.as_fd(), &mut b),
+            };
+            let (n, fd) = match got {
                 Ok(got) => got,
                 Err(Errno::INTR) => continue,
-                Err(_) => return None,
+                Err(Errno::AGAIN) => return Ok(None),
+                Err(e @ (Errno::MFILE | Errno::NFILE)) if pair.popping.is_some() => return Err(e),
+                Err(e) => {
+                    log!(debug, "parking queue: a parked connection lost ({e})");
+                    return Ok(None);
+                }
             };
             self.uncount();
             match (n == Record::LEN, Record::decode(&b), fd) {
-                (true, Some(rec), Some(fd)) => return Some((rec, fd)),
+                (true, Some(rec), Some(fd)) => return Ok(Some((rec, fd))),
                 _ => continue, // not ours to trust: dropped (closing its fd)
             }
         }

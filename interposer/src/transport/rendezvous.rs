@@ -286,6 +286,45 @@ pub(crate) fn connecting_name(ip: IpAddr) -> Result<Reservation, Errno> {
     Err(Errno::ADDRNOTAVAIL)
 }
 
+/// `connecting_name` for a process with one free fd (decision 38): each
+/// candidate's socket, bound to its connecting name, is handed to `adopt`
+/// (which puts it on the application's number and closes it) before the
+/// probe of the address's own name, which then takes the number it was
+/// made on. The name is held by the application's socket; the reservation
+/// has no socket to dial from (`dial_socket` is None: dial from the
+/// application's).
+pub(crate) fn connecting_name_onto(
+    ip: IpAddr,
+    adopt: &mut dyn FnMut(OwnedFd) -> Result<(), Errno>,
+) -> Result<Reservation, Errno> {
+    let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
+    let start = seed() % span;
+    for k in 0..span {
+        let addr = SocketAddr::new(ip, EPHEMERAL.start() + ((start + k) % span) as u16);
+        let sock = rustix::net::socket_with(
+            AddressFamily::UNIX,
+            SocketType::STREAM,
+            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+            None,
+        )?;
+        let name = connecting_port_name(addr);
+        match rustix::net::bind(&sock, &SocketAddrUnix::new_abstract_name(name.as_bytes())?) {
+            Ok(()) => {}
+            Err(Errno::ADDRINUSE) => continue,
+            Err(e) => return Err(e),
+        }
+        adopt(sock)?;
+        if probe_name(&addr_name(addr))? {
+            continue; // (the next candidate's socket replaces it)
+        }
+        return Ok(Reservation {
+            addr,
+            _hold: Hold::Dial(None),
+        });
+    }
+    Err(Errno::ADDRNOTAVAIL)
+}
+
 /// A Unix stream socket to dial from (close-on-exec, non-blocking), bound
 /// to `addr`'s connecting name: EADDRINUSE while another connecting
 /// socket holds it, or a listener or bound socket holds `addr`'s own name

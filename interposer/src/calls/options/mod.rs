@@ -34,7 +34,7 @@ use crate::platform::sys::{self, IntOut, OptIn};
 use crate::sockets::registry;
 use crate::sockets::socket::Socket;
 
-mod replica;
+pub(crate) mod replica;
 pub(crate) use replica::*;
 mod get;
 pub(crate) use get::*;

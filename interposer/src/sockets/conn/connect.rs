@@ -165,6 +165,76 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// The emulated mode's connect when the process has one free fd, where
+    /// `connect` needs two (the Unix connection and the segment's memfd,
+    /// or the connection and its name's probe): the Unix socket goes onto
+    /// the application's number first (`adopt`: dup3, the application's
+    /// kernel socket closed; `rendezvous::connecting_name_onto`), which
+    /// frees the number it was made on; the probe and then the memfd use
+    /// that one, and the application's fd is dialed and carries the
+    /// message. So a connect needs one free fd, not two (kernel TCP's needs
+    /// none; decision 38).
+    ///
+    /// Returns the connection and the application fd's close-on-exec flag.
+    /// Once the application's kernel socket is gone, a failure leaves its fd
+    /// a Unix socket, shut down both ways (`true` with the error): there is
+    /// no fd to make a kernel socket again with.
+    #[allow(clippy::too_many_arguments)] // the connect's parts, each once
+    pub(crate) fn connect_at_limit(
+        dial: &dyn Fn(BorrowedFd<'_>) -> Result<(), DialError>,
+        adopt: &dyn Fn(&OwnedFd) -> Result<bool, Errno>,
+        app: BorrowedFd<'_>,
+        ip: std::net::IpAddr,
+        peer: SocketAddr,
+        ring_bytes: usize,
+        opts: Options,
+        nonblocking: bool,
+    ) -> Result<(Connection, bool), (DialError, bool)> {
+        let generation = crate::platform::fork::generation();
+        let geo = Geometry::for_ring_bytes(ring_bytes as u64)
+            .map_err(|_| (Errno::INVAL.into(), false))?;
+        let mut cloexec = None;
+        let local = crate::transport::rendezvous::connecting_name_onto(ip, &mut |sock| {
+            cloexec = Some(adopt(&sock)?);
+            Ok(())
+        });
+        let adopted = cloexec.is_some();
+        let after = |e: DialError| {
+            if adopted {
+                let _ = rustix::net::shutdown(app, rustix::net::Shutdown::Both);
+            }
+            (e, adopted)
+        };
+        let local = local.map_err(|e| after(e.into()))?;
+        let cloexec = cloexec.unwrap_or(true);
+        // The memfd before the dial: nothing slow between connect and send.
+        let seg = new_segment(geo).map_err(|e| after(e.into()))?;
+        dial(app).map_err(after)?;
+        let hello = Message {
+            kind: Kind::Connect,
+            addr: local.addr,
+            status: 0,
+            dest: peer,
+            key: pool::new_key(),
+        };
+        handshake::send(app, &hello, seg.fd()).map_err(|e| after(refused(e)))?;
+        if !nonblocking {
+            rustix::io::ioctl_fionbio(app, false).map_err(|e| after(e.into()))?;
+        }
+        let bell = Bell::new(app, None);
+        let ticket = pool::Ticket {
+            key: hello.key,
+            generation,
+            side: pool::Side::Connector { dest: peer },
+        };
+        let mut conn = Connection::new(seg, hello.addr, peer, bell, Some(local), Some(ticket))
+            .map_err(|e| after(e.into()))?;
+        conn.opts = opts;
+        Ok((conn, cloexec))
+    }
+}
+
 /// Whether a non-blocking connect's reuse offer may complete later
 /// (`SHMNET_ASYNC_CONNECT=1`, decision 32); otherwise it waits for the
 /// acceptor's verdict as a blocking one does.

@@ -136,6 +136,10 @@ impl Listener {
         }
         let (msg, memfd) = match handshake::try_recv(conn) {
             Ok(m) => m,
+            // The number we made room with was taken meanwhile (another
+            // thread opened an fd): the message and its memfd are still
+            // queued (`try_recv`), for the next try.
+            Err(e @ (Errno::MFILE | Errno::NFILE)) => return Step::NoRoom(e),
             Err(e) => {
                 self.dropped(&format!("unreadable message: {e}"));
                 return Step::Dropped;

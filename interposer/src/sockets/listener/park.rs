@@ -46,6 +46,7 @@ impl Listener {
         let now = monotonic_ms();
         let mut found = None;
         let mut full = None;
+        let mut busy = false;
         // (Whether its message is there.)
         let mut kept: Vec<(Record, OwnedFd, bool)> = Vec::new();
         self.parking.swept(now);
@@ -56,12 +57,19 @@ impl Listener {
                 // A parked fd popped without room is lost (the kernel drops
                 // what it cannot install): room is checked before each one
                 // (the ones held meanwhile take fds too).
-                None => match sys::room_for_fd(inst) {
+                None => match sys::room_for_fd(inst).and_then(|()| self.parking.pop()) {
+                    // Another thread or process is popping (or stopped
+                    // while it was): the queue stays watched, and the
+                    // caller looks at the rendezvous meanwhile.
+                    Err(Errno::AGAIN) => {
+                        busy = true;
+                        break;
+                    }
                     Err(e) => {
                         full = Some(e);
                         break;
                     }
-                    Ok(()) => self.parking.pop(),
+                    Ok(got) => got,
                 },
             };
             let Some((rec, conn)) = popped else {
@@ -112,7 +120,7 @@ impl Listener {
         for (rec, conn, _) in kept {
             self.requeue(inst, conn, rec);
         }
-        self.watch_queue(inst, full.is_some());
+        self.watch_queue(inst, full.is_some() || busy);
         match (found, full) {
             (None, Some(e)) if take => Err(e),
             (found, _) => Ok(found),
