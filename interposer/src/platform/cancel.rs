@@ -21,7 +21,8 @@
 //!    its sleep), and sends the target glibc's own SIGCANCEL, whose
 //!    handler does nothing while cancellation is disabled and whose
 //!    arrival ends the sleep with EINTR (SA_RESTART is taken off its
-//!    disposition: `sigcancel_interrupts`). The call leaves the library
+//!    disposition: `sigcancel_interrupts`); a timer repeats it every
+//!    millisecond until the sleep is over (`repeat`). The call leaves the library
 //!    with EINTR, and the export acts on the cancel (`act`); if nothing is
 //!    pending in glibc after all, the call is made again.
 #![allow(unsafe_code)]
@@ -260,7 +261,7 @@ struct Slot {
     sleeping: AtomicI32,
     /// The stamp of the latest pthread_cancel request for it (0: none).
     request: AtomicU64,
-    /// A timer sending it SIGCANCEL (`wake_self`; -1: none).
+    /// A timer sending it SIGCANCEL (`repeat`; -1: none).
     timer: AtomicI32,
 }
 
@@ -409,14 +410,13 @@ pub(crate) fn sleep<R>(sleep: impl FnOnce() -> R) -> Option<R> {
     Some(r)
 }
 
-/// The sleep is over: no longer `sleeping`, then no `wake_self` timer (one
+/// The sleep is over: no longer `sleeping`, then no `repeat` timer (one
 /// set by a signal handler before the first store is deleted here).
 fn awake(slot: &Slot) {
     slot.sleeping.store(0, SeqCst);
     let timer = slot.timer.swap(-1, SeqCst);
     if timer >= 0 {
-        // SAFETY: timer_delete of the timer `wake_self` created.
-        unsafe { libc::syscall(libc::SYS_timer_delete, timer) };
+        delete(timer);
     }
 }
 
@@ -487,43 +487,51 @@ fn wake(thread: u64) {
         }
     };
     slot.request.fetch_max(stamp, SeqCst);
-    if thread == self_id() {
-        wake_self(slot);
+    let tid = slot.sleeping.load(SeqCst);
+    if tid == 0 || slot.thread.load(SeqCst) != thread {
         return;
     }
-    let pid = rustix::process::getpid();
-    // A signal that arrives just before the target's system call begins
-    // is spent on the handler: send again until it is awake (bounded).
-    for round in 0..300u32 {
-        let tid = slot.sleeping.load(SeqCst);
-        if tid == 0 || slot.thread.load(SeqCst) != thread {
-            return;
-        }
+    let me = thread == self_id();
+    let pid = rustix::process::getpid().as_raw_nonzero().get();
+    if !me {
         // SAFETY: tgkill with integers: a thread of this process, and the
         // signal glibc itself sends for cancellation (its handler is
         // installed: the real pthread_cancel ran).
-        unsafe { libc::syscall(libc::SYS_tgkill, pid.as_raw_nonzero().get(), tid, SIGCANCEL) };
-        if round < 20 {
-            rustix::thread::sched_yield();
-        } else {
-            let _ = rustix::thread::nanosleep(&rustix::thread::Timespec {
-                tv_sec: 0,
-                tv_nsec: 1_000_000,
-            });
+        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, SIGCANCEL) };
+    }
+    // That signal may be spent before the sleep's system call begins, or on
+    // a signal handler the thread runs (the kernel then restarts the
+    // interrupted call if the handler's signal has SA_RESTART), as is any
+    // signal a handler cancelling its own thread sends: a timer repeats it
+    // until the sleep is over.
+    if !repeat(slot, tid) && !me {
+        // No timer (timer_create failed): send again for a while.
+        for round in 0..300u32 {
+            if slot.sleeping.load(SeqCst) != tid || slot.thread.load(SeqCst) != thread {
+                return;
+            }
+            if round < 20 {
+                rustix::thread::sched_yield();
+            } else {
+                let _ = rustix::thread::nanosleep(&rustix::thread::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 1_000_000,
+                });
+            }
+            // SAFETY: as above.
+            unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, SIGCANCEL) };
         }
     }
 }
 
-/// A signal handler cancels the thread it interrupted (pthread_cancel on
-/// itself elsewhere finds it not `sleeping`): no signal sent now can end
-/// its sleep, which the kernel restarts once the handler returns if its
-/// signal has SA_RESTART. A timer sends it SIGCANCEL every millisecond
-/// until the sleep is over (`awake` deletes it); glibc's handler ignores
-/// it (not SI_TKILL).
-fn wake_self(slot: &Slot) {
-    let tid = slot.sleeping.load(SeqCst);
-    if tid == 0 || slot.timer.load(SeqCst) >= 0 {
-        return;
+/// Sends thread `tid`, sleeping in `slot`, SIGCANCEL every millisecond
+/// until its sleep is over: `awake` deletes the timer (in the thread
+/// itself, so the timer never outlives it; glibc's handler ignores a
+/// signal that is not SI_TKILL). At most one per slot. False if no timer
+/// could be made.
+fn repeat(slot: &Slot, tid: i32) -> bool {
+    if slot.timer.load(SeqCst) >= 0 {
+        return true;
     }
     // SAFETY: sigevent is plain data, zero is a valid start.
     let mut event: libc::sigevent = unsafe { core::mem::zeroed() };
@@ -541,7 +549,7 @@ fn wake_self(slot: &Slot) {
         )
     };
     if rc != 0 {
-        return;
+        return false;
     }
     let ms = libc::timespec {
         tv_sec: 0,
@@ -551,7 +559,8 @@ fn wake_self(slot: &Slot) {
         it_interval: ms,
         it_value: ms,
     };
-    // SAFETY: timer_settime of the timer just created, with a valid spec.
+    // SAFETY: timer_settime of the timer just created (not yet published,
+    // so nobody else deletes it), with a valid spec.
     unsafe {
         libc::syscall(
             libc::SYS_timer_settime,
@@ -561,7 +570,32 @@ fn wake_self(slot: &Slot) {
             ptr::null_mut::<libc::itimerspec>(),
         )
     };
-    slot.timer.store(timer, SeqCst);
+    if slot
+        .timer
+        .compare_exchange(-1, timer, SeqCst, SeqCst)
+        .is_err()
+    {
+        // Another hook's timer is already there.
+        delete(timer);
+        return true;
+    }
+    // Awake meanwhile (`awake` clears `sleeping` before it takes the
+    // timer): if the timer is still there, it is ours to delete; if not,
+    // `awake` deleted it.
+    if slot.sleeping.load(SeqCst) != tid
+        && slot
+            .timer
+            .compare_exchange(timer, -1, SeqCst, SeqCst)
+            .is_ok()
+    {
+        delete(timer);
+    }
+    true
+}
+
+fn delete(timer: c_int) {
+    // SAFETY: timer_delete of a timer id this module created and owns.
+    unsafe { libc::syscall(libc::SYS_timer_delete, timer) };
 }
 
 /// The kernel's `struct sigaction` (x86_64 and aarch64 alike).
