@@ -276,35 +276,31 @@ const FREE: Slot = Slot {
 static TABLE: [Slot; SLOTS] = [FREE; SLOTS];
 
 /// Requests for threads without a slot (that never slept in the library,
-/// or took one after `wake` looked): a ring of the latest, by stamp. A
-/// thread that takes a slot still finds a request made in between here
-/// (one made before its call began is stale, see `stamp`).
-struct Note {
-    thread: AtomicU64,
-    stamp: AtomicU64,
-}
-
-const NOTES: usize = 64;
+/// or took one after `wake` looked), by a hash of pthread_t: each entry
+/// keeps the latest stamp. A thread that takes a slot still finds a
+/// request made in between here (one made before its call began is stale,
+/// see `stamp`). Nothing is overwritten; a request for another thread
+/// with the same hash only makes a call leave for nothing (`act` finds no
+/// cancel pending in glibc and the call is made again).
+const NOTES: usize = 4096;
 #[allow(clippy::declare_interior_mutable_const)]
-const BLANK: Note = Note {
-    thread: AtomicU64::new(0),
-    stamp: AtomicU64::new(0),
-};
-static RING: [Note; NOTES] = [BLANK; NOTES];
+const BLANK: AtomicU64 = AtomicU64::new(0);
+static NOTED: [AtomicU64; NOTES] = [BLANK; NOTES];
+
+fn note_of(thread: u64) -> &'static AtomicU64 {
+    // Fibonacci hashing: pthread_t is an address, its low bits alike.
+    let h = thread.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - NOTES.trailing_zeros());
+    &NOTED[h as usize % NOTES]
+}
 
 fn note(thread: u64, stamp: u64) {
-    let n = &RING[(stamp % NOTES as u64) as usize];
-    n.stamp.store(0, SeqCst);
-    n.thread.store(thread, SeqCst);
-    n.stamp.store(stamp, SeqCst);
+    note_of(thread).fetch_max(stamp, SeqCst);
 }
 
-/// A request for `thread` stamped `entry` or later in the ring.
+/// A request for `thread` (or one with the same hash) stamped `entry` or
+/// later.
 fn noted(thread: u64, entry: u64) -> bool {
-    RING.iter().any(|n| {
-        let s = n.stamp.load(SeqCst);
-        s >= entry && n.thread.load(SeqCst) == thread && n.stamp.load(SeqCst) == s
-    })
+    note_of(thread).load(SeqCst) >= entry
 }
 
 /// A request for this thread stamped at or after the current call's entry.
@@ -702,4 +698,26 @@ pub unsafe extern "C-unwind" fn pthread_cancel(thread: libc::pthread_t) -> c_int
         crate::platform::sys::set_errno(saved);
     }
     rc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request for a thread without a slot survives any number of later
+    /// requests for other threads (a 64-entry ring lost it after 64).
+    #[test]
+    fn a_noted_request_is_not_overwritten() {
+        let target = 0x7f00_dead_b000_u64;
+        note(target, 10);
+        for i in 0..10_000u64 {
+            let other = 0x7f00_0000_0000 + i * 0x80_0000;
+            if ptr::eq(note_of(other), note_of(target)) {
+                continue;
+            }
+            note(other, 11 + i);
+        }
+        assert!(noted(target, 10));
+        assert!(!noted(target, 11));
+    }
 }
