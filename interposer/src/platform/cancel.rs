@@ -610,12 +610,13 @@ struct KernelSigaction {
 /// restart behaviour. glibc 2.34+ sends SIGCANCEL itself only to a thread
 /// with asynchronous cancellation enabled, whose handler then unwinds and
 /// never returns to the interrupted call; glibc's sigaction refuses
-/// SIGCANCEL, so programs do not install their own. A raw system call:
+/// SIGCANCEL, so programs do not install their own. Before glibc 2.41 only
+/// (`restart_to_strip`). A raw system call:
 /// glibc's would refuse it too.
 fn sigcancel_interrupts() {
     // Sandboxed: rt_sigaction may be outside the filter (and `wake` sends
     // nothing there).
-    if crate::platform::sandbox::active() {
+    if crate::platform::sandbox::active() || !restart_to_strip() {
         return;
     }
     let mut old = KernelSigaction {
@@ -653,6 +654,43 @@ fn sigcancel_interrupts() {
             8usize,
         )
     };
+}
+
+/// Whether SA_RESTART is to be taken off SIGCANCEL: glibc before 2.41.
+/// From 2.41 (the cancellation rework, BZ #12683) pthread_cancel signals
+/// every target with cancellation enabled, deferred too, and relies on
+/// SA_RESTART so that a restartable system call that is no cancellation
+/// point (flock) does not fail with EINTR; SA_RESTART is kept there, and
+/// a sleep of ours that the kernel restarts (a blocking recv) is not
+/// ended (docs/compatibility.md; no such glibc was at hand to test).
+fn restart_to_strip() -> bool {
+    extern "C" {
+        fn gnu_get_libc_version() -> *const core::ffi::c_char;
+    }
+    static STRIP: AtomicI32 = AtomicI32::new(-1);
+    let known = STRIP.load(SeqCst);
+    if known >= 0 {
+        return known == 1;
+    }
+    // SAFETY: glibc's static version string ("2.36"), no arguments.
+    let version = unsafe { core::ffi::CStr::from_ptr(gnu_get_libc_version()) };
+    let strip = before_2_41(version.to_bytes());
+    STRIP.store(strip as i32, SeqCst);
+    strip
+}
+
+/// Whether a glibc version string ("2.36", "2.41.9000") is below 2.41.
+fn before_2_41(version: &[u8]) -> bool {
+    let mut parts = version.split(|&b| b == b'.').map(|p| {
+        p.iter()
+            .take_while(|b| b.is_ascii_digit())
+            .fold(0u32, |n, &b| {
+                n.saturating_mul(10).saturating_add(u32::from(b - b'0'))
+            })
+    });
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) < (2, 41)
 }
 
 /// `pthread_cancel(thread)`: the real one, then the target's sleep in the
@@ -719,5 +757,15 @@ mod tests {
         }
         assert!(noted(target, 10));
         assert!(!noted(target, 11));
+    }
+
+    #[test]
+    fn sa_restart_is_stripped_before_glibc_2_41_only() {
+        assert!(before_2_41(b"2.36"));
+        assert!(before_2_41(b"2.40"));
+        assert!(!before_2_41(b"2.41"));
+        assert!(!before_2_41(b"2.41.9000"));
+        assert!(!before_2_41(b"2.100"));
+        assert!(!before_2_41(b"3.0"));
     }
 }
