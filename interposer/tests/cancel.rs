@@ -187,6 +187,15 @@ fn a_handler_cancels_the_thread_it_interrupted() {
     });
 }
 
+/// A thread in recv, accept or poll whose SIGUSR1 handler (SA_RESTART)
+/// computes 0.5 s while pthread_cancel is called: cancelled (the recv was
+/// restarted after the handler and never ended: the hook's re-sends were
+/// all spent on the handler).
+#[test]
+fn a_thread_in_a_long_signal_handler_is_cancelled() {
+    same_as_kernel("cancel_handler_busy", &[], whole);
+}
+
 /// A sandboxed thread (seccomp filter killing on gettid) interrupted by an
 /// SA_RESTART signal in a blocking read: read returns 1 (was SIGSYS).
 #[test]

@@ -21,7 +21,8 @@
 //!    its sleep), and sends the target glibc's own SIGCANCEL, whose
 //!    handler does nothing while cancellation is disabled and whose
 //!    arrival ends the sleep with EINTR (SA_RESTART is taken off its
-//!    disposition: `sigcancel_interrupts`). The call leaves the library
+//!    disposition: `sigcancel_interrupts`); a timer repeats it every
+//!    millisecond until the sleep is over (`repeat`). The call leaves the library
 //!    with EINTR, and the export acts on the cancel (`act`); if nothing is
 //!    pending in glibc after all, the call is made again.
 #![allow(unsafe_code)]
@@ -260,7 +261,7 @@ struct Slot {
     sleeping: AtomicI32,
     /// The stamp of the latest pthread_cancel request for it (0: none).
     request: AtomicU64,
-    /// A timer sending it SIGCANCEL (`wake_self`; -1: none).
+    /// A timer sending it SIGCANCEL (`repeat`; -1: none).
     timer: AtomicI32,
 }
 
@@ -275,35 +276,31 @@ const FREE: Slot = Slot {
 static TABLE: [Slot; SLOTS] = [FREE; SLOTS];
 
 /// Requests for threads without a slot (that never slept in the library,
-/// or took one after `wake` looked): a ring of the latest, by stamp. A
-/// thread that takes a slot still finds a request made in between here
-/// (one made before its call began is stale, see `stamp`).
-struct Note {
-    thread: AtomicU64,
-    stamp: AtomicU64,
-}
-
-const NOTES: usize = 64;
+/// or took one after `wake` looked), by a hash of pthread_t: each entry
+/// keeps the latest stamp. A thread that takes a slot still finds a
+/// request made in between here (one made before its call began is stale,
+/// see `stamp`). Nothing is overwritten; a request for another thread
+/// with the same hash only makes a call leave for nothing (`act` finds no
+/// cancel pending in glibc and the call is made again).
+const NOTES: usize = 4096;
 #[allow(clippy::declare_interior_mutable_const)]
-const BLANK: Note = Note {
-    thread: AtomicU64::new(0),
-    stamp: AtomicU64::new(0),
-};
-static RING: [Note; NOTES] = [BLANK; NOTES];
+const BLANK: AtomicU64 = AtomicU64::new(0);
+static NOTED: [AtomicU64; NOTES] = [BLANK; NOTES];
+
+fn note_of(thread: u64) -> &'static AtomicU64 {
+    // Fibonacci hashing: pthread_t is an address, its low bits alike.
+    let h = thread.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - NOTES.trailing_zeros());
+    &NOTED[h as usize % NOTES]
+}
 
 fn note(thread: u64, stamp: u64) {
-    let n = &RING[(stamp % NOTES as u64) as usize];
-    n.stamp.store(0, SeqCst);
-    n.thread.store(thread, SeqCst);
-    n.stamp.store(stamp, SeqCst);
+    note_of(thread).fetch_max(stamp, SeqCst);
 }
 
-/// A request for `thread` stamped `entry` or later in the ring.
+/// A request for `thread` (or one with the same hash) stamped `entry` or
+/// later.
 fn noted(thread: u64, entry: u64) -> bool {
-    RING.iter().any(|n| {
-        let s = n.stamp.load(SeqCst);
-        s >= entry && n.thread.load(SeqCst) == thread && n.stamp.load(SeqCst) == s
-    })
+    note_of(thread).load(SeqCst) >= entry
 }
 
 /// A request for this thread stamped at or after the current call's entry.
@@ -409,14 +406,13 @@ pub(crate) fn sleep<R>(sleep: impl FnOnce() -> R) -> Option<R> {
     Some(r)
 }
 
-/// The sleep is over: no longer `sleeping`, then no `wake_self` timer (one
+/// The sleep is over: no longer `sleeping`, then no `repeat` timer (one
 /// set by a signal handler before the first store is deleted here).
 fn awake(slot: &Slot) {
     slot.sleeping.store(0, SeqCst);
     let timer = slot.timer.swap(-1, SeqCst);
     if timer >= 0 {
-        // SAFETY: timer_delete of the timer `wake_self` created.
-        unsafe { libc::syscall(libc::SYS_timer_delete, timer) };
+        delete(timer);
     }
 }
 
@@ -487,43 +483,51 @@ fn wake(thread: u64) {
         }
     };
     slot.request.fetch_max(stamp, SeqCst);
-    if thread == self_id() {
-        wake_self(slot);
+    let tid = slot.sleeping.load(SeqCst);
+    if tid == 0 || slot.thread.load(SeqCst) != thread {
         return;
     }
-    let pid = rustix::process::getpid();
-    // A signal that arrives just before the target's system call begins
-    // is spent on the handler: send again until it is awake (bounded).
-    for round in 0..300u32 {
-        let tid = slot.sleeping.load(SeqCst);
-        if tid == 0 || slot.thread.load(SeqCst) != thread {
-            return;
-        }
+    let me = thread == self_id();
+    let pid = rustix::process::getpid().as_raw_nonzero().get();
+    if !me {
         // SAFETY: tgkill with integers: a thread of this process, and the
         // signal glibc itself sends for cancellation (its handler is
         // installed: the real pthread_cancel ran).
-        unsafe { libc::syscall(libc::SYS_tgkill, pid.as_raw_nonzero().get(), tid, SIGCANCEL) };
-        if round < 20 {
-            rustix::thread::sched_yield();
-        } else {
-            let _ = rustix::thread::nanosleep(&rustix::thread::Timespec {
-                tv_sec: 0,
-                tv_nsec: 1_000_000,
-            });
+        unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, SIGCANCEL) };
+    }
+    // That signal may be spent before the sleep's system call begins, or on
+    // a signal handler the thread runs (the kernel then restarts the
+    // interrupted call if the handler's signal has SA_RESTART), as is any
+    // signal a handler cancelling its own thread sends: a timer repeats it
+    // until the sleep is over.
+    if !repeat(slot, tid) && !me {
+        // No timer (timer_create failed): send again for a while.
+        for round in 0..300u32 {
+            if slot.sleeping.load(SeqCst) != tid || slot.thread.load(SeqCst) != thread {
+                return;
+            }
+            if round < 20 {
+                rustix::thread::sched_yield();
+            } else {
+                let _ = rustix::thread::nanosleep(&rustix::thread::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 1_000_000,
+                });
+            }
+            // SAFETY: as above.
+            unsafe { libc::syscall(libc::SYS_tgkill, pid, tid, SIGCANCEL) };
         }
     }
 }
 
-/// A signal handler cancels the thread it interrupted (pthread_cancel on
-/// itself elsewhere finds it not `sleeping`): no signal sent now can end
-/// its sleep, which the kernel restarts once the handler returns if its
-/// signal has SA_RESTART. A timer sends it SIGCANCEL every millisecond
-/// until the sleep is over (`awake` deletes it); glibc's handler ignores
-/// it (not SI_TKILL).
-fn wake_self(slot: &Slot) {
-    let tid = slot.sleeping.load(SeqCst);
-    if tid == 0 || slot.timer.load(SeqCst) >= 0 {
-        return;
+/// Sends thread `tid`, sleeping in `slot`, SIGCANCEL every millisecond
+/// until its sleep is over: `awake` deletes the timer (in the thread
+/// itself, so the timer never outlives it; glibc's handler ignores a
+/// signal that is not SI_TKILL). At most one per slot. False if no timer
+/// could be made.
+fn repeat(slot: &Slot, tid: i32) -> bool {
+    if slot.timer.load(SeqCst) >= 0 {
+        return true;
     }
     // SAFETY: sigevent is plain data, zero is a valid start.
     let mut event: libc::sigevent = unsafe { core::mem::zeroed() };
@@ -541,7 +545,7 @@ fn wake_self(slot: &Slot) {
         )
     };
     if rc != 0 {
-        return;
+        return false;
     }
     let ms = libc::timespec {
         tv_sec: 0,
@@ -551,7 +555,8 @@ fn wake_self(slot: &Slot) {
         it_interval: ms,
         it_value: ms,
     };
-    // SAFETY: timer_settime of the timer just created, with a valid spec.
+    // SAFETY: timer_settime of the timer just created (not yet published,
+    // so nobody else deletes it), with a valid spec.
     unsafe {
         libc::syscall(
             libc::SYS_timer_settime,
@@ -561,7 +566,32 @@ fn wake_self(slot: &Slot) {
             ptr::null_mut::<libc::itimerspec>(),
         )
     };
-    slot.timer.store(timer, SeqCst);
+    if slot
+        .timer
+        .compare_exchange(-1, timer, SeqCst, SeqCst)
+        .is_err()
+    {
+        // Another hook's timer is already there.
+        delete(timer);
+        return true;
+    }
+    // Awake meanwhile (`awake` clears `sleeping` before it takes the
+    // timer): if the timer is still there, it is ours to delete; if not,
+    // `awake` deleted it.
+    if slot.sleeping.load(SeqCst) != tid
+        && slot
+            .timer
+            .compare_exchange(timer, -1, SeqCst, SeqCst)
+            .is_ok()
+    {
+        delete(timer);
+    }
+    true
+}
+
+fn delete(timer: c_int) {
+    // SAFETY: timer_delete of a timer id this module created and owns.
+    unsafe { libc::syscall(libc::SYS_timer_delete, timer) };
 }
 
 /// The kernel's `struct sigaction` (x86_64 and aarch64 alike).
@@ -580,12 +610,13 @@ struct KernelSigaction {
 /// restart behaviour. glibc 2.34+ sends SIGCANCEL itself only to a thread
 /// with asynchronous cancellation enabled, whose handler then unwinds and
 /// never returns to the interrupted call; glibc's sigaction refuses
-/// SIGCANCEL, so programs do not install their own. A raw system call:
+/// SIGCANCEL, so programs do not install their own. Before glibc 2.41 only
+/// (`restart_to_strip`). A raw system call:
 /// glibc's would refuse it too.
 fn sigcancel_interrupts() {
     // Sandboxed: rt_sigaction may be outside the filter (and `wake` sends
     // nothing there).
-    if crate::platform::sandbox::active() {
+    if crate::platform::sandbox::active() || !restart_to_strip() {
         return;
     }
     let mut old = KernelSigaction {
@@ -623,6 +654,43 @@ fn sigcancel_interrupts() {
             8usize,
         )
     };
+}
+
+/// Whether SA_RESTART is to be taken off SIGCANCEL: glibc before 2.41.
+/// From 2.41 (the cancellation rework, BZ #12683) pthread_cancel signals
+/// every target with cancellation enabled, deferred too, and relies on
+/// SA_RESTART so that a restartable system call that is no cancellation
+/// point (flock) does not fail with EINTR; SA_RESTART is kept there, and
+/// a sleep of ours that the kernel restarts (a blocking recv) is not
+/// ended (docs/compatibility.md; no such glibc was at hand to test).
+fn restart_to_strip() -> bool {
+    extern "C" {
+        fn gnu_get_libc_version() -> *const core::ffi::c_char;
+    }
+    static STRIP: AtomicI32 = AtomicI32::new(-1);
+    let known = STRIP.load(SeqCst);
+    if known >= 0 {
+        return known == 1;
+    }
+    // SAFETY: glibc's static version string ("2.36"), no arguments.
+    let version = unsafe { core::ffi::CStr::from_ptr(gnu_get_libc_version()) };
+    let strip = before_2_41(version.to_bytes());
+    STRIP.store(strip as i32, SeqCst);
+    strip
+}
+
+/// Whether a glibc version string ("2.36", "2.41.9000") is below 2.41.
+fn before_2_41(version: &[u8]) -> bool {
+    let mut parts = version.split(|&b| b == b'.').map(|p| {
+        p.iter()
+            .take_while(|b| b.is_ascii_digit())
+            .fold(0u32, |n, &b| {
+                n.saturating_mul(10).saturating_add(u32::from(b - b'0'))
+            })
+    });
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) < (2, 41)
 }
 
 /// `pthread_cancel(thread)`: the real one, then the target's sleep in the
@@ -668,4 +736,36 @@ pub unsafe extern "C-unwind" fn pthread_cancel(thread: libc::pthread_t) -> c_int
         crate::platform::sys::set_errno(saved);
     }
     rc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request for a thread without a slot survives any number of later
+    /// requests for other threads (a 64-entry ring lost it after 64).
+    #[test]
+    fn a_noted_request_is_not_overwritten() {
+        let target = 0x7f00_dead_b000_u64;
+        note(target, 10);
+        for i in 0..10_000u64 {
+            let other = 0x7f00_0000_0000 + i * 0x80_0000;
+            if ptr::eq(note_of(other), note_of(target)) {
+                continue;
+            }
+            note(other, 11 + i);
+        }
+        assert!(noted(target, 10));
+        assert!(!noted(target, 11));
+    }
+
+    #[test]
+    fn sa_restart_is_stripped_before_glibc_2_41_only() {
+        assert!(before_2_41(b"2.36"));
+        assert!(before_2_41(b"2.40"));
+        assert!(!before_2_41(b"2.41"));
+        assert!(!before_2_41(b"2.41.9000"));
+        assert!(!before_2_41(b"2.100"));
+        assert!(!before_2_41(b"3.0"));
+    }
 }
