@@ -44,6 +44,12 @@ use crate::sockets::options_store::Options;
 pub(crate) const MAX_V4: usize = 65_507;
 pub(crate) const MAX_V6: usize = 65_527;
 
+/// How long a receive that awaits no answer stops spinning after a spin
+/// that found nothing (`Datagram::spin`): short, since a flood whose
+/// sender was preempted once would otherwise cost a BELL and a wake-up
+/// per datagram for the whole back-off.
+const CONSUMER_BACKOFF_NS: u64 = 1_000_000;
+
 const SHUT_RD: u8 = 1;
 const SHUT_WR: u8 = 2;
 
@@ -68,6 +74,9 @@ pub(crate) struct Datagram {
     rcvtimeo: Mutex<Option<Option<std::time::Duration>>>,
     /// It sent since its last receive waited (so an answer may be near).
     sent: std::sync::atomic::AtomicBool,
+    /// Until when (`now_ns`) a receive that awaits no answer does not
+    /// spin (`spin`: its last such spin found nothing).
+    consumer_off_until: std::sync::atomic::AtomicU64,
     /// O_NONBLOCK of the application's fd: 0 unknown, 1 no, 2 yes.
     nonblock: std::sync::atomic::AtomicU8,
     /// shutdown(2) so far (`SHUT_RD`, `SHUT_WR` bits).
@@ -99,6 +108,7 @@ impl Datagram {
             routes: Mutex::new(Routes::default()),
             rcvtimeo: Mutex::new(None),
             sent: std::sync::atomic::AtomicBool::new(false),
+            consumer_off_until: std::sync::atomic::AtomicU64::new(0),
             nonblock: std::sync::atomic::AtomicU8::new(match nonblock {
                 None => 0,
                 Some(false) => 1,
@@ -494,23 +504,51 @@ impl Datagram {
     }
 
     /// Spins on the queue for up to SHMNET_SPIN_US before a receive
-    /// sleeps (as a stream's does): true when something came.
-    /// Only a socket that sent since it last received (awaiting an
-    /// answer) spins, and only while spinning can help (`wait::spin_helps`:
-    /// no more runnable threads than CPUs).
+    /// sleeps (as a stream's does): true when something came. While it
+    /// spins the socket's doorbell flag stays down (the *busy word* of a
+    /// datagram socket: a lazy receiver raises it only to sleep, in
+    /// `prepare_sleep`, and looks once more after raising it), so a sender
+    /// publishes without a system call.
+    ///
+    /// Who spins, only while spinning can help (`wait::spin_helps`: no
+    /// more runnable threads than CPUs, not preempted lately):
+    /// - a socket that sent since it last received (awaiting an answer);
+    /// - any other receive (a consumer): datagrams come in a stream, and
+    ///   a sleep would cost the sender a BELL and this side a wake-up per
+    ///   datagram. Such a spin that runs its whole budget for nothing
+    ///   stops them for `CONSUMER_BACKOFF_NS` (a trickle of datagrams, or
+    ///   none: its receives sleep at once), so a receiver of a trickle
+    ///   spends at most one budget per back-off (5% of a CPU at the
+    ///   defaults), an idle one nothing (it sleeps).
     fn spin(&self, inbox: &Inbox) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let us = crate::platform::config::get().map_or(0, |c| c.spin_us);
-        if us == 0 || !self.sent.swap(false, Relaxed) || !crate::sockets::wait::spin_helps() {
+        if us == 0 {
+            return false;
+        }
+        let answer = self.sent.swap(false, Relaxed);
+        let consumer = !answer && now_ns() >= self.consumer_off_until.load(Relaxed);
+        if !(answer || consumer) || !crate::sockets::wait::spin_helps() {
             return false;
         }
         let start = std::time::Instant::now();
         let limit = std::time::Duration::from_micros(u64::from(us));
-        while start.elapsed() < limit {
-            if inbox.quick_ready() {
+        let mut round = 0u32;
+        loop {
+            // The kernel socket (holding a port in the default mode) is
+            // asked every 64th look: one poll, the others cost none.
+            round = round.wrapping_add(1);
+            if inbox.quick_ready(round.is_multiple_of(64)) {
                 return true;
             }
             std::hint::spin_loop();
+            if round.is_multiple_of(8) && start.elapsed() >= limit {
+                break;
+            }
+        }
+        if consumer {
+            self.consumer_off_until
+                .store(now_ns() + CONSUMER_BACKOFF_NS, Relaxed);
         }
         false
     }
@@ -665,4 +703,10 @@ fn ms_left(limit: Option<std::time::Instant>) -> Result<i32, Errno> {
         return Err(Errno::AGAIN);
     }
     Ok(left.as_millis().clamp(1, i32::MAX as u128) as i32)
+}
+
+/// Monotonic nanoseconds (the vDSO's clock: no system call).
+fn now_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
 }
