@@ -85,36 +85,6 @@ pub(crate) unsafe fn user_read(from: *const u8, buf: &mut [u8]) -> Result<(), c_
     unsafe { user_copy(from, buf.as_mut_ptr(), buf.len()) }
 }
 
-/// Whether `[p, p + n)` lies in the part of the main thread's stack in
-/// use: between this frame and the top glibc recorded at start
-/// (`__libc_stack_end`), with this frame within 8 MiB of that top (so we
-/// run on the main stack, not a thread's or a signal stack: the kernel
-/// places every other mapping at least 128 MiB below it). That part is
-/// mapped and writable while we run on it, so a copy there cannot fault:
-/// no system call is needed to check it (a C program's `struct sockaddr`
-/// and `socklen_t` are usually locals of its receive loop).
-#[inline]
-fn on_used_stack(p: *const u8, n: usize) -> bool {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        extern "C" {
-            static __libc_stack_end: *mut c_void;
-        }
-        const MAX_DEPTH: usize = 8 << 20;
-        let here = 0u8;
-        let sp = core::hint::black_box(&here as *const u8) as usize;
-        // SAFETY: glibc writes the word once, before any constructor runs.
-        let top = unsafe { __libc_stack_end } as usize;
-        let p = p as usize;
-        sp < top && top - sp <= MAX_DEPTH && p >= sp && p.checked_add(n).is_some_and(|e| e <= top)
-    }
-    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-    {
-        let _ = (p, n);
-        false
-    }
-}
-
 /// Copies `n` bytes between the caller's memory and ours as the kernel
 /// does with a system call's pointers: a bad address is EFAULT, not a
 /// fault in the program (process_vm_readv/writev on ourselves). In a
@@ -130,11 +100,8 @@ pub(crate) unsafe fn user_copy(from: *const u8, to: *mut u8, n: usize) -> Result
     if n == 0 {
         return Ok(());
     }
-    if crate::platform::sandbox::active() || on_used_stack(from, n) && on_used_stack(to, n) {
-        // SAFETY: in a sandbox, the caller's pointers as the call's
-        // contract has them; otherwise both ranges lie in the part of the
-        // main thread's stack in use (`on_used_stack`), mapped and
-        // writable; not overlapping (this function's contract).
+    if crate::platform::sandbox::active() {
+        // SAFETY: the caller's pointers, as the call's contract has them.
         unsafe { ptr::copy_nonoverlapping(from, to, n) };
         return Ok(());
     }
