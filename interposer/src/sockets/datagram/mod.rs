@@ -17,6 +17,7 @@
 //! answers: SO_TYPE, SO_RCVBUF, ...) and is that second route.
 #![forbid(unsafe_code)]
 
+mod consumer;
 mod deliver;
 mod inbox;
 mod kernel;
@@ -44,12 +45,6 @@ use crate::sockets::options_store::Options;
 pub(crate) const MAX_V4: usize = 65_507;
 pub(crate) const MAX_V6: usize = 65_527;
 
-/// How long a receive that awaits no answer stops spinning after a spin
-/// that found nothing (`Datagram::spin`): short, since a flood whose
-/// sender was preempted once would otherwise cost a BELL and a wake-up
-/// per datagram for the whole back-off.
-const CONSUMER_BACKOFF_NS: u64 = 1_000_000;
-
 const SHUT_RD: u8 = 1;
 const SHUT_WR: u8 = 2;
 
@@ -74,9 +69,8 @@ pub(crate) struct Datagram {
     rcvtimeo: Mutex<Option<Option<std::time::Duration>>>,
     /// It sent since its last receive waited (so an answer may be near).
     sent: std::sync::atomic::AtomicBool,
-    /// Until when (`now_ns`) a receive that awaits no answer does not
-    /// spin (`spin`: its last such spin found nothing).
-    consumer_off_until: std::sync::atomic::AtomicU64,
+    /// Whether a receive that awaits no answer spins (`spin`).
+    consumer: consumer::ConsumerPace,
     /// O_NONBLOCK of the application's fd: 0 unknown, 1 no, 2 yes.
     nonblock: std::sync::atomic::AtomicU8,
     /// shutdown(2) so far (`SHUT_RD`, `SHUT_WR` bits).
@@ -108,7 +102,7 @@ impl Datagram {
             routes: Mutex::new(Routes::default()),
             rcvtimeo: Mutex::new(None),
             sent: std::sync::atomic::AtomicBool::new(false),
-            consumer_off_until: std::sync::atomic::AtomicU64::new(0),
+            consumer: consumer::ConsumerPace::default(),
             nonblock: std::sync::atomic::AtomicU8::new(match nonblock {
                 None => 0,
                 Some(false) => 1,
@@ -515,11 +509,11 @@ impl Datagram {
     /// - a socket that sent since it last received (awaiting an answer);
     /// - any other receive (a consumer): datagrams come in a stream, and
     ///   a sleep would cost the sender a BELL and this side a wake-up per
-    ///   datagram. Such a spin that runs its whole budget for nothing
-    ///   stops them for `CONSUMER_BACKOFF_NS` (a trickle of datagrams, or
-    ///   none: its receives sleep at once), so a receiver of a trickle
-    ///   spends at most one budget per back-off (5% of a CPU at the
-    ///   defaults), an idle one nothing (it sleeps).
+    ///   datagram; but only while its spins pay for themselves
+    ///   (`ConsumerPace`: found a datagram within a quarter of the budget
+    ///   on average), else it backs off 1 ms, doubling up to 32 ms while
+    ///   its probes still wait long (a trickle, or an idle socket: its
+    ///   receives sleep at once).
     fn spin(&self, inbox: &Inbox) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let us = crate::platform::config::get().map_or(0, |c| c.spin_us);
@@ -527,30 +521,30 @@ impl Datagram {
             return false;
         }
         let answer = self.sent.swap(false, Relaxed);
-        let consumer = !answer && now_ns() >= self.consumer_off_until.load(Relaxed);
+        let consumer = !answer && self.consumer.may_spin(now_ns());
         if !(answer || consumer) || !crate::sockets::wait::spin_helps() {
             return false;
         }
         let start = std::time::Instant::now();
         let limit = std::time::Duration::from_micros(u64::from(us));
         let mut round = 0u32;
-        loop {
+        let found = loop {
             // The kernel socket (holding a port in the default mode) is
             // asked every 64th look: one poll, the others cost none.
             round = round.wrapping_add(1);
             if inbox.quick_ready(round.is_multiple_of(64)) {
-                return true;
+                break true;
             }
             std::hint::spin_loop();
             if round.is_multiple_of(8) && start.elapsed() >= limit {
-                break;
+                break false;
             }
-        }
+        };
         if consumer {
-            self.consumer_off_until
-                .store(now_ns() + CONSUMER_BACKOFF_NS, Relaxed);
+            let waited = start.elapsed().as_nanos() as u64;
+            self.consumer.spun(waited, u64::from(us) * 1_000, now_ns());
         }
-        false
+        found
     }
 
     /// Poll, select or epoll met the socket: readiness exact from now on.
