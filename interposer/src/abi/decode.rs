@@ -85,7 +85,7 @@ pub(crate) fn sendto(
 ) -> Action<ssize_t> {
     let scope = Scope::new();
     // SAFETY: sendto(2): `addr` null or readable for `addrlen` bytes.
-    let to = || unsafe { AddrIn::new(&scope, addr, addrlen) }.get();
+    let to = || unsafe { AddrIn::new(&scope, addr, addrlen) }.dest();
     if let Some(k) = datagram::kernel_send(fd, to) {
         // SAFETY: sendto(2) with the caller's arguments, on the UDP
         // socket's kernel socket (held open by `k`).
@@ -148,7 +148,7 @@ pub(crate) fn sendmmsg(
     let scope = Scope::new();
     // SAFETY: sendmmsg(2): `msgvec` valid for `vlen` entries.
     let v = unsafe { Mmsgs::new(&scope, msgvec, vlen as usize) };
-    let first = || (v.len() > 0).then(|| v.sent(0).name().get()).flatten();
+    let first = || (v.len() > 0).then(|| v.sent(0).name().dest()).flatten();
     if let Some(k) = datagram::kernel_send(fd, first) {
         // SAFETY: sendmmsg(2) with the caller's arguments, on the UDP
         // socket's kernel socket (held open by `k`).
@@ -237,7 +237,7 @@ pub(crate) fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> Action<ssiz
 pub(crate) fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Action<ssize_t> {
     let scope = Scope::new();
     // SAFETY: sendmsg(2): a valid msghdr.
-    let to = || unsafe { InMsg::new(&scope, msg) }.name().get();
+    let to = || unsafe { InMsg::new(&scope, msg) }.name().dest();
     if let Some(k) = datagram::kernel_send(fd, to) {
         // SAFETY: sendmsg(2) with the caller's arguments, on the UDP
         // socket's kernel socket (held open by `k`).

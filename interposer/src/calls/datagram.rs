@@ -104,7 +104,8 @@ pub(crate) fn ioctl_target(fd: c_int, request: core::ffi::c_ulong) -> Option<Ker
 /// it (flags, ancillary data such as UDP_SEGMENT or IP_PKTINFO): one of
 /// ours not emulated, to a destination (`to`: the call's, None for the
 /// connected peer or none) that does not make it so. The kernel socket
-/// holds a port after it.
+/// holds a port after it. `to` is called only for a socket of ours (it
+/// may read the destination with a plain copy, `AddrIn::dest`).
 pub(crate) fn kernel_send(fd: c_int, to: impl FnOnce() -> Option<SocketAddr>) -> Option<Kernel> {
     if !carried() || !fdtable::is_owned(fd) {
         return None;
@@ -681,12 +682,15 @@ fn send_on(sock: &Socket, dest: Option<SocketAddr>, bufs: &[IoSlice<'_>]) -> Act
 }
 
 /// The destination a send names: None for a null one; EINVAL-worthy ones
-/// (another family, too short) as the kernel's errors.
-fn destination(dest: AddrIn<'_>) -> Result<Option<SocketAddr>, Errno> {
+/// (another family, too short) as the kernel's errors. On a socket of
+/// ours (`owned`) the address is read with a plain copy (`AddrIn::dest`:
+/// the hot path); on another (a kernel socket that may become ours) it is
+/// checked, a bad one left to the kernel's EFAULT.
+fn destination(dest: AddrIn<'_>, owned: bool) -> Result<Option<SocketAddr>, Errno> {
     if dest.is_null() {
         return Ok(None);
     }
-    match dest.get() {
+    match if owned { dest.dest() } else { dest.get() } {
         Some(a) => Ok(Some(a)),
         None if dest.family() == Some(libc::AF_UNSPEC) => Ok(None),
         None => Err(Errno::INVAL),
@@ -703,9 +707,10 @@ pub(crate) fn send<'b>(
     if !carried() || (!fdtable::is_owned(fd) && dest.is_null()) {
         return None; // the pass-through fast path
     }
-    let to = match destination(dest) {
+    let owned = fdtable::is_owned(fd);
+    let to = match destination(dest, owned) {
         Ok(to) => to,
-        Err(_) if !fdtable::is_owned(fd) => return None,
+        Err(_) if !owned => return None,
         Err(e) => return Some(fail(e)),
     };
     let sock = match sender(fd, to)? {

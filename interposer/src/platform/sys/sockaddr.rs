@@ -26,6 +26,40 @@ pub(crate) unsafe fn socket_addr(
     let n = len.min(raw.len());
     // SAFETY: `addr` readable for `len >= n` bytes (the contract).
     unsafe { super::user_read(addr.cast::<u8>(), &mut raw[..n]) }.ok()?;
+    decode(&raw, len)
+}
+
+/// As `socket_addr`, read with a plain copy: a datagram send's
+/// destination on one of our sockets, the hot path, where the two system
+/// calls of a checked copy would double a round trip's cost.
+///
+/// # Safety
+/// `addr` null or valid for reads of `len` bytes for the call, as
+/// sendto(2)/sendmsg(2) require of their caller. A bad pointer is the
+/// caller's undefined behaviour (a crash where the kernel would say
+/// EFAULT), as it is in libc, and as it is for the data buffer
+/// (`in_buf`).
+pub(crate) unsafe fn socket_addr_trusted(
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+) -> Option<SocketAddr> {
+    let len = usize::try_from(len).ok()?;
+    if addr.is_null() || len < core::mem::size_of::<libc::sa_family_t>() {
+        return None;
+    }
+    let mut raw = [0u8; core::mem::size_of::<libc::sockaddr_in6>()];
+    let n = len.min(raw.len());
+    // SAFETY: the contract above: `addr` readable for `len >= n` bytes;
+    // `raw` is ours and has `n` bytes.
+    unsafe { ptr::copy_nonoverlapping(addr.cast::<u8>(), raw.as_mut_ptr(), n) };
+    decode(&raw, len)
+}
+
+/// The IPv4 or IPv6 address in the first bytes of a sockaddr `len` long.
+fn decode(
+    raw: &[u8; core::mem::size_of::<libc::sockaddr_in6>()],
+    len: usize,
+) -> Option<SocketAddr> {
     let family = libc::sa_family_t::from_ne_bytes([raw[0], raw[1]]);
     match c_int::from(family) {
         libc::AF_INET if len >= core::mem::size_of::<libc::sockaddr_in>() => {

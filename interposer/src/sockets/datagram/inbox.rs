@@ -306,14 +306,15 @@ impl Inbox {
         self.settle(&mut st);
     }
 
-    /// Whether a datagram is queued (no system call: the spin of a
-    /// blocking receive).
-    pub(crate) fn quick_ready(&self) -> bool {
+    /// Whether a datagram is queued: the spin of a blocking receive, no
+    /// system call unless `kernel` (the kernel socket is asked too, one
+    /// poll, when it holds a port).
+    pub(crate) fn quick_ready(&self, kernel: bool) -> bool {
         let mut st = self.lock();
         self.error.load(Ordering::Relaxed) != 0
             || self.shut.load(Ordering::Relaxed)
             || queued(&mut st)
-            || self.kernel_ready()
+            || (kernel && self.kernel_ready())
     }
 
     /// Whether a receive would find something: links served first (a new

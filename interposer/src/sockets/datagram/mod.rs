@@ -17,6 +17,7 @@
 //! answers: SO_TYPE, SO_RCVBUF, ...) and is that second route.
 #![forbid(unsafe_code)]
 
+mod consumer;
 mod deliver;
 mod inbox;
 mod kernel;
@@ -68,6 +69,8 @@ pub(crate) struct Datagram {
     rcvtimeo: Mutex<Option<Option<std::time::Duration>>>,
     /// It sent since its last receive waited (so an answer may be near).
     sent: std::sync::atomic::AtomicBool,
+    /// Whether a receive that awaits no answer spins (`spin`).
+    consumer: consumer::ConsumerPace,
     /// O_NONBLOCK of the application's fd: 0 unknown, 1 no, 2 yes.
     nonblock: std::sync::atomic::AtomicU8,
     /// shutdown(2) so far (`SHUT_RD`, `SHUT_WR` bits).
@@ -99,6 +102,7 @@ impl Datagram {
             routes: Mutex::new(Routes::default()),
             rcvtimeo: Mutex::new(None),
             sent: std::sync::atomic::AtomicBool::new(false),
+            consumer: consumer::ConsumerPace::default(),
             nonblock: std::sync::atomic::AtomicU8::new(match nonblock {
                 None => 0,
                 Some(false) => 1,
@@ -493,25 +497,53 @@ impl Datagram {
     }
 
     /// Spins on the queue for up to SHMNET_SPIN_US before a receive
-    /// sleeps (as a stream's does): true when something came.
-    /// Only a socket that sent since it last received (awaiting an
-    /// answer) spins, and only while spinning can help (`wait::spin_helps`:
-    /// no more runnable threads than CPUs).
+    /// sleeps (as a stream's does): true when something came. While it
+    /// spins the socket's doorbell flag stays down (the *busy word* of a
+    /// datagram socket: a lazy receiver raises it only to sleep, in
+    /// `prepare_sleep`, and looks once more after raising it), so a sender
+    /// publishes without a system call.
+    ///
+    /// Who spins, only while spinning can help (`wait::spin_helps`: no
+    /// more runnable threads than CPUs, not preempted lately):
+    /// - a socket that sent since it last received (awaiting an answer);
+    /// - any other receive (a consumer): datagrams come in a stream, and
+    ///   a sleep would cost the sender a BELL and this side a wake-up per
+    ///   datagram; but only while its spins pay for themselves
+    ///   (`ConsumerPace`: found a datagram within a quarter of the budget
+    ///   on average), else it backs off 1 ms, doubling up to 32 ms while
+    ///   its probes still wait long (a trickle, or an idle socket: its
+    ///   receives sleep at once).
     fn spin(&self, inbox: &Inbox) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let us = crate::platform::config::get().map_or(0, |c| c.spin_us);
-        if us == 0 || !self.sent.swap(false, Relaxed) || !crate::sockets::wait::spin_helps() {
+        if us == 0 {
+            return false;
+        }
+        let answer = self.sent.swap(false, Relaxed);
+        let consumer = !answer && self.consumer.may_spin(now_ns());
+        if !(answer || consumer) || !crate::sockets::wait::spin_helps() {
             return false;
         }
         let start = std::time::Instant::now();
         let limit = std::time::Duration::from_micros(u64::from(us));
-        while start.elapsed() < limit {
-            if inbox.quick_ready() {
-                return true;
+        let mut round = 0u32;
+        let found = loop {
+            // The kernel socket (holding a port in the default mode) is
+            // asked every 64th look: one poll, the others cost none.
+            round = round.wrapping_add(1);
+            if inbox.quick_ready(round.is_multiple_of(64)) {
+                break true;
             }
             std::hint::spin_loop();
+            if round.is_multiple_of(8) && start.elapsed() >= limit {
+                break false;
+            }
+        };
+        if consumer {
+            let waited = start.elapsed().as_nanos() as u64;
+            self.consumer.spun(waited, u64::from(us) * 1_000, now_ns());
         }
-        false
+        found
     }
 
     /// Poll, select or epoll met the socket: readiness exact from now on.
@@ -664,4 +696,10 @@ fn ms_left(limit: Option<std::time::Instant>) -> Result<i32, Errno> {
         return Err(Errno::AGAIN);
     }
     Ok(left.as_millis().clamp(1, i32::MAX as u128) as i32)
+}
+
+/// Monotonic nanoseconds (the vDSO's clock: no system call).
+fn now_ns() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
+    (t.tv_sec as u64) * 1_000_000_000 + t.tv_nsec as u64
 }

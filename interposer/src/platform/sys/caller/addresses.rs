@@ -37,6 +37,17 @@ impl AddrIn<'_> {
         unsafe { crate::platform::sys::socket_addr(self.addr, self.len) }
     }
 
+    /// As `get`, read with a plain copy: a send's destination on a
+    /// datagram socket of ours (the hot path; `socket_addr_trusted`). A
+    /// bad pointer faults here where the kernel would say EFAULT, as a bad
+    /// data buffer does: the constructor's contract (sendto(2)'s) is the
+    /// caller's to keep, as in libc.
+    pub(crate) fn dest(&self) -> Option<std::net::SocketAddr> {
+        // SAFETY: the constructor's contract, sendto(2)/sendmsg(2)'s:
+        // `addr` null or valid for reads of `len` bytes for the call.
+        unsafe { crate::platform::sys::socket_addr_trusted(self.addr, self.len) }
+    }
+
     /// An address inside a structure a call's handle already covers (a
     /// msghdr's name), for that handle's lifetime.
     ///
