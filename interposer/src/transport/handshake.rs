@@ -284,27 +284,7 @@ pub(crate) fn peek_with_fd(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> Result<(usize, Option<OwnedFd>), Errno> {
-    let mut iov = [IoSliceMut::new(buf)];
-    let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
-    let mut control = RecvAncillaryBuffer::new(&mut space);
-    let got = rustix::net::recvmsg(
-        sock,
-        &mut iov,
-        &mut control,
-        RecvFlags::PEEK | RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
-    )?;
-    let mut passed = None;
-    for m in control.drain() {
-        if let RecvAncillaryMessage::ScmRights(fds) = m {
-            for fd in fds {
-                passed.get_or_insert(fd);
-            }
-        }
-    }
-    if passed.is_none() && got.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
-        return Err(Errno::MFILE);
-    }
-    Ok((got.bytes, passed))
+    recv_fd_with(sock, buf, RecvFlags::PEEK)
 }
 
 /// Sends `bytes` with `fd` attached (SCM_RIGHTS), without waiting.
@@ -338,6 +318,17 @@ pub(crate) fn recv_with_fd(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> Result<(usize, Option<OwnedFd>), Errno> {
+    recv_fd_with(sock, buf, RecvFlags::empty())
+}
+
+/// One recvmsg without waiting (`extra`: PEEK or nothing) keeping the
+/// first fd attached and closing any others; EMFILE when the fd was cut
+/// off for want of a free number (MSG_CTRUNC with none received).
+fn recv_fd_with(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    extra: RecvFlags,
+) -> Result<(usize, Option<OwnedFd>), Errno> {
     let mut iov = [IoSliceMut::new(buf)];
     let mut space = [MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut control = RecvAncillaryBuffer::new(&mut space);
@@ -345,7 +336,7 @@ pub(crate) fn recv_with_fd(
         sock,
         &mut iov,
         &mut control,
-        RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
+        extra | RecvFlags::DONTWAIT | RecvFlags::CMSG_CLOEXEC,
     )?;
     let mut passed = None;
     for m in control.drain() {
