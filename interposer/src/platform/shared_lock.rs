@@ -74,14 +74,22 @@ impl SharedLock {
         let m = self.mutex.as_ptr();
         let deadline = deadline_in(PATIENCE)?;
         // SAFETY: `m` is the mutex `new` initialised, mapped until `drop`.
-        match unsafe { libc::pthread_mutex_timedlock(m, &deadline) } {
+        // SAFETY: as above; `deadline` is a valid timespec.
+        match unsafe { pthread_mutex_clocklock(m, libc::CLOCK_MONOTONIC, &deadline) } {
             0 => {}
             // Its holder died holding it: what it guarded is a socket
             // whose every operation is whole (a peek, a receive), so it
             // is consistent as it stands.
-            // SAFETY: we hold it (EOWNERDEAD), as pthread_mutex_consistent
-            // requires.
-            libc::EOWNERDEAD if unsafe { libc::pthread_mutex_consistent(m) } == 0 => {}
+            libc::EOWNERDEAD => {
+                // SAFETY: we hold it (EOWNERDEAD), as
+                // pthread_mutex_consistent and the unlock require.
+                if unsafe { libc::pthread_mutex_consistent(m) } != 0 {
+                    // SAFETY: still held by this thread (EOWNERDEAD above):
+                    // given back rather than kept by a caller told None.
+                    unsafe { libc::pthread_mutex_unlock(m) };
+                    return None;
+                }
+            }
             // ETIMEDOUT (held), EDEADLK (by this thread), ENOTRECOVERABLE.
             _ => return None,
         }
@@ -92,9 +100,20 @@ impl SharedLock {
     }
 }
 
-/// CLOCK_REALTIME `after` from now, as pthread_mutex_timedlock takes it.
+extern "C" {
+    /// glibc 2.30+ (POSIX 2024); not in the libc crate. Monotonic, so a
+    /// clock stepped back does not lengthen the wait (review s31 of
+    /// fdlim14: pthread_mutex_timedlock waits on CLOCK_REALTIME).
+    fn pthread_mutex_clocklock(
+        m: *mut libc::pthread_mutex_t,
+        clock: libc::clockid_t,
+        abstime: *const libc::timespec,
+    ) -> libc::c_int;
+}
+
+/// CLOCK_MONOTONIC `after` from now, as pthread_mutex_clocklock takes it.
 fn deadline_in(after: Duration) -> Option<libc::timespec> {
-    let now = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    let now = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     let nanos = now.tv_nsec as i64 + after.subsec_nanos() as i64;
     Some(libc::timespec {
         tv_sec: (now.tv_sec as i64).checked_add(after.as_secs() as i64 + nanos / 1_000_000_000)?
