@@ -301,18 +301,11 @@ pub(crate) fn connecting_name_onto(
     let start = seed() % span;
     for k in 0..span {
         let addr = SocketAddr::new(ip, EPHEMERAL.start() + ((start + k) % span) as u16);
-        let sock = rustix::net::socket_with(
-            AddressFamily::UNIX,
-            SocketType::STREAM,
-            SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-            None,
-        )?;
-        let name = connecting_port_name(addr);
-        match rustix::net::bind(&sock, &SocketAddrUnix::new_abstract_name(name.as_bytes())?) {
-            Ok(()) => {}
+        let sock = match connecting_socket(addr) {
+            Ok(sock) => sock,
             Err(Errno::ADDRINUSE) => continue,
             Err(e) => return Err(e),
-        }
+        };
         adopt(sock)?;
         if probe_name(&addr_name(addr))? {
             continue; // (the next candidate's socket replaces it)
@@ -331,6 +324,16 @@ pub(crate) fn connecting_name_onto(
 /// (each binds its name, then looks for the other's: one of two at the
 /// same time always sees the other).
 fn dial_socket(addr: SocketAddr) -> Result<OwnedFd, Errno> {
+    let sock = connecting_socket(addr)?;
+    if probe_name(&addr_name(addr))? {
+        return Err(Errno::ADDRINUSE);
+    }
+    Ok(sock)
+}
+
+/// A Unix stream socket (close-on-exec, non-blocking) bound to `addr`'s
+/// connecting name: EADDRINUSE while another connecting socket holds it.
+fn connecting_socket(addr: SocketAddr) -> Result<OwnedFd, Errno> {
     let sock = rustix::net::socket_with(
         AddressFamily::UNIX,
         SocketType::STREAM,
@@ -339,9 +342,6 @@ fn dial_socket(addr: SocketAddr) -> Result<OwnedFd, Errno> {
     )?;
     let name = connecting_port_name(addr);
     rustix::net::bind(&sock, &SocketAddrUnix::new_abstract_name(name.as_bytes())?)?;
-    if probe_name(&addr_name(addr))? {
-        return Err(Errno::ADDRINUSE);
-    }
     Ok(sock)
 }
 

@@ -16,17 +16,11 @@ pub(crate) unsafe fn socket_addr(
     addr: *const libc::sockaddr,
     len: libc::socklen_t,
 ) -> Option<SocketAddr> {
-    let len = usize::try_from(len).ok()?;
-    if addr.is_null() || len < core::mem::size_of::<libc::sa_family_t>() {
-        return None;
-    }
     // Copied as the kernel copies it: a bad address is an error (None: the
     // call goes to the kernel, which says EFAULT), never a fault here.
-    let mut raw = [0u8; core::mem::size_of::<libc::sockaddr_in6>()];
-    let n = len.min(raw.len());
-    // SAFETY: `addr` readable for `len >= n` bytes (the contract).
-    unsafe { super::user_read(addr.cast::<u8>(), &mut raw[..n]) }.ok()?;
-    decode(&raw, len)
+    // SAFETY: `addr` readable for `len` bytes (the contract), of which
+    // `read_with` reads at most `len`.
+    unsafe { read_with(addr, len, |from, raw| super::user_read(from, raw).is_ok()) }
 }
 
 /// As `socket_addr`, read with a plain copy: a datagram send's
@@ -43,15 +37,36 @@ pub(crate) unsafe fn socket_addr_trusted(
     addr: *const libc::sockaddr,
     len: libc::socklen_t,
 ) -> Option<SocketAddr> {
+    // SAFETY: the contract above, for the at most `len` bytes `read_with`
+    // asks of `from`; `raw` is ours and as long as the copy.
+    unsafe {
+        read_with(addr, len, |from, raw| {
+            ptr::copy_nonoverlapping(from, raw.as_mut_ptr(), raw.len());
+            true
+        })
+    }
+}
+
+/// The first `min(len, sockaddr_in6)` bytes at `addr`, read by `copy`,
+/// decoded; None for a null or too short address or a failed copy.
+///
+/// # Safety
+/// `copy(from, raw)` is called only with `from` = `addr` and `raw` no
+/// longer than `len`: `copy` must be sound for that (the callers' contracts).
+unsafe fn read_with(
+    addr: *const libc::sockaddr,
+    len: libc::socklen_t,
+    copy: impl FnOnce(*const u8, &mut [u8]) -> bool,
+) -> Option<SocketAddr> {
     let len = usize::try_from(len).ok()?;
     if addr.is_null() || len < core::mem::size_of::<libc::sa_family_t>() {
         return None;
     }
     let mut raw = [0u8; core::mem::size_of::<libc::sockaddr_in6>()];
     let n = len.min(raw.len());
-    // SAFETY: the contract above: `addr` readable for `len >= n` bytes;
-    // `raw` is ours and has `n` bytes.
-    unsafe { ptr::copy_nonoverlapping(addr.cast::<u8>(), raw.as_mut_ptr(), n) };
+    if !copy(addr.cast::<u8>(), &mut raw[..n]) {
+        return None;
+    }
     decode(&raw, len)
 }
 
