@@ -718,7 +718,7 @@ impl Inbox {
         } else {
             ms
         };
-        crate::platform::sys::poll_fd(self.shell.epoll.as_fd(), libc::POLLIN, ms).map(|ev| ev != 0)
+        self.shell.wait(ms)
     }
 }
 

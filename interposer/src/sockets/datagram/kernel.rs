@@ -149,7 +149,7 @@ impl Shell {
 
     /// Whether the kernel socket has a datagram (or error) queued.
     pub(super) fn ready(&self) -> bool {
-        self.bound() && ready(self.kernel())
+        self.revents() != 0
     }
 
     /// The kernel socket's POLLIN and POLLERR now (0 while unbound).

@@ -260,8 +260,6 @@ fn leave(m: &Member, list: &Arc<crate::sockets::conn::Unarmed>) {
     }
 }
 
-/// epoll_ctl on an fd that is not one of our sockets: an epoll set of ours
-/// (nested), or a kernel socket that may still be re-pointed (`carry`).
 /// Readiness a connect in progress keeps out of its kernel registrations:
 /// the acceptor's decline byte makes the Unix connection readable with
 /// nothing for the application to read (an event loop that counts that
@@ -322,6 +320,8 @@ pub(crate) fn restore_hidden(epfd: c_int, fd: c_int, ev: libc::epoll_event) {
     }
 }
 
+/// epoll_ctl on an fd that is not one of our sockets: an epoll set of ours
+/// (nested), or a kernel socket that may still be re-pointed (`carry`).
 fn other_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_int> {
     if let Some(r) = nest(epfd, op, fd, event) {
         return Action::Raw(r);
