@@ -3,8 +3,9 @@
 //!
 //! Every `Net` gets a slot of its own: unique among the tests of this
 //! process (a set of taken slots), first tried at a hash of the test's
-//! name and this process's id (two test runs at once on one machine
-//! rarely meet). A slot is a /24 and a port:
+//! name and this process's id, skipping any whose /24 or port a library
+//! name in this namespace holds now (a process an earlier test binary
+//! left behind for a while, another run). A slot is a /24 and a port:
 //!
 //! - the emulated network (`Net::emulated`): host 127.64-127.x.1 of the
 //!   test's own 127.64-127.x.0/24 inside `EMULATED` = 127.64.0.0/10, and a
@@ -41,15 +42,66 @@ fn slot(test: &str) -> u32 {
         .get_or_init(Default::default)
         .lock()
         .unwrap_or_else(|e| e.into_inner());
+    let busy = Busy::now();
     let slot = (0..SLOTS)
         .map(|i| (start + i) % SLOTS)
         // 127.77.0.0/16 stays with the library's own unit tests
         // (src/), which name addresses there (rendezvous.rs reserves
         // ports on 127.77.250.1), and with README's examples.
-        .find(|s| !taken.contains(s) && subnet(64, *s)[1] != 77)
+        .find(|s| !taken.contains(s) && subnet(64, *s)[1] != 77 && !busy.holds(*s))
         .expect("a free network slot");
     taken.insert(slot);
     slot
+}
+
+/// What the library's names in this network namespace hold now
+/// (/proc/net/unix lists every abstract name): a slot whose /24 or port
+/// is among them is skipped. Another run's test, or a process an earlier
+/// test binary left behind for a while (a forked child that outlives its
+/// killed parent until its alarm), would make the slot's bind EADDRINUSE.
+#[derive(Default)]
+struct Busy {
+    subnets: HashSet<[u8; 3]>,
+    ports: HashSet<u16>,
+}
+
+impl Busy {
+    fn now() -> Busy {
+        let mut busy = Busy::default();
+        let table = std::fs::read_to_string("/proc/net/unix").unwrap_or_default();
+        for line in table.lines() {
+            if let Some((ip, port)) = line.split_whitespace().last().and_then(library_name) {
+                if let IpAddr::V4(v4) = ip {
+                    let [a, b, c, _] = v4.octets();
+                    busy.subnets.insert([a, b, c]);
+                }
+                busy.ports.insert(port);
+            }
+        }
+        busy
+    }
+
+    /// Whether anything holds a name in `slot`'s /24s or on its port.
+    fn holds(&self, slot: u32) -> bool {
+        self.subnets.contains(&subnet(64, slot))
+            || self.subnets.contains(&subnet(128, slot))
+            || self.ports.contains(&(16384 + slot as u16))
+    }
+}
+
+/// The address and port of a library name (`@shmnet.N/tcp/IP:PORT...`,
+/// also udp; IPv6 in brackets).
+fn library_name(path: &str) -> Option<(IpAddr, u16)> {
+    let rest = path.strip_prefix("@shmnet.")?;
+    let rest = &rest[rest.find('/')? + 1..];
+    let rest = &rest[rest.find('/')? + 1..];
+    let colon = rest.rfind(':')?;
+    let ip = rest[..colon].trim_start_matches('[').trim_end_matches(']');
+    let digits: String = rest[colon + 1..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    Some((ip.parse().ok()?, digits.parse().ok()?))
 }
 
 /// The slot's /24 in 127.`first`.0.0/10: its first three octets.
