@@ -3,7 +3,7 @@
  * Linux >= 6.8: IORING_OP_FIXED_FD_INSTALL, a registered ring fd).
  *
  * Two questions, answered on this kernel by running it
- * (cc -O2 -Wall -o uring_pocket uring_pocket.c && ./uring_pocket):
+ * (cc -O2 -Wall -pthread -o uring_pocket uring_pocket.c && ./uring_pocket):
  * 1. Can a listening Unix socket (the emulated listener's rendezvous) be
  *    held in no fd number at all, and still make the epoll instance that
  *    is the application's listener fd readable? It is put in an io_uring
@@ -16,8 +16,11 @@
  *    that slot installs the memfd on the free number, it is mapped and
  *    closed, and IORING_OP_FIXED_FD_INSTALL puts the connection on that
  *    same number.
- * Prints each step's result; the connector (a forked child) prints the
- * reply it got over the accepted connection.
+ * Prints each step's result. A second thread, and the connector (a
+ * forked child), say whether they can use the registered ring: neither
+ * can (a registered ring fd belongs to the thread that registered it;
+ * fork copies no io_uring context). The connector then prints the reply it
+ * got over the accepted connection.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -33,6 +36,7 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #define OP_FIXED_FD_INSTALL 54
@@ -59,6 +63,15 @@ static int run(struct io_uring_sqe *s)
     int res = cqes[h & *cq_mask].res;
     __atomic_store_n(cq_head, h + 1, __ATOMIC_RELEASE);
     return res;
+}
+
+/* Another thread of the same process: is the registered ring its too? */
+static void *other_thread(void *arg)
+{
+    (void)arg;
+    long e = syscall(__NR_io_uring_enter, ring_index, 0, 0, IORING_ENTER_REGISTERED_RING, NULL, 0);
+    printf("another thread: io_uring_enter on the registered ring: %ld (%s)\n", e, e < 0 ? strerror(errno) : "ok");
+    return NULL;
 }
 
 int main(void)
@@ -94,9 +107,16 @@ int main(void)
     ring_index = u.offset;
     close(rfd);
     close(r); /* the rendezvous is in no fd number now */
+    pthread_t th;
+    pthread_create(&th, NULL, other_thread, NULL);
+    pthread_join(th, NULL);
 
     pid_t kid = fork();
     if (kid == 0) { /* a connector: connect, then a message with a memfd */
+        /* A forked child has no registered ring (the parent's task context
+         * is not copied): its io_uring_enter on the index fails. */
+        long e = syscall(__NR_io_uring_enter, ring_index, 0, 0, IORING_ENTER_REGISTERED_RING, NULL, 0);
+        printf("forked child: io_uring_enter on the registered ring: %ld (%s)\n", e, e < 0 ? strerror(errno) : "ok");
         int c = socket(AF_UNIX, SOCK_STREAM, 0);
         if (connect(c, (void *)&a, alen)) { perror("connect"); _exit(1); }
         int m = memfd_create("seg", 0);
