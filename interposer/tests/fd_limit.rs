@@ -68,6 +68,17 @@ fn all(f: &Fit) -> bool {
     f.opened == N && f.accepted == N && f.checked == N
 }
 
+/// The lowest limit at or below `from` at which `fits` holds, stepping
+/// down one at a time (`fits(from)` must hold): the fds a transport costs
+/// are a handful, so a few runs.
+fn lowest(from: u32, fits: impl Fn(u32) -> bool) -> u32 {
+    let mut limit = from;
+    while limit > N && fits(limit - 1) {
+        limit -= 1;
+    }
+    limit
+}
+
 #[test]
 fn connections_under_ulimit_n_match_kernel_tcp_but_for_the_listed_fds() {
     let exe = build_c("fdlimit", &["-O2", "-Wall"]);
@@ -90,10 +101,7 @@ fn connections_under_ulimit_n_match_kernel_tcp_but_for_the_listed_fds() {
     assert!(!all(&short), "kernel TCP at {}: {short:?}", limit - 1);
     // Its client alone (the server holds the listener besides): lowest
     // limit at which it opens all N.
-    let mut client_limit = limit;
-    while kernel(client_limit - 1).opened == N {
-        client_limit -= 1;
-    }
+    let client_limit = lowest(limit, |l| kernel(l).opened == N);
 
     // Emulated (SHMNET_FALLBACK=never): all at the kernel's limit plus
     // the listed fds, carried by shared memory only.
@@ -120,6 +128,18 @@ fn connections_under_ulimit_n_match_kernel_tcp_but_for_the_listed_fds() {
     assert!(
         at_kernel.checked + EXTRA_EMULATED >= N && at_kernel.checked == at_kernel.accepted,
         "emulated at kernel TCP's limit {limit}: {at_kernel:?}"
+    );
+    // The lowest limits themselves, as for kernel TCP: a server that
+    // needs fewer fds than listed here (or a client) shows, and the
+    // listed extras must then come down (docs/benchmarks.md).
+    let server = lowest(limit + EXTRA_EMULATED, |l| all(&emulated(l)));
+    let client = lowest(client_limit + EXTRA_CLIENT_EMULATED, |l| {
+        emulated(l).opened == N
+    });
+    assert_eq!(
+        (server - limit, client - client_limit),
+        (EXTRA_EMULATED, EXTRA_CLIENT_EMULATED),
+        "emulated: lowest server limit {server}, client {client} (kernel TCP {limit}, {client_limit})"
     );
     emu.assert_shm_only(emu.port, "after the emulated runs");
 
@@ -151,6 +171,16 @@ fn connections_under_ulimit_n_match_kernel_tcp_but_for_the_listed_fds() {
         at_kernel.checked + EXTRA_DEFAULT >= N && at_kernel.checked == at_kernel.accepted,
         "default mode at kernel TCP's limit {limit}: {at_kernel:?}"
     );
+    let server = lowest(limit + EXTRA_DEFAULT, |l| all(&default(l)));
+    let client = lowest(client_limit + EXTRA_CLIENT_DEFAULT, |l| {
+        default(l).opened == N
+    });
+    assert_eq!(
+        (server - limit, client - client_limit),
+        (EXTRA_DEFAULT, EXTRA_CLIENT_DEFAULT),
+        "default mode: lowest server limit {server}, client {client} (kernel TCP {limit}, {client_limit})"
+    );
+    watch.assert_none("after the default-mode searches");
 }
 
 /// `fd_churn ADDR PORT N LIMIT`'s "ok O lost L failed F accepted A echoed E".
