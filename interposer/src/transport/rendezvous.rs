@@ -229,11 +229,20 @@ pub(crate) fn reserve_local(addr: SocketAddr) -> Result<Reservation, Errno> {
     if addr.port() != 0 {
         return reserve_local_port(addr);
     }
+    ephemeral_scan(addr.ip(), reserve_local_port)
+}
+
+/// `take` tried on the ephemeral ports of `ip` from a varying start until
+/// one is not EADDRINUSE; EADDRNOTAVAIL when every port is.
+fn ephemeral_scan<T>(
+    ip: IpAddr,
+    mut take: impl FnMut(SocketAddr) -> Result<T, Errno>,
+) -> Result<T, Errno> {
     let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
     let start = seed() % span;
     for k in 0..span {
         let port = EPHEMERAL.start() + ((start + k) % span) as u16;
-        match reserve_local_port(SocketAddr::new(addr.ip(), port)) {
+        match take(SocketAddr::new(ip, port)) {
             Err(Errno::ADDRINUSE) => continue,
             r => return r,
         }
@@ -268,22 +277,12 @@ pub(crate) fn is_ephemeral(port: u16) -> bool {
 /// socket, in every process that holds it (fork, exec), and costs no fd
 /// of its own: a connection costs the application's fd and nothing more.
 pub(crate) fn connecting_name(ip: IpAddr) -> Result<Reservation, Errno> {
-    let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
-    let start = seed() % span;
-    for k in 0..span {
-        let addr = SocketAddr::new(ip, EPHEMERAL.start() + ((start + k) % span) as u16);
-        match dial_socket(addr) {
-            Ok(sock) => {
-                return Ok(Reservation {
-                    addr,
-                    _hold: Hold::Dial(Some(sock)),
-                })
-            }
-            Err(Errno::ADDRINUSE) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Err(Errno::ADDRNOTAVAIL)
+    ephemeral_scan(ip, |addr| {
+        Ok(Reservation {
+            addr,
+            _hold: Hold::Dial(Some(dial_socket(addr)?)),
+        })
+    })
 }
 
 /// `connecting_name` for a process with one free fd (decision 38): each
@@ -297,25 +296,17 @@ pub(crate) fn connecting_name_onto(
     ip: IpAddr,
     adopt: &mut dyn FnMut(OwnedFd) -> Result<(), Errno>,
 ) -> Result<Reservation, Errno> {
-    let span = u32::from(EPHEMERAL.end() - EPHEMERAL.start()) + 1;
-    let start = seed() % span;
-    for k in 0..span {
-        let addr = SocketAddr::new(ip, EPHEMERAL.start() + ((start + k) % span) as u16);
-        let sock = match connecting_socket(addr) {
-            Ok(sock) => sock,
-            Err(Errno::ADDRINUSE) => continue,
-            Err(e) => return Err(e),
-        };
-        adopt(sock)?;
+    ephemeral_scan(ip, |addr| {
+        adopt(connecting_socket(addr)?)?;
         if probe_name(&addr_name(addr))? {
-            continue; // (the next candidate's socket replaces it)
+            // (The next candidate's socket replaces it.)
+            return Err(Errno::ADDRINUSE);
         }
-        return Ok(Reservation {
+        Ok(Reservation {
             addr,
             _hold: Hold::Dial(None),
-        });
-    }
-    Err(Errno::ADDRNOTAVAIL)
+        })
+    })
 }
 
 /// A Unix stream socket to dial from (close-on-exec, non-blocking), bound
