@@ -497,29 +497,37 @@ unsafe fn fresh_pair(result: c_int, fds: *const c_int) {
     fresh(b);
 }
 
-/// `fresh` for fstat: the kind of file a successful one found
+/// `fresh` for fstat and fstat64: the kind of file a successful one found
 /// (`file_kinds`, for sendfile).
 ///
 /// # Safety
 /// When `result` is 0, `buf` must be where that call stored its answer.
-unsafe fn stat_returned(result: c_int, fd: c_int, buf: *const libc::stat) {
+unsafe fn stat_returned<S: StatBuf>(result: c_int, fd: c_int, buf: *const S) {
     if result == 0 && !buf.is_null() {
-        // SAFETY: the call succeeded, so it filled `*buf`; only the mode
-        // is read, unaligned-safe.
-        let mode = unsafe { core::ptr::addr_of!((*buf).st_mode).read_unaligned() };
+        // SAFETY: the call succeeded, so it filled `*buf`.
+        let mode = unsafe { S::mode(buf) };
         crate::platform::file_kinds::stat_found(fd, mode);
     }
 }
 
-/// `stat_returned` for fstat64.
-///
-/// # Safety
-/// As for `stat_returned`.
-unsafe fn stat64_returned(result: c_int, fd: c_int, buf: *const libc::stat64) {
-    if result == 0 && !buf.is_null() {
-        // SAFETY: as in `stat_returned`.
-        let mode = unsafe { core::ptr::addr_of!((*buf).st_mode).read_unaligned() };
-        crate::platform::file_kinds::stat_found(fd, mode);
+/// fstat's and fstat64's answers (one layout on 64-bit Linux, two types).
+trait StatBuf {
+    /// # Safety
+    /// `buf` points to a filled answer.
+    unsafe fn mode(buf: *const Self) -> libc::mode_t;
+}
+
+impl StatBuf for libc::stat {
+    unsafe fn mode(buf: *const Self) -> libc::mode_t {
+        // SAFETY: the caller's; only the mode is read, unaligned-safe.
+        unsafe { core::ptr::addr_of!((*buf).st_mode).read_unaligned() }
+    }
+}
+
+impl StatBuf for libc::stat64 {
+    unsafe fn mode(buf: *const Self) -> libc::mode_t {
+        // SAFETY: as for `libc::stat`.
+        unsafe { core::ptr::addr_of!((*buf).st_mode).read_unaligned() }
     }
 }
 

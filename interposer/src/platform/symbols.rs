@@ -141,7 +141,7 @@ macro_rules! hooked_symbols {
         gate !fdtable::table().is_empty();
     fn fstat64(fd: c_int, buf: *mut libc::stat64) -> c_int => descriptor::fstat,
         // SAFETY: as for fstat.
-        fresh |r| unsafe { stat64_returned(r, fd, buf) },
+        fresh |r| unsafe { stat_returned(r, fd, buf) },
         gate !fdtable::table().is_empty();
     fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int
         => descriptor::close_range;
