@@ -278,6 +278,7 @@ impl Channel {
         ctl.wait.writer_waiting.store(0, Ordering::Relaxed);
         ctl.wait.reader_rings.store(0, Ordering::Relaxed);
         ctl.wait.writer_rings.store(0, Ordering::Relaxed);
+        ctl.wait.reader_sleep.store(0, Ordering::Relaxed);
         // A fresh reader counts as waiting in poll/epoll: the first publish
         // rings its doorbell, so an application that polls before its first
         // read (or before it even accepted) is woken by that first data.
@@ -436,9 +437,10 @@ impl Channel {
         }
         // SYNC POINT: Release orders the count above before the cleared
         // flag; a waiter loading the flag with Acquire and finding it clear
-        // then sees the count.
+        // then sees the count. Acquire: the reader's sleep stored before
+        // the flag we take (`Consumer::arm_for_sleep`) is seen below.
         // The edge bit stays (the reader set it once, at registration).
-        let bits = word.fetch_and(WAIT_EDGE, Ordering::Release);
+        let bits = word.fetch_and(WAIT_EDGE, Ordering::AcqRel);
         if bits & WAIT_FUTEX != 0 {
             self.parker.wake(word);
         }
@@ -463,7 +465,18 @@ impl Channel {
             take_back();
         }
         decided();
-        let sent = rings_now && doorbell.as_ref().is_some_and(|d| d.ring());
+        // A reader's flag raised for one of its sleeps (not an
+        // edge-triggered ring: every publish's, for itself): the doorbell
+        // may know that sleep rung already (decision 40).
+        let sleep = match rings {
+            Some(_) if rings_now && !edge => self.ctl().wait.reader_sleep.load(Ordering::Relaxed),
+            _ => 0,
+        };
+        let sent = rings_now
+            && doorbell.as_ref().is_some_and(|d| match sleep {
+                0 => d.ring(),
+                s => d.ring_sleep(s),
+            });
         if counted && rings_now && !sent {
             take_back();
         }
