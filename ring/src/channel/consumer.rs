@@ -366,9 +366,11 @@ impl Consumer {
             .reader_sleep
             .store(sleep, Ordering::Relaxed);
         let w = &self.ch.ctl().wait.reader_waiting;
-        // SYNC POINT: Release, so that a producer that takes this flag
-        // (AcqRel) sees `sleep`, not an older sleep's name.
-        w.fetch_or(how.bits(), Ordering::Release);
+        // (`sleep` is ordered as the flag is, by the fence below and the
+        // producer's before its load: a producer that finds the flag after
+        // our fence finds this name, not an older sleep's; loom
+        // `a_named_sleep_rung_once_loses_no_wakeup`.)
+        w.fetch_or(how.bits(), Ordering::Relaxed);
         // SYNC POINT: Dekker with `Producer::wake_reader`.
         fence(Ordering::SeqCst);
         self.readable_now()

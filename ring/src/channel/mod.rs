@@ -437,10 +437,9 @@ impl Channel {
         }
         // SYNC POINT: Release orders the count above before the cleared
         // flag; a waiter loading the flag with Acquire and finding it clear
-        // then sees the count. Acquire: the reader's sleep stored before
-        // the flag we take (`Consumer::arm_for_sleep`) is seen below.
+        // then sees the count.
         // The edge bit stays (the reader set it once, at registration).
-        let bits = word.fetch_and(WAIT_EDGE, Ordering::AcqRel);
+        let bits = word.fetch_and(WAIT_EDGE, Ordering::Release);
         if bits & WAIT_FUTEX != 0 {
             self.parker.wake(word);
         }
