@@ -464,11 +464,13 @@ impl Channel {
             take_back();
         }
         decided();
-        // A reader's flag raised for one of its sleeps (not an
-        // edge-triggered ring: every publish's, for itself): the doorbell
-        // may know that sleep rung already (decision 40).
+        // A reader's flag raised for one of its sleeps: the doorbell may
+        // know that sleep rung already (decision 40). Not an edge-triggered
+        // reader's (its edges are its own, one per arrival).
         let sleep = match rings {
-            Some(_) if rings_now && !edge => self.ctl().wait.reader_sleep.load(Ordering::Relaxed),
+            Some(_) if rings_now && bits & WAIT_EDGE == 0 => {
+                self.ctl().wait.reader_sleep.load(Ordering::Relaxed)
+            }
             _ => 0,
         };
         let sent = rings_now

@@ -225,6 +225,9 @@ impl Connection {
     /// In a forked child: a thread of the parent may have held the lock.
     pub(super) fn reset_readiness_after_fork(&self) {
         self.ready.deferral.reset_after_fork();
+        // No sleep of ours is in progress here (the waiter was another
+        // thread of the parent): the bytes are the child's to take.
+        self.slept();
     }
 
     /// Raises the flag whether or not the ring holds data (a read that
