@@ -108,12 +108,20 @@ pub(crate) fn unarmed_ready(epfd: c_int) -> bool {
 static NEXT_SLEEP: AtomicU64 = AtomicU64::new(0);
 
 fn next_sleep() -> u64 {
+    let mut now = NEXT_SLEEP.load(Ordering::Relaxed);
     loop {
-        let n = NEXT_SLEEP.fetch_add(1, Ordering::Relaxed);
-        if n != 0 {
-            return n;
+        // (0: not drawn yet in this process; an odd start is never 0, and
+        // 2^64 sleeps never wrap it there.)
+        let name = if now == 0 { fresh_start() | 1 } else { now };
+        match NEXT_SLEEP.compare_exchange_weak(
+            now,
+            name.wrapping_add(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return name,
+            Err(seen) => now = seen,
         }
-        let _ = NEXT_SLEEP.compare_exchange(1, fresh_start(), Ordering::Relaxed, Ordering::Relaxed);
     }
 }
 
@@ -127,7 +135,7 @@ fn fresh_start() -> u64 {
 /// In a forked child: its sleeps get names of their own.
 pub(crate) fn after_fork_child() {
     NEXT_SLEEP.store(0, Ordering::Relaxed);
-    RAISED.with(|r| r.borrow_mut().clear());
+    let _ = RAISED.try_with(|r| r.try_borrow_mut().map(|mut v| v.clear()));
 }
 
 std::thread_local! {
@@ -153,12 +161,22 @@ pub(crate) fn before_sleep(epfd: c_int) -> bool {
                 continue;
             };
             let live = m.live();
-            let Some(readable) = stream(&live).and_then(|c| c.rearm_for(&list, sleep)) else {
+            // Named only once this thread will tell it the sleep ended (a
+            // list it cannot reach, in a signal handler's wait nested in
+            // this one: unnamed, the ring is never left out).
+            let noted = live.as_ref().is_some_and(|s| {
+                RAISED
+                    .try_with(|r| {
+                        r.try_borrow_mut()
+                            .map(|mut v| v.push(Arc::downgrade(s)))
+                            .is_ok()
+                    })
+                    .unwrap_or(false)
+            });
+            let name = if noted { sleep } else { 0 };
+            let Some(readable) = stream(&live).and_then(|c| c.rearm_for(&list, name)) else {
                 continue;
             };
-            if let Some(s) = &live {
-                let _ = RAISED.try_with(|r| r.borrow_mut().push(Arc::downgrade(s)));
-            }
             set.raised.push(fd);
             if readable {
                 found = true;
@@ -180,7 +198,9 @@ pub(crate) fn before_sleep(epfd: c_int) -> bool {
 /// again).
 pub(crate) fn after_sleep(epfd: c_int) {
     let raised = RAISED
-        .try_with(|r| std::mem::take(&mut *r.borrow_mut()))
+        .try_with(|r| r.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)))
+        .ok()
+        .and_then(Result::ok)
         .unwrap_or_default();
     for s in raised {
         if let Some(Socket::Stream(c)) = s.upgrade().as_deref() {
