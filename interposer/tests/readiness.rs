@@ -953,6 +953,46 @@ fn epoll_flags_left_down_still_wake_every_other_waiter() {
     }
 }
 
+/// Doorbells that name the reader's sleep (decision 41). `skip`: a server
+/// asleep in epoll_wait on 4 deferred connections is stopped while the
+/// client writes to all 4: the client's doorbell wakes that sleep once (the
+/// kernel finds 1 of the 4 fds readable, where each rang before), and the
+/// server, continued, reports all 4 messages. `thief`: another thread of
+/// the server reads one member as soon as its data comes while the waiter
+/// sleeps; the other member's data, whose ring may have been left out, must
+/// still wake the waiter (the byte the thief would have taken is left for
+/// it). (Whether the thief gets there before the waiter wakes is up to the
+/// scheduler: this case shows no hang, it does not force the race.)
+#[test]
+fn epoll_named_sleeps_are_rung_once_and_lose_no_data() {
+    let net = Net::emulated("named-skip");
+    let out = common::stdout_of(
+        "epoll_named_sleep",
+        net.py_helper("epoll_named_sleep", &["skip"])
+            .env("SHMNET_DEFER", "1"),
+    );
+    assert!(
+        out.contains("kernel readable 1 of 4")
+            && out.contains("got [(0, b'x0'), (1, b'x1'), (2, b'x2'), (3, b'x3')] in time True")
+            && out.contains("server exit 0"),
+        "skip:\n{out}"
+    );
+    for round in 0..5 {
+        let net = Net::emulated(&format!("named-thief-{round}"));
+        let out = common::stdout_of(
+            "epoll_named_sleep",
+            net.py_helper("epoll_named_sleep", &["thief"])
+                .env("SHMNET_DEFER", "1"),
+        );
+        assert!(
+            out.contains("thief got [b'x0']")
+                && out.contains("got [(1, b'x1')] in time True")
+                && out.contains("server exit 0"),
+            "thief {round}:\n{out}"
+        );
+    }
+}
+
 /// Deferred flags: the sequences a review found losing a wake-up (data
 /// read with one recv after a second thread's wait or a poll on the epoll
 /// fd crowded the set; DEL and ADD again, with the set kept or made anew;

@@ -78,6 +78,7 @@ pub fn heap_channel(geo: Geometry) -> (Producer, Consumer) {
                 ready: a(),
                 reader_rings: a(),
                 writer_rings: a(),
+                reader_sleep: crate::sync::AtomicU64::new(0),
             },
         },
         reset: a(),

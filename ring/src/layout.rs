@@ -171,6 +171,12 @@ pub struct WaitLine {
     /// write-space event (see the interposer's `Bell::fill`), and counts them
     /// with `reader_rings` as bytes it may take.
     pub writer_rings: AtomicU32,
+    /// The reader's sleep its flag was last raised for (0: none), stored
+    /// before the flag (see `Consumer::arm_for_sleep`): a producer whose
+    /// doorbell already woke that sleep of that reader may leave the ring
+    /// out, since the reader looks at every ring it raised for the sleep
+    /// once it wakes. Written by the reader; the producer only compares it.
+    pub reader_sleep: AtomicU64,
 }
 
 /// A waiter sleeps on the futex word itself.

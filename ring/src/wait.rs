@@ -46,6 +46,18 @@ pub trait Doorbell: Send + Sync {
     /// Returns false when the signal could not be sent (the count of rings
     /// kept in shared memory is then taken back).
     fn ring(&self) -> bool;
+
+    /// Wake the reader's sleep `sleep` (non-zero; the reader raised its
+    /// flag with [`Consumer::arm_for_sleep`](crate::Consumer::arm_for_sleep)):
+    /// a doorbell that knows its process already woke that sleep of that
+    /// reader may send nothing and return false (the ring's count is then
+    /// taken back, as for a ring that could not be sent). It must be sure
+    /// of the reader's identity: a name another reader chose could
+    /// otherwise cost this reader its wake-up. The default rings.
+    fn ring_sleep(&self, sleep: u64) -> bool {
+        let _ = sleep;
+        self.ring()
+    }
 }
 
 /// How a blocking call waits: spin, then sleep on the futex in slices

@@ -419,3 +419,117 @@ fn settling_waits_for_a_byte_sent_after_idle() {
 fn settling_stops_waiting_for_a_send_that_failed_after_idle() {
     settle_model(false);
 }
+
+/// The "kernel" of the sleep-naming model: bytes sent on either
+/// connection's doorbell, and a sleep until one is there (an epoll set
+/// holding both connections' fds).
+#[derive(Default)]
+struct Kernel {
+    bytes: loom::sync::Mutex<u32>,
+    woken: loom::sync::Condvar,
+}
+
+/// One connection's doorbell in the producer process: rings a sleep of the
+/// reader only if the producer's last ring did not wake that sleep already
+/// (the interposer's `Bell::ring_sleep`; `last` is shared by the producer
+/// thread's doorbells).
+struct SleepBell {
+    kernel: Arc<Kernel>,
+    last: Arc<loom::sync::Mutex<u64>>,
+}
+
+impl shmnet_ring::Doorbell for SleepBell {
+    fn ring(&self) -> bool {
+        *self.kernel.bytes.lock().unwrap() += 1;
+        self.kernel.woken.notify_all();
+        true
+    }
+
+    fn ring_sleep(&self, sleep: u64) -> bool {
+        if *self.last.lock().unwrap() == sleep {
+            return false;
+        }
+        let sent = self.ring();
+        *self.last.lock().unwrap() = sleep;
+        sent
+    }
+}
+
+/// Decision 41: an epoll waiter raises the flags of two connections for
+/// one sleep, named; the producer writes one byte to each and rings that
+/// sleep once (the second ring is left out while the first woke it). The
+/// waiter, woken, looks at both rings: it lowers A's flag (deferred again)
+/// and keeps B's up (idle: off the list, as `defer_again` leaves it). With
+/// `rename`, it raises B's flag again without the sleep's name and looks
+/// at its ring (`Connection::defer_again`); later it looks at B only when
+/// B's doorbell rang (the kernel reports its fd). Every byte must be read
+/// and no sleep left without a wake-up: loom reports a waiter asleep
+/// forever as a deadlock. Without `rename`, B's flag keeps the old sleep's
+/// name, its ring is left out again, and the waiter sleeps forever.
+fn named_sleep_model(rename: bool) {
+    model(move || {
+        let kernel = Arc::new(Kernel::default());
+        let last = Arc::new(loom::sync::Mutex::new(0u64));
+        let (mut pa, mut ca) = heap_channel(Geometry::new(2, 64).unwrap());
+        let (mut pb, mut cb) = heap_channel(Geometry::new(2, 64).unwrap());
+        for p in [&mut pa, &mut pb] {
+            p.set_doorbell(Arc::new(SleepBell {
+                kernel: kernel.clone(),
+                last: last.clone(),
+            }));
+        }
+        let t = thread::spawn(move || {
+            pa.write(b"a").unwrap();
+            pb.write(b"b").unwrap();
+            (pa, pb)
+        });
+        let mut buf = [0u8; 8];
+        let mut got = 0;
+        let mut taken = 0u32;
+        let mut b_rung = 0;
+        // Fresh channels count as waiting: a deferred reader that has read
+        // has its flags down.
+        ca.disarm(WaitKind::Doorbell);
+        cb.disarm(WaitKind::Doorbell);
+        for sleep in 1u64.. {
+            if got == 2 {
+                break;
+            }
+            let ready_a = ca.arm_for_sleep(WaitKind::Doorbell, sleep);
+            let ready_b = sleep == 1 && cb.arm_for_sleep(WaitKind::Doorbell, sleep);
+            if !ready_a && !ready_b {
+                let mut bytes = kernel.bytes.lock().unwrap();
+                while *bytes == taken {
+                    bytes = kernel.woken.wait(bytes).unwrap();
+                }
+                taken = *bytes;
+            }
+            ca.disarm(WaitKind::Doorbell);
+            got += ca.read(&mut buf).unwrap_or(0);
+            let rung = cb.notify().doorbells_rung();
+            let look_b =
+                ready_b || rung != b_rung || (sleep == 1 && rename && cb.arm(WaitKind::Doorbell));
+            b_rung = rung;
+            if look_b {
+                got += cb.read(&mut buf).unwrap_or(0);
+            }
+        }
+        let _p = t.join().unwrap();
+        // The bytes sent are the rings counted (a ring left out counts none).
+        assert_eq!(
+            *kernel.bytes.lock().unwrap(),
+            ca.notify().doorbells_rung() + cb.notify().doorbells_rung()
+        );
+    });
+}
+
+#[test]
+fn a_named_sleep_rung_once_loses_no_wakeup() {
+    named_sleep_model(true);
+}
+
+#[test]
+#[should_panic]
+fn a_flag_kept_up_with_an_old_sleeps_name_loses_a_wakeup() {
+    named_sleep_model(false);
+}

@@ -306,7 +306,70 @@ impl Consumer {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn arm(&self, how: WaitKind) -> bool {
+        self.arm_for_sleep(how, 0)
+    }
+
+    /// [`arm`](Self::arm) for one sleep of a waiter that, once woken, looks
+    /// at every ring it raised its flag on for that sleep before it sleeps
+    /// again (the interposer's epoll waiter, decision 41). `sleep` names
+    /// that sleep (non-zero, never reused by any waiter): a producer whose
+    /// doorbell already woke it may leave the ring for this flag out
+    /// ([`Doorbell::ring_sleep`](crate::Doorbell::ring_sleep)). Zero is a
+    /// plain `arm`, which every other raise must be: a flag left up with
+    /// an old sleep's name could be skipped with nobody to look.
+    ///
+    /// ```
+    /// use shmnet_ring::{heap_channel, Doorbell, Geometry, WaitKind};
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// /// Rings each sleep once (a real one also checks who the reader is).
+    /// struct Bell(AtomicU32, Arc<Mutex<u64>>);
+    /// impl Doorbell for Bell {
+    ///     fn ring(&self) -> bool {
+    ///         self.0.fetch_add(1, Ordering::Relaxed);
+    ///         true
+    ///     }
+    ///     fn ring_sleep(&self, sleep: u64) -> bool {
+    ///         let mut rung = self.1.lock().unwrap();
+    ///         if *rung == sleep {
+    ///             return false;
+    ///         }
+    ///         *rung = sleep;
+    ///         self.ring()
+    ///     }
+    /// }
+    ///
+    /// let rung = Arc::new(Mutex::new(0));
+    /// let (mut tx_a, rx_a) = heap_channel(Geometry::new(2, 64)?);
+    /// let (mut tx_b, rx_b) = heap_channel(Geometry::new(2, 64)?);
+    /// let bell_a = Arc::new(Bell(AtomicU32::new(0), rung.clone()));
+    /// let bell_b = Arc::new(Bell(AtomicU32::new(0), rung));
+    /// tx_a.set_doorbell(bell_a.clone());
+    /// tx_b.set_doorbell(bell_b.clone());
+    /// // One waiter, one sleep, two connections.
+    /// assert!(!rx_a.arm_for_sleep(WaitKind::Doorbell, 7));
+    /// assert!(!rx_b.arm_for_sleep(WaitKind::Doorbell, 7));
+    /// tx_a.write(b"a")?;
+    /// tx_b.write(b"b")?; // that sleep was woken already: no ring
+    /// assert_eq!(bell_a.0.load(Ordering::Relaxed), 1);
+    /// assert_eq!(bell_b.0.load(Ordering::Relaxed), 0);
+    /// assert_eq!(rx_b.notify().doorbells_rung(), 0); // the count taken back
+    /// // Once woken, the waiter looks at both rings.
+    /// assert!(rx_a.readable_now() && rx_b.readable_now());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn arm_for_sleep(&self, how: WaitKind, sleep: u64) -> bool {
+        self.ch
+            .ctl()
+            .wait
+            .reader_sleep
+            .store(sleep, Ordering::Relaxed);
         let w = &self.ch.ctl().wait.reader_waiting;
+        // (`sleep` is ordered as the flag is, by the fence below and the
+        // producer's before its load: a producer that finds the flag after
+        // our fence finds this name, not an older sleep's; loom
+        // `a_named_sleep_rung_once_loses_no_wakeup`.)
         w.fetch_or(how.bits(), Ordering::Relaxed);
         // SYNC POINT: Dekker with `Producer::wake_reader`.
         fence(Ordering::SeqCst);

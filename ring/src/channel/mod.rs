@@ -278,6 +278,7 @@ impl Channel {
         ctl.wait.writer_waiting.store(0, Ordering::Relaxed);
         ctl.wait.reader_rings.store(0, Ordering::Relaxed);
         ctl.wait.writer_rings.store(0, Ordering::Relaxed);
+        ctl.wait.reader_sleep.store(0, Ordering::Relaxed);
         // A fresh reader counts as waiting in poll/epoll: the first publish
         // rings its doorbell, so an application that polls before its first
         // read (or before it even accepted) is woken by that first data.
@@ -463,7 +464,20 @@ impl Channel {
             take_back();
         }
         decided();
-        let sent = rings_now && doorbell.as_ref().is_some_and(|d| d.ring());
+        // A reader's flag raised for one of its sleeps: the doorbell may
+        // know that sleep rung already (decision 41). Not an edge-triggered
+        // reader's (its edges are its own, one per arrival).
+        let sleep = match rings {
+            Some(_) if rings_now && bits & WAIT_EDGE == 0 => {
+                self.ctl().wait.reader_sleep.load(Ordering::Relaxed)
+            }
+            _ => 0,
+        };
+        let sent = rings_now
+            && doorbell.as_ref().is_some_and(|d| match sleep {
+                0 => d.ring(),
+                s => d.ring_sleep(s),
+            });
         if counted && rings_now && !sent {
             take_back();
         }

@@ -4,8 +4,9 @@
 //! docs/architecture.md's "The readiness protocol".
 #![forbid(unsafe_code)]
 
+use std::cell::Cell;
 use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,6 +65,21 @@ pub(crate) struct Bell {
     /// (`Connection::peer_gone_now`) instead of filling a ring nobody will
     /// read.
     suspect: AtomicU8,
+    /// The reading peer's pid as the kernel recorded it (SO_PEERCRED, of
+    /// the connect), asked at the first ring for a sleep (`ring_sleep`);
+    /// 0: not asked yet, `NO_READER`: unknown.
+    reader: AtomicU32,
+}
+
+/// `Bell::reader`: the kernel gave no pid (another pid namespace, an
+/// error, a sandbox).
+const NO_READER: u32 = u32::MAX;
+
+std::thread_local! {
+    /// The last reader sleep this thread's doorbells woke: (the sleep's
+    /// name, the reader's pid). One is enough: a producer answering an
+    /// epoll waiter's several connections in a row rings them in a row.
+    static RUNG: Cell<(u64, u32)> = const { Cell::new((0, 0)) };
 }
 
 /// An error on our end of the Unix connection that means the peer's end is
@@ -125,6 +141,7 @@ impl Bell {
             fill_bytes: sndbuf / 4 + 1,
             closing: AtomicBool::new(false),
             suspect: AtomicU8::new(Suspect::No as u8),
+            reader: AtomicU32::new(0),
         })
     }
 
@@ -484,6 +501,26 @@ impl Bell {
 }
 
 impl Doorbell for Bell {
+    /// Leaves the ring out when this thread's last ring woke the same
+    /// sleep of the same reader (decision 41): the sleep's name is the
+    /// reader's to choose, so it counts only with the pid the kernel gives
+    /// for the reader's end (a process cannot make another's name its own
+    /// and so cost that process a wake-up).
+    fn ring_sleep(&self, sleep: u64) -> bool {
+        let reader = self.reader();
+        if reader == 0 {
+            return self.ring();
+        }
+        if RUNG.try_with(|r| r.get()) == Ok((sleep, reader)) {
+            return false;
+        }
+        let sent = self.ring();
+        if sent {
+            let _ = RUNG.try_with(|r| r.set((sleep, reader)));
+        }
+        sent
+    }
+
     fn ring(&self) -> bool {
         if crate::platform::sandbox::active() {
             return self.ring_sandboxed();
@@ -507,6 +544,29 @@ impl Doorbell for Bell {
                     false
                 }
             };
+        }
+    }
+}
+
+impl Bell {
+    /// The reading peer's pid (`reader`), asked once; 0 when unknown (and
+    /// in a sandbox, whose filter may refuse getsockopt).
+    fn reader(&self) -> u32 {
+        let known = self.reader.load(Ordering::Relaxed);
+        if known == 0 {
+            let pid = if crate::platform::sandbox::active() {
+                None
+            } else {
+                self.with_fd(sys::peer_cred).flatten()
+            };
+            let pid = pid.map_or(NO_READER, |(p, _, _)| if p == 0 { NO_READER } else { p });
+            self.reader.store(pid, Ordering::Relaxed);
+            return if pid == NO_READER { 0 } else { pid };
+        }
+        if known == NO_READER {
+            0
+        } else {
+            known
         }
     }
 }

@@ -108,6 +108,12 @@ pub(super) struct Readiness {
     /// Where the ring was written to at the last edge our epoll_wait
     /// reported for it while deferred (`edge::FRESH` after an ADD or MOD).
     pub(super) edge_seen: AtomicU64,
+    /// The sleep of its set's waiter its flag was raised for
+    /// (`rearm_for`), until that waiter woke (`slept`); 0: none. Its
+    /// doorbell byte may be the one that wakes that sleep for other
+    /// members too (decision 41): meanwhile no other thread takes its
+    /// bytes (`keeps_bytes`).
+    raised_for: AtomicU64,
 }
 
 impl Default for Readiness {
@@ -124,6 +130,7 @@ impl Default for Readiness {
             active: AtomicU32::new(0),
             edge_deferral: AtomicBool::new(false),
             edge_seen: AtomicU64::new(super::edge::FRESH),
+            raised_for: AtomicU64::new(0),
         }
     }
 }
@@ -218,12 +225,21 @@ impl Connection {
     /// In a forked child: a thread of the parent may have held the lock.
     pub(super) fn reset_readiness_after_fork(&self) {
         self.ready.deferral.reset_after_fork();
+        // No sleep of ours is in progress here (the waiter was another
+        // thread of the parent): the bytes are the child's to take.
+        self.slept();
     }
 
     /// Raises the flag whether or not the ring holds data (a read that
     /// drains it with no EAGAIN read after would otherwise leave it down);
     /// true when the ring is readable.
     pub(crate) fn arm_always(&self) -> bool {
+        self.arm_always_for(0)
+    }
+
+    /// `arm_always` for the set waiter's sleep `sleep` (0: none; see
+    /// `Consumer::arm_for_sleep`).
+    fn arm_always_for(&self, sleep: u64) -> bool {
         if self.shut_rd.load(Ordering::Relaxed) {
             return true;
         }
@@ -232,9 +248,27 @@ impl Connection {
             None => false,
             Some(rx) => {
                 self.edges_on(rx);
-                rx.arm(WaitKind::Doorbell)
+                rx.arm_for_sleep(WaitKind::Doorbell, sleep)
             }
         }
+    }
+
+    /// The waiter whose sleep this flag was raised for woke (or never
+    /// slept): the connection's bytes are anyone's to take again.
+    pub(crate) fn slept(&self) {
+        self.ready.raised_for.store(0, Ordering::SeqCst);
+    }
+
+    /// Whether its doorbell bytes are left for the sleeping waiter of its
+    /// epoll set (`raised_for`): a producer that rang this connection for
+    /// that sleep may have left out the rings of the set's other members,
+    /// so that a byte taken here by another thread would leave the waiter
+    /// asleep with data in their rings. The bytes stay until it woke (the
+    /// kernel then reports the fd, perhaps with its ring empty: as in the
+    /// kernel when another thread reads a socket an epoll waiter was
+    /// woken for).
+    pub(super) fn keeps_bytes(&self) -> bool {
+        self.ready.raised_for.load(Ordering::SeqCst) != 0
     }
 
     /// A registration with `events` in one of our epoll sets was made
@@ -314,6 +348,12 @@ impl Connection {
     /// elsewhere): raising it here would make the next write ring for
     /// nothing.
     pub(crate) fn rearm(&self, list: &Arc<Unarmed>) -> Option<bool> {
+        self.rearm_for(list, 0)
+    }
+
+    /// `rearm` for the waiter's sleep `sleep` (non-zero: noted in
+    /// `raised_for` until `slept`).
+    pub(crate) fn rearm_for(&self, list: &Arc<Unarmed>, sleep: u64) -> Option<bool> {
         self.ready
             .deferred
             .compare_exchange(
@@ -323,7 +363,10 @@ impl Connection {
                 Ordering::SeqCst,
             )
             .ok()?;
-        Some(self.arm_always())
+        if sleep != 0 {
+            self.ready.raised_for.store(sleep, Ordering::SeqCst);
+        }
+        Some(self.arm_always_for(sleep))
     }
 
     /// The set's waiter woke from a sleep for which `before_sleep` raised
@@ -332,16 +375,21 @@ impl Connection {
     /// connection is listed for the thread's next wait, which looks at the
     /// ring before it sleeps. (A producer that rang meanwhile took the flag
     /// down already; its byte is taken by the next read.) Not for one idle
-    /// for `IDLE_SLEEPS`: its flag stays up, and it is off the list.
-    pub(crate) fn defer_again(&self) {
+    /// for `IDLE_SLEEPS` (or no longer deferring): its flag stays up, and it
+    /// is off the list; raised again without the sleep's name (a producer
+    /// that rang that sleep would leave it out, and nobody looks at its
+    /// ring now), and true when its ring holds data (the caller reports it).
+    pub(crate) fn defer_again(&self) -> bool {
         let mut guard = self.rx.lock();
         let Some(rx) = self.receiver(&mut guard.consumer) else {
-            return;
+            return false;
         };
         if self.defer_as(false) {
             rx.disarm(WaitKind::Doorbell);
             self.edges_off(rx);
+            return false;
         }
+        rx.arm(WaitKind::Doorbell)
     }
 
     /// Whether the ring may hold data (no lock: a spinning wait's look).

@@ -144,6 +144,9 @@ impl Connection {
     /// in flight until `SETTLE_PATIENCE` after `start`. Returns whether the
     /// peer hung up (`hung_up`: known to before).
     fn take_owed(&self, rx: &Consumer, mut owed: usize, mut hung_up: bool, start: Instant) -> bool {
+        if self.keeps_bytes() {
+            return hung_up;
+        }
         while owed > 0 && !hung_up {
             let (got, eof) = self.bell.take(owed);
             hung_up = eof;
@@ -182,6 +185,7 @@ impl Connection {
     pub(crate) fn edge_collected(&self) {
         if !self.ready.edge.load(Ordering::Relaxed)
             || self.ready.waiters.load(Ordering::SeqCst) != 0
+            || self.keeps_bytes()
         {
             return;
         }
@@ -272,7 +276,9 @@ impl Connection {
             // those counted so far: their data was read, or is in the ring,
             // which a lazy reader looks at before it sleeps.
             let owed = self.owed(rx);
-            self.bell.take(owed);
+            if !self.keeps_bytes() {
+                self.bell.take(owed);
+            }
         } else if self.ready.edge.load(Ordering::Relaxed)
             && self.owed(rx) >= EDGE_BYTES
             && self.ready.waiters.load(Ordering::SeqCst) == 0
@@ -290,7 +296,9 @@ impl Connection {
             // keeps the fd readable for a level-triggered registration of
             // the same connection elsewhere while the ring holds data.
             let owed = self.owed(rx);
-            self.bell.take(owed.saturating_sub(1));
+            if !self.keeps_bytes() {
+                self.bell.take(owed.saturating_sub(1));
+            }
         }
     }
 }

@@ -7,8 +7,9 @@
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 
 use crate::sockets::socket::Socket;
 
@@ -100,22 +101,80 @@ pub(crate) fn unarmed_ready(epfd: c_int) -> bool {
     })
 }
 
+/// The next name of a sleep of this process's waiters (decision 41):
+/// never 0, never the same twice in a process, and in another process
+/// only by a chance of 2^-64 (a random start, drawn again in a forked
+/// child: `after_fork_child`).
+static NEXT_SLEEP: AtomicU64 = AtomicU64::new(0);
+
+fn next_sleep() -> u64 {
+    let mut now = NEXT_SLEEP.load(Ordering::Relaxed);
+    loop {
+        // (0: not drawn yet in this process; an odd start is never 0, and
+        // 2^64 sleeps never wrap it there.)
+        let name = if now == 0 { fresh_start() | 1 } else { now };
+        match NEXT_SLEEP.compare_exchange_weak(
+            now,
+            name.wrapping_add(1),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => return name,
+            Err(seen) => now = seen,
+        }
+    }
+}
+
+/// A random 64-bit start: std's per-thread random keys (from getrandom),
+/// with the pid (a forked child's keys are its parent's).
+fn fresh_start() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::process::id())
+}
+
+/// In a forked child: its sleeps get names of their own.
+pub(crate) fn after_fork_child() {
+    NEXT_SLEEP.store(0, Ordering::Relaxed);
+    let _ = RAISED.try_with(|r| r.try_borrow_mut().map(|mut v| v.clear()));
+}
+
+std::thread_local! {
+    /// The connections this thread's current sleep raised its flags on
+    /// (`Connection::rearm_for`), to be told it woke (`after_sleep`),
+    /// whatever became of their set meanwhile.
+    static RAISED: RefCell<Vec<Weak<Socket>>> = const { RefCell::new(Vec::new()) };
+}
+
 /// `epfd`'s waiter is about to sleep: the members whose flag was left down
-/// raise it (then the next write rings); those whose ring holds data
-/// become pending. True when one did (the wait answers instead). They are
-/// remembered, for `after_sleep`.
+/// raise it (then the next write rings), marked with this sleep's name;
+/// those whose ring holds data become pending. True when one did (the wait
+/// answers instead). They are remembered, for `after_sleep`.
 pub(crate) fn before_sleep(epfd: c_int) -> bool {
     with_set(epfd, false, |set| {
         let mut found = false;
         let list = set.unarmed.clone();
         set.raised.clear();
         set.sleeps.fetch_add(1, Ordering::Relaxed);
+        let sleep = next_sleep();
         for fd in list.take() {
             let Some(m) = set.members.get_mut(&fd) else {
                 continue;
             };
             let live = m.live();
-            let Some(readable) = stream(&live).and_then(|c| c.rearm(&list)) else {
+            // Named only once this thread will tell it the sleep ended (a
+            // list it cannot reach, in a signal handler's wait nested in
+            // this one: unnamed, the ring is never left out).
+            let noted = live.as_ref().is_some_and(|s| {
+                RAISED
+                    .try_with(|r| {
+                        r.try_borrow_mut()
+                            .map(|mut v| v.push(Arc::downgrade(s)))
+                            .is_ok()
+                    })
+                    .unwrap_or(false)
+            });
+            let name = if noted { sleep } else { 0 };
+            let Some(readable) = stream(&live).and_then(|c| c.rearm_for(&list, name)) else {
                 continue;
             };
             set.raised.push(fd);
@@ -129,19 +188,34 @@ pub(crate) fn before_sleep(epfd: c_int) -> bool {
 }
 
 /// `epfd`'s waiter woke (or answered after `before_sleep` found data):
-/// the flags `before_sleep` raised go down again while the thread is busy
-/// (`Connection::defer_again`), so that only data that came during the
-/// sleep rang. A set crowded meanwhile has nothing to lower.
+/// the connections it raised flags on for that sleep are told so (their
+/// bytes are anyone's again, `Connection::slept`), and the flags go down
+/// again while the thread is busy (`Connection::defer_again`), so that
+/// only data that came during the sleep rang; one that stays up is raised
+/// again without the sleep's name, and reported if its ring holds data (a
+/// producer that rang the sleep elsewhere may have left it out). A set
+/// crowded meanwhile has nothing to lower (`Set::release_all` raised them
+/// again).
 pub(crate) fn after_sleep(epfd: c_int) {
+    let raised = RAISED
+        .try_with(|r| r.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)))
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    for s in raised {
+        if let Some(Socket::Stream(c)) = s.upgrade().as_deref() {
+            c.slept();
+        }
+    }
     with_set(epfd, (), |set| {
         if !set.solo || set.raised.is_empty() {
             return;
         }
         for fd in std::mem::take(&mut set.raised) {
-            if let Some(m) = set.members.get(&fd) {
+            if let Some(m) = set.members.get_mut(&fd) {
                 let live = m.live();
-                if let Some(c) = stream(&live) {
-                    c.defer_again();
+                if stream(&live).is_some_and(|c| c.defer_again()) {
+                    m.mark_pending(fd, &mut set.pending);
                 }
             }
         }

@@ -102,4 +102,5 @@ pub(crate) fn kernel_turn(epfd: c_int) -> bool {
 /// In a forked child: a thread of the parent may have held the lock.
 pub(crate) fn after_fork_child() {
     set::reset_after_fork();
+    defer::after_fork_child();
 }

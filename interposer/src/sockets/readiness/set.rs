@@ -280,7 +280,8 @@ impl Set {
     pub(super) fn release_all(&mut self) -> bool {
         let mut listed: Vec<c_int> = self.unarmed.take();
         listed.sort_unstable();
-        self.raised.clear();
+        let mut raised = std::mem::take(&mut self.raised);
+        raised.sort_unstable();
         let mut found = false;
         for (&fd, m) in self.members.iter_mut() {
             let live = m.live();
@@ -288,8 +289,14 @@ impl Set {
                 continue;
             };
             // (Looked at before the deferral ends, which takes it off the
-            // list.)
-            let rearmed = listed.binary_search(&fd).is_ok() && c.rearm(&self.unarmed) == Some(true);
+            // list.) A flag the waiter raised for a sleep it may still be
+            // in is raised again without the sleep's name (decision 41: a
+            // producer that rang that sleep would leave it out, and the
+            // waiter, crowded, will not look at it): reported if its ring
+            // holds data.
+            let rearmed = (listed.binary_search(&fd).is_ok()
+                && c.rearm(&self.unarmed) == Some(true))
+                || (raised.binary_search(&fd).is_ok() && c.arm_always());
             if c.edge_deferred() && reads(m.events) {
                 // Reported from now on as any edge-triggered member: once,
                 // if an arrival is still unreported (its flag is up again
