@@ -305,6 +305,10 @@ pub(crate) trait WaitSet {
     /// made reportable for the sleep alone is taken back (flags go down
     /// again while the caller is busy).
     fn after_sleep(&mut self) {}
+    /// The spin ended (whatever it found): flags it took down for its
+    /// looks go up again, readiness exact for the kernel's answer that
+    /// follows (datagram sockets, `calls::iomux::datagram_spin`).
+    fn spin_over(&mut self) {}
 }
 
 /// What a spin found.
@@ -383,7 +387,9 @@ pub(crate) fn wait(
         if !set.found() && first {
             first = false;
             let worth = set.worth_spinning(limit);
-            match spin(limit, worth, set) {
+            let spun = spin(limit, worth, set);
+            set.spin_over();
+            match spun {
                 Spun::Kernel(n) => return result(n),
                 Spun::TimedOut => set.no_reply_soon(),
                 // No spinning (the CPUs are contended): a reply awaited

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use libc::{epoll_event, timespec};
 
+use super::datagram_spin::DatagramSpin;
 use crate::platform::real::{waits, Action};
 use crate::platform::sys::{EpollOut, SigMask, TimeIn};
 use crate::sockets::readiness::{self, Pending};
@@ -103,6 +104,8 @@ struct EpollSet<'a> {
     listed: Option<Vec<Arc<Socket>>>,
     /// The kernel's last answer was all datagram readiness taken back.
     took_back: bool,
+    /// The spin over its level-triggered datagram members.
+    datagrams: DatagramSpin,
 }
 
 impl WaitSet for EpollSet<'_> {
@@ -115,6 +118,11 @@ impl WaitSet for EpollSet<'_> {
     }
 
     fn rings_ready(&mut self) -> bool {
+        // A datagram found ends the spin; the kernel reports it after
+        // `spin_over` (its eventfd written).
+        if self.datagrams.ready() {
+            return true;
+        }
         // Lock-free looks while nothing came (the table's lock, taken 16
         // times a round, would hold up every other thread's epoll calls).
         let listed = self
@@ -135,7 +143,11 @@ impl WaitSet for EpollSet<'_> {
 
     fn worth_spinning(&self, limit: Limit) -> bool {
         // Cheapest first: walking the members takes the table's lock.
-        may_spin(limit) && readiness::awaits_reply(self.epfd)
+        may_spin(limit) && (self.datagrams.wanted() || readiness::awaits_reply(self.epfd))
+    }
+
+    fn spin_over(&mut self) {
+        self.datagrams.over();
     }
 
     fn awaits_reply(&self) -> bool {
@@ -238,6 +250,7 @@ fn epoll_set(
         pwait2,
         listed: None,
         took_back: false,
+        datagrams: DatagramSpin::new(readiness::spinnable_datagrams(epfd)),
     };
     wait(&mut set, limit, mask)
 }

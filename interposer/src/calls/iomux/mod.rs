@@ -19,6 +19,7 @@
 //! reported by `epoll`).
 #![forbid(unsafe_code)]
 
+mod datagram_spin;
 pub(crate) mod epoll;
 pub(crate) mod poll;
 mod rings;

@@ -9,6 +9,8 @@ use std::sync::Arc;
 
 use crate::platform::sys::SigMask;
 
+use super::datagram_spin::DatagramSpin;
+
 use crate::platform::real::Action;
 use crate::sockets::conn::Connection;
 use crate::sockets::registry;
@@ -66,8 +68,9 @@ impl Waiting {
         }
     }
 
+    /// Connections and datagram sockets (whose readiness a look finds).
     pub(super) fn len(&self) -> usize {
-        self.conns.len()
+        self.conns.len() + self.datagrams.len()
     }
 
     pub(super) fn is_empty(&self) -> bool {
@@ -152,16 +155,21 @@ pub(super) struct Rings<K> {
     waiting: Waiting,
     /// Keys (positions, fds) of connections whose ring has data.
     ready: Vec<usize>,
+    /// The spin over its datagram sockets.
+    datagrams: DatagramSpin,
 }
 
 impl<K: KernelSet> Rings<K> {
     /// `set` with its connections, looked at once.
     pub(super) fn new(set: K, waiting: Waiting) -> Rings<K> {
         let ready = waiting.readable();
+        let datagrams =
+            DatagramSpin::new(waiting.datagrams.iter().map(|(_, s)| s.clone()).collect());
         Rings {
             set,
             waiting,
             ready,
+            datagrams,
         }
     }
 }
@@ -182,11 +190,17 @@ impl<K: KernelSet> WaitSet for Rings<K> {
                 .filter(|(_, c)| c.ring_readable())
                 .map(|(k, _)| k),
         );
-        !self.ready.is_empty()
+        // A datagram found ends the spin; the kernel reports it after
+        // `spin_over` (not `found`: the answer is the kernel's).
+        self.datagrams.ready() || !self.ready.is_empty()
     }
 
     fn worth_spinning(&self, _limit: Limit) -> bool {
-        self.waiting.awaits_reply()
+        self.waiting.awaits_reply() || self.datagrams.wanted()
+    }
+
+    fn spin_over(&mut self) {
+        self.datagrams.over();
     }
 
     fn no_reply_soon(&self) {

@@ -317,6 +317,39 @@ impl Inbox {
             || (kernel && self.kernel_ready())
     }
 
+    /// A wait (poll, select, epoll_wait) begins to spin on the queue: the
+    /// doorbell flag goes down, as a lazy receiver's is while awake, so a
+    /// sender publishes without a system call (decision 42). Not for an
+    /// edge-triggered socket (every arrival must ring), a forked child, or
+    /// one with something queued (the eventfd already says so). True when
+    /// it went down; `raise_after_spin` must follow.
+    pub(crate) fn lower_for_spin(&self) -> bool {
+        if self.edge.load(Ordering::Relaxed) || self.forked.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut st = self.lock();
+        if self.error.load(Ordering::Relaxed) != 0
+            || self.shut.load(Ordering::Relaxed)
+            || queued(&mut st)
+        {
+            return false;
+        }
+        for s in &st.sets {
+            s.rx.disarm();
+        }
+        true
+    }
+
+    /// The spin ended: readiness made exact again (`settle`: the flag up
+    /// with a look at every head after it, SYNC POINT (d); the eventfd
+    /// written if a datagram came meanwhile), so a sleep in the kernel,
+    /// this thread's or another's, misses nothing. True when something is
+    /// queued.
+    pub(crate) fn raise_after_spin(&self) -> bool {
+        let mut st = self.lock();
+        self.settle(&mut st)
+    }
+
     /// Whether a receive would find something: links served first (a new
     /// sender's first datagrams come on its link), readiness settled.
     /// (In a forked child: true, so that a receive is tried and says

@@ -546,6 +546,58 @@ impl Datagram {
         found
     }
 
+    /// Whether a wait in poll, select or epoll_wait that covers this
+    /// socket may spin for it, as a blocking receive would (`spin`): it
+    /// sent since it last received (an answer may be near), or it is a
+    /// consumer whose spins pay for themselves (`ConsumerPace`).
+    pub(crate) fn wait_spin_wanted(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.inbox.get().is_some() && (self.sent.load(Relaxed) || self.consumer.may_spin(now_ns()))
+    }
+
+    /// Such a wait begins to spin: the answer awaited is taken (as a
+    /// receive's spin takes it) and the doorbell flag goes down
+    /// (`Inbox::lower_for_spin`). Some(whether it spins as a consumer),
+    /// to give back to `wait_spin_end`; None when it does not spin for
+    /// this socket.
+    pub(crate) fn wait_spin_begin(&self) -> Option<bool> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let inbox = self.inbox.get()?;
+        let answer = self.sent.swap(false, Relaxed);
+        let consumer = !answer && self.consumer.may_spin(now_ns());
+        if !(answer || consumer) || !inbox.lower_for_spin() {
+            return None;
+        }
+        Some(consumer)
+    }
+
+    /// A look while the wait spins: a datagram (or an error, a shutdown's
+    /// end) is there; the kernel socket asked when `kernel` (every 64th
+    /// look, as a receive's spin does).
+    pub(crate) fn wait_spin_ready(&self, kernel: bool) -> bool {
+        self.inbox.get().is_some_and(|i| i.quick_ready(kernel))
+    }
+
+    /// The wait's spin ended after `waited` of a `budget`: a consumer's
+    /// pace learns it, and readiness is exact again
+    /// (`Inbox::raise_after_spin`). True when something is queued.
+    pub(crate) fn wait_spin_end(
+        &self,
+        consumer: bool,
+        waited: std::time::Duration,
+        budget: std::time::Duration,
+    ) -> bool {
+        let queued = self.inbox.get().is_some_and(Inbox::raise_after_spin);
+        if consumer {
+            // A spin that another socket of the set ended found nothing
+            // here: it counts the whole budget.
+            let w = if queued { waited } else { budget };
+            let (w, b) = (w.as_nanos() as u64, budget.as_nanos() as u64);
+            self.consumer.spun(w, b, now_ns());
+        }
+        queued
+    }
+
     /// Poll, select or epoll met the socket: readiness exact from now on.
     pub(crate) fn make_eager(&self) {
         self.eager.store(true, std::sync::atomic::Ordering::SeqCst);

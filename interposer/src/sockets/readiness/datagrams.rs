@@ -85,6 +85,24 @@ pub(super) fn ctl(
     Action::Raw(r)
 }
 
+/// The datagram sockets of set `epfd` a spinning wait may look at
+/// (`calls::iomux::datagram_spin`): registered for EPOLLIN, level-
+/// triggered and not one-shot (an edge-triggered one keeps its flag up
+/// for its edges; a one-shot one may be disabled).
+pub(crate) fn spinnable(epfd: c_int) -> Vec<Arc<Socket>> {
+    let Some(mut sets) = set::sets() else {
+        return Vec::new();
+    };
+    let Some(set) = sets.find(epfd) else {
+        return Vec::new();
+    };
+    set.datagrams
+        .values()
+        .filter(|r| r.events & IN != 0 && r.events & ONCE == 0)
+        .filter_map(|r| r.socket.upgrade())
+        .collect()
+}
+
 /// EPOLLOUT for the datagram registrations of set `epfd` that are due
 /// (see the module docs), at most `max` events in `out` in all.
 pub(super) fn writable(

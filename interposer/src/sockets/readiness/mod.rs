@@ -34,7 +34,7 @@ mod pending;
 mod set;
 
 pub(crate) use ctl::{adopt, epoll_ctl, replay_carried, restore_hidden};
-pub(crate) use datagrams::reported as datagrams_reported;
+pub(crate) use datagrams::{reported as datagrams_reported, spinnable as spinnable_datagrams};
 pub(crate) use defer::{
     after_sleep, before_sleep, crowd, crowd_all, sent, unarmed, unarmed_ready, waiting,
 };
