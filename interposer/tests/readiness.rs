@@ -293,6 +293,34 @@ fn peer_killed_with_unread_data() {
     hangup_case("kill_unread");
 }
 
+/// A connection whose peer closed, polled by a caller that asked for
+/// neither reading nor writing (stunnel with its buffer full: it took the
+/// Unix socket's POLLHUP for the end and dropped what it had not sent on):
+/// poll and epoll say nothing, and wait on for the other fds, as over kernel
+/// TCP; POLLHUP once both directions are shut. The same script over kernel
+/// TCP, the emulated network and the default mode: the same lines.
+#[test]
+fn a_peer_close_is_silent_to_a_poller_asking_for_nothing() {
+    let kernel = common::stdout_of(
+        "hangup_silence over kernel TCP",
+        Command::new(python())
+            .arg(common::helper("py/hangup_silence.py"))
+            .arg("127.0.0.1"),
+    );
+    let net = Net::emulated("hangup-silence");
+    let emulated = common::stdout_of(
+        "hangup_silence emulated",
+        &mut net.py_helper("hangup_silence", &[&net.host_str()]),
+    );
+    let lo = Net::loopback("hangup-silence-default");
+    let mut cmd = common::py_file("hangup_silence.py", &[&lo.host_str()]);
+    cmd.env("SHMNET_DIR", lo.shm_dir());
+    let default = common::stdout_of("hangup_silence in the default mode", &mut cmd);
+    assert!(kernel.contains("both-shut poll 16 20"), "{kernel}");
+    assert_eq!(emulated, kernel, "emulated network against kernel TCP");
+    assert_eq!(default, kernel, "default mode against kernel TCP");
+}
+
 /// Writes after the peer (the connecting side, which never read) closed:
 /// EPIPE, POLLHUP/POLLERR, SIGPIPE without MSG_NOSIGNAL.
 #[test]

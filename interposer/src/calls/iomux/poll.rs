@@ -54,6 +54,56 @@ struct PollSet<'a> {
     /// Only connections, only POLLIN: the kernel is asked rarely while
     /// spinning (for hang-ups, errors); with other fds, every round.
     only_rings: bool,
+    /// Entries taken out of the wait (`hangups`), with their fds.
+    masked: Vec<(usize, c_int)>,
+}
+
+impl<'a> PollSet<'a> {
+    fn new(fds: &'a mut [pollfd], only_rings: bool) -> Self {
+        PollSet {
+            fds,
+            only_rings,
+            masked: Vec::new(),
+        }
+    }
+
+    /// The Unix connections' POLLERR and POLLHUP turned into kernel TCP's
+    /// (`tcp_revents`), `n` counted again. An entry left with nothing (the
+    /// peer closed: a Unix socket then says POLLHUP to every poller, kernel
+    /// TCP says POLLIN|POLLRDHUP to those who asked, and nothing to the
+    /// rest) is not ready, and sits out the rest of this call (its fd
+    /// negative, as poll(2) ignores it; put back at the end): its hang-up
+    /// is level, and would end every later wait at once. Only this
+    /// process's own calls (a shutdown, a write met by a reset) could give
+    /// it anything to report now.
+    fn hangups(&mut self, mut n: c_int) -> c_int {
+        for (i, p) in self.fds.iter_mut().enumerate() {
+            if p.fd < 0 || p.revents & (libc::POLLERR | libc::POLLHUP) == 0 {
+                continue;
+            }
+            let Some(s) = registry::get(p.fd) else {
+                continue;
+            };
+            let Some(c) = s.connection() else {
+                continue;
+            };
+            p.revents = tcp_revents(p.revents, c);
+            if p.revents == 0 {
+                n -= 1;
+                self.masked.push((i, p.fd));
+                p.fd = !p.fd;
+            }
+        }
+        n
+    }
+}
+
+impl Drop for PollSet<'_> {
+    fn drop(&mut self) {
+        for &(i, fd) in &self.masked {
+            self.fds[i].fd = fd;
+        }
+    }
 }
 
 impl KernelSet for PollSet<'_> {
@@ -70,8 +120,8 @@ impl KernelSet for PollSet<'_> {
                     n -= 1;
                 }
             }
-            p.revents = tcp_revents(p.revents, c);
         }
+        n = self.hangups(n);
         if crate::sockets::connecting::in_progress() {
             n = settle_connecting(self.fds, n);
         }
@@ -144,43 +194,32 @@ pub(super) fn connecting_empty(fd: c_int) -> bool {
 }
 
 /// The Unix connection's POLLERR and POLLHUP turned into kernel TCP's
-/// (`Connection::tcp_error_hangup`); an entry is never left empty by it
-/// (a wait that asked for nothing keeps the Unix hang-up).
+/// (`Connection::tcp_error_hangup`); nothing when TCP has nothing to say
+/// (`PollSet::hangups`).
 fn tcp_revents(revents: i16, c: &Connection) -> i16 {
     const ERR_HUP: i16 = libc::POLLERR | libc::POLLHUP;
     if revents & ERR_HUP == 0 {
         return revents;
     }
     let (err, hup) = c.tcp_error_hangup(revents & (libc::POLLHUP | libc::POLLRDHUP) != 0);
-    let tcp = (revents & !ERR_HUP)
-        | if err { libc::POLLERR } else { 0 }
-        | if hup { libc::POLLHUP } else { 0 };
-    if tcp == 0 {
-        revents
-    } else {
-        tcp
-    }
+    (revents & !ERR_HUP) | if err { libc::POLLERR } else { 0 } | if hup { libc::POLLHUP } else { 0 }
 }
 
 /// A set with no reader: the kernel's answer, with the hang-up bits of
 /// connections as `tcp_revents` says (a writer polling POLLOUT after the
-/// peer's close).
+/// peer's close); one that says nothing then waits on (`hangups`).
 fn poll_writers(fds: &mut [pollfd], limit: Limit, mask: Option<SigMask<'_>>) -> Action<c_int> {
-    let n = real_poll(fds, Some(limit), mask);
-    if n <= 0 {
-        return Action::Raw(n);
-    }
-    for p in fds
-        .iter_mut()
-        .filter(|p| p.revents & (libc::POLLERR | libc::POLLHUP) != 0)
-    {
-        if let Some(s) = registry::get(p.fd) {
-            if let Some(c) = s.connection() {
-                p.revents = tcp_revents(p.revents, c);
-            }
+    let mut set = PollSet::new(fds, false);
+    loop {
+        let n = real_poll(set.fds, Some(limit), mask);
+        if n <= 0 {
+            return Action::Raw(n);
+        }
+        let n = set.hangups(n);
+        if n > 0 || limit.now() {
+            return Action::Raw(n);
         }
     }
-    Action::Raw(n)
 }
 
 /// Writability a UDP socket reports (the kernel's `sock_writeable`).
@@ -244,7 +283,7 @@ fn poll_any(fds: &mut [pollfd], limit: Limit, mask: Option<SigMask<'_>>) -> Acti
     }
     let only_rings = waiting.len() == fds.len() && fds.iter().all(|p| p.events & !POLL_IN == 0);
     wait(
-        &mut Rings::new(PollSet { fds, only_rings }, waiting),
+        &mut Rings::new(PollSet::new(fds, only_rings), waiting),
         limit,
         mask,
     )
