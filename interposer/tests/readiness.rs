@@ -993,6 +993,49 @@ fn epoll_named_sleeps_are_rung_once_and_lose_no_data() {
     }
 }
 
+/// Named sleeps and another thread changing the set (decision 41; found
+/// by review): a server asleep on {A, B}, A taken out by another thread
+/// (EPOLL_CTL_DEL, or MOD to events 0), the client writes A then B: B
+/// must wake the server (its doorbell must not be left out because A's
+/// rang, to an fd no longer in the set). helpers/c/named_sleep_lost.c.
+#[test]
+fn epoll_named_sleep_member_removed_by_another_thread_loses_nothing() {
+    for case in ["del", "mod"] {
+        for round in 0..2 {
+            let net = Net::emulated(&format!("named-{case}-{round}"));
+            let out = common::stdout_of(
+                "named_sleep_lost",
+                net.c_helper("named_sleep_lost", &["-O1", "-pthread"])
+                    .arg(case)
+                    .env("SHMNET_DEFER", "1"),
+            );
+            assert!(out.contains("B seen"), "{case} {round}:\n{out}");
+        }
+    }
+}
+
+/// Named sleeps and signal handlers (decision 41; found by review): a
+/// handler that siglongjmps out of epoll_wait leaves no flag up with the
+/// old sleep's name (the next sleep's doorbells are not left out for it),
+/// and a handler's epoll_wait on the same set, nested in the sleep, does
+/// not end the outer sleep's bookkeeping (its flags stay up while it
+/// sleeps on). helpers/c/named_sleep_lost.c.
+#[test]
+fn epoll_named_sleep_survives_siglongjmp_and_nested_waits() {
+    for case in ["longjmp", "nested"] {
+        for round in 0..2 {
+            let net = Net::emulated(&format!("named-{case}-{round}"));
+            let out = common::stdout_of(
+                "named_sleep_lost",
+                net.c_helper("named_sleep_lost", &["-O1", "-pthread"])
+                    .arg(case)
+                    .env("SHMNET_DEFER", "1"),
+            );
+            assert!(out.contains("B seen"), "{case} {round}:\n{out}");
+        }
+    }
+}
+
 /// Deferred flags: the sequences a review found losing a wake-up (data
 /// read with one recv after a second thread's wait or a poll on the epoll
 /// fd crowded the set; DEL and ADD again, with the set kept or made anew;
