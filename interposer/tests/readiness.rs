@@ -1015,6 +1015,24 @@ fn epoll_named_sleep_member_removed_by_another_thread_loses_nothing() {
     }
 }
 
+/// Deferral (not names): a member whose data came while its flag was down
+/// (the waiter busy), taken out of the set and added back by another
+/// thread while the waiter sleeps, must be reported at the ADD, as the
+/// kernel does. Lost today (docs/compatibility.md, "Known gaps"; the
+/// review's stress.c reaper): helpers/c/named_sleep_lost.c `readd`.
+#[test]
+#[ignore = "known gap: needs a wake-up of the sleeping waiter from the thread that changes the set"]
+fn epoll_member_readded_by_another_thread_reports_data_that_came_deferred() {
+    let net = Net::emulated("named-readd");
+    let out = common::stdout_of(
+        "named_sleep_lost",
+        net.c_helper("named_sleep_lost", &["-O1", "-pthread"])
+            .arg("readd")
+            .env("SHMNET_DEFER", "1"),
+    );
+    assert!(out.contains("A seen"), "readd:\n{out}");
+}
+
 /// Named sleeps and signal handlers (decision 41; found by review): a
 /// handler that siglongjmps out of epoll_wait leaves no flag up with the
 /// old sleep's name (the next sleep's doorbells are not left out for it),

@@ -9,7 +9,11 @@
  *   longjmp a SIGALRM handler siglongjmps out of the server's epoll_wait,
  *           then the server waits again;
  *   nested  a SIGALRM handler waits on S itself (20 ms) while the server
- *           sleeps on S, which then goes on sleeping.
+ *           sleeps on S, which then goes on sleeping;
+ *   readd   (deferral, not names) the server is busy while A's data
+ *           comes; another thread DELs A, the server sleeps on S, the
+ *           thread ADDs A back: the kernel reports A at the ADD (looked
+ *           for instead of B).
  * Prints "B seen" (and exits 0) or "LOST: B not seen in 4 s". */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -39,6 +43,14 @@ static double now_ms(void) {
 
 static void *changer(void *x) {
   (void)x;
+  if (!strcmp(mode, "readd")) {
+    usleep(1300000); /* A's data came while the server was busy */
+    if (epoll_ctl(S, EPOLL_CTL_DEL, A, NULL)) perror("DEL");
+    usleep(200000); /* the server sleeps by now */
+    struct epoll_event e = {.events = EPOLLIN, .data.fd = A};
+    if (epoll_ctl(S, EPOLL_CTL_ADD, A, &e)) perror("ADD");
+    return 0;
+  }
   usleep(300000); /* the server is asleep by now */
   if (!strcmp(mode, "mod")) {
     struct epoll_event z = {.events = 0, .data.fd = A};
@@ -113,7 +125,8 @@ int main(int argc, char **argv) {
     return 1;
   }
   pthread_t t;
-  int changes = !strcmp(mode, "del") || !strcmp(mode, "mod");
+  int readd = !strcmp(mode, "readd");
+  int changes = !strcmp(mode, "del") || !strcmp(mode, "mod") || readd;
   if (changes) pthread_create(&t, 0, changer, 0);
   if (!strcmp(mode, "longjmp") || !strcmp(mode, "nested")) {
     struct sigaction sa = {0};
@@ -124,17 +137,19 @@ int main(int argc, char **argv) {
       epoll_wait(S, ev, 8, !strcmp(mode, "nested") ? 600 : -1);
     }
   }
+  if (readd) usleep(1400000); /* busy */
+  int target = readd ? A : B;
   double t0 = now_ms();
   int seen = 0;
   while (!seen && now_ms() - t0 < 4000) {
     int n = epoll_wait(S, ev, 8, 4000 - (int)(now_ms() - t0));
     for (int i = 0; i < n; i++) {
       int r = read(ev[i].data.fd, buf, sizeof buf);
-      if (ev[i].data.fd == B && r > 0) seen = 1;
+      if (ev[i].data.fd == target && r > 0) seen = 1;
     }
   }
   if (changes) pthread_join(t, 0);
-  printf(seen ? "B seen\n" : "LOST: B not seen in 4 s\n");
+  printf(seen ? "%s seen\n" : "LOST: %s not seen in 4 s\n", readd ? "A" : "B");
   fflush(stdout);
   kill(c, SIGKILL);
   waitpid(c, 0, 0);
