@@ -145,39 +145,102 @@ std::thread_local! {
     static RAISED: RefCell<Vec<Weak<Socket>>> = const { RefCell::new(Vec::new()) };
 }
 
+std::thread_local! {
+    /// This thread's sleeps begun (`before_sleep`) and not ended
+    /// (`after_sleep`). More than none at a `before_sleep`: it is nested
+    /// in another (a signal handler's wait), or a wait was left by
+    /// siglongjmp and never ended: either way its sleep is not named and
+    /// leaves the lists alone (decision 41). (After a siglongjmp it stays
+    /// so for the thread: its sleeps are never named again.)
+    static ASLEEP: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
+}
+
+/// The connections an earlier sleep of this thread raised flags on with
+/// its name and that were not told it ended (a sleep still in progress
+/// around a signal handler's wait, or one left by siglongjmp): their flags
+/// are raised again without the name (a producer that rang that sleep may
+/// have left their rings out), and they are told the sleep ended. Those of
+/// `set` whose ring holds data become pending; true when one did.
+fn unname_left(set: &mut Set) -> bool {
+    let left = RAISED
+        .try_with(|r| r.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)))
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
+    let mut found = false;
+    for s in left {
+        let Some(s) = s.upgrade() else {
+            continue;
+        };
+        let Socket::Stream(c) = &*s else {
+            continue;
+        };
+        c.slept();
+        if !c.arm_always() {
+            continue;
+        }
+        let Set {
+            members, pending, ..
+        } = set;
+        for (&fd, m) in members.iter_mut() {
+            if m.live().is_some_and(|l| Arc::ptr_eq(&l, &s)) {
+                found = true;
+                m.mark_pending(fd, pending);
+            }
+        }
+    }
+    found
+}
+
 /// `epfd`'s waiter is about to sleep: the members whose flag was left down
 /// raise it (then the next write rings), marked with this sleep's name;
 /// those whose ring holds data become pending. True when one did (the wait
-/// answers instead). They are remembered, for `after_sleep`.
+/// answers instead). They are remembered, for `after_sleep`. Flags an
+/// earlier sleep left named are raised unnamed first (`unname_left`); a
+/// sleep nested in another (`ASLEEP`) is not named and neither clears nor
+/// adds to the lists the outer one's `after_sleep` needs.
 pub(crate) fn before_sleep(epfd: c_int) -> bool {
+    let nested = ASLEEP
+        .try_with(|a| {
+            let n = a.get();
+            a.set(n.saturating_add(1));
+            n > 0
+        })
+        .unwrap_or(true);
     with_set(epfd, false, |set| {
-        let mut found = false;
+        let mut found = unname_left(set);
         let list = set.unarmed.clone();
-        set.raised.clear();
+        if !nested {
+            set.raised.clear();
+        }
         set.sleeps.fetch_add(1, Ordering::Relaxed);
-        let sleep = next_sleep();
+        let sleep = if nested { 0 } else { next_sleep() };
         for fd in list.take() {
             let Some(m) = set.members.get_mut(&fd) else {
                 continue;
             };
             let live = m.live();
             // Named only once this thread will tell it the sleep ended (a
-            // list it cannot reach, in a signal handler's wait nested in
-            // this one: unnamed, the ring is never left out).
-            let noted = live.as_ref().is_some_and(|s| {
-                RAISED
-                    .try_with(|r| {
-                        r.try_borrow_mut()
-                            .map(|mut v| v.push(Arc::downgrade(s)))
-                            .is_ok()
-                    })
-                    .unwrap_or(false)
-            });
+            // list it cannot reach: unnamed, the ring is never left out).
+            let noted = sleep != 0
+                && live.as_ref().is_some_and(|s| {
+                    RAISED
+                        .try_with(|r| {
+                            r.try_borrow_mut()
+                                .map(|mut v| v.push(Arc::downgrade(s)))
+                                .is_ok()
+                        })
+                        .unwrap_or(false)
+                });
             let name = if noted { sleep } else { 0 };
             let Some(readable) = stream(&live).and_then(|c| c.rearm_for(&list, name)) else {
                 continue;
             };
-            set.raised.push(fd);
+            // (Nested: left up, off the lists; the next read that empties
+            // its ring lowers it again.)
+            if !nested {
+                set.raised.push(fd);
+            }
             if readable {
                 found = true;
                 m.mark_pending(fd, &mut set.pending);
@@ -195,8 +258,19 @@ pub(crate) fn before_sleep(epfd: c_int) -> bool {
 /// again without the sleep's name, and reported if its ring holds data (a
 /// producer that rang the sleep elsewhere may have left it out). A set
 /// crowded meanwhile has nothing to lower (`Set::release_all` raised them
-/// again).
+/// again). A sleep nested in another (`ASLEEP`) leaves all to the outer
+/// one, which may sleep on: its flags must stay up.
 pub(crate) fn after_sleep(epfd: c_int) {
+    let nested = ASLEEP
+        .try_with(|a| {
+            let n = a.get().saturating_sub(1);
+            a.set(n);
+            n > 0
+        })
+        .unwrap_or(true);
+    if nested {
+        return;
+    }
     let raised = RAISED
         .try_with(|r| r.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)))
         .ok()
