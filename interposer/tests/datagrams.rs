@@ -1604,3 +1604,23 @@ fn multiplexed_waiters_lose_nothing() {
         assert_eq!(out, kernel, "emulated (spin {spin} us) vs kernel UDP");
     }
 }
+
+/// EPOLLIN|EPOLLEXCLUSIVE on a UDP socket (nginx's UDP listeners): the ADD
+/// succeeds and every echo is reported, as over kernel UDP (review of
+/// udppoll16: EINVAL, as the emulated socket's fd is an epoll instance,
+/// and then every wait timed out).
+#[test]
+fn epoll_exclusive_registrations_of_udp_sockets_work() {
+    let exe = build_c("udp_epoll_exclusive", &["-O2", "-Wall"]);
+    let net = Net::emulated("udp_epoll_exclusive");
+    let mut cmd = preloaded(&exe);
+    cmd.arg("127.0.0.1");
+    udp_env(&net, &mut cmd);
+    let kernel = stdout_of("udp_epoll_exclusive, kernel UDP", &mut cmd);
+    assert_eq!(kernel, "add ok\nrounds 200 timed-out 0\n");
+    let mut cmd = preloaded(&exe);
+    cmd.arg(net.host_str().as_str());
+    udp_env(&net, &mut cmd);
+    let out = stdout_of("udp_epoll_exclusive, emulated", &mut cmd);
+    assert_eq!(out, kernel, "emulated vs kernel UDP");
+}

@@ -60,7 +60,18 @@ pub(super) fn ctl(
     if ev.is_some_and(|e| e.events & libc::EPOLLET as u32 != 0) {
         d.set_edge_triggered();
     }
-    let r = waits::epoll_ctl(epfd, fd, event);
+    let exclusive = libc::EPOLLEXCLUSIVE as u32;
+    let r = match ev {
+        // The fd is an epoll instance, which the kernel does not take with
+        // EPOLLEXCLUSIVE (nginx asks for it on its UDP listeners): every
+        // waiter is woken instead, as for a stream listener (`listener_ctl`).
+        // (MOD with it is EINVAL for any fd, as the kernel says.)
+        Some(mut copy) if op == libc::EPOLL_CTL_ADD && copy.events & exclusive != 0 => {
+            copy.events &= !exclusive;
+            waits::epoll_ctl(epfd, fd, EventIn::own(op, &mut copy))
+        }
+        _ => waits::epoll_ctl(epfd, fd, event),
+    };
     if r != 0 {
         return Action::Raw(r);
     }
