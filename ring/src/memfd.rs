@@ -21,12 +21,19 @@ pub(crate) fn create_sealed(name: &str, size: u64) -> Result<OwnedFd, AttachErro
 
 /// Checks a peer's fd carries our seals and returns its size.
 pub(crate) fn sealed_size(fd: BorrowedFd<'_>) -> Result<u64, AttachError> {
+    sealed_stat(fd).map(|(size, _)| size)
+}
+
+/// As `sealed_size`, with the file's inode number (from the same fstat).
+#[allow(clippy::unnecessary_cast)] // st_ino's type differs between architectures
+pub(crate) fn sealed_stat(fd: BorrowedFd<'_>) -> Result<(u64, u64), AttachError> {
     let seals = rustix::fs::fcntl_get_seals(fd)?;
     if !seals.contains(SEALS) {
         return Err(AttachError::Invalid("memfd not sealed against shrinking"));
     }
     let st = rustix::fs::fstat(fd)?;
-    u64::try_from(st.st_size).map_err(|_| AttachError::Invalid("negative file size"))
+    let size = u64::try_from(st.st_size).map_err(|_| AttachError::Invalid("negative file size"))?;
+    Ok((size, st.st_ino as u64))
 }
 
 /// Maps `len` bytes of `fd` shared, read-write.

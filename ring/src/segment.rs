@@ -68,6 +68,9 @@ pub struct Segment {
     fd: Option<OwnedFd>,
     geo: Geometry,
     role: Role,
+    /// The memfd's inode number, if the attach's checks read it (0 if
+    /// not): spares the caller an fstat of its own.
+    ino: u64,
 }
 
 /// One side's pair of halves: `tx` writes to the peer, `rx` reads from it
@@ -103,6 +106,7 @@ impl Segment {
             fd: Some(fd),
             geo,
             role: Role::Connector,
+            ino: 0,
         };
         let h = seg.header();
         h.magic.store(MAGIC, Ordering::Relaxed);
@@ -121,12 +125,19 @@ impl Segment {
     /// Attaches to a peer's segment: checks seals, size, magic, version and
     /// geometry, then initialises the acceptor's direction.
     pub fn attach(fd: OwnedFd) -> Result<Segment, AttachError> {
-        let (geo, raw) = Self::check_and_map(&fd)?;
+        Self::attach_as(fd, rustix::process::getpid().as_raw_nonzero().get() as u32)
+    }
+
+    /// As [`attach`](Self::attach), the acceptor's pid given by a caller
+    /// that has it cached (a getpid less per accepted connection).
+    pub fn attach_as(fd: OwnedFd, pid: u32) -> Result<Segment, AttachError> {
+        let (geo, raw, ino) = Self::check_and_map(&fd)?;
         let seg = Segment {
             map: Arc::new(Mapping { raw }),
             fd: Some(fd),
             geo,
             role: Role::Acceptor,
+            ino,
         };
         if seg.header().version.load(Ordering::Acquire) != LAYOUT_VERSION {
             return Err(AttachError::Invalid("layout version mismatch"));
@@ -136,18 +147,15 @@ impl Segment {
             return Err(AttachError::NotReady);
         }
         ch0.check_links().map_err(AttachError::Invalid)?;
-        seg.header().acceptor_pid.store(
-            rustix::process::getpid().as_raw_nonzero().get() as u32,
-            Ordering::Relaxed,
-        );
+        seg.header().acceptor_pid.store(pid, Ordering::Relaxed);
         seg.channel(1).initialise();
         Ok(seg)
     }
 
     /// The checks every attach makes of a peer's memfd (seals, size,
     /// magic, version, geometry), then its mapping.
-    fn check_and_map(fd: &OwnedFd) -> Result<(Geometry, memmap2::MmapRaw), AttachError> {
-        let size = memfd::sealed_size(fd.as_fd())?;
+    fn check_and_map(fd: &OwnedFd) -> Result<(Geometry, memmap2::MmapRaw, u64), AttachError> {
+        let (size, ino) = memfd::sealed_stat(fd.as_fd())?;
         if size < core::mem::size_of::<SegmentHeader>() as u64 {
             return Err(AttachError::Invalid("segment smaller than its header"));
         }
@@ -168,7 +176,7 @@ impl Segment {
         if hdr.total_bytes != total as u64 || size != total as u64 {
             return Err(AttachError::Invalid("size does not match geometry"));
         }
-        Ok((geo, memfd::map(fd, total, false)?))
+        Ok((geo, memfd::map(fd, total, false)?, ino))
     }
 
     /// Maps again, as `role`, a segment this side was using before: a
@@ -178,12 +186,13 @@ impl Segment {
     /// direction must be initialised already, the peer's too for an
     /// acceptor (a connector's may come later, as after connect).
     pub fn reattach(fd: OwnedFd, role: Role) -> Result<Segment, AttachError> {
-        let (geo, raw) = Self::check_and_map(&fd)?;
+        let (geo, raw, ino) = Self::check_and_map(&fd)?;
         let seg = Segment {
             map: Arc::new(Mapping { raw }),
             fd: Some(fd),
             geo,
             role,
+            ino,
         };
         if seg.header().version.load(Ordering::Acquire) != LAYOUT_VERSION {
             return Err(AttachError::Invalid("layout version mismatch"));
@@ -212,6 +221,7 @@ impl Segment {
             fd: None,
             geo: self.geo,
             role: self.role,
+            ino: self.ino,
         }
     }
 
@@ -243,6 +253,12 @@ impl Segment {
     /// connections between the two of us.
     pub fn peer_released(&self) -> bool {
         self.header().released[1 - self.role as usize].load(Ordering::Acquire) != 0
+    }
+
+    /// The memfd's inode number, if an attach read it (it fstat'ed the
+    /// memfd for its checks): the caller need not again.
+    pub fn inode(&self) -> Option<u64> {
+        (self.ino != 0).then_some(self.ino)
     }
 
     /// The pid the acceptor wrote on attach (a hint from shared memory).

@@ -408,3 +408,19 @@ fn slots_changing_under_both_sides_get_errors_not_crashes() {
     }
     assert!(corrupt > 0, "no violation was detected");
 }
+
+/// `attach_as` writes the pid it is given (not its own getpid) and keeps
+/// the memfd's inode from its checks, the same fstat gives.
+#[test]
+fn attach_as_records_the_given_pid_and_the_inode() {
+    let geo = Geometry::for_ring_bytes(1 << 16).unwrap();
+    let a = Segment::create(geo).unwrap();
+    assert_eq!(a.inode(), None);
+    let b = Segment::attach_as(dup(&a.fd().unwrap()), 4242).unwrap();
+    assert_eq!(a.acceptor_pid(), 4242);
+    let st = rustix::fs::fstat(a.fd().unwrap()).unwrap();
+    #[allow(clippy::unnecessary_cast)]
+    let ino = st.st_ino as u64;
+    assert_eq!(b.inode(), Some(ino));
+    assert_eq!(b.share().inode(), Some(ino));
+}

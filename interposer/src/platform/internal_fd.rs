@@ -196,8 +196,11 @@ impl KeptMemfd {
         let kept = if fd.as_raw_fd() >= floor {
             Some(InternalFd::new(fd))
         } else {
-            // The low fd is closed here (dropped).
-            dup_high(fd.as_fd(), floor).ok().map(InternalFd::new)
+            // The low fd is closed here, with close(2) alone (see
+            // `InternalFd`'s drop).
+            let high = dup_high(fd.as_fd(), floor).ok().map(InternalFd::new);
+            crate::platform::sys::close_fd(fd);
+            high
         };
         if kept.is_none() {
             KEPT_MEMFDS.fetch_sub(1, Ordering::Relaxed);

@@ -137,8 +137,23 @@ impl Bell {
     /// keeps its number; a connect's socket is dup'd onto the
     /// application's, which `opened` then gives).
     pub(crate) fn new(conn: BorrowedFd<'_>, number: Option<RawFd>) -> Arc<Bell> {
-        let _ = rustix::net::sockopt::set_socket_send_buffer_size(conn, BELL_SNDBUF);
-        let sndbuf = rustix::net::sockopt::socket_send_buffer_size(conn).unwrap_or(BELL_SNDBUF * 2);
+        // What the kernel made of BELL_SNDBUF (doubled, within
+        // net.core.wmem_max) is asked once per process, not per connection:
+        // a getsockopt less per accept.
+        static SET: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let set = rustix::net::sockopt::set_socket_send_buffer_size(conn, BELL_SNDBUF).is_ok();
+        let sndbuf = match SET.load(Ordering::Relaxed) {
+            known if set && known != 0 => known,
+            _ => match rustix::net::sockopt::socket_send_buffer_size(conn) {
+                Ok(n) => {
+                    if set {
+                        SET.store(n, Ordering::Relaxed);
+                    }
+                    n
+                }
+                Err(_) => BELL_SNDBUF * 2,
+            },
+        };
         Bell::sized(number, sndbuf)
     }
 

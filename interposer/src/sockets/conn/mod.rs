@@ -185,12 +185,14 @@ impl Connection {
     ) -> Result<Connection, Errno> {
         let inherited = carry.carrier.is_some();
         // `shmnet ss` identifies it by its segment (the same inode at both
-        // ends, and in every process holding it).
+        // ends, and in every process holding it); an attach read it
+        // already (an fstat less per accept).
         #[allow(clippy::unnecessary_cast)] // st_ino's type differs between architectures
-        let segment = seg
-            .fd()
-            .and_then(|fd| rustix::fs::fstat(fd).ok())
-            .map_or(0, |st| st.st_ino as u64);
+        let segment = seg.inode().unwrap_or_else(|| {
+            seg.fd()
+                .and_then(|fd| rustix::fs::fstat(fd).ok())
+                .map_or(0, |st| st.st_ino as u64)
+        });
         // Kept for a carrier (`ready_for_exec`), where there is room for
         // it; an inherited connection has its carrier already, which holds
         // the segment.

@@ -69,17 +69,26 @@ impl Listener {
         // listener is listed under this process too.
         self.status.use_here(|| (0, 0));
         let app = sys::borrow_fd(fd);
-        let nonblocking =
-            rustix::fs::fcntl_getfl(app).is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
-        let timeout = match &self.tcp {
-            Some(tcp) => {
-                rustix::net::sockopt::socket_timeout(tcp, rustix::net::sockopt::Timeout::Recv)
-                    .ok()
-                    .flatten()
-            }
-            None => self.opts.timeout(libc::SO_RCVTIMEO),
+        // Whether to wait, and until when: asked only once the first look
+        // found nothing (an fcntl, and in the default mode a getsockopt,
+        // less per accept that finds a connection at once).
+        let waits = || {
+            let nonblocking = rustix::fs::fcntl_getfl(app)
+                .is_ok_and(|f| f.contains(rustix::fs::OFlags::NONBLOCK));
+            let timeout = match &self.tcp {
+                Some(tcp) => {
+                    rustix::net::sockopt::socket_timeout(tcp, rustix::net::sockopt::Timeout::Recv)
+                        .ok()
+                        .flatten()
+                }
+                None => self.opts.timeout(libc::SO_RCVTIMEO),
+            };
+            (
+                nonblocking,
+                timeout.and_then(|t| std::time::Instant::now().checked_add(t)),
+            )
         };
-        let deadline = timeout.and_then(|t| std::time::Instant::now().checked_add(t));
+        let mut waiting: Option<(bool, Option<std::time::Instant>)> = None;
         // The instance this call works on, resolved once (as the kernel
         // resolves the fd at syscall entry) before the first wait: another
         // thread may close the application's fd meanwhile and the number
@@ -93,6 +102,7 @@ impl Listener {
                 Err(Errno::AGAIN) => {}
                 r => return r,
             }
+            let (nonblocking, deadline) = *waiting.get_or_insert_with(waits);
             if nonblocking {
                 return Err(Errno::AGAIN);
             }
