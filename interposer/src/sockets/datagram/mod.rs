@@ -71,6 +71,10 @@ pub(crate) struct Datagram {
     sent: std::sync::atomic::AtomicBool,
     /// Whether a receive that awaits no answer spins (`spin`).
     consumer: consumer::ConsumerPace,
+    /// Whether a receive or wait that awaits an answer spins: one that
+    /// never comes (a sender that polls each tick, nobody answering) backs
+    /// off as a consumer's trickle does.
+    answers: consumer::ConsumerPace,
     /// O_NONBLOCK of the application's fd: 0 unknown, 1 no, 2 yes.
     nonblock: std::sync::atomic::AtomicU8,
     /// shutdown(2) so far (`SHUT_RD`, `SHUT_WR` bits).
@@ -103,6 +107,7 @@ impl Datagram {
             rcvtimeo: Mutex::new(None),
             sent: std::sync::atomic::AtomicBool::new(false),
             consumer: consumer::ConsumerPace::default(),
+            answers: consumer::ConsumerPace::default(),
             nonblock: std::sync::atomic::AtomicU8::new(match nonblock {
                 None => 0,
                 Some(false) => 1,
@@ -519,8 +524,9 @@ impl Datagram {
         if us == 0 {
             return false;
         }
-        let answer = self.sent.swap(false, Relaxed);
-        let consumer = !answer && self.consumer.may_spin(now_ns());
+        let now = now_ns();
+        let answer = self.sent.swap(false, Relaxed) && self.answers.may_spin(now);
+        let consumer = !answer && self.consumer.may_spin(now);
         if !(answer || consumer) || !crate::sockets::wait::spin_helps() {
             return false;
         }
@@ -539,9 +545,12 @@ impl Datagram {
                 break false;
             }
         };
+        let budget = u64::from(us) * 1_000;
         if consumer {
             let waited = start.elapsed().as_nanos() as u64;
-            self.consumer.spun(waited, u64::from(us) * 1_000, now_ns());
+            self.consumer.spun(waited, budget, now_ns());
+        } else {
+            self.answer_spun(found, budget);
         }
         found
     }
@@ -552,7 +561,10 @@ impl Datagram {
     /// consumer whose spins pay for themselves (`ConsumerPace`).
     pub(crate) fn wait_spin_wanted(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
-        self.inbox.get().is_some() && (self.sent.load(Relaxed) || self.consumer.may_spin(now_ns()))
+        let now = now_ns();
+        self.inbox.get().is_some()
+            && ((self.sent.load(Relaxed) && self.answers.may_spin(now))
+                || self.consumer.may_spin(now))
     }
 
     /// Such a wait begins to spin: the answer awaited is taken (as a
@@ -563,8 +575,9 @@ impl Datagram {
     pub(crate) fn wait_spin_begin(&self) -> Option<bool> {
         use std::sync::atomic::Ordering::Relaxed;
         let inbox = self.inbox.get()?;
-        let answer = self.sent.swap(false, Relaxed);
-        let consumer = !answer && self.consumer.may_spin(now_ns());
+        let now = now_ns();
+        let answer = self.sent.swap(false, Relaxed) && self.answers.may_spin(now);
+        let consumer = !answer && self.consumer.may_spin(now);
         if !(answer || consumer) || !inbox.lower_for_spin() {
             return None;
         }
@@ -588,14 +601,24 @@ impl Datagram {
         budget: std::time::Duration,
     ) -> bool {
         let queued = self.inbox.get().is_some_and(Inbox::raise_after_spin);
+        let b = budget.as_nanos() as u64;
         if consumer {
             // A spin that another socket of the set ended found nothing
             // here: it counts the whole budget.
             let w = if queued { waited } else { budget };
-            let (w, b) = (w.as_nanos() as u64, budget.as_nanos() as u64);
-            self.consumer.spun(w, b, now_ns());
+            self.consumer.spun(w.as_nanos() as u64, b, now_ns());
+        } else {
+            self.answer_spun(queued, b);
         }
         queued
+    }
+
+    /// A spin for an answer ended: one that came, however late within the
+    /// budget, counts as paying; spins that found none back off
+    /// (`ConsumerPace`: a quarter of them lately, on average).
+    fn answer_spun(&self, found: bool, budget_ns: u64) {
+        self.answers
+            .spun(if found { 0 } else { budget_ns }, budget_ns, now_ns());
     }
 
     /// Poll, select or epoll met the socket: readiness exact from now on.
