@@ -296,8 +296,8 @@ fn peer_killed_with_unread_data() {
 /// A connection whose peer closed, polled by a caller that asked for
 /// neither reading nor writing (stunnel with its buffer full: it took the
 /// Unix socket's POLLHUP for the end and dropped what it had not sent on):
-/// poll and epoll say nothing, and wait on for the other fds, as over kernel
-/// TCP; POLLHUP once both directions are shut. The same script over kernel
+/// poll says nothing, and waits on for the other fds, as over kernel TCP;
+/// POLLHUP once both directions are shut. The same script over kernel
 /// TCP, the emulated network and the default mode: the same lines.
 #[test]
 fn a_peer_close_is_silent_to_a_poller_asking_for_nothing() {

@@ -374,6 +374,18 @@ pub(crate) fn cut_for_quiet(limit: Limit) -> (Limit, bool) {
     }
 }
 
+/// A kernel wait that may sleep: outside the library (`guard::suspended`:
+/// a signal handler's calls are the library's, a siglongjmp leaves nothing
+/// set) and ended by pthread_cancel (`cancel::sleep`; EINTR then).
+pub(crate) fn sleep_in_kernel(real: impl FnOnce() -> c_int) -> c_int {
+    guard::suspended(|| {
+        crate::platform::cancel::sleep(real).unwrap_or_else(|| {
+            sys::set_errno(libc::EINTR);
+            -1
+        })
+    })
+}
+
 pub(crate) fn wait(
     set: &mut impl WaitSet,
     limit: Limit,
@@ -414,12 +426,7 @@ pub(crate) fn wait(
             return answer;
         }
         let (sliced, cut) = cut_for_quiet(limit.sliced(set.sliced()));
-        let n = guard::suspended(|| {
-            crate::platform::cancel::sleep(|| set.real(Some(sliced), mask)).unwrap_or_else(|| {
-                sys::set_errno(libc::EINTR);
-                -1
-            })
-        });
+        let n = sleep_in_kernel(|| set.real(Some(sliced), mask));
         set.after_sleep();
         if n < 0 {
             return Action::Raw(n);

@@ -164,12 +164,12 @@ impl WaitSet for EpollSet<'_> {
 
     fn filter(&mut self, n: c_int) -> c_int {
         readiness::collected(self.epfd, &self.out[..n.max(0) as usize]);
+        readiness::tcp_hangups(self.epfd, &mut self.out[..n.max(0) as usize]);
         self.took_back = false;
         if n <= 0 {
             return n;
         }
-        let n = readiness::tcp_hangups(self.epfd, &mut self.out[..n as usize]);
-        let left = readiness::datagrams_reported(self.epfd, self.out, n) as c_int;
+        let left = readiness::datagrams_reported(self.epfd, self.out, n as usize) as c_int;
         // All taken back: not an answer (the wait goes on).
         self.took_back = left == 0;
         left
@@ -191,8 +191,9 @@ impl WaitSet for EpollSet<'_> {
                 return Action::Raw(n);
             }
             readiness::collected(self.epfd, &self.out[..n as usize]);
-            let kept = readiness::tcp_hangups(self.epfd, &mut self.out[..n as usize]);
-            n = readiness::datagrams_reported(self.epfd, &mut self.out[..room], kept) as c_int;
+            readiness::tcp_hangups(self.epfd, &mut self.out[..n as usize]);
+            n = readiness::datagrams_reported(self.epfd, &mut self.out[..room], n as usize)
+                as c_int;
         }
         let pending = std::mem::take(&mut self.pending.events);
         Action::Done(merge(self.out, n as usize, pending))

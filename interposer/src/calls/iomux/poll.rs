@@ -54,8 +54,11 @@ struct PollSet<'a> {
     /// Only connections, only POLLIN: the kernel is asked rarely while
     /// spinning (for hang-ups, errors); with other fds, every round.
     only_rings: bool,
-    /// Entries taken out of the wait (`hangups`), with their fds.
-    masked: Vec<(usize, c_int)>,
+    /// Once an entry sits out the wait (`hangups`): the array the kernel
+    /// is given instead, that entry's fd -1 (the caller's array is never
+    /// written but for revents: a siglongjmp out of the call leaves it
+    /// whole).
+    shadow: Option<Vec<pollfd>>,
 }
 
 impl<'a> PollSet<'a> {
@@ -63,7 +66,7 @@ impl<'a> PollSet<'a> {
         PollSet {
             fds,
             only_rings,
-            masked: Vec::new(),
+            shadow: None,
         }
     }
 
@@ -71,13 +74,13 @@ impl<'a> PollSet<'a> {
     /// (`tcp_revents`), `n` counted again. An entry left with nothing (the
     /// peer closed: a Unix socket then says POLLHUP to every poller, kernel
     /// TCP says POLLIN|POLLRDHUP to those who asked, and nothing to the
-    /// rest) is not ready, and sits out the rest of this call (its fd
-    /// negative, as poll(2) ignores it; put back at the end): its hang-up
-    /// is level, and would end every later wait at once. Only this
-    /// process's own calls (a shutdown, a write met by a reset) could give
-    /// it anything to report now.
+    /// rest) is not ready, and sits out the rest of this call (`shadow`):
+    /// its hang-up is level, and would end every later wait at once. Only
+    /// this process's own calls (a shutdown, a write met by a reset) could
+    /// give it anything to report now; the next call looks again.
     fn hangups(&mut self, mut n: c_int) -> c_int {
-        for (i, p) in self.fds.iter_mut().enumerate() {
+        for i in 0..self.fds.len() {
+            let p = &mut self.fds[i];
             if p.fd < 0 || p.revents & (libc::POLLERR | libc::POLLHUP) == 0 {
                 continue;
             }
@@ -90,25 +93,24 @@ impl<'a> PollSet<'a> {
             p.revents = tcp_revents(p.revents, c);
             if p.revents == 0 {
                 n -= 1;
-                self.masked.push((i, p.fd));
-                p.fd = !p.fd;
+                let fds = &*self.fds;
+                self.shadow.get_or_insert_with(|| fds.to_vec())[i].fd = -1;
             }
         }
         n
     }
 }
 
-impl Drop for PollSet<'_> {
-    fn drop(&mut self) {
-        for &(i, fd) in &self.masked {
-            self.fds[i].fd = fd;
-        }
-    }
-}
-
 impl KernelSet for PollSet<'_> {
     fn real(&mut self, limit: Option<Limit>, mask: Option<SigMask<'_>>) -> c_int {
-        real_poll(self.fds, limit, mask)
+        let Some(shadow) = self.shadow.as_mut() else {
+            return real_poll(self.fds, limit, mask);
+        };
+        let n = real_poll(shadow, limit, mask);
+        for (p, q) in self.fds.iter_mut().zip(shadow.iter()) {
+            p.revents = q.revents;
+        }
+        n
     }
 
     fn filter(&mut self, waiting: &Waiting, mut n: c_int) -> c_int {
@@ -211,7 +213,10 @@ fn tcp_revents(revents: i16, c: &Connection) -> i16 {
 fn poll_writers(fds: &mut [pollfd], limit: Limit, mask: Option<SigMask<'_>>) -> Action<c_int> {
     let mut set = PollSet::new(fds, false);
     loop {
-        let n = real_poll(set.fds, Some(limit), mask);
+        // (Asleep as the rings' waits sleep: outside the library for a
+        // signal handler's calls and a siglongjmp, and ended by
+        // pthread_cancel.)
+        let n = crate::sockets::wait::sleep_in_kernel(|| set.real(Some(limit), mask));
         if n <= 0 {
             return Action::Raw(n);
         }

@@ -330,16 +330,10 @@ pub(crate) fn collected(epfd: c_int, events: &[libc::epoll_event]) {
 /// kernel TCP's EPOLLERR and EPOLLHUP instead of the Unix connection's
 /// (`Connection::tcp_error_hangup`: EPOLLERR for a reset not reported yet,
 /// EPOLLHUP for a reset or both directions shut; a plain close is
-/// EPOLLIN|EPOLLRDHUP). An event left with nothing is not reported: the
-/// array is packed, and the count returned. (The peer closed: a Unix
-/// socket says EPOLLHUP to every registration, kernel TCP nothing to one
-/// that asked for neither reading nor writing.) Its level hang-up would
-/// end every later wait at once, so the kernel's registration becomes
-/// edge-triggered (`Member::kernel`; the application's events are kept):
-/// only this process's own calls could give it anything to report now. The
-/// members are looked at outside the table's lock (asking a connection
-/// takes its own locks).
-pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usize {
+/// EPOLLIN|EPOLLRDHUP). An event is never left empty by it. The members
+/// are looked at outside the table's lock (asking a connection takes its
+/// own locks).
+pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) {
     let (hup, err, rdhup) = (
         libc::EPOLLHUP as u32,
         libc::EPOLLERR as u32,
@@ -347,14 +341,14 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
     );
     let hung = |e: &libc::epoll_event| e.events & (hup | err) != 0;
     if !events.iter().any(hung) {
-        return events.len();
+        return;
     }
     let candidates: Vec<(u64, std::sync::Arc<crate::sockets::socket::Socket>)> = {
         let Some(mut sets) = set::sets() else {
-            return events.len();
+            return;
         };
         let Some(set) = sets.find(epfd) else {
-            return events.len();
+            return;
         };
         let wanted: Vec<u64> = events.iter().filter(|e| hung(e)).map(|e| e.u64).collect();
         set.members
@@ -363,7 +357,6 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
             .filter_map(|m| Some((m.data, m.live()?)))
             .collect()
     };
-    let mut silent = Vec::new();
     for ev in events.iter_mut().filter(|e| hung(e)) {
         let data = ev.u64;
         let Some(c) = candidates
@@ -374,47 +367,9 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
             continue;
         };
         let (e, h) = c.tcp_error_hangup(ev.events & (hup | rdhup) != 0);
-        ev.events = (ev.events & !(hup | err)) | if e { err } else { 0 } | if h { hup } else { 0 };
-        if ev.events == 0 {
-            silent.push(data);
-        }
-    }
-    if silent.is_empty() {
-        return events.len();
-    }
-    edge_triggered(epfd, &silent);
-    let mut kept = 0;
-    for k in 0..events.len() {
-        if events[k].events != 0 {
-            events[kept] = events[k];
-            kept += 1;
-        }
-    }
-    kept
-}
-
-/// The kernel's registrations of the members with `data` in `epfd` made
-/// edge-triggered (`tcp_hangups`); not a one-shot one (MOD would arm it
-/// again, and its hang-up end the next wait).
-fn edge_triggered(epfd: c_int, data: &[u64]) {
-    let Some(mut sets) = set::sets() else {
-        return;
-    };
-    let Some(set) = sets.find(epfd) else {
-        return;
-    };
-    let (et, oneshot) = (libc::EPOLLET as u32, libc::EPOLLONESHOT as u32);
-    for (&fd, m) in set.members.iter_mut() {
-        if !data.contains(&m.data) || m.kernel & (et | oneshot) != 0 {
-            continue;
-        }
-        let mut ev = libc::epoll_event {
-            events: m.kernel | et,
-            u64: m.data,
-        };
-        let op = crate::platform::sys::EventIn::own(libc::EPOLL_CTL_MOD, &mut ev);
-        if crate::platform::real::waits::epoll_ctl(epfd, fd, op) == 0 {
-            m.kernel |= et;
+        let tcp = (ev.events & !(hup | err)) | if e { err } else { 0 } | if h { hup } else { 0 };
+        if tcp != 0 {
+            ev.events = tcp;
         }
     }
 }
