@@ -321,6 +321,31 @@ fn a_peer_close_is_silent_to_a_poller_asking_for_nothing() {
     assert_eq!(default, kernel, "default mode against kernel TCP");
 }
 
+/// siglongjmp out of poll on a connection (its peer closed, events 0; or
+/// idle, events POLLIN or 0): the caller's pollfd is as it gave it, and
+/// the thread connects and accepts through the library afterwards, as over
+/// kernel TCP (review of session 32: pollfd.fd left negated; the library
+/// left off for the thread after a poll with no reader).
+#[test]
+fn siglongjmp_out_of_poll_leaves_the_array_and_the_library_whole() {
+    let exe = common::build_c("poll_longjmp", &["-O1", "-Wall"]);
+    for mode in ["0", "1", "2"] {
+        let host = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+        let port = common::net::spare_port(host).to_string();
+        let kernel = common::stdout_of(
+            "poll_longjmp over kernel TCP",
+            Command::new(&exe).args(["127.0.0.1", &port, mode]),
+        );
+        assert!(kernel.contains("accept2 ok"), "{kernel}");
+        let net = Net::emulated(&format!("poll-longjmp-{mode}"));
+        let mut cmd = preloaded(&exe);
+        cmd.args([&net.host_str(), &net.port_str(), mode]);
+        net.env(&mut cmd);
+        let emulated = common::stdout_of("poll_longjmp emulated", &mut cmd);
+        assert_eq!(emulated, kernel, "mode {mode}: emulated vs kernel TCP");
+    }
+}
+
 /// Writes after the peer (the connecting side, which never read) closed:
 /// EPIPE, POLLHUP/POLLERR, SIGPIPE without MSG_NOSIGNAL.
 #[test]
