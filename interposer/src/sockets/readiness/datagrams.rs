@@ -61,6 +61,17 @@ pub(super) fn ctl(
         d.set_edge_triggered();
     }
     let exclusive = libc::EPOLLEXCLUSIVE as u32;
+    // MOD of a registration added with EPOLLEXCLUSIVE is EINVAL, as the
+    // kernel says (epoll_ctl(2)); ours went to the kernel without it.
+    if op == libc::EPOLL_CTL_MOD {
+        let added_exclusive = set::sets_always()
+            .find(epfd)
+            .and_then(|set| set.datagrams.get(&fd).map(|r| r.events & exclusive != 0))
+            .unwrap_or(false);
+        if added_exclusive {
+            return Action::Fail(libc::EINVAL);
+        }
+    }
     let r = match ev {
         // The fd is an epoll instance, which the kernel does not take with
         // EPOLLEXCLUSIVE (nginx asks for it on its UDP listeners): every

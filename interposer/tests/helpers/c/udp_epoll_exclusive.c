@@ -3,7 +3,8 @@
  * epoll_wait (1 s) and receives. Prints how the ADD went and how many waits
  * timed out. argv: HOST (port 0 there). Review of udppoll16: the emulated
  * socket's fd, an epoll instance, refused EPOLLEXCLUSIVE (EINVAL), and every
- * wait timed out. */
+ * wait timed out; a MOD of that registration, EINVAL in the kernel, then
+ * succeeded. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -54,6 +55,9 @@ int main(int argc, char **argv) {
             ;
     }
     printf("rounds 200 timed-out %d\n", timed_out);
+    ev.events = EPOLLIN;
+    r = epoll_ctl(ep, EPOLL_CTL_MOD, c, &ev);
+    printf("mod %s\n", r == 0 ? "ok" : strerror(errno));
     sendto(c, "quit", 4, 0, (void *)&sa, sizeof sa);
     waitpid(p, 0, 0);
     return 0;
