@@ -77,10 +77,11 @@ pub(crate) struct Bell {
 /// MOD without EPOLLIN) while the waiter sleeps (its ring wakes nobody,
 /// and the kernel may drop a wake-up already under way with it), and no
 /// sound repair (waking the sleeper from the thread that changed the set)
-/// was made in the time. Every ring is sent; the names stay (bytes kept
-/// for the sleeper, `keeps_bytes`). readiness.rs
+/// was made in the time. Every ring is sent, and sleeps are not named
+/// (`readiness::before_sleep`): no bytes kept for a sleeper
+/// (`keeps_bytes`), no bookkeeping per sleep. readiness.rs
 /// `epoll_named_sleep_member_removed_by_another_thread_loses_nothing`.
-const SKIP_RUNG_SLEEPS: bool = false;
+pub(crate) const SKIP_RUNG_SLEEPS: bool = false;
 
 /// `Bell::reader`: the kernel gave no pid (another pid namespace, an
 /// error, a sandbox).

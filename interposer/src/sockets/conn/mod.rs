@@ -35,7 +35,7 @@ mod trim;
 pub(crate) use connect::{
     offers_waiting, segment_for_declined, Dialed, Offered, Redial, Settled, OFFER_PATIENCE,
 };
-pub(crate) use doorbell::Bell;
+pub(crate) use doorbell::{Bell, SKIP_RUNG_SLEEPS};
 pub(crate) use send::FastSend;
 
 use std::net::SocketAddr;

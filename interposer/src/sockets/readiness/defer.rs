@@ -155,6 +155,16 @@ std::thread_local! {
     static ASLEEP: core::cell::Cell<u32> = const { core::cell::Cell::new(0) };
 }
 
+/// This thread's `RAISED`, emptied (none if out of reach: a thread's
+/// exit, a borrow in a signal handler's nested call).
+fn take_raised() -> Vec<Weak<Socket>> {
+    RAISED
+        .try_with(|r| r.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)))
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
 /// The connections an earlier sleep of this thread raised flags on with
 /// its name and that were not told it ended (a sleep still in progress
 /// around a signal handler's wait, or one left by siglongjmp): their flags
@@ -162,11 +172,7 @@ std::thread_local! {
 /// have left their rings out), and they are told the sleep ended. Those of
 /// `set` whose ring holds data become pending; true when one did.
 fn unname_left(set: &mut Set) -> bool {
-    let left = RAISED
-        .try_with(|r| r.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)))
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let left = take_raised();
     let mut found = false;
     for s in left {
         let Some(s) = s.upgrade() else {
@@ -214,7 +220,11 @@ pub(crate) fn before_sleep(epfd: c_int) -> bool {
             set.raised.clear();
         }
         set.sleeps.fetch_add(1, Ordering::Relaxed);
-        let sleep = if nested { 0 } else { next_sleep() };
+        // (Unnamed while producers do not skip rings: the names would
+        // cost a CAS and a list per sleep, and keep bytes from other
+        // threads, for nothing.)
+        let named = !nested && crate::sockets::conn::SKIP_RUNG_SLEEPS;
+        let sleep = if named { next_sleep() } else { 0 };
         for fd in list.take() {
             let Some(m) = set.members.get_mut(&fd) else {
                 continue;
@@ -271,11 +281,7 @@ pub(crate) fn after_sleep(epfd: c_int) {
     if nested {
         return;
     }
-    let raised = RAISED
-        .try_with(|r| r.try_borrow_mut().map(|mut v| std::mem::take(&mut *v)))
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    let raised = take_raised();
     for s in raised {
         if let Some(Socket::Stream(c)) = s.upgrade().as_deref() {
             c.slept();
