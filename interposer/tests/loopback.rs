@@ -332,6 +332,61 @@ fn dual_listener_inherited_across_exec() {
     env.assert_shm(1);
 }
 
+/// A privilege-separated server (varnishd's manager binds as root, its
+/// cache child drops to its own user and listens): root's bind makes the
+/// rendezvous, with root's credentials, and the child's listen takes it,
+/// so a preloaded client reaches the child through shared memory (before,
+/// the child's rendezvous carried its own uid, which clients refuse from
+/// a root-owned kernel listener: kernel TCP only). A plain client is
+/// served by the same child over TCP.
+#[test]
+fn root_binds_and_a_child_of_another_user_listens() {
+    if common::host::skip_unless_root("root_binds_and_a_child_of_another_user_listens") {
+        return;
+    }
+    let env = Env::new("lo-privsep");
+    let script = "import hashlib, os, socket, sys\n\
+        s = socket.socket(); s.bind(('127.0.0.1', 0))\n\
+        pid = os.fork()\n\
+        if pid == 0:\n    \
+            os.setgroups([]); os.setgid(65534); os.setuid(65534)\n    \
+            s.listen(8)\n    \
+            print('port', s.getsockname()[1], os.geteuid(), flush=True)\n    \
+            for i in range(2):\n        \
+                c, a = s.accept()\n        \
+                h = hashlib.sha256()\n        \
+                while (b := c.recv(65536)):\n            h.update(b)\n        \
+                c.sendall(h.hexdigest().encode()); c.close()\n        \
+                print('served', i, flush=True)\n    \
+            os._exit(0)\n\
+        s.close()\n\
+        _, st = os.waitpid(pid, 0)\n\
+        sys.exit(os.waitstatus_to_exitcode(st))\n";
+    let mut cmd = py(script, &[]);
+    cmd.env("SHMNET_DIR", env.shm_dir());
+    let mut srv = start("privilege-separated server", &mut cmd);
+    let line = srv.expect("port ");
+    let mut words = line.split_whitespace().skip(1);
+    let port: u16 = words.next().unwrap().parse().unwrap();
+    assert_eq!(words.next(), Some("65534"), "{line}");
+    let tcp = paused_client(&env, true, "127.0.0.1", port, "pre");
+    assert!(
+        tcp.is_empty(),
+        "a kernel TCP connection carried it: {tcp:?}"
+    );
+    srv.expect("served 0");
+    let p = port.to_string();
+    let args = ["client", "127.0.0.1", p.as_str(), "300000", "plain"];
+    let mut c = start("plain client", &mut env.plain(&args));
+    c.expect("ok ");
+    c.finish_clean();
+    srv.expect("served 1");
+    // (The child, uid 65534, may not write its counters into a directory
+    // of root's: only the client's are asserted.)
+    let _ = srv.finish();
+    assert_eq!(env.stats().get("shm"), Some(&1), "{:?}", env.stats());
+}
+
 /// A program's own epoll set, inherited across exec, that watches only a
 /// kernel TCP listener is left alone (found by review): the library took
 /// it for one of its listeners and put the kernel listener on its fd

@@ -36,6 +36,7 @@ pub(crate) fn close(fd: c_int) -> Action<c_int> {
     }
     log::forget_fd(fd);
     file_kinds::forget(fd);
+    crate::sockets::listener::early::forget(fd);
     crate::sockets::readiness::forget(fd);
     crate::sockets::carry::forget(fd);
     if let Some(handle) = fdtable::table().remove(fd) {

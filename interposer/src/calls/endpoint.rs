@@ -63,21 +63,27 @@ fn diverted(
     if !(config.is_partition_ip(target.ip()) || config.is_remote_ip(target.ip())) {
         return None;
     }
-    let family = match family.or_else(|| crate::sockets::carry::pristine(fd)) {
+    let family = match family {
         Some(f) => f,
-        None => {
-            let sock = sys::borrow_fd(fd);
-            if rustix::net::sockopt::socket_type(sock).ok()? != rustix::net::SocketType::STREAM {
-                return None;
-            }
-            match rustix::net::sockopt::socket_domain(sock).ok()? {
-                rustix::net::AddressFamily::INET => libc::AF_INET,
-                rustix::net::AddressFamily::INET6 => libc::AF_INET6,
-                _ => return None,
-            }
-        }
+        None => diverted_family(fd)?,
     };
     (family == sys::family_of(&target)).then_some((config, target))
+}
+
+/// AF_INET or AF_INET6 if `fd` is a stream socket of that family.
+fn diverted_family(fd: c_int) -> Option<c_int> {
+    if let Some(f) = crate::sockets::carry::pristine(fd) {
+        return Some(f);
+    }
+    let sock = sys::borrow_fd(fd);
+    if rustix::net::sockopt::socket_type(sock).ok()? != rustix::net::SocketType::STREAM {
+        return None;
+    }
+    match rustix::net::sockopt::socket_domain(sock).ok()? {
+        rustix::net::AddressFamily::INET => Some(libc::AF_INET),
+        rustix::net::AddressFamily::INET6 => Some(libc::AF_INET6),
+        _ => None,
+    }
 }
 
 /// bind or connect of a kernel socket in a sandboxed process (`sandbox`):
@@ -151,17 +157,54 @@ pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
         return sandboxed(fd, addr, "bind");
     }
     let Some((config, target)) = diverted(fd, addr, None) else {
-        return Action::Pass;
+        return bind_wildcard(fd, addr);
     };
     if config.fallback != Fallback::Never {
         log!(
             debug,
             "bind(fd {fd}) to partition address {target}: kernel listener (tcp fallback mode)"
         );
+        if config.is_partition_ip(target.ip()) {
+            return bind_kernel(fd, target, config);
+        }
         return Action::Pass;
     }
     match bind_emulated(fd, target) {
         Ok(()) => Action::Done(0),
+        Err(e) => fail(e),
+    }
+}
+
+/// A default-mode bind of an IPv4/IPv6 stream socket to the wildcard
+/// (which its listen accelerates): `bind_kernel`. Anything else passes.
+fn bind_wildcard(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
+    let Some(config) = config::get().filter(|c| c.fallback == Fallback::Tcp) else {
+        return Action::Pass;
+    };
+    let Some(target) = addr.get().filter(|t| t.ip().is_unspecified()) else {
+        return Action::Pass;
+    };
+    if rustix::process::geteuid().as_raw() != 0 {
+        return Action::Pass;
+    }
+    match diverted_family(fd) {
+        Some(family) if family == sys::family_of(&target) => bind_kernel(fd, target, config),
+        _ => Action::Pass,
+    }
+}
+
+/// The kernel's bind, in the default mode; then, in a root process, the
+/// rendezvous its listen will take (`calls::listen::bind_early`: a
+/// privilege-separated server listens in a child of another user).
+fn bind_kernel(fd: c_int, target: SocketAddr, config: &config::Config) -> Action<c_int> {
+    if rustix::process::geteuid().as_raw() != 0 {
+        return Action::Pass;
+    }
+    match rustix::net::bind(sys::borrow_fd(fd), &target) {
+        Ok(()) => {
+            crate::calls::listen::bind_early(fd, config);
+            Action::Done(0)
+        }
         Err(e) => fail(e),
     }
 }

@@ -17,7 +17,7 @@ use crate::platform::config::Config;
 use crate::platform::internal_fd::InternalFd;
 use crate::platform::real::Action;
 use crate::platform::{stats, sys};
-use crate::sockets::listener::{dup_owned, Bound, Listener, Parts, Rendezvous};
+use crate::sockets::listener::{dup_owned, early, Bound, Listener, Parts, Rendezvous};
 use crate::sockets::options_store::Options;
 use crate::sockets::registry;
 use crate::sockets::socket::Socket;
@@ -105,6 +105,32 @@ pub(crate) fn listen_tcp_with(
     Action::Done(0)
 }
 
+/// bind(2) of a default-mode kernel TCP socket by root to an address its
+/// listen would accelerate: the rendezvous that listen takes, made now
+/// with root's credentials (`early`: a child of another user may be the
+/// one that listens). Failing costs only that case: logged.
+pub(crate) fn bind_early(fd: c_int, config: &Config) {
+    if euid() != 0 || !early::has_room() {
+        return;
+    }
+    let app = sys::borrow_fd(fd);
+    let made = rustix::net::sockopt::socket_cookie(app).and_then(|cookie| {
+        let name = rendezvous::cookie_name(cookie);
+        let sock = rendezvous::bind_abstract(&name, SocketType::STREAM)?;
+        stream_listener(&sock)?;
+        Ok(early::Early {
+            cookie,
+            maker: 0,
+            sock: InternalFd::new(sock),
+            hints: bind_hints(&name, config),
+        })
+    });
+    match made {
+        Ok(e) => early::keep(e),
+        Err(e) => log!(debug, "bind(fd {fd}): no early rendezvous ({e})"),
+    }
+}
+
 /// A listen on the SHMNET_GATEWAY address outside SHMNET_PARTITIONS gets no
 /// shared-memory listener, so not the gateway name: said, not silent
 /// (programs would find no gateway; found by the review of issue 17).
@@ -143,9 +169,17 @@ fn make_dual(
     let app = sys::borrow_fd(fd);
     // Connectors accept our rendezvous only from the kernel listener's
     // owner (SO_PEERCRED of the rendezvous is whoever listens on it, now).
+    // (A rendezvous root made at bind carries root's credentials: taken
+    // whoever listens now, if root made the socket too; `early`.)
     let owner = euid();
     let tcp_owner = rustix::fs::fstat(app)?.st_uid;
-    if tcp_owner != owner {
+    let cookie = rustix::net::sockopt::socket_cookie(app)?;
+    let made_early = if adopting {
+        None
+    } else {
+        early::take(cookie).filter(|e| e.maker == tcp_owner)
+    };
+    if tcp_owner != owner && made_early.is_none() {
         log!(
             info,
             "listen on {local}: the socket belongs to uid {tcp_owner} but uid {owner} listens: \
@@ -153,17 +187,16 @@ fn make_dual(
         );
         return Err(Errno::PERM);
     }
-    let cookie = rustix::net::sockopt::socket_cookie(app)?;
     let name = rendezvous::cookie_name(cookie);
-    let sock = match inherited {
-        Some(sock) => sock,
-        None => {
+    let (sock, mut hints) = match (inherited, made_early) {
+        (Some(sock), _) => (sock, bind_hints(&name, config)),
+        (None, Some(e)) => (e.sock, e.hints),
+        (None, None) => {
             let sock = rendezvous::bind_abstract(&name, SocketType::STREAM)?;
             stream_listener(&sock)?;
-            InternalFd::new(sock)
+            (InternalFd::new(sock), bind_hints(&name, config))
         }
     };
-    let mut hints = bind_hints(&name, config);
     let mut rv = vec![Rendezvous::local(sock)];
     let gateway = !adopting
         && config

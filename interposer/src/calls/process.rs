@@ -124,6 +124,7 @@ extern "C" fn child() {
     crate::transport::pool::after_fork_child();
     crate::sockets::readiness::after_fork_child();
     crate::sockets::carry::after_fork_child();
+    crate::sockets::listener::early::after_fork_child();
     crate::sockets::quiet::after_fork_child();
     crate::platform::cancel::after_fork_child();
 }

@@ -39,6 +39,7 @@
 mod accept;
 mod admission;
 mod bound;
+pub(crate) mod early;
 mod park;
 mod patience;
 

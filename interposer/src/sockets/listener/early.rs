@@ -1,0 +1,90 @@
+//! Rendezvous made at bind by root, for a listen by another user.
+//!
+//! A default-mode client trusts a rendezvous only from the kernel
+//! listener's owner, the uid that made the TCP socket
+//! (`transport::lookup`, `verify`): anybody may bind an abstract name,
+//! and what the client sees of the rendezvous is SO_PEERCRED, the
+//! credentials of whoever called listen(2) on it. A privilege-separated
+//! server binds as root and listens in a child that has dropped to a user
+//! of its own (varnishd: the manager binds, its cache child listens and
+//! accepts). A rendezvous made at that listen carries the child's uid,
+//! which no client may tell from a squatter's, so the child got kernel TCP
+//! only. Here a root process makes the rendezvous (and its policy hints)
+//! when the socket is bound, with root's credentials; the listen that
+//! follows, in this process or in a forked child of whatever user, takes
+//! it (`calls::listen`). Only root: nobody else can change user between
+//! bind and listen.
+//!
+//! An entry lives until that listen, the socket's close (by any of its
+//! numbers, in this process), or the exec of a new image. At most `MAX`:
+//! a root process binding sockets it never listens on pays a few fds, not
+//! a leak.
+#![forbid(unsafe_code)]
+
+use core::ffi::c_int;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::platform::internal_fd::InternalFd;
+use crate::platform::lock::Mutex;
+
+/// Bound sockets with a rendezvous made early, at most.
+pub(crate) const MAX: usize = 64;
+
+/// A rendezvous made at bind: the kernel socket's cookie (its name), who
+/// made it, the listening Unix socket and its hint names.
+pub(crate) struct Early {
+    pub(crate) cookie: u64,
+    pub(crate) maker: u32,
+    pub(crate) sock: InternalFd,
+    pub(crate) hints: Vec<InternalFd>,
+}
+
+static EARLY: Mutex<Vec<Early>> = Mutex::new(Vec::new());
+/// Entries in EARLY, so that a close looks at the lock only when one is.
+static COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether another entry may be made.
+pub(crate) fn has_room() -> bool {
+    COUNT.load(Ordering::Relaxed) < MAX
+}
+
+/// Keeps `early` for the listen to come (dropped if `MAX` are kept).
+pub(crate) fn keep(early: Early) {
+    let mut all = EARLY.lock();
+    all.retain(|e| e.cookie != early.cookie);
+    if all.len() < MAX {
+        all.push(early);
+    }
+    COUNT.store(all.len(), Ordering::Relaxed);
+}
+
+/// The rendezvous made at bind for the socket whose cookie is `cookie`.
+pub(crate) fn take(cookie: u64) -> Option<Early> {
+    if COUNT.load(Ordering::Relaxed) == 0 {
+        return None;
+    }
+    let mut all = EARLY.lock();
+    let i = all.iter().position(|e| e.cookie == cookie)?;
+    let early = all.swap_remove(i);
+    COUNT.store(all.len(), Ordering::Relaxed);
+    Some(early)
+}
+
+/// `fd` (an application fd, maybe not open, maybe -1) is being closed:
+/// its socket's entry goes. (Another number of the same socket then
+/// listens without one: kernel TCP only, as before this module, if its
+/// user is not the socket's.)
+pub(crate) fn forget(fd: c_int) {
+    if COUNT.load(Ordering::Relaxed) == 0 || fd < 0 {
+        return;
+    }
+    if let Ok(cookie) = rustix::net::sockopt::socket_cookie(crate::platform::sys::borrow_fd(fd)) {
+        drop(take(cookie));
+    }
+}
+
+/// In a forked child: a parent thread may have held the lock. (The
+/// entries stay: the child's listen takes them.)
+pub(crate) fn after_fork_child() {
+    EARLY.reset_after_fork();
+}
