@@ -115,6 +115,18 @@ impl RoomWaiter {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn wake(&self) {
-        self.0.ch.parker.wake(&self.0.ch.ctl().wait.writer_waiting);
+        let flag = &self.0.ch.ctl().wait.writer_waiting;
+        // SYNC POINT (Dekker with the writer's arm in `wait_for_room` and
+        // `Producer::arm`: its flag, a fence, then its look): the caller's
+        // stores (a local shutdown), this fence, then the load. A writer
+        // that armed before it is woken; one that arms after it sees the
+        // caller's stores when its sleep slice ends (`liveness`), as it
+        // would have after a wake that came before its futex wait. No
+        // writer asleep, no system call (one per connection that shuts
+        // down its writing side, before).
+        fence(Ordering::SeqCst);
+        if flag.load(Ordering::Relaxed) & WAIT_FUTEX != 0 {
+            self.0.ch.parker.wake(flag);
+        }
     }
 }
