@@ -38,10 +38,18 @@ pub(crate) fn close(fd: c_int) -> Action<c_int> {
     file_kinds::forget(fd);
     crate::sockets::readiness::forget(fd);
     crate::sockets::carry::forget(fd);
+    // A member of a set another thread may sleep on: that thread is woken
+    // once the kernel's close is done (decision 43).
+    let sets = crate::sockets::readiness::closing(fd);
     if let Some(handle) = fdtable::table().remove(fd) {
         release(fd, handle);
     }
-    Action::Pass
+    if sets.is_empty() {
+        return Action::Pass;
+    }
+    let r = real::ints::close(fd);
+    crate::sockets::readiness::closed(&sets);
+    Action::Raw(r)
 }
 
 /// fstat and fstat64: the kernel's answer; what it found is noted after

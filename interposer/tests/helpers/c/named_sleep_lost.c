@@ -6,6 +6,8 @@
  *           server sleeps (A's ring, which woke nobody, must not make the
  *           client leave B's out);
  *   mod     the same with EPOLL_CTL_MOD to events 0;
+ *   move    the same, A then added to a set of its own;
+ *   close   the same with close(A);
  *   longjmp a SIGALRM handler siglongjmps out of the server's epoll_wait,
  *           then the server waits again;
  *   nested  a SIGALRM handler waits on S itself (20 ms) while the server
@@ -55,6 +57,13 @@ static void *changer(void *x) {
   if (!strcmp(mode, "mod")) {
     struct epoll_event z = {.events = 0, .data.fd = A};
     if (epoll_ctl(S, EPOLL_CTL_MOD, A, &z)) perror("MOD");
+  } else if (!strcmp(mode, "close")) {
+    close(A);
+  } else if (!strcmp(mode, "move")) {
+    if (epoll_ctl(S, EPOLL_CTL_DEL, A, NULL)) perror("DEL");
+    int own = epoll_create1(0);
+    struct epoll_event e = {.events = EPOLLIN, .data.fd = A};
+    if (epoll_ctl(own, EPOLL_CTL_ADD, A, &e)) perror("ADD");
   } else if (epoll_ctl(S, EPOLL_CTL_DEL, A, NULL)) {
     perror("DEL");
   }
@@ -85,6 +94,7 @@ int main(int argc, char **argv) {
   }
   pid_t c = fork();
   if (c == 0) {
+    signal(SIGPIPE, SIG_IGN); /* close: A's peer is gone */
     int ca = socket(AF_INET, SOCK_STREAM, 0), cb = socket(AF_INET, SOCK_STREAM, 0);
     if (connect(ca, (void *)&a, sizeof a)) _exit(3);
     usleep(50000);
@@ -126,7 +136,8 @@ int main(int argc, char **argv) {
   }
   pthread_t t;
   int readd = !strcmp(mode, "readd");
-  int changes = !strcmp(mode, "del") || !strcmp(mode, "mod") || readd;
+  int changes = !strcmp(mode, "del") || !strcmp(mode, "mod") || !strcmp(mode, "move") ||
+                !strcmp(mode, "close") || readd;
   if (changes) pthread_create(&t, 0, changer, 0);
   if (!strcmp(mode, "longjmp") || !strcmp(mode, "nested")) {
     struct sigaction sa = {0};
