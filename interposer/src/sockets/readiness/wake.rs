@@ -120,17 +120,22 @@ pub(super) fn stir(epfd: c_int) {
     }
 }
 
-/// The sets `fd` is a member of whose waiter sleeps, by id: about to be
-/// closed by a thread other than the waiter (`closed` stirs them once the
+/// The sets `fd` is a member of whose waiter is another thread, by id:
+/// `fd` about to be closed (or replaced by dup2) (`closed` stirs them once the
 /// kernel's close is done). Empty mostly (no lock without a set).
 pub(crate) fn closing(fd: c_int) -> Vec<u64> {
+    closing_range(fd, fd)
+}
+
+/// `closing` for every fd from `first` to `last` (close_range).
+pub(crate) fn closing_range(first: c_int, last: c_int) -> Vec<u64> {
     let Some(mut sets) = set::sets() else {
         return Vec::new();
     };
     let me = Some(crate::platform::sys::thread_id());
     sets.iter_mut()
         .filter(|s| s.solo && s.waiter.is_some() && s.waiter != me)
-        .filter(|s| s.members.contains_key(&fd))
+        .filter(|s| s.members.range(first..=last).next().is_some())
         .map(|s| s.id)
         .collect()
 }

@@ -8,6 +8,8 @@
  *   mod     the same with EPOLL_CTL_MOD to events 0;
  *   move    the same, A then added to a set of its own;
  *   close   the same with close(A);
+ *   dup2    the same with dup2(/dev/null, A);
+ *   range   the same with close_range(A, A, 0);
  *   longjmp a SIGALRM handler siglongjmps out of the server's epoll_wait,
  *           then the server waits again;
  *   nested  a SIGALRM handler waits on S itself (20 ms) while the server
@@ -59,6 +61,11 @@ static void *changer(void *x) {
     if (epoll_ctl(S, EPOLL_CTL_MOD, A, &z)) perror("MOD");
   } else if (!strcmp(mode, "close")) {
     close(A);
+  } else if (!strcmp(mode, "dup2")) {
+    int z = open("/dev/null", O_RDONLY);
+    if (dup2(z, A) < 0) perror("dup2");
+  } else if (!strcmp(mode, "range")) {
+    if (close_range(A, A, 0)) perror("close_range");
   } else if (!strcmp(mode, "move")) {
     if (epoll_ctl(S, EPOLL_CTL_DEL, A, NULL)) perror("DEL");
     int own = epoll_create1(0);
@@ -137,7 +144,7 @@ int main(int argc, char **argv) {
   pthread_t t;
   int readd = !strcmp(mode, "readd");
   int changes = !strcmp(mode, "del") || !strcmp(mode, "mod") || !strcmp(mode, "move") ||
-                !strcmp(mode, "close") || readd;
+                !strcmp(mode, "close") || !strcmp(mode, "dup2") || !strcmp(mode, "range") || readd;
   if (changes) pthread_create(&t, 0, changer, 0);
   if (!strcmp(mode, "longjmp") || !strcmp(mode, "nested")) {
     struct sigaction sa = {0};
