@@ -161,9 +161,10 @@ pub(super) struct Set {
     /// Another thread changed the set since the waiter's last
     /// `before_sleep`: that one looks at the members before sleeping.
     pub(super) stirred: bool,
-    /// The waker is in the kernel's set (`wake`), until a wait of this
-    /// process takes it out (`wake::woken`).
-    pub(super) woken: bool,
+    /// The pid of the process that put the waker in the kernel's set
+    /// (`wake`), until a wait of that process takes it out (`wake::woken`);
+    /// 0: not there.
+    pub(super) woken: u32,
 }
 
 impl Set {
@@ -180,7 +181,7 @@ impl Set {
             kernel_turn: false,
             asleep: false,
             stirred: false,
-            woken: false,
+            woken: 0,
             swept: 0,
             unarmed: Arc::default(),
             raised: Vec::new(),
@@ -509,9 +510,12 @@ impl Sets {
     }
 
     /// In a forked child: a thread of the parent may have held the locks.
-    pub(super) fn reset_after_fork(&self) {
-        for set in &self.list {
+    pub(super) fn reset_after_fork(&mut self) {
+        for set in &mut self.list {
             set.unarmed.reset_after_fork();
+            // (The parent's waiter sleeps there, not here: a crowd or a
+            // change here wakes nobody of ours.)
+            set.asleep = false;
         }
     }
 }

@@ -88,7 +88,8 @@ impl Set {
     /// Adds the waker to the kernel's set (once until the waiter takes it
     /// out): the kernel wakes whoever sleeps on it.
     pub(super) fn wake(&mut self) {
-        if self.woken {
+        let me = crate::platform::fork::pid();
+        if self.woken == me {
             return;
         }
         let (Some(&epfd), Some(w)) = (self.numbers.first(), waker()) else {
@@ -100,7 +101,7 @@ impl Set {
         };
         let r = waits::epoll_ctl(epfd, w, EventIn::own(libc::EPOLL_CTL_ADD, &mut ev));
         if r == 0 || crate::platform::sys::errno() == libc::EEXIST {
-            self.woken = true;
+            self.woken = me;
         } else {
             log!(
                 error,
@@ -152,9 +153,10 @@ pub(crate) fn closed(ids: &[u64]) {
 
 /// epoll_wait on `epfd` got the first `n` of `out` from the kernel: the
 /// waker's event is taken out (the rest moved up; the new count
-/// returned), and the waker out of the set, by this process (a forked
-/// child that shares the set leaves it to the parent, whose waiter it
-/// woke: it goes on answering without the event until then).
+/// returned), and the waker out of the set, by the process that put it
+/// there (a forked child that shares the set leaves it to the parent,
+/// whose waiter it woke: it goes on waiting without the event until
+/// then).
 pub(crate) fn woken(epfd: c_int, out: &mut [libc::epoll_event], n: usize) -> usize {
     let w = WAKER.load(Ordering::Acquire);
     if w < 0 {
@@ -177,12 +179,13 @@ pub(crate) fn woken(epfd: c_int, out: &mut [libc::epoll_event], n: usize) -> usi
     let Some(set) = sets.find(epfd) else {
         return kept;
     };
-    if set.generation != crate::platform::fork::generation() {
+    // (Not by the generation: a fork bumps the parent's too.)
+    if set.woken != crate::platform::fork::pid() {
         return kept;
     }
     log!(debug, "epoll set {epfd}: woken by another thread's change");
     let mut none = libc::epoll_event { events: 0, u64: 0 };
     waits::epoll_ctl(epfd, w, EventIn::own(libc::EPOLL_CTL_DEL, &mut none));
-    set.woken = false;
+    set.woken = 0;
     kept
 }

@@ -10,6 +10,8 @@
  *   close   the same with close(A);
  *   dup2    the same with dup2(/dev/null, A);
  *   range   the same with close_range(A, A, 0);
+ *   fork    the same as del, the changer forking a child (that waits on S
+ *           for 100 ms and exits) first;
  *   longjmp a SIGALRM handler siglongjmps out of the server's epoll_wait,
  *           then the server waits again;
  *   nested  a SIGALRM handler waits on S itself (20 ms) while the server
@@ -59,6 +61,15 @@ static void *changer(void *x) {
   if (!strcmp(mode, "mod")) {
     struct epoll_event z = {.events = 0, .data.fd = A};
     if (epoll_ctl(S, EPOLL_CTL_MOD, A, &z)) perror("MOD");
+  } else if (!strcmp(mode, "fork")) {
+    pid_t k = fork();
+    if (k == 0) {
+      struct epoll_event e[4];
+      epoll_wait(S, e, 4, 100);
+      _exit(0);
+    }
+    if (epoll_ctl(S, EPOLL_CTL_DEL, A, NULL)) perror("DEL");
+    waitpid(k, 0, 0);
   } else if (!strcmp(mode, "close")) {
     close(A);
   } else if (!strcmp(mode, "dup2")) {
@@ -144,7 +155,8 @@ int main(int argc, char **argv) {
   pthread_t t;
   int readd = !strcmp(mode, "readd");
   int changes = !strcmp(mode, "del") || !strcmp(mode, "mod") || !strcmp(mode, "move") ||
-                !strcmp(mode, "close") || !strcmp(mode, "dup2") || !strcmp(mode, "range") || readd;
+                !strcmp(mode, "close") || !strcmp(mode, "dup2") || !strcmp(mode, "range") ||
+                !strcmp(mode, "fork") || readd;
   if (changes) pthread_create(&t, 0, changer, 0);
   if (!strcmp(mode, "longjmp") || !strcmp(mode, "nested")) {
     struct sigaction sa = {0};
