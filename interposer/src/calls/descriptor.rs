@@ -40,7 +40,11 @@ pub(crate) fn close(fd: c_int) -> Action<c_int> {
     crate::sockets::carry::forget(fd);
     // A member of a set another thread may sleep on: that thread is woken
     // once the kernel's close is done (decision 43).
-    let sets = crate::sockets::readiness::closing(fd);
+    let sets = if fdtable::is_owned(fd) {
+        crate::sockets::readiness::closing(fd)
+    } else {
+        Vec::new() // (a file's close: no lock)
+    };
     if let Some(handle) = fdtable::table().remove(fd) {
         release(fd, handle);
     }
@@ -100,7 +104,11 @@ fn replace_target(
     }
     // A member of a set another thread may sleep on: woken once the
     // kernel closed it (decision 43).
-    let sets = crate::sockets::readiness::closing(new);
+    let sets = if fdtable::is_owned(new) {
+        crate::sockets::readiness::closing(new)
+    } else {
+        Vec::new()
+    };
     // The doorbell stops using `new` before the kernel re-points it.
     let result = registry::while_replacing(new, real_call);
     if result >= 0 && !sets.is_empty() {
