@@ -1009,9 +1009,8 @@ fn epoll_flags_left_down_still_wake_every_other_waiter() {
 /// Doorbells that name the reader's sleep (decision 41). `skip`: a server
 /// asleep in epoll_wait on 4 deferred connections is stopped while the
 /// client writes to all 4: the server, continued, reports all 4 messages.
-/// (With the skip the client rang that sleep once, the kernel finding 1 of
-/// the 4 fds readable; the skip is off since a review found it losing
-/// wake-ups (`SKIP_RUNG_SLEEPS`): each rings, 4 of 4.) `thief`: another thread of
+/// (The client rings that sleep once, the kernel finding 1 of the 4
+/// fds readable: decision 41's skip, on again since decision 43.) `thief`: another thread of
 /// the server reads one member as soon as its data comes while the waiter
 /// sleeps; the other member's data, whose ring may have been left out, must
 /// still wake the waiter (the byte the thief would have taken is left for
