@@ -1049,13 +1049,16 @@ fn epoll_named_sleeps_are_rung_once_and_lose_no_data() {
 /// Named sleeps and another thread changing the set (decision 41; found
 /// by review): a server asleep on {A, B}, A taken out by another thread
 /// (EPOLL_CTL_DEL, MOD to events 0, DEL and ADD to a set of its own,
-/// close, dup2 over it, close_range; DEL after a fork), the client writes A then B: B must wake the server (its
+/// close, dup2 over it, close_range; DEL after a fork; DEL with no fd
+/// left for the waker, where the set stops deferring), the client writes A then B: B must wake the server (its
 /// doorbell must not be left out because A's rang, to an fd no longer in
 /// the set; the thread that changed the set wakes the sleeper, decision
 /// 43). helpers/c/named_sleep_lost.c.
 #[test]
 fn epoll_named_sleep_member_removed_by_another_thread_loses_nothing() {
-    for case in ["del", "mod", "move", "close", "dup2", "range", "fork"] {
+    for case in [
+        "del", "mod", "move", "close", "dup2", "range", "fork", "emfile",
+    ] {
         for round in 0..2 {
             let net = Net::emulated(&format!("named-{case}-{round}"));
             let out = common::stdout_of(

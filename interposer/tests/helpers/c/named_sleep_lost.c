@@ -10,6 +10,8 @@
  *   close   the same with close(A);
  *   dup2    the same with dup2(/dev/null, A);
  *   range   the same with close_range(A, A, 0);
+ *   emfile  the same as del, every free fd taken before the first wait (no
+ *           waker can be made: the set must stop deferring instead);
  *   fork    the same as del, the changer forking a child (that waits on S
  *           for 100 ms and exits) first;
  *   longjmp a SIGALRM handler siglongjmps out of the server's epoll_wait,
@@ -32,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -82,7 +85,7 @@ static void *changer(void *x) {
     int own = epoll_create1(0);
     struct epoll_event e = {.events = EPOLLIN, .data.fd = A};
     if (epoll_ctl(own, EPOLL_CTL_ADD, A, &e)) perror("ADD");
-  } else if (epoll_ctl(S, EPOLL_CTL_DEL, A, NULL)) {
+  } else if (epoll_ctl(S, EPOLL_CTL_DEL, A, NULL)) { /* del, emfile */
     perror("DEL");
   }
   return 0;
@@ -137,6 +140,12 @@ int main(int argc, char **argv) {
   epoll_ctl(S, EPOLL_CTL_ADD, A, &e);
   e.data.fd = B;
   epoll_ctl(S, EPOLL_CTL_ADD, B, &e);
+  if (!strcmp(mode, "emfile")) {
+    struct rlimit r = {64, 64};
+    if (setrlimit(RLIMIT_NOFILE, &r)) perror("setrlimit");
+    while (dup(0) >= 0) {
+    }
+  }
   struct epoll_event ev[8];
   char buf[64];
   int got = 0;
@@ -156,7 +165,7 @@ int main(int argc, char **argv) {
   int readd = !strcmp(mode, "readd");
   int changes = !strcmp(mode, "del") || !strcmp(mode, "mod") || !strcmp(mode, "move") ||
                 !strcmp(mode, "close") || !strcmp(mode, "dup2") || !strcmp(mode, "range") ||
-                !strcmp(mode, "fork") || readd;
+                !strcmp(mode, "fork") || !strcmp(mode, "emfile") || readd;
   if (changes) pthread_create(&t, 0, changer, 0);
   if (!strcmp(mode, "longjmp") || !strcmp(mode, "nested")) {
     struct sigaction sa = {0};
