@@ -1009,9 +1009,8 @@ fn epoll_flags_left_down_still_wake_every_other_waiter() {
 /// Doorbells that name the reader's sleep (decision 41). `skip`: a server
 /// asleep in epoll_wait on 4 deferred connections is stopped while the
 /// client writes to all 4: the server, continued, reports all 4 messages.
-/// (With the skip the client rang that sleep once, the kernel finding 1 of
-/// the 4 fds readable; the skip is off since a review found it losing
-/// wake-ups (`SKIP_RUNG_SLEEPS`): each rings, 4 of 4.) `thief`: another thread of
+/// (The client rings that sleep once, the kernel finding 1 of the 4
+/// fds readable: decision 41's skip, on again since decision 44.) `thief`: another thread of
 /// the server reads one member as soon as its data comes while the waiter
 /// sleeps; the other member's data, whose ring may have been left out, must
 /// still wake the waiter (the byte the thief would have taken is left for
@@ -1026,7 +1025,7 @@ fn epoll_named_sleeps_are_rung_once_and_lose_no_data() {
             .env("SHMNET_DEFER", "1"),
     );
     assert!(
-        out.contains("kernel readable 4 of 4")
+        out.contains("kernel readable 1 of 4")
             && out.contains("got [(0, b'x0'), (1, b'x1'), (2, b'x2'), (3, b'x3')] in time True")
             && out.contains("server exit 0"),
         "skip:\n{out}"
@@ -1049,12 +1048,17 @@ fn epoll_named_sleeps_are_rung_once_and_lose_no_data() {
 
 /// Named sleeps and another thread changing the set (decision 41; found
 /// by review): a server asleep on {A, B}, A taken out by another thread
-/// (EPOLL_CTL_DEL, or MOD to events 0), the client writes A then B: B
-/// must wake the server (its doorbell must not be left out because A's
-/// rang, to an fd no longer in the set). helpers/c/named_sleep_lost.c.
+/// (EPOLL_CTL_DEL, MOD to events 0, DEL and ADD to a set of its own,
+/// close, dup2 over it, close_range; DEL after a fork; DEL with no fd
+/// left for the waker, where the set stops deferring), the client writes A then B: B must wake the server (its
+/// doorbell must not be left out because A's rang, to an fd no longer in
+/// the set; the thread that changed the set wakes the sleeper, decision
+/// 43). helpers/c/named_sleep_lost.c.
 #[test]
 fn epoll_named_sleep_member_removed_by_another_thread_loses_nothing() {
-    for case in ["del", "mod"] {
+    for case in [
+        "del", "mod", "move", "close", "dup2", "range", "fork", "emfile",
+    ] {
         for round in 0..2 {
             let net = Net::emulated(&format!("named-{case}-{round}"));
             let out = common::stdout_of(
@@ -1071,10 +1075,10 @@ fn epoll_named_sleep_member_removed_by_another_thread_loses_nothing() {
 /// Deferral (not names): a member whose data came while its flag was down
 /// (the waiter busy), taken out of the set and added back by another
 /// thread while the waiter sleeps, must be reported at the ADD, as the
-/// kernel does. Lost today (docs/compatibility.md, "Known gaps"; the
-/// review's stress.c reaper): helpers/c/named_sleep_lost.c `readd`.
+/// kernel does (the review's stress.c reaper lost it before decision 44:
+/// the thread that adds it wakes the sleeper). helpers/c/named_sleep_lost.c
+/// `readd`.
 #[test]
-#[ignore = "known gap: needs a wake-up of the sleeping waiter from the thread that changes the set"]
 fn epoll_member_readded_by_another_thread_reports_data_that_came_deferred() {
     let net = Net::emulated("named-readd");
     let out = common::stdout_of(

@@ -533,3 +533,158 @@ fn a_named_sleep_rung_once_loses_no_wakeup() {
 fn a_flag_kept_up_with_an_old_sleeps_name_loses_a_wakeup() {
     named_sleep_model(false);
 }
+
+/// The "kernel" of the set-change model: doorbell bytes sent on A and on
+/// B, whether A's fd is still in the epoll set, and the waker (decision
+/// 43: an always-readable fd another thread adds to the set).
+#[derive(Default)]
+struct Epoll {
+    a: u32,
+    b: u32,
+    a_in: bool,
+    waker: bool,
+}
+
+#[derive(Default)]
+struct EpollKernel {
+    set: loom::sync::Mutex<Epoll>,
+    woken: loom::sync::Condvar,
+}
+
+/// A or B's doorbell (`b`: B's), leaving out a ring for a sleep the
+/// producer's last ring woke (as `SleepBell`).
+struct MemberBell {
+    kernel: Arc<EpollKernel>,
+    last: Arc<loom::sync::Mutex<u64>>,
+    b: bool,
+}
+
+impl shmnet_ring::Doorbell for MemberBell {
+    fn ring(&self) -> bool {
+        let mut s = self.kernel.set.lock().unwrap();
+        if self.b {
+            s.b += 1;
+        } else {
+            s.a += 1;
+        }
+        self.kernel.woken.notify_all();
+        true
+    }
+
+    fn ring_sleep(&self, sleep: u64) -> bool {
+        if *self.last.lock().unwrap() == sleep {
+            return false;
+        }
+        let sent = self.ring();
+        *self.last.lock().unwrap() = sleep;
+        sent
+    }
+}
+
+/// The set's table (the interposer's lock): A still a member, and the
+/// waiter between `before_sleep` and `after_sleep`.
+#[derive(Default)]
+struct Table {
+    a_gone: bool,
+    asleep: bool,
+}
+
+/// Decision 44: an epoll waiter sleeps on {A, B} with both flags raised
+/// for its named sleep; the producer writes A then B (B's ring left out
+/// when A's woke the sleep); another thread takes A out of the set
+/// (EPOLL_CTL_DEL: the kernel forgets A's fd, then the table, whose
+/// `leave` raises A's flag unnamed) and then, with `wake`, adds the waker
+/// if the waiter is asleep (`Set::stir`). The waiter must get B's byte:
+/// without the wake it may sleep forever (A's ring woke nobody, B's was
+/// left out), which loom reports as a deadlock.
+fn set_change_model(wake: bool) {
+    model(move || {
+        let kernel = Arc::new(EpollKernel::default());
+        kernel.set.lock().unwrap().a_in = true;
+        let table = Arc::new(loom::sync::Mutex::new(Table::default()));
+        let last = Arc::new(loom::sync::Mutex::new(0u64));
+        let (mut pa, ca) = heap_channel(Geometry::new(2, 64).unwrap());
+        let (mut pb, mut cb) = heap_channel(Geometry::new(2, 64).unwrap());
+        for (p, b) in [(&mut pa, false), (&mut pb, true)] {
+            p.set_doorbell(Arc::new(MemberBell {
+                kernel: kernel.clone(),
+                last: last.clone(),
+                b,
+            }));
+        }
+        // Deferred members: flags down while the waiter is busy.
+        ca.disarm(WaitKind::Doorbell);
+        cb.disarm(WaitKind::Doorbell);
+        let ca = Arc::new(loom::sync::Mutex::new(ca));
+        let producer = thread::spawn(move || {
+            pa.write(b"a").unwrap();
+            pb.write(b"b").unwrap();
+            (pa, pb)
+        });
+        let changer = {
+            let (kernel, table, ca) = (kernel.clone(), table.clone(), ca.clone());
+            thread::spawn(move || {
+                kernel.set.lock().unwrap().a_in = false;
+                {
+                    let mut t = table.lock().unwrap();
+                    t.a_gone = true;
+                    ca.lock().unwrap().arm(WaitKind::Doorbell);
+                }
+                let t = table.lock().unwrap();
+                if wake && t.asleep {
+                    kernel.set.lock().unwrap().waker = true;
+                    kernel.woken.notify_all();
+                }
+            })
+        };
+        let mut buf = [0u8; 8];
+        let (mut ta, mut tb) = (0u32, 0u32);
+        let mut got_b = 0;
+        for sleep in 1u64.. {
+            if got_b == 1 {
+                break;
+            }
+            let ready = {
+                let mut t = table.lock().unwrap();
+                t.asleep = true;
+                let ra = !t.a_gone && ca.lock().unwrap().arm_for_sleep(WaitKind::Doorbell, sleep);
+                let rb = cb.arm_for_sleep(WaitKind::Doorbell, sleep);
+                ra || rb
+            };
+            if !ready {
+                let mut s = kernel.set.lock().unwrap();
+                while !(s.a_in && s.a > ta) && s.b == tb && !s.waker {
+                    s = kernel.woken.wait(s).unwrap();
+                }
+                s.waker = false;
+                (ta, tb) = (s.a, s.b);
+            }
+            let a_member = {
+                let mut t = table.lock().unwrap();
+                t.asleep = false;
+                !t.a_gone
+            };
+            // After the sleep: every member raised is looked at.
+            cb.disarm(WaitKind::Doorbell);
+            got_b += cb.read(&mut buf).unwrap_or(0);
+            if a_member {
+                let mut ca = ca.lock().unwrap();
+                ca.disarm(WaitKind::Doorbell);
+                let _ = ca.read(&mut buf);
+            }
+        }
+        changer.join().unwrap();
+        let _p = producer.join().unwrap();
+    });
+}
+
+#[test]
+fn a_set_changed_by_another_thread_wakes_its_named_sleep() {
+    set_change_model(true);
+}
+
+#[test]
+#[should_panic]
+fn a_set_changed_by_another_thread_without_a_wake_loses_a_named_sleep() {
+    set_change_model(false);
+}

@@ -39,10 +39,22 @@ pub(crate) fn close(fd: c_int) -> Action<c_int> {
     crate::sockets::listener::early::forget(fd);
     crate::sockets::readiness::forget(fd);
     crate::sockets::carry::forget(fd);
+    // A member of a set another thread may sleep on: that thread is woken
+    // once the kernel's close is done (decision 44).
+    let sets = if fdtable::is_owned(fd) {
+        crate::sockets::readiness::closing(fd)
+    } else {
+        Vec::new() // (a file's close: no lock)
+    };
     if let Some(handle) = fdtable::table().remove(fd) {
         release(fd, handle);
     }
-    Action::Pass
+    if sets.is_empty() {
+        return Action::Pass;
+    }
+    let r = real::ints::close(fd);
+    crate::sockets::readiness::closed(&sets);
+    Action::Raw(r)
 }
 
 /// fstat and fstat64: the kernel's answer; what it found is noted after
@@ -91,8 +103,18 @@ fn replace_target(
     if old == new || (source.is_none() && !set && !fdtable::is_owned(new) && !log::is_log_fd(new)) {
         return Action::Pass;
     }
+    // A member of a set another thread may sleep on: woken once the
+    // kernel closed it (decision 44).
+    let sets = if fdtable::is_owned(new) {
+        crate::sockets::readiness::closing(new)
+    } else {
+        Vec::new()
+    };
     // The doorbell stops using `new` before the kernel re-points it.
     let result = registry::while_replacing(new, real_call);
+    if result >= 0 && !sets.is_empty() {
+        crate::sockets::readiness::closed(&sets);
+    }
     if result >= 0 {
         log::forget_fd(new);
         crate::sockets::readiness::forget(new);
@@ -119,18 +141,24 @@ fn replace_target(
 /// Python's subprocess child calls `close_range(3, ~0U, 0)` before exec.
 /// With CLOSE_RANGE_CLOEXEC nothing is closed now (exec drops our state).
 pub(crate) fn close_range(first: c_uint, last: c_uint, flags: c_int) -> Action<c_int> {
+    let mut sets = Vec::new();
     if (flags as c_uint) & libc::CLOSE_RANGE_CLOEXEC == 0 {
         log::forget_fd_range(first, last);
         file_kinds::forget_range(clamp_fd(first), clamp_fd(last));
         crate::sockets::readiness::forget_range(clamp_fd(first), clamp_fd(last));
+        sets = crate::sockets::readiness::closing_range(clamp_fd(first), clamp_fd(last));
         fdtable::table().remove_range(first, last, release);
     }
     // Releasing sockets above may have closed internal fds; the rest must
     // survive: split the real call around them.
-    match around_internal(first, last, |a, b| real::ints::close_range(a, b, flags)) {
-        Some(r) => Action::Raw(r),
-        None => Action::Pass,
-    }
+    let r = match around_internal(first, last, |a, b| real::ints::close_range(a, b, flags)) {
+        Some(r) => r,
+        None if sets.is_empty() => return Action::Pass,
+        None => real::ints::close_range(first, last, flags),
+    };
+    // Members of sets other threads may sleep on: woken now (decision 44).
+    crate::sockets::readiness::closed(&sets);
+    Action::Raw(r)
 }
 
 /// An fd number of close_range's unsigned range, as an int (saturated).
@@ -172,12 +200,18 @@ pub(crate) fn closefrom(lowfd: c_int) -> Action<()> {
     log::forget_fd_range(first, c_uint::MAX);
     file_kinds::forget_range(clamp_fd(first), c_int::MAX);
     crate::sockets::readiness::forget_range(clamp_fd(first), c_int::MAX);
+    let sets = crate::sockets::readiness::closing_range(clamp_fd(first), c_int::MAX);
     fdtable::table().remove_range(first, c_uint::MAX, release);
     // As close_range: keep the library's own fds.
     match around_internal(first, c_uint::MAX, |a, b| real::ints::close_range(a, b, 0)) {
-        Some(_) => Action::Done(()),
-        None => Action::Pass,
+        Some(_) => {}
+        None if sets.is_empty() => return Action::Pass,
+        None => {
+            real::ints::close_range(first, c_uint::MAX, 0);
+        }
     }
+    crate::sockets::readiness::closed(&sets);
+    Action::Done(())
 }
 
 /// fclose closes the stream's fd with glibc's internal close: release the

@@ -170,6 +170,11 @@ pub(crate) mod ints {
         unsafe { super::dup3(old, new, flags) }
     }
 
+    pub(crate) fn close(fd: c_int) -> c_int {
+        // SAFETY: close takes an integer only.
+        unsafe { super::close(fd) }
+    }
+
     pub(crate) fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int {
         // SAFETY: close_range takes integers only.
         unsafe { super::close_range(first, last, flags) }

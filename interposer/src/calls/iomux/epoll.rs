@@ -169,6 +169,12 @@ impl WaitSet for EpollSet<'_> {
         if n <= 0 {
             return n;
         }
+        // (Only the waker's event: not an answer either.)
+        let n = readiness::woken(self.epfd, self.out, n as usize) as c_int;
+        if n == 0 {
+            self.took_back = true;
+            return 0;
+        }
         let left = readiness::datagrams_reported(self.epfd, self.out, n as usize) as c_int;
         // All taken back: not an answer (the wait goes on).
         self.took_back = left == 0;
@@ -190,6 +196,7 @@ impl WaitSet for EpollSet<'_> {
             if n < 0 {
                 return Action::Raw(n);
             }
+            n = readiness::woken(self.epfd, self.out, n as usize) as c_int;
             readiness::collected(self.epfd, &self.out[..n as usize]);
             readiness::tcp_hangups(self.epfd, &mut self.out[..n as usize]);
             n = readiness::datagrams_reported(self.epfd, &mut self.out[..room], n as usize)

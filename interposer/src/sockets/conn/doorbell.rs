@@ -72,16 +72,13 @@ pub(crate) struct Bell {
 }
 
 /// Whether a ring for a sleep this thread's last ring woke is left out
-/// (`ring_sleep`, decision 41). Off: a review found it loses wake-ups when
-/// another thread takes the member that was rung out of the set (DEL, or
-/// MOD without EPOLLIN) while the waiter sleeps (its ring wakes nobody,
-/// and the kernel may drop a wake-up already under way with it), and no
-/// sound repair (waking the sleeper from the thread that changed the set)
-/// was made in the time. Every ring is sent, and sleeps are not named
-/// (`readiness::before_sleep`): no bytes kept for a sleeper
-/// (`keeps_bytes`), no bookkeeping per sleep. readiness.rs
+/// (`ring_sleep`, decision 41). Sound since decision 44: a thread that
+/// takes a member out of a set (DEL, MOD, close) while the set's waiter
+/// sleeps wakes that waiter (`readiness` `stir`), which then looks at
+/// every member it raised. Off: every ring is sent, and sleeps are not
+/// named (`readiness::before_sleep`). readiness.rs
 /// `epoll_named_sleep_member_removed_by_another_thread_loses_nothing`.
-pub(crate) const SKIP_RUNG_SLEEPS: bool = false;
+pub(crate) const SKIP_RUNG_SLEEPS: bool = true;
 
 /// `Bell::reader`: the kernel gave no pid (another pid namespace, an
 /// error, a sandbox).

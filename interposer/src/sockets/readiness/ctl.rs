@@ -26,6 +26,24 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
         Socket::Connecting(_) => return connecting_ctl(epfd, op, fd, event),
         Socket::Datagram(_) => return super::datagrams::ctl(epfd, op, fd, event, &sock),
     };
+    let r = stream_ctl(epfd, op, fd, event, &sock, conn);
+    // Made by another thread than the set's waiter, which may sleep on
+    // the set: woken once the kernel's change is done (decision 44).
+    if matches!(r, Action::Raw(0) | Action::Done(0)) {
+        super::wake::stir(epfd);
+    }
+    r
+}
+
+/// `epoll_ctl` on a connection.
+fn stream_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    event: EventIn<'_>,
+    sock: &Arc<Socket>,
+    conn: &Connection,
+) -> Action<c_int> {
     conn.status_waited();
     let ev = match op {
         libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => {
@@ -41,7 +59,7 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
         _ => return Action::Pass,
     };
     if let Some(ev) = ev.filter(|_| op == libc::EPOLL_CTL_MOD) {
-        if virtual_ctl(epfd, fd, ev, &sock, conn) {
+        if virtual_ctl(epfd, fd, ev, sock, conn) {
             return Action::Done(0);
         }
     }
@@ -51,11 +69,11 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
         // `Connection::set_deferral`).
         let r = waits::epoll_ctl(epfd, fd, event);
         if r == 0 {
-            note(&mut set::sets_always(), epfd, op, fd, ev, &sock, false);
+            note(&mut set::sets_always(), epfd, op, fd, ev, sock, false);
         }
         return Action::Raw(r);
     };
-    if let Some(r) = deferred_ctl(epfd, op, fd, reading, &sock, conn, event) {
+    if let Some(r) = deferred_ctl(epfd, op, fd, reading, sock, conn, event) {
         return Action::Raw(r);
     }
     // Eager from before the kernel knows the fd, so no publish can slip
@@ -66,7 +84,7 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
     }
     let r = waits::epoll_ctl(epfd, fd, event);
     if r == 0 {
-        note(&mut set::sets_always(), epfd, op, fd, ev, &sock, pending);
+        note(&mut set::sets_always(), epfd, op, fd, ev, sock, pending);
     }
     Action::Raw(r)
 }

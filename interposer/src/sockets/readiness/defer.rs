@@ -215,15 +215,25 @@ pub(crate) fn before_sleep(epfd: c_int) -> bool {
         .unwrap_or(true);
     with_set(epfd, false, |set| {
         let mut found = unname_left(set);
+        // Another thread changed the set since the last look (a member
+        // put back with data no doorbell announced, say): looked at again.
+        found |= std::mem::take(&mut set.stirred);
+        // Without a waker (no fd to make one), another thread that
+        // changes the set could not wake this sleep (decision 44): no
+        // deferring in this set from now on.
+        if set.solo && super::wake::waker().is_none() {
+            found |= set.crowd();
+        }
         let list = set.unarmed.clone();
         if !nested {
             set.raised.clear();
+            set.asleep = set.solo;
         }
         set.sleeps.fetch_add(1, Ordering::Relaxed);
         // (Unnamed while producers do not skip rings: the names would
         // cost a CAS and a list per sleep, and keep bytes from other
         // threads, for nothing.)
-        let named = !nested && crate::sockets::conn::SKIP_RUNG_SLEEPS;
+        let named = !nested && set.solo && crate::sockets::conn::SKIP_RUNG_SLEEPS;
         let sleep = if named { next_sleep() } else { 0 };
         for fd in list.take() {
             let Some(m) = set.members.get_mut(&fd) else {
@@ -288,6 +298,7 @@ pub(crate) fn after_sleep(epfd: c_int) {
         }
     }
     with_set(epfd, (), |set| {
+        set.asleep = false;
         if !set.solo || set.raised.is_empty() {
             return;
         }

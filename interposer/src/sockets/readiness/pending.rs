@@ -48,7 +48,10 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
     let i = sets.position(epfd)?;
     let inner_ready: Vec<c_int> = sets.inner_ready(i);
     let set = sets.at(i);
-    if set.members.is_empty() && set.inner.is_empty() && set.datagrams.is_empty() {
+    // (A waker left in the set, its waiter gone back to the application
+    // before it saw it, is for our epoll_wait to take out: decision 44.)
+    if set.members.is_empty() && set.inner.is_empty() && set.datagrams.is_empty() && set.woken == 0
+    {
         return None;
     }
     let mut out = Pending::default();

@@ -154,6 +154,17 @@ pub(super) struct Set {
     /// A one-slot wait with events of ours to report asks the kernel
     /// first every other call (`kernel_turn`).
     pub(super) kernel_turn: bool,
+    /// The waiter is in a sleep `before_sleep` began (not nested) and
+    /// `after_sleep` did not end: another thread that changes the set
+    /// wakes it (`stir`).
+    pub(super) asleep: bool,
+    /// Another thread changed the set since the waiter's last
+    /// `before_sleep`: that one looks at the members before sleeping.
+    pub(super) stirred: bool,
+    /// The pid of the process that put the waker in the kernel's set
+    /// (`wake`), until a wait of that process takes it out (`wake::woken`);
+    /// 0: not there.
+    pub(super) woken: u32,
 }
 
 impl Set {
@@ -168,6 +179,9 @@ impl Set {
             datagrams: BTreeMap::new(),
             cursor: 0,
             kernel_turn: false,
+            asleep: false,
+            stirred: false,
+            woken: 0,
             swept: 0,
             unarmed: Arc::default(),
             raised: Vec::new(),
@@ -255,7 +269,13 @@ impl Set {
         );
         self.solo = false;
         self.materialize_all();
-        self.release_all()
+        let found = self.release_all();
+        // (A waiter asleep in a named sleep, or on members whose data the
+        // release found, is woken: the new waiter may not report them.)
+        if self.asleep {
+            self.wake();
+        }
+        found
     }
 
     /// Every EPOLLOUT answered from a ring goes to the kernel (see
@@ -490,9 +510,12 @@ impl Sets {
     }
 
     /// In a forked child: a thread of the parent may have held the locks.
-    pub(super) fn reset_after_fork(&self) {
-        for set in &self.list {
+    pub(super) fn reset_after_fork(&mut self) {
+        for set in &mut self.list {
             set.unarmed.reset_after_fork();
+            // (The parent's waiter sleeps there, not here: a crowd or a
+            // change here wakes nobody of ours.)
+            set.asleep = false;
         }
     }
 }

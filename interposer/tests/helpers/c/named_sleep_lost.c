@@ -6,6 +6,14 @@
  *           server sleeps (A's ring, which woke nobody, must not make the
  *           client leave B's out);
  *   mod     the same with EPOLL_CTL_MOD to events 0;
+ *   move    the same, A then added to a set of its own;
+ *   close   the same with close(A);
+ *   dup2    the same with dup2(/dev/null, A);
+ *   range   the same with close_range(A, A, 0);
+ *   emfile  the same as del, every free fd taken before the first wait (no
+ *           waker can be made: the set must stop deferring instead);
+ *   fork    the same as del, the changer forking a child (that waits on S
+ *           for 100 ms and exits) first;
  *   longjmp a SIGALRM handler siglongjmps out of the server's epoll_wait,
  *           then the server waits again;
  *   nested  a SIGALRM handler waits on S itself (20 ms) while the server
@@ -26,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -55,7 +64,28 @@ static void *changer(void *x) {
   if (!strcmp(mode, "mod")) {
     struct epoll_event z = {.events = 0, .data.fd = A};
     if (epoll_ctl(S, EPOLL_CTL_MOD, A, &z)) perror("MOD");
-  } else if (epoll_ctl(S, EPOLL_CTL_DEL, A, NULL)) {
+  } else if (!strcmp(mode, "fork")) {
+    pid_t k = fork();
+    if (k == 0) {
+      struct epoll_event e[4];
+      epoll_wait(S, e, 4, 100);
+      _exit(0);
+    }
+    if (epoll_ctl(S, EPOLL_CTL_DEL, A, NULL)) perror("DEL");
+    waitpid(k, 0, 0);
+  } else if (!strcmp(mode, "close")) {
+    close(A);
+  } else if (!strcmp(mode, "dup2")) {
+    int z = open("/dev/null", O_RDONLY);
+    if (dup2(z, A) < 0) perror("dup2");
+  } else if (!strcmp(mode, "range")) {
+    if (close_range(A, A, 0)) perror("close_range");
+  } else if (!strcmp(mode, "move")) {
+    if (epoll_ctl(S, EPOLL_CTL_DEL, A, NULL)) perror("DEL");
+    int own = epoll_create1(0);
+    struct epoll_event e = {.events = EPOLLIN, .data.fd = A};
+    if (epoll_ctl(own, EPOLL_CTL_ADD, A, &e)) perror("ADD");
+  } else if (epoll_ctl(S, EPOLL_CTL_DEL, A, NULL)) { /* del, emfile */
     perror("DEL");
   }
   return 0;
@@ -85,6 +115,7 @@ int main(int argc, char **argv) {
   }
   pid_t c = fork();
   if (c == 0) {
+    signal(SIGPIPE, SIG_IGN); /* close: A's peer is gone */
     int ca = socket(AF_INET, SOCK_STREAM, 0), cb = socket(AF_INET, SOCK_STREAM, 0);
     if (connect(ca, (void *)&a, sizeof a)) _exit(3);
     usleep(50000);
@@ -109,6 +140,12 @@ int main(int argc, char **argv) {
   epoll_ctl(S, EPOLL_CTL_ADD, A, &e);
   e.data.fd = B;
   epoll_ctl(S, EPOLL_CTL_ADD, B, &e);
+  if (!strcmp(mode, "emfile")) {
+    struct rlimit r = {64, 64};
+    if (setrlimit(RLIMIT_NOFILE, &r)) perror("setrlimit");
+    while (dup(0) >= 0) {
+    }
+  }
   struct epoll_event ev[8];
   char buf[64];
   int got = 0;
@@ -126,7 +163,9 @@ int main(int argc, char **argv) {
   }
   pthread_t t;
   int readd = !strcmp(mode, "readd");
-  int changes = !strcmp(mode, "del") || !strcmp(mode, "mod") || readd;
+  int changes = !strcmp(mode, "del") || !strcmp(mode, "mod") || !strcmp(mode, "move") ||
+                !strcmp(mode, "close") || !strcmp(mode, "dup2") || !strcmp(mode, "range") ||
+                !strcmp(mode, "fork") || !strcmp(mode, "emfile") || readd;
   if (changes) pthread_create(&t, 0, changer, 0);
   if (!strcmp(mode, "longjmp") || !strcmp(mode, "nested")) {
     struct sigaction sa = {0};

@@ -1,0 +1,191 @@
+//! Waking an epoll set's sleeping waiter from the thread that changes the
+//! set (decision 44). A named sleep (decision 41) relies on the member
+//! whose doorbell rang it being reported; a deferred member's data relies
+//! on the waiter looking at its ring. Another thread that takes a member
+//! out (DEL, MOD, close) or puts one back with data no doorbell announced
+//! (ADD) while the waiter sleeps breaks both, so it wakes the sleeper: it
+//! adds the process's waker, an eventfd that is always readable, to the
+//! kernel's set under a reserved `data` (the kernel wakes the set's
+//! sleepers when a ready fd is inserted). The waiter's epoll_wait takes
+//! the waker's event out of its answer and the waker out of the set
+//! (`woken`), looks at its members again and reports or sleeps on.
+#![forbid(unsafe_code)]
+
+use core::ffi::c_int;
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+
+use crate::platform::real::waits;
+use crate::platform::sys::EventIn;
+
+use super::set::{self, Set};
+
+/// The waker's fd (-1: not made yet). Made once, by a waiter about to
+/// sleep on a set whose members defer (under the table's lock), kept for
+/// the process's life (internal, close-on-exec; a forked child shares it).
+static WAKER: AtomicI32 = AtomicI32::new(-1);
+
+/// The `data` the waker is registered under: random, drawn with the
+/// waker (an application's registration has it by a chance of 2^-64).
+static KEY: AtomicU64 = AtomicU64::new(0);
+
+/// The waker, made if it is not yet; None when it cannot be (EMFILE: the
+/// caller then does not rely on it, see `before_sleep`).
+pub(super) fn waker() -> Option<c_int> {
+    let fd = WAKER.load(Ordering::Acquire);
+    if fd >= 0 {
+        return Some(fd);
+    }
+    let made = rustix::event::eventfd(
+        1,
+        rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+    );
+    let made = match made {
+        Ok(fd) => crate::platform::internal_fd::InternalFd::new(fd),
+        Err(e) => {
+            log!(debug, "epoll waker not made: {e}");
+            return None;
+        }
+    };
+    let fd = {
+        use std::os::fd::{AsFd, AsRawFd};
+        made.as_fd().as_raw_fd()
+    };
+    {
+        use std::hash::BuildHasher;
+        let key = std::collections::hash_map::RandomState::new().hash_one(fd);
+        KEY.store(key | 1, Ordering::Relaxed);
+    }
+    // Kept for good (only ever made under the table's lock: no race).
+    core::mem::forget(made);
+    WAKER.store(fd, Ordering::Release);
+    Some(fd)
+}
+
+impl Set {
+    /// A thread other than the waiter changed this set (epoll_ctl on a
+    /// connection, the close of a member), after the kernel's change: a
+    /// waiter asleep is woken (`wake`); one about to sleep looks first
+    /// (`stirred`, `before_sleep`).
+    pub(super) fn stir(&mut self) {
+        if !self.solo
+            || self.waiter.is_none()
+            || self.waiter == Some(crate::platform::sys::thread_id())
+        {
+            return;
+        }
+        self.stirred = true;
+        log!(
+            debug,
+            "epoll set {:?}: changed by another thread (waiter asleep: {})",
+            self.numbers,
+            self.asleep
+        );
+        if self.asleep {
+            self.wake();
+        }
+    }
+
+    /// Adds the waker to the kernel's set (once until the waiter takes it
+    /// out): the kernel wakes whoever sleeps on it.
+    pub(super) fn wake(&mut self) {
+        let me = crate::platform::fork::pid();
+        if self.woken == me {
+            return;
+        }
+        let (Some(&epfd), Some(w)) = (self.numbers.first(), waker()) else {
+            return;
+        };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: KEY.load(Ordering::Relaxed),
+        };
+        let r = waits::epoll_ctl(epfd, w, EventIn::own(libc::EPOLL_CTL_ADD, &mut ev));
+        if r == 0 || crate::platform::sys::errno() == libc::EEXIST {
+            self.woken = me;
+        } else {
+            log!(
+                error,
+                "epoll set {epfd}: waiter not woken ({})",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+}
+
+/// `stir` for the set known as `epfd`.
+pub(super) fn stir(epfd: c_int) {
+    if let Some(mut sets) = set::sets() {
+        if let Some(set) = sets.find(epfd) {
+            set.stir();
+        }
+    }
+}
+
+/// The sets `fd` is a member of whose waiter is another thread, by id:
+/// `fd` about to be closed (or replaced by dup2) (`closed` stirs them once the
+/// kernel's close is done). Empty mostly (no lock without a set).
+pub(crate) fn closing(fd: c_int) -> Vec<u64> {
+    closing_range(fd, fd)
+}
+
+/// `closing` for every fd from `first` to `last` (close_range).
+pub(crate) fn closing_range(first: c_int, last: c_int) -> Vec<u64> {
+    let Some(mut sets) = set::sets() else {
+        return Vec::new();
+    };
+    let me = Some(crate::platform::sys::thread_id());
+    sets.iter_mut()
+        .filter(|s| s.solo && s.waiter.is_some() && s.waiter != me)
+        .filter(|s| s.members.range(first..=last).next().is_some())
+        .map(|s| s.id)
+        .collect()
+}
+
+/// The member `closing` found is closed: its sets are stirred.
+pub(crate) fn closed(ids: &[u64]) {
+    let Some(mut sets) = set::sets() else {
+        return;
+    };
+    for set in sets.iter_mut().filter(|s| ids.contains(&s.id)) {
+        set.stir();
+    }
+}
+
+/// epoll_wait on `epfd` got the first `n` of `out` from the kernel: the
+/// waker's event is taken out (the rest moved up; the new count
+/// returned), and the waker out of the set, by the process that put it
+/// there (a forked child that shares the set leaves it to the parent,
+/// whose waiter it woke: it goes on waiting without the event until
+/// then).
+pub(crate) fn woken(epfd: c_int, out: &mut [libc::epoll_event], n: usize) -> usize {
+    let w = WAKER.load(Ordering::Acquire);
+    if w < 0 {
+        return n;
+    }
+    let key = KEY.load(Ordering::Relaxed);
+    if !out[..n].iter().any(|e| ({ e.u64 }) == key) {
+        return n;
+    }
+    let mut kept = 0;
+    for i in 0..n {
+        if ({ out[i].u64 }) != key {
+            out[kept] = out[i];
+            kept += 1;
+        }
+    }
+    let Some(mut sets) = set::sets() else {
+        return kept;
+    };
+    let Some(set) = sets.find(epfd) else {
+        return kept;
+    };
+    // (Not by the generation: a fork bumps the parent's too.)
+    if set.woken != crate::platform::fork::pid() {
+        return kept;
+    }
+    log!(debug, "epoll set {epfd}: woken by another thread's change");
+    let mut none = libc::epoll_event { events: 0, u64: 0 };
+    waits::epoll_ctl(epfd, w, EventIn::own(libc::EPOLL_CTL_DEL, &mut none));
+    set.woken = 0;
+    kept
+}
