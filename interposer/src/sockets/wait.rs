@@ -10,9 +10,13 @@
 //! the set awaits a reply): a wake-up from sleep costs tens of
 //! microseconds on a VM, a spin that sees the data well under one.
 //!
-//! The spin and the looks at the rings run inside the library (a signal
-//! handler that interrupts them and uses an emulated socket gets EIO, as
-//! everywhere in the library); the sleep in the kernel does not.
+//! The spin runs with the catchable signals blocked (`SpinMask`,
+//! decision 43): every kernel wait after it takes the caller's mask, so a
+//! signal that came while spinning ends it with EINTR, and a handler never
+//! runs inside the spin. The looks at the rings before it run inside the
+//! library (a signal handler that interrupts them and uses an emulated
+//! socket gets EIO, as everywhere in the library); the sleep in the
+//! kernel does not.
 //!
 //! This module knows no socket: `socket` depends on it, not the reverse
 //! (connections queued to give back pages reach it through `quiet`, which
