@@ -189,18 +189,6 @@ impl Drop for SpinMask {
     }
 }
 
-/// After a spin that found nothing with signals blocked (`SpinMask`; None
-/// when they could not be), before a wait that takes no mask: the
-/// caller's mask back, and whether a handler that ran meanwhile ends the
-/// call with EINTR (no SA_RESTART, or a cancel request), as the kernel's
-/// blocking call would have ended.
-pub(crate) fn spin_interrupted(blocked: Option<SpinMask>) -> bool {
-    match blocked.and_then(SpinMask::end) {
-        Some(restarts) => !restarts || crate::platform::cancel::requested(),
-        None => false,
-    }
-}
-
 /// Whether signal `sig` has a handler (None: default or ignored, no
 /// handler runs), and if so whether it was installed with SA_RESTART.
 fn handler_restarts(sig: c_int) -> Option<bool> {

@@ -355,7 +355,7 @@ impl Connection {
                     } else {
                         self.watch_ring()
                     };
-                    if !came && sys::spin_interrupted(blocked) {
+                    if !came && crate::platform::cancel::spin_interrupted(blocked) {
                         return End::Short(Errno::INTR).result(call.total);
                     }
                 }

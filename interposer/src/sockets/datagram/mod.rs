@@ -560,7 +560,7 @@ impl Datagram {
         } else {
             self.answer_spun(found, budget);
         }
-        if !found && crate::platform::sys::spin_interrupted(blocked) {
+        if !found && crate::platform::cancel::spin_interrupted(blocked) {
             return Err(Errno::INTR);
         }
         Ok(found)
