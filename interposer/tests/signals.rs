@@ -7,6 +7,8 @@
 //! with a mask that blocks the signal times out. One C program
 //! (tests/helpers/c/spin_eintr.c), counts compared with kernel TCP and UDP:
 //! emulated TCP, emulated UDP (`SHMNET_UDP=1`) and TCP in the default mode.
+//! And a siglongjmp out of such a handler on a UDP socket
+//! (tests/helpers/c/spin_longjmp.c).
 //! (A machine too busy for spinning, `wait::spin_helps`, sleeps at once:
 //! the counts are then the kernel's on any build.)
 
@@ -67,4 +69,28 @@ fn signal_in_the_spin_ends_default_mode_waits_as_the_kernels() {
         .env("SHMNET_SPIN_US", "200000");
     let default = stdout_of("spin_eintr in the default mode", &mut cmd);
     assert_eq!(default, kernel, "default mode against kernel TCP");
+}
+
+/// A siglongjmp out of the handler of a signal that came while poll spun
+/// on an emulated UDP socket: the thread's later epoll_wait and receive
+/// on that socket see the next datagram, as over kernel UDP (before
+/// decision 43 the handler ran inside the library and the jump left the
+/// thread's library off; s32 review, jmp.c).
+#[test]
+fn siglongjmp_out_of_a_spinning_udp_poll_leaves_the_socket_working() {
+    let exe = build_c("spin_longjmp", &["-O2", "-Wall", "-pthread"]);
+    let lo = Net::loopback("spin-longjmp-kernel");
+    let kernel = stdout_of(
+        "spin_longjmp over kernel UDP",
+        std::process::Command::new(&exe).args([&lo.host_str(), &lo.port_str()]),
+    );
+    assert_eq!(kernel, "jumped out of poll: 1\nepoll_wait: 1\nrecv: 1\n");
+    let net = Net::emulated("spin-longjmp");
+    let mut cmd = preloaded(&exe);
+    cmd.args([&net.host_str(), &net.port_str()]);
+    net.env(&mut cmd)
+        .env("SHMNET_UDP", "1")
+        .env("SHMNET_SPIN_US", "200000");
+    let emulated = stdout_of("spin_longjmp emulated", &mut cmd);
+    assert_eq!(emulated, kernel, "emulated UDP against kernel UDP");
 }
