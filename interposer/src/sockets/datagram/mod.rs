@@ -536,6 +536,10 @@ impl Datagram {
         }
         let blocked = crate::platform::sys::SpinMask::block();
         if !crate::sockets::wait::spin_helps() {
+            // (A signal that came while it looked at /proc.)
+            if crate::platform::cancel::spin_interrupted(blocked) {
+                return Err(Errno::INTR);
+            }
             return Ok(false);
         }
         let start = std::time::Instant::now();
