@@ -326,7 +326,14 @@ enum Spun {
     /// The whole budget went by without an answer: sleep, and do not spin
     /// for these connections again until they write (`no_reply_soon`).
     TimedOut,
+    /// A signal came (blocked for the spin): the sleep that follows, with
+    /// the caller's mask, ends with EINTR at once.
+    Signalled,
 }
+
+/// How often a spin looks for a signal that came while it was blocked
+/// (one rt_sigpending): the EINTR comes at most this late.
+const SIGNAL_LOOK: Duration = Duration::from_micros(25);
 
 /// Spins while it can help and `worth` says so (a connection awaits a
 /// reply), until the set's rings are ready (a look, cheap) or the kernel
@@ -348,6 +355,7 @@ fn spin(limit: Limit, worth: bool, set: &mut impl WaitSet, blocked: &mut Option<
     let budget = spin_budget();
     let budget = limit.left().map_or(budget, |l| l.min(budget));
     let start = Instant::now();
+    let mut next_look = SIGNAL_LOOK;
     let mut round = 0u32;
     loop {
         for _ in 0..16 {
@@ -364,8 +372,18 @@ fn spin(limit: Limit, worth: bool, set: &mut impl WaitSet, blocked: &mut Option<
                 return Spun::Kernel(n);
             }
         }
-        if start.elapsed() >= budget {
+        let spent = start.elapsed();
+        if spent >= budget {
             return Spun::TimedOut;
+        }
+        // A signal blocked meanwhile ends the spin (the sleep that follows
+        // returns EINTR at once), looked for every `SIGNAL_LOOK`: a spin
+        // that finds its answer sooner pays no system call for it.
+        if spent >= next_look {
+            next_look = spent + SIGNAL_LOOK;
+            if blocked.as_ref().is_some_and(SpinMask::signal_waiting) {
+                return Spun::Signalled;
+            }
         }
     }
 }

@@ -138,6 +138,22 @@ impl SpinMask {
         SigMask::own(&self.old)
     }
 
+    /// Whether a signal the caller's mask leaves unblocked is pending (its
+    /// handler would run once the mask is back). One rt_sigpending.
+    pub(crate) fn signal_waiting(&self) -> bool {
+        // SAFETY: sigset_t is plain data; sigpending writes into our local,
+        // sigismember reads both initialised sets.
+        unsafe {
+            let mut pending: libc::sigset_t = core::mem::zeroed();
+            if libc::sigpending(&mut pending) != 0 {
+                return false;
+            }
+            (1..=libc::SIGRTMAX().min(64)).any(|sig| {
+                libc::sigismember(&pending, sig) == 1 && libc::sigismember(&self.old, sig) != 1
+            })
+        }
+    }
+
     /// After a spin that found nothing, for a wait that takes no mask (a
     /// blocking recv): puts the caller's mask back (a handler for a signal
     /// that came meanwhile runs now) and says how the call goes on, as the
