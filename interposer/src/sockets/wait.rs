@@ -10,9 +10,13 @@
 //! the set awaits a reply): a wake-up from sleep costs tens of
 //! microseconds on a VM, a spin that sees the data well under one.
 //!
-//! The spin and the looks at the rings run inside the library (a signal
-//! handler that interrupts them and uses an emulated socket gets EIO, as
-//! everywhere in the library); the sleep in the kernel does not.
+//! The spin runs with the catchable signals blocked (`SpinMask`,
+//! decision 45): every kernel wait after it takes the caller's mask, so a
+//! signal that came while spinning ends it with EINTR, and a handler never
+//! runs inside the spin. The looks at the rings before it run inside the
+//! library (a signal handler that interrupts them and uses an emulated
+//! socket gets EIO, as everywhere in the library); the sleep in the
+//! kernel does not.
 //!
 //! This module knows no socket: `socket` depends on it, not the reverse
 //! (connections queued to give back pages reach it through `quiet`, which
@@ -26,7 +30,7 @@ use std::time::{Duration, Instant};
 use libc::{timespec, timeval};
 
 use crate::platform::real::Action;
-use crate::platform::sys::SigMask;
+use crate::platform::sys::{SigMask, SpinMask};
 use crate::platform::{guard, sys};
 use crate::sockets::quiet;
 
@@ -158,10 +162,10 @@ fn spin_budget() -> Duration {
         .map_or(Duration::ZERO, |c| Duration::from_micros(c.spin_us.into()))
 }
 
-/// Whether a wait may spin at all: there is a budget and time left, and
-/// spinning can help.
-pub(crate) fn may_spin(limit: Limit) -> bool {
-    !spin_budget().is_zero() && !limit.now() && spin_helps()
+/// Whether a wait may spin at all as far as its budget and time go
+/// (`spin_helps` is asked too before it spins).
+pub(crate) fn spin_budgeted(limit: Limit) -> bool {
+    !spin_budget().is_zero() && !limit.now()
 }
 
 /// Whether spinning can help: not when more threads are runnable than
@@ -322,18 +326,36 @@ enum Spun {
     /// The whole budget went by without an answer: sleep, and do not spin
     /// for these connections again until they write (`no_reply_soon`).
     TimedOut,
+    /// A signal came (blocked for the spin): the sleep that follows, with
+    /// the caller's mask, ends with EINTR at once.
+    Signalled,
 }
+
+/// How often a spin looks for a signal that came while it was blocked
+/// (one rt_sigpending): the EINTR comes at most this late.
+const SIGNAL_LOOK: Duration = Duration::from_micros(25);
 
 /// Spins while it can help and `worth` says so (a connection awaits a
 /// reply), until the set's rings are ready (a look, cheap) or the kernel
 /// answers (a zero-timeout call, every few rounds).
-fn spin(limit: Limit, worth: bool, set: &mut impl WaitSet) -> Spun {
-    if !worth || !may_spin(limit) {
+/// The catchable asynchronous signals are blocked for the spin
+/// (`blocked`, decision 45): one that comes meanwhile stays pending, and
+/// the kernel wait that follows, made with the caller's mask, ends with
+/// EINTR at once, as the kernel's own wait would have.
+fn spin(limit: Limit, worth: bool, set: &mut impl WaitSet, blocked: &mut Option<SpinMask>) -> Spun {
+    if !worth || !spin_budgeted(limit) {
+        return Spun::Nothing;
+    }
+    // Before `spin_helps`, which may read /proc (a signal that came while
+    // it did would be missed as well).
+    *blocked = SpinMask::block();
+    if !spin_helps() {
         return Spun::Nothing;
     }
     let budget = spin_budget();
     let budget = limit.left().map_or(budget, |l| l.min(budget));
     let start = Instant::now();
+    let mut next_look = SIGNAL_LOOK;
     let mut round = 0u32;
     loop {
         for _ in 0..16 {
@@ -350,8 +372,18 @@ fn spin(limit: Limit, worth: bool, set: &mut impl WaitSet) -> Spun {
                 return Spun::Kernel(n);
             }
         }
-        if start.elapsed() >= budget {
+        let spent = start.elapsed();
+        if spent >= budget {
             return Spun::TimedOut;
+        }
+        // A signal blocked meanwhile ends the spin (the sleep that follows
+        // returns EINTR at once), looked for every `SIGNAL_LOOK`: a spin
+        // that finds its answer sooner pays no system call for it.
+        if spent >= next_look {
+            next_look = spent + SIGNAL_LOOK;
+            if blocked.as_ref().is_some_and(SpinMask::signal_waiting) {
+                return Spun::Signalled;
+            }
         }
     }
 }
@@ -391,6 +423,22 @@ pub(crate) fn wait(
     limit: Limit,
     mask: Option<SigMask<'_>>,
 ) -> Action<c_int> {
+    // Set by a spin; dropped (the caller's mask back, a pending handler
+    // run) once the answer is made, as the kernel runs one after its
+    // wait returns.
+    let mut blocked = None;
+    wait_blocked(set, limit, mask, &mut blocked)
+}
+
+/// `wait`, with the signals a spin blocked in `blocked`: every kernel wait
+/// after the spin takes the caller's mask (its own, or the one before the
+/// spin), so a signal that came while they were blocked ends it.
+fn wait_blocked(
+    set: &mut impl WaitSet,
+    limit: Limit,
+    mask: Option<SigMask<'_>>,
+    blocked: &mut Option<SpinMask>,
+) -> Action<c_int> {
     let mut first = true;
     if quiet::due_in().is_some_and(|d| d.is_zero()) {
         quiet::run();
@@ -399,7 +447,7 @@ pub(crate) fn wait(
         if !set.found() && first {
             first = false;
             let worth = set.worth_spinning(limit);
-            let spun = spin(limit, worth, set);
+            let spun = spin(limit, worth, set, blocked);
             set.spin_over();
             match spun {
                 Spun::Kernel(n) => return result(n),
@@ -426,6 +474,7 @@ pub(crate) fn wait(
             return answer;
         }
         let (sliced, cut) = cut_for_quiet(limit.sliced(set.sliced()));
+        let mask = mask.or(blocked.as_ref().map(SpinMask::sleep_mask));
         let n = sleep_in_kernel(|| set.real(Some(sliced), mask));
         set.after_sleep();
         if n < 0 {

@@ -15,7 +15,7 @@ use crate::platform::real::{waits, Action};
 use crate::platform::sys::{EpollOut, SigMask, TimeIn};
 use crate::sockets::readiness::{self, Pending};
 use crate::sockets::socket::Socket;
-use crate::sockets::wait::{may_spin, wait, Limit, WaitSet};
+use crate::sockets::wait::{spin_budgeted, wait, Limit, WaitSet};
 
 /// epoll_ctl: a connect in progress that its acceptor answered completes
 /// first, so that it is registered as the connection it is (with EPOLLIN
@@ -143,7 +143,9 @@ impl WaitSet for EpollSet<'_> {
 
     fn worth_spinning(&self, limit: Limit) -> bool {
         // Cheapest first: walking the members takes the table's lock.
-        may_spin(limit) && (self.datagrams.wanted() || readiness::awaits_reply(self.epfd))
+        // (`spin_helps`, which may read /proc, is asked by the spin, once
+        // signals are blocked: decision 45.)
+        spin_budgeted(limit) && (self.datagrams.wanted() || readiness::awaits_reply(self.epfd))
     }
 
     fn spin_over(&mut self) {

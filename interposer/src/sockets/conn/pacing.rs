@@ -106,12 +106,16 @@ impl Connection {
     /// nothing shared in between, so the writer keeps its cache lines) for
     /// up to the spin budget, rather than sleep and cost the writer a
     /// doorbell and itself a wake-up.
-    pub(super) fn watch_ring(&self) {
+    /// True when data came.
+    pub(super) fn watch_ring(&self) -> bool {
         let start = Instant::now();
         loop {
             pause(WATCH_PAUSE);
-            if self.ring_readable() || start.elapsed() >= self.pacing.spin {
-                return;
+            if self.ring_readable() {
+                return true;
+            }
+            if start.elapsed() >= self.pacing.spin {
+                return false;
             }
         }
     }
@@ -120,7 +124,8 @@ impl Connection {
     /// on the one word a publish writes (no lock, one shared line); every
     /// 32nd look the whole ring (closed, a later segment). An answer that
     /// does not come within the budget ends spinning (`no_reply_soon`).
-    pub(super) fn spin_for_reply(&self) {
+    /// True when it came.
+    pub(super) fn spin_for_reply(&self) -> bool {
         let mut looks = 0u32;
         let answered = self.spin_until(|| {
             looks = looks.wrapping_add(1);
@@ -132,6 +137,7 @@ impl Connection {
         if !answered {
             self.no_reply_soon();
         }
+        answered
     }
 
     /// A wait spun its whole budget and no answer came: do not spin for

@@ -26,6 +26,7 @@ use super::pacing::{pause, GATHER_BELOW, GATHER_PAUSE};
 use super::ready::{Taker, WaiterGuard, WAIT_SLICE};
 use super::settle::Settled;
 use super::{deadline_after, time_left, Connection, Rx};
+use crate::platform::sys;
 
 /// What a call does after a read, as `next_phase` chooses it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -343,13 +344,20 @@ impl Connection {
                     call.gathered = true;
                     pause(GATHER_PAUSE);
                 }
-                Next::Watch => {
+                Next::Watch | Next::Spin => {
                     call.spun = true;
-                    self.watch_ring();
-                }
-                Next::Spin => {
-                    call.spun = true;
-                    self.spin_for_reply();
+                    // Signals blocked for the spin (decision 45): one that
+                    // came while it found nothing ends the call with EINTR,
+                    // or lets it sleep (restart) under SA_RESTART.
+                    let blocked = sys::SpinMask::block();
+                    let came = if matches!(next, Next::Spin) {
+                        self.spin_for_reply()
+                    } else {
+                        self.watch_ring()
+                    };
+                    if !came && crate::platform::cancel::spin_interrupted(blocked) {
+                        return End::Short(Errno::INTR).result(call.total);
+                    }
                 }
                 Next::Wait | Next::Sleep => {
                     self.status_flags(crate::platform::status::WAIT_READ, true);

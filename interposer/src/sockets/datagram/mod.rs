@@ -484,7 +484,7 @@ impl Datagram {
                 Err(e) => return Err(self.refused(Some(e)).unwrap_or(e)),
                 r => return r,
             }
-            if self.spin(inbox) || inbox.prepare_sleep() {
+            if self.spin(inbox)? || inbox.prepare_sleep() {
                 continue;
             }
             let limit = *deadline
@@ -518,17 +518,29 @@ impl Datagram {
     ///   on average), else it backs off 1 ms, doubling up to 32 ms while
     ///   its probes still wait long (a trickle, or an idle socket: its
     ///   receives sleep at once).
-    fn spin(&self, inbox: &Inbox) -> bool {
+    ///
+    /// Signals are blocked while it spins (decision 45): one whose handler
+    /// ran meanwhile, when nothing came, ends the receive with EINTR unless
+    /// it restarts (SA_RESTART), as the kernel's.
+    fn spin(&self, inbox: &Inbox) -> Result<bool, Errno> {
         use std::sync::atomic::Ordering::Relaxed;
         let us = crate::platform::config::get().map_or(0, |c| c.spin_us);
         if us == 0 {
-            return false;
+            return Ok(false);
         }
         let now = now_ns();
         let answer = self.sent.swap(false, Relaxed) && self.answers.may_spin(now);
         let consumer = !answer && self.consumer.may_spin(now);
-        if !(answer || consumer) || !crate::sockets::wait::spin_helps() {
-            return false;
+        if !(answer || consumer) {
+            return Ok(false);
+        }
+        let blocked = crate::platform::sys::SpinMask::block();
+        if !crate::sockets::wait::spin_helps() {
+            // (A signal that came while it looked at /proc.)
+            if crate::platform::cancel::spin_interrupted(blocked) {
+                return Err(Errno::INTR);
+            }
+            return Ok(false);
         }
         let start = std::time::Instant::now();
         let limit = std::time::Duration::from_micros(u64::from(us));
@@ -552,7 +564,10 @@ impl Datagram {
         } else {
             self.answer_spun(found, budget);
         }
-        found
+        if !found && crate::platform::cancel::spin_interrupted(blocked) {
+            return Err(Errno::INTR);
+        }
+        Ok(found)
     }
 
     /// Whether a wait in poll, select or epoll_wait that covers this
