@@ -220,6 +220,18 @@ pub(crate) fn fcntl_async(fd: c_int, cmd: c_int, arg: c_int) -> Option<Action<c_
     Some(raw(r))
 }
 
+/// At exit: each UDP socket's datagram tally goes to the counters
+/// (`udp_*`, docs/counters.md).
+pub(crate) fn at_exit() {
+    if carried() {
+        registry::try_for_each_socket(|s| {
+            if let Some(d) = s.datagram() {
+                d.add_tally();
+            }
+        });
+    }
+}
+
 /// Whether `fd` is a datagram socket of ours: poll, select and epoll
 /// report it writable always (its fd, an epoll instance, never is).
 pub(crate) fn is_datagram(fd: c_int) -> bool {

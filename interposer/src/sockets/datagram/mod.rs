@@ -394,7 +394,6 @@ impl Datagram {
         if matches!(outcome, Outcome::Kernel) {
             return self.send_kernel(dest, peer, bufs);
         }
-        // (Counters for drops come with stage 3's udp_* counters.)
         Ok(len)
     }
 
@@ -745,6 +744,14 @@ impl Datagram {
     /// In a forked child: the locks reset; its routes are the parent's
     /// slots (one producer each), so it registers its own; it does not
     /// receive (the rings have one consumer).
+    /// Adds the socket's datagram tally to the counters (at exit; not if
+    /// a send holds the routes, as exit from a signal handler could).
+    pub(crate) fn add_tally(&self) {
+        if let Some(mut r) = self.routes.try_lock() {
+            r.add_tally();
+        }
+    }
+
     pub(crate) fn after_fork_child(&self) {
         self.peer.reset_after_fork();
         self.rcvtimeo.reset_after_fork();

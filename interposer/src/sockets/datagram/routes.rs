@@ -70,6 +70,48 @@ enum Refused {
 #[derive(Default)]
 pub(crate) struct Routes {
     list: Vec<Route>,
+    tally: Tally,
+}
+
+/// The socket's datagrams by outcome since they were last added to the
+/// counters (docs/counters.md, `udp_*`): plain adds under the routes'
+/// lock, added to the shared counters a second at most after (at a send),
+/// at close and at exit, so the send path makes no atomic add per
+/// datagram.
+#[derive(Default)]
+struct Tally {
+    shm: u64,
+    kernel: u64,
+    dropped: u64,
+    added_ms: u64,
+}
+
+impl Tally {
+    fn note(&mut self, outcome: &Outcome, now: u64) {
+        match outcome {
+            Outcome::Queued => self.shm += 1,
+            Outcome::Kernel => self.kernel += 1,
+            Outcome::Dropped => self.dropped += 1,
+        }
+        if now.saturating_sub(self.added_ms) >= RECHECK_MS {
+            self.added_ms = now;
+            self.add();
+        }
+    }
+
+    fn add(&mut self) {
+        let (shm, kernel, dropped) = (self.shm, self.kernel, self.dropped);
+        if shm | kernel | dropped != 0 {
+            crate::platform::stats::udp_datagrams(shm, kernel, dropped);
+        }
+        (self.shm, self.kernel, self.dropped) = (0, 0, 0);
+    }
+}
+
+impl Drop for Routes {
+    fn drop(&mut self) {
+        self.tally.add();
+    }
 }
 
 /// What became of a datagram the application sent.
@@ -88,9 +130,16 @@ impl Routes {
         self.list.retain(|r| !matches!(r.state, State::Kernel));
     }
 
-    /// Forgets every route (a forked child registers its own).
+    /// Forgets every route (a forked child registers its own; its tally
+    /// is the parent's to add).
     pub(crate) fn clear(&mut self) {
         self.list.clear();
+        self.tally = Tally::default();
+    }
+
+    /// Adds the tally to the counters now (at exit).
+    pub(crate) fn add_tally(&mut self) {
+        self.tally.add();
     }
 
     /// Sends one datagram gathered from `bufs` to `dest`, from `local`.
@@ -101,13 +150,27 @@ impl Routes {
         dest: SocketAddr,
         bufs: &[IoSlice<'_>],
     ) -> Result<Outcome, Errno> {
+        let now = monotonic_ms();
+        let outcome = self.send_at(inbox, local, dest, bufs, now)?;
+        self.tally.note(&outcome, now);
+        Ok(outcome)
+    }
+
+    fn send_at(
+        &mut self,
+        inbox: &Inbox,
+        local: SocketAddr,
+        dest: SocketAddr,
+        bufs: &[IoSlice<'_>],
+        now: u64,
+    ) -> Result<Outcome, Errno> {
         let dest = unmapped(dest);
         if !crate::transport::rendezvous::is_loopback(dest.ip()) {
             // Emulated sockets hold loopback names only (stage 1).
             return Ok(Outcome::Kernel);
         }
         for _attempt in 0..2 {
-            let i = match self.find(dest) {
+            let i = match self.find(dest, now) {
                 Some(i) => i,
                 None => match resolve(inbox, local, dest) {
                     Ok(r) => {
@@ -165,9 +228,8 @@ impl Routes {
     }
 
     /// The live route to `dest`, checking its link once a second.
-    fn find(&mut self, dest: SocketAddr) -> Option<usize> {
+    fn find(&mut self, dest: SocketAddr, now: u64) -> Option<usize> {
         let i = self.list.iter().position(|r| r.dest == dest)?;
-        let now = monotonic_ms();
         let r = &mut self.list[i];
         let age = now.saturating_sub(r.checked_ms);
         if (matches!(r.state, State::Full) && age >= RECHECK_MS)
@@ -216,6 +278,7 @@ impl Route {
                     let memfd = inbound.fd.take().ok_or(NoReceiver)?;
                     let tx = attach(memfd, slot, gen, self.dest).map_err(|()| NoReceiver)?;
                     self.state = State::Shm(tx);
+                    crate::platform::stats::udp_shm_route();
                 }
                 Ok(Some((Frame::RegNo { why }, _)))
                     if why == Errno::NOBUFS.raw_os_error() as u32 =>
