@@ -4,8 +4,9 @@
 //! ECONNREFUSED, an echo server with several client processes,
 //! poll/select/epoll readiness, MSG_PEEK/MSG_TRUNC, FIONREAD, SO_RCVBUF.
 //! While the sockets are open each script checks /proc/net/udp{,6}: no
-//! kernel UDP socket holds the ports. Sockets outside the partitions, and
-//! every socket in the default mode, stay the kernel's (checked too).
+//! kernel UDP socket holds the ports. Sockets outside the partitions stay
+//! the kernel's, and in the default mode the kernel holds every port
+//! (checked too; the default mode's own tests: datagrams_default.rs).
 
 mod common;
 
@@ -286,7 +287,8 @@ print("kernel ok")
     let net = Net::emulated("udp_outside");
     let out = script(&net, body, &["127.0.0.1"]);
     assert!(out.contains("kernel ok"), "{out}");
-    // The default mode, a partition address.
+    // The default mode, a partition address: the kernel holds the ports
+    // (decision 43).
     let mut cmd = py(&format!("{UDP_PRELUDE}{body}"), &[&net.host_str()]);
     cmd.env("SHMNET_PARTITIONS", &net.partitions)
         .env("SHMNET_DIR", net.shm_dir())

@@ -264,7 +264,8 @@ print("ports ok, kernel datagrams counted:", COUNTED)
 /// leaves ECONNREFUSED for the next call (the kernel's); a receiver bound
 /// there afterwards gets the next datagram (through shared memory when
 /// preloaded); getsockname after connect is the kernel's; a connected
-/// socket receives from its peer only.
+/// socket receives from its peer only; dissolved (AF_UNSPEC), it sends
+/// anywhere and gets the answers.
 #[test]
 fn connected_sockets_and_econnrefused() {
     let body = r#"
@@ -296,6 +297,18 @@ try:
     print("left over:", r.recv(100))
 except BlockingIOError:
     print("nothing else")
+r.setblocking(True)
+# Dissolved (AF_UNSPEC): it sends anywhere and receives the answers.
+import ctypes
+class SA(ctypes.Structure):
+    _fields_ = [("family", ctypes.c_ushort), ("data", ctypes.c_char * 14)]
+libc = ctypes.CDLL(None, use_errno=True)
+print("dissolve:", libc.connect(r.fileno(), ctypes.byref(SA(socket.AF_UNSPEC)), ctypes.sizeof(SA)))
+for i in range(3):
+    r.sendto(b"after dissolve %d" % i, (host, gport))
+    d, a = late.recvfrom(100)
+    late.sendto(d.upper(), a)
+    print(r.recvfrom(100)[0])
 print("connected ok, kernel datagrams counted:", COUNTED)
 "#;
     let (out, _) = default_as_kernel("udpdef_connected", body);

@@ -276,6 +276,15 @@ impl Datagram {
             // route connects it again at its first send.
             let _ = rustix::net::connect_unspec(self.kernel());
             *kp = None;
+            // A port the kernel's connect took (an autobind) is let go at
+            // the dissolve: taken again, so that plain senders still reach
+            // the port the name holds (the kernel would take a new one at
+            // the next send; getsockname still says the name's).
+            if let Some(i) = self.inbox.get() {
+                if sys::local_name(self.kernel()).is_none_or(|a| a.port() == 0) {
+                    let _ = rustix::net::bind(self.kernel(), &i.local);
+                }
+            }
         }
     }
 
