@@ -452,6 +452,13 @@ impl Datagram {
     ) -> Result<Taken, Errno> {
         let only = self.peer();
         let mut deadline = None;
+        // A blocking receive's first look skips the kernel socket (a
+        // recvmsg that finds nothing, on every receive of a ping-pong in
+        // the default mode, where it holds a port): the spin asks it
+        // every 64th look, and the sleep's epoll instance holds it, so a
+        // kernel datagram ends the spin or the sleep and the next look
+        // takes it.
+        let mut kernel_too = nonblocking;
         loop {
             let Some(inbox) = self.inbox.get() else {
                 match self.recv_kernel(bufs, peek, only) {
@@ -474,7 +481,8 @@ impl Datagram {
                 }
                 continue;
             };
-            match inbox.try_recv(bufs, peek, only, nonblocking) {
+            let kernel = std::mem::replace(&mut kernel_too, true);
+            match inbox.try_recv(bufs, peek, only, nonblocking, kernel) {
                 Err(Errno::AGAIN) if !nonblocking => {}
                 Err(Errno::OPNOTSUPP) if !nonblocking => {
                     // A forked child while the receiving process keeps the
