@@ -35,9 +35,17 @@ const RECHECK_MS: u64 = 1000;
 /// at once when nobody holds them): a receiver bound since is found
 /// within this time, and at once after the kernel said ECONNREFUSED.
 const KERNEL_RECHECK_MS: u64 = 10;
+/// In the default mode a kernel route is never wrong (a preloaded
+/// receiver's kernel socket holds its port and takes what the kernel
+/// carries): one that keeps finding nobody is asked again half as often
+/// each time, down to once a second (a sender to a plain statsd every
+/// 20 ms otherwise made three failed dials per datagram, decision 43).
+const KERNEL_RECHECK_MAX_MS: u64 = 1000;
 
 struct Route {
     dest: SocketAddr,
+    /// A `Kernel` route is asked again this long after `checked_ms`.
+    recheck_ms: u64,
     /// To the receiver (none for a `Kernel` route).
     link: Option<InternalFd>,
     state: State,
@@ -71,6 +79,8 @@ enum Refused {
 pub(crate) struct Routes {
     list: Vec<Route>,
     tally: Tally,
+    /// The kernel route `find` just let go to ask again, and its interval.
+    asked_again: Option<(SocketAddr, u64)>,
 }
 
 /// The socket's datagrams by outcome since they were last added to the
@@ -128,6 +138,7 @@ impl Routes {
     /// Forgets the kernel routes (the kernel said nobody was there).
     pub(crate) fn forget_kernel(&mut self) {
         self.list.retain(|r| !matches!(r.state, State::Kernel));
+        self.asked_again = None;
     }
 
     /// Forgets every route (a forked child registers its own; its tally
@@ -173,7 +184,11 @@ impl Routes {
             let i = match self.find(dest, now) {
                 Some(i) => i,
                 None => match resolve(inbox, local, dest) {
-                    Ok(r) => {
+                    Ok(mut r) => {
+                        let again = self.asked_again.take().filter(|(d, _)| *d == dest);
+                        if let (State::Kernel, Some((_, ms))) = (&r.state, again) {
+                            r.recheck_ms = (ms * 2).min(kernel_recheck_max_ms());
+                        }
                         if self.list.len() >= MAX_ROUTES {
                             self.list.remove(0).close();
                         }
@@ -233,8 +248,11 @@ impl Routes {
         let r = &mut self.list[i];
         let age = now.saturating_sub(r.checked_ms);
         if (matches!(r.state, State::Full) && age >= RECHECK_MS)
-            || (matches!(r.state, State::Kernel) && age >= KERNEL_RECHECK_MS)
+            || (matches!(r.state, State::Kernel) && age >= r.recheck_ms)
         {
+            if matches!(r.state, State::Kernel) {
+                self.asked_again = Some((dest, r.recheck_ms));
+            }
             // Ask again: a slot may have come free.
             self.list.remove(i).close();
             return None;
@@ -384,6 +402,19 @@ pub(super) fn v6_only_any(port: u16) -> SocketAddr {
     )
 }
 
+/// The longest a kernel route goes unasked: 1 s in the default mode,
+/// 10 ms in the emulated one (where no kernel socket of a preloaded
+/// receiver holds the port, so the kernel's datagrams are lost there).
+fn kernel_recheck_max_ms() -> u64 {
+    let default_mode = crate::platform::config::get()
+        .is_some_and(|c| c.fallback != crate::platform::config::Fallback::Never);
+    if default_mode {
+        KERNEL_RECHECK_MAX_MS
+    } else {
+        KERNEL_RECHECK_MS
+    }
+}
+
 /// A route the kernel carries (`State::Kernel`).
 fn kernel_route(dest: SocketAddr) -> Route {
     Route {
@@ -391,6 +422,7 @@ fn kernel_route(dest: SocketAddr) -> Route {
         link: None,
         state: State::Kernel,
         checked_ms: monotonic_ms(),
+        recheck_ms: KERNEL_RECHECK_MS,
     }
 }
 
@@ -433,5 +465,6 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         link: Some(fd),
         state: State::Pending(Inbound::default()),
         checked_ms: monotonic_ms(),
+        recheck_ms: KERNEL_RECHECK_MS,
     })
 }
