@@ -436,3 +436,49 @@ fn dnsmasq_answers_preloaded_and_plain_dig() {
     // exit); dnsmasq's answers are counted a second at most after.
     assert!(after["udp_shm"] - before["udp_shm"] >= 20, "{after:?}");
 }
+
+/// A preloaded receiver (receiving in a thread) bound after a preloaded
+/// sender began sending to its port (a kernel route, then): it receives
+/// every datagram sent
+/// after its bind (the kernel carries to its kernel socket until the
+/// sender asks again and finds the name), and shared memory carries the
+/// rest (the counters; as root, the kernel's count is below the total).
+#[test]
+fn a_receiver_bound_later_is_found() {
+    let body = r#"
+host = sys.argv[1]
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+probe.bind((host, 0)); port = probe.getsockname()[1]; probe.close()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(20):
+    s.sendto(b"early %d" % i, (host, port))   # nobody there
+    time.sleep(0.005)
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 21)
+srv.bind((host, port))
+before = kernel_datagrams()
+N = 400
+got = set()
+def receive():
+    srv.settimeout(5)
+    while len(got) < N:
+        d = srv.recv(2000)
+        i = int(d.split(b" ")[1])
+        assert d == b"late %d " % i + payload(i % 700, i % 251), i
+        got.add(i)
+t = threading.Thread(target=receive); t.start()
+for i in range(N):
+    s.sendto(b"late %d " % i + payload(i % 700, i % 251), (host, port))
+    time.sleep(0.005)
+t.join()
+n = kernel_datagrams() - before
+print("received all", len(got) == N)
+if COUNTED and MODE == "library":
+    assert n < N, n
+print("found, kernel datagrams counted:", COUNTED)
+"#;
+    let (out, counters) = default_as_kernel("udpdef_found_later", body);
+    assert!(out.contains("received all True"), "{out}");
+    assert!(counters["udp_shm"] >= 1, "{counters:?}");
+    assert!(counters["udp_shm_routes"] >= 1, "{counters:?}");
+}
