@@ -13,8 +13,9 @@ latency with, as client and server:
   what the receiver cannot take; the client's send rate is printed too).
 
 Each for the emulated network (both preloaded, 127.77.91.1,
-SHMNET_FALLBACK=never, a private SHMNET_DIR) and kernel UDP on 127.0.0.1
-(plain), and a Unix datagram socketpair (tests/bench/dgrambench.c, built
+SHMNET_FALLBACK=never, a private SHMNET_DIR), the default mode (both
+preloaded, 127.0.0.1, SHMNET_UDP=1: decision 46) and kernel UDP on
+127.0.0.1 (plain), and a Unix datagram socketpair (tests/bench/dgrambench.c, built
 into DIR; its sends wait for room, so its rate is what the receiver
 took). Runs interleaved, medians reported. With --iomux, sockperf
 waits in that call (a one-line feed file, `-f FILE -F IOMUX`: with one
@@ -48,6 +49,10 @@ def env_for(case, lib, shm_dir):
     if case == "emulated":
         env.update(LD_PRELOAD=lib, SHMNET_PARTITIONS="127.77.91.0/24",
                    SHMNET_FALLBACK="never", SHMNET_DIR=shm_dir, SHMNET_UDP="1")
+    elif case == "default":
+        # The default mode (decision 46): both preloaded on 127.0.0.1,
+        # the kernel's ports, the datagrams through shared memory.
+        env.update(LD_PRELOAD=lib, SHMNET_DIR=shm_dir, SHMNET_UDP="1")
     return env
 
 
@@ -105,7 +110,7 @@ def dgrambench(exe, mode, size, secs):
     return {"sent_per_s": r["per_s"], "received_per_s": r["per_s"]}
 
 
-CASES = ["emulated", "kernel", "unix"]
+CASES = ["emulated", "default", "kernel", "unix"]
 FIGURES = [("pp", 64), ("tp", 64), ("tp", 1472)]
 
 
@@ -151,15 +156,17 @@ def report(u):
     waits = f", waiting in {u['iomux']}" if u.get("iomux") else ""
     lines = [f"### UDP (issue 16): sockperf{waits}, medians of {u['runs']} runs of {u['secs']} s",
              "",
-             "| figure | emulated | kernel UDP | Unix dgram pair | emulated vs kernel (>1: better) |",
-             "|---|---|---|---|---|"]
+             "| figure | emulated | default mode | kernel UDP | Unix dgram pair "
+             "| emulated vs kernel (>1: better) | default mode vs kernel |",
+             "|---|---|---|---|---|---|---|"]
 
     def row(name, key, field, unit, lower_better):
-        e, k, x = (m[f"{c} {key}"][field] for c in CASES)
-        better = (k / e if lower_better else e / k) if e and k else None
+        e, d, k, x = (m.get(f"{c} {key}", {}).get(field) for c in CASES)
+        ratio = lambda a: (k / a if lower_better else a / k) if a and k else None
         cell = lambda v: "-" if v is None else f"{v:,.1f} {unit}" if unit == "us" else f"{v:,.0f} {unit}"
-        lines.append(f"| {name} | {cell(e)} | {cell(k)} | {cell(x)} | "
-                     f"{'-' if better is None else f'{better:.2f}x'} |")
+        times = lambda r: "-" if r is None else f"{r:.2f}x"
+        lines.append(f"| {name} | {cell(e)} | {cell(d)} | {cell(k)} | {cell(x)} | "
+                     f"{times(ratio(e))} | {times(ratio(d))} |")
 
     row("64 B ping-pong RTT, mean", "pp 64", "rtt_us", "us", True)
     row("64 B ping-pong RTT, median", "pp 64", "rtt_p50_us", "us", True)

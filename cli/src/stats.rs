@@ -21,8 +21,12 @@ pub(crate) const NAMES: [&str; COUNTERS] = [
     "refused_policy",
     "dropped_handshakes",
     "fallback_no_gateway",
+    "udp_shm",
+    "udp_kernel",
+    "udp_dropped",
+    "udp_shm_routes",
 ];
-const COUNTERS: usize = 10;
+const COUNTERS: usize = 14;
 /// What each counter counts, for people (docs/counters.md).
 pub(crate) const MEANINGS: [&str; COUNTERS] = [
     "connects carried by shared memory",
@@ -35,12 +39,20 @@ pub(crate) const MEANINGS: [&str; COUNTERS] = [
     "listeners: refused by policy",
     "listeners: dropped handshakes",
     "no gateway for a SHMNET_REMOTE range: kernel TCP (refused if emulated)",
+    "UDP datagrams sent through shared memory",
+    "UDP datagrams sent through the kernel (no preloaded receiver there)",
+    "UDP datagrams dropped at the send (receiver full)",
+    "UDP destinations reached through shared memory",
 ];
 /// Counters 1..=5: connects that went to kernel TCP.
 pub(crate) const FALLBACKS: std::ops::RangeInclusive<usize> = 1..=5;
 /// Connects to a remote range without a gateway: kernel TCP in the
 /// default mode, ECONNREFUSED in the emulated one.
 pub(crate) const NO_GATEWAY: usize = 9;
+/// The UDP datagrams: through shared memory, through the kernel, dropped.
+pub(crate) const UDP_SHM: usize = 10;
+pub(crate) const UDP_KERNEL: usize = 11;
+pub(crate) const UDP_DROPPED: usize = 12;
 const FILE_BYTES: usize = 33088;
 const ROWS: usize = 258;
 

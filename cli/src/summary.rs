@@ -9,7 +9,9 @@ use std::path::Path;
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::json;
 
-use crate::stats::{self, Counts, FALLBACKS, MEANINGS, NAMES, NO_GATEWAY};
+use crate::stats::{
+    self, Counts, FALLBACKS, MEANINGS, NAMES, NO_GATEWAY, UDP_DROPPED, UDP_KERNEL, UDP_SHM,
+};
 use crate::units;
 
 pub(crate) const STATES: [&str; 4] = ["listening", "established", "half-closed", "closed-by-peer"];
@@ -145,6 +147,12 @@ pub(crate) fn print(s: &Summary, json: bool) {
         fallbacks(&live_sum),
         no_gateway(&live_sum)
     );
+    if t[UDP_SHM] | t[UDP_KERNEL] | t[UDP_DROPPED] != 0 {
+        println!(
+            "UDP datagrams since the counters file was made: {} over shared memory, {} over the kernel, {} dropped (receiver full)",
+            t[UDP_SHM], t[UDP_KERNEL], t[UDP_DROPPED]
+        );
+    }
     let rows: Vec<Vec<String>> = (0..NAMES.len())
         .map(|i| {
             vec![

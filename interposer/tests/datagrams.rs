@@ -4,61 +4,17 @@
 //! ECONNREFUSED, an echo server with several client processes,
 //! poll/select/epoll readiness, MSG_PEEK/MSG_TRUNC, FIONREAD, SO_RCVBUF.
 //! While the sockets are open each script checks /proc/net/udp{,6}: no
-//! kernel UDP socket holds the ports. Sockets outside the partitions, and
-//! every socket in the default mode, stay the kernel's (checked too).
+//! kernel UDP socket holds the ports. Sockets outside the partitions stay
+//! the kernel's, and in the default mode the kernel holds every port
+//! (checked too; the default mode's own tests: datagrams_default.rs).
 
 mod common;
 
 use std::io::Write;
 use std::process::Command;
 
+use common::udp::{OWN_NETNS, UDP_PRELUDE};
 use common::{build_c, preloaded, py, stdout_of, Net};
-
-/// Python helpers every script here starts with.
-const UDP_PRELUDE: &str = r#"
-import os, socket, select, struct, fcntl, termios, time, errno
-
-def kernel_udp_ports():
-    ports = set()
-    for f in ("/proc/net/udp", "/proc/net/udp6"):
-        try:
-            lines = open(f).read().splitlines()[1:]
-        except OSError:
-            continue
-        for l in lines:
-            ports.add(int(l.split()[1].rsplit(":", 1)[1], 16))
-    return ports
-
-def assert_no_kernel_udp(*ports):
-    held = kernel_udp_ports()
-    for p in ports:
-        assert p not in held, f"kernel UDP socket on port {p}"
-
-def fionread(s):
-    return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.FIONREAD, b"\0" * 4))[0]
-
-def payload(n, seed):
-    return bytes((i * 7 + seed) & 0xff for i in range(n))
-
-def echo_server(fam, host, port, count):
-    s = socket.socket(fam, socket.SOCK_DGRAM)
-    s.bind((host, port))
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(r)
-        srv = socket.socket(fam, socket.SOCK_DGRAM)
-        srv.bind((host, port + 1))
-        os.write(w, b"k")
-        for _ in range(count):
-            d, a = srv.recvfrom(70000)
-            srv.sendto(d, a)
-        os._exit(0)
-    os.close(w)
-    assert os.read(r, 1) == b"k"
-    s.close()
-    return pid
-"#;
 
 /// The emulated network with datagrams carried (`SHMNET_UDP=1`: off by
 /// default while the second review's defects are open).
@@ -331,7 +287,8 @@ print("kernel ok")
     let net = Net::emulated("udp_outside");
     let out = script(&net, body, &["127.0.0.1"]);
     assert!(out.contains("kernel ok"), "{out}");
-    // The default mode, a partition address.
+    // The default mode, a partition address: the kernel holds the ports
+    // (decision 46).
     let mut cmd = py(&format!("{UDP_PRELUDE}{body}"), &[&net.host_str()]);
     cmd.env("SHMNET_PARTITIONS", &net.partitions)
         .env("SHMNET_DIR", net.shm_dir())
@@ -832,32 +789,6 @@ fn dnsmasq_answers_dig() {
         assert_eq!(dig(name), format!("{a}.{b}.{c}.{ip}"), "query {i}");
     }
 }
-
-/// Helpers of the review-H1-H3 scripts: the script moves into a network
-/// namespace of its own when it can (root), so that /proc/net/snmp's UDP
-/// counters count its datagrams only: where the library claims shared
-/// memory, the kernel carried none.
-const OWN_NETNS: &str = r#"
-import ctypes, subprocess, threading
-def own_netns():
-    if os.geteuid() != 0:
-        return False
-    if ctypes.CDLL(None, use_errno=True).unshare(0x40000000) != 0:  # CLONE_NEWNET
-        return False
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-    return True
-COUNTED = own_netns()
-def kernel_datagrams():
-    l = [x.split() for x in open("/proc/net/snmp") if x.startswith("Udp:")]
-    return int(dict(zip(l[0][1:], l[1][1:]))["InDatagrams"])
-def expect_kernel(before, emulated, kernel):
-    # The kernel's count of datagrams it delivered since `before`: `emulated`
-    # preloaded, `kernel` plain (printed to stderr: the outputs compared).
-    n = kernel_datagrams() - before
-    if COUNTED:
-        want = emulated if MODE == "library" else kernel
-        assert n == want, f"{MODE}: the kernel carried {n} datagrams, not {want}"
-"#;
 
 /// Runs `body` twice with argv[1] the test's partition host, preloaded:
 /// without `SHMNET_UDP` (kernel UDP) and with it on the emulated network. Both must succeed and print the same lines (the library's

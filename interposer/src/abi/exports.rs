@@ -587,6 +587,7 @@ static DESTRUCTOR: extern "C" fn() = destructor;
 #[cfg(not(test))]
 extern "C" fn destructor() {
     if let Some(_inside) = guard::enter("destructor") {
+        let _ = panic::catch_unwind(crate::calls::datagram::at_exit);
         let _ = panic::catch_unwind(crate::platform::status::at_exit);
     }
 }

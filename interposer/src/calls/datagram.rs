@@ -12,8 +12,15 @@
 //! partition address (unbound, it then takes an ephemeral port on that
 //! address). A UDP socket the library did not make (inherited across
 //! exec, passed, made by a raw system call) is made ours at those same
-//! moments, its fd number then pointed at a new instance. Every socket in
-//! the default mode stays the kernel's.
+//! moments, its fd number then pointed at a new instance.
+//!
+//! In the default mode with `SHMNET_UDP=1` (stage 3, decision 46) the
+//! same, except that the kernel owns the ports: a bind (to a loopback or
+//! wildcard address), a connect or a first send binds or connects the
+//! kernel socket first, as the kernel would, and then holds the name of
+//! the address the kernel gave it. Preloaded senders find the name
+//! (shared memory), plain ones reach the kernel socket, and one fd
+//! receives from both; a destination nobody names is the kernel's route.
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
@@ -38,9 +45,8 @@ fn fail<R>(e: Errno) -> Action<R> {
     Action::Fail(e.raw_os_error())
 }
 
-/// Whether `target` is a destination or name this stage emulates: the
-/// emulated mode with `SHMNET_UDP=1`, outside a sandbox, a loopback
-/// partition address.
+/// Whether `target` is a destination or name this stage emulates:
+/// `SHMNET_UDP=1`, outside a sandbox, a loopback partition address.
 fn emulated(target: SocketAddr) -> bool {
     let ip = unmapped(target).ip();
     carried()
@@ -69,12 +75,22 @@ fn ours(fd: c_int) -> Option<Arc<Socket>> {
     registry::get(fd).filter(|s| s.datagram().is_some())
 }
 
-/// Whether this process carries UDP at all (`SHMNET_UDP=1`, the emulated
+/// Whether this process carries UDP at all (`SHMNET_UDP=1`, either
 /// mode): when not, no datagram socket of ours exists, and sendto,
 /// sendmsg, recvfrom and recvmsg on a stream of ours skip the lookups
 /// here (the stream path makes its own).
 fn carried() -> bool {
-    config::get().is_some_and(|c| c.udp && c.fallback == Fallback::Never)
+    config::get().is_some_and(|c| c.udp)
+}
+
+/// Whether this is the default mode (not SHMNET_FALLBACK=never): the
+/// kernel owns UDP ports (stage 3, decision 46), so a socket binds its
+/// kernel socket first (EADDRINUSE, EACCES and ephemeral ports are the
+/// kernel's, shared with plain programs), then holds the name of what the
+/// kernel gave it beside it: preloaded senders reach it through shared
+/// memory, plain ones through the kernel, on one fd.
+fn default_mode() -> bool {
+    config::get().is_some_and(|c| c.fallback != Fallback::Never)
 }
 
 /// A datagram socket of ours, kept while its kernel socket serves a call.
@@ -202,6 +218,18 @@ pub(crate) fn fcntl_async(fd: c_int, cmd: c_int, arg: c_int) -> Option<Action<c_
         }
     }
     Some(raw(r))
+}
+
+/// At exit: each UDP socket's datagram tally goes to the counters
+/// (`udp_*`, docs/counters.md).
+pub(crate) fn at_exit() {
+    if carried() {
+        registry::try_for_each_socket(|s| {
+            if let Some(d) = s.datagram() {
+                d.add_tally();
+            }
+        });
+    }
 }
 
 /// Whether `fd` is a datagram socket of ours: poll, select and epoll
@@ -462,7 +490,7 @@ fn kernel_admits(app: BorrowedFd<'_>, target: SocketAddr) -> Result<(), Errno> {
 /// through libuv, binds 0.0.0.0:0 before it connects), or takes an
 /// ephemeral one if that name is held; its kernel socket keeps the kernel
 /// port, carrying nothing. One bound to a given address stays the kernel's.
-fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> {
+fn adopt_for(fd: c_int, dest: SocketAddr, connecting: bool) -> Option<Result<Arc<Socket>, Errno>> {
     if !emulated(dest) {
         return None;
     }
@@ -485,6 +513,9 @@ fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> 
         // query of dnsmasq's): its sends go where the kernel carries them.
         return None;
     }
+    if default_mode() {
+        return adopt_kernel_first(fd, shell.as_deref(), k, dest, connecting);
+    }
     let bound = match &shell {
         Some(s) if !s.datagram()?.kernel_bound() => None,
         _ => sys::local_name(k).filter(|a| a.port() != 0),
@@ -503,12 +534,66 @@ fn adopt_for(fd: c_int, dest: SocketAddr) -> Option<Result<Arc<Socket>, Errno>> 
     })
 }
 
+/// `adopt_for` in the default mode: the kernel socket `k` (of `shell`,
+/// one of ours, or the application's) reaches `dest` as the kernel would
+/// make it: a connect is the kernel's (its autobind, source address,
+/// filter and errors), a send from an unbound socket first takes an
+/// ephemeral port on the wildcard address, as the kernel's autobind does;
+/// then the socket holds the name of what the kernel gave it. One bound
+/// to another host's address, or whose name another process holds
+/// (SO_REUSEPORT across processes), stays the kernel's (None).
+fn adopt_kernel_first(
+    fd: c_int,
+    shell: Option<&Socket>,
+    k: BorrowedFd<'_>,
+    dest: SocketAddr,
+    connecting: bool,
+) -> Option<Result<Arc<Socket>, Errno>> {
+    let d = shell.and_then(Socket::datagram);
+    let bound = match d {
+        Some(d) => d.kernel_bound(),
+        None => sys::local_name(k).is_some_and(|a| a.port() != 0),
+    };
+    if connecting {
+        let done = match d {
+            Some(d) => d.connect_kernel(Some(dest)),
+            None => rustix::net::connect(k, &dest),
+        };
+        if let Err(e) = done {
+            return Some(Err(e));
+        }
+    } else if !bound {
+        let any: std::net::IpAddr = match udp_family(k) {
+            Some(libc::AF_INET6) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            _ => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        };
+        if let Err(e) = rustix::net::bind(k, &SocketAddr::new(any, 0)) {
+            return Some(Err(e));
+        }
+        if let Some(d) = d {
+            d.kernel_is_bound();
+        }
+    }
+    let local = sys::local_name(k).filter(|a| a.port() != 0)?;
+    if !local.ip().is_unspecified() && !is_loopback(unmapped(local).ip()) {
+        return None; // bound by the kernel to another host's address
+    }
+    match adopt(fd, local, None) {
+        Ok(s) => Some(Ok(s)),
+        Err(e) => {
+            log!(debug, "fd {fd}: UDP {local} stays the kernel's: {e}");
+            None
+        }
+    }
+}
+
 /// bind to the wildcard address (0.0.0.0 or ::, review H1): the kernel
 /// binds it, as it would (so kernel senders and other hosts reach it,
 /// and its port is the kernel's), and the socket becomes ours, holding
 /// the name `<wildcard>:<port>` that emulated senders try after their
 /// destination's own (`routes::names`). Received datagrams come from
-/// both; sends go where a receiver is.
+/// both; sends go where a receiver is. In the default mode every bind of
+/// ours goes this way, to a given loopback address too (decision 46).
 fn bind_wildcard(fd: c_int, app: BorrowedFd<'_>, target: SocketAddr) -> Option<Action<c_int>> {
     if !carried() || crate::platform::sandbox::active() {
         return None;
@@ -516,7 +601,7 @@ fn bind_wildcard(fd: c_int, app: BorrowedFd<'_>, target: SocketAddr) -> Option<A
     if udp_family(app)? != sys::family_of(&target) {
         return None;
     }
-    if port_held_here(app, target) {
+    if !default_mode() && port_held_here(app, target) {
         return Some(fail(Errno::ADDRINUSE)); // (review M-a)
     }
     if let Err(e) = rustix::net::bind(app, &target) {
@@ -595,7 +680,9 @@ pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
 /// it is emulated at; None: the kernel's bind.
 fn bind_with(fd: c_int, app: BorrowedFd<'_>, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     let target = addr.get()?;
-    if target.ip().is_unspecified() {
+    if target.ip().is_unspecified() || (default_mode() && emulated(target)) {
+        // (The default mode binds every address of ours as the wildcard:
+        // the kernel first, then the name.)
         return bind_wildcard(fd, app, target);
     }
     let target = Some(target).filter(|t| emulated(*t))?;
@@ -620,7 +707,7 @@ fn bind_with(fd: c_int, app: BorrowedFd<'_>, addr: AddrIn<'_>) -> Option<Action<
 pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     let sock = match ours(fd) {
         Some(s) if s.datagram()?.emulated() => s,
-        Some(s) => match addr.get().and_then(|t| adopt_for(fd, t)) {
+        Some(s) => match addr.get().and_then(|t| adopt_for(fd, t, true)) {
             Some(Ok(s)) => s,
             Some(Err(e)) => return Some(fail(e)),
             // Not emulated, nor becoming so: the kernel socket's connect.
@@ -636,7 +723,7 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
                 });
             }
         },
-        None => match adopt_for(fd, addr.get()?)? {
+        None => match adopt_for(fd, addr.get()?, true)? {
             Ok(s) => s,
             Err(e) => return Some(fail(e)),
         },
@@ -662,13 +749,13 @@ fn sender(fd: c_int, dest: Option<SocketAddr>) -> Option<Result<Arc<Socket>, Err
     if fdtable::is_owned(fd) {
         let sock = ours(fd)?;
         if let Some(dest) = dest.filter(|_| !sock.datagram().is_some_and(Datagram::emulated)) {
-            if let Some(named) = adopt_for(fd, dest) {
+            if let Some(named) = adopt_for(fd, dest, false) {
                 return Some(named);
             }
         }
         return Some(Ok(sock));
     }
-    adopt_for(fd, dest?)
+    adopt_for(fd, dest?, false)
 }
 
 fn send_on(sock: &Socket, dest: Option<SocketAddr>, bufs: &[IoSlice<'_>]) -> Action<ssize_t> {

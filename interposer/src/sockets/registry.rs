@@ -394,6 +394,17 @@ pub(crate) fn for_each_socket(mut f: impl FnMut(&Arc<Socket>)) {
     }
 }
 
+/// `for_each_socket` unless the registry is being changed (at exit,
+/// which may run in a signal handler that interrupted a change).
+pub(crate) fn try_for_each_socket(mut f: impl FnMut(&Arc<Socket>)) {
+    let Some(slab) = SLAB.try_read() else {
+        return;
+    };
+    for socket in slab.slots.iter().filter_map(|slot| slot.socket.as_ref()) {
+        f(socket);
+    }
+}
+
 /// Fork handlers (see the module docs).
 pub(crate) fn before_fork() {
     SLAB.hold_for_fork();

@@ -8,6 +8,7 @@ pub mod host;
 pub mod kernel;
 pub mod net;
 pub mod stats;
+pub mod udp;
 
 pub use kernel::{kernel_tcp_sockets, KernelSocket, ESTABLISHED, LISTEN, TIME_WAIT};
 pub use net::{emulated_c, emulated_script, Net};

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 /// The counters, in file order.
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 14] = [
     "shm",
     "fallback_no_listener",
     "fallback_refused",
@@ -17,6 +17,10 @@ pub const NAMES: [&str; 10] = [
     "refused_policy",
     "dropped_handshakes",
     "fallback_no_gateway",
+    "udp_shm",
+    "udp_kernel",
+    "udp_dropped",
+    "udp_shm_routes",
 ];
 
 const MAGIC: &[u8; 8] = b"SHMNETC1";

@@ -68,8 +68,12 @@ pub(crate) const NAMES: [&str; COUNTERS] = [
     "refused_policy",
     "dropped_handshakes",
     "fallback_no_gateway",
+    "udp_shm",
+    "udp_kernel",
+    "udp_dropped",
+    "udp_shm_routes",
 ];
-const COUNTERS: usize = 10;
+const COUNTERS: usize = 14;
 /// Files made before `fallback_no_gateway` name 9 counters; its word was
 /// a reserved one (zero), so they are used as they are.
 pub(crate) const COUNTERS_BEFORE_NO_GATEWAY: usize = 9;
@@ -78,6 +82,10 @@ pub(crate) const COUNTERS_BEFORE_NO_GATEWAY: usize = 9;
 /// tenth word is used whatever the header says (decision 30).
 pub(crate) const COUNTERS_IN_HEADER: usize = COUNTERS_BEFORE_NO_GATEWAY;
 const ACCEPTED_SHM: usize = 6;
+const UDP_SHM: usize = 10;
+const UDP_KERNEL: usize = 11;
+const UDP_DROPPED: usize = 12;
+const UDP_SHM_ROUTES: usize = 13;
 const REFUSED_POLICY: usize = 7;
 const DROPPED_HANDSHAKES: usize = 8;
 
@@ -99,6 +107,24 @@ pub(crate) fn refused_policy() {
 /// A listener dropped a parked connection (garbage, hang-up or idle).
 pub(crate) fn dropped_handshake() {
     bump(DROPPED_HANDSHAKES);
+}
+
+/// Datagrams sockets of ours sent (issue 16, decision 46): through shared
+/// memory, through their kernel socket (a kernel route), and dropped at
+/// the send (the receiver full). Tallied per socket and added here in
+/// batches (`routes::Tally`), not one add per datagram.
+pub(crate) fn udp_datagrams(shm: u64, kernel: u64, dropped: u64) {
+    for (i, n) in [(UDP_SHM, shm), (UDP_KERNEL, kernel), (UDP_DROPPED, dropped)] {
+        if n != 0 {
+            COUNTERS_OF_PROCESS.count_n(i, n, &global_table);
+        }
+    }
+}
+
+/// A UDP sender's route to a destination attached to its receiver's
+/// segment (shared memory from then on).
+pub(crate) fn udp_shm_route() {
+    bump(UDP_SHM_ROUTES);
 }
 
 /// This process's own totals since it started (or forked), in `NAMES`
@@ -171,15 +197,15 @@ impl Process {
         }
     }
 
-    fn count(&self, i: usize, table: TableSource<'_>) {
+    fn count(&self, i: usize, n: u64, table: TableSource<'_>) {
         let (Some(total), Some(pending)) = (self.totals.get(i), self.pending.get(i)) else {
             return;
         };
-        total.fetch_add(1, Ordering::Relaxed);
+        total.fetch_add(n, Ordering::Relaxed);
         let place = self.place.load(Ordering::Acquire);
         if place != 0 {
             if let Some(t) = table() {
-                t.add(place as usize, i, 1);
+                t.add(place as usize, i, n);
                 return;
             }
         }
@@ -188,7 +214,7 @@ impl Process {
         // this thread's load of `place` misses the claimer's store, the
         // store (and the drain after it) comes after our add in the single
         // order, so the drain takes it; if it sees the store, we drain.
-        pending.fetch_add(1, Ordering::SeqCst);
+        pending.fetch_add(n, Ordering::SeqCst);
         self.settle(table);
     }
 
@@ -241,7 +267,11 @@ impl Counters {
     }
 
     fn count(&self, i: usize, table: TableSource<'_>) {
-        self.process().count(i, table);
+        self.process().count(i, 1, table);
+    }
+
+    fn count_n(&self, i: usize, n: u64, table: TableSource<'_>) {
+        self.process().count(i, n, table);
     }
 
     // A leaked per-generation Box behind an atomic pointer (see below).

@@ -640,12 +640,14 @@ impl Inbox {
     /// (a connected socket drops others' datagrams, as the kernel does).
     /// EAGAIN when none is queued. `serve`: read the links first if the
     /// queue is empty (a blocking receive leaves that to `prepare_sleep`).
+    /// `kernel`: then ask the kernel socket (when it holds a port).
     pub(crate) fn try_recv(
         &self,
         bufs: &mut [IoSliceMut<'_>],
         peek: bool,
         only: Option<SocketAddr>,
         serve: bool,
+        kernel: bool,
     ) -> Result<Taken, Errno> {
         if !self.take_over() {
             return Err(Errno::OPNOTSUPP);
@@ -681,7 +683,7 @@ impl Inbox {
             self.serve_locked(&mut st);
             got = self.take(&mut st, bufs, peek, only);
         }
-        if got.is_none() && self.kernel_bound() && !kernel_tried {
+        if got.is_none() && kernel && self.kernel_bound() && !kernel_tried {
             match self.take_kernel(bufs, peek, only) {
                 Ok(g) => got = g,
                 Err(e) => {

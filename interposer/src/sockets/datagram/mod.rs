@@ -276,6 +276,15 @@ impl Datagram {
             // route connects it again at its first send.
             let _ = rustix::net::connect_unspec(self.kernel());
             *kp = None;
+            // A port the kernel's connect took (an autobind) is let go at
+            // the dissolve: taken again, so that plain senders still reach
+            // the port the name holds (the kernel would take a new one at
+            // the next send; getsockname still says the name's).
+            if let Some(i) = self.inbox.get() {
+                if sys::local_name(self.kernel()).is_none_or(|a| a.port() == 0) {
+                    let _ = rustix::net::bind(self.kernel(), &i.local);
+                }
+            }
         }
     }
 
@@ -394,7 +403,6 @@ impl Datagram {
         if matches!(outcome, Outcome::Kernel) {
             return self.send_kernel(dest, peer, bufs);
         }
-        // (Counters for drops come with stage 3's udp_* counters.)
         Ok(len)
     }
 
@@ -444,6 +452,13 @@ impl Datagram {
     ) -> Result<Taken, Errno> {
         let only = self.peer();
         let mut deadline = None;
+        // A blocking receive's first look skips the kernel socket (a
+        // recvmsg that finds nothing, on every receive of a ping-pong in
+        // the default mode, where it holds a port): the spin asks it
+        // every 64th look, and the sleep's epoll instance holds it, so a
+        // kernel datagram ends the spin or the sleep and the next look
+        // takes it.
+        let mut kernel_too = nonblocking;
         loop {
             let Some(inbox) = self.inbox.get() else {
                 match self.recv_kernel(bufs, peek, only) {
@@ -466,7 +481,8 @@ impl Datagram {
                 }
                 continue;
             };
-            match inbox.try_recv(bufs, peek, only, nonblocking) {
+            let kernel = std::mem::replace(&mut kernel_too, true);
+            match inbox.try_recv(bufs, peek, only, nonblocking, kernel) {
                 Err(Errno::AGAIN) if !nonblocking => {}
                 Err(Errno::OPNOTSUPP) if !nonblocking => {
                     // A forked child while the receiving process keeps the
@@ -760,6 +776,14 @@ impl Datagram {
     /// In a forked child: the locks reset; its routes are the parent's
     /// slots (one producer each), so it registers its own; it does not
     /// receive (the rings have one consumer).
+    /// Adds the socket's datagram tally to the counters (at exit; not if
+    /// a send holds the routes, as exit from a signal handler could).
+    pub(crate) fn add_tally(&self) {
+        if let Some(mut r) = self.routes.try_lock() {
+            r.add_tally();
+        }
+    }
+
     pub(crate) fn after_fork_child(&self) {
         self.peer.reset_after_fork();
         self.rcvtimeo.reset_after_fork();

@@ -35,9 +35,17 @@ const RECHECK_MS: u64 = 1000;
 /// at once when nobody holds them): a receiver bound since is found
 /// within this time, and at once after the kernel said ECONNREFUSED.
 const KERNEL_RECHECK_MS: u64 = 10;
+/// In the default mode a kernel route is never wrong (a preloaded
+/// receiver's kernel socket holds its port and takes what the kernel
+/// carries): one that keeps finding nobody is asked again half as often
+/// each time, down to once a second (a sender to a plain statsd every
+/// 20 ms otherwise made three failed dials per datagram, decision 46).
+const KERNEL_RECHECK_MAX_MS: u64 = 1000;
 
 struct Route {
     dest: SocketAddr,
+    /// A `Kernel` route is asked again this long after `checked_ms`.
+    recheck_ms: u64,
     /// To the receiver (none for a `Kernel` route).
     link: Option<InternalFd>,
     state: State,
@@ -70,6 +78,50 @@ enum Refused {
 #[derive(Default)]
 pub(crate) struct Routes {
     list: Vec<Route>,
+    tally: Tally,
+    /// The kernel route `find` just let go to ask again, and its interval.
+    asked_again: Option<(SocketAddr, u64)>,
+}
+
+/// The socket's datagrams by outcome since they were last added to the
+/// counters (docs/counters.md, `udp_*`): plain adds under the routes'
+/// lock, added to the shared counters a second at most after (at a send),
+/// at close and at exit, so the send path makes no atomic add per
+/// datagram.
+#[derive(Default)]
+struct Tally {
+    shm: u64,
+    kernel: u64,
+    dropped: u64,
+    added_ms: u64,
+}
+
+impl Tally {
+    fn note(&mut self, outcome: &Outcome, now: u64) {
+        match outcome {
+            Outcome::Queued => self.shm += 1,
+            Outcome::Kernel => self.kernel += 1,
+            Outcome::Dropped => self.dropped += 1,
+        }
+        if now.saturating_sub(self.added_ms) >= RECHECK_MS {
+            self.added_ms = now;
+            self.add();
+        }
+    }
+
+    fn add(&mut self) {
+        let (shm, kernel, dropped) = (self.shm, self.kernel, self.dropped);
+        if shm | kernel | dropped != 0 {
+            crate::platform::stats::udp_datagrams(shm, kernel, dropped);
+        }
+        (self.shm, self.kernel, self.dropped) = (0, 0, 0);
+    }
+}
+
+impl Drop for Routes {
+    fn drop(&mut self) {
+        self.tally.add();
+    }
 }
 
 /// What became of a datagram the application sent.
@@ -86,11 +138,19 @@ impl Routes {
     /// Forgets the kernel routes (the kernel said nobody was there).
     pub(crate) fn forget_kernel(&mut self) {
         self.list.retain(|r| !matches!(r.state, State::Kernel));
+        self.asked_again = None;
     }
 
-    /// Forgets every route (a forked child registers its own).
+    /// Forgets every route (a forked child registers its own; its tally
+    /// is the parent's to add).
     pub(crate) fn clear(&mut self) {
         self.list.clear();
+        self.tally = Tally::default();
+    }
+
+    /// Adds the tally to the counters now (at exit).
+    pub(crate) fn add_tally(&mut self) {
+        self.tally.add();
     }
 
     /// Sends one datagram gathered from `bufs` to `dest`, from `local`.
@@ -101,16 +161,34 @@ impl Routes {
         dest: SocketAddr,
         bufs: &[IoSlice<'_>],
     ) -> Result<Outcome, Errno> {
+        let now = monotonic_ms();
+        let outcome = self.send_at(inbox, local, dest, bufs, now)?;
+        self.tally.note(&outcome, now);
+        Ok(outcome)
+    }
+
+    fn send_at(
+        &mut self,
+        inbox: &Inbox,
+        local: SocketAddr,
+        dest: SocketAddr,
+        bufs: &[IoSlice<'_>],
+        now: u64,
+    ) -> Result<Outcome, Errno> {
         let dest = unmapped(dest);
         if !crate::transport::rendezvous::is_loopback(dest.ip()) {
             // Emulated sockets hold loopback names only (stage 1).
             return Ok(Outcome::Kernel);
         }
         for _attempt in 0..2 {
-            let i = match self.find(dest) {
+            let i = match self.find(dest, now) {
                 Some(i) => i,
                 None => match resolve(inbox, local, dest) {
-                    Ok(r) => {
+                    Ok(mut r) => {
+                        let again = self.asked_again.take().filter(|(d, _)| *d == dest);
+                        if let (State::Kernel, Some((_, ms))) = (&r.state, again) {
+                            r.recheck_ms = (ms * 2).min(kernel_recheck_max_ms());
+                        }
                         if self.list.len() >= MAX_ROUTES {
                             self.list.remove(0).close();
                         }
@@ -165,14 +243,16 @@ impl Routes {
     }
 
     /// The live route to `dest`, checking its link once a second.
-    fn find(&mut self, dest: SocketAddr) -> Option<usize> {
+    fn find(&mut self, dest: SocketAddr, now: u64) -> Option<usize> {
         let i = self.list.iter().position(|r| r.dest == dest)?;
-        let now = monotonic_ms();
         let r = &mut self.list[i];
         let age = now.saturating_sub(r.checked_ms);
         if (matches!(r.state, State::Full) && age >= RECHECK_MS)
-            || (matches!(r.state, State::Kernel) && age >= KERNEL_RECHECK_MS)
+            || (matches!(r.state, State::Kernel) && age >= r.recheck_ms)
         {
+            if matches!(r.state, State::Kernel) {
+                self.asked_again = Some((dest, r.recheck_ms));
+            }
             // Ask again: a slot may have come free.
             self.list.remove(i).close();
             return None;
@@ -216,6 +296,7 @@ impl Route {
                     let memfd = inbound.fd.take().ok_or(NoReceiver)?;
                     let tx = attach(memfd, slot, gen, self.dest).map_err(|()| NoReceiver)?;
                     self.state = State::Shm(tx);
+                    crate::platform::stats::udp_shm_route();
                 }
                 Ok(Some((Frame::RegNo { why }, _)))
                     if why == Errno::NOBUFS.raw_os_error() as u32 =>
@@ -321,6 +402,19 @@ pub(super) fn v6_only_any(port: u16) -> SocketAddr {
     )
 }
 
+/// The longest a kernel route goes unasked: 1 s in the default mode,
+/// 10 ms in the emulated one (where no kernel socket of a preloaded
+/// receiver holds the port, so the kernel's datagrams are lost there).
+fn kernel_recheck_max_ms() -> u64 {
+    let default_mode = crate::platform::config::get()
+        .is_some_and(|c| c.fallback != crate::platform::config::Fallback::Never);
+    if default_mode {
+        KERNEL_RECHECK_MAX_MS
+    } else {
+        KERNEL_RECHECK_MS
+    }
+}
+
 /// A route the kernel carries (`State::Kernel`).
 fn kernel_route(dest: SocketAddr) -> Route {
     Route {
@@ -328,6 +422,7 @@ fn kernel_route(dest: SocketAddr) -> Route {
         link: None,
         state: State::Kernel,
         checked_ms: monotonic_ms(),
+        recheck_ms: KERNEL_RECHECK_MS,
     }
 }
 
@@ -370,5 +465,6 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         link: Some(fd),
         state: State::Pending(Inbound::default()),
         checked_ms: monotonic_ms(),
+        recheck_ms: KERNEL_RECHECK_MS,
     })
 }
