@@ -351,6 +351,57 @@ fn same_as_kernel(name: &str, body: &str) -> String {
     emul
 }
 
+/// A daemon of its own user answers a root client (session 33's sweep:
+/// unbound, memcached `-u` and a Python echo server as `nobody` answered
+/// 0 of a root client's datagrams in the emulated mode: the client's
+/// policy refused the receiver, then the receiver's replies, and the
+/// datagrams went nowhere). One server binds as root and drops to uid
+/// 65534 (its name's credentials are root's, its replies nobody's), one
+/// runs as 65534 from the start (a forked child that drops before its
+/// bind). Same answers as kernel UDP; none through the kernel.
+#[test]
+fn a_daemon_of_another_user_answers_root() {
+    if common::host::skip_unless_root("a_daemon_of_another_user_answers_root") {
+        return;
+    }
+    let body = r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+def serve(drop_before_bind, ready):
+    if drop_before_bind:
+        os.setgroups([]); os.setgid(65534); os.setuid(65534)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    if not drop_before_bind:
+        os.setgroups([]); os.setgid(65534); os.setuid(65534)
+    os.write(ready, str(s.getsockname()[1]).encode().ljust(8)); os.close(ready)
+    for i in range(10):
+        d, a = s.recvfrom(100)
+        s.sendto(b"re:" + d + b" uid " + str(os.geteuid()).encode(), a)
+    os._exit(0)
+for drop_before_bind in (False, True):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r); serve(drop_before_bind, w)
+    os.close(w)
+    port = int(os.read(r, 8)); os.close(r)
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)
+    got = []
+    for i in range(10):
+        c.sendto(b"q%d" % i, (host, port))
+        try:
+            got.append(c.recv(100).decode())
+        except socket.timeout:
+            got.append("lost")
+    if emul:
+        assert_no_kernel_udp(port)
+    os.waitpid(pid, 0)
+    print("dropped", "before" if drop_before_bind else "after", "bind:", got)
+"#;
+    let out = same_as_kernel("udp_users", body);
+    assert!(!out.contains("lost"), "{out}");
+}
+
 /// Review H1: a UDP socket is always writable (poll POLLOUT, select's
 /// write set, EPOLLOUT); a Python socket with a timeout polls for that
 /// before each send.

@@ -46,6 +46,23 @@ pub(crate) fn net_admin(pid: u32) -> bool {
     capabilities(Some(pid)).is_ok_and(|c| c.effective.contains(CapabilitySet::NET_ADMIN))
 }
 
+/// The effective uid process `pid` has now (`/proc/<pid>/status`, the
+/// second number of `Uid:`), which its SO_PEERCRED, taken at its listen,
+/// may no longer be: a daemon binds as root and drops to its own user.
+/// (`/proc/<pid>`'s owner is root for a process made non-dumpable by that
+/// setuid.) None if it cannot be read.
+pub(crate) fn effective_uid(pid: u32) -> Option<u32> {
+    if pid == 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1))
+        .and_then(|e| e.parse().ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +72,11 @@ mod tests {
         assert!(shares_netns(std::process::id()));
         assert!(!shares_netns(0));
         assert!(!net_admin(0));
+        assert_eq!(
+            effective_uid(std::process::id()),
+            Some(rustix::process::geteuid().as_raw())
+        );
+        assert_eq!(effective_uid(0), None);
         // capget agrees with CapEff in /proc/self/status (bit 12).
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         let eff = status

@@ -538,7 +538,9 @@ impl Inbox {
                 None => continue,
             };
             let me = rustix::process::geteuid().as_raw();
-            let admitted = config.is_some_and(|c| c.allow.admits_uid(me, uid));
+            // (Or a user this process chose to send to: its replies.)
+            let admitted =
+                config.is_some_and(|c| c.allow.admits_uid(me, uid)) || super::routes::chosen(uid);
             if !admitted {
                 log!(
                     debug,

@@ -17,12 +17,14 @@
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use rustix::io::Errno;
 use shmnet_ring::dgram::frame::Frame;
 use shmnet_ring::dgram::{Image, SendError, Sender, Sent, SlotGrant};
 
 use super::inbox::Inbox;
+use crate::platform::config::{Config, Fallback};
 use crate::platform::internal_fd::InternalFd;
 use crate::transport::link::{self, Inbound};
 use crate::transport::parking::monotonic_ms;
@@ -426,6 +428,62 @@ fn kernel_route(dest: SocketAddr) -> Route {
     }
 }
 
+/// Whether we send to `dest`'s receiver, of user `uid`, through shared
+/// memory. In the emulated mode the names are the port space (first bound,
+/// first served, as kernel ports) and there is no kernel port behind them:
+/// a receiver of any user is the one the kernel would deliver to (a
+/// daemon that dropped to its own user, a sender that is root), and one we
+/// refused would get nothing (the sweep of session 33: unbound, memcached
+/// `-u` and a Python server as `nobody` answered 0 of a root client's
+/// datagrams); only a privileged port must be held by root, as a bind
+/// there requires (`lookup::may_bind`), else it is squatted. In the default
+/// mode a name sits beside a kernel port it does not prove: our policy
+/// (own user, root, SHMNET_ALLOW) decides, and a kernel route reaches the
+/// others.
+fn receiver_admitted(c: &Config, me: u32, (pid, uid): (u32, u32), dest: SocketAddr) -> bool {
+    if c.fallback != Fallback::Never {
+        return c.allow.admits_uid(me, uid);
+    }
+    if !c.allow.admits_uid(me, uid) && crate::transport::lookup::privileged_port(dest.port()) {
+        return false;
+    }
+    // Its replies come from the user it is now (a daemon that bound as
+    // root and dropped to its own, as unbound and memcached `-u` do).
+    for u in [Some(uid), crate::platform::peer_ns::effective_uid(pid)]
+        .into_iter()
+        .flatten()
+    {
+        if !c.allow.admits_uid(me, u) {
+            chose(u);
+        }
+    }
+    true
+}
+
+/// Users whose receivers this process chose to send to through shared
+/// memory beyond its policy (`receiver_admitted`); `u32::MAX` is free.
+/// Their senders' links are admitted too (`chosen`): the replies of a
+/// daemon of its own user to a root client, as a TCP connection admitted
+/// by its listener carries both directions. At most `CHOSEN.len()` users,
+/// the first ones (a process talks to few users).
+static CHOSEN: [AtomicU32; 8] = [const { AtomicU32::new(u32::MAX) }; 8];
+
+fn chose(uid: u32) {
+    for slot in &CHOSEN {
+        match slot.compare_exchange(u32::MAX, uid, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(held) if held == uid => return,
+            Err(_) => {}
+        }
+    }
+}
+
+/// Whether this process chose to send to a receiver of user `uid`
+/// (`receiver_admitted`): a link from that user is admitted.
+pub(crate) fn chosen(uid: u32) -> bool {
+    uid != u32::MAX && CHOSEN.iter().any(|s| s.load(Ordering::Relaxed) == uid)
+}
+
 /// Opens a route: dial the name (or the wildcard's), check who holds it,
 /// send REG with our listener as the proof of `local`. The answer is read
 /// at later sends. Nobody holding any: a kernel route.
@@ -443,14 +501,14 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         Err(e) => return Err(e),
     };
     let me = rustix::process::geteuid().as_raw();
-    let uid = crate::platform::sys::peer_cred(fd.as_fd()).map(|(_, uid, _)| uid);
+    let cred = crate::platform::sys::peer_cred(fd.as_fd());
     let admitted = crate::platform::config::get()
-        .zip(uid)
-        .is_some_and(|(c, uid)| c.allow.admits_uid(me, uid));
+        .zip(cred)
+        .is_some_and(|(c, (pid, uid, _))| receiver_admitted(c, me, (pid, uid), dest));
     if !admitted {
         log!(
             debug,
-            "datagram to {dest}: its receiver (uid {uid:?}) is not admitted"
+            "datagram to {dest}: its receiver ({cred:?}) is not admitted"
         );
         return Ok(kernel_route(dest));
     }
