@@ -458,7 +458,7 @@ impl Bell {
         }
         if timeout.is_none() {
             let mut one = [0u8; 1];
-            let got = crate::platform::cancel::sleep(|| {
+            let got = sleep_outside(|| {
                 rustix::net::recv(call_fd, &mut one, RecvFlags::PEEK)
             });
             return match got.unwrap_or(Err(Errno::INTR)) {
@@ -502,7 +502,7 @@ impl Bell {
             }
             rustix::io::read(call_fd, &mut buf).map(|n| (n, ()))
         } else {
-            crate::platform::cancel::sleep(|| rustix::net::recv(call_fd, &mut buf, flags))
+            sleep_outside(|| rustix::net::recv(call_fd, &mut buf, flags))
                 .unwrap_or(Err(Errno::INTR))
                 .map(|(n, _)| (n, ()))
         };
@@ -727,9 +727,18 @@ impl Bell {
     }
 }
 
+/// A sleep of a blocking call: outside the library (`guard::suspended`:
+/// a signal handler that interrupts it may use our sockets, and a
+/// siglongjmp out of that handler leaves the thread outside, not with
+/// every later call refused as re-entry, EIO: review of decision 45,
+/// recvjmp) and ended by pthread_cancel (`cancel::sleep`).
+pub(super) fn sleep_outside<R>(f: impl FnOnce() -> R) -> Option<R> {
+    crate::platform::guard::suspended(|| crate::platform::cancel::sleep(f))
+}
+
 /// `handshake::wait_readable`, which pthread_cancel may end with EINTR.
 fn cancellable_wait(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool, Errno> {
-    crate::platform::cancel::sleep(|| handshake::wait_readable(fd, timeout))
+    sleep_outside(|| handshake::wait_readable(fd, timeout))
         .unwrap_or(Err(Errno::INTR))
 }
 

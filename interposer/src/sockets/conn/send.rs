@@ -287,7 +287,7 @@ impl Connection {
         };
         self.status_flags(crate::platform::status::WAIT_WRITE, true);
         let waited = loop {
-            let woke = crate::platform::cancel::sleep(|| self.room.wait_for_room(need, &policy));
+            let woke = super::doorbell::sleep_outside(|| self.room.wait_for_room(need, &policy));
             break match woke.unwrap_or(Err(RingError::Interrupted)) {
                 Ok(()) => Ok(()),
                 // A write that moved bytes already returns their count.
