@@ -440,6 +440,10 @@ impl Sets {
     /// epoll_create gave `fd`: a new set (whatever the number was before
     /// is forgotten by `fresh`).
     pub(super) fn made(&mut self, fd: c_int) {
+        // The waker exists before any wait on a set of ours, which then
+        // takes its event out (decision 44; even a wait on a set with no
+        // connection, which another thread may put one in).
+        let _ = super::wake::waker();
         self.forget_range(fd, fd);
         self.add(fd, true);
     }
