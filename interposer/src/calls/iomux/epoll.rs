@@ -255,20 +255,23 @@ fn epoll_entries(
     let most = (out.len() - 1).max(1);
     readiness::waiting(epfd);
     let Some(pending) = readiness::pending(epfd, most) else {
-        if crate::sockets::connecting::in_progress() {
-            return Action::Raw(crate::sockets::connecting::wait_around(limit, |l| {
-                real_epoll(epfd, out, Some(l), mask, pwait2)
-            }));
-        }
-        if !readiness::waker_made() {
+        let ours = readiness::is_set(epfd);
+        if !ours && !crate::sockets::connecting::in_progress() {
             return Action::Pass; // no connection in this set
         }
-        // No connection yet: the kernel's wait. Another thread may put
-        // one in with data no doorbell announced and wake this sleep with
-        // the waker (decision 44): its event is taken out, and the wait
-        // begins again on a set that now holds a connection.
-        let n = sleep_in_kernel(|| real_epoll(epfd, out, Some(limit), mask, pwait2));
-        if n <= 0 {
+        // No connection (yet): the kernel's wait. In a set of ours,
+        // another thread may put one in with data no doorbell announced
+        // and wake this sleep with the waker (decision 44): its event is
+        // taken out, and with nothing else the wait begins again, on a set
+        // that now holds a connection.
+        let n = if crate::sockets::connecting::in_progress() {
+            crate::sockets::connecting::wait_around(limit, |l| {
+                real_epoll(epfd, out, Some(l), mask, pwait2)
+            })
+        } else {
+            sleep_in_kernel(|| real_epoll(epfd, out, Some(limit), mask, pwait2))
+        };
+        if n <= 0 || !ours {
             return Action::Raw(n);
         }
         let kept = readiness::woken(epfd, out, n as usize);

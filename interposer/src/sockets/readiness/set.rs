@@ -150,6 +150,10 @@ pub(super) struct Set {
     /// nested, passed to another process or inherited across exec, and
     /// made here. Once false, false for good (`crowd`).
     pub(super) solo: bool,
+    /// Made by this process's epoll_create: every wait on it is ours (even
+    /// one with no connection in it), which takes the waker's event out;
+    /// one made past us may be waited on past us (no waker goes in).
+    pub(super) ours: bool,
     pub(super) generation: u32,
     /// A one-slot wait with events of ours to report asks the kernel
     /// first every other call (`kernel_turn`).
@@ -189,6 +193,7 @@ impl Set {
             edge_data: HashMap::new(),
             waiter: None,
             solo: made_here,
+            ours: made_here,
             generation: crate::platform::fork::generation(),
         }
     }
@@ -440,10 +445,6 @@ impl Sets {
     /// epoll_create gave `fd`: a new set (whatever the number was before
     /// is forgotten by `fresh`).
     pub(super) fn made(&mut self, fd: c_int) {
-        // The waker exists before any wait on a set of ours, which then
-        // takes its event out (decision 44; even a wait on a set with no
-        // connection, which another thread may put one in).
-        let _ = super::wake::waker();
         self.forget_range(fd, fd);
         self.add(fd, true);
     }

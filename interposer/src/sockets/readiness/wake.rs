@@ -28,11 +28,6 @@ static WAKER: AtomicI32 = AtomicI32::new(-1);
 /// waker (an application's registration has it by a chance of 2^-64).
 static KEY: AtomicU64 = AtomicU64::new(0);
 
-/// Whether the waker was made (a set may have been woken with it).
-pub(crate) fn waker_made() -> bool {
-    WAKER.load(Ordering::Relaxed) >= 0
-}
-
 /// The waker, made if it is not yet; None when it cannot be (EMFILE: the
 /// caller then does not rely on it, see `before_sleep`).
 pub(super) fn waker() -> Option<c_int> {
@@ -121,11 +116,11 @@ impl Set {
         if self.woken == me {
             return;
         }
-        // (Made at the first epoll_create, or by a waiter before it
-        // sleeps: one made only now could reach a wait that does not take
-        // its event out.)
-        let w = WAKER.load(Ordering::Acquire);
-        let Some(&epfd) = self.numbers.first().filter(|_| w >= 0) else {
+        // (Only into a set of ours: every wait on it takes the event out.)
+        if !self.ours {
+            return;
+        }
+        let (Some(&epfd), Some(w)) = (self.numbers.first(), waker()) else {
             return;
         };
         let mut ev = libc::epoll_event {
