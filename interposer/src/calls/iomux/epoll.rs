@@ -264,6 +264,9 @@ fn epoll_entries(
         // and wake this sleep with the waker (decision 44): its event is
         // taken out, and with nothing else the wait begins again, on a set
         // that now holds a connection.
+        if ours && !limit.now() && !readiness::bare_sleep(epfd, true) {
+            return epoll_entries(epfd, out, limit, mask, pwait2);
+        }
         let n = if crate::sockets::connecting::in_progress() {
             crate::sockets::connecting::wait_around(limit, |l| {
                 real_epoll(epfd, out, Some(l), mask, pwait2)
@@ -271,6 +274,9 @@ fn epoll_entries(
         } else {
             sleep_in_kernel(|| real_epoll(epfd, out, Some(limit), mask, pwait2))
         };
+        if ours {
+            readiness::bare_sleep(epfd, false);
+        }
         if n <= 0 || !ours {
             return Action::Raw(n);
         }

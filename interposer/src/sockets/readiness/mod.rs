@@ -40,7 +40,7 @@ pub(crate) use defer::{
     after_sleep, before_sleep, crowd, crowd_all, forking, sent, unarmed, unarmed_ready, waiting,
 };
 pub(crate) use pending::{awaits_reply, collected, no_reply_soon, pending, tcp_hangups, Pending};
-pub(crate) use wake::{closed, closing, closing_range, woken};
+pub(crate) use wake::{bare_sleep, closed, closing, closing_range, woken};
 
 /// epoll_create or epoll_create1 returned `fd`.
 pub(crate) fn epoll_made(fd: c_int) {

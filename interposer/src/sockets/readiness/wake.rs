@@ -87,7 +87,12 @@ impl Set {
         let me = Some(crate::platform::sys::thread_id());
         if change == Change::Unannounced && !(self.solo && self.waiter == me) {
             self.stirred = true;
-            self.wake();
+            // (A solo set's waiter says when it sleeps, with a connection
+            // or not: `before_sleep`, `bare_sleep`; others may sleep
+            // unseen.)
+            if !(self.solo && self.waiter.is_some()) || self.asleep {
+                self.wake();
+            }
             return;
         }
         if !self.solo || self.waiter.is_none() || self.waiter == me {
@@ -154,6 +159,33 @@ impl Set {
         waits::epoll_ctl(epfd, w, EventIn::own(libc::EPOLL_CTL_DEL, &mut none));
         self.woken = 0;
     }
+}
+
+/// A wait on `epfd`, a set of ours with no connection, is about to sleep
+/// in the kernel (`begin`) or woke. Its thread, the set's solo waiter, is
+/// asleep meanwhile (an ADD with data no doorbell announced wakes it).
+/// False: the set was stirred since the wait looked (a connection put
+/// in): it looks again instead of sleeping.
+pub(crate) fn bare_sleep(epfd: c_int, begin: bool) -> bool {
+    let Some(mut sets) = set::sets() else {
+        return true;
+    };
+    let Some(set) = sets.find(epfd) else {
+        return true;
+    };
+    let me = Some(crate::platform::sys::thread_id());
+    if set.waiter != me {
+        return true;
+    }
+    if !begin {
+        set.asleep = false;
+        return true;
+    }
+    if std::mem::take(&mut set.stirred) {
+        return false;
+    }
+    set.asleep = set.solo;
+    true
 }
 
 /// `stir` for the set known as `epfd`.
