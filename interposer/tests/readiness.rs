@@ -1090,6 +1090,40 @@ fn epoll_member_readded_by_another_thread_reports_data_that_came_deferred() {
     assert!(out.contains("A seen"), "readd:\n{out}");
 }
 
+/// Review of decision 44: a forked child that takes A out of an
+/// EPOLL_CLOEXEC set (DEL, MOD to events 0) while the parent sleeps named
+/// on it (every set is crowded at fork, close-on-exec or not); a
+/// connection with data no doorbell announced moved into a set with no
+/// connection (an eventfd, or nothing) on which another thread sleeps
+/// (reported at the ADD, as the kernel does); a waiter that left its sleep
+/// by siglongjmp, then forked a child that waits on the set (the child is
+/// not held by a waker it cannot take out: it times out with nothing).
+/// helpers/c/named_sleep_lost.c.
+#[test]
+fn epoll_waker_review_cases() {
+    for (case, env, want) in [
+        ("childdel", Some("CLOEXEC"), "B seen"),
+        ("childmod", Some("CLOEXEC"), "B seen"),
+        ("childdel", None, "B seen"),
+        ("handoff", None, "A seen"),
+        ("handoff", Some("NOEFD"), "A seen"),
+        ("ljfork", None, "B seen"),
+    ] {
+        let net = Net::emulated(&format!("waker-{case}"));
+        let mut cmd = net.c_helper("named_sleep_lost", &["-O1", "-pthread"]);
+        cmd.arg(case).env("SHMNET_DEFER", "1");
+        if let Some(v) = env {
+            cmd.env(v, "1");
+        }
+        let out = common::stdout_of("named_sleep_lost", &mut cmd);
+        assert!(out.contains(want), "{case} {env:?}:\n{out}");
+        assert!(!out.contains("NOT seen"), "{case} {env:?}:\n{out}");
+        if case == "ljfork" {
+            assert!(out.contains("1 returns to the app, 0 events"), "{out}");
+        }
+    }
+}
+
 /// Named sleeps and signal handlers (decision 41; found by review): a
 /// handler that siglongjmps out of epoll_wait leaves no flag up with the
 /// old sleep's name (the next sleep's doorbells are not left out for it),

@@ -59,6 +59,7 @@ extern "C" fn prepare() {
     // it on after leaving the guard); not when fork was called from inside
     // the library.
     if let Some(_inside) = crate::platform::guard::enter("fork") {
+        let _ = std::panic::catch_unwind(crate::sockets::readiness::forking);
         let _ = std::panic::catch_unwind(crate::calls::exec::before_exec);
         // Listeners' parking queues, made on first need, are made now so
         // that parent and child share them.

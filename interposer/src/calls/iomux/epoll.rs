@@ -15,7 +15,7 @@ use crate::platform::real::{waits, Action};
 use crate::platform::sys::{EpollOut, SigMask, TimeIn};
 use crate::sockets::readiness::{self, Pending};
 use crate::sockets::socket::Socket;
-use crate::sockets::wait::{spin_budgeted, wait, Limit, WaitSet};
+use crate::sockets::wait::{sleep_in_kernel, spin_budgeted, wait, Limit, WaitSet};
 
 /// epoll_ctl: a connect in progress that its acceptor answered completes
 /// first, so that it is registered as the connection it is (with EPOLLIN
@@ -239,17 +239,52 @@ fn epoll_set(
     let Some(out) = events.entries() else {
         return Action::Pass;
     };
+    epoll_entries(epfd, out, limit, mask, pwait2)
+}
+
+/// `epoll_set` on the caller's events array.
+fn epoll_entries(
+    epfd: c_int,
+    out: &mut [epoll_event],
+    limit: Limit,
+    mask: Option<SigMask<'_>>,
+    pwait2: bool,
+) -> Action<c_int> {
     // Room for the kernel's events too (one at least, when there is more
     // than one slot).
     let most = (out.len() - 1).max(1);
     readiness::waiting(epfd);
     let Some(pending) = readiness::pending(epfd, most) else {
-        if crate::sockets::connecting::in_progress() {
-            return Action::Raw(crate::sockets::connecting::wait_around(limit, |l| {
-                real_epoll(epfd, out, Some(l), mask, pwait2)
-            }));
+        let ours = readiness::is_set(epfd);
+        if !ours && !crate::sockets::connecting::in_progress() {
+            return Action::Pass; // no connection in this set
         }
-        return Action::Pass; // no connection in this set
+        // No connection (yet): the kernel's wait. In a set of ours,
+        // another thread may put one in with data no doorbell announced
+        // and wake this sleep with the waker (decision 44): its event is
+        // taken out, and with nothing else the wait begins again, on a set
+        // that now holds a connection.
+        if ours && !limit.now() && !readiness::bare_sleep(epfd, true) {
+            return epoll_entries(epfd, out, limit, mask, pwait2);
+        }
+        let n = if crate::sockets::connecting::in_progress() {
+            crate::sockets::connecting::wait_around(limit, |l| {
+                real_epoll(epfd, out, Some(l), mask, pwait2)
+            })
+        } else {
+            sleep_in_kernel(|| real_epoll(epfd, out, Some(limit), mask, pwait2))
+        };
+        if ours {
+            readiness::bare_sleep(epfd, false);
+        }
+        if n <= 0 || !ours {
+            return Action::Raw(n);
+        }
+        let kept = readiness::woken(epfd, out, n as usize);
+        if kept > 0 || limit.now() {
+            return Action::Raw(kept as c_int);
+        }
+        return epoll_entries(epfd, out, limit, mask, pwait2);
     };
     let mut set = EpollSet {
         epfd,

@@ -13,6 +13,7 @@ use crate::sockets::registry;
 use crate::sockets::socket::Socket;
 
 use super::set::{self, defer_on, reads, stream, Inner, Member, Sets};
+use super::wake::Change;
 
 pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_int> {
     let Some(sock) = registry::get(fd) else {
@@ -26,16 +27,29 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
         Socket::Connecting(_) => return connecting_ctl(epfd, op, fd, event),
         Socket::Datagram(_) => return super::datagrams::ctl(epfd, op, fd, event, &sock),
     };
-    let r = stream_ctl(epfd, op, fd, event, &sock, conn);
+    let asked = match op {
+        libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => event.events(),
+        _ => None,
+    };
+    let (r, unannounced) = stream_ctl(epfd, op, fd, event, &sock, conn);
     // Made by another thread than the set's waiter, which may sleep on
-    // the set: woken once the kernel's change is done (decision 44).
+    // the set: woken once the kernel's change is done, when the change
+    // may cost the sleep something (decision 44, `wake::Change`).
     if matches!(r, Action::Raw(0) | Action::Done(0)) {
-        super::wake::stir(epfd);
+        let change = if unannounced {
+            Change::Unannounced
+        } else if asked.is_some_and(reads) {
+            Change::Harmless
+        } else {
+            Change::Left(fd, fd)
+        };
+        super::wake::stir(epfd, change);
     }
     r
 }
 
-/// `epoll_ctl` on a connection.
+/// `epoll_ctl` on a connection; and whether it put the connection in
+/// with data in its ring no doorbell byte announced (by an eager ADD/MOD).
 fn stream_ctl(
     epfd: c_int,
     op: c_int,
@@ -43,12 +57,12 @@ fn stream_ctl(
     event: EventIn<'_>,
     sock: &Arc<Socket>,
     conn: &Connection,
-) -> Action<c_int> {
+) -> (Action<c_int>, bool) {
     conn.status_waited();
     let ev = match op {
         libc::EPOLL_CTL_ADD | libc::EPOLL_CTL_MOD => {
             let Some(ev) = event.get() else {
-                return Action::Pass; // the kernel's EFAULT
+                return (Action::Pass, false); // the kernel's EFAULT
             };
             if ev.events & libc::EPOLLET as u32 != 0 {
                 conn.set_edge_triggered();
@@ -56,11 +70,11 @@ fn stream_ctl(
             Some(ev)
         }
         libc::EPOLL_CTL_DEL => None,
-        _ => return Action::Pass,
+        _ => return (Action::Pass, false),
     };
     if let Some(ev) = ev.filter(|_| op == libc::EPOLL_CTL_MOD) {
         if virtual_ctl(epfd, fd, ev, sock, conn) {
-            return Action::Done(0);
+            return (Action::Done(0), false);
         }
     }
     let Some(reading) = ev.filter(|e| reads(e.events)) else {
@@ -71,10 +85,10 @@ fn stream_ctl(
         if r == 0 {
             note(&mut set::sets_always(), epfd, op, fd, ev, sock, false);
         }
-        return Action::Raw(r);
+        return (Action::Raw(r), false);
     };
     if let Some(r) = deferred_ctl(epfd, op, fd, reading, sock, conn, event) {
-        return Action::Raw(r);
+        return (Action::Raw(r), false);
     }
     // Eager from before the kernel knows the fd, so no publish can slip
     // between (the flag is up when `watch` returns).
@@ -86,7 +100,7 @@ fn stream_ctl(
     if r == 0 {
         note(&mut set::sets_always(), epfd, op, fd, ev, sock, pending);
     }
-    Action::Raw(r)
+    (Action::Raw(r), pending && r == 0)
 }
 
 /// ADD or MOD for reading by the one thread that waits on a set whose

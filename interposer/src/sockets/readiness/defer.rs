@@ -35,10 +35,15 @@ fn with_set<R>(epfd: c_int, none: R, f: impl FnOnce(&mut Set) -> R) -> R {
 /// fork, crowds it.
 pub(crate) fn waiting(epfd: c_int) {
     with_set(epfd, (), |set| {
+        let me = crate::platform::sys::thread_id();
+        // The waiter, in a call, sleeps in no kernel wait: one it left by
+        // siglongjmp, or a signal handler's call interrupted, is over.
+        if set.waiter == Some(me) {
+            set.asleep = false;
+        }
         if !set.solo {
             return;
         }
-        let me = crate::platform::sys::thread_id();
         if set.generation != crate::platform::fork::generation()
             || set.waiter.is_some_and(|w| w != me)
         {
@@ -225,9 +230,10 @@ pub(crate) fn before_sleep(epfd: c_int) -> bool {
             found |= set.crowd();
         }
         let list = set.unarmed.clone();
+        // (Nested too: this thread sleeps in the kernel on the set.)
+        set.asleep = set.solo;
         if !nested {
             set.raised.clear();
-            set.asleep = set.solo;
         }
         set.sleeps.fetch_add(1, Ordering::Relaxed);
         // (Unnamed while producers do not skip rings: the names would
@@ -289,6 +295,7 @@ pub(crate) fn after_sleep(epfd: c_int) {
         })
         .unwrap_or(true);
     if nested {
+        with_set(epfd, (), |set| set.asleep = false);
         return;
     }
     let raised = take_raised();
@@ -351,6 +358,28 @@ pub(crate) fn crowd_all() {
         if inherited {
             set.crowd();
         }
+    }
+}
+
+/// Before fork: the child shares every set, close-on-exec or not, until
+/// it execs, and may change or wait on it: each is crowded (its waiter's
+/// named sleep unnamed, and woken if asleep: review of decision 44, a
+/// child's DEL lost a named sleep's wake-up on an EPOLL_CLOEXEC set). (The
+/// parent's next wait on it would crowd it anyway: a new generation.) A
+/// set whose waiter is the forking thread is not slept on: a stale mark
+/// (a sleep left by siglongjmp) is cleared and a waker it let in taken
+/// out, which the child could not take out and would wait around.
+pub(crate) fn forking() {
+    let Some(mut sets) = set::sets() else {
+        return;
+    };
+    let me = Some(crate::platform::sys::thread_id());
+    for set in sets.iter_mut() {
+        if set.waiter == me {
+            set.asleep = false;
+            set.unwake();
+        }
+        set.crowd();
     }
 }
 

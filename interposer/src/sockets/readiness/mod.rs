@@ -37,10 +37,10 @@ mod wake;
 pub(crate) use ctl::{adopt, epoll_ctl, replay_carried, restore_hidden};
 pub(crate) use datagrams::{reported as datagrams_reported, spinnable as spinnable_datagrams};
 pub(crate) use defer::{
-    after_sleep, before_sleep, crowd, crowd_all, sent, unarmed, unarmed_ready, waiting,
+    after_sleep, before_sleep, crowd, crowd_all, forking, sent, unarmed, unarmed_ready, waiting,
 };
 pub(crate) use pending::{awaits_reply, collected, no_reply_soon, pending, tcp_hangups, Pending};
-pub(crate) use wake::{closed, closing, closing_range, woken};
+pub(crate) use wake::{bare_sleep, closed, closing, closing_range, woken};
 
 /// epoll_create or epoll_create1 returned `fd`.
 pub(crate) fn epoll_made(fd: c_int) {

@@ -150,6 +150,10 @@ pub(super) struct Set {
     /// nested, passed to another process or inherited across exec, and
     /// made here. Once false, false for good (`crowd`).
     pub(super) solo: bool,
+    /// Made by this process's epoll_create: every wait on it is ours (even
+    /// one with no connection in it), which takes the waker's event out;
+    /// one made past us may be waited on past us (no waker goes in).
+    pub(super) ours: bool,
     pub(super) generation: u32,
     /// A one-slot wait with events of ours to report asks the kernel
     /// first every other call (`kernel_turn`).
@@ -189,6 +193,7 @@ impl Set {
             edge_data: HashMap::new(),
             waiter: None,
             solo: made_here,
+            ours: made_here,
             generation: crate::platform::fork::generation(),
         }
     }

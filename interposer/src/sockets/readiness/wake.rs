@@ -61,26 +61,55 @@ pub(super) fn waker() -> Option<c_int> {
     Some(fd)
 }
 
+/// What another thread's change to a set may have cost its sleeping
+/// waiter (`Set::stir`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Change {
+    /// Nothing a sleep could lose: only looked at before the next sleep.
+    Harmless,
+    /// Members `first..=last` left the kernel's set, or stopped reading
+    /// there (DEL, a MOD without EPOLLIN, a close): a sleep named on one
+    /// of them (decision 41) is woken.
+    Left(c_int, c_int),
+    /// A member put in with data in its ring that no doorbell byte
+    /// announced: whoever sleeps on the set is woken, named or not, solo or
+    /// not (the kernel will not report it).
+    Unannounced,
+}
+
 impl Set {
     /// A thread other than the waiter changed this set (epoll_ctl on a
     /// connection, the close of a member), after the kernel's change: a
-    /// waiter asleep is woken (`wake`); one about to sleep looks first
-    /// (`stirred`, `before_sleep`).
-    pub(super) fn stir(&mut self) {
-        if !self.solo
-            || self.waiter.is_none()
-            || self.waiter == Some(crate::platform::sys::thread_id())
-        {
+    /// waiter asleep is woken when the change may cost it something
+    /// (`Change`, `wake`); one about to sleep looks first (`stirred`,
+    /// `before_sleep`).
+    pub(super) fn stir(&mut self, change: Change) {
+        let me = Some(crate::platform::sys::thread_id());
+        if change == Change::Unannounced && !(self.solo && self.waiter == me) {
+            self.stirred = true;
+            // (A solo set's waiter says when it sleeps, with a connection
+            // or not: `before_sleep`, `bare_sleep`; others may sleep
+            // unseen.)
+            if !(self.solo && self.waiter.is_some()) || self.asleep {
+                self.wake();
+            }
+            return;
+        }
+        if !self.solo || self.waiter.is_none() || self.waiter == me {
             return;
         }
         self.stirred = true;
+        let named = match change {
+            Change::Left(first, last) => self.raised.iter().any(|f| (first..=last).contains(f)),
+            _ => false,
+        };
         log!(
             debug,
-            "epoll set {:?}: changed by another thread (waiter asleep: {})",
+            "epoll set {:?}: changed by another thread (waiter asleep: {}, named member left: {named})",
             self.numbers,
             self.asleep
         );
-        if self.asleep {
+        if self.asleep && named {
             self.wake();
         }
     }
@@ -90,6 +119,10 @@ impl Set {
     pub(super) fn wake(&mut self) {
         let me = crate::platform::fork::pid();
         if self.woken == me {
+            return;
+        }
+        // (Only into a set of ours: every wait on it takes the event out.)
+        if !self.ours {
             return;
         }
         let (Some(&epfd), Some(w)) = (self.numbers.first(), waker()) else {
@@ -112,11 +145,54 @@ impl Set {
     }
 }
 
+impl Set {
+    /// Takes out the waker this process put in (`wake`), if it is there.
+    pub(super) fn unwake(&mut self) {
+        let w = WAKER.load(Ordering::Acquire);
+        let Some(&epfd) = self.numbers.first() else {
+            return;
+        };
+        if w < 0 || self.woken != crate::platform::fork::pid() {
+            return;
+        }
+        let mut none = libc::epoll_event { events: 0, u64: 0 };
+        waits::epoll_ctl(epfd, w, EventIn::own(libc::EPOLL_CTL_DEL, &mut none));
+        self.woken = 0;
+    }
+}
+
+/// A wait on `epfd`, a set of ours with no connection, is about to sleep
+/// in the kernel (`begin`) or woke. Its thread, the set's solo waiter, is
+/// asleep meanwhile (an ADD with data no doorbell announced wakes it).
+/// False: the set was stirred since the wait looked (a connection put
+/// in): it looks again instead of sleeping.
+pub(crate) fn bare_sleep(epfd: c_int, begin: bool) -> bool {
+    let Some(mut sets) = set::sets() else {
+        return true;
+    };
+    let Some(set) = sets.find(epfd) else {
+        return true;
+    };
+    let me = Some(crate::platform::sys::thread_id());
+    if set.waiter != me {
+        return true;
+    }
+    if !begin {
+        set.asleep = false;
+        return true;
+    }
+    if std::mem::take(&mut set.stirred) {
+        return false;
+    }
+    set.asleep = set.solo;
+    true
+}
+
 /// `stir` for the set known as `epfd`.
-pub(super) fn stir(epfd: c_int) {
+pub(super) fn stir(epfd: c_int, change: Change) {
     if let Some(mut sets) = set::sets() {
         if let Some(set) = sets.find(epfd) {
-            set.stir();
+            set.stir(change);
         }
     }
 }
@@ -124,12 +200,12 @@ pub(super) fn stir(epfd: c_int) {
 /// The sets `fd` is a member of whose waiter is another thread, by id:
 /// `fd` about to be closed (or replaced by dup2) (`closed` stirs them once the
 /// kernel's close is done). Empty mostly (no lock without a set).
-pub(crate) fn closing(fd: c_int) -> Vec<u64> {
+pub(crate) fn closing(fd: c_int) -> Vec<(u64, c_int, c_int)> {
     closing_range(fd, fd)
 }
 
 /// `closing` for every fd from `first` to `last` (close_range).
-pub(crate) fn closing_range(first: c_int, last: c_int) -> Vec<u64> {
+pub(crate) fn closing_range(first: c_int, last: c_int) -> Vec<(u64, c_int, c_int)> {
     let Some(mut sets) = set::sets() else {
         return Vec::new();
     };
@@ -137,17 +213,19 @@ pub(crate) fn closing_range(first: c_int, last: c_int) -> Vec<u64> {
     sets.iter_mut()
         .filter(|s| s.solo && s.waiter.is_some() && s.waiter != me)
         .filter(|s| s.members.range(first..=last).next().is_some())
-        .map(|s| s.id)
+        .map(|s| (s.id, first, last))
         .collect()
 }
 
 /// The member `closing` found is closed: its sets are stirred.
-pub(crate) fn closed(ids: &[u64]) {
+pub(crate) fn closed(ids: &[(u64, c_int, c_int)]) {
     let Some(mut sets) = set::sets() else {
         return;
     };
-    for set in sets.iter_mut().filter(|s| ids.contains(&s.id)) {
-        set.stir();
+    for &(id, first, last) in ids {
+        if let Some(set) = sets.iter_mut().find(|s| s.id == id) {
+            set.stir(Change::Left(first, last));
+        }
     }
 }
 
@@ -181,6 +259,14 @@ pub(crate) fn woken(epfd: c_int, out: &mut [libc::epoll_event], n: usize) -> usi
     };
     // (Not by the generation: a fork bumps the parent's too.)
     if set.woken != crate::platform::fork::pid() {
+        // Another process's (a set shared by fork): its waiter takes it
+        // out when it wakes. Until then, a wait here that found only it
+        // pauses a millisecond before asking the kernel again, rather
+        // than spin on it (that process's waiter may be busy for long).
+        drop(sets);
+        if kept == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         return kept;
     }
     log!(debug, "epoll set {epfd}: woken by another thread's change");
