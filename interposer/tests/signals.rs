@@ -94,3 +94,30 @@ fn siglongjmp_out_of_a_spinning_udp_poll_leaves_the_socket_working() {
     let emulated = stdout_of("spin_longjmp emulated", &mut cmd);
     assert_eq!(emulated, kernel, "emulated UDP against kernel UDP");
 }
+
+/// A siglongjmp out of the handler of a signal that came while a blocking
+/// TCP recv waited (in the spin or the sleep after it): the late reply is
+/// still read and round trips go on, as over kernel TCP. Before, the
+/// doorbell sleep ran inside the library and every later call on the
+/// thread was refused as re-entry (EIO); review of decision 45, recvjmp.
+#[test]
+fn siglongjmp_out_of_a_blocking_tcp_recv_leaves_the_connection_working() {
+    let exe = build_c("recv_longjmp", &["-O2", "-Wall"]);
+    let lo = Net::loopback("recv-longjmp-kernel");
+    let kernel = stdout_of(
+        "recv_longjmp over kernel TCP",
+        std::process::Command::new(&exe).args([&lo.host_str(), &lo.port_str()]),
+    );
+    assert_eq!(
+        kernel,
+        "jumps 5, late replies read 5, round trips after 5, SIGALRM blocked after: 0\n"
+    );
+    for spin in ["200000", "0"] {
+        let net = Net::emulated(&format!("recv-longjmp-{spin}"));
+        let mut cmd = preloaded(&exe);
+        cmd.args([&net.host_str(), &net.port_str()]);
+        net.env(&mut cmd).env("SHMNET_SPIN_US", spin);
+        let out = stdout_of("recv_longjmp emulated", &mut cmd);
+        assert_eq!(out, kernel, "SHMNET_SPIN_US={spin}");
+    }
+}
