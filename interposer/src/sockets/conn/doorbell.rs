@@ -458,9 +458,7 @@ impl Bell {
         }
         if timeout.is_none() {
             let mut one = [0u8; 1];
-            let got = sleep_outside(|| {
-                rustix::net::recv(call_fd, &mut one, RecvFlags::PEEK)
-            });
+            let got = sleep_outside(|| rustix::net::recv(call_fd, &mut one, RecvFlags::PEEK));
             return match got.unwrap_or(Err(Errno::INTR)) {
                 Ok((0, _)) => Ok(Woke::HungUp),
                 Ok(_) => Ok(Woke::Rung),
@@ -738,8 +736,7 @@ pub(super) fn sleep_outside<R>(f: impl FnOnce() -> R) -> Option<R> {
 
 /// `handshake::wait_readable`, which pthread_cancel may end with EINTR.
 fn cancellable_wait(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool, Errno> {
-    sleep_outside(|| handshake::wait_readable(fd, timeout))
-        .unwrap_or(Err(Errno::INTR))
+    sleep_outside(|| handshake::wait_readable(fd, timeout)).unwrap_or(Err(Errno::INTR))
 }
 
 /// revents of a zero-timeout poll of `fd` for `events` (0 on error).
