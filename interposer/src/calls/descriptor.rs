@@ -80,12 +80,18 @@ pub(crate) fn dup(fd: c_int) -> Action<c_int> {
 pub(crate) fn dup2(old: c_int, new: c_int) -> Action<c_int> {
     crate::sockets::carry::touched(old);
     crate::sockets::carry::touched(new);
+    if old != new {
+        crate::sockets::listener::early::forget(new);
+    }
     replace_target("dup2", old, new, || real::ints::dup2(old, new))
 }
 
 pub(crate) fn dup3(old: c_int, new: c_int, flags: c_int) -> Action<c_int> {
     crate::sockets::carry::touched(old);
     crate::sockets::carry::touched(new);
+    if old != new {
+        crate::sockets::listener::early::forget(new);
+    }
     replace_target("dup3", old, new, || real::ints::dup3(old, new, flags))
 }
 
@@ -145,6 +151,7 @@ pub(crate) fn close_range(first: c_uint, last: c_uint, flags: c_int) -> Action<c
     if (flags as c_uint) & libc::CLOSE_RANGE_CLOEXEC == 0 {
         log::forget_fd_range(first, last);
         file_kinds::forget_range(clamp_fd(first), clamp_fd(last));
+        crate::sockets::listener::early::forget_range(clamp_fd(first), clamp_fd(last));
         crate::sockets::readiness::forget_range(clamp_fd(first), clamp_fd(last));
         sets = crate::sockets::readiness::closing_range(clamp_fd(first), clamp_fd(last));
         fdtable::table().remove_range(first, last, release);
@@ -199,6 +206,7 @@ pub(crate) fn closefrom(lowfd: c_int) -> Action<()> {
     let first = c_uint::try_from(lowfd).unwrap_or(0);
     log::forget_fd_range(first, c_uint::MAX);
     file_kinds::forget_range(clamp_fd(first), c_int::MAX);
+    crate::sockets::listener::early::forget_range(clamp_fd(first), c_int::MAX);
     crate::sockets::readiness::forget_range(clamp_fd(first), c_int::MAX);
     let sets = crate::sockets::readiness::closing_range(clamp_fd(first), c_int::MAX);
     fdtable::table().remove_range(first, c_uint::MAX, release);

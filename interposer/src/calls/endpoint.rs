@@ -165,7 +165,7 @@ pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
             "bind(fd {fd}) to partition address {target}: kernel listener (tcp fallback mode)"
         );
         if config.is_partition_ip(target.ip()) {
-            return bind_kernel(fd, target, config);
+            return bind_kernel(fd, target, addr.len(), config);
         }
         return Action::Pass;
     }
@@ -188,7 +188,9 @@ fn bind_wildcard(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
         return Action::Pass;
     }
     match diverted_family(fd) {
-        Some(family) if family == sys::family_of(&target) => bind_kernel(fd, target, config),
+        Some(family) if family == sys::family_of(&target) => {
+            bind_kernel(fd, target, addr.len(), config)
+        }
         _ => Action::Pass,
     }
 }
@@ -196,8 +198,15 @@ fn bind_wildcard(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
 /// The kernel's bind, in the default mode; then, in a root process, the
 /// rendezvous its listen will take (`calls::listen::bind_early`: a
 /// privilege-separated server listens in a child of another user).
-fn bind_kernel(fd: c_int, target: SocketAddr, config: &config::Config) -> Action<c_int> {
-    if rustix::process::geteuid().as_raw() != 0 {
+fn bind_kernel(
+    fd: c_int,
+    target: SocketAddr,
+    len: libc::socklen_t,
+    config: &config::Config,
+) -> Action<c_int> {
+    // (A length the kernel refuses, past a sockaddr_storage: its EINVAL.)
+    let most = core::mem::size_of::<libc::sockaddr_storage>();
+    if rustix::process::geteuid().as_raw() != 0 || len as usize > most {
         return Action::Pass;
     }
     match rustix::net::bind(sys::borrow_fd(fd), &target) {

@@ -110,7 +110,7 @@ pub(crate) fn listen_tcp_with(
 /// with root's credentials (`early`: a child of another user may be the
 /// one that listens). Failing costs only that case: logged.
 pub(crate) fn bind_early(fd: c_int, config: &Config) {
-    if euid() != 0 || !early::has_room() {
+    if euid() != 0 {
         return;
     }
     let app = sys::borrow_fd(fd);
@@ -119,6 +119,7 @@ pub(crate) fn bind_early(fd: c_int, config: &Config) {
         let sock = rendezvous::bind_abstract(&name, SocketType::STREAM)?;
         stream_listener(&sock)?;
         Ok(early::Early {
+            fd,
             cookie,
             maker: 0,
             sock: InternalFd::new(sock),

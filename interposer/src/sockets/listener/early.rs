@@ -15,10 +15,12 @@
 //! it (`calls::listen`). Only root: nobody else can change user between
 //! bind and listen.
 //!
-//! An entry lives until that listen, the socket's close (by any of its
-//! numbers, in this process), or the exec of a new image. At most `MAX`:
-//! a root process binding sockets it never listens on pays a few fds, not
-//! a leak.
+//! An entry lives until that listen, the close of the number it was bound
+//! on (close, dup2/dup3 over it, close_range, closefrom: in this process),
+//! or the exec of a new image. At most `MAX`, the oldest going first: a
+//! root process binding sockets it never listens on pays a few fds, not a
+//! leak (a socket closed past us, or through another number, leaves an
+//! entry that a later one pushes out).
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
@@ -30,9 +32,11 @@ use crate::platform::lock::Mutex;
 /// Bound sockets with a rendezvous made early, at most.
 pub(crate) const MAX: usize = 64;
 
-/// A rendezvous made at bind: the kernel socket's cookie (its name), who
-/// made it, the listening Unix socket and its hint names.
+/// A rendezvous made at bind: the fd number the socket was bound on, the
+/// kernel socket's cookie (its name), who made it, the listening Unix
+/// socket and its hint names.
 pub(crate) struct Early {
+    pub(crate) fd: c_int,
     pub(crate) cookie: u64,
     pub(crate) maker: u32,
     pub(crate) sock: InternalFd,
@@ -43,19 +47,19 @@ static EARLY: Mutex<Vec<Early>> = Mutex::new(Vec::new());
 /// Entries in EARLY, so that a close looks at the lock only when one is.
 static COUNT: AtomicUsize = AtomicUsize::new(0);
 
-/// Whether another entry may be made.
-pub(crate) fn has_room() -> bool {
-    COUNT.load(Ordering::Relaxed) < MAX
-}
-
-/// Keeps `early` for the listen to come (dropped if `MAX` are kept).
+/// Keeps `early` for the listen to come (the oldest entry goes if `MAX`
+/// are kept; closed outside the lock).
 pub(crate) fn keep(early: Early) {
+    let mut gone = Vec::new();
     let mut all = EARLY.lock();
-    all.retain(|e| e.cookie != early.cookie);
-    if all.len() < MAX {
-        all.push(early);
+    all.retain(|e| e.cookie != early.cookie && e.fd != early.fd);
+    if all.len() >= MAX {
+        gone.push(all.remove(0));
     }
+    all.push(early);
     COUNT.store(all.len(), Ordering::Relaxed);
+    drop(all);
+    drop(gone);
 }
 
 /// The rendezvous made at bind for the socket whose cookie is `cookie`.
@@ -70,17 +74,28 @@ pub(crate) fn take(cookie: u64) -> Option<Early> {
     Some(early)
 }
 
-/// `fd` (an application fd, maybe not open, maybe -1) is being closed:
-/// its socket's entry goes. (Another number of the same socket then
-/// listens without one: kernel TCP only, as before this module, if its
-/// user is not the socket's.)
-pub(crate) fn forget(fd: c_int) {
-    if COUNT.load(Ordering::Relaxed) == 0 || fd < 0 {
+/// The numbers `first..=last` are being closed (close: one; dup2/dup3
+/// over one; close_range, closefrom): the entries bound on them go. (A
+/// socket closed through another number keeps its entry until pushed out;
+/// another number of it then listens without one: kernel TCP only, as
+/// before this module, if its user is not the socket's.)
+pub(crate) fn forget_range(first: c_int, last: c_int) {
+    if COUNT.load(Ordering::Relaxed) == 0 {
         return;
     }
-    if let Ok(cookie) = rustix::net::sockopt::socket_cookie(crate::platform::sys::borrow_fd(fd)) {
-        drop(take(cookie));
-    }
+    let mut all = EARLY.lock();
+    let (gone, kept): (Vec<Early>, Vec<Early>) = core::mem::take(&mut *all)
+        .into_iter()
+        .partition(|e| (first..=last).contains(&e.fd));
+    *all = kept;
+    COUNT.store(all.len(), Ordering::Relaxed);
+    drop(all);
+    drop(gone);
+}
+
+/// `forget_range` of one number.
+pub(crate) fn forget(fd: c_int) {
+    forget_range(fd, fd);
 }
 
 /// In a forked child: a parent thread may have held the lock. (The

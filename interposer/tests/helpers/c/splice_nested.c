@@ -1,8 +1,8 @@
 /* splice from an emulated socket called from a signal handler that
- * interrupted this thread inside the library (a blocking recv): the
- * library cannot serve it there (the interrupted frame may hold the lock
- * it needs), and libc's splice would read the doorbell bytes behind the
- * fd as data: EIO (as for read/recv nested). argv: HOST PORT. Prints
+ * interrupted a blocking recv: its sleep runs outside the library (it
+ * holds no lock), so the handler's splice is served from the ring, as the
+ * kernel's (libc's splice would read the doorbell bytes behind the fd as
+ * data). argv: HOST PORT. Prints
  * `splice <result> <errno name>` and `recv <result> <errno name>`. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>

@@ -37,6 +37,11 @@ impl AddrIn<'_> {
         unsafe { crate::platform::sys::socket_addr(self.addr, self.len) }
     }
 
+    /// The length the caller gave.
+    pub(crate) fn len(&self) -> libc::socklen_t {
+        self.len
+    }
+
     /// As `get`, read with a plain copy: a send's destination on a
     /// datagram socket of ours (the hot path; `socket_addr_trusted`). A
     /// bad pointer faults here where the kernel would say EFAULT, as a bad
