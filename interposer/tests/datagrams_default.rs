@@ -290,7 +290,12 @@ other = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 other.sendto(b"not the peer", r.getsockname())
 late.sendto(b"from the peer", a)
 print("connected receives:", r.recv(100))
-expect_kernel(before, 0, 2)
+# "late" goes through the kernel while its kernel route is not asked
+# again yet (10 ms after the refused send: ECONNREFUSED does not hurry
+# it, the late receiver's kernel socket takes it), through shared memory
+# after; "not the peer" through shared memory.
+n = kernel_datagrams() - before
+assert not COUNTED or (n == 2 if MODE == "kernel" else n <= 1), (MODE, n)
 r.connect((host, gport))
 r.setblocking(False)
 try:
