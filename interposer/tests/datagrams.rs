@@ -1610,3 +1610,40 @@ fn epoll_exclusive_registrations_of_udp_sockets_work() {
     let out = stdout_of("udp_epoll_exclusive, emulated", &mut cmd);
     assert_eq!(out, kernel, "emulated vs kernel UDP");
 }
+
+/// The receive segment's memfd is the library's own fd (review udpdef16,
+/// lowfd_close.py): it sat at the lowest free number for the socket's
+/// life, so a program that closed its other fds (closerange) and opened a
+/// file got that number, and the socket's close then closed the
+/// program's file (its writes EBADF; with debug assertions, python's
+/// subprocess children aborted: "IO Safety violation"). Same as kernel UDP.
+#[test]
+fn closerange_and_open_keep_the_programs_file() {
+    let body = r#"
+import subprocess, sys, tempfile
+host = sys.argv[1]
+SEND = "import socket, sys; socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b'x', (sys.argv[1], int(sys.argv[2])))"
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); r.bind((host, 0))
+subprocess.run([sys.executable, "-c", SEND, host, str(r.getsockname()[1])], check=True)
+print("got", r.recv(10), flush=True)
+os.closerange(r.fileno() + 1, 100)
+path = tempfile.mktemp()
+fd = os.open(path, os.O_CREAT | os.O_WRONLY)
+r.close()
+try:
+    print("write", os.write(fd, b"log line\n"))
+except OSError as e:
+    print("write failed", e)
+os.close(fd); os.unlink(path)
+# A receiving socket kept while children are spawned (close_range before exec).
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); r.bind((host, 0))
+subprocess.run([sys.executable, "-c", SEND, host, str(r.getsockname()[1])], check=True)
+print("got", r.recv(10), flush=True)
+for _ in range(3):
+    print(subprocess.run([sys.executable, "-c", "print('child ok')"], capture_output=True,
+                         text=True).stdout.strip())
+r.close()
+"#;
+    let out = same_as_kernel("udp_closerange", body);
+    assert!(out.contains("write 9"), "{out}");
+}

@@ -885,6 +885,9 @@ pub(crate) fn getsockname(fd: c_int, out: AddrOut<'_>) -> Action<c_int> {
             };
         }
     }
+    if let Socket::Datagram(d) = &*sock {
+        return put_name(d.sockname(), out);
+    }
     put_name(sock.local(), out)
 }
 

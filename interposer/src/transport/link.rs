@@ -220,10 +220,14 @@ pub(crate) fn read(
             Ok(got) => got,
             Err(Errno::AGAIN) => return Ok(()),
             Err(Errno::INTR) => continue,
-            Err(Errno::CONNRESET) => {
+            Err(Errno::CONNRESET) if !into.eof => {
+                // The peer closed with our frames unread: reported once,
+                // before the frames it sent first (a REG_NO), which the
+                // next reads take, then the end.
                 into.eof = true;
-                return Ok(());
+                continue;
             }
+            Err(Errno::CONNRESET) => return Ok(()),
             Err(e) => return Err(e),
         };
         if got.bytes == 0 {

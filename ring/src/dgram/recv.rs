@@ -257,6 +257,13 @@ impl Receiver {
         self.fd.as_ref().map(|f| f.as_fd())
     }
 
+    /// Gives the memfd away (`fd` is None after): its mapping needs no fd,
+    /// so a caller keeps it where it must (an LD_PRELOADed library above
+    /// the application's fd range, out of reach of its closerange).
+    pub fn take_fd(&mut self) -> Option<OwnedFd> {
+        self.fd.take()
+    }
+
     /// The geometry.
     pub fn geometry(&self) -> DgramGeometry {
         *self.sh.geo()

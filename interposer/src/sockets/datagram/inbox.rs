@@ -547,7 +547,13 @@ impl Inbox {
                     "datagram link to {} from uid {uid}: refused",
                     self.local
                 );
-                continue; // closed: the sender sees the hang-up
+                // Said, then closed: in the default mode the sender
+                // sends through the kernel instead, as it would have.
+                let no = shmnet_ring::dgram::frame::Frame::RegNo {
+                    why: Errno::ACCESS.raw_os_error() as u32,
+                };
+                let _ = link::send(conn.as_fd(), &no, None);
+                continue;
             }
             if st.links.len() >= links::MAX_LINKS {
                 // Alive but full: the sender drops (and asks again later)

@@ -34,6 +34,11 @@ const SLOTS: u32 = shmnet_ring::dgram::layout::MAX_SLOTS;
 pub(super) struct Set {
     pub uid: u32,
     pub rx: Receiver,
+    /// The segment's memfd, handed to senders: the library's own fd
+    /// (above the application's range and marked, as the application's
+    /// closerange + open would otherwise reuse its number and our close
+    /// take the application's file).
+    pub memfd: Option<InternalFd>,
     /// By slot: the verified source address of its sender.
     pub sources: Vec<Option<SocketAddr>>,
 }
@@ -101,10 +106,12 @@ pub(super) fn set_for(sets: &mut Vec<Set>, uid: u32, limit: u32) -> Result<usize
         Errno::NOBUFS
     })?;
     rx.set_limit(limit);
+    let memfd = rx.take_fd().map(InternalFd::new);
     let slots = geo.slot_count() as usize;
     sets.push(Set {
         uid,
         rx,
+        memfd,
         sources: vec![None; slots],
     });
     Ok(sets.len() - 1)
@@ -169,6 +176,11 @@ pub(super) fn take_frames(
         }
     }
     link.inbound.bytes.drain(..at);
+    if link.inbound.bytes.is_empty() {
+        // An fd only a REG brings (taken with it): any other would sit
+        // at a low number, the application's, for the link's life.
+        link.inbound.fd = None;
+    }
     if link.inbound.eof {
         verdict = Verdict::Drop;
     }
@@ -218,7 +230,8 @@ fn register(
     // A sender that already left (EPIPE) or stopped reading still had its
     // datagrams read behind the REG: they are delivered; the hang-up
     // closes the slot.
-    if let Err(e) = link::send(link.fd.as_fd(), &ok, set.rx.fd()) {
+    let memfd = set.memfd.as_ref().map(|f| f.as_fd());
+    if let Err(e) = link::send(link.fd.as_fd(), &ok, memfd) {
         log!(debug, "datagram REG_OK to {source}: {e}");
     }
     Ok(())

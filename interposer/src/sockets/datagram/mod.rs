@@ -221,6 +221,42 @@ impl Datagram {
         }
     }
 
+    /// getsockname(2): `local`, but a wildcard-bound socket connected to a
+    /// peer has the address the kernel's connect gives it.
+    pub(crate) fn sockname(&self) -> SocketAddr {
+        let local = self.local();
+        let peer = *self.peer.lock();
+        match peer {
+            Some(p) if self.emulated() && local.ip().is_unspecified() => {
+                self.connected_name(local, p)
+            }
+            _ => local,
+        }
+    }
+
+    /// A wildcard-bound socket's address once connected to `peer`, as the
+    /// kernel's connect gives it (review udpdef16, addrs.py): its kernel
+    /// socket's if that is connected there, else the loopback address a
+    /// datagram to a loopback peer comes from (`routes::claimed`: the
+    /// kernel says 127.0.0.1, or ::ffff:127.0.0.1 on an IPv6 socket).
+    fn connected_name(&self, local: SocketAddr, peer: SocketAddr) -> SocketAddr {
+        if *self.kernel_peer.lock() == Some(peer) {
+            if let Some(a) = self.shell.name() {
+                return a;
+            }
+        }
+        if !crate::transport::rendezvous::is_loopback(
+            crate::transport::rendezvous::unmapped(peer).ip(),
+        ) {
+            return local;
+        }
+        let ip = match routes::claimed(local, peer).ip() {
+            std::net::IpAddr::V4(v4) if self.shell.v6 => v4.to_ipv6_mapped().into(),
+            ip => ip,
+        };
+        SocketAddr::new(ip, local.port())
+    }
+
     /// Whether it is of family AF_INET6.
     pub(crate) fn is_v6(&self) -> bool {
         self.shell.v6

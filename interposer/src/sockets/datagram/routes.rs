@@ -17,7 +17,7 @@
 use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use rustix::io::Errno;
 use shmnet_ring::dgram::frame::Frame;
@@ -52,6 +52,13 @@ struct Route {
     link: Option<InternalFd>,
     state: State,
     checked_ms: u64,
+    /// The default mode, and a receiver that may refuse us (its name's
+    /// user is neither ours nor are we root): until its REG_OK the
+    /// datagrams go through the kernel, not on the link, where a refusal
+    /// would lose them (review udpdef16, users2.py: 0 of 4).
+    unsure: bool,
+    /// The user of the receiver's name (for the word a refusal says).
+    owner: u32,
 }
 
 enum State {
@@ -137,8 +144,16 @@ pub(crate) enum Outcome {
 }
 
 impl Routes {
-    /// Forgets the kernel routes (the kernel said nobody was there).
+    /// Forgets the kernel routes (the kernel said nobody was there), in
+    /// the emulated mode. Not in the default mode: a receiver bound since
+    /// holds the kernel port and takes the kernel's datagrams until its
+    /// route is asked again, and forgetting reset the route's backoff at
+    /// every ECONNREFUSED (review udpdef16, connsend.py: a connected
+    /// sender to a dead port made 750 failed connects for 250 sends).
     pub(crate) fn forget_kernel(&mut self) {
+        if default_mode() {
+            return;
+        }
         self.list.retain(|r| !matches!(r.state, State::Kernel));
         self.asked_again = None;
     }
@@ -288,6 +303,52 @@ impl Route {
     /// The sender, once the REG_OK is in (read now if it came: never
     /// waited for); Err when the receiver refused, hung up or is full.
     fn ready(&mut self) -> Result<Option<&mut Sender>, Refused> {
+        match self.answer() {
+            // In the default mode a hang-up before REG_OK is a refusal
+            // too (a receiver that says no by closing, or one that died):
+            // the kernel decides.
+            Err(Refused::NoReceiver)
+                if matches!(self.state, State::Pending(_)) && default_mode() =>
+            {
+                self.refused(None)
+            }
+            r => r?,
+        }
+        match &mut self.state {
+            State::Shm(tx) => Ok(Some(tx)),
+            State::Pending(_) | State::Kernel => Ok(None),
+            State::Full => Err(Refused::Full),
+        }
+    }
+
+    /// A refused route: the kernel's, asked again as a kernel route is
+    /// (at the longest interval: a policy does not change soon). In the
+    /// emulated mode no kernel port is behind the name, so the datagrams
+    /// are lost: said once.
+    fn refused(&mut self, why: Option<u32>) {
+        log!(debug, "datagram to {}: refused ({why:?})", self.dest);
+        if !default_mode() {
+            static SAID: AtomicBool = AtomicBool::new(false);
+            if !SAID.swap(true, Ordering::Relaxed) {
+                crate::platform::log::always(format_args!(
+                    "UDP to {}: its receiver (uid {}) refused this process's user (uid {}): \
+                     the datagrams are lost; SHMNET_ALLOW in the receiver's environment \
+                     admits other users (said once)",
+                    self.dest,
+                    self.owner,
+                    rustix::process::geteuid().as_raw()
+                ));
+            }
+        }
+        self.state = State::Kernel;
+        self.link = None;
+        self.unsure = false;
+        self.checked_ms = monotonic_ms();
+        self.recheck_ms = kernel_recheck_max_ms();
+    }
+
+    /// Reads the receiver's answer to a pending REG, if it came.
+    fn answer(&mut self) -> Result<(), Refused> {
         use Refused::NoReceiver;
         if let (State::Pending(inbound), Some(l)) = (&mut self.state, &self.link) {
             // The receiver sends only REG_OK or REG_NO: small frames.
@@ -314,26 +375,23 @@ impl Route {
                 Ok(Some((Frame::RegNo { why }, _))) => {
                     // Refused (policy, an IPv6-only receiver): the kernel
                     // decides, as it would have.
-                    log!(debug, "datagram to {}: refused (errno {why})", self.dest);
-                    self.state = State::Kernel;
-                    self.link = None;
-                    self.checked_ms = monotonic_ms();
+                    self.refused(Some(why));
                 }
                 Ok(Some(_)) | Err(_) => return Err(NoReceiver),
                 Ok(None) if inbound.eof => return Err(NoReceiver),
-                Ok(None) => return Ok(None),
+                Ok(None) => {}
             }
         }
-        match &mut self.state {
-            State::Shm(tx) => Ok(Some(tx)),
-            State::Pending(_) | State::Kernel => Ok(None),
-            State::Full => Err(Refused::Full),
-        }
+        Ok(())
     }
 
     /// A datagram on the link itself while the route is pending: whole, or
-    /// dropped when the link has no room (a receiver not reading).
+    /// dropped when the link has no room (a receiver not reading); through
+    /// the kernel when the receiver may refuse us (`unsure`) or did.
     fn on_link(&self, local: SocketAddr, bufs: &[IoSlice<'_>]) -> Outcome {
+        if self.unsure {
+            return Outcome::Kernel;
+        }
         let payload: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
         let f = Frame::Dgram {
             source: claimed(local, self.dest),
@@ -408,13 +466,17 @@ pub(super) fn v6_only_any(port: u16) -> SocketAddr {
 /// 10 ms in the emulated one (where no kernel socket of a preloaded
 /// receiver holds the port, so the kernel's datagrams are lost there).
 fn kernel_recheck_max_ms() -> u64 {
-    let default_mode = crate::platform::config::get()
-        .is_some_and(|c| c.fallback != crate::platform::config::Fallback::Never);
-    if default_mode {
+    if default_mode() {
         KERNEL_RECHECK_MAX_MS
     } else {
         KERNEL_RECHECK_MS
     }
+}
+
+/// Whether the library runs in the default mode (a kernel port behind
+/// every name).
+fn default_mode() -> bool {
+    crate::platform::config::get().is_some_and(|c| c.fallback != Fallback::Never)
 }
 
 /// A route the kernel carries (`State::Kernel`).
@@ -425,6 +487,8 @@ fn kernel_route(dest: SocketAddr) -> Route {
         state: State::Kernel,
         checked_ms: monotonic_ms(),
         recheck_ms: KERNEL_RECHECK_MS,
+        unsure: false,
+        owner: u32::MAX,
     }
 }
 
@@ -518,11 +582,14 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         cookie: 0,
     };
     link::send(fd.as_fd(), &reg, Some(inbox.listener()))?;
+    let owner = cred.map_or(u32::MAX, |(_, uid, _)| uid);
     Ok(Route {
         dest,
         link: Some(fd),
         state: State::Pending(Inbound::default()),
         checked_ms: monotonic_ms(),
         recheck_ms: KERNEL_RECHECK_MS,
+        unsure: default_mode() && me != 0 && owner != me,
+        owner,
     })
 }
