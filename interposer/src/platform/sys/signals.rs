@@ -52,17 +52,7 @@ pub(crate) fn signals_without_restart() -> u64 {
         if sig == 32 || sig == 33 {
             continue;
         }
-        // SAFETY: sigaction is plain data; a null new action only reads the
-        // current one into our local.
-        let old = unsafe {
-            let mut old: libc::sigaction = core::mem::zeroed();
-            if libc::sigaction(sig, ptr::null(), &mut old) != 0 {
-                continue;
-            }
-            old
-        };
-        let caught = old.sa_sigaction != libc::SIG_DFL && old.sa_sigaction != libc::SIG_IGN;
-        if caught && old.sa_flags & libc::SA_RESTART == 0 {
+        if handler_restarts(sig) == Some(false) {
             bits |= 1 << (sig - 1);
         }
     }
@@ -141,17 +131,23 @@ impl SpinMask {
     /// Whether a signal the caller's mask leaves unblocked is pending (its
     /// handler would run once the mask is back). One rt_sigpending.
     pub(crate) fn signal_waiting(&self) -> bool {
-        // SAFETY: sigset_t is plain data; sigpending writes into our local,
-        // sigismember reads both initialised sets.
-        unsafe {
-            let mut pending: libc::sigset_t = core::mem::zeroed();
-            if libc::sigpending(&mut pending) != 0 {
-                return false;
-            }
-            (1..=libc::SIGRTMAX().min(64)).any(|sig| {
-                libc::sigismember(&pending, sig) == 1 && libc::sigismember(&self.old, sig) != 1
+        self.delivered().next().is_some()
+    }
+
+    /// The signals pending now that the caller's mask leaves unblocked:
+    /// their handlers run once the mask is back. One rt_sigpending.
+    fn delivered(&self) -> impl Iterator<Item = c_int> + '_ {
+        // SAFETY: sigset_t is plain data; sigpending writes into our local.
+        let pending = unsafe {
+            let mut set: libc::sigset_t = core::mem::zeroed();
+            (libc::sigpending(&mut set) == 0).then_some(set)
+        };
+        (1..=libc::SIGRTMAX().min(64)).filter(move |&sig| {
+            // SAFETY: both sets are initialised sigset_ts of ours.
+            pending.is_some_and(|p| unsafe {
+                libc::sigismember(&p, sig) == 1 && libc::sigismember(&self.old, sig) != 1
             })
-        }
+        })
     }
 
     /// After a spin that found nothing, for a wait that takes no mask (a
@@ -161,34 +157,12 @@ impl SpinMask {
     /// restarts (SA_RESTART on every such signal), `Some(false)` EINTR,
     /// None nothing came. One rt_sigpending more than `drop`.
     pub(crate) fn end(self) -> Option<bool> {
-        // SAFETY: sigset_t is plain data; sigpending writes into our local.
-        let pending = unsafe {
-            let mut set: libc::sigset_t = core::mem::zeroed();
-            if libc::sigpending(&mut set) != 0 {
-                return None;
-            }
-            set
-        };
-        let mut caught = 0u64;
-        let mut restarts = true;
-        for sig in 1..=libc::SIGRTMAX().min(64) {
-            // SAFETY: both sets are initialised sigset_ts of ours.
-            let delivered = unsafe {
-                libc::sigismember(&pending, sig) == 1 && libc::sigismember(&self.old, sig) != 1
-            };
-            if !delivered {
-                continue;
-            }
-            match handler_restarts(sig) {
-                Some(r) => {
-                    caught |= 1 << (sig - 1);
-                    restarts &= r;
-                }
-                None => continue,
-            }
-        }
+        let verdict = self
+            .delivered()
+            .filter_map(handler_restarts)
+            .reduce(|all, r| all && r);
         drop(self);
-        (caught != 0).then_some(restarts)
+        verdict
     }
 }
 
