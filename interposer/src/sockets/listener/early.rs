@@ -30,7 +30,7 @@ use crate::platform::internal_fd::InternalFd;
 use crate::platform::lock::Mutex;
 
 /// Bound sockets with a rendezvous made early, at most.
-pub(crate) const MAX: usize = 64;
+const MAX: usize = 64;
 
 /// A rendezvous made at bind: the fd number the socket was bound on, the
 /// kernel socket's cookie (its name), who made it, the listening Unix
