@@ -253,48 +253,66 @@ fn epoll_entries(
     // Room for the kernel's events too (one at least, when there is more
     // than one slot).
     let most = (out.len() - 1).max(1);
-    readiness::waiting(epfd);
-    let Some(pending) = readiness::pending(epfd, most) else {
-        let ours = readiness::is_set(epfd);
-        if !ours && !crate::sockets::connecting::in_progress() {
-            return Action::Pass; // no connection in this set
-        }
-        // No connection (yet): the kernel's wait. In a set of ours,
-        // another thread may put one in with data no doorbell announced
-        // and wake this sleep with the waker (decision 44): its event is
-        // taken out, and with nothing else the wait begins again, on a set
-        // that now holds a connection.
-        if ours && !limit.now() && !readiness::bare_sleep(epfd, true) {
-            return epoll_entries(epfd, out, limit, mask, pwait2);
-        }
-        let n = if crate::sockets::connecting::in_progress() {
-            crate::sockets::connecting::wait_around(limit, |l| {
-                real_epoll(epfd, out, Some(l), mask, pwait2)
-            })
-        } else {
-            sleep_in_kernel(|| real_epoll(epfd, out, Some(limit), mask, pwait2))
+    // A loop, not a call of itself: a wait that finds only another
+    // process's waker goes round once a millisecond for as long as that
+    // waker stays (a frame per turn overflowed a small stack).
+    loop {
+        readiness::waiting(epfd);
+        let Some(pending) = readiness::pending(epfd, most) else {
+            match bare_wait(epfd, out, limit, mask, pwait2) {
+                Some(done) => return done,
+                None => continue,
+            }
         };
-        if ours {
-            readiness::bare_sleep(epfd, false);
-        }
-        if n <= 0 || !ours {
-            return Action::Raw(n);
-        }
-        let kept = readiness::woken(epfd, out, n as usize);
-        if kept > 0 || limit.now() {
-            return Action::Raw(kept as c_int);
-        }
-        return epoll_entries(epfd, out, limit, mask, pwait2);
+        let mut set = EpollSet {
+            epfd,
+            out,
+            most,
+            pending,
+            pwait2,
+            listed: None,
+            took_back: false,
+            datagrams: DatagramSpin::new(readiness::spinnable_datagrams(epfd)),
+        };
+        return wait(&mut set, limit, mask);
+    }
+}
+
+/// A wait on `epfd` when it holds no connection (yet): the kernel's. In a
+/// set of ours, another thread may put one in with data no doorbell
+/// announced and wake this sleep with the waker (decision 44): its event
+/// is taken out, and with nothing else the wait begins again (None), on a
+/// set that now holds a connection.
+fn bare_wait(
+    epfd: c_int,
+    out: &mut [epoll_event],
+    limit: Limit,
+    mask: Option<SigMask<'_>>,
+    pwait2: bool,
+) -> Option<Action<c_int>> {
+    let ours = readiness::is_set(epfd);
+    if !ours && !crate::sockets::connecting::in_progress() {
+        return Some(Action::Pass); // no connection in this set
+    }
+    if ours && !limit.now() && !readiness::bare_sleep(epfd, true) {
+        return None;
+    }
+    let n = if crate::sockets::connecting::in_progress() {
+        crate::sockets::connecting::wait_around(limit, |l| {
+            real_epoll(epfd, out, Some(l), mask, pwait2)
+        })
+    } else {
+        sleep_in_kernel(|| real_epoll(epfd, out, Some(limit), mask, pwait2))
     };
-    let mut set = EpollSet {
-        epfd,
-        out,
-        most,
-        pending,
-        pwait2,
-        listed: None,
-        took_back: false,
-        datagrams: DatagramSpin::new(readiness::spinnable_datagrams(epfd)),
-    };
-    wait(&mut set, limit, mask)
+    if ours {
+        readiness::bare_sleep(epfd, false);
+    }
+    if n <= 0 || !ours {
+        return Some(Action::Raw(n));
+    }
+    let kept = readiness::woken(epfd, out, n as usize);
+    if kept > 0 || limit.now() {
+        return Some(Action::Raw(kept as c_int));
+    }
+    None
 }

@@ -45,6 +45,7 @@ pub(crate) use wake::{bare_sleep, closed, closing, closing_range, woken};
 /// epoll_create or epoll_create1 returned `fd`.
 pub(crate) fn epoll_made(fd: c_int) {
     if fd >= 0 {
+        wake::key();
         set::sets_always().made(fd);
     }
 }

@@ -24,9 +24,26 @@ use super::set::{self, Set};
 /// the process's life (internal, close-on-exec; a forked child shares it).
 static WAKER: AtomicI32 = AtomicI32::new(-1);
 
-/// The `data` the waker is registered under: random, drawn with the
-/// waker (an application's registration has it by a chance of 2^-64).
+/// The `data` the waker is registered under: random (an application's
+/// registration has it by a chance of 2^-64), drawn when the process makes
+/// its first set (`key`), before any fork that shares it: a forked child
+/// whose parent made the waker only later still knows its event (it was
+/// handed to the child's application before).
 static KEY: AtomicU64 = AtomicU64::new(0);
+
+/// The waker's key, drawn if it is not yet (odd: never 0).
+pub(super) fn key() -> u64 {
+    let k = KEY.load(Ordering::Relaxed);
+    if k != 0 {
+        return k;
+    }
+    use std::hash::BuildHasher;
+    let drawn = std::collections::hash_map::RandomState::new().hash_one(0u64) | 1;
+    match KEY.compare_exchange(0, drawn, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => drawn,
+        Err(other) => other,
+    }
+}
 
 /// The waker, made if it is not yet; None when it cannot be (EMFILE: the
 /// caller then does not rely on it, see `before_sleep`).
@@ -50,11 +67,7 @@ pub(super) fn waker() -> Option<c_int> {
         use std::os::fd::{AsFd, AsRawFd};
         made.as_fd().as_raw_fd()
     };
-    {
-        use std::hash::BuildHasher;
-        let key = std::collections::hash_map::RandomState::new().hash_one(fd);
-        KEY.store(key | 1, Ordering::Relaxed);
-    }
+    key();
     // Kept for good (only ever made under the table's lock: no race).
     core::mem::forget(made);
     WAKER.store(fd, Ordering::Release);
@@ -130,7 +143,7 @@ impl Set {
         };
         let mut ev = libc::epoll_event {
             events: libc::EPOLLIN as u32,
-            u64: KEY.load(Ordering::Relaxed),
+            u64: key(),
         };
         let r = waits::epoll_ctl(epfd, w, EventIn::own(libc::EPOLL_CTL_ADD, &mut ev));
         if r == 0 || crate::platform::sys::errno() == libc::EEXIST {
@@ -236,11 +249,12 @@ pub(crate) fn closed(ids: &[(u64, c_int, c_int)]) {
 /// whose waiter it woke: it goes on waiting without the event until
 /// then).
 pub(crate) fn woken(epfd: c_int, out: &mut [libc::epoll_event], n: usize) -> usize {
-    let w = WAKER.load(Ordering::Acquire);
-    if w < 0 {
+    // (By the key, not the fd: a forked child's parent may have made its
+    // waker after the fork.)
+    let key = KEY.load(Ordering::Relaxed);
+    if key == 0 {
         return n;
     }
-    let key = KEY.load(Ordering::Relaxed);
     if !out[..n].iter().any(|e| ({ e.u64 }) == key) {
         return n;
     }
@@ -270,6 +284,7 @@ pub(crate) fn woken(epfd: c_int, out: &mut [libc::epoll_event], n: usize) -> usi
         return kept;
     }
     log!(debug, "epoll set {epfd}: woken by another thread's change");
+    let w = WAKER.load(Ordering::Acquire);
     let mut none = libc::epoll_event { events: 0, u64: 0 };
     waits::epoll_ctl(epfd, w, EventIn::own(libc::EPOLL_CTL_DEL, &mut none));
     set.woken = 0;
