@@ -70,10 +70,40 @@ impl Connection {
             RingError::Reset | RingError::PeerGone if self.reset_now(e) => Errno::CONNRESET,
             RingError::Reset | RingError::PeerGone | RingError::Closed => {
                 self.pipe_broken.store(true, Ordering::Relaxed);
+                // The pending EPIPE of `answered_with_rst` is this one.
+                let _ = self.error.compare_exchange(
+                    libc::EPIPE,
+                    0,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 Errno::PIPE
             }
             e => super::ring_errno(e),
         }
+    }
+
+    /// A send found the peer's reading end closed by a plain close (its
+    /// FIN): kernel TCP's first send then goes, and the peer's kernel
+    /// answers it with a RST, which leaves EPIPE pending (SO_ERROR, POLLERR
+    /// until reported) and POLLHUP; the next send is EPIPE (with SIGPIPE).
+    /// True that first time (the caller reports the bytes sent); the data
+    /// goes nowhere, as the peer's kernel drops it.
+    /// (A peer that closed after shutdown(SHUT_WR) with our bytes unread
+    /// sent its RST at that close, which left EPIPE pending: this send
+    /// reports it, false here.)
+    pub(super) fn answered_with_rst(&self) -> bool {
+        let unread = {
+            let tx = self.tx.lock();
+            tx.written_total() > tx.consumed_total()
+        };
+        if unread || self.pipe_broken.swap(true, Ordering::Relaxed) {
+            return false;
+        }
+        let _ = self
+            .error
+            .compare_exchange(0, libc::EPIPE, Ordering::Relaxed, Ordering::Relaxed);
+        true
     }
 
     fn reset_now(&self, e: RingError) -> bool {
@@ -98,7 +128,10 @@ impl Connection {
             // into the ring (`peer_gone_now`).
             self.bell.suspect(super::doorbell::Suspect::Ended);
         }
-        let err = reset && !self.room.reset_reported();
+        // (`error`: the EPIPE a RST after our send left, `answered_with_rst`.)
+        let err = (reset && !self.room.reset_reported())
+            || (self.pipe_broken.load(Ordering::Relaxed)
+                && self.error.load(Ordering::Relaxed) != 0);
         let hup = reset
             || self.pipe_broken.load(Ordering::Relaxed)
             || (ended && self.shut_wr.load(Ordering::Relaxed));

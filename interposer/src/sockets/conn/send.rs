@@ -17,6 +17,11 @@ use shmnet_ring::{RingError, Space, WaitKind, WaitPolicy};
 use super::doorbell::{Bell, Suspect};
 use super::{deadline_after, Connection};
 
+/// What the first send after the peer's close takes (`answered_with_rst`):
+/// about what kernel TCP copies before the peer's RST comes back (a 4 MiB
+/// send there: 524,288 bytes on Linux 6.x with the default buffers).
+const FIRST_SEND_AFTER_CLOSE: usize = 512 * 1024;
+
 /// The largest send [`Connection::try_send`] attempts.
 const FAST_SEND_MAX: usize = 4096;
 
@@ -189,6 +194,9 @@ impl Connection {
                         Err(_) if total > 0 => return Ok(total),
                         Err(e) => return Err(e),
                     }
+                }
+                Err(RingError::Closed) if total == 0 && self.answered_with_rst() => {
+                    return Ok(want.min(FIRST_SEND_AFTER_CLOSE));
                 }
                 Err(e) => {
                     return if total > 0 {
