@@ -166,13 +166,14 @@ impl WaitSet for EpollSet<'_> {
 
     fn filter(&mut self, n: c_int) -> c_int {
         readiness::collected(self.epfd, &self.out[..n.max(0) as usize]);
-        readiness::tcp_hangups(self.epfd, &mut self.out[..n.max(0) as usize]);
         self.took_back = false;
         if n <= 0 {
             return n;
         }
-        // (Only the waker's event: not an answer either.)
-        let n = readiness::woken(self.epfd, self.out, n as usize) as c_int;
+        // (Only hang-ups TCP does not report, or the waker's event: not an
+        // answer either.)
+        let n = readiness::tcp_hangups(self.epfd, &mut self.out[..n as usize]);
+        let n = readiness::woken(self.epfd, self.out, n) as c_int;
         if n == 0 {
             self.took_back = true;
             return 0;
@@ -200,7 +201,7 @@ impl WaitSet for EpollSet<'_> {
             }
             n = readiness::woken(self.epfd, self.out, n as usize) as c_int;
             readiness::collected(self.epfd, &self.out[..n as usize]);
-            readiness::tcp_hangups(self.epfd, &mut self.out[..n as usize]);
+            n = readiness::tcp_hangups(self.epfd, &mut self.out[..n as usize]) as c_int;
             n = readiness::datagrams_reported(self.epfd, &mut self.out[..room], n as usize)
                 as c_int;
         }

@@ -156,8 +156,13 @@ fn by_kind(sock: &Socket, level: c_int, name: c_int) -> Answer {
         (libc::SOL_SOCKET, libc::SO_PROTOCOL) => (int(libc::IPPROTO_TCP), Fit::Truncate),
         (libc::SOL_SOCKET, libc::SO_ERROR) => {
             // A peer's reset is the kernel's pending error (once).
+            // (And the EPIPE a RST after the peer's FIN left: noticed
+            // here if nothing did before.)
             let e = sock
                 .connection()
+                .inspect(|c| {
+                    c.rst_after_fin();
+                })
                 .map_or(0, |c| match c.error.swap(0, Ordering::Relaxed) {
                     0 if c.take_pending_reset() => libc::ECONNRESET,
                     e => e,

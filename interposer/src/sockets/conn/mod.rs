@@ -403,6 +403,7 @@ impl Connection {
                               // POLLRDHUP/EPOLLRDHUP, as for a TCP FIN.
             self.bell.shutdown(rustix::net::Shutdown::Write);
             self.status_flags(status::SHUT_WR, true);
+            self.hangup_changed();
         }
         if rd && !self.shut_rd.swap(true, Ordering::Relaxed) {
             // Wakes a reader of ours asleep in poll on the fd (it sees POLLIN

@@ -114,6 +114,10 @@ pub(super) struct Readiness {
     /// members too (decision 41): meanwhile no other thread takes its
     /// bytes (`keeps_bytes`).
     raised_for: AtomicU64,
+    /// Silenced in an epoll set once (`readiness::tcp_hangups`): a change
+    /// that gives it a hang-up TCP reports gives the registration back
+    /// (`readiness::unsilence`).
+    silenced: AtomicBool,
 }
 
 impl Default for Readiness {
@@ -131,11 +135,27 @@ impl Default for Readiness {
             edge_deferral: AtomicBool::new(false),
             edge_seen: AtomicU64::new(super::edge::FRESH),
             raised_for: AtomicU64::new(0),
+            silenced: AtomicBool::new(false),
         }
     }
 }
 
 impl Connection {
+    /// An epoll set left out this connection's hang-up, which TCP does not
+    /// report (`readiness::tcp_hangups`).
+    pub(crate) fn note_silenced(&self) {
+        self.ready.silenced.store(true, Ordering::Relaxed);
+    }
+
+    /// This connection now has a hang-up or error TCP reports (it shut
+    /// down writing, or a send was answered with a RST): registrations an
+    /// epoll set silenced are given back to the kernel.
+    pub(super) fn hangup_changed(&self) {
+        if self.ready.silenced.load(Ordering::Relaxed) {
+            crate::sockets::readiness::unsilence(self, false);
+        }
+    }
+
     /// Whether the reader raises its flag only when it is about to sleep
     /// (a blocking read, poll or select: all in this library, which look at
     /// the ring before they trust the kernel), instead of whenever the ring

@@ -88,22 +88,49 @@ impl Connection {
     /// answers it with a RST, which leaves EPIPE pending (SO_ERROR, POLLERR
     /// until reported) and POLLHUP; the next send is EPIPE (with SIGPIPE).
     /// True that first time (the caller reports the bytes sent); the data
-    /// goes nowhere, as the peer's kernel drops it.
-    /// (A peer that closed after shutdown(SHUT_WR) with our bytes unread
-    /// sent its RST at that close, which left EPIPE pending: this send
-    /// reports it, false here.)
+    /// goes nowhere, as the peer's kernel drops it. (A peer that closed
+    /// after shutdown(SHUT_WR) with our bytes unread sent its RST at that
+    /// close, `rst_after_fin`: this send reports its EPIPE, false here.)
     pub(super) fn answered_with_rst(&self) -> bool {
-        let unread = {
-            let tx = self.tx.lock();
-            tx.written_total() > tx.consumed_total()
-        };
-        if unread || self.pipe_broken.swap(true, Ordering::Relaxed) {
+        if self.rst_after_fin() || self.pipe_broken.swap(true, Ordering::Relaxed) {
             return false;
         }
+        self.rst_came(true);
+        true
+    }
+
+    /// The peer's RST came after its FIN (ours answered, or its close
+    /// after shutdown(SHUT_WR) with our bytes unread): EPIPE pending, the
+    /// connection hung up. `poll_again`: its epoll registrations are
+    /// polled again, as the RST's wake-up does (the peer's close woke them
+    /// already when its RST came with it).
+    fn rst_came(&self, poll_again: bool) {
+        self.pipe_broken.store(true, Ordering::Relaxed);
         let _ = self
             .error
             .compare_exchange(0, libc::EPIPE, Ordering::Relaxed, Ordering::Relaxed);
-        true
+        if poll_again && crate::sockets::readiness::any_set() {
+            crate::sockets::readiness::unsilence(self, true);
+        }
+    }
+
+    /// Whether the peer closed after shutdown(SHUT_WR) with bytes of ours
+    /// unread (its close then carries no reset in the ring, decision in
+    /// docs/compatibility.md, "Resets"), noticed now: the kernel's peer
+    /// sent a RST at that close, which left EPIPE pending here (we had its
+    /// FIN: CLOSE_WAIT). Once (`pipe_broken` after it).
+    pub(crate) fn rst_after_fin(&self) -> bool {
+        if self.pipe_broken.load(Ordering::Relaxed) {
+            return false;
+        }
+        let fin_rst = {
+            let tx = self.tx.lock();
+            tx.peer_closed() && !tx.peer_reset() && tx.written_total() > tx.consumed_total()
+        };
+        if fin_rst && !self.pipe_broken.load(Ordering::Relaxed) {
+            self.rst_came(false);
+        }
+        fin_rst
     }
 
     fn reset_now(&self, e: RingError) -> bool {
@@ -122,6 +149,9 @@ impl Connection {
     /// differ: the peer's close is a hang-up there, and a doorbell byte it
     /// left unread an error — a plain close (FIN) looked like a reset.
     pub(crate) fn tcp_error_hangup(&self, ended: bool) -> (bool, bool) {
+        if ended {
+            self.rst_after_fin();
+        }
         let reset = self.peer_reset();
         if reset || ended {
             // The application learns of it now: its sends must not go on

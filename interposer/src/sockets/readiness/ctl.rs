@@ -190,7 +190,11 @@ fn virtual_ctl(
     };
     // The kernel's registration must already be this one without
     // EPOLLOUT: then only EPOLLOUT differs, which the ring answers.
-    if ({ m.data } != { ev.u64 }) || m.kernel & (NOT | OUT) != 0 || m.kernel != ev.events & !OUT {
+    if ({ m.data } != { ev.u64 })
+        || m.silenced
+        || m.kernel & (NOT | OUT) != 0
+        || m.kernel != ev.events & !OUT
+    {
         return false;
     }
     let out = ev.events & OUT != 0;
@@ -228,6 +232,7 @@ fn member(ev: libc::epoll_event, sock: &Arc<Socket>, pending: bool, listed: bool
         listed: listed || pending,
         kernel: ev.events,
         virtual_out: false,
+        silenced: false,
     }
 }
 

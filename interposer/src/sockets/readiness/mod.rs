@@ -30,6 +30,7 @@ use core::ffi::c_int;
 mod ctl;
 mod datagrams;
 mod defer;
+mod hangups;
 mod pending;
 mod set;
 mod wake;
@@ -39,7 +40,8 @@ pub(crate) use datagrams::{reported as datagrams_reported, spinnable as spinnabl
 pub(crate) use defer::{
     after_sleep, before_sleep, crowd, crowd_all, forking, sent, unarmed, unarmed_ready, waiting,
 };
-pub(crate) use pending::{awaits_reply, collected, no_reply_soon, pending, tcp_hangups, Pending};
+pub(crate) use hangups::{tcp_hangups, unsilence};
+pub(crate) use pending::{awaits_reply, collected, no_reply_soon, pending, Pending};
 pub(crate) use wake::{bare_sleep, closed, closing, closing_range, woken};
 
 /// epoll_create or epoll_create1 returned `fd`.

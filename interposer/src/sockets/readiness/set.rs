@@ -35,6 +35,10 @@ pub(super) struct Member {
     /// EPOLLOUT the application asked for and the kernel was not told of:
     /// our epoll_wait reports it from the ring (`virtual_out`).
     pub(super) virtual_out: bool,
+    /// The kernel has `kernel` made edge-triggered: the Unix connection's
+    /// hang-up would be reported at every wait where TCP says nothing
+    /// (`hangups`).
+    pub(super) silenced: bool,
 }
 
 impl Member {
@@ -80,6 +84,7 @@ impl Member {
         ) == 0
         {
             self.kernel = self.events;
+            self.silenced = false;
         }
     }
 

@@ -4,12 +4,16 @@
  * then the sends and reads after each (the kernel's first send after a
  * peer's close goes and is answered with a RST: EPIPE after it). Printed
  * for hangups.rs to compare with kernel TCP's run of the same program.
- * PART: "poll", "epoll", "send", "wait" or "all" (default). */
+ * "later": a registration that was told nothing of the peer's close,
+ * after this side's shutdown or send (asleep in epoll_wait meanwhile, or
+ * not).
+ * PART: "poll", "epoll", "send", "wait", "later" or "all" (default). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -215,6 +219,48 @@ static void sends(const char *what, int k) {
   close(c); if (peer >= 0) close(peer);
 }
 
+static int later_ep;
+static char later_got[120];
+
+static void *later_waiter(void *arg) {
+  (void)arg;
+  struct epoll_event out[4];
+  int n = epoll_wait(later_ep, out, 4, 3000);
+  if (n < 0) sprintf(later_got, "err %s", strerror(errno));
+  else if (n == 0) strcpy(later_got, "none");
+  else bits(later_got, out[0].events);
+  return 0;
+}
+
+/* After the peer's close (k 0) or its close with data unread (6), a set
+ * registering the connection with `ev` is waited on (nothing, as TCP says),
+ * then this side does `what` ("shutwr" or "send") and the set is waited on
+ * again; "asleep": a thread sleeps in the wait while it does. */
+static void later(int k, unsigned ev, const char *lab, const char *what, int asleep) {
+  int peer, c = scenario(k, &peer);
+  later_ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event e = {.events = ev, .data.u64 = 7}, out[4];
+  epoll_ctl(later_ep, EPOLL_CTL_ADD, c, &e);
+  char before[80], after[80];
+  int n = epoll_wait(later_ep, out, 4, 20);
+  if (n > 0) bits(before, out[0].events); else strcpy(before, n ? "err" : "none");
+  pthread_t t;
+  if (asleep) { pthread_create(&t, 0, later_waiter, 0); usleep(50000); }
+  if (!strcmp(what, "shutwr")) shutdown(c, SHUT_WR);
+  else send(c, "z", 1, MSG_NOSIGNAL);
+  if (asleep) { pthread_join(t, 0); strcpy(after, later_got); }
+  else {
+    n = epoll_wait(later_ep, out, 4, 20);
+    if (n > 0) bits(after, out[0].events); else strcpy(after, n ? "err" : "none");
+  }
+  n = epoll_wait(later_ep, out, 4, 0);
+  char again[80];
+  if (n > 0) bits(again, out[0].events); else strcpy(again, n ? "err" : "none");
+  printf("%s later %-6s %-8s %s: before %s, after %s, again %s\n", names[k], lab, what,
+         asleep ? "asleep" : "awake", before, after, again);
+  close(later_ep); close(c); if (peer >= 0) close(peer);
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, 0, _IONBF, 0);
   signal(SIGPIPE, onpipe);
@@ -248,6 +294,13 @@ int main(int argc, char **argv) {
     }
     if (all || !strcmp(part, "send"))
       sends(names[k], k);
+    if ((all || !strcmp(part, "later")) && (k == 0 || k == 6))
+      for (int w = 0; w < 2; w++)
+        for (int asleep = 0; asleep < 2; asleep++) {
+          later(k, 0, "0", w ? "send" : "shutwr", asleep);
+          later(k, EPOLLET, "ET", w ? "send" : "shutwr", asleep);
+          later(k, EPOLLOUT | EPOLLET, "OUT|ET", w ? "send" : "shutwr", asleep);
+        }
   }
   printf("done\n");
   return 0;
