@@ -607,7 +607,7 @@ impl Bell {
     /// revents of a zero-timeout poll for `events` (0 on error, and once
     /// the application closed every number: a writer blocked then goes on
     /// waiting for room, as on a kernel socket closed under it).
-    fn poll_now(&self, events: i16) -> i16 {
+    pub(super) fn poll_now(&self, events: i16) -> i16 {
         self.with_fd(|fd| poll_now(fd, events)).unwrap_or(0)
     }
 

@@ -32,19 +32,20 @@ const ET: u32 = libc::EPOLLET as u32;
 /// reset not reported yet or the EPIPE a RST left, EPOLLHUP for a reset,
 /// both directions shut or a send answered with a RST; a plain close is
 /// EPOLLIN|EPOLLRDHUP). An event left with nothing TCP would report is
-/// taken out (the rest moved up) and its registration silenced, when it is
-/// the only member of the set with its `data` (with several, which one the
-/// event is for is not known: it stays as the Unix connection's). Returns
-/// how many events are left. The members are looked at outside the table's
-/// lock (asking a connection takes its own locks).
+/// taken out (the rest moved up) and its registration silenced. When
+/// several members share the event's `data` (a proxy's one pointer per
+/// session), the event is theirs whose Unix connection says all its bits
+/// now (a poll of each: review s32 `samedata.c`, where a paused side's
+/// hang-up woke the wait for the other side, whose read then blocked).
+/// Returns how many events are left. The members are looked at outside
+/// the table's lock (asking a connection takes its own locks).
 pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usize {
     let n = events.len();
     let hung = |e: &libc::epoll_event| e.events & (HUP | ERR) != 0;
     if !events.iter().any(hung) {
         return n;
     }
-    // (data, fd, socket, the only member with that data)
-    let candidates: Vec<(u64, c_int, Arc<Socket>, bool)> = {
+    let candidates: Vec<Candidate> = {
         let Some(mut sets) = set::sets() else {
             return n;
         };
@@ -56,7 +57,15 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
         set.members
             .iter()
             .filter(|(_, m)| wanted.contains(&m.data))
-            .filter_map(|(&fd, m)| Some((m.data, fd, m.live()?, sharing(m.data) == 1)))
+            .filter_map(|(&fd, m)| {
+                Some(Candidate {
+                    data: m.data,
+                    fd,
+                    sock: m.live()?,
+                    kernel: m.kernel,
+                    shared: sharing(m.data) > 1,
+                })
+            })
             .collect()
     };
     let mut silence = Vec::new();
@@ -64,21 +73,13 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
     for i in 0..n {
         let mut ev = events[i];
         if hung(&ev) {
-            let data = ev.u64;
-            let found = candidates
-                .iter()
-                .filter(|(d, ..)| *d == data)
-                .find_map(|(_, fd, s, only)| Some((*fd, s.connection()?, *only)));
-            if let Some((fd, c, only)) = found {
-                let (e, h) = c.tcp_error_hangup(ev.events & (HUP | RDHUP) != 0);
-                let tcp =
-                    (ev.events & !(HUP | ERR)) | if e { ERR } else { 0 } | if h { HUP } else { 0 };
-                if tcp != 0 {
-                    ev.events = tcp;
-                } else if only {
-                    silence.push((fd, data));
+            match tcp_bits(&ev, &candidates) {
+                Some((tcp, _)) if tcp != 0 => ev.events = tcp,
+                Some((_, fds)) => {
+                    silence.extend(fds.into_iter().map(|fd| (fd, ev.u64)));
                     continue;
                 }
+                None => {}
             }
         }
         events[kept] = ev;
@@ -90,8 +91,43 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
     kept
 }
 
+/// A member of the waited set an event with a hang-up may be for.
+struct Candidate {
+    data: u64,
+    fd: c_int,
+    sock: Arc<Socket>,
+    /// The kernel's registration (`Member::kernel`).
+    kernel: u32,
+    /// Another member has the same `data`.
+    shared: bool,
+}
+
+/// The bits kernel TCP reports for event `ev` and the members it is for
+/// (None: no connection of the set is known to be its source: it stays as
+/// it is).
+fn tcp_bits(ev: &libc::epoll_event, candidates: &[Candidate]) -> Option<(u32, Vec<c_int>)> {
+    let data = ev.u64;
+    let mut tcp = 0;
+    let mut fds = Vec::new();
+    for cand in candidates.iter().filter(|c| c.data == data) {
+        let Some(c) = cand.sock.connection() else {
+            continue;
+        };
+        if cand.shared && ev.events & !c.unix_revents(cand.kernel) != 0 {
+            continue; // not this member's: it does not say those bits now
+        }
+        let (e, h) = c.tcp_error_hangup(ev.events & (HUP | RDHUP) != 0);
+        tcp |= (ev.events & !(HUP | ERR)) | if e { ERR } else { 0 } | if h { HUP } else { 0 };
+        fds.push(cand.fd);
+        if !cand.shared {
+            break;
+        }
+    }
+    (!fds.is_empty()).then_some((tcp, fds))
+}
+
 /// Silences the members `fds` (by fd and data) of `epfd` (`tcp_hangups`).
-fn silence_members(epfd: c_int, fds: &[(c_int, u64)], found: &[(u64, c_int, Arc<Socket>, bool)]) {
+fn silence_members(epfd: c_int, fds: &[(c_int, u64)], found: &[Candidate]) {
     let Some(mut sets) = set::sets() else {
         return;
     };
@@ -102,7 +138,11 @@ fn silence_members(epfd: c_int, fds: &[(c_int, u64)], found: &[(u64, c_int, Arc<
         let Some(m) = set.members.get_mut(&fd) else {
             continue;
         };
-        let Some((.., sock, _)) = found.iter().find(|(d, f, ..)| *d == data && *f == fd) else {
+        let Some(sock) = found
+            .iter()
+            .find(|c| c.data == data && c.fd == fd)
+            .map(|c| &c.sock)
+        else {
             continue;
         };
         if m.data != data || !std::ptr::eq(m.socket.as_ptr(), Arc::as_ptr(sock)) {

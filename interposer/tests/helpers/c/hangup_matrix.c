@@ -7,7 +7,12 @@
  * "later": a registration that was told nothing of the peer's close,
  * after this side's shutdown or send (asleep in epoll_wait meanwhile, or
  * not).
- * PART: "poll", "epoll", "send", "wait", "later" or "all" (default). */
+ * "shared": two connections registered with one data (a proxy's session
+ * pointer), one paused (events 0) whose peer closed, the other read a byte
+ * per wake-up (review s32 samedata.c: the library's wait woke for the
+ * paused side's hang-up and the read blocked).
+ * PART: "poll", "epoll", "send", "wait", "later", "shared" or "all"
+ * (default). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -261,6 +266,37 @@ static void later(int k, unsigned ev, const char *lab, const char *what, int asl
   close(later_ep); close(c); if (peer >= 0) close(peer);
 }
 
+/* The paused side `a` (events `ev`, its peer closed; `also`: this side
+ * shut down writing too) and the read side `b` (EPOLLIN, 3 bytes coming)
+ * under one data. */
+static void shared(unsigned ev, const char *lab, int also) {
+  int pa, a = scenario(0, &pa), qb, b, c;
+  pair(&c, &qb);
+  b = qb;
+  if (also) shutdown(a, SHUT_WR);
+  int ep = epoll_create1(EPOLL_CLOEXEC);
+  struct epoll_event e = {.events = ev, .data.u64 = 5}, out[4];
+  epoll_ctl(ep, EPOLL_CTL_ADD, a, &e);
+  e.events = EPOLLIN;
+  epoll_ctl(ep, EPOLL_CTL_ADD, b, &e);
+  int n = epoll_wait(ep, out, 4, 20);
+  char first[80];
+  if (n > 0) bits(first, out[0].events); else strcpy(first, n ? "err" : "none");
+  send(c, "abc", 3, 0);
+  usleep(20000);
+  int got = 0, wakes = 0;
+  for (int i = 0; i < 5; i++) {
+    n = epoll_wait(ep, out, 4, 50);
+    if (n <= 0) break;
+    wakes++;
+    char ch;
+    if (recv(b, &ch, 1, MSG_DONTWAIT) == 1) got++;
+  }
+  printf("shared %-6s%s first %s, wake-ups %d, bytes %d of 3\n", lab, also ? " (both shut)" : "",
+         first, wakes, got);
+  close(ep); close(a); close(b); close(c);
+}
+
 int main(int argc, char **argv) {
   setvbuf(stdout, 0, _IONBF, 0);
   signal(SIGPIPE, onpipe);
@@ -301,6 +337,11 @@ int main(int argc, char **argv) {
           later(k, EPOLLET, "ET", w ? "send" : "shutwr", asleep);
           later(k, EPOLLOUT | EPOLLET, "OUT|ET", w ? "send" : "shutwr", asleep);
         }
+  }
+  if (all || !strcmp(part, "shared")) {
+    shared(0, "0", 0);
+    shared(EPOLLET, "ET", 0);
+    shared(0, "0", 1);
   }
   printf("done\n");
   return 0;

@@ -1,0 +1,125 @@
+//! Hang-ups, errors and the sends after a peer's close, as kernel TCP
+//! reports them (the kernel is the specification): each C program runs
+//! without the library over kernel TCP, preloaded on the emulated network
+//! (`SHMNET_FALLBACK=never`) and preloaded in the default mode on a
+//! loopback host, and the three outputs must be the same.
+//!
+//! - hangup_matrix.c: for the peer's close, its shutdown(SHUT_WR), ours,
+//!   both, and closes with data unread either way, what poll (7 masks) and
+//!   epoll (13 masks, level and edge-triggered) report; a closed
+//!   connection registered for nothing beside a pipe (the wait sleeps
+//!   until the pipe); the sends and reads after each (the first send after
+//!   a close goes, the RST that answers it leaves EPIPE pending); and a
+//!   registration told nothing of the close, after this side's shutdown or
+//!   send, asleep or not; two members sharing one data. Before session 34 epoll said EPOLLHUP to a
+//!   registration that asked for nothing, and the first send after the
+//!   peer's close was EPIPE.
+//! - waker_turns.c: an epoll wait on a set holding no connection of the
+//!   waiter's while another process's waker stays in it (decision 44), on
+//!   a thread with a 128 KiB stack: it used to take a stack frame per 1 ms
+//!   turn (SIGSEGV within 3 s).
+
+mod common;
+
+use std::process::Command;
+
+use common::{build_c, preloaded, stdout_of, Net};
+
+/// `exe ARGS` over kernel TCP (127.0.0.1), on the emulated network and in
+/// the default mode: the three outputs, each ending with "done" when
+/// `done`.
+fn three_ways(name: &str, exe: &std::path::Path, args: &[&str], done: bool) -> [String; 3] {
+    let kernel = stdout_of(
+        &format!("{name} over kernel TCP"),
+        Command::new(exe).arg("127.0.0.1").args(args),
+    );
+    let net = Net::emulated(name);
+    let mut cmd = preloaded(exe);
+    cmd.arg(net.host_str()).args(args);
+    net.env(&mut cmd).env("SHMNET_LOG", "error");
+    let emulated = stdout_of(&format!("{name} emulated"), &mut cmd);
+    let lo = Net::loopback(&format!("{name}-default"));
+    let mut cmd = preloaded(exe);
+    cmd.arg(lo.host_str())
+        .args(args)
+        .env("SHMNET_DIR", lo.shm_dir())
+        .env("SHMNET_LOG", "error");
+    let default = stdout_of(&format!("{name} in the default mode"), &mut cmd);
+    if done {
+        assert!(kernel.ends_with("done\n"), "{kernel}");
+    }
+    [kernel, emulated, default]
+}
+
+fn matrix(part: &str) {
+    let exe = build_c("hangup_matrix", &["-O1", "-Wall", "-pthread"]);
+    let [kernel, emulated, default] =
+        three_ways(&format!("hangup-matrix-{part}"), &exe, &[part], true);
+    assert_eq!(
+        emulated, kernel,
+        "{part}: emulated network against kernel TCP"
+    );
+    assert_eq!(default, kernel, "{part}: default mode against kernel TCP");
+}
+
+/// poll with every mask after each hang-up (events 0 and POLLRDHUP too).
+#[test]
+fn poll_reports_hangups_as_tcp() {
+    matrix("poll");
+}
+
+/// epoll with every mask, level and edge-triggered, after each hang-up:
+/// EPOLLHUP only when both directions are shut or after a RST, also to a
+/// registration that asked for nothing.
+#[test]
+fn epoll_reports_hangups_as_tcp() {
+    matrix("epoll");
+}
+
+/// A closed connection registered for nothing beside a pipe written
+/// 100 ms later: the wait sleeps until the pipe, epoll and poll.
+#[test]
+fn a_wait_sleeps_beside_a_closed_connection_registered_for_nothing() {
+    matrix("wait");
+}
+
+/// Sends after each hang-up: after the peer's close the first send goes
+/// and the next is EPIPE (SIGPIPE without MSG_NOSIGNAL); SO_ERROR, poll
+/// and epoll in between; recv after it.
+#[test]
+fn the_first_send_after_a_peer_close_goes_and_the_next_is_epipe() {
+    matrix("send");
+}
+
+/// A registration told nothing of the peer's close gets EPOLLHUP when this
+/// side shuts down writing, and EPOLLHUP|EPOLLERR when its send is
+/// answered with a RST: also a waiter asleep meanwhile, edge-triggered
+/// ones once.
+#[test]
+fn a_later_shutdown_or_send_gives_the_hangup_tcp_reports() {
+    matrix("later");
+}
+
+/// Two connections registered with one data, one paused (events 0) whose
+/// peer closed, the other read a byte per wake-up: 3 wake-ups for 3 bytes,
+/// no wake-up for the paused side's close (review s32 `samedata.c`: the
+/// library's wait woke for it and the read blocked).
+#[test]
+fn a_hangup_tcp_does_not_report_is_silent_among_members_sharing_data() {
+    matrix("shared");
+}
+
+/// A forked child waits 2 s on a set it shares with its parent, whose
+/// waker stays in it: the wait times out as over kernel TCP, on a
+/// 128 KiB stack (it took a frame per 1 ms turn before session 34).
+#[test]
+fn a_wait_beside_another_process_waker_goes_round_without_growing_the_stack() {
+    let exe = build_c("waker_turns", &["-O1", "-Wall", "-pthread"]);
+    let [kernel, emulated, default] = three_ways("waker-turns", &exe, &["2"], false);
+    assert!(
+        kernel.contains("child epoll_wait 0\nchild exit 0"),
+        "{kernel}"
+    );
+    assert_eq!(emulated, kernel, "emulated network against kernel TCP");
+    assert_eq!(default, kernel, "default mode against kernel TCP");
+}
