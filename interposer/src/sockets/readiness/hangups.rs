@@ -12,6 +12,7 @@
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::platform::real::waits;
@@ -52,18 +53,34 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
         let Some(set) = sets.find(epfd) else {
             return n;
         };
-        let wanted: Vec<u64> = events.iter().filter(|e| hung(e)).map(|e| e.u64).collect();
-        let sharing = |data: u64| set.members.values().filter(|m| m.data == data).count();
-        set.members
+        // (One pass over the members: a set of thousands may report many
+        // hang-ups at once.)
+        let mut wanted: HashMap<u64, usize> = events
             .iter()
-            .filter(|(_, m)| wanted.contains(&m.data))
-            .filter_map(|(&fd, m)| {
+            .filter(|e| hung(e))
+            .map(|e| (e.u64, 0))
+            .collect();
+        let members: Vec<(c_int, &Member)> = set
+            .members
+            .iter()
+            .filter(|(_, m)| match wanted.get_mut(&m.data) {
+                Some(n) => {
+                    *n += 1;
+                    true
+                }
+                None => false,
+            })
+            .map(|(&fd, m)| (fd, m))
+            .collect();
+        members
+            .into_iter()
+            .filter_map(|(fd, m)| {
                 Some(Candidate {
                     data: m.data,
                     fd,
                     sock: m.live()?,
                     kernel: m.kernel,
-                    shared: sharing(m.data) > 1,
+                    shared: wanted.get(&m.data).is_some_and(|&n| n > 1),
                 })
             })
             .collect()
