@@ -107,6 +107,10 @@ pub(crate) struct Connection {
     /// peer's kernel answers such data with a RST, after which poll says
     /// POLLHUP (`reset`).
     pipe_broken: AtomicBool,
+    /// The send going now is the first to a peer gone without closing
+    /// (killed) that had read everything: the kernel's peer answers it
+    /// with a RST, whose wake-up `Connection::rst_answered_send` gives.
+    rst_due: AtomicBool,
     /// Blocking sends up to this size go into the ring whole.
     atomic_send: usize,
     pub opts: Options,
@@ -235,6 +239,7 @@ impl Connection {
             error: AtomicI32::new(0),
             completed_late: AtomicBool::new(false),
             pipe_broken: AtomicBool::new(false),
+            rst_due: AtomicBool::new(false),
             atomic_send: (ring_bytes / 2).min(64 << 10),
             opts: Options::default(),
             pool_ticket,

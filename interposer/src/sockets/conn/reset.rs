@@ -114,6 +114,21 @@ impl Connection {
         }
     }
 
+    /// A send went to a peer gone without closing that had read
+    /// everything (`rst_due`): the kernel's peer answers it with a RST,
+    /// which this side, in CLOSE_WAIT, takes as EPIPE pending (SO_ERROR,
+    /// POLLERR until reported), not ECONNRESET: the bytes it left unread
+    /// make `peer_reset` true, so that reset is marked reported now (a
+    /// read gives the end of stream). Its wake-up is every epoll
+    /// registration polled again, silenced ones given back.
+    pub(super) fn rst_answered_send(&self) {
+        if !self.rst_due.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        self.take_reset();
+        self.rst_came(true);
+    }
+
     /// Whether the peer closed after shutdown(SHUT_WR) with bytes of ours
     /// unread (its close then carries no reset in the ring, decision in
     /// docs/compatibility.md, "Resets"), noticed now: the kernel's peer

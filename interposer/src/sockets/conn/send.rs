@@ -64,10 +64,12 @@ impl Connection {
         if why == Suspect::Ended {
             // A reset (reported or not: ECONNRESET once, then EPIPE); else
             // this is the kernel's first send after a FIN, which goes (and
-            // is answered with a RST).
-            return self
-                .peer_reset()
-                .then(|| self.write_error(RingError::PeerGone));
+            // is answered with a RST: `rst_due`).
+            if self.peer_reset() {
+                return Some(self.write_error(RingError::PeerGone));
+            }
+            self.rst_due.store(true, Ordering::Relaxed);
+            return None;
         }
         // The kernel's RST answers our send after its FIN: EPIPE, and no
         // ECONNRESET left for SO_ERROR or a read (the bytes we sent since
@@ -162,6 +164,9 @@ impl Connection {
                 Ok(n) => {
                     total += n;
                     self.note_wrote();
+                    if self.rst_due.load(Ordering::Relaxed) {
+                        self.rst_answered_send();
+                    }
                     if total >= want {
                         return Ok(total);
                     }

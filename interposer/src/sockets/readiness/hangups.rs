@@ -81,17 +81,22 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
                     sock: m.live()?,
                     kernel: m.kernel,
                     shared: wanted.get(&m.data).is_some_and(|&n| n > 1),
+                    silenced: m.silenced,
                 })
             })
             .collect()
     };
     let mut silence = Vec::new();
+    let mut restore = Vec::new();
     let mut kept = 0;
     for i in 0..n {
         let mut ev = events[i];
         if hung(&ev) {
             match tcp_bits(&ev, &candidates) {
-                Some((tcp, _)) if tcp != 0 => ev.events = tcp,
+                Some((tcp, fds)) if tcp != 0 => {
+                    ev.events = tcp;
+                    restore.extend(fds);
+                }
                 Some((_, fds)) => {
                     silence.extend(fds.into_iter().map(|fd| (fd, ev.u64)));
                     continue;
@@ -105,6 +110,14 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
     if !silence.is_empty() {
         silence_members(epfd, &silence, &candidates);
     }
+    // A silenced member reported (an edge its edge-triggered registration
+    // got): level-triggered again, as the application made it.
+    if candidates
+        .iter()
+        .any(|c| c.silenced && restore.contains(&c.fd))
+    {
+        restore_members(epfd, &restore);
+    }
     kept
 }
 
@@ -117,6 +130,8 @@ struct Candidate {
     kernel: u32,
     /// Another member has the same `data`.
     shared: bool,
+    /// `Member::silenced` when looked at.
+    silenced: bool,
 }
 
 /// The bits kernel TCP reports for event `ev` and the members it is for
@@ -170,6 +185,28 @@ fn silence_members(epfd: c_int, fds: &[(c_int, u64)], found: &[Candidate]) {
         }
         if !m.silenced && named(fd, sock) && register(epfd, fd, m, m.kernel | ET) {
             m.silenced = true;
+        }
+    }
+}
+
+/// The silenced members `fds` of `epfd` get the registration the
+/// application made back.
+fn restore_members(epfd: c_int, fds: &[c_int]) {
+    let Some(mut sets) = set::sets() else {
+        return;
+    };
+    let Some(set) = sets.find(epfd) else {
+        return;
+    };
+    for &fd in fds {
+        let Some(m) = set.members.get_mut(&fd).filter(|m| m.silenced) else {
+            continue;
+        };
+        let Some(sock) = m.live() else {
+            continue;
+        };
+        if named(fd, &sock) && register(epfd, fd, m, m.kernel) {
+            m.silenced = false;
         }
     }
 }
