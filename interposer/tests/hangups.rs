@@ -5,7 +5,8 @@
 //! loopback host, and the three outputs must be the same.
 //!
 //! - hangup_matrix.c: for the peer's close, its shutdown(SHUT_WR), ours,
-//!   both, and closes with data unread either way, what poll (7 masks) and
+//!   both, closes with data unread either way, and a killed peer that had
+//!   read everything, what poll (7 masks) and
 //!   epoll (13 masks, level and edge-triggered) report; a closed
 //!   connection registered for nothing beside a pipe (the wait sleeps
 //!   until the pipe); the sends and reads after each (the first send after
