@@ -15,6 +15,8 @@
 //!   send, asleep or not; two members sharing one data. Before session 34 epoll said EPOLLHUP to a
 //!   registration that asked for nothing, and the first send after the
 //!   peer's close was EPIPE.
+//! - keepalive_reuse.py: http.client's second request on a connection its
+//!   server closed meets RemoteDisconnected, not BrokenPipeError.
 //! - waker_turns.c: an epoll wait on a set holding no connection of the
 //!   waiter's while another process's waker stays in it (decision 44), on
 //!   a thread with a 128 KiB stack: it used to take a stack frame per 1 ms
@@ -24,7 +26,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{build_c, preloaded, stdout_of, Net};
+use common::{build_c, preloaded, py_file, python, stdout_of, Net};
 
 /// `exe ARGS` over kernel TCP (127.0.0.1), on the emulated network and in
 /// the default mode: the three outputs, each ending with "done" when
@@ -121,6 +123,32 @@ fn a_wait_beside_another_process_waker_goes_round_without_growing_the_stack() {
         kernel.contains("child epoll_wait 0\nchild exit 0"),
         "{kernel}"
     );
+    assert_eq!(emulated, kernel, "emulated network against kernel TCP");
+    assert_eq!(default, kernel, "default mode against kernel TCP");
+}
+
+/// A keep-alive HTTP client (python's http.client) whose server closed
+/// the idle connection: the second request is sent and its response read
+/// finds the end (RemoteDisconnected), as over kernel TCP (before session
+/// 34: BrokenPipeError at the send).
+#[test]
+fn a_keepalive_client_sends_into_a_connection_its_server_closed() {
+    let kernel = stdout_of(
+        "keepalive_reuse over kernel TCP",
+        Command::new(python())
+            .arg(common::helper("py/keepalive_reuse.py"))
+            .arg("127.0.0.1"),
+    );
+    assert!(kernel.contains("second: RemoteDisconnected"), "{kernel}");
+    let net = Net::emulated("keepalive-reuse");
+    let emulated = stdout_of(
+        "keepalive_reuse emulated",
+        &mut net.py_helper("keepalive_reuse", &[&net.host_str()]),
+    );
+    let lo = Net::loopback("keepalive-reuse-default");
+    let mut cmd = py_file("keepalive_reuse.py", &[&lo.host_str()]);
+    cmd.env("SHMNET_DIR", lo.shm_dir());
+    let default = stdout_of("keepalive_reuse in the default mode", &mut cmd);
     assert_eq!(emulated, kernel, "emulated network against kernel TCP");
     assert_eq!(default, kernel, "default mode against kernel TCP");
 }
