@@ -121,3 +121,40 @@ fn siglongjmp_out_of_a_blocking_tcp_recv_leaves_the_connection_working() {
         assert_eq!(out, kernel, "SHMNET_SPIN_US={spin}");
     }
 }
+
+/// A process-directed SIGINT (kill -INT PID) while a Python program's main
+/// thread blocks in recv and another thread idles: KeyboardInterrupt comes
+/// before the answer (2 s later), as over kernel TCP. With decision 45's
+/// mask the kernel gave the signal to the other thread during the spin
+/// and the recv went on to its answer (decision 47).
+#[test]
+fn sigint_to_the_process_interrupts_a_python_recv_as_the_kernels() {
+    let kernel_net = Net::loopback("sigint-recv-kernel");
+    let mut kernel = std::process::Command::new(common::python());
+    kernel
+        .arg(common::helper("py/sigint_recv.py"))
+        .args([&kernel_net.host_str(), &kernel_net.port_str()]);
+    let kernel = stdout_of("sigint_recv over the kernel", &mut kernel);
+    assert_eq!(
+        kernel.matches("KeyboardInterrupt first").count(),
+        3,
+        "{kernel}"
+    );
+    let net = Net::emulated("sigint-recv");
+    let mut cmd = common::py_file("sigint_recv.py", &[&net.host_str(), &net.port_str()]);
+    net.env(&mut cmd)
+        .env("SHMNET_FALLBACK", "never")
+        .env("SHMNET_SPIN_US", "200000");
+    assert_eq!(stdout_of("sigint_recv emulated", &mut cmd), kernel);
+}
+
+/// sigaction's old action is the program's own handler and flags (not the
+/// library's wrapper), and a wrapped handler gets the right signo and
+/// siginfo (sigaction_roundtrip.c).
+#[test]
+fn sigaction_returns_the_programs_handler_and_siginfo_passes_through() {
+    let prog = build_c("sigaction_roundtrip", &["-O2", "-Wall"]);
+    let kernel = stdout_of("plain", &mut std::process::Command::new(&prog));
+    assert!(kernel.contains("ok"), "{kernel}");
+    assert_eq!(stdout_of("preloaded", &mut preloaded(&prog)), kernel);
+}
