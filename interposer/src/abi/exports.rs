@@ -573,6 +573,12 @@ pub extern "C" fn bsd_signal(sig: c_int, handler: libc::sighandler_t) -> libc::s
     sys::handlers::signal(sig, handler)
 }
 
+/// sysv_signal(3), through our sigaction.
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    sys::handlers::sysv_signal(sig, handler)
+}
+
 /// The library's version, NUL-terminated (`shmnet --version`, `shmnet
 /// check`: the CLI finds it with dlsym in a preloaded probe).
 #[no_mangle]

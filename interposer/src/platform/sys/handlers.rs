@@ -118,7 +118,8 @@ extern "C" fn trampoline(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void
 /// this thread with its siginfo. False when it could not be (a sandbox's
 /// filter, no siginfo): the handler then runs at once.
 fn put_off(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void) -> bool {
-    if info.is_null() || uc.is_null() {
+    // Sandboxed: the filter may lack (or kill for) these calls.
+    if info.is_null() || uc.is_null() || crate::platform::sandbox::active() {
         return false;
     }
     let bit = 1u64 << (sig - 1);
@@ -199,7 +200,8 @@ pub(crate) unsafe fn sigaction(
         // SAFETY: the caller's arguments, unchanged.
         return unsafe { real(sig, act, oldact) };
     }
-    let _quiet = Quiet::new();
+    // (Sandboxed: the filter may lack rt_sigprocmask.)
+    let _quiet = (!crate::platform::sandbox::active()).then(Quiet::new);
     while INSTALLING
         .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
         .is_err()
@@ -246,16 +248,30 @@ pub(crate) unsafe fn sigaction(
 /// in its handler), through our `sigaction`. (siginterrupt's choice, kept
 /// inside glibc, is not seen: SA_RESTART always.)
 pub(crate) fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    install(sig, handler, libc::SA_RESTART, true)
+}
+
+/// sysv_signal(3) as glibc's (SA_RESETHAND | SA_NODEFER, no SA_RESTART).
+pub(crate) fn sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    install(sig, handler, libc::SA_RESETHAND | libc::SA_NODEFER, false)
+}
+
+fn install(
+    sig: c_int,
+    handler: libc::sighandler_t,
+    flags: c_int,
+    block_self: bool,
+) -> libc::sighandler_t {
     // SAFETY: sigaction and sigset_t are plain data, filled before use.
     unsafe {
         let mut act: libc::sigaction = core::mem::zeroed();
         act.sa_sigaction = handler;
         libc::sigemptyset(&mut act.sa_mask);
-        if libc::sigaddset(&mut act.sa_mask, sig) != 0 {
+        if block_self && libc::sigaddset(&mut act.sa_mask, sig) != 0 {
             super::set_errno(libc::EINVAL);
             return libc::SIG_ERR;
         }
-        act.sa_flags = libc::SA_RESTART;
+        act.sa_flags = flags;
         let mut old: libc::sigaction = core::mem::zeroed();
         if sigaction(sig, &act, &mut old) != 0 {
             return libc::SIG_ERR;
@@ -346,6 +362,11 @@ impl Watch {
             return None;
         }
         let seen = SEEN.try_with(|s| s.load(Ordering::Relaxed)).unwrap_or(0);
+        // Sandboxed: sigaction is outside the filter; the dispositions were
+        // taken before it went on.
+        if crate::platform::sandbox::active() {
+            return Some(seen & crate::platform::sandbox::no_restart_signals() == 0);
+        }
         Some(
             (1..SIGNALS as c_int)
                 .filter(|&sig| seen & (1 << (sig - 1)) != 0)
@@ -373,7 +394,9 @@ impl CallerMask {
     /// `mask` null: nothing. A bad pointer: the kernel says EFAULT, and
     /// the spin runs under the thread's mask (the real wait fails so).
     pub(crate) fn set(mask: *const libc::sigset_t) -> CallerMask {
-        if mask.is_null() {
+        // Sandboxed: the filter may lack rt_sigprocmask (the spin then
+        // runs under the thread's mask, as before decision 47).
+        if mask.is_null() || crate::platform::sandbox::active() {
             return CallerMask(None);
         }
         let mut was = 0u64;
