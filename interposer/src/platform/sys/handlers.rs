@@ -13,8 +13,9 @@
 //!
 //! What the program sees is its own: sigaction's old action is the
 //! handler and SA_SIGINFO it gave (the rest of the flags and the mask are
-//! the kernel's). SIG_DFL and SIG_IGN, SIGKILL/SIGSTOP and glibc's
-//! SIGCANCEL/SIGSETXID (32, 33) go to the kernel as they are. Not seen: a
+//! the kernel's). SIG_DFL and SIG_IGN, SIGKILL/SIGSTOP, glibc's
+//! SIGCANCEL/SIGSETXID (32, 33) and the synchronous signals (SIGSEGV,
+//! SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS) go to the kernel as they are. Not seen: a
 //! handler installed with the raw rt_sigaction system call (Go, static
 //! code) or by glibc's own internal calls (sigset, siginterrupt's
 //! reinstall, posix_spawn's child): its signals end a spin only at its end.
@@ -65,6 +66,19 @@ fn real_sigaction() -> Option<Sigaction> {
     (f != 0).then(|| unsafe { core::mem::transmute::<usize, Sigaction>(f) })
 }
 
+/// Signals the kernel raises for the instruction that faulted: left to
+/// the kernel as given (a fault is no interruption of a wait; put off, it
+/// would fault again blocked and the kernel would kill the process; a
+/// JVM's or a garbage collector's SIGSEGV handler stays direct).
+const SYNCHRONOUS: [c_int; 6] = [
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGILL,
+    libc::SIGFPE,
+    libc::SIGTRAP,
+    libc::SIGSYS,
+];
+
 /// Whether a handler for `sig` is ours to wrap.
 fn wrappable(sig: c_int) -> bool {
     (1..SIGNALS as c_int).contains(&sig)
@@ -72,6 +86,7 @@ fn wrappable(sig: c_int) -> bool {
         && sig != libc::SIGSTOP
         && sig != 32
         && sig != 33
+        && !SYNCHRONOUS.contains(&sig)
 }
 
 fn is_handler(h: usize) -> bool {
