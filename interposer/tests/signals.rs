@@ -145,7 +145,42 @@ fn sigint_to_the_process_interrupts_a_python_recv_as_the_kernels() {
     net.env(&mut cmd)
         .env("SHMNET_FALLBACK", "never")
         .env("SHMNET_SPIN_US", "200000");
+    let mut cmd = spinning(cmd);
     assert_eq!(stdout_of("sigint_recv emulated", &mut cmd), kernel);
+}
+
+/// `cmd` run where /proc/loadavg says one runnable thread (a private
+/// mount namespace; root only), so that the library's waits spin on a
+/// loaded machine (`wait::spin_helps`) and the test tells builds apart.
+/// As it is where that cannot be made (any build then passes when the
+/// machine is too busy to spin). The library is preloaded in the program
+/// alone, not in unshare, sh and mount.
+fn spinning(cmd: std::process::Command) -> std::process::Command {
+    let can = std::process::Command::new("unshare")
+        .args(["-m", "true"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can {
+        return cmd;
+    }
+    let fake = common::tmpdir("spinning-loadavg").join("loadavg");
+    std::fs::write(&fake, "0.50 0.50 0.50 1/200 12345\n").expect("fake loadavg");
+    let mut quiet = std::process::Command::new("unshare");
+    quiet.args(["-m", "sh", "-c"]).arg(
+        "mount --bind \"$0\" /proc/loadavg && exec env LD_PRELOAD=\"$SPINNING_PRELOAD\" \"$@\"",
+    );
+    quiet.arg(&fake).arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match (k.to_str(), v) {
+            (Some("LD_PRELOAD"), Some(v)) => quiet.env("SPINNING_PRELOAD", v),
+            (_, Some(v)) => quiet.env(k, v),
+            (_, None) => quiet.env_remove(k),
+        };
+    }
+    quiet.env_remove("LD_PRELOAD");
+    quiet.stdin(std::process::Stdio::null());
+    quiet
 }
 
 /// sigaction's old action is the program's own handler and flags (not the
