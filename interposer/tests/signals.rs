@@ -10,7 +10,9 @@
 //! And a siglongjmp out of such a handler on a UDP socket
 //! (tests/helpers/c/spin_longjmp.c).
 //! (A machine too busy for spinning, `wait::spin_helps`, sleeps at once:
-//! the counts are then the kernel's on any build.)
+//! the counts are then the kernel's on any build. As root the emulated
+//! runs see a /proc/loadavg of one runnable thread, `spinning`, so their
+//! waits spin.)
 
 mod common;
 
@@ -36,7 +38,7 @@ fn emulated(proto: &str) -> String {
     net.env(&mut cmd)
         .env("SHMNET_UDP", "1")
         .env("SHMNET_SPIN_US", "200000");
-    stdout_of("spin_eintr emulated", &mut cmd)
+    stdout_of("spin_eintr emulated", &mut spinning(cmd))
 }
 
 #[test]
@@ -67,7 +69,7 @@ fn signal_in_the_spin_ends_default_mode_waits_as_the_kernels() {
     cmd.args([&net.host_str(), &net.port_str(), "tcp"])
         .env("SHMNET_DIR", net.shm_dir())
         .env("SHMNET_SPIN_US", "200000");
-    let default = stdout_of("spin_eintr in the default mode", &mut cmd);
+    let default = stdout_of("spin_eintr in the default mode", &mut spinning(cmd));
     assert_eq!(default, kernel, "default mode against kernel TCP");
 }
 
@@ -91,7 +93,7 @@ fn siglongjmp_out_of_a_spinning_udp_poll_leaves_the_socket_working() {
     net.env(&mut cmd)
         .env("SHMNET_UDP", "1")
         .env("SHMNET_SPIN_US", "200000");
-    let emulated = stdout_of("spin_longjmp emulated", &mut cmd);
+    let emulated = stdout_of("spin_longjmp emulated", &mut spinning(cmd));
     assert_eq!(emulated, kernel, "emulated UDP against kernel UDP");
 }
 
@@ -117,7 +119,7 @@ fn siglongjmp_out_of_a_blocking_tcp_recv_leaves_the_connection_working() {
         let mut cmd = preloaded(&exe);
         cmd.args([&net.host_str(), &net.port_str()]);
         net.env(&mut cmd).env("SHMNET_SPIN_US", spin);
-        let out = stdout_of("recv_longjmp emulated", &mut cmd);
+        let out = stdout_of("recv_longjmp emulated", &mut spinning(cmd));
         assert_eq!(out, kernel, "SHMNET_SPIN_US={spin}");
     }
 }
