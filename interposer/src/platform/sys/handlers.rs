@@ -113,7 +113,9 @@ extern "C" fn trampoline(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void
     }
     // SA_RESETHAND: the kernel has SIG_DFL now; queued again, the signal
     // would take the default action. Such a handler runs here.
-    let once = FLAGS[sig as usize].load(Ordering::Relaxed) & libc::SA_RESETHAND != 0;
+    let once = FLAGS
+        .get(sig as usize)
+        .is_none_or(|f| f.load(Ordering::Relaxed) & libc::SA_RESETHAND != 0);
     if !once && SPINNING.try_with(Cell::get).unwrap_or(false) && put_off(sig, info, uc) {
         return;
     }
@@ -138,6 +140,17 @@ fn put_off(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void) -> bool {
         return false;
     }
     let bit = 1u64 << (sig - 1);
+    // The interrupted code's errno stays as it was, whatever fails here.
+    let errno = super::errno();
+    let done = put_off_calls(sig, bit, info, uc);
+    super::set_errno(errno);
+    if done {
+        let _ = DEFERRED.try_with(|d| d.fetch_or(bit, Ordering::Relaxed));
+    }
+    done
+}
+
+fn put_off_calls(sig: c_int, bit: u64, info: *mut libc::siginfo_t, uc: *mut c_void) -> bool {
     // SAFETY: rt_sigprocmask with a kernel sigset (8 bytes) of ours;
     // getpid/gettid take nothing; rt_tgsigqueueinfo reads the siginfo the
     // kernel gave this handler; `uc` is the kernel's ucontext for it,
@@ -168,7 +181,6 @@ fn put_off(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void) -> bool {
         let uc = uc.cast::<libc::ucontext_t>();
         libc::sigaddset(&mut (*uc).uc_sigmask, sig);
     }
-    let _ = DEFERRED.try_with(|d| d.fetch_or(bit, Ordering::Relaxed));
     true
 }
 
