@@ -10,7 +10,9 @@
 //! And a siglongjmp out of such a handler on a UDP socket
 //! (tests/helpers/c/spin_longjmp.c).
 //! (A machine too busy for spinning, `wait::spin_helps`, sleeps at once:
-//! the counts are then the kernel's on any build.)
+//! the counts are then the kernel's on any build. As root the emulated
+//! runs see a /proc/loadavg of one runnable thread, `spinning`, so their
+//! waits spin.)
 
 mod common;
 
@@ -36,7 +38,7 @@ fn emulated(proto: &str) -> String {
     net.env(&mut cmd)
         .env("SHMNET_UDP", "1")
         .env("SHMNET_SPIN_US", "200000");
-    stdout_of("spin_eintr emulated", &mut cmd)
+    stdout_of("spin_eintr emulated", &mut spinning(cmd))
 }
 
 #[test]
@@ -67,7 +69,7 @@ fn signal_in_the_spin_ends_default_mode_waits_as_the_kernels() {
     cmd.args([&net.host_str(), &net.port_str(), "tcp"])
         .env("SHMNET_DIR", net.shm_dir())
         .env("SHMNET_SPIN_US", "200000");
-    let default = stdout_of("spin_eintr in the default mode", &mut cmd);
+    let default = stdout_of("spin_eintr in the default mode", &mut spinning(cmd));
     assert_eq!(default, kernel, "default mode against kernel TCP");
 }
 
@@ -91,7 +93,7 @@ fn siglongjmp_out_of_a_spinning_udp_poll_leaves_the_socket_working() {
     net.env(&mut cmd)
         .env("SHMNET_UDP", "1")
         .env("SHMNET_SPIN_US", "200000");
-    let emulated = stdout_of("spin_longjmp emulated", &mut cmd);
+    let emulated = stdout_of("spin_longjmp emulated", &mut spinning(cmd));
     assert_eq!(emulated, kernel, "emulated UDP against kernel UDP");
 }
 
@@ -117,7 +119,79 @@ fn siglongjmp_out_of_a_blocking_tcp_recv_leaves_the_connection_working() {
         let mut cmd = preloaded(&exe);
         cmd.args([&net.host_str(), &net.port_str()]);
         net.env(&mut cmd).env("SHMNET_SPIN_US", spin);
-        let out = stdout_of("recv_longjmp emulated", &mut cmd);
+        let out = stdout_of("recv_longjmp emulated", &mut spinning(cmd));
         assert_eq!(out, kernel, "SHMNET_SPIN_US={spin}");
     }
+}
+
+/// A process-directed SIGINT (kill -INT PID) while a Python program's main
+/// thread blocks in recv and another thread idles: KeyboardInterrupt comes
+/// before the answer (2 s later), as over kernel TCP. With decision 45's
+/// mask the kernel gave the signal to the other thread during the spin
+/// and the recv went on to its answer (decision 48).
+#[test]
+fn sigint_to_the_process_interrupts_a_python_recv_as_the_kernels() {
+    let kernel_net = Net::loopback("sigint-recv-kernel");
+    let mut kernel = std::process::Command::new(common::python());
+    kernel
+        .arg(common::helper("py/sigint_recv.py"))
+        .args([&kernel_net.host_str(), &kernel_net.port_str()]);
+    let kernel = stdout_of("sigint_recv over the kernel", &mut kernel);
+    assert_eq!(
+        kernel.matches("KeyboardInterrupt first").count(),
+        3,
+        "{kernel}"
+    );
+    let net = Net::emulated("sigint-recv");
+    let mut cmd = common::py_file("sigint_recv.py", &[&net.host_str(), &net.port_str()]);
+    net.env(&mut cmd)
+        .env("SHMNET_FALLBACK", "never")
+        .env("SHMNET_SPIN_US", "200000");
+    let mut cmd = spinning(cmd);
+    assert_eq!(stdout_of("sigint_recv emulated", &mut cmd), kernel);
+}
+
+/// `cmd` run where /proc/loadavg says one runnable thread (a private
+/// mount namespace; root only), so that the library's waits spin on a
+/// loaded machine (`wait::spin_helps`) and the test tells builds apart.
+/// As it is where that cannot be made (any build then passes when the
+/// machine is too busy to spin). The library is preloaded in the program
+/// alone, not in unshare, sh and mount.
+fn spinning(cmd: std::process::Command) -> std::process::Command {
+    let can = std::process::Command::new("unshare")
+        .args(["-m", "true"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can {
+        return cmd;
+    }
+    let fake = common::tmpdir("spinning-loadavg").join("loadavg");
+    std::fs::write(&fake, "0.50 0.50 0.50 1/200 12345\n").expect("fake loadavg");
+    let mut quiet = std::process::Command::new("unshare");
+    quiet.args(["-m", "sh", "-c"]).arg(
+        "mount --bind \"$0\" /proc/loadavg && exec env LD_PRELOAD=\"$SPINNING_PRELOAD\" \"$@\"",
+    );
+    quiet.arg(&fake).arg(cmd.get_program()).args(cmd.get_args());
+    for (k, v) in cmd.get_envs() {
+        match (k.to_str(), v) {
+            (Some("LD_PRELOAD"), Some(v)) => quiet.env("SPINNING_PRELOAD", v),
+            (_, Some(v)) => quiet.env(k, v),
+            (_, None) => quiet.env_remove(k),
+        };
+    }
+    quiet.env_remove("LD_PRELOAD");
+    quiet.stdin(std::process::Stdio::null());
+    quiet
+}
+
+/// sigaction's old action is the program's own handler and flags (not the
+/// library's wrapper), and a wrapped handler gets the right signo and
+/// siginfo (sigaction_roundtrip.c).
+#[test]
+fn sigaction_returns_the_programs_handler_and_siginfo_passes_through() {
+    let prog = build_c("sigaction_roundtrip", &["-O2", "-Wall"]);
+    let kernel = stdout_of("plain", &mut std::process::Command::new(&prog));
+    assert!(kernel.contains("ok"), "{kernel}");
+    assert_eq!(stdout_of("preloaded", &mut preloaded(&prog)), kernel);
 }

@@ -542,8 +542,41 @@ static CONSTRUCTOR: extern "C" fn() = constructor;
 #[cfg(not(test))]
 extern "C" fn constructor() {
     if let Some(_inside) = guard::enter("constructor") {
+        sys::handlers::wrap_installed();
         let _ = panic::catch_unwind(process::init);
     }
+}
+
+/// sigaction(2): the program's handler wrapped (`sys::handlers`).
+///
+/// # Safety
+/// Called from C under sigaction's contract.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn sigaction(
+    sig: c_int,
+    act: *const libc::sigaction,
+    oldact: *mut libc::sigaction,
+) -> c_int {
+    // SAFETY: the caller's arguments, under the same contract.
+    unsafe { sys::handlers::sigaction(sig, act, oldact) }
+}
+
+/// signal(3), through our sigaction.
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    sys::handlers::signal(sig, handler)
+}
+
+/// bsd_signal(3): glibc's signal.
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn bsd_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    sys::handlers::signal(sig, handler)
+}
+
+/// sysv_signal(3), through our sigaction.
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    sys::handlers::sysv_signal(sig, handler)
 }
 
 /// The library's version, NUL-terminated (`shmnet --version`, `shmnet

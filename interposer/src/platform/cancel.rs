@@ -444,13 +444,12 @@ pub(crate) fn restarts() -> bool {
     !requested() && crate::platform::sys::interrupted_call_restarts()
 }
 
-/// After a spin that found nothing with signals blocked (`SpinMask`; None
-/// when they could not be), before a wait that takes no mask: the
-/// caller's mask back, and whether a handler that ran meanwhile ends the
-/// call with EINTR (no SA_RESTART, or a cancel request), as the kernel's
-/// blocking call would have ended (decision 45).
-pub(crate) fn spin_interrupted(blocked: Option<crate::platform::sys::SpinMask>) -> bool {
-    match blocked.and_then(crate::platform::sys::SpinMask::end) {
+/// After a spin that found nothing, before a wait that takes no mask:
+/// whether a handler that ran meanwhile (`handlers::Watch`) ends the call
+/// with EINTR (no SA_RESTART, or a cancel request), as the kernel's
+/// blocking call would have ended (decisions 45, 47).
+pub(crate) fn spin_interrupted(watch: crate::platform::sys::handlers::Watch) -> bool {
+    match watch.end() {
         Some(restarts) => !restarts || requested(),
         None => false,
     }

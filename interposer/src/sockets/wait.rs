@@ -10,13 +10,14 @@
 //! the set awaits a reply): a wake-up from sleep costs tens of
 //! microseconds on a VM, a spin that sees the data well under one.
 //!
-//! The spin runs with the catchable signals blocked (`SpinMask`,
-//! decision 45): every kernel wait after it takes the caller's mask, so a
-//! signal that came while spinning ends it with EINTR, and a handler never
-//! runs inside the spin. The looks at the rings before it run inside the
-//! library (a signal handler that interrupts them and uses an emulated
-//! socket gets EIO, as everywhere in the library); the sleep in the
-//! kernel does not.
+//! A handler of the program's that runs while the wait spins ends it with
+//! EINTR, as the kernel's wait (decision 48: the program's handlers are
+//! wrapped, `handlers::Watch` counts them, no system call); its handler
+//! is put off until the wait's answer is made (or before its sleep), and
+//! runs then as outside the library, as the kernel runs one after its
+//! wait returned. One that interrupts the looks before the spin runs
+//! inside the library (its calls on an emulated socket get EIO, as
+//! everywhere in the library); the sleep in the kernel is outside.
 //!
 //! This module knows no socket: `socket` depends on it, not the reverse
 //! (connections queued to give back pages reach it through `quiet`, which
@@ -30,7 +31,8 @@ use std::time::{Duration, Instant};
 use libc::{timespec, timeval};
 
 use crate::platform::real::Action;
-use crate::platform::sys::{SigMask, SpinMask};
+use crate::platform::sys::handlers::{CallerMask, Watch};
+use crate::platform::sys::SigMask;
 use crate::platform::{guard, sys};
 use crate::sockets::quiet;
 
@@ -326,36 +328,42 @@ enum Spun {
     /// The whole budget went by without an answer: sleep, and do not spin
     /// for these connections again until they write (`no_reply_soon`).
     TimedOut,
-    /// A signal came (blocked for the spin): the sleep that follows, with
-    /// the caller's mask, ends with EINTR at once.
+    /// A handler ran: the wait ends with EINTR.
     Signalled,
 }
-
-/// How often a spin looks for a signal that came while it was blocked
-/// (one rt_sigpending): the EINTR comes at most this late.
-const SIGNAL_LOOK: Duration = Duration::from_micros(25);
 
 /// Spins while it can help and `worth` says so (a connection awaits a
 /// reply), until the set's rings are ready (a look, cheap) or the kernel
 /// answers (a zero-timeout call, every few rounds).
-/// The catchable asynchronous signals are blocked for the spin
-/// (`blocked`, decision 45): one that comes meanwhile stays pending, and
-/// the kernel wait that follows, made with the caller's mask, ends with
-/// EINTR at once, as the kernel's own wait would have.
-fn spin(limit: Limit, worth: bool, set: &mut impl WaitSet, blocked: &mut Option<SpinMask>) -> Spun {
+/// A handler that runs meanwhile ends it (`watch`, begun here: decision
+/// 47), as it would the kernel's wait.
+/// A wait given a mask (ppoll, pselect, epoll_pwait) spins under it
+/// (`caller`), as the kernel's waits under it: a signal it unblocks that
+/// is pending ends the spin at once, one it blocks does not.
+fn spin(
+    limit: Limit,
+    worth: bool,
+    set: &mut impl WaitSet,
+    (watch, caller): (&mut Option<Watch>, &mut Option<CallerMask>),
+    mask: Option<SigMask<'_>>,
+) -> Spun {
     if !worth || !spin_budgeted(limit) {
         return Spun::Nothing;
     }
-    // Before `spin_helps`, which may read /proc (a signal that came while
+
+    // Before `spin_helps`, which may read /proc (a handler that ran while
     // it did would be missed as well).
-    *blocked = SpinMask::block();
+    let w = watch.insert(Watch::begin());
+    // After `begin`: a pending signal the caller's mask unblocks comes now.
+    if let Some(m) = mask {
+        *caller = Some(CallerMask::set(m.as_ptr()));
+    }
     if !spin_helps() {
         return Spun::Nothing;
     }
     let budget = spin_budget();
     let budget = limit.left().map_or(budget, |l| l.min(budget));
     let start = Instant::now();
-    let mut next_look = SIGNAL_LOOK;
     let mut round = 0u32;
     loop {
         for _ in 0..16 {
@@ -363,6 +371,9 @@ fn spin(limit: Limit, worth: bool, set: &mut impl WaitSet, blocked: &mut Option<
                 return Spun::Rings;
             }
             core::hint::spin_loop();
+        }
+        if w.signalled() {
+            return Spun::Signalled;
         }
         round = round.wrapping_add(1);
         if set.ask_kernel(round) {
@@ -372,18 +383,8 @@ fn spin(limit: Limit, worth: bool, set: &mut impl WaitSet, blocked: &mut Option<
                 return Spun::Kernel(n);
             }
         }
-        let spent = start.elapsed();
-        if spent >= budget {
+        if start.elapsed() >= budget {
             return Spun::TimedOut;
-        }
-        // A signal blocked meanwhile ends the spin (the sleep that follows
-        // returns EINTR at once), looked for every `SIGNAL_LOOK`: a spin
-        // that finds its answer sooner pays no system call for it.
-        if spent >= next_look {
-            next_look = spent + SIGNAL_LOOK;
-            if blocked.as_ref().is_some_and(SpinMask::signal_waiting) {
-                return Spun::Signalled;
-            }
         }
     }
 }
@@ -423,21 +424,25 @@ pub(crate) fn wait(
     limit: Limit,
     mask: Option<SigMask<'_>>,
 ) -> Action<c_int> {
-    // Set by a spin; dropped (the caller's mask back, a pending handler
-    // run) once the answer is made, as the kernel runs one after its
-    // wait returns.
-    let mut blocked = None;
-    wait_blocked(set, limit, mask, &mut blocked)
+    // Begun by a spin: a handler that ran since ends the wait with EINTR
+    // (up to the sleep: a handler that runs just before it is one that
+    // came just before the call, for the kernel's wait too).
+    // Dropped after `watch`: handlers put off run under the caller's mask.
+    let mut caller = None;
+    let mut watch = None;
+    wait_watched(set, limit, mask, (&mut watch, &mut caller))
 }
 
-/// `wait`, with the signals a spin blocked in `blocked`: every kernel wait
-/// after the spin takes the caller's mask (its own, or the one before the
-/// spin), so a signal that came while they were blocked ends it.
-fn wait_blocked(
+fn interrupted() -> Action<c_int> {
+    sys::set_errno(libc::EINTR);
+    Action::Raw(-1)
+}
+
+fn wait_watched(
     set: &mut impl WaitSet,
     limit: Limit,
     mask: Option<SigMask<'_>>,
-    blocked: &mut Option<SpinMask>,
+    (watch, caller): (&mut Option<Watch>, &mut Option<CallerMask>),
 ) -> Action<c_int> {
     let mut first = true;
     if quiet::due_in().is_some_and(|d| d.is_zero()) {
@@ -447,10 +452,11 @@ fn wait_blocked(
         if !set.found() && first {
             first = false;
             let worth = set.worth_spinning(limit);
-            let spun = spin(limit, worth, set, blocked);
+            let spun = spin(limit, worth, set, (&mut *watch, &mut *caller), mask);
             set.spin_over();
             match spun {
                 Spun::Kernel(n) => return result(n),
+                Spun::Signalled => return interrupted(),
                 Spun::TimedOut => set.no_reply_soon(),
                 // No spinning (the CPUs are contended): a reply awaited
                 // may come from a peer waiting for a CPU; hand it ours
@@ -473,8 +479,16 @@ fn wait_blocked(
             set.after_sleep();
             return answer;
         }
+        // Handlers put off run now; one that ran ends the wait.
+        if let Some(w) = watch.as_ref() {
+            w.stop();
+            if w.signalled() {
+                return interrupted();
+            }
+        }
+        // The sleep takes the caller's mask itself.
+        *caller = None;
         let (sliced, cut) = cut_for_quiet(limit.sliced(set.sliced()));
-        let mask = mask.or(blocked.as_ref().map(SpinMask::sleep_mask));
         let n = sleep_in_kernel(|| set.real(Some(sliced), mask));
         set.after_sleep();
         if n < 0 {

@@ -23,6 +23,7 @@ mod sockopt;
 pub(crate) use sockopt::*;
 mod signals;
 pub(crate) use signals::*;
+pub(crate) mod handlers;
 
 /// The calling thread's `errno`.
 pub(crate) fn errno() -> c_int {

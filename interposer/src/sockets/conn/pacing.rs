@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use super::Connection;
+use crate::platform::sys::handlers::Watch;
 
 /// A blocking stream consumer that read less than this (see
 /// `Phase::Gather`) pauses once for `GATHER_PAUSE` and reads on.
@@ -107,14 +108,15 @@ impl Connection {
     /// up to the spin budget, rather than sleep and cost the writer a
     /// doorbell and itself a wake-up.
     /// True when data came.
-    pub(super) fn watch_ring(&self) -> bool {
+    /// A handler that runs (`watch`) ends it (false).
+    pub(super) fn watch_ring(&self, watch: &Watch) -> bool {
         let start = Instant::now();
         loop {
             pause(WATCH_PAUSE);
             if self.ring_readable() {
                 return true;
             }
-            if start.elapsed() >= self.pacing.spin {
+            if start.elapsed() >= self.pacing.spin || watch.signalled() {
                 return false;
             }
         }
@@ -125,15 +127,24 @@ impl Connection {
     /// 32nd look the whole ring (closed, a later segment). An answer that
     /// does not come within the budget ends spinning (`no_reply_soon`).
     /// True when it came.
-    pub(super) fn spin_for_reply(&self) -> bool {
+    /// A handler that runs (`watch`) ends it (false, and no
+    /// `no_reply_soon`).
+    pub(super) fn spin_for_reply(&self, watch: &Watch) -> bool {
         let mut looks = 0u32;
-        let answered = self.spin_until(|| {
+        let ended = self.spin_until(|| {
             looks = looks.wrapping_add(1);
+            if watch.signalled() {
+                return true;
+            }
             match self.probe.get() {
                 Some(p) if !looks.is_multiple_of(32) => p.maybe_readable(),
                 _ => self.ring_readable(),
             }
         });
+        if ended && watch.signalled() {
+            return false;
+        }
+        let answered = ended;
         if !answered {
             self.no_reply_soon();
         }

@@ -346,16 +346,16 @@ impl Connection {
                 }
                 Next::Watch | Next::Spin => {
                     call.spun = true;
-                    // Signals blocked for the spin (decision 45): one that
-                    // came while it found nothing ends the call with EINTR,
-                    // or lets it sleep (restart) under SA_RESTART.
-                    let blocked = sys::SpinMask::block();
+                    // A handler that ran in the spin (decision 48) ends
+                    // it; the call then fails with EINTR, or sleeps
+                    // (restarts) under SA_RESTART.
+                    let watch = sys::handlers::Watch::begin();
                     let came = if matches!(next, Next::Spin) {
-                        self.spin_for_reply()
+                        self.spin_for_reply(&watch)
                     } else {
-                        self.watch_ring()
+                        self.watch_ring(&watch)
                     };
-                    if !came && crate::platform::cancel::spin_interrupted(blocked) {
+                    if !came && crate::platform::cancel::spin_interrupted(watch) {
                         return End::Short(Errno::INTR).result(call.total);
                     }
                 }

@@ -571,9 +571,9 @@ impl Datagram {
     ///   its probes still wait long (a trickle, or an idle socket: its
     ///   receives sleep at once).
     ///
-    /// Signals are blocked while it spins (decision 45): one whose handler
-    /// ran meanwhile, when nothing came, ends the receive with EINTR unless
-    /// it restarts (SA_RESTART), as the kernel's.
+    /// A handler that runs while it spins (decision 48) ends the spin and,
+    /// when nothing came, the receive with EINTR unless it restarts
+    /// (SA_RESTART), as the kernel's.
     fn spin(&self, inbox: &Inbox) -> Result<bool, Errno> {
         use std::sync::atomic::Ordering::Relaxed;
         let us = crate::platform::config::get().map_or(0, |c| c.spin_us);
@@ -586,10 +586,10 @@ impl Datagram {
         if !(answer || consumer) {
             return Ok(false);
         }
-        let blocked = crate::platform::sys::SpinMask::block();
+        let watch = crate::platform::sys::handlers::Watch::begin();
         if !crate::sockets::wait::spin_helps() {
-            // (A signal that came while it looked at /proc.)
-            if crate::platform::cancel::spin_interrupted(blocked) {
+            // (A handler that ran while it looked at /proc.)
+            if crate::platform::cancel::spin_interrupted(watch) {
                 return Err(Errno::INTR);
             }
             return Ok(false);
@@ -605,7 +605,8 @@ impl Datagram {
                 break true;
             }
             std::hint::spin_loop();
-            if round.is_multiple_of(8) && start.elapsed() >= limit {
+            // A handler that ran ends the spin (decision 48).
+            if watch.signalled() || (round.is_multiple_of(8) && start.elapsed() >= limit) {
                 break false;
             }
         };
@@ -616,7 +617,7 @@ impl Datagram {
         } else {
             self.answer_spun(found, budget);
         }
-        if !found && crate::platform::cancel::spin_interrupted(blocked) {
+        if !found && crate::platform::cancel::spin_interrupted(watch) {
             return Err(Errno::INTR);
         }
         Ok(found)

@@ -25,14 +25,6 @@ impl<'call> SigMask<'call> {
         }
     }
 
-    /// A mask of the library's own (`SpinMask::sleep_mask`).
-    pub(crate) fn own(mask: &'call libc::sigset_t) -> SigMask<'call> {
-        SigMask {
-            mask,
-            _call: PhantomData,
-        }
-    }
-
     /// The pointer, for the real call (`platform::real::waits`).
     pub(crate) fn as_ptr(self) -> *const libc::sigset_t {
         self.mask
