@@ -281,6 +281,29 @@ pub(crate) fn socket_made(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) 
     }
 }
 
+/// A fork is about to share every socket (the prepare handler): in the
+/// default mode each emulated UDP socket goes back to the kernel first
+/// (`Datagram::to_kernel`, decision 47), so that parent and child, and
+/// an image either of them execs, receive from one kernel queue, as the
+/// kernel's UDP does. (The emulated mode has no kernel port behind its
+/// names: its sockets stay with the process that received, as before.)
+pub(crate) fn before_fork() {
+    if !carried() || !default_mode() {
+        return;
+    }
+    let mut socks = Vec::new();
+    registry::for_each_socket(|s| {
+        if s.datagram().is_some_and(|d| d.emulated()) {
+            socks.push(s.clone());
+        }
+    });
+    for s in &socks {
+        if let Some(d) = s.datagram() {
+            d.to_kernel();
+        }
+    }
+}
+
 /// The UDP sockets whose kernel socket `before_exec` put on their fd
 /// number, for `exec_failed` to undo.
 static ACROSS_EXEC: crate::platform::lock::Mutex<Vec<(c_int, Arc<Socket>)>> =
@@ -496,7 +519,8 @@ fn adopt_for(fd: c_int, dest: SocketAddr, connecting: bool) -> Option<Result<Arc
     }
     // One of ours not emulated yet, or a kernel socket.
     let shell = match fdtable::is_owned(fd) {
-        true => Some(plain(fd)?),
+        // (One that went back to the kernel stays there: decision 47.)
+        true => Some(plain(fd).filter(|s| s.datagram().is_some_and(|d| !d.retired()))?),
         false => None,
     };
     let k = match &shell {

@@ -60,6 +60,7 @@ extern "C" fn prepare() {
     // the library.
     if let Some(_inside) = crate::platform::guard::enter("fork") {
         let _ = std::panic::catch_unwind(crate::sockets::readiness::forking);
+        let _ = std::panic::catch_unwind(crate::calls::datagram::before_fork);
         let _ = std::panic::catch_unwind(crate::calls::exec::before_exec);
         // Listeners' parking queues, made on first need, are made now so
         // that parent and child share them.

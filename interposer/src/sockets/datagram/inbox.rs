@@ -295,6 +295,52 @@ impl Inbox {
         }
     }
 
+    /// The socket goes back to the kernel (`Datagram::to_kernel`,
+    /// decision 47): new links and frames are taken, the name is let go
+    /// (a fresh socket takes the listener's fd number: senders dialling it
+    /// are refused and take the kernel route), every link and segment
+    /// closes (senders on them find the name gone at their next send),
+    /// and what was queued goes to `out`, oldest first. Its members leave
+    /// the instance. The number of datagrams moved.
+    pub(crate) fn retire(&self, out: BorrowedFd<'_>) -> usize {
+        let mut st = self.lock();
+        self.serve_locked(&mut st);
+        let ep = &self.shell.epoll;
+        let _ = epoll::delete(ep, &self.listener);
+        if let Ok(fresh) = rustix::net::socket_with(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        ) {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&self.listener.as_fd());
+            let _ = crate::platform::sys::dup_onto(fresh.as_fd(), fd, true);
+        }
+        // Frames a sender put on its link before it saw the name go.
+        let all: Vec<usize> = (0..st.links.len()).rev().collect();
+        for i in all {
+            self.read_link(&mut st, i);
+        }
+        for s in &st.sets {
+            s.rx.close();
+        }
+        let mut buf = vec![0u8; 65_536];
+        let mut moved = 0;
+        while let Some(t) = self.take(&mut st, &mut [IoSliceMut::new(&mut buf)], false, None) {
+            if t.from.is_none() {
+                break;
+            }
+            super::leftover::put(out, t.from, &buf[..t.got.copied]);
+            moved += 1;
+        }
+        for l in st.links.drain(..) {
+            let _ = epoll::delete(ep, &l.fd);
+        }
+        let _ = epoll::delete(ep, &self.wake);
+        self.unsignal(&mut st);
+        moved
+    }
+
     /// Poll, select or epoll met the socket: from now on its readiness
     /// is kept exact (see the module docs), starting now.
     pub(crate) fn make_eager(&self) {

@@ -108,10 +108,15 @@ pub(crate) struct Shell {
     pub(super) peeked: AtomicBool,
     /// Of family AF_INET6.
     pub(super) v6: bool,
+    /// What shared memory had queued when the socket went back to the
+    /// kernel (`leftover.rs`): taken before the kernel socket's.
+    pub(super) leftover: std::sync::OnceLock<InternalFd>,
 }
 
 /// epoll data of the kernel socket in the instance.
 pub(super) const KERNEL: u64 = u64::MAX;
+/// epoll data of the leftovers' reading end in the instance.
+pub(super) const LEFTOVER: u64 = u64::MAX - 1;
 
 impl Shell {
     /// The shell of the kernel UDP socket `kernel` (the library's copy;
@@ -131,6 +136,7 @@ impl Shell {
             bound: AtomicBool::new(bound),
             peeked: AtomicBool::new(false),
             v6,
+            leftover: std::sync::OnceLock::new(),
         })
     }
 
@@ -154,10 +160,29 @@ impl Shell {
 
     /// The kernel socket's POLLIN and POLLERR now (0 while unbound).
     pub(super) fn revents(&self) -> i16 {
+        if self
+            .leftover()
+            .is_some_and(|l| super::leftover::next_len(l).is_some())
+        {
+            return libc::POLLIN;
+        }
         if !self.bound() {
             return 0;
         }
         crate::platform::sys::poll_fd(self.kernel(), libc::POLLIN | libc::POLLERR, 0).unwrap_or(0)
+    }
+
+    /// The reading end of the leftovers, once the socket went back to
+    /// the kernel.
+    pub(super) fn leftover(&self) -> Option<BorrowedFd<'_>> {
+        self.leftover.get().map(|l| l.as_fd())
+    }
+
+    /// The size of the next datagram: a leftover's, else the kernel's.
+    pub(super) fn next_len(&self) -> Option<usize> {
+        self.leftover()
+            .and_then(super::leftover::next_len)
+            .or_else(|| next_len(self.kernel()))
     }
 
     /// The kernel's name of the socket (0.0.0.0:0 or [::]:0 unbound).
@@ -173,19 +198,29 @@ impl Shell {
         peek: bool,
         only: Option<SocketAddr>,
     ) -> Result<Option<(Received, Option<SocketAddr>)>, Errno> {
+        let wanted = |from: Option<SocketAddr>| match (only, from) {
+            (Some(o), Some(f)) => {
+                crate::transport::rendezvous::unmapped(o)
+                    == crate::transport::rendezvous::unmapped(f)
+            }
+            _ => true,
+        };
+        if let Some(l) = self.leftover() {
+            while let Some((got, from)) = super::leftover::take(l, bufs, peek) {
+                if wanted(from) {
+                    return Ok(Some((got, from)));
+                }
+                if peek {
+                    super::leftover::skip(l); // as the kernel drops it
+                }
+            }
+        }
         for _ in 0..64 {
             let (got, from) = match recv(self.kernel(), bufs, peek) {
                 None => return Ok(None),
                 Some(r) => r?,
             };
-            let wanted = match (only, from) {
-                (Some(o), Some(f)) => {
-                    crate::transport::rendezvous::unmapped(o)
-                        == crate::transport::rendezvous::unmapped(f)
-                }
-                _ => true,
-            };
-            if wanted {
+            if wanted(from) {
                 return Ok(Some((got, from)));
             }
             if peek {
