@@ -287,16 +287,38 @@ pub(crate) fn socket_made(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) 
 /// an image either of them execs, receive from one kernel queue, as the
 /// kernel's UDP does. (The emulated mode has no kernel port behind its
 /// names: its sockets stay with the process that received, as before.)
-pub(crate) fn before_fork() {
+/// A vfork's child (python's subprocess) execs or exits at once: only
+/// sockets with an fd that goes across exec go back to the kernel.
+pub(crate) fn before_fork(vfork: bool) {
     if !carried() || !default_mode() {
         return;
     }
     let mut socks = Vec::new();
-    registry::for_each_socket(|s| {
-        if s.datagram().is_some_and(|d| d.emulated()) {
-            socks.push(s.clone());
+    if vfork {
+        let limit = crate::platform::internal_fd::nofile_limit()
+            .map_or(fdtable::CAPACITY as u64, |n| {
+                n.min(fdtable::CAPACITY as u64)
+            });
+        for fd in 0..limit as c_int {
+            if !fdtable::is_owned(fd) || fdtable::is_internal(fd) {
+                continue;
+            }
+            let Some(sock) = ours(fd).filter(|s| s.datagram().is_some_and(|d| d.emulated())) else {
+                continue;
+            };
+            let inherited = rustix::io::fcntl_getfd(sys::borrow_fd(fd))
+                .is_ok_and(|f| !f.contains(rustix::io::FdFlags::CLOEXEC));
+            if inherited {
+                socks.push(sock);
+            }
         }
-    });
+    } else {
+        registry::for_each_socket(|s| {
+            if s.datagram().is_some_and(|d| d.emulated()) {
+                socks.push(s.clone());
+            }
+        });
+    }
     for s in &socks {
         if let Some(d) = s.datagram() {
             d.to_kernel();
