@@ -290,7 +290,7 @@ pub(crate) fn socket_made(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) 
 /// A vfork's child (python's subprocess) execs or exits at once: only
 /// sockets with an fd that goes across exec go back to the kernel.
 pub(crate) fn before_fork(vfork: bool) {
-    if !carried() || !default_mode() {
+    if !carried() {
         return;
     }
     let mut socks = Vec::new();
@@ -321,7 +321,9 @@ pub(crate) fn before_fork(vfork: bool) {
     }
     for s in &socks {
         if let Some(d) = s.datagram() {
-            d.to_kernel();
+            if !(default_mode() && d.to_kernel()) {
+                d.share_queued();
+            }
         }
     }
 }

@@ -324,20 +324,43 @@ impl Inbox {
         for s in &st.sets {
             s.rx.close();
         }
-        let mut buf = vec![0u8; 65_536];
-        let mut moved = 0;
-        while let Some(t) = self.take(&mut st, &mut [IoSliceMut::new(&mut buf)], false, None) {
-            if t.from.is_none() {
-                break;
-            }
-            super::leftover::put(out, t.from, &buf[..t.got.copied]);
-            moved += 1;
-        }
+        let moved = self.drain_into(&mut st, out);
         for l in st.links.drain(..) {
             let _ = epoll::delete(ep, &l.fd);
         }
         let _ = epoll::delete(ep, &self.wake);
         self.unsignal(&mut st);
+        moved
+    }
+
+    /// Moves every queued datagram to `out` (the leftovers), oldest
+    /// first; how many.
+    fn drain_into(&self, st: &mut State, out: BorrowedFd<'_>) -> usize {
+        let mut buf = vec![0u8; 65_536];
+        let mut moved = 0;
+        while let Some(t) = self.take(st, &mut [IoSliceMut::new(&mut buf)], false, None) {
+            if t.from.is_none() {
+                break; // a shutdown's end
+            }
+            super::leftover::put(out, t.from, &buf[..t.got.copied]);
+            moved += 1;
+        }
+        moved
+    }
+
+    /// Whether this process receives through the Inbox (not a forked
+    /// child waiting for the receiving one to let go).
+    pub(crate) fn queued_here(&self) -> bool {
+        !self.forked.load(Ordering::Relaxed)
+    }
+
+    /// Before a fork (the emulated mode, `Datagram::share_queued`): new
+    /// links and frames taken, then every queued datagram goes to `out`.
+    pub(crate) fn move_queued(&self, out: BorrowedFd<'_>) -> usize {
+        let mut st = self.lock();
+        self.serve_locked(&mut st);
+        let moved = self.drain_into(&mut st, out);
+        self.settle(&mut st);
         moved
     }
 
@@ -360,6 +383,7 @@ impl Inbox {
         self.error.load(Ordering::Relaxed) != 0
             || self.shut.load(Ordering::Relaxed)
             || queued(&mut st)
+            || self.shell.leftover_ready()
             || (kernel && self.kernel_ready())
     }
 
@@ -408,6 +432,7 @@ impl Inbox {
         if self.error.load(Ordering::Relaxed) != 0
             || self.shut.load(Ordering::Relaxed)
             || queued(&mut st)
+            || self.shell.leftover_ready()
         {
             return true;
         }
@@ -703,6 +728,10 @@ impl Inbox {
         serve: bool,
         kernel: bool,
     ) -> Result<Taken, Errno> {
+        // What a fork shared (decision 47): any holder takes it, first.
+        if let Some((got, from)) = self.shell.take_leftover(bufs, peek, only) {
+            return Ok(Taken { got, from });
+        }
         if !self.take_over() {
             return Err(Errno::OPNOTSUPP);
         }

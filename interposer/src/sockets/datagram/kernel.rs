@@ -87,6 +87,16 @@ pub(super) fn next_len(sock: BorrowedFd<'_>) -> Option<usize> {
     rustix::io::ioctl_fionread(sock).ok().map(|n| n as usize)
 }
 
+/// Whether a datagram from `from` is for a socket connected to `only`.
+fn wanted(only: Option<SocketAddr>, from: Option<SocketAddr>) -> bool {
+    match (only, from) {
+        (Some(o), Some(f)) => {
+            crate::transport::rendezvous::unmapped(o) == crate::transport::rendezvous::unmapped(f)
+        }
+        _ => true,
+    }
+}
+
 /// What every UDP socket of ours has from `socket()` on (review H-A): the
 /// epoll instance the application's fd number is, from the start and for
 /// good, and the kernel UDP socket in it. Until the socket is emulated
@@ -108,9 +118,9 @@ pub(crate) struct Shell {
     pub(super) peeked: AtomicBool,
     /// Of family AF_INET6.
     pub(super) v6: bool,
-    /// What shared memory had queued when the socket went back to the
-    /// kernel (`leftover.rs`): taken before the kernel socket's.
-    pub(super) leftover: std::sync::OnceLock<InternalFd>,
+    /// What shared memory had queued when a fork shared the socket
+    /// (`leftover.rs`; reading end, writing end): taken first.
+    leftover: std::sync::OnceLock<(InternalFd, InternalFd)>,
 }
 
 /// epoll data of the kernel socket in the instance.
@@ -172,10 +182,47 @@ impl Shell {
         crate::platform::sys::poll_fd(self.kernel(), libc::POLLIN | libc::POLLERR, 0).unwrap_or(0)
     }
 
-    /// The reading end of the leftovers, once the socket went back to
-    /// the kernel.
+    /// The reading end of the leftovers, once a fork shared the socket.
     pub(super) fn leftover(&self) -> Option<BorrowedFd<'_>> {
-        self.leftover.get().map(|l| l.as_fd())
+        self.leftover.get().map(|(r, _)| r.as_fd())
+    }
+
+    /// The writing end of the leftovers, made (and the reading end put
+    /// in the instance) at the first call.
+    pub(super) fn leftover_writer(&self) -> Option<BorrowedFd<'_>> {
+        if self.leftover.get().is_none() {
+            let (r, w) = super::leftover::pair().ok()?;
+            let data = epoll::EventData::new_u64(LEFTOVER);
+            epoll::add(&self.epoll, &r, data, epoll::EventFlags::IN).ok()?;
+            let _ = self.leftover.set((InternalFd::new(r), InternalFd::new(w)));
+        }
+        self.leftover.get().map(|(_, w)| w.as_fd())
+    }
+
+    /// The next leftover (from `only` if given; others are dropped, as
+    /// the kernel drops them for a connected socket).
+    pub(super) fn take_leftover(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        peek: bool,
+        only: Option<SocketAddr>,
+    ) -> Option<(Received, Option<SocketAddr>)> {
+        let l = self.leftover()?;
+        while let Some((got, from)) = super::leftover::take(l, bufs, peek) {
+            if wanted(only, from) {
+                return Some((got, from));
+            }
+            if peek {
+                super::leftover::skip(l);
+            }
+        }
+        None
+    }
+
+    /// Whether a leftover is there.
+    pub(super) fn leftover_ready(&self) -> bool {
+        self.leftover()
+            .is_some_and(|l| super::leftover::next_len(l).is_some())
     }
 
     /// The size of the next datagram: a leftover's, else the kernel's.
@@ -198,29 +245,15 @@ impl Shell {
         peek: bool,
         only: Option<SocketAddr>,
     ) -> Result<Option<(Received, Option<SocketAddr>)>, Errno> {
-        let wanted = |from: Option<SocketAddr>| match (only, from) {
-            (Some(o), Some(f)) => {
-                crate::transport::rendezvous::unmapped(o)
-                    == crate::transport::rendezvous::unmapped(f)
-            }
-            _ => true,
-        };
-        if let Some(l) = self.leftover() {
-            while let Some((got, from)) = super::leftover::take(l, bufs, peek) {
-                if wanted(from) {
-                    return Ok(Some((got, from)));
-                }
-                if peek {
-                    super::leftover::skip(l); // as the kernel drops it
-                }
-            }
+        if let Some(got) = self.take_leftover(bufs, peek, only) {
+            return Ok(Some(got));
         }
         for _ in 0..64 {
             let (got, from) = match recv(self.kernel(), bufs, peek) {
                 None => return Ok(None),
                 Some(r) => r?,
             };
-            if wanted(from) {
+            if wanted(only, from) {
                 return Ok(Some((got, from)));
             }
             if peek {

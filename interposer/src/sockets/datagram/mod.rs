@@ -218,6 +218,27 @@ impl Datagram {
         self.inbox.get()
     }
 
+    /// Decision 47, the emulated mode (no kernel port to go back to): a
+    /// fork is about to share the socket, so what the receiving process
+    /// has queued moves to the leftovers, which every holder reads first
+    /// (a fork server's child takes the datagram its parent peeked at);
+    /// later arrivals are still the receiving process's.
+    pub(crate) fn share_queued(&self) {
+        let Some(inbox) = self.inbox() else {
+            return;
+        };
+        if inbox.queued_here() {
+            if let Some(w) = self.shell.leftover_writer() {
+                let n = inbox.move_queued(w);
+                log!(
+                    debug,
+                    "UDP {}: {n} queued datagrams shared before a fork",
+                    inbox.local
+                );
+            }
+        }
+    }
+
     /// Whether it went back to the kernel (`to_kernel`): never emulated
     /// again.
     pub(crate) fn retired(&self) -> bool {
@@ -243,19 +264,10 @@ impl Datagram {
         if !held || !self.shell.bound() {
             return false;
         }
-        let Ok((r, w)) = leftover::pair() else {
+        let Some(w) = self.shell.leftover_writer() else {
             return false;
         };
-        let data = rustix::event::epoll::EventData::new_u64(kernel::LEFTOVER);
-        let ev = rustix::event::epoll::EventFlags::IN;
-        if rustix::event::epoll::add(&self.shell.epoll, &r, data, ev).is_err() {
-            return false;
-        }
-        let r = InternalFd::new(r);
-        if self.shell.leftover.set(r).is_err() {
-            return false;
-        }
-        let moved = inbox.retire(w.as_fd());
+        let moved = inbox.retire(w);
         self.retired
             .store(true, std::sync::atomic::Ordering::Release);
         log!(
