@@ -357,6 +357,31 @@ impl Inbox {
     /// Before a fork (the emulated mode, `Datagram::share_queued`): new
     /// links and frames taken, then every queued datagram goes to `out`.
     pub(crate) fn move_queued(&self, out: BorrowedFd<'_>) -> usize {
+        {
+            // Nothing queued and nothing come: the state is left as it
+            // is, its receive epoch too, so that a child forked before
+            // still knows its copy exact (`take_over`: pre-forked workers).
+            // (Leftovers already there are not news.)
+            let mut st = self.state.lock();
+            let mut events = Vec::with_capacity(8);
+            let zero = rustix::time::Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            let idle = epoll::wait(
+                &self.shell.epoll,
+                rustix::buffer::spare_capacity(&mut events),
+                Some(&zero),
+            )
+            .is_ok_and(|_| {
+                events
+                    .iter()
+                    .all(|e| e.data.u64() == super::kernel::LEFTOVER)
+            });
+            if idle && !queued(&mut st) {
+                return 0;
+            }
+        }
         let mut st = self.lock();
         self.serve_locked(&mut st);
         let moved = self.drain_into(&mut st, out);
