@@ -302,7 +302,7 @@ impl Inbox {
     /// closes (senders on them find the name gone at their next send),
     /// and what was queued goes to `out`, oldest first. Its members leave
     /// the instance. The number of datagrams moved.
-    pub(crate) fn retire(&self, out: BorrowedFd<'_>) -> usize {
+    pub(crate) fn retire(&self) -> usize {
         let mut st = self.lock();
         self.serve_locked(&mut st);
         let ep = &self.shell.epoll;
@@ -324,7 +324,7 @@ impl Inbox {
         for s in &st.sets {
             s.rx.close();
         }
-        let moved = self.drain_into(&mut st, out);
+        let moved = self.drain_into(&mut st);
         for l in st.links.drain(..) {
             let _ = epoll::delete(ep, &l.fd);
         }
@@ -333,16 +333,16 @@ impl Inbox {
         moved
     }
 
-    /// Moves every queued datagram to `out` (the leftovers), oldest
-    /// first; how many.
-    fn drain_into(&self, st: &mut State, out: BorrowedFd<'_>) -> usize {
+    /// Moves every queued datagram to the leftovers (made by the
+    /// caller), oldest first; how many.
+    fn drain_into(&self, st: &mut State) -> usize {
         let mut buf = vec![0u8; 65_536];
         let mut moved = 0;
         while let Some(t) = self.take(st, &mut [IoSliceMut::new(&mut buf)], false, None) {
             if t.from.is_none() {
                 break; // a shutdown's end
             }
-            super::leftover::put(out, t.from, &buf[..t.got.copied]);
+            self.shell.put_leftover(t.from, &buf[..t.got.copied]);
             moved += 1;
         }
         moved
@@ -355,8 +355,9 @@ impl Inbox {
     }
 
     /// Before a fork (the emulated mode, `Datagram::share_queued`): new
-    /// links and frames taken, then every queued datagram goes to `out`.
-    pub(crate) fn move_queued(&self, out: BorrowedFd<'_>) -> usize {
+    /// links and frames taken, then every queued datagram goes to the
+    /// leftovers (the pair made only then).
+    pub(crate) fn move_queued(&self) -> usize {
         {
             // Nothing queued and nothing come: the state is left as it
             // is, its receive epoch too, so that a child forked before
@@ -384,7 +385,11 @@ impl Inbox {
         }
         let mut st = self.lock();
         self.serve_locked(&mut st);
-        let moved = self.drain_into(&mut st, out);
+        let moved = if queued(&mut st) && self.shell.leftover_writer() {
+            self.drain_into(&mut st)
+        } else {
+            0
+        };
         self.settle(&mut st);
         moved
     }

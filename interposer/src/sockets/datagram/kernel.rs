@@ -87,6 +87,16 @@ pub(super) fn next_len(sock: BorrowedFd<'_>) -> Option<usize> {
     rustix::io::ioctl_fionread(sock).ok().map(|n| n as usize)
 }
 
+/// The leftovers' pair, and how many were put and not taken yet, in a
+/// page shared across fork: at least as many as are there (put counts
+/// before it sends, a take after it took), so a receive asks the pair
+/// only when one may be there.
+struct Leftovers {
+    r: InternalFd,
+    w: InternalFd,
+    count: crate::platform::shared_file::ForkShared,
+}
+
 /// Whether a datagram from `from` is for a socket connected to `only`.
 fn wanted(only: Option<SocketAddr>, from: Option<SocketAddr>) -> bool {
     match (only, from) {
@@ -119,8 +129,8 @@ pub(crate) struct Shell {
     /// Of family AF_INET6.
     pub(super) v6: bool,
     /// What shared memory had queued when a fork shared the socket
-    /// (`leftover.rs`; reading end, writing end): taken first.
-    leftover: std::sync::OnceLock<(InternalFd, InternalFd)>,
+    /// (`leftover.rs`): taken first.
+    leftover: std::sync::OnceLock<Leftovers>,
 }
 
 /// epoll data of the kernel socket in the instance.
@@ -184,19 +194,51 @@ impl Shell {
 
     /// The reading end of the leftovers, once a fork shared the socket.
     pub(super) fn leftover(&self) -> Option<BorrowedFd<'_>> {
-        self.leftover.get().map(|(r, _)| r.as_fd())
+        let l = self.leftover.get()?;
+        (l.count.word(0).load(Ordering::Acquire) != 0).then(|| l.r.as_fd())
     }
 
-    /// The writing end of the leftovers, made (and the reading end put
-    /// in the instance) at the first call.
-    pub(super) fn leftover_writer(&self) -> Option<BorrowedFd<'_>> {
-        if self.leftover.get().is_none() {
-            let (r, w) = super::leftover::pair().ok()?;
-            let data = epoll::EventData::new_u64(LEFTOVER);
-            epoll::add(&self.epoll, &r, data, epoll::EventFlags::IN).ok()?;
-            let _ = self.leftover.set((InternalFd::new(r), InternalFd::new(w)));
+    /// Queues a leftover (`leftover_writer` made the pair).
+    pub(super) fn put_leftover(&self, from: Option<SocketAddr>, data: &[u8]) {
+        let Some(l) = self.leftover.get() else {
+            return;
+        };
+        l.count.word(0).fetch_add(1, Ordering::AcqRel);
+        if !super::leftover::put(l.w.as_fd(), from, data) {
+            self.leftover_taken();
         }
-        self.leftover.get().map(|(_, w)| w.as_fd())
+    }
+
+    /// One leftover was taken (or dropped).
+    fn leftover_taken(&self) {
+        if let Some(l) = self.leftover.get() {
+            let c = l.count.word(0);
+            let _ = c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Makes the leftovers' pair (and puts its reading end in the
+    /// instance) if it is not there yet; false when it cannot.
+    pub(super) fn leftover_writer(&self) -> bool {
+        if self.leftover.get().is_none() {
+            let Ok((r, w)) = super::leftover::pair() else {
+                return false;
+            };
+            let Ok(count) = crate::platform::shared_file::ForkShared::new() else {
+                return false;
+            };
+            let data = epoll::EventData::new_u64(LEFTOVER);
+            if epoll::add(&self.epoll, &r, data, epoll::EventFlags::IN).is_err() {
+                return false;
+            }
+            let l = Leftovers {
+                r: InternalFd::new(r),
+                w: InternalFd::new(w),
+                count,
+            };
+            let _ = self.leftover.set(l);
+        }
+        true
     }
 
     /// The next leftover (from `only` if given; others are dropped, as
@@ -210,11 +252,15 @@ impl Shell {
         let l = self.leftover()?;
         while let Some((got, from)) = super::leftover::take(l, bufs, peek) {
             if wanted(only, from) {
+                if !peek {
+                    self.leftover_taken();
+                }
                 return Some((got, from));
             }
             if peek {
                 super::leftover::skip(l);
             }
+            self.leftover_taken();
         }
         None
     }

@@ -61,13 +61,19 @@ fn source(h: &[u8; HEADER]) -> Option<SocketAddr> {
     Some(SocketAddr::new(ip, port))
 }
 
-/// Queues one datagram from `from` (dropped if the pair is full).
-pub(super) fn put(w: BorrowedFd<'_>, from: Option<SocketAddr>, data: &[u8]) {
+/// Queues one datagram from `from`; false if it was dropped (the pair
+/// is full).
+pub(super) fn put(w: BorrowedFd<'_>, from: Option<SocketAddr>, data: &[u8]) -> bool {
     let h = header(from);
     let iov = [IoSlice::new(&h), IoSlice::new(data)];
     let mut control = SendAncillaryBuffer::default();
     let flags = SendFlags::DONTWAIT | SendFlags::NOSIGNAL;
-    while let Err(Errno::INTR) = rustix::net::sendmsg(w, &iov, &mut control, flags) {}
+    loop {
+        match rustix::net::sendmsg(w, &iov, &mut control, flags) {
+            Err(Errno::INTR) => continue,
+            r => return r.is_ok(),
+        }
+    }
 }
 
 /// Takes (or peeks at) the next leftover: its length, the bytes copied

@@ -228,14 +228,12 @@ impl Datagram {
             return;
         };
         if inbox.queued_here() {
-            if let Some(w) = self.shell.leftover_writer() {
-                let n = inbox.move_queued(w);
-                log!(
-                    debug,
-                    "UDP {}: {n} queued datagrams shared before a fork",
-                    inbox.local
-                );
-            }
+            let n = inbox.move_queued();
+            log!(
+                debug,
+                "UDP {}: {n} queued datagrams shared before a fork",
+                inbox.local
+            );
         }
     }
 
@@ -264,10 +262,10 @@ impl Datagram {
         if !held || !self.shell.bound() {
             return false;
         }
-        let Some(w) = self.shell.leftover_writer() else {
+        if !self.shell.leftover_writer() {
             return false;
-        };
-        let moved = inbox.retire(w);
+        }
+        let moved = inbox.retire();
         self.retired
             .store(true, std::sync::atomic::Ordering::Release);
         log!(
