@@ -300,8 +300,9 @@ impl Inbox {
     /// (a fresh socket takes the listener's fd number: senders dialling it
     /// are refused and take the kernel route), every link and segment
     /// closes (senders on them find the name gone at their next send),
-    /// and what was queued goes to `out`, oldest first. Its members leave
-    /// the instance. The number of datagrams moved.
+    /// and what was queued goes to the leftovers (made by the caller),
+    /// oldest first. Its members leave the instance. The number of
+    /// datagrams moved.
     pub(crate) fn retire(&self) -> usize {
         let mut st = self.lock();
         self.serve_locked(&mut st);
@@ -844,10 +845,11 @@ impl Inbox {
     pub(crate) fn next_len(&self) -> usize {
         let mut st = self.lock();
         self.serve_locked(&mut st);
-        let n = match st.slow.queue.front() {
+        let shared = self.shell.leftover().and_then(super::leftover::next_len);
+        let n = shared.or(match st.slow.queue.front() {
             Some((_, d)) => Some(d.len()),
             None => st.sets.iter_mut().find_map(|s| s.rx.next_len().ok()),
-        };
+        });
         self.settle(&mut st);
         n.or_else(|| {
             self.kernel_bound()
