@@ -210,6 +210,26 @@ impl Inbox {
         Locked { st, epoch }
     }
 
+    /// The state, locked, from fork's prepare handler: given up after
+    /// 10 ms (a fork from a signal handler that interrupted a holder of
+    /// the lock must not wait for ever); the socket then stays as it was.
+    fn lock_for_fork(&self) -> Option<Locked<'_>> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(st) = self.state.try_lock() {
+                let epoch = (!self.forked.load(Ordering::Relaxed)).then(|| self.epoch.word(EPOCH));
+                if let Some(e) = epoch {
+                    e.fetch_add(1, Ordering::AcqRel);
+                }
+                return Some(Locked { st, epoch });
+            }
+            if start.elapsed() > std::time::Duration::from_millis(10) {
+                return None;
+            }
+            std::thread::yield_now();
+        }
+    }
+
     /// The rendezvous listener (a REG's proof of our address).
     pub(crate) fn listener(&self) -> BorrowedFd<'_> {
         self.listener.as_fd()
@@ -303,8 +323,8 @@ impl Inbox {
     /// and what was queued goes to the leftovers (made by the caller),
     /// oldest first. Its members leave the instance. The number of
     /// datagrams moved.
-    pub(crate) fn retire(&self) -> usize {
-        let mut st = self.lock();
+    pub(crate) fn retire(&self) -> Option<usize> {
+        let mut st = self.lock_for_fork()?;
         self.serve_locked(&mut st);
         let ep = &self.shell.epoll;
         let _ = epoll::delete(ep, &self.listener);
@@ -331,7 +351,7 @@ impl Inbox {
         }
         let _ = epoll::delete(ep, &self.wake);
         self.unsignal(&mut st);
-        moved
+        Some(moved)
     }
 
     /// Moves every queued datagram to the leftovers (made by the
@@ -364,27 +384,31 @@ impl Inbox {
             // is, its receive epoch too, so that a child forked before
             // still knows its copy exact (`take_over`: pre-forked workers).
             // (Leftovers already there are not news.)
-            let mut st = self.state.lock();
-            let mut events = Vec::with_capacity(8);
-            let zero = rustix::time::Timespec {
-                tv_sec: 0,
-                tv_nsec: 0,
-            };
-            let idle = epoll::wait(
-                &self.shell.epoll,
-                rustix::buffer::spare_capacity(&mut events),
-                Some(&zero),
-            )
-            .is_ok_and(|_| {
-                events
-                    .iter()
-                    .all(|e| e.data.u64() == super::kernel::LEFTOVER)
-            });
-            if idle && !queued(&mut st) {
-                return 0;
+            // (Busy: looked at under `lock_for_fork` below.)
+            if let Some(mut st) = self.state.try_lock() {
+                let mut events = Vec::with_capacity(8);
+                let zero = rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                let idle = epoll::wait(
+                    &self.shell.epoll,
+                    rustix::buffer::spare_capacity(&mut events),
+                    Some(&zero),
+                )
+                .is_ok_and(|_| {
+                    events
+                        .iter()
+                        .all(|e| e.data.u64() == super::kernel::LEFTOVER)
+                });
+                if idle && !queued(&mut st) {
+                    return 0;
+                }
             }
         }
-        let mut st = self.lock();
+        let Some(mut st) = self.lock_for_fork() else {
+            return 0;
+        };
         self.serve_locked(&mut st);
         let moved = if queued(&mut st) && self.shell.leftover_writer() {
             self.drain_into(&mut st)

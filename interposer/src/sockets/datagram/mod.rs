@@ -251,7 +251,9 @@ impl Datagram {
     /// what it had queued moves to the leftovers, read before the kernel
     /// socket's. True when it did.
     pub(crate) fn to_kernel(&self) -> bool {
-        let _naming = self.naming.lock();
+        let Some(_naming) = self.naming.try_lock() else {
+            return false; // being named this moment: stays as it is
+        };
         let Some(inbox) = self.inbox() else {
             return false;
         };
@@ -265,7 +267,9 @@ impl Datagram {
         if !self.shell.leftover_writer() {
             return false;
         }
-        let moved = inbox.retire();
+        let Some(moved) = inbox.retire() else {
+            return false;
+        };
         self.retired
             .store(true, std::sync::atomic::Ordering::Release);
         log!(
