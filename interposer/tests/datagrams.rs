@@ -1647,3 +1647,97 @@ r.close()
     let out = same_as_kernel("udp_closerange", body);
     assert!(out.contains("write 9"), "{out}");
 }
+
+/// Decision 49, the emulated mode: a fork server whose parent keeps the
+/// socket while its child receives the datagram the parent peeked at
+/// (socat `UDP-RECVFROM:...,fork`, and the same in Python), and
+/// pre-forked workers on one inherited socket, one datagram queued before
+/// the fork: every datagram answered exactly once, as over kernel UDP,
+/// with no kernel UDP socket on the server's port.
+#[test]
+fn fork_servers_whose_parent_keeps_the_socket() {
+    if Command::new("socat").arg("-V").output().is_err() {
+        common::missing_program("fork_servers_whose_parent_keeps_the_socket", "socat");
+        return;
+    }
+    let body = r#"
+import subprocess, signal
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((host, 0))
+port = s.getsockname()[1]; s.close()
+srv = subprocess.Popen(["socat", f"UDP-RECVFROM:{port},bind={host},fork", "EXEC:cat"])
+for _ in range(50):
+    r = subprocess.run(["socat", "-T", "1", "-", f"UDP:{host}:{port}"], input="ready\n",
+                       capture_output=True, text=True, timeout=10)
+    if r.stdout == "ready\n":
+        break
+for i in range(3):
+    r = subprocess.run(["socat", "-T", "2", "-", f"UDP:{host}:{port}"], input=f"m{i}\n",
+                       capture_output=True, text=True, timeout=10)
+    print("socat fork", i, repr(r.stdout))
+if emul:
+    assert_no_kernel_udp(port)
+srv.kill(); srv.wait()
+# The parent peeks, forks and keeps the socket; the child receives.
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); srv.bind((host, 0))
+port = srv.getsockname()[1]
+for i in range(3):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(10)
+    c.sendto(payload(100 + i, i), (host, port))
+    d, a = srv.recvfrom(70000, socket.MSG_PEEK)
+    pid = os.fork()
+    if pid == 0:
+        d2, a2 = srv.recvfrom(70000)
+        srv.sendto(b"child:" + d2, a2)
+        os._exit(0 if (d2, a2) == (d, a) else 3)
+    _, status = os.waitpid(pid, 0)
+    got = c.recv(70000)
+    print("peek and fork", i, status, got == b"child:" + payload(100 + i, i))
+srv.setblocking(False)
+try:
+    srv.recv(100); print("parent found a datagram twice")
+except BlockingIOError:
+    print("parent: nothing left")
+if emul:
+    assert_no_kernel_udp(port)
+srv.close()
+# Pre-forked workers; a datagram queued before the fork.
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((host, 0))
+port = s.getsockname()[1]
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)
+c.sendto(b"early", (host, port))
+time.sleep(0.2)
+kids = []
+for k in range(3):
+    pid = os.fork()
+    if pid == 0:
+        while True:
+            d, a = s.recvfrom(100)
+            s.sendto(d.upper(), a)
+    kids.append(pid)
+s.close()
+print("prefork early:", c.recv(100))
+answers = {}
+for i in range(10):
+    c.sendto(b"w%d" % i, (host, port))
+    c.settimeout(2)
+    try:
+        while True:
+            d = c.recv(100).decode(); answers[d] = answers.get(d, 0) + 1
+            c.settimeout(0.2)
+    except OSError:
+        pass
+print("prefork answers:", sorted(answers.items()))
+if emul:
+    assert_no_kernel_udp(port)
+for k in kids:
+    os.kill(k, 9); os.waitpid(k, 0)
+"#;
+    let out = same_as_kernel("udp_fork_keeps", body);
+    assert_eq!(out.matches("socat fork").count(), 3, "{out}");
+    assert!(out.contains("socat fork 2 'm2\\n'"), "{out}");
+    assert!(out.contains("peek and fork 2 0 True"), "{out}");
+    assert!(out.contains("parent: nothing left"), "{out}");
+    assert!(out.contains("prefork early: b'EARLY'"), "{out}");
+    assert!(out.contains("('W9', 1)"), "{out}");
+}

@@ -552,3 +552,135 @@ print("counted:", COUNTED)
     assert_eq!(out.matches("echoed 10 of 10").count(), 4, "{out}");
     assert!(counters["udp_shm"] >= 1, "{counters:?}");
 }
+
+/// A UDP socket shared by processes is one socket, as the kernel's
+/// (decision 49): a fork server whose parent keeps the socket while a
+/// child receives (socat `UDP-RECVFROM:...,fork`: the parent peeks, forks,
+/// the child reads that datagram), pre-forked workers all receiving on one
+/// inherited socket (each datagram answered exactly once, including one
+/// queued in shared memory before the fork), Python's ForkingUDPServer,
+/// and a socket inherited across execve by a server while a forked child
+/// still holds it. Preloaded and plain clients; outputs as kernel UDP's.
+#[test]
+fn fork_servers_and_exec_share_one_socket() {
+    if Command::new("socat").arg("-V").output().is_err() {
+        common::missing_program("fork_servers_and_exec_share_one_socket", "socat");
+        return;
+    }
+    let body = r#"
+import socketserver
+host = sys.argv[1]
+def free_port():
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((host, 0))
+    p = s.getsockname()[1]; s.close(); return p
+def ask(port, msgs, plain_client):
+    # One client socket; each message waits for its answers (1 s).
+    code = f"""
+import socket, sys
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(1)
+out = []
+for m in sys.argv[1:]:
+    c.sendto(m.encode(), ({host!r}, {port}))
+    got = []
+    try:
+        while True:
+            got.append(c.recv(100).decode())
+            c.settimeout(0.2)
+    except OSError:
+        pass
+    c.settimeout(1)
+    out.append(m + "=" + ",".join(sorted(got)))
+print(" ".join(out))
+"""
+    r = subprocess.run([sys.executable, "-c", code, *msgs], env=env if plain_client else None,
+                       capture_output=True, text=True)
+    return r.stdout.strip()
+
+# socat's fork server: echo through `EXEC:cat`.
+port = free_port()
+srv = subprocess.Popen(["socat", f"UDP-RECVFROM:{port},bind={host},fork", "EXEC:cat"])
+for _ in range(50):
+    r = subprocess.run(["socat", "-T", "1", "-", f"UDP:{host}:{port}"], input="ready\n",
+                       capture_output=True, text=True, timeout=10)
+    if r.stdout == "ready\n":
+        break
+for plain_client in (False, True):
+    for i in range(3):
+        r = subprocess.run(["socat", "-T", "2", "-", f"UDP:{host}:{port}"], input=f"m{i}\n",
+                           env=env if plain_client else None, capture_output=True, text=True,
+                           timeout=10)
+        print("socat fork", "plain" if plain_client else "preloaded", repr(r.stdout))
+srv.kill(); srv.wait()
+
+# Pre-forked workers on one socket; a datagram queued before the fork.
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((host, 0))
+port = s.getsockname()[1]
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)
+c.sendto(b"early", (host, port))
+time.sleep(0.2)
+kids = []
+for k in range(3):
+    pid = os.fork()
+    if pid == 0:
+        while True:
+            d, a = s.recvfrom(100)
+            s.sendto(d.upper(), a)
+    kids.append(pid)
+s.close()
+print("prefork early:", c.recv(100))
+for plain_client in (False, True):
+    print("prefork", "plain" if plain_client else "preloaded",
+          ask(port, ["w%d" % i for i in range(10)], plain_client))
+for k in kids:
+    os.kill(k, 9); os.waitpid(k, 0)
+
+# ForkingUDPServer: the parent receives, a child per request answers.
+class H(socketserver.BaseRequestHandler):
+    def handle(self):
+        d, sock = self.request
+        sock.sendto(d.upper(), self.client_address)
+fs = socketserver.ForkingUDPServer((host, 0), H)
+threading.Thread(target=fs.serve_forever, daemon=True).start()
+for plain_client in (False, True):
+    print("forking", "plain" if plain_client else "preloaded",
+          ask(fs.server_address[1], ["f%d" % i for i in range(3)], plain_client))
+fs.shutdown(); fs.server_close()
+
+# Inherited across execve by a server, while a forked child holds it too.
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((host, 0))
+port = s.getsockname()[1]
+s.set_inheritable(True)
+holder = os.fork()
+if holder == 0:
+    time.sleep(60); os._exit(0)
+server = os.fork()
+if server == 0:
+    os.execv(sys.executable, [sys.executable, "-c", f"""
+import socket
+s = socket.socket(fileno={s.fileno()})
+while True:
+    d, a = s.recvfrom(100); s.sendto(d.upper(), a)
+"""])
+s.close()
+for plain_client in (False, True):
+    print("exec", "plain" if plain_client else "preloaded",
+          ask(port, ["e%d" % i for i in range(3)], plain_client))
+for k in (holder, server):
+    os.kill(k, 9); os.waitpid(k, 0)
+print("counted:", COUNTED)
+"#;
+    let body = format!("{PLAIN}{body}");
+    let (out, _) = default_as_kernel("udpdef_shared", &body);
+    assert_eq!(out.matches("'m").count(), 6, "{out}");
+    assert!(out.contains("prefork early: b'EARLY'"), "{out}");
+    for w in 0..10 {
+        assert_eq!(
+            out.matches(&format!("w{w}=W{w} ")).count()
+                + out.matches(&format!("w{w}=W{w}\n")).count(),
+            2,
+            "{out}"
+        );
+    }
+    assert_eq!(out.matches("f2=F2").count(), 2, "{out}");
+    assert_eq!(out.matches("e2=E2").count(), 2, "{out}");
+}

@@ -281,6 +281,53 @@ pub(crate) fn socket_made(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) 
     }
 }
 
+/// A fork is about to share every socket (the prepare handler): in the
+/// default mode each emulated UDP socket goes back to the kernel first
+/// (`Datagram::to_kernel`, decision 49), so that parent and child, and
+/// an image either of them execs, receive from one kernel queue, as the
+/// kernel's UDP does. (The emulated mode has no kernel port behind its
+/// names: its sockets stay with the process that received, as before.)
+/// A vfork's child (python's subprocess) execs or exits at once: only
+/// sockets with an fd that goes across exec go back to the kernel.
+pub(crate) fn before_fork(vfork: bool) {
+    if !carried() {
+        return;
+    }
+    let mut socks = Vec::new();
+    if vfork {
+        let limit = crate::platform::internal_fd::nofile_limit()
+            .map_or(fdtable::CAPACITY as u64, |n| {
+                n.min(fdtable::CAPACITY as u64)
+            });
+        for fd in 0..limit as c_int {
+            if !fdtable::is_owned(fd) || fdtable::is_internal(fd) {
+                continue;
+            }
+            let Some(sock) = ours(fd).filter(|s| s.datagram().is_some_and(|d| d.emulated())) else {
+                continue;
+            };
+            let inherited = rustix::io::fcntl_getfd(sys::borrow_fd(fd))
+                .is_ok_and(|f| !f.contains(rustix::io::FdFlags::CLOEXEC));
+            if inherited {
+                socks.push(sock);
+            }
+        }
+    } else {
+        registry::for_each_socket(|s| {
+            if s.datagram().is_some_and(|d| d.emulated()) {
+                socks.push(s.clone());
+            }
+        });
+    }
+    for s in &socks {
+        if let Some(d) = s.datagram() {
+            if !(default_mode() && d.to_kernel()) {
+                d.share_queued();
+            }
+        }
+    }
+}
+
 /// The UDP sockets whose kernel socket `before_exec` put on their fd
 /// number, for `exec_failed` to undo.
 static ACROSS_EXEC: crate::platform::lock::Mutex<Vec<(c_int, Arc<Socket>)>> =
@@ -496,7 +543,8 @@ fn adopt_for(fd: c_int, dest: SocketAddr, connecting: bool) -> Option<Result<Arc
     }
     // One of ours not emulated yet, or a kernel socket.
     let shell = match fdtable::is_owned(fd) {
-        true => Some(plain(fd)?),
+        // (One that went back to the kernel stays there: decision 49.)
+        true => Some(plain(fd).filter(|s| s.datagram().is_some_and(|d| !d.retired()))?),
         false => None,
     };
     let k = match &shell {

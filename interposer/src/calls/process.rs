@@ -47,8 +47,15 @@ pub(crate) fn init() {
 /// to async-signal-safe calls, which a fork child requires too.
 pub(crate) fn vfork() -> Action<pid_t> {
     log!(debug, "vfork() runs as fork()");
+    let tid = rustix::thread::gettid().as_raw_nonzero().get();
+    VFORKING.store(tid, std::sync::atomic::Ordering::Relaxed);
     Action::Pass
 }
+
+/// The thread that called vfork, until the prepare handler reads it: its
+/// child execs or exits, so only what goes across exec is shared with it
+/// (`calls::datagram::before_fork`).
+static VFORKING: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 /// Before fork, in the forking thread.
 extern "C" fn prepare() {
@@ -60,6 +67,16 @@ extern "C" fn prepare() {
     // the library.
     if let Some(_inside) = crate::platform::guard::enter("fork") {
         let _ = std::panic::catch_unwind(crate::sockets::readiness::forking);
+        let tid = rustix::thread::gettid().as_raw_nonzero().get();
+        let vforked = VFORKING
+            .compare_exchange(
+                tid,
+                0,
+                std::sync::atomic::Ordering::Relaxed,
+                std::sync::atomic::Ordering::Relaxed,
+            )
+            .is_ok();
+        let _ = std::panic::catch_unwind(|| crate::calls::datagram::before_fork(vforked));
         let _ = std::panic::catch_unwind(crate::calls::exec::before_exec);
         // Listeners' parking queues, made on first need, are made now so
         // that parent and child share them.

@@ -210,6 +210,26 @@ impl Inbox {
         Locked { st, epoch }
     }
 
+    /// The state, locked, from fork's prepare handler: given up after
+    /// 10 ms (a fork from a signal handler that interrupted a holder of
+    /// the lock must not wait for ever); the socket then stays as it was.
+    fn lock_for_fork(&self) -> Option<Locked<'_>> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(st) = self.state.try_lock() {
+                let epoch = (!self.forked.load(Ordering::Relaxed)).then(|| self.epoch.word(EPOCH));
+                if let Some(e) = epoch {
+                    e.fetch_add(1, Ordering::AcqRel);
+                }
+                return Some(Locked { st, epoch });
+            }
+            if start.elapsed() > std::time::Duration::from_millis(10) {
+                return None;
+            }
+            std::thread::yield_now();
+        }
+    }
+
     /// The rendezvous listener (a REG's proof of our address).
     pub(crate) fn listener(&self) -> BorrowedFd<'_> {
         self.listener.as_fd()
@@ -295,6 +315,110 @@ impl Inbox {
         }
     }
 
+    /// The socket goes back to the kernel (`Datagram::to_kernel`,
+    /// decision 49): new links and frames are taken, the name is let go
+    /// (a fresh socket takes the listener's fd number: senders dialling it
+    /// are refused and take the kernel route), every link and segment
+    /// closes (senders on them find the name gone at their next send),
+    /// and what was queued goes to the leftovers (made by the caller),
+    /// oldest first. Its members leave the instance. The number of
+    /// datagrams moved.
+    pub(crate) fn retire(&self) -> Option<usize> {
+        let mut st = self.lock_for_fork()?;
+        self.serve_locked(&mut st);
+        let ep = &self.shell.epoll;
+        let _ = epoll::delete(ep, &self.listener);
+        if let Ok(fresh) = rustix::net::socket_with(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::SEQPACKET,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        ) {
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&self.listener.as_fd());
+            let _ = crate::platform::sys::dup_onto(fresh.as_fd(), fd, true);
+        }
+        // Frames a sender put on its link before it saw the name go.
+        let all: Vec<usize> = (0..st.links.len()).rev().collect();
+        for i in all {
+            self.read_link(&mut st, i);
+        }
+        for s in &st.sets {
+            s.rx.close();
+        }
+        let moved = self.drain_into(&mut st);
+        for l in st.links.drain(..) {
+            let _ = epoll::delete(ep, &l.fd);
+        }
+        let _ = epoll::delete(ep, &self.wake);
+        self.unsignal(&mut st);
+        Some(moved)
+    }
+
+    /// Moves every queued datagram to the leftovers (made by the
+    /// caller), oldest first; how many.
+    fn drain_into(&self, st: &mut State) -> usize {
+        let mut buf = vec![0u8; 65_536];
+        let mut moved = 0;
+        while let Some(t) = self.take(st, &mut [IoSliceMut::new(&mut buf)], false, None) {
+            if t.from.is_none() {
+                break; // a shutdown's end
+            }
+            self.shell.put_leftover(t.from, &buf[..t.got.copied]);
+            moved += 1;
+        }
+        moved
+    }
+
+    /// Whether this process receives through the Inbox (not a forked
+    /// child waiting for the receiving one to let go).
+    pub(crate) fn queued_here(&self) -> bool {
+        !self.forked.load(Ordering::Relaxed)
+    }
+
+    /// Before a fork (the emulated mode, `Datagram::share_queued`): new
+    /// links and frames taken, then every queued datagram goes to the
+    /// leftovers (the pair made only then).
+    pub(crate) fn move_queued(&self) -> usize {
+        {
+            // Nothing queued and nothing come: the state is left as it
+            // is, its receive epoch too, so that a child forked before
+            // still knows its copy exact (`take_over`: pre-forked workers).
+            // (Leftovers already there are not news.)
+            // (Busy: looked at under `lock_for_fork` below.)
+            if let Some(mut st) = self.state.try_lock() {
+                let mut events = Vec::with_capacity(8);
+                let zero = rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: 0,
+                };
+                let idle = epoll::wait(
+                    &self.shell.epoll,
+                    rustix::buffer::spare_capacity(&mut events),
+                    Some(&zero),
+                )
+                .is_ok_and(|_| {
+                    events
+                        .iter()
+                        .all(|e| e.data.u64() == super::kernel::LEFTOVER)
+                });
+                if idle && !queued(&mut st) {
+                    return 0;
+                }
+            }
+        }
+        let Some(mut st) = self.lock_for_fork() else {
+            return 0;
+        };
+        self.serve_locked(&mut st);
+        let moved = if queued(&mut st) && self.shell.leftover_writer() {
+            self.drain_into(&mut st)
+        } else {
+            0
+        };
+        self.settle(&mut st);
+        moved
+    }
+
     /// Poll, select or epoll met the socket: from now on its readiness
     /// is kept exact (see the module docs), starting now.
     pub(crate) fn make_eager(&self) {
@@ -314,6 +438,7 @@ impl Inbox {
         self.error.load(Ordering::Relaxed) != 0
             || self.shut.load(Ordering::Relaxed)
             || queued(&mut st)
+            || self.shell.leftover_ready()
             || (kernel && self.kernel_ready())
     }
 
@@ -362,6 +487,7 @@ impl Inbox {
         if self.error.load(Ordering::Relaxed) != 0
             || self.shut.load(Ordering::Relaxed)
             || queued(&mut st)
+            || self.shell.leftover_ready()
         {
             return true;
         }
@@ -657,6 +783,10 @@ impl Inbox {
         serve: bool,
         kernel: bool,
     ) -> Result<Taken, Errno> {
+        // What a fork shared (decision 49): any holder takes it, first.
+        if let Some((got, from)) = self.shell.take_leftover(bufs, peek, only) {
+            return Ok(Taken { got, from });
+        }
         if !self.take_over() {
             return Err(Errno::OPNOTSUPP);
         }
@@ -739,10 +869,11 @@ impl Inbox {
     pub(crate) fn next_len(&self) -> usize {
         let mut st = self.lock();
         self.serve_locked(&mut st);
-        let n = match st.slow.queue.front() {
+        let shared = self.shell.leftover().and_then(super::leftover::next_len);
+        let n = shared.or(match st.slow.queue.front() {
             Some((_, d)) => Some(d.len()),
             None => st.sets.iter_mut().find_map(|s| s.rx.next_len().ok()),
-        };
+        });
         self.settle(&mut st);
         n.or_else(|| {
             self.kernel_bound()

@@ -87,6 +87,26 @@ pub(super) fn next_len(sock: BorrowedFd<'_>) -> Option<usize> {
     rustix::io::ioctl_fionread(sock).ok().map(|n| n as usize)
 }
 
+/// The leftovers' pair, and how many were put and not taken yet, in a
+/// page shared across fork: at least as many as are there (put counts
+/// before it sends, a take after it took), so a receive asks the pair
+/// only when one may be there.
+struct Leftovers {
+    r: InternalFd,
+    w: InternalFd,
+    count: crate::platform::shared_file::ForkShared,
+}
+
+/// Whether a datagram from `from` is for a socket connected to `only`.
+fn wanted(only: Option<SocketAddr>, from: Option<SocketAddr>) -> bool {
+    match (only, from) {
+        (Some(o), Some(f)) => {
+            crate::transport::rendezvous::unmapped(o) == crate::transport::rendezvous::unmapped(f)
+        }
+        _ => true,
+    }
+}
+
 /// What every UDP socket of ours has from `socket()` on (review H-A): the
 /// epoll instance the application's fd number is, from the start and for
 /// good, and the kernel UDP socket in it. Until the socket is emulated
@@ -108,10 +128,15 @@ pub(crate) struct Shell {
     pub(super) peeked: AtomicBool,
     /// Of family AF_INET6.
     pub(super) v6: bool,
+    /// What shared memory had queued when a fork shared the socket
+    /// (`leftover.rs`): taken first.
+    leftover: std::sync::OnceLock<Leftovers>,
 }
 
 /// epoll data of the kernel socket in the instance.
 pub(super) const KERNEL: u64 = u64::MAX;
+/// epoll data of the leftovers' reading end in the instance.
+pub(super) const LEFTOVER: u64 = u64::MAX - 1;
 
 impl Shell {
     /// The shell of the kernel UDP socket `kernel` (the library's copy;
@@ -131,6 +156,7 @@ impl Shell {
             bound: AtomicBool::new(bound),
             peeked: AtomicBool::new(false),
             v6,
+            leftover: std::sync::OnceLock::new(),
         })
     }
 
@@ -154,10 +180,102 @@ impl Shell {
 
     /// The kernel socket's POLLIN and POLLERR now (0 while unbound).
     pub(super) fn revents(&self) -> i16 {
+        if self
+            .leftover()
+            .is_some_and(|l| super::leftover::next_len(l).is_some())
+        {
+            return libc::POLLIN;
+        }
         if !self.bound() {
             return 0;
         }
         crate::platform::sys::poll_fd(self.kernel(), libc::POLLIN | libc::POLLERR, 0).unwrap_or(0)
+    }
+
+    /// The reading end of the leftovers, once a fork shared the socket.
+    pub(super) fn leftover(&self) -> Option<BorrowedFd<'_>> {
+        let l = self.leftover.get()?;
+        (l.count.word(0).load(Ordering::Acquire) != 0).then(|| l.r.as_fd())
+    }
+
+    /// Queues a leftover (`leftover_writer` made the pair).
+    pub(super) fn put_leftover(&self, from: Option<SocketAddr>, data: &[u8]) {
+        let Some(l) = self.leftover.get() else {
+            return;
+        };
+        l.count.word(0).fetch_add(1, Ordering::AcqRel);
+        if !super::leftover::put(l.w.as_fd(), from, data) {
+            self.leftover_taken();
+        }
+    }
+
+    /// One leftover was taken (or dropped).
+    fn leftover_taken(&self) {
+        if let Some(l) = self.leftover.get() {
+            let c = l.count.word(0);
+            let _ = c.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+
+    /// Makes the leftovers' pair (and puts its reading end in the
+    /// instance) if it is not there yet; false when it cannot.
+    pub(super) fn leftover_writer(&self) -> bool {
+        if self.leftover.get().is_none() {
+            let Ok((r, w)) = super::leftover::pair() else {
+                return false;
+            };
+            let Ok(count) = crate::platform::shared_file::ForkShared::new() else {
+                return false;
+            };
+            let data = epoll::EventData::new_u64(LEFTOVER);
+            if epoll::add(&self.epoll, &r, data, epoll::EventFlags::IN).is_err() {
+                return false;
+            }
+            let l = Leftovers {
+                r: InternalFd::new(r),
+                w: InternalFd::new(w),
+                count,
+            };
+            let _ = self.leftover.set(l);
+        }
+        true
+    }
+
+    /// The next leftover (from `only` if given; others are dropped, as
+    /// the kernel drops them for a connected socket).
+    pub(super) fn take_leftover(
+        &self,
+        bufs: &mut [IoSliceMut<'_>],
+        peek: bool,
+        only: Option<SocketAddr>,
+    ) -> Option<(Received, Option<SocketAddr>)> {
+        let l = self.leftover()?;
+        while let Some((got, from)) = super::leftover::take(l, bufs, peek) {
+            if wanted(only, from) {
+                if !peek {
+                    self.leftover_taken();
+                }
+                return Some((got, from));
+            }
+            if peek {
+                super::leftover::skip(l);
+            }
+            self.leftover_taken();
+        }
+        None
+    }
+
+    /// Whether a leftover is there.
+    pub(super) fn leftover_ready(&self) -> bool {
+        self.leftover()
+            .is_some_and(|l| super::leftover::next_len(l).is_some())
+    }
+
+    /// The size of the next datagram: a leftover's, else the kernel's.
+    pub(super) fn next_len(&self) -> Option<usize> {
+        self.leftover()
+            .and_then(super::leftover::next_len)
+            .or_else(|| next_len(self.kernel()))
     }
 
     /// The kernel's name of the socket (0.0.0.0:0 or [::]:0 unbound).
@@ -173,19 +291,15 @@ impl Shell {
         peek: bool,
         only: Option<SocketAddr>,
     ) -> Result<Option<(Received, Option<SocketAddr>)>, Errno> {
+        if let Some(got) = self.take_leftover(bufs, peek, only) {
+            return Ok(Some(got));
+        }
         for _ in 0..64 {
             let (got, from) = match recv(self.kernel(), bufs, peek) {
                 None => return Ok(None),
                 Some(r) => r?,
             };
-            let wanted = match (only, from) {
-                (Some(o), Some(f)) => {
-                    crate::transport::rendezvous::unmapped(o)
-                        == crate::transport::rendezvous::unmapped(f)
-                }
-                _ => true,
-            };
-            if wanted {
+            if wanted(only, from) {
                 return Ok(Some((got, from)));
             }
             if peek {

@@ -21,6 +21,7 @@ mod consumer;
 mod deliver;
 mod inbox;
 mod kernel;
+mod leftover;
 mod links;
 mod routes;
 
@@ -55,6 +56,9 @@ pub(crate) struct Datagram {
     shell: Arc<Shell>,
     /// Once emulated (bound to, or sending to, an emulated address).
     inbox: OnceLock<Inbox>,
+    /// Went back to the kernel (`to_kernel`, decision 49): the Inbox is
+    /// no more, and the socket is never emulated again.
+    retired: std::sync::atomic::AtomicBool,
     /// Held while the socket is being named.
     naming: Mutex<()>,
     /// Met by poll/select/epoll (`make_eager`), and registered
@@ -98,6 +102,7 @@ impl Datagram {
         Ok(Datagram {
             shell: Arc::new(Shell::new(kernel, v6, bound)?),
             inbox: OnceLock::new(),
+            retired: std::sync::atomic::AtomicBool::new(false),
             naming: Mutex::new(()),
             eager: std::sync::atomic::AtomicBool::new(false),
             edge: std::sync::atomic::AtomicBool::new(false),
@@ -174,7 +179,7 @@ impl Datagram {
     /// the same name (a copy of its listener), so senders reach one or
     /// the other, and it keeps the name held after `holder` closes.
     pub(crate) fn name_shared(&self, local: SocketAddr, holder: &Datagram) -> Result<(), Errno> {
-        let inbox = holder.inbox.get().ok_or(Errno::ADDRINUSE)?;
+        let inbox = holder.inbox().ok_or(Errno::ADDRINUSE)?;
         let listener = rustix::io::fcntl_dupfd_cloexec(inbox.listener(), 0)?;
         self.with_listener(listener, local)
     }
@@ -202,13 +207,83 @@ impl Datagram {
 
     /// Whether the socket is emulated (named).
     pub(crate) fn emulated(&self) -> bool {
-        self.inbox.get().is_some()
+        self.inbox().is_some()
+    }
+
+    /// The Inbox, while the socket is emulated.
+    fn inbox(&self) -> Option<&Inbox> {
+        if self.retired.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        self.inbox.get()
+    }
+
+    /// Decision 49, the emulated mode (no kernel port to go back to): a
+    /// fork is about to share the socket, so what the receiving process
+    /// has queued moves to the leftovers, which every holder reads first
+    /// (a fork server's child takes the datagram its parent peeked at);
+    /// later arrivals are still the receiving process's.
+    pub(crate) fn share_queued(&self) {
+        let Some(inbox) = self.inbox() else {
+            return;
+        };
+        if inbox.queued_here() {
+            let n = inbox.move_queued();
+            log!(
+                debug,
+                "UDP {}: {n} queued datagrams shared before a fork",
+                inbox.local
+            );
+        }
+    }
+
+    /// Whether it went back to the kernel (`to_kernel`): never emulated
+    /// again.
+    pub(crate) fn retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Decision 49: an emulated socket whose kernel socket holds its
+    /// address (the default mode) goes back to the kernel before a fork
+    /// shares it, so that every holder receives as from a kernel socket
+    /// (one queue, each datagram to one of them): its name is let go
+    /// (senders take the kernel route), its links and segments close, and
+    /// what it had queued moves to the leftovers, read before the kernel
+    /// socket's. True when it did.
+    pub(crate) fn to_kernel(&self) -> bool {
+        let Some(_naming) = self.naming.try_lock() else {
+            return false; // being named this moment: stays as it is
+        };
+        let Some(inbox) = self.inbox() else {
+            return false;
+        };
+        let held = self
+            .shell
+            .name()
+            .is_some_and(|k| k.port() == inbox.local.port() && k.port() != 0);
+        if !held || !self.shell.bound() {
+            return false;
+        }
+        if !self.shell.leftover_writer() {
+            return false;
+        }
+        let Some(moved) = inbox.retire() else {
+            return false;
+        };
+        self.retired
+            .store(true, std::sync::atomic::Ordering::Release);
+        log!(
+            debug,
+            "UDP {}: back to the kernel before a fork shares it ({moved} queued kept)",
+            inbox.local
+        );
+        true
     }
 
     /// Its address: the emulated name, else the kernel socket's (0.0.0.0:0
     /// or [::]:0 while unbound).
     pub(crate) fn local(&self) -> SocketAddr {
-        match self.inbox.get() {
+        match self.inbox() {
             Some(i) => i.local,
             None => self.shell.name().unwrap_or_else(|| {
                 let ip: std::net::IpAddr = if self.shell.v6 {
@@ -316,7 +391,7 @@ impl Datagram {
             // the dissolve: taken again, so that plain senders still reach
             // the port the name holds (the kernel would take a new one at
             // the next send; getsockname still says the name's).
-            if let Some(i) = self.inbox.get() {
+            if let Some(i) = self.inbox() {
                 if sys::local_name(self.kernel()).is_none_or(|a| a.port() == 0) {
                     let _ = rustix::net::bind(self.kernel(), &i.local);
                 }
@@ -336,7 +411,7 @@ impl Datagram {
             _ => SHUT_RD | SHUT_WR,
         };
         self.shut.fetch_or(bits, Relaxed);
-        match self.inbox.get() {
+        match self.inbox() {
             Some(i) if bits & SHUT_RD != 0 => i.shut_read(),
             Some(_) => {}
             // The kernel's own marks (a receive asleep in the instance
@@ -354,7 +429,7 @@ impl Datagram {
 
     /// SO_ERROR: the pending error, taken.
     pub(crate) fn take_error(&self) -> Option<Errno> {
-        let e = self.inbox.get().and_then(Inbox::take_error).or_else(|| {
+        let e = self.inbox().and_then(Inbox::take_error).or_else(|| {
             if !self.kernel_bound() {
                 return None;
             }
@@ -391,7 +466,7 @@ impl Datagram {
     /// capped, as the kernel keeps it) becomes the receive limit.
     pub(crate) fn refresh_limit(&self) {
         *self.rcvtimeo.lock() = None;
-        let Some(inbox) = self.inbox.get() else {
+        let Some(inbox) = self.inbox() else {
             return;
         };
         if let Ok(n) = rustix::net::sockopt::socket_recv_buffer_size(self.kernel()) {
@@ -424,7 +499,7 @@ impl Datagram {
             return Err(Errno::PIPE);
         }
         let len = bufs.iter().map(|b| b.len()).sum::<usize>();
-        let Some(inbox) = self.inbox.get() else {
+        let Some(inbox) = self.inbox() else {
             // Not emulated: the kernel's, to wherever it goes.
             return self.send_kernel(dest, peer, bufs);
         };
@@ -454,7 +529,7 @@ impl Datagram {
     ) -> Result<usize, Errno> {
         let kernel = self.kernel();
         if !self.kernel_bound() {
-            if let Some(inbox) = self.inbox.get() {
+            if let Some(inbox) = self.inbox() {
                 let local = inbox.local;
                 let own = rustix::net::bind(kernel, &local);
                 if own.is_err() && !local.ip().is_unspecified() {
@@ -496,7 +571,7 @@ impl Datagram {
         // takes it.
         let mut kernel_too = nonblocking;
         loop {
-            let Some(inbox) = self.inbox.get() else {
+            let Some(inbox) = self.inbox() else {
                 match self.recv_kernel(bufs, peek, only) {
                     Err(Errno::AGAIN) if !nonblocking => {}
                     r => return r,
@@ -630,7 +705,7 @@ impl Datagram {
     pub(crate) fn wait_spin_wanted(&self) -> bool {
         use std::sync::atomic::Ordering::Relaxed;
         let now = now_ns();
-        self.inbox.get().is_some()
+        self.inbox().is_some()
             && ((self.sent.load(Relaxed) && self.answers.may_spin(now))
                 || self.consumer.may_spin(now))
     }
@@ -642,7 +717,7 @@ impl Datagram {
     /// this socket.
     pub(crate) fn wait_spin_begin(&self) -> Option<bool> {
         use std::sync::atomic::Ordering::Relaxed;
-        let inbox = self.inbox.get()?;
+        let inbox = self.inbox()?;
         let now = now_ns();
         let answer = self.sent.swap(false, Relaxed) && self.answers.may_spin(now);
         let consumer = !answer && self.consumer.may_spin(now);
@@ -656,7 +731,7 @@ impl Datagram {
     /// end) is there; the kernel socket asked when `kernel` (every 64th
     /// look, as a receive's spin does).
     pub(crate) fn wait_spin_ready(&self, kernel: bool) -> bool {
-        self.inbox.get().is_some_and(|i| i.quick_ready(kernel))
+        self.inbox().is_some_and(|i| i.quick_ready(kernel))
     }
 
     /// The wait's spin ended after `waited` of a `budget`: a consumer's
@@ -668,7 +743,7 @@ impl Datagram {
         waited: std::time::Duration,
         budget: std::time::Duration,
     ) -> bool {
-        let queued = self.inbox.get().is_some_and(Inbox::raise_after_spin);
+        let queued = self.inbox().is_some_and(Inbox::raise_after_spin);
         let b = budget.as_nanos() as u64;
         if consumer {
             // A spin that another socket of the set ended found nothing
@@ -692,7 +767,7 @@ impl Datagram {
     /// Poll, select or epoll met the socket: readiness exact from now on.
     pub(crate) fn make_eager(&self) {
         self.eager.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(i) = self.inbox.get() {
+        if let Some(i) = self.inbox() {
             i.make_eager();
         }
     }
@@ -727,7 +802,7 @@ impl Datagram {
     /// Whether a receive would find something now (a datagram, an error,
     /// a shutdown's end): what epoll reports beside EPOLLOUT.
     pub(crate) fn readable(&self) -> bool {
-        match self.inbox.get() {
+        match self.inbox() {
             Some(i) => i.readable(),
             None => {
                 self.shell.ready()
@@ -746,7 +821,7 @@ impl Datagram {
     /// wait then sleeps before it asks again (`wait::foreign_readiness`)
     /// rather than spin on a level-triggered report that stays.
     pub(crate) fn reported(&self) -> (bool, bool) {
-        if let Some(i) = self.inbox.get() {
+        if let Some(i) = self.inbox() {
             return (i.readable(), false);
         }
         let ev = self.shell.revents();
@@ -762,7 +837,7 @@ impl Datagram {
     /// It joined an epoll set edge-triggered (`Inbox::set_edge_triggered`).
     pub(crate) fn set_edge_triggered(&self) {
         self.edge.store(true, std::sync::atomic::Ordering::SeqCst);
-        if let Some(i) = self.inbox.get() {
+        if let Some(i) = self.inbox() {
             i.set_edge_triggered();
         }
     }
@@ -770,12 +845,12 @@ impl Datagram {
     /// Whether an edge the kernel reported stands for an arrival
     /// (`Inbox::edge_news`).
     pub(crate) fn edge_news(&self) -> bool {
-        self.inbox.get().is_none_or(Inbox::edge_news)
+        self.inbox().is_none_or(Inbox::edge_news)
     }
 
     /// An epoll_wait reported it: the next arrival is a new edge.
     pub(crate) fn rearm_edge(&self) {
-        if let Some(i) = self.inbox.get() {
+        if let Some(i) = self.inbox() {
             i.rearm_edge();
         }
     }
@@ -803,9 +878,9 @@ impl Datagram {
 
     /// FIONREAD: the size of the next datagram (0 when none).
     pub(crate) fn next_len(&self) -> usize {
-        match self.inbox.get() {
+        match self.inbox() {
             Some(i) => i.next_len(),
-            None if self.kernel_bound() => kernel::next_len(self.kernel()).unwrap_or(0),
+            None if self.kernel_bound() => self.shell.next_len().unwrap_or(0),
             None => 0,
         }
     }
@@ -827,7 +902,7 @@ impl Datagram {
         self.routes.reset_after_fork();
         self.routes.lock().clear();
         self.naming.reset_after_fork();
-        if let Some(i) = self.inbox.get() {
+        if let Some(i) = self.inbox() {
             i.after_fork_child();
         }
         self.opts.reset_after_fork();
