@@ -494,12 +494,12 @@ print("found, kernel datagrams counted:", COUNTED)
 /// again): a refused sender goes through the kernel, as it would have,
 /// and datagrams sent before the receiver's answer are not lost (a sender
 /// that cannot know it is admitted sends through the kernel until
-/// REG_OK). Every pair of root / 65534, echoed byte for byte.
-/// Ignored: a root receiver and a sender of uid 65534 still lose one of
-/// the 10 now and then (about 1 run in 4 here, session 33; before the fix
-/// all 10 every time): not yet explained (docs/compatibility.md, UDP).
+/// REG_OK). Every pair of root / 65534, echoed byte for byte. A root
+/// receiver refuses a uid 65534 sender at its accept, often before the
+/// sender's REG is written: that REG's EPIPE lost the first datagram
+/// about one run in four (session 33) until it was read as the refusal
+/// it is (session 34).
 #[test]
-#[ignore = "intermittent: a refused sender loses 1 of 10 about 1 run in 4 (session 33)"]
 fn senders_a_receiver_refuses_go_through_the_kernel() {
     if common::host::skip_unless_root("senders_a_receiver_refuses_go_through_the_kernel") {
         return;
