@@ -684,3 +684,98 @@ print("counted:", COUNTED)
     assert_eq!(out.matches("f2=F2").count(), 2, "{out}");
     assert_eq!(out.matches("e2=E2").count(), 2, "{out}");
 }
+
+/// A receiver that ends and a new one bound to the same port (a restarted
+/// server): every datagram sent after the new bind reaches it, as from
+/// the kernel, whichever way the old one ended: killed asleep in its
+/// receive, `_exit` while awake (its ring stops moving), libc's exit, or
+/// a close. Before, the sender routed to the dead receiver's segment
+/// until its next look at the link, a second later: all 300 sent after
+/// the new bind were lost (session 34).
+#[test]
+fn a_restarted_receiver_gets_what_is_sent_after_its_bind() {
+    let body = r#"
+host = sys.argv[1]
+import ctypes, select, signal
+N = 300
+def child(fn):
+    rd, wr = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(rd)
+        try: fn(wr)
+        finally: os._exit(0)
+    os.close(wr)
+    return pid, rd
+def receiver(port, how):
+    def run(wr):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind((host, port))
+        os.write(wr, b"%d\n" % s.getsockname()[1])
+        got = set()
+        while True:
+            d = s.recv(100)
+            if d == b"quit":
+                if how == "close": s.close()
+                if how == "exit": ctypes.CDLL(None).exit(0)
+                os._exit(0)
+            if d == b"end": break
+            got.add(int(d))
+        s.setblocking(False)
+        try:
+            while True:
+                d = s.recv(100)
+                if d not in (b"end", b"quit"): got.add(int(d))
+        except BlockingIOError: pass
+        os.write(wr, (" ".join(map(str, sorted(got))) + "\n").encode())
+        os._exit(0)
+    return run
+def read_line(fd):
+    b = b""
+    while not b.endswith(b"\n"):
+        c = os.read(fd, 65536)
+        if not c: break
+        b += c
+    return b.decode()
+tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+seq = 0
+def send():
+    global seq
+    tx.sendto(b"%d" % seq, (host, port)); seq += 1
+    time.sleep(0.001)
+port = 0
+for how in ("kill", "_exit", "exit", "close"):
+    a, ard = child(receiver(port, how))
+    port = int(read_line(ard))
+    for _ in range(50): send()
+    if how == "kill":
+        os.kill(a, signal.SIGKILL); os.waitpid(a, 0)
+    else:
+        # Until it exits (a quit lost to a dead route must not hang us).
+        while os.waitpid(a, os.WNOHANG)[0] == 0:
+            tx.sendto(b"quit", (host, port)); time.sleep(0.01)
+    os.close(ard)
+    b, brd = child(receiver(port, "end"))
+    # Sending on while the new receiver binds; `mark`: the first datagram
+    # sent after its bind.
+    while not select.select([brd], [], [], 0)[0]:
+        send()
+    assert int(read_line(brd)) == port
+    mark = seq
+    for _ in range(N): send()
+    while not select.select([brd], [], [], 0.01)[0]:
+        tx.sendto(b"end", (host, port))
+    got = set(map(int, read_line(brd).split()))
+    os.waitpid(b, 0); os.close(brd)
+    lost = [i for i in range(mark, mark + N) if i not in got]
+    print("receiver ended by", how, "lost after the new bind", len(lost), lost[:3])
+print("counted:", COUNTED)
+"#;
+    let (out, counters) = default_as_kernel("udpdef_restart", body);
+    assert_eq!(
+        out.matches("lost after the new bind 0 []").count(),
+        4,
+        "{out}"
+    );
+    assert!(counters["udp_shm"] >= 1, "{counters:?}");
+}

@@ -221,12 +221,12 @@ pub(crate) fn fcntl_async(fd: c_int, cmd: c_int, arg: c_int) -> Option<Action<c_
 }
 
 /// At exit: each UDP socket's datagram tally goes to the counters
-/// (`udp_*`, docs/counters.md).
+/// (`udp_*`, docs/counters.md), and its senders stop sending to it.
 pub(crate) fn at_exit() {
     if carried() {
         registry::try_for_each_socket(|s| {
             if let Some(d) = s.datagram() {
-                d.add_tally();
+                d.at_exit();
             }
         });
     }

@@ -198,6 +198,27 @@ impl Sender {
         self.send_inner(iov, Some(stop))
     }
 
+    /// Datagrams published that the receiver has not taken yet, by its
+    /// `tail` now (one load of the line it writes: for a liveness check
+    /// now and then, not for every send). A tail out of range reads as
+    /// nothing outstanding (a receiver that wrote it is not stalled
+    /// either; the next send reports the corruption).
+    pub fn outstanding(&self) -> (u32, u32) {
+        // SYNC POINT: Relaxed: only compared with an earlier value of the
+        // same word; nothing is read through it.
+        let t = self
+            .sh
+            .slot(self.slot)
+            .receiver
+            .tail
+            .load(Ordering::Relaxed);
+        let waiting = self.head.wrapping_sub(t);
+        if waiting > self.sh.geo().ring_cells() {
+            return (0, t);
+        }
+        (waiting, t)
+    }
+
     /// Marks the slot closed (the sender will send no more).
     pub fn close(&self) {
         self.sh

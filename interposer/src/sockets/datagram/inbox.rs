@@ -883,6 +883,30 @@ impl Inbox {
         .unwrap_or(0)
     }
 
+    /// At exit, as at the last close (`Drop`): the senders stop at once
+    /// and ask the name again (a receiver restarted on the port holds it
+    /// soon), instead of filling this process's segments until their
+    /// next look at the link. Not if a receive holds the state (an exit
+    /// from a signal handler).
+    pub(crate) fn at_exit(&self) {
+        if self.receives_alone() {
+            if let Some(st) = self.state.try_lock() {
+                for s in &st.sets {
+                    s.rx.close();
+                }
+            }
+        }
+    }
+
+    /// Whether no other process may receive through these segments: not
+    /// a forked child, nor a process that forked one (which may take the
+    /// socket over, `take_over`: the segments stay open for it, and the
+    /// epoch as it was).
+    fn receives_alone(&self) -> bool {
+        !self.forked.load(Ordering::Relaxed)
+            && self.epoch.word(INHERITED).load(Ordering::Relaxed) == 0
+    }
+
     /// Sleeps until the instance is readable, at most `ms` (-1: no
     /// limit): Ok(false) on timeout, EINTR for a signal.
     /// (Out of fds, the listener is looked at every 50 ms instead.)
@@ -903,11 +927,7 @@ impl Drop for Inbox {
     /// receives through the same segments), nor in a parent that forked
     /// (a child may take them over).
     fn drop(&mut self) {
-        // A forked child may take the socket over (`take_over`): the
-        // segments stay open for it, and the epoch as it was.
-        if !self.forked.load(Ordering::Relaxed)
-            && self.epoch.word(INHERITED).load(Ordering::Relaxed) == 0
-        {
+        if self.receives_alone() {
             for s in &self.state.lock().sets {
                 s.rx.close();
             }

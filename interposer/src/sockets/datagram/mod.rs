@@ -885,16 +885,21 @@ impl Datagram {
         }
     }
 
-    /// In a forked child: the locks reset; its routes are the parent's
-    /// slots (one producer each), so it registers its own; it does not
-    /// receive (the rings have one consumer).
-    /// Adds the socket's datagram tally to the counters (at exit; not if
-    /// a send holds the routes, as exit from a signal handler could).
-    pub(crate) fn add_tally(&self) {
+    /// At exit: adds the socket's datagram tally to the counters (not if
+    /// a send holds the routes, as exit from a signal handler could), and
+    /// its senders stop sending here (`Inbox::at_exit`).
+    pub(crate) fn at_exit(&self) {
         if let Some(mut r) = self.routes.try_lock() {
             r.add_tally();
         }
+        if let Some(i) = self.inbox.get() {
+            i.at_exit();
+        }
     }
+
+    /// In a forked child: the locks reset; its routes are the parent's
+    /// slots (one producer each), so it registers its own; it does not
+    /// receive (the rings have one consumer).
 
     pub(crate) fn after_fork_child(&self) {
         self.peer.reset_after_fork();

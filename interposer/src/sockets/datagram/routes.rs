@@ -10,8 +10,14 @@
 //! receiver that is busy, or is its own process.
 //!
 //! A route is checked again once a second (the receiver may have died:
-//! its link hangs up) and whenever the receiver closed its segment; at
-//! most `MAX_ROUTES` are kept, the oldest going first.
+//! its link hangs up) and whenever the receiver closed its segment (at
+//! its close, or at its exit); a receiver that died without either (a
+//! signal, `_exit`) is found at once when a BELL to it fails, or within
+//! `WATCH_MS` twice when its ring stops moving with datagrams in it
+//! (`Route::stalled`): a receiver restarted on the same port gets the
+//! datagrams sent after its bind, as from the kernel (they went to the
+//! dead one's segment for up to a second). At most `MAX_ROUTES` are
+//! kept, the oldest going first.
 #![forbid(unsafe_code)]
 
 use std::io::IoSlice;
@@ -33,6 +39,11 @@ use crate::transport::rendezvous::unmapped;
 const MAX_ROUTES: usize = 64;
 /// A route's link is looked at for a hang-up this often.
 const RECHECK_MS: u64 = 1000;
+/// A route's ring is looked at this often for a receiver that stopped
+/// taking datagrams (a load of its tail), and its link for a hang-up
+/// only then: a receiver that died is found within twice this, at one
+/// system call per `WATCH_MS` at most, for a receiver that stalls.
+const WATCH_MS: u64 = 1;
 /// A kernel route asks the names again this often (a dial, which fails
 /// at once when nobody holds them): a receiver bound since is found
 /// within this time, and at once after the kernel said ECONNREFUSED.
@@ -59,6 +70,10 @@ struct Route {
     unsure: bool,
     /// The user of the receiver's name (for the word a refusal says).
     owner: u32,
+    /// When the ring was last watched (`stalled`), and the receiver's
+    /// tail then.
+    watched_ms: u64,
+    watched_tail: u32,
 }
 
 enum State {
@@ -241,8 +256,21 @@ impl Routes {
             };
             match tx.send_vectored(bufs) {
                 Ok(Sent::Queued { ring }) => {
-                    if let (true, Some(l)) = (ring, &route.link) {
-                        let _ = link::send(l.as_fd(), &Frame::Bell, None);
+                    let gone = match (ring, &route.link) {
+                        (true, Some(l)) => matches!(
+                            link::send(l.as_fd(), &Frame::Bell, None),
+                            Err(Errno::PIPE | Errno::CONNRESET)
+                        ),
+                        _ => false,
+                    };
+                    if gone {
+                        // The receiver died asleep (every holder of its
+                        // link closed): nobody takes the segment, so the
+                        // datagram goes again, to whoever holds the name
+                        // now (a restarted receiver) or the kernel.
+                        log!(debug, "datagram route to {dest}: receiver gone");
+                        self.list.remove(i).close();
+                        continue;
                     }
                     return Ok(Outcome::Queued);
                 }
@@ -277,7 +305,8 @@ impl Routes {
             self.list.remove(i).close();
             return None;
         }
-        if matches!(r.state, State::Shm(_)) && now.saturating_sub(r.checked_ms) >= RECHECK_MS {
+        let recheck = now.saturating_sub(r.checked_ms) >= RECHECK_MS;
+        if matches!(r.state, State::Shm(_)) && (recheck || r.stalled(now)) {
             r.checked_ms = now;
             // The receiver writes nothing after REG_OK: readable means
             // hung up (or misbehaving).
@@ -294,6 +323,24 @@ impl Routes {
 }
 
 impl Route {
+    /// Whether the receiver stopped taking datagrams: looked at once per
+    /// `WATCH_MS`, true when datagrams wait in our ring and its tail has
+    /// not moved since the last look (a receiver dead, or busy: the
+    /// caller then asks the link, which hangs up for a dead one).
+    fn stalled(&mut self, now: u64) -> bool {
+        if now.saturating_sub(self.watched_ms) < WATCH_MS {
+            return false;
+        }
+        let State::Shm(tx) = &self.state else {
+            return false;
+        };
+        self.watched_ms = now;
+        let (waiting, tail) = tx.outstanding();
+        let still = waiting != 0 && tail == self.watched_tail;
+        self.watched_tail = tail;
+        still
+    }
+
     fn close(self) {
         if let State::Shm(tx) = &self.state {
             tx.close();
@@ -492,6 +539,8 @@ fn kernel_route(dest: SocketAddr) -> Route {
         recheck_ms: KERNEL_RECHECK_MS,
         unsure: false,
         owner: u32::MAX,
+        watched_ms: 0,
+        watched_tail: 0,
     }
 }
 
@@ -606,5 +655,7 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         recheck_ms: KERNEL_RECHECK_MS,
         unsure: default_mode() && me != 0 && owner != me,
         owner,
+        watched_ms: 0,
+        watched_tail: 0,
     })
 }
