@@ -900,7 +900,6 @@ impl Datagram {
     /// In a forked child: the locks reset; its routes are the parent's
     /// slots (one producer each), so it registers its own; it does not
     /// receive (the rings have one consumer).
-
     pub(crate) fn after_fork_child(&self) {
         self.peer.reset_after_fork();
         self.rcvtimeo.reset_after_fork();
