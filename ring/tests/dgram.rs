@@ -447,6 +447,24 @@ fn doorbell_flag_taken_by_one_sender() {
     assert!(!rx.arm());
 }
 
+/// `Sender::outstanding`: what the receiver has not taken yet, and its
+/// tail (a sender watches it stop moving to notice a receiver that died).
+#[test]
+fn outstanding_follows_the_receivers_tail() {
+    let (mut rx, image) = heap_target(DgramGeometry::stage1());
+    let mut tx = image.sender(rx.open_slot().unwrap()).unwrap();
+    assert_eq!(tx.outstanding(), (0, 0));
+    for d in [&b"1"[..], b"22", b"333"] {
+        tx.send(d).unwrap();
+    }
+    assert_eq!(tx.outstanding(), (3, 0));
+    let mut buf = [0u8; 4];
+    assert_eq!(recv_one(&mut rx, &mut buf), Some(1));
+    assert_eq!(tx.outstanding(), (2, 1));
+    while recv_one(&mut rx, &mut buf).is_some() {}
+    assert_eq!(tx.outstanding(), (0, 3));
+}
+
 fn geometry() -> impl Strategy<Value = DgramGeometry> {
     (
         prop::collection::vec((1u32..=64, 1u32..=300, 1u32..=64), 1..=4),
