@@ -779,3 +779,73 @@ print("counted:", COUNTED)
     );
     assert!(counters["udp_shm"] >= 1, "{counters:?}");
 }
+
+/// SO_REUSEPORT and SO_REUSEADDR sharing a port between two receiving
+/// processes (decision 47): the kernel spreads SO_REUSEPORT's senders by
+/// a keyed hash of the 4-tuple, each sender's datagrams on one socket,
+/// and gives SO_REUSEADDR's all to the last bound; preloaded senders went
+/// to the name's holder only (all 8 of 8 senders to A, session 34). Now a
+/// port shared across processes is the kernel's.
+#[test]
+fn a_port_shared_by_two_processes_is_shared_as_the_kernel_shares_it() {
+    let body = r#"
+host = sys.argv[1]
+import collections, select
+def mk(opt, port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, opt, 1); s.bind((host, port)); return s
+def serve(s, wr):
+    got = collections.Counter()
+    while True:
+        d = s.recv(100)
+        if d == b"end": break
+        got[int(d.split()[0])] += 1
+    os.write(wr, (repr(dict(got)) + "\n").encode())
+def receiver(opt, port, wr):
+    rd2, wr2 = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        s = mk(opt, port); os.write(wr2, b"%d\n" % s.getsockname()[1])
+        serve(s, wr); os._exit(0)
+    return pid, int(os.read(rd2, 16))
+for name, opt in (("SO_REUSEPORT", socket.SO_REUSEPORT), ("SO_REUSEADDR", socket.SO_REUSEADDR)):
+    rd, wr = os.pipe()
+    a, port = receiver(opt, 0, wr)
+    b, _ = receiver(opt, port, wr)
+    senders = 24
+    for i in range(senders):
+        t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for j in range(5):
+            t.sendto(b"%d %d" % (i, j), (host, port))
+        t.close()
+    out = b""
+    while out.count(b"\n") < 2:
+        for _ in range(2):
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM).sendto(b"end", (host, port))
+        if select.select([rd], [], [], 0.05)[0]:
+            out += os.read(rd, 65536)
+    for k in (a, b):
+        try: os.waitpid(k, 0)
+        except ChildProcessError: pass
+    got = [eval(l) for l in out.decode().splitlines()]
+    per = [set(g) for g in got]
+    whole = all(v == 5 for g in got for v in g.values())
+    print(name, "every datagram once, each sender's on one socket:",
+          whole and not (per[0] & per[1]) and len(per[0] | per[1]) == senders)
+    print(name, "one socket took every sender:", senders in map(len, per))
+print("counted:", COUNTED)
+"#;
+    let (out, _) = default_as_kernel("udpdef_reuse", body);
+    assert!(
+        out.contains("SO_REUSEPORT every datagram once, each sender's on one socket: True"),
+        "{out}"
+    );
+    assert!(
+        out.contains("SO_REUSEPORT one socket took every sender: False"),
+        "{out}"
+    );
+    assert!(
+        out.contains("SO_REUSEADDR one socket took every sender: True"),
+        "{out}"
+    );
+}

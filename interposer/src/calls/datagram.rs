@@ -630,6 +630,7 @@ fn adopt_kernel_first(
         Ok(s) => Some(Ok(s)),
         Err(e) => {
             log!(debug, "fd {fd}: UDP {local} stays the kernel's: {e}");
+            shared_elsewhere(fd, local, e);
             None
         }
     }
@@ -666,9 +667,22 @@ fn bind_wildcard(fd: c_int, app: BorrowedFd<'_>, target: SocketAddr) -> Option<A
             // (Another process holds the name: SO_REUSEPORT across
             // processes, review M5.) Kernel UDP then, as before.
             log!(debug, "fd {fd}: UDP {local} stays the kernel's: {e}");
+            shared_elsewhere(fd, local, e);
         }
     }
     Some(Action::Done(0))
+}
+
+/// The kernel bound `fd` to `local` but its name is held (EADDRINUSE):
+/// by another process, the kernel having let both share the port. In the
+/// default mode the socket marks the sharing, so senders go through the
+/// kernel (decision 47).
+fn shared_elsewhere(fd: c_int, local: SocketAddr, e: Errno) {
+    if e == Errno::ADDRINUSE && default_mode() {
+        if let Some(d) = ours(fd).as_deref().and_then(Socket::datagram) {
+            d.mark_shared(local);
+        }
+    }
 }
 
 /// Whether an emulated socket of this process holds `wildcard`'s port on

@@ -134,6 +134,22 @@ pub(crate) fn dial(dest: SocketAddr) -> Result<OwnedFd, Errno> {
     }
 }
 
+/// A mark: `addr`'s name, held by a listener that never accepts, whose
+/// existence is all it says (`routes::shared_mark`). Backlog 0: at most
+/// one dial waits in it, the others are EAGAIN.
+pub(crate) fn mark(addr: SocketAddr) -> Result<OwnedFd, Errno> {
+    let sock = seqpacket()?;
+    let path = SocketAddrUnix::new_abstract_name(name(addr).as_bytes())?;
+    rustix::net::bind(&sock, &path)?;
+    rustix::net::listen(&sock, 0)?;
+    Ok(sock)
+}
+
+/// Whether someone holds `addr`'s name (a dial not refused).
+pub(crate) fn held(addr: SocketAddr) -> bool {
+    !matches!(dial(addr), Err(Errno::CONNREFUSED))
+}
+
 /// Whether `fd` is the listener holding `addr`'s name (a REG's proof of
 /// its source address).
 pub(crate) fn holds_name(fd: BorrowedFd<'_>, addr: SocketAddr) -> bool {

@@ -83,6 +83,9 @@ pub(crate) struct Datagram {
     nonblock: std::sync::atomic::AtomicU8,
     /// shutdown(2) so far (`SHUT_RD`, `SHUT_WR` bits).
     shut: std::sync::atomic::AtomicU8,
+    /// Held while the kernel socket shares a port whose name another
+    /// process holds (`mark_shared`).
+    shared_mark: OnceLock<crate::platform::internal_fd::InternalFd>,
     pub opts: Options,
 }
 
@@ -119,6 +122,7 @@ impl Datagram {
                 Some(true) => 2,
             }),
             shut: std::sync::atomic::AtomicU8::new(0),
+            shared_mark: OnceLock::new(),
             opts,
         })
     }
@@ -900,6 +904,19 @@ impl Datagram {
     /// In a forked child: the locks reset; its routes are the parent's
     /// slots (one producer each), so it registers its own; it does not
     /// receive (the rings have one consumer).
+    /// Its kernel socket is bound to `local`, whose name another process
+    /// holds (SO_REUSEADDR or SO_REUSEPORT across processes): it holds the
+    /// mark that sends preloaded senders through the kernel, which alone
+    /// knows which socket of the port a datagram reaches (decision 47).
+    /// One mark per port: a third socket finds it held.
+    pub(crate) fn mark_shared(&self, local: SocketAddr) {
+        if let Ok(fd) = crate::transport::link::mark(routes::shared_mark(local)) {
+            let _ = self
+                .shared_mark
+                .set(crate::platform::internal_fd::InternalFd::new(fd));
+        }
+    }
+
     pub(crate) fn after_fork_child(&self) {
         self.peer.reset_after_fork();
         self.rcvtimeo.reset_after_fork();

@@ -57,6 +57,9 @@ const KERNEL_RECHECK_MAX_MS: u64 = 1000;
 
 struct Route {
     dest: SocketAddr,
+    /// The name whose holder the link reached (`dest`'s, or its port's
+    /// on the wildcard address).
+    name: SocketAddr,
     /// A `Kernel` route is asked again this long after `checked_ms`.
     recheck_ms: u64,
     /// To the receiver (none for a `Kernel` route).
@@ -313,7 +316,9 @@ impl Routes {
             let quiet = r.link.as_ref().is_some_and(|l| {
                 crate::platform::sys::poll_fd(l.as_fd(), libc::POLLIN, 0).is_ok_and(|ev| ev == 0)
             });
-            if !quiet {
+            // A port shared since with another process: the kernel's.
+            let shared = recheck && shared_elsewhere(r.name);
+            if !quiet || shared {
                 self.list.remove(i).close();
                 return None;
             }
@@ -512,6 +517,34 @@ pub(super) fn v6_only_any(port: u16) -> SocketAddr {
     )
 }
 
+/// The mark a socket holds that the kernel bound to `name`'s address
+/// while another process holds the name (SO_REUSEADDR or SO_REUSEPORT
+/// across processes, `Datagram::mark_shared`): the kernel alone knows
+/// which of them a datagram reaches (its SO_REUSEPORT hash has a secret
+/// key; SO_REUSEADDR's last bound takes all), so senders go through it
+/// (decision 47). In the discard-only prefix, as `v6_only_any`:
+/// `[100::1:hi:lo]` for an IPv4 name, `[100::2:0:loopback]` for IPv6.
+pub(crate) fn shared_mark(name: SocketAddr) -> SocketAddr {
+    let name = unmapped(name);
+    let (kind, hi, lo) = match name.ip() {
+        std::net::IpAddr::V4(a) => {
+            let a = u32::from(a);
+            (1, (a >> 16) as u16, a as u16)
+        }
+        std::net::IpAddr::V6(a) => (2, 0, u16::from(a.is_loopback())),
+    };
+    SocketAddr::new(
+        std::net::Ipv6Addr::new(0x100, 0, 0, 0, 0, kind, hi, lo).into(),
+        name.port(),
+    )
+}
+
+/// Whether another process shares `name`'s port with its holder, in the
+/// default mode (one dial, refused when not).
+fn shared_elsewhere(name: SocketAddr) -> bool {
+    default_mode() && link::held(shared_mark(name))
+}
+
 /// The longest a kernel route goes unasked: 1 s in the default mode,
 /// 10 ms in the emulated one (where no kernel socket of a preloaded
 /// receiver holds the port, so the kernel's datagrams are lost there).
@@ -533,6 +566,7 @@ fn default_mode() -> bool {
 fn kernel_route(dest: SocketAddr) -> Route {
     Route {
         dest,
+        name: dest,
         link: None,
         state: State::Kernel,
         checked_ms: monotonic_ms(),
@@ -605,8 +639,10 @@ pub(crate) fn chosen(uid: u32) -> bool {
 /// at later sends. Nobody holding any: a kernel route.
 fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, Errno> {
     let mut dialed = Err(Errno::CONNREFUSED);
+    let mut reached = dest;
     for name in names(dest) {
         dialed = link::dial(name);
+        reached = name;
         if !matches!(dialed, Err(Errno::CONNREFUSED)) {
             break;
         }
@@ -616,6 +652,13 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         Err(Errno::CONNREFUSED) => return Ok(kernel_route(dest)),
         Err(e) => return Err(e),
     };
+    if shared_elsewhere(reached) {
+        log!(
+            debug,
+            "datagram to {dest}: port shared across processes, the kernel's"
+        );
+        return Ok(kernel_route(dest));
+    }
     let me = rustix::process::geteuid().as_raw();
     let cred = crate::platform::sys::peer_cred(fd.as_fd());
     let admitted = crate::platform::config::get()
@@ -655,6 +698,7 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         recheck_ms: KERNEL_RECHECK_MS,
         unsure: default_mode() && me != 0 && owner != me,
         owner,
+        name: reached,
         watched_ms: 0,
         watched_tail: 0,
     })
