@@ -781,7 +781,7 @@ print("counted:", COUNTED)
 }
 
 /// SO_REUSEPORT and SO_REUSEADDR sharing a port between two receiving
-/// processes (decision 47): the kernel spreads SO_REUSEPORT's senders by
+/// processes (decision 50): the kernel spreads SO_REUSEPORT's senders by
 /// a keyed hash of the 4-tuple, each sender's datagrams on one socket,
 /// and gives SO_REUSEADDR's all to the last bound; preloaded senders went
 /// to the name's holder only (all 8 of 8 senders to A, session 34). Now a

@@ -676,7 +676,7 @@ fn bind_wildcard(fd: c_int, app: BorrowedFd<'_>, target: SocketAddr) -> Option<A
 /// The kernel bound `fd` to `local` but its name is held (EADDRINUSE):
 /// by another process, the kernel having let both share the port. In the
 /// default mode the socket marks the sharing, so senders go through the
-/// kernel (decision 47).
+/// kernel (decision 50).
 fn shared_elsewhere(fd: c_int, local: SocketAddr, e: Errno) {
     if e == Errno::ADDRINUSE && default_mode() {
         if let Some(d) = ours(fd).as_deref().and_then(Socket::datagram) {

@@ -907,7 +907,7 @@ impl Datagram {
     /// Its kernel socket is bound to `local`, whose name another process
     /// holds (SO_REUSEADDR or SO_REUSEPORT across processes): it holds the
     /// mark that sends preloaded senders through the kernel, which alone
-    /// knows which socket of the port a datagram reaches (decision 47).
+    /// knows which socket of the port a datagram reaches (decision 50).
     /// One mark per port: a third socket finds it held.
     pub(crate) fn mark_shared(&self, local: SocketAddr) {
         if let Ok(fd) = crate::transport::link::mark(routes::shared_mark(local)) {

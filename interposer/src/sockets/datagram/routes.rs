@@ -522,7 +522,7 @@ pub(super) fn v6_only_any(port: u16) -> SocketAddr {
 /// across processes, `Datagram::mark_shared`): the kernel alone knows
 /// which of them a datagram reaches (its SO_REUSEPORT hash has a secret
 /// key; SO_REUSEADDR's last bound takes all), so senders go through it
-/// (decision 47). In the discard-only prefix, as `v6_only_any`:
+/// (decision 50). In the discard-only prefix, as `v6_only_any`:
 /// `[100::1:hi:lo]` for an IPv4 name, `[100::2:0:loopback]` for IPv6.
 pub(crate) fn shared_mark(name: SocketAddr) -> SocketAddr {
     let name = unmapped(name);
