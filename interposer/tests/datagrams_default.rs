@@ -857,3 +857,26 @@ print("counted:", COUNTED)
         "{out}"
     );
 }
+
+/// A fork from a signal handler that interrupted the library inside a
+/// hooked call (which holds the socket registry's read lock) goes on: the
+/// prepare handler takes a read hold beside its own thread's instead of
+/// waiting for the write lock for ever (review s34 udpshare16 #1: 1 run
+/// in 8 to 13 hung, spinning). fork_in_handler.c, a 1 ms SIGALRM that
+/// forks while the main thread receives 3000 datagrams; the harness's
+/// deadline is the hang check (six rounds: the hang was one run in 8-13).
+#[test]
+fn a_fork_from_a_signal_handler_inside_the_library_goes_on() {
+    let prog = common::build_c("fork_in_handler", &["-O2", "-Wall"]);
+    for round in 0..6 {
+        let net = Net::loopback(&format!("fork-in-handler-{round}"));
+        let mut cmd = common::preloaded(&prog);
+        cmd.args([&net.host_str(), &net.port_str()]);
+        default_env(&net, &mut cmd, true);
+        let out = stdout_of("fork_in_handler", &mut cmd);
+        assert!(
+            out.contains("got ") && out.contains("forks>0 1"),
+            "round {round}: {out}"
+        );
+    }
+}

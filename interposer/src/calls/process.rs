@@ -65,7 +65,9 @@ extern "C" fn prepare() {
     // the guard, as a hook: fork() itself is not one (vfork's hook passes
     // it on after leaving the guard); not when fork was called from inside
     // the library.
-    if let Some(_inside) = crate::platform::guard::enter("fork") {
+    let entered = crate::platform::guard::enter("fork");
+    let nested = entered.is_none();
+    if let Some(_inside) = entered {
         let _ = std::panic::catch_unwind(crate::sockets::readiness::forking);
         let tid = rustix::thread::gettid().as_raw_nonzero().get();
         let vforked = VFORKING
@@ -86,8 +88,12 @@ extern "C" fn prepare() {
     // thread that does not exist in the child).
     real::resolve_all();
     // Hold the socket registry's lock across the fork, so that no thread is
-    // in the middle of changing the registry when the process is copied.
-    crate::sockets::registry::before_fork();
+    // in the middle of changing the registry when the process is copied. A
+    // fork from a signal handler that interrupted the library (`nested`)
+    // may be interrupting this thread's own hold of it: waited for a
+    // bounded time only (review s34 udpshare16 #1: the handler waited for
+    // ever on its own thread's read lock).
+    crate::sockets::registry::before_fork(nested);
 }
 
 /// Before fork (the prepare handler, inside the guard): every listener's

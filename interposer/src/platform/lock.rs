@@ -80,6 +80,9 @@ pub(crate) struct RwLock<T> {
     state: AtomicU32,
     /// The write lock is held for a fork (see [`RwLock::hold_for_fork`]).
     fork_hold: AtomicBool,
+    /// A read hold taken for a fork from inside the library
+    /// ([`RwLock::hold_for_fork_within`]).
+    fork_read_hold: AtomicBool,
     value: UnsafeCell<T>,
 }
 
@@ -93,6 +96,7 @@ impl<T> RwLock<T> {
         RwLock {
             state: AtomicU32::new(0),
             fork_hold: AtomicBool::new(false),
+            fork_read_hold: AtomicBool::new(false),
             value: UnsafeCell::new(value),
         }
     }
@@ -181,24 +185,58 @@ impl<T> RwLock<T> {
         self.fork_hold.store(true, Ordering::Relaxed);
     }
 
+    /// For a fork from a signal handler that interrupted the library: this
+    /// very thread may hold the lock below the handler, so the write lock
+    /// could never come. A read hold excludes writers just as well (the
+    /// copy sees no change half made) and is taken beside other readers,
+    /// holding back for nobody (not even a waiting writer); a writer that
+    /// holds it is waited for up to `patience` (it may be this thread),
+    /// then the fork goes on with nothing held.
+    pub(crate) fn hold_for_fork_within(&self, patience: std::time::Duration) {
+        let start = std::time::Instant::now();
+        let mut backoff = Backoff::new();
+        loop {
+            let s = self.state.load(Ordering::Relaxed);
+            if s & WRITER == 0
+                && s & READERS != READERS
+                && self
+                    .state
+                    .compare_exchange_weak(s, s + 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                self.fork_read_hold.store(true, Ordering::Relaxed);
+                return;
+            }
+            if start.elapsed() > patience {
+                return;
+            }
+            backoff.snooze();
+        }
+    }
+
     /// Releases the write lock [`hold_for_fork`](Self::hold_for_fork) took;
     /// does nothing if it is not held that way.
     pub(crate) fn release_fork_hold(&self) {
         if self.fork_hold.swap(false, Ordering::Relaxed) {
             self.unlock_exclusive();
         }
+        if self.fork_read_hold.swap(false, Ordering::Relaxed) {
+            self.state.fetch_sub(1, Ordering::Release);
+        }
     }
 
     /// Makes the lock free, whatever state the fork copied.
     ///
     /// Contract: call only in the child of a `fork()` (the atfork child
-    /// handler), while the child is single-threaded, and while the calling
-    /// thread holds no guard of this lock (true in the handler: hooks never
-    /// call fork). Then every holder or waiter recorded in the state was a
-    /// thread of the parent, absent here, and nothing can observe the
-    /// reset. Anywhere else it would break mutual exclusion.
+    /// handler), while the child is single-threaded. Then every holder or
+    /// waiter recorded in the state was a thread of the parent, absent
+    /// here, or this thread below a signal handler that forked (a guard
+    /// it drops later leaves the word at zero, and no other thread can
+    /// contend with it), and nothing can observe the reset. Anywhere else
+    /// it would break mutual exclusion.
     pub(crate) fn reset_after_fork(&self) {
         self.fork_hold.store(false, Ordering::Relaxed);
+        self.fork_read_hold.store(false, Ordering::Relaxed);
         self.state.store(0, Ordering::Release);
     }
 }
@@ -228,7 +266,15 @@ impl<T> Deref for RwLockReadGuard<'_, T> {
 
 impl<T> Drop for RwLockReadGuard<'_, T> {
     fn drop(&mut self) {
-        self.lock.state.fetch_sub(1, Ordering::Release);
+        // Never below zero: in a child forked from a signal handler that
+        // interrupted this guard's holder without the fork hold, the child
+        // handler reset the word to 0 under it (`hold_for_fork_within`).
+        let _ = self
+            .lock
+            .state
+            .fetch_update(Ordering::Release, Ordering::Relaxed, |s| {
+                (s & READERS != 0).then(|| s - 1)
+            });
     }
 }
 

@@ -406,8 +406,19 @@ pub(crate) fn try_for_each_socket(mut f: impl FnMut(&Arc<Socket>)) {
 }
 
 /// Fork handlers (see the module docs).
-pub(crate) fn before_fork() {
-    SLAB.hold_for_fork();
+///
+/// `nested`: fork was called from inside the library (a signal handler
+/// that interrupted a hooked call), whose thread may itself hold the
+/// lock: then a read hold beside it (a writer waited for 10 ms at most),
+/// else the fork goes on without (the child resets the lock, and a guard
+/// the interrupted call drops there later leaves it at zero: `RwLock`
+/// read guards never count below it).
+pub(crate) fn before_fork(nested: bool) {
+    if nested {
+        SLAB.hold_for_fork_within(std::time::Duration::from_millis(10));
+    } else {
+        SLAB.hold_for_fork();
+    }
 }
 
 pub(crate) fn after_fork_parent() {
