@@ -383,9 +383,9 @@ const SIG_HOLD: libc::sighandler_t = 2;
 /// sigset(3) as glibc's: SIG_HOLD blocks the signal (its action
 /// returned, or SIG_HOLD if it was blocked); a disposition is installed
 /// (no flags) and the signal unblocked, SIG_HOLD returned if it was
-/// blocked.
+/// blocked. (glibc's installs SIG_ERR as given: so does this.)
 pub(crate) fn sigset(sig: c_int, disp: libc::sighandler_t) -> libc::sighandler_t {
-    if disp == libc::SIG_ERR || !(1..SIGNALS as c_int).contains(&sig) {
+    if !(1..SIGNALS as c_int).contains(&sig) {
         super::set_errno(libc::EINVAL);
         return libc::SIG_ERR;
     }
