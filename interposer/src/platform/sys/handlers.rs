@@ -160,7 +160,9 @@ extern "C" fn trampoline(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void
             .compare_exchange(a, a & !HANDLER_BITS, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
-            reset(sig, a);
+            if !crate::platform::sandbox::active() {
+                reset(sig, a);
+            }
             break h;
         }
         let _ = HANDLED.try_with(|n| n.fetch_sub(1, Ordering::Relaxed));
@@ -330,7 +332,12 @@ pub(crate) unsafe fn sigaction(
         {
             word = Some(w);
             k.sa_sigaction = ours();
-            k.sa_flags = (k.sa_flags | libc::SA_SIGINFO) & !libc::SA_RESETHAND;
+            k.sa_flags |= libc::SA_SIGINFO;
+            // (Sandboxed: the kernel resets, the trampoline could not —
+            // its filter may lack rt_sigaction — and puts nothing off.)
+            if !crate::platform::sandbox::active() {
+                k.sa_flags &= !libc::SA_RESETHAND;
+            }
         }
         k
     });
@@ -459,6 +466,28 @@ fn install(
             return libc::SIG_ERR;
         }
         old.sa_sigaction
+    }
+}
+
+/// Before a seccomp filter goes on: SA_RESETHAND back in the kernel's
+/// actions (the trampoline's reset needs rt_sigaction, which the filter
+/// may lack).
+pub(crate) fn before_sandbox() {
+    let Some(real) = real_sigaction() else {
+        return;
+    };
+    for sig in 1..SIGNALS as c_int {
+        if !wrappable(sig) || ACTION[sig as usize].load(Ordering::Acquire) & RESETHAND == 0 {
+            continue;
+        }
+        // SAFETY: sigaction is plain data; our own structs.
+        unsafe {
+            let mut cur: libc::sigaction = core::mem::zeroed();
+            if real(sig, ptr::null(), &mut cur) == 0 && cur.sa_sigaction == ours() {
+                cur.sa_flags |= libc::SA_RESETHAND;
+                real(sig, &cur, ptr::null_mut());
+            }
+        }
     }
 }
 
