@@ -300,3 +300,29 @@ fn sysv_signal_ssignal_sigset_and_sig_err_are_glibcs() {
         kernel
     );
 }
+
+/// A SA_RESETHAND handler in a process under a seccomp filter that kills
+/// for rt_sigaction: it runs once and the second signal takes the
+/// default action, as without the library (resethand_seccomp.c). The
+/// trampoline's reset would need rt_sigaction: the library gives the
+/// reset back to the kernel before the filter goes on (without that, the
+/// second signal was dropped).
+#[test]
+fn a_sandboxed_reset_on_delivery_handler_is_reset_by_the_kernel() {
+    use std::os::unix::process::ExitStatusExt;
+    let exe = build_c("resethand_seccomp", &["-O2", "-Wall"]);
+    let kernel = common::run(&mut std::process::Command::new(&exe));
+    assert_eq!(
+        (kernel.stdout.as_str(), kernel.status.signal()),
+        ("ran 1\n", Some(libc::SIGUSR1)),
+        "{}",
+        kernel.stderr
+    );
+    let out = common::run(&mut preloaded(&exe));
+    assert_eq!(
+        (out.stdout.as_str(), out.status.signal()),
+        ("ran 1\n", Some(libc::SIGUSR1)),
+        "{}",
+        out.stderr
+    );
+}
