@@ -195,3 +195,134 @@ fn sigaction_returns_the_programs_handler_and_siginfo_passes_through() {
     assert!(kernel.contains("ok"), "{kernel}");
     assert_eq!(stdout_of("preloaded", &mut preloaded(&prog)), kernel);
 }
+
+/// A fork while another thread is inside sigaction: the child's own
+/// sigaction returns (sigaction_fork.c, 200 forks). Before, the child
+/// inherited the table's spin lock taken and spun on it forever with every
+/// signal blocked (review of decision 48: 16 of 50 children). A hang is
+/// caught by the harness's deadline (the children die with the parent).
+#[test]
+fn a_fork_during_another_threads_sigaction_leaves_the_childs_working() {
+    let exe = build_c("sigaction_fork", &["-O2", "-Wall", "-pthread"]);
+    let kernel = stdout_of(
+        "sigaction_fork without the library",
+        std::process::Command::new(&exe).arg("200"),
+    );
+    assert_eq!(kernel, "forks 200, children exited 200\n");
+    let mut cmd = preloaded(&exe);
+    cmd.arg("200");
+    assert_eq!(stdout_of("sigaction_fork preloaded", &mut cmd), kernel);
+}
+
+/// SA_RESETHAND handlers, and signal() as -std=c99 programs get it
+/// (__sysv_signal: reset on delivery, no SA_RESTART), for a SIGALRM that
+/// comes while a blocking recv waits: the recv returns EINTR, the handler
+/// sends on another emulated connection, the action is SIG_DFL after, as
+/// over kernel TCP (resethand_spin.c). Before, such handlers ran inside
+/// the spin (their send EIO) and the recv restarted (review of decision
+/// 48, sigspin.c: EINTR 0 of 6).
+#[test]
+fn reset_on_delivery_handlers_interrupt_a_blocking_recv_as_the_kernels() {
+    let exe = build_c("resethand_spin", &["-O2", "-Wall"]);
+    for mode in ["plain", "resethand", "signal"] {
+        let lo = Net::loopback(&format!("resethand-spin-kernel-{mode}"));
+        let kernel = stdout_of(
+            "resethand_spin over kernel TCP",
+            std::process::Command::new(&exe).args([&lo.host_str(), &lo.port_str(), "4", mode]),
+        );
+        let dfl = if mode == "plain" { 0 } else { 4 };
+        assert_eq!(
+            kernel,
+            format!("{mode}: EINTR 4 of 4, handler ran 4, its send ok 4, SIG_DFL after {dfl}\n")
+        );
+        for spin in ["200000", "0"] {
+            let net = Net::emulated(&format!("resethand-spin-{mode}-{spin}"));
+            let mut cmd = preloaded(&exe);
+            cmd.args([&net.host_str(), &net.port_str(), "4", mode]);
+            net.env(&mut cmd).env("SHMNET_SPIN_US", spin);
+            let out = stdout_of("resethand_spin emulated", &mut spinning(cmd));
+            assert_eq!(out, kernel, "{mode}, SHMNET_SPIN_US={spin}");
+        }
+    }
+}
+
+/// A SA_RESETHAND handler that siglongjmps out of a blocking recv: every
+/// round jumps, the late replies are read, and a later handler runs where
+/// its signal is raised, unblocked, as over kernel TCP
+/// (resethand_longjmp.c). Before, the jump out of the spin left the
+/// thread's spin flag on: 2 jumps, then every recv EIO and SIGUSR1 put off
+/// for good (review of decision 48, jmpreset.c).
+#[test]
+fn siglongjmp_out_of_a_reset_on_delivery_handler_leaves_the_thread_working() {
+    let exe = build_c("resethand_longjmp", &["-O2", "-Wall"]);
+    for mode in ["resethand", "plain"] {
+        let lo = Net::loopback(&format!("resethand-longjmp-kernel-{mode}"));
+        let kernel = stdout_of(
+            "resethand_longjmp over kernel TCP",
+            std::process::Command::new(&exe).args([&lo.host_str(), &lo.port_str(), mode]),
+        );
+        assert_eq!(
+            kernel,
+            "jumped 5, late replies 5; USR1 handler ran 3 of 3; USR1 blocked after: 0, pending: 0\n"
+        );
+        for spin in ["200000", "0"] {
+            let net = Net::emulated(&format!("resethand-longjmp-{mode}-{spin}"));
+            let mut cmd = preloaded(&exe);
+            cmd.args([&net.host_str(), &net.port_str(), mode]);
+            net.env(&mut cmd).env("SHMNET_SPIN_US", spin);
+            let out = stdout_of("resethand_longjmp emulated", &mut spinning(cmd));
+            assert_eq!(out, kernel, "{mode}, SHMNET_SPIN_US={spin}");
+        }
+    }
+}
+
+/// glibc's other ways to install a handler: __sysv_signal (signal with
+/// -std=c99), ssignal, sigset with SIG_HOLD, and signal(SIG_ERR) refused
+/// with EINVAL: the same handlers run, old dispositions, flags and masks
+/// as without the library (signal_variants.c; before, the first three
+/// were not wrapped and signal(SIG_ERR) installed -1).
+#[test]
+fn sysv_signal_ssignal_sigset_and_sig_err_are_glibcs() {
+    let exe = build_c(
+        "signal_variants",
+        &["-O2", "-Wall", "-Wno-deprecated-declarations"],
+    );
+    let kernel = stdout_of(
+        "signal_variants without the library",
+        &mut std::process::Command::new(&exe),
+    );
+    assert!(
+        kernel.contains("signal(SIG_ERR) returns ERR errno 22"),
+        "{kernel}"
+    );
+    assert_eq!(
+        stdout_of("signal_variants preloaded", &mut preloaded(&exe)),
+        kernel
+    );
+}
+
+/// A SA_RESETHAND handler in a process under a seccomp filter that kills
+/// for rt_sigaction: it runs once and the second signal takes the
+/// default action, as without the library (resethand_seccomp.c). The
+/// trampoline's reset would need rt_sigaction: the library gives the
+/// reset back to the kernel before the filter goes on (without that, the
+/// second signal was dropped).
+#[test]
+fn a_sandboxed_reset_on_delivery_handler_is_reset_by_the_kernel() {
+    use std::os::unix::process::ExitStatusExt;
+    let exe = build_c("resethand_seccomp", &["-O2", "-Wall"]);
+    let kernel = common::run(&mut std::process::Command::new(&exe));
+    assert_eq!(
+        (kernel.stdout.as_str(), kernel.status.signal()),
+        ("ran 1\n", Some(libc::SIGUSR1)),
+        "{}",
+        kernel.stderr
+    );
+    let out = common::run(&mut preloaded(&exe));
+    assert_eq!(
+        (out.stdout.as_str(), out.status.signal()),
+        ("ran 1\n", Some(libc::SIGUSR1)),
+        "{}",
+        out.stderr
+    );
+}

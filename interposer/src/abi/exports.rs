@@ -579,6 +579,25 @@ pub extern "C" fn sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::
     sys::handlers::sysv_signal(sig, handler)
 }
 
+/// `__sysv_signal`: glibc's signal for programs built with -std=c99 (or
+/// _POSIX_C_SOURCE alone); sysv_signal.
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn __sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    sys::handlers::sysv_signal(sig, handler)
+}
+
+/// ssignal(3): glibc's signal.
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn ssignal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
+    sys::handlers::signal(sig, handler)
+}
+
+/// sigset(3) (SIG_HOLD, System V), through our sigaction.
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn sigset(sig: c_int, disp: libc::sighandler_t) -> libc::sighandler_t {
+    sys::handlers::sigset(sig, disp)
+}
+
 /// The library's version, NUL-terminated (`shmnet --version`, `shmnet
 /// check`: the CLI finds it with dlsym in a preloaded probe).
 #[no_mangle]

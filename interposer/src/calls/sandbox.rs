@@ -95,5 +95,6 @@ fn prepare() {
         crate::platform::log::destination(),
         crate::platform::log::LINE_MAX,
     );
+    sys::handlers::before_sandbox();
     sandbox::remember(sys::signals_without_restart(), fits);
 }

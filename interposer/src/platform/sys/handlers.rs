@@ -12,18 +12,23 @@
 //! only when a signal comes.
 //!
 //! What the program sees is its own: sigaction's old action is the
-//! handler and SA_SIGINFO it gave (the rest of the flags and the mask are
-//! the kernel's). SIG_DFL and SIG_IGN, SIGKILL/SIGSTOP, glibc's
-//! SIGCANCEL/SIGSETXID (32, 33) and the synchronous signals (SIGSEGV,
-//! SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS) go to the kernel as they are. Not seen: a
-//! handler installed with the raw rt_sigaction system call (Go, static
-//! code) or by glibc's own internal calls (sigset, siginterrupt's
-//! reinstall, posix_spawn's child): its signals end a spin only at its end.
+//! handler and SA_SIGINFO/SA_RESETHAND it gave (the rest of the flags and
+//! the mask are the kernel's). SA_RESETHAND is the trampoline's to do
+//! (the kernel's would reset before a put-off signal came again): it
+//! installs SIG_DFL as the kernel would when the handler runs. The table
+//! is one word per signal, swapped without a lock (a fork or a handler's
+//! own sigaction waits on nothing), no mask changed. SIG_DFL and SIG_IGN,
+//! SIGKILL/SIGSTOP, glibc's SIGCANCEL/SIGSETXID (32, 33) and the
+//! synchronous signals (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP, SIGSYS)
+//! go to the kernel as they are. Not seen: a handler installed with the
+//! raw rt_sigaction system call (Go, static code) or by glibc's own
+//! internal calls (siginterrupt's reinstall, posix_spawn's child): its
+//! signals end a spin only at its end.
 #![allow(unsafe_code)]
 
 use core::ffi::{c_int, c_void};
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::cell::Cell;
 
 use super::dlsym_next;
@@ -31,13 +36,35 @@ use super::dlsym_next;
 /// Signals 1 - 64.
 const SIGNALS: usize = 65;
 
-/// The program's handler for each signal while the kernel holds our
-/// trampoline (meaningless otherwise: the kernel's action is read first).
-static HANDLER: [AtomicUsize; SIGNALS] = [const { AtomicUsize::new(0) }; SIGNALS];
-/// The program's flags (SA_SIGINFO for its old action, SA_RESETHAND).
-static FLAGS: [AtomicI32; SIGNALS] = [const { AtomicI32::new(0) }; SIGNALS];
-/// One sigaction at a time (its read, install and table update together).
-static INSTALLING: AtomicBool = AtomicBool::new(false);
+/// The program's action for each signal, as the kernel's holding our
+/// trampoline stands for: its handler in the low 56 bits, `SIGINFO` and
+/// `RESETHAND` above (one word, swapped whole: no lock, so a fork or a
+/// handler's own sigaction never waits on one). Left as it was when the
+/// kernel gets SIG_DFL or SIG_IGN (a delivery already under way runs the
+/// handler it came for, as the kernel's); a handler of 0 with the kernel
+/// still holding the trampoline: reset on delivery, under way.
+static ACTION: [AtomicU64; SIGNALS] = [const { AtomicU64::new(0) }; SIGNALS];
+const HANDLER_BITS: u64 = (1 << 56) - 1;
+/// The program asked for SA_SIGINFO (its old action says so).
+const SIGINFO: u64 = 1 << 56;
+/// The program asked for SA_RESETHAND: the trampoline resets the action
+/// when it runs the handler (the kernel holds it without the flag, so that
+/// a signal put off is delivered to the trampoline again).
+const RESETHAND: u64 = 1 << 57;
+
+/// The table's word for a handler and the program's flags (None: an
+/// address that does not fit, left to the kernel unwrapped).
+fn pack(handler: usize, flags: c_int) -> Option<u64> {
+    let h = handler as u64;
+    let mut w = h;
+    if flags & libc::SA_SIGINFO != 0 {
+        w |= SIGINFO;
+    }
+    if flags & libc::SA_RESETHAND != 0 {
+        w |= RESETHAND;
+    }
+    (h & !HANDLER_BITS == 0).then_some(w)
+}
 
 std::thread_local! {
     /// Handlers that ran on this thread (wrapped ones).
@@ -50,6 +77,10 @@ std::thread_local! {
     /// The signals put off (queued again, blocked): unblocked when the
     /// watch ends.
     static DEFERRED: AtomicU64 = const { AtomicU64::new(0) };
+    /// Reset-on-delivery handlers that ran without SA_RESTART (the
+    /// kernel's flags at delivery; its action is SIG_DFL after): the
+    /// interrupted call returns EINTR (`take_unrestarted`).
+    static UNRESTARTED: AtomicU64 = const { AtomicU64::new(0) };
 }
 
 type Sigaction = unsafe extern "C" fn(c_int, *const libc::sigaction, *mut libc::sigaction) -> c_int;
@@ -100,34 +131,122 @@ fn ours() -> usize {
 
 /// What the kernel runs for every wrapped signal.
 extern "C" fn trampoline(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void) {
-    let _ = HANDLED.try_with(|h| h.fetch_add(1, Ordering::Relaxed));
-    if (1..SIGNALS as c_int).contains(&sig) {
+    let Some(slot) = ACTION.get(sig as usize) else {
+        return;
+    };
+    let errno = super::errno();
+    let h = loop {
+        let a = slot.load(Ordering::Acquire);
+        let h = (a & HANDLER_BITS) as usize;
+        if !is_handler(h) {
+            // Another delivery reset the action (SA_RESETHAND) as this one
+            // came: the kernel would have taken the default action.
+            default_action(sig, info);
+            super::set_errno(errno);
+            return;
+        }
+        let _ = HANDLED.try_with(|n| n.fetch_add(1, Ordering::Relaxed));
         let _ = SEEN.try_with(|s| s.fetch_or(1 << (sig - 1), Ordering::Relaxed));
-    }
-    let h = HANDLER
-        .get(sig as usize)
-        .map_or(0, |h| h.load(Ordering::Acquire));
-    if !is_handler(h) {
-        // Changed to SIG_DFL/SIG_IGN as it came: the kernel has that now.
-        return;
-    }
-    // SA_RESETHAND: the kernel has SIG_DFL now; queued again, the signal
-    // would take the default action. Such a handler runs here.
-    let once = FLAGS
-        .get(sig as usize)
-        .is_none_or(|f| f.load(Ordering::Relaxed) & libc::SA_RESETHAND != 0);
-    if !once && SPINNING.try_with(Cell::get).unwrap_or(false) && put_off(sig, info, uc) {
-        return;
-    }
+        if SPINNING.try_with(Cell::get).unwrap_or(false) && put_off(sig, info, uc) {
+            super::set_errno(errno);
+            return;
+        }
+        if a & RESETHAND == 0 {
+            break h;
+        }
+        // Reset on delivery: this delivery takes the handler, any other
+        // finds it gone.
+        if slot
+            .compare_exchange(a, a & !HANDLER_BITS, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            if !crate::platform::sandbox::active() {
+                reset(sig, a);
+            }
+            break h;
+        }
+        let _ = HANDLED.try_with(|n| n.fetch_sub(1, Ordering::Relaxed));
+    };
+    super::set_errno(errno);
+    // Outside a spin only (put off otherwise); where it could not be put
+    // off (a sandbox, no siginfo) the spin is off while the handler runs,
+    // so that nothing is put off from inside it and a jump out of it
+    // leaves the thread out of the spin.
+    let spinning = SPINNING.try_with(|s| s.replace(false)).unwrap_or(false);
     // SAFETY: `h` is the handler the program installed for `sig`; the
     // kernel's three arguments are passed whether it asked for SA_SIGINFO
     // or not, as the kernel itself does on x86_64 and aarch64 (extra
     // argument registers are ignored by a one-argument function).
-    let call = || unsafe {
+    unsafe {
         let f: extern "C" fn(c_int, *mut libc::siginfo_t, *mut c_void) = core::mem::transmute(h);
-        f(sig, info, uc)
+        f(sig, info, uc);
+    }
+    if spinning {
+        let _ = SPINNING.try_with(|s| s.set(true));
+    }
+}
+
+/// What the kernel does at delivery for SA_RESETHAND: SIG_DFL in its
+/// action (flags and mask kept, as sigaction then reads them). Only if it
+/// still holds our trampoline; put back if the program installed another
+/// handler meanwhile. Notes the kernel's SA_RESTART at delivery.
+fn reset(sig: c_int, a: u64) {
+    let Some(real) = real_sigaction() else {
+        return;
     };
-    call();
+    // SAFETY: sigaction is plain data; our own structs.
+    unsafe {
+        let mut cur: libc::sigaction = core::mem::zeroed();
+        if real(sig, ptr::null(), &mut cur) != 0 || cur.sa_sigaction != ours() {
+            return;
+        }
+        if cur.sa_flags & libc::SA_RESTART == 0 {
+            let _ = UNRESTARTED.try_with(|u| u.fetch_or(1 << (sig - 1), Ordering::Relaxed));
+        }
+        let mut dfl = cur;
+        dfl.sa_sigaction = libc::SIG_DFL;
+        dfl.sa_flags = (cur.sa_flags & !libc::SA_SIGINFO) | libc::SA_RESETHAND;
+        if a & SIGINFO != 0 {
+            dfl.sa_flags |= libc::SA_SIGINFO;
+        }
+        let mut was: libc::sigaction = core::mem::zeroed();
+        if real(sig, &dfl, &mut was) == 0
+            && was.sa_sigaction == ours()
+            && ACTION[sig as usize].load(Ordering::Acquire) != a & !HANDLER_BITS
+        {
+            // A handler installed between the read and the reset.
+            real(sig, &was, ptr::null_mut());
+        }
+    }
+}
+
+/// A delivery whose handler another delivery took (reset on delivery):
+/// the signal again to this thread, where the kernel's action is now
+/// SIG_DFL (the default action once it is unblocked).
+fn default_action(sig: c_int, info: *mut libc::siginfo_t) {
+    if info.is_null() || crate::platform::sandbox::active() {
+        return;
+    }
+    // SAFETY: getpid/gettid take nothing; rt_tgsigqueueinfo reads the
+    // siginfo the kernel gave this handler.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_tgsigqueueinfo,
+            libc::getpid(),
+            libc::gettid(),
+            sig,
+            info,
+        )
+    };
+}
+
+/// Signals whose reset-on-delivery handlers ran without SA_RESTART since
+/// the last look (and forgets them): a blocking call they interrupted
+/// returns EINTR.
+pub(crate) fn take_unrestarted() -> u64 {
+    UNRESTARTED
+        .try_with(|u| u.swap(0, Ordering::Relaxed))
+        .unwrap_or(0)
 }
 
 /// Puts off a handler that came while this thread spins: the signal
@@ -140,10 +259,7 @@ fn put_off(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void) -> bool {
         return false;
     }
     let bit = 1u64 << (sig - 1);
-    // The interrupted code's errno stays as it was, whatever fails here.
-    let errno = super::errno();
     let done = put_off_calls(sig, bit, info, uc);
-    super::set_errno(errno);
     if done {
         let _ = DEFERRED.try_with(|d| d.fetch_or(bit, Ordering::Relaxed));
     }
@@ -184,33 +300,11 @@ fn put_off_calls(sig: c_int, bit: u64, info: *mut libc::siginfo_t, uc: *mut c_vo
     true
 }
 
-/// Blocks every signal for a sigaction of ours (a handler's own sigaction
-/// would wait for `INSTALLING` forever); the old mask back on drop.
-struct Quiet(libc::sigset_t);
-
-impl Quiet {
-    fn new() -> Quiet {
-        // SAFETY: plain sigset_ts of ours; pthread_sigmask reads the new
-        // set and writes the old one.
-        unsafe {
-            let mut all: libc::sigset_t = core::mem::zeroed();
-            libc::sigfillset(&mut all);
-            let mut old: libc::sigset_t = core::mem::zeroed();
-            libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
-            Quiet(old)
-        }
-    }
-}
-
-impl Drop for Quiet {
-    fn drop(&mut self) {
-        // SAFETY: the mask saved by `new`.
-        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, ptr::null_mut()) };
-    }
-}
-
 /// sigaction(2) with the program's handler wrapped and its old action
-/// unwrapped.
+/// unwrapped. No lock and no mask change: the table's word is swapped
+/// before the kernel's call (a delivery between runs the new handler, as
+/// if the kernel's install had come first), and the kernel orders the
+/// installs themselves.
 ///
 /// # Safety
 /// sigaction's contract: `act` null or readable, `oldact` null or writable.
@@ -227,60 +321,123 @@ pub(crate) unsafe fn sigaction(
         // SAFETY: the caller's arguments, unchanged.
         return unsafe { real(sig, act, oldact) };
     }
-    // (Sandboxed: the filter may lack rt_sigprocmask.)
-    let _quiet = (!crate::platform::sandbox::active()).then(Quiet::new);
-    while INSTALLING
-        .compare_exchange_weak(false, true, Ordering::Acquire, Ordering::Relaxed)
-        .is_err()
-    {
-        core::hint::spin_loop();
-    }
-    let prev = (
-        HANDLER[sig as usize].load(Ordering::Relaxed),
-        FLAGS[sig as usize].load(Ordering::Relaxed),
-    );
+    let slot = &ACTION[sig as usize];
+    let mut word = None;
     // SAFETY: `act` is null or the caller's readable sigaction.
     let new = unsafe { act.as_ref() }.map(|a| {
         let mut k = *a;
-        if is_handler(a.sa_sigaction) {
-            HANDLER[sig as usize].store(a.sa_sigaction, Ordering::Release);
-            FLAGS[sig as usize].store(a.sa_flags, Ordering::Relaxed);
+        if let Some(w) = is_handler(a.sa_sigaction)
+            .then(|| pack(a.sa_sigaction, a.sa_flags))
+            .flatten()
+        {
+            word = Some(w);
             k.sa_sigaction = ours();
             k.sa_flags |= libc::SA_SIGINFO;
+            // (Sandboxed: the kernel resets, the trampoline could not —
+            // its filter may lack rt_sigaction — and puts nothing off.)
+            if !crate::platform::sandbox::active() {
+                k.sa_flags &= !libc::SA_RESETHAND;
+            }
         }
         k
     });
+    let prev = word.map(|w| slot.swap(w, Ordering::AcqRel));
     // SAFETY: sigaction is plain data.
     let mut old: libc::sigaction = unsafe { core::mem::zeroed() };
     // SAFETY: our own structs, or null.
     let r = unsafe { real(sig, new.as_ref().map_or(ptr::null(), |k| k), &mut old) };
     if r != 0 {
-        HANDLER[sig as usize].store(prev.0, Ordering::Release);
-        FLAGS[sig as usize].store(prev.1, Ordering::Relaxed);
-    } else if old.sa_sigaction == ours() {
-        old.sa_sigaction = prev.0;
-        old.sa_flags = (old.sa_flags & !libc::SA_SIGINFO) | (prev.1 & libc::SA_SIGINFO);
-    }
-    INSTALLING.store(false, Ordering::Release);
-    if r == 0 {
-        // SAFETY: `oldact` is null or the caller's writable sigaction.
-        if let Some(o) = unsafe { oldact.as_mut() } {
-            *o = old;
+        if let (Some(w), Some(p)) = (word, prev) {
+            let _ = slot.compare_exchange(w, p, Ordering::AcqRel, Ordering::Relaxed);
         }
+        return r;
+    }
+    if old.sa_sigaction == ours() {
+        let a = prev.unwrap_or_else(|| slot.load(Ordering::Acquire));
+        old.sa_sigaction = (a & HANDLER_BITS) as usize;
+        old.sa_flags &= !(libc::SA_SIGINFO | libc::SA_RESETHAND);
+        if a & SIGINFO != 0 {
+            old.sa_flags |= libc::SA_SIGINFO;
+        }
+        if a & RESETHAND != 0 {
+            old.sa_flags |= libc::SA_RESETHAND;
+        }
+    }
+    // SAFETY: `oldact` is null or the caller's writable sigaction.
+    if let Some(o) = unsafe { oldact.as_mut() } {
+        *o = old;
     }
     r
 }
 
 /// signal(3) as glibc's (BSD semantics: SA_RESTART, the signal blocked
 /// in its handler), through our `sigaction`. (siginterrupt's choice, kept
-/// inside glibc, is not seen: SA_RESTART always.)
+/// inside glibc, is not seen: SA_RESTART always.) Also bsd_signal and
+/// ssignal.
 pub(crate) fn signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
     install(sig, handler, libc::SA_RESTART, true)
 }
 
-/// sysv_signal(3) as glibc's (SA_RESETHAND | SA_NODEFER, no SA_RESTART).
+/// sysv_signal(3) (and `__sysv_signal`, what signal is with -std=c99) as
+/// glibc's: SA_RESETHAND | SA_NODEFER, no SA_RESTART.
 pub(crate) fn sysv_signal(sig: c_int, handler: libc::sighandler_t) -> libc::sighandler_t {
     install(sig, handler, libc::SA_RESETHAND | libc::SA_NODEFER, false)
+}
+
+/// glibc's SIG_HOLD.
+const SIG_HOLD: libc::sighandler_t = 2;
+
+/// sigset(3) as glibc's: SIG_HOLD blocks the signal (its action
+/// returned, or SIG_HOLD if it was blocked); a disposition is installed
+/// (no flags) and the signal unblocked, SIG_HOLD returned if it was
+/// blocked. (glibc's installs SIG_ERR as given: so does this.)
+pub(crate) fn sigset(sig: c_int, disp: libc::sighandler_t) -> libc::sighandler_t {
+    if !(1..SIGNALS as c_int).contains(&sig) {
+        super::set_errno(libc::EINVAL);
+        return libc::SIG_ERR;
+    }
+    // SAFETY: sigaction and sigset_t are plain data, filled before use;
+    // pthread_sigmask reads ours and writes our local.
+    unsafe {
+        let mut set: libc::sigset_t = core::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        let mut was: libc::sigset_t = core::mem::zeroed();
+        let mut old: libc::sigaction = core::mem::zeroed();
+        if disp == SIG_HOLD {
+            if mask(libc::SIG_BLOCK, &set, &mut was) {
+                return libc::SIG_ERR;
+            }
+            if libc::sigismember(&was, sig) == 1 {
+                return SIG_HOLD;
+            }
+            if sigaction(sig, ptr::null(), &mut old) != 0 {
+                return libc::SIG_ERR;
+            }
+            return old.sa_sigaction;
+        }
+        let mut act: libc::sigaction = core::mem::zeroed();
+        act.sa_sigaction = disp;
+        libc::sigemptyset(&mut act.sa_mask);
+        if sigaction(sig, &act, &mut old) != 0 || mask(libc::SIG_UNBLOCK, &set, &mut was) {
+            return libc::SIG_ERR;
+        }
+        if libc::sigismember(&was, sig) == 1 {
+            SIG_HOLD
+        } else {
+            old.sa_sigaction
+        }
+    }
+}
+
+/// pthread_sigmask, errno set on failure (true).
+fn mask(how: c_int, set: &libc::sigset_t, was: &mut libc::sigset_t) -> bool {
+    // SAFETY: our own sigsets.
+    let r = unsafe { libc::pthread_sigmask(how, set, was) };
+    if r != 0 {
+        super::set_errno(r);
+    }
+    r != 0
 }
 
 fn install(
@@ -289,6 +446,11 @@ fn install(
     flags: c_int,
     block_self: bool,
 ) -> libc::sighandler_t {
+    // glibc's checks (SIG_ERR is no disposition).
+    if handler == libc::SIG_ERR || !(1..SIGNALS as c_int).contains(&sig) {
+        super::set_errno(libc::EINVAL);
+        return libc::SIG_ERR;
+    }
     // SAFETY: sigaction and sigset_t are plain data, filled before use.
     unsafe {
         let mut act: libc::sigaction = core::mem::zeroed();
@@ -304,6 +466,28 @@ fn install(
             return libc::SIG_ERR;
         }
         old.sa_sigaction
+    }
+}
+
+/// Before a seccomp filter goes on: SA_RESETHAND back in the kernel's
+/// actions (the trampoline's reset needs rt_sigaction, which the filter
+/// may lack).
+pub(crate) fn before_sandbox() {
+    let Some(real) = real_sigaction() else {
+        return;
+    };
+    for sig in 1..SIGNALS as c_int {
+        if !wrappable(sig) || ACTION[sig as usize].load(Ordering::Acquire) & RESETHAND == 0 {
+            continue;
+        }
+        // SAFETY: sigaction is plain data; our own structs.
+        unsafe {
+            let mut cur: libc::sigaction = core::mem::zeroed();
+            if real(sig, ptr::null(), &mut cur) == 0 && cur.sa_sigaction == ours() {
+                cur.sa_flags |= libc::SA_RESETHAND;
+                real(sig, &cur, ptr::null_mut());
+            }
+        }
     }
 }
 
@@ -339,6 +523,8 @@ pub(crate) struct Watch {
 
 impl Watch {
     pub(crate) fn begin() -> Watch {
+        // (Reset handlers that ran before: no verdict of this call's.)
+        take_unrestarted();
         Watch {
             start: HANDLED.try_with(|h| h.load(Ordering::Relaxed)).unwrap_or(0),
             outer: SEEN.try_with(|s| s.swap(0, Ordering::Relaxed)).unwrap_or(0),
@@ -366,6 +552,7 @@ impl Watch {
             .unwrap_or(0);
         if deferred != 0 {
             crate::platform::guard::suspended(|| {
+                // The handlers put off run here (the verdict was made).
                 // SAFETY: a kernel sigset (8 bytes) of ours.
                 unsafe {
                     libc::syscall(
@@ -377,6 +564,7 @@ impl Watch {
                     )
                 };
             });
+            take_unrestarted();
         }
     }
 
@@ -389,6 +577,11 @@ impl Watch {
             return None;
         }
         let seen = SEEN.try_with(|s| s.load(Ordering::Relaxed)).unwrap_or(0);
+        // A reset-on-delivery handler that ran (not put off): its action
+        // is SIG_DFL now, its SA_RESTART was noted at delivery.
+        if seen & take_unrestarted() != 0 {
+            return Some(false);
+        }
         // Sandboxed: sigaction is outside the filter; the dispositions were
         // taken before it went on.
         if crate::platform::sandbox::active() {

@@ -19,7 +19,9 @@ pub(crate) fn interrupted_call_restarts() -> bool {
     } else {
         signals_without_restart()
     };
-    no_restart & !blocked_signals() == 0
+    // A reset-on-delivery handler's action is SIG_DFL after it ran: its
+    // SA_RESTART was noted at delivery.
+    super::handlers::take_unrestarted() == 0 && no_restart & !blocked_signals() == 0
 }
 
 /// Signals this thread blocks (bit `n - 1` for signal `n`; all of them if
