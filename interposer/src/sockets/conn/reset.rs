@@ -186,9 +186,16 @@ impl Connection {
         let err = (reset && !self.room.reset_reported())
             || (self.pipe_broken.load(Ordering::Relaxed)
                 && self.error.load(Ordering::Relaxed) != 0);
-        let hup = reset
-            || self.pipe_broken.load(Ordering::Relaxed)
-            || (ended && self.shut_wr.load(Ordering::Relaxed));
+        let hup = reset || self.pipe_broken.load(Ordering::Relaxed) || (ended && self.wrote_end());
         (err, hup)
+    }
+
+    /// This side shut down writing: here, or in another process that
+    /// shares the connection (fork, SCM_RIGHTS), whose `shut_wr` is its
+    /// own; the ring's end written in the shared segment is everyone's
+    /// (review hup14: a forked child's shutdown gave its parent's wait no
+    /// EPOLLHUP).
+    fn wrote_end(&self) -> bool {
+        self.shut_wr.load(Ordering::Relaxed) || self.tx.lock().closed()
     }
 }

@@ -39,6 +39,10 @@ pub(super) struct Member {
     /// hang-up would be reported at every wait where TCP says nothing
     /// (`hangups`).
     pub(super) silenced: bool,
+    /// The event the silencing registration's own poll queues (the fd is
+    /// hung up) is still due: the next hang-up left out is that one, not
+    /// a level registration another process gave back (`hangups`).
+    pub(super) echo_due: bool,
 }
 
 impl Member {
@@ -85,6 +89,7 @@ impl Member {
         {
             self.kernel = self.events;
             self.silenced = false;
+            self.echo_due = false;
         }
     }
 
