@@ -155,6 +155,15 @@ impl Connection {
         }
     }
 
+    /// What the Unix connection's poll says now to a registration of
+    /// epoll `events` (poll's bits are epoll's; POLLHUP and POLLERR
+    /// always): whether an epoll event is this connection's
+    /// (`readiness::tcp_hangups`). One system call.
+    pub(crate) fn unix_revents(&self, events: u32) -> u32 {
+        let asked = (events & 0x2fff) as i16;
+        u32::from(self.bell.poll_now(asked) as u16)
+    }
+
     /// POLLERR and POLLHUP as kernel TCP reports them (tcp_poll), for a
     /// Unix connection whose poll said POLLHUP or POLLERR: an error only
     /// for a reset not reported yet, a hang-up only for a reset or both
@@ -163,15 +172,6 @@ impl Connection {
     /// that found the peer's reading end closed. The Unix bits
     /// differ: the peer's close is a hang-up there, and a doorbell byte it
     /// left unread an error — a plain close (FIN) looked like a reset.
-    /// What the Unix connection's poll says now to a registration of
-    /// epoll `events` (poll's bits are epoll's; POLLHUP and POLLERR
-    /// always): a look for an epoll event whose `data` several members
-    /// share (`readiness::tcp_hangups`). One system call.
-    pub(crate) fn unix_revents(&self, events: u32) -> u32 {
-        let asked = (events & 0x2fff) as i16;
-        u32::from(self.bell.poll_now(asked) as u16)
-    }
-
     pub(crate) fn tcp_error_hangup(&self, ended: bool) -> (bool, bool) {
         if ended {
             self.rst_after_fin();

@@ -234,6 +234,7 @@ fn member(ev: libc::epoll_event, sock: &Arc<Socket>, pending: bool, listed: bool
         virtual_out: false,
         silenced: false,
         echo_due: false,
+        resilenced: false,
     }
 }
 

@@ -95,9 +95,10 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
     let mut verdicts = Vec::with_capacity(n);
     let mut quiet = Vec::new();
     let mut restore = Vec::new();
+    let mut taken = Vec::new();
     for ev in events.iter() {
         let verdict = if hung(ev) {
-            tcp_bits(ev, &candidates)
+            tcp_bits(ev, &candidates, &mut taken)
         } else {
             Verdict::Keep
         };
@@ -163,20 +164,28 @@ enum Verdict {
 }
 
 /// The bits kernel TCP reports for event `ev` and the members it is for:
-/// those whose Unix connection says all of the event's bits now (a
-/// system call each; a member's event says them, another fd's with the
-/// same `data` need not).
-fn tcp_bits(ev: &libc::epoll_event, candidates: &[Candidate]) -> Verdict {
+/// those whose Unix connection says the event's bits now, no more and no
+/// fewer (a system call each). The kernel's event is its poll of the
+/// registration's fd when it was reported, which a hung-up connection
+/// still says; another fd's with the same `data` need not (a pipe's HUP
+/// is not a closed connection's IN|RDHUP|HUP). A state that changed in
+/// between passes the event on as it is. A registration is reported once
+/// per answer: a member given an event already (`taken`) is not given
+/// another (the other fd's, with the same `data` and bits).
+fn tcp_bits(ev: &libc::epoll_event, candidates: &[Candidate], taken: &mut Vec<c_int>) -> Verdict {
     let data = ev.u64;
     let mut tcp = 0;
     let mut fds = Vec::new();
     let mut all_hung = true;
-    for cand in candidates.iter().filter(|c| c.data == data) {
+    for cand in candidates
+        .iter()
+        .filter(|c| c.data == data && !taken.contains(&c.fd))
+    {
         let Some(c) = cand.sock.connection() else {
             continue;
         };
         let unix = c.unix_revents(cand.kernel);
-        if ev.events & !unix != 0 {
+        if unix != ev.events {
             continue; // not this member's: it does not say those bits now
         }
         all_hung &= unix & HUP != 0;
@@ -187,6 +196,7 @@ fn tcp_bits(ev: &libc::epoll_event, candidates: &[Candidate]) -> Verdict {
             break;
         }
     }
+    taken.extend(fds.iter().copied());
     match (fds.is_empty(), tcp) {
         (true, _) => Verdict::Keep,
         // (A member not hung up is never silenced: its level
@@ -202,8 +212,10 @@ fn tcp_bits(ev: &libc::epoll_event, candidates: &[Candidate]) -> Verdict {
 /// that could not be (their events must be reported). A member silenced
 /// already is silenced again unless the event is the one its silencing
 /// queued (`Member::echo_due`): another process that shares the set may
-/// have given the level registration back (review hup14, cases 7 and 8),
-/// and each silencing queues one event at most, so this never loops.
+/// have given the level registration back (review hup14, cases 7 and 8);
+/// each silencing queues one event at most, and one that comes back after
+/// a second silencing is reported (`Member::resilenced`), so this never
+/// loops.
 fn silence_members(epfd: c_int, fds: &[(c_int, u64)], found: &[Candidate]) -> Vec<c_int> {
     let mut loud = Vec::new();
     let Some(mut sets) = set::sets() else {
@@ -229,9 +241,18 @@ fn silence_members(epfd: c_int, fds: &[(c_int, u64)], found: &[Candidate]) -> Ve
         if m.silenced && std::mem::take(&mut m.echo_due) {
             continue;
         }
+        if m.silenced && m.resilenced {
+            // Back after two silencings: an fd that is no member's with
+            // the same `data` and bits (a pipe whose writer closed beside
+            // a connection registered for nothing), or given back again
+            // by another process: reported.
+            loud.push(fd);
+            continue;
+        }
         // (A number closed after a dup, review hup14 case 2: the kernel's
         // registration cannot be reached through it.)
         if named(fd, sock) && register(epfd, fd, m, m.kernel | ET) {
+            m.resilenced = m.silenced;
             m.silenced = true;
             m.echo_due = true;
             if let Some(c) = sock.connection() {
@@ -265,6 +286,7 @@ fn restore_members(epfd: c_int, fds: &[c_int]) {
         if named(fd, &sock) && register(epfd, fd, m, m.kernel) {
             m.silenced = false;
             m.echo_due = false;
+            m.resilenced = false;
         }
     }
 }
@@ -321,6 +343,7 @@ pub(crate) fn unsilence(conn: &Connection, all: bool) {
             if register(epfd, fd, m, m.kernel) {
                 m.silenced = false;
                 m.echo_due = false;
+                m.resilenced = false;
             }
         }
     }

@@ -43,6 +43,9 @@ pub(super) struct Member {
     /// hung up) is still due: the next hang-up left out is that one, not
     /// a level registration another process gave back (`hangups`).
     pub(super) echo_due: bool,
+    /// Silenced again after a hang-up left out came back (`hangups`): one
+    /// that comes back once more is reported.
+    pub(super) resilenced: bool,
 }
 
 impl Member {
@@ -90,6 +93,7 @@ impl Member {
             self.kernel = self.events;
             self.silenced = false;
             self.echo_due = false;
+            self.resilenced = false;
         }
     }
 

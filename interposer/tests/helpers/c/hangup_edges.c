@@ -9,7 +9,8 @@
  *             closed, or a TCP socket reset by its peer registered for
  *             nothing: their hang-ups are reported, and the connection's
  *             3 bytes come one per wake-up (review: swallowed, a spin,
- *             the connection made edge-triggered: 1 byte of 3).
+ *             the connection made edge-triggered: 1 byte of 3); a closed
+ *             connection and such a pipe: the pipe's HUP, once a wait.
  *  exclusive  EPOLLEXCLUSIVE (and with EPOLLET) whose peer closed: quiet,
  *             and EPOLLHUP after our shutdown (review: a spin).
  *  dup        events 0 (and EPOLLET), dup'd and the first number closed,
@@ -139,6 +140,27 @@ static void mixed(int which) {
   }
   printf("%s: then 3 bytes, 1 per wake-up: wake-ups %d, bytes %d\n", lab, wakes, got);
   close(ep); close(c); close(a);
+}
+
+/* Both hung up: a closed connection (events `ev`) and a pipe whose
+ * writer closed share one data; the pipe's HUP has the bits the
+ * connection's Unix socket says to events 0. */
+static void both_closed(unsigned ev, const char *lab) {
+  int c, a, p[2];
+  pair(&c, &a);
+  if (pipe(p)) exit(1);
+  int ep = ep_with(c, ev, 6);
+  struct epoll_event e = {.events = EPOLLIN, .data.u64 = 6};
+  epoll_ctl(ep, EPOLL_CTL_ADD, p[0], &e);
+  close(a);
+  close(p[1]);
+  usleep(30000);
+  char l[100];
+  for (int i = 1; i <= 3; i++) {
+    sprintf(l, "closed connection (%s) and pipe: wait %d", lab, i);
+    wait1(l, ep, 300, 0);
+  }
+  close(ep); close(c); close(p[0]);
 }
 
 static void exclusive(void) {
@@ -296,6 +318,8 @@ int main(int argc, char **argv) {
     klst = listener(&ksa, "127.0.0.1");
     mixed(0);
     mixed(1);
+    both_closed(0, "events 0");
+    both_closed(EPOLLIN, "EPOLLIN");
   } else if (!strcmp(part, "exclusive")) exclusive();
   else if (!strcmp(part, "dup")) dup_closed();
   else if (!strcmp(part, "fork")) forked();
