@@ -155,6 +155,21 @@ impl Connection {
         }
     }
 
+    /// The ring shows an end of the connection: the peer closed or shut
+    /// down writing (or reset), or closed its reading end, or this side
+    /// shut down writing. (A peer killed without closing shows none.)
+    pub(crate) fn ended_in_ring(&self) -> bool {
+        {
+            let tx = self.tx.lock();
+            if tx.peer_closed() || tx.closed() {
+                return true;
+            }
+        }
+        let mut rx = self.rx.lock();
+        self.receiver(&mut rx.consumer)
+            .is_some_and(|c| c.producer_closed())
+    }
+
     /// What the Unix connection's poll says now to a registration of
     /// epoll `events` (poll's bits are epoll's; POLLHUP and POLLERR
     /// always): whether an epoll event is this connection's
