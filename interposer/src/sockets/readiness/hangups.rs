@@ -12,7 +12,7 @@
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::platform::real::waits;
@@ -95,7 +95,7 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
     let mut verdicts = Vec::with_capacity(n);
     let mut quiet = Vec::new();
     let mut restore = Vec::new();
-    let mut taken = Vec::new();
+    let mut taken = HashSet::new();
     for ev in events.iter() {
         let verdict = if hung(ev) {
             tcp_bits(ev, &candidates, &mut taken)
@@ -172,7 +172,11 @@ enum Verdict {
 /// between passes the event on as it is. A registration is reported once
 /// per answer: a member given an event already (`taken`) is not given
 /// another (the other fd's, with the same `data` and bits).
-fn tcp_bits(ev: &libc::epoll_event, candidates: &[Candidate], taken: &mut Vec<c_int>) -> Verdict {
+fn tcp_bits(
+    ev: &libc::epoll_event,
+    candidates: &[Candidate],
+    taken: &mut HashSet<c_int>,
+) -> Verdict {
     let data = ev.u64;
     let mut tcp = 0;
     let mut fds = Vec::new();
