@@ -15,6 +15,14 @@
 //!   send, asleep or not; two members sharing one data. Before session 34 epoll said EPOLLHUP to a
 //!   registration that asked for nothing, and the first send after the
 //!   peer's close was EPIPE.
+//! - hangup_edges.c (review hup14): a connection sharing its epoll data
+//!   with a pipe whose writer closed or a reset kernel socket (their
+//!   hang-ups were swallowed, the wait spun, the connection was made
+//!   edge-triggered), EPOLLEXCLUSIVE, a registration whose first number
+//!   was closed after a dup, a set and connection shared with a forked
+//!   process (the other's shutdown gave no EPOLLHUP), sendmmsg and
+//!   sendfile after a peer's close, SO_SNDBUF and the first send's count.
+//!   A wait that used over half its timeout in CPU prints "spin".
 //! - keepalive_reuse.py: http.client's second request on a connection its
 //!   server closed meets RemoteDisconnected, not BrokenPipeError.
 //! - waker_turns.c: an epoll wait on a set holding no connection of the
@@ -110,6 +118,60 @@ fn a_later_shutdown_or_send_gives_the_hangup_tcp_reports() {
 #[test]
 fn a_hangup_tcp_does_not_report_is_silent_among_members_sharing_data() {
     matrix("shared");
+}
+
+fn edges(part: &str) {
+    let exe = build_c("hangup_edges", &["-O1", "-Wall"]);
+    let [kernel, emulated, default] =
+        three_ways(&format!("hangup-edges-{part}"), &exe, &[part], true);
+    assert!(!kernel.contains("spin"), "{part}: kernel TCP {kernel}");
+    assert_eq!(
+        emulated, kernel,
+        "{part}: emulated network against kernel TCP"
+    );
+    assert_eq!(default, kernel, "{part}: default mode against kernel TCP");
+}
+
+/// A connection and a pipe whose writer closed (or a kernel socket reset
+/// by its peer, registered for nothing) share one epoll data: the other
+/// fd's hang-up is reported, the wait sleeps, and the connection's 3
+/// bytes come one per wake-up (review hup14 `mixed.c`: a spin to the
+/// timeout, then 1 byte of 3).
+#[test]
+fn a_hangup_of_another_fd_sharing_a_connection_data_is_reported() {
+    edges("mixed");
+}
+
+/// EPOLLEXCLUSIVE registrations whose peer closed: quiet without a spin
+/// (the kernel refuses to MOD them), EPOLLHUP after our shutdown.
+#[test]
+fn an_exclusive_registration_is_silenced_without_a_spin() {
+    edges("exclusive");
+}
+
+/// A registration (events 0, or EPOLLET) whose number was dup'd and
+/// closed: the level one cannot be silenced and its hang-up is reported
+/// rather than spun on (only the absence of a spin is compared), the
+/// edge-triggered one is quiet; EPOLLHUP after our shutdown.
+#[test]
+fn a_registration_under_a_closed_number_does_not_spin() {
+    edges("dup");
+}
+
+/// A set and connection shared with a forked process: the other
+/// process's shutdown(SHUT_WR) gives the waiter EPOLLHUP, parent or child.
+#[test]
+fn another_process_shutdown_gives_the_hangup() {
+    edges("fork");
+}
+
+/// sendmmsg on a connection delivers its messages (it went past the
+/// library into the doorbell connection); after a peer's close sendmmsg
+/// and sendfile send the first time as send does; the first send's
+/// count follows SO_SNDBUF.
+#[test]
+fn every_send_path_sends_first_after_a_peer_close() {
+    edges("sends");
 }
 
 /// A forked child waits 2 s on a set it shares with its parent, whose

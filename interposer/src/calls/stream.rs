@@ -11,7 +11,7 @@ use rustix::io::Errno;
 use crate::platform::fdtable;
 use crate::platform::real::Action;
 use crate::platform::sys::{
-    self, FileOffset, InBuf, InIovecs, InMsg, OutBuf, OutIovecs, OutLen, OutMsg,
+    self, FileOffset, InBuf, InIovecs, InMsg, Mmsgs, OutBuf, OutIovecs, OutLen, OutMsg,
 };
 use crate::sockets::conn::{Connection, FastSend};
 use crate::sockets::registry;
@@ -205,6 +205,38 @@ pub(crate) fn sendmsg(fd: c_int, msg: InMsg<'_>, flags: c_int) -> Action<ssize_t
     }
 }
 
+/// sendmmsg on a stream socket of ours (the datagram path took it for a
+/// Unix socket of its own, and it went past us into the doorbell
+/// connection: the peer reset it). As kernel TCP: each message as a
+/// sendmsg, until one fails or goes in part; a failure after the first is
+/// not reported (its SIGPIPE is raised), the count is.
+pub(crate) fn sendmmsg(fd: c_int, v: Mmsgs<'_>, flags: c_int) -> Action<c_int> {
+    let mut sent = 0usize;
+    for i in 0..v.len().min(libc::UIO_MAXIOV as usize) {
+        let Some(iov) = v.sent(i).iovecs() else {
+            return Action::Fail(libc::EFAULT);
+        };
+        let bufs = match iov.slices() {
+            Ok(bufs) => bufs,
+            Err(e) => return Action::Fail(e),
+        };
+        let want: usize = bufs.iter().map(|b| b.len()).sum();
+        match send_slices(fd, flags, bufs) {
+            Action::Done(n) => {
+                v.set_len(i, n as usize);
+                sent += 1;
+                if (n as usize) < want {
+                    break;
+                }
+            }
+            Action::Fail(e) if sent == 0 => return Action::Fail(e),
+            Action::Pass if sent == 0 => return Action::Pass,
+            _ => break,
+        }
+    }
+    Action::Done(sent as c_int)
+}
+
 pub(crate) fn recvmsg(fd: c_int, msg: OutMsg<'_>, flags: c_int) -> Action<ssize_t> {
     if !fdtable::is_owned(fd) {
         return Action::Pass;
@@ -377,6 +409,9 @@ fn copy_file(
     // The file ran out (a short read): stop, rather than wait for ring room
     // for bytes that are not there.
     let mut ended = false;
+    if let Some(n) = conn.first_send_after_close(count) {
+        return Ok((skip_file(in_fd, n, pos), None));
+    }
     while sent < count && !ended {
         let mut off = *pos;
         let r = conn.send_from(count - sent, false, |dst| {
@@ -409,6 +444,32 @@ fn copy_file(
         }
     }
     Ok((sent, failed))
+}
+
+/// sendfile's first send after the peer's close (`first_send_after_close`):
+/// up to `n` bytes of the file are read as the kernel's sendfile reads
+/// them (its position or `pos` moves), and go nowhere. Returns how many.
+fn skip_file(in_fd: c_int, n: usize, pos: &mut Option<u64>) -> usize {
+    let mut buf = vec![0u8; n.min(64 << 10)];
+    let mut done = 0;
+    while done < n {
+        let want = (n - done).min(buf.len());
+        let fd = sys::borrow_fd(in_fd);
+        let r = match *pos {
+            Some(at) => rustix::io::pread(fd, &mut buf[..want], at),
+            None => rustix::io::read(fd, &mut buf[..want]),
+        };
+        match r {
+            Ok(0) | Err(_) => break,
+            Ok(k) => {
+                done += k;
+                if let Some(at) = pos.as_mut() {
+                    *at += k as u64;
+                }
+            }
+        }
+    }
+    done
 }
 
 /// splice(2) with an emulated connection on one end: through a bounce

@@ -825,6 +825,12 @@ impl Producer {
         self.wake_reader();
     }
 
+    /// True once this end was closed (`close` or `abort`), by any process
+    /// that holds it: the flag is in the shared segment.
+    pub fn closed(&self) -> bool {
+        self.ch.ctl().producer.closed.load(Ordering::Relaxed) != 0
+    }
+
     /// True once the consumer closed its end abortively (writes fail with
     /// `Reset`).
     pub fn peer_reset(&self) -> bool {

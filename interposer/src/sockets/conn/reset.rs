@@ -155,6 +155,30 @@ impl Connection {
         }
     }
 
+    /// The ring shows an end of the connection: the peer closed or shut
+    /// down writing (or reset), or closed its reading end, or this side
+    /// shut down writing. (A peer killed without closing shows none.)
+    pub(crate) fn ended_in_ring(&self) -> bool {
+        {
+            let tx = self.tx.lock();
+            if tx.peer_closed() || tx.closed() {
+                return true;
+            }
+        }
+        let mut rx = self.rx.lock();
+        self.receiver(&mut rx.consumer)
+            .is_some_and(|c| c.producer_closed())
+    }
+
+    /// What the Unix connection's poll says now to a registration of
+    /// epoll `events` (poll's bits are epoll's; POLLHUP and POLLERR
+    /// always): whether an epoll event is this connection's
+    /// (`readiness::tcp_hangups`). One system call.
+    pub(crate) fn unix_revents(&self, events: u32) -> u32 {
+        let asked = (events & 0x2fff) as i16;
+        u32::from(self.bell.poll_now(asked) as u16)
+    }
+
     /// POLLERR and POLLHUP as kernel TCP reports them (tcp_poll), for a
     /// Unix connection whose poll said POLLHUP or POLLERR: an error only
     /// for a reset not reported yet, a hang-up only for a reset or both
@@ -163,15 +187,6 @@ impl Connection {
     /// that found the peer's reading end closed. The Unix bits
     /// differ: the peer's close is a hang-up there, and a doorbell byte it
     /// left unread an error — a plain close (FIN) looked like a reset.
-    /// What the Unix connection's poll says now to a registration of
-    /// epoll `events` (poll's bits are epoll's; POLLHUP and POLLERR
-    /// always): a look for an epoll event whose `data` several members
-    /// share (`readiness::tcp_hangups`). One system call.
-    pub(crate) fn unix_revents(&self, events: u32) -> u32 {
-        let asked = (events & 0x2fff) as i16;
-        u32::from(self.bell.poll_now(asked) as u16)
-    }
-
     pub(crate) fn tcp_error_hangup(&self, ended: bool) -> (bool, bool) {
         if ended {
             self.rst_after_fin();
@@ -186,9 +201,16 @@ impl Connection {
         let err = (reset && !self.room.reset_reported())
             || (self.pipe_broken.load(Ordering::Relaxed)
                 && self.error.load(Ordering::Relaxed) != 0);
-        let hup = reset
-            || self.pipe_broken.load(Ordering::Relaxed)
-            || (ended && self.shut_wr.load(Ordering::Relaxed));
+        let hup = reset || self.pipe_broken.load(Ordering::Relaxed) || (ended && self.wrote_end());
         (err, hup)
+    }
+
+    /// This side shut down writing: here, or in another process that
+    /// shares the connection (fork, SCM_RIGHTS), whose `shut_wr` is its
+    /// own; the ring's end written in the shared segment is everyone's
+    /// (review hup14: a forked child's shutdown gave its parent's wait no
+    /// EPOLLHUP).
+    fn wrote_end(&self) -> bool {
+        self.shut_wr.load(Ordering::Relaxed) || self.tx.lock().closed()
     }
 }

@@ -19,8 +19,11 @@ use super::{deadline_after, Connection};
 
 /// What the first send after the peer's close takes (`answered_with_rst`):
 /// about what kernel TCP copies before the peer's RST comes back (a 4 MiB
-/// send there: 524,288 bytes on Linux 6.x with the default buffers).
+/// send there: 524,288 bytes on Linux 6.x with the default buffers; with
+/// SO_SNDBUF set, the doubled size, at least 32 KiB: 4096 gives 32,768,
+/// 65,536 gives 131,072 for a 1 MiB send).
 const FIRST_SEND_AFTER_CLOSE: usize = 512 * 1024;
+const FIRST_SEND_AFTER_CLOSE_MIN: usize = 32 * 1024;
 
 /// The largest send [`Connection::try_send`] attempts.
 const FAST_SEND_MAX: usize = 4096;
@@ -201,7 +204,7 @@ impl Connection {
                     }
                 }
                 Err(RingError::Closed) if total == 0 && self.answered_with_rst() => {
-                    return Ok(want.min(FIRST_SEND_AFTER_CLOSE));
+                    return Ok(want.min(self.first_send_cap()));
                 }
                 Err(e) => {
                     return if total > 0 {
@@ -315,6 +318,33 @@ impl Connection {
         };
         self.status_flags(crate::platform::status::WAIT_WRITE, false);
         waited
+    }
+
+    /// How much the first send after the peer's close reports sent
+    /// (`FIRST_SEND_AFTER_CLOSE`).
+    fn first_send_cap(&self) -> usize {
+        let set = [libc::SO_SNDBUF, libc::SO_SNDBUFFORCE]
+            .iter()
+            .filter_map(|&n| self.opts.get_int(libc::SOL_SOCKET, n))
+            .next_back();
+        match set {
+            Some(v) => (v.max(0) as usize)
+                .saturating_mul(2)
+                .clamp(FIRST_SEND_AFTER_CLOSE_MIN, FIRST_SEND_AFTER_CLOSE),
+            None => FIRST_SEND_AFTER_CLOSE,
+        }
+    }
+
+    /// sendfile's first send after the peer's plain close: kernel TCP's
+    /// goes (`answered_with_rst`). Some(what it reports sent, at most
+    /// `want`: the caller takes that much from the file); None otherwise.
+    pub(crate) fn first_send_after_close(&self, want: usize) -> Option<usize> {
+        let closed = {
+            let tx = self.tx.lock();
+            tx.peer_closed() && !tx.peer_reset()
+        };
+        (closed && !self.shut_wr.load(Ordering::Relaxed) && self.answered_with_rst())
+            .then(|| want.min(self.first_send_cap()))
     }
 
     /// Whether a send would take a byte now, known without a system call

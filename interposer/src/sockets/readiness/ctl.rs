@@ -233,6 +233,8 @@ fn member(ev: libc::epoll_event, sock: &Arc<Socket>, pending: bool, listed: bool
         kernel: ev.events,
         virtual_out: false,
         silenced: false,
+        echo_due: false,
+        resilenced: false,
     }
 }
 

@@ -12,7 +12,7 @@
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::platform::real::waits;
@@ -26,20 +26,26 @@ const HUP: u32 = libc::EPOLLHUP as u32;
 const ERR: u32 = libc::EPOLLERR as u32;
 const RDHUP: u32 = libc::EPOLLRDHUP as u32;
 const ET: u32 = libc::EPOLLET as u32;
+const ONESHOT: u32 = libc::EPOLLONESHOT as u32;
+const EXCLUSIVE: u32 = libc::EPOLLEXCLUSIVE as u32;
 
 /// Events of `epfd` (the first of `events`) that report a hang-up or an
 /// error of a connection get kernel TCP's EPOLLERR and EPOLLHUP instead of
 /// the Unix connection's (`Connection::tcp_error_hangup`: EPOLLERR for a
 /// reset not reported yet or the EPIPE a RST left, EPOLLHUP for a reset,
 /// both directions shut or a send answered with a RST; a plain close is
-/// EPOLLIN|EPOLLRDHUP). An event left with nothing TCP would report is
-/// taken out (the rest moved up) and its registration silenced. When
-/// several members share the event's `data` (a proxy's one pointer per
-/// session), the event is theirs whose Unix connection says all its bits
-/// now (a poll of each: review s32 `samedata.c`, where a paused side's
-/// hang-up woke the wait for the other side, whose read then blocked).
-/// Returns how many events are left. The members are looked at outside
-/// the table's lock (asking a connection takes its own locks).
+/// EPOLLIN|EPOLLRDHUP). An event is a member's only if the member's Unix
+/// connection says all its bits now (a zero-timeout poll of it): the
+/// event's `data` may be shared with other members (a proxy's one pointer
+/// per session: review s32 `samedata.c`) or with an fd that is no
+/// connection (a pipe whose writer closed: review hup14 `mixed.c`); an
+/// event no member says is passed on as it is. An event left with nothing
+/// TCP would report is taken out (the rest moved up) only if each of its
+/// members is hung up and silenced (`silence_members`); one that cannot be
+/// silenced is passed on as it is (a level hang-up left out would end
+/// every wait at once: a busy loop). Returns how many events are left.
+/// The members are looked at outside the table's lock (asking a
+/// connection takes its own locks).
 pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usize {
     let n = events.len();
     let hung = |e: &libc::epoll_event| e.events & (HUP | ERR) != 0;
@@ -86,29 +92,41 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
             })
             .collect()
     };
-    let mut silence = Vec::new();
+    let mut verdicts = Vec::with_capacity(n);
+    let mut quiet = Vec::new();
     let mut restore = Vec::new();
+    let mut taken = HashSet::new();
+    for ev in events.iter() {
+        let verdict = if hung(ev) {
+            tcp_bits(ev, &candidates, &mut taken)
+        } else {
+            Verdict::Keep
+        };
+        match &verdict {
+            Verdict::Tcp(_, fds) => restore.extend(fds.iter().copied()),
+            Verdict::Quiet(fds) => quiet.extend(fds.iter().map(|&fd| (fd, ev.u64))),
+            Verdict::Keep => {}
+        }
+        verdicts.push(verdict);
+    }
+    let loud = if quiet.is_empty() {
+        Vec::new()
+    } else {
+        silence_members(epfd, &quiet, &candidates)
+    };
     let mut kept = 0;
-    for i in 0..n {
+    for (i, verdict) in verdicts.into_iter().enumerate() {
         let mut ev = events[i];
-        if hung(&ev) {
-            match tcp_bits(&ev, &candidates) {
-                Some((tcp, fds)) if tcp != 0 => {
-                    ev.events = tcp;
-                    restore.extend(fds);
-                }
-                Some((_, fds)) => {
-                    silence.extend(fds.into_iter().map(|fd| (fd, ev.u64)));
-                    continue;
-                }
-                None => {}
-            }
+        match verdict {
+            Verdict::Tcp(tcp, _) => ev.events = tcp,
+            // Not silenced: the Unix connection's bits, as before
+            // decision 47, rather than a wait that never sleeps.
+            Verdict::Quiet(fds) if fds.iter().any(|fd| loud.contains(fd)) => {}
+            Verdict::Quiet(_) => continue,
+            Verdict::Keep => {}
         }
         events[kept] = ev;
         kept += 1;
-    }
-    if !silence.is_empty() {
-        silence_members(epfd, &silence, &candidates);
     }
     // A silenced member reported (an edge its edge-triggered registration
     // got): level-triggered again, as the application made it.
@@ -134,20 +152,57 @@ struct Candidate {
     silenced: bool,
 }
 
-/// The bits kernel TCP reports for event `ev` and the members it is for
-/// (None: no connection of the set is known to be its source: it stays as
-/// it is).
-fn tcp_bits(ev: &libc::epoll_event, candidates: &[Candidate]) -> Option<(u32, Vec<c_int>)> {
+/// What becomes of an event with a hang-up or an error (`tcp_bits`).
+enum Verdict {
+    /// No member says it: passed on as it is.
+    Keep,
+    /// These bits, for these members.
+    Tcp(u32, Vec<c_int>),
+    /// Nothing TCP reports, for these members, each hung up: left out
+    /// once they are silenced.
+    Quiet(Vec<c_int>),
+}
+
+/// The bits kernel TCP reports for event `ev` and the members it is for:
+/// those whose Unix connection says the event's bits now, no more and no
+/// fewer (a system call each). The kernel's event is its poll of the
+/// registration's fd when it was reported, which a hung-up connection
+/// still says; another fd's with the same `data` need not (a pipe's HUP
+/// is not a closed connection's IN|RDHUP|HUP). A state that changed in
+/// between passes the event on as it is. A registration is reported once
+/// per answer: a member given an event already (`taken`) is not given
+/// another (the other fd's, with the same `data` and bits).
+fn tcp_bits(
+    ev: &libc::epoll_event,
+    candidates: &[Candidate],
+    taken: &mut HashSet<c_int>,
+) -> Verdict {
     let data = ev.u64;
     let mut tcp = 0;
     let mut fds = Vec::new();
-    for cand in candidates.iter().filter(|c| c.data == data) {
+    let mut all_hung = true;
+    for cand in candidates
+        .iter()
+        .filter(|c| c.data == data && !taken.contains(&c.fd))
+    {
         let Some(c) = cand.sock.connection() else {
             continue;
         };
-        if cand.shared && ev.events & !c.unix_revents(cand.kernel) != 0 {
+        // An event with bits besides the hang-up is never left out: the
+        // member's, when it is alone with its `data` and its ring shows
+        // an end (the peer's close, shutdown or reset, or ours), needs no
+        // look (a client's every close: review hup14 measured a poll per
+        // request of ab).
+        let sure = !cand.shared && ev.events & !(HUP | ERR) != 0 && c.ended_in_ring();
+        let unix = if sure {
+            ev.events
+        } else {
+            c.unix_revents(cand.kernel)
+        };
+        if unix != ev.events {
             continue; // not this member's: it does not say those bits now
         }
+        all_hung &= unix & HUP != 0;
         let (e, h) = c.tcp_error_hangup(ev.events & (HUP | RDHUP) != 0);
         tcp |= (ev.events & !(HUP | ERR)) | if e { ERR } else { 0 } | if h { HUP } else { 0 };
         fds.push(cand.fd);
@@ -155,38 +210,75 @@ fn tcp_bits(ev: &libc::epoll_event, candidates: &[Candidate]) -> Option<(u32, Ve
             break;
         }
     }
-    (!fds.is_empty()).then_some((tcp, fds))
+    taken.extend(fds.iter().copied());
+    match (fds.is_empty(), tcp) {
+        (true, _) => Verdict::Keep,
+        // (A member not hung up is never silenced: its level
+        // registration would not report later data otherwise.)
+        (false, 0) if !all_hung => Verdict::Keep,
+        (false, 0) => Verdict::Quiet(fds),
+        (false, tcp) => Verdict::Tcp(tcp, fds),
+    }
 }
 
-/// Silences the members `fds` (by fd and data) of `epfd` (`tcp_hangups`).
-fn silence_members(epfd: c_int, fds: &[(c_int, u64)], found: &[Candidate]) {
+/// Silences the members `fds` (by fd and data) of `epfd` (`tcp_hangups`):
+/// the kernel's registration made edge-triggered. Returns the members
+/// that could not be (their events must be reported). A member silenced
+/// already is silenced again unless the event is the one its silencing
+/// queued (`Member::echo_due`): another process that shares the set may
+/// have given the level registration back (review hup14, cases 7 and 8);
+/// each silencing queues one event at most, and one that comes back after
+/// a second silencing is reported (`Member::resilenced`), so this never
+/// loops.
+fn silence_members(epfd: c_int, fds: &[(c_int, u64)], found: &[Candidate]) -> Vec<c_int> {
+    let mut loud = Vec::new();
     let Some(mut sets) = set::sets() else {
-        return;
+        loud.extend(fds.iter().map(|&(fd, _)| fd));
+        return loud;
     };
     let Some(set) = sets.find(epfd) else {
-        return;
+        loud.extend(fds.iter().map(|&(fd, _)| fd));
+        return loud;
     };
     for &(fd, data) in fds {
-        let Some(m) = set.members.get_mut(&fd) else {
-            continue;
-        };
-        let Some(sock) = found
+        let sock = found
             .iter()
             .find(|c| c.data == data && c.fd == fd)
-            .map(|c| &c.sock)
-        else {
+            .map(|c| &c.sock);
+        let m = set.members.get_mut(&fd).filter(|m| {
+            m.data == data && sock.is_some_and(|s| std::ptr::eq(m.socket.as_ptr(), Arc::as_ptr(s)))
+        });
+        let (Some(m), Some(sock)) = (m, sock) else {
+            loud.push(fd);
             continue;
         };
-        if m.data != data || !std::ptr::eq(m.socket.as_ptr(), Arc::as_ptr(sock)) {
+        if m.silenced && std::mem::take(&mut m.echo_due) {
             continue;
         }
-        if let Some(c) = sock.connection() {
-            c.note_silenced();
+        if m.silenced && m.resilenced {
+            // Back after two silencings: an fd that is no member's with
+            // the same `data` and bits (a pipe whose writer closed beside
+            // a connection registered for nothing), or given back again
+            // by another process: reported.
+            loud.push(fd);
+            continue;
         }
-        if !m.silenced && named(fd, sock) && register(epfd, fd, m, m.kernel | ET) {
+        // (A number closed after a dup, review hup14 case 2: the kernel's
+        // registration cannot be reached through it.)
+        if named(fd, sock) && register(epfd, fd, m, m.kernel | ET) {
+            m.resilenced = m.silenced;
             m.silenced = true;
+            m.echo_due = true;
+            if let Some(c) = sock.connection() {
+                c.note_silenced();
+            }
+        } else if m.kernel & (ET | ONESHOT) == 0 {
+            loud.push(fd);
         }
+        // (An edge-triggered or one-shot registration reports the
+        // hang-up once: left out, it does not come back.)
     }
+    loud
 }
 
 /// The silenced members `fds` of `epfd` get the registration the
@@ -207,6 +299,8 @@ fn restore_members(epfd: c_int, fds: &[c_int]) {
         };
         if named(fd, &sock) && register(epfd, fd, m, m.kernel) {
             m.silenced = false;
+            m.echo_due = false;
+            m.resilenced = false;
         }
     }
 }
@@ -218,12 +312,20 @@ fn named(fd: c_int, sock: &Arc<Socket>) -> bool {
 }
 
 /// The kernel's registration of member `m` (`fd` in `epfd`) made `events`.
+/// The kernel refuses EPOLL_CTL_MOD on an exclusive registration (EINVAL):
+/// that one is removed and added again (as `restore_hidden` does); a
+/// failed removal adds nothing.
 fn register(epfd: c_int, fd: c_int, m: &Member, events: u32) -> bool {
     let mut ev = libc::epoll_event {
         events,
         u64: m.data,
     };
-    waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_MOD, &mut ev)) == 0
+    if events & EXCLUSIVE == 0 {
+        return waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_MOD, &mut ev)) == 0;
+    }
+    let mut none = libc::epoll_event { events: 0, u64: 0 };
+    waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_DEL, &mut none)) == 0
+        && waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_ADD, &mut ev)) == 0
 }
 
 /// `conn`, silenced in some set (`tcp_hangups`), may now have a hang-up or
@@ -244,7 +346,7 @@ pub(crate) fn unsilence(conn: &Connection, all: bool) {
         let Some(&epfd) = set.numbers.first() else {
             continue;
         };
-        let wanted = |m: &Member| m.silenced || (all && m.kernel & libc::EPOLLONESHOT as u32 == 0);
+        let wanted = |m: &Member| m.silenced || (all && m.kernel & ONESHOT == 0);
         for (&fd, m) in set.members.iter_mut().filter(|(_, m)| wanted(m)) {
             let Some(sock) = m.live() else {
                 continue;
@@ -254,6 +356,8 @@ pub(crate) fn unsilence(conn: &Connection, all: bool) {
             }
             if register(epfd, fd, m, m.kernel) {
                 m.silenced = false;
+                m.echo_due = false;
+                m.resilenced = false;
             }
         }
     }

@@ -39,6 +39,13 @@ pub(super) struct Member {
     /// hang-up would be reported at every wait where TCP says nothing
     /// (`hangups`).
     pub(super) silenced: bool,
+    /// The event the silencing registration's own poll queues (the fd is
+    /// hung up) is still due: the next hang-up left out is that one, not
+    /// a level registration another process gave back (`hangups`).
+    pub(super) echo_due: bool,
+    /// Silenced again after a hang-up left out came back (`hangups`): one
+    /// that comes back once more is reported.
+    pub(super) resilenced: bool,
 }
 
 impl Member {
@@ -85,6 +92,8 @@ impl Member {
         {
             self.kernel = self.events;
             self.silenced = false;
+            self.echo_due = false;
+            self.resilenced = false;
         }
     }
 
