@@ -857,3 +857,55 @@ print("counted:", COUNTED)
         "{out}"
     );
 }
+
+/// A sender that published a datagram in a receiver's ring before the
+/// receiver went back to the kernel for a fork (decision 49's `retire`:
+/// the ring drained into the leftovers, the links closed) but rang the
+/// doorbell after found the link gone (EPIPE) and sent the datagram
+/// again through the kernel: it arrived twice (review udploss16, dup.py;
+/// strace holds the sender's system calls 300 ms, so its doorbell comes
+/// after the fork). Now a datagram the receiver took is not sent again.
+#[test]
+fn a_datagram_published_before_a_receivers_fork_arrives_once() {
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        let _ = writeln!(std::io::stderr(), "skipped: no strace");
+        return;
+    }
+    let body = r#"
+host = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((host, 0))
+port = s.getsockname()[1]
+got = []
+def rd():
+    while True:
+        d = s.recv(100)
+        got.append(d.decode())
+        if d == b"end": return
+th = threading.Thread(target=rd); th.start()
+code = """
+import socket, sys, time
+port = int(sys.argv[2]); t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+t.sendto(b"D0", (sys.argv[1], port)); time.sleep(1)
+print("D1", flush=True); t.sendto(b"D1", (sys.argv[1], port)); time.sleep(1.5)
+t.sendto(b"end", (sys.argv[1], port))
+"""
+t = subprocess.Popen(["strace", "-f", "-qq", "-o", "/dev/null", "-e", "trace=sendto",
+                      "-e", "inject=sendto:delay_enter=300000", sys.executable, "-c", code,
+                      host, str(port)], stdout=subprocess.PIPE, text=True)
+assert t.stdout.readline().strip() == "D1"
+time.sleep(0.1)
+pid = os.fork()
+if pid == 0: os._exit(0)
+os.waitpid(pid, 0)
+t.wait(); th.join()
+print("received", got)
+print("counted:", COUNTED)
+"#;
+    let (out, counters) = default_as_kernel("udpdef_fork_dup", body);
+    assert!(out.contains("received ['D0', 'D1', 'end']"), "{out}");
+    assert!(counters["udp_shm"] >= 1, "{counters:?}");
+}

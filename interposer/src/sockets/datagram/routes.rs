@@ -267,12 +267,29 @@ impl Routes {
                         _ => false,
                     };
                     if gone {
-                        // The receiver died asleep (every holder of its
-                        // link closed): nobody takes the segment, so the
-                        // datagram goes again, to whoever holds the name
-                        // now (a restarted receiver) or the kernel.
-                        log!(debug, "datagram route to {dest}: receiver gone");
+                        // Every holder of the link closed it: the receiver
+                        // died asleep, or went back to the kernel before a
+                        // fork (decision 49's `retire`, which drains the
+                        // rings into its leftovers before it closes the
+                        // links, so the tail is final by now). Ours is the
+                        // last datagram published: still in the ring (a
+                        // tail short of our head), nobody takes it, so it
+                        // goes again, to whoever holds the name now (a
+                        // restarted receiver) or the kernel; taken, it was
+                        // delivered, and a resend doubled it (review
+                        // udploss16, dup.py).
+                        let waiting = match &self.list[i].state {
+                            State::Shm(tx) => tx.outstanding().0,
+                            _ => 1,
+                        };
+                        log!(
+                            debug,
+                            "datagram route to {dest}: receiver gone ({waiting} untaken)"
+                        );
                         self.list.remove(i).close();
+                        if waiting == 0 {
+                            return Ok(Outcome::Queued);
+                        }
                         continue;
                     }
                     return Ok(Outcome::Queued);
