@@ -982,3 +982,44 @@ print("counted:", COUNTED)
     assert!(out.contains("received ['D0', 'D1', 'end']"), "{out}");
     assert!(counters["udp_shm"] >= 1, "{counters:?}");
 }
+
+/// Another user binding the mark of a root receiver's port (anyone may
+/// bind an abstract name): root's senders believed the port shared and
+/// sent through the kernel (review udploss16, squat.py). A mark whose
+/// holder is neither the name's user nor root is not believed now: the
+/// datagrams still go through shared memory. As root only.
+#[test]
+fn a_mark_another_user_binds_is_not_believed() {
+    if !common::host::is_root() {
+        let _ = writeln!(std::io::stderr(), "skipped: not root");
+        return;
+    }
+    let body = r#"
+import ipaddress
+a, port = start(0, "end")
+h = int(ipaddress.IPv4Address(host))
+mark = "\0shmnet.5/udp/[%s]:%d" % (ipaddress.IPv6Address((0x100 << 112) | (1 << 32) | h), port)
+r, w = os.pipe()
+r2, w2 = os.pipe()
+sq = os.fork()
+if sq == 0:
+    os.setgroups([]); os.setgid(65534); os.setuid(65534)
+    l = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET); l.bind(mark); l.listen(64)
+    os.write(w, b"x"); os.read(r2, 1)
+    os._exit(0)
+os.read(r, 1)
+tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(200):
+    tx.sendto(b"%d" % i, (host, port)); time.sleep(0.0005)
+while not select.select([out_r], [], [], 0.05)[0]:
+    tx.sendto(b"end", (host, port))
+got, inv = result()
+os.write(w2, b"x"); os.waitpid(sq, 0)
+print("got", len(got), "inversions", inv)
+print("counted:", COUNTED)
+"#;
+    let script = format!("host = sys.argv[1]\n{SPAWNER}{body}");
+    let (out, counters) = default_as_kernel("udpdef_squat", &script);
+    assert!(out.contains("got 200 inversions 0"), "{out}");
+    assert!(counters["udp_shm"] >= 200, "{counters:?}");
+}

@@ -334,7 +334,7 @@ impl Routes {
                 crate::platform::sys::poll_fd(l.as_fd(), libc::POLLIN, 0).is_ok_and(|ev| ev == 0)
             });
             // A port shared since with another process: the kernel's.
-            let shared = recheck && shared_elsewhere(r.name);
+            let shared = recheck && shared_elsewhere(r.name, r.owner);
             if !quiet || shared {
                 self.list.remove(i).close();
                 return None;
@@ -556,10 +556,29 @@ pub(crate) fn shared_mark(name: SocketAddr) -> SocketAddr {
     )
 }
 
-/// Whether another process shares `name`'s port with its holder, in the
-/// default mode (one dial, refused when not).
-fn shared_elsewhere(name: SocketAddr) -> bool {
-    default_mode() && link::held(shared_mark(name))
+/// Whether another process shares `name`'s port with its holder, of user
+/// `owner`, in the default mode (one dial, refused when not). A mark held
+/// by a user neither the name's nor root is not believed: anyone may bind
+/// an abstract name, and such a squatter sent a root receiver's senders
+/// through the kernel (review udploss16, squat.py). (A squatter whose
+/// mark keeps a dial waiting is not told from ours: that costs the kernel
+/// route only, never a datagram.)
+fn shared_elsewhere(name: SocketAddr, owner: u32) -> bool {
+    if !default_mode() {
+        return false;
+    }
+    match link::mark_holder(shared_mark(name)) {
+        None => false,
+        Some(None) => true,
+        Some(Some(uid)) if uid == owner || uid == 0 => true,
+        Some(Some(uid)) => {
+            log!(
+                debug,
+                "mark of {name} held by uid {uid}, not its holder's: ignored"
+            );
+            false
+        }
+    }
 }
 
 /// The longest a kernel route goes unasked: 1 s in the default mode,
@@ -669,13 +688,6 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         Err(Errno::CONNREFUSED) => return Ok(kernel_route(dest)),
         Err(e) => return Err(e),
     };
-    if shared_elsewhere(reached) {
-        log!(
-            debug,
-            "datagram to {dest}: port shared across processes, the kernel's"
-        );
-        return Ok(kernel_route(dest));
-    }
     let me = rustix::process::geteuid().as_raw();
     let cred = crate::platform::sys::peer_cred(fd.as_fd());
     let admitted = crate::platform::config::get()
@@ -685,6 +697,16 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         log!(
             debug,
             "datagram to {dest}: its receiver ({cred:?}) is not admitted"
+        );
+        return Ok(kernel_route(dest));
+    }
+    // Asked once the receiver is one we would send to (its mark is
+    // dialled only then).
+    let owner = cred.map_or(u32::MAX, |(_, uid, _)| uid);
+    if shared_elsewhere(reached, owner) {
+        log!(
+            debug,
+            "datagram to {dest}: port shared across processes, the kernel's"
         );
         return Ok(kernel_route(dest));
     }
@@ -706,7 +728,6 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         }
         Err(e) => return Err(e),
     }
-    let owner = cred.map_or(u32::MAX, |(_, uid, _)| uid);
     Ok(Route {
         dest,
         link: Some(fd),
