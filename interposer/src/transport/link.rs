@@ -145,9 +145,20 @@ pub(crate) fn mark(addr: SocketAddr) -> Result<OwnedFd, Errno> {
     Ok(sock)
 }
 
-/// Whether someone holds `addr`'s name (a dial not refused).
-pub(crate) fn held(addr: SocketAddr) -> bool {
-    !matches!(dial(addr), Err(Errno::CONNREFUSED))
+/// Who holds the mark `addr` (`mark`): None when nobody; else the
+/// holder's user when the dial connected, None when it waits (a mark's
+/// backlog of one is full after its first dial). The dial is all that is
+/// done: a holder that accepts it learns our pid, uid and gid (SO_PEERCRED)
+/// as any process can from /proc; ours never accepts.
+pub(crate) fn mark_holder(addr: SocketAddr) -> Option<Option<u32>> {
+    match dial(addr) {
+        Err(Errno::CONNREFUSED) => None,
+        Ok(fd) => Some(Some(
+            crate::platform::sys::peer_cred(std::os::fd::AsFd::as_fd(&fd))
+                .map_or(u32::MAX, |(_, uid, _)| uid),
+        )),
+        Err(_) => Some(None),
+    }
 }
 
 /// Whether `fd` is the listener holding `addr`'s name (a REG's proof of

@@ -267,12 +267,29 @@ impl Routes {
                         _ => false,
                     };
                     if gone {
-                        // The receiver died asleep (every holder of its
-                        // link closed): nobody takes the segment, so the
-                        // datagram goes again, to whoever holds the name
-                        // now (a restarted receiver) or the kernel.
-                        log!(debug, "datagram route to {dest}: receiver gone");
+                        // Every holder of the link closed it: the receiver
+                        // died asleep, or went back to the kernel before a
+                        // fork (decision 49's `retire`, which drains the
+                        // rings into its leftovers before it closes the
+                        // links, so the tail is final by now). Ours is the
+                        // last datagram published: still in the ring (a
+                        // tail short of our head), nobody takes it, so it
+                        // goes again, to whoever holds the name now (a
+                        // restarted receiver) or the kernel; taken, it was
+                        // delivered, and a resend doubled it (review
+                        // udploss16, dup.py).
+                        let waiting = match &self.list[i].state {
+                            State::Shm(tx) => tx.outstanding().0,
+                            _ => 1,
+                        };
+                        log!(
+                            debug,
+                            "datagram route to {dest}: receiver gone ({waiting} untaken)"
+                        );
                         self.list.remove(i).close();
+                        if waiting == 0 {
+                            return Ok(Outcome::Queued);
+                        }
                         continue;
                     }
                     return Ok(Outcome::Queued);
@@ -317,7 +334,7 @@ impl Routes {
                 crate::platform::sys::poll_fd(l.as_fd(), libc::POLLIN, 0).is_ok_and(|ev| ev == 0)
             });
             // A port shared since with another process: the kernel's.
-            let shared = recheck && shared_elsewhere(r.name);
+            let shared = recheck && shared_elsewhere(r.name, r.owner);
             if !quiet || shared {
                 self.list.remove(i).close();
                 return None;
@@ -539,10 +556,29 @@ pub(crate) fn shared_mark(name: SocketAddr) -> SocketAddr {
     )
 }
 
-/// Whether another process shares `name`'s port with its holder, in the
-/// default mode (one dial, refused when not).
-fn shared_elsewhere(name: SocketAddr) -> bool {
-    default_mode() && link::held(shared_mark(name))
+/// Whether another process shares `name`'s port with its holder, of user
+/// `owner`, in the default mode (one dial, refused when not). A mark held
+/// by a user neither the name's nor root is not believed: anyone may bind
+/// an abstract name, and such a squatter sent a root receiver's senders
+/// through the kernel (review udploss16, squat.py). (A squatter whose
+/// mark keeps a dial waiting is not told from ours: that costs the kernel
+/// route only, never a datagram.)
+fn shared_elsewhere(name: SocketAddr, owner: u32) -> bool {
+    if !default_mode() {
+        return false;
+    }
+    match link::mark_holder(shared_mark(name)) {
+        None => false,
+        Some(None) => true,
+        Some(Some(uid)) if uid == owner || uid == 0 => true,
+        Some(Some(uid)) => {
+            log!(
+                debug,
+                "mark of {name} held by uid {uid}, not its holder's: ignored"
+            );
+            false
+        }
+    }
 }
 
 /// The longest a kernel route goes unasked: 1 s in the default mode,
@@ -652,13 +688,6 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         Err(Errno::CONNREFUSED) => return Ok(kernel_route(dest)),
         Err(e) => return Err(e),
     };
-    if shared_elsewhere(reached) {
-        log!(
-            debug,
-            "datagram to {dest}: port shared across processes, the kernel's"
-        );
-        return Ok(kernel_route(dest));
-    }
     let me = rustix::process::geteuid().as_raw();
     let cred = crate::platform::sys::peer_cred(fd.as_fd());
     let admitted = crate::platform::config::get()
@@ -668,6 +697,16 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         log!(
             debug,
             "datagram to {dest}: its receiver ({cred:?}) is not admitted"
+        );
+        return Ok(kernel_route(dest));
+    }
+    // Asked once the receiver is one we would send to (its mark is
+    // dialled only then).
+    let owner = cred.map_or(u32::MAX, |(_, uid, _)| uid);
+    if shared_elsewhere(reached, owner) {
+        log!(
+            debug,
+            "datagram to {dest}: port shared across processes, the kernel's"
         );
         return Ok(kernel_route(dest));
     }
@@ -689,7 +728,6 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         }
         Err(e) => return Err(e),
     }
-    let owner = cred.map_or(u32::MAX, |(_, uid, _)| uid);
     Ok(Route {
         dest,
         link: Some(fd),
