@@ -326,3 +326,18 @@ fn a_sandboxed_reset_on_delivery_handler_is_reset_by_the_kernel() {
         out.stderr
     );
 }
+
+/// A handler read back past the library (the raw rt_sigaction: the
+/// trampoline) and put back with sigaction runs the program's handler,
+/// as without the library (sigaction_raw_restore.c; sweep s34 #1: the
+/// trampoline recorded as the handler called itself until SIGSEGV).
+#[test]
+fn a_handler_read_past_the_library_and_put_back_runs_the_programs() {
+    let prog = build_c(
+        "sigaction_raw_restore",
+        &["-O2", "-Wall", "-Wno-cast-function-type"],
+    );
+    let kernel = stdout_of("plain", &mut std::process::Command::new(&prog));
+    assert_eq!(kernel.trim(), "ran 1");
+    assert_eq!(stdout_of("preloaded", &mut preloaded(&prog)), kernel);
+}

@@ -326,7 +326,17 @@ pub(crate) unsafe fn sigaction(
     // SAFETY: `act` is null or the caller's readable sigaction.
     let new = unsafe { act.as_ref() }.map(|a| {
         let mut k = *a;
-        if let Some(w) = is_handler(a.sa_sigaction)
+        if a.sa_sigaction == ours() {
+            // The trampoline itself, read where we do not see (glibc's
+            // internal sigaction, a raw rt_sigaction) and put back: the
+            // handler it stands for stays in the table (recorded, the
+            // trampoline would call itself until the stack ran out: sweep
+            // s34 #1, sigset then signal(prev)).
+            k.sa_flags |= libc::SA_SIGINFO;
+            if !crate::platform::sandbox::active() {
+                k.sa_flags &= !libc::SA_RESETHAND;
+            }
+        } else if let Some(w) = is_handler(a.sa_sigaction)
             .then(|| pack(a.sa_sigaction, a.sa_flags))
             .flatten()
         {
