@@ -152,6 +152,9 @@ const PLAIN_CALLS: &[i64] = &[
     libc::SYS_eventfd2,
     libc::SYS_epoll_ctl,
     libc::SYS_epoll_pwait,
+    // In rustix's epoll::wait (now out of line in the binary), made only
+    // for a timeout past i32 milliseconds: never by ours (zero timeouts).
+    libc::SYS_epoll_pwait2,
     libc::SYS_ppoll,
     libc::SYS_sched_yield,
     libc::SYS_memfd_create,
