@@ -148,6 +148,9 @@ pub(crate) fn sendmmsg(
     let scope = Scope::new();
     // SAFETY: sendmmsg(2): `msgvec` valid for `vlen` entries.
     let v = unsafe { Mmsgs::new(&scope, msgvec, vlen as usize) };
+    if stream::is_ours(fd) {
+        return stream::sendmmsg(fd, v, flags);
+    }
     let first = || (v.len() > 0).then(|| v.sent(0).name().dest()).flatten();
     if let Some(k) = datagram::kernel_send(fd, first) {
         // SAFETY: sendmmsg(2) with the caller's arguments, on the UDP

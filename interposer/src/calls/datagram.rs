@@ -1085,10 +1085,7 @@ fn recvmsg_on(fd: c_int, sock: &Socket, msg: OutMsg<'_>, flags: c_int) -> Action
 
 /// sendmmsg: each message as a sendmsg, until one fails (the count sent
 /// so far, or that failure if it was the first).
-pub(crate) fn sendmmsg(fd: c_int, v: Mmsgs<'_>, flags: c_int) -> Action<c_int> {
-    if fdtable::is_owned(fd) && registry::get(fd).is_some_and(|s| s.datagram().is_none()) {
-        return crate::calls::stream::sendmmsg(fd, v, flags);
-    }
+pub(crate) fn sendmmsg(fd: c_int, v: Mmsgs<'_>, _flags: c_int) -> Action<c_int> {
     let mut sent = 0usize;
     for i in 0..v.len().min(libc::UIO_MAXIOV as usize) {
         let msg = v.sent(i);

@@ -205,6 +205,12 @@ pub(crate) fn sendmsg(fd: c_int, msg: InMsg<'_>, flags: c_int) -> Action<ssize_t
     }
 }
 
+/// Whether `fd` is an emulated stream socket of ours (sendmmsg goes
+/// through the stream send path then, not the datagram one).
+pub(crate) fn is_ours(fd: c_int) -> bool {
+    fdtable::is_owned(fd) && registry::get(fd).is_some_and(|s| s.datagram().is_none())
+}
+
 /// sendmmsg on a stream socket of ours (the datagram path took it for a
 /// Unix socket of its own, and it went past us into the doorbell
 /// connection: the peer reset it). As kernel TCP: each message as a

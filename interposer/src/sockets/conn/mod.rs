@@ -25,7 +25,7 @@ mod edge;
 mod exec;
 mod pacing;
 mod ready;
-pub(crate) use ready::{Deferral, Unarmed};
+pub(crate) use ready::{on_hangup_change, Deferral, Unarmed};
 mod recv;
 mod reset;
 mod send;

@@ -140,6 +140,24 @@ impl Default for Readiness {
     }
 }
 
+/// `readiness::unsilence`, which readiness (a layer above connections)
+/// hands down when it makes its first epoll set: before that no
+/// registration exists to give back.
+static UNSILENCE: std::sync::OnceLock<fn(&Connection, bool)> = std::sync::OnceLock::new();
+
+/// Readiness's way to be told of a hang-up change (`UNSILENCE`).
+pub(crate) fn on_hangup_change(f: fn(&Connection, bool)) {
+    let _ = UNSILENCE.set(f);
+}
+
+/// Registrations of `conn` given back (`readiness::unsilence`; `all`:
+/// every one polled again), if any epoll set was ever made.
+pub(super) fn unsilence(conn: &Connection, all: bool) {
+    if let Some(f) = UNSILENCE.get() {
+        f(conn, all);
+    }
+}
+
 impl Connection {
     /// An epoll set left out this connection's hang-up, which TCP does not
     /// report (`readiness::tcp_hangups`).
@@ -152,7 +170,7 @@ impl Connection {
     /// epoll set silenced are given back to the kernel.
     pub(super) fn hangup_changed(&self) {
         if self.ready.silenced.load(Ordering::Relaxed) {
-            crate::sockets::readiness::unsilence(self, false);
+            unsilence(self, false);
         }
     }
 

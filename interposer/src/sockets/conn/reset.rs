@@ -109,8 +109,8 @@ impl Connection {
         let _ = self
             .error
             .compare_exchange(0, libc::EPIPE, Ordering::Relaxed, Ordering::Relaxed);
-        if poll_again && crate::sockets::readiness::any_set() {
-            crate::sockets::readiness::unsilence(self, true);
+        if poll_again {
+            super::ready::unsilence(self, true);
         }
     }
 

@@ -338,7 +338,15 @@ fn register(epfd: c_int, fd: c_int, m: &Member, events: u32) -> bool {
 /// an edge, which nothing on the Unix connection does here), but one-shot
 /// ones (a MOD would arm a disabled one again). Walks every set (rare:
 /// once per such change of a connection).
-pub(crate) fn unsilence(conn: &Connection, all: bool) {
+pub(super) fn unsilence_if_any(conn: &Connection, all: bool) {
+    if super::set::any() {
+        unsilence(conn, all);
+    }
+}
+
+/// Registrations given back (see `unsilence_if_any`, the connection's
+/// hook, which `Sets::made` hands down).
+fn unsilence(conn: &Connection, all: bool) {
     let Some(mut sets) = set::sets() else {
         return;
     };

@@ -40,7 +40,7 @@ pub(crate) use datagrams::{reported as datagrams_reported, spinnable as spinnabl
 pub(crate) use defer::{
     after_sleep, before_sleep, crowd, crowd_all, forking, sent, unarmed, unarmed_ready, waiting,
 };
-pub(crate) use hangups::{tcp_hangups, unsilence};
+pub(crate) use hangups::tcp_hangups;
 pub(crate) use pending::{awaits_reply, collected, no_reply_soon, pending, Pending};
 pub(crate) use wake::{bare_sleep, closed, closing, closing_range, woken};
 

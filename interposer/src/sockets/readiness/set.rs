@@ -459,6 +459,7 @@ impl Sets {
     /// epoll_create gave `fd`: a new set (whatever the number was before
     /// is forgotten by `fresh`).
     pub(super) fn made(&mut self, fd: c_int) {
+        crate::sockets::conn::on_hangup_change(super::hangups::unsilence_if_any);
         self.forget_range(fd, fd);
         self.add(fd, true);
     }
