@@ -341,3 +341,21 @@ fn a_handler_read_past_the_library_and_put_back_runs_the_programs() {
     assert_eq!(kernel.trim(), "ran 1");
     assert_eq!(stdout_of("preloaded", &mut preloaded(&prog)), kernel);
 }
+
+/// A one-shot handler's action saved past the library (raw rt_sigaction)
+/// and put back after it ran runs the handler again, as the kernel's
+/// (sigaction_raw_reset.c, with and without SA_NODEFER; review fixes34
+/// #1: the library hung, or died of SIGSEGV with SA_NODEFER).
+#[test]
+fn a_one_shot_action_read_past_the_library_and_put_back_runs_again() {
+    let prog = build_c("sigaction_raw_reset", &["-O2", "-Wall"]);
+    for args in [&[][..], &["nd"][..]] {
+        let kernel = stdout_of("plain", std::process::Command::new(&prog).args(args));
+        assert!(kernel.contains("hits=2"), "{kernel}");
+        assert_eq!(
+            stdout_of("preloaded", preloaded(&prog).args(args)),
+            kernel,
+            "{args:?}"
+        );
+    }
+}

@@ -44,6 +44,10 @@ const SIGNALS: usize = 65;
 /// handler it came for, as the kernel's); a handler of 0 with the kernel
 /// still holding the trampoline: reset on delivery, under way.
 static ACTION: [AtomicU64; SIGNALS] = [const { AtomicU64::new(0) }; SIGNALS];
+/// The word a reset on delivery took out of `ACTION` (the handler that
+/// ran once): what the trampoline stands for if a program that read it
+/// past us (raw rt_sigaction) puts it back (review fixes34 #1).
+static RESET_FROM: [AtomicU64; SIGNALS] = [const { AtomicU64::new(0) }; SIGNALS];
 const HANDLER_BITS: u64 = (1 << 56) - 1;
 /// The program asked for SA_SIGINFO (its old action says so).
 const SIGINFO: u64 = 1 << 56;
@@ -160,6 +164,7 @@ extern "C" fn trampoline(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void
             .compare_exchange(a, a & !HANDLER_BITS, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
+            RESET_FROM[sig as usize].store(a, Ordering::Relaxed);
             if !crate::platform::sandbox::active() {
                 reset(sig, a);
             }
@@ -211,10 +216,13 @@ fn reset(sig: c_int, a: u64) {
         }
         let mut was: libc::sigaction = core::mem::zeroed();
         if real(sig, &dfl, &mut was) == 0
-            && was.sa_sigaction == ours()
-            && ACTION[sig as usize].load(Ordering::Acquire) != a & !HANDLER_BITS
+            && (was.sa_sigaction != ours()
+                || ACTION[sig as usize].load(Ordering::Acquire) != a & !HANDLER_BITS)
         {
-            // A handler installed between the read and the reset.
+            // An action installed between the read and the reset: a
+            // handler (the table changed), or SIG_IGN / SIG_DFL / one not
+            // wrapped, which leave the table alone (review fixes34 #2: a
+            // SIG_IGN so lost left SIG_DFL, 26 rounds in 2000).
             real(sig, &was, ptr::null_mut());
         }
     }
@@ -226,6 +234,22 @@ fn reset(sig: c_int, a: u64) {
 fn default_action(sig: c_int, info: *mut libc::siginfo_t) {
     if info.is_null() || crate::platform::sandbox::active() {
         return;
+    }
+    // The kernel must not still run the trampoline for it, or the signal
+    // queued again comes back here for ever (a program that put back the
+    // trampoline it read past us, raw rt_sigaction, for a signal whose
+    // table word is empty; with SA_NODEFER each nested frame until the
+    // stack ran out: review fixes34 #1). SIG_DFL there first.
+    if let Some(real) = real_sigaction() {
+        // SAFETY: sigaction is plain data; our own structs.
+        unsafe {
+            let mut cur: libc::sigaction = core::mem::zeroed();
+            if real(sig, ptr::null(), &mut cur) == 0 && cur.sa_sigaction == ours() {
+                cur.sa_sigaction = libc::SIG_DFL;
+                cur.sa_flags &= !libc::SA_SIGINFO;
+                real(sig, &cur, ptr::null_mut());
+            }
+        }
     }
     // SAFETY: getpid/gettid take nothing; rt_tgsigqueueinfo reads the
     // siginfo the kernel gave this handler.
@@ -331,7 +355,15 @@ pub(crate) unsafe fn sigaction(
             // internal sigaction, a raw rt_sigaction) and put back: the
             // handler it stands for stays in the table (recorded, the
             // trampoline would call itself until the stack ran out: sweep
-            // s34 #1, sigset then signal(prev)).
+            // s34 #1, sigset then signal(prev)), or, if a reset on
+            // delivery emptied it, comes back from `RESET_FROM`. (Copied
+            // to another signal it stands for that signal's: not known.)
+            if slot.load(Ordering::Acquire) & HANDLER_BITS == 0 {
+                let last = RESET_FROM[sig as usize].load(Ordering::Relaxed);
+                if last & HANDLER_BITS != 0 {
+                    word = Some(last);
+                }
+            }
             k.sa_flags |= libc::SA_SIGINFO;
             if !crate::platform::sandbox::active() {
                 k.sa_flags &= !libc::SA_RESETHAND;
