@@ -1741,3 +1741,40 @@ for k in kids:
     assert!(out.contains("prefork early: b'EARLY'"), "{out}");
     assert!(out.contains("('W9', 1)"), "{out}");
 }
+
+/// A receiver restarted on a port gets every datagram sent after its bind
+/// (review sweep34, udprestart2.py and udprestart.py): a sender that sent
+/// once while nobody held the port dropped everything it sent to the new
+/// receiver within its kernel route's interval (0 of 10 per restart),
+/// and a sender idle since the old receiver `_exit`ed (its segment not
+/// marked closed) put the first datagram of its next burst, or all ten,
+/// into the dead receiver's segment. Receivers are forked children that
+/// `_exit`; odd rounds send to the port while nobody holds it first.
+#[test]
+fn a_receiver_restarted_after_a_send_to_nobody_gets_everything() {
+    let body = r#"
+host = sys.argv[1]
+p = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); p.bind((host, 0))
+port = p.getsockname()[1]; p.close()
+snd = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for gen in range(6):
+    if gen % 2:
+        snd.sendto(b"to-nobody", (host, port))
+    rfd, wfd = os.pipe(); pid = os.fork()
+    if pid == 0:
+        r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); r.bind((host, port))
+        os.write(wfd, b"b"); got = []
+        while select.select([r], [], [], 5 if len(got) < 10 else 0.3)[0]:
+            got.append(r.recv(100).decode())
+        want = ["u%d-%d" % (gen, i) for i in range(10)]
+        print("gen", gen, "missing", [w for w in want if w not in got], "extra", [g for g in got if g not in want], flush=True)
+        os._exit(0)
+    os.read(rfd, 1)
+    for i in range(10):
+        snd.sendto(b"u%d-%d" % (gen, i), (host, port))
+    os.waitpid(pid, 0)
+print("counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_restart_after_nobody", body);
+    assert!(out.contains("gen 5 missing [] extra []"), "{out}");
+}

@@ -12,7 +12,7 @@ use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use shmnet_ring::dgram::{
-    heap_target, DgramGeometry, GroupGeometry, Receiver, RecvError, Sent, Stage,
+    heap_target, Closing, DgramGeometry, GroupGeometry, Receiver, RecvError, SendError, Sent, Stage,
 };
 use std::io::IoSlice;
 
@@ -179,6 +179,52 @@ fn no_lost_wakeup() {
         assert_eq!(rx.rings(), u32::from(rang.load(Ordering::SeqCst)));
         rx.disarm();
         assert_eq!(take(&mut rx, 1), Some(b'x'));
+    });
+}
+
+/// Model 8: the receiver closes its segment to drain it (going back to
+/// the kernel before a fork: `close_to_drain`, receive until empty,
+/// `close`) while a sender sends. The datagram is received by the drain,
+/// or its sender finds it still in the ring once the close is final (and
+/// sends it elsewhere), or the send stopped at the close; never both
+/// received and left (a resend would double it), never neither (lost: a
+/// sender that loaded `closed` before the close and published after the
+/// drain, review udpshare16).
+#[test]
+fn drain_at_close_loses_nothing() {
+    model(3, || {
+        let (mut rx, image) = heap_target(geo(2, 1));
+        let mut tx = image.sender(rx.open_slot().unwrap()).unwrap();
+        let t = thread::spawn(move || match tx.send(b"z") {
+            Ok(Sent::Queued { .. }) => {
+                if tx.closing() == Closing::Open {
+                    return 0; // the drain must find it
+                }
+                while tx.closing() != Closing::Final {
+                    thread::yield_now();
+                }
+                if tx.outstanding().0 == 0 {
+                    1 // taken
+                } else {
+                    2 // left: its sender sends it again
+                }
+            }
+            Err(SendError::Closed) => 3,
+            other => panic!("{other:?}"),
+        });
+        rx.close_to_drain();
+        // The drain: until empty (a datagram published meanwhile may be
+        // taken too; its sender reads the tail only once final).
+        let mut got = None;
+        while let Some(v) = take(&mut rx, 1) {
+            assert_eq!(got.replace(v), None, "twice");
+        }
+        rx.close();
+        let said = t.join().unwrap();
+        match said {
+            0 | 1 => assert_eq!(got, Some(b'z'), "lost ({said})"),
+            _ => assert_eq!(got, None, "received and left ({said})"),
+        }
     });
 }
 

@@ -72,6 +72,12 @@ pub const SLOT_OPEN: u32 = 1;
 /// [`SlotReceiver::state`]: its sender is gone; reclaimed once drained.
 pub const SLOT_CLOSING: u32 = 2;
 
+/// `TargetHeader::closed`: the receiver takes nothing more from the rings.
+pub const CLOSED_FINAL: u32 = 1;
+/// `TargetHeader::closed`: closed to new datagrams; the receiver is taking
+/// what was published before its close (then `CLOSED_FINAL`).
+pub const CLOSED_DRAINING: u32 = 2;
+
 /// The target segment's header.
 #[repr(C, align(64))]
 pub struct TargetHeader {
@@ -88,6 +94,8 @@ pub struct TargetHeader {
     /// Size of the whole mapping, checked against the file on attach.
     pub total_bytes: AtomicU64,
     /// Non-zero once the receiver closed: senders stop and re-resolve.
+    /// `CLOSED_DRAINING` while it still takes what was published (before
+    /// it goes back to the kernel), `CLOSED_FINAL` once it takes nothing.
     pub closed: AtomicU32,
     /// The receiver's pid (a hint).
     pub receiver_pid: AtomicU32,

@@ -44,7 +44,7 @@ pub use heap::heap_target;
 pub use layout::{DgramGeometry, GroupGeometry, MAX_DATAGRAM};
 pub use reclaim::SlotGrant;
 pub use recv::{Received, Receiver, ReceiverStats, RecvError};
-pub use send::{DropReason, SendError, Sender, SenderStats, Sent, Stage};
+pub use send::{Closing, DropReason, SendError, Sender, SenderStats, Sent, Stage};
 
 use crate::data::{DataArea, Keep};
 use crate::sync::{AtomicU64, Ordering};

@@ -294,9 +294,38 @@ impl Receiver {
             .store(bytes, Ordering::Relaxed);
     }
 
-    /// Marks the target closed: senders stop and re-resolve.
+    /// Marks the target closed: senders stop and re-resolve. Final: what
+    /// is in the rings now is not taken (a sender that finds its datagram
+    /// still there after seeing this may send it elsewhere).
     pub fn close(&self) {
-        self.sh.header().closed.store(1, Ordering::Release);
+        // SYNC POINT: Release: the tails stored before (the drain of
+        // `close_to_drain`) are seen by a sender that loads this value.
+        self.sh
+            .header()
+            .closed
+            .store(CLOSED_FINAL, Ordering::Release);
+    }
+
+    /// Marks the target closed to new datagrams before the receiver takes
+    /// what is queued (then [`close`](Self::close)): every datagram a
+    /// sender publishes is either received by that drain or seen by its
+    /// sender, whose check after the publish ([`Sender::closing`]) finds
+    /// the close (a sender that had loaded `closed` before it and
+    /// published after the drain lost its datagram).
+    ///
+    /// [`Sender::closing`]: super::Sender::closing
+    pub fn close_to_drain(&mut self) {
+        self.sh
+            .header()
+            .closed
+            .store(CLOSED_DRAINING, Ordering::Relaxed);
+        // SYNC POINT (e), the receiver's half: the flag, this fence, then
+        // every head (`any_published`, which marks those slots ready). The
+        // sender stores its head, fences (`announce`), then loads the
+        // flag: of the two fences one is first, so either we see its head
+        // or it sees the flag.
+        fence(Ordering::SeqCst);
+        self.any_published();
     }
 
     /// Datagrams slot `slot`'s sender says it dropped (a hint it writes).

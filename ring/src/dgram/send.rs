@@ -42,6 +42,17 @@ pub enum Sent {
     Stopped,
 }
 
+/// The receiver's close as a sender sees it ([`Sender::closing`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closing {
+    /// Not closed.
+    Open,
+    /// Closed; the receiver is still taking what was published.
+    Draining,
+    /// Closed; nothing more is taken.
+    Final,
+}
+
 /// Why a send failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SendError {
@@ -217,6 +228,24 @@ impl Sender {
             return (0, t);
         }
         (waiting, t)
+    }
+
+    /// Whether the receiver has closed the segment, loaded after a send
+    /// that published (its `announce` fenced after the head store, SYNC
+    /// POINT (e) with [`Receiver::close_to_drain`]): `Open`, the receiver
+    /// will find the datagram; `Draining`, it may still take it; `Final`,
+    /// it takes nothing more (then [`outstanding`](Self::outstanding)
+    /// says whether ours is still in the ring: nobody will receive it).
+    ///
+    /// [`Receiver::close_to_drain`]: super::Receiver::close_to_drain
+    pub fn closing(&self) -> Closing {
+        // SYNC POINT: Acquire pairs with the receiver's Release of
+        // `CLOSED_FINAL`: the tails it stored while draining are seen.
+        match self.sh.header().closed.load(Ordering::Acquire) {
+            0 => Closing::Open,
+            CLOSED_DRAINING => Closing::Draining,
+            _ => Closing::Final,
+        }
     }
 
     /// Marks the slot closed (the sender will send no more).

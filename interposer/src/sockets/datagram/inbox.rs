@@ -348,10 +348,18 @@ impl Inbox {
         for i in all {
             self.read_link(&mut st, i);
         }
+        // Closed to new datagrams, then drained, then final: a sender that
+        // published after the drain's look sees the close after its
+        // publish and sends the datagram again, which nobody took
+        // (`Sender::closing`; it had been lost, review udpshare16,
+        // sigfork.sh: 2 and 11 of 5,000).
+        for s in &mut st.sets {
+            s.rx.close_to_drain();
+        }
+        let moved = self.drain_into(&mut st);
         for s in &st.sets {
             s.rx.close();
         }
-        let moved = self.drain_into(&mut st);
         for l in st.links.drain(..) {
             let _ = epoll::delete(ep, &l.fd);
         }

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use rustix::io::Errno;
 use shmnet_ring::dgram::frame::Frame;
-use shmnet_ring::dgram::{Image, SendError, Sender, Sent, SlotGrant};
+use shmnet_ring::dgram::{Closing, Image, SendError, Sender, Sent, SlotGrant};
 
 use super::inbox::Inbox;
 use crate::platform::config::{Config, Fallback};
@@ -48,6 +48,14 @@ const WATCH_MS: u64 = 1;
 /// at once when nobody holds them): a receiver bound since is found
 /// within this time, and at once after the kernel said ECONNREFUSED.
 const KERNEL_RECHECK_MS: u64 = 10;
+/// A route unused this long has its link looked at for a hang-up at its
+/// next send: a receiver that died (`_exit`, a signal: no close marked
+/// its segment) while we were quiet is noticed before our burst goes into
+/// its segment (review sweep34, udprestart.py: a forked receiver that
+/// `_exit`ed lost the first or all ten datagrams of a burst to its
+/// restarted successor). Costs a sender slower than this one poll per
+/// datagram.
+const IDLE_LOOK_MS: u64 = 10;
 /// In the default mode a kernel route is never wrong (a preloaded
 /// receiver's kernel socket holds its port and takes what the kernel
 /// carries): one that keeps finding nobody is asked again half as often
@@ -77,6 +85,8 @@ struct Route {
     /// tail then.
     watched_ms: u64,
     watched_tail: u32,
+    /// When the route last carried a datagram (`IDLE_LOOK_MS`).
+    used_ms: u64,
 }
 
 enum State {
@@ -222,7 +232,9 @@ impl Routes {
                     Ok(mut r) => {
                         let again = self.asked_again.take().filter(|(d, _)| *d == dest);
                         if let (State::Kernel, Some((_, ms))) = (&r.state, again) {
-                            r.recheck_ms = (ms * 2).min(kernel_recheck_max_ms());
+                            if r.recheck_ms != 0 {
+                                r.recheck_ms = (ms * 2).min(kernel_recheck_max_ms());
+                            }
                         }
                         if self.list.len() >= MAX_ROUTES {
                             self.list.remove(0).close();
@@ -259,6 +271,7 @@ impl Routes {
             };
             match tx.send_vectored(bufs) {
                 Ok(Sent::Queued { ring }) => {
+                    let closing = tx.closing() != Closing::Open;
                     let gone = match (ring, &route.link) {
                         (true, Some(l)) => matches!(
                             link::send(l.as_fd(), &Frame::Bell, None),
@@ -266,28 +279,30 @@ impl Routes {
                         ),
                         _ => false,
                     };
-                    if gone {
-                        // Every holder of the link closed it: the receiver
-                        // died asleep, or went back to the kernel before a
-                        // fork (decision 49's `retire`, which drains the
-                        // rings into its leftovers before it closes the
-                        // links, so the tail is final by now). Ours is the
-                        // last datagram published: still in the ring (a
-                        // tail short of our head), nobody takes it, so it
-                        // goes again, to whoever holds the name now (a
-                        // restarted receiver) or the kernel; taken, it was
-                        // delivered, and a resend doubled it (review
+                    if gone || closing {
+                        // Every holder of the link closed it (the receiver
+                        // died asleep), or the receiver closed its segment
+                        // around our publish: at its close or exit, or to
+                        // go back to the kernel before a fork (decision
+                        // 49's `retire`, which marks the segments closed,
+                        // drains the rings into its leftovers, marks them
+                        // final, then closes the links). Once final, ours,
+                        // the last datagram published, still in the ring
+                        // (a tail short of our head) is taken by nobody,
+                        // so it goes again, to whoever holds the name now
+                        // (a restarted receiver) or the kernel; taken, it
+                        // was delivered, and a resend doubled it (review
                         // udploss16, dup.py).
                         let waiting = match &self.list[i].state {
-                            State::Shm(tx) => tx.outstanding().0,
-                            _ => 1,
+                            State::Shm(tx) => untaken(tx),
+                            _ => Some(1),
                         };
                         log!(
                             debug,
-                            "datagram route to {dest}: receiver gone ({waiting} untaken)"
+                            "datagram route to {dest}: receiver gone ({waiting:?} untaken)"
                         );
                         self.list.remove(i).close();
-                        if waiting == 0 {
+                        if waiting.is_none_or(|w| w == 0) {
                             return Ok(Outcome::Queued);
                         }
                         continue;
@@ -326,7 +341,15 @@ impl Routes {
             return None;
         }
         let recheck = now.saturating_sub(r.checked_ms) >= RECHECK_MS;
-        if matches!(r.state, State::Shm(_)) && (recheck || r.stalled(now)) {
+        let idle = now.saturating_sub(std::mem::replace(&mut r.used_ms, now)) >= IDLE_LOOK_MS;
+        // A REG_OK not read yet (it is read at a send) comes before the
+        // hang-up of a receiver that died since: read now, so the look
+        // below sees the link.
+        if idle && matches!(r.state, State::Pending(_)) && r.answer().is_err() {
+            self.list.remove(i).close();
+            return None;
+        }
+        if matches!(r.state, State::Shm(_)) && (recheck || idle || r.stalled(now)) {
             r.checked_ms = now;
             // The receiver writes nothing after REG_OK: readable means
             // hung up (or misbehaving).
@@ -336,6 +359,10 @@ impl Routes {
             // A port shared since with another process: the kernel's.
             let shared = recheck && shared_elsewhere(r.name, r.owner);
             if !quiet || shared {
+                log!(
+                    debug,
+                    "datagram route to {dest}: receiver gone or shared (idle {idle})"
+                );
                 self.list.remove(i).close();
                 return None;
             }
@@ -477,6 +504,32 @@ impl Route {
     }
 }
 
+/// How long a sender waits for a receiver's drain (`retire`) to end
+/// before leaving its datagram to it.
+const DRAIN_WAIT_MS: u64 = 100;
+
+/// Datagrams of ours still in the ring once the receiver's close is final
+/// (nobody takes them); None when its drain did not end within
+/// `DRAIN_WAIT_MS` (a receiver stopped mid-drain, or busy: the datagram
+/// is left to it, lost rather than maybe doubled). A drain moves what
+/// was queued in a few milliseconds.
+fn untaken(tx: &Sender) -> Option<u32> {
+    let start = monotonic_ms();
+    let mut spins = 0u32;
+    while tx.closing() == Closing::Draining {
+        if monotonic_ms().saturating_sub(start) > DRAIN_WAIT_MS {
+            return None;
+        }
+        spins += 1;
+        if spins < 64 {
+            std::thread::yield_now();
+        } else {
+            std::thread::sleep(std::time::Duration::from_micros(50));
+        }
+    }
+    Some(tx.outstanding().0)
+}
+
 /// Maps the receiver's target segment and makes the sender of our slot.
 fn attach(
     memfd: std::os::fd::OwnedFd,
@@ -598,19 +651,27 @@ fn default_mode() -> bool {
     crate::platform::config::get().is_some_and(|c| c.fallback != Fallback::Never)
 }
 
-/// A route the kernel carries (`State::Kernel`).
-fn kernel_route(dest: SocketAddr) -> Route {
+/// A route the kernel carries (`State::Kernel`). In the emulated mode a
+/// partition address nobody holds (`nobody`: no name answered) is asked again at every send: its
+/// datagrams are lost until a receiver binds, and one bound since must get
+/// the next (a sender that sent once to nobody dropped everything sent to
+/// a receiver restarted on the port within the interval, review sweep34
+/// udprestart2.py: 0 of 10 per restart). The cost, a failed dial per name
+/// (`names`) per datagram, falls only on datagrams the kernel would drop.
+fn kernel_route(dest: SocketAddr, nobody: bool) -> Route {
+    let nobody_ever = nobody && !default_mode() && crate::platform::config::is_partition(&dest);
     Route {
         dest,
         name: dest,
         link: None,
         state: State::Kernel,
         checked_ms: monotonic_ms(),
-        recheck_ms: KERNEL_RECHECK_MS,
+        recheck_ms: if nobody_ever { 0 } else { KERNEL_RECHECK_MS },
         unsure: false,
         owner: u32::MAX,
         watched_ms: 0,
         watched_tail: 0,
+        used_ms: monotonic_ms(),
     }
 }
 
@@ -685,7 +746,7 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
     }
     let fd = match dialed {
         Ok(fd) => InternalFd::new(fd),
-        Err(Errno::CONNREFUSED) => return Ok(kernel_route(dest)),
+        Err(Errno::CONNREFUSED) => return Ok(kernel_route(dest, true)),
         Err(e) => return Err(e),
     };
     let me = rustix::process::geteuid().as_raw();
@@ -698,7 +759,7 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
             debug,
             "datagram to {dest}: its receiver ({cred:?}) is not admitted"
         );
-        return Ok(kernel_route(dest));
+        return Ok(kernel_route(dest, false));
     }
     // Asked once the receiver is one we would send to (its mark is
     // dialled only then).
@@ -708,7 +769,7 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
             debug,
             "datagram to {dest}: port shared across processes, the kernel's"
         );
-        return Ok(kernel_route(dest));
+        return Ok(kernel_route(dest, false));
     }
     let reg = Frame::Reg {
         source: claimed(local, dest),
@@ -739,5 +800,6 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         name: reached,
         watched_ms: 0,
         watched_tail: 0,
+        used_ms: monotonic_ms(),
     })
 }
