@@ -217,3 +217,47 @@ fn nginx_binary_upgrade() {
         "nginx error.log:\n{log}"
     );
 }
+
+/// A connection over shared memory handed to a program without the
+/// library cannot be a kernel TCP connection there: the plain program
+/// reads end of stream (not doorbell bytes), its peer too once the last
+/// copy is gone, and one `libshmnet:` line says so.
+#[test]
+fn connection_to_a_plain_image_reads_as_closed() {
+    const SERVER: &str = r#"
+import os, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(1)
+print("port", s.getsockname()[1], flush=True)
+c, _ = s.accept()
+assert c.recv(5) == b"hello"
+c.set_inheritable(True)
+env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+child = 'import os, sys; print("child reads", os.read(int(sys.argv[1]), 100), flush=True)'
+os.execve(sys.executable, [sys.executable, "-c", child, str(c.fileno())], env)
+"#;
+    const CLIENT: &str = r#"
+import socket, sys
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+c.sendall(b"hello")
+print("client reads", c.recv(100), flush=True)
+"#;
+    let mut cmd = preloaded(python());
+    cmd.args(["-c", SERVER]);
+    let mut srv = Background::spawn(&mut cmd);
+    let port = port_of(&srv.expect("port"));
+    let mut cmd = preloaded(python());
+    cmd.args(["-c", CLIENT, &port.to_string()]);
+    let mut cli = Background::spawn(&mut cmd);
+    assert_eq!(srv.expect("child reads"), "child reads b''");
+    assert_eq!(cli.expect("client reads"), "client reads b''");
+    cli.finish_clean();
+    let stderr = srv.finish();
+    assert!(
+        stderr.lines().count() == 1
+            && stderr.starts_with("libshmnet: fd ")
+            && stderr.contains("cannot become a kernel TCP connection"),
+        "server stderr: {stderr}"
+    );
+}
