@@ -68,6 +68,49 @@ fn listener_goes_to_a_plain_image() {
     }
 }
 
+/// LD_PRELOAD kept, but the program is static (an ELF file without an
+/// interpreter): nothing loads the library there, so the listener goes as
+/// a kernel listener too; a kernel TCP client's 300 000 bytes come back.
+#[test]
+fn listener_goes_to_a_static_program() {
+    let exe = common::build_c("plain_echo_listener", &["-O2", "-static"]);
+    let mut cmd = preloaded(python());
+    cmd.arg(helper("py/plain_image_serve.py"))
+        .args(["127.0.0.1", "static"])
+        .arg(&exe);
+    let mut srv = Background::spawn(&mut cmd);
+    let port = port_of(&srv.expect("port"));
+    assert_eq!(srv.expect("exec failed"), "exec failed 2");
+    client(preloaded(python()), "127.0.0.1", port);
+    assert_eq!(port_of(&srv.expect("static listens")), port);
+    let mut plain = Command::new(python());
+    plain.env_remove("LD_PRELOAD");
+    let out = run(plain.args(["-c", ECHO_CLIENT, "127.0.0.1", &port.to_string()]));
+    assert_eq!(out.stdout.trim(), "echo True", "{}", out.stderr);
+    let stderr = srv.finish();
+    assert!(stderr.is_empty(), "server stderr: {stderr}");
+}
+
+/// Sends 300 000 bytes, shuts its side, and checks they come back.
+const ECHO_CLIENT: &str = r#"
+import socket, sys, threading
+d = bytes((i * 7 + 3) % 251 for i in range(300000))
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+def send():
+    c.sendall(d)
+    c.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=send)
+t.start()
+a = b""
+while True:
+    b = c.recv(65536)
+    if not b:
+        break
+    a += b
+t.join()
+print("echo", a == d)
+"#;
+
 /// The emulated mode has no kernel socket to give: the plain program
 /// finds the epoll instance (ENOTSOCK) and one `libshmnet:` line says so;
 /// a failed exec before it changed nothing (a preloaded client served).

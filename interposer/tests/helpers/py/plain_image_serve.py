@@ -3,6 +3,7 @@
 # work under the library: one preloaded client served); then exec of
 # plain_image_child.py with an environment without LD_PRELOAD.
 # argv: host [emulated] (the child then expects no socket on the fd)
+#       host static PROGRAM (exec PROGRAM fd instead, LD_PRELOAD kept)
 import hashlib, os, socket, sys
 
 host = sys.argv[1]
@@ -25,5 +26,7 @@ while True:
     h.update(b)
 c.sendall(h.hexdigest().encode())
 c.close()
+if sys.argv[2:3] == ["static"]:
+    os.execv(sys.argv[3], [sys.argv[3], str(s.fileno())])
 child = os.path.join(os.path.dirname(os.path.abspath(__file__)), "plain_image_child.py")
 os.execve(sys.executable, [sys.executable, child, str(s.fileno())] + sys.argv[2:], env)
