@@ -91,6 +91,40 @@ fn listener_goes_to_a_static_program() {
     assert!(stderr.is_empty(), "server stderr: {stderr}");
 }
 
+/// LD_PRELOAD kept, but the program file is set-user-ID of another user
+/// (nobody): secure execution ignores an LD_PRELOAD path, so the listener
+/// goes as a kernel listener. Root only (the file is given to nobody).
+#[test]
+fn listener_goes_to_a_set_user_id_program() {
+    if !common::host::is_root() {
+        eprintln!("listener_goes_to_a_set_user_id_program: skipped: not root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let built = common::build_c("plain_echo_listener", &["-O2"]);
+    let dir = common::tmpdir("plain_image_setuid");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.join("plain_echo_listener");
+    std::fs::copy(&built, &exe).unwrap();
+    std::os::unix::fs::chown(&exe, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let mut cmd = preloaded(python());
+    cmd.arg(helper("py/plain_image_serve.py"))
+        .args(["127.0.0.1", "static"])
+        .arg(&exe);
+    let mut srv = Background::spawn(&mut cmd);
+    let port = port_of(&srv.expect("port"));
+    assert_eq!(srv.expect("exec failed"), "exec failed 2");
+    client(preloaded(python()), "127.0.0.1", port);
+    assert_eq!(port_of(&srv.expect("static listens")), port);
+    let mut plain = Command::new(python());
+    plain.env_remove("LD_PRELOAD");
+    let out = run(plain.args(["-c", ECHO_CLIENT, "127.0.0.1", &port.to_string()]));
+    assert_eq!(out.stdout.trim(), "echo True", "{}", out.stderr);
+    let stderr = srv.finish();
+    assert!(stderr.is_empty(), "server stderr: {stderr}");
+}
+
 /// Sends 300 000 bytes, shuts its side, and checks they come back.
 const ECHO_CLIENT: &str = r#"
 import socket, sys, threading
