@@ -175,28 +175,24 @@ pub(crate) fn before(image: &NewImage) {
         // The looks below (open, read, fstat) are outside a sandbox's filter.
         return;
     }
+    let limit = crate::platform::internal_fd::nofile_limit().map_or(fdtable::CAPACITY as u64, |n| {
+        n.min(fdtable::CAPACITY as u64)
+    }) as c_int;
+    // Nothing of ours goes across: nothing to decide (and nothing
+    // allocated: an exec from a signal handler that interrupted malloc).
+    if !(0..limit).any(|fd| inheritable_stream(fd).is_some()) {
+        return;
+    }
     let Some(why) = without_us(image) else {
         return;
     };
-    let limit = crate::platform::internal_fd::nofile_limit()
-        .map_or(fdtable::CAPACITY as u64, |n| {
-            n.min(fdtable::CAPACITY as u64)
-        });
     let mut changed = CHANGED.lock();
     let mut dead: Option<OwnedFd> = None;
-    for fd in 0..limit as c_int {
-        if !fdtable::is_owned(fd) || fdtable::is_internal(fd) {
-            continue;
-        }
-        let Some(sock) = registry::get(fd) else {
+    for fd in 0..limit {
+        let Some(sock) = inheritable_stream(fd) else {
             continue;
         };
         let app = sys::borrow_fd(fd);
-        let inherited =
-            rustix::io::fcntl_getfd(app).is_ok_and(|f| !f.contains(rustix::io::FdFlags::CLOEXEC));
-        if !inherited {
-            continue;
-        }
         match &*sock {
             Socket::Listener(l) => match l.tcp() {
                 Some(tcp) => {
@@ -264,6 +260,21 @@ pub(crate) fn before(image: &NewImage) {
             Socket::Datagram(_) => {}
         }
     }
+}
+
+/// Our socket on application fd `fd` if the fd is inheritable and the
+/// socket not a datagram one (those are `datagram::before_exec`'s).
+fn inheritable_stream(fd: c_int) -> Option<Arc<Socket>> {
+    if !fdtable::is_owned(fd) || fdtable::is_internal(fd) {
+        return None;
+    }
+    let sock = registry::get(fd)?;
+    if matches!(&*sock, Socket::Datagram(_)) {
+        return None;
+    }
+    rustix::io::fcntl_getfd(sys::borrow_fd(fd))
+        .is_ok_and(|f| !f.contains(rustix::io::FdFlags::CLOEXEC))
+        .then_some(sock)
 }
 
 /// The exec failed: every number changed by `before` holds what it held.
