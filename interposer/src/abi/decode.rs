@@ -6,15 +6,17 @@
 //! it decided the fd is ours): wrapping a pointer costs nothing.
 #![allow(unsafe_code)]
 
-use core::ffi::{c_int, c_uint, c_ulong, c_void};
+use core::ffi::{c_char, c_int, c_uint, c_ulong, c_void};
 
 use libc::{iovec, mmsghdr, msghdr, off_t, size_t, sockaddr, socklen_t, ssize_t};
 
 use libc::{epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
 
 use crate::calls::iomux::{epoll, poll, select};
-use crate::calls::{datagram, endpoint, options, stream};
+use crate::calls::plain_exec::{NewImage, Program};
+use crate::calls::{datagram, endpoint, options, process, stream};
 use crate::platform::real::Action;
+use crate::platform::sys;
 use crate::platform::sys::{
     AddrIn, AddrOut, EpollOut, EventIn, FdSet, FileOffset, InBuf, InIovecs, InMsg, IntOut, Mmsgs,
     OptIn, OptOut, OutBuf, OutIovecs, OutLen, OutMsg, PollFds, Scope, SeccompProg, SigMask, TimeIn,
@@ -571,4 +573,85 @@ pub(crate) fn epoll_pwait2(
         )
     };
     epoll::epoll_pwait2(epfd, events, timeout, mask)
+}
+
+/// An exec call's new image (`calls::plain_exec`): its program, and
+/// LD_PRELOAD in the environment it gets (`envp`; None: `environ`).
+///
+/// # Safety
+/// exec(3)'s contract: `path` a NUL-terminated string, `envp` (when given)
+/// null or a NULL-terminated array of NUL-terminated strings.
+unsafe fn new_image(
+    program: impl FnOnce(Option<Vec<u8>>) -> Program,
+    path: *const c_char,
+    envp: Option<*const *const c_char>,
+) -> NewImage {
+    // SAFETY: the caller's contract.
+    let path = unsafe { sys::c_bytes(path) };
+    NewImage {
+        program: program(path),
+        // SAFETY: the caller's contract.
+        preload: unsafe { sys::env_value(envp, b"LD_PRELOAD") },
+    }
+}
+
+fn path_program(path: Option<Vec<u8>>) -> Program {
+    path.map_or(Program::Unknown, Program::Path)
+}
+
+/// A name execvp/execvpe search in PATH unless it has a slash.
+fn searched_program(path: Option<Vec<u8>>) -> Program {
+    match path {
+        Some(p) if p.contains(&b'/') => Program::Path(p),
+        _ => Program::Unknown,
+    }
+}
+
+pub(crate) fn execve(
+    path: *const c_char,
+    _argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Action<c_int> {
+    // SAFETY: execve(2)'s contract (see `new_image`).
+    process::exec_image(unsafe { new_image(path_program, path, Some(envp)) })
+}
+
+pub(crate) fn execvpe(
+    file: *const c_char,
+    _argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Action<c_int> {
+    // SAFETY: execvpe(3)'s contract (see `new_image`).
+    process::exec_image(unsafe { new_image(searched_program, file, Some(envp)) })
+}
+
+pub(crate) fn execv(path: *const c_char, _argv: *const *const c_char) -> Action<c_int> {
+    // SAFETY: execv(3)'s contract; the environment is `environ`.
+    process::exec_image(unsafe { new_image(path_program, path, None) })
+}
+
+pub(crate) fn execvp(file: *const c_char, _argv: *const *const c_char) -> Action<c_int> {
+    // SAFETY: execvp(3)'s contract; the environment is `environ`.
+    process::exec_image(unsafe { new_image(searched_program, file, None) })
+}
+
+pub(crate) fn fexecve(
+    fd: c_int,
+    _argv: *const *const c_char,
+    envp: *const *const c_char,
+) -> Action<c_int> {
+    // SAFETY: fexecve(3)'s contract for `envp`; no path (null).
+    process::exec_image(unsafe { new_image(|_| Program::Fd(fd), core::ptr::null(), Some(envp)) })
+}
+
+pub(crate) fn execveat(
+    dirfd: c_int,
+    path: *const c_char,
+    _argv: *const *const c_char,
+    envp: *const *const c_char,
+    flags: c_int,
+) -> Action<c_int> {
+    let at = |p: Option<Vec<u8>>| Program::At(dirfd, p.unwrap_or_default(), flags);
+    // SAFETY: execveat(2)'s contract (see `new_image`).
+    process::exec_image(unsafe { new_image(at, path, Some(envp)) })
 }

@@ -216,40 +216,19 @@ pub(crate) fn replacing_image() {
 pub(crate) fn exec_returned() {
     crate::platform::status::exec_failed();
     crate::calls::datagram::exec_failed();
+    crate::calls::plain_exec::failed();
 }
 
-pub(crate) fn execve(
-    _path: *const c_char,
-    _argv: *const *const c_char,
-    _envp: *const *const c_char,
-) -> Action<c_int> {
+/// execve, execvpe, execv, execvp, fexecve, execveat (decoded into the
+/// new image's program and LD_PRELOAD): carriers, then, for an image
+/// that will run without the library, our inheritable fds as it can use
+/// them (`plain_exec`; after the carriers, which describe the fds as
+/// they were).
+pub(crate) fn exec_image(image: crate::calls::plain_exec::NewImage) -> Action<c_int> {
     replacing_image();
-    exec()
-}
-
-pub(crate) fn execv(_path: *const c_char, _argv: *const *const c_char) -> Action<c_int> {
-    replacing_image();
-    exec()
-}
-
-pub(crate) fn fexecve(
-    _fd: c_int,
-    _argv: *const *const c_char,
-    _envp: *const *const c_char,
-) -> Action<c_int> {
-    replacing_image();
-    exec()
-}
-
-pub(crate) fn execveat(
-    _dirfd: c_int,
-    _path: *const c_char,
-    _argv: *const *const c_char,
-    _envp: *const *const c_char,
-    _flags: c_int,
-) -> Action<c_int> {
-    replacing_image();
-    exec()
+    let action = exec();
+    crate::calls::plain_exec::before(&image);
+    action
 }
 
 pub(crate) fn posix_spawn(

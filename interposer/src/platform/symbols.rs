@@ -234,17 +234,17 @@ macro_rules! hooked_symbols {
     // execve; the variadic execl, execlp and execle are trampolines below.
     // (A return is a failure: the image's status entries are shown again.)
     fn execve(path: *const c_char, argv: *const *const c_char, envp: *const *const c_char)
-        -> c_int => process::execve, fresh |_| process::exec_returned();
-    fn execv(path: *const c_char, argv: *const *const c_char) -> c_int => process::execv,
+        -> c_int => decode::execve, fresh |_| process::exec_returned();
+    fn execv(path: *const c_char, argv: *const *const c_char) -> c_int => decode::execv,
         fresh |_| process::exec_returned();
-    fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int => process::execv,
+    fn execvp(file: *const c_char, argv: *const *const c_char) -> c_int => decode::execvp,
         fresh |_| process::exec_returned();
     fn execvpe(file: *const c_char, argv: *const *const c_char, envp: *const *const c_char)
-        -> c_int => process::execve, fresh |_| process::exec_returned();
+        -> c_int => decode::execvpe, fresh |_| process::exec_returned();
     fn fexecve(fd: c_int, argv: *const *const c_char, envp: *const *const c_char) -> c_int
-        => process::fexecve, fresh |_| process::exec_returned();
+        => decode::fexecve, fresh |_| process::exec_returned();
     fn execveat(dirfd: c_int, path: *const c_char, argv: *const *const c_char,
-        envp: *const *const c_char, flags: c_int) -> c_int => process::execveat,
+        envp: *const *const c_char, flags: c_int) -> c_int => decode::execveat,
         fresh |_| process::exec_returned();
     fn posix_spawn(pid: *mut pid_t, path: *const c_char,
         actions: *const libc::posix_spawn_file_actions_t, attr: *const libc::posix_spawnattr_t,

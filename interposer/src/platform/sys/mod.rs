@@ -15,6 +15,8 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 
 mod caller;
 pub(crate) use caller::*;
+mod exec_args;
+pub(crate) use exec_args::*;
 mod user;
 pub(crate) use user::*;
 mod sockaddr;

@@ -1,0 +1,340 @@
+//! An exec into a program that runs without the library (its environment
+//! has no LD_PRELOAD: nginx's binary upgrade keeps only TZ and its `env`
+//! directives): an inherited default-mode listener must be a kernel TCP
+//! listener there (its fd is an epoll instance under the library), and a
+//! failed exec must leave the library's listener as it was.
+
+mod common;
+
+use std::process::Command;
+
+use common::{helper, preloaded, python, run, Background};
+
+/// Sends 300 000 bytes to host:port, shuts its side, and checks that the
+/// answer is their sha256.
+const CLIENT: &str = r#"
+import hashlib, socket, sys
+d = bytes((i * 7 + 3) % 251 for i in range(300000))
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+c.sendall(d)
+c.shutdown(socket.SHUT_WR)
+a = b""
+while True:
+    b = c.recv(4096)
+    if not b:
+        break
+    a += b
+print("digest", a.decode() == hashlib.sha256(d).hexdigest())
+"#;
+
+fn client(mut cmd: Command, host: &str, port: u16) {
+    let out = run(cmd.args(["-c", CLIENT, host, &port.to_string()]));
+    assert!(
+        out.status.success() && out.stdout.trim() == "digest True",
+        "client: {}\n{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+fn port_of(line: &str) -> u16 {
+    line.rsplit(' ')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port")
+}
+
+/// A preloaded server listening on 127.0.0.1 (default mode) tries an exec
+/// that fails (a preloaded client is then served through the library's
+/// listener), then execs a plain python with LD_PRELOAD removed from its
+/// environment: that one finds a kernel TCP listener on the inherited fd
+/// (getsockname, SO_ACCEPTCONN) and serves a kernel TCP client; bytes
+/// checked both times. Before: getsockname failed with ENOTSOCK.
+#[test]
+fn listener_goes_to_a_plain_image() {
+    for host in ["127.0.0.1", "::1"] {
+        let mut cmd = preloaded(python());
+        cmd.arg(helper("py/plain_image_serve.py")).arg(host);
+        let mut srv = Background::spawn(&mut cmd);
+        let port = port_of(&srv.expect("port"));
+        assert_eq!(srv.expect("exec failed"), "exec failed 2");
+        client(preloaded(python()), host, port);
+        assert_eq!(port_of(&srv.expect("child listens")), port);
+        let mut plain = Command::new(python());
+        plain.env_remove("LD_PRELOAD");
+        client(plain, host, port);
+        let stderr = srv.finish();
+        assert!(stderr.is_empty(), "server stderr: {stderr}");
+    }
+}
+
+/// LD_PRELOAD kept, but the program is static (an ELF file without an
+/// interpreter): nothing loads the library there, so the listener goes as
+/// a kernel listener too; a kernel TCP client's 300 000 bytes come back.
+#[test]
+fn listener_goes_to_a_static_program() {
+    let exe = common::build_c("plain_echo_listener", &["-O2", "-static"]);
+    let mut cmd = preloaded(python());
+    cmd.arg(helper("py/plain_image_serve.py"))
+        .args(["127.0.0.1", "static"])
+        .arg(&exe);
+    let mut srv = Background::spawn(&mut cmd);
+    let port = port_of(&srv.expect("port"));
+    assert_eq!(srv.expect("exec failed"), "exec failed 2");
+    client(preloaded(python()), "127.0.0.1", port);
+    assert_eq!(port_of(&srv.expect("static listens")), port);
+    let mut plain = Command::new(python());
+    plain.env_remove("LD_PRELOAD");
+    let out = run(plain.args(["-c", ECHO_CLIENT, "127.0.0.1", &port.to_string()]));
+    assert_eq!(out.stdout.trim(), "echo True", "{}", out.stderr);
+    let stderr = srv.finish();
+    assert!(stderr.is_empty(), "server stderr: {stderr}");
+}
+
+/// LD_PRELOAD kept, but the program file is set-user-ID of another user
+/// (nobody): secure execution ignores an LD_PRELOAD path, so the listener
+/// goes as a kernel listener. Root only (the file is given to nobody).
+#[test]
+fn listener_goes_to_a_set_user_id_program() {
+    if !common::host::is_root() {
+        eprintln!("listener_goes_to_a_set_user_id_program: skipped: not root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let built = common::build_c("plain_echo_listener", &["-O2"]);
+    let dir = common::tmpdir("plain_image_setuid");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let exe = dir.join("plain_echo_listener");
+    std::fs::copy(&built, &exe).unwrap();
+    std::os::unix::fs::chown(&exe, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&exe, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let mut cmd = preloaded(python());
+    cmd.arg(helper("py/plain_image_serve.py"))
+        .args(["127.0.0.1", "static"])
+        .arg(&exe);
+    let mut srv = Background::spawn(&mut cmd);
+    let port = port_of(&srv.expect("port"));
+    assert_eq!(srv.expect("exec failed"), "exec failed 2");
+    client(preloaded(python()), "127.0.0.1", port);
+    assert_eq!(port_of(&srv.expect("static listens")), port);
+    let mut plain = Command::new(python());
+    plain.env_remove("LD_PRELOAD");
+    let out = run(plain.args(["-c", ECHO_CLIENT, "127.0.0.1", &port.to_string()]));
+    assert_eq!(out.stdout.trim(), "echo True", "{}", out.stderr);
+    let stderr = srv.finish();
+    assert!(stderr.is_empty(), "server stderr: {stderr}");
+}
+
+/// Sends 300 000 bytes, shuts its side, and checks they come back.
+const ECHO_CLIENT: &str = r#"
+import socket, sys, threading
+d = bytes((i * 7 + 3) % 251 for i in range(300000))
+c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+def send():
+    c.sendall(d)
+    c.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=send)
+t.start()
+a = b""
+while True:
+    b = c.recv(65536)
+    if not b:
+        break
+    a += b
+t.join()
+print("echo", a == d)
+"#;
+
+/// The emulated mode has no kernel socket to give: the plain program
+/// finds the epoll instance (ENOTSOCK) and one `libshmnet:` line says so;
+/// a failed exec before it changed nothing (a preloaded client served).
+#[test]
+fn emulated_listener_to_a_plain_image_is_named() {
+    let net = common::Net::emulated("plain_image");
+    let host = net.host_str();
+    let mut cmd = preloaded(python());
+    cmd.arg(helper("py/plain_image_serve.py"))
+        .args([host.as_str(), "emulated"])
+        .env("SHMNET_PARTITIONS", common::net::EMULATED)
+        .env("SHMNET_FALLBACK", "never");
+    let mut srv = Background::spawn(&mut cmd);
+    let port = port_of(&srv.expect("port"));
+    assert_eq!(srv.expect("exec failed"), "exec failed 2");
+    let mut cli = preloaded(python());
+    cli.env("SHMNET_PARTITIONS", common::net::EMULATED)
+        .env("SHMNET_FALLBACK", "never");
+    client(cli, &host, port);
+    assert_eq!(srv.expect("child errno"), "child errno 88");
+    let stderr = srv.finish();
+    // One line per exec: the one that failed could not be known to fail.
+    assert!(
+        stderr.lines().count() == 2
+            && stderr.lines().all(|l| l.starts_with("libshmnet: fd ")
+                && l.contains("emulated listener")
+                && l.contains("no LD_PRELOAD")),
+        "server stderr: {stderr}"
+    );
+}
+
+/// curl (preloaded or not) fetches `url` into `out`; true on success.
+fn fetch(preload: bool, url: &str, out: &std::path::Path) -> bool {
+    let mut cmd = if preload {
+        preloaded("curl")
+    } else {
+        let mut c = Command::new("curl");
+        c.env_remove("LD_PRELOAD");
+        c
+    };
+    cmd.args(["-sSf", "-m", "5", "-o"])
+        .arg(out)
+        .arg(url)
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn read_pid(path: &std::path::Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Process `pid` has exited (gone, or a zombie not reaped yet).
+fn gone(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z "))
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// nginx's binary upgrade in the default mode (sweep s34 #3): the preloaded
+/// master gets USR2 and execs a new master with an environment of TZ only;
+/// the new master takes the listener from the NGINX variable (getsockname
+/// used to fail with ENOTSOCK, then bind failed with EADDRINUSE). The old
+/// master quits; the new one serves kernel TCP clients and preloaded ones
+/// (whose lookup finds no rendezvous for the listener now: kernel TCP).
+#[test]
+fn nginx_binary_upgrade() {
+    let nginx = common::nginx_bin();
+    let dir = common::tmpdir("plain_image_nginx");
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    common::write_random_file(&www.join("f.bin"), 200_000, 7);
+    let want = std::fs::read(www.join("f.bin")).unwrap();
+    let port = common::net::spare_port("127.0.0.1".parse().unwrap());
+    let conf = format!(
+        "master_process on; worker_processes 1; {} \
+         error_log {d}/error.log info; pid {d}/nginx.pid; events {{ worker_connections 64; }} \
+         http {{ access_log off; server {{ listen 127.0.0.1:{port}; root {d}/www; }} }}",
+        if common::host::is_root() {
+            "user root;"
+        } else {
+            ""
+        },
+        d = dir.display()
+    );
+    std::fs::write(dir.join("nginx.conf"), conf).unwrap();
+    // Daemonised: a master whose parent is the one that started it takes
+    // itself for the new binary of an upgrade and ignores USR2.
+    let started = run(preloaded(&nginx)
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf")));
+    assert!(started.status.success(), "nginx: {}", started.stderr);
+    let pidfile = dir.join("nginx.pid");
+    wait_for("the pid file", || read_pid(&pidfile).is_some());
+    let old = read_pid(&pidfile).unwrap();
+    let url = format!("http://127.0.0.1:{port}/f.bin");
+    let out = dir.join("out.bin");
+    wait_for("nginx serves", || fetch(false, &url, &out));
+    // SAFETY: kill(2) on the master this test started.
+    unsafe { libc::kill(old as i32, libc::SIGUSR2) };
+    let upgraded =
+        || read_pid(&pidfile).is_some_and(|p| p != old) && dir.join("nginx.pid.oldbin").exists();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !upgraded() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if !upgraded() {
+        // SAFETY: as above.
+        unsafe { libc::kill(old as i32, libc::SIGTERM) };
+        panic!(
+            "no new master: {}",
+            std::fs::read_to_string(dir.join("error.log")).unwrap_or_default()
+        );
+    }
+    let new = read_pid(&pidfile).unwrap();
+    // SAFETY: kill(2) on the old master, which this test started.
+    unsafe { libc::kill(old as i32, libc::SIGQUIT) };
+    wait_for("the old master quits", || gone(old));
+    for preload in [false, true] {
+        let _ = std::fs::remove_file(&out);
+        assert!(
+            fetch(preload, &url, &out),
+            "after the upgrade, preload {preload}"
+        );
+        assert!(
+            std::fs::read(&out).unwrap() == want,
+            "bytes, preload {preload}"
+        );
+    }
+    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    // SAFETY: kill(2) on the new master, a process this test started.
+    unsafe { libc::kill(new as i32, libc::SIGQUIT) };
+    wait_for("the new master quits", || gone(new));
+    assert!(
+        !log.contains("[emerg]") && !log.contains("[crit]") && !log.contains("[alert]"),
+        "nginx error.log:\n{log}"
+    );
+    assert!(
+        log.contains("using inherited sockets"),
+        "nginx error.log:\n{log}"
+    );
+}
+
+/// A connection over shared memory handed to a program without the
+/// library cannot be a kernel TCP connection there: the plain program
+/// reads end of stream (not doorbell bytes), its peer too once the last
+/// copy is gone, and one `libshmnet:` line says so.
+#[test]
+fn connection_to_a_plain_image_reads_as_closed() {
+    const SERVER: &str = r#"
+import os, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(1)
+print("port", s.getsockname()[1], flush=True)
+c, _ = s.accept()
+assert c.recv(5) == b"hello"
+c.set_inheritable(True)
+env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+child = 'import os, sys; print("child reads", os.read(int(sys.argv[1]), 100), flush=True)'
+os.execve(sys.executable, [sys.executable, "-c", child, str(c.fileno())], env)
+"#;
+    const CLIENT: &str = r#"
+import socket, sys
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+c.sendall(b"hello")
+print("client reads", c.recv(100), flush=True)
+"#;
+    let mut cmd = preloaded(python());
+    cmd.args(["-c", SERVER]);
+    let mut srv = Background::spawn(&mut cmd);
+    let port = port_of(&srv.expect("port"));
+    let mut cmd = preloaded(python());
+    cmd.args(["-c", CLIENT, &port.to_string()]);
+    let mut cli = Background::spawn(&mut cmd);
+    assert_eq!(srv.expect("child reads"), "child reads b''");
+    assert_eq!(cli.expect("client reads"), "client reads b''");
+    cli.finish_clean();
+    let stderr = srv.finish();
+    assert!(
+        stderr.lines().count() == 1
+            && stderr.starts_with("libshmnet: fd ")
+            && stderr.contains("cannot become a kernel TCP connection"),
+        "server stderr: {stderr}"
+    );
+}
