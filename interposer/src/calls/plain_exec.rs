@@ -81,10 +81,13 @@ fn without_us(image: &NewImage) -> Option<String> {
         .preload
         .as_deref()
         .is_some_and(|v| v.split(|&b| b == b' ' || b == b':').any(ours));
-    let global = std::fs::read("/etc/ld.so.preload").is_ok_and(|text| {
-        text.split(|b| b.is_ascii_whitespace() || *b == b':')
-            .any(ours)
-    });
+    // /etc/ld.so.preload only when the environment does not name us (a
+    // preloaded child's exec reads no file: review execenv #3).
+    let global = !in_env
+        && std::fs::read("/etc/ld.so.preload").is_ok_and(|text| {
+            text.split(|b| b.is_ascii_whitespace() || *b == b':')
+                .any(ours)
+        });
     if !in_env && !global {
         return Some(match image.preload {
             None => "its environment has no LD_PRELOAD".into(),
@@ -97,7 +100,12 @@ fn without_us(image: &NewImage) -> Option<String> {
     let gid = rustix::process::getgid().as_raw();
     let setuid = st.st_mode & libc::S_ISUID != 0 && st.st_uid != uid;
     let setgid = st.st_mode & libc::S_ISGID != 0 && st.st_gid != gid;
-    if (setuid || setgid) && !global {
+    // The kernel ignores the bits on a script (its interpreter loads
+    // LD_PRELOAD): only an ELF file runs in secure execution (review
+    // execenv #1: a set-user-ID #! script's connection was closed).
+    let mut magic = [0u8; 4];
+    let elf = rustix::io::pread(&file, &mut magic, 0).is_ok_and(|n| n == 4) && &magic == b"\x7fELF";
+    if (setuid || setgid) && elf && !global {
         return Some(
             "it is set-user-ID or set-group-ID: secure execution ignores LD_PRELOAD".into(),
         );
@@ -175,6 +183,11 @@ pub(crate) fn before(image: &NewImage) {
         // The looks below (open, read, fstat) are outside a sandbox's filter.
         return;
     }
+    // No socket of ours at all: nothing to look at (not even the fd
+    // limit: a prlimit64 per exec of a shell's loop, review execenv #4).
+    if fdtable::table().is_empty() {
+        return;
+    }
     let limit = crate::platform::internal_fd::nofile_limit().map_or(fdtable::CAPACITY as u64, |n| {
         n.min(fdtable::CAPACITY as u64)
     }) as c_int;
@@ -222,16 +235,20 @@ pub(crate) fn before(image: &NewImage) {
                         listener: Some(sock.clone()),
                     });
                 }
-                None => crate::platform::log::always(format_args!(
+                None if first_time(fd, &sock) => crate::platform::log::always(format_args!(
                     "fd {fd}: the emulated listener of {} goes to a program that runs without \
                      the library ({why}): it has no kernel socket and accepts nothing there",
                     l.local
                 )),
+                None => {}
             },
-            Socket::Bound(_) => crate::platform::log::always(format_args!(
-                "fd {fd}: a socket bound to an emulated address goes to a program that runs \
+            Socket::Bound(_) if first_time(fd, &sock) => {
+                crate::platform::log::always(format_args!(
+                    "fd {fd}: a socket bound to an emulated address goes to a program that runs \
                  without the library ({why}): it has no kernel socket there"
-            )),
+                ))
+            }
+            Socket::Bound(_) => {}
             Socket::Stream(_) | Socket::Connecting(_) => {
                 if dead.is_none() {
                     dead = closed_socket();
@@ -245,11 +262,13 @@ pub(crate) fn before(image: &NewImage) {
                 if sys::dup_onto(d.as_fd(), fd, false).is_err() {
                     continue;
                 }
-                crate::platform::log::always(format_args!(
-                    "fd {fd}: a connection over shared memory goes to a program that runs \
-                     without the library ({why}) and cannot become a kernel TCP connection: \
-                     it reads as closed there"
-                ));
+                if first_time(fd, &sock) {
+                    crate::platform::log::always(format_args!(
+                        "fd {fd}: a connection over shared memory goes to a program that runs \
+                         without the library ({why}) and cannot become a kernel TCP \
+                         connection: it reads as closed there"
+                    ));
+                }
                 changed.push(Changed {
                     fd,
                     before,
@@ -260,6 +279,24 @@ pub(crate) fn before(image: &NewImage) {
             Socket::Datagram(_) => {}
         }
     }
+}
+
+/// The sockets whose line was said (fd, socket address), so that exec
+/// attempts that fail (a PATH search tries each directory) say it once
+/// (review execenv #2). Bounded: the oldest forgotten.
+static SAID: Mutex<Vec<(c_int, usize)>> = Mutex::new(Vec::new());
+
+fn first_time(fd: c_int, sock: &Arc<Socket>) -> bool {
+    let key = (fd, Arc::as_ptr(sock) as usize);
+    let mut said = SAID.lock();
+    if said.contains(&key) {
+        return false;
+    }
+    if said.len() >= 64 {
+        said.remove(0);
+    }
+    said.push(key);
+    true
 }
 
 /// Our socket on application fd `fd` if the fd is inheritable and the
