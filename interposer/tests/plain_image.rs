@@ -340,3 +340,60 @@ print("client reads", c.recv(100), flush=True)
         "server stderr: {stderr}"
     );
 }
+
+/// A set-user-ID *script* is no secure execution (the kernel ignores the
+/// bits on a #! file; its interpreter loads LD_PRELOAD): a connection over
+/// shared memory handed to it as stdout stays one, and its output reaches
+/// the peer (review execenv #1: it was closed, the peer read nothing).
+/// Root only (the script is given to nobody).
+#[test]
+fn a_set_user_id_script_keeps_its_connection() {
+    if !common::host::is_root() {
+        eprintln!("a_set_user_id_script_keeps_its_connection: skipped: not root");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = common::tmpdir("plain_image_setuid_script");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = dir.join("hello.sh");
+    std::fs::write(&script, "#!/bin/sh\necho hello-from-script\n").unwrap();
+    std::os::unix::fs::chown(&script, Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    const SERVER: &str = r#"
+import os, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(1)
+print("port", s.getsockname()[1], flush=True)
+c, _ = s.accept()
+assert c.recv(5) == b"hello"
+os.dup2(c.fileno(), 1)
+os.execv(sys.argv[1], [sys.argv[1]])
+"#;
+    const CLIENT: &str = r#"
+import socket, sys
+c = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+c.sendall(b"hello")
+a = b""
+while True:
+    b = c.recv(100)
+    if not b:
+        break
+    a += b
+print("client reads", a, flush=True)
+"#;
+    let mut cmd = preloaded(python());
+    cmd.args(["-c", SERVER]).arg(&script);
+    let mut srv = Background::spawn(&mut cmd);
+    let port = port_of(&srv.expect("port"));
+    let mut cmd = preloaded(python());
+    cmd.args(["-c", CLIENT, &port.to_string()]);
+    let mut cli = Background::spawn(&mut cmd);
+    assert_eq!(
+        cli.expect("client reads"),
+        "client reads b'hello-from-script\\n'"
+    );
+    cli.finish_clean();
+    let stderr = srv.finish();
+    assert!(stderr.is_empty(), "server stderr: {stderr}");
+}
