@@ -153,7 +153,7 @@ pub(crate) fn kernel_recv(fd: c_int, msg: &OutMsg<'_>, flags: c_int) -> Option<(
     let d = sock.datagram()?;
     let nonblocking = flags & libc::MSG_DONTWAIT != 0 || d.nonblocking(fd);
     if !nonblocking {
-        same_mode(d.kernel(), false);
+        sys::set_nonblock(d.kernel(), false);
     }
     let flags = if nonblocking {
         flags | libc::MSG_DONTWAIT
@@ -370,26 +370,11 @@ pub(crate) fn before_exec() {
         if sys::dup_onto(d.kernel(), fd, false).is_err() {
             continue;
         }
-        same_mode(d.kernel(), nonblock);
+        // The application's mode (review c11: a socket made with
+        // SOCK_NONBLOCK, then made blocking, is blocking in the next
+        // image); the library's own calls on it never wait (MSG_DONTWAIT).
+        sys::set_nonblock(d.kernel(), nonblock);
         across.push((fd, sock.clone()));
-    }
-}
-
-/// The kernel socket `sock` takes the application's mode, O_NONBLOCK set
-/// or cleared (review c11: a socket made with SOCK_NONBLOCK, then made
-/// blocking, is blocking in the next image). The library's own calls on
-/// it never wait (MSG_DONTWAIT), whatever its mode.
-fn same_mode(sock: std::os::fd::BorrowedFd<'_>, nonblock: bool) {
-    let Ok(fl) = rustix::fs::fcntl_getfl(sock) else {
-        return;
-    };
-    let want = if nonblock {
-        fl | rustix::fs::OFlags::NONBLOCK
-    } else {
-        fl - rustix::fs::OFlags::NONBLOCK
-    };
-    if want != fl {
-        let _ = rustix::fs::fcntl_setfl(sock, want);
     }
 }
 
@@ -1046,7 +1031,7 @@ fn demote(fd: c_int, sock: &Socket) -> bool {
     if r != 0 {
         return false;
     }
-    same_mode(app, nonblock);
+    sys::set_nonblock(app, nonblock);
     if let Some(h) = fdtable::table().remove(fd) {
         drop(registry::release_fd(fd, h));
     }

@@ -463,7 +463,7 @@ fn dual_again(config: &Config, fd: i32, first: i32, rv: i32, cloexec: bool, nonb
     let Ok(rv_copy) = InternalFd::dup(sys::borrow_fd(rv)) else {
         return;
     };
-    set_nonblock(t, nonblock);
+    sys::set_nonblock(t, nonblock);
     if sys::dup_onto(t, fd, cloexec).is_err() {
         return;
     }
@@ -487,7 +487,7 @@ fn emulated_again(fd: i32, first: i32, cloexec: bool, nonblock: bool) {
     let Ok(copy) = InternalFd::dup(t) else {
         return;
     };
-    set_nonblock(t, nonblock);
+    sys::set_nonblock(t, nonblock);
     if sys::dup_onto(t, fd, cloexec).is_err() {
         return;
     }
@@ -514,17 +514,6 @@ fn cookie_rendezvous(members: &[i32], tcp: BorrowedFd<'_>) -> Option<i32> {
     })
 }
 
-fn set_nonblock(sock: BorrowedFd<'_>, nonblock: bool) {
-    if let Ok(fl) = rustix::fs::fcntl_getfl(sock) {
-        let fl = if nonblock {
-            fl | rustix::fs::OFlags::NONBLOCK
-        } else {
-            fl - rustix::fs::OFlags::NONBLOCK
-        };
-        let _ = rustix::fs::fcntl_setfl(sock, fl);
-    }
-}
-
 /// Points `fds` at a socket whose peer is closed (EOF on read, EPIPE on write).
 fn poison(fds: &[i32], name: &[u8], why: &str) {
     crate::platform::log::always(format_args!(
@@ -536,15 +525,9 @@ fn poison(fds: &[i32], name: &[u8], why: &str) {
             .join(", "),
         String::from_utf8_lossy(name)
     ));
-    let Ok((dead, peer)) = rustix::net::socketpair(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::STREAM,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    ) else {
+    let Some(dead) = sys::closed_socket() else {
         return;
     };
-    drop(peer);
     for &fd in fds {
         let cloexec = rustix::io::fcntl_getfd(sys::borrow_fd(fd))
             .is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));

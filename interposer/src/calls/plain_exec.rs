@@ -217,7 +217,7 @@ pub(crate) fn before(image: &NewImage) {
                     if sys::dup_onto(tcp, fd, false).is_err() {
                         continue;
                     }
-                    set_nonblock(tcp, nonblock);
+                    sys::set_nonblock(tcp, nonblock);
                     // Its parts (the library's copy of the kernel listener,
                     // the rendezvous) are inheritable for an image that
                     // loads us: one without us would keep the rendezvous
@@ -251,7 +251,7 @@ pub(crate) fn before(image: &NewImage) {
             Socket::Bound(_) => {}
             Socket::Stream(_) | Socket::Connecting(_) => {
                 if dead.is_none() {
-                    dead = closed_socket();
+                    dead = sys::closed_socket();
                 }
                 let Some(d) = &dead else {
                     continue;
@@ -321,35 +321,9 @@ pub(crate) fn failed() {
         if let Some(Socket::Listener(l)) = c.listener.as_deref() {
             if let Some(tcp) = l.tcp() {
                 // The library's own accepts on it never wait.
-                set_nonblock(tcp, true);
+                sys::set_nonblock(tcp, true);
             }
             l.set_cloexec(false);
-        }
-    }
-}
-
-/// A stream socket whose peer is closed (end of stream, EPIPE).
-fn closed_socket() -> Option<OwnedFd> {
-    let (dead, peer) = rustix::net::socketpair(
-        rustix::net::AddressFamily::UNIX,
-        rustix::net::SocketType::STREAM,
-        rustix::net::SocketFlags::CLOEXEC,
-        None,
-    )
-    .ok()?;
-    drop(peer);
-    Some(dead)
-}
-
-fn set_nonblock(sock: std::os::fd::BorrowedFd<'_>, nonblock: bool) {
-    if let Ok(fl) = rustix::fs::fcntl_getfl(sock) {
-        let want = if nonblock {
-            fl | rustix::fs::OFlags::NONBLOCK
-        } else {
-            fl - rustix::fs::OFlags::NONBLOCK
-        };
-        if want != fl {
-            let _ = rustix::fs::fcntl_setfl(sock, want);
         }
     }
 }

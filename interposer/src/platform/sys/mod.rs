@@ -223,6 +223,37 @@ pub(crate) fn close_fd(fd: std::os::fd::OwnedFd) {
     unsafe { libc::close(fd.into_raw_fd()) };
 }
 
+/// Sets or clears O_NONBLOCK on `fd`'s open file (a kernel socket taking
+/// the application's mode before it is handed on), if it differs.
+pub(crate) fn set_nonblock(fd: std::os::fd::BorrowedFd<'_>, nonblock: bool) {
+    let Ok(fl) = rustix::fs::fcntl_getfl(fd) else {
+        return;
+    };
+    let want = if nonblock {
+        fl | rustix::fs::OFlags::NONBLOCK
+    } else {
+        fl - rustix::fs::OFlags::NONBLOCK
+    };
+    if want != fl {
+        let _ = rustix::fs::fcntl_setfl(fd, want);
+    }
+}
+
+/// A stream socket whose peer is closed (end of stream on read, EPIPE on
+/// write), close-on-exec: what an fd number that can no longer be a
+/// connection is pointed at.
+pub(crate) fn closed_socket() -> Option<std::os::fd::OwnedFd> {
+    let (dead, peer) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .ok()?;
+    drop(peer);
+    Some(dead)
+}
+
 /// Makes fd number `target` refer to `src`'s open file (dup3), keeping
 /// `target`'s close-on-exec setting as the caller asks.
 pub(crate) fn dup_onto(
