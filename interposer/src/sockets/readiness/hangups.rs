@@ -12,7 +12,7 @@
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::platform::real::waits;
@@ -87,13 +87,36 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
     let mut quiet = Vec::new();
     let mut restore = Vec::new();
     let mut taken = HashSet::new();
+    let mut again: HashMap<(u64, u32), (usize, Verdict)> = HashMap::new();
     for ev in events.iter() {
-        let verdict = if hung(ev) {
-            tcp_bits(ev, &candidates, &mut taken)
-        } else {
+        let mut fresh = true;
+        let verdict = if !hung(ev) {
             Verdict::Keep
+        } else if let Some((left, v)) = again
+            .get_mut(&(ev.u64, ev.events))
+            .filter(|(left, _)| *left > 0)
+        {
+            // Another of the members one event took (same `data`, same
+            // bits): the kernel reports each registration, so up to one
+            // more event per member taken gets the same verdict (left in
+            // as it came, a registration for nothing sharing a proxy's
+            // `data` said EPOLLHUP where TCP says nothing). Past that
+            // count it is no member's (a pipe's), as before. (Its members
+            // are silenced or given back once.)
+            *left -= 1;
+            fresh = false;
+            v.clone()
+        } else {
+            let v = tcp_bits(ev, &candidates, &mut taken);
+            if let Verdict::Tcp(_, fds) | Verdict::Quiet(fds) = &v {
+                if fds.len() > 1 {
+                    again.insert((ev.u64, ev.events), (fds.len() - 1, v.clone()));
+                }
+            }
+            v
         };
         match &verdict {
+            _ if !fresh => {}
             Verdict::Tcp(_, fds) => restore.extend(fds.iter().copied()),
             Verdict::Quiet(fds) => quiet.extend(fds.iter().map(|&fd| (fd, ev.u64))),
             Verdict::Keep => {}
@@ -144,6 +167,7 @@ struct Candidate {
 }
 
 /// What becomes of an event with a hang-up or an error (`tcp_bits`).
+#[derive(Clone)]
 enum Verdict {
     /// No member says it: passed on as it is.
     Keep,
@@ -171,6 +195,7 @@ fn tcp_bits(
     let data = ev.u64;
     let mut tcp = 0;
     let mut fds = Vec::new();
+    let mut quiet = Vec::new();
     let mut all_hung = true;
     for cand in candidates
         .iter()
@@ -195,11 +220,22 @@ fn tcp_bits(
         }
         all_hung &= unix & HUP != 0;
         let (e, h) = c.tcp_error_hangup(ev.events & (HUP | RDHUP) != 0);
-        tcp |= (ev.events & !(HUP | ERR)) | if e { ERR } else { 0 } | if h { HUP } else { 0 };
-        fds.push(cand.fd);
+        let own = (ev.events & !(HUP | ERR)) | if e { ERR } else { 0 } | if h { HUP } else { 0 };
+        if own != 0 {
+            tcp |= own;
+            fds.push(cand.fd);
+        } else {
+            quiet.push(cand.fd);
+        }
         if !cand.shared {
             break;
         }
+    }
+    // Members sharing `data` with only a hang-up each: those TCP reports
+    // it for take the event, the others (silenced, or to be) are left as
+    // they are (given back, they said EPOLLHUP at every later wait).
+    if tcp == 0 {
+        fds = quiet;
     }
     taken.extend(fds.iter().copied());
     match (fds.is_empty(), tcp) {
