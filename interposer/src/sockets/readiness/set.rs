@@ -124,8 +124,8 @@ pub(super) struct Inner {
 
 /// An epoll set: made by this process (epoll_create), or one made past us
 /// that a connection joined. Every call touches only the fds it is about
-/// (issue 14): members by fd number, and the few that may be pending in a
-/// list of their own.
+/// (issue 14): members by fd number, by `data` and by connection
+/// (decision 54), and the few that may be pending in a list of their own.
 pub(super) struct Set {
     pub(super) id: u64,
     /// The numbers it is known under in this process (dup, dup2, dup3,
