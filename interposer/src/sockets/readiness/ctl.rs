@@ -271,6 +271,7 @@ fn note(
     let set = sets.at(i);
     set.sweep();
     let old = set.members.get(&fd);
+    let keys = old.map(|m| (m.data, m.conn));
     let listed = old.is_some_and(|m| m.listed);
     let was_same = old.is_some_and(|m| same(m, sock));
     // The new registration is counted before the old one is taken back,
@@ -283,7 +284,7 @@ fn note(
         Some(old) => leave(&old, &set.unarmed),
         None => {}
     }
-    set.index(fd);
+    set.index(fd, keys);
     set.apply_deferral(fd, &set.members[&fd], conn);
     if pending && !listed {
         set.pending.push(fd);

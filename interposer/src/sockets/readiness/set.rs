@@ -251,16 +251,23 @@ impl Set {
     }
 
     /// Member `fd` (just registered) is found in the indexes by its
-    /// `data` and its connection.
-    pub(super) fn index(&mut self, fd: c_int) {
+    /// `data` and its connection. `old`: the member it replaced, if any
+    /// (`data`, `conn`): a key it had already is not noted again (event
+    /// loops MOD a member with the same `data` at every request).
+    pub(super) fn index(&mut self, fd: c_int, old: Option<(u64, usize)>) {
         let Some(m) = self.members.get(&fd) else {
             return;
         };
-        let (data, conn) = (m.data, m.conn as u64);
+        let (data, conn) = (m.data, m.conn);
         self.edges |= m.events & libc::EPOLLET as u32 != 0 && reads(m.events);
         let members = &self.members;
-        self.by_data.note(data, fd, members, |m| m.data);
-        self.by_conn.note(conn, fd, members, |m| m.conn as u64);
+        if old.is_none_or(|(d, _)| d != data) {
+            self.by_data.note(data, fd, members, |m| m.data);
+        }
+        if old.is_none_or(|(_, c)| c != conn) {
+            self.by_conn
+                .note(conn as u64, fd, members, |m| m.conn as u64);
+        }
     }
 
     /// Sets or ends connection `c`'s deferral to this set for member `m`
@@ -390,7 +397,9 @@ impl Set {
 pub(super) struct Index(HashMap<u64, Vec<c_int>>);
 
 impl Index {
-    /// `fd` has `key` now (`key_of` says a member's key).
+    /// `fd` has `key` now (`key_of` says a member's key). A short list
+    /// is kept free of repeats here; a long one (many members sharing one
+    /// `data`) is not searched, its repeats go at use and at the prune.
     fn note(
         &mut self,
         key: u64,
@@ -398,8 +407,9 @@ impl Index {
         members: &BTreeMap<c_int, Member>,
         key_of: impl Fn(&Member) -> u64,
     ) {
+        const SEARCHED: usize = 16;
         let fds = self.0.entry(key).or_default();
-        if !fds.contains(&fd) {
+        if fds.len() > SEARCHED || !fds.contains(&fd) {
             fds.push(fd);
         }
         let listed = fds.len();
@@ -407,6 +417,8 @@ impl Index {
         if self.0.len() > bound || listed > bound {
             self.0.retain(|&k, fds| {
                 fds.retain(|fd| members.get(fd).is_some_and(|m| key_of(m) == k));
+                fds.sort_unstable();
+                fds.dedup();
                 !fds.is_empty()
             });
         }
@@ -430,6 +442,7 @@ impl Index {
             })
             .unwrap_or_default();
         fds.sort_unstable();
+        fds.dedup();
         fds
     }
 }
