@@ -12,7 +12,9 @@
 //!   until the pipe); the sends and reads after each (the first send after
 //!   a close goes, the RST that answers it leaves EPIPE pending); and a
 //!   registration told nothing of the close, after this side's shutdown or
-//!   send, asleep or not; two members sharing one data. Before session 34 epoll said EPOLLHUP to a
+//!   send, asleep or not; two members sharing one data; 48 connections in
+//!   one set under changed, shared and dup'd data ("crowd", decision 54:
+//!   members are found by data and by connection). Before session 34 epoll said EPOLLHUP to a
 //!   registration that asked for nothing, and the first send after the
 //!   peer's close was EPIPE.
 //! - hangup_edges.c (review hup14): a connection sharing its epoll data
