@@ -12,7 +12,9 @@
 //!   until the pipe); the sends and reads after each (the first send after
 //!   a close goes, the RST that answers it leaves EPIPE pending); and a
 //!   registration told nothing of the close, after this side's shutdown or
-//!   send, asleep or not; two members sharing one data. Before session 34 epoll said EPOLLHUP to a
+//!   send, asleep or not; two members sharing one data; 48 connections in
+//!   one set under changed, shared and dup'd data ("crowd", decision 54:
+//!   members are found by data and by connection). Before session 34 epoll said EPOLLHUP to a
 //!   registration that asked for nothing, and the first send after the
 //!   peer's close was EPIPE.
 //! - hangup_edges.c (review hup14): a connection sharing its epoll data
@@ -118,6 +120,16 @@ fn a_later_shutdown_or_send_gives_the_hangup_tcp_reports() {
 #[test]
 fn a_hangup_tcp_does_not_report_is_silent_among_members_sharing_data() {
     matrix("shared");
+}
+
+/// Many connections in one set, their data changed by MOD, DEL and ADD
+/// again (some shared, one also under a dup), half registered for
+/// nothing: every peer closes, then this side shuts down writing on some.
+/// The events, by data, are kernel TCP's (issue 14: members are found by
+/// their data and their connection, not by a walk over the set).
+#[test]
+fn hangups_in_a_crowded_set_reach_the_members_their_data_names() {
+    matrix("crowd");
 }
 
 fn edges(part: &str) {

@@ -229,6 +229,10 @@ fn member(ev: libc::epoll_event, sock: &Arc<Socket>, pending: bool, listed: bool
         socket: Arc::downgrade(sock),
         pending,
         reported: false,
+        conn: match &**sock {
+            Socket::Stream(c) => set::conn_key(c),
+            _ => 0,
+        },
         listed: listed || pending,
         kernel: ev.events,
         virtual_out: false,
@@ -267,6 +271,7 @@ fn note(
     let set = sets.at(i);
     set.sweep();
     let old = set.members.get(&fd);
+    let keys = old.map(|m| (m.data, m.conn));
     let listed = old.is_some_and(|m| m.listed);
     let was_same = old.is_some_and(|m| same(m, sock));
     // The new registration is counted before the old one is taken back,
@@ -279,9 +284,7 @@ fn note(
         Some(old) => leave(&old, &set.unarmed),
         None => {}
     }
-    if ev.events & libc::EPOLLET as u32 != 0 && reads(ev.events) {
-        set.note_edge_data(fd, ev.u64);
-    }
+    set.index(fd, keys);
     set.apply_deferral(fd, &set.members[&fd], conn);
     if pending && !listed {
         set.pending.push(fd);

@@ -190,10 +190,15 @@ fn unname_left(set: &mut Set) -> bool {
         if !c.arm_always() {
             continue;
         }
-        let Set {
-            members, pending, ..
-        } = set;
-        for (&fd, m) in members.iter_mut() {
+        // (Its registrations alone, by its connection: issue 14.)
+        let key = super::set::conn_key(c) as u64;
+        for fd in set.by_conn.members(key, &set.members, |m| m.conn as u64) {
+            let Set {
+                members, pending, ..
+            } = &mut *set;
+            let Some(m) = members.get_mut(&fd) else {
+                continue;
+            };
             if m.live().is_some_and(|l| Arc::ptr_eq(&l, &s)) {
                 found = true;
                 m.mark_pending(fd, pending);

@@ -301,7 +301,7 @@ pub(crate) fn collected(epfd: c_int, events: &[libc::epoll_event]) {
     let Some(set) = sets.find(epfd) else {
         return;
     };
-    if set.edge_data.is_empty() {
+    if !set.edges {
         return;
     }
     for ev in events {
@@ -309,17 +309,14 @@ pub(crate) fn collected(epfd: c_int, events: &[libc::epoll_event]) {
             continue;
         }
         let data = ev.u64;
-        let Some(fds) = set.edge_data.get(&data) else {
-            continue;
-        };
         // Members sharing one `data`: which of them the event is for is
         // not known; each keeps its newest byte, so trimming them all
         // takes no edge from any.
-        for fd in fds {
-            let Some(m) = set.members.get(fd) else {
+        for fd in set.by_data.members(data, &set.members, |m| m.data) {
+            let Some(m) = set.members.get(&fd) else {
                 continue;
             };
-            if m.data != data || m.events & libc::EPOLLET as u32 == 0 {
+            if m.events & libc::EPOLLET as u32 == 0 {
                 continue;
             }
             if let Some(c) = stream(&m.live()) {

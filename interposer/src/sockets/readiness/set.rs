@@ -27,6 +27,9 @@ pub(super) struct Member {
     pub(super) pending: bool,
     /// Reported once since the last ADD/MOD (EPOLLET, EPOLLONESHOT).
     pub(super) reported: bool,
+    /// The address of its connection (`conn_key`): the set's `by_conn`
+    /// key. Unique while the member is: its `socket` keeps the allocation.
+    pub(super) conn: usize,
     /// In the set's `pending` list (which `pending` prunes lazily).
     pub(super) listed: bool,
     /// The events the kernel has for it (`events` but EPOLLOUT while
@@ -121,8 +124,8 @@ pub(super) struct Inner {
 
 /// An epoll set: made by this process (epoll_create), or one made past us
 /// that a connection joined. Every call touches only the fds it is about
-/// (issue 14): members by fd number, and the few that may be pending in a
-/// list of their own.
+/// (issue 14): members by fd number, by `data` and by connection
+/// (decision 54), and the few that may be pending in a list of their own.
 pub(super) struct Set {
     pub(super) id: u64,
     /// The numbers it is known under in this process (dup, dup2, dup3,
@@ -151,9 +154,17 @@ pub(super) struct Set {
     pub(super) raised: Vec<c_int>,
     /// `before_sleep`s so far (`Deferral::sleeps`).
     pub(super) sleeps: Arc<AtomicU32>,
-    /// Edge-triggered members by their `data` (several may share one; a
-    /// hint: checked against the member before use), for `collected`.
-    pub(super) edge_data: HashMap<u64, Vec<c_int>>,
+    /// Members by their `data` (several may share one), for `collected`
+    /// and `tcp_hangups`: an answer's events are matched to members
+    /// without a walk over the set (issue 14).
+    pub(super) by_data: Index,
+    /// Members by their connection (`Member::conn`; one connection may
+    /// be a member under several numbers, dup), for `unsilence` and
+    /// `unname_left`.
+    pub(super) by_conn: Index,
+    /// An edge-triggered member for reading was registered once
+    /// (`collected` has nothing to do in a set that never had one).
+    pub(super) edges: bool,
     /// The one thread that waits on this set (None: none has yet), while
     /// `solo`, in the fork generation it was made in. Then members may
     /// leave their flags down while that thread is busy ("doorbells that
@@ -204,7 +215,9 @@ impl Set {
             unarmed: Arc::default(),
             raised: Vec::new(),
             sleeps: Arc::default(),
-            edge_data: HashMap::new(),
+            by_data: Index::default(),
+            by_conn: Index::default(),
+            edges: false,
             waiter: None,
             solo: made_here,
             ours: made_here,
@@ -237,27 +250,23 @@ impl Set {
         })
     }
 
-    /// An edge-triggered member `fd` registered with `data` (`collected`).
-    /// Entries of members that left stay until the index outgrows the
-    /// members, then go.
-    pub(super) fn note_edge_data(&mut self, fd: c_int, data: u64) {
-        let fds = self.edge_data.entry(data).or_default();
-        if !fds.contains(&fd) {
-            fds.push(fd);
+    /// Member `fd` (just registered) is found in the indexes by its
+    /// `data` and its connection. `old`: the member it replaced, if any
+    /// (`data`, `conn`): a key it had already is not noted again (event
+    /// loops MOD a member with the same `data` at every request).
+    pub(super) fn index(&mut self, fd: c_int, old: Option<(u64, usize)>) {
+        let Some(m) = self.members.get(&fd) else {
+            return;
+        };
+        let (data, conn) = (m.data, m.conn);
+        self.edges |= m.events & libc::EPOLLET as u32 != 0 && reads(m.events);
+        let members = &self.members;
+        if old.is_none_or(|(d, _)| d != data) {
+            self.by_data.note(data, fd, members, |m| m.data);
         }
-        let listed = fds.len();
-        if self.edge_data.len() > 2 * self.members.len() + 16
-            || listed > 2 * self.members.len() + 16
-        {
-            let members = &self.members;
-            self.edge_data.retain(|&d, fds| {
-                fds.retain(|fd| {
-                    members
-                        .get(fd)
-                        .is_some_and(|m| m.data == d && m.events & libc::EPOLLET as u32 != 0)
-                });
-                !fds.is_empty()
-            });
+        if old.is_none_or(|(_, c)| c != conn) {
+            self.by_conn
+                .note(conn as u64, fd, members, |m| m.conn as u64);
         }
     }
 
@@ -377,6 +386,70 @@ impl Set {
             self.swept = self.members.len();
         }
     }
+}
+
+/// Member fds by a key of theirs (`Set::by_data`, `Set::by_conn`). A
+/// hint: an entry is checked against its member before use (members
+/// leave, by DEL or a sweep, without being taken out). Entries of members
+/// that left stay until the index outgrows the members, then go: O(1)
+/// amortised per registration.
+#[derive(Default)]
+pub(super) struct Index(HashMap<u64, Vec<c_int>>);
+
+impl Index {
+    /// `fd` has `key` now (`key_of` says a member's key). A short list
+    /// is kept free of repeats here; a long one (many members sharing one
+    /// `data`) is not searched, its repeats go at use and at the prune.
+    fn note(
+        &mut self,
+        key: u64,
+        fd: c_int,
+        members: &BTreeMap<c_int, Member>,
+        key_of: impl Fn(&Member) -> u64,
+    ) {
+        const SEARCHED: usize = 16;
+        let fds = self.0.entry(key).or_default();
+        if fds.len() > SEARCHED || !fds.contains(&fd) {
+            fds.push(fd);
+        }
+        let listed = fds.len();
+        let bound = 2 * members.len() + 16;
+        if self.0.len() > bound || listed > bound {
+            self.0.retain(|&k, fds| {
+                fds.retain(|fd| members.get(fd).is_some_and(|m| key_of(m) == k));
+                fds.sort_unstable();
+                fds.dedup();
+                !fds.is_empty()
+            });
+        }
+    }
+
+    /// The members that have `key` (by `key_of`), in fd order.
+    pub(super) fn members(
+        &self,
+        key: u64,
+        members: &BTreeMap<c_int, Member>,
+        key_of: impl Fn(&Member) -> u64,
+    ) -> Vec<c_int> {
+        let mut fds: Vec<c_int> = self
+            .0
+            .get(&key)
+            .map(|fds| {
+                fds.iter()
+                    .copied()
+                    .filter(|fd| members.get(fd).is_some_and(|m| key_of(m) == key))
+                    .collect()
+            })
+            .unwrap_or_default();
+        fds.sort_unstable();
+        fds.dedup();
+        fds
+    }
+}
+
+/// `Member::conn` of connection `c`.
+pub(super) fn conn_key(c: &Connection) -> usize {
+    core::ptr::from_ref(c) as usize
 }
 
 /// The sets, and the next `Set::id`.
