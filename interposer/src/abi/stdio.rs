@@ -22,6 +22,7 @@
 
 use core::ffi::{c_char, c_int, c_void};
 use core::ptr;
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use libc::{size_t, ssize_t, FILE};
 
@@ -36,7 +37,7 @@ extern "C" {
     fn fopencookie(cookie: *mut c_void, mode: *const c_char, funcs: CookieFunctions) -> *mut FILE;
     fn __fpending(stream: *mut FILE) -> size_t;
     fn __fpurge(stream: *mut FILE);
-    fn flockfile(stream: *mut FILE);
+    fn ftrylockfile(stream: *mut FILE) -> c_int;
     fn funlockfile(stream: *mut FILE);
 }
 
@@ -141,9 +142,14 @@ fn cookie_stream(fd: c_int, mode: &core::ffi::CStr, funcs: CookieFunctions) -> *
         // -2: no fd); its cookie stream functions never use it otherwise.
         unsafe { (*file.cast::<FileHead>()).fileno = fd };
         OURS.lock().push(file as usize);
+        MADE.store(true, Ordering::Release);
     }
     file
 }
+
+/// Whether a stream of ours was ever made: before, fclose and a dup onto
+/// fd 0-2 that is not ours take no lock here.
+static MADE: AtomicBool = AtomicBool::new(false);
 
 /// Every cookie stream made here and not closed: fclose must leave the
 /// fd's release to the stream's own close (after its final flush).
@@ -207,6 +213,9 @@ pub(crate) fn fdopen(fd: c_int, mode: *const c_char, io: CookieFunctions) -> Act
 /// (forgotten now; its close function releases the fd after the flush).
 /// A standard stream of ours is not put back after that.
 pub(crate) fn closing(stream: *mut FILE) -> bool {
+    if !MADE.load(Ordering::Acquire) {
+        return false;
+    }
     let mut ours = OURS.lock();
     let Some(at) = ours.iter().position(|&f| f == stream as usize) else {
         drop(ours);
@@ -324,6 +333,9 @@ pub(crate) fn fcntl_done(result: c_int, cmd: c_int, io: CookieFunctions) {
 /// (for `move_pending`), or None when nothing changed.
 fn follow(fd: c_int, io: CookieFunctions) -> Option<(*mut FILE, *mut FILE)> {
     let ours = fdtable::is_owned(fd);
+    if !ours && !MADE.load(Ordering::Acquire) {
+        return None;
+    }
     let mut std = STANDARD.lock();
     let slot = &mut std[fd as usize];
     if slot.closed {
@@ -372,12 +384,17 @@ fn follow(fd: c_int, io: CookieFunctions) -> Option<(*mut FILE, *mut FILE)> {
 /// Output waiting in `from`'s buffer is written into `to` (and dropped
 /// from `from`): glibc would have written it to the fd as it is at the
 /// next flush, which is `to`'s fd now. (Unread input stays in `from`.)
+/// Nothing waits for the stream's lock: a child forked while another
+/// thread held it (dup2 then exec) would wait forever; bytes of a stream
+/// another thread is writing right now stay where they are.
 fn move_pending(from: *mut FILE, to: *mut FILE) {
     // SAFETY: both are open glibc streams; the pending bytes are those
     // between `_IO_write_base` and `_IO_write_ptr` (`__fpending`), read
     // under the stream's lock before `__fpurge` drops them.
     unsafe {
-        flockfile(from);
+        if __fpending(from) == 0 || ftrylockfile(from) != 0 {
+            return;
+        }
         let n = __fpending(from);
         let bytes = if n > 0 {
             let base = (*from.cast::<FileHead>()).write_base;
