@@ -410,3 +410,61 @@ fn move_pending(from: *mut FILE, to: *mut FILE) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Takes at most 3 bytes a call; fails (EPIPE) once 7 went out.
+    unsafe extern "C-unwind" fn short_writes(
+        _fd: c_int,
+        _buf: *const c_void,
+        len: size_t,
+    ) -> ssize_t {
+        static SENT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+        let sent = SENT.load(Ordering::Relaxed);
+        if sent >= 7 {
+            sys::set_errno(libc::EPIPE);
+            return -1;
+        }
+        let n = len.min(3).min(7 - sent);
+        SENT.store(sent + n, Ordering::Relaxed);
+        n as ssize_t
+    }
+
+    #[test]
+    fn a_write_goes_on_after_short_writes_and_stops_at_an_error() {
+        let buf = [b'x'; 6];
+        // SAFETY: 6 bytes at `buf`; the writer reads none.
+        let n = unsafe { write_all(9, buf.as_ptr().cast(), 6, short_writes) };
+        assert_eq!(n, 6);
+        // SAFETY: as above.
+        let n = unsafe { write_all(9, buf.as_ptr().cast(), 6, short_writes) };
+        assert_eq!(
+            (n, sys::errno()),
+            (1, libc::EPIPE),
+            "what went out, never -1"
+        );
+    }
+
+    unsafe extern "C" fn no_read(_: *mut c_void, _: *mut c_char, _: size_t) -> ssize_t {
+        -1
+    }
+    unsafe extern "C" fn no_write(_: *mut c_void, _: *const c_char, _: size_t) -> ssize_t {
+        0
+    }
+    unsafe extern "C" fn no_close(_: *mut c_void) -> c_int {
+        -1
+    }
+
+    #[test]
+    fn fdopen_of_an_fd_not_ours_is_glibcs() {
+        let io = CookieFunctions {
+            read: no_read,
+            write: no_write,
+            seek: cookie_seek,
+            close: no_close,
+        };
+        assert!(matches!(fdopen(1, c"w".as_ptr(), io), Action::Pass));
+    }
+}
