@@ -156,3 +156,35 @@ fn fdopen_fprintf_fgets_emulated() {
 fn fdopen_fprintf_fgets_default_mode() {
     fdopen_streams(&Net::loopback("stdio-fdopen-lo"));
 }
+
+/// freopen(path, "w", stdout) while stdout is our stream on a connection:
+/// what was printed before goes to the connection, what after to the
+/// file; the connection's other fd still works (its entry under fd 1 was
+/// released, not the connection).
+fn freopen_stdout(net: &Net) {
+    let exe = common::build_c("stdio_freopen", &["-O1", "-Wall"]);
+    let file = tmpdir(&format!("stdio-freopen-{}", net.name)).join("out");
+    let watch = net.watch(net.port);
+    let mut cmd = preloaded(exe);
+    cmd.args([&net.host_str(), &net.port_str(), file.to_str().unwrap()]);
+    let out = run(on(net, &mut cmd));
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{:?}\n{}\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(out.stdout, "freopen ok\n");
+    watch.assert_none("after the connection");
+}
+
+#[test]
+fn freopen_of_stdout_on_a_connection_emulated() {
+    freopen_stdout(&Net::emulated("stdio-freopen-emu"));
+}
+
+#[test]
+fn freopen_of_stdout_on_a_connection_default_mode() {
+    freopen_stdout(&Net::loopback("stdio-freopen-lo"));
+}

@@ -645,6 +645,34 @@ pub extern "C" fn sigset(sig: c_int, disp: libc::sighandler_t) -> libc::sighandl
     sys::handlers::sigset(sig, disp)
 }
 
+/// freopen(3): our standard streams reopen as glibc's (`stdio::reopen`).
+///
+/// # Safety
+/// Called from C under freopen's contract.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn freopen(
+    path: *const c_char,
+    mode: *const c_char,
+    stream: *mut FILE,
+) -> *mut FILE {
+    // SAFETY: the caller's arguments, under the same contract.
+    unsafe { stdio::reopen(false, path, mode, stream) }
+}
+
+/// freopen64: glibc's freopen under its LFS name.
+///
+/// # Safety
+/// As `freopen`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn freopen64(
+    path: *const c_char,
+    mode: *const c_char,
+    stream: *mut FILE,
+) -> *mut FILE {
+    // SAFETY: as in `freopen`.
+    unsafe { stdio::reopen(true, path, mode, stream) }
+}
+
 /// The library's version, NUL-terminated (`shmnet --version`, `shmnet
 /// check`: the CLI finds it with dlsym in a preloaded probe).
 #[no_mangle]

@@ -26,6 +26,7 @@ use core::sync::atomic::{AtomicBool, Ordering};
 
 use libc::{size_t, ssize_t, FILE};
 
+use crate::platform::lazysym::LazySym;
 use crate::platform::lock::Mutex;
 use crate::platform::real::Action;
 use crate::platform::{fdtable, guard, real, sys};
@@ -239,6 +240,84 @@ pub(crate) fn closing(stream: *mut FILE) -> bool {
     true
 }
 
+/// glibc's freopen and freopen64, resolved on first use.
+static REAL_FREOPEN: [LazySym; 2] = [LazySym::new(c"freopen"), LazySym::new(c"freopen64")];
+
+/// freopen(3) and freopen64: glibc turns the stream it is given into one
+/// of its own FILEs on the same fd number (its internal dup3 re-points
+/// the fd past our hooks). Given the standard stream of ours that the
+/// variable holds, it reopens glibc's stream instead, after flushing ours
+/// (freopen flushes first) and putting the variable back, and returns
+/// that; the fd's old socket entry is released after the call.
+///
+/// # Safety
+/// freopen(3)'s contract.
+pub(crate) unsafe fn reopen(
+    large: bool,
+    path: *const c_char,
+    mode: *const c_char,
+    stream: *mut FILE,
+) -> *mut FILE {
+    let stream = before_reopen(stream);
+    let Some(real) = REAL_FREOPEN[usize::from(large)].get() else {
+        sys::set_errno(libc::ENOSYS);
+        return ptr::null_mut();
+    };
+    type Freopen = unsafe extern "C" fn(*const c_char, *const c_char, *mut FILE) -> *mut FILE;
+    // SAFETY: dlsym's address of glibc's freopen, of this prototype; the
+    // caller's arguments under its contract.
+    let result = unsafe { core::mem::transmute::<*mut c_void, Freopen>(real)(path, mode, stream) };
+    if !result.is_null() {
+        let errno = sys::errno();
+        after_reopen(result);
+        sys::set_errno(errno);
+    }
+    result
+}
+
+/// The stream freopen should reopen: glibc's, when `stream` is our
+/// standard stream in its variable (flushed and put aside first).
+fn before_reopen(stream: *mut FILE) -> *mut FILE {
+    if stream.is_null() || !MADE.load(Ordering::Acquire) || guard::enter("freopen").is_none() {
+        return stream;
+    }
+    let found = {
+        let std = STANDARD.lock();
+        (0..3).find_map(|fd| {
+            let slot = std[fd as usize];
+            (slot.cookie == stream as usize && variable(fd) == stream && slot.glibc != 0)
+                .then_some((fd, slot.glibc as *mut FILE))
+        })
+    };
+    let Some((fd, glibc)) = found else {
+        return stream;
+    };
+    // SAFETY: our open stream; its bytes go out through our write.
+    unsafe { libc::fflush(stream) };
+    set_variable(fd, glibc);
+    glibc
+}
+
+/// After a successful freopen: the fd under the stream was re-pointed
+/// past us (a socket of ours there is gone), and a stream of ours given
+/// to it is glibc's now.
+fn after_reopen(result: *mut FILE) {
+    // SAFETY: freopen returned an open glibc stream.
+    let fd = unsafe { libc::fileno(result) };
+    if fd >= 0 {
+        crate::sockets::stale::fresh(fd);
+    }
+    if !MADE.load(Ordering::Acquire) {
+        return;
+    }
+    OURS.lock().retain(|&f| f != result as usize);
+    for slot in STANDARD.lock().iter_mut() {
+        if slot.cookie == result as usize {
+            slot.cookie = 0; // (a new stream of ours next time)
+        }
+    }
+}
+
 /// One standard stream's state.
 #[derive(Clone, Copy)]
 struct Slot {
@@ -293,6 +372,9 @@ fn set_variable(fd: c_int, file: *mut FILE) {
 pub(crate) fn at_start(io: CookieFunctions) {
     // SAFETY: a child handler of plain `extern "C" fn()`.
     unsafe { libc::pthread_atfork(None, None, Some(after_fork)) };
+    for real in &REAL_FREOPEN {
+        let _ = real.get(); // (no dlsym in a forked child)
+    }
     for fd in 0..3 {
         let _ = follow(fd, io);
     }
