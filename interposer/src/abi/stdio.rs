@@ -389,7 +389,7 @@ extern "C" fn after_fork() {
 /// The `after` of dup, dup2 and dup3: a new fd 0-2 may bring its standard
 /// stream over to a connection of ours or back.
 pub(crate) fn fd_changed(result: c_int, io: CookieFunctions) {
-    if !(0..3).contains(&result) {
+    if !(0..3).contains(&result) || (!MADE.load(Ordering::Acquire) && !fdtable::is_owned(result)) {
         return;
     }
     // Our own code (or a signal handler interrupting it) made the call:
