@@ -1069,9 +1069,10 @@ fn sendfile_goes_through_the_ring() {
     exchange(&net, SERVER_SENDFILE, CLIENT_TO_EOF, &[&n], &[("s2c", len)]);
 }
 
-/// C stdio on a socket writes through glibc-internal calls that no
-/// LD_PRELOAD can hook, straight into the kernel object behind the fd. The
-/// receiver must fail loudly (ECONNRESET), never drop the bytes silently.
+/// A raw `syscall(SYS_write)` writes straight into the kernel object
+/// behind the fd, past every hook (C stdio did too, before decision 55:
+/// tests/stdio_streams.rs). The receiver must fail loudly (ECONNRESET),
+/// never drop the bytes silently.
 const SERVER_EXPECT_RESET: &str = r#"
 srv = listener()
 conn, _ = srv.accept()
@@ -1083,13 +1084,13 @@ except ConnectionResetError:
     say("reset")
 "#;
 
-const CLIENT_STDIO: &str = r#"
+const CLIENT_RAW_WRITE: &str = r#"
+import platform
 c = connect()
 libc = ctypes.CDLL(None, use_errno=True)
-libc.fdopen.restype = ctypes.c_void_p
-f = libc.fdopen(os.dup(c.fileno()), b"w")
-libc.fputs(b"written with stdio\n", ctypes.c_void_p(f))
-libc.fflush(ctypes.c_void_p(f))
+SYS_write = {"x86_64": 1, "aarch64": 64}[platform.machine()]
+data = b"written with a raw system call\n"
+libc.syscall(SYS_write, c.fileno(), data, len(data))
 time.sleep(1)
 "#;
 
@@ -1098,7 +1099,7 @@ fn data_written_past_the_library_is_a_reset_not_a_silent_loss() {
     let net = Net::emulated("stdio");
     let mut srv = net.spawn("server", SERVER_EXPECT_RESET, &[]);
     srv.listening();
-    let mut cli = net.spawn("client", CLIENT_STDIO, &[]);
+    let mut cli = net.spawn("client", CLIENT_RAW_WRITE, &[]);
     srv.expect("accepted");
     srv.go();
     srv.finish_clean();

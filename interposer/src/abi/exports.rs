@@ -29,7 +29,7 @@ use libc::{
     iovec, mode_t, msghdr, off_t, pid_t, sigset_t, size_t, sockaddr, socklen_t, ssize_t, FILE,
 };
 
-use super::decode;
+use super::{decode, stdio};
 use crate::calls::{descriptor, endpoint, options, process, sandbox, stream};
 use crate::platform::real::{self, Action, CRet};
 use crate::platform::{cancel, fdtable, guard, sys};
@@ -192,7 +192,7 @@ macro_rules! exports {
         $(#[$doc:meta])*
         fn $name:ident($($arg:ident: $ty:ty),* $(; $($va:ident: $vty:ty),+)?) -> $ret:ty
             $(= $sym:literal)? => $logic:path $(, owner $owner:expr)? $(, fresh $fresh:expr)?
-            $(, gate $gate:expr)?;
+            $(, gate $gate:expr)? $(, after $after:expr)?;
     )*) => {
         $(
             $(#[$doc])*
@@ -214,7 +214,8 @@ macro_rules! exports {
                 const POINT: bool = cancel::is_point(stringify!($name));
                 const PLAIN: bool = cancel::plain(stringify!($name));
                 let plain = PLAIN && foreign(exports!(@owner $($owner)?));
-                loop {
+                #[allow(clippy::let_and_return)]
+                let result = loop {
                 let mut entry = 0;
                 if POINT && !plain {
                     // Requests from here on are this call's (see
@@ -253,15 +254,22 @@ macro_rules! exports {
                 // pending in glibc) makes the call again, unless it moved
                 // bytes.
                 if !left {
-                    return result;
+                    break result;
                 }
                 let errno = sys::errno();
                 cancel::act();
                 if result != <$ret as CRet>::FAILED || errno != libc::EINTR {
                     sys::set_errno(errno);
-                    return result;
+                    break result;
                 }
-                }
+                };
+                $(
+                    // Outside the library, errno kept (`after`).
+                    let errno = sys::errno();
+                    ($after)(result);
+                    sys::set_errno(errno);
+                )?
+                result
             }
         )*
     };
@@ -462,6 +470,11 @@ fn fclose_stream(stream: *mut FILE) -> Action<c_int> {
     if stream.is_null() {
         return Action::Pass;
     }
+    // Our stream's fd is released by the stream's close function, after
+    // the final flush has gone through our write.
+    if stdio::closing(stream) {
+        return Action::Pass;
+    }
     // SAFETY: fclose(3) requires `stream` to be an open stream, which is
     // all fileno(3) needs; it only reads it (a bad one is the caller's UB,
     // exactly as in the fclose it is about to make).
@@ -471,6 +484,39 @@ fn fclose_stream(stream: *mut FILE) -> Action<c_int> {
         return Action::Pass;
     }
     descriptor::fclose_fd(fd)
+}
+
+/// fdopen's logic (`stdio::fdopen`), with our streams' functions.
+fn fdopen_stream(fd: c_int, mode: *const c_char) -> Action<*mut FILE> {
+    stdio::fdopen(fd, mode, STREAM_IO)
+}
+
+/// The functions of our C stdio streams (`abi::stdio`): each reads,
+/// writes or closes the fd its cookie names through our own exports, as
+/// glibc's FILE would through its internal `__read`/`__write`/`__close`.
+const STREAM_IO: stdio::CookieFunctions = stdio::CookieFunctions {
+    read: stream_read,
+    write: stream_write,
+    seek: stdio::cookie_seek,
+    close: stream_close,
+};
+
+/// One read, as glibc's FILE makes: -1 with errno, 0 at end of file.
+unsafe extern "C" fn stream_read(cookie: *mut c_void, buf: *mut c_char, len: size_t) -> ssize_t {
+    // SAFETY: glibc hands us its buffer of `len` bytes.
+    unsafe { read(stdio::fd_of(cookie), buf.cast(), len) }
+}
+
+/// All of `buf`, or as much as went before an error (`stdio::write_all`).
+unsafe extern "C" fn stream_write(cookie: *mut c_void, buf: *const c_char, len: size_t) -> ssize_t {
+    // SAFETY: glibc hands us its `len` bytes; `write` is our export.
+    unsafe { stdio::write_all(stdio::fd_of(cookie), buf, len, write) }
+}
+
+/// fclose of the stream closes its fd.
+unsafe extern "C" fn stream_close(cookie: *mut c_void) -> c_int {
+    // SAFETY: closing an fd number.
+    unsafe { close(stdio::fd_of(cookie)) }
 }
 
 /// `fresh` for socket(): the new fd, and the note that may make it a
@@ -544,6 +590,7 @@ extern "C" fn constructor() {
     if let Some(_inside) = guard::enter("constructor") {
         sys::handlers::wrap_installed();
         let _ = panic::catch_unwind(process::init);
+        let _ = panic::catch_unwind(|| stdio::at_start(STREAM_IO));
     }
 }
 
@@ -596,6 +643,34 @@ pub extern "C" fn ssignal(sig: c_int, handler: libc::sighandler_t) -> libc::sigh
 #[cfg_attr(not(test), no_mangle)]
 pub extern "C" fn sigset(sig: c_int, disp: libc::sighandler_t) -> libc::sighandler_t {
     sys::handlers::sigset(sig, disp)
+}
+
+/// freopen(3): our standard streams reopen as glibc's (`stdio::reopen`).
+///
+/// # Safety
+/// Called from C under freopen's contract.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn freopen(
+    path: *const c_char,
+    mode: *const c_char,
+    stream: *mut FILE,
+) -> *mut FILE {
+    // SAFETY: the caller's arguments, under the same contract.
+    unsafe { stdio::reopen(false, path, mode, stream) }
+}
+
+/// freopen64: glibc's freopen under its LFS name.
+///
+/// # Safety
+/// As `freopen`.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn freopen64(
+    path: *const c_char,
+    mode: *const c_char,
+    stream: *mut FILE,
+) -> *mut FILE {
+    // SAFETY: as in `freopen`.
+    unsafe { stdio::reopen(true, path, mode, stream) }
 }
 
 /// The library's version, NUL-terminated (`shmnet --version`, `shmnet

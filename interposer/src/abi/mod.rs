@@ -4,3 +4,4 @@
 
 pub(crate) mod decode;
 pub(crate) mod exports;
+pub(crate) mod stdio;

@@ -26,8 +26,8 @@
 //! `select()` cannot use such fds anyway, and `ulimit -n` is rarely higher.
 //!
 //! # Stale entries
-//! glibc-internal closes (`fclose` on an `fdopen`ed socket,
-//! `__close_nocancel`) bypass our hooks, so an fd number can be reused by a
+//! glibc-internal closes (`fclose` of a stream glibc made on a socket of
+//! ours, freopen's dup3, `__close_nocancel`) bypass our hooks, so an fd number can be reused by a
 //! non-socket while still marked here. Every hooked call that creates fds
 //! (open, socket, pipe, dup, accept...) releases a stale entry under the
 //! number it returns (`sockets::stale::fresh`), and `fclose`, `closefrom` and

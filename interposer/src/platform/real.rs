@@ -70,7 +70,7 @@ macro_rules! real_functions {
         $(#[$doc:meta])*
         fn $name:ident($($arg:ident: $ty:ty),* $(; $($va:ident: $vty:ty),+)?) -> $ret:ty
             $(= $sym:literal)? => $logic:path $(, owner $owner:expr)? $(, fresh $fresh:expr)?
-            $(, gate $gate:expr)?;
+            $(, gate $gate:expr)? $(, after $after:expr)?;
     )*) => {
 
             struct Table {

@@ -16,7 +16,10 @@
 //! creates fds: `check` (a function or closure over the arguments) gets the
 //! real call's return value whenever the real function ran with the
 //! caller's arguments (pass-through) and releases stale fd-table entries
-//! for the fds it created (`sockets::stale::fresh`).
+//! for the fds it created (`sockets::stale::fresh`). `after f` runs
+//! `f(result)` once the call is over, outside the library (the re-entry
+//! guard released, errno kept): the standard streams follow fds 0-2
+//! there (`abi::stdio`), since that may write through our own exports.
 
 /// Calls `$then! { the list }`.
 macro_rules! hooked_symbols {
@@ -118,20 +121,23 @@ macro_rules! hooked_symbols {
     fn setsockopt(fd: c_int, level: c_int, name: c_int, value: *const c_void,
                   len: socklen_t) -> c_int => decode::setsockopt, owner fd;
     fn fcntl(fd: c_int, cmd: c_int; arg: c_ulong) -> c_int => options::fcntl, owner fd,
-        fresh |r| fresh_if_dup(r, cmd);
+        fresh |r| fresh_if_dup(r, cmd), after |r| stdio::fcntl_done(r, cmd, STREAM_IO);
     // glibc's LFS name for the same function (nginx, redis, python import it).
     fn fcntl64(fd: c_int, cmd: c_int; arg: c_ulong) -> c_int => options::fcntl, owner fd,
-        fresh |r| fresh_if_dup(r, cmd);
+        fresh |r| fresh_if_dup(r, cmd), after |r| stdio::fcntl_done(r, cmd, STREAM_IO);
     fn ioctl(fd: c_int, request: c_ulong; arg: c_ulong) -> c_int => decode::ioctl, owner fd;
 
     // Descriptors.
     fn close(fd: c_int) -> c_int => descriptor::close, owner fd;
-    fn dup(fd: c_int) -> c_int => descriptor::dup, owner fd, fresh fresh;
+    // A new fd 0, 1 or 2 may bring its standard stream over to the
+    // connection, or back (`after`, `abi::stdio`).
+    fn dup(fd: c_int) -> c_int => descriptor::dup, owner fd, fresh fresh,
+        after |r| stdio::fd_changed(r, STREAM_IO);
     // dup2(fd, fd) returns fd and changes nothing: not a fresh fd.
     fn dup2(old: c_int, new: c_int) -> c_int => descriptor::dup2, owner old,
-        fresh |r| if r != old { fresh(r) };
+        fresh |r| if r != old { fresh(r) }, after |r| stdio::fd_changed(r, STREAM_IO);
     fn dup3(old: c_int, new: c_int, flags: c_int) -> c_int => descriptor::dup3, owner old,
-        fresh fresh;
+        fresh fresh, after |r| stdio::fd_changed(r, STREAM_IO);
     // What the program's fstat finds is noted for sendfile (`file_kinds`):
     // nginx fstats each file it opens just before it sends it. Only in a
     // process with sockets of ours (there is nothing to send into before).
@@ -149,6 +155,10 @@ macro_rules! hooked_symbols {
     // __close_nocancel).
     fn closefrom(lowfd: c_int) -> () => descriptor::closefrom;
     fn fclose(stream: *mut FILE) -> c_int => fclose_stream;
+    // C stdio on an fd of ours: a stream whose reads and writes come here
+    // (glibc's own FILE writes with its internal `__write`: `abi::stdio`).
+    // glibc has no fdopen64 (`_IO_fdopen`, its other name, is not hooked).
+    fn fdopen(fd: c_int, mode: *const c_char) -> *mut FILE => fdopen_stream, owner fd;
     // libc's generic system call: only the descriptor calls above and the
     // mmsg calls are ours (libuv closes and sends with it), and only on an
     // fd of ours (or one that may become ours: sendmmsg): every other
