@@ -513,7 +513,17 @@ impl Datagram {
         if len > Self::max_to(dest) {
             return Err(Errno::MSGSIZE);
         }
-        let outcome = self.routes.lock().send(inbox, inbox.local, dest, bufs)?;
+        let (outcome, untaken) = {
+            let mut routes = self.routes.lock();
+            let outcome = routes.send(inbox, inbox.local, dest, bufs);
+            (outcome, routes.take_untaken())
+        };
+        // What a link no receiver answered left untaken (decision 54):
+        // through the kernel, before this datagram.
+        for (to, payload) in &untaken {
+            let _ = self.send_kernel(*to, peer, &[IoSlice::new(payload)]);
+        }
+        let outcome = outcome?;
         self.sent.store(true, std::sync::atomic::Ordering::Relaxed);
         if matches!(outcome, Outcome::Kernel) {
             return self.send_kernel(dest, peer, bufs);
