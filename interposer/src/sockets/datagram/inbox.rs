@@ -331,6 +331,14 @@ impl Inbox {
     /// datagrams moved.
     pub(crate) fn retire(&self) -> Option<usize> {
         let mut st = self.lock_for_fork()?;
+        // Shut first: the listener's file outlives our fd in a child
+        // forked without going back to the kernel (a fork from a signal
+        // handler that interrupted the library), which keeps the name
+        // bound, accepts nothing, and hung up its dialled links when it
+        // exited (sigfork.sh, decision 54). Shut, it refuses every dial
+        // (ECONNREFUSED: the sender's kernel route) in every process,
+        // while the links it queued before are still accepted below.
+        let _ = rustix::net::shutdown(&self.listener, rustix::net::Shutdown::Both);
         self.serve_locked(&mut st);
         let ep = &self.shell.epoll;
         let _ = epoll::delete(ep, &self.listener);
