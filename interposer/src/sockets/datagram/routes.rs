@@ -232,6 +232,31 @@ impl Routes {
         self.tally.kernel += n;
     }
 
+    /// Route `i`'s receiver went across exec (`Closing::ToKernel`,
+    /// decision 54): it takes nothing more from our ring, and its socket
+    /// is the kernel's now, so what we left in the ring goes to `untaken`
+    /// (sent through the kernel by the caller, oldest first). True when
+    /// it did.
+    fn take_back(&mut self, i: usize) -> bool {
+        let State::Shm(tx) = &self.list[i].state else {
+            return false;
+        };
+        if tx.closing() != Closing::ToKernel {
+            return false;
+        }
+        let back = tx.take_back();
+        let n = back.len() as u64;
+        let dest = self.list[i].dest;
+        log!(
+            debug,
+            "datagram route to {dest}: receiver went across exec, {n} left in the ring go through the kernel"
+        );
+        self.untaken.extend(back.into_iter().map(|p| (dest, p)));
+        self.tally.shm = self.tally.shm.saturating_sub(n);
+        self.tally.kernel += n;
+        true
+    }
+
     /// Adds the tally to the counters now (at exit).
     pub(crate) fn add_tally(&mut self) {
         self.tally.add();
@@ -325,6 +350,10 @@ impl Routes {
                         ),
                         _ => false,
                     };
+                    if closing && self.take_back(i) {
+                        self.list.remove(i).close();
+                        return Ok(Outcome::Queued);
+                    }
                     if gone || closing {
                         // Every holder of the link closed it (the receiver
                         // died asleep), or the receiver closed its segment
@@ -364,6 +393,7 @@ impl Routes {
                 Err(e) => {
                     // Closed (or corrupt): ask the name again.
                     log!(debug, "datagram route to {dest}: {e}");
+                    self.take_back(i);
                     self.list.remove(i).close();
                 }
             }
@@ -411,6 +441,7 @@ impl Routes {
                     debug,
                     "datagram route to {dest}: receiver gone or shared (idle {idle})"
                 );
+                self.take_back(i);
                 self.list.remove(i).close();
                 return None;
             }
