@@ -81,6 +81,29 @@ fn every_size_whole_with_boundaries() {
     assert_eq!(rx.queued_bytes(), 0);
 }
 
+/// A receiver that goes across exec (`close_to_kernel`) takes nothing
+/// more: its sender takes back exactly what it left in the ring, oldest
+/// first, every size (interposer decision 56); nothing before the close.
+#[test]
+fn take_back_returns_what_the_receiver_left() {
+    let (mut rx, image) = heap_target(DgramGeometry::stage1());
+    let mut tx = image.sender(rx.open_slot().unwrap()).unwrap();
+    let sent: Vec<Vec<u8>> = (0..6u32).map(|i| datagram(1, i)).collect();
+    for d in &sent {
+        assert!(matches!(tx.send(d), Ok(Sent::Queued { .. })));
+    }
+    assert!(tx.take_back().is_empty(), "open: nothing is taken back");
+    let mut buf = vec![0u8; 70_000];
+    for d in &sent[..2] {
+        let n = recv_one(&mut rx, &mut buf).unwrap();
+        assert_eq!(&buf[..n], &d[..]);
+    }
+    rx.close_to_kernel();
+    assert_eq!(tx.closing(), shmnet_ring::dgram::Closing::ToKernel);
+    assert_eq!(tx.take_back(), sent[2..].to_vec());
+    assert_eq!(tx.send(b"late"), Err(SendError::Closed));
+}
+
 #[test]
 fn peek_truncate_and_gather() {
     let (mut rx, image) = heap_target(DgramGeometry::stage1());

@@ -77,6 +77,13 @@ pub const CLOSED_FINAL: u32 = 1;
 /// `TargetHeader::closed`: closed to new datagrams; the receiver is taking
 /// what was published before its close (then `CLOSED_FINAL`).
 pub const CLOSED_DRAINING: u32 = 2;
+/// `TargetHeader::closed`: the receiver takes nothing more, and the
+/// socket lives on as a kernel socket (it went across exec): each sender
+/// takes back what it left in its ring ([`Sender::take_back`]) and sends
+/// it through the kernel.
+///
+/// [`Sender::take_back`]: super::Sender::take_back
+pub const CLOSED_TO_KERNEL: u32 = 3;
 
 /// The target segment's header.
 #[repr(C, align(64))]
@@ -95,7 +102,9 @@ pub struct TargetHeader {
     pub total_bytes: AtomicU64,
     /// Non-zero once the receiver closed: senders stop and re-resolve.
     /// `CLOSED_DRAINING` while it still takes what was published (before
-    /// it goes back to the kernel), `CLOSED_FINAL` once it takes nothing.
+    /// it goes back to the kernel), `CLOSED_FINAL` once it takes nothing,
+    /// `CLOSED_TO_KERNEL` once it takes nothing and its senders send what
+    /// is left through the kernel.
     pub closed: AtomicU32,
     /// The receiver's pid (a hint).
     pub receiver_pid: AtomicU32,

@@ -306,6 +306,21 @@ impl Receiver {
             .store(CLOSED_FINAL, Ordering::Release);
     }
 
+    /// Marks the target closed for good, its socket going on as a kernel
+    /// socket (across exec): nothing more is taken, and each sender sends
+    /// what it left in its ring through the kernel
+    /// ([`Sender::take_back`]).
+    ///
+    /// [`Sender::take_back`]: super::Sender::take_back
+    pub fn close_to_kernel(&self) {
+        // SYNC POINT: Release, as `close`: our tails are seen by a sender
+        // that loads this value.
+        self.sh
+            .header()
+            .closed
+            .store(CLOSED_TO_KERNEL, Ordering::Release);
+    }
+
     /// Marks the target closed to new datagrams before the receiver takes
     /// what is queued (then [`close`](Self::close)): every datagram a
     /// sender publishes is either received by that drain or seen by its

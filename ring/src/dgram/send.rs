@@ -51,6 +51,10 @@ pub enum Closing {
     Draining,
     /// Closed; nothing more is taken.
     Final,
+    /// Closed; nothing more is taken, and the receiver's socket lives on
+    /// in the kernel: what is left in the ring goes there
+    /// ([`Sender::take_back`]).
+    ToKernel,
 }
 
 /// Why a send failed.
@@ -244,8 +248,51 @@ impl Sender {
         match self.sh.header().closed.load(Ordering::Acquire) {
             0 => Closing::Open,
             CLOSED_DRAINING => Closing::Draining,
+            CLOSED_TO_KERNEL => Closing::ToKernel,
             _ => Closing::Final,
         }
+    }
+
+    /// The datagrams of ours still in the ring, oldest first, copied out,
+    /// once the receiver's close is final ([`closing`](Self::closing) not
+    /// `Open` nor `Draining`: it takes nothing more, so none of them is
+    /// received). Only what fits the geometry is copied: the cells and
+    /// partitions are ours, but the receiver could have written them.
+    pub fn take_back(&self) -> Vec<Vec<u8>> {
+        if matches!(self.closing(), Closing::Open | Closing::Draining) {
+            return Vec::new();
+        }
+        let sh = &*self.sh;
+        // SYNC POINT: Acquire; the receiver stored its last tail before
+        // its Release of `closed`, which `closing` loaded with Acquire.
+        let tail = sh.slot(self.slot).receiver.tail.load(Ordering::Acquire);
+        let waiting = self.head.wrapping_sub(tail);
+        if waiting > sh.geo().ring_cells() {
+            return Vec::new();
+        }
+        let mut back = Vec::with_capacity(waiting as usize);
+        for k in 0..waiting {
+            let d = sh.cell(self.slot, tail.wrapping_add(k));
+            let (loc, len) = (d.loc.load(Ordering::Relaxed), d.len.load(Ordering::Relaxed));
+            if loc == LOC_NONE {
+                back.push(Vec::new());
+                continue;
+            }
+            let (g, first) = ((loc >> 24) as usize, loc & 0x00ff_ffff);
+            let Some(grp) = sh.geo().group(g) else {
+                continue;
+            };
+            if len > grp.capacity() || first >= grp.partitions {
+                continue;
+            }
+            if grp.partitions - first < grp.span_for(len) {
+                continue;
+            }
+            let mut buf = vec![0u8; len as usize];
+            sh.data().copy_out(sh.partition_offset(g, first), &mut buf);
+            back.push(buf);
+        }
+        back
     }
 
     /// Marks the slot closed (the sender will send no more).

@@ -330,8 +330,33 @@ impl Inbox {
     /// oldest first. Its members leave the instance. The number of
     /// datagrams moved.
     pub(crate) fn retire(&self) -> Option<usize> {
+        self.retire_with(true)
+    }
+
+    /// As `retire`, before an exec (decision 56): leftovers would not
+    /// reach the next image (close-on-exec, and it would not know them),
+    /// so nothing is drained: the segments are marked `CLOSED_TO_KERNEL`,
+    /// and each sender sends what it left in its ring through the kernel,
+    /// where the next image receives it. The links queued on the listener
+    /// are left to hang up at the exec (their senders send what they put
+    /// on them through the kernel too).
+    pub(crate) fn retire_for_exec(&self) -> Option<usize> {
+        self.retire_with(false)
+    }
+
+    fn retire_with(&self, drain: bool) -> Option<usize> {
         let mut st = self.lock_for_fork()?;
-        self.serve_locked(&mut st);
+        // Shut first: the listener's file outlives our fd in a child
+        // forked without going back to the kernel (a fork from a signal
+        // handler that interrupted the library), which keeps the name
+        // bound, accepts nothing, and hung up its dialled links when it
+        // exited (sigfork.sh, decision 56). Shut, it refuses every dial
+        // (ECONNREFUSED: the sender's kernel route) in every process,
+        // while the links it queued before are still accepted below.
+        let _ = rustix::net::shutdown(&self.listener, rustix::net::Shutdown::Both);
+        if drain {
+            self.serve_locked(&mut st);
+        }
         let ep = &self.shell.epoll;
         let _ = epoll::delete(ep, &self.listener);
         if let Ok(fresh) = rustix::net::socket_with(
@@ -342,6 +367,17 @@ impl Inbox {
         ) {
             let fd = std::os::fd::AsRawFd::as_raw_fd(&self.listener.as_fd());
             let _ = crate::platform::sys::dup_onto(fresh.as_fd(), fd, true);
+        }
+        if !drain {
+            for s in &st.sets {
+                s.rx.close_to_kernel();
+            }
+            for l in st.links.drain(..) {
+                let _ = epoll::delete(ep, &l.fd);
+            }
+            let _ = epoll::delete(ep, &self.wake);
+            self.unsignal(&mut st);
+            return Some(0);
         }
         // Frames a sender put on its link before it saw the name go.
         let all: Vec<usize> = (0..st.links.len()).rev().collect();

@@ -255,6 +255,18 @@ impl Datagram {
     /// what it had queued moves to the leftovers, read before the kernel
     /// socket's. True when it did.
     pub(crate) fn to_kernel(&self) -> bool {
+        self.to_kernel_with(false)
+    }
+
+    /// As `to_kernel`, before an exec that takes the socket along (the
+    /// default mode, decision 56): nothing is drained (leftovers do not
+    /// go across exec); the senders send what they left in the rings
+    /// through the kernel, whose socket the next image receives on.
+    pub(crate) fn to_kernel_for_exec(&self) -> bool {
+        self.to_kernel_with(true)
+    }
+
+    fn to_kernel_with(&self, exec: bool) -> bool {
         let Some(_naming) = self.naming.try_lock() else {
             return false; // being named this moment: stays as it is
         };
@@ -268,18 +280,24 @@ impl Datagram {
         if !held || !self.shell.bound() {
             return false;
         }
-        if !self.shell.leftover_writer() {
+        if !exec && !self.shell.leftover_writer() {
             return false;
         }
-        let Some(moved) = inbox.retire() else {
+        let retired = if exec {
+            inbox.retire_for_exec()
+        } else {
+            inbox.retire()
+        };
+        let Some(moved) = retired else {
             return false;
         };
         self.retired
             .store(true, std::sync::atomic::Ordering::Release);
         log!(
             debug,
-            "UDP {}: back to the kernel before a fork shares it ({moved} queued kept)",
-            inbox.local
+            "UDP {}: back to the kernel before {} shares it ({moved} queued kept)",
+            inbox.local,
+            if exec { "an exec" } else { "a fork" }
         );
         true
     }
@@ -513,7 +531,17 @@ impl Datagram {
         if len > Self::max_to(dest) {
             return Err(Errno::MSGSIZE);
         }
-        let outcome = self.routes.lock().send(inbox, inbox.local, dest, bufs)?;
+        let (outcome, untaken) = {
+            let mut routes = self.routes.lock();
+            let outcome = routes.send(inbox, inbox.local, dest, bufs);
+            (outcome, routes.take_untaken())
+        };
+        // What a link no receiver answered left untaken (decision 56):
+        // through the kernel, before this datagram.
+        for (to, payload) in &untaken {
+            let _ = self.send_kernel(*to, peer, &[IoSlice::new(payload)]);
+        }
+        let outcome = outcome?;
         self.sent.store(true, std::sync::atomic::Ordering::Relaxed);
         if matches!(outcome, Outcome::Kernel) {
             return self.send_kernel(dest, peer, bufs);

@@ -87,6 +87,12 @@ struct Route {
     watched_tail: u32,
     /// When the route last carried a datagram (`IDLE_LOOK_MS`).
     used_ms: u64,
+    /// The default mode: copies of the datagrams put on the link while
+    /// pending, until the REG_OK is read. The receiver takes a link's
+    /// frames only once it has answered REG_OK, so a link that hangs up
+    /// or says REG_NO before one left them untaken: they go through the
+    /// kernel (`Routes::salvage`; decision 56).
+    on_link: Vec<Vec<u8>>,
 }
 
 enum State {
@@ -108,8 +114,6 @@ enum State {
 enum Refused {
     /// Hung up or said no: nobody receives there.
     NoReceiver,
-    /// The receiver is alive but has no slot for us.
-    Full,
 }
 
 #[derive(Default)]
@@ -118,6 +122,10 @@ pub(crate) struct Routes {
     tally: Tally,
     /// The kernel route `find` just let go to ask again, and its interval.
     asked_again: Option<(SocketAddr, u64)>,
+    /// Datagrams a link left untaken (`Route::on_link`), for the caller
+    /// to send through the kernel before the one it sends
+    /// (`take_untaken`).
+    untaken: Vec<(SocketAddr, Vec<u8>)>,
 }
 
 /// The socket's datagrams by outcome since they were last added to the
@@ -190,7 +198,63 @@ impl Routes {
     /// is the parent's to add).
     pub(crate) fn clear(&mut self) {
         self.list.clear();
+        self.untaken.clear();
         self.tally = Tally::default();
+    }
+
+    /// The datagrams a link hung up on or refused before its REG_OK
+    /// (`Route::on_link`), oldest first: the caller sends them through
+    /// the kernel before the datagram it is sending (one sender's order
+    /// kept).
+    pub(crate) fn take_untaken(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        std::mem::take(&mut self.untaken)
+    }
+
+    /// Route `i` stopped waiting for its REG_OK without one (hung up,
+    /// refused, full): what it put on its link goes to `untaken`, since
+    /// the receiver took none of it (a REG_OK read clears the copies).
+    /// Counted as the kernel's now.
+    fn salvage(&mut self, i: usize) {
+        let r = &mut self.list[i];
+        let n = r.on_link.len() as u64;
+        if n == 0 {
+            return;
+        }
+        log!(
+            debug,
+            "datagram to {}: {n} put on a link no receiver answered go through the kernel",
+            r.dest
+        );
+        let dest = r.dest;
+        self.untaken
+            .extend(r.on_link.drain(..).map(|payload| (dest, payload)));
+        self.tally.shm = self.tally.shm.saturating_sub(n);
+        self.tally.kernel += n;
+    }
+
+    /// Route `i`'s receiver went across exec (`Closing::ToKernel`,
+    /// decision 56): it takes nothing more from our ring, and its socket
+    /// is the kernel's now, so what we left in the ring goes to `untaken`
+    /// (sent through the kernel by the caller, oldest first). True when
+    /// it did.
+    fn take_back(&mut self, i: usize) -> bool {
+        let State::Shm(tx) = &self.list[i].state else {
+            return false;
+        };
+        if tx.closing() != Closing::ToKernel {
+            return false;
+        }
+        let back = tx.take_back();
+        let n = back.len() as u64;
+        let dest = self.list[i].dest;
+        log!(
+            debug,
+            "datagram route to {dest}: receiver went across exec, {n} left in the ring go through the kernel"
+        );
+        self.untaken.extend(back.into_iter().map(|p| (dest, p)));
+        self.tally.shm = self.tally.shm.saturating_sub(n);
+        self.tally.kernel += n;
+        true
     }
 
     /// Adds the tally to the counters now (at exit).
@@ -251,18 +315,25 @@ impl Routes {
                     Err(_) => return Ok(Outcome::Dropped),
                 },
             };
-            let route = &mut self.list[i];
-            if matches!(route.state, State::Kernel) {
+            if matches!(self.list[i].state, State::Kernel) {
                 return Ok(Outcome::Kernel);
             }
-            let tx = match route.ready() {
-                Ok(Some(tx)) => tx,
-                Ok(None) => return Ok(route.on_link(local, bufs)),
-                Err(Refused::Full) => {
-                    log!(trace, "datagram to {dest} dropped: no slot at the receiver");
-                    return Ok(Outcome::Dropped);
-                }
-                Err(Refused::NoReceiver) => {
+            let answered = self.list[i].settle();
+            if !matches!(self.list[i].state, State::Pending(_)) {
+                self.salvage(i);
+            }
+            let route = &mut self.list[i];
+            let tx = match answered {
+                Ok(()) => match &mut route.state {
+                    State::Shm(tx) => tx,
+                    State::Pending(_) => return Ok(route.on_link(local, bufs)),
+                    State::Kernel => return Ok(Outcome::Kernel), // refused just now
+                    State::Full => {
+                        log!(trace, "datagram to {dest} dropped: no slot at the receiver");
+                        return Ok(Outcome::Dropped);
+                    }
+                },
+                Err(()) => {
                     // Gone or refusing: asked again (now the kernel's, or
                     // a new holder's).
                     self.list.remove(i);
@@ -279,6 +350,10 @@ impl Routes {
                         ),
                         _ => false,
                     };
+                    if closing && self.take_back(i) {
+                        self.list.remove(i).close();
+                        return Ok(Outcome::Queued);
+                    }
                     if gone || closing {
                         // Every holder of the link closed it (the receiver
                         // died asleep), or the receiver closed its segment
@@ -318,6 +393,7 @@ impl Routes {
                 Err(e) => {
                     // Closed (or corrupt): ask the name again.
                     log!(debug, "datagram route to {dest}: {e}");
+                    self.take_back(i);
                     self.list.remove(i).close();
                 }
             }
@@ -346,9 +422,11 @@ impl Routes {
         // hang-up of a receiver that died since: read now, so the look
         // below sees the link.
         if idle && matches!(r.state, State::Pending(_)) && r.answer().is_err() {
+            self.salvage(i);
             self.list.remove(i).close();
             return None;
         }
+        let r = &mut self.list[i];
         if matches!(r.state, State::Shm(_)) && (recheck || idle || r.stalled(now)) {
             r.checked_ms = now;
             // The receiver writes nothing after REG_OK: readable means
@@ -363,6 +441,7 @@ impl Routes {
                     debug,
                     "datagram route to {dest}: receiver gone or shared (idle {idle})"
                 );
+                self.take_back(i);
                 self.list.remove(i).close();
                 return None;
             }
@@ -399,24 +478,23 @@ impl Route {
         }
     }
 
-    /// The sender, once the REG_OK is in (read now if it came: never
-    /// waited for); Err when the receiver refused, hung up or is full.
-    fn ready(&mut self) -> Result<Option<&mut Sender>, Refused> {
+    /// Reads the REG's answer if it came (never waited for): the state
+    /// says what came; Err when the receiver hung up (the emulated mode)
+    /// or sent what it should not.
+    fn settle(&mut self) -> Result<(), ()> {
         match self.answer() {
             // In the default mode a hang-up before REG_OK is a refusal
-            // too (a receiver that says no by closing, or one that died):
-            // the kernel decides.
+            // too (a receiver that says no by closing, or one that died,
+            // or a forked child holding a copy of its listener that
+            // exited): the kernel decides.
             Err(Refused::NoReceiver)
                 if matches!(self.state, State::Pending(_)) && default_mode() =>
             {
-                self.refused(None)
+                self.refused(None);
+                Ok(())
             }
-            r => r?,
-        }
-        match &mut self.state {
-            State::Shm(tx) => Ok(Some(tx)),
-            State::Pending(_) | State::Kernel => Ok(None),
-            State::Full => Err(Refused::Full),
+            Err(_) => Err(()),
+            Ok(()) => Ok(()),
         }
     }
 
@@ -455,6 +533,8 @@ impl Route {
             link::read(l.as_fd(), inbound, &mut scratch).map_err(|_| NoReceiver)?;
             match Frame::decode(&inbound.bytes) {
                 Ok(Some((Frame::RegOk { slot, gen }, _))) => {
+                    // The receiver takes what followed the REG.
+                    self.on_link = Vec::new();
                     let memfd = inbound.fd.take().ok_or(NoReceiver)?;
                     let tx = attach(memfd, slot, gen, self.dest).map_err(|()| NoReceiver)?;
                     self.state = State::Shm(tx);
@@ -487,7 +567,7 @@ impl Route {
     /// A datagram on the link itself while the route is pending: whole, or
     /// dropped when the link has no room (a receiver not reading); through
     /// the kernel when the receiver may refuse us (`unsure`) or did.
-    fn on_link(&self, local: SocketAddr, bufs: &[IoSlice<'_>]) -> Outcome {
+    fn on_link(&mut self, local: SocketAddr, bufs: &[IoSlice<'_>]) -> Outcome {
         if self.unsure {
             return Outcome::Kernel;
         }
@@ -497,7 +577,12 @@ impl Route {
             payload: &payload,
         };
         match self.link.as_ref().map(|l| link::send(l.as_fd(), &f, None)) {
-            Some(Ok(())) => Outcome::Queued,
+            Some(Ok(())) => {
+                if default_mode() {
+                    self.on_link.push(payload);
+                }
+                Outcome::Queued
+            }
             Some(Err(_)) => Outcome::Dropped,
             None => Outcome::Kernel, // refused just now
         }
@@ -672,6 +757,7 @@ fn kernel_route(dest: SocketAddr, nobody: bool) -> Route {
         watched_ms: 0,
         watched_tail: 0,
         used_ms: monotonic_ms(),
+        on_link: Vec::new(),
     }
 }
 
@@ -801,5 +887,6 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         watched_ms: 0,
         watched_tail: 0,
         used_ms: monotonic_ms(),
+        on_link: Vec::new(),
     })
 }
