@@ -44,12 +44,19 @@ struct Fit {
 }
 
 fn fit(cmd: &mut Command, limit: u32, host: &str, port: u16) -> Fit {
-    let out = run(cmd.args([
-        limit.to_string(),
-        N.to_string(),
-        host.to_string(),
-        port.to_string(),
-    ]));
+    fit_as(cmd, limit, host, port, &[])
+}
+
+/// `fit` with fdlimit's extra arguments (`epoll`).
+fn fit_as(cmd: &mut Command, limit: u32, host: &str, port: u16, extra: &[&str]) -> Fit {
+    let out = run(cmd
+        .args([
+            limit.to_string(),
+            N.to_string(),
+            host.to_string(),
+            port.to_string(),
+        ])
+        .args(extra));
     let w: Vec<&str> = out.stdout.split_whitespace().collect();
     match (out.status.success(), w.as_slice()) {
         (true, ["opened", o, "accepted", a, "checked", c]) => Fit {
@@ -179,6 +186,80 @@ fn connections_under_ulimit_n_match_kernel_tcp_but_for_the_listed_fds() {
         (server - limit, client - client_limit),
         (EXTRA_DEFAULT, EXTRA_CLIENT_DEFAULT),
         "default mode: lowest server limit {server}, client {client} (kernel TCP {limit}, {client_limit})"
+    );
+    watch.assert_none("after the default-mode searches");
+}
+
+/// An epoll server (fdlimit's `epoll`: an event loop that sleeps on one
+/// set holding every connection) fits what kernel TCP's epoll server fits
+/// but for the same listed fds: the library's epoll waker (decision 44)
+/// costs a process with one thread no fd (decision 57). main's library
+/// needed one more in both modes (the waker, made at the first sleep on a
+/// set of connections), which the poll server above did not show.
+#[test]
+fn an_epoll_server_fits_what_kernel_tcp_fits_but_for_the_listed_fds() {
+    let exe = build_c("fdlimit", &["-O2", "-Wall"]);
+    let epoll = ["epoll"];
+    let tcp = Net::loopback("fdlimit-ep-tcp");
+    let kernel = |limit| {
+        fit_as(
+            &mut Command::new(&exe),
+            limit,
+            &tcp.host_str(),
+            tcp.port,
+            &epoll,
+        )
+    };
+    let (mut lo, mut hi) = (N, N + 64);
+    assert!(all(&kernel(hi)), "kernel TCP does not fit {N} at {hi}");
+    while lo + 1 < hi {
+        let mid = (lo + hi) / 2;
+        if all(&kernel(mid)) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    let limit = hi;
+
+    let emu = Net::emulated("fdlimit-ep-emu");
+    let emulated = |limit| {
+        let mut cmd = preloaded(&exe);
+        emu.env(&mut cmd);
+        fit_as(&mut cmd, limit, &emu.host_str(), emu.port, &epoll)
+    };
+    let got = emulated(limit + EXTRA_EMULATED);
+    assert!(
+        all(&got),
+        "emulated epoll server at {} (kernel TCP fits {N} at {limit}): {got:?}",
+        limit + EXTRA_EMULATED
+    );
+    let server = lowest(limit + EXTRA_EMULATED, |l| all(&emulated(l)));
+    assert_eq!(
+        server - limit,
+        EXTRA_EMULATED,
+        "emulated epoll server: lowest limit {server} (kernel TCP {limit})"
+    );
+    emu.assert_shm_only(emu.port, "after the emulated runs");
+
+    let def = Net::loopback("fdlimit-ep-default");
+    let watch = def.watch(def.port);
+    let default = |limit| {
+        let mut cmd = preloaded(&exe);
+        cmd.env("SHMNET_DIR", def.shm_dir());
+        fit_as(&mut cmd, limit, &def.host_str(), def.port, &epoll)
+    };
+    let got = default(limit + EXTRA_DEFAULT);
+    assert!(
+        all(&got),
+        "default-mode epoll server at {} (kernel TCP fits {N} at {limit}): {got:?}",
+        limit + EXTRA_DEFAULT
+    );
+    let server = lowest(limit + EXTRA_DEFAULT, |l| all(&default(l)));
+    assert_eq!(
+        server - limit,
+        EXTRA_DEFAULT,
+        "default-mode epoll server: lowest limit {server} (kernel TCP {limit})"
     );
     watch.assert_none("after the default-mode searches");
 }

@@ -1050,14 +1050,15 @@ fn epoll_named_sleeps_are_rung_once_and_lose_no_data() {
 /// by review): a server asleep on {A, B}, A taken out by another thread
 /// (EPOLL_CTL_DEL, MOD to events 0, DEL and ADD to a set of its own,
 /// close, dup2 over it, close_range; DEL after a fork; DEL with no fd
-/// left for the waker, where the set stops deferring), the client writes A then B: B must wake the server (its
+/// left for the waker, where the set stops deferring; DEL by a child a
+/// one-thread server forked, decision 57), the client writes A then B: B must wake the server (its
 /// doorbell must not be left out because A's rang, to an fd no longer in
 /// the set; the thread that changed the set wakes the sleeper, decision
 /// 43). helpers/c/named_sleep_lost.c.
 #[test]
 fn epoll_named_sleep_member_removed_by_another_thread_loses_nothing() {
     for case in [
-        "del", "mod", "move", "close", "dup2", "range", "fork", "emfile",
+        "del", "mod", "move", "close", "dup2", "range", "fork", "emfile", "forkdel1",
     ] {
         for round in 0..2 {
             let net = Net::emulated(&format!("named-{case}-{round}"));

@@ -279,6 +279,22 @@ pub(crate) fn thread_id() -> u64 {
     unsafe { libc::pthread_self() as u64 }
 }
 
+extern "C" {
+    /// glibc (2.32): true while the process has one thread; cleared by
+    /// pthread_create before the new thread exists.
+    static __libc_single_threaded: core::ffi::c_char;
+}
+
+/// Whether the process has only the calling thread (glibc's word; a
+/// thread made by a raw clone past glibc does not count).
+pub(crate) fn single_threaded() -> bool {
+    // SAFETY: a glibc variable (2.32 and later, which the library needs
+    // already), a byte read as glibc's own readers do; only the thread
+    // that makes a thread writes it, and in a process with one thread that
+    // is the reader.
+    unsafe { core::ptr::read_volatile(core::ptr::addr_of!(__libc_single_threaded)) != 0 }
+}
+
 /// This process's involuntary context switches so far (getrusage).
 pub(crate) fn involuntary_switches() -> u64 {
     // SAFETY: an all-zero rusage is valid; getrusage writes into it.

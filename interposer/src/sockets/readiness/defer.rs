@@ -230,8 +230,9 @@ pub(crate) fn before_sleep(epfd: c_int) -> bool {
         found |= std::mem::take(&mut set.stirred);
         // Without a waker (no fd to make one), another thread that
         // changes the set could not wake this sleep (decision 44): no
-        // deferring in this set from now on.
-        if set.solo && super::wake::waker().is_none() {
+        // deferring in this set from now on. (None is needed while no
+        // other thread exists: decision 57.)
+        if set.solo && super::wake::needed() && super::wake::waker().is_none() {
             found |= set.crowd();
         }
         let list = set.unarmed.clone();
@@ -379,6 +380,10 @@ pub(crate) fn forking() {
         return;
     };
     let me = Some(crate::platform::sys::thread_id());
+    let slept = sets
+        .iter_mut()
+        .any(|s| s.sleeps.load(Ordering::Relaxed) > 0);
+    super::wake::forking(sets.iter_mut().count(), slept);
     for set in sets.iter_mut() {
         if set.waiter == me {
             set.asleep = false;

@@ -12,16 +12,18 @@
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 
 use crate::platform::real::waits;
 use crate::platform::sys::EventIn;
 
 use super::set::{self, Set};
 
-/// The waker's fd (-1: not made yet). Made once, by a waiter about to
-/// sleep on a set whose members defer (under the table's lock), kept for
-/// the process's life (internal, close-on-exec; a forked child shares it).
+/// The waker's fd (-1: not made yet). Made once, under the table's lock:
+/// by a waiter about to sleep on a set whose members defer while another
+/// thread could change it (`needed`), by the first change that must wake
+/// a sleeper, or at a fork of a process that slept on a set; kept for the
+/// process's life (internal, close-on-exec; a forked child shares it).
 static WAKER: AtomicI32 = AtomicI32::new(-1);
 
 /// The `data` the waker is registered under: random (an application's
@@ -42,6 +44,39 @@ pub(super) fn key() -> u64 {
     match KEY.compare_exchange(0, drawn, Ordering::Relaxed, Ordering::Relaxed) {
         Ok(_) => drawn,
         Err(other) => other,
+    }
+}
+
+/// Whether a sleep on a set whose members defer must have the waker ready
+/// (decision 57): only when a thread or process other than the sleeper
+/// could change the set while it sleeps. A process that has one thread
+/// (glibc's `__libc_single_threaded`: cleared by the first
+/// pthread_create, before the thread exists) and never forked holding a
+/// set cannot: its only thread is the sleeper, and no thread can be made
+/// while it sleeps. Such a process never makes the waker unless a change
+/// needs it after all (`Set::wake`, lazily), so it holds the fds kernel
+/// TCP's holds.
+pub(super) fn needed() -> bool {
+    SHARED.load(Ordering::Relaxed) || !crate::platform::sys::single_threaded()
+}
+
+/// Set when the process forked while holding a set of ours (in the child
+/// too): the other process may change a set the two share.
+static SHARED: AtomicBool = AtomicBool::new(false);
+
+/// Fork's prepare handler, under the table's lock (`readiness::forking`),
+/// with `sets` sets of ours of which `slept` were slept on: from now on
+/// sleeps need the waker (`needed`), and the child shares the one the
+/// process makes here (a change there or here to a set the two share
+/// wakes the other's sleeper with it, as it would have had the process
+/// made it at its first sleep: decision 44).
+pub(super) fn forking(sets: usize, slept: bool) {
+    if sets == 0 {
+        return;
+    }
+    SHARED.store(true, Ordering::Relaxed);
+    if slept {
+        waker();
     }
 }
 

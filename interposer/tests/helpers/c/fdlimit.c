@@ -1,5 +1,5 @@
 /*
- * fdlimit LIMIT N ADDR PORT: how many TCP connections fit under
+ * fdlimit LIMIT N ADDR PORT [epoll]: how many TCP connections fit under
  * `ulimit -n LIMIT` (soft = hard). Sets RLIMIT_NOFILE to LIMIT, forks:
  * the child is the server (listens on ADDR:PORT, non-blocking accept until
  * the client says how many it opened and that many are accepted, or
@@ -10,6 +10,12 @@
  *
  * Then every accepted connection carries 8 bytes each way (the client's
  * index, answered by the server with its bitwise complement), checked.
+ *
+ * With `epoll` the server is an event loop: one epoll set (an fd that
+ * kernel TCP's server holds too) holding the listener, the pipe and every
+ * accepted connection, on which it sleeps while accepting and while it
+ * answers (a set whose members are connections: what made the library's
+ * epoll waker before decision 57).
  *
  * Prints "opened O accepted A checked C" (exit 0), or "error ..." (exit 1)
  * for anything but running out of fds.
@@ -26,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -56,12 +63,95 @@ static void xfer(int fd, void *b, size_t n, int out)
     }
 }
 
+static void ctl(int ep, int op, int fd, uint32_t events, uint64_t data)
+{
+    struct epoll_event ev = {.events = events, .data.u64 = data};
+    if (epoll_ctl(ep, op, fd, &ev) < 0)
+        die("epoll_ctl");
+}
+
+/* The server as an event loop on one epoll set (`epoll`): the listener's
+ * data is n, the pipe's n + 1, connection i's i. */
+static void epoll_server(int l, int from_client, int to_client, int n, int *fds)
+{
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        die("epoll_create1");
+    ctl(ep, EPOLL_CTL_ADD, l, EPOLLIN, (uint64_t)n);
+    ctl(ep, EPOLL_CTL_ADD, from_client, EPOLLIN, (uint64_t)n + 1);
+    struct epoll_event evs[64];
+    int accepted = 0, opened = -1, stop = 0;
+    while (!stop && (opened < 0 || accepted < opened) && accepted < n) {
+        int r = epoll_wait(ep, evs, 64, 2000);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0)
+            die("epoll_wait (accepting)");
+        if (r == 0 && opened >= 0)
+            break; /* told, and nothing more comes */
+        for (int e = 0; e < r; e++) {
+            if (evs[e].data.u64 == (uint64_t)n + 1) {
+                xfer(from_client, &opened, sizeof opened, 0);
+                ctl(ep, EPOLL_CTL_DEL, from_client, 0, 0);
+                continue;
+            }
+            if (evs[e].data.u64 != (uint64_t)n)
+                continue; /* a connection's first bytes: answered below */
+            for (;;) {
+                int c = accept4(l, NULL, NULL, SOCK_CLOEXEC);
+                if (c < 0 && errno == EAGAIN)
+                    break;
+                if (c < 0 && full(errno)) {
+                    stop = opened >= 0;
+                    break;
+                }
+                if (c < 0)
+                    die("accept");
+                ctl(ep, EPOLL_CTL_ADD, c, EPOLLIN, (uint64_t)accepted);
+                fds[accepted++] = c;
+                if (accepted == n)
+                    break;
+            }
+        }
+    }
+    if (opened < 0) {
+        xfer(from_client, &opened, sizeof opened, 0);
+        ctl(ep, EPOLL_CTL_DEL, from_client, 0, 0);
+    }
+    /* (A listener with connections it cannot take stays readable.) */
+    ctl(ep, EPOLL_CTL_DEL, l, 0, 0);
+    xfer(to_client, &accepted, sizeof accepted, 1);
+    int answered = 0;
+    while (answered < accepted) {
+        int r = epoll_wait(ep, evs, 64, 10000);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            die("epoll_wait (answers)");
+        for (int e = 0; e < r; e++) {
+            int i = (int)evs[e].data.u64;
+            if (i < 0 || i >= accepted)
+                die("epoll_wait (data)");
+            uint64_t v;
+            xfer(fds[i], &v, sizeof v, 0);
+            v = ~v;
+            xfer(fds[i], &v, sizeof v, 1);
+            ctl(ep, EPOLL_CTL_DEL, fds[i], 0, 0);
+            answered++;
+        }
+    }
+    char b;
+    while (read(from_client, &b, 1) > 0 || errno == EINTR)
+        ;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 5) {
-        fprintf(stderr, "usage: fdlimit LIMIT N ADDR PORT\n");
+    if (argc != 5 && !(argc == 6 && !strcmp(argv[5], "epoll"))) {
+        fprintf(stderr, "usage: fdlimit LIMIT N ADDR PORT [epoll]\n");
         return 2;
     }
+    int use_epoll = argc == 6;
     int limit = atoi(argv[1]), n = atoi(argv[2]);
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(argv[4]))};
     if (inet_pton(AF_INET, argv[3], &sa.sin_addr) != 1)
@@ -99,6 +189,10 @@ int main(int argc, char **argv)
         int one_fl = 1;
         ioctl(l, FIONBIO, &one_fl);
         int accepted = 0, opened = -1, stop = 0;
+        if (use_epoll) {
+            epoll_server(l, p[0], q[1], n, fds);
+            _exit(0);
+        }
         while (!stop && (opened < 0 || accepted < opened)) {
             struct pollfd pf[2] = {{.fd = l, .events = POLLIN}, {.fd = p[0], .events = POLLIN}};
             if (poll(pf, opened < 0 ? 2 : 1, 2000) == 0 && opened >= 0)

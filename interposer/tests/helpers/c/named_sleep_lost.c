@@ -14,6 +14,9 @@
  *           waker can be made: the set must stop deferring instead);
  *   fork    the same as del, the changer forking a child (that waits on S
  *           for 100 ms and exits) first;
+ *   forkdel1  (decision 57) no thread: the server forks a child that DELs
+ *           A while the server sleeps (a process with one thread that
+ *           forked holding a set makes the waker again);
  *   longjmp a SIGALRM handler siglongjmps out of the server's epoll_wait,
  *           then the server waits again;
  *   nested  a SIGALRM handler waits on S itself (20 ms) while the server
@@ -274,6 +277,15 @@ int main(int argc, char **argv) {
     pthread_join(t, 0); kill(c, SIGKILL); waitpid(c, 0, 0); return 0;
   }
   if (changes) pthread_create(&t, 0, changer, 0);
+  pid_t fk = -1;
+  if (!strcmp(mode, "forkdel1")) { /* one thread: a forked child changes S */
+    fk = fork();
+    if (fk == 0) {
+      usleep(300000); /* the server is asleep by now */
+      if (epoll_ctl(S, EPOLL_CTL_DEL, A, NULL)) perror("child DEL");
+      _exit(0);
+    }
+  }
   if (!strcmp(mode, "longjmp") || !strcmp(mode, "nested") || !strcmp(mode, "nested0") || !strcmp(mode, "ljreadd") || !strcmp(mode, "ljreadd2") || !strcmp(mode, "ljfork")) {
     struct sigaction sa = {0};
     sa.sa_handler = on_alarm;
@@ -327,6 +339,7 @@ int main(int argc, char **argv) {
     }
   }
   if (changes) pthread_join(t, 0);
+  if (fk > 0) waitpid(fk, 0, 0);
   printf(seen ? "%s seen\n" : "LOST: %s not seen in 4 s\n", readd ? "A" : "B");
   fflush(stdout);
   kill(c, SIGKILL);
