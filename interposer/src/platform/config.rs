@@ -77,6 +77,10 @@ pub struct Config {
     /// on for part of session 30, then off again after review s30 found
     /// regressions of the default; `1` turns it on).
     pub async_connect: bool,
+    /// `SHMNET_URING`: an accept at the fd limit takes the connection's
+    /// memfd through an io_uring fixed-file slot (decision 54; default on
+    /// where the kernel allows it; `0` turns it off).
+    pub uring: bool,
     /// `SHMNET_LOG`: `None` is off.
     pub log_level: Option<Level>,
     /// `SHMNET_LOG_FILE`: `None` is stderr.
@@ -219,6 +223,11 @@ impl Config {
                 ))
             }
         };
+        let uring = match text("SHMNET_URING")?.as_deref() {
+            None | Some("1") => true,
+            Some("0") => false,
+            Some(v) => return Err(invalid("SHMNET_URING", format!("{v:?} is not 0 or 1"))),
+        };
         let log_level = match text("SHMNET_LOG")? {
             None => None,
             Some(v) => Level::parse(&v).map_err(|()| {
@@ -242,6 +251,7 @@ impl Config {
             defer,
             udp,
             async_connect,
+            uring,
             log_level,
             log_file: path("SHMNET_LOG_FILE"),
         })

@@ -310,10 +310,17 @@ impl Listener {
                 // Without a parking queue, a connection taken with no room
                 // for its memfd would have nowhere to wait but an fd of
                 // ours: room is made first (`with_room`).
+                // At the limit, with this thread's io_uring ring (made by
+                // an accept that found room), the connection is taken all
+                // the same: it lends its number to its memfd (decision 54).
                 let spare = match self.parking.pair() {
                     Some(_) => None,
                     None => match rustix::io::fcntl_dupfd_cloexec(&r.fd, 0) {
-                        Ok(fd) => Some(fd),
+                        Ok(fd) => {
+                            crate::platform::pocket::prepare();
+                            Some(fd)
+                        }
+                        Err(Errno::MFILE) if crate::platform::pocket::ready() => None,
                         Err(e) => return Err(e),
                     },
                 };
@@ -378,7 +385,7 @@ impl Listener {
     fn settle(
         &self,
         inst: BorrowedFd<'_>,
-        conn: OwnedFd,
+        mut conn: OwnedFd,
         scope: Scope,
         patience: &mut Patience,
         room: &mut Option<OwnedFd>,
@@ -386,7 +393,7 @@ impl Listener {
         let mut state = State::New;
         loop {
             match arrival(conn.as_fd()) {
-                Arrival::Complete => match self.handshake(conn.as_fd(), scope, state, room) {
+                Arrival::Complete => match self.handshake(&mut conn, scope, state, room) {
                     Step::Done(c) => return Taken::Accepted(conn, c),
                     // Declined: the connector sends a fresh Connect
                     // at once.
@@ -400,6 +407,11 @@ impl Listener {
                     Step::NoRoom(e) => {
                         self.park(inst, conn, scope, state);
                         return Taken::NoRoom(e);
+                    }
+                    Step::Lost => {
+                        // (Its number is not ours any more.)
+                        let _ = std::os::fd::IntoRawFd::into_raw_fd(conn);
+                        return Taken::Gone;
                     }
                 },
                 // Only for a connector the policy admits (the
