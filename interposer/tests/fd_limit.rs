@@ -27,8 +27,8 @@ const N: u32 = 300;
 /// fds beyond kernel TCP's, in the server (docs/benchmarks.md): the
 /// rendezvous socket and room for one memfd while accepting; the default
 /// mode's kernel TCP listener besides.
-const EXTRA_EMULATED: u32 = 2;
-const EXTRA_DEFAULT: u32 = 3;
+const EXTRA_EMULATED: u32 = 1;
+const EXTRA_DEFAULT: u32 = 2;
 /// fds beyond kernel TCP's, in the client: the emulated mode's connect
 /// needs one free fd (its Unix socket goes onto the application's number
 /// first, decision 38); the default mode's falls back to kernel TCP at

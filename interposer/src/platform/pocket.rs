@@ -233,7 +233,13 @@ impl Ring {
         let mut p = Params::default();
         // SAFETY: io_uring_setup(2) with a valid, writable params struct.
         #[allow(unsafe_code)]
-        let fd = unsafe { libc::syscall(libc::SYS_io_uring_setup, SETUP_ENTRIES, &mut p as *mut Params) };
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_io_uring_setup,
+                SETUP_ENTRIES,
+                &mut p as *mut Params,
+            )
+        };
         if fd < 0 {
             return Err(errno());
         }
@@ -255,13 +261,23 @@ impl Ring {
         // SAFETY: IORING_REGISTER_PROBE writes at most 64 ops into `probe`.
         #[allow(unsafe_code)]
         let r = unsafe {
-            libc::syscall(libc::SYS_io_uring_register, fd, REGISTER_PROBE, &mut probe as *mut Probe, 64u32)
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                fd,
+                REGISTER_PROBE,
+                &mut probe as *mut Probe,
+                64u32,
+            )
         };
         let supported = |op: u8| {
             (op as usize) < (probe.ops_len as usize).min(64)
                 && probe.ops[op as usize].flags & PROBE_OP_SUPPORTED != 0
         };
-        if r < 0 || ![OP_RECVMSG, OP_RECV, OP_FIXED_FD_INSTALL].into_iter().all(supported) {
+        if r < 0
+            || ![OP_RECVMSG, OP_RECV, OP_FIXED_FD_INSTALL]
+                .into_iter()
+                .all(supported)
+        {
             close(ring_fd);
             return Err(Errno::OPNOTSUPP);
         }
@@ -325,7 +341,13 @@ impl Ring {
         // SAFETY: one fd (-1: an empty slot) read from `files`.
         #[allow(unsafe_code)]
         let r = unsafe {
-            libc::syscall(libc::SYS_io_uring_register, fd, REGISTER_FILES, files.as_ptr(), 1u32)
+            libc::syscall(
+                libc::SYS_io_uring_register,
+                fd,
+                REGISTER_FILES,
+                files.as_ptr(),
+                1u32,
+            )
         };
         if r < 0 {
             return fail(errno(), ring_fd);

@@ -324,10 +324,24 @@ impl Listener {
                         Err(e) => return Err(e),
                     },
                 };
-                let conn = match rustix::net::accept_with(
-                    &r.fd,
-                    SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-                ) {
+                let mut spare = spare;
+                let mut accepted =
+                    rustix::net::accept_with(&r.fd, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK);
+                if matches!(accepted, Err(Errno::MFILE))
+                    && spare.is_some()
+                    && crate::platform::pocket::ready()
+                {
+                    // The room was the last free number: the connection
+                    // takes it, and lends it to its memfd (decision 54).
+                    if let Some(fd) = spare.take() {
+                        sys::close_fd(fd);
+                    }
+                    accepted = rustix::net::accept_with(
+                        &r.fd,
+                        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+                    );
+                }
+                let conn = match accepted {
                     Ok(c) => c,
                     Err(Errno::AGAIN) if redial && patience.wait(r.fd.as_fd()) => {
                         redial = false;

@@ -221,7 +221,11 @@ impl Listener {
         if n == 0 || n < handshake::LEN {
             // A part, or a hang-up: back to the usual path, which says so.
             drop(memfd);
-            return if back(lent, conn) { None } else { Some(self.lost()) };
+            return if back(lent, conn) {
+                None
+            } else {
+                Some(self.lost())
+            };
         }
         let mut sink = [0u8; handshake::LEN];
         let consumed = lent.consume(&mut sink);
@@ -257,18 +261,24 @@ impl Listener {
             Err(why) => return Some(self.bad(&why)),
         };
         let bell = Bell::new(conn.as_fd(), Some(conn.as_raw_fd()));
-        log!(debug, "accept on {}: a connection at the fd limit, its memfd taken through io_uring", self.local);
-        Some(match Connection::new(seg, local, peer_addr, bell, None, ticket) {
-            Ok(c) => Step::Done(c),
-            Err(e) => {
-                log!(
-                    warn,
-                    "accept on {}: cannot set up the connection ({e})",
-                    self.local
-                );
-                Step::Dropped
-            }
-        })
+        log!(
+            debug,
+            "accept on {}: a connection at the fd limit, its memfd taken through io_uring",
+            self.local
+        );
+        Some(
+            match Connection::new(seg, local, peer_addr, bell, None, ticket) {
+                Ok(c) => Step::Done(c),
+                Err(e) => {
+                    log!(
+                        warn,
+                        "accept on {}: cannot set up the connection ({e})",
+                        self.local
+                    );
+                    Step::Dropped
+                }
+            },
+        )
     }
 
     fn lost(&self) -> Step {
