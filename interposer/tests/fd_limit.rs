@@ -25,10 +25,15 @@ use common::{build_c, preloaded, run, Net};
 const N: u32 = 300;
 
 /// fds beyond kernel TCP's, in the server (docs/benchmarks.md): the
-/// rendezvous socket and room for one memfd while accepting; the default
-/// mode's kernel TCP listener besides.
+/// rendezvous socket; the default mode's kernel TCP listener besides. The
+/// last accept's memfd takes the connection's number, the connection held
+/// meanwhile in an io_uring fixed-file slot (decision 54).
 const EXTRA_EMULATED: u32 = 1;
 const EXTRA_DEFAULT: u32 = 2;
+/// Without io_uring (`SHMNET_URING=0`, as where the kernel, its
+/// `io_uring_disabled` sysctl or a seccomp profile refuses it): room for
+/// the memfd besides, one fd more.
+const NO_URING: u32 = 1;
 /// fds beyond kernel TCP's, in the client: the emulated mode's connect
 /// needs one free fd (its Unix socket goes onto the application's number
 /// first, decision 38); the default mode's falls back to kernel TCP at
@@ -141,6 +146,21 @@ fn connections_under_ulimit_n_match_kernel_tcp_but_for_the_listed_fds() {
         (EXTRA_EMULATED, EXTRA_CLIENT_EMULATED),
         "emulated: lowest server limit {server}, client {client} (kernel TCP {limit}, {client_limit})"
     );
+    // Without io_uring: the accept makes room for the memfd first, as
+    // before decision 54.
+    let no_uring = |limit| {
+        let mut cmd = preloaded(&exe);
+        emu.env(&mut cmd).env("SHMNET_URING", "0");
+        fit(&mut cmd, limit, &emu.host_str(), emu.port)
+    };
+    let from = limit + EXTRA_EMULATED + NO_URING;
+    assert!(all(&no_uring(from)), "without io_uring at {from}");
+    let server = lowest(from, |l| all(&no_uring(l)));
+    assert_eq!(
+        server - limit,
+        EXTRA_EMULATED + NO_URING,
+        "emulated without io_uring: lowest server limit {server} (kernel TCP {limit})"
+    );
     emu.assert_shm_only(emu.port, "after the emulated runs");
 
     // The default mode (preloaded both ends on a loopback address):
@@ -179,6 +199,20 @@ fn connections_under_ulimit_n_match_kernel_tcp_but_for_the_listed_fds() {
         (server - limit, client - client_limit),
         (EXTRA_DEFAULT, EXTRA_CLIENT_DEFAULT),
         "default mode: lowest server limit {server}, client {client} (kernel TCP {limit}, {client_limit})"
+    );
+    let no_uring = |limit| {
+        let mut cmd = preloaded(&exe);
+        cmd.env("SHMNET_DIR", def.shm_dir())
+            .env("SHMNET_URING", "0");
+        fit(&mut cmd, limit, &def.host_str(), def.port)
+    };
+    let from = limit + EXTRA_DEFAULT + NO_URING;
+    assert!(all(&no_uring(from)), "without io_uring at {from}");
+    let server = lowest(from, |l| all(&no_uring(l)));
+    assert_eq!(
+        server - limit,
+        EXTRA_DEFAULT + NO_URING,
+        "default mode without io_uring: lowest server limit {server} (kernel TCP {limit})"
     );
     watch.assert_none("after the default-mode searches");
 }
