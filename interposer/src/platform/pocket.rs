@@ -156,6 +156,7 @@ struct Ring {
     sq_len: usize,
     sqes: *mut Sqe,
     sqes_len: usize,
+    sq_head: *const AtomicU32,
     sq_tail: *const AtomicU32,
     sq_mask: u32,
     sq_array: *mut u32,
@@ -163,17 +164,21 @@ struct Ring {
     cq_tail: *const AtomicU32,
     cq_mask: u32,
     cqes: *const Cqe,
-    /// The fork generation it was made in (a child has no registered ring).
-    generation: u32,
-    /// A submission failed half way: never used again.
+    /// The process it was made in: a forked child has neither the
+    /// registration nor the mappings (MADV_DONTFORK), only this copy.
+    pid: u32,
+    /// A submission's state is unknown: never used again.
     broken: bool,
 }
 
 std::thread_local! {
     /// None: not made yet, or refused in this thread.
     static RING: RefCell<Option<Ring>> = const { RefCell::new(None) };
-    /// The fork generation (plus one) this thread last tried to make one in.
+    /// The fork generation (plus one) this thread last looked in.
     static TRIED: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+    /// A connection is in the slot (a signal handler's accept in the
+    /// window must not put another there).
+    static LENDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn wanted() -> bool {
@@ -182,16 +187,50 @@ fn wanted() -> bool {
         && crate::platform::config::get().is_some_and(|c| c.uring)
 }
 
+/// This process's pid, asked of the kernel (not the per-generation cache:
+/// a child made by a raw clone must not take its parent's ring for its
+/// own).
+fn real_pid() -> u32 {
+    rustix::process::getpid().as_raw_nonzero().get() as u32
+}
+
+impl Ring {
+    fn usable(&self, pid: u32) -> bool {
+        !self.broken && self.pid == pid
+    }
+}
+
 /// Makes this thread's ring if it has none (called while fds are
-/// plenty: it needs one for a moment). Once per thread; a refusal every
-/// thread would meet is remembered for the process.
+/// plenty: it needs one for a moment). Once per thread and fork
+/// generation; a refusal every thread would meet is remembered for the
+/// process.
 pub(crate) fn prepare() {
     let generation = crate::platform::fork::generation().wrapping_add(1);
-    if TRIED.with(|t| t.replace(generation)) == generation || !wanted() {
+    if matches!(TRIED.try_with(|t| t.replace(generation)), Ok(g) if g != generation) {
+        prepare_now();
+    }
+}
+
+fn prepare_now() {
+    if !wanted() {
+        return;
+    }
+    let pid = real_pid();
+    let have = RING.try_with(|r| {
+        r.try_borrow()
+            .map_or(true, |r| r.as_ref().is_some_and(|ring| ring.usable(pid)))
+    });
+    if have != Ok(false) {
         return;
     }
     match Ring::setup() {
-        Ok(ring) => RING.with(|r| *r.borrow_mut() = Some(ring)),
+        Ok(ring) => {
+            let _ = RING.try_with(|r| {
+                if let Ok(mut r) = r.try_borrow_mut() {
+                    *r = Some(ring);
+                }
+            });
+        }
         Err(e) => {
             log!(debug, "no io_uring pocket for accepts at the fd limit: {e}");
             if matches!(
@@ -204,28 +243,29 @@ pub(crate) fn prepare() {
     }
 }
 
-/// Whether this thread has a usable ring.
-fn current() -> Option<()> {
-    RING.with(|r| {
-        r.borrow()
-            .as_ref()
-            .filter(|ring| !ring.broken && ring.generation == crate::platform::fork::generation())
-            .map(|_| ())
-    })
-}
-
 /// Whether an accept at the limit may take a connection for the pocket.
 pub(crate) fn ready() -> bool {
-    wanted() && current().is_some()
+    if !wanted() || LENDING.try_with(|l| l.get()) != Ok(false) {
+        return false;
+    }
+    let pid = real_pid();
+    RING.try_with(|r| {
+        r.try_borrow()
+            .is_ok_and(|r| r.as_ref().is_some_and(|ring| ring.usable(pid)))
+    })
+    .unwrap_or(false)
 }
 
 fn with_ring<T>(f: impl FnOnce(&mut Ring) -> Result<T, Errno>) -> Result<T, Errno> {
-    RING.with(|r| match r.borrow_mut().as_mut() {
-        Some(ring) if !ring.broken && ring.generation == crate::platform::fork::generation() => {
-            f(ring)
-        }
-        _ => Err(Errno::NOSYS),
+    let pid = real_pid();
+    RING.try_with(|r| match r.try_borrow_mut() {
+        Ok(mut r) => match r.as_mut() {
+            Some(ring) if ring.usable(pid) => f(ring),
+            _ => Err(Errno::NOSYS),
+        },
+        Err(_) => Err(Errno::BUSY),
     })
+    .unwrap_or(Err(Errno::NOSYS))
 }
 
 impl Ring {
@@ -387,6 +427,7 @@ impl Ring {
             sq_len,
             sqes: sqes.cast(),
             sqes_len,
+            sq_head: at(p.sq_off.head).cast(),
             sq_tail: at(p.sq_off.tail).cast(),
             sq_mask,
             sq_array: at(p.sq_off.array).cast(),
@@ -394,7 +435,7 @@ impl Ring {
             cq_tail: at(p.cq_off.tail).cast(),
             cq_mask,
             cqes: at(p.cq_off.cqes).cast(),
-            generation: crate::platform::fork::generation(),
+            pid: real_pid(),
             broken: false,
         };
         // The ring lives on through its registration and mappings.
@@ -434,13 +475,47 @@ impl Ring {
             };
             if r < 0 {
                 let e = errno();
-                if e == Errno::INTR && submit == 0 {
-                    continue;
+                // SAFETY: the queue words are inside this ring's mapping.
+                #[allow(unsafe_code)]
+                let (head, tail) = unsafe {
+                    (
+                        (*self.sq_head).load(Ordering::Acquire),
+                        (*self.sq_tail).load(Ordering::Relaxed),
+                    )
+                };
+                if head == tail {
+                    // Submitted: its completion comes; interrupted
+                    // waits are waited again.
+                    if e == Errno::INTR {
+                        submit = 0;
+                        continue;
+                    }
+                    self.broken = true;
+                } else if submit == 1 {
+                    if e == Errno::INTR {
+                        continue;
+                    }
+                    // Not taken: withdrawn (the queue as it was).
+                    // SAFETY: as above.
+                    #[allow(unsafe_code)]
+                    unsafe {
+                        (*self.sq_tail).store(tail.wrapping_sub(1), Ordering::Release)
+                    };
+                    return Err(e);
+                } else {
+                    self.broken = true;
                 }
-                // (Not submitted, or interrupted while submitting: the
-                // queue's state is not known any more.)
-                self.broken = true;
                 return Err(e);
+            }
+            if submit == 1 && r == 0 {
+                // Not taken (it says none was): withdrawn.
+                // SAFETY: as above.
+                #[allow(unsafe_code)]
+                unsafe {
+                    let tail = (*self.sq_tail).load(Ordering::Relaxed);
+                    (*self.sq_tail).store(tail.wrapping_sub(1), Ordering::Release)
+                };
+                return Err(Errno::AGAIN);
             }
             submit = 0;
             // SAFETY: as above; the completion at `head` is the kernel's
@@ -488,6 +563,10 @@ impl Ring {
 
 impl Drop for Ring {
     fn drop(&mut self) {
+        if self.pid != real_pid() {
+            // A forked child's copy: the mappings are not its own.
+            return;
+        }
         // SAFETY: the mappings `setup` made, used by nothing after this.
         #[allow(unsafe_code)]
         unsafe {
@@ -530,6 +609,7 @@ pub(crate) fn lend_and_peek(conn: &mut OwnedFd, buf: &mut [u8]) -> Result<Peeked
     }
     let number = conn.as_raw_fd();
     with_ring(|ring| ring.set_slot(number)).map_err(|_| None)?;
+    let _ = LENDING.try_with(|l| l.set(true));
     // (The slot holds the file now: the number goes, the connection
     // stays.)
     crate::platform::sys::close_inherited(number);
@@ -639,6 +719,7 @@ impl Lent {
                 Ok(n) if n >= 0 => {
                     self.returned = true;
                     let _ = with_ring(|ring| ring.set_slot(-1));
+                    let _ = LENDING.try_with(|l| l.set(false));
                     if n != self.number {
                         // SAFETY: the kernel just installed the connection
                         // on `n` for us; the old number is not ours any
@@ -667,6 +748,7 @@ impl Drop for Lent {
         if !self.returned {
             // Not put back: the slot lets the connection go.
             let _ = with_ring(|ring| ring.set_slot(-1));
+            let _ = LENDING.try_with(|l| l.set(false));
         }
     }
 }
