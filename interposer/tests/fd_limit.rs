@@ -161,6 +161,24 @@ fn connections_under_ulimit_n_match_kernel_tcp_but_for_the_listed_fds() {
         EXTRA_EMULATED + NO_URING,
         "emulated without io_uring: lowest server limit {server} (kernel TCP {limit})"
     );
+    // The same where io_uring_setup is refused (a seccomp filter the
+    // program was started under says EPERM, as container runtimes'
+    // profiles do): the library falls back, nothing fails.
+    let deny = build_c("deny_uring", &["-O2", "-Wall"]);
+    let denied = |limit| {
+        let mut cmd = preloaded(&deny);
+        cmd.arg(&exe);
+        emu.env(&mut cmd);
+        fit(&mut cmd, limit, &emu.host_str(), emu.port)
+    };
+    let from = limit + EXTRA_EMULATED + NO_URING;
+    assert!(all(&denied(from)), "io_uring refused, at {from}");
+    let server = lowest(from, |l| all(&denied(l)));
+    assert_eq!(
+        server - limit,
+        EXTRA_EMULATED + NO_URING,
+        "emulated with io_uring_setup refused: lowest server limit {server} (kernel TCP {limit})"
+    );
     emu.assert_shm_only(emu.port, "after the emulated runs");
 
     // The default mode (preloaded both ends on a loopback address):
