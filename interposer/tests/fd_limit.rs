@@ -2,8 +2,10 @@
 //! less the few fds docs/benchmarks.md lists ("10,000 idle connections at
 //! kernel TCP's fd limit"): a server process needs its listener's
 //! rendezvous socket (a listening Unix socket; the default mode's kernel
-//! TCP listener besides) and, while it takes a connection, room for the
-//! connection's memfd; nothing per connection. An emulated client needs
+//! TCP listener besides); nothing per connection. The last accept's memfd
+//! borrows the connection's number while an io_uring fixed-file slot holds
+//! the connection (decision 54); without io_uring (`SHMNET_URING=0`, or
+//! io_uring_setup refused by a seccomp filter) it needs room of its own. An emulated client needs
 //! one free fd at its last connect to a loopback partition address
 //! (kernel TCP's needs none).
 //!
