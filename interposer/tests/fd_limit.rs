@@ -21,7 +21,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{build_c, preloaded, run, Net};
+use common::{build_c, emulated_script, preloaded, run, Net};
 
 /// Connections per run: enough that a per-connection fd would show.
 const N: u32 = 300;
@@ -375,4 +375,18 @@ fn a_connect_at_the_limit_that_fails_under_fd_churn_leaves_the_programs_socket()
         "emulated: connected/failed/other_errno/not_inet/nonblocking/noecho {got:?}"
     );
     emu.assert_shm_only(emu.port, "after the emulated run");
+}
+
+/// A forked server (its listener has a parking queue) in blocking accept
+/// with exactly one free fd, in the parent and in the child: the
+/// connection is accepted, as kernel TCP's would be (decision 54: the
+/// blocking accept's copy of the listener gives the number back, the
+/// memfd borrows the connection's number from an io_uring slot). Without
+/// io_uring, EMFILE in both, as before.
+#[test]
+fn a_forked_blocking_server_accepts_with_one_free_fd() {
+    let out = emulated_script("accept_at_limit_forked", &[], &[]);
+    assert_eq!(out, "child accepted\nparent accepted\n");
+    let out = emulated_script("accept_at_limit_forked", &[], &[("SHMNET_URING", "0")]);
+    assert_eq!(out, "child EMFILE\nparent EMFILE\n");
 }

@@ -200,10 +200,10 @@ impl Ring {
     }
 }
 
-/// Makes this thread's ring if it has none (called while fds are
-/// plenty: it needs one for a moment). Once per thread and fork
-/// generation; a refusal every thread would meet is remembered for the
-/// process.
+/// Makes this thread's ring if it has none (it needs a free number for a
+/// moment; without one it is tried again at the next call). Once per
+/// thread and fork generation otherwise; a refusal every thread would
+/// meet is remembered for the process.
 pub(crate) fn prepare() {
     let generation = crate::platform::fork::generation().wrapping_add(1);
     if matches!(TRIED.try_with(|t| t.replace(generation)), Ok(g) if g != generation) {
@@ -230,6 +230,10 @@ fn prepare_now() {
                     *r = Some(ring);
                 }
             });
+        }
+        // No number for the ring a moment: tried again at the next accept.
+        Err(Errno::MFILE | Errno::NFILE | Errno::NOMEM) => {
+            let _ = TRIED.try_with(|t| t.set(0));
         }
         Err(e) => {
             log!(debug, "no io_uring pocket for accepts at the fd limit: {e}");

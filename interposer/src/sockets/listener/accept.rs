@@ -100,6 +100,17 @@ impl Listener {
             let inst = held.as_ref().map_or(app, |h| h.as_fd());
             match self.step(inst, peer, flags) {
                 Err(Errno::AGAIN) => {}
+                // The copy holds the last free number, which the
+                // connection needs (decision 54): given back, and one
+                // look on the application's number if it is still this
+                // listener's (as a non-blocking accept looks).
+                Err(Errno::MFILE) if held.is_some() && self.is_instance(app) => {
+                    held = None;
+                    match self.step(app, peer, flags) {
+                        Err(Errno::AGAIN) => {}
+                        r => return r,
+                    }
+                }
                 r => return r,
             }
             let (nonblocking, deadline) = *waiting.get_or_insert_with(waits);
@@ -296,6 +307,10 @@ impl Listener {
         if !ready.rendezvous {
             return Ok(None);
         }
+        // This thread's io_uring ring, for an accept at the fd limit: made
+        // once, while there is a number for it a moment (tried again
+        // while there is none).
+        crate::platform::pocket::prepare();
         let mut taken = 0;
         for r in &self.rendezvous {
             // A connector that withdrew a reuse offer dials again at once:
@@ -316,10 +331,7 @@ impl Listener {
                 let spare = match self.parking.pair() {
                     Some(_) => None,
                     None => match rustix::io::fcntl_dupfd_cloexec(&r.fd, 0) {
-                        Ok(fd) => {
-                            crate::platform::pocket::prepare();
-                            Some(fd)
-                        }
+                        Ok(fd) => Some(fd),
                         Err(Errno::MFILE) if crate::platform::pocket::ready() => None,
                         Err(e) => return Err(e),
                     },
