@@ -667,23 +667,36 @@ pub(crate) fn lend_and_peek(conn: &mut OwnedFd, buf: &mut [u8]) -> Result<Peeked
     }
 }
 
-/// The fds of the first SCM_RIGHTS message in `control` (filled by a
-/// recvmsg whose msg_controllen the kernel may not have written back: an
-/// untouched buffer is zeros, no message).
+/// The fds of the SCM_RIGHTS messages in `control` (filled by a recvmsg
+/// whose msg_controllen the kernel may not have written back: an
+/// untouched buffer is zeros, no message; other kinds are skipped).
 fn scm_rights(control: &[u64; 8]) -> Vec<c_int> {
     let bytes: Vec<u8> = control.iter().flat_map(|w| w.to_ne_bytes()).collect();
     let hdr = core::mem::size_of::<libc::cmsghdr>();
-    let len = usize::from_ne_bytes(bytes[0..8].try_into().unwrap_or([0; 8]));
-    let level = i32::from_ne_bytes(bytes[8..12].try_into().unwrap_or([0; 4]));
-    let kind = i32::from_ne_bytes(bytes[12..16].try_into().unwrap_or([0; 4]));
-    if level != libc::SOL_SOCKET || kind != libc::SCM_RIGHTS || len < hdr || len > bytes.len() {
-        return Vec::new();
+    let word = |at: usize, n: usize| bytes.get(at..at + n);
+    let mut fds = Vec::new();
+    let mut at = 0;
+    while let (Some(len), Some(level), Some(kind)) =
+        (word(at, 8), word(at + 8, 4), word(at + 12, 4))
+    {
+        let len = u64::from_ne_bytes(len.try_into().unwrap_or([0; 8])) as usize;
+        if len < hdr || at + len > bytes.len() {
+            break;
+        }
+        let level = i32::from_ne_bytes(level.try_into().unwrap_or([0; 4]));
+        let kind = i32::from_ne_bytes(kind.try_into().unwrap_or([0; 4]));
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            fds.extend(
+                bytes[at + hdr..at + len]
+                    .chunks_exact(4)
+                    .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                    .filter(|&fd| fd >= 0),
+            );
+        }
+        // (CMSG_NXTHDR: the length rounded up to 8.)
+        at += len.div_ceil(8) * 8;
     }
-    bytes[hdr..len]
-        .chunks_exact(4)
-        .map(|c| i32::from_ne_bytes([c[0], c[1], c[2], c[3]]))
-        .filter(|&fd| fd >= 0)
-        .collect()
+    fds
 }
 
 impl Lent {
@@ -754,5 +767,49 @@ impl Drop for Lent {
             let _ = with_ring(|ring| ring.set_slot(-1));
             let _ = LENDING.try_with(|l| l.set(false));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::scm_rights;
+
+    fn cmsg(out: &mut Vec<u8>, level: i32, kind: i32, data: &[u8]) {
+        let len = 16 + data.len();
+        out.extend((len as u64).to_ne_bytes());
+        out.extend(level.to_ne_bytes());
+        out.extend(kind.to_ne_bytes());
+        out.extend(data);
+        out.resize(out.len().div_ceil(8) * 8, 0);
+    }
+
+    fn words(bytes: &[u8]) -> [u64; 8] {
+        let mut w = [0u64; 8];
+        for (i, c) in bytes.chunks(8).enumerate().take(8) {
+            let mut b = [0u8; 8];
+            b[..c.len()].copy_from_slice(c);
+            w[i] = u64::from_ne_bytes(b);
+        }
+        w
+    }
+
+    #[test]
+    fn rights_are_found_behind_other_messages_and_nothing_in_zeros() {
+        assert!(scm_rights(&[0; 8]).is_empty());
+        let mut b = Vec::new();
+        cmsg(&mut b, libc::SOL_SOCKET, libc::SCM_CREDENTIALS, &[1; 12]);
+        let fds: Vec<u8> = [7i32, 9].iter().flat_map(|f| f.to_ne_bytes()).collect();
+        cmsg(&mut b, libc::SOL_SOCKET, libc::SCM_RIGHTS, &fds);
+        assert_eq!(scm_rights(&words(&b)), vec![7, 9]);
+        // A length past the buffer is not believed.
+        let mut bad = Vec::new();
+        cmsg(
+            &mut bad,
+            libc::SOL_SOCKET,
+            libc::SCM_RIGHTS,
+            &7i32.to_ne_bytes(),
+        );
+        bad[0] = 200;
+        assert!(scm_rights(&words(&bad)).is_empty());
     }
 }
