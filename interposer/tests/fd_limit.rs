@@ -390,3 +390,65 @@ fn a_forked_blocking_server_accepts_with_one_free_fd() {
     let out = emulated_script("accept_at_limit_forked", &[], &[("SHMNET_URING", "0")]);
     assert_eq!(out, "child EMFILE\nparent EMFILE\n");
 }
+
+/// `cmd` run by `launcher` (its program and arguments after the
+/// launcher's path, its environment as it was).
+fn under(launcher: &std::path::Path, inner: &Command) -> Command {
+    let mut cmd = Command::new(launcher);
+    cmd.arg(inner.get_program()).args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd
+}
+
+/// A server near its fd limit under a seccomp filter whose action for
+/// io_uring_setup is KILL (systemd's SystemCallFilter=, bwrap, minijail):
+/// started under it (kill_uring.c), or installing it itself with
+/// prctl(PR_SET_SECCOMP) or seccomp(2) through syscall() (libseccomp).
+/// The library makes no io_uring call (decision 54): the server lives,
+/// says EMFILE at one free number as without io_uring, and serves at two;
+/// in both modes. Without a filter the same server accepts at one free
+/// number: it reached the near-limit trigger that makes the ring. With
+/// `SHMNET_URING=1` (which skips the /proc/self/status check) the
+/// prctl and seccomp hooks alone keep io_uring off.
+#[test]
+fn a_server_under_a_seccomp_filter_that_kills_for_io_uring_lives() {
+    let kill = build_c("kill_uring", &["-O2", "-Wall"]);
+    let emu = Net::emulated("fdlimit-kill-emu");
+    let def = Net::loopback("fdlimit-kill-default");
+    let watch = def.watch(def.port);
+    let fallback = "free1 EMFILE\nfree2 accepted\n";
+    for (net, name) in [(&emu, "emulated"), (&def, "default")] {
+        let script = |mode: &str, forced: bool| {
+            let mut cmd = if name == "emulated" {
+                net.py_helper("accept_at_limit_seccomp", &[mode])
+            } else {
+                let mut cmd = common::py_file("accept_at_limit_seccomp.py", &[mode]);
+                cmd.env("SHMNET_DIR", def.shm_dir())
+                    .env("TEST_HOST", def.host_str())
+                    .env("TEST_PORT", def.port_str());
+                cmd
+            };
+            if forced {
+                cmd.env("SHMNET_URING", "1");
+            }
+            cmd
+        };
+        let out = common::stdout_of("no filter", &mut script("none", false));
+        assert_eq!(out, "free1 accepted\nfree2 accepted\n", "{name}, no filter");
+        let out = common::stdout_of("started under", &mut under(&kill, &script("exec", false)));
+        assert_eq!(out, fallback, "{name}, started under the filter");
+        for mode in ["prctl", "syscall"] {
+            for forced in [false, true] {
+                let out = common::stdout_of(mode, &mut script(mode, forced));
+                assert_eq!(out, fallback, "{name}, {mode}, SHMNET_URING=1: {forced}");
+            }
+        }
+    }
+    emu.assert_shm_only(emu.port, "after the emulated runs");
+    watch.assert_none("after the default-mode runs");
+}

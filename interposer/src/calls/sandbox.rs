@@ -18,6 +18,17 @@ pub(crate) fn prctl(option: c_int, mode: c_ulong, prog: Option<SeccompProg<'_>>)
     if option != libc::PR_SET_SECCOMP {
         return Action::Pass;
     }
+    // The fd-limit pocket's io_uring calls: none after a filter that may
+    // refuse (or kill for) one (decision 54). Switched off before the
+    // call, and left off if it fails.
+    let refuses_uring = match mode as u32 {
+        libc::SECCOMP_MODE_STRICT => true,
+        libc::SECCOMP_MODE_FILTER => prog.as_ref().is_none_or(filter_refuses_uring),
+        _ => false,
+    };
+    if refuses_uring {
+        crate::platform::pocket::switch_off();
+    }
     let level = match mode as u32 {
         libc::SECCOMP_MODE_STRICT => sandbox::STRICT,
         libc::SECCOMP_MODE_FILTER if prog.as_ref().is_none_or(filter_restricts_us) => {
@@ -56,6 +67,47 @@ fn filter_restricts_us(prog: &SeccompProg<'_>) -> bool {
         .map(crate::platform::seccomp_filter::Insn::from_bytes)
         .collect();
     crate::platform::seccomp_filter::restricts_library(&insns)
+}
+
+/// Whether `prog` refuses an io_uring call of the pocket's (true when it
+/// cannot be read or followed).
+fn filter_refuses_uring(prog: &SeccompProg<'_>) -> bool {
+    let Some(raw) = prog.instructions() else {
+        return true;
+    };
+    let insns: Vec<crate::platform::seccomp_filter::Insn> = raw
+        .iter()
+        .map(crate::platform::seccomp_filter::Insn::from_bytes)
+        .collect();
+    crate::platform::seccomp_filter::refuses_uring(&insns)
+}
+
+/// seccomp(2) through libc's syscall() (libseccomp's seccomp_load):
+/// SECCOMP_SET_MODE_STRICT and SECCOMP_SET_MODE_FILTER are what
+/// prctl(PR_SET_SECCOMP) with that mode is (`prctl`; `seccomp_done`
+/// after). Its flags (TSYNC: every thread) change nothing here: the
+/// library's state is per process.
+pub(crate) fn seccomp(op: u32, prog: Option<SeccompProg<'_>>) -> Action<c_int> {
+    match op {
+        libc::SECCOMP_SET_MODE_STRICT => {
+            prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_STRICT.into(), None)
+        }
+        libc::SECCOMP_SET_MODE_FILTER => {
+            prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER.into(), prog)
+        }
+        _ => Action::Pass,
+    }
+}
+
+/// After the real seccomp(2) (`seccomp`): as `prctl_done`. (A filter with
+/// SECCOMP_FILTER_FLAG_NEW_LISTENER returns an fd: success.)
+pub(crate) fn seccomp_done(result: core::ffi::c_long, op: u32) {
+    if matches!(
+        op,
+        libc::SECCOMP_SET_MODE_STRICT | libc::SECCOMP_SET_MODE_FILTER
+    ) {
+        prctl_done(if result < 0 { -1 } else { 0 }, libc::PR_SET_SECCOMP);
+    }
 }
 
 /// The level before a PR_SET_SECCOMP in progress (high bit: one is).

@@ -81,6 +81,9 @@ pub struct Config {
     /// memfd through an io_uring fixed-file slot (decision 54; default on
     /// where the kernel allows it; `0` turns it off).
     pub uring: bool,
+    /// `SHMNET_URING=1` given: io_uring is used even where
+    /// /proc/self/status shows a seccomp filter (one known to allow it).
+    pub uring_forced: bool,
     /// `SHMNET_LOG`: `None` is off.
     pub log_level: Option<Level>,
     /// `SHMNET_LOG_FILE`: `None` is stderr.
@@ -223,9 +226,10 @@ impl Config {
                 ))
             }
         };
-        let uring = match text("SHMNET_URING")?.as_deref() {
-            None | Some("1") => true,
-            Some("0") => false,
+        let (uring, uring_forced) = match text("SHMNET_URING")?.as_deref() {
+            None => (true, false),
+            Some("1") => (true, true),
+            Some("0") => (false, false),
             Some(v) => return Err(invalid("SHMNET_URING", format!("{v:?} is not 0 or 1"))),
         };
         let log_level = match text("SHMNET_LOG")? {
@@ -252,6 +256,7 @@ impl Config {
             udp,
             async_connect,
             uring,
+            uring_forced,
             log_level,
             log_file: path("SHMNET_LOG_FILE"),
         })

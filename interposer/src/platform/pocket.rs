@@ -8,10 +8,20 @@
 //! the connection back on a number. So the last accept needs the one fd
 //! kernel TCP's does.
 //!
-//! The ring is made while fds are plenty (`prepare`, from an accept that
-//! found room); a registered ring belongs to the thread that made it, and
-//! a forked child has none (its mappings are not inherited:
-//! MADV_DONTFORK). Where io_uring is refused (seccomp, the
+//! The ring is made only near the fd limit (`saw` a number within `NEAR`
+//! of RLIMIT_NOFILE's soft limit: numbers are allocated lowest-first, so
+//! few are free below it), by an accept while a number is still free
+//! (`prepare`): most processes never make one. A registered ring belongs
+//! to the thread that made it, and a forked child has none (its mappings
+//! are not inherited: MADV_DONTFORK).
+//!
+//! A seccomp filter may kill the process for an io_uring call (systemd's
+//! SystemCallFilter= without an errno, bwrap, minijail): no io_uring call
+//! is made while /proc/self/status says `Seccomp:` is not 0 (read just
+//! before each ring is made) unless `SHMNET_URING=1`, nor after the
+//! prctl(PR_SET_SECCOMP) or seccomp(2) hooks saw a filter that does not
+//! allow io_uring_setup, io_uring_register and io_uring_enter (`switch_off`:
+//! rings made before are not used again). Where io_uring is refused (the
 //! `io_uring_disabled` sysctl, ENOSYS, no FIXED_FD_INSTALL before 6.8),
 //! under a sandbox filter of the program's, or with `SHMNET_URING=0`,
 //! there is no ring and the accept says EMFILE as before.
@@ -21,7 +31,7 @@ use core::ffi::c_int;
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 
 use rustix::io::Errno;
 
@@ -142,8 +152,71 @@ struct Probe {
     ops: [ProbeOp; 64],
 }
 
-/// Set once io_uring was refused for a reason every thread would meet.
+/// Set once io_uring was refused for a reason every thread would meet, or
+/// may not be asked (a seccomp filter): no io_uring call after that.
 static REFUSED: AtomicBool = AtomicBool::new(false);
+
+/// The highest fd number seen (hooked calls that made one, accepts).
+static HIGH: AtomicI32 = AtomicI32::new(-1);
+
+/// Numbers within this many of the fd limit: near it (a ring is made).
+const NEAR: u64 = 32;
+
+/// No io_uring call from now on in this process (a seccomp filter that
+/// may not allow one is going on; see the module comment).
+pub(crate) fn switch_off() {
+    REFUSED.store(true, Ordering::Relaxed);
+}
+
+/// A hooked call or an accept made fd `fd`: remembered if it is the
+/// highest yet (a relaxed load and, rarely, a store).
+#[inline]
+pub(crate) fn saw(fd: c_int) {
+    if fd > HIGH.load(Ordering::Relaxed) {
+        HIGH.store(fd, Ordering::Relaxed);
+    }
+}
+
+/// Whether a number within `NEAR` of RLIMIT_NOFILE's soft limit was seen
+/// (the limit as the setrlimit/prlimit hooks keep it).
+fn near_limit() -> bool {
+    let high = HIGH.load(Ordering::Relaxed);
+    high >= 0
+        && crate::platform::internal_fd::nofile_limit()
+            .is_some_and(|limit| (high as u64).saturating_add(NEAR) >= limit)
+}
+
+/// Whether /proc/self/status says no seccomp filter or strict mode is on
+/// (None: it could not be read now, as with no free number).
+fn seccomp_off() -> Option<bool> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(
+        rustix::fs::CWD,
+        "/proc/self/status",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .ok()?;
+    let mut text = Vec::with_capacity(4096);
+    let mut buf = [0u8; 1024];
+    let done = loop {
+        match rustix::io::read(&fd, &mut buf) {
+            Ok(0) => break true,
+            Ok(n) if text.len() < 64 * 1024 => text.extend_from_slice(&buf[..n]),
+            Ok(_) => break true,
+            Err(Errno::INTR) => {}
+            Err(_) => break false,
+        }
+    };
+    crate::platform::sys::close_fd(fd);
+    if !done {
+        return None;
+    }
+    let line = text
+        .split(|&b| b == b'\n')
+        .find_map(|l| l.strip_prefix(b"Seccomp:"))?;
+    Some(line.trim_ascii() == b"0")
+}
 
 fn errno() -> Errno {
     Errno::from_raw_os_error(std::io::Error::last_os_error().raw_os_error().unwrap_or(0))
@@ -200,11 +273,15 @@ impl Ring {
     }
 }
 
-/// Makes this thread's ring if it has none (it needs a free number for a
-/// moment; without one it is tried again at the next call). Once per
-/// thread and fork generation otherwise; a refusal every thread would
-/// meet is remembered for the process.
+/// Makes this thread's ring if it has none and the process is near its
+/// fd limit (it needs a free number for a moment; without one it is tried
+/// again at the next call). Once per thread and fork generation
+/// otherwise; a refusal every thread would meet is remembered for the
+/// process.
 pub(crate) fn prepare() {
+    if !near_limit() {
+        return;
+    }
     let generation = crate::platform::fork::generation().wrapping_add(1);
     if matches!(TRIED.try_with(|t| t.replace(generation)), Ok(g) if g != generation) {
         prepare_now();
@@ -222,6 +299,25 @@ fn prepare_now() {
     });
     if have != Ok(false) {
         return;
+    }
+    // A filter the program was started under (or installed past our
+    // hooks) may kill for io_uring_setup: looked at just before.
+    let forced = crate::platform::config::get().is_some_and(|c| c.uring_forced);
+    match seccomp_off() {
+        _ if forced => {}
+        Some(true) => {}
+        Some(false) => {
+            log!(
+                debug,
+                "no io_uring pocket: a seccomp filter is on (SHMNET_URING=1 to use one)"
+            );
+            switch_off();
+            return;
+        }
+        None => {
+            let _ = TRIED.try_with(|t| t.set(0));
+            return;
+        }
     }
     match Ring::setup() {
         Ok(ring) => {
@@ -611,9 +707,16 @@ pub(crate) fn lend_and_peek(conn: &mut OwnedFd, buf: &mut [u8]) -> Result<Peeked
     if !ready() {
         return Err(None);
     }
+    // Claimed before the slot is filled: a signal handler's accept in
+    // between finds it taken (`ready`), not our connection in the slot.
+    if LENDING.try_with(|l| l.replace(true)) != Ok(false) {
+        return Err(None);
+    }
     let number = conn.as_raw_fd();
-    with_ring(|ring| ring.set_slot(number)).map_err(|_| None)?;
-    let _ = LENDING.try_with(|l| l.set(true));
+    if with_ring(|ring| ring.set_slot(number)).is_err() {
+        let _ = LENDING.try_with(|l| l.set(false));
+        return Err(None);
+    }
     // (The slot holds the file now: the number goes, the connection
     // stays.)
     crate::platform::sys::close_inherited(number);

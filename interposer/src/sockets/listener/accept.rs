@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use rustix::event::epoll;
@@ -308,8 +308,8 @@ impl Listener {
             return Ok(None);
         }
         // This thread's io_uring ring, for an accept at the fd limit: made
-        // once, while there is a number for it a moment (tried again
-        // while there is none).
+        // once the process is near its limit, while there is a number for
+        // it a moment (tried again while there is none).
         crate::platform::pocket::prepare();
         let mut taken = 0;
         for r in &self.rendezvous {
@@ -336,6 +336,9 @@ impl Listener {
                         Err(e) => return Err(e),
                     },
                 };
+                if let Some(fd) = &spare {
+                    crate::platform::pocket::saw(fd.as_raw_fd());
+                }
                 let mut spare = spare;
                 let mut accepted =
                     rustix::net::accept_with(&r.fd, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK);
@@ -354,7 +357,10 @@ impl Listener {
                     );
                 }
                 let conn = match accepted {
-                    Ok(c) => c,
+                    Ok(c) => {
+                        crate::platform::pocket::saw(c.as_raw_fd());
+                        c
+                    }
                     Err(Errno::AGAIN) if redial && patience.wait(r.fd.as_fd()) => {
                         redial = false;
                         continue;
