@@ -99,14 +99,19 @@ pub(crate) fn seccomp(op: u32, prog: Option<SeccompProg<'_>>) -> Action<c_int> {
     }
 }
 
-/// After the real seccomp(2) (`seccomp`): as `prctl_done`. (A filter with
-/// SECCOMP_FILTER_FLAG_NEW_LISTENER returns an fd: success.)
-pub(crate) fn seccomp_done(result: core::ffi::c_long, op: u32) {
+/// After the real seccomp(2) (`seccomp`, with its `flags`): as
+/// `prctl_done`. A filter with SECCOMP_FILTER_FLAG_NEW_LISTENER returns an
+/// fd on success; with SECCOMP_FILTER_FLAG_TSYNC alone a positive result
+/// is the thread that could not be synchronised: a failure.
+pub(crate) fn seccomp_done(result: core::ffi::c_long, op: u32, flags: core::ffi::c_ulong) {
+    const TSYNC: core::ffi::c_ulong = 1;
+    const NEW_LISTENER: core::ffi::c_ulong = 1 << 3;
     if matches!(
         op,
         libc::SECCOMP_SET_MODE_STRICT | libc::SECCOMP_SET_MODE_FILTER
     ) {
-        prctl_done(if result < 0 { -1 } else { 0 }, libc::PR_SET_SECCOMP);
+        let failed = result < 0 || (result > 0 && flags & TSYNC != 0 && flags & NEW_LISTENER == 0);
+        prctl_done(if failed { -1 } else { 0 }, libc::PR_SET_SECCOMP);
     }
 }
 

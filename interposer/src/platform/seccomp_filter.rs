@@ -327,6 +327,27 @@ mod tests {
     }
 
     #[test]
+    fn a_filter_without_io_uring_refuses_it_but_does_not_restrict() {
+        for nr in [
+            libc::SYS_io_uring_setup,
+            libc::SYS_io_uring_register,
+            libc::SYS_io_uring_enter,
+        ] {
+            let kill = [
+                stmt(0x20, 0),
+                jeq(nr as u32, 0, 1),
+                stmt(0x06, 0x8000_0000),
+                stmt(0x06, RET_ALLOW),
+            ];
+            assert!(refuses_uring(&kill), "{nr}");
+            // Not the restricted data path: only the pocket goes off.
+            assert!(!restricts_library(&kill), "{nr}");
+        }
+        assert!(!refuses_uring(&[stmt(0x06, RET_ALLOW)]));
+        assert!(refuses_uring(&[]));
+    }
+
+    #[test]
     #[cfg(target_arch = "x86_64")]
     fn a_filter_killing_only_open_does_not_restrict() {
         // The library opens files with openat only (clippy.toml forbids

@@ -159,7 +159,7 @@ macro_rules! hooked_symbols {
         fresh |r| {
             descriptor::fresh_from_syscall(r, number, a);
             if number == libc::SYS_seccomp {
-                sandbox::seccomp_done(r, a as u32);
+                sandbox::seccomp_done(r, a as u32, b as core::ffi::c_ulong);
             }
         },
         gate descriptor::syscall_is_ours(number, a);
