@@ -1,5 +1,7 @@
-//! The `prctl(PR_SET_SECCOMP)` hook: a process sandboxing itself turns on
-//! the restricted data path (`platform::sandbox`, which says what changes).
+//! The `prctl(PR_SET_SECCOMP)` hook, and seccomp(2) through `syscall()`: a
+//! process sandboxing itself turns on the restricted data path
+//! (`platform::sandbox`, which says what changes), and a filter that does
+//! not allow the fd-limit pocket's io_uring calls switches them off.
 #![forbid(unsafe_code)]
 
 use core::ffi::{c_int, c_ulong};
