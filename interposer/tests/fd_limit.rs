@@ -2,8 +2,10 @@
 //! less the few fds docs/benchmarks.md lists ("10,000 idle connections at
 //! kernel TCP's fd limit"): a server process needs its listener's
 //! rendezvous socket (a listening Unix socket; the default mode's kernel
-//! TCP listener besides) and, while it takes a connection, room for the
-//! connection's memfd; nothing per connection. An emulated client needs
+//! TCP listener besides); nothing per connection. The last accept's memfd
+//! borrows the connection's number while an io_uring fixed-file slot holds
+//! the connection (decision 58); without io_uring (`SHMNET_URING=0`, or
+//! io_uring_setup refused by a seccomp filter) it needs room of its own. An emulated client needs
 //! one free fd at its last connect to a loopback partition address
 //! (kernel TCP's needs none).
 //!
@@ -19,16 +21,21 @@ mod common;
 
 use std::process::Command;
 
-use common::{build_c, preloaded, run, Net};
+use common::{build_c, emulated_script, preloaded, run, Net};
 
 /// Connections per run: enough that a per-connection fd would show.
 const N: u32 = 300;
 
 /// fds beyond kernel TCP's, in the server (docs/benchmarks.md): the
-/// rendezvous socket and room for one memfd while accepting; the default
-/// mode's kernel TCP listener besides.
-const EXTRA_EMULATED: u32 = 2;
-const EXTRA_DEFAULT: u32 = 3;
+/// rendezvous socket; the default mode's kernel TCP listener besides. The
+/// last accept's memfd takes the connection's number, the connection held
+/// meanwhile in an io_uring fixed-file slot (decision 58).
+const EXTRA_EMULATED: u32 = 1;
+const EXTRA_DEFAULT: u32 = 2;
+/// Without io_uring (`SHMNET_URING=0`, as where the kernel, its
+/// `io_uring_disabled` sysctl or a seccomp profile refuses it): room for
+/// the memfd besides, one fd more.
+const NO_URING: u32 = 1;
 /// fds beyond kernel TCP's, in the client: the emulated mode's connect
 /// needs one free fd (its Unix socket goes onto the application's number
 /// first, decision 38); the default mode's falls back to kernel TCP at
@@ -148,6 +155,39 @@ fn connections_under_ulimit_n_match_kernel_tcp_but_for_the_listed_fds() {
         (EXTRA_EMULATED, EXTRA_CLIENT_EMULATED),
         "emulated: lowest server limit {server}, client {client} (kernel TCP {limit}, {client_limit})"
     );
+    // Without io_uring: the accept makes room for the memfd first, as
+    // before decision 58.
+    let no_uring = |limit| {
+        let mut cmd = preloaded(&exe);
+        emu.env(&mut cmd).env("SHMNET_URING", "0");
+        fit(&mut cmd, limit, &emu.host_str(), emu.port)
+    };
+    let from = limit + EXTRA_EMULATED + NO_URING;
+    assert!(all(&no_uring(from)), "without io_uring at {from}");
+    let server = lowest(from, |l| all(&no_uring(l)));
+    assert_eq!(
+        server - limit,
+        EXTRA_EMULATED + NO_URING,
+        "emulated without io_uring: lowest server limit {server} (kernel TCP {limit})"
+    );
+    // The same where io_uring_setup is refused (a seccomp filter the
+    // program was started under says EPERM, as container runtimes'
+    // profiles do): the library falls back, nothing fails.
+    let deny = build_c("deny_uring", &["-O2", "-Wall"]);
+    let denied = |limit| {
+        let mut cmd = preloaded(&deny);
+        cmd.arg(&exe);
+        emu.env(&mut cmd);
+        fit(&mut cmd, limit, &emu.host_str(), emu.port)
+    };
+    let from = limit + EXTRA_EMULATED + NO_URING;
+    assert!(all(&denied(from)), "io_uring refused, at {from}");
+    let server = lowest(from, |l| all(&denied(l)));
+    assert_eq!(
+        server - limit,
+        EXTRA_EMULATED + NO_URING,
+        "emulated with io_uring_setup refused: lowest server limit {server} (kernel TCP {limit})"
+    );
     emu.assert_shm_only(emu.port, "after the emulated runs");
 
     // The default mode (preloaded both ends on a loopback address):
@@ -186,6 +226,20 @@ fn connections_under_ulimit_n_match_kernel_tcp_but_for_the_listed_fds() {
         (server - limit, client - client_limit),
         (EXTRA_DEFAULT, EXTRA_CLIENT_DEFAULT),
         "default mode: lowest server limit {server}, client {client} (kernel TCP {limit}, {client_limit})"
+    );
+    let no_uring = |limit| {
+        let mut cmd = preloaded(&exe);
+        cmd.env("SHMNET_DIR", def.shm_dir())
+            .env("SHMNET_URING", "0");
+        fit(&mut cmd, limit, &def.host_str(), def.port)
+    };
+    let from = limit + EXTRA_DEFAULT + NO_URING;
+    assert!(all(&no_uring(from)), "without io_uring at {from}");
+    let server = lowest(from, |l| all(&no_uring(l)));
+    assert_eq!(
+        server - limit,
+        EXTRA_DEFAULT + NO_URING,
+        "default mode without io_uring: lowest server limit {server} (kernel TCP {limit})"
     );
     watch.assert_none("after the default-mode searches");
 }
@@ -402,4 +456,80 @@ fn a_connect_at_the_limit_that_fails_under_fd_churn_leaves_the_programs_socket()
         "emulated: connected/failed/other_errno/not_inet/nonblocking/noecho {got:?}"
     );
     emu.assert_shm_only(emu.port, "after the emulated run");
+}
+
+/// A forked server (its listener has a parking queue) in blocking accept
+/// with exactly one free fd, in the parent and in the child: the
+/// connection is accepted, as kernel TCP's would be (decision 58: the
+/// blocking accept's copy of the listener gives the number back, the
+/// memfd borrows the connection's number from an io_uring slot). Without
+/// io_uring, EMFILE in both, as before.
+#[test]
+fn a_forked_blocking_server_accepts_with_one_free_fd() {
+    let out = emulated_script("accept_at_limit_forked", &[], &[]);
+    assert_eq!(out, "child accepted\nparent accepted\n");
+    let out = emulated_script("accept_at_limit_forked", &[], &[("SHMNET_URING", "0")]);
+    assert_eq!(out, "child EMFILE\nparent EMFILE\n");
+}
+
+/// `cmd` run by `launcher` (its program and arguments after the
+/// launcher's path, its environment as it was).
+fn under(launcher: &std::path::Path, inner: &Command) -> Command {
+    let mut cmd = Command::new(launcher);
+    cmd.arg(inner.get_program()).args(inner.get_args());
+    for (k, v) in inner.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    cmd
+}
+
+/// A server near its fd limit under a seccomp filter whose action for
+/// io_uring_setup is KILL (systemd's SystemCallFilter=, bwrap, minijail):
+/// started under it (kill_uring.c), or installing it itself with
+/// prctl(PR_SET_SECCOMP) or seccomp(2) through syscall() (libseccomp).
+/// The library makes no io_uring call (decision 58): the server lives,
+/// says EMFILE at one free number as without io_uring, and serves at two;
+/// in both modes. Without a filter the same server accepts at one free
+/// number: it reached the near-limit trigger that makes the ring. With
+/// `SHMNET_URING=1` (which skips the /proc/self/status check) the
+/// prctl and seccomp hooks alone keep io_uring off.
+#[test]
+fn a_server_under_a_seccomp_filter_that_kills_for_io_uring_lives() {
+    let kill = build_c("kill_uring", &["-O2", "-Wall"]);
+    let emu = Net::emulated("fdlimit-kill-emu");
+    let def = Net::loopback("fdlimit-kill-default");
+    let watch = def.watch(def.port);
+    let fallback = "free1 EMFILE\nfree2 accepted\n";
+    for (net, name) in [(&emu, "emulated"), (&def, "default")] {
+        let script = |mode: &str, forced: bool| {
+            let mut cmd = if name == "emulated" {
+                net.py_helper("accept_at_limit_seccomp", &[mode])
+            } else {
+                let mut cmd = common::py_file("accept_at_limit_seccomp.py", &[mode]);
+                cmd.env("SHMNET_DIR", def.shm_dir())
+                    .env("TEST_HOST", def.host_str())
+                    .env("TEST_PORT", def.port_str());
+                cmd
+            };
+            if forced {
+                cmd.env("SHMNET_URING", "1");
+            }
+            cmd
+        };
+        let out = common::stdout_of("no filter", &mut script("none", false));
+        assert_eq!(out, "free1 accepted\nfree2 accepted\n", "{name}, no filter");
+        let out = common::stdout_of("started under", &mut under(&kill, &script("exec", false)));
+        assert_eq!(out, fallback, "{name}, started under the filter");
+        for mode in ["prctl", "syscall"] {
+            for forced in [false, true] {
+                let out = common::stdout_of(mode, &mut script(mode, forced));
+                assert_eq!(out, fallback, "{name}, {mode}, SHMNET_URING=1: {forced}");
+            }
+        }
+    }
+    emu.assert_shm_only(emu.port, "after the emulated runs");
+    watch.assert_none("after the default-mode runs");
 }

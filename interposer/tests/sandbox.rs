@@ -54,8 +54,9 @@ fn command(net: &Net, program: &Path) -> Command {
     cmd
 }
 
-fn server(net: &Net, sandboxed: bool, forked: bool, mib: u32) -> (Background, String) {
+fn server(net: &Net, sandboxed: bool, forked: bool, mib: u32, via: &str) -> (Background, String) {
     let mut cmd = command(net, echo());
+    cmd.env("SECCOMP_VIA", via);
     cmd.args(["server", &net.host_str()])
         .arg(u8::from(sandboxed).to_string())
         .arg(u8::from(forked).to_string())
@@ -89,10 +90,23 @@ fn hashes(line: &str) -> (String, String) {
 }
 
 fn echo_test(name: &str, emulated: bool, server_forks: bool, client_sandboxed: bool) {
+    echo_test_via(name, emulated, server_forks, client_sandboxed, "prctl")
+}
+
+/// `echo_test` with the filters installed through `via`: "prctl" or
+/// "syscall" (seccomp(2) through libc's syscall(), as libseccomp does).
+fn echo_test_via(
+    name: &str,
+    emulated: bool,
+    server_forks: bool,
+    client_sandboxed: bool,
+    via: &str,
+) {
     let net = net(name, emulated);
     let mib = 4;
-    let (mut srv, port) = server(&net, true, server_forks, mib);
+    let (mut srv, port) = server(&net, true, server_forks, mib, via);
     let mut cmd = command(&net, echo());
+    cmd.env("SECCOMP_VIA", via);
     cmd.args(["client", &net.host_str(), &port])
         .arg(u8::from(client_sandboxed).to_string())
         .arg(mib.to_string());
@@ -166,13 +180,22 @@ fn sandboxed_client_emulated() {
     echo_test("sbx-client-emu", true, false, true);
 }
 
+/// The filters installed with seccomp(2) through libc's syscall()
+/// (libseccomp's seccomp_load): seen by the syscall() hook as by the
+/// prctl one (before it, the KILL filter killed these processes).
+#[test]
+fn sandboxed_through_seccomp_syscall_forked_server_and_client() {
+    echo_test_via("sbx-syscall-emu", true, true, true, "syscall");
+    echo_test_via("sbx-syscall-def", false, true, true, "syscall");
+}
+
 /// SECCOMP_MODE_STRICT leaves read, write, exit and sigreturn: waiting on a
 /// ring is impossible, so data calls on a shared-memory connection fail
 /// with EACCES — the process is not killed.
 #[test]
 fn strict_mode_fails_data_calls_without_killing() {
     let net = net("sbx-strict", true);
-    let (mut srv, port) = server(&net, false, false, 1);
+    let (mut srv, port) = server(&net, false, false, 1, "prctl");
     let mut cmd = command(&net, echo());
     cmd.args(["strict", &net.host_str(), &port]);
     let out = run(&mut cmd);

@@ -198,6 +198,14 @@ pub(crate) fn syscall(
             d as c_int,
             e as *mut timespec,
         )),
+        libc::SYS_seccomp => {
+            let scope = Scope::new();
+            let prog = (a as u32 == libc::SECCOMP_SET_MODE_FILTER)
+                // SAFETY: seccomp(2): for SECCOMP_SET_MODE_FILTER the
+                // third argument is a `struct sock_fprog *`.
+                .then(|| unsafe { SeccompProg::new(&scope, c as usize as *const u8) });
+            widen(crate::calls::sandbox::seccomp(a as u32, prog))
+        }
         _ => crate::calls::descriptor::syscall(number, a, b, c, d, e, f),
     }
 }

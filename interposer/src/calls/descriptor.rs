@@ -279,6 +279,12 @@ pub(crate) fn syscall_is_ours(number: c_long, a: c_long) -> bool {
             ours(a)
         }
         libc::SYS_recvmmsg => ours(a),
+        // A process sandboxing itself (libseccomp's seccomp_load):
+        // `calls::sandbox::seccomp`.
+        libc::SYS_seccomp => matches!(
+            a as u32,
+            libc::SECCOMP_SET_MODE_STRICT | libc::SECCOMP_SET_MODE_FILTER
+        ),
         // A kernel UDP socket becomes ours when it first sends to an
         // emulated destination.
         libc::SYS_sendmmsg => ours(a) || crate::calls::process::started(),

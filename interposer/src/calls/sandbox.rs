@@ -1,5 +1,7 @@
-//! The `prctl(PR_SET_SECCOMP)` hook: a process sandboxing itself turns on
-//! the restricted data path (`platform::sandbox`, which says what changes).
+//! The `prctl(PR_SET_SECCOMP)` hook, and seccomp(2) through `syscall()`: a
+//! process sandboxing itself turns on the restricted data path
+//! (`platform::sandbox`, which says what changes), and a filter that does
+//! not allow the fd-limit pocket's io_uring calls switches them off.
 #![forbid(unsafe_code)]
 
 use core::ffi::{c_int, c_ulong};
@@ -17,6 +19,17 @@ use crate::sockets::registry;
 pub(crate) fn prctl(option: c_int, mode: c_ulong, prog: Option<SeccompProg<'_>>) -> Action<c_int> {
     if option != libc::PR_SET_SECCOMP {
         return Action::Pass;
+    }
+    // The fd-limit pocket's io_uring calls: none after a filter that may
+    // refuse (or kill for) one (decision 58). Switched off before the
+    // call, and left off if it fails.
+    let refuses_uring = match mode as u32 {
+        libc::SECCOMP_MODE_STRICT => true,
+        libc::SECCOMP_MODE_FILTER => prog.as_ref().is_none_or(filter_refuses_uring),
+        _ => false,
+    };
+    if refuses_uring {
+        crate::platform::pocket::switch_off();
     }
     let level = match mode as u32 {
         libc::SECCOMP_MODE_STRICT => sandbox::STRICT,
@@ -56,6 +69,52 @@ fn filter_restricts_us(prog: &SeccompProg<'_>) -> bool {
         .map(crate::platform::seccomp_filter::Insn::from_bytes)
         .collect();
     crate::platform::seccomp_filter::restricts_library(&insns)
+}
+
+/// Whether `prog` refuses an io_uring call of the pocket's (true when it
+/// cannot be read or followed).
+fn filter_refuses_uring(prog: &SeccompProg<'_>) -> bool {
+    let Some(raw) = prog.instructions() else {
+        return true;
+    };
+    let insns: Vec<crate::platform::seccomp_filter::Insn> = raw
+        .iter()
+        .map(crate::platform::seccomp_filter::Insn::from_bytes)
+        .collect();
+    crate::platform::seccomp_filter::refuses_uring(&insns)
+}
+
+/// seccomp(2) through libc's syscall() (libseccomp's seccomp_load):
+/// SECCOMP_SET_MODE_STRICT and SECCOMP_SET_MODE_FILTER are what
+/// prctl(PR_SET_SECCOMP) with that mode is (`prctl`; `seccomp_done`
+/// after). Its flags (TSYNC: every thread) change nothing here: the
+/// library's state is per process.
+pub(crate) fn seccomp(op: u32, prog: Option<SeccompProg<'_>>) -> Action<c_int> {
+    match op {
+        libc::SECCOMP_SET_MODE_STRICT => {
+            prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_STRICT.into(), None)
+        }
+        libc::SECCOMP_SET_MODE_FILTER => {
+            prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER.into(), prog)
+        }
+        _ => Action::Pass,
+    }
+}
+
+/// After the real seccomp(2) (`seccomp`, with its `flags`): as
+/// `prctl_done`. A filter with SECCOMP_FILTER_FLAG_NEW_LISTENER returns an
+/// fd on success; with SECCOMP_FILTER_FLAG_TSYNC alone a positive result
+/// is the thread that could not be synchronised: a failure.
+pub(crate) fn seccomp_done(result: core::ffi::c_long, op: u32, flags: core::ffi::c_ulong) {
+    const TSYNC: core::ffi::c_ulong = 1;
+    const NEW_LISTENER: core::ffi::c_ulong = 1 << 3;
+    if matches!(
+        op,
+        libc::SECCOMP_SET_MODE_STRICT | libc::SECCOMP_SET_MODE_FILTER
+    ) {
+        let failed = result < 0 || (result > 0 && flags & TSYNC != 0 && flags & NEW_LISTENER == 0);
+        prctl_done(if failed { -1 } else { 0 }, libc::PR_SET_SECCOMP);
+    }
 }
 
 /// The level before a PR_SET_SECCOMP in progress (high bit: one is).

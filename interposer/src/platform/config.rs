@@ -77,6 +77,13 @@ pub struct Config {
     /// on for part of session 30, then off again after review s30 found
     /// regressions of the default; `1` turns it on).
     pub async_connect: bool,
+    /// `SHMNET_URING`: an accept at the fd limit takes the connection's
+    /// memfd through an io_uring fixed-file slot (decision 58; default on
+    /// where the kernel allows it; `0` turns it off).
+    pub uring: bool,
+    /// `SHMNET_URING=1` given: io_uring is used even where
+    /// /proc/self/status shows a seccomp filter (one known to allow it).
+    pub uring_forced: bool,
     /// `SHMNET_LOG`: `None` is off.
     pub log_level: Option<Level>,
     /// `SHMNET_LOG_FILE`: `None` is stderr.
@@ -219,6 +226,12 @@ impl Config {
                 ))
             }
         };
+        let (uring, uring_forced) = match text("SHMNET_URING")?.as_deref() {
+            None => (true, false),
+            Some("1") => (true, true),
+            Some("0") => (false, false),
+            Some(v) => return Err(invalid("SHMNET_URING", format!("{v:?} is not 0 or 1"))),
+        };
         let log_level = match text("SHMNET_LOG")? {
             None => None,
             Some(v) => Level::parse(&v).map_err(|()| {
@@ -242,6 +255,8 @@ impl Config {
             defer,
             udp,
             async_connect,
+            uring,
+            uring_forced,
             log_level,
             log_file: path("SHMNET_LOG_FILE"),
         })

@@ -19,6 +19,7 @@ pub(crate) mod lazysym;
 pub(crate) mod lock;
 pub(crate) mod netlink;
 pub(crate) mod peer_ns;
+pub(crate) mod pocket;
 pub(crate) mod policy;
 pub(crate) mod real;
 pub(crate) mod safedir;

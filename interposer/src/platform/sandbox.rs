@@ -19,13 +19,16 @@
 //! they fail with EACCES (the default mode connects over kernel TCP
 //! instead), never with a forbidden call.
 //!
-//! Seen through the `prctl(PR_SET_SECCOMP)` hook (the flag goes on before
+//! Seen through the `prctl(PR_SET_SECCOMP)` hook, and seccomp(2) made
+//! through libc's `syscall()` (libseccomp) (the flag goes on before
 //! the real call, so no call of ours runs unfiltered-then-filtered in
 //! between; it goes off again if the call fails). A forked child inherits
 //! the flag with its memory, as it inherits the filter. A filter a program
 //! was *started* under is not looked for: it was made for whatever runs
 //! there (a container runtime's profile, systemd's SystemCallFilter), and
-//! treating it as this kind of sandbox would refuse every new connection.
+//! treating it as this kind of sandbox would refuse every new connection
+//! (the fd-limit io_uring ring looks at /proc/self/status for one:
+//! `pocket`).
 //! SECCOMP_MODE_STRICT (only read, write, exit, sigreturn) is recorded too:
 //! there, data calls on shared-memory connections fail with EACCES, since
 //! waiting needs poll or futex.

@@ -247,13 +247,36 @@ fn audit_arch() -> Option<u32> {
 /// Whether `prog` would refuse (anything but allow or log) a call the
 /// library makes; true when that cannot be told.
 pub(crate) fn restricts_library(prog: &[Insn]) -> bool {
+    refuses_any(prog, library_calls())
+}
+
+/// Whether `prog` refuses (or cannot be followed for) io_uring_setup,
+/// io_uring_register or io_uring_enter as the fd-limit pocket makes them
+/// (`platform::pocket`, decision 58). Kept apart from `library_calls`: a
+/// filter without io_uring only switches the pocket off, not the
+/// restricted data path on.
+pub(crate) fn refuses_uring(prog: &[Insn]) -> bool {
+    refuses_any(
+        prog,
+        vec![
+            (libc::SYS_io_uring_setup, [2, 0, 0, 0, 0, 0]),
+            (libc::SYS_io_uring_register, [3, 8, 0, 64, 0, 0]),
+            (libc::SYS_io_uring_register, [3, 2, 0, 1, 0, 0]),
+            (libc::SYS_io_uring_register, [3, 20, 0, 1, 0, 0]),
+            (libc::SYS_io_uring_register, [0, (1 << 31) | 6, 0, 1, 0, 0]),
+            (libc::SYS_io_uring_enter, [0, 1, 1, 1 | (1 << 4), 0, 0]),
+        ],
+    )
+}
+
+fn refuses_any(prog: &[Insn], calls: Vec<(i64, [u64; 6])>) -> bool {
     let Some(arch) = audit_arch() else {
         return true;
     };
     if prog.is_empty() {
         return true;
     }
-    library_calls().into_iter().any(|(nr, args)| {
+    calls.into_iter().any(|(nr, args)| {
         let mut data = [0u32; 16];
         data[0] = nr as u32;
         data[1] = arch;
@@ -301,6 +324,27 @@ mod tests {
             stmt(0x06, RET_ALLOW),
         ];
         assert!(!restricts_library(&deny_ptrace));
+    }
+
+    #[test]
+    fn a_filter_without_io_uring_refuses_it_but_does_not_restrict() {
+        for nr in [
+            libc::SYS_io_uring_setup,
+            libc::SYS_io_uring_register,
+            libc::SYS_io_uring_enter,
+        ] {
+            let kill = [
+                stmt(0x20, 0),
+                jeq(nr as u32, 0, 1),
+                stmt(0x06, 0x8000_0000),
+                stmt(0x06, RET_ALLOW),
+            ];
+            assert!(refuses_uring(&kill), "{nr}");
+            // Not the restricted data path: only the pocket goes off.
+            assert!(!restricts_library(&kill), "{nr}");
+        }
+        assert!(!refuses_uring(&[stmt(0x06, RET_ALLOW)]));
+        assert!(refuses_uring(&[]));
     }
 
     #[test]

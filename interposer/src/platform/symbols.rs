@@ -166,7 +166,12 @@ macro_rules! hooked_symbols {
     // its own lock, where our first-use initialisation would allocate).
     fn syscall(number: c_long; a: c_long, b: c_long, c: c_long, d: c_long, e: c_long,
         f: c_long) -> c_long => decode::syscall,
-        fresh |r| descriptor::fresh_from_syscall(r, number, a),
+        fresh |r| {
+            descriptor::fresh_from_syscall(r, number, a);
+            if number == libc::SYS_seccomp {
+                sandbox::seccomp_done(r, a as u32, b as core::ffi::c_ulong);
+            }
+        },
         gate descriptor::syscall_is_ours(number, a);
 
     // Calls that create fds: each checks the fd it got for a stale entry

@@ -19,6 +19,7 @@ use crate::sockets::registry;
 /// The fast path is one atomic load; errno stays as libc set it.
 #[inline]
 pub(crate) fn fresh(fd: c_int) {
+    crate::platform::pocket::saw(fd);
     if fdtable::is_owned(fd) {
         stale(fd);
     }
@@ -48,6 +49,7 @@ pub(crate) fn fresh_if_dup(result: c_int, cmd: c_int) {
 /// `fresh` for an fd a hook's own logic made (accept): it runs inside the
 /// hook's guard already, where `fresh`'s release would be skipped.
 pub(crate) fn fresh_inside(fd: c_int) {
+    crate::platform::pocket::saw(fd);
     if fdtable::is_owned(fd) {
         release_stale(fd);
     }

@@ -5,7 +5,7 @@
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::Ordering;
 
 use rustix::event::epoll;
@@ -100,6 +100,17 @@ impl Listener {
             let inst = held.as_ref().map_or(app, |h| h.as_fd());
             match self.step(inst, peer, flags) {
                 Err(Errno::AGAIN) => {}
+                // The copy holds the last free number, which the
+                // connection needs (decision 58): given back, and one
+                // look on the application's number if it is still this
+                // listener's (as a non-blocking accept looks).
+                Err(Errno::MFILE) if held.is_some() && self.is_instance(app) => {
+                    held = None;
+                    match self.step(app, peer, flags) {
+                        Err(Errno::AGAIN) => {}
+                        r => return r,
+                    }
+                }
                 r => return r,
             }
             let (nonblocking, deadline) = *waiting.get_or_insert_with(waits);
@@ -296,6 +307,10 @@ impl Listener {
         if !ready.rendezvous {
             return Ok(None);
         }
+        // This thread's io_uring ring, for an accept at the fd limit: made
+        // once the process is near its limit, while there is a number for
+        // it a moment (tried again while there is none).
+        crate::platform::pocket::prepare();
         let mut taken = 0;
         for r in &self.rendezvous {
             // A connector that withdrew a reuse offer dials again at once:
@@ -310,18 +325,42 @@ impl Listener {
                 // Without a parking queue, a connection taken with no room
                 // for its memfd would have nowhere to wait but an fd of
                 // ours: room is made first (`with_room`).
+                // At the limit, with this thread's io_uring ring (made by
+                // an accept that found room), the connection is taken all
+                // the same: it lends its number to its memfd (decision 58).
                 let spare = match self.parking.pair() {
                     Some(_) => None,
                     None => match rustix::io::fcntl_dupfd_cloexec(&r.fd, 0) {
                         Ok(fd) => Some(fd),
+                        Err(Errno::MFILE) if crate::platform::pocket::ready() => None,
                         Err(e) => return Err(e),
                     },
                 };
-                let conn = match rustix::net::accept_with(
-                    &r.fd,
-                    SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
-                ) {
-                    Ok(c) => c,
+                if let Some(fd) = &spare {
+                    crate::platform::pocket::saw(fd.as_raw_fd());
+                }
+                let mut spare = spare;
+                let mut accepted =
+                    rustix::net::accept_with(&r.fd, SocketFlags::CLOEXEC | SocketFlags::NONBLOCK);
+                if matches!(accepted, Err(Errno::MFILE))
+                    && spare.is_some()
+                    && crate::platform::pocket::ready()
+                {
+                    // The room was the last free number: the connection
+                    // takes it, and lends it to its memfd (decision 58).
+                    if let Some(fd) = spare.take() {
+                        sys::close_fd(fd);
+                    }
+                    accepted = rustix::net::accept_with(
+                        &r.fd,
+                        SocketFlags::CLOEXEC | SocketFlags::NONBLOCK,
+                    );
+                }
+                let conn = match accepted {
+                    Ok(c) => {
+                        crate::platform::pocket::saw(c.as_raw_fd());
+                        c
+                    }
                     Err(Errno::AGAIN) if redial && patience.wait(r.fd.as_fd()) => {
                         redial = false;
                         continue;
@@ -378,7 +417,7 @@ impl Listener {
     fn settle(
         &self,
         inst: BorrowedFd<'_>,
-        conn: OwnedFd,
+        mut conn: OwnedFd,
         scope: Scope,
         patience: &mut Patience,
         room: &mut Option<OwnedFd>,
@@ -386,7 +425,7 @@ impl Listener {
         let mut state = State::New;
         loop {
             match arrival(conn.as_fd()) {
-                Arrival::Complete => match self.handshake(conn.as_fd(), scope, state, room) {
+                Arrival::Complete => match self.handshake(&mut conn, scope, state, room) {
                     Step::Done(c) => return Taken::Accepted(conn, c),
                     // Declined: the connector sends a fresh Connect
                     // at once.
@@ -400,6 +439,11 @@ impl Listener {
                     Step::NoRoom(e) => {
                         self.park(inst, conn, scope, state);
                         return Taken::NoRoom(e);
+                    }
+                    Step::Lost => {
+                        // (Its number is not ours any more.)
+                        let _ = std::os::fd::IntoRawFd::into_raw_fd(conn);
+                        return Taken::Gone;
                     }
                 },
                 // Only for a connector the policy admits (the

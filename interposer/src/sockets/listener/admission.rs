@@ -37,6 +37,10 @@ pub(super) enum Step {
     /// (the kernel's accept says EMFILE, or ENFILE, and leaves the
     /// connection queued).
     NoRoom(Errno),
+    /// Lent to the ring's slot at the fd limit and not put back on a
+    /// number (`pocket::Lost`): dropped; the caller's fd for it names
+    /// nothing of ours and must be forgotten, not closed.
+    Lost,
 }
 
 impl Listener {
@@ -105,7 +109,7 @@ impl Listener {
     /// memfd (closed here, instead of looking for room).
     pub(super) fn handshake(
         &self,
-        conn: BorrowedFd<'_>,
+        conn: &mut OwnedFd,
         scope: Scope,
         state: State,
         room: &mut Option<OwnedFd>,
@@ -113,7 +117,7 @@ impl Listener {
         let Some(config) = crate::platform::config::get() else {
             return Step::Dropped;
         };
-        let Some(peer) = Peer::of(conn, &config.allow) else {
+        let Some(peer) = Peer::of(conn.as_fd(), &config.allow) else {
             self.dropped("no credentials");
             return Step::Dropped;
         };
@@ -123,20 +127,27 @@ impl Listener {
             self.refuse(&peer);
             return Step::Dropped;
         }
-        // The doorbell is `conn` itself, under the number the application
-        // will get from accept; the message brings a memfd, which needs
-        // room of its own.
-        let bell = Bell::new(conn, Some(conn.as_raw_fd()));
+        // The message brings a memfd, which needs room of its own.
         match room.take() {
             // (close(2) alone: std's drop asks F_GETFD first under debug
             // assertions, a system call per accept in the ci build.)
             Some(fd) => sys::close_fd(fd),
             None => {
-                if let Err(e) = sys::room_for_fd(conn) {
-                    return Step::NoRoom(e);
+                if let Err(e) = sys::room_for_fd(conn.as_fd()) {
+                    // The last free number: the connection lends it to its
+                    // memfd from this thread's ring (decision 58).
+                    // None: no fd came (none attached, or cut off), the
+                    // usual path goes on (its peek says EMFILE if cut off).
+                    if let Some(step) = self.lent_handshake(conn, scope, &peer, config, e) {
+                        return step;
+                    }
                 }
             }
         }
+        // The doorbell is `conn` itself, under the number the application
+        // will get from accept.
+        let bell = Bell::new(conn.as_fd(), Some(conn.as_raw_fd()));
+        let conn = conn.as_fd();
         let (msg, memfd) = match handshake::try_recv(conn) {
             Ok(m) => m,
             // The number we made room with was taken meanwhile (another
@@ -182,6 +193,102 @@ impl Listener {
                 Step::Dropped
             }
         }
+    }
+
+    /// `handshake` at the fd limit (`room_for_fd` said `no_room`): the
+    /// connection goes into this thread's io_uring slot, its number takes
+    /// the memfd, which is mapped and closed, and the connection comes
+    /// back on a number (`pocket`). None: no fd came with the message (a
+    /// reuse offer, a join), the connection back on its number, for the
+    /// usual path; NoRoom where there is no ring, as before.
+    fn lent_handshake(
+        &self,
+        conn: &mut OwnedFd,
+        scope: Scope,
+        peer: &Peer,
+        config: &Config,
+        no_room: Errno,
+    ) -> Option<Step> {
+        use crate::platform::pocket::{self, Peeked};
+        let mut bytes = [0u8; handshake::LEN];
+        let (lent, n, memfd) = match pocket::lend_and_peek(conn, &mut bytes) {
+            Ok(Peeked::Fd(lent, n, memfd)) => (lent, n, memfd),
+            Ok(Peeked::Back) => return None,
+            Err(None) => return Some(Step::NoRoom(no_room)),
+            Err(Some(pocket::Lost)) => return Some(self.lost()),
+        };
+        let back = |lent: pocket::Lent, conn: &mut OwnedFd| lent.give_back(conn).is_ok();
+        if n == 0 || n < handshake::LEN {
+            // A part, or a hang-up: back to the usual path, which says so.
+            drop(memfd);
+            return if back(lent, conn) {
+                None
+            } else {
+                Some(self.lost())
+            };
+        }
+        let mut sink = [0u8; handshake::LEN];
+        let consumed = lent.consume(&mut sink);
+        let msg = match (consumed, handshake::Message::decode(&bytes)) {
+            (Ok(got), Ok(msg)) if got == handshake::LEN && sink == bytes => msg,
+            (consumed, _) => {
+                drop(memfd);
+                let step = self.bad(&format!("unreadable message ({consumed:?})"));
+                return Some(if back(lent, conn) { step } else { self.lost() });
+            }
+        };
+        let made = (|| {
+            if msg.kind != Kind::Connect {
+                return Err("shared memory with a message that takes none".to_string());
+            }
+            self.vet(&msg, scope, peer, config)?;
+            let (local, peer_addr) = self.addresses(&msg).ok_or("address family differs")?;
+            let generation = crate::platform::fork::generation();
+            let (mut seg, ticket) = attach(Some(memfd), &msg, peer, generation)?;
+            // (Mapped: the number goes back to the connection. Without a
+            // kept memfd it reads as closed after exec, as any connection
+            // accepted at the limit did.)
+            if let Some(fd) = seg.take_fd() {
+                sys::close_fd(fd);
+            }
+            Ok((seg, ticket, local, peer_addr))
+        })();
+        if !back(lent, conn) {
+            return Some(self.lost());
+        }
+        let (seg, ticket, local, peer_addr) = match made {
+            Ok(made) => made,
+            Err(why) => return Some(self.bad(&why)),
+        };
+        let bell = Bell::new(conn.as_fd(), Some(conn.as_raw_fd()));
+        log!(
+            debug,
+            "accept on {}: a connection at the fd limit, its memfd taken through io_uring",
+            self.local
+        );
+        Some(
+            match Connection::new(seg, local, peer_addr, bell, None, ticket) {
+                Ok(c) => Step::Done(c),
+                Err(e) => {
+                    log!(
+                        warn,
+                        "accept on {}: cannot set up the connection ({e})",
+                        self.local
+                    );
+                    Step::Dropped
+                }
+            },
+        )
+    }
+
+    fn lost(&self) -> Step {
+        log!(
+            warn,
+            "accept on {}: a connection taken at the fd limit found no number again; dropped",
+            self.local
+        );
+        stats::dropped_handshake();
+        Step::Lost
     }
 
     /// A connector whose message does not hold up (`why`): refused.

@@ -72,16 +72,20 @@ impl Listener {
                     Ok(got) => got,
                 },
             };
-            let Some((rec, conn)) = popped else {
+            let Some((rec, mut conn)) = popped else {
                 break;
             };
             let scope = rec.scope;
             match arrival(conn.as_fd()) {
                 Arrival::Complete if take && found.is_none() && full.is_none() => {
-                    match self.handshake(conn.as_fd(), scope, rec.state, &mut None) {
+                    match self.handshake(&mut conn, scope, rec.state, &mut None) {
                         Step::Done(c) => found = Some((conn, c)),
                         Step::Pending(state) => kept.push((Record { state, ..rec }, conn, false)),
                         Step::Dropped | Step::Withdrawn => {}
+                        // (Its number is not ours any more.)
+                        Step::Lost => {
+                            let _ = std::os::fd::IntoRawFd::into_raw_fd(conn);
+                        }
                         Step::NoRoom(e) => {
                             full = Some(e);
                             kept.push((rec, conn, true));

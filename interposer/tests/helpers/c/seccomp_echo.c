@@ -206,7 +206,13 @@ static void sandbox(void) {
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS),
     };
     struct sock_fprog prog = {.len = sizeof f / sizeof f[0], .filter = f};
-    check(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0, "PR_SET_SECCOMP");
+    /* SECCOMP_VIA=syscall: seccomp(2) through libc's syscall(), as
+     * libseccomp's seccomp_load makes it. */
+    const char *via = getenv("SECCOMP_VIA");
+    if (via && strcmp(via, "syscall") == 0)
+        check(syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) == 0, "seccomp(2)");
+    else
+        check(prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0, "PR_SET_SECCOMP");
     /* The filter is on: a call outside it kills us, a denied one fails. */
     check(open("/dev/null", O_RDONLY) < 0 && errno == EACCES, "open inside the sandbox");
 }
