@@ -49,6 +49,12 @@ pub(super) struct Member {
     /// Silenced again after a hang-up left out came back (`hangups`): one
     /// that comes back once more is reported.
     pub(super) resilenced: bool,
+    /// The Unix connection's bits when the kernel last reported this
+    /// one-shot or edge-triggered registration a hang-up (`hangups`; 0:
+    /// not since the last ADD or MOD). A one-shot one is disarmed, and an
+    /// edge-triggered one whose connection still says these bits has no
+    /// new edge: neither is the one an event with its `data` is for.
+    pub(super) spent: u32,
 }
 
 impl Member {
@@ -97,6 +103,7 @@ impl Member {
             self.silenced = false;
             self.echo_due = false;
             self.resilenced = false;
+            self.spent = 0;
         }
     }
 
