@@ -31,7 +31,8 @@
 //!   one-shot or edge-triggered connection lost its HUP; members in
 //!   different states all got the OR of their bits; a quiet member beside
 //!   a sibling's EPOLLHUP was never silenced, a busy loop; an
-//!   EPOLLRDHUP-only registration got a sibling's EPOLLIN).
+//!   EPOLLRDHUP-only registration got a sibling's EPOLLIN; a silenced
+//!   member beside reused numbers with its data gave spurious EPOLLHUPs).
 //! - keepalive_reuse.py: http.client's second request on a connection its
 //!   server closed meets RemoteDisconnected, not BrokenPipeError.
 //! - waker_turns.c: an epoll wait on a set holding no connection of the
@@ -244,6 +245,15 @@ fn a_quiet_member_beside_a_siblings_hangup_is_silenced() {
 #[test]
 fn a_pending_event_goes_to_its_own_registration() {
     sharing("rdhup");
+}
+
+/// A closed connection registered for nothing, kept silenced, beside 20
+/// in turn with its data and likely its number: each is quiet after its
+/// peer's close and says EPOLLHUP once this side shuts down (review s35
+/// `reuse.c`: two spurious EPOLLHUPs for each).
+#[test]
+fn a_silenced_member_beside_reused_numbers_stays_quiet() {
+    sharing("reuse");
 }
 
 /// A forked child waits 2 s on a set it shares with its parent, whose

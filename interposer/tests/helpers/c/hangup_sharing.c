@@ -15,7 +15,11 @@
  *            a closed one registered for nothing with the same data: the
  *            second is quiet (it said EPOLLHUP at every wait: a busy loop).
  *   rdhup    an EPOLLRDHUP-only registration beside an EPOLLIN one with
- *            its data: EPOLLRDHUP alone. */
+ *            its data: EPOLLRDHUP alone.
+ *   reuse    a closed connection registered for nothing, kept silenced,
+ *            beside 20 in turn with its data (and likely its number): each
+ *            quiet after its peer's close, EPOLLHUP once we shut down
+ *            (review s35 `reuse.c`: two spurious EPOLLHUPs each). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -146,6 +150,36 @@ static void rdhup(int variant) {
   close(a); close(b); close(ep);
 }
 
+static int wait0(int ep, unsigned *bits) {
+  struct epoll_event o[8];
+  int k = epoll_wait(ep, o, 8, 0);
+  *bits = 0;
+  for (int i = 0; i < k; i++) *bits |= o[i].events;
+  return k;
+}
+
+static void reuse(void) {
+  int ep = epoll_create1(0), k, pk;
+  unsigned b;
+  pair(&k, &pk);
+  add(ep, k, 0, 77);
+  close(pk); usleep(10000);
+  wait0(ep, &b);
+  for (int i = 0; i < 20; i++) {
+    int a, p;
+    pair(&a, &p);
+    add(ep, a, 0, 77);
+    close(p); usleep(5000);
+    unsigned b1, b2, b3;
+    int k1 = wait0(ep, &b1);
+    shutdown(a, SHUT_WR); usleep(5000);
+    int k2 = wait0(ep, &b2), k3 = wait0(ep, &b3);
+    printf("%d: closed %d %#x, shut %d %#x, again %d %#x\n", i, k1, b1, k2, b2, k3, b3);
+    close(a);
+  }
+  close(k); close(ep);
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) { fprintf(stderr, "usage: hangup_sharing HOST PART\n"); return 2; }
   lst = socket(AF_INET, SOCK_STREAM, 0);
@@ -160,6 +194,7 @@ int main(int argc, char **argv) {
   else if (!strcmp(part, "crowd")) { crowd(40, 5); crowd(100, 3); }
   else if (!strcmp(part, "quiet")) { quiet(EPOLLET); quiet(EPOLLONESHOT); }
   else if (!strcmp(part, "rdhup")) { rdhup(0); rdhup(1); }
+  else if (!strcmp(part, "reuse")) reuse();
   else { fprintf(stderr, "unknown part %s\n", part); return 2; }
   printf("done\n");
   return 0;
