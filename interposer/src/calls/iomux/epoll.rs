@@ -90,7 +90,8 @@ fn merge(out: &mut [epoll_event], mut n: usize, pending: Vec<epoll_event>, masks
         // Its registration's: one that says its bits already, else one
         // with some bit it asked for (besides the hang-ups every
         // registration gets: a sibling registered for nothing says
-        // EPOLLHUP alone; review s35 fuzz2 seed 14).
+        // EPOLLHUP alone; review s35 fuzz2 seed 14), else one with
+        // hang-ups alone.
         let could = |o: &epoll_event| ({ o.u64 }) == data && o.events & !mask == 0;
         let own = out[..n]
             .iter()
@@ -99,7 +100,10 @@ fn merge(out: &mut [epoll_event], mut n: usize, pending: Vec<epoll_event>, masks
                 out[..n]
                     .iter()
                     .position(|o| could(o) && o.events & mask & !always != 0)
-            });
+            })
+            // Else one with hang-ups alone, as before: a one-shot
+            // member's own, from the MOD that disarmed it (`report`).
+            .or_else(|| out[..n].iter().position(could));
         match own.map(|j| &mut out[j]) {
             Some(o) => o.events |= ev.events,
             None if n < room => {
