@@ -384,6 +384,7 @@ pub(crate) fn forking() {
             set.asleep = false;
             set.unwake();
         }
+        set.alone = false;
         set.crowd();
     }
 }
@@ -399,6 +400,7 @@ pub(crate) fn sent(fds: &[c_int]) {
     };
     for &fd in fds {
         if let Some(set) = sets.find(fd) {
+            set.alone = false;
             set.crowd();
         }
     }

@@ -70,6 +70,7 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
         let mut wanted: Vec<u64> = events.iter().filter(|e| hung(e)).map(|e| e.u64).collect();
         wanted.sort_unstable();
         wanted.dedup();
+        let alone = set.alone;
         let mut candidates = Vec::new();
         for data in wanted {
             let fds = set.by_data.members(data, &set.members, |m| m.data);
@@ -85,6 +86,9 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
                     silenced: m.silenced,
                     echo_due: m.echo_due,
                     spent: m.spent,
+                    // (A silenced member whose echo came has no event
+                    // in a set no other process holds: passed over.)
+                    quiet: alone && m.silenced && !m.echo_due,
                     unix: Cell::new(None),
                 })
             }));
@@ -164,6 +168,11 @@ struct Candidate {
     echo_due: bool,
     /// `Member::spent` when looked at.
     spent: u32,
+    /// Silenced, its echo come, in a set no other process holds
+    /// (`Set::alone`): its edge-triggered registration has no event
+    /// (review s35 `pipehup.c`: a pipe's HUP with its `data` was taken
+    /// for it and left out).
+    quiet: bool,
     /// Its Unix connection's bits, once asked (one poll per answer).
     unix: Cell<Option<u32>>,
 }
@@ -210,7 +219,7 @@ fn tcp_bits(
     };
     for pass in 0..3 {
         for (i, cand) in candidates.iter().enumerate() {
-            if cand.data != data || rank(cand) != pass || taken.contains(&cand.fd) {
+            if cand.data != data || cand.quiet || rank(cand) != pass || taken.contains(&cand.fd) {
                 continue;
             }
             if cand.kernel & ONESHOT != 0 && cand.spent != 0 {

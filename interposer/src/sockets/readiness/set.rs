@@ -186,6 +186,11 @@ pub(super) struct Set {
     /// one with no connection in it), which takes the waker's event out;
     /// one made past us may be waited on past us (no waker goes in).
     pub(super) ours: bool,
+    /// Made here and never forked nor sent (SCM_RIGHTS): the kernel's
+    /// registrations change only through this process's calls, so a
+    /// silenced member whose echo came has no event until we MOD it
+    /// (`hangups`). Once false, false for good.
+    pub(super) alone: bool,
     pub(super) generation: u32,
     /// A one-slot wait with events of ours to report asks the kernel
     /// first every other call (`kernel_turn`).
@@ -228,6 +233,7 @@ impl Set {
             waiter: None,
             solo: made_here,
             ours: made_here,
+            alone: made_here,
             generation: crate::platform::fork::generation(),
         }
     }

@@ -19,7 +19,12 @@
  *   reuse    a closed connection registered for nothing, kept silenced,
  *            beside 20 in turn with its data (and likely its number): each
  *            quiet after its peer's close, EPOLLHUP once we shut down
- *            (review s35 `reuse.c`: two spurious EPOLLHUPs each). */
+ *            (review s35 `reuse.c`: two spurious EPOLLHUPs each).
+ *   pipe     a pipe whose writer closed beside two closed connections
+ *            registered for nothing (the second level, then
+ *            edge-triggered), one data: the pipe's EPOLLHUP at every
+ *            wait, nothing for the connections (review s35 `pipehup.c`:
+ *            missing at one or two waits). */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -180,6 +185,17 @@ static void reuse(void) {
   close(k); close(ep);
 }
 
+static void pipes(unsigned bev) {
+  int ep = epoll_create1(0), a, pa, b, pb, f[2];
+  pair(&a, &pa); pair(&b, &pb);
+  if (pipe(f)) { perror("pipe"); exit(1); }
+  add(ep, a, 0, 5); add(ep, b, bev, 5); add(ep, f[0], 0, 5);
+  close(pa); close(pb); close(f[1]); usleep(20000);
+  printf("second %#x\n", bev);
+  for (int w = 0; w < 6; w++) { char when[16]; snprintf(when, sizeof when, "wait %d", w); show(ep, when); }
+  close(a); close(b); close(f[0]); close(ep);
+}
+
 int main(int argc, char **argv) {
   if (argc < 3) { fprintf(stderr, "usage: hangup_sharing HOST PART\n"); return 2; }
   lst = socket(AF_INET, SOCK_STREAM, 0);
@@ -195,6 +211,7 @@ int main(int argc, char **argv) {
   else if (!strcmp(part, "quiet")) { quiet(EPOLLET); quiet(EPOLLONESHOT); }
   else if (!strcmp(part, "rdhup")) { rdhup(0); rdhup(1); }
   else if (!strcmp(part, "reuse")) reuse();
+  else if (!strcmp(part, "pipe")) { pipes(0); pipes(EPOLLET); }
   else { fprintf(stderr, "unknown part %s\n", part); return 2; }
   printf("done\n");
   return 0;
