@@ -25,6 +25,15 @@
 //!   process (the other's shutdown gave no EPOLLHUP), sendmmsg and
 //!   sendfile after a peer's close, SO_SNDBUF and the first send's count.
 //!   A wait that used over half its timeout in CPU prints "spin".
+//! - hangup_sharing.c (review s35 of the hupo1 merge): registrations
+//!   sharing one data, each hung up its own way: each event is one
+//!   registration's, with its own bits (a pipe's IN|HUP beside a spent
+//!   one-shot or edge-triggered connection lost its HUP; members in
+//!   different states all got the OR of their bits; a quiet member beside
+//!   a sibling's EPOLLHUP was never silenced, a busy loop; an
+//!   EPOLLRDHUP-only registration got a sibling's EPOLLIN; a silenced
+//!   member beside reused numbers with its data gave spurious EPOLLHUPs;
+//!   a pipe's EPOLLHUP beside silenced members was missing at some waits).
 //! - keepalive_reuse.py: http.client's second request on a connection its
 //!   server closed meets RemoteDisconnected, not BrokenPipeError.
 //! - waker_turns.c: an epoll wait on a set holding no connection of the
@@ -184,6 +193,77 @@ fn another_process_shutdown_gives_the_hangup() {
 #[test]
 fn every_send_path_sends_first_after_a_peer_close() {
     edges("sends");
+}
+
+fn sharing(part: &str) {
+    let exe = build_c("hangup_sharing", &["-O1", "-Wall"]);
+    let [kernel, emulated, default] =
+        three_ways(&format!("hangup-sharing-{part}"), &exe, &[part], true);
+    assert_eq!(
+        emulated, kernel,
+        "{part}: emulated network against kernel TCP"
+    );
+    assert_eq!(default, kernel, "{part}: default mode against kernel TCP");
+}
+
+/// A level connection whose peer closed, a one-shot (then edge-triggered)
+/// one reported once already and a pipe whose writer closed, one data:
+/// the pipe's event stays IN|HUP at every wait (review s35 `again.c`: the
+/// spent member took it and made it IN).
+#[test]
+fn a_spent_one_shot_or_edge_member_does_not_take_a_pipe_hangup() {
+    sharing("again");
+}
+
+/// Connections sharing one data, one shut down both ways and one half
+/// closed: IN|RDHUP|HUP and IN|RDHUP, each its own (review s35
+/// `shared2.c`: both got the OR).
+#[test]
+fn members_sharing_data_get_each_their_own_bits() {
+    sharing("states");
+}
+
+/// 40 and 100 connections sharing data 9 through DEL/ADD/MOD churn, a
+/// third registered for nothing, every other peer closed, every fifth
+/// shut down here: the kernel's multiset of events (review s35
+/// `crowd2.c`: 33 x IN|RDHUP|HUP for 6 of them and 27 x IN|RDHUP).
+#[test]
+fn a_crowd_sharing_data_gets_the_kernels_multiset() {
+    sharing("crowd");
+}
+
+/// An edge-triggered (then one-shot) connection shut down both ways and
+/// a closed one registered for nothing with the same data: the wait is
+/// quiet (review s35 `mix.c`: EPOLLHUP at every wait, ~310,000 waits/s).
+#[test]
+fn a_quiet_member_beside_a_siblings_hangup_is_silenced() {
+    sharing("quiet");
+}
+
+/// An EPOLLRDHUP-only registration beside an EPOLLIN one with its data
+/// that holds the end in its ring: EPOLLRDHUP alone (review s35
+/// `rdhup2.c`: our pending EPOLLIN was or-ed into it).
+#[test]
+fn a_pending_event_goes_to_its_own_registration() {
+    sharing("rdhup");
+}
+
+/// A closed connection registered for nothing, kept silenced, beside 20
+/// in turn with its data and likely its number: each is quiet after its
+/// peer's close and says EPOLLHUP once this side shuts down (review s35
+/// `reuse.c`: two spurious EPOLLHUPs for each).
+#[test]
+fn a_silenced_member_beside_reused_numbers_stays_quiet() {
+    sharing("reuse");
+}
+
+/// A pipe whose writer closed beside two closed connections registered
+/// for nothing, one data: the pipe's EPOLLHUP at every wait (review s35
+/// `pipehup.c`: missing at one or two of six, taken for a silenced
+/// member's).
+#[test]
+fn a_pipe_hangup_beside_silenced_members_is_reported_at_every_wait() {
+    sharing("pipe");
 }
 
 /// A forked child waits 2 s on a set it shares with its parent, whose

@@ -75,18 +75,48 @@ fn real_epoll(
 }
 
 /// The kernel's events (the first `n` of `out`) with the pending ones
-/// merged in: a member the kernel reported too gets its events or-ed.
-fn merge(out: &mut [epoll_event], mut n: usize, pending: Vec<epoll_event>) -> c_int {
+/// merged in: a member the kernel reported too gets its events or-ed. A
+/// kernel event with the same `data` but bits the pending event's
+/// registration (`masks`) did not ask for is another member's (review s35
+/// `rdhup2.c`: an EPOLLRDHUP-only registration was reported EPOLLIN, a
+/// sibling's): the pending event goes in one of its own, if there is
+/// room.
+fn merge(out: &mut [epoll_event], mut n: usize, pending: Vec<epoll_event>, masks: &[u32]) -> c_int {
     let room = out.len();
-    for ev in pending {
+    let always = (libc::EPOLLHUP | libc::EPOLLERR) as u32;
+    for (i, ev) in pending.into_iter().enumerate() {
         let data = ev.u64;
-        match out[..n].iter_mut().find(|o| ({ o.u64 }) == data) {
+        let mask = masks.get(i).copied().unwrap_or(u32::MAX) | always;
+        // Its registration's: one that says its bits already, else one
+        // with some bit it asked for (besides the hang-ups every
+        // registration gets: a sibling registered for nothing says
+        // EPOLLHUP alone; review s35 fuzz2 seed 14), else one with
+        // hang-ups alone.
+        let could = |o: &epoll_event| ({ o.u64 }) == data && o.events & !mask == 0;
+        let own = out[..n]
+            .iter()
+            .position(|o| could(o) && o.events & ev.events == ev.events)
+            .or_else(|| {
+                out[..n]
+                    .iter()
+                    .position(|o| could(o) && o.events & mask & !always != 0)
+            })
+            // Else one with hang-ups alone, as before: a one-shot
+            // member's own, from the MOD that disarmed it (`report`).
+            .or_else(|| out[..n].iter().position(could));
+        match own.map(|j| &mut out[j]) {
             Some(o) => o.events |= ev.events,
             None if n < room => {
                 out[n] = ev;
                 n += 1;
             }
-            None => {}
+            // No room: or-ed into the first with its `data`, as before,
+            // rather than lost (an edge or a one-shot taken).
+            None => {
+                if let Some(o) = out[..n].iter_mut().find(|o| ({ o.u64 }) == data) {
+                    o.events |= ev.events;
+                }
+            }
         }
     }
     n as c_int
@@ -206,7 +236,8 @@ impl WaitSet for EpollSet<'_> {
                 as c_int;
         }
         let pending = std::mem::take(&mut self.pending.events);
-        Action::Done(merge(self.out, n as usize, pending))
+        let masks = std::mem::take(&mut self.pending.masks);
+        Action::Done(merge(self.out, n as usize, pending, &masks))
     }
 
     fn sliced(&self) -> bool {

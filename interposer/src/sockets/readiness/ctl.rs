@@ -239,6 +239,7 @@ fn member(ev: libc::epoll_event, sock: &Arc<Socket>, pending: bool, listed: bool
         silenced: false,
         echo_due: false,
         resilenced: false,
+        spent: 0,
     }
 }
 

@@ -153,12 +153,18 @@ pub(super) fn writable(
         }
         let data = r.data;
         let room = out.events.len() < max;
-        match out.events.iter_mut().find(|e| ({ e.u64 }) == data) {
-            Some(e) => e.events |= bits,
-            None if room => out.events.push(libc::epoll_event {
-                events: bits,
-                u64: data,
-            }),
+        match out.events.iter().position(|e| ({ e.u64 }) == data) {
+            Some(i) => {
+                out.events[i].events |= bits;
+                out.masks[i] |= r.events;
+            }
+            None if room => {
+                out.events.push(libc::epoll_event {
+                    events: bits,
+                    u64: data,
+                });
+                out.masks.push(r.events);
+            }
             None => return true,
         }
         if r.events & ONCE != 0 {

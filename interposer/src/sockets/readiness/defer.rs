@@ -389,6 +389,7 @@ pub(crate) fn forking() {
             set.asleep = false;
             set.unwake();
         }
+        set.alone = false;
         set.crowd();
     }
 }
@@ -404,6 +405,7 @@ pub(crate) fn sent(fds: &[c_int]) {
     };
     for &fd in fds {
         if let Some(set) = sets.find(fd) {
+            set.alone = false;
             set.crowd();
         }
     }

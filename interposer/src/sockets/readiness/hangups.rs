@@ -12,7 +12,8 @@
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
-use std::collections::{HashMap, HashSet};
+use std::cell::Cell;
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::platform::real::waits;
@@ -34,18 +35,22 @@ const EXCLUSIVE: u32 = libc::EPOLLEXCLUSIVE as u32;
 /// the Unix connection's (`Connection::tcp_error_hangup`: EPOLLERR for a
 /// reset not reported yet or the EPIPE a RST left, EPOLLHUP for a reset,
 /// both directions shut or a send answered with a RST; a plain close is
-/// EPOLLIN|EPOLLRDHUP). An event is a member's only if the member's Unix
-/// connection says all its bits now (a zero-timeout poll of it): the
-/// event's `data` may be shared with other members (a proxy's one pointer
-/// per session: review s32 `samedata.c`) or with an fd that is no
+/// EPOLLIN|EPOLLRDHUP). Each event is one registration's, as the kernel's
+/// are: it is given to one member (`tcp_bits`), whose Unix connection
+/// says all its bits now (a zero-timeout poll of it), and gets that
+/// member's TCP bits. The event's `data` may be shared with other members
+/// (a proxy's one pointer per session: review s32 `samedata.c`; each gets
+/// its own bits, review s35 `shared2.c`) or with an fd that is no
 /// connection (a pipe whose writer closed: review hup14 `mixed.c`); an
 /// event no member says is passed on as it is. An event left with nothing
-/// TCP would report is taken out (the rest moved up) only if each of its
-/// members is hung up and silenced (`silence_members`); one that cannot be
-/// silenced is passed on as it is (a level hang-up left out would end
-/// every wait at once: a busy loop). Returns how many events are left.
-/// The members are looked at outside the table's lock (asking a
-/// connection takes its own locks).
+/// TCP would report is taken out (the rest moved up) only if its member
+/// is hung up and silenced (`silence_members`), whether or not a member
+/// with the same `data` took another event (review s35 `mix.c`: one left
+/// level said EPOLLHUP at every wait); one that cannot be silenced is
+/// passed on as it is (a level hang-up left out would end every wait at
+/// once: a busy loop). Returns how many events are left. The members are
+/// looked at outside the table's lock (asking a connection takes its own
+/// locks).
 pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usize {
     let n = events.len();
     let hung = |e: &libc::epoll_event| e.events & (HUP | ERR) != 0;
@@ -65,6 +70,7 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
         let mut wanted: Vec<u64> = events.iter().filter(|e| hung(e)).map(|e| e.u64).collect();
         wanted.sort_unstable();
         wanted.dedup();
+        let alone = set.alone;
         let mut candidates = Vec::new();
         for data in wanted {
             let fds = set.by_data.members(data, &set.members, |m| m.data);
@@ -78,6 +84,12 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
                     kernel: m.kernel,
                     shared,
                     silenced: m.silenced,
+                    echo_due: m.echo_due,
+                    spent: m.spent,
+                    // (A silenced member whose echo came has no event
+                    // in a set no other process holds: passed over.)
+                    quiet: alone && m.silenced && !m.echo_due,
+                    unix: Cell::new(None),
                 })
             }));
         }
@@ -86,42 +98,30 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
     let mut verdicts = Vec::with_capacity(n);
     let mut quiet = Vec::new();
     let mut restore = Vec::new();
+    let mut spent = Vec::new();
     let mut taken = HashSet::new();
-    let mut again: HashMap<(u64, u32), (usize, Verdict)> = HashMap::new();
     for ev in events.iter() {
-        let mut fresh = true;
-        let verdict = if !hung(ev) {
-            Verdict::Keep
-        } else if let Some((left, v)) = again
-            .get_mut(&(ev.u64, ev.events))
-            .filter(|(left, _)| *left > 0)
-        {
-            // Another of the members one event took (same `data`, same
-            // bits): the kernel reports each registration, so up to one
-            // more event per member taken gets the same verdict (left in
-            // as it came, a registration for nothing sharing a proxy's
-            // `data` said EPOLLHUP where TCP says nothing). Past that
-            // count it is no member's (a pipe's), as before. (Its members
-            // are silenced or given back once.)
-            *left -= 1;
-            fresh = false;
-            v.clone()
+        let verdict = if hung(ev) {
+            tcp_bits(ev, &candidates, &mut taken)
         } else {
-            let v = tcp_bits(ev, &candidates, &mut taken);
-            if let Verdict::Tcp(_, fds) | Verdict::Quiet(fds) = &v {
-                if fds.len() > 1 {
-                    again.insert((ev.u64, ev.events), (fds.len() - 1, v.clone()));
-                }
-            }
-            v
+            Verdict::Keep
         };
-        match &verdict {
-            _ if !fresh => {}
-            Verdict::Tcp(_, fds) => restore.extend(fds.iter().copied()),
-            Verdict::Quiet(fds) => quiet.extend(fds.iter().map(|&fd| (fd, ev.u64))),
-            Verdict::Keep => {}
+        let (Verdict::Tcp(_, i) | Verdict::Quiet(i)) = verdict else {
+            verdicts.push(verdict);
+            continue;
+        };
+        let c = &candidates[i];
+        if c.kernel & (ET | ONESHOT) != 0 {
+            spent.push((c.fd, c.data, ev.events));
+        }
+        match verdict {
+            Verdict::Tcp(..) => restore.push(c.fd),
+            _ => quiet.push((c.fd, c.data)),
         }
         verdicts.push(verdict);
+    }
+    if !spent.is_empty() {
+        note_spent(epfd, &spent);
     }
     let loud = if quiet.is_empty() {
         Vec::new()
@@ -135,7 +135,7 @@ pub(crate) fn tcp_hangups(epfd: c_int, events: &mut [libc::epoll_event]) -> usiz
             Verdict::Tcp(tcp, _) => ev.events = tcp,
             // Not silenced: the Unix connection's bits, as before
             // decision 47, rather than a wait that never sleeps.
-            Verdict::Quiet(fds) if fds.iter().any(|fd| loud.contains(fd)) => {}
+            Verdict::Quiet(c) if loud.contains(&candidates[c].fd) => {}
             Verdict::Quiet(_) => continue,
             Verdict::Keep => {}
         }
@@ -164,87 +164,120 @@ struct Candidate {
     shared: bool,
     /// `Member::silenced` when looked at.
     silenced: bool,
+    /// `Member::echo_due` when looked at.
+    echo_due: bool,
+    /// `Member::spent` when looked at.
+    spent: u32,
+    /// Silenced, its echo come, in a set no other process holds
+    /// (`Set::alone`): its edge-triggered registration has no event
+    /// (review s35 `pipehup.c`: a pipe's HUP with its `data` was taken
+    /// for it and left out).
+    quiet: bool,
+    /// Its Unix connection's bits, once asked (one poll per answer).
+    unix: Cell<Option<u32>>,
 }
 
 /// What becomes of an event with a hang-up or an error (`tcp_bits`).
-#[derive(Clone)]
+#[derive(Clone, Copy)]
 enum Verdict {
     /// No member says it: passed on as it is.
     Keep,
-    /// These bits, for these members.
-    Tcp(u32, Vec<c_int>),
-    /// Nothing TCP reports, for these members, each hung up: left out
-    /// once they are silenced.
-    Quiet(Vec<c_int>),
+    /// These bits, for this member (an index in the candidates).
+    Tcp(u32, usize),
+    /// Nothing TCP reports, for this member, hung up: left out once it
+    /// is silenced.
+    Quiet(usize),
 }
 
-/// The bits kernel TCP reports for event `ev` and the members it is for:
-/// those whose Unix connection says the event's bits now, no more and no
-/// fewer (a system call each). The kernel's event is its poll of the
-/// registration's fd when it was reported, which a hung-up connection
-/// still says; another fd's with the same `data` need not (a pipe's HUP
-/// is not a closed connection's IN|RDHUP|HUP). A state that changed in
-/// between passes the event on as it is. A registration is reported once
-/// per answer: a member given an event already (`taken`) is not given
-/// another (the other fd's, with the same `data` and bits).
+/// The bits kernel TCP reports for event `ev` and the member it is for:
+/// the first not given an event yet (`taken`: the kernel reports a
+/// registration once per answer) whose Unix connection says the event's
+/// bits now, no more and no fewer (a system call per member, once). The
+/// kernel's event is its poll of the registration's fd when it was
+/// reported, which a hung-up connection still says; another fd's with the
+/// same `data` need not (a pipe's HUP is not a closed connection's
+/// IN|RDHUP|HUP). A member that cannot be reported now is passed over: a
+/// one-shot one disarmed by its hang-up's event, an edge-triggered one
+/// whose connection says what it said at its last (`Member::spent`; review
+/// s35 `again.c`: a pipe's IN|HUP beside them became a connection's IN).
+/// A state that changed in between passes the event on as it is.
 fn tcp_bits(
     ev: &libc::epoll_event,
     candidates: &[Candidate],
     taken: &mut HashSet<c_int>,
 ) -> Verdict {
     let data = ev.u64;
-    let mut tcp = 0;
-    let mut fds = Vec::new();
-    let mut quiet = Vec::new();
-    let mut all_hung = true;
-    for cand in candidates
-        .iter()
-        .filter(|c| c.data == data && !taken.contains(&c.fd))
-    {
-        let Some(c) = cand.sock.connection() else {
-            continue;
-        };
-        // An event with bits besides the hang-up is never left out: the
-        // member's, when it is alone with its `data` and its ring shows
-        // an end (the peer's close, shutdown or reset, or ours), needs no
-        // look (a client's every close: review hup14 measured a poll per
-        // request of ab).
-        let sure = !cand.shared && ev.events & !(HUP | ERR) != 0 && c.ended_in_ring();
-        let unix = if sure {
-            ev.events
-        } else {
-            c.unix_revents(cand.kernel)
-        };
-        if unix != ev.events {
-            continue; // not this member's: it does not say those bits now
-        }
-        all_hung &= unix & HUP != 0;
-        let (e, h) = c.tcp_error_hangup(ev.events & (HUP | RDHUP) != 0);
-        let own = (ev.events & !(HUP | ERR)) | if e { ERR } else { 0 } | if h { HUP } else { 0 };
-        if own != 0 {
-            tcp |= own;
-            fds.push(cand.fd);
-        } else {
-            quiet.push(cand.fd);
-        }
-        if !cand.shared {
-            break;
+    // Level registrations first, then silenced ones whose echo is due,
+    // then the others (reported only if given back past us): members
+    // that say the same bits are told apart by what the kernel would
+    // report (review s35 `crowd2.c`: one we shut down beside silenced
+    // ones with the same `data`).
+    let rank = |c: &Candidate| match (c.silenced, c.echo_due) {
+        (false, _) => 0,
+        (true, true) => 1,
+        (true, false) => 2,
+    };
+    for pass in 0..3 {
+        for (i, cand) in candidates.iter().enumerate() {
+            if cand.data != data || cand.quiet || rank(cand) != pass || taken.contains(&cand.fd) {
+                continue;
+            }
+            if cand.kernel & ONESHOT != 0 && cand.spent != 0 {
+                continue;
+            }
+            let Some(c) = cand.sock.connection() else {
+                continue;
+            };
+            // An event with bits besides the hang-up is never left out: the
+            // member's, when it is alone with its `data` and its ring shows
+            // an end (the peer's close, shutdown or reset, or ours), needs no
+            // look (a client's every close: review hup14 measured a poll per
+            // request of ab).
+            let sure = !cand.shared && ev.events & !(HUP | ERR) != 0 && c.ended_in_ring();
+            let unix = if sure {
+                ev.events
+            } else if let Some(u) = cand.unix.get() {
+                u
+            } else {
+                let u = c.unix_revents(cand.kernel);
+                cand.unix.set(Some(u));
+                u
+            };
+            if unix != ev.events {
+                continue; // not this member's: it does not say those bits now
+            }
+            if cand.kernel & ET != 0 && cand.spent == unix {
+                continue; // its edge was reported: nothing new since
+            }
+            taken.insert(cand.fd);
+            let (e, h) = c.tcp_error_hangup(ev.events & (HUP | RDHUP) != 0);
+            let own =
+                (ev.events & !(HUP | ERR)) | if e { ERR } else { 0 } | if h { HUP } else { 0 };
+            return match own {
+                // (A member not hung up is never silenced: its level
+                // registration would not report later data otherwise.)
+                0 if unix & HUP == 0 => Verdict::Keep,
+                0 => Verdict::Quiet(i),
+                own => Verdict::Tcp(own, i),
+            };
         }
     }
-    // Members sharing `data` with only a hang-up each: those TCP reports
-    // it for take the event, the others (silenced, or to be) are left as
-    // they are (given back, they said EPOLLHUP at every later wait).
-    if tcp == 0 {
-        fds = quiet;
-    }
-    taken.extend(fds.iter().copied());
-    match (fds.is_empty(), tcp) {
-        (true, _) => Verdict::Keep,
-        // (A member not hung up is never silenced: its level
-        // registration would not report later data otherwise.)
-        (false, 0) if !all_hung => Verdict::Keep,
-        (false, 0) => Verdict::Quiet(fds),
-        (false, tcp) => Verdict::Tcp(tcp, fds),
+    Verdict::Keep
+}
+
+/// The one-shot and edge-triggered members `fds` (fd, data, the event's
+/// bits) of `epfd` were reported a hang-up (`Member::spent`).
+fn note_spent(epfd: c_int, fds: &[(c_int, u64, u32)]) {
+    let Some(mut sets) = set::sets() else {
+        return;
+    };
+    let Some(set) = sets.find(epfd) else {
+        return;
+    };
+    for &(fd, data, bits) in fds {
+        if let Some(m) = set.members.get_mut(&fd).filter(|m| m.data == data) {
+            m.spent = bits;
+        }
     }
 }
 
@@ -295,6 +328,7 @@ fn silence_members(epfd: c_int, fds: &[(c_int, u64)], found: &[Candidate]) -> Ve
         if named(fd, sock) && register(epfd, fd, m, m.kernel | ET) {
             m.resilenced = m.silenced;
             m.silenced = true;
+            m.spent = 0;
             m.echo_due = true;
             if let Some(c) = sock.connection() {
                 c.note_silenced();
@@ -328,6 +362,7 @@ fn restore_members(epfd: c_int, fds: &[c_int]) {
             m.silenced = false;
             m.echo_due = false;
             m.resilenced = false;
+            m.spent = 0;
         }
     }
 }
@@ -400,6 +435,7 @@ fn unsilence(conn: &Connection, all: bool) {
                 m.silenced = false;
                 m.echo_due = false;
                 m.resilenced = false;
+                m.spent = 0;
             }
         }
     }

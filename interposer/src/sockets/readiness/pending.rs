@@ -15,6 +15,10 @@ use super::set::{self, stream, Member, Set};
 pub(crate) struct Pending {
     /// EPOLLIN for members whose ring holds data the kernel may not report.
     pub events: Vec<libc::epoll_event>,
+    /// Each event's registration (the member's events, several or-ed when
+    /// one event took several): a kernel event with bits it did not ask
+    /// for is another registration's (`epoll::merge`).
+    pub masks: Vec<u32>,
     /// A member's reader is asleep taking doorbell bytes: data it leaves in
     /// the ring would have no byte, so a waiter must look again soon.
     pub watch_closely: bool,
@@ -27,6 +31,7 @@ impl Default for Pending {
     fn default() -> Pending {
         Pending {
             events: Vec::new(),
+            masks: Vec::new(),
             watch_closely: false,
             replayable: true,
         }
@@ -149,9 +154,10 @@ fn writable(epfd: c_int, fd: c_int, m: &mut Member, max: usize, out: &mut Pendin
     let bits = m.events & (libc::EPOLLOUT | libc::EPOLLWRNORM) as u32;
     let data = m.data;
     let room = out.events.len() < max;
-    Some(match out.events.iter_mut().find(|e| ({ e.u64 }) == data) {
-        Some(e) => {
-            e.events |= bits;
+    Some(match out.events.iter().position(|e| ({ e.u64 }) == data) {
+        Some(i) => {
+            out.events[i].events |= bits;
+            out.masks[i] |= m.events;
             true
         }
         None if room => {
@@ -159,6 +165,7 @@ fn writable(epfd: c_int, fd: c_int, m: &mut Member, max: usize, out: &mut Pendin
                 events: bits,
                 u64: data,
             });
+            out.masks.push(m.events);
             true
         }
         None => false,
@@ -217,6 +224,7 @@ fn report(
         events: wanted,
         u64: data,
     });
+    out.masks.push(events);
     true
 }
 

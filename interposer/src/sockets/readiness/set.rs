@@ -49,6 +49,12 @@ pub(super) struct Member {
     /// Silenced again after a hang-up left out came back (`hangups`): one
     /// that comes back once more is reported.
     pub(super) resilenced: bool,
+    /// The Unix connection's bits when the kernel last reported this
+    /// one-shot or edge-triggered registration a hang-up (`hangups`; 0:
+    /// not since the last ADD or MOD). A one-shot one is disarmed, and an
+    /// edge-triggered one whose connection still says these bits has no
+    /// new edge: neither is the one an event with its `data` is for.
+    pub(super) spent: u32,
 }
 
 impl Member {
@@ -97,6 +103,7 @@ impl Member {
             self.silenced = false;
             self.echo_due = false;
             self.resilenced = false;
+            self.spent = 0;
         }
     }
 
@@ -179,6 +186,11 @@ pub(super) struct Set {
     /// one with no connection in it), which takes the waker's event out;
     /// one made past us may be waited on past us (no waker goes in).
     pub(super) ours: bool,
+    /// Made here and never forked nor sent (SCM_RIGHTS): the kernel's
+    /// registrations change only through this process's calls, so a
+    /// silenced member whose echo came has no event until we MOD it
+    /// (`hangups`). Once false, false for good.
+    pub(super) alone: bool,
     pub(super) generation: u32,
     /// A one-slot wait with events of ours to report asks the kernel
     /// first every other call (`kernel_turn`).
@@ -221,6 +233,7 @@ impl Set {
             waiter: None,
             solo: made_here,
             ours: made_here,
+            alone: made_here,
             generation: crate::platform::fork::generation(),
         }
     }
