@@ -522,22 +522,22 @@ impl StandardFds {
 /// variable. `exiting`: the process is in exit (a bounded wait for the
 /// old stream's lock, except in a forked child).
 fn move_set_aside(exiting: bool) {
-    let pairs: Vec<(*mut FILE, *mut FILE)> = {
+    let mut pairs = [None; 3];
+    {
         let std = STANDARD.lock();
-        (0..3)
-            .filter_map(|fd| {
-                let slot = std[fd as usize];
-                (slot.glibc != 0 && slot.cookie != 0 && variable(fd) as usize == slot.cookie)
-                    .then_some((slot.glibc as *mut FILE, slot.cookie as *mut FILE))
-            })
-            .collect()
-    };
+        for (fd, pair) in (0..3).zip(pairs.iter_mut()) {
+            let slot = std[fd as usize];
+            if slot.glibc != 0 && slot.cookie != 0 && variable(fd) as usize == slot.cookie {
+                *pair = Some((slot.glibc as *mut FILE, slot.cookie as *mut FILE));
+            }
+        }
+    }
     let patience = if exiting && !FORKED.load(Ordering::Relaxed) {
         200
     } else {
         0
     };
-    for (from, to) in pairs {
+    for (from, to) in pairs.into_iter().flatten() {
         let mut tries = 0;
         while !move_pending(from, to) && tries < patience {
             tries += 1;
