@@ -655,6 +655,12 @@ fn move_pending(from: *mut FILE, to: *mut FILE) -> bool {
         if ftrylockfile(from) != 0 {
             return false;
         }
+        // (Nor for the stream taken: a thread may be blocked writing it,
+        // and at exit glibc's own flush takes no lock.)
+        if ftrylockfile(to) != 0 {
+            funlockfile(from);
+            return false;
+        }
         let n = __fpending(from);
         let bytes = if n > 0 {
             let base = (*from.cast::<FileHead>()).write_base;
@@ -666,8 +672,10 @@ fn move_pending(from: *mut FILE, to: *mut FILE) -> bool {
         };
         funlockfile(from);
         if !bytes.is_empty() {
+            // (glibc's stream lock is recursive: fwrite takes it again.)
             libc::fwrite(bytes.as_ptr().cast(), 1, bytes.len(), to);
         }
+        funlockfile(to);
     }
     true
 }
