@@ -188,3 +188,130 @@ fn freopen_of_stdout_on_a_connection_emulated() {
 fn freopen_of_stdout_on_a_connection_default_mode() {
     freopen_stdout(&Net::loopback("stdio-freopen-lo"));
 }
+
+/// One case of `stdio_cases.c` on `net`, the library preloaded or not
+/// (plain kernel TCP): "RESULT / PEER" (what the program saw, what the
+/// peer got), each from the file it writes when done.
+fn stdio_case(which: &str, net: &Net, preload: bool) -> String {
+    let exe = common::build_c("stdio_cases", &["-O1", "-Wall", "-pthread"]);
+    let dir = tmpdir(&format!("stdio-case-{}", net.name));
+    let mut cmd = if preload {
+        preloaded(&exe)
+    } else {
+        let mut cmd = std::process::Command::new(&exe);
+        cmd.env_remove("LD_PRELOAD")
+            .stdin(std::process::Stdio::null());
+        cmd
+    };
+    cmd.args([&net.host_str(), &net.port_str()])
+        .arg(&dir)
+        .arg(which);
+    let cmd = if preload { on(net, &mut cmd) } else { &mut cmd };
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{which}: {:?}\n{}",
+        out.status,
+        out.stderr
+    );
+    // (daemon's child and the peer finish after the program's first
+    // process: each renames its file into place when complete.)
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    let read = |name: &str| loop {
+        if let Ok(text) = std::fs::read_to_string(dir.join(name)) {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{which}: no {name}\n{}",
+            out.stderr
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    format!("{} / {}", read("result"), read("peer"))
+}
+
+/// `which` gives `expected` on the kernel's TCP, and the same with the
+/// library in both modes, shared memory only.
+fn same_as_kernel(which: &str, expected: &str) {
+    let kernel = Net::loopback(&format!("stdio-{which}-kernel"));
+    assert_eq!(
+        stdio_case(which, &kernel, false),
+        expected,
+        "the kernel's result"
+    );
+    for net in [
+        Net::emulated(&format!("stdio-{which}-emu")),
+        Net::loopback(&format!("stdio-{which}-lo")),
+    ] {
+        let watch = net.watch(net.port);
+        assert_eq!(stdio_case(which, &net, true), expected, "{}", net.name);
+        watch.assert_none(which);
+    }
+}
+
+/// `stdout = fopen(file)` then dup2(conn, 1): printf goes to the file.
+#[test]
+fn a_stream_the_program_assigned_to_stdout_stays_its_own() {
+    same_as_kernel("assigned-stdout", "file=[pending;to-file\n] / got 0 []");
+}
+
+/// `stdin = fmemopen(...)` then dup2(conn, 0): fgets reads the memory.
+#[test]
+fn a_stream_the_program_assigned_to_stdin_stays_its_own() {
+    same_as_kernel("stdin-assigned", "read=[mem-input\n] / got 0 []");
+}
+
+/// fclose(stdout) then dup2(conn, 1): printf fails, nothing is sent.
+#[test]
+fn a_closed_stdout_stays_closed_on_a_connection() {
+    same_as_kernel("fclosed-stdout", "printf=-1 / got 0 []");
+}
+
+/// daemon(3) re-points fds 0-2 at /dev/null past our hooks: printf and
+/// write(1) after it go there, not to the connection.
+#[test]
+fn after_daemon_stdout_is_dev_null() {
+    same_as_kernel(
+        "daemon",
+        "printf=13 write=4 fd1=/dev/null / got 7 [before;]",
+    );
+}
+
+/// forkpty(3)'s child has the terminal on fds 0-2: its printf and
+/// write(1) reach the master, not the connection.
+#[test]
+fn after_forkpty_the_childs_stdout_is_the_terminal() {
+    same_as_kernel("forkpty", "pty=[in-pty-child||raw||] / got 7 [before;]");
+}
+
+/// A thread in printf on glibc's stdout (a pipe) while the connection
+/// becomes fd 1: the last 4095 bytes its stream held reach the peer.
+#[test]
+fn bytes_left_in_a_stream_another_thread_held_reach_the_connection() {
+    same_as_kernel(
+        "thread-race",
+        &format!(
+            "printf=8388607 pipe=8384512 / got 4095 [{}]",
+            "b".repeat(64)
+        ),
+    );
+}
+
+/// The stream's buffer is the socket's st_blksize (4 KiB): the first
+/// 4096 bytes go to the connection, the rest to the file dup2'd after.
+#[test]
+fn a_streams_buffer_is_the_sockets_block_size() {
+    let head: String = (0..6).map(|i| format!("{i:09}|")).collect();
+    same_as_kernel(
+        "buffer-split",
+        &format!("file=1904 / got 4096 [{head}0000]"),
+    );
+}
+
+/// One fgets on a connection takes one buffer (4 KiB) of it, as on the
+/// kernel's socket.
+#[test]
+fn fgets_reads_ahead_as_much_as_glibc_on_a_socket() {
+    same_as_kernel("overread", "line=100 rest=15904 / got 0 []");
+}

@@ -31,6 +31,7 @@ use libc::{
 
 use super::{decode, stdio};
 use crate::calls::{descriptor, endpoint, options, process, sandbox, stream};
+use crate::platform::lazysym::LazySym;
 use crate::platform::real::{self, Action, CRet};
 use crate::platform::{cancel, fdtable, guard, sys};
 use crate::sockets::registry;
@@ -513,10 +514,11 @@ unsafe extern "C" fn stream_write(cookie: *mut c_void, buf: *const c_char, len: 
     unsafe { stdio::write_all(stdio::fd_of(cookie), buf, len, write) }
 }
 
-/// fclose of the stream closes its fd.
+/// fclose of the stream closes its fd (and frees the cookie).
 unsafe extern "C" fn stream_close(cookie: *mut c_void) -> c_int {
-    // SAFETY: closing an fd number.
-    unsafe { close(stdio::fd_of(cookie)) }
+    // SAFETY: glibc calls a stream's close function once, its last use of
+    // the cookie; then closing an fd number.
+    unsafe { close(stdio::release_cookie(cookie)) }
 }
 
 /// `fresh` for socket(): the new fd, and the note that may make it a
@@ -671,6 +673,85 @@ pub unsafe extern "C" fn freopen64(
 ) -> *mut FILE {
     // SAFETY: as in `freopen`.
     unsafe { stdio::reopen(true, path, mode, stream) }
+}
+
+/// glibc's daemon, login_tty and forkpty, resolved on first use.
+static REAL_DAEMON: LazySym = LazySym::new(c"daemon");
+static REAL_LOGIN_TTY: LazySym = LazySym::new(c"login_tty");
+static REAL_FORKPTY: LazySym = LazySym::new(c"forkpty");
+
+/// daemon(3): glibc points fds 0-2 at /dev/null with its internal dup2,
+/// past our hooks; a connection of ours there is released after, and the
+/// standard streams follow (`stdio::StandardFds`).
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn daemon(nochdir: c_int, noclose: c_int) -> c_int {
+    let Some(real) = REAL_DAEMON.get() else {
+        sys::set_errno(libc::ENOSYS);
+        return -1;
+    };
+    let fds = stdio::StandardFds::before();
+    // SAFETY: dlsym's address of glibc's daemon, of this prototype.
+    let r = unsafe {
+        core::mem::transmute::<*mut c_void, extern "C" fn(c_int, c_int) -> c_int>(real)(
+            nochdir, noclose,
+        )
+    };
+    let errno = sys::errno();
+    fds.after(STREAM_IO);
+    sys::set_errno(errno);
+    r
+}
+
+/// login_tty(3): the terminal becomes fds 0-2 (glibc's internal dup2), as
+/// in `daemon`.
+#[cfg_attr(not(test), no_mangle)]
+pub extern "C" fn login_tty(fd: c_int) -> c_int {
+    let Some(real) = REAL_LOGIN_TTY.get() else {
+        sys::set_errno(libc::ENOSYS);
+        return -1;
+    };
+    let fds = stdio::StandardFds::before();
+    // SAFETY: dlsym's address of glibc's login_tty, of this prototype.
+    let r = unsafe { core::mem::transmute::<*mut c_void, extern "C" fn(c_int) -> c_int>(real)(fd) };
+    let errno = sys::errno();
+    fds.after(STREAM_IO);
+    sys::set_errno(errno);
+    r
+}
+
+/// forkpty(3): the child's fds 0-2 become the terminal (glibc's internal
+/// login_tty), as in `daemon`; the parent's new master fd is checked as
+/// any new fd (`fresh`).
+///
+/// # Safety
+/// Called from C under forkpty's contract.
+#[cfg_attr(not(test), no_mangle)]
+pub unsafe extern "C" fn forkpty(
+    amaster: *mut c_int,
+    name: *mut c_char,
+    termp: *const c_void,
+    winp: *const c_void,
+) -> c_int {
+    let Some(real) = REAL_FORKPTY.get() else {
+        sys::set_errno(libc::ENOSYS);
+        return -1;
+    };
+    let fds = stdio::StandardFds::before();
+    type Forkpty =
+        unsafe extern "C" fn(*mut c_int, *mut c_char, *const c_void, *const c_void) -> c_int;
+    // SAFETY: dlsym's address of glibc's forkpty, of this prototype; the
+    // caller's arguments under its contract.
+    let r =
+        unsafe { core::mem::transmute::<*mut c_void, Forkpty>(real)(amaster, name, termp, winp) };
+    let errno = sys::errno();
+    if r == 0 {
+        fds.after(STREAM_IO);
+    } else if r > 0 && !amaster.is_null() {
+        // SAFETY: forkpty stored the master fd there.
+        fresh(unsafe { *amaster });
+    }
+    sys::set_errno(errno);
+    r
 }
 
 /// The library's version, NUL-terminated (`shmnet --version`, `shmnet

@@ -54,9 +54,61 @@ pub(crate) struct CookieFunctions {
     pub(crate) close: unsafe extern "C" fn(*mut c_void) -> c_int,
 }
 
-/// The fd a cookie names (the cookie is the fd's number, not a pointer).
+/// What a cookie points to: the fd, and the stream's buffer (glibc would
+/// size it from the fd's `st_blksize`; a cookie stream has no fd to stat,
+/// so glibc's own choice would be BUFSIZ, twice a socket's 4 KiB, and a
+/// reader like `sed 1q` would take more of the connection than it does
+/// on the kernel's socket).
+pub(crate) struct Cookie {
+    fd: c_int,
+    buf: Vec<u8>,
+}
+
+/// The fd a cookie names.
 pub(crate) fn fd_of(cookie: *mut c_void) -> c_int {
-    cookie as usize as c_int
+    // SAFETY: every cookie glibc hands our functions is a `Cookie` made by
+    // `cookie_stream`, alive until the stream's close function.
+    unsafe { (*cookie.cast::<Cookie>()).fd }
+}
+
+/// For the stream's close function: frees the cookie (and the buffer, which
+/// glibc never touches after the close function) and returns its fd.
+///
+/// # Safety
+/// `cookie` came from `cookie_stream`, and is not used again.
+pub(crate) unsafe fn release_cookie(cookie: *mut c_void) -> c_int {
+    // SAFETY: the caller's; made by `Box::into_raw`.
+    let cookie = unsafe { Box::from_raw(cookie.cast::<Cookie>()) };
+    cookie.fd
+}
+
+/// The buffer size glibc's FILE would pick for `fd` (libio's
+/// `_IO_file_doallocate`): the fd's `st_blksize` when below BUFSIZ.
+fn buffer_size(fd: c_int) -> usize {
+    const BUFSIZ: usize = 8192;
+    // SAFETY: only for the duration of the fstat; rustix makes the system
+    // call itself (no hook of ours runs).
+    let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
+    match rustix::fs::fstat(fd) {
+        Ok(st) if st.st_blksize > 0 && (st.st_blksize as usize) < BUFSIZ => st.st_blksize as usize,
+        _ => BUFSIZ,
+    }
+}
+
+/// Gives `file` (our stream, empty) buffering `mode` on its cookie's
+/// buffer.
+fn set_buffering(file: *mut FILE, cookie: *mut Cookie, mode: c_int) {
+    // SAFETY: our open stream with no bytes buffered; the buffer lives in
+    // the cookie until the stream's close function, after glibc's last use
+    // of it (a buffer given to setvbuf is never freed by glibc).
+    unsafe {
+        if mode == libc::_IONBF {
+            libc::setvbuf(file, ptr::null_mut(), mode, 0);
+        } else {
+            let buf = &mut (*cookie).buf;
+            libc::setvbuf(file, buf.as_mut_ptr().cast(), mode, buf.len());
+        }
+    }
 }
 
 /// Writes all of `buf` with `write` (our export), as glibc's FILE writes
@@ -132,20 +184,35 @@ const UNBUFFERED: c_int = 0x0002;
 const LINE_BUF: c_int = 0x0200;
 
 /// A cookie stream on `fd` with fopen mode `mode` ("r", "w", "r+", ...),
-/// its `_fileno` set to `fd`; null with errno on failure.
-fn cookie_stream(fd: c_int, mode: &core::ffi::CStr, funcs: CookieFunctions) -> *mut FILE {
+/// its `_fileno` set to `fd`, fully buffered on a buffer of the size glibc
+/// would choose; null with errno on failure. Also returns the cookie.
+fn cookie_stream(
+    fd: c_int,
+    mode: &core::ffi::CStr,
+    funcs: CookieFunctions,
+) -> (*mut FILE, *mut Cookie) {
+    let cookie = Box::into_raw(Box::new(Cookie {
+        fd,
+        buf: vec![0; buffer_size(fd)],
+    }));
     // SAFETY: a valid mode string and functions of the prototypes glibc
-    // calls; the cookie is a number, never dereferenced.
-    let file = unsafe { fopencookie(fd as usize as *mut c_void, mode.as_ptr(), funcs) };
-    if !file.is_null() {
-        // SAFETY: fopencookie returned a glibc FILE, whose head is
-        // `FileHead`. glibc's `fileno` answers `_fileno` (fopencookie left
-        // -2: no fd); its cookie stream functions never use it otherwise.
-        unsafe { (*file.cast::<FileHead>()).fileno = fd };
-        OURS.lock().push(file as usize);
-        MADE.store(true, Ordering::Release);
+    // calls; the cookie is ours until the stream's close function.
+    let file = unsafe { fopencookie(cookie.cast(), mode.as_ptr(), funcs) };
+    if file.is_null() {
+        let errno = sys::errno();
+        // SAFETY: made above, never given to glibc.
+        drop(unsafe { Box::from_raw(cookie) });
+        sys::set_errno(errno);
+        return (file, ptr::null_mut());
     }
-    file
+    set_buffering(file, cookie, libc::_IOFBF);
+    // SAFETY: fopencookie returned a glibc FILE, whose head is `FileHead`.
+    // glibc's `fileno` answers `_fileno` (fopencookie left -2: no fd); its
+    // cookie stream functions never use it otherwise.
+    unsafe { (*file.cast::<FileHead>()).fileno = fd };
+    OURS.lock().push(file as usize);
+    MADE.store(true, Ordering::Release);
+    (file, cookie)
 }
 
 /// Whether a stream of ours was ever made: before, fclose and a dup onto
@@ -203,7 +270,7 @@ pub(crate) fn fdopen(fd: c_int, mode: *const c_char, io: CookieFunctions) -> Act
         (_, false) => c"a",
         (_, true) => c"a+",
     };
-    let file = cookie_stream(fd, mode, io);
+    let (file, _) = cookie_stream(fd, mode, io);
     if file.is_null() {
         return Action::Fail(sys::errno());
     }
@@ -314,6 +381,7 @@ fn after_reopen(result: *mut FILE) {
     for slot in STANDARD.lock().iter_mut() {
         if slot.cookie == result as usize {
             slot.cookie = 0; // (a new stream of ours next time)
+            slot.io = 0; // (freed by its close function)
         }
     }
 }
@@ -323,6 +391,8 @@ fn after_reopen(result: *mut FILE) {
 struct Slot {
     /// Our cookie stream for the fd (0: not made yet).
     cookie: usize,
+    /// Its `Cookie` (the buffer).
+    io: usize,
     /// The stream the variable held when ours took its place (0: none).
     glibc: usize,
     /// The program closed our stream: the variable is left alone.
@@ -332,6 +402,7 @@ struct Slot {
 impl Slot {
     const EMPTY: Slot = Slot {
         cookie: 0,
+        io: 0,
         glibc: 0,
         closed: false,
     };
@@ -378,12 +449,101 @@ pub(crate) fn at_start(io: CookieFunctions) {
     for fd in 0..3 {
         let _ = follow(fd, io);
     }
+    // SAFETY: a plain `extern "C" fn()`; exit runs it before glibc's final
+    // flush of every stream (`_IO_cleanup` comes after the atexit list).
+    unsafe { libc::atexit(at_exit) };
 }
 
 /// In a forked child: the locks may have been copied held.
 extern "C" fn after_fork() {
     OURS.reset_after_fork();
     STANDARD.reset_after_fork();
+    FORKED.store(true, Ordering::Relaxed);
+}
+
+/// This process is a forked child (of a process with the library).
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+/// At exit, before glibc's final flush: output left in a standard stream
+/// we set aside (another thread was writing it when the fd became ours,
+/// or the program kept the old pointer) goes into ours, as glibc would
+/// have flushed it to the fd; glibc's flush of the old stream would write
+/// it past us, into the Unix socket behind the fd.
+extern "C" fn at_exit() {
+    if !MADE.load(Ordering::Acquire) {
+        return;
+    }
+    // Not inside a guard: the bytes must go out through our write.
+    if guard::enter("stdio at exit").is_none() {
+        return;
+    }
+    let _ = std::panic::catch_unwind(|| move_set_aside(true));
+}
+
+/// What the kernel holds at fds 0-2 that are ours (device and inode), taken
+/// before a libc call that may re-point them with its internal dup2, past
+/// our hooks: daemon(3) (/dev/null), login_tty(3) and forkpty(3) (the
+/// terminal).
+pub(crate) struct StandardFds([Option<(u64, u64)>; 3]);
+
+fn identity(fd: c_int) -> Option<(u64, u64)> {
+    // SAFETY: only for the duration of the fstat (a raw system call).
+    let fd = unsafe { rustix::fd::BorrowedFd::borrow_raw(fd) };
+    rustix::fs::fstat(fd).ok().map(|st| (st.st_dev, st.st_ino))
+}
+
+impl StandardFds {
+    pub(crate) fn before() -> StandardFds {
+        let mut fds = [None; 3];
+        if !fdtable::table().is_empty() {
+            for (fd, id) in (0..3).zip(fds.iter_mut()) {
+                if fdtable::is_owned(fd) {
+                    *id = identity(fd).or(Some((u64::MAX, u64::MAX)));
+                }
+            }
+        }
+        StandardFds(fds)
+    }
+
+    /// After the call: each fd 0-2 of ours that holds something else now
+    /// is released (the stale-entry path), and its standard stream goes
+    /// back to glibc's.
+    pub(crate) fn after(self, io: CookieFunctions) {
+        for (fd, id) in (0..3).zip(self.0) {
+            if id.is_some() && identity(fd) != id {
+                crate::sockets::stale::fresh(fd);
+                fd_changed(fd, io);
+            }
+        }
+    }
+}
+
+/// `move_pending` for each standard stream set aside while ours holds the
+/// variable. `exiting`: the process is in exit (a bounded wait for the
+/// old stream's lock, except in a forked child).
+fn move_set_aside(exiting: bool) {
+    let mut pairs = [None; 3];
+    {
+        let std = STANDARD.lock();
+        for (fd, pair) in (0..3).zip(pairs.iter_mut()) {
+            let slot = std[fd as usize];
+            if slot.glibc != 0 && slot.cookie != 0 && variable(fd) as usize == slot.cookie {
+                *pair = Some((slot.glibc as *mut FILE, slot.cookie as *mut FILE));
+            }
+        }
+    }
+    let patience = if exiting && !FORKED.load(Ordering::Relaxed) {
+        200
+    } else {
+        0
+    };
+    for (from, to) in pairs.into_iter().flatten() {
+        let mut tries = 0;
+        while !move_pending(from, to) && tries < patience {
+            tries += 1;
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
 }
 
 /// The `after` of dup, dup2 and dup3: a new fd 0-2 may bring its standard
@@ -400,6 +560,8 @@ pub(crate) fn fd_changed(result: c_int, io: CookieFunctions) {
     if let Some((from, to)) = follow(result, io) {
         move_pending(from, to);
     }
+    // Output another thread added to a stream set aside earlier.
+    move_set_aside(false);
 }
 
 /// The `after` of fcntl: F_DUPFD may make fd 0-2 (`close(1); fcntl(s,
@@ -425,15 +587,25 @@ fn follow(fd: c_int, io: CookieFunctions) -> Option<(*mut FILE, *mut FILE)> {
     }
     let current = variable(fd);
     if ours && (slot.cookie == 0 || current as usize != slot.cookie) {
-        if current.is_null() {
+        // Only the stream that glibc's FILE functions would write to this
+        // fd: not one the program assigned to the variable (`stdout =
+        // fopen(...)`, its `_fileno` another fd), nor one it closed
+        // (glibc sets `_fileno` to -1), nor another stream of ours.
+        // SAFETY: a non-null variable holds the program's stream; glibc's
+        // own standard FILEs are never freed.
+        if current.is_null() || unsafe { (*current.cast::<FileHead>()).fileno } != fd {
+            return None;
+        }
+        if OURS.lock().contains(&(current as usize)) {
             return None;
         }
         if slot.cookie == 0 {
             let mode = if fd == 0 { c"r" } else { c"w" };
-            slot.cookie = cookie_stream(fd, mode, io) as usize;
-            if slot.cookie == 0 {
+            let (file, cookie) = cookie_stream(fd, mode, io);
+            if file.is_null() {
                 return None;
             }
+            (slot.cookie, slot.io) = (file as usize, cookie as usize);
         }
         let cookie = slot.cookie as *mut FILE;
         // The buffering the stream had (glibc's choice or the program's
@@ -448,9 +620,9 @@ fn follow(fd: c_int, io: CookieFunctions) -> Option<(*mut FILE, *mut FILE)> {
         } else {
             libc::_IOFBF
         };
-        // SAFETY: our own stream, empty (its bytes moved out when it was
-        // put aside); glibc allocates the buffer.
-        unsafe { libc::setvbuf(cookie, ptr::null_mut(), mode, 0) };
+        // (Our own stream is empty: its bytes moved out when it was put
+        // aside.)
+        set_buffering(cookie, slot.io as *mut Cookie, mode);
         slot.glibc = current as usize;
         set_variable(fd, cookie);
         return Some((current, cookie));
@@ -468,14 +640,26 @@ fn follow(fd: c_int, io: CookieFunctions) -> Option<(*mut FILE, *mut FILE)> {
 /// next flush, which is `to`'s fd now. (Unread input stays in `from`.)
 /// Nothing waits for the stream's lock: a child forked while another
 /// thread held it (dup2 then exec) would wait forever; bytes of a stream
-/// another thread is writing right now stay where they are.
-fn move_pending(from: *mut FILE, to: *mut FILE) {
+/// another thread is writing right now stay where they are, for the next
+/// dup onto fd 0-2 or exit (`move_set_aside`). False when the lock was
+/// held.
+fn move_pending(from: *mut FILE, to: *mut FILE) -> bool {
     // SAFETY: both are open glibc streams; the pending bytes are those
     // between `_IO_write_base` and `_IO_write_ptr` (`__fpending`), read
-    // under the stream's lock before `__fpurge` drops them.
+    // under the stream's lock before `__fpurge` drops them. (The first
+    // `__fpending` is an unlocked peek, as glibc's own `__fpending` is.)
     unsafe {
-        if __fpending(from) == 0 || ftrylockfile(from) != 0 {
-            return;
+        if __fpending(from) == 0 {
+            return true;
+        }
+        if ftrylockfile(from) != 0 {
+            return false;
+        }
+        // (Nor for the stream taken: a thread may be blocked writing it,
+        // and at exit glibc's own flush takes no lock.)
+        if ftrylockfile(to) != 0 {
+            funlockfile(from);
+            return false;
         }
         let n = __fpending(from);
         let bytes = if n > 0 {
@@ -488,9 +672,12 @@ fn move_pending(from: *mut FILE, to: *mut FILE) {
         };
         funlockfile(from);
         if !bytes.is_empty() {
+            // (glibc's stream lock is recursive: fwrite takes it again.)
             libc::fwrite(bytes.as_ptr().cast(), 1, bytes.len(), to);
         }
+        funlockfile(to);
     }
+    true
 }
 
 #[cfg(test)]
