@@ -194,3 +194,56 @@ fn http_server_cgi_loopback() {
     }
     http_server_cgi("127.0.0.1", false);
 }
+
+/// Inside a user namespace, as its overflow uid (every unmapped user reads
+/// as 65534 there), the maker check stays as narrow as before but for
+/// this very process's carrier: a child that dup2()s and execs re-attaches
+/// its connection; a carrier the parent made at fork (an fd inheritable
+/// before it) is refused, and that connection reads as closed, with one
+/// `libshmnet:` line.
+#[test]
+fn overflow_uid_in_a_user_namespace_takes_only_its_own_carrier() {
+    if skip_unless_root("overflow_uid_in_a_user_namespace_takes_only_its_own_carrier") {
+        return;
+    }
+    let net = Net::emulated("exec-userns");
+    let dir = tmpdir("exec_userns");
+    let script = common::helper("py/exec_userns.py").display().to_string();
+    let out = run(env_for(
+        preloaded("unshare")
+            .args([
+                "--user",
+                python().to_str().unwrap(),
+                &script,
+                &net.host_str(),
+            ])
+            .env("SHMNET_DIR", &dir),
+        true,
+    ));
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"uid 65534"), "{}", out.stderr);
+    assert_eq!(
+        lines[1..],
+        [
+            "read 0 b'hello'",
+            &format!("read {} b''", second_fd(&lines))
+        ],
+        "{}",
+        out.stderr
+    );
+    let refused: Vec<&str> = out.stderr.lines().collect();
+    assert!(
+        refused.len() == 1 && refused[0].contains("no carrier came with it"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// The fd number the second reader was told.
+fn second_fd(lines: &[&str]) -> String {
+    lines
+        .get(2)
+        .and_then(|l| l.split(' ').nth(1))
+        .unwrap_or("?")
+        .to_string()
+}
