@@ -26,7 +26,8 @@
 //!   posix_spawn, system, popen and the exec family call `before_exec` —
 //!   and it then follows the fds' flag, as a listener's parts do. The
 //!   exec'd library finds it among its own fds (never by
-//!   looking a name up: another user could bind one), reads it with
+//!   looking a name up: another user could bind one; made by its own
+//!   user or root: `carrier::same_user`), reads it with
 //!   MSG_PEEK (it stays for a further exec), checks it against what the
 //!   kernel says of the socket (cookie, inode, which end has the
 //!   rendezvous name, an emulated address in that name, a privileged

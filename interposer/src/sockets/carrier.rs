@@ -47,11 +47,7 @@ pub(crate) fn carrier_cookie(
     // Made by us or by root before the exec (a pair records its maker):
     // another user's pair is never taken for one, nor even peeked. Nor
     // is a socket whose owner set SO_PEEK_OFF (a peek would move it).
-    // (Not when we are the overflow uid of a user namespace: every
-    // unmapped user looks like that.)
-    let me = rustix::process::geteuid().as_raw();
-    let overflow = me == 65534;
-    if !sys::peer_cred(sock).is_some_and(|(_, uid, _)| (uid == me && !overflow) || uid == 0) {
+    if !sys::peer_cred(sock).is_some_and(|(pid, uid, _)| uid == 0 || same_user(uid, pid)) {
         return None;
     }
     if sys::peek_offset(sock) != Some(-1) {
@@ -63,6 +59,32 @@ pub(crate) fn carrier_cookie(
         return None;
     }
     Identity::decode(&bytes).map(|id| id.cookie)
+}
+
+/// Whether a pair's maker (uid and pid as SO_PEERCRED gives them) is our
+/// own user. As the overflow uid (65534, nobody) of a user namespace we
+/// cannot tell: every unmapped user looks like that; then only a pair
+/// this very process made (before its exec) is ours. In the initial user
+/// namespace every uid maps and 65534 is the real nobody: a server that
+/// switched to nobody between fork and exec (CGI, inetd's `nobody`
+/// services) hands its connections on as any other user does.
+fn same_user(uid: u32, pid: u32) -> bool {
+    let me = rustix::process::geteuid().as_raw();
+    if uid != me {
+        return false;
+    }
+    me != OVERFLOW_UID
+        || pid == rustix::process::getpid().as_raw_nonzero().get() as u32
+        || initial_user_ns()
+}
+
+/// The overflow uid: what an unmapped user reads as (Linux's default).
+const OVERFLOW_UID: u32 = 65534;
+
+/// Whether we are in the initial user namespace (its inode is a kernel
+/// constant, PROC_USER_INIT_INO): nobody's uid there is nobody's.
+fn initial_user_ns() -> bool {
+    std::fs::read_link("/proc/self/ns/user").is_ok_and(|t| t.as_os_str() == "user:[4026531837]")
 }
 
 /// What a carrier's message says of its connection.

@@ -2,7 +2,8 @@
 # sshd do: accept, fork, dup2 the connection onto stdin/stdout, exec
 # `head -c N | sha256sum > OUT`, then a python writing a known stream.
 # The client's first bytes are queued in the connection before the fork.
-# argv: host keep|close n_in n_out early out
+# With a uid, the child switches to it first (as http.server --cgi does).
+# argv: host keep|close n_in n_out early out [uid]
 import array, fcntl, os, socket, sys, termios, time
 host, keep = sys.argv[1], sys.argv[2] == "keep"
 n_in, n_out, early, out = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), sys.argv[6]
@@ -21,6 +22,8 @@ while time.time() < deadline:
 print("queued", queued[0], flush=True)
 pid = os.fork()
 if pid == 0:
+    if len(sys.argv) > 7:
+        os.setuid(int(sys.argv[7]))
     os.dup2(conn.fileno(), 0)
     os.dup2(conn.fileno(), 1)
     conn.close()
@@ -36,7 +39,9 @@ if pid == 0:
         "sys.stdout.buffer.flush()\n"
     )
     script = f'head -c {n_in} | sha256sum > "$1" && exec "$2" -c "$3"'
-    os.execv("/bin/sh", ["sh", "-c", script, "sh", out, sys.executable, writer])
+    # (The new user may not reach this python: root's pyenv.)
+    py = sys.executable if os.access(sys.executable, os.X_OK) else "/usr/bin/python3"
+    os.execv("/bin/sh", ["sh", "-c", script, "sh", out, py, writer])
 if not keep:
     conn.close()  # as sshd and inetd do
 _, status = os.waitpid(pid, 0)
