@@ -70,8 +70,15 @@ static SHARED: AtomicBool = AtomicBool::new(false);
 /// process makes here (a change there or here to a set the two share
 /// wakes the other's sleeper with it, as it would have had the process
 /// made it at its first sleep: decision 44).
+///
+/// Not in a process with one thread (review s35 waker14: a single-threaded
+/// loop that ran one vfork or subprocess kept the waker for good): every
+/// set it holds is crowded at this fork for good (`defer::forking`), so
+/// none defers and no sleep on it relies on a wake; sets made after the
+/// fork are this process's alone until a next fork crowds them too; and
+/// no other thread sleeps now that the child's change would have to wake.
 pub(super) fn forking(sets: usize, slept: bool) {
-    if sets == 0 {
+    if sets == 0 || crate::platform::sys::single_threaded() {
         return;
     }
     SHARED.store(true, Ordering::Relaxed);
