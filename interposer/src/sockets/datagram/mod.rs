@@ -273,6 +273,15 @@ impl Datagram {
         let Some(inbox) = self.inbox() else {
             return false;
         };
+        // A forked child (a vfork run as fork, whose exec takes a socket
+        // the parent made inheritable in it; or a child forking again)
+        // shares the listener and the segments with the receiving
+        // process: shutting or marking them would take the socket from
+        // under that process (review sigfork16: duplicates with python's
+        // pass_fds=). It only puts its kernel socket on the fd.
+        if !inbox.queued_here() {
+            return false;
+        }
         let held = self
             .shell
             .name()
