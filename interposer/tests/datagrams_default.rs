@@ -1206,3 +1206,83 @@ print("counted:", COUNTED)
         "{out}"
     );
 }
+
+/// A receiver that runs children with python's subprocess, handing them
+/// its socket (`pass_fds=`, and `stdin=` as inetd does), while a sender
+/// streams: the child (a vfork run as fork) makes the socket inheritable
+/// and execs, and must leave the receiving process's listener and rings
+/// alone (review sigfork16: its exec marked the parent's rings
+/// `CLOSED_TO_KERNEL`, and the senders took back and sent again what the
+/// parent was taking: 6 - 15 twice a run). As kernel UDP: each once.
+#[test]
+fn a_child_spawned_with_the_socket_leaves_the_parents_queue_alone() {
+    let body = r#"
+import subprocess, sys
+host = sys.argv[1]
+N = 2000
+r, w = os.pipe()
+sp = os.fork()
+if sp == 0:
+    port = int(os.read(r, 10)); t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(N):
+        t.sendto(b"%d" % i, (host, port)); time.sleep(0.0001)
+    time.sleep(0.3)
+    for i in range(5): t.sendto(b"end", (host, port))
+    os._exit(0)
+# Bound after the fork: a fork goes back to the kernel (decision 49).
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((host, 0))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+os.write(w, b"%d" % s.getsockname()[1])
+got = []; spawns = 0
+while True:
+    d = s.recv(100)
+    if d == b"end": break
+    got.append(int(d))
+    if len(got) % 40 == 0:
+        if spawns % 2: subprocess.run(["/bin/true"], pass_fds=[s.fileno()])
+        else: subprocess.run(["/bin/true"], stdin=s)
+        spawns += 1
+os.waitpid(sp, 0)
+print("got", len(set(got)), "of", N, "twice", len(got) - len(set(got)), "spawns", spawns)
+print("counted:", COUNTED)
+"#;
+    let (out, _) = default_as_kernel("udpdef_spawn_pass", body);
+    assert!(out.contains("got 2000 of 2000 twice 0 spawns 50"), "{out}");
+}
+
+/// A receiver whose exec fails receives on, and gets what the links had
+/// put in its memory before the exec (review sigfork16, failexec.py: 1
+/// of 5; the sender's route was pending, so the five went on its link and
+/// the first receive read them all). As kernel UDP: all 5.
+#[test]
+fn a_failed_exec_keeps_what_was_read_from_links() {
+    let body = r#"
+import sys
+host = sys.argv[1]
+r, w = os.pipe(); r2, w2 = os.pipe()
+rx = os.fork()
+if rx == 0:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((host, 0))
+    s.set_inheritable(True)
+    os.write(w, b"%d" % s.getsockname()[1]); os.read(r2, 1)
+    got = [s.recv(100)]
+    try: os.execv("/nonexistent/prog", ["x"])
+    except OSError: pass
+    s.settimeout(1)
+    try:
+        while True: got.append(s.recv(100))
+    except socket.timeout: pass
+    print("receiver got", got, flush=True); os._exit(0)
+port = int(os.read(r, 10))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(5): c.sendto(b"d%d" % i, (host, port))
+time.sleep(0.1); os.write(w2, b"x")
+os.waitpid(rx, 0)
+print("counted:", COUNTED)
+"#;
+    let (out, _) = default_as_kernel("udpdef_failed_exec", body);
+    assert!(
+        out.contains("receiver got [b'd0', b'd1', b'd2', b'd3', b'd4']"),
+        "{out}"
+    );
+}
