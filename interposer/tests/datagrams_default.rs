@@ -1286,3 +1286,48 @@ print("counted:", COUNTED)
         "{out}"
     );
 }
+
+/// A receiver that answers REG with REG_NO (a policy refusing the sender)
+/// and keeps the link, while the sender sends 10 datagrams 50 ms apart:
+/// the REG_NO is read by the sender's idle look (after 10 ms), and what
+/// the route had put on its link before goes through the kernel too
+/// (review sigfork16, regno2.py: the first was lost). As kernel UDP: all
+/// 10, in order.
+#[test]
+fn datagrams_on_a_link_refused_later_go_through_the_kernel() {
+    let body = r#"
+host = sys.argv[1]
+p = plain(f"""
+import socket, struct, threading
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(({host!r}, 0))
+port = u.getsockname()[1]
+l = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+l.bind(b"\\0shmnet.5/udp/{host}:%d" % port); l.listen(64)
+keep = []
+def serve():
+    while True:
+        c, _ = l.accept(); keep.append(c)
+        c.recvmsg(70000, 1000)
+        c.send(bytes([3, 0, 0, 0]) + struct.pack("<I", 4) + struct.pack("<I", 13))
+threading.Thread(target=serve, daemon=True).start()
+print(port, flush=True)
+got = []
+while True:
+    d = u.recv(100)
+    if d == b"end": break
+    got.append(d)
+print("got", got, flush=True)
+""")
+port = int(p.stdout.readline())
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(10):
+    s.sendto(b"d%d" % i, (host, port)); time.sleep(0.05)
+s.sendto(b"end", (host, port))
+print(p.stdout.readline().strip()); p.wait()
+print("counted:", COUNTED)
+"#;
+    let body = format!("{PLAIN}{body}");
+    let (out, _) = default_as_kernel("udpdef_link_refused", &body);
+    let all: Vec<String> = (0..10).map(|i| format!("b'd{i}'")).collect();
+    assert!(out.contains(&format!("got [{}]", all.join(", "))), "{out}");
+}

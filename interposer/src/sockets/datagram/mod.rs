@@ -547,7 +547,7 @@ impl Datagram {
         };
         // What a link no receiver answered left untaken (decision 56):
         // through the kernel, before this datagram.
-        for (to, payload) in &untaken {
+        for (to, payload) in untaken.iter().flatten() {
             let _ = self.send_kernel(*to, peer, &[IoSlice::new(payload)]);
         }
         let outcome = outcome?;
