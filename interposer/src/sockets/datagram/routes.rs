@@ -206,8 +206,13 @@ impl Routes {
     /// (`Route::on_link`), oldest first: the caller sends them through
     /// the kernel before the datagram it is sending (one sender's order
     /// kept).
-    pub(crate) fn take_untaken(&mut self) -> Option<Vec<(SocketAddr, Vec<u8>)>> {
-        (!self.untaken.is_empty()).then(|| std::mem::take(&mut self.untaken))
+    pub(crate) fn take_untaken(&mut self) -> Vec<(SocketAddr, Vec<u8>)> {
+        std::mem::take(&mut self.untaken)
+    }
+
+    /// Whether `take_untaken` has something.
+    pub(crate) fn has_untaken(&self) -> bool {
+        !self.untaken.is_empty()
     }
 
     /// Route `i` stopped waiting for its REG_OK without one (hung up,
