@@ -1206,3 +1206,128 @@ print("counted:", COUNTED)
         "{out}"
     );
 }
+
+/// A receiver that runs children with python's subprocess, handing them
+/// its socket (`pass_fds=`, and `stdin=` as inetd does), while a sender
+/// streams: the child (a vfork run as fork) makes the socket inheritable
+/// and execs, and must leave the receiving process's listener and rings
+/// alone (review sigfork16: its exec marked the parent's rings
+/// `CLOSED_TO_KERNEL`, and the senders took back and sent again what the
+/// parent was taking: 6 - 15 twice a run). As kernel UDP: each once.
+#[test]
+fn a_child_spawned_with_the_socket_leaves_the_parents_queue_alone() {
+    let body = r#"
+import subprocess, sys
+host = sys.argv[1]
+N = 2000
+r, w = os.pipe()
+sp = os.fork()
+if sp == 0:
+    port = int(os.read(r, 10)); t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    for i in range(N):
+        t.sendto(b"%d" % i, (host, port)); time.sleep(0.0001)
+    time.sleep(0.3)
+    for i in range(5): t.sendto(b"end", (host, port))
+    os._exit(0)
+# Bound after the fork: a fork goes back to the kernel (decision 49).
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((host, 0))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+os.write(w, b"%d" % s.getsockname()[1])
+got = []; spawns = 0
+while True:
+    d = s.recv(100)
+    if d == b"end": break
+    got.append(int(d))
+    if len(got) % 40 == 0:
+        if spawns % 2: subprocess.run(["/bin/true"], pass_fds=[s.fileno()])
+        else: subprocess.run(["/bin/true"], stdin=s)
+        spawns += 1
+os.waitpid(sp, 0)
+print("got", len(set(got)), "of", N, "twice", len(got) - len(set(got)), "spawns", spawns)
+print("counted:", COUNTED)
+"#;
+    let (out, _) = default_as_kernel("udpdef_spawn_pass", body);
+    assert!(out.contains("got 2000 of 2000 twice 0 spawns 50"), "{out}");
+}
+
+/// A receiver whose exec fails receives on, and gets what the links had
+/// put in its memory before the exec (review sigfork16, failexec.py: 1
+/// of 5; the sender's route was pending, so the five went on its link and
+/// the first receive read them all). As kernel UDP: all 5.
+#[test]
+fn a_failed_exec_keeps_what_was_read_from_links() {
+    let body = r#"
+import sys
+host = sys.argv[1]
+r, w = os.pipe(); r2, w2 = os.pipe()
+rx = os.fork()
+if rx == 0:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((host, 0))
+    s.set_inheritable(True)
+    os.write(w, b"%d" % s.getsockname()[1]); os.read(r2, 1)
+    got = [s.recv(100)]
+    try: os.execv("/nonexistent/prog", ["x"])
+    except OSError: pass
+    s.settimeout(1)
+    try:
+        while True: got.append(s.recv(100))
+    except socket.timeout: pass
+    print("receiver got", got, flush=True); os._exit(0)
+port = int(os.read(r, 10))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(5): c.sendto(b"d%d" % i, (host, port))
+time.sleep(0.1); os.write(w2, b"x")
+os.waitpid(rx, 0)
+print("counted:", COUNTED)
+"#;
+    let (out, _) = default_as_kernel("udpdef_failed_exec", body);
+    assert!(
+        out.contains("receiver got [b'd0', b'd1', b'd2', b'd3', b'd4']"),
+        "{out}"
+    );
+}
+
+/// A receiver that answers REG with REG_NO (a policy refusing the sender)
+/// and keeps the link, while the sender sends 10 datagrams 50 ms apart:
+/// the REG_NO is read by the sender's idle look (after 10 ms), and what
+/// the route had put on its link before goes through the kernel too
+/// (review sigfork16, regno2.py: the first was lost). As kernel UDP: all
+/// 10, in order.
+#[test]
+fn datagrams_on_a_link_refused_later_go_through_the_kernel() {
+    let body = r#"
+host = sys.argv[1]
+p = plain(f"""
+import socket, struct, threading
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(({host!r}, 0))
+port = u.getsockname()[1]
+l = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+l.bind(b"\\0shmnet.5/udp/{host}:%d" % port); l.listen(64)
+keep = []
+def serve():
+    while True:
+        c, _ = l.accept(); keep.append(c)
+        c.recvmsg(70000, 1000)
+        c.send(bytes([3, 0, 0, 0]) + struct.pack("<I", 4) + struct.pack("<I", 13))
+threading.Thread(target=serve, daemon=True).start()
+print(port, flush=True)
+got = []
+while True:
+    d = u.recv(100)
+    if d == b"end": break
+    got.append(d)
+print("got", got, flush=True)
+""")
+port = int(p.stdout.readline())
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(10):
+    s.sendto(b"d%d" % i, (host, port)); time.sleep(0.05)
+s.sendto(b"end", (host, port))
+print(p.stdout.readline().strip()); p.wait()
+print("counted:", COUNTED)
+"#;
+    let body = format!("{PLAIN}{body}");
+    let (out, _) = default_as_kernel("udpdef_link_refused", &body);
+    let all: Vec<String> = (0..10).map(|i| format!("b'd{i}'")).collect();
+    assert!(out.contains(&format!("got [{}]", all.join(", "))), "{out}");
+}

@@ -265,9 +265,18 @@ impl Sender {
         let sh = &*self.sh;
         // SYNC POINT: Acquire; the receiver stored its last tail before
         // its Release of `closed`, which `closing` loaded with Acquire.
-        let tail = sh.slot(self.slot).receiver.tail.load(Ordering::Acquire);
+        let peer = sh.slot(self.slot).receiver.tail.load(Ordering::Acquire);
+        // A tail behind the one we last read moved backwards (a hostile
+        // receiver rewinding it to have received datagrams sent again):
+        // ours counts (review sigfork16).
+        let cells = sh.geo().ring_cells();
+        let tail = if peer.wrapping_sub(self.tail) > cells {
+            self.tail
+        } else {
+            peer
+        };
         let waiting = self.head.wrapping_sub(tail);
-        if waiting > sh.geo().ring_cells() {
+        if waiting > cells {
             return Vec::new();
         }
         let mut back = Vec::with_capacity(waiting as usize);

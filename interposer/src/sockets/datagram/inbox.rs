@@ -369,6 +369,17 @@ impl Inbox {
             let _ = crate::platform::sys::dup_onto(fresh.as_fd(), fd, true);
         }
         if !drain {
+            // What links' frames put in this process's memory: to the
+            // leftovers, which a failed exec reads first (review sigfork16,
+            // failexec.py: it was lost); a successful exec loses it, as
+            // before decision 56. (The senders had REG_OK before those
+            // frames: they do not send them again.)
+            if !st.slow.queue.is_empty() && self.shell.leftover_writer() {
+                while let Some((from, d)) = st.slow.queue.pop_front() {
+                    self.shell.put_leftover(Some(from), &d);
+                }
+                st.slow.bytes = 0;
+            }
             for s in &st.sets {
                 s.rx.close_to_kernel();
             }

@@ -273,6 +273,15 @@ impl Datagram {
         let Some(inbox) = self.inbox() else {
             return false;
         };
+        // A forked child (a vfork run as fork, whose exec takes a socket
+        // the parent made inheritable in it; or a child forking again)
+        // shares the listener and the segments with the receiving
+        // process: shutting or marking them would take the socket from
+        // under that process (review sigfork16: duplicates with python's
+        // pass_fds=). It only puts its kernel socket on the fd.
+        if !inbox.queued_here() {
+            return false;
+        }
         let held = self
             .shell
             .name()
@@ -534,12 +543,10 @@ impl Datagram {
         let (outcome, untaken) = {
             let mut routes = self.routes.lock();
             let outcome = routes.send(inbox, inbox.local, dest, bufs);
-            (outcome, routes.take_untaken())
+            (outcome, routes.has_untaken())
         };
-        // What a link no receiver answered left untaken (decision 56):
-        // through the kernel, before this datagram.
-        for (to, payload) in &untaken {
-            let _ = self.send_kernel(*to, peer, &[IoSlice::new(payload)]);
+        if untaken {
+            self.send_untaken(peer);
         }
         let outcome = outcome?;
         self.sent.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -547,6 +554,19 @@ impl Datagram {
             return self.send_kernel(dest, peer, bufs);
         }
         Ok(len)
+    }
+
+    /// What a link no receiver answered, or a ring whose receiver went
+    /// across exec, left untaken (decision 56): through the kernel, before
+    /// the datagram being sent. Out of line: the established path only
+    /// tests a length (review sigfork16).
+    #[cold]
+    #[inline(never)]
+    fn send_untaken(&self, peer: Option<SocketAddr>) {
+        let untaken = self.routes.lock().take_untaken();
+        for (to, payload) in &untaken {
+            let _ = self.send_kernel(*to, peer, &[IoSlice::new(payload)]);
+        }
     }
 
     /// Sends through the kernel socket (review H2, H3): it takes a port

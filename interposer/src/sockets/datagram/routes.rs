@@ -210,6 +210,11 @@ impl Routes {
         std::mem::take(&mut self.untaken)
     }
 
+    /// Whether `take_untaken` has something.
+    pub(crate) fn has_untaken(&self) -> bool {
+        !self.untaken.is_empty()
+    }
+
     /// Route `i` stopped waiting for its REG_OK without one (hung up,
     /// refused, full): what it put on its link goes to `untaken`, since
     /// the receiver took none of it (a REG_OK read clears the copies).
@@ -318,8 +323,12 @@ impl Routes {
             if matches!(self.list[i].state, State::Kernel) {
                 return Ok(Outcome::Kernel);
             }
+            // Salvaged only when this look ended the wait (the
+            // established path pays one test: review sigfork16, +75
+            // instructions a send when it looked every time).
+            let pending = matches!(self.list[i].state, State::Pending(_));
             let answered = self.list[i].settle();
-            if !matches!(self.list[i].state, State::Pending(_)) {
+            if pending && !matches!(self.list[i].state, State::Pending(_)) {
                 self.salvage(i);
             }
             let route = &mut self.list[i];
@@ -421,10 +430,20 @@ impl Routes {
         // A REG_OK not read yet (it is read at a send) comes before the
         // hang-up of a receiver that died since: read now, so the look
         // below sees the link.
-        if idle && matches!(r.state, State::Pending(_)) && r.answer().is_err() {
-            self.salvage(i);
-            self.list.remove(i).close();
-            return None;
+        if idle && matches!(r.state, State::Pending(_)) {
+            let answered = r.answer();
+            // Whatever ended the wait without a REG_OK (a hang-up, or a
+            // REG_NO: the route is the kernel's or full now, and the
+            // caller returns before its own look; review sigfork16,
+            // regno2.py lost the first datagram), the copies go through
+            // the kernel (a REG_OK cleared them).
+            if answered.is_err() || !matches!(self.list[i].state, State::Pending(_)) {
+                self.salvage(i);
+            }
+            if answered.is_err() {
+                self.list.remove(i).close();
+                return None;
+            }
         }
         let r = &mut self.list[i];
         if matches!(r.state, State::Shm(_)) && (recheck || idle || r.stalled(now)) {
