@@ -224,6 +224,8 @@ pub(crate) fn before(image: &NewImage) {
                     // alive, and preloaded clients would connect to a
                     // name nobody accepts from.
                     l.set_cloexec(true);
+                    // Preloaded connectors go where plain ones go.
+                    l.retire_rendezvous(before.as_fd());
                     log!(
                         debug,
                         "fd {fd}: the kernel listener of {} goes to a program without the library ({why})",
