@@ -413,8 +413,7 @@ impl Listener {
         } else {
             epoll::EventFlags::IN
         };
-        if epoll::delete(inst, &r.fd).is_ok() && epoll::add(inst, &r.fd, data, flags).is_err()
-        {
+        if epoll::delete(inst, &r.fd).is_ok() && epoll::add(inst, &r.fd, data, flags).is_err() {
             // (ENOSPC, ENOMEM) Looked at by every accept, and
             // registered again, until that works (`ready`).
             self.unwatched.store(true, Ordering::Relaxed);

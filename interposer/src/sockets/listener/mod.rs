@@ -355,7 +355,10 @@ pub(crate) fn dup_owned(fd: &InternalFd) -> Result<OwnedFd, Errno> {
 /// A rendezvous shut down (`Listener::retire_rendezvous`, maybe by another
 /// process sharing it): registered one-shot, never level-triggered again.
 pub(crate) fn retired(fd: BorrowedFd<'_>) -> bool {
-    let mut p = [rustix::event::PollFd::new(&fd, rustix::event::PollFlags::RDHUP)];
+    let mut p = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::RDHUP,
+    )];
     let zero = rustix::time::Timespec {
         tv_sec: 0,
         tv_nsec: 0,
