@@ -6,7 +6,9 @@
 //! fds it inherits must then be what the kernel would have given it. A
 //! default-mode listener's fd is an epoll instance (`sockets::listener`):
 //! its kernel TCP listener is put on that number before the exec
-//! (getsockname, accept and the rest then work as on any listener); a
+//! (getsockname, accept and the rest then work as on any listener), and
+//! its rendezvous shut down for every process sharing it, so preloaded
+//! connectors take kernel TCP as plain ones do (`retire_rendezvous`); a
 //! connection over shared memory cannot become a kernel TCP connection:
 //! its number is pointed at a closed socket (the image reads end of stream
 //! rather than doorbell bytes), as a connection that cannot be re-attached
