@@ -456,3 +456,69 @@ print("client reads", a, flush=True)
     let stderr = srv.finish();
     assert!(stderr.is_empty(), "server stderr: {stderr}");
 }
+
+/// A preloaded server whose connector waits in its rendezvous backlog
+/// tries an exec into a plain image, which fails: the rendezvous is shut
+/// down by then (`retire_rendezvous`), yet the queued connection is
+/// accepted (over shared memory); one that connects after goes over
+/// kernel TCP; both echo 100 000 bytes; the listener then reads as not
+/// readable (the shut-down rendezvous wakes nobody again).
+const RETIRED: &str = r#"
+import os, select, socket, sys
+def unix(sock):
+    ino = os.stat("/proc/self/fd/%d" % sock.fileno()).st_ino
+    return any(l.split()[6] == str(ino) for l in open("/proc/net/unix").readlines()[1:])
+d = bytes((i * 7 + 3) % 251 for i in range(100000))
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+s.set_inheritable(True)
+addr = s.getsockname()
+c1 = socket.socket()
+c1.setblocking(False)
+c1.connect_ex(addr)
+env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+try:
+    os.execve("/nonexistent/plain", ["plain"], env)
+except OSError as e:
+    print("exec failed", e.errno, flush=True)
+def echo(c):
+    a, _ = s.accept()
+    c.setblocking(True)
+    c.sendall(d)
+    c.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        b = a.recv(65536)
+        if not b:
+            break
+        got += b
+    a.sendall(got)
+    a.close()
+    back = b""
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        back += b
+    return back == d
+print("readable", bool(select.select([s], [], [], 20)[0]), flush=True)
+print("queued", unix(c1), echo(c1), flush=True)
+c2 = socket.create_connection(addr)
+print("after", unix(c2), echo(c2), flush=True)
+print("readable", bool(select.select([s], [], [], 0)[0]), flush=True)
+"#;
+
+#[test]
+fn a_failed_exec_leaves_a_working_listener() {
+    let mut cmd = preloaded(python());
+    cmd.args(["-c", RETIRED]);
+    let mut srv = Background::spawn(&mut cmd);
+    assert_eq!(srv.expect("exec failed"), "exec failed 2");
+    assert_eq!(srv.expect("readable"), "readable True");
+    assert_eq!(srv.expect("queued"), "queued True True");
+    assert_eq!(srv.expect("after"), "after False True");
+    assert_eq!(srv.expect("readable"), "readable False");
+    let stderr = srv.finish();
+    assert!(stderr.is_empty(), "server stderr: {stderr}");
+}
