@@ -194,6 +194,42 @@ fn fetch(preload: bool, url: &str, out: &std::path::Path) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Over one HTTP/1.1 connection to host:port: asks for /f.bin, says
+/// "requested", waits for file argv[3], then takes the answer and asks
+/// twice more; each body compared with file argv[4].
+const KEEP_ALIVE: &str = r#"
+import http.client, os, sys, time
+want = open(sys.argv[4], "rb").read()
+c = http.client.HTTPConnection(sys.argv[1], int(sys.argv[2]), timeout=20)
+c.request("GET", "/f.bin")
+print("requested", flush=True)
+while not os.path.exists(sys.argv[3]):
+    time.sleep(0.02)
+n = 0
+for i in range(3):
+    if i:
+        c.request("GET", "/f.bin")
+    r = c.getresponse()
+    n += r.status == 200 and r.read() == want and not r.will_close
+print("responses", n, "of 3", flush=True)
+"#;
+
+/// The pids whose parent is `pid`.
+fn children(pid: u32) -> Vec<u32> {
+    let mut kids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...
+        let after = stat.rsplit_once(") ").map_or("", |(_, a)| a);
+        if after.split(' ').nth(1) == Some(&pid.to_string()) {
+            kids.extend(e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()));
+        }
+    }
+    kids
+}
+
 fn read_pid(path: &std::path::Path) -> Option<u32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
@@ -215,8 +251,12 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 /// master gets USR2 and execs a new master with an environment of TZ only;
 /// the new master takes the listener from the NGINX variable (getsockname
 /// used to fail with ENOTSOCK, then bind failed with EADDRINUSE). The old
-/// master quits; the new one serves kernel TCP clients and preloaded ones
-/// (whose lookup finds no rendezvous for the listener now: kernel TCP).
+/// master's workers stop (WINCH); a preloaded keep-alive client connects
+/// and is served three times on its connection across the old master's
+/// exit (QUIT), bytes compared (sweep s35: it waited in the old master's
+/// rendezvous backlog and was reset). The new master serves kernel TCP
+/// clients and preloaded ones (whose lookup finds no rendezvous for the
+/// listener now: kernel TCP).
 #[test]
 fn nginx_binary_upgrade() {
     let nginx = common::nginx_bin();
@@ -269,9 +309,28 @@ fn nginx_binary_upgrade() {
         );
     }
     let new = read_pid(&pidfile).unwrap();
+    // WINCH: the old workers stop; the old master keeps the listener.
+    // SAFETY: kill(2) on the old master, which this test started.
+    unsafe { libc::kill(old as i32, libc::SIGWINCH) };
+    wait_for("the old workers stop", || {
+        children(old).iter().all(|&p| p == new)
+    });
+    // A preloaded keep-alive client connects now, and is served on its
+    // connection across the old master's exit, as over the kernel (a
+    // connection in the old master's rendezvous backlog was reset).
+    let go = dir.join("go");
+    let mut cmd = preloaded(python());
+    cmd.args(["-c", KEEP_ALIVE, "127.0.0.1", &port.to_string()])
+        .arg(&go)
+        .arg(www.join("f.bin"));
+    let mut client = Background::spawn(&mut cmd);
+    client.expect("requested");
     // SAFETY: kill(2) on the old master, which this test started.
     unsafe { libc::kill(old as i32, libc::SIGQUIT) };
     wait_for("the old master quits", || gone(old));
+    std::fs::write(&go, b"").unwrap();
+    assert_eq!(client.expect("responses"), "responses 3 of 3");
+    client.finish_clean();
     for preload in [false, true] {
         let _ = std::fs::remove_file(&out);
         assert!(
@@ -394,6 +453,72 @@ print("client reads", a, flush=True)
         "client reads b'hello-from-script\\n'"
     );
     cli.finish_clean();
+    let stderr = srv.finish();
+    assert!(stderr.is_empty(), "server stderr: {stderr}");
+}
+
+/// A preloaded server whose connector waits in its rendezvous backlog
+/// tries an exec into a plain image, which fails: the rendezvous is shut
+/// down by then (`retire_rendezvous`), yet the queued connection is
+/// accepted (over shared memory); one that connects after goes over
+/// kernel TCP; both echo 100 000 bytes; the listener then reads as not
+/// readable (the shut-down rendezvous wakes nobody again).
+const RETIRED: &str = r#"
+import os, select, socket, sys
+def unix(sock):
+    ino = os.stat("/proc/self/fd/%d" % sock.fileno()).st_ino
+    return any(l.split()[6] == str(ino) for l in open("/proc/net/unix").readlines()[1:])
+d = bytes((i * 7 + 3) % 251 for i in range(100000))
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+s.set_inheritable(True)
+addr = s.getsockname()
+c1 = socket.socket()
+c1.setblocking(False)
+c1.connect_ex(addr)
+env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+try:
+    os.execve("/nonexistent/plain", ["plain"], env)
+except OSError as e:
+    print("exec failed", e.errno, flush=True)
+def echo(c):
+    a, _ = s.accept()
+    c.setblocking(True)
+    c.sendall(d)
+    c.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        b = a.recv(65536)
+        if not b:
+            break
+        got += b
+    a.sendall(got)
+    a.close()
+    back = b""
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        back += b
+    return back == d
+print("readable", bool(select.select([s], [], [], 20)[0]), flush=True)
+print("queued", unix(c1), echo(c1), flush=True)
+c2 = socket.create_connection(addr)
+print("after", unix(c2), echo(c2), flush=True)
+print("readable", bool(select.select([s], [], [], 0)[0]), flush=True)
+"#;
+
+#[test]
+fn a_failed_exec_leaves_a_working_listener() {
+    let mut cmd = preloaded(python());
+    cmd.args(["-c", RETIRED]);
+    let mut srv = Background::spawn(&mut cmd);
+    assert_eq!(srv.expect("exec failed"), "exec failed 2");
+    assert_eq!(srv.expect("readable"), "readable True");
+    assert_eq!(srv.expect("queued"), "queued True True");
+    assert_eq!(srv.expect("after"), "after False True");
+    assert_eq!(srv.expect("readable"), "readable False");
     let stderr = srv.finish();
     assert!(stderr.is_empty(), "server stderr: {stderr}");
 }

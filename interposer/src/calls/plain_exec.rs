@@ -6,7 +6,9 @@
 //! fds it inherits must then be what the kernel would have given it. A
 //! default-mode listener's fd is an epoll instance (`sockets::listener`):
 //! its kernel TCP listener is put on that number before the exec
-//! (getsockname, accept and the rest then work as on any listener); a
+//! (getsockname, accept and the rest then work as on any listener), and
+//! its rendezvous shut down for every process sharing it, so preloaded
+//! connectors take kernel TCP as plain ones do (`retire_rendezvous`); a
 //! connection over shared memory cannot become a kernel TCP connection:
 //! its number is pointed at a closed socket (the image reads end of stream
 //! rather than doorbell bytes), as a connection that cannot be re-attached
@@ -224,6 +226,8 @@ pub(crate) fn before(image: &NewImage) {
                     // alive, and preloaded clients would connect to a
                     // name nobody accepts from.
                     l.set_cloexec(true);
+                    // Preloaded connectors go where plain ones go.
+                    l.retire_rendezvous(before.as_fd());
                     log!(
                         debug,
                         "fd {fd}: the kernel listener of {} goes to a program without the library ({why})",

@@ -240,7 +240,12 @@ impl Listener {
             ready.rendezvous = true;
             let data = epoll::EventData::new_u64(RENDEZVOUS);
             let again = self.rendezvous.iter().all(|r| {
-                match epoll::add(inst, &r.fd, data, epoll::EventFlags::IN) {
+                let flags = if super::retired(r.fd.as_fd()) {
+                    epoll::EventFlags::IN | epoll::EventFlags::ONESHOT
+                } else {
+                    epoll::EventFlags::IN
+                };
+                match epoll::add(inst, &r.fd, data, flags) {
                     Ok(()) | Err(Errno::EXIST) => true,
                     Err(_) => false,
                 }
@@ -401,9 +406,14 @@ impl Listener {
         // (Out of the instance a moment: `is_instance` must not take that
         // for another set.)
         self.rearming.fetch_add(1, Ordering::SeqCst);
-        if epoll::delete(inst, &r.fd).is_ok()
-            && epoll::add(inst, &r.fd, data, epoll::EventFlags::IN).is_err()
-        {
+        // A retired rendezvous polls readable forever: one-shot, or
+        // every waiter would spin.
+        let flags = if super::retired(r.fd.as_fd()) {
+            epoll::EventFlags::IN | epoll::EventFlags::ONESHOT
+        } else {
+            epoll::EventFlags::IN
+        };
+        if epoll::delete(inst, &r.fd).is_ok() && epoll::add(inst, &r.fd, data, flags).is_err() {
             // (ENOSPC, ENOMEM) Looked at by every accept, and
             // registered again, until that works (`ready`).
             self.unwatched.store(true, Ordering::Relaxed);

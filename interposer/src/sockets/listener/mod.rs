@@ -295,6 +295,33 @@ impl Listener {
         }
     }
 
+    /// Its kernel listener went to a program that runs without the
+    /// library (`calls::plain_exec`): the rendezvous of this namespace is
+    /// shut down, for every process sharing it. Preloaded connectors are
+    /// refused there from now on and take kernel TCP (the default mode's
+    /// fallback), where whoever accepts from the kernel listener takes
+    /// them, as it takes plain clients; otherwise they would wait in a
+    /// backlog of the old processes that may no longer accept (nginx's
+    /// WINCH), and be reset when the last of them exits (sweep s35). A
+    /// shut-down listening socket polls readable forever: its registration
+    /// in the instance `inst` (shared with every process of the listener)
+    /// becomes one-shot, so that one accept takes what was queued before
+    /// the shutdown, and nobody is woken again (`rearm` keeps it so).
+    pub(crate) fn retire_rendezvous(&self, inst: BorrowedFd<'_>) {
+        if self.tcp.is_none() {
+            return;
+        }
+        for r in self.rendezvous.iter().filter(|r| r.scope == Scope::Local) {
+            let _ = rustix::net::shutdown(&r.fd, rustix::net::Shutdown::Read);
+            let _ = epoll::modify(
+                inst,
+                &r.fd,
+                epoll::EventData::new_u64(RENDEZVOUS),
+                epoll::EventFlags::IN | epoll::EventFlags::ONESHOT,
+            );
+        }
+    }
+
     /// Before fork: the parking queue is made now (parent and child share
     /// it: see `calls::process`). False if it could not be.
     pub(crate) fn share_queue(&self) -> bool {
@@ -323,4 +350,19 @@ pub(crate) fn reuses_port(opts: &Options) -> bool {
 /// apply to the open file both share).
 pub(crate) fn dup_owned(fd: &InternalFd) -> Result<OwnedFd, Errno> {
     rustix::io::fcntl_dupfd_cloexec(fd, 0)
+}
+
+/// A rendezvous shut down (`Listener::retire_rendezvous`, maybe by another
+/// process sharing it): registered one-shot, never level-triggered again.
+pub(crate) fn retired(fd: BorrowedFd<'_>) -> bool {
+    let mut p = [rustix::event::PollFd::new(
+        &fd,
+        rustix::event::PollFlags::RDHUP,
+    )];
+    let zero = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    rustix::event::poll(&mut p, Some(&zero)).is_ok_and(|n| n > 0)
+        && p[0].revents().contains(rustix::event::PollFlags::RDHUP)
 }
