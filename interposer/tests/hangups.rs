@@ -34,6 +34,10 @@
 //!   EPOLLRDHUP-only registration got a sibling's EPOLLIN; a silenced
 //!   member beside reused numbers with its data gave spurious EPOLLHUPs;
 //!   a pipe's EPOLLHUP beside silenced members was missing at some waits).
+//! - fin_behind_data.c: a peer shut down writing, then closed with our
+//!   bytes unread: EPIPE when its FIN reached us, ECONNRESET when the FIN
+//!   was behind more data than our receive window (128 KiB) and the RST
+//!   overtook it (before: EPIPE always).
 //! - keepalive_reuse.py: http.client's second request on a connection its
 //!   server closed meets RemoteDisconnected, not BrokenPipeError.
 //! - waker_turns.c: an epoll wait on a set holding no connection of the
@@ -303,6 +307,24 @@ fn a_keepalive_client_sends_into_a_connection_its_server_closed() {
     let mut cmd = py_file("keepalive_reuse.py", &[&lo.host_str()]);
     cmd.env("SHMNET_DIR", lo.shm_dir());
     let default = stdout_of("keepalive_reuse in the default mode", &mut cmd);
+    assert_eq!(emulated, kernel, "emulated network against kernel TCP");
+    assert_eq!(default, kernel, "default mode against kernel TCP");
+}
+
+/// A peer that shut down writing, then closed with our bytes unread: its
+/// RST is EPIPE here when its FIN came first (what it sent before fitted
+/// in our receive window), ECONNRESET (no SIGPIPE) when the FIN was still
+/// behind its data (512,000 bytes we did not read). Before: EPIPE always
+/// (socat EXEC:cat under a client that does not read, review sweep35).
+#[test]
+fn a_fin_behind_more_than_the_window_is_overtaken_by_the_rst() {
+    let exe = build_c("fin_behind_data", &["-O1", "-Wall"]);
+    let [kernel, emulated, default] = three_ways("fin-behind-data", &exe, &[], true);
+    assert!(
+        kernel
+            .contains("512000 sent: poll IN OUT ERR HUP RDHUP; send ECONNRESET send EPIPE+SIGPIPE"),
+        "{kernel}"
+    );
     assert_eq!(emulated, kernel, "emulated network against kernel TCP");
     assert_eq!(default, kernel, "default mode against kernel TCP");
 }
