@@ -1026,8 +1026,13 @@ fn signals_to_the_process_group_leave_the_warden_to_abort_connections() {
         let parts: [(&Netns, &[&str]); 2] = [(&a, &[aa.as_str()]), (&b, &[ba.as_str()])];
         let mut c = Command::new(env!("CARGO_BIN_EXE_shmnet"));
         std::os::unix::process::CommandExt::process_group(&mut c, 0);
-        // SAFETY: setrlimit only, in the child before exec: SIGQUIT's core
-        // dump of a daemon with a shared region is not wanted here.
+        // SAFETY: setrlimit and signal only, in the child before exec (both
+        // async-signal-safe): SIGQUIT's core dump of a daemon with a shared
+        // region is not wanted here; and the daemon gets the dispositions a
+        // terminal's job has. A test run started in the background by a
+        // non-interactive shell (`make test &`, `nohup ... &`) has SIGINT
+        // and SIGQUIT ignored, which exec keeps: the SIGQUIT round then
+        // killed nobody and the readers waited out TIMEOUT (session 35).
         unsafe {
             std::os::unix::process::CommandExt::pre_exec(&mut c, || {
                 let none = libc::rlimit {
@@ -1035,6 +1040,8 @@ fn signals_to_the_process_group_leave_the_warden_to_abort_connections() {
                     rlim_max: 0,
                 };
                 libc::setrlimit(libc::RLIMIT_CORE, &none);
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                libc::signal(libc::SIGQUIT, libc::SIG_DFL);
                 Ok(())
             });
         }
