@@ -1537,6 +1537,20 @@ fn out_of_fds_is_emfile_emulated() {
 /// returns it, bytes intact. Before, the memfd was dropped by the kernel
 /// and the connection lost; a parked connection's wake-up could be lost
 /// and a blocking accept then waited forever.
+/// FULL_SERVER's steps as they should go: EMFILE with no fd free, the
+/// listener readable all along; with one fd free (`close`) the accept
+/// completes as kernel TCP's does where the library's io_uring pocket can
+/// lend the connection's number to its memfd (decision 58), or says EMFILE
+/// until 16 are freed where io_uring is refused (one fd more: the memfd's
+/// room, docs/compatibility.md).
+fn out_of_fds_as_expected(seen: &str) -> bool {
+    seen.ends_with("none r EMFILE\nclose r ok\ndone")
+        || seen.ends_with(
+            "none r EMFILE\nclose r EMFILE\nnone r EMFILE\nopen r EMFILE\n\
+             none r EMFILE\nfree r ok\ndone",
+        )
+}
+
 const FULL_SERVER: &str = r#"
 import socket, sys, os, resource, select, hashlib
 host = sys.argv[1]
@@ -1663,13 +1677,7 @@ fn accept_without_fds_is_emfile_across_namespaces() {
     assert_eq!(out.trim(), "ok", "client: {err}");
     srv.expect("done");
     let seen = srv.seen.join("\n");
-    assert!(
-        seen.ends_with(
-            "none r EMFILE\nclose r EMFILE\nnone r EMFILE\nopen r EMFILE\n\
-             none r EMFILE\nfree r ok\ndone"
-        ),
-        "server:\n{seen}"
-    );
+    assert!(out_of_fds_as_expected(&seen), "server:\n{seen}");
 }
 
 /// Three parked connections whose messages arrive while the server has one
@@ -1870,10 +1878,7 @@ fn accept_without_fds_for_the_handshake_is_emfile() {
         srv.expect("done");
         let seen = srv.seen.join("\n");
         assert!(
-            seen.ends_with(
-                "none r EMFILE\nclose r EMFILE\nnone r EMFILE\nopen r EMFILE\n\
-                 none r EMFILE\nfree r ok\ndone"
-            ),
+            out_of_fds_as_expected(&seen),
             "server (emulated: {emu}):\n{seen}"
         );
         srv.kill();
