@@ -69,10 +69,18 @@ fn claim(
     totals: impl Fn() -> (u64, u64),
     files: bool,
 ) -> Option<Entry> {
-    if crate::platform::sandbox::active() {
-        return None; // new sockets fail there anyway (`sandbox`)
+    // New sockets fail under a filter anyway (`sandbox`); a claim on a data
+    // call makes no system call (the pid and start time the fork handler
+    // read), so a sandboxed child that uses a connection it was handed is
+    // still listed (since the library sees filters installed through
+    // syscall(SYS_seccomp) too, decision 58).
+    if crate::platform::sandbox::active() && files {
+        return None;
     }
     let pid = my_pid();
+    if pid == 0 {
+        return None;
+    }
     let start = my_start(files)?;
     let table = if files { table_here()? } else { TABLE.get()? };
     let Some(e) = Entry::claim(table, pid, start, what, fd, flags, totals(), files) else {
