@@ -1968,10 +1968,11 @@ print("done", flush=True)
 "#;
 
 /// `LATE_SERVER`'s client: HASH_CLIENT run by `strace` (a command, in a
-/// namespace or not), its connect message (the first sendmsg) held 2 s
-/// after its connect queued the connection (the server's accept comes in
+/// namespace or not), its connect message (the first sendmsg) held 1 s
+/// after its connect queued the connection (under `PARK_PATIENCE`, 2 s,
+/// past which a silent one may be dropped). The server's accept comes in
 /// that time: a non-blocking one proves it, a message already there would
-/// be accepted at once).
+/// be accepted at once.
 fn late_client(mut strace: Command, host: &str, port: u16) -> Command {
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("SHMNET_") {
@@ -1980,7 +1981,7 @@ fn late_client(mut strace: Command, host: &str, port: u16) -> Command {
     }
     strace
         .args(["-f", "-qq", "-o", "/dev/null", "-e", "trace=sendmsg"])
-        .args(["-e", "inject=sendmsg:delay_enter=2000000:when=1"])
+        .args(["-e", "inject=sendmsg:delay_enter=1000000:when=1"])
         .arg("-E")
         .arg(format!("LD_PRELOAD={}", common::lib().display()))
         .arg(python())
