@@ -354,6 +354,7 @@ impl Listener {
                     None => match rustix::io::fcntl_dupfd_cloexec(&r.fd, 0) {
                         Ok(fd) => Some(fd),
                         Err(Errno::MFILE) if crate::platform::pocket::ready() => None,
+                        Err(Errno::MFILE) if self.only_held_fill(r) => break,
                         Err(e) => return Err(e),
                     },
                 };
@@ -387,6 +388,9 @@ impl Listener {
                         continue;
                     }
                     Err(Errno::AGAIN | Errno::CONNABORTED | Errno::INTR) => break,
+                    // (The kernel's accept4 asks for a number before it
+                    // looks at the queue.)
+                    Err(Errno::MFILE) if self.only_held_fill(r) => break,
                     // Out of fds or memory: the kernel's answer, whichever
                     // rendezvous (a SHMNET_DIR one said EAGAIN, and spun).
                     Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
@@ -411,6 +415,22 @@ impl Listener {
             }
         }
         Ok(None)
+    }
+
+    /// Whether an EMFILE on `r` is only ours: a connection held in memory
+    /// while its message is late keeps the number the application had free
+    /// (a kernel listener's connection is not in its queue until it is
+    /// established), and nothing is queued behind it. The kernel's accept
+    /// would wait, or say EAGAIN, not EMFILE (found by isolation.rs
+    /// `late_message_at_the_fd_limit`: a blocking accept said EMFILE and
+    /// the next one returned the connection, no fd freed between).
+    fn only_held_fill(&self, r: &Rendezvous) -> bool {
+        self.parking.holds_any()
+            && !crate::transport::handshake::wait_readable(
+                r.fd.as_fd(),
+                Some(std::time::Duration::ZERO),
+            )
+            .unwrap_or(true)
     }
 
     /// After `TAKEN_MAX`: the rest stay queued and the listener readable; a
