@@ -1051,6 +1051,113 @@ print("forked ok, kernel datagrams counted:", COUNTED)
     assert!(out.contains("forked ok"), "{out}");
 }
 
+/// Decision 61: an emulated socket's recvmsg makes the cmsgs it asked for
+/// as kernel UDP on loopback makes them, byte for byte (msg_controllen,
+/// cmsg_len, data; MSG_CTRUNC and cut cmsgs for short buffers, none below
+/// a header's room, MSG_CTRUNC with none at all), asked after its bind as
+/// dnsmasq asks, bound to the wildcard address (the address the sender
+/// used: the host's or another of the partition's) or a given one; a
+/// MSG_PEEK gets them too. A wildcard server's answer with IP_PKTINFO
+/// naming the query's destination comes from it; IP_TTL and IP_TOS cmsgs
+/// are checked as the kernel checks them (EINVAL). All through shared
+/// memory (the kernel counts none of it).
+#[test]
+fn cmsgs_as_kernel_udp() {
+    let body = r#"
+import ctypes, threading
+host = sys.argv[1]
+other = host.rsplit(".", 1)[0] + ".2"
+libc = ctypes.CDLL(None, use_errno=True)
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(iovec)),
+                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+def raw_recvmsg(s, room, flags=0):
+    buf = ctypes.create_string_buffer(2048); ctl = ctypes.create_string_buffer(b"\xee" * 512, 512)
+    name = ctypes.create_string_buffer(128)
+    iov = iovec(ctypes.cast(buf, ctypes.c_void_p), 2048)
+    m = msghdr(ctypes.cast(name, ctypes.c_void_p), 128, ctypes.pointer(iov), 1,
+               ctypes.cast(ctl, ctypes.c_void_p) if room >= 0 else None, max(room, 0), 0)
+    n = libc.recvmsg(s.fileno(), ctypes.byref(m), flags)
+    return n, m.flags, m.controllen, show(ctl.raw[:m.controllen]), ctl.raw[m.controllen:m.controllen + 4] == b"\xee" * 4
+def show(ctl):
+    out = []; at = 0
+    while len(ctl) - at >= 16:
+        ln, lv, ty = struct.unpack_from("Qii", ctl, at)
+        data = ctl[at + 16: at + min(ln, len(ctl) - at)]
+        if lv == socket.SOL_SOCKET and ty in (29, 35, 63, 64) and len(data) >= 8:
+            sec = struct.unpack_from("q", data)[0]
+            frac = struct.unpack_from("q", data, 8)[0] if len(data) >= 16 else -1
+            data = ("T" if abs(sec - time.time()) < 60 else "badtime") + ("ok" if 0 <= frac < 10**9 else "frac?")
+        elif ty in (20, 74) and len(data) >= 4:  # ORIGDSTADDR: the port is the run's
+            data = data[:2].hex() + "port" + data[4:].hex()
+        else:
+            data = data.hex()
+        out.append((ln, lv, ty, data))
+        at += (ln + 7) // 8 * 8
+    return out
+IP_PKTINFO, IP_RECVTTL, IP_RECVTOS, IP_RECVORIGDSTADDR = 8, 12, 13, 20
+SO_TIMESTAMP, SO_TIMESTAMPNS = 29, 35
+sets = [
+    [(socket.IPPROTO_IP, IP_PKTINFO)],
+    [(socket.IPPROTO_IP, IP_RECVTTL)],
+    [(socket.IPPROTO_IP, IP_RECVTOS)],
+    [(socket.IPPROTO_IP, IP_RECVORIGDSTADDR)],
+    [(socket.SOL_SOCKET, SO_TIMESTAMP)],
+    [(socket.SOL_SOCKET, SO_TIMESTAMPNS)],
+    [(socket.IPPROTO_IP, IP_PKTINFO), (socket.IPPROTO_IP, IP_RECVTTL), (socket.IPPROTO_IP, IP_RECVTOS),
+     (socket.IPPROTO_IP, IP_RECVORIGDSTADDR), (socket.SOL_SOCKET, SO_TIMESTAMPNS)],
+]
+before = kernel_datagrams()
+sent = 0
+for bind_to in ("0.0.0.0", host):
+    for opts in sets:
+        srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        srv.bind((bind_to, 0)); port = srv.getsockname()[1]
+        for lv, o in opts:  # after the bind, as dnsmasq
+            srv.setsockopt(lv, o, 1)
+        c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for room in (-1, 0, 8, 16, 20, 24, 28, 32, 40, 64, 512):
+            dest = other if bind_to != host and room in (24, 512) else host
+            c.sendto(b"q%d" % room, (dest, port)); sent += 1
+            select.select([srv], [], [], 5)
+            print(bind_to == host, opts, room, dest == host, raw_recvmsg(srv, room))
+        # recvmmsg-free peek, then the datagram
+        c.sendto(b"peek", (host, port)); sent += 1
+        select.select([srv], [], [], 5)
+        print("peek", raw_recvmsg(srv, 512, socket.MSG_PEEK), raw_recvmsg(srv, 512))
+        srv.close(); c.close()
+# A dnsmasq-style answer: sendmsg with IP_PKTINFO naming the query's destination.
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+srv.bind(("0.0.0.0", 0)); port = srv.getsockname()[1]
+srv.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(5):
+    c.sendto(b"query%d" % i, (host, port)); sent += 1
+    d, anc, fl, a = srv.recvmsg(100, 256)
+    info = [x for x in anc if x[:2] == (socket.IPPROTO_IP, IP_PKTINFO)][0][2]
+    reply = struct.pack("I", 0) + info[8:12] + b"\0" * 4
+    n = srv.sendmsg([b"answer" + d], [(socket.IPPROTO_IP, IP_PKTINFO, reply),
+                                      (socket.IPPROTO_IP, socket.IP_TTL, struct.pack("i", 64)),
+                                      (socket.IPPROTO_IP, socket.IP_TOS, struct.pack("i", 0))], 0, a)
+    sent += 1
+    got, frm = c.recvfrom(100)
+    print("answer", n, got, frm[0], frm[1] == port)
+for bad in ((socket.IPPROTO_IP, socket.IP_TTL, struct.pack("i", 0)), (socket.IPPROTO_IP, socket.IP_TOS, struct.pack("i", 300))):
+    try:
+        srv.sendmsg([b"x"], [bad], 0, c.getsockname()); print("bad cmsg sent")
+    except OSError as e:
+        print("bad cmsg", e.errno)
+expect_kernel(before, 0, sent)
+print("cmsgs ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_cmsgs", body);
+    assert!(out.contains("cmsgs ok"), "{out}");
+    assert!(!out.contains("bad cmsg sent"), "{out}");
+}
+
 /// Review H-C: a wildcard server that turns IP_PKTINFO on after its bind
 /// (dnsmasq) is the kernel's from its first recvmsg asking ancillary
 /// data, and stays so when it answers with sendto: every query is

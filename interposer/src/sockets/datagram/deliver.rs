@@ -24,8 +24,8 @@ impl Inbox {
     ) -> Option<Taken> {
         // Bounded: each round consumes a datagram or settles a link.
         for _ in 0..4096 {
-            if let Some((from, d)) = st.slow.queue.front() {
-                let (from, len) = (*from, d.len());
+            if let Some((from, d, to)) = st.slow.queue.front() {
+                let (from, len, to) = (*from, d.len(), *to);
                 let copied = copy_into(bufs, d);
                 if !peek || !wanted(from, only) {
                     st.slow.bytes = st.slow.bytes.saturating_sub(len + 256);
@@ -40,6 +40,7 @@ impl Inbox {
                     return Some(Taken {
                         got,
                         from: Some(from),
+                        to,
                     });
                 }
                 continue;
@@ -61,6 +62,7 @@ impl Inbox {
             }
             let set = &mut st.sets[i];
             let from = set.sources.get(got.slot as usize).copied().flatten();
+            let to = set.dests.get(got.slot as usize).copied().flatten();
             let want = from.is_some_and(|f| wanted(f, only));
             if !(want && peek) {
                 // Consumed (the peek above copied it already).
@@ -70,6 +72,7 @@ impl Inbox {
                 return from.map(|from| Taken {
                     got,
                     from: Some(from),
+                    to,
                 });
             }
         }

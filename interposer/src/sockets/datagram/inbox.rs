@@ -148,6 +148,9 @@ impl Drop for Locked<'_> {
 pub(crate) struct Taken {
     pub got: Received,
     pub from: Option<SocketAddr>,
+    /// The address its sender sent to (a shared-memory datagram's, from
+    /// its link's REG); None for the kernel's and leftovers.
+    pub to: Option<SocketAddr>,
 }
 
 impl Inbox {
@@ -375,7 +378,7 @@ impl Inbox {
             // before decision 56. (The senders had REG_OK before those
             // frames: they do not send them again.)
             if !st.slow.queue.is_empty() && self.shell.leftover_writer() {
-                while let Some((from, d)) = st.slow.queue.pop_front() {
+                while let Some((from, d, _)) = st.slow.queue.pop_front() {
                     self.shell.put_leftover(Some(from), &d);
                 }
                 st.slow.bytes = 0;
@@ -775,6 +778,7 @@ impl Inbox {
                 uid,
                 grant: None,
                 source: None,
+                dest: None,
                 settled: false,
                 inbound: Default::default(),
             });
@@ -851,7 +855,11 @@ impl Inbox {
     ) -> Result<Taken, Errno> {
         // What a fork shared (decision 49): any holder takes it, first.
         if let Some((got, from)) = self.shell.take_leftover(bufs, peek, only) {
-            return Ok(Taken { got, from });
+            return Ok(Taken {
+                got,
+                from,
+                to: None,
+            });
         }
         if !self.take_over() {
             return Err(Errno::OPNOTSUPP);
@@ -910,6 +918,7 @@ impl Inbox {
             got = Some(Taken {
                 got: end,
                 from: None,
+                to: None,
             });
         }
         if self.eager.load(Ordering::Relaxed) {
@@ -960,10 +969,11 @@ impl Inbox {
         peek: bool,
         only: Option<SocketAddr>,
     ) -> Result<Option<Taken>, Errno> {
-        Ok(self
-            .shell
-            .take(bufs, peek, only)?
-            .map(|(got, from)| Taken { got, from }))
+        Ok(self.shell.take(bufs, peek, only)?.map(|(got, from)| Taken {
+            got,
+            from,
+            to: None,
+        }))
     }
 
     /// The size of the next datagram (FIONREAD); 0 when none.
@@ -972,7 +982,7 @@ impl Inbox {
         self.serve_locked(&mut st);
         let shared = self.shell.leftover().and_then(super::leftover::next_len);
         let n = shared.or(match st.slow.queue.front() {
-            Some((_, d)) => Some(d.len()),
+            Some((_, d, _)) => Some(d.len()),
             None => st.sets.iter_mut().find_map(|s| s.rx.next_len().ok()),
         });
         self.settle(&mut st);

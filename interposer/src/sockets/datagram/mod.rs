@@ -17,6 +17,7 @@
 //! answers: SO_TYPE, SO_RCVBUF, ...) and is that second route.
 #![forbid(unsafe_code)]
 
+pub(crate) mod ancillary;
 mod consumer;
 mod deliver;
 mod inbox;
@@ -86,6 +87,9 @@ pub(crate) struct Datagram {
     /// Held while the kernel socket shares a port whose name another
     /// process holds (`mark_shared`).
     shared_mark: OnceLock<crate::platform::internal_fd::InternalFd>,
+    /// The cmsgs its recvmsg makes (`ancillary::asked`; UNKNOWN until a
+    /// recvmsg asks, again after each setsockopt).
+    cmsgs: std::sync::atomic::AtomicU32,
     pub opts: Options,
 }
 
@@ -123,6 +127,7 @@ impl Datagram {
             }),
             shut: std::sync::atomic::AtomicU8::new(0),
             shared_mark: OnceLock::new(),
+            cmsgs: std::sync::atomic::AtomicU32::new(ancillary::UNKNOWN),
             opts,
         })
     }
@@ -522,6 +527,18 @@ impl Datagram {
         dest: Option<SocketAddr>,
         bufs: &[IoSlice<'_>],
     ) -> Result<usize, Errno> {
+        self.send_from(dest, bufs, None)
+    }
+
+    /// `send`, from `source` on a wildcard-bound socket (IP_PKTINFO's or
+    /// IPV6_PKTINFO's choice, `calls::datagram::cmsg_route`; the receiver
+    /// checks it is loopback's, proved by the wildcard name).
+    pub(crate) fn send_from(
+        &self,
+        dest: Option<SocketAddr>,
+        bufs: &[IoSlice<'_>],
+        source: Option<std::net::IpAddr>,
+    ) -> Result<usize, Errno> {
         let peer = self.peer();
         let Some(dest) = dest.or(peer) else {
             return Err(Errno::DESTADDRREQ);
@@ -542,7 +559,13 @@ impl Datagram {
         }
         let (outcome, untaken) = {
             let mut routes = self.routes.lock();
-            let outcome = routes.send(inbox, inbox.local, dest, bufs);
+            let local = match source {
+                Some(ip) if inbox.local.ip().is_unspecified() => {
+                    SocketAddr::new(ip, inbox.local.port())
+                }
+                _ => inbox.local,
+            };
+            let outcome = routes.send(inbox, local, dest, bufs);
             (outcome, routes.has_untaken())
         };
         if untaken {
@@ -838,7 +861,11 @@ impl Datagram {
             Ok(g) => g,
         };
         if let Some((got, from)) = got {
-            return Ok(Taken { got, from });
+            return Ok(Taken {
+                got,
+                from,
+                to: None,
+            });
         }
         if self.shut.load(std::sync::atomic::Ordering::Relaxed) & SHUT_RD != 0 {
             let got = shmnet_ring::dgram::Received {
@@ -846,7 +873,11 @@ impl Datagram {
                 copied: 0,
                 slot: u32::MAX,
             };
-            return Ok(Taken { got, from: None });
+            return Ok(Taken {
+                got,
+                from: None,
+                to: None,
+            });
         }
         Err(Errno::AGAIN)
     }
@@ -923,6 +954,85 @@ impl Datagram {
         }
     }
 
+    /// The cmsgs the socket asked for (`ancillary::asked`), asked of its
+    /// kernel socket once after each setsockopt.
+    fn cmsgs(&self) -> u32 {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.cmsgs.load(Relaxed) {
+            ancillary::UNKNOWN => {
+                let m = ancillary::asked(self.kernel(), self.is_v6());
+                self.cmsgs.store(m, Relaxed);
+                m
+            }
+            m => m,
+        }
+    }
+
+    /// The source address a send to `dest` carries (`routes::claimed`).
+    pub(crate) fn source_for(&self, dest: SocketAddr) -> SocketAddr {
+        routes::claimed(self.local(), dest)
+    }
+
+    /// A setsockopt succeeded: the cmsgs asked may have changed.
+    pub(crate) fn forget_cmsgs(&self) {
+        self.cmsgs
+            .store(ancillary::UNKNOWN, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether it asked for a cmsg only the kernel makes (IP_RECVERR,
+    /// SO_RXQ_OVFL, UDP_GRO, SO_TIMESTAMPING).
+    pub(crate) fn asks_kernel_only(&self) -> bool {
+        self.cmsgs() & ancillary::KERNEL_ONLY != 0
+    }
+
+    /// Whether it asked for any cmsg.
+    pub(crate) fn asks_cmsgs(&self) -> bool {
+        self.cmsgs() != 0
+    }
+
+    /// A recvmsg asking for cmsgs begins (the kernel's are kept if its
+    /// socket gives the datagram).
+    pub(crate) fn arm_cmsgs(&self) {
+        ancillary::arm();
+    }
+
+    /// The cmsgs of the datagram `t` just received, into the caller's
+    /// control buffer `buf`, as the kernel writes them: its bytes and
+    /// MSG_CTRUNC. A kernel datagram's are the kernel's own; a shared-
+    /// memory one's are made for the address its sender used (the
+    /// socket's own, or loopback's for a wildcard one, when not known).
+    pub(crate) fn fill_cmsgs(&self, t: &Taken, buf: &mut [u8]) -> (usize, bool) {
+        let mut w = ancillary::Writer::new(buf);
+        let mut kernels = false;
+        ancillary::disarm(|bytes, cut| {
+            if t.to.is_none() && t.from.is_some() {
+                w.put_raw(bytes, cut);
+                kernels = true;
+            }
+        });
+        let asked = self.cmsgs();
+        if !kernels && asked != 0 && t.from.is_some() {
+            let to = t.to.unwrap_or_else(|| {
+                let l = self.local();
+                if !l.ip().is_unspecified() {
+                    return l;
+                }
+                let ip: std::net::IpAddr = match t.from.map(unmapped_v4) {
+                    Some(true) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    _ => std::net::Ipv6Addr::LOCALHOST.into(),
+                };
+                SocketAddr::new(ip, l.port())
+            });
+            ancillary::build(&mut w, asked, to);
+        }
+        (w.len(), w.truncated)
+    }
+
+    /// A recvmsg that armed the kernel's cmsgs (`arm_cmsgs`) got none.
+    pub(crate) fn fill_cmsgs_none(&self) {
+        ancillary::disarm(|_, _| {});
+    }
+
     /// The application changed O_NONBLOCK: ask again next time.
     pub(crate) fn forget_nonblocking(&self) {
         self.nonblock.store(0, std::sync::atomic::Ordering::Relaxed);
@@ -976,6 +1086,11 @@ impl Datagram {
         }
         self.opts.reset_after_fork();
     }
+}
+
+/// Whether `a` is an IPv4 address (mapped or not).
+fn unmapped_v4(a: SocketAddr) -> bool {
+    crate::transport::rendezvous::unmapped(a).is_ipv4()
 }
 
 fn same(a: SocketAddr, b: SocketAddr) -> bool {

@@ -65,6 +65,10 @@ const KERNEL_RECHECK_MAX_MS: u64 = 1000;
 
 struct Route {
     dest: SocketAddr,
+    /// The local address it was made for (`send`'s `local`: a wildcard
+    /// socket's per-message source, IP_PKTINFO's, decision 61, has a
+    /// route of its own).
+    from: SocketAddr,
     /// The name whose holder the link reached (`dest`'s, or its port's
     /// on the wildcard address).
     name: SocketAddr,
@@ -295,10 +299,11 @@ impl Routes {
             return Ok(Outcome::Kernel);
         }
         for _attempt in 0..2 {
-            let i = match self.find(dest, now) {
+            let i = match self.find(dest, local, now) {
                 Some(i) => i,
                 None => match resolve(inbox, local, dest) {
                     Ok(mut r) => {
+                        r.from = local;
                         let again = self.asked_again.take().filter(|(d, _)| *d == dest);
                         if let (State::Kernel, Some((_, ms))) = (&r.state, again) {
                             if r.recheck_ms != 0 {
@@ -411,8 +416,11 @@ impl Routes {
     }
 
     /// The live route to `dest`, checking its link once a second.
-    fn find(&mut self, dest: SocketAddr, now: u64) -> Option<usize> {
-        let i = self.list.iter().position(|r| r.dest == dest)?;
+    fn find(&mut self, dest: SocketAddr, local: SocketAddr, now: u64) -> Option<usize> {
+        let i = self
+            .list
+            .iter()
+            .position(|r| r.dest == dest && r.from == local)?;
         let r = &mut self.list[i];
         let age = now.saturating_sub(r.checked_ms);
         if (matches!(r.state, State::Full) && age >= RECHECK_MS)
@@ -766,6 +774,7 @@ fn kernel_route(dest: SocketAddr, nobody: bool) -> Route {
     let nobody_ever = nobody && !default_mode() && crate::platform::config::is_partition(&dest);
     Route {
         dest,
+        from: dest, // (`send_at` sets it)
         name: dest,
         link: None,
         state: State::Kernel,
@@ -896,6 +905,7 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
     }
     Ok(Route {
         dest,
+        from: local,
         link: Some(fd),
         state: State::Pending(Inbound::default()),
         checked_ms: monotonic_ms(),
