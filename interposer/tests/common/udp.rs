@@ -71,3 +71,90 @@ def expect_kernel(before, emulated, kernel):
         want = emulated if MODE == "library" else kernel
         assert n == want, f"{MODE}: the kernel carried {n} datagrams, not {want}"
 "#;
+
+/// dnsmasq in its default configuration (wildcard sockets, no
+/// `--bind-interfaces`: it asks IP_PKTINFO and answers with sendmsg and
+/// IP_PKTINFO naming each query's destination), a hosts file on `net`'s
+/// /24, asked `queries` times by a preloaded dig, both with `env`.
+/// As root both run in a network namespace of their own, and the kernel's
+/// count of UDP datagrams there (/proc/net/snmp, InDatagrams) over the
+/// queries is returned (0: all through shared memory); else None.
+/// Every answer must be right; the counters (`SHMNET_DIR`) are the
+/// caller's to read.
+pub fn dnsmasq_wildcard(
+    net: &super::Net,
+    queries: usize,
+    env: impl Fn(&mut std::process::Command),
+) -> Option<u64> {
+    use super::host::{is_root, Netns};
+    use std::process::Command;
+    let [a, b, c] = net.v4().octets()[..3].try_into().unwrap();
+    let hosts = net.dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("{a}.{b}.{c}.55 alpha.test\n{a}.{b}.{c}.66 beta.test\n"),
+    )
+    .unwrap();
+    let ns = is_root().then(Netns::create);
+    let preloaded = |program: &str| match &ns {
+        Some(ns) => ns.preloaded(program),
+        None => super::preloaded(program),
+    };
+    let mut server = preloaded("/usr/sbin/dnsmasq");
+    server.args(["-d", "-C", "/dev/null", "--no-resolv", "--no-hosts"]);
+    server.arg(format!("--addn-hosts={}", hosts.display()));
+    server.args(["-p", &net.port_str()]);
+    if is_root() {
+        server.args(["-u", "root"]);
+    }
+    env(&mut server);
+    let server = super::Background::spawn(&mut server);
+    let dig = |name: &str| {
+        let mut cmd = preloaded("dig");
+        cmd.arg(format!("@{}", net.host))
+            .args(["-p", &net.port_str(), name]);
+        cmd.args(["+short", "+tries=1", "+time=3"]);
+        env(&mut cmd);
+        super::run(&mut cmd).stdout.trim().to_string()
+    };
+    let in_datagrams = || -> Option<u64> {
+        let out = ns
+            .as_ref()?
+            .cmd("cat")
+            .arg("/proc/net/snmp")
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .filter(|l| l.starts_with("Udp:"))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        let at = rows.first()?.iter().position(|w| *w == "InDatagrams")?;
+        rows.get(1)?.get(at)?.parse().ok()
+    };
+    let want = format!("{a}.{b}.{c}.55");
+    let mut first = String::new();
+    for _ in 0..50 {
+        first = dig("alpha.test");
+        if first == want {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(first, want, "dnsmasq's first answer");
+    let before = in_datagrams();
+    for i in 0..queries {
+        let (name, ip) = if i % 2 == 0 {
+            ("alpha.test", 55)
+        } else {
+            ("beta.test", 66)
+        };
+        assert_eq!(dig(name), format!("{a}.{b}.{c}.{ip}"), "query {i}");
+    }
+    let kernel = in_datagrams().zip(before).map(|(n, b)| n - b);
+    drop(server);
+    let _ = Command::new("true").status();
+    drop(ns);
+    kernel
+}
