@@ -1120,7 +1120,9 @@ def show(ctl):
     while len(ctl) - at >= 16:
         ln, lv, ty = struct.unpack_from("Qii", ctl, at)
         data = ctl[at + 16: at + min(ln, len(ctl) - at)]
-        if lv == socket.SOL_SOCKET and ty in (29, 35, 63, 64) and len(data) >= 8:
+        if lv == socket.SOL_SOCKET and ty in (29, 35, 63, 64) and len(data) < 8:
+            data = "cut T%d" % len(data)  # (its bytes are the run's time)
+        elif lv == socket.SOL_SOCKET and ty in (29, 35, 63, 64):
             sec = struct.unpack_from("q", data)[0]
             frac = struct.unpack_from("q", data, 8)[0] if len(data) >= 16 else -1
             data = ("T" if abs(sec - time.time()) < 60 else "badtime") + ("ok" if 0 <= frac < 10**9 else "frac?")
@@ -1220,7 +1222,9 @@ def show(ctl):
     while len(ctl) - at >= 16:
         ln, lv, ty = struct.unpack_from("Qii", ctl, at)
         data = ctl[at + 16: at + min(ln, len(ctl) - at)]
-        if lv == socket.SOL_SOCKET and ty in (29, 35, 63, 64) and len(data) >= 8:
+        if lv == socket.SOL_SOCKET and ty in (29, 35, 63, 64) and len(data) < 8:
+            data = "cut T%d" % len(data)  # (its bytes are the run's time)
+        elif lv == socket.SOL_SOCKET and ty in (29, 35, 63, 64):
             sec = struct.unpack_from("q", data)[0]
             frac = struct.unpack_from("q", data, 8)[0] if len(data) >= 16 else -1
             data = ("T" if abs(sec - time.time()) < 60 else "badtime") + ("ok" if 0 <= frac < 10**9 else "frac?")
