@@ -297,19 +297,22 @@ fn stamp(w: &mut Writer<'_>, asked: u32) {
     }
 }
 
-/// The kernel's cmsgs for a datagram its socket carried to an emulated
-/// socket (a plain sender's, in the default mode), kept for the recvmsg
-/// that asked for them: `arm` before the receive, `disarm` after.
+/// What a recvmsg asking for cmsgs learns while it receives, beside the
+/// datagram (kept out of the receive path's return values, which every
+/// receive moves): the kernel's cmsgs if its socket gave the datagram (a
+/// plain sender's, in the default mode), or the address a shared-memory
+/// datagram's sender used. `arm` before the receive, `take` after.
 struct Capture {
     armed: bool,
     bytes: Vec<u8>,
     truncated: bool,
     got: bool,
+    dest: Option<SocketAddr>,
 }
 
 std::thread_local! {
     static CAPTURE: RefCell<Capture> = const {
-        RefCell::new(Capture { armed: false, bytes: Vec::new(), truncated: false, got: false })
+        RefCell::new(Capture { armed: false, bytes: Vec::new(), truncated: false, got: false, dest: None })
     };
 }
 
@@ -322,21 +325,44 @@ pub(crate) fn arm() {
         if let Ok(mut c) = c.try_borrow_mut() {
             c.armed = true;
             c.got = false;
+            c.dest = None;
         }
     });
 }
 
-/// The recvmsg ended: the kernel's cmsgs if its socket gave the datagram.
-pub(crate) fn disarm(mut use_them: impl FnMut(&[u8], bool)) {
+/// A shared-memory datagram was taken, sent to `dest` (`Inbox::dests`).
+pub(crate) fn note_dest(dest: Option<SocketAddr>) {
     let _ = CAPTURE.try_with(|c| {
         if let Ok(mut c) = c.try_borrow_mut() {
-            c.armed = false;
-            if c.got {
-                use_them(&c.bytes, c.truncated);
-                c.got = false;
-            }
+            c.dest = dest;
         }
     });
+}
+
+/// The receive ended: `f` gets the kernel's cmsgs (and MSG_CTRUNC) if its
+/// socket gave the datagram, and the destination a shared-memory one had.
+pub(crate) fn take<R>(f: impl FnOnce(Option<(&[u8], bool)>, Option<SocketAddr>) -> R) -> R {
+    let (kernel, dest) = CAPTURE
+        .try_with(|c| {
+            let Ok(mut c) = c.try_borrow_mut() else {
+                return (None, None);
+            };
+            let kernel = core::mem::take(&mut c.got) && c.armed;
+            c.armed = false;
+            let bytes = kernel.then(|| (core::mem::take(&mut c.bytes), c.truncated));
+            (bytes, c.dest.take())
+        })
+        .unwrap_or((None, None));
+    let r = f(kernel.as_ref().map(|(b, cut)| (&b[..], *cut)), dest);
+    if let Some((bytes, _)) = kernel {
+        // (The buffer back, for the next kernel receive.)
+        let _ = CAPTURE.try_with(|c| {
+            if let Ok(mut c) = c.try_borrow_mut() {
+                c.bytes = bytes;
+            }
+        });
+    }
+    r
 }
 
 /// For a kernel receive: room for cmsgs when a recvmsg asked (`armed`).

@@ -37,10 +37,12 @@ impl Inbox {
                         copied,
                         slot: u32::MAX,
                     };
+                    if self.dests.load(std::sync::atomic::Ordering::Relaxed) {
+                        super::ancillary::note_dest(to);
+                    }
                     return Some(Taken {
                         got,
                         from: Some(from),
-                        to,
                     });
                 }
                 continue;
@@ -62,17 +64,19 @@ impl Inbox {
             }
             let set = &mut st.sets[i];
             let from = set.sources.get(got.slot as usize).copied().flatten();
-            let to = set.dests.get(got.slot as usize).copied().flatten();
             let want = from.is_some_and(|f| wanted(f, only));
             if !(want && peek) {
                 // Consumed (the peek above copied it already).
                 let _ = set.rx.recv_vectored(&mut [], false);
             }
+            if want && self.dests.load(std::sync::atomic::Ordering::Relaxed) {
+                // (Asked for cmsgs: the address its sender used.)
+                super::ancillary::note_dest(set.dests.get(got.slot as usize).copied().flatten());
+            }
             if want {
                 return from.map(|from| Taken {
                     got,
                     from: Some(from),
-                    to,
                 });
             }
         }

@@ -59,6 +59,9 @@ pub(crate) struct Inbox {
     error: AtomicI32,
     /// Poll, select or epoll_ctl met it: readiness kept exact always.
     eager: AtomicBool,
+    /// A recvmsg asked for cmsgs: a datagram taken looks up the address
+    /// its sender used (`Taken::to`); the others skip it (decision 61).
+    pub(super) dests: AtomicBool,
     /// shutdown(SHUT_RD): a receive that finds nothing returns 0 bytes,
     /// and the fd stays readable.
     shut: AtomicBool,
@@ -148,9 +151,6 @@ impl Drop for Locked<'_> {
 pub(crate) struct Taken {
     pub got: Received,
     pub from: Option<SocketAddr>,
-    /// The address its sender sent to (a shared-memory datagram's, from
-    /// its link's REG); None for the kernel's and leftovers.
-    pub to: Option<SocketAddr>,
 }
 
 impl Inbox {
@@ -187,6 +187,7 @@ impl Inbox {
             local,
             error: AtomicI32::new(0),
             eager: AtomicBool::new(false),
+            dests: AtomicBool::new(false),
             shut: AtomicBool::new(false),
             edge: AtomicBool::new(false),
             forked: AtomicBool::new(false),
@@ -855,11 +856,7 @@ impl Inbox {
     ) -> Result<Taken, Errno> {
         // What a fork shared (decision 49): any holder takes it, first.
         if let Some((got, from)) = self.shell.take_leftover(bufs, peek, only) {
-            return Ok(Taken {
-                got,
-                from,
-                to: None,
-            });
+            return Ok(Taken { got, from });
         }
         if !self.take_over() {
             return Err(Errno::OPNOTSUPP);
@@ -918,7 +915,6 @@ impl Inbox {
             got = Some(Taken {
                 got: end,
                 from: None,
-                to: None,
             });
         }
         if self.eager.load(Ordering::Relaxed) {
@@ -969,11 +965,10 @@ impl Inbox {
         peek: bool,
         only: Option<SocketAddr>,
     ) -> Result<Option<Taken>, Errno> {
-        Ok(self.shell.take(bufs, peek, only)?.map(|(got, from)| Taken {
-            got,
-            from,
-            to: None,
-        }))
+        Ok(self
+            .shell
+            .take(bufs, peek, only)?
+            .map(|(got, from)| Taken { got, from }))
     }
 
     /// The size of the next datagram (FIONREAD); 0 when none.

@@ -522,6 +522,7 @@ impl Datagram {
     /// destination nobody holds loses the datagram, and on a connected
     /// socket leaves ECONNREFUSED for its next call, as loopback's ICMP
     /// does.
+    #[inline]
     pub(crate) fn send(
         &self,
         dest: Option<SocketAddr>,
@@ -861,11 +862,7 @@ impl Datagram {
             Ok(g) => g,
         };
         if let Some((got, from)) = got {
-            return Ok(Taken {
-                got,
-                from,
-                to: None,
-            });
+            return Ok(Taken { got, from });
         }
         if self.shut.load(std::sync::atomic::Ordering::Relaxed) & SHUT_RD != 0 {
             let got = shmnet_ring::dgram::Received {
@@ -873,11 +870,7 @@ impl Datagram {
                 copied: 0,
                 slot: u32::MAX,
             };
-            return Ok(Taken {
-                got,
-                from: None,
-                to: None,
-            });
+            return Ok(Taken { got, from: None });
         }
         Err(Errno::AGAIN)
     }
@@ -956,16 +949,22 @@ impl Datagram {
 
     /// The cmsgs the socket asked for (`ancillary::asked`), asked of its
     /// kernel socket once after each setsockopt.
+    #[inline]
     fn cmsgs(&self) -> u32 {
-        use std::sync::atomic::Ordering::Relaxed;
-        match self.cmsgs.load(Relaxed) {
-            ancillary::UNKNOWN => {
-                let m = ancillary::asked(self.kernel(), self.is_v6());
-                self.cmsgs.store(m, Relaxed);
-                m
-            }
+        match self.cmsgs.load(std::sync::atomic::Ordering::Relaxed) {
+            ancillary::UNKNOWN => self.ask_cmsgs(),
             m => m,
         }
+    }
+
+    /// `cmsgs` not known yet: asked of the kernel socket (out of line: a
+    /// receive pays one load and a compare).
+    #[cold]
+    #[inline(never)]
+    fn ask_cmsgs(&self) -> u32 {
+        let m = ancillary::asked(self.kernel(), self.is_v6());
+        self.cmsgs.store(m, std::sync::atomic::Ordering::Relaxed);
+        m
     }
 
     /// The source address a send to `dest` carries (`routes::claimed`).
@@ -993,6 +992,9 @@ impl Datagram {
     /// A recvmsg asking for cmsgs begins (the kernel's are kept if its
     /// socket gives the datagram).
     pub(crate) fn arm_cmsgs(&self) {
+        if let Some(i) = self.inbox() {
+            i.dests.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         ancillary::arm();
     }
 
@@ -1002,35 +1004,32 @@ impl Datagram {
     /// memory one's are made for the address its sender used (the
     /// socket's own, or loopback's for a wildcard one, when not known).
     pub(crate) fn fill_cmsgs(&self, t: &Taken, buf: &mut [u8]) -> (usize, bool) {
-        let mut w = ancillary::Writer::new(buf);
-        let mut kernels = false;
-        ancillary::disarm(|bytes, cut| {
-            if t.to.is_none() && t.from.is_some() {
-                w.put_raw(bytes, cut);
-                kernels = true;
-            }
-        });
         let asked = self.cmsgs();
-        if !kernels && asked != 0 && t.from.is_some() {
-            let to = t.to.unwrap_or_else(|| {
-                let l = self.local();
-                if !l.ip().is_unspecified() {
-                    return l;
-                }
-                let ip: std::net::IpAddr = match t.from.map(unmapped_v4) {
-                    Some(true) => std::net::Ipv4Addr::LOCALHOST.into(),
-                    _ => std::net::Ipv6Addr::LOCALHOST.into(),
-                };
-                SocketAddr::new(ip, l.port())
-            });
-            ancillary::build(&mut w, asked, to);
-        }
-        (w.len(), w.truncated)
+        ancillary::take(|kernel, dest| {
+            let mut w = ancillary::Writer::new(buf);
+            if let Some((bytes, cut)) = kernel {
+                w.put_raw(bytes, cut);
+            } else if asked != 0 && t.from.is_some() {
+                let to = dest.unwrap_or_else(|| {
+                    let l = self.local();
+                    if !l.ip().is_unspecified() {
+                        return l;
+                    }
+                    let ip: std::net::IpAddr = match t.from.map(unmapped_v4) {
+                        Some(true) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        _ => std::net::Ipv6Addr::LOCALHOST.into(),
+                    };
+                    SocketAddr::new(ip, l.port())
+                });
+                ancillary::build(&mut w, asked, to);
+            }
+            (w.len(), w.truncated)
+        })
     }
 
-    /// A recvmsg that armed the kernel's cmsgs (`arm_cmsgs`) got none.
+    /// A recvmsg that armed the cmsgs (`arm_cmsgs`) failed.
     pub(crate) fn fill_cmsgs_none(&self) {
-        ancillary::disarm(|_, _| {});
+        ancillary::take(|_, _| ());
     }
 
     /// The application changed O_NONBLOCK: ask again next time.
