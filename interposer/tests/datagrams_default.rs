@@ -442,6 +442,60 @@ fn dnsmasq_answers_preloaded_and_plain_dig() {
     assert!(after["udp_shm"] - before["udp_shm"] >= 20, "{after:?}");
 }
 
+/// Decision 61, the default mode: a preloaded wildcard server asking
+/// IP_PKTINFO, IP_RECVTTL and SO_TIMESTAMPNS gets the same cmsgs from a
+/// preloaded sender (made from shared memory) and from a plain one (the
+/// kernel's own, taken with the datagram from its kernel socket) as over
+/// kernel UDP; its IP_PKTINFO answers reach both.
+#[test]
+fn cmsgs_from_both_kinds_of_sender_as_kernel_udp() {
+    let body = r#"
+host = sys.argv[1]
+import subprocess
+#PLAIN#
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+srv.bind(("0.0.0.0", 0)); port = srv.getsockname()[1]
+for o in (8, 12):  # IP_PKTINFO, IP_RECVTTL
+    srv.setsockopt(socket.IPPROTO_IP, o, 1)
+srv.setsockopt(socket.SOL_SOCKET, 35, 1)  # SO_TIMESTAMPNS
+code = """
+import socket, sys
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)
+for i in range(3):
+    c.sendto(b"q%d" % i, (sys.argv[1], int(sys.argv[2])))
+    d, a = c.recvfrom(100)
+    print(d.decode(), a[0], a[1] == int(sys.argv[2]), flush=True)
+"""
+def serve(n):
+    for _ in range(n):
+        select.select([srv], [], [], 5)
+        d, anc, fl, a = srv.recvmsg(100, 256)
+        shown = []
+        for lv, ty, data in anc:
+            if (lv, ty) == (socket.SOL_SOCKET, 35):
+                sec, ns = struct.unpack("qq", data)
+                shown.append((lv, ty, abs(sec - time.time()) < 60 and 0 <= ns < 10**9))
+            else:
+                shown.append((lv, ty, data.hex()))
+        print("got", d, fl, shown)
+        info = [x for x in anc if x[:2] == (socket.IPPROTO_IP, 8)][0][2]
+        srv.sendmsg([b"re-" + d], [(socket.IPPROTO_IP, 8, b"\0" * 4 + info[8:12] + b"\0" * 4)], 0, a)
+for who, dest in (("preloaded", host), ("plain", host), ("preloaded", "127.0.0.1"), ("plain", "127.0.0.1")):
+    if who == "plain":
+        p = plain(code, dest, str(port))
+    else:
+        p = subprocess.Popen([sys.executable, "-c", code, dest, str(port)], stdout=subprocess.PIPE, text=True)
+    serve(3)
+    print(who, dest == host, p.communicate()[0].split("\n"))
+print("both kinds ok, kernel datagrams counted:", COUNTED)
+"#;
+    let body = body.replace(PLAIN_MARK, PLAIN);
+    let (out, _) = default_as_kernel("udpdef_cmsgs", &body);
+    assert!(out.contains("both kinds ok"), "{out}");
+}
+
+const PLAIN_MARK: &str = "#PLAIN#";
+
 /// Decision 61: dnsmasq in its default configuration (wildcard sockets
 /// asking IP_PKTINFO, answers sent with IP_PKTINFO) in the default mode:
 /// 100 preloaded dig queries, all answered through shared memory (as

@@ -200,7 +200,7 @@ pub(crate) fn sendmsg_cmsgs(fd: c_int, msg: InMsg<'_>) -> Option<CmsgRoute> {
         return fail(libc::EFAULT);
     };
     Some(CmsgRoute::Done(match iov.slices() {
-        Ok(b) => match d.send_from(to, b, source) {
+        Ok(b) => match d.send_from(to, b, source, &sys::cmsg_bytes(&cmsgs)) {
             Ok(n) => Action::Done(n as ssize_t),
             Err(e) => Action::Fail(e.raw_os_error()),
         },

@@ -67,6 +67,50 @@ pub(crate) fn recvmsg_control(
     })
 }
 
+/// `cmsgs` laid out in a control buffer (CMSG_SPACE apart), for a send
+/// through the kernel that keeps them.
+pub(crate) fn cmsg_bytes(cmsgs: &[Cmsg]) -> Vec<u8> {
+    let hdr = core::mem::size_of::<libc::cmsghdr>();
+    let word = core::mem::size_of::<usize>();
+    let mut out = Vec::new();
+    for (level, kind, data) in cmsgs {
+        out.extend_from_slice(&(hdr + data.len()).to_ne_bytes());
+        out.extend_from_slice(&level.to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(word) * word, 0);
+    }
+    out
+}
+
+/// sendmsg(2) of `bufs` to `dest` with the control buffer `control` on a
+/// socket of the library's own (the caller's errno left alone).
+pub(crate) fn sendmsg_control(
+    sock: std::os::fd::BorrowedFd<'_>,
+    bufs: &[std::io::IoSlice<'_>],
+    dest: SocketAddr,
+    control: &[u8],
+) -> Result<usize, c_int> {
+    use std::os::fd::AsRawFd;
+    let (mut name, len) = super::encode_socket_addr(dest);
+    // SAFETY: an all-zero msghdr is a valid value.
+    let mut m: libc::msghdr = unsafe { core::mem::zeroed() };
+    m.msg_name = core::ptr::addr_of_mut!(name).cast();
+    m.msg_namelen = len as _;
+    // (IoSlice is an iovec on Unix; the kernel only reads them.)
+    m.msg_iov = bufs.as_ptr().cast_mut().cast();
+    m.msg_iovlen = bufs.len() as _;
+    m.msg_control = control.as_ptr().cast_mut().cast();
+    m.msg_controllen = control.len() as _;
+    let fd = sock.as_raw_fd();
+    let mp = core::ptr::addr_of!(m);
+    // SAFETY: sendmsg(2) with a msghdr whose name, iovecs and control
+    // buffer are ours and valid for their lengths for the call (read only).
+    let n =
+        super::quietly(|| unsafe { libc::syscall(libc::SYS_sendmsg, fd, mp, libc::MSG_NOSIGNAL) })?;
+    Ok(n as usize)
+}
+
 /// One cmsg a sendmsg passes: level, type, payload.
 pub(crate) type Cmsg = (c_int, c_int, Vec<u8>);
 

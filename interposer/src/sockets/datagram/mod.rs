@@ -528,17 +528,19 @@ impl Datagram {
         dest: Option<SocketAddr>,
         bufs: &[IoSlice<'_>],
     ) -> Result<usize, Errno> {
-        self.send_from(dest, bufs, None)
+        self.send_from(dest, bufs, None, &[])
     }
 
     /// `send`, from `source` on a wildcard-bound socket (IP_PKTINFO's or
-    /// IPV6_PKTINFO's choice, `calls::datagram::cmsg_route`; the receiver
-    /// checks it is loopback's, proved by the wildcard name).
+    /// IPV6_PKTINFO's choice, `calls::datagram::sendmsg_cmsgs`; the
+    /// receiver checks it is loopback's, proved by the wildcard name); a
+    /// send the kernel carries takes the cmsgs laid out in `control`.
     pub(crate) fn send_from(
         &self,
         dest: Option<SocketAddr>,
         bufs: &[IoSlice<'_>],
         source: Option<std::net::IpAddr>,
+        control: &[u8],
     ) -> Result<usize, Errno> {
         let peer = self.peer();
         let Some(dest) = dest.or(peer) else {
@@ -550,7 +552,7 @@ impl Datagram {
         let len = bufs.iter().map(|b| b.len()).sum::<usize>();
         let Some(inbox) = self.inbox() else {
             // Not emulated: the kernel's, to wherever it goes.
-            return self.send_kernel(dest, peer, bufs);
+            return self.send_kernel(dest, peer, bufs, control);
         };
         if let Some(e) = inbox.take_error() {
             return Err(e);
@@ -575,7 +577,7 @@ impl Datagram {
         let outcome = outcome?;
         self.sent.store(true, std::sync::atomic::Ordering::Relaxed);
         if matches!(outcome, Outcome::Kernel) {
-            return self.send_kernel(dest, peer, bufs);
+            return self.send_kernel(dest, peer, bufs, control);
         }
         Ok(len)
     }
@@ -589,7 +591,7 @@ impl Datagram {
     fn send_untaken(&self, peer: Option<SocketAddr>) {
         let untaken = self.routes.lock().take_untaken();
         for (to, payload) in &untaken {
-            let _ = self.send_kernel(*to, peer, &[IoSlice::new(payload)]);
+            let _ = self.send_kernel(*to, peer, &[IoSlice::new(payload)], &[]);
         }
     }
 
@@ -602,6 +604,7 @@ impl Datagram {
         dest: SocketAddr,
         peer: Option<SocketAddr>,
         bufs: &[IoSlice<'_>],
+        control: &[u8],
     ) -> Result<usize, Errno> {
         let kernel = self.kernel();
         if !self.kernel_bound() {
@@ -624,7 +627,13 @@ impl Datagram {
                 *kp = Some(dest);
             }
         }
-        kernel::send(kernel, dest, bufs).map_err(|e| self.refused(Some(e)).unwrap_or(e))
+        let sent = if control.is_empty() {
+            kernel::send(kernel, dest, bufs)
+        } else {
+            // (The cmsgs shared memory took: IP_PKTINFO's source, ...)
+            sys::sendmsg_control(kernel, bufs, dest, control).map_err(Errno::from_raw_os_error)
+        };
+        sent.map_err(|e| self.refused(Some(e)).unwrap_or(e))
     }
 
     /// Receives one datagram, waiting unless `nonblocking`: at most
