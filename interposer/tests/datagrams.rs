@@ -1164,6 +1164,34 @@ for bind_to in ("0.0.0.0", host):
         select.select([srv], [], [], 5)
         print("peek", raw_recvmsg(srv, 512, socket.MSG_PEEK), raw_recvmsg(srv, 512))
         srv.close(); c.close()
+# recvmmsg: each message its own cmsgs (printed by payload: datagrams to
+# two destinations of one sender, a route each, may come in either order).
+class mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+srv.bind(("0.0.0.0", 0)); port = srv.getsockname()[1]
+srv.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1); srv.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i, dest in enumerate((host, other, host)):
+    c.sendto(b"m%d" % i, (dest, port)); sent += 1
+select.select([srv], [], [], 5)
+vec = (mmsghdr * 3)(); keep = []
+for i, room in enumerate((64, 64, 64)):
+    buf = ctypes.create_string_buffer(64); ctl = ctypes.create_string_buffer(room)
+    iov = iovec(ctypes.cast(buf, ctypes.c_void_p), 64); keep += [buf, ctl, iov]
+    vec[i].hdr = msghdr(None, 0, ctypes.pointer(iov), 1, ctypes.cast(ctl, ctypes.c_void_p), room, 0)
+got = 0
+while got < 3:
+    n = libc.recvmmsg(srv.fileno(), ctypes.byref(vec, got * ctypes.sizeof(mmsghdr)), 3 - got, 0x10000, None)  # MSG_WAITFORONE
+    assert n > 0, n
+    got += n
+lines = []
+for i in range(3):
+    h = vec[i].hdr
+    lines.append(("recvmmsg", keep[3 * i].raw[:2], vec[i].len, h.flags, h.controllen, show(ctypes.string_at(h.control, h.controllen))))
+for l in sorted(lines):
+    print(*l)
+srv.close(); c.close()
 # A dnsmasq-style answer: sendmsg with IP_PKTINFO naming the query's destination.
 srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 srv.bind(("0.0.0.0", 0)); port = srv.getsockname()[1]
