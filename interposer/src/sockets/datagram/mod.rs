@@ -535,6 +535,8 @@ impl Datagram {
     /// IPV6_PKTINFO's choice, `calls::datagram::sendmsg_cmsgs`; the
     /// receiver checks it is loopback's, proved by the wildcard name); a
     /// send the kernel carries takes the cmsgs laid out in `control`.
+    /// (Inlined: the hot path, `send`, pays no call for the two arguments.)
+    #[inline(always)]
     pub(crate) fn send_from(
         &self,
         dest: Option<SocketAddr>,
@@ -562,13 +564,8 @@ impl Datagram {
         }
         let (outcome, untaken) = {
             let mut routes = self.routes.lock();
-            let local = match source {
-                Some(ip) if inbox.local.ip().is_unspecified() => {
-                    SocketAddr::new(ip, inbox.local.port())
-                }
-                _ => inbox.local,
-            };
-            let outcome = routes.send(inbox, local, dest, bufs);
+            let source = source.filter(|_| inbox.local.ip().is_unspecified());
+            let outcome = routes.send(inbox, inbox.local, dest, bufs, source);
             (outcome, routes.has_untaken())
         };
         if untaken {
