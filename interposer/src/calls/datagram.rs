@@ -1183,19 +1183,30 @@ fn recvmsg_on(fd: c_int, sock: &Socket, msg: OutMsg<'_>, flags: c_int) -> Action
     }
 }
 
-/// sendmmsg: each message as a sendmsg, until one fails (the count sent
-/// so far, or that failure if it was the first).
-pub(crate) fn sendmmsg(fd: c_int, v: Mmsgs<'_>, _flags: c_int) -> Action<c_int> {
+/// sendmmsg: each message as a sendmsg (its cmsgs as sendmsg's,
+/// `sendmsg_cmsgs`), until one fails (the count sent so far, or that
+/// failure if it was the first).
+pub(crate) fn sendmmsg(fd: c_int, v: Mmsgs<'_>, flags: c_int) -> Action<c_int> {
     let mut sent = 0usize;
     for i in 0..v.len().min(libc::UIO_MAXIOV as usize) {
         let msg = v.sent(i);
-        let Some(iov) = msg.iovecs() else {
-            return fail(Errno::FAULT);
-        };
-        let r = match send(fd, msg.name(), || iov.slices().map(|s| s.to_vec())) {
-            Some(r) => r,
-            None if i == 0 => return Action::Pass,
-            None => fail(Errno::NOTCONN),
+        let r = match msg.has_control().then(|| sendmsg_cmsgs(fd, msg)).flatten() {
+            Some(CmsgRoute::Done(r)) => r,
+            Some(CmsgRoute::Kernel(k)) => match msg.send_real(k.fd(), flags) {
+                n if n >= 0 => Action::Done(n),
+                n if sent == 0 => return Action::Raw(n as c_int),
+                _ => break,
+            },
+            None => {
+                let Some(iov) = msg.iovecs() else {
+                    return fail(Errno::FAULT);
+                };
+                match send(fd, msg.name(), || iov.slices().map(|s| s.to_vec())) {
+                    Some(r) => r,
+                    None if i == 0 => return Action::Pass,
+                    None => fail(Errno::NOTCONN),
+                }
+            }
         };
         match r {
             Action::Done(n) => v.set_len(i, n as usize),

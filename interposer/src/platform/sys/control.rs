@@ -165,13 +165,22 @@ pub(crate) fn parse(raw: &[u8]) -> Result<Vec<Cmsg>, c_int> {
     Ok(out)
 }
 
+/// The most control bytes an emulated recvmsg writes (its own cmsgs, or
+/// the kernel's kept in `ancillary`'s 512 bytes): a larger buffer gets
+/// the same bytes.
+const CONTROL_ROOM: usize = 1024;
+
 /// After an emulated datagram recvmsg with cmsgs: its control buffer
-/// written by `fill` (given the buffer, it returns the bytes written and
-/// whether it set MSG_CTRUNC), `msg_controllen` those bytes.
+/// written by `fill` (given a buffer of the caller's room, it returns the
+/// bytes written and whether it set MSG_CTRUNC), `msg_controllen` those
+/// bytes. They are made in a buffer of ours and copied out checked: an
+/// unwritable control buffer gets none (msg_controllen 0), as the
+/// kernel's put_cmsg fails with EFAULT and recvmsg still returns the
+/// datagram.
 ///
 /// # Safety
-/// `msg` a valid msghdr whose control buffer, if not null, is writable
-/// for `msg_controllen` bytes (recvmsg(2)).
+/// `msg` a valid msghdr (recvmsg(2)); its control buffer is the caller's
+/// to vouch for, as recvmsg(2) has it (a bad one is not a fault here).
 pub(crate) unsafe fn msg_control_out(
     msg: *mut libc::msghdr,
     fill: impl FnOnce(&mut [u8]) -> (usize, bool),
@@ -184,15 +193,14 @@ pub(crate) unsafe fn msg_control_out(
     } else {
         m.msg_controllen as usize
     };
-    let buf: &mut [u8] = if room == 0 {
-        &mut []
-    } else {
-        // SAFETY: the control buffer is writable for `room` bytes (the
-        // caller's contract, as recvmsg(2) has it).
-        unsafe { core::slice::from_raw_parts_mut(m.msg_control.cast::<u8>(), room) }
-    };
-    let (n, cut) = fill(buf);
-    m.msg_controllen = n as _;
+    let mut local = [0u8; CONTROL_ROOM];
+    let (n, cut) = fill(&mut local[..room.min(CONTROL_ROOM)]);
+    let n = n.min(room.min(CONTROL_ROOM));
+    // SAFETY: `local` is ours, valid for `n` bytes; the control buffer is
+    // the caller's (recvmsg(2)'s contract), and `user_copy` checks it
+    // (EFAULT for a bad one) as the kernel's copy does.
+    let ok = unsafe { super::user_copy(local.as_ptr(), m.msg_control.cast::<u8>(), n) }.is_ok();
+    m.msg_controllen = if ok { n as _ } else { 0 };
     cut
 }
 

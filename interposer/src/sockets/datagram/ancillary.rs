@@ -44,8 +44,6 @@ const STAMP_NEW: u32 = 1 << 10;
 const STAMP_NS_NEW: u32 = 1 << 11;
 /// Asked for something only the kernel makes (`kernel_only`).
 pub(crate) const KERNEL_ONLY: u32 = 1 << 30;
-/// Not asked yet (the cache's empty value).
-pub(crate) const UNKNOWN: u32 = u32::MAX;
 
 /// Linux's socket option numbers the libc crate lacks or names by arch.
 const SO_TIMESTAMP_OLD: c_int = 29;
@@ -162,12 +160,28 @@ impl<'a> Writer<'a> {
         self.at += align(HDR + data.len()).min(room);
     }
 
-    /// Bytes the kernel gave for a datagram it carried, as they are.
-    pub(crate) fn put_raw(&mut self, bytes: &[u8], truncated: bool) {
-        let n = bytes.len().min(self.buf.len() - self.at);
-        self.buf[self.at..self.at + n].copy_from_slice(&bytes[..n]);
-        self.at += n;
-        self.truncated |= truncated || n < bytes.len();
+    /// The cmsgs the kernel gave for a datagram it carried (laid out in
+    /// `bytes`, room enough for all), each written again with `put`: cut
+    /// and spaced for this buffer as the kernel would cut them.
+    pub(crate) fn put_kernel(&mut self, bytes: &[u8], truncated: bool) {
+        let mut at = 0usize;
+        while bytes.len() - at >= HDR {
+            let mut l = [0u8; core::mem::size_of::<usize>()];
+            l.copy_from_slice(&bytes[at..at + core::mem::size_of::<usize>()]);
+            let clen = usize::from_ne_bytes(l);
+            if clen < HDR || clen > bytes.len() - at {
+                break; // (the kernel's own: not expected)
+            }
+            let int = |o: usize| {
+                let mut b = [0u8; 4];
+                b.copy_from_slice(&bytes[at + o..at + o + 4]);
+                c_int::from_ne_bytes(b)
+            };
+            let lv = core::mem::size_of::<usize>();
+            self.put(int(lv), int(lv + 4), &bytes[at + HDR..at + clen]);
+            at = at.saturating_add(align(clen)).min(bytes.len());
+        }
+        self.truncated |= truncated;
     }
 }
 
@@ -204,16 +218,31 @@ pub(crate) fn lo_index() -> u32 {
 /// The cmsgs of an emulated datagram sent to `to` (the address its sender
 /// used), on a socket that `asked`, in the kernel's order: the timestamp
 /// (sock_recv_cmsgs), then IPv4's (ip_cmsg_recv: PKTINFO, TTL, TOS,
-/// ORIGDSTADDR) for an IPv4 datagram, on an IPv6 socket too (udpv6_recvmsg
-/// gives an IPv4 datagram only the IPv4 options' cmsgs), IPv6's (PKTINFO,
-/// HOPLIMIT, TCLASS, ORIGDSTADDR) for an IPv6 one.
+/// ORIGDSTADDR) for an IPv4 datagram, IPv6's (PKTINFO, HOPLIMIT, TCLASS,
+/// ORIGDSTADDR) for an IPv6 one. An IPv4 datagram on an IPv6 socket that
+/// asked IPV6_RECVPKTINFO first gets IPV6_PKTINFO with the mapped
+/// destination (udpv6_recvmsg's ip6_datagram_recv_common_ctl), then the
+/// IPv4 options' cmsgs.
 pub(crate) fn build(w: &mut Writer<'_>, asked: u32, to: SocketAddr) {
     stamp(w, asked);
     let to = unmapped(to);
     match to.ip() {
-        IpAddr::V4(ip) => put_v4(w, asked, ip, to.port()),
+        IpAddr::V4(ip) => {
+            if asked & PKTINFO6 != 0 {
+                put_pktinfo6(w, ip.to_ipv6_mapped());
+            }
+            put_v4(w, asked, ip, to.port())
+        }
         IpAddr::V6(ip) => put_v6(w, asked, ip, to.port()),
     }
+}
+
+/// IPV6_PKTINFO: struct in6_pktinfo (address, ifindex).
+fn put_pktinfo6(w: &mut Writer<'_>, ip: Ipv6Addr) {
+    let mut b = [0u8; 20];
+    b[..16].copy_from_slice(&ip.octets());
+    b[16..].copy_from_slice(&lo_index().to_ne_bytes());
+    w.put(libc::IPPROTO_IPV6, libc::IPV6_PKTINFO, &b);
 }
 
 fn put_v4(w: &mut Writer<'_>, asked: u32, ip: Ipv4Addr, port: u16) {
@@ -245,10 +274,7 @@ fn put_v4(w: &mut Writer<'_>, asked: u32, ip: Ipv4Addr, port: u16) {
 fn put_v6(w: &mut Writer<'_>, asked: u32, ip: Ipv6Addr, port: u16) {
     let ip6 = libc::IPPROTO_IPV6;
     if asked & PKTINFO6 != 0 {
-        let mut b = [0u8; 20];
-        b[..16].copy_from_slice(&ip.octets());
-        b[16..].copy_from_slice(&lo_index().to_ne_bytes());
-        w.put(ip6, libc::IPV6_PKTINFO, &b);
+        put_pktinfo6(w, ip);
     }
     if asked & HOPLIMIT != 0 {
         w.put(ip6, libc::IPV6_HOPLIMIT, &default_ttl(true).to_ne_bytes());

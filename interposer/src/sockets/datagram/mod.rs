@@ -87,9 +87,11 @@ pub(crate) struct Datagram {
     /// Held while the kernel socket shares a port whose name another
     /// process holds (`mark_shared`).
     shared_mark: OnceLock<crate::platform::internal_fd::InternalFd>,
-    /// The cmsgs its recvmsg makes (`ancillary::asked`; UNKNOWN until a
-    /// recvmsg asks, again after each setsockopt).
-    cmsgs: std::sync::atomic::AtomicU32,
+    /// The cmsgs its recvmsg makes (`ancillary::asked`) in the low 32
+    /// bits, the fork generation they were asked in plus one above (0:
+    /// not asked, again after each setsockopt; a fork asks again in both
+    /// processes, as either may set an option on the shared socket).
+    cmsgs: std::sync::atomic::AtomicU64,
     pub opts: Options,
 }
 
@@ -127,7 +129,7 @@ impl Datagram {
             }),
             shut: std::sync::atomic::AtomicU8::new(0),
             shared_mark: OnceLock::new(),
-            cmsgs: std::sync::atomic::AtomicU32::new(ancillary::UNKNOWN),
+            cmsgs: std::sync::atomic::AtomicU64::new(0),
             opts,
         })
     }
@@ -957,10 +959,11 @@ impl Datagram {
     /// kernel socket once after each setsockopt.
     #[inline]
     fn cmsgs(&self) -> u32 {
-        match self.cmsgs.load(std::sync::atomic::Ordering::Relaxed) {
-            ancillary::UNKNOWN => self.ask_cmsgs(),
-            m => m,
+        let key = self.cmsgs.load(std::sync::atomic::Ordering::Relaxed);
+        if key >> 32 != Self::cmsgs_generation() {
+            return self.ask_cmsgs();
         }
+        key as u32
     }
 
     /// `cmsgs` not known yet: asked of the kernel socket (out of line: a
@@ -969,8 +972,14 @@ impl Datagram {
     #[inline(never)]
     fn ask_cmsgs(&self) -> u32 {
         let m = ancillary::asked(self.kernel(), self.is_v6());
-        self.cmsgs.store(m, std::sync::atomic::Ordering::Relaxed);
+        let key = Self::cmsgs_generation() << 32 | u64::from(m);
+        self.cmsgs.store(key, std::sync::atomic::Ordering::Relaxed);
         m
+    }
+
+    /// The `cmsgs` key's tag: this fork generation plus one (never 0).
+    fn cmsgs_generation() -> u64 {
+        u64::from(crate::platform::fork::generation()) + 1
     }
 
     /// The source address a send to `dest` carries (`routes::claimed`).
@@ -980,8 +989,7 @@ impl Datagram {
 
     /// A setsockopt succeeded: the cmsgs asked may have changed.
     pub(crate) fn forget_cmsgs(&self) {
-        self.cmsgs
-            .store(ancillary::UNKNOWN, std::sync::atomic::Ordering::Relaxed);
+        self.cmsgs.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether it asked for a cmsg only the kernel makes (IP_RECVERR,
@@ -1014,7 +1022,7 @@ impl Datagram {
         ancillary::take(|kernel, dest| {
             let mut w = ancillary::Writer::new(buf);
             if let Some((bytes, cut)) = kernel {
-                w.put_raw(bytes, cut);
+                w.put_kernel(bytes, cut);
             } else if asked != 0 && t.from.is_some() {
                 let to = dest.unwrap_or_else(|| {
                     let l = self.local();

@@ -304,6 +304,15 @@ impl<'call> InMsg<'call> {
         !self.msg.is_null() && unsafe { (*self.msg).msg_controllen } > 0
     }
 
+    /// The real sendmsg(2) of it, with `flags`, on `fd` (a kernel socket
+    /// of the library's: sendmmsg's message whose cmsgs are the kernel's):
+    /// its result, with errno as libc left it.
+    pub(crate) fn send_real(self, fd: c_int, flags: c_int) -> libc::ssize_t {
+        // SAFETY: sendmsg(2) with the caller's msghdr (the constructor's
+        // contract: null or valid as sendmsg(2) requires) on `fd`.
+        unsafe { crate::platform::real::sendmsg(fd, self.msg, flags) }
+    }
+
     /// The fds it passes (SCM_RIGHTS); none for a null msghdr.
     pub(crate) fn rights(self) -> Vec<c_int> {
         // SAFETY: the constructor's contract; a valid msghdr's control
