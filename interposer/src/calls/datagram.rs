@@ -173,15 +173,28 @@ pub(crate) fn sendmsg_cmsgs(fd: c_int, msg: InMsg<'_>) -> Option<CmsgRoute> {
     let dest = to.or_else(|| d.peer());
     let claimed = dest.map(|t| unmapped(d.source_for(t)).ip());
     let wildcard = d.local().ip().is_unspecified();
+    // The levels the kernel reads: IPv4's on an AF_INET socket (SOL_IPV6
+    // ignored), IPv4's and a mapped IPV6_PKTINFO to an IPv4 destination
+    // of an AF_INET6 one (ip_cmsg_send), IPv6's to an IPv6 one
+    // (ip6_datagram_send_ctl, SOL_IP ignored).
+    let family = match (d.is_v6(), dest.map(|t| unmapped(t).is_ipv4())) {
+        (false, _) => Family::V4,
+        (true, Some(false)) => Family::V6,
+        (true, _) => Family::Mapped,
+    };
     let mut source = None;
     let mut shm = true;
+    let mut foreign_if = None;
     for (level, kind, data) in &cmsgs {
-        let Some(ok) = cmsg_sendable(*level, *kind, data, &mut source) else {
-            shm = false; // not one of ours: the kernel's
-            continue;
-        };
-        if !ok {
-            return fail(libc::EINVAL);
+        match cmsg_sendable(family, *level, *kind, data, &mut source) {
+            Sendable::Ok => {}
+            Sendable::Ignored => {}
+            Sendable::Invalid => return fail(libc::EINVAL),
+            Sendable::OtherInterface(i) => {
+                foreign_if = Some(i);
+                shm = false;
+            }
+            Sendable::Kernel => shm = false, // not one of ours: the kernel's
         }
     }
     // The source: none asked, the one a send carries, or another loopback
@@ -193,7 +206,13 @@ pub(crate) fn sendmsg_cmsgs(fd: c_int, msg: InMsg<'_>) -> Option<CmsgRoute> {
     if !shm {
         return Some(match d.kernel_bound() {
             true => CmsgRoute::Kernel(Kernel(sock.clone())),
-            false => CmsgRoute::Done(Action::Fail(libc::EINVAL)),
+            // (Another interface's index to a loopback destination: the
+            // kernel finds no route through it, or no such interface.)
+            false => CmsgRoute::Done(Action::Fail(match foreign_if {
+                Some(i) if interface_exists(d.kernel(), i) => libc::ENETUNREACH,
+                Some(_) => libc::ENODEV,
+                None => libc::EINVAL,
+            })),
         });
     }
     let Some(iov) = msg.iovecs() else {
@@ -208,50 +227,97 @@ pub(crate) fn sendmsg_cmsgs(fd: c_int, msg: InMsg<'_>) -> Option<CmsgRoute> {
     }))
 }
 
-/// One cmsg of a sendmsg on an emulated socket: Some(valid) for those
-/// shared memory honours (as the kernel checks them: EINVAL otherwise),
-/// a PKTINFO's source (unspecified: none) into `source`; None for others.
+/// Which cmsg levels a send reads (`sendmsg_cmsgs`).
+#[derive(Clone, Copy, PartialEq)]
+enum Family {
+    /// An AF_INET socket: SOL_IP.
+    V4,
+    /// An AF_INET6 socket to an IPv4 (mapped) destination: SOL_IP and a
+    /// mapped IPV6_PKTINFO.
+    Mapped,
+    /// An AF_INET6 socket to an IPv6 destination: SOL_IPV6.
+    V6,
+}
+
+/// What a send makes of one cmsg (`cmsg_sendable`).
+enum Sendable {
+    /// Shared memory honours it.
+    Ok,
+    /// The kernel ignores it (another family's level, one it skips).
+    Ignored,
+    /// EINVAL, as the kernel's checks.
+    Invalid,
+    /// A PKTINFO naming another interface than loopback (its index).
+    OtherInterface(u32),
+    /// Only the kernel makes it (UDP_SEGMENT, IP_RETOPTS, SCM_TXTIME, ...).
+    Kernel,
+}
+
+/// One cmsg of a sendmsg on an emulated socket, checked as the kernel's
+/// ip_cmsg_send or ip6_datagram_send_ctl checks it for `family`; a
+/// PKTINFO's source (unspecified: none) into `source`.
 fn cmsg_sendable(
+    family: Family,
     level: c_int,
     kind: c_int,
     data: &[u8],
     source: &mut Option<std::net::IpAddr>,
-) -> Option<bool> {
+) -> Sendable {
     let u32_at = |o: usize| u32::from_ne_bytes([data[o], data[o + 1], data[o + 2], data[o + 3]]);
     let int = || (data.len() == 4).then(|| u32_at(0) as i32);
+    let valid = |ok: bool| if ok { Sendable::Ok } else { Sendable::Invalid };
     let lo = lo_index();
-    Some(match (level, kind) {
-        (libc::IPPROTO_IP, libc::IP_PKTINFO) if data.len() >= 12 => {
+    let v4_level = family != Family::V6;
+    match (level, kind) {
+        (libc::SOL_SOCKET, _) => Sendable::Kernel,
+        (libc::IPPROTO_IP, _) if !v4_level => Sendable::Ignored,
+        (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+            if data.len() != 12 {
+                return Sendable::Invalid; // cmsg_len CMSG_LEN(in_pktinfo) exactly
+            }
             if u32_at(0) != 0 && u32_at(0) != lo {
-                return None; // another interface: the kernel's
+                return Sendable::OtherInterface(u32_at(0));
             }
             // (On send only ipi_spec_dst counts, as the kernel's.)
             let spec = std::net::Ipv4Addr::new(data[4], data[5], data[6], data[7]);
             *source = (!spec.is_unspecified()).then_some(spec.into());
-            true
+            Sendable::Ok
         }
-        (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if data.len() >= 20 => {
-            if u32_at(16) != 0 && u32_at(16) != lo {
-                return None;
-            }
+        (libc::IPPROTO_IP, libc::IP_TTL) => valid(int().is_some_and(|v| (1..=255).contains(&v))),
+        (libc::IPPROTO_IP, libc::IP_TOS) => {
+            valid(data.len() == 1 || int().is_some_and(|v| (0..=255).contains(&v)))
+        }
+        (libc::IPPROTO_IP, _) => Sendable::Kernel,
+        (libc::IPPROTO_IPV6, _) if family == Family::V4 => Sendable::Ignored,
+        (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if data.len() < 20 => Sendable::Invalid,
+        (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
             let mut a = [0u8; 16];
             a.copy_from_slice(&data[..16]);
             let ip = std::net::Ipv6Addr::from(a);
+            if family == Family::Mapped && ip.to_ipv4_mapped().is_none() {
+                return Sendable::Invalid; // ip_cmsg_send takes a mapped one only
+            }
+            if u32_at(16) != 0 && u32_at(16) != lo {
+                return Sendable::OtherInterface(u32_at(16));
+            }
             let ip = ip
                 .to_ipv4_mapped()
                 .map_or(ip.into(), std::net::IpAddr::from);
             *source = (!ip.is_unspecified()).then_some(ip);
-            true
+            Sendable::Ok
         }
-        (libc::IPPROTO_IP, libc::IP_TTL) => int().is_some_and(|v| (1..=255).contains(&v)),
-        (libc::IPPROTO_IP, libc::IP_TOS) => {
-            data.len() == 1 || int().is_some_and(|v| (0..=255).contains(&v))
-        }
+        (libc::IPPROTO_IPV6, _) if family == Family::Mapped => Sendable::Ignored,
         (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT | libc::IPV6_TCLASS) => {
-            int().is_some_and(|v| (-1..=255).contains(&v))
+            valid(int().is_some_and(|v| (-1..=255).contains(&v)))
         }
-        _ => return None,
-    })
+        (libc::IPPROTO_IPV6, _) => Sendable::Kernel,
+        _ => Sendable::Ignored, // other levels: neither reads them
+    }
+}
+
+/// Whether a network interface of `sock`'s namespace has the index `i`.
+fn interface_exists(sock: BorrowedFd<'_>, i: u32) -> bool {
+    rustix::net::netdevice::index_to_name_inlined(sock, i).is_ok()
 }
 
 /// The loopback interface's index (`ancillary`'s).
