@@ -14,7 +14,7 @@ mod common;
 use std::io::Write;
 use std::process::Command;
 
-use common::udp::{OWN_NETNS, UDP_PRELUDE};
+use common::udp::{CMSG_PY, OWN_NETNS, UDP_PRELUDE};
 use common::{preloaded, py, stdout_of, Net};
 
 /// The default mode's environment: only SHMNET_DIR (and `SHMNET_UDP=1`
@@ -1413,4 +1413,37 @@ print("counted:", COUNTED)
     let (out, _) = default_as_kernel("udpdef_link_refused", &body);
     let all: Vec<String> = (0..10).map(|i| format!("b'd{i}'")).collect();
     assert!(out.contains(&format!("got [{}]", all.join(", "))), "{out}");
+}
+
+/// Review of decision 61 (4): a plain sender's datagram (the kernel's
+/// cmsgs, taken with it) gives a preloaded wildcard receiver's short
+/// control buffers the kernel's cut cmsgs: none below a header's room, a
+/// cut cmsg_len no longer than the room, msg_controllen as the kernel's.
+#[test]
+fn a_plain_senders_cmsgs_are_cut_as_the_kernels() {
+    let body = r#"
+host = sys.argv[1]
+import subprocess
+#PLAIN#
+rooms = (0, 8, 16, 20, 24, 28, 32, 40, 48, 56, 64, 512)
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+srv.bind(("0.0.0.0", 0)); port = srv.getsockname()[1]
+for o in (8, 12, 20):  # IP_PKTINFO, IP_RECVTTL, IP_RECVORIGDSTADDR
+    srv.setsockopt(socket.IPPROTO_IP, o, 1)
+before = kernel_datagrams()
+code = """
+import socket, sys
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(int(sys.argv[3])):
+    c.sendto(b"d%d" % i, (sys.argv[1], int(sys.argv[2])))
+"""
+plain(code, host, str(port), str(len(rooms))).communicate()
+for room in rooms:
+    select.select([srv], [], [], 5)
+    print(room, raw_recvmsg(srv, room))
+print("plain cut ok", kernel_datagrams() - before == len(rooms) or not COUNTED, "counted:", COUNTED)
+"#;
+    let body = format!("{CMSG_PY}{}", body.replace(PLAIN_MARK, PLAIN));
+    let (out, _) = default_as_kernel("udpdef_cut", &body);
+    assert!(out.contains("plain cut ok True"), "{out}");
 }
