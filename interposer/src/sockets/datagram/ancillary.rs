@@ -438,6 +438,24 @@ mod tests {
         assert!(w.truncated);
         assert_eq!(w.len(), 64);
         assert_eq!(u64::from_ne_bytes(b[48..56].try_into().unwrap()), 16);
+        // The kernel's own cmsgs, laid out again for a shorter room.
+        let mut full = [0u8; 64];
+        let mut k = Writer::new(&mut full);
+        k.put(0, libc::IP_PKTINFO, &[1; 12]);
+        k.put(0, libc::IP_TTL, &64i32.to_ne_bytes());
+        let n = k.len();
+        assert_eq!(n, 56);
+        let mut room = [0u8; 20];
+        let mut w = Writer::new(&mut room);
+        w.put_kernel(&full[..n], false);
+        assert!(w.truncated);
+        assert_eq!(w.len(), 20);
+        assert_eq!(u64::from_ne_bytes(room[..8].try_into().unwrap()), 20);
+        let mut room = [0u8; 48];
+        let mut w = Writer::new(&mut room);
+        w.put_kernel(&full[..n], false);
+        assert_eq!((w.len(), w.truncated), (48, true));
+        assert_eq!(u64::from_ne_bytes(room[32..40].try_into().unwrap()), 16);
         let mut small = [0u8; 8];
         let mut w = Writer::new(&mut small);
         w.put(0, libc::IP_TTL, &[0; 4]);
