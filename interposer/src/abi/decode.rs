@@ -257,7 +257,18 @@ pub(crate) fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Action<ssi
         return Action::Raw(unsafe { crate::platform::real::sendmsg(k.fd(), msg, flags) });
     }
     // SAFETY: sendmsg(2): a valid msghdr.
-    stream::sendmsg(fd, unsafe { InMsg::new(&scope, msg) }, flags)
+    let m = unsafe { InMsg::new(&scope, msg) };
+    if m.has_control() {
+        match datagram::sendmsg_cmsgs(fd, m) {
+            Some(datagram::CmsgRoute::Kernel(k)) => {
+                // SAFETY: as above, on the emulated socket's kernel socket.
+                return Action::Raw(unsafe { crate::platform::real::sendmsg(k.fd(), msg, flags) });
+            }
+            Some(datagram::CmsgRoute::Done(done)) => return done,
+            None => {}
+        }
+    }
+    stream::sendmsg(fd, m, flags)
 }
 
 pub(crate) fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> Action<ssize_t> {

@@ -35,7 +35,7 @@ use rustix::io::Errno;
 use crate::platform::config::{self, Fallback};
 use crate::platform::fdtable;
 use crate::platform::real::Action;
-use crate::platform::sys::{self, as_family, AddrIn, AddrOut, Mmsgs, OutMsg};
+use crate::platform::sys::{self, as_family, AddrIn, AddrOut, InMsg, Mmsgs, OutMsg};
 use crate::sockets::datagram::{Datagram, Taken};
 use crate::sockets::registry;
 use crate::sockets::socket::Socket;
@@ -134,6 +134,197 @@ pub(crate) fn kernel_send(fd: c_int, to: impl FnOnce() -> Option<SocketAddr>) ->
     Some(Kernel(sock))
 }
 
+/// Where a sendmsg with cmsgs on an emulated UDP socket goes (decision
+/// 61).
+pub(crate) enum CmsgRoute {
+    /// Sent through shared memory, its cmsgs honoured there: IP_PKTINFO or
+    /// IPV6_PKTINFO naming no source, the one a send from the socket
+    /// carries, or (a wildcard-bound socket: dnsmasq's answers) another
+    /// loopback address; IP_TTL, IP_TOS, IPV6_HOPLIMIT, IPV6_TCLASS with
+    /// valid values, not carried (the receiver sees loopback's defaults).
+    Done(Action<ssize_t>),
+    /// As the application made it, on the kernel socket (a source address
+    /// shared memory cannot prove, cmsgs nothing here makes: UDP_SEGMENT,
+    /// IP_RETOPTS, ...): the kernel's route, its errors.
+    Kernel(Kernel),
+}
+
+/// A sendmsg whose msghdr has a control buffer, on a socket of ours that
+/// is emulated (None: not one, or no cmsg: the usual paths).
+pub(crate) fn sendmsg_cmsgs(fd: c_int, msg: InMsg<'_>) -> Option<CmsgRoute> {
+    if !carried() || !fdtable::is_owned(fd) {
+        return None;
+    }
+    let sock = ours(fd)?;
+    let d = sock.datagram()?;
+    if !d.emulated() {
+        return None; // `kernel_send`'s, or emulated by this send: as before
+    }
+    let fail = |e| Some(CmsgRoute::Done(Action::Fail(e)));
+    let cmsgs = match msg.cmsgs() {
+        Ok(c) if c.is_empty() => return None,
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let to = match destination(msg.name(), true) {
+        Ok(to) => to,
+        Err(e) => return fail(e.raw_os_error()),
+    };
+    let dest = to.or_else(|| d.peer());
+    let claimed = dest.map(|t| unmapped(d.source_for(t)).ip());
+    let wildcard = d.local().ip().is_unspecified();
+    // The levels the kernel reads: IPv4's on an AF_INET socket (SOL_IPV6
+    // ignored), IPv4's and a mapped IPV6_PKTINFO to an IPv4 destination
+    // of an AF_INET6 one (ip_cmsg_send), IPv6's to an IPv6 one
+    // (ip6_datagram_send_ctl, SOL_IP ignored).
+    let family = match (d.is_v6(), dest.map(|t| unmapped(t).is_ipv4())) {
+        (false, _) => Family::V4,
+        (true, Some(false)) => Family::V6,
+        (true, _) => Family::Mapped,
+    };
+    let mut source = None;
+    let mut shm = true;
+    let mut foreign_if = None;
+    for (level, kind, data) in &cmsgs {
+        match cmsg_sendable(family, *level, *kind, data, &mut source) {
+            Sendable::Ok => {}
+            Sendable::Ignored => {}
+            Sendable::Invalid => return fail(libc::EINVAL),
+            Sendable::OtherInterface(i) => {
+                foreign_if = Some(i);
+                shm = false;
+            }
+            Sendable::Kernel => shm = false, // not one of ours: the kernel's
+        }
+    }
+    // The source: none asked, the one a send carries, or another loopback
+    // address of the destination's family from a wildcard-bound socket.
+    let source = source.filter(|ip| Some(*ip) != claimed);
+    shm &= source.is_none_or(|ip| {
+        wildcard && is_loopback(ip) && dest.is_some_and(|t| unmapped(t).is_ipv4() == ip.is_ipv4())
+    });
+    if !shm {
+        return Some(match d.kernel_bound() {
+            true => CmsgRoute::Kernel(Kernel(sock.clone())),
+            // (Another interface's index to a loopback destination: the
+            // kernel finds no route through it, or no such interface.)
+            false => CmsgRoute::Done(Action::Fail(match foreign_if {
+                Some(i) if interface_exists(d.kernel(), i) => libc::ENETUNREACH,
+                Some(_) => libc::ENODEV,
+                None => libc::EINVAL,
+            })),
+        });
+    }
+    let Some(iov) = msg.iovecs() else {
+        return fail(libc::EFAULT);
+    };
+    Some(CmsgRoute::Done(match iov.slices() {
+        Ok(b) => match d.send_from(to, b, source, &sys::cmsg_bytes(&cmsgs)) {
+            Ok(n) => Action::Done(n as ssize_t),
+            Err(e) => Action::Fail(e.raw_os_error()),
+        },
+        Err(e) => Action::Fail(e),
+    }))
+}
+
+/// Which cmsg levels a send reads (`sendmsg_cmsgs`).
+#[derive(Clone, Copy, PartialEq)]
+enum Family {
+    /// An AF_INET socket: SOL_IP.
+    V4,
+    /// An AF_INET6 socket to an IPv4 (mapped) destination: SOL_IP and a
+    /// mapped IPV6_PKTINFO.
+    Mapped,
+    /// An AF_INET6 socket to an IPv6 destination: SOL_IPV6.
+    V6,
+}
+
+/// What a send makes of one cmsg (`cmsg_sendable`).
+enum Sendable {
+    /// Shared memory honours it.
+    Ok,
+    /// The kernel ignores it (another family's level, one it skips).
+    Ignored,
+    /// EINVAL, as the kernel's checks.
+    Invalid,
+    /// A PKTINFO naming another interface than loopback (its index).
+    OtherInterface(u32),
+    /// Only the kernel makes it (UDP_SEGMENT, IP_RETOPTS, SCM_TXTIME, ...).
+    Kernel,
+}
+
+/// One cmsg of a sendmsg on an emulated socket, checked as the kernel's
+/// ip_cmsg_send or ip6_datagram_send_ctl checks it for `family`; a
+/// PKTINFO's source (unspecified: none) into `source`.
+fn cmsg_sendable(
+    family: Family,
+    level: c_int,
+    kind: c_int,
+    data: &[u8],
+    source: &mut Option<std::net::IpAddr>,
+) -> Sendable {
+    let u32_at = |o: usize| u32::from_ne_bytes([data[o], data[o + 1], data[o + 2], data[o + 3]]);
+    let int = || (data.len() == 4).then(|| u32_at(0) as i32);
+    let valid = |ok: bool| if ok { Sendable::Ok } else { Sendable::Invalid };
+    let lo = lo_index();
+    let v4_level = family != Family::V6;
+    match (level, kind) {
+        (libc::SOL_SOCKET, _) => Sendable::Kernel,
+        (libc::IPPROTO_IP, _) if !v4_level => Sendable::Ignored,
+        (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+            if data.len() != 12 {
+                return Sendable::Invalid; // cmsg_len CMSG_LEN(in_pktinfo) exactly
+            }
+            if u32_at(0) != 0 && u32_at(0) != lo {
+                return Sendable::OtherInterface(u32_at(0));
+            }
+            // (On send only ipi_spec_dst counts, as the kernel's.)
+            let spec = std::net::Ipv4Addr::new(data[4], data[5], data[6], data[7]);
+            *source = (!spec.is_unspecified()).then_some(spec.into());
+            Sendable::Ok
+        }
+        (libc::IPPROTO_IP, libc::IP_TTL) => valid(int().is_some_and(|v| (1..=255).contains(&v))),
+        (libc::IPPROTO_IP, libc::IP_TOS) => {
+            valid(data.len() == 1 || int().is_some_and(|v| (0..=255).contains(&v)))
+        }
+        (libc::IPPROTO_IP, _) => Sendable::Kernel,
+        (libc::IPPROTO_IPV6, _) if family == Family::V4 => Sendable::Ignored,
+        (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) if data.len() < 20 => Sendable::Invalid,
+        (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&data[..16]);
+            let ip = std::net::Ipv6Addr::from(a);
+            if family == Family::Mapped && ip.to_ipv4_mapped().is_none() {
+                return Sendable::Invalid; // ip_cmsg_send takes a mapped one only
+            }
+            if u32_at(16) != 0 && u32_at(16) != lo {
+                return Sendable::OtherInterface(u32_at(16));
+            }
+            let ip = ip
+                .to_ipv4_mapped()
+                .map_or(ip.into(), std::net::IpAddr::from);
+            *source = (!ip.is_unspecified()).then_some(ip);
+            Sendable::Ok
+        }
+        (libc::IPPROTO_IPV6, _) if family == Family::Mapped => Sendable::Ignored,
+        (libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT | libc::IPV6_TCLASS) => {
+            valid(int().is_some_and(|v| (-1..=255).contains(&v)))
+        }
+        (libc::IPPROTO_IPV6, _) => Sendable::Kernel,
+        _ => Sendable::Ignored, // other levels: neither reads them
+    }
+}
+
+/// Whether a network interface of `sock`'s namespace has the index `i`.
+fn interface_exists(sock: BorrowedFd<'_>, i: u32) -> bool {
+    rustix::net::netdevice::index_to_name_inlined(sock, i).is_ok()
+}
+
+/// The loopback interface's index (`ancillary`'s).
+fn lo_index() -> u32 {
+    crate::sockets::datagram::ancillary::lo_index()
+}
+
 /// A recvmsg on `fd` that is its kernel socket's, with the kernel's
 /// ancillary data (IP_RECVERR's, IP_PKTINFO's, ...) or error queue
 /// (MSG_ERRQUEUE): one of ours not emulated whose kernel socket asks for
@@ -147,10 +338,10 @@ pub(crate) fn kernel_recv(fd: c_int, msg: &OutMsg<'_>, flags: c_int) -> Option<(
     }
     let sock = plain(fd)?;
     let errqueue = flags & libc::MSG_ERRQUEUE != 0;
-    if !(errqueue || msg.wants_control() && asks_ancillary(&sock)) {
+    let d = sock.datagram()?;
+    if !(errqueue || msg.wants_control() && d.asks_cmsgs()) {
         return None;
     }
-    let d = sock.datagram()?;
     let nonblocking = flags & libc::MSG_DONTWAIT != 0 || d.nonblocking(fd);
     if !nonblocking {
         sys::set_nonblock(d.kernel(), false);
@@ -949,70 +1140,38 @@ pub(crate) fn recvmsg<'a>(
     if msg.wants_control() && asks_ancillary(&sock) && demote(fd, &sock) {
         return Err(msg); // the kernel's now: its recvmsg, with its cmsgs
     }
+
     Ok(recvmsg_on(fd, &sock, msg, flags))
 }
 
-/// setsockopt succeeded on a datagram socket of ours: one that asks
-/// ancillary data now (dnsmasq's IP_PKTINFO, set after its wildcard bind)
-/// is the kernel's at once, before a datagram queues in shared memory
+/// setsockopt succeeded on a datagram socket of ours: the cmsgs it asks
+/// are asked again; one that asks ancillary data only the kernel makes
+/// (IP_RECVERR, ...: `asks_ancillary`) is the kernel's at once, before a datagram queues in shared memory
 /// that its first recvmsg would lose (review H-C).
 pub(crate) fn after_option(fd: c_int, sock: &Socket) {
+    let Some(d) = sock.datagram() else { return };
+    d.forget_cmsgs();
     // (One not emulated keeps its file: `kernel_recv` gives its recvmsg
     // the kernel socket's cmsgs.)
-    if sock.datagram().is_some_and(|d| d.emulated()) && asks_ancillary(sock) {
+    if d.emulated() && asks_ancillary(sock) {
         demote(fd, sock);
     }
 }
 
 /// Whether the socket asked for ancillary data the emulated path does not
-/// make (IP_PKTINFO, IPV6_RECVPKTINFO, timestamps: dnsmasq's wildcard
-/// sockets need the destination address of each query; IP_RECVTOS,
-/// UDP_GRO, ...: a QUIC stack's).
+/// make (IP_RECVERR's error queue, SO_RXQ_OVFL, UDP_GRO, SO_TIMESTAMPING:
+/// `ancillary`); IP_PKTINFO, IPV6_RECVPKTINFO, the TTL, TOS, hop limit,
+/// traffic class, original destination and SO_TIMESTAMP(NS) it makes
+/// (decision 62; dnsmasq's wildcard sockets ask IP_PKTINFO).
 fn asks_ancillary(sock: &Socket) -> bool {
-    sock.datagram()
-        .is_some_and(|d| kernel_asks_ancillary(d.kernel(), d.is_v6()))
+    sock.datagram().is_some_and(Datagram::asks_kernel_only)
 }
 
 /// `asks_ancillary` of a kernel UDP socket (`v6`: of family AF_INET6).
 fn kernel_asks_ancillary(sock: std::os::fd::BorrowedFd<'_>, v6: bool) -> bool {
-    let on = |level, name| {
-        let mut v = [0u8; 4];
-        sys::sockopt_get_into(sock, level, name, &mut v)
-            .is_ok_and(|n| n >= 4 && i32::from_ne_bytes(v) != 0)
-    };
-    let pktinfo = if v6 {
-        on(libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO)
-    } else {
-        on(libc::IPPROTO_IP, libc::IP_PKTINFO)
-    };
-    let recverr = if v6 {
-        on(libc::IPPROTO_IPV6, libc::IPV6_RECVERR)
-    } else {
-        on(libc::IPPROTO_IP, libc::IP_RECVERR)
-    };
-    // (Review c1: the other cmsg makers too: TOS and TTL, the original
-    // destination, drop counts, GRO's segment size; IPv6's traffic
-    // class and hop limit.)
-    let per_family = if v6 {
-        on(libc::IPPROTO_IPV6, libc::IPV6_RECVTCLASS)
-            || on(libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT)
-            || on(libc::IPPROTO_IPV6, libc::IPV6_RECVORIGDSTADDR)
-    } else {
-        on(libc::IPPROTO_IP, libc::IP_RECVTOS)
-            || on(libc::IPPROTO_IP, libc::IP_RECVTTL)
-            || on(libc::IPPROTO_IP, libc::IP_RECVORIGDSTADDR)
-    };
-    pktinfo
-        || recverr
-        || on(libc::SOL_SOCKET, libc::SO_TIMESTAMP)
-        || on(libc::SOL_SOCKET, libc::SO_TIMESTAMPNS)
-        || per_family
-        || on(libc::SOL_SOCKET, libc::SO_RXQ_OVFL)
-        || on(libc::IPPROTO_UDP, UDP_GRO)
+    use crate::sockets::datagram::ancillary;
+    ancillary::asked(sock, v6) & ancillary::KERNEL_ONLY != 0
 }
-
-/// Linux's UDP_GRO (not in the libc crate).
-const UDP_GRO: c_int = 104;
 
 /// Gives the application its kernel UDP socket back (it holds a port:
 /// a wildcard bind's), for a socket that wants ancillary data: the fd
@@ -1055,40 +1214,65 @@ fn recvmsg_on(fd: c_int, sock: &Socket, msg: OutMsg<'_>, flags: c_int) -> Action
     let Some(d) = sock.datagram() else {
         return fail(Errno::NOTCONN);
     };
-    let Some((iov, tail)) = msg.parts() else {
+    let Some((iov, mut tail)) = msg.parts() else {
         return fail(Errno::FAULT);
     };
     let bufs = match iov.slices() {
         Ok(b) => b,
         Err(e) => return Action::Fail(e),
     };
-    match recv_on(fd, d, flags, bufs) {
+    // (Emulated cmsgs, decision 62: one atomic load when none is asked.)
+    let cmsgs = d.asks_cmsgs();
+    if cmsgs && tail.wants_control() {
+        d.arm_cmsgs();
+    }
+    let r = recv_on(fd, d, flags, bufs);
+    match r {
         Ok(t) => {
-            let out = if t.got.truncated() {
+            let mut out = if t.got.truncated() {
                 libc::MSG_TRUNC
             } else {
                 0
             };
+            if cmsgs && tail.control_out(|buf| d.fill_cmsgs(&t, buf)) {
+                out |= libc::MSG_CTRUNC;
+            }
             tail.finish_dgram(source(d, &t), out);
             Action::Done(returned(&t, flags))
         }
-        Err(e) => fail(e),
+        Err(e) => {
+            if cmsgs {
+                d.fill_cmsgs_none();
+            }
+            fail(e)
+        }
     }
 }
 
-/// sendmmsg: each message as a sendmsg, until one fails (the count sent
-/// so far, or that failure if it was the first).
-pub(crate) fn sendmmsg(fd: c_int, v: Mmsgs<'_>, _flags: c_int) -> Action<c_int> {
+/// sendmmsg: each message as a sendmsg (its cmsgs as sendmsg's,
+/// `sendmsg_cmsgs`), until one fails (the count sent so far, or that
+/// failure if it was the first).
+pub(crate) fn sendmmsg(fd: c_int, v: Mmsgs<'_>, flags: c_int) -> Action<c_int> {
     let mut sent = 0usize;
     for i in 0..v.len().min(libc::UIO_MAXIOV as usize) {
         let msg = v.sent(i);
-        let Some(iov) = msg.iovecs() else {
-            return fail(Errno::FAULT);
-        };
-        let r = match send(fd, msg.name(), || iov.slices().map(|s| s.to_vec())) {
-            Some(r) => r,
-            None if i == 0 => return Action::Pass,
-            None => fail(Errno::NOTCONN),
+        let r = match msg.has_control().then(|| sendmsg_cmsgs(fd, msg)).flatten() {
+            Some(CmsgRoute::Done(r)) => r,
+            Some(CmsgRoute::Kernel(k)) => match msg.send_real(k.fd(), flags) {
+                n if n >= 0 => Action::Done(n),
+                n if sent == 0 => return Action::Raw(n as c_int),
+                _ => break,
+            },
+            None => {
+                let Some(iov) = msg.iovecs() else {
+                    return fail(Errno::FAULT);
+                };
+                match send(fd, msg.name(), || iov.slices().map(|s| s.to_vec())) {
+                    Some(r) => r,
+                    None if i == 0 => return Action::Pass,
+                    None => fail(Errno::NOTCONN),
+                }
+            }
         };
         match r {
             Action::Done(n) => v.set_len(i, n as usize),

@@ -71,3 +71,146 @@ def expect_kernel(before, emulated, kernel):
         want = emulated if MODE == "library" else kernel
         assert n == want, f"{MODE}: the kernel carried {n} datagrams, not {want}"
 "#;
+
+/// dnsmasq in its default configuration (wildcard sockets, no
+/// `--bind-interfaces`: it asks IP_PKTINFO and answers with sendmsg and
+/// IP_PKTINFO naming each query's destination), a hosts file on `net`'s
+/// /24, asked `queries` times by a preloaded dig, both with `env`.
+/// As root both run in a network namespace of their own, and the kernel's
+/// count of UDP datagrams there (/proc/net/snmp, InDatagrams) over the
+/// queries is returned (0: all through shared memory); else None.
+/// Every answer must be right; the counters (`SHMNET_DIR`) are the
+/// caller's to read.
+pub fn dnsmasq_wildcard(
+    net: &super::Net,
+    queries: usize,
+    env: impl Fn(&mut std::process::Command),
+) -> Option<u64> {
+    use super::host::{is_root, Netns};
+    use std::process::Command;
+    let [a, b, c] = net.v4().octets()[..3].try_into().unwrap();
+    let hosts = net.dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("{a}.{b}.{c}.55 alpha.test\n{a}.{b}.{c}.66 beta.test\n"),
+    )
+    .unwrap();
+    let ns = is_root().then(Netns::create);
+    let preloaded = |program: &str| match &ns {
+        Some(ns) => ns.preloaded(program),
+        None => super::preloaded(program),
+    };
+    let mut server = preloaded("/usr/sbin/dnsmasq");
+    server.args(["-d", "-C", "/dev/null", "--no-resolv", "--no-hosts"]);
+    server.arg(format!("--addn-hosts={}", hosts.display()));
+    server.args(["-p", &net.port_str()]);
+    if is_root() {
+        server.args(["-u", "root"]);
+    }
+    env(&mut server);
+    let server = super::Background::spawn(&mut server);
+    let dig = |name: &str| {
+        let mut cmd = preloaded("dig");
+        cmd.arg(format!("@{}", net.host))
+            .args(["-p", &net.port_str(), name]);
+        cmd.args(["+short", "+tries=1", "+time=3"]);
+        env(&mut cmd);
+        super::run(&mut cmd).stdout.trim().to_string()
+    };
+    let in_datagrams = || -> Option<u64> {
+        let out = ns
+            .as_ref()?
+            .cmd("cat")
+            .arg("/proc/net/snmp")
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let rows: Vec<Vec<&str>> = text
+            .lines()
+            .filter(|l| l.starts_with("Udp:"))
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        let at = rows.first()?.iter().position(|w| *w == "InDatagrams")?;
+        rows.get(1)?.get(at)?.parse().ok()
+    };
+    let want = format!("{a}.{b}.{c}.55");
+    let mut first = String::new();
+    for _ in 0..50 {
+        first = dig("alpha.test");
+        if first == want {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(first, want, "dnsmasq's first answer");
+    let before = in_datagrams();
+    for i in 0..queries {
+        let (name, ip) = if i % 2 == 0 {
+            ("alpha.test", 55)
+        } else {
+            ("beta.test", 66)
+        };
+        assert_eq!(dig(name), format!("{a}.{b}.{c}.{ip}"), "query {i}");
+    }
+    let kernel = in_datagrams().zip(before).map(|(n, b)| n - b);
+    drop(server);
+    let _ = Command::new("true").status();
+    drop(ns);
+    kernel
+}
+
+/// ctypes recvmsg and sendmmsg for cmsg comparisons: `raw_recvmsg(s, room,
+/// flags, control)` returns (ret, msg_flags, msg_controllen, the cmsgs
+/// shown, whether the byte after them is untouched); `control` an address
+/// to pass instead of a buffer of ours (an unmapped one). `raw_sendmmsg(s,
+/// [(data, [(level, type, bytes)], (host, port))])` returns its result
+/// and errno.
+pub const CMSG_PY: &str = r#"
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(iovec)),
+                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+class mmsghdr(ctypes.Structure):
+    _fields_ = [("hdr", msghdr), ("len", ctypes.c_uint)]
+def show(ctl):
+    out = []; at = 0
+    while len(ctl) - at >= 16:
+        ln, lv, ty = struct.unpack_from("Qii", ctl, at)
+        data = ctl[at + 16: at + min(ln, len(ctl) - at)]
+        if ty in (20, 74) and len(data) >= 4:  # ORIGDSTADDR: the port is the run's
+            data = data[:2].hex() + "port" + data[4:].hex()
+        else:
+            data = data.hex()
+        out.append((ln, lv, ty, data))
+        at += (ln + 7) // 8 * 8
+    return out
+def raw_recvmsg(s, room, flags=0, control=None):
+    buf = ctypes.create_string_buffer(2048); ctl = ctypes.create_string_buffer(b"\xee" * 512, 512)
+    name = ctypes.create_string_buffer(128)
+    iov = iovec(ctypes.cast(buf, ctypes.c_void_p), 2048)
+    c = control if control is not None else (ctypes.cast(ctl, ctypes.c_void_p) if room >= 0 else None)
+    m = msghdr(ctypes.cast(name, ctypes.c_void_p), 128, ctypes.pointer(iov), 1, c, max(room, 0), 0)
+    n = libc.recvmsg(s.fileno(), ctypes.byref(m), flags)
+    if control is not None:
+        return n, m.flags, m.controllen
+    return n, m.flags, m.controllen, show(ctl.raw[:m.controllen]), ctl.raw[m.controllen:m.controllen + 4] == b"\xee" * 4
+def sockaddr(addr):
+    if ":" in addr[0]:
+        return struct.pack("HH4s16sI", socket.AF_INET6, socket.htons(addr[1]), b"", socket.inet_pton(socket.AF_INET6, addr[0]), 0)
+    return struct.pack("HH4s8s", socket.AF_INET, socket.htons(addr[1]), socket.inet_aton(addr[0]), b"")
+def raw_sendmmsg(s, msgs):
+    v = (mmsghdr * len(msgs))(); keep = []
+    for i, (data, cmsgs, addr) in enumerate(msgs):
+        ctl = b"".join(struct.pack("Qii", 16 + len(d), lv, ty) + d + b"\0" * (-len(d) % 8) for lv, ty, d in cmsgs)
+        b = ctypes.create_string_buffer(data, len(data)); c = ctypes.create_string_buffer(ctl, max(len(ctl), 1))
+        nm = ctypes.create_string_buffer(sockaddr(addr)); iov = iovec(ctypes.cast(b, ctypes.c_void_p), len(data))
+        keep += [b, c, nm, iov]
+        v[i].hdr = msghdr(ctypes.cast(nm, ctypes.c_void_p), len(nm.raw) - 1, ctypes.pointer(iov), 1,
+                          ctypes.cast(c, ctypes.c_void_p) if ctl else None, len(ctl), 0)
+    n = libc.sendmmsg(s.fileno(), v, len(msgs), 0)
+    return n, (ctypes.get_errno() if n < 0 else 0), [v[i].len for i in range(len(msgs))]
+"#;

@@ -25,6 +25,8 @@ mod sockopt;
 pub(crate) use sockopt::*;
 mod signals;
 pub(crate) use signals::*;
+mod control;
+pub(crate) use control::*;
 pub(crate) mod handlers;
 
 /// The calling thread's `errno`.

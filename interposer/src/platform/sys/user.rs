@@ -161,8 +161,8 @@ pub(crate) unsafe fn msg_clear_out(msg: *mut libc::msghdr) {
 
 /// After an emulated recvmsg on a datagram socket: the sender's address
 /// into `msg_name` (truncated to `msg_namelen`, which gets the full
-/// length, as the kernel does; nothing for a null name), no control data,
-/// `flags` (MSG_TRUNC) in `msg_flags`.
+/// length, as the kernel does; nothing for a null name), no control data
+/// unless `keep_control` (its cmsgs written), `flags` in `msg_flags`.
 ///
 /// # Safety
 /// As `msg_parts`; `msg_name` null or writable for `msg_namelen` bytes.
@@ -170,6 +170,7 @@ pub(crate) unsafe fn msg_finish_dgram(
     msg: *mut libc::msghdr,
     from: Option<std::net::SocketAddr>,
     flags: c_int,
+    keep_control: bool,
 ) {
     // SAFETY: caller contract.
     let m = unsafe { &mut *msg };
@@ -186,7 +187,9 @@ pub(crate) unsafe fn msg_finish_dgram(
         }
         _ => m.msg_namelen = 0,
     }
-    m.msg_controllen = 0;
+    if !keep_control {
+        m.msg_controllen = 0;
+    }
     m.msg_flags = flags;
 }
 

@@ -24,8 +24,8 @@ impl Inbox {
     ) -> Option<Taken> {
         // Bounded: each round consumes a datagram or settles a link.
         for _ in 0..4096 {
-            if let Some((from, d)) = st.slow.queue.front() {
-                let (from, len) = (*from, d.len());
+            if let Some((from, d, to)) = st.slow.queue.front() {
+                let (from, len, to) = (*from, d.len(), *to);
                 let copied = copy_into(bufs, d);
                 if !peek || !wanted(from, only) {
                     st.slow.bytes = st.slow.bytes.saturating_sub(len + 256);
@@ -37,6 +37,9 @@ impl Inbox {
                         copied,
                         slot: u32::MAX,
                     };
+                    if self.dests.load(std::sync::atomic::Ordering::Relaxed) {
+                        super::ancillary::note_dest(to);
+                    }
                     return Some(Taken {
                         got,
                         from: Some(from),
@@ -65,6 +68,10 @@ impl Inbox {
             if !(want && peek) {
                 // Consumed (the peek above copied it already).
                 let _ = set.rx.recv_vectored(&mut [], false);
+            }
+            if want && self.dests.load(std::sync::atomic::Ordering::Relaxed) {
+                // (Asked for cmsgs: the address its sender used.)
+                super::ancillary::note_dest(set.dests.get(got.slot as usize).copied().flatten());
             }
             if want {
                 return from.map(|from| Taken {

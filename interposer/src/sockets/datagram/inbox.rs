@@ -59,6 +59,9 @@ pub(crate) struct Inbox {
     error: AtomicI32,
     /// Poll, select or epoll_ctl met it: readiness kept exact always.
     eager: AtomicBool,
+    /// A recvmsg asked for cmsgs: a datagram taken looks up the address
+    /// its sender used (`Taken::to`); the others skip it (decision 62).
+    pub(super) dests: AtomicBool,
     /// shutdown(SHUT_RD): a receive that finds nothing returns 0 bytes,
     /// and the fd stays readable.
     shut: AtomicBool,
@@ -184,6 +187,7 @@ impl Inbox {
             local,
             error: AtomicI32::new(0),
             eager: AtomicBool::new(false),
+            dests: AtomicBool::new(false),
             shut: AtomicBool::new(false),
             edge: AtomicBool::new(false),
             forked: AtomicBool::new(false),
@@ -375,7 +379,7 @@ impl Inbox {
             // before decision 56. (The senders had REG_OK before those
             // frames: they do not send them again.)
             if !st.slow.queue.is_empty() && self.shell.leftover_writer() {
-                while let Some((from, d)) = st.slow.queue.pop_front() {
+                while let Some((from, d, _)) = st.slow.queue.pop_front() {
                     self.shell.put_leftover(Some(from), &d);
                 }
                 st.slow.bytes = 0;
@@ -775,6 +779,7 @@ impl Inbox {
                 uid,
                 grant: None,
                 source: None,
+                dest: None,
                 settled: false,
                 inbound: Default::default(),
             });
@@ -972,7 +977,7 @@ impl Inbox {
         self.serve_locked(&mut st);
         let shared = self.shell.leftover().and_then(super::leftover::next_len);
         let n = shared.or(match st.slow.queue.front() {
-            Some((_, d)) => Some(d.len()),
+            Some((_, d, _)) => Some(d.len()),
             None => st.sets.iter_mut().find_map(|s| s.rx.next_len().ok()),
         });
         self.settle(&mut st);

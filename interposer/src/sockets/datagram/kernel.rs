@@ -52,6 +52,34 @@ pub(super) fn recv(
     if peek {
         flags |= RecvFlags::PEEK;
     }
+    // A recvmsg that asked for cmsgs takes the kernel's (`ancillary`).
+    let with_control = super::ancillary::kernel_receive(|control| {
+        if control.is_empty() {
+            return (None, 0, false);
+        }
+        let got = loop {
+            match crate::platform::sys::recvmsg_control(sock, bufs, control, flags.bits() as i32) {
+                Err(libc::EINTR) => continue,
+                r => break r,
+            }
+        };
+        match got {
+            Ok(g) => {
+                let (n, cut) = (g.control_len, g.flags & libc::MSG_CTRUNC != 0);
+                let got = Received {
+                    len: g.len,
+                    copied: g.len.min(room),
+                    slot: u32::MAX,
+                };
+                (Some(Some(Ok((got, g.from)))), n, cut)
+            }
+            Err(libc::EAGAIN) => (Some(None), 0, false),
+            Err(e) => (Some(Some(Err(Errno::from_raw_os_error(e)))), 0, false),
+        }
+    });
+    if let Some(r) = with_control {
+        return r;
+    }
     let mut control = RecvAncillaryBuffer::default();
     let got = loop {
         match rustix::net::recvmsg(sock, bufs, &mut control, flags) {

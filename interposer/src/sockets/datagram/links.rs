@@ -41,6 +41,9 @@ pub(super) struct Set {
     pub memfd: Option<InternalFd>,
     /// By slot: the verified source address of its sender.
     pub sources: Vec<Option<SocketAddr>>,
+    /// By slot: the address its sender sent to (checked: one of this
+    /// socket's), for IP_PKTINFO and the like (`ancillary`).
+    pub dests: Vec<Option<SocketAddr>>,
 }
 
 /// An accepted link.
@@ -52,6 +55,8 @@ pub(super) struct Link {
     pub grant: Option<(usize, u32)>,
     /// The source address its REG proved.
     pub source: Option<SocketAddr>,
+    /// The destination its REG named, if one of this socket's.
+    pub dest: Option<SocketAddr>,
     /// Its DGRAM frames were all taken after a datagram of its slot was
     /// seen in shared memory: it carries none any more (see `Slow`).
     pub settled: bool,
@@ -65,7 +70,8 @@ pub(super) struct Link {
 /// datagram is first seen keeps each sender's order.
 #[derive(Default)]
 pub(super) struct Slow {
-    pub queue: std::collections::VecDeque<(SocketAddr, Vec<u8>)>,
+    /// (source, payload, destination: `Link::dest`)
+    pub queue: std::collections::VecDeque<(SocketAddr, Vec<u8>, Option<SocketAddr>)>,
     pub bytes: usize,
     /// Datagrams queued here so far (an edge-triggered socket's arrivals,
     /// with its doorbell rings: `Inbox::edge_news`).
@@ -113,6 +119,7 @@ pub(super) fn set_for(sets: &mut Vec<Set>, uid: u32, limit: u32) -> Result<usize
         rx,
         memfd,
         sources: vec![None; slots],
+        dests: vec![None; slots],
     });
     Ok(sets.len() - 1)
 }
@@ -139,8 +146,9 @@ pub(super) fn take_frames(
         };
         at += frame.1;
         match frame.0 {
-            Frame::Reg { source, .. } if link.grant.is_none() => {
+            Frame::Reg { source, dest, .. } if link.grant.is_none() => {
                 let proof = link.inbound.fd.take();
+                link.dest = checked_dest(dest, local);
                 match register(link, sets, limit, source, proof) {
                     Ok(()) => {}
                     Err(why) => {
@@ -159,7 +167,7 @@ pub(super) fn take_frames(
                 let cost = payload.len() + 256;
                 if slow.bytes == 0 || slow.bytes + cost <= limit as usize {
                     slow.bytes += cost;
-                    slow.queue.push_back((source, payload.to_vec()));
+                    slow.queue.push_back((source, payload.to_vec(), link.dest));
                     slow.arrived += 1;
                 }
             }
@@ -185,6 +193,21 @@ pub(super) fn take_frames(
         verdict = Verdict::Drop;
     }
     verdict
+}
+
+/// The destination a REG names (peer-written: checked), if it is one of
+/// `local`'s: its port, and its address or, for a wildcard-bound socket,
+/// a loopback address of a family it takes.
+fn checked_dest(dest: SocketAddr, local: SocketAddr) -> Option<SocketAddr> {
+    use crate::transport::rendezvous::{is_loopback, unmapped};
+    let (d, l) = (unmapped(dest), unmapped(local));
+    let family_ok = local.is_ipv6() || d.is_ipv4();
+    let ip_ok = if l.ip().is_unspecified() {
+        is_loopback(d.ip()) && family_ok
+    } else {
+        d.ip() == l.ip()
+    };
+    (d.port() == l.port() && ip_ok).then_some(d)
 }
 
 /// REG: checks the claimed source, grants a slot, answers REG_OK with the
@@ -220,6 +243,9 @@ fn register(
     let grant = set.rx.open_slot().ok_or(Errno::NOBUFS)?;
     if let Some(s) = set.sources.get_mut(grant.slot as usize) {
         *s = Some(source);
+    }
+    if let Some(d) = set.dests.get_mut(grant.slot as usize) {
+        *d = link.dest;
     }
     let ok = Frame::RegOk {
         slot: grant.slot,

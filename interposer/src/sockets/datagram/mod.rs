@@ -17,6 +17,7 @@
 //! answers: SO_TYPE, SO_RCVBUF, ...) and is that second route.
 #![forbid(unsafe_code)]
 
+pub(crate) mod ancillary;
 mod consumer;
 mod deliver;
 mod inbox;
@@ -86,6 +87,11 @@ pub(crate) struct Datagram {
     /// Held while the kernel socket shares a port whose name another
     /// process holds (`mark_shared`).
     shared_mark: OnceLock<crate::platform::internal_fd::InternalFd>,
+    /// The cmsgs its recvmsg makes (`ancillary::asked`) in the low 32
+    /// bits, the fork generation they were asked in plus one above (0:
+    /// not asked, again after each setsockopt; a fork asks again in both
+    /// processes, as either may set an option on the shared socket).
+    cmsgs: std::sync::atomic::AtomicU64,
     pub opts: Options,
 }
 
@@ -123,6 +129,7 @@ impl Datagram {
             }),
             shut: std::sync::atomic::AtomicU8::new(0),
             shared_mark: OnceLock::new(),
+            cmsgs: std::sync::atomic::AtomicU64::new(0),
             opts,
         })
     }
@@ -517,10 +524,27 @@ impl Datagram {
     /// destination nobody holds loses the datagram, and on a connected
     /// socket leaves ECONNREFUSED for its next call, as loopback's ICMP
     /// does.
+    #[inline]
     pub(crate) fn send(
         &self,
         dest: Option<SocketAddr>,
         bufs: &[IoSlice<'_>],
+    ) -> Result<usize, Errno> {
+        self.send_from(dest, bufs, None, &[])
+    }
+
+    /// `send`, from `source` on a wildcard-bound socket (IP_PKTINFO's or
+    /// IPV6_PKTINFO's choice, `calls::datagram::sendmsg_cmsgs`; the
+    /// receiver checks it is loopback's, proved by the wildcard name); a
+    /// send the kernel carries takes the cmsgs laid out in `control`.
+    /// (Inlined: the hot path, `send`, pays no call for the two arguments.)
+    #[inline(always)]
+    pub(crate) fn send_from(
+        &self,
+        dest: Option<SocketAddr>,
+        bufs: &[IoSlice<'_>],
+        source: Option<std::net::IpAddr>,
+        control: &[u8],
     ) -> Result<usize, Errno> {
         let peer = self.peer();
         let Some(dest) = dest.or(peer) else {
@@ -532,7 +556,7 @@ impl Datagram {
         let len = bufs.iter().map(|b| b.len()).sum::<usize>();
         let Some(inbox) = self.inbox() else {
             // Not emulated: the kernel's, to wherever it goes.
-            return self.send_kernel(dest, peer, bufs);
+            return self.send_kernel(dest, peer, bufs, control);
         };
         if let Some(e) = inbox.take_error() {
             return Err(e);
@@ -542,7 +566,8 @@ impl Datagram {
         }
         let (outcome, untaken) = {
             let mut routes = self.routes.lock();
-            let outcome = routes.send(inbox, inbox.local, dest, bufs);
+            let source = source.filter(|_| inbox.local.ip().is_unspecified());
+            let outcome = routes.send(inbox, inbox.local, dest, bufs, source);
             (outcome, routes.has_untaken())
         };
         if untaken {
@@ -551,7 +576,7 @@ impl Datagram {
         let outcome = outcome?;
         self.sent.store(true, std::sync::atomic::Ordering::Relaxed);
         if matches!(outcome, Outcome::Kernel) {
-            return self.send_kernel(dest, peer, bufs);
+            return self.send_kernel(dest, peer, bufs, control);
         }
         Ok(len)
     }
@@ -565,7 +590,7 @@ impl Datagram {
     fn send_untaken(&self, peer: Option<SocketAddr>) {
         let untaken = self.routes.lock().take_untaken();
         for (to, payload) in &untaken {
-            let _ = self.send_kernel(*to, peer, &[IoSlice::new(payload)]);
+            let _ = self.send_kernel(*to, peer, &[IoSlice::new(payload)], &[]);
         }
     }
 
@@ -578,6 +603,7 @@ impl Datagram {
         dest: SocketAddr,
         peer: Option<SocketAddr>,
         bufs: &[IoSlice<'_>],
+        control: &[u8],
     ) -> Result<usize, Errno> {
         let kernel = self.kernel();
         if !self.kernel_bound() {
@@ -600,7 +626,13 @@ impl Datagram {
                 *kp = Some(dest);
             }
         }
-        kernel::send(kernel, dest, bufs).map_err(|e| self.refused(Some(e)).unwrap_or(e))
+        let sent = if control.is_empty() {
+            kernel::send(kernel, dest, bufs)
+        } else {
+            // (The cmsgs shared memory took: IP_PKTINFO's source, ...)
+            sys::sendmsg_control(kernel, bufs, dest, control).map_err(Errno::from_raw_os_error)
+        };
+        sent.map_err(|e| self.refused(Some(e)).unwrap_or(e))
     }
 
     /// Receives one datagram, waiting unless `nonblocking`: at most
@@ -923,6 +955,97 @@ impl Datagram {
         }
     }
 
+    /// The cmsgs the socket asked for (`ancillary::asked`), asked of its
+    /// kernel socket once after each setsockopt.
+    #[inline]
+    fn cmsgs(&self) -> u32 {
+        let key = self.cmsgs.load(std::sync::atomic::Ordering::Relaxed);
+        if key >> 32 != Self::cmsgs_generation() {
+            return self.ask_cmsgs();
+        }
+        key as u32
+    }
+
+    /// `cmsgs` not known yet: asked of the kernel socket (out of line: a
+    /// receive pays one load and a compare).
+    #[cold]
+    #[inline(never)]
+    fn ask_cmsgs(&self) -> u32 {
+        let m = ancillary::asked(self.kernel(), self.is_v6());
+        let key = Self::cmsgs_generation() << 32 | u64::from(m);
+        self.cmsgs.store(key, std::sync::atomic::Ordering::Relaxed);
+        m
+    }
+
+    /// The `cmsgs` key's tag: this fork generation plus one (never 0).
+    fn cmsgs_generation() -> u64 {
+        u64::from(crate::platform::fork::generation()) + 1
+    }
+
+    /// The source address a send to `dest` carries (`routes::claimed`).
+    pub(crate) fn source_for(&self, dest: SocketAddr) -> SocketAddr {
+        routes::claimed(self.local(), dest)
+    }
+
+    /// A setsockopt succeeded: the cmsgs asked may have changed.
+    pub(crate) fn forget_cmsgs(&self) {
+        self.cmsgs.store(0, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether it asked for a cmsg only the kernel makes (IP_RECVERR,
+    /// SO_RXQ_OVFL, UDP_GRO, SO_TIMESTAMPING).
+    pub(crate) fn asks_kernel_only(&self) -> bool {
+        self.cmsgs() & ancillary::KERNEL_ONLY != 0
+    }
+
+    /// Whether it asked for any cmsg.
+    pub(crate) fn asks_cmsgs(&self) -> bool {
+        self.cmsgs() != 0
+    }
+
+    /// A recvmsg asking for cmsgs begins (the kernel's are kept if its
+    /// socket gives the datagram).
+    pub(crate) fn arm_cmsgs(&self) {
+        if let Some(i) = self.inbox() {
+            i.dests.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        ancillary::arm();
+    }
+
+    /// The cmsgs of the datagram `t` just received, into the caller's
+    /// control buffer `buf`, as the kernel writes them: its bytes and
+    /// MSG_CTRUNC. A kernel datagram's are the kernel's own; a shared-
+    /// memory one's are made for the address its sender used (the
+    /// socket's own, or loopback's for a wildcard one, when not known).
+    pub(crate) fn fill_cmsgs(&self, t: &Taken, buf: &mut [u8]) -> (usize, bool) {
+        let asked = self.cmsgs();
+        ancillary::take(|kernel, dest| {
+            let mut w = ancillary::Writer::new(buf);
+            if let Some((bytes, cut)) = kernel {
+                w.put_kernel(bytes, cut);
+            } else if asked != 0 && t.from.is_some() {
+                let to = dest.unwrap_or_else(|| {
+                    let l = self.local();
+                    if !l.ip().is_unspecified() {
+                        return l;
+                    }
+                    let ip: std::net::IpAddr = match t.from.map(unmapped_v4) {
+                        Some(true) => std::net::Ipv4Addr::LOCALHOST.into(),
+                        _ => std::net::Ipv6Addr::LOCALHOST.into(),
+                    };
+                    SocketAddr::new(ip, l.port())
+                });
+                ancillary::build(&mut w, asked, to);
+            }
+            (w.len(), w.truncated)
+        })
+    }
+
+    /// A recvmsg that armed the cmsgs (`arm_cmsgs`) failed.
+    pub(crate) fn fill_cmsgs_none(&self) {
+        ancillary::take(|_, _| ());
+    }
+
     /// The application changed O_NONBLOCK: ask again next time.
     pub(crate) fn forget_nonblocking(&self) {
         self.nonblock.store(0, std::sync::atomic::Ordering::Relaxed);
@@ -976,6 +1099,11 @@ impl Datagram {
         }
         self.opts.reset_after_fork();
     }
+}
+
+/// Whether `a` is an IPv4 address (mapped or not).
+fn unmapped_v4(a: SocketAddr) -> bool {
+    crate::transport::rendezvous::unmapped(a).is_ipv4()
 }
 
 fn same(a: SocketAddr, b: SocketAddr) -> bool {

@@ -65,6 +65,10 @@ const KERNEL_RECHECK_MAX_MS: u64 = 1000;
 
 struct Route {
     dest: SocketAddr,
+    /// The source address it was made for, when not the socket's own (a
+    /// wildcard socket's per-message source, IP_PKTINFO's, decision 62,
+    /// has a route of its own); None for the socket's own.
+    from: Option<std::net::IpAddr>,
     /// The name whose holder the link reached (`dest`'s, or its port's
     /// on the wildcard address).
     name: SocketAddr,
@@ -268,15 +272,18 @@ impl Routes {
     }
 
     /// Sends one datagram gathered from `bufs` to `dest`, from `local`.
+    /// `source`: the source address asked (IP_PKTINFO's) of a
+    /// wildcard-bound socket, None for its own.
     pub(crate) fn send(
         &mut self,
         inbox: &Inbox,
         local: SocketAddr,
         dest: SocketAddr,
         bufs: &[IoSlice<'_>],
+        source: Option<std::net::IpAddr>,
     ) -> Result<Outcome, Errno> {
         let now = monotonic_ms();
-        let outcome = self.send_at(inbox, local, dest, bufs, now)?;
+        let outcome = self.send_at(inbox, local, dest, bufs, source, now)?;
         self.tally.note(&outcome, now);
         Ok(outcome)
     }
@@ -287,6 +294,7 @@ impl Routes {
         local: SocketAddr,
         dest: SocketAddr,
         bufs: &[IoSlice<'_>],
+        source: Option<std::net::IpAddr>,
         now: u64,
     ) -> Result<Outcome, Errno> {
         let dest = unmapped(dest);
@@ -294,11 +302,18 @@ impl Routes {
             // Emulated sockets hold loopback names only (stage 1).
             return Ok(Outcome::Kernel);
         }
+        // (A source asked of a wildcard socket: its REG and link frames
+        // claim it, `claimed`.)
+        let local = match source {
+            Some(ip) if local.ip().is_unspecified() => SocketAddr::new(ip, local.port()),
+            _ => local,
+        };
         for _attempt in 0..2 {
-            let i = match self.find(dest, now) {
+            let i = match self.find(dest, source, now) {
                 Some(i) => i,
                 None => match resolve(inbox, local, dest) {
                     Ok(mut r) => {
+                        r.from = source;
                         let again = self.asked_again.take().filter(|(d, _)| *d == dest);
                         if let (State::Kernel, Some((_, ms))) = (&r.state, again) {
                             if r.recheck_ms != 0 {
@@ -411,8 +426,16 @@ impl Routes {
     }
 
     /// The live route to `dest`, checking its link once a second.
-    fn find(&mut self, dest: SocketAddr, now: u64) -> Option<usize> {
-        let i = self.list.iter().position(|r| r.dest == dest)?;
+    fn find(
+        &mut self,
+        dest: SocketAddr,
+        source: Option<std::net::IpAddr>,
+        now: u64,
+    ) -> Option<usize> {
+        let i = self
+            .list
+            .iter()
+            .position(|r| r.dest == dest && r.from == source)?;
         let r = &mut self.list[i];
         let age = now.saturating_sub(r.checked_ms);
         if (matches!(r.state, State::Full) && age >= RECHECK_MS)
@@ -766,6 +789,7 @@ fn kernel_route(dest: SocketAddr, nobody: bool) -> Route {
     let nobody_ever = nobody && !default_mode() && crate::platform::config::is_partition(&dest);
     Route {
         dest,
+        from: None, // (`send_at` sets it)
         name: dest,
         link: None,
         state: State::Kernel,
@@ -896,6 +920,7 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
     }
     Ok(Route {
         dest,
+        from: None, // (`send_at` sets it)
         link: Some(fd),
         state: State::Pending(Inbound::default()),
         checked_ms: monotonic_ms(),

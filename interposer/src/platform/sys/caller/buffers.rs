@@ -213,6 +213,7 @@ impl<'call> OutMsg<'call> {
             iovecs,
             OutMsgTail {
                 msg: self.msg,
+                control: false,
                 _call: PhantomData,
             },
         ))
@@ -222,6 +223,8 @@ impl<'call> OutMsg<'call> {
 /// The rest of a recvmsg's msghdr.
 pub(crate) struct OutMsgTail<'call> {
     msg: *mut libc::msghdr,
+    /// Its control buffer was written (`control_out`).
+    control: bool,
     _call: PhantomData<&'call mut libc::msghdr>,
 }
 
@@ -233,12 +236,30 @@ impl OutMsgTail<'_> {
         unsafe { crate::platform::sys::msg_clear_out(self.msg) };
     }
 
-    /// After an emulated datagram recvmsg: the sender's address, no
-    /// control data, `flags` (MSG_TRUNC).
+    /// After an emulated datagram recvmsg: the sender's address, the
+    /// control data `control_out` wrote (else none), `flags` (MSG_TRUNC,
+    /// MSG_CTRUNC).
     pub(crate) fn finish_dgram(self, from: Option<std::net::SocketAddr>, flags: c_int) {
         // SAFETY: the msghdr was non-null and valid (OutMsg's contract),
         // its name writable for its length as recvmsg(2) requires.
-        unsafe { crate::platform::sys::msg_finish_dgram(self.msg, from, flags) };
+        unsafe { crate::platform::sys::msg_finish_dgram(self.msg, from, flags, self.control) };
+    }
+
+    /// Whether the caller gave room for control data.
+    pub(crate) fn wants_control(&self) -> bool {
+        // SAFETY: non-null and valid (OutMsg's contract).
+        let m = unsafe { &*self.msg };
+        !m.msg_control.is_null() && m.msg_controllen > 0
+    }
+
+    /// Writes the control buffer with `fill` (given it, possibly empty,
+    /// it returns the bytes written and whether cmsgs were cut or left
+    /// out); returns that MSG_CTRUNC.
+    pub(crate) fn control_out(&mut self, fill: impl FnOnce(&mut [u8]) -> (usize, bool)) -> bool {
+        self.control = true;
+        // SAFETY: non-null and valid (OutMsg's contract), its control
+        // buffer writable for its length as recvmsg(2) requires.
+        unsafe { crate::platform::sys::msg_control_out(self.msg, fill) }
     }
 }
 
@@ -267,6 +288,29 @@ impl<'call> InMsg<'call> {
             msg: self.msg,
             _call: PhantomData,
         }
+    }
+
+    /// Its cmsgs (none for a null msghdr or an empty control buffer);
+    /// Err(EINVAL) for a malformed one, EFAULT for an unreadable buffer.
+    pub(crate) fn cmsgs(self) -> Result<Vec<crate::platform::sys::Cmsg>, c_int> {
+        // SAFETY: the constructor's contract; a valid msghdr's control
+        // buffer is valid for its length, as sendmsg(2) requires.
+        unsafe { crate::platform::sys::msg_cmsgs_in(self.msg) }
+    }
+
+    /// Whether it has a control buffer.
+    pub(crate) fn has_control(self) -> bool {
+        // SAFETY: the constructor's contract: null or a valid msghdr.
+        !self.msg.is_null() && unsafe { (*self.msg).msg_controllen } > 0
+    }
+
+    /// The real sendmsg(2) of it, with `flags`, on `fd` (a kernel socket
+    /// of the library's: sendmmsg's message whose cmsgs are the kernel's):
+    /// its result, with errno as libc left it.
+    pub(crate) fn send_real(self, fd: c_int, flags: c_int) -> libc::ssize_t {
+        // SAFETY: sendmsg(2) with the caller's msghdr (the constructor's
+        // contract: null or valid as sendmsg(2) requires) on `fd`.
+        unsafe { crate::platform::real::sendmsg(fd, self.msg, flags) }
     }
 
     /// The fds it passes (SCM_RIGHTS); none for a null msghdr.

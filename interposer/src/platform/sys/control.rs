@@ -1,0 +1,230 @@
+//! Control buffers (cmsgs) of datagram receives and sends: a kernel
+//! receive that keeps the kernel's cmsgs, an emulated recvmsg that writes
+//! its own, and the cmsgs a sendmsg passes.
+
+use core::ffi::c_int;
+use std::io::IoSliceMut;
+use std::net::SocketAddr;
+
+/// What a recvmsg with a control buffer got: the datagram's length, its
+/// source, the control bytes the kernel wrote and its msg_flags.
+pub(crate) struct Got {
+    pub len: usize,
+    pub from: Option<SocketAddr>,
+    pub control_len: usize,
+    pub flags: c_int,
+}
+
+/// recvmsg(2) on a socket of the library's own into `bufs`, with `control`
+/// for the kernel's cmsgs (the caller's errno left alone).
+pub(crate) fn recvmsg_control(
+    sock: std::os::fd::BorrowedFd<'_>,
+    bufs: &mut [IoSliceMut<'_>],
+    control: &mut [u8],
+    flags: c_int,
+) -> Result<Got, c_int> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: an all-zero sockaddr_storage and msghdr are valid values.
+    let mut name: libc::sockaddr_storage = unsafe { core::mem::zeroed() };
+    // SAFETY: as above.
+    let mut m: libc::msghdr = unsafe { core::mem::zeroed() };
+    m.msg_name = core::ptr::addr_of_mut!(name).cast();
+    m.msg_namelen = core::mem::size_of_val(&name) as _;
+    // (IoSliceMut is an iovec on Unix.)
+    m.msg_iov = bufs.as_mut_ptr().cast();
+    m.msg_iovlen = bufs.len() as _;
+    if !control.is_empty() {
+        m.msg_control = control.as_mut_ptr().cast();
+        m.msg_controllen = control.len() as _;
+    }
+    let fd = sock.as_raw_fd();
+    let mp = core::ptr::addr_of_mut!(m);
+    // SAFETY: recvmsg(2) with a msghdr whose name, iovecs and control
+    // buffer are ours and valid for their lengths for the call.
+    let n = super::quietly(|| unsafe { libc::syscall(libc::SYS_recvmsg, fd, mp, flags) })?;
+    let from = (m.msg_namelen > 0)
+        .then(|| {
+            // SAFETY: `name` is ours, `msg_namelen` bytes the kernel wrote
+            // (at most its size).
+            unsafe {
+                super::socket_addr_trusted(
+                    core::ptr::addr_of!(name).cast(),
+                    m.msg_namelen.min(core::mem::size_of_val(&name) as _),
+                )
+            }
+        })
+        .flatten();
+    Ok(Got {
+        len: n as usize,
+        from,
+        #[allow(clippy::unnecessary_cast)] // size_t in glibc, socklen_t in musl
+        control_len: if control.is_empty() {
+            0
+        } else {
+            m.msg_controllen as usize
+        },
+        flags: m.msg_flags,
+    })
+}
+
+/// `cmsgs` laid out in a control buffer (CMSG_SPACE apart), for a send
+/// through the kernel that keeps them.
+pub(crate) fn cmsg_bytes(cmsgs: &[Cmsg]) -> Vec<u8> {
+    let hdr = core::mem::size_of::<libc::cmsghdr>();
+    let word = core::mem::size_of::<usize>();
+    let mut out = Vec::new();
+    for (level, kind, data) in cmsgs {
+        out.extend_from_slice(&(hdr + data.len()).to_ne_bytes());
+        out.extend_from_slice(&level.to_ne_bytes());
+        out.extend_from_slice(&kind.to_ne_bytes());
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(word) * word, 0);
+    }
+    out
+}
+
+/// sendmsg(2) of `bufs` to `dest` with the control buffer `control` on a
+/// socket of the library's own (the caller's errno left alone).
+pub(crate) fn sendmsg_control(
+    sock: std::os::fd::BorrowedFd<'_>,
+    bufs: &[std::io::IoSlice<'_>],
+    dest: SocketAddr,
+    control: &[u8],
+) -> Result<usize, c_int> {
+    use std::os::fd::AsRawFd;
+    let (mut name, len) = super::encode_socket_addr(dest);
+    // SAFETY: an all-zero msghdr is a valid value.
+    let mut m: libc::msghdr = unsafe { core::mem::zeroed() };
+    m.msg_name = core::ptr::addr_of_mut!(name).cast();
+    m.msg_namelen = len as _;
+    // (IoSlice is an iovec on Unix; the kernel only reads them.)
+    m.msg_iov = bufs.as_ptr().cast_mut().cast();
+    m.msg_iovlen = bufs.len() as _;
+    m.msg_control = control.as_ptr().cast_mut().cast();
+    m.msg_controllen = control.len() as _;
+    let fd = sock.as_raw_fd();
+    let mp = core::ptr::addr_of!(m);
+    // SAFETY: sendmsg(2) with a msghdr whose name, iovecs and control
+    // buffer are ours and valid for their lengths for the call (read only).
+    let n =
+        super::quietly(|| unsafe { libc::syscall(libc::SYS_sendmsg, fd, mp, libc::MSG_NOSIGNAL) })?;
+    Ok(n as usize)
+}
+
+/// One cmsg a sendmsg passes: level, type, payload.
+pub(crate) type Cmsg = (c_int, c_int, Vec<u8>);
+
+/// The cmsgs of a sendmsg's control buffer, read within it (the kernel's
+/// __cmsg_nxthdr rules); Err(EINVAL) for a malformed one, as the kernel.
+///
+/// # Safety
+/// `msg` null or a valid msghdr whose control buffer, if not null, is
+/// valid for reads of `msg_controllen` bytes (sendmsg(2)).
+pub(crate) unsafe fn msg_cmsgs_in(msg: *const libc::msghdr) -> Result<Vec<Cmsg>, c_int> {
+    if msg.is_null() {
+        return Ok(Vec::new());
+    }
+    // SAFETY: caller contract.
+    let m = unsafe { &*msg };
+    #[allow(clippy::unnecessary_cast)] // size_t in glibc, socklen_t in musl
+    let len = m.msg_controllen as usize;
+    if m.msg_control.is_null() || len == 0 {
+        return Ok(Vec::new());
+    }
+    let mut raw = vec![0u8; len];
+    // SAFETY: the control buffer is readable for `len` bytes (contract);
+    // `user_read` copies them checked (EFAULT for a bad pointer).
+    unsafe { super::user_read(m.msg_control.cast::<u8>(), &mut raw) }?;
+    parse(&raw)
+}
+
+/// The cmsgs in `raw`, as the kernel's `__sys_sendmsg` walks them.
+pub(crate) fn parse(raw: &[u8]) -> Result<Vec<Cmsg>, c_int> {
+    let hdr = core::mem::size_of::<libc::cmsghdr>();
+    let word = core::mem::size_of::<usize>();
+    let mut out = Vec::new();
+    let mut at = 0usize;
+    while raw.len() - at >= hdr {
+        let mut l = [0u8; core::mem::size_of::<usize>()];
+        l.copy_from_slice(&raw[at..at + word]);
+        let clen = usize::from_ne_bytes(l);
+        if clen < hdr || clen > raw.len() - at {
+            return Err(libc::EINVAL);
+        }
+        let int = |o: usize| {
+            let mut b = [0u8; 4];
+            b.copy_from_slice(&raw[at + o..at + o + 4]);
+            c_int::from_ne_bytes(b)
+        };
+        out.push((int(word), int(word + 4), raw[at + hdr..at + clen].to_vec()));
+        at = at.saturating_add(clen.div_ceil(word) * word);
+        if at >= raw.len() {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+/// The most control bytes an emulated recvmsg writes (its own cmsgs, or
+/// the kernel's kept in `ancillary`'s 512 bytes): a larger buffer gets
+/// the same bytes.
+const CONTROL_ROOM: usize = 1024;
+
+/// After an emulated datagram recvmsg with cmsgs: its control buffer
+/// written by `fill` (given a buffer of the caller's room, it returns the
+/// bytes written and whether it set MSG_CTRUNC), `msg_controllen` those
+/// bytes. They are made in a buffer of ours and copied out checked: an
+/// unwritable control buffer gets none (msg_controllen 0), as the
+/// kernel's put_cmsg fails with EFAULT and recvmsg still returns the
+/// datagram.
+///
+/// # Safety
+/// `msg` a valid msghdr (recvmsg(2)); its control buffer is the caller's
+/// to vouch for, as recvmsg(2) has it (a bad one is not a fault here).
+pub(crate) unsafe fn msg_control_out(
+    msg: *mut libc::msghdr,
+    fill: impl FnOnce(&mut [u8]) -> (usize, bool),
+) -> bool {
+    // SAFETY: caller contract.
+    let m = unsafe { &mut *msg };
+    #[allow(clippy::unnecessary_cast)] // size_t in glibc, socklen_t in musl
+    let room = if m.msg_control.is_null() {
+        0
+    } else {
+        m.msg_controllen as usize
+    };
+    let mut local = [0u8; CONTROL_ROOM];
+    let (n, cut) = fill(&mut local[..room.min(CONTROL_ROOM)]);
+    let n = n.min(room.min(CONTROL_ROOM));
+    // SAFETY: `local` is ours, valid for `n` bytes; the control buffer is
+    // the caller's (recvmsg(2)'s contract), and `user_copy` checks it
+    // (EFAULT for a bad one) as the kernel's copy does.
+    let ok = unsafe { super::user_copy(local.as_ptr(), m.msg_control.cast::<u8>(), n) }.is_ok();
+    m.msg_controllen = if ok { n as _ } else { 0 };
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sent_cmsgs_are_walked_as_the_kernel_walks_them() {
+        let mut raw = vec![0u8; 0];
+        let mut put = |level: i32, kind: i32, data: &[u8]| {
+            let len = 16 + data.len();
+            raw.extend_from_slice(&(len as u64).to_ne_bytes());
+            raw.extend_from_slice(&level.to_ne_bytes());
+            raw.extend_from_slice(&kind.to_ne_bytes());
+            raw.extend_from_slice(data);
+            raw.resize(raw.len().div_ceil(8) * 8, 0);
+        };
+        put(0, libc::IP_PKTINFO, &[1; 12]);
+        put(0, libc::IP_TOS, &[4]);
+        let got = super::parse(&raw).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].2, vec![1; 12]);
+        assert_eq!(got[1], (0, libc::IP_TOS, vec![4]));
+        let mut bad = raw.clone();
+        bad[0] = 8;
+        assert_eq!(super::parse(&bad), Err(libc::EINVAL));
+    }
+}
