@@ -675,3 +675,113 @@ fn a_program_taking_a_retired_listener_over_does_not_spin() {
     let stderr = srv.finish();
     assert!(stderr.is_empty(), "server stderr: {stderr}");
 }
+
+/// The same take-over without netlink (a seccomp filter refuses
+/// AF_NETLINK sockets, as systemd's RestrictAddressFamilies does): the
+/// retired rendezvous's backlog cannot be asked, so it is armed once, and
+/// the accept that finds it empty leaves it disarmed: at most one wake-up
+/// for nothing, not one per wait (review sc-s35fix #1: the registration
+/// was armed again after every EAGAIN, 200 wake-ups in 200 waits).
+#[test]
+fn without_netlink_a_program_taking_a_retired_listener_over_does_not_spin() {
+    // (Without netlink a connector cannot ask the kernel for its
+    // listener: the client takes kernel TCP, not checked to be a unix one.)
+    let adopted = ADOPTED.replace("unix(c) and ", "");
+    let mut cmd = preloaded(common::build_c("no_netlink", &["-O1"]));
+    cmd.args([python().as_os_str()]);
+    cmd.args(["-c", &adopted, &adopted]);
+    let mut srv = Background::spawn(&mut cmd);
+    assert_eq!(srv.expect("exec failed"), "exec failed 2");
+    // (After the one taken, its backlog unknown, the listener is readable
+    // once: kernel TCP says False.)
+    srv.expect("readable");
+    let wakeups: u32 = srv.expect("wake-ups")["wake-ups ".len()..]
+        .parse()
+        .expect("a count");
+    assert!(wakeups <= 1, "{wakeups} wake-ups in 200 waits");
+    assert_eq!(srv.expect("client exit"), "client exit 0");
+    let stderr = srv.finish();
+    assert!(stderr.is_empty(), "server stderr: {stderr}");
+}
+
+/// Two forked workers block in accept(), poll, or an edge-triggered epoll
+/// (MODE) on a default-mode listener; SIGSTOPped, three preloaded
+/// connectors queue (without netlink in the kernel listener: a connector
+/// cannot ask the kernel for its listener), a child execs a plain program with
+/// the listener inherited (the rendezvous retires), SIGCONT: all three are
+/// echoed, and then the workers, idle, are not woken (context switches
+/// counted over 1 s: a spin makes thousands).
+const RETIRED_WORKERS: &str = r#"
+import os, select, signal, socket, sys, threading, time
+mode = sys.argv[1]
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(64); s.set_inheritable(True)
+addr = s.getsockname()
+def serve_one(a):
+    a.setblocking(True); a.settimeout(5)
+    try: a.sendall(a.recv(100))
+    except Exception: pass
+    a.close()
+def worker():
+    if mode == "block":
+        while True: serve_one(s.accept()[0])
+    s.setblocking(False)
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLIN | (select.EPOLLET if mode == "et" else 0))
+    while True:
+        ep.poll()
+        while True:
+            try: serve_one(s.accept()[0])
+            except BlockingIOError: break
+workers = []
+for w in range(2):
+    pid = os.fork()
+    if pid == 0:
+        worker(); os._exit(0)
+    workers.append(pid)
+time.sleep(0.3)
+for p in workers: os.kill(p, signal.SIGSTOP)
+res = {}
+def client(i):
+    try:
+        c = socket.create_connection(addr, timeout=20); c.settimeout(20)
+        c.sendall(b"ping%d" % i); res[i] = c.recv(100).decode() or "EOF"
+    except Exception as e:
+        res[i] = type(e).__name__
+ts = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+for t in ts: t.start()
+time.sleep(0.5)
+env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+plain = os.fork()
+if plain == 0:
+    os.execve("/bin/sleep", ["sleep", "60"], env)
+time.sleep(0.3)
+for p in workers: os.kill(p, signal.SIGCONT)
+for t in ts: t.join()
+print("echoed", sum(res.get(i) == "ping%d" % i for i in range(3)), "of 3", flush=True)
+def switches(p):
+    return sum(int(l.split()[1]) for l in open("/proc/%d/status" % p) if "ctxt_switches" in l)
+b = [switches(p) for p in workers]; time.sleep(1); a = [switches(p) for p in workers]
+print("switches", max(y - x for x, y in zip(b, a)), flush=True)
+for p in workers + [plain]:
+    os.kill(p, 9); os.waitpid(p, 0)
+"#;
+
+/// `RETIRED_WORKERS` without netlink: the queued connectors are taken, and
+/// the workers are then left alone (review sc-s35fix #1: each spun at full
+/// CPU, every accept EAGAIN and the registration armed again).
+#[test]
+fn without_netlink_workers_of_a_retired_listener_do_not_spin() {
+    for mode in ["block", "et"] {
+        let mut cmd = preloaded(common::build_c("no_netlink", &["-O1"]));
+        cmd.args([python().as_os_str()]);
+        cmd.args(["-c", RETIRED_WORKERS, mode]);
+        let mut srv = Background::spawn(&mut cmd);
+        assert_eq!(srv.expect("echoed"), "echoed 3 of 3", "{mode}");
+        let n: u32 = srv.expect("switches")["switches ".len()..]
+            .parse()
+            .expect("a count");
+        assert!(n < 20, "{mode}: a worker switched {n} times idle");
+        let stderr = srv.finish();
+        assert!(stderr.is_empty(), "{mode}: server stderr: {stderr}");
+    }
+}

@@ -197,8 +197,9 @@ impl Listener {
         let taken = self.take(inst, peer, flags, &ready);
         if ready.retired {
             // Its one-shot event was consumed: armed again while others
-            // wait behind the one taken.
-            self.arm_retired(inst);
+            // wait behind the one taken (or, its backlog unknown, unless
+            // this accept found it empty).
+            self.arm_retired(inst, ready.drained.get());
         }
         taken
     }
@@ -387,7 +388,13 @@ impl Listener {
                         redial = false;
                         continue;
                     }
-                    Err(Errno::AGAIN | Errno::CONNABORTED | Errno::INTR) => break,
+                    Err(Errno::AGAIN) => {
+                        if r.scope == Scope::Local {
+                            ready.drained.set(true);
+                        }
+                        break;
+                    }
+                    Err(Errno::CONNABORTED | Errno::INTR) => break,
                     // (The kernel's accept4 asks for a number before it
                     // looks at the queue.)
                     Err(Errno::MFILE) if self.only_held_fill(r) => break,
@@ -556,4 +563,7 @@ pub(super) struct Ready {
     pub(super) parked: bool,
     /// A retired rendezvous's one-shot event (RDHUP) was consumed.
     pub(super) retired: bool,
+    /// This accept found this namespace's rendezvous empty (EAGAIN): a
+    /// retired one whose backlog cannot be asked stays disarmed.
+    pub(super) drained: std::cell::Cell<bool>,
 }

@@ -317,21 +317,27 @@ impl Listener {
         for r in self.rendezvous.iter().filter(|r| r.scope == Scope::Local) {
             let _ = rustix::net::shutdown(&r.fd, rustix::net::Shutdown::Read);
         }
-        self.arm_retired(inst);
+        // (Its backlog unknown: armed once; the accept that finds it
+        // empty leaves it disarmed.)
+        self.arm_retired(inst, false);
     }
 
     /// The one-shot registration of a retired rendezvous armed again if
     /// connections still wait in its backlog (an accept consumed its event:
     /// review s35tail #1, queued connections stranded), else left
-    /// disarmed (no wake-up for nothing: review s35tail #5).
-    pub(crate) fn arm_retired(&self, inst: BorrowedFd<'_>) {
+    /// disarmed (no wake-up for nothing: review s35tail #5). If its backlog
+    /// cannot be asked (netlink refused by a seccomp filter, or the
+    /// listener's owner in another network namespace), armed unless this
+    /// accept found it `drained` (EAGAIN): at most one wake-up for nothing,
+    /// not a spin (review sc-s35fix #1).
+    pub(crate) fn arm_retired(&self, inst: BorrowedFd<'_>, drained: bool) {
         for r in self.rendezvous.iter().filter(|r| r.scope == Scope::Local) {
             if retired(r.fd.as_fd()) {
                 let _ = epoll::modify(
                     inst,
                     &r.fd,
                     epoll::EventData::new_u64(RENDEZVOUS),
-                    retired_flags(r.fd.as_fd()),
+                    retired_flags(r.fd.as_fd(), !drained),
                 );
             }
         }
@@ -386,7 +392,7 @@ pub(crate) fn retired(fd: BorrowedFd<'_>) -> bool {
 /// level-triggered, or as `retired_flags` once it is retired.
 pub(crate) fn rendezvous_flags(fd: BorrowedFd<'_>) -> epoll::EventFlags {
     if retired(fd) {
-        retired_flags(fd)
+        retired_flags(fd, true)
     } else {
         epoll::EventFlags::IN
     }
@@ -394,12 +400,15 @@ pub(crate) fn rendezvous_flags(fd: BorrowedFd<'_>) -> epoll::EventFlags {
 
 /// A retired rendezvous polls readable forever: one-shot (level-triggered,
 /// every waiter would spin), armed only while its backlog holds
-/// connections (or cannot be asked); with RDHUP, which its event carries
-/// and no live listening socket's does, so that `accept` knows to arm it
-/// again after taking one.
-pub(crate) fn retired_flags(fd: BorrowedFd<'_>) -> epoll::EventFlags {
+/// connections (or, if that cannot be asked, as `unknown_arms` says); with
+/// RDHUP, which its event carries and no live listening socket's does, so
+/// that `accept` knows to arm it again after taking one.
+pub(crate) fn retired_flags(fd: BorrowedFd<'_>, unknown_arms: bool) -> epoll::EventFlags {
+    let armed = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
     match crate::platform::netlink::unix_backlog(fd) {
         Ok(Some(0)) => epoll::EventFlags::ONESHOT,
-        _ => epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT,
+        Ok(Some(_)) => armed,
+        _ if unknown_arms => armed,
+        _ => epoll::EventFlags::ONESHOT,
     }
 }
