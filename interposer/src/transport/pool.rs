@@ -242,9 +242,21 @@ pub(crate) fn cool_down() {
     COOLDOWN.store(connects, Ordering::Relaxed);
 }
 
-/// The acceptor answered an offer in time (accepted or declined).
-pub(crate) fn offer_answered() {
+/// The acceptor claimed an offer: offers go on, and the next pause is
+/// short again.
+pub(crate) fn offer_claimed() {
     NEXT_COOLDOWN.store(COOLDOWN_FIRST, Ordering::Relaxed);
+}
+
+/// The acceptor declined an offer: offers pause as after an unanswered
+/// one. A forked server's workers share one rendezvous and each keeps its
+/// own segments, so with N of them an offer reaches the process that keeps
+/// it about once in N; each decline cost a round trip to the acceptor and
+/// then a fresh segment anyway (nginx with 2 workers and ab -c 10: half the
+/// offers declined, half the requests/s of never offering,
+/// docs/benchmarks.md "Short connections with 2 nginx workers").
+pub(crate) fn offer_declined() {
+    cool_down();
 }
 
 /// In the child after fork: nothing kept is ours alone any more.
