@@ -248,15 +248,26 @@ pub(crate) fn offer_claimed() {
     NEXT_COOLDOWN.store(COOLDOWN_FIRST, Ordering::Relaxed);
 }
 
-/// The acceptor declined an offer: offers pause as after an unanswered
-/// one. A forked server's workers share one rendezvous and each keeps its
-/// own segments, so with N of them an offer reaches the process that keeps
-/// it about once in N; each decline cost a round trip to the acceptor and
-/// then a fresh segment anyway (nginx with 2 workers and ab -c 10: half the
-/// offers declined, half the requests/s of never offering,
-/// docs/benchmarks.md "Short connections with 2 nginx workers").
-pub(crate) fn offer_declined() {
-    cool_down();
+/// The acceptor declined our offer to `dest` of a segment that the process
+/// `acceptor_pid` accepted before. Where this process keeps segments for
+/// `dest` from another acceptor process too, `dest` is served by several
+/// processes sharing one rendezvous (a forked server's workers, each
+/// keeping its own segments): an offer reaches the one that keeps it about
+/// once in N, and each decline cost a round trip to the acceptor before
+/// the fresh segment made anyway (nginx with 2 workers and ab -c 10: half
+/// the offers declined, half the requests/s of never offering,
+/// docs/benchmarks.md "Short connections with 2 nginx workers"). Offers
+/// then pause as after an unanswered one. With one acceptor process a
+/// decline is rare (the pools diverged) and offers go on.
+pub(crate) fn offer_declined(dest: SocketAddr, acceptor_pid: u32) {
+    let several = POOL.lock().iter().any(|e| {
+        e.ticket.side == (Side::Connector { dest }) && e.seg.acceptor_pid() != acceptor_pid
+    });
+    if several {
+        cool_down();
+    } else {
+        offer_claimed();
+    }
 }
 
 /// In the child after fork: nothing kept is ours alone any more.

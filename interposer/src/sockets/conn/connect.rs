@@ -319,7 +319,7 @@ impl Offered {
             Ok((1, Some(memfd))) if b[0] == handshake::DECLINED => {
                 // Declined with a new segment the acceptor made (and uses
                 // already: its accept completed): ours, as the connector.
-                pool::offer_declined();
+                self.declined();
                 let fresh = match Segment::reattach(memfd, shmnet_ring::Role::Connector) {
                     Ok(s) => s,
                     Err(e) => {
@@ -337,7 +337,7 @@ impl Offered {
                 self.finish()
             }
             Ok((1, None)) if b[0] == handshake::DECLINED => {
-                pool::offer_declined();
+                self.declined();
                 let fresh = match new_segment(self.geo) {
                     Ok(s) => s,
                     Err(e) => return Settled::Failed(e),
@@ -406,6 +406,13 @@ impl Offered {
         match self.finish() {
             Settled::Done(conn) => Settled::Redialed(sock, conn),
             other => other,
+        }
+    }
+
+    /// Our offer was declined (`pool::offer_declined`).
+    fn declined(&self) {
+        if let Some(seg) = &self.seg {
+            pool::offer_declined(self.peer, seg.acceptor_pid());
         }
     }
 
@@ -507,7 +514,7 @@ fn offer_reuse(
     };
     match verdict {
         Some(handshake::ACCEPTED) => pool::offer_claimed(),
-        Some(_) => pool::offer_declined(),
+        Some(_) => pool::offer_declined(hello.dest, seg.acceptor_pid()),
         None => {}
     }
     match verdict {
