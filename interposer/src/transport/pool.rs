@@ -31,6 +31,8 @@
 //!   back to a fresh segment on the same Unix connection, and an offer the
 //!   acceptor does not answer in time is withdrawn (a CAS on the segment's
 //!   claim word decides against a late claim) and the segment dropped.
+//!   Offers pause after either, a decline only where several acceptor
+//!   processes serve the address (`offer_declined`).
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
