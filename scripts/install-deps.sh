@@ -14,6 +14,9 @@ command -v sysctl >/dev/null 2>&1 || need_apt+=(procps)
 command -v unshare >/dev/null 2>&1 || need_apt+=(util-linux)
 command -v useradd >/dev/null 2>&1 || need_apt+=(passwd)
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc libc6-dev)
+# interposer/tests/isolation.rs and datagrams_default.rs: strace holds a
+# client's system call (a connect message, a doorbell) to order events.
+command -v strace >/dev/null 2>&1 || need_apt+=(strace)
 # interposer/tests/event_servers.rs: nginx (in /usr/sbin, not on every user's PATH)
 # and wrk, both run preloaded. sha256sum (coreutils) is always there.
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx)

@@ -173,10 +173,10 @@ fn connections_under_ulimit_n_match_kernel_tcp_but_for_the_listed_fds() {
     // The same where io_uring_setup is refused (a seccomp filter the
     // program was started under says EPERM, as container runtimes'
     // profiles do): the library falls back, nothing fails.
-    let deny = build_c("deny_uring", &["-O2", "-Wall"]);
+    let filter = build_c("uring_filter", &["-O2", "-Wall"]);
     let denied = |limit| {
-        let mut cmd = preloaded(&deny);
-        cmd.arg(&exe);
+        let mut cmd = preloaded(&filter);
+        cmd.arg("deny").arg(&exe);
         emu.env(&mut cmd);
         fit(&mut cmd, limit, &emu.host_str(), emu.port)
     };
@@ -474,9 +474,11 @@ fn a_forked_blocking_server_accepts_with_one_free_fd() {
 
 /// `cmd` run by `launcher` (its program and arguments after the
 /// launcher's path, its environment as it was).
-fn under(launcher: &std::path::Path, inner: &Command) -> Command {
+fn under(launcher: &std::path::Path, action: &str, inner: &Command) -> Command {
     let mut cmd = Command::new(launcher);
-    cmd.arg(inner.get_program()).args(inner.get_args());
+    cmd.arg(action)
+        .arg(inner.get_program())
+        .args(inner.get_args());
     for (k, v) in inner.get_envs() {
         match v {
             Some(v) => cmd.env(k, v),
@@ -488,7 +490,7 @@ fn under(launcher: &std::path::Path, inner: &Command) -> Command {
 
 /// A server near its fd limit under a seccomp filter whose action for
 /// io_uring_setup is KILL (systemd's SystemCallFilter=, bwrap, minijail):
-/// started under it (kill_uring.c), or installing it itself with
+/// started under it (uring_filter.c kill), or installing it itself with
 /// prctl(PR_SET_SECCOMP) or seccomp(2) through syscall() (libseccomp).
 /// The library makes no io_uring call (decision 58): the server lives,
 /// says EMFILE at one free number as without io_uring, and serves at two;
@@ -498,7 +500,7 @@ fn under(launcher: &std::path::Path, inner: &Command) -> Command {
 /// prctl and seccomp hooks alone keep io_uring off.
 #[test]
 fn a_server_under_a_seccomp_filter_that_kills_for_io_uring_lives() {
-    let kill = build_c("kill_uring", &["-O2", "-Wall"]);
+    let filter = build_c("uring_filter", &["-O2", "-Wall"]);
     let emu = Net::emulated("fdlimit-kill-emu");
     let def = Net::loopback("fdlimit-kill-default");
     let watch = def.watch(def.port);
@@ -521,7 +523,10 @@ fn a_server_under_a_seccomp_filter_that_kills_for_io_uring_lives() {
         };
         let out = common::stdout_of("no filter", &mut script("none", false));
         assert_eq!(out, "free1 accepted\nfree2 accepted\n", "{name}, no filter");
-        let out = common::stdout_of("started under", &mut under(&kill, &script("exec", false)));
+        let out = common::stdout_of(
+            "started under",
+            &mut under(&filter, "kill", &script("exec", false)),
+        );
         assert_eq!(out, fallback, "{name}, started under the filter");
         for mode in ["prctl", "syscall"] {
             for forced in [false, true] {

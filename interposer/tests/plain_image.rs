@@ -522,3 +522,156 @@ fn a_failed_exec_leaves_a_working_listener() {
     let stderr = srv.finish();
     assert!(stderr.is_empty(), "server stderr: {stderr}");
 }
+
+/// Four preloaded connectors wait in a listener's rendezvous backlog when
+/// a forked child execs a plain program (`sh`, which says so on a pipe,
+/// then sleeps; fork and execve: posix_spawn is not seen) with the
+/// listener inherited (the rendezvous is retired, its registration
+/// one-shot); a second listener has no connector. The
+/// parent then accepts all four over shared memory (each echoing 100 000
+/// bytes), and finds neither listener readable (kernel TCP: nothing
+/// queued). Main's library (review s35tail #1, #5): only the first
+/// connection accepted (the one-shot event consumed, never armed again:
+/// the others timed out), the idle listener readable.
+const QUEUED: &str = r#"
+import os, select, socket, sys
+def unix(sock):
+    ino = os.stat("/proc/self/fd/%d" % sock.fileno()).st_ino
+    return any(l.split()[6] == str(ino) for l in open("/proc/net/unix").readlines()[1:])
+d = bytes((i * 7 + 3) % 251 for i in range(100000))
+def listener():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(16)
+    s.set_inheritable(True)
+    return s
+s, idle = listener(), listener()
+cs = []
+for i in range(4):
+    c = socket.socket()
+    c.setblocking(False)
+    c.connect_ex(s.getsockname())
+    cs.append(c)
+env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+r, w = os.pipe()
+child = os.fork()
+if child == 0:
+    os.dup2(w, 1)
+    os.execve("/bin/sh", ["sh", "-c", "echo go; exec sleep 60"], env)
+os.close(w)
+print("child", os.read(r, 10).decode().strip(), flush=True)
+s.settimeout(10)
+def echo(c):
+    a, _ = s.accept()
+    c.setblocking(True)
+    c.sendall(d)
+    c.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        b = a.recv(65536)
+        if not b:
+            break
+        got += b
+    a.sendall(got)
+    a.close()
+    back = b""
+    while True:
+        b = c.recv(65536)
+        if not b:
+            break
+        back += b
+    return back == d
+ok = 0
+for c in cs:
+    try:
+        ok += unix(c) and echo(c)
+    except OSError as e:
+        print("accept:", e, flush=True)
+        break
+print("accepted", ok, "of", len(cs), flush=True)
+print("idle readable", bool(select.select([idle], [], [], 0)[0]), flush=True)
+print("readable", bool(select.select([s], [], [], 0)[0]), flush=True)
+os.kill(child, 9)
+os.waitpid(child, 0)
+"#;
+
+#[test]
+fn connectors_queued_at_a_plain_exec_are_all_accepted() {
+    let mut cmd = preloaded(python());
+    cmd.args(["-c", QUEUED]);
+    let mut srv = Background::spawn(&mut cmd);
+    assert_eq!(srv.expect("child"), "child go");
+    assert_eq!(srv.expect("accepted"), "accepted 4 of 4");
+    assert_eq!(srv.expect("idle readable"), "idle readable False");
+    assert_eq!(srv.expect("readable"), "readable False");
+    let stderr = srv.finish();
+    assert!(stderr.is_empty(), "server stderr: {stderr}");
+}
+
+/// A failed exec into a plain image retires the listener's rendezvous
+/// with a preloaded connector queued in it; the process then execs a
+/// preloaded python (itself), which takes the inherited listener over
+/// (`calls::exec`, `dual_again`): it accepts the queued connection (the
+/// client, a forked child, checks it is over shared memory), and then finds the listener not readable, to select and
+/// to an epoll set, and no wake-up in 200 waits of 1 ms (kernel TCP:
+/// none). Main's library registered the shut-down rendezvous
+/// level-triggered there: readable for ever, every wait a wake-up
+/// (review s35tail #2: 512k wake-ups, 1.5 s CPU in 3 s idle).
+const ADOPTED: &str = r#"
+import os, select, socket, sys
+def unix(sock):
+    ino = os.stat("/proc/self/fd/%d" % sock.fileno()).st_ino
+    return any(l.split()[6] == str(ino) for l in open("/proc/net/unix").readlines()[1:])
+if len(sys.argv) > 2:
+    s = socket.socket(fileno=int(sys.argv[2]))
+    s.settimeout(10)
+    a, _ = s.accept()
+    a.sendall(b"hello")
+    a.close()
+    print("readable", bool(select.select([s], [], [], 0)[0]), flush=True)
+    ep = select.epoll()
+    ep.register(s.fileno(), select.EPOLLIN)
+    print("wake-ups", sum(len(ep.poll(0.001)) for _ in range(200)), flush=True)
+    print("client exit", os.waitstatus_to_exitcode(os.wait()[1]), flush=True)
+    sys.exit(0)
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(16)
+s.set_inheritable(True)
+r, w = os.pipe()
+if os.fork() == 0:
+    c = socket.socket()
+    c.setblocking(False)
+    c.connect_ex(s.getsockname())
+    os.write(w, b"c")
+    select.select([], [c], [], 10)
+    c.setblocking(True)
+    got = b""
+    while True:
+        b = c.recv(100)
+        if not b:
+            break
+        got += b
+    os._exit(0 if unix(c) and got == b"hello" else 1)
+os.read(r, 1)
+env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+try:
+    os.execve("/nonexistent/plain", ["plain"], env)
+except OSError as e:
+    print("exec failed", e.errno, flush=True)
+os.execve(sys.executable, [sys.executable, "-c", sys.argv[1], sys.argv[1], str(s.fileno())],
+          dict(os.environ))
+"#;
+
+#[test]
+fn a_program_taking_a_retired_listener_over_does_not_spin() {
+    let mut cmd = preloaded(python());
+    cmd.args(["-c", ADOPTED, ADOPTED]);
+    let mut srv = Background::spawn(&mut cmd);
+    assert_eq!(srv.expect("exec failed"), "exec failed 2");
+    assert_eq!(srv.expect("readable"), "readable False");
+    assert_eq!(srv.expect("wake-ups"), "wake-ups 0");
+    assert_eq!(srv.expect("client exit"), "client exit 0");
+    let stderr = srv.finish();
+    assert!(stderr.is_empty(), "server stderr: {stderr}");
+}

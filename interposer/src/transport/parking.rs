@@ -285,6 +285,13 @@ impl Parking {
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| c.checked_sub(1));
     }
 
+    /// Whether a connection is held in memory: it keeps an fd number of
+    /// the process's that a kernel listener, whose connection is not yet
+    /// established, would have left free.
+    pub(crate) fn holds_any(&self) -> bool {
+        !self.held.lock().is_empty()
+    }
+
     /// A connection held in memory (taking it needs no fd).
     pub(crate) fn pop_held(&self) -> Option<(Record, OwnedFd)> {
         let got = self.held.lock().pop()?;

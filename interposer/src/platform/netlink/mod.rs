@@ -57,8 +57,10 @@ const AF_UNIX: u8 = 1;
 const UNIX_DIAG_REQ_LEN: usize = 24;
 const UNIX_DIAG_MSG_LEN: usize = 16;
 const UDIAG_SHOW_PEER: u32 = 0x04;
+const UDIAG_SHOW_RQLEN: u32 = 0x10;
 const UDIAG_SHOW_UID: u32 = 0x40;
 const UNIX_DIAG_PEER: u16 = 2;
+const UNIX_DIAG_RQLEN: u16 = 4;
 const UNIX_DIAG_UID: u16 = 7;
 /// `sizeof(struct inet_diag_req_v2)`.
 const DIAG_REQ_LEN: usize = 56;
@@ -361,6 +363,14 @@ pub(crate) fn unix_peer_owner(sock: BorrowedFd<'_>) -> Result<Option<u32>, Errno
         return Ok(None);
     };
     unix_diag(peer, UDIAG_SHOW_UID, UNIX_DIAG_UID)
+}
+
+/// How many connections wait in listening Unix socket `sock`'s backlog
+/// (unix_diag's RQLEN: a listener's queue length; no poll flag tells it
+/// for a socket shut down, which polls readable always).
+pub(crate) fn unix_backlog(sock: BorrowedFd<'_>) -> Result<Option<u32>, Errno> {
+    let ino = u32::try_from(rustix::fs::fstat(sock)?.st_ino).map_err(|_| Errno::OVERFLOW)?;
+    unix_diag(ino, UDIAG_SHOW_RQLEN, UNIX_DIAG_RQLEN)
 }
 
 /// One unix_diag exact lookup of the socket with inode `ino`: the u32 of

@@ -458,12 +458,27 @@ pub(crate) struct Progress {
     pub peer_done: bool,
 }
 
-/// The bytes a peer that does not read takes before its receive window
-/// closes: a FIN sent behind more of ours than this has not reached it
+/// The bytes a peer that has not read takes before its receive window
+/// closes: a FIN sent behind this many of ours or more has not reached it
 /// when our close's RST does. Kernel TCP over loopback with the default
-/// tcp_rmem (131,072): 125,000 unread bytes then a FIN reach it, 130,000
-/// do not (measured, Linux 6.x).
-const FIN_WINDOW: u64 = 128 * 1024;
+/// tcp_rmem (131,072): 127,999 unread bytes then a FIN reach it, 128,000
+/// do not (measured, Linux 6.x; review s35tail #4).
+const FIN_WINDOW: u64 = 128_000;
+
+/// A peer that reads has its window grown (receive buffer autotuning):
+/// the edge is then taken as this many times what it read, if more than
+/// `FIN_WINDOW`. Measured over loopback (the peer read R bytes, then
+/// stopped): R = 300 KB, edge between 1 and 2 MB; 512 KiB, past 2.1 MB;
+/// 1 MiB, 2 to 4 MB (noisy); 4 MiB, 6 to 8 MB (review s35tail #3).
+/// Between 16 and 256 KiB read the kernel's edge was lower than
+/// `FIN_WINDOW` (127,999 bytes reset): not modelled.
+const FIN_WINDOW_GROWTH: u64 = 4;
+
+/// Whether a FIN sent behind `unread` bytes of ours reaches a peer that
+/// read `consumed` before (docs/decisions.md 60).
+fn fin_reaches(unread: u64, consumed: u64) -> bool {
+    unread < FIN_WINDOW.max(consumed.saturating_mul(FIN_WINDOW_GROWTH))
+}
 
 impl Drop for Connection {
     fn drop(&mut self) {
@@ -484,15 +499,16 @@ impl Drop for Connection {
         let rx_ref = self.receiver(&mut rx);
         // As the kernel: a RST for SO_LINGER 0 or unread data (tcp(7)),
         // unless a FIN went already (shutdown(SHUT_WR)) and reached the
-        // peer: a FIN behind more of our bytes than the peer's receive
-        // window never left, and the RST finds the peer in ESTABLISHED
+        // peer: a FIN behind as many of our bytes as the peer's receive
+        // window holds (`fin_reaches`) never left, and the RST finds the peer in ESTABLISHED
         // (ECONNRESET there, not the EPIPE of CLOSE_WAIT).
         let unread = rx_ref
             .as_ref()
             .is_some_and(|r| r.available().is_ok_and(|n| n > 0));
         let fin_went = self.shut_wr.load(Ordering::Relaxed) && {
             let tx = self.tx.get_mut();
-            tx.written_total().saturating_sub(tx.consumed_total()) <= FIN_WINDOW
+            let consumed = tx.consumed_total();
+            fin_reaches(tx.written_total().saturating_sub(consumed), consumed)
         };
         let abortive = !fin_went && (unread || self.opts.linger_zero());
         if abortive {

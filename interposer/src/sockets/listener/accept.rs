@@ -194,13 +194,30 @@ impl Listener {
         flags: c_int,
     ) -> Result<Accepted, Errno> {
         let ready = self.ready(inst);
+        let taken = self.take(inst, peer, flags, &ready);
+        if ready.retired {
+            // Its one-shot event was consumed: armed again while others
+            // wait behind the one taken.
+            self.arm_retired(inst);
+        }
+        taken
+    }
+
+    /// `step` once it knows which members have something.
+    fn take(
+        &self,
+        inst: BorrowedFd<'_>,
+        peer: AddrOut<'_>,
+        flags: c_int,
+        ready: &Ready,
+    ) -> Result<Accepted, Errno> {
         let shm_first = self.shm_first.fetch_xor(true, Ordering::Relaxed);
         // Out of fds for a shared-memory connection: a kernel one may still
         // be taken (it needs fewer); else the kernel's errno.
         let mut no_room = None;
         for shm in [shm_first, !shm_first] {
             if shm {
-                match self.accept_shm(inst, &ready) {
+                match self.accept_shm(inst, ready) {
                     Ok(Some((conn, c))) => return self.finish(conn, c, flags),
                     Ok(None) => {}
                     Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOMEM | Errno::NOBUFS)) => {
@@ -240,12 +257,7 @@ impl Listener {
             ready.rendezvous = true;
             let data = epoll::EventData::new_u64(RENDEZVOUS);
             let again = self.rendezvous.iter().all(|r| {
-                let flags = if super::retired(r.fd.as_fd()) {
-                    epoll::EventFlags::IN | epoll::EventFlags::ONESHOT
-                } else {
-                    epoll::EventFlags::IN
-                };
-                match epoll::add(inst, &r.fd, data, flags) {
+                match epoll::add(inst, &r.fd, data, super::rendezvous_flags(r.fd.as_fd())) {
                     Ok(()) | Err(Errno::EXIST) => true,
                     Err(_) => false,
                 }
@@ -267,7 +279,11 @@ impl Listener {
                 for ev in &buf {
                     match ev.data.u64() {
                         TCP => ready.tcp = true,
-                        RENDEZVOUS => ready.rendezvous = true,
+                        RENDEZVOUS => {
+                            ready.rendezvous = true;
+                            let flags = ev.flags;
+                            ready.retired |= flags.contains(epoll::EventFlags::RDHUP);
+                        }
                         QUEUE => {
                             ready.parked = true;
                             self.queue_watched.store(true, Ordering::Relaxed);
@@ -338,6 +354,7 @@ impl Listener {
                     None => match rustix::io::fcntl_dupfd_cloexec(&r.fd, 0) {
                         Ok(fd) => Some(fd),
                         Err(Errno::MFILE) if crate::platform::pocket::ready() => None,
+                        Err(Errno::MFILE) if self.only_held_fill(r) => break,
                         Err(e) => return Err(e),
                     },
                 };
@@ -371,6 +388,9 @@ impl Listener {
                         continue;
                     }
                     Err(Errno::AGAIN | Errno::CONNABORTED | Errno::INTR) => break,
+                    // (The kernel's accept4 asks for a number before it
+                    // looks at the queue.)
+                    Err(Errno::MFILE) if self.only_held_fill(r) => break,
                     // Out of fds or memory: the kernel's answer, whichever
                     // rendezvous (a SHMNET_DIR one said EAGAIN, and spun).
                     Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
@@ -397,6 +417,22 @@ impl Listener {
         Ok(None)
     }
 
+    /// Whether an EMFILE on `r` is only ours: a connection held in memory
+    /// while its message is late keeps the number the application had free
+    /// (a kernel listener's connection is not in its queue until it is
+    /// established), and nothing is queued behind it. The kernel's accept
+    /// would wait, or say EAGAIN, not EMFILE (found by isolation.rs
+    /// `late_message_at_the_fd_limit`: a blocking accept said EMFILE and
+    /// the next one returned the connection, no fd freed between).
+    fn only_held_fill(&self, r: &Rendezvous) -> bool {
+        self.parking.holds_any()
+            && !crate::transport::handshake::wait_readable(
+                r.fd.as_fd(),
+                Some(std::time::Duration::ZERO),
+            )
+            .unwrap_or(true)
+    }
+
     /// After `TAKEN_MAX`: the rest stay queued and the listener readable; a
     /// new edge for edge-triggered waiters (one that accepts until EAGAIN
     /// gets none for what was signalled already): the rendezvous registered
@@ -406,13 +442,8 @@ impl Listener {
         // (Out of the instance a moment: `is_instance` must not take that
         // for another set.)
         self.rearming.fetch_add(1, Ordering::SeqCst);
-        // A retired rendezvous polls readable forever: one-shot, or
-        // every waiter would spin.
-        let flags = if super::retired(r.fd.as_fd()) {
-            epoll::EventFlags::IN | epoll::EventFlags::ONESHOT
-        } else {
-            epoll::EventFlags::IN
-        };
+        // (A retired one stays one-shot: `rendezvous_flags`.)
+        let flags = super::rendezvous_flags(r.fd.as_fd());
         if epoll::delete(inst, &r.fd).is_ok() && epoll::add(inst, &r.fd, data, flags).is_err() {
             // (ENOSPC, ENOMEM) Looked at by every accept, and
             // registered again, until that works (`ready`).
@@ -523,4 +554,6 @@ pub(super) struct Ready {
     pub(super) tcp: bool,
     pub(super) rendezvous: bool,
     pub(super) parked: bool,
+    /// A retired rendezvous's one-shot event (RDHUP) was consumed.
+    pub(super) retired: bool,
 }

@@ -200,11 +200,12 @@ impl Listener {
             )?;
         }
         for r in &parts.rendezvous {
+            // (One inherited across an exec may be retired: review s35tail #2.)
             epoll::add(
                 &ep,
                 &r.fd,
                 epoll::EventData::new_u64(RENDEZVOUS),
-                epoll::EventFlags::IN,
+                rendezvous_flags(r.fd.as_fd()),
             )?;
         }
         if nonblocking {
@@ -305,20 +306,34 @@ impl Listener {
     /// WINCH), and be reset when the last of them exits (sweep s35). A
     /// shut-down listening socket polls readable forever: its registration
     /// in the instance `inst` (shared with every process of the listener)
-    /// becomes one-shot, so that one accept takes what was queued before
-    /// the shutdown, and nobody is woken again (`rearm` keeps it so).
+    /// becomes one-shot, armed while connections queued before the
+    /// shutdown wait in its backlog (`retired_flags`): accepts take them
+    /// one by one, each arming it again (`arm_retired`), and nobody is
+    /// woken once they are gone.
     pub(crate) fn retire_rendezvous(&self, inst: BorrowedFd<'_>) {
         if self.tcp.is_none() {
             return;
         }
         for r in self.rendezvous.iter().filter(|r| r.scope == Scope::Local) {
             let _ = rustix::net::shutdown(&r.fd, rustix::net::Shutdown::Read);
-            let _ = epoll::modify(
-                inst,
-                &r.fd,
-                epoll::EventData::new_u64(RENDEZVOUS),
-                epoll::EventFlags::IN | epoll::EventFlags::ONESHOT,
-            );
+        }
+        self.arm_retired(inst);
+    }
+
+    /// The one-shot registration of a retired rendezvous armed again if
+    /// connections still wait in its backlog (an accept consumed its event:
+    /// review s35tail #1, queued connections stranded), else left
+    /// disarmed (no wake-up for nothing: review s35tail #5).
+    pub(crate) fn arm_retired(&self, inst: BorrowedFd<'_>) {
+        for r in self.rendezvous.iter().filter(|r| r.scope == Scope::Local) {
+            if retired(r.fd.as_fd()) {
+                let _ = epoll::modify(
+                    inst,
+                    &r.fd,
+                    epoll::EventData::new_u64(RENDEZVOUS),
+                    retired_flags(r.fd.as_fd()),
+                );
+            }
         }
     }
 
@@ -365,4 +380,26 @@ pub(crate) fn retired(fd: BorrowedFd<'_>) -> bool {
     };
     rustix::event::poll(&mut p, Some(&zero)).is_ok_and(|n| n > 0)
         && p[0].revents().contains(rustix::event::PollFlags::RDHUP)
+}
+
+/// How a rendezvous is registered in a listener's instance:
+/// level-triggered, or as `retired_flags` once it is retired.
+pub(crate) fn rendezvous_flags(fd: BorrowedFd<'_>) -> epoll::EventFlags {
+    if retired(fd) {
+        retired_flags(fd)
+    } else {
+        epoll::EventFlags::IN
+    }
+}
+
+/// A retired rendezvous polls readable forever: one-shot (level-triggered,
+/// every waiter would spin), armed only while its backlog holds
+/// connections (or cannot be asked); with RDHUP, which its event carries
+/// and no live listening socket's does, so that `accept` knows to arm it
+/// again after taking one.
+pub(crate) fn retired_flags(fd: BorrowedFd<'_>) -> epoll::EventFlags {
+    match crate::platform::netlink::unix_backlog(fd) {
+        Ok(Some(0)) => epoll::EventFlags::ONESHOT,
+        _ => epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT,
+    }
 }

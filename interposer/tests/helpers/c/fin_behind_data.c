@@ -3,7 +3,9 @@
 // receive window (we read nothing). Reached: the RST finds us in
 // CLOSE_WAIT, EPIPE; not: in ESTABLISHED, ECONNRESET (tcp_reset). For
 // each size the peer sent: poll's revents, then SO_ERROR or two sends
-// (errno, SIGPIPE raised or not). argv: host
+// (errno, SIGPIPE raised or not). "warm": we had read 4 MiB from the peer
+// first, which grows our receive window (several MB on loopback: the FIN
+// of 512,000 bytes reaches us). argv: host
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -35,14 +37,33 @@ static void sent(int fd) {
     printf(" send %s%s", r >= 0 ? "ok" : name(errno), pipes > before ? "+SIGPIPE" : "");
 }
 
-static char buf[600000];
+static char buf[1 << 20];
+
+/// 4 MiB from `s` to `c`, all read by `c`.
+static void warm_up(int s, int c) {
+    long left = 4 << 20, got = 0;
+    fcntl(s, F_SETFL, O_NONBLOCK);
+    while (got < 4 << 20) {
+        if (left > 0) {
+            ssize_t w = send(s, buf, left > (1 << 20) ? 1 << 20 : left, 0);
+            if (w > 0)
+                left -= w;
+        }
+        struct pollfd p = {c, POLLIN, 0};
+        poll(&p, 1, 100);
+        ssize_t r = recv(c, buf, sizeof buf, MSG_DONTWAIT);
+        if (r > 0)
+            got += r;
+    }
+}
 
 int main(int argc, char **argv) {
     signal(SIGPIPE, on_pipe);
-    // Well inside and well beyond the 128 KiB window (the kernel's edge
-    // lies between 125,000 and 130,000 bytes on loopback).
-    const int sizes[] = {1000, 64000, 512000};
-    for (int i = 0; i < 3; i++)
+    // Well inside, just past and well beyond the initial window (the
+    // kernel's edge: 127,999 bytes reach us with the FIN, 128,000 do not).
+    const int sizes[] = {1000, 64000, 130000, 512000};
+    for (int warm = 0; warm < 2; warm++)
+    for (int i = warm ? 2 : 0; i < 4; i++)
         for (int how = 0; how < 2; how++) {
             struct sockaddr_in a = {.sin_family = AF_INET};
             socklen_t len = sizeof a;
@@ -58,6 +79,8 @@ int main(int argc, char **argv) {
                 return 1;
             }
             int s = accept(l, NULL, NULL);
+            if (warm)
+                warm_up(s, c);
             send(c, "unread", 6, 0);
             fcntl(s, F_SETFL, O_NONBLOCK);
             ssize_t n = send(s, buf, sizes[i], 0);
@@ -65,7 +88,8 @@ int main(int argc, char **argv) {
             close(s);
             struct pollfd p = {c, POLLIN | POLLOUT | POLLRDHUP, 0};
             poll(&p, 1, 5000);
-            printf("%d %s: poll%s%s%s%s%s;", sizes[i], n == sizes[i] ? "sent" : "short",
+            printf("%s%d %s: poll%s%s%s%s%s;", warm ? "warm " : "", sizes[i],
+                   n == sizes[i] ? "sent" : "short",
                    p.revents & POLLIN ? " IN" : "", p.revents & POLLOUT ? " OUT" : "",
                    p.revents & POLLERR ? " ERR" : "", p.revents & POLLHUP ? " HUP" : "",
                    p.revents & POLLRDHUP ? " RDHUP" : "");
