@@ -311,7 +311,7 @@ impl Offered {
     /// away or refused us).
     pub(crate) fn settle(mut self, sock: BorrowedFd<'_>) -> Settled {
         if self.seg.as_ref().is_some_and(Segment::claimed) {
-            pool::offer_claimed();
+            pool::offer_claimed(self.peer);
             return self.finish();
         }
         let mut b = [0u8; 1];
@@ -354,7 +354,7 @@ impl Offered {
             Ok(_) => Settled::Failed(Errno::CONNREFUSED),
             Err(Errno::AGAIN | Errno::INTR) => {
                 if self.seg.as_ref().is_some_and(Segment::claimed) {
-                    pool::offer_claimed();
+                    pool::offer_claimed(self.peer);
                     self.finish()
                 } else {
                     Settled::Waiting(self)
@@ -374,7 +374,7 @@ impl Offered {
             return Settled::Failed(Errno::CONNREFUSED);
         };
         if !seg.withdraw() {
-            pool::offer_claimed();
+            pool::offer_claimed(self.peer);
             return self.finish();
         }
         log!(
@@ -513,7 +513,7 @@ fn offer_reuse(
         v => v,
     };
     match verdict {
-        Some(handshake::ACCEPTED) => pool::offer_claimed(),
+        Some(handshake::ACCEPTED) => pool::offer_claimed(hello.dest),
         Some(_) => pool::offer_declined(hello.dest, seg.acceptor_pid()),
         None => {}
     }
