@@ -358,3 +358,47 @@ pub(crate) fn after_fork_child() {
     COOLDOWN.store(0, Ordering::Relaxed);
     NEXT_COOLDOWN.store(COOLDOWN_FIRST, Ordering::Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declines_pause_only_their_destination_at_half() {
+        let a: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:81".parse().unwrap();
+        let mut log = OfferLog(Vec::new());
+        // A third declined (a sequential client, 2 workers): once 8 offers
+        // are known, never half.
+        for i in 0..24 {
+            let mostly = log.record(a, i % 3 == 1);
+            assert!(i < 8 || !mostly, "offer {i}");
+        }
+        // Fewer than 4 offers known: no verdict yet.
+        assert!(!log.record(b, true));
+        assert!(!log.record(b, true));
+        assert!(!log.record(b, false));
+        assert!(log.record(b, true));
+        log.pause(b);
+        assert!(!log.paused(a));
+        for _ in 0..DECLINE_PAUSE {
+            assert!(log.paused(b));
+        }
+        assert!(!log.paused(b));
+        // Half of the last 8 declined.
+        for i in 0..8 {
+            log.record(a, i % 2 == 0);
+        }
+        assert!(log.record(a, true));
+    }
+
+    #[test]
+    fn oldest_destination_forgotten() {
+        let mut log = OfferLog(Vec::new());
+        for port in 0..(OFFER_DESTS as u16 + 3) {
+            log.record(SocketAddr::from(([127, 0, 0, 1], port)), true);
+        }
+        assert_eq!(log.0.len(), OFFER_DESTS);
+        assert_eq!(log.0[0].dest.port(), 3);
+    }
+}
