@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Usage: scripts/bench-shortconn.sh [--runs N] [--requests N] LIB.so [OTHER.so ...]
+# Usage: scripts/bench-shortconn.sh [--runs N] [--requests N] [--workers N] [--concurrency N] LIB.so [OTHER.so ...]
 #
-# Short connections (issue 14): ab -n N -c 10 without keep-alive against
-# nginx (1 worker) serving a 1 KiB file, runs interleaved:
+# Short connections (issue 14): ab -n N -c 10 (or --concurrency N) without keep-alive against
+# nginx (1 worker, or --workers N) serving a 1 KiB file, runs interleaved:
 #   tcp        both plain, kernel TCP on 127.0.0.1
 #   emu:LIB    both preloaded with LIB, emulated network (127.77.91.1,
 #              SHMNET_FALLBACK=never, private SHMNET_DIR)
@@ -15,18 +15,20 @@
 # Needs nginx and ab (apache2-utils).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=3 N=20000 LIBS=()
+RUNS=3 N=20000 WORKERS=1 C=10 LIBS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) RUNS=$2; shift 2 ;;
     --requests) N=$2; shift 2 ;;
-    -*) sed -n '2,16p' "$0" >&2; exit 2 ;;
+    --workers) WORKERS=$2; shift 2 ;;
+    --concurrency) C=$2; shift 2 ;;
+    -*) sed -n '2,17p' "$0" >&2; exit 2 ;;
     *+async) LIBS+=("$(realpath "${1%+async}")+async"); shift ;;
     *+sync) LIBS+=("$(realpath "${1%+sync}")+sync"); shift ;;
     *) LIBS+=("$(realpath "$1")"); shift ;;
   esac
 done
-[ ${#LIBS[@]} -ge 1 ] || { sed -n '2,16p' "$0" >&2; exit 2; }
+[ ${#LIBS[@]} -ge 1 ] || { sed -n '2,17p' "$0" >&2; exit 2; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 command -v ab >/dev/null && [ -x "$NGINX" ] || { echo "bench-shortconn: needs nginx and ab (apt-get install -y nginx apache2-utils)" >&2; exit 1; }
 WORK=$(mktemp -d /tmp/shmnet-shortconn.XXXXXX)
@@ -42,7 +44,7 @@ free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 start() { # name listen env...
   local name=$1 listen=$2; shift 2
   cat > "$WORK/$name.conf" <<CONF
-worker_processes 1;
+worker_processes $WORKERS;
 daemon on;
 error_log $WORK/logs/$name.log warn;
 pid $WORK/$name.pid;
@@ -83,7 +85,7 @@ sleep 0.5
 for k in "${!NAMES[@]}"; do : > "$WORK/res.$k"; done
 for r in $(seq 1 "$RUNS"); do
   for k in "${!NAMES[@]}"; do
-    rps=$(env ${ENVS[$k]} ab -q -n "$N" -c 10 "${URLS[$k]}" 2>&1 | awk '/Requests per second/ {print $4} /Failed requests/ {f=$3} END {if (f+0 > 0) print "failed " f > "/dev/stderr"}')
+    rps=$(env ${ENVS[$k]} ab -q -n "$N" -c "$C" "${URLS[$k]}" 2>&1 | awk '/Requests per second/ {print $4} /Failed requests/ {f=$3} END {if (f+0 > 0) print "failed " f > "/dev/stderr"}')
     echo "run $r ${NAMES[$k]} $rps"
     echo "$rps" >> "$WORK/res.$k"
   done

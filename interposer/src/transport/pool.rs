@@ -31,6 +31,10 @@
 //!   back to a fresh segment on the same Unix connection, and an offer the
 //!   acceptor does not answer in time is withdrawn (a CAS on the segment's
 //!   claim word decides against a late claim) and the segment dropped.
+//!   Offers pause after either: after an unanswered one to every address,
+//!   after declines only to that address, once they reach half of its
+//!   recent offers where several acceptor processes serve it
+//!   (`offer_declined`).
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -163,6 +167,9 @@ pub(crate) fn offer_for(dest: SocketAddr) -> Option<(Segment, Ticket)> {
     {
         return None;
     }
+    if OFFERS.lock().paused(dest) {
+        return None;
+    }
     let found =
         take_first(|e| e.ticket.side == (Side::Connector { dest }) && e.seg.offer().is_ok());
     found.map(Entry::into_parts)
@@ -242,15 +249,156 @@ pub(crate) fn cool_down() {
     COOLDOWN.store(connects, Ordering::Relaxed);
 }
 
-/// The acceptor answered an offer in time (accepted or declined).
-pub(crate) fn offer_answered() {
+/// The acceptor claimed our offer to `dest`: offers go on, and the next
+/// pause after an unanswered one is short again.
+pub(crate) fn offer_claimed(dest: SocketAddr) {
     NEXT_COOLDOWN.store(COOLDOWN_FIRST, Ordering::Relaxed);
+    OFFERS.lock().record(dest, false);
+}
+
+/// The acceptor declined our offer to `dest` of a segment that the process
+/// `acceptor_pid` accepted before. Where this process keeps segments for
+/// `dest` from another acceptor process too, `dest` is served by several
+/// processes sharing one rendezvous (a forked server's workers, each
+/// keeping its own segments), and an offer reaches the one that keeps it
+/// only by chance. Each decline costs a round trip to a worker that may be
+/// busy before the fresh segment made anyway (nginx with 2 workers and ab
+/// -c 10: half the offers declined, half the requests/s of never
+/// offering, docs/benchmarks.md "Short connections with 2 nginx
+/// workers"), each claim saves a fresh segment: offers to `dest` alone
+/// pause for `DECLINE_PAUSE` connects once declines reach half of its
+/// last offers. A sequential client meets the right worker more often
+/// (a third declined against 2 nginx workers) and goes on offering; with
+/// one acceptor process a decline is rare (the pools diverged).
+pub(crate) fn offer_declined(dest: SocketAddr, acceptor_pid: u32) {
+    NEXT_COOLDOWN.store(COOLDOWN_FIRST, Ordering::Relaxed);
+    let mostly_declined = OFFERS.lock().record(dest, true);
+    if !mostly_declined {
+        return;
+    }
+    let several = POOL.lock().iter().any(|e| {
+        e.ticket.side == (Side::Connector { dest }) && e.seg.acceptor_pid() != acceptor_pid
+    });
+    if several {
+        OFFERS.lock().pause(dest);
+    }
+}
+
+/// Connects to a destination left to make without offering, after its
+/// declines reached half of its recent offers.
+const DECLINE_PAUSE: u32 = 16;
+/// Destinations whose recent offers are remembered; the oldest is forgotten.
+const OFFER_DESTS: usize = 8;
+
+/// Recent offers' outcomes, per destination (`offer_declined`).
+static OFFERS: Mutex<OfferLog> = Mutex::new(OfferLog(Vec::new()));
+
+struct DestOffers {
+    dest: SocketAddr,
+    /// The last `offers` outcomes (at most 8), newest in bit 0: 1 declined.
+    declined: u8,
+    offers: u8,
+    /// Connects left without offering.
+    pause: u32,
+}
+
+struct OfferLog(Vec<DestOffers>);
+
+impl OfferLog {
+    fn entry(&mut self, dest: SocketAddr) -> &mut DestOffers {
+        let i = match self.0.iter().position(|d| d.dest == dest) {
+            Some(i) => i,
+            None => {
+                if self.0.len() >= OFFER_DESTS {
+                    self.0.remove(0);
+                }
+                self.0.push(DestOffers {
+                    dest,
+                    declined: 0,
+                    offers: 0,
+                    pause: 0,
+                });
+                self.0.len() - 1
+            }
+        };
+        &mut self.0[i]
+    }
+
+    /// Notes an offer's outcome: whether at least 4 offers are known and
+    /// declines are at least half of them.
+    fn record(&mut self, dest: SocketAddr, declined: bool) -> bool {
+        let d = self.entry(dest);
+        d.declined = (d.declined << 1) | u8::from(declined);
+        d.offers = (d.offers + 1).min(8);
+        d.offers >= 4 && 2 * d.declined.count_ones() >= u32::from(d.offers)
+    }
+
+    fn pause(&mut self, dest: SocketAddr) {
+        self.entry(dest).pause = DECLINE_PAUSE;
+    }
+
+    /// Whether offers to `dest` pause for this connect (counted).
+    fn paused(&mut self, dest: SocketAddr) -> bool {
+        match self.0.iter_mut().find(|d| d.dest == dest) {
+            Some(d) if d.pause > 0 => {
+                d.pause -= 1;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// In the child after fork: nothing kept is ours alone any more.
 pub(crate) fn after_fork_child() {
     POOL.reset_after_fork();
     POOL.lock().clear();
+    OFFERS.reset_after_fork();
+    OFFERS.lock().0.clear();
     COOLDOWN.store(0, Ordering::Relaxed);
     NEXT_COOLDOWN.store(COOLDOWN_FIRST, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn declines_pause_only_their_destination_at_half() {
+        let a: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:81".parse().unwrap();
+        let mut log = OfferLog(Vec::new());
+        // A third declined (a sequential client, 2 workers): once 8 offers
+        // are known, never half.
+        for i in 0..24 {
+            let mostly = log.record(a, i % 3 == 1);
+            assert!(i < 8 || !mostly, "offer {i}");
+        }
+        // Fewer than 4 offers known: no verdict yet.
+        assert!(!log.record(b, true));
+        assert!(!log.record(b, true));
+        assert!(!log.record(b, false));
+        assert!(log.record(b, true));
+        log.pause(b);
+        assert!(!log.paused(a));
+        for _ in 0..DECLINE_PAUSE {
+            assert!(log.paused(b));
+        }
+        assert!(!log.paused(b));
+        // Half of the last 8 declined.
+        for i in 0..8 {
+            log.record(a, i % 2 == 0);
+        }
+        assert!(log.record(a, true));
+    }
+
+    #[test]
+    fn oldest_destination_forgotten() {
+        let mut log = OfferLog(Vec::new());
+        for port in 0..(OFFER_DESTS as u16 + 3) {
+            log.record(SocketAddr::from(([127, 0, 0, 1], port)), true);
+        }
+        assert_eq!(log.0.len(), OFFER_DESTS);
+        assert_eq!(log.0[0].dest.port(), 3);
+    }
 }

@@ -311,6 +311,7 @@ impl Offered {
     /// away or refused us).
     pub(crate) fn settle(mut self, sock: BorrowedFd<'_>) -> Settled {
         if self.seg.as_ref().is_some_and(Segment::claimed) {
+            pool::offer_claimed(self.peer);
             return self.finish();
         }
         let mut b = [0u8; 1];
@@ -318,7 +319,7 @@ impl Offered {
             Ok((1, Some(memfd))) if b[0] == handshake::DECLINED => {
                 // Declined with a new segment the acceptor made (and uses
                 // already: its accept completed): ours, as the connector.
-                pool::offer_answered();
+                self.declined();
                 let fresh = match Segment::reattach(memfd, shmnet_ring::Role::Connector) {
                     Ok(s) => s,
                     Err(e) => {
@@ -336,7 +337,7 @@ impl Offered {
                 self.finish()
             }
             Ok((1, None)) if b[0] == handshake::DECLINED => {
-                pool::offer_answered();
+                self.declined();
                 let fresh = match new_segment(self.geo) {
                     Ok(s) => s,
                     Err(e) => return Settled::Failed(e),
@@ -353,6 +354,7 @@ impl Offered {
             Ok(_) => Settled::Failed(Errno::CONNREFUSED),
             Err(Errno::AGAIN | Errno::INTR) => {
                 if self.seg.as_ref().is_some_and(Segment::claimed) {
+                    pool::offer_claimed(self.peer);
                     self.finish()
                 } else {
                     Settled::Waiting(self)
@@ -372,6 +374,7 @@ impl Offered {
             return Settled::Failed(Errno::CONNREFUSED);
         };
         if !seg.withdraw() {
+            pool::offer_claimed(self.peer);
             return self.finish();
         }
         log!(
@@ -406,12 +409,18 @@ impl Offered {
         }
     }
 
+    /// Our offer was declined (`pool::offer_declined`).
+    fn declined(&self) {
+        if let Some(seg) = &self.seg {
+            pool::offer_declined(self.peer, seg.acceptor_pid());
+        }
+    }
+
     /// The connection on the segment the acceptor now holds too.
     fn finish(mut self) -> Settled {
         let (Some(seg), Some(local)) = (self.seg.take(), self.local.take()) else {
             return Settled::Failed(Errno::CONNREFUSED);
         };
-        pool::offer_answered();
         let ticket = self.pooled.then_some(pool::Ticket {
             key: self.hello.key,
             generation: self.generation,
@@ -503,8 +512,10 @@ fn offer_reuse(
         None => handshake::recv_verdict(sock.as_fd(), spin, Duration::from_secs(1))?,
         v => v,
     };
-    if verdict.is_some() {
-        pool::offer_answered();
+    match verdict {
+        Some(handshake::ACCEPTED) => pool::offer_claimed(hello.dest),
+        Some(_) => pool::offer_declined(hello.dest, seg.acceptor_pid()),
+        None => {}
     }
     match verdict {
         Some(handshake::ACCEPTED) => {}
