@@ -1331,3 +1331,62 @@ print("counted:", COUNTED)
     let all: Vec<String> = (0..10).map(|i| format!("b'd{i}'")).collect();
     assert!(out.contains(&format!("got [{}]", all.join(", "))), "{out}");
 }
+
+/// A socket per request to a plain server (a resolver's per lookup, to its
+/// DNS server: decision 61): after the first finds nobody preloaded holds
+/// the destination, the next ones stay the kernel's, unnamed, and get
+/// every answer, connected or not, with an epoll registration and a dup
+/// made before their first send. A receiver this process then binds on
+/// the port is reached through shared memory at once (its naming forgets
+/// what said nobody is there).
+#[test]
+fn a_socket_per_request_to_a_plain_server_and_then_to_a_preloaded_one() {
+    let body = r#"
+import select
+host = sys.argv[1]
+p = plain(f"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(({host!r}, 0))
+print(s.getsockname()[1], flush=True)
+while True:
+    d, a = s.recvfrom(70000)
+    if d == b"stop": break
+    s.sendto(b"plain:" + d, a)
+""")
+port = int(p.stdout.readline())
+def ask(i, expect):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.settimeout(5)
+    ep = select.epoll(); ep.register(c.fileno(), select.EPOLLIN)
+    copy = socket.socket(fileno=os.dup(c.fileno()))
+    d = b"q%d " % i + payload(i % 600, i % 251)
+    if i % 2:
+        c.connect((host, port)); c.send(d)
+    else:
+        c.sendto(d, (host, port))
+    assert ep.poll(5), i
+    got = (copy if i % 3 == 0 else c).recv(70000)
+    ep.close(); copy.close(); c.close()
+    return got == expect + d
+print("plain answered all", all(ask(i, b"plain:") for i in range(200)))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.sendto(b"stop", (host, port)); p.wait()
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+srv.bind((host, port))
+def serve():
+    srv.settimeout(5)
+    for _ in range(200):
+        d, a = srv.recvfrom(70000); srv.sendto(b"ours:" + d, a)
+t = threading.Thread(target=serve); t.start()
+before = kernel_datagrams()
+print("ours answered all", all(ask(i, b"ours:") for i in range(200)))
+t.join()
+if COUNTED and MODE == "library":
+    assert kernel_datagrams() - before < 200, kernel_datagrams() - before
+print("kernel datagrams counted:", COUNTED)
+"#;
+    let body = format!("{PLAIN}{body}");
+    let (out, counters) = default_as_kernel("udpdef_per_request", &body);
+    assert!(out.contains("plain answered all True"), "{out}");
+    assert!(out.contains("ours answered all True"), "{out}");
+    assert!(counters["udp_shm"] >= 200, "{counters:?}");
+}

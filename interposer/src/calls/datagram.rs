@@ -55,6 +55,14 @@ fn emulated(target: SocketAddr) -> bool {
         && !crate::platform::sandbox::active()
 }
 
+/// Whether `target` is a destination the default mode found held by
+/// nobody a moment ago (`unheld`, decision 61): a socket that connects or
+/// sends to it stays the kernel's, unnamed, as a plain program's (a
+/// resolver's socket per lookup to a plain DNS server).
+fn unheld(target: SocketAddr) -> bool {
+    default_mode() && crate::sockets::datagram::unheld::unheld(unmapped(target))
+}
+
 /// The family of a kernel UDP socket (None: not one, or not IP).
 fn udp_family(sock: BorrowedFd<'_>) -> Option<c_int> {
     if rustix::net::sockopt::socket_type(sock).ok()? != rustix::net::SocketType::DGRAM {
@@ -127,7 +135,7 @@ pub(crate) fn kernel_send(fd: c_int, to: impl FnOnce() -> Option<SocketAddr>) ->
         return None;
     }
     let sock = plain(fd)?;
-    if to().is_some_and(emulated) {
+    if to().is_some_and(|t| emulated(t) && !unheld(t)) {
         return None;
     }
     sock.datagram()?.kernel_is_bound();
@@ -531,7 +539,7 @@ fn kernel_admits(app: BorrowedFd<'_>, target: SocketAddr) -> Result<(), Errno> {
 /// ephemeral one if that name is held; its kernel socket keeps the kernel
 /// port, carrying nothing. One bound to a given address stays the kernel's.
 fn adopt_for(fd: c_int, dest: SocketAddr, connecting: bool) -> Option<Result<Arc<Socket>, Errno>> {
-    if !emulated(dest) {
+    if !emulated(dest) || unheld(dest) {
         return None;
     }
     // One of ours not emulated yet, or a kernel socket.

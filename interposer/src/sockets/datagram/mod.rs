@@ -24,6 +24,7 @@ mod kernel;
 mod leftover;
 mod links;
 mod routes;
+pub(crate) mod unheld;
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
@@ -196,6 +197,8 @@ impl Datagram {
         let limit = rustix::net::sockopt::socket_recv_buffer_size(self.kernel())
             .map_or(212_992, |n| n.min(1 << 30) as u32);
         let inbox = Inbox::new(self.shell.clone(), InternalFd::new(listener), local, limit)?;
+        // Its own senders find it from now on (`unheld`).
+        unheld::forget(None, local.port());
         let inbox = self.inbox.get_or_init(|| inbox);
         // (SeqCst, with the stores in `make_eager` and
         // `set_edge_triggered`: one of the two sides sees the other.)
