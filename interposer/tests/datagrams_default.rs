@@ -149,8 +149,10 @@ print("combinations ok, kernel datagrams counted:", COUNTED)
     assert_eq!(out.matches("plain client ok").count(), 2, "{out}");
     // 2 x (5 + 5) between preloaded sockets, and 2 stops.
     assert!(counters["udp_shm"] >= 22, "{counters:?}");
-    // To the plain peers: 2 x (50 replies + 3 + 1 + stop).
-    assert!(counters["udp_kernel"] >= 110, "{counters:?}");
+    // To the plain peers: 2 x (50 replies + 3); the connected socket's 2
+    // are the kernel's own, uncounted (its destination was found held by
+    // nobody just before: decision 61).
+    assert!(counters["udp_kernel"] >= 106, "{counters:?}");
     assert!(counters["udp_shm_routes"] >= 4, "{counters:?}");
 }
 
