@@ -1392,3 +1392,29 @@ print("kernel datagrams counted:", COUNTED)
     assert!(out.contains("ours answered all True"), "{out}");
     assert!(counters["udp_shm"] >= 200, "{counters:?}");
 }
+
+/// fstat of a UDP socket of ours is its kernel socket's (a socket: its fd
+/// is an epoll instance, which S_ISSOCK checks and libuv's
+/// `uv_guess_handle` took for no socket), before and after it is named,
+/// and the same file's on a dup.
+#[test]
+fn fstat_says_socket() {
+    let body = r#"
+import stat
+host = sys.argv[1]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+print("unbound", stat.S_ISSOCK(os.fstat(s.fileno()).st_mode))
+s.bind((host, 0))
+st = os.fstat(s.fileno())
+print("bound", stat.S_ISSOCK(st.st_mode))
+d = os.dup(s.fileno())
+print("dup same", os.fstat(d).st_ino == st.st_ino)
+c = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+c.sendto(b"x", ("::1", 9))
+print("v6 sent", stat.S_ISSOCK(os.fstat(c.fileno()).st_mode))
+print("kernel datagrams counted:", COUNTED)
+"#;
+    let (out, _) = default_as_kernel("udpdef_fstat", body);
+    assert!(out.contains("bound True"), "{out}");
+    assert!(!out.contains("False"), "{out}");
+}

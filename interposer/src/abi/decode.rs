@@ -663,3 +663,16 @@ pub(crate) fn execveat(
     // SAFETY: execveat(2)'s contract (see `new_image`).
     process::exec_image(unsafe { new_image(at, path, Some(envp)) })
 }
+
+/// fstat and fstat64 (one layout on 64-bit Linux, two types): a UDP socket
+/// of ours answers as its kernel socket (a socket, not the epoll instance
+/// its fd is: `datagram::stat_target`); everything else is the kernel's.
+pub(crate) fn fstat<T>(fd: c_int, buf: *mut T) -> Action<c_int> {
+    let Some(k) = datagram::stat_target(fd) else {
+        return Action::Pass;
+    };
+    // SAFETY: fstat(2)/fstat64: `buf` is writable for the caller's struct
+    // stat (stat64 is the same layout on the 64-bit targets built for);
+    // the real fstat fills it for the kernel socket, held open by `k`.
+    Action::Raw(unsafe { crate::platform::real::fstat(k.fd(), buf.cast()) })
+}

@@ -171,6 +171,16 @@ pub(crate) fn kernel_recv(fd: c_int, msg: &OutMsg<'_>, flags: c_int) -> Option<(
     Some((Kernel(sock), flags))
 }
 
+/// fstat on `fd`, a UDP socket of ours: its kernel socket's answer (a
+/// socket, as the program made it; its fd is an epoll instance, which
+/// libuv's `uv_guess_handle` and `S_ISSOCK` checks took for no socket).
+pub(crate) fn stat_target(fd: c_int) -> Option<Kernel> {
+    if !carried() || !fdtable::is_owned(fd) {
+        return None;
+    }
+    ours(fd).map(Kernel)
+}
+
 /// Linux's F_SETSIG and F_GETSIG (not in the libc crate).
 const F_SETSIG: c_int = 10;
 const F_GETSIG: c_int = 11;
