@@ -1418,3 +1418,45 @@ print("kernel datagrams counted:", COUNTED)
     assert!(out.contains("bound True"), "{out}");
     assert!(!out.contains("False"), "{out}");
 }
+
+/// A UDP socket passed to another process with SCM_RIGHTS arrives as a UDP
+/// socket (it came as the empty epoll instance its fd is: ENOTSOCK): one
+/// not bound yet, which the receiver binds and receives on, and one bound
+/// (carried), which goes back to the kernel first, so that the receiver
+/// gets what is sent to its port once the sender closed its copy.
+#[test]
+fn udp_sockets_passed_with_scm_rights_are_sockets() {
+    let body = r#"
+host = sys.argv[1]
+a, b = socket.socketpair()
+pid = os.fork()
+if pid == 0:
+    a.close()
+    for name in ("unbound", "bound"):
+        msg, fds, _, _ = socket.recv_fds(b, 10, 1)
+        t = socket.socket(fileno=fds[0])
+        t.settimeout(5)
+        if name == "unbound":
+            t.bind((host, 0))
+        b.send(b"%d" % t.getsockname()[1])
+        d, _ = t.recvfrom(100)
+        print("child", name, t.type == socket.SOCK_DGRAM, d, flush=True)
+        t.close()
+    os._exit(0)
+b.close()
+for name in ("unbound", "bound"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if name == "bound":
+        s.bind((host, 0))
+    socket.send_fds(a, [b"x"], [s.fileno()])
+    port = int(a.recv(10))
+    s.close()
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.sendto(b"to " + name.encode(), (host, port)); c.close()
+os.waitpid(pid, 0)
+print("kernel datagrams counted:", COUNTED)
+"#;
+    let (out, _) = default_as_kernel("udpdef_scm_rights", body);
+    assert!(out.contains("child unbound True b'to unbound'"), "{out}");
+    assert!(out.contains("child bound True b'to bound'"), "{out}");
+}

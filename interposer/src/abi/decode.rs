@@ -248,6 +248,9 @@ pub(crate) fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> Action<ssiz
 }
 
 pub(crate) fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Action<ssize_t> {
+    if let Some(done) = pass_udp_sockets(fd, msg, flags) {
+        return done;
+    }
     let scope = Scope::new();
     // SAFETY: sendmsg(2): a valid msghdr.
     let to = || unsafe { InMsg::new(&scope, msg) }.name().dest();
@@ -675,4 +678,46 @@ pub(crate) fn fstat<T>(fd: c_int, buf: *mut T) -> Action<c_int> {
     // stat (stat64 is the same layout on the 64-bit targets built for);
     // the real fstat fills it for the kernel socket, held open by `k`.
     Action::Raw(unsafe { crate::platform::real::fstat(k.fd(), buf.cast()) })
+}
+
+/// sendmsg on a socket not ours passing UDP sockets of ours (SCM_RIGHTS):
+/// each goes as its kernel socket (`datagram::passed`), in a copy of the
+/// caller's control buffer; the receiver gets a UDP socket, not the
+/// epoll instance the fd is (which came as an empty instance: ENOTSOCK).
+fn pass_udp_sockets(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<Action<ssize_t>> {
+    if msg.is_null() || crate::platform::fdtable::is_owned(fd) || !datagram::carries() {
+        return None;
+    }
+    // SAFETY: sendmsg(2): a valid msghdr, its control buffer readable.
+    let fds = unsafe { sys::msg_rights_in(msg) };
+    if fds.is_empty() {
+        return None;
+    }
+    let held = datagram::passed(&fds)?;
+    // SAFETY: sendmsg(2): a valid msghdr.
+    let mut copy: msghdr = unsafe { msg.read() };
+    #[allow(clippy::unnecessary_cast)] // size_t in glibc, socklen_t in musl
+    let len = copy.msg_controllen as usize;
+    let mut control = vec![0u64; len.div_ceil(8)];
+    // SAFETY: the caller's control buffer is readable for `len` bytes (it
+    // held the fds just read), ours is as long, and they do not overlap.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            copy.msg_control.cast::<u8>().cast_const(),
+            control.as_mut_ptr().cast::<u8>(),
+            len,
+        )
+    };
+    copy.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: our copy of the msghdr, its control buffer ours, writable.
+    unsafe {
+        sys::msg_rights_swap(&mut copy, |f| {
+            held.iter().find(|(a, _)| *a == f).map(|(_, k)| k.fd())
+        })
+    };
+    // SAFETY: sendmsg(2) with the caller's msghdr but for its control
+    // buffer, copied; the kernel sockets it passes are held open by `held`.
+    Some(Action::Raw(unsafe {
+        crate::platform::real::sendmsg(fd, &copy, flags)
+    }))
 }

@@ -181,6 +181,34 @@ pub(crate) fn stat_target(fd: c_int) -> Option<Kernel> {
     ours(fd).map(Kernel)
 }
 
+/// Whether this process carries UDP (`SHMNET_UDP=1`).
+pub(crate) fn carries() -> bool {
+    carried()
+}
+
+/// UDP sockets of ours among the fds a sendmsg passes (SCM_RIGHTS), each
+/// with its kernel socket, which goes in its place: the receiving process
+/// gets a UDP socket (its fd would be an empty epoll instance there). One
+/// emulated in the default mode goes back to the kernel first, as for a
+/// fork (decision 49: two processes hold it, one kernel queue); one
+/// emulated in the emulated mode (no kernel port behind its name) is
+/// passed as before. None: no such socket.
+pub(crate) fn passed(fds: &[c_int]) -> Option<Vec<(c_int, Kernel)>> {
+    let mut held = Vec::new();
+    for &fd in fds {
+        if !fdtable::is_owned(fd) {
+            continue;
+        }
+        let Some(sock) = ours(fd) else { continue };
+        let Some(d) = sock.datagram() else { continue };
+        if d.emulated() && !(default_mode() && d.to_kernel()) {
+            continue;
+        }
+        held.push((fd, Kernel(sock)));
+    }
+    (!held.is_empty()).then_some(held)
+}
+
 /// Linux's F_SETSIG and F_GETSIG (not in the libc crate).
 const F_SETSIG: c_int = 10;
 const F_GETSIG: c_int = 11;
