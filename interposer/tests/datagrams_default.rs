@@ -1460,3 +1460,47 @@ print("kernel datagrams counted:", COUNTED)
     assert!(out.contains("child unbound True b'to unbound'"), "{out}");
     assert!(out.contains("child bound True b'to bound'"), "{out}");
 }
+
+/// A sendmsg whose control buffer runs past mapped memory (EFAULT), or
+/// whose length is above INT_MAX (ENOBUFS), passing a pipe or a UDP socket
+/// of ours, in a process holding one: the kernel's errno, no crash (the
+/// library walked the caller's buffer past its end: SIGSEGV).
+#[test]
+fn a_control_buffer_past_mapped_memory_is_the_kernels_error() {
+    let body = r#"
+import ctypes, mmap
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32),
+                ("iov", ctypes.POINTER(iovec)), ("iovlen", ctypes.c_size_t),
+                ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+libc.sendmsg.argtypes = [ctypes.c_int, ctypes.POINTER(msghdr), ctypes.c_int]
+host = sys.argv[1]
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.bind((host, 0))
+a, b = socket.socketpair()
+r, w = os.pipe()
+pg = libc.mmap(None, 8192, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS, -1, 0)
+assert libc.mprotect(pg + 4096, 4096, 0) == 0  # PROT_NONE
+space = 24  # CMSG_SPACE(sizeof(int)) on 64 bits
+c = pg + 4096 - space
+data = ctypes.create_string_buffer(b"x")
+iov = iovec(ctypes.cast(data, ctypes.c_void_p), 1)
+for case, length in (("over", space + 64), ("huge", 0x80000000)):
+    for name, fd in (("pipe", r), ("udp", u.fileno())):
+        ctypes.memmove(c, struct.pack("QiIi", 20, socket.SOL_SOCKET, socket.SCM_RIGHTS, fd), 20)
+        m = msghdr(None, 0, ctypes.pointer(iov), 1, c, length, 0)
+        n = libc.sendmsg(a.fileno(), ctypes.byref(m), socket.MSG_DONTWAIT)
+        print(case, name, n, errno.errorcode.get(ctypes.get_errno()) if n < 0 else "ok", flush=True)
+print("kernel datagrams counted:", COUNTED)
+"#;
+    let (out, _) = default_as_kernel("udpdef_scm_over", body);
+    assert!(out.contains("over udp -1 EFAULT"), "{out}");
+    assert!(out.contains("huge udp -1 ENOBUFS"), "{out}");
+}

@@ -684,32 +684,54 @@ pub(crate) fn fstat<T>(fd: c_int, buf: *mut T) -> Action<c_int> {
 /// each goes as its kernel socket (`datagram::passed`), in a copy of the
 /// caller's control buffer; the receiver gets a UDP socket, not the
 /// epoll instance the fd is (which came as an empty instance: ENOTSOCK).
+/// The caller's msghdr and control buffer are read with checked copies
+/// only; anything the kernel would refuse (a bad pointer: EFAULT; a
+/// length above INT_MAX or the socket option memory: ENOBUFS) goes to
+/// the kernel as it is, which says so.
 fn pass_udp_sockets(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<Action<ssize_t>> {
-    if msg.is_null() || crate::platform::fdtable::is_owned(fd) || !datagram::carries() {
+    /// Above this the kernel's optmem_max (20 KiB to 128 KiB) refuses a
+    /// control buffer (ENOBUFS): not copied, the kernel says so.
+    const MAX_CONTROL: usize = 1 << 20;
+    if msg.is_null() || !datagram::carries() || crate::platform::fdtable::is_owned(fd) {
         return None;
     }
-    // SAFETY: sendmsg(2): a valid msghdr, its control buffer readable.
-    let fds = unsafe { sys::msg_rights_in(msg) };
-    if fds.is_empty() {
-        return None;
+    let mut copy = core::mem::MaybeUninit::<msghdr>::zeroed();
+    // SAFETY: a checked copy of the caller's msghdr into ours (EFAULT:
+    // the kernel says so).
+    unsafe {
+        sys::user_copy(
+            msg.cast(),
+            copy.as_mut_ptr().cast(),
+            core::mem::size_of::<msghdr>(),
+        )
     }
-    let held = datagram::passed(&fds)?;
-    // SAFETY: sendmsg(2): a valid msghdr.
-    let mut copy: msghdr = unsafe { msg.read() };
+    .ok()?;
+    // SAFETY: every bit pattern is a msghdr (pointers and integers).
+    let mut copy = unsafe { copy.assume_init() };
     #[allow(clippy::unnecessary_cast)] // size_t in glibc, socklen_t in musl
     let len = copy.msg_controllen as usize;
+    if copy.msg_control.is_null() || len == 0 || len > MAX_CONTROL {
+        return None;
+    }
     let mut control = vec![0u64; len.div_ceil(8)];
-    // SAFETY: the caller's control buffer is readable for `len` bytes (it
-    // held the fds just read), ours is as long, and they do not overlap.
+    // SAFETY: a checked copy of `len` bytes of the caller's control
+    // buffer into ours, as long (EFAULT: the kernel says so).
     unsafe {
-        core::ptr::copy_nonoverlapping(
+        sys::user_copy(
             copy.msg_control.cast::<u8>().cast_const(),
             control.as_mut_ptr().cast::<u8>(),
             len,
         )
-    };
+    }
+    .ok()?;
     copy.msg_control = control.as_mut_ptr().cast();
-    // SAFETY: our copy of the msghdr, its control buffer ours, writable.
+    // SAFETY: our msghdr, its control buffer ours, `len` bytes.
+    let fds = unsafe { sys::msg_rights_in(&copy) };
+    if fds.is_empty() {
+        return None;
+    }
+    let held = datagram::passed(&fds)?;
+    // SAFETY: our msghdr, its control buffer ours, writable.
     unsafe {
         sys::msg_rights_swap(&mut copy, |f| {
             held.iter().find(|(a, _)| *a == f).map(|(_, k)| k.fd())

@@ -181,9 +181,11 @@ pub(crate) fn stat_target(fd: c_int) -> Option<Kernel> {
     ours(fd).map(Kernel)
 }
 
-/// Whether this process carries UDP (`SHMNET_UDP=1`).
+/// Whether this process holds a UDP socket of ours (`SHMNET_UDP=1` and
+/// one alive): one load, so a sendmsg passing fds in a process with none
+/// (AF_UNIX fd passing) goes straight to the kernel.
 pub(crate) fn carries() -> bool {
-    carried()
+    carried() && crate::sockets::datagram::any_live()
 }
 
 /// UDP sockets of ours among the fds a sendmsg passes (SCM_RIGHTS), each

@@ -35,6 +35,7 @@ use rustix::io::Errno;
 
 use inbox::Inbox;
 pub(crate) use inbox::Taken;
+pub(crate) use kernel::any_live;
 use kernel::Shell;
 use routes::{Outcome, Routes};
 
