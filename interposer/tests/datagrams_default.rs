@@ -1504,3 +1504,46 @@ print("kernel datagrams counted:", COUNTED)
     assert!(out.contains("over udp -1 EFAULT"), "{out}");
     assert!(out.contains("huge udp -1 ENOBUFS"), "{out}");
 }
+
+/// An unbound UDP socket shared by fork (a syslog client made before a
+/// prefork server's fork): the child sends first, or binds it, then the
+/// parent sends from its copy; every datagram arrives (the parent's send
+/// bound the kernel socket again: EINVAL).
+#[test]
+fn an_unbound_socket_shared_by_fork_sends_from_both() {
+    let body = r#"
+host = sys.argv[1]
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind((host, 0))
+r.settimeout(5)
+for how in ("send", "bind"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    p, q = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        if how == "bind":
+            s.bind((host, 0))
+        s.sendto(b"child " + how.encode(), r.getsockname())
+        os.write(q, b"k")
+        os._exit(0)
+    assert os.read(p, 1) == b"k"
+    os.waitpid(pid, 0)
+    try:
+        s.sendto(b"parent " + how.encode(), r.getsockname())
+    except OSError as e:
+        print("parent", how, e)
+    got = sorted(r.recv(100) for _ in range(2))
+    print(how, got, flush=True)
+    s.close()
+print("kernel datagrams counted:", COUNTED)
+"#;
+    let (out, _) = default_as_kernel("udpdef_fork_unbound", body);
+    assert!(
+        out.contains("send [b'child send', b'parent send']"),
+        "{out}"
+    );
+    assert!(
+        out.contains("bind [b'child bind', b'parent bind']"),
+        "{out}"
+    );
+}

@@ -657,7 +657,11 @@ fn adopt_kernel_first(
             _ => std::net::Ipv4Addr::UNSPECIFIED.into(),
         };
         if let Err(e) = rustix::net::bind(k, &SocketAddr::new(any, 0)) {
-            return Some(Err(e));
+            // EINVAL: another holder of the kernel socket (a fork, an
+            // SCM_RIGHTS receiver) bound it meanwhile; it is bound.
+            if !(e == Errno::INVAL && sys::local_name(k).is_some_and(|a| a.port() != 0)) {
+                return Some(Err(e));
+            }
         }
         if let Some(d) = d {
             d.kernel_is_bound();
