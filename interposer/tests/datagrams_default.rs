@@ -1547,3 +1547,47 @@ print("kernel datagrams counted:", COUNTED)
         "{out}"
     );
 }
+
+/// A socket connected to a destination remembered as held by nobody (a
+/// send found it free a moment before), whose preloaded receiver starts
+/// afterwards (a statsd client that connects once, a reconnect while the
+/// server restarts): its sends go through shared memory once the
+/// remembering is over (they stayed the kernel's for life).
+#[test]
+fn a_socket_connected_while_its_receiver_was_away_is_carried_later() {
+    let body = r#"
+host = sys.argv[1]
+t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+t.bind((host, 0))
+P = t.getsockname()[1]
+t.close()
+s0 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s0.sendto(b"anyone?", (host, P))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.connect((host, P))
+p, q = os.pipe()
+pid = os.fork()
+if pid == 0:
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    r.bind((host, P))
+    os.write(q, b"k")
+    n = 0
+    while r.recv(100) != b"stop":
+        n += 1
+    print("receiver got", n, flush=True)
+    os._exit(0)
+assert os.read(p, 1) == b"k"
+time.sleep(1.2)  # past the time a free destination is remembered (1 s)
+for i in range(200):
+    c.send(b"metric.%d:1|c" % i)
+    if i % 32 == 31:
+        time.sleep(0.01)
+c.send(b"stop")
+os.waitpid(pid, 0)
+print("kernel datagrams counted:", COUNTED)
+"#;
+    let (out, counters) = default_as_kernel("udpdef_conn_later", body);
+    assert!(out.contains("receiver got 200"), "{out}");
+    let shm = counters.get("udp_shm").copied().unwrap_or(0);
+    assert!(shm >= 200, "udp_shm {shm}: {out}");
+}

@@ -135,11 +135,43 @@ pub(crate) fn kernel_send(fd: c_int, to: impl FnOnce() -> Option<SocketAddr>) ->
         return None;
     }
     let sock = plain(fd)?;
-    if to().is_some_and(|t| emulated(t) && !unheld(t)) {
-        return None;
+    let d = sock.datagram()?;
+    match to() {
+        Some(t) if emulated(t) && !unheld(t) => return None,
+        None if d.recheck_due() && adopt_connected(fd, d) => return None,
+        _ => {}
     }
-    sock.datagram()?.kernel_is_bound();
+    d.kernel_is_bound();
     Some(Kernel(sock))
+}
+
+/// How long a socket connected through the kernel to a destination
+/// remembered as held by nobody stays so before a send asks again (the
+/// longest a destination is remembered, `unheld`).
+const RECHECK_MS: u64 = 1000;
+
+/// A socket connected through the kernel while its peer was remembered as
+/// held by nobody (`connect`), at a send after `RECHECK_MS`: made ours as
+/// a connect would now make it (true), else asked again later. Without
+/// it, a client that connects once (statsd, syslog) or reconnects while
+/// its server restarts stayed the kernel's for life.
+fn adopt_connected(fd: c_int, d: &Datagram) -> bool {
+    let Some(peer) = d.peer() else { return false };
+    match adopt_for(fd, peer, true) {
+        Some(Ok(s)) => {
+            if let Some(n) = s.datagram() {
+                n.connect(Some(peer));
+            }
+            true
+        }
+        Some(Err(_)) => false,
+        None => {
+            if unheld(peer) {
+                d.recheck_after(RECHECK_MS);
+            }
+            false
+        }
+    }
 }
 
 /// A recvmsg on `fd` that is its kernel socket's, with the kernel's
@@ -824,8 +856,14 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
                     None if addr.family() == Some(libc::AF_UNSPEC) => None,
                     None => return Some(fail(Errno::INVAL)),
                 };
-                return Some(match s.datagram()?.connect_kernel(peer) {
-                    Ok(()) => Action::Done(0),
+                let d = s.datagram()?;
+                return Some(match d.connect_kernel(peer) {
+                    Ok(()) => {
+                        if peer.is_some_and(|t| emulated(t) && unheld(t)) {
+                            d.recheck_after(RECHECK_MS);
+                        }
+                        Action::Done(0)
+                    }
                     Err(e) => fail(e),
                 });
             }

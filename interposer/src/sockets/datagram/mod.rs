@@ -88,6 +88,10 @@ pub(crate) struct Datagram {
     /// Held while the kernel socket shares a port whose name another
     /// process holds (`mark_shared`).
     shared_mark: OnceLock<crate::platform::internal_fd::InternalFd>,
+    /// Connected through the kernel to a destination remembered as held
+    /// by nobody (decision 61): when its next send asks again whether it
+    /// is ours to carry (`monotonic_ms`; 0: never).
+    recheck_ms: std::sync::atomic::AtomicU64,
     pub opts: Options,
 }
 
@@ -125,6 +129,7 @@ impl Datagram {
             }),
             shut: std::sync::atomic::AtomicU8::new(0),
             shared_mark: OnceLock::new(),
+            recheck_ms: std::sync::atomic::AtomicU64::new(0),
             opts,
         })
     }
@@ -411,6 +416,27 @@ impl Datagram {
         *self.peer.lock() = peer;
         *self.kernel_peer.lock() = peer;
         Ok(())
+    }
+
+    /// Its next send after `ms` asks again whether its kernel peer is a
+    /// preloaded receiver's (`recheck_due`).
+    pub(crate) fn recheck_after(&self, ms: u64) {
+        let at = crate::transport::parking::monotonic_ms() + ms;
+        self.recheck_ms
+            .store(at, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the time set by `recheck_after` has come (once: it is
+    /// cleared; one load while none is set).
+    pub(crate) fn recheck_due(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let at = self.recheck_ms.load(Relaxed);
+        at != 0
+            && crate::transport::parking::monotonic_ms() >= at
+            && self
+                .recheck_ms
+                .compare_exchange(at, 0, Relaxed, Relaxed)
+                .is_ok()
     }
 
     /// connect(2): `Some` sets the peer, `None` (AF_UNSPEC) dissolves it.
