@@ -1591,3 +1591,44 @@ print("kernel datagrams counted:", COUNTED)
     let shm = counters.get("udp_shm").copied().unwrap_or(0);
     assert!(shm >= 200, "udp_shm {shm}: {out}");
 }
+
+/// A bound UDP socket with datagrams queued (by a preloaded sender, not
+/// read yet) handed to another process with SCM_RIGHTS, the first
+/// closing its copy: the new holder gets them all (they were lost in
+/// shared memory). Known: the queued ones come when their sender sends
+/// again (its ring goes through the kernel then), not at once.
+#[test]
+fn datagrams_queued_on_a_socket_handed_over_with_scm_rights_arrive() {
+    let body = r#"
+host = sys.argv[1]
+a, b = socket.socketpair()
+pid = os.fork()
+if pid == 0:
+    a.close()
+    msg, fds, _, _ = socket.recv_fds(b, 10, 1)
+    t = socket.socket(fileno=fds[0])
+    t.settimeout(10)
+    b.send(b"go")
+    got = sorted(t.recv(100) for _ in range(20))
+    want = sorted([b"before %d" % i for i in range(10)] + [b"after %d" % i for i in range(10)])
+    print("new holder got all", got == want, flush=True)
+    os._exit(0)
+b.close()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((host, 0))
+addr = s.getsockname()
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(10):
+    c.sendto(b"before %d" % i, addr)
+time.sleep(0.1)  # (the receiver's links settle: queued in shared memory)
+socket.send_fds(a, [b"x"], [s.fileno()])
+s.close()
+assert a.recv(10) == b"go"
+for i in range(10):
+    c.sendto(b"after %d" % i, addr)
+os.waitpid(pid, 0)
+print("kernel datagrams counted:", COUNTED)
+"#;
+    let (out, _) = default_as_kernel("udpdef_scm_handoff", body);
+    assert!(out.contains("new holder got all True"), "{out}");
+}

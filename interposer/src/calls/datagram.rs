@@ -223,8 +223,11 @@ pub(crate) fn carries() -> bool {
 /// UDP sockets of ours among the fds a sendmsg passes (SCM_RIGHTS), each
 /// with its kernel socket, which goes in its place: the receiving process
 /// gets a UDP socket (its fd would be an empty epoll instance there). One
-/// emulated in the default mode goes back to the kernel first, as for a
-/// fork (decision 49: two processes hold it, one kernel queue); one
+/// emulated in the default mode goes back to the kernel first, as before
+/// an exec (decisions 49, 56): nothing is drained into this process's
+/// leftovers, which the receiver cannot read (they were lost); each
+/// sender sends what it left in its ring through the kernel, at its next
+/// send (not at once: known); one
 /// emulated in the emulated mode (no kernel port behind its name) is
 /// passed as before. None: no such socket.
 pub(crate) fn passed(fds: &[c_int]) -> Option<Vec<(c_int, Kernel)>> {
@@ -235,7 +238,7 @@ pub(crate) fn passed(fds: &[c_int]) -> Option<Vec<(c_int, Kernel)>> {
         }
         let Some(sock) = ours(fd) else { continue };
         let Some(d) = sock.datagram() else { continue };
-        if d.emulated() && !(default_mode() && d.to_kernel()) {
+        if d.emulated() && !(default_mode() && d.to_kernel_for_exec()) {
             continue;
         }
         held.push((fd, Kernel(sock)));
