@@ -680,6 +680,16 @@ pub(crate) fn fstat<T>(fd: c_int, buf: *mut T) -> Action<c_int> {
     Action::Raw(unsafe { crate::platform::real::fstat(k.fd(), buf.cast()) })
 }
 
+/// __fxstat and __fxstat64 (glibc before 2.33 compiled fstat into them):
+/// as `fstat` for the versions glibc serves with fstat(2) (0, the
+/// kernel's, and 1, _STAT_VER_LINUX); others are glibc's (EINVAL).
+pub(crate) fn fxstat<T>(ver: c_int, fd: c_int, buf: *mut T) -> Action<c_int> {
+    if ver != 0 && ver != 1 {
+        return Action::Pass;
+    }
+    fstat(fd, buf)
+}
+
 /// sendmsg on a socket not ours passing UDP sockets of ours (SCM_RIGHTS):
 /// each goes as its kernel socket (`datagram::passed`), in a copy of the
 /// caller's control buffer; the receiver gets a UDP socket, not the

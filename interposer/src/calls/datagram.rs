@@ -205,7 +205,8 @@ pub(crate) fn kernel_recv(fd: c_int, msg: &OutMsg<'_>, flags: c_int) -> Option<(
 
 /// fstat on `fd`, a UDP socket of ours: its kernel socket's answer (a
 /// socket, as the program made it; its fd is an epoll instance, which
-/// libuv's `uv_guess_handle` and `S_ISSOCK` checks took for no socket).
+/// `S_ISSOCK` checks took for no socket: node's `uv_guess_handle`, which
+/// node v20 reaches through glibc's old `__fxstat64`, hooked too).
 pub(crate) fn stat_target(fd: c_int) -> Option<Kernel> {
     if !carried() || !fdtable::is_owned(fd) {
         return None;

@@ -149,6 +149,16 @@ macro_rules! hooked_symbols {
         // SAFETY: as for fstat.
         fresh |r| unsafe { stat_returned(r, fd, buf) },
         gate !fdtable::table().is_empty();
+    // What glibc before 2.33 compiled fstat into (node v20 imports
+    // __fxstat64): a program built then calls these, not fstat.
+    fn __fxstat(ver: c_int, fd: c_int, buf: *mut libc::stat) -> c_int => decode::fxstat,
+        // SAFETY: as for fstat.
+        fresh |r| unsafe { stat_returned(r, fd, buf) },
+        gate !fdtable::table().is_empty();
+    fn __fxstat64(ver: c_int, fd: c_int, buf: *mut libc::stat64) -> c_int => decode::fxstat,
+        // SAFETY: as for fstat.
+        fresh |r| unsafe { stat_returned(r, fd, buf) },
+        gate !fdtable::table().is_empty();
     fn close_range(first: c_uint, last: c_uint, flags: c_int) -> c_int
         => descriptor::close_range;
     // glibc closes these past our close export (internal close_range,
