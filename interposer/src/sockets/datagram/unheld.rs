@@ -40,8 +40,36 @@ struct Entry {
 
 /// Taken with `try_lock` only: a fork while another thread held it
 /// leaves it held in the child, which then never remembers (and pays
-/// the lookups, as before) instead of waiting forever.
+/// the lookups, as before) instead of waiting forever. `forget` retries
+/// (`locked`): one dropped kept a receiver this process just bound
+/// behind the kernel for up to 1 s.
 static TABLE: Mutex<[Option<Entry>; SLOTS]> = Mutex::new([None; SLOTS]);
+
+/// `TABLE`, retried while another thread holds it for a moment (a few
+/// loads and stores), given up after a while (a lock a fork left held).
+fn locked() -> Option<crate::platform::lock::MutexGuard<'static, [Option<Entry>; SLOTS]>> {
+    for i in 0..1000 {
+        if let Some(t) = TABLE.try_lock() {
+            return Some(t);
+        }
+        if i < 100 {
+            core::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
+    }
+    None
+}
+
+/// A slot to evict when all are in use and none has expired: a
+/// pseudo-random one (17 or more destinations in turn evicted, oldest
+/// first, the very one needed next: none was ever found remembered).
+fn victim(now: u64) -> usize {
+    static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let x = SEED.fetch_add(0x9E37_79B9_7F4A_7C15, std::sync::atomic::Ordering::Relaxed) ^ now;
+    let x = (x ^ (x >> 31)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    ((x ^ (x >> 29)) % SLOTS as u64) as usize
+}
 
 /// Whether `dest` was found held by nobody a moment ago.
 pub(crate) fn unheld(dest: SocketAddr) -> bool {
@@ -63,12 +91,7 @@ pub(crate) fn found_free(dest: SocketAddr) {
     let now = monotonic_ms();
     let mine = t.iter().position(|e| e.is_some_and(|e| e.dest == dest));
     let free = || t.iter().position(Option::is_none);
-    let oldest = || {
-        (0..SLOTS)
-            .min_by_key(|&i| t[i].map_or(0, |e| e.until_ms))
-            .unwrap_or(0)
-    };
-    let slot = mine.or_else(free).unwrap_or_else(oldest);
+    let slot = mine.or_else(free).unwrap_or_else(|| victim(now));
     let for_ms = match t[slot] {
         Some(e) if e.dest == dest => (e.for_ms * 2).min(MAX_MS),
         _ => FIRST_MS,
@@ -83,7 +106,7 @@ pub(crate) fn found_free(dest: SocketAddr) {
 /// A holder was reached at `dest`, or a socket of this process was named
 /// on `port`: forget what says nobody is there.
 pub(crate) fn forget(dest: Option<SocketAddr>, port: u16) {
-    let Some(mut t) = TABLE.try_lock() else {
+    let Some(mut t) = locked() else {
         return;
     };
     for e in t.iter_mut() {
