@@ -2177,3 +2177,44 @@ print("sendmmsg ok, kernel datagrams counted:", COUNTED)
     let out = library_as_kernel("udp_sendmmsg_pk", &format!("{CMSG_PY}{body}"));
     assert!(out.contains("sendmmsg ok"), "{out}");
 }
+
+/// An unbound UDP socket shared by fork, the child sending first (or
+/// binding it), then the parent sending from its copy: both arrive, as
+/// with kernel UDP (the default mode's autobind said EINVAL; the
+/// emulated mode is checked here too).
+#[test]
+fn an_unbound_socket_shared_by_fork_sends_from_both() {
+    let body = r#"
+host = sys.argv[1]
+r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+r.bind((host, 0))
+r.settimeout(5)
+for how in ("send", "bind"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    p, q = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        if how == "bind":
+            s.bind((host, 0))
+        s.sendto(b"child " + how.encode(), r.getsockname())
+        os.write(q, b"k")
+        os._exit(0)
+    assert os.read(p, 1) == b"k"
+    os.waitpid(pid, 0)
+    try:
+        s.sendto(b"parent " + how.encode(), r.getsockname())
+    except OSError as e:
+        print("parent", how, e)
+    print(how, sorted(r.recv(100) for _ in range(2)), flush=True)
+    s.close()
+"#;
+    let out = same_as_kernel("udp_fork_unbound", body);
+    assert!(
+        out.contains("send [b'child send', b'parent send']"),
+        "{out}"
+    );
+    assert!(
+        out.contains("bind [b'child bind', b'parent bind']"),
+        "{out}"
+    );
+}

@@ -248,6 +248,9 @@ pub(crate) fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> Action<ssiz
 }
 
 pub(crate) fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Action<ssize_t> {
+    if let Some(done) = pass_udp_sockets(fd, msg, flags) {
+        return done;
+    }
     let scope = Scope::new();
     // SAFETY: sendmsg(2): a valid msghdr.
     let to = || unsafe { InMsg::new(&scope, msg) }.name().dest();
@@ -673,4 +676,91 @@ pub(crate) fn execveat(
     let at = |p: Option<Vec<u8>>| Program::At(dirfd, p.unwrap_or_default(), flags);
     // SAFETY: execveat(2)'s contract (see `new_image`).
     process::exec_image(unsafe { new_image(at, path, Some(envp)) })
+}
+
+/// fstat and fstat64 (one layout on 64-bit Linux, two types): a UDP socket
+/// of ours answers as its kernel socket (a socket, not the epoll instance
+/// its fd is: `datagram::stat_target`); everything else is the kernel's.
+pub(crate) fn fstat<T>(fd: c_int, buf: *mut T) -> Action<c_int> {
+    let Some(k) = datagram::stat_target(fd) else {
+        return Action::Pass;
+    };
+    // SAFETY: fstat(2)/fstat64: `buf` is writable for the caller's struct
+    // stat (stat64 is the same layout on the 64-bit targets built for);
+    // the real fstat fills it for the kernel socket, held open by `k`.
+    Action::Raw(unsafe { crate::platform::real::fstat(k.fd(), buf.cast()) })
+}
+
+/// __fxstat and __fxstat64 (glibc before 2.33 compiled fstat into them):
+/// as `fstat` for the versions glibc serves with fstat(2) (0, the
+/// kernel's, and 1, _STAT_VER_LINUX); others are glibc's (EINVAL).
+pub(crate) fn fxstat<T>(ver: c_int, fd: c_int, buf: *mut T) -> Action<c_int> {
+    if ver != 0 && ver != 1 {
+        return Action::Pass;
+    }
+    fstat(fd, buf)
+}
+
+/// sendmsg on a socket not ours passing UDP sockets of ours (SCM_RIGHTS):
+/// each goes as its kernel socket (`datagram::passed`), in a copy of the
+/// caller's control buffer; the receiver gets a UDP socket, not the
+/// epoll instance the fd is (which came as an empty instance: ENOTSOCK).
+/// The caller's msghdr and control buffer are read with checked copies
+/// only; anything the kernel would refuse (a bad pointer: EFAULT; a
+/// length above INT_MAX or the socket option memory: ENOBUFS) goes to
+/// the kernel as it is, which says so.
+fn pass_udp_sockets(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<Action<ssize_t>> {
+    /// Above this the kernel's optmem_max (20 KiB to 128 KiB) refuses a
+    /// control buffer (ENOBUFS): not copied, the kernel says so.
+    const MAX_CONTROL: usize = 1 << 20;
+    if msg.is_null() || !datagram::carries() || crate::platform::fdtable::is_owned(fd) {
+        return None;
+    }
+    let mut copy = core::mem::MaybeUninit::<msghdr>::zeroed();
+    // SAFETY: a checked copy of the caller's msghdr into ours (EFAULT:
+    // the kernel says so).
+    unsafe {
+        sys::user_copy(
+            msg.cast(),
+            copy.as_mut_ptr().cast(),
+            core::mem::size_of::<msghdr>(),
+        )
+    }
+    .ok()?;
+    // SAFETY: every bit pattern is a msghdr (pointers and integers).
+    let mut copy = unsafe { copy.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // size_t in glibc, socklen_t in musl
+    let len = copy.msg_controllen as usize;
+    if copy.msg_control.is_null() || len == 0 || len > MAX_CONTROL {
+        return None;
+    }
+    let mut control = vec![0u64; len.div_ceil(8)];
+    // SAFETY: a checked copy of `len` bytes of the caller's control
+    // buffer into ours, as long (EFAULT: the kernel says so).
+    unsafe {
+        sys::user_copy(
+            copy.msg_control.cast::<u8>().cast_const(),
+            control.as_mut_ptr().cast::<u8>(),
+            len,
+        )
+    }
+    .ok()?;
+    copy.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: our msghdr, its control buffer ours, `len` bytes.
+    let fds = unsafe { sys::msg_rights_in(&copy) };
+    if fds.is_empty() {
+        return None;
+    }
+    let held = datagram::passed(&fds)?;
+    // SAFETY: our msghdr, its control buffer ours, writable.
+    unsafe {
+        sys::msg_rights_swap(&mut copy, |f| {
+            held.iter().find(|(a, _)| *a == f).map(|(_, k)| k.fd())
+        })
+    };
+    // SAFETY: sendmsg(2) with the caller's msghdr but for its control
+    // buffer, copied; the kernel sockets it passes are held open by `held`.
+    Some(Action::Raw(unsafe {
+        crate::platform::real::sendmsg(fd, &copy, flags)
+    }))
 }

@@ -55,6 +55,14 @@ fn emulated(target: SocketAddr) -> bool {
         && !crate::platform::sandbox::active()
 }
 
+/// Whether `target` is a destination the default mode found held by
+/// nobody a moment ago (`unheld`, decision 63): a socket that connects or
+/// sends to it stays the kernel's, unnamed, as a plain program's (a
+/// resolver's socket per lookup to a plain DNS server).
+fn unheld(target: SocketAddr) -> bool {
+    default_mode() && crate::sockets::datagram::unheld::unheld(unmapped(target))
+}
+
 /// The family of a kernel UDP socket (None: not one, or not IP).
 fn udp_family(sock: BorrowedFd<'_>) -> Option<c_int> {
     if rustix::net::sockopt::socket_type(sock).ok()? != rustix::net::SocketType::DGRAM {
@@ -127,10 +135,13 @@ pub(crate) fn kernel_send(fd: c_int, to: impl FnOnce() -> Option<SocketAddr>) ->
         return None;
     }
     let sock = plain(fd)?;
-    if to().is_some_and(emulated) {
-        return None;
+    let d = sock.datagram()?;
+    match to() {
+        Some(t) if emulated(t) && !unheld(t) => return None,
+        None if d.recheck_due() && adopt_connected(fd, d) => return None,
+        _ => {}
     }
-    sock.datagram()?.kernel_is_bound();
+    d.kernel_is_bound();
     Some(Kernel(sock))
 }
 
@@ -325,6 +336,35 @@ fn lo_index() -> u32 {
     crate::sockets::datagram::ancillary::lo_index()
 }
 
+/// How long a socket connected through the kernel to a destination
+/// remembered as held by nobody stays so before a send asks again (the
+/// longest a destination is remembered, `unheld`).
+const RECHECK_MS: u64 = 1000;
+
+/// A socket connected through the kernel while its peer was remembered as
+/// held by nobody (`connect`), at a send after `RECHECK_MS`: made ours as
+/// a connect would now make it (true), else asked again later. Without
+/// it, a client that connects once (statsd, syslog) or reconnects while
+/// its server restarts stayed the kernel's for life.
+fn adopt_connected(fd: c_int, d: &Datagram) -> bool {
+    let Some(peer) = d.peer() else { return false };
+    match adopt_for(fd, peer, true) {
+        Some(Ok(s)) => {
+            if let Some(n) = s.datagram() {
+                n.connect(Some(peer));
+            }
+            true
+        }
+        Some(Err(_)) => false,
+        None => {
+            if unheld(peer) {
+                d.recheck_after(RECHECK_MS);
+            }
+            false
+        }
+    }
+}
+
 /// A recvmsg on `fd` that is its kernel socket's, with the kernel's
 /// ancillary data (IP_RECVERR's, IP_PKTINFO's, ...) or error queue
 /// (MSG_ERRQUEUE): one of ours not emulated whose kernel socket asks for
@@ -352,6 +392,50 @@ pub(crate) fn kernel_recv(fd: c_int, msg: &OutMsg<'_>, flags: c_int) -> Option<(
         flags
     };
     Some((Kernel(sock), flags))
+}
+
+/// fstat on `fd`, a UDP socket of ours: its kernel socket's answer (a
+/// socket, as the program made it; its fd is an epoll instance, which
+/// `S_ISSOCK` checks took for no socket: node's `uv_guess_handle`, which
+/// node v20 reaches through glibc's old `__fxstat64`, hooked too).
+pub(crate) fn stat_target(fd: c_int) -> Option<Kernel> {
+    if !carried() || !fdtable::is_owned(fd) {
+        return None;
+    }
+    ours(fd).map(Kernel)
+}
+
+/// Whether this process holds a UDP socket of ours (`SHMNET_UDP=1` and
+/// one alive): one load, so a sendmsg passing fds in a process with none
+/// (AF_UNIX fd passing) goes straight to the kernel.
+pub(crate) fn carries() -> bool {
+    carried() && crate::sockets::datagram::any_live()
+}
+
+/// UDP sockets of ours among the fds a sendmsg passes (SCM_RIGHTS), each
+/// with its kernel socket, which goes in its place: the receiving process
+/// gets a UDP socket (its fd would be an empty epoll instance there). One
+/// emulated in the default mode goes back to the kernel first, as before
+/// an exec (decisions 49, 56): nothing is drained into this process's
+/// leftovers, which the receiver cannot read (they were lost); each
+/// sender sends what it left in its ring through the kernel, at its next
+/// send (not at once: known); one
+/// emulated in the emulated mode (no kernel port behind its name) is
+/// passed as before. None: no such socket.
+pub(crate) fn passed(fds: &[c_int]) -> Option<Vec<(c_int, Kernel)>> {
+    let mut held = Vec::new();
+    for &fd in fds {
+        if !fdtable::is_owned(fd) {
+            continue;
+        }
+        let Some(sock) = ours(fd) else { continue };
+        let Some(d) = sock.datagram() else { continue };
+        if d.emulated() && !(default_mode() && d.to_kernel_for_exec()) {
+            continue;
+        }
+        held.push((fd, Kernel(sock)));
+    }
+    (!held.is_empty()).then_some(held)
 }
 
 /// Linux's F_SETSIG and F_GETSIG (not in the libc crate).
@@ -722,7 +806,7 @@ fn kernel_admits(app: BorrowedFd<'_>, target: SocketAddr) -> Result<(), Errno> {
 /// ephemeral one if that name is held; its kernel socket keeps the kernel
 /// port, carrying nothing. One bound to a given address stays the kernel's.
 fn adopt_for(fd: c_int, dest: SocketAddr, connecting: bool) -> Option<Result<Arc<Socket>, Errno>> {
-    if !emulated(dest) {
+    if !emulated(dest) || unheld(dest) {
         return None;
     }
     // One of ours not emulated yet, or a kernel socket.
@@ -800,7 +884,11 @@ fn adopt_kernel_first(
             _ => std::net::Ipv4Addr::UNSPECIFIED.into(),
         };
         if let Err(e) = rustix::net::bind(k, &SocketAddr::new(any, 0)) {
-            return Some(Err(e));
+            // EINVAL: another holder of the kernel socket (a fork, an
+            // SCM_RIGHTS receiver) bound it meanwhile; it is bound.
+            if !(e == Errno::INVAL && sys::local_name(k).is_some_and(|a| a.port() != 0)) {
+                return Some(Err(e));
+            }
         }
         if let Some(d) = d {
             d.kernel_is_bound();
@@ -963,8 +1051,14 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
                     None if addr.family() == Some(libc::AF_UNSPEC) => None,
                     None => return Some(fail(Errno::INVAL)),
                 };
-                return Some(match s.datagram()?.connect_kernel(peer) {
-                    Ok(()) => Action::Done(0),
+                let d = s.datagram()?;
+                return Some(match d.connect_kernel(peer) {
+                    Ok(()) => {
+                        if peer.is_some_and(|t| emulated(t) && unheld(t)) {
+                            d.recheck_after(RECHECK_MS);
+                        }
+                        Action::Done(0)
+                    }
                     Err(e) => fail(e),
                 });
             }

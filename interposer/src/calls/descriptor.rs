@@ -57,12 +57,6 @@ pub(crate) fn close(fd: c_int) -> Action<c_int> {
     Action::Raw(r)
 }
 
-/// fstat and fstat64: the kernel's answer; what it found is noted after
-/// the real call (`file_kinds`: sendfile then makes no fstat of its own).
-pub(crate) fn fstat<T>(_fd: c_int, _buf: *mut T) -> Action<c_int> {
-    Action::Pass
-}
-
 /// A dup of an fd of ours shares its socket; of an epoll set of ours, it
 /// is another number of that set.
 pub(crate) fn dup(fd: c_int) -> Action<c_int> {

@@ -141,11 +141,21 @@ macro_rules! hooked_symbols {
     // What the program's fstat finds is noted for sendfile (`file_kinds`):
     // nginx fstats each file it opens just before it sends it. Only in a
     // process with sockets of ours (there is nothing to send into before).
-    fn fstat(fd: c_int, buf: *mut libc::stat) -> c_int => descriptor::fstat,
+    fn fstat(fd: c_int, buf: *mut libc::stat) -> c_int => decode::fstat,
         // SAFETY: when fstat(2) returned 0 it filled `*buf`.
         fresh |r| unsafe { stat_returned(r, fd, buf) },
         gate !fdtable::table().is_empty();
-    fn fstat64(fd: c_int, buf: *mut libc::stat64) -> c_int => descriptor::fstat,
+    fn fstat64(fd: c_int, buf: *mut libc::stat64) -> c_int => decode::fstat,
+        // SAFETY: as for fstat.
+        fresh |r| unsafe { stat_returned(r, fd, buf) },
+        gate !fdtable::table().is_empty();
+    // What glibc before 2.33 compiled fstat into (node v20 imports
+    // __fxstat64): a program built then calls these, not fstat.
+    fn __fxstat(ver: c_int, fd: c_int, buf: *mut libc::stat) -> c_int => decode::fxstat,
+        // SAFETY: as for fstat.
+        fresh |r| unsafe { stat_returned(r, fd, buf) },
+        gate !fdtable::table().is_empty();
+    fn __fxstat64(ver: c_int, fd: c_int, buf: *mut libc::stat64) -> c_int => decode::fxstat,
         // SAFETY: as for fstat.
         fresh |r| unsafe { stat_returned(r, fd, buf) },
         gate !fdtable::table().is_empty();

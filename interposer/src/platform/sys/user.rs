@@ -229,13 +229,45 @@ pub(crate) unsafe fn msg_iov_in(msg: *const libc::msghdr) -> Option<(*const libc
 /// valid for reads of `msg_controllen` bytes (sendmsg(2)).
 pub(crate) unsafe fn msg_rights_in(msg: *const libc::msghdr) -> Vec<c_int> {
     let mut fds = Vec::new();
+    // SAFETY: the caller's contract; the slots are only read.
+    unsafe { msg_rights_walk(msg, |p| fds.push(ptr::read_unaligned(p))) };
+    fds
+}
+
+/// Replaces, in a msghdr the library made (a copy of a caller's, with a
+/// control buffer of its own), each fd its SCM_RIGHTS messages pass for
+/// which `swap` gives another.
+///
+/// # Safety
+/// As `msg_rights_in`, the control buffer writable too.
+pub(crate) unsafe fn msg_rights_swap(
+    msg: *mut libc::msghdr,
+    swap: impl Fn(c_int) -> Option<c_int>,
+) {
+    // SAFETY: the caller's contract: each slot lies inside the writable
+    // control buffer.
+    unsafe {
+        msg_rights_walk(msg, |p| {
+            if let Some(n) = swap(ptr::read_unaligned(p)) {
+                ptr::write_unaligned(p.cast_mut(), n);
+            }
+        })
+    };
+}
+
+/// Calls `f` with the address of each fd slot of `msg`'s SCM_RIGHTS
+/// messages, inside its control buffer.
+///
+/// # Safety
+/// As `msg_rights_in`.
+unsafe fn msg_rights_walk(msg: *const libc::msghdr, mut f: impl FnMut(*const c_int)) {
     if msg.is_null() {
-        return fds;
+        return;
     }
     // SAFETY: caller contract.
     let m = unsafe { &*msg };
     if m.msg_control.is_null() {
-        return fds;
+        return;
     }
     #[allow(clippy::unnecessary_cast)] // size_t in glibc, socklen_t in musl
     let len = m.msg_controllen as usize;
@@ -256,8 +288,8 @@ pub(crate) unsafe fn msg_rights_in(msg: *const libc::msghdr) -> Vec<c_int> {
             let room = end.saturating_sub(data);
             for i in 0..len.min(room) / core::mem::size_of::<c_int>() {
                 let p = (data + i * core::mem::size_of::<c_int>()) as *const c_int;
-                // SAFETY: inside the control buffer (bounded by `room`).
-                fds.push(unsafe { ptr::read_unaligned(p) });
+                // (inside the control buffer: bounded by `room`)
+                f(p);
             }
         }
         // A length past the buffer (the kernel refuses the message) would
@@ -271,7 +303,6 @@ pub(crate) unsafe fn msg_rights_in(msg: *const libc::msghdr) -> Vec<c_int> {
         // header's only once that lies inside it too.
         c = unsafe { libc::CMSG_NXTHDR(m, c) };
     }
-    fds
 }
 
 /// Stores an int through a caller's pointer (ioctl FIONREAD).

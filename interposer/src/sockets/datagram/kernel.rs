@@ -161,6 +161,21 @@ pub(crate) struct Shell {
     leftover: std::sync::OnceLock<Leftovers>,
 }
 
+/// Shells alive in this process: none, and a sendmsg passing fds
+/// (SCM_RIGHTS) has no UDP socket of ours to swap (`any_live`).
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Whether this process holds any UDP socket of ours (one load).
+pub(crate) fn any_live() -> bool {
+    LIVE.load(Ordering::Relaxed) != 0
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// epoll data of the kernel socket in the instance.
 pub(super) const KERNEL: u64 = u64::MAX;
 /// epoll data of the leftovers' reading end in the instance.
@@ -178,6 +193,7 @@ impl Shell {
             epoll::EventData::new_u64(KERNEL),
             epoll::EventFlags::IN,
         )?;
+        LIVE.fetch_add(1, Ordering::Relaxed);
         Ok(Shell {
             epoll: InternalFd::new(ep),
             kernel: InternalFd::new(kernel),

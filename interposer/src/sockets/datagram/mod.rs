@@ -25,6 +25,7 @@ mod kernel;
 mod leftover;
 mod links;
 mod routes;
+pub(crate) mod unheld;
 
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
@@ -35,6 +36,7 @@ use rustix::io::Errno;
 
 use inbox::Inbox;
 pub(crate) use inbox::Taken;
+pub(crate) use kernel::any_live;
 use kernel::Shell;
 use routes::{Outcome, Routes};
 
@@ -92,6 +94,10 @@ pub(crate) struct Datagram {
     /// not asked, again after each setsockopt; a fork asks again in both
     /// processes, as either may set an option on the shared socket).
     cmsgs: std::sync::atomic::AtomicU64,
+    /// Connected through the kernel to a destination remembered as held
+    /// by nobody (decision 63): when its next send asks again whether it
+    /// is ours to carry (`monotonic_ms`; 0: never).
+    recheck_ms: std::sync::atomic::AtomicU64,
     pub opts: Options,
 }
 
@@ -130,6 +136,7 @@ impl Datagram {
             shut: std::sync::atomic::AtomicU8::new(0),
             shared_mark: OnceLock::new(),
             cmsgs: std::sync::atomic::AtomicU64::new(0),
+            recheck_ms: std::sync::atomic::AtomicU64::new(0),
             opts,
         })
     }
@@ -203,6 +210,8 @@ impl Datagram {
         let limit = rustix::net::sockopt::socket_recv_buffer_size(self.kernel())
             .map_or(212_992, |n| n.min(1 << 30) as u32);
         let inbox = Inbox::new(self.shell.clone(), InternalFd::new(listener), local, limit)?;
+        // Its own senders find it from now on (`unheld`).
+        unheld::forget(None, local.port());
         let inbox = self.inbox.get_or_init(|| inbox);
         // (SeqCst, with the stores in `make_eager` and
         // `set_edge_triggered`: one of the two sides sees the other.)
@@ -414,6 +423,27 @@ impl Datagram {
         *self.peer.lock() = peer;
         *self.kernel_peer.lock() = peer;
         Ok(())
+    }
+
+    /// Its next send after `ms` asks again whether its kernel peer is a
+    /// preloaded receiver's (`recheck_due`).
+    pub(crate) fn recheck_after(&self, ms: u64) {
+        let at = crate::transport::parking::monotonic_ms() + ms;
+        self.recheck_ms
+            .store(at, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the time set by `recheck_after` has come (once: it is
+    /// cleared; one load while none is set).
+    pub(crate) fn recheck_due(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let at = self.recheck_ms.load(Relaxed);
+        at != 0
+            && crate::transport::parking::monotonic_ms() >= at
+            && self
+                .recheck_ms
+                .compare_exchange(at, 0, Relaxed, Relaxed)
+                .is_ok()
     }
 
     /// connect(2): `Some` sets the peer, `None` (AF_UNSPEC) dissolves it.

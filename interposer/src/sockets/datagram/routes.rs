@@ -874,8 +874,16 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         }
     }
     let fd = match dialed {
-        Ok(fd) => InternalFd::new(fd),
-        Err(Errno::CONNREFUSED) => return Ok(kernel_route(dest, true)),
+        Ok(fd) => {
+            super::unheld::forget(Some(dest), 0);
+            InternalFd::new(fd)
+        }
+        Err(Errno::CONNREFUSED) => {
+            if default_mode() {
+                super::unheld::found_free(dest);
+            }
+            return Ok(kernel_route(dest, true));
+        }
         Err(e) => return Err(e),
     };
     let me = rustix::process::geteuid().as_raw();
