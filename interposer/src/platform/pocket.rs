@@ -679,8 +679,10 @@ impl Drop for Ring {
 /// How long `Lent::give_back` tries again without sleeping.
 const EAGER: std::time::Duration = std::time::Duration::from_millis(100);
 
-/// How long `Lent::give_back` tries before the connection is `Lost`.
-const PATIENCE: std::time::Duration = crate::transport::parking::PARK_PATIENCE;
+/// How long `Lent::give_back` tries before the connection is `Lost`: a
+/// parked connection's patience (`transport::parking::PARK_PATIENCE`,
+/// which asserts the two agree; platform does not import transport).
+pub(crate) const PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A connection held in this thread's slot, its number closed.
 pub(crate) struct Lent {

@@ -22,6 +22,10 @@ use crate::transport::handshake;
 /// descheduled or stopped).
 pub(crate) const PARK_PATIENCE: Duration = Duration::from_secs(2);
 
+// A connection lent at the fd limit waits for its number as long as a
+// parked one waits for its message (`platform::pocket`).
+const _: () = assert!(PARK_PATIENCE.as_millis() == crate::platform::pocket::PATIENCE.as_millis());
+
 /// Where a rendezvous connection came from: the namespace's abstract
 /// names (the connector is in our network namespace), or SHMNET_DIR (it
 /// may be in another one).

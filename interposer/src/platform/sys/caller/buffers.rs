@@ -309,8 +309,10 @@ impl<'call> InMsg<'call> {
     /// its result, with errno as libc left it.
     pub(crate) fn send_real(self, fd: c_int, flags: c_int) -> libc::ssize_t {
         // SAFETY: sendmsg(2) with the caller's msghdr (the constructor's
-        // contract: null or valid as sendmsg(2) requires) on `fd`.
-        unsafe { crate::platform::real::sendmsg(fd, self.msg, flags) }
+        // contract: null or valid as sendmsg(2) requires) on `fd`. The
+        // system call itself: libc's sendmsg would be our own hook, and
+        // `platform::real` sits above `sys`.
+        unsafe { libc::syscall(libc::SYS_sendmsg, fd, self.msg, flags) as libc::ssize_t }
     }
 
     /// The fds it passes (SCM_RIGHTS); none for a null msghdr.
