@@ -1757,3 +1757,44 @@ print("kernel datagrams counted:", COUNTED)
     let (out, _) = default_as_kernel("udpdef_scm_handoff", body);
     assert!(out.contains("new holder got all True"), "{out}");
 }
+
+/// A connected socket keeps its peer where it goes back to the kernel:
+/// before a fork shares it (socat UDP-LISTEN ... EXEC:'s forked server
+/// wrote into an unconnected kernel socket: EDESTADDRREQ) and across an
+/// exec (the new image's getpeername said ENOTCONN). Sweep36 #1, #2.
+#[test]
+fn a_connected_socket_keeps_its_peer_across_fork_and_exec() {
+    let body = r#"
+host = sys.argv[1]
+child = """
+import os, socket, sys
+s = socket.socket(fileno=int(sys.argv[1]))
+print("exec peer", s.getpeername()[0], flush=True)
+s.send(b"from exec")
+"""
+for how in ("fork", "exec"):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    c.bind((host, 0)); c.settimeout(5)
+    c.sendto(b"hello", s.getsockname())
+    d, peer = s.recvfrom(100)
+    s.connect(peer)
+    pid = os.fork()
+    if pid == 0:
+        if how == "exec":
+            os.set_inheritable(s.fileno(), True)
+            os.execv(sys.executable, [sys.executable, "-c", child, str(s.fileno())])
+        os._exit(0)
+    os.waitpid(pid, 0)
+    if how == "fork":
+        print("fork peer", s.getpeername()[0], flush=True)
+        s.send(b"from fork")
+    print(how, c.recv(100), flush=True)
+    s.close(); c.close()
+print("kernel datagrams counted:", COUNTED)
+"#;
+    let (out, _) = default_as_kernel("udpdef_connected_fork_exec", body);
+    assert!(out.contains("fork b'from fork'"), "{out}");
+    assert!(out.contains("exec b'from exec'"), "{out}");
+}

@@ -318,6 +318,20 @@ impl Datagram {
         };
         self.retired
             .store(true, std::sync::atomic::Ordering::Release);
+        // A connected socket's kernel socket is connected only once a send
+        // took the kernel's route: the fd it becomes keeps its peer, as the
+        // kernel's would (sweep36: socat UDP-LISTEN EXEC's forked server
+        // wrote into an unconnected socket, EDESTADDRREQ).
+        if let Some(peer) = self.peer() {
+            let mut kp = self.kernel_peer.lock();
+            if *kp != Some(peer) {
+                let to = sys::as_family(peer, self.shell.v6).unwrap_or(peer);
+                match rustix::net::connect(self.kernel(), &to) {
+                    Ok(()) => *kp = Some(peer),
+                    Err(e) => log!(debug, "UDP {}: its peer {peer} not kept: {e}", inbox.local),
+                }
+            }
+        }
         log!(
             debug,
             "UDP {}: back to the kernel before {} shares it ({moved} queued kept)",
