@@ -140,9 +140,19 @@ pub(crate) unsafe fn msg_cmsgs_in(msg: *const libc::msghdr) -> Result<Vec<Cmsg>,
 
 /// The cmsgs in `raw`, as the kernel's `__sys_sendmsg` walks them.
 pub(crate) fn parse(raw: &[u8]) -> Result<Vec<Cmsg>, c_int> {
+    let mut out = Vec::new();
+    walk_cmsgs(raw, |level, kind, data| {
+        out.push((level, kind, data.to_vec()))
+    })?;
+    Ok(out)
+}
+
+/// Calls `f` with level, type and payload of each cmsg in `raw`, in order,
+/// as the kernel's `__sys_sendmsg` walks them; EINVAL at the first whose
+/// length does not fit (those before it were given to `f`).
+pub(crate) fn walk_cmsgs(raw: &[u8], mut f: impl FnMut(c_int, c_int, &[u8])) -> Result<(), c_int> {
     let hdr = core::mem::size_of::<libc::cmsghdr>();
     let word = core::mem::size_of::<usize>();
-    let mut out = Vec::new();
     let mut at = 0usize;
     while raw.len() - at >= hdr {
         let mut l = [0u8; core::mem::size_of::<usize>()];
@@ -156,13 +166,13 @@ pub(crate) fn parse(raw: &[u8]) -> Result<Vec<Cmsg>, c_int> {
             b.copy_from_slice(&raw[at + o..at + o + 4]);
             c_int::from_ne_bytes(b)
         };
-        out.push((int(word), int(word + 4), raw[at + hdr..at + clen].to_vec()));
+        f(int(word), int(word + 4), &raw[at + hdr..at + clen]);
         at = at.saturating_add(clen.div_ceil(word) * word);
         if at >= raw.len() {
             break;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// The most control bytes an emulated recvmsg writes (its own cmsgs, or

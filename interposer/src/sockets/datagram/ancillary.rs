@@ -164,23 +164,10 @@ impl<'a> Writer<'a> {
     /// `bytes`, room enough for all), each written again with `put`: cut
     /// and spaced for this buffer as the kernel would cut them.
     pub(crate) fn put_kernel(&mut self, bytes: &[u8], truncated: bool) {
-        let mut at = 0usize;
-        while bytes.len() - at >= HDR {
-            let mut l = [0u8; core::mem::size_of::<usize>()];
-            l.copy_from_slice(&bytes[at..at + core::mem::size_of::<usize>()]);
-            let clen = usize::from_ne_bytes(l);
-            if clen < HDR || clen > bytes.len() - at {
-                break; // (the kernel's own: not expected)
-            }
-            let int = |o: usize| {
-                let mut b = [0u8; 4];
-                b.copy_from_slice(&bytes[at + o..at + o + 4]);
-                c_int::from_ne_bytes(b)
-            };
-            let lv = core::mem::size_of::<usize>();
-            self.put(int(lv), int(lv + 4), &bytes[at + HDR..at + clen]);
-            at = at.saturating_add(align(clen)).min(bytes.len());
-        }
+        // (The kernel's own: a malformed one, not expected, ends them.)
+        let _ = crate::platform::sys::walk_cmsgs(bytes, |level, kind, data| {
+            self.put(level, kind, data)
+        });
         self.truncated |= truncated;
     }
 }
