@@ -124,6 +124,43 @@ fn siglongjmp_out_of_a_blocking_tcp_recv_leaves_the_connection_working() {
     }
 }
 
+/// A siglongjmp out of the handler of a signal that came while a blocking
+/// UDP recvfrom waited (tftp's SIGALRM timeout): the late answer is still
+/// read and round trips go on, as over kernel UDP, in the emulated mode
+/// (spinning and not) and the default mode. Before, the receive's sleep
+/// ran inside the library and every later call of the thread on the
+/// socket was refused as re-entry (EIO; sweep37, tftp-hpa).
+#[test]
+fn siglongjmp_out_of_a_blocking_udp_recv_leaves_the_socket_working() {
+    let exe = build_c("udp_recv_longjmp", &["-O2", "-Wall"]);
+    let lo = Net::loopback("udp-recv-longjmp-kernel");
+    let kernel = stdout_of(
+        "udp_recv_longjmp over kernel UDP",
+        std::process::Command::new(&exe).args([&lo.host_str(), &lo.port_str()]),
+    );
+    assert_eq!(
+        kernel,
+        "jumps 5, late answers read 5, round trips after 5\n"
+    );
+    for spin in ["200000", "0"] {
+        let net = Net::emulated(&format!("udp-recv-longjmp-{spin}"));
+        let mut cmd = preloaded(&exe);
+        cmd.args([&net.host_str(), &net.port_str()]);
+        net.env(&mut cmd)
+            .env("SHMNET_UDP", "1")
+            .env("SHMNET_SPIN_US", spin);
+        let out = stdout_of("udp_recv_longjmp emulated", &mut spinning(cmd));
+        assert_eq!(out, kernel, "emulated, SHMNET_SPIN_US={spin}");
+    }
+    let net = Net::loopback("udp-recv-longjmp-default");
+    let mut cmd = preloaded(&exe);
+    cmd.args([&net.host_str(), &net.port_str()])
+        .env("SHMNET_DIR", net.shm_dir())
+        .env("SHMNET_UDP", "1");
+    let out = stdout_of("udp_recv_longjmp in the default mode", &mut cmd);
+    assert_eq!(out, kernel, "default mode");
+}
+
 /// A process-directed SIGINT (kill -INT PID) while a Python program's main
 /// thread blocks in recv and another thread idles: KeyboardInterrupt comes
 /// before the answer (2 s later), as over kernel TCP. With decision 45's

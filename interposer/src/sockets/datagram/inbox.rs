@@ -1014,7 +1014,8 @@ impl Inbox {
     }
 
     /// Sleeps until the instance is readable, at most `ms` (-1: no
-    /// limit): Ok(false) on timeout, EINTR for a signal.
+    /// limit): Ok(false) on timeout, EINTR for a signal or a cancel
+    /// request (`sleep_outside`; the lock is let go before it).
     /// (Out of fds, the listener is looked at every 50 ms instead.)
     pub(crate) fn wait(&self, ms: i32) -> Result<bool, Errno> {
         let ms = if self.lock().parked && !(0..=50).contains(&ms) {
@@ -1022,7 +1023,7 @@ impl Inbox {
         } else {
             ms
         };
-        self.shell.wait(ms)
+        super::sleep_outside(|| self.shell.wait(ms))
     }
 }
 

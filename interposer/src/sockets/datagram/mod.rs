@@ -707,12 +707,11 @@ impl Datagram {
                 let limit = *deadline
                     .get_or_insert_with(|| self.rcvtimeo().map(|t| std::time::Instant::now() + t));
                 let ms = ms_left(limit)?;
-                let woke = crate::platform::cancel::sleep(|| self.shell.wait(ms));
-                match woke.unwrap_or(Err(Errno::INTR)) {
+                match sleep_outside(|| self.shell.wait(ms)) {
                     Ok(true) if !self.emulated() && !self.shell.ready() => {
                         // Readable for another process's Inbox (a parent
                         // that named the instance after it forked us).
-                        std::thread::sleep(std::time::Duration::from_millis(10));
+                        nap_outside(std::time::Duration::from_millis(10));
                     }
                     Ok(_) => {}
                     Err(Errno::INTR) if limit.is_none() && crate::platform::cancel::restarts() => {}
@@ -733,7 +732,7 @@ impl Datagram {
                     if limit.is_some_and(|l| std::time::Instant::now() >= l) {
                         return Err(Errno::AGAIN);
                     }
-                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    nap_outside(std::time::Duration::from_millis(10));
                     continue;
                 }
                 Err(e) => return Err(self.refused(Some(e)).unwrap_or(e)),
@@ -745,8 +744,7 @@ impl Datagram {
             let limit = *deadline
                 .get_or_insert_with(|| self.rcvtimeo().map(|t| std::time::Instant::now() + t));
             let ms = ms_left(limit)?;
-            let woke =
-                crate::platform::cancel::sleep(|| inbox.wait(ms)).unwrap_or(Err(Errno::INTR));
+            let woke = inbox.wait(ms);
             inbox.after_wake();
             match woke {
                 Ok(_) => {}
@@ -1156,6 +1154,21 @@ fn same(a: SocketAddr, b: SocketAddr) -> bool {
 
 /// A receive's wait in milliseconds for poll/epoll until `limit` (-1: none);
 /// EAGAIN once it passed, as SO_RCVTIMEO's end.
+/// A blocking receive's kernel sleep: outside the library
+/// (`guard::suspended`), so that a signal handler's calls are the
+/// library's and a siglongjmp out of it (tftp's SIGALRM timeout) leaves
+/// the thread outside, as a stream's sleep does; ended by pthread_cancel
+/// (EINTR then). `sleep` holds no lock of ours and calls nothing hooked.
+pub(super) fn sleep_outside(sleep: impl FnOnce() -> Result<bool, Errno>) -> Result<bool, Errno> {
+    crate::platform::guard::suspended(|| crate::platform::cancel::sleep(sleep))
+        .unwrap_or(Err(Errno::INTR))
+}
+
+/// A pause between looks, outside the library as `sleep_outside`.
+fn nap_outside(d: std::time::Duration) {
+    crate::platform::guard::suspended(|| std::thread::sleep(d));
+}
+
 fn ms_left(limit: Option<std::time::Instant>) -> Result<i32, Errno> {
     let Some(l) = limit else { return Ok(-1) };
     let left = l.saturating_duration_since(std::time::Instant::now());
