@@ -54,6 +54,23 @@ pub(crate) fn internal_fd_floor() -> i32 {
     (limit / 2).clamp(3, 4096) as i32
 }
 
+/// Whether the library's own fds crowd the program's: `fd`, one of ours
+/// just made, sits below the floor (the range above it is full) or more
+/// than a quarter of the fd limit above it (ours are made lowest first
+/// there, so its distance from the floor is about how many we hold). Work
+/// that is optional and adds fds per peer or per socket (a UDP sender's
+/// link, a socket carried) is declined then and the kernel's path serves:
+/// the program keeps the fds it would have under kernel UDP (sweep37 D2: a
+/// process with 250 carried UDP sockets, or a receiver of 300 sender
+/// processes, had its own open() fail at `ulimit -n` 1024 / 128).
+pub(crate) fn crowded(fd: BorrowedFd<'_>) -> bool {
+    use std::os::fd::AsRawFd;
+    let limit = nofile_limit().unwrap_or(1 << 20).min(1 << 20) as i64;
+    let floor = i64::from(internal_fd_floor());
+    let n = i64::from(fd.as_raw_fd());
+    n < floor || n - floor >= (limit / 4).max(8)
+}
+
 /// F_DUPFD_CLOEXEC to `floor` or above; an EINVAL (the floor is at or
 /// above the limit: it was lowered past our hooks) makes the limit looked
 /// up again.

@@ -774,7 +774,7 @@ fn kernel_recheck_max_ms() -> u64 {
 
 /// Whether the library runs in the default mode (a kernel port behind
 /// every name).
-fn default_mode() -> bool {
+pub(super) fn default_mode() -> bool {
     crate::platform::config::get().is_some_and(|c| c.fallback != Fallback::Never)
 }
 
@@ -876,7 +876,14 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
     let fd = match dialed {
         Ok(fd) => {
             super::unheld::forget(Some(dest), 0);
-            InternalFd::new(fd)
+            let fd = InternalFd::new(fd);
+            if default_mode() && crate::platform::internal_fd::crowded(fd.as_fd()) {
+                // The program's fds come first (`crowded`): the kernel
+                // carries this destination, asked again later.
+                log!(debug, "datagram to {dest}: fds crowded, through the kernel");
+                return Ok(kernel_route(dest, false));
+            }
+            fd
         }
         Err(Errno::CONNREFUSED) => {
             if default_mode() {
