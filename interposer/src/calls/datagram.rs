@@ -36,6 +36,7 @@ use crate::platform::config::{self, Fallback};
 use crate::platform::fdtable;
 use crate::platform::real::Action;
 use crate::platform::sys::{self, as_family, AddrIn, AddrOut, InMsg, Mmsgs, OutMsg};
+use crate::sockets::datagram::pristine::{self, Claimed};
 use crate::sockets::datagram::{Datagram, Taken};
 use crate::sockets::registry;
 use crate::sockets::socket::Socket;
@@ -131,7 +132,13 @@ pub(crate) fn ioctl_target(fd: c_int, request: core::ffi::c_ulong) -> Option<Ker
 /// holds a port after it. `to` is called only for a socket of ours (it
 /// may read the destination with a plain copy, `AddrIn::dest`).
 pub(crate) fn kernel_send(fd: c_int, to: impl FnOnce() -> Option<SocketAddr>) -> Option<Kernel> {
-    if !carried() || !fdtable::is_owned(fd) {
+    if !carried() {
+        return None;
+    }
+    if !fdtable::is_owned(fd) {
+        if pristine::recheck_due(fd) {
+            adopt_pristine_connected(fd);
+        }
         return None;
     }
     let sock = plain(fd)?;
@@ -365,6 +372,36 @@ fn adopt_connected(fd: c_int, d: &Datagram) -> bool {
     }
 }
 
+/// `adopt_connected` for a pristine socket (decision 64): its peer, asked
+/// of the kernel, is a connect's again; asked later if nobody holds it
+/// still. The send that follows finds it ours, or the kernel's.
+fn adopt_pristine_connected(fd: c_int) {
+    let peer = rustix::net::getpeername(sys::borrow_fd(fd))
+        .ok()
+        .flatten()
+        .and_then(|a| SocketAddr::try_from(a).ok());
+    let Some(peer) = peer else { return };
+    match adopt_for(fd, peer, true) {
+        Some(Ok(s)) => {
+            if let Some(n) = s.datagram() {
+                n.connect(Some(peer));
+            }
+        }
+        Some(Err(_)) => {}
+        None => recheck_pristine(fd, peer),
+    }
+}
+
+/// A pristine socket connected through the kernel to `peer`, a
+/// destination of ours nobody holds: asked again at a send after
+/// `RECHECK_MS` (decision 63's recheck, kept by `pristine`).
+fn recheck_pristine(fd: c_int, peer: SocketAddr) {
+    if default_mode() && pristine::is_pristine(fd) && emulated(peer) && unheld(peer) {
+        let now = crate::transport::parking::monotonic_ms();
+        pristine::recheck_at(fd, now + RECHECK_MS);
+    }
+}
+
 /// A recvmsg on `fd` that is its kernel socket's, with the kernel's
 /// ancillary data (IP_RECVERR's, IP_PKTINFO's, ...) or error queue
 /// (MSG_ERRQUEUE): one of ours not emulated whose kernel socket asks for
@@ -517,11 +554,15 @@ pub(crate) fn is_datagram(fd: c_int) -> bool {
     registry::with(fd, |s| s.datagram().is_some()).unwrap_or_else(|| ours(fd).is_some())
 }
 
-/// A UDP socket made by the application, in the emulated mode with UDP
-/// carried: ours from now on (review H-A). Its kernel socket moves up to
-/// the library's fds, and an epoll instance holding it takes its number,
-/// with its flags (`ty`'s SOCK_NONBLOCK and SOCK_CLOEXEC), before the
-/// application sees the number. Left the kernel's if that fails.
+/// A UDP socket made by the application, with UDP carried. In the
+/// default mode it stays the kernel's own file, marked pristine
+/// (`pristine`, decision 64): converted at its first bind, connect or
+/// send the library carries, unless something captured its file first.
+/// In the emulated mode it is ours from now on (review H-A): its kernel
+/// socket moves up to the library's fds, and an epoll instance holding it
+/// takes its number, with its flags (`ty`'s SOCK_NONBLOCK and
+/// SOCK_CLOEXEC), before the application sees the number. Left the
+/// kernel's if that fails.
 pub(crate) fn socket_made(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
     if fd < 0
         || ty & 0xf != libc::SOCK_DGRAM
@@ -530,6 +571,10 @@ pub(crate) fn socket_made(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) 
         || !carried()
         || crate::platform::sandbox::active()
     {
+        return;
+    }
+    if default_mode() {
+        pristine::made(fd);
         return;
     }
     let app = sys::borrow_fd(fd);
@@ -670,6 +715,21 @@ pub(crate) fn exec_failed() {
     }
 }
 
+/// In the default mode, a socket not ours is converted only if it is
+/// pristine (decision 64): Ok(Some(claim)) while this thread converts it,
+/// Err when it is the kernel's for good or another thread made it ours
+/// meanwhile (the caller looks again). Ok(None): ours already, or the
+/// emulated mode (which takes any kernel UDP socket over).
+fn claim_pristine(fd: c_int) -> Result<Option<pristine::Claim>, ()> {
+    if fdtable::is_owned(fd) || !default_mode() {
+        return Ok(None);
+    }
+    match pristine::claim(fd) {
+        Claimed::Mine(c) => Ok(Some(c)),
+        Claimed::Ours | Claimed::Kernel => Err(()),
+    }
+}
+
 /// Our datagram socket behind `fd` that is not emulated yet.
 fn plain(fd: c_int) -> Option<Arc<Socket>> {
     ours(fd).filter(|s| s.datagram().is_some_and(|d| !d.emulated()))
@@ -692,7 +752,8 @@ fn adopt(fd: c_int, local: SocketAddr, avoid: Option<u16>) -> Result<Arc<Socket>
         return Ok(sock);
     }
     let app = sys::borrow_fd(fd);
-    let kernel = rustix::io::fcntl_dupfd_cloexec(app, 0)?;
+    // (Up out of the application's range, as `socket_made`'s.)
+    let kernel = crate::platform::internal_fd::InternalFd::dup(app)?.into_owned();
     let d = match Datagram::bind(local, kernel, avoid) {
         Err(Errno::ADDRINUSE) if avoid.is_none() => share(fd, local)?,
         r => r?,
@@ -809,6 +870,12 @@ fn adopt_for(fd: c_int, dest: SocketAddr, connecting: bool) -> Option<Result<Arc
     if !emulated(dest) || unheld(dest) {
         return None;
     }
+    // The default mode converts a pristine socket only, claimed for the
+    // conversion (a capture waits for it meanwhile).
+    let _claim = match claim_pristine(fd) {
+        Ok(c) => c,
+        Err(()) => return None,
+    };
     // One of ours not emulated yet, or a kernel socket.
     let shell = match fdtable::is_owned(fd) {
         // (One that went back to the kernel stays there: decision 49.)
@@ -951,10 +1018,30 @@ fn bind_wildcard(fd: c_int, app: BorrowedFd<'_>, target: SocketAddr) -> Option<A
 /// kernel (decision 50).
 fn shared_elsewhere(fd: c_int, local: SocketAddr, e: Errno) {
     if e == Errno::ADDRINUSE && default_mode() {
-        if let Some(d) = ours(fd).as_deref().and_then(Socket::datagram) {
+        // (A pristine one, claimed by the caller, gets its shell now:
+        // the mark is the shell's.)
+        let sock = ours(fd).or_else(|| shell_in_place(fd).ok());
+        if let Some(d) = sock.as_deref().and_then(Socket::datagram) {
             d.mark_shared(local);
         }
     }
+}
+
+/// The kernel UDP socket `fd`, pristine and claimed (decision 64), made
+/// ours not emulated, as `socket_made` makes one in the emulated mode.
+fn shell_in_place(fd: c_int) -> Result<Arc<Socket>, Errno> {
+    let app = sys::borrow_fd(fd);
+    let cloexec = rustix::io::fcntl_getfd(app)?.contains(rustix::io::FdFlags::CLOEXEC);
+    let nonblock = rustix::fs::fcntl_getfl(app)?.contains(rustix::fs::OFlags::NONBLOCK);
+    let kernel = crate::platform::internal_fd::InternalFd::dup(app)?.into_owned();
+    let d = Datagram::existing(kernel)?;
+    if nonblock {
+        rustix::fs::fcntl_setfl(d.instance(), rustix::fs::OFlags::NONBLOCK)?;
+    }
+    sys::dup_onto(d.instance(), fd, cloexec)?;
+    let sock = Arc::new(Socket::Datagram(d));
+    registry::insert(fd, sock.clone()).map_err(|()| Errno::MFILE)?;
+    Ok(sock)
 }
 
 /// Whether an emulated socket of this process holds `wildcard`'s port on
@@ -985,6 +1072,10 @@ fn port_held_here(app: std::os::fd::BorrowedFd<'_>, wildcard: SocketAddr) -> boo
 
 pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     let Some(s) = registry::get(fd) else {
+        let Ok(_claim) = claim_pristine(fd) else {
+            // (Another thread converted it meanwhile: ours now.)
+            return fdtable::is_owned(fd).then(|| bind(fd, addr)).flatten();
+        };
         return bind_with(fd, sys::borrow_fd(fd), addr);
     };
     let d = s.datagram()?;
@@ -1063,9 +1154,18 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
                 });
             }
         },
-        None => match adopt_for(fd, addr.get()?, true)? {
-            Ok(s) => s,
-            Err(e) => return Some(fail(e)),
+        None => match adopt_for(fd, addr.get()?, true) {
+            Some(Ok(s)) => s,
+            Some(Err(e)) => return Some(fail(e)),
+            // (Another thread converted it meanwhile: ours now.)
+            None if fdtable::is_owned(fd) => return connect(fd, addr),
+            None => {
+                // The kernel's connect, next: asked again later.
+                if let Some(t) = addr.get() {
+                    recheck_pristine(fd, t);
+                }
+                return None;
+            }
         },
     };
     let d = sock.datagram()?;
@@ -1095,7 +1195,11 @@ fn sender(fd: c_int, dest: Option<SocketAddr>) -> Option<Result<Arc<Socket>, Err
         }
         return Some(Ok(sock));
     }
-    adopt_for(fd, dest?, false)
+    match adopt_for(fd, dest?, false) {
+        // (Another thread converted it meanwhile: ours now.)
+        None if fdtable::is_owned(fd) => sender(fd, dest),
+        r => r,
+    }
 }
 
 fn send_on(sock: &Socket, dest: Option<SocketAddr>, bufs: &[IoSlice<'_>]) -> Action<ssize_t> {
@@ -1135,7 +1239,13 @@ pub(crate) fn send<'b>(
         return None; // the pass-through fast path
     }
     let owned = fdtable::is_owned(fd);
-    let to = match destination(dest, owned) {
+    // In the default mode only a pristine socket becomes ours (decision
+    // 64); its destination is read as one of ours (a plain copy).
+    let pristine = !owned && default_mode() && pristine::is_pristine(fd);
+    if !owned && default_mode() && !pristine {
+        return None;
+    }
+    let to = match destination(dest, owned || pristine) {
         Ok(to) => to,
         Err(_) if !owned => return None,
         Err(e) => return Some(fail(e)),
