@@ -1154,19 +1154,30 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
                 });
             }
         },
-        None => match adopt_for(fd, addr.get()?, true) {
-            Some(Ok(s)) => s,
-            Some(Err(e)) => return Some(fail(e)),
-            // (Another thread converted it meanwhile: ours now.)
-            None if fdtable::is_owned(fd) => return connect(fd, addr),
-            None => {
-                // The kernel's connect, next: asked again later.
-                if let Some(t) = addr.get() {
-                    recheck_pristine(fd, t);
-                }
+        None => {
+            // The default mode converts a pristine socket only (decision
+            // 64), whose address is read as a send's (a plain copy): the
+            // kernel's connect of one it leaves costs nothing more.
+            let pristine = default_mode() && pristine::is_pristine(fd);
+            if default_mode() && !pristine {
                 return None;
             }
-        },
+            let target = if pristine { addr.dest() } else { addr.get() };
+            let Some(t) = target else {
+                return pristine.then_some(Action::Pass);
+            };
+            match adopt_for(fd, t, true) {
+                Some(Ok(s)) => s,
+                Some(Err(e)) => return Some(fail(e)),
+                // (Another thread converted it meanwhile: ours now.)
+                None if fdtable::is_owned(fd) => return connect(fd, addr),
+                None => {
+                    // The kernel's connect, next; asked again later.
+                    recheck_pristine(fd, t);
+                    return pristine.then_some(Action::Pass);
+                }
+            }
+        }
     };
     let d = sock.datagram()?;
     if addr.family() == Some(libc::AF_UNSPEC) {
