@@ -1,9 +1,10 @@
 //! UDP in the default mode (issue 16 stage 3, decision 46: SHMNET_FALLBACK
-//! unset, `SHMNET_UDP=1`): preloaded programs on loopback reach each other
+//! unset, `SHMNET_UDP` unset: on by default since decision 65): preloaded
+//! programs on loopback reach each other
 //! through shared memory, and plain ones through the kernel, per
 //! destination, a receiver taking both on one fd. Each script runs twice,
-//! preloaded in the default mode, without `SHMNET_UDP` (kernel UDP) and
-//! with it, and both runs must print the same lines; run as root, each
+//! preloaded in the default mode, with `SHMNET_UDP=0` (kernel UDP) and
+//! with UDP carried, and both runs must print the same lines; run as root, each
 //! script moves into a network namespace of its own, where
 //! /proc/net/snmp's `Udp: InDatagrams` shows the kernel carried none of
 //! the datagrams between preloaded sockets. Payloads are checked byte for
@@ -17,16 +18,17 @@ use std::process::Command;
 use common::udp::{CMSG_PY, OWN_NETNS, UDP_PRELUDE};
 use common::{preloaded, py, stdout_of, Net};
 
-/// The default mode's environment: only SHMNET_DIR (and `SHMNET_UDP=1`
-/// when `udp`).
+/// The default mode's environment: only SHMNET_DIR, and UDP carried when
+/// `udp` (SHMNET_UDP unset: on by default in this mode, decision 65),
+/// else `SHMNET_UDP=0`.
 fn default_env<'a>(net: &Net, cmd: &'a mut Command, udp: bool) -> &'a mut Command {
     cmd.env_remove("SHMNET_FALLBACK")
         .env_remove("SHMNET_PARTITIONS")
         .env("SHMNET_DIR", net.shm_dir());
     if udp {
-        cmd.env("SHMNET_UDP", "1")
-    } else {
         cmd.env_remove("SHMNET_UDP")
+    } else {
+        cmd.env("SHMNET_UDP", "0")
     }
 }
 
