@@ -1074,7 +1074,7 @@ pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     let Some(s) = registry::get(fd) else {
         let Ok(_claim) = claim_pristine(fd) else {
             // (Another thread converted it meanwhile: ours now.)
-            return fdtable::is_owned(fd).then(|| bind(fd, addr)).flatten();
+            return ours(fd).and_then(|_| bind(fd, addr));
         };
         return bind_with(fd, sys::borrow_fd(fd), addr);
     };
@@ -1169,8 +1169,9 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
             match adopt_for(fd, t, true) {
                 Some(Ok(s)) => s,
                 Some(Err(e)) => return Some(fail(e)),
-                // (Another thread converted it meanwhile: ours now.)
-                None if fdtable::is_owned(fd) => return connect(fd, addr),
+                // (Another thread converted it meanwhile: ours now. Not
+                // a stream socket of ours: `ours` says datagram.)
+                None if ours(fd).is_some() => return connect(fd, addr),
                 None => {
                     // The kernel's connect, next; asked again later.
                     recheck_pristine(fd, t);
@@ -1208,7 +1209,7 @@ fn sender(fd: c_int, dest: Option<SocketAddr>) -> Option<Result<Arc<Socket>, Err
     }
     match adopt_for(fd, dest?, false) {
         // (Another thread converted it meanwhile: ours now.)
-        None if fdtable::is_owned(fd) => sender(fd, dest),
+        None if ours(fd).is_some() => sender(fd, dest),
         r => r,
     }
 }
