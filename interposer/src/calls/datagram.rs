@@ -14,13 +14,16 @@
 //! exec, passed, made by a raw system call) is made ours at those same
 //! moments, its fd number then pointed at a new instance.
 //!
-//! In the default mode with `SHMNET_UDP=1` (stage 3, decision 46) the
-//! same, except that the kernel owns the ports: a bind (to a loopback or
-//! wildcard address), a connect or a first send binds or connects the
-//! kernel socket first, as the kernel would, and then holds the name of
-//! the address the kernel gave it. Preloaded senders find the name
-//! (shared memory), plain ones reach the kernel socket, and one fd
-//! receives from both; a destination nobody names is the kernel's route.
+//! In the default mode (stage 3, decision 46; UDP on there by default,
+//! decision 65) the same, except that the kernel owns the ports: a bind
+//! (to a loopback or wildcard address), a connect or a first send binds
+//! or connects the kernel socket first, as the kernel would, and then
+//! holds the name of the address the kernel gave it. Preloaded senders
+//! find the name (shared memory), plain ones reach the kernel socket, and
+//! one fd receives from both; a destination nobody names is the kernel's
+//! route. And a socket is the kernel's own file until then (`pristine`,
+//! decision 64): converted at that moment, or the kernel's for good if
+//! something could have captured its file first.
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
@@ -84,8 +87,8 @@ fn ours(fd: c_int) -> Option<Arc<Socket>> {
     registry::get(fd).filter(|s| s.datagram().is_some())
 }
 
-/// Whether this process carries UDP at all (`SHMNET_UDP=1`, either
-/// mode): when not, no datagram socket of ours exists, and sendto,
+/// Whether this process carries UDP at all (`SHMNET_UDP=1`, or unset in
+/// the default mode): when not, no datagram socket of ours exists, and sendto,
 /// sendmsg, recvfrom and recvmsg on a stream of ours skip the lookups
 /// here (the stream path makes its own).
 fn carried() -> bool {
