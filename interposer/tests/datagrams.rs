@@ -747,7 +747,8 @@ print("got", got, "blocked", blocked)
 }
 
 /// SHMNET_UDP unset: the emulated mode leaves UDP to the kernel (off by
-/// default until the second review's defects are fixed: s28/review-udp2).
+/// default there while a fork server whose parent keeps the socket cannot
+/// receive in its child; on by default in the default mode, decision 65).
 #[test]
 fn off_by_default_in_the_emulated_mode() {
     let net = Net::emulated("udp_default_off");
@@ -871,7 +872,7 @@ fn dnsmasq_default_config_answers_through_shared_memory() {
 }
 
 /// Runs `body` twice with argv[1] the test's partition host, preloaded:
-/// without `SHMNET_UDP` (kernel UDP) and with it on the emulated network. Both must succeed and print the same lines (the library's
+/// with `SHMNET_UDP=0` (kernel UDP) and with UDP carried on the emulated network. Both must succeed and print the same lines (the library's
 /// are returned). `MODE` is "kernel" or "library".
 fn library_as_kernel(name: &str, body: &str) -> String {
     library_as_kernel_on(&Net::emulated(name), name, body)
@@ -883,7 +884,7 @@ fn library_as_kernel_on(net: &Net, name: &str, body: &str) -> String {
         let script = format!("{UDP_PRELUDE}{OWN_NETNS}MODE = {mode:?}\n{body}");
         let mut cmd = py(&script, &[&net.host_str()]);
         if mode == "kernel" {
-            net.env(&mut cmd).env_remove("SHMNET_UDP");
+            net.env(&mut cmd).env("SHMNET_UDP", "0");
         } else {
             udp_env(net, &mut cmd);
         }

@@ -1,9 +1,10 @@
 //! UDP in the default mode (issue 16 stage 3, decision 46: SHMNET_FALLBACK
-//! unset, `SHMNET_UDP=1`): preloaded programs on loopback reach each other
+//! unset, `SHMNET_UDP` unset: on by default since decision 65): preloaded
+//! programs on loopback reach each other
 //! through shared memory, and plain ones through the kernel, per
 //! destination, a receiver taking both on one fd. Each script runs twice,
-//! preloaded in the default mode, without `SHMNET_UDP` (kernel UDP) and
-//! with it, and both runs must print the same lines; run as root, each
+//! preloaded in the default mode, with `SHMNET_UDP=0` (kernel UDP) and
+//! with UDP carried, and both runs must print the same lines; run as root, each
 //! script moves into a network namespace of its own, where
 //! /proc/net/snmp's `Udp: InDatagrams` shows the kernel carried none of
 //! the datagrams between preloaded sockets. Payloads are checked byte for
@@ -17,16 +18,17 @@ use std::process::Command;
 use common::udp::{CMSG_PY, OWN_NETNS, UDP_PRELUDE};
 use common::{preloaded, py, stdout_of, Net};
 
-/// The default mode's environment: only SHMNET_DIR (and `SHMNET_UDP=1`
-/// when `udp`).
+/// The default mode's environment: only SHMNET_DIR, and UDP carried when
+/// `udp` (SHMNET_UDP unset: on by default in this mode, decision 65),
+/// else `SHMNET_UDP=0`.
 fn default_env<'a>(net: &Net, cmd: &'a mut Command, udp: bool) -> &'a mut Command {
     cmd.env_remove("SHMNET_FALLBACK")
         .env_remove("SHMNET_PARTITIONS")
         .env("SHMNET_DIR", net.shm_dir());
     if udp {
-        cmd.env("SHMNET_UDP", "1")
-    } else {
         cmd.env_remove("SHMNET_UDP")
+    } else {
+        cmd.env("SHMNET_UDP", "0")
     }
 }
 
@@ -1454,9 +1456,11 @@ print("plain cut ok", kernel_datagrams() - before == len(rooms) or not COUNTED, 
 /// DNS server: decision 63): after the first finds nobody preloaded holds
 /// the destination, the next ones stay the kernel's, unnamed, and get
 /// every answer, connected or not, with an epoll registration and a dup
-/// made before their first send. A receiver this process then binds on
-/// the port is reached through shared memory at once (its naming forgets
-/// what said nobody is there).
+/// made before their first send (which makes them the kernel's for good,
+/// decision 64) or after it. A receiver this process then binds on the
+/// port is reached through shared memory at once (its naming forgets
+/// what said nobody is there) by sockets registered and dup'ed after
+/// their first send.
 #[test]
 fn a_socket_per_request_to_a_plain_server_and_then_to_a_preloaded_one() {
     let body = r#"
@@ -1472,21 +1476,30 @@ while True:
     s.sendto(b"plain:" + d, a)
 """)
 port = int(p.stdout.readline())
-def ask(i, expect):
+def ask(i, expect, first=True):
+    # An epoll registration and a dup before the first send make the
+    # socket the kernel's for good (decision 64); after it, they find it
+    # carried, or the kernel's (a destination nobody preloaded holds).
     c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     c.settimeout(5)
-    ep = select.epoll(); ep.register(c.fileno(), select.EPOLLIN)
-    copy = socket.socket(fileno=os.dup(c.fileno()))
     d = b"q%d " % i + payload(i % 600, i % 251)
+    def before():
+        global ep, copy
+        ep = select.epoll(); ep.register(c.fileno(), select.EPOLLIN)
+        copy = socket.socket(fileno=os.dup(c.fileno()))
+    if first:
+        before()
     if i % 2:
         c.connect((host, port)); c.send(d)
     else:
         c.sendto(d, (host, port))
+    if not first:
+        before()
     assert ep.poll(5), i
     got = (copy if i % 3 == 0 else c).recv(70000)
     ep.close(); copy.close(); c.close()
     return got == expect + d
-print("plain answered all", all(ask(i, b"plain:") for i in range(200)))
+print("plain answered all", all(ask(i, b"plain:", i % 4 < 2) for i in range(200)))
 c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.sendto(b"stop", (host, port)); p.wait()
 srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 srv.bind((host, port))
@@ -1496,7 +1509,7 @@ def serve():
         d, a = srv.recvfrom(70000); srv.sendto(b"ours:" + d, a)
 t = threading.Thread(target=serve); t.start()
 before = kernel_datagrams()
-print("ours answered all", all(ask(i, b"ours:") for i in range(200)))
+print("ours answered all", all(ask(i, b"ours:", False) for i in range(200)))
 t.join()
 if COUNTED and MODE == "library":
     assert kernel_datagrams() - before < 200, kernel_datagrams() - before
@@ -1686,13 +1699,13 @@ t = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 t.bind((host, 0))
 P = t.getsockname()[1]
 t.close()
-s0 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s0.sendto(b"anyone?", (host, P))
-c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-c.connect((host, P))
+# (The receiver is forked first: a fork makes every socket not carried
+# yet the kernel's for good, decision 64.)
 p, q = os.pipe()
+go_r, go_w = os.pipe()
 pid = os.fork()
 if pid == 0:
+    os.read(go_r, 1)
     r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     r.bind((host, P))
     os.write(q, b"k")
@@ -1701,6 +1714,11 @@ if pid == 0:
         n += 1
     print("receiver got", n, flush=True)
     os._exit(0)
+s0 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s0.sendto(b"anyone?", (host, P))
+c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+c.connect((host, P))
+os.write(go_w, b"g")
 assert os.read(p, 1) == b"k"
 time.sleep(1.2)  # past the time a free destination is remembered (1 s)
 for i in range(200):

@@ -40,12 +40,22 @@ pub(crate) fn prctl(
     crate::calls::sandbox::prctl(option, a2, prog)
 }
 
+/// A receive on `fd`, blocking or not, is about to be made: one of the
+/// default mode's UDP sockets still the kernel's own file is the kernel's
+/// for good (a thread asleep in it holds that file, decision 64); one
+/// another thread converts is waited for, then found ours. One load.
+#[inline]
+fn received(fd: c_int) {
+    crate::sockets::datagram::pristine::capture(fd);
+}
+
 /// An iovec count as the caller gave it (the logic checks the range).
 fn count(cnt: c_int) -> usize {
     usize::try_from(cnt).unwrap_or(usize::MAX)
 }
 
 pub(crate) fn read(fd: c_int, buf: *mut c_void, count: size_t) -> Action<ssize_t> {
+    received(fd);
     // SAFETY: read(2): `buf` writable for `count` bytes.
     stream::read(fd, unsafe { OutBuf::new(&Scope::new(), buf, count) })
 }
@@ -71,6 +81,7 @@ pub(crate) fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> 
 }
 
 pub(crate) fn recv(fd: c_int, buf: *mut c_void, len: size_t, flags: c_int) -> Action<ssize_t> {
+    received(fd);
     // SAFETY: recv(2): `buf` writable for `len` bytes.
     stream::recv(fd, unsafe { OutBuf::new(&Scope::new(), buf, len) }, flags)
 }
@@ -118,6 +129,7 @@ pub(crate) fn recvfrom(
     addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> Action<ssize_t> {
+    received(fd);
     let scope = Scope::new();
     if crate::platform::fdtable::is_owned(fd) {
         // SAFETY: recvfrom(2): `buf` writable for `len` bytes, `addr` null
@@ -218,6 +230,7 @@ pub(crate) fn recvmmsg(
     flags: c_int,
     _timeout: *mut timespec,
 ) -> Action<c_int> {
+    received(fd);
     if !crate::platform::fdtable::is_owned(fd) {
         return Action::Pass;
     }
@@ -230,6 +243,7 @@ pub(crate) fn recvmmsg(
 }
 
 pub(crate) fn readv(fd: c_int, iov: *const iovec, iovcnt: c_int) -> Action<ssize_t> {
+    received(fd);
     // SAFETY: readv(2): `iovcnt` iovecs with writable buffers.
     stream::readv(
         fd,
@@ -275,6 +289,7 @@ pub(crate) fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Action<ssi
 }
 
 pub(crate) fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> Action<ssize_t> {
+    received(fd);
     let scope = Scope::new();
     // SAFETY: recvmsg(2): a valid msghdr.
     let out = unsafe { OutMsg::new(&scope, msg) };
@@ -287,6 +302,7 @@ pub(crate) fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> Action<ssize
 }
 
 pub(crate) fn read_chk(fd: c_int, buf: *mut c_void, n: size_t, buflen: size_t) -> Action<ssize_t> {
+    received(fd);
     // SAFETY: __read_chk: read(2)'s contract for `buf` and `n` (the logic
     // passes `n > buflen` through, to glibc's abort).
     stream::read_chk(
@@ -304,6 +320,7 @@ pub(crate) fn recv_chk(
     buflen: size_t,
     flags: c_int,
 ) -> Action<ssize_t> {
+    received(fd);
     // SAFETY: __recv_chk: recv(2)'s contract (as read_chk).
     stream::recv_chk(
         fd,
@@ -323,6 +340,7 @@ pub(crate) fn recvfrom_chk(
     _addr: *mut sockaddr,
     addrlen: *mut socklen_t,
 ) -> Action<ssize_t> {
+    received(fd);
     let scope = Scope::new();
     // SAFETY: __recvfrom_chk: recvfrom(2)'s contract (as read_chk).
     let (buf, addrlen) = unsafe {
@@ -713,7 +731,9 @@ fn pass_udp_sockets(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<Actio
     /// Above this the kernel's optmem_max (20 KiB to 128 KiB) refuses a
     /// control buffer (ENOBUFS): not copied, the kernel says so.
     const MAX_CONTROL: usize = 1 << 20;
-    if msg.is_null() || !datagram::carries() || crate::platform::fdtable::is_owned(fd) {
+    let pristine = crate::sockets::datagram::pristine::any();
+    if msg.is_null() || !(pristine || datagram::carries()) || crate::platform::fdtable::is_owned(fd)
+    {
         return None;
     }
     let mut copy = core::mem::MaybeUninit::<msghdr>::zeroed();
@@ -750,6 +770,12 @@ fn pass_udp_sockets(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<Actio
     let fds = unsafe { sys::msg_rights_in(&copy) };
     if fds.is_empty() {
         return None;
+    }
+    // Another process holds the file of a UDP socket still the kernel's
+    // own: the kernel's for good (decision 64).
+    if pristine {
+        fds.iter()
+            .for_each(|&f| crate::sockets::datagram::pristine::capture(f));
     }
     let held = datagram::passed(&fds)?;
     // SAFETY: our msghdr, its control buffer ours, writable.

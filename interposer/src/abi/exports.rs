@@ -481,6 +481,7 @@ fn fclose_stream(stream: *mut FILE) -> Action<c_int> {
     // exactly as in the fclose it is about to make).
     let fd = unsafe { libc::fileno(stream) };
     crate::platform::file_kinds::forget(fd);
+    crate::sockets::datagram::pristine::forget(fd);
     if fdtable::table().is_empty() {
         return Action::Pass;
     }

@@ -14,13 +14,16 @@
 //! exec, passed, made by a raw system call) is made ours at those same
 //! moments, its fd number then pointed at a new instance.
 //!
-//! In the default mode with `SHMNET_UDP=1` (stage 3, decision 46) the
-//! same, except that the kernel owns the ports: a bind (to a loopback or
-//! wildcard address), a connect or a first send binds or connects the
-//! kernel socket first, as the kernel would, and then holds the name of
-//! the address the kernel gave it. Preloaded senders find the name
-//! (shared memory), plain ones reach the kernel socket, and one fd
-//! receives from both; a destination nobody names is the kernel's route.
+//! In the default mode (stage 3, decision 46; UDP on there by default,
+//! decision 65) the same, except that the kernel owns the ports: a bind
+//! (to a loopback or wildcard address), a connect or a first send binds
+//! or connects the kernel socket first, as the kernel would, and then
+//! holds the name of the address the kernel gave it. Preloaded senders
+//! find the name (shared memory), plain ones reach the kernel socket, and
+//! one fd receives from both; a destination nobody names is the kernel's
+//! route. And a socket is the kernel's own file until then (`pristine`,
+//! decision 64): converted at that moment, or the kernel's for good if
+//! something could have captured its file first.
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
@@ -36,6 +39,7 @@ use crate::platform::config::{self, Fallback};
 use crate::platform::fdtable;
 use crate::platform::real::Action;
 use crate::platform::sys::{self, as_family, AddrIn, AddrOut, InMsg, Mmsgs, OutMsg};
+use crate::sockets::datagram::pristine::{self, Claimed};
 use crate::sockets::datagram::{Datagram, Taken};
 use crate::sockets::registry;
 use crate::sockets::socket::Socket;
@@ -83,8 +87,8 @@ fn ours(fd: c_int) -> Option<Arc<Socket>> {
     registry::get(fd).filter(|s| s.datagram().is_some())
 }
 
-/// Whether this process carries UDP at all (`SHMNET_UDP=1`, either
-/// mode): when not, no datagram socket of ours exists, and sendto,
+/// Whether this process carries UDP at all (`SHMNET_UDP=1`, or unset in
+/// the default mode): when not, no datagram socket of ours exists, and sendto,
 /// sendmsg, recvfrom and recvmsg on a stream of ours skip the lookups
 /// here (the stream path makes its own).
 fn carried() -> bool {
@@ -131,7 +135,13 @@ pub(crate) fn ioctl_target(fd: c_int, request: core::ffi::c_ulong) -> Option<Ker
 /// holds a port after it. `to` is called only for a socket of ours (it
 /// may read the destination with a plain copy, `AddrIn::dest`).
 pub(crate) fn kernel_send(fd: c_int, to: impl FnOnce() -> Option<SocketAddr>) -> Option<Kernel> {
-    if !carried() || !fdtable::is_owned(fd) {
+    if !carried() {
+        return None;
+    }
+    if !fdtable::is_owned(fd) {
+        if pristine::recheck_due(fd) {
+            adopt_pristine_connected(fd);
+        }
         return None;
     }
     let sock = plain(fd)?;
@@ -365,6 +375,36 @@ fn adopt_connected(fd: c_int, d: &Datagram) -> bool {
     }
 }
 
+/// `adopt_connected` for a pristine socket (decision 64): its peer, asked
+/// of the kernel, is a connect's again; asked later if nobody holds it
+/// still. The send that follows finds it ours, or the kernel's.
+fn adopt_pristine_connected(fd: c_int) {
+    let peer = rustix::net::getpeername(sys::borrow_fd(fd))
+        .ok()
+        .flatten()
+        .and_then(|a| SocketAddr::try_from(a).ok());
+    let Some(peer) = peer else { return };
+    match adopt_for(fd, peer, true) {
+        Some(Ok(s)) => {
+            if let Some(n) = s.datagram() {
+                n.connect(Some(peer));
+            }
+        }
+        Some(Err(_)) => {}
+        None => recheck_pristine(fd, peer),
+    }
+}
+
+/// A pristine socket connected through the kernel to `peer`, a
+/// destination of ours nobody holds: asked again at a send after
+/// `RECHECK_MS` (decision 63's recheck, kept by `pristine`).
+fn recheck_pristine(fd: c_int, peer: SocketAddr) {
+    if default_mode() && pristine::is_pristine(fd) && emulated(peer) && unheld(peer) {
+        let now = crate::transport::parking::monotonic_ms();
+        pristine::recheck_at(fd, now + RECHECK_MS);
+    }
+}
+
 /// A recvmsg on `fd` that is its kernel socket's, with the kernel's
 /// ancillary data (IP_RECVERR's, IP_PKTINFO's, ...) or error queue
 /// (MSG_ERRQUEUE): one of ours not emulated whose kernel socket asks for
@@ -517,11 +557,15 @@ pub(crate) fn is_datagram(fd: c_int) -> bool {
     registry::with(fd, |s| s.datagram().is_some()).unwrap_or_else(|| ours(fd).is_some())
 }
 
-/// A UDP socket made by the application, in the emulated mode with UDP
-/// carried: ours from now on (review H-A). Its kernel socket moves up to
-/// the library's fds, and an epoll instance holding it takes its number,
-/// with its flags (`ty`'s SOCK_NONBLOCK and SOCK_CLOEXEC), before the
-/// application sees the number. Left the kernel's if that fails.
+/// A UDP socket made by the application, with UDP carried. In the
+/// default mode it stays the kernel's own file, marked pristine
+/// (`pristine`, decision 64): converted at its first bind, connect or
+/// send the library carries, unless something captured its file first.
+/// In the emulated mode it is ours from now on (review H-A): its kernel
+/// socket moves up to the library's fds, and an epoll instance holding it
+/// takes its number, with its flags (`ty`'s SOCK_NONBLOCK and
+/// SOCK_CLOEXEC), before the application sees the number. Left the
+/// kernel's if that fails.
 pub(crate) fn socket_made(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) {
     if fd < 0
         || ty & 0xf != libc::SOCK_DGRAM
@@ -530,6 +574,10 @@ pub(crate) fn socket_made(fd: c_int, domain: c_int, ty: c_int, protocol: c_int) 
         || !carried()
         || crate::platform::sandbox::active()
     {
+        return;
+    }
+    if default_mode() {
+        pristine::made(fd);
         return;
     }
     let app = sys::borrow_fd(fd);
@@ -670,6 +718,21 @@ pub(crate) fn exec_failed() {
     }
 }
 
+/// In the default mode, a socket not ours is converted only if it is
+/// pristine (decision 64): Ok(Some(claim)) while this thread converts it,
+/// Err when it is the kernel's for good or another thread made it ours
+/// meanwhile (the caller looks again). Ok(None): ours already, or the
+/// emulated mode (which takes any kernel UDP socket over).
+fn claim_pristine(fd: c_int) -> Result<Option<pristine::Claim>, ()> {
+    if fdtable::is_owned(fd) || !default_mode() {
+        return Ok(None);
+    }
+    match pristine::claim(fd) {
+        Claimed::Mine(c) => Ok(Some(c)),
+        Claimed::Ours | Claimed::Kernel => Err(()),
+    }
+}
+
 /// Our datagram socket behind `fd` that is not emulated yet.
 fn plain(fd: c_int) -> Option<Arc<Socket>> {
     ours(fd).filter(|s| s.datagram().is_some_and(|d| !d.emulated()))
@@ -692,7 +755,8 @@ fn adopt(fd: c_int, local: SocketAddr, avoid: Option<u16>) -> Result<Arc<Socket>
         return Ok(sock);
     }
     let app = sys::borrow_fd(fd);
-    let kernel = rustix::io::fcntl_dupfd_cloexec(app, 0)?;
+    // (Up out of the application's range, as `socket_made`'s.)
+    let kernel = crate::platform::internal_fd::InternalFd::dup(app)?.into_owned();
     let d = match Datagram::bind(local, kernel, avoid) {
         Err(Errno::ADDRINUSE) if avoid.is_none() => share(fd, local)?,
         r => r?,
@@ -809,6 +873,12 @@ fn adopt_for(fd: c_int, dest: SocketAddr, connecting: bool) -> Option<Result<Arc
     if !emulated(dest) || unheld(dest) {
         return None;
     }
+    // The default mode converts a pristine socket only, claimed for the
+    // conversion (a capture waits for it meanwhile).
+    let _claim = match claim_pristine(fd) {
+        Ok(c) => c,
+        Err(()) => return None,
+    };
     // One of ours not emulated yet, or a kernel socket.
     let shell = match fdtable::is_owned(fd) {
         // (One that went back to the kernel stays there: decision 49.)
@@ -951,10 +1021,30 @@ fn bind_wildcard(fd: c_int, app: BorrowedFd<'_>, target: SocketAddr) -> Option<A
 /// kernel (decision 50).
 fn shared_elsewhere(fd: c_int, local: SocketAddr, e: Errno) {
     if e == Errno::ADDRINUSE && default_mode() {
-        if let Some(d) = ours(fd).as_deref().and_then(Socket::datagram) {
+        // (A pristine one, claimed by the caller, gets its shell now:
+        // the mark is the shell's.)
+        let sock = ours(fd).or_else(|| shell_in_place(fd).ok());
+        if let Some(d) = sock.as_deref().and_then(Socket::datagram) {
             d.mark_shared(local);
         }
     }
+}
+
+/// The kernel UDP socket `fd`, pristine and claimed (decision 64), made
+/// ours not emulated, as `socket_made` makes one in the emulated mode.
+fn shell_in_place(fd: c_int) -> Result<Arc<Socket>, Errno> {
+    let app = sys::borrow_fd(fd);
+    let cloexec = rustix::io::fcntl_getfd(app)?.contains(rustix::io::FdFlags::CLOEXEC);
+    let nonblock = rustix::fs::fcntl_getfl(app)?.contains(rustix::fs::OFlags::NONBLOCK);
+    let kernel = crate::platform::internal_fd::InternalFd::dup(app)?.into_owned();
+    let d = Datagram::existing(kernel)?;
+    if nonblock {
+        rustix::fs::fcntl_setfl(d.instance(), rustix::fs::OFlags::NONBLOCK)?;
+    }
+    sys::dup_onto(d.instance(), fd, cloexec)?;
+    let sock = Arc::new(Socket::Datagram(d));
+    registry::insert(fd, sock.clone()).map_err(|()| Errno::MFILE)?;
+    Ok(sock)
 }
 
 /// Whether an emulated socket of this process holds `wildcard`'s port on
@@ -985,6 +1075,10 @@ fn port_held_here(app: std::os::fd::BorrowedFd<'_>, wildcard: SocketAddr) -> boo
 
 pub(crate) fn bind(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     let Some(s) = registry::get(fd) else {
+        let Ok(_claim) = claim_pristine(fd) else {
+            // (Another thread converted it meanwhile: ours now.)
+            return ours(fd).and_then(|_| bind(fd, addr));
+        };
         return bind_with(fd, sys::borrow_fd(fd), addr);
     };
     let d = s.datagram()?;
@@ -1063,10 +1157,31 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
                 });
             }
         },
-        None => match adopt_for(fd, addr.get()?, true)? {
-            Ok(s) => s,
-            Err(e) => return Some(fail(e)),
-        },
+        None => {
+            // The default mode converts a pristine socket only (decision
+            // 64), whose address is read as a send's (a plain copy): the
+            // kernel's connect of one it leaves costs nothing more.
+            let pristine = default_mode() && pristine::is_pristine(fd);
+            if default_mode() && !pristine {
+                return None;
+            }
+            let target = if pristine { addr.dest() } else { addr.get() };
+            let Some(t) = target else {
+                return pristine.then_some(Action::Pass);
+            };
+            match adopt_for(fd, t, true) {
+                Some(Ok(s)) => s,
+                Some(Err(e)) => return Some(fail(e)),
+                // (Another thread converted it meanwhile: ours now. Not
+                // a stream socket of ours: `ours` says datagram.)
+                None if ours(fd).is_some() => return connect(fd, addr),
+                None => {
+                    // The kernel's connect, next; asked again later.
+                    recheck_pristine(fd, t);
+                    return pristine.then_some(Action::Pass);
+                }
+            }
+        }
     };
     let d = sock.datagram()?;
     if addr.family() == Some(libc::AF_UNSPEC) {
@@ -1095,7 +1210,11 @@ fn sender(fd: c_int, dest: Option<SocketAddr>) -> Option<Result<Arc<Socket>, Err
         }
         return Some(Ok(sock));
     }
-    adopt_for(fd, dest?, false)
+    match adopt_for(fd, dest?, false) {
+        // (Another thread converted it meanwhile: ours now.)
+        None if ours(fd).is_some() => sender(fd, dest),
+        r => r,
+    }
 }
 
 fn send_on(sock: &Socket, dest: Option<SocketAddr>, bufs: &[IoSlice<'_>]) -> Action<ssize_t> {
@@ -1135,7 +1254,13 @@ pub(crate) fn send<'b>(
         return None; // the pass-through fast path
     }
     let owned = fdtable::is_owned(fd);
-    let to = match destination(dest, owned) {
+    // In the default mode only a pristine socket becomes ours (decision
+    // 64); its destination is read as one of ours (a plain copy).
+    let pristine = !owned && default_mode() && pristine::is_pristine(fd);
+    if !owned && default_mode() && !pristine {
+        return None;
+    }
+    let to = match destination(dest, owned || pristine) {
         Ok(to) => to,
         Err(_) if !owned => return None,
         Err(e) => return Some(fail(e)),

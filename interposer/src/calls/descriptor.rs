@@ -36,6 +36,7 @@ pub(crate) fn close(fd: c_int) -> Action<c_int> {
     }
     log::forget_fd(fd);
     file_kinds::forget(fd);
+    crate::sockets::datagram::pristine::forget(fd);
     crate::sockets::listener::early::forget(fd);
     crate::sockets::readiness::forget(fd);
     crate::sockets::carry::forget(fd);
@@ -60,6 +61,7 @@ pub(crate) fn close(fd: c_int) -> Action<c_int> {
 /// A dup of an fd of ours shares its socket; of an epoll set of ours, it
 /// is another number of that set.
 pub(crate) fn dup(fd: c_int) -> Action<c_int> {
+    crate::sockets::datagram::pristine::capture(fd);
     crate::sockets::carry::touched(fd);
     if crate::sockets::readiness::is_set(fd) {
         return options::share_set(fd, rustix::io::dup(sys::borrow_fd(fd)));
@@ -72,6 +74,7 @@ pub(crate) fn dup(fd: c_int) -> Action<c_int> {
 }
 
 pub(crate) fn dup2(old: c_int, new: c_int) -> Action<c_int> {
+    crate::sockets::datagram::pristine::capture(old);
     crate::sockets::carry::touched(old);
     crate::sockets::carry::touched(new);
     if old != new {
@@ -81,6 +84,7 @@ pub(crate) fn dup2(old: c_int, new: c_int) -> Action<c_int> {
 }
 
 pub(crate) fn dup3(old: c_int, new: c_int, flags: c_int) -> Action<c_int> {
+    crate::sockets::datagram::pristine::capture(old);
     crate::sockets::carry::touched(old);
     crate::sockets::carry::touched(new);
     if old != new {
@@ -145,6 +149,7 @@ pub(crate) fn close_range(first: c_uint, last: c_uint, flags: c_int) -> Action<c
     if (flags as c_uint) & libc::CLOSE_RANGE_CLOEXEC == 0 {
         log::forget_fd_range(first, last);
         file_kinds::forget_range(clamp_fd(first), clamp_fd(last));
+        crate::sockets::datagram::pristine::forget_range(clamp_fd(first), clamp_fd(last));
         crate::sockets::listener::early::forget_range(clamp_fd(first), clamp_fd(last));
         crate::sockets::readiness::forget_range(clamp_fd(first), clamp_fd(last));
         sets = crate::sockets::readiness::closing_range(clamp_fd(first), clamp_fd(last));
@@ -200,6 +205,7 @@ pub(crate) fn closefrom(lowfd: c_int) -> Action<()> {
     let first = c_uint::try_from(lowfd).unwrap_or(0);
     log::forget_fd_range(first, c_uint::MAX);
     file_kinds::forget_range(clamp_fd(first), c_int::MAX);
+    crate::sockets::datagram::pristine::forget_range(clamp_fd(first), c_int::MAX);
     crate::sockets::listener::early::forget_range(clamp_fd(first), c_int::MAX);
     crate::sockets::readiness::forget_range(clamp_fd(first), c_int::MAX);
     let sets = crate::sockets::readiness::closing_range(clamp_fd(first), c_int::MAX);
@@ -270,9 +276,12 @@ pub(crate) fn syscall_is_ours(number: c_long, a: c_long) -> bool {
     match number {
         libc::SYS_close => {
             file_kinds::forget(a as c_int);
+            crate::sockets::datagram::pristine::forget(a as c_int);
             ours(a)
         }
-        libc::SYS_recvmmsg => ours(a),
+        libc::SYS_recvmmsg => {
+            ours(a) || crate::sockets::datagram::pristine::is_pristine(a as c_int)
+        }
         // A process sandboxing itself (libseccomp's seccomp_load):
         // `calls::sandbox::seccomp`.
         libc::SYS_seccomp => matches!(

@@ -67,6 +67,9 @@ extern "C" fn prepare() {
     // the library.
     let entered = crate::platform::guard::enter("fork");
     let nested = entered.is_none();
+    // Both processes hold every UDP socket still the kernel's own file:
+    // the kernel's for good (decision 64).
+    crate::sockets::datagram::pristine::capture_all();
     if let Some(_inside) = entered {
         let _ = std::panic::catch_unwind(crate::sockets::readiness::forking);
         let tid = rustix::thread::gettid().as_raw_nonzero().get();
@@ -148,6 +151,7 @@ extern "C" fn child() {
     crate::transport::pool::after_fork_child();
     crate::sockets::readiness::after_fork_child();
     crate::sockets::carry::after_fork_child();
+    crate::sockets::datagram::pristine::after_fork_child();
     crate::sockets::listener::early::after_fork_child();
     crate::sockets::quiet::after_fork_child();
     crate::platform::cancel::after_fork_child();
@@ -201,6 +205,8 @@ pub(crate) fn moved_namespace(result: libc::c_int, may_be_net: bool) {
 /// execl/execvp and the like call glibc's internal execve: so each entry
 /// point is hooked. Then the real call, unchanged.
 pub(crate) fn exec<R>() -> Action<R> {
+    // The next image knows no UDP socket as pristine (decision 64).
+    crate::sockets::datagram::pristine::capture_all();
     crate::calls::exec::before_exec();
     Action::Pass
 }
@@ -208,6 +214,7 @@ pub(crate) fn exec<R>() -> Action<R> {
 /// The exec family proper (not posix_spawn, system, popen): this image's
 /// published sockets are hidden (`platform::status`).
 pub(crate) fn replacing_image() {
+    crate::sockets::datagram::pristine::capture_all();
     crate::platform::status::before_exec();
     crate::calls::datagram::before_exec();
 }

@@ -68,9 +68,11 @@ pub struct Config {
     /// off).
     pub defer: bool,
     /// `SHMNET_UDP`: UDP on partition addresses is carried by shared memory
-    /// in the emulated mode (issue 16; off by default while the second
-    /// review's defects are open: wildcard binds, a forked or daemonised
-    /// receiver that cannot receive, s28/review-udp2; `1` turns it on).
+    /// (issue 16). Unset: on in the default mode (decision 65: the kernel
+    /// owns the ports there, and a socket is the kernel's own file until it
+    /// is carried, decision 64), off in the emulated mode (a fork server
+    /// whose parent keeps the socket cannot receive in its child there,
+    /// compatibility.md). `0` and `1` say so in both.
     pub udp: bool,
     /// `SHMNET_ASYNC_CONNECT`: a non-blocking connect that offers a kept
     /// segment returns EINPROGRESS at once (decision 32; off by default:
@@ -212,7 +214,8 @@ impl Config {
             Some(v) => return Err(invalid("SHMNET_DEFER", format!("{v:?} is not 0 or 1"))),
         };
         let udp = match text("SHMNET_UDP")?.as_deref() {
-            None | Some("0") => false,
+            None => fallback != Fallback::Never,
+            Some("0") => false,
             Some("1") => true,
             Some(v) => return Err(invalid("SHMNET_UDP", format!("{v:?} is not 0 or 1"))),
         };
@@ -430,7 +433,8 @@ mod tests {
         // On (decision 22): a commit that turned UDP off flipped this for a
         // session (2026-12-06) and nothing noticed; the benchmarks set it.
         assert!(c.defer);
-        assert!(!c.udp);
+        // On in the default mode (decision 65).
+        assert!(c.udp);
         // Off (decision 32: review s30 found regressions of the default).
         assert!(!c.async_connect);
         assert_eq!(c.log_level, None);
@@ -449,6 +453,19 @@ mod tests {
         assert_eq!(c.default_dir(3, true), PathBuf::from("/srv/s"));
         let e = cfg(&[("SHMNET_DIR", "rel/dir")]).unwrap_err();
         assert_eq!(e.var, "SHMNET_DIR");
+    }
+
+    /// UDP unset: on in the default mode, off in the emulated mode
+    /// (decision 65); `0` and `1` say so in both.
+    #[test]
+    fn udp_follows_the_mode_unless_set() {
+        let never = ("SHMNET_FALLBACK", "never");
+        assert!(cfg(&[]).unwrap().udp);
+        assert!(!cfg(&[never]).unwrap().udp);
+        assert!(!cfg(&[("SHMNET_UDP", "0")]).unwrap().udp);
+        assert!(cfg(&[never, ("SHMNET_UDP", "1")]).unwrap().udp);
+        assert!(!cfg(&[never, ("SHMNET_UDP", "0")]).unwrap().udp);
+        assert_eq!(cfg(&[("SHMNET_UDP", "yes")]).unwrap_err().var, "SHMNET_UDP");
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub(crate) fn fresh(fd: c_int) {
         stale(fd);
     }
     file_kinds::forget(fd);
+    crate::sockets::datagram::pristine::forget(fd);
     // An epoll set known under this number is gone (dup2 onto it, or a
     // close we did not see).
     crate::sockets::readiness::forget(fd);
@@ -54,6 +55,7 @@ pub(crate) fn fresh_inside(fd: c_int) {
         release_stale(fd);
     }
     file_kinds::forget(fd);
+    crate::sockets::datagram::pristine::forget(fd);
     crate::sockets::readiness::forget(fd);
     crate::sockets::carry::forget(fd);
 }

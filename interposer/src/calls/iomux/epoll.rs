@@ -26,6 +26,9 @@ pub(crate) fn epoll_ctl(
     fd: c_int,
     event: crate::platform::sys::EventIn<'_>,
 ) -> Action<c_int> {
+    if op == libc::EPOLL_CTL_ADD {
+        super::captured(fd);
+    }
     if crate::sockets::connecting::in_progress() {
         let _ = crate::sockets::connecting::get(fd);
     }

@@ -20,6 +20,14 @@
 #![forbid(unsafe_code)]
 
 mod datagram_spin;
+
+/// A wait or an epoll set takes `fd`'s file: one of the default mode's
+/// UDP sockets still the kernel's own file is the kernel's for good
+/// (decision 64); one another thread converts is waited for.
+#[inline]
+pub(crate) fn captured(fd: core::ffi::c_int) {
+    crate::sockets::datagram::pristine::capture(fd);
+}
 pub(crate) mod epoll;
 pub(crate) mod poll;
 mod rings;

@@ -22,6 +22,7 @@ pub(crate) fn poll(fds: PollFds<'_>, timeout: c_int) -> Action<c_int> {
     let Some(set) = fds.entries() else {
         return Action::Pass;
     };
+    captured(set);
     poll_set(set, Limit::ms(timeout), None)
 }
 
@@ -31,9 +32,26 @@ pub(crate) fn ppoll(
     mask: SigMask<'_>,
 ) -> Action<c_int> {
     let (set, timeout) = (fds.entries(), timeout.get());
+    if let Some(set) = &set {
+        captured(set);
+    }
     match (set, Limit::timespec(timeout)) {
         (Some(set), Some(limit)) => poll_set(set, limit, Some(mask)),
         _ => Action::Pass,
+    }
+}
+
+/// A UDP socket still the kernel's own file (decision 64) that a poll
+/// waits on to read is the kernel's for good: the kernel holds its file
+/// for the wait, which a conversion meanwhile would not end. Asked only to
+/// be writable it is not (a UDP socket is, at once: Python's sockets with
+/// a timeout poll for POLLOUT before each send).
+fn captured(set: &[pollfd]) {
+    const READ: i16 = libc::POLLIN | libc::POLLPRI | libc::POLLRDNORM | libc::POLLRDBAND;
+    if crate::sockets::datagram::pristine::any() {
+        set.iter()
+            .filter(|p| p.events & READ != 0)
+            .for_each(|p| super::captured(p.fd));
     }
 }
 

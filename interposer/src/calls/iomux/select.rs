@@ -146,6 +146,18 @@ fn select_sets(
     limit: Limit,
     mask: Option<SigMask<'_>>,
 ) -> Action<c_int> {
+    // (The read and exception sets: a wait only for writing ends at once
+    // on a UDP socket, `poll::captured`.)
+    if crate::sockets::datagram::pristine::any() {
+        for i in [0, 2] {
+            if let Some(w) = out[i].words() {
+                let end = (nfds.max(0) as usize).min(w.len() * WORD_BITS);
+                (0..end)
+                    .filter(|&fd| bit(w, fd))
+                    .for_each(|fd| super::captured(fd as c_int));
+            }
+        }
+    }
     let writers: Vec<usize> = match out[1].words() {
         Some(w) => (0..nfds.max(0) as usize)
             .filter(|&fd| bit(w, fd) && crate::calls::datagram::is_datagram(fd as c_int))

@@ -179,6 +179,7 @@ pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> Action<c_int> {
     if cmd != libc::F_DUPFD && cmd != libc::F_DUPFD_CLOEXEC {
         return Action::Pass;
     }
+    crate::sockets::datagram::pristine::capture(fd);
     crate::sockets::carry::touched(fd);
     let set = crate::sockets::readiness::is_set(fd);
     let sock = registry::get(fd);

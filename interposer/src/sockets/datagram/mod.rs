@@ -24,6 +24,7 @@ mod inbox;
 mod kernel;
 mod leftover;
 mod links;
+pub(crate) mod pristine;
 mod routes;
 pub(crate) mod unheld;
 
@@ -154,8 +155,9 @@ impl Datagram {
         Ok(d)
     }
 
-    /// The shell of a kernel UDP socket the library did not make.
-    fn existing(kernel: OwnedFd) -> Result<Datagram, Errno> {
+    /// The shell of a kernel UDP socket the library did not make (or a
+    /// pristine one, decision 64).
+    pub(crate) fn existing(kernel: OwnedFd) -> Result<Datagram, Errno> {
         let opts = Options::snapshot(kernel.as_fd());
         let v6 = rustix::net::sockopt::socket_domain(&kernel)
             .is_ok_and(|d| d == rustix::net::AddressFamily::INET6);

@@ -43,10 +43,11 @@ impl AddrIn<'_> {
     }
 
     /// As `get`, read with a plain copy: a send's destination on a
-    /// datagram socket of ours (the hot path; `socket_addr_trusted`). A
-    /// bad pointer faults here where the kernel would say EFAULT, as a bad
-    /// data buffer does: the constructor's contract (sendto(2)'s) is the
-    /// caller's to keep, as in libc.
+    /// datagram socket of ours (the hot path; `socket_addr_trusted`), and
+    /// a pristine UDP socket's send or connect (decision 64). A bad
+    /// pointer faults here where the kernel would say EFAULT, as a bad
+    /// data buffer does: the constructor's contract (sendto(2)'s,
+    /// connect(2)'s) is the caller's to keep, as in libc.
     pub(crate) fn dest(&self) -> Option<std::net::SocketAddr> {
         // SAFETY: the constructor's contract, sendto(2)/sendmsg(2)'s:
         // `addr` null or valid for reads of `len` bytes for the call.
