@@ -222,3 +222,35 @@ print("all closed:", n - fds())
     assert!(out.contains("fds per socket made: 1.0"), "{out}");
     assert!(out.contains("fds per socket sent to nobody: 1.0"), "{out}");
 }
+
+/// Sockets carried leave the program its fds (sweep37 D2): under a low
+/// `ulimit -n`, 60 bound sockets each send to the echo receiver and 30
+/// files are opened after them, as over kernel UDP; once the library's
+/// own fds spread over a quarter of the limit, further sockets stay the
+/// kernel's (`internal_fd::crowded`). Before, each carried socket held
+/// about 5 fds of the library's, and open() failed.
+#[test]
+fn carried_sockets_leave_the_program_its_fds() {
+    let body = r#"
+import resource
+resource.setrlimit(resource.RLIMIT_NOFILE, (160, 160))
+socks = []
+for i in range(60):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((host, 0))
+    s.settimeout(5)
+    socks.append(s)
+ok = 0
+for i, s in enumerate(socks):
+    s.sendto(b"n%d" % i, (host, PORT))
+    ok += s.recv(100) == b"echo:n%d" % i
+print("answers:", ok)
+files = []
+for i in range(30):
+    files.append(open("/dev/null"))
+print("files opened:", len(files))
+"#;
+    let out = default_as_kernel("udplazy_crowded", body);
+    assert!(out.contains("answers: 60"), "{out}");
+    assert!(out.contains("files opened: 30"), "{out}");
+}

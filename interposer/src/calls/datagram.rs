@@ -727,6 +727,11 @@ fn claim_pristine(fd: c_int) -> Result<Option<pristine::Claim>, ()> {
     if fdtable::is_owned(fd) || !default_mode() {
         return Ok(None);
     }
+    // The program's fds come first (sweep37 D2): while ours crowd them, a
+    // socket stays the kernel's (pristine still, for a later call).
+    if crate::platform::internal_fd::crowded_next(sys::borrow_fd(fd)) {
+        return Err(());
+    }
     match pristine::claim(fd) {
         Claimed::Mine(c) => Ok(Some(c)),
         Claimed::Ours | Claimed::Kernel => Err(()),

@@ -71,6 +71,20 @@ pub(crate) fn crowded(fd: BorrowedFd<'_>) -> bool {
     n < floor || n - floor >= (limit / 4).max(8)
 }
 
+/// `crowded` for the next fd of ours: a copy of `fd` made where ours go
+/// and closed at once (two system calls, for work that then makes
+/// several fds: a UDP socket's conversion).
+pub(crate) fn crowded_next(fd: BorrowedFd<'_>) -> bool {
+    match dup_high(fd, internal_fd_floor()) {
+        Ok(copy) => {
+            let c = crowded(copy.as_fd());
+            crate::platform::sys::close_fd(copy);
+            c
+        }
+        Err(_) => true,
+    }
+}
+
 /// F_DUPFD_CLOEXEC to `floor` or above; an EINVAL (the floor is at or
 /// above the limit: it was lowered past our hooks) makes the limit looked
 /// up again.
