@@ -14,7 +14,7 @@ use libc::{epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
 
 use crate::calls::iomux::{epoll, poll, select};
 use crate::calls::plain_exec::{NewImage, Program};
-use crate::calls::{datagram, endpoint, options, process, stream};
+use crate::calls::{datagram, endpoint, options, passing, process, stream};
 use crate::platform::real::Action;
 use crate::platform::sys;
 use crate::platform::sys::{
@@ -248,7 +248,7 @@ pub(crate) fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> Action<ssiz
 }
 
 pub(crate) fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Action<ssize_t> {
-    if let Some(done) = pass_udp_sockets(fd, msg, flags) {
+    if let Some(done) = pass_sockets(fd, msg, flags) {
         return done;
     }
     let scope = Scope::new();
@@ -282,6 +282,9 @@ pub(crate) fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> Action<ssize
         // SAFETY: recvmsg(2) with the caller's msghdr, on the UDP socket's
         // kernel socket (held open by `k`).
         return Action::Raw(unsafe { crate::platform::real::recvmsg(k.fd(), msg, flags) });
+    }
+    if let Some(done) = receive_sockets(fd, msg, flags) {
+        return done;
     }
     stream::recvmsg(fd, out, flags)
 }
@@ -701,19 +704,18 @@ pub(crate) fn fxstat<T>(ver: c_int, fd: c_int, buf: *mut T) -> Action<c_int> {
     fstat(fd, buf)
 }
 
-/// sendmsg on a socket not ours passing UDP sockets of ours (SCM_RIGHTS):
-/// each goes as its kernel socket (`datagram::passed`), in a copy of the
-/// caller's control buffer; the receiver gets a UDP socket, not the
-/// epoll instance the fd is (which came as an empty instance: ENOTSOCK).
-/// The caller's msghdr and control buffer are read with checked copies
-/// only; anything the kernel would refuse (a bad pointer: EFAULT; a
-/// length above INT_MAX or the socket option memory: ENOBUFS) goes to
-/// the kernel as it is, which says so.
-fn pass_udp_sockets(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<Action<ssize_t>> {
+/// sendmsg on a socket not ours passing sockets of ours (SCM_RIGHTS):
+/// what goes in their place, and carriers after them, in a copy of the
+/// caller's control buffer (`passing::sent`; decisions 63 and 67). The
+/// caller's msghdr and control buffer are read with checked copies only;
+/// anything the kernel would refuse (a bad pointer: EFAULT; a length above
+/// INT_MAX or the socket option memory: ENOBUFS) goes to the kernel as it
+/// is, which says so.
+fn pass_sockets(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<Action<ssize_t>> {
     /// Above this the kernel's optmem_max (20 KiB to 128 KiB) refuses a
     /// control buffer (ENOBUFS): not copied, the kernel says so.
     const MAX_CONTROL: usize = 1 << 20;
-    if msg.is_null() || !datagram::carries() || crate::platform::fdtable::is_owned(fd) {
+    if msg.is_null() || crate::platform::fdtable::is_owned(fd) || !passing::may_pass() {
         return None;
     }
     let mut copy = core::mem::MaybeUninit::<msghdr>::zeroed();
@@ -751,16 +753,96 @@ fn pass_udp_sockets(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<Actio
     if fds.is_empty() {
         return None;
     }
-    let held = datagram::passed(&fds)?;
+    let passed = passing::sent(&fds)?;
     // SAFETY: our msghdr, its control buffer ours, writable.
-    unsafe {
-        sys::msg_rights_swap(&mut copy, |f| {
-            held.iter().find(|(a, _)| *a == f).map(|(_, k)| k.fd())
-        })
-    };
+    unsafe { sys::msg_rights_swap(&mut copy, |f| passed.swap(f)) };
+    let carriers = passed.carriers();
+    if !carriers.is_empty() {
+        // A second SCM_RIGHTS cmsg after the caller's (the kernel lists its
+        // fds after theirs), at the caller's length rounded to a cmsg's
+        // alignment.
+        let word = core::mem::size_of::<usize>();
+        let at = len.div_ceil(word) * word;
+        let bytes: Vec<u8> = carriers.iter().flat_map(|f| f.to_ne_bytes()).collect();
+        let more = sys::cmsg_bytes(&[(libc::SOL_SOCKET, libc::SCM_RIGHTS, bytes)]);
+        let mut grown = vec![0u64; (at + more.len()).div_ceil(8)];
+        // SAFETY: plain bytes of two buffers of ours, each within its length.
+        let (old, new) = unsafe {
+            (
+                core::slice::from_raw_parts(control.as_ptr().cast::<u8>(), len),
+                core::slice::from_raw_parts_mut(grown.as_mut_ptr().cast::<u8>(), at + more.len()),
+            )
+        };
+        new[..len].copy_from_slice(old);
+        new[at..].copy_from_slice(&more);
+        control = grown;
+        copy.msg_control = control.as_mut_ptr().cast();
+        copy.msg_controllen = (at + more.len()) as _;
+    }
     // SAFETY: sendmsg(2) with the caller's msghdr but for its control
-    // buffer, copied; the kernel sockets it passes are held open by `held`.
-    Some(Action::Raw(unsafe {
-        crate::platform::real::sendmsg(fd, &copy, flags)
-    }))
+    // buffer, ours; the fds it passes are held open by `passed`.
+    let r = unsafe { crate::platform::real::sendmsg(fd, &copy, flags) };
+    drop(passed);
+    Some(Action::Raw(r))
+}
+
+/// recvmsg on a socket not ours whose caller gave room for control data:
+/// with a control buffer of ours, longer by room for the carriers of
+/// connections passed with it (`passing`), laid back into the caller's as
+/// the kernel would have written it for the caller's length; each socket
+/// of ours received adopted. Only the kernel's writes are read; the
+/// caller's msghdr is written as recvmsg(2) writes it.
+fn receive_sockets(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<Action<ssize_t>> {
+    const MAX_CONTROL: usize = 1 << 20;
+    if msg.is_null() || crate::platform::fdtable::is_owned(fd) {
+        return None;
+    }
+    // SAFETY: recvmsg(2): a valid msghdr (read as a copy).
+    let app = unsafe { core::ptr::read(msg) };
+    #[allow(clippy::unnecessary_cast)] // size_t in glibc, socklen_t in musl
+    let len = app.msg_controllen as usize;
+    if app.msg_control.is_null() || len == 0 || len > MAX_CONTROL {
+        return None;
+    }
+    let room = len + core::mem::size_of::<libc::cmsghdr>() + 4 * passing::CARRIER_ROOM;
+    let mut control = vec![0u64; room.div_ceil(8)];
+    let mut copy = app;
+    copy.msg_control = control.as_mut_ptr().cast();
+    copy.msg_controllen = room as _;
+    // SAFETY: recvmsg(2) with the caller's msghdr (its name and iovecs as
+    // the caller gave them) but for a control buffer of ours, `room` long.
+    let r = unsafe { crate::platform::real::recvmsg(fd, &mut copy, flags) };
+    if r < 0 {
+        return Some(Action::Raw(r));
+    }
+    #[allow(clippy::unnecessary_cast)]
+    let got = (copy.msg_controllen as usize).min(room);
+    // SAFETY: our buffer, `got` bytes of it written by the kernel.
+    let raw = unsafe { core::slice::from_raw_parts(control.as_ptr().cast::<u8>(), got) };
+    let fds = sys::rights_in(raw);
+    let carriers = if fds.is_empty() {
+        Vec::new()
+    } else {
+        passing::carriers_among(&fds)
+    };
+    let mut out = vec![0u8; len];
+    let (written, cut) = sys::refit_rights(
+        raw,
+        &mut out,
+        |f| carriers.iter().any(|&(c, _)| c == f),
+        |f| sys::close_inherited(f),
+    );
+    // SAFETY: recvmsg(2): the caller's control buffer is writable for its
+    // `len` bytes, and its msghdr for the fields recvmsg writes.
+    unsafe {
+        core::ptr::copy_nonoverlapping(out.as_ptr(), app.msg_control.cast::<u8>(), written);
+        (*msg).msg_namelen = copy.msg_namelen;
+        (*msg).msg_controllen = written as _;
+        (*msg).msg_flags = copy.msg_flags | if cut { libc::MSG_CTRUNC } else { 0 };
+    }
+    if !fds.is_empty() {
+        let kept = sys::rights_in(&out[..written]);
+        passing::received(&kept, &carriers, flags & libc::MSG_CMSG_CLOEXEC != 0);
+    }
+    Some(Action::Raw(r))
 }

@@ -260,6 +260,19 @@ impl Listener {
             .flatten()
     }
 
+    /// What goes to another process in place of an emulated listener's fd
+    /// (sendmsg SCM_RIGHTS, `calls::passing`): its listening Unix socket
+    /// of this namespace, which a preloaded receiver recognises by its
+    /// name and listens behind (as an exec'd program does). None for a
+    /// default-mode listener (its kernel listener goes) or a rendezvous
+    /// in SHMNET_DIR.
+    pub(crate) fn passable_rendezvous(&self) -> Option<OwnedFd> {
+        if self.tcp.is_some() {
+            return None;
+        }
+        self.local_rendezvous().and_then(|fd| dup_owned(fd).ok())
+    }
+
     /// The rendezvous of this network namespace.
     fn local_rendezvous(&self) -> Option<&InternalFd> {
         self.rendezvous
