@@ -601,7 +601,10 @@ pub(crate) fn adopt_received(fd: i32, carriers: &[(i32, u64)], cloexec: bool) {
                 None,
                 Options::default(),
             );
-            log!(debug, "fd {fd}: a listener of {addr} passed with SCM_RIGHTS, adopted");
+            log!(
+                debug,
+                "fd {fd}: a listener of {addr} passed with SCM_RIGHTS, adopted"
+            );
             // The socket's O_NONBLOCK is the sender's application's mode
             // (`passing::sent`): the instance takes it, the socket is the
             // library's again (its accepts never wait).

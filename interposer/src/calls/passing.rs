@@ -62,7 +62,10 @@ impl Passed {
 
     /// The carriers to append, in order.
     pub(crate) fn carriers(&self) -> Vec<c_int> {
-        self.carriers.iter().map(|c| c.as_fd().as_raw_fd()).collect()
+        self.carriers
+            .iter()
+            .map(|c| c.as_fd().as_raw_fd())
+            .collect()
     }
 }
 
@@ -179,9 +182,7 @@ pub(crate) fn carriers_among(fds: &[c_int]) -> Vec<(c_int, u64)> {
             && rustix::net::sockopt::socket_domain(s).ok()
                 == Some(rustix::net::AddressFamily::UNIX);
         let cookie = dgram
-            .then(|| {
-                crate::sockets::carrier::carrier_cookie(s, rustix::net::getsockname(s).ok())
-            })
+            .then(|| crate::sockets::carrier::carrier_cookie(s, rustix::net::getsockname(s).ok()))
             .flatten();
         match cookie {
             Some(c) => found.push((fd, c)),

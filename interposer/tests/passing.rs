@@ -1,0 +1,225 @@
+//! TCP sockets passed to another process with SCM_RIGHTS (decision 67):
+//! node's cluster (the primary accepts and hands each connection to a
+//! worker, or hands a bound socket to workers that listen), haproxy's
+//! seamless reload (`-x`: listeners), squid's SMP workers. Each script runs
+//! three times and must print the same lines: plain (kernel TCP), preloaded
+//! on a loopback address (default mode) and preloaded on the emulated
+//! network; bytes are checked by their sha256, and each run says whether
+//! its connections were carried by the kernel or by shared memory (no
+//! kernel socket for its ports while it is open).
+
+mod common;
+
+use std::process::Command;
+
+use common::{preloaded, python, stdout_of, Net};
+
+/// What every script starts with: argv is host, port and the carriage
+/// expected ("kernel" or "shm"); `carried()` says it as expected or not.
+const PRELUDE: &str = r#"
+import hashlib, os, socket, sys, time
+host, port, expect = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+def kernel_sockets(c):
+    # The kernel's sockets of this connection, in any state.
+    mine = {c.getsockname()[1], port}
+    n = 0
+    for f in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for l in open(f).readlines()[1:]:
+            w = l.split()
+            ports = {int(w[1].split(":")[1], 16), int(w[2].split(":")[1], 16)}
+            n += w[3] != "0A" and ports == mine
+    return n
+def carried(c):
+    got = "kernel" if kernel_sockets(c) else "shm"
+    print("carried", "as expected" if got == expect else got + " (expected " + expect + ")", flush=True)
+def payload(i):
+    return bytes((j * 7 + i) % 251 for j in range(60000))
+def read_n(c, n):
+    b = b""
+    while len(b) < n:
+        k = c.recv(n - len(b))
+        if not k:
+            break
+        b += k
+    return b
+def serve(c, tag):
+    d = read_n(c, 60000)
+    c.sendall((tag + hashlib.sha256(d).hexdigest()).encode())
+def ask(i, tag_len, check=False):
+    c = socket.create_connection((host, port), timeout=10)
+    d = payload(i)
+    c.sendall(d)
+    a = read_n(c, tag_len + 64).decode()
+    if check:
+        carried(c)
+    ok = a[tag_len:] == hashlib.sha256(d).hexdigest()
+    c.close()
+    return a[:tag_len], ok
+"#;
+
+/// Runs `body` plain, preloaded in the default mode and preloaded on the
+/// emulated network; `expect` is how the default mode's connections are
+/// carried (the emulated network's are always shared memory, plain ones
+/// the kernel's). The three outputs must be the same.
+fn same_as_kernel(name: &str, body: &str, default_expect: &str) -> String {
+    let script = format!("{PRELUDE}{body}");
+    let lo = Net::loopback(name);
+    let em = Net::emulated(name);
+    let mut plain = Command::new(python());
+    plain.env_remove("LD_PRELOAD");
+    plain
+        .arg("-c")
+        .arg(&script)
+        .args([&lo.host_str(), &lo.port_str(), "kernel"]);
+    let kernel = stdout_of(&format!("{name} (kernel TCP)"), &mut plain);
+    let mut def = preloaded(python());
+    def.arg("-c")
+        .arg(&script)
+        .args([&lo.host_str(), &lo.port_str(), default_expect]);
+    let default = stdout_of(&format!("{name} (default mode)"), &mut def);
+    let mut emu = preloaded(python());
+    em.env(&mut emu)
+        .arg("-c")
+        .arg(&script)
+        .args([&em.host_str(), &em.port_str(), "shm"]);
+    let emulated = stdout_of(&format!("{name} (emulated)"), &mut emu);
+    assert_eq!(default, kernel, "{name}: the default mode vs kernel TCP");
+    assert_eq!(emulated, kernel, "{name}: the emulated mode vs kernel TCP");
+    kernel
+}
+
+/// node cluster with SCHED_NONE, squid SMP: the primary binds (no listen)
+/// and hands the socket to a worker forked before, which listens and
+/// accepts. Main's library: the default mode's connectors waited in the
+/// rendezvous root made at the bind, in the primary (timed out); the
+/// emulated receiver listened on a bare Unix socket (timed out).
+#[test]
+fn a_bound_socket_passed_listens_in_the_receiver() {
+    let body = r#"
+a, b = socket.socketpair()
+pid = os.fork()
+if pid == 0:
+    a.close()
+    _, fds, _, _ = socket.recv_fds(b, 16, 1)
+    l = socket.socket(fileno=fds[0]); l.listen(16); b.send(b"r")
+    l.settimeout(10)
+    try:
+        for i in range(3):
+            c, _ = l.accept(); serve(c, "w:"); c.close()
+    except OSError as e:
+        print("worker:", e, flush=True)
+    os._exit(0)
+b.close()
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((host, port))
+socket.send_fds(a, [b"x"], [s.fileno()])
+a.recv(1)
+for i in range(3):
+    try:
+        print("client", i, ask(i, 2, check=i == 0), flush=True)
+    except OSError as e:
+        print("client", i, e, flush=True)
+os.waitpid(pid, 0)
+s.close()
+"#;
+    let out = same_as_kernel("pass_bound", body, "shm");
+    assert_eq!(out.matches("('w:', True)").count(), 3, "{out}");
+}
+
+/// haproxy -x (seamless reload), systemd-style handover: a listening
+/// socket passed, the sender closing its copy; the receiver's getsockname
+/// and accept work. In the default mode the receiver holds the kernel
+/// listener and preloaded clients reach it over kernel TCP (the sender's
+/// rendezvous retired); emulated, it listens behind the rendezvous it got.
+/// Main's library: ENOTSOCK (an epoll instance was passed).
+#[test]
+fn a_listener_passed_accepts_in_the_receiver() {
+    let body = r#"
+a, b = socket.socketpair()
+pid = os.fork()
+if pid == 0:
+    a.close()
+    _, fds, _, _ = socket.recv_fds(b, 16, 1)
+    try:
+        l = socket.socket(fileno=fds[0])
+        print("receiver: name", l.getsockname()[1] == port, flush=True)
+        b.send(b"r")
+        l.settimeout(10)
+        for i in range(3):
+            c, _ = l.accept(); serve(c, "r:"); c.close()
+    except OSError as e:
+        print("receiver:", e, flush=True); b.send(b"r")
+    os._exit(0)
+b.close()
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind((host, port)); l.listen(16)
+socket.send_fds(a, [b"x"], [l.fileno()])
+l.close()
+a.recv(1)
+for i in range(3):
+    try:
+        print("client", i, ask(i, 2, check=i == 0), flush=True)
+    except OSError as e:
+        print("client", i, e, flush=True)
+os.waitpid(pid, 0)
+"#;
+    let out = same_as_kernel("pass_listener", body, "kernel");
+    assert!(out.contains("receiver: name True"), "{out}");
+    assert_eq!(out.matches("('r:', True)").count(), 3, "{out}");
+}
+
+/// node cluster's default scheduling (round-robin): the primary accepts
+/// each connection and hands it to one of two workers over a socketpair,
+/// closing its own copy at once; the worker reads 60,000 bytes and answers
+/// their sha256. The worker's control buffer has room for exactly one fd
+/// (`recv_fds(..., 1)`): the library's carrier must not take it. One more
+/// message passes a connection and a pipe to a buffer for one fd: the
+/// kernel's MSG_CTRUNC, one fd, and that connection served. Main's
+/// library: every client read nothing (the worker held a bare Unix
+/// socket).
+#[test]
+fn connections_passed_are_carried_by_the_receiver() {
+    let body = r#"
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); l.bind((host, port)); l.listen(64)
+pipes = []
+workers = []
+for w in range(2):
+    a, b = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        a.close(); l.close()
+        while True:
+            msg, fds, flags, _ = socket.recv_fds(b, 16, 1)
+            if not msg:
+                os._exit(0)
+            if msg == b"t":
+                print("truncated:", bool(flags & socket.MSG_CTRUNC), len(fds), flush=True)
+            c = socket.socket(fileno=fds[0])
+            serve(c, "w%d:" % w); c.close()
+    b.close(); pipes.append(a); workers.append(pid)
+r, w = os.pipe()
+cl = os.fork()
+if cl == 0:
+    l.close()
+    res = [ask(i, 3, check=i == 0) for i in range(21)]
+    print("clients:", sorted(set(t for t, ok in res)), all(ok for t, ok in res), flush=True)
+    os._exit(0)
+for i in range(21):
+    c, _ = l.accept()
+    if i == 20:
+        # A connection and a pipe to a buffer with room for one fd.
+        socket.send_fds(pipes[0], [b"t"], [c.fileno(), r])
+    else:
+        socket.send_fds(pipes[i % 2], [b"c"], [c.fileno()])
+    c.close()
+os.waitpid(cl, 0)
+for p in pipes:
+    p.close()
+for pid in workers:
+    os.waitpid(pid, 0)
+"#;
+    let out = same_as_kernel("pass_conns", body, "shm");
+    assert!(
+        out.contains("clients: ['w0:', 'w1:'] True"),
+        "every client answered by both workers: {out}"
+    );
+    assert!(out.contains("truncated: True 1"), "{out}");
+}
