@@ -718,6 +718,11 @@ fn pass_sockets(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<Action<ss
     if msg.is_null() || crate::platform::fdtable::is_owned(fd) || !passing::may_pass() {
         return None;
     }
+    // SAFETY: sendmsg(2): a valid msghdr (its control fields read, as
+    // `InMsg` reads them).
+    if !unsafe { InMsg::new(&Scope::new(), msg) }.has_control() || !passing::unix_socket(fd) {
+        return None;
+    }
     let mut copy = core::mem::MaybeUninit::<msghdr>::zeroed();
     // SAFETY: a checked copy of the caller's msghdr into ours (EFAULT:
     // the kernel says so).
@@ -805,7 +810,15 @@ fn receive_sockets(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<Action<s
         return None;
     }
     let room = len + core::mem::size_of::<libc::cmsghdr>() + 4 * passing::CARRIER_ROOM;
-    let mut control = vec![0u64; room.div_ceil(8)];
+    // On the stack for the usual sizes (no allocation per receive).
+    let mut stack = [0u64; 256];
+    let mut heap = Vec::new();
+    let control: &mut [u64] = if room <= 8 * stack.len() {
+        &mut stack[..room.div_ceil(8)]
+    } else {
+        heap.resize(room.div_ceil(8), 0u64);
+        &mut heap
+    };
     let mut copy = app;
     copy.msg_control = control.as_mut_ptr().cast();
     copy.msg_controllen = room as _;
@@ -820,6 +833,22 @@ fn receive_sockets(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<Action<s
     // SAFETY: our buffer, `got` bytes of it written by the kernel.
     let raw = unsafe { core::slice::from_raw_parts(control.as_ptr().cast::<u8>(), got) };
     let fds = sys::rights_in(raw);
+    let finish = |written: usize, cut: bool, bytes: &[u8]| {
+        // SAFETY: recvmsg(2): the caller's control buffer is writable for
+        // its `len` bytes (`written` is at most that), and its msghdr for
+        // the fields recvmsg writes.
+        unsafe {
+            core::ptr::copy_nonoverlapping(bytes.as_ptr(), app.msg_control.cast::<u8>(), written);
+            (*msg).msg_namelen = copy.msg_namelen;
+            (*msg).msg_controllen = written as _;
+            (*msg).msg_flags = copy.msg_flags | if cut { libc::MSG_CTRUNC } else { 0 };
+        }
+    };
+    if fds.is_empty() && got <= len {
+        // No fds: the kernel's bytes as they are.
+        finish(got, false, raw);
+        return Some(Action::Raw(r));
+    }
     let carriers = if fds.is_empty() {
         Vec::new()
     } else {
@@ -832,14 +861,7 @@ fn receive_sockets(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<Action<s
         |f| carriers.iter().any(|&(c, _)| c == f),
         |f| sys::close_inherited(f),
     );
-    // SAFETY: recvmsg(2): the caller's control buffer is writable for its
-    // `len` bytes, and its msghdr for the fields recvmsg writes.
-    unsafe {
-        core::ptr::copy_nonoverlapping(out.as_ptr(), app.msg_control.cast::<u8>(), written);
-        (*msg).msg_namelen = copy.msg_namelen;
-        (*msg).msg_controllen = written as _;
-        (*msg).msg_flags = copy.msg_flags | if cut { libc::MSG_CTRUNC } else { 0 };
-    }
+    finish(written, cut, &out);
     if !fds.is_empty() {
         let kept = sys::rights_in(&out[..written]);
         passing::received(&kept, &carriers, flags & libc::MSG_CMSG_CLOEXEC != 0);

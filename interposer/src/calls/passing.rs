@@ -75,6 +75,14 @@ pub(crate) fn may_pass() -> bool {
     !fdtable::table().is_empty() || early::any()
 }
 
+/// Whether `fd` is a Unix socket, the only kind that passes fds: a
+/// sendmsg with control data on any other (UDP's cmsgs) costs one
+/// getsockopt, not the copies of its msghdr and control buffer.
+pub(crate) fn unix_socket(fd: c_int) -> bool {
+    rustix::net::sockopt::socket_domain(sys::borrow_fd(fd)).ok()
+        == Some(rustix::net::AddressFamily::UNIX)
+}
+
 /// The sockets of ours among `fds` (a sendmsg's SCM_RIGHTS), as the
 /// module docs say; None: nothing to change.
 pub(crate) fn sent(fds: &[c_int]) -> Option<Passed> {
