@@ -223,3 +223,225 @@ for pid in workers:
     );
     assert!(out.contains("truncated: True 1"), "{out}");
 }
+
+/// A program found in PATH, or None (the test says it skipped: node and
+/// haproxy are not among scripts/install-deps.sh's packages).
+fn program(test: &str, name: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
+    if found.is_none() {
+        eprintln!("{test}: skipped: {name} is not installed");
+    }
+    found
+}
+
+/// 20 requests (each a 60,000-byte POST answered by its sha256), checked,
+/// with the carriage of the first: the client's lines.
+const HTTP_CLIENT: &str = r#"
+import http.client
+answers = set()
+for i in range(20):
+    d = payload(i)
+    c = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        c.request("POST", "/", body=d, headers={"Connection": "close"})
+        if i == 0:
+            carried(c.sock)
+        r = c.getresponse()
+        body = r.read().decode()
+        answers.add(body == hashlib.sha256(d).hexdigest())
+    except OSError as e:
+        answers.add(str(e))
+    c.close()
+print("answers", sorted(answers, key=str), flush=True)
+"#;
+
+/// Starts `server` (a command made for the mode by `setup`), waits for its
+/// "ready" line, runs the HTTP client in the same mode; its output per
+/// mode (kernel TCP, default, emulated) must be the same.
+fn http_same_as_kernel(
+    name: &str,
+    default_expect: &str,
+    server: impl Fn(Command, &str, &str) -> Command,
+    server_program: &std::path::Path,
+) -> String {
+    let lo = Net::loopback(name);
+    let em = Net::emulated(name);
+    let script = format!("{PRELUDE}{HTTP_CLIENT}");
+    let mut outs = Vec::new();
+    for mode in ["kernel", "default", "emulated"] {
+        let net = if mode == "emulated" { &em } else { &lo };
+        let (base, client) = match mode {
+            "kernel" => {
+                let mut s = Command::new(server_program);
+                s.env_remove("LD_PRELOAD");
+                let mut c = Command::new(python());
+                c.env_remove("LD_PRELOAD");
+                (s, c)
+            }
+            _ => {
+                let mut s = preloaded(server_program);
+                let mut c = preloaded(python());
+                if mode == "emulated" {
+                    em.env(&mut s);
+                    em.env(&mut c);
+                }
+                (s, c)
+            }
+        };
+        let mut cmd = server(base, &net.host_str(), &net.port_str());
+        let mut srv =
+            common::Background::start(name, &mut cmd, common::TIMEOUT, /* group */ true);
+        srv.expect("ready");
+        let expect = match mode {
+            "kernel" => "kernel",
+            "default" => default_expect,
+            _ => "shm",
+        };
+        let mut client = client;
+        client
+            .arg("-c")
+            .arg(&script)
+            .args([&net.host_str(), &net.port_str(), expect]);
+        outs.push(stdout_of(&format!("{name} client ({mode})"), &mut client));
+        let stderr = srv.kill();
+        assert!(
+            !stderr.contains("libshmnet"),
+            "{name} ({mode}) stderr: {stderr}"
+        );
+    }
+    assert_eq!(outs[1], outs[0], "{name}: the default mode vs kernel TCP");
+    assert_eq!(outs[2], outs[0], "{name}: the emulated mode vs kernel TCP");
+    outs.swap_remove(0)
+}
+
+/// node's cluster module, both scheduling policies: round-robin (the
+/// primary accepts and passes each connection to a worker) and SCHED_NONE
+/// (the primary binds and passes the socket; workers listen). Main's
+/// library: every request failed (round-robin: the worker's socket was a
+/// bare Unix socket, curl's rc 52/56; none: connectors waited in the
+/// primary's rendezvous, or were refused).
+#[test]
+fn node_cluster_serves_through_its_workers() {
+    let Some(node) = program("node_cluster_serves_through_its_workers", "node") else {
+        return;
+    };
+    let dir = common::tmpdir("node_cluster");
+    let js = dir.join("cluster.js");
+    std::fs::write(
+        &js,
+        r#"
+const cluster = require('cluster'), http = require('http'), crypto = require('crypto');
+if (process.argv[4] === 'none') cluster.schedulingPolicy = cluster.SCHED_NONE;
+if (cluster.isPrimary) {
+  let up = 0;
+  for (let i = 0; i < 2; i++)
+    cluster.fork().on('listening', () => { if (++up === 2) console.log('ready'); });
+} else {
+  http.createServer((q, r) => {
+    const h = crypto.createHash('sha256');
+    q.on('data', d => h.update(d));
+    q.on('end', () => r.end(h.digest('hex')));
+  }).listen(+process.argv[3], process.argv[2]);
+}
+"#,
+    )
+    .unwrap();
+    for policy in ["rr", "none"] {
+        let out = http_same_as_kernel(
+            &format!("node_cluster_{policy}"),
+            "shm",
+            |mut c, host, port| {
+                c.arg(&js).args([host, port, policy]);
+                c
+            },
+            &node,
+        );
+        assert_eq!(out, "carried as expected\nanswers [True]\n", "{policy}");
+    }
+}
+
+/// haproxy's seamless reload: the new process takes the listeners from the
+/// old one over its stats socket (`-x`, SCM_RIGHTS) and the old one
+/// finishes (`-sf`); the requests after the reload reach the backend
+/// through the new one. Main's library: the new haproxy got an epoll
+/// instance ("Failed to get socket address") and bound anew.
+#[test]
+fn haproxy_reload_takes_the_listeners_over() {
+    let Some(haproxy) = program("haproxy_reload_takes_the_listeners_over", "haproxy") else {
+        return;
+    };
+    let dir = common::tmpdir("haproxy_reload");
+    let backend = r#"
+import hashlib, http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        d = self.rfile.read(int(self.headers["Content-Length"]))
+        b = hashlib.sha256(d).hexdigest().encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(b))); self.end_headers()
+        self.wfile.write(b)
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer((sys.argv[1], int(sys.argv[2])), H).serve_forever()
+"#;
+    // The haproxy sequence runs under one shell: old, reload, old gone.
+    let run = format!(
+        r#"
+set -e
+H={haproxy}; D={dir}; A=$1; P=$2; PY=$3
+cat > $D/h-$P.cfg <<CFG
+global
+  stats socket $D/admin-$P.sock mode 600 level admin expose-fd listeners
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 10s
+  timeout server 10s
+frontend fe
+  bind $A:$P
+  default_backend be
+backend be
+  server s1 $A:$((P+1))
+CFG
+$PY -c '{backend}' $A $((P+1)) &
+sleep 0.5
+$H -f $D/h-$P.cfg -db > $D/h1-$P.log 2>&1 &
+OLD=$!
+for i in $(seq 50); do [ -S $D/admin-$P.sock ] && break; sleep 0.1; done
+sleep 0.3
+$H -f $D/h-$P.cfg -db -x $D/admin-$P.sock -sf $OLD > $D/h2-$P.log 2>&1 &
+for i in $(seq 100); do kill -0 $OLD 2>/dev/null || break; sleep 0.1; done
+if grep -q "Failed to get socket address" $D/h2-$P.log; then echo "reload: not seamless" >&2; fi
+echo ready
+wait
+"#,
+        haproxy = haproxy.display(),
+        dir = dir.display(),
+    );
+    let out = http_same_as_kernel(
+        "haproxy_reload",
+        // The new haproxy holds the kernel listener: preloaded clients
+        // reach it through the kernel (the old one's rendezvous retired).
+        "kernel",
+        |mut c, host, port| {
+            let _ = &mut c;
+            let mut sh = Command::new("bash");
+            for (k, v) in c.get_envs() {
+                match v {
+                    Some(v) => sh.env(k, v),
+                    None => sh.env_remove(k),
+                };
+            }
+            sh.arg("-c")
+                .arg(&run)
+                .args(["sh", host, port])
+                .arg(python());
+            sh
+        },
+        &haproxy,
+    );
+    assert_eq!(out, "carried as expected\nanswers [True]\n");
+}

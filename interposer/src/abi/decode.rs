@@ -681,10 +681,15 @@ pub(crate) fn execveat(
     process::exec_image(unsafe { new_image(at, path, Some(envp)) })
 }
 
-/// fstat and fstat64 (one layout on 64-bit Linux, two types): a UDP socket
-/// of ours answers as its kernel socket (a socket, not the epoll instance
+/// fstat and fstat64 (one layout on 64-bit Linux, two types): a listener
+/// of ours answers as its socket (`passing::stat_target`), a UDP socket
+/// of ours as its kernel socket (a socket, not the epoll instance
 /// its fd is: `datagram::stat_target`); everything else is the kernel's.
 pub(crate) fn fstat<T>(fd: c_int, buf: *mut T) -> Action<c_int> {
+    if let Some(l) = passing::stat_target(fd) {
+        // SAFETY: as below, for the listener's socket (held open by `l`).
+        return Action::Raw(unsafe { crate::platform::real::fstat(l.fd(), buf.cast()) });
+    }
     let Some(k) = datagram::stat_target(fd) else {
         return Action::Pass;
     };

@@ -75,6 +75,32 @@ pub(crate) fn may_pass() -> bool {
     !fdtable::table().is_empty() || early::any()
 }
 
+/// A listener of ours, held while fstat asks its socket (`stat_fd`).
+pub(crate) struct Stat(std::sync::Arc<Socket>);
+
+impl Stat {
+    /// The socket fstat answers for (-1: none).
+    pub(crate) fn fd(&self) -> c_int {
+        self.0
+            .listener()
+            .and_then(|l| l.stat_socket())
+            .map_or(-1, |s| s.as_raw_fd())
+    }
+}
+
+/// fstat on `fd`, a listener of ours: its socket's answer, so that a
+/// receiver's (or an exec'd program's) `S_ISSOCK` check finds a socket,
+/// as node's `uv_guess_handle` needs to take a listener it received
+/// (it answered NODE_HANDLE_NACK to an epoll instance).
+pub(crate) fn stat_target(fd: c_int) -> Option<Stat> {
+    if !fdtable::is_owned(fd) {
+        return None;
+    }
+    let sock = registry::get(fd)?;
+    sock.listener()?.stat_socket()?;
+    Some(Stat(sock))
+}
+
 /// Whether `fd` is a Unix socket, the only kind that passes fds: a
 /// sendmsg with control data on any other (UDP's cmsgs) costs one
 /// getsockopt, not the copies of its msghdr and control buffer.

@@ -273,6 +273,18 @@ impl Listener {
         self.local_rendezvous().and_then(|fd| dup_owned(fd).ok())
     }
 
+    /// The socket whose fstat answers for the listener's fd (an epoll
+    /// instance, which `S_ISSOCK` checks take for no socket: node's
+    /// `uv_guess_handle` of a listener it received): its kernel listener,
+    /// or its listening Unix socket.
+    pub(crate) fn stat_socket(&self) -> Option<BorrowedFd<'_>> {
+        self.tcp
+            .as_ref()
+            .or_else(|| self.local_rendezvous())
+            .or_else(|| self.rendezvous.first().map(|r| &r.fd))
+            .map(|fd| fd.as_fd())
+    }
+
     /// The rendezvous of this network namespace.
     fn local_rendezvous(&self) -> Option<&InternalFd> {
         self.rendezvous
