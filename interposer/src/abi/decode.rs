@@ -723,27 +723,15 @@ fn pass_sockets(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<Action<ss
     if msg.is_null() || crate::platform::fdtable::is_owned(fd) || !passing::may_pass() {
         return None;
     }
-    // SAFETY: sendmsg(2): a valid msghdr (its control fields read, as
-    // `InMsg` reads them).
-    if !unsafe { InMsg::new(&Scope::new(), msg) }.has_control() || !passing::unix_socket(fd) {
-        return None;
-    }
-    let mut copy = core::mem::MaybeUninit::<msghdr>::zeroed();
-    // SAFETY: a checked copy of the caller's msghdr into ours (EFAULT:
-    // the kernel says so).
-    unsafe {
-        sys::user_copy(
-            msg.cast(),
-            copy.as_mut_ptr().cast(),
-            core::mem::size_of::<msghdr>(),
-        )
-    }
-    .ok()?;
-    // SAFETY: every bit pattern is a msghdr (pointers and integers).
-    let mut copy = unsafe { copy.assume_init() };
+    // SAFETY: sendmsg(2): a valid msghdr, read as a copy (as every
+    // sendmsg's `InMsg::has_control` reads it); its control buffer only
+    // with a checked copy below.
+    let mut copy = unsafe { core::ptr::read(msg) };
     #[allow(clippy::unnecessary_cast)] // size_t in glibc, socklen_t in musl
     let len = copy.msg_controllen as usize;
-    if copy.msg_control.is_null() || len == 0 || len > MAX_CONTROL {
+    // Only a Unix socket passes fds: UDP's cmsgs cost one getsockopt, not
+    // the copy.
+    if copy.msg_control.is_null() || len == 0 || len > MAX_CONTROL || !passing::unix_socket(fd) {
         return None;
     }
     let mut control = vec![0u64; len.div_ceil(8)];
@@ -854,22 +842,22 @@ fn receive_sockets(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<Action<s
         finish(got, false, raw);
         return Some(Action::Raw(r));
     }
-    let carriers = if fds.is_empty() {
-        Vec::new()
+    let got = if fds.is_empty() {
+        passing::Received::default()
     } else {
-        passing::carriers_among(&fds)
+        passing::among(&fds)
     };
     let mut out = vec![0u8; len];
     let (written, cut) = sys::refit_rights(
         raw,
         &mut out,
-        |f| carriers.iter().any(|&(c, _)| c == f),
+        |f| got.is_carrier(f),
         |f| sys::close_inherited(f),
     );
     finish(written, cut, &out);
     if !fds.is_empty() {
         let kept = sys::rights_in(&out[..written]);
-        passing::received(&kept, &carriers, flags & libc::MSG_CMSG_CLOEXEC != 0);
+        passing::received(got, &kept, flags & libc::MSG_CMSG_CLOEXEC != 0);
     }
     Some(Action::Raw(r))
 }

@@ -546,12 +546,8 @@ fn poison(fds: &[i32], name: &[u8], why: &str) {
 /// line. `cloexec`: the fd's flag (MSG_CMSG_CLOEXEC), which what the
 /// library keeps for it follows.
 pub(crate) fn adopt_received(fd: i32, carriers: &[(i32, u64)], cloexec: bool) {
+    // (A Unix stream socket: `passing::among`.)
     let sock = sys::borrow_fd(fd);
-    if rustix::net::sockopt::socket_domain(sock).ok() != Some(rustix::net::AddressFamily::UNIX)
-        || rustix::net::sockopt::socket_type(sock).ok() != Some(SocketType::STREAM)
-    {
-        return;
-    }
     let local = our_name(rustix::net::getsockname(sock).ok());
     match rustix::net::getpeername(sock) {
         Ok(peer) => {

@@ -101,9 +101,7 @@ pub(crate) fn stat_target(fd: c_int) -> Option<Stat> {
     Some(Stat(sock))
 }
 
-/// Whether `fd` is a Unix socket, the only kind that passes fds: a
-/// sendmsg with control data on any other (UDP's cmsgs) costs one
-/// getsockopt, not the copies of its msghdr and control buffer.
+/// Whether `fd` is a Unix socket, the only kind that passes fds.
 pub(crate) fn unix_socket(fd: c_int) -> bool {
     rustix::net::sockopt::socket_domain(sys::borrow_fd(fd)).ok()
         == Some(rustix::net::AddressFamily::UNIX)
@@ -201,45 +199,69 @@ fn bound_by_root(fd: c_int) {
 /// stay bare Unix sockets).
 pub(crate) const CARRIER_ROOM: usize = 64;
 
-/// The carriers at the end of `fds` (a recvmsg's SCM_RIGHTS): (fd, the
-/// cookie of the connection it is for). Never in a sandbox (its filter may
-/// not allow the looks).
-pub(crate) fn carriers_among(fds: &[c_int]) -> Vec<(c_int, u64)> {
-    let mut found = Vec::new();
-    if crate::platform::sandbox::active() || crate::platform::config::get().is_none() {
-        return found;
-    }
-    for &fd in fds.iter().rev() {
-        let s = sys::borrow_fd(fd);
-        let dgram = rustix::net::sockopt::socket_type(s).ok()
-            == Some(rustix::net::SocketType::DGRAM)
-            && rustix::net::sockopt::socket_domain(s).ok()
-                == Some(rustix::net::AddressFamily::UNIX);
-        let cookie = dgram
-            .then(|| crate::sockets::carrier::carrier_cookie(s, rustix::net::getsockname(s).ok()))
-            .flatten();
-        match cookie {
-            Some(c) => found.push((fd, c)),
-            None => break,
-        }
-    }
-    found.reverse();
-    found
+/// What a receive's SCM_RIGHTS held of ours: the carriers at the end of
+/// the list (fd, the cookie of the connection each is for), and the Unix
+/// stream sockets, which may be sockets of ours to adopt. One getsockopt
+/// per fd tells a pipe, a file or a kernel TCP socket apart (nothing more
+/// is asked of those).
+#[derive(Default)]
+pub(crate) struct Received {
+    carriers: Vec<(c_int, u64)>,
+    streams: Vec<c_int>,
 }
 
-/// After a receive: each of `fds` (the caller's, as laid into its buffer)
-/// that is a socket of ours adopted (`exec::adopt_received`); then the
-/// `carriers` closed.
-pub(crate) fn received(fds: &[c_int], carriers: &[(c_int, u64)], cloexec: bool) {
-    if crate::platform::sandbox::active() || crate::platform::config::get().is_none() {
-        return;
+impl Received {
+    /// Whether `fd` is a carrier the library takes out of the list.
+    pub(crate) fn is_carrier(&self, fd: c_int) -> bool {
+        self.carriers.iter().any(|&(c, _)| c == fd)
     }
-    for &fd in fds {
-        if !fdtable::is_owned(fd) {
-            crate::calls::exec::adopt_received(fd, carriers, cloexec);
+}
+
+/// `Received` of `fds` (a recvmsg's SCM_RIGHTS, as the kernel gave them).
+/// Never in a sandbox (its filter may not allow the looks), nor without
+/// a configuration.
+pub(crate) fn among(fds: &[c_int]) -> Received {
+    let mut r = Received::default();
+    if crate::platform::sandbox::active() || crate::platform::config::get().is_none() {
+        return r;
+    }
+    // From the end: carriers are appended after the caller's fds.
+    let mut tail = true;
+    for &fd in fds.iter().rev() {
+        let s = sys::borrow_fd(fd);
+        if rustix::net::sockopt::socket_domain(s).ok() != Some(rustix::net::AddressFamily::UNIX) {
+            tail = false;
+            continue;
+        }
+        match rustix::net::sockopt::socket_type(s).ok() {
+            Some(rustix::net::SocketType::DGRAM) if tail => {
+                match crate::sockets::carrier::carrier_cookie(s, rustix::net::getsockname(s).ok()) {
+                    Some(c) => r.carriers.push((fd, c)),
+                    None => tail = false,
+                }
+            }
+            Some(rustix::net::SocketType::STREAM) => {
+                tail = false;
+                r.streams.push(fd);
+            }
+            _ => tail = false,
         }
     }
-    for &(c, _) in carriers {
+    r.carriers.reverse();
+    r.streams.reverse();
+    r
+}
+
+/// After a receive: each Unix stream socket of `got` that the caller got
+/// (`kept`: the fds laid into its buffer) and that is a socket of ours is
+/// adopted (`exec::adopt_received`); then the carriers are closed.
+pub(crate) fn received(got: Received, kept: &[c_int], cloexec: bool) {
+    for &fd in got.streams.iter().filter(|f| kept.contains(f)) {
+        if !fdtable::is_owned(fd) {
+            crate::calls::exec::adopt_received(fd, &got.carriers, cloexec);
+        }
+    }
+    for &(c, _) in &got.carriers {
         sys::close_inherited(c);
     }
 }
