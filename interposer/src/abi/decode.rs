@@ -779,7 +779,14 @@ fn pass_sockets(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<Action<ss
     }
     // SAFETY: sendmsg(2) with the caller's msghdr but for its control
     // buffer, ours; the fds it passes are held open by `passed`.
-    let r = unsafe { crate::platform::real::sendmsg(fd, &copy, flags) };
+    let mut r = unsafe { crate::platform::real::sendmsg(fd, &copy, flags) };
+    if r < 0 && sys::errno() == libc::EINVAL && !carriers.is_empty() {
+        // Past SCM_MAX_FD with the carriers (the caller's own fds fit):
+        // without them, as the caller asked (its connections go bare).
+        copy.msg_controllen = len as _;
+        // SAFETY: as above, the caller's cmsgs only.
+        r = unsafe { crate::platform::real::sendmsg(fd, &copy, flags) };
+    }
     drop(passed);
     Some(Action::Raw(r))
 }
@@ -848,12 +855,8 @@ fn receive_sockets(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<Action<s
         passing::among(&fds)
     };
     let mut out = vec![0u8; len];
-    let (written, cut) = sys::refit_rights(
-        raw,
-        &mut out,
-        |f| got.is_carrier(f),
-        |f| sys::close_inherited(f),
-    );
+    let (written, cut) =
+        sys::refit_rights(raw, &mut out, |f| got.is_carrier(f), sys::close_inherited);
     finish(written, cut, &out);
     if !fds.is_empty() {
         let kept = sys::rights_in(&out[..written]);

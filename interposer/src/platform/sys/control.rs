@@ -214,31 +214,6 @@ pub(crate) unsafe fn msg_control_out(
     cut
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn sent_cmsgs_are_walked_as_the_kernel_walks_them() {
-        let mut raw = vec![0u8; 0];
-        let mut put = |level: i32, kind: i32, data: &[u8]| {
-            let len = 16 + data.len();
-            raw.extend_from_slice(&(len as u64).to_ne_bytes());
-            raw.extend_from_slice(&level.to_ne_bytes());
-            raw.extend_from_slice(&kind.to_ne_bytes());
-            raw.extend_from_slice(data);
-            raw.resize(raw.len().div_ceil(8) * 8, 0);
-        };
-        put(0, libc::IP_PKTINFO, &[1; 12]);
-        put(0, libc::IP_TOS, &[4]);
-        let got = super::parse(&raw).unwrap();
-        assert_eq!(got.len(), 2);
-        assert_eq!(got[0].2, vec![1; 12]);
-        assert_eq!(got[1], (0, libc::IP_TOS, vec![4]));
-        let mut bad = raw.clone();
-        bad[0] = 8;
-        assert_eq!(super::parse(&bad), Err(libc::EINVAL));
-    }
-}
-
 /// The fds of the SCM_RIGHTS cmsgs in `raw` (a control buffer the kernel
 /// wrote), in order.
 pub(crate) fn rights_in(raw: &[u8]) -> Vec<c_int> {
@@ -319,4 +294,56 @@ pub(crate) fn refit_rights(
         at += put(out, at, level, kind, data);
     });
     (at, cut)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sent_cmsgs_are_walked_as_the_kernel_walks_them() {
+        let mut raw = vec![0u8; 0];
+        let mut put = |level: i32, kind: i32, data: &[u8]| {
+            let len = 16 + data.len();
+            raw.extend_from_slice(&(len as u64).to_ne_bytes());
+            raw.extend_from_slice(&level.to_ne_bytes());
+            raw.extend_from_slice(&kind.to_ne_bytes());
+            raw.extend_from_slice(data);
+            raw.resize(raw.len().div_ceil(8) * 8, 0);
+        };
+        put(0, libc::IP_PKTINFO, &[1; 12]);
+        put(0, libc::IP_TOS, &[4]);
+        let got = super::parse(&raw).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].2, vec![1; 12]);
+        assert_eq!(got[1], (0, libc::IP_TOS, vec![4]));
+        let mut bad = raw.clone();
+        bad[0] = 8;
+        assert_eq!(super::parse(&bad), Err(libc::EINVAL));
+    }
+
+    /// The kernel's cut for a buffer with room for one fd: one laid, the
+    /// rest closed, MSG_CTRUNC; the library's taken out first.
+    #[test]
+    fn refit_rights_cuts_as_the_kernel() {
+        use super::{cmsg_bytes, refit_rights, rights_in};
+        use core::ffi::c_int;
+        let fds: Vec<u8> = [3, 4, 5]
+            .iter()
+            .flat_map(|f: &c_int| f.to_ne_bytes())
+            .collect();
+        let raw = cmsg_bytes(&[(libc::SOL_SOCKET, libc::SCM_RIGHTS, fds)]);
+        let hdr = core::mem::size_of::<libc::cmsghdr>();
+        let mut out = vec![0u8; hdr + 4];
+        let mut closed = Vec::new();
+        let (n, cut) = refit_rights(&raw, &mut out, |_| false, |f| closed.push(f));
+        assert_eq!((n, cut, closed.clone()), (hdr + 4, true, vec![4, 5]));
+        assert_eq!(rights_in(&out[..n]), vec![3]);
+        closed.clear();
+        let (n, cut) = refit_rights(&raw, &mut out, |f| f != 3, |f| closed.push(f));
+        assert_eq!((n, cut, closed), (hdr + 4, false, vec![]));
+        assert_eq!(rights_in(&out[..n]), vec![3]);
+        // Room for all: the same bytes, nothing cut.
+        let mut big = vec![0u8; 256];
+        let (n, cut) = refit_rights(&raw, &mut big, |_| false, |_| {});
+        assert_eq!((&big[..n], cut), (&raw[..], false));
+    }
 }
