@@ -445,3 +445,14 @@ wait
     );
     assert_eq!(out, "carried as expected\nanswers [True]\n");
 }
+
+/// A recvmsg with a control buffer on a socket not ours receives inside
+/// the library (room for carriers): a thread blocked there is still
+/// cancelled by pthread_cancel, as in plain glibc (an unwind through the
+/// library's frames would abort the process).
+#[test]
+fn a_thread_blocked_in_recvmsg_is_cancelled() {
+    let exe = common::build_c("cancel_recvmsg", &["-O2", "-pthread"]);
+    let out = stdout_of("cancel_recvmsg", &mut preloaded(&exe));
+    assert_eq!(out, "joined cancelled\n");
+}

@@ -824,10 +824,17 @@ fn receive_sockets(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<Action<s
     copy.msg_controllen = room as _;
     // SAFETY: recvmsg(2) with the caller's msghdr (its name and iovecs as
     // the caller gave them) but for a control buffer of ours, `room` long.
-    let r = unsafe { crate::platform::real::recvmsg(fd, &mut copy, flags) };
-    if r < 0 {
-        return Some(Action::Raw(r));
-    }
+    // A sleep pthread_cancel ends (EINTR; the export then acts on it):
+    // cancellation is disabled inside the library.
+    let r = crate::platform::cancel::sleep(|| unsafe {
+        crate::platform::real::recvmsg(fd, &mut copy, flags)
+    });
+    let Some(r) = r.filter(|&r| r >= 0) else {
+        return Some(match r {
+            Some(r) => Action::Raw(r),
+            None => Action::Fail(libc::EINTR),
+        });
+    };
     #[allow(clippy::unnecessary_cast)]
     let got = (copy.msg_controllen as usize).min(room);
     // SAFETY: our buffer, `got` bytes of it written by the kernel.
