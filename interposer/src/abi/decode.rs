@@ -806,7 +806,9 @@ fn receive_sockets(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<Action<s
     let app = unsafe { core::ptr::read(msg) };
     #[allow(clippy::unnecessary_cast)] // size_t in glibc, socklen_t in musl
     let len = app.msg_controllen as usize;
-    if app.msg_control.is_null() || len == 0 || len > MAX_CONTROL {
+    // Only a Unix socket receives fds: any other is the kernel's as it is
+    // (one getsockopt SO_DOMAIN).
+    if app.msg_control.is_null() || len == 0 || len > MAX_CONTROL || !passing::unix_socket(fd) {
         return None;
     }
     let room = len + core::mem::size_of::<libc::cmsghdr>() + 4 * passing::CARRIER_ROOM;
@@ -840,20 +842,29 @@ fn receive_sockets(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<Action<s
     // SAFETY: our buffer, `got` bytes of it written by the kernel.
     let raw = unsafe { core::slice::from_raw_parts(control.as_ptr().cast::<u8>(), got) };
     let fds = sys::rights_in(raw);
+    // The caller's msghdr as recvmsg(2) writes it, its control bytes with
+    // a checked copy: false if its control buffer is not writable (the
+    // kernel then gives no cmsgs and installs no fd).
     let finish = |written: usize, cut: bool, bytes: &[u8]| {
-        // SAFETY: recvmsg(2): the caller's control buffer is writable for
-        // its `len` bytes (`written` is at most that), and its msghdr for
-        // the fields recvmsg writes.
+        // SAFETY: a checked copy into the caller's control buffer, `len`
+        // bytes long as it says (`written` is at most that).
+        let ok = written == 0
+            || unsafe { sys::user_copy(bytes.as_ptr(), app.msg_control.cast::<u8>(), written) }
+                .is_ok();
+        let (written, cut) = if ok { (written, cut) } else { (0, false) };
+        let flags = copy.msg_flags & !libc::MSG_CTRUNC | if cut { libc::MSG_CTRUNC } else { 0 };
+        // SAFETY: recvmsg(2): the caller's msghdr is writable for the
+        // fields recvmsg writes.
         unsafe {
-            core::ptr::copy_nonoverlapping(bytes.as_ptr(), app.msg_control.cast::<u8>(), written);
             (*msg).msg_namelen = copy.msg_namelen;
             (*msg).msg_controllen = written as _;
-            (*msg).msg_flags = copy.msg_flags | if cut { libc::MSG_CTRUNC } else { 0 };
+            (*msg).msg_flags = flags;
         }
+        ok
     };
     if fds.is_empty() && got <= len {
         // No fds: the kernel's bytes as they are.
-        finish(got, false, raw);
+        finish(got, copy.msg_flags & libc::MSG_CTRUNC != 0, raw);
         return Some(Action::Raw(r));
     }
     let got = if fds.is_empty() {
@@ -862,9 +873,19 @@ fn receive_sockets(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<Action<s
         passing::among(&fds)
     };
     let mut out = vec![0u8; len];
+    let mut closed = Vec::new();
     let (written, cut) =
-        sys::refit_rights(raw, &mut out, |f| got.is_carrier(f), sys::close_inherited);
-    finish(written, cut, &out);
+        sys::refit_rights(raw, &mut out, |f| got.is_carrier(f), |f| closed.push(f));
+    let kernel_cut = copy.msg_flags & libc::MSG_CTRUNC != 0;
+    if !finish(written, cut || kernel_cut, &out) {
+        for &f in &fds {
+            sys::close_inherited(f);
+        }
+        return Some(Action::Raw(r));
+    }
+    for f in closed {
+        sys::close_inherited(f);
+    }
     if !fds.is_empty() {
         let kept = sys::rights_in(&out[..written]);
         passing::received(got, &kept, flags & libc::MSG_CMSG_CLOEXEC != 0);
