@@ -456,3 +456,69 @@ fn a_thread_blocked_in_recvmsg_is_cancelled() {
     let out = stdout_of("cancel_recvmsg", &mut preloaded(&exe));
     assert_eq!(out, "joined cancelled\n");
 }
+
+/// fds passed between two sockets that are not the library's, received
+/// with control buffers of every size: too short for a header, for one
+/// fd of two, exactly enough, larger, with SO_PASSCRED's credentials in
+/// front, and not mapped at all; with MSG_PEEK too. What recvmsg returns
+/// (length, msg_flags, msg_controllen, each cmsg's level, type and length,
+/// the fds left open in the process) must be the kernel's: the library
+/// receives with a control buffer of its own and lays it into the
+/// caller's.
+#[test]
+fn control_buffers_of_every_size_are_the_kernels() {
+    let script = r#"
+import ctypes, mmap, os, socket, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+class msghdr(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_void_p), ("namelen", ctypes.c_uint32), ("iov", ctypes.POINTER(iovec)),
+                ("iovlen", ctypes.c_size_t), ("control", ctypes.c_void_p), ("controllen", ctypes.c_size_t),
+                ("flags", ctypes.c_int)]
+# A TCP connection of ours in this process (preloaded runs).
+l = socket.socket(); l.bind(("127.0.0.1", 0)); l.listen()
+c = socket.create_connection(l.getsockname()); s, _ = l.accept()
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+def recv(sock, room, flags=0, bad=False):
+    buf = ctypes.create_string_buffer(64); ctl = ctypes.create_string_buffer(512)
+    iov = iovec(ctypes.cast(buf, ctypes.c_void_p), 64)
+    ptr = ctypes.c_void_p(libc.mmap(None, 4096, 0, 0x22, -1, 0)) if bad else ctypes.cast(ctl, ctypes.c_void_p)
+    m = msghdr(None, 0, ctypes.pointer(iov), 1, ptr, room, 0)
+    n = libc.recvmsg(sock.fileno(), ctypes.byref(m), flags)
+    cm = []; at = 0; raw = b"" if bad else ctl.raw[:m.controllen]
+    while len(raw) - at >= 16:
+        ln, lv, ty = struct.unpack_from("Qii", raw, at)
+        if ty == socket.SCM_RIGHTS:
+            for i in range((min(ln, len(raw) - at) - 16) // 4):
+                os.close(struct.unpack_from("i", raw, at + 16 + 4 * i)[0])
+        cm.append((ln, lv, ty)); at += (ln + 7) // 8 * 8
+    return n, m.flags, m.controllen, cm
+for cred in (False, True):
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    if cred:
+        b.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+    for room in (0, 8, 16, 20, 24, 28, 40, 64, 256):
+        r1, w1 = os.pipe()
+        before = open_fds()
+        a.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("ii", r1, w1))])
+        got = recv(b, room, socket.MSG_PEEK) + recv(b, room)
+        os.close(r1); os.close(w1)
+        print("cred", cred, "room", room, got, "fds left", open_fds() - before + 2, flush=True)
+    r1, w1 = os.pipe()
+    before = open_fds()
+    a.sendmsg([b"x"], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("ii", r1, w1))])
+    got = recv(b, 64, bad=True)
+    os.close(r1); os.close(w1)
+    print("cred", cred, "unmapped", got[:3], "fds left", open_fds() - before + 2, flush=True)
+"#;
+    let mut plain = Command::new(python());
+    plain.env_remove("LD_PRELOAD").arg("-c").arg(script);
+    let kernel = stdout_of("control sizes (kernel)", &mut plain);
+    let mut pre = preloaded(python());
+    pre.arg("-c").arg(script);
+    let library = stdout_of("control sizes (library)", &mut pre);
+    assert_eq!(library, kernel);
+    assert!(kernel.contains("unmapped"), "{kernel}");
+}

@@ -844,14 +844,15 @@ fn receive_sockets(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<Action<s
     let fds = sys::rights_in(raw);
     // The caller's msghdr as recvmsg(2) writes it, its control bytes with
     // a checked copy: false if its control buffer is not writable (the
-    // kernel then gives no cmsgs and installs no fd).
+    // kernel then gives no cmsgs, MSG_CTRUNC, and installs no fd).
     let finish = |written: usize, cut: bool, bytes: &[u8]| {
         // SAFETY: a checked copy into the caller's control buffer, `len`
         // bytes long as it says (`written` is at most that).
         let ok = written == 0
             || unsafe { sys::user_copy(bytes.as_ptr(), app.msg_control.cast::<u8>(), written) }
                 .is_ok();
-        let (written, cut) = if ok { (written, cut) } else { (0, false) };
+        // (Unwritable: no cmsgs, MSG_CTRUNC, as the kernel's.)
+        let (written, cut) = if ok { (written, cut) } else { (0, true) };
         let flags = copy.msg_flags & !libc::MSG_CTRUNC | if cut { libc::MSG_CTRUNC } else { 0 };
         // SAFETY: recvmsg(2): the caller's msghdr is writable for the
         // fields recvmsg writes.
