@@ -14,7 +14,7 @@ use libc::{epoll_event, fd_set, nfds_t, pollfd, sigset_t, timespec, timeval};
 
 use crate::calls::iomux::{epoll, poll, select};
 use crate::calls::plain_exec::{NewImage, Program};
-use crate::calls::{datagram, endpoint, options, process, stream};
+use crate::calls::{datagram, endpoint, options, passing, process, stream};
 use crate::platform::real::Action;
 use crate::platform::sys;
 use crate::platform::sys::{
@@ -262,7 +262,7 @@ pub(crate) fn writev(fd: c_int, iov: *const iovec, iovcnt: c_int) -> Action<ssiz
 }
 
 pub(crate) fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Action<ssize_t> {
-    if let Some(done) = pass_udp_sockets(fd, msg, flags) {
+    if let Some(done) = pass_sockets(fd, msg, flags) {
         return done;
     }
     let scope = Scope::new();
@@ -297,6 +297,9 @@ pub(crate) fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> Action<ssize
         // SAFETY: recvmsg(2) with the caller's msghdr, on the UDP socket's
         // kernel socket (held open by `k`).
         return Action::Raw(unsafe { crate::platform::real::recvmsg(k.fd(), msg, flags) });
+    }
+    if let Some(done) = receive_sockets(fd, msg, flags) {
+        return done;
     }
     stream::recvmsg(fd, out, flags)
 }
@@ -696,10 +699,15 @@ pub(crate) fn execveat(
     process::exec_image(unsafe { new_image(at, path, Some(envp)) })
 }
 
-/// fstat and fstat64 (one layout on 64-bit Linux, two types): a UDP socket
-/// of ours answers as its kernel socket (a socket, not the epoll instance
+/// fstat and fstat64 (one layout on 64-bit Linux, two types): a listener
+/// of ours answers as its socket (`passing::stat_target`), a UDP socket
+/// of ours as its kernel socket (a socket, not the epoll instance
 /// its fd is: `datagram::stat_target`); everything else is the kernel's.
 pub(crate) fn fstat<T>(fd: c_int, buf: *mut T) -> Action<c_int> {
+    if let Some(l) = passing::stat_target(fd) {
+        // SAFETY: as below, for the listener's socket (held open by `l`).
+        return Action::Raw(unsafe { crate::platform::real::fstat(l.fd(), buf.cast()) });
+    }
     let Some(k) = datagram::stat_target(fd) else {
         return Action::Pass;
     };
@@ -719,39 +727,31 @@ pub(crate) fn fxstat<T>(ver: c_int, fd: c_int, buf: *mut T) -> Action<c_int> {
     fstat(fd, buf)
 }
 
-/// sendmsg on a socket not ours passing UDP sockets of ours (SCM_RIGHTS):
-/// each goes as its kernel socket (`datagram::passed`), in a copy of the
-/// caller's control buffer; the receiver gets a UDP socket, not the
-/// epoll instance the fd is (which came as an empty instance: ENOTSOCK).
-/// The caller's msghdr and control buffer are read with checked copies
-/// only; anything the kernel would refuse (a bad pointer: EFAULT; a
-/// length above INT_MAX or the socket option memory: ENOBUFS) goes to
-/// the kernel as it is, which says so.
-fn pass_udp_sockets(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<Action<ssize_t>> {
+/// sendmsg on a socket not ours passing sockets of ours (SCM_RIGHTS):
+/// what goes in their place, and carriers after them, in a copy of the
+/// caller's control buffer (`passing::sent`; decisions 63 and 67). The
+/// caller's msghdr and control buffer are read with checked copies only;
+/// anything the kernel would refuse (a bad pointer: EFAULT; a length above
+/// INT_MAX or the socket option memory: ENOBUFS) goes to the kernel as it
+/// is, which says so.
+fn pass_sockets(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<Action<ssize_t>> {
     /// Above this the kernel's optmem_max (20 KiB to 128 KiB) refuses a
     /// control buffer (ENOBUFS): not copied, the kernel says so.
     const MAX_CONTROL: usize = 1 << 20;
     let pristine = crate::sockets::datagram::pristine::any();
-    if msg.is_null() || !(pristine || datagram::carries()) || crate::platform::fdtable::is_owned(fd)
+    if msg.is_null() || crate::platform::fdtable::is_owned(fd) || !(pristine || passing::may_pass())
     {
         return None;
     }
-    let mut copy = core::mem::MaybeUninit::<msghdr>::zeroed();
-    // SAFETY: a checked copy of the caller's msghdr into ours (EFAULT:
-    // the kernel says so).
-    unsafe {
-        sys::user_copy(
-            msg.cast(),
-            copy.as_mut_ptr().cast(),
-            core::mem::size_of::<msghdr>(),
-        )
-    }
-    .ok()?;
-    // SAFETY: every bit pattern is a msghdr (pointers and integers).
-    let mut copy = unsafe { copy.assume_init() };
+    // SAFETY: sendmsg(2): a valid msghdr, read as a copy (as every
+    // sendmsg's `InMsg::has_control` reads it); its control buffer only
+    // with a checked copy below.
+    let mut copy = unsafe { core::ptr::read(msg) };
     #[allow(clippy::unnecessary_cast)] // size_t in glibc, socklen_t in musl
     let len = copy.msg_controllen as usize;
-    if copy.msg_control.is_null() || len == 0 || len > MAX_CONTROL {
+    // Only a Unix socket passes fds: UDP's cmsgs cost one getsockopt, not
+    // the copy.
+    if copy.msg_control.is_null() || len == 0 || len > MAX_CONTROL || !passing::unix_socket(fd) {
         return None;
     }
     let mut control = vec![0u64; len.div_ceil(8)];
@@ -777,16 +777,162 @@ fn pass_udp_sockets(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<Actio
         fds.iter()
             .for_each(|&f| crate::sockets::datagram::pristine::capture(f));
     }
-    let held = datagram::passed(&fds)?;
+    let passed = passing::sent(&fds)?;
     // SAFETY: our msghdr, its control buffer ours, writable.
-    unsafe {
-        sys::msg_rights_swap(&mut copy, |f| {
-            held.iter().find(|(a, _)| *a == f).map(|(_, k)| k.fd())
-        })
-    };
+    unsafe { sys::msg_rights_swap(&mut copy, |f| passed.swap(f)) };
+    let carriers = passed.carriers();
+    if !carriers.is_empty() {
+        // A second SCM_RIGHTS cmsg after the caller's (the kernel lists its
+        // fds after theirs), at the caller's length rounded to a cmsg's
+        // alignment.
+        let word = core::mem::size_of::<usize>();
+        let at = len.div_ceil(word) * word;
+        let bytes: Vec<u8> = carriers.iter().flat_map(|f| f.to_ne_bytes()).collect();
+        let more = sys::cmsg_bytes(&[(libc::SOL_SOCKET, libc::SCM_RIGHTS, bytes)]);
+        let mut grown = vec![0u64; (at + more.len()).div_ceil(8)];
+        // SAFETY: plain bytes of two buffers of ours, each within its length.
+        let (old, new) = unsafe {
+            (
+                core::slice::from_raw_parts(control.as_ptr().cast::<u8>(), len),
+                core::slice::from_raw_parts_mut(grown.as_mut_ptr().cast::<u8>(), at + more.len()),
+            )
+        };
+        new[..len].copy_from_slice(old);
+        new[at..].copy_from_slice(&more);
+        control = grown;
+        copy.msg_control = control.as_mut_ptr().cast();
+        copy.msg_controllen = (at + more.len()) as _;
+    }
     // SAFETY: sendmsg(2) with the caller's msghdr but for its control
-    // buffer, copied; the kernel sockets it passes are held open by `held`.
-    Some(Action::Raw(unsafe {
-        crate::platform::real::sendmsg(fd, &copy, flags)
-    }))
+    // buffer, ours; the fds it passes are held open by `passed`.
+    let mut r = unsafe { crate::platform::real::sendmsg(fd, &copy, flags) };
+    if r < 0 && sys::errno() == libc::EINVAL && !carriers.is_empty() {
+        // Past SCM_MAX_FD with the carriers (the caller's own fds fit):
+        // without them, as the caller asked (its connections go bare).
+        copy.msg_controllen = len as _;
+        // SAFETY: as above, the caller's cmsgs only.
+        r = unsafe { crate::platform::real::sendmsg(fd, &copy, flags) };
+    }
+    drop(passed);
+    Some(Action::Raw(r))
+}
+
+/// recvmsg on a socket not ours whose caller gave room for control data:
+/// with a control buffer of ours, longer by room for the carriers of
+/// connections passed with it (`passing`), laid back into the caller's as
+/// the kernel would have written it for the caller's length; each socket
+/// of ours received adopted. Only the kernel's writes are read; the
+/// caller's msghdr is written as recvmsg(2) writes it.
+fn receive_sockets(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<Action<ssize_t>> {
+    const MAX_CONTROL: usize = 1 << 20;
+    if msg.is_null() || crate::platform::fdtable::is_owned(fd) {
+        return None;
+    }
+    let mut app = core::mem::MaybeUninit::<msghdr>::zeroed();
+    // SAFETY: a checked copy of the caller's msghdr into ours: a bad one
+    // is the real call's EFAULT, as the kernel says it (review scmpass D3:
+    // a plain read crashed the program).
+    unsafe {
+        sys::user_copy(
+            msg.cast_const().cast(),
+            app.as_mut_ptr().cast(),
+            core::mem::size_of::<msghdr>(),
+        )
+    }
+    .ok()?;
+    // SAFETY: every bit pattern is a msghdr (pointers and integers).
+    let app = unsafe { app.assume_init() };
+    #[allow(clippy::unnecessary_cast)] // size_t in glibc, socklen_t in musl
+    let len = app.msg_controllen as usize;
+    // Only a Unix socket receives fds: any other is the kernel's as it is
+    // (one getsockopt SO_DOMAIN).
+    if app.msg_control.is_null() || len == 0 || len > MAX_CONTROL || !passing::unix_socket(fd) {
+        return None;
+    }
+    // Room for a carrier per fd the caller has room for (a sender appends
+    // at most one per connection it passes), within SCM_MAX_FD: a fixed 64
+    // lost the carriers of the 65th connection on (review scmpass D1).
+    let fd_room = len.saturating_sub(core::mem::size_of::<libc::cmsghdr>()) / 4;
+    let carriers = fd_room.min(passing::CARRIER_ROOM);
+    let room = len + core::mem::size_of::<libc::cmsghdr>() + 4 * carriers;
+    // On the stack for the usual sizes (no allocation per receive).
+    let mut stack = [0u64; 256];
+    let mut heap = Vec::new();
+    let control: &mut [u64] = if room <= 8 * stack.len() {
+        &mut stack[..room.div_ceil(8)]
+    } else {
+        heap.resize(room.div_ceil(8), 0u64);
+        &mut heap
+    };
+    let mut copy = app;
+    copy.msg_control = control.as_mut_ptr().cast();
+    copy.msg_controllen = room as _;
+    // SAFETY: recvmsg(2) with the caller's msghdr (its name and iovecs as
+    // the caller gave them) but for a control buffer of ours, `room` long.
+    // A sleep pthread_cancel ends (EINTR; the export then acts on it):
+    // cancellation is disabled inside the library.
+    let r = crate::platform::cancel::sleep(|| unsafe {
+        crate::platform::real::recvmsg(fd, &mut copy, flags)
+    });
+    let Some(r) = r.filter(|&r| r >= 0) else {
+        return Some(match r {
+            Some(r) => Action::Raw(r),
+            None => Action::Fail(libc::EINTR),
+        });
+    };
+    #[allow(clippy::unnecessary_cast)]
+    let got = (copy.msg_controllen as usize).min(room);
+    // SAFETY: our buffer, `got` bytes of it written by the kernel.
+    let raw = unsafe { core::slice::from_raw_parts(control.as_ptr().cast::<u8>(), got) };
+    let fds = sys::rights_in(raw);
+    // The caller's msghdr as recvmsg(2) writes it, its control bytes with
+    // a checked copy: false if its control buffer is not writable (the
+    // kernel then gives no cmsgs, MSG_CTRUNC, and installs no fd).
+    let finish = |written: usize, cut: bool, bytes: &[u8]| {
+        // SAFETY: a checked copy into the caller's control buffer, `len`
+        // bytes long as it says (`written` is at most that).
+        let ok = written == 0
+            || unsafe { sys::user_copy(bytes.as_ptr(), app.msg_control.cast::<u8>(), written) }
+                .is_ok();
+        // (Unwritable: no cmsgs, MSG_CTRUNC, as the kernel's.)
+        let (written, cut) = if ok { (written, cut) } else { (0, true) };
+        let flags = copy.msg_flags & !libc::MSG_CTRUNC | if cut { libc::MSG_CTRUNC } else { 0 };
+        // SAFETY: recvmsg(2): the caller's msghdr is writable for the
+        // fields recvmsg writes.
+        unsafe {
+            (*msg).msg_namelen = copy.msg_namelen;
+            (*msg).msg_controllen = written as _;
+            (*msg).msg_flags = flags;
+        }
+        ok
+    };
+    if fds.is_empty() && got <= len {
+        // No fds: the kernel's bytes as they are.
+        finish(got, copy.msg_flags & libc::MSG_CTRUNC != 0, raw);
+        return Some(Action::Raw(r));
+    }
+    let got = if fds.is_empty() {
+        passing::Received::default()
+    } else {
+        passing::among(&fds)
+    };
+    let mut out = vec![0u8; len];
+    let mut closed = Vec::new();
+    let (written, cut) =
+        sys::refit_rights(raw, &mut out, |f| got.is_carrier(f), |f| closed.push(f));
+    let kernel_cut = copy.msg_flags & libc::MSG_CTRUNC != 0;
+    if !finish(written, cut || kernel_cut, &out) {
+        for &f in &fds {
+            sys::close_inherited(f);
+        }
+        return Some(Action::Raw(r));
+    }
+    for f in closed {
+        sys::close_inherited(f);
+    }
+    if !fds.is_empty() {
+        let kept = sys::rights_in(&out[..written]);
+        passing::received(got, &kept, flags & libc::MSG_CMSG_CLOEXEC != 0);
+    }
+    Some(Action::Raw(r))
 }

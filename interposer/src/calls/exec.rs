@@ -535,3 +535,80 @@ fn poison(fds: &[i32], name: &[u8], why: &str) {
         let _ = sys::dup_onto(dead.as_fd(), fd, cloexec);
     }
 }
+
+/// A socket of ours another process passed here with SCM_RIGHTS
+/// (`calls::passing`), on fd `fd`, made ours as an exec'd program makes
+/// an inherited one: an emulated listener's listening Unix socket listens
+/// again behind an instance of ours, an emulated bound socket is bound
+/// again, a connection (default mode or emulated) is re-attached from its
+/// carrier among `carriers` (fd, the cookie it is for), or, if none came
+/// or a check fails, left as the bare Unix socket with one `libshmnet:`
+/// line. `cloexec`: the fd's flag (MSG_CMSG_CLOEXEC), which what the
+/// library keeps for it follows.
+pub(crate) fn adopt_received(fd: i32, carriers: &[(i32, u64)], cloexec: bool) {
+    // (A Unix stream socket: `passing::among`.)
+    let sock = sys::borrow_fd(fd);
+    let local = our_name(rustix::net::getsockname(sock).ok());
+    match rustix::net::getpeername(sock) {
+        Ok(peer) => {
+            let Some(name) = local.or_else(|| our_name(peer)) else {
+                return;
+            };
+            let Ok(cookie) = rustix::net::sockopt::socket_cookie(sock) else {
+                return;
+            };
+            let why = match carriers.iter().find(|&&(_, c)| c == cookie) {
+                None => "no carrier came with it (its sender ran an older library, or \
+                         kept no shared memory for it)"
+                    .to_string(),
+                Some(&(carrier, _)) => match reattach(fd, &name, cookie, sys::borrow_fd(carrier)) {
+                    Ok(s) => {
+                        log!(
+                            debug,
+                            "fd {fd}: a connection (to {}) passed with SCM_RIGHTS, re-attached",
+                            String::from_utf8_lossy(&name)
+                        );
+                        s.set_cloexec(cloexec);
+                        let _ = registry::insert(fd, s);
+                        return;
+                    }
+                    Err(e) => e,
+                },
+            };
+            crate::platform::log::always(format_args!(
+                "fd {fd}: a connection over shared memory (to {}) passed with SCM_RIGHTS \
+                 cannot be re-attached ({why}): it is a bare Unix socket here",
+                String::from_utf8_lossy(&name)
+            ));
+        }
+        Err(_) => {
+            let Some(addr) = local.as_deref().and_then(rendezvous::parse_addr_name) else {
+                return;
+            };
+            if !rustix::net::sockopt::socket_acceptconn(sock).unwrap_or(false) {
+                bound(fd, sock, addr);
+                return;
+            }
+            let Ok(copy) = InternalFd::dup(sock) else {
+                return;
+            };
+            let b = Bound::new(
+                rendezvous::Reservation::of_socket(addr, copy),
+                None,
+                Options::default(),
+            );
+            log!(
+                debug,
+                "fd {fd}: a listener of {addr} passed with SCM_RIGHTS, adopted"
+            );
+            // The socket's O_NONBLOCK is the sender's application's mode
+            // (`passing::sent`): the instance takes it, the socket is the
+            // library's again (its accepts never wait).
+            let Ok(keep) = InternalFd::dup(sock) else {
+                return;
+            };
+            let _ = crate::calls::listen::listen_emulated(fd, &b, libc::SOMAXCONN);
+            sys::set_nonblock(keep.as_fd(), true);
+        }
+    }
+}

@@ -10,6 +10,7 @@ pub(crate) mod exec;
 pub(crate) mod iomux;
 pub(crate) mod listen;
 pub(crate) mod options;
+pub(crate) mod passing;
 pub(crate) mod plain_exec;
 pub(crate) mod process;
 pub(crate) mod sandbox;

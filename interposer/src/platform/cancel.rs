@@ -116,12 +116,13 @@ pub(crate) const fn is_point(name: &str) -> bool {
 /// touched then (`exports::dispatch`).
 pub(crate) const fn plain(name: &str) -> bool {
     // Each checks `fdtable::is_owned` first (write and send after
-    // `kernel_send`, recvmsg after `kernel_recv`, which do too).
+    // `kernel_send`, which does too). Not recvmsg: on a foreign fd with
+    // control data it receives itself, with room for carriers
+    // (`calls::passing`, decision 67), and may sleep there.
     const PLAIN: &[&str] = &[
         "read",
         "recv",
         "readv",
-        "recvmsg",
         "__read_chk",
         "__recv_chk",
         "write",

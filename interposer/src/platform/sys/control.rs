@@ -214,6 +214,88 @@ pub(crate) unsafe fn msg_control_out(
     cut
 }
 
+/// The fds of the SCM_RIGHTS cmsgs in `raw` (a control buffer the kernel
+/// wrote), in order.
+pub(crate) fn rights_in(raw: &[u8]) -> Vec<c_int> {
+    let mut fds = Vec::new();
+    let _ = walk_cmsgs(raw, |level, kind, data| {
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            fds.extend(
+                data.chunks_exact(4)
+                    .map(|c| c_int::from_ne_bytes([c[0], c[1], c[2], c[3]])),
+            );
+        }
+    });
+    fds
+}
+
+/// Lays the cmsgs of `raw` (what the kernel wrote into a control buffer
+/// with room to spare) into `out` (as long as the caller's buffer), as the
+/// kernel would have laid them there (`put_cmsg`, `scm_detach_fds`): the
+/// fds `taken` says are the library's left out of SCM_RIGHTS, and where
+/// `out` is too short cut as the kernel cuts, the fds left out given to
+/// `close` (the kernel would not have installed them). Returns the bytes
+/// written and whether anything was cut (MSG_CTRUNC).
+pub(crate) fn refit_rights(
+    raw: &[u8],
+    out: &mut [u8],
+    taken: impl Fn(c_int) -> bool,
+    mut close: impl FnMut(c_int),
+) -> (usize, bool) {
+    let hdr = core::mem::size_of::<libc::cmsghdr>();
+    let word = core::mem::size_of::<usize>();
+    let space = |len: usize| hdr + len.div_ceil(word) * word;
+    let mut at = 0usize;
+    let mut cut = false;
+    let put = |out: &mut [u8], at: usize, level: c_int, kind: c_int, data: &[u8]| {
+        // The header, with cmsg_len as given.
+        let room = out.len() - at;
+        let mut cmlen = hdr + data.len();
+        if room < cmlen {
+            cmlen = room;
+        }
+        let mut h = [0u8; 16];
+        h[..word].copy_from_slice(&cmlen.to_ne_bytes()[..word]);
+        h[word..word + 4].copy_from_slice(&level.to_ne_bytes());
+        h[word + 4..word + 8].copy_from_slice(&kind.to_ne_bytes());
+        out[at..at + hdr].copy_from_slice(&h[..hdr]);
+        out[at + hdr..at + cmlen].copy_from_slice(&data[..cmlen - hdr]);
+        space(data.len()).min(room)
+    };
+    let _ = walk_cmsgs(raw, |level, kind, data| {
+        let room = out.len().saturating_sub(at);
+        if level == libc::SOL_SOCKET && kind == libc::SCM_RIGHTS {
+            let fds: Vec<c_int> = data
+                .chunks_exact(4)
+                .map(|c| c_int::from_ne_bytes([c[0], c[1], c[2], c[3]]))
+                .filter(|&f| !taken(f))
+                .collect();
+            let max = if room > hdr { (room - hdr) / 4 } else { 0 };
+            let n = fds.len().min(max);
+            for &f in &fds[n..] {
+                close(f);
+            }
+            if n < fds.len() {
+                cut = true;
+            }
+            if n > 0 {
+                let bytes: Vec<u8> = fds[..n].iter().flat_map(|f| f.to_ne_bytes()).collect();
+                at += put(out, at, level, kind, &bytes);
+            }
+            return;
+        }
+        if room < hdr {
+            cut = true;
+            return;
+        }
+        if room < hdr + data.len() {
+            cut = true;
+        }
+        at += put(out, at, level, kind, data);
+    });
+    (at, cut)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -236,5 +318,32 @@ mod tests {
         let mut bad = raw.clone();
         bad[0] = 8;
         assert_eq!(super::parse(&bad), Err(libc::EINVAL));
+    }
+
+    /// The kernel's cut for a buffer with room for one fd: one laid, the
+    /// rest closed, MSG_CTRUNC; the library's taken out first.
+    #[test]
+    fn refit_rights_cuts_as_the_kernel() {
+        use super::{cmsg_bytes, refit_rights, rights_in};
+        use core::ffi::c_int;
+        let fds: Vec<u8> = [3, 4, 5]
+            .iter()
+            .flat_map(|f: &c_int| f.to_ne_bytes())
+            .collect();
+        let raw = cmsg_bytes(&[(libc::SOL_SOCKET, libc::SCM_RIGHTS, fds)]);
+        let hdr = core::mem::size_of::<libc::cmsghdr>();
+        let mut out = vec![0u8; hdr + 4];
+        let mut closed = Vec::new();
+        let (n, cut) = refit_rights(&raw, &mut out, |_| false, |f| closed.push(f));
+        assert_eq!((n, cut, closed.clone()), (hdr + 4, true, vec![4, 5]));
+        assert_eq!(rights_in(&out[..n]), vec![3]);
+        closed.clear();
+        let (n, cut) = refit_rights(&raw, &mut out, |f| f != 3, |f| closed.push(f));
+        assert_eq!((n, cut, closed), (hdr + 4, false, vec![]));
+        assert_eq!(rights_in(&out[..n]), vec![3]);
+        // Room for all: the same bytes, nothing cut.
+        let mut big = vec![0u8; 256];
+        let (n, cut) = refit_rights(&raw, &mut big, |_| false, |_| {});
+        assert_eq!((&big[..n], cut), (&raw[..], false));
     }
 }

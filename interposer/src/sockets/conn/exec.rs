@@ -163,3 +163,31 @@ impl Connection {
         }
     }
 }
+
+impl Connection {
+    /// A carrier for this connection to go with its fd to another process
+    /// (sendmsg SCM_RIGHTS, `calls::passing`): the receiver re-attaches it
+    /// as an exec'd program does. From now on another process may hold the
+    /// connection: no EOF at our last close, each direction serialised
+    /// across processes. NOTSUP: the segment's memfd was given back
+    /// (`give_back_memfd`) and no carrier holds it.
+    pub(crate) fn carrier_to_pass(&self, make_carrier: MakeCarrier) -> Result<InternalFd, Errno> {
+        let carry = self.exec.carry.lock();
+        let made = match (&carry.carrier, &carry.memfd) {
+            // The exec carrier's message and memfd are what a receiver
+            // reads (with MSG_PEEK): a second reference to it will do.
+            (Some(c), _) => InternalFd::dup(c.as_fd()),
+            (None, Some(memfd)) => self
+                .bell
+                .on_socket(|app| {
+                    make_carrier(app, memfd.as_fd(), self.seg.role(), self.local, self.peer)
+                })
+                .unwrap_or(Err(Errno::BADF)),
+            (None, None) => Err(Errno::NOTSUP),
+        };
+        if made.is_ok() {
+            self.exec.exec_shared.store(true, Ordering::Relaxed);
+        }
+        made
+    }
+}

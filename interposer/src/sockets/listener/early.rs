@@ -62,6 +62,11 @@ pub(crate) fn keep(early: Early) {
     drop(gone);
 }
 
+/// Whether any entry is kept (one load).
+pub(crate) fn any() -> bool {
+    COUNT.load(Ordering::Relaxed) != 0
+}
+
 /// The rendezvous made at bind for the socket whose cookie is `cookie`.
 pub(crate) fn take(cookie: u64) -> Option<Early> {
     if COUNT.load(Ordering::Relaxed) == 0 {

@@ -260,6 +260,31 @@ impl Listener {
             .flatten()
     }
 
+    /// What goes to another process in place of an emulated listener's fd
+    /// (sendmsg SCM_RIGHTS, `calls::passing`): its listening Unix socket
+    /// of this namespace, which a preloaded receiver recognises by its
+    /// name and listens behind (as an exec'd program does). None for a
+    /// default-mode listener (its kernel listener goes) or a rendezvous
+    /// in SHMNET_DIR.
+    pub(crate) fn passable_rendezvous(&self) -> Option<OwnedFd> {
+        if self.tcp.is_some() {
+            return None;
+        }
+        self.local_rendezvous().and_then(|fd| dup_owned(fd).ok())
+    }
+
+    /// The socket whose fstat answers for the listener's fd (an epoll
+    /// instance, which `S_ISSOCK` checks take for no socket: node's
+    /// `uv_guess_handle` of a listener it received): its kernel listener,
+    /// or its listening Unix socket.
+    pub(crate) fn stat_socket(&self) -> Option<BorrowedFd<'_>> {
+        self.tcp
+            .as_ref()
+            .or_else(|| self.local_rendezvous())
+            .or_else(|| self.rendezvous.first().map(|r| &r.fd))
+            .map(|fd| fd.as_fd())
+    }
+
     /// The rendezvous of this network namespace.
     fn local_rendezvous(&self) -> Option<&InternalFd> {
         self.rendezvous
