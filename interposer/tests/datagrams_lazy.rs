@@ -13,7 +13,7 @@ mod common;
 use std::process::Command;
 
 use common::udp::{OWN_NETNS, UDP_PRELUDE};
-use common::{py, stdout_of, Net};
+use common::{build_c, preloaded, py, stdout_of, Net};
 
 /// The default mode's environment, UDP carried or not.
 fn default_env<'a>(net: &Net, cmd: &'a mut Command, udp: bool) -> &'a mut Command {
@@ -253,4 +253,19 @@ print("files opened:", len(files))
     let out = default_as_kernel("udplazy_crowded", body);
     assert!(out.contains("answers: 60"), "{out}");
     assert!(out.contains("files opened: 30"), "{out}");
+}
+
+/// A conversion racing a close of the socket and an open() that takes its
+/// number: the opened file stays the program's (review udplazy #3: the
+/// conversion's epoll instance replaced it, 42 of 2000 with the library
+/// before `pristine::closing`).
+#[test]
+fn a_conversion_never_replaces_a_file_a_racing_close_let_in() {
+    let exe = build_c("udp_close_race", &["-O2", "-Wall", "-pthread"]);
+    let net = Net::loopback("udplazy_close_race");
+    let mut cmd = preloaded(&exe);
+    cmd.arg("1000");
+    default_env(&net, &mut cmd, true);
+    let out = stdout_of("udp_close_race", &mut cmd);
+    assert_eq!(out, "replaced 0 of 1000\n");
 }

@@ -36,7 +36,7 @@ pub(crate) fn close(fd: c_int) -> Action<c_int> {
     }
     log::forget_fd(fd);
     file_kinds::forget(fd);
-    crate::sockets::datagram::pristine::forget(fd);
+    crate::sockets::datagram::pristine::closing(fd);
     crate::sockets::listener::early::forget(fd);
     crate::sockets::readiness::forget(fd);
     crate::sockets::carry::forget(fd);

@@ -82,6 +82,27 @@ pub(crate) fn forget(fd: c_int) {
     }
 }
 
+/// `fd` is being closed: a conversion another thread has under way ends
+/// first (at most about 10 ms, as `capture_all`'s: a close from a signal
+/// handler that interrupted the converting thread must not wait for
+/// itself), so that its instance never lands on the number after the
+/// kernel gave it to another file (review udplazy #3: a racing
+/// close + open got an epoll instance); then the number is forgotten.
+pub(crate) fn closing(fd: c_int) {
+    if let Some(s) = slot(fd) {
+        if s.load(Ordering::Acquire) == CONVERTING {
+            let started = std::time::Instant::now();
+            let mut spins = 0u32;
+            while s.load(Ordering::Acquire) == CONVERTING
+                && started.elapsed() < std::time::Duration::from_millis(10)
+            {
+                pause(&mut spins);
+            }
+        }
+    }
+    forget(fd);
+}
+
 fn no_recheck(fd: c_int) {
     if let Some(r) = usize::try_from(fd).ok().and_then(|i| RECHECK_MS.get(i)) {
         r.store(0, Ordering::Relaxed);
