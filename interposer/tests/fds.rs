@@ -852,3 +852,42 @@ fn syscall_dup_onto_a_stale_number_is_the_new_file() {
         "pipe got 5 'hello'",
     );
 }
+
+/// Socket calls on numbers that are not open (-1, -7, 4000) say what the
+/// kernel says, in both modes with UDP carried: bind, connect and listen
+/// of -1 made the library panic (borrowing fd -1: EIO and a `libshmnet:`
+/// line; review udplazy).
+#[test]
+fn calls_on_fds_that_are_not_open_say_what_the_kernel_says() {
+    let exe = build_c("bad_fds", &["-O2", "-Wall"]);
+    let plain = std::process::Command::new(&exe)
+        .output()
+        .expect("bad_fds runs");
+    let plain = String::from_utf8_lossy(&plain.stdout).into_owned();
+    assert!(plain.contains("bind -1 Bad file descriptor"), "{plain}");
+    for emulated in [false, true] {
+        let net = if emulated {
+            Net::emulated("bad-fds")
+        } else {
+            Net::loopback("bad-fds")
+        };
+        let mut cmd = preloaded(&exe);
+        if emulated {
+            net.env(&mut cmd);
+        } else {
+            cmd.env("SHMNET_DIR", net.shm_dir());
+        }
+        let out = cmd.env("SHMNET_UDP", "1").output().expect("bad_fds runs");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            plain,
+            "emulated {emulated}; stderr {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -412,11 +412,17 @@ pub(crate) fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> Action<c_int> 
 }
 
 pub(crate) fn bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c_int> {
+    if fd < 0 {
+        return Action::Pass; // EBADF, the kernel's (no fd to borrow)
+    }
     // SAFETY: bind(2): `addr` readable for `len` bytes.
     endpoint::bind(fd, unsafe { AddrIn::new(&Scope::new(), addr, len) })
 }
 
 pub(crate) fn connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> Action<c_int> {
+    if fd < 0 {
+        return Action::Pass; // EBADF, the kernel's (no fd to borrow)
+    }
     // SAFETY: connect(2): `addr` readable for `len` bytes.
     endpoint::connect(fd, unsafe { AddrIn::new(&Scope::new(), addr, len) })
 }

@@ -728,8 +728,10 @@ fn claim_pristine(fd: c_int) -> Result<Option<pristine::Claim>, ()> {
         return Ok(None);
     }
     // The program's fds come first (sweep37 D2): while ours crowd them, a
-    // socket stays the kernel's (pristine still, for a later call).
-    if crate::platform::internal_fd::crowded_next(sys::borrow_fd(fd)) {
+    // socket stays the kernel's (pristine still, for a later call). Asked
+    // of pristine sockets only (any other number, -1 included, is not
+    // looked at: a TCP socket's bind pays nothing).
+    if pristine::is_pristine(fd) && crate::platform::internal_fd::crowded_next(sys::borrow_fd(fd)) {
         return Err(());
     }
     match pristine::claim(fd) {

@@ -257,6 +257,9 @@ fn bind_emulated(fd: c_int, target: SocketAddr) -> Result<(), Errno> {
 }
 
 pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
+    if fd < 0 {
+        return Action::Pass; // EBADF, the kernel's (no fd to borrow)
+    }
     crate::sockets::carry::touched(fd);
     if crate::platform::sandbox::active() {
         // A shared-memory listener needs a rendezvous socket and an epoll
