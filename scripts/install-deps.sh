@@ -34,6 +34,10 @@ command -v java >/dev/null 2>&1 || need_apt+=(default-jdk-headless)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need_apt+=(dnsmasq-base)
 command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 command -v sockperf >/dev/null 2>&1 || need_apt+=(sockperf)
+# interposer/tests/passing.rs: node's cluster and haproxy's -x reload hand
+# sockets to other processes with SCM_RIGHTS, preloaded in both modes.
+command -v node >/dev/null 2>&1 || need_apt+=(nodejs)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 # interposer/tests/passthrough.rs: jemalloc preloaded beside us (its
 # initialisation calls syscall() while holding its own lock).
 ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 || need_apt+=(libjemalloc2)

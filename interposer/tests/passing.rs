@@ -224,8 +224,8 @@ for pid in workers:
     assert!(out.contains("truncated: True 1"), "{out}");
 }
 
-/// A program found in PATH, or None (the test says it skipped: node and
-/// haproxy are not among scripts/install-deps.sh's packages).
+/// A program found in PATH, or None (the test says it skipped; node and
+/// haproxy are installed by scripts/install-deps.sh).
 fn program(test: &str, name: &str) -> Option<std::path::PathBuf> {
     let found = std::env::var_os("PATH").and_then(|paths| {
         std::env::split_paths(&paths)
