@@ -860,6 +860,16 @@ pub(crate) fn chosen(uid: u32) -> bool {
     uid != u32::MAX && CHOSEN.iter().any(|s| s.load(Ordering::Relaxed) == uid)
 }
 
+/// A link's send buffer, asked at its dial (the kernel doubles it, capped
+/// at twice net.core.wmem_max; its default is wmem_default, 208 KiB): what
+/// a new sender puts on the link before the receiver answers its REG. A
+/// burst to a receiver busy meanwhile was dropped past ~200 KB where a
+/// kernel socket's buffer keeps it (burst.py, session 37: 277 and 93 of
+/// 2,000 datagrams of 100 and 1,400 B kept; kernel UDP 2,000). Memory is
+/// pinned only while datagrams wait there unread, at most this twice per
+/// pending link; after REG_OK the link carries small frames.
+const LINK_SNDBUF: usize = 1 << 20;
+
 /// Opens a route: dial the name (or the wildcard's), check who holds it,
 /// send REG with our listener as the proof of `local`. The answer is read
 /// at later sends. Nobody holding any: a kernel route.
@@ -877,6 +887,9 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         Ok(fd) => {
             super::unheld::forget(Some(dest), 0);
             let fd = InternalFd::new(fd);
+            // Room for what goes on the link before the receiver answers
+            // (`LINK_SNDBUF`).
+            let _ = rustix::net::sockopt::set_socket_send_buffer_size(&fd, LINK_SNDBUF);
             if default_mode() && crate::platform::internal_fd::crowded(fd.as_fd()) {
                 // The program's fds come first (`crowded`): the kernel
                 // carries this destination, asked again later.
