@@ -83,6 +83,51 @@ fn valid_values_are_silent() {
     assert_eq!(out, "ok\n");
 }
 
+/// A process that chroots where there is no /tmp (in.tftpd -s, a
+/// sandboxed worker) and then uses loopback UDP and TCP in the default
+/// mode: answered (through the kernel) and silent, as without the
+/// library. The default SHMNET_DIR cannot be made there; before, each
+/// such process printed a `libshmnet:` line (session 37's UDP sweep).
+#[test]
+fn a_chrooted_process_without_tmp_is_silent() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: chroot needs root");
+        return;
+    }
+    let empty = tmpdir("chroot-empty");
+    // The child chroots before its library touched the directory (a
+    // parent's opened one would be inherited and work).
+    let script = r#"
+import os, socket, sys
+r, w = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.chroot(sys.argv[1]); os.chdir("/")
+    uport, tport = map(int, os.read(r, 100).split())
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.bind(("127.0.0.1", 0))
+    c.settimeout(5)
+    c.sendto(b"ping", ("127.0.0.1", uport))
+    ok = c.recv(10) == b"pong"
+    t = socket.socket(); t.connect(("127.0.0.1", tport))
+    t.sendall(b"tcp"); ok = ok and t.recv(10) == b"TCP"
+    os._exit(0 if ok else 1)
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("127.0.0.1", 0))
+srv = socket.socket(); srv.bind(("127.0.0.1", 0)); srv.listen(4)
+u.settimeout(10); srv.settimeout(10)
+os.write(w, b"%d %d" % (u.getsockname()[1], srv.getsockname()[1]))
+d, a = u.recvfrom(10); u.sendto(b"pong", a)
+conn, _ = srv.accept(); conn.sendall(conn.recv(10).upper())
+_, st = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(st))
+"#;
+    let out = run_clean(
+        py(script, &[empty.to_str().unwrap()])
+            .env_remove("SHMNET_DIR")
+            .env_remove("XDG_RUNTIME_DIR"),
+    );
+    assert_eq!(out, "child 0\n");
+}
+
 const PARTITION_PEERS: &str = r#"
 import socket
 def pair(host):

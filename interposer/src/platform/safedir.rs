@@ -437,6 +437,14 @@ impl Refusal {
         }
     }
 
+    /// The default directory (SHMNET_DIR unset) whose parent does not
+    /// exist: a process chrooted where there is no /tmp (or no runtime
+    /// directory).
+    fn unset_default_unreachable(&self) -> bool {
+        matches!(self.problem, Problem::Create(Errno::NOENT))
+            && crate::platform::config::get().is_some_and(|c| c.dir.is_none())
+    }
+
     #[cfg(test)]
     pub(crate) fn problem(&self) -> Problem {
         self.problem
@@ -540,6 +548,11 @@ impl Cache {
                 // directory's: neither said nor remembered.
                 if switched && matches!(errno, Errno::ACCESS | Errno::PERM) {
                     log!(debug, "after a user switch: {refusal}");
+                } else if refusal.unset_default_unreachable() {
+                    // A chroot without /tmp (in.tftpd -s, a sandboxed
+                    // worker): nothing the user set or could fix, and the
+                    // line went out once per forked child.
+                    log!(debug, "{refusal}");
                 } else if !transient(errno) {
                     warn_once(format_args!("{refusal}"));
                 }
