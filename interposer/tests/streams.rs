@@ -2191,6 +2191,33 @@ print("got", got)
     assert_eq!(bad, 0, "lines with EBADF in the log");
 }
 
+/// Another version's name held but not listening (what another refused
+/// process's probe of it looks like for a moment) is no such listener:
+/// ECONNREFUSED and nothing said. Before, twenty processes refused at
+/// once each printed the other-version line (sweep s38 F1).
+#[test]
+fn a_name_of_another_version_only_bound_says_nothing() {
+    let net = Net::emulated("other-version-bound");
+    let (host, port) = (net.host.to_string(), net.port.to_string());
+    let script = r#"
+import errno, socket, sys
+host, port = sys.argv[1], int(sys.argv[2])
+probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+probe.bind(b"\0shmnet.4/tcp/%s:%d" % (host.encode(), port))
+c = socket.socket()
+r = c.connect_ex((host, port))
+print(errno.errorcode.get(r, r))
+"#;
+    let out = common::run(
+        common::preloaded(common::python())
+            .args(["-c", script, &host, &port])
+            .env("SHMNET_PARTITIONS", &net.partitions)
+            .env("SHMNET_FALLBACK", "never"),
+    );
+    assert_eq!(out.stdout.trim(), "ECONNREFUSED", "{}", out.stderr);
+    assert_eq!(out.stderr, "");
+}
+
 #[test]
 fn a_listener_of_another_handshake_version_is_refused_with_a_reason() {
     // A build whose handshake differs (version 4: no filler offers, no

@@ -140,11 +140,34 @@ fn probe_name(name: &str) -> Result<bool, Errno> {
 /// previous version or the next. A bind probe each (no connection is
 /// queued on it), only on the emulated mode's refusal, so the program's
 /// ECONNREFUSED comes with a `libshmnet:` line that says why.
+/// A name found taken must be a *listening* socket's: another process's
+/// probe of the same name holds it bound for a moment (twenty processes
+/// refused at once took each other's probes for listeners, 20 of 20
+/// printed the line: sweep s38 F1).
 pub(crate) fn other_version_at(target: SocketAddr) -> Option<u16> {
     let ours = crate::transport::handshake::VERSION;
     [ours - 1, ours + 1].into_iter().find(|v| {
         let name = format!("shmnet.{v}/tcp/{}", unmapped(target));
-        probe_name(&name) == Ok(true)
+        probe_name(&name) == Ok(true) && listening(&name)
+    })
+}
+
+/// Whether a listening Unix stream socket holds the abstract `name` in
+/// this network namespace (/proc/net/unix: flags `__SO_ACCEPTCON`,
+/// state 01). False when that cannot be read (a chroot, a sandbox): the
+/// line is then not said.
+fn listening(name: &str) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/self/net/unix") else {
+        return false;
+    };
+    table.lines().any(|line| {
+        let mut cols = line.split_whitespace();
+        let flags = cols.nth(3);
+        let state = cols.nth(1);
+        let path = cols.nth(1);
+        flags == Some("00010000")
+            && state == Some("01")
+            && path.and_then(|p| p.strip_prefix('@')) == Some(name)
     })
 }
 
