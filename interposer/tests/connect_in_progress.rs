@@ -5,10 +5,13 @@
 //! looks ("declined": it used to be parked by the acceptor and dropped
 //! after PARK_PATIENCE, then ECONNREFUSED); a dup of the fd completes with
 //! it ("dup"); blocking send and a blocking second connect wait for it
-//! ("block", "reconnect"); options set while it is in progress are kept ("opts"). Each
+//! ("block", "reconnect"); options set while it is in progress are kept ("opts"); a
+//! client that forks while connecting still reaches a prefork server
+//! ("forkrace", review s30; decision 69). Each
 //! case runs over kernel TCP (not preloaded), the default mode and the
 //! emulated mode, with `SHMNET_ASYNC_CONNECT=1`; the outputs must be the
-//! same.
+//! same. The ignored test is a gap decision 69 left (an EPOLLET
+//! connection's extra EPOLLOUT edge, switch on or off).
 
 mod common;
 
@@ -113,7 +116,7 @@ def completed(s):
 
 out = []
 a, go_a = acceptor()
-if case in ("declined", "epollin", "epollexcl", "pollin", "selectin"):
+if case in ("declined", "epollin", "epollexcl", "pollin", "selectin", "forkrace"):
     # (Forked first: a fork drops the segments kept before it.)
     b, go_b = acceptor()
 out.append("warm %s" % warm(go_a))
@@ -253,6 +256,32 @@ elif case == "phantom":
     os.waitpid(child, 0)
     out.append("phantom %s %s %s accepted %s" % (ok, w, got, os.read(counts_r, 100).decode()))
     s.close()
+elif case == "forkrace":
+    # A prefork server (A and B on one listener, one accept per request)
+    # and a client that forks while its connect is in progress, the child
+    # keeping the fd: the offer (A keeps its segment) goes unanswered for
+    # 2 ms, the client dials again; then B, which cannot see the
+    # withdrawal, accepts once. Kernel TCP gives B the client's one
+    # connection; B's decline onto the old one the child holds took B's
+    # only accept (review s30: 2 hangs in 6 runs), and the exchange timed
+    # out.
+    s, ok = start()
+    child = os.fork()
+    if child == 0:
+        time.sleep(8)
+        os._exit(0)
+    w = writable(s)
+    os.write(go_b, b"1")
+    try:
+        got = exchange(s, os.urandom(1300), 5)
+    except OSError as e:
+        got = type(e).__name__
+    os.kill(child, 9)
+    os.waitpid(child, 0)
+    out.append("forkrace %s %s %s" % (ok, w, got))
+    s.close()
+    os.kill(b, 9)
+    os.waitpid(b, 0)
 elif case == "dup":
     # A dup of a connecting fd: the original completes (SO_ERROR), the
     # copy carries the data.
@@ -398,6 +427,16 @@ fn a_withdrawn_offer_is_no_accepted_connection() {
 }
 
 #[test]
+fn a_client_that_forks_while_connecting_reaches_a_prefork_server() {
+    // Review s30's fork race (decision 32).
+    same(
+        "cip-forkrace",
+        "forkrace",
+        "warm True / forkrace True True True",
+    );
+}
+
+#[test]
 fn a_dup_of_a_connecting_fd_completes_with_it() {
     same("cip-dup", "dup", "warm True / dup True True 0 True");
 }
@@ -450,4 +489,91 @@ fn giving_up_never_replaces_a_file_the_program_opened_on_the_number() {
             .env("SHMNET_ASYNC_CONNECT", "1"),
     );
     assert_eq!(emulated, want, "emulated");
+}
+
+/// An EPOLLIN|EPOLLOUT|EPOLLET registration of a connection: after the
+/// writable edge, one send, then the answer. Kernel TCP reports no
+/// EPOLLOUT-only edge in between (its write-space wake-up needs a send
+/// that found no room); ours did for most connections, switch on or off
+/// (decision 69: the doorbell's write-space wake-up on the Unix socket
+/// under the fd).
+const EDGE_SCRIPT: &str = r#"
+import os, select, socket, sys, time
+host, port, where = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((host, port))
+srv.listen(16)
+port = srv.getsockname()[1]
+N = 20
+pid = os.fork()
+if pid == 0:
+    for _ in range(N):
+        a = srv.accept()[0]
+        d = a.recv(100)
+        time.sleep(0.02)
+        a.sendall(b"r" * len(d))
+        a.recv(100)
+        a.close()
+    os._exit(0)
+extra = 0
+for i in range(N):
+    c = socket.socket()
+    ep = select.epoll()
+    flags = select.EPOLLIN | select.EPOLLOUT | select.EPOLLET
+    if where == "pre":
+        c.setblocking(False)
+        ep.register(c.fileno(), flags)
+        c.connect_ex((host, port))
+    else:
+        c.connect((host, port))
+        c.setblocking(False)
+        ep.register(c.fileno(), flags)
+    while not any(e & select.EPOLLOUT for _, e in ep.poll(5)):
+        pass
+    c.send(b"q" * 10)
+    got, events = b"", []
+    while not got:
+        for _, e in ep.poll(5):
+            events.append(e)
+            try:
+                got += c.recv(100)
+            except BlockingIOError:
+                pass
+    extra += any(e & select.EPOLLIN == 0 for e in events)
+    c.close()
+    ep.close()
+os.waitpid(pid, 0)
+print("edges without data:", extra)
+"#;
+
+#[test]
+#[ignore = "decision 69: a connection's doorbell write-space wake-up is an EPOLLOUT edge kernel TCP does not have"]
+fn an_edge_triggered_connection_reports_no_epollout_edge_after_a_send() {
+    let net = Net::emulated("cip-etout");
+    let shm = net.dir.join("shm");
+    std::fs::create_dir_all(&shm).unwrap();
+    let (host, port) = (net.host.to_string(), net.port.to_string());
+    let want = "edges without data: 0";
+    for where_ in ["post", "pre"] {
+        let kernel = outcome(
+            "kernel",
+            Command::new(python()).args(["-c", EDGE_SCRIPT, "127.0.0.1", "0", where_]),
+        );
+        assert_eq!(kernel, want, "kernel {where_}");
+        let default = outcome(
+            "default mode",
+            preloaded(python()).args(["-c", EDGE_SCRIPT, "127.0.0.1", "0", where_]),
+        );
+        assert_eq!(default, want, "default {where_}");
+        let emulated = outcome(
+            "emulated",
+            preloaded(python())
+                .args(["-c", EDGE_SCRIPT, &host, &port, where_])
+                .env("SHMNET_PARTITIONS", &net.partitions)
+                .env("SHMNET_FALLBACK", "never")
+                .env("SHMNET_DIR", &shm),
+        );
+        assert_eq!(emulated, want, "emulated {where_}");
+    }
 }

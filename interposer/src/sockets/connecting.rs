@@ -181,6 +181,14 @@ fn settle_or_expire(fd: c_int, sock: Arc<Socket>, expire: bool) -> Arc<Socket> {
         |n| match &redialed {
             None => true,
             Some(new) => {
+                // The abandoned Unix connection is shut for every holder (a
+                // forked child may keep it open): an acceptor that cannot
+                // see the withdrawal (another process keeps the segment)
+                // then fails its decline (EPIPE) and takes the next
+                // connection, or, if its decline came first, its accept
+                // returns a connection already hung up — never one that
+                // stays open with nobody behind it (review s30's fork race).
+                let _ = rustix::net::shutdown(sys::borrow_fd(n), rustix::net::Shutdown::Both);
                 let cloexec = rustix::io::fcntl_getfd(sys::borrow_fd(n))
                     .map_or(cloexec, |f| f.contains(rustix::io::FdFlags::CLOEXEC));
                 // (The application's blocking mode, which it may have
