@@ -40,11 +40,6 @@ pub(crate) fn prctl(
     crate::calls::sandbox::prctl(option, a2, prog)
 }
 
-/// A receive on `fd`, blocking or not, is about to be made: one of the
-/// default mode's UDP sockets still the kernel's own file is the kernel's
-/// for good (a thread asleep in it holds that file, decision 64); one
-/// another thread converts is waited for, then found ours. One load.
-#[inline]
 /// A call on a kernel socket that may block (a UDP socket's kernel
 /// socket, a Unix socket passing fds): outside the library
 /// (`guard::suspended`), so that a signal handler interrupting it runs as
@@ -53,6 +48,11 @@ fn outside<R>(call: impl FnOnce() -> R) -> R {
     crate::platform::guard::suspended(call)
 }
 
+/// A receive on `fd`, blocking or not, is about to be made: one of the
+/// default mode's UDP sockets still the kernel's own file is the kernel's
+/// for good (a thread asleep in it holds that file, decision 64); one
+/// another thread converts is waited for, then found ours. One load.
+#[inline]
 fn received(fd: c_int) {
     crate::sockets::datagram::pristine::capture(fd);
 }

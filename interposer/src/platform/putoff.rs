@@ -41,6 +41,14 @@ pub(crate) fn note(bits: u64) -> bool {
         .is_ok()
 }
 
+/// The signals put off and not yet run (blocked by us, not by the
+/// program).
+pub(crate) fn pending() -> u64 {
+    DEFERRED
+        .try_with(|d| d.load(Ordering::Relaxed))
+        .unwrap_or(0)
+}
+
 /// Takes the signals put off (forgets them).
 pub(crate) fn take() -> u64 {
     DEFERRED

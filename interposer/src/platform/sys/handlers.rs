@@ -657,13 +657,20 @@ impl CallerMask {
                 8,
             )
         };
-        CallerMask((r == 0).then_some(was))
+        // The thread's own mask is `was` without the signals we blocked
+        // to put them off: those are unblocked when they run (`Watch`,
+        // `putoff::run`), which may be before this is dropped; the drop
+        // must not block them again for good (review sig38 #3: SIGALRM
+        // left blocked after ppoll/pselect, 8 of 8 runs).
+        CallerMask((r == 0).then_some(was & !putoff::pending()))
     }
 }
 
 impl Drop for CallerMask {
     fn drop(&mut self) {
         if let Some(was) = self.0 {
+            // Signals still put off stay blocked until they run.
+            let was = was | putoff::pending();
             // SAFETY: the mask read by `set`.
             unsafe {
                 libc::syscall(
