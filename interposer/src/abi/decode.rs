@@ -40,6 +40,14 @@ pub(crate) fn prctl(
     crate::calls::sandbox::prctl(option, a2, prog)
 }
 
+/// A call on a kernel socket that may block (a UDP socket's kernel
+/// socket, a Unix socket passing fds): outside the library
+/// (`guard::suspended`), so that a signal handler interrupting it runs as
+/// the program's, not put off until it returns. No lock of ours is held.
+fn outside<R>(call: impl FnOnce() -> R) -> R {
+    crate::platform::guard::suspended(call)
+}
+
 /// A receive on `fd`, blocking or not, is about to be made: one of the
 /// default mode's UDP sockets still the kernel's own file is the kernel's
 /// for good (a thread asleep in it holds that file, decision 64); one
@@ -64,7 +72,9 @@ pub(crate) fn write(fd: c_int, buf: *const c_void, count: size_t) -> Action<ssiz
     if let Some(k) = datagram::kernel_send(fd, || None) {
         // SAFETY: write(2) with the caller's arguments, on the UDP
         // socket's kernel socket (held open by `k`).
-        return Action::Raw(unsafe { crate::platform::real::write(k.fd(), buf, count) });
+        return Action::Raw(outside(|| unsafe {
+            crate::platform::real::write(k.fd(), buf, count)
+        }));
     }
     // SAFETY: write(2): `buf` readable for `count` bytes.
     stream::write(fd, unsafe { InBuf::new(&Scope::new(), buf, count) })
@@ -74,7 +84,9 @@ pub(crate) fn send(fd: c_int, buf: *const c_void, len: size_t, flags: c_int) -> 
     if let Some(k) = datagram::kernel_send(fd, || None) {
         // SAFETY: send(2) with the caller's arguments, on the UDP socket's
         // kernel socket (held open by `k`).
-        return Action::Raw(unsafe { crate::platform::real::send(k.fd(), buf, len, flags) });
+        return Action::Raw(outside(|| unsafe {
+            crate::platform::real::send(k.fd(), buf, len, flags)
+        }));
     }
     // SAFETY: send(2): `buf` readable for `len` bytes.
     stream::send(fd, unsafe { InBuf::new(&Scope::new(), buf, len) }, flags)
@@ -102,9 +114,9 @@ pub(crate) fn sendto(
     if let Some(k) = datagram::kernel_send(fd, to) {
         // SAFETY: sendto(2) with the caller's arguments, on the UDP
         // socket's kernel socket (held open by `k`).
-        return Action::Raw(unsafe {
+        return Action::Raw(outside(|| unsafe {
             crate::platform::real::sendto(k.fd(), buf, len, flags, addr, addrlen)
-        });
+        }));
     }
     // SAFETY: sendto(2): `buf` readable for `len` bytes, `addr` null or
     // readable for `addrlen` bytes.
@@ -169,9 +181,9 @@ pub(crate) fn sendmmsg(
     if let Some(k) = datagram::kernel_send(fd, first) {
         // SAFETY: sendmmsg(2) with the caller's arguments, on the UDP
         // socket's kernel socket (held open by `k`).
-        return Action::Raw(unsafe {
+        return Action::Raw(outside(|| unsafe {
             crate::platform::real::sendmmsg(k.fd(), msgvec, vlen, flags)
-        });
+        }));
     }
     datagram::sendmmsg(fd, v, flags)
 }
@@ -271,7 +283,9 @@ pub(crate) fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Action<ssi
     if let Some(k) = datagram::kernel_send(fd, to) {
         // SAFETY: sendmsg(2) with the caller's arguments, on the UDP
         // socket's kernel socket (held open by `k`).
-        return Action::Raw(unsafe { crate::platform::real::sendmsg(k.fd(), msg, flags) });
+        return Action::Raw(outside(|| unsafe {
+            crate::platform::real::sendmsg(k.fd(), msg, flags)
+        }));
     }
     // SAFETY: sendmsg(2): a valid msghdr.
     let m = unsafe { InMsg::new(&scope, msg) };
@@ -279,7 +293,9 @@ pub(crate) fn sendmsg(fd: c_int, msg: *const msghdr, flags: c_int) -> Action<ssi
         match datagram::sendmsg_cmsgs(fd, m) {
             Some(datagram::CmsgRoute::Kernel(k)) => {
                 // SAFETY: as above, on the emulated socket's kernel socket.
-                return Action::Raw(unsafe { crate::platform::real::sendmsg(k.fd(), msg, flags) });
+                return Action::Raw(outside(|| unsafe {
+                    crate::platform::real::sendmsg(k.fd(), msg, flags)
+                }));
             }
             Some(datagram::CmsgRoute::Done(done)) => return done,
             None => {}
@@ -296,7 +312,9 @@ pub(crate) fn recvmsg(fd: c_int, msg: *mut msghdr, flags: c_int) -> Action<ssize
     if let Some((k, flags)) = datagram::kernel_recv(fd, &out, flags) {
         // SAFETY: recvmsg(2) with the caller's msghdr, on the UDP socket's
         // kernel socket (held open by `k`).
-        return Action::Raw(unsafe { crate::platform::real::recvmsg(k.fd(), msg, flags) });
+        return Action::Raw(outside(|| unsafe {
+            crate::platform::real::recvmsg(k.fd(), msg, flags)
+        }));
     }
     if let Some(done) = receive_sockets(fd, msg, flags) {
         return done;
@@ -811,13 +829,13 @@ fn pass_sockets(fd: c_int, msg: *const msghdr, flags: c_int) -> Option<Action<ss
     }
     // SAFETY: sendmsg(2) with the caller's msghdr but for its control
     // buffer, ours; the fds it passes are held open by `passed`.
-    let mut r = unsafe { crate::platform::real::sendmsg(fd, &copy, flags) };
+    let mut r = outside(|| unsafe { crate::platform::real::sendmsg(fd, &copy, flags) });
     if r < 0 && sys::errno() == libc::EINVAL && !carriers.is_empty() {
         // Past SCM_MAX_FD with the carriers (the caller's own fds fit):
         // without them, as the caller asked (its connections go bare).
         copy.msg_controllen = len as _;
         // SAFETY: as above, the caller's cmsgs only.
-        r = unsafe { crate::platform::real::sendmsg(fd, &copy, flags) };
+        r = outside(|| unsafe { crate::platform::real::sendmsg(fd, &copy, flags) });
     }
     drop(passed);
     Some(Action::Raw(r))
@@ -873,12 +891,17 @@ fn receive_sockets(fd: c_int, msg: *mut msghdr, flags: c_int) -> Option<Action<s
     let mut copy = app;
     copy.msg_control = control.as_mut_ptr().cast();
     copy.msg_controllen = room as _;
-    // SAFETY: recvmsg(2) with the caller's msghdr (its name and iovecs as
-    // the caller gave them) but for a control buffer of ours, `room` long.
     // A sleep pthread_cancel ends (EINTR; the export then acts on it):
-    // cancellation is disabled inside the library.
-    let r = crate::platform::cancel::sleep(|| unsafe {
-        crate::platform::real::recvmsg(fd, &mut copy, flags)
+    // cancellation is disabled inside the library. Outside the library
+    // (`outside`): a handler that interrupts the wait runs as the
+    // program's (no lock of ours is held here).
+    let r = outside(|| {
+        // SAFETY: recvmsg(2) with the caller's msghdr (its name and iovecs
+        // as the caller gave them) but for a control buffer of ours, `room`
+        // long.
+        crate::platform::cancel::sleep(|| unsafe {
+            crate::platform::real::recvmsg(fd, &mut copy, flags)
+        })
     });
     let Some(r) = r.filter(|&r| r >= 0) else {
         return Some(match r {

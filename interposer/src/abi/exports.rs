@@ -102,7 +102,7 @@ pub(crate) fn dispatch<R: CRet>(
         }
         logic()
     }));
-    drop(inside);
+    inside.leave();
     // The panic hook already wrote the one line. The payload is leaked:
     // dropping it could run a panicking Drop outside catch_unwind. Nothing
     // left to drop either when the application's cancellation state comes
@@ -110,6 +110,11 @@ pub(crate) fn dispatch<R: CRet>(
     let decided = decided.map_err(core::mem::forget);
     let errno = sys::errno();
     let left = hold.release();
+    // Handlers put off while this thread was inside run now, before the
+    // pass-through's real call (blocked, they would not end its wait) and
+    // before errno is set (as the kernel runs one before libc's wrapper
+    // sets it); a siglongjmp out of one leaves the thread outside.
+    crate::platform::putoff::run();
     let result = match decided {
         Ok(Action::Pass) => {
             sys::set_errno(saved);

@@ -541,7 +541,9 @@ fn splice_into(
     if nonblock && !pipe_ready(pipe, rustix::event::PollFlags::IN) {
         return Action::Fail(libc::EAGAIN);
     }
-    let got = match rustix::io::read(pipe, &mut buf[..room]) {
+    // An empty pipe blocks: outside the library (a handler that comes
+    // meanwhile runs, as the kernel's splice lets it; no lock is held).
+    let got = match crate::platform::guard::suspended(|| rustix::io::read(pipe, &mut buf[..room])) {
         Ok(n) => n,
         Err(e) => return Action::Fail(e.raw_os_error()),
     };
@@ -587,7 +589,8 @@ fn splice_out_of(
     if got == 0 {
         return Action::Done(0);
     }
-    let put = match rustix::io::write(pipe, &buf[..got]) {
+    // A full pipe blocks: outside the library, as above.
+    let put = match crate::platform::guard::suspended(|| rustix::io::write(pipe, &buf[..got])) {
         Ok(n) => n,
         Err(e) => return Action::Fail(e.raw_os_error()),
     };

@@ -43,24 +43,51 @@ pub(crate) fn current_call() -> &'static str {
     CALL.try_with(Cell::get).unwrap_or("")
 }
 
+/// Whether this thread is inside the library (not in a `suspended` wait):
+/// a signal handler that comes now is put off until it leaves
+/// (`putoff`).
+pub(crate) fn inside() -> bool {
+    INSIDE.try_with(Cell::get).unwrap_or(false)
+}
+
 /// Runs `f` (a blocking call into libc) as if this thread were outside the
 /// library, so that a signal handler interrupting it may use our sockets.
-/// `f` must hold no lock of ours and call nothing hooked.
+/// `f` must hold no lock of ours and call nothing hooked. Handlers put off
+/// while the thread was inside run first: blocked, they would not end the
+/// wait.
 pub(crate) fn suspended<R>(f: impl FnOnce() -> R) -> R {
     let call = current_call();
     let was = INSIDE
         .try_with(|inside| inside.replace(false))
         .unwrap_or(false);
+    crate::platform::putoff::run();
     let r = f();
     let _ = INSIDE.try_with(|inside| inside.set(was));
     let _ = CALL.try_with(|c| c.set(call));
     r
 }
 
+impl Inside {
+    /// Leaves the library without running the handlers put off meanwhile:
+    /// the caller runs them (`putoff::run`) once the rest
+    /// of the thread's state (its cancellation state) is the program's
+    /// again, so that a siglongjmp out of one leaves nothing of ours set.
+    pub(crate) fn leave(self) {
+        out();
+        core::mem::forget(self);
+    }
+}
+
+fn out() {
+    let _ = INSIDE.try_with(|inside| inside.set(false));
+    let _ = CALL.try_with(|c| c.set(""));
+}
+
 impl Drop for Inside {
+    /// Leaves the library; the handlers put off meanwhile run now.
     fn drop(&mut self) {
-        let _ = INSIDE.try_with(|inside| inside.set(false));
-        let _ = CALL.try_with(|c| c.set(""));
+        out();
+        crate::platform::putoff::run();
     }
 }
 

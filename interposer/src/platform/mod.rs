@@ -21,6 +21,7 @@ pub(crate) mod netlink;
 pub(crate) mod peer_ns;
 pub(crate) mod pocket;
 pub(crate) mod policy;
+pub(crate) mod putoff;
 pub(crate) mod real;
 pub(crate) mod safedir;
 pub(crate) mod sandbox;

@@ -4,12 +4,14 @@
 //! with the kernel's arguments. A spin of ours reads the count (no system
 //! call) to end with EINTR as the kernel's wait would have, with signals
 //! left unblocked (decision 45 blocked them for the spin). A handler that
-//! comes while this thread spins is put off: the signal is queued again
-//! to this thread with its siginfo (rt_tgsigqueueinfo) and blocked until
-//! the spin's `Watch` is dropped, where no lock of the library is held;
-//! the handler runs then, as outside the library (it may use our sockets
-//! or siglongjmp out), as decision 45's mask put it off. System calls
-//! only when a signal comes.
+//! comes while this thread spins, or runs any library code (decision 73),
+//! is put off: the signal is queued again to this thread with its siginfo
+//! (rt_tgsigqueueinfo) and blocked until the spin's `Watch` is dropped,
+//! the thread leaves the library or begins a wait outside it
+//! (`putoff`), where no lock of the library is held; the handler runs
+//! then, as outside the library (it may use our sockets or siglongjmp
+//! out), as decision 45's mask put it off. System calls only when a
+//! signal comes.
 //!
 //! What the program sees is its own: sigaction's old action is the
 //! handler and SA_SIGINFO/SA_RESETHAND it gave (the rest of the flags and
@@ -29,9 +31,9 @@
 use core::ffi::{c_int, c_void};
 use core::ptr;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::cell::Cell;
 
 use super::dlsym_next;
+use crate::platform::putoff;
 
 /// Signals 1 - 64.
 const SIGNALS: usize = 65;
@@ -76,11 +78,6 @@ std::thread_local! {
     /// The signals whose handlers ran since the innermost `Watch` began
     /// (bit `n - 1` for signal `n`).
     static SEEN: AtomicU64 = const { AtomicU64::new(0) };
-    /// A `Watch` is on: a handler that comes is put off until it ends.
-    static SPINNING: Cell<bool> = const { Cell::new(false) };
-    /// The signals put off (queued again, blocked): unblocked when the
-    /// watch ends.
-    static DEFERRED: AtomicU64 = const { AtomicU64::new(0) };
     /// Reset-on-delivery handlers that ran without SA_RESTART (the
     /// kernel's flags at delivery; its action is SIG_DFL after): the
     /// interrupted call returns EINTR (`take_unrestarted`).
@@ -151,7 +148,11 @@ extern "C" fn trampoline(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void
         }
         let _ = HANDLED.try_with(|n| n.fetch_add(1, Ordering::Relaxed));
         let _ = SEEN.try_with(|s| s.fetch_or(1 << (sig - 1), Ordering::Relaxed));
-        if SPINNING.try_with(Cell::get).unwrap_or(false) && put_off(sig, info, uc) {
+        // Spinning, or anywhere inside the library (a lock of ours may be
+        // held, a structure half-written: a handler that used our sockets
+        // could deadlock, one that siglongjmps out would leave the thread
+        // inside, every later call EIO).
+        if (putoff::spinning() || crate::platform::guard::inside()) && put_off(sig, info, uc) {
             super::set_errno(errno);
             return;
         }
@@ -177,7 +178,7 @@ extern "C" fn trampoline(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void
     // off (a sandbox, no siginfo) the spin is off while the handler runs,
     // so that nothing is put off from inside it and a jump out of it
     // leaves the thread out of the spin.
-    let spinning = SPINNING.try_with(|s| s.replace(false)).unwrap_or(false);
+    let spinning = putoff::set_spinning(false);
     // SAFETY: `h` is the handler the program installed for `sig`; the
     // kernel's three arguments are passed whether it asked for SA_SIGINFO
     // or not, as the kernel itself does on x86_64 and aarch64 (extra
@@ -187,7 +188,7 @@ extern "C" fn trampoline(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void
         f(sig, info, uc);
     }
     if spinning {
-        let _ = SPINNING.try_with(|s| s.set(true));
+        putoff::set_spinning(true);
     }
 }
 
@@ -283,11 +284,7 @@ fn put_off(sig: c_int, info: *mut libc::siginfo_t, uc: *mut c_void) -> bool {
         return false;
     }
     let bit = 1u64 << (sig - 1);
-    let done = put_off_calls(sig, bit, info, uc);
-    if done {
-        let _ = DEFERRED.try_with(|d| d.fetch_or(bit, Ordering::Relaxed));
-    }
-    done
+    put_off_calls(sig, bit, info, uc) && putoff::note(bit)
 }
 
 fn put_off_calls(sig: c_int, bit: u64, info: *mut libc::siginfo_t, uc: *mut c_void) -> bool {
@@ -570,7 +567,7 @@ impl Watch {
         Watch {
             start: HANDLED.try_with(|h| h.load(Ordering::Relaxed)).unwrap_or(0),
             outer: SEEN.try_with(|s| s.swap(0, Ordering::Relaxed)).unwrap_or(0),
-            was_on: SPINNING.try_with(|s| s.replace(true)).unwrap_or(false),
+            was_on: putoff::set_spinning(true),
         }
     }
 
@@ -585,27 +582,14 @@ impl Watch {
     /// Handlers put off run now, before a sleep in the kernel (which a
     /// blocked signal would not end); later ones run as they come.
     pub(crate) fn stop(&self) {
-        let _ = SPINNING.try_with(|s| s.set(self.was_on));
+        putoff::set_spinning(self.was_on);
         if self.was_on {
             return;
         }
-        let deferred = DEFERRED
-            .try_with(|d| d.swap(0, Ordering::Relaxed))
-            .unwrap_or(0);
+        let deferred = putoff::take();
         if deferred != 0 {
-            crate::platform::guard::suspended(|| {
-                // The handlers put off run here (the verdict was made).
-                // SAFETY: a kernel sigset (8 bytes) of ours.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_rt_sigprocmask,
-                        libc::SIG_UNBLOCK,
-                        &deferred,
-                        ptr::null_mut::<u64>(),
-                        8,
-                    )
-                };
-            });
+            // The handlers put off run here (the verdict was made).
+            crate::platform::guard::suspended(|| putoff::unblock(deferred));
             take_unrestarted();
         }
     }
@@ -673,13 +657,20 @@ impl CallerMask {
                 8,
             )
         };
-        CallerMask((r == 0).then_some(was))
+        // The thread's own mask is `was` without the signals we blocked
+        // to put them off: those are unblocked when they run (`Watch`,
+        // `putoff::run`), which may be before this is dropped; the drop
+        // must not block them again for good (review sig38 #3: SIGALRM
+        // left blocked after ppoll/pselect, 8 of 8 runs).
+        CallerMask((r == 0).then_some(was & !putoff::pending()))
     }
 }
 
 impl Drop for CallerMask {
     fn drop(&mut self) {
         if let Some(was) = self.0 {
+            // Signals still put off stay blocked until they run.
+            let was = was | putoff::pending();
             // SAFETY: the mask read by `set`.
             unsafe {
                 libc::syscall(

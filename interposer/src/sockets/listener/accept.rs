@@ -134,8 +134,13 @@ impl Listener {
                     _ => return Err(Errno::AGAIN),
                 },
             };
-            let woke = crate::platform::cancel::sleep(|| {
-                crate::transport::handshake::wait_readable(inst, left)
+            // Outside the library (`guard::suspended`): a handler that
+            // interrupts the wait runs as the program's, and may use our
+            // sockets or siglongjmp out (no lock of ours is held here).
+            let woke = crate::platform::guard::suspended(|| {
+                crate::platform::cancel::sleep(|| {
+                    crate::transport::handshake::wait_readable(inst, left)
+                })
             });
             match woke.unwrap_or(Err(Errno::INTR)) {
                 Ok(_) => {}
