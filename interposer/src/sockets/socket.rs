@@ -258,6 +258,28 @@ impl Connecting {
         }
     }
 
+    /// A connect refused after EINPROGRESS (`refusal`): failed from the
+    /// start, with no offer; `error` to be reported once.
+    pub(crate) fn refused(
+        local: SocketAddr,
+        peer: SocketAddr,
+        opts: Options,
+        cloexec: bool,
+        error: rustix::io::Errno,
+    ) -> Connecting {
+        Connecting {
+            local,
+            peer,
+            opts,
+            offer: Mutex::new(None),
+            error: AtomicI32::new(error.raw_os_error()),
+            failed: AtomicBool::new(true),
+            cloexec: AtomicBool::new(cloexec),
+            timer: Mutex::new(None),
+            fds: Mutex::new(Vec::new()),
+        }
+    }
+
     fn fd_opened(&self, fd: std::os::fd::RawFd) {
         let mut fds = self.fds.lock();
         if !fds.contains(&fd) {

@@ -91,7 +91,7 @@ pub(crate) fn getsockopt(
         return Action::Pass;
     };
     if let (Socket::Connecting(c), libc::SOL_SOCKET, libc::SO_ERROR) = (&*sock, level, name) {
-        let e = c.error.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let e = crate::sockets::connecting::take_error(fd, c);
         return deliver(&out, &int(e), Fit::Truncate);
     }
     if let Some(d) = sock.datagram() {

@@ -23,8 +23,10 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
         Socket::Stream(conn) => conn,
         Socket::Listener(_) => return listener_ctl(epfd, op, fd, event),
         Socket::Bound(_) => return Action::Pass,
-        // (An answered one completed before: `calls::iomux::epoll`.)
-        Socket::Connecting(_) => return connecting_ctl(epfd, op, fd, event),
+        // (An answered one completed before: `calls::iomux::epoll`; a
+        // failed one reads as the kernel says: end of file, `refusal`.)
+        Socket::Connecting(c) if !c.failed() => return connecting_ctl(epfd, op, fd, event),
+        Socket::Connecting(_) => return other_ctl(epfd, op, fd, event),
         Socket::Datagram(_) => return super::datagrams::ctl(epfd, op, fd, event, &sock),
     };
     let asked = match op {
