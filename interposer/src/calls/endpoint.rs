@@ -266,7 +266,7 @@ pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
         // set: outside a sandbox. A kernel socket listens as it would.
         return match registry::get(fd).as_deref() {
             None => Action::Pass,
-            Some(Socket::Listener(l)) => l.relisten(backlog),
+            Some(Socket::Listener(l)) => l.relisten(sys::borrow_fd(fd), backlog),
             Some(_) => fail(Errno::ACCESS),
         };
     }
@@ -281,7 +281,7 @@ pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
             }
             None => Action::Pass,
         },
-        Some(Socket::Listener(l)) => l.relisten(backlog),
+        Some(Socket::Listener(l)) => l.relisten(sys::borrow_fd(fd), backlog),
         Some(Socket::Bound(b)) => crate::calls::listen::listen_emulated(fd, b, backlog),
         Some(Socket::Stream(_) | Socket::Connecting(_)) => fail(Errno::INVAL),
         Some(Socket::Datagram(_)) => fail(Errno::OPNOTSUPP),
@@ -937,20 +937,7 @@ pub(crate) fn shutdown(fd: c_int, how: c_int) -> Action<c_int> {
             Ok(()) => Action::Done(0),
             Err(e) => fail(e),
         },
-        Some(Socket::Listener(l)) => match l.tcp() {
-            Some(tcp) => match rustix::net::shutdown(
-                tcp,
-                match how {
-                    libc::SHUT_RD => rustix::net::Shutdown::Read,
-                    libc::SHUT_WR => rustix::net::Shutdown::Write,
-                    _ => rustix::net::Shutdown::Both,
-                },
-            ) {
-                Ok(()) => Action::Done(0),
-                Err(e) => fail(e),
-            },
-            None => fail(Errno::NOTCONN),
-        },
+        Some(Socket::Listener(l)) => shut_listener(fd, l, how),
         Some(Socket::Bound(_) | Socket::Connecting(_)) => fail(Errno::NOTCONN),
         Some(Socket::Datagram(_)) if !(0..=2).contains(&how) => fail(Errno::INVAL),
         // Marked either way, as the kernel's UDP (ENOTCONN unconnected).
@@ -962,6 +949,29 @@ pub(crate) fn shutdown(fd: c_int, how: c_int) -> Action<c_int> {
             }
         }
     }
+}
+
+/// shutdown(2) of a listener, as the kernel's of a TCP listener: SHUT_WR
+/// changes nothing; SHUT_RD and SHUT_RDWR close it (a blocked accept
+/// wakes, every accept says EINVAL, connectors are refused, the queued
+/// ones dropped), its address kept (`Listener::shut_down`).
+fn shut_listener(fd: c_int, l: &Listener, how: c_int) -> Action<c_int> {
+    let how = match how {
+        libc::SHUT_RD => rustix::net::Shutdown::Read,
+        libc::SHUT_WR => rustix::net::Shutdown::Write,
+        libc::SHUT_RDWR => rustix::net::Shutdown::Both,
+        _ => return fail(Errno::INVAL),
+    };
+    if let Some(tcp) = l.tcp() {
+        if let Err(e) = rustix::net::shutdown(tcp, how) {
+            return fail(e);
+        }
+    }
+    if how != rustix::net::Shutdown::Write {
+        log!(debug, "fd {fd}: listener {} shut down", l.local);
+        l.shut_down(sys::borrow_fd(fd));
+    }
+    Action::Done(0)
 }
 
 pub(crate) fn getsockname(fd: c_int, out: AddrOut<'_>) -> Action<c_int> {

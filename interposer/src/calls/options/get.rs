@@ -170,7 +170,7 @@ fn by_kind(sock: &Socket, level: c_int, name: c_int) -> Answer {
             (int(e), Fit::Truncate)
         }
         (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => {
-            let listening = sock.listener().is_some();
+            let listening = sock.listener().is_some_and(|l| !l.is_shut());
             (int(c_int::from(listening)), Fit::Truncate)
         }
         // What the kernel reads there for TCP is the local port (inet_num).
