@@ -967,7 +967,9 @@ fn shut_listener(fd: c_int, l: &Listener, how: c_int) -> Action<c_int> {
             return fail(e);
         }
     }
-    if how != rustix::net::Shutdown::Write {
+    // (A sandboxed process cannot accept from ours, and its filter may
+    // kill for the calls `shut_down` makes.)
+    if how != rustix::net::Shutdown::Write && !crate::platform::sandbox::active() {
         log!(debug, "fd {fd}: listener {} shut down", l.local);
         l.shut_down(sys::borrow_fd(fd));
     }
