@@ -606,7 +606,10 @@ fn refused(
     if registry::insert(fd, Arc::new(refusal)).is_err() {
         return fail(Errno::MFILE);
     }
-    log!(debug, "fd {fd}: connect to {target} refused (EINPROGRESS, then SO_ERROR)");
+    log!(
+        debug,
+        "fd {fd}: connect to {target} refused (EINPROGRESS, then SO_ERROR)"
+    );
     // Registrations made on the kernel socket before: made again, and
     // kept noted for the kernel socket a second connect leaves
     // (`disconnect`).
@@ -843,7 +846,11 @@ fn disconnect(fd: c_int, c: &Connecting) {
         drop(registry::release_fd(fd, h));
     }
     crate::sockets::readiness::replay_carried(fd, true);
-    log!(debug, "fd {fd}: disconnected after its failed connect to {}", c.peer);
+    log!(
+        debug,
+        "fd {fd}: disconnected after its failed connect to {}",
+        c.peer
+    );
 }
 
 /// Why a shared-memory connect failed, as the default mode counts it
