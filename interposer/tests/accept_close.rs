@@ -117,3 +117,42 @@ fn shutdown_of_a_listener_wakes_accept_and_refuses_as_the_kernels() {
         "default mode"
     );
 }
+
+/// A default-mode listener shut down (SHUT_RD) and listened again is the
+/// kernel's: idle, it does not poll readable; a client (preloaded: refused
+/// by the shut rendezvous, it falls back to kernel TCP) is accepted. The
+/// branch's first listener shutdown left the rendezvous shut and
+/// registered level-triggered: readable for ever, accept EAGAIN (review
+/// s38/review-fix38 #1, relisten.c). (The emulated listener cannot listen
+/// again: EINVAL, docs/compatibility.md.)
+#[test]
+fn a_listener_shut_down_and_listened_again_is_idle_as_the_kernels() {
+    let exe = build_c("shutdown_accept", &["-O1", "-Wall", "-pthread"]);
+    let run_it = |cmd: &mut Command, host: &str, port: u16| {
+        let out = run(cmd.args([host.to_string(), port.to_string(), "relisten".into()]));
+        assert!(
+            out.status.success(),
+            "shutdown_accept {host} {port} relisten: {}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            out.stdout,
+            out.stderr
+        );
+        out.stdout
+    };
+    let tcp = Net::loopback("relisten-tcp");
+    let kernel = run_it(&mut Command::new(&exe), &tcp.host_str(), tcp.port);
+    assert_eq!(
+        kernel.trim(),
+        "relisten: shutdown 0, listen 0, idle polls readable 0, connect 0, \
+         accept a connection, then polls readable 0",
+        "kernel"
+    );
+    let def = Net::loopback("relisten-default");
+    let mut cmd = preloaded(&exe);
+    cmd.env("SHMNET_DIR", def.shm_dir());
+    assert_eq!(
+        run_it(&mut cmd, &def.host_str(), def.port),
+        kernel,
+        "default mode"
+    );
+}

@@ -438,6 +438,15 @@ impl Listener {
             while let Ok(conn) = rustix::net::accept_with(&r.fd, flags) {
                 drop(conn);
             }
+            if self.tcp.is_some() {
+                // Empty, and refusing from now on, but readable for ever:
+                // disarmed, or the kernel listener listened again
+                // (`relisten`) would stay readable with nothing to accept
+                // (review s38/review-fix38 #1). Its own shutdown wakes
+                // accept while it lasts.
+                let data = epoll::EventData::new_u64(RENDEZVOUS);
+                let _ = epoll::modify(inst, &r.fd, data, epoll::EventFlags::ONESHOT);
+            }
         }
         if !group {
             while self.parking.pop_held().is_some() {}

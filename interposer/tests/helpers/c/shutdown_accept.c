@@ -7,6 +7,9 @@
 // says POLLOUT|POLLHUP, the library's epoll instance POLLIN: only
 // "ready" is printed). SHUT_WR changes nothing: the blocked accept takes
 // the next connection. A `how` out of range: EINVAL. One line per case.
+// `shutdown_accept HOST PORT relisten`: listen again after SHUT_RD (the
+// kernel's listens again: not readable until a client connects; the
+// library's emulated listener cannot, EINVAL).
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <errno.h>
@@ -111,7 +114,32 @@ static void queued(int how, const char *name) {
     close(l);
 }
 
+// listen, shutdown(SHUT_RD), listen again: idle, then a client.
+static void relisten(void) {
+    int l = listener();
+    long r = shutdown(l, SHUT_RD);
+    printf("relisten: shutdown %s", said(r));
+    printf(", listen %s", said(listen(l, 8)));
+    struct pollfd p = {l, POLLIN, 0};
+    printf(", idle polls readable %d", poll(&p, 1, 0));
+    int c = client();
+    printf(", connect %s", c >= 0 ? "0" : strerrorname_np(-c));
+    int a = accept(l, NULL, NULL);
+    printf(", accept %s", result(a >= 0 ? a : -errno));
+    if (a >= 0) close(a);
+    printf(", then polls readable %d\n", poll(&p, 1, 0));
+    if (c >= 0) close(c);
+    close(l);
+}
+
 int main(int argc, char **argv) {
+    if (argc == 4 && strcmp(argv[3], "relisten") == 0) {
+        addr.sin_family = AF_INET;
+        addr.sin_port = htons(atoi(argv[2]));
+        inet_pton(AF_INET, argv[1], &addr.sin_addr);
+        relisten();
+        return 0;
+    }
     if (argc != 3) return 2;
     addr.sin_family = AF_INET;
     addr.sin_port = htons(atoi(argv[2]));
