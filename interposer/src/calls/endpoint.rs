@@ -595,9 +595,7 @@ fn refused(
         .is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
     // The kernel socket itself is kept (every option the application set
     // on it, which `opts` does not all hold: review s38/review-fix38 #4).
-    let kernel = rustix::io::fcntl_dupfd_cloexec(sys::borrow_fd(fd), 0)
-        .ok()
-        .map(crate::platform::internal_fd::InternalFd::new);
+    let kernel = crate::platform::internal_fd::InternalFd::dup(sys::borrow_fd(fd)).ok();
     let made = local
         .ok()
         .and_then(|l| crate::sockets::refusal::refused(l, target, opts, cloexec, kernel));
