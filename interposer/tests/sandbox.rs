@@ -322,3 +322,30 @@ fn every_system_call_in_the_library_is_known_to_the_seccomp_evaluator() {
         "system calls the library makes that seccomp_filter.rs does not list: {missing:?}"
     );
 }
+
+/// O_NONBLOCK set under a filter installed through prctl, by F_SETFL or
+/// FIONBIO, is the connection's mode: a send on a full ring says EAGAIN, as
+/// kernel TCP's. The library cannot ask for the mode under a filter, and
+/// took the one it had forgotten at the F_SETFL for blocking: the send
+/// waited for ever (review of conn14, sbfill.c).
+#[test]
+fn nonblocking_set_under_a_filter_is_kept() {
+    let exe = build_c("seccomp_nonblock", &["-O1", "-Wall"]);
+    for mode in ["fcntl", "fionbio"] {
+        let want = format!("{mode}: non-blocking 1, filled: EAGAIN; again EAGAIN\n");
+        let tcp = Net::loopback(&format!("sbx-nonblock-tcp-{mode}"));
+        let out = run(Command::new(&exe).args([mode, &tcp.host_str(), &tcp.port_str()]));
+        assert_eq!(out.stdout, want, "kernel: {}", out.stderr);
+        for emulated in [true, false] {
+            let net = net(&format!("sbx-nonblock-{mode}-{emulated}"), emulated);
+            let mut cmd = command(&net, &exe);
+            let out = run(cmd.args([mode, &net.host_str(), &net.port_str()]));
+            assert_eq!(
+                (out.status.code(), out.stdout.as_str()),
+                (Some(0), want.as_str()),
+                "{mode}, emulated {emulated}: {}",
+                out.stderr
+            );
+        }
+    }
+}

@@ -421,6 +421,19 @@ pub(crate) fn ioctl(fd: c_int, request: c_ulong, arg: c_ulong) -> Action<c_int> 
         // caller's contract for them.
         return Action::Raw(unsafe { crate::platform::real::ioctl(kernel.fd(), request, arg) });
     }
+    if request == libc::FIONBIO as c_ulong && crate::platform::sandbox::active() {
+        // SAFETY: ioctl(2) on the caller's fd with its request and argument.
+        let r = unsafe { crate::platform::real::ioctl(fd, request, arg) };
+        options::fionbio_done(fd, r, || {
+            let mut raw = [0u8; 4];
+            // SAFETY: FIONBIO's argument points at an int, which the kernel
+            // just read (`r` is 0 when this runs).
+            unsafe { crate::platform::sys::user_read(arg as usize as *const u8, &mut raw) }
+                .ok()
+                .map(|()| c_int::from_ne_bytes(raw))
+        });
+        return Action::Raw(r);
+    }
     let scope = Scope::new();
     // SAFETY: ioctl(2) with FIONREAD: `arg` points at an int. (Other
     // requests' arguments are not looked at.)

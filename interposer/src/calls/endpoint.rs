@@ -266,7 +266,7 @@ pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
         // set: outside a sandbox. A kernel socket listens as it would.
         return match registry::get(fd).as_deref() {
             None => Action::Pass,
-            Some(Socket::Listener(l)) => l.relisten(backlog),
+            Some(Socket::Listener(l)) => l.relisten(sys::borrow_fd(fd), backlog),
             Some(_) => fail(Errno::ACCESS),
         };
     }
@@ -281,7 +281,7 @@ pub(crate) fn listen(fd: c_int, backlog: c_int) -> Action<c_int> {
             }
             None => Action::Pass,
         },
-        Some(Socket::Listener(l)) => l.relisten(backlog),
+        Some(Socket::Listener(l)) => l.relisten(sys::borrow_fd(fd), backlog),
         Some(Socket::Bound(b)) => crate::calls::listen::listen_emulated(fd, b, backlog),
         Some(Socket::Stream(_) | Socket::Connecting(_)) => fail(Errno::INVAL),
         Some(Socket::Datagram(_)) => fail(Errno::OPNOTSUPP),
@@ -440,7 +440,7 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
                 return Action::Done(0)
             }
             Socket::Stream(_) => return fail(Errno::ISCONN),
-            Socket::Connecting(c) => return connect_again(c),
+            Socket::Connecting(c) => return connect_again(fd, c),
             Socket::Listener(_) => return fail(Errno::INVAL),
             Socket::Bound(_) => Some(s.clone()),
             // (`datagram::connect` took it above; only the number closed
@@ -500,10 +500,11 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
             Found::None(why) if tcp_mode => return fallback(fd, target, why),
             Found::NoFds(_) if tcp_mode => return fallback(fd, target, stats::Outcome::Resources),
             Found::NoFds(e) => return fail(e),
-            Found::None(stats::Outcome::Dir) => return fail(Errno::CONNREFUSED),
             Found::None(why) => {
-                log!(debug, "connect(fd {fd}) to {target}: {why:?}");
-                return fail(Errno::CONNREFUSED);
+                if !matches!(why, stats::Outcome::Dir) {
+                    log!(debug, "connect(fd {fd}) to {target}: {why:?}");
+                }
+                return refused(fd, Some(local), target, bound.is_some(), pristine);
             }
         }
     };
@@ -557,8 +558,69 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Action<c_int> {
         Err(DialError::Os(Errno::MFILE)) if bound.is_none() && !remote => {
             at_limit(fd, config, target, local_ip, nonblocking)
         }
-        Err(e) => dial_failed(target, e),
+        Err(e) => match dial_failed(target, e) {
+            Action::Fail(libc::ECONNREFUSED) if !remote => {
+                refused(fd, None, target, bound.is_some(), pristine)
+            }
+            r => r,
+        },
     }
+}
+
+/// An emulated connect refused (`local`: its name, if still held): a
+/// non-blocking one of a kernel socket says EINPROGRESS and leaves the
+/// refusal to be reported, as kernel TCP's (`refusal`); any other
+/// ECONNREFUSED at once. (A socket bound to an emulated address, and one
+/// at the fd limit, `at_limit`, are refused at once.)
+fn refused(
+    fd: c_int,
+    local: Option<crate::transport::rendezvous::Reservation>,
+    target: SocketAddr,
+    bound: bool,
+    pristine: bool,
+) -> Action<c_int> {
+    if bound || !nonblocking_fd(fd) {
+        return fail(Errno::CONNREFUSED);
+    }
+    let local = match local {
+        Some(l) => Ok(l),
+        None => local_ip_for(fd, &target).and_then(rendezvous::connecting_name),
+    };
+    let opts = if pristine {
+        Options::fresh_socket()
+    } else {
+        Options::snapshot(sys::borrow_fd(fd))
+    };
+    let cloexec = rustix::io::fcntl_getfd(sys::borrow_fd(fd))
+        .is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
+    // The kernel socket itself is kept (every option the application set
+    // on it, which `opts` does not all hold: review s38/review-fix38 #4).
+    let kernel = crate::platform::internal_fd::InternalFd::dup(sys::borrow_fd(fd)).ok();
+    let made = local
+        .ok()
+        .and_then(|l| crate::sockets::refusal::refused(l, target, opts, cloexec, kernel));
+    let Some((sock, refusal)) = made else {
+        return fail(Errno::CONNREFUSED);
+    };
+    // (A one-shot registration that fired stays disarmed: `carry::HELD`.)
+    crate::sockets::carry::hold_disarmed(fd);
+    if adopt(fd, &sock, false).is_err() {
+        return fail(Errno::CONNREFUSED);
+    }
+    drop(sock);
+    if registry::insert(fd, Arc::new(refusal)).is_err() {
+        return fail(Errno::MFILE);
+    }
+    log!(
+        debug,
+        "fd {fd}: connect to {target} refused (EINPROGRESS, then SO_ERROR)"
+    );
+    // Registrations made on the kernel socket before: made again, and
+    // kept noted for the kernel socket a second connect leaves
+    // (`disconnect`).
+    crate::sockets::readiness::replay_carried(fd, true);
+    crate::sockets::carry::note_from_now(fd);
+    fail(Errno::INPROGRESS)
 }
 
 fn nonblocking_fd(fd: c_int) -> bool {
@@ -745,16 +807,65 @@ fn in_progress(fd: c_int, sock: &OwnedFd, offered: Offered, target: SocketAddr) 
 }
 
 /// connect on a socket whose non-blocking connect is still in progress
-/// (EALREADY), or failed (its error once, then ECONNABORTED: the kernel's
-/// answers).
-fn connect_again(c: &Connecting) -> Action<c_int> {
+/// (EALREADY), or failed: its error if not reported yet, else
+/// ECONNABORTED (the kernel's answers); then the socket is disconnected,
+/// as the kernel's, and a connect after this one starts again
+/// (`disconnect`).
+fn connect_again(fd: c_int, c: &Connecting) -> Action<c_int> {
     if !c.failed() {
         return fail(Errno::ALREADY);
     }
-    match c.error.swap(0, Ordering::Relaxed) {
+    let e = crate::sockets::connecting::take_error(fd, c);
+    disconnect(fd, c);
+    match e {
         0 => fail(Errno::CONNABORTED),
         e => Action::Fail(e),
     }
+}
+
+/// A failed connect reported by a second connect: the application's
+/// number becomes its kernel socket again (a refusal keeps it), or a new
+/// one of its family (its options set again), unconnected, with its flags
+/// kept, and is ours no more. Without an fd for it the failed socket stays
+/// (a later connect says ECONNABORTED).
+fn disconnect(fd: c_int, c: &Connecting) {
+    let kept = c
+        .kernel
+        .as_ref()
+        .and_then(|k| rustix::io::fcntl_dupfd_cloexec(k, 0).ok());
+    let Some(sock) =
+        kept.or_else(|| crate::calls::options::replica::replica(sys::family_of(&c.peer), &c.opts))
+    else {
+        return;
+    };
+    let app = sys::borrow_fd(fd);
+    // (The application's mode, which it may have changed meanwhile.)
+    if rustix::io::ioctl_fionbio(&sock, nonblocking_fd(fd)).is_err() {
+        return;
+    }
+    let cloexec =
+        rustix::io::fcntl_getfd(app).is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
+    // (A one-shot registration that fired stays disarmed, as the kernel's
+    // on its one file: `carry::HELD`; review s38/review-fix38 #6.)
+    crate::sockets::carry::hold_disarmed(fd);
+    crate::sockets::carry::detach(fd);
+    let r = registry::while_replacing(fd, || match sys::dup_onto(sock.as_fd(), fd, cloexec) {
+        Ok(()) => 0,
+        Err(e) => -e.raw_os_error(),
+    });
+    if r != 0 {
+        crate::sockets::readiness::replay_carried(fd, true);
+        return;
+    }
+    if let Some(h) = crate::platform::fdtable::table().remove(fd) {
+        drop(registry::release_fd(fd, h));
+    }
+    crate::sockets::readiness::replay_carried(fd, true);
+    log!(
+        debug,
+        "fd {fd}: disconnected after its failed connect to {}",
+        c.peer
+    );
 }
 
 /// Why a shared-memory connect failed, as the default mode counts it
@@ -848,20 +959,7 @@ pub(crate) fn shutdown(fd: c_int, how: c_int) -> Action<c_int> {
             Ok(()) => Action::Done(0),
             Err(e) => fail(e),
         },
-        Some(Socket::Listener(l)) => match l.tcp() {
-            Some(tcp) => match rustix::net::shutdown(
-                tcp,
-                match how {
-                    libc::SHUT_RD => rustix::net::Shutdown::Read,
-                    libc::SHUT_WR => rustix::net::Shutdown::Write,
-                    _ => rustix::net::Shutdown::Both,
-                },
-            ) {
-                Ok(()) => Action::Done(0),
-                Err(e) => fail(e),
-            },
-            None => fail(Errno::NOTCONN),
-        },
+        Some(Socket::Listener(l)) => shut_listener(fd, l, how),
         Some(Socket::Bound(_) | Socket::Connecting(_)) => fail(Errno::NOTCONN),
         Some(Socket::Datagram(_)) if !(0..=2).contains(&how) => fail(Errno::INVAL),
         // Marked either way, as the kernel's UDP (ENOTCONN unconnected).
@@ -873,6 +971,31 @@ pub(crate) fn shutdown(fd: c_int, how: c_int) -> Action<c_int> {
             }
         }
     }
+}
+
+/// shutdown(2) of a listener, as the kernel's of a TCP listener: SHUT_WR
+/// changes nothing; SHUT_RD and SHUT_RDWR close it (a blocked accept
+/// wakes, every accept says EINVAL, connectors are refused, the queued
+/// ones dropped), its address kept (`Listener::shut_down`).
+fn shut_listener(fd: c_int, l: &Listener, how: c_int) -> Action<c_int> {
+    let how = match how {
+        libc::SHUT_RD => rustix::net::Shutdown::Read,
+        libc::SHUT_WR => rustix::net::Shutdown::Write,
+        libc::SHUT_RDWR => rustix::net::Shutdown::Both,
+        _ => return fail(Errno::INVAL),
+    };
+    if let Some(tcp) = l.tcp() {
+        if let Err(e) = rustix::net::shutdown(tcp, how) {
+            return fail(e);
+        }
+    }
+    // (A sandboxed process cannot accept from ours, and its filter may
+    // kill for the calls `shut_down` makes.)
+    if how != rustix::net::Shutdown::Write && !crate::platform::sandbox::active() {
+        log!(debug, "fd {fd}: listener {} shut down", l.local);
+        l.shut_down(sys::borrow_fd(fd));
+    }
+    Action::Done(0)
 }
 
 pub(crate) fn getsockname(fd: c_int, out: AddrOut<'_>) -> Action<c_int> {

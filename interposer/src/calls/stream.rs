@@ -64,7 +64,7 @@ fn send_slices(fd: c_int, flags: c_int, bufs: &[IoSlice<'_>]) -> Action<ssize_t>
         return crate::calls::datagram::send_plain(&sock, bufs);
     }
     let Some(conn) = sock.connection() else {
-        return not_connected(&sock);
+        return not_connected(fd, &sock, Some(flags));
     };
     match conn.send_rest(bufs, flags, sent) {
         Ok(n) => {
@@ -90,7 +90,7 @@ fn recv_slices(fd: c_int, flags: c_int, bufs: &mut [IoSliceMut<'_>]) -> Action<s
         return crate::calls::datagram::recv_plain(fd, &sock, flags, bufs);
     }
     let Some(conn) = sock.connection() else {
-        return not_connected(&sock);
+        return not_connected(fd, &sock, None);
     };
     match conn.recv(sys::borrow_fd(fd), bufs, flags) {
         Ok(n) => Action::Done(n as ssize_t),
@@ -98,15 +98,23 @@ fn recv_slices(fd: c_int, flags: c_int, bufs: &mut [IoSliceMut<'_>]) -> Action<s
     }
 }
 
-/// A data call on a socket of ours that is no connection: a connect in
-/// progress says EAGAIN (TCP in SYN_SENT, non-blocking), a failed one its
-/// error once; anything else ENOTCONN.
-fn not_connected(sock: &Socket) -> Action<ssize_t> {
+/// A data call on a socket of ours that is no connection (`send`: a send's
+/// flags): a connect in progress says EAGAIN (TCP in SYN_SENT,
+/// non-blocking), a failed one its error once, then what a TCP socket
+/// closed by its failed handshake says (end of file; EPIPE and SIGPIPE);
+/// anything else ENOTCONN.
+fn not_connected(fd: c_int, sock: &Socket, send: Option<c_int>) -> Action<ssize_t> {
     match sock {
         Socket::Connecting(c) if !c.failed() => Action::Fail(libc::EAGAIN),
-        Socket::Connecting(c) => match c.error.swap(0, std::sync::atomic::Ordering::Relaxed) {
-            0 => Action::Fail(libc::ENOTCONN),
-            e => Action::Fail(e),
+        Socket::Connecting(c) => match (crate::sockets::connecting::take_error(fd, c), send) {
+            (0, None) => Action::Done(0),
+            (0, Some(flags)) => {
+                if flags & libc::MSG_NOSIGNAL == 0 {
+                    sys::raise_sigpipe();
+                }
+                Action::Fail(libc::EPIPE)
+            }
+            (e, _) => Action::Fail(e),
         },
         _ => Action::Fail(libc::ENOTCONN),
     }

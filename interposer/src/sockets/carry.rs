@@ -16,6 +16,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::platform::fdtable::CAPACITY;
 use crate::platform::lock::Mutex;
+use crate::platform::real::Action;
 
 /// Fresh IPv4/IPv6 stream sockets: made by socket(), not yet listening or
 /// connected through us.
@@ -34,6 +35,22 @@ static INET6: [AtomicU64; CAPACITY / 64] = [const { AtomicU64::new(0) }; CAPACIT
 static NOTED: Mutex<Vec<(c_int, c_int, libc::epoll_event)>> = Mutex::new(Vec::new());
 /// Entries in NOTED, so that every new fd does not take the lock.
 static NOTED_COUNT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+/// (fd, epfd) of noted one-shot registrations that had fired (disarmed)
+/// when their file was replaced: not made again on the new file (the
+/// kernel cannot add one disarmed, and an armed one would report the new
+/// file once), but answered for as the kernel's disarmed registration
+/// would be (`held_ctl`), until the number is closed or re-pointed
+/// (`forget`), whatever the socket becomes meanwhile.
+static HELD: Mutex<Vec<(c_int, c_int)>> = Mutex::new(Vec::new());
+/// Entries in HELD, so that every epoll_ctl does not take the lock.
+static HELD_COUNT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// HELD changed by `f`.
+fn held_change(f: impl FnOnce(&mut Vec<(c_int, c_int)>)) {
+    let mut held = HELD.lock();
+    f(&mut held);
+    HELD_COUNT.store(held.len(), Ordering::Relaxed);
+}
 
 fn bit(fd: c_int) -> Option<(&'static AtomicU64, u64)> {
     let i = usize::try_from(fd).ok().filter(|&i| i < CAPACITY)?;
@@ -120,6 +137,9 @@ pub(crate) fn forget(fd: c_int) {
         noted.retain(|(f, e, _)| *f != fd && *e != fd);
         NOTED_COUNT.store(noted.len(), Ordering::Relaxed);
     }
+    if HELD_COUNT.load(Ordering::Relaxed) > 0 {
+        held_change(|h| h.retain(|&(f, e)| f != fd && e != fd));
+    }
 }
 
 /// The application's epoll_ctl on `fd` (after the kernel accepted it).
@@ -135,6 +155,93 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: Option<libc::epol
     NOTED_COUNT.store(noted.len(), Ordering::Relaxed);
 }
 
+/// The application's epoll_ctl `op` on `fd` in `epfd` where its
+/// registration is held (`HELD`): the kernel's answer for a disarmed
+/// one-shot registration. MOD arms it: `add` makes it now (an ADD of the
+/// application's event on whatever `fd` is now); ADD says EEXIST; DEL
+/// takes it away. None if nothing is held there.
+pub(crate) fn held_ctl(
+    epfd: c_int,
+    op: c_int,
+    fd: c_int,
+    add: impl FnOnce() -> Action<c_int>,
+) -> Option<Action<c_int>> {
+    if !is_held(epfd, fd) {
+        return None;
+    }
+    let unhold = || held_change(|h| h.retain(|&e| e != (fd, epfd)));
+    Some(match op {
+        libc::EPOLL_CTL_ADD => Action::Fail(libc::EEXIST),
+        libc::EPOLL_CTL_DEL => {
+            unhold();
+            epoll_ctl(epfd, op, fd, None);
+            Action::Done(0)
+        }
+        libc::EPOLL_CTL_MOD => {
+            unhold();
+            let r = add();
+            if matches!(r, Action::Fail(_) | Action::Raw(-1)) {
+                // (Not armed: held as it was.)
+                held_change(|h| h.push((fd, epfd)));
+            }
+            r
+        }
+        _ => Action::Fail(libc::EINVAL),
+    })
+}
+
+/// Whether `fd`'s registration in `epfd` is held (`HELD`).
+pub(crate) fn is_held(epfd: c_int, fd: c_int) -> bool {
+    HELD_COUNT.load(Ordering::Relaxed) > 0 && HELD.lock().contains(&(fd, epfd))
+}
+
+/// `fd`'s file is about to be replaced (a failed connect's, `calls::
+/// endpoint::disconnect`): its noted one-shot registrations that fired
+/// since they were armed are held (`HELD`), as the kernel's stay
+/// disarmed. What the kernel holds is read in /proc/self/fdinfo of each
+/// set (a disarmed registration keeps only EP_PRIVATE_BITS).
+pub(crate) fn hold_disarmed(fd: c_int) {
+    if !is_fresh(fd) || NOTED_COUNT.load(Ordering::Relaxed) == 0 {
+        return;
+    }
+    let oneshot: Vec<c_int> = NOTED
+        .lock()
+        .iter()
+        .filter(|(f, _, ev)| *f == fd && ev.events & libc::EPOLLONESHOT as u32 != 0)
+        .map(|&(_, e, _)| e)
+        .collect();
+    for epfd in oneshot {
+        if disarmed(epfd, fd) {
+            held_change(|h| {
+                if !h.contains(&(fd, epfd)) {
+                    h.push((fd, epfd));
+                }
+            });
+        }
+    }
+}
+
+/// Whether `fd`'s registration in `epfd` is a one-shot one that fired:
+/// the kernel prints its events as `tfd: FD events: HEX ...` in the set's
+/// fdinfo.
+fn disarmed(epfd: c_int, fd: c_int) -> bool {
+    const PRIVATE: u32 =
+        (libc::EPOLLWAKEUP | libc::EPOLLONESHOT | libc::EPOLLET | libc::EPOLLEXCLUSIVE) as u32;
+    let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{epfd}")) else {
+        return false;
+    };
+    info.lines().any(|l| {
+        let mut words = l.split_whitespace();
+        words.next() == Some("tfd:")
+            && words.next().and_then(|n| n.parse::<c_int>().ok()) == Some(fd)
+            && words.next() == Some("events:")
+            && words
+                .next()
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .is_some_and(|ev| ev & !PRIVATE == 0)
+    })
+}
+
 /// `fd` now refers to one of our objects: its noted registrations, to be
 /// made again (`readiness::replay_carried`). `keep`: the socket is still
 /// fresh (bound, not yet listening or connected: it will be re-pointed
@@ -145,9 +252,11 @@ pub(crate) fn take(fd: c_int, keep: bool) -> Vec<(c_int, libc::epoll_event)> {
     }
     let mine: Vec<(c_int, libc::epoll_event)> = {
         let mut noted = NOTED.lock();
+        // (A held one is not made again: `HELD`, which keeps it.)
+        let held = HELD.lock();
         let mine = noted
             .iter()
-            .filter(|(f, _, _)| *f == fd)
+            .filter(|(f, e, _)| *f == fd && !held.contains(&(fd, *e)))
             .map(|(_, e, ev)| (*e, *ev))
             .collect();
         if !keep {
@@ -202,5 +311,6 @@ pub(crate) fn done(fd: c_int) {
 /// In a forked child: a parent thread may have held the lock.
 pub(crate) fn after_fork_child() {
     NOTED.reset_after_fork();
+    HELD.reset_after_fork();
     forked();
 }

@@ -234,6 +234,18 @@ fn settle_or_expire(fd: c_int, sock: Arc<Socket>, expire: bool) -> Arc<Socket> {
     stream
 }
 
+/// The error of the failed connect `c` behind `fd`, taken: reported once
+/// (by SO_ERROR, recv, send or a second connect), 0 after. The Unix
+/// socket's own error goes with it (a refusal's ECONNRESET, `refusal`), so
+/// that poll stops saying POLLERR, as the kernel's does once it was read.
+pub(crate) fn take_error(fd: c_int, c: &crate::sockets::socket::Connecting) -> c_int {
+    let e = c.error.swap(0, Ordering::Relaxed);
+    if e != 0 {
+        let _ = rustix::net::sockopt::socket_error(sys::borrow_fd(fd));
+    }
+    e
+}
+
 /// The connect failed with `e`: reported once, by SO_ERROR or a second
 /// connect.
 fn fail(c: &crate::sockets::socket::Connecting, e: rustix::io::Errno) {

@@ -15,6 +15,7 @@ pub(crate) mod listener;
 pub(crate) mod options_store;
 pub(crate) mod quiet;
 pub(crate) mod readiness;
+pub(crate) mod refusal;
 pub(crate) mod registry;
 pub(crate) mod socket;
 pub(crate) mod spare_fds;

@@ -241,6 +241,10 @@ pub(crate) struct Connecting {
     /// registry's write lock: all of them become the connection when it
     /// completes (`registry::complete`).
     pub fds: Mutex<Vec<std::os::fd::RawFd>>,
+    /// A refused connect's kernel socket (`refusal`), kept: its options
+    /// answer while refused, and it is put back, unconnected, by a second
+    /// connect (`calls::endpoint::disconnect`).
+    pub kernel: Option<crate::platform::internal_fd::InternalFd>,
 }
 
 impl Connecting {
@@ -255,6 +259,31 @@ impl Connecting {
             cloexec: AtomicBool::new(cloexec),
             timer: Mutex::new(None),
             fds: Mutex::new(Vec::new()),
+            kernel: None,
+        }
+    }
+
+    /// A connect refused after EINPROGRESS (`refusal`): failed from the
+    /// start, with no offer; `error` to be reported once.
+    pub(crate) fn refused(
+        local: SocketAddr,
+        peer: SocketAddr,
+        opts: Options,
+        cloexec: bool,
+        error: rustix::io::Errno,
+        kernel: Option<crate::platform::internal_fd::InternalFd>,
+    ) -> Connecting {
+        Connecting {
+            local,
+            peer,
+            opts,
+            offer: Mutex::new(None),
+            error: AtomicI32::new(error.raw_os_error()),
+            failed: AtomicBool::new(true),
+            cloexec: AtomicBool::new(cloexec),
+            timer: Mutex::new(None),
+            fds: Mutex::new(Vec::new()),
+            kernel,
         }
     }
 

@@ -74,6 +74,14 @@ pub(crate) fn deliver(out: &OptOut<'_>, bytes: &[u8], fit: Fit) -> Action<c_int>
     }
 }
 
+/// The kernel socket a refused connect kept (`sockets::refusal`).
+pub(crate) fn refused_kernel(sock: &Socket) -> Option<std::os::fd::BorrowedFd<'_>> {
+    match sock {
+        Socket::Connecting(c) => c.kernel.as_ref().map(|k| k.as_fd()),
+        _ => None,
+    }
+}
+
 pub(crate) fn int(v: c_int) -> Vec<u8> {
     v.to_ne_bytes().to_vec()
 }
@@ -91,8 +99,15 @@ pub(crate) fn getsockopt(
         return Action::Pass;
     };
     if let (Socket::Connecting(c), libc::SOL_SOCKET, libc::SO_ERROR) = (&*sock, level, name) {
-        let e = c.error.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let e = crate::sockets::connecting::take_error(fd, c);
         return deliver(&out, &int(e), Fit::Truncate);
+    }
+    if let Some(k) = refused_kernel(&sock) {
+        // A refused connect's kernel socket answers for itself (`refusal`).
+        return match out.answer_from(k, level, name) {
+            Ok(()) => Action::Done(0),
+            Err(e) => Action::Fail(e),
+        };
     }
     if let Some(d) = sock.datagram() {
         // SO_ERROR is ours (a pending ECONNREFUSED); the rest is its
@@ -170,7 +185,7 @@ fn by_kind(sock: &Socket, level: c_int, name: c_int) -> Answer {
             (int(e), Fit::Truncate)
         }
         (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => {
-            let listening = sock.listener().is_some();
+            let listening = sock.listener().is_some_and(|l| !l.is_shut());
             (int(c_int::from(listening)), Fit::Truncate)
         }
         // What the kernel reads there for TCP is the local port (inet_num).

@@ -80,6 +80,14 @@ pub(crate) fn setsockopt(fd: c_int, level: c_int, name: c_int, value: OptIn<'_>)
         crate::calls::datagram::after_option(fd, &sock);
         return Action::Done(0);
     }
+    if let Some(k) = get::refused_kernel(&sock) {
+        // A refused connect's kernel socket takes it (`sockets::refusal`),
+        // and keeps it for the connect after (`endpoint::disconnect`).
+        return match value.to_kernel(k, level, name) {
+            Ok(()) => Action::Done(0),
+            Err(e) => Action::Fail(e),
+        };
+    }
     if let Some(tcp) = kernel_listener(&sock) {
         if let Err(e) = value.to_kernel(sys::borrow_fd(tcp), level, name) {
             return Action::Fail(e);
@@ -173,8 +181,7 @@ pub(crate) fn fcntl(fd: c_int, cmd: c_int, arg: c_ulong) -> Action<c_int> {
         return done;
     }
     if cmd == libc::F_SETFL {
-        forget_nonblocking(fd);
-        return Action::Pass;
+        return set_flags(fd, arg as c_int);
     }
     if cmd != libc::F_DUPFD && cmd != libc::F_DUPFD_CLOEXEC {
         return Action::Pass;
@@ -285,6 +292,52 @@ fn kernel_listener(sock: &Socket) -> Option<c_int> {
     match sock {
         Socket::Listener(l) => l.tcp().map(|t| t.as_raw_fd()),
         _ => None,
+    }
+}
+
+/// F_SETFL: the kernel's, on the application's fd. A connection of a
+/// sandboxed process keeps the mode set: it cannot ask for it under the
+/// filter (`Connection::nonblocking`: it took the forgotten mode for
+/// blocking, and a send on a full ring waited for ever).
+fn set_flags(fd: c_int, flags: c_int) -> Action<c_int> {
+    if !crate::platform::sandbox::active() {
+        forget_nonblocking(fd);
+        return Action::Pass;
+    }
+    let Some(sock) = registry::get(fd) else {
+        return Action::Pass;
+    };
+    // (The program's own call, which its filter lets through or not.)
+    let set = rustix::fs::fcntl_setfl(
+        sys::borrow_fd(fd),
+        rustix::fs::OFlags::from_bits_retain(flags as u32),
+    );
+    match set {
+        Ok(()) => {
+            nonblocking_set(&sock, flags & libc::O_NONBLOCK != 0);
+            Action::Done(0)
+        }
+        Err(e) => Action::Fail(e.raw_os_error()),
+    }
+}
+
+/// FIONBIO on `fd` made (`result`, the real ioctl's) with `on` (its
+/// argument, read only when it succeeded): as `set_flags`.
+pub(crate) fn fionbio_done(fd: c_int, result: c_int, on: impl FnOnce() -> Option<c_int>) {
+    if result != 0 || !crate::platform::sandbox::active() {
+        return;
+    }
+    if let (Some(sock), Some(on)) = (registry::get(fd), on()) {
+        nonblocking_set(&sock, on != 0);
+    }
+}
+
+/// A sandboxed process set O_NONBLOCK of an fd of ours to `nb`.
+fn nonblocking_set(sock: &Socket, nb: bool) {
+    if let Some(c) = sock.connection() {
+        c.set_nonblocking(nb);
+    } else if let Some(d) = sock.datagram() {
+        d.forget_nonblocking();
     }
 }
 

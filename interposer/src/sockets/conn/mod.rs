@@ -360,6 +360,13 @@ impl Connection {
         self.nonblock.store(0, Ordering::Relaxed);
     }
 
+    /// The application set O_NONBLOCK to `nb` (F_SETFL, FIONBIO) in a
+    /// sandboxed process, where it cannot be asked (`nonblocking`).
+    pub(crate) fn set_nonblocking(&self, nb: bool) {
+        self.nonblock
+            .store(if nb { 2 } else { 1 }, Ordering::Relaxed);
+    }
+
     /// The receive half, once the peer's direction is initialised (at once
     /// for the acceptor; for the connector, once the acceptor attached).
     fn receiver<'a>(&self, slot: &'a mut Option<Consumer>) -> Option<&'a mut Consumer> {

@@ -18,7 +18,7 @@ use crate::transport::parking::{arrival, Arrival, Scope, State};
 
 use super::admission::Step;
 use super::patience::Patience;
-use super::{Listener, Rendezvous, QUEUE, RENDEZVOUS, TCP};
+use super::{Listener, Rendezvous, QUEUE, RENDEZVOUS, SHUT, TCP};
 
 /// The most connections one accept takes from a rendezvous (parking or
 /// dropping the ones it cannot return): a flood of connectors must not keep
@@ -199,6 +199,10 @@ impl Listener {
         flags: c_int,
     ) -> Result<Accepted, Errno> {
         let ready = self.ready(inst);
+        if ready.shut {
+            // Shut down (`shut_down`): the kernel's answer.
+            return Err(Errno::INVAL);
+        }
         let taken = self.take(inst, peer, flags, &ready);
         if ready.retired {
             // Its one-shot event was consumed: armed again while others
@@ -294,6 +298,7 @@ impl Listener {
                             ready.parked = true;
                             self.queue_watched.store(true, Ordering::Relaxed);
                         }
+                        SHUT => ready.shut = true,
                         _ => ready.parked = true,
                     }
                 }
@@ -408,6 +413,9 @@ impl Listener {
                     Err(e @ (Errno::MFILE | Errno::NFILE | Errno::NOBUFS | Errno::NOMEM)) => {
                         return Err(e)
                     }
+                    // Shut down (`shut_down`, in another process
+                    // sharing it) and empty: the kernel's answer.
+                    Err(Errno::INVAL) => return Err(Errno::INVAL),
                     Err(e) if r.scope == Scope::Host => {
                         log!(debug, "accept on {}: {e}", self.local);
                         break;
@@ -568,6 +576,8 @@ pub(super) struct Ready {
     pub(super) parked: bool,
     /// A retired rendezvous's one-shot event (RDHUP) was consumed.
     pub(super) retired: bool,
+    /// The listener was shut down (`Listener::shut_down`).
+    pub(super) shut: bool,
     /// This accept found this namespace's rendezvous empty (EAGAIN): a
     /// retired one whose backlog cannot be asked stays disarmed.
     pub(super) drained: std::cell::Cell<bool>,

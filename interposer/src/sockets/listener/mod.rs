@@ -67,6 +67,8 @@ const PARKED: u64 = 2;
 /// The parking queue itself, watched (level-triggered) only while the
 /// process has no fd to take a parked connection with.
 const QUEUE: u64 = 3;
+/// The mark of a listener shut down (`shut_down`): always readable.
+const SHUT: u64 = 4;
 
 /// A listening Unix socket through which connectors reach the listener.
 pub(crate) struct Rendezvous {
@@ -118,6 +120,8 @@ pub(crate) struct Listener {
     budget_at_ms: std::sync::atomic::AtomicU64,
     /// Published for `shmnet ss` (`platform::status`).
     pub(crate) status: crate::platform::status::Published,
+    /// Shut down for reading (`shut_down`): the mark in the instance.
+    shut: crate::platform::lock::Mutex<Option<InternalFd>>,
 }
 
 impl Rendezvous {
@@ -237,6 +241,7 @@ impl Listener {
             wait_budget_us: std::sync::atomic::AtomicU64::new(patience::WAIT_BUDGET_MAX_US),
             budget_at_ms: std::sync::atomic::AtomicU64::new(monotonic_ms()),
             status,
+            shut: crate::platform::lock::Mutex::new(None),
         };
         Ok((listener, ep))
     }
@@ -374,15 +379,84 @@ impl Listener {
         self.parking.share().is_ok()
     }
 
-    /// listen(2) again (a new backlog): every half.
-    pub(crate) fn relisten(&self, backlog: c_int) -> Action<c_int> {
+    /// listen(2) again (a new backlog): every half. After `shut_down`,
+    /// the kernel listener listens again (and takes the preloaded
+    /// clients too: the rendezvous refuses them, and they fall back); an
+    /// emulated one cannot (its rendezvous stays shut down: EINVAL).
+    pub(crate) fn relisten(&self, inst: BorrowedFd<'_>, backlog: c_int) -> Action<c_int> {
         match &self.tcp {
             Some(tcp) => match rustix::net::listen(tcp, backlog) {
-                Ok(()) => Action::Done(0),
+                Ok(()) => {
+                    if let Some(mark) = self.shut.lock().take() {
+                        let _ = epoll::delete(inst, &mark);
+                    }
+                    Action::Done(0)
+                }
                 Err(e) => fail(e),
             },
+            None if self.is_shut() => fail(Errno::INVAL),
             None => Action::Done(0),
         }
+    }
+
+    /// shutdown(2) for reading (SHUT_RD, SHUT_RDWR), as the kernel's
+    /// closes a TCP listener (the caller shuts its kernel listener down):
+    /// a mark always readable joins the instance `inst`, so that every
+    /// accept, waiting or not, in every process sharing it, says EINVAL
+    /// (`Ready::shut`); the rendezvous refuses connectors from now on
+    /// (shut down), and the connections queued or parked there are
+    /// dropped (the kernel resets them). An emulated SO_REUSEPORT group's
+    /// rendezvous is the other members' too: left as it is, out of this
+    /// instance.
+    pub(crate) fn shut_down(&self, inst: BorrowedFd<'_>) {
+        let mut shut = self.shut.lock();
+        if shut.is_none() {
+            let mark = rustix::event::eventfd(
+                1,
+                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+            );
+            match mark {
+                Ok(mark) => {
+                    let data = epoll::EventData::new_u64(SHUT);
+                    let _ = epoll::add(inst, &mark, data, epoll::EventFlags::IN);
+                    *shut = Some(InternalFd::new(mark));
+                }
+                // (No fd for it: a shut-down rendezvous says EINVAL to
+                // accept too, once it is empty.)
+                Err(e) => log!(debug, "shutdown of {}: no mark ({e})", self.local),
+            }
+        }
+        drop(shut);
+        let group = self.tcp.is_none() && reuses_port(&self.opts);
+        for r in &self.rendezvous {
+            if group {
+                let _ = epoll::delete(inst, &r.fd);
+                continue;
+            }
+            let _ = rustix::net::shutdown(&r.fd, rustix::net::Shutdown::Read);
+            let flags = rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK;
+            while let Ok(conn) = rustix::net::accept_with(&r.fd, flags) {
+                drop(conn);
+            }
+            if self.tcp.is_some() {
+                // Empty, and refusing from now on, but readable for ever:
+                // disarmed, or the kernel listener listened again
+                // (`relisten`) would stay readable with nothing to accept
+                // (review s38/review-fix38 #1). Its own shutdown wakes
+                // accept while it lasts.
+                let data = epoll::EventData::new_u64(RENDEZVOUS);
+                let _ = epoll::modify(inst, &r.fd, data, epoll::EventFlags::ONESHOT);
+            }
+        }
+        if !group {
+            while self.parking.pop_held().is_some() {}
+            while let Ok(Some(_)) = self.parking.pop() {}
+        }
+    }
+
+    /// Whether this process shut the listener down (`shut_down`).
+    pub(crate) fn is_shut(&self) -> bool {
+        self.shut.lock().is_some()
     }
 }
 

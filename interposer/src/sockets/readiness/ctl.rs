@@ -16,6 +16,9 @@ use super::set::{self, defer_on, reads, stream, Inner, Member, Sets};
 use super::wake::Change;
 
 pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_int> {
+    if let Some(r) = held_ctl(epfd, op, fd, event) {
+        return r;
+    }
     let Some(sock) = registry::get(fd) else {
         return other_ctl(epfd, op, fd, event);
     };
@@ -23,8 +26,10 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -
         Socket::Stream(conn) => conn,
         Socket::Listener(_) => return listener_ctl(epfd, op, fd, event),
         Socket::Bound(_) => return Action::Pass,
-        // (An answered one completed before: `calls::iomux::epoll`.)
-        Socket::Connecting(_) => return connecting_ctl(epfd, op, fd, event),
+        // (An answered one completed before: `calls::iomux::epoll`; a
+        // failed one reads as the kernel says: end of file, `refusal`.)
+        Socket::Connecting(c) if !c.failed() => return connecting_ctl(epfd, op, fd, event),
+        Socket::Connecting(_) => return other_ctl(epfd, op, fd, event),
         Socket::Datagram(_) => return super::datagrams::ctl(epfd, op, fd, event, &sock),
     };
     let asked = match op {
@@ -379,6 +384,30 @@ fn other_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_
         crate::sockets::carry::epoll_ctl(epfd, op, fd, ev);
     }
     Action::Raw(r)
+}
+
+/// epoll_ctl on a registration held disarmed (`carry::held_ctl`): MOD
+/// arms it, as the kernel's, by adding it to what `fd` is now (a kernel
+/// socket, or a connection of ours).
+fn held_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Option<Action<c_int>> {
+    crate::sockets::carry::held_ctl(epfd, op, fd, || {
+        let Some(mut ev) = event.get() else {
+            return Action::Fail(libc::EFAULT);
+        };
+        match epoll_ctl(
+            epfd,
+            libc::EPOLL_CTL_ADD,
+            fd,
+            EventIn::own(libc::EPOLL_CTL_ADD, &mut ev),
+        ) {
+            Action::Pass => Action::Raw(waits::epoll_ctl(
+                epfd,
+                fd,
+                EventIn::own(libc::EPOLL_CTL_ADD, &mut ev),
+            )),
+            r => r,
+        }
+    })
 }
 
 /// `fd` is an epoll set of ours, added to (or changed in, or removed from)
