@@ -39,18 +39,8 @@ static NOTED_COUNT: core::sync::atomic::AtomicUsize = core::sync::atomic::Atomic
 /// when their file was replaced: not made again on the new file (the
 /// kernel cannot add one disarmed, and an armed one would report the new
 /// file once), but answered for as the kernel's disarmed registration
-/// would be (`held_ctl`), until the number is closed or re-pointed
-/// (`forget`), whatever the socket becomes meanwhile.
+/// would be (`held_ctl`). Also in NOTED.
 static HELD: Mutex<Vec<(c_int, c_int)>> = Mutex::new(Vec::new());
-/// Entries in HELD, so that every epoll_ctl does not take the lock.
-static HELD_COUNT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-
-/// HELD changed by `f`.
-fn held_change(f: impl FnOnce(&mut Vec<(c_int, c_int)>)) {
-    let mut held = HELD.lock();
-    f(&mut held);
-    HELD_COUNT.store(held.len(), Ordering::Relaxed);
-}
 
 fn bit(fd: c_int) -> Option<(&'static AtomicU64, u64)> {
     let i = usize::try_from(fd).ok().filter(|&i| i < CAPACITY)?;
@@ -136,9 +126,7 @@ pub(crate) fn forget(fd: c_int) {
         let mut noted = NOTED.lock();
         noted.retain(|(f, e, _)| *f != fd && *e != fd);
         NOTED_COUNT.store(noted.len(), Ordering::Relaxed);
-    }
-    if HELD_COUNT.load(Ordering::Relaxed) > 0 {
-        held_change(|h| h.retain(|&(f, e)| f != fd && e != fd));
+        HELD.lock().retain(|(f, e)| *f != fd && *e != fd);
     }
 }
 
@@ -153,46 +141,40 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: Option<libc::epol
         noted.push((fd, epfd, ev));
     }
     NOTED_COUNT.store(noted.len(), Ordering::Relaxed);
+    HELD.lock().retain(|&(f, e)| !(f == fd && e == epfd));
 }
 
 /// The application's epoll_ctl `op` on `fd` in `epfd` where its
 /// registration is held (`HELD`): the kernel's answer for a disarmed
-/// one-shot registration. MOD arms it: `add` makes it now (an ADD of the
-/// application's event on whatever `fd` is now); ADD says EEXIST; DEL
-/// takes it away. None if nothing is held there.
+/// one-shot registration. MOD arms it: `add` makes it now, on the file
+/// `fd` names, and notes it; ADD says EEXIST; DEL takes it away. None if
+/// nothing is held there.
 pub(crate) fn held_ctl(
     epfd: c_int,
     op: c_int,
     fd: c_int,
     add: impl FnOnce() -> Action<c_int>,
 ) -> Option<Action<c_int>> {
-    if !is_held(epfd, fd) {
+    if !is_fresh(fd) || NOTED_COUNT.load(Ordering::Relaxed) == 0 {
         return None;
     }
-    let unhold = || held_change(|h| h.retain(|&e| e != (fd, epfd)));
+    if !HELD.lock().contains(&(fd, epfd)) {
+        return None;
+    }
     Some(match op {
         libc::EPOLL_CTL_ADD => Action::Fail(libc::EEXIST),
         libc::EPOLL_CTL_DEL => {
-            unhold();
             epoll_ctl(epfd, op, fd, None);
             Action::Done(0)
         }
-        libc::EPOLL_CTL_MOD => {
-            unhold();
-            let r = add();
-            if matches!(r, Action::Fail(_) | Action::Raw(-1)) {
-                // (Not armed: held as it was.)
-                held_change(|h| h.push((fd, epfd)));
-            }
-            r
-        }
+        libc::EPOLL_CTL_MOD => add(),
         _ => Action::Fail(libc::EINVAL),
     })
 }
 
 /// Whether `fd`'s registration in `epfd` is held (`HELD`).
 pub(crate) fn is_held(epfd: c_int, fd: c_int) -> bool {
-    HELD_COUNT.load(Ordering::Relaxed) > 0 && HELD.lock().contains(&(fd, epfd))
+    is_fresh(fd) && NOTED_COUNT.load(Ordering::Relaxed) > 0 && HELD.lock().contains(&(fd, epfd))
 }
 
 /// `fd`'s file is about to be replaced (a failed connect's, `calls::
@@ -212,11 +194,10 @@ pub(crate) fn hold_disarmed(fd: c_int) {
         .collect();
     for epfd in oneshot {
         if disarmed(epfd, fd) {
-            held_change(|h| {
-                if !h.contains(&(fd, epfd)) {
-                    h.push((fd, epfd));
-                }
-            });
+            let mut held = HELD.lock();
+            if !held.contains(&(fd, epfd)) {
+                held.push((fd, epfd));
+            }
         }
     }
 }
@@ -252,8 +233,8 @@ pub(crate) fn take(fd: c_int, keep: bool) -> Vec<(c_int, libc::epoll_event)> {
     }
     let mine: Vec<(c_int, libc::epoll_event)> = {
         let mut noted = NOTED.lock();
-        // (A held one is not made again: `HELD`, which keeps it.)
-        let held = HELD.lock();
+        let mut held = HELD.lock();
+        // (A held one is not made again: `HELD`.)
         let mine = noted
             .iter()
             .filter(|(f, e, _)| *f == fd && !held.contains(&(fd, *e)))
@@ -262,6 +243,7 @@ pub(crate) fn take(fd: c_int, keep: bool) -> Vec<(c_int, libc::epoll_event)> {
         if !keep {
             noted.retain(|(f, _, _)| *f != fd);
             NOTED_COUNT.store(noted.len(), Ordering::Relaxed);
+            held.retain(|(f, _)| *f != fd);
         }
         mine
     };

@@ -16,9 +16,6 @@ use super::set::{self, defer_on, reads, stream, Inner, Member, Sets};
 use super::wake::Change;
 
 pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_int> {
-    if let Some(r) = held_ctl(epfd, op, fd, event) {
-        return r;
-    }
     let Some(sock) = registry::get(fd) else {
         return other_ctl(epfd, op, fd, event);
     };
@@ -328,7 +325,7 @@ fn connecting_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Acti
         }
         _ => return other_ctl(epfd, op, fd, event),
     };
-    if !crate::sockets::carry::is_fresh(fd) {
+    if !crate::sockets::carry::is_fresh(fd) || crate::sockets::carry::is_held(epfd, fd) {
         return other_ctl(epfd, op, fd, event);
     }
     let mut hidden = asked;
@@ -377,6 +374,9 @@ fn other_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_
     if !crate::sockets::carry::is_fresh(fd) {
         return Action::Pass;
     }
+    if let Some(r) = held_ctl(epfd, op, fd, &event) {
+        return r;
+    }
     let r = waits::epoll_ctl(epfd, fd, event);
     if r == 0 {
         // (The kernel just read it: ADD/MOD succeeded.)
@@ -387,26 +387,18 @@ fn other_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_
 }
 
 /// epoll_ctl on a registration held disarmed (`carry::held_ctl`): MOD
-/// arms it, as the kernel's, by adding it to what `fd` is now (a kernel
-/// socket, or a connection of ours).
-fn held_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Option<Action<c_int>> {
+/// arms it, as the kernel's, by adding it to the new file.
+fn held_ctl(epfd: c_int, op: c_int, fd: c_int, event: &EventIn<'_>) -> Option<Action<c_int>> {
     crate::sockets::carry::held_ctl(epfd, op, fd, || {
         let Some(mut ev) = event.get() else {
             return Action::Fail(libc::EFAULT);
         };
-        match epoll_ctl(
-            epfd,
-            libc::EPOLL_CTL_ADD,
-            fd,
-            EventIn::own(libc::EPOLL_CTL_ADD, &mut ev),
-        ) {
-            Action::Pass => Action::Raw(waits::epoll_ctl(
-                epfd,
-                fd,
-                EventIn::own(libc::EPOLL_CTL_ADD, &mut ev),
-            )),
-            r => r,
+        let asked = ev;
+        let r = waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_ADD, &mut ev));
+        if r == 0 {
+            crate::sockets::carry::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd, Some(asked));
         }
+        Action::Raw(r)
     })
 }
 
