@@ -593,17 +593,12 @@ fn refused(
     };
     let cloexec = rustix::io::fcntl_getfd(sys::borrow_fd(fd))
         .is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
-    // The kernel socket itself is kept (every option the application set
-    // on it, which `opts` does not all hold: review s38/review-fix38 #4).
-    let kernel = crate::platform::internal_fd::InternalFd::dup(sys::borrow_fd(fd)).ok();
     let made = local
         .ok()
-        .and_then(|l| crate::sockets::refusal::refused(l, target, opts, cloexec, kernel));
+        .and_then(|l| crate::sockets::refusal::refused(l, target, opts, cloexec));
     let Some((sock, refusal)) = made else {
         return fail(Errno::CONNREFUSED);
     };
-    // (A one-shot registration that fired stays disarmed: `carry::HELD`.)
-    crate::sockets::carry::hold_disarmed(fd);
     if adopt(fd, &sock, false).is_err() {
         return fail(Errno::CONNREFUSED);
     }
@@ -824,30 +819,20 @@ fn connect_again(fd: c_int, c: &Connecting) -> Action<c_int> {
 }
 
 /// A failed connect reported by a second connect: the application's
-/// number becomes its kernel socket again (a refusal keeps it), or a new
-/// one of its family (its options set again), unconnected, with its flags
-/// kept, and is ours no more. Without an fd for it the failed socket stays
-/// (a later connect says ECONNABORTED).
+/// number becomes a new kernel socket of its family (its options set
+/// again, its flags kept), unconnected, and is ours no more. Without an fd
+/// for it the failed socket stays (a later connect says ECONNABORTED).
 fn disconnect(fd: c_int, c: &Connecting) {
-    let kept = c
-        .kernel
-        .as_ref()
-        .and_then(|k| rustix::io::fcntl_dupfd_cloexec(k, 0).ok());
-    let Some(sock) =
-        kept.or_else(|| crate::calls::options::replica::replica(sys::family_of(&c.peer), &c.opts))
+    let Some(sock) = crate::calls::options::replica::replica(sys::family_of(&c.peer), &c.opts)
     else {
         return;
     };
     let app = sys::borrow_fd(fd);
-    // (The application's mode, which it may have changed meanwhile.)
-    if rustix::io::ioctl_fionbio(&sock, nonblocking_fd(fd)).is_err() {
+    if nonblocking_fd(fd) && rustix::io::ioctl_fionbio(&sock, true).is_err() {
         return;
     }
     let cloexec =
         rustix::io::fcntl_getfd(app).is_ok_and(|f| f.contains(rustix::io::FdFlags::CLOEXEC));
-    // (A one-shot registration that fired stays disarmed, as the kernel's
-    // on its one file: `carry::HELD`; review s38/review-fix38 #6.)
-    crate::sockets::carry::hold_disarmed(fd);
     crate::sockets::carry::detach(fd);
     let r = registry::while_replacing(fd, || match sys::dup_onto(sock.as_fd(), fd, cloexec) {
         Ok(()) => 0,

@@ -16,7 +16,6 @@ use core::sync::atomic::{AtomicU64, Ordering};
 
 use crate::platform::fdtable::CAPACITY;
 use crate::platform::lock::Mutex;
-use crate::platform::real::Action;
 
 /// Fresh IPv4/IPv6 stream sockets: made by socket(), not yet listening or
 /// connected through us.
@@ -35,12 +34,6 @@ static INET6: [AtomicU64; CAPACITY / 64] = [const { AtomicU64::new(0) }; CAPACIT
 static NOTED: Mutex<Vec<(c_int, c_int, libc::epoll_event)>> = Mutex::new(Vec::new());
 /// Entries in NOTED, so that every new fd does not take the lock.
 static NOTED_COUNT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
-/// (fd, epfd) of noted one-shot registrations that had fired (disarmed)
-/// when their file was replaced: not made again on the new file (the
-/// kernel cannot add one disarmed, and an armed one would report the new
-/// file once), but answered for as the kernel's disarmed registration
-/// would be (`held_ctl`). Also in NOTED.
-static HELD: Mutex<Vec<(c_int, c_int)>> = Mutex::new(Vec::new());
 
 fn bit(fd: c_int) -> Option<(&'static AtomicU64, u64)> {
     let i = usize::try_from(fd).ok().filter(|&i| i < CAPACITY)?;
@@ -126,7 +119,6 @@ pub(crate) fn forget(fd: c_int) {
         let mut noted = NOTED.lock();
         noted.retain(|(f, e, _)| *f != fd && *e != fd);
         NOTED_COUNT.store(noted.len(), Ordering::Relaxed);
-        HELD.lock().retain(|(f, e)| *f != fd && *e != fd);
     }
 }
 
@@ -141,86 +133,6 @@ pub(crate) fn epoll_ctl(epfd: c_int, op: c_int, fd: c_int, ev: Option<libc::epol
         noted.push((fd, epfd, ev));
     }
     NOTED_COUNT.store(noted.len(), Ordering::Relaxed);
-    HELD.lock().retain(|&(f, e)| !(f == fd && e == epfd));
-}
-
-/// The application's epoll_ctl `op` on `fd` in `epfd` where its
-/// registration is held (`HELD`): the kernel's answer for a disarmed
-/// one-shot registration. MOD arms it: `add` makes it now, on the file
-/// `fd` names, and notes it; ADD says EEXIST; DEL takes it away. None if
-/// nothing is held there.
-pub(crate) fn held_ctl(
-    epfd: c_int,
-    op: c_int,
-    fd: c_int,
-    add: impl FnOnce() -> Action<c_int>,
-) -> Option<Action<c_int>> {
-    if !is_fresh(fd) || NOTED_COUNT.load(Ordering::Relaxed) == 0 {
-        return None;
-    }
-    if !HELD.lock().contains(&(fd, epfd)) {
-        return None;
-    }
-    Some(match op {
-        libc::EPOLL_CTL_ADD => Action::Fail(libc::EEXIST),
-        libc::EPOLL_CTL_DEL => {
-            epoll_ctl(epfd, op, fd, None);
-            Action::Done(0)
-        }
-        libc::EPOLL_CTL_MOD => add(),
-        _ => Action::Fail(libc::EINVAL),
-    })
-}
-
-/// Whether `fd`'s registration in `epfd` is held (`HELD`).
-pub(crate) fn is_held(epfd: c_int, fd: c_int) -> bool {
-    is_fresh(fd) && NOTED_COUNT.load(Ordering::Relaxed) > 0 && HELD.lock().contains(&(fd, epfd))
-}
-
-/// `fd`'s file is about to be replaced (a failed connect's, `calls::
-/// endpoint::disconnect`): its noted one-shot registrations that fired
-/// since they were armed are held (`HELD`), as the kernel's stay
-/// disarmed. What the kernel holds is read in /proc/self/fdinfo of each
-/// set (a disarmed registration keeps only EP_PRIVATE_BITS).
-pub(crate) fn hold_disarmed(fd: c_int) {
-    if !is_fresh(fd) || NOTED_COUNT.load(Ordering::Relaxed) == 0 {
-        return;
-    }
-    let oneshot: Vec<c_int> = NOTED
-        .lock()
-        .iter()
-        .filter(|(f, _, ev)| *f == fd && ev.events & libc::EPOLLONESHOT as u32 != 0)
-        .map(|&(_, e, _)| e)
-        .collect();
-    for epfd in oneshot {
-        if disarmed(epfd, fd) {
-            let mut held = HELD.lock();
-            if !held.contains(&(fd, epfd)) {
-                held.push((fd, epfd));
-            }
-        }
-    }
-}
-
-/// Whether `fd`'s registration in `epfd` is a one-shot one that fired:
-/// the kernel prints its events as `tfd: FD events: HEX ...` in the set's
-/// fdinfo.
-fn disarmed(epfd: c_int, fd: c_int) -> bool {
-    const PRIVATE: u32 =
-        (libc::EPOLLWAKEUP | libc::EPOLLONESHOT | libc::EPOLLET | libc::EPOLLEXCLUSIVE) as u32;
-    let Ok(info) = std::fs::read_to_string(format!("/proc/self/fdinfo/{epfd}")) else {
-        return false;
-    };
-    info.lines().any(|l| {
-        let mut words = l.split_whitespace();
-        words.next() == Some("tfd:")
-            && words.next().and_then(|n| n.parse::<c_int>().ok()) == Some(fd)
-            && words.next() == Some("events:")
-            && words
-                .next()
-                .and_then(|h| u32::from_str_radix(h, 16).ok())
-                .is_some_and(|ev| ev & !PRIVATE == 0)
-    })
 }
 
 /// `fd` now refers to one of our objects: its noted registrations, to be
@@ -233,17 +145,14 @@ pub(crate) fn take(fd: c_int, keep: bool) -> Vec<(c_int, libc::epoll_event)> {
     }
     let mine: Vec<(c_int, libc::epoll_event)> = {
         let mut noted = NOTED.lock();
-        let mut held = HELD.lock();
-        // (A held one is not made again: `HELD`.)
         let mine = noted
             .iter()
-            .filter(|(f, e, _)| *f == fd && !held.contains(&(fd, *e)))
+            .filter(|(f, _, _)| *f == fd)
             .map(|(_, e, ev)| (*e, *ev))
             .collect();
         if !keep {
             noted.retain(|(f, _, _)| *f != fd);
             NOTED_COUNT.store(noted.len(), Ordering::Relaxed);
-            held.retain(|(f, _)| *f != fd);
         }
         mine
     };
@@ -293,6 +202,5 @@ pub(crate) fn done(fd: c_int) {
 /// In a forked child: a parent thread may have held the lock.
 pub(crate) fn after_fork_child() {
     NOTED.reset_after_fork();
-    HELD.reset_after_fork();
     forked();
 }

@@ -19,30 +19,26 @@ use std::os::fd::OwnedFd;
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketAddrUnix, SocketFlags, SocketType};
 
-use crate::platform::internal_fd::InternalFd;
 use crate::sockets::options_store::Options;
 use crate::sockets::socket::{Connecting, Socket};
 use crate::transport::rendezvous::Reservation;
 
 /// The socket a refused connect from `local` leaves on the application's
 /// fd (non-blocking, close-on-exec: the caller gives it the application's
-/// flags), with the registry's entry for it, which keeps the application's
-/// kernel socket `kernel` (if it could be kept). None if the process has
-/// no fd for it: the caller says ECONNREFUSED at once, as before.
+/// flags), with the registry's entry for it. None if the process has no
+/// fd for it: the caller says ECONNREFUSED at once, as before.
 pub(crate) fn refused(
     mut local: Reservation,
     peer: SocketAddr,
     opts: Options,
     cloexec: bool,
-    kernel: Option<InternalFd>,
 ) -> Option<(OwnedFd, Socket)> {
     let sock = local.dial_socket().ok()??;
     if let Err(e) = reset_by_peer(&sock) {
         log!(debug, "connect to {peer}: no refused socket ({e})");
         return None;
     }
-    let refused = Errno::CONNREFUSED;
-    let conn = Connecting::refused(local.addr, peer, opts, cloexec, refused, kernel);
+    let conn = Connecting::refused(local.addr, peer, opts, cloexec, Errno::CONNREFUSED);
     Some((sock, Socket::Connecting(conn)))
 }
 

@@ -241,10 +241,6 @@ pub(crate) struct Connecting {
     /// registry's write lock: all of them become the connection when it
     /// completes (`registry::complete`).
     pub fds: Mutex<Vec<std::os::fd::RawFd>>,
-    /// A refused connect's kernel socket (`refusal`), kept: its options
-    /// answer while refused, and it is put back, unconnected, by a second
-    /// connect (`calls::endpoint::disconnect`).
-    pub kernel: Option<crate::platform::internal_fd::InternalFd>,
 }
 
 impl Connecting {
@@ -259,7 +255,6 @@ impl Connecting {
             cloexec: AtomicBool::new(cloexec),
             timer: Mutex::new(None),
             fds: Mutex::new(Vec::new()),
-            kernel: None,
         }
     }
 
@@ -271,7 +266,6 @@ impl Connecting {
         opts: Options,
         cloexec: bool,
         error: rustix::io::Errno,
-        kernel: Option<crate::platform::internal_fd::InternalFd>,
     ) -> Connecting {
         Connecting {
             local,
@@ -283,7 +277,6 @@ impl Connecting {
             cloexec: AtomicBool::new(cloexec),
             timer: Mutex::new(None),
             fds: Mutex::new(Vec::new()),
-            kernel,
         }
     }
 

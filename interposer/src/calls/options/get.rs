@@ -74,14 +74,6 @@ pub(crate) fn deliver(out: &OptOut<'_>, bytes: &[u8], fit: Fit) -> Action<c_int>
     }
 }
 
-/// The kernel socket a refused connect kept (`sockets::refusal`).
-pub(crate) fn refused_kernel(sock: &Socket) -> Option<std::os::fd::BorrowedFd<'_>> {
-    match sock {
-        Socket::Connecting(c) => c.kernel.as_ref().map(|k| k.as_fd()),
-        _ => None,
-    }
-}
-
 pub(crate) fn int(v: c_int) -> Vec<u8> {
     v.to_ne_bytes().to_vec()
 }
@@ -101,13 +93,6 @@ pub(crate) fn getsockopt(
     if let (Socket::Connecting(c), libc::SOL_SOCKET, libc::SO_ERROR) = (&*sock, level, name) {
         let e = crate::sockets::connecting::take_error(fd, c);
         return deliver(&out, &int(e), Fit::Truncate);
-    }
-    if let Some(k) = refused_kernel(&sock) {
-        // A refused connect's kernel socket answers for itself (`refusal`).
-        return match out.answer_from(k, level, name) {
-            Ok(()) => Action::Done(0),
-            Err(e) => Action::Fail(e),
-        };
     }
     if let Some(d) = sock.datagram() {
         // SO_ERROR is ours (a pending ECONNREFUSED); the rest is its

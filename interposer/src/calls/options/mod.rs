@@ -80,14 +80,6 @@ pub(crate) fn setsockopt(fd: c_int, level: c_int, name: c_int, value: OptIn<'_>)
         crate::calls::datagram::after_option(fd, &sock);
         return Action::Done(0);
     }
-    if let Some(k) = get::refused_kernel(&sock) {
-        // A refused connect's kernel socket takes it (`sockets::refusal`),
-        // and keeps it for the connect after (`endpoint::disconnect`).
-        return match value.to_kernel(k, level, name) {
-            Ok(()) => Action::Done(0),
-            Err(e) => Action::Fail(e),
-        };
-    }
     if let Some(tcp) = kernel_listener(&sock) {
         if let Err(e) = value.to_kernel(sys::borrow_fd(tcp), level, name) {
             return Action::Fail(e);

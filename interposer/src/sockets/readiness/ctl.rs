@@ -325,7 +325,7 @@ fn connecting_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Acti
         }
         _ => return other_ctl(epfd, op, fd, event),
     };
-    if !crate::sockets::carry::is_fresh(fd) || crate::sockets::carry::is_held(epfd, fd) {
+    if !crate::sockets::carry::is_fresh(fd) {
         return other_ctl(epfd, op, fd, event);
     }
     let mut hidden = asked;
@@ -374,9 +374,6 @@ fn other_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_
     if !crate::sockets::carry::is_fresh(fd) {
         return Action::Pass;
     }
-    if let Some(r) = held_ctl(epfd, op, fd, &event) {
-        return r;
-    }
     let r = waits::epoll_ctl(epfd, fd, event);
     if r == 0 {
         // (The kernel just read it: ADD/MOD succeeded.)
@@ -384,22 +381,6 @@ fn other_ctl(epfd: c_int, op: c_int, fd: c_int, event: EventIn<'_>) -> Action<c_
         crate::sockets::carry::epoll_ctl(epfd, op, fd, ev);
     }
     Action::Raw(r)
-}
-
-/// epoll_ctl on a registration held disarmed (`carry::held_ctl`): MOD
-/// arms it, as the kernel's, by adding it to the new file.
-fn held_ctl(epfd: c_int, op: c_int, fd: c_int, event: &EventIn<'_>) -> Option<Action<c_int>> {
-    crate::sockets::carry::held_ctl(epfd, op, fd, || {
-        let Some(mut ev) = event.get() else {
-            return Action::Fail(libc::EFAULT);
-        };
-        let asked = ev;
-        let r = waits::epoll_ctl(epfd, fd, EventIn::own(libc::EPOLL_CTL_ADD, &mut ev));
-        if r == 0 {
-            crate::sockets::carry::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, fd, Some(asked));
-        }
-        Action::Raw(r)
-    })
 }
 
 /// `fd` is an epoll set of ours, added to (or changed in, or removed from)
