@@ -579,7 +579,12 @@ fn refused(
     bound: bool,
     pristine: bool,
 ) -> Action<c_int> {
-    if bound || !nonblocking_fd(fd) {
+    // Only a socket our socket() made has its epoll registrations noted
+    // (`carry`), to be made again on the Unix socket put on its number: on
+    // one made past it (a dup's number, one inherited across exec or
+    // passed with SCM_RIGHTS) they would be lost, and an event loop would
+    // wait for ever for the refusal (review s38/review-fix38b).
+    if bound || !nonblocking_fd(fd) || !crate::sockets::carry::is_fresh(fd) {
         return fail(Errno::CONNREFUSED);
     }
     let local = match local {
