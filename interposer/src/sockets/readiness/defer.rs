@@ -318,8 +318,7 @@ pub(crate) fn after_sleep(epfd: c_int) {
         for fd in std::mem::take(&mut set.raised) {
             if let Some(m) = set.members.get_mut(&fd) {
                 let live = m.live();
-                let idle = m.empty_looks >= super::pending::IDLE_LOOKS;
-                if stream(&live).is_some_and(|c| c.defer_again(idle)) {
+                if stream(&live).is_some_and(|c| c.defer_again()) {
                     m.mark_pending(fd, &mut set.pending);
                 }
             }
