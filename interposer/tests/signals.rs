@@ -325,21 +325,10 @@ fn siglongjmp_out_of_a_reset_on_delivery_handler_leaves_the_thread_working() {
 #[test]
 fn siglongjmp_out_of_a_handler_that_lands_inside_the_library_leaves_the_thread_working() {
     let exe = build_c("jump_inside", &["-O2", "-Wall"]);
-    let lo = Net::loopback("jump-inside-kernel");
-    let kernel = stdout_of(
-        "jump_inside over kernel TCP",
-        std::process::Command::new(&exe).args([&lo.host_str(), &lo.port_str(), "300"]),
-    );
+    let [kernel, default, emulated] = three_ways(&exe, "jump-inside", &["300"]);
     assert_eq!(kernel, "jumped: yes; a recv after: bytes\n");
-    let lo = Net::loopback("jump-inside-default");
-    let mut cmd = preloaded(&exe);
-    cmd.args([&lo.host_str(), &lo.port_str(), "300"]);
-    assert_eq!(stdout_of("jump_inside, default mode", &mut cmd), kernel);
-    let net = Net::emulated("jump-inside-emulated");
-    let mut cmd = preloaded(&exe);
-    cmd.args([&net.host_str(), &net.port_str(), "300"]);
-    net.env(&mut cmd);
-    assert_eq!(stdout_of("jump_inside, emulated", &mut cmd), kernel);
+    assert_eq!(default, kernel, "default mode");
+    assert_eq!(emulated, kernel, "emulated");
 }
 
 /// ppoll and pselect with a mask, a 97 us timer whose handler is put
@@ -351,27 +340,38 @@ fn siglongjmp_out_of_a_handler_that_lands_inside_the_library_leaves_the_thread_w
 #[test]
 fn ppoll_and_pselect_leave_the_threads_mask_as_it_was() {
     let exe = build_c("ppoll_mask", &["-O2", "-Wall"]);
-    let first = |out: String| out.split(" (").next().unwrap_or("").to_string();
     for call in ["ppoll", "pselect", "epoll_pwait"] {
-        let lo = Net::loopback(&format!("ppoll-mask-kernel-{call}"));
-        let kernel = first(stdout_of(
-            "ppoll_mask over kernel TCP",
-            std::process::Command::new(&exe).args([&lo.host_str(), &lo.port_str(), call]),
-        ));
+        // (The counts after the words vary from run to run.)
+        let [kernel, default, emulated] = three_ways(&exe, &format!("ppoll-mask-{call}"), &[call])
+            .map(|out| out.split(" (").next().unwrap_or("").to_string());
         assert_eq!(kernel, format!("{call}: mask intact after 20000 rounds"));
-        let lo = Net::loopback(&format!("ppoll-mask-default-{call}"));
-        let mut cmd = preloaded(&exe);
-        cmd.args([&lo.host_str(), &lo.port_str(), call]);
-        assert_eq!(
-            first(stdout_of("ppoll_mask, default mode", &mut cmd)),
-            kernel
-        );
-        let net = Net::emulated(&format!("ppoll-mask-emulated-{call}"));
-        let mut cmd = preloaded(&exe);
-        cmd.args([&net.host_str(), &net.port_str(), call]);
-        net.env(&mut cmd);
-        assert_eq!(first(stdout_of("ppoll_mask, emulated", &mut cmd)), kernel);
+        assert_eq!(default, kernel, "default mode");
+        assert_eq!(emulated, kernel, "emulated");
     }
+}
+
+/// `exe HOST PORT extra...` over kernel TCP, in the default mode and in
+/// the emulated mode, each on a port of its own: their outputs.
+fn three_ways(exe: &std::path::Path, name: &str, extra: &[&str]) -> [String; 3] {
+    let lo = Net::loopback(&format!("{name}-kernel"));
+    let kernel = stdout_of(
+        &format!("{name} over kernel TCP"),
+        std::process::Command::new(exe)
+            .args([&lo.host_str(), &lo.port_str()])
+            .args(extra),
+    );
+    let lo = Net::loopback(&format!("{name}-default"));
+    let mut cmd = preloaded(exe);
+    cmd.args([&lo.host_str(), &lo.port_str()])
+        .args(extra)
+        .env("SHMNET_DIR", lo.shm_dir());
+    let default = stdout_of(&format!("{name}, default mode"), &mut cmd);
+    let net = Net::emulated(&format!("{name}-emulated"));
+    let mut cmd = preloaded(exe);
+    cmd.args([&net.host_str(), &net.port_str()]).args(extra);
+    net.env(&mut cmd);
+    let emulated = stdout_of(&format!("{name}, emulated"), &mut cmd);
+    [kernel, default, emulated]
 }
 
 /// glibc's other ways to install a handler: __sysv_signal (signal with

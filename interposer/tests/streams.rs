@@ -2191,29 +2191,40 @@ print("got", got)
     assert_eq!(bad, 0, "lines with EBADF in the log");
 }
 
+/// A connect to an emulated address whose version-4 name (another
+/// build's) an unpreloaded AF_UNIX socket of the same process holds,
+/// listening or only bound: the python script's output.
+fn connect_beside_version_4(name: &str, listen: bool) -> common::Output {
+    let net = Net::emulated(name);
+    let (host, port) = (net.host.to_string(), net.port.to_string());
+    let script = r#"
+import errno, socket, sys
+host, port, listen = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+old = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+old.bind(b"\0shmnet.4/tcp/%s:%d" % (host.encode(), port))
+if listen:
+    old.listen(8)
+c = socket.socket()
+r = c.connect_ex((host, port))
+print(errno.errorcode.get(r, r))
+"#;
+    // The listener's own process is not preloaded (it stands for the old
+    // build); the client is, in the same process: its socket() is ours.
+    common::run(
+        common::preloaded(common::python())
+            .args(["-c", script, &host, &port, if listen { "1" } else { "0" }])
+            .env("SHMNET_PARTITIONS", &net.partitions)
+            .env("SHMNET_FALLBACK", "never"),
+    )
+}
+
 /// Another version's name held but not listening (what another refused
 /// process's probe of it looks like for a moment) is no such listener:
 /// ECONNREFUSED and nothing said. Before, twenty processes refused at
 /// once each printed the other-version line (sweep s38 F1).
 #[test]
 fn a_name_of_another_version_only_bound_says_nothing() {
-    let net = Net::emulated("other-version-bound");
-    let (host, port) = (net.host.to_string(), net.port.to_string());
-    let script = r#"
-import errno, socket, sys
-host, port = sys.argv[1], int(sys.argv[2])
-probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-probe.bind(b"\0shmnet.4/tcp/%s:%d" % (host.encode(), port))
-c = socket.socket()
-r = c.connect_ex((host, port))
-print(errno.errorcode.get(r, r))
-"#;
-    let out = common::run(
-        common::preloaded(common::python())
-            .args(["-c", script, &host, &port])
-            .env("SHMNET_PARTITIONS", &net.partitions)
-            .env("SHMNET_FALLBACK", "never"),
-    );
+    let out = connect_beside_version_4("other-version-bound", false);
     assert_eq!(out.stdout.trim(), "ECONNREFUSED", "{}", out.stderr);
     assert_eq!(out.stderr, "");
 }
@@ -2223,26 +2234,7 @@ fn a_listener_of_another_handshake_version_is_refused_with_a_reason() {
     // A build whose handshake differs (version 4: no filler offers, no
     // segment with a decline) holds the name in the emulated mode: the
     // connect is refused, and stderr says why instead of a misread.
-    let net = Net::emulated("other-version");
-    let (host, port) = (net.host.to_string(), net.port.to_string());
-    let script = r#"
-import errno, socket, sys
-host, port = sys.argv[1], int(sys.argv[2])
-old = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-old.bind(b"\0shmnet.4/tcp/%s:%d" % (host.encode(), port))
-old.listen(8)
-c = socket.socket()
-r = c.connect_ex((host, port))
-print(errno.errorcode.get(r, r))
-"#;
-    // The listener's own process is not preloaded (it stands for the old
-    // build); the client is, in the same process: its socket() is ours.
-    let out = common::run(
-        common::preloaded(common::python())
-            .args(["-c", script, &host, &port])
-            .env("SHMNET_PARTITIONS", &net.partitions)
-            .env("SHMNET_FALLBACK", "never"),
-    );
+    let out = connect_beside_version_4("other-version", true);
     assert_eq!(out.stdout.trim(), "ECONNREFUSED", "{}", out.stderr);
     assert!(
         out.stderr

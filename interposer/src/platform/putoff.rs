@@ -75,6 +75,8 @@ pub(crate) fn unblock(bits: u64) {
     if bits == 0 {
         return;
     }
+    // (errno by hand: `sys` imports this module, so this one cannot use
+    // `sys::errno`.)
     // SAFETY: errno's location is the thread's own.
     let errno = unsafe { *libc::__errno_location() };
     // SAFETY: rt_sigprocmask with a kernel sigset (8 bytes) of ours.

@@ -38,7 +38,7 @@ pub(crate) fn refused(
         log!(debug, "connect to {peer}: no refused socket ({e})");
         return None;
     }
-    let conn = Connecting::refused(local.addr, peer, opts, cloexec, Errno::CONNREFUSED);
+    let conn = Connecting::refused(local.addr, peer, opts, cloexec);
     Some((sock, Socket::Connecting(conn)))
 }
 

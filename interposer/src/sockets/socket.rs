@@ -259,20 +259,19 @@ impl Connecting {
     }
 
     /// A connect refused after EINPROGRESS (`refusal`): failed from the
-    /// start, with no offer; `error` to be reported once.
+    /// start, with no offer; ECONNREFUSED to be reported once.
     pub(crate) fn refused(
         local: SocketAddr,
         peer: SocketAddr,
         opts: Options,
         cloexec: bool,
-        error: rustix::io::Errno,
     ) -> Connecting {
         Connecting {
             local,
             peer,
             opts,
             offer: Mutex::new(None),
-            error: AtomicI32::new(error.raw_os_error()),
+            error: AtomicI32::new(libc::ECONNREFUSED),
             failed: AtomicBool::new(true),
             cloexec: AtomicBool::new(cloexec),
             timer: Mutex::new(None),

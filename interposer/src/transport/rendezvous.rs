@@ -140,6 +140,7 @@ fn probe_name(name: &str) -> Result<bool, Errno> {
 /// previous version or the next. A bind probe each (no connection is
 /// queued on it), only on the emulated mode's refusal, so the program's
 /// ECONNREFUSED comes with a `libshmnet:` line that says why.
+///
 /// A name found taken must be a *listening* socket's: another process's
 /// probe of the same name holds it bound for a moment (twenty processes
 /// refused at once took each other's probes for listeners, 20 of 20
