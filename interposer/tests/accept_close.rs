@@ -70,17 +70,7 @@ fn accept_keeps_the_listener_it_resolved_when_its_number_is_reused() {
 #[test]
 fn shutdown_of_a_listener_wakes_accept_and_refuses_as_the_kernels() {
     let exe = build_c("shutdown_accept", &["-O1", "-Wall", "-pthread"]);
-    let run_it = |cmd: &mut Command, host: &str, port: u16| {
-        let out = run(cmd.args([host.to_string(), port.to_string()]));
-        assert!(
-            out.status.success(),
-            "shutdown_accept {host} {port}: {}\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            out.stdout,
-            out.stderr
-        );
-        out.stdout
-    };
+    let run_it = |cmd: &mut Command, host: &str, port: u16| shutdown_accept(cmd, host, port, &[]);
     let tcp = Net::loopback("shutdown-accept-tcp");
     let kernel = run_it(&mut Command::new(&exe), &tcp.host_str(), tcp.port);
     let closed = "blocked accept EINVAL, accept EINVAL, SO_ACCEPTCONN 0, name kept 1, \
@@ -128,17 +118,8 @@ fn shutdown_of_a_listener_wakes_accept_and_refuses_as_the_kernels() {
 #[test]
 fn a_listener_shut_down_and_listened_again_is_idle_as_the_kernels() {
     let exe = build_c("shutdown_accept", &["-O1", "-Wall", "-pthread"]);
-    let run_it = |cmd: &mut Command, host: &str, port: u16| {
-        let out = run(cmd.args([host.to_string(), port.to_string(), "relisten".into()]));
-        assert!(
-            out.status.success(),
-            "shutdown_accept {host} {port} relisten: {}\nstdout:\n{}\nstderr:\n{}",
-            out.status,
-            out.stdout,
-            out.stderr
-        );
-        out.stdout
-    };
+    let run_it =
+        |cmd: &mut Command, host: &str, port: u16| shutdown_accept(cmd, host, port, &["relisten"]);
     let tcp = Net::loopback("relisten-tcp");
     let kernel = run_it(&mut Command::new(&exe), &tcp.host_str(), tcp.port);
     assert_eq!(
@@ -155,4 +136,12 @@ fn a_listener_shut_down_and_listened_again_is_idle_as_the_kernels() {
         kernel,
         "default mode"
     );
+}
+
+/// `shutdown_accept HOST PORT extra...`: its output (it must succeed).
+fn shutdown_accept(cmd: &mut Command, host: &str, port: u16, extra: &[&str]) -> String {
+    common::stdout_of(
+        &format!("shutdown_accept {host} {port} {extra:?}"),
+        cmd.args([host.to_string(), port.to_string()]).args(extra),
+    )
 }
