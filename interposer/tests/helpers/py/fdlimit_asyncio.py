@@ -17,8 +17,11 @@
 # calls. Then every accepted connection carries 8 bytes each way (the
 # client's index, answered with its bitwise complement), checked.
 #
-# Prints "opened O accepted A checked C" (exit 0), or "error ..." (exit 1)
-# for anything but running out of fds.
+# Prints "opened O accepted A checked C memfds M" (exit 0), or "error ..."
+# (exit 1) for anything but running out of fds. M: the server's memfds
+# (`ls -l /proc/PID/fd`) once it had accepted half of N, while fds were
+# still plentiful: what a preloaded server keeps for exec until it runs out
+# (-1 if it never got that far).
 import asyncio, errno, os, resource, selectors, signal, socket, struct, sys
 
 LIMIT, N, HOST, PORT = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
@@ -53,11 +56,24 @@ class Counting(socket.socket):
         return c
 
 
+def memfds():
+    n = 0
+    for f in os.listdir("/proc/self/fd"):
+        try:
+            n += os.readlink(f"/proc/self/fd/{f}").startswith("/memfd:")
+        except OSError:
+            pass  # the listing's own fd, closed by now
+    return n
+
+
 class Answer(asyncio.Protocol):
     check = None  # the server's check(full), called at each connection
+    memfds = -1
 
     def connection_made(self, transport):
         self.t, self.buf = transport, b""
+        if Counting.accepted >= N // 2 and Answer.memfds < 0:
+            Answer.memfds = memfds()
         Answer.check(False)
 
     def data_received(self, data):
@@ -86,7 +102,7 @@ def server(from_client, to_client):
             if state["reported"]:
                 return
             state["reported"] = True
-            os.write(to_client, struct.pack("<i", Counting.accepted))
+            os.write(to_client, struct.pack("<ii", Counting.accepted, Answer.memfds))
 
         def check(full):
             opened = state["opened"]
@@ -139,7 +155,7 @@ def client(from_server, to_server):
             die(f"connect: {e}")
         fds.append(c)
     os.write(to_server, struct.pack("<i", len(fds)))
-    (accepted,) = struct.unpack("<i", read_exact(from_server, 4))
+    accepted, kept = struct.unpack("<ii", read_exact(from_server, 8))
     for i, c in enumerate(fds):
         c.sendall(struct.pack("<Q", MAGIC | i))
     sel = selectors.DefaultSelector()
@@ -162,7 +178,7 @@ def client(from_server, to_server):
             checked += w == ~(MAGIC | i) & MASK
             answered += 1
             sel.unregister(c)
-    return len(fds), accepted, checked
+    return len(fds), accepted, checked, kept
 
 
 p = os.pipe()  # client -> server: how many it opened, then EOF when done
@@ -175,9 +191,9 @@ if pid == 0:
     server(p[0], q[1])
 os.close(p[0])
 os.close(q[1])
-opened, accepted, checked = client(q[0], p[1])
+opened, accepted, checked, kept = client(q[0], p[1])
 os.close(p[1])
 _, st = os.waitpid(pid, 0)
 if st != 0:
     die(f"server status {st}")
-print(f"opened {opened} accepted {accepted} checked {checked}", flush=True)
+print(f"opened {opened} accepted {accepted} checked {checked} memfds {kept}", flush=True)
