@@ -19,7 +19,7 @@
 #
 # Prints "opened O accepted A checked C memfds M" (exit 0), or "error ..."
 # (exit 1) for anything but running out of fds. M: the server's memfds
-# (`ls -l /proc/PID/fd`) once it had accepted half of N, while fds were
+# (`ls -l /proc/PID/fd`) at its accept of half of N, while fds were
 # still plentiful: what a preloaded server keeps for exec until it runs out
 # (-1 if it never got that far).
 import asyncio, errno, os, resource, selectors, signal, socket, struct, sys
@@ -49,10 +49,15 @@ class Counting(socket.socket):
     """The listener: asyncio's accept loop calls this accept()."""
 
     accepted = 0
+    memfds = -1
 
     def accept(self):
         c = super().accept()
         Counting.accepted += 1
+        if Counting.accepted == N // 2:
+            # Here, not at connection_made: asyncio's accept loop may take
+            # the rest and meet EMFILE before any connection is made.
+            Counting.memfds = memfds()
         return c
 
 
@@ -68,12 +73,9 @@ def memfds():
 
 class Answer(asyncio.Protocol):
     check = None  # the server's check(full), called at each connection
-    memfds = -1
 
     def connection_made(self, transport):
         self.t, self.buf = transport, b""
-        if Counting.accepted >= N // 2 and Answer.memfds < 0:
-            Answer.memfds = memfds()
         Answer.check(False)
 
     def data_received(self, data):
@@ -102,7 +104,7 @@ def server(from_client, to_client):
             if state["reported"]:
                 return
             state["reported"] = True
-            os.write(to_client, struct.pack("<ii", Counting.accepted, Answer.memfds))
+            os.write(to_client, struct.pack("<ii", Counting.accepted, Counting.memfds))
 
         def check(full):
             opened = state["opened"]
