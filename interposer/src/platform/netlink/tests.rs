@@ -577,4 +577,10 @@ fn finds_a_udp_receivers_buffer_as_the_kernel_would_deliver() {
     assert_eq!(got, Ok(Some(stored)));
     drop(rx);
     assert_eq!(udp_receive_buffer(to, FROM), Ok(None));
+    // IPv6, from ::1.
+    let rx6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    let stored = rustix::net::sockopt::socket_recv_buffer_size(&rx6).unwrap() as u32;
+    let from6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 9));
+    let got = udp_receive_buffer(rx6.local_addr().unwrap(), from6);
+    assert_eq!(got, Ok(Some(stored)));
 }
