@@ -1836,7 +1836,7 @@ print("kernel datagrams counted:", COUNTED)
 /// back to back by a new process (its link dialled at its first send).
 const BURST: &str = r#"
 def busy_receiver(bind_host):
-    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    r = socket.socket(socket.AF_INET6 if ":" in bind_host else socket.AF_INET, socket.SOCK_DGRAM)
     force = os.geteuid() == 0
     r.setsockopt(socket.SOL_SOCKET, 33 if force else socket.SO_RCVBUF, 8 << 20)  # SO_RCVBUFFORCE
     r.bind((bind_host, 0))
@@ -1849,15 +1849,17 @@ def body(name, i): return name + b"|%d|" % i + bytes((i * 13 + j) & 0xff for j i
 SENDER = """
 import socket, sys
 host, port, name, n = sys.argv[1], int(sys.argv[2]), sys.argv[3].encode(), int(sys.argv[4])
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
 for i in range(n):
     s.sendto(name + b"|%d|" % i + bytes((i * 13 + j) & 0xff for j in range(1000 + (i * 37) % 400)), (host, port))
 """
-def senders(port, names, n):
+def senders(port, names, n, to=None, wait=True):
     # New processes, preloaded as this one: the receiver is busy (waiting
     # for them, outside the library) until they have all exited.
-    ps = [subprocess.Popen([sys.executable, "-c", SENDER, host, str(port), nm, str(n)]) for nm in names]
-    for p in ps: p.wait()
+    ps = [subprocess.Popen([sys.executable, "-c", SENDER, to or host, str(port), nm, str(n)]) for nm in names]
+    if wait:
+        for p in ps: p.wait()
+    return ps
 def check(d, last):
     name, i, rest = d.split(b"|", 2)
     i = int(i)
@@ -1878,29 +1880,32 @@ fn a_new_senders_burst_to_a_busy_receiver_is_kept_as_the_kernel_keeps_it() {
     let body = r#"
 host = sys.argv[1]
 N = 2000
-for bind_host in (host, "0.0.0.0"):
+for bind_host, to in ((host, host), ("0.0.0.0", host), ("::1", "::1")):
     r = busy_receiver(bind_host)
     port = r.getsockname()[1]
-    senders(port, ["a"], N)
+    senders(port, ["a"], N, to)
     last, got = {}, 0
     while True:
         try: d = r.recv(70000)
         except BlockingIOError: break
         check(d, last); got += 1
-    print(bind_host == host, "kept", got, "of", N, "in order, last", sorted(last.items()))
+    print(bind_host, "kept", got, "of", N, "in order, last", sorted(last.items()))
     r.close()
 print("counted:", COUNTED)
 "#;
     let body = format!("{BURST}{body}");
     let (out, counters) = default_as_kernel("udpdef_burst", &body);
-    assert!(out.contains("True kept 2000 of 2000"), "{out}");
-    assert!(out.contains("False kept 2000 of 2000"), "{out}");
+    assert_eq!(
+        out.matches(" kept 2000 of 2000 in order").count(),
+        3,
+        "{out}"
+    );
     assert_eq!(
         counters.get("udp_dropped").copied().unwrap_or(0),
         0,
         "{counters:?}"
     );
-    assert!(counters["udp_shm"] >= 4000, "{counters:?}");
+    assert!(counters["udp_shm"] >= 6000, "{counters:?}");
 }
 
 /// Two new senders bursting at once to a busy receiver (decision 78):
@@ -1929,10 +1934,29 @@ while True:
     if not (readable and p == d and n == len(d)): disagree += 1
     check(d, last); got += 1
 print("kept", got, "of", 2 * N, "in order, last", sorted(last.items()), "disagreements", disagree)
+r.close()
+# Again with the receiver reading while they send: their links are
+# answered mid-burst and they move to shared memory (a receiver's 512
+# cells per sender may drop some there, so only order and agreement).
+r = busy_receiver(host)
+r.setblocking(True)
+ps = senders(r.getsockname()[1], ["c", "d"], N, wait=False)
+last, disagree = {}, 0
+while any(p.poll() is None for p in ps) or select.select([r], [], [], 0.2)[0]:
+    if not select.select([r], [], [], 0.05)[0]: continue
+    n = fionread(r)
+    p = r.recv(70000, socket.MSG_PEEK)
+    d = r.recv(70000)
+    if not (p == d and n == len(d)): disagree += 1
+    check(d, last)
+print("while reading: in order, disagreements", disagree)
 print("counted:", COUNTED)
 "#;
     let body = format!("{BURST}{body}");
     let (out, _) = default_as_kernel("udpdef_burst_two", &body);
     assert!(out.contains("kept 3000 of 3000"), "{out}");
-    assert!(out.contains("disagreements 0"), "{out}");
+    assert!(
+        out.contains("disagreements 0\nwhile reading: in order, disagreements 0"),
+        "{out}"
+    );
 }
