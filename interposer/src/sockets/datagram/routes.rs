@@ -660,7 +660,10 @@ impl Route {
             return false;
         };
         // The kernel stores twice what is asked, as it stores SO_RCVBUF.
-        let want = rcvbuf as usize / 2;
+        // At most `LINK_GROWN_MAX`: each new sender's link (and its copies,
+        // decision 56) is charged in full, where the kernel charges one
+        // buffer for all senders (review rv-udpnext39 #1).
+        let want = (rcvbuf as usize / 2).min(LINK_GROWN_MAX);
         if want <= LINK_SNDBUF {
             return false;
         }
@@ -916,6 +919,13 @@ pub(crate) fn chosen(uid: u32) -> bool {
 /// pinned only while datagrams wait there unread, at most this twice per
 /// pending link; after REG_OK the link carries small frames.
 const LINK_SNDBUF: usize = 1 << 20;
+
+/// The most a link grows to (`Route::grow_link`), asked as SO_SNDBUF (the
+/// kernel stores twice it): a receiver's 8 MiB SO_RCVBUF (stored, as the
+/// kernel caps a 4 MiB rmem_max) in full, never a forced 512 MiB one. Each
+/// pending sender may hold this much in the kernel and a copy in its heap
+/// (review rv-udpnext39: 526 MB of one sender's RSS for a forced 512 MiB).
+const LINK_GROWN_MAX: usize = 4 << 20;
 
 /// Opens a route: dial the name (or the wildcard's), check who holds it,
 /// send REG with our listener as the proof of `local`. The answer is read
