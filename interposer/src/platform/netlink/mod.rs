@@ -50,6 +50,11 @@ const NLA_TYPE_MASK: u16 = 0x3fff;
 const AF_INET: u8 = 2;
 const AF_INET6: u8 = 10;
 const IPPROTO_TCP: u8 = 6;
+const IPPROTO_UDP: u8 = 17;
+/// inet_diag's socket memory attribute (its request bit is `1 << (7 - 1)`)
+/// and the index of the receive buffer in its `u32` array (sock_diag.h).
+const INET_DIAG_SKMEMINFO: u16 = 7;
+const SK_MEMINFO_RCVBUF: usize = 1;
 
 const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const AF_UNIX: u8 = 1;
@@ -196,6 +201,70 @@ fn tcp_lookup(to: SocketAddr, from: SocketAddr) -> Result<Option<(u8, TcpListene
             Err(e) => Ok(Err(e)),
         }
     })
+}
+
+/// The receive buffer (SO_RCVBUF as the kernel stores it, doubled) of
+/// the kernel UDP socket a datagram from `from` to `to` would reach in
+/// this network namespace: the kernel's own lookup (exact address,
+/// wildcard, connected sockets, an SO_REUSEPORT member), as for TCP.
+/// `Ok(None)` when no socket would take it, or the kernel cannot say
+/// (no udp_diag).
+pub(crate) fn udp_receive_buffer(to: SocketAddr, from: SocketAddr) -> Result<Option<u32>, Errno> {
+    let (family, to_ip, from_ip) = match (unmap(to.ip()), unmap(from.ip())) {
+        (IpAddr::V4(t), IpAddr::V4(f)) => (AF_INET, v4_field(t), v4_field(f)),
+        (t, f) => (AF_INET6, v6(t).octets(), v6(f).octets()),
+    };
+    DIAG.run(|fd| {
+        let seq = next_seq();
+        let mut req = [0u8; NLMSG_HDRLEN + DIAG_REQ_LEN];
+        put_header(&mut req, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, seq);
+        let r = &mut req[NLMSG_HDRLEN..];
+        r[0] = family;
+        r[1] = IPPROTO_UDP;
+        r[2] = 1 << (INET_DIAG_SKMEMINFO - 1);
+        r[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+        // udp_diag looks "src" up as the datagram's source (the kernel's
+        // "swapped for historical reasons"): ours is src, the receiver dst.
+        r[8..10].copy_from_slice(&from.port().to_be_bytes());
+        r[10..12].copy_from_slice(&to.port().to_be_bytes());
+        r[12..28].copy_from_slice(&from_ip);
+        r[28..44].copy_from_slice(&to_ip);
+        r[48..56].copy_from_slice(&[0xff; 8]);
+
+        let mut buf = [MaybeUninit::uninit(); REPLY_BUF];
+        let mut found = None;
+        let answer = exchange(fd, &req, seq, &mut buf, |ty, payload| {
+            if ty != SOCK_DIAG_BY_FAMILY {
+                return Err(Errno::PROTO);
+            }
+            found = Some(rcvbuf_of(payload)?);
+            Ok(())
+        })?;
+        match answer {
+            Ok(()) => Ok(Ok(found.flatten())),
+            // No such socket, or no udp_diag: both "cannot say".
+            Err(Errno::NOENT) => Ok(Ok(None)),
+            Err(e) => Ok(Err(e)),
+        }
+    })
+}
+
+/// The receive buffer in an inet_diag answer's SKMEMINFO attribute, if
+/// it has one.
+fn rcvbuf_of(m: &[u8]) -> Result<Option<u32>, Errno> {
+    let mut at = align4(DIAG_MSG_LEN);
+    while at < m.len() {
+        let len = usize::from(u16::from_ne_bytes(bytes(m, at)?));
+        let ty = u16::from_ne_bytes(bytes(m, at + 2)?) & NLA_TYPE_MASK;
+        if len < 4 {
+            return Err(Errno::PROTO);
+        }
+        if ty == INET_DIAG_SKMEMINFO && len >= 4 + 4 * (SK_MEMINFO_RCVBUF + 1) {
+            return u32_at(m, at + 4 + 4 * SK_MEMINFO_RCVBUF).map(Some);
+        }
+        at = at.checked_add(align4(len)).ok_or(Errno::PROTO)?;
+    }
+    Ok(None)
 }
 
 /// Whether the kernel can answer inet_diag queries for `family`/TCP at all

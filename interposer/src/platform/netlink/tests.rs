@@ -561,3 +561,26 @@ fn veth_check_inside_namespace() {
         Some(Errno::NETUNREACH)
     );
 }
+
+#[test]
+fn finds_a_udp_receivers_buffer_as_the_kernel_would_deliver() {
+    let rx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    rustix::net::sockopt::set_socket_recv_buffer_size(&rx, 300_000).unwrap();
+    let stored = rustix::net::sockopt::socket_recv_buffer_size(&rx).unwrap() as u32;
+    let to = rx.local_addr().unwrap();
+    assert_eq!(udp_receive_buffer(to, FROM), Ok(Some(stored)));
+    // A wildcard receiver, reached at another loopback address; nobody.
+    let any = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    let port = any.local_addr().unwrap().port();
+    let got = udp_receive_buffer(SocketAddr::from(([127, 0, 0, 2], port)), FROM);
+    let stored = rustix::net::sockopt::socket_recv_buffer_size(&any).unwrap() as u32;
+    assert_eq!(got, Ok(Some(stored)));
+    drop(rx);
+    assert_eq!(udp_receive_buffer(to, FROM), Ok(None));
+    // IPv6, from ::1.
+    let rx6 = std::net::UdpSocket::bind("[::1]:0").unwrap();
+    let stored = rustix::net::sockopt::socket_recv_buffer_size(&rx6).unwrap() as u32;
+    let from6 = SocketAddr::from((Ipv6Addr::LOCALHOST, 9));
+    let got = udp_receive_buffer(rx6.local_addr().unwrap(), from6);
+    assert_eq!(got, Ok(Some(stored)));
+}

@@ -97,6 +97,9 @@ struct Route {
     /// or says REG_NO before one left them untaken: they go through the
     /// kernel (`Routes::salvage`; decision 56).
     on_link: Vec<Vec<u8>>,
+    /// The link's send buffer was grown to the receiver's receive buffer
+    /// (`grow_link`): asked once per route.
+    grown: bool,
 }
 
 enum State {
@@ -618,7 +621,11 @@ impl Route {
             source: claimed(local, self.dest),
             payload: &payload,
         };
-        match self.link.as_ref().map(|l| link::send(l.as_fd(), &f, None)) {
+        let mut sent = self.link.as_ref().map(|l| link::send(l.as_fd(), &f, None));
+        if matches!(sent, Some(Err(Errno::AGAIN))) && self.grow_link(local) {
+            sent = self.link.as_ref().map(|l| link::send(l.as_fd(), &f, None));
+        }
+        match sent {
             Some(Ok(())) => {
                 if default_mode() {
                     self.on_link.push(payload);
@@ -628,6 +635,48 @@ impl Route {
             Some(Err(_)) => Outcome::Dropped,
             None => Outcome::Kernel, // refused just now
         }
+    }
+
+    /// A pending link that is full (the receiver has not looked since the
+    /// dial, and the burst outgrew `LINK_SNDBUF`): its send buffer grown,
+    /// once, to the receive buffer of the kernel socket holding the
+    /// destination's port (the receiver's SO_RCVBUF: the default mode's
+    /// receiver sets it there), so the link holds what the kernel would
+    /// have queued for that receiver. The receiver keeps the link's
+    /// datagrams within that same limit when it takes them
+    /// (`links::take_frames`), in the order sent: they are still the
+    /// link's frames (decision 78). True when the link has more room.
+    #[cold]
+    fn grow_link(&mut self, local: SocketAddr) -> bool {
+        if self.grown || !default_mode() {
+            return false;
+        }
+        self.grown = true;
+        let Some(fd) = self.link.as_ref() else {
+            return false;
+        };
+        let from = claimed(local, self.dest);
+        let Ok(Some(rcvbuf)) = crate::platform::netlink::udp_receive_buffer(self.dest, from) else {
+            return false;
+        };
+        // The kernel stores twice what is asked, as it stores SO_RCVBUF.
+        // At most `LINK_GROWN_MAX`: each new sender's link (and its copies,
+        // decision 56) is charged in full, where the kernel charges one
+        // buffer for all senders (review rv-udpnext39 #1).
+        let want = (rcvbuf as usize / 2).min(LINK_GROWN_MAX);
+        if want <= LINK_SNDBUF {
+            return false;
+        }
+        // Beyond net.core.wmem_max only with CAP_NET_ADMIN, as the
+        // receiver's SO_RCVBUFFORCE; else as much as the kernel allows.
+        let grown = rustix::net::sockopt::set_socket_send_buffer_size_force(fd, want)
+            .or_else(|_| rustix::net::sockopt::set_socket_send_buffer_size(fd, want));
+        log!(
+            debug,
+            "datagram to {}: link full before REG_OK, send buffer grown to the receiver's {rcvbuf} ({grown:?})",
+            self.dest
+        );
+        grown.is_ok()
     }
 }
 
@@ -801,6 +850,7 @@ fn kernel_route(dest: SocketAddr, nobody: bool) -> Route {
         watched_tail: 0,
         used_ms: monotonic_ms(),
         on_link: Vec::new(),
+        grown: false,
     }
 }
 
@@ -869,6 +919,13 @@ pub(crate) fn chosen(uid: u32) -> bool {
 /// pinned only while datagrams wait there unread, at most this twice per
 /// pending link; after REG_OK the link carries small frames.
 const LINK_SNDBUF: usize = 1 << 20;
+
+/// The most a link grows to (`Route::grow_link`), asked as SO_SNDBUF (the
+/// kernel stores twice it): a receiver's 8 MiB SO_RCVBUF (stored, as the
+/// kernel caps a 4 MiB rmem_max) in full, never a forced 512 MiB one. Each
+/// pending sender may hold this much in the kernel and a copy in its heap
+/// (review rv-udpnext39: 526 MB of one sender's RSS for a forced 512 MiB).
+const LINK_GROWN_MAX: usize = 4 << 20;
 
 /// Opens a route: dial the name (or the wildcard's), check who holds it,
 /// send REG with our listener as the proof of `local`. The answer is read
@@ -960,5 +1017,6 @@ fn resolve(inbox: &Inbox, local: SocketAddr, dest: SocketAddr) -> Result<Route, 
         watched_tail: 0,
         used_ms: monotonic_ms(),
         on_link: Vec::new(),
+        grown: false,
     })
 }
