@@ -1,7 +1,7 @@
 /* A sender streams N numbered 4-byte UDP datagrams to a receiver as fast
- * as it can, never more than WINDOW ahead of the count the receiver sends
- * back every 40 (so a full queue never drops one, as kernel UDP's 4 MiB
- * receive buffer does not), then "end" with the number of times it waited
+ * as it can, never more than WINDOW ahead of the highest number the
+ * receiver says it got (every 40 it gets; so a full queue never drops
+ * one, as kernel UDP's 4 MiB receive buffer does not), then "end" with the number of times it waited
  * 2 s for a count (a count lost: it then goes on as if it came). The
  * receiver prints how many distinct numbers it got, how many twice, and
  * those waits.
@@ -68,7 +68,7 @@ int main(int argc, char **argv) {
     if (write(p[1], &a.sin_port, 2) != 2)
         return 1;
     uint8_t *seen = calloc(n, 1);
-    uint32_t got = 0, twice = 0, count = 0, stalls = 0;
+    uint32_t got = 0, twice = 0, count = 0, stalls = 0, top = 0;
     /* Every "end" lost (it never is): the receiver gives up. */
     struct timeval ten = {.tv_sec = 10};
     setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &ten, sizeof ten);
@@ -93,8 +93,10 @@ int main(int argc, char **argv) {
             twice++;
         else if (k < n)
             got++;
+        if (k < n && k + 1 > top)
+            top = k + 1;
         if (++count % 40 == 0)
-            sendto(s, &count, 4, 0, (struct sockaddr *)&from, fl);
+            sendto(s, &top, 4, 0, (struct sockaddr *)&from, fl);
     }
     waitpid(pid, NULL, 0);
     printf("got %u of %u twice %u stalls %u\n", got, n, twice, stalls);
