@@ -46,10 +46,8 @@ fn default_as_kernel(name: &str, body: &str) -> (String, std::collections::HashM
     };
     let kernel = run("kernel");
     let library = run("library");
-    assert_eq!(library, kernel, "{name}: the library vs kernel UDP");
-    if common::host::is_root() {
-        assert!(library.contains("counted: True"), "{name}: {library}");
-    }
+    // Said before the comparison: a failure's counters (udp_dropped) are
+    // its first clue.
     let counters = common::stats::read(&net.shm_dir());
     let _ = writeln!(
         std::io::stderr(),
@@ -59,6 +57,10 @@ fn default_as_kernel(name: &str, body: &str) -> (String, std::collections::HashM
         counters.get("udp_dropped"),
         counters.get("udp_shm_routes")
     );
+    assert_eq!(library, kernel, "{name}: the library vs kernel UDP");
+    if common::host::is_root() {
+        assert!(library.contains("counted: True"), "{name}: {library}");
+    }
     (library, counters)
 }
 
@@ -1327,6 +1329,7 @@ if sp == 0:
         t.sendto(b"%d" % i, (host, port)); time.sleep(0.0001)
     time.sleep(0.3)
     for i in range(5): t.sendto(b"end", (host, port))
+    t.close()  # (its datagrams counted before _exit)
     os._exit(0)
 # Bound after the fork: a fork goes back to the kernel (decision 49).
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind((host, 0))
@@ -1344,10 +1347,48 @@ while True:
         spawns += 1
 os.waitpid(sp, 0)
 print("got", len(set(got)), "of", N, "twice", len(got) - len(set(got)), "spawns", spawns)
+missing = sorted(set(range(N)) - set(got))
+if missing:
+    # Which ones, and whether the kernel socket dropped any (decision 75).
+    drops = [l.split()[-1] for l in open("/proc/net/udp").read().splitlines()[1:]
+             if int(l.split()[1].rsplit(":", 1)[1], 16) == s.getsockname()[1]]
+    print("missing", missing[:20], "kernel drops", drops)
 print("counted:", COUNTED)
 "#;
     let (out, _) = default_as_kernel("udpdef_spawn_pass", body);
     assert!(out.contains("got 2000 of 2000 twice 0 spawns 50"), "{out}");
+}
+
+/// A sender streaming as fast as it can, never more than 200 ahead of the
+/// receiver's count (so no queue is ever full, as kernel UDP's 4 MiB
+/// buffer is not): every datagram arrives (udp_window.c, eight rounds of
+/// 500,000 numbered datagrams). A receiver freed a batch of delivered runs
+/// hint bits first, owners second: a claim in between spent its eight
+/// tries on partitions still owned and dropped the datagram with room to
+/// spare (NoRoom; decision 75). Main's library failed 6 of 8 runs of
+/// this test (5 - 197 lost in the first round that lost), this branch
+/// passed 8 of 8; the spawn test above lost one, once, in CI (its sender
+/// is slow: a claim there rarely meets a free).
+#[test]
+fn a_fast_sender_inside_the_receivers_room_loses_nothing() {
+    let prog = common::build_c("udp_window", &["-O2", "-Wall"]);
+    for round in 0..8 {
+        let net = Net::loopback(&format!("udp-window-{round}"));
+        let mut cmd = common::preloaded(&prog);
+        cmd.args([net.host_str().as_str(), "500000"]);
+        default_env(&net, &mut cmd, true);
+        let out = stdout_of("udp_window", &mut cmd);
+        let counters = common::stats::read(&net.shm_dir());
+        assert!(
+            out.contains("got 500000 of 500000 twice 0 stalls 0"),
+            "round {round}: {out} {counters:?}"
+        );
+        // Carried by shared memory (not the kernel's 500,000).
+        assert!(
+            counters.get("udp_shm").is_some_and(|&n| n >= 500_000),
+            "round {round}: {counters:?}"
+        );
+    }
 }
 
 /// A receiver whose exec fails receives on, and gets what the links had

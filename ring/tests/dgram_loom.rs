@@ -367,3 +367,33 @@ fn repair_never_frees_a_live_claim() {
         assert_eq!(rx.partitions_in_use(), 0);
     });
 }
+
+/// Model 12: the receiver frees a run of nine partitions (the free that
+/// follows a receive) while another sender claims one partition of the
+/// three that stay free throughout: it gets one, in every interleaving.
+/// A free that cleared the run's hint bits before its owners let the
+/// claim spend its `CANDIDATES` (8) tries on partitions still owned and
+/// drop the datagram (NoRoom) with room to spare: a UDP receiver's
+/// datagram lost now and then under load (session 39, udpspawn39: a
+/// receiver preempted inside its free of a batch of 16).
+#[test]
+fn a_run_being_freed_hides_no_free_partition() {
+    model(2, || {
+        let g = GroupGeometry {
+            partition_bytes: 8,
+            partitions: 12,
+            span_max: 9,
+        };
+        let (mut rx, image) = heap_target(DgramGeometry::new(&[g], 2, 2).unwrap());
+        rx.set_limit(1 << 30);
+        let mut big = image.sender(rx.open_slot().unwrap()).unwrap();
+        let mut small = image.sender(rx.open_slot().unwrap()).unwrap();
+        assert!(matches!(big.send(&[1u8; 72]).unwrap(), Sent::Queued { .. }));
+        let t = thread::spawn(move || small.send(&[2u8; 8]).unwrap());
+        let mut buf = [0u8; 72];
+        let r = rx.recv(&mut buf, false).unwrap();
+        assert_eq!(r.len, 72);
+        let sent = t.join().unwrap();
+        assert!(matches!(sent, Sent::Queued { .. }), "{sent:?}");
+    });
+}

@@ -4,9 +4,12 @@
 //!
 //! The hint bitmaps only say where to look. A bit may be wrongly free (a
 //! claim between its CAS and its `fetch_or`, or a dead sender's), which
-//! costs a failed CAS, but never wrongly busy (which would lose capacity):
-//! a sender sets bits only for a run it owns, before it publishes it, and
-//! the receiver clears them before it stores the owners' 0. Senders never
+//! costs a failed CAS, but never wrongly busy for longer than a free
+//! (which would lose capacity): a sender sets bits only for a run it owns,
+//! before it publishes it, and the receiver clears them right after it
+//! stores the owners' 0. Not before: bits free over partitions still owned
+//! made a claim during a free spend its tries on them and drop
+//! (`Receiver::flush`, session 39). Senders never
 //! repair hints; the receiver does (`repair.rs`), after a peer's writes. At most [`CANDIDATES`] runs are tried per group, so a
 //! sender's time is bounded whatever the hints say.
 
@@ -133,17 +136,18 @@ fn take_run(sh: &Shared, g: usize, first: u32, span: u32, tag: u32) -> Result<()
     Ok(())
 }
 
-/// Frees a run the receiver consumed (or reclaims): hint bits first, then
-/// the owners, so no bit is ever busy for a free partition.
+/// Frees a run the receiver reclaims: the owners, then the hint bits, so
+/// no bit is free while its partition is still owned (a claim meanwhile
+/// would spend its tries on it, `Receiver::flush`).
 pub(crate) fn free_run(sh: &Shared, g: usize, first: u32, span: u32) {
-    let (w, bit) = ((first / 64) as usize, first % 64);
-    sh.hint(g, w)
-        .fetch_and(!run_mask(bit, span), Ordering::Relaxed);
     for i in first..first + span {
         // SYNC POINT (a): Release: our copy-out of this run happens before
         // the next claimant's Acquire CAS, hence before its copy-in.
         sh.dir(g, i).owner.store(0, Ordering::Release);
     }
+    let (w, bit) = ((first / 64) as usize, first % 64);
+    sh.hint(g, w)
+        .fetch_and(!run_mask(bit, span), Ordering::Relaxed);
 }
 
 #[cfg(all(test, not(loom)))]

@@ -673,14 +673,30 @@ impl Receiver {
         self.advance(f.slot);
     }
 
-    /// Frees the delivered runs and gives back their charge: the hint bits
-    /// of runs in one word in one `fetch_and`, then the owners.
+    /// Frees the delivered runs and gives back their charge: the owners,
+    /// then the hint bits of runs in one word in one `fetch_and`. In that
+    /// order a bit is never free while its partition is still owned, so a
+    /// sender claiming meanwhile passes the runs being freed by (their
+    /// bits still busy) instead of spending its `CANDIDATES` tries on
+    /// them and dropping with room to spare (session 39, udpspawn39: a
+    /// receiver preempted between the two steps of a batch of 16 lost a
+    /// datagram; model `a_run_being_freed_hides_no_free_partition`). A
+    /// bit busy over a partition already free costs only that partition
+    /// until the `fetch_and` (a sender CASes only partitions whose bits it
+    /// saw free; one whose look at the word predates the run may take it
+    /// meanwhile, and the `fetch_and` then leaves its bit wrongly free,
+    /// which `alloc` allows: a failed CAS later).
     pub(crate) fn flush(&mut self) {
         let n = core::mem::take(&mut self.freed.n);
         let bytes = core::mem::take(&mut self.freed.bytes);
         let runs = &self.freed.runs[..n];
-        // Hint bits first (merged over consecutive runs of one word), then
-        // the owners: no bit is ever busy for a free partition.
+        for r in runs.iter().flatten() {
+            for p in r.first..r.first + r.span {
+                // SYNC POINT (a): Release: our copy-out of this run
+                // happens before the next claimant's Acquire CAS.
+                self.sh.dir(r.group, p).owner.store(0, Ordering::Release);
+            }
+        }
         let mut word: Option<(usize, u32, u64)> = None;
         for r in runs.iter().flatten().filter(|r| r.span > 0) {
             let (key, m) = (
@@ -703,13 +719,6 @@ impl Receiver {
             self.sh
                 .hint(g, w as usize)
                 .fetch_and(!mask, Ordering::Relaxed);
-        }
-        for r in runs.iter().flatten() {
-            for p in r.first..r.first + r.span {
-                // SYNC POINT (a): Release: our copy-out of this run
-                // happens before the next claimant's Acquire CAS.
-                self.sh.dir(r.group, p).owner.store(0, Ordering::Release);
-            }
         }
         if bytes != 0 {
             self.sh.uncharge(bytes);

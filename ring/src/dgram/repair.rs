@@ -75,8 +75,9 @@ impl Receiver {
         // SYNC POINT: Acquire pairs with a claimant's Release `fetch_or`
         // (alloc.rs): a busy bit we see set by an honest sender makes its
         // owner CAS visible to the loads below, so we never see its
-        // partition free and clear its bit. (The receiver frees hint-first
-        // and is us, so no honest run is freed under our feet.) Only a bit
+        // partition free and clear its bit. (The receiver's frees are ours,
+        // whole before a repair step, so no honest run is freed under our
+        // feet.) Only a bit
         // a peer set over a free partition that a sender claims between
         // our loads can be cleared wrongly: that costs a failed CAS.
         let busy = hint.load(Ordering::Acquire);
