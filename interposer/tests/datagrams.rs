@@ -358,7 +358,9 @@ fn same_as_kernel(name: &str, body: &str) -> String {
 /// datagrams went nowhere). One server binds as root and drops to uid
 /// 65534 (its name's credentials are root's, its replies nobody's), one
 /// runs as 65534 from the start (a forked child that drops before its
-/// bind). Same answers as kernel UDP; none through the kernel.
+/// bind). A third binds a privileged port as root and drops (chronyd
+/// -u on 123, sweep39 D3: 0 answers, its REGs refused for the port).
+/// Same answers as kernel UDP; none through the kernel.
 #[test]
 fn a_daemon_of_another_user_answers_root() {
     if common::host::skip_unless_root("a_daemon_of_another_user_answers_root") {
@@ -366,11 +368,11 @@ fn a_daemon_of_another_user_answers_root() {
     }
     let body = r#"
 host, emul = sys.argv[1], sys.argv[2] == "emul"
-def serve(drop_before_bind, ready):
+def serve(drop_before_bind, fixed, ready):
     if drop_before_bind:
         os.setgroups([]); os.setgid(65534); os.setuid(65534)
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((host, 0))
+    s.bind((host, fixed))
     if not drop_before_bind:
         os.setgroups([]); os.setgid(65534); os.setuid(65534)
     os.write(ready, str(s.getsockname()[1]).encode().ljust(8)); os.close(ready)
@@ -378,11 +380,11 @@ def serve(drop_before_bind, ready):
         d, a = s.recvfrom(100)
         s.sendto(b"re:" + d + b" uid " + str(os.geteuid()).encode(), a)
     os._exit(0)
-for drop_before_bind in (False, True):
+for drop_before_bind, fixed in ((False, 0), (True, 0), (False, 919)):
     r, w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.close(r); serve(drop_before_bind, w)
+        os.close(r); serve(drop_before_bind, fixed, w)
     os.close(w)
     port = int(os.read(r, 8)); os.close(r)
     c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)
@@ -396,7 +398,7 @@ for drop_before_bind in (False, True):
     if emul:
         assert_no_kernel_udp(port)
     os.waitpid(pid, 0)
-    print("dropped", "before" if drop_before_bind else "after", "bind:", got)
+    print("dropped", "before" if drop_before_bind else "after", "bind", "(privileged port):" if fixed else ":", got)
 "#;
     let out = same_as_kernel("udp_users", body);
     assert!(!out.contains("lost"), "{out}");

@@ -223,7 +223,7 @@ fn register(
     // its name; a privileged port only from root (as binding one needs).
     // A wildcard-bound sender claims the loopback address the kernel
     // would send from (`routes::claimed`), proved by its wildcard name.
-    let proved = proof.is_some_and(|fd| {
+    let proved = proof.as_ref().is_some_and(|fd| {
         let any = |ip: std::net::IpAddr| SocketAddr::new(ip, source.port());
         link::holds_name(fd.as_fd(), source)
             || (crate::transport::rendezvous::is_loopback(source.ip())
@@ -235,7 +235,16 @@ fn register(
         log!(debug, "datagram REG claiming {source}: no proof, refused");
         return Err(Errno::ACCESS);
     }
-    if crate::transport::lookup::privileged_port(source.port()) && link.uid != 0 {
+    // A daemon that bound its port as root and then dropped to another
+    // user (chronyd -u, dnsmasq, ntpd) sends from it as the kernel lets
+    // it: its name's listener was listened on by root (SO_PEERCRED of a
+    // listening socket: the credentials of its listen(2); sweep39 D3).
+    let by_root =
+        |fd: &OwnedFd| crate::platform::sys::peer_cred(fd.as_fd()).is_some_and(|c| c.1 == 0);
+    if crate::transport::lookup::privileged_port(source.port())
+        && link.uid != 0
+        && !proof.as_ref().is_some_and(by_root)
+    {
         return Err(Errno::ACCESS);
     }
     let i = set_for(sets, link.uid, limit)?;
