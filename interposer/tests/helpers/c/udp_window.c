@@ -7,10 +7,12 @@
  * those waits.
  * usage: udp_window HOST [N] */
 #include <arpa/inet.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <sys/wait.h>
@@ -29,6 +31,11 @@ int main(int argc, char **argv) {
     inet_pton(AF_INET, argv[1], &a.sin_addr);
     pid_t pid = fork();
     if (pid == 0) {
+        /* Dies with the receiver: an orphaned sender would keep the test's
+           stdout open for days (review rv-udpspawn39 #1). */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1)
+            _exit(1);
         uint16_t port;
         if (read(p[0], &port, 2) != 2)
             _exit(1);
