@@ -669,6 +669,27 @@ if emul:
     assert!(out.contains("the other after the close b'3'"), "{out}");
 }
 
+/// iperf3 -u's "UDP accept" in one process (sweep39 D2): a connected
+/// socket sharing its port with an unconnected one of the process took a
+/// new sender's link and dropped its datagrams, and select said it was
+/// readable for them; the kernel gives them to the unconnected one.
+#[test]
+fn new_senders_reach_the_unconnected_socket_sharing_a_connected_ones_port() {
+    let body = format!(
+        "{}{}",
+        common::udp::UDP_ACCEPT_PY,
+        r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+port = udp_accept(host)
+if emul:
+    assert_no_kernel_udp(port)
+"#
+    );
+    let out = same_as_kernel("udp_accept", &body);
+    assert!(out.contains("round 3 readable: ['new']"), "{out}");
+    assert!(out.contains("conn3 got b'data3'"), "{out}");
+}
+
 /// iperf3 -u both ways (its TCP control connection on the same port),
 /// both ends preloaded on the emulated network: every datagram counted
 /// by the receiver (iperf3 checks their sequence numbers).

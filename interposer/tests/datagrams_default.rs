@@ -331,6 +331,28 @@ print("connected ok, kernel datagrams counted:", COUNTED)
     );
 }
 
+/// iperf3 -u's "UDP accept" in one process, in the default mode (sweep39
+/// D2: `iperf3 -u -P 2` hung): new senders' datagrams reach the
+/// unconnected socket sharing a connected one's port, as the kernel's,
+/// and select does not say the connected one is readable for them.
+#[test]
+fn new_senders_reach_the_unconnected_socket_sharing_a_connected_ones_port_by_default() {
+    let body = format!(
+        "{}{}",
+        common::udp::UDP_ACCEPT_PY,
+        r#"
+udp_accept(sys.argv[1])
+print("udp accept ok, kernel datagrams counted:", COUNTED)
+"#
+    );
+    let (out, counters) = default_as_kernel("udpdef_accept", &body);
+    assert!(out.contains("round 3 readable: ['new']"), "{out}");
+    assert!(out.contains("conn3 got b'data3'"), "{out}");
+    // The clients' hellos and data through shared memory, none dropped.
+    assert!(counters["udp_shm"] >= 6, "{counters:?}");
+    assert_eq!(counters["udp_dropped"], 0, "{counters:?}");
+}
+
 /// iperf3 -u both ways in the default mode, both ends preloaded (the
 /// server with -B: without it, its UDP replies come from 127.0.0.1, which
 /// a client connected to another 127.x address drops, kernel UDP too):
