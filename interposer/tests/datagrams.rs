@@ -700,7 +700,9 @@ fn iperf3_udp_both_ways() {
         return;
     }
     let net = Net::emulated("udp_iperf3");
-    for reverse in [false, true] {
+    // -P 2 and 4: iperf3's "UDP accept" shares the port (sweep39 D2:
+    // they hung).
+    for (reverse, streams) in [(false, 1), (true, 1), (false, 2), (true, 4)] {
         let mut server = preloaded("iperf3");
         server.args(["-s", "-1", "-B", &net.host_str(), "-p", &net.port_str()]);
         udp_env(&net, &mut server);
@@ -709,6 +711,7 @@ fn iperf3_udp_both_ways() {
         let mut client = preloaded("iperf3");
         client.args(["-u", "-c", &net.host_str(), "-p", &net.port_str()]);
         client.args(["-t", "1", "-b", "50M", "-l", "1200", "--json"]);
+        client.args(["-P", &streams.to_string()]);
         if reverse {
             client.arg("-R");
         }
@@ -723,7 +726,7 @@ fn iperf3_udp_both_ways() {
             .and_then(|s| s.trim().parse::<u64>().ok());
         let _ = writeln!(
             std::io::stderr(),
-            "datagrams.rs: iperf3 -u{}: {packets:?} datagrams",
+            "datagrams.rs: iperf3 -u -P {streams}{}: {packets:?} datagrams",
             if reverse { " -R" } else { "" }
         );
         assert!(packets.is_some_and(|p| p > 0), "{out}");
