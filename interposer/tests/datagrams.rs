@@ -669,6 +669,27 @@ if emul:
     assert!(out.contains("the other after the close b'3'"), "{out}");
 }
 
+/// iperf3 -u's "UDP accept" in one process (sweep39 D2): a connected
+/// socket sharing its port with an unconnected one of the process took a
+/// new sender's link and dropped its datagrams, and select said it was
+/// readable for them; the kernel gives them to the unconnected one.
+#[test]
+fn new_senders_reach_the_unconnected_socket_sharing_a_connected_ones_port() {
+    let body = format!(
+        "{}{}",
+        common::udp::UDP_ACCEPT_PY,
+        r#"
+host, emul = sys.argv[1], sys.argv[2] == "emul"
+port = udp_accept(host)
+if emul:
+    assert_no_kernel_udp(port)
+"#
+    );
+    let out = same_as_kernel("udp_accept", &body);
+    assert!(out.contains("round 3 readable: ['new']"), "{out}");
+    assert!(out.contains("conn3 got b'data3'"), "{out}");
+}
+
 /// iperf3 -u both ways (its TCP control connection on the same port),
 /// both ends preloaded on the emulated network: every datagram counted
 /// by the receiver (iperf3 checks their sequence numbers).
@@ -679,7 +700,9 @@ fn iperf3_udp_both_ways() {
         return;
     }
     let net = Net::emulated("udp_iperf3");
-    for reverse in [false, true] {
+    // -P 2 and 4: iperf3's "UDP accept" shares the port (sweep39 D2:
+    // they hung).
+    for (reverse, streams) in [(false, 1), (true, 1), (false, 2), (true, 4)] {
         let mut server = preloaded("iperf3");
         server.args(["-s", "-1", "-B", &net.host_str(), "-p", &net.port_str()]);
         udp_env(&net, &mut server);
@@ -688,6 +711,7 @@ fn iperf3_udp_both_ways() {
         let mut client = preloaded("iperf3");
         client.args(["-u", "-c", &net.host_str(), "-p", &net.port_str()]);
         client.args(["-t", "1", "-b", "50M", "-l", "1200", "--json"]);
+        client.args(["-P", &streams.to_string()]);
         if reverse {
             client.arg("-R");
         }
@@ -702,7 +726,7 @@ fn iperf3_udp_both_ways() {
             .and_then(|s| s.trim().parse::<u64>().ok());
         let _ = writeln!(
             std::io::stderr(),
-            "datagrams.rs: iperf3 -u{}: {packets:?} datagrams",
+            "datagrams.rs: iperf3 -u -P {streams}{}: {packets:?} datagrams",
             if reverse { " -R" } else { "" }
         );
         assert!(packets.is_some_and(|p| p > 0), "{out}");

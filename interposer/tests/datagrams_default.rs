@@ -331,6 +331,28 @@ print("connected ok, kernel datagrams counted:", COUNTED)
     );
 }
 
+/// iperf3 -u's "UDP accept" in one process, in the default mode (sweep39
+/// D2: `iperf3 -u -P 2` hung): new senders' datagrams reach the
+/// unconnected socket sharing a connected one's port, as the kernel's,
+/// and select does not say the connected one is readable for them.
+#[test]
+fn new_senders_reach_the_unconnected_socket_sharing_a_connected_ones_port_by_default() {
+    let body = format!(
+        "{}{}",
+        common::udp::UDP_ACCEPT_PY,
+        r#"
+udp_accept(sys.argv[1])
+print("udp accept ok, kernel datagrams counted:", COUNTED)
+"#
+    );
+    let (out, counters) = default_as_kernel("udpdef_accept", &body);
+    assert!(out.contains("round 3 readable: ['new']"), "{out}");
+    assert!(out.contains("conn3 got b'data3'"), "{out}");
+    // The clients' hellos and data through shared memory, none dropped.
+    assert!(counters["udp_shm"] >= 6, "{counters:?}");
+    assert_eq!(counters["udp_dropped"], 0, "{counters:?}");
+}
+
 /// iperf3 -u both ways in the default mode, both ends preloaded (the
 /// server with -B: without it, its UDP replies come from 127.0.0.1, which
 /// a client connected to another 127.x address drops, kernel UDP too):
@@ -343,7 +365,9 @@ fn iperf3_udp_both_ways_in_the_default_mode() {
         return;
     }
     let net = Net::loopback("udpdef_iperf3");
-    for reverse in [false, true] {
+    // -P 2 and 4: iperf3's "UDP accept" shares the port (sweep39 D2:
+    // they hung).
+    for (reverse, streams) in [(false, 1), (true, 1), (false, 2), (true, 4)] {
         let mut server = preloaded("iperf3");
         server.args(["-s", "-1", "-B", &net.host_str(), "-p", &net.port_str()]);
         default_env(&net, &mut server, true);
@@ -352,6 +376,7 @@ fn iperf3_udp_both_ways_in_the_default_mode() {
         let mut client = preloaded("iperf3");
         client.args(["-u", "-c", &net.host_str(), "-p", &net.port_str()]);
         client.args(["-t", "1", "-b", "50M", "-l", "1200", "--json"]);
+        client.args(["-P", &streams.to_string()]);
         if reverse {
             client.arg("-R");
         }
@@ -368,7 +393,7 @@ fn iperf3_udp_both_ways_in_the_default_mode() {
         let (packets, lost) = (field("packets"), field("lost_packets"));
         let _ = writeln!(
             std::io::stderr(),
-            "datagrams_default.rs: iperf3 -u{}: {packets:?} datagrams, {lost:?} lost",
+            "datagrams_default.rs: iperf3 -u -P {streams}{}: {packets:?} datagrams, {lost:?} lost",
             if reverse { " -R" } else { "" }
         );
         assert!(packets.is_some_and(|p| p > 0), "{out}");

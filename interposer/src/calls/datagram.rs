@@ -755,6 +755,7 @@ fn adopt(fd: c_int, local: SocketAddr, avoid: Option<u16>) -> Result<Arc<Socket>
             Err(Errno::ADDRINUSE) if avoid.is_none() => {
                 let holder = holder_of(d.kernel(), local)?;
                 d.name_shared(local, holder.datagram().ok_or(Errno::ADDRINUSE)?)?;
+                share_as_kernel(local);
             }
             r => r?,
         }
@@ -764,8 +765,12 @@ fn adopt(fd: c_int, local: SocketAddr, avoid: Option<u16>) -> Result<Arc<Socket>
     let app = sys::borrow_fd(fd);
     // (Up out of the application's range, as `socket_made`'s.)
     let kernel = crate::platform::internal_fd::InternalFd::dup(app)?.into_owned();
+    let mut shared = false;
     let d = match Datagram::bind(local, kernel, avoid) {
-        Err(Errno::ADDRINUSE) if avoid.is_none() => share(fd, local)?,
+        Err(Errno::ADDRINUSE) if avoid.is_none() => {
+            shared = true;
+            share(fd, local)?
+        }
         r => r?,
     };
     let cloexec = rustix::io::fcntl_getfd(app)?.contains(rustix::io::FdFlags::CLOEXEC);
@@ -777,8 +782,12 @@ fn adopt(fd: c_int, local: SocketAddr, avoid: Option<u16>) -> Result<Arc<Socket>
     }
     sys::dup_onto(d.instance(), fd, cloexec)?;
     log!(debug, "fd {fd}: UDP bound to {} (emulated)", d.local());
+    let local = d.local();
     let sock = Arc::new(Socket::Datagram(d));
     registry::insert(fd, sock.clone()).map_err(|()| Errno::MFILE)?;
+    if shared {
+        share_as_kernel(local);
+    }
     Ok(sock)
 }
 
@@ -1193,15 +1202,44 @@ pub(crate) fn connect(fd: c_int, addr: AddrIn<'_>) -> Option<Action<c_int>> {
     let d = sock.datagram()?;
     if addr.family() == Some(libc::AF_UNSPEC) {
         d.connect(None);
+        share_as_kernel(d.local());
         return Some(Action::Done(0));
     }
     Some(match addr.get() {
         Some(t) => {
             d.connect(Some(t));
+            share_as_kernel(d.local());
             Action::Done(0)
         }
         None => fail(Errno::INVAL),
     })
+}
+
+/// The sockets of this process sharing `local`'s name (`share`): a
+/// connected one takes no new links while an unconnected one shares it
+/// (`Datagram::set_deaf`), as the kernel gives a connected socket its
+/// peer's datagrams only and other senders' to the unconnected one.
+/// Asked again at each bind, connect and close of a socket there.
+pub(crate) fn share_as_kernel(local: SocketAddr) {
+    let mut sharing: Vec<Arc<Socket>> = Vec::new();
+    registry::for_each_socket(|s| {
+        if s.datagram()
+            .is_some_and(|d| d.emulated() && unmapped(d.local()) == unmapped(local))
+            && !sharing.iter().any(|o| Arc::ptr_eq(o, s))
+        {
+            sharing.push(s.clone());
+        }
+    });
+    let peers: Vec<bool> = sharing
+        .iter()
+        .map(|s| s.datagram().is_some_and(|d| d.peer().is_some()))
+        .collect();
+    let open = peers.iter().any(|c| !c);
+    for (s, connected) in sharing.iter().zip(peers) {
+        if let Some(d) = s.datagram() {
+            d.set_deaf(connected && open);
+        }
+    }
 }
 
 /// The datagram socket a send on `fd` to `dest` goes through: ours, or

@@ -47,8 +47,15 @@ pub(crate) fn close(fd: c_int) -> Action<c_int> {
     } else {
         Vec::new() // (a file's close: no lock)
     };
+    // A socket sharing a port: the others take its senders (see
+    // `share_as_kernel`).
+    let shared =
+        registry::get(fd).and_then(|s| s.datagram().filter(|d| d.emulated()).map(|d| d.local()));
     if let Some(handle) = fdtable::table().remove(fd) {
         release(fd, handle);
+    }
+    if let Some(local) = shared {
+        crate::calls::datagram::share_as_kernel(local);
     }
     if sets.is_empty() {
         return Action::Pass;

@@ -214,3 +214,58 @@ def raw_sendmmsg(s, msgs):
     n = libc.sendmmsg(s.fileno(), v, len(msgs), 0)
     return n, (ctypes.get_errno() if n < 0 else 0), [v[i].len for i in range(len(msgs))]
 "#;
+
+/// iperf3 -u's "UDP accept" in one process (sweep39 D2: `iperf3 -u -P 2`
+/// hung): the server's socket on port P takes a hello and connects to
+/// its sender, binds the next socket to P (SO_REUSEADDR) before it
+/// answers, then selects on all of them; the next client's hello is the
+/// new one's (the kernel gives a connected socket its peer's datagrams
+/// only). Three clients, forked before the server binds (a fork would
+/// give its sockets to the kernel, decision 49); then each client's data
+/// on its connected socket. `udp_accept(host)` prints what it saw and
+/// returns the port.
+pub const UDP_ACCEPT_PY: &str = r#"
+def udp_accept(host):
+    REUSE = (socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    def bound(port):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.setsockopt(*REUSE)
+        s.bind((host, port)); s.settimeout(10); return s
+    to_child, from_parent = os.pipe()
+    said, say = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        port = int(os.read(to_child, 16))
+        cs = []
+        for i in (1, 2, 3):
+            c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(10)
+            c.connect((host, port)); c.send(b"hello%d" % i)
+            try: os.write(say, b"client %d answer %r\n" % (i, c.recv(100)))
+            except OSError as e: os.write(say, b"client %d no answer %s\n" % (i, str(e).encode()))
+            cs.append(c)
+        for i, c in enumerate(cs, 1):
+            c.send(b"data%d" % i)
+        os._exit(0)
+    listener = bound(0); port = listener.getsockname()[1]
+    os.write(from_parent, str(port).encode())
+    conns = []
+    for i in (1, 2, 3):
+        if i > 1:
+            r, _, _ = select.select(conns + [listener], [], [], 10)
+            print("round", i, "readable:", ["new" if s is listener else "conn%d" % (conns.index(s) + 1) for s in r], flush=True)
+        try:
+            d, frm = listener.recvfrom(100)
+        except OSError as e:
+            print("round", i, "the unconnected socket got nothing:", e, flush=True)
+            break
+        listener.connect(frm)
+        nxt = bound(port)   # iperf3's order: the next socket is bound before the answer
+        listener.send(b"ack:" + d)
+        print("round", i, "got", d, flush=True)
+        conns.append(listener); listener = nxt
+    for i, c in enumerate(conns, 1):
+        try: print("conn%d" % i, "got", c.recv(100), flush=True)
+        except OSError as e: print("conn%d" % i, "got nothing:", e, flush=True)
+    os.waitpid(pid, 0); os.close(say)
+    print(os.read(said, 4096).decode(), end="")
+    return port
+"#;

@@ -112,6 +112,9 @@ pub(super) struct State {
     /// found our name) may be queued there, and is received first
     /// (review udploss16, late.py: its datagrams came out of order).
     pub(super) kernel_first: bool,
+    /// Connected, with an unconnected socket of this process sharing its
+    /// name (`Inbox::set_deaf`): new links are left to that one.
+    pub(super) deaf: bool,
 }
 
 /// The Inbox's state, locked. In the receiving process each lock and
@@ -206,6 +209,7 @@ impl Inbox {
                 edge_seen: None,
                 epoch_seen: 0,
                 kernel_first: false,
+                deaf: false,
             }),
         })
     }
@@ -657,7 +661,7 @@ impl Inbox {
             tokens = st.links.iter().map(|l| l.token).collect();
             tokens.push(LISTENER);
         }
-        if tokens.contains(&LISTENER) || st.parked {
+        if (tokens.contains(&LISTENER) || st.parked) && !st.deaf {
             // New links are read at once: a REG usually comes with them.
             let known = st.links.len();
             self.accept_links(st);
@@ -708,6 +712,9 @@ impl Inbox {
     }
 
     fn accept_links(&self, st: &mut State) {
+        if st.deaf {
+            return;
+        }
         loop {
             let flags = rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK;
             let conn = match rustix::net::accept_with(&self.listener, flags) {
@@ -784,6 +791,36 @@ impl Inbox {
                 inbound: Default::default(),
             });
         }
+    }
+
+    /// Stops (or starts again) taking new links: a connected socket
+    /// whose name an unconnected socket of this process shares leaves
+    /// new senders to that one, as the kernel gives a connected socket
+    /// its peer's datagrams only and the others to the unconnected one
+    /// (iperf3 -u's "UDP accept"; taken, they were dropped here). Its
+    /// peer's link is taken already (its datagram is what it connected
+    /// to). The listener leaves the instance, or it would say readable.
+    pub(crate) fn set_deaf(&self, deaf: bool) {
+        let mut st = self.lock();
+        if st.deaf == deaf {
+            return;
+        }
+        st.deaf = deaf;
+        if st.parked {
+            return; // (out of the instance already; back at an accept)
+        }
+        let ev = epoll::EventData::new_u64(LISTENER);
+        let ep = &self.shell.epoll;
+        let r = if deaf {
+            epoll::delete(ep, &self.listener)
+        } else {
+            epoll::add(ep, &self.listener, ev, epoll::EventFlags::IN)
+        };
+        if let Err(e) = r {
+            log!(debug, "datagram links to {}: deaf {deaf}: {e}", self.local);
+        }
+        // Readiness as a receive would find it now.
+        self.settle(&mut st);
     }
 
     fn signal(&self, st: &mut State) {

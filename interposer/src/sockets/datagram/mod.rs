@@ -483,6 +483,14 @@ impl Datagram {
         }
     }
 
+    /// Whether new senders' links are left to another socket sharing the
+    /// name (`Inbox::set_deaf`).
+    pub(crate) fn set_deaf(&self, deaf: bool) {
+        if let Some(i) = self.inbox() {
+            i.set_deaf(deaf);
+        }
+    }
+
     /// shutdown(2): as the kernel's UDP, it only marks the socket (the
     /// caller answers ENOTCONN when unconnected, which still marks it): a
     /// receive finds what is queued, then 0 bytes at once (a thread
