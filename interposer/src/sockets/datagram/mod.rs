@@ -644,9 +644,11 @@ impl Datagram {
     }
 
     /// A GSO send (decision 80): each segment a datagram of its own, in
-    /// order, as loopback delivers the kernel's segments; those the kernel
-    /// route takes go through the kernel socket one by one (each no longer
-    /// than the segment size: one datagram there too).
+    /// order, as loopback delivers the kernel's segments. A send whose
+    /// first segment the kernel route takes is the kernel's GSO send;
+    /// later segments it takes (the route changed meanwhile) go through
+    /// the kernel socket one by one (each no longer than the segment
+    /// size: one datagram there too).
     #[cold]
     #[inline(never)]
     #[allow(clippy::too_many_arguments)]
@@ -668,6 +670,12 @@ impl Datagram {
             let source = source.filter(|_| inbox.local.ip().is_unspecified());
             for (i, seg) in segments.iter().enumerate() {
                 match routes.send(inbox, inbox.local, dest, seg, source) {
+                    // The kernel's route from the first: the whole send is
+                    // the kernel's GSO (a UDP_GRO receiver gets it whole).
+                    Ok(Outcome::Kernel) if i == 0 => {
+                        drop(routes);
+                        return self.send_kernel(dest, peer, bufs, control);
+                    }
                     Ok(Outcome::Kernel) => kernel.push(i),
                     Ok(_) => {}
                     // (A later segment's error is lost, as a GSO skb's
@@ -683,11 +691,8 @@ impl Datagram {
             self.send_untaken(peer);
         }
         self.sent.store(true, std::sync::atomic::Ordering::Relaxed);
-        for (n, &i) in kernel.iter().enumerate() {
-            let r = self.send_kernel(dest, peer, &segments[i], control);
-            if n == 0 && i == 0 {
-                r?;
-            }
+        for &i in &kernel {
+            let _ = self.send_kernel(dest, peer, &segments[i], control);
         }
         Ok(len)
     }
