@@ -322,6 +322,7 @@ fn stamp(w: &mut Writer<'_>, asked: u32) {
 /// SCM_TIMESTAMPING after SO_TIMESTAMP(NS)'s, as __sock_recv_timestamp
 /// writes it: struct scm_timestamping, the software stamp in ts[0], the
 /// hardware ones (none on loopback) zero.
+#[allow(clippy::unnecessary_cast)] // (the fields' types vary by target)
 fn stamping(w: &mut Writer<'_>, asked: u32, t: rustix::time::Timespec) {
     if asked & STAMPING == 0 {
         return;
@@ -346,6 +347,7 @@ fn stamping(w: &mut Writer<'_>, asked: u32, t: rustix::time::Timespec) {
 }
 
 /// One SO_TIMESTAMP(NS) cmsg of type `kind` for the time `t`.
+#[allow(clippy::unnecessary_cast)] // (the fields' types vary by target)
 fn put_stamp(w: &mut Writer<'_>, kind: c_int, ns: bool, t: rustix::time::Timespec) {
     let frac = if ns { t.tv_nsec } else { t.tv_nsec / 1000 };
     // struct timeval / timespec (64-bit fields: the NEW types, and the

@@ -157,10 +157,12 @@ mod tests {
     fn splits_across_buffers() {
         let a = [1u8; 700];
         let b = [2u8; 2300];
-        let v = split(&[IoSlice::new(&a), IoSlice::new(&b)], 1000);
-        assert_eq!(sizes(&v), vec![1000, 1000, 1000]);
-        let v = split(&[IoSlice::new(&a), IoSlice::new(&b[..2000])], 1000);
-        assert_eq!(sizes(&v), vec![1000, 1000, 700]);
+        let whole = [IoSlice::new(&a), IoSlice::new(&b)];
+        assert_eq!(sizes(&split(&whole, 1000)), vec![1000, 1000, 1000]);
+        let short = [IoSlice::new(&a), IoSlice::new(&b[..2000])];
+        assert_eq!(sizes(&split(&short, 1000)), vec![1000, 1000, 700]);
+        assert_eq!(sizes(&split(&short, 2700)), vec![2700]);
+        assert_eq!(sizes(&split(&[], 1000)), Vec::<usize>::new());
     }
 
     #[test]
