@@ -122,9 +122,13 @@ pub(crate) fn from_cmsg(kind: c_int, data: &[u8]) -> Result<u16, Errno> {
 /// `bufs` cut into runs of `size` bytes (the last may be shorter), each
 /// a list of slices of the caller's buffers.
 pub(crate) fn split<'b>(bufs: &'b [IoSlice<'_>], size: usize) -> Vec<Vec<IoSlice<'b>>> {
-    let mut out = Vec::new();
-    let mut cur: Vec<IoSlice<'b>> = Vec::new();
-    let mut room = size.max(1);
+    let size = size.max(1);
+    let len = bufs.iter().map(|b| b.len()).sum::<usize>();
+    // (Sized once: one allocation for the list, one per segment.)
+    let each = bufs.len().min(len / size + 1) + 1;
+    let mut out = Vec::with_capacity(len.div_ceil(size));
+    let mut cur: Vec<IoSlice<'b>> = Vec::with_capacity(each);
+    let mut room = size;
     for b in bufs {
         let mut rest: &'b [u8] = b;
         while !rest.is_empty() {
@@ -134,8 +138,8 @@ pub(crate) fn split<'b>(bufs: &'b [IoSlice<'_>], size: usize) -> Vec<Vec<IoSlice
             rest = tail;
             room -= n;
             if room == 0 {
-                out.push(std::mem::take(&mut cur));
-                room = size.max(1);
+                out.push(std::mem::replace(&mut cur, Vec::with_capacity(each)));
+                room = size;
             }
         }
     }
