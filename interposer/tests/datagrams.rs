@@ -13,7 +13,7 @@ mod common;
 use std::io::Write;
 use std::process::Command;
 
-use common::udp::{CMSG_PY, OWN_NETNS, UDP_PRELUDE};
+use common::udp::{CMSG_PY, GSO_PY, OWN_NETNS, UDP_PRELUDE};
 use common::{build_c, preloaded, py, stdout_of, Net};
 
 /// The emulated network with datagrams carried (`SHMNET_UDP=1`: off by
@@ -2244,4 +2244,81 @@ for how in ("send", "bind"):
         out.contains("bind [b'child bind', b'parent bind']"),
         "{out}"
     );
+}
+
+/// Decision 80 (sweep s39 D1): UDP_SEGMENT (GSO) sends, by cmsg and by
+/// socket option, arrive as the kernel's segments, each a datagram of
+/// the segment size (the last shorter), through shared memory (the
+/// kernel carried none); the kernel's EINVAL and EMSGSIZE. On main the
+/// receiver got one datagram of the whole send.
+#[test]
+fn udp_segment_sends_as_kernel_udp() {
+    let body = format!(
+        "host = sys.argv[1]\nfam = socket.AF_INET\nbefore = kernel_datagrams()\n{GSO_PY}{}",
+        r#"
+expect_kernel(before, 0, SENT)
+print("gso ok, kernel datagrams counted:", COUNTED)
+"#
+    );
+    let out = library_as_kernel("udp_gso", &body);
+    assert!(out.contains("gso ok"), "{out}");
+    assert!(out.contains("got [1000, 1000, 500] True"), "{out}");
+}
+
+/// Decision 80 (sweep s39 D4): sockets that set SO_TIMESTAMPING (as
+/// chronyd's: software receive stamps, a client's transmit stamps too)
+/// before their first send, or a server after its bind, reach each other
+/// through shared memory (main: the client stayed the kernel's and no
+/// emulated server answered), and a receive gets SCM_TIMESTAMPING with
+/// the software stamp in ts[0], after SO_TIMESTAMPNS's, as the kernel
+/// makes them; a socket asking hardware stamps only gets none.
+#[test]
+fn so_timestamping_sockets_reach_emulated_receivers_as_kernel_udp() {
+    let body = r#"
+host = sys.argv[1]
+SO_TIMESTAMPNS, SO_TIMESTAMPING = 35, 37
+def stamps(anc):
+    out = []
+    for lv, ty, data in anc:
+        if (lv, ty) == (socket.SOL_SOCKET, SO_TIMESTAMPING):
+            ts = struct.unpack("6q", data[:48])
+            out.append(("stamping", len(data), abs(ts[0] + ts[1] / 1e9 - time.time()) < 60, 0 <= ts[1] < 10**9, ts[2:] == (0, 0, 0, 0)))
+        elif (lv, ty) == (socket.SOL_SOCKET, SO_TIMESTAMPNS):
+            out.append(("ns", len(data)))
+        else:
+            out.append((lv, ty, data.hex()))
+    return out
+# The kernel stamps received datagrams once its timestamp switch is on,
+# which it turns on a moment after a socket asks (a deferred static key):
+# a kernel socket outside the partition, kept open, asks until it sees one.
+warm = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); warm.bind(("127.0.0.1", 0))
+warm.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, 1048)
+while True:
+    warm.sendto(b"w", warm.getsockname())
+    if warm.recvmsg(10, 512)[1]:
+        break
+    time.sleep(0.01)
+before = kernel_datagrams()
+sent = 0
+srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); srv.bind((host, 0)); port = srv.getsockname()[1]
+srv.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, 1048)  # OPT_CMSG | SOFTWARE | RX_SOFTWARE, chronyd's
+for k, flags in enumerate((1050, 1048, 16 | 8, 4 | 64)):
+    c = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); c.settimeout(5)
+    c.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, flags)  # before the first send
+    if k == 1:
+        c.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    for i in range(3):
+        c.sendto(b"q%d.%d" % (k, i), (host, port)); sent += 1
+        d, anc, fl, a = srv.recvmsg(100, 512)
+        print("server", d, fl, stamps(anc))
+        srv.sendto(d, a); sent += 1
+        d, anc, fl, a = c.recvmsg(100, 512)
+        print("client", flags, d, fl, stamps(anc), a[1] == port)
+    c.close()
+expect_kernel(before, 0, sent)
+print("timestamping ok, kernel datagrams counted:", COUNTED)
+"#;
+    let out = library_as_kernel("udp_timestamping", body);
+    assert!(out.contains("timestamping ok"), "{out}");
+    assert!(out.contains("'stamping', 48, True, True, True"), "{out}");
 }

@@ -15,7 +15,7 @@ mod common;
 use std::io::Write;
 use std::process::Command;
 
-use common::udp::{CMSG_PY, OWN_NETNS, UDP_PRELUDE};
+use common::udp::{CMSG_PY, GSO_PY, OWN_NETNS, UDP_PRELUDE};
 use common::{preloaded, py, stdout_of, Net};
 
 /// The default mode's environment: only SHMNET_DIR, and UDP carried when
@@ -2036,4 +2036,46 @@ print("counted:", COUNTED)
         out.contains("disagreements 0\nwhile reading: in order, disagreements 0"),
         "{out}"
     );
+}
+
+/// Decision 80 (sweep s39 D1): UDP_SEGMENT (GSO) sends between preloaded
+/// sockets on 127.x and ::1, by cmsg and by socket option, arrive as the
+/// kernel's segments, through shared memory (the kernel carried none of
+/// the IPv4 ones); the kernel's errors. A receiver that asked UDP_GRO
+/// (before or after its bind) is the kernel's (decision 62) and gets a
+/// preloaded sender's GSO send whole with its UDP_GRO cmsg, as on
+/// loopback. On main every GSO send arrived as one datagram.
+#[test]
+fn udp_segment_sends_as_kernel_udp() {
+    let body = format!(
+        "host = sys.argv[1]\nfam = socket.AF_INET\nbefore = kernel_datagrams()\n{GSO_PY}{}{GSO_PY}{}",
+        r#"
+expect_kernel(before, 0, SENT)
+host, fam = "::1", socket.AF_INET6
+"#,
+        r#"
+for when in ("before", "after"):
+    r = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if when == "before":
+        r.setsockopt(SOL_UDP, UDP_GRO, 1)
+    r.bind((sys.argv[1], 0))
+    if when == "after":
+        r.setsockopt(SOL_UDP, UDP_GRO, 1)
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    data = payload(3000, 9)
+    for opt in (False, True):
+        if opt:
+            s.setsockopt(SOL_UDP, UDP_SEGMENT, 1000); s.sendto(data, r.getsockname())
+        else:
+            s.sendmsg([data], gso(1000), 0, r.getsockname())
+        select.select([r], [], [], 5)
+        d, anc, fl, a = r.recvmsg(70000, 256)
+        print("gro", when, opt, len(d), d == data, [(l, t, bytes(x).hex()) for l, t, x in anc])
+    r.close(); s.close()
+print("gso ok, kernel datagrams counted:", COUNTED)
+"#
+    );
+    let (out, _) = default_as_kernel("udp_gso", &body);
+    assert!(out.contains("gso ok"), "{out}");
+    assert!(out.contains("got [1000, 1000, 500] True"), "{out}");
 }

@@ -40,7 +40,7 @@ use crate::platform::fdtable;
 use crate::platform::real::Action;
 use crate::platform::sys::{self, as_family, AddrIn, AddrOut, InMsg, Mmsgs, OutMsg};
 use crate::sockets::datagram::pristine::{self, Claimed};
-use crate::sockets::datagram::{Datagram, Taken};
+use crate::sockets::datagram::{segment, Datagram, Taken};
 use crate::sockets::registry;
 use crate::sockets::socket::Socket;
 use crate::transport::rendezvous::{is_loopback, unmapped};
@@ -173,15 +173,19 @@ pub(crate) enum CmsgRoute {
 /// A sendmsg whose msghdr has a control buffer, on a socket of ours that
 /// is emulated (None: not one, or no cmsg: the usual paths).
 pub(crate) fn sendmsg_cmsgs(fd: c_int, msg: InMsg<'_>) -> Option<CmsgRoute> {
-    if !carried() || !fdtable::is_owned(fd) {
+    if !carried() {
         return None;
     }
-    let sock = ours(fd)?;
-    let d = sock.datagram()?;
-    if !d.emulated() {
-        return None; // `kernel_send`'s, or emulated by this send: as before
-    }
     let fail = |e| Some(CmsgRoute::Done(Action::Fail(e)));
+    let sock = match ours(fd).filter(|s| s.datagram().is_some_and(Datagram::emulated)) {
+        Some(s) => s,
+        // (`kernel_send` took one that stays the kernel's.)
+        None => match emulated_by_send(fd, msg)? {
+            Ok(s) => s,
+            Err(e) => return fail(e.raw_os_error()),
+        },
+    };
+    let d = sock.datagram()?;
     let cmsgs = match msg.cmsgs() {
         Ok(c) if c.is_empty() => return None,
         Ok(c) => c,
@@ -206,9 +210,11 @@ pub(crate) fn sendmsg_cmsgs(fd: c_int, msg: InMsg<'_>) -> Option<CmsgRoute> {
     let mut source = None;
     let mut shm = true;
     let mut foreign_if = None;
+    let mut gso = None;
     for (level, kind, data) in &cmsgs {
         match cmsg_sendable(family, *level, *kind, data, &mut source) {
             Sendable::Ok => {}
+            Sendable::Segment(size) => gso = Some(size),
             Sendable::Ignored => {}
             Sendable::Invalid => return fail(libc::EINVAL),
             Sendable::OtherInterface(i) => {
@@ -240,12 +246,30 @@ pub(crate) fn sendmsg_cmsgs(fd: c_int, msg: InMsg<'_>) -> Option<CmsgRoute> {
         return fail(libc::EFAULT);
     };
     Some(CmsgRoute::Done(match iov.slices() {
-        Ok(b) => match d.send_from(to, b, source, &sys::cmsg_bytes(&cmsgs)) {
+        Ok(b) => match d.send_from(to, b, source, &sys::cmsg_bytes(&cmsgs), gso) {
             Ok(n) => Action::Done(n as ssize_t),
             Err(e) => Action::Fail(e.raw_os_error()),
         },
         Err(e) => Action::Fail(e),
     }))
+}
+
+/// The socket a sendmsg with cmsgs emulates (its first send to a
+/// partition address, or in the default mode a pristine socket's to a
+/// name held): made so now, so that its cmsgs (UDP_SEGMENT's above all)
+/// are read as an emulated socket's. None: it does not become one.
+fn emulated_by_send(fd: c_int, msg: InMsg<'_>) -> Option<Result<Arc<Socket>, Errno>> {
+    let owned = fdtable::is_owned(fd);
+    let pristine = !owned && default_mode() && pristine::is_pristine(fd);
+    if !(owned || pristine) || !msg.cmsgs().is_ok_and(|c| !c.is_empty()) {
+        return None;
+    }
+    let to = destination(msg.name(), true).ok()??;
+    match sender(fd, Some(to))? {
+        Ok(s) if s.datagram().is_some_and(Datagram::emulated) => Some(Ok(s)),
+        Ok(_) => None,
+        Err(e) => Some(Err(e)),
+    }
 }
 
 /// Which cmsg levels a send reads (`sendmsg_cmsgs`).
@@ -270,7 +294,10 @@ enum Sendable {
     Invalid,
     /// A PKTINFO naming another interface than loopback (its index).
     OtherInterface(u32),
-    /// Only the kernel makes it (UDP_SEGMENT, IP_RETOPTS, SCM_TXTIME, ...).
+    /// UDP_SEGMENT: the send is cut into datagrams of this size
+    /// (decision 80).
+    Segment(u16),
+    /// Only the kernel makes it (IP_RETOPTS, SCM_TXTIME, ...).
     Kernel,
 }
 
@@ -332,6 +359,11 @@ fn cmsg_sendable(
             valid(int().is_some_and(|v| (-1..=255).contains(&v)))
         }
         (libc::IPPROTO_IPV6, _) => Sendable::Kernel,
+        // (udp_cmsg_send: UDP_SEGMENT of a u16, any other SOL_UDP EINVAL.)
+        (libc::IPPROTO_UDP, _) => match segment::from_cmsg(kind, data) {
+            Ok(size) => Sendable::Segment(size),
+            Err(_) => Sendable::Invalid,
+        },
         _ => Sendable::Ignored, // other levels: neither reads them
     }
 }

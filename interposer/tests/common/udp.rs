@@ -269,3 +269,69 @@ def udp_accept(host):
     print(os.read(said, 4096).decode(), end="")
     return port
 "#;
+
+/// UDP_SEGMENT (GSO) sends (decision 80), printed for a comparison with
+/// kernel UDP: cmsg and socket-option sizes, iovecs cut across segments,
+/// a first send that makes the socket ours, a connected send, the
+/// kernel's EINVAL and EMSGSIZE; each received datagram's length and
+/// bytes. `host` (argv[1]) and `fam` are set by the caller; `SENT` counts
+/// the datagrams the receiver gets.
+pub const GSO_PY: &str = r#"
+SOL_UDP, UDP_SEGMENT, UDP_GRO, SO_NO_CHECK = 17, 103, 104, 11
+def gso(n):
+    return [(SOL_UDP, UDP_SEGMENT, struct.pack("H", n))]
+def drain(r, want):
+    got = []
+    for _ in range(want):
+        if not select.select([r], [], [], 5)[0]:
+            break
+        got.append(r.recv(70000))
+    assert not select.select([r], [], [], 0.05)[0], "more datagrams than the kernel's"
+    return got
+def show(label, got, data):
+    print(label, [len(d) for d in got], b"".join(got) == data)
+r = socket.socket(fam, socket.SOCK_DGRAM); r.bind((host, 0)); dst = r.getsockname()[:2]
+s = socket.socket(fam, socket.SOCK_DGRAM); s.bind((host, 0))
+SENT = 0
+for i in range(3):   # the route, shared memory or the kernel's, found
+    s.sendto(b"warm", dst); r.recv(100); SENT += 1
+for size, n in ((1000, 3000), (1000, 2500), (1000, 800), (1000, 1000), (1, 5), (1000, 64000), (100, 12800), (65000, 65000)):
+    data = payload(n, size % 251)
+    try:
+        print("cmsg", size, n, s.sendmsg([data], gso(size), 0, dst))
+    except OSError as e:  # (more than 64 segments, before Linux's 128)
+        print("cmsg", size, n, errno.errorcode[e.errno]); continue
+    got = drain(r, -(-n // size)); SENT += len(got)
+    show("got", got, data)
+data = payload(2500, 3)
+print("iovecs", s.sendmsg([data[:300], data[300:1700], data[1700:]], gso(600), 0, dst))
+got = drain(r, 5); SENT += len(got); show("got", got, data)
+s.setsockopt(SOL_UDP, UDP_SEGMENT, 700)
+print("option", s.getsockopt(SOL_UDP, UDP_SEGMENT))
+data = payload(2000, 5)
+print("sendto", s.sendto(data, dst)); got = drain(r, 3); SENT += len(got); show("got", got, data)
+print("cmsg over option", s.sendmsg([data], gso(1500), 0, dst)); got = drain(r, 2); SENT += len(got); show("got", got, data)
+for label, n, cm in (("129 segments", 12801, gso(100)), ("other SOL_UDP", 100, [(SOL_UDP, UDP_GRO, struct.pack("i", 1))]),
+                     ("long UDP_SEGMENT", 100, [(SOL_UDP, UDP_SEGMENT, struct.pack("i", 700))]), ("too long", 70000, [])):
+    try:
+        print(label, s.sendmsg([bytes(n)], cm, 0, dst))
+    except OSError as e:
+        print(label, errno.errorcode[e.errno])
+s.setsockopt(SOL_UDP, UDP_SEGMENT, 0)
+if fam == socket.AF_INET:
+    s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+    try:
+        print("no check", s.sendmsg([bytes(10)], gso(5), 0, dst))
+    except OSError as e:
+        print("no check", errno.errorcode[e.errno])
+    s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 0)
+print("plain after", s.sendto(bytes(3000), dst)); got = drain(r, 1); SENT += len(got); show("got", got, bytes(3000))
+# A socket whose first send has the cmsg; a connected one with the option.
+f = socket.socket(fam, socket.SOCK_DGRAM)
+data = payload(3000, 7)
+print("first send", f.sendmsg([data], gso(1000), 0, dst)); got = drain(r, 3); SENT += len(got); show("got", got, data)
+c = socket.socket(fam, socket.SOCK_DGRAM); c.connect(dst); c.setsockopt(SOL_UDP, UDP_SEGMENT, 1200)
+print("connected", c.send(data)); got = drain(r, 3); SENT += len(got); show("got", got, data)
+for x in (r, s, f, c):
+    x.close()
+"#;

@@ -72,7 +72,9 @@ pub(crate) fn recvmsg_control(
 pub(crate) fn cmsg_bytes(cmsgs: &[Cmsg]) -> Vec<u8> {
     let hdr = core::mem::size_of::<libc::cmsghdr>();
     let word = core::mem::size_of::<usize>();
-    let mut out = Vec::new();
+    let space = |n: usize| (hdr + n).div_ceil(word) * word;
+    // (Sized once: a send with cmsgs pays one allocation.)
+    let mut out = Vec::with_capacity(cmsgs.iter().map(|(_, _, d)| space(d.len())).sum());
     for (level, kind, data) in cmsgs {
         out.extend_from_slice(&(hdr + data.len()).to_ne_bytes());
         out.extend_from_slice(&level.to_ne_bytes());

@@ -6,8 +6,11 @@
 //! is short).
 //!
 //! Options whose cmsgs nothing here can make (IP_RECVERR's error queue,
-//! SO_RXQ_OVFL's drop count, UDP_GRO's segment size, SO_TIMESTAMPING)
-//! keep the socket the kernel's (`kernel_only`).
+//! SO_RXQ_OVFL's drop count, UDP_GRO's segment size, and in the default
+//! mode SO_TIMESTAMPING) keep the socket the kernel's (`KERNEL_ONLY`).
+//! In the emulated mode SO_TIMESTAMPING is carried (decision 80): its
+//! receive software stamps are made, no transmit stamps (an empty error
+//! queue).
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
@@ -42,7 +45,12 @@ const STAMP_NS: u32 = 1 << 9;
 const STAMP_NEW: u32 = 1 << 10;
 /// SO_TIMESTAMPNS_NEW.
 const STAMP_NS_NEW: u32 = 1 << 11;
-/// Asked for something only the kernel makes (`kernel_only`).
+/// SO_TIMESTAMPING with SOF_TIMESTAMPING_SOFTWARE and RX_SOFTWARE, the
+/// emulated mode (decision 80): SCM_TIMESTAMPING's software stamp.
+const STAMPING: u32 = 1 << 12;
+/// ... set with SO_TIMESTAMPING_NEW (its cmsg type).
+const STAMPING_NEW: u32 = 1 << 13;
+/// Asked for something only the kernel makes (`KERNEL_ONLY`).
 pub(crate) const KERNEL_ONLY: u32 = 1 << 30;
 
 /// Linux's socket option numbers the libc crate lacks or names by arch.
@@ -53,6 +61,9 @@ const SO_TIMESTAMP_NEW: c_int = 63;
 const SO_TIMESTAMPNS_NEW: c_int = 64;
 const SO_TIMESTAMPING_NEW: c_int = 65;
 const UDP_GRO: c_int = 104;
+/// SOF_TIMESTAMPING_RX_SOFTWARE and SOF_TIMESTAMPING_SOFTWARE.
+const SOF_TIMESTAMPING_RX_SOFTWARE: u32 = 1 << 3;
+const SOF_TIMESTAMPING_SOFTWARE: u32 = 1 << 4;
 
 /// What the kernel UDP socket `k` (`v6`: AF_INET6) asked for: a mask of
 /// the constants above. An IPv6 socket also gets IPv4's cmsgs for
@@ -89,6 +100,13 @@ pub(crate) fn asked(k: BorrowedFd<'_>, v6: bool) -> u32 {
     set(on(so, SO_TIMESTAMPNS_OLD), STAMP_NS);
     set(on(so, SO_TIMESTAMP_NEW), STAMP_NEW);
     set(on(so, SO_TIMESTAMPNS_NEW), STAMP_NS_NEW);
+    // (SO_TIMESTAMPING's flags; the NEW option answers only when it set them.)
+    let stamping = int(so, SO_TIMESTAMPING_OLD) as u32;
+    let rx_soft = SOF_TIMESTAMPING_SOFTWARE | SOF_TIMESTAMPING_RX_SOFTWARE;
+    let emulated_stamping = !super::routes::default_mode();
+    let rx_stamps = emulated_stamping && stamping & rx_soft == rx_soft;
+    set(rx_stamps, STAMPING);
+    set(rx_stamps && on(so, SO_TIMESTAMPING_NEW), STAMPING_NEW);
     let recverr = if v6 {
         on(libc::IPPROTO_IPV6, libc::IPV6_RECVERR) || on(ip, libc::IP_RECVERR)
     } else {
@@ -98,8 +116,7 @@ pub(crate) fn asked(k: BorrowedFd<'_>, v6: bool) -> u32 {
         recverr
             || on(so, libc::SO_RXQ_OVFL)
             || on(libc::IPPROTO_UDP, UDP_GRO)
-            || on(so, SO_TIMESTAMPING_OLD)
-            || on(so, SO_TIMESTAMPING_NEW),
+            || (stamping != 0 && !emulated_stamping),
         KERNEL_ONLY,
     );
     m
@@ -291,9 +308,47 @@ fn stamp(w: &mut Writer<'_>, asked: u32) {
     } else if asked & STAMP != 0 {
         (SO_TIMESTAMP_OLD, false)
     } else {
+        if asked & STAMPING != 0 {
+            let t = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+            stamping(w, asked, t);
+        }
         return;
     };
     let t = rustix::time::clock_gettime(rustix::time::ClockId::Realtime);
+    put_stamp(w, kind, ns, t);
+    stamping(w, asked, t);
+}
+
+/// SCM_TIMESTAMPING after SO_TIMESTAMP(NS)'s, as __sock_recv_timestamp
+/// writes it: struct scm_timestamping, the software stamp in ts[0], the
+/// hardware ones (none on loopback) zero.
+#[allow(clippy::unnecessary_cast)] // (the fields' types vary by target)
+fn stamping(w: &mut Writer<'_>, asked: u32, t: rustix::time::Timespec) {
+    if asked & STAMPING == 0 {
+        return;
+    }
+    let new = asked & STAMPING_NEW != 0;
+    if new || cfg!(target_pointer_width = "64") {
+        let mut b = [0u8; 48];
+        b[..8].copy_from_slice(&(t.tv_sec as i64).to_ne_bytes());
+        b[8..16].copy_from_slice(&(t.tv_nsec as i64).to_ne_bytes());
+        let kind = if new {
+            SO_TIMESTAMPING_NEW
+        } else {
+            SO_TIMESTAMPING_OLD
+        };
+        w.put(libc::SOL_SOCKET, kind, &b);
+    } else {
+        let mut b = [0u8; 24];
+        b[..4].copy_from_slice(&(t.tv_sec as i32).to_ne_bytes());
+        b[4..8].copy_from_slice(&(t.tv_nsec as i32).to_ne_bytes());
+        w.put(libc::SOL_SOCKET, SO_TIMESTAMPING_OLD, &b);
+    }
+}
+
+/// One SO_TIMESTAMP(NS) cmsg of type `kind` for the time `t`.
+#[allow(clippy::unnecessary_cast)] // (the fields' types vary by target)
+fn put_stamp(w: &mut Writer<'_>, kind: c_int, ns: bool, t: rustix::time::Timespec) {
     let frac = if ns { t.tv_nsec } else { t.tv_nsec / 1000 };
     // struct timeval / timespec (64-bit fields: the NEW types, and the
     // old ones on 64-bit; the old ones on 32-bit hold 32-bit fields).

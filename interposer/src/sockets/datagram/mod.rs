@@ -26,6 +26,7 @@ mod leftover;
 mod links;
 pub(crate) mod pristine;
 mod routes;
+pub(crate) mod segment;
 pub(crate) mod unheld;
 
 use std::io::{IoSlice, IoSliceMut};
@@ -95,6 +96,9 @@ pub(crate) struct Datagram {
     /// not asked, again after each setsockopt; a fork asks again in both
     /// processes, as either may set an option on the shared socket).
     cmsgs: std::sync::atomic::AtomicU64,
+    /// Its UDP_SEGMENT and SO_NO_CHECK (`segment::Gso::bits`), kept as
+    /// `cmsgs` is (asked again after a setsockopt or a fork).
+    gso: std::sync::atomic::AtomicU64,
     /// Connected through the kernel to a destination remembered as held
     /// by nobody (decision 63): when its next send asks again whether it
     /// is ours to carry (`monotonic_ms`; 0: never).
@@ -137,6 +141,7 @@ impl Datagram {
             shut: std::sync::atomic::AtomicU8::new(0),
             shared_mark: OnceLock::new(),
             cmsgs: std::sync::atomic::AtomicU64::new(0),
+            gso: std::sync::atomic::AtomicU64::new(0),
             recheck_ms: std::sync::atomic::AtomicU64::new(0),
             opts,
         })
@@ -584,14 +589,15 @@ impl Datagram {
         dest: Option<SocketAddr>,
         bufs: &[IoSlice<'_>],
     ) -> Result<usize, Errno> {
-        self.send_from(dest, bufs, None, &[])
+        self.send_from(dest, bufs, None, &[], None)
     }
 
     /// `send`, from `source` on a wildcard-bound socket (IP_PKTINFO's or
     /// IPV6_PKTINFO's choice, `calls::datagram::sendmsg_cmsgs`; the
     /// receiver checks it is loopback's, proved by the wildcard name); a
-    /// send the kernel carries takes the cmsgs laid out in `control`.
-    /// (Inlined: the hot path, `send`, pays no call for the two arguments.)
+    /// send the kernel carries takes the cmsgs laid out in `control`;
+    /// `gso`, a UDP_SEGMENT cmsg's size (None: the socket's option), cuts
+    /// it into datagrams of that size (decision 80). (Inlined: the hot path, `send`, pays no call for the two arguments.)
     #[inline(always)]
     pub(crate) fn send_from(
         &self,
@@ -599,6 +605,7 @@ impl Datagram {
         bufs: &[IoSlice<'_>],
         source: Option<std::net::IpAddr>,
         control: &[u8],
+        gso: Option<u16>,
     ) -> Result<usize, Errno> {
         let peer = self.peer();
         let Some(dest) = dest.or(peer) else {
@@ -618,6 +625,15 @@ impl Datagram {
         if len > Self::max_to(dest) {
             return Err(Errno::MSGSIZE);
         }
+        let gso = match gso {
+            Some(size) => segment::Gso { size, ..self.gso() },
+            None => self.gso(),
+        };
+        if gso.size != 0
+            && gso.check(len, crate::transport::rendezvous::unmapped(dest).is_ipv6())?
+        {
+            return self.send_segments(inbox, dest, peer, bufs, source, control, gso.size);
+        }
         let (outcome, untaken) = {
             let mut routes = self.routes.lock();
             let source = source.filter(|_| inbox.local.ip().is_unspecified());
@@ -631,6 +647,60 @@ impl Datagram {
         self.sent.store(true, std::sync::atomic::Ordering::Relaxed);
         if matches!(outcome, Outcome::Kernel) {
             return self.send_kernel(dest, peer, bufs, control);
+        }
+        Ok(len)
+    }
+
+    /// A GSO send (decision 80): each segment a datagram of its own, in
+    /// order, as loopback delivers the kernel's segments. A send whose
+    /// first segment the kernel route takes is the kernel's GSO send;
+    /// later segments it takes (the route changed meanwhile) go through
+    /// the kernel socket one by one (each no longer than the segment
+    /// size: one datagram there too).
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn send_segments(
+        &self,
+        inbox: &Inbox,
+        dest: SocketAddr,
+        peer: Option<SocketAddr>,
+        bufs: &[IoSlice<'_>],
+        source: Option<std::net::IpAddr>,
+        control: &[u8],
+        size: u16,
+    ) -> Result<usize, Errno> {
+        let len = bufs.iter().map(|b| b.len()).sum::<usize>();
+        let segments = segment::split(bufs, usize::from(size));
+        let mut kernel = Vec::new();
+        let untaken = {
+            let mut routes = self.routes.lock();
+            let source = source.filter(|_| inbox.local.ip().is_unspecified());
+            for (i, seg) in segments.iter().enumerate() {
+                match routes.send(inbox, inbox.local, dest, seg, source) {
+                    // The kernel's route from the first: the whole send is
+                    // the kernel's GSO (a UDP_GRO receiver gets it whole).
+                    Ok(Outcome::Kernel) if i == 0 => {
+                        drop(routes);
+                        return self.send_kernel(dest, peer, bufs, control);
+                    }
+                    Ok(Outcome::Kernel) => kernel.push(i),
+                    Ok(_) => {}
+                    // (A later segment's error is lost, as a GSO skb's
+                    // segments are dropped silently; the first's is the
+                    // send's.)
+                    Err(e) if i == 0 => return Err(e),
+                    Err(_) => {}
+                }
+            }
+            routes.has_untaken()
+        };
+        if untaken {
+            self.send_untaken(peer);
+        }
+        self.sent.store(true, std::sync::atomic::Ordering::Relaxed);
+        for &i in &kernel {
+            let _ = self.send_kernel(dest, peer, &segments[i], control);
         }
         Ok(len)
     }
@@ -1039,9 +1109,31 @@ impl Datagram {
         routes::claimed(self.local(), dest)
     }
 
-    /// A setsockopt succeeded: the cmsgs asked may have changed.
+    /// Its UDP_SEGMENT and SO_NO_CHECK, asked of its kernel socket once
+    /// per setsockopt and fork (a send pays one load and a compare).
+    #[inline]
+    fn gso(&self) -> segment::Gso {
+        let key = self.gso.load(std::sync::atomic::Ordering::Relaxed);
+        if key >> 32 != Self::cmsgs_generation() {
+            return self.ask_gso();
+        }
+        segment::Gso::from_bits(key as u32)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn ask_gso(&self) -> segment::Gso {
+        let g = segment::Gso::of(self.kernel());
+        let key = Self::cmsgs_generation() << 32 | u64::from(g.bits());
+        self.gso.store(key, std::sync::atomic::Ordering::Relaxed);
+        g
+    }
+
+    /// A setsockopt succeeded: the cmsgs asked (and UDP_SEGMENT) may
+    /// have changed.
     pub(crate) fn forget_cmsgs(&self) {
         self.cmsgs.store(0, std::sync::atomic::Ordering::Relaxed);
+        self.gso.store(0, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Whether it asked for a cmsg only the kernel makes (IP_RECVERR,
