@@ -673,7 +673,11 @@ if emul:
 /// socket sharing its port with an unconnected one of the process took a
 /// new sender's link and dropped its datagrams, and select said it was
 /// readable for them; the kernel gives them to the unconnected one.
+/// Decision 81 is the default mode's only (review rv-uaccept39: here a
+/// connected socket whose peer had not dialled yet then heard nothing):
+/// still as main in the emulated mode.
 #[test]
+#[ignore = "emulated mode: decision 81 not applied (review rv-uaccept39 D1, D2)"]
 fn new_senders_reach_the_unconnected_socket_sharing_a_connected_ones_port() {
     let body = format!(
         "{}{}",
@@ -700,9 +704,9 @@ fn iperf3_udp_both_ways() {
         return;
     }
     let net = Net::emulated("udp_iperf3");
-    // -P 2 and 4: iperf3's "UDP accept" shares the port (sweep39 D2:
-    // they hung).
-    for (reverse, streams) in [(false, 1), (true, 1), (false, 2), (true, 4)] {
+    // (-P 2 and more: iperf3's "UDP accept" shares the port, and hangs
+    // in the emulated mode: decision 81 is the default mode's only.)
+    for (reverse, streams) in [(false, 1), (true, 1)] {
         let mut server = preloaded("iperf3");
         server.args(["-s", "-1", "-B", &net.host_str(), "-p", &net.port_str()]);
         udp_env(&net, &mut server);
