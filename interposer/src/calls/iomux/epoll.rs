@@ -146,7 +146,7 @@ fn merge_with(
 
 /// The first of the events `out[..n]` with `data` that `pick` says of: by
 /// `index`, or by a scan. (Generic, not `&dyn Fn`: a call through a
-/// pointer per event scanned made kvbench's 50 connections 10% more
+/// pointer per event scanned made kvbench's 50 connections 7% more
 /// instructions per request; decision 79.)
 fn first(
     out: &[epoll_event],

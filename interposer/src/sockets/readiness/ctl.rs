@@ -243,7 +243,6 @@ fn member(ev: libc::epoll_event, sock: &Arc<Socket>, pending: bool, listed: bool
         resilenced: false,
         spent: 0,
         empty_looks: 0,
-        down: false,
     }
 }
 

@@ -96,7 +96,14 @@ pub(crate) fn pending(epfd: c_int, max: usize, entry: bool) -> Option<Pending> {
             return false;
         };
         let readable = m.pending && still_pending(m, &mut out.watch_closely);
-        count_look(m, readable);
+        // Any look (a spin's too) that finds data starts the count again
+        // (counting only the first looks' findings raised, every 16 calls,
+        // the flag of a member read at every call, its data found by the
+        // spin: kvbench's 1 connection rang a doorbell every 8 requests;
+        // decision 79).
+        if readable {
+            m.empty_looks = 0;
+        }
         if !m.pending {
             m.listed = false;
             return false;
@@ -140,8 +147,8 @@ pub(crate) fn pending(epfd: c_int, max: usize, entry: bool) -> Option<Pending> {
     Some(out)
 }
 
-/// Calls in a row whose first look finds a member's ring empty while its
-/// flag is down, before the flag goes up (issue 14). Every wait looks at
+/// Calls whose first look sees a member's flag down, with no look finding
+/// data in its ring in between, before the flag goes up (issue 14). Every wait looks at
 /// the ring of each member whose flag is down, which costs per member and
 /// per wait; a flag up costs a doorbell byte at the next arrival, and
 /// nothing until then. With thousands of members, most of them between
@@ -150,10 +157,9 @@ pub(crate) fn pending(epfd: c_int, max: usize, entry: bool) -> Option<Pending> {
 pub(super) const IDLE_LOOKS: u8 = 16;
 
 /// Marks the members whose flag is down (the set's `Unarmed`) pending, to
-/// be looked at (`down`, at a call's `entry`: `pending` counts the looks
-/// that find them empty); one found empty by `IDLE_LOOKS` such looks in a
-/// row raises its flag
-/// and leaves the list instead (pending still if its ring holds data: it
+/// be looked at (a call's `entry` counts one in each one's `empty_looks`,
+/// which `pending` takes to 0 when a look finds data); one whose count
+/// reached `IDLE_LOOKS` raises its flag and leaves the list instead (pending still if its ring holds data: it
 /// may have come before the flag went up, without a byte). As
 /// `before_sleep`'s raise, without the sleep's name: nothing lowers it
 /// again but a read that empties its ring (`Connection::defer_arming`).
@@ -169,7 +175,7 @@ fn look_unarmed(
             if m.empty_looks >= IDLE_LOOKS {
                 idle.push(fd);
             } else {
-                m.down = entry;
+                m.empty_looks += u8::from(entry);
                 m.mark_pending(fd, pending);
             }
         }
@@ -206,20 +212,6 @@ fn look_unarmed(
     // handler's reads on it are refused as re-entry: review defer38 N1.)
     raised.sort_unstable();
     unarmed.forget(&raised);
-}
-
-/// Counts a look at `m` in its `empty_looks`: any look (a spin's too) that
-/// finds data starts it again; a call's first look that finds none adds
-/// one. (Counting only the first looks, and only those, raised the flag of
-/// a member read at every call, whose data comes while the call spins:
-/// kvbench's 1 connection rang a doorbell every 17 requests; decision 79.)
-fn count_look(m: &mut Member, readable: bool) {
-    let first = std::mem::take(&mut m.down);
-    if readable {
-        m.empty_looks = 0;
-    } else if first {
-        m.empty_looks = m.empty_looks.saturating_add(1);
-    }
 }
 
 /// A member whose EPOLLOUT the ring answers (`ctl::virtual_ctl`): reported

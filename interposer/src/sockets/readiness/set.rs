@@ -55,13 +55,10 @@ pub(super) struct Member {
     /// edge-triggered one whose connection still says these bits has no
     /// new edge: neither is the one an event with its `data` is for.
     pub(super) spent: u32,
-    /// Calls in a row whose first look (`pending`) found its ring empty
-    /// while its flag was down: at `pending::IDLE_LOOKS` its flag goes up
-    /// instead.
+    /// Calls whose first look (`pending`) saw its flag down since a look
+    /// last found data in its ring: at `pending::IDLE_LOOKS` its flag goes
+    /// up instead.
     pub(super) empty_looks: u8,
-    /// Its flag is down at this look (listed in the set's `Unarmed`):
-    /// `pending` counts it in `empty_looks`.
-    pub(super) down: bool,
 }
 
 impl Member {
