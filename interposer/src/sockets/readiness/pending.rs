@@ -79,13 +79,15 @@ pub(crate) fn pending(epfd: c_int, max: usize, entry: bool) -> Option<Pending> {
     // An entry whose member left or closed lists no connection: leaving
     // took its mark down (`Connection::set_deferral`), so none can need it.
     // More entries than members means some are such (or repeats).
-    if unarmed.len() > members.len() {
+    let down = unarmed.len();
+    if down > members.len() {
         unarmed.prune(|fd| members.get(&fd).is_some_and(|m| m.live().is_some()));
     }
     // Members whose flag is down: the kernel cannot report them, so their
-    // rings are looked at here (`pending` keeps those with data); those
-    // idle for `IDLE_LOOKS` looks raise it instead.
-    look_unarmed(members, pending, unarmed, entry);
+    // rings are looked at here (`pending` keeps those with data); in a set
+    // with `IDLE_SET` of them, those idle for `IDLE_LOOKS` calls raise it
+    // instead.
+    look_unarmed(members, pending, unarmed, entry, down >= IDLE_SET);
     // Where the next call starts: after the last member reported, so that
     // with little room every pending member has its turn (as the kernel
     // rotates its ready list).
@@ -148,34 +150,47 @@ pub(crate) fn pending(epfd: c_int, max: usize, entry: bool) -> Option<Pending> {
 }
 
 /// Calls whose first look sees a member's flag down, with no look finding
-/// data in its ring in between, before the flag goes up (issue 14). Every wait looks at
-/// the ring of each member whose flag is down, which costs per member and
-/// per wait; a flag up costs a doorbell byte at the next arrival, and
+/// data in its ring in between, before the flag goes up (issue 14). Every
+/// wait looks at the ring of each member whose flag is down, which costs
+/// per member and per wait; a flag up costs a doorbell byte at the next arrival, and
 /// nothing until then. With thousands of members, most of them between
 /// requests, the looks cost more than the bytes they save. After this
 /// many, a member costs what an eager one does until its next ring.
 pub(super) const IDLE_LOOKS: u8 = 16;
 
+/// Members whose flag is down from which a set raises idle ones
+/// (`IDLE_LOOKS`). A raise costs two system calls at the member's next
+/// request (the doorbell's byte, written and taken), the size of a few
+/// dozen looks; in a smaller set a member's next request comes within a
+/// few dozen calls, and raising cost more than it saved (redis-benchmark
+/// -c 50: the server's system calls per request 7% up; decision 79).
+const IDLE_SET: usize = 256;
+
 /// Marks the members whose flag is down (the set's `Unarmed`) pending, to
 /// be looked at (a call's `entry` counts one in each one's `empty_looks`,
 /// which `pending` takes to 0 when a look finds data); one whose count
-/// reached `IDLE_LOOKS` raises its flag and leaves the list instead (pending still if its ring holds data: it
-/// may have come before the flag went up, without a byte). As
-/// `before_sleep`'s raise, without the sleep's name: nothing lowers it
-/// again but a read that empties its ring (`Connection::defer_arming`).
+/// reached `IDLE_LOOKS` raises its flag and leaves the list instead
+/// (pending still if its ring holds data: it may have come before the
+/// flag went up, without a byte). As `before_sleep`'s raise, without the
+/// sleep's name: nothing lowers it again but a read that empties its ring
+/// (`Connection::defer_arming`). Counted and raised only when `raising`
+/// (the set lists `IDLE_SET` such members); else only looked at.
 fn look_unarmed(
     members: &mut BTreeMap<c_int, Member>,
     pending: &mut Vec<c_int>,
     unarmed: &Arc<Unarmed>,
     entry: bool,
+    raising: bool,
 ) {
     let mut idle = Vec::new();
+    let count = u8::from(entry && raising);
     unarmed.each(|&fd| {
         if let Some(m) = members.get_mut(&fd) {
-            if m.empty_looks >= IDLE_LOOKS {
+            if raising && m.empty_looks >= IDLE_LOOKS {
                 idle.push(fd);
             } else {
-                m.empty_looks += u8::from(entry);
+                // (Below `IDLE_LOOKS` when counted: no overflow.)
+                m.empty_looks = m.empty_looks.saturating_add(count);
                 m.mark_pending(fd, pending);
             }
         }
