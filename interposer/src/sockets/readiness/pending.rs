@@ -52,9 +52,10 @@ impl Default for Pending {
 /// None when `epfd` holds no connection nor set of ours (epoll_wait then
 /// passes through).
 ///
-/// `entry`: the look a call makes when it begins, which counts the
-/// members' idle looks (`IDLE_LOOKS`); a spin's and a sleep's looks do
-/// not (a spin looks thousands of times a millisecond).
+/// `entry`: the look a call makes when it begins, which counts a call for
+/// each member whose flag is down (`IDLE_LOOKS`); a spin's and a sleep's
+/// looks count none (a spin looks thousands of times a millisecond), and
+/// any look that finds data starts a member's count again.
 pub(crate) fn pending(epfd: c_int, max: usize, entry: bool) -> Option<Pending> {
     let mut sets = set::sets()?;
     let i = sets.position(epfd)?;
@@ -152,8 +153,8 @@ pub(crate) fn pending(epfd: c_int, max: usize, entry: bool) -> Option<Pending> {
 /// Calls whose first look sees a member's flag down, with no look finding
 /// data in its ring in between, before the flag goes up (issue 14). Every
 /// wait looks at the ring of each member whose flag is down, which costs
-/// per member and per wait; a flag up costs a doorbell byte at the next arrival, and
-/// nothing until then. With thousands of members, most of them between
+/// per member and per wait; a flag up costs a doorbell byte at the next
+/// arrival, and nothing until then. With thousands of members, most of them between
 /// requests, the looks cost more than the bytes they save. After this
 /// many, a member costs what an eager one does until its next ring.
 pub(super) const IDLE_LOOKS: u8 = 16;
