@@ -1147,6 +1147,29 @@ fn epoll_named_sleep_survives_siglongjmp_and_nested_waits() {
     }
 }
 
+/// Decision 79: in a set that lists 256 or more members whose flag is
+/// down, 40 calls that find no data raise the idle members' flags (the
+/// next data rings a doorbell the kernel sees: a raw ppoll), which leaves
+/// a wait to the kernel instead of a look at each ring per call; in a
+/// smaller set they stay down. Either way the next data of every member is
+/// reported and read whole.
+#[test]
+fn epoll_idle_members_of_a_big_set_raise_their_flags() {
+    for (n, raised) in [("300", "True"), ("50", "False")] {
+        let net = Net::emulated(&format!("defer-idle-{n}"));
+        let out = common::stdout_of(
+            "epoll_idle_raise",
+            net.py_helper("epoll_idle_raise", &[n])
+                .env("SHMNET_DEFER", "1"),
+        );
+        assert!(
+            out.contains(&format!("raised: {raised}")),
+            "{n} members:\n{out}"
+        );
+        assert!(out.contains("all reported"), "{n} members:\n{out}");
+    }
+}
+
 /// Deferred flags: the sequences a review found losing a wake-up (data
 /// read with one recv after a second thread's wait or a poll on the epoll
 /// fd crowded the set; DEL and ADD again, with the set kept or made anew;

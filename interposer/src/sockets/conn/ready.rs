@@ -39,6 +39,12 @@ impl Unarmed {
         self.0.lock().iter().for_each(f);
     }
 
+    /// Drops every entry of `fds` (sorted): their flags are up and their
+    /// marks cleared (`Connection::rearm`), outside a sleep.
+    pub(crate) fn forget(&self, fds: &[c_int]) {
+        self.0.lock().retain(|fd| fds.binary_search(fd).is_err());
+    }
+
     /// Entries listed.
     pub(crate) fn len(&self) -> usize {
         self.0.lock().len()
@@ -73,7 +79,9 @@ pub(crate) struct Deferral {
 /// this many of its sleeps keeps its flag up after them, off the list
 /// (`defer_again`): a set of thousands of mostly idle connections would
 /// otherwise have its waiter raise and lower every flag at every sleep.
-/// (redis-benchmark's 50 connections are read about every second sleep.)
+/// (redis-benchmark's 50 connections are read about every second sleep.
+/// 2 made redis-benchmark -c 1000's server ring 2.6 times as often:
+/// decision 74.)
 const IDLE_SLEEPS: u32 = 16;
 
 /// Who waits on a connection's fd, and how the kernel reports it.
@@ -417,12 +425,15 @@ impl Connection {
     /// is off the list; raised again without the sleep's name (a producer
     /// that rang that sleep would leave it out, and nobody looks at its
     /// ring now), and true when its ring holds data (the caller reports it).
-    pub(crate) fn defer_again(&self) -> bool {
+    /// `idle`: the set's looks found its ring empty for long
+    /// (`readiness::pending`'s `IDLE_LOOKS`): treated as idle for
+    /// `IDLE_SLEEPS`.
+    pub(crate) fn defer_again(&self, idle: bool) -> bool {
         let mut guard = self.rx.lock();
         let Some(rx) = self.receiver(&mut guard.consumer) else {
             return false;
         };
-        if self.defer_as(false) {
+        if !idle && self.defer_as(false) {
             rx.disarm(WaitKind::Doorbell);
             self.edges_off(rx);
             return false;

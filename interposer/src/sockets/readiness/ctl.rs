@@ -242,6 +242,7 @@ fn member(ev: libc::epoll_event, sock: &Arc<Socket>, pending: bool, listed: bool
         echo_due: false,
         resilenced: false,
         spent: 0,
+        empty_looks: 0,
     }
 }
 

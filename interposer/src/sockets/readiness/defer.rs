@@ -318,7 +318,8 @@ pub(crate) fn after_sleep(epfd: c_int) {
         for fd in std::mem::take(&mut set.raised) {
             if let Some(m) = set.members.get_mut(&fd) {
                 let live = m.live();
-                if stream(&live).is_some_and(|c| c.defer_again()) {
+                let idle = m.empty_looks >= super::pending::IDLE_LOOKS;
+                if stream(&live).is_some_and(|c| c.defer_again(idle)) {
                     m.mark_pending(fd, &mut set.pending);
                 }
             }

@@ -5,11 +5,14 @@
 #![forbid(unsafe_code)]
 
 use core::ffi::c_int;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::platform::real::waits;
 use crate::platform::sys::EventIn;
 
 use super::set::{self, stream, Member, Set};
+use crate::sockets::conn::Unarmed;
 
 /// What `pending` found for one epoll set.
 pub(crate) struct Pending {
@@ -48,7 +51,12 @@ impl Default for Pending {
 /// kernel does).
 /// None when `epfd` holds no connection nor set of ours (epoll_wait then
 /// passes through).
-pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
+///
+/// `entry`: the look a call makes when it begins, which counts a call for
+/// each member whose flag is down (`IDLE_LOOKS`); a spin's and a sleep's
+/// looks count none (a spin looks thousands of times a millisecond), and
+/// any look that finds data starts a member's count again.
+pub(crate) fn pending(epfd: c_int, max: usize, entry: bool) -> Option<Pending> {
     let mut sets = set::sets()?;
     let i = sets.position(epfd)?;
     let inner_ready: Vec<c_int> = sets.inner_ready(i);
@@ -72,16 +80,15 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
     // An entry whose member left or closed lists no connection: leaving
     // took its mark down (`Connection::set_deferral`), so none can need it.
     // More entries than members means some are such (or repeats).
-    if unarmed.len() > members.len() {
+    let down = unarmed.len();
+    if down > members.len() {
         unarmed.prune(|fd| members.get(&fd).is_some_and(|m| m.live().is_some()));
     }
     // Members whose flag is down: the kernel cannot report them, so their
-    // rings are looked at here (`pending` keeps those with data).
-    unarmed.each(|&fd| {
-        if let Some(m) = members.get_mut(&fd) {
-            m.mark_pending(fd, pending);
-        }
-    });
+    // rings are looked at here (`pending` keeps those with data); in a set
+    // with `IDLE_SET` of them, those idle for `IDLE_LOOKS` calls raise it
+    // instead.
+    look_unarmed(members, pending, unarmed, entry, down >= IDLE_SET);
     // Where the next call starts: after the last member reported, so that
     // with little room every pending member has its turn (as the kernel
     // rotates its ready list).
@@ -92,6 +99,14 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
             return false;
         };
         let readable = m.pending && still_pending(m, &mut out.watch_closely);
+        // Any look (a spin's too) that finds data starts the count again
+        // (counting only the first looks' findings raised, every 16 calls,
+        // the flag of a member read at every call, its data found by the
+        // spin: kvbench's 1 connection rang a doorbell every 8 requests;
+        // decision 79).
+        if readable {
+            m.empty_looks = 0;
+        }
         if !m.pending {
             m.listed = false;
             return false;
@@ -133,6 +148,86 @@ pub(crate) fn pending(epfd: c_int, max: usize) -> Option<Pending> {
         }
     }
     Some(out)
+}
+
+/// Calls whose first look sees a member's flag down, with no look finding
+/// data in its ring in between, before the flag goes up (issue 14). Every
+/// wait looks at the ring of each member whose flag is down, which costs
+/// per member and per wait; a flag up costs a doorbell byte at the next
+/// arrival, and nothing until then. With thousands of members, most of them between
+/// requests, the looks cost more than the bytes they save. After this
+/// many, a member costs what an eager one does until its next ring.
+pub(super) const IDLE_LOOKS: u8 = 16;
+
+/// Members whose flag is down from which a set raises idle ones
+/// (`IDLE_LOOKS`). A raise costs two system calls at the member's next
+/// request (the doorbell's byte, written and taken), the size of a few
+/// dozen looks; in a smaller set a member's next request comes within a
+/// few dozen calls, and raising cost more than it saved (redis-benchmark
+/// -c 50: the server's system calls per request 7% up; decision 79).
+const IDLE_SET: usize = 256;
+
+/// Marks the members whose flag is down (the set's `Unarmed`) pending, to
+/// be looked at (a call's `entry` counts one in each one's `empty_looks`,
+/// which `pending` takes to 0 when a look finds data); one whose count
+/// reached `IDLE_LOOKS` raises its flag and leaves the list instead
+/// (pending still if its ring holds data: it may have come before the
+/// flag went up, without a byte). As `before_sleep`'s raise, without the
+/// sleep's name: nothing lowers it again but a read that empties its ring
+/// (`Connection::defer_arming`). Counted and raised only when `raising`
+/// (the set lists `IDLE_SET` such members); else only looked at.
+fn look_unarmed(
+    members: &mut BTreeMap<c_int, Member>,
+    pending: &mut Vec<c_int>,
+    unarmed: &Arc<Unarmed>,
+    entry: bool,
+    raising: bool,
+) {
+    let mut idle = Vec::new();
+    let count = u8::from(entry && raising);
+    unarmed.each(|&fd| {
+        if let Some(m) = members.get_mut(&fd) {
+            if raising && m.empty_looks >= IDLE_LOOKS {
+                idle.push(fd);
+            } else {
+                // (Below `IDLE_LOOKS` when counted: no overflow.)
+                m.empty_looks = m.empty_looks.saturating_add(count);
+                m.mark_pending(fd, pending);
+            }
+        }
+    });
+    if idle.is_empty() {
+        return;
+    }
+    // (Raised outside the list's lock: a raise takes the connection's rx
+    // lock, which is taken before the list's elsewhere.)
+    let mut raised = Vec::new();
+    for fd in idle {
+        let Some(m) = members.get_mut(&fd) else {
+            continue;
+        };
+        m.empty_looks = 0;
+        let live = m.live();
+        match stream(&live).and_then(|c| c.rearm(unarmed)) {
+            Some(readable) => {
+                raised.push(fd);
+                if readable {
+                    m.mark_pending(fd, pending);
+                }
+            }
+            // An entry left over (its flag is up already), or no
+            // connection: looked at as before.
+            None => m.mark_pending(fd, pending),
+        }
+    }
+    // (Taken off the list after the raise, where `before_sleep` takes
+    // entries off first: a read that emptied the ring between the two
+    // would lower the flag and list the member again, and `forget` would
+    // drop that new entry, the flag left down and nobody to look. Only
+    // this thread, the set's waiter, lowers flags (`defer_as`), and a
+    // handler's reads on it are refused as re-entry: review defer38 N1.)
+    raised.sort_unstable();
+    unarmed.forget(&raised);
 }
 
 /// A member whose EPOLLOUT the ring answers (`ctl::virtual_ctl`): reported

@@ -55,6 +55,10 @@ pub(super) struct Member {
     /// edge-triggered one whose connection still says these bits has no
     /// new edge: neither is the one an event with its `data` is for.
     pub(super) spent: u32,
+    /// Calls whose first look (`pending`) saw its flag down since a look
+    /// last found data in its ring: at `pending::IDLE_LOOKS` its flag goes
+    /// up instead.
+    pub(super) empty_looks: u8,
 }
 
 impl Member {
