@@ -144,9 +144,9 @@ extern "C" fn child() {
     // have held or waited on them at the fork, and they do not exist here.
     // Then each module's own process-private state: the registry, the
     // rendezvous blocks and kept segments, epoll sets, carried
-    // registrations (the order they were always reset in).
+    // registrations (the order they were always reset in), and the
+    // status table's pid and start time last.
     crate::platform::fork::advance();
-    crate::platform::status::after_fork();
     crate::sockets::registry::after_fork_child();
     crate::transport::pool::after_fork_child();
     crate::sockets::readiness::after_fork_child();
@@ -155,6 +155,12 @@ extern "C" fn child() {
     crate::sockets::listener::early::after_fork_child();
     crate::sockets::quiet::after_fork_child();
     crate::platform::cancel::after_fork_child();
+    // Last: it reads /proc, and the close of that fd goes through our
+    // close hook, which locks the epoll sets; a parent thread in
+    // epoll_wait held that lock at the fork until
+    // `readiness::after_fork_child` (review rv-defer39 #1: the child hung
+    // in its fork handler, 2 runs of 6).
+    crate::platform::status::after_fork();
 }
 
 /// setns(2)/unshare(2): passed through; what the library learnt about the
