@@ -169,20 +169,16 @@ fn tcp_lookup(to: SocketAddr, from: SocketAddr) -> Result<Option<(u8, TcpListene
     };
     DIAG.run(|fd| {
         let seq = next_seq();
-        let mut req = [0u8; NLMSG_HDRLEN + DIAG_REQ_LEN];
-        put_header(&mut req, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, seq);
-        let r = &mut req[NLMSG_HDRLEN..];
-        r[0] = family;
-        r[1] = IPPROTO_TCP;
-        // idiag_states: all. inet_diag_sockid: the listener's side is
-        // "src", ours is "dst", as in the socket the SYN would create.
-        r[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
-        r[8..10].copy_from_slice(&to.port().to_be_bytes());
-        r[10..12].copy_from_slice(&from.port().to_be_bytes());
-        r[12..28].copy_from_slice(&to_ip);
-        r[28..44].copy_from_slice(&from_ip);
-        // idiag_if 0; idiag_cookie INET_DIAG_NOCOOKIE twice: no cookie check.
-        r[48..56].copy_from_slice(&[0xff; 8]);
+        // inet_diag_sockid: the listener's side is "src", ours is "dst",
+        // as in the socket the SYN would create.
+        let req = diag_request(
+            seq,
+            family,
+            IPPROTO_TCP,
+            0,
+            (to.port(), to_ip),
+            (from.port(), from_ip),
+        );
 
         let mut buf = [MaybeUninit::uninit(); REPLY_BUF];
         let mut found = None;
@@ -203,6 +199,33 @@ fn tcp_lookup(to: SocketAddr, from: SocketAddr) -> Result<Option<(u8, TcpListene
     })
 }
 
+/// A SOCK_DIAG_BY_FAMILY request for one socket: every state, the
+/// extensions `ext` asked, inet_diag_sockid's src and dst as given
+/// (port, address field), idiag_if 0 and INET_DIAG_NOCOOKIE (no cookie
+/// check).
+fn diag_request(
+    seq: u32,
+    family: u8,
+    protocol: u8,
+    ext: u8,
+    src: (u16, [u8; 16]),
+    dst: (u16, [u8; 16]),
+) -> [u8; NLMSG_HDRLEN + DIAG_REQ_LEN] {
+    let mut req = [0u8; NLMSG_HDRLEN + DIAG_REQ_LEN];
+    put_header(&mut req, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, seq);
+    let r = &mut req[NLMSG_HDRLEN..];
+    r[0] = family;
+    r[1] = protocol;
+    r[2] = ext;
+    r[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
+    r[8..10].copy_from_slice(&src.0.to_be_bytes());
+    r[10..12].copy_from_slice(&dst.0.to_be_bytes());
+    r[12..28].copy_from_slice(&src.1);
+    r[28..44].copy_from_slice(&dst.1);
+    r[48..56].copy_from_slice(&[0xff; 8]);
+    req
+}
+
 /// The receive buffer (SO_RCVBUF as the kernel stores it, doubled) of
 /// the kernel UDP socket a datagram from `from` to `to` would reach in
 /// this network namespace: the kernel's own lookup (exact address,
@@ -216,20 +239,17 @@ pub(crate) fn udp_receive_buffer(to: SocketAddr, from: SocketAddr) -> Result<Opt
     };
     DIAG.run(|fd| {
         let seq = next_seq();
-        let mut req = [0u8; NLMSG_HDRLEN + DIAG_REQ_LEN];
-        put_header(&mut req, SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST, seq);
-        let r = &mut req[NLMSG_HDRLEN..];
-        r[0] = family;
-        r[1] = IPPROTO_UDP;
-        r[2] = 1 << (INET_DIAG_SKMEMINFO - 1);
-        r[4..8].copy_from_slice(&u32::MAX.to_ne_bytes());
         // udp_diag looks "src" up as the datagram's source (the kernel's
         // "swapped for historical reasons"): ours is src, the receiver dst.
-        r[8..10].copy_from_slice(&from.port().to_be_bytes());
-        r[10..12].copy_from_slice(&to.port().to_be_bytes());
-        r[12..28].copy_from_slice(&from_ip);
-        r[28..44].copy_from_slice(&to_ip);
-        r[48..56].copy_from_slice(&[0xff; 8]);
+        let ext = 1 << (INET_DIAG_SKMEMINFO - 1);
+        let req = diag_request(
+            seq,
+            family,
+            IPPROTO_UDP,
+            ext,
+            (from.port(), from_ip),
+            (to.port(), to_ip),
+        );
 
         let mut buf = [MaybeUninit::uninit(); REPLY_BUF];
         let mut found = None;
